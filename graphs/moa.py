@@ -1,0 +1,12 @@
+"""LangGraph server entry point: a layered Mixture-of-Agents.
+
+Built on the embedded local models by default, so `langgraph dev` serves it offline; pick
+other models, layers or limits per assistant or per run through the context schema
+(`MoAContext`): for example ``{"preset": "moa-lite"}`` or
+``{"proposers": ["openai:gpt-4o-mini", "together:Qwen/Qwen2.5-72B-Instruct-Turbo"],
+"aggregator": "openai:gpt-4o", "layers": 2}``.
+"""
+
+from langgraph_moa import MoAConfig, create_moa_graph
+
+graph = create_moa_graph(MoAConfig.from_preset("local-moa"), name="moa")

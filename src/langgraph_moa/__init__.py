@@ -1,0 +1,63 @@
+"""Mixture-of-Agents as a LangGraph graph: MoA, Self-MoA, Self-MoA-Seq and the ranker baseline.
+
+```python
+from langgraph_moa import MoAConfig, create_moa_graph
+
+graph = create_moa_graph(MoAConfig(proposers=[a, b, c], aggregator=d, layers=3))
+answer = graph.invoke({"messages": [("user", "Explain X")]})["messages"][-1]
+```
+"""
+
+from langgraph_moa.config import (
+    AggregatorConfig,
+    MoAConfig,
+    ProposerConfig,
+    SelfMoASeqConfig,
+    list_presets,
+)
+from langgraph_moa.context import MoAContext
+from langgraph_moa.errors import (
+    AggregatorFailedError,
+    AllProposersFailedError,
+    MissingAPIKeyError,
+    MoAConfigError,
+    MoAError,
+    MoAInputError,
+    ModelResolutionError,
+)
+from langgraph_moa.graph import TAG_FINAL, create_moa_graph, final_answer_only
+from langgraph_moa.models import OpenAIEndpoint
+from langgraph_moa.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT, inject_references
+from langgraph_moa.reliability import RetrySettings
+from langgraph_moa.state import CallRecord, MoAInput, MoAOutput, MoAState, UsageSummary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AGGREGATE_AND_SYNTHESIZE_PROMPT",
+    "TAG_FINAL",
+    "AggregatorConfig",
+    "AggregatorFailedError",
+    "AllProposersFailedError",
+    "CallRecord",
+    "MissingAPIKeyError",
+    "MoAConfig",
+    "MoAConfigError",
+    "MoAContext",
+    "MoAError",
+    "MoAInput",
+    "MoAInputError",
+    "MoAOutput",
+    "MoAState",
+    "ModelResolutionError",
+    "OpenAIEndpoint",
+    "ProposerConfig",
+    "RetrySettings",
+    "SelfMoASeqConfig",
+    "UsageSummary",
+    "__version__",
+    "create_moa_graph",
+    "final_answer_only",
+    "inject_references",
+    "list_presets",
+]

@@ -1,0 +1,110 @@
+"""Provenance and token accounting: one honest record per call, totals per layer and run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from langchain_core.messages import AIMessage, BaseMessage
+
+from langgraph_moa.state import CallRecord, LayerTotals, Role, TokenTotals, UsageSummary
+
+
+def answering_model(response: BaseMessage, configured: str) -> str:
+    """Return the model that really answered, as the provider reported it.
+
+    Providers put it in ``response_metadata["model_name"]`` (OpenAI, Together, llama.cpp) or
+    ``["model"]``; a router or fallback answering with another model shows up here, not as
+    the configured one.
+    """
+    meta = response.response_metadata or {}
+    for key in ("model_name", "model"):
+        value = meta.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return configured
+
+
+def ok_record(
+    *,
+    role: Role,
+    layer: int,
+    proposer: int,
+    sample: int,
+    configured_model: str,
+    response: BaseMessage,
+    latency_s: float,
+) -> CallRecord:
+    """Record a successful call, with tokens from the message's `usage_metadata`."""
+    usage = response.usage_metadata if isinstance(response, AIMessage) else None
+    prompt = int(usage["input_tokens"]) if usage else 0
+    completion = int(usage["output_tokens"]) if usage else 0
+    return CallRecord(
+        role=role,
+        layer=layer,
+        proposer=proposer,
+        sample=sample,
+        configured_model=configured_model,
+        model=answering_model(response, configured_model),
+        status="ok",
+        output=response.text,
+        error=None,
+        latency_s=round(latency_s, 4),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=int(usage["total_tokens"]) if usage else prompt + completion,
+    )
+
+
+def failed_record(
+    *,
+    role: Role,
+    layer: int,
+    proposer: int,
+    sample: int,
+    configured_model: str,
+    error: BaseException,
+    latency_s: float = 0.0,
+) -> CallRecord:
+    """Record a failed call with the provider's own error message."""
+    return CallRecord(
+        role=role,
+        layer=layer,
+        proposer=proposer,
+        sample=sample,
+        configured_model=configured_model,
+        model=configured_model,
+        status="failed",
+        output=None,
+        error=f"{type(error).__name__}: {error}",
+        latency_s=round(latency_s, 4),
+        prompt_tokens=0,
+        completion_tokens=0,
+        total_tokens=0,
+    )
+
+
+def _totals(calls: Iterable[CallRecord]) -> TokenTotals:
+    calls = list(calls)
+    return TokenTotals(
+        calls=len(calls),
+        failed=sum(c["status"] == "failed" for c in calls),
+        prompt_tokens=sum(c["prompt_tokens"] for c in calls),
+        completion_tokens=sum(c["completion_tokens"] for c in calls),
+        total_tokens=sum(c["total_tokens"] for c in calls),
+    )
+
+
+def summarize(calls: Iterable[CallRecord]) -> UsageSummary:
+    """Totals per layer and for the run; every figure is a sum over the call records."""
+    calls = list(calls)
+    layers: list[LayerTotals] = []
+    for layer in sorted({c["layer"] for c in calls}):
+        mine = [c for c in calls if c["layer"] == layer]
+        layers.append(
+            LayerTotals(
+                layer=layer,
+                latency_s=max(c["latency_s"] for c in mine),
+                **_totals(mine),
+            )
+        )
+    return UsageSummary(layers=layers, total=_totals(calls))

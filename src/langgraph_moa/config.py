@@ -1,0 +1,320 @@
+"""Validated configuration for every MoA variant, loadable from Python, YAML, JSON or presets.
+
+One `MoAConfig` describes all five variants of the papers:
+
+- ``moa``: `layers` MoA layers of heterogeneous proposers, then one aggregator;
+- ``single-proposer``: one model sampled n times as the proposers, any aggregator;
+- ``self-moa``: k samples of one model, aggregated by that same model;
+- ``self-moa-seq``: a long stream of samples aggregated through a sliding window that carries
+  the running synthesis forward;
+- ``ranker``: the paper's LLM-Ranker baseline, which returns the best proposal verbatim.
+
+`layers` counts MoA layers as the paper does: 3 layers = 2 proposer layers + the aggregator.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.models import ModelSpec, describe_model, same_model, validate_spec
+from langgraph_moa.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
+from langgraph_moa.reliability import RetrySettings
+
+Variant = Literal["moa", "single-proposer", "self-moa", "self-moa-seq", "ranker"]
+VARIANTS: tuple[Variant, ...] = ("moa", "single-proposer", "self-moa", "self-moa-seq", "ranker")
+_ONE_MODEL_VARIANTS = ("single-proposer", "self-moa", "self-moa-seq")
+
+
+def _coerce_role(value: Any) -> Any:
+    """Let a bare model spec stand for a role config with default limits."""
+    if isinstance(value, dict) and "model" in value:
+        return value
+    if isinstance(value, (BaseModel, str, dict)) and not isinstance(
+        value, (ProposerConfig, AggregatorConfig)
+    ):
+        return {"model": value}
+    return value
+
+
+class _RoleConfig(BaseModel):
+    """A model plus the limits of one role. Each role keeps its own limits."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    model: ModelSpec
+    name: str | None = Field(default=None, description="Display label; defaults to the model.")
+    temperature: float | None = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _check_spec(cls, value: Any) -> ModelSpec:
+        return validate_spec(value)
+
+    @property
+    def label(self) -> str:
+        """Human label: `name` if given, else the model spec."""
+        return self.name or describe_model(self.model)
+
+    def call_params(self) -> dict[str, Any]:
+        """Parameters passed when the chat model is built for this role."""
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
+
+
+class ProposerConfig(_RoleConfig):
+    """One proposer: a model, its sampling limits, and how many samples to draw per layer."""
+
+    max_tokens: int | None = Field(default=512, ge=1)
+    samples: int = Field(default=1, ge=1, le=256, description="Samples per layer.")
+
+
+class AggregatorConfig(_RoleConfig):
+    """The final aggregator (or ranker). Its limits are its own, never a proposer's."""
+
+    max_tokens: int | None = Field(default=2048, ge=1)
+
+
+class SelfMoASeqConfig(BaseModel):
+    """Sliding-window settings of Self-MoA-Seq.
+
+    The first step aggregates the first `window_size` samples; every later step aggregates
+    the running synthesis (reference 1) plus the next `samples_per_step` samples, so no
+    aggregation call ever sees more than `window_size` references, and every sample is read
+    exactly once. The total number of samples is the proposer's `samples`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_size: int = Field(default=6, ge=2, le=64)
+    samples_per_step: int | None = Field(
+        default=None, ge=1, description="New samples per later step; default window_size - 1."
+    )
+
+    @model_validator(mode="after")
+    def _fits_window(self) -> Self:
+        if self.samples_per_step is not None and self.samples_per_step > self.window_size - 1:
+            raise ValueError(
+                f"samples_per_step ({self.samples_per_step}) must be at most window_size - 1 "
+                f"({self.window_size - 1}): one slot holds the running synthesis"
+            )
+        return self
+
+    @property
+    def step_size(self) -> int:
+        """New samples aggregated by each step after the first."""
+        return self.samples_per_step or self.window_size - 1
+
+    def batches(self, total: int) -> list[range]:
+        """Sample indices drawn at each step, in order; together they cover 0..total-1 once."""
+        out = [range(0, min(self.window_size, total))]
+        while out[-1].stop < total:
+            start = out[-1].stop
+            out.append(range(start, min(start + self.step_size, total)))
+        return out
+
+
+class MoAConfig(BaseModel):
+    """Everything that defines one MoA system. Invalid values raise `MoAConfigError`.
+
+    Example:
+        ```python
+        MoAConfig(proposers=["openai:gpt-4o-mini", my_model], aggregator="openai:gpt-4o")
+        MoAConfig.from_preset("moa-lite")
+        MoAConfig.from_file("moa.yaml")
+        ```
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    variant: Variant = "moa"
+    proposers: list[ProposerConfig] = Field(min_length=1)
+    aggregator: AggregatorConfig | None = Field(
+        default=None,
+        description="Final aggregator (or ranker). Self-MoA variants default to the proposer.",
+    )
+    layers: int | None = Field(
+        default=None,
+        ge=2,
+        le=16,
+        description="MoA layers counted as in the paper: proposer layers + 1. "
+        "Default 3 for moa, 2 otherwise.",
+    )
+    synthesis_prompt: str = Field(default=AGGREGATE_AND_SYNTHESIZE_PROMPT, min_length=1)
+    reference_order: Literal["stable", "shuffled"] = "stable"
+    shuffle_seed: int = 0
+    seq: SelfMoASeqConfig = Field(default_factory=SelfMoASeqConfig)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    name: str | None = Field(default=None, description="Preset or system name, for metadata.")
+
+    def __init__(self, **data: Any) -> None:
+        """Validate, turning pydantic's error into one that names the field and the rule."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise MoAConfigError(explain_validation_error(exc)) from None
+
+    @field_validator("proposers", mode="before")
+    @classmethod
+    def _coerce_proposers(cls, value: Any) -> Any:
+        if isinstance(value, (str, dict, BaseModel)):
+            value = [value]
+        return [_coerce_role(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("aggregator", mode="before")
+    @classmethod
+    def _coerce_aggregator(cls, value: Any) -> Any:
+        return None if value is None else _coerce_role(value)
+
+    @model_validator(mode="after")
+    def _check_variant(self) -> Self:
+        v = self.variant
+        if v in _ONE_MODEL_VARIANTS and len(self.proposers) != 1:
+            raise ValueError(
+                f"variant {v!r} samples one model: give exactly one proposer "
+                f"(with samples=n), got {len(self.proposers)}"
+            )
+        if v in ("self-moa", "self-moa-seq"):
+            p = self.proposers[0]
+            if p.samples < 2:
+                raise ValueError(f"variant {v!r} needs samples >= 2 on its proposer")
+            if self.aggregator is None:
+                self.aggregator = AggregatorConfig(
+                    model=p.model,
+                    name=p.name,
+                    temperature=0.0 if v == "self-moa-seq" else p.temperature,
+                )
+            elif not same_model(self.aggregator.model, p.model):
+                raise ValueError(
+                    f"variant {v!r} aggregates with the proposer's own model; to aggregate "
+                    "with another model use variant 'single-proposer'"
+                )
+            if self.layers not in (None, 2):
+                raise ValueError(f"variant {v!r} has exactly 2 layers; remove `layers`")
+        if self.aggregator is None:
+            raise ValueError(
+                f"variant {v!r} needs an aggregator: set `aggregator` to a model spec "
+                "(for example your strongest proposer)"
+            )
+        if self.layers is None:
+            self.layers = 3 if v == "moa" else 2
+        return self
+
+    # --- derived values ------------------------------------------------------------------
+
+    @property
+    def proposer_layers(self) -> int:
+        """Number of proposer layers: `layers` - 1 (the last layer is the aggregator)."""
+        assert self.layers is not None
+        return self.layers - 1
+
+    @property
+    def final_role(self) -> Literal["aggregator", "ranker"]:
+        """Which role writes the final answer."""
+        return "ranker" if self.variant == "ranker" else "aggregator"
+
+    @property
+    def final(self) -> AggregatorConfig:
+        """The aggregator config (always set after validation)."""
+        assert self.aggregator is not None
+        return self.aggregator
+
+    def calls_per_run(self) -> int:
+        """Model calls a fully successful run makes (used in tests and cost estimates)."""
+        if self.variant == "self-moa-seq":
+            return self.proposers[0].samples + len(self.seq.batches(self.proposers[0].samples))
+        per_layer = sum(p.samples for p in self.proposers)
+        return per_layer * self.proposer_layers + 1
+
+    # --- loading -------------------------------------------------------------------------
+
+    def with_overrides(self, **changes: Any) -> MoAConfig:
+        """Return a validated copy with some fields replaced (None values are ignored)."""
+        data = self._as_input()
+        variant = changes.get("variant") or self.variant
+        if variant != self.variant:
+            # Defaults that depended on the old variant are derived again.
+            data["layers"] = None
+            if variant in ("self-moa", "self-moa-seq"):
+                data["aggregator"] = None
+        data.update({k: v for k, v in changes.items() if v is not None})
+        return MoAConfig(**data)
+
+    def _as_input(self) -> dict[str, Any]:
+        """Fields as constructor input, keeping model instances as they are."""
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> MoAConfig:
+        """Load a preset shipped with the package (see `list_presets()`)."""
+        presets = list_presets()
+        if name not in presets:
+            raise MoAConfigError(
+                f"Unknown preset {name!r}. Available presets: {', '.join(presets)}."
+            )
+        text = resources.files("langgraph_moa.presets").joinpath(f"{name}.yaml").read_text()
+        data = yaml.safe_load(text)
+        data.setdefault("name", name)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> MoAConfig:
+        """Load a config from a YAML (.yaml/.yml) or JSON (.json) file."""
+        path = Path(path)
+        if not path.is_file():
+            raise MoAConfigError(f"Config file {str(path)!r} does not exist.")
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise MoAConfigError(f"Config file {str(path)!r} is not valid: {exc}") from None
+        if not isinstance(data, dict):
+            raise MoAConfigError(
+                f"Config file {str(path)!r} must hold a mapping of settings at the top level."
+            )
+        if "preset" in data:
+            return cls.from_preset(data.pop("preset"), **data)
+        return cls(**data)
+
+    def to_file(self, path: str | Path) -> None:
+        """Write the config as YAML or JSON; model instances cannot be written."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        path = Path(path)
+        text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data)
+        path.write_text(text, encoding="utf-8")
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped in the package."""
+    folder = resources.files("langgraph_moa.presets")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def explain_validation_error(exc: ValidationError) -> str:
+    """One line per broken rule: the field's dotted path, the rule, and the value given."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        given = err.get("input")
+        shown = f" (got {given!r})" if err["type"] != "missing" and _short(given) else ""
+        lines.append(f"{where}: {msg}{shown}")
+    return "Invalid MoA configuration:\n  " + "\n  ".join(lines)
+
+
+def _short(value: Any) -> bool:
+    return isinstance(value, (int, float, str)) and len(repr(value)) < 80

@@ -1,0 +1,133 @@
+"""Per-run settings: the graph's `context_schema`, so LangGraph server can configure runs.
+
+Every field is optional; a run without context uses the config the graph was built with.
+LangGraph server and Studio show these fields as the assistant's configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from threading import Lock
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from langgraph_moa.config import MoAConfig, Variant, explain_validation_error
+from langgraph_moa.errors import MoAConfigError
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class MoAContext(BaseModel):
+    """Settings that can change per assistant or per run (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str | None = Field(default=None, description="Start from this preset instead.")
+    variant: Variant | None = Field(
+        default=None, description="moa, single-proposer, self-moa, self-moa-seq or ranker."
+    )
+    proposers: list[str] | None = Field(
+        default=None, description="Proposer model specs, e.g. ['openai:gpt-4o-mini']."
+    )
+    aggregator: str | None = Field(default=None, description="Aggregator model spec.")
+    layers: int | None = Field(default=None, description="MoA layers (proposer layers + 1).")
+    samples: int | None = Field(default=None, description="Samples per proposer per layer.")
+    temperature: float | None = Field(default=None, description="Proposer temperature.")
+    max_tokens: int | None = Field(default=None, description="Proposer completion-token cap.")
+    aggregator_max_tokens: int | None = Field(
+        default=None, description="Aggregator completion-token cap."
+    )
+
+    def __init__(self, **data: Any) -> None:
+        """Validate; an unknown or invalid setting raises `MoAConfigError` naming it."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise MoAConfigError(
+                explain_validation_error(exc).replace("MoA configuration", "run context")
+            ) from None
+
+    @classmethod
+    def coerce(cls, value: Any) -> MoAContext | None:
+        """Accept a `MoAContext`, a dict (as the server sends), or None."""
+        if value is None or isinstance(value, MoAContext):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        raise MoAConfigError(f"Run context must be a MoAContext or a dict, got {value!r}.")
+
+    def is_empty(self) -> bool:
+        """Tell whether no field is set."""
+        return not self.model_dump(exclude_none=True)
+
+
+def _replace(obj: _M, **changes: Any) -> _M:
+    """Copy a config model with changes, validating them (``model_copy`` would not)."""
+    data = {name: getattr(obj, name) for name in type(obj).model_fields}
+    data.update({k: v for k, v in changes.items() if v is not None})
+    return type(obj)(**data)
+
+
+def apply_context(base: MoAConfig, context: MoAContext) -> MoAConfig:
+    """Return `base` (or the named preset) with the context's settings applied."""
+    config = MoAConfig.from_preset(context.preset) if context.preset else base
+    proposers = list(config.proposers)
+    if context.proposers is not None:
+        template = proposers[0]
+        proposers = [_replace(template, model=m, name=None) for m in context.proposers]
+        for p in proposers:
+            p.name = None
+    proposers = [
+        _replace(
+            p,
+            samples=context.samples,
+            temperature=context.temperature,
+            max_tokens=context.max_tokens,
+        )
+        for p in proposers
+    ]
+    aggregator = None  # None keeps the config's aggregator (or re-derives it for Self-MoA)
+    if config.aggregator is not None and context.aggregator_max_tokens is not None:
+        aggregator = _replace(config.aggregator, max_tokens=context.aggregator_max_tokens)
+    if context.aggregator is not None:
+        aggregator = _replace(aggregator or config.final, model=context.aggregator)
+        aggregator.name = None
+    return config.with_overrides(
+        variant=context.variant,
+        layers=context.layers,
+        proposers=proposers,
+        aggregator=aggregator,
+    )
+
+
+class ContextConfigCache:
+    """Remembers the config computed for each distinct context (validation is not free)."""
+
+    def __init__(self, base: MoAConfig, size: int = 64) -> None:
+        """Cache up to `size` contexts on top of `base`."""
+        self.base = base
+        self._size = size
+        self._lock = Lock()
+        self._cache: OrderedDict[str, MoAConfig] = OrderedDict()
+
+    def get(self, context: Any) -> MoAConfig:
+        """Return the effective config for this run's context."""
+        ctx = MoAContext.coerce(context)
+        if ctx is None or ctx.is_empty():
+            return self.base
+        key = json.dumps(ctx.model_dump(exclude_none=True), sort_keys=True)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        try:
+            config = apply_context(self.base, ctx)
+        except ValidationError as exc:
+            raise MoAConfigError(explain_validation_error(exc)) from None
+        with self._lock:
+            self._cache[key] = config
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return config

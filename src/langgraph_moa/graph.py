@@ -1,0 +1,533 @@
+"""Build the Mixture-of-Agents `StateGraph`.
+
+Topology (one for every variant, so the variant can change per run)::
+
+    prepare ──Sendxn──▶ propose ──▶ synthesize ──┬─Sendxn─▶ propose      (next layer)
+                                                 ├────────▶ aggregate ──▶ END
+                                                 └────────▶ rank ──────▶ END
+                        aggregate ──Sendxk──▶ propose                    (next Self-MoA-Seq window)
+
+- ``propose`` is one node, fanned out with `Send`: each (layer, proposer, sample) is its own
+  branch with its own input, retried by a `RetryPolicy`; when retries are spent, its
+  `error_handler` records the failure so one bad proposer never ends the run.
+- ``synthesize`` joins a layer: it keeps only that layer's successful outputs, in the
+  configured order, as the references of the next input.
+- ``aggregate`` writes the final answer (or, in Self-MoA-Seq, the running synthesis);
+  ``rank`` is the LLM-Ranker baseline.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import Runnable, RunnableLambda
+from langgraph.config import get_stream_writer
+from langgraph.errors import NodeError
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import get_runtime
+from langgraph.types import Checkpointer, Command, RetryPolicy, Send
+
+from langgraph_moa.accounting import failed_record, ok_record, summarize
+from langgraph_moa.config import MoAConfig
+from langgraph_moa.context import ContextConfigCache, MoAContext
+from langgraph_moa.errors import (
+    AggregatorFailedError,
+    AllProposersFailedError,
+    MoAInputError,
+)
+from langgraph_moa.models import ModelCache
+from langgraph_moa.prompts import inject_references, ranker_messages
+from langgraph_moa.reliability import EmptyResponseError, is_retryable
+from langgraph_moa.state import (
+    CallRecord,
+    MoAInput,
+    MoAOutput,
+    MoAState,
+    ProposerTask,
+)
+
+PREPARE = "prepare"
+PROPOSE = "propose"
+SYNTHESIZE = "synthesize"
+AGGREGATE = "aggregate"
+RANK = "rank"
+
+TAG_FINAL = "moa:final"
+"""Tag on the call that writes the final answer: keep only these tokens when streaming."""
+TAG_PROPOSER = "moa:proposer"
+TAG_INTERMEDIATE = "moa:intermediate"
+NOSTREAM = "nostream"
+"""LangGraph's tag that keeps a model's tokens out of ``stream_mode="messages"``."""
+
+
+def create_moa_graph(
+    config: MoAConfig | str,
+    *,
+    checkpointer: Checkpointer = None,
+    name: str | None = None,
+) -> CompiledStateGraph[MoAState, MoAContext, MoAInput, MoAOutput]:
+    """Compile a Mixture-of-Agents graph. Needs no network and no API key.
+
+    Args:
+        config: A `MoAConfig`, or the name of a preset.
+        checkpointer: Optional LangGraph checkpointer for durable, resumable runs.
+        name: Graph name shown in traces; defaults to the preset name or ``"moa"``.
+
+    Returns:
+        A compiled graph that takes ``{"messages": [...]}`` and appends the answer as an
+        `AIMessage`. Per-run settings go in ``context=MoAContext(...)`` (or a dict).
+    """
+    if isinstance(config, str):
+        config = MoAConfig.from_preset(config)
+    nodes = _MoANodes(config)
+    retry = RetryPolicy(
+        max_attempts=config.retry.max_attempts,
+        initial_interval=config.retry.initial_interval,
+        backoff_factor=config.retry.backoff_factor,
+        max_interval=config.retry.max_interval,
+        jitter=config.retry.jitter,
+        retry_on=is_retryable,
+    )
+    builder = StateGraph(
+        MoAState,
+        context_schema=MoAContext,
+        input_schema=MoAInput,
+        output_schema=MoAOutput,
+    )
+    builder.add_node(PREPARE, nodes.prepare)
+    builder.add_node(
+        PROPOSE,
+        _dual(nodes.propose, nodes.apropose, PROPOSE),
+        retry_policy=retry,
+        error_handler=nodes.propose_failed,
+    )
+    builder.add_node(SYNTHESIZE, nodes.synthesize)
+    builder.add_node(
+        AGGREGATE,
+        _dual(nodes.aggregate, nodes.aaggregate, AGGREGATE),
+        retry_policy=retry,
+        error_handler=nodes.final_failed,
+    )
+    builder.add_node(
+        RANK,
+        _dual(nodes.rank, nodes.arank, RANK),
+        retry_policy=retry,
+        error_handler=nodes.final_failed,
+    )
+    builder.add_edge(START, PREPARE)
+    builder.add_conditional_edges(PREPARE, nodes.first_layer, [PROPOSE])
+    builder.add_edge(PROPOSE, SYNTHESIZE)
+    builder.add_conditional_edges(SYNTHESIZE, nodes.after_layer, [PROPOSE, AGGREGATE, RANK])
+    builder.add_conditional_edges(AGGREGATE, nodes.after_aggregate, [PROPOSE, END])
+    builder.add_edge(RANK, END)
+    return builder.compile(checkpointer=checkpointer, name=name or config.name or "moa")
+
+
+def _dual(
+    sync: Callable[[Any], Any], asynchronous: Callable[[Any], Any], name: str
+) -> Runnable[Any, Any]:
+    """One node with a sync body for `invoke` and an async body for `ainvoke`."""
+    return RunnableLambda(sync, afunc=asynchronous, name=name)
+
+
+def _emit(event: str, **fields: Any) -> None:
+    """Send a progress event to ``stream_mode="custom"`` (a no-op when nobody listens)."""
+    get_stream_writer()({"type": "moa", "event": event, **fields})
+
+
+def _conversation(state: MoAState) -> list[BaseMessage]:
+    return list(state["messages"])
+
+
+class _MoANodes:
+    """The node bodies, sharing the base config and the model cache of one compiled graph."""
+
+    def __init__(self, config: MoAConfig) -> None:
+        self.configs = ContextConfigCache(config)
+        self.models = ModelCache()
+
+    def config(self) -> MoAConfig:
+        """Return the effective config of this run (base config plus run context)."""
+        try:
+            context = get_runtime().context
+        except RuntimeError:
+            context = None
+        return self.configs.get(context)
+
+    # --- start ---------------------------------------------------------------------------
+
+    def prepare(self, state: MoAState) -> dict[str, Any]:
+        """Check the input and the models before any call is paid for; reset run data."""
+        cfg = self.config()
+        validate_conversation(state.get("messages", []))
+        for p in cfg.proposers:
+            self.models.get(p.model, p.call_params())
+        self.models.get(cfg.final.model, cfg.final.call_params())
+        return {"calls": None, "layer": 0, "references": [], "synthesis": None}
+
+    def first_layer(self, state: MoAState) -> list[Send]:
+        """Fan out layer 1 (or the first Self-MoA-Seq window)."""
+        return self._sends(self.config(), state, layer=1, references=[])
+
+    def _sends(
+        self, cfg: MoAConfig, state: MoAState, *, layer: int, references: Sequence[str]
+    ) -> list[Send]:
+        conversation = _conversation(state)
+        if cfg.variant == "self-moa-seq":
+            # Each window draws fresh, independent samples of the bare conversation.
+            batch = cfg.seq.batches(cfg.proposers[0].samples)[layer - 1]
+            return [
+                Send(
+                    PROPOSE, ProposerTask(layer=layer, proposer=0, sample=s, messages=conversation)
+                )
+                for s in batch
+            ]
+        layer_input = inject_references(conversation, references, cfg.synthesis_prompt)
+        return [
+            Send(
+                PROPOSE,
+                ProposerTask(layer=layer, proposer=i, sample=s, messages=list(layer_input)),
+            )
+            for i, proposer in enumerate(cfg.proposers)
+            for s in range(proposer.samples)
+        ]
+
+    # --- proposers -----------------------------------------------------------------------
+
+    def _proposer_call(self, task: ProposerTask) -> tuple[Runnable[Any, Any], dict[str, Any]]:
+        cfg = self.config()
+        p = cfg.proposers[task["proposer"]]
+        label = p.label
+        parts = [f"layer {task['layer']}", f"proposer {task['proposer'] + 1}"]
+        if p.samples > 1:
+            parts.append(f"sample {task['sample'] + 1}")
+        model = self.models.get(p.model, p.call_params())
+        where = {
+            "role": "proposer",
+            "layer": task["layer"],
+            "proposer": task["proposer"],
+            "sample": task["sample"],
+            "configured_model": label,
+        }
+        traced = model.with_config(
+            run_name=" / ".join([*parts, label]),
+            tags=[TAG_PROPOSER, NOSTREAM],
+            metadata=_trace_metadata(cfg, where),
+        )
+        return traced, where
+
+    def propose(self, task: ProposerTask) -> dict[str, Any]:
+        """Ask one proposer for one sample (sync)."""
+        model, where = self._proposer_call(task)
+        _emit("started", **where)
+        started = time.perf_counter()
+        response = model.invoke(task["messages"])
+        return self._proposal(response, where, time.perf_counter() - started)
+
+    async def apropose(self, task: ProposerTask) -> dict[str, Any]:
+        """Ask one proposer for one sample (async)."""
+        model, where = self._proposer_call(task)
+        _emit("started", **where)
+        started = time.perf_counter()
+        response = await model.ainvoke(task["messages"])
+        return self._proposal(response, where, time.perf_counter() - started)
+
+    def _proposal(
+        self, response: BaseMessage, where: dict[str, Any], latency: float
+    ) -> dict[str, Any]:
+        if not response.text.strip():
+            raise EmptyResponseError(f"{where['configured_model']} returned an empty answer")
+        record = ok_record(response=response, latency_s=latency, **where)
+        _emit("finished", **where, model=record["model"], latency_s=record["latency_s"])
+        return {"calls": [record]}
+
+    def propose_failed(self, task: ProposerTask, error: NodeError) -> Command[str]:
+        """After retries: record the failure and let the layer go on without it.
+
+        It routes to the join itself: a handled failure does not follow the failed node's
+        edges, and a layer in which every proposer failed must still reach the join, which
+        then raises `AllProposersFailedError`.
+        """
+        cfg = self.config()
+        p = cfg.proposers[task["proposer"]]
+        where = {
+            "role": "proposer",
+            "layer": task["layer"],
+            "proposer": task["proposer"],
+            "sample": task["sample"],
+            "configured_model": p.label,
+        }
+        record = failed_record(error=error.error, **where)  # type: ignore[arg-type]
+        _emit("failed", **where, error=record["error"])
+        return Command(update={"calls": [record]}, goto=SYNTHESIZE)
+
+    # --- join ----------------------------------------------------------------------------
+
+    def synthesize(self, state: MoAState) -> dict[str, Any]:
+        """Close a layer: its successful outputs become the next input's references."""
+        cfg = self.config()
+        layer = state.get("layer", 0) + 1
+        calls = state.get("calls", [])
+        answered = [
+            c
+            for c in calls
+            if c["role"] == "proposer" and c["layer"] == layer and c["status"] == "ok"
+        ]
+        synthesis = state.get("synthesis")
+        if not answered and not (cfg.variant == "self-moa-seq" and synthesis):
+            raise AllProposersFailedError(layer, calls)
+        outputs = [c["output"] or "" for c in answered]
+        if cfg.reference_order == "shuffled":
+            random.Random(f"{cfg.shuffle_seed}:{layer}").shuffle(outputs)
+        if cfg.variant == "self-moa-seq" and synthesis:
+            outputs = [synthesis, *outputs]
+        return {"layer": layer, "references": outputs}
+
+    def after_layer(self, state: MoAState) -> list[Send] | str:
+        """Next proposer layer, or the final step (aggregate or rank)."""
+        cfg = self.config()
+        if cfg.variant == "self-moa-seq" or state["layer"] >= cfg.proposer_layers:
+            return RANK if cfg.final_role == "ranker" else AGGREGATE
+        return self._sends(cfg, state, layer=state["layer"] + 1, references=state["references"])
+
+    # --- aggregator ----------------------------------------------------------------------
+
+    def _aggregator_call(
+        self, state: MoAState
+    ) -> tuple[MoAConfig, Runnable[Any, Any], dict[str, Any], list[BaseMessage], bool]:
+        cfg = self.config()
+        agg = cfg.final
+        if cfg.variant == "self-moa-seq":
+            layer = state["layer"]
+            is_final = layer >= len(cfg.seq.batches(cfg.proposers[0].samples))
+            name = f"window {layer} / aggregator / {agg.label}"
+        else:
+            layer = cfg.proposer_layers + 1
+            is_final = True
+            name = f"layer {layer} / aggregator / {agg.label}"
+        where = {
+            "role": "aggregator",
+            "layer": layer,
+            "proposer": -1,
+            "sample": 0,
+            "configured_model": agg.label,
+        }
+        tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, NOSTREAM]
+        model = self.models.get(agg.model, agg.call_params()).with_config(
+            run_name=name, tags=tags, metadata=_trace_metadata(cfg, where)
+        )
+        messages = inject_references(
+            _conversation(state), state["references"], cfg.synthesis_prompt
+        )
+        return cfg, model, where, messages, is_final
+
+    def _skip_window(self, cfg: MoAConfig, state: MoAState) -> bool:
+        """Self-MoA-Seq: a window whose samples all failed leaves the synthesis as it was."""
+        return cfg.variant == "self-moa-seq" and state["references"] == [state.get("synthesis")]
+
+    def aggregate(self, state: MoAState) -> dict[str, Any]:
+        """Synthesize the references into the answer (sync)."""
+        cfg, model, where, messages, is_final = self._aggregator_call(state)
+        if self._skip_window(cfg, state) and not is_final:
+            return {}
+        _emit("started", **where)
+        started = time.perf_counter()
+        response = model.invoke(messages)
+        return self._aggregated(
+            cfg, state, response, where, time.perf_counter() - started, is_final
+        )
+
+    async def aaggregate(self, state: MoAState) -> dict[str, Any]:
+        """Synthesize the references into the answer (async)."""
+        cfg, model, where, messages, is_final = self._aggregator_call(state)
+        if self._skip_window(cfg, state) and not is_final:
+            return {}
+        _emit("started", **where)
+        started = time.perf_counter()
+        response = await model.ainvoke(messages)
+        return self._aggregated(
+            cfg, state, response, where, time.perf_counter() - started, is_final
+        )
+
+    def _aggregated(
+        self,
+        cfg: MoAConfig,
+        state: MoAState,
+        response: BaseMessage,
+        where: dict[str, Any],
+        latency: float,
+        is_final: bool,
+    ) -> dict[str, Any]:
+        if not response.text.strip():
+            raise EmptyResponseError(f"{where['configured_model']} returned an empty answer")
+        record = ok_record(response=response, latency_s=latency, **where)
+        _emit("finished", **where, model=record["model"], latency_s=record["latency_s"])
+        if not is_final:
+            return {"calls": [record], "synthesis": response.text}
+        calls = [*state.get("calls", []), record]
+        return {
+            "calls": [record],
+            "messages": [_final_message(cfg, response, response.content, calls, record)],
+            "usage": summarize(calls),
+        }
+
+    def after_aggregate(self, state: MoAState) -> list[Send] | str:
+        """Self-MoA-Seq: draw the next window's samples; otherwise the run is done."""
+        cfg = self.config()
+        if cfg.variant != "self-moa-seq":
+            return END
+        if state["layer"] >= len(cfg.seq.batches(cfg.proposers[0].samples)):
+            return END
+        return self._sends(cfg, state, layer=state["layer"] + 1, references=[])
+
+    # --- ranker --------------------------------------------------------------------------
+
+    def _ranker_call(
+        self, state: MoAState
+    ) -> tuple[MoAConfig, Runnable[Any, Any], dict[str, Any], list[BaseMessage]]:
+        cfg = self.config()
+        agg = cfg.final
+        layer = cfg.proposer_layers + 1
+        where = {
+            "role": "ranker",
+            "layer": layer,
+            "proposer": -1,
+            "sample": 0,
+            "configured_model": agg.label,
+        }
+        model = self.models.get(agg.model, agg.call_params()).with_config(
+            run_name=f"layer {layer} / ranker / {agg.label}",
+            tags=[TAG_INTERMEDIATE, NOSTREAM],
+            metadata=_trace_metadata(cfg, where),
+        )
+        return cfg, model, where, ranker_messages(_conversation(state), state["references"])
+
+    def rank(self, state: MoAState) -> dict[str, Any]:
+        """Let an LLM pick the best proposal and return it verbatim (sync)."""
+        cfg, model, where, messages = self._ranker_call(state)
+        _emit("started", **where)
+        started = time.perf_counter()
+        response = model.invoke(messages)
+        return self._ranked(cfg, state, response, where, time.perf_counter() - started)
+
+    async def arank(self, state: MoAState) -> dict[str, Any]:
+        """Let an LLM pick the best proposal and return it verbatim (async)."""
+        cfg, model, where, messages = self._ranker_call(state)
+        _emit("started", **where)
+        started = time.perf_counter()
+        response = await model.ainvoke(messages)
+        return self._ranked(cfg, state, response, where, time.perf_counter() - started)
+
+    def _ranked(
+        self,
+        cfg: MoAConfig,
+        state: MoAState,
+        response: BaseMessage,
+        where: dict[str, Any],
+        latency: float,
+    ) -> dict[str, Any]:
+        candidates = state["references"]
+        choice = parse_choice(response.text, len(candidates))
+        record = ok_record(response=response, latency_s=latency, **where)
+        _emit("finished", **where, model=record["model"], latency_s=record["latency_s"])
+        calls = [*state.get("calls", []), record]
+        picked = candidates[(choice or 1) - 1]
+        message = _final_message(
+            cfg,
+            None,
+            picked,
+            calls,
+            record,
+            extra={"ranker_choice": choice, "ranker_reply": response.text},
+        )
+        return {"calls": [record], "messages": [message], "usage": summarize(calls)}
+
+    def final_failed(self, state: MoAState, error: NodeError) -> dict[str, Any]:
+        """After retries, the final step failed: raise a typed error that keeps the calls."""
+        cfg = self.config()
+        raise AggregatorFailedError(cfg.final.label, error.error, state.get("calls", []))
+
+
+def validate_conversation(messages: Sequence[Any]) -> None:
+    """Refuse input no model can answer, with one sentence naming the problem and the fix."""
+    if not messages:
+        raise MoAInputError(
+            "The conversation is empty: pass at least one user message, for example "
+            "{'messages': [('user', 'Explain X')]}."
+        )
+    last = messages[-1]
+    if not isinstance(last, HumanMessage):
+        kind = getattr(last, "type", type(last).__name__)
+        raise MoAInputError(
+            f"The last message must come from the user, but it is a {kind!r} message: "
+            "append the user's next turn before running MoA."
+        )
+
+
+def parse_choice(reply: str, n: int) -> int | None:
+    """Return the first number in the ranker's reply naming a candidate (1..n), or None."""
+    for match in re.finditer(r"\d+", reply):
+        value = int(match.group())
+        if 1 <= value <= n:
+            return value
+    return None
+
+
+def _trace_metadata(cfg: MoAConfig, where: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "moa_role": where["role"],
+        "moa_layer": where["layer"],
+        "moa_proposer": where["proposer"],
+        "moa_sample": where["sample"],
+        "moa_variant": cfg.variant,
+        "moa_preset": cfg.name,
+    }
+
+
+def _final_message(
+    cfg: MoAConfig,
+    response: BaseMessage | None,
+    content: Any,
+    calls: list[CallRecord],
+    record: CallRecord,
+    extra: dict[str, Any] | None = None,
+) -> AIMessage:
+    """Build the answer, carrying provenance in ``response_metadata["moa"]``.
+
+    It keeps the aggregator's message id, so LangGraph's message stream does not emit the
+    answer twice; its `usage_metadata` is the sum over every call of the run, which is the
+    honest cost of the answer.
+    """
+    summary = summarize(calls)
+    total = summary["total"]
+    meta = dict(response.response_metadata) if response is not None else {}
+    meta["moa"] = {
+        "variant": cfg.variant,
+        "name": cfg.name,
+        "layers": cfg.layers,
+        "answered_by": record["model"],
+        "calls": calls,
+        "usage": summary,
+        **(extra or {}),
+    }
+    return AIMessage(
+        content=content,
+        id=response.id if response is not None else None,
+        response_metadata=meta,
+        usage_metadata={
+            "input_tokens": total["prompt_tokens"],
+            "output_tokens": total["completion_tokens"],
+            "total_tokens": total["total_tokens"],
+        },
+    )
+
+
+def final_answer_only(metadata: dict[str, Any]) -> bool:
+    """Filter for ``stream_mode="messages"``: True for chunks of the final answer."""
+    return TAG_FINAL in (metadata.get("tags") or [])

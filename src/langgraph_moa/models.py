@@ -1,0 +1,269 @@
+"""Model specs and their lazy resolution into chat models.
+
+A spec is what a user writes: a `BaseChatModel` instance, a provider string understood by
+`langchain.chat_models.init_chat_model` (``"openai:gpt-4o-mini"``,
+``"together:Qwen/Qwen2.5-72B-Instruct-Turbo"``), an OpenAI-compatible endpoint (vLLM, Ollama,
+llama.cpp) given as ``OpenAIEndpoint`` or as the string ``"model@http://host:port/v1"``, or a
+``"local:<name>"`` model served by this package's embedded runtime.
+
+Specs are checked when a config is built (so a typo fails at once) but turned into chat models
+only when a run starts, so building a graph never needs a network or an API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
+
+LOCAL_PREFIX = "local"
+
+# The environment variable each hosted provider reads its key from. A provider missing here
+# is still usable; we just cannot warn about its key before the first call.
+PROVIDER_API_KEY_ENV: dict[str, str] = {
+    "openai": "OPENAI_API_KEY",
+    "together": "TOGETHER_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "mistralai": "MISTRAL_API_KEY",
+    "fireworks": "FIREWORKS_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "xai": "XAI_API_KEY",
+    "google_genai": "GOOGLE_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+}
+
+
+class OpenAIEndpoint(BaseModel):
+    """A server that speaks the OpenAI chat-completions protocol (vLLM, Ollama, llama.cpp).
+
+    The key is never stored in the config: `api_key_env` names the environment variable that
+    holds it, so configs can be shared and traced without leaking secrets.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(description="Root of the API, e.g. http://127.0.0.1:8080/v1")
+    model: str = Field(min_length=1, description="Model name the server expects.")
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the key, if any."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    def label(self) -> str:
+        """Return the spec in its string form, ``model@base_url``."""
+        return f"{self.model}@{self.base_url}"
+
+
+ModelSpec = str | OpenAIEndpoint | BaseChatModel
+"""Anything that names a chat model; see the module docstring."""
+
+
+def known_providers() -> list[str]:
+    """Return the provider prefixes `init_chat_model` understands, plus ``local``."""
+    from langchain.chat_models.base import _BUILTIN_PROVIDERS
+
+    return sorted([*_BUILTIN_PROVIDERS, LOCAL_PREFIX])
+
+
+def parse_endpoint_string(spec: str) -> OpenAIEndpoint | None:
+    """Read ``"model@http://host/v1"`` as an endpoint; return None for other strings."""
+    for scheme in ("@http://", "@https://"):
+        if scheme in spec:
+            model, _, rest = spec.partition(scheme)
+            return OpenAIEndpoint(model=model, base_url=scheme[1:] + rest)
+    return None
+
+
+def split_provider(spec: str) -> tuple[str, str]:
+    """Split ``provider:model`` into its parts, inferring the provider as LangChain does.
+
+    Raises:
+        ModelResolutionError: the prefix is unknown or no provider can be inferred; the
+            message lists the prefixes that work.
+    """
+    from langchain.chat_models.base import (
+        _BUILTIN_PROVIDERS,
+        _attempt_infer_model_provider,
+    )
+
+    prefix, sep, name = spec.partition(":")
+    if sep:
+        provider = prefix.replace("-", "_").lower()
+        if provider == LOCAL_PREFIX or provider in _BUILTIN_PROVIDERS:
+            if not name:
+                raise ModelResolutionError(
+                    f"Model spec {spec!r} has no model name after '{prefix}:'; "
+                    f"write it as '{prefix}:<model>'."
+                )
+            return provider, name
+    inferred = _attempt_infer_model_provider(spec)
+    if inferred is None:
+        raise ModelResolutionError(
+            f"Unknown model provider in {spec!r}. Write it as 'provider:model' with one of "
+            f"these providers: {', '.join(known_providers())}; or give an OpenAI-compatible "
+            "endpoint as 'model@http://host:port/v1'."
+        )
+    return inferred, spec
+
+
+def validate_spec(spec: Any) -> ModelSpec:
+    """Check a spec without building anything; used by the config models."""
+    if isinstance(spec, (BaseChatModel, OpenAIEndpoint)):
+        return spec
+    if isinstance(spec, dict):
+        return OpenAIEndpoint.model_validate(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(
+            "a model must be a BaseChatModel, a 'provider:model' string, "
+            f"or an endpoint {{base_url, model}}; got {spec!r}"
+        )
+    spec = spec.strip()
+    if parse_endpoint_string(spec) is None:
+        split_provider(spec)
+    return spec
+
+
+def describe_model(spec: ModelSpec) -> str:
+    """Return a short, secret-free label for a spec (used in provenance and traces)."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, OpenAIEndpoint):
+        return spec.label()
+    for attr in ("model_name", "model", "model_id"):
+        value = getattr(spec, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return type(spec).__name__
+
+
+def same_model(a: ModelSpec, b: ModelSpec) -> bool:
+    """Tell whether two specs name the same model (instances compare by identity)."""
+    if isinstance(a, BaseChatModel) or isinstance(b, BaseChatModel):
+        return a is b
+    return describe_model(a) == describe_model(b)
+
+
+# --- resolution -----------------------------------------------------------------------------
+
+LocalModelFactory = Callable[[str, dict[str, Any]], BaseChatModel]
+_local_factory: LocalModelFactory | None = None
+
+
+def register_local_factory(factory: LocalModelFactory | None) -> None:
+    """Install the function that builds ``local:<name>`` models (the local runtime does)."""
+    global _local_factory
+    _local_factory = factory
+
+
+def _chat_openai_compatible(endpoint: OpenAIEndpoint, params: dict[str, Any]) -> BaseChatModel:
+    """Build a client for an OpenAI-compatible server.
+
+    `BaseChatOpenAI` (the class partner packages such as langchain-together build on) sends
+    ``max_tokens`` as is; `ChatOpenAI` renames it ``max_completion_tokens``, which vLLM
+    accepts but llama.cpp's server ignores, so a capped call would run to the end of the
+    context.
+    """
+    from langchain_openai.chat_models.base import BaseChatOpenAI
+
+    key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
+    if endpoint.api_key_env and not key:
+        raise MissingAPIKeyError(endpoint.label(), endpoint.api_key_env)
+    return BaseChatOpenAI(
+        model=endpoint.model,
+        base_url=endpoint.base_url,
+        api_key=key or "not-needed",  # type: ignore[arg-type]
+        stream_usage=True,
+        **params,
+    )
+
+
+def _from_provider_string(spec: str, params: dict[str, Any]) -> BaseChatModel:
+    provider, name = split_provider(spec)
+    if provider == LOCAL_PREFIX:
+        if _local_factory is None:
+            from langgraph_moa.local import runtime  # noqa: F401  (registers the factory)
+        assert _local_factory is not None
+        return _local_factory(name, params)
+    env_var = PROVIDER_API_KEY_ENV.get(provider)
+    if env_var and not os.environ.get(env_var):
+        raise MissingAPIKeyError(spec, env_var)
+    from langchain.chat_models import init_chat_model
+
+    try:
+        return init_chat_model(name, model_provider=provider, **params)
+    except ImportError as exc:
+        raise ModelResolutionError(
+            f"Model {spec!r} needs the LangChain integration for '{provider}', which is not "
+            f"installed: {exc}. Install it with pip (for example langchain-{provider})."
+        ) from exc
+
+
+def _with_limits(model: BaseChatModel, params: dict[str, Any]) -> BaseChatModel:
+    """Copy an instance with the role's limits, touching only fields the class declares.
+
+    A copy, so a proposer's token cap never leaks into the aggregator even when both roles
+    share one instance.
+    """
+    fields = type(model).model_fields
+    update = {k: v for k, v in params.items() if k in fields and v is not None}
+    return model.model_copy(update=update) if update else model
+
+
+def build_model(spec: ModelSpec, params: dict[str, Any]) -> BaseChatModel:
+    """Turn a spec into a chat model with the given call parameters (no network)."""
+    params = {k: v for k, v in params.items() if v is not None}
+    if isinstance(spec, BaseChatModel):
+        return _with_limits(spec, params)
+    if isinstance(spec, OpenAIEndpoint):
+        return _chat_openai_compatible(spec, params)
+    endpoint = parse_endpoint_string(spec)
+    if endpoint is not None:
+        return _chat_openai_compatible(endpoint, params)
+    return _from_provider_string(spec, params)
+
+
+class ModelCache:
+    """Builds each (spec, parameters) model once per event loop.
+
+    HTTP clients of langchain-openai bind to the event loop that first used them, so a model
+    built under one `asyncio.run` fails under the next; keying by loop avoids that, and the
+    weak keys let finished loops' models go.
+    """
+
+    def __init__(self) -> None:
+        """Start empty; models are built on first use."""
+        self._lock = threading.Lock()
+        self._sync: dict[tuple[Any, ...], BaseChatModel] = {}
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[Any, ...], BaseChatModel]
+        ] = weakref.WeakKeyDictionary()
+
+    def get(self, spec: ModelSpec, params: dict[str, Any]) -> BaseChatModel:
+        """Return the model for `spec` with `params`, building it if needed."""
+        spec_key: Any = id(spec) if isinstance(spec, BaseChatModel) else describe_model(spec)
+        key = (spec_key, tuple(sorted((k, repr(v)) for k, v in params.items())))
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            bucket = self._sync if loop is None else self._by_loop.setdefault(loop, {})
+            model = bucket.get(key)
+            if model is None:
+                model = bucket[key] = build_model(spec, params)
+            return model

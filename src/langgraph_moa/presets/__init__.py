@@ -1,0 +1,1 @@
+"""Presets shipped as data: one YAML file per preset."""

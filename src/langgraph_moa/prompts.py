@@ -1,0 +1,92 @@
+r"""Prompts and the rule that injects references into a conversation.
+
+The default synthesis prompt is the paper's Aggregate-and-Synthesize prompt (Table 1 of
+arXiv 2406.04692), verbatim, and it is injected exactly as the reference implementation does:
+one SYSTEM message holding the prompt plus ``"\n{i}. {response}"`` per reference numbered
+from 1, appended after a blank line to an existing system message, user turns untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+AGGREGATE_AND_SYNTHESIZE_PROMPT = (
+    "You have been provided with a set of responses from various open-source models to the "
+    "latest user query. Your task is to synthesize these responses into a single, "
+    "high-quality response. It is crucial to critically evaluate the information provided in "
+    "these responses, recognizing that some of it may be biased or incorrect. Your response "
+    "should not simply replicate the given answers but should offer a refined, accurate, and "
+    "comprehensive reply to the instruction. Ensure your response is well-structured, "
+    "coherent, and adheres to the highest standards of accuracy and reliability.\n"
+    "\n"
+    "Responses from models:"
+)
+"""The paper's synthesis prompt, verbatim (see the spec, section 2)."""
+
+RANKER_SYSTEM_PROMPT = (
+    "You are a highly efficient assistant who evaluates and selects the best response to "
+    "the user's latest instruction. Judge helpfulness, accuracy and completeness. Reply "
+    "with the number of the best response and nothing else."
+)
+"""System prompt of the LLM-Ranker baseline, in the spirit of AlpacaEval's ranking prompt."""
+
+
+def render_references(system_prompt: str, references: Sequence[str]) -> str:
+    """Render the synthesis block: the prompt, then one numbered line per reference.
+
+    Raises:
+        TypeError: `references` is a single string (a peer numbered such a string one
+            character at a time) or holds a non-string such as None (which a peer rendered
+            as the word "None").
+    """
+    if isinstance(references, str):
+        raise TypeError("references must be a sequence of strings, not one string")
+    bad = [r for r in references if not isinstance(r, str)]
+    if bad:
+        raise TypeError(f"every reference must be a string; got {bad[0]!r}")
+    return system_prompt + "".join(
+        f"\n{i}. {reference}" for i, reference in enumerate(references, start=1)
+    )
+
+
+def inject_references(
+    messages: Sequence[BaseMessage],
+    references: Sequence[str],
+    system_prompt: str = AGGREGATE_AND_SYNTHESIZE_PROMPT,
+) -> list[BaseMessage]:
+    """Return a new conversation with the references injected; the input is not modified.
+
+    With no references the conversation is returned as is (a new list), as the reference
+    code does.
+    """
+    if not references:
+        return list(messages)
+    block = render_references(system_prompt, references)
+    if messages and isinstance(messages[0], SystemMessage):
+        first = messages[0]
+        merged = SystemMessage(content=f"{first.text}\n\n{block}")
+        return [merged, *messages[1:]]
+    return [SystemMessage(content=block), *messages]
+
+
+def ranker_messages(
+    messages: Sequence[BaseMessage], candidates: Sequence[str]
+) -> list[BaseMessage]:
+    """Build the ranker's input: the conversation, then the numbered candidates."""
+    listing = "\n\n".join(
+        f"[Response {i}]\n{candidate}" for i, candidate in enumerate(candidates, start=1)
+    )
+    request = HumanMessage(
+        content=(
+            f"Here are {len(candidates)} candidate responses to the last user message above."
+            f"\n\n{listing}\n\nWhich response is best? Reply with its number "
+            f"(1 to {len(candidates)}) only."
+        )
+    )
+    conversation = list(messages)
+    head_text = RANKER_SYSTEM_PROMPT
+    if conversation and isinstance(conversation[0], SystemMessage):
+        head_text = f"{conversation.pop(0).text}\n\n{RANKER_SYSTEM_PROMPT}"
+    return [SystemMessage(content=head_text), *conversation, request]

@@ -1,0 +1,47 @@
+"""Which failures are worth retrying, and the retry settings of the model-calling nodes.
+
+Retrying is for failures that can pass: rate limits (429), server errors (5xx), timeouts and
+dropped connections. A bad request, a failed authentication or a prompt longer than the
+context cannot succeed on a second try, so they fail at once and the provider's message is kept.
+"""
+
+from __future__ import annotations
+
+from langgraph.types import default_retry_on
+from pydantic import BaseModel, ConfigDict, Field
+
+from langgraph_moa.errors import MoAError
+
+
+class EmptyResponseError(MoAError):
+    """A model answered with no text; counted as a failed call, never rendered as a reference."""
+
+
+class RetrySettings(BaseModel):
+    """Exponential backoff with jitter for every proposer and aggregator call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    initial_interval: float = Field(default=0.5, ge=0.0)
+    backoff_factor: float = Field(default=2.0, ge=1.0)
+    max_interval: float = Field(default=30.0, ge=0.0)
+    jitter: bool = Field(default=True, description="Add up to 1 s of random delay.")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Tell whether a failed model call may succeed if tried again."""
+    if isinstance(exc, MoAError):
+        return False
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - langchain-openai depends on openai
+        openai = None  # type: ignore[assignment]
+    if openai is not None:
+        if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+            return True
+        if isinstance(exc, openai.APIStatusError):
+            return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    return isinstance(exc, Exception) and bool(default_retry_on(exc))

@@ -1,0 +1,115 @@
+"""Graph state: a messages-compatible conversation plus one record per model call.
+
+The input and output are `MessagesState`-compatible, so the compiled graph drops into any
+LangGraph app as a subgraph node. Call records are merged by a reducer keyed by
+(role, layer, proposer, sample): n samples of one model are n records, never merged by
+model name, and their order never depends on which call finished first.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypedDict
+
+from langchain_core.messages import AnyMessage, BaseMessage
+from langgraph.graph.message import add_messages
+
+Role = Literal["proposer", "aggregator", "ranker"]
+_ROLE_ORDER = {"proposer": 0, "aggregator": 1, "ranker": 1}
+
+
+class CallRecord(TypedDict):
+    """What one model call did: who was asked, who answered, what it cost."""
+
+    role: Role
+    layer: int
+    """MoA layer, 1-based. In Self-MoA-Seq, the window step."""
+    proposer: int
+    """Index of the proposer in the config (0-based); -1 for the aggregator or ranker."""
+    sample: int
+    """Sample index of that proposer (0-based); global over all steps in Self-MoA-Seq."""
+    configured_model: str
+    """The model the config asked for."""
+    model: str
+    """The model that actually answered, as the provider reported it."""
+    status: Literal["ok", "failed"]
+    output: str | None
+    error: str | None
+    latency_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+def call_key(record: CallRecord) -> tuple[int, int, int, int]:
+    """Sort key: layer, then proposers before the layer's aggregator, then indices."""
+    return (record["layer"], _ROLE_ORDER[record["role"]], record["proposer"], record["sample"])
+
+
+def merge_calls(left: list[CallRecord] | None, right: list[CallRecord] | None) -> list[CallRecord]:
+    """Reducer: upsert by (role, layer, proposer, sample), keep a stable order.
+
+    `None` on the right clears the list, which is how each new run on a thread starts fresh.
+    """
+    if right is None:
+        return []
+    merged = {(r["role"], *call_key(r)): r for r in (left or [])}
+    merged.update({(r["role"], *call_key(r)): r for r in right})
+    return sorted(merged.values(), key=call_key)
+
+
+class TokenTotals(TypedDict):
+    """Token and call counts over a set of calls."""
+
+    calls: int
+    failed: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class LayerTotals(TokenTotals):
+    """Totals of one layer; `latency_s` is its slowest call (the layer's critical path)."""
+
+    layer: int
+    latency_s: float
+
+
+class UsageSummary(TypedDict):
+    """Totals per layer and for the whole run."""
+
+    layers: list[LayerTotals]
+    total: TokenTotals
+
+
+class MoAInput(TypedDict):
+    """What the graph takes: a conversation whose last message is the user's."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class MoAOutput(TypedDict, total=False):
+    """What the graph returns: the conversation with the answer appended, and accounting."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    calls: Annotated[list[CallRecord], merge_calls]
+    usage: UsageSummary
+
+
+class MoAState(MoAOutput, total=False):
+    """Internal state. Fields past `usage` are working data of the current run."""
+
+    layer: int
+    """The last proposer layer (or Self-MoA-Seq step) that finished."""
+    references: list[str]
+    """Successful outputs of that layer, in reference order: the next input's references."""
+    synthesis: str | None
+    """Self-MoA-Seq: the running synthesis carried into the next window."""
+
+
+class ProposerTask(TypedDict):
+    """The payload of one `Send` to the proposer node: one call, with its own input."""
+
+    layer: int
+    proposer: int
+    sample: int
+    messages: list[BaseMessage]

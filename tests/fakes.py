@@ -1,0 +1,119 @@
+"""Deterministic chat models for orchestration tests.
+
+`FakeChat` logs every call (who, with which messages and limits) into a shared `CallLog`,
+answers with a distinct, predictable text per call, reports token usage, streams word by
+word, and can be told to fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field
+
+
+@dataclass
+class Call:
+    label: str
+    messages: list[BaseMessage]
+    temperature: float | None
+    max_tokens: int | None
+    output: str | None = None
+
+
+@dataclass
+class CallLog:
+    calls: list[Call] = field(default_factory=list)
+    lock: Any = field(default_factory=threading.Lock)
+
+    def by(self, label: str) -> list[Call]:
+        return [c for c in self.calls if c.label == label]
+
+    def add(self, call: Call) -> None:
+        with self.lock:
+            self.calls.append(call)
+
+
+def words(messages: list[BaseMessage]) -> int:
+    return sum(len(m.text.split()) for m in messages)
+
+
+class FakeChat(BaseChatModel):
+    """A chat model whose every answer says who gave it: ``"<label> #<n>"``."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    label: str
+    log: CallLog = Field(default_factory=CallLog)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    reply: Callable[[str, int, list[BaseMessage]], str] | None = None
+    fail: Callable[[int, list[BaseMessage]], BaseException | None] | None = None
+    reported_model: str | None = None
+    counter: Any = Field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def model_name(self) -> str:
+        return self.label
+
+    @property
+    def _llm_type(self) -> str:
+        return "fake-chat"
+
+    def _answer(self, messages: list[BaseMessage]) -> AIMessage:
+        n = next(self.counter)
+        call = Call(self.label, list(messages), self.temperature, self.max_tokens)
+        self.log.add(call)
+        if self.fail is not None and (exc := self.fail(n, messages)) is not None:
+            raise exc
+        text = self.reply(self.label, n, messages) if self.reply else f"{self.label} #{n}"
+        call.output = text
+        return AIMessage(
+            content=text,
+            response_metadata={"model_name": self.reported_model or self.label},
+            usage_metadata={
+                "input_tokens": words(messages),
+                "output_tokens": len(text.split()),
+                "total_tokens": words(messages) + len(text.split()),
+            },
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self._answer(messages))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        message = self._answer(messages)
+        tokens = message.text.split(" ")
+        for i, token in enumerate(tokens):
+            piece = token if i == 0 else " " + token
+            last = i == len(tokens) - 1
+            chunk = ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=piece,
+                    usage_metadata=message.usage_metadata if last else None,
+                    response_metadata=message.response_metadata if last else {},
+                )
+            )
+            if run_manager:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk

@@ -1,0 +1,42 @@
+"""Per-run settings through the graph's context schema (what LangGraph server sends)."""
+
+import pytest
+
+from langgraph_moa import MoAConfig, MoAConfigError, MoAContext, create_moa_graph
+from tests.unit_tests.test_graph import QUESTION
+
+
+def test_context_changes_layers_samples_and_limits_per_run(fake, log):
+    graph = create_moa_graph(
+        MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=3)
+    )
+    graph.invoke(
+        QUESTION, context=MoAContext(layers=2, samples=2, max_tokens=99, aggregator_max_tokens=777)
+    )
+    assert sorted(c.label for c in log.calls) == ["A", "A", "AGG", "B", "B"]
+    assert {c.max_tokens for c in log.calls[:4]} == {99}
+    assert log.calls[-1].max_tokens == 777
+    log.calls.clear()
+    graph.invoke(QUESTION)  # the base config is untouched
+    assert len(log.calls) == 5
+
+
+def test_context_as_a_dict_switches_variant(fake, log):
+    graph = create_moa_graph(
+        MoAConfig(
+            proposers=[{"model": fake("M"), "samples": 3}],
+            aggregator=fake("AGG"),
+            variant="single-proposer",
+        )
+    )
+    out = graph.invoke(QUESTION, context={"variant": "self-moa"})
+    assert [c.label for c in log.calls] == ["M", "M", "M", "M"]
+    assert out["messages"][-1].response_metadata["moa"]["variant"] == "self-moa"
+
+
+def test_context_model_strings_are_validated(fake):
+    graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    with pytest.raises(MoAConfigError, match="Unknown model provider"):
+        graph.invoke(QUESTION, context={"proposers": ["nonsense-model"]})
+    with pytest.raises(MoAConfigError, match="layer: Extra inputs are not permitted"):
+        graph.invoke(QUESTION, context={"layer": 3})

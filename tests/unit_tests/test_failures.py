@@ -1,0 +1,151 @@
+"""Regression tests for the mistakes of section 5 of the spec that concern failures."""
+
+import openai
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from langgraph_moa import (
+    AggregatorFailedError,
+    AllProposersFailedError,
+    MissingAPIKeyError,
+    MoAConfig,
+    RetrySettings,
+    create_moa_graph,
+)
+from tests.unit_tests.test_graph import QUESTION, references_in
+
+FAST_RETRY = RetrySettings(max_attempts=3, initial_interval=0.0, jitter=False)
+
+
+def always(exc):
+    return lambda n, msgs: exc
+
+
+def test_one_failed_proposer_does_not_end_the_run_and_none_is_never_rendered(fake, log):
+    bad = fake("BAD", fail=always(ValueError("model exploded")))
+    config = MoAConfig(
+        proposers=[fake("A"), bad, fake("C")], aggregator=fake("AGG"), layers=2, retry=FAST_RETRY
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    refs = references_in(log.by("AGG")[0])
+    assert refs == ["A #1", "C #1"]
+    assert "None" not in log.by("AGG")[0].messages[0].text
+    failed = [c for c in out["calls"] if c["status"] == "failed"]
+    assert len(failed) == 1 and "model exploded" in failed[0]["error"]
+    assert out["usage"]["total"]["failed"] == 1
+
+
+def test_transient_errors_are_retried_permanent_ones_are_not(fake, log):
+    flaky = fake("FLAKY", fail=lambda n, msgs: ConnectionError("reset") if n < 3 else None)
+    permanent = fake("PERM", fail=always(ValueError("bad request")))
+    config = MoAConfig(
+        proposers=[flaky, permanent], aggregator=fake("AGG"), layers=2, retry=FAST_RETRY
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert len(log.by("FLAKY")) == 3  # two failures, then success
+    assert len(log.by("PERM")) == 1
+    assert [c["status"] for c in out["calls"][:2]] == ["ok", "failed"]
+    assert len(log.by("AGG")) == 1  # the layer joined once despite the mixed outcome
+
+
+def test_openai_rate_limit_is_retried_authentication_is_not():
+    import httpx
+
+    from langgraph_moa.reliability import is_retryable
+
+    request = httpx.Request("POST", "http://x/v1/chat/completions")
+
+    def status(code):
+        return openai.APIStatusError("e", response=httpx.Response(code, request=request), body=None)
+
+    assert is_retryable(status(429)) and is_retryable(status(503))
+    assert not is_retryable(status(400)) and not is_retryable(status(401))
+    assert is_retryable(openai.APITimeoutError(request=request))
+
+
+def test_all_proposers_failing_never_calls_the_aggregator_and_shows_each_error(fake, log):
+    config = MoAConfig(
+        proposers=[
+            fake("A", fail=always(ValueError("quota exceeded for A"))),
+            fake("B", fail=always(ValueError("model B not found"))),
+        ],
+        aggregator=fake("AGG"),
+        retry=FAST_RETRY,
+    )
+    with pytest.raises(AllProposersFailedError) as err:
+        create_moa_graph(config).invoke(QUESTION)
+    assert log.by("AGG") == []
+    message = str(err.value)
+    assert "quota exceeded for A" in message and "model B not found" in message
+    assert len(err.value.calls) == 2
+
+
+def test_empty_proposal_is_a_failure_not_an_empty_reference(fake, log):
+    empty = fake("EMPTY", reply=lambda *a: "   ")
+    config = MoAConfig(
+        proposers=[fake("A"), empty], aggregator=fake("AGG"), layers=2, retry=FAST_RETRY
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert references_in(log.by("AGG")[0]) == ["A #1"]
+    assert out["calls"][1]["status"] == "failed"
+
+
+def test_aggregator_failure_is_typed_and_keeps_the_proposals(fake):
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")],
+        aggregator=fake("AGG", fail=always(ValueError("context too long"))),
+        retry=FAST_RETRY,
+    )
+    with pytest.raises(AggregatorFailedError) as err:
+        create_moa_graph(config).invoke(QUESTION)
+    assert "context too long" in str(err.value)
+    assert [c["output"] for c in err.value.calls if c["layer"] == 2] == ["A #2", "B #2"]
+
+
+def test_completed_work_survives_in_the_checkpoint(fake):
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")],
+        aggregator=fake("AGG", fail=always(ValueError("down"))),
+        layers=2,
+        retry=FAST_RETRY,
+    )
+    graph = create_moa_graph(config, checkpointer=InMemorySaver())
+    thread = {"configurable": {"thread_id": "t1"}}
+    with pytest.raises(AggregatorFailedError):
+        graph.invoke(QUESTION, thread)
+    calls = graph.get_state(thread).values["calls"]
+    assert [c["output"] for c in calls] == ["A #1", "B #1"]
+
+
+def test_proposer_token_cap_never_caps_the_aggregator(fake, log):
+    shared = fake("M")
+    config = MoAConfig(
+        proposers=[{"model": shared, "max_tokens": 64, "temperature": 0.9}],
+        aggregator={"model": shared, "max_tokens": 4096, "temperature": 0.0},
+        variant="single-proposer",
+    )
+    create_moa_graph(config).invoke(QUESTION)
+    proposer_call, aggregator_call = log.calls
+    assert (proposer_call.max_tokens, proposer_call.temperature) == (64, 0.9)
+    assert (aggregator_call.max_tokens, aggregator_call.temperature) == (4096, 0.0)
+    assert shared.max_tokens is None  # the user's instance is left alone
+
+
+def test_missing_api_key_fails_before_any_call_with_the_fix(fake, log):
+    config = MoAConfig(proposers=[fake("A"), "openai:gpt-4o-mini"], aggregator=fake("AGG"))
+    graph = create_moa_graph(config)  # building needs no key
+    with pytest.raises(MissingAPIKeyError, match="OPENAI_API_KEY"):
+        graph.invoke(QUESTION)
+    assert log.calls == []
+
+
+async def test_a_failure_in_every_layer_still_joins_each_layer_once_async(fake, log):
+    bad = fake("BAD", fail=always(ValueError("nope")))
+    config = MoAConfig(
+        proposers=[fake("A"), bad, fake("C")], aggregator=fake("AGG"), layers=3, retry=FAST_RETRY
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    assert [c.label for c in log.calls].count("A") == 2
+    assert len(log.calls) == 7
+    assert [c["status"] for c in out["calls"]].count("failed") == 2
+    assert references_in(log.by("AGG")[0]) == ["A #2", "C #2"]

@@ -1,0 +1,212 @@
+"""Core orchestration: call counts, layer semantics, references, accounting, entry points."""
+
+import re
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langgraph.graph import MessagesState, StateGraph
+from langgraph.pregel import Pregel
+
+from langgraph_moa import (
+    AGGREGATE_AND_SYNTHESIZE_PROMPT,
+    MoAConfig,
+    MoAInputError,
+    create_moa_graph,
+)
+
+QUESTION = {"messages": [("user", "Explain X")]}
+
+
+def references_in(call) -> list[str]:
+    """The numbered references of the synthesis system message a call received."""
+    system = call.messages[0]
+    assert isinstance(system, SystemMessage)
+    block = system.text.split("Responses from models:", 1)[1]
+    return [m.group(1) for m in re.finditer(r"\n\d+\. (.*)", block)]
+
+
+@pytest.fixture
+def three_layer(fake):
+    a, b, c, agg = fake("A"), fake("B"), fake("C"), fake("AGG")
+    config = MoAConfig(proposers=[a, b, c], aggregator=agg, layers=3)
+    return config, create_moa_graph(config)
+
+
+def test_compiled_graph_is_a_pregel(three_layer):
+    assert isinstance(three_layer[1], Pregel)
+
+
+def test_call_count_equals_configuration(three_layer, log):
+    config, graph = three_layer
+    graph.invoke(QUESTION)
+    # 2 proposer layers x 3 proposers + 1 aggregator
+    assert len(log.calls) == 7 == config.calls_per_run()
+    assert [c.label for c in log.calls].count("AGG") == 1
+
+
+def test_answer_is_appended_as_ai_message(three_layer):
+    out = three_layer[1].invoke(QUESTION)
+    assert [m.type for m in out["messages"]] == ["human", "ai"]
+    assert out["messages"][-1].text == "AGG #1"
+
+
+def test_aggregator_sees_every_last_layer_proposal_once_in_order(three_layer, log):
+    three_layer[1].invoke(QUESTION)
+    layer2 = [c for c in log.calls if c.label != "AGG"][3:]
+    agg_call = log.by("AGG")[0]
+    expected = sorted((c.output for c in layer2), key=lambda o: "ABC".index(o[0]))
+    assert references_in(agg_call) == expected
+    assert len(set(references_in(agg_call))) == 3
+
+
+def test_layer_i_sees_only_layer_i_minus_1(three_layer, log):
+    three_layer[1].invoke(QUESTION)
+    proposer_calls = [c for c in log.calls if c.label != "AGG"]
+    first, second = proposer_calls[:3], proposer_calls[3:]
+    assert all(not isinstance(c.messages[0], SystemMessage) for c in first)
+    first_outputs = sorted(c.output for c in first)
+    for call in second:
+        assert sorted(references_in(call)) == first_outputs
+    # The aggregator reads layer 2, never layer 1.
+    assert not set(references_in(log.by("AGG")[0])) & set(first_outputs)
+
+
+def test_synthesis_message_is_the_paper_prompt_verbatim(three_layer, log):
+    three_layer[1].invoke(QUESTION)
+    system = log.by("AGG")[0].messages[0].text
+    refs = references_in(log.by("AGG")[0])
+    assert system == AGGREGATE_AND_SYNTHESIZE_PROMPT + "".join(
+        f"\n{i}. {r}" for i, r in enumerate(refs, 1)
+    )
+
+
+def test_multi_turn_history_reaches_every_call(fake, log):
+    graph = create_moa_graph(
+        MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=3)
+    )
+    history = [
+        SystemMessage("Be brief."),
+        HumanMessage("What is 2+2?"),
+        AIMessage("4"),
+        HumanMessage("And times 3?"),
+    ]
+    graph.invoke({"messages": history})
+    for call in log.calls:
+        turns = [(m.type, m.text) for m in call.messages[1:]]
+        assert turns == [("human", "What is 2+2?"), ("ai", "4"), ("human", "And times 3?")]
+        assert call.messages[0].text.startswith("Be brief.")
+    # Layer 2 and the aggregator get the block appended after a blank line.
+    assert (
+        log.by("AGG")[0]
+        .messages[0]
+        .text.startswith("Be brief.\n\n" + AGGREGATE_AND_SYNTHESIZE_PROMPT)
+    )
+
+
+def test_input_conversation_is_not_mutated(three_layer):
+    messages = [HumanMessage("Explain X")]
+    three_layer[1].invoke({"messages": messages})
+    assert [m.text for m in messages] == ["Explain X"]
+
+
+def test_token_totals_equal_the_sum_of_calls(three_layer, log):
+    out = three_layer[1].invoke(QUESTION)
+    calls = out["calls"]
+    assert len(calls) == 7
+    total = out["usage"]["total"]
+    assert total["prompt_tokens"] == sum(c["prompt_tokens"] for c in calls) > 0
+    assert total["completion_tokens"] == sum(c["completion_tokens"] for c in calls) == 14
+    per_layer = out["usage"]["layers"]
+    assert [layer["layer"] for layer in per_layer] == [1, 2, 3]
+    assert sum(layer["total_tokens"] for layer in per_layer) == total["total_tokens"]
+    answer = out["messages"][-1]
+    assert answer.usage_metadata["input_tokens"] == total["prompt_tokens"]
+    assert answer.usage_metadata["output_tokens"] == total["completion_tokens"]
+    assert answer.response_metadata["moa"]["calls"] == calls
+
+
+def test_call_records_carry_provenance(three_layer):
+    out = three_layer[1].invoke(QUESTION)
+    keys = [(c["role"], c["layer"], c["proposer"], c["sample"]) for c in out["calls"]]
+    assert keys == [
+        ("proposer", 1, 0, 0),
+        ("proposer", 1, 1, 0),
+        ("proposer", 1, 2, 0),
+        ("proposer", 2, 0, 0),
+        ("proposer", 2, 1, 0),
+        ("proposer", 2, 2, 0),
+        ("aggregator", 3, -1, 0),
+    ]
+    assert all(c["status"] == "ok" and c["latency_s"] >= 0 for c in out["calls"])
+    assert [c["configured_model"] for c in out["calls"]][:3] == ["A", "B", "C"]
+
+
+def test_model_that_answered_is_reported_not_the_configured_one(fake):
+    routed = fake("gpt-x", reported_model="gpt-x-fallback-2024")
+    out = create_moa_graph(MoAConfig(proposers=[routed, fake("B")], aggregator=fake("AGG"))).invoke(
+        QUESTION
+    )
+    record = out["calls"][0]
+    assert record["configured_model"] == "gpt-x"
+    assert record["model"] == "gpt-x-fallback-2024"
+
+
+@pytest.mark.parametrize("messages", [[], [("user", "hi"), ("ai", "hello")]])
+def test_bad_conversation_is_refused_before_any_call(fake, log, messages):
+    graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    with pytest.raises(MoAInputError) as err:
+        graph.invoke({"messages": messages})
+    assert "user" in str(err.value)
+    assert log.calls == []
+
+
+async def test_ainvoke_astream_and_batch(three_layer, log):
+    _, graph = three_layer
+    out = await graph.ainvoke(QUESTION)
+    assert out["messages"][-1].text.startswith("AGG #")
+    chunks = [c async for c in graph.astream(QUESTION, stream_mode="updates")]
+    assert {next(iter(c)) for c in chunks} >= {"prepare", "propose", "synthesize", "aggregate"}
+    assert len(log.calls) == 14
+
+
+def test_stream_and_batch_keep_runs_apart(fake, log):
+    echo = lambda label, n, msgs: f"{label} saw {msgs[-1].text}"  # noqa: E731
+    graph = create_moa_graph(
+        MoAConfig(
+            proposers=[fake("A", reply=echo), fake("B", reply=echo)],
+            aggregator=fake("AGG", reply=echo),
+            layers=2,
+        )
+    )
+    questions = [{"messages": [("user", f"q{i}")]} for i in range(6)]
+    outs = graph.batch(questions)
+    assert [o["messages"][-1].text for o in outs] == [f"AGG saw q{i}" for i in range(6)]
+    for out, q in zip(outs, questions, strict=True):
+        assert [m.text for m in out["messages"][:-1]] == [q["messages"][0][1]]
+    streamed = list(graph.stream(questions[0], stream_mode="values"))
+    assert streamed[-1]["messages"][-1].text == "AGG saw q0"
+
+
+def test_graph_works_as_a_node_inside_a_messages_app(three_layer):
+    graph = three_layer[1]
+
+    def greet(state: MessagesState):
+        return {"messages": [AIMessage("Let me ask the experts.")]}
+
+    def ask(state: MessagesState):
+        return {"messages": [HumanMessage("Explain X")]}
+
+    parent = (
+        StateGraph(MessagesState)
+        .add_node("greet", greet)
+        .add_node("ask", ask)
+        .add_node("moa", graph)
+        .add_edge("__start__", "greet")
+        .add_edge("greet", "ask")
+        .add_edge("ask", "moa")
+        .compile()
+    )
+    out = parent.invoke({"messages": [("user", "hi")]})
+    texts = [m.text for m in out["messages"]]
+    assert texts[:3] == ["hi", "Let me ask the experts.", "Explain X"]
+    assert texts[3].startswith("AGG #") and len(texts) == 4

@@ -1,0 +1,125 @@
+"""single-proposer, Self-MoA, Self-MoA-Seq and the ranker, from one config."""
+
+import pytest
+
+from langgraph_moa import MoAConfig, SelfMoASeqConfig, create_moa_graph
+from tests.unit_tests.test_graph import QUESTION, references_in
+
+
+def test_self_moa_keeps_all_k_samples_of_one_model(fake, log):
+    model = fake("M")
+    config = MoAConfig(variant="self-moa", proposers=[{"model": model, "samples": 6}])
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert len(log.calls) == 7 == config.calls_per_run()
+    samples = [c.output for c in log.calls[:6]]
+    assert len(set(samples)) == 6
+    # All six samples reach the aggregator, which is the same model.
+    assert sorted(references_in(log.calls[6])) == sorted(samples)
+    assert [c["sample"] for c in out["calls"][:6]] == list(range(6))
+    assert out["calls"][-1]["configured_model"] == "M"
+
+
+def test_self_moa_refuses_a_foreign_aggregator(fake):
+    with pytest.raises(ValueError, match="single-proposer"):
+        MoAConfig(
+            variant="self-moa", proposers=[{"model": fake("M"), "samples": 3}], aggregator=fake("X")
+        )
+
+
+def test_single_proposer_samples_one_model_with_any_aggregator(fake, log):
+    config = MoAConfig(
+        variant="single-proposer",
+        proposers=[{"model": fake("M"), "samples": 3}],
+        aggregator=fake("AGG"),
+    )
+    create_moa_graph(config).invoke(QUESTION)
+    assert [c.label for c in log.calls] == ["M", "M", "M", "AGG"]
+    assert len(references_in(log.calls[-1])) == 3
+
+
+def test_self_moa_seq_visits_every_sample_once_and_carries_the_synthesis(fake, log):
+    model = fake("M")
+    config = MoAConfig(
+        variant="self-moa-seq",
+        proposers=[{"model": model, "samples": 10}],
+        seq=SelfMoASeqConfig(window_size=4),
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    # windows: samples 0-3, then 3 new per step: 4-6, 7-9 -> 10 samples + 3 aggregations
+    assert config.seq.batches(10) == [range(0, 4), range(4, 7), range(7, 10)]
+    assert len(log.calls) == 13 == config.calls_per_run()
+    records = out["calls"]
+    samples = [r for r in records if r["role"] == "proposer"]
+    assert sorted(r["sample"] for r in samples) == list(range(10))
+    aggregations = [c for c in log.calls if c.messages and c.messages[0].type == "system"]
+    assert len(aggregations) == 3
+    sample_text = {r["sample"]: r["output"] for r in samples}
+    first, second, third = (references_in(c) for c in aggregations)
+    assert first == [sample_text[i] for i in range(4)]
+    assert second == [aggregations[0].output] + [sample_text[i] for i in range(4, 7)]
+    assert third == [aggregations[1].output] + [sample_text[i] for i in range(7, 10)]
+    assert all(len(refs) <= 4 for refs in (first, second, third))
+    assert out["messages"][-1].text == aggregations[2].output
+
+
+def test_self_moa_seq_samples_see_the_bare_conversation(fake, log):
+    config = MoAConfig(variant="self-moa-seq", proposers=[{"model": fake("M"), "samples": 5}])
+    create_moa_graph(config).invoke(QUESTION)
+    samples = [c for c in log.calls if c.messages[0].type == "human"]
+    assert len(samples) == 5
+
+
+def test_self_moa_seq_window_rules():
+    with pytest.raises(ValueError, match="window_size - 1"):
+        SelfMoASeqConfig(window_size=4, samples_per_step=4)
+    assert SelfMoASeqConfig(window_size=6, samples_per_step=3).batches(12) == [
+        range(0, 6),
+        range(6, 9),
+        range(9, 12),
+    ]
+
+
+def test_ranker_returns_the_chosen_proposal_verbatim(fake, log):
+    ranker = fake("R", reply=lambda label, n, msgs: "Response 2 is best.")
+    config = MoAConfig(
+        variant="ranker", proposers=[fake("A"), fake("B"), fake("C")], aggregator=ranker
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    answer = out["messages"][-1]
+    assert answer.text == "B #1"
+    assert answer.response_metadata["moa"]["ranker_choice"] == 2
+    ranker_prompt = log.by("R")[0].messages[-1].text
+    for text in ("A #1", "B #1", "C #1"):
+        assert ranker_prompt.count(text) == 1
+
+
+def test_ranker_with_unparseable_reply_falls_back_to_the_first_and_says_so(fake):
+    ranker = fake("R", reply=lambda label, n, msgs: "I cannot decide.")
+    config = MoAConfig(variant="ranker", proposers=[fake("A"), fake("B")], aggregator=ranker)
+    answer = create_moa_graph(config).invoke(QUESTION)["messages"][-1]
+    assert answer.text == "A #1"
+    assert answer.response_metadata["moa"]["ranker_choice"] is None
+
+
+def test_shuffled_order_is_seeded_and_stable_order_is_config_order(fake, log):
+    proposers = [fake(x) for x in "ABCDEF"]
+
+    def order(**kw):
+        log.calls.clear()
+        create_moa_graph(
+            MoAConfig(proposers=proposers, aggregator=fake("AGG"), layers=2, **kw)
+        ).invoke(QUESTION)
+        return [r[0] for r in references_in(log.by("AGG")[0])]
+
+    assert order() == list("ABCDEF")
+    shuffled = order(reference_order="shuffled", shuffle_seed=7)
+    assert sorted(shuffled) == list("ABCDEF") and shuffled != list("ABCDEF")
+    assert order(reference_order="shuffled", shuffle_seed=7) == shuffled
+
+
+@pytest.mark.parametrize(
+    "preset", ["moa", "moa-lite", "moa-gpt4o", "moa-together", "self-moa", "self-moa-seq"]
+)
+def test_every_preset_builds_without_network_or_keys(preset):
+    graph = create_moa_graph(preset)
+    assert graph.name == preset
