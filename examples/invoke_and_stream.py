@@ -19,7 +19,9 @@ for call in out["calls"]:
 print("\nStreaming:")
 for mode, chunk in graph.stream(question, stream_mode=["messages", "custom"]):
     if mode == "custom":
-        print(f"  [{chunk['event']}] {chunk['role']} layer {chunk['layer']} {chunk['configured_model']}")
+        print(
+            f"  [{chunk['event']}] {chunk['role']} layer {chunk['layer']} {chunk['configured_model']}"
+        )
     elif final_answer_only(chunk[1]):
         print(chunk[0].text, end="", flush=True)
 print()

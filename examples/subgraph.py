@@ -18,7 +18,11 @@ def clarify(state: MessagesState) -> dict:
 
 
 def sign(state: MessagesState) -> dict:
-    return {"messages": [AIMessage(f"{state['messages'][-1].text}\n\n(answered by a mixture of agents)")]}
+    return {
+        "messages": [
+            AIMessage(f"{state['messages'][-1].text}\n\n(answered by a mixture of agents)")
+        ]
+    }
 
 
 app = (

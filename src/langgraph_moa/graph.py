@@ -207,7 +207,9 @@ class _MoANodes:
         parts = [f"layer {task['layer']}", f"proposer {task['proposer'] + 1}"]
         if p.samples > 1:
             parts.append(f"sample {task['sample'] + 1}")
-        model = self.models.get(p.model, p.call_params())
+        # Proposers are never shown token by token; a non-streamed reply is also the one
+        # that carries token usage on every OpenAI-compatible server (llama.cpp included).
+        model = self.models.get(p.model, {**p.call_params(), "disable_streaming": True})
         where = {
             "role": "proposer",
             "layer": task["layer"],
@@ -319,7 +321,8 @@ class _MoANodes:
             "configured_model": agg.label,
         }
         tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, NOSTREAM]
-        model = self.models.get(agg.model, agg.call_params()).with_config(
+        params = agg.call_params() if is_final else {**agg.call_params(), "disable_streaming": True}
+        model = self.models.get(agg.model, params).with_config(
             run_name=name, tags=tags, metadata=_trace_metadata(cfg, where)
         )
         messages = inject_references(
@@ -401,7 +404,9 @@ class _MoANodes:
             "sample": 0,
             "configured_model": agg.label,
         }
-        model = self.models.get(agg.model, agg.call_params()).with_config(
+        model = self.models.get(
+            agg.model, {**agg.call_params(), "disable_streaming": True}
+        ).with_config(
             run_name=f"layer {layer} / ranker / {agg.label}",
             tags=[TAG_INTERMEDIATE, NOSTREAM],
             metadata=_trace_metadata(cfg, where),

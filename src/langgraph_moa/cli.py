@@ -1,0 +1,328 @@
+"""The `moa` command: run, chat and list models, with a live view of every layer.
+
+Errors a user can cause (bad config, missing model, missing key, dead server, Ctrl-C) end
+with one clear line and a non-zero exit code, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+import typer
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from langgraph_moa.config import MoAConfig, list_presets
+from langgraph_moa.context import MoAContext, apply_context
+from langgraph_moa.errors import MoAError
+from langgraph_moa.graph import create_moa_graph, final_answer_only
+from langgraph_moa.models import PROVIDER_API_KEY_ENV
+
+DEFAULT_PRESET = "local-moa"
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Mixture-of-Agents on LangGraph: several models answer, an aggregator synthesizes.",
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+PresetOpt = Annotated[
+    str | None, typer.Option("--preset", "-p", help=f"Preset name (default {DEFAULT_PRESET}).")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or JSON config file.")]
+LayersOpt = Annotated[int | None, typer.Option(help="MoA layers (proposer layers + 1).")]
+ProposersOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated proposer specs, e.g. 'openai:gpt-4o-mini,local:smollm2-135m'."
+    ),
+]
+AggregatorOpt = Annotated[str | None, typer.Option(help="Aggregator model spec.")]
+VariantOpt = Annotated[
+    str | None, typer.Option(help="moa, single-proposer, self-moa, self-moa-seq or ranker.")
+]
+SamplesOpt = Annotated[int | None, typer.Option(help="Samples per proposer per layer.")]
+
+
+def build_config(
+    preset: str | None,
+    config_file: Path | None,
+    layers: int | None = None,
+    proposers: str | None = None,
+    aggregator: str | None = None,
+    variant: str | None = None,
+    samples: int | None = None,
+) -> MoAConfig:
+    """Combine a preset or file with the command-line overrides, validated."""
+    if preset and config_file:
+        raise MoAError("Give either --preset or --config, not both.")
+    base = (
+        MoAConfig.from_file(config_file)
+        if config_file
+        else MoAConfig.from_preset(preset or DEFAULT_PRESET)
+    )
+    context = MoAContext(
+        layers=layers,
+        proposers=[p.strip() for p in proposers.split(",") if p.strip()] if proposers else None,
+        aggregator=aggregator,
+        variant=variant,
+        samples=samples,
+    )
+    return base if context.is_empty() else apply_context(base, context)
+
+
+# --- live progress ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    label: str
+    state: str = "running"
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float | None = None
+    detail: str = ""
+
+
+class Progress:
+    """A table of every call (layer, role, model, state, time) above the streaming answer."""
+
+    _STYLE: ClassVar[dict[str, str]] = {"running": "yellow", "done": "green", "failed": "red"}
+
+    def __init__(self) -> None:
+        """Start with no rows and an empty answer."""
+        self.rows: dict[tuple[Any, ...], _Row] = {}
+        self.answer = ""
+
+    def event(self, e: dict[str, Any]) -> None:
+        """Apply one custom stream event from the graph."""
+        key = (e["role"], e["layer"], e["proposer"], e["sample"])
+        if e["event"] == "started":
+            who = "aggregator" if e["proposer"] < 0 else f"proposer {e['proposer'] + 1}"
+            sample = f" #{e['sample'] + 1}" if e["sample"] else ""
+            self.rows[key] = _Row(f"L{e['layer']} {who}{sample} · {e['configured_model']}")
+            return
+        row = self.rows.setdefault(key, _Row(str(e.get("configured_model"))))
+        row.seconds = e.get("latency_s") or (time.perf_counter() - row.started)
+        if e["event"] == "finished":
+            row.state = "done"
+            if e.get("model") and e["model"] not in row.label:
+                row.detail = f"answered by {e['model']}"
+        else:
+            row.state = "failed"
+            row.detail = str(e.get("error", ""))[:80]
+
+    def __rich__(self) -> Group:
+        """Render the table and the answer so far."""
+        table = Table(box=None, show_header=False, pad_edge=False)
+        for row in self.rows.values():
+            seconds = row.seconds if row.seconds is not None else time.perf_counter() - row.started
+            table.add_row(
+                Text(row.label),
+                Text(row.state, style=self._STYLE[row.state]),
+                Text(f"{seconds:5.1f}s", style="dim"),
+                Text(row.detail, style="dim"),
+            )
+        parts: list[Any] = [table]
+        if self.answer:
+            parts += [Text(""), Text(self.answer)]
+        return Group(*parts)
+
+
+def _run_streaming(graph: Any, messages: list[BaseMessage], show_live: bool) -> dict[str, Any]:
+    """Run the graph, updating the live view; return the final state."""
+    progress = Progress()
+    final: dict[str, Any] = {}
+    stream: Iterator[tuple[str, Any]] = graph.stream(
+        {"messages": messages}, stream_mode=["custom", "messages", "values"]
+    )
+    with Live(
+        progress, console=console, refresh_per_second=8, transient=False, auto_refresh=show_live
+    ) as live:
+        for mode, chunk in stream:
+            if mode == "custom":
+                progress.event(chunk)
+            elif mode == "messages":
+                if final_answer_only(chunk[1]):
+                    progress.answer += chunk[0].text
+            else:
+                final = chunk
+            if show_live:
+                live.update(progress)
+        if not progress.answer and final.get("messages"):
+            progress.answer = final["messages"][-1].text
+        live.update(progress)
+    return final
+
+
+def _summary_line(state: dict[str, Any]) -> str:
+    total = state["usage"]["total"]
+    wall = sum(layer["latency_s"] for layer in state["usage"]["layers"])
+    return (
+        f"{total['calls']} calls ({total['failed']} failed), {total['prompt_tokens']} prompt + "
+        f"{total['completion_tokens']} completion tokens, critical path {wall:.1f}s"
+    )
+
+
+def _record(config: MoAConfig, state: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Build the full JSON record of a run."""
+    answer: AIMessage = state["messages"][-1]
+    return {
+        "answer": answer.text,
+        "system": {"name": config.name, "variant": config.variant, "layers": config.layers},
+        "answered_by": answer.response_metadata["moa"]["answered_by"],
+        "proposals": [c for c in state["calls"] if c["role"] == "proposer"],
+        "calls": state["calls"],
+        "usage": state["usage"],
+        "wall_time_s": round(seconds, 3),
+    }
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    layers: LayersOpt = None,
+    proposers: ProposersOpt = None,
+    aggregator: AggregatorOpt = None,
+    variant: VariantOpt = None,
+    samples: SamplesOpt = None,
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="Live view and token streaming.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
+) -> None:
+    """Answer one question with a Mixture-of-Agents (local models by default)."""
+    if not question.strip():
+        raise MoAError(
+            'The question is empty: pass the text to answer, e.g. moa run "Why is the sky blue?".'
+        )
+    cfg = build_config(preset, config, layers, proposers, aggregator, variant, samples)
+    graph: Any = create_moa_graph(cfg)
+    started = time.perf_counter()
+    messages: list[BaseMessage] = [HumanMessage(question)]
+    if as_json:
+        state = graph.invoke({"messages": messages})
+        print(json.dumps(_record(cfg, state, time.perf_counter() - started), indent=2, default=str))  # noqa: T201
+        return
+    if not stream:
+        state = graph.invoke({"messages": messages})
+        console.print(state["messages"][-1].text)
+    else:
+        console.print(
+            f"[bold]{cfg.name or cfg.variant}[/] · {cfg.variant}, {cfg.layers} layers", style="cyan"
+        )
+        state = _run_streaming(graph, messages, show_live=console.is_terminal)
+    console.print(f"\n[dim]{_summary_line(state)}; wall {time.perf_counter() - started:.1f}s[/]")
+
+
+@app.command()
+def chat(
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    layers: LayersOpt = None,
+    proposers: ProposersOpt = None,
+    aggregator: AggregatorOpt = None,
+    variant: VariantOpt = None,
+    samples: SamplesOpt = None,
+) -> None:
+    """Hold a multi-turn conversation; every turn is a full MoA run. Empty line or Ctrl-D ends."""
+    cfg = build_config(preset, config, layers, proposers, aggregator, variant, samples)
+    graph = create_moa_graph(cfg)
+    history: list[BaseMessage] = []
+    console.print(
+        f"[cyan]{cfg.name or cfg.variant}[/]: type a message; an empty line ends the chat."
+    )
+    while True:
+        try:
+            text = console.input("[bold green]you> [/]")
+        except EOFError:
+            break
+        if not text.strip():
+            break
+        history.append(HumanMessage(text))
+        state = _run_streaming(graph, history, show_live=console.is_terminal)
+        history = list(state["messages"])
+
+
+@app.command()
+def models() -> None:
+    """List the installed local models and which remote providers have an API key set."""
+    from langgraph_moa.local.catalog import CATALOG
+
+    table = Table(title="Local models (llama.cpp, offline)")
+    for column in ("spec", "model", "family", "size", "installed"):
+        table.add_column(column)
+    for info in CATALOG.values():
+        installed = "[green]yes[/]" if info.installed() else f"[red]no[/] ({info.install_hint})"
+        table.add_row(
+            f"local:{info.name}", info.title, info.family, f"{info.size / 1e6:.0f} MB", installed
+        )
+    console.print(table)
+    remote = Table(title="Remote providers")
+    remote.add_column("prefix")
+    remote.add_column("key")
+    for provider, env in sorted(PROVIDER_API_KEY_ENV.items()):
+        remote.add_row(
+            f"{provider}:",
+            f"[green]{env} set[/]" if os.environ.get(env) else f"[dim]{env} not set[/]",
+        )
+    console.print(remote)
+    console.print(f"Presets: {', '.join(list_presets())}")
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C: stop at once, servers included, whatever thread is busy.
+
+    A plain KeyboardInterrupt only reaches the main thread, which is waiting on LangGraph's
+    worker threads and may not see it until the run is over; the user expects an immediate
+    stop, so the handler cleans up and exits itself.
+    """
+    errors.print("[yellow]Interrupted.[/] Stopping local model servers.")
+    from langgraph_moa.local.runtime import LocalRuntime
+
+    if LocalRuntime._default is not None:
+        LocalRuntime._default.stop_all()
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def main() -> None:
+    """Entry point: run the app, turning known failures into one clear line."""
+    signal.signal(signal.SIGINT, _on_interrupt)
+    try:
+        app(standalone_mode=False)
+    except MoAError as exc:
+        errors.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+    except (KeyboardInterrupt, typer.Abort):
+        # click turns Ctrl-C into Abort; atexit then stops the local servers.
+        errors.print("[yellow]Interrupted.[/] Local model servers are being stopped.")
+        sys.exit(130)
+    except Exception as exc:  # usage errors and anything unforeseen
+        # Usage errors (unknown option, missing argument) know how to show themselves;
+        # typer may carry its own copy of click, so recognize them by behaviour.
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
+            exc.show()
+            sys.exit(exc.exit_code)
+        errors.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}")
+        sys.exit(1)

