@@ -2,7 +2,7 @@
 
 import pytest
 
-from langgraph_moa import MoAConfig, SelfMoASeqConfig, create_moa_graph
+from langgraph_moa import MoAConfig, SelfMoASeqConfig, create_moa_graph, list_presets
 from tests.unit_tests.test_graph import QUESTION, references_in
 
 
@@ -117,9 +117,21 @@ def test_shuffled_order_is_seeded_and_stable_order_is_config_order(fake, log):
     assert order(reference_order="shuffled", shuffle_seed=7) == shuffled
 
 
-@pytest.mark.parametrize(
-    "preset", ["moa", "moa-lite", "moa-gpt4o", "moa-together", "self-moa", "self-moa-seq"]
-)
+@pytest.mark.parametrize("preset", list_presets())
 def test_every_preset_builds_without_network_or_keys(preset):
     graph = create_moa_graph(preset)
     assert graph.name == preset
+
+
+def test_presets_include_the_papers_and_the_local_ones():
+    assert set(list_presets()) >= {
+        "moa",
+        "moa-lite",
+        "moa-gpt4o",
+        "moa-together",
+        "self-moa",
+        "self-moa-seq",
+        "local-moa",
+        "local-self-moa",
+        "local-self-moa-seq",
+    }
