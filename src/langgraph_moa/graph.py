@@ -204,19 +204,13 @@ class _MoANodes:
         cfg = self.config()
         p = cfg.proposers[task["proposer"]]
         label = p.label
+        where = _proposer_where(cfg, task)
         parts = [f"layer {task['layer']}", f"proposer {task['proposer'] + 1}"]
         if p.samples > 1:
             parts.append(f"sample {task['sample'] + 1}")
         # Proposers are never shown token by token; a non-streamed reply is also the one
         # that carries token usage on every OpenAI-compatible server (llama.cpp included).
         model = self.models.get(p.model, {**p.call_params(), "disable_streaming": True})
-        where = {
-            "role": "proposer",
-            "layer": task["layer"],
-            "proposer": task["proposer"],
-            "sample": task["sample"],
-            "configured_model": label,
-        }
         traced = model.with_config(
             run_name=" / ".join([*parts, label]),
             tags=[TAG_PROPOSER, NOSTREAM],
@@ -256,16 +250,8 @@ class _MoANodes:
         edges, and a layer in which every proposer failed must still reach the join, which
         then raises `AllProposersFailedError`.
         """
-        cfg = self.config()
-        p = cfg.proposers[task["proposer"]]
-        where = {
-            "role": "proposer",
-            "layer": task["layer"],
-            "proposer": task["proposer"],
-            "sample": task["sample"],
-            "configured_model": p.label,
-        }
-        record = failed_record(error=error.error, **where)  # type: ignore[arg-type]
+        where = _proposer_where(self.config(), task)
+        record = failed_record(error=error.error, **where)
         _emit("failed", **where, error=record["error"])
         return Command(update={"calls": [record]}, goto=SYNTHESIZE)
 
@@ -482,6 +468,17 @@ def parse_choice(reply: str, n: int) -> int | None:
         if 1 <= value <= n:
             return value
     return None
+
+
+def _proposer_where(cfg: MoAConfig, task: ProposerTask) -> dict[str, Any]:
+    """Identify a proposer call the same way in its record, its events and its trace."""
+    return {
+        "role": "proposer",
+        "layer": task["layer"],
+        "proposer": task["proposer"],
+        "sample": task["sample"],
+        "configured_model": cfg.proposers[task["proposer"]].label,
+    }
 
 
 def _trace_metadata(cfg: MoAConfig, where: dict[str, Any]) -> dict[str, Any]:
