@@ -70,15 +70,18 @@ def _replace(obj: _M, **changes: Any) -> _M:
     return type(obj)(**data)
 
 
+def _with_model(role: _M, model: str) -> _M:
+    """Copy a role config onto another model; its display name belonged to the old one."""
+    data = {name: getattr(role, name) for name in type(role).model_fields}
+    return type(role)(**{**data, "model": model, "name": None})
+
+
 def apply_context(base: MoAConfig, context: MoAContext) -> MoAConfig:
     """Return `base` (or the named preset) with the context's settings applied."""
     config = MoAConfig.from_preset(context.preset) if context.preset else base
     proposers = list(config.proposers)
     if context.proposers is not None:
-        template = proposers[0]
-        proposers = [_replace(template, model=m, name=None) for m in context.proposers]
-        for p in proposers:
-            p.name = None
+        proposers = [_with_model(proposers[0], m) for m in context.proposers]
     proposers = [
         _replace(
             p,
@@ -92,8 +95,7 @@ def apply_context(base: MoAConfig, context: MoAContext) -> MoAConfig:
     if config.aggregator is not None and context.aggregator_max_tokens is not None:
         aggregator = _replace(config.aggregator, max_tokens=context.aggregator_max_tokens)
     if context.aggregator is not None:
-        aggregator = _replace(aggregator or config.final, model=context.aggregator)
-        aggregator.name = None
+        aggregator = _with_model(aggregator or config.final, context.aggregator)
     return config.with_overrides(
         variant=context.variant,
         layers=context.layers,

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableLambda
 from langgraph.config import get_stream_writer
@@ -34,7 +35,7 @@ from langgraph.runtime import get_runtime
 from langgraph.types import Checkpointer, Command, RetryPolicy, Send
 
 from langgraph_moa.accounting import failed_record, ok_record, summarize
-from langgraph_moa.config import MoAConfig
+from langgraph_moa.config import MoAConfig, ProposerConfig
 from langgraph_moa.context import ContextConfigCache, MoAContext
 from langgraph_moa.errors import (
     AggregatorFailedError,
@@ -167,9 +168,24 @@ class _MoANodes:
         cfg = self.config()
         validate_conversation(state.get("messages", []))
         for p in cfg.proposers:
-            self.models.get(p.model, p.call_params())
-        self.models.get(cfg.final.model, cfg.final.call_params())
+            self._proposer_model(p)
+        self._final_model(cfg, streamed=cfg.final_role == "aggregator")
         return {"calls": None, "layer": 0, "references": [], "synthesis": None}
+
+    def _proposer_model(self, p: ProposerConfig) -> BaseChatModel:
+        """Return the proposer's model, never streaming.
+
+        Proposers are never shown token by token, and a non-streamed reply is the one that
+        carries token usage on every OpenAI-compatible server (llama.cpp included).
+        """
+        return self.models.get(p.model, {**p.call_params(), "disable_streaming": True})
+
+    def _final_model(self, cfg: MoAConfig, *, streamed: bool) -> BaseChatModel:
+        """Return the aggregator's (or ranker's) model; only the answer's call streams."""
+        params = cfg.final.call_params()
+        return self.models.get(
+            cfg.final.model, params if streamed else {**params, "disable_streaming": True}
+        )
 
     def first_layer(self, state: MoAState) -> list[Send]:
         """Fan out layer 1 (or the first Self-MoA-Seq window)."""
@@ -208,10 +224,7 @@ class _MoANodes:
         parts = [f"layer {task['layer']}", f"proposer {task['proposer'] + 1}"]
         if p.samples > 1:
             parts.append(f"sample {task['sample'] + 1}")
-        # Proposers are never shown token by token; a non-streamed reply is also the one
-        # that carries token usage on every OpenAI-compatible server (llama.cpp included).
-        model = self.models.get(p.model, {**p.call_params(), "disable_streaming": True})
-        traced = model.with_config(
+        traced = self._proposer_model(p).with_config(
             run_name=" / ".join([*parts, label]),
             tags=[TAG_PROPOSER, NOSTREAM],
             metadata=_trace_metadata(cfg, where),
@@ -307,8 +320,7 @@ class _MoANodes:
             "configured_model": agg.label,
         }
         tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, NOSTREAM]
-        params = agg.call_params() if is_final else {**agg.call_params(), "disable_streaming": True}
-        model = self.models.get(agg.model, params).with_config(
+        model = self._final_model(cfg, streamed=is_final).with_config(
             run_name=name, tags=tags, metadata=_trace_metadata(cfg, where)
         )
         messages = inject_references(
@@ -390,9 +402,7 @@ class _MoANodes:
             "sample": 0,
             "configured_model": agg.label,
         }
-        model = self.models.get(
-            agg.model, {**agg.call_params(), "disable_streaming": True}
-        ).with_config(
+        model = self._final_model(cfg, streamed=False).with_config(
             run_name=f"layer {layer} / ranker / {agg.label}",
             tags=[TAG_INTERMEDIATE, NOSTREAM],
             metadata=_trace_metadata(cfg, where),

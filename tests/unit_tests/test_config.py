@@ -103,6 +103,9 @@ def test_presets_match_the_papers():
         "moa-together",
         "self-moa",
         "self-moa-seq",
+        "local-moa",
+        "local-self-moa",
+        "local-self-moa-seq",
     }
     moa = MoAConfig.from_preset("moa")
     assert moa.layers == 3 and len(moa.proposers) == 6

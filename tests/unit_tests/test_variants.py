@@ -121,17 +121,3 @@ def test_shuffled_order_is_seeded_and_stable_order_is_config_order(fake, log):
 def test_every_preset_builds_without_network_or_keys(preset):
     graph = create_moa_graph(preset)
     assert graph.name == preset
-
-
-def test_presets_include_the_papers_and_the_local_ones():
-    assert set(list_presets()) >= {
-        "moa",
-        "moa-lite",
-        "moa-gpt4o",
-        "moa-together",
-        "self-moa",
-        "self-moa-seq",
-        "local-moa",
-        "local-self-moa",
-        "local-self-moa-seq",
-    }
