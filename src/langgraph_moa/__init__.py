@@ -28,7 +28,7 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph import TAG_FINAL, create_moa_graph, final_answer_only
 from langgraph_moa.models import OpenAIEndpoint
 from langgraph_moa.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT, inject_references
-from langgraph_moa.reliability import RetrySettings
+from langgraph_moa.reliability import ContextLengthError, RetrySettings
 from langgraph_moa.state import CallRecord, MoAInput, MoAOutput, MoAState, UsageSummary
 
 __version__ = "0.1.0"
@@ -40,6 +40,7 @@ __all__ = [
     "AggregatorFailedError",
     "AllProposersFailedError",
     "CallRecord",
+    "ContextLengthError",
     "MissingAPIKeyError",
     "MoAConfig",
     "MoAConfigError",

@@ -262,6 +262,7 @@ def chat(
         history.append(HumanMessage(text))
         state = _run_streaming(graph, history, show_live=console.is_terminal)
         history = list(state["messages"])
+        console.print()
 
 
 @app.command()

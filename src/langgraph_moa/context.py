@@ -96,7 +96,10 @@ def apply_context(base: MoAConfig, context: MoAContext) -> MoAConfig:
         aggregator = _replace(config.aggregator, max_tokens=context.aggregator_max_tokens)
     if context.aggregator is not None:
         aggregator = _with_model(aggregator or config.final, context.aggregator)
+    changed = bool(context.model_dump(exclude_none=True, exclude={"preset"}))
+    name = f"{config.name} (customized)" if config.name and changed else config.name
     return config.with_overrides(
+        name=name,
         variant=context.variant,
         layers=context.layers,
         proposers=proposers,

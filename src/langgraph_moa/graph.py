@@ -44,7 +44,7 @@ from langgraph_moa.errors import (
 )
 from langgraph_moa.models import ModelCache
 from langgraph_moa.prompts import inject_references, ranker_messages
-from langgraph_moa.reliability import EmptyResponseError, is_retryable
+from langgraph_moa.reliability import EmptyResponseError, explain_failure, is_retryable
 from langgraph_moa.state import (
     CallRecord,
     MoAInput,
@@ -135,6 +135,30 @@ def _dual(
 ) -> Runnable[Any, Any]:
     """One node with a sync body for `invoke` and an async body for `ainvoke`."""
     return RunnableLambda(sync, afunc=asynchronous, name=name)
+
+
+def _call(model: Runnable[Any, Any], messages: list[BaseMessage], label: str) -> BaseMessage:
+    """Invoke a model, translating errors that cannot succeed on retry (see reliability)."""
+    try:
+        result: BaseMessage = model.invoke(messages)
+    except Exception as exc:
+        explained = explain_failure(exc, label)
+        if explained is exc:
+            raise
+        raise explained from exc
+    return result
+
+
+async def _acall(model: Runnable[Any, Any], messages: list[BaseMessage], label: str) -> BaseMessage:
+    """Async twin of `_call`."""
+    try:
+        result: BaseMessage = await model.ainvoke(messages)
+    except Exception as exc:
+        explained = explain_failure(exc, label)
+        if explained is exc:
+            raise
+        raise explained from exc
+    return result
 
 
 def _emit(event: str, **fields: Any) -> None:
@@ -236,7 +260,7 @@ class _MoANodes:
         model, where = self._proposer_call(task)
         _emit("started", **where)
         started = time.perf_counter()
-        response = model.invoke(task["messages"])
+        response = _call(model, task["messages"], where["configured_model"])
         return self._proposal(response, where, time.perf_counter() - started)
 
     async def apropose(self, task: ProposerTask) -> dict[str, Any]:
@@ -244,7 +268,7 @@ class _MoANodes:
         model, where = self._proposer_call(task)
         _emit("started", **where)
         started = time.perf_counter()
-        response = await model.ainvoke(task["messages"])
+        response = await _acall(model, task["messages"], where["configured_model"])
         return self._proposal(response, where, time.perf_counter() - started)
 
     def _proposal(
@@ -339,7 +363,7 @@ class _MoANodes:
             return {}
         _emit("started", **where)
         started = time.perf_counter()
-        response = model.invoke(messages)
+        response = _call(model, messages, where["configured_model"])
         return self._aggregated(
             cfg, state, response, where, time.perf_counter() - started, is_final
         )
@@ -351,7 +375,7 @@ class _MoANodes:
             return {}
         _emit("started", **where)
         started = time.perf_counter()
-        response = await model.ainvoke(messages)
+        response = await _acall(model, messages, where["configured_model"])
         return self._aggregated(
             cfg, state, response, where, time.perf_counter() - started, is_final
         )
@@ -414,7 +438,7 @@ class _MoANodes:
         cfg, model, where, messages = self._ranker_call(state)
         _emit("started", **where)
         started = time.perf_counter()
-        response = model.invoke(messages)
+        response = _call(model, messages, where["configured_model"])
         return self._ranked(cfg, state, response, where, time.perf_counter() - started)
 
     async def arank(self, state: MoAState) -> dict[str, Any]:
@@ -422,7 +446,7 @@ class _MoANodes:
         cfg, model, where, messages = self._ranker_call(state)
         _emit("started", **where)
         started = time.perf_counter()
-        response = await model.ainvoke(messages)
+        response = await _acall(model, messages, where["configured_model"])
         return self._ranked(cfg, state, response, where, time.perf_counter() - started)
 
     def _ranked(

@@ -45,3 +45,30 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
     return isinstance(exc, Exception) and bool(default_retry_on(exc))
+
+
+class ContextLengthError(MoAError):
+    """The input (conversation plus references) does not fit the model's context window."""
+
+
+def _is_context_overflow(exc: BaseException) -> bool:
+    code = getattr(exc, "code", None)
+    if code == "context_length_exceeded":
+        return True
+    text = str(exc).lower()
+    return "maximum context length" in text or "context window" in text
+
+
+def explain_failure(exc: BaseException, model: str) -> BaseException:
+    """Turn a provider error that cannot succeed on retry into a typed, explained one.
+
+    Only errors whose meaning is certain are translated; everything else is returned as it
+    is, so the provider's own message always reaches the user.
+    """
+    if isinstance(exc, MoAError) or not _is_context_overflow(exc):
+        return exc
+    return ContextLengthError(
+        f"The input is too long for {model}: {exc}. Shorten the conversation, lower the "
+        "proposers' max_tokens (long references fill the next layer's context), or choose "
+        "a model with a longer context."
+    )

@@ -144,3 +144,78 @@ def test_ctrl_c_stops_the_run_cleanly_and_leaves_no_server(no_new_servers_left):
     deadline = time.monotonic() + 10
     while serve_pids() - before and time.monotonic() < deadline:
         time.sleep(0.2)
+
+
+def test_streamed_answer_still_reports_its_tokens(runtime):
+    config = MoAConfig(
+        proposers=[{"model": "local:smollm2-135m", **SHORT}],
+        aggregator={"model": "local:smollm2-135m", **SHORT},
+        variant="single-proposer",
+    )
+    final = None
+    for mode, chunk in create_moa_graph(config).stream(
+        QUESTION, stream_mode=["messages", "values"]
+    ):
+        if mode == "values":
+            final = chunk
+    aggregator = final["calls"][-1]
+    assert aggregator["role"] == "aggregator"
+    assert aggregator["prompt_tokens"] > 20 and aggregator["completion_tokens"] > 0
+    assert final["usage"]["total"]["total_tokens"] == sum(c["total_tokens"] for c in final["calls"])
+
+
+def test_a_prompt_longer_than_the_context_gets_a_clear_error(runtime):
+    from langgraph_moa import AllProposersFailedError
+
+    config = MoAConfig(
+        proposers=[{"model": "local:smollm2-135m", **SHORT}],
+        aggregator={"model": "local:smollm2-135m", **SHORT},
+        variant="single-proposer",
+    )
+    huge = {"messages": [("user", "Summarize: " + "lorem ipsum dolor sit amet " * 1500)]}
+    with pytest.raises(AllProposersFailedError) as err:
+        create_moa_graph(config).invoke(huge)
+    assert "too long for local:smollm2-135m" in str(err.value)
+    assert "maximum context length is 4096" in str(err.value)
+
+
+def test_a_taken_port_is_replaced_by_a_free_one(no_new_servers_left):
+    import socket
+
+    from langgraph_moa.local.catalog import lookup
+    from langgraph_moa.local.runtime import LocalServer
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        server = LocalServer(lookup("smollm2-135m"), threads=1, port=taken)
+        try:
+            server.wait_ready()
+            assert server.port != taken and server.alive()
+        finally:
+            server.stop()
+
+
+def test_chat_holds_a_multi_turn_conversation(no_new_servers_left):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "langgraph_moa",
+            "chat",
+            "--proposers",
+            "local:smollm2-135m",
+            "--aggregator",
+            "local:smollm2-135m",
+            "--variant",
+            "single-proposer",
+        ],
+        input="My name is Ada. Say hello to me.\nWhat is my name?\n\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("you>") == 3  # two turns, then the empty line that ends it
+    assert "Traceback" not in result.stderr

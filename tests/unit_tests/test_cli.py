@@ -58,3 +58,35 @@ def test_preset_and_config_together_is_refused(tmp_path):
         build_config("moa-lite", tmp_path / "x.yaml")
     with pytest.raises(MoAConfigError):
         build_config(None, None, variant="bogus")
+
+
+def test_chat_carries_the_history_into_every_turn(monkeypatch, fake, log):
+    from typer.testing import CliRunner
+
+    from langgraph_moa import cli
+    from langgraph_moa.config import MoAConfig
+
+    def count_turns(label, n, messages):
+        return f"{label} heard {sum(m.type == 'human' for m in messages)} user turns"
+
+    config = MoAConfig(
+        proposers=[fake("A", reply=count_turns)],
+        aggregator=fake("AGG", reply=count_turns),
+        layers=2,
+    )
+    monkeypatch.setattr(cli, "build_config", lambda *a, **k: config)
+    result = CliRunner().invoke(cli.app, ["chat"], input="first\nsecond\n\n")
+    assert result.exit_code == 0, result.output
+    assert "AGG heard 1 user turns" in result.output
+    assert "AGG heard 2 user turns" in result.output
+    second_turn = log.by("AGG")[1].messages
+    assert [m.text for m in second_turn if m.type in ("human", "ai")] == [
+        "first",
+        "AGG heard 1 user turns",
+        "second",
+    ]
+
+
+def test_overridden_preset_is_reported_as_customized():
+    assert build_config("moa-lite", None, layers=3).name == "moa-lite (customized)"
+    assert build_config("moa-lite", None).name == "moa-lite"

@@ -149,3 +149,41 @@ async def test_a_failure_in_every_layer_still_joins_each_layer_once_async(fake, 
     assert len(log.calls) == 7
     assert [c["status"] for c in out["calls"]].count("failed") == 2
     assert references_in(log.by("AGG")[0]) == ["A #2", "C #2"]
+
+
+def context_overflow():
+    import httpx
+
+    request = httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
+    body = {
+        "message": "This model's maximum context length is 4096 tokens, however you requested 5000 tokens",
+        "code": "context_length_exceeded",
+    }
+    return openai.BadRequestError(
+        body["message"], response=httpx.Response(400, request=request), body=body
+    )
+
+
+def test_context_overflow_is_explained_and_not_retried(fake, log):
+    config = MoAConfig(
+        proposers=[fake("A", fail=lambda n, m: context_overflow()), fake("B")],
+        aggregator=fake("AGG"),
+        layers=2,
+        retry=FAST_RETRY,
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert len(log.by("A")) == 1
+    error = out["calls"][0]["error"]
+    assert error.startswith("ContextLengthError: The input is too long for A")
+    assert "maximum context length is 4096" in error and "Shorten the conversation" in error
+
+
+def test_a_conversation_too_long_for_every_model_names_the_fix(fake, log):
+    config = MoAConfig(
+        proposers=[fake("A", fail=lambda n, m: context_overflow())],
+        aggregator=fake("AGG"),
+        retry=FAST_RETRY,
+    )
+    with pytest.raises(AllProposersFailedError, match="too long for A"):
+        create_moa_graph(config).invoke(QUESTION)
+    assert log.by("AGG") == []

@@ -7,6 +7,7 @@ EXPECTED_ALL = {
     "AggregatorFailedError",
     "AllProposersFailedError",
     "CallRecord",
+    "ContextLengthError",
     "MissingAPIKeyError",
     "MoAConfig",
     "MoAConfigError",

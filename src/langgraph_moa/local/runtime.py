@@ -20,11 +20,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import PrivateAttr
 
@@ -64,24 +67,30 @@ class LocalServer:
     def __init__(self, info: LocalModelInfo, *, threads: int, port: int | None = None) -> None:
         """Spawn the process; it loads the model in the background (see `wait_ready`)."""
         self.info = info
-        self.port = port or _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._model = {
+            "model": str(model_path(info)),
+            "model_alias": info.name,
+            "n_ctx": info.n_ctx,
+            "n_threads": threads,
+            "n_threads_batch": threads,
+            "chat_format": info.chat_format,
+            "verbose": False,
+        }
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._spawn(port or _free_port())
+
+    def _spawn(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/v1"
         self._log = tempfile.NamedTemporaryFile(
-            prefix=f"moa-{info.name}-", suffix=".log", delete=False
+            prefix=f"moa-{self.info.name}-", suffix=".log", delete=False
         )
         settings = {
             "parent_pid": os.getpid(),
             "host": "127.0.0.1",
-            "port": self.port,
-            "model": {
-                "model": str(model_path(info)),
-                "model_alias": info.name,
-                "n_ctx": info.n_ctx,
-                "n_threads": threads,
-                "n_threads_batch": threads,
-                "chat_format": info.chat_format,
-                "verbose": False,
-            },
+            "port": port,
+            "model": self._model,
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "langgraph_moa.local._serve", json.dumps(settings)],
@@ -90,8 +99,6 @@ class LocalServer:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to us; we stop the servers ourselves
         )
-        self._ready = threading.Event()
-        self._lock = threading.Lock()
 
     @property
     def pid(self) -> int:
@@ -115,8 +122,16 @@ class LocalServer:
             return
         with self._lock:
             deadline = time.monotonic() + timeout
+            respawns = 0
             while not self._ready.is_set():
                 if not self.alive():
+                    # Another program took the port between our choosing it and the server
+                    # binding it: take a new free port rather than fail the run.
+                    if "address already in use" in self.last_words().lower() and respawns < 3:
+                        respawns += 1
+                        self._log.close()
+                        self._spawn(_free_port())
+                        continue
                     raise self._died()
                 try:
                     if httpx.get(f"{self.url}/models", timeout=1.0).status_code == 200:
@@ -228,33 +243,89 @@ class LocalChatModel(BaseChatOpenAI):
     def _llm_type(self) -> str:
         return "langgraph-moa-local"
 
-    def _ensure_server(self) -> None:
+    def _ensure_server(self) -> LocalServer:
         runtime = self._runtime or LocalRuntime.default()
         server = runtime.server(self.model_name)
-        if server.url != self.openai_api_base:
-            # The server was replaced: point this client at the new port.
-            self.openai_api_base = server.url
-            self.client = self.async_client = None
-            self.root_client = self.root_async_client = None
-            self.validate_environment()  # type: ignore[operator]  # rebuilds the clients
-        server.wait_ready()
+        server.wait_ready()  # may move to a new port if the first one was taken
+        with _CLIENT_LOCK:
+            if server.url != self.openai_api_base:
+                # The server was replaced or moved: point this client at it.
+                self.openai_api_base = server.url
+                self.client = self.async_client = None
+                self.root_client = self.root_async_client = None
+                self.validate_environment()  # type: ignore[operator]  # rebuilds the clients
+        return server
 
     def _generate(self, *args: Any, **kwargs: Any) -> Any:
         self._ensure_server()
         return super()._generate(*args, **kwargs)
 
-    def _stream(self, *args: Any, **kwargs: Any) -> Any:
-        self._ensure_server()
-        yield from super()._stream(*args, **kwargs)
-
     async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
         await asyncio.to_thread(self._ensure_server)
         return await super()._agenerate(*args, **kwargs)
 
-    async def _astream(self, *args: Any, **kwargs: Any) -> Any:
-        await asyncio.to_thread(self._ensure_server)
-        async for chunk in super()._astream(*args, **kwargs):
+    def _stream(
+        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        server = self._ensure_server()
+        parts: list[str] = []
+        counted = False
+        for chunk in super()._stream(messages, *args, **kwargs):
+            parts.append(chunk.text)
+            counted = counted or bool(getattr(chunk.message, "usage_metadata", None))
             yield chunk
+        if not counted:
+            yield _usage_chunk(server, self.model_name, messages, "".join(parts))
+
+    async def _astream(
+        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        server = await asyncio.to_thread(self._ensure_server)
+        parts: list[str] = []
+        counted = False
+        async for chunk in super()._astream(messages, *args, **kwargs):
+            parts.append(chunk.text)
+            counted = counted or bool(getattr(chunk.message, "usage_metadata", None))
+            yield chunk
+        if not counted:
+            yield await asyncio.to_thread(
+                _usage_chunk, server, self.model_name, messages, "".join(parts)
+            )
+
+
+_CLIENT_LOCK = threading.Lock()
+
+
+def _count_tokens(server: LocalServer, model: str, text: str) -> int:
+    root = server.url.removesuffix("/v1")
+    response = httpx.post(
+        f"{root}/extras/tokenize/count", json={"input": text, "model": model}, timeout=30
+    )
+    response.raise_for_status()
+    return int(response.json()["count"])
+
+
+def _usage_chunk(
+    server: LocalServer, model: str, messages: list[BaseMessage], completion: str
+) -> ChatGenerationChunk:
+    """Token usage for a streamed reply, which llama.cpp's server does not report.
+
+    Counted with the model's own tokenizer: the completion exactly; the prompt as the text of
+    the messages, which leaves out the few tokens the chat template adds around each one.
+    """
+    prompt = _count_tokens(server, model, "\n".join(m.text for m in messages))
+    output = _count_tokens(server, model, completion) if completion else 0
+    return ChatGenerationChunk(
+        message=AIMessageChunk(
+            content="",
+            usage_metadata={
+                "input_tokens": prompt,
+                "output_tokens": output,
+                "total_tokens": prompt + output,
+            },
+            response_metadata={"usage_source": "tokenizer count after streaming"},
+        )
+    )
 
 
 def _factory(name: str, params: dict[str, Any]) -> BaseChatModel:
