@@ -33,6 +33,7 @@ def ok_record(
     configured_model: str,
     response: BaseMessage,
     latency_s: float,
+    retried_errors: list[str] | None = None,
 ) -> CallRecord:
     """Record a successful call, with tokens from the message's `usage_metadata`."""
     usage = response.usage_metadata if isinstance(response, AIMessage) else None
@@ -48,6 +49,8 @@ def ok_record(
         status="ok",
         output=response.text,
         error=None,
+        attempts=len(retried_errors or []) + 1,
+        retried_errors=list(retried_errors or []),
         latency_s=round(latency_s, 4),
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -64,6 +67,7 @@ def failed_record(
     configured_model: str,
     error: BaseException,
     latency_s: float = 0.0,
+    retried_errors: list[str] | None = None,
 ) -> CallRecord:
     """Record a failed call with the provider's own error message."""
     return CallRecord(
@@ -76,6 +80,8 @@ def failed_record(
         status="failed",
         output=None,
         error=f"{type(error).__name__}: {error}",
+        attempts=len(retried_errors or []) + 1,
+        retried_errors=list(retried_errors or []),
         latency_s=round(latency_s, 4),
         prompt_tokens=0,
         completion_tokens=0,

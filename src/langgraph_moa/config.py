@@ -157,6 +157,20 @@ class MoAConfig(BaseModel):
     reference_order: Literal["stable", "shuffled"] = "stable"
     shuffle_seed: int = 0
     seq: SelfMoASeqConfig = Field(default_factory=SelfMoASeqConfig)
+    reference_format: Literal["fenced", "paper"] = Field(
+        default="fenced",
+        description="fenced: each reference between tags the text cannot forge (proposals "
+        "are untrusted); paper: the reference code's '\\n{i}. {response}' lines, verbatim.",
+    )
+    aggregator_fallbacks: list[AggregatorConfig] = Field(
+        default_factory=list,
+        description="Models tried in order when the aggregator fails after its retries.",
+    )
+    on_aggregator_failure: Literal["best_proposal", "raise"] = Field(
+        default="best_proposal",
+        description="When every aggregator fails: answer with the first successful "
+        "proposal of the last layer (labelled so), or raise AggregatorFailedError.",
+    )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     name: str | None = Field(default=None, description="Preset or system name, for metadata.")
 
@@ -178,6 +192,13 @@ class MoAConfig(BaseModel):
     @classmethod
     def _coerce_aggregator(cls, value: Any) -> Any:
         return None if value is None else _coerce_role(value)
+
+    @field_validator("aggregator_fallbacks", mode="before")
+    @classmethod
+    def _coerce_fallbacks(cls, value: Any) -> Any:
+        if isinstance(value, (str, dict, BaseModel)):
+            value = [value]
+        return [_coerce_role(v) for v in value] if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _check_variant(self) -> Self:
@@ -231,6 +252,11 @@ class MoAConfig(BaseModel):
         """The aggregator config (always set after validation)."""
         assert self.aggregator is not None
         return self.aggregator
+
+    @property
+    def final_chain(self) -> list[AggregatorConfig]:
+        """The aggregator, then its fallbacks, in the order they are tried."""
+        return [self.final, *self.aggregator_fallbacks]
 
     def calls_per_run(self) -> int:
         """Model calls a fully successful run makes (used in tests and cost estimates)."""

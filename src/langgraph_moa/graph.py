@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -170,12 +172,33 @@ def _conversation(state: MoAState) -> list[BaseMessage]:
     return list(state["messages"])
 
 
+class _AttemptLog:
+    """The errors of each call's failed attempts, so provenance shows every retry.
+
+    `RetryPolicy` re-runs a node without telling the node's body; this log, keyed by the run
+    and the call, is how a record learns how many attempts it took and what went wrong.
+    """
+
+    def __init__(self) -> None:
+        self._errors: dict[tuple[Any, ...], list[str]] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, key: tuple[Any, ...], exc: BaseException) -> None:
+        with self._lock:
+            self._errors.setdefault(key, []).append(f"{type(exc).__name__}: {exc}")
+
+    def pop(self, key: tuple[Any, ...]) -> list[str]:
+        with self._lock:
+            return self._errors.pop(key, [])
+
+
 class _MoANodes:
     """The node bodies, sharing the base config and the model cache of one compiled graph."""
 
     def __init__(self, config: MoAConfig) -> None:
         self.configs = ContextConfigCache(config)
         self.models = ModelCache()
+        self.attempts = _AttemptLog()
 
     def config(self) -> MoAConfig:
         """Return the effective config of this run (base config plus run context)."""
@@ -193,8 +216,17 @@ class _MoANodes:
         validate_conversation(state.get("messages", []))
         for p in cfg.proposers:
             self._proposer_model(p)
-        self._final_model(cfg, streamed=cfg.final_role == "aggregator")
-        return {"calls": None, "layer": 0, "references": [], "synthesis": None}
+        for index in range(len(cfg.final_chain)):
+            self._final_model(cfg, index, streamed=cfg.final_role == "aggregator")
+        return {
+            "calls": None,
+            "layer": 0,
+            "references": [],
+            "missing": 0,
+            "synthesis": None,
+            "final_index": 0,
+            "run_token": uuid.uuid4().hex,
+        }
 
     def _proposer_model(self, p: ProposerConfig) -> BaseChatModel:
         """Return the proposer's model, never streaming.
@@ -204,79 +236,111 @@ class _MoANodes:
         """
         return self.models.get(p.model, {**p.call_params(), "disable_streaming": True})
 
-    def _final_model(self, cfg: MoAConfig, *, streamed: bool) -> BaseChatModel:
-        """Return the aggregator's (or ranker's) model; only the answer's call streams."""
-        params = cfg.final.call_params()
+    def _final_model(self, cfg: MoAConfig, index: int, *, streamed: bool) -> BaseChatModel:
+        """Return the model at `index` of the aggregator chain; only the answer streams."""
+        role = cfg.final_chain[index]
+        params = role.call_params()
         return self.models.get(
-            cfg.final.model, params if streamed else {**params, "disable_streaming": True}
+            role.model, params if streamed else {**params, "disable_streaming": True}
         )
 
     def first_layer(self, state: MoAState) -> list[Send]:
         """Fan out layer 1 (or the first Self-MoA-Seq window)."""
-        return self._sends(self.config(), state, layer=1, references=[])
+        return self._sends(self.config(), state, layer=1)
 
-    def _sends(
-        self, cfg: MoAConfig, state: MoAState, *, layer: int, references: Sequence[str]
-    ) -> list[Send]:
+    def _sends(self, cfg: MoAConfig, state: MoAState, *, layer: int) -> list[Send]:
         conversation = _conversation(state)
+        token = state["run_token"]
         if cfg.variant == "self-moa-seq":
             # Each window draws fresh, independent samples of the bare conversation.
             batch = cfg.seq.batches(cfg.proposers[0].samples)[layer - 1]
             return [
                 Send(
-                    PROPOSE, ProposerTask(layer=layer, proposer=0, sample=s, messages=conversation)
+                    PROPOSE,
+                    ProposerTask(
+                        layer=layer, proposer=0, sample=s, messages=conversation, run_token=token
+                    ),
                 )
                 for s in batch
             ]
-        layer_input = inject_references(conversation, references, cfg.synthesis_prompt)
+        layer_input = self._with_references(cfg, conversation, state) if layer > 1 else conversation
         return [
             Send(
                 PROPOSE,
-                ProposerTask(layer=layer, proposer=i, sample=s, messages=list(layer_input)),
+                ProposerTask(
+                    layer=layer,
+                    proposer=i,
+                    sample=s,
+                    messages=list(layer_input),
+                    run_token=token,
+                ),
             )
             for i, proposer in enumerate(cfg.proposers)
             for s in range(proposer.samples)
         ]
 
+    @staticmethod
+    def _with_references(
+        cfg: MoAConfig, conversation: list[BaseMessage], state: MoAState
+    ) -> list[BaseMessage]:
+        return inject_references(
+            conversation,
+            state["references"],
+            cfg.synthesis_prompt,
+            reference_format=cfg.reference_format,
+            missing=state.get("missing", 0),
+        )
+
     # --- proposers -----------------------------------------------------------------------
 
-    def _proposer_call(self, task: ProposerTask) -> tuple[Runnable[Any, Any], dict[str, Any]]:
+    def _proposer_call(
+        self, task: ProposerTask
+    ) -> tuple[Runnable[Any, Any], dict[str, Any], tuple[Any, ...]]:
         cfg = self.config()
         p = cfg.proposers[task["proposer"]]
-        label = p.label
         where = _proposer_where(cfg, task)
         parts = [f"layer {task['layer']}", f"proposer {task['proposer'] + 1}"]
         if p.samples > 1:
             parts.append(f"sample {task['sample'] + 1}")
         traced = self._proposer_model(p).with_config(
-            run_name=" / ".join([*parts, label]),
+            run_name=" / ".join([*parts, p.label]),
             tags=[TAG_PROPOSER, NOSTREAM],
             metadata=_trace_metadata(cfg, where),
         )
-        return traced, where
+        return traced, where, _attempt_key(task["run_token"], where)
 
     def propose(self, task: ProposerTask) -> dict[str, Any]:
         """Ask one proposer for one sample (sync)."""
-        model, where = self._proposer_call(task)
+        model, where, key = self._proposer_call(task)
         _emit("started", **where)
         started = time.perf_counter()
-        response = _call(model, task["messages"], where["configured_model"])
-        return self._proposal(response, where, time.perf_counter() - started)
+        try:
+            response = _call(model, task["messages"], where["configured_model"])
+            return self._proposal(response, where, key, time.perf_counter() - started)
+        except Exception as exc:
+            self.attempts.failed(key, exc)
+            raise
 
     async def apropose(self, task: ProposerTask) -> dict[str, Any]:
         """Ask one proposer for one sample (async)."""
-        model, where = self._proposer_call(task)
+        model, where, key = self._proposer_call(task)
         _emit("started", **where)
         started = time.perf_counter()
-        response = await _acall(model, task["messages"], where["configured_model"])
-        return self._proposal(response, where, time.perf_counter() - started)
+        try:
+            response = await _acall(model, task["messages"], where["configured_model"])
+            return self._proposal(response, where, key, time.perf_counter() - started)
+        except Exception as exc:
+            self.attempts.failed(key, exc)
+            raise
 
     def _proposal(
-        self, response: BaseMessage, where: dict[str, Any], latency: float
+        self, response: BaseMessage, where: dict[str, Any], key: tuple[Any, ...], latency: float
     ) -> dict[str, Any]:
         if not response.text.strip():
             raise EmptyResponseError(f"{where['configured_model']} returned an empty answer")
-        record = ok_record(response=response, latency_s=latency, **where)
+        record = ok_record(
+            response=response, latency_s=latency, retried_errors=self.attempts.pop(key), **where
+        )
         _emit("finished", **where, model=record["model"], latency_s=record["latency_s"])
         return {"calls": [record]}
 
@@ -288,7 +352,8 @@ class _MoANodes:
         then raises `AllProposersFailedError`.
         """
         where = _proposer_where(self.config(), task)
-        record = failed_record(error=error.error, **where)
+        errors = self.attempts.pop(_attempt_key(task["run_token"], where))
+        record = failed_record(error=error.error, retried_errors=errors[:-1], **where)
         _emit("failed", **where, error=record["error"])
         return Command(update={"calls": [record]}, goto=SYNTHESIZE)
 
@@ -299,11 +364,8 @@ class _MoANodes:
         cfg = self.config()
         layer = state.get("layer", 0) + 1
         calls = state.get("calls", [])
-        answered = [
-            c
-            for c in calls
-            if c["role"] == "proposer" and c["layer"] == layer and c["status"] == "ok"
-        ]
+        mine = [c for c in calls if c["role"] == "proposer" and c["layer"] == layer]
+        answered = [c for c in mine if c["status"] == "ok"]
         synthesis = state.get("synthesis")
         if not answered and not (cfg.variant == "self-moa-seq" and synthesis):
             raise AllProposersFailedError(layer, calls)
@@ -312,44 +374,47 @@ class _MoANodes:
             random.Random(f"{cfg.shuffle_seed}:{layer}").shuffle(outputs)
         if cfg.variant == "self-moa-seq" and synthesis:
             outputs = [synthesis, *outputs]
-        return {"layer": layer, "references": outputs}
+        return {"layer": layer, "references": outputs, "missing": len(mine) - len(answered)}
 
     def after_layer(self, state: MoAState) -> list[Send] | str:
         """Next proposer layer, or the final step (aggregate or rank)."""
         cfg = self.config()
         if cfg.variant == "self-moa-seq" or state["layer"] >= cfg.proposer_layers:
             return RANK if cfg.final_role == "ranker" else AGGREGATE
-        return self._sends(cfg, state, layer=state["layer"] + 1, references=state["references"])
+        return self._sends(cfg, state, layer=state["layer"] + 1)
 
-    # --- aggregator ----------------------------------------------------------------------
+    # --- aggregator (and ranker) -----------------------------------------------------------
+
+    def _final_where(self, cfg: MoAConfig, state: MoAState) -> tuple[dict[str, Any], bool]:
+        """Identify the current final-step call; tell whether it writes the answer."""
+        index = state.get("final_index", 0)
+        if cfg.variant == "self-moa-seq":
+            layer = state["layer"]
+            is_final = layer >= len(cfg.seq.batches(cfg.proposers[0].samples))
+        else:
+            layer, is_final = cfg.proposer_layers + 1, True
+        where = {
+            "role": cfg.final_role,
+            "layer": layer,
+            "proposer": -1,
+            "sample": index,  # position in the aggregator chain: fallbacks are their own calls
+            "configured_model": cfg.final_chain[index].label,
+        }
+        return where, is_final
 
     def _aggregator_call(
         self, state: MoAState
     ) -> tuple[MoAConfig, Runnable[Any, Any], dict[str, Any], list[BaseMessage], bool]:
         cfg = self.config()
-        agg = cfg.final
-        if cfg.variant == "self-moa-seq":
-            layer = state["layer"]
-            is_final = layer >= len(cfg.seq.batches(cfg.proposers[0].samples))
-            name = f"window {layer} / aggregator / {agg.label}"
-        else:
-            layer = cfg.proposer_layers + 1
-            is_final = True
-            name = f"layer {layer} / aggregator / {agg.label}"
-        where = {
-            "role": "aggregator",
-            "layer": layer,
-            "proposer": -1,
-            "sample": 0,
-            "configured_model": agg.label,
-        }
+        where, is_final = self._final_where(cfg, state)
+        step = "window" if cfg.variant == "self-moa-seq" else "layer"
         tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, NOSTREAM]
-        model = self._final_model(cfg, streamed=is_final).with_config(
-            run_name=name, tags=tags, metadata=_trace_metadata(cfg, where)
+        model = self._final_model(cfg, where["sample"], streamed=is_final).with_config(
+            run_name=f"{step} {where['layer']} / aggregator / {where['configured_model']}",
+            tags=tags,
+            metadata=_trace_metadata(cfg, where),
         )
-        messages = inject_references(
-            _conversation(state), state["references"], cfg.synthesis_prompt
-        )
+        messages = self._with_references(cfg, _conversation(state), state)
         return cfg, model, where, messages, is_final
 
     def _skip_window(self, cfg: MoAConfig, state: MoAState) -> bool:
@@ -361,24 +426,34 @@ class _MoANodes:
         cfg, model, where, messages, is_final = self._aggregator_call(state)
         if self._skip_window(cfg, state) and not is_final:
             return {}
+        key = _attempt_key(state["run_token"], where)
         _emit("started", **where)
         started = time.perf_counter()
-        response = _call(model, messages, where["configured_model"])
-        return self._aggregated(
-            cfg, state, response, where, time.perf_counter() - started, is_final
-        )
+        try:
+            response = _call(model, messages, where["configured_model"])
+            return self._aggregated(
+                cfg, state, response, where, time.perf_counter() - started, is_final
+            )
+        except Exception as exc:
+            self.attempts.failed(key, exc)
+            raise
 
     async def aaggregate(self, state: MoAState) -> dict[str, Any]:
         """Synthesize the references into the answer (async)."""
         cfg, model, where, messages, is_final = self._aggregator_call(state)
         if self._skip_window(cfg, state) and not is_final:
             return {}
+        key = _attempt_key(state["run_token"], where)
         _emit("started", **where)
         started = time.perf_counter()
-        response = await _acall(model, messages, where["configured_model"])
-        return self._aggregated(
-            cfg, state, response, where, time.perf_counter() - started, is_final
-        )
+        try:
+            response = await _acall(model, messages, where["configured_model"])
+            return self._aggregated(
+                cfg, state, response, where, time.perf_counter() - started, is_final
+            )
+        except Exception as exc:
+            self.attempts.failed(key, exc)
+            raise
 
     def _aggregated(
         self,
@@ -391,7 +466,8 @@ class _MoANodes:
     ) -> dict[str, Any]:
         if not response.text.strip():
             raise EmptyResponseError(f"{where['configured_model']} returned an empty answer")
-        record = ok_record(response=response, latency_s=latency, **where)
+        errors = self.attempts.pop(_attempt_key(state["run_token"], where))
+        record = ok_record(response=response, latency_s=latency, retried_errors=errors, **where)
         _emit("finished", **where, model=record["model"], latency_s=record["latency_s"])
         if not is_final:
             return {"calls": [record], "synthesis": response.text}
@@ -409,25 +485,15 @@ class _MoANodes:
             return END
         if state["layer"] >= len(cfg.seq.batches(cfg.proposers[0].samples)):
             return END
-        return self._sends(cfg, state, layer=state["layer"] + 1, references=[])
-
-    # --- ranker --------------------------------------------------------------------------
+        return self._sends(cfg, state, layer=state["layer"] + 1)
 
     def _ranker_call(
         self, state: MoAState
     ) -> tuple[MoAConfig, Runnable[Any, Any], dict[str, Any], list[BaseMessage]]:
         cfg = self.config()
-        agg = cfg.final
-        layer = cfg.proposer_layers + 1
-        where = {
-            "role": "ranker",
-            "layer": layer,
-            "proposer": -1,
-            "sample": 0,
-            "configured_model": agg.label,
-        }
-        model = self._final_model(cfg, streamed=False).with_config(
-            run_name=f"layer {layer} / ranker / {agg.label}",
+        where, _ = self._final_where(cfg, state)
+        model = self._final_model(cfg, where["sample"], streamed=False).with_config(
+            run_name=f"layer {where['layer']} / ranker / {where['configured_model']}",
             tags=[TAG_INTERMEDIATE, NOSTREAM],
             metadata=_trace_metadata(cfg, where),
         )
@@ -436,17 +502,27 @@ class _MoANodes:
     def rank(self, state: MoAState) -> dict[str, Any]:
         """Let an LLM pick the best proposal and return it verbatim (sync)."""
         cfg, model, where, messages = self._ranker_call(state)
+        key = _attempt_key(state["run_token"], where)
         _emit("started", **where)
         started = time.perf_counter()
-        response = _call(model, messages, where["configured_model"])
+        try:
+            response = _call(model, messages, where["configured_model"])
+        except Exception as exc:
+            self.attempts.failed(key, exc)
+            raise
         return self._ranked(cfg, state, response, where, time.perf_counter() - started)
 
     async def arank(self, state: MoAState) -> dict[str, Any]:
         """Let an LLM pick the best proposal and return it verbatim (async)."""
         cfg, model, where, messages = self._ranker_call(state)
+        key = _attempt_key(state["run_token"], where)
         _emit("started", **where)
         started = time.perf_counter()
-        response = await _acall(model, messages, where["configured_model"])
+        try:
+            response = await _acall(model, messages, where["configured_model"])
+        except Exception as exc:
+            self.attempts.failed(key, exc)
+            raise
         return self._ranked(cfg, state, response, where, time.perf_counter() - started)
 
     def _ranked(
@@ -459,7 +535,8 @@ class _MoANodes:
     ) -> dict[str, Any]:
         candidates = state["references"]
         choice = parse_choice(response.text, len(candidates))
-        record = ok_record(response=response, latency_s=latency, **where)
+        errors = self.attempts.pop(_attempt_key(state["run_token"], where))
+        record = ok_record(response=response, latency_s=latency, retried_errors=errors, **where)
         _emit("finished", **where, model=record["model"], latency_s=record["latency_s"])
         calls = [*state.get("calls", []), record]
         picked = candidates[(choice or 1) - 1]
@@ -473,10 +550,63 @@ class _MoANodes:
         )
         return {"calls": [record], "messages": [message], "usage": summarize(calls)}
 
-    def final_failed(self, state: MoAState, error: NodeError) -> dict[str, Any]:
-        """After retries, the final step failed: raise a typed error that keeps the calls."""
+    def final_failed(self, state: MoAState, error: NodeError) -> Command[str]:
+        """After retries the final step failed: try the next aggregator, else fall back.
+
+        The next model of the chain runs in the same node (a `Command` back to it). When the
+        chain is spent, the run answers with the best available proposal, labelled as such,
+        or raises `AggregatorFailedError` if so configured.
+        """
         cfg = self.config()
-        raise AggregatorFailedError(cfg.final.label, error.error, state.get("calls", []))
+        where, _ = self._final_where(cfg, state)
+        errors = self.attempts.pop(_attempt_key(state["run_token"], where))
+        record = failed_record(error=error.error, retried_errors=errors[:-1], **where)
+        _emit("failed", **where, error=record["error"])
+        calls = [*state.get("calls", []), record]
+        node = RANK if cfg.final_role == "ranker" else AGGREGATE
+        if where["sample"] + 1 < len(cfg.final_chain):
+            return Command(
+                update={"calls": [record], "final_index": where["sample"] + 1}, goto=node
+            )
+        best = _best_available(state, calls)
+        if cfg.on_aggregator_failure == "raise" or best is None:
+            raise AggregatorFailedError(where["configured_model"], error.error, calls)
+        message = _final_message(
+            cfg,
+            None,
+            best["output"],
+            calls,
+            best,
+            extra={
+                "fallback": "best_proposal",
+                "fallback_reason": "every aggregator failed: "
+                + "; ".join(c["error"] or "" for c in calls if c["role"] == cfg.final_role),
+            },
+        )
+        return Command(
+            update={"calls": [record], "messages": [message], "usage": summarize(calls)},
+            goto=END,
+        )
+
+
+def _best_available(state: MoAState, calls: list[CallRecord]) -> CallRecord | None:
+    """Pick the answer of last resort: the newest layer's first successful proposal.
+
+    In Self-MoA-Seq the running synthesis is better than any single sample, so it wins when
+    there is one.
+    """
+    synthesis = [c for c in calls if c["role"] == "aggregator" and c["status"] == "ok"]
+    if synthesis:
+        return synthesis[-1]
+    proposals = [c for c in calls if c["role"] == "proposer" and c["status"] == "ok"]
+    if not proposals:
+        return None
+    last_layer = max(c["layer"] for c in proposals)
+    return next(c for c in proposals if c["layer"] == last_layer)
+
+
+def _attempt_key(run_token: str, where: dict[str, Any]) -> tuple[Any, ...]:
+    return (run_token, where["role"], where["layer"], where["proposer"], where["sample"])
 
 
 def validate_conversation(messages: Sequence[Any]) -> None:
@@ -486,6 +616,17 @@ def validate_conversation(messages: Sequence[Any]) -> None:
             "The conversation is empty: pass at least one user message, for example "
             "{'messages': [('user', 'Explain X')]}."
         )
+    for position, message in enumerate(messages, start=1):
+        content = getattr(message, "content", "")
+        blocks = content if isinstance(content, list) else []
+        for block in blocks:
+            kind = block.get("type", "?") if isinstance(block, dict) else type(block).__name__
+            if kind != "text" and not isinstance(block, str):
+                raise MoAInputError(
+                    f"Message {position} contains {kind!r} content, but MoA passes only text "
+                    "between models (references are text): send text only, for example a "
+                    "description or transcript of that content."
+                )
     last = messages[-1]
     if not isinstance(last, HumanMessage):
         kind = getattr(last, "type", type(last).__name__)

@@ -34,6 +34,11 @@ class CallRecord(TypedDict):
     status: Literal["ok", "failed"]
     output: str | None
     error: str | None
+    """The provider's own message for a failed call."""
+    attempts: int
+    """Attempts made, retries included."""
+    retried_errors: list[str]
+    """Errors of the attempts before the last one (the retries' reasons)."""
     latency_s: float
     prompt_tokens: int
     completion_tokens: int
@@ -102,8 +107,14 @@ class MoAState(MoAOutput, total=False):
     """The last proposer layer (or Self-MoA-Seq step) that finished."""
     references: list[str]
     """Successful outputs of that layer, in reference order: the next input's references."""
+    missing: int
+    """Proposals of that layer that failed or came too late; the next prompt states it."""
     synthesis: str | None
     """Self-MoA-Seq: the running synthesis carried into the next window."""
+    final_index: int
+    """Position in the aggregator chain (aggregator, then its fallbacks) now in use."""
+    run_token: str
+    """Identifies this run, so retries of its calls are counted apart from other runs'."""
 
 
 class ProposerTask(TypedDict):
@@ -113,3 +124,4 @@ class ProposerTask(TypedDict):
     proposer: int
     sample: int
     messages: list[BaseMessage]
+    run_token: str

@@ -95,6 +95,7 @@ def test_aggregator_failure_is_typed_and_keeps_the_proposals(fake):
         proposers=[fake("A"), fake("B")],
         aggregator=fake("AGG", fail=always(ValueError("context too long"))),
         retry=FAST_RETRY,
+        on_aggregator_failure="raise",
     )
     with pytest.raises(AggregatorFailedError) as err:
         create_moa_graph(config).invoke(QUESTION)
@@ -108,6 +109,7 @@ def test_completed_work_survives_in_the_checkpoint(fake):
         aggregator=fake("AGG", fail=always(ValueError("down"))),
         layers=2,
         retry=FAST_RETRY,
+        on_aggregator_failure="raise",
     )
     graph = create_moa_graph(config, checkpointer=InMemorySaver())
     thread = {"configurable": {"thread_id": "t1"}}

@@ -22,6 +22,9 @@ def references_in(call) -> list[str]:
     system = call.messages[0]
     assert isinstance(system, SystemMessage)
     block = system.text.split("Responses from models:", 1)[1]
+    if '<response id="' in block:  # the default, fenced format
+        fence = r'<response id="\d+" tag="(\w+)">\n(.*?)\n</response tag="\1">'
+        return [m.group(2) for m in re.finditer(fence, block, re.S)]
     return [m.group(1) for m in re.finditer(r"\n\d+\. (.*)", block)]
 
 
@@ -71,8 +74,11 @@ def test_layer_i_sees_only_layer_i_minus_1(three_layer, log):
     assert not set(references_in(log.by("AGG")[0])) & set(first_outputs)
 
 
-def test_synthesis_message_is_the_paper_prompt_verbatim(three_layer, log):
-    three_layer[1].invoke(QUESTION)
+def test_synthesis_message_is_the_paper_prompt_verbatim(fake, log):
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), reference_format="paper"
+    )
+    create_moa_graph(config).invoke(QUESTION)
     system = log.by("AGG")[0].messages[0].text
     refs = references_in(log.by("AGG")[0])
     assert system == AGGREGATE_AND_SYNTHESIZE_PROMPT + "".join(
