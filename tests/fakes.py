@@ -7,8 +7,10 @@ word, and can be told to fail.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +60,8 @@ class FakeChat(BaseChatModel):
     reply: Callable[[str, int, list[BaseMessage]], str] | None = None
     fail: Callable[[int, list[BaseMessage]], BaseException | None] | None = None
     reported_model: str | None = None
+    delay: Callable[[int], float] | None = None
+    """Seconds to spend on call n before answering (a slow or hung model)."""
     counter: Any = Field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -68,8 +72,11 @@ class FakeChat(BaseChatModel):
     def _llm_type(self) -> str:
         return "fake-chat"
 
-    def _answer(self, messages: list[BaseMessage]) -> AIMessage:
-        n = next(self.counter)
+    def _answer(self, messages: list[BaseMessage], n: int | None = None) -> AIMessage:
+        if n is None:
+            n = next(self.counter)
+            if self.delay is not None:
+                time.sleep(self.delay(n))
         call = Call(self.label, list(messages), self.temperature, self.max_tokens)
         self.log.add(call)
         if self.fail is not None and (exc := self.fail(n, messages)) is not None:
@@ -94,6 +101,19 @@ class FakeChat(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         return ChatResult(generations=[ChatGeneration(message=self._answer(messages))])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        # Like a real async client, a slow answer is an await, so cancelling it stops it.
+        n = next(self.counter)
+        if self.delay is not None:
+            await asyncio.sleep(self.delay(n))
+        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, n))])
 
     def _stream(
         self,

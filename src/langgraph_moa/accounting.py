@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from langchain_core.messages import AIMessage, BaseMessage
 
+from langgraph_moa.reliability import StragglerCancelledError
 from langgraph_moa.state import CallRecord, LayerTotals, Role, TokenTotals, UsageSummary
 
 
@@ -77,7 +78,7 @@ def failed_record(
         sample=sample,
         configured_model=configured_model,
         model=configured_model,
-        status="failed",
+        status="cancelled" if isinstance(error, StragglerCancelledError) else "failed",
         output=None,
         error=f"{type(error).__name__}: {error}",
         attempts=len(retried_errors or []) + 1,
@@ -94,6 +95,7 @@ def _totals(calls: Iterable[CallRecord]) -> TokenTotals:
     return TokenTotals(
         calls=len(calls),
         failed=sum(c["status"] == "failed" for c in calls),
+        cancelled=sum(c["status"] == "cancelled" for c in calls),
         prompt_tokens=sum(c["prompt_tokens"] for c in calls),
         completion_tokens=sum(c["completion_tokens"] for c in calls),
         total_tokens=sum(c["total_tokens"] for c in calls),

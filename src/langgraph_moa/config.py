@@ -172,6 +172,18 @@ class MoAConfig(BaseModel):
         "proposal of the last layer (labelled so), or raise AggregatorFailedError.",
     )
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    call_timeout_s: float | None = Field(
+        default=300.0, gt=0, description="Wall-clock cap on one attempt of one model call."
+    )
+    layer_deadline_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds after a layer starts when it goes on without its stragglers, "
+        "provided min_proposers have answered.",
+    )
+    min_proposers: int = Field(
+        default=1, ge=1, description="Quorum: successful proposals a layer needs to go on."
+    )
     name: str | None = Field(default=None, description="Preset or system name, for metadata.")
 
     def __init__(self, **data: Any) -> None:
@@ -232,6 +244,12 @@ class MoAConfig(BaseModel):
             )
         if self.layers is None:
             self.layers = 3 if v == "moa" else 2
+        per_layer = sum(p.samples for p in self.proposers)
+        if v != "self-moa-seq" and self.min_proposers > per_layer:
+            raise ValueError(
+                f"min_proposers ({self.min_proposers}) cannot exceed the {per_layer} proposals "
+                "of a layer"
+            )
         return self
 
     # --- derived values ------------------------------------------------------------------

@@ -18,6 +18,8 @@ Topology (one for every variant, so the variant can change per run)::
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import random
 import re
 import threading
@@ -46,7 +48,13 @@ from langgraph_moa.errors import (
 )
 from langgraph_moa.models import ModelCache
 from langgraph_moa.prompts import inject_references, ranker_messages
-from langgraph_moa.reliability import EmptyResponseError, explain_failure, is_retryable
+from langgraph_moa.reliability import (
+    CallTimeoutError,
+    EmptyResponseError,
+    StragglerCancelledError,
+    explain_failure,
+    is_retryable,
+)
 from langgraph_moa.state import (
     CallRecord,
     MoAInput,
@@ -139,10 +147,73 @@ def _dual(
     return RunnableLambda(sync, afunc=asynchronous, name=name)
 
 
-def _call(model: Runnable[Any, Any], messages: list[BaseMessage], label: str) -> BaseMessage:
-    """Invoke a model, translating errors that cannot succeed on retry (see reliability)."""
+_POLL_S = 0.05
+"""How often a running call checks its timeout and its layer's deadline: the stated margin."""
+
+StopCheck = Callable[[], str | None]
+"""Returns why a running call should be abandoned (its layer went on), or None."""
+
+
+def _call(
+    model: Runnable[Any, Any],
+    messages: list[BaseMessage],
+    label: str,
+    timeout: float | None,
+    stop: StopCheck | None = None,
+) -> BaseMessage:
+    """Invoke a model, giving up on a timeout or when the layer went on without this call.
+
+    The call runs in a daemon thread so that the node can return when it gives up: a
+    blocking HTTP call cannot be interrupted, only abandoned (it ends at its client's own
+    timeout). Errors that cannot succeed on retry are translated (see reliability).
+    """
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["result"] = model.invoke(messages)
+        except BaseException as exc:  # handed to the node's thread below
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    # The thread runs in a copy of this context: LangChain's callbacks (tracing, LangGraph's
+    # token stream) travel in context variables, which a bare thread would not see.
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(run,), daemon=True, name=f"moa {label}").start()
+    started = time.monotonic()
+    while not done.wait(_POLL_S):
+        _check_limits(label, started, timeout, stop)
+    if "error" in outcome:
+        error = outcome["error"]
+        explained = explain_failure(error, label) if isinstance(error, Exception) else error
+        raise explained from (error if explained is not error else None)
+    result: BaseMessage = outcome["result"]
+    return result
+
+
+async def _acall(
+    model: Runnable[Any, Any],
+    messages: list[BaseMessage],
+    label: str,
+    timeout: float | None,
+    stop: StopCheck | None = None,
+) -> BaseMessage:
+    """Async twin of `_call`: the call is a task, cancelled when the node gives up."""
+    task = asyncio.ensure_future(model.ainvoke(messages))
+    started = time.monotonic()
     try:
-        result: BaseMessage = model.invoke(messages)
+        while True:
+            finished, _ = await asyncio.wait({task}, timeout=_POLL_S)
+            if finished:
+                break
+            _check_limits(label, started, timeout, stop)
+    except BaseException:
+        task.cancel()
+        raise
+    try:
+        result: BaseMessage = task.result()
     except Exception as exc:
         explained = explain_failure(exc, label)
         if explained is exc:
@@ -151,16 +222,44 @@ def _call(model: Runnable[Any, Any], messages: list[BaseMessage], label: str) ->
     return result
 
 
-async def _acall(model: Runnable[Any, Any], messages: list[BaseMessage], label: str) -> BaseMessage:
-    """Async twin of `_call`."""
-    try:
-        result: BaseMessage = await model.ainvoke(messages)
-    except Exception as exc:
-        explained = explain_failure(exc, label)
-        if explained is exc:
-            raise
-        raise explained from exc
-    return result
+def _check_limits(
+    label: str, started: float, timeout: float | None, stop: StopCheck | None
+) -> None:
+    if timeout is not None and time.monotonic() - started > timeout:
+        raise CallTimeoutError(f"{label} did not answer within {timeout:g}s")
+    reason = stop() if stop is not None else None
+    if reason:
+        raise StragglerCancelledError(f"{label} was still running: {reason}")
+
+
+class _LayerClock:
+    """Per run and layer: when the deadline falls and how many proposals arrived."""
+
+    def __init__(self) -> None:
+        self._state: dict[tuple[str, int], list[float | int | None]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, token: str, layer: int, deadline_s: float | None) -> None:
+        with self._lock:
+            if (token, layer) not in self._state:
+                due = time.monotonic() + deadline_s if deadline_s else None
+                self._state[(token, layer)] = [due, 0]
+
+    def answered(self, token: str, layer: int) -> None:
+        with self._lock:
+            entry = self._state.setdefault((token, layer), [None, 0])
+            entry[1] = int(entry[1] or 0) + 1
+
+    def stop_reason(self, token: str, layer: int, quorum: int) -> str | None:
+        with self._lock:
+            due, count = self._state.get((token, layer), [None, 0])
+        if due is not None and time.monotonic() >= float(due) and int(count or 0) >= quorum:
+            return f"the layer deadline passed and {count} proposals (quorum {quorum}) had answered"
+        return None
+
+    def close(self, token: str, layer: int) -> None:
+        with self._lock:
+            self._state.pop((token, layer), None)
 
 
 def _emit(event: str, **fields: Any) -> None:
@@ -199,6 +298,7 @@ class _MoANodes:
         self.configs = ContextConfigCache(config)
         self.models = ModelCache()
         self.attempts = _AttemptLog()
+        self.clock = _LayerClock()
 
     def config(self) -> MoAConfig:
         """Return the effective config of this run (base config plus run context)."""
@@ -309,13 +409,31 @@ class _MoANodes:
         )
         return traced, where, _attempt_key(task["run_token"], where)
 
+    def _straggler_check(self, task: ProposerTask) -> StopCheck:
+        cfg = self.config()
+        token, layer = task["run_token"], task["layer"]
+        self.clock.start(token, layer, cfg.layer_deadline_s)
+        reason = self.clock.stop_reason(token, layer, cfg.min_proposers)
+        if reason:  # e.g. a retry that comes back after its layer went on
+            raise StragglerCancelledError(
+                f"{_proposer_where(cfg, task)['configured_model']}: {reason}"
+            )
+        return lambda: self.clock.stop_reason(token, layer, cfg.min_proposers)
+
     def propose(self, task: ProposerTask) -> dict[str, Any]:
         """Ask one proposer for one sample (sync)."""
         model, where, key = self._proposer_call(task)
         _emit("started", **where)
         started = time.perf_counter()
         try:
-            response = _call(model, task["messages"], where["configured_model"])
+            stop = self._straggler_check(task)
+            response = _call(
+                model,
+                task["messages"],
+                where["configured_model"],
+                self.config().call_timeout_s,
+                stop,
+            )
             return self._proposal(response, where, key, time.perf_counter() - started)
         except Exception as exc:
             self.attempts.failed(key, exc)
@@ -327,7 +445,14 @@ class _MoANodes:
         _emit("started", **where)
         started = time.perf_counter()
         try:
-            response = await _acall(model, task["messages"], where["configured_model"])
+            stop = self._straggler_check(task)
+            response = await _acall(
+                model,
+                task["messages"],
+                where["configured_model"],
+                self.config().call_timeout_s,
+                stop,
+            )
             return self._proposal(response, where, key, time.perf_counter() - started)
         except Exception as exc:
             self.attempts.failed(key, exc)
@@ -341,6 +466,7 @@ class _MoANodes:
         record = ok_record(
             response=response, latency_s=latency, retried_errors=self.attempts.pop(key), **where
         )
+        self.clock.answered(key[0], where["layer"])
         _emit("finished", **where, model=record["model"], latency_s=record["latency_s"])
         return {"calls": [record]}
 
@@ -374,6 +500,7 @@ class _MoANodes:
             random.Random(f"{cfg.shuffle_seed}:{layer}").shuffle(outputs)
         if cfg.variant == "self-moa-seq" and synthesis:
             outputs = [synthesis, *outputs]
+        self.clock.close(state["run_token"], layer)
         return {"layer": layer, "references": outputs, "missing": len(mine) - len(answered)}
 
     def after_layer(self, state: MoAState) -> list[Send] | str:
@@ -430,7 +557,7 @@ class _MoANodes:
         _emit("started", **where)
         started = time.perf_counter()
         try:
-            response = _call(model, messages, where["configured_model"])
+            response = _call(model, messages, where["configured_model"], cfg.call_timeout_s)
             return self._aggregated(
                 cfg, state, response, where, time.perf_counter() - started, is_final
             )
@@ -447,7 +574,7 @@ class _MoANodes:
         _emit("started", **where)
         started = time.perf_counter()
         try:
-            response = await _acall(model, messages, where["configured_model"])
+            response = await _acall(model, messages, where["configured_model"], cfg.call_timeout_s)
             return self._aggregated(
                 cfg, state, response, where, time.perf_counter() - started, is_final
             )
@@ -506,7 +633,7 @@ class _MoANodes:
         _emit("started", **where)
         started = time.perf_counter()
         try:
-            response = _call(model, messages, where["configured_model"])
+            response = _call(model, messages, where["configured_model"], cfg.call_timeout_s)
         except Exception as exc:
             self.attempts.failed(key, exc)
             raise
@@ -519,7 +646,7 @@ class _MoANodes:
         _emit("started", **where)
         started = time.perf_counter()
         try:
-            response = await _acall(model, messages, where["configured_model"])
+            response = await _acall(model, messages, where["configured_model"], cfg.call_timeout_s)
         except Exception as exc:
             self.attempts.failed(key, exc)
             raise

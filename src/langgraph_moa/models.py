@@ -160,6 +160,18 @@ def same_model(a: ModelSpec, b: ModelSpec) -> bool:
 
 # --- resolution -----------------------------------------------------------------------------
 
+# Integrations whose clients retry on their own unless told not to.
+_CLIENTS_WITH_MAX_RETRIES = {
+    "openai",
+    "azure_openai",
+    "together",
+    "anthropic",
+    "groq",
+    "fireworks",
+    "deepseek",
+    "xai",
+}
+
 LocalModelFactory = Callable[[str, dict[str, Any]], BaseChatModel]
 _local_factory: LocalModelFactory | None = None
 
@@ -188,6 +200,7 @@ def _chat_openai_compatible(endpoint: OpenAIEndpoint, params: dict[str, Any]) ->
         base_url=endpoint.base_url,
         api_key=key or "not-needed",  # type: ignore[arg-type]
         stream_usage=True,
+        max_retries=0,  # the graph's RetryPolicy retries, visibly; the client must not
         **params,
     )
 
@@ -204,6 +217,8 @@ def _from_provider_string(spec: str, params: dict[str, Any]) -> BaseChatModel:
         raise MissingAPIKeyError(spec, env_var)
     from langchain.chat_models import init_chat_model
 
+    if provider in _CLIENTS_WITH_MAX_RETRIES:
+        params = {"max_retries": 0, **params}  # retries belong to the graph, where they show
     try:
         return init_chat_model(name, model_provider=provider, **params)
     except ImportError as exc:

@@ -17,6 +17,14 @@ class EmptyResponseError(MoAError):
     """A model answered with no text; counted as a failed call, never rendered as a reference."""
 
 
+class CallTimeoutError(MoAError, TimeoutError):
+    """One attempt of a model call ran past `call_timeout_s`; retried like any timeout."""
+
+
+class StragglerCancelledError(MoAError):
+    """A proposer still running when its layer's deadline passed with the quorum met."""
+
+
 class RetrySettings(BaseModel):
     """Exponential backoff with jitter for every proposer and aggregator call."""
 
@@ -31,6 +39,8 @@ class RetrySettings(BaseModel):
 
 def is_retryable(exc: BaseException) -> bool:
     """Tell whether a failed model call may succeed if tried again."""
+    if isinstance(exc, CallTimeoutError):
+        return True
     if isinstance(exc, MoAError):
         return False
     try:

@@ -31,7 +31,8 @@ class CallRecord(TypedDict):
     """The model the config asked for."""
     model: str
     """The model that actually answered, as the provider reported it."""
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed", "cancelled"]
+    """cancelled: a straggler stopped at its layer's deadline (the quorum had answered)."""
     output: str | None
     error: str | None
     """The provider's own message for a failed call."""
@@ -67,6 +68,7 @@ class TokenTotals(TypedDict):
 
     calls: int
     failed: int
+    cancelled: int
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int

@@ -139,3 +139,68 @@ def test_raise_mode_keeps_every_aggregator_error(fake):
         "failed",
         "failed",
     ]
+
+
+MARGIN_S = 0.5  # stated margin: the 0.05 s poll plus scheduling on a loaded 2-core machine
+
+
+def hung(seconds=30.0):
+    return lambda n: seconds
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_hung_proposer_never_delays_its_layer_past_the_deadline(fake, log, mode):
+    import time
+
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B"), fake("HUNG", delay=hung())],
+        aggregator=fake("AGG"),
+        layers=3,
+        layer_deadline_s=0.5,
+        min_proposers=2,
+        retry=FAST,
+    )
+    graph = create_moa_graph(config)
+    started = time.monotonic()
+    out = graph.invoke(QUESTION) if mode == "sync" else await graph.ainvoke(QUESTION)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2 * 0.5 + 2 * MARGIN_S  # two proposer layers, each cut at its deadline
+    hung_calls = [c for c in out["calls"] if c["configured_model"] == "HUNG"]
+    assert [c["status"] for c in hung_calls] == ["cancelled", "cancelled"]
+    assert all("layer deadline passed" in c["error"] for c in hung_calls)
+    assert out["usage"]["total"]["cancelled"] == 2 and out["usage"]["total"]["failed"] == 0
+    assert "1 of 3 expected responses are missing" in log.by("AGG")[0].messages[0].text
+
+
+def test_the_deadline_waits_for_the_quorum(fake):
+    slow = fake("SLOW", delay=lambda n: 0.8)
+    config = MoAConfig(
+        proposers=[fake("A"), slow],
+        aggregator=fake("AGG"),
+        layers=2,
+        layer_deadline_s=0.2,
+        min_proposers=2,
+        retry=FAST,
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert [c["status"] for c in out["calls"]] == ["ok", "ok", "ok"]  # nobody cancelled
+
+
+def test_a_call_past_its_timeout_is_retried_then_recorded(fake, log):
+    slow_once = fake("SLOW", delay=lambda n: 5.0 if n == 1 else 0.0)
+    config = MoAConfig(
+        proposers=[slow_once, fake("B")],
+        aggregator=fake("AGG"),
+        layers=2,
+        call_timeout_s=0.3,
+        retry=FAST,
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    record = out["calls"][0]
+    assert record["status"] == "ok" and record["attempts"] == 2
+    assert record["retried_errors"] == ["CallTimeoutError: SLOW did not answer within 0.3s"]
+
+
+def test_quorum_larger_than_a_layer_is_a_config_error(fake):
+    with pytest.raises(ValueError, match="min_proposers"):
+        MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), min_proposers=3)
