@@ -54,6 +54,7 @@ from langgraph_moa.reliability import (
     StragglerCancelledError,
     explain_failure,
     is_retryable,
+    retry_after_s,
 )
 from langgraph_moa.state import (
     CallRecord,
@@ -187,6 +188,8 @@ def _call(
         _check_limits(label, started, timeout, stop)
     if "error" in outcome:
         error = outcome["error"]
+        if wait := retry_after_s(error):
+            time.sleep(wait)  # the provider said when to come back; backoff adds to it
         explained = explain_failure(error, label) if isinstance(error, Exception) else error
         raise explained from (error if explained is not error else None)
     result: BaseMessage = outcome["result"]
@@ -215,6 +218,8 @@ async def _acall(
     try:
         result: BaseMessage = task.result()
     except Exception as exc:
+        if wait := retry_after_s(exc):
+            await asyncio.sleep(wait)  # the provider said when to come back
         explained = explain_failure(exc, label)
         if explained is exc:
             raise

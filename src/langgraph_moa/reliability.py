@@ -7,6 +7,8 @@ context cannot succeed on a second try, so they fail at once and the provider's 
 
 from __future__ import annotations
 
+import json
+
 from langgraph.types import default_retry_on
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,7 +56,25 @@ def is_retryable(exc: BaseException) -> bool:
             return exc.status_code in (408, 409, 429) or exc.status_code >= 500
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
+    if isinstance(exc, json.JSONDecodeError):
+        return True  # a truncated or garbled body (a proxy's error page): transient
+    if openai is not None and isinstance(exc, openai.APIResponseValidationError):
+        return True
     return isinstance(exc, Exception) and bool(default_retry_on(exc))
+
+
+MAX_RETRY_AFTER_S = 60.0
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """Return the wait a 429 or 503 asks for in its Retry-After header (seconds, capped)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return min(float(value), MAX_RETRY_AFTER_S) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare for APIs; the backoff applies
 
 
 class ContextLengthError(MoAError):

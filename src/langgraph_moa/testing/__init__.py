@@ -1,0 +1,5 @@
+"""Test doubles for users and for this package's own tests and benchmarks."""
+
+from langgraph_moa.testing.fault_server import FaultProfile, FaultServer
+
+__all__ = ["FaultProfile", "FaultServer"]

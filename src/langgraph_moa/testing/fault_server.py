@@ -1,0 +1,220 @@
+"""A fault-injecting OpenAI-compatible server, on loopback, for tests and benchmarks.
+
+Each model name gets a `FaultProfile`: a latency range, an error rate and the kinds of fault
+to inject (server errors, 429 with Retry-After, bad requests, hangs, truncated or garbage
+bodies). The server counts every request and every fault it injected, per model, so a test
+can check that the client's own accounting tells the truth.
+
+```python
+with FaultServer({"flaky": FaultProfile(error_rate=0.3)}) as server:
+    config = MoAConfig(proposers=[f"flaky@{server.url}"], ...)
+```
+"""
+
+import asyncio
+import json
+import random
+import socket
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+FaultKind = Literal["500", "503", "429", "400", "401", "hang", "truncated", "garbage"]
+
+
+class FaultProfile(BaseModel):
+    """How one model behaves."""
+
+    latency_s: tuple[float, float] = (0.0, 0.0)
+    """Uniform range of the delay before a normal answer."""
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    errors: list[FaultKind] = Field(default_factory=lambda: list[FaultKind](["500"]))
+    """Kinds drawn uniformly when a fault is injected."""
+    retry_after_s: float = 0.0
+    hang_s: float = 30.0
+    """How long a 'hang' fault keeps the request open before answering."""
+    reply_words: int = 12
+    """Length of a normal answer; streamed one word per chunk."""
+
+
+class FaultServer:
+    """Runs the server in a background thread; use as a context manager."""
+
+    def __init__(
+        self,
+        profiles: dict[str, FaultProfile] | None = None,
+        *,
+        default: FaultProfile | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Configure per-model profiles; unknown models get `default`."""
+        self.profiles = profiles or {}
+        self.default = default or FaultProfile()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.injected: dict[str, Counter[str]] = defaultdict(Counter)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    # --- accounting ----------------------------------------------------------------------
+
+    def injected_total(self, models: list[str] | None = None) -> int:
+        """Faults injected into requests for `models` (all models if None)."""
+        with self._lock:
+            names = models if models is not None else list(self.injected)
+            return sum(sum(self.injected[m].values()) for m in names)
+
+    def _draw(self, model: str) -> tuple[FaultProfile, str | None, float]:
+        profile = self.profiles.get(model, self.default)
+        with self._lock:
+            self.requests[model] += 1
+            fault = None
+            if self._rng.random() < profile.error_rate:
+                fault = self._rng.choice(profile.errors)
+                self.injected[model][fault] += 1
+            delay = self._rng.uniform(*profile.latency_s)
+            return profile, fault, delay
+
+    # --- app -----------------------------------------------------------------------------
+
+    def app(self) -> Any:
+        """Build the FastAPI app (handlers read `Request`: no lazy annotations here)."""
+        from fastapi import FastAPI, Request
+        from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+        app = FastAPI()
+
+        @app.get("/v1/models")
+        async def models() -> dict[str, Any]:
+            names = sorted(self.profiles) or ["default"]
+            return {"object": "list", "data": [{"id": n, "object": "model"} for n in names]}
+
+        @app.post("/v1/chat/completions")
+        async def chat(request: Request) -> Response:
+            body = await request.json()
+            model = body.get("model", "default")
+            profile, fault, delay = self._draw(model)
+            if fault is None:
+                await asyncio.sleep(delay)
+                return _answer(body, model, self.requests[model], profile)
+            if fault == "hang":
+                await asyncio.sleep(profile.hang_s)
+                return _answer(body, model, self.requests[model], profile)
+            if fault == "truncated":
+                whole = json.dumps(_completion(body, model, 0, profile))
+                return Response(whole[: len(whole) // 2], media_type="application/json")
+            if fault == "garbage":
+                return Response("<html>502 Bad Gateway</html>", media_type="application/json")
+            status = int(fault)
+            headers = {"retry-after": f"{profile.retry_after_s:g}"} if status == 429 else {}
+            kind = {400: "invalid_request_error", 401: "authentication_error"}.get(
+                status, "server_error"
+            )
+            return JSONResponse(
+                {"error": {"message": f"injected {fault} for {model}", "type": kind, "code": None}},
+                status_code=status,
+                headers=headers,
+            )
+
+        def _answer(body: dict[str, Any], model: str, n: int, profile: FaultProfile) -> Response:
+            if not body.get("stream"):
+                return JSONResponse(_completion(body, model, n, profile))
+            return StreamingResponse(
+                _chunks(body, model, n, profile), media_type="text/event-stream"
+            )
+
+        return app
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> "FaultServer":
+        """Start serving on 127.0.0.1 and wait until the port accepts connections."""
+        import uvicorn
+
+        config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="error")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not getattr(self._server, "started", False):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fault server did not start within 10 s")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> "FaultServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _words(body: dict[str, Any]) -> int:
+    return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+
+
+def _text(model: str, n: int, profile: FaultProfile) -> str:
+    filler = " ".join(f"w{i}" for i in range(max(0, profile.reply_words - 3)))
+    return f"{model} answer {n} {filler}".strip()
+
+
+def _completion(body: dict[str, Any], model: str, n: int, profile: FaultProfile) -> dict[str, Any]:
+    text = _text(model, n, profile)
+    prompt, completion = _words(body), len(text.split())
+    return {
+        "id": f"chatcmpl-{model}-{n}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+async def _chunks(
+    body: dict[str, Any], model: str, n: int, profile: FaultProfile
+) -> AsyncIterator[str]:
+    text = _text(model, n, profile)
+    base = {"id": f"chatcmpl-{model}-{n}", "object": "chat.completion.chunk", "model": model}
+    for i, word in enumerate(text.split(" ")):
+        piece = word if i == 0 else " " + word
+        delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+        yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
+        await asyncio.sleep(0)
+    done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    yield f"data: {json.dumps(done)}\n\n"
+    if (body.get("stream_options") or {}).get("include_usage"):
+        prompt, completion = _words(body), len(text.split())
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
+    yield "data: [DONE]\n\n"
