@@ -50,7 +50,7 @@ def _coerce_role(value: Any) -> Any:
     return value
 
 
-class _RoleConfig(BaseModel):
+class RoleConfig(BaseModel):
     """A model plus the limits of one role. Each role keeps its own limits."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -59,6 +59,12 @@ class _RoleConfig(BaseModel):
     name: str | None = Field(default=None, description="Display label; defaults to the model.")
     temperature: float | None = Field(default=0.7, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, ge=1)
+    context_window: int | None = Field(
+        default=None,
+        ge=256,
+        description="The model's context in tokens; references are trimmed to fit it. "
+        "Known for local models; None elsewhere means no trimming.",
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -74,15 +80,26 @@ class _RoleConfig(BaseModel):
         """Parameters passed when the chat model is built for this role."""
         return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
+    def known_context_window(self) -> int | None:
+        """Return the context window: as configured, else the catalog's for a local model."""
+        if self.context_window is not None:
+            return self.context_window
+        if isinstance(self.model, str) and self.model.startswith("local:"):
+            from langgraph_moa.local.catalog import CATALOG
 
-class ProposerConfig(_RoleConfig):
+            info = CATALOG.get(self.model.removeprefix("local:"))
+            return info.n_ctx if info else None
+        return None
+
+
+class ProposerConfig(RoleConfig):
     """One proposer: a model, its sampling limits, and how many samples to draw per layer."""
 
     max_tokens: int | None = Field(default=512, ge=1)
     samples: int = Field(default=1, ge=1, le=256, description="Samples per layer.")
 
 
-class AggregatorConfig(_RoleConfig):
+class AggregatorConfig(RoleConfig):
     """The final aggregator (or ranker). Its limits are its own, never a proposer's."""
 
     max_tokens: int | None = Field(default=2048, ge=1)

@@ -39,7 +39,7 @@ from langgraph.runtime import get_runtime
 from langgraph.types import Checkpointer, Command, RetryPolicy, Send
 
 from langgraph_moa.accounting import failed_record, ok_record, summarize
-from langgraph_moa.config import MoAConfig, ProposerConfig
+from langgraph_moa.config import MoAConfig, ProposerConfig, RoleConfig
 from langgraph_moa.context import ContextConfigCache, MoAContext
 from langgraph_moa.errors import (
     AggregatorFailedError,
@@ -47,9 +47,15 @@ from langgraph_moa.errors import (
     MoAInputError,
 )
 from langgraph_moa.models import ModelCache
-from langgraph_moa.prompts import inject_references, ranker_messages
+from langgraph_moa.prompts import (
+    estimate_tokens,
+    fit_references,
+    inject_references,
+    ranker_messages,
+)
 from langgraph_moa.reliability import (
     CallTimeoutError,
+    ContextLengthError,
     EmptyResponseError,
     StragglerCancelledError,
     explain_failure,
@@ -368,7 +374,11 @@ class _MoANodes:
                 )
                 for s in batch
             ]
-        layer_input = self._with_references(cfg, conversation, state) if layer > 1 else conversation
+        layer_input = (
+            self._with_references(cfg, conversation, state, cfg.proposers)[0]
+            if layer > 1
+            else conversation
+        )
         return [
             Send(
                 PROPOSE,
@@ -386,15 +396,46 @@ class _MoANodes:
 
     @staticmethod
     def _with_references(
-        cfg: MoAConfig, conversation: list[BaseMessage], state: MoAState
-    ) -> list[BaseMessage]:
-        return inject_references(
+        cfg: MoAConfig,
+        conversation: list[BaseMessage],
+        state: MoAState,
+        readers: Sequence[RoleConfig],
+    ) -> tuple[list[BaseMessage], int]:
+        """Build a layer's input for `readers`, trimming references to fit their context.
+
+        Returns the messages and how many references were cut. The budget is the smallest
+        known window among the readers, minus their answer's room and the rest of the prompt.
+
+        Raises:
+            ContextLengthError: the conversation alone leaves no room in that window.
+        """
+        references: list[str] = state["references"]
+        trimmed = 0
+        budgets = [
+            (role, window - (role.max_tokens or 0))
+            for role in readers
+            if (window := role.known_context_window()) is not None
+        ]
+        if budgets and references:
+            role, room = min(budgets, key=lambda pair: pair[1])
+            fixed = "".join(m.text for m in conversation) + cfg.synthesis_prompt
+            overhead = estimate_tokens(fixed) + 40 * len(references) + 120  # markers and notes
+            if room - overhead <= 0:
+                raise ContextLengthError(
+                    f"The conversation (about {estimate_tokens(fixed)} tokens) leaves no room "
+                    f"for references in {role.label}'s context of "
+                    f"{role.known_context_window()} tokens with {role.max_tokens} reserved for "
+                    "its answer. Shorten the conversation or lower that model's max_tokens."
+                )
+            references, trimmed = fit_references(references, room - overhead)
+        messages = inject_references(
             conversation,
-            state["references"],
+            references,
             cfg.synthesis_prompt,
             reference_format=cfg.reference_format,
             missing=state.get("missing", 0),
         )
+        return messages, trimmed
 
     # --- proposers -----------------------------------------------------------------------
 
@@ -536,7 +577,7 @@ class _MoANodes:
 
     def _aggregator_call(
         self, state: MoAState
-    ) -> tuple[MoAConfig, Runnable[Any, Any], dict[str, Any], list[BaseMessage], bool]:
+    ) -> tuple[MoAConfig, Runnable[Any, Any], dict[str, Any], list[BaseMessage], bool, int]:
         cfg = self.config()
         where, is_final = self._final_where(cfg, state)
         step = "window" if cfg.variant == "self-moa-seq" else "layer"
@@ -546,8 +587,10 @@ class _MoANodes:
             tags=tags,
             metadata=_trace_metadata(cfg, where),
         )
-        messages = self._with_references(cfg, _conversation(state), state)
-        return cfg, model, where, messages, is_final
+        messages, trimmed = self._with_references(
+            cfg, _conversation(state), state, [cfg.final_chain[where["sample"]]]
+        )
+        return cfg, model, where, messages, is_final, trimmed
 
     def _skip_window(self, cfg: MoAConfig, state: MoAState) -> bool:
         """Self-MoA-Seq: a window whose samples all failed leaves the synthesis as it was."""
@@ -555,7 +598,7 @@ class _MoANodes:
 
     def aggregate(self, state: MoAState) -> dict[str, Any]:
         """Synthesize the references into the answer (sync)."""
-        cfg, model, where, messages, is_final = self._aggregator_call(state)
+        cfg, model, where, messages, is_final, trimmed = self._aggregator_call(state)
         if self._skip_window(cfg, state) and not is_final:
             return {}
         key = _attempt_key(state["run_token"], where)
@@ -564,7 +607,7 @@ class _MoANodes:
         try:
             response = _call(model, messages, where["configured_model"], cfg.call_timeout_s)
             return self._aggregated(
-                cfg, state, response, where, time.perf_counter() - started, is_final
+                cfg, state, response, where, time.perf_counter() - started, is_final, trimmed
             )
         except Exception as exc:
             self.attempts.failed(key, exc)
@@ -572,7 +615,7 @@ class _MoANodes:
 
     async def aaggregate(self, state: MoAState) -> dict[str, Any]:
         """Synthesize the references into the answer (async)."""
-        cfg, model, where, messages, is_final = self._aggregator_call(state)
+        cfg, model, where, messages, is_final, trimmed = self._aggregator_call(state)
         if self._skip_window(cfg, state) and not is_final:
             return {}
         key = _attempt_key(state["run_token"], where)
@@ -581,7 +624,7 @@ class _MoANodes:
         try:
             response = await _acall(model, messages, where["configured_model"], cfg.call_timeout_s)
             return self._aggregated(
-                cfg, state, response, where, time.perf_counter() - started, is_final
+                cfg, state, response, where, time.perf_counter() - started, is_final, trimmed
             )
         except Exception as exc:
             self.attempts.failed(key, exc)
@@ -595,6 +638,7 @@ class _MoANodes:
         where: dict[str, Any],
         latency: float,
         is_final: bool,
+        trimmed: int,
     ) -> dict[str, Any]:
         if not response.text.strip():
             raise EmptyResponseError(f"{where['configured_model']} returned an empty answer")
@@ -606,7 +650,11 @@ class _MoANodes:
         calls = [*state.get("calls", []), record]
         return {
             "calls": [record],
-            "messages": [_final_message(cfg, response, response.content, calls, record)],
+            "messages": [
+                _final_message(
+                    cfg, response, response.content, calls, record, {"trimmed_references": trimmed}
+                )
+            ],
             "usage": summarize(calls),
         }
 

@@ -92,6 +92,41 @@ def missing_note(missing: int, expected: int) -> str:
     )
 
 
+CHARS_PER_TOKEN = 3
+"""The budget's token estimate: 3 characters per token overestimates tokens for English
+text (about 4 per token), so trimming errs on the side of fitting."""
+
+TRIM_MARK = " [...]"
+
+
+def estimate_tokens(text: str) -> int:
+    """Estimate tokens the way the context budget does (see `CHARS_PER_TOKEN`)."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[str], int]:
+    """Trim references to fit a token budget; return them and how many were cut.
+
+    The rule ("water-filling"): find the largest per-reference length cap under which the
+    references fit, then cut only those longer than the cap, each ending with " [...]".
+    Short references stay whole, long ones lose their tails, and every reference keeps its
+    place. A budget too small for even 20 characters each keeps 20 characters each.
+    """
+    budget = max(0, budget_tokens) * CHARS_PER_TOKEN
+    lengths = [len(r) for r in references]
+    if sum(lengths) <= budget:
+        return list(references), 0
+    low, high = 20, max(lengths)
+    while low < high:  # largest cap whose total fits
+        cap = (low + high + 1) // 2
+        if sum(min(n, cap + len(TRIM_MARK)) for n in lengths) <= budget:
+            low = cap
+        else:
+            high = cap - 1
+    fitted = [r if len(r) <= low else r[:low].rstrip() + TRIM_MARK for r in references]
+    return fitted, sum(len(r) > low for r in references)
+
+
 def inject_references(
     messages: Sequence[BaseMessage],
     references: Sequence[str],

@@ -204,3 +204,46 @@ def test_a_call_past_its_timeout_is_retried_then_recorded(fake, log):
 def test_quorum_larger_than_a_layer_is_a_config_error(fake):
     with pytest.raises(ValueError, match="min_proposers"):
         MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), min_proposers=3)
+
+
+def test_fit_references_cuts_the_longest_first_and_keeps_order():
+    from langgraph_moa.prompts import TRIM_MARK, fit_references
+
+    refs = ["short one", "x" * 3000, "medium " * 40]
+    fitted, cut = fit_references(refs, budget_tokens=400)  # 1200 characters
+    # Only the longest is cut: the cap that fits leaves the shorter two whole.
+    assert cut == 1 and fitted[0] == refs[0] and fitted[2] == refs[2]
+    assert fitted[1].endswith(TRIM_MARK) and fitted[1].startswith("x" * 800)
+    assert sum(len(r) for r in fitted) <= 1200
+    assert fit_references(refs, budget_tokens=10_000) == (refs, 0)
+    tight, cut = fit_references(refs, budget_tokens=100)  # 300 characters: all but one cut
+    assert cut == 2 and sum(len(r) for r in tight) <= 300 and tight[0] == refs[0]
+
+
+def test_references_are_trimmed_to_fit_the_aggregators_window(fake, log):
+    wordy = fake("WORDY", reply=lambda *a: "long " * 2000)  # about 3,300 tokens by the rule
+    config = MoAConfig(
+        proposers=[fake("A"), wordy],
+        aggregator={"model": fake("AGG"), "context_window": 2048, "max_tokens": 512},
+        layers=2,
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    refs = references_in(log.by("AGG")[0])
+    assert refs[0] == "A #1" and refs[1].endswith("[...]")
+    assert sum(len(m.text) for m in log.by("AGG")[0].messages) / 3 < 2048 - 512
+    assert out["messages"][-1].response_metadata["moa"]["trimmed_references"] == 1
+
+
+def test_a_conversation_that_alone_fills_the_window_is_a_clear_error(fake, log):
+    config = MoAConfig(
+        proposers=[fake("A")],
+        aggregator={"model": fake("AGG"), "context_window": 1024, "max_tokens": 512},
+        on_aggregator_failure="raise",
+        retry=FAST,
+    )
+    long_question = {"messages": [("user", "word " * 1000)]}
+    with pytest.raises(
+        AggregatorFailedError, match="leaves no room for references in AGG's context of 1024"
+    ):
+        create_moa_graph(config).invoke(long_question)
+    assert log.by("AGG") == []  # refused before the call

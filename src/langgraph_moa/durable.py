@@ -1,0 +1,52 @@
+"""Checkpointers for durable runs: SQLite embedded, PostgreSQL for deployments.
+
+With a checkpointer, every finished proposer call is saved as soon as it returns. A run that
+is killed mid-layer resumes on the same thread (``graph.invoke(None, {"configurable":
+{"thread_id": ...}})``) and calls only the proposers that had not answered yet.
+
+```python
+graph = create_moa_graph(config, checkpointer=open_checkpointer("sqlite:///moa.db"))
+```
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from langgraph_moa.errors import MoAConfigError
+
+
+def open_checkpointer(url: str) -> Any:
+    """Open a synchronous checkpointer from ``sqlite:///path.db`` or ``postgresql://...``.
+
+    The caller owns it and should close its connection (``saver.conn.close()``) when done.
+    For async runs, pass LangGraph's `AsyncSqliteSaver` or `AsyncPostgresSaver` yourself.
+    """
+    if url.startswith("sqlite:///"):
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sqlite_saver = SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+        sqlite_saver.setup()
+        return sqlite_saver
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from langgraph.checkpoint.postgres import PostgresSaver
+            from psycopg import Connection
+            from psycopg.rows import dict_row
+        except ImportError as exc:
+            raise MoAConfigError(
+                f"PostgreSQL checkpoints need extra packages ({exc.name} is missing): "
+                "pip install 'langgraph-moa[postgres]'."
+            ) from None
+        # LangGraph's Postgres saver needs autocommit and dict rows.
+        conn = Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
+        postgres_saver = PostgresSaver(conn)
+        postgres_saver.setup()
+        return postgres_saver
+    raise MoAConfigError(
+        f"Unknown checkpoint store {url!r}: use sqlite:///path/to/moa.db or postgresql://..."
+    )

@@ -1,0 +1,135 @@
+"""Kill a run mid-layer, resume it on the same thread: finished proposers are not called again."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from langgraph_moa import MoAConfig, RetrySettings, create_moa_graph
+from langgraph_moa.durable import open_checkpointer
+from langgraph_moa.testing import FaultProfile, FaultServer
+
+WORKER = Path(__file__).with_name("durable_worker.py")
+
+
+def _pg_bin() -> Path | None:
+    for candidate in [
+        shutil.which("initdb"),
+        *sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb")),
+    ]:
+        if candidate:
+            return Path(candidate).parent
+    return None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL cluster on a free loopback port, started and removed here."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not installed (.ci/run installs them)")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = Path(tempfile.mkdtemp(prefix="moa-pg-"))
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(data, "postgres")
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "moa"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_user,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data / "db"),
+            "-l",
+            str(data / "log"),
+            "-w",
+            "-o",
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://moa@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'moa.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_a_killed_run_resumes_without_repeating_finished_proposers(store):
+    thread = f"t-{time.time_ns()}"
+    profiles = {
+        "fast1": FaultProfile(),
+        "fast2": FaultProfile(),
+        "slow": FaultProfile(latency_s=(60.0, 60.0)),
+        "agg": FaultProfile(),
+    }
+    with FaultServer(profiles) as server:
+        worker = subprocess.Popen([sys.executable, str(WORKER), server.url, store, thread])
+        try:
+            deadline = time.monotonic() + 60
+            while not (
+                server.requests["fast1"] and server.requests["fast2"] and server.requests["slow"]
+            ):
+                assert worker.poll() is None, "the worker ended before it could be killed"
+                assert time.monotonic() < deadline, "the worker never reached the proposer layer"
+                time.sleep(0.05)
+            time.sleep(1.0)  # the two finished calls are written as they return
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        assert server.requests["agg"] == 0  # killed mid-layer
+
+        server.profiles["slow"] = FaultProfile()  # the slow provider recovered
+        config = MoAConfig(
+            proposers=[f"fast1@{server.url}", f"fast2@{server.url}", f"slow@{server.url}"],
+            aggregator=f"agg@{server.url}",
+            layers=2,
+            retry=RetrySettings(max_attempts=1),
+        )
+        saver = open_checkpointer(store)
+        try:
+            graph = create_moa_graph(config, checkpointer=saver)
+            out = graph.invoke(None, {"configurable": {"thread_id": thread}})
+        finally:
+            saver.conn.close()
+        assert dict(server.requests) == {"fast1": 1, "fast2": 1, "slow": 2, "agg": 1}
+        assert out["messages"][-1].text.startswith("agg answer")
+        assert [c["configured_model"].split("@")[0] for c in out["calls"]] == [
+            "fast1",
+            "fast2",
+            "slow",
+            "agg",
+        ]
+
+
+def test_unknown_store_is_a_clear_error():
+    from langgraph_moa import MoAConfigError
+
+    with pytest.raises(MoAConfigError, match="sqlite:///"):
+        open_checkpointer("redis://localhost")
