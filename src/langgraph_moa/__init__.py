@@ -8,6 +8,7 @@ answer = graph.invoke({"messages": [("user", "Explain X")]})["messages"][-1]
 ```
 """
 
+from langgraph_moa.chat_model import MoAChatModel
 from langgraph_moa.config import (
     AggregatorConfig,
     MoAConfig,
@@ -42,6 +43,7 @@ __all__ = [
     "CallRecord",
     "ContextLengthError",
     "MissingAPIKeyError",
+    "MoAChatModel",
     "MoAConfig",
     "MoAConfigError",
     "MoAContext",

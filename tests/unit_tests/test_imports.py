@@ -9,6 +9,7 @@ EXPECTED_ALL = {
     "CallRecord",
     "ContextLengthError",
     "MissingAPIKeyError",
+    "MoAChatModel",
     "MoAConfig",
     "MoAConfigError",
     "MoAContext",

@@ -1,0 +1,260 @@
+"""`MoAChatModel`: a Mixture-of-Agents that LangChain can use wherever it takes a chat model.
+
+```python
+from langgraph_moa import MoAChatModel
+
+llm = MoAChatModel(config="local-moa")          # a preset, a MoAConfig, or a config file path
+llm.invoke("Why is the sky blue?")
+for chunk in llm.stream("..."):                   # the aggregator's tokens, as generated
+    ...
+```
+
+The answer's `usage_metadata` counts every inner call (proposers and aggregator), and
+`response_metadata["moa"]` carries the per-call provenance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from langgraph_moa.config import MoAConfig
+from langgraph_moa.graph import create_moa_graph, final_answer_only
+
+
+class MoAChatModel(BaseChatModel):
+    """A chat model whose every answer is a full Mixture-of-Agents run."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+    config: MoAConfig | str = Field(
+        default="local-moa", description="A MoAConfig, a preset name or a YAML/JSON file path."
+    )
+    model_name: str | None = Field(default=None, alias="model", description="Name in traces.")
+    temperature: float | None = Field(default=None, description="Proposer temperature.")
+    max_tokens: int | None = Field(default=None, description="Cap on the answer (aggregator).")
+    timeout: float | None = Field(default=None, description="Per-call timeout, seconds.")
+    max_retries: int | None = Field(default=None, description="Retries per inner call.")
+    stop: list[str] | None = Field(default=None, description="Stop sequences for the answer.")
+
+    _graph: Any = PrivateAttr(default=None)
+    _resolved: MoAConfig | None = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "langgraph-moa"
+
+    @property
+    def moa_config(self) -> MoAConfig:
+        """The MoA config with this model's parameters applied."""
+        if self._resolved is None:
+            base = self.config
+            if isinstance(base, str):
+                path = Path(base)
+                base = (
+                    MoAConfig.from_file(path)
+                    if path.suffix in (".yaml", ".yml", ".json")
+                    else MoAConfig.from_preset(base)
+                )
+            changes: dict[str, Any] = {}
+            if self.temperature is not None:
+                changes["proposers"] = [
+                    p.model_copy(update={"temperature": self.temperature}) for p in base.proposers
+                ]
+            if self.max_tokens is not None:
+                changes["aggregator"] = base.final.model_copy(
+                    update={"max_tokens": self.max_tokens}
+                )
+            if self.timeout is not None:
+                changes["call_timeout_s"] = self.timeout
+            if self.max_retries is not None:
+                changes["retry"] = base.retry.model_copy(
+                    update={"max_attempts": self.max_retries + 1}
+                )
+            self._resolved = base.with_overrides(**changes) if changes else base
+        return self._resolved
+
+    @property
+    def graph(self) -> Any:
+        """The compiled MoA graph (built once, on first use)."""
+        if self._graph is None:
+            self._graph = create_moa_graph(self.moa_config, name=self.model_name or "moa")
+        return self._graph
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        cfg = self.moa_config
+        return {"moa": cfg.name or cfg.variant, "variant": cfg.variant, "layers": cfg.layers}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="langgraph-moa",
+            ls_model_name=kwargs.get("model") or self.model_name or self.moa_config.name or "moa",
+            ls_model_type="chat",
+        )
+        if self.temperature is not None:
+            params["ls_temperature"] = self.temperature
+        if self.max_tokens is not None:
+            params["ls_max_tokens"] = self.max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    # --- calls ---------------------------------------------------------------------------
+
+    def _inner_config(self, run_manager: Any) -> RunnableConfig:
+        """Run the graph as a child of this model's run, so traces nest under it.
+
+        An LLM run manager has no `get_child()`; this builds the same child manager that
+        chain run managers do (inheritable handlers, tags and metadata, this run as parent).
+        """
+        if run_manager is None:
+            return {}
+        child = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
+        child.set_handlers(run_manager.inheritable_handlers)
+        child.add_tags(run_manager.inheritable_tags)
+        child.add_metadata(run_manager.inheritable_metadata)
+        return {"callbacks": child}
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        state = self.graph.invoke({"messages": messages}, self._inner_config(run_manager))
+        return _result(state["messages"][-1], stop or self.stop)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        state = await self.graph.ainvoke({"messages": messages}, self._inner_config(run_manager))
+        return _result(state["messages"][-1], stop or self.stop)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        cut = _StopFilter(stop or self.stop)
+        final: dict[str, Any] = {}
+        for mode, part in self.graph.stream(
+            {"messages": messages},
+            self._inner_config(run_manager),
+            stream_mode=["messages", "values"],
+        ):
+            if mode == "values":
+                final = part
+            elif final_answer_only(part[1]) and not cut.done:
+                if text := cut.feed(part[0].text):
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                    if run_manager:
+                        run_manager.on_llm_new_token(text, chunk=chunk)
+                    yield chunk
+        yield from self._closing_chunks(cut, final, run_manager)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        cut = _StopFilter(stop or self.stop)
+        final: dict[str, Any] = {}
+        async for mode, part in self.graph.astream(
+            {"messages": messages},
+            self._inner_config(run_manager),
+            stream_mode=["messages", "values"],
+        ):
+            if mode == "values":
+                final = part
+            elif final_answer_only(part[1]) and not cut.done:
+                if text := cut.feed(part[0].text):
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                    if run_manager:
+                        await run_manager.on_llm_new_token(text, chunk=chunk)
+                    yield chunk
+        for chunk in self._closing_chunks(cut, final, None):
+            yield chunk
+
+    def _closing_chunks(
+        self, cut: _StopFilter, final: dict[str, Any], run_manager: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        """Flush held-back text (or the whole answer if nothing streamed), then usage."""
+        answer: AIMessage = final["messages"][-1]
+        rest = cut.flush() if cut.seen else _truncate(answer.text, cut.stops)
+        if rest:
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=rest))
+            if run_manager:
+                run_manager.on_llm_new_token(rest, chunk=chunk)
+            yield chunk
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=answer.usage_metadata,
+                response_metadata=answer.response_metadata,
+                chunk_position="last",
+            )
+        )
+
+
+def _truncate(text: str, stops: list[str]) -> str:
+    cuts = [i for s in stops if (i := text.find(s)) >= 0]
+    return text[: min(cuts)] if cuts else text
+
+
+def _result(answer: AIMessage, stop: list[str] | None) -> ChatResult:
+    message = AIMessage(
+        content=_truncate(answer.text, stop or []),
+        id=answer.id,
+        usage_metadata=answer.usage_metadata,
+        response_metadata=answer.response_metadata,
+    )
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class _StopFilter:
+    """Passes streamed text through, holding back just enough to cut at a stop sequence."""
+
+    def __init__(self, stops: list[str] | None) -> None:
+        self.stops = [s for s in (stops or []) if s]
+        self._hold = max((len(s) for s in self.stops), default=1) - 1
+        self._buffer = ""
+        self.done = False
+        self.seen = False
+
+    def feed(self, text: str) -> str:
+        self.seen = self.seen or bool(text)
+        self._buffer += text
+        cut = _truncate(self._buffer, self.stops)
+        if len(cut) < len(self._buffer):
+            self.done = True
+            self._buffer = ""
+            return cut
+        keep = max(0, len(self._buffer) - self._hold)
+        out, self._buffer = self._buffer[:keep], self._buffer[keep:]
+        return out
+
+    def flush(self) -> str:
+        out, self._buffer = ("" if self.done else self._buffer), ""
+        return out

@@ -1,0 +1,73 @@
+"""MoAChatModel: MoA wherever LangChain takes a chat model."""
+
+import pytest
+from langchain_core.messages import AIMessageChunk
+from langchain_core.prompts import ChatPromptTemplate
+
+from langgraph_moa import MoAChatModel, MoAConfig
+
+LONG = lambda label, n, msgs: f"{label} says alpha beta gamma STOP delta"  # noqa: E731
+
+
+@pytest.fixture
+def llm(fake):
+    config = MoAConfig(
+        proposers=[fake("A", reply=LONG), fake("B", reply=LONG)],
+        aggregator=fake("AGG", reply=LONG),
+        layers=2,
+    )
+    return MoAChatModel(config=config, model="test-moa")
+
+
+def test_invoke_returns_the_answer_with_usage_of_every_call(llm, log):
+    answer = llm.invoke("hi")
+    assert answer.text == "AGG says alpha beta gamma STOP delta"
+    assert len(log.calls) == 3
+    calls = answer.response_metadata["moa"]["calls"]
+    assert (
+        answer.usage_metadata["output_tokens"] == sum(c["completion_tokens"] for c in calls) == 21
+    )
+    assert answer.usage_metadata["input_tokens"] == sum(c["prompt_tokens"] for c in calls) > 0
+
+
+def test_stream_yields_tokens_then_a_last_chunk_with_usage(llm):
+    chunks = list(llm.stream("hi"))
+    texts = [c.text for c in chunks if c.text]
+    assert len(texts) >= 6 and "".join(texts) == "AGG says alpha beta gamma STOP delta"
+    assert chunks[-1].usage_metadata["output_tokens"] == 21
+    total = sum(chunks[1:], chunks[0])
+    assert isinstance(total, AIMessageChunk) and total.usage_metadata["total_tokens"] > 21
+
+
+async def test_async_stream_and_invoke(llm):
+    chunks = [c async for c in llm.astream("hi")]
+    assert "".join(c.text for c in chunks) == "AGG says alpha beta gamma STOP delta"
+    assert (await llm.ainvoke("hi")).text.startswith("AGG says")
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_stop_truncates(llm, streaming):
+    if streaming:
+        text = "".join(c.text for c in llm.stream("hi", stop=["STOP"]))
+    else:
+        text = llm.invoke("hi", stop=["STOP"]).text
+    assert text == "AGG says alpha beta gamma "
+
+
+def test_parameters_map_onto_the_moa_config(fake, log):
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    llm = MoAChatModel(config=config, temperature=0.2, max_tokens=77, timeout=9, max_retries=4)
+    llm.invoke("hi")
+    assert (log.by("A")[0].temperature, log.by("AGG")[0].max_tokens) == (0.2, 77)
+    assert llm.moa_config.call_timeout_s == 9 and llm.moa_config.retry.max_attempts == 5
+
+
+def test_works_in_a_chain(llm):
+    chain = ChatPromptTemplate.from_messages([("user", "Tell me about {topic}")]) | llm
+    assert chain.invoke({"topic": "MoA"}).text.startswith("AGG says")
+
+
+def test_preset_names_and_files_are_accepted(tmp_path):
+    assert MoAChatModel(config="moa-lite").moa_config.name == "moa-lite"
+    MoAConfig.from_preset("moa-lite").to_file(tmp_path / "c.yaml")
+    assert MoAChatModel(config=str(tmp_path / "c.yaml")).moa_config.layers == 2

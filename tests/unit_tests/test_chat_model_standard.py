@@ -1,0 +1,29 @@
+"""LangChain's standard unit tests for chat models, run on MoAChatModel with fake models."""
+
+from langchain_tests.unit_tests import ChatModelUnitTests
+
+from langgraph_moa import MoAChatModel, MoAConfig
+from tests.fakes import FakeChat
+
+
+class TestMoAChatModelStandard(ChatModelUnitTests):
+    @property
+    def chat_model_class(self):
+        return MoAChatModel
+
+    @property
+    def chat_model_params(self):
+        config = MoAConfig(
+            proposers=[FakeChat(label="A"), FakeChat(label="B")],
+            aggregator=FakeChat(label="AGG"),
+            layers=2,
+        )
+        return {"config": config, "model": "moa-under-test"}
+
+    @property
+    def has_tool_calling(self):
+        return False
+
+    @property
+    def has_structured_output(self):
+        return False
