@@ -291,6 +291,29 @@ def models() -> None:
     console.print(f"Presets: {', '.join(list_presets())}")
 
 
+@app.command()
+def serve(
+    preset: Annotated[
+        list[str] | None,
+        typer.Option("--preset", "-p", help="Preset to serve as a model (repeatable)."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; loopback by default.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="MOA_API_KEY", help="Require 'Authorization: Bearer <key>'."),
+    ] = None,
+) -> None:
+    """Serve presets as models behind an OpenAI-compatible API (/v1/chat/completions)."""
+    from langgraph_moa.serve import serve as run_server
+
+    presets = preset or ["local-moa", "local-self-moa"]
+    console.print(f"[cyan]Serving {', '.join(presets)} on http://{host}:{port}/v1[/]")
+    run_server(presets, host=host, port=port, api_key=api_key)
+
+
 def _on_interrupt(signum: int, frame: Any) -> None:
     """Ctrl-C: stop at once, servers included, whatever thread is busy.
 

@@ -219,3 +219,60 @@ def test_chat_holds_a_multi_turn_conversation(no_new_servers_left):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("you>") == 3  # two turns, then the empty line that ends it
     assert "Traceback" not in result.stderr
+
+
+def test_moa_serve_process_streams_a_local_answer_and_leaves_nothing_behind(no_new_servers_left):
+    import httpx
+    import openai
+
+    from langgraph_moa._net import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "langgraph_moa",
+            "serve",
+            "--preset",
+            "local-self-moa",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stderr.read() if proc.poll() is not None else "timeout"
+            )
+            time.sleep(0.2)
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0
+        )
+        stream = client.chat.completions.create(
+            model="local-self-moa",
+            messages=[{"role": "user", "content": "Name a colour."}],
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=32,
+            extra_body={"samples": 2},
+        )
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text.strip()
+        assert chunks[-1].usage.completion_tokens > 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while serve_pids() and time.monotonic() < deadline:
+        time.sleep(0.2)

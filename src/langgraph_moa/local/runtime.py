@@ -14,7 +14,6 @@ import asyncio
 import atexit
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import PrivateAttr
 
+from langgraph_moa._net import free_port
 from langgraph_moa.errors import MoAError
 from langgraph_moa.local.catalog import LocalModelError, LocalModelInfo, lookup, model_path
 from langgraph_moa.models import register_local_factory
@@ -40,12 +40,6 @@ READY_TIMEOUT_S = 120.0
 
 class LocalRuntimeError(MoAError, RuntimeError):
     """A local server could not start or died; the message carries its own last words."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def default_threads() -> int:
@@ -78,7 +72,7 @@ class LocalServer:
         }
         self._ready = threading.Event()
         self._lock = threading.Lock()
-        self._spawn(port or _free_port())
+        self._spawn(port or free_port())
 
     def _spawn(self, port: int) -> None:
         self.port = port
@@ -130,7 +124,7 @@ class LocalServer:
                     if "address already in use" in self.last_words().lower() and respawns < 3:
                         respawns += 1
                         self._log.close()
-                        self._spawn(_free_port())
+                        self._spawn(free_port())
                         continue
                     raise self._died()
                 try:

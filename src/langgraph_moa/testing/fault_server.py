@@ -14,7 +14,6 @@ with FaultServer({"flaky": FaultProfile(error_rate=0.3)}) as server:
 import asyncio
 import json
 import random
-import socket
 import threading
 import time
 from collections import Counter, defaultdict
@@ -22,6 +21,8 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from langgraph_moa.testing._uvicorn import BackgroundServer, free_port
 
 FaultKind = Literal["500", "503", "429", "400", "401", "hang", "truncated", "garbage"]
 
@@ -58,10 +59,9 @@ class FaultServer:
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
         self.injected: dict[str, Counter[str]] = defaultdict(Counter)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._background: BackgroundServer | None = None
 
     # --- accounting ----------------------------------------------------------------------
 
@@ -71,7 +71,7 @@ class FaultServer:
             names = models if models is not None else list(self.injected)
             return sum(sum(self.injected[m].values()) for m in names)
 
-    def _draw(self, model: str) -> tuple[FaultProfile, str | None, float]:
+    def _draw(self, model: str) -> tuple[FaultProfile, str | None, float, int]:
         profile = self.profiles.get(model, self.default)
         with self._lock:
             self.requests[model] += 1
@@ -80,7 +80,7 @@ class FaultServer:
                 fault = self._rng.choice(profile.errors)
                 self.injected[model][fault] += 1
             delay = self._rng.uniform(*profile.latency_s)
-            return profile, fault, delay
+            return profile, fault, delay, self.requests[model]
 
     # --- app -----------------------------------------------------------------------------
 
@@ -100,13 +100,13 @@ class FaultServer:
         async def chat(request: Request) -> Response:
             body = await request.json()
             model = body.get("model", "default")
-            profile, fault, delay = self._draw(model)
+            profile, fault, delay, n = self._draw(model)
             if fault is None:
                 await asyncio.sleep(delay)
-                return _answer(body, model, self.requests[model], profile)
+                return _answer(body, model, n, profile)
             if fault == "hang":
                 await asyncio.sleep(profile.hang_s)
-                return _answer(body, model, self.requests[model], profile)
+                return _answer(body, model, n, profile)
             if fault == "truncated":
                 whole = json.dumps(_completion(body, model, 0, profile))
                 return Response(whole[: len(whole) // 2], media_type="application/json")
@@ -136,43 +136,19 @@ class FaultServer:
 
     def start(self) -> "FaultServer":
         """Start serving on 127.0.0.1 and wait until the port accepts connections."""
-        import uvicorn
-
-        config = uvicorn.Config(
-            self.app(),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="error",
-            timeout_graceful_shutdown=1,  # do not wait for hung requests to finish
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not getattr(self._server, "started", False):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fault server did not start within 10 s")
-            time.sleep(0.02)
+        self._background = BackgroundServer(self.app(), port=self.port).start()
         return self
 
     def stop(self) -> None:
         """Stop serving."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._background is not None:
+            self._background.stop()
 
     def __enter__(self) -> "FaultServer":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _words(body: dict[str, Any]) -> int:
