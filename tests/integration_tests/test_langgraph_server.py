@@ -1,0 +1,113 @@
+"""`langgraph dev` serving the graphs offline, driven by the official langgraph-sdk client."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from langgraph_moa._net import free_port
+from tests.integration_tests.conftest import serve_pids
+
+pytestmark = [pytest.mark.local_models, pytest.mark.usefixtures("local_models_available")]
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {
+    "variant": "single-proposer",
+    "proposers": ["local:smollm2-135m"],
+    "aggregator": "local:smollm2-135m",
+    "samples": 2,
+    "max_tokens": 32,
+    "aggregator_max_tokens": 48,
+}
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    langgraph = Path(sys.executable).with_name("langgraph")
+    if not langgraph.exists():
+        pytest.skip("langgraph-cli[inmem] is not installed")
+    port = free_port()
+    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1"}
+    log = (tmp_path_factory.mktemp("lg") / "dev.log").open("w")
+    before = serve_pids()
+    proc = subprocess.Popen(
+        [
+            str(langgraph),
+            "dev",
+            "--no-browser",
+            "--no-reload",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, Path(log.name).read_text()[-2000:]
+        assert time.monotonic() < deadline, "langgraph dev did not start"
+        time.sleep(0.5)
+    yield url
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while serve_pids() - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not serve_pids() - before, "llama.cpp servers outlived langgraph dev"
+
+
+async def test_assistant_thread_streamed_run_and_second_turn(server_url):
+    from langgraph_sdk import get_client
+
+    client = get_client(url=server_url)
+    graphs = {a["graph_id"] for a in await client.assistants.search()}
+    assert {"moa", "self-moa", "self-moa-seq"} <= graphs
+    assistant = await client.assistants.create(graph_id="moa", context=SMALL, name="small-moa")
+    thread = await client.threads.create()
+
+    tokens, final_values = [], None
+    async for part in client.runs.stream(
+        thread["thread_id"],
+        assistant["assistant_id"],
+        input={"messages": [{"role": "user", "content": "My name is Ada. Greet me."}]},
+        stream_mode=["messages-tuple", "values"],
+    ):
+        if part.event == "messages":
+            chunk, metadata = part.data
+            if "moa:final" in (metadata.get("tags") or []) and chunk.get("content"):
+                tokens.append(chunk["content"])
+        elif part.event == "values":
+            final_values = part.data
+    assert len(tokens) > 3  # the answer arrived token by token
+    answer = final_values["messages"][-1]
+    assert answer["type"] == "ai" and answer["content"].strip()
+    assert {c["model"] for c in final_values["calls"]} == {"smollm2-135m"}
+
+    second = await client.runs.wait(
+        thread["thread_id"],
+        assistant["assistant_id"],
+        input={"messages": [{"role": "user", "content": "What is my name?"}]},
+    )
+    assert [m["type"] for m in second["messages"]] == ["human", "ai", "human", "ai"]
+    # The second turn saw the first: every call of the run read the whole history.
+    assert len(second["calls"]) == 3 and second["messages"][-1]["content"].strip()

@@ -1,0 +1,105 @@
+"""LangSmith traces, offline: the real langsmith client posts to a loopback recorder.
+
+The tree must mirror the MoA structure with named runs ("layer 1 / proposer 2 / <model>")
+and metadata, and no API key may appear anywhere in what the SDK sends.
+"""
+
+import json
+
+import pytest
+from langsmith import Client
+from langsmith.run_helpers import tracing_context
+
+from langgraph_moa import MoAConfig, OpenAIEndpoint, create_moa_graph
+from langgraph_moa.testing import BackgroundServer, FaultProfile, FaultServer
+
+SECRET = "sk-this-must-never-reach-a-trace-0123456789"
+
+
+@pytest.fixture
+def recorder():
+    from fastapi import FastAPI, Request
+
+    app = FastAPI()
+    sent: list[dict] = []
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PATCH"])
+    async def record(path: str, request: Request):
+        body = await request.body()
+        sent.append({"method": request.method, "path": path, "body": body.decode(errors="replace")})
+        if path.endswith("info"):
+            return {"version": "0.0.0", "batch_ingest_config": {}}
+        return {}
+
+    with BackgroundServer(app) as server:
+        yield server.root, sent
+
+
+def runs_from(sent):
+    """Merge POST /runs (start) and PATCH /runs/{id} (end) into one record per run."""
+    runs: dict[str, dict] = {}
+    for item in sent:
+        if not item["body"] or not item["path"].startswith("runs"):
+            continue
+        data = json.loads(item["body"])
+        run_id = data.get("id") or item["path"].split("/")[-1]
+        runs.setdefault(run_id, {}).update(data)
+    return runs
+
+
+def ancestors(runs, run):
+    names = []
+    while run.get("parent_run_id"):
+        run = runs[run["parent_run_id"]]
+        names.append(run["name"])
+    return names
+
+
+def test_trace_tree_mirrors_the_moa_and_hides_keys(recorder, monkeypatch):
+    url, sent = recorder
+    monkeypatch.setenv("BACKEND_KEY", SECRET)
+    with FaultServer(default=FaultProfile()) as backend:
+
+        def model(name):
+            return OpenAIEndpoint(base_url=backend.url, model=name, api_key_env="BACKEND_KEY")
+
+        config = MoAConfig(
+            proposers=[model("alpha"), model("beta")],
+            aggregator=model("omega"),
+            layers=3,
+            name="traced-moa",
+        )
+        client = Client(api_url=url, api_key="test", auto_batch_tracing=False)
+        with tracing_context(enabled=True, client=client, project_name="moa-tests"):
+            create_moa_graph(config).invoke({"messages": [("user", "Explain X")]})
+        client.flush()
+
+    assert SECRET not in json.dumps(sent)
+    runs = runs_from(sent)
+    by_name = {r["name"]: r for r in runs.values() if "name" in r}
+    root = by_name["traced-moa"]
+    assert root.get("parent_run_id") is None
+    for layer in (1, 2):
+        for i, name in ((1, "alpha"), (2, "beta")):
+            run = by_name[f"layer {layer} / proposer {i} / {name}@{backend.url}"]
+            assert run["run_type"] == "llm"
+            meta = run["extra"]["metadata"]
+            assert (
+                meta["moa_layer"],
+                meta["moa_proposer"],
+                meta["moa_variant"],
+                meta["moa_preset"],
+            ) == (layer, i - 1, "moa", "traced-moa")
+            assert "moa:proposer" in run["tags"]
+            # The proposer's run sits under the 'propose' node, under the graph's root.
+            assert ancestors(runs, run)[0] == "propose" and ancestors(runs, run)[-1] == "traced-moa"
+    aggregator = by_name[f"layer 3 / aggregator / omega@{backend.url}"]
+    assert (
+        "moa:final" in aggregator["tags"]
+        and aggregator["extra"]["metadata"]["moa_role"] == "aggregator"
+    )
+    assert (
+        ancestors(runs, aggregator)[0] == "aggregate"
+        and ancestors(runs, aggregator)[-1] == "traced-moa"
+    )
+    assert {"prepare", "synthesize"} <= set(by_name)
