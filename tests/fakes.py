@@ -115,6 +115,25 @@ class FakeChat(BaseChatModel):
             await asyncio.sleep(self.delay(n))
         return ChatResult(generations=[ChatGeneration(message=self._answer(messages, n))])
 
+    def with_structured_output(
+        self, schema: Any, *, include_raw: bool = False, **kwargs: Any
+    ) -> Any:
+        """Parse the reply as JSON into `schema`, as real structured-output models do."""
+        from langchain_core.runnables import RunnableLambda
+
+        def parse(messages: Any) -> dict[str, Any]:
+            raw = self.invoke(messages)
+            try:
+                return {
+                    "raw": raw,
+                    "parsed": schema.model_validate_json(raw.text),
+                    "parsing_error": None,
+                }
+            except Exception as exc:
+                return {"raw": raw, "parsed": None, "parsing_error": exc}
+
+        return RunnableLambda(parse)
+
     def _stream(
         self,
         messages: list[BaseMessage],

@@ -27,7 +27,7 @@ from langchain_core.callbacks import (
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from langgraph_moa.config import MoAConfig
@@ -111,6 +111,35 @@ class MoAChatModel(BaseChatModel):
         if stop or self.stop:
             params["ls_stop"] = stop or self.stop
         return params
+
+    def with_structured_output(
+        self,
+        schema: Any,
+        *,
+        include_raw: bool = False,
+        method: str = "json_schema",
+        **kwargs: Any,
+    ) -> Runnable[Any, Any]:
+        """Answer in `schema`: proposers answer freely, the final aggregator in structure.
+
+        Works when the aggregator supports `with_structured_output` with `method`
+        (llama.cpp's server: ``method="json_mode"``).
+        """
+        graph = create_moa_graph(
+            self.moa_config,
+            name=self.model_name or "moa",
+            response_format=schema,
+            response_method=method,
+        )
+
+        def run(state: dict[str, Any]) -> Any:
+            return _structured(state, include_raw)
+
+        return RunnableLambda(self._convert_input).pipe(
+            RunnableLambda(lambda value: {"messages": value.to_messages()}),
+            graph,
+            RunnableLambda(run),
+        )
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -216,6 +245,13 @@ class MoAChatModel(BaseChatModel):
                 chunk_position="last",
             )
         )
+
+
+def _structured(state: dict[str, Any], include_raw: bool) -> Any:
+    parsed = state.get("structured_response")
+    if include_raw:
+        return {"raw": state["messages"][-1], "parsed": parsed, "parsing_error": None}
+    return parsed
 
 
 def _truncate(text: str, stops: list[str]) -> str:

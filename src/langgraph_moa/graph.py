@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import random
 import re
 import threading
@@ -58,6 +59,7 @@ from langgraph_moa.reliability import (
     ContextLengthError,
     EmptyResponseError,
     StragglerCancelledError,
+    StructuredOutputError,
     explain_failure,
     is_retryable,
     retry_after_s,
@@ -89,6 +91,8 @@ def create_moa_graph(
     *,
     checkpointer: Checkpointer = None,
     name: str | None = None,
+    response_format: Any = None,
+    response_method: str = "json_schema",
 ) -> CompiledStateGraph[MoAState, MoAContext, MoAInput, MoAOutput]:
     """Compile a Mixture-of-Agents graph. Needs no network and no API key.
 
@@ -96,6 +100,11 @@ def create_moa_graph(
         config: A `MoAConfig`, or the name of a preset.
         checkpointer: Optional LangGraph checkpointer for durable, resumable runs.
         name: Graph name shown in traces; defaults to the preset name or ``"moa"``.
+        response_format: A pydantic model, TypedDict or JSON schema: the final aggregator
+            answers through its `with_structured_output`, and the parsed answer is returned
+            in ``structured_response``. The aggregator must support structured output.
+        response_method: Passed to `with_structured_output` (``json_schema``,
+            ``function_calling`` or ``json_mode``; llama.cpp supports ``json_mode``).
 
     Returns:
         A compiled graph that takes ``{"messages": [...]}`` and appends the answer as an
@@ -103,7 +112,7 @@ def create_moa_graph(
     """
     if isinstance(config, str):
         config = MoAConfig.from_preset(config)
-    nodes = _MoANodes(config)
+    nodes = _MoANodes(config, response_format, response_method)
     retry = RetryPolicy(
         max_attempts=config.retry.max_attempts,
         initial_interval=config.retry.initial_interval,
@@ -305,8 +314,12 @@ class _AttemptLog:
 class _MoANodes:
     """The node bodies, sharing the base config and the model cache of one compiled graph."""
 
-    def __init__(self, config: MoAConfig) -> None:
+    def __init__(
+        self, config: MoAConfig, response_format: Any = None, response_method: str = "json_schema"
+    ) -> None:
         self.configs = ContextConfigCache(config)
+        self.response_format = response_format
+        self.response_method = response_method
         self.models = ModelCache()
         self.attempts = _AttemptLog()
         self.clock = _LayerClock()
@@ -582,7 +595,12 @@ class _MoANodes:
         where, is_final = self._final_where(cfg, state)
         step = "window" if cfg.variant == "self-moa-seq" else "layer"
         tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, NOSTREAM]
-        model = self._final_model(cfg, where["sample"], streamed=is_final).with_config(
+        base: Runnable[Any, Any] = self._final_model(cfg, where["sample"], streamed=is_final)
+        if is_final and self.response_format is not None:
+            base = base.with_structured_output(  # type: ignore[attr-defined]
+                self.response_format, method=self.response_method, include_raw=True
+            )
+        model = base.with_config(
             run_name=f"{step} {where['layer']} / aggregator / {where['configured_model']}",
             tags=tags,
             metadata=_trace_metadata(cfg, where),
@@ -640,6 +658,17 @@ class _MoANodes:
         is_final: bool,
         trimmed: int,
     ) -> dict[str, Any]:
+        parsed: Any = None
+        if isinstance(response, dict):  # structured output: {"raw", "parsed", "parsing_error"}
+            if response.get("parsing_error") is not None or response.get("parsed") is None:
+                raise StructuredOutputError(
+                    f"{where['configured_model']} did not return the requested structure: "
+                    f"{response.get('parsing_error') or 'nothing could be parsed'}"
+                )
+            parsed = response["parsed"]
+            response = response["raw"]
+            if not response.text.strip():  # function calling: the structure is in tool calls
+                response = response.model_copy(update={"content": _as_json(parsed)})
         if not response.text.strip():
             raise EmptyResponseError(f"{where['configured_model']} returned an empty answer")
         errors = self.attempts.pop(_attempt_key(state["run_token"], where))
@@ -648,7 +677,9 @@ class _MoANodes:
         if not is_final:
             return {"calls": [record], "synthesis": response.text}
         calls = [*state.get("calls", []), record]
+        structured = {"structured_response": parsed} if parsed is not None else {}
         return {
+            **structured,
             "calls": [record],
             "messages": [
                 _final_message(
@@ -749,7 +780,8 @@ class _MoANodes:
                 update={"calls": [record], "final_index": where["sample"] + 1}, goto=node
             )
         best = _best_available(state, calls)
-        if cfg.on_aggregator_failure == "raise" or best is None:
+        # A caller asking for a structure gets one or an error, never free text.
+        if cfg.on_aggregator_failure == "raise" or best is None or self.response_format:
             raise AggregatorFailedError(where["configured_model"], error.error, calls)
         message = _final_message(
             cfg,
@@ -783,6 +815,12 @@ def _best_available(state: MoAState, calls: list[CallRecord]) -> CallRecord | No
         return None
     last_layer = max(c["layer"] for c in proposals)
     return next(c for c in proposals if c["layer"] == last_layer)
+
+
+def _as_json(value: Any) -> str:
+    if hasattr(value, "model_dump_json"):
+        return str(value.model_dump_json())
+    return json.dumps(value, default=str)
 
 
 def _attempt_key(run_token: str, where: dict[str, Any]) -> tuple[Any, ...]:

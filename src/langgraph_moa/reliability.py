@@ -77,6 +77,10 @@ def retry_after_s(exc: BaseException) -> float | None:
         return None  # an HTTP date: rare for APIs; the backoff applies
 
 
+class StructuredOutputError(MoAError):
+    """The aggregator's answer could not be parsed into the requested structure."""
+
+
 class ContextLengthError(MoAError):
     """The input (conversation plus references) does not fit the model's context window."""
 

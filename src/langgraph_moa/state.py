@@ -8,7 +8,7 @@ model name, and their order never depends on which call finished first.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.messages import AnyMessage, BaseMessage
 from langgraph.graph.message import add_messages
@@ -100,6 +100,8 @@ class MoAOutput(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     calls: Annotated[list[CallRecord], merge_calls]
     usage: UsageSummary
+    structured_response: Any
+    """The parsed answer, when the graph was built with a `response_format`."""
 
 
 class MoAState(MoAOutput, total=False):

@@ -71,3 +71,31 @@ def test_preset_names_and_files_are_accepted(tmp_path):
     assert MoAChatModel(config="moa-lite").moa_config.name == "moa-lite"
     MoAConfig.from_preset("moa-lite").to_file(tmp_path / "c.yaml")
     assert MoAChatModel(config=str(tmp_path / "c.yaml")).moa_config.layers == 2
+
+
+class City(__import__("pydantic").BaseModel):
+    city: str
+    confidence: float
+
+
+def test_structured_output_comes_from_the_aggregator(fake, log):
+    agg = fake("AGG", reply=lambda *a: '{"city": "Paris", "confidence": 0.9}')
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=agg, layers=2)
+    structured = MoAChatModel(config=config).with_structured_output(City)
+    assert structured.invoke("Capital of France?") == City(city="Paris", confidence=0.9)
+    # The proposers answered freely; only the aggregator was asked for the structure.
+    assert [c.label for c in log.calls].count("A") == 1
+    raw = MoAChatModel(config=config).with_structured_output(City, include_raw=True).invoke("q")
+    assert raw["parsed"].city == "Paris" and raw["raw"].response_metadata["moa"]["calls"]
+
+
+def test_unparseable_structure_is_an_error_not_free_text(fake):
+    from langgraph_moa import AggregatorFailedError
+
+    config = MoAConfig(
+        proposers=[fake("A")],
+        aggregator=fake("AGG", reply=lambda *a: "not json"),
+        retry={"max_attempts": 1},
+    )
+    with pytest.raises(AggregatorFailedError, match="did not return the requested structure"):
+        MoAChatModel(config=config).with_structured_output(City).invoke("q")
