@@ -8,8 +8,8 @@ Topology (one for every variant, so the variant can change per run)::
                         aggregate ──Sendxk──▶ propose                    (next Self-MoA-Seq window)
 
 - ``propose`` is one node, fanned out with `Send`: each (layer, proposer, sample) is its own
-  branch with its own input, retried by a `RetryPolicy`; when retries are spent, its
-  `error_handler` records the failure so one bad proposer never ends the run.
+  branch with its own input, retried by a `RetryPolicy`; when retries are spent, the node
+  records the failure itself so one bad proposer never ends the run.
 - ``synthesize`` joins a layer: it keeps only that layer's successful outputs, in the
   configured order, as the references of the next input.
 - ``aggregate`` writes the final answer (or, in Self-MoA-Seq, the running synthesis);
@@ -33,7 +33,6 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableLambda
 from langgraph.config import get_stream_writer
-from langgraph.errors import NodeError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import get_runtime
@@ -132,20 +131,17 @@ def create_moa_graph(
         PROPOSE,
         _dual(nodes.propose, nodes.apropose, PROPOSE),
         retry_policy=retry,
-        error_handler=nodes.propose_failed,
     )
     builder.add_node(SYNTHESIZE, nodes.synthesize)
     builder.add_node(
         AGGREGATE,
         _dual(nodes.aggregate, nodes.aaggregate, AGGREGATE),
         retry_policy=retry,
-        error_handler=nodes.final_failed,
     )
     builder.add_node(
         RANK,
         _dual(nodes.rank, nodes.arank, RANK),
         retry_policy=retry,
-        error_handler=nodes.final_failed,
     )
     builder.add_edge(START, PREPARE)
     builder.add_conditional_edges(PREPARE, nodes.first_layer, [PROPOSE])
@@ -496,7 +492,9 @@ class _MoANodes:
             return self._proposal(response, where, key, time.perf_counter() - started)
         except Exception as exc:
             self.attempts.failed(key, exc)
-            raise
+            if self._retrying(exc):
+                raise
+            return self._proposer_gave_up(where, key, exc)
 
     async def apropose(self, task: ProposerTask) -> dict[str, Any]:
         """Ask one proposer for one sample (async)."""
@@ -515,7 +513,9 @@ class _MoANodes:
             return self._proposal(response, where, key, time.perf_counter() - started)
         except Exception as exc:
             self.attempts.failed(key, exc)
-            raise
+            if self._retrying(exc):
+                raise
+            return self._proposer_gave_up(where, key, exc)
 
     def _proposal(
         self, response: BaseMessage, where: dict[str, Any], key: tuple[Any, ...], latency: float
@@ -529,18 +529,28 @@ class _MoANodes:
         _emit("finished", **where, model=record["model"], latency_s=record["latency_s"])
         return {"calls": [record]}
 
-    def propose_failed(self, task: ProposerTask, error: NodeError) -> Command[str]:
-        """After retries: record the failure and let the layer go on without it.
+    def _retrying(self, exc: Exception) -> bool:
+        """Tell whether the node's RetryPolicy will run this call again.
 
-        It routes to the join itself: a handled failure does not follow the failed node's
-        edges, and a layer in which every proposer failed must still reach the join, which
-        then raises `AllProposersFailedError`.
+        Nodes record their own final failure instead of leaving it to an `error_handler`:
+        a handler's `Command(goto=...)` was seen to be lost now and then when the failed
+        task was the only one of its step, which ended a run with neither answer nor error.
         """
-        where = _proposer_where(self.config(), task)
-        errors = self.attempts.pop(_attempt_key(task["run_token"], where))
-        record = failed_record(error=error.error, retried_errors=errors[:-1], **where)
+        try:
+            info = get_runtime().execution_info
+            attempt = info.node_attempt if info is not None else 1
+        except RuntimeError:
+            attempt = 1
+        return is_retryable(exc) and attempt < self.config().retry.max_attempts
+
+    def _proposer_gave_up(
+        self, where: dict[str, Any], key: tuple[Any, ...], exc: Exception
+    ) -> dict[str, Any]:
+        """Record the failure for good; the layer goes on without this proposal."""
+        errors = self.attempts.pop(key)
+        record = failed_record(error=exc, retried_errors=errors[:-1], **where)
         _emit("failed", **where, error=record["error"])
-        return Command(update={"calls": [record]}, goto=SYNTHESIZE)
+        return {"calls": [record]}
 
     # --- join ----------------------------------------------------------------------------
 
@@ -588,11 +598,10 @@ class _MoANodes:
         }
         return where, is_final
 
-    def _aggregator_call(
-        self, state: MoAState
-    ) -> tuple[MoAConfig, Runnable[Any, Any], dict[str, Any], list[BaseMessage], bool, int]:
-        cfg = self.config()
-        where, is_final = self._final_where(cfg, state)
+    def _aggregator_input(
+        self, cfg: MoAConfig, state: MoAState, where: dict[str, Any], is_final: bool
+    ) -> tuple[Runnable[Any, Any], list[BaseMessage], int]:
+        """Return the aggregator's model, its messages, and how many references were cut."""
         step = "window" if cfg.variant == "self-moa-seq" else "layer"
         tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, NOSTREAM]
         base: Runnable[Any, Any] = self._final_model(cfg, where["sample"], streamed=is_final)
@@ -608,7 +617,7 @@ class _MoANodes:
         messages, trimmed = self._with_references(
             cfg, _conversation(state), state, [cfg.final_chain[where["sample"]]]
         )
-        return cfg, model, where, messages, is_final, trimmed
+        return model, messages, trimmed
 
     def _skip_window(self, cfg: MoAConfig, state: MoAState) -> bool:
         """Self-MoA-Seq: a window whose samples all failed leaves the synthesis as it was."""
@@ -616,37 +625,49 @@ class _MoANodes:
 
     def aggregate(self, state: MoAState) -> dict[str, Any]:
         """Synthesize the references into the answer (sync)."""
-        cfg, model, where, messages, is_final, trimmed = self._aggregator_call(state)
+        cfg = self.config()
+        where, is_final = self._final_where(cfg, state)
         if self._skip_window(cfg, state) and not is_final:
             return {}
         key = _attempt_key(state["run_token"], where)
-        _emit("started", **where)
-        started = time.perf_counter()
         try:
+            # Building the input is inside: a conversation too long for the budget is a
+            # failure of this aggregator, and the next one in the chain may have room.
+            model, messages, trimmed = self._aggregator_input(cfg, state, where, is_final)
+            _emit("started", **where)
+            started = time.perf_counter()
             response = _call(model, messages, where["configured_model"], cfg.call_timeout_s)
             return self._aggregated(
                 cfg, state, response, where, time.perf_counter() - started, is_final, trimmed
             )
         except Exception as exc:
             self.attempts.failed(key, exc)
-            raise
+            if self._retrying(exc):
+                raise
+            return self._final_gave_up(cfg, state, where, key, exc)
 
     async def aaggregate(self, state: MoAState) -> dict[str, Any]:
         """Synthesize the references into the answer (async)."""
-        cfg, model, where, messages, is_final, trimmed = self._aggregator_call(state)
+        cfg = self.config()
+        where, is_final = self._final_where(cfg, state)
         if self._skip_window(cfg, state) and not is_final:
             return {}
         key = _attempt_key(state["run_token"], where)
-        _emit("started", **where)
-        started = time.perf_counter()
         try:
+            # Building the input is inside: a conversation too long for the budget is a
+            # failure of this aggregator, and the next one in the chain may have room.
+            model, messages, trimmed = self._aggregator_input(cfg, state, where, is_final)
+            _emit("started", **where)
+            started = time.perf_counter()
             response = await _acall(model, messages, where["configured_model"], cfg.call_timeout_s)
             return self._aggregated(
                 cfg, state, response, where, time.perf_counter() - started, is_final, trimmed
             )
         except Exception as exc:
             self.attempts.failed(key, exc)
-            raise
+            if self._retrying(exc):
+                raise
+            return self._final_gave_up(cfg, state, where, key, exc)
 
     def _aggregated(
         self,
@@ -694,6 +715,11 @@ class _MoANodes:
         cfg = self.config()
         if cfg.variant != "self-moa-seq":
             return END
+        mine = [
+            c for c in state["calls"] if c["role"] == "aggregator" and c["layer"] == state["layer"]
+        ]
+        if mine and mine[-1]["status"] != "ok":
+            return END  # a fallback aggregator is on its way (Command), or the run ended
         if state["layer"] >= len(cfg.seq.batches(cfg.proposers[0].samples)):
             return END
         return self._sends(cfg, state, layer=state["layer"] + 1)
@@ -720,7 +746,9 @@ class _MoANodes:
             response = _call(model, messages, where["configured_model"], cfg.call_timeout_s)
         except Exception as exc:
             self.attempts.failed(key, exc)
-            raise
+            if self._retrying(exc):
+                raise
+            return self._final_gave_up(cfg, state, where, key, exc)
         return self._ranked(cfg, state, response, where, time.perf_counter() - started)
 
     async def arank(self, state: MoAState) -> dict[str, Any]:
@@ -733,7 +761,9 @@ class _MoANodes:
             response = await _acall(model, messages, where["configured_model"], cfg.call_timeout_s)
         except Exception as exc:
             self.attempts.failed(key, exc)
-            raise
+            if self._retrying(exc):
+                raise
+            return self._final_gave_up(cfg, state, where, key, exc)
         return self._ranked(cfg, state, response, where, time.perf_counter() - started)
 
     def _ranked(
@@ -761,17 +791,22 @@ class _MoANodes:
         )
         return {"calls": [record], "messages": [message], "usage": summarize(calls)}
 
-    def final_failed(self, state: MoAState, error: NodeError) -> Command[str]:
-        """After retries the final step failed: try the next aggregator, else fall back.
+    def _final_gave_up(
+        self,
+        cfg: MoAConfig,
+        state: MoAState,
+        where: dict[str, Any],
+        key: tuple[Any, ...],
+        error: Exception,
+    ) -> Any:
+        """After its retries the final step failed: try the next aggregator, else fall back.
 
         The next model of the chain runs in the same node (a `Command` back to it). When the
         chain is spent, the run answers with the best available proposal, labelled as such,
         or raises `AggregatorFailedError` if so configured.
         """
-        cfg = self.config()
-        where, _ = self._final_where(cfg, state)
-        errors = self.attempts.pop(_attempt_key(state["run_token"], where))
-        record = failed_record(error=error.error, retried_errors=errors[:-1], **where)
+        errors = self.attempts.pop(key)
+        record = failed_record(error=error, retried_errors=errors[:-1], **where)
         _emit("failed", **where, error=record["error"])
         calls = [*state.get("calls", []), record]
         node = RANK if cfg.final_role == "ranker" else AGGREGATE
@@ -782,7 +817,7 @@ class _MoANodes:
         best = _best_available(state, calls)
         # A caller asking for a structure gets one or an error, never free text.
         if cfg.on_aggregator_failure == "raise" or best is None or self.response_format:
-            raise AggregatorFailedError(where["configured_model"], error.error, calls)
+            raise AggregatorFailedError(where["configured_model"], error, calls)
         message = _final_message(
             cfg,
             None,
@@ -795,10 +830,7 @@ class _MoANodes:
                 + "; ".join(c["error"] or "" for c in calls if c["role"] == cfg.final_role),
             },
         )
-        return Command(
-            update={"calls": [record], "messages": [message], "usage": summarize(calls)},
-            goto=END,
-        )
+        return {"calls": [record], "messages": [message], "usage": summarize(calls)}
 
 
 def _best_available(state: MoAState, calls: list[CallRecord]) -> CallRecord | None:

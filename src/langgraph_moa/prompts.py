@@ -8,8 +8,8 @@ from 1, appended after a blank line to an existing system message, user turns un
 
 from __future__ import annotations
 
+import hashlib
 import re
-import secrets
 from collections.abc import Sequence
 from typing import Literal
 
@@ -66,13 +66,15 @@ _FENCE_NOTE = (
 def render_fenced_references(system_prompt: str, references: Sequence[str]) -> str:
     """Render the references so that none can leave its slot.
 
-    Each reference sits between markers carrying a random tag drawn for this prompt alone,
-    so text inside a reference cannot close its slot, imitate another reference's number or
-    pose as system text: it never knows the tag (a later layer only sees earlier layers'
-    tags). Marker look-alikes inside the text are neutralized as well.
+    Each reference sits between markers carrying a tag that is a hash of this whole prompt,
+    references included, so text inside a reference cannot close its slot, imitate another
+    reference's number or pose as system text: to forge the tag it would have to contain its
+    own hash. Being derived, not random, the same references give the same prompt, so
+    model calls can be cached. Marker look-alikes inside the text are neutralized as well.
     """
     render_references(system_prompt, references)  # same type checks as the paper format
-    tag = secrets.token_hex(6)
+    digest = hashlib.sha256("\x00".join([system_prompt, *references]).encode("utf-8"))
+    tag = digest.hexdigest()[:16]
     slots = "".join(
         f'\n<response id="{i}" tag="{tag}">\n{_neutralize(reference)}\n</response tag="{tag}">'
         for i, reference in enumerate(references, start=1)

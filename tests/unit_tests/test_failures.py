@@ -189,3 +189,28 @@ def test_a_conversation_too_long_for_every_model_names_the_fix(fake, log):
     with pytest.raises(AllProposersFailedError, match="too long for A"):
         create_moa_graph(config).invoke(QUESTION)
     assert log.by("AGG") == []
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_lone_failing_call_never_ends_a_run_silently(fake, mode):
+    """Regression: with LangGraph's error_handler, the goto of a handled failure was lost now
+    and then when the failed task was alone in its step (about 1 run in 7), and the run ended
+    with neither answer nor error. Nodes now record their own final failures."""
+    for _ in range(40):
+        lone = MoAConfig(
+            proposers=[fake("A", fail=always(ValueError("x")))],
+            aggregator=fake("AGG"),
+            retry=FAST_RETRY,
+        )
+        graph = create_moa_graph(lone)
+        with pytest.raises(AllProposersFailedError):
+            graph.invoke(QUESTION) if mode == "sync" else await graph.ainvoke(QUESTION)
+        chain = MoAConfig(
+            proposers=[fake("A")],
+            aggregator=fake("DOWN", fail=always(ValueError("down"))),
+            aggregator_fallbacks=[fake("UP")],
+            retry=FAST_RETRY,
+        )
+        graph = create_moa_graph(chain)
+        out = graph.invoke(QUESTION) if mode == "sync" else await graph.ainvoke(QUESTION)
+        assert out["messages"][-1].response_metadata["moa"]["answered_by"] == "UP"
