@@ -35,6 +35,7 @@ def ok_record(
     response: BaseMessage,
     latency_s: float,
     retried_errors: list[str] | None = None,
+    cached: bool = False,
 ) -> CallRecord:
     """Record a successful call, with tokens from the message's `usage_metadata`."""
     usage = response.usage_metadata if isinstance(response, AIMessage) else None
@@ -52,6 +53,7 @@ def ok_record(
         error=None,
         attempts=len(retried_errors or []) + 1,
         retried_errors=list(retried_errors or []),
+        cached=cached,
         latency_s=round(latency_s, 4),
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -83,6 +85,7 @@ def failed_record(
         error=f"{type(error).__name__}: {error}",
         attempts=len(retried_errors or []) + 1,
         retried_errors=list(retried_errors or []),
+        cached=False,
         latency_s=round(latency_s, 4),
         prompt_tokens=0,
         completion_tokens=0,

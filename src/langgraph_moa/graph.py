@@ -39,6 +39,7 @@ from langgraph.runtime import get_runtime
 from langgraph.types import Checkpointer, Command, RetryPolicy, Send
 
 from langgraph_moa.accounting import failed_record, ok_record, summarize
+from langgraph_moa.cache import CallCache, call_key
 from langgraph_moa.config import MoAConfig, ProposerConfig, RoleConfig
 from langgraph_moa.context import ContextConfigCache, MoAContext
 from langgraph_moa.errors import (
@@ -92,6 +93,7 @@ def create_moa_graph(
     name: str | None = None,
     response_format: Any = None,
     response_method: str = "json_schema",
+    call_cache: CallCache | None = None,
 ) -> CompiledStateGraph[MoAState, MoAContext, MoAInput, MoAOutput]:
     """Compile a Mixture-of-Agents graph. Needs no network and no API key.
 
@@ -104,6 +106,8 @@ def create_moa_graph(
             in ``structured_response``. The aggregator must support structured output.
         response_method: Passed to `with_structured_output` (``json_schema``,
             ``function_calling`` or ``json_mode``; llama.cpp supports ``json_mode``).
+        call_cache: A `CallCache` (e.g. `SQLiteCallCache`): calls already made with the same
+            model, parameters, messages, role and sample are answered from it.
 
     Returns:
         A compiled graph that takes ``{"messages": [...]}`` and appends the answer as an
@@ -111,7 +115,7 @@ def create_moa_graph(
     """
     if isinstance(config, str):
         config = MoAConfig.from_preset(config)
-    nodes = _MoANodes(config, response_format, response_method)
+    nodes = _MoANodes(config, response_format, response_method, call_cache)
     retry = RetryPolicy(
         max_attempts=config.retry.max_attempts,
         initial_interval=config.retry.initial_interval,
@@ -311,9 +315,14 @@ class _MoANodes:
     """The node bodies, sharing the base config and the model cache of one compiled graph."""
 
     def __init__(
-        self, config: MoAConfig, response_format: Any = None, response_method: str = "json_schema"
+        self,
+        config: MoAConfig,
+        response_format: Any = None,
+        response_method: str = "json_schema",
+        call_cache: CallCache | None = None,
     ) -> None:
         self.configs = ContextConfigCache(config)
+        self.call_cache = call_cache
         self.response_format = response_format
         self.response_method = response_method
         self.models = ModelCache()
@@ -482,14 +491,16 @@ class _MoANodes:
         started = time.perf_counter()
         try:
             stop = self._straggler_check(task)
-            response = _call(
+            cfg = self.config()
+            response, cached = self._cached_call(
                 model,
                 task["messages"],
-                where["configured_model"],
-                self.config().call_timeout_s,
+                where,
+                cfg.proposers[task["proposer"]].call_params(),
+                cfg.call_timeout_s,
                 stop,
             )
-            return self._proposal(response, where, key, time.perf_counter() - started)
+            return self._proposal(response, where, key, time.perf_counter() - started, cached)
         except Exception as exc:
             self.attempts.failed(key, exc)
             if self._retrying(exc):
@@ -503,14 +514,16 @@ class _MoANodes:
         started = time.perf_counter()
         try:
             stop = self._straggler_check(task)
-            response = await _acall(
+            cfg = self.config()
+            response, cached = await self._acached_call(
                 model,
                 task["messages"],
-                where["configured_model"],
-                self.config().call_timeout_s,
+                where,
+                cfg.proposers[task["proposer"]].call_params(),
+                cfg.call_timeout_s,
                 stop,
             )
-            return self._proposal(response, where, key, time.perf_counter() - started)
+            return self._proposal(response, where, key, time.perf_counter() - started, cached)
         except Exception as exc:
             self.attempts.failed(key, exc)
             if self._retrying(exc):
@@ -518,16 +531,74 @@ class _MoANodes:
             return self._proposer_gave_up(where, key, exc)
 
     def _proposal(
-        self, response: BaseMessage, where: dict[str, Any], key: tuple[Any, ...], latency: float
+        self,
+        response: BaseMessage,
+        where: dict[str, Any],
+        key: tuple[Any, ...],
+        latency: float,
+        cached: bool = False,
     ) -> dict[str, Any]:
         if not response.text.strip():
             raise EmptyResponseError(f"{where['configured_model']} returned an empty answer")
         record = ok_record(
-            response=response, latency_s=latency, retried_errors=self.attempts.pop(key), **where
+            response=response,
+            latency_s=latency,
+            retried_errors=self.attempts.pop(key),
+            cached=cached,
+            **where,
         )
         self.clock.answered(key[0], where["layer"])
         _emit("finished", **where, model=record["model"], latency_s=record["latency_s"])
         return {"calls": [record]}
+
+    def _cache_key(
+        self, where: dict[str, Any], params: dict[str, Any], messages: Any
+    ) -> str | None:
+        if self.call_cache is None:
+            return None
+        return call_key(
+            model=where["configured_model"],
+            params=params,
+            messages=messages,
+            role=where["role"],
+            sample=where["sample"],
+        )
+
+    def _cached_call(
+        self,
+        model: Runnable[Any, Any],
+        messages: list[BaseMessage],
+        where: dict[str, Any],
+        params: dict[str, Any],
+        timeout: float | None,
+        stop: StopCheck | None = None,
+    ) -> tuple[Any, bool]:
+        """Call the model, or answer from the call cache; tell which."""
+        key = self._cache_key(where, params, messages)
+        if key is not None and (hit := self.call_cache.get(key)) is not None:  # type: ignore[union-attr]
+            return hit, True
+        response = _call(model, messages, where["configured_model"], timeout, stop)
+        if key is not None and isinstance(response, BaseMessage):
+            self.call_cache.put(key, response)  # type: ignore[union-attr]
+        return response, False
+
+    async def _acached_call(
+        self,
+        model: Runnable[Any, Any],
+        messages: list[BaseMessage],
+        where: dict[str, Any],
+        params: dict[str, Any],
+        timeout: float | None,
+        stop: StopCheck | None = None,
+    ) -> tuple[Any, bool]:
+        """Async twin of `_cached_call`."""
+        key = self._cache_key(where, params, messages)
+        if key is not None and (hit := self.call_cache.get(key)) is not None:  # type: ignore[union-attr]
+            return hit, True
+        response = await _acall(model, messages, where["configured_model"], timeout, stop)
+        if key is not None and isinstance(response, BaseMessage):
+            self.call_cache.put(key, response)  # type: ignore[union-attr]
+        return response, False
 
     def _retrying(self, exc: Exception) -> bool:
         """Tell whether the node's RetryPolicy will run this call again.
@@ -598,6 +669,12 @@ class _MoANodes:
         }
         return where, is_final
 
+    def _final_params(self, cfg: MoAConfig, where: dict[str, Any]) -> dict[str, Any]:
+        params = cfg.final_chain[where["sample"]].call_params()
+        if self.response_format is not None:  # a structured answer is a different call
+            params = {**params, "response_format": repr(self.response_format)}
+        return params
+
     def _aggregator_input(
         self, cfg: MoAConfig, state: MoAState, where: dict[str, Any], is_final: bool
     ) -> tuple[Runnable[Any, Any], list[BaseMessage], int]:
@@ -636,9 +713,18 @@ class _MoANodes:
             model, messages, trimmed = self._aggregator_input(cfg, state, where, is_final)
             _emit("started", **where)
             started = time.perf_counter()
-            response = _call(model, messages, where["configured_model"], cfg.call_timeout_s)
+            response, cached = self._cached_call(
+                model, messages, where, self._final_params(cfg, where), cfg.call_timeout_s
+            )
             return self._aggregated(
-                cfg, state, response, where, time.perf_counter() - started, is_final, trimmed
+                cfg,
+                state,
+                response,
+                where,
+                time.perf_counter() - started,
+                is_final,
+                trimmed,
+                cached,
             )
         except Exception as exc:
             self.attempts.failed(key, exc)
@@ -659,9 +745,18 @@ class _MoANodes:
             model, messages, trimmed = self._aggregator_input(cfg, state, where, is_final)
             _emit("started", **where)
             started = time.perf_counter()
-            response = await _acall(model, messages, where["configured_model"], cfg.call_timeout_s)
+            response, cached = await self._acached_call(
+                model, messages, where, self._final_params(cfg, where), cfg.call_timeout_s
+            )
             return self._aggregated(
-                cfg, state, response, where, time.perf_counter() - started, is_final, trimmed
+                cfg,
+                state,
+                response,
+                where,
+                time.perf_counter() - started,
+                is_final,
+                trimmed,
+                cached,
             )
         except Exception as exc:
             self.attempts.failed(key, exc)
@@ -678,6 +773,7 @@ class _MoANodes:
         latency: float,
         is_final: bool,
         trimmed: int,
+        cached: bool = False,
     ) -> dict[str, Any]:
         parsed: Any = None
         if isinstance(response, dict):  # structured output: {"raw", "parsed", "parsing_error"}
@@ -693,7 +789,9 @@ class _MoANodes:
         if not response.text.strip():
             raise EmptyResponseError(f"{where['configured_model']} returned an empty answer")
         errors = self.attempts.pop(_attempt_key(state["run_token"], where))
-        record = ok_record(response=response, latency_s=latency, retried_errors=errors, **where)
+        record = ok_record(
+            response=response, latency_s=latency, retried_errors=errors, cached=cached, **where
+        )
         _emit("finished", **where, model=record["model"], latency_s=record["latency_s"])
         if not is_final:
             return {"calls": [record], "synthesis": response.text}

@@ -40,6 +40,8 @@ class CallRecord(TypedDict):
     """Attempts made, retries included."""
     retried_errors: list[str]
     """Errors of the attempts before the last one (the retries' reasons)."""
+    cached: bool
+    """Answered from the call cache: the tokens were paid for by an earlier run."""
     latency_s: float
     prompt_tokens: int
     completion_tokens: int

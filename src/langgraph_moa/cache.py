@@ -1,0 +1,85 @@
+"""A disk cache of model calls, so reruns and added systems cost no repeated generation.
+
+Keyed by the model, its call parameters, the exact messages, the role and the sample index:
+n samples of one model stay n distinct calls, and any change to a prompt is a miss. Pass it
+to `create_moa_graph(config, call_cache=SQLiteCallCache("calls.db"))`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+
+
+class CallCache(Protocol):
+    """What the graph needs from a cache."""
+
+    def get(self, key: str) -> BaseMessage | None:
+        """Return the stored reply for `key`, or None."""
+
+    def put(self, key: str, message: BaseMessage) -> None:
+        """Store the reply for `key`."""
+
+
+def call_key(
+    *, model: str, params: dict[str, Any], messages: list[BaseMessage], role: str, sample: int
+) -> str:
+    """Return a stable digest of everything that determines a call's answer."""
+    payload = {
+        "model": model,
+        "params": params,
+        # Only what the model reads: ids differ on every run (LangGraph assigns them).
+        "messages": [{"type": m.type, "content": m.content, "name": m.name} for m in messages],
+        "role": role,
+        "sample": sample,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class SQLiteCallCache:
+    """The default `CallCache`: one SQLite file, safe to share between threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        """Open (or create) the cache file."""
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, message TEXT, stored REAL)"
+            )
+            self._conn.commit()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> BaseMessage | None:
+        """Return the stored reply for `key`, or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT message FROM calls WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+        return messages_from_dict([json.loads(row[0])])[0]
+
+    def put(self, key: str, message: BaseMessage) -> None:
+        """Store the reply for `key`."""
+        data = json.dumps(message_to_dict(message), default=str)
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO calls VALUES (?, ?, ?)", (key, data, time.time())
+            )
+            self._conn.commit()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._conn.close()

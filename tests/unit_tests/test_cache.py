@@ -1,0 +1,58 @@
+"""The call cache: a rerun or an added system costs no repeated generation."""
+
+from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa.cache import SQLiteCallCache
+from tests.unit_tests.test_graph import QUESTION
+
+
+def test_a_rerun_is_served_from_the_cache(fake, log, tmp_path):
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=3)
+    first = create_moa_graph(config, call_cache=cache).invoke(QUESTION)
+    assert len(log.calls) == 5 and not any(c["cached"] for c in first["calls"])
+    # A new graph, a new process's worth of state: same answers, no model called.
+    second = create_moa_graph(config, call_cache=SQLiteCallCache(tmp_path / "calls.db")).invoke(
+        QUESTION
+    )
+    assert len(log.calls) == 5
+    assert all(c["cached"] for c in second["calls"])
+    assert second["messages"][-1].text == first["messages"][-1].text
+    assert (
+        second["usage"]["total"] == first["usage"]["total"]
+    )  # the cost of the answer, as recorded
+
+
+def test_samples_of_one_model_are_not_merged_by_the_cache(fake, log, tmp_path):
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    config = MoAConfig(variant="self-moa", proposers=[{"model": fake("M"), "samples": 4}])
+    create_moa_graph(config, call_cache=cache).invoke(QUESTION)
+    samples = [c.output for c in log.calls[:4]]
+    assert len(set(samples)) == 4  # four distinct calls, four distinct keys
+    assert cache.misses == 5 and cache.hits == 0
+
+
+def test_an_added_system_reuses_the_shared_calls(fake, log, tmp_path):
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    a, b = fake("A"), fake("B")
+    create_moa_graph(
+        MoAConfig(proposers=[a, b], aggregator=fake("AGG"), layers=2), call_cache=cache
+    ).invoke(QUESTION)
+    log.calls.clear()
+    # Another system with the same proposers: only its new aggregator is called.
+    create_moa_graph(
+        MoAConfig(proposers=[a, b], aggregator=fake("OTHER"), layers=2), call_cache=cache
+    ).invoke(QUESTION)
+    assert [c.label for c in log.calls] == ["OTHER"]
+
+
+def test_a_changed_prompt_or_parameter_misses(fake, log, tmp_path):
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"))
+    create_moa_graph(config, call_cache=cache).invoke(QUESTION)
+    create_moa_graph(config, call_cache=cache).invoke({"messages": [("user", "Explain Y")]})
+    hotter = config.with_overrides(
+        proposers=[{"model": config.proposers[0].model, "temperature": 1.2}]
+    )
+    create_moa_graph(hotter, call_cache=cache).invoke(QUESTION)
+    # Three runs, two proposer layers each, all misses: a new prompt and a new temperature.
+    assert [c.label for c in log.calls].count("A") == 6
