@@ -1,0 +1,166 @@
+"""Evaluation datasets: JSONL, AlpacaEval JSON and MT-Bench questions, read strictly.
+
+Every problem in a file is reported with its path and line number (or item index for JSON)
+and what to fix, before any model is called.
+
+Formats:
+- JSONL, one item per line: ``instruction`` (or ``question``/``prompt``), and optionally
+  ``id``, ``expected`` (a string or a list of accepted answers), ``numeric`` (a number),
+  ``pattern`` (a regular expression), ``reference`` (a reference output), ``category``.
+- MT-Bench question files (JSONL): ``question_id``, ``category``, ``turns`` (a list of user
+  turns), optionally ``reference`` (a list).
+- AlpacaEval (``.json``): a list of ``{"instruction", "output"?, "dataset"?}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from langgraph_moa.errors import MoAError
+
+_INSTRUCTION_KEYS = ("instruction", "question", "prompt")
+
+
+class EvalDatasetError(MoAError, ValueError):
+    """A dataset file cannot be used; the message names the file, the line and the fix."""
+
+
+@dataclass
+class EvalItem:
+    """One thing to ask, and what counts as right."""
+
+    id: str
+    turns: list[str]
+    """User turns, in order (one for single-turn data)."""
+    expected: list[str] = field(default_factory=list)
+    numeric: float | None = None
+    pattern: str | None = None
+    reference: str | None = None
+    category: str | None = None
+
+    @property
+    def verifiable(self) -> bool:
+        """Tell whether the item has an answer that can be checked without a judge."""
+        return bool(self.expected) or self.numeric is not None or self.pattern is not None
+
+
+def shipped_dataset() -> Path:
+    """Return the path of the small verifiable dataset this project wrote (offline demos)."""
+    return Path(str(resources.files("langgraph_moa.eval").joinpath("data/verifiable.jsonl")))
+
+
+def load_dataset(path: str | Path) -> list[EvalItem]:
+    """Load a dataset file; the format is told by its suffix and its fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalDatasetError(f"Dataset file {str(path)!r} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise EvalDatasetError(f"{path}: the file is empty; it needs at least one item.")
+    if path.suffix == ".json":
+        items = _alpaca(path, text)
+    elif path.suffix in (".jsonl", ".ndjson"):
+        items = _jsonl(path, text)
+    else:
+        raise EvalDatasetError(
+            f"{path}: unknown dataset format {path.suffix!r}; use .jsonl (one item per line, "
+            "or MT-Bench questions) or .json (AlpacaEval)."
+        )
+    ids = [item.id for item in items]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise EvalDatasetError(f"{path}: duplicate ids {duplicates[:5]}; ids must be unique.")
+    return items
+
+
+def _jsonl(path: Path, text: str) -> list[EvalItem]:
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvalDatasetError(f"{path}:{number}: not valid JSON ({exc.msg}).") from None
+        if not isinstance(data, dict):
+            raise EvalDatasetError(f"{path}:{number}: each line must be a JSON object.")
+        items.append(_item(data, f"{path}:{number}", default_id=str(number)))
+    if not items:
+        raise EvalDatasetError(f"{path}: the file holds no items.")
+    return items
+
+
+def _alpaca(path: Path, text: str) -> list[EvalItem]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EvalDatasetError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})."
+        ) from None
+    if not isinstance(data, list) or not data:
+        raise EvalDatasetError(
+            f"{path}: an AlpacaEval file is a non-empty JSON list of "
+            '{"instruction": ..., "output": ...} objects.'
+        )
+    items = []
+    for index, entry in enumerate(data):
+        where = f"{path}: item {index}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("instruction"), str):
+            raise EvalDatasetError(f"{where}: needs an 'instruction' string.")
+        items.append(
+            EvalItem(
+                id=str(entry.get("id", index)),
+                turns=[entry["instruction"]],
+                reference=entry.get("output"),
+                category=entry.get("dataset"),
+            )
+        )
+    return items
+
+
+def _item(data: dict[str, Any], where: str, default_id: str) -> EvalItem:
+    if "turns" in data:  # MT-Bench
+        turns = data["turns"]
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+            raise EvalDatasetError(f"{where}: 'turns' must be a non-empty list of strings.")
+        reference = data.get("reference")
+        return EvalItem(
+            id=str(data.get("question_id", data.get("id", default_id))),
+            turns=turns,
+            reference="\n".join(reference) if isinstance(reference, list) else reference,
+            category=data.get("category"),
+        )
+    key = next((k for k in _INSTRUCTION_KEYS if k in data), None)
+    if key is None or not isinstance(data[key], str) or not data[key].strip():
+        raise EvalDatasetError(
+            f"{where}: missing field 'instruction' (or 'question', 'prompt', or MT-Bench "
+            "'turns'); every item needs the text to ask."
+        )
+    expected = data.get("expected", data.get("answers", []))
+    if isinstance(expected, str):
+        expected = [expected]
+    if not isinstance(expected, list) or not all(isinstance(e, str) for e in expected):
+        raise EvalDatasetError(f"{where}: 'expected' must be a string or a list of strings.")
+    numeric = data.get("numeric")
+    if numeric is not None and not isinstance(numeric, (int, float)):
+        raise EvalDatasetError(f"{where}: 'numeric' must be a number, got {numeric!r}.")
+    pattern = data.get("pattern")
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise EvalDatasetError(f"{where}: 'pattern' is not a valid regex ({exc}).") from None
+    return EvalItem(
+        id=str(data.get("id", default_id)),
+        turns=[data[key]],
+        expected=expected,
+        numeric=float(numeric) if numeric is not None else None,
+        pattern=pattern,
+        reference=data.get("reference") or data.get("output"),
+        category=data.get("category"),
+    )

@@ -1,0 +1,86 @@
+"""Scorers for verifiable answers: exact, normalized, contains, numeric and regex match.
+
+Normalization (for ``normalized`` and ``contains``): lower case, punctuation dropped, the
+articles a/an/the dropped, whitespace collapsed, as in the SQuAD evaluation script.
+``numeric`` reads the last number in the answer (commas and a sign allowed), the convention
+of GSM8K-style grading, and compares within a relative tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+
+from langgraph_moa.eval.datasets import EvalItem
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def normalize(text: str) -> str:
+    """Lower-case, drop punctuation and articles, collapse whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact(answer: str, expected: list[str]) -> bool:
+    """Tell whether the answer, stripped, equals one of the expected answers."""
+    return answer.strip() in [e.strip() for e in expected]
+
+
+def normalized(answer: str, expected: list[str]) -> bool:
+    """Tell whether the normalized answer equals a normalized expected answer."""
+    return normalize(answer) in [normalize(e) for e in expected]
+
+
+def contains(answer: str, expected: list[str]) -> bool:
+    """One of the expected answers appears in the answer as whole words (normalized)."""
+    text = f" {normalize(answer)} "
+    return any(f" {normalize(e)} " in text for e in expected if normalize(e))
+
+
+def last_number(answer: str) -> float | None:
+    """Return the last number written in the answer, or None."""
+    matches = _NUMBER.findall(answer)
+    if not matches:
+        return None
+    try:
+        return float(matches[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def numeric(answer: str, target: float, rel_tol: float = 1e-6) -> bool:
+    """Tell whether the last number in the answer equals `target` (relative tolerance)."""
+    value = last_number(answer)
+    return value is not None and math.isclose(value, target, rel_tol=rel_tol, abs_tol=1e-9)
+
+
+def regex(answer: str, pattern: str) -> bool:
+    """Tell whether the pattern matches somewhere in the answer (case-insensitive)."""
+    return re.search(pattern, answer, flags=re.IGNORECASE | re.DOTALL) is not None
+
+
+def score(item: EvalItem, answer: str) -> dict[str, bool]:
+    """Every scorer that applies to the item; ``correct`` is the one that decides.
+
+    ``correct`` uses, in order of preference, the numeric target, the regex, or a whole-word
+    match of an expected answer.
+    """
+    scores: dict[str, bool] = {}
+    if item.expected:
+        scores["exact"] = exact(answer, item.expected)
+        scores["normalized"] = normalized(answer, item.expected)
+        scores["contains"] = contains(answer, item.expected)
+    if item.numeric is not None:
+        scores["numeric"] = numeric(answer, item.numeric)
+    if item.pattern is not None:
+        scores["regex"] = regex(answer, item.pattern)
+    for decisive in ("numeric", "regex", "contains"):
+        if decisive in scores:
+            scores["correct"] = scores[decisive]
+            break
+    return scores

@@ -1,0 +1,125 @@
+"""Evaluation datasets and scorers, pinned on known inputs."""
+
+import json
+
+import pytest
+
+from langgraph_moa.eval import EvalDatasetError, load_dataset, score, shipped_dataset
+from langgraph_moa.eval.scorers import (
+    contains,
+    exact,
+    last_number,
+    normalize,
+    normalized,
+    numeric,
+    regex,
+)
+
+
+def test_the_shipped_dataset_loads_and_is_verifiable():
+    items = load_dataset(shipped_dataset())
+    assert len(items) == 22 and all(item.verifiable for item in items)
+    assert items[0].turns == ["What is the capital of France?"] and items[0].expected == ["paris"]
+    assert {i.id for i in items if i.numeric is not None} == {
+        "num-01",
+        "num-02",
+        "num-03",
+        "num-04",
+    }
+
+
+def test_jsonl_mt_bench_and_alpaca_formats(tmp_path):
+    (tmp_path / "d.jsonl").write_text(
+        json.dumps({"question": "2+2?", "expected": "4"})
+        + "\n\n"
+        + json.dumps(
+            {
+                "question_id": 81,
+                "category": "writing",
+                "turns": ["Write a haiku.", "Now in French."],
+            }
+        )
+        + "\n"
+    )
+    plain, mt = load_dataset(tmp_path / "d.jsonl")
+    assert (plain.id, plain.turns, plain.expected) == ("1", ["2+2?"], ["4"])
+    assert (mt.id, mt.turns, mt.category) == ("81", ["Write a haiku.", "Now in French."], "writing")
+    (tmp_path / "a.json").write_text(
+        json.dumps([{"instruction": "Say hi", "output": "hi", "dataset": "helpful_base"}])
+    )
+    [alpaca] = load_dataset(tmp_path / "a.json")
+    assert (alpaca.turns, alpaca.reference, alpaca.category) == (["Say hi"], "hi", "helpful_base")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("empty.jsonl", "", "the file is empty"),
+        ("blank.jsonl", "\n\n", "the file is empty"),
+        ("bad.jsonl", '{"instruction": "ok"}\n{"instruction": \n', "bad.jsonl:2: not valid JSON"),
+        (
+            "noinst.jsonl",
+            '{"instruction": "ok"}\n{"expected": "x"}\n',
+            "noinst.jsonl:2: missing field 'instruction'",
+        ),
+        ("list.jsonl", '["a"]\n', "list.jsonl:1: each line must be a JSON object"),
+        ("turns.jsonl", '{"turns": []}\n', "turns.jsonl:1: 'turns' must be a non-empty list"),
+        (
+            "num.jsonl",
+            '{"instruction": "q", "numeric": "five"}\n',
+            "num.jsonl:1: 'numeric' must be a number",
+        ),
+        (
+            "re.jsonl",
+            '{"instruction": "q", "pattern": "("}\n',
+            "re.jsonl:1: 'pattern' is not a valid regex",
+        ),
+        (
+            "dup.jsonl",
+            '{"id": "a", "instruction": "q"}\n{"id": "a", "instruction": "r"}\n',
+            "duplicate ids ['a']",
+        ),
+        ("a.json", '{"instruction": "x"}', "non-empty JSON list"),
+        ("b.json", '[{"output": "x"}]', "item 0: needs an 'instruction'"),
+        ("data.csv", "a,b\n", "unknown dataset format '.csv'"),
+    ],
+)
+def test_bad_datasets_name_the_line_and_the_fix(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(EvalDatasetError) as err:
+        load_dataset(tmp_path / name)
+    assert message in str(err.value)
+
+
+def test_missing_file():
+    with pytest.raises(EvalDatasetError, match="does not exist"):
+        load_dataset("/nonexistent.jsonl")
+
+
+def test_scorers_on_known_inputs():
+    assert normalize("The  Capital, is PARIS!") == "capital is paris"
+    assert exact(" Paris ", ["Paris"]) and not exact("paris", ["Paris"])
+    assert normalized("The answer: Paris.", ["answer paris"])
+    assert contains("I think it's Paris, France.", ["paris"]) and not contains(
+        "Parisian food", ["paris"]
+    )
+    assert contains("It is carbon dioxide.", ["carbon dioxide", "co2"])
+    assert last_number("First 12, then 1,250.5 apples") == 1250.5 and last_number("none") is None
+    assert numeric("So 7 pens cost 21 dollars.", 21) and not numeric("21 or maybe 22", 21)
+    assert numeric("-3.0", -3) and not numeric("no number", 3)
+    assert regex("Use s[::-1] to reverse.", r"s\s*\[\s*::\s*-1\s*\]") and not regex(
+        "reverse it", r"\[::-1\]"
+    )
+
+
+def test_score_picks_the_decisive_scorer():
+    items = {i.id: i for i in load_dataset(shipped_dataset())}
+    assert score(items["fact-01"], "The capital of France is Paris.") == {
+        "exact": False,
+        "normalized": False,
+        "contains": True,
+        "correct": True,
+    }
+    assert score(items["num-01"], "7 pens at 3 dollars: 21 dollars.")["correct"]
+    assert not score(items["num-01"], "They cost 20.")["correct"]
+    assert score(items["re-02"], "Try ada@example.org")["correct"]
