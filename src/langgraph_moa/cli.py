@@ -291,6 +291,37 @@ def models() -> None:
     console.print(f"Presets: {', '.join(list_presets())}")
 
 
+@app.command(name="eval")
+def evaluate(
+    system: Annotated[
+        list[str],
+        typer.Option(
+            "--system", "-s", help="Preset, config file, or 'single:<model spec>' (repeatable)."
+        ),
+    ],
+    dataset: Annotated[
+        Path | None,
+        typer.Option(help="JSONL, MT-Bench or AlpacaEval file (default: the shipped one)."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Output folder: results, summary, report, call cache.")
+    ] = Path("moa-eval"),
+    limit: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Items answered at the same time.")] = 1,
+) -> None:
+    """Compare systems (single models, MoA, Self-MoA...) on a dataset; reruns hit the cache."""
+    import asyncio
+
+    from langgraph_moa.eval.datasets import load_dataset, shipped_dataset
+    from langgraph_moa.eval.runner import Evaluation
+
+    items = load_dataset(dataset or shipped_dataset())[:limit]
+    evaluation = Evaluation(system, items, out, concurrency=concurrency)
+    asyncio.run(evaluation.run(progress=console.is_terminal))
+    console.print((out / "report.md").read_text())
+    console.print(f"[dim]results: {out}/results, {out}/summary.json; call cache: {out}/calls.db[/]")
+
+
 @app.command()
 def serve(
     preset: Annotated[
