@@ -1,5 +1,7 @@
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from langgraph_moa.local.catalog import installed_models
@@ -32,3 +34,17 @@ def no_new_servers_left():
     yield
     leftover = serve_pids() - before
     assert not leftover, f"server processes left behind: {leftover}"
+
+
+def wait_until_up(url: str, proc, timeout: float, why=lambda: "") -> None:
+    """Poll `url` until it answers 200; fail early if the server process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, f"the server exited: {why()}"
+        assert time.monotonic() < deadline, f"{url} did not answer within {timeout:g}s"
+        time.sleep(0.2)

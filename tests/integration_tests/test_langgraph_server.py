@@ -7,11 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from langgraph_moa._net import free_port
-from tests.integration_tests.conftest import serve_pids
+from tests.integration_tests.conftest import serve_pids, wait_until_up
 
 pytestmark = [pytest.mark.local_models, pytest.mark.usefixtures("local_models_available")]
 
@@ -53,16 +52,7 @@ def server_url(tmp_path_factory):
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, Path(log.name).read_text()[-2000:]
-        assert time.monotonic() < deadline, "langgraph dev did not start"
-        time.sleep(0.5)
+    wait_until_up(f"{url}/ok", proc, 90, why=lambda: Path(log.name).read_text()[-2000:])
     yield url
     os.killpg(proc.pid, signal.SIGINT)
     try:

@@ -11,7 +11,7 @@ import pytest
 
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.local.runtime import LocalRuntime
-from tests.integration_tests.conftest import serve_pids
+from tests.integration_tests.conftest import serve_pids, wait_until_up
 
 pytestmark = [pytest.mark.local_models, pytest.mark.usefixtures("local_models_available")]
 
@@ -222,7 +222,6 @@ def test_chat_holds_a_multi_turn_conversation(no_new_servers_left):
 
 
 def test_moa_serve_process_streams_a_local_answer_and_leaves_nothing_behind(no_new_servers_left):
-    import httpx
     import openai
 
     from langgraph_moa._net import free_port
@@ -244,17 +243,9 @@ def test_moa_serve_process_streams_a_local_answer_and_leaves_nothing_behind(no_n
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (
-                proc.stderr.read() if proc.poll() is not None else "timeout"
-            )
-            time.sleep(0.2)
+        wait_until_up(
+            f"http://127.0.0.1:{port}/v1/models", proc, 60, why=lambda: proc.stderr.read()
+        )
         client = openai.OpenAI(
             base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0
         )
