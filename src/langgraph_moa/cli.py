@@ -308,6 +308,10 @@ def evaluate(
     ] = Path("moa-eval"),
     limit: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
     concurrency: Annotated[int, typer.Option(help="Items answered at the same time.")] = 1,
+    judge: Annotated[str | None, typer.Option(help="Judge model for pairwise win rates.")] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="System the others are judged against.")
+    ] = None,
 ) -> None:
     """Compare systems (single models, MoA, Self-MoA...) on a dataset; reruns hit the cache."""
     import asyncio
@@ -316,7 +320,9 @@ def evaluate(
     from langgraph_moa.eval.runner import Evaluation
 
     items = load_dataset(dataset or shipped_dataset())[:limit]
-    evaluation = Evaluation(system, items, out, concurrency=concurrency)
+    evaluation = Evaluation(
+        system, items, out, concurrency=concurrency, judge=judge, baseline=baseline
+    )
     asyncio.run(evaluation.run(progress=console.is_terminal))
     console.print((out / "report.md").read_text())
     console.print(f"[dim]results: {out}/results, {out}/summary.json; call cache: {out}/calls.db[/]")

@@ -182,6 +182,18 @@ def register_local_factory(factory: LocalModelFactory | None) -> None:
     _local_factory = factory
 
 
+def own_async_client() -> Any:
+    """Return a fresh async HTTP client for one model built for one event loop.
+
+    langchain-openai otherwise shares one cached async client per process, which binds to
+    the first event loop that uses it; a model built under a later `asyncio.run` would then
+    fail with "Event loop is closed". `ModelCache` builds models per loop, each with its own.
+    """
+    import httpx
+
+    return httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
+
+
 def _chat_openai_compatible(endpoint: OpenAIEndpoint, params: dict[str, Any]) -> BaseChatModel:
     """Build a client for an OpenAI-compatible server.
 
@@ -201,6 +213,7 @@ def _chat_openai_compatible(endpoint: OpenAIEndpoint, params: dict[str, Any]) ->
         api_key=key or "not-needed",  # type: ignore[arg-type]
         stream_usage=True,
         max_retries=0,  # the graph's RetryPolicy retries, visibly; the client must not
+        http_async_client=own_async_client(),
         **params,
     )
 
@@ -219,6 +232,8 @@ def _from_provider_string(spec: str, params: dict[str, Any]) -> BaseChatModel:
 
     if provider in _CLIENTS_WITH_MAX_RETRIES:
         params = {"max_retries": 0, **params}  # retries belong to the graph, where they show
+    if provider in ("openai", "azure_openai", "together"):
+        params = {"http_async_client": own_async_client(), **params}
     try:
         return init_chat_model(name, model_provider=provider, **params)
     except ImportError as exc:

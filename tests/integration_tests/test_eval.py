@@ -92,3 +92,37 @@ def test_moa_eval_on_the_local_models(tmp_path):
     assert second.returncode == 0
     again = json.loads((tmp_path / "summary.json").read_text())
     assert all(s["cached_calls"] == s["calls"] for s in again.values())
+
+
+def test_pairwise_judge_against_a_baseline_and_cached_rescoring(backend, tmp_path):
+    systems = [f"single:p1@{backend.url}", f"single:p2@{backend.url}"]
+    items = load_dataset(shipped_dataset())[:4]
+    judge = f"judge@{backend.url}"
+    summary = asyncio.run(
+        Evaluation(systems, items, tmp_path, judge=judge, baseline=systems[0]).run(progress=False)
+    )
+    # The fault server's judge never names A or B: every verdict is unreadable, hence a tie.
+    assert summary[systems[1]]["win_rate"] == {
+        "baseline": systems[0],
+        "judge": judge,
+        "rate": 50.0,
+        "ci95": [50.0, 50.0],
+        "items": 4,
+    }
+    assert "win_rate" not in summary[systems[0]]
+    assert backend.requests["judge"] >= 8  # both orders for every item
+    before = backend.requests["judge"]
+    asyncio.run(
+        Evaluation(systems, items, tmp_path, judge=judge, baseline=systems[0]).run(progress=False)
+    )
+    assert backend.requests["judge"] == before  # verdicts come from the call cache
+    assert "Pairwise win rate against" in (tmp_path / "report.md").read_text()
+
+
+def test_judge_needs_a_baseline_among_the_systems(tmp_path):
+    with pytest.raises(MoAConfigError, match="needs both --judge"):
+        Evaluation(["local-moa"], [], tmp_path, judge="local:qwen2.5-coder-0.5b")
+    with pytest.raises(MoAConfigError, match="must be one of the systems"):
+        Evaluation(
+            ["local-moa"], [], tmp_path, judge="local:qwen2.5-coder-0.5b", baseline="moa-lite"
+        )

@@ -24,6 +24,7 @@ from langgraph_moa.cache import SQLiteCallCache, call_key
 from langgraph_moa.config import MoAConfig, ProposerConfig, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.eval.datasets import EvalItem
+from langgraph_moa.eval.judge import bootstrap_interval, judge_pair, win_rate
 from langgraph_moa.eval.scorers import score
 from langgraph_moa.graph import create_moa_graph
 from langgraph_moa.models import ModelCache
@@ -69,8 +70,23 @@ class Evaluation:
         out_dir: str | Path,
         *,
         concurrency: int = 1,
+        judge: str | None = None,
+        baseline: str | None = None,
     ) -> None:
-        """Prepare the output folder and the call cache; nothing is called yet."""
+        """Prepare the output folder and the call cache; nothing is called yet.
+
+        With `judge` (a model spec) and `baseline` (one of `systems`), every other system is
+        judged pairwise against the baseline: win rate with a bootstrap interval.
+        """
+        if (judge is None) != (baseline is None):
+            raise MoAConfigError(
+                "Pairwise judging needs both --judge (a model) and --baseline (a system)."
+            )
+        if baseline is not None and baseline not in systems:
+            raise MoAConfigError(
+                f"The baseline {baseline!r} must be one of the systems: {systems}."
+            )
+        self.judge, self.baseline = judge, baseline
         self.out = Path(out_dir)
         (self.out / "results").mkdir(parents=True, exist_ok=True)
         self.cache = SQLiteCallCache(self.out / "calls.db")
@@ -148,6 +164,7 @@ class Evaluation:
         """Answer every item with every system; write results, summary and report."""
         gate = asyncio.Semaphore(self.concurrency)
         summary: dict[str, Any] = {}
+        results: dict[str, list[dict[str, Any]]] = {}
         columns = [
             TextColumn("{task.description}"),
             BarColumn(),
@@ -174,9 +191,49 @@ class Evaluation:
                     "".join(json.dumps(r, default=str) + "\n" for r in rows), encoding="utf-8"
                 )
                 summary[system.name] = _summarize(rows, elapsed)
+                results[system.name] = rows
+        if self.judge is not None and self.baseline is not None:
+            await self._judge_all(results, summary)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         (self.out / "report.md").write_text(render_report(summary), encoding="utf-8")
         return summary
+
+    async def _judge_all(
+        self, results: dict[str, list[dict[str, Any]]], summary: dict[str, Any]
+    ) -> None:
+        """Judge each system against the baseline, item by item, both orders."""
+        assert self.judge is not None and self.baseline is not None
+        judge_model = self._models.get(self.judge, {"temperature": 0.0, "max_tokens": 8})
+        base = {r["id"]: r for r in results[self.baseline]}
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(row: dict[str, Any]) -> float | None:
+            other = base.get(row["id"])
+            if other is None or row["error"] or other["error"]:
+                return None
+            async with gate:
+                return await asyncio.to_thread(
+                    judge_pair,
+                    judge_model,
+                    "\n\n".join(row["turns"]),
+                    row["answer"],
+                    other["answer"],
+                    self.cache,
+                    self.judge or "judge",
+                )
+
+        for name, rows in results.items():
+            if name == self.baseline:
+                continue
+            scores = [s for s in await asyncio.gather(*(one(r) for r in rows)) if s is not None]
+            low, high = bootstrap_interval(scores)
+            summary[name]["win_rate"] = {
+                "baseline": self.baseline,
+                "judge": self.judge,
+                "rate": round(win_rate(scores), 1),
+                "ci95": [round(low, 1), round(high, 1)],
+                "items": len(scores),
+            }
 
 
 def _per_layer(calls: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -229,6 +286,20 @@ def render_report(summary: dict[str, Any]) -> str:
             s["wall_s"],
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    judged = {name: s["win_rate"] for name, s in summary.items() if "win_rate" in s}
+    if judged:
+        first = next(iter(judged.values()))
+        lines += [
+            "",
+            f"Pairwise win rate against **{first['baseline']}** (judge: {first['judge']}, both "
+            "orders asked, 95% bootstrap interval):",
+            "",
+            "| system | win rate | 95% interval | items |",
+            "|---|---|---|---|",
+        ]
+        for name, w in judged.items():
+            ci = f"{w['ci95'][0]} - {w['ci95'][1]}"
+            lines.append(f"| {name} | {w['rate']} | {ci} | {w['items']} |")
     best = max(summary.items(), key=lambda kv: kv[1]["accuracy"] or 0, default=None)
     if best is not None:
         lines += [

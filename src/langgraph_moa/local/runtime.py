@@ -33,7 +33,7 @@ from pydantic import PrivateAttr
 from langgraph_moa._net import free_port
 from langgraph_moa.errors import MoAError
 from langgraph_moa.local.catalog import LocalModelError, LocalModelInfo, lookup, model_path
-from langgraph_moa.models import register_local_factory
+from langgraph_moa.models import own_async_client, register_local_factory
 
 READY_TIMEOUT_S = 120.0
 
@@ -218,6 +218,7 @@ class LocalRuntime:
             base_url=server.url,
             api_key="local",  # type: ignore[arg-type]
             max_retries=0,  # retries belong to the graph's RetryPolicy
+            http_async_client=own_async_client(),
             **params,
         )
         model._runtime = self

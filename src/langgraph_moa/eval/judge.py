@@ -1,0 +1,103 @@
+"""Pairwise LLM judging against a baseline, both orders asked, with a bootstrap interval.
+
+Each item is judged twice: the candidate as response A and the baseline as B, then swapped.
+A judge that always prefers the first position therefore scores every pair 0.5, and its
+bias cancels. The candidate's score per item is the mean of its two verdicts (win 1, tie
+0.5, loss 0), and the win rate is the mean over items, in percent, with a percentile
+bootstrap confidence interval over items.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from langgraph_moa.cache import CallCache, call_key
+
+Verdict = Literal["A", "B", "tie"]
+
+JUDGE_SYSTEM = (
+    "You are an impartial judge. Compare two responses to the user's instruction and decide "
+    "which one is more helpful, accurate and complete. Do not let the order of the responses, "
+    "their length or their style sway you. Reply with exactly one of: A, B, tie."
+)
+
+
+def judge_messages(instruction: str, first: str, second: str) -> list[SystemMessage | HumanMessage]:
+    """Build the judge's input for one order of the pair."""
+    return [
+        SystemMessage(JUDGE_SYSTEM),
+        HumanMessage(
+            f"[Instruction]\n{instruction}\n\n[Response A]\n{first}\n\n[Response B]\n{second}\n\n"
+            "Which response is better? Reply with A, B or tie."
+        ),
+    ]
+
+
+def parse_verdict(text: str) -> Verdict | None:
+    """Read the judge's reply: the first standalone A, B or tie (case-insensitive)."""
+    match = re.search(r"\b(tie|a|b)\b", text.strip(), flags=re.IGNORECASE)
+    if match is None:
+        return None
+    word = match.group(1).lower()
+    return "tie" if word == "tie" else ("A" if word == "a" else "B")
+
+
+def pair_score(candidate_first: Verdict | None, baseline_first: Verdict | None) -> float:
+    """Candidate's score from both orders; an unreadable verdict counts as a tie."""
+    first = {"A": 1.0, "B": 0.0, "tie": 0.5, None: 0.5}[candidate_first]
+    second = {"A": 0.0, "B": 1.0, "tie": 0.5, None: 0.5}[baseline_first]
+    return (first + second) / 2
+
+
+def judge_pair(
+    judge: BaseChatModel,
+    instruction: str,
+    candidate: str,
+    baseline: str,
+    cache: CallCache | None = None,
+    label: str = "judge",
+) -> float:
+    """Ask the judge in both orders; return the candidate's score in [0, 1].
+
+    With a `cache`, verdicts are stored like any other call, so rescoring is free.
+    """
+
+    def ask(first: str, second: str) -> str:
+        messages = judge_messages(instruction, first, second)
+        key = call_key(model=label, params={}, messages=list(messages), role="judge", sample=0)
+        if cache is not None and (hit := cache.get(key)) is not None:
+            return hit.text
+        reply = judge.invoke(messages)
+        if cache is not None:
+            cache.put(key, reply)
+        return reply.text
+
+    return pair_score(
+        parse_verdict(ask(candidate, baseline)), parse_verdict(ask(baseline, candidate))
+    )
+
+
+def win_rate(scores: Sequence[float]) -> float:
+    """Mean score in percent."""
+    return 100.0 * sum(scores) / len(scores) if scores else float("nan")
+
+
+def bootstrap_interval(
+    scores: Sequence[float], *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the win rate (resampling items, seeded)."""
+    if not scores:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    n = len(scores)
+    rates = sorted(win_rate([scores[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    low = rates[int(tail * (resamples - 1))]
+    high = rates[int((1 - tail) * (resamples - 1))]
+    return low, high

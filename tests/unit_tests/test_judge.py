@@ -1,0 +1,49 @@
+"""Pairwise judging: position bias cancels, the bootstrap interval is pinned."""
+
+import pytest
+
+from langgraph_moa.eval.judge import (
+    bootstrap_interval,
+    judge_pair,
+    pair_score,
+    parse_verdict,
+    win_rate,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [("A", "A"), ("b.", "B"), ("Tie", "tie"), ("Response A is better", "A"), ("hmm", None)],
+)
+def test_parse_verdict(text, verdict):
+    assert parse_verdict(text) == verdict
+
+
+def test_a_judge_that_always_prefers_the_first_position_cancels_out(fake):
+    biased = fake("JUDGE", reply=lambda *a: "A")
+    assert judge_pair(biased, "q", "candidate answer", "baseline answer") == 0.5
+
+
+def test_a_judge_that_prefers_the_candidate_in_both_orders_gives_a_win(fake):
+    def prefers_candidate(label, n, messages):
+        prompt = messages[-1].text
+        return "A" if prompt.index("candidate answer") < prompt.index("baseline answer") else "B"
+
+    judge = fake("JUDGE", reply=prefers_candidate)
+    assert judge_pair(judge, "q", "candidate answer", "baseline answer") == 1.0
+    assert len(judge.log.calls) == 2  # both orders asked
+
+
+def test_pair_scores_and_win_rate():
+    assert pair_score("A", "B") == 1.0 and pair_score("B", "A") == 0.0
+    assert pair_score("tie", "tie") == 0.5 and pair_score(None, "B") == 0.75
+    assert win_rate([1, 0, 0.5, 1]) == 62.5
+
+
+def test_bootstrap_interval_is_seeded_and_sensible():
+    assert bootstrap_interval([1.0] * 10) == (100.0, 100.0)
+    scores = [1, 0, 1, 1, 0.5, 0, 1, 1, 0, 1]
+    low, high = bootstrap_interval(scores, seed=7)
+    assert (low, high) == bootstrap_interval(scores, seed=7)
+    assert low < win_rate(scores) < high
+    assert 30 <= low <= 50 and 80 <= high <= 95
