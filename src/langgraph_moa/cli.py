@@ -25,7 +25,7 @@ from rich.text import Text
 
 from langgraph_moa.config import MoAConfig, list_presets
 from langgraph_moa.context import MoAContext, apply_context
-from langgraph_moa.errors import MoAError
+from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.graph import create_moa_graph, final_answer_only
 from langgraph_moa.models import PROVIDER_API_KEY_ENV
 
@@ -312,6 +312,15 @@ def evaluate(
     baseline: Annotated[
         str | None, typer.Option(help="System the others are judged against.")
     ] = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(help="YAML/JSON price table: model -> {prompt, completion} $ per 1M tokens."),
+    ] = None,
+    langsmith_dataset: Annotated[
+        str | None,
+        typer.Option(help="Read the items from this LangSmith dataset (needs LANGSMITH_API_KEY)."),
+    ] = None,
+    plots: Annotated[bool, typer.Option(help="Draw the PNG plots (needs the eval extra).")] = True,
 ) -> None:
     """Compare systems (single models, MoA, Self-MoA...) on a dataset; reruns hit the cache."""
     import asyncio
@@ -319,9 +328,23 @@ def evaluate(
     from langgraph_moa.eval.datasets import load_dataset, shipped_dataset
     from langgraph_moa.eval.runner import Evaluation
 
-    items = load_dataset(dataset or shipped_dataset())[:limit]
+    if langsmith_dataset is not None and dataset is not None:
+        raise MoAConfigError("Give either --dataset or --langsmith-dataset, not both.")
+    if langsmith_dataset is not None:
+        from langgraph_moa.eval.langsmith_eval import load_langsmith_dataset
+
+        items = load_langsmith_dataset(langsmith_dataset, limit=limit)
+    else:
+        items = load_dataset(dataset or shipped_dataset())[:limit]
     evaluation = Evaluation(
-        system, items, out, concurrency=concurrency, judge=judge, baseline=baseline
+        system,
+        items,
+        out,
+        concurrency=concurrency,
+        judge=judge,
+        baseline=baseline,
+        prices=prices,
+        plots=plots,
     )
     asyncio.run(evaluation.run(progress=console.is_terminal))
     console.print((out / "report.md").read_text())

@@ -336,17 +336,7 @@ class MoAConfig(BaseModel):
     def from_file(cls, path: str | Path) -> MoAConfig:
         """Load a config from a YAML (.yaml/.yml) or JSON (.json) file."""
         path = Path(path)
-        if not path.is_file():
-            raise MoAConfigError(f"Config file {str(path)!r} does not exist.")
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise MoAConfigError(f"Config file {str(path)!r} is not valid: {exc}") from None
-        if not isinstance(data, dict):
-            raise MoAConfigError(
-                f"Config file {str(path)!r} must hold a mapping of settings at the top level."
-            )
+        data = read_mapping_file(path, "Config file", "a mapping of settings")
         if "preset" in data:
             return cls.from_preset(data.pop("preset"), **data)
         return cls(**data)
@@ -357,6 +347,24 @@ class MoAConfig(BaseModel):
         path = Path(path)
         text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data)
         path.write_text(text, encoding="utf-8")
+
+
+def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or JSON (.json) file that must hold a mapping.
+
+    Errors name the file, what it is (`what`) and what it must hold (`holds`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MoAConfigError(f"{what} {str(path)!r} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise MoAConfigError(f"{what} {str(path)!r} is not valid: {exc}") from None
+    if not isinstance(data, dict):
+        raise MoAConfigError(f"{what} {str(path)!r} must hold {holds} at the top level.")
+    return data
 
 
 def list_presets() -> list[str]:

@@ -48,3 +48,25 @@ def wait_until_up(url: str, proc, timeout: float, why=lambda: "") -> None:
         assert proc.poll() is None, f"the server exited: {why()}"
         assert time.monotonic() < deadline, f"{url} did not answer within {timeout:g}s"
         time.sleep(0.2)
+
+
+@pytest.fixture
+def recorder():
+    """A loopback stand-in for the LangSmith API that records what the SDK sends."""
+    from fastapi import FastAPI, Request
+
+    from langgraph_moa.testing import BackgroundServer
+
+    app = FastAPI()
+    sent: list[dict] = []
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PATCH"])
+    async def record(path: str, request: Request):
+        body = await request.body()
+        sent.append({"method": request.method, "path": path, "body": body.decode(errors="replace")})
+        if path.endswith("info"):
+            return {"version": "0.0.0", "batch_ingest_config": {}}
+        return {}
+
+    with BackgroundServer(app) as server:
+        yield server.root, sent

@@ -4,11 +4,13 @@ import asyncio
 import json
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 from langgraph_moa import MoAConfig, MoAConfigError
 from langgraph_moa.eval import load_dataset, shipped_dataset
+from langgraph_moa.eval.langsmith_eval import evaluate_system
 from langgraph_moa.eval.runner import Evaluation
 from langgraph_moa.testing import FaultProfile, FaultServer
 
@@ -19,13 +21,19 @@ def backend():
         yield server
 
 
-def test_systems_run_results_are_written_and_a_rerun_hits_the_cache(backend, tmp_path):
-    moa_file = tmp_path / "moa.yaml"
+@pytest.fixture
+def moa_file(backend, tmp_path):
+    """Two proposers and an aggregator on the fault server, one proposer layer."""
+    path = tmp_path / "moa.yaml"
     MoAConfig(
         proposers=[f"p1@{backend.url}", f"p2@{backend.url}"],
         aggregator=f"agg@{backend.url}",
         layers=2,
-    ).to_file(moa_file)
+    ).to_file(path)
+    return path
+
+
+def test_systems_run_results_are_written_and_a_rerun_hits_the_cache(backend, moa_file, tmp_path):
     systems = [f"single:p1@{backend.url}", str(moa_file)]
     items = load_dataset(shipped_dataset())[:5]
 
@@ -49,9 +57,24 @@ def test_systems_run_results_are_written_and_a_rerun_hits_the_cache(backend, tmp
         .splitlines()
     ]
     assert [r["id"] for r in rows] == [i.id for i in items]
-    assert set(rows[0]["layers"]) == {"1", "2"}  # per-layer outputs kept for layer analysis
-    report = (tmp_path / "out" / "report.md").read_text()
+    # Per-layer analysis (layers=2: one proposer layer, then the aggregator): the proposals
+    # and the final answer were scored, and the final answer was compared with both proposals.
+    assert set(rows[0]["stage_scores"]) == {"1", "final"}
+    assert len(rows[0]["stage_scores"]["1"]) == 2 and len(rows[0]["proposal_scores"]) == 2
+    assert {c["role"] for c in rows[0]["trace"]} == {"proposer", "aggregator"}
+    assert set(first[str(moa_file)]["layer_curve"]) == {"1", "final"}
+    out = tmp_path / "out"
+    report = (out / "report.md").read_text()
     assert "| system | correct |" in report and str(moa_file) in report
+    assert "![Quality vs cost (Pareto front marked)](quality_vs_cost.png)" in report
+    assert "![Quality per layer](quality_per_layer.png)" in report
+    for png in ("quality_vs_cost.png", "quality_per_layer.png"):
+        assert (out / png).read_bytes().startswith(b"\x89PNG")
+    exported = json.loads(
+        next((out / "exports" / "alpaca_eval").glob("*moa.yaml/model_outputs.json")).read_text()
+    )
+    assert [e["output"] for e in exported] == [r["answer"] for r in rows]
+    assert len(list((out / "exports" / "mt_bench" / "model_answer").glob("*.jsonl"))) == 2
 
     second = asyncio.run(Evaluation(systems, items, tmp_path / "out").run(progress=False))
     assert sum(backend.requests.values()) == requests_after_first  # nothing generated again
@@ -96,7 +119,7 @@ def test_moa_eval_on_the_local_models(tmp_path):
 
 def test_pairwise_judge_against_a_baseline_and_cached_rescoring(backend, tmp_path):
     systems = [f"single:p1@{backend.url}", f"single:p2@{backend.url}"]
-    items = load_dataset(shipped_dataset())[:4]
+    items = load_dataset(shipped_dataset())[:6]
     judge = f"judge@{backend.url}"
     summary = asyncio.run(
         Evaluation(systems, items, tmp_path, judge=judge, baseline=systems[0]).run(progress=False)
@@ -107,10 +130,11 @@ def test_pairwise_judge_against_a_baseline_and_cached_rescoring(backend, tmp_pat
         "judge": judge,
         "rate": 50.0,
         "ci95": [50.0, 50.0],
-        "items": 4,
+        "items": 6,
+        "length_controlled": {"rate": 50.0, "standard_error": 0.0},
     }
     assert "win_rate" not in summary[systems[0]]
-    assert backend.requests["judge"] >= 8  # both orders for every item
+    assert backend.requests["judge"] >= 12  # both orders for every item
     before = backend.requests["judge"]
     asyncio.run(
         Evaluation(systems, items, tmp_path, judge=judge, baseline=systems[0]).run(progress=False)
@@ -126,3 +150,76 @@ def test_judge_needs_a_baseline_among_the_systems(tmp_path):
         Evaluation(
             ["local-moa"], [], tmp_path, judge="local:qwen2.5-coder-0.5b", baseline="moa-lite"
         )
+
+
+def _examples(n):
+    from langsmith.schemas import Example
+
+    dataset = uuid.uuid4()
+    items = load_dataset(shipped_dataset())[:n]
+    return items, [
+        Example(
+            id=uuid.uuid4(),
+            dataset_id=dataset,
+            inputs={"question": item.turns[0]},
+            outputs={"expected": item.expected, "numeric": item.numeric, "pattern": item.pattern},
+        )
+        for item in items
+    ]
+
+
+def test_langsmith_evaluate_runs_a_system_with_the_verifiable_scorers(
+    backend, recorder, moa_file, tmp_path
+):
+    from langsmith import Client
+
+    url, _ = recorder
+    _, examples = _examples(3)
+    client = Client(api_url=url, api_key="test-key")
+    before = sum(backend.requests.values())
+
+    results = evaluate_system(
+        str(moa_file), examples, client=client, cache_dir=tmp_path / "cache", upload_results=False
+    )
+    rows = list(results)
+    assert len(rows) == 3 and sum(backend.requests.values()) - before == 3 * 3
+    for row in rows:
+        assert row["run"].outputs["calls"] == 3 and row["run"].outputs["answer"]
+        [verdict] = row["evaluation_results"]["results"]
+        assert verdict.key == "correct" and verdict.score in (0, 1)
+
+    # A second experiment on the same data is served from the call cache.
+    again = list(
+        evaluate_system(
+            str(moa_file),
+            examples,
+            client=client,
+            cache_dir=tmp_path / "cache",
+            upload_results=False,
+        )
+    )
+    assert len(again) == 3 and sum(backend.requests.values()) - before == 3 * 3
+    client.flush()  # traces go to the loopback recorder before it stops
+
+
+@pytest.mark.local_models
+@pytest.mark.usefixtures("local_models_available")
+def test_langsmith_evaluate_on_the_local_model(recorder, tmp_path):
+    from langsmith import Client
+
+    url, _ = recorder
+    _, examples = _examples(2)
+    client = Client(api_url=url, api_key="test-key")
+    results = list(
+        evaluate_system(
+            "single:local:qwen2.5-coder-0.5b",
+            examples,
+            client=client,
+            cache_dir=tmp_path,
+            upload_results=False,
+        )
+    )
+    assert len(results) == 2
+    assert all(r["run"].outputs["answer"].strip() for r in results)
+    assert all(r["evaluation_results"]["results"][0].score in (0, 1) for r in results)
+    client.flush()

@@ -6,33 +6,13 @@ and metadata, and no API key may appear anywhere in what the SDK sends.
 
 import json
 
-import pytest
 from langsmith import Client
 from langsmith.run_helpers import tracing_context
 
 from langgraph_moa import MoAConfig, OpenAIEndpoint, create_moa_graph
-from langgraph_moa.testing import BackgroundServer, FaultProfile, FaultServer
+from langgraph_moa.testing import FaultProfile, FaultServer
 
 SECRET = "sk-this-must-never-reach-a-trace-0123456789"
-
-
-@pytest.fixture
-def recorder():
-    from fastapi import FastAPI, Request
-
-    app = FastAPI()
-    sent: list[dict] = []
-
-    @app.api_route("/{path:path}", methods=["GET", "POST", "PATCH"])
-    async def record(path: str, request: Request):
-        body = await request.body()
-        sent.append({"method": request.method, "path": path, "body": body.decode(errors="replace")})
-        if path.endswith("info"):
-            return {"version": "0.0.0", "batch_ingest_config": {}}
-        return {}
-
-    with BackgroundServer(app) as server:
-        yield server.root, sent
 
 
 def runs_from(sent):

@@ -106,6 +106,7 @@ def test_presets_match_the_papers():
         "local-moa",
         "local-self-moa",
         "local-self-moa-seq",
+        "local-ranker",
     }
     moa = MoAConfig.from_preset("moa")
     assert moa.layers == 3 and len(moa.proposers) == 6

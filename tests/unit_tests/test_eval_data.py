@@ -123,3 +123,62 @@ def test_score_picks_the_decisive_scorer():
     assert score(items["num-01"], "7 pens at 3 dollars: 21 dollars.")["correct"]
     assert not score(items["num-01"], "They cost 20.")["correct"]
     assert score(items["re-02"], "Try ada@example.org")["correct"]
+
+
+class _LangSmithStub:
+    """Stands in for langsmith.Client.list_examples (the only call the loader makes)."""
+
+    def __init__(self, examples):
+        self.examples, self.asked = examples, []
+
+    def list_examples(self, dataset_name, limit=None):
+        self.asked.append((dataset_name, limit))
+        return iter(self.examples[:limit])
+
+
+def _example(inputs, outputs=None, id="e1"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(id=id, inputs=inputs, outputs=outputs, metadata={"category": "facts"})
+
+
+def test_langsmith_examples_become_items():
+    from langgraph_moa.eval.langsmith_eval import load_langsmith_dataset
+
+    stub = _LangSmithStub(
+        [
+            _example({"question": "Capital of France?"}, {"answer": "Paris"}, id="a"),
+            _example(
+                {
+                    "messages": [
+                        {"role": "system", "content": "be brief"},
+                        {"role": "user", "content": "2+2?"},
+                    ]
+                },
+                {"numeric": 4},
+                id="b",
+            ),
+            _example({"prompt": "Write a haiku."}, None, id="c"),
+        ]
+    )
+    items = load_langsmith_dataset("my-set", client=stub, limit=3)
+    assert stub.asked == [("my-set", 3)]
+    assert [(i.id, i.turns, i.expected, i.numeric, i.category) for i in items] == [
+        ("a", ["Capital of France?"], ["Paris"], None, "facts"),
+        ("b", ["2+2?"], [], 4.0, "facts"),
+        ("c", ["Write a haiku."], [], None, "facts"),
+    ]
+    assert items[0].verifiable and items[1].verifiable and not items[2].verifiable
+
+
+def test_bad_langsmith_examples_name_the_example_and_the_fix():
+    from langgraph_moa.eval.langsmith_eval import item_from_example, load_langsmith_dataset
+
+    with pytest.raises(
+        EvalDatasetError, match=r"LangSmith example x1: inputs need one of instruction"
+    ):
+        item_from_example(_example({"text": "hi"}, id="x1"))
+    with pytest.raises(EvalDatasetError, match="must be a string or a list"):
+        item_from_example(_example({"question": "q"}, {"expected": 4}, id="x2"))
+    with pytest.raises(EvalDatasetError, match="holds no examples"):
+        load_langsmith_dataset("empty", client=_LangSmithStub([]))

@@ -1,4 +1,4 @@
-"""Run systems over a dataset: one results file per system, a summary, a Markdown report.
+"""Run systems over a dataset: results per system, a summary, plots, exports and a report.
 
 A system is a preset name (``local-moa``), a config file (``my-moa.yaml``), or one model
 alone written ``single:<model spec>`` (``single:local:qwen2.5-coder-0.5b``). Every model
@@ -23,8 +23,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from langgraph_moa.cache import SQLiteCallCache, call_key
 from langgraph_moa.config import MoAConfig, ProposerConfig, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
+from langgraph_moa.eval.costs import Prices, dollars, load_prices, pareto_front
 from langgraph_moa.eval.datasets import EvalItem
+from langgraph_moa.eval.export import write_exports
 from langgraph_moa.eval.judge import bootstrap_interval, judge_pair, win_rate
+from langgraph_moa.eval.layers import (
+    last_proposals,
+    layer_curve,
+    similarities,
+    similarity_vs_quality,
+    stages,
+)
+from langgraph_moa.eval.length_control import Judged, length_controlled_win_rate
+from langgraph_moa.eval.plots import quality_per_layer, quality_vs_cost
+from langgraph_moa.eval.report import render_report
 from langgraph_moa.eval.scorers import score
 from langgraph_moa.graph import create_moa_graph
 from langgraph_moa.models import ModelCache
@@ -72,11 +84,16 @@ class Evaluation:
         concurrency: int = 1,
         judge: str | None = None,
         baseline: str | None = None,
+        prices: Prices | str | Path | None = None,
+        plots: bool = True,
+        exports: bool = True,
     ) -> None:
         """Prepare the output folder and the call cache; nothing is called yet.
 
         With `judge` (a model spec) and `baseline` (one of `systems`), every other system is
-        judged pairwise against the baseline: win rate with a bootstrap interval.
+        judged pairwise against the baseline: win rate with a bootstrap interval, and the
+        length-controlled win rate. `prices` (a table or its YAML/JSON file, see
+        `langgraph_moa.eval.costs`) turns tokens into dollars.
         """
         if (judge is None) != (baseline is None):
             raise MoAConfigError(
@@ -87,6 +104,10 @@ class Evaluation:
                 f"The baseline {baseline!r} must be one of the systems: {systems}."
             )
         self.judge, self.baseline = judge, baseline
+        self.prices: Prices | None = (
+            load_prices(prices) if isinstance(prices, (str, Path)) else prices
+        )
+        self.plots, self.exports = plots, exports
         self.out = Path(out_dir)
         (self.out / "results").mkdir(parents=True, exist_ok=True)
         self.cache = SQLiteCallCache(self.out / "calls.db")
@@ -94,6 +115,7 @@ class Evaluation:
         self.items = items
         self.concurrency = max(1, concurrency)
         self._models = ModelCache()
+        self.notes: list[str] = []
 
     async def _answer_single(
         self, system: System, history: list[BaseMessage]
@@ -116,7 +138,11 @@ class Evaluation:
         call = {
             "role": "single",
             "layer": 1,
+            "proposer": 0,
+            "sample": 0,
+            "configured_model": role.label,
             "model": role.label,
+            "status": "ok",
             "output": reply.text,
             "cached": hit is not None,
             "latency_s": round(time.perf_counter() - started, 4),
@@ -125,43 +151,70 @@ class Evaluation:
         }
         return AIMessage(content=reply.text), [call]
 
-    async def _run_item(self, system: System, item: EvalItem) -> dict[str, Any]:
+    async def run_item(self, system: System, item: EvalItem) -> dict[str, Any]:
+        """Answer one item with one system: the results row, scores and analysis included."""
         history: list[BaseMessage] = []
         calls: list[dict[str, Any]] = []
         started = time.perf_counter()
         error = None
-        for turn in item.turns:  # multi-turn items answer turn by turn, history carried
-            history.append(HumanMessage(turn))
+        for turn, text in enumerate(item.turns):  # multi-turn: answer by turn, history carried
+            history.append(HumanMessage(text))
             try:
                 if system.single is not None:
                     answer, turn_calls = await self._answer_single(system, history)
                 else:
                     state = await system.graph.ainvoke({"messages": history})
-                    answer, turn_calls = state["messages"][-1], list(state["calls"])
+                    answer = state["messages"][-1]
+                    turn_calls = [{k: c.get(k) for k in _CALL_FIELDS} for c in state["calls"]]
             except MoAError as exc:
                 error = str(exc)
                 break
             history.append(AIMessage(content=answer.text))
-            calls.extend(turn_calls)
-        final = history[-1].text if history and isinstance(history[-1], AIMessage) else ""
-        return {
+            calls.extend({**c, "turn": turn} for c in turn_calls)
+        answers = [m.text for m in history if isinstance(m, AIMessage)]
+        final = answers[-1] if answers and error is None else ""
+        row: dict[str, Any] = {
             "id": item.id,
             "system": system.name,
+            "category": item.category,
             "turns": item.turns,
-            "answers": [m.text for m in history if isinstance(m, AIMessage)],
+            "answers": answers,
             "answer": final,
             "error": error,
             "scores": score(item, final) if error is None and item.verifiable else {},
-            "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
-            "completion_tokens": sum(c["completion_tokens"] for c in calls),
+            "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in calls),
+            "completion_tokens": sum(c["completion_tokens"] or 0 for c in calls),
             "calls": len(calls),
             "cached_calls": sum(bool(c.get("cached")) for c in calls),
-            "layers": _per_layer(calls),
             "wall_s": round(time.perf_counter() - started, 3),
+            "trace": calls,
         }
+        if error is None and item.verifiable:
+            self._analyze(item, row, [c for c in calls if c["turn"] == len(item.turns) - 1])
+        return row
+
+    def _analyze(self, item: EvalItem, row: dict[str, Any], calls: list[dict[str, Any]]) -> None:
+        """Score each layer's outputs, and compare the final answer with its proposals."""
+
+        def correct(text: str) -> int:
+            return int(bool(score(item, text).get("correct")))
+
+        final = row["answer"]
+        row["stage_scores"] = {
+            stage: [correct(o) for o in outputs] for stage, outputs in stages(calls, final).items()
+        }
+        proposals = last_proposals(calls)
+        if not proposals:
+            return
+        row["proposal_scores"] = [correct(p) for p in proposals]
+        try:
+            row["proposal_similarity"] = similarities(final, proposals)
+        except MoAError as exc:
+            if str(exc) not in self.notes:
+                self.notes.append(str(exc))
 
     async def run(self, progress: bool = True) -> dict[str, Any]:
-        """Answer every item with every system; write results, summary and report."""
+        """Answer every item with every system; write results, summary, plots and report."""
         gate = asyncio.Semaphore(self.concurrency)
         summary: dict[str, Any] = {}
         results: dict[str, list[dict[str, Any]]] = {}
@@ -179,24 +232,58 @@ class Evaluation:
                     item: EvalItem, system: System = system, task: Any = task
                 ) -> dict[str, Any]:
                     async with gate:
-                        row = await self._run_item(system, item)
+                        row = await self.run_item(system, item)
                     bar.advance(task)
                     return row
 
                 started = time.perf_counter()
                 rows = await asyncio.gather(*(one(item) for item in self.items))
                 elapsed = time.perf_counter() - started
-                path = self.out / "results" / f"{_slug(system.name)}.jsonl"
+                path = self.out / "results" / f"{slug(system.name)}.jsonl"
                 path.write_text(
                     "".join(json.dumps(r, default=str) + "\n" for r in rows), encoding="utf-8"
                 )
-                summary[system.name] = _summarize(rows, elapsed)
+                summary[system.name] = self._summarize(rows, elapsed)
                 results[system.name] = rows
         if self.judge is not None and self.baseline is not None:
             await self._judge_all(results, summary)
+        extras: dict[str, Any] = {"notes": self.notes}
+        if self.plots:
+            self._plot(summary, extras)
+        if self.exports:
+            write_exports(self.out, results, slug)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        (self.out / "report.md").write_text(render_report(summary), encoding="utf-8")
+        (self.out / "report.md").write_text(render_report(summary, extras), encoding="utf-8")
         return summary
+
+    def _summarize(self, rows: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
+        scored = [r for r in rows if "correct" in r["scores"]]
+        correct = sum(r["scores"]["correct"] for r in scored)
+        out: dict[str, Any] = {
+            "items": len(rows),
+            "errors": sum(r["error"] is not None for r in rows),
+            "correct": correct,
+            "scored": len(scored),
+            "accuracy": round(correct / len(scored), 4) if scored else None,
+            "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
+            "completion_tokens": sum(r["completion_tokens"] for r in rows),
+            "calls": sum(r["calls"] for r in rows),
+            "cached_calls": sum(r["cached_calls"] for r in rows),
+            "median_item_s": round(statistics.median(r["wall_s"] for r in rows), 3)
+            if rows
+            else None,
+            "wall_s": round(elapsed, 2),
+            "layer_curve": layer_curve(rows),
+        }
+        if any("proposal_similarity" in r for r in rows):
+            try:
+                out["similarity"] = similarity_vs_quality(rows)
+            except MoAError as exc:
+                self.notes.append(str(exc))
+        if self.prices is not None:
+            spent, unpriced = dollars([c for r in rows for c in r["trace"]], self.prices)
+            out["dollars"], out["unpriced_calls"] = round(spent, 6), unpriced
+        return out
 
     async def _judge_all(
         self, results: dict[str, list[dict[str, Any]]], summary: dict[str, Any]
@@ -207,108 +294,115 @@ class Evaluation:
         base = {r["id"]: r for r in results[self.baseline]}
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(row: dict[str, Any]) -> float | None:
+        async def one(row: dict[str, Any]) -> Judged | None:
             other = base.get(row["id"])
             if other is None or row["error"] or other["error"]:
                 return None
+            instruction = "\n\n".join(row["turns"])
             async with gate:
-                return await asyncio.to_thread(
+                verdict = await asyncio.to_thread(
                     judge_pair,
                     judge_model,
-                    "\n\n".join(row["turns"]),
+                    instruction,
                     row["answer"],
                     other["answer"],
                     self.cache,
                     self.judge or "judge",
                 )
+            return Judged(instruction, row["answer"], other["answer"], verdict)
 
         for name, rows in results.items():
             if name == self.baseline:
                 continue
-            scores = [s for s in await asyncio.gather(*(one(r) for r in rows)) if s is not None]
+            judged = [j for j in await asyncio.gather(*(one(r) for r in rows)) if j is not None]
+            scores = [j.score for j in judged]
             low, high = bootstrap_interval(scores)
-            summary[name]["win_rate"] = {
+            entry: dict[str, Any] = {
                 "baseline": self.baseline,
                 "judge": self.judge,
                 "rate": round(win_rate(scores), 1),
                 "ci95": [round(low, 1), round(high, 1)],
                 "items": len(scores),
             }
+            try:
+                lc = length_controlled_win_rate(judged, name, self.baseline, self.judge)
+                entry["length_controlled"] = {
+                    "rate": round(lc["length_controlled_win_rate"], 1),
+                    "standard_error": round(lc["lc_standard_error"], 1),
+                }
+            except MoAError as exc:
+                entry["lc_note"] = str(exc)
+            summary[name]["win_rate"] = entry
+
+    def _plot(self, summary: dict[str, Any], extras: dict[str, Any]) -> None:
+        """Quality vs cost with its Pareto front, and quality per layer, as PNG files."""
+        points = _quality_cost_points(summary, priced=self.prices is not None)
+        curves = {n: s["layer_curve"] for n, s in summary.items() if s.get("layer_curve")}
+        try:
+            if points is not None:
+                values, cost_label, quality_label = points
+                front = pareto_front(values)
+                quality_vs_cost(
+                    values,
+                    front,
+                    self.out / "quality_vs_cost.png",
+                    cost_label=cost_label,
+                    quality_label=quality_label,
+                )
+                extras["quality_vs_cost"], extras["pareto_front"] = "quality_vs_cost.png", front
+            if curves:
+                quality_per_layer(curves, self.out / "quality_per_layer.png")
+                extras["quality_per_layer"] = "quality_per_layer.png"
+        except MoAError as exc:
+            self.notes.append(str(exc))
 
 
-def _per_layer(calls: list[dict[str, Any]]) -> dict[str, list[str]]:
-    layers: dict[str, list[str]] = {}
-    for call in calls:
-        if call.get("output"):
-            layers.setdefault(str(call["layer"]), []).append(call["output"])
-    return layers
+_CALL_FIELDS = (
+    "role",
+    "layer",
+    "proposer",
+    "sample",
+    "configured_model",
+    "model",
+    "status",
+    "output",
+    "cached",
+    "latency_s",
+    "prompt_tokens",
+    "completion_tokens",
+)
 
 
-def _summarize(rows: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
-    scored = [r for r in rows if "correct" in r["scores"]]
-    return {
-        "items": len(rows),
-        "errors": sum(r["error"] is not None for r in rows),
-        "correct": sum(r["scores"]["correct"] for r in scored),
-        "scored": len(scored),
-        "accuracy": round(sum(r["scores"]["correct"] for r in scored) / len(scored), 4)
-        if scored
-        else None,
-        "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
-        "completion_tokens": sum(r["completion_tokens"] for r in rows),
-        "calls": sum(r["calls"] for r in rows),
-        "cached_calls": sum(r["cached_calls"] for r in rows),
-        "median_item_s": round(statistics.median(r["wall_s"] for r in rows), 3) if rows else None,
-        "wall_s": round(elapsed, 2),
-    }
+def _quality_cost_points(
+    summary: dict[str, Any], *, priced: bool
+) -> tuple[dict[str, tuple[float, float]], str, str] | None:
+    """(cost, quality) per system: accuracy when every system has one, else the win rate."""
+    if summary and all(s["accuracy"] is not None for s in summary.values()):
+        quality = {n: 100 * s["accuracy"] for n, s in summary.items()}
+        quality_label = "accuracy (%)"
+    elif any("win_rate" in s for s in summary.values()):
+        quality = {}
+        for n, s in summary.items():
+            w = s.get("win_rate")
+            if w is None:
+                quality[n] = 50.0  # the baseline against itself
+            else:
+                quality[n] = (w.get("length_controlled") or {}).get("rate", w["rate"])
+        quality_label = "win rate vs baseline (%)"
+    else:
+        return None
+    if priced:
+        cost = {n: float(s.get("dollars", 0.0)) for n, s in summary.items()}
+        cost_label = "dollars (total)"
+    else:
+        cost = {
+            n: (s["prompt_tokens"] + s["completion_tokens"]) / max(1, s["items"])
+            for n, s in summary.items()
+        }
+        cost_label = "tokens per item (prompt + completion)"
+    return {n: (cost[n], quality[n]) for n in summary}, cost_label, quality_label
 
 
-def render_report(summary: dict[str, Any]) -> str:
-    """Render a Markdown report: one row per system, whatever the numbers say."""
-    lines = [
-        "# Evaluation report",
-        "",
-        "| system | correct | accuracy | errors | prompt tokens | completion tokens "
-        "| calls (cached) | median s/item | wall s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, s in summary.items():
-        accuracy = f"{s['accuracy']:.2f}" if s["accuracy"] is not None else "n/a"
-        cells = [
-            name,
-            f"{s['correct']}/{s['scored']}",
-            accuracy,
-            s["errors"],
-            s["prompt_tokens"],
-            s["completion_tokens"],
-            f"{s['calls']} ({s['cached_calls']})",
-            s["median_item_s"],
-            s["wall_s"],
-        ]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    judged = {name: s["win_rate"] for name, s in summary.items() if "win_rate" in s}
-    if judged:
-        first = next(iter(judged.values()))
-        lines += [
-            "",
-            f"Pairwise win rate against **{first['baseline']}** (judge: {first['judge']}, both "
-            "orders asked, 95% bootstrap interval):",
-            "",
-            "| system | win rate | 95% interval | items |",
-            "|---|---|---|---|",
-        ]
-        for name, w in judged.items():
-            ci = f"{w['ci95'][0]} - {w['ci95'][1]}"
-            lines.append(f"| {name} | {w['rate']} | {ci} | {w['items']} |")
-    best = max(summary.items(), key=lambda kv: kv[1]["accuracy"] or 0, default=None)
-    if best is not None:
-        lines += [
-            "",
-            f"Most accurate: **{best[0]}**. A system that costs more tokens without more "
-            "correct answers is not worth it on this data.",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """Turn a system name into a safe file name."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

@@ -1,0 +1,154 @@
+"""Datasets kept in LangSmith: read them as eval items, or run `langsmith.evaluate()` on them.
+
+Two routes, for two habits:
+
+- `load_langsmith_dataset` turns a LangSmith dataset into `EvalItem` objects, so ``moa eval
+  --langsmith-dataset NAME`` compares systems with this package's report, plots and cache.
+- `evaluate_system` runs one system as the target of LangSmith's own ``evaluate()``, with
+  this package's verifiable scorers as evaluators, so results land as a LangSmith
+  experiment next to your other ones.
+
+Example fields are read leniently, as LangSmith datasets are free-form: the instruction is
+``inputs["instruction" | "question" | "prompt" | "input"]`` or the user turns of
+``inputs["messages"]``; the expected answer is ``outputs["expected" | "answer" | "output"]``
+(a string or a list), with optional ``numeric`` and ``pattern`` as in JSONL files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from langgraph_moa.eval.datasets import EvalDatasetError, EvalItem
+from langgraph_moa.eval.scorers import score
+
+_INPUT_KEYS = ("instruction", "question", "prompt", "input")
+_OUTPUT_KEYS = ("expected", "answer", "output")
+
+
+def item_from_example(example: Any) -> EvalItem:
+    """Build an eval item from one LangSmith example."""
+    metadata = getattr(example, "metadata", None) or {}
+    return item_from_fields(
+        getattr(example, "inputs", None) or {},
+        getattr(example, "outputs", None) or {},
+        id=str(getattr(example, "id", "?")),
+        category=metadata.get("category"),
+    )
+
+
+def item_from_fields(
+    inputs: Mapping[str, Any],
+    outputs: Mapping[str, Any] | None = None,
+    *,
+    id: str = "?",
+    category: str | None = None,
+) -> EvalItem:
+    """Build an eval item from an example's inputs and (reference) outputs."""
+    outputs = outputs or {}
+    where = f"LangSmith example {id}"
+    key = next((k for k in _INPUT_KEYS if isinstance(inputs.get(k), str)), None)
+    turns: list[str] = []
+    if key is not None:
+        turns = [inputs[key]]
+    elif isinstance(inputs.get("messages"), list):
+        turns = [
+            m["content"]
+            for m in inputs["messages"]
+            if isinstance(m, Mapping)
+            and m.get("role") in ("user", "human")
+            and isinstance(m.get("content"), str)
+        ]
+    if not turns or not all(t.strip() for t in turns):
+        raise EvalDatasetError(
+            f"{where}: inputs need one of {', '.join(_INPUT_KEYS)} (a string) or 'messages' "
+            f"with user turns; got keys {sorted(inputs)}."
+        )
+    expected: Any = next((outputs[k] for k in _OUTPUT_KEYS if k in outputs), [])
+    if isinstance(expected, str):
+        expected = [expected]
+    if not isinstance(expected, list) or not all(isinstance(e, str) for e in expected):
+        raise EvalDatasetError(f"{where}: the expected answer must be a string or a list of them.")
+    numeric = outputs.get("numeric")
+    pattern = outputs.get("pattern")
+    return EvalItem(
+        id=id,
+        turns=turns,
+        expected=expected,
+        numeric=float(numeric) if isinstance(numeric, (int, float)) else None,
+        pattern=pattern if isinstance(pattern, str) else None,
+        category=category,
+    )
+
+
+def load_langsmith_dataset(
+    name: str, *, client: Any = None, limit: int | None = None
+) -> list[EvalItem]:
+    """Read a LangSmith dataset by name (needs ``LANGSMITH_API_KEY`` unless `client` is given)."""
+    if client is None:
+        from langsmith import Client
+
+        client = Client()
+    items = [item_from_example(e) for e in client.list_examples(dataset_name=name, limit=limit)]
+    if not items:
+        raise EvalDatasetError(f"LangSmith dataset {name!r} holds no examples.")
+    return items
+
+
+def evaluate_system(
+    system: str,
+    data: str | Iterable[Any],
+    *,
+    client: Any = None,
+    cache_dir: str | Path | None = None,
+    experiment_prefix: str | None = None,
+    max_concurrency: int = 1,
+    upload_results: bool = True,
+) -> Any:
+    """Run one system (preset, config file or ``single:<spec>``) through ``langsmith.evaluate``.
+
+    `data` is a dataset name or examples, as ``evaluate`` takes them. Model calls go through
+    the on-disk call cache in `cache_dir` (a temporary folder when None), so a second
+    experiment on the same data costs no generation. Returns LangSmith's
+    ``ExperimentResults``.
+    """
+    from langsmith import evaluate
+
+    from langgraph_moa.eval.runner import Evaluation
+
+    out = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="moa-ls-"))
+    evaluation = Evaluation([system], [], out, plots=False, exports=False)
+    runnable = evaluation.systems[0]
+
+    def target(inputs: dict[str, Any]) -> dict[str, Any]:
+        row = asyncio.run(evaluation.run_item(runnable, item_from_fields(inputs)))
+        if row["error"] is not None:
+            raise RuntimeError(row["error"])
+        return {
+            "answer": row["answer"],
+            "prompt_tokens": row["prompt_tokens"],
+            "completion_tokens": row["completion_tokens"],
+            "calls": row["calls"],
+        }
+
+    def correct(
+        inputs: dict[str, Any], outputs: dict[str, Any], reference_outputs: dict[str, Any]
+    ) -> dict[str, Any]:
+        item = item_from_fields(inputs, reference_outputs)
+        if not item.verifiable:
+            return {"key": "correct", "score": None, "comment": "no expected answer"}
+        return {"key": "correct", "score": int(bool(score(item, outputs["answer"])["correct"]))}
+
+    return evaluate(
+        target,
+        data=data,
+        evaluators=[correct],
+        experiment_prefix=experiment_prefix or f"moa-{system}",
+        metadata={"system": system},
+        max_concurrency=max_concurrency,
+        client=client,
+        upload_results=upload_results,
+    )

@@ -1,0 +1,150 @@
+"""The Markdown report: one table, the plots, the per-layer analysis, and a plain verdict.
+
+Whatever the numbers say is what the report says: when a mixture scores no better than the
+best single model it costs more than, the verdict line states it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph_moa.eval.layers import FINAL, SIMILARITY_METRICS
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None) -> str:
+    """Render the report from `summary.json`'s content; `extras` names plots and notes."""
+    extras = extras or {}
+    priced = any("dollars" in s for s in summary.values())
+    header = (
+        "| system | correct | accuracy | errors | prompt tokens | completion tokens "
+        + ("| dollars " if priced else "")
+        + "| calls (cached) | median s/item | wall s |"
+    )
+    lines = ["# Evaluation report", "", header, "|" + "---|" * (header.count("|") - 1)]
+    for name, s in summary.items():
+        cells = [
+            name,
+            f"{s['correct']}/{s['scored']}",
+            _fmt(s["accuracy"], ".2f"),
+            s["errors"],
+            s["prompt_tokens"],
+            s["completion_tokens"],
+        ]
+        if priced:
+            dollars = _fmt(s.get("dollars"), ".4f")
+            if s.get("unpriced_calls"):
+                dollars += f" (+{s['unpriced_calls']} unpriced calls)"
+            cells.append(dollars)
+        cells += [f"{s['calls']} ({s['cached_calls']})", s["median_item_s"], s["wall_s"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += _judged(summary)
+    for plot, title in (
+        ("quality_vs_cost", "Quality vs cost (Pareto front marked)"),
+        ("quality_per_layer", "Quality per layer"),
+    ):
+        if plot in extras:
+            lines += ["", f"## {title}", "", f"![{title}]({extras[plot]})"]
+    if "pareto_front" in extras:
+        lines += ["", "Pareto-optimal: " + ", ".join(f"**{n}**" for n in extras["pareto_front"])]
+    lines += _layers(summary)
+    lines += _verdict(summary)
+    for note in extras.get("notes", []):
+        lines += ["", f"> {note}"]
+    return "\n".join(lines) + "\n"
+
+
+def _judged(summary: dict[str, Any]) -> list[str]:
+    judged = {name: s["win_rate"] for name, s in summary.items() if "win_rate" in s}
+    if not judged:
+        return []
+    first = next(iter(judged.values()))
+    lines = [
+        "",
+        f"Pairwise win rate against **{first['baseline']}** (judge: {first['judge']}, both "
+        "orders asked, 95% bootstrap interval; length-controlled as alpaca-eval computes it):",
+        "",
+        "| system | win rate | 95% interval | LC win rate | items |",
+        "|---|---|---|---|---|",
+    ]
+    for name, w in judged.items():
+        ci = f"{w['ci95'][0]} - {w['ci95'][1]}"
+        lc = w.get("length_controlled")
+        lc_cell = f"{lc['rate']} ± {lc['standard_error']}" if lc else w.get("lc_note", "n/a")
+        lines.append(f"| {name} | {w['rate']} | {ci} | {lc_cell} | {w['items']} |")
+    return lines
+
+
+def _layers(summary: dict[str, Any]) -> list[str]:
+    layered = {n: s for n, s in summary.items() if len(s.get("layer_curve") or {}) > 1}
+    if not layered:
+        return []
+    lines = [
+        "",
+        "## Per layer",
+        "",
+        "Score of each stage's outputs (mean over proposals / best proposal, as an oracle "
+        "picker would choose), then the final answer:",
+        "",
+        "| system | stage | mean | best | items |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in layered.items():
+        for stage, v in s["layer_curve"].items():
+            label = stage if stage == FINAL else f"layer {stage}"
+            lines.append(f"| {name} | {label} | {v['mean']} | {v['best']} | {v['items']} |")
+    lines += [
+        "",
+        "Similarity of the final answer to each proposal it was built from, and Spearman's "
+        "correlation with the proposal's score (positive: the aggregator follows the better "
+        "proposals):",
+        "",
+        "| system | metric | mean similarity | Spearman | p | pairs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, s in layered.items():
+        for metric in SIMILARITY_METRICS:
+            v = (s.get("similarity") or {}).get(metric)
+            if v is None:
+                continue
+            cells = [
+                name,
+                metric,
+                _fmt(v["mean_similarity"]),
+                _fmt(v["spearman"]),
+                _fmt(v["p_value"]),
+                v["pairs"],
+            ]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
+
+
+def _verdict(summary: dict[str, Any]) -> list[str]:
+    """Compare every mixture with the best single model, in words."""
+    scored = {n: s for n, s in summary.items() if s["accuracy"] is not None}
+    if not scored:
+        return []
+    singles = {n: s for n, s in scored.items() if n.startswith("single:")}
+    best = max(scored.items(), key=lambda kv: kv[1]["accuracy"])
+    lines = ["", "## Verdict", "", f"Most accurate: **{best[0]}** ({best[1]['accuracy']:.2f})."]
+    if not singles:
+        return lines
+    ref_name, ref = max(singles.items(), key=lambda kv: kv[1]["accuracy"])
+    ref_tokens = ref["prompt_tokens"] + ref["completion_tokens"]
+    for name, s in scored.items():
+        if name in singles:
+            continue
+        tokens = s["prompt_tokens"] + s["completion_tokens"]
+        ratio = f"{tokens / ref_tokens:.1f}x the tokens" if ref_tokens else "more tokens"
+        delta = s["correct"] - ref["correct"]
+        if s["accuracy"] > ref["accuracy"]:
+            word = f"helps: {delta:+d} correct"
+        elif s["accuracy"] == ref["accuracy"]:
+            word = "does not help: same accuracy"
+        else:
+            word = f"does not help: {delta:+d} correct"
+        lines.append(f"- **{name}** vs the best single model ({ref_name}): {word}, at {ratio}.")
+    return lines

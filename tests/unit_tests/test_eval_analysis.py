@@ -1,0 +1,326 @@
+"""Evaluation analysis pinned on known inputs: LC win rate, per-layer extraction, similarity,
+prices and the Pareto front, harness exports, and a report that states a negative result."""
+
+import json
+import warnings
+
+import pandas as pd
+import pytest
+
+from langgraph_moa.errors import MoAConfigError, MoAError
+from langgraph_moa.eval.costs import dollars, load_prices, pareto_front, price_of
+from langgraph_moa.eval.export import alpaca_eval_outputs, mt_bench_answers
+from langgraph_moa.eval.layers import (
+    last_proposals,
+    layer_curve,
+    similarities,
+    similarity_vs_quality,
+    stages,
+)
+from langgraph_moa.eval.length_control import Judged, length_controlled_win_rate, to_annotations
+from langgraph_moa.eval.report import render_report
+
+# --- length-controlled win rate ------------------------------------------------------------
+
+
+def _length_driven() -> list[Judged]:
+    """The candidate wins exactly where it is longer: a judge rewarding length."""
+    judged = []
+    for i in range(12):
+        if i < 8:
+            judged.append(
+                Judged(f"q{i}", "x" * (300 + 25 * i), "y" * (100 + 10 * i), 1.0 if i % 4 else 0.5)
+            )
+        else:
+            judged.append(
+                Judged(f"q{i}", "x" * (80 + 5 * i), "y" * (200 + 7 * i), 0.0 if i % 2 else 0.5)
+            )
+    return judged
+
+
+def _alpaca_eval_reference(judged, monkeypatch, tmp_path):
+    """alpaca-eval's own function on hand-built AlpacaEval annotations (preference 1..2)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from alpaca_eval.metrics import glm_winrate
+    table = tmp_path / "difficulty.csv"
+    pd.DataFrame(
+        {
+            "index": range(len(judged)),
+            "instruction_difficulty": 0.0,
+            "model": "m",
+            "not_gamed_baseline": True,
+            "preference": 1.5,
+        }
+    ).to_csv(table, index=False)
+    monkeypatch.setattr(glm_winrate, "hf_hub_download", lambda **_: str(table))
+    annotations = pd.DataFrame(
+        {
+            "index": range(len(judged)),
+            "output_1": [j.baseline for j in judged],
+            "output_2": [j.candidate for j in judged],
+            "generator_1": "single",
+            "generator_2": "moa",
+            "annotator": "judge",
+            "preference": [{1.0: 2.0, 0.5: 1.5, 0.0: 1.0}[j.score] for j in judged],
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's notices about its own future
+        return glm_winrate.get_length_controlled_winrate(
+            annotations,
+            glm_name="length_controlled_minimal",
+            save_weights_dir=None,
+            is_warn_extreme_changes=False,
+        )
+
+
+def test_lc_win_rate_equals_alpaca_evals_on_a_fixed_annotation_set(monkeypatch, tmp_path):
+    judged = _length_driven()
+    ours = length_controlled_win_rate(judged, "moa", "single")
+    theirs = _alpaca_eval_reference(judged, monkeypatch, tmp_path)
+    assert ours["win_rate"] == pytest.approx(float(theirs["win_rate"]))
+    assert ours["length_controlled_win_rate"] == pytest.approx(
+        float(theirs["length_controlled_winrate"])
+    )
+    # Pinned values: the raw win rate is inflated by length, the controlled one is not.
+    assert ours["win_rate"] == pytest.approx(66.667, abs=0.01)
+    assert ours["length_controlled_win_rate"] == pytest.approx(50.75, abs=0.05)
+
+
+def test_lc_win_rate_keeps_a_win_that_length_does_not_explain():
+    judged = [
+        Judged(
+            f"q{i}", "x" * (100 + 37 * (i % 5)), "y" * (100 + 23 * (i % 3)), 1.0 if i % 4 else 0.0
+        )
+        for i in range(12)
+    ]
+    out = length_controlled_win_rate(judged, "moa", "single")
+    assert out["win_rate"] == 75.0
+    assert 70 < out["length_controlled_win_rate"] < 76
+
+
+def test_scores_map_to_alpaca_eval_preferences():
+    rows = to_annotations(
+        [Judged("q", "c", "b", 1.0), Judged("q", "c", "b", 0.0), Judged("q", "c", "b", 0.5)],
+        "moa",
+        "base",
+        "j",
+    )
+    assert [r["preference"] for r in rows] == [2.0, 1.0, 1.5]  # 2: model wins, 1: baseline wins
+    assert rows[0]["output_1"] == "b" and rows[0]["generator_2"] == "moa"
+
+
+def test_lc_win_rate_needs_five_items():
+    with pytest.raises(MoAError, match="at least 5 judged items"):
+        length_controlled_win_rate([Judged("q", "a", "b", 1.0)] * 4, "moa", "single")
+
+
+# --- per-layer extraction ------------------------------------------------------------------
+
+
+def _call(role, layer, proposer, output, status="ok"):
+    return {
+        "role": role,
+        "layer": layer,
+        "proposer": proposer,
+        "sample": 0,
+        "output": output,
+        "status": status,
+    }
+
+
+CALLS = [
+    _call("proposer", 1, 0, "Paris"),
+    _call("proposer", 1, 1, "Lyon"),
+    _call("proposer", 1, 2, None, status="failed"),
+    _call("proposer", 2, 0, "Paris, France"),
+    _call("proposer", 2, 1, "Marseille"),
+    _call("aggregator", 2, -1, "The capital is Paris."),
+]
+
+
+def test_stages_group_outputs_by_layer_and_end_with_the_final_answer():
+    assert stages(CALLS, "The capital is Paris.") == {
+        "1": ["Paris", "Lyon"],  # the failed proposer has no output and is left out
+        "2": ["Paris, France", "Marseille"],
+        "final": ["The capital is Paris."],
+    }
+    assert last_proposals(CALLS) == ["Paris, France", "Marseille"]
+    assert stages([], "alone") == {"final": ["alone"]}  # a single model: one stage
+    assert last_proposals([]) == []
+
+
+def test_layer_curve_means_and_best_proposal_per_stage():
+    rows = [
+        {"stage_scores": {"1": [1, 0], "2": [1, 1], "final": [1]}},
+        {"stage_scores": {"1": [0, 0], "2": [1, 0], "final": [0]}},
+        {"scores": {}},  # an unverifiable item takes no part
+    ]
+    assert layer_curve(rows) == {
+        "1": {"mean": 0.25, "best": 0.5, "items": 2},
+        "2": {"mean": 0.75, "best": 1.0, "items": 2},
+        "final": {"mean": 0.5, "best": 0.5, "items": 2},
+    }
+
+
+def test_similarity_metrics_on_identical_and_disjoint_texts():
+    same = similarities(
+        "the sky is blue because of rayleigh scattering",
+        ["the sky is blue because of rayleigh scattering"],
+    )
+    assert same["bleu"][0] == pytest.approx(1.0)
+    assert same["tfidf_cosine"][0] == pytest.approx(1.0)
+    assert same["levenshtein"][0] == pytest.approx(1.0)
+    apart = similarities("alpha beta gamma", ["zzzz yyyy"])
+    assert apart["bleu"][0] == pytest.approx(0.0)
+    assert apart["tfidf_cosine"][0] == pytest.approx(0.0)
+    assert apart["levenshtein"][0] < 0.3
+    assert similarities("x", []) == {"bleu": [], "tfidf_cosine": [], "levenshtein": []}
+
+
+def test_spearman_is_positive_when_the_final_answer_follows_the_right_proposals():
+    rows = []
+    for i in range(6):
+        final = f"the answer is {i} because of a careful derivation"
+        right, wrong = final, f"perhaps {i + 50} or something else entirely"
+        rows.append(
+            {"proposal_scores": [1, 0], "proposal_similarity": similarities(final, [right, wrong])}
+        )
+    out = similarity_vs_quality(rows)
+    for metric in ("bleu", "tfidf_cosine", "levenshtein"):
+        assert out[metric]["spearman"] > 0.8 and out[metric]["pairs"] == 12
+    constant = [
+        {"proposal_scores": [1, 1], "proposal_similarity": r["proposal_similarity"]} for r in rows
+    ]
+    assert similarity_vs_quality(constant)["bleu"]["spearman"] is None  # undefined, not 0
+
+
+# --- prices, dollars, Pareto ---------------------------------------------------------------
+
+
+def test_prices_give_dollars_and_name_unpriced_calls(tmp_path):
+    table = tmp_path / "prices.yaml"
+    table.write_text(
+        "gpt-4o: {prompt: 2.5, completion: 10}\nQwen/Qwen2-72B-Instruct: {prompt: 0.9, completion: 0.9}\n"
+    )
+    prices = load_prices(table)
+    assert price_of(
+        {"model": "gpt-4o-2024-08-06", "configured_model": "openai:gpt-4o"}, prices
+    ) == (2.5, 10.0)
+    assert price_of({"model": "local:qwen2.5-coder-0.5b"}, prices) == (0.0, 0.0)
+    assert price_of({"model": "claude-x"}, prices) is None
+    calls = [
+        {"model": "gpt-4o", "prompt_tokens": 1_000_000, "completion_tokens": 100_000},
+        {
+            "configured_model": "together:Qwen/Qwen2-72B-Instruct",
+            "prompt_tokens": 500_000,
+            "completion_tokens": 0,
+        },
+        {"model": "claude-x", "prompt_tokens": 10, "completion_tokens": 10},
+    ]
+    spent, unpriced = dollars(calls, prices)
+    assert spent == pytest.approx(2.5 + 1.0 + 0.45) and unpriced == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("gpt-4o: {prompt: 2.5}\n", "needs exactly 'prompt' and 'completion'"),
+        ("gpt-4o: {prompt: -1, completion: 1}\n", "cannot be negative"),
+        ("gpt-4o: {prompt: cheap, completion: 1}\n", "must be numbers"),
+        ("[1, 2]\n", "must hold model names mapped to"),
+        ("{}\n", "is empty"),
+    ],
+)
+def test_bad_price_tables_name_the_model_and_the_fix(tmp_path, text, message):
+    table = tmp_path / "prices.yaml"
+    table.write_text(text)
+    with pytest.raises(MoAConfigError, match=message):
+        load_prices(table)
+    with pytest.raises(MoAConfigError, match="does not exist"):
+        load_prices(tmp_path / "missing.yaml")
+
+
+def test_pareto_front_keeps_only_undominated_systems():
+    points = {
+        "cheap": (1.0, 60.0),
+        "mid": (2.0, 70.0),
+        "worse": (3.0, 65.0),
+        "best": (5.0, 80.0),
+        "tie": (1.0, 60.0),
+    }
+    assert pareto_front(points) == ["cheap", "tie", "mid", "best"]
+
+
+# --- exports -------------------------------------------------------------------------------
+
+ROWS = [
+    {
+        "id": "1",
+        "turns": ["Q1", "Q1b"],
+        "answers": ["A1", "A1b"],
+        "answer": "A1b",
+        "error": None,
+        "category": "math",
+    },
+    {
+        "id": "x-2",
+        "turns": ["Q2"],
+        "answers": [],
+        "answer": "",
+        "error": "failed",
+        "category": None,
+    },
+]
+
+
+def test_alpaca_eval_and_mt_bench_exports():
+    assert alpaca_eval_outputs(ROWS, "local-moa") == [
+        {"instruction": "Q1\n\nQ1b", "output": "A1b", "generator": "local-moa", "dataset": "math"}
+    ]
+    first = mt_bench_answers(ROWS, "local-moa", tstamp=1.0)
+    again = mt_bench_answers(ROWS, "local-moa", tstamp=1.0)
+    assert first == again and len(first) == 1  # the failed item is not exported
+    answer = first[0]
+    assert answer["question_id"] == 1 and answer["model_id"] == "local-moa"
+    assert answer["choices"] == [{"index": 0, "turns": ["A1", "A1b"]}]
+    json.dumps(first)  # serializable as FastChat reads it
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def _summary(correct, scored, tokens):
+    return {
+        "items": scored,
+        "errors": 0,
+        "correct": correct,
+        "scored": scored,
+        "accuracy": correct / scored,
+        "prompt_tokens": tokens,
+        "completion_tokens": 0,
+        "calls": 1,
+        "cached_calls": 0,
+        "median_item_s": 1.0,
+        "wall_s": 1.0,
+        "layer_curve": {},
+    }
+
+
+def test_report_says_plainly_when_moa_does_not_help():
+    summary = {
+        "single:local:qwen": _summary(13, 22, 1000),
+        "local-moa": _summary(11, 22, 6000),
+        "local-self-moa": _summary(15, 22, 8000),
+    }
+    report = render_report(summary)
+    assert (
+        "**local-moa** vs the best single model (single:local:qwen): does not help: -2 correct, at 6.0x the tokens."
+        in report
+    )
+    assert (
+        "**local-self-moa** vs the best single model (single:local:qwen): helps: +2 correct, at 8.0x the tokens."
+        in report
+    )
+    assert "Most accurate: **local-self-moa**" in report
