@@ -112,10 +112,10 @@ def evaluate_system(
 
     `data` is a dataset name or examples, as ``evaluate`` takes them. Model calls go through
     the on-disk call cache in `cache_dir` (a temporary folder when None), so a second
-    experiment on the same data costs no generation. Returns LangSmith's
-    ``ExperimentResults``.
+    experiment on the same data costs no generation. With ``upload_results=False`` nothing
+    is sent: no experiment and no traces. Returns LangSmith's ``ExperimentResults``.
     """
-    from langsmith import evaluate
+    from langsmith import evaluate, tracing_context
 
     from langgraph_moa.eval.runner import Evaluation
 
@@ -142,13 +142,15 @@ def evaluate_system(
             return {"key": "correct", "score": None, "comment": "no expected answer"}
         return {"key": "correct", "score": int(bool(score(item, outputs["answer"])["correct"]))}
 
-    return evaluate(
-        target,
-        data=data,
-        evaluators=[correct],
-        experiment_prefix=experiment_prefix or f"moa-{system}",
-        metadata={"system": system},
-        max_concurrency=max_concurrency,
-        client=client,
-        upload_results=upload_results,
-    )
+    # Without uploads, nothing should leave the machine: target runs are not traced either.
+    with tracing_context(enabled=None if upload_results else False):
+        return evaluate(
+            target,
+            data=data,
+            evaluators=[correct],
+            experiment_prefix=experiment_prefix or f"moa-{system}",
+            metadata={"system": system},
+            max_concurrency=max_concurrency,
+            client=client,
+            upload_results=upload_results,
+        )

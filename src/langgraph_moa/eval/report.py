@@ -48,8 +48,9 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
     ):
         if plot in extras:
             lines += ["", f"## {title}", "", f"![{title}]({extras[plot]})"]
-    if "pareto_front" in extras:
-        lines += ["", "Pareto-optimal: " + ", ".join(f"**{n}**" for n in extras["pareto_front"])]
+        if plot == "quality_vs_cost" and "pareto_front" in extras:
+            front = ", ".join(f"**{n}**" for n in extras["pareto_front"])
+            lines += ["", f"Pareto-optimal (no system is both cheaper and better): {front}"]
     lines += _layers(summary)
     lines += _verdict(summary)
     for note in extras.get("notes", []):

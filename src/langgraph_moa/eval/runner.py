@@ -13,6 +13,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from langgraph_moa.eval.plots import quality_per_layer, quality_vs_cost
 from langgraph_moa.eval.report import render_report
 from langgraph_moa.eval.scorers import score
 from langgraph_moa.graph import create_moa_graph
-from langgraph_moa.models import ModelCache
+from langgraph_moa.models import ModelCache, ModelSpec, describe_model
 
 SINGLE = "single:"
 
@@ -53,8 +54,16 @@ class System:
     single: ProposerConfig | None = None
 
 
-def resolve_system(spec: str, cache: SQLiteCallCache) -> System:
-    """Turn a system spec into something that answers (no network)."""
+def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
+    """Turn a system spec into something that answers (no network).
+
+    A `MoAConfig` object is a system too (named by its ``name``, else its variant), which is
+    how Python users evaluate configs that hold model instances.
+    """
+    if isinstance(spec, MoAConfig):
+        return System(
+            name=spec.name or spec.variant, graph=create_moa_graph(spec, call_cache=cache)
+        )
     if spec.startswith(SINGLE):
         return System(
             name=spec,
@@ -77,12 +86,12 @@ class Evaluation:
 
     def __init__(
         self,
-        systems: list[str],
+        systems: Sequence[str | MoAConfig],
         items: list[EvalItem],
         out_dir: str | Path,
         *,
         concurrency: int = 1,
-        judge: str | None = None,
+        judge: ModelSpec | None = None,
         baseline: str | None = None,
         prices: Prices | str | Path | None = None,
         plots: bool = True,
@@ -99,11 +108,6 @@ class Evaluation:
             raise MoAConfigError(
                 "Pairwise judging needs both --judge (a model) and --baseline (a system)."
             )
-        if baseline is not None and baseline not in systems:
-            raise MoAConfigError(
-                f"The baseline {baseline!r} must be one of the systems: {systems}."
-            )
-        self.judge, self.baseline = judge, baseline
         self.prices: Prices | None = (
             load_prices(prices) if isinstance(prices, (str, Path)) else prices
         )
@@ -112,6 +116,14 @@ class Evaluation:
         (self.out / "results").mkdir(parents=True, exist_ok=True)
         self.cache = SQLiteCallCache(self.out / "calls.db")
         self.systems = [resolve_system(s, self.cache) for s in systems]
+        names = [s.name for s in self.systems]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise MoAConfigError(f"Systems need distinct names; given more than once: {twice}.")
+        if baseline is not None and baseline not in names:
+            raise MoAConfigError(f"The baseline {baseline!r} must be one of the systems: {names}.")
+        self.judge, self.baseline = judge, baseline
+        self.judge_label = describe_model(judge) if judge is not None else None
         self.items = items
         self.concurrency = max(1, concurrency)
         self._models = ModelCache()
@@ -307,7 +319,7 @@ class Evaluation:
                     row["answer"],
                     other["answer"],
                     self.cache,
-                    self.judge or "judge",
+                    self.judge_label or "judge",
                 )
             return Judged(instruction, row["answer"], other["answer"], verdict)
 
@@ -319,13 +331,15 @@ class Evaluation:
             low, high = bootstrap_interval(scores)
             entry: dict[str, Any] = {
                 "baseline": self.baseline,
-                "judge": self.judge,
+                "judge": self.judge_label,
                 "rate": round(win_rate(scores), 1),
                 "ci95": [round(low, 1), round(high, 1)],
                 "items": len(scores),
             }
             try:
-                lc = length_controlled_win_rate(judged, name, self.baseline, self.judge)
+                lc = length_controlled_win_rate(
+                    judged, name, self.baseline, self.judge_label or "judge"
+                )
                 entry["length_controlled"] = {
                     "rate": round(lc["length_controlled_win_rate"], 1),
                     "standard_error": round(lc["lc_standard_error"], 1),

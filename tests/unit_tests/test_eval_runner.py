@@ -1,0 +1,103 @@
+"""`Evaluation` end to end on fake models: per-layer curves, similarity, judge, prices, plots."""
+
+import asyncio
+import json
+import re
+
+import pytest
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.eval import EvalItem, Evaluation
+from tests.fakes import FakeChat
+
+ITEMS = [
+    EvalItem(id=str(i), turns=[f"Say the code word alpha{i}."], expected=[f"alpha{i}"])
+    for i in range(6)
+]
+
+
+def code_word(messages):
+    return re.search(
+        r"alpha\d", messages[0].text if len(messages) == 1 else messages[-1].text
+    ).group(0)
+
+
+def first_code_word(_label, _n, messages):
+    return re.findall(r"alpha\d", "\n".join(m.text for m in messages))[0]
+
+
+@pytest.fixture
+def mix():
+    """One proposer always right, one always wrong, an aggregator that keeps the right one."""
+    right = FakeChat(
+        label="right", reply=lambda _l, _n, m: f"The code word is {first_code_word(_l, _n, m)}."
+    )
+    wrong = FakeChat(
+        label="wrong", reply=lambda *_: "I do not know any code words, sorry about that."
+    )
+    aggregator = FakeChat(
+        label="agg", reply=lambda _l, _n, m: f"The code word is {first_code_word(_l, _n, m)}."
+    )
+    return MoAConfig(name="mix", proposers=[right, wrong], aggregator=aggregator, layers=2)
+
+
+def test_layers_similarity_judge_prices_and_plots(mix, tmp_path):
+    lone = MoAConfig(
+        name="wrong-alone",
+        variant="single-proposer",
+        proposers=[FakeChat(label="wrong2", reply=lambda *_: "No idea.")],
+        aggregator=FakeChat(label="agg2", reply=lambda *_: "No idea at all."),
+    )
+    judge = FakeChat(label="judge", reply=lambda *_: "A")  # always the first position
+    prices = {"right": (1.0, 2.0), "wrong": (1.0, 2.0)}  # 'agg' is missing: unpriced
+    evaluation = Evaluation(
+        [mix, lone], ITEMS, tmp_path, judge=judge, baseline="wrong-alone", prices=prices
+    )
+    summary = asyncio.run(evaluation.run(progress=False))
+
+    mixed = summary["mix"]
+    assert mixed["correct"] == 6 and summary["wrong-alone"]["correct"] == 0
+    # Figure 4a: half the proposals were right, the best one always, the final answer always.
+    assert mixed["layer_curve"] == {
+        "1": {"mean": 0.5, "best": 1.0, "items": 6},
+        "final": {"mean": 1.0, "best": 1.0, "items": 6},
+    }
+    # Figure 4b: the final answer is closest to the right proposal on every metric.
+    for metric in ("bleu", "tfidf_cosine", "levenshtein"):
+        assert mixed["similarity"][metric]["spearman"] > 0.8
+        assert mixed["similarity"][metric]["pairs"] == 12
+    # A judge that always says "A" is cancelled by asking both orders.
+    win = mixed["win_rate"]
+    assert win["rate"] == 50.0 and win["ci95"] == [50.0, 50.0] and win["judge"] == "judge"
+    assert win["length_controlled"]["rate"] == pytest.approx(50.0, abs=0.5)
+    # Dollars: priced calls only; the aggregator's calls are counted as unpriced.
+    rows = [
+        json.loads(line) for line in (tmp_path / "results" / "mix.jsonl").read_text().splitlines()
+    ]
+    priced = [c for r in rows for c in r["trace"] if c["model"] in prices]
+    expected = sum(c["prompt_tokens"] * 1.0 + c["completion_tokens"] * 2.0 for c in priced) / 1e6
+    assert mixed["dollars"] == pytest.approx(expected, abs=1e-6) and mixed["unpriced_calls"] == 6
+
+    report = (tmp_path / "report.md").read_text()
+    assert "| mix | layer 1 | 0.5 | 1.0 | 6 |" in report
+    # The lone model is cheaper, the mix better: both are on the front, cheapest first.
+    assert (
+        "Pareto-optimal (no system is both cheaper and better): **wrong-alone**, **mix**" in report
+    )
+    for png in ("quality_vs_cost.png", "quality_per_layer.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_interrupted_run_resumes_from_the_cache(mix, tmp_path):
+    log = mix.proposers[0].model.log
+    asyncio.run(Evaluation([mix], ITEMS[:3], tmp_path, plots=False).run(progress=False))
+    done = len(log.calls)
+    summary = asyncio.run(Evaluation([mix], ITEMS, tmp_path, plots=False).run(progress=False))
+    assert summary["mix"]["cached_calls"] == 3 * 3  # the first three items cost nothing again
+    assert done == 3 and len(log.calls) - done == 3  # asked again for the new items only
+
+
+def test_system_names_must_be_distinct(mix, tmp_path):
+    with pytest.raises(MoAConfigError, match="distinct names"):
+        Evaluation([mix, mix], ITEMS, tmp_path)
