@@ -840,14 +840,15 @@ class _MoANodes:
         key = _attempt_key(state["run_token"], where)
         _emit("started", **where)
         started = time.perf_counter()
+        params = cfg.final_chain[where["sample"]].call_params()
         try:
-            response = _call(model, messages, where["configured_model"], cfg.call_timeout_s)
+            response, cached = self._cached_call(model, messages, where, params, cfg.call_timeout_s)
         except Exception as exc:
             self.attempts.failed(key, exc)
             if self._retrying(exc):
                 raise
             return self._final_gave_up(cfg, state, where, key, exc)
-        return self._ranked(cfg, state, response, where, time.perf_counter() - started)
+        return self._ranked(cfg, state, response, where, time.perf_counter() - started, cached)
 
     async def arank(self, state: MoAState) -> dict[str, Any]:
         """Let an LLM pick the best proposal and return it verbatim (async)."""
@@ -855,14 +856,17 @@ class _MoANodes:
         key = _attempt_key(state["run_token"], where)
         _emit("started", **where)
         started = time.perf_counter()
+        params = cfg.final_chain[where["sample"]].call_params()
         try:
-            response = await _acall(model, messages, where["configured_model"], cfg.call_timeout_s)
+            response, cached = await self._acached_call(
+                model, messages, where, params, cfg.call_timeout_s
+            )
         except Exception as exc:
             self.attempts.failed(key, exc)
             if self._retrying(exc):
                 raise
             return self._final_gave_up(cfg, state, where, key, exc)
-        return self._ranked(cfg, state, response, where, time.perf_counter() - started)
+        return self._ranked(cfg, state, response, where, time.perf_counter() - started, cached)
 
     def _ranked(
         self,
@@ -871,11 +875,14 @@ class _MoANodes:
         response: BaseMessage,
         where: dict[str, Any],
         latency: float,
+        cached: bool = False,
     ) -> dict[str, Any]:
         candidates = state["references"]
         choice = parse_choice(response.text, len(candidates))
         errors = self.attempts.pop(_attempt_key(state["run_token"], where))
-        record = ok_record(response=response, latency_s=latency, retried_errors=errors, **where)
+        record = ok_record(
+            response=response, latency_s=latency, retried_errors=errors, cached=cached, **where
+        )
         _emit("finished", **where, model=record["model"], latency_s=record["latency_s"])
         calls = [*state.get("calls", []), record]
         picked = candidates[(choice or 1) - 1]

@@ -56,3 +56,24 @@ def test_a_changed_prompt_or_parameter_misses(fake, log, tmp_path):
     create_moa_graph(hotter, call_cache=cache).invoke(QUESTION)
     # Three runs, two proposer layers each, all misses: a new prompt and a new temperature.
     assert [c.label for c in log.calls].count("A") == 6
+
+
+def test_every_variant_is_served_from_the_cache_on_a_rerun(fake, log, tmp_path):
+    """The ranker's own call was once left out of the cache: every model call must go in."""
+    configs = [
+        MoAConfig(variant="ranker", proposers=[fake("A"), fake("B")], aggregator=fake("R")),
+        MoAConfig(variant="self-moa", proposers=[{"model": fake("S"), "samples": 3}]),
+        MoAConfig(
+            variant="self-moa-seq",
+            proposers=[{"model": fake("Q"), "samples": 5}],
+            seq={"window_size": 3},
+        ),
+        MoAConfig(variant="single-proposer", proposers=[fake("P")], aggregator=fake("G")),
+    ]
+    for config in configs:
+        cache = SQLiteCallCache(tmp_path / f"{config.variant}.db")
+        create_moa_graph(config, call_cache=cache).invoke(QUESTION)
+        made = len(log.calls)
+        again = create_moa_graph(config, call_cache=cache).invoke(QUESTION)
+        assert len(log.calls) == made, config.variant
+        assert all(c["cached"] for c in again["calls"]), config.variant
