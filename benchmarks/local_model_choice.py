@@ -1,9 +1,11 @@
 """Which packaged models make the best local MoA? Accuracy and latency, measured in one run.
 
-Every system answers the short verifiable questions of `data/short_facts.jsonl`; an answer
-counts as right when it contains one of the expected answers as a whole word (case-insensitive).
-Systems: each packaged model alone, the `local-moa` mixture, the same mixture with Gemma added,
-and Self-MoA on Qwen. The figures decided the `local-moa` preset (see README).
+Every system answers the short verifiable questions of `data/short_facts.jsonl` (with
+"Answer briefly." appended) through `langgraph_moa.eval.Evaluation`; an answer counts as
+right when it contains one of the expected answers as a whole word, the package's
+``contains`` scorer. Systems: each packaged model alone, the `local-moa` mixture, the same
+mixture with Gemma added, and Self-MoA on Qwen. The figures decided the `local-moa` preset
+(see README). Each run uses a fresh call cache, so every answer is generated.
 
     python benchmarks/local_model_choice.py [--limit N] [--systems NAME ...]
 """
@@ -11,57 +13,37 @@ and Self-MoA on Qwen. The figures decided the `local-moa` preset (see README).
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import statistics
-import time
+import asyncio
+import tempfile
 from pathlib import Path
-from typing import Any
 
-from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa import MoAConfig
+from langgraph_moa.eval import Evaluation, load_dataset
 from langgraph_moa.local.runtime import LocalRuntime
-from langgraph_moa.models import build_model
 
 DATA = Path(__file__).parent / "data" / "short_facts.jsonl"
-PROMPT = "{question} Answer briefly."
 P = {"temperature": 0.7, "max_tokens": 128}
-A = {"temperature": 0.3, "max_tokens": 256}
 
 
-class Single:
-    """One model answering alone, with the aggregator's settings: the baseline to beat."""
-
-    def __init__(self, spec: str) -> None:
-        self.model = build_model(spec, A)
-
-    def invoke(self, state: dict[str, Any]) -> dict[str, Any]:
-        reply = self.model.invoke(state["messages"])
-        return {"messages": [reply], "calls": [reply]}
-
-
-def single(spec: str) -> Single:
-    return Single(spec)
-
-
-SYSTEMS: dict[str, Any] = {
-    "qwen2.5-coder-0.5b alone": lambda: single("local:qwen2.5-coder-0.5b"),
-    "smollm2-135m alone": lambda: single("local:smollm2-135m"),
-    "gemma3-270m alone": lambda: single("local:gemma3-270m"),
-    "local-moa (qwen+smollm2 -> qwen)": lambda: MoAConfig.from_preset("local-moa"),
-    "qwen+smollm2+gemma -> qwen": lambda: MoAConfig.from_preset(
+def with_gemma() -> MoAConfig:
+    return MoAConfig.from_preset(
         "local-moa",
+        name="qwen+smollm2+gemma -> qwen",
         proposers=[
             {"model": f"local:{m}", **P}
             for m in ("qwen2.5-coder-0.5b", "smollm2-135m", "gemma3-270m")
         ],
-    ),
-    "local-self-moa (qwen x3 -> qwen)": lambda: MoAConfig.from_preset("local-self-moa"),
+    )
+
+
+SYSTEMS = {
+    "single:local:qwen2.5-coder-0.5b": lambda: "single:local:qwen2.5-coder-0.5b",
+    "single:local:smollm2-135m": lambda: "single:local:smollm2-135m",
+    "single:local:gemma3-270m": lambda: "single:local:gemma3-270m",
+    "local-moa": lambda: "local-moa",
+    "qwen+smollm2+gemma -> qwen": with_gemma,
+    "local-self-moa": lambda: "local-self-moa",
 }
-
-
-def correct(answer: str, expected: list[str]) -> bool:
-    text = answer.lower()
-    return any(re.search(rf"(?<![\w]){re.escape(e)}(?![\w])", text) for e in expected)
 
 
 def main() -> None:
@@ -69,25 +51,19 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--systems", nargs="*", default=list(SYSTEMS))
     args = parser.parse_args()
-    items = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()][
-        : args.limit
-    ]
+    items = load_dataset(DATA)[: args.limit]
+    for item in items:
+        item.turns = [f"{item.turns[0]} Answer briefly."]
     runtime = LocalRuntime.default()
     runtime.start(["qwen2.5-coder-0.5b", "smollm2-135m", "gemma3-270m"])
     print(f"{len(items)} questions; {runtime.threads} thread(s) per server")
-    print(f"{'system':36} {'accuracy':>9} {'median s':>9} {'calls':>6}")
-    for name in args.systems:
-        system = SYSTEMS[name]()
-        graph = system if isinstance(system, Single) else create_moa_graph(system)
-        right, seconds, calls = 0, [], 0
-        for item in items:
-            started = time.perf_counter()
-            out = graph.invoke({"messages": [("user", PROMPT.format(**item))]})
-            seconds.append(time.perf_counter() - started)
-            right += correct(out["messages"][-1].text, item["answers"])
-            calls += len(out["calls"])
+    with tempfile.TemporaryDirectory() as out:
+        systems = [SYSTEMS[name]() for name in args.systems]
+        summary = asyncio.run(Evaluation(systems, items, out, plots=False, exports=False).run())
+    print(f"{'system':36} {'correct':>8} {'median s':>9} {'calls/item':>11}")
+    for name, s in summary.items():
         print(
-            f"{name:36} {right:>4}/{len(items):<4} {statistics.median(seconds):>9.1f} {calls / len(items):>6.1f}"
+            f"{name:36} {s['correct']:>4}/{s['scored']:<3} {s['median_item_s']:>9.1f} {s['calls'] / s['items']:>11.1f}"
         )
     runtime.stop_all()
 

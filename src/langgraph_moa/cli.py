@@ -347,7 +347,7 @@ def evaluate(
         plots=plots,
     )
     asyncio.run(evaluation.run(progress=console.is_terminal))
-    console.print((out / "report.md").read_text())
+    console.print((out / "report.md").read_text(), markup=False, highlight=False)
     console.print(f"[dim]results: {out}/results, {out}/summary.json; call cache: {out}/calls.db[/]")
 
 

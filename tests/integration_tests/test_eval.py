@@ -111,6 +111,19 @@ def test_moa_eval_on_the_local_models(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) == {"single:local:smollm2-135m", "local-self-moa"}
     assert all(s["items"] == 2 and s["errors"] == 0 for s in summary.values())
+    # Self-MoA's three samples were scored as its layer, next to the final answer.
+    assert set(summary["local-self-moa"]["layer_curve"]) == {"1", "final"}
+    assert summary["local-self-moa"]["layer_curve"]["1"]["items"] == 2
+    report = (tmp_path / "report.md").read_text()
+    assert (
+        "## Verdict" in report and "vs the best single model (single:local:smollm2-135m)" in report
+    )
+    for png in ("quality_vs_cost.png", "quality_per_layer.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    assert (
+        tmp_path / "exports" / "alpaca_eval" / "local-self-moa" / "model_outputs.json"
+    ).is_file()
+    assert "## Verdict" in first.stdout  # the report is printed too
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0
     again = json.loads((tmp_path / "summary.json").read_text())
