@@ -145,6 +145,9 @@ def test_pairwise_judge_against_a_baseline_and_cached_rescoring(backend, tmp_pat
         "ci95": [50.0, 50.0],
         "items": 6,
         "length_controlled": {"rate": 50.0, "standard_error": 0.0},
+        "consistent": 0,
+        "first_position": 0.0,
+        "unreadable": 12,
     }
     assert "win_rate" not in summary[systems[0]]
     assert backend.requests["judge"] >= 12  # both orders for every item

@@ -71,6 +71,8 @@ def test_layers_similarity_judge_prices_and_plots(mix, tmp_path):
     win = mixed["win_rate"]
     assert win["rate"] == 50.0 and win["ci95"] == [50.0, 50.0] and win["judge"] == "judge"
     assert win["length_controlled"]["rate"] == pytest.approx(50.0, abs=0.5)
+    # ... and the report says the judge cannot be trusted: never the same winner twice.
+    assert win["consistent"] == 0 and win["first_position"] == 1.0 and win["unreadable"] == 0
     # Dollars: priced calls only; the aggregator's calls are counted as unpriced.
     rows = [
         json.loads(line) for line in (tmp_path / "results" / "mix.jsonl").read_text().splitlines()
@@ -81,6 +83,8 @@ def test_layers_similarity_judge_prices_and_plots(mix, tmp_path):
 
     report = (tmp_path / "report.md").read_text()
     assert "| mix | layer 1 | 0.5 | 1.0 | 6 |" in report
+    assert "| mix | 50.0 | 50.0 - 50.0 | 50.0 ± 0.0 | 6 | 0/6 | 100% |" in report
+    assert "**The judge is not reliable here**" in report
     # The lone model is cheaper, the mix better: both are on the front, cheapest first.
     assert (
         "Pareto-optimal (no system is both cheaper and better): **wrong-alone**, **mix**" in report

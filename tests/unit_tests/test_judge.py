@@ -47,3 +47,14 @@ def test_bootstrap_interval_is_seeded_and_sensible():
     assert (low, high) == bootstrap_interval(scores, seed=7)
     assert low < win_rate(scores) < high
     assert 30 <= low <= 50 and 80 <= high <= 95
+
+
+def test_judge_reliability_counts_agreement_across_orders_and_position_bias():
+    from langgraph_moa.eval.judge import judge_reliability
+
+    fair = [("A", "B"), ("B", "A"), ("tie", "tie"), ("A", "A")]
+    assert judge_reliability(fair) == {"consistent": 3, "first_position": 0.5, "unreadable": 0}
+    always_a = [("A", "A")] * 5
+    assert judge_reliability(always_a) == {"consistent": 0, "first_position": 1.0, "unreadable": 0}
+    mute = [(None, None), ("B", None)]
+    assert judge_reliability(mute) == {"consistent": 0, "first_position": 0.0, "unreadable": 3}

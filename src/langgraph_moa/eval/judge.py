@@ -55,15 +55,15 @@ def pair_score(candidate_first: Verdict | None, baseline_first: Verdict | None) 
     return (first + second) / 2
 
 
-def judge_pair(
+def judge_both_orders(
     judge: BaseChatModel,
     instruction: str,
     candidate: str,
     baseline: str,
     cache: CallCache | None = None,
     label: str = "judge",
-) -> float:
-    """Ask the judge in both orders; return the candidate's score in [0, 1].
+) -> tuple[Verdict | None, Verdict | None]:
+    """Ask the judge with the candidate first, then with the baseline first.
 
     With a `cache`, verdicts are stored like any other call, so rescoring is free.
     """
@@ -78,9 +78,42 @@ def judge_pair(
             cache.put(key, reply)
         return reply.text
 
-    return pair_score(
-        parse_verdict(ask(candidate, baseline)), parse_verdict(ask(baseline, candidate))
+    return parse_verdict(ask(candidate, baseline)), parse_verdict(ask(baseline, candidate))
+
+
+def judge_pair(
+    judge: BaseChatModel,
+    instruction: str,
+    candidate: str,
+    baseline: str,
+    cache: CallCache | None = None,
+    label: str = "judge",
+) -> float:
+    """Ask the judge in both orders; return the candidate's score in [0, 1]."""
+    return pair_score(*judge_both_orders(judge, instruction, candidate, baseline, cache, label))
+
+
+def judge_reliability(
+    verdicts: Sequence[tuple[Verdict | None, Verdict | None]],
+) -> dict[str, float | int]:
+    """How much the verdicts can be trusted: the same winner whichever order, and position bias.
+
+    ``consistent``: items whose two verdicts name the same winner (or both a tie).
+    ``first_position``: share of readable verdicts that chose response A; a judge with no
+    position bias and no real preference sits near 0.5, one that always says "A" at 1.0.
+    ``unreadable``: verdicts that named neither A, B nor tie (counted as ties).
+    """
+    consistent = sum(
+        (first, second) in (("A", "B"), ("B", "A"), ("tie", "tie")) for first, second in verdicts
     )
+    readable = [v for pair in verdicts for v in pair if v is not None]
+    return {
+        "consistent": consistent,
+        "first_position": round(sum(v == "A" for v in readable) / len(readable), 3)
+        if readable
+        else 0.0,
+        "unreadable": sum(v is None for pair in verdicts for v in pair),
+    }
 
 
 def win_rate(scores: Sequence[float]) -> float:

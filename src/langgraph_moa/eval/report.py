@@ -52,6 +52,14 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
             front = ", ".join(f"**{n}**" for n in extras["pareto_front"])
             lines += ["", f"Pareto-optimal (no system is both cheaper and better): {front}"]
     lines += _layers(summary)
+    if any(s["cached_calls"] for s in summary.values()):
+        lines += [
+            "",
+            "Calls served from the cache (the bracketed counts) cost no time here, whether "
+            "from an earlier run or shared with another system (same model, parameters and "
+            "messages): the wall times of those systems understate a fresh run's. Tokens and "
+            "dollars count every call.",
+        ]
     lines += _verdict(summary)
     for note in extras.get("notes", []):
         lines += ["", f"> {note}"]
@@ -66,16 +74,39 @@ def _judged(summary: dict[str, Any]) -> list[str]:
     lines = [
         "",
         f"Pairwise win rate against **{first['baseline']}** (judge: {first['judge']}, both "
-        "orders asked, 95% bootstrap interval; length-controlled as alpaca-eval computes it):",
+        "orders asked, 95% bootstrap interval; length-controlled as alpaca-eval computes it). "
+        "'Same winner' counts the items whose two verdicts agree once the order is swapped; "
+        "'chose A' is the share of verdicts that picked the first position:",
         "",
-        "| system | win rate | 95% interval | LC win rate | items |",
-        "|---|---|---|---|---|",
+        "| system | win rate | 95% interval | LC win rate | items | same winner | chose A |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, w in judged.items():
         ci = f"{w['ci95'][0]} - {w['ci95'][1]}"
         lc = w.get("length_controlled")
         lc_cell = f"{lc['rate']} ± {lc['standard_error']}" if lc else w.get("lc_note", "n/a")
-        lines.append(f"| {name} | {w['rate']} | {ci} | {lc_cell} | {w['items']} |")
+        cells = [
+            name,
+            w["rate"],
+            ci,
+            lc_cell,
+            w["items"],
+            f"{w.get('consistent', 'n/a')}/{w['items']}",
+            _fmt(w.get("first_position"), ".0%"),
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    verdicts = sum(2 * w["items"] for w in judged.values())
+    consistent = sum(w.get("consistent", 0) for w in judged.values())
+    items = sum(w["items"] for w in judged.values())
+    if items and consistent / items < 0.5:
+        lines += [
+            "",
+            f"**The judge is not reliable here**: its two verdicts named the same winner for "
+            f"only {consistent} of {items} pairs (of {verdicts} verdicts, the share that chose "
+            "the first position is in the table). Asking both orders cancels that bias, so "
+            "the win rates drift to 50, but they then say little about quality: use a "
+            "stronger judge, or trust the verifiable scores above.",
+        ]
     return lines
 
 

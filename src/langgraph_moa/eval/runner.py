@@ -27,7 +27,14 @@ from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.eval.costs import Prices, dollars, load_prices, pareto_front
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.eval.export import write_exports
-from langgraph_moa.eval.judge import bootstrap_interval, judge_pair, win_rate
+from langgraph_moa.eval.judge import (
+    Verdict,
+    bootstrap_interval,
+    judge_both_orders,
+    judge_reliability,
+    pair_score,
+    win_rate,
+)
 from langgraph_moa.eval.layers import (
     last_proposals,
     layer_curve,
@@ -306,14 +313,16 @@ class Evaluation:
         base = {r["id"]: r for r in results[self.baseline]}
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(row: dict[str, Any]) -> Judged | None:
+        async def one(
+            row: dict[str, Any],
+        ) -> tuple[Judged, tuple[Verdict | None, Verdict | None]] | None:
             other = base.get(row["id"])
             if other is None or row["error"] or other["error"]:
                 return None
             instruction = "\n\n".join(row["turns"])
             async with gate:
-                verdict = await asyncio.to_thread(
-                    judge_pair,
+                verdicts = await asyncio.to_thread(
+                    judge_both_orders,
                     judge_model,
                     instruction,
                     row["answer"],
@@ -321,12 +330,14 @@ class Evaluation:
                     self.cache,
                     self.judge_label or "judge",
                 )
-            return Judged(instruction, row["answer"], other["answer"], verdict)
+            judged = Judged(instruction, row["answer"], other["answer"], pair_score(*verdicts))
+            return judged, verdicts
 
         for name, rows in results.items():
             if name == self.baseline:
                 continue
-            judged = [j for j in await asyncio.gather(*(one(r) for r in rows)) if j is not None]
+            outcomes = [o for o in await asyncio.gather(*(one(r) for r in rows)) if o is not None]
+            judged = [j for j, _ in outcomes]
             scores = [j.score for j in judged]
             low, high = bootstrap_interval(scores)
             entry: dict[str, Any] = {
@@ -335,6 +346,7 @@ class Evaluation:
                 "rate": round(win_rate(scores), 1),
                 "ci95": [round(low, 1), round(high, 1)],
                 "items": len(scores),
+                **judge_reliability([v for _, v in outcomes]),
             }
             try:
                 lc = length_controlled_win_rate(
