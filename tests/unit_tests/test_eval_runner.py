@@ -105,3 +105,18 @@ def test_an_interrupted_run_resumes_from_the_cache(mix, tmp_path):
 def test_system_names_must_be_distinct(mix, tmp_path):
     with pytest.raises(MoAConfigError, match="distinct names"):
         Evaluation([mix, mix], ITEMS, tmp_path)
+
+
+def test_without_the_eval_extra_the_run_completes_and_says_what_is_missing(
+    mix, tmp_path, monkeypatch
+):
+    import sys
+
+    for module in ("matplotlib", "sacrebleu"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    summary = asyncio.run(Evaluation([mix], ITEMS[:2], tmp_path).run(progress=False))
+    assert summary["mix"]["correct"] == 2 and "similarity" not in summary["mix"]
+    assert not (tmp_path / "quality_vs_cost.png").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert "Plots need the eval extra: pip install 'langgraph-moa[eval]'" in report
+    assert "Similarity analysis needs the eval extra" in report

@@ -54,6 +54,7 @@ def quality_vs_cost(
         ys = [points[n][1] for n in front]
         ax.plot(xs, ys, "--", color="tab:red", label="Pareto front", zorder=2)
         ax.legend(loc="lower right")
+    ax.margins(x=0.2, y=0.12)  # room for the labels
     ax.set_xlabel(cost_label)
     ax.set_ylabel(quality_label)
     ax.set_title("Quality vs cost")
@@ -78,6 +79,9 @@ def quality_per_layer(curves: Mapping[str, Mapping[str, Mapping[str, float]]], p
     for i, (name, curve) in enumerate(curves.items()):
         color = f"C{i}"
         xs = [axis.index(s) for s in curve]
+        if len(curve) == 1:  # one model alone: a single point at the final answer
+            ax.plot(xs, [v["mean"] for v in curve.values()], "s", color=color, label=name)
+            continue
         ax.plot(xs, [v["mean"] for v in curve.values()], "o-", color=color, label=f"{name} (mean)")
         ax.plot(xs, [v["best"] for v in curve.values()], "^:", color=color, label=f"{name} (best)")
     ax.set_xticks(range(len(axis)), [f"layer {s}" if s != FINAL else s for s in axis])
