@@ -101,6 +101,10 @@ def test_moa_eval_on_the_local_models(tmp_path):
         "single:local:smollm2-135m",
         "--system",
         "local-self-moa",
+        "--judge",
+        "local:smollm2-135m",
+        "--baseline",
+        "single:local:smollm2-135m",
         "--limit",
         "2",
         "--out",
@@ -111,6 +115,9 @@ def test_moa_eval_on_the_local_models(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) == {"single:local:smollm2-135m", "local-self-moa"}
     assert all(s["items"] == 2 and s["errors"] == 0 for s in summary.values())
+    # A real judge asked both orders; two items are too few for the length-controlled fit.
+    win = summary["local-self-moa"]["win_rate"]
+    assert win["items"] == 2 and 0 <= win["rate"] <= 100 and "at least 5" in win["lc_note"]
     # Self-MoA's three samples were scored as its layer, next to the final answer.
     assert set(summary["local-self-moa"]["layer_curve"]) == {"1", "final"}
     assert summary["local-self-moa"]["layer_curve"]["1"]["items"] == 2
