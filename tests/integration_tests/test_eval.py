@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -246,3 +247,28 @@ def test_langsmith_evaluate_on_the_local_model(recorder, tmp_path):
     assert all(r["run"].outputs["answer"].strip() for r in results)
     assert all(r["evaluation_results"]["results"][0].score in (0, 1) for r in results)
     client.flush()
+
+
+def test_without_uploads_no_run_leaves_the_machine(backend, recorder, moa_file, tmp_path):
+    """The default LangSmith endpoint is the recorder here: it must receive no runs."""
+    url, sent = recorder
+    script = f"""
+import uuid
+from langsmith.schemas import Example
+from langgraph_moa.eval import evaluate_system
+data = [Example(id=uuid.uuid4(), dataset_id=uuid.uuid4(), inputs={{"question": "2+2?"}},
+                outputs={{"expected": "4"}})]
+rows = list(evaluate_system({str(moa_file)!r}, data, cache_dir={str(tmp_path)!r}, upload_results=False))
+assert len(rows) == 1 and rows[0]["run"].outputs["answer"]
+"""
+    env = {
+        **os.environ,
+        "LANGSMITH_ENDPOINT": url,
+        "LANGSMITH_API_KEY": "test-key",
+        "LANGSMITH_TRACING": "true",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert not [s for s in sent if s["method"] in ("POST", "PATCH") and "runs" in s["path"]]

@@ -112,8 +112,8 @@ def evaluate_system(
 
     `data` is a dataset name or examples, as ``evaluate`` takes them. Model calls go through
     the on-disk call cache in `cache_dir` (a temporary folder when None), so a second
-    experiment on the same data costs no generation. With ``upload_results=False`` nothing
-    is sent: no experiment and no traces. Returns LangSmith's ``ExperimentResults``.
+    experiment on the same data costs no generation. With ``upload_results=False`` no
+    experiment, run or feedback is sent. Returns LangSmith's ``ExperimentResults``.
     """
     from langsmith import evaluate, tracing_context
 
@@ -124,7 +124,10 @@ def evaluate_system(
     runnable = evaluation.systems[0]
 
     def target(inputs: dict[str, Any]) -> dict[str, Any]:
-        row = asyncio.run(evaluation.run_item(runnable, item_from_fields(inputs)))
+        # evaluate() traces "locally" without uploads, but LangChain's own tracer would still
+        # send the graph's nested runs to the default endpoint: switch it off here.
+        with tracing_context(enabled=None if upload_results else False):
+            row = asyncio.run(evaluation.run_item(runnable, item_from_fields(inputs)))
         if row["error"] is not None:
             raise RuntimeError(row["error"])
         return {
