@@ -321,6 +321,10 @@ def evaluate(
         typer.Option(help="Read the items from this LangSmith dataset (needs LANGSMITH_API_KEY)."),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Draw the PNG plots (needs the eval extra).")] = True,
+    judge_layers: Annotated[
+        bool,
+        typer.Option(help="Judge every proposal of unverifiable items (per-layer analysis)."),
+    ] = False,
 ) -> None:
     """Compare systems (single models, MoA, Self-MoA...) on a dataset; reruns hit the cache."""
     import asyncio
@@ -345,6 +349,7 @@ def evaluate(
         baseline=baseline,
         prices=prices,
         plots=plots,
+        judge_layers=judge_layers,
     )
     asyncio.run(evaluation.run(progress=console.is_terminal))
     console.print((out / "report.md").read_text(), markup=False, highlight=False)

@@ -120,3 +120,48 @@ def test_without_the_eval_extra_the_run_completes_and_says_what_is_missing(
     report = (tmp_path / "report.md").read_text()
     assert "Plots need the eval extra: pip install 'langgraph-moa[eval]'" in report
     assert "Similarity analysis needs the eval extra" in report
+
+
+def test_judge_layers_gives_unverifiable_items_a_per_layer_analysis(mix, tmp_path):
+    """No expected answers: the judge scores every proposal against the baseline's answer."""
+    open_items = [EvalItem(id=i.id, turns=i.turns) for i in ITEMS]  # nothing to verify
+
+    def prefers_the_code_word(_label, _n, messages):
+        text = messages[-1].text
+        a = text.split("[Response A]")[1].split("[Response B]")[0]
+        b = text.split("[Response B]")[1]
+        has_a, has_b = "alpha" in a, "alpha" in b
+        return "tie" if has_a == has_b else ("A" if has_a else "B")
+
+    judge = FakeChat(label="fair-judge", reply=prefers_the_code_word)
+    lone = MoAConfig(
+        name="wrong-alone",
+        variant="single-proposer",
+        proposers=[FakeChat(label="wrong2", reply=lambda *_: "No idea.")],
+        aggregator=FakeChat(label="agg2", reply=lambda *_: "No idea at all."),
+    )
+    summary = asyncio.run(
+        Evaluation(
+            [mix, lone],
+            open_items,
+            tmp_path,
+            judge=judge,
+            baseline="wrong-alone",
+            judge_layers=True,
+        ).run(progress=False)
+    )
+    mixed = summary["mix"]
+    assert mixed["accuracy"] is None  # nothing verifiable...
+    assert mixed["win_rate"]["rate"] == 100.0 and mixed["win_rate"]["consistent"] == 6
+    # ... yet the layers are scored: the right proposal beats the baseline, the wrong one ties.
+    assert mixed["layer_curve"] == {
+        "1": {"mean": 0.75, "best": 1.0, "items": 6},
+        "final": {"mean": 1.0, "best": 1.0, "items": 6},
+    }
+    assert mixed["similarity"]["tfidf_cosine"]["spearman"] > 0.8
+    rows = [
+        json.loads(line) for line in (tmp_path / "results" / "mix.jsonl").read_text().splitlines()
+    ]
+    assert rows[0]["proposal_scores"] == [1.0, 0.5]  # the results file carries them too
+    with pytest.raises(MoAConfigError, match="--judge-layers needs a judge"):
+        Evaluation([mix], open_items, tmp_path, judge_layers=True)

@@ -10,8 +10,9 @@ Two of the MoA paper's mechanism checks, on your data:
   from rapidfuzz); a positive Spearman correlation (scipy) between similarity and proposal
   quality means the aggregator leans on the better proposals.
 
-Proposal quality is the item's verifiable score (`langgraph_moa.eval.scorers`); items
-without an expected answer are left out of both analyses.
+Proposal quality is the item's verifiable score (`langgraph_moa.eval.scorers`), or, for
+items without an expected answer and with ``judge_layers``, the judge's pairwise score
+against the baseline's answer.
 """
 
 from __future__ import annotations

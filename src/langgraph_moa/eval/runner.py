@@ -36,6 +36,7 @@ from langgraph_moa.eval.judge import (
     win_rate,
 )
 from langgraph_moa.eval.layers import (
+    FINAL,
     last_proposals,
     layer_curve,
     similarities,
@@ -103,22 +104,27 @@ class Evaluation:
         prices: Prices | str | Path | None = None,
         plots: bool = True,
         exports: bool = True,
+        judge_layers: bool = False,
     ) -> None:
         """Prepare the output folder and the call cache; nothing is called yet.
 
         With `judge` (a model spec) and `baseline` (one of `systems`), every other system is
         judged pairwise against the baseline: win rate with a bootstrap interval, and the
-        length-controlled win rate. `prices` (a table or its YAML/JSON file, see
-        `langgraph_moa.eval.costs`) turns tokens into dollars.
+        length-controlled win rate. With `judge_layers`, items without a verifiable answer
+        get their per-layer analysis from the judge too: every proposal is judged against
+        the baseline's answer (two judge calls per proposal). `prices` (a table or its
+        YAML/JSON file, see `langgraph_moa.eval.costs`) turns tokens into dollars.
         """
         if (judge is None) != (baseline is None):
             raise MoAConfigError(
                 "Pairwise judging needs both --judge (a model) and --baseline (a system)."
             )
+        if judge_layers and judge is None:
+            raise MoAConfigError("--judge-layers needs a judge: add --judge and --baseline.")
         self.prices: Prices | None = (
             load_prices(prices) if isinstance(prices, (str, Path)) else prices
         )
-        self.plots, self.exports = plots, exports
+        self.plots, self.exports, self.judge_layers = plots, exports, judge_layers
         self.out = Path(out_dir)
         (self.out / "results").mkdir(parents=True, exist_ok=True)
         self.cache = SQLiteCallCache(self.out / "calls.db")
@@ -258,10 +264,7 @@ class Evaluation:
                 started = time.perf_counter()
                 rows = await asyncio.gather(*(one(item) for item in self.items))
                 elapsed = time.perf_counter() - started
-                path = self.out / "results" / f"{slug(system.name)}.jsonl"
-                path.write_text(
-                    "".join(json.dumps(r, default=str) + "\n" for r in rows), encoding="utf-8"
-                )
+                self._write_results(system.name, rows)
                 summary[system.name] = self._summarize(rows, elapsed)
                 results[system.name] = rows
         if self.judge is not None and self.baseline is not None:
@@ -292,17 +295,25 @@ class Evaluation:
             if rows
             else None,
             "wall_s": round(elapsed, 2),
-            "layer_curve": layer_curve(rows),
         }
+        self._analysis_summary(rows, out)
+        if self.prices is not None:
+            spent, unpriced = dollars([c for r in rows for c in r["trace"]], self.prices)
+            out["dollars"], out["unpriced_calls"] = round(spent, 6), unpriced
+        return out
+
+    def _analysis_summary(self, rows: list[dict[str, Any]], out: dict[str, Any]) -> None:
+        """Per-layer curve and similarity-vs-quality of one system, into its summary."""
+        out["layer_curve"] = layer_curve(rows)
         if any("proposal_similarity" in r for r in rows):
             try:
                 out["similarity"] = similarity_vs_quality(rows)
             except MoAError as exc:
                 self.notes.append(str(exc))
-        if self.prices is not None:
-            spent, unpriced = dollars([c for r in rows for c in r["trace"]], self.prices)
-            out["dollars"], out["unpriced_calls"] = round(spent, 6), unpriced
-        return out
+
+    def _write_results(self, name: str, rows: list[dict[str, Any]]) -> None:
+        path = self.out / "results" / f"{slug(name)}.jsonl"
+        path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows), encoding="utf-8")
 
     async def _judge_all(
         self, results: dict[str, list[dict[str, Any]]], summary: dict[str, Any]
@@ -313,6 +324,20 @@ class Evaluation:
         base = {r["id"]: r for r in results[self.baseline]}
         gate = asyncio.Semaphore(self.concurrency)
 
+        async def ask(
+            instruction: str, candidate: str, baseline: str
+        ) -> tuple[Verdict | None, Verdict | None]:
+            async with gate:
+                return await asyncio.to_thread(
+                    judge_both_orders,
+                    judge_model,
+                    instruction,
+                    candidate,
+                    baseline,
+                    self.cache,
+                    self.judge_label or "judge",
+                )
+
         async def one(
             row: dict[str, Any],
         ) -> tuple[Judged, tuple[Verdict | None, Verdict | None]] | None:
@@ -320,23 +345,40 @@ class Evaluation:
             if other is None or row["error"] or other["error"]:
                 return None
             instruction = "\n\n".join(row["turns"])
-            async with gate:
-                verdicts = await asyncio.to_thread(
-                    judge_both_orders,
-                    judge_model,
-                    instruction,
-                    row["answer"],
-                    other["answer"],
-                    self.cache,
-                    self.judge_label or "judge",
-                )
+            verdicts = await ask(instruction, row["answer"], other["answer"])
             judged = Judged(instruction, row["answer"], other["answer"], pair_score(*verdicts))
             return judged, verdicts
+
+        async def judge_layers(row: dict[str, Any], final_score: float) -> None:
+            """Score an unverifiable item's layers by the judge, against the baseline answer."""
+            instruction, other = "\n\n".join(row["turns"]), base[row["id"]]["answer"]
+            calls = [c for c in row["trace"] if c["turn"] == len(row["turns"]) - 1]
+
+            async def quality(text: str) -> float:
+                return pair_score(*await ask(instruction, text, other))
+
+            stage_scores: dict[str, list[float]] = {}
+            for stage, outputs in stages(calls, row["answer"]).items():
+                if stage == FINAL:
+                    stage_scores[stage] = [final_score]
+                else:
+                    stage_scores[stage] = list(await asyncio.gather(*map(quality, outputs)))
+            row["stage_scores"] = stage_scores
+            proposals = last_proposals(calls)
+            if proposals:
+                row["proposal_scores"] = list(await asyncio.gather(*map(quality, proposals)))
+                try:
+                    row["proposal_similarity"] = similarities(row["answer"], proposals)
+                except MoAError as exc:
+                    if str(exc) not in self.notes:
+                        self.notes.append(str(exc))
 
         for name, rows in results.items():
             if name == self.baseline:
                 continue
-            outcomes = [o for o in await asyncio.gather(*(one(r) for r in rows)) if o is not None]
+            answered = await asyncio.gather(*(one(r) for r in rows))
+            pairs = [(row, o) for row, o in zip(rows, answered, strict=True) if o is not None]
+            outcomes = [o for _, o in pairs]
             judged = [j for j, _ in outcomes]
             scores = [j.score for j in judged]
             low, high = bootstrap_interval(scores)
@@ -359,6 +401,11 @@ class Evaluation:
             except MoAError as exc:
                 entry["lc_note"] = str(exc)
             summary[name]["win_rate"] = entry
+            if self.judge_layers:
+                unverifiable = [(r, j.score) for r, (j, _) in pairs if "stage_scores" not in r]
+                await asyncio.gather(*(judge_layers(row, score) for row, score in unverifiable))
+                self._analysis_summary(rows, summary[name])
+                self._write_results(name, rows)
 
     def _plot(self, summary: dict[str, Any], extras: dict[str, Any]) -> None:
         """Quality vs cost with its Pareto front, and quality per layer, as PNG files."""
