@@ -272,3 +272,24 @@ assert len(rows) == 1 and rows[0]["run"].outputs["answer"]
     )
     assert done.returncode == 0, done.stderr
     assert not [s for s in sent if s["method"] in ("POST", "PATCH") and "runs" in s["path"]]
+
+
+@pytest.mark.local_models
+@pytest.mark.usefixtures("local_models_available")
+def test_judge_layers_on_the_local_models(tmp_path):
+    data = tmp_path / "open.json"  # AlpacaEval format: no expected answer to check
+    data.write_text(json.dumps([{"instruction": "Name one primary colour.", "output": "Red."}]))
+    systems = ["single:local:smollm2-135m", "local-self-moa"]
+    evaluation = Evaluation(
+        systems,
+        load_dataset(data),
+        tmp_path / "out",
+        judge="local:smollm2-135m",
+        baseline=systems[0],
+        judge_layers=True,
+    )
+    summary = asyncio.run(evaluation.run(progress=False))
+    curve = summary["local-self-moa"]["layer_curve"]
+    assert set(curve) == {"1", "final"} and curve["1"]["items"] == 1
+    assert all(0.0 <= v["mean"] <= v["best"] <= 1.0 for v in curve.values())
+    assert summary["local-self-moa"]["similarity"]["levenshtein"]["pairs"] == 3
