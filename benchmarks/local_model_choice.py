@@ -29,7 +29,8 @@ def with_gemma() -> MoAConfig:
     return MoAConfig.from_preset(
         "local-moa",
         proposers=[
-            {"model": f"local:{m}", **P} for m in ("qwen2.5-coder-0.5b", "smollm2-135m", "gemma3-270m")
+            {"model": f"local:{m}", **P}
+            for m in ("qwen2.5-coder-0.5b", "smollm2-135m", "gemma3-270m")
         ],
     ).with_overrides(name="qwen+smollm2+gemma -> qwen")
 
