@@ -26,8 +26,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, NamedTuple
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -250,6 +250,56 @@ def _check_limits(
     reason = stop() if stop is not None else None
     if reason:
         raise StragglerCancelledError(f"{label} was still running: {reason}")
+
+
+class ModelRequest(NamedTuple):
+    """A model call a node body asks its runner to make (the arguments of `_call`)."""
+
+    model: Runnable[Any, Any]
+    messages: list[BaseMessage]
+    label: str
+    timeout: float | None
+    stop: StopCheck | None
+
+
+NodeSteps = Generator[ModelRequest, Any, Any]
+"""A node body written once: it yields the model call it needs and receives the answer.
+
+Each node has a sync body (for `invoke`) and an async one (for `ainvoke`) that differ only in
+how the model is called; `_run_sync` and `_run_async` supply that difference, so the logic
+around the call (cache, accounting, retries, fallbacks) exists once. A failed call is thrown
+into the body at its `yield`, where the body's own `except` sees it as before.
+"""
+
+
+def _run_sync(steps: NodeSteps) -> Any:
+    """Run a node body, making its model calls in this thread (`_call`)."""
+    try:
+        request = next(steps)
+        while True:
+            try:
+                response = _call(*request)
+            except Exception as exc:
+                request = steps.throw(exc)
+            else:
+                request = steps.send(response)
+    except StopIteration as done:
+        return done.value
+
+
+async def _run_async(steps: NodeSteps) -> Any:
+    """Run a node body, awaiting its model calls (`_acall`)."""
+    try:
+        request = next(steps)
+        while True:
+            try:
+                response = await _acall(*request)
+            except Exception as exc:
+                request = steps.throw(exc)
+            else:
+                request = steps.send(response)
+    except StopIteration as done:
+        return done.value
 
 
 class _LayerClock:
@@ -484,15 +534,15 @@ class _MoANodes:
             )
         return lambda: self.clock.stop_reason(token, layer, cfg.min_proposers)
 
-    def propose(self, task: ProposerTask) -> dict[str, Any]:
-        """Ask one proposer for one sample (sync)."""
+    def _propose_steps(self, task: ProposerTask) -> NodeSteps:
+        """Ask one proposer for one sample: the body of `propose` and `apropose`."""
         model, where, key = self._proposer_call(task)
         _emit("started", **where)
         started = time.perf_counter()
         try:
             stop = self._straggler_check(task)
             cfg = self.config()
-            response, cached = self._cached_call(
+            response, cached = yield from self._model_call(
                 model,
                 task["messages"],
                 where,
@@ -507,28 +557,13 @@ class _MoANodes:
                 raise
             return self._proposer_gave_up(where, key, exc)
 
+    def propose(self, task: ProposerTask) -> dict[str, Any]:
+        """Ask one proposer for one sample (sync)."""
+        return _run_sync(self._propose_steps(task))
+
     async def apropose(self, task: ProposerTask) -> dict[str, Any]:
         """Ask one proposer for one sample (async)."""
-        model, where, key = self._proposer_call(task)
-        _emit("started", **where)
-        started = time.perf_counter()
-        try:
-            stop = self._straggler_check(task)
-            cfg = self.config()
-            response, cached = await self._acached_call(
-                model,
-                task["messages"],
-                where,
-                cfg.proposers[task["proposer"]].call_params(),
-                cfg.call_timeout_s,
-                stop,
-            )
-            return self._proposal(response, where, key, time.perf_counter() - started, cached)
-        except Exception as exc:
-            self.attempts.failed(key, exc)
-            if self._retrying(exc):
-                raise
-            return self._proposer_gave_up(where, key, exc)
+        return await _run_async(self._propose_steps(task))
 
     def _proposal(
         self,
@@ -564,7 +599,7 @@ class _MoANodes:
             sample=where["sample"],
         )
 
-    def _cached_call(
+    def _model_call(
         self,
         model: Runnable[Any, Any],
         messages: list[BaseMessage],
@@ -572,30 +607,12 @@ class _MoANodes:
         params: dict[str, Any],
         timeout: float | None,
         stop: StopCheck | None = None,
-    ) -> tuple[Any, bool]:
-        """Call the model, or answer from the call cache; tell which."""
+    ) -> Generator[ModelRequest, Any, tuple[Any, bool]]:
+        """Answer from the call cache, or have the node's runner call the model; tell which."""
         key = self._cache_key(where, params, messages)
         if key is not None and (hit := self.call_cache.get(key)) is not None:  # type: ignore[union-attr]
             return hit, True
-        response = _call(model, messages, where["configured_model"], timeout, stop)
-        if key is not None and isinstance(response, BaseMessage):
-            self.call_cache.put(key, response)  # type: ignore[union-attr]
-        return response, False
-
-    async def _acached_call(
-        self,
-        model: Runnable[Any, Any],
-        messages: list[BaseMessage],
-        where: dict[str, Any],
-        params: dict[str, Any],
-        timeout: float | None,
-        stop: StopCheck | None = None,
-    ) -> tuple[Any, bool]:
-        """Async twin of `_cached_call`."""
-        key = self._cache_key(where, params, messages)
-        if key is not None and (hit := self.call_cache.get(key)) is not None:  # type: ignore[union-attr]
-            return hit, True
-        response = await _acall(model, messages, where["configured_model"], timeout, stop)
+        response = yield ModelRequest(model, messages, where["configured_model"], timeout, stop)
         if key is not None and isinstance(response, BaseMessage):
             self.call_cache.put(key, response)  # type: ignore[union-attr]
         return response, False
@@ -700,8 +717,8 @@ class _MoANodes:
         """Self-MoA-Seq: a window whose samples all failed leaves the synthesis as it was."""
         return cfg.variant == "self-moa-seq" and state["references"] == [state.get("synthesis")]
 
-    def aggregate(self, state: MoAState) -> dict[str, Any]:
-        """Synthesize the references into the answer (sync)."""
+    def _aggregate_steps(self, state: MoAState) -> NodeSteps:
+        """Synthesize the references: the body of `aggregate` and `aaggregate`."""
         cfg = self.config()
         where, is_final = self._final_where(cfg, state)
         if self._skip_window(cfg, state) and not is_final:
@@ -713,7 +730,7 @@ class _MoANodes:
             model, messages, trimmed = self._aggregator_input(cfg, state, where, is_final)
             _emit("started", **where)
             started = time.perf_counter()
-            response, cached = self._cached_call(
+            response, cached = yield from self._model_call(
                 model, messages, where, self._final_params(cfg, where), cfg.call_timeout_s
             )
             return self._aggregated(
@@ -732,37 +749,13 @@ class _MoANodes:
                 raise
             return self._final_gave_up(cfg, state, where, key, exc)
 
+    def aggregate(self, state: MoAState) -> dict[str, Any]:
+        """Synthesize the references into the answer (sync)."""
+        return _run_sync(self._aggregate_steps(state))
+
     async def aaggregate(self, state: MoAState) -> dict[str, Any]:
         """Synthesize the references into the answer (async)."""
-        cfg = self.config()
-        where, is_final = self._final_where(cfg, state)
-        if self._skip_window(cfg, state) and not is_final:
-            return {}
-        key = _attempt_key(state["run_token"], where)
-        try:
-            # Building the input is inside: a conversation too long for the budget is a
-            # failure of this aggregator, and the next one in the chain may have room.
-            model, messages, trimmed = self._aggregator_input(cfg, state, where, is_final)
-            _emit("started", **where)
-            started = time.perf_counter()
-            response, cached = await self._acached_call(
-                model, messages, where, self._final_params(cfg, where), cfg.call_timeout_s
-            )
-            return self._aggregated(
-                cfg,
-                state,
-                response,
-                where,
-                time.perf_counter() - started,
-                is_final,
-                trimmed,
-                cached,
-            )
-        except Exception as exc:
-            self.attempts.failed(key, exc)
-            if self._retrying(exc):
-                raise
-            return self._final_gave_up(cfg, state, where, key, exc)
+        return await _run_async(self._aggregate_steps(state))
 
     def _aggregated(
         self,
@@ -834,31 +827,15 @@ class _MoANodes:
         )
         return cfg, model, where, ranker_messages(_conversation(state), state["references"])
 
-    def rank(self, state: MoAState) -> dict[str, Any]:
-        """Let an LLM pick the best proposal and return it verbatim (sync)."""
+    def _rank_steps(self, state: MoAState) -> NodeSteps:
+        """Let an LLM pick the best proposal: the body of `rank` and `arank`."""
         cfg, model, where, messages = self._ranker_call(state)
         key = _attempt_key(state["run_token"], where)
         _emit("started", **where)
         started = time.perf_counter()
         params = cfg.final_chain[where["sample"]].call_params()
         try:
-            response, cached = self._cached_call(model, messages, where, params, cfg.call_timeout_s)
-        except Exception as exc:
-            self.attempts.failed(key, exc)
-            if self._retrying(exc):
-                raise
-            return self._final_gave_up(cfg, state, where, key, exc)
-        return self._ranked(cfg, state, response, where, time.perf_counter() - started, cached)
-
-    async def arank(self, state: MoAState) -> dict[str, Any]:
-        """Let an LLM pick the best proposal and return it verbatim (async)."""
-        cfg, model, where, messages = self._ranker_call(state)
-        key = _attempt_key(state["run_token"], where)
-        _emit("started", **where)
-        started = time.perf_counter()
-        params = cfg.final_chain[where["sample"]].call_params()
-        try:
-            response, cached = await self._acached_call(
+            response, cached = yield from self._model_call(
                 model, messages, where, params, cfg.call_timeout_s
             )
         except Exception as exc:
@@ -867,6 +844,14 @@ class _MoANodes:
                 raise
             return self._final_gave_up(cfg, state, where, key, exc)
         return self._ranked(cfg, state, response, where, time.perf_counter() - started, cached)
+
+    def rank(self, state: MoAState) -> dict[str, Any]:
+        """Let an LLM pick the best proposal and return it verbatim (sync)."""
+        return _run_sync(self._rank_steps(state))
+
+    async def arank(self, state: MoAState) -> dict[str, Any]:
+        """Let an LLM pick the best proposal and return it verbatim (async)."""
+        return await _run_async(self._rank_steps(state))
 
     def _ranked(
         self,
