@@ -184,22 +184,17 @@ class MoAChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        cut = _StopFilter(stop or self.stop)
-        final: dict[str, Any] = {}
+        answer = _AnswerStream(stop or self.stop)
         for mode, part in self.graph.stream(
             {"messages": messages},
             self._inner_config(run_manager),
             stream_mode=["messages", "values"],
         ):
-            if mode == "values":
-                final = part
-            elif final_answer_only(part[1]) and not cut.done:
-                if text := cut.feed(part[0].text):
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-                    if run_manager:
-                        run_manager.on_llm_new_token(text, chunk=chunk)
-                    yield chunk
-        yield from self._closing_chunks(cut, final, run_manager)
+            if chunk := answer.take(mode, part):
+                if run_manager:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        yield from self._closing_chunks(answer.cut, answer.final, run_manager)
 
     async def _astream(
         self,
@@ -208,22 +203,17 @@ class MoAChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        cut = _StopFilter(stop or self.stop)
-        final: dict[str, Any] = {}
+        answer = _AnswerStream(stop or self.stop)
         async for mode, part in self.graph.astream(
             {"messages": messages},
             self._inner_config(run_manager),
             stream_mode=["messages", "values"],
         ):
-            if mode == "values":
-                final = part
-            elif final_answer_only(part[1]) and not cut.done:
-                if text := cut.feed(part[0].text):
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-                    if run_manager:
-                        await run_manager.on_llm_new_token(text, chunk=chunk)
-                    yield chunk
-        for chunk in self._closing_chunks(cut, final, None):
+            if chunk := answer.take(mode, part):
+                if run_manager:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        for chunk in self._closing_chunks(answer.cut, answer.final, None):
             yield chunk
 
     def _closing_chunks(
@@ -267,6 +257,26 @@ def _result(answer: AIMessage, stop: list[str] | None) -> ChatResult:
         response_metadata=answer.response_metadata,
     )
     return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class _AnswerStream:
+    """Turns the graph's streamed parts into chunks of the final answer, cut at stops.
+
+    ``messages`` parts of the final aggregator become text chunks; ``values`` parts keep the
+    last state, whose answer and usage close the stream.
+    """
+
+    def __init__(self, stops: list[str] | None) -> None:
+        self.cut = _StopFilter(stops)
+        self.final: dict[str, Any] = {}
+
+    def take(self, mode: str, part: Any) -> ChatGenerationChunk | None:
+        if mode == "values":
+            self.final = part
+        elif final_answer_only(part[1]) and not self.cut.done:
+            if text := self.cut.feed(part[0].text):
+                return ChatGenerationChunk(message=AIMessageChunk(content=text))
+        return None
 
 
 class _StopFilter:
