@@ -4,7 +4,7 @@ import pytest
 
 from langgraph_moa.eval.judge import (
     bootstrap_interval,
-    judge_pair,
+    judge_both_orders,
     pair_score,
     parse_verdict,
     win_rate,
@@ -21,7 +21,7 @@ def test_parse_verdict(text, verdict):
 
 def test_a_judge_that_always_prefers_the_first_position_cancels_out(fake):
     biased = fake("JUDGE", reply=lambda *a: "A")
-    assert judge_pair(biased, "q", "candidate answer", "baseline answer") == 0.5
+    assert pair_score(*judge_both_orders(biased, "q", "candidate answer", "baseline answer")) == 0.5
 
 
 def test_a_judge_that_prefers_the_candidate_in_both_orders_gives_a_win(fake):
@@ -30,7 +30,7 @@ def test_a_judge_that_prefers_the_candidate_in_both_orders_gives_a_win(fake):
         return "A" if prompt.index("candidate answer") < prompt.index("baseline answer") else "B"
 
     judge = fake("JUDGE", reply=prefers_candidate)
-    assert judge_pair(judge, "q", "candidate answer", "baseline answer") == 1.0
+    assert pair_score(*judge_both_orders(judge, "q", "candidate answer", "baseline answer")) == 1.0
     assert len(judge.log.calls) == 2  # both orders asked
 
 

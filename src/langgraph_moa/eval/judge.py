@@ -81,18 +81,6 @@ def judge_both_orders(
     return parse_verdict(ask(candidate, baseline)), parse_verdict(ask(baseline, candidate))
 
 
-def judge_pair(
-    judge: BaseChatModel,
-    instruction: str,
-    candidate: str,
-    baseline: str,
-    cache: CallCache | None = None,
-    label: str = "judge",
-) -> float:
-    """Ask the judge in both orders; return the candidate's score in [0, 1]."""
-    return pair_score(*judge_both_orders(judge, instruction, candidate, baseline, cache, label))
-
-
 def judge_reliability(
     verdicts: Sequence[tuple[Verdict | None, Verdict | None]],
 ) -> dict[str, float | int]:
