@@ -11,7 +11,6 @@ from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.eval.costs import dollars, load_prices, pareto_front, price_of
 from langgraph_moa.eval.export import alpaca_eval_outputs, mt_bench_answers
 from langgraph_moa.eval.layers import (
-    last_proposals,
     layer_curve,
     similarities,
     similarity_vs_quality,
@@ -146,9 +145,7 @@ def test_stages_group_outputs_by_layer_and_end_with_the_final_answer():
         "2": ["Paris, France", "Marseille"],
         "final": ["The capital is Paris."],
     }
-    assert last_proposals(CALLS) == ["Paris, France", "Marseille"]
     assert stages([], "alone") == {"final": ["alone"]}  # a single model: one stage
-    assert last_proposals([]) == []
 
 
 def test_layer_curve_means_and_best_proposal_per_stage():

@@ -45,19 +45,6 @@ def stages(calls: Sequence[dict[str, Any]], final_answer: str) -> dict[str, list
     return out
 
 
-def last_proposals(calls: Sequence[dict[str, Any]]) -> list[str]:
-    """Return the proposals the final aggregator read: those of the last proposer layer."""
-    layers = [int(c["layer"]) for c in calls if c["role"] == "proposer" and c.get("output")]
-    if not layers:
-        return []
-    last = max(layers)
-    return [
-        c["output"]
-        for c in calls
-        if c["role"] == "proposer" and c.get("output") and int(c["layer"]) == last
-    ]
-
-
 def layer_curve(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Quality per stage over items: mean proposal score and best-proposal (oracle) score.
 

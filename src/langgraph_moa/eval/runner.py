@@ -37,7 +37,6 @@ from langgraph_moa.eval.judge import (
 )
 from langgraph_moa.eval.layers import (
     FINAL,
-    last_proposals,
     layer_curve,
     similarities,
     similarity_vs_quality,
@@ -215,25 +214,37 @@ class Evaluation:
             "trace": calls,
         }
         if error is None and item.verifiable:
-            self._analyze(item, row, [c for c in calls if c["turn"] == len(item.turns) - 1])
+            self._analyze(item, row)
         return row
 
-    def _analyze(self, item: EvalItem, row: dict[str, Any], calls: list[dict[str, Any]]) -> None:
-        """Score each layer's outputs, and compare the final answer with its proposals."""
+    def _analyze(self, item: EvalItem, row: dict[str, Any]) -> None:
+        """Score each layer's outputs with the item's scorers (the final answer already is)."""
 
         def correct(text: str) -> int:
             return int(bool(score(item, text).get("correct")))
 
-        final = row["answer"]
-        row["stage_scores"] = {
-            stage: [correct(o) for o in outputs] for stage, outputs in stages(calls, final).items()
-        }
-        proposals = last_proposals(calls)
-        if not proposals:
+        outputs = stages(_last_turn(row), row["answer"])
+        scores = {stage: [correct(o) for o in texts] for stage, texts in outputs.items()}
+        self._record_layers(row, outputs, scores)
+
+    def _record_layers(
+        self,
+        row: dict[str, Any],
+        outputs: dict[str, list[str]],
+        scores: dict[str, list[float]] | dict[str, list[int]],
+    ) -> None:
+        """Keep the scores per stage; compare the final answer with the last layer's proposals.
+
+        The last proposer layer is what the final aggregator read, so its scores are the
+        proposal qualities that the similarities are correlated with.
+        """
+        row["stage_scores"] = scores
+        layers = [stage for stage in outputs if stage != FINAL]
+        if not layers:
             return
-        row["proposal_scores"] = [correct(p) for p in proposals]
+        row["proposal_scores"] = scores[layers[-1]]
         try:
-            row["proposal_similarity"] = similarities(final, proposals)
+            row["proposal_similarity"] = similarities(row["answer"], outputs[layers[-1]])
         except MoAError as exc:
             if str(exc) not in self.notes:
                 self.notes.append(str(exc))
@@ -352,26 +363,18 @@ class Evaluation:
         async def judge_layers(row: dict[str, Any], final_score: float) -> None:
             """Score an unverifiable item's layers by the judge, against the baseline answer."""
             instruction, other = "\n\n".join(row["turns"]), base[row["id"]]["answer"]
-            calls = [c for c in row["trace"] if c["turn"] == len(row["turns"]) - 1]
 
             async def quality(text: str) -> float:
                 return pair_score(*await ask(instruction, text, other))
 
-            stage_scores: dict[str, list[float]] = {}
-            for stage, outputs in stages(calls, row["answer"]).items():
-                if stage == FINAL:
-                    stage_scores[stage] = [final_score]
-                else:
-                    stage_scores[stage] = list(await asyncio.gather(*map(quality, outputs)))
-            row["stage_scores"] = stage_scores
-            proposals = last_proposals(calls)
-            if proposals:
-                row["proposal_scores"] = list(await asyncio.gather(*map(quality, proposals)))
-                try:
-                    row["proposal_similarity"] = similarities(row["answer"], proposals)
-                except MoAError as exc:
-                    if str(exc) not in self.notes:
-                        self.notes.append(str(exc))
+            outputs = stages(_last_turn(row), row["answer"])
+            scores = {
+                stage: [final_score]
+                if stage == FINAL
+                else list(await asyncio.gather(*map(quality, texts)))
+                for stage, texts in outputs.items()
+            }
+            self._record_layers(row, outputs, scores)
 
         for name, rows in results.items():
             if name == self.baseline:
@@ -474,6 +477,11 @@ def _quality_cost_points(
         }
         cost_label = "tokens per item (prompt + completion)"
     return {n: (cost[n], quality[n]) for n in summary}, cost_label, quality_label
+
+
+def _last_turn(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the calls that answered the item's last turn (the one its answer is)."""
+    return [c for c in row["trace"] if c["turn"] == len(row["turns"]) - 1]
 
 
 def slug(name: str) -> str:
