@@ -111,16 +111,26 @@ def evaluate_system(
     """Run one system (preset, config file or ``single:<spec>``) through ``langsmith.evaluate``.
 
     `data` is a dataset name or examples, as ``evaluate`` takes them. Model calls go through
-    the on-disk call cache in `cache_dir` (a temporary folder when None), so a second
-    experiment on the same data costs no generation. With ``upload_results=False`` no
+    the on-disk call cache in `cache_dir` (a temporary folder, removed afterwards, when
+    None), so a second experiment on the same data costs no generation. With ``upload_results=False`` no
     experiment, run or feedback is sent. Returns LangSmith's ``ExperimentResults``.
     """
     from langsmith import evaluate, tracing_context
 
     from langgraph_moa.eval.runner import Evaluation
 
-    out = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="moa-ls-"))
-    evaluation = Evaluation([system], [], out, plots=False, exports=False)
+    if cache_dir is None:  # a cache for this experiment only, removed when it is done
+        with tempfile.TemporaryDirectory(prefix="moa-ls-", ignore_cleanup_errors=True) as tmp:
+            return evaluate_system(
+                system,
+                data,
+                client=client,
+                cache_dir=tmp,
+                experiment_prefix=experiment_prefix,
+                max_concurrency=max_concurrency,
+                upload_results=upload_results,
+            )
+    evaluation = Evaluation([system], [], cache_dir, plots=False, exports=False)
     runnable = evaluation.systems[0]
 
     def target(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -145,15 +155,13 @@ def evaluate_system(
             return {"key": "correct", "score": None, "comment": "no expected answer"}
         return {"key": "correct", "score": int(bool(score(item, outputs["answer"])["correct"]))}
 
-    # Without uploads, nothing should leave the machine: target runs are not traced either.
-    with tracing_context(enabled=None if upload_results else False):
-        return evaluate(
-            target,
-            data=data,
-            evaluators=[correct],
-            experiment_prefix=experiment_prefix or f"moa-{system}",
-            metadata={"system": system},
-            max_concurrency=max_concurrency,
-            client=client,
-            upload_results=upload_results,
-        )
+    return evaluate(
+        target,
+        data=data,
+        evaluators=[correct],
+        experiment_prefix=experiment_prefix or f"moa-{system}",
+        metadata={"system": system},
+        max_concurrency=max_concurrency,
+        client=client,
+        upload_results=upload_results,
+    )
