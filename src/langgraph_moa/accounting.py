@@ -25,6 +25,21 @@ def answering_model(response: BaseMessage, configured: str) -> str:
     return configured
 
 
+def token_logprobs(response: BaseMessage) -> list[float]:
+    """Return the logprob of each generated token, where the provider reported them.
+
+    OpenAI-compatible servers (OpenAI, vLLM, llama.cpp) put them in
+    ``response_metadata["logprobs"]["content"]`` when the call asked for ``logprobs``.
+    """
+    logprobs = (response.response_metadata or {}).get("logprobs") or {}
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    return [
+        float(t["logprob"])
+        for t in content or []
+        if isinstance(t, dict) and isinstance(t.get("logprob"), int | float)
+    ]
+
+
 def ok_record(
     *,
     role: Role,
@@ -41,6 +56,7 @@ def ok_record(
     usage = response.usage_metadata if isinstance(response, AIMessage) else None
     prompt = int(usage["input_tokens"]) if usage else 0
     completion = int(usage["output_tokens"]) if usage else 0
+    logprobs = token_logprobs(response)
     return CallRecord(
         role=role,
         layer=layer,
@@ -58,6 +74,8 @@ def ok_record(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=int(usage["total_tokens"]) if usage else prompt + completion,
+        mean_logprob=round(sum(logprobs) / len(logprobs), 6) if logprobs else None,
+        logprob_tokens=len(logprobs),
     )
 
 
@@ -90,6 +108,8 @@ def failed_record(
         prompt_tokens=0,
         completion_tokens=0,
         total_tokens=0,
+        mean_logprob=None,
+        logprob_tokens=0,
     )
 
 

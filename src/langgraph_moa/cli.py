@@ -390,7 +390,7 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     from langgraph_moa.local.runtime import LocalRuntime
 
     if LocalRuntime._default is not None:
-        LocalRuntime._default.stop_all()
+        LocalRuntime._default.kill_now()
     sys.stderr.flush()
     os._exit(130)
 

@@ -16,7 +16,6 @@ import asyncio
 import os
 import threading
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -172,15 +171,6 @@ _CLIENTS_WITH_MAX_RETRIES = {
     "xai",
 }
 
-LocalModelFactory = Callable[[str, dict[str, Any]], BaseChatModel]
-_local_factory: LocalModelFactory | None = None
-
-
-def register_local_factory(factory: LocalModelFactory | None) -> None:
-    """Install the function that builds ``local:<name>`` models (the local runtime does)."""
-    global _local_factory
-    _local_factory = factory
-
 
 def own_async_client() -> Any:
     """Return a fresh async HTTP client for one model built for one event loop.
@@ -221,10 +211,10 @@ def _chat_openai_compatible(endpoint: OpenAIEndpoint, params: dict[str, Any]) ->
 def _from_provider_string(spec: str, params: dict[str, Any]) -> BaseChatModel:
     provider, name = split_provider(spec)
     if provider == LOCAL_PREFIX:
-        if _local_factory is None:
-            from langgraph_moa.local import runtime  # noqa: F401  (registers the factory)
-        assert _local_factory is not None
-        return _local_factory(name, params)
+        # Imported here so that building a config never loads the local runtime.
+        from langgraph_moa.local.runtime import local_chat_model
+
+        return local_chat_model(name, params)
     env_var = PROVIDER_API_KEY_ENV.get(provider)
     if env_var and not os.environ.get(env_var):
         raise MissingAPIKeyError(spec, env_var)

@@ -87,10 +87,16 @@ class ContextLengthError(MoAError):
 
 def _is_context_overflow(exc: BaseException) -> bool:
     code = getattr(exc, "code", None)
-    if code == "context_length_exceeded":
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):  # llama.cpp's server: {"type": "exceed_context_size_error"}
+        code = code or body.get("type")
+    if code in ("context_length_exceeded", "exceed_context_size_error"):
         return True
     text = str(exc).lower()
-    return "maximum context length" in text or "context window" in text
+    return any(
+        phrase in text
+        for phrase in ("maximum context length", "context window", "exceeds the available context")
+    )
 
 
 def explain_failure(exc: BaseException, model: str) -> BaseException:

@@ -46,6 +46,11 @@ class CallRecord(TypedDict):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    mean_logprob: float | None
+    """Mean token logprob of the answer (the model's confidence), where the provider
+    returned logprobs (llama.cpp, OpenAI, vLLM); None otherwise."""
+    logprob_tokens: int
+    """How many tokens `mean_logprob` averages over (0 without logprobs)."""
 
 
 def call_key(record: CallRecord) -> tuple[int, int, int, int]:

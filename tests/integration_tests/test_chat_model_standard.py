@@ -25,7 +25,7 @@ class TestMoAChatModelIntegration(ChatModelIntegrationTests):
         # Small and quick: two SmolLM2 samples aggregated by Qwen, short answers.
         config = MoAConfig(
             variant="single-proposer",
-            proposers=[{"model": "local:smollm2-135m", "samples": 2, "max_tokens": 48}],
+            proposers=[{"model": "local:qwen2.5-coder-0.5b", "samples": 2, "max_tokens": 48}],
             aggregator={"model": "local:qwen2.5-coder-0.5b", "max_tokens": 64},
         )
         return {"config": config, "model": "local-moa-small"}

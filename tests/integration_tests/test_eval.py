@@ -99,13 +99,13 @@ def test_moa_eval_on_the_local_models(tmp_path):
         "langgraph_moa",
         "eval",
         "--system",
-        "single:local:smollm2-135m",
+        "single:local:qwen2.5-coder-0.5b",
         "--system",
         "local-self-moa",
         "--judge",
-        "local:smollm2-135m",
+        "local:qwen2.5-coder-0.5b",
         "--baseline",
-        "single:local:smollm2-135m",
+        "single:local:qwen2.5-coder-0.5b",
         "--limit",
         "2",
         "--out",
@@ -114,7 +114,7 @@ def test_moa_eval_on_the_local_models(tmp_path):
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary) == {"single:local:smollm2-135m", "local-self-moa"}
+    assert set(summary) == {"single:local:qwen2.5-coder-0.5b", "local-self-moa"}
     assert all(s["items"] == 2 and s["errors"] == 0 for s in summary.values())
     # A real judge asked both orders; two items are too few for the length-controlled fit.
     win = summary["local-self-moa"]["win_rate"]
@@ -124,7 +124,8 @@ def test_moa_eval_on_the_local_models(tmp_path):
     assert summary["local-self-moa"]["layer_curve"]["1"]["items"] == 2
     report = (tmp_path / "report.md").read_text()
     assert (
-        "## Verdict" in report and "vs the best single model (single:local:smollm2-135m)" in report
+        "## Verdict" in report
+        and "vs the best single model (single:local:qwen2.5-coder-0.5b)" in report
     )
     for png in ("quality_vs_cost.png", "quality_per_layer.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
@@ -279,12 +280,12 @@ assert len(rows) == 1 and rows[0]["run"].outputs["answer"]
 def test_judge_layers_on_the_local_models(tmp_path):
     data = tmp_path / "open.json"  # AlpacaEval format: no expected answer to check
     data.write_text(json.dumps([{"instruction": "Name one primary colour.", "output": "Red."}]))
-    systems = ["single:local:smollm2-135m", "local-self-moa"]
+    systems = ["single:local:qwen2.5-coder-0.5b", "local-self-moa"]
     evaluation = Evaluation(
         systems,
         load_dataset(data),
         tmp_path / "out",
-        judge="local:smollm2-135m",
+        judge="local:qwen2.5-coder-0.5b",
         baseline=systems[0],
         judge_layers=True,
     )

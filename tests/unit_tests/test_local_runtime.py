@@ -1,0 +1,68 @@
+"""The local runtime's bookkeeping, without starting a model server."""
+
+import threading
+
+from langchain_core.messages import AIMessage
+
+from langgraph_moa.accounting import ok_record, token_logprobs
+from langgraph_moa.local.runtime import LocalRuntime, _port_was_taken
+
+
+class FakeServer:
+    def __init__(self):
+        self.terminated = False
+
+    def terminate(self):
+        self.terminated = True
+
+
+def test_ctrl_c_kills_servers_even_while_the_runtime_lock_is_held():
+    # The Ctrl-C handler runs in the main thread, which may hold the lock while it spawns a
+    # server: waiting for the lock there would hang forever (a run once did not stop in 60 s).
+    runtime = LocalRuntime(threads=1, slots=1)
+    server = FakeServer()
+    runtime._servers["m"] = server
+    with runtime._lock:
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (runtime.kill_now(), done.set()), daemon=True)
+        worker.start()
+        assert done.wait(2.0), "kill_now waited for the runtime lock"
+    assert server.terminated
+
+
+def test_a_bind_failure_in_the_server_log_means_the_port_was_taken():
+    log = "E srv  start: couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 33045"
+    assert _port_was_taken(log)
+    assert not _port_was_taken("E srv  load_model: failed to load model")
+
+
+def test_token_logprobs_give_each_record_its_mean_confidence():
+    response = AIMessage(
+        content="Paris",
+        response_metadata={
+            "logprobs": {
+                "content": [{"token": "Par", "logprob": -0.5}, {"token": "is", "logprob": -0.1}]
+            }
+        },
+    )
+    assert token_logprobs(response) == [-0.5, -0.1]
+    record = ok_record(
+        role="proposer",
+        layer=1,
+        proposer=0,
+        sample=0,
+        configured_model="m",
+        response=response,
+        latency_s=0.1,
+    )
+    assert record["mean_logprob"] == -0.3 and record["logprob_tokens"] == 2
+    bare = ok_record(
+        role="proposer",
+        layer=1,
+        proposer=0,
+        sample=0,
+        configured_model="m",
+        response=AIMessage(content="Paris"),
+        latency_s=0.1,
+    )
+    assert bare["mean_logprob"] is None and bare["logprob_tokens"] == 0
