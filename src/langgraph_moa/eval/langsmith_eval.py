@@ -112,8 +112,9 @@ def evaluate_system(
 
     `data` is a dataset name or examples, as ``evaluate`` takes them. Model calls go through
     the on-disk call cache in `cache_dir` (a temporary folder, removed afterwards, when
-    None), so a second experiment on the same data costs no generation. With ``upload_results=False`` no
-    experiment, run or feedback is sent. Returns LangSmith's ``ExperimentResults``.
+    None), so a second experiment on the same data costs no generation. With
+    ``upload_results=False`` no experiment, run or feedback is sent. Returns LangSmith's
+    ``ExperimentResults``.
     """
     from langsmith import evaluate, tracing_context
 
