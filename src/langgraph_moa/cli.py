@@ -310,7 +310,11 @@ def evaluate(
     concurrency: Annotated[int, typer.Option(help="Items answered at the same time.")] = 1,
     judge: Annotated[str | None, typer.Option(help="Judge model for pairwise win rates.")] = None,
     baseline: Annotated[
-        str | None, typer.Option(help="System the others are judged against.")
+        str | None,
+        typer.Option(
+            help="System the others are compared with: accuracy difference with a 95% "
+            "interval, and pairwise win rates with --judge."
+        ),
     ] = None,
     prices: Annotated[
         Path | None,

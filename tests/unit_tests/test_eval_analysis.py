@@ -321,3 +321,55 @@ def test_report_says_plainly_when_moa_does_not_help():
         in report
     )
     assert "Most accurate: **local-self-moa**" in report
+
+
+def _against(diff, low, high, wins, losses, significance, n=200):
+    return {
+        "baseline": "single:local:qwen",
+        "accuracy_diff": diff,
+        "low": low,
+        "high": high,
+        "n": n,
+        "wins": wins,
+        "losses": losses,
+        "significance": significance,
+    }
+
+
+def test_the_verdict_calls_a_difference_only_when_its_interval_excludes_zero():
+    summary = {
+        "single:local:qwen": _summary(120, 200, 1000),
+        "local-moa": _summary(140, 200, 6000),
+        "local-self-moa": _summary(126, 200, 3000),
+        "local-ranker": _summary(100, 200, 4000),
+    }
+    summary["local-moa"]["vs_baseline"] = _against(0.1, 0.04, 0.16, 30, 10, "better")
+    summary["local-self-moa"]["vs_baseline"] = _against(
+        0.03, -0.02, 0.08, 12, 6, "no significant difference"
+    )
+    summary["local-ranker"]["vs_baseline"] = _against(-0.1, -0.17, -0.04, 8, 28, "worse")
+    report = render_report(summary)
+    assert (
+        "- **local-moa** vs the best single model (single:local:qwen): beats the baseline, "
+        "+0.100 accuracy (95% CI +0.040 to +0.160, 200 items; right on 30 the baseline missed, "
+        "wrong on 10 it got right), at 6.0x the tokens." in report
+    )
+    # Six more right answers, but the interval holds zero: no win is claimed.
+    assert (
+        "- **local-self-moa** vs the best single model (single:local:qwen): no significant "
+        "difference from the baseline, +0.030 accuracy" in report
+    )
+    assert (
+        "- **local-ranker** vs the best single model (single:local:qwen): is worse than the baseline, -0.100"
+        in report
+    )
+    assert "helps" not in report and "raw counts" not in report
+    assert "| local-self-moa | 126/200 | 0.63 | +0.030 [-0.020, +0.080] | 12 / 6 |" in report
+    assert "| single:local:qwen | 120/200 | 0.60 | (baseline) |  |" in report
+
+
+def test_without_a_baseline_the_verdict_says_its_counts_are_untested():
+    summary = {"single:local:qwen": _summary(13, 22, 1000), "local-moa": _summary(15, 22, 6000)}
+    report = render_report(summary)
+    assert "helps: +2 correct" in report and "Δ acc" not in report
+    assert "raw counts, not tested" in report

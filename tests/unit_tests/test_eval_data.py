@@ -1,6 +1,7 @@
 """Evaluation datasets and scorers, pinned on known inputs."""
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -15,17 +16,84 @@ from langgraph_moa.eval.scorers import (
     regex,
 )
 
+SHIPPED = load_dataset(shipped_dataset())
+CATEGORIES = {
+    "fact": "fact",
+    "arithmetic": "arith",
+    "unit-conversion": "unit",
+    "reasoning": "reason",
+    "multiple-choice": "mc",
+}
+# The first 22 items predate the categories: their ids stay as they were.
+ORIGINAL_IDS = (
+    [f"fact-{i:02d}" for i in range(1, 17)]
+    + [f"num-0{i}" for i in range(1, 5)]
+    + ["re-01", "re-02"]
+)
+# Answers for the two regex items, which hold a pattern instead of an expected answer.
+FORMAT_ANSWERS = {"re-01": "s[::-1]", "re-02": "someone@example.com"}
 
-def test_the_shipped_dataset_loads_and_is_verifiable():
-    items = load_dataset(shipped_dataset())
-    assert len(items) == 22 and all(item.verifiable for item in items)
+
+def _number(value):
+    return str(int(value)) if value.is_integer() else str(value)
+
+
+def test_the_shipped_dataset_is_large_categorized_and_verifiable():
+    items = SHIPPED
+    assert len(items) >= 200 and all(item.verifiable for item in items)
+    ids = [item.id for item in items]
+    assert len(set(ids)) == len(ids)
+    assert ids[:22] == ORIGINAL_IDS  # the original items are kept, in order
     assert items[0].turns == ["What is the capital of France?"] and items[0].expected == ["paris"]
-    assert {i.id for i in items if i.numeric is not None} == {
-        "num-01",
-        "num-02",
-        "num-03",
-        "num-04",
-    }
+    counts = Counter(item.category for item in items)
+    assert set(counts) == {*CATEGORIES, "format"}  # format: the two original regex items
+    assert all(counts[category] >= 25 for category in CATEGORIES), counts
+    for item in items[22:]:
+        assert item.id.startswith(CATEGORIES[item.category] + "-"), item.id
+
+
+def test_the_shipped_file_is_what_its_generator_computes():
+    """Every numeric answer in the file matches the generator's recomputation from the question."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / "data" / "make_verifiable.py"
+    spec = importlib.util.spec_from_file_location("make_verifiable", path)
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    shipped = [
+        json.loads(line) for line in shipped_dataset().read_text(encoding="utf-8").splitlines()
+    ]
+    assert shipped == generator.legacy() + generator.build()
+
+
+def test_multiple_choice_items_list_four_options_and_spread_the_right_letter():
+    choices = [item for item in SHIPPED if item.category == "multiple-choice"]
+    for item in choices:
+        assert all(f"\n{letter}) " in item.turns[0] for letter in "ABCD"), item.id
+        assert item.expected[0] in "ABCD" and item.pattern
+    letters = Counter(item.expected[0] for item in choices)
+    assert set(letters) == set("ABCD") and min(letters.values()) >= len(choices) // 4 - 1
+
+
+@pytest.mark.parametrize("item", SHIPPED, ids=lambda item: item.id)
+def test_each_shipped_item_accepts_its_answer_and_refuses_a_wrong_one(item):
+    if item.expected:
+        right = item.expected
+    elif item.numeric is not None:
+        right = [_number(item.numeric), f"The answer is {_number(item.numeric)}."]
+    else:
+        right = [FORMAT_ANSWERS[item.id]]
+    for answer in right:
+        assert score(item, answer)["correct"], answer
+    wrong = ["I do not know."]
+    if item.numeric is not None:
+        wrong.append(_number(item.numeric + 1))
+    if item.category == "multiple-choice":
+        wrong += [letter for letter in "ABCD" if letter != item.expected[0]]
+        wrong.append(item.turns[0])  # echoing every option is no answer
+    for answer in wrong:
+        assert not score(item, answer).get("correct"), answer
 
 
 def test_jsonl_mt_bench_and_alpaca_formats(tmp_path):

@@ -165,3 +165,58 @@ def test_judge_layers_gives_unverifiable_items_a_per_layer_analysis(mix, tmp_pat
     assert rows[0]["proposal_scores"] == [1.0, 0.5]  # the results file carries them too
     with pytest.raises(MoAConfigError, match="--judge-layers needs a judge"):
         Evaluation([mix], open_items, tmp_path, judge_layers=True)
+
+
+def _alone(name, reply):
+    return MoAConfig(
+        name=name,
+        variant="single-proposer",
+        proposers=[FakeChat(label=f"{name}-p", reply=lambda *_: reply)],
+        aggregator=FakeChat(label=f"{name}-a", reply=lambda *_: reply),
+    )
+
+
+def test_a_baseline_without_a_judge_gives_paired_accuracy_differences(mix, tmp_path):
+    """Right on every item against a baseline right on none: a win; a copy of it: no difference."""
+    systems = [mix, _alone("wrong-alone", "No idea."), _alone("also-wrong", "Not sure.")]
+    summary = asyncio.run(
+        Evaluation(systems, ITEMS, tmp_path, baseline="wrong-alone", plots=False).run(
+            progress=False
+        )
+    )
+    assert "vs_baseline" not in summary["wrong-alone"] and "win_rate" not in summary["mix"]
+    assert summary["mix"]["vs_baseline"] == {
+        "baseline": "wrong-alone",
+        "accuracy_diff": 1.0,
+        "low": 1.0,
+        "high": 1.0,
+        "n": 6,
+        "wins": 6,
+        "losses": 0,
+        "significance": "better",
+    }
+    same = summary["also-wrong"]["vs_baseline"]
+    assert (same["accuracy_diff"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
+    assert same["significance"] == "no significant difference"
+    # Wilson intervals of 6/6 and 0/6: wide, because six items say little.
+    low, high = summary["mix"]["accuracy_ci95"]
+    assert high == pytest.approx(1.0) and 0.5 < low < 0.65
+    assert summary["wrong-alone"]["accuracy_ci95"][0] == 0.0
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["mix"]["vs_baseline"] == summary["mix"]["vs_baseline"]
+
+    report = (tmp_path / "report.md").read_text()
+    assert "| Δ acc vs baseline [95% CI] |" in report
+    assert "| mix | 6/6 | 1.00 [0.61, 1.00] | +1.000 [+1.000, +1.000] | 6 / 0 |" in report
+    assert "| wrong-alone | 0/6 | 0.00 [0.00, 0.39] | (baseline) |  |" in report
+    assert "- **mix** vs the baseline (wrong-alone): beats the baseline, +1.000 accuracy" in report
+    assert (
+        "- **also-wrong** vs the baseline (wrong-alone): no significant difference from the "
+        "baseline, +0.000 accuracy (95% CI +0.000 to +0.000, 6 items" in report
+    )
+
+
+def test_a_judge_needs_a_baseline(mix, tmp_path):
+    judge = FakeChat(label="judge", reply=lambda *_: "A")
+    with pytest.raises(MoAConfigError, match="needs both --judge"):
+        Evaluation([mix], ITEMS, tmp_path, judge=judge)

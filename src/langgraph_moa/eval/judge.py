@@ -9,7 +9,6 @@ bootstrap confidence interval over items.
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Sequence
 from typing import Literal
@@ -18,6 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from langgraph_moa.cache import CallCache, call_key
+from langgraph_moa.eval.stats import bootstrap_mean_interval
 
 Verdict = Literal["A", "B", "tie"]
 
@@ -113,12 +113,7 @@ def bootstrap_interval(
     scores: Sequence[float], *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the win rate (resampling items, seeded)."""
-    if not scores:
-        return float("nan"), float("nan")
-    rng = random.Random(seed)
-    n = len(scores)
-    rates = sorted(win_rate([scores[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
-    tail = (1 - confidence) / 2
-    low = rates[int(tail * (resamples - 1))]
-    high = rates[int((1 - tail) * (resamples - 1))]
-    return low, high
+    low, high = bootstrap_mean_interval(
+        scores, resamples=resamples, confidence=confidence, seed=seed
+    )
+    return 100.0 * low, 100.0 * high

@@ -19,17 +19,20 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
     """Render the report from `summary.json`'s content; `extras` names plots and notes."""
     extras = extras or {}
     priced = any("dollars" in s for s in summary.values())
+    baseline = _baseline(summary)
     header = (
-        "| system | correct | accuracy | errors | prompt tokens | completion tokens "
+        "| system | correct | accuracy [95% CI] "
+        + ("| Δ acc vs baseline [95% CI] | right only here / only on baseline " if baseline else "")
+        + "| errors | prompt tokens | completion tokens "
         + ("| dollars " if priced else "")
         + "| calls (cached) | median s/item | wall s |"
     )
     lines = ["# Evaluation report", "", header, "|" + "---|" * (header.count("|") - 1)]
     for name, s in summary.items():
-        cells = [
-            name,
-            f"{s['correct']}/{s['scored']}",
-            _fmt(s["accuracy"], ".2f"),
+        cells = [name, f"{s['correct']}/{s['scored']}", _accuracy(s)]
+        if baseline:
+            cells += _against(name, s, baseline)
+        cells += [
             s["errors"],
             s["prompt_tokens"],
             s["completion_tokens"],
@@ -41,6 +44,13 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
             cells.append(dollars)
         cells += [f"{s['calls']} ({s['cached_calls']})", s["median_item_s"], s["wall_s"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if baseline:
+        lines += [
+            "",
+            f"Accuracy intervals are Wilson score intervals. Δ is the accuracy minus that of "
+            f"the baseline, **{baseline}**, over the items both answered, with a paired "
+            "percentile bootstrap interval (the same items resampled for both, seeded).",
+        ]
     lines += _judged(summary)
     for plot, title in (
         ("quality_vs_cost", "Quality vs cost (Pareto front marked)"),
@@ -64,6 +74,33 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
     for note in extras.get("notes", []):
         lines += ["", f"> {note}"]
     return "\n".join(lines) + "\n"
+
+
+def _baseline(summary: dict[str, Any]) -> str | None:
+    """Return the name of the system the others were compared with, if any."""
+    return next(
+        (s["vs_baseline"]["baseline"] for s in summary.values() if "vs_baseline" in s), None
+    )
+
+
+def _accuracy(s: dict[str, Any]) -> str:
+    ci = s.get("accuracy_ci95")
+    if s["accuracy"] is None or ci is None:
+        return _fmt(s["accuracy"], ".2f")
+    return f"{s['accuracy']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _against(name: str, s: dict[str, Any], baseline: str) -> list[str]:
+    """Cells of the difference to the baseline: the delta and its interval, wins / losses."""
+    if name == baseline:
+        return ["(baseline)", ""]
+    v = s.get("vs_baseline")
+    if not v or not v["n"]:
+        return ["n/a", "n/a"]
+    return [
+        f"{v['accuracy_diff']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]",
+        f"{v['wins']} / {v['losses']}",
+    ]
 
 
 def _judged(summary: dict[str, Any]) -> list[str]:
@@ -154,29 +191,70 @@ def _layers(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+_SIGNIFICANCE = {
+    "better": "beats the baseline",
+    "worse": "is worse than the baseline",
+    "no significant difference": "no significant difference from the baseline",
+}
+
+
 def _verdict(summary: dict[str, Any]) -> list[str]:
-    """Compare every mixture with the best single model, in words."""
+    """Compare every system with the baseline, else every mixture with the best single model.
+
+    Against a baseline, a system is said to beat it (or to be worse) only when the paired
+    interval of the accuracy difference lies wholly above (below) zero: with a few hundred
+    items, gaps of several points are often noise. Without a baseline there is no paired
+    comparison, and the raw counts are labelled as such.
+    """
     scored = {n: s for n, s in summary.items() if s["accuracy"] is not None}
     if not scored:
         return []
     singles = {n: s for n, s in scored.items() if n.startswith("single:")}
     best = max(scored.items(), key=lambda kv: kv[1]["accuracy"])
     lines = ["", "## Verdict", "", f"Most accurate: **{best[0]}** ({best[1]['accuracy']:.2f})."]
-    if not singles:
-        return lines
-    ref_name, ref = max(singles.items(), key=lambda kv: kv[1]["accuracy"])
-    ref_tokens = ref["prompt_tokens"] + ref["completion_tokens"]
+    baseline = _baseline(summary)
+    ref_name = max(singles, key=lambda n: singles[n]["accuracy"]) if singles else None
+    raw = False
     for name, s in scored.items():
-        if name in singles:
-            continue
-        tokens = s["prompt_tokens"] + s["completion_tokens"]
-        ratio = f"{tokens / ref_tokens:.1f}x the tokens" if ref_tokens else "more tokens"
-        delta = s["correct"] - ref["correct"]
-        if s["accuracy"] > ref["accuracy"]:
-            word = f"helps: {delta:+d} correct"
-        elif s["accuracy"] == ref["accuracy"]:
-            word = "does not help: same accuracy"
-        else:
-            word = f"does not help: {delta:+d} correct"
-        lines.append(f"- **{name}** vs the best single model ({ref_name}): {word}, at {ratio}.")
+        v = s.get("vs_baseline")
+        if baseline and v and v["n"]:
+            lines.append(_paired_verdict(name, s, summary[baseline], v, ref_name == baseline))
+        elif ref_name is not None and name not in singles:
+            lines.append(_raw_verdict(name, s, ref_name, singles[ref_name]))
+            raw = True
+    if raw:
+        lines += [
+            "",
+            "Differences to the best single model are raw counts, not tested: give it as "
+            "`--baseline` for a paired 95% interval of each difference.",
+        ]
     return lines
+
+
+def _paired_verdict(
+    name: str, s: dict[str, Any], base: dict[str, Any], v: dict[str, Any], is_best_single: bool
+) -> str:
+    label = "the best single model" if is_best_single else "the baseline"
+    return (
+        f"- **{name}** vs {label} ({v['baseline']}): {_SIGNIFICANCE[v['significance']]}, "
+        f"{v['accuracy_diff']:+.3f} accuracy (95% CI {v['low']:+.3f} to {v['high']:+.3f}, "
+        f"{v['n']} items; right on {v['wins']} the baseline missed, wrong on {v['losses']} it "
+        f"got right), at {_token_ratio(s, base)}."
+    )
+
+
+def _token_ratio(s: dict[str, Any], ref: dict[str, Any]) -> str:
+    ref_tokens = ref["prompt_tokens"] + ref["completion_tokens"]
+    tokens = s["prompt_tokens"] + s["completion_tokens"]
+    return f"{tokens / ref_tokens:.1f}x the tokens" if ref_tokens else "more tokens"
+
+
+def _raw_verdict(name: str, s: dict[str, Any], ref_name: str, ref: dict[str, Any]) -> str:
+    delta = s["correct"] - ref["correct"]
+    if s["accuracy"] > ref["accuracy"]:
+        word = f"helps: {delta:+d} correct"
+    elif s["accuracy"] == ref["accuracy"]:
+        word = "does not help: same accuracy"
+    else:
+        word = f"does not help: {delta:+d} correct"
+    return f"- **{name}** vs the best single model ({ref_name}): {word}, at {_token_ratio(s, ref)}."

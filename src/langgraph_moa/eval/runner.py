@@ -46,6 +46,7 @@ from langgraph_moa.eval.length_control import Judged, length_controlled_win_rate
 from langgraph_moa.eval.plots import quality_per_layer, quality_vs_cost
 from langgraph_moa.eval.report import render_report
 from langgraph_moa.eval.scorers import score
+from langgraph_moa.eval.stats import paired_difference, wilson_interval
 from langgraph_moa.graph import create_moa_graph
 from langgraph_moa.models import ModelCache, ModelSpec, describe_model
 
@@ -107,14 +108,17 @@ class Evaluation:
     ) -> None:
         """Prepare the output folder and the call cache; nothing is called yet.
 
-        With `judge` (a model spec) and `baseline` (one of `systems`), every other system is
-        judged pairwise against the baseline: win rate with a bootstrap interval, and the
-        length-controlled win rate. With `judge_layers`, items without a verifiable answer
-        get their per-layer analysis from the judge too: every proposal is judged against
-        the baseline's answer (two judge calls per proposal). `prices` (a table or its
-        YAML/JSON file, see `langgraph_moa.eval.costs`) turns tokens into dollars.
+        With `baseline` (one of `systems`), every other system's accuracy is compared with
+        the baseline's item by item: the difference with a paired bootstrap interval, and
+        the items only one of the two got right. With `judge` (a model spec) too, every
+        other system is also judged pairwise against the baseline: win rate with a
+        bootstrap interval, and the length-controlled win rate. With `judge_layers`, items
+        without a verifiable answer get their per-layer analysis from the judge too: every
+        proposal is judged against the baseline's answer (two judge calls per proposal).
+        `prices` (a table or its YAML/JSON file, see `langgraph_moa.eval.costs`) turns tokens
+        into dollars.
         """
-        if (judge is None) != (baseline is None):
+        if judge is not None and baseline is None:
             raise MoAConfigError(
                 "Pairwise judging needs both --judge (a model) and --baseline (a system)."
             )
@@ -278,6 +282,8 @@ class Evaluation:
                 self._write_results(system.name, rows)
                 summary[system.name] = self._summarize(rows, elapsed)
                 results[system.name] = rows
+        if self.baseline is not None:
+            _compare_with_baseline(results, summary, self.baseline)
         if self.judge is not None and self.baseline is not None:
             await self._judge_all(results, summary)
         extras: dict[str, Any] = {"notes": self.notes}
@@ -298,6 +304,7 @@ class Evaluation:
             "correct": correct,
             "scored": len(scored),
             "accuracy": round(correct / len(scored), 4) if scored else None,
+            "accuracy_ci95": _rounded(wilson_interval(correct, len(scored))),
             "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
             "completion_tokens": sum(r["completion_tokens"] for r in rows),
             "calls": sum(r["calls"] for r in rows),
@@ -477,6 +484,30 @@ def _quality_cost_points(
         }
         cost_label = "tokens per item (prompt + completion)"
     return {n: (cost[n], quality[n]) for n in summary}, cost_label, quality_label
+
+
+def _item_scores(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per-item verifiable score (1 right, 0 wrong) of the items that were answered and scored."""
+    return {r["id"]: float(r["scores"]["correct"]) for r in rows if "correct" in r["scores"]}
+
+
+def _compare_with_baseline(
+    results: dict[str, list[dict[str, Any]]], summary: dict[str, Any], baseline: str
+) -> None:
+    """Give every other system its accuracy difference to the baseline, with an interval.
+
+    A judge is not needed: on verifiable items the per-item scores already say which of
+    the two was right, and pairing them is what tells a real gain from a lucky draw.
+    """
+    base = _item_scores(results[baseline])
+    for name, rows in results.items():
+        if name != baseline:
+            diff = paired_difference(_item_scores(rows), base)
+            summary[name]["vs_baseline"] = {"baseline": baseline, **diff.as_dict()}
+
+
+def _rounded(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else [round(interval[0], 4), round(interval[1], 4)]
 
 
 def _last_turn(row: dict[str, Any]) -> list[dict[str, Any]]:

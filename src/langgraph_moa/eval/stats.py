@@ -1,0 +1,121 @@
+"""Intervals for verifiable accuracy: is a system's gap to the baseline real, or noise?
+
+Two systems scored on the same items are compared item by item. Differences of per-item
+scores are resampled together (a paired percentile bootstrap): an item that both systems
+find hard stays hard in every resample, so the interval is much narrower than comparing
+two independent accuracies, and honest about how few items decided the gap.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any, Literal
+
+Significance = Literal["better", "worse", "no significant difference", "no common items"]
+
+
+def bootstrap_mean_interval(
+    values: Sequence[float], *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean, resampling values with a fixed seed.
+
+    Seeded so that rerunning an evaluation from its cache reports the same interval; nan
+    for no values, since there is nothing to say.
+    """
+    if not values:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    return means[int(tail * (resamples - 1))], means[int((1 - tail) * (resamples - 1))]
+
+
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval of an accuracy of `correct` out of `n`; None when `n` is 0.
+
+    Wilson rather than a bootstrap: it needs no resampling, and at 0 or n correct, which
+    small sets hit often, it still gives a width instead of the bootstrap's empty [1, 1].
+    """
+    if n <= 0:
+        return None
+    if not 0 <= correct <= n:
+        raise ValueError(f"correct must be between 0 and n={n}, got {correct}.")
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p = correct / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A system's accuracy minus the baseline's, on the items both were scored on."""
+
+    accuracy_diff: float | None
+    """Mean of (system score - baseline score); None without common items."""
+    low: float | None
+    high: float | None
+    n: int
+    """Items both systems were scored on."""
+    wins: int
+    """Items the system got right and the baseline wrong."""
+    losses: int
+    """Items the baseline got right and the system wrong."""
+
+    @property
+    def significance(self) -> Significance:
+        """Call a difference only when its whole interval lies on one side of zero."""
+        if self.low is None or self.high is None:
+            return "no common items"
+        if self.low > 0:
+            return "better"
+        if self.high < 0:
+            return "worse"
+        return "no significant difference"
+
+    def as_dict(self, digits: int = 4) -> dict[str, Any]:
+        """Return the fields for ``summary.json``, rounded, with the significance spelled out."""
+        out: dict[str, Any] = {
+            k: round(v, digits) if isinstance(v, float) else v for k, v in asdict(self).items()
+        }
+        out["significance"] = self.significance
+        return out
+
+
+def paired_difference(
+    system: Mapping[str, float],
+    baseline: Mapping[str, float],
+    *,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedDifference:
+    """Compare per-item scores (item id -> score in [0, 1]) of a system and the baseline.
+
+    Only items present in both count: an item one system failed to answer says nothing
+    about the other. Resampling the per-item differences is resampling the same items for
+    both systems, which is what makes the bootstrap paired. Items both got right (or both
+    wrong) count in `n` as a zero difference: the gap is per item asked, not per item on
+    which the two disagreed.
+    """
+    common = [item for item in system if item in baseline]
+    if not common:
+        return PairedDifference(None, None, None, 0, 0, 0)
+    diffs = [float(system[item]) - float(baseline[item]) for item in common]
+    low, high = bootstrap_mean_interval(
+        diffs, resamples=resamples, confidence=confidence, seed=seed
+    )
+    return PairedDifference(
+        accuracy_diff=sum(diffs) / len(diffs),
+        low=low,
+        high=high,
+        n=len(diffs),
+        wins=sum(d > 0 for d in diffs),
+        losses=sum(d < 0 for d in diffs),
+    )
