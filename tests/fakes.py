@@ -62,6 +62,8 @@ class FakeChat(BaseChatModel):
     reported_model: str | None = None
     delay: Callable[[int], float] | None = None
     """Seconds to spend on call n before answering (a slow or hung model)."""
+    logprob: Callable[[int], float] | None = None
+    """The per-token logprob reported for call n, as llama.cpp or OpenAI would."""
     counter: Any = Field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -83,9 +85,14 @@ class FakeChat(BaseChatModel):
             raise exc
         text = self.reply(self.label, n, messages) if self.reply else f"{self.label} #{n}"
         call.output = text
+        meta: dict[str, Any] = {"model_name": self.reported_model or self.label}
+        if self.logprob is not None:
+            meta["logprobs"] = {
+                "content": [{"token": t, "logprob": self.logprob(n)} for t in text.split()]
+            }
         return AIMessage(
             content=text,
-            response_metadata={"model_name": self.reported_model or self.label},
+            response_metadata=meta,
             usage_metadata={
                 "input_tokens": words(messages),
                 "output_tokens": len(text.split()),

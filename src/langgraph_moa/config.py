@@ -7,7 +7,10 @@ One `MoAConfig` describes all five variants of the papers:
 - ``self-moa``: k samples of one model, aggregated by that same model;
 - ``self-moa-seq``: a long stream of samples aggregated through a sliding window that carries
   the running synthesis forward;
-- ``ranker``: the paper's LLM-Ranker baseline, which returns the best proposal verbatim.
+- ``ranker``: the paper's LLM-Ranker baseline, which returns the best proposal verbatim;
+- ``select``: no aggregator call: the answer is picked among the proposals by vote,
+  confidence, consensus or SLM-MUX (`SelectionConfig`), optionally sampling in rounds until
+  the answers agree.
 
 `layers` counts MoA layers as the paper does: 3 layers = 2 proposer layers + the aggregator.
 """
@@ -33,9 +36,17 @@ from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.models import ModelSpec, describe_model, same_model, validate_spec
 from langgraph_moa.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
 from langgraph_moa.reliability import RetrySettings
+from langgraph_moa.selection import SelectionConfig
 
-Variant = Literal["moa", "single-proposer", "self-moa", "self-moa-seq", "ranker"]
-VARIANTS: tuple[Variant, ...] = ("moa", "single-proposer", "self-moa", "self-moa-seq", "ranker")
+Variant = Literal["moa", "single-proposer", "self-moa", "self-moa-seq", "ranker", "select"]
+VARIANTS: tuple[Variant, ...] = (
+    "moa",
+    "single-proposer",
+    "self-moa",
+    "self-moa-seq",
+    "ranker",
+    "select",
+)
 _ONE_MODEL_VARIANTS = ("single-proposer", "self-moa", "self-moa-seq")
 
 
@@ -179,6 +190,11 @@ class MoAConfig(BaseModel):
         description="fenced: each reference between tags the text cannot forge (proposals "
         "are untrusted); paper: the reference code's '\\n{i}. {response}' lines, verbatim.",
     )
+    selection: SelectionConfig | None = Field(
+        default=None,
+        description="How variant 'select' picks its answer (default: a majority vote); in "
+        "synthesizing variants, `show_tally` shows the aggregator the vote.",
+    )
     aggregator_fallbacks: list[AggregatorConfig] = Field(
         default_factory=list,
         description="Models tried in order when the aggregator fails after its retries.",
@@ -254,6 +270,9 @@ class MoAConfig(BaseModel):
                 )
             if self.layers not in (None, 2):
                 raise ValueError(f"variant {v!r} has exactly 2 layers; remove `layers`")
+        if v == "select":
+            self._check_select()
+            return self
         if self.aggregator is None:
             raise ValueError(
                 f"variant {v!r} needs an aggregator: set `aggregator` to a model spec "
@@ -269,7 +288,39 @@ class MoAConfig(BaseModel):
             )
         return self
 
+    def _check_select(self) -> None:
+        if self.layers not in (None, 2):
+            raise ValueError(
+                "variant 'select' has one proposer layer and then the selection: remove "
+                "`layers` (or set it to 2)"
+            )
+        self.layers = 2
+        self.selection = self.selection or SelectionConfig()
+        if self.selection.stop_agreement is not None and sum(self.first_round()) < 2:
+            raise ValueError(
+                "adaptive early stop needs at least 2 proposals in its first round: raise "
+                "selection.round_size or add proposers"
+            )
+        if self.min_proposers > sum(p.samples for p in self.proposers):
+            raise ValueError("min_proposers cannot exceed the proposals of the layer")
+
     # --- derived values ------------------------------------------------------------------
+
+    @property
+    def adaptive(self) -> bool:
+        """Tell whether samples are drawn in rounds until the answers agree."""
+        return (
+            self.variant == "select"
+            and self.selection is not None
+            and self.selection.stop_agreement is not None
+        )
+
+    def first_round(self) -> list[int]:
+        """Return how many samples each proposer draws before the first look at the votes."""
+        if not self.adaptive:
+            return [p.samples for p in self.proposers]
+        assert self.selection is not None
+        return [min(p.samples, self.selection.round_size) for p in self.proposers]
 
     @property
     def proposer_layers(self) -> int:
@@ -278,19 +329,23 @@ class MoAConfig(BaseModel):
         return self.layers - 1
 
     @property
-    def final_role(self) -> Literal["aggregator", "ranker"]:
+    def final_role(self) -> Literal["aggregator", "ranker", "selector"]:
         """Which role writes the final answer."""
+        if self.variant == "select":
+            return "selector"
         return "ranker" if self.variant == "ranker" else "aggregator"
 
     @property
     def final(self) -> AggregatorConfig:
-        """The aggregator config (always set after validation)."""
+        """The aggregator config (set after validation for every variant but 'select')."""
         assert self.aggregator is not None
         return self.aggregator
 
     @property
     def final_chain(self) -> list[AggregatorConfig]:
         """The aggregator, then its fallbacks, in the order they are tried."""
+        if self.aggregator is None:
+            return []
         return [self.final, *self.aggregator_fallbacks]
 
     def calls_per_run(self) -> int:
@@ -298,7 +353,7 @@ class MoAConfig(BaseModel):
         if self.variant == "self-moa-seq":
             return self.proposers[0].samples + len(self.seq.batches(self.proposers[0].samples))
         per_layer = sum(p.samples for p in self.proposers)
-        return per_layer * self.proposer_layers + 1
+        return per_layer * self.proposer_layers + (0 if self.variant == "select" else 1)
 
     # --- loading -------------------------------------------------------------------------
 

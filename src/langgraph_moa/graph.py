@@ -64,6 +64,7 @@ from langgraph_moa.reliability import (
     is_retryable,
     retry_after_s,
 )
+from langgraph_moa.selection import Candidate, select, tally_note
 from langgraph_moa.state import (
     CallRecord,
     MoAInput,
@@ -77,6 +78,7 @@ PROPOSE = "propose"
 SYNTHESIZE = "synthesize"
 AGGREGATE = "aggregate"
 RANK = "rank"
+SELECT = "select"
 
 TAG_FINAL = "moa:final"
 """Tag on the call that writes the final answer: keep only these tokens when streaming."""
@@ -147,12 +149,14 @@ def create_moa_graph(
         _dual(nodes.rank, nodes.arank, RANK),
         retry_policy=retry,
     )
+    builder.add_node(SELECT, nodes.select)
     builder.add_edge(START, PREPARE)
     builder.add_conditional_edges(PREPARE, nodes.first_layer, [PROPOSE])
     builder.add_edge(PROPOSE, SYNTHESIZE)
-    builder.add_conditional_edges(SYNTHESIZE, nodes.after_layer, [PROPOSE, AGGREGATE, RANK])
+    builder.add_conditional_edges(SYNTHESIZE, nodes.after_layer, [PROPOSE, AGGREGATE, RANK, SELECT])
     builder.add_conditional_edges(AGGREGATE, nodes.after_aggregate, [PROPOSE, END])
     builder.add_edge(RANK, END)
+    builder.add_edge(SELECT, END)
     return builder.compile(checkpointer=checkpointer, name=name or config.name or "moa")
 
 
@@ -405,6 +409,7 @@ class _MoANodes:
             "synthesis": None,
             "final_index": 0,
             "run_token": uuid.uuid4().hex,
+            "drawn": [],
         }
 
     def _proposer_model(self, p: ProposerConfig) -> BaseChatModel:
@@ -424,10 +429,19 @@ class _MoANodes:
         )
 
     def first_layer(self, state: MoAState) -> list[Send]:
-        """Fan out layer 1 (or the first Self-MoA-Seq window)."""
-        return self._sends(self.config(), state, layer=1)
+        """Fan out layer 1 (or the first Self-MoA-Seq window, or the first sampling round)."""
+        cfg = self.config()
+        return self._sends(cfg, state, layer=1, rounds=[range(n) for n in cfg.first_round()])
 
-    def _sends(self, cfg: MoAConfig, state: MoAState, *, layer: int) -> list[Send]:
+    def _sends(
+        self,
+        cfg: MoAConfig,
+        state: MoAState,
+        *,
+        layer: int,
+        rounds: list[range] | None = None,
+    ) -> list[Send]:
+        """Fan out one layer; `rounds` limits which samples each proposer draws now."""
         conversation = _conversation(state)
         token = state["run_token"]
         if cfg.variant == "self-moa-seq":
@@ -459,7 +473,7 @@ class _MoANodes:
                 ),
             )
             for i, proposer in enumerate(cfg.proposers)
-            for s in range(proposer.samples)
+            for s in (rounds[i] if rounds is not None else range(proposer.samples))
         ]
 
     @staticmethod
@@ -496,12 +510,16 @@ class _MoANodes:
                     "its answer. Shorten the conversation or lower that model's max_tokens."
                 )
             references, trimmed = fit_references(references, room - overhead)
+        note = ""
+        if cfg.selection is not None and cfg.selection.show_tally and not trimmed:
+            note = tally_note(_candidates(cfg, state), cfg.selection)
         messages = inject_references(
             conversation,
             references,
             cfg.synthesis_prompt,
             reference_format=cfg.reference_format,
             missing=state.get("missing", 0),
+            note=note,
         )
         return messages, trimmed
 
@@ -645,7 +663,8 @@ class _MoANodes:
     def synthesize(self, state: MoAState) -> dict[str, Any]:
         """Close a layer: its successful outputs become the next input's references."""
         cfg = self.config()
-        layer = state.get("layer", 0) + 1
+        # A sampling round of variant 'select' adds samples to layer 1; it is no new layer.
+        layer = 1 if cfg.variant == "select" else state.get("layer", 0) + 1
         calls = state.get("calls", [])
         mine = [c for c in calls if c["role"] == "proposer" and c["layer"] == layer]
         answered = [c for c in mine if c["status"] == "ok"]
@@ -658,14 +677,67 @@ class _MoANodes:
         if cfg.variant == "self-moa-seq" and synthesis:
             outputs = [synthesis, *outputs]
         self.clock.close(state["run_token"], layer)
-        return {"layer": layer, "references": outputs, "missing": len(mine) - len(answered)}
+        drawn = [
+            1 + max((c["sample"] for c in mine if c["proposer"] == i), default=-1)
+            for i in range(len(cfg.proposers))
+        ]
+        return {
+            "layer": layer,
+            "references": outputs,
+            "missing": len(mine) - len(answered),
+            "drawn": drawn,
+        }
 
     def after_layer(self, state: MoAState) -> list[Send] | str:
-        """Next proposer layer, or the final step (aggregate or rank)."""
+        """Next proposer layer or sampling round, or the final step."""
         cfg = self.config()
+        if cfg.variant == "select":
+            return self._next_round(cfg, state) or SELECT
         if cfg.variant == "self-moa-seq" or state["layer"] >= cfg.proposer_layers:
             return RANK if cfg.final_role == "ranker" else AGGREGATE
         return self._sends(cfg, state, layer=state["layer"] + 1)
+
+    def _next_round(self, cfg: MoAConfig, state: MoAState) -> list[Send]:
+        """Adaptive sampling: another round unless the answers agree or samples ran out."""
+        if not cfg.adaptive:
+            return []
+        assert cfg.selection is not None and cfg.selection.stop_agreement is not None
+        drawn = state.get("drawn") or [0] * len(cfg.proposers)
+        left = [p.samples - n for p, n in zip(cfg.proposers, drawn, strict=True)]
+        candidates = _candidates(cfg, state)
+        if not any(left) or (
+            len(candidates) >= 2
+            and select(candidates, cfg.selection, _priority(cfg)).agreement
+            >= cfg.selection.stop_agreement
+        ):
+            return []
+        step = cfg.selection.round_size
+        rounds = [range(n, n + min(step, room)) for n, room in zip(drawn, left, strict=True)]
+        return self._sends(cfg, state, layer=1, rounds=rounds)
+
+    # --- selection -----------------------------------------------------------------------
+
+    def select(self, state: MoAState) -> dict[str, Any]:
+        """Pick the answer among the proposals: no model call (see `selection`)."""
+        cfg = self.config()
+        assert cfg.selection is not None
+        calls = list(state.get("calls", []))
+        answered = [c for c in calls if c["role"] == "proposer" and c["status"] == "ok"]
+        candidates = _candidates(cfg, state)
+        decision = select(candidates, cfg.selection, _priority(cfg))
+        record = answered[decision.winner]
+        planned = sum(p.samples for p in cfg.proposers)
+        made = sum(1 for c in calls if c["role"] == "proposer")
+        provenance = {
+            **decision.as_dict(),
+            "winner_call": {k: record[k] for k in ("layer", "proposer", "sample", "model")},
+            "calls_saved": planned - made,
+        }
+        _emit("selected", method=decision.method, reason=decision.reason)
+        message = _final_message(
+            cfg, None, record["output"], calls, record, extra={"selection": provenance}
+        )
+        return {"messages": [message], "usage": summarize(calls)}
 
     # --- aggregator (and ranker) -----------------------------------------------------------
 
@@ -921,6 +993,30 @@ class _MoANodes:
             },
         )
         return {"calls": [record], "messages": [message], "usage": summarize(calls)}
+
+
+def _candidates(cfg: MoAConfig, state: MoAState) -> list[Candidate]:
+    """Return the last layer's successful proposals as selection sees them, in order."""
+    layer = state.get("layer", 1)
+    answered = [
+        c
+        for c in state.get("calls", [])
+        if c["role"] == "proposer" and c["layer"] == layer and c["status"] == "ok"
+    ]
+    return [
+        Candidate(
+            index=k,
+            model=c["configured_model"],
+            text=c["output"] or "",
+            mean_logprob=c.get("mean_logprob"),
+        )
+        for k, c in enumerate(answered)
+    ]
+
+
+def _priority(cfg: MoAConfig) -> list[str]:
+    """Tie-breaking order of models: the proposers, as configured."""
+    return list(dict.fromkeys(p.label for p in cfg.proposers))
 
 
 def _best_available(state: MoAState, calls: list[CallRecord]) -> CallRecord | None:

@@ -136,11 +136,13 @@ def inject_references(
     *,
     reference_format: ReferenceFormat = "paper",
     missing: int = 0,
+    note: str = "",
 ) -> list[BaseMessage]:
     """Return a new conversation with the references injected; the input is not modified.
 
     With no references the conversation is returned as is (a new list), as the reference
-    code does. `missing` proposals (failed or too late) are stated after the references.
+    code does. `missing` proposals (failed or too late) are stated after the references,
+    then `note` (for example the vote tally of the references).
     """
     if not references:
         return list(messages)
@@ -150,6 +152,8 @@ def inject_references(
         block = render_references(system_prompt, references)
     if missing:
         block += missing_note(missing, len(references) + missing)
+    if note:
+        block += f"\n\n{note}"
     if messages and isinstance(messages[0], SystemMessage):
         first = messages[0]
         merged = SystemMessage(content=f"{first.text}\n\n{block}")

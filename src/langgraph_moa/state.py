@@ -126,6 +126,8 @@ class MoAState(MoAOutput, total=False):
     """Position in the aggregator chain (aggregator, then its fallbacks) now in use."""
     run_token: str
     """Identifies this run, so retries of its calls are counted apart from other runs'."""
+    drawn: list[int]
+    """Variant 'select' with adaptive sampling: samples each proposer has drawn so far."""
 
 
 class ProposerTask(TypedDict):

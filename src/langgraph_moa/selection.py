@@ -1,0 +1,437 @@
+"""Pick a proposal instead of writing a new one: vote, confidence, consensus and MUX selection.
+
+Small models adopt whatever answer their context shows them last, so a 0.5B aggregator loses
+right answers that its proposers had (SLM-MUX, arXiv 2510.05077). Selection makes no extra
+model call and returns one proposal verbatim:
+
+- ``vote``: self-consistency (arXiv 2203.11171), a majority over extracted answers;
+- ``confidence``: votes weighted by each answer's own token probability (CISC, arXiv
+  2502.06233); falls back to plain votes when a proposal has no logprobs;
+- ``consensus``: minimum-Bayes-risk selection for free-form answers, the proposal most similar
+  to the others (lexical similarity from rapidfuzz);
+- ``mux``: SLM-MUX, the answer of the model whose own samples agree most, ties broken by the
+  models' measured accuracy (a calibration file that `moa eval` writes).
+
+Every function here is pure: the graph's ``select`` node feeds it the layer's call records,
+and the adaptive sampling router asks it how strongly the answers agree so far.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Method = Literal["vote", "confidence", "consensus", "mux"]
+Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex", "text"]
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_CHOICE = re.compile(r"^\W*(?:answer|option|choice)?\W*(?:is\W*)?\(?([A-Ha-h])\)?(?:[).:\]]|\W*$)")
+_LEAD_IN = re.compile(
+    r"^\s*(?:final answer|the answer is|answer|the result is|result)\s*[:\-]?\s*", re.IGNORECASE
+)
+
+
+class SelectionConfig(BaseModel):
+    """How the ``select`` step picks the final answer among the proposals."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = "vote"
+    extractor: Extractor = Field(
+        default="auto",
+        description="How an answer is read out of a proposal before votes are counted: "
+        "auto (the last number if there is one, else the first sentence), last-number, "
+        "short-span, choice-letter, regex (the pattern's first group, or its whole match), "
+        "or text (the whole normalized proposal).",
+    )
+    pattern: str | None = Field(default=None, description="Regex for extractor 'regex'.")
+    priority: list[str] = Field(
+        default_factory=list,
+        description="Model labels in the order that wins a tie; default: the proposer order.",
+    )
+    stop_agreement: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Adaptive early stop: draw samples in rounds and stop once the leading "
+        "answer's share (its model's self-agreement for mux) reaches this value.",
+    )
+    round_size: int = Field(
+        default=2, ge=1, le=64, description="Samples per proposer in each adaptive round."
+    )
+    calibration: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-model accuracy (model label -> 0..1), for mux ties.",
+    )
+    calibration_file: str | None = Field(
+        default=None, description="A JSON file of per-model accuracy, as `moa eval` writes it."
+    )
+    show_tally: bool = Field(
+        default=False,
+        description="For synthesizing variants: show the aggregator the vote tally of the "
+        "proposals it reads.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.extractor == "regex":
+            if not self.pattern:
+                raise ValueError("extractor 'regex' needs `pattern`, a regular expression")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        if self.stop_agreement is not None and self.method == "consensus":
+            raise ValueError(
+                "adaptive early stop (stop_agreement) works with vote, confidence and mux, "
+                "not consensus: remove stop_agreement or choose another method"
+            )
+        if self.calibration_file:
+            self.calibration = {**load_calibration(self.calibration_file), **self.calibration}
+        return self
+
+
+def load_calibration(path: str | Path) -> dict[str, float]:
+    """Read a calibration file: a JSON object of model label -> accuracy in 0..1."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"calibration file {str(path)!r} cannot be read as JSON: {exc}") from None
+    accuracy = data.get("accuracy", data) if isinstance(data, dict) else None
+    if not isinstance(accuracy, dict) or not all(
+        isinstance(v, int | float) and 0 <= v <= 1 for v in accuracy.values()
+    ):
+        raise ValueError(
+            f"calibration file {str(path)!r} must map model labels to accuracies in 0..1, "
+            'for example {"accuracy": {"local:qwen2.5-coder-1.5b": 0.8}}'
+        )
+    return {str(k): float(v) for k, v in accuracy.items()}
+
+
+# --- reading answers out of proposals ------------------------------------------------------
+
+
+def _normalize(text: str) -> str:
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _number_key(text: str) -> str | None:
+    matches = _NUMBER.findall(text)
+    if not matches:
+        return None
+    try:
+        value = float(matches[-1].replace(",", ""))
+    except ValueError:
+        return None
+    return f"{value:g}"
+
+
+def _first_sentence(text: str) -> str:
+    line = next((part for part in text.strip().splitlines() if part.strip()), "")
+    line = _LEAD_IN.sub("", line)
+    return re.split(r"(?<=[.!?])\s", line, maxsplit=1)[0]
+
+
+def extract_answer(text: str, extractor: Extractor = "auto", pattern: str | None = None) -> str:
+    """Read the answer that votes are counted on; '' when nothing can be read.
+
+    Answers are normalized (lower case, no punctuation or articles), so "Paris." and
+    "paris" count as one answer; numbers compare by value, so "1,000" and "1000.0" do too.
+    """
+    if extractor == "last-number":
+        return _number_key(text) or ""
+    if extractor == "choice-letter":
+        match = _CHOICE.match(text.strip())
+        return match.group(1).upper() if match else ""
+    if extractor == "regex":
+        match = re.search(pattern or "", text, flags=re.IGNORECASE | re.DOTALL)
+        if not match:
+            return ""
+        return _normalize(match.group(1) if match.groups() else match.group(0))
+    if extractor == "text":
+        return _normalize(text)
+    span = _first_sentence(text)
+    if extractor == "short-span":
+        return _normalize(span)
+    # auto: a lone choice letter, else the last number of the first sentence, else its words.
+    if (match := _CHOICE.match(text.strip())) and len(text.strip()) <= 3:
+        return match.group(1).upper()
+    return _number_key(span) or _normalize(span)
+
+
+# --- the candidates and the decision -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One successful proposal, as selection sees it."""
+
+    index: int
+    """Position among the layer's successful proposals (0-based)."""
+    model: str
+    """The configured model label: votes of one model's samples are grouped by it (mux)."""
+    text: str
+    mean_logprob: float | None = None
+
+
+@dataclass
+class Group:
+    """All candidates that gave one answer."""
+
+    answer: str
+    members: list[int] = field(default_factory=list)
+    weight: float = 0.0
+
+
+@dataclass
+class Selection:
+    """The decision and the evidence for it, for provenance."""
+
+    method: Method
+    winner: int
+    """Index of the chosen candidate."""
+    agreement: float
+    """How strongly the answers back the winner (0..1): the adaptive stop compares it."""
+    reason: str
+    tally: list[dict[str, Any]]
+    weights: list[float] | None = None
+    note: str | None = None
+    """What fell back, if anything (no logprobs, no readable answer)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the provenance record kept in the answer's metadata."""
+        out: dict[str, Any] = {
+            "method": self.method,
+            "winner": self.winner,
+            "agreement": round(self.agreement, 4),
+            "reason": self.reason,
+            "tally": self.tally,
+        }
+        if self.weights is not None:
+            out["weights"] = [round(w, 6) for w in self.weights]
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def _rank_of(model: str, priority: Sequence[str]) -> int:
+    return priority.index(model) if model in priority else len(priority)
+
+
+def _groups(
+    candidates: Sequence[Candidate], answers: Sequence[str], weights: Sequence[float]
+) -> list[Group]:
+    """Group candidates by answer; unreadable answers ('') never form a group."""
+    by_answer: dict[str, Group] = {}
+    for cand, answer, weight in zip(candidates, answers, weights, strict=True):
+        if not answer:
+            continue
+        group = by_answer.setdefault(answer, Group(answer))
+        group.members.append(cand.index)
+        group.weight += weight
+    return list(by_answer.values())
+
+
+def _best_group(
+    groups: list[Group], candidates: Sequence[Candidate], priority: Sequence[str]
+) -> Group:
+    """Return the heaviest group; a tie goes to the group holding the highest-priority model."""
+    models = {c.index: c.model for c in candidates}
+
+    def key(group: Group) -> tuple[float, int, int]:
+        best_rank = min(_rank_of(models[i], priority) for i in group.members)
+        return (-round(group.weight, 9), best_rank, min(group.members))
+
+    return min(groups, key=key)
+
+
+def _representative(group: Group, candidates: Sequence[Candidate], weights: Sequence[float]) -> int:
+    """Return the member that answers for its group: the most confident, then the first."""
+    position = {c.index: k for k, c in enumerate(candidates)}
+    return max(group.members, key=lambda i: (weights[position[i]], -i))
+
+
+def _tally(groups: list[Group]) -> list[dict[str, Any]]:
+    ordered = sorted(groups, key=lambda g: (-g.weight, min(g.members)))
+    return [
+        {
+            "answer": g.answer,
+            "votes": len(g.members),
+            "weight": round(g.weight, 6),
+            "proposals": g.members,
+        }
+        for g in ordered
+    ]
+
+
+def select(
+    candidates: Sequence[Candidate],
+    config: SelectionConfig,
+    priority: Sequence[str] = (),
+) -> Selection:
+    """Choose one candidate by `config.method`; see the module docstring.
+
+    Args:
+        candidates: The layer's successful proposals, in proposer order.
+        config: The method, extractor and tie-breaking settings.
+        priority: Model labels in tie-breaking order, after `config.priority`.
+
+    Raises:
+        ValueError: no candidates.
+    """
+    if not candidates:
+        raise ValueError("selection needs at least one proposal")
+    order = [*config.priority, *(p for p in priority if p not in config.priority)]
+    if config.method == "consensus":
+        return _consensus(candidates)
+    answers = [extract_answer(c.text, config.extractor, config.pattern) for c in candidates]
+    if config.method == "mux":
+        return _mux(candidates, answers, config, order)
+    weights = [1.0] * len(candidates)
+    note = None
+    method: Method = config.method
+    if method == "confidence":
+        if all(c.mean_logprob is not None for c in candidates):
+            weights = [math.exp(c.mean_logprob or 0.0) for c in candidates]
+        else:
+            note = "confidence fell back to plain votes: some proposals came without logprobs"
+    groups = _groups(candidates, answers, weights)
+    if not groups:
+        return Selection(
+            method,
+            candidates[0].index,
+            0.0,
+            "no answer could be read from any proposal: the first proposal answers",
+            [],
+            weights,
+            note="no readable answer",
+        )
+    best = _best_group(groups, candidates, order)
+    total = sum(g.weight for g in groups)
+    winner = _representative(best, candidates, weights)
+    runner_up = max((g.weight for g in groups if g is not best), default=0.0)
+    tie = " (a tie, broken by model priority)" if math.isclose(runner_up, best.weight) else ""
+    what = "votes" if method == "vote" or note else "confidence-weighted votes"
+    reason = (
+        f"{best.answer!r} has {best.weight:.3g} of {total:.3g} {what} from "
+        f"{len(best.members)} of {len(candidates)} proposals{tie}"
+    )
+    return Selection(
+        method,
+        winner,
+        best.weight / total,
+        reason,
+        _tally(groups),
+        weights if method == "confidence" and note is None else None,
+        note,
+    )
+
+
+def _mux(
+    candidates: Sequence[Candidate],
+    answers: Sequence[str],
+    config: SelectionConfig,
+    order: Sequence[str],
+) -> Selection:
+    """SLM-MUX: trust the model whose own samples agree most on their top answer."""
+    models = list(dict.fromkeys(c.model for c in candidates))
+    per_model = []
+    for model in models:
+        mine = [k for k, c in enumerate(candidates) if c.model == model]
+        groups = _groups(
+            [candidates[k] for k in mine], [answers[k] for k in mine], [1.0] * len(mine)
+        )
+        if not groups:
+            continue
+        best = _best_group(groups, candidates, order)
+        per_model.append((model, best.weight / len(mine), best, len(mine)))
+    if not per_model:
+        return Selection(
+            "mux",
+            candidates[0].index,
+            0.0,
+            "no answer could be read from any proposal: the first proposal answers",
+            [],
+            note="no readable answer",
+        )
+
+    def key(entry: tuple[str, float, Group, int]) -> tuple[float, float, int]:
+        model, agreement, _, _ = entry
+        return (-round(agreement, 9), -config.calibration.get(model, -1.0), _rank_of(model, order))
+
+    model, agreement, best, n = min(per_model, key=key)
+    tied = [m for m, a, _, _ in per_model if math.isclose(a, agreement) and m != model]
+    why_tie = ""
+    if tied:
+        known = model in config.calibration
+        why_tie = f"; tied with {', '.join(tied)}, broken by " + (
+            "calibrated accuracy" if known else "model priority"
+        )
+    tally = [
+        {
+            "model": m,
+            "answer": g.answer,
+            "agreement": round(a, 4),
+            "samples": k,
+            "proposals": g.members,
+            "accuracy": config.calibration.get(m),
+        }
+        for m, a, g, k in per_model
+    ]
+    reason = (
+        f"{model}'s samples agree most: {len(best.members)} of {n} answered {best.answer!r}"
+        f"{why_tie}"
+    )
+    return Selection("mux", min(best.members), agreement, reason, tally)
+
+
+def _consensus(candidates: Sequence[Candidate]) -> Selection:
+    """Minimum Bayes risk: the proposal with the highest mean similarity to the others."""
+    from rapidfuzz import fuzz
+
+    if len(candidates) == 1:
+        only = candidates[0]
+        return Selection("consensus", only.index, 1.0, "the only proposal", [])
+    texts = [_normalize(c.text) for c in candidates]
+    means = []
+    for k, text in enumerate(texts):
+        others = [
+            fuzz.token_set_ratio(text, other) / 100 for j, other in enumerate(texts) if j != k
+        ]
+        means.append(sum(others) / len(others))
+    best = max(range(len(candidates)), key=lambda k: (round(means[k], 9), -k))
+    tally = [
+        {"proposal": c.index, "mean_similarity": round(m, 4)}
+        for c, m in zip(candidates, means, strict=True)
+    ]
+    reason = (
+        f"proposal {candidates[best].index + 1} is the most similar to the others "
+        f"(mean token-set similarity {means[best]:.2f})"
+    )
+    return Selection("consensus", candidates[best].index, means[best], reason, tally)
+
+
+def tally_note(candidates: Sequence[Candidate], config: SelectionConfig) -> str:
+    """Describe the vote for a synthesizing aggregator: which answer how many responses gave."""
+    answers = [extract_answer(c.text, config.extractor, config.pattern) for c in candidates]
+    groups = _groups(candidates, answers, [1.0] * len(candidates))
+    if not groups:
+        return ""
+    parts = [
+        f"{g['answer']!r}: {g['votes']} of {len(candidates)} (responses "
+        + ", ".join(str(i + 1) for i in g["proposals"])
+        + ")"
+        for g in _tally(groups)
+    ]
+    return "Answers extracted from the responses, with their votes: " + "; ".join(parts) + "."

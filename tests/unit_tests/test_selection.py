@@ -1,0 +1,234 @@
+"""Selection instead of synthesis: vote, confidence, consensus, MUX and adaptive sampling."""
+
+import json
+
+import pytest
+
+from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.selection import Candidate, SelectionConfig, extract_answer, select
+
+QUESTION = {"messages": [("user", "What is 6 times 7?")]}
+
+
+def answers(*texts):
+    """A reply function giving the n-th text on call n (cycling)."""
+    return lambda label, n, messages: texts[(n - 1) % len(texts)]
+
+
+def selection_of(out):
+    return out["messages"][-1].response_metadata["moa"]["selection"]
+
+
+# --- reading answers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "extractor"),
+    [
+        ("1,000", "The total is 1000.0.", "auto"),
+        ("Paris.", "the answer is: paris", "auto"),
+        ("B) Neon", "b", "choice-letter"),
+        ("Answer: 42 apples", "42", "last-number"),
+        ("It is Mars, the red one", "mars", "regex"),
+    ],
+)
+def test_the_same_answer_written_two_ways_gets_one_key(a, b, extractor):
+    pattern = r"\b(mars|venus)\b" if extractor == "regex" else None
+    assert extract_answer(a, extractor, pattern) == extract_answer(b, extractor, pattern) != ""
+
+
+def test_different_answers_get_different_keys():
+    assert extract_answer("42") != extract_answer("24")
+    assert extract_answer("Paris") != extract_answer("Lyon")
+    assert extract_answer("no digits here", "last-number") == ""
+
+
+# --- the decision --------------------------------------------------------------------------
+
+
+def cands(*texts, model="m", logprobs=None):
+    return [
+        Candidate(
+            index=i,
+            model=model if isinstance(model, str) else model[i],
+            text=t,
+            mean_logprob=None if logprobs is None else logprobs[i],
+        )
+        for i, t in enumerate(texts)
+    ]
+
+
+def test_vote_picks_the_majority_and_returns_a_member_verbatim():
+    decision = select(cands("41", "The answer is 42.", "42"), SelectionConfig(method="vote"))
+    assert decision.winner in (1, 2)
+    assert decision.tally[0]["answer"] == "42" and decision.tally[0]["votes"] == 2
+    assert decision.agreement == pytest.approx(2 / 3)
+
+
+def test_a_tie_goes_to_the_model_declared_first():
+    pool = cands("41", "42", model=["small", "big"])
+    assert select(pool, SelectionConfig(), priority=["big", "small"]).winner == 1
+    assert select(pool, SelectionConfig(priority=["small"]), priority=["big"]).winner == 0
+    assert "tie" in select(pool, SelectionConfig(), priority=["big"]).reason
+
+
+def test_confidence_lets_one_sure_answer_outweigh_two_unsure_ones():
+    pool = cands("41", "41", "42", logprobs=[-3.0, -3.0, -0.01])
+    decision = select(pool, SelectionConfig(method="confidence"))
+    assert decision.winner == 2 and decision.note is None
+    assert decision.weights is not None and decision.weights[2] > 0.9
+    # The same pool, plain votes: the majority wins.
+    assert select(pool, SelectionConfig(method="vote")).winner in (0, 1)
+
+
+def test_confidence_without_logprobs_falls_back_to_votes_and_says_so():
+    decision = select(cands("41", "41", "42"), SelectionConfig(method="confidence"))
+    assert decision.winner in (0, 1)
+    assert "fell back to plain votes" in decision.note
+    assert "fell back" in decision.as_dict()["note"]
+
+
+def test_consensus_picks_the_answer_closest_to_all_others():
+    pool = cands(
+        "The sky is blue because air scatters short blue wavelengths of sunlight.",
+        "Blue light is scattered by air molecules more than red light, so the sky looks blue.",
+        "Because of quantum mechanics.",
+        "Air molecules scatter blue sunlight more strongly than red, which makes the sky blue.",
+    )
+    decision = select(pool, SelectionConfig(method="consensus"))
+    assert decision.winner != 2
+    assert len(decision.tally) == 4
+
+
+def test_mux_trusts_the_model_whose_own_samples_agree():
+    # 'noisy' has the most votes for 41 overall, but disagrees with itself; 'steady' agrees.
+    pool = cands(
+        "41",
+        "41",
+        "7",
+        "9",
+        "42",
+        "42",
+        model=["noisy", "noisy", "noisy", "noisy", "steady", "steady"],
+    )
+    decision = select(pool, SelectionConfig(method="mux"))
+    assert pool[decision.winner].model == "steady" and decision.agreement == 1.0
+    assert {row["model"] for row in decision.tally} == {"noisy", "steady"}
+
+
+def test_mux_ties_go_to_the_calibrated_more_accurate_model():
+    pool = cands("41", "41", "42", "42", model=["a", "a", "b", "b"])
+    config = SelectionConfig(method="mux", calibration={"a": 0.4, "b": 0.9})
+    decision = select(pool, config, priority=["a", "b"])
+    assert pool[decision.winner].model == "b"
+    assert "calibrated accuracy" in decision.reason
+
+
+def test_a_calibration_file_is_read_and_a_bad_one_is_refused(tmp_path):
+    good = tmp_path / "cal.json"
+    good.write_text(json.dumps({"accuracy": {"a": 0.5}}))
+    assert SelectionConfig(method="mux", calibration_file=str(good)).calibration == {"a": 0.5}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"a": 7}))
+    with pytest.raises(ValueError, match=r"accuracies in 0\.\.1"):
+        SelectionConfig(method="mux", calibration_file=str(bad))
+
+
+def test_no_readable_answer_falls_back_to_the_first_proposal():
+    decision = select(cands("no number", "none"), SelectionConfig(extractor="last-number"))
+    assert decision.winner == 0 and decision.note == "no readable answer"
+
+
+# --- in the graph ----------------------------------------------------------------------------
+
+
+def test_select_variant_answers_with_the_majority_and_makes_no_extra_call(fake, log):
+    config = MoAConfig(
+        variant="select",
+        proposers=[{"model": fake("M", reply=answers("41", "42", "42")), "samples": 3}],
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert len(log.calls) == 3 == config.calls_per_run()
+    answer = out["messages"][-1]
+    assert answer.text == "42"
+    chosen = selection_of(out)
+    assert chosen["method"] == "vote" and chosen["tally"][0]["votes"] == 2
+    assert chosen["winner_call"]["sample"] in (1, 2) and chosen["calls_saved"] == 0
+    assert answer.response_metadata["moa"]["answered_by"] == "M"
+    assert out["usage"]["total"]["calls"] == 3
+
+
+async def test_select_variant_async_with_confidence_from_logprobs(fake, log):
+    sure = fake("SURE", reply=answers("42"), logprob=lambda n: -0.01)
+    unsure = fake("UNSURE", reply=answers("41"), logprob=lambda n: -4.0)
+    config = MoAConfig(
+        variant="select",
+        proposers=[{"model": unsure, "samples": 2}, {"model": sure}],
+        selection={"method": "confidence"},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    assert out["messages"][-1].text == "42"
+    assert all(c["mean_logprob"] is not None for c in out["calls"])
+
+
+def test_adaptive_sampling_stops_once_the_answers_agree(fake, log):
+    config = MoAConfig(
+        variant="select",
+        proposers=[{"model": fake("M", reply=answers("42")), "samples": 8}],
+        selection={"stop_agreement": 0.75, "round_size": 2},
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert len(log.calls) == 2
+    assert selection_of(out)["calls_saved"] == 6
+    assert [c["sample"] for c in out["calls"]] == [0, 1]
+
+
+def test_adaptive_sampling_goes_on_while_answers_disagree_and_stops_at_the_cap(fake, log):
+    config = MoAConfig(
+        variant="select",
+        proposers=[{"model": fake("M", reply=answers("1", "2", "3")), "samples": 5}],
+        selection={"stop_agreement": 0.9, "round_size": 2},
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert len(log.calls) == 5
+    assert [c["sample"] for c in out["calls"]] == [0, 1, 2, 3, 4]
+    assert selection_of(out)["calls_saved"] == 0
+
+
+def test_the_aggregator_can_be_shown_the_vote_tally(fake, log):
+    config = MoAConfig(
+        variant="single-proposer",
+        proposers=[{"model": fake("M", reply=answers("42", "42", "41")), "samples": 3}],
+        aggregator=fake("AGG"),
+        selection={"show_tally": True},
+    )
+    create_moa_graph(config).invoke(QUESTION)
+    prompt = log.calls[-1].messages[0].text
+    assert "'42': 2 of 3 (responses 1, 2)" in prompt and "'41': 1 of 3" in prompt
+
+
+def test_the_selected_answer_is_what_a_chat_model_stream_yields(fake):
+    from langgraph_moa import MoAChatModel
+
+    config = MoAConfig(
+        variant="select",
+        proposers=[{"model": fake("M", reply=answers("41", "42", "42")), "samples": 3}],
+    )
+    text = "".join(chunk.text for chunk in MoAChatModel(config=config).stream("6 x 7?"))
+    assert text == "42"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"selection": {"extractor": "regex"}}, "needs `pattern`"),
+        ({"selection": {"method": "consensus", "stop_agreement": 0.8}}, "not consensus"),
+        ({"layers": 3}, "one proposer layer"),
+        ({"selection": {"stop_agreement": 0.8, "round_size": 1}}, "at least 2 proposals"),
+        ({"selection": {"method": "majority"}}, "selection.method"),
+    ],
+)
+def test_bad_selection_settings_are_refused_with_the_fix(fake, changes, message):
+    with pytest.raises(MoAConfigError, match=message):
+        MoAConfig(variant="select", proposers=[{"model": fake("M"), "samples": 4}], **changes)
