@@ -318,6 +318,13 @@ def select(
             note="no readable answer",
         )
     best = _best_group(groups, candidates, order)
+    if len(candidates) >= 3 and all(len(g.members) == 1 for g in groups):
+        # No two proposals agree (typical of free-form answers): a vote says nothing, so
+        # the proposal closest to all others answers (self-consistency's free-form case).
+        fallback = _consensus(candidates)
+        fallback.method, fallback.tally = method, [*_tally(groups), *fallback.tally]
+        fallback.note = "no two answers agree: the most central proposal (consensus) answers"
+        return fallback
     total = sum(g.weight for g in groups)
     winner = _representative(best, candidates, weights)
     runner_up = max((g.weight for g in groups if g is not best), default=0.0)

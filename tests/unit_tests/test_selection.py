@@ -7,6 +7,7 @@ import pytest
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.selection import Candidate, SelectionConfig, extract_answer, select
+from tests.unit_tests.test_graph import references_in
 
 QUESTION = {"messages": [("user", "What is 6 times 7?")]}
 
@@ -205,7 +206,9 @@ def test_the_aggregator_can_be_shown_the_vote_tally(fake, log):
     )
     create_moa_graph(config).invoke(QUESTION)
     prompt = log.calls[-1].messages[0].text
-    assert "'42': 2 of 3 (responses 1, 2)" in prompt and "'41': 1 of 3" in prompt
+    refs = references_in(log.calls[-1])
+    twice = ", ".join(str(i + 1) for i, r in enumerate(refs) if r == "42")
+    assert f"'42': 2 of 3 (responses {twice})" in prompt and "'41': 1 of 3" in prompt
 
 
 def test_the_selected_answer_is_what_a_chat_model_stream_yields(fake):
@@ -232,3 +235,14 @@ def test_the_selected_answer_is_what_a_chat_model_stream_yields(fake):
 def test_bad_selection_settings_are_refused_with_the_fix(fake, changes, message):
     with pytest.raises(MoAConfigError, match=message):
         MoAConfig(variant="select", proposers=[{"model": fake("M"), "samples": 4}], **changes)
+
+
+def test_when_no_two_answers_agree_the_most_central_one_answers():
+    pool = cands(
+        "The sky is blue because air scatters blue sunlight more than red.",
+        "Because of quantum mechanics.",
+        "Air scatters the blue part of sunlight more than red light, so the sky is blue.",
+    )
+    decision = select(pool, SelectionConfig(method="vote"))
+    assert decision.winner != 1 and decision.method == "vote"
+    assert "no two answers agree" in decision.note

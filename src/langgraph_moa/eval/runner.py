@@ -75,7 +75,7 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
     if spec.startswith(SINGLE):
         return System(
             name=spec,
-            single=ProposerConfig(model=spec.removeprefix(SINGLE), max_tokens=256, temperature=0.3),
+            single=ProposerConfig(model=spec.removeprefix(SINGLE), max_tokens=256, temperature=0.0),
         )
     if Path(spec).suffix in (".yaml", ".yml", ".json"):
         config = MoAConfig.from_file(spec)
