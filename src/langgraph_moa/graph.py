@@ -825,7 +825,10 @@ class _MoANodes:
             tags=[TAG_INTERMEDIATE, NOSTREAM],
             metadata=_trace_metadata(cfg, where),
         )
-        return cfg, model, where, ranker_messages(_conversation(state), state["references"])
+        messages = ranker_messages(
+            _conversation(state), state["references"], reference_format=cfg.reference_format
+        )
+        return cfg, model, where, messages
 
     def _rank_steps(self, state: MoAState) -> NodeSteps:
         """Let an LLM pick the best proposal: the body of `rank` and `arank`."""
