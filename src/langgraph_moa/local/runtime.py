@@ -213,13 +213,13 @@ class LocalRuntime:
     def chat_model(self, name: str, params: dict[str, Any]) -> BaseChatModel:
         """Return a chat model bound to the server of `name` (spawned now, awaited later)."""
         server = self.server(name)
+        client = params.get("http_async_client") or own_async_client()  # shared if given
         model = LocalChatModel(
             model=name,
             base_url=server.url,
             api_key="local",  # type: ignore[arg-type]
             max_retries=0,  # retries belong to the graph's RetryPolicy
-            http_async_client=own_async_client(),
-            **params,
+            **{**params, "http_async_client": client},
         )
         model._runtime = self
         return model
