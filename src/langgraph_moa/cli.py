@@ -20,6 +20,7 @@ import typer
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -37,7 +38,7 @@ app = typer.Typer(
     help="Mixture-of-Agents on LangGraph: several models answer, an aggregator synthesizes.",
 )
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # an error stays on one line, however long
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -401,7 +402,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except MoAError as exc:
-        errors.print(f"[bold red]error:[/] {exc}")
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(1)
     except (KeyboardInterrupt, typer.Abort):
         # click turns Ctrl-C into Abort; atexit then stops the local servers.
@@ -413,5 +414,5 @@ def main() -> None:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
-        errors.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}")
+        errors.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(str(exc))}")
         sys.exit(1)

@@ -39,6 +39,23 @@ def test_bad_input_gets_one_clear_line(args, message):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_a_bad_file_a_directory_or_a_bad_override_is_one_line(tmp_path):
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00")
+    cases = [
+        (["--config", str(binary)], "is not UTF-8 text: give a YAML or JSON file"),
+        (["--config", str(tmp_path)], "is a directory: give the path of a YAML or JSON file"),
+        (["--samples", "10000"], "samples: Input should be less than or equal to 256"),
+        (["--proposers", "nonsense"], "Unknown model provider in 'nonsense'"),
+    ]
+    for args, message in cases:
+        result = moa("run", "hi", *args)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert message in lines[0] and "unexpected" not in lines[0]
+
+
 def test_unknown_option_is_a_usage_error_not_a_traceback():
     result = moa("run", "hi", "--layerz", "2")
     assert result.returncode == 2 and "Traceback" not in result.stderr
