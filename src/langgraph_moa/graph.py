@@ -47,6 +47,7 @@ from langgraph_moa.errors import (
     AllProposersFailedError,
     MoAInputError,
 )
+from langgraph_moa.inputs import guard_input
 from langgraph_moa.models import ModelCache
 from langgraph_moa.prompts import (
     estimate_tokens,
@@ -153,7 +154,8 @@ def create_moa_graph(
     builder.add_conditional_edges(SYNTHESIZE, nodes.after_layer, [PROPOSE, AGGREGATE, RANK])
     builder.add_conditional_edges(AGGREGATE, nodes.after_aggregate, [PROPOSE, END])
     builder.add_edge(RANK, END)
-    return builder.compile(checkpointer=checkpointer, name=name or config.name or "moa")
+    graph = builder.compile(checkpointer=checkpointer, name=name or config.name or "moa")
+    return guard_input(graph)
 
 
 def _dual(
