@@ -20,6 +20,7 @@ import typer
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -27,7 +28,9 @@ from langgraph_moa.config import MoAConfig, list_presets
 from langgraph_moa.context import MoAContext, apply_context
 from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.graph import create_moa_graph, final_answer_only
+from langgraph_moa.limits import RequestLimits
 from langgraph_moa.models import PROVIDER_API_KEY_ENV
+from langgraph_moa.serve import MAX_BODY_BYTES
 
 DEFAULT_PRESET = "local-moa"
 
@@ -37,7 +40,7 @@ app = typer.Typer(
     help="Mixture-of-Agents on LangGraph: several models answer, an aggregator synthesizes.",
 )
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # an error stays on one line, however long
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -360,6 +363,13 @@ def evaluate(
     console.print(f"[dim]results: {out}/results, {out}/summary.json; call cache: {out}/calls.db[/]")
 
 
+def _limit_option(field: str, flag: str, help_text: str) -> Any:
+    """Make a ``moa serve`` limit flag with the default and lower bound of `RequestLimits`."""
+    info = RequestLimits.model_fields[field]
+    lowest = next(m.ge for m in info.metadata if hasattr(m, "ge"))
+    return typer.Option(flag, min=lowest, help=f"{help_text} (default {info.default}).")
+
+
 @app.command()
 def serve(
     preset: Annotated[
@@ -369,18 +379,97 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Interface to bind; loopback by default.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     api_key: Annotated[
         str | None,
         typer.Option(envvar="MOA_API_KEY", help="Require 'Authorization: Bearer <key>'."),
     ] = None,
+    allow_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-model",
+            help="A model spec clients may name in 'proposers' or 'aggregator', besides the "
+            "served presets' own models (repeatable).",
+        ),
+    ] = None,
+    allow_client_endpoints: Annotated[
+        bool,
+        typer.Option(
+            "--allow-client-endpoints",
+            help="Let clients name OpenAI-compatible endpoints of their own "
+            "('model@http://...' or {base_url, model}); the server then calls hosts they "
+            "choose, so enable it only for trusted clients.",
+        ),
+    ] = False,
+    max_proposers: Annotated[
+        int | None, _limit_option("max_proposers", "--max-proposers", "Proposers per request")
+    ] = None,
+    max_samples: Annotated[
+        int | None,
+        _limit_option("max_samples", "--max-samples", "Samples per proposer per request"),
+    ] = None,
+    max_layers: Annotated[
+        int | None, _limit_option("max_layers", "--max-layers", "Layers per request")
+    ] = None,
+    max_calls: Annotated[
+        int | None, _limit_option("max_calls", "--max-calls", "Model calls per request")
+    ] = None,
+    max_messages: Annotated[
+        int | None, _limit_option("max_messages", "--max-messages", "Messages per request")
+    ] = None,
+    max_chars: Annotated[
+        int | None,
+        _limit_option("max_chars", "--max-chars", "Characters of text per request"),
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body read, in bytes.")
+    ] = MAX_BODY_BYTES,
 ) -> None:
-    """Serve presets as models behind an OpenAI-compatible API (/v1/chat/completions)."""
+    """Serve presets as models behind an OpenAI-compatible API (/v1/chat/completions).
+
+    A served preset always runs as configured; the --max-* limits bound what a client's
+    overrides may ask for on top of it.
+    """
     from langgraph_moa.serve import serve as run_server
 
+    given = {
+        "max_proposers": max_proposers,
+        "max_samples": max_samples,
+        "max_layers": max_layers,
+        "max_calls": max_calls,
+        "max_messages": max_messages,
+        "max_chars": max_chars,
+    }
+    limits = RequestLimits(**{k: v for k, v in given.items() if v is not None})
     presets = preset or ["local-moa", "local-self-moa"]
+    if api_key is None and not _is_loopback(host):
+        errors.print(
+            f"[bold yellow]warning:[/] serving on {host} without an API key: anyone who can "
+            "reach this port can run models at your expense; set --api-key or MOA_API_KEY."
+        )
     console.print(f"[cyan]Serving {', '.join(presets)} on http://{host}:{port}/v1[/]")
-    run_server(presets, host=host, port=port, api_key=api_key)
+    run_server(
+        presets,
+        host=host,
+        port=port,
+        api_key=api_key,
+        allow_models=allow_model or (),
+        allow_client_endpoints=allow_client_endpoints,
+        limits=limits,
+        max_body_bytes=max_body_bytes,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    """Tell whether `host` is reachable from this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _on_interrupt(signum: int, frame: Any) -> None:
@@ -405,7 +494,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except MoAError as exc:
-        errors.print(f"[bold red]error:[/] {exc}")
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(1)
     except (KeyboardInterrupt, typer.Abort):
         # click turns Ctrl-C into Abort; atexit then stops the local servers.
@@ -417,5 +506,5 @@ def main() -> None:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
-        errors.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}")
+        errors.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(str(exc))}")
         sys.exit(1)

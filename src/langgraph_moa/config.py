@@ -18,6 +18,7 @@ One `MoAConfig` describes all five variants of the papers:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -31,8 +32,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.limits import Budget, check_budget
 from langgraph_moa.models import ModelSpec, describe_model, same_model, validate_spec
 from langgraph_moa.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
 from langgraph_moa.reliability import RetrySettings
@@ -218,13 +221,25 @@ class MoAConfig(BaseModel):
         default=1, ge=1, description="Quorum: successful proposals a layer needs to go on."
     )
     name: str | None = Field(default=None, description="Preset or system name, for metadata.")
+    budget: Budget = Field(
+        default_factory=Budget,
+        description="What one run may spend (max_calls, max_tokens); a config, per-run "
+        "context included, whose run would make more calls than max_calls is refused "
+        "before any call.",
+    )
 
     def __init__(self, **data: Any) -> None:
-        """Validate, turning pydantic's error into one that names the field and the rule."""
+        """Validate, turning pydantic's error into one that names the field and the rule.
+
+        The call budget is checked here too, not in a validator, so that its error keeps its
+        own type (`LimitExceededError`) and every derived config (overrides, run context)
+        passes through it.
+        """
         try:
             super().__init__(**data)
         except ValidationError as exc:
             raise MoAConfigError(explain_validation_error(exc)) from None
+        check_budget(self)
 
     @field_validator("proposers", mode="before")
     @classmethod
@@ -410,15 +425,28 @@ def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]
     Errors name the file, what it is (`what`) and what it must hold (`holds`).
     """
     path = Path(path)
+    shown = repr(str(path))
+    if path.is_dir():
+        raise MoAConfigError(
+            f"{what} {shown} is a directory: give the path of a YAML or JSON file instead."
+        )
     if not path.is_file():
-        raise MoAConfigError(f"{what} {str(path)!r} does not exist.")
-    text = path.read_text(encoding="utf-8")
+        raise MoAConfigError(f"{what} {shown} does not exist: check the path.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise MoAConfigError(
+            f"{what} {shown} is not UTF-8 text: give a YAML or JSON file."
+        ) from None
+    except OSError as exc:
+        raise MoAConfigError(f"{what} {shown} cannot be read ({exc.strerror}).") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise MoAConfigError(f"{what} {str(path)!r} is not valid: {exc}") from None
+        where = " ".join(str(exc).split())
+        raise MoAConfigError(f"{what} {shown} is not valid: {where}.") from None
     if not isinstance(data, dict):
-        raise MoAConfigError(f"{what} {str(path)!r} must hold {holds} at the top level.")
+        raise MoAConfigError(f"{what} {shown} must hold {holds} at the top level.")
     return data
 
 
@@ -428,16 +456,25 @@ def list_presets() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def explain_validation_error(exc: ValidationError) -> str:
-    """One line per broken rule: the field's dotted path, the rule, and the value given."""
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"]) or "config"
-        msg = err["msg"].removeprefix("Value error, ")
+def explain_validation_error(exc: ValidationError, what: str = "MoA configuration") -> str:
+    """One line: for each broken rule, the field's dotted path, the rule and the value given.
+
+    Pydantic's own text spans several lines and links to its documentation; an error shown
+    on a command line or in an HTTP body must stay one line.
+    """
+    return explain_errors(exc.errors(include_url=False), what)
+
+
+def explain_errors(errors: Sequence[ErrorDetails], what: str) -> str:
+    """Explain pydantic error details in one line (see `explain_validation_error`)."""
+    parts = []
+    for err in errors:
+        where = ".".join(str(part) for part in err["loc"])
+        msg = " ".join(err["msg"].removeprefix("Value error, ").split()).rstrip(".")
         given = err.get("input")
         shown = f" (got {given!r})" if err["type"] != "missing" and _short(given) else ""
-        lines.append(f"{where}: {msg}{shown}")
-    return "Invalid MoA configuration:\n  " + "\n  ".join(lines)
+        parts.append(f"{where}: {msg}{shown}" if where else f"{msg}{shown}")
+    return f"Invalid {what}: " + "; ".join(parts) + "."
 
 
 def _short(value: Any) -> bool:

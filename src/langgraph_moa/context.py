@@ -45,9 +45,7 @@ class MoAContext(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise MoAConfigError(
-                explain_validation_error(exc).replace("MoA configuration", "run context")
-            ) from None
+            raise MoAConfigError(explain_validation_error(exc, "run context")) from None
 
     @classmethod
     def coerce(cls, value: Any) -> MoAContext | None:
@@ -67,13 +65,21 @@ def _replace(obj: _M, **changes: Any) -> _M:
     """Copy a config model with changes, validating them (``model_copy`` would not)."""
     data = {name: getattr(obj, name) for name in type(obj).model_fields}
     data.update({k: v for k, v in changes.items() if v is not None})
-    return type(obj)(**data)
+    return _validated(type(obj), data)
 
 
 def _with_model(role: _M, model: str) -> _M:
     """Copy a role config onto another model; its display name belonged to the old one."""
     data = {name: getattr(role, name) for name in type(role).model_fields}
-    return type(role)(**{**data, "model": model, "name": None})
+    return _validated(type(role), {**data, "model": model, "name": None})
+
+
+def _validated(cls: type[_M], data: dict[str, Any]) -> _M:
+    """Build a role config from run settings; a bad setting fails in one line, as ours."""
+    try:
+        return cls(**data)
+    except ValidationError as exc:
+        raise MoAConfigError(explain_validation_error(exc, "run context")) from None
 
 
 def apply_context(base: MoAConfig, context: MoAContext) -> MoAConfig:

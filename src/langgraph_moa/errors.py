@@ -26,6 +26,18 @@ class MoAInputError(MoAError, ValueError):
     """The conversation given to the graph cannot be answered as it is."""
 
 
+class LimitExceededError(MoAConfigError):
+    """A run would go past a limit (calls, proposers, samples, layers, input size).
+
+    Raised before any model is called, so nothing is paid for; the message names the limit,
+    the setting or flag that sets it, and how to stay within it.
+    """
+
+
+class ModelNotAllowedError(MoAConfigError):
+    """A request names a model or an endpoint that the server's operator did not enable."""
+
+
 class ModelResolutionError(MoAError, ValueError):
     """A model spec cannot be turned into a chat model (unknown provider, missing key)."""
 

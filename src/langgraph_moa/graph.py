@@ -47,6 +47,7 @@ from langgraph_moa.errors import (
     AllProposersFailedError,
     MoAInputError,
 )
+from langgraph_moa.inputs import guard_input
 from langgraph_moa.models import ModelCache
 from langgraph_moa.prompts import (
     estimate_tokens,
@@ -157,7 +158,8 @@ def create_moa_graph(
     builder.add_conditional_edges(AGGREGATE, nodes.after_aggregate, [PROPOSE, END])
     builder.add_edge(RANK, END)
     builder.add_edge(SELECT, END)
-    return builder.compile(checkpointer=checkpointer, name=name or config.name or "moa")
+    graph = builder.compile(checkpointer=checkpointer, name=name or config.name or "moa")
+    return guard_input(graph)
 
 
 def _dual(
@@ -897,7 +899,10 @@ class _MoANodes:
             tags=[TAG_INTERMEDIATE, NOSTREAM],
             metadata=_trace_metadata(cfg, where),
         )
-        return cfg, model, where, ranker_messages(_conversation(state), state["references"])
+        messages = ranker_messages(
+            _conversation(state), state["references"], reference_format=cfg.reference_format
+        )
+        return cfg, model, where, messages
 
     def _rank_steps(self, state: MoAState) -> NodeSteps:
         """Let an LLM pick the best proposal: the body of `rank` and `arank`."""

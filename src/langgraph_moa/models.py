@@ -16,6 +16,7 @@ import asyncio
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -173,18 +174,43 @@ _CLIENTS_WITH_MAX_RETRIES = {
 
 
 def own_async_client() -> Any:
-    """Return a fresh async HTTP client for one model built for one event loop.
+    """Return a fresh async HTTP client, to be shared by the models of one event loop.
 
     langchain-openai otherwise shares one cached async client per process, which binds to
     the first event loop that uses it; a model built under a later `asyncio.run` would then
-    fail with "Event loop is closed". `ModelCache` builds models per loop, each with its own.
+    fail with "Event loop is closed". `ModelCache` keeps one client per endpoint and loop.
     """
     import httpx
 
     return httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
 
 
-def _chat_openai_compatible(endpoint: OpenAIEndpoint, params: dict[str, Any]) -> BaseChatModel:
+_SHARED_CLIENT_PROVIDERS = ("openai", "azure_openai", "together")
+"""Integrations built on langchain-openai, which take the async HTTP client they use."""
+
+
+def http_client_key(spec: ModelSpec) -> str | None:
+    """Name the endpoint whose async HTTP client a model of `spec` can share.
+
+    None when the model's integration builds its own clients (any provider not built on
+    langchain-openai) or when the spec is an instance, whose clients belong to its owner.
+    """
+    if isinstance(spec, BaseChatModel):
+        return None
+    if isinstance(spec, OpenAIEndpoint):
+        return spec.base_url
+    endpoint = parse_endpoint_string(spec)
+    if endpoint is not None:
+        return endpoint.base_url
+    provider, _ = split_provider(spec)
+    if provider == LOCAL_PREFIX or provider in _SHARED_CLIENT_PROVIDERS:
+        return f"{provider}:"
+    return None
+
+
+def _chat_openai_compatible(
+    endpoint: OpenAIEndpoint, params: dict[str, Any], http_async_client: Any
+) -> BaseChatModel:
     """Build a client for an OpenAI-compatible server.
 
     `BaseChatOpenAI` (the class partner packages such as langchain-together build on) sends
@@ -203,18 +229,20 @@ def _chat_openai_compatible(endpoint: OpenAIEndpoint, params: dict[str, Any]) ->
         api_key=key or "not-needed",  # type: ignore[arg-type]
         stream_usage=True,
         max_retries=0,  # the graph's RetryPolicy retries, visibly; the client must not
-        http_async_client=own_async_client(),
+        http_async_client=http_async_client or own_async_client(),
         **params,
     )
 
 
-def _from_provider_string(spec: str, params: dict[str, Any]) -> BaseChatModel:
+def _from_provider_string(
+    spec: str, params: dict[str, Any], http_async_client: Any
+) -> BaseChatModel:
     provider, name = split_provider(spec)
     if provider == LOCAL_PREFIX:
         # Imported here so that building a config never loads the local runtime.
         from langgraph_moa.local.runtime import local_chat_model
 
-        return local_chat_model(name, params)
+        return local_chat_model(name, {**params, "http_async_client": http_async_client})
     env_var = PROVIDER_API_KEY_ENV.get(provider)
     if env_var and not os.environ.get(env_var):
         raise MissingAPIKeyError(spec, env_var)
@@ -222,8 +250,8 @@ def _from_provider_string(spec: str, params: dict[str, Any]) -> BaseChatModel:
 
     if provider in _CLIENTS_WITH_MAX_RETRIES:
         params = {"max_retries": 0, **params}  # retries belong to the graph, where they show
-    if provider in ("openai", "azure_openai", "together"):
-        params = {"http_async_client": own_async_client(), **params}
+    if provider in _SHARED_CLIENT_PROVIDERS:
+        params = {"http_async_client": http_async_client or own_async_client(), **params}
     try:
         return init_chat_model(name, model_provider=provider, **params)
     except ImportError as exc:
@@ -244,34 +272,79 @@ def _with_limits(model: BaseChatModel, params: dict[str, Any]) -> BaseChatModel:
     return model.model_copy(update=update) if update else model
 
 
-def build_model(spec: ModelSpec, params: dict[str, Any]) -> BaseChatModel:
-    """Turn a spec into a chat model with the given call parameters (no network)."""
+def build_model(
+    spec: ModelSpec, params: dict[str, Any], *, http_async_client: Any = None
+) -> BaseChatModel:
+    """Turn a spec into a chat model with the given call parameters (no network).
+
+    Args:
+        spec: The model spec.
+        params: Call parameters (temperature, max_tokens, ...); None values are dropped.
+        http_async_client: The async HTTP client to use where the integration takes one
+            (see `http_client_key`); a new one if None.
+    """
     params = {k: v for k, v in params.items() if v is not None}
     if isinstance(spec, BaseChatModel):
         return _with_limits(spec, params)
     if isinstance(spec, OpenAIEndpoint):
-        return _chat_openai_compatible(spec, params)
+        return _chat_openai_compatible(spec, params, http_async_client)
     endpoint = parse_endpoint_string(spec)
     if endpoint is not None:
-        return _chat_openai_compatible(endpoint, params)
-    return _from_provider_string(spec, params)
+        return _chat_openai_compatible(endpoint, params, http_async_client)
+    return _from_provider_string(spec, params, http_async_client)
+
+
+DEFAULT_CACHE_SIZE = 128
+"""Models (one per spec and parameter set) one `ModelCache` keeps per event loop."""
+
+
+class _SharedClient:
+    """One endpoint's async HTTP client and the number of live models using it."""
+
+    __slots__ = ("client", "loop", "users")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.client = own_async_client()
+        self.loop = loop
+        self.users = 0
+
+
+class _Bucket:
+    """The models and HTTP clients of one event loop (or of sync calls)."""
+
+    __slots__ = ("clients", "models")
+
+    def __init__(self) -> None:
+        # The spec is kept with its model: an instance spec is keyed by its id, which must
+        # not be reused by another object while the entry exists.
+        self.models: OrderedDict[tuple[Any, ...], tuple[ModelSpec, BaseChatModel]] = OrderedDict()
+        self.clients: dict[str, _SharedClient] = {}
 
 
 class ModelCache:
-    """Builds each (spec, parameters) model once per event loop.
+    """Builds each (spec, parameters) model once per event loop, within a bounded memory.
 
     HTTP clients of langchain-openai bind to the event loop that first used them, so a model
     built under one `asyncio.run` fails under the next; keying by loop avoids that, and the
     weak keys let finished loops' models go.
+
+    Within a loop, the models of one endpoint share one async HTTP client (one connection
+    pool): a model per distinct temperature costs a few kilobytes, not a client of its own.
+    At most `size` models are kept, least recently used dropped first; when the last model
+    using an endpoint's client is gone (dropped and no call still holding it), the client is
+    closed on its loop.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = DEFAULT_CACHE_SIZE) -> None:
         """Start empty; models are built on first use."""
-        self._lock = threading.Lock()
-        self._sync: dict[tuple[Any, ...], BaseChatModel] = {}
-        self._by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[tuple[Any, ...], BaseChatModel]
-        ] = weakref.WeakKeyDictionary()
+        self.size = size
+        # Reentrant: a dropped model's finalizer runs at once, while `get` holds the lock.
+        self._lock = threading.RLock()
+        self._sync = _Bucket()
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bucket] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._closing: set[asyncio.Future[Any]] = set()
 
     def get(self, spec: ModelSpec, params: dict[str, Any]) -> BaseChatModel:
         """Return the model for `spec` with `params`, building it if needed."""
@@ -282,8 +355,59 @@ class ModelCache:
         except RuntimeError:
             loop = None
         with self._lock:
-            bucket = self._sync if loop is None else self._by_loop.setdefault(loop, {})
-            model = bucket.get(key)
-            if model is None:
-                model = bucket[key] = build_model(spec, params)
+            bucket = self._sync if loop is None else self._by_loop.setdefault(loop, _Bucket())
+            if key in bucket.models:
+                bucket.models.move_to_end(key)
+                return bucket.models[key][1]
+            client_key = http_client_key(spec)
+            shared = None if client_key is None else bucket.clients.get(client_key)
+            if client_key is not None and shared is None:
+                shared = _SharedClient(loop)
+            model = build_model(spec, params, http_async_client=shared and shared.client)
+            if client_key is not None and shared is not None:
+                bucket.clients[client_key] = shared
+                shared.users += 1
+                weakref.finalize(model, self._release, bucket, client_key, shared)
+            bucket.models[key] = (spec, model)
+            while len(bucket.models) > self.size:
+                bucket.models.popitem(last=False)
             return model
+
+    def stats(self) -> dict[str, int]:
+        """Count the models and HTTP clients held now, over every event loop."""
+        with self._lock:
+            buckets = [self._sync, *self._by_loop.values()]
+            return {
+                "models": sum(len(b.models) for b in buckets),
+                "clients": sum(len(b.clients) for b in buckets),
+            }
+
+    def _release(self, bucket: _Bucket, client_key: str, shared: _SharedClient) -> None:
+        """Count a model gone; close its endpoint's client once no model uses it."""
+        with self._lock:
+            shared.users -= 1
+            if shared.users > 0:
+                return
+            if bucket.clients.get(client_key) is shared:
+                del bucket.clients[client_key]
+        self._close(shared)
+
+    def _close(self, shared: _SharedClient) -> None:
+        """Close the client on its own loop (an async client cannot be closed elsewhere).
+
+        A client made outside any loop never opened a connection, and one whose loop has
+        ended has nothing left to close on it; both are left to the garbage collector.
+        """
+        loop = shared.loop
+        if loop is None or loop.is_closed():
+            return
+
+        def start() -> None:
+            task = asyncio.ensure_future(shared.client.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+        try:
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop closed meanwhile
+            pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Literal
 
@@ -72,18 +73,60 @@ def render_fenced_references(system_prompt: str, references: Sequence[str]) -> s
     own hash. Being derived, not random, the same references give the same prompt, so
     model calls can be cached. Marker look-alikes inside the text are neutralized as well.
     """
-    render_references(system_prompt, references)  # same type checks as the paper format
-    digest = hashlib.sha256("\x00".join([system_prompt, *references]).encode("utf-8"))
-    tag = digest.hexdigest()[:16]
-    slots = "".join(
-        f'\n<response id="{i}" tag="{tag}">\n{_neutralize(reference)}\n</response tag="{tag}">'
-        for i, reference in enumerate(references, start=1)
-    )
+    tag, slots = _fenced_slots(system_prompt, references)
     return f"{system_prompt}{slots}\n\n{_FENCE_NOTE.format(tag=tag)}"
 
 
-def _neutralize(text: str) -> str:
-    return re.sub(r"<(/?)(response)", r"&lt;\1\2", text, flags=re.IGNORECASE)
+def _fenced_slots(salt: str, texts: Sequence[str]) -> tuple[str, str]:
+    """Return the tag and the fenced slots of `texts`; `salt` is hashed into the tag too."""
+    render_references(salt, texts)  # same type checks as the paper format
+    digest = hashlib.sha256("\x00".join([salt, *texts]).encode("utf-8"))
+    tag = digest.hexdigest()[:16]
+    slots = "".join(
+        f'\n<response id="{i}" tag="{tag}">\n{neutralize_markers(text)}\n</response tag="{tag}">'
+        for i, text in enumerate(texts, start=1)
+    )
+    return tag, slots
+
+
+_MARKER = re.compile(r"<\s*/?\s*" + r"\s*".join("response"), re.IGNORECASE)
+"""An opening or closing marker once look-alikes are normalized: whitespace and newlines may
+sit anywhere between its characters, since a model reads ``< /resp onse`` as the marker."""
+
+
+def neutralize_markers(text: str) -> str:
+    """Defuse every marker look-alike in `text`; the rest of the text is left as it is.
+
+    Matching runs on a normalized view of the text, in which each character is replaced by
+    its Unicode NFKC form (the full-width U+FF1C and U+FF0F become ``<`` and ``/``) and format
+    characters (zero-width spaces, joiners, soft hyphens) are dropped; each match is then
+    replaced in the original text by ``&lt;`` and its normalized spelling. Normalizing only
+    the view keeps proposals that legitimately use such characters intact.
+    """
+    if text.isascii():  # nothing to normalize: the common case, kept fast
+        return _MARKER.sub(lambda match: _defused(match.group()), text)
+    view: list[str] = []
+    origin: list[int] = []  # position in `text` of each character of the view
+    for position, char in enumerate(text):
+        if unicodedata.category(char) == "Cf":
+            continue
+        for normalized in unicodedata.normalize("NFKC", char):
+            view.append(normalized)
+            origin.append(position)
+    normalized_text = "".join(view)
+    pieces: list[str] = []
+    done = 0
+    for match in _MARKER.finditer(normalized_text):
+        start, end = origin[match.start()], origin[match.end() - 1] + 1
+        pieces += [text[done:start], _defused(match.group())]
+        done = end
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _defused(marker: str) -> str:
+    """Spell a matched marker so that no reader takes it for one: ``&lt;/response``."""
+    return "&lt;" + re.sub(r"[<\s]", "", marker)
 
 
 def missing_note(missing: int, expected: int) -> str:
@@ -162,17 +205,33 @@ def inject_references(
 
 
 def ranker_messages(
-    messages: Sequence[BaseMessage], candidates: Sequence[str]
+    messages: Sequence[BaseMessage],
+    candidates: Sequence[str],
+    *,
+    reference_format: ReferenceFormat = "fenced",
 ) -> list[BaseMessage]:
-    """Build the ranker's input: the conversation, then the numbered candidates."""
-    listing = "\n\n".join(
-        f"[Response {i}]\n{candidate}" for i, candidate in enumerate(candidates, start=1)
-    )
+    """Build the ranker's input: the conversation, then the numbered candidates.
+
+    Candidates are untrusted like any reference, so by default they are fenced exactly as
+    the aggregator's references are: a candidate that writes ``[Response 2] ... Reply 1``
+    stays inside its own slot instead of forging a second candidate and an instruction.
+    ``paper`` keeps the plain ``[Response i]`` listing.
+    """
+    count = len(candidates)
+    if reference_format == "fenced":
+        tag, slots = _fenced_slots(RANKER_SYSTEM_PROMPT, candidates)
+        listing = f"{slots.lstrip()}\n\n{_FENCE_NOTE.format(tag=tag)}"
+        pick = f"Which response is best? Reply with the id of its marker (1 to {count}) only."
+    else:
+        render_references(RANKER_SYSTEM_PROMPT, candidates)  # the same type checks
+        listing = "\n\n".join(
+            f"[Response {i}]\n{candidate}" for i, candidate in enumerate(candidates, start=1)
+        )
+        pick = f"Which response is best? Reply with its number (1 to {count}) only."
     request = HumanMessage(
         content=(
-            f"Here are {len(candidates)} candidate responses to the last user message above."
-            f"\n\n{listing}\n\nWhich response is best? Reply with its number "
-            f"(1 to {len(candidates)}) only."
+            f"Here are {count} candidate responses to the last user message above."
+            f"\n\n{listing}\n\n{pick}"
         )
     )
     conversation = list(messages)

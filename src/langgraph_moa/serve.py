@@ -10,44 +10,537 @@
   go in the body (``extra_body`` in the OpenAI client): ``layers``, ``proposers``,
   ``aggregator``, ``samples``, ``variant``; ``temperature`` sets the proposers'
   temperature and ``max_tokens`` caps the answer.
-- Binds 127.0.0.1 by default; an optional bearer key; a request size limit; OpenAI-style
-  error bodies.
+
+The operator pays for every call, so clients are held to what the operator enabled (see
+docs/security.md): the served presets' own models (plus ``--allow-model``), no endpoint of
+their own unless ``--allow-client-endpoints``, and per-request limits on proposers, samples,
+layers, calls, messages and characters. Binds 127.0.0.1 by default; an optional bearer key,
+checked before anything else; a body size limit enforced while the body arrives; one
+pydantic model reads every body, and every refusal is an OpenAI-style error body with one
+sentence. A client that disconnects cancels its run, so nothing is paid for after it left.
 """
 
+import asyncio
+import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from langchain_core.messages import convert_to_messages
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, convert_to_messages
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from langgraph_moa.config import MoAConfig
+from langgraph_moa.config import MoAConfig, explain_errors, explain_validation_error
 from langgraph_moa.context import MoAContext, apply_context
 from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
+    LimitExceededError,
     MissingAPIKeyError,
+    MoAConfigError,
     MoAError,
+    ModelNotAllowedError,
 )
 from langgraph_moa.graph import create_moa_graph, final_answer_only, validate_conversation
+from langgraph_moa.limits import RequestLimits
+from langgraph_moa.models import OpenAIEndpoint, parse_endpoint_string
 
 MAX_BODY_BYTES = 1_000_000
-_OVERRIDES = ("layers", "proposers", "aggregator", "samples", "variant")
 
 
 class _APIError(Exception):
-    def __init__(self, status: int, message: str, kind: str, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.kind, self.code = status, message, kind, code
+        self.status, self.message, self.kind, self.code, self.param = (
+            status,
+            message,
+            kind,
+            code,
+            param,
+        )
+
+    def body(self) -> dict[str, Any]:
+        """Return the OpenAI-style error body."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
-def _status_for(exc: MoAError) -> tuple[int, str]:
+def _api_error(exc: MoAError) -> _APIError:
+    """Map one of the package's errors to its HTTP status, OpenAI error type and code."""
     if isinstance(exc, (AllProposersFailedError, AggregatorFailedError)):
-        return 502, "upstream_error"
+        return _APIError(502, str(exc), "upstream_error")
     if isinstance(exc, MissingAPIKeyError):
-        return 500, "server_configuration_error"
-    return 400, "invalid_request_error"
+        return _APIError(500, str(exc), "server_configuration_error")
+    if isinstance(exc, ModelNotAllowedError):
+        return _APIError(403, str(exc), "permission_error", "model_not_allowed")
+    if isinstance(exc, LimitExceededError):
+        return _APIError(400, str(exc), code="limit_exceeded")
+    return _APIError(400, str(exc))
+
+
+# --- the request body ------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    """Base of the request models: unknown fields are refused, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _text_content(value: Any, *, optional: bool = False) -> Any:
+    """Accept a string or a list of content parts (dicts with a 'type'), as OpenAI does."""
+    if value is None and optional:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(
+        isinstance(part, dict) and isinstance(part.get("type"), str) for part in value
+    ):
+        return value
+    raise ValueError("content must be a string or a list of content parts with a 'type'")
+
+
+class _RoleMessage(_Body):
+    name: StrictStr | None = None
+
+    def chars(self) -> int:
+        """Characters of text this message carries (what the character limit counts)."""
+        content = getattr(self, "content", None)
+        calls = getattr(self, "tool_calls", None) or []
+        size = len(json.dumps(calls)) if calls else 0  # arguments are text the models read
+        if isinstance(content, str):
+            return size + len(content)
+        parts = content or []
+        return size + sum(len(p["text"]) for p in parts if isinstance(p.get("text"), str))
+
+
+class _SystemMessage(_RoleMessage):
+    role: Literal["system", "developer"]
+    content: Any
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content(cls, value: Any) -> Any:
+        return _text_content(value)
+
+
+class _UserMessage(_SystemMessage):
+    role: Literal["user"]  # type: ignore[assignment]
+
+
+class _AssistantMessage(_RoleMessage):
+    role: Literal["assistant"]
+    content: Any = None
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: StrictStr | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content(cls, value: Any) -> Any:
+        return _text_content(value, optional=True)
+
+    @model_validator(mode="after")
+    def _says_something(self) -> "_AssistantMessage":
+        if self.content is None and not self.tool_calls:
+            raise ValueError("an assistant message needs 'content' or 'tool_calls'")
+        return self
+
+
+class _ToolMessage(_SystemMessage):
+    role: Literal["tool"]  # type: ignore[assignment]
+    tool_call_id: StrictStr
+
+
+_Message = Annotated[
+    _SystemMessage | _UserMessage | _AssistantMessage | _ToolMessage, Field(discriminator="role")
+]
+
+
+class _StreamOptions(_Body):
+    include_usage: StrictBool = False
+
+
+class ChatRequest(_Body):
+    """The body of ``POST /v1/chat/completions``: OpenAI's fields MoA honours, and its own.
+
+    Fields MoA cannot honour are refused rather than ignored; the sampling fields some
+    clients always send (``top_p``, the penalties) pass only at their neutral values.
+    """
+
+    model: StrictStr
+    messages: list[_Message]
+    stream: StrictBool = False
+    stream_options: _StreamOptions | None = None
+    n: StrictInt | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    top_p: float | None = Field(default=None, strict=True)
+    presence_penalty: float | None = Field(default=None, strict=True)
+    frequency_penalty: float | None = Field(default=None, strict=True)
+    user: StrictStr | None = None
+    metadata: dict[str, StrictStr] | None = None
+    store: StrictBool | None = None
+    # MoA's own overrides (``extra_body`` in the OpenAI client).
+    layers: StrictInt | None = None
+    samples: StrictInt | None = None
+    variant: StrictStr | None = None
+    proposers: list[StrictStr | dict[str, Any]] | None = None
+    aggregator: StrictStr | dict[str, Any] | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError("only n=1 is supported, since MoA returns one answer per request")
+        return value
+
+    @field_validator("top_p", "presence_penalty", "frequency_penalty")
+    @classmethod
+    def _neutral(cls, value: float | None, info: ValidationInfo) -> float | None:
+        neutral = 1 if info.field_name == "top_p" else 0
+        if value is not None and value != neutral:
+            raise ValueError(
+                f"this server does not support it; leave it out (or at {neutral}) and use "
+                "temperature instead"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _usage_needs_a_stream(self) -> "ChatRequest":
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed with stream: true")
+        return self
+
+
+def _invalid_body(exc: ValidationError) -> _APIError:
+    """Turn the request model's error into one sentence naming the field (OpenAI's param)."""
+    first = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in first["loc"] if not _is_union_tag(part)]
+    param = ".".join(loc) or None
+    if first["type"] == "json_invalid":
+        return _APIError(400, f"The body is not valid JSON: {first['msg']}.", code="invalid_json")
+    if not loc and first["type"] in ("model_type", "dict_type"):
+        return _APIError(
+            400,
+            "The body must be a JSON object with at least 'model' and 'messages'.",
+            code="invalid_body",
+        )
+    if first["type"] == "extra_forbidden":
+        return _APIError(
+            400,
+            f"The field {param!r} is not supported by this server; remove it.",
+            param=param,
+            code="unsupported_parameter",
+        )
+    # The first broken rule only, located by field names alone: one sentence.
+    message = explain_errors([{**first, "loc": tuple(loc)}], "request")
+    return _APIError(400, message, param=param, code="invalid_value")
+
+
+_UNION_TAGS = {"system", "developer", "user", "assistant", "tool", "str", "int", "float", "bool"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    """Tell pydantic's union-member labels in an error's location from real field names."""
+    return isinstance(part, str) and (part in _UNION_TAGS or "[" in part)
+
+
+# --- the operator's policy -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelPolicy:
+    """Which models a client may name in ``proposers`` and ``aggregator``.
+
+    By default only the served presets' own models: a client that could name any model
+    would spend any key the server holds, and one that could name any URL would make the
+    server call hosts of its choosing (server-side request forgery, port scans).
+    """
+
+    allowed: frozenset[str]
+    """The model specs clients may name, each spelled as `_label` spells it."""
+    allow_client_endpoints: bool = False
+    """Whether clients may name OpenAI-compatible endpoints of their own (URLs or objects)."""
+
+    @classmethod
+    def for_systems(
+        cls,
+        systems: Mapping[str, MoAConfig],
+        allow: Iterable[str] = (),
+        *,
+        allow_client_endpoints: bool = False,
+    ) -> "ModelPolicy":
+        """Enable every model the served configs use, plus the specs in `allow`."""
+        served = [
+            role.model
+            for config in systems.values()
+            for role in [*config.proposers, *config.final_chain]
+            if not isinstance(role.model, BaseChatModel)  # instances cannot be named in JSON
+        ]
+        labels = {_label(spec) for spec in [*served, *allow]}
+        return cls(frozenset(labels), allow_client_endpoints)
+
+    def admit(self, spec: Any, field: str) -> str:
+        """Return the spec as the run context takes it, or refuse it.
+
+        Raises:
+            ModelNotAllowedError: the spec is not enabled, or is an endpoint while client
+                endpoints are not.
+            MoAConfigError: the spec is malformed.
+        """
+        if isinstance(spec, dict):
+            return self._client_endpoint(spec, field)
+        try:
+            label = _label(spec)
+        except ValidationError as exc:
+            raise MoAConfigError(explain_validation_error(exc, f"'{field}'")) from None
+        if label in self.allowed:
+            return label
+        if parse_endpoint_string(label) is not None:
+            if self.allow_client_endpoints:
+                return label
+            raise ModelNotAllowedError(
+                f"'{field}' names an endpoint URL, but this server only calls the models its "
+                "operator enabled; the operator can let clients name endpoints with "
+                "--allow-client-endpoints."
+            )
+        raise ModelNotAllowedError(
+            f"The model {spec!r} in '{field}' is not enabled on this server, which runs only "
+            "its presets' own models; the operator can enable more with --allow-model."
+        )
+
+    def _client_endpoint(self, spec: dict[str, Any], field: str) -> str:
+        if not self.allow_client_endpoints:
+            raise ModelNotAllowedError(
+                f"'{field}' names an endpoint object, but this server only calls the models "
+                "its operator enabled; the operator can let clients name endpoints with "
+                "--allow-client-endpoints."
+            )
+        if spec.get("api_key_env") is not None:
+            raise ModelNotAllowedError(
+                f"'{field}' asks for the server's key {spec['api_key_env']!r}, which is never "
+                "sent to a client's endpoint; remove 'api_key_env'."
+            )
+        try:
+            return OpenAIEndpoint.model_validate(spec).label()
+        except ValidationError as exc:
+            raise MoAConfigError(explain_validation_error(exc, f"'{field}'")) from None
+
+
+def _label(spec: str | OpenAIEndpoint) -> str:
+    """Spell a spec one way, so that the same endpoint written twice compares equal."""
+    if isinstance(spec, OpenAIEndpoint):
+        return spec.label()
+    endpoint = parse_endpoint_string(spec.strip())
+    return endpoint.label() if endpoint else spec.strip()
+
+
+# --- turning a body into a run ---------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    name: str
+    messages: list[BaseMessage]
+    context: MoAContext
+    stream: bool
+    include_usage: bool
+
+
+class _Preparer:
+    """Reads a body into a run, or refuses it; runs in a worker thread, off the event loop.
+
+    Parsing and converting a large conversation takes CPU time, and the event loop must
+    stay free for other clients meanwhile (``GET /v1/models`` included).
+    """
+
+    def __init__(
+        self,
+        systems: Mapping[str, MoAConfig],
+        policy: ModelPolicy,
+        limits: RequestLimits,
+    ) -> None:
+        self.systems = systems
+        self.policy = policy
+        self.limits = {name: limits.covering(config) for name, config in systems.items()}
+
+    def __call__(self, raw: bytes) -> _Job:
+        try:
+            body = ChatRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise _invalid_body(exc) from None
+        if body.model not in self.systems:
+            raise _APIError(
+                404,
+                f"The model {body.model!r} does not exist; served models: "
+                f"{', '.join(self.systems)}.",
+                code="model_not_found",
+                param="model",
+            )
+        limits = self.limits[body.model]
+        try:
+            limits.check_conversation(len(body.messages), sum(m.chars() for m in body.messages))
+            context = self._context(body, limits)
+            # LangChain wants 'content' even beside tool calls, where OpenAI allows null.
+            dumped = [{"content": "", **m.model_dump(exclude_none=True)} for m in body.messages]
+            messages = convert_to_messages(dumped)
+            validate_conversation(messages)
+            if not context.is_empty():
+                limits.check_config(apply_context(self.systems[body.model], context))
+        except MoAError as exc:
+            raise _api_error(exc) from None
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            reason = str(exc).splitlines()[0].rstrip(". ")  # LangChain adds a link below
+            raise _APIError(400, f"'messages' is not a valid conversation: {reason}.") from None
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _Job(body.model, messages, context, body.stream, include_usage)
+
+    def _context(self, body: ChatRequest, limits: RequestLimits) -> MoAContext:
+        proposers = None
+        if body.proposers is not None:
+            if len(body.proposers) > limits.max_proposers:
+                raise LimitExceededError(
+                    f"This request names {len(body.proposers)} proposers, over the server's "
+                    f"limit of {limits.max_proposers}: name fewer, or have the operator raise "
+                    "--max-proposers."
+                )
+            proposers = [
+                self.policy.admit(spec, f"proposers[{i}]") for i, spec in enumerate(body.proposers)
+            ]
+        aggregator = None
+        if body.aggregator is not None:
+            aggregator = self.policy.admit(body.aggregator, "aggregator")
+        return MoAContext(
+            layers=body.layers,
+            samples=body.samples,
+            variant=body.variant,
+            proposers=proposers,
+            aggregator=aggregator,
+            temperature=body.temperature,
+            aggregator_max_tokens=body.max_tokens or body.max_completion_tokens,
+        )
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+
+class _Guard:
+    """Checks the key first, then the declared body size, before any handler runs.
+
+    A plain ASGI middleware (not ``@app.middleware``), so that it never buffers a body and
+    the handlers still see the client's disconnect.
+    """
+
+    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode() if api_key is not None else None
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and (refusal := self._refusal(scope)) is not None:
+            from fastapi.responses import JSONResponse
+
+            response = JSONResponse(refusal.body(), status_code=refusal.status)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Any) -> _APIError | None:
+        headers = dict(scope.get("headers") or [])
+        if self.expected is not None and not hmac.compare_digest(
+            headers.get(b"authorization", b""), self.expected
+        ):
+            return _APIError(
+                401,
+                "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
+                "authentication_error",
+                "invalid_api_key",
+            )
+        size = headers.get(b"content-length")
+        if size is None:
+            return None
+        if not size.isdigit():
+            return _APIError(400, "The Content-Length header is not a number.")
+        if int(size) > self.max_body_bytes:
+            return _too_large(self.max_body_bytes)
+        return None
+
+
+def _too_large(limit: int) -> _APIError:
+    return _APIError(
+        413,
+        f"The request body exceeds the limit of {limit} bytes; send a shorter conversation.",
+        code="request_too_large",
+    )
+
+
+async def _read_body(request: Any, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it passes `limit` (chunked bodies included)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class _ClientGone(Exception):
+    """The client disconnected; its run was cancelled."""
+
+
+_END, _GONE = object(), object()
+"""Queue markers of a streamed run: the events are over; the client disconnected."""
+
+
+async def _disconnected(request: Any) -> None:
+    """Return when the client disconnects (the body must have been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Any, run: Awaitable[Any]) -> Any:
+    """Await `run`, cancelling it if the client disconnects first."""
+    task = asyncio.ensure_future(run)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done() or task.cancelled():
+        raise _ClientGone
+    return task.result()
 
 
 def create_app(
@@ -55,47 +548,41 @@ def create_app(
     *,
     api_key: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    allow_models: Iterable[str] = (),
+    allow_client_endpoints: bool = False,
+    limits: RequestLimits | None = None,
 ) -> Any:
-    """Build the FastAPI app serving `systems` (model name -> MoA config)."""
+    """Build the FastAPI app serving `systems` (model name -> MoA config).
+
+    Args:
+        systems: The served configs, by the model name clients use.
+        api_key: If set, every request must send ``Authorization: Bearer <api_key>``.
+        max_body_bytes: The largest request body read.
+        allow_models: Model specs clients may name besides the served configs' own.
+        allow_client_endpoints: Let clients name OpenAI-compatible endpoints of their own
+            (``model@http://...`` or ``{"base_url", "model"}``); off by default, since the
+            server then calls hosts its clients choose.
+        limits: Per-request limits; `RequestLimits()` (its defaults) if None.
+    """
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
 
     graphs: dict[str, Any] = {
         name: create_moa_graph(config, name=name) for name, config in systems.items()
     }
+    policy = ModelPolicy.for_systems(
+        systems, allow_models, allow_client_endpoints=allow_client_endpoints
+    )
+    prepare = _Preparer(systems, policy, limits or RequestLimits())
     app = FastAPI(title="langgraph-moa", description="Mixture-of-Agents, OpenAI-compatible.")
+    app.add_middleware(_Guard, api_key=api_key, max_body_bytes=max_body_bytes)
+    app.state.policy = policy
 
     @app.exception_handler(_APIError)
-    async def _api_error(request: Request, exc: _APIError) -> JSONResponse:
-        body = {
-            "error": {"message": exc.message, "type": exc.kind, "param": None, "code": exc.code}
-        }
-        return JSONResponse(body, status_code=exc.status)
-
-    @app.middleware("http")
-    async def _guard(request: Request, call_next: Any) -> Any:
-        if api_key is not None and request.headers.get("authorization") != f"Bearer {api_key}":
-            return await _api_error(
-                request,
-                _APIError(
-                    401,
-                    "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
-                    "authentication_error",
-                    "invalid_api_key",
-                ),
-            )
-        size = request.headers.get("content-length")
-        if size is not None and int(size) > max_body_bytes:
-            return await _api_error(
-                request,
-                _APIError(
-                    413,
-                    f"Request body of {size} bytes exceeds the limit of {max_body_bytes}.",
-                    "invalid_request_error",
-                    "request_too_large",
-                ),
-            )
-        return await call_next(request)
+    async def _send_error(request: Request, exc: _APIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -107,60 +594,25 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
-        raw = await request.body()
-        if len(raw) > max_body_bytes:
-            raise _APIError(
-                413,
-                f"Request body exceeds the limit of {max_body_bytes} bytes.",
-                "invalid_request_error",
-                "request_too_large",
-            )
         try:
-            body = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise _APIError(
-                400, f"The body is not valid JSON: {exc}.", "invalid_request_error"
-            ) from None
-        name = body.get("model")
-        if name not in graphs:
-            raise _APIError(
-                404,
-                f"The model {name!r} does not exist. Served models: {', '.join(graphs)}.",
-                "invalid_request_error",
-                "model_not_found",
-            )
-        try:
-            messages = convert_to_messages(body.get("messages") or [])
-        except (ValueError, TypeError, NotImplementedError) as exc:
-            raise _APIError(
-                400, f"'messages' is not a valid chat conversation: {exc}", "invalid_request_error"
-            ) from None
-        try:
-            context = MoAContext(
-                **{k: body[k] for k in _OVERRIDES if body.get(k) is not None},
-                temperature=body.get("temperature"),
-                aggregator_max_tokens=body.get("max_tokens") or body.get("max_completion_tokens"),
-            )
-        except MoAError as exc:
-            raise _APIError(400, str(exc), "invalid_request_error") from None
-        try:  # input and overrides are checked here, so they fail as HTTP 400, not mid-stream
-            validate_conversation(messages)
-            if not context.is_empty():
-                apply_context(systems[name], context)
-        except (MoAError, ValueError) as exc:
-            raise _APIError(400, str(exc), "invalid_request_error") from None
-        graph = graphs[name]
-        run_input = {"messages": messages}
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            stream = _sse(graph, run_input, context, name, include_usage)
+            raw = await _read_body(request, max_body_bytes)
+        except ClientDisconnect:
+            return Response(status_code=499)  # nobody reads it; it only ends the exchange
+        job = await run_in_threadpool(prepare, raw)
+        graph = graphs[job.name]
+        run_input = {"messages": job.messages}
+        if job.stream:
+            stream = _sse(request, graph, run_input, job)
             return StreamingResponse(stream, media_type="text/event-stream")
         try:
-            state = await graph.ainvoke(run_input, context=context)
+            state = await _unless_disconnected(
+                request, graph.ainvoke(run_input, context=job.context)
+            )
+        except _ClientGone:
+            return Response(status_code=499)
         except MoAError as exc:
-            status, kind = _status_for(exc)
-            raise _APIError(status, str(exc), kind) from None
-        return _completion(name, state)
+            raise _api_error(exc) from None
+        return _completion(job.name, state)
 
     return app
 
@@ -202,14 +654,45 @@ def _completion(name: str, state: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _sse(
-    graph: Any, run_input: dict[str, Any], context: MoAContext, name: str, include_usage: bool
+    request: Any, graph: Any, run_input: dict[str, Any], job: _Job
 ) -> AsyncIterator[str]:
-    """Server-sent events in OpenAI's chunk format: role, tokens, finish, usage, [DONE]."""
+    """Server-sent events in OpenAI's chunk format: role, tokens, finish, usage, [DONE].
+
+    The run goes on in its own task, feeding a queue; a second task puts a marker on the
+    same queue when the client disconnects, and the run is then cancelled, whatever it was
+    doing (a proposer layer sends nothing for a long time).
+    """
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def run() -> None:
+        try:
+            async for item in _events(graph, run_input, job):
+                queue.put_nowait(item)
+            queue.put_nowait(_END)
+        except Exception as exc:  # raised again by the reader, in the response's task
+            queue.put_nowait(exc)
+
+    async def watch() -> None:
+        await _disconnected(request)
+        queue.put_nowait(_GONE)
+
+    producer, watcher = asyncio.ensure_future(run()), asyncio.ensure_future(watch())
+    try:
+        while (item := await queue.get()) is not _END and item is not _GONE:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        watcher.cancel()
+        producer.cancel()
+
+
+async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIterator[str]:
     base = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
-        "model": name,
+        "model": job.name,
     }
 
     def event(payload: dict[str, Any]) -> str:
@@ -220,7 +703,7 @@ async def _sse(
     streamed = False
     try:
         async for mode, part in graph.astream(
-            run_input, context=context, stream_mode=["messages", "values"]
+            run_input, context=job.context, stream_mode=["messages", "values"]
         ):
             if mode == "values":
                 final = part
@@ -228,8 +711,8 @@ async def _sse(
                 streamed = True
                 yield event({"choices": [{"index": 0, "delta": {"content": part[0].text}}]})
     except MoAError as exc:  # the status line is already sent: report in-band, as OpenAI does
-        status, kind = _status_for(exc)
-        error = {"error": {"message": str(exc), "type": kind, "code": status}}
+        refusal = _api_error(exc)
+        error = {"error": {"message": str(exc), "type": refusal.kind, "code": refusal.status}}
         yield f"data: {json.dumps(error)}\n\n"
         yield "data: [DONE]\n\n"
         return
@@ -238,16 +721,35 @@ async def _sse(
         yield event({"choices": [{"index": 0, "delta": {"content": answer.text}}]})
     finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     yield event({**finish, "moa": _provenance(answer)})
-    if include_usage:
+    if job.include_usage:
         yield event({"choices": [], "usage": _usage(answer)})
     yield "data: [DONE]\n\n"
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 def serve(
-    presets: list[str], *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None
+    presets: list[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    allow_models: Iterable[str] = (),
+    allow_client_endpoints: bool = False,
+    limits: RequestLimits | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> None:
     """Serve the presets until interrupted (what `moa serve` runs)."""
     import uvicorn
 
     systems = {name: MoAConfig.from_preset(name) for name in presets}
-    uvicorn.run(create_app(systems, api_key=api_key), host=host, port=port, log_level="warning")
+    app = create_app(
+        systems,
+        api_key=api_key,
+        max_body_bytes=max_body_bytes,
+        allow_models=allow_models,
+        allow_client_endpoints=allow_client_endpoints,
+        limits=limits,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")

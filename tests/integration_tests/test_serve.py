@@ -1,7 +1,11 @@
 """`moa serve` through the official openai client: real HTTP on loopback, fast fake backend."""
 
 import asyncio
+import socket
+import threading
+import time
 
+import httpx
 import openai
 import pytest
 
@@ -100,7 +104,7 @@ def test_self_moa_model(client):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"model": "nope"}, openai.NotFoundError, "Served models: fake-moa, fake-self-moa"),
+        ({"model": "nope"}, openai.NotFoundError, "served models: fake-moa, fake-self-moa"),
         ({"messages": []}, openai.BadRequestError, "conversation is empty"),
         (
             {"messages": [{"role": "assistant", "content": "hi"}]},
@@ -110,8 +114,8 @@ def test_self_moa_model(client):
         ({"extra_body": {"layers": 1}}, openai.BadRequestError, "layers"),
         (
             {"extra_body": {"proposers": ["nonsense"]}},
-            openai.BadRequestError,
-            "Unknown model provider",
+            openai.PermissionDeniedError,
+            "--allow-model",
         ),
         (
             {"messages": [{"role": "user", "content": "x" * 60_000}]},
@@ -145,3 +149,112 @@ async def test_concurrent_streaming_clients_each_get_their_own_answer(moa_url):
     answers = await asyncio.gather(*(ask(i) for i in range(20)))
     assert all(a.startswith("agg answer") for a in answers)
     assert len(set(answers)) == 20  # every client got its own run
+
+
+# --- issue 12: the server calls only what its operator allowed ---------------------------------
+
+
+@pytest.fixture
+def listener():
+    """A loopback port that records every connection made to it (an 'internal' service)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    sock.settimeout(0.05)
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                try:
+                    received.append(conn.recv(65536))
+                except OSError:
+                    received.append(b"")
+                conn.sendall(b"HTTP/1.1 500 Internal\r\ncontent-length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1], received
+    stop.set()
+    thread.join(timeout=5)
+    sock.close()
+
+
+def ssrf_overrides(port):
+    internal = f"x@http://127.0.0.1:{port}/internal"
+    return [
+        {"proposers": [internal]},
+        {"aggregator": internal},
+        {"proposers": [{"base_url": f"http://127.0.0.1:{port}/v1", "model": "x"}]},
+        {"aggregator": {"base_url": f"http://127.0.0.1:{port}/v1", "model": "x"}},
+    ]
+
+
+def test_client_endpoints_are_refused_and_the_internal_host_sees_nothing(client, listener):
+    port, received = listener
+    for override in ssrf_overrides(port):
+        with pytest.raises(openai.PermissionDeniedError) as err:
+            client.chat.completions.create(
+                model="fake-moa", messages=[{"role": "user", "content": "q"}], extra_body=override
+            )
+        assert "--allow-client-endpoints" in err.value.message
+    time.sleep(0.3)
+    assert received == []  # not one connection, so no port scan either
+
+
+def test_with_the_operators_opt_in_client_endpoints_are_called(backend, listener):
+    port, received = listener
+    systems = {"m": MoAConfig(proposers=[f"p1@{backend.url}"], aggregator=f"agg@{backend.url}")}
+    app = create_app(systems, allow_client_endpoints=True)
+    with BackgroundServer(app) as server:
+        client = openai.OpenAI(base_url=f"{server.root}/v1", api_key="-", max_retries=0)
+        client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "q"}],
+            extra_body={"proposers": [f"p1@{backend.url}", f"x@http://127.0.0.1:{port}/v1"]},
+        )
+    assert len(received) >= 1 and received[0].startswith(b"POST /v1/chat/completions")
+
+
+# --- issue 12: a client that leaves stops paying -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow_backend():
+    profiles = {"slow": FaultProfile(latency_s=(1.0, 1.0)), "agg": FaultProfile()}
+    with FaultServer(profiles) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def slow_url(slow_backend):
+    url = slow_backend.url
+    systems = {"slow": MoAConfig(proposers=[f"slow@{url}"], aggregator=f"agg@{url}", layers=2)}
+    with BackgroundServer(create_app(systems)) as server:
+        yield f"{server.root}/v1/chat/completions"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_disconnects_never_pays_for_the_aggregator(slow_backend, slow_url, stream):
+    before = dict(slow_backend.requests)
+    body = {"model": "slow", "messages": [{"role": "user", "content": "q"}], "stream": stream}
+    with pytest.raises(httpx.ReadTimeout):
+        with httpx.stream("POST", slow_url, json=body, timeout=0.3) as response:
+            response.read()  # a streaming client gives up during the proposer layer too
+    time.sleep(2.0)  # the proposer answers after 1 s; the aggregator would follow at once
+    assert slow_backend.requests["slow"] - before.get("slow", 0) == 1
+    assert slow_backend.requests["agg"] - before.get("agg", 0) == 0
+
+
+def test_a_client_that_waits_gets_the_aggregators_answer(slow_backend, slow_url):
+    before = slow_backend.requests["agg"]
+    body = {"model": "slow", "messages": [{"role": "user", "content": "q"}]}
+    response = httpx.post(slow_url, json=body, timeout=10)
+    assert response.json()["choices"][0]["message"]["content"].startswith("agg answer")
+    assert slow_backend.requests["agg"] - before == 1

@@ -39,6 +39,52 @@ def test_bad_input_gets_one_clear_line(args, message):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_a_bad_file_a_directory_or_a_bad_override_is_one_line(tmp_path):
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00")
+    cases = [
+        (["--config", str(binary)], "is not UTF-8 text: give a YAML or JSON file"),
+        (["--config", str(tmp_path)], "is a directory: give the path of a YAML or JSON file"),
+        (["--samples", "10000"], "samples: Input should be less than or equal to 256"),
+        (["--proposers", "nonsense"], "Unknown model provider in 'nonsense'"),
+    ]
+    for args, message in cases:
+        result = moa("run", "hi", *args)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert message in lines[0] and "unexpected" not in lines[0]
+
+
+def test_serve_refuses_a_port_out_of_range():
+    result = moa("serve", "--port", "99999")
+    assert result.returncode == 2 and "'--port'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_passes_its_policy_and_limits_and_warns_without_a_key(monkeypatch):
+    from typer.testing import CliRunner
+
+    from langgraph_moa import cli, serve
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda presets, **kwargs: seen.update(kwargs))
+    monkeypatch.delenv("MOA_API_KEY", raising=False)
+    args = ["serve", "--host", "0.0.0.0", "--allow-model", "openai:gpt-4o", "--allow-model", "x"]
+    args += ["--allow-client-endpoints", "--max-calls", "9", "--max-chars", "50"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    assert "without an API key" in result.output
+    assert seen["allow_models"] == ["openai:gpt-4o", "x"] and seen["allow_client_endpoints"]
+    assert (seen["limits"].max_calls, seen["limits"].max_chars) == (9, 50)
+    assert seen["limits"].max_layers == 4  # the default where no flag is given
+    quiet = CliRunner().invoke(cli.app, ["serve", "--api-key", "k", "--host", "0.0.0.0"])
+    assert "without an API key" not in quiet.output
+    loopback = CliRunner().invoke(cli.app, ["serve"])
+    assert "without an API key" not in loopback.output and seen["allow_models"] == ()
+    assert CliRunner().invoke(cli.app, ["serve", "--max-calls", "0"]).exit_code == 2
+
+
 def test_unknown_option_is_a_usage_error_not_a_traceback():
     result = moa("run", "hi", "--layerz", "2")
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -255,6 +255,10 @@ class LocalRuntime:
     def chat_model(self, name: str, params: dict[str, Any]) -> BaseChatModel:
         """Return a chat model bound to the server of `name` (spawned now, awaited later)."""
         server = self.server(name)
+        # The model cache passes the async client shared by this event loop's models.
+        client = params.get("http_async_client") or httpx.AsyncClient(
+            timeout=httpx.Timeout(600.0, connect=10.0)
+        )
         model = LocalChatModel(
             model=name,
             base_url=server.url,
@@ -262,8 +266,7 @@ class LocalRuntime:
             max_retries=0,  # retries belong to the graph's RetryPolicy
             stream_usage=True,  # llama.cpp's server reports usage in the last chunk
             logprobs=True,  # token logprobs for confidence-based selection (call records)
-            http_async_client=httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0)),
-            **params,
+            **{**params, "http_async_client": client},
         )
         model._runtime = self
         return model

@@ -1,0 +1,126 @@
+"""Limits checked before a run makes its first call, so a run that is too large costs nothing.
+
+Two sets of limits share these checks:
+
+- `Budget`, a field of `MoAConfig` (``budget: {max_calls, max_tokens}``), which a Python user
+  or a config file sets for its own runs. Its call limit is checked whenever a config is
+  built, per-run context included, so a context that would multiply the calls is refused
+  before the graph starts.
+- `RequestLimits`, which `moa serve` applies to every request on top of the budget: the
+  server's operator pays for the calls, so clients get bounded proposers, samples, layers,
+  calls, messages and characters (each with a default and a ``moa serve`` flag).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from langgraph_moa.errors import LimitExceededError
+
+if TYPE_CHECKING:
+    from langgraph_moa.config import MoAConfig
+
+
+class Budget(BaseModel):
+    """What one run may spend; None means no limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_calls: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most model calls one fully successful run may make "
+        "(`MoAConfig.calls_per_run()`); checked before the first call.",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most tokens (prompt plus completion, over every call) one run may use.",
+    )
+
+
+def check_calls(config: MoAConfig, limit: int | None, setting: str) -> None:
+    """Refuse a config whose run would make more than `limit` model calls.
+
+    Args:
+        config: The effective config of the run.
+        limit: The most calls allowed; None allows any number.
+        setting: How the user raises the limit (a config field or a flag), for the message.
+
+    Raises:
+        LimitExceededError: the run would make more calls than `limit`.
+    """
+    calls = config.calls_per_run()
+    if limit is not None and calls > limit:
+        raise LimitExceededError(
+            f"This run would make {calls} model calls, over the limit of {limit} set by "
+            f"{setting}: use fewer layers, samples or proposers, or raise {setting}."
+        )
+
+
+def check_budget(config: MoAConfig) -> None:
+    """Apply the config's own `budget` to it (called whenever a `MoAConfig` is built)."""
+    check_calls(config, config.budget.max_calls, "budget.max_calls")
+
+
+class RequestLimits(BaseModel):
+    """Per-request limits of `moa serve`; the defaults suit a server shared by a few users.
+
+    Each limit names the flag that sets it, and a request past any of them is refused with
+    HTTP 400 before the graph starts.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_proposers: int = Field(default=8, ge=1, description="--max-proposers")
+    max_samples: int = Field(default=8, ge=1, description="--max-samples")
+    max_layers: int = Field(default=4, ge=2, description="--max-layers")
+    max_calls: int = Field(default=64, ge=1, description="--max-calls")
+    max_messages: int = Field(default=256, ge=1, description="--max-messages")
+    max_chars: int = Field(default=200_000, ge=1, description="--max-chars")
+
+    def covering(self, config: MoAConfig) -> RequestLimits:
+        """Return these limits raised where a served config itself goes past them.
+
+        The operator chose the served presets, so a request that runs one as it is always
+        passes; the limits bound what a client's overrides may add on top.
+        """
+        return self.model_copy(
+            update={
+                "max_proposers": max(self.max_proposers, len(config.proposers)),
+                "max_samples": max(self.max_samples, *(p.samples for p in config.proposers)),
+                "max_layers": max(self.max_layers, config.layers or 0),
+                "max_calls": max(self.max_calls, config.calls_per_run()),
+            }
+        )
+
+    def check_config(self, config: MoAConfig) -> None:
+        """Refuse a run config past the proposer, sample, layer or call limits."""
+        samples = max(p.samples for p in config.proposers)
+        layers = config.layers or 0
+        for value, limit, what, flag in (
+            (len(config.proposers), self.max_proposers, "proposers", "--max-proposers"),
+            (samples, self.max_samples, "samples per proposer", "--max-samples"),
+            (layers, self.max_layers, "layers", "--max-layers"),
+        ):
+            if value > limit:
+                raise LimitExceededError(
+                    f"This request asks for {value} {what}, over the server's limit of "
+                    f"{limit}: ask for fewer, or have the operator raise {flag}."
+                )
+        check_calls(config, self.max_calls, "the server's --max-calls")
+
+    def check_conversation(self, messages: int, chars: int) -> None:
+        """Refuse a conversation with too many messages or characters."""
+        if messages > self.max_messages:
+            raise LimitExceededError(
+                f"The conversation has {messages} messages, over the server's limit of "
+                f"{self.max_messages}: send fewer, or have the operator raise --max-messages."
+            )
+        if chars > self.max_chars:
+            raise LimitExceededError(
+                f"The conversation has {chars} characters, over the server's limit of "
+                f"{self.max_chars}: send less text, or have the operator raise --max-chars."
+            )

@@ -1,0 +1,67 @@
+"""Every Python entrance of the graph refuses unreadable input with `MoAInputError`."""
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from langgraph_moa import MoAConfig, MoAInputError, create_moa_graph
+from langgraph_moa.inputs import check_messages
+
+
+@pytest.fixture
+def graph(fake):
+    return create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2))
+
+
+BAD_INPUTS = [
+    ({"messages": None}, "'messages' must be a list"),
+    (5, "must be a dict"),
+    ("hello", "must be a dict"),
+    ([None], "must be a dict"),
+    ({"messages": [None]}, "Message 1 cannot be read"),
+    ({"messages": [("user", 5)]}, "Message 1 has content of type int"),
+    ({"messages": [{"role": "user", "content": 5}]}, "Message 1 has content of type int"),
+    ({"messages": [("user", "hi"), {"role": "user", "content": [1]}]}, "Message 2 has content"),
+    ({"messages": [("wizard", "hi")]}, "Message 1 cannot be read"),
+    ({"messages": 7}, "'messages' must be a list"),
+]
+
+
+@pytest.mark.parametrize(("value", "fragment"), BAD_INPUTS)
+def test_unreadable_input_is_a_moa_input_error_in_one_sentence(graph, log, value, fragment):
+    with pytest.raises(MoAInputError) as err:
+        graph.invoke(value)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+    assert log.calls == []
+
+
+@pytest.mark.parametrize(("value", "fragment"), BAD_INPUTS[:5])
+async def test_the_async_and_streaming_entrances_check_too(graph, log, value, fragment):
+    with pytest.raises(MoAInputError, match=fragment):
+        await graph.ainvoke(value)
+    with pytest.raises(MoAInputError, match=fragment):
+        list(graph.stream(value))
+    with pytest.raises(MoAInputError, match=fragment):
+        graph.batch([value])
+    assert log.calls == []
+
+
+def test_readable_shapes_still_run(graph):
+    assert graph.invoke({"messages": "hi"})["messages"][-1].text.startswith("AGG #")
+    assert graph.invoke({"messages": [HumanMessage("hi")]})["messages"][-1].text
+    blocks = {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    assert graph.invoke({"messages": [blocks]})["messages"][-1].text
+
+
+def test_check_messages_returns_the_conversation():
+    messages = check_messages([("system", "Be brief."), {"role": "user", "content": "hi"}])
+    assert [m.type for m in messages] == ["system", "human"]
+
+
+async def test_langgraph_servers_path_checks_too(graph, log):
+    """LangGraph server copies the graph with its own config, then streams its events."""
+    served = graph.copy(update={"config": {"tags": ["assistant"]}})
+    with pytest.raises(MoAInputError, match="'messages' must be a list"):
+        async for _ in served.astream_events({"messages": None}, version="v2"):
+            pass
+    events = [e async for e in served.astream_events({"messages": "hi"}, version="v2")]
+    assert events and log.by("AGG")

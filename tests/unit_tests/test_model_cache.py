@@ -1,0 +1,75 @@
+"""`ModelCache`: one HTTP client per endpoint and loop, a bounded cache, evicted clients closed."""
+
+import asyncio
+import gc
+
+import httpx
+
+from langgraph_moa.models import ModelCache, build_model, http_client_key
+
+ENDPOINT = "m@http://127.0.0.1:9/v1"
+
+
+def test_parameter_variants_share_one_http_client_and_the_cache_stays_bounded():
+    cache = ModelCache(size=16)
+    models = [
+        cache.get(ENDPOINT, {"temperature": i / 100, "max_tokens": 10 + i}) for i in range(60)
+    ]
+    assert {m.temperature for m in models[-2:]} == {0.58, 0.59}
+    assert models[5].max_tokens == 15
+    assert len({id(m.http_async_client) for m in models}) == 1
+    assert cache.stats() == {"models": 16, "clients": 1}
+    assert cache.get(ENDPOINT, {"temperature": 0.59, "max_tokens": 69}) is models[-1]
+
+
+def test_models_of_one_server_share_its_client_and_other_servers_get_their_own():
+    cache = ModelCache()
+    a = cache.get("a@http://127.0.0.1:9/v1", {})
+    b = cache.get("b@http://127.0.0.1:9/v1/", {"temperature": 0.1})
+    other = cache.get("a@http://127.0.0.1:10/v1", {})
+    assert a.http_async_client is b.http_async_client
+    assert other.http_async_client is not a.http_async_client
+    assert http_client_key("openai:gpt-4o") == http_client_key("openai:gpt-4o-mini") == "openai:"
+
+
+async def test_an_evicted_client_is_closed_once_no_call_holds_its_model():
+    cache = ModelCache(size=1)
+    held = cache.get("a@http://127.0.0.1:9/v1", {"temperature": 0.5})
+    client = held.http_async_client
+    cache.get("b@http://127.0.0.1:9/v2", {})  # another endpoint: evicts the first model
+    await asyncio.sleep(0.01)
+    assert not client.is_closed  # a call may still be using it
+    del held
+    gc.collect()
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+    assert client.is_closed
+    assert cache.stats() == {"models": 1, "clients": 1}
+
+
+async def test_a_client_shared_by_a_cached_model_stays_open(fake):
+    cache = ModelCache(size=2)
+    first = cache.get(ENDPOINT, {"temperature": 0.1})
+    client = first.http_async_client
+    cache.get(ENDPOINT, {"temperature": 0.2})
+    del first
+    cache.get(ENDPOINT, {"temperature": 0.3})  # evicts 0.1; 0.2 and 0.3 still use the client
+    gc.collect()
+    await asyncio.sleep(0.05)
+    assert not client.is_closed and cache.stats()["clients"] == 1
+
+
+def test_instances_get_copies_with_the_roles_limits_and_keep_their_own_clients(fake):
+    cache = ModelCache(size=1)
+    model = fake("A")
+    proposer = cache.get(model, {"temperature": 0.3, "max_tokens": 5})
+    aggregator = cache.get(model, {"temperature": 0.0, "max_tokens": 99})
+    assert (proposer.temperature, proposer.max_tokens) == (0.3, 5)
+    assert (aggregator.temperature, aggregator.max_tokens) == (0.0, 99)
+    assert model.max_tokens is None and cache.stats()["clients"] == 0
+
+
+def test_build_model_uses_the_client_it_is_given():
+    shared = httpx.AsyncClient()
+    model = build_model(ENDPOINT, {"temperature": 0.2}, http_async_client=shared)
+    assert model.http_async_client is shared

@@ -1,0 +1,367 @@
+"""`moa serve` hardening, in process (no socket): bodies, policy, limits, size, disconnects."""
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.errors import MoAConfigError, ModelNotAllowedError
+from langgraph_moa.limits import RequestLimits
+from langgraph_moa.serve import ModelPolicy, _Preparer, create_app
+
+USER = [{"role": "user", "content": "Explain X"}]
+
+
+@pytest.fixture
+def system(fake):
+    return MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=2, name="m")
+
+
+@pytest.fixture
+def client(system):
+    return TestClient(create_app({"m": system}))
+
+
+def post(client, body, **kwargs):
+    return client.post("/v1/chat/completions", content=json.dumps(body), **kwargs)
+
+
+def assert_one_sentence(response, status, *fragments):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    message = error["message"]
+    assert "\n" not in message and "pydantic.dev" not in message
+    assert message.endswith(".") and message.count(". ") == 0, message
+    for fragment in fragments:
+        assert fragment in message
+    return error
+
+
+# --- bodies ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "fragment"),
+    [
+        ([{"model": "m"}], None, "JSON object"),
+        ("hello", None, "JSON object"),
+        (None, None, "JSON object"),
+        ({"model": ["m"], "messages": USER}, "model", "valid string"),
+        (
+            {"model": "m", "messages": USER, "stream": True, "stream_options": "yes"},
+            "stream_options",
+            "object",
+        ),
+        (
+            {"model": "m", "messages": [*USER, {"role": "tool", "content": "42"}, *USER]},
+            "messages.1.tool_call_id",
+            "Field required",
+        ),
+        ({"model": "m", "messages": "hello"}, "messages", "valid array"),
+        ({"model": "m", "messages": {"role": "user", "content": "hi"}}, "messages", "valid array"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": None}]},
+            "messages.0.content",
+            "string",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": 5}]},
+            "messages.0.content",
+            "string",
+        ),
+        ({"model": "m", "messages": ["hello"]}, "messages.0", "object"),
+        ({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0", "wizard"),
+        ({"model": "m", "messages": [{"role": "assistant"}, *USER]}, "messages.0", "content"),
+        ({"model": "m", "messages": USER, "n": 3}, "n", "only n=1 is supported"),
+        (
+            {"model": "m", "messages": USER, "max_tokens": 0},
+            "max_tokens",
+            "greater than or equal to 1",
+        ),
+        ({"model": "m", "messages": USER, "stream": "false"}, "stream", "valid boolean"),
+        (
+            {"model": "m", "messages": USER, "temperature": 3},
+            "temperature",
+            "less than or equal to 2",
+        ),
+        ({"model": "m", "messages": USER, "top_p": 0.5}, "top_p", "temperature instead"),
+        ({"model": "m", "messages": USER, "tools": []}, "tools", "not supported"),
+        (
+            {"model": "m", "messages": USER, "stream_options": {"include_usage": True}},
+            None,
+            "stream",
+        ),
+        ({"model": "m", "messages": USER, "layers": "3"}, "layers", "valid integer"),
+    ],
+)
+def test_every_malformed_body_is_a_400_with_one_sentence(client, log, body, param, fragment):
+    error = assert_one_sentence(post(client, body), 400, fragment)
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+    assert log.calls == []
+
+
+def test_invalid_json_and_a_non_numeric_length_are_400(client):
+    assert_one_sentence(client.post("/v1/chat/completions", content=b"{bad"), 400, "not valid JSON")
+    response = client.post("/v1/chat/completions", content=b"{}", headers={"content-length": "abc"})
+    assert response.status_code == 400
+
+
+def test_neutral_sampling_fields_and_openai_extras_are_accepted(client, log):
+    body = {
+        "model": "m",
+        "messages": [{"role": "developer", "content": "Be brief."}, *USER],
+        "top_p": 1,
+        "presence_penalty": 0,
+        "frequency_penalty": 0.0,
+        "n": 1,
+        "user": "u-1",
+        "temperature": 1,
+        "max_completion_tokens": 64,
+    }
+    response = post(client, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"].startswith("AGG #")
+    assert log.by("AGG")[0].max_tokens == 64
+    assert {c.temperature for c in log.by("A") + log.by("B")} == {1.0}
+
+
+def test_tool_turns_and_text_parts_are_read_as_a_conversation(client, log):
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "What is 6 x 7?"}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "mul", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "content": "42", "tool_call_id": "c1"},
+        {"role": "user", "content": "So?"},
+    ]
+    assert post(client, {"model": "m", "messages": messages}).status_code == 200
+    seen = log.by("A")[0].messages
+    assert [m.type for m in seen] == ["human", "ai", "tool", "human"]
+    assert seen[1].tool_calls[0]["id"] == "c1"
+
+
+# --- policy ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "flag"),
+    [
+        ({"proposers": ["x@http://127.0.0.1:9/internal"]}, "--allow-client-endpoints"),
+        ({"aggregator": "x@http://127.0.0.1:9/internal"}, "--allow-client-endpoints"),
+        (
+            {"proposers": [{"base_url": "http://127.0.0.1:9", "model": "x"}]},
+            "--allow-client-endpoints",
+        ),
+        (
+            {"aggregator": {"base_url": "http://127.0.0.1:9", "model": "x"}},
+            "--allow-client-endpoints",
+        ),
+        ({"proposers": ["openai:gpt-4o"]}, "--allow-model"),
+        ({"aggregator": "local:smollm2-135m"}, "--allow-model"),
+    ],
+)
+def test_models_the_operator_did_not_enable_are_403(client, log, override, flag):
+    error = assert_one_sentence(
+        post(client, {"model": "m", "messages": USER, **override}), 403, flag
+    )
+    assert error["type"] == "permission_error" and error["code"] == "model_not_allowed"
+    assert log.calls == []
+
+
+def test_policy_enables_the_served_models_and_the_allowed_ones():
+    served = MoAConfig(
+        proposers=["openai:gpt-4o-mini", "p@http://10.0.0.2:8000/v1/"],
+        aggregator="together:Qwen/Qwen2.5-72B-Instruct-Turbo",
+        name="s",
+    )
+    policy = ModelPolicy.for_systems({"s": served}, ["anthropic:claude-x"])
+    assert policy.admit("openai:gpt-4o-mini", "proposers[0]") == "openai:gpt-4o-mini"
+    # the same endpoint, written with a trailing slash, is the same model
+    assert policy.admit("p@http://10.0.0.2:8000/v1/", "aggregator") == "p@http://10.0.0.2:8000/v1"
+    assert policy.admit(" anthropic:claude-x ", "aggregator") == "anthropic:claude-x"
+    with pytest.raises(ModelNotAllowedError, match="--allow-client-endpoints"):
+        policy.admit("p@http://10.0.0.2:8001/v1", "aggregator")  # another port
+    with pytest.raises(ModelNotAllowedError, match="--allow-model"):
+        policy.admit("openai:gpt-4o", "aggregator")
+
+
+def test_client_endpoints_when_enabled_never_get_the_servers_keys():
+    policy = ModelPolicy(frozenset(), allow_client_endpoints=True)
+    assert (
+        policy.admit({"base_url": "http://h:1/v1", "model": "x"}, "aggregator") == "x@http://h:1/v1"
+    )
+    assert policy.admit("x@http://h:1/v1", "aggregator") == "x@http://h:1/v1"
+    with pytest.raises(ModelNotAllowedError, match="api_key_env"):
+        policy.admit(
+            {"base_url": "http://h:1/v1", "model": "x", "api_key_env": "OPENAI_API_KEY"}, "p"
+        )
+    with pytest.raises(MoAConfigError, match="base_url"):
+        policy.admit({"base_url": "ftp://h", "model": "x"}, "aggregator")
+    with pytest.raises(ModelNotAllowedError, match="--allow-model"):
+        policy.admit("openai:gpt-4o", "aggregator")  # endpoints only, not any provider
+
+
+# --- limits ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "flag"),
+    [
+        ({"layers": 16}, "--max-layers"),
+        ({"samples": 256}, "--max-samples"),
+        ({"proposers": ["x"] * 9}, "--max-proposers"),
+        ({"layers": 4, "samples": 8}, "--max-calls"),  # 2 proposers x 8 samples x 3 + 1 = 49
+        ({"messages": USER * 300}, "--max-messages"),
+        ({"messages": [{"role": "user", "content": "x" * 200_001}]}, "--max-chars"),
+    ],
+)
+def test_requests_past_a_limit_are_refused_before_any_call(system, log, override, flag):
+    app = create_app({"m": system}, limits=RequestLimits(max_calls=40), max_body_bytes=10**6)
+    body = {"model": "m", "messages": USER, **override}
+    error = assert_one_sentence(post(TestClient(app), body), 400, flag)
+    assert error["code"] == "limit_exceeded"
+    assert log.calls == []
+
+
+def test_a_served_preset_past_the_limits_still_runs_as_configured(fake, log):
+    big = MoAConfig(
+        proposers=[{"model": fake("A"), "samples": 12}], aggregator=fake("AGG"), layers=2
+    )
+    client = TestClient(create_app({"big": big}))  # 12 samples > the default 8
+    assert post(client, {"model": "big", "messages": USER}).status_code == 200
+    assert len(log.calls) == 13
+    refused = post(client, {"model": "big", "messages": USER, "samples": 13})
+    assert_one_sentence(refused, 400, "limit of 12", "--max-samples")
+
+
+def test_limits_can_be_raised_by_the_operator(system, log):
+    app = create_app({"m": system}, limits=RequestLimits(max_layers=6, max_calls=100))
+    assert post(TestClient(app), {"model": "m", "messages": USER, "layers": 6}).status_code == 200
+    assert len(log.calls) == 2 * 5 + 1
+
+
+# --- body size -------------------------------------------------------------------------------
+
+
+def test_the_key_is_checked_before_the_size(system):
+    client = TestClient(create_app({"m": system}, api_key="k", max_body_bytes=10))
+    response = client.post("/v1/chat/completions", content=b"x" * 100)
+    assert response.status_code == 401
+    authorized = {"authorization": "Bearer k"}
+    response = client.post("/v1/chat/completions", content=b"x" * 100, headers=authorized)
+    assert_one_sentence(response, 413, "limit of 10 bytes")
+
+
+async def asgi(app, body_chunks, *, disconnect_after=None, headers=()):
+    """Call the app as a server would; return the messages it sent and the chunks it read."""
+    chunks = list(body_chunks)
+    read = 0
+    sent = []
+
+    async def receive():
+        nonlocal read
+        if read < len(chunks):
+            read += 1
+            return {
+                "type": "http.request",
+                "body": chunks[read - 1],
+                "more_body": read < len(chunks),
+            }
+        if disconnect_after is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(disconnect_after)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    await app(scope, receive, send)
+    return sent, read
+
+
+async def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(system):
+    app = create_app({"m": system}, max_body_bytes=100_000)
+    sent, read = await asgi(app, [b"x" * 10_000] * 1_000)  # 10 MB, no Content-Length
+    assert sent[0]["status"] == 413
+    assert read == 11  # stopped right past 100 kB, never read the other 9.9 MB
+
+
+# --- off the event loop ----------------------------------------------------------------------
+
+
+async def test_reading_a_body_does_not_block_other_clients(system, monkeypatch):
+    slow_parse = _Preparer.__call__
+
+    def parse(self, raw):
+        time.sleep(1.0)  # a 990 kB body of tiny messages used to hold the loop this long
+        return slow_parse(self, raw)
+
+    monkeypatch.setattr(_Preparer, "__call__", parse)
+    transport = httpx.ASGITransport(app=create_app({"m": system}))
+    async with httpx.AsyncClient(transport=transport, base_url="http://moa") as http:
+
+        async def listing():
+            await asyncio.sleep(0.1)
+            started = time.monotonic()
+            assert (await http.get("/v1/models")).status_code == 200
+            return time.monotonic() - started
+
+        chat = http.post("/v1/chat/completions", json={"model": "m", "messages": USER})
+        answered, waited = await asyncio.gather(chat, listing())
+    assert answered.status_code == 200
+    assert waited < 0.5, f"GET /v1/models waited {waited:.2f}s behind a body being read"
+
+
+# --- disconnects -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_system(fake):
+    slow = {"delay": lambda n: 1.0}
+    return MoAConfig(
+        proposers=[fake("A", **slow), fake("B", **slow)], aggregator=fake("AGG"), layers=2
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_leaves_cancels_its_run(slow_system, log, stream):
+    app = create_app({"m": slow_system})
+    body = json.dumps({"model": "m", "messages": USER, "stream": stream}).encode()
+    started = time.monotonic()
+    await asgi(app, [body], disconnect_after=0.2)
+    assert time.monotonic() - started < 0.9  # the handler returned without waiting for the run
+    await asyncio.sleep(1.5)  # the proposers would have answered by now, then the aggregator
+    assert log.calls == []  # no proposer finished and the aggregator was never called
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_stays_gets_the_whole_run(slow_system, log, stream):
+    app = create_app({"m": slow_system})
+    body = json.dumps({"model": "m", "messages": USER, "stream": stream}).encode()
+    sent, _ = await asgi(app, [body], disconnect_after=3.0)
+    assert sent[0]["status"] == 200
+    assert b"AGG #" in b"".join(m.get("body", b"") for m in sent[1:])
+    assert [c.label for c in log.calls][-1] == "AGG"
