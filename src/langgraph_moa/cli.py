@@ -332,6 +332,13 @@ def evaluate(
         bool,
         typer.Option(help="Judge every proposal of unverifiable items (per-layer analysis)."),
     ] = False,
+    calibration_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write each 'single:' model's accuracy to this JSON file, for SLM-MUX "
+            "selection (selection.calibration_file)."
+        ),
+    ] = None,
 ) -> None:
     """Compare systems (single models, MoA, Self-MoA...) on a dataset; reruns hit the cache."""
     import asyncio
@@ -358,8 +365,13 @@ def evaluate(
         plots=plots,
         judge_layers=judge_layers,
     )
-    asyncio.run(evaluation.run(progress=console.is_terminal))
+    summary = asyncio.run(evaluation.run(progress=console.is_terminal))
     console.print((out / "report.md").read_text(), markup=False, highlight=False)
+    if calibration_out is not None:
+        from langgraph_moa.eval.runner import calibration
+
+        calibration_out.write_text(json.dumps(calibration(summary), indent=2), encoding="utf-8")
+        console.print(f"[dim]calibration: {calibration_out}[/]")
     console.print(f"[dim]results: {out}/results, {out}/summary.json; call cache: {out}/calls.db[/]")
 
 

@@ -220,3 +220,22 @@ def test_a_judge_needs_a_baseline(mix, tmp_path):
     judge = FakeChat(label="judge", reply=lambda *_: "A")
     with pytest.raises(MoAConfigError, match="needs both --judge"):
         Evaluation([mix], ITEMS, tmp_path, judge=judge)
+
+
+def test_calibration_holds_each_single_models_accuracy_for_mux(tmp_path):
+    from langgraph_moa.eval.runner import calibration
+    from langgraph_moa.selection import SelectionConfig
+
+    summary = {
+        "single:local:a": {"accuracy": 0.75, "items": 8},
+        "single:local:b": {"accuracy": 0.5, "items": 8},
+        "local-moa": {"accuracy": 0.9, "items": 8},
+    }
+    written = calibration(summary)
+    assert written["accuracy"] == {"local:a": 0.75, "local:b": 0.5}
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(written))
+    loaded = SelectionConfig(method="mux", calibration_file=str(path)).calibration
+    assert loaded == {"local:a": 0.75, "local:b": 0.5}
+    with pytest.raises(MoAConfigError, match="single:<model>"):
+        calibration({"local-moa": {"accuracy": 0.9, "items": 8}})

@@ -518,3 +518,27 @@ def _last_turn(row: dict[str, Any]) -> list[dict[str, Any]]:
 def slug(name: str) -> str:
     """Turn a system name into a safe file name."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def calibration(summary: dict[str, Any]) -> dict[str, Any]:
+    """Per-model accuracy from the single-model systems of a summary, for SLM-MUX ties.
+
+    The keys are model specs as proposers name them (``local:qwen2.5-coder-1.5b``), so
+    `SelectionConfig(calibration_file=...)` matches them to proposers without a mapping.
+    """
+    accuracy = {
+        name.removeprefix(SINGLE): entry["accuracy"]
+        for name, entry in summary.items()
+        if name.startswith(SINGLE) and entry.get("accuracy") is not None
+    }
+    if not accuracy:
+        raise MoAConfigError(
+            "No calibration can be written: it needs at least one 'single:<model>' system "
+            "scored on items with expected answers."
+        )
+    items = {
+        name.removeprefix(SINGLE): summary[name]["items"]
+        for name in summary
+        if name.startswith(SINGLE)
+    }
+    return {"accuracy": accuracy, "items": items}
