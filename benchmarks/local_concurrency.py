@@ -1,9 +1,10 @@
-"""One MoA layer of 3 local proposers: concurrent vs the same calls one after another.
+"""One MoA layer of two different local models: concurrent vs one after another.
 
 Prints wall times and the speed-up ratio, measured in one run, for each threads-per-server
-setting given (default: 1 and the number of cores). Each server serves one model, so the
-three calls of the layer go to three processes. The calls use temperature 0 and a fixed
-token cap, so both schedules do the same work.
+setting given (default: 1 and the number of cores). Each model has its own server process,
+so the two calls of the layer go to two processes that share the cores. The calls use
+temperature 0 and a fixed token cap, so both schedules do the same work. This is what
+decides how many threads each server gets (`default_threads`).
 
     python benchmarks/local_concurrency.py [--threads 1 2] [--max-tokens 96] [--repeats 2]
 """
@@ -18,7 +19,7 @@ import time
 
 from langgraph_moa.local.runtime import LocalRuntime
 
-MODELS = ["qwen2.5-coder-0.5b", "smollm2-135m", "gemma3-270m"]
+MODELS = ["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
 PROMPT = "Explain in a short paragraph why the sky is blue."
 
 

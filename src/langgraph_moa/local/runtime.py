@@ -265,7 +265,10 @@ class LocalRuntime:
             api_key="local",  # type: ignore[arg-type]
             max_retries=0,  # retries belong to the graph's RetryPolicy
             stream_usage=True,  # llama.cpp's server reports usage in the last chunk
-            logprobs=True,  # token logprobs for confidence-based selection (call records)
+            # Token logprobs for confidence-based selection (call records). One alternative
+            # per token: without top_logprobs llama.cpp ranks the 20 likeliest tokens.
+            logprobs=True,
+            top_logprobs=1,
             **{**params, "http_async_client": client},
         )
         model._runtime = self
