@@ -123,7 +123,7 @@ class MoAChatModel(BaseChatModel):
         """Answer in `schema`: proposers answer freely, the final aggregator in structure.
 
         Works when the aggregator supports `with_structured_output` with `method`
-        (llama.cpp's server: ``method="json_mode"``).
+        (llama.cpp's server constrains decoding to the schema with the default ``json_schema``).
         """
         graph = create_moa_graph(
             self.moa_config,

@@ -53,7 +53,7 @@ LayersOpt = Annotated[int | None, typer.Option(help="MoA layers (proposer layers
 ProposersOpt = Annotated[
     str | None,
     typer.Option(
-        help="Comma-separated proposer specs, e.g. 'openai:gpt-4o-mini,local:smollm2-135m'."
+        help="Comma-separated proposer specs, e.g. 'openai:gpt-4o-mini,local:qwen2.5-coder-1.5b'."
     ),
 ]
 AggregatorOpt = Annotated[str | None, typer.Option(help="Aggregator model spec.")]

@@ -108,7 +108,8 @@ def create_moa_graph(
             answers through its `with_structured_output`, and the parsed answer is returned
             in ``structured_response``. The aggregator must support structured output.
         response_method: Passed to `with_structured_output` (``json_schema``,
-            ``function_calling`` or ``json_mode``; llama.cpp supports ``json_mode``).
+            ``function_calling`` or ``json_mode``; llama.cpp's server constrains decoding to
+            the schema with ``json_schema``).
         call_cache: A `CallCache` (e.g. `SQLiteCallCache`): calls already made with the same
             model, parameters, messages, role and sample are answered from it.
 

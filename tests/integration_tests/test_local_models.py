@@ -179,6 +179,30 @@ def test_a_prompt_longer_than_the_context_gets_a_clear_error(runtime):
     assert "available context size (4096 tokens)" in str(err.value)
 
 
+def test_structured_output_on_a_local_aggregator_has_the_requested_shape(runtime):
+    from pydantic import BaseModel
+
+    from langgraph_moa import MoAChatModel
+
+    class Capital(BaseModel):
+        country: str
+        capital: str
+
+    config = MoAConfig(
+        variant="single-proposer",
+        proposers=[{"model": "local:qwen2.5-coder-0.5b", **SHORT}],
+        aggregator={"model": "local:qwen2.5-coder-0.5b", "max_tokens": 64, "temperature": 0.0},
+    )
+    # llama.cpp constrains decoding to the JSON schema, so even a 0.5B model keeps the shape.
+    answer = (
+        MoAChatModel(config=config)
+        .with_structured_output(Capital)
+        .invoke("What is the capital of France?")
+    )
+    assert isinstance(answer, Capital)
+    assert "paris" in answer.capital.lower()
+
+
 def test_a_taken_port_is_replaced_by_a_free_one(no_new_servers_left):
     import socket
 
