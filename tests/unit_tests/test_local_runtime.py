@@ -66,3 +66,52 @@ def test_token_logprobs_give_each_record_its_mean_confidence():
         latency_s=0.1,
     )
     assert bare["mean_logprob"] is None and bare["logprob_tokens"] == 0
+
+
+def test_the_core_room_lets_one_model_in_at_a_time_with_all_its_calls():
+    from langgraph_moa.local.runtime import CoreRoom
+
+    room = CoreRoom(shared=False)
+    room.enter("big")
+    room.enter("big")  # a second call of the same model joins its batch at once
+    entered = threading.Event()
+    waiter = threading.Thread(target=lambda: (room.enter("small"), entered.set()), daemon=True)
+    waiter.start()
+    assert not entered.wait(0.2), "another model got in while the room was busy"
+    room.leave()
+    assert not entered.wait(0.2), "another model got in before the last call left"
+    room.leave()
+    assert entered.wait(2.0)
+    room.leave()
+
+
+async def test_an_async_call_cancelled_while_waiting_gives_its_place_back():
+    import asyncio
+
+    from langgraph_moa.local.runtime import CoreRoom
+
+    room = CoreRoom(shared=False)
+    room.enter("big")
+
+    async def small_call():
+        async with room.aheld("small"):
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(small_call())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    room.leave()
+    await asyncio.sleep(0.3)  # the waiting thread gets in, then leaves at once
+    async with room.aheld("big"):
+        pass  # the room is free again: this would hang if the cancelled call kept its place
+    assert room._inside == 0
+
+
+def test_shared_cores_let_every_model_in():
+    from langgraph_moa.local.runtime import CoreRoom
+
+    room = CoreRoom(shared=True)
+    room.enter("big")
+    room.enter("small")  # returns at once
+    room.leave()
+    room.leave()

@@ -20,6 +20,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +201,7 @@ class LocalRuntime:
         self.slots = slots or default_slots()
         self._servers: dict[str, LocalServer] = {}
         self._lock = threading.Lock()
+        self.room = CoreRoom()
 
     @classmethod
     def default(cls) -> LocalRuntime:
@@ -303,22 +306,97 @@ class LocalChatModel(BaseChatOpenAI):
                 self.validate_environment()  # type: ignore[operator]  # rebuilds the clients
         return server
 
+    def _room(self) -> CoreRoom:
+        return (self._runtime or LocalRuntime.default()).room
+
     def _generate(self, *args: Any, **kwargs: Any) -> Any:
         self._ensure_server()
-        return super()._generate(*args, **kwargs)
+        with self._room().held(self.model_name):
+            return super()._generate(*args, **kwargs)
 
     async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
         await asyncio.to_thread(self._ensure_server)
-        return await super()._agenerate(*args, **kwargs)
+        async with self._room().aheld(self.model_name):
+            return await super()._agenerate(*args, **kwargs)
 
     def _stream(self, *args: Any, **kwargs: Any) -> Any:
         self._ensure_server()
-        yield from super()._stream(*args, **kwargs)
+        with self._room().held(self.model_name):
+            yield from super()._stream(*args, **kwargs)
 
     async def _astream(self, *args: Any, **kwargs: Any) -> Any:
         await asyncio.to_thread(self._ensure_server)
-        async for chunk in super()._astream(*args, **kwargs):
-            yield chunk
+        async with self._room().aheld(self.model_name):
+            async for chunk in super()._astream(*args, **kwargs):
+                yield chunk
+
+
+class CoreRoom:
+    """Lets one local model at a time use the cores, with any number of its own calls.
+
+    Every server has all the cores, so two models decoding at once only fight over them
+    (on 2 cores a busy second process slowed a 2-thread server several times over). Calls of
+    the model in the room enter together and share its continuous batch; a call of another
+    model waits until the room is empty. The total work is the same, without the contention.
+    ``LANGGRAPH_MOA_SHARE_CORES=1`` lets all models run at once instead (many cores).
+    """
+
+    def __init__(self, shared: bool | None = None) -> None:
+        """Create an empty room; `shared` True disables the exclusion."""
+        if shared is None:
+            shared = os.environ.get("LANGGRAPH_MOA_SHARE_CORES") == "1"
+        self.shared = shared
+        self._cond = threading.Condition()
+        self._model: str | None = None
+        self._inside = 0
+
+    def enter(self, model: str) -> None:
+        """Wait until the room is empty or holds `model`, then enter."""
+        if self.shared:
+            return
+        with self._cond:
+            while self._inside and self._model != model:
+                self._cond.wait()
+            self._model = model
+            self._inside += 1
+
+    def leave(self) -> None:
+        """Leave; the last one out lets the next model in."""
+        if self.shared:
+            return
+        with self._cond:
+            self._inside -= 1
+            if not self._inside:
+                self._model = None
+                self._cond.notify_all()
+
+    @contextmanager
+    def held(self, model: str) -> Iterator[None]:
+        """Hold the room for one synchronous call."""
+        self.enter(model)
+        try:
+            yield
+        finally:
+            self.leave()
+
+    @asynccontextmanager
+    async def aheld(self, model: str) -> AsyncIterator[None]:
+        """Hold the room for one async call; waiting happens off the event loop."""
+        waiting = asyncio.ensure_future(asyncio.to_thread(self.enter, model))
+        try:
+            await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            # Cancelled while waiting: once the thread gets in, give the place back.
+            def give_back(entered: asyncio.Future[None]) -> None:
+                if not entered.cancelled() and entered.exception() is None:
+                    self.leave()
+
+            waiting.add_done_callback(give_back)
+            raise
+        try:
+            yield
+        finally:
+            self.leave()
 
 
 _CLIENT_LOCK = threading.Lock()
