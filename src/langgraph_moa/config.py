@@ -111,6 +111,18 @@ class ProposerConfig(RoleConfig):
 
     max_tokens: int | None = Field(default=512, ge=1)
     samples: int = Field(default=1, ge=1, le=256, description="Samples per layer.")
+    logprobs: bool = Field(
+        default=False,
+        description="Ask the provider for token logprobs (OpenAI-compatible APIs), for "
+        "confidence-weighted selection. Local models always return them.",
+    )
+
+    def call_params(self) -> dict[str, Any]:
+        """Parameters passed when the chat model is built for this role."""
+        params = super().call_params()
+        if self.logprobs:
+            params["logprobs"] = True
+        return params
 
 
 class AggregatorConfig(RoleConfig):

@@ -246,3 +246,29 @@ def test_when_no_two_answers_agree_the_most_central_one_answers():
     decision = select(pool, SelectionConfig(method="vote"))
     assert decision.winner != 1 and decision.method == "vote"
     assert "no two answers agree" in decision.note
+
+
+def test_api_proposers_can_ask_for_logprobs_for_confidence_votes(monkeypatch):
+    from langgraph_moa.config import ProposerConfig
+    from langgraph_moa.models import build_model
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    proposer = ProposerConfig(model="openai:gpt-4o-mini", logprobs=True)
+    assert proposer.call_params()["logprobs"] is True
+    assert build_model(proposer.model, proposer.call_params()).logprobs is True
+    assert "logprobs" not in ProposerConfig(model="openai:gpt-4o-mini").call_params()
+
+
+def test_every_selection_preset_builds(monkeypatch):
+    for name in (
+        "local-vote",
+        "local-confidence",
+        "local-consensus",
+        "local-vote-adaptive",
+        "local-mux",
+        "self-consistency",
+        "mux-together",
+    ):
+        config = MoAConfig.from_preset(name)
+        assert config.variant == "select" and config.selection is not None
+        create_moa_graph(config)

@@ -262,17 +262,19 @@ class LocalRuntime:
         client = params.get("http_async_client") or httpx.AsyncClient(
             timeout=httpx.Timeout(600.0, connect=10.0)
         )
+        defaults = {
+            "stream_usage": True,  # llama.cpp's server reports usage in the last chunk
+            # Token logprobs for confidence-based selection (call records). One alternative
+            # per token: without top_logprobs llama.cpp ranks the 20 likeliest tokens.
+            "logprobs": True,
+            "top_logprobs": 1,
+        }
         model = LocalChatModel(
             model=name,
             base_url=server.url,
             api_key="local",  # type: ignore[arg-type]
             max_retries=0,  # retries belong to the graph's RetryPolicy
-            stream_usage=True,  # llama.cpp's server reports usage in the last chunk
-            # Token logprobs for confidence-based selection (call records). One alternative
-            # per token: without top_logprobs llama.cpp ranks the 20 likeliest tokens.
-            logprobs=True,
-            top_logprobs=1,
-            **{**params, "http_async_client": client},
+            **{**defaults, **params, "http_async_client": client},
         )
         model._runtime = self
         return model
