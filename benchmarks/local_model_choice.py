@@ -1,70 +1,59 @@
-"""Which packaged models make the best local MoA? Accuracy and latency, measured in one run.
+"""Which local system should `moa run` use? The measurement behind the choice, in one command.
 
-Every system answers the short verifiable questions of `data/short_facts.jsonl` (with
-"Answer briefly." appended) through `langgraph_moa.eval.Evaluation`; an answer counts as
-right when it contains one of the expected answers as a whole word, the package's
-``contains`` scorer. Systems: each packaged model alone, the `local-moa` mixture, the same
-mixture with Gemma added, and Self-MoA on Qwen. The figures decided the `local-moa` preset
-(see README). Each run uses a fresh call cache, so every answer is generated.
+Runs `moa eval` over the shipped verifiable dataset (or a stratified subset, the default here,
+so it fits a session on 2 cores) with every packaged model alone and every local preset,
+against the best single model as the baseline: accuracy with its 95% interval, each system's
+paired accuracy difference to the baseline with a bootstrap interval, tokens and latency. All
+selection presets draw the same samples (same model, settings and messages), so the call
+cache generates each sample once and the selection methods are compared on identical
+proposals. The figures decide the default of `moa run` (README, "Which local system").
 
-    python benchmarks/local_model_choice.py [--limit N] [--systems NAME ...]
+    python benchmarks/local_model_choice.py [--full] [--out moa-eval-local] [--synthesis]
+
+The subset, `data/verifiable_subset.jsonl`, holds the shipped items whose position modulo 5
+is 0 or 2: 103 items, every category in its share.
+`--synthesis` adds the synthesizing presets (local-moa, local-self-moa, local-ranker), whose
+aggregation calls are long; `--full` uses all 256 items.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import tempfile
+import subprocess
+import sys
 from pathlib import Path
 
-from langgraph_moa import MoAConfig
-from langgraph_moa.eval import Evaluation, load_dataset
-from langgraph_moa.local.runtime import LocalRuntime
-
-DATA = Path(__file__).parent / "data" / "short_facts.jsonl"
-P = {"temperature": 0.7, "max_tokens": 128}
-
-
-def with_gemma() -> MoAConfig:
-    return MoAConfig.from_preset(
-        "local-moa",
-        proposers=[
-            {"model": f"local:{m}", **P}
-            for m in ("qwen2.5-coder-0.5b", "smollm2-135m", "gemma3-270m")
-        ],
-    ).with_overrides(name="qwen+smollm2+gemma -> qwen")
-
-
-SYSTEMS = {
-    "single:local:qwen2.5-coder-0.5b": lambda: "single:local:qwen2.5-coder-0.5b",
-    "single:local:smollm2-135m": lambda: "single:local:smollm2-135m",
-    "single:local:gemma3-270m": lambda: "single:local:gemma3-270m",
-    "local-moa": lambda: "local-moa",
-    "qwen+smollm2+gemma -> qwen": with_gemma,
-    "local-self-moa": lambda: "local-self-moa",
-}
+ROOT = Path(__file__).resolve().parents[1]
+SUBSET = ROOT / "benchmarks" / "data" / "verifiable_subset.jsonl"
+BASELINE = "single:local:qwen2.5-coder-1.5b"
+SYSTEMS = [
+    BASELINE,
+    "single:local:qwen2.5-coder-0.5b",
+    "local-vote",
+    "local-confidence",
+    "local-consensus",
+    "local-vote-adaptive",
+    "local-mux",
+]
+SYNTHESIS = ["local-self-moa", "local-moa", "local-ranker"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--systems", nargs="*", default=list(SYSTEMS))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="all items, not the subset")
+    parser.add_argument("--synthesis", action="store_true", help="add the synthesizing presets")
+    parser.add_argument("--out", default="moa-eval-local")
+    parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
-    items = load_dataset(DATA)[: args.limit]
-    for item in items:
-        item.turns = [f"{item.turns[0]} Answer briefly."]
-    runtime = LocalRuntime.default()
-    runtime.start(["qwen2.5-coder-0.5b", "smollm2-135m", "gemma3-270m"])
-    print(f"{len(items)} questions; {runtime.threads} thread(s) per server")
-    with tempfile.TemporaryDirectory() as out:
-        systems = [SYSTEMS[name]() for name in args.systems]
-        summary = asyncio.run(Evaluation(systems, items, out, plots=False, exports=False).run())
-    print(f"{'system':36} {'correct':>8} {'median s':>9} {'calls/item':>11}")
-    for name, s in summary.items():
-        print(
-            f"{name:36} {s['correct']:>4}/{s['scored']:<3} {s['median_item_s']:>9.1f} {s['calls'] / s['items']:>11.1f}"
-        )
-    runtime.stop_all()
+    systems = SYSTEMS + (SYNTHESIS if args.synthesis else [])
+    cmd = [sys.executable, "-m", "langgraph_moa", "eval", "--baseline", BASELINE]
+    cmd += [arg for name in systems for arg in ("-s", name)]
+    cmd += ["--concurrency", str(args.concurrency), "--out", args.out]
+    cmd += ["--calibration-out", str(Path(args.out) / "calibration.json")]
+    if not args.full:
+        cmd += ["--dataset", str(SUBSET)]
+    print(" ".join(cmd), flush=True)
+    sys.exit(subprocess.call(cmd))
 
 
 if __name__ == "__main__":
