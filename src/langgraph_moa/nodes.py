@@ -1,0 +1,579 @@
+"""The node bodies: prepare, propose, synthesize, aggregate, rank and select.
+
+Each body resolves the run's plan (the effective config and its variant's rules) once, and
+identifies each model call by one `CallId`. A body that calls a model is written once as a
+generator (see `calls`) and run by a sync and an async node.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import Runnable
+from langgraph.runtime import get_runtime
+from langgraph.types import Command
+
+from langgraph_moa.accounting import failed_record, ok_record, summarize
+from langgraph_moa.cache import CallCache
+from langgraph_moa.calls import (
+    AttemptLog,
+    CallId,
+    LayerClock,
+    NodeSteps,
+    StopCheck,
+    cached_call,
+    emit,
+    run_async,
+    run_sync,
+)
+from langgraph_moa.config import MoAConfig, ProposerConfig
+from langgraph_moa.context import ContextConfigCache
+from langgraph_moa.errors import AggregatorFailedError, AllProposersFailedError, MoAInputError
+from langgraph_moa.models import ModelCache
+from langgraph_moa.plan import Plan, plan_for
+from langgraph_moa.prompts import ranker_messages
+from langgraph_moa.references import candidates, priority, with_references
+from langgraph_moa.reliability import (
+    EmptyResponseError,
+    StragglerCancelledError,
+    StructuredOutputError,
+    is_retryable,
+)
+from langgraph_moa.selection import select
+from langgraph_moa.state import CallRecord, MoAState, ProposerTask
+
+TAG_FINAL = "moa:final"
+"""Tag on the call that writes the final answer: keep only these tokens when streaming."""
+TAG_PROPOSER = "moa:proposer"
+TAG_INTERMEDIATE = "moa:intermediate"
+NOSTREAM = "nostream"
+"""LangGraph's tag that keeps a model's tokens out of ``stream_mode="messages"``."""
+
+
+class MoANodes:
+    """The node bodies, sharing the base config and the model cache of one compiled graph."""
+
+    def __init__(
+        self,
+        config: MoAConfig,
+        response_format: Any = None,
+        response_method: str = "json_schema",
+        call_cache: CallCache | None = None,
+    ) -> None:
+        self.configs = ContextConfigCache(config)
+        self.call_cache = call_cache
+        self.response_format = response_format
+        self.response_method = response_method
+        self.models = ModelCache()
+        self.attempts = AttemptLog()
+        self.clock = LayerClock()
+
+    def plan(self) -> Plan:
+        """Return this run's plan: its effective config (base config plus run context)."""
+        try:
+            context = get_runtime().context
+        except RuntimeError:
+            context = None
+        return plan_for(self.configs.get(context))
+
+    # --- start ---------------------------------------------------------------------------
+
+    def prepare(self, state: MoAState) -> dict[str, Any]:
+        """Check the input and the models before any call is paid for; reset run data."""
+        cfg = self.plan().cfg
+        validate_conversation(state.get("messages", []))
+        for p in cfg.proposers:
+            self._proposer_model(p)
+        for index in range(len(cfg.final_chain)):
+            self._final_model(cfg, index, streamed=cfg.final_role == "aggregator")
+        return {
+            "calls": None,
+            "layer": 0,
+            "references": [],
+            "missing": 0,
+            "synthesis": None,
+            "final_index": 0,
+            "run_token": uuid.uuid4().hex,
+            "drawn": [],
+        }
+
+    def _proposer_model(self, p: ProposerConfig) -> BaseChatModel:
+        """Return the proposer's model, never streaming.
+
+        Proposers are never shown token by token, and a non-streamed reply is the one that
+        carries token usage on every OpenAI-compatible server (llama.cpp included).
+        """
+        return self.models.get(p.model, {**p.call_params(), "disable_streaming": True})
+
+    def _final_model(self, cfg: MoAConfig, index: int, *, streamed: bool) -> BaseChatModel:
+        """Return the model at `index` of the aggregator chain; only the answer streams."""
+        role = cfg.final_chain[index]
+        params = role.call_params()
+        return self.models.get(
+            role.model, params if streamed else {**params, "disable_streaming": True}
+        )
+
+    # --- proposers -----------------------------------------------------------------------
+
+    def _propose_steps(self, task: ProposerTask) -> NodeSteps:
+        """Ask one proposer for one sample: the body of `propose` and `apropose`."""
+        cfg = self.plan().cfg
+        p = cfg.proposers[task["proposer"]]
+        call = CallId("proposer", task["layer"], task["proposer"], task["sample"], p.label)
+        key = (task["run_token"], *call[:4])
+        parts = [f"layer {call.layer}", f"proposer {call.proposer + 1}"]
+        if p.samples > 1:
+            parts.append(f"sample {call.sample + 1}")
+        model = self._proposer_model(p).with_config(
+            run_name=" / ".join([*parts, p.label]),
+            tags=[TAG_PROPOSER, NOSTREAM],
+            metadata=call.trace_metadata(cfg),
+        )
+        emit("started", **call.fields())
+        started = time.perf_counter()
+        try:
+            stop = self._straggler_check(cfg, task, call)
+            response, cached = yield from cached_call(
+                self.call_cache,
+                model,
+                task["messages"],
+                call,
+                p.call_params(),
+                cfg.call_timeout_s,
+                stop,
+            )
+            if not response.text.strip():
+                raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
+            record = ok_record(
+                response=response,
+                latency_s=time.perf_counter() - started,
+                retried_errors=self.attempts.pop(key),
+                cached=cached,
+                **call.fields(),
+            )
+            self.clock.answered(task["run_token"], call.layer)
+            emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
+            return {"calls": [record]}
+        except Exception as exc:
+            self.attempts.failed(key, exc)
+            if _retrying(cfg, exc):
+                raise
+            # Record the failure for good; the layer goes on without this proposal.
+            failed = failed_record(
+                error=exc, retried_errors=self.attempts.pop(key)[:-1], **call.fields()
+            )
+            emit("failed", **call.fields(), error=failed["error"])
+            return {"calls": [failed]}
+
+    def _straggler_check(self, cfg: MoAConfig, task: ProposerTask, call: CallId) -> StopCheck:
+        token, layer = task["run_token"], task["layer"]
+        self.clock.start(token, layer, cfg.layer_deadline_s)
+        reason = self.clock.stop_reason(token, layer, cfg.min_proposers)
+        if reason:  # e.g. a retry that comes back after its layer went on
+            raise StragglerCancelledError(f"{call.configured_model}: {reason}")
+        return lambda: self.clock.stop_reason(token, layer, cfg.min_proposers)
+
+    def propose(self, task: ProposerTask) -> dict[str, Any]:
+        """Ask one proposer for one sample (sync)."""
+        return run_sync(self._propose_steps(task))
+
+    async def apropose(self, task: ProposerTask) -> dict[str, Any]:
+        """Ask one proposer for one sample (async)."""
+        return await run_async(self._propose_steps(task))
+
+    # --- join ----------------------------------------------------------------------------
+
+    def synthesize(self, state: MoAState) -> dict[str, Any]:
+        """Close a layer: its successful outputs become the next input's references."""
+        plan = self.plan()
+        cfg = plan.cfg
+        layer = plan.joined_layer(state)
+        calls = state.get("calls", [])
+        mine = [c for c in calls if c["role"] == "proposer" and c["layer"] == layer]
+        answered = [c for c in mine if c["status"] == "ok"]
+        if not answered and not plan.can_go_on_without_proposals(state):
+            raise AllProposersFailedError(layer, calls)
+        self.clock.close(state["run_token"], layer)
+        drawn = [
+            1 + max((c["sample"] for c in mine if c["proposer"] == i), default=-1)
+            for i in range(len(cfg.proposers))
+        ]
+        return {
+            "layer": layer,
+            "references": plan.references(state, layer, [c["output"] or "" for c in answered]),
+            "missing": len(mine) - len(answered),
+            "drawn": drawn,
+        }
+
+    # --- selection -----------------------------------------------------------------------
+
+    def select(self, state: MoAState) -> dict[str, Any]:
+        """Pick the answer among the proposals: no model call (see `selection`)."""
+        cfg = self.plan().cfg
+        assert cfg.selection is not None
+        calls = list(state.get("calls", []))
+        answered = [c for c in calls if c["role"] == "proposer" and c["status"] == "ok"]
+        decision = select(candidates(state), cfg.selection, priority(cfg))
+        record = answered[decision.winner]
+        planned = sum(p.samples for p in cfg.proposers)
+        made = sum(1 for c in calls if c["role"] == "proposer")
+        provenance = {
+            **decision.as_dict(),
+            "winner_call": {k: record[k] for k in ("layer", "proposer", "sample", "model")},
+            "calls_saved": planned - made,
+        }
+        emit("selected", method=decision.method, reason=decision.reason)
+        message = final_message(
+            cfg, None, record["output"], calls, record, extra={"selection": provenance}
+        )
+        return {"messages": [message], "usage": summarize(calls)}
+
+    # --- aggregator (and ranker) -----------------------------------------------------------
+
+    def _final_call(self, plan: Plan, state: MoAState) -> tuple[CallId, bool]:
+        """Identify the current final-step call; tell whether it writes the answer."""
+        cfg = plan.cfg
+        index = state.get("final_index", 0)
+        layer, is_final = plan.final_position(state)
+        # `sample` is the position in the aggregator chain: fallbacks are their own calls.
+        call = CallId(cfg.final_role, layer, -1, index, cfg.final_chain[index].label)  # type: ignore[arg-type]
+        return call, is_final
+
+    def _final_params(self, cfg: MoAConfig, call: CallId) -> dict[str, Any]:
+        params = cfg.final_chain[call.sample].call_params()
+        if self.response_format is not None:  # a structured answer is a different call
+            params = {**params, "response_format": repr(self.response_format)}
+        return params
+
+    def _aggregator_input(
+        self, cfg: MoAConfig, state: MoAState, call: CallId, is_final: bool
+    ) -> tuple[Runnable[Any, Any], list[BaseMessage], int]:
+        """Return the aggregator's model, its messages, and how many references were cut."""
+        step = "window" if cfg.variant == "self-moa-seq" else "layer"
+        tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, NOSTREAM]
+        base: Runnable[Any, Any] = self._final_model(cfg, call.sample, streamed=is_final)
+        if is_final and self.response_format is not None:
+            base = base.with_structured_output(  # type: ignore[attr-defined]
+                self.response_format, method=self.response_method, include_raw=True
+            )
+        model = base.with_config(
+            run_name=f"{step} {call.layer} / aggregator / {call.configured_model}",
+            tags=tags,
+            metadata=call.trace_metadata(cfg),
+        )
+        messages, trimmed = with_references(
+            cfg, list(state["messages"]), state, [cfg.final_chain[call.sample]]
+        )
+        return model, messages, trimmed
+
+    def _aggregate_steps(self, state: MoAState) -> NodeSteps:
+        """Synthesize the references: the body of `aggregate` and `aaggregate`."""
+        plan = self.plan()
+        cfg = plan.cfg
+        call, is_final = self._final_call(plan, state)
+        if plan.skip_final(state) and not is_final:
+            return {}
+        key = (state["run_token"], *call[:4])
+        try:
+            # Building the input is inside: a conversation too long for the budget is a
+            # failure of this aggregator, and the next one in the chain may have room.
+            model, messages, trimmed = self._aggregator_input(cfg, state, call, is_final)
+            emit("started", **call.fields())
+            started = time.perf_counter()
+            response, cached = yield from cached_call(
+                self.call_cache,
+                model,
+                messages,
+                call,
+                self._final_params(cfg, call),
+                cfg.call_timeout_s,
+            )
+            return self._aggregated(
+                cfg,
+                state,
+                response,
+                call,
+                time.perf_counter() - started,
+                is_final,
+                trimmed,
+                cached,
+            )
+        except Exception as exc:
+            self.attempts.failed(key, exc)
+            if _retrying(cfg, exc):
+                raise
+            return self._final_gave_up(plan, state, call, key, exc)
+
+    def aggregate(self, state: MoAState) -> dict[str, Any]:
+        """Synthesize the references into the answer (sync)."""
+        return run_sync(self._aggregate_steps(state))
+
+    async def aaggregate(self, state: MoAState) -> dict[str, Any]:
+        """Synthesize the references into the answer (async)."""
+        return await run_async(self._aggregate_steps(state))
+
+    def _aggregated(
+        self,
+        cfg: MoAConfig,
+        state: MoAState,
+        response: BaseMessage,
+        call: CallId,
+        latency: float,
+        is_final: bool,
+        trimmed: int,
+        cached: bool = False,
+    ) -> dict[str, Any]:
+        parsed: Any = None
+        if isinstance(response, dict):  # structured output: {"raw", "parsed", "parsing_error"}
+            if response.get("parsing_error") is not None or response.get("parsed") is None:
+                raise StructuredOutputError(
+                    f"{call.configured_model} did not return the requested structure: "
+                    f"{response.get('parsing_error') or 'nothing could be parsed'}"
+                )
+            parsed = response["parsed"]
+            response = response["raw"]
+            if not response.text.strip():  # function calling: the structure is in tool calls
+                response = response.model_copy(update={"content": _as_json(parsed)})
+        if not response.text.strip():
+            raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
+        record = self._ok(state, call, response, latency, cached)
+        if not is_final:
+            return {"calls": [record], "synthesis": response.text}
+        calls = [*state.get("calls", []), record]
+        structured = {"structured_response": parsed} if parsed is not None else {}
+        return {
+            **structured,
+            "calls": [record],
+            "messages": [
+                final_message(
+                    cfg, response, response.content, calls, record, {"trimmed_references": trimmed}
+                )
+            ],
+            "usage": summarize(calls),
+        }
+
+    def _ok(
+        self, state: MoAState, call: CallId, response: BaseMessage, latency: float, cached: bool
+    ) -> CallRecord:
+        """Record a final-step call that answered, with its retries."""
+        errors = self.attempts.pop((state["run_token"], *call[:4]))
+        record = ok_record(
+            response=response,
+            latency_s=latency,
+            retried_errors=errors,
+            cached=cached,
+            **call.fields(),
+        )
+        emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
+        return record
+
+    def _rank_steps(self, state: MoAState) -> NodeSteps:
+        """Let an LLM pick the best proposal: the body of `rank` and `arank`."""
+        plan = self.plan()
+        cfg = plan.cfg
+        call, _ = self._final_call(plan, state)
+        model = self._final_model(cfg, call.sample, streamed=False).with_config(
+            run_name=f"layer {call.layer} / ranker / {call.configured_model}",
+            tags=[TAG_INTERMEDIATE, NOSTREAM],
+            metadata=call.trace_metadata(cfg),
+        )
+        messages = ranker_messages(
+            list(state["messages"]), state["references"], reference_format=cfg.reference_format
+        )
+        key = (state["run_token"], *call[:4])
+        emit("started", **call.fields())
+        started = time.perf_counter()
+        params = cfg.final_chain[call.sample].call_params()
+        try:
+            response, cached = yield from cached_call(
+                self.call_cache, model, messages, call, params, cfg.call_timeout_s
+            )
+        except Exception as exc:
+            self.attempts.failed(key, exc)
+            if _retrying(cfg, exc):
+                raise
+            return self._final_gave_up(plan, state, call, key, exc)
+        record = self._ok(state, call, response, time.perf_counter() - started, cached)
+        references = state["references"]
+        choice = parse_choice(response.text, len(references))
+        calls = [*state.get("calls", []), record]
+        message = final_message(
+            cfg,
+            None,
+            references[(choice or 1) - 1],
+            calls,
+            record,
+            extra={"ranker_choice": choice, "ranker_reply": response.text},
+        )
+        return {"calls": [record], "messages": [message], "usage": summarize(calls)}
+
+    def rank(self, state: MoAState) -> dict[str, Any]:
+        """Let an LLM pick the best proposal and return it verbatim (sync)."""
+        return run_sync(self._rank_steps(state))
+
+    async def arank(self, state: MoAState) -> dict[str, Any]:
+        """Let an LLM pick the best proposal and return it verbatim (async)."""
+        return await run_async(self._rank_steps(state))
+
+    def _final_gave_up(
+        self,
+        plan: Plan,
+        state: MoAState,
+        call: CallId,
+        key: tuple[Any, ...],
+        error: Exception,
+    ) -> Any:
+        """After its retries the final step failed: try the next aggregator, else fall back.
+
+        The next model of the chain runs in the same node (a `Command` back to it). When the
+        chain is spent, the run answers with the best available proposal, labelled as such,
+        or raises `AggregatorFailedError` if so configured.
+        """
+        cfg = plan.cfg
+        errors = self.attempts.pop(key)
+        record = failed_record(error=error, retried_errors=errors[:-1], **call.fields())
+        emit("failed", **call.fields(), error=record["error"])
+        calls = [*state.get("calls", []), record]
+        if call.sample + 1 < len(cfg.final_chain):
+            update = {"calls": [record], "final_index": call.sample + 1}
+            return Command(update=update, goto=plan.final_node)
+        best = _best_available(calls)
+        # A caller asking for a structure gets one or an error, never free text.
+        if cfg.on_aggregator_failure == "raise" or best is None or self.response_format:
+            raise AggregatorFailedError(call.configured_model, error, calls)
+        message = final_message(
+            cfg,
+            None,
+            best["output"],
+            calls,
+            best,
+            extra={
+                "fallback": "best_proposal",
+                "fallback_reason": "every aggregator failed: "
+                + "; ".join(c["error"] or "" for c in calls if c["role"] == cfg.final_role),
+            },
+        )
+        return {"calls": [record], "messages": [message], "usage": summarize(calls)}
+
+
+def _retrying(cfg: MoAConfig, exc: Exception) -> bool:
+    """Tell whether the node's RetryPolicy will run this call again.
+
+    Nodes record their own final failure instead of leaving it to an `error_handler`:
+    a handler's `Command(goto=...)` was seen to be lost now and then when the failed
+    task was the only one of its step, which ended a run with neither answer nor error.
+    """
+    try:
+        info = get_runtime().execution_info
+        attempt = info.node_attempt if info is not None else 1
+    except RuntimeError:
+        attempt = 1
+    return is_retryable(exc) and attempt < cfg.retry.max_attempts
+
+
+def _best_available(calls: list[CallRecord]) -> CallRecord | None:
+    """Pick the answer of last resort: the newest layer's first successful proposal.
+
+    In Self-MoA-Seq the running synthesis is better than any single sample, so it wins when
+    there is one.
+    """
+    synthesis = [c for c in calls if c["role"] == "aggregator" and c["status"] == "ok"]
+    if synthesis:
+        return synthesis[-1]
+    proposals = [c for c in calls if c["role"] == "proposer" and c["status"] == "ok"]
+    if not proposals:
+        return None
+    last_layer = max(c["layer"] for c in proposals)
+    return next(c for c in proposals if c["layer"] == last_layer)
+
+
+def _as_json(value: Any) -> str:
+    if hasattr(value, "model_dump_json"):
+        return str(value.model_dump_json())
+    return json.dumps(value, default=str)
+
+
+def validate_conversation(messages: Sequence[Any]) -> None:
+    """Refuse input no model can answer, with one sentence naming the problem and the fix."""
+    if not messages:
+        raise MoAInputError(
+            "The conversation is empty: pass at least one user message, for example "
+            "{'messages': [('user', 'Explain X')]}."
+        )
+    for position, message in enumerate(messages, start=1):
+        content = getattr(message, "content", "")
+        blocks = content if isinstance(content, list) else []
+        for block in blocks:
+            kind = block.get("type", "?") if isinstance(block, dict) else type(block).__name__
+            if kind != "text" and not isinstance(block, str):
+                raise MoAInputError(
+                    f"Message {position} contains {kind!r} content, but MoA passes only text "
+                    "between models (references are text): send text only, for example a "
+                    "description or transcript of that content."
+                )
+    last = messages[-1]
+    if not isinstance(last, HumanMessage):
+        kind = getattr(last, "type", type(last).__name__)
+        raise MoAInputError(
+            f"The last message must come from the user, but it is a {kind!r} message: "
+            "append the user's next turn before running MoA."
+        )
+
+
+def parse_choice(reply: str, n: int) -> int | None:
+    """Return the first number in the ranker's reply naming a candidate (1..n), or None."""
+    for match in re.finditer(r"\d+", reply):
+        value = int(match.group())
+        if 1 <= value <= n:
+            return value
+    return None
+
+
+def final_message(
+    cfg: MoAConfig,
+    response: BaseMessage | None,
+    content: Any,
+    calls: list[CallRecord],
+    record: CallRecord,
+    extra: dict[str, Any] | None = None,
+) -> AIMessage:
+    """Build the answer, carrying provenance in ``response_metadata["moa"]``.
+
+    It keeps the aggregator's message id, so LangGraph's message stream does not emit the
+    answer twice; its `usage_metadata` is the sum over every call of the run, which is the
+    honest cost of the answer.
+    """
+    summary = summarize(calls)
+    total = summary["total"]
+    meta = dict(response.response_metadata) if response is not None else {}
+    meta["moa"] = {
+        "variant": cfg.variant,
+        "name": cfg.name,
+        "layers": cfg.layers,
+        "answered_by": record["model"],
+        "calls": calls,
+        "usage": summary,
+        **(extra or {}),
+    }
+    return AIMessage(
+        content=content,
+        id=response.id if response is not None else None,
+        response_metadata=meta,
+        usage_metadata={
+            "input_tokens": total["prompt_tokens"],
+            "output_tokens": total["completion_tokens"],
+            "total_tokens": total["total_tokens"],
+        },
+    )
+
+
+def final_answer_only(metadata: dict[str, Any]) -> bool:
+    """Filter for ``stream_mode="messages"``: True for chunks of the final answer."""
+    return TAG_FINAL in (metadata.get("tags") or [])
