@@ -1,8 +1,9 @@
 """One model call: its identity, timeout, layer deadline, call cache and error translation.
 
-A node body is written once as a generator (`NodeSteps`) that yields the `ModelRequest` it
-needs and receives the answer; `run_sync` and `run_async` make the call the way `invoke` or
-`ainvoke` needs, so the logic around a call (cache, accounting, retries) exists once.
+A node body is written once as a generator (`NodeSteps`) that yields what it needs done (a
+`ModelRequest`, or a checkpoint read or write of `ledger`) and receives the result; `run_sync`
+and `run_async` do it the way `invoke` or `ainvoke` needs, so the logic around a call (cache,
+accounting, retries) exists once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Generator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
@@ -43,6 +44,10 @@ class CallId(NamedTuple):
     def fields(self) -> dict[str, Any]:
         """Return the identity as the fields of a call record and of its progress events."""
         return self._asdict()
+
+    def attempt_key(self, run_token: str) -> tuple[str, str, int, int, int]:
+        """Return the key of this call's attempts within a run (see `ledger`)."""
+        return (run_token, self.role, self.layer, self.proposer, self.sample)
 
     def trace_metadata(self, cfg: MoAConfig) -> dict[str, Any]:
         """Return the metadata a trace shows on this call's run."""
@@ -159,21 +164,39 @@ class ModelRequest(NamedTuple):
     timeout: float | None
     stop: StopCheck | None
 
+    def run(self) -> BaseMessage:
+        """Make the call in this thread."""
+        return call_model(*self)
 
-NodeSteps = Generator[ModelRequest, Any, Any]
-"""A node body written once: it yields the model call it needs and receives the answer.
+    async def arun(self) -> BaseMessage:
+        """Make the call as a task of this event loop."""
+        return await acall_model(*self)
 
-A failed call is thrown into the body at its `yield`, where the body's own `except` sees it.
+
+class Request(Protocol):
+    """What a node body can ask its runner to do: a model call, or a checkpoint read or write."""
+
+    def run(self) -> Any:
+        """Do it in this thread."""
+
+    async def arun(self) -> Any:
+        """Do it on this event loop."""
+
+
+NodeSteps = Generator[Request, Any, Any]
+"""A node body written once: it yields what it needs done (`Request`) and receives the result.
+
+A failed request is thrown into the body at its `yield`, where the body's own `except` sees it.
 """
 
 
 def run_sync(steps: NodeSteps) -> Any:
-    """Run a node body, making its model calls in this thread (`call_model`)."""
+    """Run a node body, doing its requests in this thread."""
     try:
         request = next(steps)
         while True:
             try:
-                response = call_model(*request)
+                response = request.run()
             except Exception as exc:
                 request = steps.throw(exc)
             else:
@@ -183,12 +206,12 @@ def run_sync(steps: NodeSteps) -> Any:
 
 
 async def run_async(steps: NodeSteps) -> Any:
-    """Run a node body, awaiting its model calls (`acall_model`)."""
+    """Run a node body, awaiting its requests."""
     try:
         request = next(steps)
         while True:
             try:
-                response = await acall_model(*request)
+                response = await request.arun()
             except Exception as exc:
                 request = steps.throw(exc)
             else:
@@ -205,7 +228,7 @@ def cached_call(
     params: dict[str, Any],
     timeout: float | None,
     stop: StopCheck | None = None,
-) -> Generator[ModelRequest, Any, tuple[Any, bool]]:
+) -> Generator[Request, Any, tuple[Any, bool]]:
     """Answer from the call cache, or have the node's runner call the model; tell which."""
     key = None
     if cache is not None:
@@ -222,59 +245,3 @@ def cached_call(
     if cache is not None and key is not None and isinstance(response, BaseMessage):
         cache.put(key, response)
     return response, False
-
-
-class LayerClock:
-    """Per run and layer: when the deadline falls and how many proposals arrived."""
-
-    def __init__(self) -> None:
-        self._state: dict[tuple[str, int], list[float | int | None]] = {}
-        self._lock = threading.Lock()
-
-    def start(self, token: str, layer: int, deadline_s: float | None) -> None:
-        """Start the layer's deadline at its first call (later calls keep it)."""
-        with self._lock:
-            if (token, layer) not in self._state:
-                due = time.monotonic() + deadline_s if deadline_s else None
-                self._state[(token, layer)] = [due, 0]
-
-    def answered(self, token: str, layer: int) -> None:
-        """Count one more proposal of the layer."""
-        with self._lock:
-            entry = self._state.setdefault((token, layer), [None, 0])
-            entry[1] = int(entry[1] or 0) + 1
-
-    def stop_reason(self, token: str, layer: int, quorum: int) -> str | None:
-        """Tell why the layer's remaining calls should stop, or None."""
-        with self._lock:
-            due, count = self._state.get((token, layer), [None, 0])
-        if due is not None and time.monotonic() >= float(due) and int(count or 0) >= quorum:
-            return f"the layer deadline passed and {count} proposals (quorum {quorum}) had answered"
-        return None
-
-    def close(self, token: str, layer: int) -> None:
-        """Forget a joined layer."""
-        with self._lock:
-            self._state.pop((token, layer), None)
-
-
-class AttemptLog:
-    """The errors of each call's failed attempts, so provenance shows every retry.
-
-    `RetryPolicy` re-runs a node without telling the node's body; this log, keyed by the run
-    and the call, is how a record learns how many attempts it took and what went wrong.
-    """
-
-    def __init__(self) -> None:
-        self._errors: dict[tuple[Any, ...], list[str]] = {}
-        self._lock = threading.Lock()
-
-    def failed(self, key: tuple[Any, ...], exc: BaseException) -> None:
-        """Remember a failed attempt."""
-        with self._lock:
-            self._errors.setdefault(key, []).append(f"{type(exc).__name__}: {exc}")
-
-    def pop(self, key: tuple[Any, ...]) -> list[str]:
-        """Return and forget the failed attempts of a call."""
-        with self._lock:
-            return self._errors.pop(key, [])

@@ -11,7 +11,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -23,9 +23,7 @@ from langgraph.types import Command
 from langgraph_moa.accounting import failed_record, ok_record, summarize
 from langgraph_moa.cache import CallCache
 from langgraph_moa.calls import (
-    AttemptLog,
     CallId,
-    LayerClock,
     NodeSteps,
     StopCheck,
     cached_call,
@@ -36,6 +34,7 @@ from langgraph_moa.calls import (
 from langgraph_moa.config import MoAConfig, ProposerConfig
 from langgraph_moa.context import ContextConfigCache
 from langgraph_moa.errors import AggregatorFailedError, AllProposersFailedError, MoAInputError
+from langgraph_moa.ledger import AttemptKey, Here, Ledger, ReadStep, SaveAttempt, Step, here
 from langgraph_moa.models import ModelCache
 from langgraph_moa.plan import Plan, plan_for
 from langgraph_moa.prompts import ranker_messages
@@ -72,8 +71,7 @@ class MoANodes:
         self.response_format = response_format
         self.response_method = response_method
         self.models = ModelCache()
-        self.attempts = AttemptLog()
-        self.clock = LayerClock()
+        self.ledger = Ledger()
 
     def plan(self) -> Plan:
         """Return this run's plan: its effective config (base config plus run context)."""
@@ -127,7 +125,6 @@ class MoANodes:
         cfg = self.plan().cfg
         p = cfg.proposers[task["proposer"]]
         call = CallId("proposer", task["layer"], task["proposer"], task["sample"], p.label)
-        key = (task["run_token"], *call[:4])
         parts = [f"layer {call.layer}", f"proposer {call.proposer + 1}"]
         if p.samples > 1:
             parts.append(f"sample {call.sample + 1}")
@@ -138,8 +135,9 @@ class MoANodes:
         )
         emit("started", **call.fields())
         started = time.perf_counter()
+        key, task_at, step = yield from self._step(task["run_token"], call)
         try:
-            stop = self._straggler_check(cfg, task, call)
+            stop = _straggler_check(cfg, task, call, step)
             response, cached = yield from cached_call(
                 self.call_cache,
                 model,
@@ -154,31 +152,32 @@ class MoANodes:
             record = ok_record(
                 response=response,
                 latency_s=time.perf_counter() - started,
-                retried_errors=self.attempts.pop(key),
+                retried_errors=step.errors(key),
                 cached=cached,
                 **call.fields(),
             )
-            self.clock.answered(task["run_token"], call.layer)
+            step.answered(task_at.task_id)
             emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
             return {"calls": [record]}
         except Exception as exc:
-            self.attempts.failed(key, exc)
-            if _retrying(cfg, exc):
-                raise
+            yield from _failed_attempt(cfg, task_at, step, key, exc)
             # Record the failure for good; the layer goes on without this proposal.
-            failed = failed_record(
-                error=exc, retried_errors=self.attempts.pop(key)[:-1], **call.fields()
-            )
+            errors = step.errors(key)[:-1]
+            failed = failed_record(error=exc, retried_errors=errors, **call.fields())
             emit("failed", **call.fields(), error=failed["error"])
             return {"calls": [failed]}
 
-    def _straggler_check(self, cfg: MoAConfig, task: ProposerTask, call: CallId) -> StopCheck:
-        token, layer = task["run_token"], task["layer"]
-        self.clock.start(token, layer, cfg.layer_deadline_s)
-        reason = self.clock.stop_reason(token, layer, cfg.min_proposers)
-        if reason:  # e.g. a retry that comes back after its layer went on
-            raise StragglerCancelledError(f"{call.configured_model}: {reason}")
-        return lambda: self.clock.stop_reason(token, layer, cfg.min_proposers)
+    def _step(self, token: str, call: CallId) -> Generator[Any, Any, tuple[AttemptKey, Here, Step]]:
+        """Return the call's attempt key, the running task, and its step's bookkeeping.
+
+        With a checkpointer, the step's writes are read back once per process: after a
+        resume they hold the attempts and answers made before it.
+        """
+        task_at = here()
+        step = self.ledger.step(token, task_at.checkpoint_id)
+        if task_at.durable is not None and not step.read:
+            step.merge((yield ReadStep(task_at.durable)), call.layer)
+        return call.attempt_key(token), task_at, step
 
     def propose(self, task: ProposerTask) -> dict[str, Any]:
         """Ask one proposer for one sample (sync)."""
@@ -200,7 +199,6 @@ class MoANodes:
         answered = [c for c in mine if c["status"] == "ok"]
         if not answered and not plan.can_go_on_without_proposals(state):
             raise AllProposersFailedError(layer, calls)
-        self.clock.close(state["run_token"], layer)
         drawn = [
             1 + max((c["sample"] for c in mine if c["proposer"] == i), default=-1)
             for i in range(len(cfg.proposers))
@@ -280,7 +278,7 @@ class MoANodes:
         call, is_final = self._final_call(plan, state)
         if plan.skip_final(state) and not is_final:
             return {}
-        key = (state["run_token"], *call[:4])
+        key, task_at, step = yield from self._step(state["run_token"], call)
         try:
             # Building the input is inside: a conversation too long for the budget is a
             # failure of this aggregator, and the next one in the chain may have room.
@@ -300,16 +298,15 @@ class MoANodes:
                 state,
                 response,
                 call,
+                step.errors(key),
                 time.perf_counter() - started,
                 is_final,
                 trimmed,
                 cached,
             )
         except Exception as exc:
-            self.attempts.failed(key, exc)
-            if _retrying(cfg, exc):
-                raise
-            return self._final_gave_up(plan, state, call, key, exc)
+            yield from _failed_attempt(cfg, task_at, step, key, exc)
+            return self._final_gave_up(plan, state, call, step.errors(key), exc)
 
     def aggregate(self, state: MoAState) -> dict[str, Any]:
         """Synthesize the references into the answer (sync)."""
@@ -325,6 +322,7 @@ class MoANodes:
         state: MoAState,
         response: BaseMessage,
         call: CallId,
+        errors: list[str],
         latency: float,
         is_final: bool,
         trimmed: int,
@@ -343,7 +341,7 @@ class MoANodes:
                 response = response.model_copy(update={"content": _as_json(parsed)})
         if not response.text.strip():
             raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
-        record = self._ok(state, call, response, latency, cached)
+        record = _ok(call, errors, response, latency, cached)
         if not is_final:
             return {"calls": [record], "synthesis": response.text}
         calls = [*state.get("calls", []), record]
@@ -359,21 +357,6 @@ class MoANodes:
             "usage": summarize(calls),
         }
 
-    def _ok(
-        self, state: MoAState, call: CallId, response: BaseMessage, latency: float, cached: bool
-    ) -> CallRecord:
-        """Record a final-step call that answered, with its retries."""
-        errors = self.attempts.pop((state["run_token"], *call[:4]))
-        record = ok_record(
-            response=response,
-            latency_s=latency,
-            retried_errors=errors,
-            cached=cached,
-            **call.fields(),
-        )
-        emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
-        return record
-
     def _rank_steps(self, state: MoAState) -> NodeSteps:
         """Let an LLM pick the best proposal: the body of `rank` and `arank`."""
         plan = self.plan()
@@ -387,20 +370,19 @@ class MoANodes:
         messages = ranker_messages(
             list(state["messages"]), state["references"], reference_format=cfg.reference_format
         )
-        key = (state["run_token"], *call[:4])
         emit("started", **call.fields())
         started = time.perf_counter()
         params = cfg.final_chain[call.sample].call_params()
+        key, task_at, step = yield from self._step(state["run_token"], call)
         try:
             response, cached = yield from cached_call(
                 self.call_cache, model, messages, call, params, cfg.call_timeout_s
             )
         except Exception as exc:
-            self.attempts.failed(key, exc)
-            if _retrying(cfg, exc):
-                raise
-            return self._final_gave_up(plan, state, call, key, exc)
-        record = self._ok(state, call, response, time.perf_counter() - started, cached)
+            yield from _failed_attempt(cfg, task_at, step, key, exc)
+            return self._final_gave_up(plan, state, call, step.errors(key), exc)
+        latency = time.perf_counter() - started
+        record = _ok(call, step.errors(key), response, latency, cached)
         references = state["references"]
         choice = parse_choice(response.text, len(references))
         calls = [*state.get("calls", []), record]
@@ -427,7 +409,7 @@ class MoANodes:
         plan: Plan,
         state: MoAState,
         call: CallId,
-        key: tuple[Any, ...],
+        errors: list[str],
         error: Exception,
     ) -> Any:
         """After its retries the final step failed: try the next aggregator, else fall back.
@@ -437,7 +419,6 @@ class MoANodes:
         or raises `AggregatorFailedError` if so configured.
         """
         cfg = plan.cfg
-        errors = self.attempts.pop(key)
         record = failed_record(error=error, retried_errors=errors[:-1], **call.fields())
         emit("failed", **call.fields(), error=record["error"])
         calls = [*state.get("calls", []), record]
@@ -463,19 +444,59 @@ class MoANodes:
         return {"calls": [record], "messages": [message], "usage": summarize(calls)}
 
 
-def _retrying(cfg: MoAConfig, exc: Exception) -> bool:
-    """Tell whether the node's RetryPolicy will run this call again.
+def _failed_attempt(
+    cfg: MoAConfig, task_at: Here, step: Step, key: AttemptKey, exc: Exception
+) -> Generator[Any, Any, None]:
+    """Record a failed attempt; raise it again if the node's `RetryPolicy` is to retry it.
 
-    Nodes record their own final failure instead of leaving it to an `error_handler`:
-    a handler's `Command(goto=...)` was seen to be lost now and then when the failed
-    task was the only one of its step, which ended a run with neither answer nor error.
+    The attempt number counts attempts made before a resume too, so a resumed call never
+    gets more attempts than configured. Nodes record their own final failure instead of
+    leaving it to an `error_handler`: a handler's `Command(goto=...)` was seen to be lost now
+    and then when the failed task was the only one of its step, which ended a run with
+    neither answer nor error.
     """
-    try:
-        info = get_runtime().execution_info
-        attempt = info.node_attempt if info is not None else 1
-    except RuntimeError:
-        attempt = 1
-    return is_retryable(exc) and attempt < cfg.retry.max_attempts
+    error = f"{type(exc).__name__}: {exc}"
+    attempt = step.failed(key, error)
+    if is_retryable(exc) and attempt < cfg.retry.max_attempts:
+        if task_at.durable is not None:
+            yield SaveAttempt(task_at.durable, key, attempt, error)
+        raise exc
+
+
+def _straggler_check(cfg: MoAConfig, task: ProposerTask, call: CallId, step: Step) -> StopCheck:
+    """Return the check a running proposal makes against its layer's deadline and quorum.
+
+    The deadline counts from the layer's fan-out, recorded in the `Send` payload, so a
+    resumed layer keeps its deadline; a call that starts after it (a retry, or a resumed
+    straggler) is stopped at once.
+    """
+
+    def stop() -> str | None:
+        if cfg.layer_deadline_s is None:
+            return None
+        due = task.get("layer_started_at", time.time()) + cfg.layer_deadline_s
+        count = step.answers()
+        if time.time() >= due and count >= cfg.min_proposers:
+            return (
+                f"the layer deadline passed and {count} proposals "
+                f"(quorum {cfg.min_proposers}) had answered"
+            )
+        return None
+
+    if reason := stop():
+        raise StragglerCancelledError(f"{call.configured_model}: {reason}")
+    return stop
+
+
+def _ok(
+    call: CallId, errors: list[str], response: BaseMessage, latency: float, cached: bool
+) -> CallRecord:
+    """Record a final-step call that answered, with its retries."""
+    record = ok_record(
+        response=response, latency_s=latency, retried_errors=errors, cached=cached, **call.fields()
+    )
+    emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
+    return record
 
 
 def _best_available(calls: list[CallRecord]) -> CallRecord | None:

@@ -8,6 +8,7 @@ here and naming it in `PLANS`.
 from __future__ import annotations
 
 import random
+import time
 from typing import ClassVar
 
 from langchain_core.messages import BaseMessage
@@ -54,15 +55,21 @@ class Plan:
             if layer > 1
             else conversation
         )
+        started = time.time()
         return [
-            self._send(state, layer, i, s, list(layer_input))
+            self._send(state, layer, i, s, list(layer_input), started)
             for i, proposer in enumerate(self.cfg.proposers)
             for s in (rounds[i] if rounds is not None else range(proposer.samples))
         ]
 
     @staticmethod
     def _send(
-        state: MoAState, layer: int, proposer: int, sample: int, messages: list[BaseMessage]
+        state: MoAState,
+        layer: int,
+        proposer: int,
+        sample: int,
+        messages: list[BaseMessage],
+        started: float,
     ) -> Send:
         task = ProposerTask(
             layer=layer,
@@ -70,6 +77,7 @@ class Plan:
             sample=sample,
             messages=messages,
             run_token=state["run_token"],
+            layer_started_at=started,
         )
         return Send(PROPOSE, task)
 
@@ -128,7 +136,8 @@ class SeqPlan(Plan):
         """Draw one window's samples, each of the bare conversation."""
         conversation: list[BaseMessage] = list(state["messages"])
         batch = self.cfg.seq.batches(self.cfg.proposers[0].samples)[layer - 1]
-        return [self._send(state, layer, 0, s, conversation) for s in batch]
+        started = time.time()
+        return [self._send(state, layer, 0, s, conversation, started) for s in batch]
 
     def references(self, state: MoAState, layer: int, outputs: list[str]) -> list[str]:
         """Put the running synthesis first, as reference 1."""
