@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, NamedTuple, Protocol
 
 from langchain_core.messages import BaseMessage
@@ -67,7 +67,7 @@ def emit(event: str, **fields: Any) -> None:
 
 
 _POLL_S = 0.05
-"""How often a running call checks its timeout and its layer's deadline: the stated margin."""
+"""How often a call waiting on its layer's deadline checks it: the stated margin."""
 
 StopCheck = Callable[[], str | None]
 """Returns why a running call should be abandoned (its layer went on), or None."""
@@ -79,13 +79,24 @@ def call_model(
     label: str,
     timeout: float | None,
     stop: StopCheck | None = None,
+    own_timeout: bool = False,
 ) -> BaseMessage:
     """Invoke a model, giving up on a timeout or when the layer went on without this call.
 
-    The call runs in a daemon thread so that the node can return when it gives up: a
-    blocking HTTP call cannot be interrupted, only abandoned (it ends at its client's own
-    timeout). Errors that cannot succeed on retry are translated (see reliability).
+    A model built by this package on an OpenAI-compatible client carries `timeout` as its
+    HTTP timeout (`own_timeout`): it is called in this thread and its client ends a call
+    that runs too long, so a given-up request really stops. Any other model, and any call
+    that must also watch its layer's deadline, runs in a daemon thread that the node
+    abandons when it gives up: a blocking call cannot be interrupted.
     """
+    if own_timeout and stop is None:
+        try:
+            return model.invoke(messages)
+        except Exception as exc:
+            explained = _failure(exc, label, timeout)
+            if explained is exc:
+                raise
+            raise explained from exc
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
@@ -106,12 +117,32 @@ def call_model(
         _check_limits(label, started, timeout, stop)
     if "error" in outcome:
         error = outcome["error"]
-        if wait := retry_after_s(error):
-            time.sleep(wait)  # the provider said when to come back; backoff adds to it
-        explained = explain_failure(error, label) if isinstance(error, Exception) else error
+        explained = _failure(error, label, timeout) if isinstance(error, Exception) else error
         raise explained from (error if explained is not error else None)
     result: BaseMessage = outcome["result"]
     return result
+
+
+def _failure(error: Exception, label: str, timeout: float | None) -> BaseException:
+    """Return what to raise for a failed call, after any wait the provider asked for."""
+    if wait := retry_after_s(error):
+        time.sleep(wait)  # the provider said when to come back; backoff adds to it
+    return _explained(error, label, timeout)
+
+
+def _explained(error: Exception, label: str, timeout: float | None) -> BaseException:
+    if timeout is not None and _is_client_timeout(error):
+        return CallTimeoutError(f"{label} did not answer within {timeout:g}s")
+    return explain_failure(error, label)
+
+
+def _is_client_timeout(error: BaseException) -> bool:
+    """Tell whether an HTTP client gave up waiting (the timeout this package set)."""
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - langchain-openai depends on openai
+        return False
+    return isinstance(error, openai.APITimeoutError)
 
 
 async def acall_model(
@@ -120,29 +151,46 @@ async def acall_model(
     label: str,
     timeout: float | None,
     stop: StopCheck | None = None,
+    own_timeout: bool = False,
 ) -> BaseMessage:
-    """Async twin of `call_model`: the call is a task, cancelled when the node gives up."""
-    task = asyncio.ensure_future(model.ainvoke(messages))
-    started = time.monotonic()
+    """Async twin of `call_model`: the call is cancelled when it runs past `timeout`."""
+    scope = asyncio.timeout(timeout)
     try:
-        while True:
-            finished, _ = await asyncio.wait({task}, timeout=_POLL_S)
-            if finished:
-                break
-            _check_limits(label, started, timeout, stop)
-    except BaseException:
-        task.cancel()
-        raise
-    try:
-        result: BaseMessage = task.result()
+        async with scope:
+            if stop is None:
+                result: BaseMessage = await model.ainvoke(messages)
+            else:
+                result = await _until_stopped(model.ainvoke(messages), label, stop)
     except Exception as exc:
-        if wait := retry_after_s(exc):
-            await asyncio.sleep(wait)  # the provider said when to come back
-        explained = explain_failure(exc, label)
+        if isinstance(exc, TimeoutError) and scope.expired():
+            raise CallTimeoutError(f"{label} did not answer within {timeout:g}s") from None
+        explained = await _afailure(exc, label, timeout)
         if explained is exc:
             raise
         raise explained from exc
     return result
+
+
+async def _afailure(error: Exception, label: str, timeout: float | None) -> BaseException:
+    if wait := retry_after_s(error):
+        await asyncio.sleep(wait)  # the provider said when to come back
+    return _explained(error, label, timeout)
+
+
+async def _until_stopped(
+    call: Coroutine[Any, Any, BaseMessage], label: str, stop: StopCheck
+) -> BaseMessage:
+    """Await a call, cancelling it once its layer goes on without it."""
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            finished, _ = await asyncio.wait({task}, timeout=_POLL_S)
+            if finished:
+                return task.result()
+            if reason := stop():
+                raise StragglerCancelledError(f"{label} was still running: {reason}")
+    finally:
+        task.cancel()
 
 
 def _check_limits(
@@ -163,6 +211,8 @@ class ModelRequest(NamedTuple):
     label: str
     timeout: float | None
     stop: StopCheck | None
+    own_timeout: bool = False
+    """The model's client enforces `timeout` itself (see `call_model`)."""
 
     def run(self) -> BaseMessage:
         """Make the call in this thread."""
@@ -228,6 +278,7 @@ def cached_call(
     params: dict[str, Any],
     timeout: float | None,
     stop: StopCheck | None = None,
+    own_timeout: bool = False,
 ) -> Generator[Request, Any, tuple[Any, bool]]:
     """Answer from the call cache, or have the node's runner call the model; tell which."""
     key = None
@@ -241,7 +292,9 @@ def cached_call(
         )
         if (hit := cache.get(key)) is not None:
             return hit, True
-    response = yield ModelRequest(model, messages, call.configured_model, timeout, stop)
+    response = yield ModelRequest(
+        model, messages, call.configured_model, timeout, stop, own_timeout
+    )
     if cache is not None and key is not None and isinstance(response, BaseMessage):
         cache.put(key, response)
     return response, False

@@ -35,7 +35,7 @@ from langgraph_moa.config import MoAConfig, ProposerConfig
 from langgraph_moa.context import ContextConfigCache
 from langgraph_moa.errors import AggregatorFailedError, AllProposersFailedError, MoAInputError
 from langgraph_moa.ledger import AttemptKey, Here, Ledger, ReadStep, SaveAttempt, Step, here
-from langgraph_moa.models import ModelCache
+from langgraph_moa.models import ModelCache, has_own_timeout
 from langgraph_moa.plan import Plan, plan_for
 from langgraph_moa.prompts import ranker_messages
 from langgraph_moa.references import candidates, priority, with_references
@@ -88,7 +88,7 @@ class MoANodes:
         cfg = self.plan().cfg
         validate_conversation(state.get("messages", []))
         for p in cfg.proposers:
-            self._proposer_model(p)
+            self._proposer_model(cfg, p)
         for index in range(len(cfg.final_chain)):
             self._final_model(cfg, index, streamed=cfg.final_role == "aggregator")
         return {
@@ -102,21 +102,22 @@ class MoANodes:
             "drawn": [],
         }
 
-    def _proposer_model(self, p: ProposerConfig) -> BaseChatModel:
+    def _proposer_model(self, cfg: MoAConfig, p: ProposerConfig) -> BaseChatModel:
         """Return the proposer's model, never streaming.
 
         Proposers are never shown token by token, and a non-streamed reply is the one that
         carries token usage on every OpenAI-compatible server (llama.cpp included).
         """
-        return self.models.get(p.model, {**p.call_params(), "disable_streaming": True})
+        params = {**p.call_params(), "disable_streaming": True}
+        return self.models.get(p.model, _with_timeout(cfg, p.model, params))
 
     def _final_model(self, cfg: MoAConfig, index: int, *, streamed: bool) -> BaseChatModel:
         """Return the model at `index` of the aggregator chain; only the answer streams."""
         role = cfg.final_chain[index]
         params = role.call_params()
-        return self.models.get(
-            role.model, params if streamed else {**params, "disable_streaming": True}
-        )
+        if not streamed:
+            params = {**params, "disable_streaming": True}
+        return self.models.get(role.model, _with_timeout(cfg, role.model, params))
 
     # --- proposers -----------------------------------------------------------------------
 
@@ -128,7 +129,7 @@ class MoANodes:
         parts = [f"layer {call.layer}", f"proposer {call.proposer + 1}"]
         if p.samples > 1:
             parts.append(f"sample {call.sample + 1}")
-        model = self._proposer_model(p).with_config(
+        model = self._proposer_model(cfg, p).with_config(
             run_name=" / ".join([*parts, p.label]),
             tags=[TAG_PROPOSER, NOSTREAM],
             metadata=call.trace_metadata(cfg),
@@ -146,6 +147,7 @@ class MoANodes:
                 p.call_params(),
                 cfg.call_timeout_s,
                 stop,
+                has_own_timeout(p.model),
             )
             if not response.text.strip():
                 raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
@@ -292,6 +294,7 @@ class MoANodes:
                 call,
                 self._final_params(cfg, call),
                 cfg.call_timeout_s,
+                own_timeout=has_own_timeout(cfg.final_chain[call.sample].model),
             )
             return self._aggregated(
                 cfg,
@@ -376,7 +379,13 @@ class MoANodes:
         key, task_at, step = yield from self._step(state["run_token"], call)
         try:
             response, cached = yield from cached_call(
-                self.call_cache, model, messages, call, params, cfg.call_timeout_s
+                self.call_cache,
+                model,
+                messages,
+                call,
+                params,
+                cfg.call_timeout_s,
+                own_timeout=has_own_timeout(cfg.final_chain[call.sample].model),
             )
         except Exception as exc:
             yield from _failed_attempt(cfg, task_at, step, key, exc)
@@ -444,6 +453,13 @@ class MoANodes:
         return {"calls": [record], "messages": [message], "usage": summarize(calls)}
 
 
+def _with_timeout(cfg: MoAConfig, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Give a model this package builds the call timeout as its own HTTP timeout."""
+    if cfg.call_timeout_s is None or not has_own_timeout(spec):
+        return params
+    return {**params, "timeout": cfg.call_timeout_s}
+
+
 def _failed_attempt(
     cfg: MoAConfig, task_at: Here, step: Step, key: AttemptKey, exc: Exception
 ) -> Generator[Any, Any, None]:
@@ -463,17 +479,22 @@ def _failed_attempt(
         raise exc
 
 
-def _straggler_check(cfg: MoAConfig, task: ProposerTask, call: CallId, step: Step) -> StopCheck:
+def _straggler_check(
+    cfg: MoAConfig, task: ProposerTask, call: CallId, step: Step
+) -> StopCheck | None:
     """Return the check a running proposal makes against its layer's deadline and quorum.
+
+    None without a deadline: then a call needs no watching beyond its own timeout.
 
     The deadline counts from the layer's fan-out, recorded in the `Send` payload, so a
     resumed layer keeps its deadline; a call that starts after it (a retry, or a resumed
     straggler) is stopped at once.
     """
+    if cfg.layer_deadline_s is None:
+        return None
 
     def stop() -> str | None:
-        if cfg.layer_deadline_s is None:
-            return None
+        assert cfg.layer_deadline_s is not None
         due = task.get("layer_started_at", time.time()) + cfg.layer_deadline_s
         count = step.answers()
         if time.time() >= due and count >= cfg.min_proposers:
