@@ -110,7 +110,7 @@ def create_moa_graph(
     builder.add_conditional_edges(PREPARE, first_layer, [PROPOSE])
     builder.add_edge(PROPOSE, SYNTHESIZE)
     builder.add_conditional_edges(SYNTHESIZE, after_layer, [PROPOSE, AGGREGATE, RANK, SELECT])
-    builder.add_conditional_edges(AGGREGATE, after_aggregate, [PROPOSE, END])
+    builder.add_conditional_edges(AGGREGATE, after_aggregate, [PROPOSE, AGGREGATE, END])
     builder.add_edge(RANK, END)
     builder.add_edge(SELECT, END)
     graph = builder.compile(checkpointer=checkpointer, name=name or config.name or "moa")

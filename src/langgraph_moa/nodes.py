@@ -33,7 +33,12 @@ from langgraph_moa.calls import (
 )
 from langgraph_moa.config import MoAConfig, ProposerConfig
 from langgraph_moa.context import ContextConfigCache
-from langgraph_moa.errors import AggregatorFailedError, AllProposersFailedError, MoAInputError
+from langgraph_moa.errors import (
+    AggregatorFailedError,
+    AllProposersFailedError,
+    BudgetExhaustedError,
+    MoAInputError,
+)
 from langgraph_moa.ledger import AttemptKey, Here, Ledger, ReadStep, SaveAttempt, Step, here
 from langgraph_moa.models import ModelCache, has_own_timeout
 from langgraph_moa.plan import Plan, plan_for
@@ -278,6 +283,8 @@ class MoANodes:
         plan = self.plan()
         cfg = plan.cfg
         call, is_final = self._final_call(plan, state)
+        if plan.budget_spent(state):
+            return self._budget_answer(plan, state)
         if plan.skip_final(state) and not is_final:
             return {}
         key, task_at, step = yield from self._step(state["run_token"], call)
@@ -365,6 +372,8 @@ class MoANodes:
         plan = self.plan()
         cfg = plan.cfg
         call, _ = self._final_call(plan, state)
+        if plan.budget_spent(state):
+            return self._budget_answer(plan, state)
         model = self._final_model(cfg, call.sample, streamed=False).with_config(
             run_name=f"layer {call.layer} / ranker / {call.configured_model}",
             tags=[TAG_INTERMEDIATE, NOSTREAM],
@@ -438,19 +447,38 @@ class MoANodes:
         # A caller asking for a structure gets one or an error, never free text.
         if cfg.on_aggregator_failure == "raise" or best is None or self.response_format:
             raise AggregatorFailedError(call.configured_model, error, calls)
-        message = final_message(
-            cfg,
-            None,
-            best["output"],
-            calls,
-            best,
-            extra={
-                "fallback": "best_proposal",
-                "fallback_reason": "every aggregator failed: "
-                + "; ".join(c["error"] or "" for c in calls if c["role"] == cfg.final_role),
-            },
+        reason = "every aggregator failed: " + "; ".join(
+            c["error"] or "" for c in calls if c["role"] == cfg.final_role
         )
-        return {"calls": [record], "messages": [message], "usage": summarize(calls)}
+        return {"calls": [record], **_labelled_fallback(cfg, calls, best, "best_proposal", reason)}
+
+    def _budget_answer(self, plan: Plan, state: MoAState) -> dict[str, Any]:
+        """Answer without another call once the run spent its token budget.
+
+        The answer is the best available output, labelled as such, where a fallback may
+        answer; otherwise the run raises `BudgetExhaustedError` with its calls.
+        """
+        cfg = plan.cfg
+        calls = list(state.get("calls", []))
+        used, limit = plan.tokens_used(state), cfg.budget.max_tokens or 0
+        best = _best_available(calls)
+        if cfg.on_aggregator_failure == "raise" or best is None or self.response_format:
+            raise BudgetExhaustedError(used, limit, calls)
+        emit("budget_spent", used=used, limit=limit)
+        reason = (
+            f"the run used {used} tokens, reaching its budget.max_tokens of {limit}: "
+            "no further call was started"
+        )
+        return _labelled_fallback(cfg, calls, best, "budget", reason)
+
+
+def _labelled_fallback(
+    cfg: MoAConfig, calls: list[CallRecord], best: CallRecord, kind: str, reason: str
+) -> dict[str, Any]:
+    """Answer with the best available output, labelled as a fallback and why."""
+    extra = {"fallback": kind, "fallback_reason": reason}
+    message = final_message(cfg, None, best["output"], calls, best, extra=extra)
+    return {"messages": [message], "usage": summarize(calls)}
 
 
 def _with_timeout(cfg: MoAConfig, spec: Any, params: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import random
 import time
 from typing import ClassVar
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.graph import END
 from langgraph.types import Send
 
@@ -98,11 +98,22 @@ class Plan:
         """Tell whether a layer whose every proposal failed still has something to pass on."""
         return False
 
+    # --- budget --------------------------------------------------------------------------
+
+    def tokens_used(self, state: MoAState) -> int:
+        """Return the tokens this run's calls used (answers from the call cache cost none)."""
+        return sum(c["total_tokens"] for c in state.get("calls", []) if not c["cached"])
+
+    def budget_spent(self, state: MoAState) -> bool:
+        """Tell whether the run reached `budget.max_tokens`: then no new call starts."""
+        limit = self.cfg.budget.max_tokens
+        return limit is not None and self.tokens_used(state) >= limit
+
     # --- next step -----------------------------------------------------------------------
 
     def after_layer(self, state: MoAState) -> Route:
-        """Next proposer layer, or the final step."""
-        if state["layer"] >= self.cfg.proposer_layers:
+        """Next proposer layer, or the final step (at once when the budget is spent)."""
+        if state["layer"] >= self.cfg.proposer_layers or self.budget_spent(state):
             return self.final_node
         return self.sends(state, layer=state["layer"] + 1)
 
@@ -161,6 +172,9 @@ class SeqPlan(Plan):
             return END  # a fallback aggregator is on its way (Command), or the run ended
         if layer >= self._windows():
             return END
+        if self.budget_spent(state):
+            # The aggregator answers with the synthesis so far, without a call; then the end.
+            return END if isinstance(state["messages"][-1], AIMessage) else AGGREGATE
         return self.sends(state, layer=layer + 1)
 
     def final_position(self, state: MoAState) -> tuple[int, bool]:
@@ -197,6 +211,8 @@ class SelectPlan(Plan):
         if not cfg.adaptive:
             return []
         assert cfg.selection is not None and cfg.selection.stop_agreement is not None
+        if self.budget_spent(state):
+            return []
         drawn = state.get("drawn") or [0] * len(cfg.proposers)
         left = [p.samples - n for p, n in zip(cfg.proposers, drawn, strict=True)]
         found = candidates(state)
