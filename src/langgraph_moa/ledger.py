@@ -132,8 +132,15 @@ class Step:
         self._lock = threading.Lock()
         self._answered: set[str] = set()
         self._errors: dict[AttemptKey, dict[int, str]] = {}
-        self.read = False
-        """Whether the checkpoint's writes were read back (or there is no checkpoint)."""
+        self._claimed = False
+        self.ready = threading.Event()
+        """Set once the checkpoint's writes were read back (or the read failed)."""
+
+    def claim_read(self) -> bool:
+        """Tell whether this task is the one to read the checkpoint back (the first one)."""
+        with self._lock:
+            claimed, self._claimed = self._claimed, True
+            return not claimed
 
     def answered(self, task_id: str) -> None:
         """Count a proposal of this step that answered."""
@@ -175,7 +182,26 @@ class Step:
                         if isinstance(r, dict)
                     ):
                         self._answered.add(task_id)
-            self.read = True
+
+
+class AwaitRead(NamedTuple):
+    """A request to wait until another task of the step has read the checkpoint back."""
+
+    step: Step
+
+    def run(self) -> None:
+        """Wait in this thread (bounded: a read that hangs must not hold the layer)."""
+        self.step.ready.wait(_READ_WAIT_S)
+
+    async def arun(self) -> None:
+        """Wait without blocking the event loop."""
+        waited = 0.0
+        while not self.step.ready.is_set() and waited < _READ_WAIT_S:
+            await asyncio.sleep(0.005)
+            waited += 0.005
+
+
+_READ_WAIT_S = 30.0
 
 
 class Ledger:

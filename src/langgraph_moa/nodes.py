@@ -39,7 +39,16 @@ from langgraph_moa.errors import (
     BudgetExhaustedError,
     MoAInputError,
 )
-from langgraph_moa.ledger import AttemptKey, Here, Ledger, ReadStep, SaveAttempt, Step, here
+from langgraph_moa.ledger import (
+    AttemptKey,
+    AwaitRead,
+    Here,
+    Ledger,
+    ReadStep,
+    SaveAttempt,
+    Step,
+    here,
+)
 from langgraph_moa.models import ModelCache, has_own_timeout
 from langgraph_moa.plan import Plan, plan_for
 from langgraph_moa.prompts import ranker_messages
@@ -177,13 +186,19 @@ class MoANodes:
     def _step(self, token: str, call: CallId) -> Generator[Any, Any, tuple[AttemptKey, Here, Step]]:
         """Return the call's attempt key, the running task, and its step's bookkeeping.
 
-        With a checkpointer, the step's writes are read back once per process: after a
-        resume they hold the attempts and answers made before it.
+        With a checkpointer, the step's writes are read back once per process (one database
+        read per step): after a resume they hold the attempts and answers made before it.
         """
         task_at = here()
         step = self.ledger.step(token, task_at.checkpoint_id)
-        if task_at.durable is not None and not step.read:
-            step.merge((yield ReadStep(task_at.durable)), call.layer)
+        if task_at.durable is not None:
+            if step.claim_read():  # the step's first task reads; the others wait for it
+                try:
+                    step.merge((yield ReadStep(task_at.durable)), call.layer)
+                finally:
+                    step.ready.set()
+            elif not step.ready.is_set():
+                yield AwaitRead(step)
         return call.attempt_key(token), task_at, step
 
     def propose(self, task: ProposerTask) -> dict[str, Any]:
