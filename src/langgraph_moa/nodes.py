@@ -7,20 +7,29 @@ generator (see `calls`) and run by a sync and an async node.
 
 from __future__ import annotations
 
-import json
-import re
 import time
 import uuid
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.runtime import get_runtime
 from langgraph.types import Command
 
 from langgraph_moa.accounting import failed_record, ok_record, summarize
+from langgraph_moa.answer import (
+    NOSTREAM,
+    TAG_FINAL,
+    TAG_INTERMEDIATE,
+    TAG_PROPOSER,
+    as_json,
+    best_available,
+    final_message,
+    labelled_fallback,
+    parse_choice,
+)
 from langgraph_moa.cache import CallCache
 from langgraph_moa.calls import (
     CallId,
@@ -37,8 +46,8 @@ from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
     BudgetExhaustedError,
-    MoAInputError,
 )
+from langgraph_moa.inputs import validate_conversation
 from langgraph_moa.ledger import (
     AttemptKey,
     AwaitRead,
@@ -61,13 +70,6 @@ from langgraph_moa.reliability import (
 )
 from langgraph_moa.selection import select
 from langgraph_moa.state import CallRecord, MoAState, ProposerTask
-
-TAG_FINAL = "moa:final"
-"""Tag on the call that writes the final answer: keep only these tokens when streaming."""
-TAG_PROPOSER = "moa:proposer"
-TAG_INTERMEDIATE = "moa:intermediate"
-NOSTREAM = "nostream"
-"""LangGraph's tag that keeps a model's tokens out of ``stream_mode="messages"``."""
 
 
 class MoANodes:
@@ -363,7 +365,7 @@ class MoANodes:
             parsed = response["parsed"]
             response = response["raw"]
             if not response.text.strip():  # function calling: the structure is in tool calls
-                response = response.model_copy(update={"content": _as_json(parsed)})
+                response = response.model_copy(update={"content": as_json(parsed)})
         if not response.text.strip():
             raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
         record = _ok(call, errors, response, latency, cached)
@@ -458,14 +460,14 @@ class MoANodes:
         if call.sample + 1 < len(cfg.final_chain):
             update = {"calls": [record], "final_index": call.sample + 1}
             return Command(update=update, goto=plan.final_node)
-        best = _best_available(calls)
+        best = best_available(calls)
         # A caller asking for a structure gets one or an error, never free text.
         if cfg.on_aggregator_failure == "raise" or best is None or self.response_format:
             raise AggregatorFailedError(call.configured_model, error, calls)
         reason = "every aggregator failed: " + "; ".join(
             c["error"] or "" for c in calls if c["role"] == cfg.final_role
         )
-        return {"calls": [record], **_labelled_fallback(cfg, calls, best, "best_proposal", reason)}
+        return {"calls": [record], **labelled_fallback(cfg, calls, best, "best_proposal", reason)}
 
     def _budget_answer(self, plan: Plan, state: MoAState) -> dict[str, Any]:
         """Answer without another call once the run spent its token budget.
@@ -476,7 +478,7 @@ class MoANodes:
         cfg = plan.cfg
         calls = list(state.get("calls", []))
         used, limit = plan.tokens_used(state), cfg.budget.max_tokens or 0
-        best = _best_available(calls)
+        best = best_available(calls)
         if cfg.on_aggregator_failure == "raise" or best is None or self.response_format:
             raise BudgetExhaustedError(used, limit, calls)
         emit("budget_spent", used=used, limit=limit)
@@ -484,16 +486,7 @@ class MoANodes:
             f"the run used {used} tokens, reaching its budget.max_tokens of {limit}: "
             "no further call was started"
         )
-        return _labelled_fallback(cfg, calls, best, "budget", reason)
-
-
-def _labelled_fallback(
-    cfg: MoAConfig, calls: list[CallRecord], best: CallRecord, kind: str, reason: str
-) -> dict[str, Any]:
-    """Answer with the best available output, labelled as a fallback and why."""
-    extra = {"fallback": kind, "fallback_reason": reason}
-    message = final_message(cfg, None, best["output"], calls, best, extra=extra)
-    return {"messages": [message], "usage": summarize(calls)}
+        return labelled_fallback(cfg, calls, best, "budget", reason)
 
 
 def _with_timeout(cfg: MoAConfig, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
@@ -561,104 +554,3 @@ def _ok(
     )
     emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
     return record
-
-
-def _best_available(calls: list[CallRecord]) -> CallRecord | None:
-    """Pick the answer of last resort: the newest layer's first successful proposal.
-
-    In Self-MoA-Seq the running synthesis is better than any single sample, so it wins when
-    there is one.
-    """
-    synthesis = [c for c in calls if c["role"] == "aggregator" and c["status"] == "ok"]
-    if synthesis:
-        return synthesis[-1]
-    proposals = [c for c in calls if c["role"] == "proposer" and c["status"] == "ok"]
-    if not proposals:
-        return None
-    last_layer = max(c["layer"] for c in proposals)
-    return next(c for c in proposals if c["layer"] == last_layer)
-
-
-def _as_json(value: Any) -> str:
-    if hasattr(value, "model_dump_json"):
-        return str(value.model_dump_json())
-    return json.dumps(value, default=str)
-
-
-def validate_conversation(messages: Sequence[Any]) -> None:
-    """Refuse input no model can answer, with one sentence naming the problem and the fix."""
-    if not messages:
-        raise MoAInputError(
-            "The conversation is empty: pass at least one user message, for example "
-            "{'messages': [('user', 'Explain X')]}."
-        )
-    for position, message in enumerate(messages, start=1):
-        content = getattr(message, "content", "")
-        blocks = content if isinstance(content, list) else []
-        for block in blocks:
-            kind = block.get("type", "?") if isinstance(block, dict) else type(block).__name__
-            if kind != "text" and not isinstance(block, str):
-                raise MoAInputError(
-                    f"Message {position} contains {kind!r} content, but MoA passes only text "
-                    "between models (references are text): send text only, for example a "
-                    "description or transcript of that content."
-                )
-    last = messages[-1]
-    if not isinstance(last, HumanMessage):
-        kind = getattr(last, "type", type(last).__name__)
-        raise MoAInputError(
-            f"The last message must come from the user, but it is a {kind!r} message: "
-            "append the user's next turn before running MoA."
-        )
-
-
-def parse_choice(reply: str, n: int) -> int | None:
-    """Return the first number in the ranker's reply naming a candidate (1..n), or None."""
-    for match in re.finditer(r"\d+", reply):
-        value = int(match.group())
-        if 1 <= value <= n:
-            return value
-    return None
-
-
-def final_message(
-    cfg: MoAConfig,
-    response: BaseMessage | None,
-    content: Any,
-    calls: list[CallRecord],
-    record: CallRecord,
-    extra: dict[str, Any] | None = None,
-) -> AIMessage:
-    """Build the answer, carrying provenance in ``response_metadata["moa"]``.
-
-    It keeps the aggregator's message id, so LangGraph's message stream does not emit the
-    answer twice; its `usage_metadata` is the sum over every call of the run, which is the
-    honest cost of the answer.
-    """
-    summary = summarize(calls)
-    total = summary["total"]
-    meta = dict(response.response_metadata) if response is not None else {}
-    meta["moa"] = {
-        "variant": cfg.variant,
-        "name": cfg.name,
-        "layers": cfg.layers,
-        "answered_by": record["model"],
-        "calls": calls,
-        "usage": summary,
-        **(extra or {}),
-    }
-    return AIMessage(
-        content=content,
-        id=response.id if response is not None else None,
-        response_metadata=meta,
-        usage_metadata={
-            "input_tokens": total["prompt_tokens"],
-            "output_tokens": total["completion_tokens"],
-            "total_tokens": total["total_tokens"],
-        },
-    )
-
-
-def final_answer_only(metadata: dict[str, Any]) -> bool:
-    """Filter for ``stream_mode="messages"``: True for chunks of the final answer."""
-    return TAG_FINAL in (metadata.get("tags") or [])
