@@ -20,6 +20,7 @@ from langgraph_moa.context import MoAContext
 from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
+    BudgetExhaustedError,
     MissingAPIKeyError,
     MoAConfigError,
     MoAError,
@@ -39,6 +40,7 @@ __all__ = [
     "TAG_FINAL",
     "AggregatorConfig",
     "AggregatorFailedError",
+    "BudgetExhaustedError",
     "AllProposersFailedError",
     "CallRecord",
     "ContextLengthError",

@@ -87,6 +87,25 @@ class AllProposersFailedError(_RunError):
         self.layer = layer
 
 
+class BudgetExhaustedError(_RunError):
+    """The run's recorded tokens reached `budget.max_tokens` before it had an answer.
+
+    Raised only where no labelled best-available answer may stand in (a structured answer
+    was asked for, or ``on_aggregator_failure: raise``); the calls made are in `.calls`.
+    """
+
+    def __init__(self, used: int, limit: int, calls: Sequence[CallRecord]) -> None:
+        """Name the tokens used and the limit."""
+        super().__init__(
+            f"This run used {used} tokens, reaching its budget.max_tokens of {limit}, so no "
+            "further model call was started: raise budget.max_tokens, or use fewer layers, "
+            "samples, proposers or max_tokens.",
+            calls,
+        )
+        self.used = used
+        self.limit = limit
+
+
 class AggregatorFailedError(_RunError):
     """The final aggregator (or ranker) failed; the proposals stay in `.calls`."""
 

@@ -9,10 +9,10 @@ entrance that goes through the graph's streams: ``invoke``, ``ainvoke``, ``strea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeVar
 
-from langchain_core.messages import BaseMessage, convert_to_messages
+from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
@@ -127,3 +127,30 @@ def guard_input(graph: _G) -> _G:
     """
     graph.__class__ = MoAGraph  # type: ignore[assignment]
     return graph
+
+
+def validate_conversation(messages: Sequence[Any]) -> None:
+    """Refuse input no model can answer, with one sentence naming the problem and the fix."""
+    if not messages:
+        raise MoAInputError(
+            "The conversation is empty: pass at least one user message, for example "
+            "{'messages': [('user', 'Explain X')]}."
+        )
+    for position, message in enumerate(messages, start=1):
+        content = getattr(message, "content", "")
+        blocks = content if isinstance(content, list) else []
+        for block in blocks:
+            kind = block.get("type", "?") if isinstance(block, dict) else type(block).__name__
+            if kind != "text" and not isinstance(block, str):
+                raise MoAInputError(
+                    f"Message {position} contains {kind!r} content, but MoA passes only text "
+                    "between models (references are text): send text only, for example a "
+                    "description or transcript of that content."
+                )
+    last = messages[-1]
+    if not isinstance(last, HumanMessage):
+        kind = getattr(last, "type", type(last).__name__)
+        raise MoAInputError(
+            f"The last message must come from the user, but it is a {kind!r} message: "
+            "append the user's next turn before running MoA."
+        )

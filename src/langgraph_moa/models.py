@@ -208,6 +208,16 @@ def http_client_key(spec: ModelSpec) -> str | None:
     return None
 
 
+def has_own_timeout(spec: ModelSpec) -> bool:
+    """Tell whether the model this package builds for `spec` takes a ``timeout`` parameter.
+
+    Those are the models on langchain-openai's client (endpoints, local models, OpenAI,
+    Together): their ``timeout`` bounds each HTTP request, so a call given up on really
+    stops. An instance the user built keeps whatever timeout its owner gave it.
+    """
+    return not isinstance(spec, BaseChatModel) and http_client_key(spec) is not None
+
+
 def _chat_openai_compatible(
     endpoint: OpenAIEndpoint, params: dict[str, Any], http_async_client: Any
 ) -> BaseChatModel:

@@ -138,3 +138,5 @@ class ProposerTask(TypedDict):
     sample: int
     messages: list[BaseMessage]
     run_token: str
+    layer_started_at: float
+    """When the layer fanned out (Unix time): its deadline counts from here, resumed or not."""

@@ -1,5 +1,6 @@
 """Kill a run mid-layer, resume it on the same thread: finished proposers are not called again."""
 
+import importlib
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from langgraph_moa.durable import open_checkpointer
 from langgraph_moa.testing import FaultProfile, FaultServer
 
 WORKER = Path(__file__).with_name("durable_worker.py")
+durable_worker = importlib.import_module("tests.integration_tests.durable_worker")
 
 
 def _pg_bin() -> Path | None:
@@ -126,6 +128,67 @@ def test_a_killed_run_resumes_without_repeating_finished_proposers(store):
             "slow",
             "agg",
         ]
+
+
+def test_a_resumed_layer_keeps_its_retry_history_and_its_deadline(store):
+    """Killed in one process, resumed in another: what happened before the kill still counts.
+
+    Before the kill, `flaky` failed once with a 500 and waits out a 30 s backoff, `fast`
+    answered, `slow` hangs. The test resumes after the layer's deadline (8 s from the
+    layer's start) has passed: `flaky`'s record shows both attempts and the 500, and `slow`
+    is let go at once because the deadline counts from the layer's recorded start and the
+    quorum (2) counts `fast`'s answer from before the kill. A restarted deadline would
+    keep the resumed run waiting for another 8 s.
+    """
+    thread = f"t-{time.time_ns()}"
+    profiles = {
+        "fast": FaultProfile(),
+        "flaky": FaultProfile(error_rate=1.0, errors=["500"]),
+        "slow": FaultProfile(latency_s=(60.0, 60.0)),
+        "agg": FaultProfile(),
+    }
+    with FaultServer(profiles) as server:
+        worker = subprocess.Popen(
+            [sys.executable, str(WORKER), server.url, store, thread, "deadline"]
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not (
+                server.requests["fast"] and server.requests["flaky"] and server.requests["slow"]
+            ):
+                assert worker.poll() is None, "the worker ended before it could be killed"
+                assert time.monotonic() < deadline, "the worker never reached the proposer layer"
+                time.sleep(0.05)
+            layer_seen = time.time()  # the layer fanned out a little before
+            time.sleep(1.0)  # fast's answer and flaky's failed attempt are written
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        assert server.requests["flaky"] == 1 and server.requests["agg"] == 0
+
+        server.profiles["flaky"] = FaultProfile()  # the provider recovered; slow did not
+        time.sleep(max(0.0, layer_seen + durable_worker.DEADLINE_S + 0.5 - time.time()))
+        saver = open_checkpointer(store)
+        try:
+            graph = create_moa_graph(
+                durable_worker.config(server.url, "deadline"), checkpointer=saver
+            )
+            resumed = time.monotonic()
+            out = graph.invoke(None, {"configurable": {"thread_id": thread}})
+            took = time.monotonic() - resumed
+        finally:
+            saver.conn.close()
+    calls = {c["configured_model"].split("@")[0]: c for c in out["calls"]}
+    assert (calls["fast"]["status"], calls["fast"]["attempts"]) == ("ok", 1)
+    assert server.requests["fast"] == 1  # answered before the kill: not asked again
+    flaky = calls["flaky"]
+    assert (flaky["status"], flaky["attempts"]) == ("ok", 2)
+    assert len(flaky["retried_errors"]) == 1 and "500" in flaky["retried_errors"][0]
+    assert server.requests["flaky"] == 2  # the provider saw two requests, as recorded
+    assert calls["slow"]["status"] == "cancelled"
+    assert "layer deadline passed" in calls["slow"]["error"]
+    assert took < durable_worker.DEADLINE_S / 2, f"the resumed layer waited {took:.1f}s"
+    assert out["messages"][-1].text.startswith("agg answer")
 
 
 def test_unknown_store_is_a_clear_error():

@@ -6,6 +6,7 @@ EXPECTED_ALL = {
     "AggregatorConfig",
     "AggregatorFailedError",
     "AllProposersFailedError",
+    "BudgetExhaustedError",
     "CallRecord",
     "ContextLengthError",
     "MissingAPIKeyError",

@@ -1,0 +1,104 @@
+"""The run's answer: its message with provenance, and the fallbacks that may stand in for it."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage
+
+from langgraph_moa.accounting import summarize
+from langgraph_moa.config import MoAConfig
+from langgraph_moa.state import CallRecord
+
+TAG_FINAL = "moa:final"
+"""Tag on the call that writes the final answer: keep only these tokens when streaming."""
+TAG_PROPOSER = "moa:proposer"
+TAG_INTERMEDIATE = "moa:intermediate"
+NOSTREAM = "nostream"
+"""LangGraph's tag that keeps a model's tokens out of ``stream_mode="messages"``."""
+
+
+def parse_choice(reply: str, n: int) -> int | None:
+    """Return the first number in the ranker's reply naming a candidate (1..n), or None."""
+    for match in re.finditer(r"\d+", reply):
+        value = int(match.group())
+        if 1 <= value <= n:
+            return value
+    return None
+
+
+def final_message(
+    cfg: MoAConfig,
+    response: BaseMessage | None,
+    content: Any,
+    calls: list[CallRecord],
+    record: CallRecord,
+    extra: dict[str, Any] | None = None,
+) -> AIMessage:
+    """Build the answer, carrying provenance in ``response_metadata["moa"]``.
+
+    It keeps the aggregator's message id, so LangGraph's message stream does not emit the
+    answer twice; its `usage_metadata` is the sum over every call of the run, which is the
+    honest cost of the answer.
+    """
+    summary = summarize(calls)
+    total = summary["total"]
+    meta = dict(response.response_metadata) if response is not None else {}
+    meta["moa"] = {
+        "variant": cfg.variant,
+        "name": cfg.name,
+        "layers": cfg.layers,
+        "answered_by": record["model"],
+        "calls": calls,
+        "usage": summary,
+        **(extra or {}),
+    }
+    return AIMessage(
+        content=content,
+        id=response.id if response is not None else None,
+        response_metadata=meta,
+        usage_metadata={
+            "input_tokens": total["prompt_tokens"],
+            "output_tokens": total["completion_tokens"],
+            "total_tokens": total["total_tokens"],
+        },
+    )
+
+
+def final_answer_only(metadata: dict[str, Any]) -> bool:
+    """Filter for ``stream_mode="messages"``: True for chunks of the final answer."""
+    return TAG_FINAL in (metadata.get("tags") or [])
+
+
+def labelled_fallback(
+    cfg: MoAConfig, calls: list[CallRecord], best: CallRecord, kind: str, reason: str
+) -> dict[str, Any]:
+    """Answer with the best available output, labelled as a fallback and why."""
+    extra = {"fallback": kind, "fallback_reason": reason}
+    message = final_message(cfg, None, best["output"], calls, best, extra=extra)
+    return {"messages": [message], "usage": summarize(calls)}
+
+
+def best_available(calls: list[CallRecord]) -> CallRecord | None:
+    """Pick the answer of last resort: the newest layer's first successful proposal.
+
+    In Self-MoA-Seq the running synthesis is better than any single sample, so it wins when
+    there is one.
+    """
+    synthesis = [c for c in calls if c["role"] == "aggregator" and c["status"] == "ok"]
+    if synthesis:
+        return synthesis[-1]
+    proposals = [c for c in calls if c["role"] == "proposer" and c["status"] == "ok"]
+    if not proposals:
+        return None
+    last_layer = max(c["layer"] for c in proposals)
+    return next(c for c in proposals if c["layer"] == last_layer)
+
+
+def as_json(value: Any) -> str:
+    """Return a parsed structure as JSON text (the answer of a function-calling model)."""
+    if hasattr(value, "model_dump_json"):
+        return str(value.model_dump_json())
+    return json.dumps(value, default=str)

@@ -1,0 +1,300 @@
+"""One model call: its identity, timeout, layer deadline, call cache and error translation.
+
+A node body is written once as a generator (`NodeSteps`) that yields what it needs done (a
+`ModelRequest`, or a checkpoint read or write of `ledger`) and receives the result; `run_sync`
+and `run_async` do it the way `invoke` or `ainvoke` needs, so the logic around a call (cache,
+accounting, retries) exists once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, NamedTuple, Protocol
+
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable
+from langgraph.config import get_stream_writer
+
+from langgraph_moa.cache import CallCache, call_key
+from langgraph_moa.config import MoAConfig
+from langgraph_moa.reliability import (
+    CallTimeoutError,
+    StragglerCancelledError,
+    explain_failure,
+    retry_after_s,
+)
+from langgraph_moa.state import Role
+
+
+class CallId(NamedTuple):
+    """Who one model call asks: its record, events, trace and attempts all derive from it."""
+
+    role: Role
+    layer: int
+    proposer: int
+    """Index of the proposer in the config; -1 for the aggregator or ranker."""
+    sample: int
+    """Sample index; for the aggregator, its position in the fallback chain."""
+    configured_model: str
+
+    def fields(self) -> dict[str, Any]:
+        """Return the identity as the fields of a call record and of its progress events."""
+        return self._asdict()
+
+    def attempt_key(self, run_token: str) -> tuple[str, str, int, int, int]:
+        """Return the key of this call's attempts within a run (see `ledger`)."""
+        return (run_token, self.role, self.layer, self.proposer, self.sample)
+
+    def trace_metadata(self, cfg: MoAConfig) -> dict[str, Any]:
+        """Return the metadata a trace shows on this call's run."""
+        return {
+            "moa_role": self.role,
+            "moa_layer": self.layer,
+            "moa_proposer": self.proposer,
+            "moa_sample": self.sample,
+            "moa_variant": cfg.variant,
+            "moa_preset": cfg.name,
+        }
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Send a progress event to ``stream_mode="custom"`` (a no-op when nobody listens)."""
+    get_stream_writer()({"type": "moa", "event": event, **fields})
+
+
+_POLL_S = 0.05
+"""How often a call waiting on its layer's deadline checks it: the stated margin."""
+
+StopCheck = Callable[[], str | None]
+"""Returns why a running call should be abandoned (its layer went on), or None."""
+
+
+def call_model(
+    model: Runnable[Any, Any],
+    messages: list[BaseMessage],
+    label: str,
+    timeout: float | None,
+    stop: StopCheck | None = None,
+    own_timeout: bool = False,
+) -> BaseMessage:
+    """Invoke a model, giving up on a timeout or when the layer went on without this call.
+
+    A model built by this package on an OpenAI-compatible client carries `timeout` as its
+    HTTP timeout (`own_timeout`): it is called in this thread and its client ends a call
+    that runs too long, so a given-up request really stops. Any other model, and any call
+    that must also watch its layer's deadline, runs in a daemon thread that the node
+    abandons when it gives up: a blocking call cannot be interrupted.
+    """
+    if own_timeout and stop is None:
+        try:
+            return model.invoke(messages)
+        except Exception as exc:
+            explained = _failure(exc, label, timeout)
+            if explained is exc:
+                raise
+            raise explained from exc
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["result"] = model.invoke(messages)
+        except BaseException as exc:  # handed to the node's thread below
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    # The thread runs in a copy of this context: LangChain's callbacks (tracing, LangGraph's
+    # token stream) travel in context variables, which a bare thread would not see.
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(run,), daemon=True, name=f"moa {label}").start()
+    started = time.monotonic()
+    while not done.wait(_POLL_S):
+        _check_limits(label, started, timeout, stop)
+    if "error" in outcome:
+        error = outcome["error"]
+        explained = _failure(error, label, timeout) if isinstance(error, Exception) else error
+        raise explained from (error if explained is not error else None)
+    result: BaseMessage = outcome["result"]
+    return result
+
+
+def _failure(error: Exception, label: str, timeout: float | None) -> BaseException:
+    """Return what to raise for a failed call, after any wait the provider asked for."""
+    if wait := retry_after_s(error):
+        time.sleep(wait)  # the provider said when to come back; backoff adds to it
+    return _explained(error, label, timeout)
+
+
+def _explained(error: Exception, label: str, timeout: float | None) -> BaseException:
+    if timeout is not None and _is_client_timeout(error):
+        return CallTimeoutError(f"{label} did not answer within {timeout:g}s")
+    return explain_failure(error, label)
+
+
+def _is_client_timeout(error: BaseException) -> bool:
+    """Tell whether an HTTP client gave up waiting (the timeout this package set)."""
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - langchain-openai depends on openai
+        return False
+    return isinstance(error, openai.APITimeoutError)
+
+
+async def acall_model(
+    model: Runnable[Any, Any],
+    messages: list[BaseMessage],
+    label: str,
+    timeout: float | None,
+    stop: StopCheck | None = None,
+    own_timeout: bool = False,
+) -> BaseMessage:
+    """Async twin of `call_model`: the call is cancelled when it runs past `timeout`."""
+    scope = asyncio.timeout(timeout)
+    try:
+        async with scope:
+            if stop is None:
+                result: BaseMessage = await model.ainvoke(messages)
+            else:
+                result = await _until_stopped(model.ainvoke(messages), label, stop)
+    except Exception as exc:
+        if isinstance(exc, TimeoutError) and scope.expired():
+            raise CallTimeoutError(f"{label} did not answer within {timeout:g}s") from None
+        explained = await _afailure(exc, label, timeout)
+        if explained is exc:
+            raise
+        raise explained from exc
+    return result
+
+
+async def _afailure(error: Exception, label: str, timeout: float | None) -> BaseException:
+    if wait := retry_after_s(error):
+        await asyncio.sleep(wait)  # the provider said when to come back
+    return _explained(error, label, timeout)
+
+
+async def _until_stopped(
+    call: Coroutine[Any, Any, BaseMessage], label: str, stop: StopCheck
+) -> BaseMessage:
+    """Await a call, cancelling it once its layer goes on without it."""
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            finished, _ = await asyncio.wait({task}, timeout=_POLL_S)
+            if finished:
+                return task.result()
+            if reason := stop():
+                raise StragglerCancelledError(f"{label} was still running: {reason}")
+    finally:
+        task.cancel()
+
+
+def _check_limits(
+    label: str, started: float, timeout: float | None, stop: StopCheck | None
+) -> None:
+    if timeout is not None and time.monotonic() - started > timeout:
+        raise CallTimeoutError(f"{label} did not answer within {timeout:g}s")
+    reason = stop() if stop is not None else None
+    if reason:
+        raise StragglerCancelledError(f"{label} was still running: {reason}")
+
+
+class ModelRequest(NamedTuple):
+    """A model call a node body asks its runner to make (the arguments of `call_model`)."""
+
+    model: Runnable[Any, Any]
+    messages: list[BaseMessage]
+    label: str
+    timeout: float | None
+    stop: StopCheck | None
+    own_timeout: bool = False
+    """The model's client enforces `timeout` itself (see `call_model`)."""
+
+    def run(self) -> BaseMessage:
+        """Make the call in this thread."""
+        return call_model(*self)
+
+    async def arun(self) -> BaseMessage:
+        """Make the call as a task of this event loop."""
+        return await acall_model(*self)
+
+
+class Request(Protocol):
+    """What a node body can ask its runner to do: a model call, or a checkpoint read or write."""
+
+    def run(self) -> Any:
+        """Do it in this thread."""
+
+    async def arun(self) -> Any:
+        """Do it on this event loop."""
+
+
+NodeSteps = Generator[Request, Any, Any]
+"""A node body written once: it yields what it needs done (`Request`) and receives the result.
+
+A failed request is thrown into the body at its `yield`, where the body's own `except` sees it.
+"""
+
+
+def run_sync(steps: NodeSteps) -> Any:
+    """Run a node body, doing its requests in this thread."""
+    try:
+        request = next(steps)
+        while True:
+            try:
+                response = request.run()
+            except Exception as exc:
+                request = steps.throw(exc)
+            else:
+                request = steps.send(response)
+    except StopIteration as done:
+        return done.value
+
+
+async def run_async(steps: NodeSteps) -> Any:
+    """Run a node body, awaiting its requests."""
+    try:
+        request = next(steps)
+        while True:
+            try:
+                response = await request.arun()
+            except Exception as exc:
+                request = steps.throw(exc)
+            else:
+                request = steps.send(response)
+    except StopIteration as done:
+        return done.value
+
+
+def cached_call(
+    cache: CallCache | None,
+    model: Runnable[Any, Any],
+    messages: list[BaseMessage],
+    call: CallId,
+    params: dict[str, Any],
+    timeout: float | None,
+    stop: StopCheck | None = None,
+    own_timeout: bool = False,
+) -> Generator[Request, Any, tuple[Any, bool]]:
+    """Answer from the call cache, or have the node's runner call the model; tell which."""
+    key = None
+    if cache is not None:
+        key = call_key(
+            model=call.configured_model,
+            params=params,
+            messages=messages,
+            role=call.role,
+            sample=call.sample,
+        )
+        if (hit := cache.get(key)) is not None:
+            return hit, True
+    response = yield ModelRequest(
+        model, messages, call.configured_model, timeout, stop, own_timeout
+    )
+    if cache is not None and key is not None and isinstance(response, BaseMessage):
+        cache.put(key, response)
+    return response, False

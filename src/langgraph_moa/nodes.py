@@ -1,0 +1,556 @@
+"""The node bodies: prepare, propose, synthesize, aggregate, rank and select.
+
+Each body resolves the run's plan (the effective config and its variant's rules) once, and
+identifies each model call by one `CallId`. A body that calls a model is written once as a
+generator (see `calls`) and run by a sync and an async node.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Generator
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable
+from langgraph.runtime import get_runtime
+from langgraph.types import Command
+
+from langgraph_moa.accounting import failed_record, ok_record, summarize
+from langgraph_moa.answer import (
+    NOSTREAM,
+    TAG_FINAL,
+    TAG_INTERMEDIATE,
+    TAG_PROPOSER,
+    as_json,
+    best_available,
+    final_message,
+    labelled_fallback,
+    parse_choice,
+)
+from langgraph_moa.cache import CallCache
+from langgraph_moa.calls import (
+    CallId,
+    NodeSteps,
+    StopCheck,
+    cached_call,
+    emit,
+    run_async,
+    run_sync,
+)
+from langgraph_moa.config import MoAConfig, ProposerConfig
+from langgraph_moa.context import ContextConfigCache
+from langgraph_moa.errors import (
+    AggregatorFailedError,
+    AllProposersFailedError,
+    BudgetExhaustedError,
+)
+from langgraph_moa.inputs import validate_conversation
+from langgraph_moa.ledger import (
+    AttemptKey,
+    AwaitRead,
+    Here,
+    Ledger,
+    ReadStep,
+    SaveAttempt,
+    Step,
+    here,
+)
+from langgraph_moa.models import ModelCache, has_own_timeout
+from langgraph_moa.plan import Plan, plan_for
+from langgraph_moa.prompts import ranker_messages
+from langgraph_moa.references import candidates, priority, with_references
+from langgraph_moa.reliability import (
+    EmptyResponseError,
+    StragglerCancelledError,
+    StructuredOutputError,
+    is_retryable,
+)
+from langgraph_moa.selection import select
+from langgraph_moa.state import CallRecord, MoAState, ProposerTask
+
+
+class MoANodes:
+    """The node bodies, sharing the base config and the model cache of one compiled graph."""
+
+    def __init__(
+        self,
+        config: MoAConfig,
+        response_format: Any = None,
+        response_method: str = "json_schema",
+        call_cache: CallCache | None = None,
+    ) -> None:
+        self.configs = ContextConfigCache(config)
+        self.call_cache = call_cache
+        self.response_format = response_format
+        self.response_method = response_method
+        self.models = ModelCache()
+        self.ledger = Ledger()
+
+    def plan(self) -> Plan:
+        """Return this run's plan: its effective config (base config plus run context)."""
+        try:
+            context = get_runtime().context
+        except RuntimeError:
+            context = None
+        return plan_for(self.configs.get(context))
+
+    # --- start ---------------------------------------------------------------------------
+
+    def prepare(self, state: MoAState) -> dict[str, Any]:
+        """Check the input and the models before any call is paid for; reset run data."""
+        cfg = self.plan().cfg
+        validate_conversation(state.get("messages", []))
+        for p in cfg.proposers:
+            self._proposer_model(cfg, p)
+        for index in range(len(cfg.final_chain)):
+            self._final_model(cfg, index, streamed=cfg.final_role == "aggregator")
+        return {
+            "calls": None,
+            "layer": 0,
+            "references": [],
+            "missing": 0,
+            "synthesis": None,
+            "final_index": 0,
+            "run_token": uuid.uuid4().hex,
+            "drawn": [],
+        }
+
+    def _proposer_model(self, cfg: MoAConfig, p: ProposerConfig) -> BaseChatModel:
+        """Return the proposer's model, never streaming.
+
+        Proposers are never shown token by token, and a non-streamed reply is the one that
+        carries token usage on every OpenAI-compatible server (llama.cpp included).
+        """
+        params = {**p.call_params(), "disable_streaming": True}
+        return self.models.get(p.model, _with_timeout(cfg, p.model, params))
+
+    def _final_model(self, cfg: MoAConfig, index: int, *, streamed: bool) -> BaseChatModel:
+        """Return the model at `index` of the aggregator chain; only the answer streams."""
+        role = cfg.final_chain[index]
+        params = role.call_params()
+        if not streamed:
+            params = {**params, "disable_streaming": True}
+        return self.models.get(role.model, _with_timeout(cfg, role.model, params))
+
+    # --- proposers -----------------------------------------------------------------------
+
+    def _propose_steps(self, task: ProposerTask) -> NodeSteps:
+        """Ask one proposer for one sample: the body of `propose` and `apropose`."""
+        cfg = self.plan().cfg
+        p = cfg.proposers[task["proposer"]]
+        call = CallId("proposer", task["layer"], task["proposer"], task["sample"], p.label)
+        parts = [f"layer {call.layer}", f"proposer {call.proposer + 1}"]
+        if p.samples > 1:
+            parts.append(f"sample {call.sample + 1}")
+        model = self._proposer_model(cfg, p).with_config(
+            run_name=" / ".join([*parts, p.label]),
+            tags=[TAG_PROPOSER, NOSTREAM],
+            metadata=call.trace_metadata(cfg),
+        )
+        emit("started", **call.fields())
+        started = time.perf_counter()
+        key, task_at, step = yield from self._step(task["run_token"], call)
+        try:
+            stop = _straggler_check(cfg, task, call, step)
+            response, cached = yield from cached_call(
+                self.call_cache,
+                model,
+                task["messages"],
+                call,
+                p.call_params(),
+                cfg.call_timeout_s,
+                stop,
+                has_own_timeout(p.model),
+            )
+            if not response.text.strip():
+                raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
+            record = ok_record(
+                response=response,
+                latency_s=time.perf_counter() - started,
+                retried_errors=step.errors(key),
+                cached=cached,
+                **call.fields(),
+            )
+            step.answered(task_at.task_id)
+            emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
+            return {"calls": [record]}
+        except Exception as exc:
+            yield from _failed_attempt(cfg, task_at, step, key, exc)
+            # Record the failure for good; the layer goes on without this proposal.
+            errors = step.errors(key)[:-1]
+            failed = failed_record(error=exc, retried_errors=errors, **call.fields())
+            emit("failed", **call.fields(), error=failed["error"])
+            return {"calls": [failed]}
+
+    def _step(self, token: str, call: CallId) -> Generator[Any, Any, tuple[AttemptKey, Here, Step]]:
+        """Return the call's attempt key, the running task, and its step's bookkeeping.
+
+        With a checkpointer, the step's writes are read back once per process (one database
+        read per step): after a resume they hold the attempts and answers made before it.
+        """
+        task_at = here()
+        step = self.ledger.step(token, task_at.checkpoint_id)
+        if task_at.durable is not None:
+            if step.claim_read():  # the step's first task reads; the others wait for it
+                try:
+                    step.merge((yield ReadStep(task_at.durable)), call.layer)
+                finally:
+                    step.ready.set()
+            elif not step.ready.is_set():
+                yield AwaitRead(step)
+        return call.attempt_key(token), task_at, step
+
+    def propose(self, task: ProposerTask) -> dict[str, Any]:
+        """Ask one proposer for one sample (sync)."""
+        return run_sync(self._propose_steps(task))
+
+    async def apropose(self, task: ProposerTask) -> dict[str, Any]:
+        """Ask one proposer for one sample (async)."""
+        return await run_async(self._propose_steps(task))
+
+    # --- join ----------------------------------------------------------------------------
+
+    def synthesize(self, state: MoAState) -> dict[str, Any]:
+        """Close a layer: its successful outputs become the next input's references."""
+        plan = self.plan()
+        cfg = plan.cfg
+        layer = plan.joined_layer(state)
+        calls = state.get("calls", [])
+        mine = [c for c in calls if c["role"] == "proposer" and c["layer"] == layer]
+        answered = [c for c in mine if c["status"] == "ok"]
+        if not answered and not plan.can_go_on_without_proposals(state):
+            raise AllProposersFailedError(layer, calls)
+        drawn = [
+            1 + max((c["sample"] for c in mine if c["proposer"] == i), default=-1)
+            for i in range(len(cfg.proposers))
+        ]
+        return {
+            "layer": layer,
+            "references": plan.references(state, layer, [c["output"] or "" for c in answered]),
+            "missing": len(mine) - len(answered),
+            "drawn": drawn,
+        }
+
+    # --- selection -----------------------------------------------------------------------
+
+    def select(self, state: MoAState) -> dict[str, Any]:
+        """Pick the answer among the proposals: no model call (see `selection`)."""
+        cfg = self.plan().cfg
+        assert cfg.selection is not None
+        calls = list(state.get("calls", []))
+        answered = [c for c in calls if c["role"] == "proposer" and c["status"] == "ok"]
+        decision = select(candidates(state), cfg.selection, priority(cfg))
+        record = answered[decision.winner]
+        planned = sum(p.samples for p in cfg.proposers)
+        made = sum(1 for c in calls if c["role"] == "proposer")
+        provenance = {
+            **decision.as_dict(),
+            "winner_call": {k: record[k] for k in ("layer", "proposer", "sample", "model")},
+            "calls_saved": planned - made,
+        }
+        emit("selected", method=decision.method, reason=decision.reason)
+        message = final_message(
+            cfg, None, record["output"], calls, record, extra={"selection": provenance}
+        )
+        return {"messages": [message], "usage": summarize(calls)}
+
+    # --- aggregator (and ranker) -----------------------------------------------------------
+
+    def _final_call(self, plan: Plan, state: MoAState) -> tuple[CallId, bool]:
+        """Identify the current final-step call; tell whether it writes the answer."""
+        cfg = plan.cfg
+        index = state.get("final_index", 0)
+        layer, is_final = plan.final_position(state)
+        # `sample` is the position in the aggregator chain: fallbacks are their own calls.
+        call = CallId(cfg.final_role, layer, -1, index, cfg.final_chain[index].label)  # type: ignore[arg-type]
+        return call, is_final
+
+    def _final_params(self, cfg: MoAConfig, call: CallId) -> dict[str, Any]:
+        params = cfg.final_chain[call.sample].call_params()
+        if self.response_format is not None:  # a structured answer is a different call
+            params = {**params, "response_format": repr(self.response_format)}
+        return params
+
+    def _aggregator_input(
+        self, cfg: MoAConfig, state: MoAState, call: CallId, is_final: bool
+    ) -> tuple[Runnable[Any, Any], list[BaseMessage], int]:
+        """Return the aggregator's model, its messages, and how many references were cut."""
+        step = "window" if cfg.variant == "self-moa-seq" else "layer"
+        tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, NOSTREAM]
+        base: Runnable[Any, Any] = self._final_model(cfg, call.sample, streamed=is_final)
+        if is_final and self.response_format is not None:
+            base = base.with_structured_output(  # type: ignore[attr-defined]
+                self.response_format, method=self.response_method, include_raw=True
+            )
+        model = base.with_config(
+            run_name=f"{step} {call.layer} / aggregator / {call.configured_model}",
+            tags=tags,
+            metadata=call.trace_metadata(cfg),
+        )
+        messages, trimmed = with_references(
+            cfg, list(state["messages"]), state, [cfg.final_chain[call.sample]]
+        )
+        return model, messages, trimmed
+
+    def _aggregate_steps(self, state: MoAState) -> NodeSteps:
+        """Synthesize the references: the body of `aggregate` and `aaggregate`."""
+        plan = self.plan()
+        cfg = plan.cfg
+        call, is_final = self._final_call(plan, state)
+        if plan.budget_spent(state):
+            return self._budget_answer(plan, state)
+        if plan.skip_final(state) and not is_final:
+            return {}
+        key, task_at, step = yield from self._step(state["run_token"], call)
+        try:
+            # Building the input is inside: a conversation too long for the budget is a
+            # failure of this aggregator, and the next one in the chain may have room.
+            model, messages, trimmed = self._aggregator_input(cfg, state, call, is_final)
+            emit("started", **call.fields())
+            started = time.perf_counter()
+            response, cached = yield from cached_call(
+                self.call_cache,
+                model,
+                messages,
+                call,
+                self._final_params(cfg, call),
+                cfg.call_timeout_s,
+                own_timeout=has_own_timeout(cfg.final_chain[call.sample].model),
+            )
+            return self._aggregated(
+                cfg,
+                state,
+                response,
+                call,
+                step.errors(key),
+                time.perf_counter() - started,
+                is_final,
+                trimmed,
+                cached,
+            )
+        except Exception as exc:
+            yield from _failed_attempt(cfg, task_at, step, key, exc)
+            return self._final_gave_up(plan, state, call, step.errors(key), exc)
+
+    def aggregate(self, state: MoAState) -> dict[str, Any]:
+        """Synthesize the references into the answer (sync)."""
+        return run_sync(self._aggregate_steps(state))
+
+    async def aaggregate(self, state: MoAState) -> dict[str, Any]:
+        """Synthesize the references into the answer (async)."""
+        return await run_async(self._aggregate_steps(state))
+
+    def _aggregated(
+        self,
+        cfg: MoAConfig,
+        state: MoAState,
+        response: BaseMessage,
+        call: CallId,
+        errors: list[str],
+        latency: float,
+        is_final: bool,
+        trimmed: int,
+        cached: bool = False,
+    ) -> dict[str, Any]:
+        parsed: Any = None
+        if isinstance(response, dict):  # structured output: {"raw", "parsed", "parsing_error"}
+            if response.get("parsing_error") is not None or response.get("parsed") is None:
+                raise StructuredOutputError(
+                    f"{call.configured_model} did not return the requested structure: "
+                    f"{response.get('parsing_error') or 'nothing could be parsed'}"
+                )
+            parsed = response["parsed"]
+            response = response["raw"]
+            if not response.text.strip():  # function calling: the structure is in tool calls
+                response = response.model_copy(update={"content": as_json(parsed)})
+        if not response.text.strip():
+            raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
+        record = _ok(call, errors, response, latency, cached)
+        if not is_final:
+            return {"calls": [record], "synthesis": response.text}
+        calls = [*state.get("calls", []), record]
+        structured = {"structured_response": parsed} if parsed is not None else {}
+        return {
+            **structured,
+            "calls": [record],
+            "messages": [
+                final_message(
+                    cfg, response, response.content, calls, record, {"trimmed_references": trimmed}
+                )
+            ],
+            "usage": summarize(calls),
+        }
+
+    def _rank_steps(self, state: MoAState) -> NodeSteps:
+        """Let an LLM pick the best proposal: the body of `rank` and `arank`."""
+        plan = self.plan()
+        cfg = plan.cfg
+        call, _ = self._final_call(plan, state)
+        if plan.budget_spent(state):
+            return self._budget_answer(plan, state)
+        model = self._final_model(cfg, call.sample, streamed=False).with_config(
+            run_name=f"layer {call.layer} / ranker / {call.configured_model}",
+            tags=[TAG_INTERMEDIATE, NOSTREAM],
+            metadata=call.trace_metadata(cfg),
+        )
+        messages = ranker_messages(
+            list(state["messages"]), state["references"], reference_format=cfg.reference_format
+        )
+        emit("started", **call.fields())
+        started = time.perf_counter()
+        params = cfg.final_chain[call.sample].call_params()
+        key, task_at, step = yield from self._step(state["run_token"], call)
+        try:
+            response, cached = yield from cached_call(
+                self.call_cache,
+                model,
+                messages,
+                call,
+                params,
+                cfg.call_timeout_s,
+                own_timeout=has_own_timeout(cfg.final_chain[call.sample].model),
+            )
+        except Exception as exc:
+            yield from _failed_attempt(cfg, task_at, step, key, exc)
+            return self._final_gave_up(plan, state, call, step.errors(key), exc)
+        latency = time.perf_counter() - started
+        record = _ok(call, step.errors(key), response, latency, cached)
+        references = state["references"]
+        choice = parse_choice(response.text, len(references))
+        calls = [*state.get("calls", []), record]
+        message = final_message(
+            cfg,
+            None,
+            references[(choice or 1) - 1],
+            calls,
+            record,
+            extra={"ranker_choice": choice, "ranker_reply": response.text},
+        )
+        return {"calls": [record], "messages": [message], "usage": summarize(calls)}
+
+    def rank(self, state: MoAState) -> dict[str, Any]:
+        """Let an LLM pick the best proposal and return it verbatim (sync)."""
+        return run_sync(self._rank_steps(state))
+
+    async def arank(self, state: MoAState) -> dict[str, Any]:
+        """Let an LLM pick the best proposal and return it verbatim (async)."""
+        return await run_async(self._rank_steps(state))
+
+    def _final_gave_up(
+        self,
+        plan: Plan,
+        state: MoAState,
+        call: CallId,
+        errors: list[str],
+        error: Exception,
+    ) -> Any:
+        """After its retries the final step failed: try the next aggregator, else fall back.
+
+        The next model of the chain runs in the same node (a `Command` back to it). When the
+        chain is spent, the run answers with the best available proposal, labelled as such,
+        or raises `AggregatorFailedError` if so configured.
+        """
+        cfg = plan.cfg
+        record = failed_record(error=error, retried_errors=errors[:-1], **call.fields())
+        emit("failed", **call.fields(), error=record["error"])
+        calls = [*state.get("calls", []), record]
+        if call.sample + 1 < len(cfg.final_chain):
+            update = {"calls": [record], "final_index": call.sample + 1}
+            return Command(update=update, goto=plan.final_node)
+        best = best_available(calls)
+        # A caller asking for a structure gets one or an error, never free text.
+        if cfg.on_aggregator_failure == "raise" or best is None or self.response_format:
+            raise AggregatorFailedError(call.configured_model, error, calls)
+        reason = "every aggregator failed: " + "; ".join(
+            c["error"] or "" for c in calls if c["role"] == cfg.final_role
+        )
+        return {"calls": [record], **labelled_fallback(cfg, calls, best, "best_proposal", reason)}
+
+    def _budget_answer(self, plan: Plan, state: MoAState) -> dict[str, Any]:
+        """Answer without another call once the run spent its token budget.
+
+        The answer is the best available output, labelled as such, where a fallback may
+        answer; otherwise the run raises `BudgetExhaustedError` with its calls.
+        """
+        cfg = plan.cfg
+        calls = list(state.get("calls", []))
+        used, limit = plan.tokens_used(state), cfg.budget.max_tokens or 0
+        best = best_available(calls)
+        if cfg.on_aggregator_failure == "raise" or best is None or self.response_format:
+            raise BudgetExhaustedError(used, limit, calls)
+        emit("budget_spent", used=used, limit=limit)
+        reason = (
+            f"the run used {used} tokens, reaching its budget.max_tokens of {limit}: "
+            "no further call was started"
+        )
+        return labelled_fallback(cfg, calls, best, "budget", reason)
+
+
+def _with_timeout(cfg: MoAConfig, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Give a model this package builds the call timeout as its own HTTP timeout."""
+    if cfg.call_timeout_s is None or not has_own_timeout(spec):
+        return params
+    return {**params, "timeout": cfg.call_timeout_s}
+
+
+def _failed_attempt(
+    cfg: MoAConfig, task_at: Here, step: Step, key: AttemptKey, exc: Exception
+) -> Generator[Any, Any, None]:
+    """Record a failed attempt; raise it again if the node's `RetryPolicy` is to retry it.
+
+    The attempt number counts attempts made before a resume too, so a resumed call never
+    gets more attempts than configured. Nodes record their own final failure instead of
+    leaving it to an `error_handler`: a handler's `Command(goto=...)` was seen to be lost now
+    and then when the failed task was the only one of its step, which ended a run with
+    neither answer nor error.
+    """
+    error = f"{type(exc).__name__}: {exc}"
+    attempt = step.failed(key, error)
+    if is_retryable(exc) and attempt < cfg.retry.max_attempts:
+        if task_at.durable is not None:
+            yield SaveAttempt(task_at.durable, key, attempt, error)
+        raise exc
+
+
+def _straggler_check(
+    cfg: MoAConfig, task: ProposerTask, call: CallId, step: Step
+) -> StopCheck | None:
+    """Return the check a running proposal makes against its layer's deadline and quorum.
+
+    None without a deadline: then a call needs no watching beyond its own timeout.
+
+    The deadline counts from the layer's fan-out, recorded in the `Send` payload, so a
+    resumed layer keeps its deadline; a call that starts after it (a retry, or a resumed
+    straggler) is stopped at once.
+    """
+    if cfg.layer_deadline_s is None:
+        return None
+
+    def stop() -> str | None:
+        assert cfg.layer_deadline_s is not None
+        due = task.get("layer_started_at", time.time()) + cfg.layer_deadline_s
+        count = step.answers()
+        if time.time() >= due and count >= cfg.min_proposers:
+            return (
+                f"the layer deadline passed and {count} proposals "
+                f"(quorum {cfg.min_proposers}) had answered"
+            )
+        return None
+
+    if reason := stop():
+        raise StragglerCancelledError(f"{call.configured_model}: {reason}")
+    return stop
+
+
+def _ok(
+    call: CallId, errors: list[str], response: BaseMessage, latency: float, cached: bool
+) -> CallRecord:
+    """Record a final-step call that answered, with its retries."""
+    record = ok_record(
+        response=response, latency_s=latency, retried_errors=errors, cached=cached, **call.fields()
+    )
+    emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
+    return record

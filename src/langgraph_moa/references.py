@@ -1,0 +1,84 @@
+"""What the next call reads of a finished layer: its references, trimmed to fit, and its votes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.messages import BaseMessage
+
+from langgraph_moa.config import MoAConfig, RoleConfig
+from langgraph_moa.prompts import estimate_tokens, fit_references, inject_references
+from langgraph_moa.reliability import ContextLengthError
+from langgraph_moa.selection import Candidate, tally_note
+from langgraph_moa.state import MoAState
+
+
+def with_references(
+    cfg: MoAConfig,
+    conversation: list[BaseMessage],
+    state: MoAState,
+    readers: Sequence[RoleConfig],
+) -> tuple[list[BaseMessage], int]:
+    """Build a layer's input for `readers`, trimming references to fit their context.
+
+    Returns the messages and how many references were cut. The budget is the smallest
+    known window among the readers, minus their answer's room and the rest of the prompt.
+
+    Raises:
+        ContextLengthError: the conversation alone leaves no room in that window.
+    """
+    references: list[str] = state["references"]
+    trimmed = 0
+    budgets = [
+        (role, window - (role.max_tokens or 0))
+        for role in readers
+        if (window := role.known_context_window()) is not None
+    ]
+    if budgets and references:
+        role, room = min(budgets, key=lambda pair: pair[1])
+        fixed = "".join(m.text for m in conversation) + cfg.synthesis_prompt
+        overhead = estimate_tokens(fixed) + 40 * len(references) + 120  # markers and notes
+        if room - overhead <= 0:
+            raise ContextLengthError(
+                f"The conversation (about {estimate_tokens(fixed)} tokens) leaves no room "
+                f"for references in {role.label}'s context of "
+                f"{role.known_context_window()} tokens with {role.max_tokens} reserved for "
+                "its answer. Shorten the conversation or lower that model's max_tokens."
+            )
+        references, trimmed = fit_references(references, room - overhead)
+    note = ""
+    if cfg.selection is not None and cfg.selection.show_tally and not trimmed:
+        note = tally_note(candidates(state), cfg.selection)
+    messages = inject_references(
+        conversation,
+        references,
+        cfg.synthesis_prompt,
+        reference_format=cfg.reference_format,
+        missing=state.get("missing", 0),
+        note=note,
+    )
+    return messages, trimmed
+
+
+def candidates(state: MoAState) -> list[Candidate]:
+    """Return the last layer's successful proposals as selection sees them, in order."""
+    layer = state.get("layer", 1)
+    answered = [
+        c
+        for c in state.get("calls", [])
+        if c["role"] == "proposer" and c["layer"] == layer and c["status"] == "ok"
+    ]
+    return [
+        Candidate(
+            index=k,
+            model=c["configured_model"],
+            text=c["output"] or "",
+            mean_logprob=c.get("mean_logprob"),
+        )
+        for k, c in enumerate(answered)
+    ]
+
+
+def priority(cfg: MoAConfig) -> list[str]:
+    """Tie-breaking order of models: the proposers, as configured."""
+    return list(dict.fromkeys(p.label for p in cfg.proposers))

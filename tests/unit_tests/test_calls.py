@@ -1,0 +1,46 @@
+"""One model call: timeouts through the client's own mechanism where there is one."""
+
+import asyncio
+import threading
+import time
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.calls import acall_model, call_model
+from langgraph_moa.models import has_own_timeout
+from langgraph_moa.nodes import MoANodes
+from langgraph_moa.reliability import CallTimeoutError
+
+MESSAGES = [HumanMessage("hi")]
+
+
+def test_models_built_here_carry_the_call_timeout_as_their_http_timeout(fake):
+    config = MoAConfig(
+        proposers=["m@http://127.0.0.1:9/v1", fake("USER")],
+        aggregator=fake("AGG"),
+        call_timeout_s=7.0,
+    )
+    nodes = MoANodes(config)
+    built, given = (nodes._proposer_model(config, p) for p in config.proposers)
+    assert has_own_timeout(config.proposers[0].model) and built.request_timeout == 7.0
+    assert not has_own_timeout(config.proposers[1].model) and given.label == "USER"
+
+
+def test_a_model_with_its_own_timeout_is_called_in_the_node_thread(fake):
+    seen = []
+    model = fake("M", reply=lambda label, n, m: seen.append(threading.get_ident()) or "ok")
+    call_model(model, MESSAGES, "M", 5.0, own_timeout=True)
+    call_model(model, MESSAGES, "M", 5.0)  # a user's model: in a thread the node can abandon
+    assert seen[0] == threading.get_ident() != seen[1]
+
+
+async def test_an_async_call_past_its_timeout_is_cancelled(fake):
+    model = fake("SLOW", delay=lambda n: 30.0)
+    started = time.monotonic()
+    with pytest.raises(CallTimeoutError, match=r"within 0\.2s"):
+        await acall_model(model, MESSAGES, "SLOW", 0.2)
+    assert time.monotonic() - started < 2.0
+    await asyncio.sleep(0)
+    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
