@@ -1,4 +1,4 @@
-"""Regression tests for the mistakes of section 5 of the spec that concern failures."""
+"""How runs fail: retried or not, typed errors, no "None" reference, kept work, clear fixes."""
 
 import openai
 import pytest

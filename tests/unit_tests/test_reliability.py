@@ -1,4 +1,4 @@
-"""Issue 4: fallback aggregators, honest retries, fenced references, bad input."""
+"""Fallback aggregators, honest retries, fenced references, bad input."""
 
 import re
 
