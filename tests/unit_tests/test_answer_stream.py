@@ -89,3 +89,19 @@ def test_apply_context_changes_nothing_without_settings(fake):
     tuned = apply_context(config, call_timeout_s=3, max_attempts=2)
     assert (tuned.call_timeout_s, tuned.retry.max_attempts) == (3, 2)
     assert tuned.name == "mine (customized)" and config.call_timeout_s != 3
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_chat_model_cuts_a_pick_sent_whole_at_the_stop_and_ends_with_usage(fake, use_async):
+    config = MoAConfig(
+        variant="ranker",
+        proposers=[fake("A", reply=LONG), fake("B", reply=LONG)],
+        aggregator=fake("R", reply=PICK),
+    )
+    llm = MoAChatModel(config=config)
+    if use_async:
+        chunks = [c async for c in llm.astream("hi", stop=["three"])]
+    else:
+        chunks = list(llm.stream("hi", stop=["three"]))
+    assert [c.text for c in chunks] == ["B says one two ", ""]
+    assert chunks[-1].usage_metadata["total_tokens"] > 0
