@@ -36,29 +36,42 @@ import httpx
 import openai
 
 from langgraph_moa import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAConfig, create_moa_graph
+from langgraph_moa._net import free_port
 
 PROPOSERS = 6
 LAYERS = 3  # MoA layers: proposer layers + the aggregator
 
 SERVER = """
-import sys
+import os, sys, threading
+import uvicorn
 from langgraph_moa.testing import FaultProfile, FaultServer
-server = FaultServer(default=FaultProfile(latency_s=({latency}, {latency}))).start()
-print(server.url, flush=True)
-sys.stdin.read()
-server.stop()
+port = int(sys.argv[1])
+app = FaultServer(default=FaultProfile(latency_s=({latency}, {latency}))).app()
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+# Keep-alive longer than any pause between measurements: a client reusing a connection the
+# server has just closed gets a connection error, which would be the benchmark's own fault.
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", timeout_keep_alive=300)
 """
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER.format(latency=latency)],
+        [sys.executable, "-c", SERVER.format(latency=latency), str(port)],
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the simulated server did not start")
+        time.sleep(0.1)
 
 
 def question(i: int) -> str:
@@ -91,11 +104,16 @@ async def bare_run(client: openai.AsyncOpenAI, i: int) -> str:
 # --- measuring -------------------------------------------------------------------------------
 
 
+FAILED: list[str] = []
+
+
 async def measure(run: Callable[[int], Awaitable[Any]], n: int) -> tuple[float, float]:
     """Run `n` runs at once; return (wall seconds, process CPU seconds)."""
     cpu, wall = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(run(i) for i in range(n)))
-    return time.perf_counter() - wall, time.process_time() - cpu
+    results = await asyncio.gather(*(run(i) for i in range(n)), return_exceptions=True)
+    elapsed = time.perf_counter() - wall, time.process_time() - cpu
+    FAILED.extend(f"{type(r).__name__}: {r}"[:120] for r in results if isinstance(r, Exception))
+    return elapsed
 
 
 async def compare(url: str, runs: list[int], repeats: int) -> None:
@@ -211,6 +229,7 @@ def main() -> None:
         proc.stdin.close()
         proc.wait(timeout=30)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"failed runs (counted in the times above): {len(FAILED)}", *sorted(set(FAILED))[:5])
 
 
 if __name__ == "__main__":
