@@ -1,6 +1,6 @@
 """Memory and open files of `moa serve` after many requests with distinct sampling settings.
 
-Issue 12 measured a server that kept one model, with its own HTTP client, per distinct
+An earlier version of the server kept one model, with its own HTTP client, per distinct
 (model, temperature, max_tokens): 150 requests grew it from 153 MB to 3.1 GB and from 20 to
 620 open file descriptors. This benchmark starts the served app in a subprocess (so its RSS
 is the server's alone) against a loopback FaultServer, sends N requests that each carry a

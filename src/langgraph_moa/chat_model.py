@@ -31,7 +31,9 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from langgraph_moa.config import MoAConfig
-from langgraph_moa.graph import create_moa_graph, final_answer_only
+from langgraph_moa.context import MoAContext, apply_context
+from langgraph_moa.graph import create_moa_graph
+from langgraph_moa.streaming import AnswerStream
 
 
 class MoAChatModel(BaseChatModel):
@@ -58,7 +60,7 @@ class MoAChatModel(BaseChatModel):
 
     @property
     def moa_config(self) -> MoAConfig:
-        """The MoA config with this model's parameters applied."""
+        """The MoA config with this model's parameters applied (validated, like the CLI's)."""
         if self._resolved is None:
             base = self.config
             if isinstance(base, str):
@@ -68,22 +70,12 @@ class MoAChatModel(BaseChatModel):
                     if path.suffix in (".yaml", ".yml", ".json")
                     else MoAConfig.from_preset(base)
                 )
-            changes: dict[str, Any] = {}
-            if self.temperature is not None:
-                changes["proposers"] = [
-                    p.model_copy(update={"temperature": self.temperature}) for p in base.proposers
-                ]
-            if self.max_tokens is not None:
-                changes["aggregator"] = base.final.model_copy(
-                    update={"max_tokens": self.max_tokens}
-                )
-            if self.timeout is not None:
-                changes["call_timeout_s"] = self.timeout
-            if self.max_retries is not None:
-                changes["retry"] = base.retry.model_copy(
-                    update={"max_attempts": self.max_retries + 1}
-                )
-            self._resolved = base.with_overrides(**changes) if changes else base
+            self._resolved = apply_context(
+                base,
+                MoAContext(temperature=self.temperature, aggregator_max_tokens=self.max_tokens),
+                call_timeout_s=self.timeout,
+                max_attempts=None if self.max_retries is None else self.max_retries + 1,
+            )
         return self._resolved
 
     @property
@@ -184,17 +176,14 @@ class MoAChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        answer = _AnswerStream(stop or self.stop)
-        for mode, part in self.graph.stream(
-            {"messages": messages},
-            self._inner_config(run_manager),
-            stream_mode=["messages", "values"],
-        ):
-            if chunk := answer.take(mode, part):
-                if run_manager:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-        yield from self._closing_chunks(answer.cut, answer.final, run_manager)
+        stream = AnswerStream(self.graph, {"messages": messages}, self._inner_config(run_manager))
+        cut = _StopFilter(stop or self.stop)
+        for piece in stream:
+            if text := cut.take(piece, streamed=stream.streamed):
+                yield _text_chunk(text, run_manager)
+        if rest := cut.flush():
+            yield _text_chunk(rest, run_manager)
+        yield _usage_chunk(stream.answer)
 
     async def _astream(
         self,
@@ -203,38 +192,44 @@ class MoAChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        answer = _AnswerStream(stop or self.stop)
-        async for mode, part in self.graph.astream(
-            {"messages": messages},
-            self._inner_config(run_manager),
-            stream_mode=["messages", "values"],
-        ):
-            if chunk := answer.take(mode, part):
-                if run_manager:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-        for chunk in self._closing_chunks(answer.cut, answer.final, None):
-            yield chunk
+        stream = AnswerStream(self.graph, {"messages": messages}, self._inner_config(run_manager))
+        cut = _StopFilter(stop or self.stop)
+        async for piece in stream:
+            if text := cut.take(piece, streamed=stream.streamed):
+                yield await _atext_chunk(text, run_manager)
+        if rest := cut.flush():
+            yield await _atext_chunk(rest, run_manager)
+        yield _usage_chunk(stream.answer)
 
-    def _closing_chunks(
-        self, cut: _StopFilter, final: dict[str, Any], run_manager: Any
-    ) -> Iterator[ChatGenerationChunk]:
-        """Flush held-back text (or the whole answer if nothing streamed), then usage."""
-        answer: AIMessage = final["messages"][-1]
-        rest = cut.flush() if cut.seen else _truncate(answer.text, cut.stops)
-        if rest:
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=rest))
-            if run_manager:
-                run_manager.on_llm_new_token(rest, chunk=chunk)
-            yield chunk
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                usage_metadata=answer.usage_metadata,
-                response_metadata=answer.response_metadata,
-                chunk_position="last",
-            )
+
+def _text_chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
+    """Wrap answer text, telling the callbacks (LangChain expects a token event per chunk)."""
+    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+    if run_manager:
+        run_manager.on_llm_new_token(text, chunk=chunk)
+    return chunk
+
+
+async def _atext_chunk(
+    text: str, run_manager: AsyncCallbackManagerForLLMRun | None
+) -> ChatGenerationChunk:
+    """Wrap answer text, telling the async callbacks (see `_text_chunk`)."""
+    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+    if run_manager:
+        await run_manager.on_llm_new_token(text, chunk=chunk)
+    return chunk
+
+
+def _usage_chunk(answer: AIMessage) -> ChatGenerationChunk:
+    """Close the stream with the usage of every inner call, where LangChain sums it."""
+    return ChatGenerationChunk(
+        message=AIMessageChunk(
+            content="",
+            usage_metadata=answer.usage_metadata,
+            response_metadata=answer.response_metadata,
+            chunk_position="last",
         )
+    )
 
 
 def _structured(state: dict[str, Any], include_raw: bool) -> Any:
@@ -259,38 +254,22 @@ def _result(answer: AIMessage, stop: list[str] | None) -> ChatResult:
     return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-class _AnswerStream:
-    """Turns the graph's streamed parts into chunks of the final answer, cut at stops.
-
-    ``messages`` parts of the final aggregator become text chunks; ``values`` parts keep the
-    last state, whose answer and usage close the stream.
-    """
-
-    def __init__(self, stops: list[str] | None) -> None:
-        self.cut = _StopFilter(stops)
-        self.final: dict[str, Any] = {}
-
-    def take(self, mode: str, part: Any) -> ChatGenerationChunk | None:
-        if mode == "values":
-            self.final = part
-        elif final_answer_only(part[1]) and not self.cut.done:
-            if text := self.cut.feed(part[0].text):
-                return ChatGenerationChunk(message=AIMessageChunk(content=text))
-        return None
-
-
 class _StopFilter:
-    """Passes streamed text through, holding back just enough to cut at a stop sequence."""
+    """Passes answer text through, holding back just enough to cut at a stop sequence."""
 
     def __init__(self, stops: list[str] | None) -> None:
         self.stops = [s for s in (stops or []) if s]
         self._hold = max((len(s) for s in self.stops), default=1) - 1
         self._buffer = ""
         self.done = False
-        self.seen = False
 
-    def feed(self, text: str) -> str:
-        self.seen = self.seen or bool(text)
+    def take(self, text: str, *, streamed: bool) -> str:
+        """Return what of `text` can go out now; an answer sent whole is cut at once."""
+        if self.done:
+            return ""
+        if not streamed:
+            self.done = True
+            return _truncate(text, self.stops)
         self._buffer += text
         cut = _truncate(self._buffer, self.stops)
         if len(cut) < len(self._buffer):
@@ -302,5 +281,6 @@ class _StopFilter:
         return out
 
     def flush(self) -> str:
+        """Return the text held back, once the answer is over."""
         out, self._buffer = ("" if self.done else self._buffer), ""
         return out

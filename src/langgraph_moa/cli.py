@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -27,10 +26,11 @@ from rich.text import Text
 from langgraph_moa.config import MoAConfig, list_presets
 from langgraph_moa.context import MoAContext, apply_context
 from langgraph_moa.errors import MoAConfigError, MoAError
-from langgraph_moa.graph import create_moa_graph, final_answer_only
+from langgraph_moa.graph import create_moa_graph
 from langgraph_moa.limits import RequestLimits
 from langgraph_moa.models import PROVIDER_API_KEY_ENV
 from langgraph_moa.serve import MAX_BODY_BYTES
+from langgraph_moa.streaming import AnswerStream
 
 DEFAULT_PRESET = "local-moa"
 
@@ -87,7 +87,7 @@ def build_config(
         variant=variant,
         samples=samples,
     )
-    return base if context.is_empty() else apply_context(base, context)
+    return apply_context(base, context)
 
 
 # --- live progress ---------------------------------------------------------------------------
@@ -150,27 +150,22 @@ class Progress:
 def _run_streaming(graph: Any, messages: list[BaseMessage], show_live: bool) -> dict[str, Any]:
     """Run the graph, updating the live view; return the final state."""
     progress = Progress()
-    final: dict[str, Any] = {}
-    stream: Iterator[tuple[str, Any]] = graph.stream(
-        {"messages": messages}, stream_mode=["custom", "messages", "values"]
-    )
     with Live(
         progress, console=console, refresh_per_second=8, transient=False, auto_refresh=show_live
     ) as live:
-        for mode, chunk in stream:
-            if mode == "custom":
-                progress.event(chunk)
-            elif mode == "messages":
-                if final_answer_only(chunk[1]):
-                    progress.answer += chunk[0].text
-            else:
-                final = chunk
+
+        def on_progress(event: dict[str, Any]) -> None:
+            progress.event(event)
             if show_live:
                 live.update(progress)
-        if not progress.answer and final.get("messages"):
-            progress.answer = final["messages"][-1].text
+
+        stream = AnswerStream(graph, {"messages": messages}, on_progress=on_progress)
+        for text in stream:
+            progress.answer += text
+            if show_live:
+                live.update(progress)
         live.update(progress)
-    return final
+    return stream.final
 
 
 def _summary_line(state: dict[str, Any]) -> str:

@@ -82,8 +82,30 @@ def _validated(cls: type[_M], data: dict[str, Any]) -> _M:
         raise MoAConfigError(explain_validation_error(exc, "run context")) from None
 
 
-def apply_context(base: MoAConfig, context: MoAContext) -> MoAConfig:
-    """Return `base` (or the named preset) with the context's settings applied."""
+def apply_context(
+    base: MoAConfig,
+    context: MoAContext | None = None,
+    *,
+    call_timeout_s: float | None = None,
+    max_attempts: int | None = None,
+) -> MoAConfig:
+    """Return `base` (or the named preset) with the context's settings applied, validated.
+
+    Every entrance changes a config through here (the CLI's flags, the server's request
+    fields, `MoAChatModel`'s parameters, a run's context), so a bad value fails the same
+    way everywhere, as `MoAConfigError`, instead of slipping through an unvalidated copy.
+
+    Args:
+        base: The config to start from.
+        context: The per-run settings; None or empty changes nothing.
+        call_timeout_s: A new per-call timeout. Not a run setting: the graph builds its retry
+            and timeout machinery when it is compiled, so only callers that compile the
+            result themselves may change it.
+        max_attempts: A new number of attempts per call (same caveat).
+    """
+    context = context or MoAContext()
+    if context.is_empty() and call_timeout_s is None and max_attempts is None:
+        return base
     config = MoAConfig.from_preset(context.preset) if context.preset else base
     proposers = list(config.proposers)
     if context.proposers is not None:
@@ -102,7 +124,12 @@ def apply_context(base: MoAConfig, context: MoAContext) -> MoAConfig:
         aggregator = _replace(config.aggregator, max_tokens=context.aggregator_max_tokens)
     if context.aggregator is not None:
         aggregator = _with_model(aggregator or config.final, context.aggregator)
-    changed = bool(context.model_dump(exclude_none=True, exclude={"preset"}))
+    retry = _replace(config.retry, max_attempts=max_attempts) if max_attempts is not None else None
+    changed = (
+        bool(context.model_dump(exclude_none=True, exclude={"preset"}))
+        or call_timeout_s is not None
+        or retry is not None
+    )
     name = f"{config.name} (customized)" if config.name and changed else config.name
     return config.with_overrides(
         name=name,
@@ -110,6 +137,8 @@ def apply_context(base: MoAConfig, context: MoAContext) -> MoAConfig:
         layers=context.layers,
         proposers=proposers,
         aggregator=aggregator,
+        call_timeout_s=call_timeout_s,
+        retry=retry,
     )
 
 

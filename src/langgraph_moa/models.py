@@ -17,6 +17,7 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Collection
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -73,11 +74,29 @@ ModelSpec = str | OpenAIEndpoint | BaseChatModel
 """Anything that names a chat model; see the module docstring."""
 
 
+def _langchain_providers() -> tuple[Collection[str], Callable[[str], str | None]]:
+    """Return the providers `init_chat_model` knows and its guess of a bare name's provider.
+
+    These are private names of ``langchain.chat_models.base`` (checked in langchain 1.4.7):
+    LangChain has no public way to list its providers or to infer one without building the
+    model, and a spec must be checked when a config is validated, long before any model is
+    built (with no key set, and without importing every provider's package). They are read
+    here and nowhere else; ``tests/unit_tests/test_models.py`` pins what is relied on, and
+    that it agrees with the public `init_chat_model`, so an upgrade that changes them fails
+    there first.
+    """
+    from langchain.chat_models.base import (
+        _BUILTIN_PROVIDERS,
+        _attempt_infer_model_provider,
+    )
+
+    return _BUILTIN_PROVIDERS, _attempt_infer_model_provider
+
+
 def known_providers() -> list[str]:
     """Return the provider prefixes `init_chat_model` understands, plus ``local``."""
-    from langchain.chat_models.base import _BUILTIN_PROVIDERS
-
-    return sorted([*_BUILTIN_PROVIDERS, LOCAL_PREFIX])
+    providers, _ = _langchain_providers()
+    return sorted([*providers, LOCAL_PREFIX])
 
 
 def parse_endpoint_string(spec: str) -> OpenAIEndpoint | None:
@@ -96,22 +115,18 @@ def split_provider(spec: str) -> tuple[str, str]:
         ModelResolutionError: the prefix is unknown or no provider can be inferred; the
             message lists the prefixes that work.
     """
-    from langchain.chat_models.base import (
-        _BUILTIN_PROVIDERS,
-        _attempt_infer_model_provider,
-    )
-
+    providers, infer_provider = _langchain_providers()
     prefix, sep, name = spec.partition(":")
     if sep:
         provider = prefix.replace("-", "_").lower()
-        if provider == LOCAL_PREFIX or provider in _BUILTIN_PROVIDERS:
+        if provider == LOCAL_PREFIX or provider in providers:
             if not name:
                 raise ModelResolutionError(
                     f"Model spec {spec!r} has no model name after '{prefix}:'; "
                     f"write it as '{prefix}:<model>'."
                 )
             return provider, name
-    inferred = _attempt_infer_model_provider(spec)
+    inferred = infer_provider(spec)
     if inferred is None:
         raise ModelResolutionError(
             f"Unknown model provider in {spec!r}. Write it as 'provider:model' with one of "

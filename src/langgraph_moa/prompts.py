@@ -27,7 +27,7 @@ AGGREGATE_AND_SYNTHESIZE_PROMPT = (
     "\n"
     "Responses from models:"
 )
-"""The paper's synthesis prompt, verbatim (see the spec, section 2)."""
+"""The synthesis prompt of the Mixture-of-Agents paper (Wang et al., 2024), verbatim."""
 
 RANKER_SYSTEM_PROMPT = (
     "You are a highly efficient assistant who evaluates and selects the best response to "

@@ -55,9 +55,10 @@ from langgraph_moa.errors import (
     MoAError,
     ModelNotAllowedError,
 )
-from langgraph_moa.graph import create_moa_graph, final_answer_only, validate_conversation
+from langgraph_moa.graph import create_moa_graph, validate_conversation
 from langgraph_moa.limits import RequestLimits
 from langgraph_moa.models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.streaming import AnswerStream
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -699,26 +700,17 @@ async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIter
         return f"data: {json.dumps({**base, **payload}, default=str)}\n\n"
 
     yield event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
-    final: dict[str, Any] = {}
-    streamed = False
+    stream = AnswerStream(graph, run_input, context=job.context)
     try:
-        async for mode, part in graph.astream(
-            run_input, context=job.context, stream_mode=["messages", "values"]
-        ):
-            if mode == "values":
-                final = part
-            elif final_answer_only(part[1]) and part[0].text:
-                streamed = True
-                yield event({"choices": [{"index": 0, "delta": {"content": part[0].text}}]})
+        async for text in stream:
+            yield event({"choices": [{"index": 0, "delta": {"content": text}}]})
     except MoAError as exc:  # the status line is already sent: report in-band, as OpenAI does
         refusal = _api_error(exc)
         error = {"error": {"message": str(exc), "type": refusal.kind, "code": refusal.status}}
         yield f"data: {json.dumps(error)}\n\n"
         yield "data: [DONE]\n\n"
         return
-    answer = final["messages"][-1]
-    if not streamed and answer.text:  # a ranker's pick or a fallback answer: sent whole
-        yield event({"choices": [{"index": 0, "delta": {"content": answer.text}}]})
+    answer = stream.answer
     finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     yield event({**finish, "moa": _provenance(answer)})
     if job.include_usage:

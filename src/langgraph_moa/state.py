@@ -8,10 +8,14 @@ model name, and their order never depends on which call finished first.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage, BaseMessage
 from langgraph.graph.message import add_messages
+
+# pydantic builds the graph's JSON schemas from these, and on Python < 3.12 it only reads
+# typing_extensions' TypedDict (typing's lacks what it needs).
+from typing_extensions import TypedDict
 
 Role = Literal["proposer", "aggregator", "ranker"]
 _ROLE_ORDER = {"proposer": 0, "aggregator": 1, "ranker": 1}

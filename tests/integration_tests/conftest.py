@@ -1,24 +1,7 @@
-import time
-from pathlib import Path
-
-import httpx
 import pytest
 
 from langgraph_moa.local.catalog import installed_models
-
-
-def serve_pids() -> set[int]:
-    """PIDs of every llama.cpp server process this package started, machine-wide."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"langgraph_moa.local._serve" in cmd:
-                pids.add(int(entry.name))
-    return pids
+from tests.helpers import serve_pids
 
 
 @pytest.fixture(scope="session")
@@ -34,20 +17,6 @@ def no_new_servers_left():
     yield
     leftover = serve_pids() - before
     assert not leftover, f"server processes left behind: {leftover}"
-
-
-def wait_until_up(url: str, proc, timeout: float, why=lambda: "") -> None:
-    """Poll `url` until it answers 200; fail early if the server process exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, f"the server exited: {why()}"
-        assert time.monotonic() < deadline, f"{url} did not answer within {timeout:g}s"
-        time.sleep(0.2)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Issue 4 acceptance: 200 runs against a server that fails 30% of proposer calls.
+"""Fault tolerance under load: 200 runs against a server that fails 30% of proposer calls.
 
 Real HTTP on loopback through langchain-openai, so the errors are the ones a provider gives.
 """

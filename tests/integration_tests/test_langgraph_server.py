@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from langgraph_moa._net import free_port
-from tests.integration_tests.conftest import serve_pids, wait_until_up
+from tests.helpers import serve_pids, wait_until_up
 
 pytestmark = [pytest.mark.local_models, pytest.mark.usefixtures("local_models_available")]
 

@@ -11,7 +11,7 @@ import pytest
 
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.local.runtime import LocalRuntime
-from tests.integration_tests.conftest import serve_pids, wait_until_up
+from tests.helpers import serve_pids, wait_until_up
 
 pytestmark = [pytest.mark.local_models, pytest.mark.usefixtures("local_models_available")]
 

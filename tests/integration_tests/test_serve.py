@@ -151,7 +151,7 @@ async def test_concurrent_streaming_clients_each_get_their_own_answer(moa_url):
     assert len(set(answers)) == 20  # every client got its own run
 
 
-# --- issue 12: the server calls only what its operator allowed ---------------------------------
+# --- the server calls only what its operator allowed ---------------------------------------------
 
 
 @pytest.fixture
@@ -222,7 +222,7 @@ def test_with_the_operators_opt_in_client_endpoints_are_called(backend, listener
     assert len(received) >= 1 and received[0].startswith(b"POST /v1/chat/completions")
 
 
-# --- issue 12: a client that leaves stops paying -----------------------------------------------
+# --- a client that leaves stops paying -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import pytest
 
 from langgraph_moa import BudgetExhaustedError, MoAConfig, create_moa_graph
-from tests.unit_tests.test_graph import QUESTION
+from tests.helpers import QUESTION
 
 
 def fallback_of(out):

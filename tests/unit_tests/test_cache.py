@@ -2,7 +2,7 @@
 
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.cache import SQLiteCallCache
-from tests.unit_tests.test_graph import QUESTION
+from tests.helpers import QUESTION
 
 
 def test_a_rerun_is_served_from_the_cache(fake, log, tmp_path):

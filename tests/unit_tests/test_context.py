@@ -3,7 +3,7 @@
 import pytest
 
 from langgraph_moa import MoAConfig, MoAConfigError, MoAContext, create_moa_graph
-from tests.unit_tests.test_graph import QUESTION
+from tests.helpers import QUESTION
 
 
 def test_context_changes_layers_samples_and_limits_per_run(fake, log):

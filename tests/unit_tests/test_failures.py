@@ -1,4 +1,4 @@
-"""Regression tests for the mistakes of section 5 of the spec that concern failures."""
+"""How runs fail: retried or not, typed errors, no "None" reference, kept work, clear fixes."""
 
 import openai
 import pytest
@@ -12,7 +12,7 @@ from langgraph_moa import (
     RetrySettings,
     create_moa_graph,
 )
-from tests.unit_tests.test_graph import QUESTION, references_in
+from tests.helpers import QUESTION, references_in
 
 FAST_RETRY = RetrySettings(max_attempts=3, initial_interval=0.0, jitter=False)
 

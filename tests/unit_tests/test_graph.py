@@ -1,7 +1,5 @@
 """Core orchestration: call counts, layer semantics, references, accounting, entry points."""
 
-import re
-
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.graph import MessagesState, StateGraph
@@ -13,19 +11,7 @@ from langgraph_moa import (
     MoAInputError,
     create_moa_graph,
 )
-
-QUESTION = {"messages": [("user", "Explain X")]}
-
-
-def references_in(call) -> list[str]:
-    """The numbered references of the synthesis system message a call received."""
-    system = call.messages[0]
-    assert isinstance(system, SystemMessage)
-    block = system.text.split("Responses from models:", 1)[1]
-    if '<response id="' in block:  # the default, fenced format
-        fence = r'<response id="\d+" tag="(\w+)">\n(.*?)\n</response tag="\1">'
-        return [m.group(2) for m in re.finditer(fence, block, re.S)]
-    return [m.group(1) for m in re.finditer(r"\n\d+\. (.*)", block)]
+from tests.helpers import QUESTION, references_in
 
 
 @pytest.fixture

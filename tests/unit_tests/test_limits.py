@@ -5,7 +5,7 @@ import pytest
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.errors import LimitExceededError, MoAConfigError
 from langgraph_moa.limits import Budget, RequestLimits
-from tests.unit_tests.test_graph import QUESTION
+from tests.helpers import QUESTION
 
 
 def test_a_config_past_its_call_budget_is_refused_in_one_sentence():

@@ -1,4 +1,4 @@
-"""The synthesis prompt and its injection, exactly as the spec describes."""
+"""The synthesis prompt and its injection, exactly as the Mixture-of-Agents paper gives them."""
 
 import re
 import unicodedata

@@ -1,4 +1,4 @@
-"""Issue 4: fallback aggregators, honest retries, fenced references, bad input."""
+"""Fallback aggregators, honest retries, fenced references, bad input."""
 
 import re
 
@@ -12,7 +12,7 @@ from langgraph_moa import (
     RetrySettings,
     create_moa_graph,
 )
-from tests.unit_tests.test_graph import QUESTION, references_in
+from tests.helpers import QUESTION, references_in
 
 FAST = RetrySettings(max_attempts=2, initial_interval=0.0, jitter=False)
 

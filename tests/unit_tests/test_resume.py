@@ -6,7 +6,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from langgraph_moa import MoAConfig, RetrySettings, create_moa_graph
-from tests.unit_tests.test_graph import QUESTION
+from tests.helpers import QUESTION
 
 THREAD = {"configurable": {"thread_id": "t"}}
 

@@ -7,7 +7,7 @@ import pytest
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.selection import Candidate, SelectionConfig, extract_answer, select
-from tests.unit_tests.test_graph import references_in
+from tests.helpers import references_in
 
 QUESTION = {"messages": [("user", "What is 6 times 7?")]}
 
@@ -155,9 +155,10 @@ def test_select_variant_answers_with_the_majority_and_makes_no_extra_call(fake, 
     assert answer.text == "42"
     chosen = selection_of(out)
     assert chosen["method"] == "vote" and chosen["tally"][0]["votes"] == 2
-    # Which sample draws "41" depends on which thread calls first: check the winner's text.
-    winner = next(c for c in out["calls"] if c["sample"] == chosen["winner_call"]["sample"])
-    assert winner["output"] == "42" and chosen["calls_saved"] == 0
+    # Which sample drew which reply depends on thread scheduling; the winner is one of the 42s.
+    said_42 = {c["sample"] for c in out["calls"] if c["output"] == "42"}
+    assert len(said_42) == 2
+    assert chosen["winner_call"]["sample"] in said_42 and chosen["calls_saved"] == 0
     assert answer.response_metadata["moa"]["answered_by"] == "M"
     assert out["usage"]["total"]["calls"] == 3
 

@@ -1,7 +1,7 @@
 """Streaming: the final answer token by token, tagged; progress as custom events."""
 
 from langgraph_moa import MoAConfig, create_moa_graph, final_answer_only
-from tests.unit_tests.test_graph import QUESTION
+from tests.helpers import QUESTION
 
 LONG = lambda label, n, msgs: f"{label} says one two three four five"  # noqa: E731
 

@@ -3,7 +3,7 @@
 import pytest
 
 from langgraph_moa import MoAConfig, SelfMoASeqConfig, create_moa_graph, list_presets
-from tests.unit_tests.test_graph import QUESTION, references_in
+from tests.helpers import QUESTION, references_in
 
 
 def test_self_moa_keeps_all_k_samples_of_one_model(fake, log):

@@ -1,0 +1,49 @@
+"""Helpers shared by the unit and integration tests (tests import this, never each other)."""
+
+import re
+import time
+from pathlib import Path
+
+import httpx
+from langchain_core.messages import SystemMessage
+
+QUESTION = {"messages": [("user", "Explain X")]}
+
+
+def references_in(call) -> list[str]:
+    """The numbered references of the synthesis system message a call received."""
+    system = call.messages[0]
+    assert isinstance(system, SystemMessage)
+    block = system.text.split("Responses from models:", 1)[1]
+    if '<response id="' in block:  # the default, fenced format
+        fence = r'<response id="\d+" tag="(\w+)">\n(.*?)\n</response tag="\1">'
+        return [m.group(2) for m in re.finditer(fence, block, re.S)]
+    return [m.group(1) for m in re.finditer(r"\n\d+\. (.*)", block)]
+
+
+def serve_pids() -> set[int]:
+    """PIDs of every llama.cpp server process this package started, machine-wide."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"langgraph_moa.local._serve" in cmd:
+                pids.add(int(entry.name))
+    return pids
+
+
+def wait_until_up(url: str, proc, timeout: float, why=lambda: "") -> None:
+    """Poll `url` until it answers 200; fail early if the server process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, f"the server exited: {why()}"
+        assert time.monotonic() < deadline, f"{url} did not answer within {timeout:g}s"
+        time.sleep(0.2)
