@@ -23,6 +23,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from langgraph_moa._http import own_async_client
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
 
 LOCAL_PREFIX = "local"
@@ -186,18 +187,6 @@ _CLIENTS_WITH_MAX_RETRIES = {
     "deepseek",
     "xai",
 }
-
-
-def own_async_client() -> Any:
-    """Return a fresh async HTTP client, to be shared by the models of one event loop.
-
-    langchain-openai otherwise shares one cached async client per process, which binds to
-    the first event loop that uses it; a model built under a later `asyncio.run` would then
-    fail with "Event loop is closed". `ModelCache` keeps one client per endpoint and loop.
-    """
-    import httpx
-
-    return httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
 
 
 _SHARED_CLIENT_PROVIDERS = ("openai", "azure_openai", "together")

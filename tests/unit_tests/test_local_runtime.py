@@ -115,3 +115,16 @@ def test_shared_cores_let_every_model_in():
     room.enter("small")  # returns at once
     room.leave()
     room.leave()
+
+
+def test_the_local_runtime_does_not_import_the_model_resolution_it_serves():
+    # models.py builds local models through the runtime; the runtime importing models back
+    # was an import cycle. Both share the HTTP client from a module of its own.
+    import ast
+    from pathlib import Path
+
+    import langgraph_moa.local.runtime as runtime
+
+    tree = ast.parse(Path(runtime.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "langgraph_moa.models" not in imported

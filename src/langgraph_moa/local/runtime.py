@@ -30,6 +30,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import PrivateAttr
 
+from langgraph_moa._http import own_async_client
 from langgraph_moa._net import free_port
 from langgraph_moa.errors import MoAError
 from langgraph_moa.local.catalog import LocalModelError, LocalModelInfo, lookup, model_path
@@ -259,9 +260,7 @@ class LocalRuntime:
         """Return a chat model bound to the server of `name` (spawned now, awaited later)."""
         server = self.server(name)
         # The model cache passes the async client shared by this event loop's models.
-        client = params.get("http_async_client") or httpx.AsyncClient(
-            timeout=httpx.Timeout(600.0, connect=10.0)
-        )
+        client = params.get("http_async_client") or own_async_client()
         defaults = {
             "stream_usage": True,  # llama.cpp's server reports usage in the last chunk
             # Token logprobs for confidence-based selection (call records). One alternative
