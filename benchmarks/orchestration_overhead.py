@@ -36,6 +36,7 @@ import httpx
 import openai
 
 from langgraph_moa import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAConfig, create_moa_graph
+from langgraph_moa._http import own_async_client
 from langgraph_moa._net import free_port
 
 PROPOSERS = 6
@@ -125,18 +126,15 @@ async def compare(url: str, runs: list[int], repeats: int) -> None:
     graph = create_moa_graph(config)
     calls = config.calls_per_run()
     bare = openai.AsyncOpenAI(base_url=url, api_key="not-needed", max_retries=0)
-    # The bare calls again, through a client with the pool the project's models use
-    # (`models.own_async_client`: httpx's defaults), to tell pool limits from orchestration.
+    # The bare calls again, through the HTTP client the project's models get
+    # (`own_async_client`), to tell the client's pool from orchestration.
     pooled = openai.AsyncOpenAI(
-        base_url=url,
-        api_key="not-needed",
-        max_retries=0,
-        http_client=httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0)),
+        base_url=url, api_key="not-needed", max_retries=0, http_client=own_async_client()
     )
     sides: dict[str, Callable[[int], Awaitable[Any]]] = {
         "project": lambda i: graph.ainvoke({"messages": [("user", question(i))]}),
         "bare": lambda i: bare_run(bare, i),
-        "bare, httpx pool": lambda i: bare_run(pooled, i),
+        "bare, own client": lambda i: bare_run(pooled, i),
     }
     for run in sides.values():  # warm up: imports, first connections
         await measure(run, 2)
@@ -157,7 +155,7 @@ async def compare(url: str, runs: list[int], repeats: int) -> None:
         print(
             f"{n:>5} {med['project']:>10.3f} {med['bare']:>8.3f} "
             f"{med['project'] / med['bare']:>6.3f} {1000 * extra_cpu / (n * calls):>12.2f} "
-            f"{med['bare, httpx pool']:>12.3f} {med['project'] / med['bare, httpx pool']:>12.3f}"
+            f"{med['bare, own client']:>12.3f} {med['project'] / med['bare, own client']:>12.3f}"
         )
     await bare.close()
     await pooled.close()

@@ -12,14 +12,11 @@ def own_async_client() -> Any:
     the first event loop that uses it; a model built under a later `asyncio.run` would then
     fail with "Event loop is closed". `ModelCache` keeps one client per endpoint and loop.
 
-    Its pool is as large as the openai client's own default (1000 connections, 100 kept
-    alive): httpx's default keeps 20 alive, so at 64 concurrent runs almost every call
-    opened a new connection, and the graph took 3.9x the time of bare calls
-    (benchmarks/orchestration_overhead.py).
+    It is the openai SDK's own default client class (its connection limits and transport),
+    not a plain httpx client: with httpx's pool, which keeps 20 connections alive and scans
+    every connection on each request, 64 concurrent runs took 2.5-3.9x the time of bare
+    openai calls (benchmarks/orchestration_overhead.py).
     """
-    import httpx
+    import openai
 
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(600.0, connect=10.0),
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
-    )
+    return openai.DefaultAsyncHttpxClient(timeout=openai.Timeout(600.0, connect=10.0))
