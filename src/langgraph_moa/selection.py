@@ -49,7 +49,8 @@ class SelectionConfig(BaseModel):
     extractor: Extractor = Field(
         default="auto",
         description="How an answer is read out of a proposal before votes are counted: "
-        "auto (the last number if there is one, else the first sentence), last-number, "
+        "auto (a lone choice letter, else the last number written, else the first "
+        "sentence), last-number, "
         "short-span, choice-letter, regex (the pattern's first group, or its whole match), "
         "or text (the whole normalized proposal).",
     )
@@ -164,10 +165,11 @@ def extract_answer(text: str, extractor: Extractor = "auto", pattern: str | None
     span = _first_sentence(text)
     if extractor == "short-span":
         return _normalize(span)
-    # auto: a lone choice letter, else the last number of the first sentence, else its words.
+    # auto: a lone choice letter, else the last number written (worked answers end with
+    # their result, as GSM8K-style grading assumes), else the first sentence's words.
     if (match := _CHOICE.match(text.strip())) and len(text.strip()) <= 3:
         return match.group(1).upper()
-    return _number_key(span) or _normalize(span)
+    return _number_key(text) or _normalize(span)
 
 
 # --- the candidates and the decision -------------------------------------------------------

@@ -39,6 +39,11 @@ def test_the_same_answer_written_two_ways_gets_one_key(a, b, extractor):
     assert extract_answer(a, extractor, pattern) == extract_answer(b, extractor, pattern) != ""
 
 
+def test_a_worked_answer_is_read_at_its_end():
+    worked = "To find the total, 3 boxes hold 4 each. So 3 x 4 = 12. The answer is 12."
+    assert extract_answer(worked) == "12" == extract_answer("12 apples")
+
+
 def test_different_answers_get_different_keys():
     assert extract_answer("42") != extract_answer("24")
     assert extract_answer("Paris") != extract_answer("Lyon")
