@@ -6,7 +6,7 @@ against the best single model as the baseline: accuracy with its 95% interval, e
 paired accuracy difference to the baseline with a bootstrap interval, tokens and latency. All
 selection presets draw the same samples (same model, settings and messages), so the call
 cache generates each sample once and the selection methods are compared on identical
-proposals. The figures decide the default of `moa run` (README, "Which local system").
+proposals (README, "What it found on the local models").
 
     python benchmarks/local_model_choice.py [--full] [--out moa-eval-local] [--synthesis]
 
