@@ -5,6 +5,7 @@ Real HTTP on loopback through langchain-openai, so the errors are the ones a pro
 
 import asyncio
 import time
+from collections import Counter
 
 import pytest
 
@@ -39,11 +40,36 @@ def config_for(server) -> MoAConfig:
     )
 
 
-def proposer_failures(calls) -> int:
+def proposer_errors(calls) -> list[str]:
     """Failures the metadata reports: retried errors plus calls that failed for good."""
-    return sum(
-        len(c["retried_errors"]) + (c["status"] != "ok") for c in calls if c["role"] == "proposer"
-    )
+    return [
+        error
+        for c in calls
+        if c["role"] == "proposer"
+        for error in [*c["retried_errors"], *([c["error"]] if c["status"] != "ok" else [])]
+    ]
+
+
+def assert_reported_honestly(reported: list[str], server, before: Counter | None = None) -> None:
+    """Every injected fault is reported, and no error is invented.
+
+    An injected fault surfaces as itself, or as the client's timeout when the client gave up
+    first (always for an injected hang). On a loaded 2-core machine a request the server
+    answered in time can also exceed the 0.5 s timeout: a real failure the client saw. So
+    timeouts may exceed injected hangs, but nothing is hidden and no other error is made up;
+    when no extra timeout happened, the counts match exactly.
+    """
+    injected = Counter()
+    for model in PROPOSERS:
+        injected.update(server.injected[model])
+    injected.subtract(before or Counter())
+    total, hangs = sum(injected.values()), injected["hang"]
+    timeouts = sum(e.split(":")[0].endswith(("TimeoutError", "Timeout")) for e in reported)
+    assert len(reported) >= total, (len(reported), injected)  # nothing hidden
+    assert len(reported) - timeouts <= total - hangs, (reported, injected)  # nothing invented
+    assert timeouts >= hangs
+    if timeouts == hangs:
+        assert len(reported) == total
 
 
 async def test_200_runs_with_30_percent_failures(server):
@@ -73,12 +99,13 @@ async def test_200_runs_with_30_percent_failures(server):
     assert slowest < BOUND_S, (
         f"a run took {slowest:.2f}s, beyond the configured bound {BOUND_S:.2f}s"
     )
-    reported = sum(proposer_failures(r["calls"]) for r in answers) + sum(
-        proposer_failures(e.calls) for e in errors
-    )
+    reported = [e for r in answers for e in proposer_errors(r["calls"])] + [
+        e for err in errors for e in proposer_errors(err.calls)
+    ]
     injected = server.injected_total(PROPOSERS)
     assert injected > 100  # the test really exercised failures
-    assert reported == injected
+    assert_reported_honestly(reported, server)
+    reported = len(reported)
     print(
         f"\n200 runs: {len(answers)} answered, {len(errors)} typed errors, {injected} faults injected "
         f"and reported, slowest run {slowest:.2f}s (bound {BOUND_S:.2f}s)"
@@ -87,12 +114,14 @@ async def test_200_runs_with_30_percent_failures(server):
 
 def test_sync_runs_count_failures_honestly_too(server):
     graph = create_moa_graph(config_for(server))
-    before = server.injected_total(PROPOSERS)
-    reported = 0
+    before = Counter()
+    for model in PROPOSERS:
+        before.update(server.injected[model])
+    reported: list[str] = []
     for i in range(20):
         try:
             out = graph.invoke({"messages": [("user", f"sync {i}")]})
-            reported += proposer_failures(out["calls"])
+            reported += proposer_errors(out["calls"])
         except MoAError as exc:
-            reported += proposer_failures(exc.calls)
-    assert reported == server.injected_total(PROPOSERS) - before
+            reported += proposer_errors(exc.calls)
+    assert_reported_honestly(reported, server, before)
