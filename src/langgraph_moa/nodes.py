@@ -61,7 +61,7 @@ from langgraph_moa.ledger import (
 from langgraph_moa.models import ModelCache, has_own_timeout
 from langgraph_moa.plan import Plan, plan_for
 from langgraph_moa.prompts import ranker_messages
-from langgraph_moa.references import candidates, priority, with_references
+from langgraph_moa.references import answered_proposals, candidates, priority, with_references
 from langgraph_moa.reliability import (
     EmptyResponseError,
     StragglerCancelledError,
@@ -241,9 +241,8 @@ class MoANodes:
         cfg = self.plan().cfg
         assert cfg.selection is not None
         calls = list(state.get("calls", []))
-        answered = [c for c in calls if c["role"] == "proposer" and c["status"] == "ok"]
         decision = select(candidates(state), cfg.selection, priority(cfg))
-        record = answered[decision.winner]
+        record = answered_proposals(state)[decision.winner]
         planned = sum(p.samples for p in cfg.proposers)
         made = sum(1 for c in calls if c["role"] == "proposer")
         provenance = {

@@ -10,7 +10,7 @@ from langgraph_moa.config import MoAConfig, RoleConfig
 from langgraph_moa.prompts import estimate_tokens, fit_references, inject_references
 from langgraph_moa.reliability import ContextLengthError
 from langgraph_moa.selection import Candidate, tally_note
-from langgraph_moa.state import MoAState
+from langgraph_moa.state import CallRecord, MoAState
 
 
 def with_references(
@@ -60,14 +60,23 @@ def with_references(
     return messages, trimmed
 
 
-def candidates(state: MoAState) -> list[Candidate]:
-    """Return the last layer's successful proposals as selection sees them, in order."""
+def answered_proposals(state: MoAState) -> list[CallRecord]:
+    """Return the last layer's successful proposal records, in reference order."""
     layer = state.get("layer", 1)
-    answered = [
+    return [
         c
         for c in state.get("calls", [])
         if c["role"] == "proposer" and c["layer"] == layer and c["status"] == "ok"
     ]
+
+
+def candidates(state: MoAState) -> list[Candidate]:
+    """Return the last layer's successful proposals as selection sees them, in order.
+
+    A candidate's index is its position in `answered_proposals`, so the winner's record is
+    ``answered_proposals(state)[decision.winner]``.
+    """
+    answered = answered_proposals(state)
     return [
         Candidate(
             index=k,
