@@ -64,6 +64,8 @@ class FakeChat(BaseChatModel):
     """Seconds to spend on call n before answering (a slow or hung model)."""
     logprob: Callable[[int], float] | None = None
     """The per-token logprob reported for call n, as llama.cpp or OpenAI would."""
+    cut_off: Callable[[int], bool] | None = None
+    """Whether call n reports finish_reason "length" (max_tokens ended it), else "stop"."""
     counter: Any = Field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -90,6 +92,8 @@ class FakeChat(BaseChatModel):
             meta["logprobs"] = {
                 "content": [{"token": t, "logprob": self.logprob(n)} for t in text.split()]
             }
+        if self.cut_off is not None:
+            meta["finish_reason"] = "length" if self.cut_off(n) else "stop"
         return AIMessage(
             content=text,
             response_metadata=meta,

@@ -40,6 +40,16 @@ def token_logprobs(response: BaseMessage) -> list[float]:
     ]
 
 
+def finish_reason(response: BaseMessage) -> str | None:
+    """Return why generation stopped, as OpenAI-compatible providers report it.
+
+    "length" means `max_tokens` cut the answer off: its last number is then a step of the
+    working, not the answer, which is why selection leaves such proposals out of the vote.
+    """
+    value = (response.response_metadata or {}).get("finish_reason")
+    return value if isinstance(value, str) and value else None
+
+
 def ok_record(
     *,
     role: Role,
@@ -76,6 +86,7 @@ def ok_record(
         total_tokens=int(usage["total_tokens"]) if usage else prompt + completion,
         mean_logprob=round(sum(logprobs) / len(logprobs), 6) if logprobs else None,
         logprob_tokens=len(logprobs),
+        finish_reason=finish_reason(response),
     )
 
 
@@ -110,6 +121,7 @@ def failed_record(
         total_tokens=0,
         mean_logprob=None,
         logprob_tokens=0,
+        finish_reason=None,
     )
 
 

@@ -83,6 +83,7 @@ def candidates(state: MoAState) -> list[Candidate]:
             model=c["configured_model"],
             text=c["output"] or "",
             mean_logprob=c.get("mean_logprob"),
+            cut_off=c.get("finish_reason") == "length",
         )
         for k, c in enumerate(answered)
     ]

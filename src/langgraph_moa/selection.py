@@ -185,6 +185,8 @@ class Candidate:
     """The configured model label: votes of one model's samples are grouped by it (mux)."""
     text: str
     mean_logprob: float | None = None
+    cut_off: bool = False
+    """`max_tokens` ended the answer early: what it would have concluded is unknown."""
 
 
 @dataclass
@@ -225,6 +227,27 @@ class Selection:
         if self.note:
             out["note"] = self.note
         return out
+
+
+def _votes_of_complete(
+    candidates: Sequence[Candidate], answers: Sequence[str]
+) -> tuple[list[str], str | None]:
+    """Blank the answers of cut-off proposals, unless every proposal was cut off.
+
+    A worked answer stopped by `max_tokens` ends mid-calculation: its last number is a step,
+    not a result, and two cut-off samples often stop at the same step and outvote a finished
+    answer. They stay candidates for consensus and for the no-answer fallback.
+    """
+    cut = [c.index for c in candidates if c.cut_off]
+    if not cut or len(cut) == len(candidates):
+        return list(answers), None
+    kept = ["" if c.cut_off else a for c, a in zip(candidates, answers, strict=True)]
+    which = ", ".join(str(i + 1) for i in cut)
+    return kept, f"proposals {which} were cut off by max_tokens and did not vote"
+
+
+def _join_notes(*notes: str | None) -> str | None:
+    return "; ".join(n for n in notes if n) or None
 
 
 def _rank_of(model: str, priority: Sequence[str]) -> int:
@@ -298,8 +321,11 @@ def select(
     if config.method == "consensus":
         return _consensus(candidates)
     answers = [extract_answer(c.text, config.extractor, config.pattern) for c in candidates]
+    answers, cut_note = _votes_of_complete(candidates, answers)
     if config.method == "mux":
-        return _mux(candidates, answers, config, order)
+        decision = _mux(candidates, answers, config, order)
+        decision.note = _join_notes(cut_note, decision.note)
+        return decision
     weights = [1.0] * len(candidates)
     note = None
     method: Method = config.method
@@ -317,15 +343,19 @@ def select(
             "no answer could be read from any proposal: the first proposal answers",
             [],
             weights,
-            note="no readable answer",
+            note=_join_notes(cut_note, "no readable answer"),
         )
     best = _best_group(groups, candidates, order)
-    if len(candidates) >= 3 and all(len(g.members) == 1 for g in groups):
+    voters = [c for c, a in zip(candidates, answers, strict=True) if a]
+    if len(voters) >= 3 and all(len(g.members) == 1 for g in groups):
         # No two proposals agree (typical of free-form answers): a vote says nothing, so
         # the proposal closest to all others answers (self-consistency's free-form case).
-        fallback = _consensus(candidates)
+        complete = [c for c in candidates if not c.cut_off] or list(candidates)
+        fallback = _consensus(complete)
         fallback.method, fallback.tally = method, [*_tally(groups), *fallback.tally]
-        fallback.note = "no two answers agree: the most central proposal (consensus) answers"
+        fallback.note = _join_notes(
+            cut_note, "no two answers agree: the most central proposal (consensus) answers"
+        )
         return fallback
     total = sum(g.weight for g in groups)
     winner = _representative(best, candidates, weights)
@@ -343,7 +373,7 @@ def select(
         reason,
         _tally(groups),
         weights if method == "confidence" and note is None else None,
-        note,
+        _join_notes(cut_note, note),
     )
 
 
@@ -434,6 +464,7 @@ def _consensus(candidates: Sequence[Candidate]) -> Selection:
 def tally_note(candidates: Sequence[Candidate], config: SelectionConfig) -> str:
     """Describe the vote for a synthesizing aggregator: which answer how many responses gave."""
     answers = [extract_answer(c.text, config.extractor, config.pattern) for c in candidates]
+    answers, _ = _votes_of_complete(candidates, answers)
     groups = _groups(candidates, answers, [1.0] * len(candidates))
     if not groups:
         return ""

@@ -55,6 +55,9 @@ class CallRecord(TypedDict):
     returned logprobs (llama.cpp, OpenAI, vLLM); None otherwise."""
     logprob_tokens: int
     """How many tokens `mean_logprob` averages over (0 without logprobs)."""
+    finish_reason: str | None
+    """Why the provider stopped generating ("stop", "length" when `max_tokens` cut the answer
+    off, ...), where it said; None otherwise. Selection does not count cut-off answers."""
 
 
 def call_key(record: CallRecord) -> tuple[int, int, int, int]:

@@ -4,7 +4,7 @@ import threading
 
 from langchain_core.messages import AIMessage
 
-from langgraph_moa.accounting import ok_record, token_logprobs
+from langgraph_moa.accounting import finish_reason, ok_record, token_logprobs
 from langgraph_moa.local.runtime import LocalRuntime, _port_was_taken
 
 
@@ -66,6 +66,9 @@ def test_token_logprobs_give_each_record_its_mean_confidence():
         latency_s=0.1,
     )
     assert bare["mean_logprob"] is None and bare["logprob_tokens"] == 0
+    assert bare["finish_reason"] is None
+    stopped = AIMessage(content="Par", response_metadata={"finish_reason": "length"})
+    assert finish_reason(stopped) == "length"
 
 
 def test_the_core_room_lets_one_model_in_at_a_time_with_all_its_calls():

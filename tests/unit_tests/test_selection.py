@@ -53,13 +53,14 @@ def test_different_answers_get_different_keys():
 # --- the decision --------------------------------------------------------------------------
 
 
-def cands(*texts, model="m", logprobs=None):
+def cands(*texts, model="m", logprobs=None, cut_off=()):
     return [
         Candidate(
             index=i,
             model=model if isinstance(model, str) else model[i],
             text=t,
             mean_logprob=None if logprobs is None else logprobs[i],
+            cut_off=i in cut_off,
         )
         for i, t in enumerate(texts)
     ]
@@ -86,6 +87,48 @@ def test_confidence_lets_one_sure_answer_outweigh_two_unsure_ones():
     assert decision.weights is not None and decision.weights[2] > 0.9
     # The same pool, plain votes: the majority wins.
     assert select(pool, SelectionConfig(method="vote")).winner in (0, 1)
+
+
+WORKED = "Each box holds 4, so 3 boxes hold 3 x 4 = 12. The answer is 12."
+STOPPED = "Each box holds 4. First we count the boxes: there are 3"  # max_tokens hit here
+
+
+@pytest.mark.parametrize("method", ["vote", "confidence", "mux"])
+def test_answers_cut_off_by_max_tokens_do_not_outvote_a_finished_one(method):
+    # Two samples stopped at the same step of their working agree on "3", an intermediate
+    # number; counted as votes they would beat the one finished answer.
+    pool = cands(WORKED, STOPPED, STOPPED, logprobs=[-0.2, -0.1, -0.1], cut_off={1, 2})
+    decision = select(pool, SelectionConfig(method=method))
+    assert decision.winner == 0
+    assert "proposals 2, 3 were cut off by max_tokens and did not vote" in decision.note
+    # Unflagged, the same texts do outvote it: the flag is what decides.
+    assert select(cands(WORKED, STOPPED, STOPPED), SelectionConfig(method="vote")).winner != 0
+
+
+def test_when_every_answer_was_cut_off_they_all_still_vote():
+    pool = cands(STOPPED, STOPPED, WORKED, cut_off={0, 1, 2})
+    decision = select(pool, SelectionConfig(method="vote"))
+    assert decision.winner in (0, 1) and decision.note is None
+
+
+def test_select_variant_reads_the_cut_off_flag_from_the_providers_finish_reason(fake, log):
+    config = MoAConfig(
+        variant="select",
+        proposers=[
+            {"model": fake("G", reply=answers(WORKED), cut_off=lambda n: False)},
+            {
+                "model": fake("S", reply=answers(STOPPED), cut_off=lambda n: True),
+                "samples": 2,
+            },
+        ],
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert out["messages"][-1].text == WORKED
+    assert {c["configured_model"]: c["finish_reason"] for c in out["calls"]} == {
+        "G": "stop",
+        "S": "length",
+    }
+    assert "did not vote" in selection_of(out)["note"]
 
 
 def test_confidence_without_logprobs_falls_back_to_votes_and_says_so():
