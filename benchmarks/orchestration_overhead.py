@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import operator
 import os
 import pstats
 import statistics
@@ -30,10 +31,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import httpx
 import openai
+from langchain_openai import ChatOpenAI
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
+from pydantic import SecretStr
 
 from langgraph_moa import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAConfig, create_moa_graph
 from langgraph_moa._http import own_async_client
@@ -79,14 +84,23 @@ def question(i: int) -> str:
     return f"Question {i}: why is the sky blue?"
 
 
-# --- the bare side ---------------------------------------------------------------------------
+# --- the floors: what LangGraph and LangChain cost by themselves ------------------------------
 
 
-async def bare_run(client: openai.AsyncOpenAI, i: int) -> str:
-    """One MoA run as plain calls: each proposer layer gathered, then the aggregator."""
+class FloorState(TypedDict, total=False):
+    question: str
+    layer: int
+    outputs: Annotated[list[tuple[int, str]], operator.add]
+    references: str | None
+    answer: str
 
-    async def ask(model: str, references: str | None) -> str:
-        messages: list[Any] = [{"role": "user", "content": question(i)}]
+
+Ask = Callable[[str, str, "str | None"], Awaitable[str]]
+
+
+def ask_with_openai(client: openai.AsyncOpenAI) -> Ask:
+    async def ask(model: str, text: str, references: str | None) -> str:
+        messages: list[Any] = [{"role": "user", "content": text}]
         if references is not None:
             system = f"{AGGREGATE_AND_SYNTHESIZE_PROMPT}\n{references}"
             messages.insert(0, {"role": "system", "content": system})
@@ -95,11 +109,91 @@ async def bare_run(client: openai.AsyncOpenAI, i: int) -> str:
         )
         return reply.choices[0].message.content or ""
 
+    return ask
+
+
+def ask_with_langchain(url: str, client: httpx.AsyncClient) -> Ask:
+    """The same call through langchain-openai's `ChatOpenAI`, one shared HTTP client."""
+    models = {
+        name: ChatOpenAI(
+            model=name,
+            base_url=url,
+            api_key=SecretStr("not-needed"),
+            max_retries=0,
+            temperature=0.7,
+            max_tokens=512,  # type: ignore[call-arg]  # alias of max_completion_tokens
+            http_async_client=client,
+        )
+        for name in [*(f"p{j}" for j in range(PROPOSERS)), "agg"]
+    }
+
+    async def ask(model: str, text: str, references: str | None) -> str:
+        messages: list[Any] = [("user", text)]
+        if references is not None:
+            messages.insert(0, ("system", f"{AGGREGATE_AND_SYNTHESIZE_PROMPT}\n{references}"))
+        return (await models[model].ainvoke(messages)).text
+
+    return ask
+
+
+async def plain_run(ask: Ask, i: int) -> str:
+    """One MoA run as plain calls: each proposer layer gathered, then the aggregator."""
     references = None
     for _ in range(LAYERS - 1):
-        outputs = await asyncio.gather(*(ask(f"p{j}", references) for j in range(PROPOSERS)))
+        outputs = await asyncio.gather(
+            *(ask(f"p{j}", question(i), references) for j in range(PROPOSERS))
+        )
         references = "\n".join(f"{k + 1}. {text}" for k, text in enumerate(outputs))
-    return await ask("agg", references)
+    return await ask("agg", question(i), references)
+
+
+def floor_graph(ask: Ask) -> Any:
+    """The smallest LangGraph that runs the same calls: `Send` fan-out per layer, a reducer
+    collecting the outputs, a router to the aggregator. No retries, deadlines, records or
+    provenance: what any LangGraph MoA pays before doing any of that."""
+
+    async def propose(task: dict[str, Any]) -> FloorState:
+        text = await ask(f"p{task['proposer']}", task["question"], task["references"])
+        return {"outputs": [(task["layer"], text)]}
+
+    def fan_out(state: FloorState) -> list[Send] | str:
+        layer = state.get("layer", 0)
+        if layer == LAYERS - 1:
+            return "aggregate"
+        references = state.get("references")
+        return [
+            Send(
+                "propose",
+                {
+                    "proposer": j,
+                    "layer": layer + 1,
+                    "question": state["question"],
+                    "references": references,
+                },
+            )
+            for j in range(PROPOSERS)
+        ]
+
+    def collect(state: FloorState) -> FloorState:
+        layer = state.get("layer", 0) + 1
+        texts = [text for at, text in state["outputs"] if at == layer]
+        return {
+            "layer": layer,
+            "references": "\n".join(f"{k + 1}. {t}" for k, t in enumerate(texts)),
+        }
+
+    async def aggregate(state: FloorState) -> FloorState:
+        return {"answer": await ask("agg", state["question"], state.get("references"))}
+
+    builder = StateGraph(FloorState)
+    builder.add_node("propose", propose)
+    builder.add_node("collect", collect)
+    builder.add_node("aggregate", aggregate)
+    builder.add_conditional_edges(START, fan_out, ["propose", "aggregate"])
+    builder.add_edge("propose", "collect")
+    builder.add_conditional_edges("collect", fan_out, ["propose", "aggregate"])
+    builder.add_edge("aggregate", END)
+    return builder.compile()
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -131,17 +225,24 @@ async def compare(url: str, runs: list[int], repeats: int) -> None:
     pooled = openai.AsyncOpenAI(
         base_url=url, api_key="not-needed", max_retries=0, http_client=own_async_client()
     )
+    shared = own_async_client()
+    raw, chat = ask_with_openai(pooled), ask_with_langchain(url, shared)
+    langgraph_raw, langgraph_chat = floor_graph(raw), floor_graph(chat)
     sides: dict[str, Callable[[int], Awaitable[Any]]] = {
         "project": lambda i: graph.ainvoke({"messages": [("user", question(i))]}),
-        "bare": lambda i: bare_run(bare, i),
-        "bare, own client": lambda i: bare_run(pooled, i),
+        "bare": lambda i: plain_run(ask_with_openai(bare), i),
+        "bare, own client": lambda i: plain_run(raw, i),
+        "langchain": lambda i: plain_run(chat, i),
+        "langgraph": lambda i: langgraph_raw.ainvoke({"question": question(i)}),
+        "langgraph+langchain": lambda i: langgraph_chat.ainvoke({"question": question(i)}),
     }
     for run in sides.values():  # warm up: imports, first connections
         await measure(run, 2)
 
     print(f"{LAYERS} layers x {PROPOSERS} proposers, {calls} calls per run, median of {repeats}")
-    header = f"{'runs':>5} {'project s':>10} {'bare s':>8} {'ratio':>6} {'CPU/call ms':>12}"
-    print(f"{header} {'bare+pool s':>12} {'ratio to it':>12}")
+    print("wall seconds of each side; ratio = side / bare; CPU ms = extra client CPU per call")
+    names = list(sides)
+    print(f"{'runs':>5} " + " ".join(f"{name:>20}" for name in names))
     for n in runs:
         wall: dict[str, list[float]] = {name: [] for name in sides}
         cpu: dict[str, list[float]] = {name: [] for name in sides}
@@ -151,14 +252,22 @@ async def compare(url: str, runs: list[int], repeats: int) -> None:
                 wall[name].append(w)
                 cpu[name].append(c)
         med = {name: statistics.median(values) for name, values in wall.items()}
-        extra_cpu = statistics.median(cpu["project"]) - statistics.median(cpu["bare"])
+        base_cpu = statistics.median(cpu["bare"])
+        cells = []
+        for name in names:
+            extra = 1000 * (statistics.median(cpu[name]) - base_cpu) / (n * calls)
+            cells.append(f"{med[name]:6.3f} {med[name] / med['bare']:5.3f} {extra:5.2f}ms")
+        print(f"{n:>5} " + " ".join(f"{cell:>20}" for cell in cells), flush=True)
+        floor = med["langgraph+langchain"]
         print(
-            f"{n:>5} {med['project']:>10.3f} {med['bare']:>8.3f} "
-            f"{med['project'] / med['bare']:>6.3f} {1000 * extra_cpu / (n * calls):>12.2f} "
-            f"{med['bare, own client']:>12.3f} {med['project'] / med['bare, own client']:>12.3f}"
+            f"      project / bare = {med['project'] / med['bare']:.3f}; "
+            f"project / langgraph+langchain floor = {med['project'] / floor:.3f}; "
+            f"floor / bare = {floor / med['bare']:.3f}",
+            flush=True,
         )
     await bare.close()
     await pooled.close()
+    await shared.aclose()
 
 
 async def profile(url: str, n: int, top: int) -> None:

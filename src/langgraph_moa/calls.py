@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from typing import Any, NamedTuple, Protocol
 
 from langchain_core.messages import BaseMessage
@@ -66,11 +66,22 @@ def emit(event: str, **fields: Any) -> None:
     get_stream_writer()({"type": "moa", "event": event, **fields})
 
 
-_POLL_S = 0.05
-"""How often a call waiting on its layer's deadline checks it: the stated margin."""
+QUORUM_POLL_S = 0.05
+"""How often a call past its layer's deadline checks whether the quorum has answered."""
 
-StopCheck = Callable[[], str | None]
-"""Returns why a running call should be abandoned (its layer went on), or None."""
+
+class StopCheck(Protocol):
+    """Watches a running call for its layer going on without it."""
+
+    def __call__(self) -> str | None:
+        """Return why the call should be abandoned now, or None."""
+
+    def wait_s(self) -> float:
+        """Return how long the answer of `__call__` cannot change (the time to the deadline).
+
+        Before the deadline a waiting call sleeps until it; after it, it checks the quorum
+        every `QUORUM_POLL_S`.
+        """
 
 
 def call_model(
@@ -113,7 +124,7 @@ def call_model(
     context = contextvars.copy_context()
     threading.Thread(target=context.run, args=(run,), daemon=True, name=f"moa {label}").start()
     started = time.monotonic()
-    while not done.wait(_POLL_S):
+    while not done.wait(_next_check_s(started, timeout, stop)):
         _check_limits(label, started, timeout, stop)
     if "error" in outcome:
         error = outcome["error"]
@@ -184,13 +195,21 @@ async def _until_stopped(
     task = asyncio.ensure_future(call)
     try:
         while True:
-            finished, _ = await asyncio.wait({task}, timeout=_POLL_S)
+            finished, _ = await asyncio.wait({task}, timeout=stop.wait_s())
             if finished:
                 return task.result()
             if reason := stop():
                 raise StragglerCancelledError(f"{label} was still running: {reason}")
     finally:
         task.cancel()
+
+
+def _next_check_s(started: float, timeout: float | None, stop: StopCheck | None) -> float:
+    """Return how long a waiting call can sleep before its limits need checking again."""
+    waits = [stop.wait_s()] if stop is not None else []
+    if timeout is not None:
+        waits.append(max(timeout - (time.monotonic() - started), 0.0) + 0.001)
+    return min(waits) if waits else QUORUM_POLL_S
 
 
 def _check_limits(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -18,6 +19,7 @@ from langchain_core.runnables import Runnable
 from langgraph.runtime import get_runtime
 from langgraph.types import Command
 
+from langgraph_moa import clock
 from langgraph_moa.accounting import failed_record, ok_record, summarize
 from langgraph_moa.answer import (
     NOSTREAM,
@@ -32,6 +34,7 @@ from langgraph_moa.answer import (
 )
 from langgraph_moa.cache import CallCache
 from langgraph_moa.calls import (
+    QUORUM_POLL_S,
     CallId,
     NodeSteps,
     StopCheck,
@@ -527,21 +530,37 @@ def _straggler_check(
     """
     if cfg.layer_deadline_s is None:
         return None
+    watch = _LayerWatch(
+        due=task.get("layer_started_at", clock.now()) + cfg.layer_deadline_s,
+        quorum=cfg.min_proposers,
+        answers=step.answers,
+    )
+    if reason := watch():
+        raise StragglerCancelledError(f"{call.configured_model}: {reason}")
+    return watch
 
-    def stop() -> str | None:
-        assert cfg.layer_deadline_s is not None
-        due = task.get("layer_started_at", time.time()) + cfg.layer_deadline_s
-        count = step.answers()
-        if time.time() >= due and count >= cfg.min_proposers:
+
+@dataclass(frozen=True)
+class _LayerWatch:
+    """A proposal's layer deadline (wall time, `clock.now`) and the quorum that ends it."""
+
+    due: float
+    quorum: int
+    answers: Callable[[], int]
+
+    def __call__(self) -> str | None:
+        count = self.answers()
+        if clock.now() >= self.due and count >= self.quorum:
             return (
                 f"the layer deadline passed and {count} proposals "
-                f"(quorum {cfg.min_proposers}) had answered"
+                f"(quorum {self.quorum}) had answered"
             )
         return None
 
-    if reason := stop():
-        raise StragglerCancelledError(f"{call.configured_model}: {reason}")
-    return stop
+    def wait_s(self) -> float:
+        # At most a second at a time: wall time can jump (a clock set forward), and the
+        # deadline is in wall time so that a resumed run in another process keeps it.
+        return min(max(self.due - clock.now(), QUORUM_POLL_S), 1.0)
 
 
 def _ok(

@@ -8,13 +8,13 @@ here and naming it in `PLANS`.
 from __future__ import annotations
 
 import random
-import time
 from typing import ClassVar
 
 from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.graph import END
 from langgraph.types import Send
 
+from langgraph_moa import clock
 from langgraph_moa.config import MoAConfig
 from langgraph_moa.references import candidates, priority, with_references
 from langgraph_moa.selection import select
@@ -55,7 +55,7 @@ class Plan:
             if layer > 1
             else conversation
         )
-        started = time.time()
+        started = clock.now()
         return [
             self._send(state, layer, i, s, list(layer_input), started)
             for i, proposer in enumerate(self.cfg.proposers)
@@ -147,7 +147,7 @@ class SeqPlan(Plan):
         """Draw one window's samples, each of the bare conversation."""
         conversation: list[BaseMessage] = list(state["messages"])
         batch = self.cfg.seq.batches(self.cfg.proposers[0].samples)[layer - 1]
-        started = time.time()
+        started = clock.now()
         return [self._send(state, layer, 0, s, conversation, started) for s in batch]
 
     def references(self, state: MoAState, layer: int, outputs: list[str]) -> list[str]:
