@@ -8,12 +8,15 @@ selection presets draw the same samples (same model, settings and messages), so 
 cache generates each sample once and the selection methods are compared on identical
 proposals (README, "What it found on the local models").
 
-    python benchmarks/local_model_choice.py [--full] [--out moa-eval-local] [--synthesis]
+    python benchmarks/local_model_choice.py [--full | --synthesis] [--out moa-eval-local]
 
 The subset, `data/verifiable_subset.jsonl`, holds the shipped items whose position modulo 5
-is 0 or 2: 103 items, every category in its share.
-`--synthesis` adds the synthesizing presets (local-moa, local-self-moa, local-ranker), whose
-aggregation calls are long; `--full` uses all 256 items.
+is 0 or 2: 103 items, every category in its share. `--full` uses all 256 items.
+`--synthesis` evaluates the synthesizing presets (local-moa, local-self-moa, local-ranker)
+instead, against the same baseline, on every fourth item of that subset
+(`data/verifiable_synthesis_subset.jsonl`, 26 items): their aggregation calls read every
+proposal and write up to 256 tokens, 25-50 s per item on 2 cores, so the whole subset would
+not fit a session. Give it the same `--out` as the selection run to reuse its samples.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT / "benchmarks" / "data" / "verifiable_subset.jsonl"
+SYNTHESIS_SUBSET = ROOT / "benchmarks" / "data" / "verifiable_synthesis_subset.jsonl"
 BASELINE = "single:local:qwen2.5-coder-1.5b"
 SYSTEMS = [
     BASELINE,
@@ -35,23 +39,28 @@ SYSTEMS = [
     "local-vote-adaptive",
     "local-mux",
 ]
-SYNTHESIS = ["local-self-moa", "local-moa", "local-ranker"]
+SYNTHESIS = [BASELINE, "local-self-moa", "local-moa", "local-ranker"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="all items, not the subset")
-    parser.add_argument("--synthesis", action="store_true", help="add the synthesizing presets")
+    parser.add_argument(
+        "--synthesis", action="store_true", help="the synthesizing presets, on 26 items"
+    )
     parser.add_argument("--out", default="moa-eval-local")
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
-    systems = SYSTEMS + (SYNTHESIS if args.synthesis else [])
+    systems = SYNTHESIS if args.synthesis else SYSTEMS
     cmd = [sys.executable, "-m", "langgraph_moa", "eval", "--baseline", BASELINE]
     cmd += [arg for name in systems for arg in ("-s", name)]
     cmd += ["--concurrency", str(args.concurrency), "--out", args.out]
-    cmd += ["--calibration-out", str(Path(args.out) / "calibration.json")]
-    if not args.full:
-        cmd += ["--dataset", str(SUBSET)]
+    if args.synthesis:
+        cmd += ["--dataset", str(SYNTHESIS_SUBSET)]
+    else:
+        cmd += ["--calibration-out", str(Path(args.out) / "calibration.json")]
+        if not args.full:
+            cmd += ["--dataset", str(SUBSET)]
     print(" ".join(cmd), flush=True)
     sys.exit(subprocess.call(cmd))
 
