@@ -40,14 +40,29 @@ def token_logprobs(response: BaseMessage) -> list[float]:
     ]
 
 
-def finish_reason(response: BaseMessage) -> str | None:
-    """Return why generation stopped, as OpenAI-compatible providers report it.
+CUT_OFF_REASONS = frozenset({"length", "max_tokens"})
+"""Finish reasons that mean `max_tokens` ended the answer: OpenAI-compatible servers
+(OpenAI, llama.cpp, vLLM, Together) say "length", Anthropic "max_tokens", Gemini
+"MAX_TOKENS" (compared in lower case)."""
 
-    "length" means `max_tokens` cut the answer off: its last number is then a step of the
-    working, not the answer, which is why selection leaves such proposals out of the vote.
+
+def finish_reason(response: BaseMessage) -> str | None:
+    """Return why generation stopped, as the provider reported it.
+
+    A cut-off answer (`CUT_OFF_REASONS`) ends mid-working: its last number is a step, not
+    the result, which is why selection leaves such proposals out of the vote.
     """
-    value = (response.response_metadata or {}).get("finish_reason")
-    return value if isinstance(value, str) and value else None
+    meta = response.response_metadata or {}
+    for key in ("finish_reason", "stop_reason"):  # OpenAI-style, Anthropic
+        value = meta.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def was_cut_off(record: CallRecord) -> bool:
+    """Tell whether `max_tokens` ended this call's answer."""
+    return (record.get("finish_reason") or "").lower() in CUT_OFF_REASONS
 
 
 def ok_record(

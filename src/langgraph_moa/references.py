@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage
 
+from langgraph_moa.accounting import was_cut_off
 from langgraph_moa.config import MoAConfig, RoleConfig
 from langgraph_moa.prompts import estimate_tokens, fit_references, inject_references
 from langgraph_moa.reliability import ContextLengthError
@@ -83,7 +84,7 @@ def candidates(state: MoAState) -> list[Candidate]:
             model=c["configured_model"],
             text=c["output"] or "",
             mean_logprob=c.get("mean_logprob"),
-            cut_off=c.get("finish_reason") == "length",
+            cut_off=was_cut_off(c),
         )
         for k, c in enumerate(answered)
     ]

@@ -232,18 +232,27 @@ class Selection:
 def _votes_of_complete(
     candidates: Sequence[Candidate], answers: Sequence[str]
 ) -> tuple[list[str], str | None]:
-    """Blank the answers of cut-off proposals, unless every proposal was cut off.
+    """Blank the answers of cut-off proposals, unless no finished proposal has an answer.
 
     A worked answer stopped by `max_tokens` ends mid-calculation: its last number is a step,
     not a result, and two cut-off samples often stop at the same step and outvote a finished
-    answer. They stay candidates for consensus and for the no-answer fallback.
+    answer. Blanked answers still count in the total that agreement is measured against, so
+    they weigh as dissent: the adaptive stop never ends on fewer finished votes.
     """
     cut = [c.index for c in candidates if c.cut_off]
-    if not cut or len(cut) == len(candidates):
+    finished_answer = any(a and not c.cut_off for c, a in zip(candidates, answers, strict=True))
+    if not cut or not finished_answer:
         return list(answers), None
     kept = ["" if c.cut_off else a for c, a in zip(candidates, answers, strict=True)]
     which = ", ".join(str(i + 1) for i in cut)
-    return kept, f"proposals {which} were cut off by max_tokens and did not vote"
+    were = "was" if len(cut) == 1 else "were"
+    noun = "proposal" if len(cut) == 1 else "proposals"
+    return kept, f"{noun} {which} {were} cut off by max_tokens and did not vote"
+
+
+def _finished(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Return the candidates `max_tokens` did not cut off (all of them if it cut off all)."""
+    return [c for c in candidates if not c.cut_off] or list(candidates)
 
 
 def _join_notes(*notes: str | None) -> str | None:
@@ -319,7 +328,9 @@ def select(
         raise ValueError("selection needs at least one proposal")
     order = [*config.priority, *(p for p in priority if p not in config.priority)]
     if config.method == "consensus":
-        return _consensus(candidates)
+        # A cut-off answer is a prefix of a finished one, which token-set similarity scores
+        # as a perfect match: left in, it would win.
+        return _consensus(_finished(candidates))
     answers = [extract_answer(c.text, config.extractor, config.pattern) for c in candidates]
     answers, cut_note = _votes_of_complete(candidates, answers)
     if config.method == "mux":
@@ -338,9 +349,9 @@ def select(
     if not groups:
         return Selection(
             method,
-            candidates[0].index,
+            _finished(candidates)[0].index,
             0.0,
-            "no answer could be read from any proposal: the first proposal answers",
+            "no answer could be read from any proposal: the first finished proposal answers",
             [],
             weights,
             note=_join_notes(cut_note, "no readable answer"),
@@ -350,17 +361,26 @@ def select(
     if len(voters) >= 3 and all(len(g.members) == 1 for g in groups):
         # No two proposals agree (typical of free-form answers): a vote says nothing, so
         # the proposal closest to all others answers (self-consistency's free-form case).
-        complete = [c for c in candidates if not c.cut_off] or list(candidates)
-        fallback = _consensus(complete)
+        fallback = _consensus(_finished(candidates))
         fallback.method, fallback.tally = method, [*_tally(groups), *fallback.tally]
         fallback.note = _join_notes(
             cut_note, "no two answers agree: the most central proposal (consensus) answers"
         )
+        # Agreement is the share of votes behind the answer (one), not the text similarity
+        # consensus measured: worked answers that differ only in their result are 95%
+        # similar, and the adaptive stop must not read that as agreement.
+        at = next(k for k, c in enumerate(candidates) if c.index == fallback.winner)
+        fallback.agreement = weights[at] / sum(weights)
         return fallback
-    total = sum(g.weight for g in groups)
+    # Everyone counts in the total, cut-off and unreadable proposals too: they did not back
+    # the winner, and a stop on "1 of 1 votes" after two cut-off samples would be premature.
+    total = sum(weights)
     winner = _representative(best, candidates, weights)
     runner_up = max((g.weight for g in groups if g is not best), default=0.0)
-    tie = " (a tie, broken by model priority)" if math.isclose(runner_up, best.weight) else ""
+    tie = ""
+    if math.isclose(runner_up, best.weight):
+        ranks = {_rank_of(c.model, order) for c in candidates}
+        tie = " (a tie, broken by " + ("model priority)" if len(ranks) > 1 else "proposer order)")
     what = "votes" if method == "vote" or note else "confidence-weighted votes"
     reason = (
         f"{best.answer!r} has {best.weight:.3g} of {total:.3g} {what} from "

@@ -191,7 +191,6 @@ async def test_a_hung_proposer_never_delays_its_layer_past_the_deadline(
     hung_calls = [c for c in out["calls"] if c["configured_model"] == "HUNG"]
     assert [c["status"] for c in hung_calls] == ["cancelled", "cancelled"]
     assert all("layer deadline passed" in c["error"] for c in hung_calls)
-    assert all(c["latency_s"] < 30 for c in hung_calls)
     assert out["usage"]["total"]["cancelled"] == 2 and out["usage"]["total"]["failed"] == 0
     assert "1 of 3 expected responses are missing" in log.by("AGG")[0].messages[0].text
 

@@ -131,6 +131,86 @@ def test_select_variant_reads_the_cut_off_flag_from_the_providers_finish_reason(
     assert "did not vote" in selection_of(out)["note"]
 
 
+def test_a_cut_off_prefix_does_not_win_consensus():
+    # Token-set similarity scores a prefix as a perfect match with what it is a prefix of.
+    finished = [WORKED, "Each box holds 4, so 3 boxes hold 3 x 4 = 12 apples in all."]
+    pool = cands(*finished, "Each box holds 4, so 3 boxes hold", cut_off={2})
+    assert select(pool, SelectionConfig(method="consensus")).winner in (0, 1)
+
+
+def test_cut_off_answers_vote_when_no_finished_answer_can_be_read():
+    pool = cands("I am not sure.", "The result is 12 and", "It comes to 12 so", cut_off={1, 2})
+    decision = select(pool, SelectionConfig(method="vote", extractor="last-number"))
+    assert decision.winner in (1, 2) and decision.tally[0]["answer"] == "12"
+
+
+@pytest.mark.parametrize("reason", ["length", "max_tokens", "MAX_TOKENS"])
+def test_every_providers_word_for_max_tokens_marks_a_cut_off(reason):
+    from langgraph_moa.accounting import was_cut_off
+
+    assert was_cut_off({"finish_reason": reason})
+    assert not was_cut_off({"finish_reason": "stop"}) and not was_cut_off({})
+
+
+def test_a_tie_between_samples_of_one_model_goes_to_the_first_proposal_the_greedy_one():
+    pool = cands("41", "42", "42", "41")  # greedy said 41; samples split 2-1
+    decision = select(pool, SelectionConfig(method="vote"))
+    assert decision.winner == 0 and "broken by proposer order" in decision.reason
+
+
+def test_agreement_counts_cut_off_and_disagreeing_answers_as_dissent():
+    # One finished vote and two cut-off samples: 1 of 3, not 1 of 1.
+    cut = select(cands(WORKED, STOPPED, STOPPED, cut_off={1, 2}), SelectionConfig())
+    assert cut.agreement == pytest.approx(1 / 3)
+    # Three worked answers that differ only in their result are textually ~95% alike; the
+    # consensus fallback picks one, but the votes behind it are still one of three.
+    differ = cands(
+        *(f"Each box holds 4, so 3 boxes hold {n} apples. The answer is {n}." for n in (11, 12, 13))
+    )
+    decision = select(differ, SelectionConfig())
+    assert "no two answers agree" in decision.note
+    assert decision.agreement == pytest.approx(1 / 3)
+
+
+def test_greedy_plus_samples_adapt_in_rounds_and_go_on_while_samples_are_cut_off(fake, log):
+    # Round 1 is the greedy answer and 2 samples. Here both samples are cut off: one
+    # finished vote is no agreement, so sampling goes on, and the later samples outvote it.
+    config = MoAConfig(
+        variant="select",
+        proposers=[
+            {"model": fake("G", reply=answers("The answer is 12."))},
+            {
+                "model": fake(
+                    "S",
+                    reply=answers(STOPPED, STOPPED, "15", "15", "15", "15"),
+                    cut_off=lambda n: n <= 2,
+                ),
+                "samples": 8,
+                "temperature": 0.7,
+            },
+        ],
+        selection={"stop_agreement": 0.8, "round_size": 2},
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    rounds = [(c["configured_model"], c["sample"]) for c in out["calls"]]
+    assert rounds[:3] == [("G", 0), ("S", 0), ("S", 1)]
+    assert len(rounds) > 3
+    assert out["messages"][-1].text == "15"
+
+
+def test_greedy_plus_samples_stop_after_one_round_when_all_three_agree(fake, log):
+    config = MoAConfig(
+        variant="select",
+        proposers=[
+            {"model": fake("G", reply=answers("12"))},
+            {"model": fake("S", reply=answers("12")), "samples": 8, "temperature": 0.7},
+        ],
+        selection={"stop_agreement": 0.8, "round_size": 2},
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert len(out["calls"]) == 3 and selection_of(out)["calls_saved"] == 6
+
+
 def test_confidence_without_logprobs_falls_back_to_votes_and_says_so():
     decision = select(cands("41", "41", "42"), SelectionConfig(method="confidence"))
     assert decision.winner in (0, 1)
