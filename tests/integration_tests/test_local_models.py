@@ -118,6 +118,41 @@ def test_cli_json_run_prints_the_full_record_and_leaves_no_server(no_new_servers
     assert record["usage"]["total"]["calls"] == 3
 
 
+def test_the_default_moa_run_votes_over_the_greedy_answer_and_two_samples(no_new_servers_left):
+    # `moa run` with no preset: local-vote on the 1.5B model, the answer picked by vote.
+    result = subprocess.run(
+        [sys.executable, "-m", "langgraph_moa", "run", "--json", "What is 6 times 7?"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["system"]["name"] == "local-vote" and record["system"]["variant"] == "select"
+    assert "42" in record["answer"]
+    calls = record["calls"]
+    assert [(c["proposer"], c["sample"]) for c in calls] == [(0, 0), (1, 0), (1, 1)]
+    assert all(c["model"] == "qwen2.5-coder-1.5b" and c["status"] == "ok" for c in calls)
+    # What selection reads from llama.cpp: logprobs, and why each answer ended.
+    assert all(c["mean_logprob"] is not None and c["mean_logprob"] <= 0 for c in calls)
+    assert all(c["finish_reason"] in ("stop", "length") for c in calls)
+    chosen = record["selection"]
+    assert chosen["method"] == "vote" and chosen["tally"][0]["answer"] == "42"
+    assert record["answer"] == calls[chosen["winner"]]["output"]
+
+
+def test_a_local_answer_cut_off_by_max_tokens_is_recorded_as_such(runtime):
+    config = MoAConfig(
+        variant="select",
+        proposers=[{"model": "local:qwen2.5-coder-0.5b", "temperature": 0.0, "max_tokens": 4}],
+    )
+    out = create_moa_graph(config).invoke(
+        {"messages": [("user", "Explain in detail why the sky is blue.")]}
+    )
+    (call,) = out["calls"]
+    assert call["finish_reason"] == "length" and call["completion_tokens"] == 4
+
+
 def test_ctrl_c_stops_the_run_cleanly_and_leaves_no_server(no_new_servers_left):
     before = serve_pids()
     proc = subprocess.Popen(
