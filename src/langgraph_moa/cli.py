@@ -483,7 +483,7 @@ def serve(
         "max_chars": max_chars,
     }
     limits = RequestLimits(**{k: v for k, v in given.items() if v is not None})
-    presets = preset or ["local-moa", "local-self-moa"]
+    presets = preset or [DEFAULT_PRESET, "local-moa", "local-self-moa"]
     if api_key is None and not _is_loopback(host):
         errors.print(
             f"[bold yellow]warning:[/] serving on {host} without an API key: anyone who can "
