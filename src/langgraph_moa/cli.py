@@ -124,9 +124,16 @@ class Progress:
         """Start with no rows and an empty answer."""
         self.rows: dict[tuple[Any, ...], _Row] = {}
         self.answer = ""
+        self.notes: list[str] = []
 
     def event(self, e: dict[str, Any]) -> None:
         """Apply one custom stream event from the graph."""
+        if "role" not in e:  # a run-level event, not one call's: the pick, a spent budget
+            if e["event"] == "selected":
+                self.notes.append(f"picked by {e['method']}: {e['reason']}")
+            elif e["event"] == "budget_spent":
+                self.notes.append(f"token budget spent: {e['used']} of {e['limit']}")
+            return
         key = (e["role"], e["layer"], e["proposer"], e["sample"])
         if e["event"] == "started":
             who = "aggregator" if e["proposer"] < 0 else f"proposer {e['proposer'] + 1}"
@@ -154,7 +161,7 @@ class Progress:
                 Text(f"{seconds:5.1f}s", style="dim"),
                 Text(row.detail, style="dim"),
             )
-        parts: list[Any] = [table]
+        parts: list[Any] = [table, *(Text(note, style="dim") for note in self.notes)]
         if self.answer:
             parts += [Text(""), Text(self.answer)]
         return Group(*parts)
@@ -243,11 +250,11 @@ def run(
     if not stream:
         state = graph.invoke({"messages": messages})
         console.print(state["messages"][-1].text)
+        if picked := _selection_line(state):
+            console.print(f"[dim]{picked}[/]")
     else:
         console.print(f"[bold]{cfg.name or cfg.variant}[/] · {_shape(cfg)}", style="cyan")
         state = _run_streaming(graph, messages, show_live=console.is_terminal)
-    if picked := _selection_line(state):
-        console.print(f"[dim]{picked}[/]")
     console.print(f"\n[dim]{_summary_line(state)}; wall {time.perf_counter() - started:.1f}s[/]")
 
 

@@ -1,6 +1,7 @@
 """The `moa` command's error paths: one clear line, an exit code, no stack trace."""
 
 import pytest
+from rich.console import Console
 
 from langgraph_moa import cli
 from langgraph_moa.cli import build_config
@@ -103,3 +104,27 @@ def test_chat_carries_the_history_into_every_turn(monkeypatch, fake, log):
 def test_overridden_preset_is_reported_as_customized():
     assert build_config("moa-lite", None, layers=3).name == "moa-lite (customized)"
     assert build_config("moa-lite", None).name == "moa-lite"
+
+
+def test_the_live_view_takes_every_event_a_selection_run_streams(fake):
+    from langgraph_moa import MoAConfig, create_moa_graph
+    from langgraph_moa.cli import Progress, _selection_line
+    from langgraph_moa.streaming import AnswerStream
+
+    config = MoAConfig(
+        variant="select",
+        proposers=[{"model": fake("M", reply=lambda label, n, messages: "42"), "samples": 3}],
+    )
+    progress = Progress()
+    stream = AnswerStream(
+        create_moa_graph(config), {"messages": [("user", "6 x 7?")]}, on_progress=progress.event
+    )
+    progress.answer = "".join(stream)
+    assert progress.answer == "42" and len(progress.rows) == 3
+    assert any(note.startswith("picked by vote: '42' has 3 of 3 votes") for note in progress.notes)
+    progress.event({"type": "moa", "event": "budget_spent", "used": 900, "limit": 800})
+    assert progress.notes[-1] == "token budget spent: 900 of 800"
+    assert _selection_line(stream.final).startswith("picked by vote")
+    rendered = Console(record=True, width=120)
+    rendered.print(progress)
+    assert "picked by vote" in rendered.export_text()
