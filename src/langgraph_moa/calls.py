@@ -204,12 +204,15 @@ async def _until_stopped(
         task.cancel()
 
 
-def _next_check_s(started: float, timeout: float | None, stop: StopCheck | None) -> float:
-    """Return how long a waiting call can sleep before its limits need checking again."""
+def _next_check_s(started: float, timeout: float | None, stop: StopCheck | None) -> float | None:
+    """Return how long a waiting call can sleep before its limits need checking again.
+
+    None when it has no limits: it then waits for the call alone, without waking.
+    """
     waits = [stop.wait_s()] if stop is not None else []
     if timeout is not None:
         waits.append(max(timeout - (time.monotonic() - started), 0.0) + 0.001)
-    return min(waits) if waits else QUORUM_POLL_S
+    return min(waits) if waits else None
 
 
 def _check_limits(

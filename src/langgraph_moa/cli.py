@@ -130,7 +130,7 @@ class Progress:
         """Apply one custom stream event from the graph."""
         if "role" not in e:  # a run-level event, not one call's: the pick, a spent budget
             if e["event"] == "selected":
-                self.notes.append(f"picked by {e['method']}: {e['reason']}")
+                self.notes.append(_picked(e))
             elif e["event"] == "budget_spent":
                 self.notes.append(f"token budget spent: {e['used']} of {e['limit']}")
             return
@@ -269,10 +269,13 @@ def _shape(cfg: MoAConfig) -> str:
 def _selection_line(state: dict[str, Any]) -> str | None:
     """Why a selection run answered as it did: the vote in words, for the reader to judge."""
     chosen = state["messages"][-1].response_metadata.get("moa", {}).get("selection")
-    if not chosen:
-        return None
-    line = f"picked by {chosen['method']}: {chosen['reason']}"
-    return f"{line} ({chosen['note']})" if chosen.get("note") else line
+    return _picked(chosen) if chosen else None
+
+
+def _picked(selection: dict[str, Any]) -> str:
+    """Put a selection's provenance (or its progress event, which carries the same) in words."""
+    line = f"picked by {selection['method']}: {selection['reason']}"
+    return f"{line} ({selection['note']})" if selection.get("note") else line
 
 
 @app.command()

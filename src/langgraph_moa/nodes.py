@@ -170,23 +170,14 @@ class MoANodes:
             )
             if not response.text.strip():
                 raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
-            record = ok_record(
-                response=response,
-                latency_s=time.perf_counter() - started,
-                retried_errors=step.errors(key),
-                cached=cached,
-                **call.fields(),
-            )
+            latency = time.perf_counter() - started
+            record = _ok(call, step.errors(key), response, latency, cached)
             step.answered(task_at.task_id)
-            emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
             return {"calls": [record]}
         except Exception as exc:
             yield from _failed_attempt(cfg, task_at, step, key, exc)
             # Record the failure for good; the layer goes on without this proposal.
-            errors = step.errors(key)[:-1]
-            failed = failed_record(error=exc, retried_errors=errors, **call.fields())
-            emit("failed", **call.fields(), error=failed["error"])
-            return {"calls": [failed]}
+            return {"calls": [_gave_up(call, step.errors(key), exc)]}
 
     def _step(self, token: str, call: CallId) -> Generator[Any, Any, tuple[AttemptKey, Here, Step]]:
         """Return the call's attempt key, the running task, and its step's bookkeeping.
@@ -253,7 +244,7 @@ class MoANodes:
             "winner_call": {k: record[k] for k in ("layer", "proposer", "sample", "model")},
             "calls_saved": planned - made,
         }
-        emit("selected", method=decision.method, reason=decision.reason)
+        emit("selected", **decision.as_dict())
         message = final_message(
             cfg, None, record["output"], calls, record, extra={"selection": provenance}
         )
@@ -456,8 +447,7 @@ class MoANodes:
         or raises `AggregatorFailedError` if so configured.
         """
         cfg = plan.cfg
-        record = failed_record(error=error, retried_errors=errors[:-1], **call.fields())
-        emit("failed", **call.fields(), error=record["error"])
+        record = _gave_up(call, errors, error)
         calls = [*state.get("calls", []), record]
         if call.sample + 1 < len(cfg.final_chain):
             update = {"calls": [record], "final_index": call.sample + 1}
@@ -566,9 +556,19 @@ class _LayerWatch:
 def _ok(
     call: CallId, errors: list[str], response: BaseMessage, latency: float, cached: bool
 ) -> CallRecord:
-    """Record a final-step call that answered, with its retries."""
+    """Record a call that answered, with its retries, and tell the progress stream."""
     record = ok_record(
         response=response, latency_s=latency, retried_errors=errors, cached=cached, **call.fields()
     )
     emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
+    return record
+
+
+def _gave_up(call: CallId, errors: list[str], error: Exception) -> CallRecord:
+    """Record a call that failed for good, and tell the progress stream.
+
+    `errors` are all its attempts' errors; the last one is the record's own error.
+    """
+    record = failed_record(error=error, retried_errors=errors[:-1], **call.fields())
+    emit("failed", **call.fields(), error=record["error"])
     return record

@@ -250,6 +250,14 @@ def _votes_of_complete(
     return kept, f"{noun} {which} {were} cut off by max_tokens and did not vote"
 
 
+def _votes(
+    candidates: Sequence[Candidate], config: SelectionConfig
+) -> tuple[list[str], str | None]:
+    """Read each candidate's answer, blanking those cut off (see `_votes_of_complete`)."""
+    answers = [extract_answer(c.text, config.extractor, config.pattern) for c in candidates]
+    return _votes_of_complete(candidates, answers)
+
+
 def _finished(candidates: Sequence[Candidate]) -> list[Candidate]:
     """Return the candidates `max_tokens` did not cut off (all of them if it cut off all)."""
     return [c for c in candidates if not c.cut_off] or list(candidates)
@@ -331,8 +339,7 @@ def select(
         # A cut-off answer is a prefix of a finished one, which token-set similarity scores
         # as a perfect match: left in, it would win.
         return _consensus(_finished(candidates))
-    answers = [extract_answer(c.text, config.extractor, config.pattern) for c in candidates]
-    answers, cut_note = _votes_of_complete(candidates, answers)
+    answers, cut_note = _votes(candidates, config)
     if config.method == "mux":
         decision = _mux(candidates, answers, config, order)
         decision.note = _join_notes(cut_note, decision.note)
@@ -483,8 +490,7 @@ def _consensus(candidates: Sequence[Candidate]) -> Selection:
 
 def tally_note(candidates: Sequence[Candidate], config: SelectionConfig) -> str:
     """Describe the vote for a synthesizing aggregator: which answer how many responses gave."""
-    answers = [extract_answer(c.text, config.extractor, config.pattern) for c in candidates]
-    answers, _ = _votes_of_complete(candidates, answers)
+    answers, _ = _votes(candidates, config)
     groups = _groups(candidates, answers, [1.0] * len(candidates))
     if not groups:
         return ""

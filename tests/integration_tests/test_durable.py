@@ -83,6 +83,15 @@ def store(request, tmp_path):
     return request.getfixturevalue("postgres_url")
 
 
+def wait_for_requests(server, worker, *models):
+    """Wait until the worker has sent a request to each of `models` (the layer is running)."""
+    deadline = time.monotonic() + 60
+    while not all(server.requests[m] for m in models):
+        assert worker.poll() is None, "the worker ended before it could be killed"
+        assert time.monotonic() < deadline, "the worker never reached the proposer layer"
+        time.sleep(0.05)
+
+
 def test_a_killed_run_resumes_without_repeating_finished_proposers(store):
     thread = f"t-{time.time_ns()}"
     profiles = {
@@ -94,13 +103,7 @@ def test_a_killed_run_resumes_without_repeating_finished_proposers(store):
     with FaultServer(profiles) as server:
         worker = subprocess.Popen([sys.executable, str(WORKER), server.url, store, thread])
         try:
-            deadline = time.monotonic() + 60
-            while not (
-                server.requests["fast1"] and server.requests["fast2"] and server.requests["slow"]
-            ):
-                assert worker.poll() is None, "the worker ended before it could be killed"
-                assert time.monotonic() < deadline, "the worker never reached the proposer layer"
-                time.sleep(0.05)
+            wait_for_requests(server, worker, "fast1", "fast2", "slow")
             time.sleep(1.0)  # the two finished calls are written as they return
         finally:
             worker.send_signal(signal.SIGKILL)
@@ -152,13 +155,7 @@ def test_a_resumed_layer_keeps_its_retry_history_and_its_deadline(store):
             [sys.executable, str(WORKER), server.url, store, thread, "deadline"]
         )
         try:
-            deadline = time.monotonic() + 60
-            while not (
-                server.requests["fast"] and server.requests["flaky"] and server.requests["slow"]
-            ):
-                assert worker.poll() is None, "the worker ended before it could be killed"
-                assert time.monotonic() < deadline, "the worker never reached the proposer layer"
-                time.sleep(0.05)
+            wait_for_requests(server, worker, "fast", "flaky", "slow")
             layer_seen = time.time()  # the layer fanned out a little before
             time.sleep(1.0)  # fast's answer and flaky's failed attempt are written
         finally:
