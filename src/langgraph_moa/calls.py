@@ -95,12 +95,23 @@ def call_model(
     """Invoke a model, giving up on a timeout or when the layer went on without this call.
 
     A model built by this package on an OpenAI-compatible client carries `timeout` as its
-    HTTP timeout (`own_timeout`): it is called in this thread and its client ends a call
-    that runs too long, so a given-up request really stops. Any other model, and any call
-    that must also watch its layer's deadline, runs in a daemon thread that the node
-    abandons when it gives up: a blocking call cannot be interrupted.
+    HTTP timeout (`own_timeout`), so a given-up request really stops: it is called in this
+    thread and its client ends a call that runs too long. When it must also watch its
+    layer's deadline, a blocking call could not be stopped halfway, so it is made as an
+    async call on the package's call loop (`_call_loop`), which cancels the request (and
+    closes its connection) once the layer goes on. A user's model without a timeout of its
+    own runs in a daemon thread that the node abandons when it gives up: the wrapper that
+    exists only because such a call cannot be interrupted.
     """
-    if own_timeout and stop is None:
+    if own_timeout and stop is not None:
+        pending = asyncio.run_coroutine_threadsafe(
+            acall_model(model, messages, label, timeout, stop), _call_loop()
+        )
+        try:
+            return pending.result()
+        finally:
+            pending.cancel()  # a no-op once done; stops the call if this thread was interrupted
+    if own_timeout:
         try:
             return model.invoke(messages)
         except Exception as exc:
@@ -132,6 +143,26 @@ def call_model(
         raise explained from (error if explained is not error else None)
     result: BaseMessage = outcome["result"]
     return result
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _call_loop() -> asyncio.AbstractEventLoop:
+    """Return the event loop on which sync runs make the calls they may have to abandon.
+
+    One loop for the process, on a daemon thread, started on first use. The models of sync
+    runs are built outside any loop (`ModelCache`), so their async HTTP clients bind to this
+    one loop and no other. `run_coroutine_threadsafe` schedules the call with a copy of the
+    calling thread's context, so tracing and LangGraph's token stream still see it.
+    """
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, daemon=True, name="moa calls").start()
+        return _loop
 
 
 def _failure(error: Exception, label: str, timeout: float | None) -> BaseException:

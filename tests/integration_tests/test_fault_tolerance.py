@@ -4,13 +4,16 @@ Real HTTP on loopback through langchain-openai, so the errors are the ones a pro
 """
 
 import asyncio
+import threading
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 
 from langgraph_moa import MoAConfig, MoAError, RetrySettings, create_moa_graph
-from langgraph_moa.testing import FaultProfile, FaultServer
+from langgraph_moa.testing import BackgroundServer, FaultProfile, FaultServer
 
 PROPOSERS = ["p1", "p2", "p3"]
 KINDS = ["500", "503", "429", "400", "401", "hang", "truncated", "garbage"]
@@ -125,3 +128,73 @@ def test_sync_runs_count_failures_honestly_too(server):
         except MoAError as exc:
             reported += proposer_errors(exc.calls)
     assert_reported_honestly(reported, server, before)
+
+
+class RecordCalls(BaseCallbackHandler):
+    """Note the role of every chat model call a run's callbacks see start and end."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.ended: list[str] = []
+        self._roles: dict[Any, str] = {}
+
+    def on_chat_model_start(self, serialized, messages, *, run_id, metadata=None, **kwargs):
+        self._roles[run_id] = (metadata or {}).get("moa_role", "?")
+        self.started.append(self._roles[run_id])
+
+    def on_llm_end(self, response, *, run_id, **kwargs):
+        self.ended.append(self._roles[run_id])
+
+
+@pytest.fixture
+def hung_backend():
+    """A provider whose "hung" model never answers, and which notes when its client hangs up."""
+    from fastapi import FastAPI, Request
+
+    app = FastAPI()
+    hung_up = threading.Event()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        if body["model"] == "hung":
+            while not await request.is_disconnected():
+                await asyncio.sleep(0.02)
+            hung_up.set()
+            return {}
+        message = {"role": "assistant", "content": "fast answer"}
+        return {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+        }
+
+    with BackgroundServer(app) as server:
+        yield f"{server.root}/v1", hung_up
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_straggler_past_the_layer_deadline_is_hung_up_on_not_left_running(hung_backend, mode):
+    url, hung_up = hung_backend
+    config = MoAConfig(
+        proposers=[f"fast@{url}", f"hung@{url}"],
+        aggregator=f"fast@{url}",
+        layer_deadline_s=0.3,
+        min_proposers=1,
+        call_timeout_s=120.0,  # the request must end long before its own HTTP timeout
+    )
+    graph = create_moa_graph(config)
+    question = {"messages": [("user", "q")]}
+    if mode == "sync":  # calls made off this thread still report to the run's callbacks
+        seen = RecordCalls()
+        out = graph.invoke(question, {"callbacks": [seen]})
+        assert seen.started == ["proposer"] * 4 + ["aggregator"]  # 2 layers of 2 proposers
+        assert seen.ended == ["proposer", "proposer", "aggregator"]  # "hung" never ends
+    else:
+        out = asyncio.run(graph.ainvoke(question))
+    statuses = {c["configured_model"].split("@")[0]: c["status"] for c in out["calls"]}
+    assert statuses == {"fast": "ok", "hung": "cancelled"}
+    assert hung_up.wait(10), "the hung request was still open 10 s after the layer went on"

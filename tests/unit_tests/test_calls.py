@@ -7,11 +7,11 @@ import time
 import pytest
 from langchain_core.messages import HumanMessage
 
-from langgraph_moa import MoAConfig
+from langgraph_moa import MoAConfig, calls
 from langgraph_moa.calls import acall_model, call_model
 from langgraph_moa.models import has_own_timeout
 from langgraph_moa.nodes import MoANodes
-from langgraph_moa.reliability import CallTimeoutError
+from langgraph_moa.reliability import CallTimeoutError, StragglerCancelledError
 
 MESSAGES = [HumanMessage("hi")]
 
@@ -44,3 +44,49 @@ async def test_an_async_call_past_its_timeout_is_cancelled(fake):
     assert time.monotonic() - started < 2.0
     await asyncio.sleep(0)
     assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
+class GoOnAfter:
+    """A layer that goes on without the call once it has been asked `n` times."""
+
+    def __init__(self, n: int) -> None:
+        self.asked = 0
+        self.n = n
+
+    def __call__(self) -> str | None:
+        self.asked += 1
+        return "the layer went on" if self.asked >= self.n else None
+
+    def wait_s(self) -> float:
+        return 0.01
+
+
+def tasks_left_on_the_call_loop() -> list[asyncio.Task]:
+    async def others() -> list[asyncio.Task]:
+        for _ in range(5):  # a cancelled task ends within a few turns of its loop
+            await asyncio.sleep(0)
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    return asyncio.run_coroutine_threadsafe(others(), calls._call_loop()).result(5)
+
+
+def test_a_sync_call_watching_its_deadline_is_cancelled_not_abandoned(fake):
+    model = fake("SLOW", delay=lambda n: 30.0)
+    with pytest.raises(StragglerCancelledError, match="SLOW was still running: the layer went on"):
+        call_model(model, MESSAGES, "SLOW", 60.0, stop=GoOnAfter(3), own_timeout=True)
+    assert tasks_left_on_the_call_loop() == []  # the call itself stopped...
+    assert not [t for t in threading.enumerate() if t.name == "moa SLOW"]  # ...none abandoned
+    assert model.log.calls == []
+
+
+def test_a_sync_call_watching_its_deadline_answers_and_fails_like_any_call(fake):
+    model = fake("M", reply=lambda label, n, m: "fine")
+    assert (
+        call_model(model, MESSAGES, "M", 5.0, stop=GoOnAfter(100), own_timeout=True).text == "fine"
+    )
+    slow = fake("SLOW", delay=lambda n: 30.0)
+    with pytest.raises(CallTimeoutError, match=r"within 0\.2s"):
+        call_model(slow, MESSAGES, "SLOW", 0.2, stop=GoOnAfter(10**9), own_timeout=True)
+    broken = fake("BAD", fail=lambda n, m: ValueError("bad request"))
+    with pytest.raises(Exception, match="bad request"):
+        call_model(broken, MESSAGES, "BAD", 5.0, stop=GoOnAfter(100), own_timeout=True)
