@@ -710,21 +710,26 @@ def _fmt(value: float) -> str:
 
 
 def choice_pattern(letter: str, texts: list[str]) -> str:
-    """Accept the letter or the option's text, unless the answer lists other options too.
+    """Accept the stated conclusion, the letter or the option's text; refuse an echo.
 
-    The letter counts when it stands alone (any case), opens the answer as "B)" or "B.", or
-    follows "answer"/"option"/"choice"; outside a lone letter it must be a capital, so the
-    article "a" never reads as option A. An answer that writes another option's marker
-    ("C)") echoes the list and counts as wrong.
+    A worked answer counts by its last stated conclusion ("the answer is C", "\\boxed{C}"),
+    whatever options it walked through on the way. Otherwise the letter counts when it
+    stands alone (any case), opens the answer as "B)" or "B.", or follows
+    "answer"/"option"/"choice"; outside a lone letter it must be a capital, so the article
+    "a" never reads as option A. An answer without a conclusion that writes another
+    option's marker ("C)") echoes the list and counts as wrong.
     """
     others = "".join(x for x in "ABCD" if x != letter)
     words = "|".join(re.escape(t.lower()) for t in texts)
+    stated = r"(?:(?:answer|option|choice)\W{0,4}(?:is\W{0,4})?(?:option\W{0,3})?\(?|\\boxed\{)"
     return (
-        rf"^(?!.*(?-i:(?<!\w)[{others}]\)))"
+        rf"^(?:(?=.*{stated}(?-i:[ABCD])(?!\w))"
+        rf".*{stated}(?-i:{letter})(?!\w)(?!.*{stated}(?-i:[{others}])(?!\w))"
+        rf"|(?!.*{stated}(?-i:[ABCD])(?!\w))(?!.*(?-i:(?<!\w)[{others}]\)))"
         rf"(?:\W*{letter}\W*$"
         rf"|\W*(?-i:{letter})[).:\]]"
         rf"|.*?(?:answer|option|choice)\W{{0,4}}(?:is\W{{0,4}})?(?:option\W{{0,3}})?(?-i:{letter})\b"
-        rf"|.*?(?<!\w)(?:{words})(?!\w))"
+        rf"|.*?(?<!\w)(?:{words})(?!\w)))"
     )
 
 
@@ -814,6 +819,7 @@ def check(path: Path) -> None:
             wrongs += [_fmt(item.numeric + 1), _fmt(item.numeric * 10), instruction]
         elif item.pattern is not None and item.expected:  # multiple choice
             letter, text = item.expected[0], item.expected[1]
+            options_listed = "\n".join(instruction.splitlines()[1:5])
             rights = [
                 letter,
                 letter.lower(),
@@ -826,6 +832,9 @@ def check(path: Path) -> None:
                 f"**Answer:** {letter}",
                 f"The correct answer is option {letter}.",
                 text,
+                # worked: every option discussed, then a conclusion
+                f"{options_listed}\nTherefore, the correct answer is \\boxed{{{letter}}}.",
+                f"{options_listed}\nThe correct answer is {letter}) {text}.",
             ]
             wrongs.append("A guess would be none of them.")  # the article is not option A
             wrongs += [x for x in "ABCD" if x != letter]
@@ -836,6 +845,14 @@ def check(path: Path) -> None:
                 if not line.startswith(f"{letter})")
             ]
             wrongs += [instruction, "\n".join(instruction.splitlines()[1:5])]
+            wrongs += [
+                f"{options_listed}\nTherefore, the correct answer is \\boxed{{{x}}}."
+                for x in "ABCD"
+                if x != letter
+            ]
+            # changing its mind: the last conclusion counts
+            other = next(x for x in "ABCD" if x != letter)
+            wrongs.append(f"The answer is {letter}. No: the correct answer is {other}.")
         elif item.pattern is not None:
             rights = {"re-01": ["s[::-1]"], "re-02": ["someone@example.com"]}[item.id]
         else:

@@ -35,6 +35,15 @@ Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _CHOICE = re.compile(r"^\W*(?:answer|option|choice)?\W*(?:is\W*)?\(?([A-Ha-h])\)?(?:[).:\]]|\W*$)")
+# A stated conclusion: LaTeX's \boxed{...} (how Qwen and most math-tuned models end), or
+# an option letter after "answer/option/choice is" or as "... is B) 3/4". The letter must be
+# a capital that does not start a word ("the answer is A lot" names no option).
+_BOXED = re.compile(r"\\boxed\{\s*(?:\\text\{)?([^{}]*?)\}?\s*\}")
+_STATED_CHOICE = re.compile(
+    r"(?:(?i:answer|option|choice)\W{0,4}(?:(?i:is)\W{0,4})?(?:(?i:option)\W{0,3})?\(?([A-H])"
+    r"|\b(?i:is)\s+\(([A-H])\)|\b(?i:is)\s+([A-H])\))(?![\w'])"
+)
+_OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])[).:\]]")
 _LEAD_IN = re.compile(
     r"^\s*(?:final answer|the answer is|answer|the result is|result)\s*[:\-]?\s*", re.IGNORECASE
 )
@@ -165,11 +174,38 @@ def extract_answer(text: str, extractor: Extractor = "auto", pattern: str | None
     span = _first_sentence(text)
     if extractor == "short-span":
         return _normalize(span)
-    # auto: a lone choice letter, else the last number written (worked answers end with
-    # their result, as GSM8K-style grading assumes), else the first sentence's words.
+    # auto: what the answer states as its conclusion (the last \boxed{}, the last "the
+    # answer is C"), else a lone or opening choice letter ("C", "C) Pentagon"), else the last
+    # number written (worked answers end with their result, as GSM8K-style grading
+    # assumes), else the first sentence's words.
+    if boxed := _BOXED.findall(text):
+        return _conclusion(boxed[-1])
+    if stated := [
+        letter
+        for match in _STATED_CHOICE.finditer(text)
+        for letter in match.groups()
+        if letter and not (letter == "A" and re.match(r"\s+[a-z]", text[match.end() :]))
+    ]:
+        return stated[-1]
     if (match := _CHOICE.match(text.strip())) and len(text.strip()) <= 3:
         return match.group(1).upper()
-    return _number_key(text) or _normalize(span)
+    if match := _OPENING_CHOICE.match(text):
+        return match.group(1)
+    words = _normalize(span)
+    return _number_key(text) or (words.upper() if _is_value(words.upper()) else words)
+
+
+def _is_value(answer: str) -> bool:
+    """Tell whether an extracted answer is a number or an option letter, not free text."""
+    return re.fullmatch(r"[A-H]|-?\d[\d.e+-]*|-?inf|nan", answer) is not None
+
+
+def _conclusion(boxed: str) -> str:
+    """Read a boxed conclusion: an option letter, else a number, else its words."""
+    boxed = boxed.strip()
+    if re.fullmatch(r"\(?[A-Ha-h]\)?", boxed):
+        return boxed.strip("()").upper()
+    return _number_key(boxed) or _normalize(boxed)
 
 
 # --- the candidates and the decision -------------------------------------------------------
@@ -365,9 +401,12 @@ def select(
         )
     best = _best_group(groups, candidates, order)
     voters = [c for c, a in zip(candidates, answers, strict=True) if a]
-    if len(voters) >= 3 and all(len(g.members) == 1 for g in groups):
-        # No two proposals agree (typical of free-form answers): a vote says nothing, so
-        # the proposal closest to all others answers (self-consistency's free-form case).
+    free_form = not all(_is_value(g.answer) for g in groups)
+    if len(voters) >= 3 and free_form and all(len(g.members) == 1 for g in groups):
+        # No two free-form proposals agree (open questions): a vote says nothing, so the
+        # proposal closest to all others answers (self-consistency's free-form case). Three
+        # different numbers or letters stay a tie, broken by priority: the greedy answer,
+        # the model's most likely, beats a worked answer that merely reads like the others.
         fallback = _consensus(_finished(candidates))
         fallback.method, fallback.tally = method, [*_tally(groups), *fallback.tally]
         fallback.note = _join_notes(

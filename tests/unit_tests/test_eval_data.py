@@ -96,6 +96,21 @@ def test_each_shipped_item_accepts_its_answer_and_refuses_a_wrong_one(item):
         assert not score(item, answer).get("correct"), answer
 
 
+@pytest.mark.parametrize(
+    "item", [i for i in SHIPPED if i.category == "multiple-choice"], ids=lambda item: item.id
+)
+def test_a_worked_choice_answer_counts_by_its_conclusion(item):
+    # Measured: Qwen walks through "A) ... D)" and ends with \boxed{C}; the echo rule alone
+    # marked such answers wrong whatever they concluded.
+    walked = "\n".join(f"{line}: considered." for line in item.turns[0].splitlines()[1:5])
+    right = item.expected[0]
+    assert score(item, f"{walked}\nTherefore, the correct answer is \\boxed{{{right}}}.")["correct"]
+    for other in "ABCD".replace(right, ""):
+        assert not score(item, f"{walked}\nSo the answer is {other}.")["correct"], other
+        changed_mind = f"The answer is {right}. Checking again, the correct answer is {other}."
+        assert not score(item, changed_mind)["correct"], other
+
+
 def test_jsonl_mt_bench_and_alpaca_formats(tmp_path):
     (tmp_path / "d.jsonl").write_text(
         json.dumps({"question": "2+2?", "expected": "4"})

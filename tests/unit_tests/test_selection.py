@@ -162,14 +162,63 @@ def test_agreement_counts_cut_off_and_disagreeing_answers_as_dissent():
     # One finished vote and two cut-off samples: 1 of 3, not 1 of 1.
     cut = select(cands(WORKED, STOPPED, STOPPED, cut_off={1, 2}), SelectionConfig())
     assert cut.agreement == pytest.approx(1 / 3)
-    # Three worked answers that differ only in their result are textually ~95% alike; the
-    # consensus fallback picks one, but the votes behind it are still one of three.
+    # Three worked answers that differ only in their result are textually ~95% alike, but
+    # the votes behind any of them are one of three.
     differ = cands(
         *(f"Each box holds 4, so 3 boxes hold {n} apples. The answer is {n}." for n in (11, 12, 13))
     )
     decision = select(differ, SelectionConfig())
-    assert "no two answers agree" in decision.note
     assert decision.agreement == pytest.approx(1 / 3)
+    free_form = select(
+        cands("Blue light scatters.", "Because of quantum.", "Blue scatters more."),
+        SelectionConfig(),
+    )
+    assert "no two answers agree" in free_form.note
+    assert free_form.agreement == pytest.approx(1 / 3)
+
+
+def test_three_different_numbers_are_a_tie_the_greedy_answer_wins_not_the_most_central():
+    # Measured: the greedy answer said 26 (right), two samples 34 and 30; the most central
+    # worked answer (consensus) was a wrong sample. Numbers and letters are values, not
+    # prose: with no two alike the tie goes to the first proposal, the greedy one.
+    worked = "9 x 8 = 72 and 72 - 10 = {}. The answer is {}."
+    pool = cands("26", worked.format(34, 34), worked.format(30, 30))
+    decision = select(pool, SelectionConfig(method="vote"))
+    assert decision.winner == 0 and "broken by proposer order" in decision.reason
+    assert decision.note is None
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (
+            "A) Hexagon has 6.\nC) Pentagon has 5.\nTherefore, the correct answer is \\boxed{C}.",
+            "C",
+        ),
+        ("So the answer is \\(\\boxed{D}\\).", "D"),
+        ("The correct answer is C) Pentagon.", "C"),
+        ("So the largest fraction is B) 3/4.", "B"),
+        ("C) Pentagon", "C"),
+        ("the answer is b", "B"),
+        ("12 x 12 = 144, so the root is \\boxed{12}.", "12"),
+        ("The answer is A lot of work", "lot of work"),  # "A" starting a phrase is no option
+        ("A leap year has 366 days.", "366"),
+    ],
+)
+def test_a_stated_conclusion_is_the_answer_that_votes(text, key):
+    assert extract_answer(text) == key
+
+
+def test_worked_multiple_choice_answers_vote_by_their_conclusion():
+    # Measured: worked answers walk through every option (A) ... D)) and end in \boxed{C};
+    # read by their last number they split into noise and a cut-short lone "A" won.
+    pool = cands(
+        "A) has 6 sides, B) 8, C) 5, D) 4. Therefore, the correct answer is \\boxed{C}.",
+        "A) Hexagon.",
+        "The correct answer is C) Pentagon.",
+    )
+    decision = select(pool, SelectionConfig(method="vote"))
+    assert decision.winner == 0 and decision.tally[0]["answer"] == "C"
 
 
 def test_greedy_plus_samples_adapt_in_rounds_and_go_on_while_samples_are_cut_off(fake, log):
