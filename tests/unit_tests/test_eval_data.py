@@ -188,6 +188,10 @@ def test_scorers_on_known_inputs():
     )
     assert contains("It is carbon dioxide.", ["carbon dioxide", "co2"])
     assert last_number("First 12, then 1,250.5 apples") == 1250.5 and last_number("none") is None
+    # A stated result beats a number restated after it (measured: "\boxed{12} days to read
+    # the 300-page book" was scored as 300).
+    assert numeric("So it takes \\(\\boxed{12}\\) days to read the 300-page book.", 12)
+    assert not numeric("\\boxed{12} days, no: \\boxed{13}", 12)
     assert numeric("So 7 pens cost 21 dollars.", 21) and not numeric("21 or maybe 22", 21)
     assert numeric("-3.0", -3) and not numeric("no number", 3)
     assert regex("Use s[::-1] to reverse.", r"s\s*\[\s*::\s*-1\s*\]") and not regex(

@@ -2,8 +2,10 @@
 
 Normalization (for ``normalized`` and ``contains``): lower case, punctuation dropped, the
 articles a/an/the dropped, whitespace collapsed, as in the SQuAD evaluation script.
-``numeric`` reads the last number in the answer (commas and a sign allowed), the convention
-of GSM8K-style grading, and compares within a relative tolerance.
+``numeric`` reads the answer's stated result, the last ``\\boxed{}`` number (MATH-style
+grading; "\\boxed{12} days for the 300-page book" answers 12), else the last number in the
+answer (commas and a sign allowed), the convention of GSM8K-style grading, and compares
+within a relative tolerance.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from langgraph_moa.eval.datasets import EvalItem
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
 
 def normalize(text: str) -> str:
@@ -54,8 +57,12 @@ def last_number(answer: str) -> float | None:
 
 
 def numeric(answer: str, target: float, rel_tol: float = 1e-6) -> bool:
-    """Tell whether the last number in the answer equals `target` (relative tolerance)."""
-    value = last_number(answer)
+    """Tell whether the answer's result equals `target` (relative tolerance).
+
+    The result is the number in the last ``\\boxed{}`` if there is one, else the last number.
+    """
+    boxed = [value for text in _BOXED.findall(answer) if (value := last_number(text)) is not None]
+    value = boxed[-1] if boxed else last_number(answer)
     return value is not None and math.isclose(value, target, rel_tol=rel_tol, abs_tol=1e-9)
 
 
