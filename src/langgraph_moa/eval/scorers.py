@@ -1,9 +1,9 @@
-"""Scorers for verifiable answers: exact, normalized, contains, numeric and regex match.
+r"""Scorers for verifiable answers: exact, normalized, contains, numeric and regex match.
 
 Normalization (for ``normalized`` and ``contains``): lower case, punctuation dropped, the
 articles a/an/the dropped, whitespace collapsed, as in the SQuAD evaluation script.
-``numeric`` reads the answer's stated result, the last ``\\boxed{}`` number (MATH-style
-grading; "\\boxed{12} days for the 300-page book" answers 12), else the last number in the
+``numeric`` reads the answer's stated result, the last ``\boxed{}`` number (MATH-style
+grading; "\boxed{12} days for the 300-page book" answers 12), else the last number in the
 answer (commas and a sign allowed), the convention of GSM8K-style grading, and compares
 within a relative tolerance.
 """
@@ -57,9 +57,9 @@ def last_number(answer: str) -> float | None:
 
 
 def numeric(answer: str, target: float, rel_tol: float = 1e-6) -> bool:
-    """Tell whether the answer's result equals `target` (relative tolerance).
+    r"""Tell whether the answer's result equals `target` (relative tolerance).
 
-    The result is the number in the last ``\\boxed{}`` if there is one, else the last number.
+    The result is the number in the last ``\boxed{}`` if there is one, else the last number.
     """
     boxed = [value for text in _BOXED.findall(answer) if (value := last_number(text)) is not None]
     value = boxed[-1] if boxed else last_number(answer)
