@@ -721,11 +721,12 @@ def choice_pattern(letter: str, texts: list[str]) -> str:
     """
     others = "".join(x for x in "ABCD" if x != letter)
     words = "|".join(re.escape(t.lower()) for t in texts)
-    stated = r"(?:(?:answer|option|choice)\W{0,4}(?:is\W{0,4})?(?:option\W{0,3})?\(?|\\boxed\{)"
+    end = r"(?![\w'+#])"
+    stated = r"(?:(?:answer|option|choice)\s*(?:is|:|=)\W{0,3}(?:option\W{0,3})?\(?|\\boxed\{(?:\\text\{)?)"
     return (
-        rf"^(?:(?=.*{stated}(?-i:[ABCD])(?!\w))"
-        rf".*{stated}(?-i:{letter})(?!\w)(?!.*{stated}(?-i:[{others}])(?!\w))"
-        rf"|(?!.*{stated}(?-i:[ABCD])(?!\w))(?!.*(?-i:(?<!\w)[{others}]\)))"
+        rf"^(?:(?=.*{stated}(?-i:[ABCD]){end})"
+        rf".*{stated}(?-i:{letter}){end}(?!.*{stated}(?-i:[{others}]){end})"
+        rf"|(?!.*{stated}(?-i:[ABCD]){end})(?!.*(?-i:(?<!\w)[{others}]\)))"
         rf"(?:\W*{letter}\W*$"
         rf"|\W*(?-i:{letter})[).:\]]"
         rf"|.*?(?:answer|option|choice)\W{{0,4}}(?:is\W{{0,4}})?(?:option\W{{0,3}})?(?-i:{letter})\b"
@@ -835,6 +836,9 @@ def check(path: Path) -> None:
                 # worked: every option discussed, then a conclusion
                 f"{options_listed}\nTherefore, the correct answer is \\boxed{{{letter}}}.",
                 f"{options_listed}\nThe correct answer is {letter}) {text}.",
+                # the other options named after the conclusion, as reasons
+                f"The answer is {letter}) {text}. Option {'B' if letter == 'A' else 'A'} is not.",
+                f"Answer: {letter}\n\nWhy not option {'D' if letter != 'D' else 'C'}?",
             ]
             wrongs.append("A guess would be none of them.")  # the article is not option A
             wrongs += [x for x in "ABCD" if x != letter]

@@ -19,6 +19,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.config import get_stream_writer
 
+from langgraph_moa._call_loop import call_loop
 from langgraph_moa.cache import CallCache, call_key
 from langgraph_moa.config import MoAConfig
 from langgraph_moa.reliability import (
@@ -98,20 +99,22 @@ def call_model(
     HTTP timeout (`own_timeout`), so a given-up request really stops: it is called in this
     thread and its client ends a call that runs too long. When it must also watch its
     layer's deadline, a blocking call could not be stopped halfway, so it is made as an
-    async call on the package's call loop (`_call_loop`), which cancels the request (and
+    async call on the package's call loop (`_call_loop.call_loop`), which cancels the request (and
     closes its connection) once the layer goes on. A user's model without a timeout of its
     own runs in a daemon thread that the node abandons when it gives up: the wrapper that
-    exists only because such a call cannot be interrupted.
+    exists only because such a call cannot be interrupted. So does a sync run made from a
+    thread that runs an event loop (a notebook cell): its models were built for that loop
+    and cannot be used on another.
     """
-    if own_timeout and stop is not None:
+    if own_timeout and stop is not None and not _loop_running_here():
         pending = asyncio.run_coroutine_threadsafe(
-            acall_model(model, messages, label, timeout, stop), _call_loop()
+            acall_model(model, messages, label, timeout, stop), call_loop()
         )
         try:
             return pending.result()
         finally:
             pending.cancel()  # a no-op once done; stops the call if this thread was interrupted
-    if own_timeout:
+    if own_timeout and stop is None:
         try:
             return model.invoke(messages)
         except Exception as exc:
@@ -145,31 +148,19 @@ def call_model(
     return result
 
 
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
-
-
-def _call_loop() -> asyncio.AbstractEventLoop:
-    """Return the event loop on which sync runs make the calls they may have to abandon.
-
-    One loop for the process, on a daemon thread, started on first use. The models of sync
-    runs are built outside any loop (`ModelCache`), so their async HTTP clients bind to this
-    one loop and no other. `run_coroutine_threadsafe` schedules the call with a copy of the
-    calling thread's context, so tracing and LangGraph's token stream still see it.
-    """
-    global _loop
-    with _loop_lock:
-        if _loop is None or _loop.is_closed():
-            _loop = asyncio.new_event_loop()
-            threading.Thread(target=_loop.run_forever, daemon=True, name="moa calls").start()
-        return _loop
-
-
 def _failure(error: Exception, label: str, timeout: float | None) -> BaseException:
     """Return what to raise for a failed call, after any wait the provider asked for."""
     if wait := retry_after_s(error):
         time.sleep(wait)  # the provider said when to come back; backoff adds to it
     return _explained(error, label, timeout)
+
+
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _explained(error: Exception, label: str, timeout: float | None) -> BaseException:

@@ -23,6 +23,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from langgraph_moa._call_loop import running_call_loop
 from langgraph_moa._http import own_async_client
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
 
@@ -308,6 +309,16 @@ def build_model(
     return _from_provider_string(spec, params, http_async_client)
 
 
+_LIVE_CACHES: weakref.WeakSet[ModelCache] = weakref.WeakSet()
+
+
+def _forget_models_after_fork() -> None:
+    for cache in list(_LIVE_CACHES):
+        cache._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_models_after_fork)
+
 DEFAULT_CACHE_SIZE = 128
 """Models (one per spec and parameter set) one `ModelCache` keeps per event loop."""
 
@@ -359,6 +370,18 @@ class ModelCache:
             weakref.WeakKeyDictionary()
         )
         self._closing: set[asyncio.Future[Any]] = set()
+        _LIVE_CACHES.add(self)
+
+    def _forget_after_fork(self) -> None:
+        """Drop every model and client, in a forked child.
+
+        The child runs none of its parent's loops, and the clients hold the parent's
+        connections.
+        """
+        self._lock = threading.RLock()
+        self._sync = _Bucket()
+        self._by_loop = weakref.WeakKeyDictionary()
+        self._closing = set()
 
     def get(self, spec: ModelSpec, params: dict[str, Any]) -> BaseChatModel:
         """Return the model for `spec` with `params`, building it if needed."""
@@ -409,10 +432,11 @@ class ModelCache:
     def _close(self, shared: _SharedClient) -> None:
         """Close the client on its own loop (an async client cannot be closed elsewhere).
 
-        A client made outside any loop never opened a connection, and one whose loop has
-        ended has nothing left to close on it; both are left to the garbage collector.
+        A client of sync runs was used, if at all, on the call loop (`_call_loop`); one never
+        used, or whose loop has ended, has nothing to close and is left to the garbage
+        collector.
         """
-        loop = shared.loop
+        loop = shared.loop or running_call_loop()
         if loop is None or loop.is_closed():
             return
 

@@ -35,15 +35,25 @@ Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _CHOICE = re.compile(r"^\W*(?:answer|option|choice)?\W*(?:is\W*)?\(?([A-Ha-h])\)?(?:[).:\]]|\W*$)")
-# A stated conclusion: LaTeX's \boxed{...} (how Qwen and most math-tuned models end), or
-# an option letter after "answer/option/choice is" or as "... is B) 3/4". The letter must be
-# a capital that does not start a word ("the answer is A lot" names no option).
-_BOXED = re.compile(r"\\boxed\{\s*(?:\\text\{)?([^{}]*?)\}?\s*\}")
-_STATED_CHOICE = re.compile(
-    r"(?:(?i:answer|option|choice)\W{0,4}(?:(?i:is)\W{0,4})?(?:(?i:option)\W{0,3})?\(?([A-H])"
-    r"|\b(?i:is)\s+\(([A-H])\)|\b(?i:is)\s+([A-H])\))(?![\w'])"
+# A stated conclusion: LaTeX's \boxed{...} (how Qwen and most math-tuned models end), or an
+# option letter stated as the answer: "the answer is C", "Answer: (C)", "... is B) 3/4". The
+# letter must end there: "the answer is E. coli", "the best option is C++" and "the answer
+# is A lot" name no option, and "option B is wrong" states nothing.
+_BOXED_START = re.compile(r"\\boxed\s*\{")
+_LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
+_LETTER_END = (
+    r"(?:\)|\]|[.,;:!]?(?=\s*(?:$|\n))"
+    r"|[.,;:!]?\s+(?=because|since|as\b|which)|[.,;:!]\s+(?=[A-Z]))"
 )
-_OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])[).:\]]")
+_STATED_CHOICE = re.compile(
+    r"(?i:answer|option|choice)\s*(?:(?i:is)|:|=)\W{0,3}(?:(?i:option)\W{0,3})?\(?([A-H])"
+    + _LETTER_END
+    + r"|\b(?i:is)\s+\(?([A-H])\)",
+    re.MULTILINE,
+)
+_OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
+# A number is a stated result when little text follows it ("... = 62.", "62 apples").
+_TRAILING_WORDS = 3
 _LEAD_IN = re.compile(
     r"^\s*(?:final answer|the answer is|answer|the result is|result)\s*[:\-]?\s*", re.IGNORECASE
 )
@@ -159,52 +169,77 @@ def extract_answer(text: str, extractor: Extractor = "auto", pattern: str | None
     Answers are normalized (lower case, no punctuation or articles), so "Paris." and
     "paris" count as one answer; numbers compare by value, so "1,000" and "1000.0" do too.
     """
+    return _read(text, extractor, pattern)[0]
+
+
+def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bool]:
+    """Return the answer's key, and whether it is a short value (a number or an option).
+
+    Only free-form answers fall back to consensus when no two agree: three different values
+    are a tie, which the greedy answer wins.
+    """
     if extractor == "last-number":
-        return _number_key(text) or ""
+        return _number_key(text) or "", True
     if extractor == "choice-letter":
         match = _CHOICE.match(text.strip())
-        return match.group(1).upper() if match else ""
+        return (match.group(1).upper() if match else ""), True
     if extractor == "regex":
         match = re.search(pattern or "", text, flags=re.IGNORECASE | re.DOTALL)
         if not match:
-            return ""
-        return _normalize(match.group(1) if match.groups() else match.group(0))
+            return "", True
+        return _normalize(match.group(1) if match.groups() else match.group(0)), True
     if extractor == "text":
-        return _normalize(text)
+        return _normalize(text), False
     span = _first_sentence(text)
     if extractor == "short-span":
-        return _normalize(span)
+        return _normalize(span), False
     # auto: what the answer states as its conclusion (the last \boxed{}, the last "the
     # answer is C"), else a lone or opening choice letter ("C", "C) Pentagon"), else the last
     # number written (worked answers end with their result, as GSM8K-style grading
     # assumes), else the first sentence's words.
-    if boxed := _BOXED.findall(text):
-        return _conclusion(boxed[-1])
+    if boxed := boxed_answers(text):
+        return _conclusion(boxed[-1]), True
     if stated := [
-        letter
-        for match in _STATED_CHOICE.finditer(text)
-        for letter in match.groups()
-        if letter and not (letter == "A" and re.match(r"\s+[a-z]", text[match.end() :]))
+        letter for match in _STATED_CHOICE.finditer(text) for letter in match.groups() if letter
     ]:
-        return stated[-1]
+        return stated[-1], True
     if (match := _CHOICE.match(text.strip())) and len(text.strip()) <= 3:
-        return match.group(1).upper()
+        return match.group(1).upper(), True
     if match := _OPENING_CHOICE.match(text):
-        return match.group(1)
-    words = _normalize(span)
-    return _number_key(text) or (words.upper() if _is_value(words.upper()) else words)
+        return match.group(1), True
+    if number := _number_key(text):
+        last = list(_NUMBER.finditer(text))[-1]
+        return number, len(text[last.end() :].split()) <= _TRAILING_WORDS
+    return _normalize(span) or _normalize(text), False
 
 
-def _is_value(answer: str) -> bool:
-    """Tell whether an extracted answer is a number or an option letter, not free text."""
-    return re.fullmatch(r"[A-H]|-?\d[\d.e+-]*|-?inf|nan", answer) is not None
+def boxed_answers(text: str) -> list[str]:
+    r"""Return the contents of every ``\boxed{...}`` in `text`, in order, braces balanced.
+
+    ``\text{C}`` and its kin are unwrapped and ``1{,}250`` reads as ``1,250``; an unclosed
+    box is ignored.
+    """
+    found = []
+    for start in _BOXED_START.finditer(text):
+        depth, at = 1, start.end()
+        while at < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[at], 0)
+            at += 1
+        if depth:
+            continue
+        content = text[start.end() : at - 1].replace("{,}", ",")
+        while (unwrapped := _LATEX_WRAPPER.sub(r"\1", content)) != content:
+            content = unwrapped
+        found.append(content.strip())
+    return found
 
 
 def _conclusion(boxed: str) -> str:
-    """Read a boxed conclusion: an option letter, else a number, else its words."""
-    boxed = boxed.strip()
+    """Read a boxed conclusion: an option letter, a number, else the expression's text."""
     if re.fullmatch(r"\(?[A-Ha-h]\)?", boxed):
         return boxed.strip("()").upper()
+    if re.search(r"\\[A-Za-z]", boxed):  # \frac{7}{2}, 2\sqrt{2}: compared as written
+        return _normalize(boxed)
     return _number_key(boxed) or _normalize(boxed)
 
 
@@ -292,6 +327,12 @@ def _votes(
     """Read each candidate's answer, blanking those cut off (see `_votes_of_complete`)."""
     answers = [extract_answer(c.text, config.extractor, config.pattern) for c in candidates]
     return _votes_of_complete(candidates, answers)
+
+
+def _all_values(candidates: Sequence[Candidate], config: SelectionConfig) -> bool:
+    """Tell whether every voting proposal states a short value (see `_read`)."""
+    readings = [_read(c.text, config.extractor, config.pattern) for c in _finished(candidates)]
+    return all(value for key, value in readings if key)
 
 
 def _finished(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -401,7 +442,7 @@ def select(
         )
     best = _best_group(groups, candidates, order)
     voters = [c for c, a in zip(candidates, answers, strict=True) if a]
-    free_form = not all(_is_value(g.answer) for g in groups)
+    free_form = not _all_values(candidates, config)
     if len(voters) >= 3 and free_form and all(len(g.members) == 1 for g in groups):
         # No two free-form proposals agree (open questions): a vote says nothing, so the
         # proposal closest to all others answers (self-consistency's free-form case). Three

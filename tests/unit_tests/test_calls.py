@@ -7,7 +7,8 @@ import time
 import pytest
 from langchain_core.messages import HumanMessage
 
-from langgraph_moa import MoAConfig, calls
+from langgraph_moa import MoAConfig
+from langgraph_moa._call_loop import call_loop
 from langgraph_moa.calls import acall_model, call_model
 from langgraph_moa.models import has_own_timeout
 from langgraph_moa.nodes import MoANodes
@@ -67,7 +68,7 @@ def tasks_left_on_the_call_loop() -> list[asyncio.Task]:
             await asyncio.sleep(0)
         return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
-    return asyncio.run_coroutine_threadsafe(others(), calls._call_loop()).result(5)
+    return asyncio.run_coroutine_threadsafe(others(), call_loop()).result(5)
 
 
 def test_a_sync_call_watching_its_deadline_is_cancelled_not_abandoned(fake):
@@ -90,3 +91,14 @@ def test_a_sync_call_watching_its_deadline_answers_and_fails_like_any_call(fake)
     broken = fake("BAD", fail=lambda n, m: ValueError("bad request"))
     with pytest.raises(Exception, match="bad request"):
         call_model(broken, MESSAGES, "BAD", 5.0, stop=GoOnAfter(100), own_timeout=True)
+
+
+async def test_a_sync_call_made_from_a_thread_running_a_loop_keeps_to_a_thread(fake):
+    # A sync run started from a notebook cell builds its models for the cell's loop; they
+    # cannot be used on the call loop, so such a call takes the abandonable thread.
+    threads = []
+    model = fake(
+        "M", reply=lambda label, n, m: threads.append(threading.current_thread().name) or "ok"
+    )
+    call_model(model, MESSAGES, "M", 5.0, stop=GoOnAfter(100), own_timeout=True)
+    assert threads == ["moa M"]

@@ -106,6 +106,7 @@ def test_a_worked_choice_answer_counts_by_its_conclusion(item):
     right = item.expected[0]
     assert score(item, f"{walked}\nTherefore, the correct answer is \\boxed{{{right}}}.")["correct"]
     for other in "ABCD".replace(right, ""):
+        assert score(item, f"The answer is {right}. Option {other} is wrong.")["correct"], other
         assert not score(item, f"{walked}\nSo the answer is {other}.")["correct"], other
         changed_mind = f"The answer is {right}. Checking again, the correct answer is {other}."
         assert not score(item, changed_mind)["correct"], other

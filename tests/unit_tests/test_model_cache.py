@@ -2,9 +2,13 @@
 
 import asyncio
 import gc
+import os
+import signal
+import time
 
 import httpx
 
+from langgraph_moa._call_loop import call_loop
 from langgraph_moa.models import ModelCache, build_model, http_client_key
 
 ENDPOINT = "m@http://127.0.0.1:9/v1"
@@ -73,3 +77,44 @@ def test_build_model_uses_the_client_it_is_given():
     shared = httpx.AsyncClient()
     model = build_model(ENDPOINT, {"temperature": 0.2}, http_async_client=shared)
     assert model.http_async_client is shared
+
+
+def test_an_evicted_client_of_sync_runs_is_closed_on_the_call_loop():
+    # Sync runs with a layer deadline use their models' async clients on the call loop.
+    call_loop()
+    cache = ModelCache(size=1)
+    held = cache.get("a@http://127.0.0.1:9/v1", {})
+    client = held.http_async_client
+    cache.get("b@http://127.0.0.1:9/v2", {})  # evicts the first model
+    del held
+    gc.collect()
+    for _ in range(100):
+        if client.is_closed:
+            break
+        time.sleep(0.01)
+    assert client.is_closed
+
+
+def test_a_forked_child_builds_its_own_models_and_call_loop():
+    cache = ModelCache()
+    parent_model = cache.get(ENDPOINT, {})
+    asyncio.run_coroutine_threadsafe(asyncio.sleep(0), call_loop()).result(5)
+    pid = os.fork()
+    if pid == 0:  # the child: nothing of the parent's loops or clients may be reused
+        try:
+            fresh = cache.stats() == {"models": 0, "clients": 0}
+            rebuilt = cache.get(ENDPOINT, {}) is not parent_model
+            loop_runs = asyncio.run_coroutine_threadsafe(asyncio.sleep(0, "ok"), call_loop())
+            os._exit(0 if fresh and rebuilt and loop_runs.result(5) == "ok" else 1)
+        finally:
+            os._exit(2)
+    for _ in range(500):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError("the forked child hung")
+    assert os.waitstatus_to_exitcode(status) == 0

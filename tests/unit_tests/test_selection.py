@@ -199,7 +199,11 @@ def test_three_different_numbers_are_a_tie_the_greedy_answer_wins_not_the_most_c
         ("The correct answer is C) Pentagon.", "C"),
         ("So the largest fraction is B) 3/4.", "B"),
         ("C) Pentagon", "C"),
-        ("the answer is b", "B"),
+        ("The answer is C) Pentagon. Option A is wrong, and option B is wrong too.", "C"),
+        ("The answer is B because the others are fish.", "B"),
+        ("\\boxed{1{,}250}", "1250"),
+        ("\\boxed{\\text{D}}", "D"),
+        ("First \\boxed{3}, then correcting: \\boxed{\\frac{7}{2}}", "frac72"),
         ("12 x 12 = 144, so the root is \\boxed{12}.", "12"),
         ("The answer is A lot of work", "lot of work"),  # "A" starting a phrase is no option
         ("A leap year has 366 days.", "366"),
@@ -207,6 +211,31 @@ def test_three_different_numbers_are_a_tie_the_greedy_answer_wins_not_the_most_c
 )
 def test_a_stated_conclusion_is_the_answer_that_votes(text, key):
     assert extract_answer(text) == key
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The best option is C++",
+        "The best option is C#, for speed.",
+        "The answer is E. coli",
+        "C major is the brightest key.",
+        "F = ma, Newton's second law.",
+        "The answer is 12 apples; see option B",
+    ],
+)
+def test_free_text_with_a_capital_letter_names_no_option(text):
+    assert extract_answer(text) not in {*"ABCDEFGH"}
+
+
+def test_open_answers_with_stray_numbers_still_fall_back_to_the_most_central():
+    pool = cands(
+        "Photosynthesis has 2 stages: light reactions make ATP, the Calvin cycle fixes carbon.",
+        "Plants turn light into sugar in 3 steps, mostly in the leaves.",
+        "Light reactions make ATP and the Calvin cycle fixes carbon; found in 1779, it feeds us.",
+    )
+    decision = select(pool, SelectionConfig(method="vote"))
+    assert "no two answers agree" in decision.note and decision.winner != 1
 
 
 def test_worked_multiple_choice_answers_vote_by_their_conclusion():

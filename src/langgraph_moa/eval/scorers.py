@@ -15,10 +15,11 @@ import re
 import string
 
 from langgraph_moa.eval.datasets import EvalItem
+from langgraph_moa.selection import boxed_answers
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_PLAIN_NUMBER = re.compile(r"\$?\s*-?[\d,]*\.?\d+\s*\$?")
 
 
 def normalize(text: str) -> str:
@@ -59,10 +60,10 @@ def last_number(answer: str) -> float | None:
 def numeric(answer: str, target: float, rel_tol: float = 1e-6) -> bool:
     r"""Tell whether the answer's result equals `target` (relative tolerance).
 
-    The result is the number in the last ``\boxed{}`` if there is one, else the last number.
+    The result is the last ``\boxed{}`` that holds a plain number, else the last number.
     """
-    boxed = [value for text in _BOXED.findall(answer) if (value := last_number(text)) is not None]
-    value = boxed[-1] if boxed else last_number(answer)
+    boxed = [text for text in boxed_answers(answer) if _PLAIN_NUMBER.fullmatch(text)]
+    value = last_number(boxed[-1] if boxed else answer)
     return value is not None and math.isclose(value, target, rel_tol=rel_tol, abs_tol=1e-9)
 
 
