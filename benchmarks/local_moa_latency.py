@@ -25,6 +25,7 @@ BASELINE = "single:qwen2.5-coder-1.5b"
 SYSTEMS = [
     BASELINE,
     "single:qwen2.5-coder-0.5b",
+    "local-confidence",
     "local-vote",
     "local-vote-adaptive",
     "local-self-moa",

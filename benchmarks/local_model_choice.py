@@ -8,10 +8,13 @@ selection presets draw the same samples (same model, settings and messages), so 
 cache generates each sample once and the selection methods are compared on identical
 proposals (README, "What it found on the local models").
 
-    python benchmarks/local_model_choice.py [--full | --synthesis] [--out moa-eval-local]
+    python benchmarks/local_model_choice.py [--full | --heldout | --synthesis] [--out DIR]
 
 The subset, `data/verifiable_subset.jsonl`, holds the shipped items whose position modulo 5
-is 0 or 2: 103 items, every category in its share. `--full` uses all 256 items.
+is 0 or 2: 103 items, every category in its share. `--full` uses all 256 items. The
+selection rules were refined after reading the subset's results (how worked answers state
+their conclusion, how ties between different numbers go), so `--heldout` evaluates on the
+other 153 items, which no rule was fitted to.
 `--synthesis` evaluates the synthesizing presets (local-moa, local-self-moa, local-ranker)
 instead, against the same baseline, on every fourth item of that subset
 (`data/verifiable_synthesis_subset.jsonl`, 26 items): their aggregation calls read every
@@ -22,6 +25,7 @@ not fit a session. Give it the same `--out` as the selection run to reuse its sa
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +49,7 @@ SYNTHESIS = [BASELINE, "local-self-moa", "local-moa", "local-ranker"]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="all items, not the subset")
+    parser.add_argument("--heldout", action="store_true", help="the 153 items outside the subset")
     parser.add_argument(
         "--synthesis", action="store_true", help="the synthesizing presets, on 26 items"
     )
@@ -59,10 +64,25 @@ def main() -> None:
         cmd += ["--dataset", str(SYNTHESIS_SUBSET)]
     else:
         cmd += ["--calibration-out", str(Path(args.out) / "calibration.json")]
-        if not args.full:
+        if args.heldout:
+            cmd += ["--dataset", str(_heldout(Path(args.out)))]
+        elif not args.full:
             cmd += ["--dataset", str(SUBSET)]
     print(" ".join(cmd), flush=True)
     sys.exit(subprocess.call(cmd))
+
+
+def _heldout(out: Path) -> Path:
+    """Write the shipped items that are not in the subset; return the file."""
+    from langgraph_moa.eval.datasets import shipped_dataset
+
+    subset = {json.loads(line)["id"] for line in SUBSET.read_text(encoding="utf-8").splitlines()}
+    lines = shipped_dataset().read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if json.loads(line)["id"] not in subset]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "heldout.jsonl"
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    return path
 
 
 if __name__ == "__main__":

@@ -717,7 +717,7 @@ def choice_pattern(letter: str, texts: list[str]) -> str:
     stands alone (any case), opens the answer as "B)" or "B.", or follows
     "answer"/"option"/"choice"; outside a lone letter it must be a capital, so the article
     "a" never reads as option A. An answer without a conclusion that writes another
-    option's marker ("C)") echoes the list and counts as wrong.
+    option's marker ("C)", "Option C") echoes the list and counts as wrong.
     """
     others = "".join(x for x in "ABCD" if x != letter)
     words = "|".join(re.escape(t.lower()) for t in texts)
@@ -726,7 +726,8 @@ def choice_pattern(letter: str, texts: list[str]) -> str:
     return (
         rf"^(?:(?=.*{stated}(?-i:[ABCD]){end})"
         rf".*{stated}(?-i:{letter}){end}(?!.*{stated}(?-i:[{others}]){end})"
-        rf"|(?!.*{stated}(?-i:[ABCD]){end})(?!.*(?-i:(?<!\w)[{others}]\)))"
+        rf"|(?!.*{stated}(?-i:[ABCD]){end})"
+        rf"(?!.*(?:(?-i:(?<!\w)[{others}]\))|option\s+(?-i:[{others}]){end}))"
         rf"(?:\W*{letter}\W*$"
         rf"|\W*(?-i:{letter})[).:\]]"
         rf"|.*?(?:answer|option|choice)\W{{0,4}}(?:is\W{{0,4}})?(?:option\W{{0,3}})?(?-i:{letter})\b"
@@ -854,6 +855,13 @@ def check(path: Path) -> None:
                 for x in "ABCD"
                 if x != letter
             ]
+            # walking through the options without concluding (cut off) is no answer
+            wrongs.append(
+                "\n".join(
+                    f"**Option {x}: {line[3:]}**"
+                    for x, line in zip("ABCD", instruction.splitlines()[1:5], strict=True)
+                )
+            )
             # changing its mind: the last conclusion counts
             other = next(x for x in "ABCD" if x != letter)
             wrongs.append(f"The answer is {letter}. No: the correct answer is {other}.")

@@ -118,8 +118,9 @@ def test_cli_json_run_prints_the_full_record_and_leaves_no_server(no_new_servers
     assert record["usage"]["total"]["calls"] == 3
 
 
-def test_the_default_moa_run_votes_over_the_greedy_answer_and_two_samples(no_new_servers_left):
-    # `moa run` with no preset: local-vote on the 1.5B model, the answer picked by vote.
+def test_the_default_moa_run_weighs_votes_over_the_greedy_answer_and_two_samples(no_new_servers_left):
+    # `moa run` with no preset: local-confidence on the 1.5B model, the answer picked by
+    # votes weighted with each answer's own token probability.
     result = subprocess.run(
         [sys.executable, "-m", "langgraph_moa", "run", "--json", "What is 6 times 7?"],
         capture_output=True,
@@ -128,7 +129,8 @@ def test_the_default_moa_run_votes_over_the_greedy_answer_and_two_samples(no_new
     )
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
-    assert record["system"]["name"] == "local-vote" and record["system"]["variant"] == "select"
+    assert record["system"]["name"] == "local-confidence"
+    assert record["system"]["variant"] == "select"
     assert "42" in record["answer"]
     calls = record["calls"]
     assert [(c["proposer"], c["sample"]) for c in calls] == [(0, 0), (1, 0), (1, 1)]
@@ -137,7 +139,9 @@ def test_the_default_moa_run_votes_over_the_greedy_answer_and_two_samples(no_new
     assert all(c["mean_logprob"] is not None and c["mean_logprob"] <= 0 for c in calls)
     assert all(c["finish_reason"] in ("stop", "length") for c in calls)
     chosen = record["selection"]
-    assert chosen["method"] == "vote" and chosen["tally"][0]["answer"] == "42"
+    assert chosen["method"] == "confidence" and chosen["tally"][0]["answer"] == "42"
+    assert chosen["weights"] and all(0 < w <= 1 for w in chosen["weights"])  # exp(mean logprob)
+    assert not chosen.get("note")  # no fallback to plain votes: llama.cpp gave logprobs
     assert record["answer"] == calls[chosen["winner"]]["output"]
 
 

@@ -61,7 +61,7 @@ def test_overrides_apply_on_top_of_the_preset():
     )
     assert cfg.layers == 3 and [p.model for p in cfg.proposers] == ["openai:a", "openai:b"]
     assert cfg.final.model == "openai:c" and cfg.proposers[0].max_tokens == 2048
-    assert build_config(None, None).name == "local-vote"
+    assert build_config(None, None).name == "local-confidence"
     # Overrides that describe a layered MoA start from the layered local preset.
     assert build_config(None, None, aggregator="openai:c").name == "local-moa (customized)"
     assert build_config(None, None, layers=3).variant == "moa"
