@@ -154,7 +154,7 @@ def _number_key(text: str) -> str | None:
         value = float(matches[-1].replace(",", ""))
     except ValueError:
         return None
-    return f"{value:g}"
+    return f"{value + 0.0:g}"  # + 0.0: "-0" and "0" are one answer
 
 
 def _first_sentence(text: str) -> str:

@@ -28,6 +28,7 @@ def selection_of(out):
     ("a", "b", "extractor"),
     [
         ("1,000", "The total is 1000.0.", "auto"),
+        ("-0", "The change is 0.", "auto"),
         ("Paris.", "the answer is: paris", "auto"),
         ("B) Neon", "b", "choice-letter"),
         ("Answer: 42 apples", "42", "last-number"),
