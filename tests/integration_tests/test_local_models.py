@@ -118,7 +118,7 @@ def test_cli_json_run_prints_the_full_record_and_leaves_no_server(no_new_servers
     assert record["usage"]["total"]["calls"] == 3
 
 
-def test_the_default_moa_run_weighs_votes_over_the_greedy_answer_and_two_samples(no_new_servers_left):
+def test_the_default_moa_run_weighs_votes_of_greedy_and_samples(no_new_servers_left):
     # `moa run` with no preset: local-confidence on the 1.5B model, the answer picked by
     # votes weighted with each answer's own token probability.
     result = subprocess.run(
