@@ -295,6 +295,8 @@ async def profile(url: str, n: int, top: int) -> None:
     print("--- own CPU time by package")
     for package, own in sorted(by_package.items(), key=lambda kv: -kv[1])[:12]:
         print(f"{package:>24} {own:7.2f} s {100 * own / total:5.1f}%")
+    ours = by_package.get("langgraph_moa", 0.0)
+    print(f"{'(this package)':>24} {ours:7.2f} s {100 * ours / total:5.1f}%")
     for order in ("cumulative", "tottime"):
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order).print_stats(top)
