@@ -26,6 +26,14 @@ def call_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
+    """Return the event loop running in the calling thread, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def running_call_loop() -> asyncio.AbstractEventLoop | None:
     """Return the call loop if it was started, without starting it."""
     return _loop

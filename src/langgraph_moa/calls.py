@@ -19,7 +19,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.config import get_stream_writer
 
-from langgraph_moa._call_loop import call_loop
+from langgraph_moa._call_loop import call_loop, loop_of_this_thread
 from langgraph_moa.cache import CallCache, call_key
 from langgraph_moa.config import MoAConfig
 from langgraph_moa.reliability import (
@@ -106,7 +106,7 @@ def call_model(
     thread that runs an event loop (a notebook cell): its models were built for that loop
     and cannot be used on another.
     """
-    if own_timeout and stop is not None and not _loop_running_here():
+    if own_timeout and stop is not None and loop_of_this_thread() is None:
         pending = asyncio.run_coroutine_threadsafe(
             acall_model(model, messages, label, timeout, stop), call_loop()
         )
@@ -153,14 +153,6 @@ def _failure(error: Exception, label: str, timeout: float | None) -> BaseExcepti
     if wait := retry_after_s(error):
         time.sleep(wait)  # the provider said when to come back; backoff adds to it
     return _explained(error, label, timeout)
-
-
-def _loop_running_here() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _explained(error: Exception, label: str, timeout: float | None) -> BaseException:

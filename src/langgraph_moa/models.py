@@ -23,7 +23,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from langgraph_moa._call_loop import running_call_loop
+from langgraph_moa._call_loop import loop_of_this_thread, running_call_loop
 from langgraph_moa._http import own_async_client
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
 
@@ -387,10 +387,7 @@ class ModelCache:
         """Return the model for `spec` with `params`, building it if needed."""
         spec_key: Any = id(spec) if isinstance(spec, BaseChatModel) else describe_model(spec)
         key = (spec_key, tuple(sorted((k, repr(v)) for k, v in params.items())))
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = loop_of_this_thread()
         with self._lock:
             bucket = self._sync if loop is None else self._by_loop.setdefault(loop, _Bucket())
             if key in bucket.models:

@@ -25,7 +25,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -207,9 +207,8 @@ def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bo
         return match.group(1).upper(), True
     if match := _OPENING_CHOICE.match(text):
         return match.group(1), True
-    if number := _number_key(text):
-        last = list(_NUMBER.finditer(text))[-1]
-        return number, len(text[last.end() :].split()) <= _TRAILING_WORDS
+    if (numbers := list(_NUMBER.finditer(text))) and (number := _number_key(numbers[-1][0])):
+        return number, len(text[numbers[-1].end() :].split()) <= _TRAILING_WORDS
     return _normalize(span) or _normalize(text), False
 
 
@@ -321,18 +320,21 @@ def _votes_of_complete(
     return kept, f"{noun} {which} {were} cut off by max_tokens and did not vote"
 
 
-def _votes(
-    candidates: Sequence[Candidate], config: SelectionConfig
-) -> tuple[list[str], str | None]:
-    """Read each candidate's answer, blanking those cut off (see `_votes_of_complete`)."""
-    answers = [extract_answer(c.text, config.extractor, config.pattern) for c in candidates]
-    return _votes_of_complete(candidates, answers)
+class _Votes(NamedTuple):
+    answers: list[str]
+    """Each candidate's answer key; '' for unreadable and blanked cut-off answers."""
+    note: str | None
+    """Which answers were cut off and did not vote, if any."""
+    all_values: bool
+    """Every voting answer is a short value (see `_read`), not free-form text."""
 
 
-def _all_values(candidates: Sequence[Candidate], config: SelectionConfig) -> bool:
-    """Tell whether every voting proposal states a short value (see `_read`)."""
-    readings = [_read(c.text, config.extractor, config.pattern) for c in _finished(candidates)]
-    return all(value for key, value in readings if key)
+def _votes(candidates: Sequence[Candidate], config: SelectionConfig) -> _Votes:
+    """Read each candidate's answer once, blanking those cut off (see `_votes_of_complete`)."""
+    readings = [_read(c.text, config.extractor, config.pattern) for c in candidates]
+    answers, note = _votes_of_complete(candidates, [key for key, _ in readings])
+    values = all(value for (_, value), answer in zip(readings, answers, strict=True) if answer)
+    return _Votes(answers, note, values)
 
 
 def _finished(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -416,7 +418,8 @@ def select(
         # A cut-off answer is a prefix of a finished one, which token-set similarity scores
         # as a perfect match: left in, it would win.
         return _consensus(_finished(candidates))
-    answers, cut_note = _votes(candidates, config)
+    votes = _votes(candidates, config)
+    answers, cut_note = votes.answers, votes.note
     if config.method == "mux":
         decision = _mux(candidates, answers, config, order)
         decision.note = _join_notes(cut_note, decision.note)
@@ -442,8 +445,7 @@ def select(
         )
     best = _best_group(groups, candidates, order)
     voters = [c for c, a in zip(candidates, answers, strict=True) if a]
-    free_form = not _all_values(candidates, config)
-    if len(voters) >= 3 and free_form and all(len(g.members) == 1 for g in groups):
+    if len(voters) >= 3 and not votes.all_values and all(len(g.members) == 1 for g in groups):
         # No two free-form proposals agree (open questions): a vote says nothing, so the
         # proposal closest to all others answers (self-consistency's free-form case). Three
         # different numbers or letters stay a tie, broken by priority: the greedy answer,
@@ -570,7 +572,7 @@ def _consensus(candidates: Sequence[Candidate]) -> Selection:
 
 def tally_note(candidates: Sequence[Candidate], config: SelectionConfig) -> str:
     """Describe the vote for a synthesizing aggregator: which answer how many responses gave."""
-    answers, _ = _votes(candidates, config)
+    answers = _votes(candidates, config).answers
     groups = _groups(candidates, answers, [1.0] * len(candidates))
     if not groups:
         return ""

@@ -229,16 +229,6 @@ def test_free_text_with_a_capital_letter_names_no_option(text):
     assert extract_answer(text) not in {*"ABCDEFGH"}
 
 
-def test_open_answers_with_stray_numbers_still_fall_back_to_the_most_central():
-    pool = cands(
-        "Photosynthesis has 2 stages: light reactions make ATP, the Calvin cycle fixes carbon.",
-        "Plants turn light into sugar in 3 steps, mostly in the leaves.",
-        "Light reactions make ATP and the Calvin cycle fixes carbon; found in 1779, it feeds us.",
-    )
-    decision = select(pool, SelectionConfig(method="vote"))
-    assert "no two answers agree" in decision.note and decision.winner != 1
-
-
 def test_worked_multiple_choice_answers_vote_by_their_conclusion():
     # Measured: worked answers walk through every option (A) ... D)) and end in \boxed{C};
     # read by their last number they split into noise and a cut-short lone "A" won.
@@ -447,13 +437,23 @@ def test_bad_selection_settings_are_refused_with_the_fix(fake, changes, message)
         MoAConfig(variant="select", proposers=[{"model": fake("M"), "samples": 4}], **changes)
 
 
-def test_when_no_two_answers_agree_the_most_central_one_answers():
-    pool = cands(
-        "The sky is blue because air scatters blue sunlight more than red.",
-        "Because of quantum mechanics.",
-        "Air scatters the blue part of sunlight more than red light, so the sky is blue.",
-    )
-    decision = select(pool, SelectionConfig(method="vote"))
+@pytest.mark.parametrize(
+    "texts",
+    [
+        (
+            "The sky is blue because air scatters blue sunlight more than red.",
+            "Because of quantum mechanics.",
+            "Air scatters the blue part of sunlight more than red light, so the sky is blue.",
+        ),
+        (  # open answers with stray numbers are still free-form, not three values
+            "Photosynthesis has 2 stages: light reactions make ATP, the Calvin cycle fixes carbon.",
+            "Plants turn light into sugar in 3 steps, mostly in the leaves.",
+            "Light reactions make ATP and the Calvin cycle fixes carbon; found in 1779, it feeds us.",
+        ),
+    ],
+)
+def test_when_no_two_answers_agree_the_most_central_one_answers(texts):
+    decision = select(cands(*texts), SelectionConfig(method="vote"))
     assert decision.winner != 1 and decision.method == "vote"
     assert "no two answers agree" in decision.note
 
