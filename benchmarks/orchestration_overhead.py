@@ -41,8 +41,8 @@ from langgraph.types import Send
 from pydantic import SecretStr
 
 from langgraph_moa import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAConfig, create_moa_graph
-from langgraph_moa._http import own_async_client
-from langgraph_moa._net import free_port
+from langgraph_moa.transport._http import own_async_client
+from langgraph_moa.transport._net import free_port
 
 PROPOSERS = 6
 LAYERS = 3  # MoA layers: proposer layers + the aggregator

@@ -18,7 +18,7 @@ from pathlib import Path
 import openai
 
 from langgraph_moa import MoAConfig
-from langgraph_moa.serve import create_app
+from langgraph_moa.serving._app import create_app
 from langgraph_moa.testing import BackgroundServer, FaultProfile, FaultServer
 
 

@@ -29,7 +29,7 @@ SERVER = textwrap.dedent(
     """
     import sys, uvicorn
     from langgraph_moa import MoAConfig
-    from langgraph_moa.serve import create_app
+    from langgraph_moa.serving._app import create_app
     url, port = sys.argv[1], int(sys.argv[2])
     config = MoAConfig(
         proposers=[f"p1@{url}", f"p2@{url}"], aggregator=f"agg@{url}", layers=2, name="bench"

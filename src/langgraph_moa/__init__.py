@@ -9,14 +9,13 @@ answer = graph.invoke({"messages": [("user", "Explain X")]})["messages"][-1]
 """
 
 from langgraph_moa.chat_model import MoAChatModel
-from langgraph_moa.config import (
+from langgraph_moa.config._schema import (
     AggregatorConfig,
     MoAConfig,
     ProposerConfig,
     SelfMoASeqConfig,
     list_presets,
 )
-from langgraph_moa.context import MoAContext
 from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
@@ -27,11 +26,12 @@ from langgraph_moa.errors import (
     MoAInputError,
     ModelResolutionError,
 )
-from langgraph_moa.graph import TAG_FINAL, create_moa_graph, final_answer_only
-from langgraph_moa.models import OpenAIEndpoint
-from langgraph_moa.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT, inject_references
-from langgraph_moa.reliability import ContextLengthError, RetrySettings
-from langgraph_moa.state import CallRecord, MoAInput, MoAOutput, MoAState, UsageSummary
+from langgraph_moa.graph._builder import TAG_FINAL, create_moa_graph, final_answer_only
+from langgraph_moa.providers._models import OpenAIEndpoint
+from langgraph_moa.providers._retry import ContextLengthError, RetrySettings
+from langgraph_moa.run.context import MoAContext
+from langgraph_moa.run.state import CallRecord, MoAInput, MoAOutput, MoAState, UsageSummary
+from langgraph_moa.text._prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT, inject_references
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m langgraph_moa`` runs the `moa` command."""
 
-from langgraph_moa.cli import main
+from langgraph_moa.cli._app import main
 
 main()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from langgraph_moa.state import CallRecord
+    from langgraph_moa.run.state import CallRecord
 
 
 class MoAError(Exception):

@@ -6,7 +6,7 @@ Usage: durable_worker.py URL STORE THREAD [basic|deadline]
 import sys
 
 from langgraph_moa import MoAConfig, RetrySettings, create_moa_graph
-from langgraph_moa.durable import open_checkpointer
+from langgraph_moa.graph.durable import open_checkpointer
 
 
 def config(url: str, mode: str) -> MoAConfig:

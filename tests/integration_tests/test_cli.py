@@ -8,7 +8,7 @@ import pytest
 
 def moa(*args):
     return subprocess.run(
-        [sys.executable, "-c", "from langgraph_moa.cli import main; main()", *args],
+        [sys.executable, "-c", "from langgraph_moa.cli._app import main; main()", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from langgraph_moa import MoAConfig, RetrySettings, create_moa_graph
-from langgraph_moa.durable import open_checkpointer
+from langgraph_moa.graph.durable import open_checkpointer
 from langgraph_moa.testing import FaultProfile, FaultServer
 
 WORKER = Path(__file__).with_name("durable_worker.py")

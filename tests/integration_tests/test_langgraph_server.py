@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from langgraph_moa._net import free_port
+from langgraph_moa.transport._net import free_port
 from tests.helpers import serve_pids, wait_until_up
 
 pytestmark = [pytest.mark.local_models, pytest.mark.usefixtures("local_models_available")]

@@ -287,7 +287,7 @@ def test_chat_holds_a_multi_turn_conversation(no_new_servers_left):
 def test_moa_serve_process_streams_a_local_answer_and_leaves_nothing_behind(no_new_servers_left):
     import openai
 
-    from langgraph_moa._net import free_port
+    from langgraph_moa.transport._net import free_port
 
     port = free_port()
     proc = subprocess.Popen(

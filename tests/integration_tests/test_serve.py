@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from langgraph_moa import MoAConfig
-from langgraph_moa.serve import create_app
+from langgraph_moa.serving._app import create_app
 from langgraph_moa.testing import BackgroundServer, FaultProfile, FaultServer
 
 KEY = "test-key"

@@ -1,7 +1,7 @@
 """The call cache: a rerun or an added system costs no repeated generation."""
 
 from langgraph_moa import MoAConfig, create_moa_graph
-from langgraph_moa.cache import SQLiteCallCache
+from langgraph_moa.run.cache import SQLiteCallCache
 from tests.helpers import QUESTION
 
 

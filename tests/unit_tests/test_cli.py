@@ -3,8 +3,8 @@
 import pytest
 from rich.console import Console
 
-from langgraph_moa import cli
-from langgraph_moa.cli import build_config
+from langgraph_moa.cli import _app as cli
+from langgraph_moa.cli._app import build_config
 from langgraph_moa.errors import MoAConfigError, MoAError
 
 
@@ -35,7 +35,8 @@ def test_user_errors_end_in_one_line_and_an_exit_code(monkeypatch, capsys, args,
 def test_serve_passes_its_policy_and_limits_and_warns_without_a_key(monkeypatch):
     from typer.testing import CliRunner
 
-    from langgraph_moa import cli, serve
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.serving import _app as serve
 
     seen = {}
     monkeypatch.setattr(serve, "serve", lambda presets, **kwargs: seen.update(kwargs))
@@ -77,8 +78,8 @@ def test_preset_and_config_together_is_refused(tmp_path):
 def test_chat_carries_the_history_into_every_turn(monkeypatch, fake, log):
     from typer.testing import CliRunner
 
-    from langgraph_moa import cli
-    from langgraph_moa.config import MoAConfig
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.config._schema import MoAConfig
 
     def count_turns(label, n, messages):
         return f"{label} heard {sum(m.type == 'human' for m in messages)} user turns"
@@ -108,8 +109,8 @@ def test_overridden_preset_is_reported_as_customized():
 
 def test_the_live_view_takes_every_event_a_selection_run_streams(fake):
     from langgraph_moa import MoAConfig, create_moa_graph
-    from langgraph_moa.cli import Progress, _selection_line
-    from langgraph_moa.streaming import AnswerStream
+    from langgraph_moa.cli._app import Progress, _selection_line
+    from langgraph_moa.graph.streaming import AnswerStream
 
     config = MoAConfig(
         variant="select",

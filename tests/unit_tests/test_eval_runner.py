@@ -224,7 +224,7 @@ def test_a_judge_needs_a_baseline(mix, tmp_path):
 
 def test_calibration_holds_each_single_models_accuracy_for_mux(tmp_path):
     from langgraph_moa.eval.runner import calibration
-    from langgraph_moa.selection import SelectionConfig
+    from langgraph_moa.text._selection import SelectionConfig
 
     summary = {
         "single:local:a": {"accuracy": 0.75, "items": 8},

@@ -51,7 +51,7 @@ def test_transient_errors_are_retried_permanent_ones_are_not(fake, log):
 def test_openai_rate_limit_is_retried_authentication_is_not():
     import httpx
 
-    from langgraph_moa.reliability import is_retryable
+    from langgraph_moa.providers._retry import is_retryable
 
     request = httpx.Request("POST", "http://x/v1/chat/completions")
 

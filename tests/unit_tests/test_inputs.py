@@ -4,7 +4,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from langgraph_moa import MoAConfig, MoAInputError, create_moa_graph
-from langgraph_moa.inputs import check_messages
+from langgraph_moa.run._inputs import check_messages
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 import pytest
 
 from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa.config._limits import Budget, RequestLimits
 from langgraph_moa.errors import LimitExceededError, MoAConfigError
-from langgraph_moa.limits import Budget, RequestLimits
 from tests.helpers import QUESTION
 
 

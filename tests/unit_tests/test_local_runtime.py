@@ -4,8 +4,8 @@ import threading
 
 from langchain_core.messages import AIMessage
 
-from langgraph_moa.accounting import finish_reason, ok_record, token_logprobs
 from langgraph_moa.local.runtime import LocalRuntime, _port_was_taken
+from langgraph_moa.run._accounting import finish_reason, ok_record, token_logprobs
 
 
 class FakeServer:
@@ -130,4 +130,4 @@ def test_the_local_runtime_does_not_import_the_model_resolution_it_serves():
 
     tree = ast.parse(Path(runtime.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert "langgraph_moa.models" not in imported
+    assert "langgraph_moa.providers._models" not in imported

@@ -8,8 +8,8 @@ import time
 
 import httpx
 
-from langgraph_moa._call_loop import call_loop
-from langgraph_moa.models import ModelCache, build_model, http_client_key
+from langgraph_moa.providers._models import ModelCache, build_model, http_client_key
+from langgraph_moa.transport._call_loop import call_loop
 
 ENDPOINT = "m@http://127.0.0.1:9/v1"
 

@@ -10,7 +10,7 @@ import pytest
 from langchain.chat_models import init_chat_model
 
 from langgraph_moa.errors import ModelResolutionError
-from langgraph_moa.models import _langchain_providers, known_providers, split_provider
+from langgraph_moa.providers._models import _langchain_providers, known_providers, split_provider
 
 
 def test_the_private_table_has_the_shape_we_read():

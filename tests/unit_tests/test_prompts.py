@@ -6,7 +6,7 @@ import unicodedata
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from langgraph_moa.prompts import (
+from langgraph_moa.text._prompts import (
     AGGREGATE_AND_SYNTHESIZE_PROMPT,
     inject_references,
     neutralize_markers,

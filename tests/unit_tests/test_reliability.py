@@ -160,7 +160,7 @@ class FakeClock:
 
 @pytest.fixture
 def fake_clock(monkeypatch):
-    from langgraph_moa import clock
+    from langgraph_moa.run import _clock as clock
 
     fake = FakeClock()
     monkeypatch.setattr(clock, "now", fake.now)
@@ -196,8 +196,8 @@ async def test_a_hung_proposer_never_delays_its_layer_past_the_deadline(
 
 
 def test_before_its_deadline_a_waiting_call_sleeps_until_it_instead_of_polling(fake_clock):
-    from langgraph_moa.calls import QUORUM_POLL_S
-    from langgraph_moa.nodes import _LayerWatch
+    from langgraph_moa.graph._nodes import _LayerWatch
+    from langgraph_moa.run._calls import QUORUM_POLL_S
 
     watch = _LayerWatch(due=fake_clock.now() + 600, quorum=2, answers=lambda: 5)
     assert watch() is None and watch.wait_s() > QUORUM_POLL_S
@@ -241,7 +241,7 @@ def test_quorum_larger_than_a_layer_is_a_config_error(fake):
 
 
 def test_fit_references_cuts_the_longest_first_and_keeps_order():
-    from langgraph_moa.prompts import TRIM_MARK, fit_references
+    from langgraph_moa.text._prompts import TRIM_MARK, fit_references
 
     refs = ["short one", "x" * 3000, "medium " * 40]
     fitted, cut = fit_references(refs, budget_tokens=400)  # 1200 characters
@@ -292,7 +292,7 @@ def test_a_conversation_that_alone_fills_the_window_is_a_clear_error(fake, log):
     ],
 )
 def test_context_overflow_of_each_server_becomes_a_context_length_error(message):
-    from langgraph_moa.reliability import ContextLengthError, explain_failure
+    from langgraph_moa.providers._retry import ContextLengthError, explain_failure
 
     explained = explain_failure(ValueError(message), "local:qwen2.5-coder-0.5b")
     assert isinstance(explained, ContextLengthError)

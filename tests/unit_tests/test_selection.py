@@ -6,7 +6,7 @@ import pytest
 
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.errors import MoAConfigError
-from langgraph_moa.selection import Candidate, SelectionConfig, extract_answer, select
+from langgraph_moa.text._selection import Candidate, SelectionConfig, extract_answer, select
 from tests.helpers import references_in
 
 QUESTION = {"messages": [("user", "What is 6 times 7?")]}
@@ -147,7 +147,7 @@ def test_cut_off_answers_vote_when_no_finished_answer_can_be_read():
 
 @pytest.mark.parametrize("reason", ["length", "max_tokens", "MAX_TOKENS"])
 def test_every_providers_word_for_max_tokens_marks_a_cut_off(reason):
-    from langgraph_moa.accounting import was_cut_off
+    from langgraph_moa.run._accounting import was_cut_off
 
     assert was_cut_off({"finish_reason": reason})
     assert not was_cut_off({"finish_reason": "stop"}) and not was_cut_off({})
@@ -459,8 +459,8 @@ def test_when_no_two_answers_agree_the_most_central_one_answers(texts):
 
 
 def test_api_proposers_can_ask_for_logprobs_for_confidence_votes(monkeypatch):
-    from langgraph_moa.config import ProposerConfig
-    from langgraph_moa.models import build_model
+    from langgraph_moa.config._schema import ProposerConfig
+    from langgraph_moa.providers._models import build_model
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     proposer = ProposerConfig(model="openai:gpt-4o-mini", logprobs=True)

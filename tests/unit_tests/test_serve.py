@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from langgraph_moa import MoAConfig
+from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.errors import MoAConfigError, ModelNotAllowedError
-from langgraph_moa.limits import RequestLimits
-from langgraph_moa.serve import ModelPolicy, _Preparer, create_app
+from langgraph_moa.serving._app import ModelPolicy, _Preparer, create_app
 
 USER = [{"role": "user", "content": "Explain X"}]
 

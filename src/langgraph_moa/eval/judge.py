@@ -16,8 +16,8 @@ from typing import Literal
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from langgraph_moa.cache import CallCache, call_key
 from langgraph_moa.eval.stats import bootstrap_mean_interval
+from langgraph_moa.run.cache import CallCache, call_key
 
 Verdict = Literal["A", "B", "tie"]
 

@@ -21,8 +21,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from langgraph_moa.cache import SQLiteCallCache, call_key
-from langgraph_moa.config import MoAConfig, ProposerConfig, list_presets
+from langgraph_moa.config._schema import MoAConfig, ProposerConfig, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.eval.costs import Prices, dollars, load_prices, pareto_front
 from langgraph_moa.eval.datasets import EvalItem
@@ -47,8 +46,9 @@ from langgraph_moa.eval.plots import quality_per_layer, quality_vs_cost
 from langgraph_moa.eval.report import render_report
 from langgraph_moa.eval.scorers import score
 from langgraph_moa.eval.stats import paired_difference, wilson_interval
-from langgraph_moa.graph import create_moa_graph
-from langgraph_moa.models import ModelCache, ModelSpec, describe_model
+from langgraph_moa.graph._builder import create_moa_graph
+from langgraph_moa.providers._models import ModelCache, ModelSpec, describe_model
+from langgraph_moa.run.cache import SQLiteCallCache, call_key
 
 SINGLE = "single:"
 

@@ -15,7 +15,7 @@ import re
 import string
 
 from langgraph_moa.eval.datasets import EvalItem
-from langgraph_moa.selection import boxed_answers
+from langgraph_moa.text._selection import boxed_answers
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")

@@ -30,10 +30,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import PrivateAttr
 
-from langgraph_moa._http import own_async_client
-from langgraph_moa._net import free_port
 from langgraph_moa.errors import MoAError
 from langgraph_moa.local.catalog import LocalModelError, LocalModelInfo, lookup, model_path
+from langgraph_moa.transport._http import own_async_client
+from langgraph_moa.transport._net import free_port
 
 READY_TIMEOUT_S = 120.0
 

@@ -4,7 +4,7 @@ import threading
 import time
 from typing import Any
 
-from langgraph_moa._net import free_port
+from langgraph_moa.transport._net import free_port
 
 
 class BackgroundServer:

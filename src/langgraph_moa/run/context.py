@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from langgraph_moa.config import MoAConfig, Variant, explain_validation_error
+from langgraph_moa.config._schema import MoAConfig, Variant, explain_validation_error
 from langgraph_moa.errors import MoAConfigError
 
 _M = TypeVar("_M", bound=BaseModel)

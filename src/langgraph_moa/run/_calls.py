@@ -19,16 +19,16 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.config import get_stream_writer
 
-from langgraph_moa._call_loop import call_loop, loop_of_this_thread
-from langgraph_moa.cache import CallCache, call_key
-from langgraph_moa.config import MoAConfig
-from langgraph_moa.reliability import (
+from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.providers._retry import (
     CallTimeoutError,
     StragglerCancelledError,
     explain_failure,
     retry_after_s,
 )
-from langgraph_moa.state import Role
+from langgraph_moa.run.cache import CallCache, call_key
+from langgraph_moa.run.state import Role
+from langgraph_moa.transport._call_loop import call_loop, loop_of_this_thread
 
 
 class CallId(NamedTuple):

@@ -23,15 +23,23 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, RetryPolicy
 
-from langgraph_moa.answer import TAG_FINAL, final_answer_only, parse_choice
-from langgraph_moa.cache import CallCache
-from langgraph_moa.config import MoAConfig
-from langgraph_moa.context import MoAContext
-from langgraph_moa.inputs import guard_input, validate_conversation
-from langgraph_moa.nodes import MoANodes
-from langgraph_moa.plan import AGGREGATE, PREPARE, PROPOSE, RANK, SELECT, SYNTHESIZE, Route
-from langgraph_moa.reliability import is_retryable
-from langgraph_moa.state import MoAInput, MoAOutput, MoAState
+from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.graph._nodes import MoANodes
+from langgraph_moa.providers._retry import is_retryable
+from langgraph_moa.run._answer import TAG_FINAL, final_answer_only, parse_choice
+from langgraph_moa.run._inputs import guard_input, validate_conversation
+from langgraph_moa.run.cache import CallCache
+from langgraph_moa.run.context import MoAContext
+from langgraph_moa.run.state import MoAInput, MoAOutput, MoAState
+from langgraph_moa.variants._plan import (
+    AGGREGATE,
+    PREPARE,
+    PROPOSE,
+    RANK,
+    SELECT,
+    SYNTHESIZE,
+    Route,
+)
 
 __all__ = [
     "TAG_FINAL",

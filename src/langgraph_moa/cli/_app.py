@@ -23,14 +23,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from langgraph_moa.config import MoAConfig, list_presets
-from langgraph_moa.context import MoAContext, apply_context
+from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.config._schema import MoAConfig, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
-from langgraph_moa.graph import create_moa_graph
-from langgraph_moa.limits import RequestLimits
-from langgraph_moa.models import PROVIDER_API_KEY_ENV
-from langgraph_moa.serve import MAX_BODY_BYTES
-from langgraph_moa.streaming import AnswerStream
+from langgraph_moa.graph._builder import create_moa_graph
+from langgraph_moa.graph.streaming import AnswerStream
+from langgraph_moa.providers._models import PROVIDER_API_KEY_ENV
+from langgraph_moa.run.context import MoAContext, apply_context
+from langgraph_moa.serving._app import MAX_BODY_BYTES
 
 DEFAULT_PRESET = "local-confidence"
 """Chosen by measurement (README, "What it found on the local models"): the most accurate
@@ -483,7 +483,7 @@ def serve(
     A served preset always runs as configured; the --max-* limits bound what a client's
     overrides may ask for on top of it.
     """
-    from langgraph_moa.serve import serve as run_server
+    from langgraph_moa.serving._app import serve as run_server
 
     given = {
         "max_proposers": max_proposers,

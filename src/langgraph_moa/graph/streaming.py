@@ -20,7 +20,7 @@ from typing import Any
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 
-from langgraph_moa.graph import final_answer_only
+from langgraph_moa.graph._builder import final_answer_only
 
 ProgressHandler = Callable[[dict[str, Any]], None]
 """Receives each progress event the graph writes (a call started, finished or failed)."""

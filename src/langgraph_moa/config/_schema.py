@@ -34,12 +34,12 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from langgraph_moa.config._limits import Budget, check_budget
 from langgraph_moa.errors import MoAConfigError
-from langgraph_moa.limits import Budget, check_budget
-from langgraph_moa.models import ModelSpec, describe_model, same_model, validate_spec
-from langgraph_moa.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
-from langgraph_moa.reliability import RetrySettings
-from langgraph_moa.selection import SelectionConfig
+from langgraph_moa.providers._models import ModelSpec, describe_model, same_model, validate_spec
+from langgraph_moa.providers._retry import RetrySettings
+from langgraph_moa.text._prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
+from langgraph_moa.text._selection import SelectionConfig
 
 Variant = Literal["moa", "single-proposer", "self-moa", "self-moa-seq", "ranker", "select"]
 VARIANTS: tuple[Variant, ...] = (
@@ -408,7 +408,7 @@ class MoAConfig(BaseModel):
             raise MoAConfigError(
                 f"Unknown preset {name!r}. Available presets: {', '.join(presets)}."
             )
-        text = resources.files("langgraph_moa.presets").joinpath(f"{name}.yaml").read_text()
+        text = resources.files("langgraph_moa.config.presets").joinpath(f"{name}.yaml").read_text()
         data = yaml.safe_load(text)
         data.setdefault("name", name)
         data.update({k: v for k, v in overrides.items() if v is not None})
@@ -464,7 +464,7 @@ def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]
 
 def list_presets() -> list[str]:
     """Names of the presets shipped in the package."""
-    folder = resources.files("langgraph_moa.presets")
+    folder = resources.files("langgraph_moa.config.presets")
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 

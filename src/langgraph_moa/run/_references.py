@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage
 
-from langgraph_moa.accounting import was_cut_off
-from langgraph_moa.config import MoAConfig, RoleConfig
-from langgraph_moa.prompts import estimate_tokens, fit_references, inject_references
-from langgraph_moa.reliability import ContextLengthError
-from langgraph_moa.selection import Candidate, tally_note
-from langgraph_moa.state import CallRecord, MoAState
+from langgraph_moa.config._schema import MoAConfig, RoleConfig
+from langgraph_moa.providers._retry import ContextLengthError
+from langgraph_moa.run._accounting import was_cut_off
+from langgraph_moa.run.state import CallRecord, MoAState
+from langgraph_moa.text._prompts import estimate_tokens, fit_references, inject_references
+from langgraph_moa.text._selection import Candidate, tally_note
 
 
 def with_references(

@@ -8,9 +8,9 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from langgraph_moa.accounting import summarize
-from langgraph_moa.config import MoAConfig
-from langgraph_moa.state import CallRecord
+from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.run._accounting import summarize
+from langgraph_moa.run.state import CallRecord
 
 TAG_FINAL = "moa:final"
 """Tag on the call that writes the final answer: keep only these tokens when streaming."""

@@ -23,9 +23,9 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from langgraph_moa._call_loop import loop_of_this_thread, running_call_loop
-from langgraph_moa._http import own_async_client
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
+from langgraph_moa.transport._call_loop import loop_of_this_thread, running_call_loop
+from langgraph_moa.transport._http import own_async_client
 
 LOCAL_PREFIX = "local"
 

@@ -14,11 +14,11 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.graph import END
 from langgraph.types import Send
 
-from langgraph_moa import clock
-from langgraph_moa.config import MoAConfig
-from langgraph_moa.references import candidates, priority, with_references
-from langgraph_moa.selection import select
-from langgraph_moa.state import MoAState, ProposerTask
+from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.run import _clock as clock
+from langgraph_moa.run._references import candidates, priority, with_references
+from langgraph_moa.run.state import MoAState, ProposerTask
+from langgraph_moa.text._selection import select
 
 PREPARE = "prepare"
 PROPOSE = "propose"

@@ -19,9 +19,22 @@ from langchain_core.runnables import Runnable
 from langgraph.runtime import get_runtime
 from langgraph.types import Command
 
-from langgraph_moa import clock
-from langgraph_moa.accounting import failed_record, ok_record, summarize
-from langgraph_moa.answer import (
+from langgraph_moa.config._schema import MoAConfig, ProposerConfig
+from langgraph_moa.errors import (
+    AggregatorFailedError,
+    AllProposersFailedError,
+    BudgetExhaustedError,
+)
+from langgraph_moa.providers._models import ModelCache, has_own_timeout
+from langgraph_moa.providers._retry import (
+    EmptyResponseError,
+    StragglerCancelledError,
+    StructuredOutputError,
+    is_retryable,
+)
+from langgraph_moa.run import _clock as clock
+from langgraph_moa.run._accounting import failed_record, ok_record, summarize
+from langgraph_moa.run._answer import (
     NOSTREAM,
     TAG_FINAL,
     TAG_INTERMEDIATE,
@@ -32,8 +45,7 @@ from langgraph_moa.answer import (
     labelled_fallback,
     parse_choice,
 )
-from langgraph_moa.cache import CallCache
-from langgraph_moa.calls import (
+from langgraph_moa.run._calls import (
     QUORUM_POLL_S,
     CallId,
     NodeSteps,
@@ -43,15 +55,8 @@ from langgraph_moa.calls import (
     run_async,
     run_sync,
 )
-from langgraph_moa.config import MoAConfig, ProposerConfig
-from langgraph_moa.context import ContextConfigCache
-from langgraph_moa.errors import (
-    AggregatorFailedError,
-    AllProposersFailedError,
-    BudgetExhaustedError,
-)
-from langgraph_moa.inputs import validate_conversation
-from langgraph_moa.ledger import (
+from langgraph_moa.run._inputs import validate_conversation
+from langgraph_moa.run._ledger import (
     AttemptKey,
     AwaitRead,
     Here,
@@ -61,18 +66,13 @@ from langgraph_moa.ledger import (
     Step,
     here,
 )
-from langgraph_moa.models import ModelCache, has_own_timeout
-from langgraph_moa.plan import Plan, plan_for
-from langgraph_moa.prompts import ranker_messages
-from langgraph_moa.references import answered_proposals, candidates, priority, with_references
-from langgraph_moa.reliability import (
-    EmptyResponseError,
-    StragglerCancelledError,
-    StructuredOutputError,
-    is_retryable,
-)
-from langgraph_moa.selection import select
-from langgraph_moa.state import CallRecord, MoAState, ProposerTask
+from langgraph_moa.run._references import answered_proposals, candidates, priority, with_references
+from langgraph_moa.run.cache import CallCache
+from langgraph_moa.run.context import ContextConfigCache
+from langgraph_moa.run.state import CallRecord, MoAState, ProposerTask
+from langgraph_moa.text._prompts import ranker_messages
+from langgraph_moa.text._selection import select
+from langgraph_moa.variants._plan import Plan, plan_for
 
 
 class MoANodes:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from langgraph_moa.errors import LimitExceededError
 
 if TYPE_CHECKING:
-    from langgraph_moa.config import MoAConfig
+    from langgraph_moa.config._schema import MoAConfig
 
 
 class Budget(BaseModel):

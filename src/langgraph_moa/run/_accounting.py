@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from langgraph_moa.reliability import StragglerCancelledError
-from langgraph_moa.state import CallRecord, LayerTotals, Role, TokenTotals, UsageSummary
+from langgraph_moa.providers._retry import StragglerCancelledError
+from langgraph_moa.run.state import CallRecord, LayerTotals, Role, TokenTotals, UsageSummary
 
 
 def answering_model(response: BaseMessage, configured: str) -> str:

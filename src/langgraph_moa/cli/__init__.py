@@ -1,0 +1,5 @@
+"""The `moa` command."""
+
+from langgraph_moa.cli._app import main
+
+__all__ = ["main"]
