@@ -31,9 +31,9 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
-from langgraph_moa.run.context import MoAContext, apply_context
 
 
 class MoAChatModel(BaseChatModel):

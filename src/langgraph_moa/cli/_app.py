@@ -25,11 +25,11 @@ from rich.text import Text
 
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, list_presets
+from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import PROVIDER_API_KEY_ENV
-from langgraph_moa.run.context import MoAContext, apply_context
 from langgraph_moa.serving._app import MAX_BODY_BYTES
 
 DEFAULT_PRESET = "local-confidence"

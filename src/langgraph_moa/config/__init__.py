@@ -2,7 +2,6 @@
 
 from langgraph_moa.config._limits import Budget, RequestLimits
 from langgraph_moa.config._schema import (
-    VARIANTS,
     AggregatorConfig,
     MoAConfig,
     ProposerConfig,
@@ -12,7 +11,6 @@ from langgraph_moa.config._schema import (
 )
 
 __all__ = [
-    "VARIANTS",
     "AggregatorConfig",
     "Budget",
     "MoAConfig",

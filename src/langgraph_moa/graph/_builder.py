@@ -24,14 +24,14 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, RetryPolicy
 
 from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.config.context import MoAContext
 from langgraph_moa.graph._nodes import MoANodes
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run._answer import TAG_FINAL, final_answer_only, parse_choice
 from langgraph_moa.run._inputs import guard_input, validate_conversation
 from langgraph_moa.run.cache import CallCache
-from langgraph_moa.run.context import MoAContext
 from langgraph_moa.run.state import MoAInput, MoAOutput, MoAState
-from langgraph_moa.variants._plan import (
+from langgraph_moa.variants import (
     AGGREGATE,
     PREPARE,
     PROPOSE,

@@ -20,6 +20,7 @@ from langgraph.runtime import get_runtime
 from langgraph.types import Command
 
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig
+from langgraph_moa.config.context import ContextConfigCache
 from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
@@ -68,11 +69,10 @@ from langgraph_moa.run._ledger import (
 )
 from langgraph_moa.run._references import answered_proposals, candidates, priority, with_references
 from langgraph_moa.run.cache import CallCache
-from langgraph_moa.run.context import ContextConfigCache
 from langgraph_moa.run.state import CallRecord, MoAState, ProposerTask
 from langgraph_moa.text._prompts import ranker_messages
 from langgraph_moa.text._selection import select
-from langgraph_moa.variants._plan import Plan, plan_for
+from langgraph_moa.variants import Plan, plan_for
 
 
 class MoANodes:
@@ -271,7 +271,7 @@ class MoANodes:
         self, cfg: MoAConfig, state: MoAState, call: CallId, is_final: bool
     ) -> tuple[Runnable[Any, Any], list[BaseMessage], int]:
         """Return the aggregator's model, its messages, and how many references were cut."""
-        step = "window" if cfg.variant == "self-moa-seq" else "layer"
+        step = cfg.rules.step_name
         tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, NOSTREAM]
         base: Runnable[Any, Any] = self._final_model(cfg, call.sample, streamed=is_final)
         if is_final and self.response_format is not None:

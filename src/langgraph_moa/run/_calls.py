@@ -13,13 +13,12 @@ import contextvars
 import threading
 import time
 from collections.abc import Coroutine, Generator
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.config import get_stream_writer
 
-from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.providers._retry import (
     CallTimeoutError,
     StragglerCancelledError,
@@ -29,6 +28,9 @@ from langgraph_moa.providers._retry import (
 from langgraph_moa.run.cache import CallCache, call_key
 from langgraph_moa.run.state import Role
 from langgraph_moa.transport._call_loop import call_loop, loop_of_this_thread
+
+if TYPE_CHECKING:
+    from langgraph_moa.config._schema import MoAConfig
 
 
 class CallId(NamedTuple):
