@@ -21,6 +21,7 @@ from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
     BudgetExhaustedError,
+    ContextLengthError,
     MissingAPIKeyError,
     MoAConfigError,
     MoAError,
@@ -29,7 +30,7 @@ from langgraph_moa.errors import (
 )
 from langgraph_moa.graph._builder import TAG_FINAL, create_moa_graph, final_answer_only
 from langgraph_moa.providers._models import OpenAIEndpoint
-from langgraph_moa.providers._retry import ContextLengthError, RetrySettings
+from langgraph_moa.providers._retry import RetrySettings
 from langgraph_moa.run.state import CallRecord, MoAInput, MoAOutput, MoAState, UsageSummary
 from langgraph_moa.text._prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT, inject_references
 

@@ -292,7 +292,8 @@ def test_a_conversation_that_alone_fills_the_window_is_a_clear_error(fake, log):
     ],
 )
 def test_context_overflow_of_each_server_becomes_a_context_length_error(message):
-    from langgraph_moa.providers._retry import ContextLengthError, explain_failure
+    from langgraph_moa.errors import ContextLengthError
+    from langgraph_moa.providers._retry import explain_failure
 
     explained = explain_failure(ValueError(message), "local:qwen2.5-coder-0.5b")
     assert isinstance(explained, ContextLengthError)

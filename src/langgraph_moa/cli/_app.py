@@ -29,8 +29,9 @@ from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
-from langgraph_moa.providers._models import PROVIDER_API_KEY_ENV
+from langgraph_moa.providers._table import providers
 from langgraph_moa.serving._app import MAX_BODY_BYTES
+from langgraph_moa.variants import variants_help
 
 DEFAULT_PRESET = "local-confidence"
 """Chosen by measurement (README, "What it found on the local models"): the most accurate
@@ -68,9 +69,7 @@ ProposersOpt = Annotated[
     ),
 ]
 AggregatorOpt = Annotated[str | None, typer.Option(help="Aggregator model spec.")]
-VariantOpt = Annotated[
-    str | None, typer.Option(help="moa, single-proposer, self-moa, self-moa-seq or ranker.")
-]
+VariantOpt = Annotated[str | None, typer.Option(help="The variant: " + variants_help() + ".")]
 SamplesOpt = Annotated[int | None, typer.Option(help="Samples per proposer per layer.")]
 
 
@@ -326,9 +325,12 @@ def models() -> None:
     remote = Table(title="Remote providers")
     remote.add_column("prefix")
     remote.add_column("key")
-    for provider, env in sorted(PROVIDER_API_KEY_ENV.items()):
+    for row in providers():
+        env = row.key_env
+        if env is None:
+            continue
         remote.add_row(
-            f"{provider}:",
+            f"{row.prefix}:",
             f"[green]{env} set[/]" if os.environ.get(env) else f"[dim]{env} not set[/]",
         )
     console.print(remote)

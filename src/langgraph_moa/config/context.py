@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langgraph_moa.config._schema import MoAConfig, Variant, explain_validation_error
 from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.variants import variant_names
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -26,7 +27,7 @@ class MoAContext(BaseModel):
 
     preset: str | None = Field(default=None, description="Start from this preset instead.")
     variant: Variant | None = Field(
-        default=None, description="moa, single-proposer, self-moa, self-moa-seq or ranker."
+        default=None, description="The variant: " + ", ".join(variant_names()) + "."
     )
     proposers: list[str] | None = Field(
         default=None, description="Proposer model specs, e.g. ['openai:gpt-4o-mini']."

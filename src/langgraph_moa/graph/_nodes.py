@@ -25,14 +25,12 @@ from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
     BudgetExhaustedError,
-)
-from langgraph_moa.providers._models import ModelCache, has_own_timeout
-from langgraph_moa.providers._retry import (
     EmptyResponseError,
     StragglerCancelledError,
     StructuredOutputError,
-    is_retryable,
 )
+from langgraph_moa.providers._models import ModelCache, has_own_timeout
+from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import failed_record, ok_record, summarize
 from langgraph_moa.run._answer import (

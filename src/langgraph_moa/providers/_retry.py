@@ -12,19 +12,12 @@ import json
 from langgraph.types import default_retry_on
 from pydantic import BaseModel, ConfigDict, Field
 
-from langgraph_moa.errors import MoAError
-
-
-class EmptyResponseError(MoAError):
-    """A model answered with no text; counted as a failed call, never rendered as a reference."""
-
-
-class CallTimeoutError(MoAError, TimeoutError):
-    """One attempt of a model call ran past `call_timeout_s`; retried like any timeout."""
-
-
-class StragglerCancelledError(MoAError):
-    """A proposer still running when its layer's deadline passed with the quorum met."""
+from langgraph_moa.errors import (
+    CallTimeoutError,
+    ContextLengthError,
+    MoAError,
+)
+from langgraph_moa.providers._table import sdk_retryable
 
 
 class RetrySettings(BaseModel):
@@ -45,21 +38,13 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, MoAError):
         return False
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - langchain-openai depends on openai
-        openai = None  # type: ignore[assignment]
-    if openai is not None:
-        if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
-            return True
-        if isinstance(exc, openai.APIStatusError):
-            return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    by_sdk = sdk_retryable(exc)
+    if by_sdk is not None:
+        return by_sdk
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
     if isinstance(exc, json.JSONDecodeError):
         return True  # a truncated or garbled body (a proxy's error page): transient
-    if openai is not None and isinstance(exc, openai.APIResponseValidationError):
-        return True
     return isinstance(exc, Exception) and bool(default_retry_on(exc))
 
 
@@ -75,14 +60,6 @@ def retry_after_s(exc: BaseException) -> float | None:
         return min(float(value), MAX_RETRY_AFTER_S) if value is not None else None
     except ValueError:
         return None  # an HTTP date: rare for APIs; the backoff applies
-
-
-class StructuredOutputError(MoAError):
-    """The aggregator's answer could not be parsed into the requested structure."""
-
-
-class ContextLengthError(MoAError):
-    """The input (conversation plus references) does not fit the model's context window."""
 
 
 def _is_context_overflow(exc: BaseException) -> bool:

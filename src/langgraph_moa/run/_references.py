@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from langchain_core.messages import BaseMessage
 
-from langgraph_moa.providers._retry import ContextLengthError
+from langgraph_moa.errors import ContextLengthError
 from langgraph_moa.run._accounting import was_cut_off
 from langgraph_moa.run.state import CallRecord, MoAState
 from langgraph_moa.text._prompts import estimate_tokens, fit_references, inject_references
