@@ -33,10 +33,21 @@ from pydantic_core import CoreSchema, ErrorDetails
 from langgraph_moa.config._limits import Budget, check_budget
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import ModelSpec, describe_model, validate_spec
-from langgraph_moa.providers._retry import RetrySettings
 from langgraph_moa.text._prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
 from langgraph_moa.text._selection import SelectionConfig
 from langgraph_moa.variants import Plan, variant_names, variant_of
+
+
+class RetrySettings(BaseModel):
+    """Exponential backoff with jitter for every proposer and aggregator call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    initial_interval: float = Field(default=0.5, ge=0.0)
+    backoff_factor: float = Field(default=2.0, ge=1.0)
+    max_interval: float = Field(default=30.0, ge=0.0)
+    jitter: bool = Field(default=True, description="Add up to 1 s of random delay.")
 
 
 def _registered_variant(name: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.eval.costs import Prices, dollars, load_prices, pareto_front
@@ -77,10 +78,8 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
             name=spec,
             single=ProposerConfig(model=spec.removeprefix(SINGLE), max_tokens=256, temperature=0.0),
         )
-    if Path(spec).suffix in (".yaml", ".yml", ".json"):
-        config = MoAConfig.from_file(spec)
-    elif spec in list_presets():
-        config = MoAConfig.from_preset(spec)
+    if Path(spec).suffix.lower() in CONFIG_SUFFIXES or spec in list_presets():
+        config = load_config(spec)
     else:
         raise MoAConfigError(
             f"Unknown system {spec!r}: give a preset ({', '.join(list_presets())}), a config "

@@ -23,7 +23,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, RetryPolicy
 
-from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.config._loader import ConfigSource, load_config
 from langgraph_moa.config.context import MoAContext
 from langgraph_moa.graph._nodes import MoANodes
 from langgraph_moa.providers._retry import is_retryable
@@ -51,7 +51,7 @@ __all__ = [
 
 
 def create_moa_graph(
-    config: MoAConfig | str,
+    config: ConfigSource,
     *,
     checkpointer: Checkpointer = None,
     name: str | None = None,
@@ -62,7 +62,8 @@ def create_moa_graph(
     """Compile a Mixture-of-Agents graph. Needs no network and no API key.
 
     Args:
-        config: A `MoAConfig`, or the name of a preset.
+        config: A `MoAConfig`, a preset name, a YAML/JSON file path or a mapping of
+            settings (`load_config`); None means the default preset.
         checkpointer: Optional LangGraph checkpointer for durable, resumable runs.
         name: Graph name shown in traces; defaults to the preset name or ``"moa"``.
         response_format: A pydantic model, TypedDict or JSON schema: the final aggregator
@@ -78,8 +79,7 @@ def create_moa_graph(
         A compiled graph that takes ``{"messages": [...]}`` and appends the answer as an
         `AIMessage`. Per-run settings go in ``context=MoAContext(...)`` (or a dict).
     """
-    if isinstance(config, str):
-        config = MoAConfig.from_preset(config)
+    config = load_config(config)
     nodes = MoANodes(config, response_format, response_method, call_cache)
     retry = RetryPolicy(
         max_attempts=config.retry.max_attempts,

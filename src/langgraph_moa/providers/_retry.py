@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 from langgraph.types import default_retry_on
-from pydantic import BaseModel, ConfigDict, Field
 
 from langgraph_moa.errors import (
     CallTimeoutError,
@@ -18,18 +17,6 @@ from langgraph_moa.errors import (
     MoAError,
 )
 from langgraph_moa.providers._table import sdk_retryable
-
-
-class RetrySettings(BaseModel):
-    """Exponential backoff with jitter for every proposer and aggregator call."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_attempts: int = Field(default=3, ge=1, le=20)
-    initial_interval: float = Field(default=0.5, ge=0.0)
-    backoff_factor: float = Field(default=2.0, ge=1.0)
-    max_interval: float = Field(default=30.0, ge=0.0)
-    jitter: bool = Field(default=True, description="Add up to 1 s of random delay.")
 
 
 def is_retryable(exc: BaseException) -> bool:
