@@ -43,7 +43,7 @@ def load_config(source: ConfigSource = None) -> MoAConfig:
         preset = data.pop("preset", None)
         return MoAConfig.from_preset(preset, **data) if preset else MoAConfig(**data)
     if isinstance(source, os.PathLike):
-        return MoAConfig.from_file(source)
+        return MoAConfig.from_file(Path(source))
     if isinstance(source, str):
         if Path(source).suffix.lower() in CONFIG_SUFFIXES:
             return MoAConfig.from_file(source)
