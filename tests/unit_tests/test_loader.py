@@ -54,7 +54,7 @@ def test_create_moa_graph_takes_a_config_file(tmp_path):
 def test_the_chat_model_is_validated_when_it_is_built(tmp_path):
     with pytest.raises(MoAConfigError, match="Unknown preset 'typo'"):
         MoAChatModel(config="typo")
-    with pytest.raises(MoAConfigError, match="no-such-file.yaml"):
+    with pytest.raises(MoAConfigError, match=r"no-such-file\.yaml"):
         MoAChatModel(config=str(tmp_path / "no-such-file.yaml"))
 
 
