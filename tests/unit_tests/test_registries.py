@@ -162,3 +162,12 @@ def test_providers_on_the_shared_client_have_no_client_retries(monkeypatch, pref
     model = build_model(f"{prefix}:some-model", {})
     assert getattr(model, row.client_retries) == 0
     assert row.own_timeout and row.shares_http_client
+
+
+def test_the_readme_variant_table_is_the_registry():
+    from pathlib import Path
+
+    from langgraph_moa.variants import variants_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert variants_table() in readme, "regenerate the README's table from variants_table()"

@@ -76,6 +76,12 @@ def variants_help() -> str:
     return "; ".join(f"{name}: {v.description}" for name, v in _REGISTRY.items())
 
 
+def variants_table() -> str:
+    """The README's variant table, as Markdown (a test keeps the README in step with it)."""
+    rows = [f"| `{name}` | {v.description} |" for name, v in _REGISTRY.items()]
+    return "\n".join(["| variant | what runs |", "|---|---|", *rows])
+
+
 __all__ = [
     "AGGREGATE",
     "PREPARE",
@@ -92,4 +98,5 @@ __all__ = [
     "variant_names",
     "variant_of",
     "variants_help",
+    "variants_table",
 ]

@@ -19,7 +19,7 @@ class LayeredMoA(Plan):
     """MoA (arXiv 2406.04692): layers of different proposers, then one aggregator."""
 
     name = "moa"
-    description = "layers of different proposers, each reading the last layer; an aggregator"
+    description = "`layers - 1` layers of heterogeneous proposers, then the aggregator"
     default_layers = 3
 
 
@@ -27,7 +27,7 @@ class SingleProposer(Plan):
     """One model sampled n times as the proposers, aggregated by any model."""
 
     name = "single-proposer"
-    description = "one model sampled n times as the proposers; any aggregator"
+    description = "one model sampled n times as the proposers, any aggregator"
     one_model = True
 
 
@@ -35,7 +35,7 @@ class SelfMoA(Plan):
     """Self-MoA (arXiv 2502.00674): n samples of one model, aggregated by that same model."""
 
     name = "self-moa"
-    description = "n samples of one strong model, aggregated by that same model"
+    description = "k samples of one model, aggregated by that model"
     one_model = True
     fixed_layers = True
     derived_fields: ClassVar[tuple[str, ...]] = ("layers", "aggregator")

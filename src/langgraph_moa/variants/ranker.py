@@ -9,6 +9,6 @@ class Ranker(Plan):
     """The LLM-Ranker baseline: an LLM picks the best proposal, returned verbatim."""
 
     name = "ranker"
-    description = "an LLM picks the best proposal and returns it verbatim (paper baseline)"
+    description = "an LLM picks the best proposal, returned verbatim (the paper's baseline)"
     final_node = RANK
     final_role = "ranker"

@@ -23,7 +23,9 @@ class Select(Plan):
     """Selection: no aggregator call; adaptive rounds of samples until the answers agree."""
 
     name = "select"
-    description = "no aggregator call: pick a proposal by vote, confidence, consensus or MUX"
+    description = (
+        "one proposer layer, then a proposal is picked by rule (`selection`): no aggregator call"
+    )
     final_node = SELECT
     final_role = "selector"
     fixed_layers = True

@@ -25,7 +25,10 @@ class SelfMoASeq(SelfMoA):
     """Self-MoA-Seq: windows of fresh samples, each aggregated with the running synthesis."""
 
     name = "self-moa-seq"
-    description = "Self-MoA over a long stream of samples, aggregated window by window"
+    description = (
+        "samples drawn window by window; each step aggregates the running synthesis plus the "
+        "next samples"
+    )
     aggregator_temperature = 0.0
     step_name = "window"
 
