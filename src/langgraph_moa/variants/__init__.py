@@ -77,7 +77,7 @@ def variants_help() -> str:
 
 
 def variants_table() -> str:
-    """The README's variant table, as Markdown (a test keeps the README in step with it)."""
+    """Return the README's variant table as Markdown (a test keeps the README in step)."""
     rows = [f"| `{name}` | {v.description} |" for name, v in _REGISTRY.items()]
     return "\n".join(["| variant | what runs |", "|---|---|", *rows])
 
