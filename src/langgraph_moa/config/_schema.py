@@ -37,13 +37,16 @@ from langgraph_moa.text._prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
 from langgraph_moa.text._selection import SelectionConfig
 from langgraph_moa.variants import Plan, variant_names, variant_of
 
+MAX_ATTEMPTS = 20
+"""The most attempts a call may be given (retries are visible and each one is paid for)."""
+
 
 class RetrySettings(BaseModel):
     """Exponential backoff with jitter for every proposer and aggregator call."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_attempts: int = Field(default=3, ge=1, le=20)
+    max_attempts: int = Field(default=3, ge=1, le=MAX_ATTEMPTS)
     initial_interval: float = Field(default=0.5, ge=0.0)
     backoff_factor: float = Field(default=2.0, ge=1.0)
     max_interval: float = Field(default=30.0, ge=0.0)

@@ -24,6 +24,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, RetryPolicy
 
 from langgraph_moa.config._loader import ConfigSource, load_config
+from langgraph_moa.config._schema import MAX_ATTEMPTS
 from langgraph_moa.config.context import MoAContext
 from langgraph_moa.graph._nodes import MoANodes
 from langgraph_moa.providers._retry import is_retryable
@@ -81,8 +82,11 @@ def create_moa_graph(
     """
     config = load_config(config)
     nodes = MoANodes(config, response_format, response_method, call_cache)
+    # The node bodies decide whether an attempt is retried (`_failed_attempt`, from the run's
+    # effective config, counting attempts made before a resume); the policy only waits
+    # between attempts, so its own bound is the largest the config allows.
     retry = RetryPolicy(
-        max_attempts=config.retry.max_attempts,
+        max_attempts=MAX_ATTEMPTS,
         initial_interval=config.retry.initial_interval,
         backoff_factor=config.retry.backoff_factor,
         max_interval=config.retry.max_interval,
