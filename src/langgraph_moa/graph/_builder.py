@@ -2,15 +2,17 @@
 
 Topology (one for every variant, so the variant can change per run)::
 
-    prepare ──Sendxn──▶ propose ──▶ synthesize ──┬─Sendxn─▶ propose      (next layer)
+    prepare ──Sendxn──▶ propose ──▶ join_layer ──┬─Sendxn─▶ propose      (next layer)
                                                  ├────────▶ aggregate ──▶ END
                                                  ├────────▶ rank ──────▶ END
                                                  └────────▶ select ────▶ END
                         aggregate ──Sendxk──▶ propose                    (next Self-MoA-Seq window)
 
 ``propose`` is one node, fanned out with `Send`: each (layer, proposer, sample) is its own
-branch with its own input. ``synthesize`` joins a layer. Which edge a router takes is the
-variant's `Plan` (see `plan`); the node bodies are in `nodes`, one model call in `calls`.
+branch with its own input. ``join_layer`` closes a layer (its successful outputs become the
+next input's references); ``aggregate`` synthesizes. Which edge a router takes is the
+variant's `Plan` (`langgraph_moa.variants`); the node bodies are in `_nodes`, one model call's
+machinery in `run._calls`.
 """
 
 from __future__ import annotations
@@ -34,11 +36,11 @@ from langgraph_moa.run.cache import CallCache
 from langgraph_moa.run.state import MoAInput, MoAOutput, MoAState
 from langgraph_moa.variants import (
     AGGREGATE,
+    JOIN_LAYER,
     PREPARE,
     PROPOSE,
     RANK,
     SELECT,
-    SYNTHESIZE,
     Route,
 )
 
@@ -108,7 +110,7 @@ def create_moa_graph(
     )
     builder.add_node(PREPARE, nodes.prepare)
     builder.add_node(PROPOSE, _dual(nodes.propose, nodes.apropose, PROPOSE), retry_policy=retry)
-    builder.add_node(SYNTHESIZE, nodes.synthesize)
+    builder.add_node(JOIN_LAYER, nodes.join_layer)
     builder.add_node(
         AGGREGATE, _dual(nodes.aggregate, nodes.aaggregate, AGGREGATE), retry_policy=retry
     )
@@ -116,8 +118,8 @@ def create_moa_graph(
     builder.add_node(SELECT, nodes.select)
     builder.add_edge(START, PREPARE)
     builder.add_conditional_edges(PREPARE, first_layer, [PROPOSE])
-    builder.add_edge(PROPOSE, SYNTHESIZE)
-    builder.add_conditional_edges(SYNTHESIZE, after_layer, [PROPOSE, AGGREGATE, RANK, SELECT])
+    builder.add_edge(PROPOSE, JOIN_LAYER)
+    builder.add_conditional_edges(JOIN_LAYER, after_layer, [PROPOSE, AGGREGATE, RANK, SELECT])
     builder.add_conditional_edges(AGGREGATE, after_aggregate, [PROPOSE, AGGREGATE, END])
     builder.add_edge(RANK, END)
     builder.add_edge(SELECT, END)

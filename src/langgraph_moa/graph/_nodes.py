@@ -113,7 +113,7 @@ class MoANodes:
             "layer": 0,
             "references": [],
             "missing": 0,
-            "synthesis": None,
+            "running_synthesis": None,
             "final_index": 0,
             "run_token": uuid.uuid4().hex,
             "drawn": [],
@@ -238,7 +238,7 @@ class MoANodes:
 
     # --- join ----------------------------------------------------------------------------
 
-    def synthesize(self, state: MoAState) -> dict[str, Any]:
+    def join_layer(self, state: MoAState) -> dict[str, Any]:
         """Close a layer: its successful outputs become the next input's references."""
         plan = self.plan()
         cfg = plan.cfg
@@ -357,7 +357,7 @@ class MoANodes:
         record, response = outcome.record, outcome.message
         assert response is not None
         if not is_final:
-            return {"calls": [record], "synthesis": response.text}
+            return {"calls": [record], "running_synthesis": response.text}
         calls = [*state.get("calls", []), record]
         structured = {"structured_response": outcome.parsed} if outcome.parsed is not None else {}
         return {

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from langgraph_moa.variants._base import (
     AGGREGATE,
+    JOIN_LAYER,
     PREPARE,
     PROPOSE,
     RANK,
     SELECT,
-    SYNTHESIZE,
     FinalRole,
     Plan,
     Route,
@@ -88,7 +88,7 @@ __all__ = [
     "PROPOSE",
     "RANK",
     "SELECT",
-    "SYNTHESIZE",
+    "JOIN_LAYER",
     "FinalRole",
     "Plan",
     "Route",

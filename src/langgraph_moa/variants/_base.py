@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 PREPARE = "prepare"
 PROPOSE = "propose"
-SYNTHESIZE = "synthesize"
+JOIN_LAYER = "join_layer"
 AGGREGATE = "aggregate"
 RANK = "rank"
 SELECT = "select"

@@ -56,12 +56,12 @@ class SelfMoASeq(SelfMoA):
     def references(self, state: MoAState, layer: int, outputs: list[str]) -> list[str]:
         """Put the running synthesis first, as reference 1."""
         outputs = super().references(state, layer, outputs)
-        synthesis = state.get("synthesis")
+        synthesis = state.get("running_synthesis")
         return [synthesis, *outputs] if synthesis else outputs
 
     def can_go_on_without_proposals(self, state: MoAState) -> bool:
         """Go on after a window whose samples all failed: the running synthesis remains."""
-        return bool(state.get("synthesis"))
+        return bool(state.get("running_synthesis"))
 
     def after_layer(self, state: MoAState) -> Route:
         """Every window is aggregated at once."""
@@ -86,7 +86,7 @@ class SelfMoASeq(SelfMoA):
 
     def skip_final(self, state: MoAState) -> bool:
         """Skip a window whose samples all failed: the synthesis stays as it was."""
-        return state["references"] == [state.get("synthesis")]
+        return state["references"] == [state.get("running_synthesis")]
 
     def _windows(self) -> int:
         return len(self.cfg.seq.batches(self.cfg.proposers[0].samples))
