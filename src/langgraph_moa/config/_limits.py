@@ -80,6 +80,9 @@ class RequestLimits(BaseModel):
     max_calls: int = Field(default=64, ge=1, description="--max-calls")
     max_messages: int = Field(default=256, ge=1, description="--max-messages")
     max_chars: int = Field(default=200_000, ge=1, description="--max-chars")
+    max_answer_tokens: int = Field(default=4096, ge=1, description="--max-answer-tokens")
+    max_run_tokens: int = Field(default=1_000_000, ge=1, description="--max-run-tokens")
+    request_timeout_s: float = Field(default=600.0, ge=1, description="--request-timeout")
 
     def covering(self, config: MoAConfig) -> RequestLimits:
         """Return these limits raised where a served config itself goes past them.

@@ -59,6 +59,7 @@ from langgraph_moa.graph._builder import create_moa_graph, validate_conversation
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
 from langgraph_moa.run.context import MoAContext, apply_context
+from langgraph_moa.serving._guard import BrowserGuard, ServeSecurity, uvicorn_options
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -552,6 +553,7 @@ def create_app(
     allow_models: Iterable[str] = (),
     allow_client_endpoints: bool = False,
     limits: RequestLimits | None = None,
+    security: ServeSecurity | None = None,
 ) -> Any:
     """Build the FastAPI app serving `systems` (model name -> MoA config).
 
@@ -564,6 +566,8 @@ def create_app(
             (``model@http://...`` or ``{"base_url", "model"}``); off by default, since the
             server then calls hosts its clients choose.
         limits: Per-request limits; `RequestLimits()` (its defaults) if None.
+        security: Browser and connection rules (hosts, origins, docs); `ServeSecurity()`
+            (loopback names only, no cross-origin requests, no docs) if None.
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -577,8 +581,25 @@ def create_app(
         systems, allow_models, allow_client_endpoints=allow_client_endpoints
     )
     prepare = _Preparer(systems, policy, limits or RequestLimits())
-    app = FastAPI(title="langgraph-moa", description="Mixture-of-Agents, OpenAI-compatible.")
-    app.add_middleware(_Guard, api_key=api_key, max_body_bytes=max_body_bytes)
+    security = security or ServeSecurity()
+    app = FastAPI(
+        title="langgraph-moa",
+        description="Mixture-of-Agents, OpenAI-compatible.",
+        docs_url="/docs" if security.docs else None,
+        redoc_url="/redoc" if security.docs else None,
+        openapi_url="/openapi.json" if security.docs else None,
+    )
+    app.add_middleware(BrowserGuard, security=security)
+    app.add_middleware(_Guard, api_key=api_key, max_body_bytes=max_body_bytes)  # runs first
+    if security.allowed_origins:  # outermost: a preflight carries no key
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(security.allowed_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+        )
     app.state.policy = policy
 
     @app.exception_handler(_APIError)
@@ -731,10 +752,12 @@ def serve(
     allow_client_endpoints: bool = False,
     limits: RequestLimits | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    security: ServeSecurity | None = None,
 ) -> None:
     """Serve the presets until interrupted (what `moa serve` runs)."""
     import uvicorn
 
+    security = (security or ServeSecurity()).with_bind_host(host)
     systems = {name: MoAConfig.from_preset(name) for name in presets}
     app = create_app(
         systems,
@@ -743,5 +766,6 @@ def serve(
         allow_models=allow_models,
         allow_client_endpoints=allow_client_endpoints,
         limits=limits,
+        security=security,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", **uvicorn_options(security))

