@@ -184,3 +184,30 @@ def test_moa_serve_checks_host_and_docs_and_refuses_an_empty_key():
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# --- a select preset with an aggregator ------------------------------------------------------
+
+
+def test_an_aggregator_on_a_select_preset_is_a_400_and_the_connection_lives_on(backend):
+    systems = {
+        "vote": MoAConfig(
+            variant="select",
+            proposers=[{"model": f"p@{backend.url}", "samples": 3}],
+            name="vote",
+        )
+    }
+    with serve(systems, allow_models=[f"a@{backend.url}"]) as server, httpx.Client() as http:
+        url = f"{server.root}/v1/chat/completions"
+        for aggregator in (f"p@{backend.url}", f"a@{backend.url}"):
+            body = {"model": "vote", "messages": USER, "aggregator": aggregator}
+            response = http.post(url, json=body, timeout=30)
+            assert response.status_code == 400, response.text
+            message = response.json()["error"]["message"]
+            assert "'select' variant" in message and "remove 'aggregator'" in message
+        # The same keep-alive connection answers the next request.
+        ok = http.post(url, json={"model": "vote", "messages": USER}, timeout=30)
+        assert ok.status_code == 200
+        # Leaving 'select' for a variant that aggregates is a whole config, and runs.
+        body = {"model": "vote", "messages": USER, "variant": "self-moa", "aggregator": None}
+        assert http.post(url, json=body, timeout=30).status_code == 200

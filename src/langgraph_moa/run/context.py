@@ -13,7 +13,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from langgraph_moa.config._schema import MoAConfig, Variant, explain_validation_error
+from langgraph_moa.config._schema import (
+    AggregatorConfig,
+    MoAConfig,
+    Variant,
+    explain_validation_error,
+)
 from langgraph_moa.errors import MoAConfigError
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -123,7 +128,15 @@ def apply_context(
     if config.aggregator is not None and context.aggregator_max_tokens is not None:
         aggregator = _replace(config.aggregator, max_tokens=context.aggregator_max_tokens)
     if context.aggregator is not None:
-        aggregator = _with_model(aggregator or config.final, context.aggregator)
+        if (context.variant or config.variant) == "select":
+            raise MoAConfigError(
+                "The 'select' variant picks its answer among the proposals without an "
+                "aggregator: remove 'aggregator', or choose a variant that aggregates."
+            )
+        if aggregator is None and config.aggregator is None:  # leaving 'select' for another
+            aggregator = _validated(AggregatorConfig, {"model": context.aggregator})
+        else:
+            aggregator = _with_model(aggregator or config.final, context.aggregator)
     retry = _replace(config.retry, max_attempts=max_attempts) if max_attempts is not None else None
     changed = (
         bool(context.model_dump(exclude_none=True, exclude={"preset"}))
