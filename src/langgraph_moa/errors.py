@@ -118,3 +118,22 @@ class AggregatorFailedError(_RunError):
         )
         self.model = model
         self.__cause__ = error
+
+
+class StreamBrokenError(MoAError):
+    """A streamed answer broke after part of it was sent, and the rest would not match it.
+
+    The call writing the answer failed midway and another attempt (a retry, the next
+    aggregator of the chain, or a fallback answer) took over; its text cannot be appended to
+    what was already sent, so the stream ends with this error instead of splicing two
+    answers. A non-streamed request is unaffected.
+    """
+
+    def __init__(self, sent_chars: int) -> None:
+        """Say how much had been sent before the break."""
+        super().__init__(
+            f"The answer's stream broke after {sent_chars} characters had been sent (the call "
+            "writing it failed midway and another attempt took over), so the partial answer "
+            "is void: send the request again, or ask without streaming."
+        )
+        self.sent_chars = sent_chars

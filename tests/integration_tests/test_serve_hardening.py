@@ -211,3 +211,89 @@ def test_an_aggregator_on_a_select_preset_is_a_400_and_the_connection_lives_on(b
         # Leaving 'select' for a variant that aggregates is a whole config, and runs.
         body = {"model": "vote", "messages": USER, "variant": "self-moa", "aggregator": None}
         assert http.post(url, json=body, timeout=30).status_code == 200
+
+
+# --- streams never splice two attempts -------------------------------------------------------
+
+
+def _stream(server, model):
+    """Stream one answer; return its text pieces and the in-band error, if any."""
+    body = {"model": model, "messages": USER, "stream": True}
+    pieces, error, done = [], None, False
+    with httpx.stream(
+        "POST", f"{server.root}/v1/chat/completions", json=body, timeout=60
+    ) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                done = True
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                error = event["error"]
+            for choice in event.get("choices", []):
+                pieces.append(choice["delta"].get("content") or "")
+    assert done
+    return "".join(pieces), error
+
+
+@pytest.fixture(scope="module")
+def cutting_backend():
+    profiles = {
+        "cut-always": FaultProfile(error_rate=1.0, errors=["cut"], reply_words=10),
+        "cut-often": FaultProfile(error_rate=0.3, errors=["cut"], reply_words=10),
+        "fail-before": FaultProfile(error_rate=0.4, errors=["500"], reply_words=10),
+    }
+    with FaultServer(profiles, default=FaultProfile(reply_words=6), seed=7) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cutting_moa(cutting_backend):
+    url = cutting_backend.url
+    fast = {"max_attempts": 3, "initial_interval": 0.0, "jitter": False}
+    systems = {
+        name: MoAConfig(
+            proposers=[f"p1@{url}", f"p2@{url}"],
+            aggregator=f"{name}@{url}",
+            layers=2,
+            retry=fast,
+            name=name,
+        )
+        for name in ("cut-always", "cut-often", "fail-before")
+    }
+    with serve(systems) as server:
+        yield server
+
+
+def test_a_stream_cut_midway_ends_with_an_error_and_never_sends_a_second_attempt(cutting_moa):
+    text, error = _stream(cutting_moa, "cut-always")
+    # The first attempt's half went out; the retry's text never follows it.
+    assert text.count("answer") == 1, text
+    assert error is not None and "stream broke" in error["message"]
+    assert "\n" not in error["message"]
+
+
+def test_under_random_cuts_each_stream_is_one_whole_answer_or_an_error(cutting_moa):
+    outcomes = {"whole": 0, "error": 0}
+    for _ in range(20):
+        text, error = _stream(cutting_moa, "cut-often")
+        assert text.count("answer") <= 1, f"two attempts spliced: {text!r}"
+        if error is None:
+            assert len(text.split()) == 10, text  # a whole answer, nothing missing
+            outcomes["whole"] += 1
+        else:
+            outcomes["error"] += 1
+    assert outcomes["whole"] > 0 and outcomes["error"] > 0, outcomes
+
+
+def test_a_failure_before_the_first_token_is_retried_invisibly(cutting_moa, cutting_backend):
+    before = cutting_backend.injected_total(["fail-before"])
+    for _ in range(8):
+        text, error = _stream(cutting_moa, "fail-before")
+        assert error is None and text.count("answer") == 1, text
+        # The aggregator's whole answer, or (three failures in a row) a labelled fallback.
+        assert len(text.split()) == 10 or text.startswith("p"), text
+    assert cutting_backend.injected_total(["fail-before"]) > before  # retries did happen

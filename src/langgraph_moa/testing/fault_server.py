@@ -24,7 +24,8 @@ from pydantic import BaseModel, Field
 
 from langgraph_moa.testing._uvicorn import BackgroundServer, free_port
 
-FaultKind = Literal["500", "503", "429", "400", "401", "hang", "truncated", "garbage"]
+FaultKind = Literal["500", "503", "429", "400", "401", "hang", "truncated", "garbage", "cut"]
+"""'cut' drops a streamed answer's connection halfway (a non-streamed one is 'truncated')."""
 
 
 class FaultProfile(BaseModel):
@@ -107,7 +108,11 @@ class FaultServer:
             if fault == "hang":
                 await asyncio.sleep(profile.hang_s)
                 return _answer(body, model, n, profile)
-            if fault == "truncated":
+            if fault == "cut" and body.get("stream"):
+                return StreamingResponse(
+                    _chunks(body, model, n, profile, cut=True), media_type="text/event-stream"
+                )
+            if fault in ("truncated", "cut"):
                 whole = json.dumps(_completion(body, model, 0, profile))
                 return Response(whole[: len(whole) // 2], media_type="application/json")
             if fault == "garbage":
@@ -179,12 +184,19 @@ def _completion(body: dict[str, Any], model: str, n: int, profile: FaultProfile)
     }
 
 
+class _CutStream(Exception):
+    """Raised inside a streamed body: the server drops the connection mid-message."""
+
+
 async def _chunks(
-    body: dict[str, Any], model: str, n: int, profile: FaultProfile
+    body: dict[str, Any], model: str, n: int, profile: FaultProfile, *, cut: bool = False
 ) -> AsyncIterator[str]:
     text = _text(model, n, profile)
     base = {"id": f"chatcmpl-{model}-{n}", "object": "chat.completion.chunk", "model": model}
-    for i, word in enumerate(text.split(" ")):
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        if cut and i == len(words) // 2:
+            raise _CutStream(f"connection dropped after {i} words")
         piece = word if i == 0 else " " + word
         delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
         yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
