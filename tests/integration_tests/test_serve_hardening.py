@@ -297,3 +297,37 @@ def test_a_failure_before_the_first_token_is_retried_invisibly(cutting_moa, cutt
         # The aggregator's whole answer, or (three failures in a row) a labelled fallback.
         assert len(text.split()) == 10 or text.startswith("p"), text
     assert cutting_backend.injected_total(["fail-before"]) > before  # retries did happen
+
+
+# --- keyed endpoints and account headers -----------------------------------------------------
+
+
+def test_a_client_naming_the_keyed_endpoint_never_breaks_it_for_others(backend, monkeypatch):
+    from langgraph_moa.providers._models import OpenAIEndpoint
+
+    monkeypatch.setenv("KEYED_TEST_KEY", "sekret-123")
+    keyed = OpenAIEndpoint(base_url=backend.url, model="keyed", api_key_env="KEYED_TEST_KEY")
+    systems = {"m": MoAConfig(proposers=[keyed], aggregator=f"agg@{backend.url}", name="m")}
+    with serve(systems) as server:
+        # First a client names the endpoint by its label, then others use the preset.
+        body = {"model": "m", "messages": USER, "proposers": [keyed.label()]}
+        assert chat(server, body).status_code == 200
+        assert backend.last_headers["keyed"]["authorization"] == "Bearer sekret-123"
+        for i in range(5):
+            body = {"model": "m", "messages": USER, "temperature": 0.1 + i / 10}
+            assert chat(server, body).status_code == 200
+            assert chat(server, {"model": "m", "messages": USER}).status_code == 200
+            assert backend.last_headers["keyed"]["authorization"] == "Bearer sekret-123"
+
+
+def test_client_endpoints_never_get_the_servers_account_headers(backend, monkeypatch):
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-SERVERSECRET")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_SERVERSECRET")
+    systems = {"m": MoAConfig(proposers=[f"p@{backend.url}"], aggregator=f"a@{backend.url}")}
+    with serve(systems, allow_client_endpoints=True) as server:
+        chosen = {"base_url": backend.url, "model": "client-chosen"}
+        body = {"model": "m", "messages": USER, "proposers": [chosen]}
+        assert chat(server, body).status_code == 200
+        sent = backend.last_headers["client-chosen"]
+        assert "openai-organization" not in sent and "openai-project" not in sent
+        assert "SERVERSECRET" not in json.dumps(sent)

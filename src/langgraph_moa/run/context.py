@@ -20,6 +20,7 @@ from langgraph_moa.config._schema import (
     explain_validation_error,
 )
 from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -73,10 +74,25 @@ def _replace(obj: _M, **changes: Any) -> _M:
     return _validated(type(obj), data)
 
 
-def _with_model(role: _M, model: str) -> _M:
+def _with_model(role: _M, model: str | OpenAIEndpoint) -> _M:
     """Copy a role config onto another model; its display name belonged to the old one."""
     data = {name: getattr(role, name) for name in type(role).model_fields}
     return _validated(type(role), {**data, "model": model, "name": None})
+
+
+def _configured_endpoints(config: MoAConfig) -> dict[str, OpenAIEndpoint]:
+    """Return the config's own endpoints by label, so a label names the endpoint as configured.
+
+    A run that names a keyed endpoint of its config by its label (``model@url``) means that
+    endpoint, key variable included: the label alone would call it without its key.
+    """
+    roles = [*config.proposers, *config.final_chain]
+    return {r.model.label(): r.model for r in roles if isinstance(r.model, OpenAIEndpoint)}
+
+
+def _resolve(spec: str, known: dict[str, OpenAIEndpoint]) -> str | OpenAIEndpoint:
+    endpoint = parse_endpoint_string(spec.strip())
+    return known.get(endpoint.label(), spec) if endpoint is not None else spec
 
 
 def _validated(cls: type[_M], data: dict[str, Any]) -> _M:
@@ -113,8 +129,9 @@ def apply_context(
         return base
     config = MoAConfig.from_preset(context.preset) if context.preset else base
     proposers = list(config.proposers)
+    known = _configured_endpoints(config)
     if context.proposers is not None:
-        proposers = [_with_model(proposers[0], m) for m in context.proposers]
+        proposers = [_with_model(proposers[0], _resolve(m, known)) for m in context.proposers]
     proposers = [
         _replace(
             p,
@@ -136,7 +153,8 @@ def apply_context(
         if aggregator is None and config.aggregator is None:  # leaving 'select' for another
             aggregator = _validated(AggregatorConfig, {"model": context.aggregator})
         else:
-            aggregator = _with_model(aggregator or config.final, context.aggregator)
+            chosen = _resolve(context.aggregator, known)
+            aggregator = _with_model(aggregator or config.final, chosen)
     retry = _replace(config.retry, max_attempts=max_attempts) if max_attempts is not None else None
     changed = (
         bool(context.model_dump(exclude_none=True, exclude={"preset"}))
