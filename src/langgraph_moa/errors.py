@@ -137,3 +137,22 @@ class StreamBrokenError(MoAError):
             "is void: send the request again, or ask without streaming."
         )
         self.sent_chars = sent_chars
+
+
+class RetryPastDeadlineError(MoAError):
+    """A provider asked to be retried (``Retry-After``) later than the request's deadline.
+
+    The call fails for good at once instead of holding the request past its deadline.
+    """
+
+
+class RequestTimeoutError(MoAError):
+    """A `moa serve` request ran past the server's ``--request-timeout``; its run was cancelled."""
+
+    def __init__(self, seconds: float) -> None:
+        """Name the limit and the flag."""
+        super().__init__(
+            f"The request ran past the server's limit of {seconds:g} s and was stopped: ask "
+            "for fewer layers, samples or tokens, or have the operator raise --request-timeout."
+        )
+        self.seconds = seconds

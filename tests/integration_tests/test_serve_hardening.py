@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from langgraph_moa import MoAConfig
+from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.serving._app import create_app
 from langgraph_moa.serving._guard import ServeSecurity, uvicorn_options
 from langgraph_moa.testing import BackgroundServer, FaultProfile, FaultServer
@@ -55,6 +56,8 @@ def moa(backend):
 
 def chat(server, body=None, **kwargs):
     body = body or {"model": "fake-moa", "messages": USER}
+    if body["model"] == "fake-moa" and "fake-moa" not in server.app.state.models:
+        body = {**body, "model": next(iter(server.app.state.models))}
     return httpx.post(f"{server.root}/v1/chat/completions", json=body, timeout=30, **kwargs)
 
 
@@ -331,3 +334,104 @@ def test_client_endpoints_never_get_the_servers_account_headers(backend, monkeyp
         sent = backend.last_headers["client-chosen"]
         assert "openai-organization" not in sent and "openai-project" not in sent
         assert "SERVERSECRET" not in json.dumps(sent)
+
+
+# --- token caps, token budget, retries in the call limit, deadlines ---------------------------
+
+
+def _answer_caps(backend, model):
+    return [cap for cap in backend.max_tokens_seen.get(model, []) if cap is not None]
+
+
+def test_client_token_requests_are_capped_by_the_flag_or_the_preset(backend):
+    url = backend.url
+    systems = {
+        "m": MoAConfig(proposers=[f"p@{url}"], aggregator=f"cap-agg@{url}", name="m"),
+        "big": MoAConfig(
+            proposers=[f"p@{url}"], aggregator={"model": f"big-agg@{url}", "max_tokens": 8000}
+        ),
+    }
+    with serve(systems) as server:
+        for field, value in (("max_tokens", 10**9), ("max_completion_tokens", 2**64)):
+            response = chat(server, {"model": "m", "messages": USER, field: value})
+            assert response.status_code == 400, response.text
+            assert "--max-answer-tokens" in response.json()["error"]["message"]
+        assert _answer_caps(backend, "cap-agg") == []  # refused before any call
+        assert chat(server, {"model": "m", "messages": USER, "max_tokens": 4096}).is_success
+        assert _answer_caps(backend, "cap-agg") == [4096]
+        # A preset whose own cap is higher raises the limit for itself.
+        assert chat(server, {"model": "big", "messages": USER, "max_tokens": 8000}).is_success
+        assert (
+            chat(server, {"model": "big", "messages": USER, "max_tokens": 8001}).status_code == 400
+        )
+    small = {
+        "m": MoAConfig(proposers=[f"p@{url}"], aggregator={"model": f"a@{url}", "max_tokens": 50})
+    }
+    with serve(small, limits=RequestLimits(max_answer_tokens=100)) as server:
+        assert chat(server, {"model": "m", "messages": USER, "max_tokens": 100}).is_success
+        assert chat(server, {"model": "m", "messages": USER, "max_tokens": 101}).status_code == 400
+
+
+def test_the_token_budget_flag_stops_a_run_before_the_next_call(backend):
+    url = backend.url
+    systems = {"m": MoAConfig(proposers=[f"p@{url}"], aggregator=f"budget-agg@{url}", name="m")}
+    with serve(systems, limits=RequestLimits(max_run_tokens=5)) as server:
+        response = chat(server)
+    assert response.status_code == 200, response.text
+    assert response.json()["moa"]["fallback"] == "budget"
+    assert backend.requests["budget-agg"] == 0
+
+
+def test_retries_count_in_the_call_limit(backend):
+    url = backend.url
+    systems = {
+        "m": MoAConfig(
+            proposers=[f"p1@{url}", f"p2@{url}"], aggregator=f"a@{url}", layers=2, name="m"
+        )
+    }
+    # 3 calls x 3 attempts = 9 requests: served as is; 2 layers more = 7 calls = 21 requests.
+    with serve(systems, limits=RequestLimits(max_calls=20)) as server:
+        assert chat(server).status_code == 200
+        response = chat(server, {"model": "m", "messages": USER, "layers": 4})
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "21 model requests" in message and "--max-calls" in message
+
+
+@pytest.fixture(scope="module")
+def slow_backend():
+    profiles = {
+        "limited": FaultProfile(error_rate=1.0, errors=["429"], retry_after_s=60),
+        "hung": FaultProfile(error_rate=1.0, errors=["hang"], hang_s=30),
+    }
+    with FaultServer(profiles, default=FaultProfile(reply_words=6)) as server:
+        yield server
+
+
+def test_retry_after_past_the_deadline_fails_the_call_at_once(slow_backend):
+    url = slow_backend.url
+    systems = {
+        "m": MoAConfig(proposers=[f"limited@{url}", f"p@{url}"], aggregator=f"a@{url}", layers=2)
+    }
+    with serve(systems, limits=RequestLimits(request_timeout_s=10)) as server:
+        # Waiting out Retry-After: 60 would take a minute; the client gives up at 20 s.
+        reply = httpx.post(
+            f"{server.root}/v1/chat/completions",
+            json={"model": "m", "messages": USER},
+            timeout=20,
+        ).json()
+    limited = [c for c in reply["moa"]["calls"] if c["configured_model"].startswith("limited")]
+    assert limited[0]["status"] == "failed"
+    assert "past this request's deadline" in limited[0]["error"]
+    assert slow_backend.requests["limited"] == 1, limited  # not retried
+
+
+def test_a_request_past_its_time_limit_is_a_504_or_an_in_band_error(slow_backend):
+    url = slow_backend.url
+    systems = {"m": MoAConfig(proposers=[f"hung@{url}"], aggregator=f"a@{url}")}
+    with serve(systems, limits=RequestLimits(request_timeout_s=1)) as server:
+        response = chat(server)
+        assert response.status_code == 504
+        assert "--request-timeout" in response.json()["error"]["message"]
+        text, error = _stream(server, "m")
+        assert text == "" and "--request-timeout" in error["message"]

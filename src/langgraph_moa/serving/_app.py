@@ -54,10 +54,12 @@ from langgraph_moa.errors import (
     MoAConfigError,
     MoAError,
     ModelNotAllowedError,
+    RequestTimeoutError,
 )
 from langgraph_moa.graph._builder import create_moa_graph, validate_conversation
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.run._calls import request_deadline
 from langgraph_moa.run.context import MoAContext, apply_context
 from langgraph_moa.serving._guard import BrowserGuard, ServeSecurity, uvicorn_options
 
@@ -94,8 +96,32 @@ class _APIError(Exception):
         }
 
 
+def with_token_budget(config: MoAConfig, limits: RequestLimits) -> MoAConfig:
+    """Return `config` with its token budget at most the server's ``--max-run-tokens``."""
+    own = config.budget.max_tokens
+    if own is not None and own <= limits.max_run_tokens:
+        return config
+    budget = config.budget.model_copy(update={"max_tokens": limits.max_run_tokens})
+    return config.with_overrides(budget=budget)
+
+
+async def _within(seconds: float, run: Awaitable[Any]) -> Any:
+    """Await a run under the request's deadline: ``Retry-After`` waits and the run itself.
+
+    The deadline is set inside the task that runs the graph, so every call sees it.
+    """
+    with request_deadline(seconds):
+        try:
+            async with asyncio.timeout(seconds):
+                return await run
+        except TimeoutError:
+            raise RequestTimeoutError(seconds) from None
+
+
 def _api_error(exc: MoAError) -> _APIError:
     """Map one of the package's errors to its HTTP status, OpenAI error type and code."""
+    if isinstance(exc, RequestTimeoutError):
+        return _APIError(504, str(exc), "timeout_error", "request_timeout")
     if isinstance(exc, (AllProposersFailedError, AggregatorFailedError)):
         return _APIError(502, str(exc), "upstream_error")
     if isinstance(exc, MissingAPIKeyError):
@@ -440,6 +466,8 @@ class _Preparer:
         aggregator = None
         if body.aggregator is not None:
             aggregator = self.policy.admit(body.aggregator, "aggregator")
+        limits.check_answer_tokens(body.max_tokens)
+        limits.check_answer_tokens(body.max_completion_tokens)
         return MoAContext(
             layers=body.layers,
             samples=body.samples,
@@ -574,13 +602,15 @@ def create_app(
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import ClientDisconnect
 
+    limits = limits or RequestLimits()
+    systems = {name: with_token_budget(config, limits) for name, config in systems.items()}
     graphs: dict[str, Any] = {
         name: create_moa_graph(config, name=name) for name, config in systems.items()
     }
     policy = ModelPolicy.for_systems(
         systems, allow_models, allow_client_endpoints=allow_client_endpoints
     )
-    prepare = _Preparer(systems, policy, limits or RequestLimits())
+    prepare = _Preparer(systems, policy, limits)
     security = security or ServeSecurity()
     app = FastAPI(
         title="langgraph-moa",
@@ -601,6 +631,7 @@ def create_app(
             allow_headers=["authorization", "content-type"],
         )
     app.state.policy = policy
+    app.state.models = list(systems)
 
     @app.exception_handler(_APIError)
     async def _send_error(request: Request, exc: _APIError) -> JSONResponse:
@@ -623,12 +654,13 @@ def create_app(
         job = await run_in_threadpool(prepare, raw)
         graph = graphs[job.name]
         run_input = {"messages": job.messages}
+        seconds = limits.request_timeout_s
         if job.stream:
-            stream = _sse(request, graph, run_input, job)
+            stream = _sse(request, graph, run_input, job, seconds)
             return StreamingResponse(stream, media_type="text/event-stream")
         try:
             state = await _unless_disconnected(
-                request, graph.ainvoke(run_input, context=job.context)
+                request, _within(seconds, graph.ainvoke(run_input, context=job.context))
             )
         except _ClientGone:
             return Response(status_code=499)
@@ -676,7 +708,7 @@ def _completion(name: str, state: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _sse(
-    request: Any, graph: Any, run_input: dict[str, Any], job: _Job
+    request: Any, graph: Any, run_input: dict[str, Any], job: _Job, seconds: float
 ) -> AsyncIterator[str]:
     """Server-sent events in OpenAI's chunk format: role, tokens, finish, usage, [DONE].
 
@@ -686,10 +718,17 @@ async def _sse(
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
+    async def feed() -> None:
+        async for item in _events(graph, run_input, job):
+            queue.put_nowait(item)
+
     async def run() -> None:
         try:
-            async for item in _events(graph, run_input, job):
-                queue.put_nowait(item)
+            await _within(seconds, feed())
+            queue.put_nowait(_END)
+        except RequestTimeoutError as exc:  # the status line is sent: report in-band
+            queue.put_nowait(_error_event(exc))
+            queue.put_nowait("data: [DONE]\n\n")
             queue.put_nowait(_END)
         except Exception as exc:  # raised again by the reader, in the response's task
             queue.put_nowait(exc)
@@ -726,9 +765,7 @@ async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIter
         async for text in stream:
             yield event({"choices": [{"index": 0, "delta": {"content": text}}]})
     except MoAError as exc:  # the status line is already sent: report in-band, as OpenAI does
-        refusal = _api_error(exc)
-        error = {"error": {"message": str(exc), "type": refusal.kind, "code": refusal.status}}
-        yield f"data: {json.dumps(error)}\n\n"
+        yield _error_event(exc)
         yield "data: [DONE]\n\n"
         return
     answer = stream.answer
@@ -739,7 +776,11 @@ async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIter
     yield "data: [DONE]\n\n"
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+def _error_event(exc: MoAError) -> str:
+    """Return the in-band error event of a stream whose status line is already sent."""
+    refusal = _api_error(exc)
+    error = {"error": {"message": refusal.message, "type": refusal.kind, "code": refusal.status}}
+    return f"data: {json.dumps(error)}\n\n"
 
 
 def serve(
