@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from langgraph_moa._redact import summarize_error
+
 if TYPE_CHECKING:
     from langgraph_moa.run.state import CallRecord
 
@@ -85,6 +87,12 @@ class AllProposersFailedError(_RunError):
             calls,
         )
         self.layer = layer
+        first = failed[0]["error"] if failed else "no call was made"
+        self.summary = (
+            f"All {len(failed)} proposer calls of layer {layer} failed, so no answer was "
+            f"written; the first said: {summarize_error(str(first), 200).rstrip('.')}."
+        )
+        """The error in one short sentence (what `moa serve` sends its client)."""
 
 
 class BudgetExhaustedError(_RunError):
@@ -112,7 +120,8 @@ class AggregatorFailedError(_RunError):
     def __init__(self, model: str, error: BaseException, calls: Sequence[Any]) -> None:
         """Name the aggregator and repeat its provider's error."""
         super().__init__(
-            f"The aggregator {model!r} failed: {type(error).__name__}: {error}. "
+            f"The aggregator {model!r} failed: "
+            f"{summarize_error(f'{type(error).__name__}: {error}').rstrip('.')}. "
             "The proposals gathered so far are kept in this error's `.calls`.",
             calls,
         )

@@ -435,3 +435,71 @@ def test_a_request_past_its_time_limit_is_a_504_or_an_in_band_error(slow_backend
         assert "--request-timeout" in response.json()["error"]["message"]
         text, error = _stream(server, "m")
         assert text == "" and "--request-timeout" in error["message"]
+
+
+# --- upstream error text ---------------------------------------------------------------------
+
+SERVER_KEY = "server-secret-0123456789"
+ORG = "org-SERVERORG123456"
+
+
+@pytest.fixture(scope="module")
+def echo_backend():
+    profiles = {"echo": FaultProfile(error_rate=1.0, errors=["echo"])}
+    with FaultServer(profiles, default=FaultProfile(reply_words=6)) as server:
+        yield server
+
+
+@pytest.fixture
+def echo_moa(echo_backend, monkeypatch):
+    from langgraph_moa.providers._models import OpenAIEndpoint
+
+    monkeypatch.setenv("ECHO_UPSTREAM_CRED", SERVER_KEY)  # a name no pattern would guess
+    monkeypatch.setenv("OPENAI_ORG_ID", ORG)
+    url = echo_backend.url
+    echo = OpenAIEndpoint(base_url=url, model="echo", api_key_env="ECHO_UPSTREAM_CRED")
+    systems = {
+        "all-fail": MoAConfig(proposers=[echo], aggregator=f"a@{url}", layers=2),
+        "one-fails": MoAConfig(proposers=[echo, f"p@{url}"], aggregator=f"a@{url}", layers=2),
+        "agg-fails": MoAConfig(proposers=[f"p@{url}"], aggregator=echo, layers=2),
+    }
+    with serve(systems) as server:
+        yield server
+
+
+def _leaks(text):
+    return [s for s in (SERVER_KEY, ORG, "SERVERORG") if s in text]
+
+
+def test_an_upstream_echoing_credentials_leaks_nothing_to_the_client(echo_moa, echo_backend):
+    # The upstream did receive the key and repeats it in its error.
+    response = chat(echo_moa, {"model": "all-fail", "messages": USER})
+    assert echo_backend.last_headers["echo"]["authorization"] == f"Bearer {SERVER_KEY}"
+    assert response.status_code == 502
+    message = response.json()["error"]["message"]
+    assert _leaks(response.text) == [] and "\n" not in message and len(message) < 400
+    assert message.startswith("All 1 proposer calls of layer 1 failed")
+    _, error = _stream(echo_moa, "all-fail")
+    assert error is not None and _leaks(json.dumps(error)) == []
+    for model in ("one-fails", "agg-fails"):  # a 200 with the failed call in moa.calls
+        response = chat(echo_moa, {"model": model, "messages": USER})
+        assert response.status_code == 200
+        failed = [c for c in response.json()["moa"]["calls"] if c["status"] == "failed"]
+        assert failed and all("[redacted]" in c["error"] for c in failed), [
+            c["error"] for c in failed
+        ]
+        assert _leaks(response.text) == []
+
+
+def test_the_python_api_sees_redacted_errors_too(echo_backend, monkeypatch):
+    from langgraph_moa import AllProposersFailedError, create_moa_graph
+    from langgraph_moa.providers._models import OpenAIEndpoint
+
+    monkeypatch.setenv("ECHO_UPSTREAM_CRED", SERVER_KEY)
+    echo = OpenAIEndpoint(base_url=echo_backend.url, model="echo", api_key_env="ECHO_UPSTREAM_CRED")
+    graph = create_moa_graph(MoAConfig(proposers=[echo], aggregator=echo, layers=2))
+    with pytest.raises(AllProposersFailedError) as raised:
+        graph.invoke({"messages": [("user", "q")]})
+    assert _leaks(str(raised.value)) == [] and _leaks(json.dumps(raised.value.calls)) == []
+    cause = raised.value.calls[0]["error"]
+    assert "authorization: [redacted]" in cause.lower() or "bearer [redacted]" in cause.lower()

@@ -23,6 +23,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from langgraph_moa._redact import register_secret
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
 from langgraph_moa.transport._call_loop import loop_of_this_thread, running_call_loop
 from langgraph_moa.transport._http import own_async_client
@@ -254,6 +255,7 @@ def _chat_openai_compatible(
     key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
     if endpoint.api_key_env and not key:
         raise MissingAPIKeyError(endpoint.label(), endpoint.api_key_env)
+    register_secret(key)
     model = BaseChatOpenAI(
         model=endpoint.model,
         base_url=endpoint.base_url,
@@ -294,6 +296,7 @@ def _from_provider_string(
     env_var = PROVIDER_API_KEY_ENV.get(provider)
     if env_var and not os.environ.get(env_var):
         raise MissingAPIKeyError(spec, env_var)
+    register_secret(os.environ.get(env_var) if env_var else None)
     from langchain.chat_models import init_chat_model
 
     if provider in _CLIENTS_WITH_MAX_RETRIES:

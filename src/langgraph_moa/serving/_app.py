@@ -44,6 +44,7 @@ from pydantic import (
     model_validator,
 )
 
+from langgraph_moa._redact import redact, register_secret, summarize_error
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, explain_errors, explain_validation_error
 from langgraph_moa.errors import (
@@ -122,15 +123,17 @@ def _api_error(exc: MoAError) -> _APIError:
     """Map one of the package's errors to its HTTP status, OpenAI error type and code."""
     if isinstance(exc, RequestTimeoutError):
         return _APIError(504, str(exc), "timeout_error", "request_timeout")
-    if isinstance(exc, (AllProposersFailedError, AggregatorFailedError)):
-        return _APIError(502, str(exc), "upstream_error")
+    if isinstance(exc, AllProposersFailedError):
+        return _APIError(502, exc.summary, "upstream_error")
+    if isinstance(exc, AggregatorFailedError):
+        return _APIError(502, summarize_error(str(exc), 400), "upstream_error")
     if isinstance(exc, MissingAPIKeyError):
         return _APIError(500, str(exc), "server_configuration_error")
     if isinstance(exc, ModelNotAllowedError):
         return _APIError(403, str(exc), "permission_error", "model_not_allowed")
     if isinstance(exc, LimitExceededError):
         return _APIError(400, str(exc), code="limit_exceeded")
-    return _APIError(400, str(exc))
+    return _APIError(400, redact(str(exc)))  # some carry a provider's words
 
 
 # --- the request body ------------------------------------------------------------------------
@@ -603,6 +606,7 @@ def create_app(
     from starlette.requests import ClientDisconnect
 
     limits = limits or RequestLimits()
+    register_secret(api_key)
     systems = {name: with_token_budget(config, limits) for name, config in systems.items()}
     graphs: dict[str, Any] = {
         name: create_moa_graph(config, name=name) for name, config in systems.items()
