@@ -111,10 +111,18 @@ class RequestLimits(BaseModel):
                 "max_calls": max(self.max_calls, requests_per_run(config)),
                 "max_answer_tokens": max(
                     self.max_answer_tokens,
-                    *(r.max_tokens or 0 for r in config.final_chain),
+                    *(r.max_tokens or 0 for r in [*config.proposers, *config.final_chain]),
                 ),
             }
         )
+
+    def with_budget(self, config: MoAConfig) -> MoAConfig:
+        """Return `config` with its token budget at most ``max_run_tokens`` (--max-run-tokens)."""
+        own = config.budget.max_tokens
+        if own is not None and own <= self.max_run_tokens:
+            return config
+        budget = config.budget.model_copy(update={"max_tokens": self.max_run_tokens})
+        return config.with_overrides(budget=budget)
 
     def check_answer_tokens(self, requested: int | None) -> None:
         """Refuse a client's ``max_tokens`` (or ``max_completion_tokens``) over the cap."""
@@ -139,6 +147,8 @@ class RequestLimits(BaseModel):
                     f"This request asks for {value} {what}, over the server's limit of "
                     f"{limit}: ask for fewer, or have the operator raise {flag}."
                 )
+        for role in [*config.proposers, *config.final_chain]:
+            self.check_answer_tokens(role.max_tokens)
         requests = requests_per_run(config)
         if requests > self.max_calls:
             raise LimitExceededError(

@@ -23,6 +23,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, RetryPolicy
 
+from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.graph._nodes import MoANodes
 from langgraph_moa.providers._retry import is_retryable
@@ -58,6 +59,7 @@ def create_moa_graph(
     response_format: Any = None,
     response_method: str = "json_schema",
     call_cache: CallCache | None = None,
+    limits: RequestLimits | None = None,
 ) -> CompiledStateGraph[MoAState, MoAContext, MoAInput, MoAOutput]:
     """Compile a Mixture-of-Agents graph. Needs no network and no API key.
 
@@ -73,6 +75,9 @@ def create_moa_graph(
             the schema with ``json_schema``).
         call_cache: A `CallCache` (e.g. `SQLiteCallCache`): calls already made with the same
             model, parameters, messages, role and sample are answered from it.
+        limits: Hold every run to `moa serve`'s per-request limits (`RequestLimits`): its
+            token budget, and a run context past a limit is refused before the first call.
+            For graphs that callers configure per run (the LangGraph server entry points).
 
     Returns:
         A compiled graph that takes ``{"messages": [...]}`` and appends the answer as an
@@ -80,7 +85,7 @@ def create_moa_graph(
     """
     if isinstance(config, str):
         config = MoAConfig.from_preset(config)
-    nodes = MoANodes(config, response_format, response_method, call_cache)
+    nodes = MoANodes(config, response_format, response_method, call_cache, limits)
     retry = RetryPolicy(
         max_attempts=config.retry.max_attempts,
         initial_interval=config.retry.initial_interval,

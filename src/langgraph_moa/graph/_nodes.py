@@ -20,6 +20,7 @@ from langgraph.runtime import get_runtime
 from langgraph.types import Command
 
 from langgraph_moa._redact import summarize_error
+from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig
 from langgraph_moa.errors import (
     AggregatorFailedError,
@@ -85,8 +86,9 @@ class MoANodes:
         response_format: Any = None,
         response_method: str = "json_schema",
         call_cache: CallCache | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
-        self.configs = ContextConfigCache(config)
+        self.configs = ContextConfigCache(config, limits=limits)
         self.call_cache = call_cache
         self.response_format = response_format
         self.response_method = response_method

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import (
     AggregatorConfig,
     MoAConfig,
@@ -176,9 +177,18 @@ def apply_context(
 class ContextConfigCache:
     """Remembers the config computed for each distinct context (validation is not free)."""
 
-    def __init__(self, base: MoAConfig, size: int = 64) -> None:
-        """Cache up to `size` contexts on top of `base`."""
-        self.base = base
+    def __init__(
+        self, base: MoAConfig, size: int = 64, limits: RequestLimits | None = None
+    ) -> None:
+        """Cache up to `size` contexts on top of `base`.
+
+        With `limits` (the LangGraph server entry points set them), every run's config is
+        held to them as `moa serve` holds a request: the token budget, and a context past a
+        limit is refused (`LimitExceededError`) before the first call. The limits are
+        raised, as in `moa serve`, to what `base` itself uses.
+        """
+        self.limits = limits.covering(base) if limits is not None else None
+        self.base = limits.with_budget(base) if limits is not None else base
         self._size = size
         self._lock = Lock()
         self._cache: OrderedDict[str, MoAConfig] = OrderedDict()
@@ -197,6 +207,9 @@ class ContextConfigCache:
             config = apply_context(self.base, ctx)
         except ValidationError as exc:
             raise MoAConfigError(explain_validation_error(exc)) from None
+        if self.limits is not None:
+            config = self.limits.with_budget(config)  # a context preset has its own budget
+            self.limits.check_config(config)
         with self._lock:
             self._cache[key] = config
             while len(self._cache) > self._size:

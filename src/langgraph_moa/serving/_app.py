@@ -97,15 +97,6 @@ class _APIError(Exception):
         }
 
 
-def with_token_budget(config: MoAConfig, limits: RequestLimits) -> MoAConfig:
-    """Return `config` with its token budget at most the server's ``--max-run-tokens``."""
-    own = config.budget.max_tokens
-    if own is not None and own <= limits.max_run_tokens:
-        return config
-    budget = config.budget.model_copy(update={"max_tokens": limits.max_run_tokens})
-    return config.with_overrides(budget=budget)
-
-
 async def _within(seconds: float, run: Awaitable[Any]) -> Any:
     """Await a run under the request's deadline: ``Retry-After`` waits and the run itself.
 
@@ -607,7 +598,7 @@ def create_app(
 
     limits = limits or RequestLimits()
     register_secret(api_key)
-    systems = {name: with_token_budget(config, limits) for name, config in systems.items()}
+    systems = {name: limits.with_budget(config) for name, config in systems.items()}
     graphs: dict[str, Any] = {
         name: create_moa_graph(config, name=name) for name, config in systems.items()
     }
