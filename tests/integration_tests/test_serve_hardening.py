@@ -150,7 +150,7 @@ def _env(**extra):
     return {**os.environ, "PYTHONPATH": SRC, **extra}
 
 
-def test_moa_serve_checks_host_and_docs_and_refuses_an_empty_key():
+def test_moa_serve_checks_host_and_docs_and_refuses_an_empty_key(tmp_path):
     empty = subprocess.run(
         _moa("serve", "-p", "moa-lite", "--api-key", "", "--host", "0.0.0.0"),
         env=_env(),
@@ -162,11 +162,12 @@ def test_moa_serve_checks_host_and_docs_and_refuses_an_empty_key():
     assert "API key is empty" in empty.stderr and "Traceback" not in empty.stderr
     port = free_port()
     flags = ["--port", str(port), "--allowed-host", "moa.internal"]
+    log = (tmp_path / "stderr.txt").open("w")
     server = subprocess.Popen(
         _moa("serve", "-p", "moa-lite", *flags),
         env=_env(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )
     try:
         root = f"http://127.0.0.1:{port}"
@@ -187,6 +188,9 @@ def test_moa_serve_checks_host_and_docs_and_refuses_an_empty_key():
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
+    warned = " ".join((tmp_path / "stderr.txt").read_text().split())
+    assert "moa-lite uses reference_format 'paper', which does not fence proposals" in warned
 
 
 # --- a select preset with an aggregator ------------------------------------------------------
@@ -503,3 +507,39 @@ def test_the_python_api_sees_redacted_errors_too(echo_backend, monkeypatch):
     assert _leaks(str(raised.value)) == [] and _leaks(json.dumps(raised.value.calls)) == []
     cause = raised.value.calls[0]["error"]
     assert "authorization: [redacted]" in cause.lower() or "bearer [redacted]" in cause.lower()
+
+
+# --- the character limit counts every character sent ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "user", "content": "hi", "name": "n" * 1200},
+        {"role": "user", "content": [{"type": "text", "text": "t" * 600}] * 2},
+        {"role": "user", "content": [{"type": "text", "text": "t" * 400, "extra": "e" * 800}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c" * 1200, "type": "function", "function": {"name": "f"}}],
+        },
+    ],
+)
+def test_max_chars_counts_every_character_sent(backend, message):
+    systems = {"m": MoAConfig(proposers=[f"chars@{backend.url}"], aggregator=f"a@{backend.url}")}
+    before = backend.requests["chars"]
+    with serve(systems, limits=RequestLimits(max_chars=1000)) as server:
+        body = {"model": "m", "messages": [message, {"role": "user", "content": "go"}]}
+        response = chat(server, body)
+    assert response.status_code == 400, response.text
+    assert "--max-chars" in response.json()["error"]["message"]
+    assert backend.requests["chars"] == before
+
+
+def test_a_text_part_whose_text_is_not_a_string_is_refused(moa):
+    body = {
+        "model": "fake-moa",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": ["a"] * 9}]}],
+    }
+    response = chat(moa, body)
+    assert response.status_code == 400 and "string 'text'" in response.json()["error"]["message"]

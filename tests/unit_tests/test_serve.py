@@ -389,3 +389,10 @@ async def test_a_client_that_stays_gets_the_whole_run(slow_system, log, stream):
     assert sent[0]["status"] == 200
     assert b"AGG #" in b"".join(m.get("body", b"") for m in sent[1:])
     assert [c.label for c in log.calls][-1] == "AGG"
+
+
+def test_an_empty_key_is_refused_not_taken_for_no_key(system):
+    with pytest.raises(MoAConfigError, match="API key is empty"):
+        create_app({"m": system}, api_key="")
+    with pytest.raises(MoAConfigError, match="API key is empty"):
+        create_app({"m": system}, api_key="  ")

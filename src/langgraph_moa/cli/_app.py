@@ -576,6 +576,14 @@ def serve(
             f"[bold yellow]warning:[/] serving on {host} without an API key: anyone who can "
             "reach this port can run models at your expense; set --api-key or MOA_API_KEY."
         )
+    unfenced = [p for p in presets if MoAConfig.from_preset(p).reference_format == "paper"]
+    if unfenced:
+        errors.print(
+            f"[bold yellow]warning:[/] {', '.join(unfenced)} "
+            f"{'uses' if len(unfenced) == 1 else 'use'} reference_format 'paper', which does not "
+            "fence proposals: a proposal can imitate another or pose as instructions to the "
+            "aggregator (see docs/security.md)."
+        )
     console.print(f"[cyan]Serving {', '.join(presets)} on http://{host}:{port}/v1[/]")
     run_server(
         presets,

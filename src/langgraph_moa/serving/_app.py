@@ -145,22 +145,33 @@ def _text_content(value: Any, *, optional: bool = False) -> Any:
     if isinstance(value, list) and all(
         isinstance(part, dict) and isinstance(part.get("type"), str) for part in value
     ):
+        if any(p["type"] == "text" and not isinstance(p.get("text"), str) for p in value):
+            raise ValueError("a content part of type 'text' needs a string 'text'")
         return value
     raise ValueError("content must be a string or a list of content parts with a 'type'")
+
+
+def _string_chars(value: Any) -> int:
+    """Count the characters of every string in `value` (nested lists and dicts included)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_string_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_string_chars(v) for v in value)
+    return 0
 
 
 class _RoleMessage(_Body):
     name: StrictStr | None = None
 
     def chars(self) -> int:
-        """Characters of text this message carries (what the character limit counts)."""
-        content = getattr(self, "content", None)
-        calls = getattr(self, "tool_calls", None) or []
-        size = len(json.dumps(calls)) if calls else 0  # arguments are text the models read
-        if isinstance(content, str):
-            return size + len(content)
-        parts = content or []
-        return size + sum(len(p["text"]) for p in parts if isinstance(p.get("text"), str))
+        """Characters this message sends to the models (what the character limit counts).
+
+        Every string it carries counts, wherever it sits: the content or its parts, the
+        ``name``, tool calls and their arguments, ids. Each of them reaches every call.
+        """
+        return _string_chars(self.model_dump(exclude={"role"}, exclude_none=True))
 
 
 class _SystemMessage(_RoleMessage):
@@ -596,6 +607,11 @@ def create_app(
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import ClientDisconnect
 
+    if api_key is not None and not api_key.strip():
+        raise MoAConfigError(
+            "The API key is empty, which would let any client in: give a secret key, or "
+            "None for no key (loopback only)."
+        )
     limits = limits or RequestLimits()
     register_secret(api_key)
     systems = {name: limits.with_budget(config) for name, config in systems.items()}
