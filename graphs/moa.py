@@ -8,5 +8,7 @@ other models, layers or limits per assistant or per run through the context sche
 """
 
 from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa.config import RequestLimits
 
-graph = create_moa_graph(MoAConfig.from_preset("local-moa"), name="moa")
+# The limits of `moa serve`, with its defaults: every caller chooses its run's context.
+graph = create_moa_graph(MoAConfig.from_preset("local-moa"), name="moa", limits=RequestLimits())

@@ -1,5 +1,9 @@
 """LangGraph server entry point: Self-MoA (k samples of one model, aggregated by it)."""
 
 from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa.config import RequestLimits
 
-graph = create_moa_graph(MoAConfig.from_preset("local-self-moa"), name="self-moa")
+# The limits of `moa serve`, with its defaults: every caller chooses its run's context.
+graph = create_moa_graph(
+    MoAConfig.from_preset("local-self-moa"), name="self-moa", limits=RequestLimits()
+)

@@ -17,6 +17,9 @@ All of them derive from `MoAError` so an application can catch one type::
     ├── StragglerCancelledError              a proposer left behind by its layer's deadline
     ├── StructuredOutputError                the answer does not parse into the schema
     ├── ContextLengthError                   the input does not fit the model's context
+    ├── StreamBrokenError                    a streamed answer broke after text was sent
+    ├── RetryPastDeadlineError               a Retry-After asks for a wait past the deadline
+    ├── RequestTimeoutError                  a served request ran past --request-timeout
     ├── LocalModelError (RuntimeError)       a packaged model is missing, corrupt or unknown
     ├── LocalRuntimeError (RuntimeError)     a local model server could not start or died
     └── EvalDatasetError (ValueError)        a dataset file cannot be used Errors raised
@@ -28,6 +31,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from langgraph_moa._redact import summarize_error
 
 if TYPE_CHECKING:
     from langgraph_moa.run.state import CallRecord
@@ -104,6 +109,12 @@ class AllProposersFailedError(_RunError):
             calls,
         )
         self.layer = layer
+        first = failed[0]["error"] if failed else "no call was made"
+        self.summary = (
+            f"All {len(failed)} proposer calls of layer {layer} failed, so no answer was "
+            f"written; the first said: {summarize_error(str(first), 200).rstrip('.')}."
+        )
+        """The error in one short sentence (what `moa serve` sends its client)."""
 
 
 class BudgetExhaustedError(_RunError):
@@ -131,7 +142,8 @@ class AggregatorFailedError(_RunError):
     def __init__(self, model: str, error: BaseException, calls: Sequence[Any]) -> None:
         """Name the aggregator and repeat its provider's error."""
         super().__init__(
-            f"The aggregator {model!r} failed: {type(error).__name__}: {error}. "
+            f"The aggregator {model!r} failed: "
+            f"{summarize_error(f'{type(error).__name__}: {error}').rstrip('.')}. "
             "The proposals gathered so far are kept in this error's `.calls`.",
             calls,
         )
@@ -175,3 +187,41 @@ class LocalRuntimeError(MoAError, RuntimeError):
 
 class EvalDatasetError(MoAError, ValueError):
     """A dataset file cannot be used; the message names the file, the line and the fix."""
+
+
+class StreamBrokenError(MoAError):
+    """A streamed answer broke after part of it was sent, and the rest would not match it.
+
+    The call writing the answer failed midway and another attempt (a retry, the next
+    aggregator of the chain, or a fallback answer) took over; its text cannot be appended to
+    what was already sent, so the stream ends with this error instead of splicing two
+    answers. A non-streamed request is unaffected.
+    """
+
+    def __init__(self, sent_chars: int) -> None:
+        """Say how much had been sent before the break."""
+        super().__init__(
+            f"The answer's stream broke after {sent_chars} characters had been sent (the call "
+            "writing it failed midway and another attempt took over), so the partial answer "
+            "is void: send the request again, or ask without streaming."
+        )
+        self.sent_chars = sent_chars
+
+
+class RetryPastDeadlineError(MoAError):
+    """A provider asked to be retried (``Retry-After``) later than the request's deadline.
+
+    The call fails for good at once instead of holding the request past its deadline.
+    """
+
+
+class RequestTimeoutError(MoAError):
+    """A `moa serve` request ran past the server's ``--request-timeout``; its run was cancelled."""
+
+    def __init__(self, seconds: float) -> None:
+        """Name the limit and the flag."""
+        super().__init__(
+            f"The request ran past the server's limit of {seconds:g} s and was stopped: ask "
+            "for fewer layers, samples or tokens, or have the operator raise --request-timeout."
+        )
+        self.seconds = seconds

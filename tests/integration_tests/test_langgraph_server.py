@@ -101,3 +101,30 @@ async def test_assistant_thread_streamed_run_and_second_turn(server_url):
     assert [m["type"] for m in second["messages"]] == ["human", "ai", "human", "ai"]
     # The second turn saw the first: every call of the run read the whole history.
     assert len(second["calls"]) == 3 and second["messages"][-1]["content"].strip()
+
+
+async def test_a_context_past_the_limits_is_refused_before_any_call(server_url):
+    from langgraph_sdk import get_client
+
+    client = get_client(url=server_url)
+    thread = await client.threads.create()
+    huge = {
+        "variant": "moa",
+        "proposers": ["local:qwen2.5-coder-0.5b"] * 1000,
+        "samples": 256,
+        "layers": 16,
+        "max_tokens": 10**9,
+    }
+    before = serve_pids()
+    run = await client.runs.create(
+        thread["thread_id"],
+        "moa",
+        input={"messages": [{"role": "user", "content": "hi"}]},
+        context=huge,
+    )
+    await client.runs.join(thread["thread_id"], run["run_id"])
+    finished = await client.runs.get(thread["thread_id"], run["run_id"])
+    assert finished["status"] == "error"
+    state = await client.threads.get_state(thread["thread_id"])
+    assert not state["values"].get("calls")  # nothing was called
+    assert serve_pids() - before == set()  # no model server was even started

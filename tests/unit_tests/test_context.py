@@ -3,6 +3,7 @@
 import pytest
 
 from langgraph_moa import MoAConfig, MoAConfigError, MoAContext, create_moa_graph
+from langgraph_moa.config.context import apply_context
 from tests.helpers import QUESTION
 
 
@@ -40,3 +41,19 @@ def test_context_model_strings_are_validated(fake):
         graph.invoke(QUESTION, context={"proposers": ["nonsense-model"]})
     with pytest.raises(MoAConfigError, match="layer: Extra inputs are not permitted"):
         graph.invoke(QUESTION, context={"layer": 3})
+
+
+def test_an_aggregator_on_a_select_config_is_a_config_error_not_an_assert(fake):
+    from langgraph_moa.cli._app import build_config
+
+    vote = MoAConfig(variant="select", proposers=[{"model": fake("A"), "samples": 3}])
+    with pytest.raises(MoAConfigError, match="remove 'aggregator'"):
+        apply_context(vote, MoAContext(aggregator="openai:gpt-4o-mini"))
+    with pytest.raises(MoAConfigError, match="remove 'aggregator'"):
+        build_config("self-consistency", None, aggregator="openai:gpt-4o-mini")
+    graph = create_moa_graph(vote)
+    with pytest.raises(MoAConfigError, match="remove 'aggregator'"):
+        graph.invoke({"messages": [("user", "q")]}, context={"aggregator": "openai:gpt-4o"})
+    # Leaving 'select' for a variant that aggregates gets an aggregator of its own.
+    moa = apply_context(vote, MoAContext(variant="single-proposer", aggregator="openai:gpt-4o"))
+    assert moa.final.model == "openai:gpt-4o"

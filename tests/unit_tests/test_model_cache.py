@@ -118,3 +118,32 @@ def test_a_forked_child_builds_its_own_models_and_call_loop():
         os.waitpid(pid, 0)
         raise AssertionError("the forked child hung")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_keyless_spelling_of_a_keyed_endpoint_never_shares_its_model(monkeypatch):
+    from langgraph_moa.providers._models import OpenAIEndpoint
+
+    monkeypatch.setenv("KEYED_ENDPOINT_KEY", "sekret")
+    keyed = OpenAIEndpoint(
+        base_url="http://127.0.0.1:9/v1", model="m", api_key_env="KEYED_ENDPOINT_KEY"
+    )
+    cache = ModelCache()
+    keyless = cache.get(keyed.label(), {})  # a client naming it by its label, first
+    model = cache.get(keyed, {})
+    assert model is not keyless
+    assert model.openai_api_key.get_secret_value() == "sekret"
+    assert keyless.openai_api_key.get_secret_value() == "not-needed"
+    # Parameters that change the client (timeouts) are part of the key too.
+    assert cache.get(keyed, {"timeout": 5}) is not cache.get(keyed, {"timeout": 6})
+
+
+def test_a_keyless_endpoint_sends_no_account_headers_from_the_environment(monkeypatch):
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-server")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_server")
+    model = build_model("m@http://127.0.0.1:9/v1", {})
+    for client in (model.root_client, model.root_async_client):
+        headers = client.default_headers
+        assert "OpenAI-Organization" not in headers or not isinstance(
+            headers["OpenAI-Organization"], str
+        )
+        assert not isinstance(headers.get("OpenAI-Project"), str)

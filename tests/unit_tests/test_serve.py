@@ -21,13 +21,22 @@ def system(fake):
     return MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=2, name="m")
 
 
+JSON = {"content-type": "application/json"}
+
+
+def local(app):
+    """A test client that reaches the app by a loopback name, as the Host check requires."""
+    return TestClient(app, base_url="http://localhost")
+
+
 @pytest.fixture
 def client(system):
-    return TestClient(create_app({"m": system}))
+    return local(create_app({"m": system}))
 
 
-def post(client, body, **kwargs):
-    return client.post("/v1/chat/completions", content=json.dumps(body), **kwargs)
+def post(client, body, headers=None, **kwargs):
+    headers = {**JSON, **(headers or {})}
+    return client.post("/v1/chat/completions", content=json.dumps(body), headers=headers, **kwargs)
 
 
 def assert_one_sentence(response, status, *fragments):
@@ -106,8 +115,12 @@ def test_every_malformed_body_is_a_400_with_one_sentence(client, log, body, para
 
 
 def test_invalid_json_and_a_non_numeric_length_are_400(client):
-    assert_one_sentence(client.post("/v1/chat/completions", content=b"{bad"), 400, "not valid JSON")
-    response = client.post("/v1/chat/completions", content=b"{}", headers={"content-length": "abc"})
+    assert_one_sentence(
+        client.post("/v1/chat/completions", content=b"{bad", headers=JSON), 400, "not valid JSON"
+    )
+    response = client.post(
+        "/v1/chat/completions", content=b"{}", headers={**JSON, "content-length": "abc"}
+    )
     assert response.status_code == 400
 
 
@@ -227,7 +240,7 @@ def test_client_endpoints_when_enabled_never_get_the_servers_keys():
 def test_requests_past_a_limit_are_refused_before_any_call(system, log, override, flag):
     app = create_app({"m": system}, limits=RequestLimits(max_calls=40), max_body_bytes=10**6)
     body = {"model": "m", "messages": USER, **override}
-    error = assert_one_sentence(post(TestClient(app), body), 400, flag)
+    error = assert_one_sentence(post(local(app), body), 400, flag)
     assert error["code"] == "limit_exceeded"
     assert log.calls == []
 
@@ -236,7 +249,7 @@ def test_a_served_preset_past_the_limits_still_runs_as_configured(fake, log):
     big = MoAConfig(
         proposers=[{"model": fake("A"), "samples": 12}], aggregator=fake("AGG"), layers=2
     )
-    client = TestClient(create_app({"big": big}))  # 12 samples > the default 8
+    client = local(create_app({"big": big}))  # 12 samples > the default 8
     assert post(client, {"model": "big", "messages": USER}).status_code == 200
     assert len(log.calls) == 13
     refused = post(client, {"model": "big", "messages": USER, "samples": 13})
@@ -245,7 +258,7 @@ def test_a_served_preset_past_the_limits_still_runs_as_configured(fake, log):
 
 def test_limits_can_be_raised_by_the_operator(system, log):
     app = create_app({"m": system}, limits=RequestLimits(max_layers=6, max_calls=100))
-    assert post(TestClient(app), {"model": "m", "messages": USER, "layers": 6}).status_code == 200
+    assert post(local(app), {"model": "m", "messages": USER, "layers": 6}).status_code == 200
     assert len(log.calls) == 2 * 5 + 1
 
 
@@ -253,10 +266,10 @@ def test_limits_can_be_raised_by_the_operator(system, log):
 
 
 def test_the_key_is_checked_before_the_size(system):
-    client = TestClient(create_app({"m": system}, api_key="k", max_body_bytes=10))
+    client = local(create_app({"m": system}, api_key="k", max_body_bytes=10))
     response = client.post("/v1/chat/completions", content=b"x" * 100)
     assert response.status_code == 401
-    authorized = {"authorization": "Bearer k"}
+    authorized = {"authorization": "Bearer k", **JSON}
     response = client.post("/v1/chat/completions", content=b"x" * 100, headers=authorized)
     assert_one_sentence(response, 413, "limit of 10 bytes")
 
@@ -326,7 +339,7 @@ async def test_reading_a_body_does_not_block_other_clients(system, monkeypatch):
 
     monkeypatch.setattr(_Preparer, "__call__", parse)
     transport = httpx.ASGITransport(app=create_app({"m": system}))
-    async with httpx.AsyncClient(transport=transport, base_url="http://moa") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
 
         async def listing():
             await asyncio.to_thread(parsing.wait, 10)
@@ -376,3 +389,10 @@ async def test_a_client_that_stays_gets_the_whole_run(slow_system, log, stream):
     assert sent[0]["status"] == 200
     assert b"AGG #" in b"".join(m.get("body", b"") for m in sent[1:])
     assert [c.label for c in log.calls][-1] == "AGG"
+
+
+def test_an_empty_key_is_refused_not_taken_for_no_key(system):
+    with pytest.raises(MoAConfigError, match="API key is empty"):
+        create_app({"m": system}, api_key="")
+    with pytest.raises(MoAConfigError, match="API key is empty"):
+        create_app({"m": system}, api_key="  ")

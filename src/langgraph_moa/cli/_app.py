@@ -32,6 +32,7 @@ from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._table import providers
 from langgraph_moa.serving._app import MAX_BODY_BYTES
+from langgraph_moa.serving._guard import LOOPBACK_NAMES, ServeSecurity
 from langgraph_moa.variants import variants_help
 
 LAYERED_PRESET = "local-moa"
@@ -469,9 +470,63 @@ def serve(
         int | None,
         _limit_option("max_chars", "--max-chars", "Characters of text per request"),
     ] = None,
+    max_answer_tokens: Annotated[
+        int | None,
+        _limit_option(
+            "max_answer_tokens",
+            "--max-answer-tokens",
+            "Largest max_tokens / max_completion_tokens a client may ask for",
+        ),
+    ] = None,
+    max_run_tokens: Annotated[
+        int | None,
+        _limit_option(
+            "max_run_tokens",
+            "--max-run-tokens",
+            "Token budget of one request, prompt and completion over every call",
+        ),
+    ] = None,
+    request_timeout: Annotated[
+        float | None,
+        _limit_option("request_timeout_s", "--request-timeout", "Seconds one request may run"),
+    ] = None,
     max_body_bytes: Annotated[
         int, typer.Option(min=1, help="Largest request body read, in bytes.")
     ] = MAX_BODY_BYTES,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="A host name clients may reach the server by, besides the loopback names "
+            "and the bound address (repeatable; '*' for any). Others get 421, which stops "
+            "DNS-rebinding pages.",
+        ),
+    ] = None,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-origin",
+            help="A web origin (https://app.example) whose pages may call the API "
+            "(repeatable). Other cross-origin browser requests get 403.",
+        ),
+    ] = None,
+    docs: Annotated[
+        bool, typer.Option("--docs", help="Serve the interactive /docs and /openapi.json.")
+    ] = False,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a connection may take to send a request head.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request body may take to arrive.")
+    ] = 30.0,
+    max_connections_per_client: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Open connections one client address may hold (raise it behind a proxy, "
+            "where every client has the proxy's address).",
+        ),
+    ] = 64,
 ) -> None:
     """Serve presets as models behind an OpenAI-compatible API (/v1/chat/completions).
 
@@ -480,20 +535,49 @@ def serve(
     """
     from langgraph_moa.serving._app import serve as run_server
 
-    given = {
+    given: dict[str, Any] = {
         "max_proposers": max_proposers,
         "max_samples": max_samples,
         "max_layers": max_layers,
         "max_calls": max_calls,
         "max_messages": max_messages,
         "max_chars": max_chars,
+        "max_answer_tokens": max_answer_tokens,
+        "max_run_tokens": max_run_tokens,
+        "request_timeout_s": request_timeout,
     }
     limits = RequestLimits(**{k: v for k, v in given.items() if v is not None})
     presets = preset or [DEFAULT_PRESET, "local-moa", "local-self-moa"]
+    if api_key is not None and not api_key.strip():
+        raise MoAConfigError(
+            "The API key is empty, which would let any client in: set --api-key (or "
+            "MOA_API_KEY) to a secret, or leave it out on loopback."
+        )
+    security = ServeSecurity(
+        allowed_hosts=(*LOOPBACK_NAMES, *(allowed_host or ())),
+        allowed_origins=tuple(allowed_origin or ()),
+        docs=docs,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_connections_per_client=max_connections_per_client,
+    )
+    if host in ("0.0.0.0", "::") and not allowed_host:
+        errors.print(
+            f"[bold yellow]note:[/] bound to {host}, but only loopback names are answered; "
+            "name the host clients use with --allowed-host (or '*' for any)."
+        )
     if api_key is None and not _is_loopback(host):
         errors.print(
             f"[bold yellow]warning:[/] serving on {host} without an API key: anyone who can "
             "reach this port can run models at your expense; set --api-key or MOA_API_KEY."
+        )
+    unfenced = [p for p in presets if MoAConfig.from_preset(p).reference_format == "paper"]
+    if unfenced:
+        errors.print(
+            f"[bold yellow]warning:[/] {', '.join(unfenced)} "
+            f"{'uses' if len(unfenced) == 1 else 'use'} reference_format 'paper', which does not "
+            "fence proposals: a proposal can imitate another or pose as instructions to the "
+            "aggregator (see docs/security.md)."
         )
     console.print(f"[cyan]Serving {', '.join(presets)} on http://{host}:{port}/v1[/]")
     run_server(
@@ -505,6 +589,7 @@ def serve(
         allow_client_endpoints=allow_client_endpoints,
         limits=limits,
         max_body_bytes=max_body_bytes,
+        security=security,
     )
 
 

@@ -6,9 +6,11 @@ Two sets of limits share these checks:
   or a config file sets for its own runs. Its call limit is checked whenever a config is
   built, per-run context included, so a context that would multiply the calls is refused
   before the graph starts.
-- `RequestLimits`, which `moa serve` applies to every request on top of the budget: the
-  server's operator pays for the calls, so clients get bounded proposers, samples, layers,
-  calls, messages and characters (each with a default and a ``moa serve`` flag).
+- `RequestLimits`, which `moa serve` and the LangGraph server entry points (``graphs/``)
+  apply to every request on top of the budget: the operator pays for the calls, so clients
+  get bounded proposers, samples, layers, model requests (retries counted), messages,
+  characters, answer tokens, tokens per run and time per run (each with a default and a
+  ``moa serve`` flag).
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ def check_calls(config: MoAConfig, limit: int | None, setting: str) -> None:
         )
 
 
+def requests_per_run(config: MoAConfig) -> int:
+    """Return the most model requests one run can send: every call, every attempt.
+
+    A fully successful run makes `MoAConfig.calls_per_run()` calls; each may be tried
+    ``retry.max_attempts`` times, and each aggregator fallback is one more call. A limit on
+    what the operator pays for counts them all.
+    """
+    calls = config.calls_per_run() + len(config.aggregator_fallbacks)
+    return calls * config.retry.max_attempts
+
+
 def check_budget(config: MoAConfig) -> None:
     """Apply the config's own `budget` to it (called whenever a `MoAConfig` is built)."""
     check_calls(config, config.budget.max_calls, "budget.max_calls")
@@ -80,6 +93,9 @@ class RequestLimits(BaseModel):
     max_calls: int = Field(default=64, ge=1, description="--max-calls")
     max_messages: int = Field(default=256, ge=1, description="--max-messages")
     max_chars: int = Field(default=200_000, ge=1, description="--max-chars")
+    max_answer_tokens: int = Field(default=4096, ge=1, description="--max-answer-tokens")
+    max_run_tokens: int = Field(default=1_000_000, ge=1, description="--max-run-tokens")
+    request_timeout_s: float = Field(default=600.0, ge=1, description="--request-timeout")
 
     def covering(self, config: MoAConfig) -> RequestLimits:
         """Return these limits raised where a served config itself goes past them.
@@ -92,9 +108,30 @@ class RequestLimits(BaseModel):
                 "max_proposers": max(self.max_proposers, len(config.proposers)),
                 "max_samples": max(self.max_samples, *(p.samples for p in config.proposers)),
                 "max_layers": max(self.max_layers, config.layers or 0),
-                "max_calls": max(self.max_calls, config.calls_per_run()),
+                "max_calls": max(self.max_calls, requests_per_run(config)),
+                "max_answer_tokens": max(
+                    self.max_answer_tokens,
+                    *(r.max_tokens or 0 for r in [*config.proposers, *config.final_chain]),
+                ),
             }
         )
+
+    def with_budget(self, config: MoAConfig) -> MoAConfig:
+        """Return `config` with its token budget at most ``max_run_tokens`` (--max-run-tokens)."""
+        own = config.budget.max_tokens
+        if own is not None and own <= self.max_run_tokens:
+            return config
+        budget = config.budget.model_copy(update={"max_tokens": self.max_run_tokens})
+        return config.with_overrides(budget=budget)
+
+    def check_answer_tokens(self, requested: int | None) -> None:
+        """Refuse a client's ``max_tokens`` (or ``max_completion_tokens``) over the cap."""
+        if requested is not None and requested > self.max_answer_tokens:
+            raise LimitExceededError(
+                f"This request asks for up to {requested} answer tokens, over the server's "
+                f"limit of {self.max_answer_tokens}: ask for fewer, or have the operator "
+                "raise --max-answer-tokens."
+            )
 
     def check_config(self, config: MoAConfig) -> None:
         """Refuse a run config past the proposer, sample, layer or call limits."""
@@ -110,7 +147,16 @@ class RequestLimits(BaseModel):
                     f"This request asks for {value} {what}, over the server's limit of "
                     f"{limit}: ask for fewer, or have the operator raise {flag}."
                 )
-        check_calls(config, self.max_calls, "the server's --max-calls")
+        for role in [*config.proposers, *config.final_chain]:
+            self.check_answer_tokens(role.max_tokens)
+        requests = requests_per_run(config)
+        if requests > self.max_calls:
+            raise LimitExceededError(
+                f"This request could send {requests} model requests ({config.calls_per_run()} "
+                f"calls, each tried up to {config.retry.max_attempts} times, plus fallbacks), "
+                f"over the server's limit of {self.max_calls}: use fewer layers, samples or "
+                "proposers, or have the operator raise --max-calls."
+            )
 
     def check_conversation(self, messages: int, chars: int) -> None:
         """Refuse a conversation with too many messages or characters."""

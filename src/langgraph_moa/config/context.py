@@ -13,8 +13,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from langgraph_moa.config._schema import MoAConfig, Variant, explain_validation_error
+from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.config._schema import (
+    AggregatorConfig,
+    MoAConfig,
+    Variant,
+    explain_validation_error,
+)
 from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
 from langgraph_moa.variants import variant_names
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -69,10 +76,25 @@ def _replace(obj: _M, **changes: Any) -> _M:
     return _validated(type(obj), data)
 
 
-def _with_model(role: _M, model: str) -> _M:
+def _with_model(role: _M, model: str | OpenAIEndpoint) -> _M:
     """Copy a role config onto another model; its display name belonged to the old one."""
     data = {name: getattr(role, name) for name in type(role).model_fields}
     return _validated(type(role), {**data, "model": model, "name": None})
+
+
+def _configured_endpoints(config: MoAConfig) -> dict[str, OpenAIEndpoint]:
+    """Return the config's own endpoints by label, so a label names the endpoint as configured.
+
+    A run that names a keyed endpoint of its config by its label (``model@url``) means that
+    endpoint, key variable included: the label alone would call it without its key.
+    """
+    roles = [*config.proposers, *config.final_chain]
+    return {r.model.label(): r.model for r in roles if isinstance(r.model, OpenAIEndpoint)}
+
+
+def _resolve(spec: str, known: dict[str, OpenAIEndpoint]) -> str | OpenAIEndpoint:
+    endpoint = parse_endpoint_string(spec.strip())
+    return known.get(endpoint.label(), spec) if endpoint is not None else spec
 
 
 def _validated(cls: type[_M], data: dict[str, Any]) -> _M:
@@ -109,8 +131,9 @@ def apply_context(
         return base
     config = MoAConfig.from_preset(context.preset) if context.preset else base
     proposers = list(config.proposers)
+    known = _configured_endpoints(config)
     if context.proposers is not None:
-        proposers = [_with_model(proposers[0], m) for m in context.proposers]
+        proposers = [_with_model(proposers[0], _resolve(m, known)) for m in context.proposers]
     proposers = [
         _replace(
             p,
@@ -124,7 +147,16 @@ def apply_context(
     if config.aggregator is not None and context.aggregator_max_tokens is not None:
         aggregator = _replace(config.aggregator, max_tokens=context.aggregator_max_tokens)
     if context.aggregator is not None:
-        aggregator = _with_model(aggregator or config.final, context.aggregator)
+        if (context.variant or config.variant) == "select":
+            raise MoAConfigError(
+                "The 'select' variant picks its answer among the proposals without an "
+                "aggregator: remove 'aggregator', or choose a variant that aggregates."
+            )
+        if aggregator is None and config.aggregator is None:  # leaving 'select' for another
+            aggregator = _validated(AggregatorConfig, {"model": context.aggregator})
+        else:
+            chosen = _resolve(context.aggregator, known)
+            aggregator = _with_model(aggregator or config.final, chosen)
     retry = _replace(config.retry, max_attempts=max_attempts) if max_attempts is not None else None
     changed = (
         bool(context.model_dump(exclude_none=True, exclude={"preset"}))
@@ -146,9 +178,18 @@ def apply_context(
 class ContextConfigCache:
     """Remembers the config computed for each distinct context (validation is not free)."""
 
-    def __init__(self, base: MoAConfig, size: int = 64) -> None:
-        """Cache up to `size` contexts on top of `base`."""
-        self.base = base
+    def __init__(
+        self, base: MoAConfig, size: int = 64, limits: RequestLimits | None = None
+    ) -> None:
+        """Cache up to `size` contexts on top of `base`.
+
+        With `limits` (the LangGraph server entry points set them), every run's config is
+        held to them as `moa serve` holds a request: the token budget, and a context past a
+        limit is refused (`LimitExceededError`) before the first call. The limits are
+        raised, as in `moa serve`, to what `base` itself uses.
+        """
+        self.limits = limits.covering(base) if limits is not None else None
+        self.base = limits.with_budget(base) if limits is not None else base
         self._size = size
         self._lock = Lock()
         self._cache: OrderedDict[str, MoAConfig] = OrderedDict()
@@ -167,6 +208,9 @@ class ContextConfigCache:
             config = apply_context(self.base, ctx)
         except ValidationError as exc:
             raise MoAConfigError(explain_validation_error(exc)) from None
+        if self.limits is not None:
+            config = self.limits.with_budget(config)  # a context preset has its own budget
+            self.limits.check_config(config)
         with self._lock:
             self._cache[key] = config
             while len(self._cache) > self._size:

@@ -25,6 +25,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, RetryPolicy
 
+from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._loader import ConfigSource, load_config
 from langgraph_moa.config._schema import MAX_ATTEMPTS
 from langgraph_moa.config.context import MoAContext
@@ -61,6 +62,7 @@ def create_moa_graph(
     response_format: Any = None,
     response_method: str = "json_schema",
     call_cache: CallCache | None = None,
+    limits: RequestLimits | None = None,
 ) -> CompiledStateGraph[MoAState, MoAContext, MoAInput, MoAOutput]:
     """Compile a Mixture-of-Agents graph. Needs no network and no API key.
 
@@ -77,13 +79,16 @@ def create_moa_graph(
             the schema with ``json_schema``).
         call_cache: A `CallCache` (e.g. `SQLiteCallCache`): calls already made with the same
             model, parameters, messages, role and sample are answered from it.
+        limits: Hold every run to `moa serve`'s per-request limits (`RequestLimits`): its
+            token budget, and a run context past a limit is refused before the first call.
+            For graphs that callers configure per run (the LangGraph server entry points).
 
     Returns:
         A compiled graph that takes ``{"messages": [...]}`` and appends the answer as an
         `AIMessage`. Per-run settings go in ``context=MoAContext(...)`` (or a dict).
     """
     config = load_config(config)
-    nodes = MoANodes(config, response_format, response_method, call_cache)
+    nodes = MoANodes(config, response_format, response_method, call_cache, limits)
     # The node bodies decide whether an attempt is retried (`_failed_attempt`, from the run's
     # effective config, counting attempts made before a resume); the policy only waits
     # between attempts, so its own bound is the largest the config allows.

@@ -19,6 +19,8 @@ from langchain_core.runnables import Runnable
 from langgraph.runtime import get_runtime
 from langgraph.types import Command
 
+from langgraph_moa._redact import summarize_error
+from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig
 from langgraph_moa.config.context import ContextConfigCache
 from langgraph_moa.errors import (
@@ -82,8 +84,9 @@ class MoANodes:
         response_format: Any = None,
         response_method: str = "json_schema",
         call_cache: CallCache | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
-        self.configs = ContextConfigCache(config)
+        self.configs = ContextConfigCache(config, limits=limits)
         self.call_cache = call_cache
         self.response_format = response_format
         self.response_method = response_method
@@ -476,7 +479,7 @@ def _failed_attempt(
     and then when the failed task was the only one of its step, which ended a run with
     neither answer nor error.
     """
-    error = f"{type(exc).__name__}: {exc}"
+    error = summarize_error(f"{type(exc).__name__}: {exc}")
     attempt = step.failed(key, error)
     if is_retryable(exc) and attempt < cfg.retry.max_attempts:
         if task_at.durable is not None:

@@ -10,6 +10,13 @@ stream.answer                        # the final AIMessage: usage and provenance
 The graph streams every model's tokens; only the final answer's are tagged (see
 `final_answer_only`). A final step that does not write tokens (a ranker's or selector's pick,
 a fallback answer) streams nothing, so the answer then arrives whole, as one last piece.
+
+Text once yielded is never taken back, so a stream never splices two attempts: the pieces
+all come from one model call (one message id). If the call writing the answer fails after
+its first piece and another attempt takes over (the graph's retry, the next aggregator, a
+fallback answer), the stream raises `StreamBrokenError` instead of sending the second
+attempt's text after the first's. A failure before the first piece costs nothing: the
+retry's pieces are the first the consumer sees.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 
+from langgraph_moa.errors import StreamBrokenError
 from langgraph_moa.graph._builder import final_answer_only
 
 ProgressHandler = Callable[[dict[str, Any]], None]
@@ -60,6 +68,8 @@ class AnswerStream:
         self.on_progress = on_progress
         self.final: dict[str, Any] = {}
         self.streamed = False
+        self._source: str | None = None  # the message id of the pieces yielded so far
+        self._sent: list[str] = []
 
     @property
     def answer(self) -> AIMessage:
@@ -79,13 +89,27 @@ class AnswerStream:
             assert self.on_progress is not None
             self.on_progress(part)
         elif final_answer_only(part[1]) and (text := part[0].text):
+            source = part[0].id
+            if self._source is not None and source != self._source:
+                raise StreamBrokenError(sum(map(len, self._sent)))
+            self._source = source
             self.streamed = True
+            self._sent.append(str(text))
             return str(text)
         return ""
 
     def _rest(self) -> str:
-        """Return the whole answer if nothing streamed (a pick, a fallback), else nothing."""
-        if self.streamed or not self.final.get("messages"):
+        """Return the whole answer if nothing streamed (a pick, a fallback), else nothing.
+
+        Raises:
+            StreamBrokenError: pieces were sent, but the answer is another text (the
+                streaming call failed after them and a fallback answered).
+        """
+        if not self.final.get("messages"):
+            return ""
+        if self.streamed:
+            if str(self.answer.text) != "".join(self._sent):
+                raise StreamBrokenError(sum(map(len, self._sent)))
             return ""
         return str(self.answer.text)
 

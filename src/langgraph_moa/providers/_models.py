@@ -23,6 +23,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from langgraph_moa._redact import register_secret
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
 from langgraph_moa.providers._table import LOCAL_PREFIX, provider_of
 from langgraph_moa.transport._call_loop import loop_of_this_thread, running_call_loop
@@ -152,6 +153,22 @@ def describe_model(spec: ModelSpec) -> str:
     return type(spec).__name__
 
 
+def cache_identity(spec: ModelSpec) -> Any:
+    """Return what tells two specs' built clients apart, for the model cache's key.
+
+    Every field that changes the client counts: an endpoint's URL, model and key variable
+    (the label alone would let a keyless spelling of a keyed endpoint share its client);
+    the call parameters (timeouts, headers, limits) are the key's other half. An instance
+    is itself (by identity).
+    """
+    if isinstance(spec, BaseChatModel):
+        return ("instance", id(spec))
+    endpoint = spec if isinstance(spec, OpenAIEndpoint) else parse_endpoint_string(spec)
+    if endpoint is not None:
+        return ("endpoint", endpoint.base_url, endpoint.model, endpoint.api_key_env)
+    return ("spec", spec)
+
+
 def same_model(a: ModelSpec, b: ModelSpec) -> bool:
     """Tell whether two specs name the same model (instances compare by identity)."""
     if isinstance(a, BaseChatModel) or isinstance(b, BaseChatModel):
@@ -204,7 +221,8 @@ def _chat_openai_compatible(
     key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
     if endpoint.api_key_env and not key:
         raise MissingAPIKeyError(endpoint.label(), endpoint.api_key_env)
-    return BaseChatOpenAI(
+    register_secret(key)
+    model = BaseChatOpenAI(
         model=endpoint.model,
         base_url=endpoint.base_url,
         api_key=key or "not-needed",  # type: ignore[arg-type]
@@ -213,6 +231,23 @@ def _chat_openai_compatible(
         http_async_client=http_async_client or own_async_client(),
         **params,
     )
+    if key is None:
+        _without_account_headers(model)
+    return model
+
+
+def _without_account_headers(model: BaseChatModel) -> None:
+    """Send no OpenAI organization or project header from a keyless endpoint's model.
+
+    The openai client fills both from the environment (``OPENAI_ORG_ID``,
+    ``OPENAI_PROJECT_ID``) whatever the host, so a keyless endpoint (a local server, or one a
+    client of `moa serve` named) would learn the server's account ids. The clients read the
+    fields on every request, so clearing them after construction is enough.
+    """
+    for client in (getattr(model, "root_client", None), getattr(model, "root_async_client", None)):
+        if client is not None:
+            client.organization = None
+            client.project = None
 
 
 def _from_provider_string(
@@ -227,6 +262,7 @@ def _from_provider_string(
     row = provider_of(provider)
     if row.key_env and not os.environ.get(row.key_env):
         raise MissingAPIKeyError(spec, row.key_env)
+    register_secret(os.environ.get(row.key_env) if row.key_env else None)
     from langchain.chat_models import init_chat_model
 
     if row.client_retries:
@@ -351,8 +387,7 @@ class ModelCache:
 
     def get(self, spec: ModelSpec, params: dict[str, Any]) -> BaseChatModel:
         """Return the model for `spec` with `params`, building it if needed."""
-        spec_key: Any = id(spec) if isinstance(spec, BaseChatModel) else describe_model(spec)
-        key = (spec_key, tuple(sorted((k, repr(v)) for k, v in params.items())))
+        key = (cache_identity(spec), tuple(sorted((k, repr(v)) for k, v in params.items())))
         loop = loop_of_this_thread()
         with self._lock:
             bucket = self._sync if loop is None else self._by_loop.setdefault(loop, _Bucket())

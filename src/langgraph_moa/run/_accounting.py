@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from langchain_core.messages import AIMessage, BaseMessage
 
+from langgraph_moa._redact import summarize_error
 from langgraph_moa.errors import StragglerCancelledError
 from langgraph_moa.providers._table import finish_reason_keys, model_name_keys
 from langgraph_moa.run.state import CallRecord, LayerTotals, Role, TokenTotals, UsageSummary
@@ -117,7 +118,7 @@ def failed_record(
     latency_s: float = 0.0,
     retried_errors: list[str] | None = None,
 ) -> CallRecord:
-    """Record a failed call with the provider's own error message."""
+    """Record a failed call with the provider's own error message, summarized and redacted."""
     return CallRecord(
         role=role,
         layer=layer,
@@ -127,7 +128,7 @@ def failed_record(
         model=configured_model,
         status="cancelled" if isinstance(error, StragglerCancelledError) else "failed",
         output=None,
-        error=f"{type(error).__name__}: {error}",
+        error=summarize_error(f"{type(error).__name__}: {error}"),
         attempts=len(retried_errors or []) + 1,
         retried_errors=list(retried_errors or []),
         cached=False,

@@ -12,14 +12,15 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, Generator, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.config import get_stream_writer
 
-from langgraph_moa.errors import CallTimeoutError, StragglerCancelledError
+from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
 from langgraph_moa.providers._retry import explain_failure, retry_after_s
 from langgraph_moa.providers._table import is_sdk_timeout
 from langgraph_moa.run.cache import CallCache, call_key
@@ -147,9 +148,43 @@ def call_model(
     return result
 
 
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "moa_request_deadline", default=None
+)
+
+
+@contextmanager
+def request_deadline(seconds: float) -> Iterator[None]:
+    """Bound the waits a provider asks for (``Retry-After``) by a deadline `seconds` away.
+
+    A context variable, so every call of a run started inside it sees it (LangGraph's tasks
+    and worker threads copy the context). `moa serve` sets it per request.
+    """
+    token = _DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _retry_wait(error: Exception, label: str) -> float | RetryPastDeadlineError:
+    """Return how long to wait before the retry, or the error if that is past the deadline."""
+    wait = retry_after_s(error) or 0.0
+    due = _DEADLINE.get()
+    if wait and due is not None and time.monotonic() + wait > due:
+        return RetryPastDeadlineError(
+            f"{label} asked to be retried after {wait:g}s, past this request's deadline, "
+            "so it was not retried"
+        )
+    return wait
+
+
 def _failure(error: Exception, label: str, timeout: float | None) -> BaseException:
     """Return what to raise for a failed call, after any wait the provider asked for."""
-    if wait := retry_after_s(error):
+    wait = _retry_wait(error, label)
+    if isinstance(wait, BaseException):
+        return wait
+    if wait:
         time.sleep(wait)  # the provider said when to come back; backoff adds to it
     return _explained(error, label, timeout)
 
@@ -187,7 +222,10 @@ async def acall_model(
 
 
 async def _afailure(error: Exception, label: str, timeout: float | None) -> BaseException:
-    if wait := retry_after_s(error):
+    wait = _retry_wait(error, label)
+    if isinstance(wait, BaseException):
+        return wait
+    if wait:
         await asyncio.sleep(wait)  # the provider said when to come back
     return _explained(error, label, timeout)
 

@@ -44,6 +44,7 @@ from pydantic import (
     model_validator,
 )
 
+from langgraph_moa._redact import redact, register_secret, summarize_error
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, explain_errors, explain_validation_error
 from langgraph_moa.config.context import MoAContext, apply_context
@@ -55,10 +56,13 @@ from langgraph_moa.errors import (
     MoAConfigError,
     MoAError,
     ModelNotAllowedError,
+    RequestTimeoutError,
 )
 from langgraph_moa.graph._builder import create_moa_graph, validate_conversation
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.run._calls import request_deadline
+from langgraph_moa.serving._guard import BrowserGuard, ServeSecurity, uvicorn_options
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -93,17 +97,34 @@ class _APIError(Exception):
         }
 
 
+async def _within(seconds: float, run: Awaitable[Any]) -> Any:
+    """Await a run under the request's deadline: ``Retry-After`` waits and the run itself.
+
+    The deadline is set inside the task that runs the graph, so every call sees it.
+    """
+    with request_deadline(seconds):
+        try:
+            async with asyncio.timeout(seconds):
+                return await run
+        except TimeoutError:
+            raise RequestTimeoutError(seconds) from None
+
+
 def _api_error(exc: MoAError) -> _APIError:
     """Map one of the package's errors to its HTTP status, OpenAI error type and code."""
-    if isinstance(exc, (AllProposersFailedError, AggregatorFailedError)):
-        return _APIError(502, str(exc), "upstream_error")
+    if isinstance(exc, RequestTimeoutError):
+        return _APIError(504, str(exc), "timeout_error", "request_timeout")
+    if isinstance(exc, AllProposersFailedError):
+        return _APIError(502, exc.summary, "upstream_error")
+    if isinstance(exc, AggregatorFailedError):
+        return _APIError(502, summarize_error(str(exc), 400), "upstream_error")
     if isinstance(exc, MissingAPIKeyError):
         return _APIError(500, str(exc), "server_configuration_error")
     if isinstance(exc, ModelNotAllowedError):
         return _APIError(403, str(exc), "permission_error", "model_not_allowed")
     if isinstance(exc, LimitExceededError):
         return _APIError(400, str(exc), code="limit_exceeded")
-    return _APIError(400, str(exc))
+    return _APIError(400, redact(str(exc)))  # some carry a provider's words
 
 
 # --- the request body ------------------------------------------------------------------------
@@ -124,22 +145,33 @@ def _text_content(value: Any, *, optional: bool = False) -> Any:
     if isinstance(value, list) and all(
         isinstance(part, dict) and isinstance(part.get("type"), str) for part in value
     ):
+        if any(p["type"] == "text" and not isinstance(p.get("text"), str) for p in value):
+            raise ValueError("a content part of type 'text' needs a string 'text'")
         return value
     raise ValueError("content must be a string or a list of content parts with a 'type'")
+
+
+def _string_chars(value: Any) -> int:
+    """Count the characters of every string in `value` (nested lists and dicts included)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_string_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_string_chars(v) for v in value)
+    return 0
 
 
 class _RoleMessage(_Body):
     name: StrictStr | None = None
 
     def chars(self) -> int:
-        """Characters of text this message carries (what the character limit counts)."""
-        content = getattr(self, "content", None)
-        calls = getattr(self, "tool_calls", None) or []
-        size = len(json.dumps(calls)) if calls else 0  # arguments are text the models read
-        if isinstance(content, str):
-            return size + len(content)
-        parts = content or []
-        return size + sum(len(p["text"]) for p in parts if isinstance(p.get("text"), str))
+        """Characters this message sends to the models (what the character limit counts).
+
+        Every string it carries counts, wherever it sits: the content or its parts, the
+        ``name``, tool calls and their arguments, ids. Each of them reaches every call.
+        """
+        return _string_chars(self.model_dump(exclude={"role"}, exclude_none=True))
 
 
 class _SystemMessage(_RoleMessage):
@@ -439,6 +471,8 @@ class _Preparer:
         aggregator = None
         if body.aggregator is not None:
             aggregator = self.policy.admit(body.aggregator, "aggregator")
+        limits.check_answer_tokens(body.max_tokens)
+        limits.check_answer_tokens(body.max_completion_tokens)
         return MoAContext(
             layers=body.layers,
             samples=body.samples,
@@ -552,6 +586,7 @@ def create_app(
     allow_models: Iterable[str] = (),
     allow_client_endpoints: bool = False,
     limits: RequestLimits | None = None,
+    security: ServeSecurity | None = None,
 ) -> Any:
     """Build the FastAPI app serving `systems` (model name -> MoA config).
 
@@ -564,22 +599,50 @@ def create_app(
             (``model@http://...`` or ``{"base_url", "model"}``); off by default, since the
             server then calls hosts its clients choose.
         limits: Per-request limits; `RequestLimits()` (its defaults) if None.
+        security: Browser and connection rules (hosts, origins, docs); `ServeSecurity()`
+            (loopback names only, no cross-origin requests, no docs) if None.
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import ClientDisconnect
 
+    if api_key is not None and not api_key.strip():
+        raise MoAConfigError(
+            "The API key is empty, which would let any client in: give a secret key, or "
+            "None for no key (loopback only)."
+        )
+    limits = limits or RequestLimits()
+    register_secret(api_key)
+    systems = {name: limits.with_budget(config) for name, config in systems.items()}
     graphs: dict[str, Any] = {
         name: create_moa_graph(config, name=name) for name, config in systems.items()
     }
     policy = ModelPolicy.for_systems(
         systems, allow_models, allow_client_endpoints=allow_client_endpoints
     )
-    prepare = _Preparer(systems, policy, limits or RequestLimits())
-    app = FastAPI(title="langgraph-moa", description="Mixture-of-Agents, OpenAI-compatible.")
-    app.add_middleware(_Guard, api_key=api_key, max_body_bytes=max_body_bytes)
+    prepare = _Preparer(systems, policy, limits)
+    security = security or ServeSecurity()
+    app = FastAPI(
+        title="langgraph-moa",
+        description="Mixture-of-Agents, OpenAI-compatible.",
+        docs_url="/docs" if security.docs else None,
+        redoc_url="/redoc" if security.docs else None,
+        openapi_url="/openapi.json" if security.docs else None,
+    )
+    app.add_middleware(BrowserGuard, security=security)
+    app.add_middleware(_Guard, api_key=api_key, max_body_bytes=max_body_bytes)  # runs first
+    if security.allowed_origins:  # outermost: a preflight carries no key
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(security.allowed_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+        )
     app.state.policy = policy
+    app.state.models = list(systems)
 
     @app.exception_handler(_APIError)
     async def _send_error(request: Request, exc: _APIError) -> JSONResponse:
@@ -602,12 +665,13 @@ def create_app(
         job = await run_in_threadpool(prepare, raw)
         graph = graphs[job.name]
         run_input = {"messages": job.messages}
+        seconds = limits.request_timeout_s
         if job.stream:
-            stream = _sse(request, graph, run_input, job)
+            stream = _sse(request, graph, run_input, job, seconds)
             return StreamingResponse(stream, media_type="text/event-stream")
         try:
             state = await _unless_disconnected(
-                request, graph.ainvoke(run_input, context=job.context)
+                request, _within(seconds, graph.ainvoke(run_input, context=job.context))
             )
         except _ClientGone:
             return Response(status_code=499)
@@ -655,7 +719,7 @@ def _completion(name: str, state: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _sse(
-    request: Any, graph: Any, run_input: dict[str, Any], job: _Job
+    request: Any, graph: Any, run_input: dict[str, Any], job: _Job, seconds: float
 ) -> AsyncIterator[str]:
     """Server-sent events in OpenAI's chunk format: role, tokens, finish, usage, [DONE].
 
@@ -665,10 +729,17 @@ async def _sse(
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
+    async def feed() -> None:
+        async for item in _events(graph, run_input, job):
+            queue.put_nowait(item)
+
     async def run() -> None:
         try:
-            async for item in _events(graph, run_input, job):
-                queue.put_nowait(item)
+            await _within(seconds, feed())
+            queue.put_nowait(_END)
+        except RequestTimeoutError as exc:  # the status line is sent: report in-band
+            queue.put_nowait(_error_event(exc))
+            queue.put_nowait("data: [DONE]\n\n")
             queue.put_nowait(_END)
         except Exception as exc:  # raised again by the reader, in the response's task
             queue.put_nowait(exc)
@@ -705,9 +776,7 @@ async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIter
         async for text in stream:
             yield event({"choices": [{"index": 0, "delta": {"content": text}}]})
     except MoAError as exc:  # the status line is already sent: report in-band, as OpenAI does
-        refusal = _api_error(exc)
-        error = {"error": {"message": str(exc), "type": refusal.kind, "code": refusal.status}}
-        yield f"data: {json.dumps(error)}\n\n"
+        yield _error_event(exc)
         yield "data: [DONE]\n\n"
         return
     answer = stream.answer
@@ -718,7 +787,11 @@ async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIter
     yield "data: [DONE]\n\n"
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+def _error_event(exc: MoAError) -> str:
+    """Return the in-band error event of a stream whose status line is already sent."""
+    refusal = _api_error(exc)
+    error = {"error": {"message": refusal.message, "type": refusal.kind, "code": refusal.status}}
+    return f"data: {json.dumps(error)}\n\n"
 
 
 def serve(
@@ -731,10 +804,12 @@ def serve(
     allow_client_endpoints: bool = False,
     limits: RequestLimits | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    security: ServeSecurity | None = None,
 ) -> None:
     """Serve the presets until interrupted (what `moa serve` runs)."""
     import uvicorn
 
+    security = (security or ServeSecurity()).with_bind_host(host)
     systems = {name: MoAConfig.from_preset(name) for name in presets}
     app = create_app(
         systems,
@@ -743,5 +818,6 @@ def serve(
         allow_models=allow_models,
         allow_client_endpoints=allow_client_endpoints,
         limits=limits,
+        security=security,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", **uvicorn_options(security))

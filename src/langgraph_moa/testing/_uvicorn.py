@@ -10,9 +10,13 @@ from langgraph_moa.transport._net import free_port
 class BackgroundServer:
     """Serve `app` on 127.0.0.1 until `stop()`; a context manager."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
-        """Pick a free port unless one is given; nothing starts yet."""
+    def __init__(self, app: Any, port: int | None = None, **options: Any) -> None:
+        """Pick a free port unless one is given; nothing starts yet.
+
+        `options` are more `uvicorn.Config` settings (the protocol class of `moa serve`).
+        """
         self.app = app
+        self.options = options
         self.port = port or free_port()
         self.root = f"http://127.0.0.1:{self.port}"
         self._server: Any = None
@@ -28,6 +32,7 @@ class BackgroundServer:
             port=self.port,
             log_level="error",
             timeout_graceful_shutdown=1,  # do not wait for hung requests to finish
+            **self.options,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

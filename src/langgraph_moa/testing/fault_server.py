@@ -24,7 +24,11 @@ from pydantic import BaseModel, Field
 
 from langgraph_moa.testing._uvicorn import BackgroundServer, free_port
 
-FaultKind = Literal["500", "503", "429", "400", "401", "hang", "truncated", "garbage"]
+FaultKind = Literal[
+    "500", "503", "429", "400", "401", "hang", "truncated", "garbage", "cut", "echo"
+]
+"""'cut' drops a streamed answer's connection halfway (a non-streamed one is 'truncated');
+'echo' is a 400 whose message repeats the request's credentials (a careless upstream)."""
 
 
 class FaultProfile(BaseModel):
@@ -59,6 +63,10 @@ class FaultServer:
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
         self.injected: dict[str, Counter[str]] = defaultdict(Counter)
+        self.last_headers: dict[str, dict[str, str]] = {}
+        """The headers of the last request for each model (what the client sent)."""
+        self.max_tokens_seen: dict[str, list[Any]] = defaultdict(list)
+        """Every ``max_tokens`` / ``max_completion_tokens`` asked of each model."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._background: BackgroundServer | None = None
@@ -100,6 +108,10 @@ class FaultServer:
         async def chat(request: Request) -> Response:
             body = await request.json()
             model = body.get("model", "default")
+            with self._lock:
+                self.last_headers[model] = dict(request.headers)
+                cap = body.get("max_tokens", body.get("max_completion_tokens"))
+                self.max_tokens_seen[model].append(cap)
             profile, fault, delay, n = self._draw(model)
             if fault is None:
                 await asyncio.sleep(delay)
@@ -107,7 +119,22 @@ class FaultServer:
             if fault == "hang":
                 await asyncio.sleep(profile.hang_s)
                 return _answer(body, model, n, profile)
-            if fault == "truncated":
+            if fault == "cut" and body.get("stream"):
+                return StreamingResponse(
+                    _chunks(body, model, n, profile, cut=True), media_type="text/event-stream"
+                )
+            if fault == "echo":
+                said = ", ".join(
+                    f"{k}: {v}"
+                    for k, v in request.headers.items()
+                    if k in ("authorization", "openai-organization", "openai-project")
+                )
+                message = f"Request refused for {model}; you sent {said}"
+                return JSONResponse(
+                    {"error": {"message": message, "type": "invalid_request_error"}},
+                    status_code=400,
+                )
+            if fault in ("truncated", "cut"):
                 whole = json.dumps(_completion(body, model, 0, profile))
                 return Response(whole[: len(whole) // 2], media_type="application/json")
             if fault == "garbage":
@@ -179,12 +206,19 @@ def _completion(body: dict[str, Any], model: str, n: int, profile: FaultProfile)
     }
 
 
+class _CutStream(Exception):
+    """Raised inside a streamed body: the server drops the connection mid-message."""
+
+
 async def _chunks(
-    body: dict[str, Any], model: str, n: int, profile: FaultProfile
+    body: dict[str, Any], model: str, n: int, profile: FaultProfile, *, cut: bool = False
 ) -> AsyncIterator[str]:
     text = _text(model, n, profile)
     base = {"id": f"chatcmpl-{model}-{n}", "object": "chat.completion.chunk", "model": model}
-    for i, word in enumerate(text.split(" ")):
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        if cut and i == len(words) // 2:
+            raise _CutStream(f"connection dropped after {i} words")
         piece = word if i == 0 else " " + word
         delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
         yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"

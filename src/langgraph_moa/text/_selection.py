@@ -29,6 +29,8 @@ from typing import Any, Literal, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from langgraph_moa.text._prompts import neutralize_markers
+
 Method = Literal["vote", "confidence", "consensus", "mux"]
 Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex", "text"]
 
@@ -577,9 +579,30 @@ def tally_note(candidates: Sequence[Candidate], config: SelectionConfig) -> str:
     if not groups:
         return ""
     parts = [
-        f"{g['answer']!r}: {g['votes']} of {len(candidates)} (responses "
+        f"{_quoted_answer(g['answer'])}: {g['votes']} of {len(candidates)} (responses "
         + ", ".join(str(i + 1) for i in g["proposals"])
         + ")"
         for g in _tally(groups)
     ]
-    return "Answers extracted from the responses, with their votes: " + "; ".join(parts) + "."
+    return (
+        "Answers extracted from the responses (untrusted text, quoted), with their votes: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+TALLY_ANSWER_CHARS = 80
+"""The longest answer the tally line quotes; a longer one is cut (the response holds it all)."""
+
+
+def _quoted_answer(answer: Any) -> str:
+    """Quote a proposal-derived answer so that it cannot pass for prompt text.
+
+    The tally line sits after the fenced references, outside any fence: the answer is put on
+    one line, cut to `TALLY_ANSWER_CHARS`, stripped of marker look-alikes and quoted as a
+    JSON string (so a quote or a newline inside it stays inside the quotes).
+    """
+    text = " ".join(str(answer).split())
+    if len(text) > TALLY_ANSWER_CHARS:
+        text = text[: TALLY_ANSWER_CHARS - 1] + "…"
+    return json.dumps(neutralize_markers(text), ensure_ascii=False)

@@ -1,0 +1,79 @@
+"""Secrets out of error text: what an upstream says goes nowhere before passing through here.
+
+An upstream's error body is untrusted text, and a careless (or hostile) one repeats the
+request's ``Authorization`` header, the organization and project ids, or the key itself.
+That text would otherwise reach a `moa serve` client (the 502 body, a stream's error event,
+``moa.calls[].error`` of a fallback answer), a log, a trace or a call record.
+
+`redact` removes every secret this process knows (the keys it read for the models it built,
+and any environment variable whose name says it holds a key, a token or a secret), bearer
+tokens, ``sk-`` keys and OpenAI organization and project ids. `summarize_error` does that and
+makes one short line of it. This module imports nothing of the package, so every layer
+may use it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+
+REDACTED = "[redacted]"
+MIN_SECRET_CHARS = 6
+"""Shorter values are not treated as secrets (they would redact ordinary words)."""
+
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$|_ORG_ID$|PROJECT_ID$")
+_ACCOUNT_VARS = ("OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "OPENAI_PROJECT_ID")
+
+_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=\-]{4,}"), rf"\1\2{REDACTED}"),
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), REDACTED),
+    (re.compile(r"\borg-[A-Za-z0-9]{6,}"), f"org-{REDACTED}"),
+    (re.compile(r"\bproj_[A-Za-z0-9]{6,}"), f"proj_{REDACTED}"),
+    (
+        re.compile(
+            r"(?i)((?:api[_-]?key|x-api-key|authorization|openai-organization|openai-project)"
+            r"[\"']?\s*[:=]\s*[\"']?)([^\s,;\"'}]+)"
+        ),
+        rf"\1{REDACTED}",
+    ),
+]
+
+_known: set[str] = set()
+_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret this process uses (a key read for a model, the server's own key)."""
+    if value and len(value.strip()) >= MIN_SECRET_CHARS:
+        with _lock:
+            _known.add(value.strip())
+
+
+def _secrets() -> list[str]:
+    """Return every secret to remove, longest first (so no part of one is left behind)."""
+    found = {
+        value.strip()
+        for name, value in os.environ.items()
+        if (_SECRET_NAME.search(name.upper()) or name in _ACCOUNT_VARS)
+        and len(value.strip()) >= MIN_SECRET_CHARS
+    }
+    with _lock:
+        found |= _known
+    return sorted(found, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """Return `text` without the secrets this process knows and the usual credential shapes."""
+    for secret in _secrets():
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def summarize_error(text: str, limit: int = 300) -> str:
+    """Return `text` redacted, on one line, at most `limit` characters."""
+    line = " ".join(redact(text).split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"

@@ -1,0 +1,262 @@
+"""What `moa serve` checks before a request reaches a handler: browsers, hosts, slow clients.
+
+(No `from __future__ import annotations`: uvicorn's protocol class is subclassed here.)
+
+Two layers, because they see different things:
+
+- `BrowserGuard`, an ASGI middleware, sees a request once its head has arrived. It refuses
+  a ``Host`` the server does not answer to (DNS rebinding: a page on ``evil.example`` whose
+  name now resolves to 127.0.0.1 would otherwise read the answers), an ``Origin`` that is
+  neither the server's own nor allowed by the operator (a cross-site ``text/plain`` or form
+  POST needs no preflight, so the browser sends it and the server would pay for it), and an
+  API POST that is not ``application/json`` (the content types a browser sends cross-site
+  without asking). It also bounds the time the body may take to arrive.
+- `guarded_protocol`, uvicorn's h11 protocol with two more rules, sees connections: a
+  request head must arrive within a time limit (a client that sends one byte a second holds
+  a descriptor for nothing), and one client address may hold only so many connections, so
+  a slow or idle flood from one address cannot take the descriptors every other client
+  needs. Both act before any application code runs, and a refused connection is closed at
+  once, which costs the server almost nothing.
+"""
+
+import asyncio
+import json
+from collections import Counter
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+"""The names a loopback server answers to by default."""
+
+
+class ServeSecurity(BaseModel):
+    """The browser and connection rules of `moa serve`; each field has a flag.
+
+    The defaults suit the default bind (loopback): only loopback names in ``Host``, no
+    cross-origin browser requests, no interactive docs.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_hosts: tuple[str, ...] = Field(default=LOOPBACK_NAMES, description="--allowed-host")
+    """Host names the server answers to (port ignored); ``*`` answers to any."""
+    allowed_origins: tuple[str, ...] = Field(default=(), description="--allowed-origin")
+    """Browser origins (``https://app.example``) allowed besides the server's own."""
+    docs: bool = Field(default=False, description="--docs")
+    """Serve ``/docs`` and ``/openapi.json``."""
+    header_timeout_s: float = Field(default=10.0, gt=0, description="--header-timeout")
+    """Longest wait for a request's head (method, path, headers) once a connection is idle."""
+    body_timeout_s: float = Field(default=30.0, gt=0, description="--body-timeout")
+    """Longest time a request body may take to arrive, counted from its head."""
+    max_connections_per_client: int = Field(
+        default=64, ge=1, description="--max-connections-per-client"
+    )
+    """Open connections one client address may hold; more are closed at once."""
+
+    def with_bind_host(self, host: str) -> "ServeSecurity":
+        """Add the bound name to the allowed hosts (a wildcard bind adds nothing)."""
+        if host in ("0.0.0.0", "::", "") or "*" in self.allowed_hosts:
+            return self
+        name = host.strip("[]").lower()
+        if name in self.allowed_hosts:
+            return self
+        return self.model_copy(update={"allowed_hosts": (*self.allowed_hosts, name)})
+
+
+def _error(status: int, message: str, kind: str, code: str) -> tuple[int, bytes]:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return status, json.dumps(body).encode()
+
+
+async def _send_error(send: Any, status: int, body: bytes, *, close: bool = False) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def host_name(value: str) -> str:
+    """Return the host of a ``Host`` header or an origin's authority, without its port."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class BrowserGuard:
+    """ASGI middleware: the ``Host``, ``Origin`` and content-type rules, and the body deadline.
+
+    A plain ASGI middleware, like the key check, so that it never buffers a body.
+    """
+
+    def __init__(self, app: Any, security: ServeSecurity) -> None:
+        self.app = app
+        self.security = security
+        self.any_host = "*" in security.allowed_hosts
+        self.hosts = {h.lower().strip("[]") for h in security.allowed_hosts}
+        self.any_origin = "*" in security.allowed_origins
+        self.origins = {o.lower().rstrip("/") for o in security.allowed_origins}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await _send_error(send, *refusal)
+            return
+        await self.app(scope, *self._with_body_deadline(receive, send))
+
+    def _refusal(self, scope: Any) -> tuple[int, bytes] | None:
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if host and not self.any_host and host_name(host) not in self.hosts:
+            return _error(
+                421,
+                f"This server does not answer to the host {host_name(host)!r}; the operator "
+                "can allow it with --allowed-host.",
+                "invalid_request_error",
+                "host_not_allowed",
+            )
+        origin = headers.get(b"origin")
+        if origin is not None and not self._origin_allowed(origin.decode("latin-1"), host):
+            return _error(
+                403,
+                f"Requests from the web origin {origin.decode('latin-1')!r} are refused; the "
+                "operator can allow it with --allowed-origin.",
+                "permission_error",
+                "origin_not_allowed",
+            )
+        if origin is None and headers.get(b"sec-fetch-site") == b"cross-site":
+            return _error(
+                403,
+                "Cross-site browser requests are refused; the operator can allow an origin "
+                "with --allowed-origin.",
+                "permission_error",
+                "origin_not_allowed",
+            )
+        if scope["method"] in ("POST", "PUT", "PATCH") and scope["path"].startswith("/v1/"):
+            kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if kind != b"application/json":
+                return _error(
+                    415,
+                    "The body must be sent as 'Content-Type: application/json'.",
+                    "invalid_request_error",
+                    "unsupported_media_type",
+                )
+        return None
+
+    def _origin_allowed(self, origin: str, host: str) -> bool:
+        origin = origin.strip().lower().rstrip("/")
+        if self.any_origin or origin in self.origins:
+            return True
+        scheme, sep, authority = origin.partition("://")
+        # The server's own pages (same scheme-less authority as the Host it answered to).
+        return bool(sep) and scheme in ("http", "https") and authority == host.strip().lower()
+
+    def _with_body_deadline(self, receive: Any, send: Any) -> tuple[Any, Any]:
+        """Wrap `receive` so the whole body must arrive within ``body_timeout_s``.
+
+        Past it, the guard answers 408 itself (closing the connection) and tells the handler
+        the client is gone, so the handler stops reading; whatever the handler then sends
+        is dropped.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.security.body_timeout_s
+        state = {"body_done": False, "answered": False}
+
+        async def guarded_receive() -> Any:
+            if state["body_done"] or state["answered"]:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                state["answered"] = True
+                status, body = _error(
+                    408,
+                    "The request body did not arrive within "
+                    f"{self.security.body_timeout_s:g} s; send it at once.",
+                    "invalid_request_error",
+                    "body_timeout",
+                )
+                await _send_error(send, status, body, close=True)
+                return {"type": "http.disconnect"}
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                state["body_done"] = True
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            if not state["answered"]:
+                await send(message)
+
+        return guarded_receive, guarded_send
+
+
+def guarded_protocol(security: ServeSecurity) -> type[H11Protocol]:
+    """Return uvicorn's h11 protocol with a head deadline and a per-address connection limit.
+
+    Each call makes a class with its own connection count, so two servers in one process
+    (tests) do not share it.
+    """
+    open_by_client: Counter[str] = Counter()
+
+    class GuardedH11Protocol(H11Protocol):
+        _counted: str | None = None
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            address = self.client[0] if self.client else ""
+            if open_by_client[address] >= security.max_connections_per_client:
+                transport.close()
+                return
+            open_by_client[address] += 1
+            self._counted = address
+            self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_timer()
+            if self._counted is not None:
+                open_by_client[self._counted] -= 1
+                if open_by_client[self._counted] <= 0:
+                    del open_by_client[self._counted]
+                self._counted = None
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request head arrived
+                self._disarm_head_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and (
+                self.cycle is None or self.cycle.response_complete
+            ):
+                self._arm_head_timer()  # waiting for the next request's head
+
+        def _arm_head_timer(self) -> None:
+            self._disarm_head_timer()
+            self._head_timer = self.loop.call_later(security.header_timeout_s, self._head_late)
+
+        def _disarm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_late(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedH11Protocol
+
+
+def uvicorn_options(security: ServeSecurity) -> dict[str, Any]:
+    """Return the uvicorn settings that apply `security` (the protocol with its limits)."""
+    return {"http": guarded_protocol(security), "timeout_keep_alive": 5}

@@ -1,0 +1,545 @@
+"""`moa serve` hardening, second round: real HTTP on loopback against the fake backend.
+
+Each test pins one finding of the adversarial review (issue 21) and failed on the code
+before it: browsers and rebinding, the select-preset 500, spliced streams, the keyed
+endpoint, token caps, upstream error text, the character count, slow clients.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.serving._app import create_app
+from langgraph_moa.serving._guard import ServeSecurity, uvicorn_options
+from langgraph_moa.testing import BackgroundServer, FaultProfile, FaultServer
+from langgraph_moa.transport._net import free_port
+
+USER = [{"role": "user", "content": "Explain X"}]
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    with FaultServer(default=FaultProfile(latency_s=(0.0, 0.01), reply_words=8)) as server:
+        yield server
+
+
+def serve(systems, security=None, **kwargs):
+    """Serve `systems` as `moa serve` does (its protocol, its guards) on a free port."""
+    security = security or ServeSecurity()
+    app = create_app(systems, security=security, **kwargs)
+    return BackgroundServer(app, **uvicorn_options(security))
+
+
+@pytest.fixture(scope="module")
+def moa(backend):
+    systems = {
+        "fake-moa": MoAConfig(
+            proposers=[f"p1@{backend.url}", f"p2@{backend.url}"],
+            aggregator=f"agg@{backend.url}",
+            layers=2,
+            name="fake-moa",
+        )
+    }
+    with serve(systems) as server:
+        yield server
+
+
+def chat(server, body=None, **kwargs):
+    body = body or {"model": "fake-moa", "messages": USER}
+    if body["model"] == "fake-moa" and "fake-moa" not in server.app.state.models:
+        body = {**body, "model": next(iter(server.app.state.models))}
+    return httpx.post(f"{server.root}/v1/chat/completions", json=body, timeout=30, **kwargs)
+
+
+# --- browsers: Origin, Host, content type, docs ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        # The simple requests a page on another site sends without a preflight.
+        (
+            {"content-type": "text/plain", "origin": "https://evil.example"},
+            403,
+            "origin_not_allowed",
+        ),
+        (
+            {"content-type": "application/x-www-form-urlencoded", "origin": "https://evil.example"},
+            403,
+            "origin_not_allowed",
+        ),
+        ({"content-type": "text/plain"}, 415, "unsupported_media_type"),
+        ({"content-type": "multipart/form-data; boundary=x"}, 415, "unsupported_media_type"),
+        ({"content-type": "application/json", "origin": "null"}, 403, "origin_not_allowed"),
+        # A DNS-rebinding page: the browser sends the attacker's name as Host.
+        ({"content-type": "application/json", "host": "evil.example"}, 421, "host_not_allowed"),
+        ({"content-type": "application/json", "sec-fetch-site": "cross-site"}, 403, None),
+    ],
+)
+def test_cross_site_and_rebinding_requests_are_refused_before_any_call(
+    moa, backend, headers, status, code
+):
+    before = sum(backend.requests.values())
+    body = json.dumps({"model": "fake-moa", "messages": USER})
+    response = httpx.post(
+        f"{moa.root}/v1/chat/completions", content=body, headers=headers, timeout=30
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert code is None or error["code"] == code
+    assert "\n" not in error["message"]
+    assert sum(backend.requests.values()) == before  # nothing was paid for
+
+
+def test_same_origin_pages_and_plain_clients_are_served(moa):
+    own = moa.root  # a page served by this server (issue 20's web page) posts from here
+    assert chat(moa, headers={"origin": own}).status_code == 200
+    assert chat(moa, headers={"host": "localhost"}).status_code == 200
+    assert chat(moa).status_code == 200
+
+
+def test_docs_are_off_unless_asked_for(moa, backend):
+    for path in ("/docs", "/openapi.json", "/redoc"):
+        assert httpx.get(f"{moa.root}{path}").status_code == 404
+    systems = {"m": MoAConfig(proposers=[f"p@{backend.url}"], aggregator=f"a@{backend.url}")}
+    with serve(systems, ServeSecurity(docs=True)) as server:
+        assert httpx.get(f"{server.root}/openapi.json").status_code == 200
+
+
+def test_an_allowed_origin_gets_cors_and_others_do_not(backend):
+    systems = {"m": MoAConfig(proposers=[f"p@{backend.url}"], aggregator=f"a@{backend.url}")}
+    security = ServeSecurity(allowed_origins=("https://app.example",))
+    with serve(systems, security) as server:
+        url = f"{server.root}/v1/chat/completions"
+        preflight = httpx.options(
+            url,
+            headers={
+                "origin": "https://app.example",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        body = {"model": "m", "messages": USER}
+        ok = httpx.post(url, json=body, headers={"origin": "https://app.example"}, timeout=30)
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "https://app.example"
+        other = httpx.post(url, json=body, headers={"origin": "https://evil.example"}, timeout=30)
+        assert other.status_code == 403
+
+
+# --- the moa serve command -------------------------------------------------------------------
+
+
+def _moa(*args, env=None):
+    return [sys.executable, "-m", "langgraph_moa", *args]
+
+
+def _env(**extra):
+    return {**os.environ, "PYTHONPATH": SRC, **extra}
+
+
+def test_moa_serve_checks_host_and_docs_and_refuses_an_empty_key(tmp_path):
+    empty = subprocess.run(
+        _moa("serve", "-p", "moa-lite", "--api-key", "", "--host", "0.0.0.0"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert empty.returncode != 0
+    assert "API key is empty" in empty.stderr and "Traceback" not in empty.stderr
+    port = free_port()
+    flags = ["--port", str(port), "--allowed-host", "moa.internal"]
+    log = (tmp_path / "stderr.txt").open("w")
+    server = subprocess.Popen(
+        _moa("serve", "-p", "moa-lite", *flags),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        root = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moa serve did not start"
+                assert server.poll() is None, "moa serve exited"
+                time.sleep(0.2)
+        assert httpx.get(f"{root}/v1/models").status_code == 200
+        assert httpx.get(f"{root}/v1/models", headers={"host": "moa.internal:80"}).is_success
+        assert httpx.get(f"{root}/v1/models", headers={"host": "evil.example"}).status_code == 421
+        assert httpx.get(f"{root}/docs").status_code == 404
+        assert httpx.get(f"{root}/openapi.json").status_code == 404
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    warned = " ".join((tmp_path / "stderr.txt").read_text().split())
+    assert "moa-lite uses reference_format 'paper', which does not fence proposals" in warned
+
+
+# --- a select preset with an aggregator ------------------------------------------------------
+
+
+def test_an_aggregator_on_a_select_preset_is_a_400_and_the_connection_lives_on(backend):
+    systems = {
+        "vote": MoAConfig(
+            variant="select",
+            proposers=[{"model": f"p@{backend.url}", "samples": 3}],
+            name="vote",
+        )
+    }
+    with serve(systems, allow_models=[f"a@{backend.url}"]) as server, httpx.Client() as http:
+        url = f"{server.root}/v1/chat/completions"
+        for aggregator in (f"p@{backend.url}", f"a@{backend.url}"):
+            body = {"model": "vote", "messages": USER, "aggregator": aggregator}
+            response = http.post(url, json=body, timeout=30)
+            assert response.status_code == 400, response.text
+            message = response.json()["error"]["message"]
+            assert "'select' variant" in message and "remove 'aggregator'" in message
+        # The same keep-alive connection answers the next request.
+        ok = http.post(url, json={"model": "vote", "messages": USER}, timeout=30)
+        assert ok.status_code == 200
+        # Leaving 'select' for a variant that aggregates is a whole config, and runs.
+        body = {"model": "vote", "messages": USER, "variant": "self-moa", "aggregator": None}
+        assert http.post(url, json=body, timeout=30).status_code == 200
+
+
+# --- streams never splice two attempts -------------------------------------------------------
+
+
+def _stream(server, model):
+    """Stream one answer; return its text pieces and the in-band error, if any."""
+    body = {"model": model, "messages": USER, "stream": True}
+    pieces, error, done = [], None, False
+    with httpx.stream(
+        "POST", f"{server.root}/v1/chat/completions", json=body, timeout=60
+    ) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                done = True
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                error = event["error"]
+            for choice in event.get("choices", []):
+                pieces.append(choice["delta"].get("content") or "")
+    assert done
+    return "".join(pieces), error
+
+
+@pytest.fixture(scope="module")
+def cutting_backend():
+    profiles = {
+        "cut-always": FaultProfile(error_rate=1.0, errors=["cut"], reply_words=10),
+        "cut-often": FaultProfile(error_rate=0.3, errors=["cut"], reply_words=10),
+        "fail-before": FaultProfile(error_rate=0.4, errors=["500"], reply_words=10),
+    }
+    with FaultServer(profiles, default=FaultProfile(reply_words=6), seed=7) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cutting_moa(cutting_backend):
+    url = cutting_backend.url
+    fast = {"max_attempts": 3, "initial_interval": 0.0, "jitter": False}
+    systems = {
+        name: MoAConfig(
+            proposers=[f"p1@{url}", f"p2@{url}"],
+            aggregator=f"{name}@{url}",
+            layers=2,
+            retry=fast,
+            name=name,
+        )
+        for name in ("cut-always", "cut-often", "fail-before")
+    }
+    with serve(systems) as server:
+        yield server
+
+
+def test_a_stream_cut_midway_ends_with_an_error_and_never_sends_a_second_attempt(cutting_moa):
+    text, error = _stream(cutting_moa, "cut-always")
+    # The first attempt's half went out; the retry's text never follows it.
+    assert text.count("answer") == 1, text
+    assert error is not None and "stream broke" in error["message"]
+    assert "\n" not in error["message"]
+
+
+def test_under_random_cuts_each_stream_is_one_whole_answer_or_an_error(cutting_moa):
+    outcomes = {"whole": 0, "error": 0}
+    for _ in range(20):
+        text, error = _stream(cutting_moa, "cut-often")
+        assert text.count("answer") <= 1, f"two attempts spliced: {text!r}"
+        if error is None:
+            assert len(text.split()) == 10, text  # a whole answer, nothing missing
+            outcomes["whole"] += 1
+        else:
+            outcomes["error"] += 1
+    assert outcomes["whole"] > 0 and outcomes["error"] > 0, outcomes
+
+
+def test_a_failure_before_the_first_token_is_retried_invisibly(cutting_moa, cutting_backend):
+    before = cutting_backend.injected_total(["fail-before"])
+    for _ in range(8):
+        text, error = _stream(cutting_moa, "fail-before")
+        assert error is None and text.count("answer") == 1, text
+        # The aggregator's whole answer, or (three failures in a row) a labelled fallback.
+        assert len(text.split()) == 10 or text.startswith("p"), text
+    assert cutting_backend.injected_total(["fail-before"]) > before  # retries did happen
+
+
+# --- keyed endpoints and account headers -----------------------------------------------------
+
+
+def test_a_client_naming_the_keyed_endpoint_never_breaks_it_for_others(backend, monkeypatch):
+    from langgraph_moa.providers._models import OpenAIEndpoint
+
+    monkeypatch.setenv("KEYED_TEST_KEY", "sekret-123")
+    keyed = OpenAIEndpoint(base_url=backend.url, model="keyed", api_key_env="KEYED_TEST_KEY")
+    systems = {"m": MoAConfig(proposers=[keyed], aggregator=f"agg@{backend.url}", name="m")}
+    with serve(systems) as server:
+        # First a client names the endpoint by its label, then others use the preset.
+        body = {"model": "m", "messages": USER, "proposers": [keyed.label()]}
+        assert chat(server, body).status_code == 200
+        assert backend.last_headers["keyed"]["authorization"] == "Bearer sekret-123"
+        for i in range(5):
+            body = {"model": "m", "messages": USER, "temperature": 0.1 + i / 10}
+            assert chat(server, body).status_code == 200
+            assert chat(server, {"model": "m", "messages": USER}).status_code == 200
+            assert backend.last_headers["keyed"]["authorization"] == "Bearer sekret-123"
+
+
+def test_client_endpoints_never_get_the_servers_account_headers(backend, monkeypatch):
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-SERVERSECRET")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_SERVERSECRET")
+    systems = {"m": MoAConfig(proposers=[f"p@{backend.url}"], aggregator=f"a@{backend.url}")}
+    with serve(systems, allow_client_endpoints=True) as server:
+        chosen = {"base_url": backend.url, "model": "client-chosen"}
+        body = {"model": "m", "messages": USER, "proposers": [chosen]}
+        assert chat(server, body).status_code == 200
+        sent = backend.last_headers["client-chosen"]
+        assert "openai-organization" not in sent and "openai-project" not in sent
+        assert "SERVERSECRET" not in json.dumps(sent)
+
+
+# --- token caps, token budget, retries in the call limit, deadlines ---------------------------
+
+
+def _answer_caps(backend, model):
+    return [cap for cap in backend.max_tokens_seen.get(model, []) if cap is not None]
+
+
+def test_client_token_requests_are_capped_by_the_flag_or_the_preset(backend):
+    url = backend.url
+    systems = {
+        "m": MoAConfig(proposers=[f"p@{url}"], aggregator=f"cap-agg@{url}", name="m"),
+        "big": MoAConfig(
+            proposers=[f"p@{url}"], aggregator={"model": f"big-agg@{url}", "max_tokens": 8000}
+        ),
+    }
+    with serve(systems) as server:
+        for field, value in (("max_tokens", 10**9), ("max_completion_tokens", 2**64)):
+            response = chat(server, {"model": "m", "messages": USER, field: value})
+            assert response.status_code == 400, response.text
+            assert "--max-answer-tokens" in response.json()["error"]["message"]
+        assert _answer_caps(backend, "cap-agg") == []  # refused before any call
+        assert chat(server, {"model": "m", "messages": USER, "max_tokens": 4096}).is_success
+        assert _answer_caps(backend, "cap-agg") == [4096]
+        # A preset whose own cap is higher raises the limit for itself.
+        assert chat(server, {"model": "big", "messages": USER, "max_tokens": 8000}).is_success
+        assert (
+            chat(server, {"model": "big", "messages": USER, "max_tokens": 8001}).status_code == 400
+        )
+    small = {
+        "m": MoAConfig(proposers=[f"p@{url}"], aggregator={"model": f"a@{url}", "max_tokens": 50})
+    }
+    with serve(small, limits=RequestLimits(max_answer_tokens=100)) as server:
+        assert chat(server, {"model": "m", "messages": USER, "max_tokens": 100}).is_success
+        assert chat(server, {"model": "m", "messages": USER, "max_tokens": 101}).status_code == 400
+
+
+def test_the_token_budget_flag_stops_a_run_before_the_next_call(backend):
+    url = backend.url
+    systems = {"m": MoAConfig(proposers=[f"p@{url}"], aggregator=f"budget-agg@{url}", name="m")}
+    with serve(systems, limits=RequestLimits(max_run_tokens=5)) as server:
+        response = chat(server)
+    assert response.status_code == 200, response.text
+    assert response.json()["moa"]["fallback"] == "budget"
+    assert backend.requests["budget-agg"] == 0
+
+
+def test_retries_count_in_the_call_limit(backend):
+    url = backend.url
+    systems = {
+        "m": MoAConfig(
+            proposers=[f"p1@{url}", f"p2@{url}"], aggregator=f"a@{url}", layers=2, name="m"
+        )
+    }
+    # 3 calls x 3 attempts = 9 requests: served as is; 2 layers more = 7 calls = 21 requests.
+    with serve(systems, limits=RequestLimits(max_calls=20)) as server:
+        assert chat(server).status_code == 200
+        response = chat(server, {"model": "m", "messages": USER, "layers": 4})
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "21 model requests" in message and "--max-calls" in message
+
+
+@pytest.fixture(scope="module")
+def slow_backend():
+    profiles = {
+        "limited": FaultProfile(error_rate=1.0, errors=["429"], retry_after_s=60),
+        "hung": FaultProfile(error_rate=1.0, errors=["hang"], hang_s=30),
+    }
+    with FaultServer(profiles, default=FaultProfile(reply_words=6)) as server:
+        yield server
+
+
+def test_retry_after_past_the_deadline_fails_the_call_at_once(slow_backend):
+    url = slow_backend.url
+    systems = {
+        "m": MoAConfig(proposers=[f"limited@{url}", f"p@{url}"], aggregator=f"a@{url}", layers=2)
+    }
+    with serve(systems, limits=RequestLimits(request_timeout_s=10)) as server:
+        # Waiting out Retry-After: 60 would take a minute; the client gives up at 20 s.
+        reply = httpx.post(
+            f"{server.root}/v1/chat/completions",
+            json={"model": "m", "messages": USER},
+            timeout=20,
+        ).json()
+    limited = [c for c in reply["moa"]["calls"] if c["configured_model"].startswith("limited")]
+    assert limited[0]["status"] == "failed"
+    assert "past this request's deadline" in limited[0]["error"]
+    assert slow_backend.requests["limited"] == 1, limited  # not retried
+
+
+def test_a_request_past_its_time_limit_is_a_504_or_an_in_band_error(slow_backend):
+    url = slow_backend.url
+    systems = {"m": MoAConfig(proposers=[f"hung@{url}"], aggregator=f"a@{url}")}
+    with serve(systems, limits=RequestLimits(request_timeout_s=1)) as server:
+        response = chat(server)
+        assert response.status_code == 504
+        assert "--request-timeout" in response.json()["error"]["message"]
+        text, error = _stream(server, "m")
+        assert text == "" and "--request-timeout" in error["message"]
+
+
+# --- upstream error text ---------------------------------------------------------------------
+
+SERVER_KEY = "server-secret-0123456789"
+ORG = "org-SERVERORG123456"
+
+
+@pytest.fixture(scope="module")
+def echo_backend():
+    profiles = {"echo": FaultProfile(error_rate=1.0, errors=["echo"])}
+    with FaultServer(profiles, default=FaultProfile(reply_words=6)) as server:
+        yield server
+
+
+@pytest.fixture
+def echo_moa(echo_backend, monkeypatch):
+    from langgraph_moa.providers._models import OpenAIEndpoint
+
+    monkeypatch.setenv("ECHO_UPSTREAM_CRED", SERVER_KEY)  # a name no pattern would guess
+    monkeypatch.setenv("OPENAI_ORG_ID", ORG)
+    url = echo_backend.url
+    echo = OpenAIEndpoint(base_url=url, model="echo", api_key_env="ECHO_UPSTREAM_CRED")
+    systems = {
+        "all-fail": MoAConfig(proposers=[echo], aggregator=f"a@{url}", layers=2),
+        "one-fails": MoAConfig(proposers=[echo, f"p@{url}"], aggregator=f"a@{url}", layers=2),
+        "agg-fails": MoAConfig(proposers=[f"p@{url}"], aggregator=echo, layers=2),
+    }
+    with serve(systems) as server:
+        yield server
+
+
+def _leaks(text):
+    return [s for s in (SERVER_KEY, ORG, "SERVERORG") if s in text]
+
+
+def test_an_upstream_echoing_credentials_leaks_nothing_to_the_client(echo_moa, echo_backend):
+    # The upstream did receive the key and repeats it in its error.
+    response = chat(echo_moa, {"model": "all-fail", "messages": USER})
+    assert echo_backend.last_headers["echo"]["authorization"] == f"Bearer {SERVER_KEY}"
+    assert response.status_code == 502
+    message = response.json()["error"]["message"]
+    assert _leaks(response.text) == [] and "\n" not in message and len(message) < 400
+    assert message.startswith("All 1 proposer calls of layer 1 failed")
+    _, error = _stream(echo_moa, "all-fail")
+    assert error is not None and _leaks(json.dumps(error)) == []
+    for model in ("one-fails", "agg-fails"):  # a 200 with the failed call in moa.calls
+        response = chat(echo_moa, {"model": model, "messages": USER})
+        assert response.status_code == 200
+        failed = [c for c in response.json()["moa"]["calls"] if c["status"] == "failed"]
+        assert failed and all("[redacted]" in c["error"] for c in failed), [
+            c["error"] for c in failed
+        ]
+        assert _leaks(response.text) == []
+
+
+def test_the_python_api_sees_redacted_errors_too(echo_backend, monkeypatch):
+    from langgraph_moa import AllProposersFailedError, create_moa_graph
+    from langgraph_moa.providers._models import OpenAIEndpoint
+
+    monkeypatch.setenv("ECHO_UPSTREAM_CRED", SERVER_KEY)
+    echo = OpenAIEndpoint(base_url=echo_backend.url, model="echo", api_key_env="ECHO_UPSTREAM_CRED")
+    graph = create_moa_graph(MoAConfig(proposers=[echo], aggregator=echo, layers=2))
+    with pytest.raises(AllProposersFailedError) as raised:
+        graph.invoke({"messages": [("user", "q")]})
+    assert _leaks(str(raised.value)) == [] and _leaks(json.dumps(raised.value.calls)) == []
+    cause = raised.value.calls[0]["error"]
+    assert "authorization: [redacted]" in cause.lower() or "bearer [redacted]" in cause.lower()
+
+
+# --- the character limit counts every character sent ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "user", "content": "hi", "name": "n" * 1200},
+        {"role": "user", "content": [{"type": "text", "text": "t" * 600}] * 2},
+        {"role": "user", "content": [{"type": "text", "text": "t" * 400, "extra": "e" * 800}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c" * 1200, "type": "function", "function": {"name": "f"}}],
+        },
+    ],
+)
+def test_max_chars_counts_every_character_sent(backend, message):
+    systems = {"m": MoAConfig(proposers=[f"chars@{backend.url}"], aggregator=f"a@{backend.url}")}
+    before = backend.requests["chars"]
+    with serve(systems, limits=RequestLimits(max_chars=1000)) as server:
+        body = {"model": "m", "messages": [message, {"role": "user", "content": "go"}]}
+        response = chat(server, body)
+    assert response.status_code == 400, response.text
+    assert "--max-chars" in response.json()["error"]["message"]
+    assert backend.requests["chars"] == before
+
+
+def test_a_text_part_whose_text_is_not_a_string_is_refused(moa):
+    body = {
+        "model": "fake-moa",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": ["a"] * 9}]}],
+    }
+    response = chat(moa, body)
+    assert response.status_code == 400 and "string 'text'" in response.json()["error"]["message"]

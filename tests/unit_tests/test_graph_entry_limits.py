@@ -1,0 +1,63 @@
+"""The LangGraph server entry points (graphs/*.py) hold every run to `moa serve`'s limits."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.config import RequestLimits
+from langgraph_moa.config.context import ContextConfigCache, MoAContext
+from langgraph_moa.errors import LimitExceededError
+
+GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
+
+
+def entry(name):
+    spec = importlib.util.spec_from_file_location(f"entry_{name}", GRAPHS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.graph
+
+
+@pytest.mark.parametrize("name", ["moa", "self_moa", "self_moa_seq"])
+@pytest.mark.parametrize(
+    ("context", "flag"),
+    [
+        (
+            {
+                "variant": "moa",
+                "proposers": ["local:qwen2.5-coder-0.5b"] * 1000,
+                "samples": 256,
+                "layers": 16,
+                "max_tokens": 10**9,
+            },
+            "--max-proposers",
+        ),
+        ({"samples": 256}, "--max-samples"),
+        ({"layers": 16, "variant": "moa"}, "--max-layers"),
+        ({"max_tokens": 10**9}, "--max-answer-tokens"),
+        ({"aggregator_max_tokens": 10**9}, "--max-answer-tokens"),
+    ],
+)
+def test_a_context_past_the_limits_is_refused_before_any_call(name, context, flag):
+    graph = entry(name)
+    with pytest.raises(LimitExceededError, match=flag):
+        graph.invoke({"messages": [("user", "q")]}, context=context)
+
+
+def test_the_entry_points_carry_the_token_budget_of_moa_serve():
+    graph = entry("moa")
+    config = graph.nodes["prepare"].bound.func.__self__.configs.base  # the compiled base
+    assert config.budget.max_tokens == RequestLimits().max_run_tokens
+
+
+def test_contexts_within_the_limits_pass_and_a_preset_keeps_the_budget():
+    base = MoAConfig.from_preset("local-moa")
+    cache = ContextConfigCache(base, limits=RequestLimits())
+    assert cache.get(MoAContext(layers=2)).layers == 2
+    assert cache.get(MoAContext(preset="moa-lite")).budget.max_tokens == 1_000_000
+    with pytest.raises(LimitExceededError, match="--max-layers"):
+        cache.get(MoAContext(layers=16))
+    with pytest.raises(LimitExceededError, match="--max-calls"):
+        cache.get(MoAContext(layers=4, samples=8))
