@@ -118,3 +118,22 @@ def test_a_forked_child_builds_its_own_models_and_call_loop():
         os.waitpid(pid, 0)
         raise AssertionError("the forked child hung")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_every_model_on_a_client_the_package_builds_gets_the_aiohttp_transport(monkeypatch):
+    import openai
+
+    from langgraph_moa.local.runtime import LocalRuntime
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("TOGETHER_API_KEY", "tg-test")
+
+    class Server:  # the local runtime's server, not spawned
+        url = "http://127.0.0.1:9/v1"
+
+    monkeypatch.setattr(LocalRuntime, "server", lambda self, name: Server())
+    cache = ModelCache()
+    for spec in [ENDPOINT, "openai:gpt-4o-mini", "together:meta/llama", "local:qwen2.5-0.5b"]:
+        client = cache.get(spec, {}).http_async_client
+        assert isinstance(client, openai.DefaultAioHttpClient), spec
+        assert "get_client" in vars(client._transport), spec

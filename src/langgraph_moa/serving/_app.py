@@ -744,4 +744,24 @@ def serve(
         allow_client_endpoints=allow_client_endpoints,
         limits=limits,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    options = server_options()
+    uvicorn.run(
+        app, host=host, port=port, log_level="warning", loop=options["loop"], http=options["http"]
+    )
+
+
+def server_options() -> dict[str, str]:
+    """Choose uvicorn's event loop and HTTP parser: uvloop and httptools when installed.
+
+    Both come with the ``serve`` extra; without them uvicorn's pure-Python defaults (asyncio,
+    h11) serve the same requests more slowly (benchmarks/serve_load.py).
+    """
+    import importlib.util
+
+    def installed(name: str) -> bool:
+        return importlib.util.find_spec(name) is not None
+
+    return {
+        "loop": "uvloop" if installed("uvloop") else "asyncio",
+        "http": "httptools" if installed("httptools") else "h11",
+    }
