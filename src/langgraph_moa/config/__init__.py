@@ -1,5 +1,6 @@
 """What a run is: validated configuration models, limits, presets and the one loader."""
 
+from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._limits import Budget, RequestLimits
 from langgraph_moa.config._schema import (
     VARIANTS,
@@ -13,6 +14,7 @@ from langgraph_moa.config._schema import (
 
 __all__ = [
     "VARIANTS",
+    "AggregationConfig",
     "AggregatorConfig",
     "Budget",
     "MoAConfig",

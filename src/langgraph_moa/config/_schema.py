@@ -34,6 +34,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._limits import Budget, check_budget
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import ModelSpec, describe_model, same_model, validate_spec
@@ -232,6 +233,12 @@ class MoAConfig(BaseModel):
     min_proposers: int = Field(
         default=1, ge=1, description="Quorum: successful proposals a layer needs to go on."
     )
+    aggregation: AggregationConfig = Field(
+        default_factory=AggregationConfig,
+        description="When the final step starts: after every proposal of the last layer "
+        "(start: all), or once a quorum answered (start: quorum, quorum: k), the "
+        "stragglers cancelled and recorded.",
+    )
     name: str | None = Field(default=None, description="Preset or system name, for metadata.")
     budget: Budget = Field(
         default_factory=Budget,
@@ -313,7 +320,23 @@ class MoAConfig(BaseModel):
                 f"min_proposers ({self.min_proposers}) cannot exceed the {per_layer} proposals "
                 "of a layer"
             )
+        self._check_quorum(per_layer if v != "self-moa-seq" else None)
         return self
+
+    def _check_quorum(self, per_layer: int | None) -> None:
+        quorum = self.aggregation.quorum
+        if quorum is None:
+            return
+        if per_layer is not None and quorum > per_layer:
+            raise ValueError(
+                f"aggregation.quorum ({quorum}) cannot exceed the {per_layer} proposals of a "
+                "layer: lower it, or add proposers"
+            )
+        if quorum < self.min_proposers:
+            raise ValueError(
+                f"aggregation.quorum ({quorum}) is below min_proposers ({self.min_proposers}):"
+                " raise the quorum to at least min_proposers"
+            )
 
     def _check_select(self) -> None:
         if self.layers not in (None, 2):
@@ -330,6 +353,7 @@ class MoAConfig(BaseModel):
             )
         if self.min_proposers > sum(p.samples for p in self.proposers):
             raise ValueError("min_proposers cannot exceed the proposals of the layer")
+        self._check_quorum(sum(self.first_round()))
 
     # --- derived values ------------------------------------------------------------------
 
