@@ -1,20 +1,25 @@
 """Orchestration overhead: the MoA graph against a bare `asyncio.gather` of the same calls.
 
 A simulated-latency OpenAI-compatible server (`FaultServer`, fixed latency, no faults) runs in
-a subprocess, so this process's CPU time is the client side alone. Both sides make the same
-calls over real HTTP on loopback through the openai client: 3 layers of MoA (two proposer
-layers of 6 proposers, then the aggregator: 13 calls per run), each layer waiting for the one
-before. The project's side is `create_moa_graph(...).ainvoke`; the bare side is one
-`AsyncOpenAI` client with its default connection pool and `asyncio.gather` per layer.
+a subprocess, so this process's CPU time is the client side alone. Every side makes the same
+calls over real HTTP on loopback: 3 layers of MoA (two proposer layers of 6 proposers, then
+the aggregator: 13 calls per run), each layer waiting for the one before. The project's side
+is `create_moa_graph(...).ainvoke` with its models given as `model@url` specs (the package
+builds their clients; `--specs instances` gives it `ChatOpenAI` instances on the SDK's httpx
+client instead). The two baselines are one `AsyncOpenAI` client and `asyncio.gather` per
+layer: on the SDK's default httpx client (the reference implementation's way) and on its
+aiohttp client. `--floors` adds LangChain alone, LangGraph alone and the smallest LangGraph +
+LangChain graph, on the package's client.
 
-For 1, 16 and 64 concurrent runs it prints the median wall time of each side, their ratio
-(goal: <= 1.03 for one run, <= 1.10 at 16 and 64), and the orchestration CPU per model call
-(the project's process CPU time minus the bare side's, over the calls made). Then it profiles
-one project case with cProfile and prints the top entries.
+For 1, 16 and 64 concurrent runs it prints the median wall time of each side, its ratio to
+the httpx baseline, the extra client CPU per model call against the aiohttp baseline, and the
+project's ratio to both baselines with the goals (<= 1.00 against httpx at every count,
+<= 1.15 against aiohttp at 16 and 64). Then it profiles 64 project runs with cProfile and
+prints the CPU shares by package and the top entries.
 
 The figures are CPU-sensitive: run on a quiet machine and note its load average.
 
-    python benchmarks/orchestration_overhead.py [--repeats 3] [--latency 0.2] [--runs 1 16 64]
+    python benchmarks/orchestration_overhead.py [--repeats 3] [--runs 1 16 64] [--floors]
 """
 
 from __future__ import annotations
