@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import ModelCache
 from langgraph_moa.testing import FaultProfile, FaultServer
 from langgraph_moa.transport._http import own_async_client
@@ -70,7 +71,7 @@ def test_the_httpx_client_stays_selectable(backend, monkeypatch):
 
 def test_a_bad_transport_name_is_refused_with_the_choices(monkeypatch):
     monkeypatch.setenv("MOA_HTTP_TRANSPORT", "curl")
-    with pytest.raises(ValueError, match="'aiohttp' or 'httpx'"):
+    with pytest.raises(MoAConfigError, match="'aiohttp' or 'httpx', got 'curl'"):
         own_async_client()
 
 

@@ -24,15 +24,23 @@ import weakref
 from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
+from langgraph_moa.errors import MoAConfigError
+
 Transport = Literal["aiohttp", "httpx"]
 TRANSPORT_ENV = "MOA_HTTP_TRANSPORT"
 
 
 def transport_in_use() -> Transport:
-    """Return the transport `own_async_client` builds: aiohttp unless the env var says httpx."""
+    """Return the transport `own_async_client` builds: aiohttp unless the env var says httpx.
+
+    Raises:
+        MoAConfigError: the variable names another transport (a ValueError too).
+    """
     chosen = os.environ.get(TRANSPORT_ENV, "aiohttp").strip().lower() or "aiohttp"
     if chosen not in ("aiohttp", "httpx"):
-        raise ValueError(f"{TRANSPORT_ENV} must be 'aiohttp' or 'httpx', got {chosen!r}")
+        raise MoAConfigError(
+            f"{TRANSPORT_ENV} must be 'aiohttp' or 'httpx', got {chosen!r}: set one or unset it"
+        )
     return chosen  # type: ignore[return-value]
 
 
