@@ -1,20 +1,25 @@
 """Orchestration overhead: the MoA graph against a bare `asyncio.gather` of the same calls.
 
 A simulated-latency OpenAI-compatible server (`FaultServer`, fixed latency, no faults) runs in
-a subprocess, so this process's CPU time is the client side alone. Both sides make the same
-calls over real HTTP on loopback through the openai client: 3 layers of MoA (two proposer
-layers of 6 proposers, then the aggregator: 13 calls per run), each layer waiting for the one
-before. The project's side is `create_moa_graph(...).ainvoke`; the bare side is one
-`AsyncOpenAI` client with its default connection pool and `asyncio.gather` per layer.
+a subprocess, so this process's CPU time is the client side alone. Every side makes the same
+calls over real HTTP on loopback: 3 layers of MoA (two proposer layers of 6 proposers, then
+the aggregator: 13 calls per run), each layer waiting for the one before. The project's side
+is `create_moa_graph(...).ainvoke` with its models given as `model@url` specs (the package
+builds their clients; `--specs instances` gives it `ChatOpenAI` instances on the SDK's httpx
+client instead). The two baselines are one `AsyncOpenAI` client and `asyncio.gather` per
+layer: on the SDK's default httpx client (the reference implementation's way) and on its
+aiohttp client. `--floors` adds LangChain alone, LangGraph alone and the smallest LangGraph +
+LangChain graph, on the package's client.
 
-For 1, 16 and 64 concurrent runs it prints the median wall time of each side, their ratio
-(goal: <= 1.03 for one run, <= 1.10 at 16 and 64), and the orchestration CPU per model call
-(the project's process CPU time minus the bare side's, over the calls made). Then it profiles
-one project case with cProfile and prints the top entries.
+For 1, 16 and 64 concurrent runs it prints the median wall time of each side, its ratio to
+the httpx baseline, the extra client CPU per model call against the aiohttp baseline, and the
+project's ratio to both baselines with the goals (<= 1.00 against httpx at every count,
+<= 1.15 against aiohttp at 16 and 64). Then it profiles 64 project runs with cProfile and
+prints the CPU shares by package and the top entries.
 
 The figures are CPU-sensitive: run on a quiet machine and note its load average.
 
-    python benchmarks/orchestration_overhead.py [--repeats 3] [--latency 0.2] [--runs 1 16 64]
+    python benchmarks/orchestration_overhead.py [--repeats 3] [--runs 1 16 64] [--floors]
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from langgraph.types import Send
 from pydantic import SecretStr
 
 from langgraph_moa import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAConfig, create_moa_graph
-from langgraph_moa.transport._http import own_async_client
+from langgraph_moa.transport._http import own_async_client, transport_in_use
 from langgraph_moa.transport._net import free_port
 
 PROPOSERS = 6
@@ -211,36 +216,66 @@ async def measure(run: Callable[[int], Awaitable[Any]], n: int) -> tuple[float, 
     return elapsed
 
 
-async def compare(url: str, runs: list[int], repeats: int) -> None:
-    config = MoAConfig(
-        proposers=[f"p{j}@{url}" for j in range(PROPOSERS)],
-        aggregator=f"agg@{url}",
-        layers=LAYERS,
-    )
+def project_config(url: str, specs: str) -> MoAConfig:
+    """The benchmark's MoA config: `model@url` specs (the package builds the clients) or
+    `ChatOpenAI` instances the caller built, each with the SDK's default httpx client."""
+    names = [*(f"p{j}" for j in range(PROPOSERS)), "agg"]
+    if specs == "url":
+        models: list[Any] = [f"{name}@{url}" for name in names]
+    else:
+        shared = openai.DefaultAsyncHttpxClient()
+        models = [
+            ChatOpenAI(
+                model=name,
+                base_url=url,
+                api_key=SecretStr("not-needed"),
+                max_retries=0,
+                http_async_client=shared,
+            )
+            for name in names
+        ]
+    return MoAConfig(proposers=models[:-1], aggregator=models[-1], layers=LAYERS)
+
+
+BASELINES = ("bare httpx", "bare aiohttp")
+"""The reference's way (bare `asyncio.gather` on the SDK's default httpx client) and the same
+on the SDK's aiohttp client, the fastest transport it offers."""
+
+
+async def compare(url: str, runs: list[int], repeats: int, specs: str, floors: bool) -> None:
+    config = project_config(url, specs)
     graph = create_moa_graph(config)
     calls = config.calls_per_run()
     bare = openai.AsyncOpenAI(base_url=url, api_key="not-needed", max_retries=0)
-    # The bare calls again, through the HTTP client the project's models get
-    # (`own_async_client`), to tell the client's pool from orchestration.
-    pooled = openai.AsyncOpenAI(
-        base_url=url, api_key="not-needed", max_retries=0, http_client=own_async_client()
+    aio = openai.AsyncOpenAI(
+        base_url=url,
+        api_key="not-needed",
+        max_retries=0,
+        http_client=own_async_client("aiohttp"),
     )
     shared = own_async_client()
-    raw, chat = ask_with_openai(pooled), ask_with_langchain(url, shared)
-    langgraph_raw, langgraph_chat = floor_graph(raw), floor_graph(chat)
     sides: dict[str, Callable[[int], Awaitable[Any]]] = {
         "project": lambda i: graph.ainvoke({"messages": [("user", question(i))]}),
-        "bare": lambda i: plain_run(ask_with_openai(bare), i),
-        "bare, own client": lambda i: plain_run(raw, i),
-        "langchain": lambda i: plain_run(chat, i),
-        "langgraph": lambda i: langgraph_raw.ainvoke({"question": question(i)}),
-        "langgraph+langchain": lambda i: langgraph_chat.ainvoke({"question": question(i)}),
+        "bare httpx": lambda i: plain_run(ask_with_openai(bare), i),
+        "bare aiohttp": lambda i: plain_run(ask_with_openai(aio), i),
     }
+    if floors:  # what LangChain and LangGraph cost by themselves, on the package's client
+        raw, chat = ask_with_openai(aio), ask_with_langchain(url, shared)
+        langgraph_raw, langgraph_chat = floor_graph(raw), floor_graph(chat)
+        sides["langchain"] = lambda i: plain_run(chat, i)
+        sides["langgraph"] = lambda i: langgraph_raw.ainvoke({"question": question(i)})
+        sides["langgraph+langchain"] = lambda i: langgraph_chat.ainvoke({"question": question(i)})
     for run in sides.values():  # warm up: imports, first connections
         await measure(run, 2)
 
-    print(f"{LAYERS} layers x {PROPOSERS} proposers, {calls} calls per run, median of {repeats}")
-    print("wall seconds of each side; ratio = side / bare; CPU ms = extra client CPU per call")
+    print(
+        f"{LAYERS} layers x {PROPOSERS} proposers, {calls} calls per run, median of {repeats}; "
+        f"project models given as {'model@url specs' if specs == 'url' else 'ChatOpenAI instances'}"
+        f" (package transport: {transport_in_use()})"
+    )
+    print(
+        "wall seconds of each side; ratio = side / bare httpx; CPU ms = extra client CPU per call"
+    )
     names = list(sides)
     print(f"{'runs':>5} " + " ".join(f"{name:>20}" for name in names))
     for n in runs:
@@ -252,30 +287,29 @@ async def compare(url: str, runs: list[int], repeats: int) -> None:
                 wall[name].append(w)
                 cpu[name].append(c)
         med = {name: statistics.median(values) for name, values in wall.items()}
-        base_cpu = statistics.median(cpu["bare"])
+        base_cpu = statistics.median(cpu["bare aiohttp"])
         cells = []
         for name in names:
             extra = 1000 * (statistics.median(cpu[name]) - base_cpu) / (n * calls)
-            cells.append(f"{med[name]:6.3f} {med[name] / med['bare']:5.3f} {extra:5.2f}ms")
+            cells.append(f"{med[name]:6.3f} {med[name] / med['bare httpx']:5.3f} {extra:5.2f}ms")
         print(f"{n:>5} " + " ".join(f"{cell:>20}" for cell in cells), flush=True)
-        floor = med["langgraph+langchain"]
+        httpx_ratio = med["project"] / med["bare httpx"]
+        aio_ratio = med["project"] / med["bare aiohttp"]
         print(
-            f"      project / bare = {med['project'] / med['bare']:.3f}; "
-            f"project / langgraph+langchain floor = {med['project'] / floor:.3f}; "
-            f"floor / bare = {floor / med['bare']:.3f}",
+            f"      project / bare httpx = {httpx_ratio:.3f} (goal <= 1.00: "
+            f"{'met' if httpx_ratio <= 1.0 else 'not met'}); project / bare aiohttp = "
+            f"{aio_ratio:.3f}"
+            + (f" (goal <= 1.15: {'met' if aio_ratio <= 1.15 else 'not met'})" if n >= 16 else "")
+            + f"; bare aiohttp / bare httpx = {med['bare aiohttp'] / med['bare httpx']:.3f}",
             flush=True,
         )
     await bare.close()
-    await pooled.close()
+    await aio.close()
     await shared.aclose()
 
 
-async def profile(url: str, n: int, top: int) -> None:
-    config = MoAConfig(
-        proposers=[f"p{j}@{url}" for j in range(PROPOSERS)],
-        aggregator=f"agg@{url}",
-        layers=LAYERS,
-    )
+async def profile(url: str, n: int, top: int, specs: str) -> None:
+    config = project_config(url, specs)
     graph = create_moa_graph(config)
 
     async def run(i: int) -> Any:
@@ -324,15 +358,24 @@ def main() -> None:
     parser.add_argument("--runs", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--profile-runs", type=int, default=64)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument(
+        "--specs",
+        choices=["url", "instances"],
+        default="url",
+        help="project models as model@url specs (the package's clients) or ChatOpenAI instances",
+    )
+    parser.add_argument(
+        "--floors", action="store_true", help="also time LangChain and LangGraph alone"
+    )
     args = parser.parse_args()
     for name in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
         os.environ.pop(name, None)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     proc, url = start_server(args.latency)
     try:
-        asyncio.run(compare(url, args.runs, args.repeats))
+        asyncio.run(compare(url, args.runs, args.repeats, args.specs, args.floors))
         if args.profile_runs:
-            asyncio.run(profile(url, args.profile_runs, args.top))
+            asyncio.run(profile(url, args.profile_runs, args.top, args.specs))
     finally:
         assert proc.stdin is not None
         proc.stdin.close()

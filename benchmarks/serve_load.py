@@ -1,111 +1,197 @@
-"""Load test: concurrent streaming clients on `moa serve` with a fast fake backend.
+"""Load test: `moa serve` under 16, 64 and 256 concurrent streaming clients, before and after.
 
-The backend is `FaultServer` (an OpenAI-compatible server on loopback, 5-20 ms per call, no
-faults), so the figures measure this package's overhead: the graph, streaming and HTTP.
-Prints errors, time to first token and total latency percentiles, throughput and memory.
+Three processes, so each side's CPU is its own: the fake backend (`FaultServer`, an
+OpenAI-compatible server on loopback, 5-20 ms per call, no faults), the MoA server (the app of
+`moa serve`: 3 proposers + aggregator per request, 2 layers) and this process, whose clients
+stream their answers over aiohttp. The MoA server runs in two setups:
 
-    python benchmarks/serve_load.py [--clients 50] [--rounds 3]
+- before: the models' HTTP clients on httpx (``MOA_HTTP_TRANSPORT=httpx``), uvicorn on the
+  asyncio loop and the h11 parser (what `moa serve` used);
+- after: the aiohttp clients and uvicorn on uvloop and httptools (`serving._app.server_options`).
+
+For each setup and concurrency it prints requests per second, p50/p99 total latency and time to
+first token, and errors (a failed or truncated stream). The figures are CPU-bound on a small
+machine: run it on a quiet one and note the load average it prints.
+
+    python benchmarks/serve_load.py [--clients 16 64 256] [--requests 512] [--setups before after]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
+import json
+import os
+import subprocess
+import sys
 import time
-from pathlib import Path
 
-import openai
+import aiohttp
+import httpx
 
+from langgraph_moa.transport._net import free_port
+
+SETUPS = {
+    "before": {"transport": "httpx", "loop": "asyncio", "http": "h11"},
+    "after": {"transport": "aiohttp", "loop": "uvloop", "http": "httptools"},
+}
+REPLY_WORDS = 40
+
+BACKEND = """
+import os, sys, threading
+import uvicorn
+from langgraph_moa.testing import FaultProfile, FaultServer
+app = FaultServer(default=FaultProfile(latency_s=(0.005, 0.02), reply_words={words})).app()
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error",
+            timeout_keep_alive=300)
+"""
+
+MOA_SERVER = """
+import os, sys, threading
+import uvicorn
 from langgraph_moa import MoAConfig
 from langgraph_moa.serving._app import create_app
-from langgraph_moa.testing import BackgroundServer, FaultProfile, FaultServer
+backend = sys.argv[2]
+config = MoAConfig(
+    proposers=[f"p{{i}}@{{backend}}" for i in range(3)], aggregator=f"agg@{{backend}}", layers=2
+)
+app = create_app({{"fake-moa": config}})
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error",
+            loop="{loop}", http="{http}", timeout_keep_alive=300, backlog=4096)
+"""
 
 
-def rss_mb(field: str = "VmRSS") -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def spawn(code: str, args: list[str], env: dict[str, str], probe: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdin=subprocess.PIPE, text=True, env=env
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(probe, timeout=1).status_code < 500:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{probe} did not start")
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait(timeout=30)
 
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def main(clients: int, rounds: int) -> None:
-    backend = FaultServer(default=FaultProfile(latency_s=(0.005, 0.02), reply_words=40)).start()
-    config = MoAConfig(
-        proposers=[f"p{i}@{backend.url}" for i in range(3)],
-        aggregator=f"agg@{backend.url}",
-        layers=2,
-    )
-    server = BackgroundServer(create_app({"fake-moa": config})).start()
-    client = openai.AsyncOpenAI(
-        base_url=f"{server.root}/v1", api_key="unused", max_retries=0, timeout=60
-    )
-    before = rss_mb()
-
-    async def one(i: int) -> tuple[float, float, int]:
-        started = time.perf_counter()
-        first = None
-        tokens = 0
-        stream = await client.chat.completions.create(
-            model="fake-moa",
-            messages=[{"role": "user", "content": f"question {i}"}],
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                first = first or time.perf_counter()
-                tokens += 1
-        end = time.perf_counter()
-        return (first or end) - started, end - started, tokens
-
-    ttft: list[float] = []
-    total: list[float] = []
+async def load(url: str, clients: int, requests: int) -> dict[str, float]:
+    """`clients` concurrent streaming clients making `requests` requests in all."""
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=300)
+    totals: list[float] = []
+    ttfts: list[float] = []
     errors = 0
-    started = time.perf_counter()
-    for r in range(rounds):
-        results = await asyncio.gather(
-            *(one(r * clients + i) for i in range(clients)), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
+    queue = iter(range(requests))
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        for i in queue:
+            body = {
+                "model": "fake-moa",
+                "messages": [{"role": "user", "content": f"question {i}"}],
+                "stream": True,
+            }
+            started = time.perf_counter()
+            first = None
+            words = 0
+            try:
+                async with session.post(url, json=body) as response:
+                    async for line in response.content:
+                        if not line.startswith(b"data: {"):
+                            continue
+                        chunk = json.loads(line[6:])
+                        if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                            first = first or time.perf_counter()
+                            words += 1
+            except (aiohttp.ClientError, TimeoutError):
                 errors += 1
-            else:
-                ttft.append(result[0])
-                total.append(result[1])
-                if result[2] != 40:
-                    errors += 1  # a truncated stream counts as an error
-    elapsed = time.perf_counter() - started
-    requests = clients * rounds
-    print(
-        f"{requests} streaming requests, {clients} concurrent clients x {rounds} rounds, 3 proposers + aggregator each"
+                continue
+            end = time.perf_counter()
+            if words != REPLY_WORDS:
+                errors += 1  # a truncated or failed stream
+                continue
+            totals.append(end - started)
+            ttfts.append((first or end) - started)
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {
+        "rps": len(totals) / elapsed,
+        "p50": pct(totals, 0.5),
+        "p99": pct(totals, 0.99),
+        "ttft50": pct(ttfts, 0.5),
+        "errors": errors,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--requests", type=int, default=512, help="requests per measurement")
+    parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS))
+    args = parser.parse_args()
+    env = {k: v for k, v in os.environ.items() if k not in ("LANGSMITH_TRACING",)}
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    backend_port = free_port()
+    backend_url = f"http://127.0.0.1:{backend_port}/v1"
+    backend = spawn(
+        BACKEND.format(words=REPLY_WORDS), [str(backend_port)], env, f"{backend_url}/models"
     )
-    print(f"errors: {errors}")
-    print(
-        f"time to first token  p50 {pct(ttft, 0.5) * 1000:7.0f} ms  p90 {pct(ttft, 0.9) * 1000:7.0f} ms  p99 {pct(ttft, 0.99) * 1000:7.0f} ms"
-    )
-    print(
-        f"total latency        p50 {pct(total, 0.5) * 1000:7.0f} ms  p90 {pct(total, 0.9) * 1000:7.0f} ms  p99 {pct(total, 0.99) * 1000:7.0f} ms  mean {statistics.mean(total) * 1000:.0f} ms"
-    )
-    print(
-        f"throughput: {requests / elapsed:.1f} answers/s ({requests * 4 / elapsed:.0f} model calls/s)"
-    )
-    print(
-        f"memory (server, backend and clients in one process): RSS {before:.0f} MB before, {rss_mb():.0f} MB after, peak {rss_mb('VmHWM'):.0f} MB"
-    )
-    await client.close()
-    server.stop()
-    backend.stop()
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    try:
+        for name in args.setups:
+            setup = SETUPS[name]
+            port = free_port()
+            server = spawn(
+                MOA_SERVER.format(loop=setup["loop"], http=setup["http"]),
+                [str(port), backend_url],
+                {**env, "MOA_HTTP_TRANSPORT": setup["transport"]},
+                f"http://127.0.0.1:{port}/v1/models",
+            )
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            try:
+                asyncio.run(load(url, 8, 32))  # warm up: imports, first connections
+                for clients in args.clients:
+                    results[(name, clients)] = asyncio.run(load(url, clients, args.requests))
+                    r = results[(name, clients)]
+                    print(
+                        f"{name:>7} ({setup['transport']}, {setup['loop']}, {setup['http']}) "
+                        f"{clients:>4} clients: {r['rps']:6.1f} req/s  p50 {r['p50'] * 1000:6.0f} ms"
+                        f"  p99 {r['p99'] * 1000:6.0f} ms  TTFT p50 {r['ttft50'] * 1000:6.0f} ms"
+                        f"  errors {r['errors']:.0f}",
+                        flush=True,
+                    )
+            finally:
+                stop(server)
+    finally:
+        stop(backend)
+    if "before" in args.setups and "after" in args.setups:
+        for clients in args.clients:
+            b, a = results[("before", clients)], results[("after", clients)]
+            print(
+                f"{clients:>4} clients: after/before req/s {a['rps'] / b['rps']:.2f}x, "
+                f"p50 {a['p50'] / b['p50']:.2f}x, p99 {a['p99'] / b['p99']:.2f}x"
+            )
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    asyncio.run(main(args.clients, args.rounds))
+    main()

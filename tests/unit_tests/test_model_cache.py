@@ -147,3 +147,22 @@ def test_a_keyless_endpoint_sends_no_account_headers_from_the_environment(monkey
             headers["OpenAI-Organization"], str
         )
         assert not isinstance(headers.get("OpenAI-Project"), str)
+
+
+def test_every_model_on_a_client_the_package_builds_gets_the_aiohttp_transport(monkeypatch):
+    import openai
+
+    from langgraph_moa.local.runtime import LocalRuntime
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("TOGETHER_API_KEY", "tg-test")
+
+    class Server:  # the local runtime's server, not spawned
+        url = "http://127.0.0.1:9/v1"
+
+    monkeypatch.setattr(LocalRuntime, "server", lambda self, name: Server())
+    cache = ModelCache()
+    for spec in [ENDPOINT, "openai:gpt-4o-mini", "together:meta/llama", "local:qwen2.5-0.5b"]:
+        client = cache.get(spec, {}).http_async_client
+        assert isinstance(client, openai.DefaultAioHttpClient), spec
+        assert "get_client" in vars(client._transport), spec

@@ -1,5 +1,6 @@
 """What a run is: validated configuration models, limits, presets and the one loader."""
 
+from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._limits import Budget, RequestLimits
 from langgraph_moa.config._loader import DEFAULT_PRESET, ConfigSource, load_config
 from langgraph_moa.config._schema import (
@@ -15,6 +16,7 @@ __all__ = [
     "DEFAULT_PRESET",
     "ConfigSource",
     "load_config",
+    "AggregationConfig",
     "AggregatorConfig",
     "Budget",
     "MoAConfig",

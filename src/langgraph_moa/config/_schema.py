@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, ErrorDetails
 
+from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._limits import Budget, check_budget
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import ModelSpec, describe_model, validate_spec
@@ -250,6 +251,12 @@ class MoAConfig(BaseModel):
     min_proposers: int = Field(
         default=1, ge=1, description="Quorum: successful proposals a layer needs to go on."
     )
+    aggregation: AggregationConfig = Field(
+        default_factory=AggregationConfig,
+        description="When the final step starts: after every proposal of the last layer "
+        "(start: all), or once a quorum answered (start: quorum, quorum: k), the "
+        "stragglers cancelled and recorded.",
+    )
     name: str | None = Field(default=None, description="Preset or system name, for metadata.")
     budget: Budget = Field(
         default_factory=Budget,
@@ -297,7 +304,24 @@ class MoAConfig(BaseModel):
             annotation: Any = type(self).model_fields[field].annotation
             setattr(self, field, TypeAdapter(annotation).validate_python(raw))
         rules.check(self)
+        if rules.final_role != "selector":
+            self._check_quorum(rules.proposals_per_layer(self))
         return self
+
+    def _check_quorum(self, per_layer: int | None) -> None:
+        quorum = self.aggregation.quorum
+        if quorum is None:
+            return
+        if per_layer is not None and quorum > per_layer:
+            raise ValueError(
+                f"aggregation.quorum ({quorum}) cannot exceed the {per_layer} proposals of a "
+                "layer: lower it, or add proposers"
+            )
+        if quorum < self.min_proposers:
+            raise ValueError(
+                f"aggregation.quorum ({quorum}) is below min_proposers ({self.min_proposers}):"
+                " raise the quorum to at least min_proposers"
+            )
 
     # --- derived values ------------------------------------------------------------------
 

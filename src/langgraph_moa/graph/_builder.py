@@ -135,5 +135,17 @@ def create_moa_graph(
 def _dual(
     sync: Callable[[Any], Any], asynchronous: Callable[[Any], Any], name: str
 ) -> Runnable[Any, Any]:
-    """One node with a sync body for `invoke` and an async body for `ainvoke`."""
-    return RunnableLambda(sync, afunc=asynchronous, name=name)
+    """One node with a sync body for `invoke` and an async body for `ainvoke`.
+
+    It is what `StateGraph.add_node` makes of a plain function (LangGraph's `RunnableCallable`,
+    untraced: the node's own run is the trace), given both bodies. A `RunnableLambda` would
+    add a second run of the same name under the node's and inspect both bodies' signatures
+    on every call: about 2% of the client CPU of a model call (orchestration_overhead.py's
+    profile). `RunnableCallable` is internal to LangGraph (checked in 1.2.22; pinned by
+    tests/unit_tests/test_graph_nodes_runnable.py); without it the node is a `RunnableLambda`.
+    """
+    try:
+        from langgraph._internal._runnable import RunnableCallable
+    except ImportError:  # pragma: no cover - another LangGraph version
+        return RunnableLambda(sync, afunc=asynchronous, name=name)
+    return RunnableCallable(sync, asynchronous, name=name, trace=False)

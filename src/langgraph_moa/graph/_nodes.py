@@ -56,6 +56,7 @@ from langgraph_moa.run._calls import (
     run_async,
     run_sync,
 )
+from langgraph_moa.run._early import early_start_provenance, early_watch
 from langgraph_moa.run._inputs import validate_conversation
 from langgraph_moa.run._ledger import (
     AttemptKey,
@@ -279,9 +280,8 @@ class MoANodes:
             "calls_saved": planned - made,
         }
         emit("selected", **decision.as_dict())
-        message = final_message(
-            cfg, None, record["output"], calls, record, extra={"selection": provenance}
-        )
+        extra = {"selection": provenance, **early_start_provenance(cfg, calls)}
+        message = final_message(cfg, None, record["output"], calls, record, extra=extra)
         return {"messages": [message], "usage": summarize(calls)}
 
     # --- aggregator (and ranker) -----------------------------------------------------------
@@ -367,7 +367,14 @@ class MoANodes:
             **structured,
             "calls": [record],
             "messages": [
-                final_message(cfg, response, response.content, calls, record, outcome.notes)
+                final_message(
+                    cfg,
+                    response,
+                    response.content,
+                    calls,
+                    record,
+                    {**outcome.notes, **early_start_provenance(cfg, calls)},
+                )
             ],
             "usage": summarize(calls),
         }
@@ -492,20 +499,23 @@ def _straggler_check(
 ) -> StopCheck | None:
     """Return the check a running proposal makes against its layer's deadline and quorum.
 
-    None without a deadline: then a call needs no watching beyond its own timeout.
+    None without a deadline or an early start: then a call needs no watching beyond its own
+    timeout.
 
     The deadline counts from the layer's fan-out, recorded in the `Send` payload, so a
     resumed layer keeps its deadline; a call that starts after it (a retry, or a resumed
     straggler) is stopped at once.
     """
-    if cfg.layer_deadline_s is None:
-        return None
-    watch = _LayerWatch(
-        due=task.get("layer_started_at", clock.now()) + cfg.layer_deadline_s,
-        quorum=cfg.min_proposers,
-        answers=step.answers,
-    )
-    if reason := watch():
+    watch: StopCheck | None = None
+    if cfg.layer_deadline_s is not None:
+        watch = _LayerWatch(
+            due=task.get("layer_started_at", clock.now()) + cfg.layer_deadline_s,
+            quorum=cfg.min_proposers,
+            answers=step.answers,
+        )
+    # Early aggregation: the layer may also go on once its quorum answered (`_early`).
+    watch = early_watch(cfg, task["layer"] >= cfg.proposer_layers, step.answers, watch)
+    if watch is not None and (reason := watch()):
         raise StragglerCancelledError(f"{call.configured_model}: {reason}")
     return watch
 

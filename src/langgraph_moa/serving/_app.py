@@ -820,4 +820,24 @@ def serve(
         limits=limits,
         security=security,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", **uvicorn_options(security))
+    # uvloop when installed; the HTTP parser stays the guarded h11 protocol (`_guard`), whose
+    # head deadline and per-client connection limit keep slow clients from taking the server.
+    options = {**server_options(), **uvicorn_options(security)}
+    uvicorn.run(app, host=host, port=port, log_level="warning", **options)
+
+
+def server_options() -> dict[str, str]:
+    """Choose uvicorn's event loop and HTTP parser: uvloop and httptools when installed.
+
+    Both come with the ``serve`` extra; without them uvicorn's pure-Python defaults (asyncio,
+    h11) serve the same requests more slowly (benchmarks/serve_load.py).
+    """
+    import importlib.util
+
+    def installed(name: str) -> bool:
+        return importlib.util.find_spec(name) is not None
+
+    return {
+        "loop": "uvloop" if installed("uvloop") else "asyncio",
+        "http": "httptools" if installed("httptools") else "h11",
+    }

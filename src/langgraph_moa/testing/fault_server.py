@@ -44,6 +44,9 @@ class FaultProfile(BaseModel):
     """How long a 'hang' fault keeps the request open before answering."""
     reply_words: int = 12
     """Length of a normal answer; streamed one word per chunk."""
+    token_s: float = Field(default=0.0, ge=0.0)
+    """Seconds per word of the answer, after the latency: a streamed answer sends one word
+    every `token_s` (timed token streaming); a whole answer comes after all its words."""
 
 
 class FaultServer:
@@ -115,10 +118,10 @@ class FaultServer:
             profile, fault, delay, n = self._draw(model)
             if fault is None:
                 await asyncio.sleep(delay)
-                return _answer(body, model, n, profile)
+                return await _answer(body, model, n, profile)
             if fault == "hang":
                 await asyncio.sleep(profile.hang_s)
-                return _answer(body, model, n, profile)
+                return await _answer(body, model, n, profile)
             if fault == "cut" and body.get("stream"):
                 return StreamingResponse(
                     _chunks(body, model, n, profile, cut=True), media_type="text/event-stream"
@@ -150,8 +153,11 @@ class FaultServer:
                 headers=headers,
             )
 
-        def _answer(body: dict[str, Any], model: str, n: int, profile: FaultProfile) -> Response:
+        async def _answer(
+            body: dict[str, Any], model: str, n: int, profile: FaultProfile
+        ) -> Response:
             if not body.get("stream"):
+                await asyncio.sleep(profile.token_s * len(_text(model, n, profile).split()))
                 return JSONResponse(_completion(body, model, n, profile))
             return StreamingResponse(
                 _chunks(body, model, n, profile), media_type="text/event-stream"
@@ -222,7 +228,7 @@ async def _chunks(
         piece = word if i == 0 else " " + word
         delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
         yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
-        await asyncio.sleep(0)
+        await asyncio.sleep(profile.token_s)
     done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     yield f"data: {json.dumps(done)}\n\n"
     if (body.get("stream_options") or {}).get("include_usage"):

@@ -4,11 +4,15 @@ A blocking HTTP call cannot be stopped halfway, so a sync run whose layer has a 
 makes its calls as async calls here and cancels them when the layer goes on (`calls`). The
 models of sync runs are built outside any loop (`models.ModelCache`), so their async HTTP
 clients bind to this one loop and no other, and are closed on it.
+
+The loop never ends while the process runs; at exit its async generators are shut down, as
+``asyncio.run`` does for its loop, so the HTTP sessions opened on it are closed (`_http`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 
@@ -24,6 +28,25 @@ def call_loop() -> asyncio.AbstractEventLoop:
             _loop = asyncio.new_event_loop()
             threading.Thread(target=_loop.run_forever, daemon=True, name="moa calls").start()
         return _loop
+
+
+EXIT_WAIT_S = 5.0
+"""How long interpreter exit waits for the call loop to close its HTTP sessions."""
+
+
+@atexit.register
+def _shut_down_at_exit() -> None:
+    """Close what the call loop's async generators hold (HTTP sessions) before exiting.
+
+    It reads the loop now, not when registered: a forked child has none of its parent's.
+    """
+    loop = _loop
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(EXIT_WAIT_S)
+    except Exception:  # exiting anyway; a session left open only logs a warning
+        pass
 
 
 def loop_of_this_thread() -> asyncio.AbstractEventLoop | None:

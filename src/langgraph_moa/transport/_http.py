@@ -1,17 +1,36 @@
 """The HTTP clients the package gives the models it builds (the local runtime's too).
 
-Both clients pass every error response (status 400 and up) through `_redact` before the
-openai SDK reads it: the SDK puts the body into the exception's message, and from there it
-would reach the client of `moa serve`, logs, traces and call records. An upstream that
-repeats the request's ``Authorization`` header or the organization id in its error thus
-leaks nothing, whichever of those paths the error takes.
+The async client is the openai SDK's own aiohttp-based client (`openai.DefaultAioHttpClient`):
+on the simulated 200 ms server (benchmarks/orchestration_overhead.py) the same bare MoA calls
+took 0.95x the time of the SDK's default httpx client at 1 run, 0.61x at 16 and 0.43x at 64,
+because httpx's pool scans its connections on every request. ``MOA_HTTP_TRANSPORT=httpx``
+selects the SDK's default httpx client instead (a proxy setup that only httpx handles, or a
+comparison).
+
+Every error response (status 400 and up) passes through `_redact` before the openai SDK reads
+it, on either transport: the SDK puts the body into the exception's message, and from there it
+would reach the client of `moa serve`, logs, traces and call records. An upstream that repeats
+the request's ``Authorization`` header or the organization id in its error thus leaks nothing.
+
+An aiohttp session belongs to the event loop it was opened on and must be closed there: one
+left open logs "Unclosed client session" when it is collected. The SDK opens the session on
+the first request, so that is where this module hooks in (`_close_at_loop_end`): each session
+is closed when its loop shuts down (``asyncio.run`` and uvicorn shut loops down through
+`loop.shutdown_asyncgens`), and the package's call loop, which never ends, is shut down the
+same way at interpreter exit (`_call_loop`). `ModelCache` still closes a client as soon as no
+model uses it; closing twice is harmless.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import os
+import weakref
+from collections.abc import AsyncGenerator
+from typing import Any, Literal
 
 from langgraph_moa._redact import redact
+from langgraph_moa.errors import MoAConfigError
 
 MAX_ERROR_BODY_BYTES = 64_000
 """An error body is read up to this size; the rest is dropped (an error needs no more)."""
@@ -71,24 +90,122 @@ def _sync_transport() -> Any:
     return RedactingTransport(limits=DEFAULT_CONNECTION_LIMITS)
 
 
-def own_async_client() -> Any:
+Transport = Literal["aiohttp", "httpx"]
+TRANSPORT_ENV = "MOA_HTTP_TRANSPORT"
+
+
+def transport_in_use() -> Transport:
+    """Return the transport `own_async_client` builds: aiohttp unless the env var says httpx.
+
+    Raises:
+        MoAConfigError: the variable names another transport (a ValueError too).
+    """
+    chosen = os.environ.get(TRANSPORT_ENV, "aiohttp").strip().lower() or "aiohttp"
+    if chosen not in ("aiohttp", "httpx"):
+        raise MoAConfigError(
+            f"{TRANSPORT_ENV} must be 'aiohttp' or 'httpx', got {chosen!r}: set one or unset it"
+        )
+    return chosen  # type: ignore[return-value]
+
+
+def own_async_client(transport: Transport | None = None) -> Any:
     """Return a fresh async HTTP client, to be shared by the models of one event loop.
 
     langchain-openai otherwise shares one cached async client per process, which binds to
     the first event loop that uses it; a model built under a later `asyncio.run` would then
     fail with "Event loop is closed". `ModelCache` keeps one client per endpoint and loop.
 
-    It is the openai SDK's own default client class with its connection limits, not a
-    plain httpx client: with httpx's pool, which keeps 20 connections alive and scans
-    every connection on each request, 64 concurrent runs took 2.5-3.9x the time of bare
-    openai calls (benchmarks/orchestration_overhead.py). Error bodies are redacted (see
-    the module docstring).
+    Args:
+        transport: "aiohttp" (the default, see the module docstring) or "httpx"; None reads
+            ``MOA_HTTP_TRANSPORT``.
     """
     import openai
 
-    return openai.DefaultAsyncHttpxClient(
-        timeout=openai.Timeout(600.0, connect=10.0), transport=_async_transport()
-    )
+    timeout = openai.Timeout(600.0, connect=10.0)
+    if (transport or transport_in_use()) == "httpx":
+        return openai.DefaultAsyncHttpxClient(timeout=timeout, transport=_async_transport())
+    client = openai.DefaultAioHttpClient(timeout=timeout)
+    for hooked in (client._transport, *client._mounts.values()):  # mounts: env proxies
+        if hooked is not None:
+            _hook_session_opening(hooked)
+            _redact_errors_of(hooked)
+    return client
+
+
+def _redact_errors_of(transport: Any) -> None:
+    """Have an aiohttp transport redact the body of every error response it returns."""
+    send = transport.handle_async_request
+
+    async def handle_async_request(request: Any) -> Any:
+        response = await send(request)
+        if response.status_code < 400:
+            return response
+        try:
+            body = await response.aread()
+        finally:
+            await response.aclose()
+        return _redacted_response(request, response, body)
+
+    transport.handle_async_request = handle_async_request
+
+
+def _hook_session_opening(transport: Any) -> None:
+    """Have the aiohttp session the transport opens on its first request closed with its loop.
+
+    `AiohttpTransport.handle_async_request` opens it through `self.get_client()`; wrapping
+    that method on this instance costs nothing per request. A transport without it (another
+    SDK version) is left alone: its sessions are then closed by `ModelCache` alone.
+    """
+    opener = getattr(transport, "get_client", None)
+    if opener is None:
+        return
+
+    def get_client() -> Any:
+        session = opener()
+        _close_at_loop_end(session)
+        return session
+
+    transport.get_client = get_client
+
+
+_sessions_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakSet[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+_starting: set[asyncio.Future[Any]] = set()
+
+
+def _close_at_loop_end(session: Any) -> None:
+    """Close `session` when the running loop shuts down its async generators.
+
+    The loop has no shutdown callback, but `shutdown_asyncgens` closes every async generator
+    that was started on it: one per loop, suspended at its ``yield``, closes the sessions in
+    its ``finally``. It is kept here (the loop holds its generators weakly).
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # opened outside a loop: nothing to hook (aiohttp needs one anyway)
+        return
+    sessions = _sessions_by_loop.get(loop)
+    if sessions is None:
+        sessions = _sessions_by_loop[loop] = weakref.WeakSet()
+        watcher = _close_when_closed(sessions)
+        _watchers[loop] = watcher
+        start = asyncio.ensure_future(watcher.__anext__())  # runs it to its `yield`
+        _starting.add(start)  # the loop holds tasks weakly
+        start.add_done_callback(_starting.discard)
+    sessions.add(session)
+
+
+async def _close_when_closed(sessions: weakref.WeakSet[Any]) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        open_sessions = [s for s in list(sessions) if not s.closed]
+        await asyncio.gather(*(s.close() for s in open_sessions), return_exceptions=True)
 
 
 def own_sync_client() -> Any:

@@ -94,6 +94,11 @@ class Plan:
             )
 
     @classmethod
+    def proposals_per_layer(cls, cfg: MoAConfig) -> int | None:
+        """Proposals one layer draws (None where steps differ, as Self-MoA-Seq's windows)."""
+        return sum(p.samples for p in cfg.proposers)
+
+    @classmethod
     def calls_per_run(cls, cfg: MoAConfig) -> int:
         """Model calls a fully successful run makes: the budget and the server count on it."""
         per_layer = sum(p.samples for p in cfg.proposers)

@@ -39,6 +39,11 @@ class SelfMoASeq(SelfMoA):
             raise ValueError(f"variant {cls.name!r} needs an aggregator")
 
     @classmethod
+    def proposals_per_layer(cls, cfg: MoAConfig) -> int | None:
+        """Return None: a window's sample count varies (the first holds one more)."""
+        return None
+
+    @classmethod
     def calls_per_run(cls, cfg: MoAConfig) -> int:
         """Every sample, plus one aggregation per window."""
         samples = cfg.proposers[0].samples

@@ -1,0 +1,172 @@
+"""Time to first token: standard MoA against early aggregation, on a simulated server.
+
+The server (`FaultServer` in a subprocess) streams its answers with timed tokens: every model
+waits `--latency` seconds, then writes `--tokens` words, one every `token_s` seconds. The six
+proposers run at different speeds (as different models and providers do), so a layer of
+standard MoA lasts as long as its slowest proposer; the aggregator streams too. 3 layers x 6
+proposers (two proposer layers, then the aggregator).
+
+Setups (``--setups``):
+- standard: the aggregator starts after every proposal of the last layer;
+- early-last: ``aggregation: {start: quorum, quorum: k}``, on the last proposer layer only;
+- early-every: the same quorum on every proposer layer (``every_layer: true``).
+
+For each it prints the time to the answer's first token and to its last, the calls cancelled,
+and the ratio to standard (goal: TTFT at most a quarter of standard's). The times are mostly
+the server's simulated sleeps, so a busy machine moves them little. Answer quality is not
+measured here: the simulated answers carry no content (see README, "Early aggregation").
+
+    python benchmarks/ttft.py [--tokens 512] [--quorum 3] [--runs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa.run._answer import final_answer_only
+from langgraph_moa.transport._net import free_port
+
+PROPOSERS = 6
+LAYERS = 3
+# Seconds per token of each proposer: the fastest writes 512 tokens in about 2 s, the slowest
+# in about 10 s.
+PROPOSER_TOKEN_S = [0.004, 0.005, 0.006, 0.008, 0.012, 0.02]
+AGGREGATOR_TOKEN_S = 0.005
+
+SERVER = """
+import json, os, sys, threading
+import uvicorn
+from langgraph_moa.testing import FaultProfile, FaultServer
+spec = json.loads(sys.argv[2])
+profiles = {{name: FaultProfile(**p) for name, p in spec.items()}}
+app = FaultServer(profiles).app()
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error",
+            timeout_keep_alive=300)
+"""
+
+
+def start_server(latency: float, tokens: int) -> tuple[subprocess.Popen[str], str]:
+    profiles: dict[str, Any] = {
+        f"p{j}": {"latency_s": (latency, latency), "reply_words": tokens, "token_s": token_s}
+        for j, token_s in enumerate(PROPOSER_TOKEN_S)
+    }
+    profiles["agg"] = {
+        "latency_s": (latency, latency),
+        "reply_words": tokens,
+        "token_s": AGGREGATOR_TOKEN_S,
+    }
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER.format(), str(port), json.dumps(profiles)],
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the simulated server did not start")
+        time.sleep(0.1)
+
+
+def config(url: str, setup: str, quorum: int, tokens: int) -> MoAConfig:
+    aggregation: dict[str, Any] = {}
+    if setup != "standard":
+        aggregation = {"start": "quorum", "quorum": quorum, "every_layer": setup == "early-every"}
+    return MoAConfig(
+        proposers=[{"model": f"p{j}@{url}", "max_tokens": tokens} for j in range(PROPOSERS)],
+        aggregator={"model": f"agg@{url}", "max_tokens": tokens},
+        layers=LAYERS,
+        aggregation=aggregation,
+        call_timeout_s=600,
+    )
+
+
+async def one_run(graph: Any, i: int) -> tuple[float, float, int]:
+    """Return (seconds to the first answer token, to the last, calls cancelled)."""
+    started = time.perf_counter()
+    first = None
+    result: dict[str, Any] = {}
+    async for mode, chunk in graph.astream(
+        {"messages": [("user", f"Question {i}: why is the sky blue?")]},
+        stream_mode=["messages", "values"],
+    ):
+        if mode == "messages":
+            message, metadata = chunk
+            if first is None and final_answer_only(metadata) and message.content:
+                first = time.perf_counter()
+        else:
+            result = chunk
+    end = time.perf_counter()
+    cancelled = sum(1 for c in result.get("calls", []) if c["status"] == "cancelled")
+    return (first or end) - started, end - started, cancelled
+
+
+async def measure(url: str, setups: list[str], quorum: int, tokens: int, runs: int) -> None:
+    print(
+        f"{LAYERS} layers x {PROPOSERS} proposers, {tokens}-token answers, proposer token "
+        f"intervals {PROPOSER_TOKEN_S} s, aggregator {AGGREGATOR_TOKEN_S} s; quorum {quorum}; "
+        f"median of {runs}"
+    )
+    ttft: dict[str, float] = {}
+    # Warm up (imports, first connections) on the quickest setup, unmeasured.
+    await one_run(create_moa_graph(config(url, "early-every", quorum, tokens)), -1)
+    for setup in setups:
+        graph = create_moa_graph(config(url, setup, quorum, tokens))
+        results = [await one_run(graph, i) for i in range(runs)]
+        ttft[setup] = statistics.median(r[0] for r in results)
+        total = statistics.median(r[1] for r in results)
+        cancelled = statistics.median(r[2] for r in results)
+        ratio = ttft[setup] / ttft["standard"] if "standard" in ttft else float("nan")
+        print(
+            f"{setup:>12}: TTFT {ttft[setup]:6.2f} s  last token {total:6.2f} s  "
+            f"cancelled calls {cancelled:.0f}  TTFT / standard {ratio:.2f}"
+            + (
+                f" (goal <= 0.25: {'met' if ratio <= 0.25 else 'not met'})"
+                if setup != "standard"
+                else ""
+            ),
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds before a first token")
+    parser.add_argument("--quorum", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--setups", nargs="+", default=["standard", "early-last", "early-every"])
+    args = parser.parse_args()
+    for name in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
+        os.environ.pop(name, None)
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    proc, url = start_server(args.latency, args.tokens)
+    try:
+        asyncio.run(measure(url, args.setups, args.quorum, args.tokens, args.runs))
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The HTTP clients the package builds: the SDK's aiohttp transport, closed with their loop."""
+
+import asyncio
+import gc
+import logging
+import subprocess
+import sys
+import textwrap
+
+import openai
+import pytest
+
+from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.providers._models import ModelCache
+from langgraph_moa.testing import FaultProfile, FaultServer
+from langgraph_moa.transport._http import own_async_client
+
+
+@pytest.fixture(scope="module")
+def backend():
+    with FaultServer(default=FaultProfile(latency_s=(0.001, 0.002))) as server:
+        yield server
+
+
+def _session(model):
+    """The aiohttp session under a model's client (opened on its first request)."""
+    return model.http_async_client._transport.client
+
+
+def test_models_of_every_run_use_the_aiohttp_client_and_close_it_when_their_loop_ends(
+    backend, caplog
+):
+    cache = ModelCache()
+    sessions = []
+
+    async def one_run(i):
+        model = cache.get(f"m@{backend.url}", {"temperature": 0.1})
+        assert isinstance(model.http_async_client, openai.DefaultAioHttpClient)
+        reply = await model.ainvoke(f"question {i}")
+        sessions.append(_session(model))
+        assert not sessions[-1].closed  # still open while its loop runs
+        return reply.text
+
+    with caplog.at_level(logging.ERROR):
+        first = asyncio.run(one_run(1))
+        second = asyncio.run(one_run(2))  # a second loop: a client of its own, not the first
+        gc.collect()
+    assert first.startswith("m answer") and second.startswith("m answer")
+    assert sessions[0] is not sessions[1]
+    assert all(s.closed for s in sessions)
+    assert "Unclosed" not in caplog.text
+
+
+def test_the_httpx_client_stays_selectable(backend, monkeypatch):
+    monkeypatch.setenv("MOA_HTTP_TRANSPORT", "httpx")
+    client = own_async_client()
+    assert not isinstance(client, openai.DefaultAioHttpClient)
+    assert isinstance(client, openai.DefaultAsyncHttpxClient)
+
+    async def call():
+        api = openai.AsyncOpenAI(base_url=backend.url, api_key="x", http_client=client)
+        reply = await api.chat.completions.create(
+            model="h", messages=[{"role": "user", "content": "q"}]
+        )
+        await api.close()
+        return reply.choices[0].message.content
+
+    assert asyncio.run(call()).startswith("h answer")
+
+
+def test_a_bad_transport_name_is_refused_with_the_choices(monkeypatch):
+    monkeypatch.setenv("MOA_HTTP_TRANSPORT", "curl")
+    with pytest.raises(MoAConfigError, match="'aiohttp' or 'httpx', got 'curl'"):
+        own_async_client()
+
+
+def test_sessions_on_the_call_loop_are_closed_at_exit(backend):
+    """Sync runs with a layer deadline call on the package's call loop, which never ends by
+    itself: at exit its sessions are closed (in a child process: it shuts the loop down)."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from langgraph_moa import MoAConfig, create_moa_graph
+        from langgraph_moa.providers._models import ModelCache
+        from langgraph_moa.transport._call_loop import _shut_down_at_exit, call_loop
+
+        config = MoAConfig(
+            proposers=["a@{backend.url}", "b@{backend.url}"],
+            aggregator="agg@{backend.url}",
+            layers=2,
+            layer_deadline_s=5,
+        )
+        answer = create_moa_graph(config).invoke({{"messages": [("user", "q")]}})
+        model = ModelCache().get("c@{backend.url}", {{}})
+        asyncio.run_coroutine_threadsafe(model.ainvoke("q"), call_loop()).result(10)
+        session = model.http_async_client._transport.client
+        before = session.closed
+        _shut_down_at_exit()
+        print(answer["messages"][-1].content[:10], before, session.closed)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["agg", "answer", "False", "True"]
+    assert "Unclosed" not in done.stderr, done.stderr
+
+
+async def test_a_dropped_connection_is_retried_like_any_connection_error(backend):
+    """aiohttp's errors reach the graph as the SDK's own: retried, then recorded."""
+    with FaultServer(
+        {"flaky": FaultProfile(error_rate=1.0, errors=["truncated"])},
+        default=FaultProfile(),
+    ) as flaky:
+        config = MoAConfig(
+            proposers=[f"flaky@{flaky.url}", f"ok@{backend.url}"],
+            aggregator=f"agg@{backend.url}",
+            layers=2,
+            retry={"max_attempts": 2, "initial_interval": 0.0, "jitter": False},
+        )
+        result = await create_moa_graph(config).ainvoke({"messages": [("user", "q")]})
+    failed = [c for c in result["calls"] if c["status"] != "ok"]
+    assert [c["configured_model"] for c in failed] == [f"flaky@{flaky.url}"]
+    assert flaky.requests["flaky"] == 2  # retried once
