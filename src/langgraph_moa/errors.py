@@ -56,6 +56,18 @@ class MissingAPIKeyError(ModelResolutionError):
         )
 
 
+class MissingExtraError(MoAError, ImportError):
+    """A feature needs an optional dependency group (an extra) that is not installed."""
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        """Name the feature, the extra that brings it and the module that is missing."""
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs the {extra!r} extra ({module} is not installed): "
+            f"install langgraph-moa[{extra}]."
+        )
+
+
 class _RunError(MoAError):
     """An error raised during a run; keeps every call record made before it."""
 

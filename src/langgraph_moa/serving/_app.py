@@ -25,7 +25,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -722,7 +722,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def serve(
-    presets: list[str],
+    presets: "list[str] | Mapping[str, MoAConfig]",
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -731,11 +731,36 @@ def serve(
     allow_client_endpoints: bool = False,
     limits: RequestLimits | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    announce: "Callable[[str], None] | None" = None,
+    log: "Callable[[str], None] | None" = None,
 ) -> None:
-    """Serve the presets until interrupted (what `moa serve` runs)."""
-    import uvicorn
+    """Serve the presets (or named configs) until interrupted (what `moa serve` runs).
 
-    systems = {name: MoAConfig.from_preset(name) for name in presets}
+    Everything that would make every request fail is checked before the server starts and
+    before `announce` says "Serving": the serve extra is installed, every preset exists and
+    validates, every model's API key is set and every local model is installed, and the port
+    is free. Each failure raises `MoAError` in one sentence that names the fix. Then each
+    request and each failure is written as one line through `log` (stderr by default).
+    """
+    import sys
+
+    systems = (
+        {name: MoAConfig.from_preset(name) for name in presets}
+        if not isinstance(presets, Mapping)
+        else dict(presets)
+    )
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        from langgraph_moa.errors import MissingExtraError
+
+        raise MissingExtraError("moa serve", "serve", exc.name or "fastapi") from None
+    for name, config in systems.items():
+        _check_served(name, config)
+    _check_port(host, port)
+    from langgraph_moa.serving._access import AccessLog
+
     app = create_app(
         systems,
         api_key=api_key,
@@ -744,4 +769,61 @@ def serve(
         allow_client_endpoints=allow_client_endpoints,
         limits=limits,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+    def to_stderr(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)  # noqa: T201
+
+    logged = AccessLog(app, list(systems), log or to_stderr)
+    if announce is not None:
+        announce(f"Serving {', '.join(systems)} on http://{host}:{port}/v1")
+    uvicorn.run(logged, host=host, port=port, log_level="warning")
+
+
+def _check_served(name: str, config: MoAConfig) -> None:
+    """Refuse a served config whose every request would fail: a key or a local model missing."""
+    import os
+
+    from langgraph_moa.providers._models import PROVIDER_API_KEY_ENV
+
+    roles = [*config.proposers, *config.final_chain]
+    missing: list[str] = []
+    for role in roles:
+        spec = role.model
+        if not isinstance(spec, str) or ":" not in spec:
+            continue
+        provider, _, model = spec.partition(":")
+        if provider == "local":
+            from langgraph_moa.local.catalog import lookup
+
+            info = lookup(model)
+            if not info.installed():
+                raise MoAConfigError(
+                    f"Preset {name!r} uses local:{model}, which is not installed: "
+                    f"{info.install_hint}, or serve another preset."
+                )
+            continue
+        env = PROVIDER_API_KEY_ENV.get(provider)
+        if env and not os.environ.get(env) and env not in missing:
+            missing.append(env)
+    if missing:
+        raise MoAConfigError(
+            f"Preset {name!r} needs {' and '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not set: export "
+            f"{'it' if len(missing) == 1 else 'them'} or serve another preset (e.g. local-moa)."
+        )
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another process holds, before saying "Serving"."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise MoAConfigError(
+                f"Cannot listen on {host}:{port} ({exc.strerror}): another process may hold "
+                "the port; choose another with --port."
+            ) from None
