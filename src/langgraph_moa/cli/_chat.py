@@ -156,7 +156,8 @@ def turn(
     try:
         state = run_live(graph, {"messages": conversation(system, messages)}, timeout_s=timeout_s)
     except MoAError as exc:
-        out.error(f"{exc} (this turn was not added; the conversation goes on)")
+        text = " ".join(str(exc).split())
+        out.error(f"{text} (this turn was not added; the conversation goes on)")
         return history
     except Exception as exc:  # an unforeseen failure must not end the session either
         out.error(
