@@ -451,12 +451,20 @@ class Evaluation:
             if points is not None:
                 values, cost_label, quality_label = points
                 front = pareto_front(values)
+                # Wilson intervals of the accuracy; a win rate's interval is not that of
+                # the length-controlled rate the plot may show, so none is drawn for it.
+                intervals = {
+                    n: (100 * s["accuracy_ci95"][0], 100 * s["accuracy_ci95"][1])
+                    for n, s in summary.items()
+                    if s.get("accuracy_ci95") and quality_label.startswith("accuracy")
+                }
                 quality_vs_cost(
                     values,
                     front,
                     self.out / "quality_vs_cost.png",
                     cost_label=cost_label,
                     quality_label=quality_label,
+                    intervals=intervals,
                 )
                 extras["quality_vs_cost"], extras["pareto_front"] = "quality_vs_cost.png", front
             if curves:
