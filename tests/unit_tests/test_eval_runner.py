@@ -241,9 +241,7 @@ def test_calibration_holds_each_single_models_accuracy_for_mux(tmp_path):
         calibration({"local-moa": {"accuracy": 0.9, "items": 8}})
 
 
-def test_the_report_counts_unscored_items_categories_disagreements_and_the_cache(
-    mix, tmp_path
-):
+def test_the_report_counts_unscored_items_categories_disagreements_and_the_cache(mix, tmp_path):
     items = [
         EvalItem(id="a", turns=["Say the code word alpha1."], expected=["alpha1"], category="x"),
         EvalItem(id="b", turns=["Say the code word alpha2."], expected=["alpha2"], category="y"),
