@@ -230,3 +230,82 @@ def test_the_question_comes_from_the_argument_stdin_or_a_file(tmp_path, monkeypa
         read_question("hi", question)
     with pytest.raises(MoAInputError, match="moa run -"):
         read_question(None, None)
+
+
+def test_serve_without_the_serve_extra_names_the_extra(monkeypatch):
+    import sys
+
+    from langgraph_moa.errors import MissingExtraError
+    from langgraph_moa.serving._app import serve
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    announced = []
+    with pytest.raises(MissingExtraError) as missing:
+        serve(["local-moa"], announce=announced.append)
+    assert str(missing.value) == (
+        "moa serve needs the 'serve' extra (uvicorn is not installed): "
+        "install langgraph-moa[serve]."
+    )
+    assert announced == []
+
+
+def test_serve_checks_keys_and_local_models_before_announcing(monkeypatch):
+    from langgraph_moa.serving._app import serve
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("TOGETHER_API_KEY", "set")
+    announced = []
+    with pytest.raises(MoAConfigError, match="Preset 'moa-gpt4o' needs OPENAI_API_KEY, which is"):
+        serve(["local-moa", "moa-gpt4o"], announce=announced.append)
+    assert announced == []
+
+
+def test_the_access_log_reads_calls_tokens_fallback_and_errors():
+    from langgraph_moa.serving._access import _response_facts
+
+    body = {
+        "moa": {
+            "calls": [{"status": "ok"}, {"status": "failed"}],
+            "usage": {"total": {"total_tokens": 42}},
+            "fallback": "best_proposal",
+        }
+    }
+    import json
+
+    assert _response_facts(json.dumps(body).encode()) == {
+        "calls": 2,
+        "failed": 1,
+        "tokens": 42,
+        "fallback": "best_proposal",
+    }
+    stream = 'data: {"choices": []}\n\ndata: {"error": {"message": "boom"}}\n\ndata: [DONE]\n\n'
+    assert _response_facts(stream.encode()) == {"error": "boom"}
+
+
+def test_context_size_reaches_the_local_servers_and_the_reference_trimming(monkeypatch):
+    from langgraph_moa.cli._run import set_context_size
+    from langgraph_moa.config._schema import ProposerConfig
+    from langgraph_moa.local.catalog import context_size, lookup
+
+    monkeypatch.delenv("LANGGRAPH_MOA_CONTEXT", raising=False)
+    assert context_size(lookup("qwen2.5-coder-1.5b")) == 4096
+    set_context_size(8192)
+    assert context_size(lookup("qwen2.5-coder-1.5b")) == 8192
+    role = ProposerConfig(model="local:qwen2.5-coder-1.5b")
+    assert role.known_context_window() == 8192
+
+
+def test_chat_reset_forgets_the_conversation(monkeypatch, fake, log):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _chat
+    from langgraph_moa.config._schema import MoAConfig
+
+    def count_turns(label, n, messages):
+        return f"{label} heard {sum(m.type == 'human' for m in messages)} user turns"
+
+    config = MoAConfig(proposers=[fake("A", reply=count_turns)], aggregator=fake("AGG"), layers=2)
+    monkeypatch.setattr(_chat, "build_config", lambda *a, **k: config)
+    result = CliRunner().invoke(cli.app, ["chat"], input="one\n/reset\ntwo\n")
+    assert result.exit_code == 0, result.output
+    assert [m.text for m in log.by("A")[1].messages if m.type == "human"] == ["two"]
