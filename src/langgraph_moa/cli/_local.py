@@ -8,8 +8,11 @@ saying what it does, how big it is and how long it took.
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from langgraph_moa.cli._output import out
@@ -35,19 +38,56 @@ def prepare(names: list[str]) -> None:
                 "(once; later runs skip this)[/]"
             )
             started = time.perf_counter()
-            with _status(f"local:{name}: {what} {size}"):
-                model_path(info)
+            partial = cache_dir() / f"{name}.partial" if parts > 1 else None
+            _with_progress(
+                f"local:{name}: {what}", info.size, partial, functools.partial(model_path, info)
+            )
             out.info(f"[dim]local:{name} ready on disk in {time.perf_counter() - started:.1f}s[/]")
         started = time.perf_counter()
-        with _status(f"loading local:{name} ({size}) into llama.cpp"):
-            runtime.start([name])
+        _with_progress(
+            f"loading local:{name} ({size})", None, None, functools.partial(runtime.start, [name])
+        )
         out.info(f"[dim]loaded local:{name} ({size}) in {time.perf_counter() - started:.1f}s[/]")
 
 
-def _status(text: str) -> AbstractContextManager[Any]:
-    """Show a spinner with the elapsed time on a terminal; nothing elsewhere."""
-    from contextlib import nullcontext
+def _with_progress(
+    label: str, total: int | None, growing: Path | None, work: Callable[[], Any]
+) -> None:
+    """Run `work` in a thread while a bar on stderr shows the file it writes and the time.
 
+    Off a terminal (or with --quiet) it just runs: the lines before and after say enough.
+    """
     if out.quiet or not out.stderr_is_terminal:
-        return nullcontext()
-    return out.err.status(f"[dim]{text}…[/]")
+        work()
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the main thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    columns: list[Any] = [SpinnerColumn(), TextColumn("[dim]{task.description}")]
+    if total is not None:
+        columns += [BarColumn(), DownloadColumn()]
+    with Progress(*columns, TimeElapsedColumn(), console=out.err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        thread.start()
+        while thread.is_alive():
+            if growing is not None and total is not None:
+                done = growing.stat().st_size if growing.exists() else total
+                bar.update(task, completed=min(done, total))
+            thread.join(0.1)
+    if failure:
+        raise failure[0]
