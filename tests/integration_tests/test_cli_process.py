@@ -271,3 +271,10 @@ def test_unreachable_langsmith_costs_one_line(backend):
         "error: --langsmith-dataset 'd' needs LANGSMITH_API_KEY: export it, or give a local "
         "file with --dataset."
     )
+    env["LANGSMITH_TRACING"] = "false"
+    offline = moa("eval", "-s", "local-confidence", "--langsmith-dataset", "d", env=env)
+    assert offline.returncode == 1 and "lsv2" not in offline.stderr
+    assert offline.stderr.strip() == (
+        f"error: Cannot read the LangSmith dataset 'd': http://127.0.0.1:{dead} cannot be "
+        "reached (check the network or LANGSMITH_ENDPOINT)."
+    )

@@ -19,6 +19,7 @@ from rich.markup import escape
 from langgraph_moa.cli._chat import chat
 from langgraph_moa.cli._config import DEFAULT_PRESET, build_config
 from langgraph_moa.cli._eval import evaluate
+from langgraph_moa.cli._langsmith import check_langsmith
 from langgraph_moa.cli._models import models
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._run import run
@@ -64,47 +65,6 @@ def _root(
 
 
 MODEL_COMMANDS = ("run", "chat", "eval", "serve")
-LANGSMITH_PROBE_S = 1.0
-
-
-def check_langsmith(probe_s: float = LANGSMITH_PROBE_S) -> None:
-    """Turn tracing off, with one line of warning, when the LangSmith endpoint is unreachable.
-
-    With tracing on and no network the answer used to come, then the process hung 13-22 s
-    at exit retrying uploads and printed 5-10 lines of connection errors. One connection
-    attempt of at most `probe_s` seconds decides instead, before any trace is started.
-    """
-    flags = (os.environ.get("LANGSMITH_TRACING"), os.environ.get("LANGCHAIN_TRACING_V2"))
-    if not any((f or "").lower() == "true" for f in flags):
-        return
-    import socket
-    import threading
-    from urllib.parse import urlsplit
-
-    endpoint = (
-        os.environ.get("LANGSMITH_ENDPOINT")
-        or os.environ.get("LANGCHAIN_ENDPOINT")
-        or "https://api.smith.langchain.com"
-    )
-    parts = urlsplit(endpoint)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    reached: list[bool] = []
-
-    def attempt() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=probe_s):
-                reached.append(True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=attempt, daemon=True)
-    thread.start()
-    thread.join(probe_s)
-    if not reached:
-        os.environ["LANGSMITH_TRACING"] = "false"
-        os.environ["LANGCHAIN_TRACING_V2"] = "false"
-        out.warn(f"LangSmith tracing is off for this run: {endpoint} cannot be reached.")
 
 
 def _on_interrupt(signum: int, frame: Any) -> None:

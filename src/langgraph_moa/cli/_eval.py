@@ -131,6 +131,18 @@ def _langsmith_items(name: str, limit: int | None) -> list[Any]:
             f"--langsmith-dataset {name!r} needs LANGSMITH_API_KEY: export it, or give a local "
             "file with --dataset."
         )
+    import logging
+
+    from langgraph_moa.cli._langsmith import endpoint, reachable
+
+    if not reachable(endpoint()):
+        raise MoAError(
+            f"Cannot read the LangSmith dataset {name!r}: {endpoint()} cannot be reached "
+            "(check the network or LANGSMITH_ENDPOINT)."
+        )
+    quiet = logging.getLogger("langsmith")  # its warnings dump request details, key included
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         from langsmith import Client
 
@@ -149,3 +161,5 @@ def _langsmith_items(name: str, limit: int | None) -> list[Any]:
         else:
             why = f"{kind}"
         raise MoAError(f"Cannot read the LangSmith dataset {name!r}: {why}.") from None
+    finally:
+        quiet.setLevel(level)
