@@ -130,6 +130,9 @@ def chat(
             text = reader.message()
         except EOFError:
             break
+        except UnicodeDecodeError:
+            out.error("that message is not UTF-8 text: set the terminal to UTF-8 and retype it")
+            continue
         if not text.strip():
             continue
         command, _, argument = text.strip().partition(" ")
