@@ -309,3 +309,33 @@ def test_chat_reset_forgets_the_conversation(monkeypatch, fake, log):
     result = CliRunner().invoke(cli.app, ["chat"], input="one\n/reset\ntwo\n")
     assert result.exit_code == 0, result.output
     assert [m.text for m in log.by("A")[1].messages if m.type == "human"] == ["two"]
+
+
+def test_off_a_terminal_a_slow_local_call_is_one_log_line(monkeypatch):
+    import threading
+
+    from langgraph_moa.cli import _live
+
+    progress = _live.Progress(timeout_s=300)
+    progress.event(
+        {
+            "event": "started",
+            "role": "proposer",
+            "layer": 1,
+            "proposer": 0,
+            "sample": 0,
+            "configured_model": "local:qwen2.5-coder-1.5b",
+        }
+    )
+    next(iter(progress.rows.values())).started -= 90
+    said: list[str] = []
+    monkeypatch.setattr(_live.out, "plain", said.append)
+    done = threading.Event()
+    watcher = threading.Thread(target=_live._say_when_slow, args=(progress, done, 0.01))
+    watcher.start()
+    while not said:
+        done.wait(0.01)
+    done.wait(0.1)  # more ticks: still one line
+    done.set()
+    watcher.join()
+    assert len(said) == 1 and said[0].startswith("a local call has run 90s")

@@ -12,6 +12,7 @@ why, and which flag gives it more room.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -154,6 +155,17 @@ class Progress:
         return Group(*parts)
 
 
+def _say_when_slow(progress: Progress, done: threading.Event, every_s: float = 5.0) -> None:
+    """Off a terminal, write the slow-call explanation once per slow call, as a log line."""
+    told: set[int] = set()
+    while not done.wait(every_s):
+        slow = [id(r) for r in list(progress.rows.values()) if r.state == "running"]
+        note = progress.slow_note()
+        if note and not told.issuperset(slow):
+            out.plain(note)
+            told.update(slow)
+
+
 def _short(text: str, limit: int = PREVIEW_CHARS) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -177,9 +189,15 @@ def run_live(
     progress = Progress(timeout_s, lines=not live_view and not out.quiet)
     kwargs = {"context": context} if context is not None else {}
     if not live_view:
-        stream = AnswerStream(graph, run_input, on_progress=progress.event, **kwargs)
-        for _ in stream:
-            pass
+        done = threading.Event()
+        if not out.quiet:
+            threading.Thread(target=_say_when_slow, args=(progress, done), daemon=True).start()
+        try:
+            stream = AnswerStream(graph, run_input, on_progress=progress.event, **kwargs)
+            for _ in stream:
+                pass
+        finally:
+            done.set()
         return stream.final
     with Live(progress, console=out.err, refresh_per_second=8, transient=True) as live:
         stream = AnswerStream(graph, run_input, on_progress=progress.event, **kwargs)
