@@ -9,6 +9,7 @@ All of them derive from `MoAError` so an application can catch one type::
     ├── MoAInputError (ValueError)           the input is not a conversation
     ├── ModelResolutionError (ValueError)    a model spec cannot be built
     │   └── MissingAPIKeyError               its key variable is not set
+    ├── MissingExtraError                    a feature needs an extra that is not installed
     ├── AllProposersFailedError              a layer has no proposal to pass on (.calls)
     ├── BudgetExhaustedError                 the token budget ran out first (.calls)
     ├── AggregatorFailedError                every aggregator failed (.calls)
@@ -77,6 +78,18 @@ class MissingAPIKeyError(ModelResolutionError):
             f"Model {spec!r} needs the environment variable {env_var}, which is not set. "
             f"Export {env_var}=... or choose a local model (for example the "
             "'local-moa' preset)."
+        )
+
+
+class MissingExtraError(MoAError, ImportError):
+    """A feature needs an optional dependency group (an extra) that is not installed."""
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        """Name the feature, the extra that brings it and the module that is missing."""
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs the {extra!r} extra ({module} is not installed): "
+            f"install langgraph-moa[{extra}]."
         )
 
 

@@ -165,7 +165,7 @@ def test_moa_serve_checks_host_and_docs_and_refuses_an_empty_key(tmp_path):
     log = (tmp_path / "stderr.txt").open("w")
     server = subprocess.Popen(
         _moa("serve", "-p", "moa-lite", *flags),
-        env=_env(),
+        env=_env(TOGETHER_API_KEY="not-a-real-key"),  # checked before serving; never used
         stdout=subprocess.DEVNULL,
         stderr=log,
     )

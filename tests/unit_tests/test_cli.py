@@ -4,7 +4,7 @@ import pytest
 from rich.console import Console
 
 from langgraph_moa.cli import _app as cli
-from langgraph_moa.cli._app import build_config
+from langgraph_moa.cli._config import build_config, describe, local_models
 from langgraph_moa.errors import MoAConfigError, MoAError
 
 
@@ -63,9 +63,56 @@ def test_overrides_apply_on_top_of_the_preset():
     assert cfg.layers == 3 and [p.model for p in cfg.proposers] == ["openai:a", "openai:b"]
     assert cfg.final.model == "openai:c" and cfg.proposers[0].max_tokens == 2048
     assert build_config(None, None).name == "local-confidence"
-    # Overrides that describe a layered MoA start from the layered local preset.
-    assert build_config(None, None, aggregator="openai:c").name == "local-moa (customized)"
+
+
+def test_named_models_start_from_a_neutral_base_stated_in_full():
+    cfg = build_config(None, None, proposers="openai:a,openai:b")
+    # No preset's aggregator or token caps left over: the named models and the schema's
+    # defaults, all of it in the header.
+    assert cfg.name == "custom" and cfg.variant == "moa"
+    assert [p.model for p in cfg.proposers] == ["openai:a", "openai:b"]
+    assert cfg.final.model == "openai:a" and cfg.proposers[0].max_tokens == 512
+    header = describe(cfg)
+    assert header.startswith("custom: moa, 3 layers · proposers openai:a (max 512 tokens, T 0.7)")
+    assert "aggregator openai:a (max 2048 tokens" in header
+    cfg = build_config(None, None, aggregator="openai:c", max_tokens=64, temperature=0.2)
+    assert cfg.final.model == "openai:c" and cfg.final.max_tokens == 64
+    assert cfg.proposers[0].model == "local:qwen2.5-coder-1.5b"
+    assert (cfg.proposers[0].max_tokens, cfg.proposers[0].temperature) == (64, 0.2)
     assert build_config(None, None, layers=3).variant == "moa"
+    seq = build_config(None, None, variant="self-moa", samples=4)
+    assert seq.proposers[0].samples == 4 and local_models(seq) == ["qwen2.5-coder-1.5b"]
+    select = build_config(None, None, method="consensus", timeout=9)
+    assert select.variant == "select" and select.selection.method == "consensus"
+    assert select.call_timeout_s == 9 and "select by consensus over 3 answers" in describe(select)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"variant": "select", "aggregator": "openai:x"}, "--aggregator has no effect"),
+        ({"preset": "local-confidence", "aggregator": "openai:x"}, "--aggregator has no effect"),
+        ({"preset": "local-moa", "method": "vote"}, "add --variant select or drop --method"),
+        ({"method": "best"}, "is not a selection method"),
+        ({"variant": "self-moa", "proposers": "openai:a,openai:b"}, "samples one model"),
+        ({"variant": "select", "layers": 3}, "--layers 3 does not apply"),
+    ],
+)
+def test_conflicting_flags_are_refused_in_one_sentence(kwargs, message):
+    preset = kwargs.pop("preset", None)
+    with pytest.raises(MoAConfigError, match=message) as refused:
+        build_config(preset, None, **kwargs)
+    assert str(refused.value).count(". ") == 0 and str(refused.value).endswith(".")
+
+
+def test_unused_models_are_never_prepared():
+    # local-moa's 0.5B is not in a select run built from its models, nor an aggregator.
+    cfg = build_config(None, None, variant="select", proposers="local:qwen2.5-coder-1.5b")
+    assert local_models(cfg) == ["qwen2.5-coder-1.5b"]
+    assert local_models(build_config("local-moa", None)) == [
+        "qwen2.5-coder-1.5b",
+        "qwen2.5-coder-0.5b",
+    ]
 
 
 def test_preset_and_config_together_is_refused(tmp_path):
@@ -89,11 +136,14 @@ def test_chat_carries_the_history_into_every_turn(monkeypatch, fake, log):
         aggregator=fake("AGG", reply=count_turns),
         layers=2,
     )
-    monkeypatch.setattr(cli, "build_config", lambda *a, **k: config)
-    result = CliRunner().invoke(cli.app, ["chat"], input="first\nsecond\n\n")
+    from langgraph_moa.cli import _chat
+
+    monkeypatch.setattr(_chat, "build_config", lambda *a, **k: config)
+    result = CliRunner().invoke(cli.app, ["chat"], input="first\n\nsecond\n/exit\nnever\n")
     assert result.exit_code == 0, result.output
     assert "AGG heard 1 user turns" in result.output
     assert "AGG heard 2 user turns" in result.output
+    assert len(log.by("AGG")) == 2  # the empty line did not end it; /exit did
     second_turn = log.by("AGG")[1].messages
     assert [m.text for m in second_turn if m.type in ("human", "ai")] == [
         "first",
@@ -105,11 +155,15 @@ def test_chat_carries_the_history_into_every_turn(monkeypatch, fake, log):
 def test_overridden_preset_is_reported_as_customized():
     assert build_config("moa-lite", None, layers=3).name == "moa-lite (customized)"
     assert build_config("moa-lite", None).name == "moa-lite"
+    assert build_config("local-confidence", None, method="vote").name == (
+        "local-confidence (customized)"
+    )
 
 
-def test_the_live_view_takes_every_event_a_selection_run_streams(fake):
+def test_the_live_view_shows_tokens_rate_and_a_preview_of_each_call(fake):
     from langgraph_moa import MoAConfig, create_moa_graph
-    from langgraph_moa.cli._app import Progress, _selection_line
+    from langgraph_moa.cli._live import Progress
+    from langgraph_moa.cli._run import selection_line
     from langgraph_moa.graph.streaming import AnswerStream
 
     config = MoAConfig(
@@ -122,10 +176,166 @@ def test_the_live_view_takes_every_event_a_selection_run_streams(fake):
     )
     progress.answer = "".join(stream)
     assert progress.answer == "42" and len(progress.rows) == 3
+    assert all(row.tokens is not None and row.detail == "42" for row in progress.rows.values())
     assert any(note.startswith("picked by vote: '42' has 3 of 3 votes") for note in progress.notes)
     progress.event({"type": "moa", "event": "budget_spent", "used": 900, "limit": 800})
     assert progress.notes[-1] == "token budget spent: 900 of 800"
-    assert _selection_line(stream.final).startswith("picked by vote")
-    rendered = Console(record=True, width=120)
+    assert selection_line(stream.answer).startswith("picked by vote")
+    rendered = Console(record=True, width=160)
     rendered.print(progress)
-    assert "picked by vote" in rendered.export_text()
+    text = rendered.export_text()
+    assert "picked by vote" in text and " tok" in text and "tok/s" in text
+
+
+def test_a_long_local_call_is_explained(monkeypatch):
+    from langgraph_moa.cli import _live
+
+    progress = _live.Progress(timeout_s=300)
+    progress.event(
+        {
+            "event": "started",
+            "role": "proposer",
+            "layer": 1,
+            "proposer": 0,
+            "sample": 0,
+            "configured_model": "local:qwen2.5-coder-1.5b",
+        }
+    )
+    assert progress.slow_note() is None
+    row = next(iter(progress.rows.values()))
+    row.started -= 75
+    monkeypatch.setattr(_live.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(_live.os, "cpu_count", lambda: 2)
+    note = progress.slow_note()
+    assert note.startswith("a local call has run 75s: the machine is busy (load average 9.0")
+    assert note.endswith("each call may take 300s (--timeout)")
+
+
+def test_the_question_comes_from_the_argument_stdin_or_a_file(tmp_path, monkeypatch):
+    import io
+
+    from langgraph_moa.cli._run import read_question
+    from langgraph_moa.errors import MoAInputError
+
+    assert read_question("hi", None) == "hi"
+    question = tmp_path / "q.txt"
+    question.write_text("from a file\n", encoding="utf-8")
+    assert read_question(None, question) == "from a file\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"from stdin")))
+    assert read_question("-", None) == "from stdin"
+    question.write_bytes(b"caf\xe9")
+    with pytest.raises(MoAInputError, match="is not UTF-8 text"):
+        read_question(None, question)
+    with pytest.raises(MoAInputError, match="either as an argument or with --file"):
+        read_question("hi", question)
+    with pytest.raises(MoAInputError, match="moa run -"):
+        read_question(None, None)
+
+
+def test_serve_without_the_serve_extra_names_the_extra(monkeypatch):
+    import sys
+
+    from langgraph_moa.errors import MissingExtraError
+    from langgraph_moa.serving._app import serve
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    announced = []
+    with pytest.raises(MissingExtraError) as missing:
+        serve(["local-moa"], announce=announced.append)
+    assert str(missing.value) == (
+        "moa serve needs the 'serve' extra (uvicorn is not installed): "
+        "install langgraph-moa[serve]."
+    )
+    assert announced == []
+
+
+def test_serve_checks_keys_and_local_models_before_announcing(monkeypatch):
+    from langgraph_moa.serving._app import serve
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("TOGETHER_API_KEY", "set")
+    announced = []
+    with pytest.raises(MoAConfigError, match="Preset 'moa-gpt4o' needs OPENAI_API_KEY, which is"):
+        serve(["local-moa", "moa-gpt4o"], announce=announced.append)
+    assert announced == []
+
+
+def test_the_access_log_reads_calls_tokens_fallback_and_errors():
+    from langgraph_moa.serving._access import _response_facts
+
+    body = {
+        "moa": {
+            "calls": [{"status": "ok"}, {"status": "failed"}],
+            "usage": {"total": {"total_tokens": 42}},
+            "fallback": "best_proposal",
+        }
+    }
+    import json
+
+    assert _response_facts(json.dumps(body).encode()) == {
+        "calls": 2,
+        "failed": 1,
+        "tokens": 42,
+        "fallback": "best_proposal",
+    }
+    stream = 'data: {"choices": []}\n\ndata: {"error": {"message": "boom"}}\n\ndata: [DONE]\n\n'
+    assert _response_facts(stream.encode()) == {"error": "boom"}
+
+
+def test_context_size_reaches_the_local_servers_and_the_reference_trimming(monkeypatch):
+    from langgraph_moa.cli._run import set_context_size
+    from langgraph_moa.config._schema import ProposerConfig
+    from langgraph_moa.local.catalog import context_size, lookup
+
+    monkeypatch.delenv("LANGGRAPH_MOA_CONTEXT", raising=False)
+    assert context_size(lookup("qwen2.5-coder-1.5b")) == 4096
+    set_context_size(8192)
+    assert context_size(lookup("qwen2.5-coder-1.5b")) == 8192
+    role = ProposerConfig(model="local:qwen2.5-coder-1.5b")
+    assert role.known_context_window() == 8192
+
+
+def test_chat_reset_forgets_the_conversation(monkeypatch, fake, log):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _chat
+    from langgraph_moa.config._schema import MoAConfig
+
+    def count_turns(label, n, messages):
+        return f"{label} heard {sum(m.type == 'human' for m in messages)} user turns"
+
+    config = MoAConfig(proposers=[fake("A", reply=count_turns)], aggregator=fake("AGG"), layers=2)
+    monkeypatch.setattr(_chat, "build_config", lambda *a, **k: config)
+    result = CliRunner().invoke(cli.app, ["chat"], input="one\n/reset\ntwo\n")
+    assert result.exit_code == 0, result.output
+    assert [m.text for m in log.by("A")[1].messages if m.type == "human"] == ["two"]
+
+
+def test_off_a_terminal_a_slow_local_call_is_one_log_line(monkeypatch):
+    import threading
+
+    from langgraph_moa.cli import _live
+
+    progress = _live.Progress(timeout_s=300)
+    progress.event(
+        {
+            "event": "started",
+            "role": "proposer",
+            "layer": 1,
+            "proposer": 0,
+            "sample": 0,
+            "configured_model": "local:qwen2.5-coder-1.5b",
+        }
+    )
+    next(iter(progress.rows.values())).started -= 90
+    said: list[str] = []
+    monkeypatch.setattr(_live.out, "plain", said.append)
+    done = threading.Event()
+    watcher = threading.Thread(target=_live._say_when_slow, args=(progress, done, 0.01))
+    watcher.start()
+    while not said:
+        done.wait(0.01)
+    done.wait(0.1)  # more ticks: still one line
+    done.set()
+    watcher.join()
+    assert len(said) == 1 and said[0].startswith("a local call has run 90s")

@@ -239,3 +239,43 @@ def test_calibration_holds_each_single_models_accuracy_for_mux(tmp_path):
     assert loaded == {"local:a": 0.75, "local:b": 0.5}
     with pytest.raises(MoAConfigError, match="single:<model>"):
         calibration({"local-moa": {"accuracy": 0.9, "items": 8}})
+
+
+def test_the_report_counts_unscored_items_categories_disagreements_and_the_cache(mix, tmp_path):
+    items = [
+        EvalItem(id="a", turns=["Say the code word alpha1."], expected=["alpha1"], category="x"),
+        EvalItem(id="b", turns=["Say the code word alpha2."], expected=["alpha2"], category="y"),
+        EvalItem(id="open", turns=["Say the code word alpha3, then write a poem."]),
+    ]
+    systems = [mix, _alone("wrong-alone", "No idea.")]
+    lines: list[str] = []
+    first = Evaluation(systems, items, tmp_path, plots=False)
+    summary = asyncio.run(first.run(progress=False, log=lines.append))
+    assert summary["mix"]["unscored"] == 1 and summary["mix"]["scored"] == 2
+    assert summary["mix"]["categories"] == {
+        "x": {"correct": 1, "scored": 1},
+        "y": {"correct": 1, "scored": 1},
+        "none": {"correct": 0, "scored": 0},
+    }
+    # Progress lines for a log: the items done, the last one's outcome.
+    assert lines[-1].startswith("wrong-alone: 3/3 items") and len(lines) == 6
+    report = (tmp_path / "report.md").read_text()
+    assert (
+        "- **mix**: 1 of 3 items have no expected answer and are not in the accuracy. Add "
+        "--judge MODEL --baseline SYSTEM to compare them pairwise." in report
+    )
+    assert "| category | mix | wrong-alone |" in report and "| x | 1/1 | 0/1 |" in report
+    assert "## Where the systems disagree" in report
+    assert "  - mix (right): The code word is alpha1." in report
+    assert "  - wrong-alone (wrong): No idea." in report
+    # A rerun from the cache says so instead of showing bare near-zero times.
+    again = asyncio.run(Evaluation(systems, items, tmp_path, plots=False).run(progress=False))
+    assert again["mix"]["cached_items"] == 3
+    assert "(all cached)" in (tmp_path / "report.md").read_text()
+
+
+def test_a_config_file_system_is_named_by_its_name_field(tmp_path):
+    config = tmp_path / "my-file.yaml"
+    config.write_text("name: my-system\nvariant: select\nproposers: ['openai:gpt-4o-mini']\n")
+    evaluation = Evaluation([str(config)], ITEMS[:1], tmp_path / "out", plots=False)
+    assert [s.name for s in evaluation.systems] == ["my-system"]

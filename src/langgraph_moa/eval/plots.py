@@ -34,27 +34,50 @@ def quality_vs_cost(
     *,
     cost_label: str,
     quality_label: str,
+    intervals: Mapping[str, tuple[float, float] | list[float]] | None = None,
 ) -> Path:
-    """Scatter each system at (cost, quality) and join the Pareto-optimal ones (Figure 5)."""
+    """Scatter each system at (cost, quality) and join the Pareto-optimal ones (Figure 5).
+
+    Each point carries its 95% interval as an error bar where `intervals` gives one (in the
+    quality's units). Points are numbered and the names listed in a legend beside the plot:
+    long system names written next to close points used to overlap.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for name, (cost, quality) in points.items():
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
+    for number, (name, (cost, quality)) in enumerate(points.items(), start=1):
         optimal = name in front
+        color = "tab:red" if optimal else "tab:blue"
+        interval = (intervals or {}).get(name)
+        if interval is not None:
+            low, high = interval
+            ax.errorbar(
+                cost,
+                quality,
+                yerr=[[max(0.0, quality - low)], [max(0.0, high - quality)]],
+                fmt="none",
+                ecolor=color,
+                alpha=0.5,
+                capsize=3,
+                zorder=2,
+            )
         ax.scatter(
             cost,
             quality,
             s=60,
             marker="*" if optimal else "o",
-            color="tab:red" if optimal else "tab:blue",
+            color=color,
             zorder=3,
+            label=f"{number}. {name}",
         )
-        ax.annotate(name, (cost, quality), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.annotate(
+            str(number), (cost, quality), textcoords="offset points", xytext=(5, 4), fontsize=8
+        )
     if len(front) > 1:
         xs = [points[n][0] for n in front]
         ys = [points[n][1] for n in front]
         ax.plot(xs, ys, "--", color="tab:red", label="Pareto front", zorder=2)
-        ax.legend(loc="lower right")
-    ax.margins(x=0.2, y=0.12)  # room for the labels
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
+    ax.margins(x=0.15, y=0.12)  # room for the numbers
     ax.set_xlabel(cost_label)
     ax.set_ylabel(quality_label)
     ax.set_title("Quality vs cost")
@@ -68,7 +91,7 @@ def quality_vs_cost(
 def quality_per_layer(curves: Mapping[str, Mapping[str, Mapping[str, float]]], path: Path) -> Path:
     """One line per system over its stages (layer 1, 2, ..., final), mean and best proposal."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
     stage_names: list[str] = []
     for curve in curves.values():
         for stage in curve:
@@ -89,7 +112,7 @@ def quality_per_layer(curves: Mapping[str, Mapping[str, Mapping[str, float]]], p
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Quality per layer")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -42,8 +42,14 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
             if s.get("unpriced_calls"):
                 dollars += f" (+{s['unpriced_calls']} unpriced calls)"
             cells.append(dollars)
-        cells += [f"{s['calls']} ({s['cached_calls']})", s["median_item_s"], s["wall_s"]]
+        median = s["median_item_s"]
+        if s.get("cached_items") and s["cached_items"] == s["items"]:
+            median = f"{median} (all cached)"
+        elif s.get("cached_items"):
+            median = f"{median} ({s['cached_items']} items cached)"
+        cells += [f"{s['calls']} ({s['cached_calls']})", median, s["wall_s"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += _coverage(summary)
     if baseline:
         lines += [
             "",
@@ -51,6 +57,7 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
             f"the baseline, **{baseline}**, over the items both answered, with a paired "
             "percentile bootstrap interval (the same items resampled for both, seeded).",
         ]
+    lines += _categories(summary)
     lines += _judged(summary)
     for plot, title in (
         ("quality_vs_cost", "Quality vs cost (Pareto front marked)"),
@@ -70,10 +77,71 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
             "messages): the wall times of those systems understate a fresh run's. Tokens and "
             "dollars count every call.",
         ]
+    lines += _disagreements(extras.get("disagreements") or [])
     lines += _verdict(summary)
     for note in extras.get("notes", []):
         lines += ["", f"> {note}"]
     return "\n".join(lines) + "\n"
+
+
+def _coverage(summary: dict[str, Any]) -> list[str]:
+    """Say which items the accuracy leaves out, and why: no expected answer, or an error."""
+    lines: list[str] = []
+    judged = any("win_rate" in s for s in summary.values())
+    for name, s in summary.items():
+        unscored = s.get("unscored", 0)
+        if unscored:
+            hint = (
+                "" if judged else " Add --judge MODEL --baseline SYSTEM to compare them pairwise."
+            )
+            lines.append(
+                f"- **{name}**: {unscored} of {s['items']} items have no expected answer and "
+                f"are not in the accuracy.{hint}"
+            )
+        if s.get("errors"):
+            first = " ".join(str(s.get("first_error") or "").split())[:300]
+            lines.append(
+                f"- **{name}**: {s['errors']} of {s['items']} items failed; the first error: "
+                f"{first}"
+            )
+    return ["", *lines] if lines else []
+
+
+def _categories(summary: dict[str, Any]) -> list[str]:
+    """Accuracy per category and system, when the items have more than one category."""
+    names = sorted({c for s in summary.values() for c in (s.get("categories") or {})})
+    if len(names) < 2:
+        return []
+    systems = list(summary)
+    lines = [
+        "",
+        "## Per category",
+        "",
+        "| category | " + " | ".join(systems) + " |",
+        "|---|" + "---|" * len(systems),
+    ]
+    for category in names:
+        cells = []
+        for system in systems:
+            c = (summary[system].get("categories") or {}).get(category)
+            cells.append(f"{c['correct']}/{c['scored']}" if c and c["scored"] else "n/a")
+        lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _disagreements(examples: list[dict[str, Any]]) -> list[str]:
+    """Show a few items where the systems disagree, each answer shortened to one line."""
+    if not examples:
+        return []
+    lines = ["", "## Where the systems disagree", ""]
+    for example in examples:
+        question = " ".join(str(example["question"]).split())[:160]
+        lines.append(f"- `{example['id']}`: {question}")
+        for name, a in example["answers"].items():
+            mark = "right" if a["correct"] else "wrong"
+            answer = " ".join(str(a["answer"]).split())[:160]
+            lines.append(f"  - {name} ({mark}): {answer}")
+    return lines
 
 
 def _baseline(summary: dict[str, Any]) -> str | None:

@@ -13,12 +13,13 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
@@ -96,7 +97,9 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
             f"Unknown system {spec!r}: give a preset ({', '.join(list_presets())}), a config "
             "file (.yaml/.json), or one model as 'single:<model spec>'."
         )
-    return System(name=spec, graph=create_moa_graph(config, call_cache=cache))
+    # A config file's own `name:` names the system in the report, not its file name.
+    name = config.name if Path(spec).suffix in (".yaml", ".yml", ".json") and config.name else spec
+    return System(name=name, graph=create_moa_graph(config, call_cache=cache))
 
 
 class Evaluation:
@@ -226,8 +229,16 @@ class Evaluation:
             if str(exc) not in self.notes:
                 self.notes.append(str(exc))
 
-    async def run(self, progress: bool = True) -> dict[str, Any]:
-        """Answer every item with every system; write results, summary, plots and report."""
+    async def run(
+        self, progress: bool = True, log: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        """Answer every item with every system; write results, summary, plots and report.
+
+        Args:
+            progress: Show a progress bar (on a terminal).
+            log: Where to write progress lines instead (off a terminal): about twenty per
+                system, each with the items done, the last item's outcome and the time.
+        """
         gate = asyncio.Semaphore(self.concurrency)
         summary: dict[str, Any] = {}
         results: dict[str, list[dict[str, Any]]] = {}
@@ -237,19 +248,29 @@ class Evaluation:
             MofNCompleteColumn(),
             TimeRemainingColumn(),
         ]
-        with Progress(*columns, disable=not progress) as bar:
+        with Progress(*columns, disable=not progress, console=Console(stderr=True)) as bar:
             for system in self.systems:
                 task = bar.add_task(system.name, total=len(self.items))
 
+                done = [0]
+                started = time.perf_counter()
+
                 async def one(
-                    item: EvalItem, system: System = system, task: Any = task
+                    item: EvalItem,
+                    system: System = system,
+                    task: Any = task,
+                    done: list[int] = done,
+                    started: float = started,
                 ) -> dict[str, Any]:
                     async with gate:
                         row = await self.run_item(system, item)
                     bar.advance(task)
+                    done[0] += 1
+                    total = len(self.items)
+                    if log is not None and (done[0] % max(1, total // 20) == 0 or done[0] == total):
+                        log(_progress_line(system.name, done[0], total, row, started))
                     return row
 
-                started = time.perf_counter()
                 rows = await asyncio.gather(*(one(item) for item in self.items))
                 elapsed = time.perf_counter() - started
                 self._write_results(system.name, rows)
@@ -259,7 +280,7 @@ class Evaluation:
             _compare_with_baseline(results, summary, self.baseline)
         if self.judge is not None and self.baseline is not None:
             await self._judge_all(results, summary)
-        extras: dict[str, Any] = {"notes": self.notes}
+        extras: dict[str, Any] = {"notes": self.notes, "disagreements": disagreements(results)}
         if self.plots:
             self._plot(summary, extras)
         if self.exports:
@@ -271,11 +292,16 @@ class Evaluation:
     def _summarize(self, rows: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
         scored = [r for r in rows if "correct" in r["scores"]]
         correct = sum(r["scores"]["correct"] for r in scored)
+        errors = [r["error"] for r in rows if r["error"] is not None]
         out: dict[str, Any] = {
             "items": len(rows),
-            "errors": sum(r["error"] is not None for r in rows),
+            "errors": len(errors),
+            "first_error": errors[0] if errors else None,
             "correct": correct,
             "scored": len(scored),
+            "unscored": sum(r["error"] is None and "correct" not in r["scores"] for r in rows),
+            "cached_items": sum(bool(r["calls"]) and r["cached_calls"] == r["calls"] for r in rows),
+            "categories": _categories(rows),
             "accuracy": round(correct / len(scored), 4) if scored else None,
             "accuracy_ci95": _rounded(wilson_interval(correct, len(scored))),
             "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
@@ -398,12 +424,20 @@ class Evaluation:
             if points is not None:
                 values, cost_label, quality_label = points
                 front = pareto_front(values)
+                # Wilson intervals of the accuracy; a win rate's interval is not that of
+                # the length-controlled rate the plot may show, so none is drawn for it.
+                intervals = {
+                    n: (100 * s["accuracy_ci95"][0], 100 * s["accuracy_ci95"][1])
+                    for n, s in summary.items()
+                    if s.get("accuracy_ci95") and quality_label.startswith("accuracy")
+                }
                 quality_vs_cost(
                     values,
                     front,
                     self.out / "quality_vs_cost.png",
                     cost_label=cost_label,
                     quality_label=quality_label,
+                    intervals=intervals,
                 )
                 extras["quality_vs_cost"], extras["pareto_front"] = "quality_vs_cost.png", front
             if curves:
@@ -486,6 +520,62 @@ def _rounded(interval: tuple[float, float] | None) -> list[float] | None:
 def _last_turn(row: dict[str, Any]) -> list[dict[str, Any]]:
     """Return the calls that answered the item's last turn (the one its answer is)."""
     return [c for c in row["trace"] if c["turn"] == len(row["turns"]) - 1]
+
+
+def _progress_line(name: str, done: int, total: int, row: dict[str, Any], started: float) -> str:
+    """One line of progress for a log: items done, the last outcome, the time so far."""
+    if row["error"] is not None:
+        outcome = "error: " + " ".join(str(row["error"]).split())[:100]
+    elif "correct" in row["scores"]:
+        outcome = "right" if row["scores"]["correct"] else "wrong"
+    else:
+        outcome = "answered (not scored)"
+    cached = ", cached" if row["calls"] and row["cached_calls"] == row["calls"] else ""
+    return (
+        f"{name}: {done}/{total} items, {time.perf_counter() - started:.0f}s; "
+        f"{row['id']}: {outcome}{cached}"
+    )
+
+
+def _categories(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Correct and scored items per category, for the per-category table."""
+    table: dict[str, dict[str, int]] = {}
+    for row in rows:
+        entry = table.setdefault(str(row.get("category") or "none"), {"correct": 0, "scored": 0})
+        if "correct" in row["scores"]:
+            entry["scored"] += 1
+            entry["correct"] += int(bool(row["scores"]["correct"]))
+    return table
+
+
+def disagreements(results: dict[str, list[dict[str, Any]]], limit: int = 3) -> list[Any]:
+    """Find a few items that some systems got right and others wrong, with each one's answer."""
+    if len(results) < 2:
+        return []
+    by_item: dict[Any, dict[str, dict[str, Any]]] = {}
+    for name, rows in results.items():
+        for row in rows:
+            if "correct" in row["scores"]:
+                by_item.setdefault(row["id"], {})[name] = row
+    examples = []
+    for item_id, rows_of in by_item.items():
+        verdicts = {bool(r["scores"]["correct"]) for r in rows_of.values()}
+        if len(verdicts) < 2 or len(rows_of) < 2:
+            continue
+        first = next(iter(rows_of.values()))
+        examples.append(
+            {
+                "id": item_id,
+                "question": first["turns"][-1],
+                "answers": {
+                    name: {"answer": r["answer"], "correct": bool(r["scores"]["correct"])}
+                    for name, r in rows_of.items()
+                },
+            }
+        )
+        if len(examples) == limit:
+            break
+    return examples
 
 
 def slug(name: str) -> str:

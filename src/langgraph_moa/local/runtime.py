@@ -31,7 +31,7 @@ from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import PrivateAttr
 
 from langgraph_moa.errors import LocalModelError, LocalRuntimeError
-from langgraph_moa.local.catalog import LocalModelInfo, lookup, model_path
+from langgraph_moa.local.catalog import LocalModelInfo, context_size, lookup, model_path
 from langgraph_moa.transport._http import own_async_client
 from langgraph_moa.transport._net import free_port
 
@@ -84,7 +84,7 @@ class LocalServer:
             "model_path": str(model_path(info)),
             "alias": info.name,
             "slots": slots,
-            "ctx_per_slot": info.n_ctx,
+            "ctx_per_slot": context_size(info),
             "threads": threads,
             "chat_template": info.chat_template,
         }

@@ -25,7 +25,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -46,6 +46,7 @@ from pydantic import (
 
 from langgraph_moa._redact import redact, register_secret, summarize_error
 from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.config._loader import load_config
 from langgraph_moa.config._schema import MoAConfig, explain_errors, explain_validation_error
 from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.errors import (
@@ -795,7 +796,7 @@ def _error_event(exc: MoAError) -> str:
 
 
 def serve(
-    presets: list[str],
+    presets: "list[str] | Mapping[str, MoAConfig]",
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -805,12 +806,37 @@ def serve(
     limits: RequestLimits | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     security: ServeSecurity | None = None,
+    announce: "Callable[[str], None] | None" = None,
+    log: "Callable[[str], None] | None" = None,
 ) -> None:
-    """Serve the presets until interrupted (what `moa serve` runs)."""
-    import uvicorn
+    """Serve the presets (or named configs) until interrupted (what `moa serve` runs).
+
+    Everything that would make every request fail is checked before the server starts and
+    before `announce` says "Serving": the serve extra is installed, every preset exists and
+    validates, every model's API key is set and every local model is installed, and the port
+    is free. Each failure raises `MoAError` in one sentence that names the fix. Then each
+    request and each failure is written as one line through `log` (stderr by default).
+    """
+    import sys
+
+    systems = (
+        {name: load_config(name) for name in presets}
+        if not isinstance(presets, Mapping)
+        else dict(presets)
+    )
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        from langgraph_moa.errors import MissingExtraError
+
+        raise MissingExtraError("moa serve", "serve", exc.name or "fastapi") from None
+    for name, config in systems.items():
+        _check_served(name, config)
+    _check_port(host, port)
+    from langgraph_moa.serving._access import AccessLog
 
     security = (security or ServeSecurity()).with_bind_host(host)
-    systems = {name: MoAConfig.from_preset(name) for name in presets}
     app = create_app(
         systems,
         api_key=api_key,
@@ -820,10 +846,17 @@ def serve(
         limits=limits,
         security=security,
     )
+
+    def to_stderr(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)  # noqa: T201
+
+    logged = AccessLog(app, list(systems), log or to_stderr)
+    if announce is not None:
+        announce(f"Serving {', '.join(systems)} on http://{host}:{port}/v1")
     # uvloop when installed; the HTTP parser stays the guarded h11 protocol (`_guard`), whose
     # head deadline and per-client connection limit keep slow clients from taking the server.
     options = {**server_options(), **uvicorn_options(security)}
-    uvicorn.run(app, host=host, port=port, log_level="warning", **options)
+    uvicorn.run(logged, host=host, port=port, log_level="warning", **options)
 
 
 def server_options() -> dict[str, str]:
@@ -841,3 +874,53 @@ def server_options() -> dict[str, str]:
         "loop": "uvloop" if installed("uvloop") else "asyncio",
         "http": "httptools" if installed("httptools") else "h11",
     }
+
+
+def _check_served(name: str, config: MoAConfig) -> None:
+    """Refuse a served config whose every request would fail: a key or a local model missing."""
+    import os
+
+    from langgraph_moa.providers._table import provider_of
+
+    roles = [*config.proposers, *config.final_chain]
+    missing: list[str] = []
+    for role in roles:
+        spec = role.model
+        if not isinstance(spec, str) or ":" not in spec:
+            continue
+        provider, _, model = spec.partition(":")
+        if provider == "local":
+            from langgraph_moa.local.catalog import lookup
+
+            info = lookup(model)
+            if not info.installed():
+                raise MoAConfigError(
+                    f"Preset {name!r} uses local:{model}, which is not installed: "
+                    f"{info.install_hint}, or serve another preset."
+                )
+            continue
+        env = provider_of(provider).key_env
+        if env and not os.environ.get(env) and env not in missing:
+            missing.append(env)
+    if missing:
+        raise MoAConfigError(
+            f"Preset {name!r} needs {' and '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not set: export "
+            f"{'it' if len(missing) == 1 else 'them'} or serve another preset (e.g. local-moa)."
+        )
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another process holds, before saying "Serving"."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise MoAConfigError(
+                f"Cannot listen on {host}:{port} ({exc.strerror}): another process may hold "
+                "the port; choose another with --port."
+            ) from None

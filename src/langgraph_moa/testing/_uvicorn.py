@@ -24,7 +24,12 @@ class BackgroundServer:
 
     def start(self) -> "BackgroundServer":
         """Start serving and wait until the port accepts connections."""
-        import uvicorn
+        try:
+            import uvicorn
+        except ImportError:
+            from langgraph_moa.errors import MissingExtraError
+
+            raise MissingExtraError("langgraph_moa.testing's servers", "serve", "uvicorn") from None
 
         config = uvicorn.Config(
             self.app,

@@ -97,8 +97,13 @@ class FaultServer:
 
     def app(self) -> Any:
         """Build the FastAPI app (handlers read `Request`: no lazy annotations here)."""
-        from fastapi import FastAPI, Request
-        from fastapi.responses import JSONResponse, Response, StreamingResponse
+        try:
+            from fastapi import FastAPI, Request
+            from fastapi.responses import JSONResponse, Response, StreamingResponse
+        except ImportError:
+            from langgraph_moa.errors import MissingExtraError
+
+            raise MissingExtraError("FaultServer", "serve", "fastapi") from None
 
         app = FastAPI()
 

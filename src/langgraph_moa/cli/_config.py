@@ -1,0 +1,266 @@
+"""The config a command runs: a preset or file with the flags on top, or a neutral base.
+
+No hidden defaults. When the user names the models (`--proposers`, `--aggregator`) or the
+shape (`--variant`, `--layers`, `--method`) without a preset, the run starts from a neutral
+base, not from some preset's leftovers: the named models (the default model where none is
+named), the schema's default limits, and every value stated by `describe()` in the header.
+Flags that contradict each other are refused in one sentence before anything is built, so no
+model a run will not call is ever assembled or loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from langgraph_moa.config._loader import DEFAULT_PRESET, load_config
+from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.config.context import MoAContext, apply_context
+from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.providers._models import describe_model
+from langgraph_moa.variants import Plan, variant_of, variants_help
+
+DEFAULT_MODEL = "local:qwen2.5-coder-1.5b"
+"""The model of the neutral base where the user names none: the default preset's model."""
+NEUTRAL_SAMPLES = {"select": 3, "self-moa": 3, "self-moa-seq": 6}
+"""Samples of the neutral base's one model, for the variants that sample one model."""
+SELECTION_METHODS = ("vote", "confidence", "consensus", "mux")
+
+PresetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        "-p",
+        help=f"Preset name (default {DEFAULT_PRESET}; a neutral base, stated in the header, "
+        "when --proposers, --aggregator, --layers, --variant or --method are given alone).",
+    ),
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or JSON config file.")]
+LayersOpt = Annotated[int | None, typer.Option(help="MoA layers (proposer layers + 1).")]
+ProposersOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated proposer specs, e.g. 'openai:gpt-4o-mini,local:qwen2.5-coder-1.5b'."
+    ),
+]
+AggregatorOpt = Annotated[str | None, typer.Option(help="Aggregator model spec.")]
+VariantOpt = Annotated[
+    str | None,
+    typer.Option(help="The variant: " + variants_help() + "."),
+]
+SamplesOpt = Annotated[int | None, typer.Option(help="Samples per proposer per layer.")]
+MaxTokensOpt = Annotated[
+    int | None,
+    typer.Option("--max-tokens", min=1, help="Completion-token cap of every call."),
+]
+TemperatureOpt = Annotated[
+    float | None,
+    typer.Option("--temperature", min=0.0, max=2.0, help="Temperature of every proposer."),
+]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--timeout", min=0.001, help="Seconds one attempt of one call may take."),
+]
+MethodOpt = Annotated[
+    str | None,
+    typer.Option("--method", help="How variant select picks: vote, confidence, consensus or mux."),
+]
+SystemOpt = Annotated[
+    str | None, typer.Option("--system", help="A system prompt put before the question.")
+]
+ContextSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--context-size",
+        min=256,
+        help="Context of each local model, in tokens (default 4096 per slot).",
+    ),
+]
+
+
+def build_config(
+    preset: str | None,
+    config_file: Path | None,
+    layers: int | None = None,
+    proposers: str | None = None,
+    aggregator: str | None = None,
+    variant: str | None = None,
+    samples: int | None = None,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    timeout: float | None = None,
+    method: str | None = None,
+) -> MoAConfig:
+    """Combine a preset, a file or the neutral base with the flags, validated.
+
+    Raises:
+        MoAConfigError: flags that contradict each other or the config, in one sentence.
+    """
+    if preset and config_file:
+        raise MoAConfigError("Give either --preset or --config, not both.")
+    models = [p.strip() for p in proposers.split(",") if p.strip()] if proposers else None
+    if method is not None and method not in SELECTION_METHODS:
+        raise MoAConfigError(
+            f"--method {method!r} is not a selection method: use one of "
+            f"{', '.join(SELECTION_METHODS)}."
+        )
+    shaped = any(v is not None for v in (layers, models, aggregator, variant, method))
+    if preset or config_file or not shaped:
+        base = load_config(config_file or preset or DEFAULT_PRESET)
+        _refuse_conflicts(variant or base.variant, aggregator, method, layers, models)
+        context = MoAContext(
+            layers=layers,
+            proposers=models,
+            aggregator=aggregator,
+            variant=variant,
+            samples=samples,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            aggregator_max_tokens=max_tokens,
+        )
+        cfg = apply_context(base, context, call_timeout_s=timeout)
+        if method is not None:
+            selection = (
+                cfg.selection.model_copy(update={"method": method})
+                if cfg.selection
+                else {"method": method}
+            )
+            cfg = cfg.with_overrides(selection=selection, name=_customized(base.name))
+        return cfg
+    return neutral_config(
+        variant or ("select" if method else "moa"),
+        models,
+        aggregator,
+        layers=layers,
+        samples=samples,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        timeout=timeout,
+        method=method,
+    )
+
+
+def _customized(name: str | None) -> str | None:
+    if name is None or name.endswith("(customized)"):
+        return name
+    return f"{name} (customized)"
+
+
+def _refuse_conflicts(
+    variant: str,
+    aggregator: str | None,
+    method: str | None,
+    layers: int | None,
+    models: list[str] | None,
+) -> None:
+    """Refuse, in one sentence, flags that the chosen variant would silently ignore."""
+    rules = _rules(variant)
+    if rules.final_role == "selector" and aggregator is not None:
+        raise MoAConfigError(
+            "--aggregator has no effect with variant select, which picks a proposal without "
+            "an aggregator call: drop --aggregator, or use --variant moa or ranker."
+        )
+    if method is not None and rules.final_role != "selector":
+        raise MoAConfigError(
+            f"--method chooses how variant select picks, but the variant is {variant!r}: "
+            "add --variant select or drop --method."
+        )
+    if rules.fixed_layers and layers not in (None, rules.default_layers):
+        raise MoAConfigError(
+            f"--layers {layers} does not apply to variant {variant!r}, which has one proposer "
+            "layer: drop --layers."
+        )
+    if rules.one_model and models is not None and len(models) != 1:
+        raise MoAConfigError(
+            f"variant {variant!r} samples one model, but --proposers names {len(models)}: "
+            "give one model and --samples N."
+        )
+
+
+def _rules(variant: str) -> type[Plan]:
+    """Return the variant's registered rules, or refuse an unknown one in one sentence."""
+    try:
+        return variant_of(variant)
+    except ValueError as exc:
+        raise MoAConfigError(f"--variant: {exc}.") from None
+
+
+def neutral_config(
+    variant: str,
+    models: list[str] | None,
+    aggregator: str | None,
+    *,
+    layers: int | None = None,
+    samples: int | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    timeout: float | None = None,
+    method: str | None = None,
+) -> MoAConfig:
+    """Build the neutral base: exactly the named models, the schema's defaults, nothing else.
+
+    Where no proposer is named, the default model proposes; where a synthesizing variant
+    names no aggregator, its first proposer aggregates. Both are stated in the header.
+    """
+    _refuse_conflicts(variant, aggregator, method, layers, models)
+    models = models or [DEFAULT_MODEL]
+    role: dict[str, Any] = {}
+    if max_tokens is not None:
+        role["max_tokens"] = max_tokens
+    proposer_role = {**role, **({"temperature": temperature} if temperature is not None else {})}
+    count = samples or NEUTRAL_SAMPLES.get(variant, 1)
+    data: dict[str, Any] = {
+        "name": "custom",
+        "variant": variant,
+        "proposers": [{"model": m, "samples": count, **proposer_role} for m in models],
+    }
+    if "aggregator" not in _rules(variant).derived_fields:
+        data["aggregator"] = {"model": aggregator or models[0], **role}
+    elif aggregator is not None:  # self-moa with its own model named: the schema checks it
+        data["aggregator"] = {"model": aggregator, **role}
+    if layers is not None:
+        data["layers"] = layers
+    if timeout is not None:
+        data["call_timeout_s"] = timeout
+    if method is not None:
+        data["selection"] = {"method": method}
+    return MoAConfig(**data)
+
+
+def describe(cfg: MoAConfig) -> str:
+    """State a config in full, in one line: name, variant, layers, models and their limits."""
+    if cfg.final_role == "selector" and cfg.selection is not None:
+        answers = sum(p.samples for p in cfg.proposers)
+        shape = f"select by {cfg.selection.method} over {answers} answers"
+    else:
+        shape = f"{cfg.variant}, {cfg.layers} layers"
+    parts = [f"{cfg.name or 'custom'}: {shape}"]
+    parts.append("proposers " + ", ".join(_role(p, p.samples) for p in cfg.proposers))
+    if cfg.final_role != "selector" and cfg.aggregator is not None:
+        parts.append(f"{cfg.final_role} {_role(cfg.final, 1)}")
+    if cfg.call_timeout_s is not None:
+        parts.append(f"timeout {cfg.call_timeout_s:g}s per call")
+    return " · ".join(parts)
+
+
+def _role(role: Any, samples: int) -> str:
+    times = f" x{samples}" if samples > 1 else ""
+    limit = f"max {role.max_tokens} tokens" if role.max_tokens else "no token cap"
+    temp = f", T {role.temperature:g}" if role.temperature is not None else ""
+    return f"{describe_model(role.model)}{times} ({limit}{temp})"
+
+
+def local_models(cfg: MoAConfig) -> list[str]:
+    """List the local models a run of `cfg` may call, in order, each once (nothing else)."""
+    specs = [p.model for p in cfg.proposers]
+    specs += [a.model for a in cfg.final_chain]  # empty where no aggregator is called
+    names: list[str] = []
+    for spec in specs:
+        if isinstance(spec, str) and spec.startswith("local:"):
+            name = spec.removeprefix("local:")
+            if name not in names:
+                names.append(name)
+    return names

@@ -1,0 +1,165 @@
+"""`moa eval`: compare systems on a dataset; a system that failed every item fails the command.
+
+The report goes to stdout as written (Markdown, unwrapped, so it pipes into a file); the
+progress goes to stderr, as a bar on a terminal and as lines elsewhere. When a system errored
+on every item the command says so with the first error and exits 1: a table of zeros is not
+an evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from langgraph_moa.cli._output import out
+from langgraph_moa.errors import MoAConfigError, MoAError
+
+
+def evaluate(
+    system: Annotated[
+        list[str],
+        typer.Option(
+            "--system", "-s", help="Preset, config file, or 'single:<model spec>' (repeatable)."
+        ),
+    ],
+    dataset: Annotated[
+        Path | None,
+        typer.Option(help="JSONL, MT-Bench or AlpacaEval file (default: the shipped one)."),
+    ] = None,
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", help="Output folder: results, summary, report, call cache."),
+    ] = Path("moa-eval"),
+    limit: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Items answered at the same time.")] = 1,
+    judge: Annotated[str | None, typer.Option(help="Judge model for pairwise win rates.")] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="System the others are compared with: accuracy difference with a 95% "
+            "interval, and pairwise win rates with --judge."
+        ),
+    ] = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(help="YAML/JSON price table: model -> {prompt, completion} $ per 1M tokens."),
+    ] = None,
+    langsmith_dataset: Annotated[
+        str | None,
+        typer.Option(help="Read the items from this LangSmith dataset (needs LANGSMITH_API_KEY)."),
+    ] = None,
+    plots: Annotated[bool, typer.Option(help="Draw the PNG plots (needs the eval extra).")] = True,
+    judge_layers: Annotated[
+        bool,
+        typer.Option(help="Judge every proposal of unverifiable items (per-layer analysis)."),
+    ] = False,
+    calibration_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write each 'single:' model's accuracy to this JSON file, for SLM-MUX "
+            "selection (selection.calibration_file)."
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the report.")] = False,
+) -> None:
+    """Compare systems (single models, MoA, Self-MoA...) on a dataset; reruns hit the cache."""
+    import asyncio
+
+    from langgraph_moa.eval.datasets import load_dataset, shipped_dataset
+    from langgraph_moa.eval.runner import Evaluation
+
+    out.quiet = quiet
+    if langsmith_dataset is not None and dataset is not None:
+        raise MoAConfigError("Give either --dataset or --langsmith-dataset, not both.")
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            out.warn(
+                "the plots need the 'eval' extra (matplotlib is not installed): install "
+                "langgraph-moa[eval], or pass --no-plots; the report is written without them."
+            )
+            plots = False
+    if langsmith_dataset is not None:
+        items = _langsmith_items(langsmith_dataset, limit)
+    else:
+        items = load_dataset(dataset or shipped_dataset())[:limit]
+    evaluation = Evaluation(
+        system,
+        items,
+        out_dir,
+        concurrency=concurrency,
+        judge=judge,
+        baseline=baseline,
+        prices=prices,
+        plots=plots,
+        judge_layers=judge_layers,
+    )
+    bar = out.stderr_is_terminal and not quiet
+    log = None if bar or quiet else out.plain
+    summary = asyncio.run(evaluation.run(progress=bar, log=log))
+    out.data((out_dir / "report.md").read_text(encoding="utf-8"))
+    if calibration_out is not None:
+        from langgraph_moa.eval.runner import calibration
+
+        calibration_out.write_text(json.dumps(calibration(summary), indent=2), encoding="utf-8")
+        out.info(f"[dim]calibration: {calibration_out}[/]")
+    out.info(
+        f"[dim]results: {out_dir}/results, {out_dir}/summary.json; call cache: "
+        f"{out_dir}/calls.db[/]"
+    )
+    failed = [name for name, s in summary.items() if s["items"] and s["errors"] == s["items"]]
+    if failed:
+        first = summary[failed[0]].get("first_error") or "no message recorded"
+        raise MoAError(
+            f"{', '.join(failed)} failed on every item ({summary[failed[0]]['items']}); the "
+            f"first error: {first}"
+        )
+
+
+def _langsmith_items(name: str, limit: int | None) -> list[Any]:
+    """Read a LangSmith dataset; any failure is one sentence, never a dump of the client."""
+    import os
+
+    from langgraph_moa.eval.langsmith_eval import load_langsmith_dataset
+
+    if not (os.environ.get("LANGSMITH_API_KEY") or os.environ.get("LANGCHAIN_API_KEY")):
+        raise MoAConfigError(
+            f"--langsmith-dataset {name!r} needs LANGSMITH_API_KEY: export it, or give a local "
+            "file with --dataset."
+        )
+    import logging
+
+    from langgraph_moa.cli._langsmith import endpoint, reachable
+
+    if not reachable(endpoint()):
+        raise MoAError(
+            f"Cannot read the LangSmith dataset {name!r}: {endpoint()} cannot be reached "
+            "(check the network or LANGSMITH_ENDPOINT)."
+        )
+    quiet = logging.getLogger("langsmith")  # its warnings dump request details, key included
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        from langsmith import Client
+
+        return load_langsmith_dataset(name, client=Client(timeout_ms=5000), limit=limit)
+    except MoAError:
+        raise
+    except Exception as exc:
+        kind = type(exc).__name__
+        text = str(exc)
+        if "not found" in text.lower() or "404" in text:
+            why = "no dataset of that name is visible to this API key"
+        elif "401" in text or "403" in text or "auth" in text.lower():
+            why = "the API key was refused (check LANGSMITH_API_KEY)"
+        elif "connect" in text.lower() or "timed out" in text.lower() or "Connection" in kind:
+            why = "its endpoint cannot be reached (check the network or LANGSMITH_ENDPOINT)"
+        else:
+            why = f"{kind}"
+        raise MoAError(f"Cannot read the LangSmith dataset {name!r}: {why}.") from None
+    finally:
+        quiet.setLevel(level)

@@ -1,0 +1,59 @@
+"""LangSmith without the network: one second and one line, never a hang or a dumped key.
+
+With tracing on and no network, the answer used to come, then the process hung 13-22 s at
+exit retrying uploads and printed 5-10 lines of connection errors (one with the API key's
+ends). One connection attempt of at most a second decides up front instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from urllib.parse import urlsplit
+
+from langgraph_moa.cli._output import out
+
+PROBE_S = 1.0
+DEFAULT_ENDPOINT = "https://api.smith.langchain.com"
+
+
+def endpoint() -> str:
+    """Return the LangSmith API the SDK would call."""
+    return (
+        os.environ.get("LANGSMITH_ENDPOINT")
+        or os.environ.get("LANGCHAIN_ENDPOINT")
+        or DEFAULT_ENDPOINT
+    )
+
+
+def reachable(url: str, probe_s: float = PROBE_S) -> bool:
+    """Tell whether a TCP connection to `url`'s host opens within `probe_s` seconds."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    reached: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=probe_s):
+                reached.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=attempt, daemon=True)  # DNS too is bounded by the join
+    thread.start()
+    thread.join(probe_s)
+    return bool(reached)
+
+
+def check_langsmith(probe_s: float = PROBE_S) -> None:
+    """Turn tracing off, with one line of warning, when the LangSmith endpoint is unreachable."""
+    flags = (os.environ.get("LANGSMITH_TRACING"), os.environ.get("LANGCHAIN_TRACING_V2"))
+    if not any((f or "").lower() == "true" for f in flags):
+        return
+    url = endpoint()
+    if not reachable(url, probe_s):
+        os.environ["LANGSMITH_TRACING"] = "false"
+        os.environ["LANGCHAIN_TRACING_V2"] = "false"
+        out.warn(f"LangSmith tracing is off for this run: {url} cannot be reached.")

@@ -1,0 +1,208 @@
+"""The live view of a run: every call with its state, time, tokens and tok/s, and its text.
+
+On a terminal it redraws in place on stderr while the answer streams into it, then leaves
+the final table on stderr; the answer itself goes to stdout once, alone. Off a terminal it
+writes one line per finished or failed call instead, so a log shows progress too.
+
+A local call that runs long is explained: on a shared machine the cores are busy with other
+work, and a user watching a 270-second call against a 300-second timeout deserves to know
+why, and which flag gives it more room.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from langgraph_moa.cli._output import out
+from langgraph_moa.graph.streaming import AnswerStream
+
+SLOW_LOCAL_CALL_S = 60.0
+"""A local call running this long gets a line saying why it may be slow."""
+PREVIEW_CHARS = 70
+
+
+@dataclass
+class _Row:
+    label: str
+    model: str = ""
+    state: str = "running"
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float | None = None
+    tokens: int | None = None
+    cached: bool = False
+    detail: str = ""
+
+    def elapsed(self) -> float:
+        return self.seconds if self.seconds is not None else time.perf_counter() - self.started
+
+    def rate(self) -> str:
+        if self.cached:
+            return "cached"
+        if self.tokens is None:
+            return ""
+        seconds = self.elapsed()
+        per_s = f", {self.tokens / seconds:.1f} tok/s" if seconds > 0 else ""
+        return f"{self.tokens} tok{per_s}"
+
+
+class Progress:
+    """A table of every call (layer, role, model, state, time, tokens) above the answer."""
+
+    _STYLE: ClassVar[dict[str, str]] = {"running": "yellow", "done": "green", "failed": "red"}
+
+    def __init__(self, timeout_s: float | None = None, lines: bool = False) -> None:
+        """Start empty; with `lines`, also print one line per finished or failed call."""
+        self.rows: dict[tuple[Any, ...], _Row] = {}
+        self.answer = ""
+        self.notes: list[str] = []
+        self.timeout_s = timeout_s
+        self.lines = lines
+
+    def event(self, e: dict[str, Any]) -> None:
+        """Apply one custom stream event from the graph."""
+        if "role" not in e:  # a run-level event, not one call's: the pick, a spent budget
+            if e["event"] == "selected":
+                self._note(picked(e))
+            elif e["event"] == "budget_spent":
+                self._note(f"token budget spent: {e['used']} of {e['limit']}")
+            return
+        key = (e["role"], e["layer"], e["proposer"], e["sample"])
+        if e["event"] == "started":
+            who = "aggregator" if e["proposer"] < 0 else f"proposer {e['proposer'] + 1}"
+            if e["role"] in ("ranker",):
+                who = e["role"]
+            sample = f" #{e['sample'] + 1}" if e["sample"] else ""
+            model = str(e["configured_model"])
+            self.rows[key] = _Row(f"L{e['layer']} {who}{sample} · {model}", model=model)
+            return
+        row = self.rows.setdefault(key, _Row(str(e.get("configured_model"))))
+        row.seconds = e.get("latency_s") or (time.perf_counter() - row.started)
+        if e["event"] == "finished":
+            row.state = "done"
+            row.tokens = e.get("completion_tokens")
+            row.cached = bool(e.get("cached"))
+            preview = str(e.get("preview") or "")
+            if e.get("model") and e["model"] not in row.label:
+                preview = f"(answered by {e['model']}) {preview}"
+            row.detail = _short(preview)
+            if self.lines:
+                out.plain(f"{row.label}: done in {row.seconds:.1f}s, {row.rate()}: {row.detail}")
+        else:
+            row.state = "failed"
+            row.detail = _short(str(e.get("error", "")), 120)
+            if self.lines:
+                out.plain(f"{row.label}: failed after {row.seconds:.1f}s: {row.detail}")
+
+    def _note(self, text: str) -> None:
+        self.notes.append(text)
+        if self.lines:
+            out.plain(text)
+
+    def slow_note(self) -> str | None:
+        """Say why a local call is slow, when one has been running for a minute or more."""
+        slow = [
+            r
+            for r in self.rows.values()
+            if r.state == "running" and r.model.startswith("local:")
+            if r.elapsed() >= SLOW_LOCAL_CALL_S
+        ]
+        if not slow:
+            return None
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        cores = os.cpu_count() or 1
+        busy = (
+            f"the machine is busy (load average {load:.1f} on {cores} cores), so local models "
+            "decode slower than usual"
+            if load > cores * 0.8
+            else f"load average {load:.1f} on {cores} cores"
+        )
+        limit = f"; each call may take {self.timeout_s:g}s (--timeout)" if self.timeout_s else ""
+        return f"a local call has run {slow[0].elapsed():.0f}s: {busy}{limit}"
+
+    def table(self) -> Table:
+        """Tabulate the calls so far, one row each."""
+        table = Table(box=None, show_header=False, pad_edge=False)
+        for row in self.rows.values():
+            table.add_row(
+                Text(row.label),
+                Text(row.state, style=self._STYLE[row.state]),
+                Text(f"{row.elapsed():5.1f}s", style="dim"),
+                Text(row.rate(), style="dim"),
+                Text(row.detail, style="dim", no_wrap=True, overflow="ellipsis"),
+            )
+        return table
+
+    def summary(self) -> Group:
+        """Group the table and the notes, without the answer (what stays on screen at the end)."""
+        return Group(self.table(), *(Text(note, style="dim") for note in self.notes))
+
+    def __rich__(self) -> Group:
+        """Render the table, the notes, a slow-call explanation and the answer so far."""
+        parts: list[Any] = [self.table(), *(Text(n, style="dim") for n in self.notes)]
+        if note := self.slow_note():
+            parts.append(Text(note, style="yellow"))
+        if self.answer:
+            parts += [Text(""), Text(self.answer)]
+        return Group(*parts)
+
+
+def _say_when_slow(progress: Progress, done: threading.Event, every_s: float = 5.0) -> None:
+    """Off a terminal, write the slow-call explanation once per slow call, as a log line."""
+    told: set[int] = set()
+    while not done.wait(every_s):
+        slow = [id(r) for r in list(progress.rows.values()) if r.state == "running"]
+        note = progress.slow_note()
+        if note and not told.issuperset(slow):
+            out.plain(note)
+            told.update(slow)
+
+
+def _short(text: str, limit: int = PREVIEW_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def picked(selection: dict[str, Any]) -> str:
+    """Put a selection's provenance (or its progress event, which carries the same) in words."""
+    line = f"picked by {selection['method']}: {selection['reason']}"
+    return f"{line} ({selection['note']})" if selection.get("note") else line
+
+
+def run_live(
+    graph: Any, run_input: dict[str, Any], *, timeout_s: float | None, context: Any = None
+) -> dict[str, Any]:
+    """Run the graph with the live view on stderr; return the final state.
+
+    On a terminal the view redraws in place and its last frame (the calls, without the
+    answer, which goes to stdout) stays on screen. Elsewhere, one line per call.
+    """
+    live_view = out.stderr_is_terminal and not out.quiet
+    progress = Progress(timeout_s, lines=not live_view and not out.quiet)
+    kwargs = {"context": context} if context is not None else {}
+    if not live_view:
+        done = threading.Event()
+        if not out.quiet:
+            threading.Thread(target=_say_when_slow, args=(progress, done), daemon=True).start()
+        try:
+            stream = AnswerStream(graph, run_input, on_progress=progress.event, **kwargs)
+            for _ in stream:
+                pass
+        finally:
+            done.set()
+        return stream.final
+    with Live(progress, console=out.err, refresh_per_second=8, transient=True) as live:
+        stream = AnswerStream(graph, run_input, on_progress=progress.event, **kwargs)
+        for text in stream:
+            progress.answer += text
+            live.refresh()
+    out.render(progress.summary())
+    return stream.final

@@ -1,0 +1,71 @@
+"""Where the `moa` command writes: the answer alone on stdout, everything else on stderr.
+
+A user who pipes `moa run ... > answer.txt` must get the answer's bytes and nothing else: no
+wrapping at column 80, no colour codes, no summary line. So stdout gets plain writes (rich
+only when stdout is a terminal), and headers, progress, notes, warnings and errors go to one
+stderr console that never wraps a line. `--quiet` silences the informative part of stderr;
+warnings about a degraded answer and errors are always shown.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+
+class Output:
+    """The two streams of one command, and whether the user asked for quiet."""
+
+    def __init__(self) -> None:
+        """Consoles on the real streams; quiet is off until a command turns it on."""
+        self.quiet = False
+        self.err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+    @property
+    def stdout_is_terminal(self) -> bool:
+        """Tell whether stdout is a terminal (then rich may format it)."""
+        return sys.stdout.isatty()
+
+    @property
+    def stderr_is_terminal(self) -> bool:
+        """Tell whether stderr is a terminal (then a live view may redraw it)."""
+        return self.err.is_terminal
+
+    def answer(self, text: str) -> None:
+        """Write the answer to stdout: its bytes and one newline, unwrapped, uncoloured."""
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+
+    def data(self, text: str) -> None:
+        """Write machine-readable output (JSON, a table for scripts) to stdout as is."""
+        self.answer(text)
+
+    def info(self, markup: str) -> None:
+        """Say something useful but not essential on stderr (silenced by --quiet)."""
+        if not self.quiet:
+            self.err.print(markup)
+
+    def plain(self, text: str) -> None:
+        """Say `text` on stderr without reading it as markup (silenced by --quiet)."""
+        if not self.quiet:
+            self.err.print(text, markup=False, highlight=False)
+
+    def render(self, renderable: Any) -> None:
+        """Show a rich object (a table) on stderr (silenced by --quiet)."""
+        if not self.quiet:
+            self.err.print(renderable)
+
+    def warn(self, text: str) -> None:
+        """Warn on stderr, always: a degraded answer is never silent."""
+        self.err.print(f"[bold yellow]warning:[/] {escape(text)}")
+
+    def error(self, text: str) -> None:
+        """Report a failure on stderr in one line."""
+        self.err.print(f"[bold red]error:[/] {escape(text)}")
+
+
+out = Output()
+"""The process's output; commands share it so that `--quiet` set once applies everywhere."""

@@ -1,0 +1,223 @@
+"""`moa run`: answer one question, the answer alone on stdout, its story on stderr.
+
+The header states the config in full (models, variant, limits) so nothing is hidden; a
+degraded answer (an aggregator fallback, failed calls) is said on stderr in words, and
+`--strict` turns it into exit code 3 so a script cannot take it for a clean answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from rich.markup import escape
+
+from langgraph_moa.cli._config import (
+    AggregatorOpt,
+    ConfigOpt,
+    ContextSizeOpt,
+    LayersOpt,
+    MaxTokensOpt,
+    MethodOpt,
+    PresetOpt,
+    ProposersOpt,
+    SamplesOpt,
+    SystemOpt,
+    TemperatureOpt,
+    TimeoutOpt,
+    VariantOpt,
+    build_config,
+    describe,
+    local_models,
+)
+from langgraph_moa.cli._live import picked, run_live
+from langgraph_moa.cli._local import prepare
+from langgraph_moa.cli._output import out
+from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.errors import MoAInputError
+
+DEGRADED_EXIT = 3
+"""Exit code of `--strict` when the answer is degraded (a fallback, or failed calls)."""
+
+QuietOpt = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="Only the answer (and warnings, errors) on stderr."),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help=f"Exit with code {DEGRADED_EXIT} when the answer is degraded: an aggregator "
+        "fallback or any failed call.",
+    ),
+]
+
+
+def read_question(question: str | None, file: Path | None) -> str:
+    """Return the question from the argument, stdin (``-``) or a file, as text."""
+    if question is not None and file is not None:
+        raise MoAInputError("Give the question either as an argument or with --file, not both.")
+    if file is not None:
+        if not file.is_file():
+            raise MoAInputError(f"Question file {str(file)!r} does not exist: check the path.")
+        data, where = file.read_bytes(), f"question file {str(file)!r}"
+    elif question == "-":
+        data, where = sys.stdin.buffer.read(), "standard input"
+    elif question is None:
+        raise MoAInputError(
+            'Give the question: moa run "Why is the sky blue?", moa run - (read from '
+            "standard input) or moa run --file question.txt."
+        )
+    else:
+        data, where = question.encode("utf-8", "surrogateescape"), "the question"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MoAInputError(
+            f"The input from {where} is not UTF-8 text (byte {exc.start}): convert it, e.g. "
+            "with iconv -t UTF-8."
+        ) from None
+    if not text.strip():
+        raise MoAInputError(
+            'The question is empty: pass the text to answer, e.g. moa run "Why is the sky blue?".'
+        )
+    return text
+
+
+def set_context_size(tokens: int | None) -> None:
+    """Apply --context-size to the local servers this process starts."""
+    if tokens is not None:
+        os.environ["LANGGRAPH_MOA_CONTEXT"] = str(tokens)
+
+
+def run(
+    question: Annotated[
+        str | None,
+        typer.Argument(help="The question to answer; '-' reads it from standard input."),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Read the question from this file.")
+    ] = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    layers: LayersOpt = None,
+    proposers: ProposersOpt = None,
+    aggregator: AggregatorOpt = None,
+    variant: VariantOpt = None,
+    samples: SamplesOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    method: MethodOpt = None,
+    system: SystemOpt = None,
+    timeout: TimeoutOpt = None,
+    context_size: ContextSizeOpt = None,
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="Live view of every call on stderr.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
+    quiet: QuietOpt = False,
+    strict: StrictOpt = False,
+) -> None:
+    """Answer one question with a Mixture-of-Agents (local models by default)."""
+    out.quiet = quiet
+    text = read_question(question, file)
+    set_context_size(context_size)
+    cfg = build_config(
+        preset,
+        config,
+        layers,
+        proposers,
+        aggregator,
+        variant,
+        samples,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        timeout=timeout,
+        method=method,
+    )
+    out.info(f"[cyan]{escape(describe(cfg))}[/]")
+    from langgraph_moa.graph._builder import create_moa_graph
+
+    graph: Any = create_moa_graph(cfg)
+    prepare(local_models(cfg))
+    messages = conversation(system, [HumanMessage(text)])
+    started = time.perf_counter()
+    if stream and not as_json:
+        state = run_live(graph, {"messages": messages}, timeout_s=cfg.call_timeout_s)
+    else:
+        state = graph.invoke({"messages": messages})
+    seconds = time.perf_counter() - started
+    answer: AIMessage = state["messages"][-1]
+    if as_json:
+        out.data(json.dumps(record(cfg, state, seconds), indent=2, default=str))
+    else:
+        out.answer(answer.text)
+        if not stream and (line := selection_line(answer)):
+            out.info(f"[dim]{escape(line)}[/]")
+    degraded = report_degraded(answer)
+    out.info(f"[dim]{summary_line(state)}; wall {seconds:.1f}s[/]")
+    if strict and degraded:
+        sys.exit(DEGRADED_EXIT)
+
+
+def conversation(system: str | None, messages: list[BaseMessage]) -> list[BaseMessage]:
+    """Put the --system prompt, if any, before the messages."""
+    return [SystemMessage(system), *messages] if system else list(messages)
+
+
+def report_degraded(answer: AIMessage) -> bool:
+    """Warn on stderr about a fallback answer and failed calls; tell whether there were any."""
+    meta = answer.response_metadata.get("moa", {})
+    failed = [c for c in meta.get("calls", []) if c.get("status") == "failed"]
+    if meta.get("fallback"):
+        out.warn(
+            f"this answer is a fallback ({meta['fallback']}), not the configured final step: "
+            f"{meta.get('fallback_reason', 'no reason recorded')}; it is the text of "
+            f"{meta.get('answered_by')}."
+        )
+    if failed:
+        calls = len(meta.get("calls", []))
+        first = failed[0]
+        out.warn(
+            f"{len(failed)} of {calls} calls failed; the first, {first['configured_model']} "
+            f"(layer {first['layer']}, {first['role']}): {first.get('error')}"
+        )
+    return bool(meta.get("fallback") or failed)
+
+
+def selection_line(answer: AIMessage) -> str | None:
+    """Why a selection run answered as it did: the vote in words, for the reader to judge."""
+    chosen = answer.response_metadata.get("moa", {}).get("selection")
+    return picked(chosen) if chosen else None
+
+
+def summary_line(state: dict[str, Any]) -> str:
+    """Sum up the calls, failures, tokens and the critical path of a run, in one line."""
+    total = state["usage"]["total"]
+    wall = sum(layer["latency_s"] for layer in state["usage"]["layers"])
+    return (
+        f"{total['calls']} calls ({total['failed']} failed), {total['prompt_tokens']} prompt + "
+        f"{total['completion_tokens']} completion tokens, critical path {wall:.1f}s"
+    )
+
+
+def record(config: MoAConfig, state: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Build the full JSON record of a run."""
+    answer: AIMessage = state["messages"][-1]
+    meta = answer.response_metadata["moa"]
+    return {
+        "answer": answer.text,
+        "system": {"name": config.name, "variant": config.variant, "layers": config.layers},
+        "answered_by": meta["answered_by"],
+        **{k: meta[k] for k in ("selection", "fallback", "fallback_reason") if k in meta},
+        "proposals": [c for c in state["calls"] if c["role"] == "proposer"],
+        "calls": state["calls"],
+        "usage": state["usage"],
+        "wall_time_s": round(seconds, 3),
+    }

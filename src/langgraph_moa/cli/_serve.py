@@ -1,0 +1,241 @@
+"""`moa serve`: the served presets or config files behind an OpenAI-compatible API.
+
+Nothing is announced before it can work: the presets are loaded, their keys and local models
+checked and the port probed first (`serving._app.serve`), so "Serving" is only printed by a
+server that will answer; then one line per request and per failure goes to stderr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from langgraph_moa.cli._config import DEFAULT_PRESET, ContextSizeOpt
+from langgraph_moa.cli._output import out
+from langgraph_moa.cli._run import set_context_size
+from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.config._loader import load_config
+from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.serving._app import MAX_BODY_BYTES
+from langgraph_moa.serving._guard import LOOPBACK_NAMES, ServeSecurity
+
+
+def _limit_option(field: str, flag: str, help_text: str) -> Any:
+    """Make a ``moa serve`` limit flag with the default and lower bound of `RequestLimits`."""
+    info = RequestLimits.model_fields[field]
+    lowest = next(m.ge for m in info.metadata if hasattr(m, "ge"))
+    return typer.Option(flag, min=lowest, help=f"{help_text} (default {info.default}).")
+
+
+def serve(
+    preset: Annotated[
+        list[str] | None,
+        typer.Option("--preset", "-p", help="Preset to serve as a model (repeatable)."),
+    ] = None,
+    config: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML or JSON config file to serve, as the model named by its `name:` "
+            "(else the file's stem) (repeatable).",
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; loopback by default.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="MOA_API_KEY", help="Require 'Authorization: Bearer <key>'."),
+    ] = None,
+    allow_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-model",
+            help="A model spec clients may name in 'proposers' or 'aggregator', besides the "
+            "served presets' own models (repeatable).",
+        ),
+    ] = None,
+    allow_client_endpoints: Annotated[
+        bool,
+        typer.Option(
+            "--allow-client-endpoints",
+            help="Let clients name OpenAI-compatible endpoints of their own "
+            "('model@http://...' or {base_url, model}); the server then calls hosts they "
+            "choose, so enable it only for trusted clients.",
+        ),
+    ] = False,
+    max_proposers: Annotated[
+        int | None, _limit_option("max_proposers", "--max-proposers", "Proposers per request")
+    ] = None,
+    max_samples: Annotated[
+        int | None,
+        _limit_option("max_samples", "--max-samples", "Samples per proposer per request"),
+    ] = None,
+    max_layers: Annotated[
+        int | None, _limit_option("max_layers", "--max-layers", "Layers per request")
+    ] = None,
+    max_calls: Annotated[
+        int | None, _limit_option("max_calls", "--max-calls", "Model calls per request")
+    ] = None,
+    max_messages: Annotated[
+        int | None, _limit_option("max_messages", "--max-messages", "Messages per request")
+    ] = None,
+    max_chars: Annotated[
+        int | None,
+        _limit_option("max_chars", "--max-chars", "Characters of text per request"),
+    ] = None,
+    max_answer_tokens: Annotated[
+        int | None,
+        _limit_option(
+            "max_answer_tokens",
+            "--max-answer-tokens",
+            "Largest max_tokens / max_completion_tokens a client may ask for",
+        ),
+    ] = None,
+    max_run_tokens: Annotated[
+        int | None,
+        _limit_option(
+            "max_run_tokens",
+            "--max-run-tokens",
+            "Token budget of one request, prompt and completion over every call",
+        ),
+    ] = None,
+    request_timeout: Annotated[
+        float | None,
+        _limit_option("request_timeout_s", "--request-timeout", "Seconds one request may run"),
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body read, in bytes.")
+    ] = MAX_BODY_BYTES,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="A host name clients may reach the server by, besides the loopback names "
+            "and the bound address (repeatable; '*' for any). Others get 421, which stops "
+            "DNS-rebinding pages.",
+        ),
+    ] = None,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-origin",
+            help="A web origin (https://app.example) whose pages may call the API "
+            "(repeatable). Other cross-origin browser requests get 403.",
+        ),
+    ] = None,
+    docs: Annotated[
+        bool, typer.Option("--docs", help="Serve the interactive /docs and /openapi.json.")
+    ] = False,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a connection may take to send a request head.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request body may take to arrive.")
+    ] = 30.0,
+    max_connections_per_client: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Open connections one client address may hold (raise it behind a proxy, "
+            "where every client has the proxy's address).",
+        ),
+    ] = 64,
+    context_size: ContextSizeOpt = None,
+) -> None:
+    """Serve presets as models behind an OpenAI-compatible API (/v1/chat/completions).
+
+    A served preset always runs as configured; the --max-* limits bound what a client's
+    overrides may ask for on top of it.
+    """
+    from langgraph_moa.serving._app import serve as run_server
+
+    given: dict[str, Any] = {
+        "max_proposers": max_proposers,
+        "max_samples": max_samples,
+        "max_layers": max_layers,
+        "max_calls": max_calls,
+        "max_messages": max_messages,
+        "max_chars": max_chars,
+        "max_answer_tokens": max_answer_tokens,
+        "max_run_tokens": max_run_tokens,
+        "request_timeout_s": request_timeout,
+    }
+    limits = RequestLimits(**{k: v for k, v in given.items() if v is not None})
+    set_context_size(context_size)
+    systems: dict[str, MoAConfig] = {}
+    for name in preset or ([] if config else [DEFAULT_PRESET, "local-moa", "local-self-moa"]):
+        systems[name] = load_config(name)
+    for path in config or []:
+        loaded = load_config(path)
+        name = loaded.name or path.stem
+        if name in systems:
+            raise MoAConfigError(
+                f"Two served configs are named {name!r}: give each file its own `name:`."
+            )
+        systems[name] = loaded
+    if api_key is not None and not api_key.strip():
+        raise MoAConfigError(
+            "The API key is empty, which would let any client in: set --api-key (or "
+            "MOA_API_KEY) to a secret, or leave it out on loopback."
+        )
+    security = ServeSecurity(
+        allowed_hosts=(*LOOPBACK_NAMES, *(allowed_host or ())),
+        allowed_origins=tuple(allowed_origin or ()),
+        docs=docs,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_connections_per_client=max_connections_per_client,
+    )
+    if host in ("0.0.0.0", "::") and not allowed_host:
+        out.warn(
+            f"bound to {host}, but only loopback names are answered; name the host clients "
+            "use with --allowed-host (or '*' for any)."
+        )
+    if api_key is None and not _is_loopback(host):
+        out.warn(
+            f"serving on {host} without an API key: anyone who can reach this port can run "
+            "models at your expense; set --api-key or MOA_API_KEY."
+        )
+    unfenced = [name for name, cfg in systems.items() if cfg.reference_format == "paper"]
+
+    def announce(line: str) -> None:
+        # Warnings about a server that will run come once its checks have passed.
+        if unfenced:
+            out.warn(
+                f"{', '.join(unfenced)} {'uses' if len(unfenced) == 1 else 'use'} "
+                "reference_format 'paper', which does not fence proposals: a proposal can "
+                "imitate another or pose as instructions to the aggregator (docs/security.md)."
+            )
+        out.err.print(f"[cyan]{escape(line)}[/]")
+
+    run_server(
+        systems,
+        host=host,
+        port=port,
+        api_key=api_key,
+        allow_models=allow_model or (),
+        allow_client_endpoints=allow_client_endpoints,
+        limits=limits,
+        max_body_bytes=max_body_bytes,
+        security=security,
+        announce=announce,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    """Tell whether `host` is reachable from this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,139 @@
+"""What `moa serve` says while it runs: one line per request and per failure, and /health.
+
+An operator watching the terminal must see that requests arrive and what they cost, and see
+a failure when it happens rather than learn of it from a client. This ASGI wrapper sits
+outside the app: it reads the request's ``model`` from the body as it passes, and the status,
+usage, call counts, fallback and error message from the response as it passes (the last
+event of a stream carries the same provenance), then writes one line. It also answers
+``GET /health`` so a supervisor or load balancer can check the server without a model call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+_KEEP = 256 * 1024
+"""Bytes of a response kept for the log line: a stream's tail, a JSON body's start."""
+
+
+class AccessLog:
+    """Wrap an ASGI app: answer /health, and log one line per HTTP request through `write`."""
+
+    def __init__(self, app: Any, models: list[str], write: Callable[[str], None]) -> None:
+        """Log requests to `app` with `write`; /health lists `models`."""
+        self.app = app
+        self.models = models
+        self.write = write
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve one ASGI connection."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == "/health" and scope["method"] in ("GET", "HEAD"):
+            await self._health(send)
+            return
+        started = time.perf_counter()
+        seen: dict[str, Any] = {"status": 0, "request": bytearray(), "response": bytearray()}
+
+        async def tap_receive() -> Any:
+            message = await receive()
+            if message["type"] == "http.request" and len(seen["request"]) < _KEEP:
+                seen["request"] += message.get("body", b"")[: _KEEP - len(seen["request"])]
+            return message
+
+        async def tap_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                body = seen["response"]
+                body += message.get("body", b"")
+                if len(body) > 2 * _KEEP:
+                    del body[: len(body) - _KEEP]
+            await send(message)
+
+        try:
+            await self.app(scope, tap_receive, tap_send)
+        except Exception as exc:
+            self.write(self._line(scope, 500, started, seen, f"{type(exc).__name__}: {exc}"))
+            raise
+        self.write(self._line(scope, seen["status"], started, seen))
+
+    async def _health(self, send: Any) -> None:
+        body = json.dumps({"status": "ok", "models": self.models}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _line(
+        self,
+        scope: Any,
+        status: int,
+        started: float,
+        seen: dict[str, Any],
+        crash: str | None = None,
+    ) -> str:
+        seconds = time.perf_counter() - started
+        parts = [f"{scope['method']} {scope['path']} {status}"]
+        model = _field(bytes(seen["request"]), "model")
+        if model:
+            parts.append(str(model))
+        facts = _response_facts(bytes(seen["response"]))
+        if "calls" in facts:
+            failed = f", {facts['failed']} failed" if facts["failed"] else ""
+            parts.append(f"{facts['calls']} calls{failed}")
+        if "tokens" in facts:
+            parts.append(f"{facts['tokens']} tokens")
+        if facts.get("fallback"):
+            parts.append(f"fallback: {facts['fallback']}")
+        error = crash or facts.get("error")
+        if error:
+            parts.append("error: " + " ".join(str(error).split())[:300])
+        parts.append(f"{seconds:.2f}s")
+        return " · ".join(parts)
+
+
+def _field(body: bytes, name: str) -> Any:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value.get(name) if isinstance(value, dict) else None
+
+
+def _response_facts(body: bytes) -> dict[str, Any]:
+    """Read calls, failures, tokens, fallback and error from a JSON body or an event stream."""
+    payloads: list[dict[str, Any]] = []
+    text = body.decode("utf-8", "replace")
+    if text.lstrip().startswith("{"):
+        try:
+            payloads = [json.loads(text)]
+        except ValueError:
+            payloads = []
+    else:
+        for line in text.splitlines():
+            if line.startswith("data: {"):
+                try:
+                    payloads.append(json.loads(line[len("data: ") :]))
+                except ValueError:
+                    continue
+    facts: dict[str, Any] = {}
+    for payload in payloads:
+        if isinstance(payload.get("error"), dict):
+            facts["error"] = payload["error"].get("message")
+        moa = payload.get("moa")
+        if isinstance(moa, dict):
+            calls = moa.get("calls") or []
+            facts["calls"] = len(calls)
+            facts["failed"] = sum(c.get("status") == "failed" for c in calls)
+            total = (moa.get("usage") or {}).get("total") or {}
+            if "total_tokens" in total:
+                facts["tokens"] = total["total_tokens"]
+            facts["fallback"] = moa.get("fallback")
+        usage = payload.get("usage")
+        if isinstance(usage, dict) and "total_tokens" in usage:
+            facts["tokens"] = usage["total_tokens"]
+    return facts

@@ -1,0 +1,280 @@
+"""The `moa` command as a process against a fake OpenAI-compatible backend on loopback.
+
+What a script sees: stdout holds the answer's bytes and nothing else, every other line is on
+stderr, exit codes tell a degraded answer and a failed evaluation from a clean one, the
+question comes from stdin or a file, a chat survives a failed turn, and `moa serve` refuses
+what cannot work before it says "Serving".
+"""
+
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from langgraph_moa.testing import FaultProfile, FaultServer
+
+MOA = [sys.executable, "-c", "from langgraph_moa.cli._app import main; main()"]
+ANSI = "\x1b["
+
+
+def moa(*args, input=None, env=None, timeout=120):
+    return subprocess.run(
+        [*MOA, *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def reply(model, n, words=12):
+    """The fake backend's n-th answer for `model` (see testing/fault_server.py)."""
+    return f"{model} answer {n} " + " ".join(f"w{i}" for i in range(words - 3))
+
+
+@pytest.fixture
+def backend():
+    failing = FaultProfile(error_rate=1.0, errors=["400"])
+    with FaultServer({"bad": failing, "flaky": failing}) as server:
+        yield server
+
+
+def models(backend, *names):
+    return ",".join(f"{n}@{backend.url}" for n in names)
+
+
+def test_piped_output_is_the_answer_alone_byte_exact(backend):
+    result = moa(
+        "run",
+        "--proposers",
+        models(backend, "a", "b"),
+        "--aggregator",
+        models(backend, "agg"),
+        "--layers",
+        "2",
+        "Why is the sky blue?",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == reply("agg", 1) + "\n"
+    assert ANSI not in result.stdout + result.stderr
+    err = result.stderr.splitlines()
+    # The header states the neutral base in full; one line per call; the summary last.
+    assert err[0].startswith("custom: moa, 2 layers · proposers a@")
+    assert "(max 512 tokens, T 0.7)" in err[0] and "aggregator agg@" in err[0]
+    assert sum(": done in " in line and " tok/s: " in line for line in err) == 3
+    assert err[-1].startswith("3 calls (0 failed)")
+    quiet = moa("run", "-q", "--proposers", models(backend, "a"), "--layers", "2", "hi")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert quiet.stdout == reply("a", 3) + "\n"  # "a" aggregates: its 3rd call here
+
+
+def test_no_stream_and_json_pipe_too(backend):
+    result = moa("run", "--no-stream", "--proposers", models(backend, "a"), "--layers", "2", "x")
+    assert result.stdout == reply("a", 2) + "\n"
+    record = json.loads(moa("run", "--json", "-q", "--proposers", models(backend, "c"), "x").stdout)
+    assert record["answer"] == reply("c", 3) and len(record["calls"]) == 3
+
+
+def test_a_fallback_is_said_and_strict_makes_it_an_exit_code(backend):
+    args = ["run", "--proposers", models(backend, "a"), "--aggregator", models(backend, "bad")]
+    args += ["--layers", "2", "q"]
+    lenient = moa(*args)
+    assert lenient.returncode == 0
+    assert lenient.stdout == reply("a", 1) + "\n"  # the proposal, labelled below
+    warning = next(line for line in lenient.stderr.splitlines() if "fallback" in line)
+    assert warning.startswith("warning: this answer is a fallback (best_proposal)")
+    assert "injected 400 for bad" in warning
+    strict = moa(*args, "--strict")
+    assert strict.returncode == 3 and "fallback" in strict.stderr
+
+
+def test_the_question_comes_from_stdin_or_a_file(backend, tmp_path):
+    spec = models(backend, "a")
+    piped = moa("run", "-q", "--proposers", spec, "--layers", "2", "-", input="line 1\nline 2\n")
+    assert piped.returncode == 0, piped.stderr
+    assert backend.requests["a"] == 2
+    question = tmp_path / "q.txt"
+    question.write_bytes(b"\xff\xfe not text")
+    bad = moa("run", "--proposers", spec, "--file", str(question))
+    assert bad.returncode == 1 and "is not UTF-8 text" in bad.stderr
+    assert backend.requests["a"] == 2  # refused before any call
+    question.write_text("a long question " * 5000, encoding="utf-8")  # past no argument limit
+    from_file = moa("run", "-q", "--proposers", spec, "--layers", "2", "--file", str(question))
+    assert from_file.returncode == 0 and from_file.stdout == reply("a", 4) + "\n"
+
+
+def test_conflicting_flags_are_one_line_and_nothing_is_called(backend):
+    result = moa(
+        "run", "--variant", "select", "--aggregator", models(backend, "a"), "--proposers",
+        models(backend, "b"), "q",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: --aggregator has no effect with variant select")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert backend.requests == {}
+
+
+def test_a_chat_turn_that_fails_is_reported_and_the_session_goes_on(backend, tmp_path):
+    chat = subprocess.Popen(
+        [*MOA, "chat", "--proposers", models(backend, "flaky"), "--aggregator",
+         models(backend, "agg"), "--layers", "2"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in chat.stderr], daemon=True).start()
+
+    def wait_for(text):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = lines.get(timeout=deadline - time.monotonic())
+            if text in line:
+                return line
+        raise AssertionError(f"never saw {text!r}")
+
+    chat.stdin.write("first question\n")
+    chat.stdin.flush()
+    failure = wait_for("the conversation goes on")
+    assert failure.startswith("error: ") and "injected 400 for flaky" in failure
+    backend.profiles["flaky"] = FaultProfile()  # the provider recovers
+    save = tmp_path / "chat.json"
+    chat.stdin.write(f"\nsecond \\\ncontinued\n/save {save}\n/exit\n")
+    chat.stdin.flush()
+    stdout, _ = chat.communicate(timeout=120)
+    assert chat.returncode == 0
+    assert stdout == reply("agg", 1) + "\n"
+    saved = json.loads(save.read_text())
+    # The failed turn was taken back; the continued line is one message.
+    assert [m["content"] for m in saved] == ["second \ncontinued", reply("agg", 1)]
+
+
+def test_serve_refuses_a_keyless_preset_before_serving():
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    result = subprocess.run(
+        [*MOA, "serve", "-p", "moa-lite"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 1
+    assert "Serving" not in result.stdout + result.stderr
+    assert result.stderr.startswith("error: Preset 'moa-lite' needs TOGETHER_API_KEY")
+    unknown = moa("serve", "-p", "nope")
+    assert unknown.returncode == 1 and "Unknown preset 'nope'" in unknown.stderr
+    assert "Serving" not in unknown.stderr
+
+
+def test_serve_a_config_file_logs_each_request_and_refuses_a_taken_port(backend, tmp_path):
+    config = tmp_path / "fake.yaml"
+    config.write_text(
+        f"name: fake-moa\nlayers: 2\nproposers: ['a@{backend.url}']\naggregator: 'bad@{backend.url}'\n"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [*MOA, "serve", "--config", str(config), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stderr.readline().startswith(f"Serving fake-moa on http://127.0.0.1:{port}")
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                health = httpx.get(f"{base}/health")
+                break
+            except httpx.ConnectError:
+                time.sleep(0.1)
+        assert health.json() == {"status": "ok", "models": ["fake-moa"]}
+        body = {"model": "fake-moa", "messages": [{"role": "user", "content": "hi"}]}
+        answer = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60).json()
+        assert answer["moa"]["fallback"] == "best_proposal"
+        line = server.stderr.readline()
+        assert line.startswith("POST /v1/chat/completions 200 · fake-moa · 2 calls, 1 failed")
+        assert "tokens · fallback: best_proposal" in line
+        missing = httpx.post(f"{base}/v1/chat/completions", json={**body, "model": "x"})
+        assert missing.status_code == 404
+        line = server.stderr.readline()
+        assert line.startswith("POST /v1/chat/completions 404 · x · error: The model 'x'")
+        taken = moa("serve", "--config", str(config), "--port", str(port))
+        assert taken.returncode == 1 and "Serving" not in taken.stderr
+        assert "choose another with --port" in taken.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_eval_fails_when_a_system_errors_on_every_item(backend, tmp_path):
+    config = tmp_path / "broken.yaml"
+    config.write_text(
+        f"name: broken-moa\nlayers: 2\nproposers: ['bad@{backend.url}']\n"
+        f"aggregator: 'a@{backend.url}'\n"
+    )
+    data = tmp_path / "items.jsonl"
+    rows = [
+        {"id": "q1", "instruction": "2+2?", "expected": "4", "category": "math"},
+        {"id": "q2", "instruction": "Say hi."},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = moa(
+        "eval", "-s", str(config), "--dataset", str(data), "--out", str(tmp_path / "out"),
+        "--no-plots",
+    )  # fmt: skip
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: broken-moa failed on every item (2); the first error:")
+    assert "injected 400 for bad" in error
+    # The report, on stdout, names the system by its `name:` and says what was not scored.
+    assert "| broken-moa |" in result.stdout
+    assert "broken-moa**: 2 of 2 items failed; the first error:" in result.stdout
+    # Progress lines, since stderr is not a terminal.
+    assert "broken-moa: 2/2 items" in result.stderr
+
+
+def test_models_prints_whole_specs_and_json():
+    listing = moa("models")
+    assert listing.returncode == 0 and ANSI not in listing.stdout
+    assert listing.stdout.splitlines()[1].startswith("local:qwen2.5-coder-1.5b\t")
+    data = json.loads(moa("models", "--json").stdout)
+    assert "local:qwen2.5-coder-1.5b" in [m["spec"] for m in data["local"]]
+    assert "local-confidence" in data["presets"]
+    version = moa("--version")
+    assert version.returncode == 0 and version.stdout.startswith("langgraph-moa ")
+
+
+def test_unreachable_langsmith_costs_one_line(backend):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    env = {
+        "LANGSMITH_TRACING": "true",
+        "LANGSMITH_API_KEY": "lsv2-secret-key",
+        "LANGSMITH_ENDPOINT": f"http://127.0.0.1:{dead}",
+    }
+    args = ["run", "--proposers", models(backend, "a"), "--layers", "2", "q"]
+    result = moa(*args, env=env)
+    assert result.returncode == 0
+    warnings = [line for line in result.stderr.splitlines() if "LangSmith" in line]
+    assert warnings == [
+        f"warning: LangSmith tracing is off for this run: http://127.0.0.1:{dead} cannot be "
+        "reached."
+    ]
+    assert "lsv2-secret-key" not in result.stderr
+    no_key = moa("eval", "-s", "local-confidence", "--langsmith-dataset", "d", env={
+        "LANGSMITH_API_KEY": "", "LANGCHAIN_API_KEY": ""})  # fmt: skip
+    assert no_key.returncode == 1
+    assert no_key.stderr.strip() == (
+        "error: --langsmith-dataset 'd' needs LANGSMITH_API_KEY: export it, or give a local "
+        "file with --dataset."
+    )
+    env["LANGSMITH_TRACING"] = "false"
+    offline = moa("eval", "-s", "local-confidence", "--langsmith-dataset", "d", env=env)
+    assert offline.returncode == 1 and "lsv2" not in offline.stderr
+    assert offline.stderr.strip() == (
+        f"error: Cannot read the LangSmith dataset 'd': http://127.0.0.1:{dead} cannot be "
+        "reached (check the network or LANGSMITH_ENDPOINT)."
+    )

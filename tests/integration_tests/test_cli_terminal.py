@@ -1,0 +1,108 @@
+"""`moa chat` and `moa run` on a real terminal (tmux's pseudo-terminal), as a user sees them.
+
+The live view must show tokens and tok/s per call, and the chat must edit lines and recall
+earlier ones with the arrow keys (readline), not print escape codes.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from langgraph_moa.testing import FaultProfile, FaultServer
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+
+
+class Screen:
+    """A tmux session on its own server socket, running one command."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.socket = f"moa-test-{os.getpid()}-{time.monotonic_ns()}"
+        env = f"PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))}"
+        line = f"env -u COLUMNS -u LINES {env} {shlex.join(command)}; sleep 30"
+        self.tmux("new-session", "-d", "-x", "200", "-y", "60", line)
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True
+        ).stdout
+
+    def text(self) -> str:
+        return self.tmux("capture-pane", "-p", "-S", "-200")
+
+    def wait_for(self, text: str, count: int = 1, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.text()
+            if screen.count(text) >= count:
+                return screen
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} x{count} never appeared; the screen:\n{self.text()}")
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", *keys)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+
+
+@pytest.fixture
+def backend():
+    with FaultServer(default=FaultProfile(latency_s=(0.2, 0.3))) as server:
+        yield server
+
+
+def moa_command(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from langgraph_moa.cli._app import main; main()", *args]
+
+
+def test_chat_on_a_terminal_shows_tokens_per_call_and_recalls_history(backend):
+    screen = Screen(
+        moa_command(
+            "chat",
+            "--proposers",
+            f"a@{backend.url},b@{backend.url}",
+            "--aggregator",
+            f"agg@{backend.url}",
+            "--layers",
+            "2",
+        )
+    )
+    try:
+        screen.wait_for("you>")
+        screen.keys("what is two plus two", "Enter")
+        shown = screen.wait_for("agg answer 1 w0")
+        # The final frame of the live view: each call with its tokens and rate.
+        calls = [line for line in shown.splitlines() if " · a@" in line or " · agg@" in line]
+        assert len(calls) == 2 and all(" tok/s" in line for line in calls), shown
+        assert "12 tok" in calls[0]
+        screen.wait_for("you>", count=2)
+        screen.keys("Up")  # readline: the previous message comes back, editable
+        screen.wait_for("you> what is two plus two")
+        screen.keys("BSpace", "BSpace", "BSpace", "three", "Enter")
+        shown = screen.wait_for("agg answer 2 w0")
+        assert "you> what is two plus three" in shown
+        assert "\x1b[A" not in shown and "^[[A" not in shown
+        screen.wait_for("you>", count=3)
+        screen.keys("/exit", "Enter")
+        time.sleep(1)
+        assert backend.requests["agg"] == 2
+    finally:
+        screen.close()
+
+
+def test_run_on_a_terminal_leaves_the_calls_and_the_answer(backend):
+    screen = Screen(moa_command("run", "--proposers", f"a@{backend.url}", "--layers", "2", "Why?"))
+    try:
+        shown = screen.wait_for("critical path")
+        assert "custom: select" not in shown and "custom: moa, 2 layers" in shown
+        assert "L1 proposer 1 · a@" in shown and "L2 aggregator · a@" in shown
+        assert shown.count(" tok/s") == 2
+        assert "a answer 2 w0" in shown
+    finally:
+        screen.close()
