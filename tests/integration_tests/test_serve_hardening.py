@@ -369,7 +369,10 @@ def test_client_token_requests_are_capped_by_the_flag_or_the_preset(backend):
             chat(server, {"model": "big", "messages": USER, "max_tokens": 8001}).status_code == 400
         )
     small = {
-        "m": MoAConfig(proposers=[f"p@{url}"], aggregator={"model": f"a@{url}", "max_tokens": 50})
+        "m": MoAConfig(
+            proposers=[{"model": f"p@{url}", "max_tokens": 50}],
+            aggregator={"model": f"a@{url}", "max_tokens": 50},
+        )
     }
     with serve(small, limits=RequestLimits(max_answer_tokens=100)) as server:
         assert chat(server, {"model": "m", "messages": USER, "max_tokens": 100}).is_success
