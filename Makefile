@@ -14,10 +14,11 @@ test:  ## Unit tests: fake models, no network, about a minute.
 integration_tests:  ## Real HTTP on loopback, the CLI as a process, the local models.
 	$(PYTEST) tests/integration_tests
 
-lint:  ## ruff check, ruff format --check and mypy, changing nothing.
+lint:  ## ruff check, ruff format --check, mypy and the import layers, changing nothing.
 	$(PYTHON) -m ruff check src tests benchmarks examples graphs
 	$(PYTHON) -m ruff format --check src tests benchmarks examples graphs
 	$(PYTHON) -m mypy
+	PYTHONPATH=src $(PYTHON) -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"
 
 format:  ## Fix what ruff can fix and format the code.
 	$(PYTHON) -m ruff check --fix src tests benchmarks examples graphs

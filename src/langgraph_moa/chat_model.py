@@ -16,7 +16,6 @@ The answer's `usage_metadata` counts every inner call (proposers and aggregator)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -30,10 +29,11 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from langgraph_moa.config._loader import load_config
 from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
-from langgraph_moa.run.context import MoAContext, apply_context
 
 
 class MoAChatModel(BaseChatModel):
@@ -41,8 +41,10 @@ class MoAChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
 
-    config: MoAConfig | str = Field(
-        default="local-moa", description="A MoAConfig, a preset name or a YAML/JSON file path."
+    config: MoAConfig | str | None = Field(
+        default=None,
+        description="A MoAConfig, a preset name or a YAML/JSON file path; None: the default "
+        "preset (`DEFAULT_PRESET`).",
     )
     model_name: str | None = Field(default=None, alias="model", description="Name in traces.")
     temperature: float | None = Field(default=None, description="Proposer temperature.")
@@ -54,6 +56,11 @@ class MoAChatModel(BaseChatModel):
     _graph: Any = PrivateAttr(default=None)
     _resolved: MoAConfig | None = PrivateAttr(default=None)
 
+    def __init__(self, **data: Any) -> None:
+        """Validate, and resolve the config now: a typo fails here, not at the first call."""
+        super().__init__(**data)
+        _ = self.moa_config
+
     @property
     def _llm_type(self) -> str:
         return "langgraph-moa"
@@ -62,16 +69,8 @@ class MoAChatModel(BaseChatModel):
     def moa_config(self) -> MoAConfig:
         """The MoA config with this model's parameters applied (validated, like the CLI's)."""
         if self._resolved is None:
-            base = self.config
-            if isinstance(base, str):
-                path = Path(base)
-                base = (
-                    MoAConfig.from_file(path)
-                    if path.suffix in (".yaml", ".yml", ".json")
-                    else MoAConfig.from_preset(base)
-                )
             self._resolved = apply_context(
-                base,
+                load_config(self.config),
                 MoAContext(temperature=self.temperature, aggregator_max_tokens=self.max_tokens),
                 call_timeout_s=self.timeout,
                 max_attempts=None if self.max_retries is None else self.max_retries + 1,

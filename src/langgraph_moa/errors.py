@@ -1,6 +1,28 @@
 """Typed errors: every failure a user can meet names the problem and the fix.
 
-All of them derive from `MoAError` so an application can catch one type. Errors raised
+All of them derive from `MoAError` so an application can catch one type::
+
+    MoAError
+    ├── MoAConfigError (ValueError)          a config, preset, context or request is invalid
+    │   ├── LimitExceededError               a run would exceed a budget or server limit
+    │   └── ModelNotAllowedError             a server's model policy refuses a model
+    ├── MoAInputError (ValueError)           the input is not a conversation
+    ├── ModelResolutionError (ValueError)    a model spec cannot be built
+    │   └── MissingAPIKeyError               its key variable is not set
+    ├── AllProposersFailedError              a layer has no proposal to pass on (.calls)
+    ├── BudgetExhaustedError                 the token budget ran out first (.calls)
+    ├── AggregatorFailedError                every aggregator failed (.calls)
+    ├── EmptyResponseError                   a model answered with no text (one call)
+    ├── CallTimeoutError (TimeoutError)      one attempt ran past call_timeout_s
+    ├── StragglerCancelledError              a proposer left behind by its layer's deadline
+    ├── StructuredOutputError                the answer does not parse into the schema
+    ├── ContextLengthError                   the input does not fit the model's context
+    ├── StreamBrokenError                    a streamed answer broke after text was sent
+    ├── RetryPastDeadlineError               a Retry-After asks for a wait past the deadline
+    ├── RequestTimeoutError                  a served request ran past --request-timeout
+    ├── LocalModelError (RuntimeError)       a packaged model is missing, corrupt or unknown
+    ├── LocalRuntimeError (RuntimeError)     a local model server could not start or died
+    └── EvalDatasetError (ValueError)        a dataset file cannot be used Errors raised
 mid-run carry the call records gathered so far (`.calls`), so nothing already paid for is
 lost when a run cannot finish.
 """
@@ -127,6 +149,44 @@ class AggregatorFailedError(_RunError):
         )
         self.model = model
         self.__cause__ = error
+
+
+# --- one call -----------------------------------------------------------------------------
+
+
+class EmptyResponseError(MoAError):
+    """A model answered with no text; counted as a failed call, never rendered as a reference."""
+
+
+class CallTimeoutError(MoAError, TimeoutError):
+    """One attempt of a model call ran past `call_timeout_s`; retried like any timeout."""
+
+
+class StragglerCancelledError(MoAError):
+    """A proposer still running when its layer's deadline passed with the quorum met."""
+
+
+class StructuredOutputError(MoAError):
+    """The aggregator's answer could not be parsed into the requested structure."""
+
+
+class ContextLengthError(MoAError):
+    """The input (conversation plus references) does not fit the model's context window."""
+
+
+# --- the embedded runtime and evaluation ----------------------------------------------------
+
+
+class LocalModelError(MoAError, RuntimeError):
+    """A local model is missing, corrupt or unknown; the message names the fix."""
+
+
+class LocalRuntimeError(MoAError, RuntimeError):
+    """A local server could not start or died; the message carries its own last words."""
+
+
+class EvalDatasetError(MoAError, ValueError):
+    """A dataset file cannot be used; the message names the file, the line and the fix."""
 
 
 class StreamBrokenError(MoAError):

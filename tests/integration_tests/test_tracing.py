@@ -82,4 +82,4 @@ def test_trace_tree_mirrors_the_moa_and_hides_keys(recorder, monkeypatch):
         ancestors(runs, aggregator)[0] == "aggregate"
         and ancestors(runs, aggregator)[-1] == "traced-moa"
     )
-    assert {"prepare", "synthesize"} <= set(by_name)
+    assert {"prepare", "join_layer"} <= set(by_name)

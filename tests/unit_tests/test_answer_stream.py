@@ -4,8 +4,8 @@ the one validated override path."""
 import pytest
 
 from langgraph_moa import MoAChatModel, MoAConfig, MoAConfigError, create_moa_graph
+from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.graph.streaming import AnswerStream
-from langgraph_moa.run.context import MoAContext, apply_context
 from tests.helpers import QUESTION
 
 LONG = lambda label, n, msgs: f"{label} says one two three"  # noqa: E731

@@ -8,9 +8,9 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from langgraph_moa import MoAConfig
+from langgraph_moa.errors import CallTimeoutError, StragglerCancelledError
 from langgraph_moa.graph._nodes import MoANodes
 from langgraph_moa.providers._models import has_own_timeout
-from langgraph_moa.providers._retry import CallTimeoutError, StragglerCancelledError
 from langgraph_moa.run._calls import acall_model, call_model
 from langgraph_moa.transport._call_loop import call_loop
 

@@ -3,7 +3,7 @@
 import pytest
 
 from langgraph_moa import MoAConfig, MoAConfigError, MoAContext, create_moa_graph
-from langgraph_moa.run.context import apply_context
+from langgraph_moa.config.context import apply_context
 from tests.helpers import QUESTION
 
 

@@ -5,7 +5,8 @@ from collections import Counter
 
 import pytest
 
-from langgraph_moa.eval import EvalDatasetError, load_dataset, score, shipped_dataset
+from langgraph_moa.errors import EvalDatasetError
+from langgraph_moa.eval import load_dataset, score, shipped_dataset
 from langgraph_moa.eval.scorers import (
     contains,
     exact,

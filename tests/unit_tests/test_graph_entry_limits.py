@@ -7,8 +7,8 @@ import pytest
 
 from langgraph_moa import MoAConfig
 from langgraph_moa.config import RequestLimits
+from langgraph_moa.config.context import ContextConfigCache, MoAContext
 from langgraph_moa.errors import LimitExceededError
-from langgraph_moa.run.context import ContextConfigCache, MoAContext
 
 GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
 

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
+from langgraph_moa.errors import LocalModelError
 from langgraph_moa.local import catalog
-from langgraph_moa.local.catalog import LocalModelError, LocalModelInfo, lookup, model_path
+from langgraph_moa.local.catalog import LocalModelInfo, lookup, model_path
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from langgraph_moa import (
     RetrySettings,
     create_moa_graph,
 )
+from langgraph_moa.config._schema import MAX_ATTEMPTS
 from tests.helpers import QUESTION, references_in
 
 FAST = RetrySettings(max_attempts=2, initial_interval=0.0, jitter=False)
@@ -292,9 +293,30 @@ def test_a_conversation_that_alone_fills_the_window_is_a_clear_error(fake, log):
     ],
 )
 def test_context_overflow_of_each_server_becomes_a_context_length_error(message):
-    from langgraph_moa.providers._retry import ContextLengthError, explain_failure
+    from langgraph_moa.errors import ContextLengthError
+    from langgraph_moa.providers._retry import explain_failure
 
     explained = explain_failure(ValueError(message), "local:qwen2.5-coder-0.5b")
     assert isinstance(explained, ContextLengthError)
     assert "too long for local:qwen2.5-coder-0.5b" in str(explained)
     assert explain_failure(ValueError("rate limited"), "m").__class__ is ValueError
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 5])
+def test_the_runs_retry_setting_alone_decides_how_often_a_call_is_tried(fake, log, attempts):
+    """One source of truth: the node's policy only waits; the effective config decides."""
+    config = MoAConfig(
+        proposers=[
+            fake("A", fail=lambda n, msgs: ConnectionError("flaky") if n <= 4 else None),
+            fake("B"),
+        ],
+        aggregator=fake("AGG"),
+        layers=2,
+        retry=RetrySettings(max_attempts=attempts, initial_interval=0.0, jitter=False),
+    )
+    graph = create_moa_graph(config)
+    assert graph.builder.nodes["propose"].retry_policy.max_attempts == MAX_ATTEMPTS
+    out = graph.invoke(QUESTION)
+    proposal = next(c for c in out["calls"] if c["role"] == "proposer")
+    assert proposal["attempts"] == attempts == len(log.by("A"))
+    assert proposal["status"] == ("ok" if attempts == 5 else "failed")

@@ -24,19 +24,17 @@ from rich.table import Table
 from rich.text import Text
 
 from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.config._loader import DEFAULT_PRESET, load_config
 from langgraph_moa.config._schema import MoAConfig, list_presets
+from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
-from langgraph_moa.providers._models import PROVIDER_API_KEY_ENV
-from langgraph_moa.run.context import MoAContext, apply_context
+from langgraph_moa.providers._table import providers
 from langgraph_moa.serving._app import MAX_BODY_BYTES
 from langgraph_moa.serving._guard import LOOPBACK_NAMES, ServeSecurity
+from langgraph_moa.variants import variants_help
 
-DEFAULT_PRESET = "local-confidence"
-"""Chosen by measurement (README, "What it found on the local models"): the most accurate
-local system on the 256 shipped items, above the best packaged model alone with an interval
-above zero, at under 3 times its answer time; its weighted vote says how sure the answer is."""
 LAYERED_PRESET = "local-moa"
 """The base when --proposers, --aggregator, --layers or --variant are given without a preset."""
 
@@ -69,9 +67,7 @@ ProposersOpt = Annotated[
     ),
 ]
 AggregatorOpt = Annotated[str | None, typer.Option(help="Aggregator model spec.")]
-VariantOpt = Annotated[
-    str | None, typer.Option(help="moa, single-proposer, self-moa, self-moa-seq or ranker.")
-]
+VariantOpt = Annotated[str | None, typer.Option(help="The variant: " + variants_help() + ".")]
 SamplesOpt = Annotated[int | None, typer.Option(help="Samples per proposer per layer.")]
 
 
@@ -90,11 +86,7 @@ def build_config(
     # Without a preset, overrides that describe a layered MoA (its proposers, aggregator,
     # layers or variant) start from the layered local MoA, not from the selection default.
     shaped = any(v is not None for v in (layers, proposers, aggregator, variant))
-    base = (
-        MoAConfig.from_file(config_file)
-        if config_file
-        else MoAConfig.from_preset(preset or (LAYERED_PRESET if shaped else DEFAULT_PRESET))
-    )
+    base = load_config(config_file or preset or (LAYERED_PRESET if shaped else DEFAULT_PRESET))
     context = MoAContext(
         layers=layers,
         proposers=[p.strip() for p in proposers.split(",") if p.strip()] if proposers else None,
@@ -327,9 +319,12 @@ def models() -> None:
     remote = Table(title="Remote providers")
     remote.add_column("prefix")
     remote.add_column("key")
-    for provider, env in sorted(PROVIDER_API_KEY_ENV.items()):
+    for row in providers():
+        env = row.key_env
+        if env is None:
+            continue
         remote.add_row(
-            f"{provider}:",
+            f"{row.prefix}:",
             f"[green]{env} set[/]" if os.environ.get(env) else f"[dim]{env} not set[/]",
         )
     console.print(remote)

@@ -1,8 +1,8 @@
 """What a run is: validated configuration models, limits, presets and the one loader."""
 
 from langgraph_moa.config._limits import Budget, RequestLimits
+from langgraph_moa.config._loader import DEFAULT_PRESET, ConfigSource, load_config
 from langgraph_moa.config._schema import (
-    VARIANTS,
     AggregatorConfig,
     MoAConfig,
     ProposerConfig,
@@ -12,7 +12,9 @@ from langgraph_moa.config._schema import (
 )
 
 __all__ = [
-    "VARIANTS",
+    "DEFAULT_PRESET",
+    "ConfigSource",
+    "load_config",
     "AggregatorConfig",
     "Budget",
     "MoAConfig",

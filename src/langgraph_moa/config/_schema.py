@@ -1,16 +1,8 @@
 """Validated configuration for every MoA variant, loadable from Python, YAML, JSON or presets.
 
-One `MoAConfig` describes all five variants of the papers:
-
-- ``moa``: `layers` MoA layers of heterogeneous proposers, then one aggregator;
-- ``single-proposer``: one model sampled n times as the proposers, any aggregator;
-- ``self-moa``: k samples of one model, aggregated by that same model;
-- ``self-moa-seq``: a long stream of samples aggregated through a sliding window that carries
-  the running synthesis forward;
-- ``ranker``: the paper's LLM-Ranker baseline, which returns the best proposal verbatim;
-- ``select``: no aggregator call: the answer is picked among the proposals by vote,
-  confidence, consensus or SLM-MUX (`SelectionConfig`), optionally sampling in rounds until
-  the answers agree.
+One `MoAConfig` describes every registered variant (`langgraph_moa.variants`: layered MoA,
+single-proposer, Self-MoA, Self-MoA-Seq, the ranker baseline and selection); the variant's own
+rules check the config and fill in its defaults.
 
 `layers` counts MoA layers as the paper does: 3 layers = 2 proposer layers + the aggregator.
 """
@@ -21,36 +13,62 @@ import json
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, ErrorDetails
 
 from langgraph_moa.config._limits import Budget, check_budget
 from langgraph_moa.errors import MoAConfigError
-from langgraph_moa.providers._models import ModelSpec, describe_model, same_model, validate_spec
-from langgraph_moa.providers._retry import RetrySettings
+from langgraph_moa.providers._models import ModelSpec, describe_model, validate_spec
 from langgraph_moa.text._prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
 from langgraph_moa.text._selection import SelectionConfig
+from langgraph_moa.variants import Plan, variant_names, variant_of
 
-Variant = Literal["moa", "single-proposer", "self-moa", "self-moa-seq", "ranker", "select"]
-VARIANTS: tuple[Variant, ...] = (
-    "moa",
-    "single-proposer",
-    "self-moa",
-    "self-moa-seq",
-    "ranker",
-    "select",
-)
-_ONE_MODEL_VARIANTS = ("single-proposer", "self-moa", "self-moa-seq")
+MAX_ATTEMPTS = 20
+"""The most attempts a call may be given (retries are visible and each one is paid for)."""
+
+
+class RetrySettings(BaseModel):
+    """Exponential backoff with jitter for every proposer and aggregator call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1, le=MAX_ATTEMPTS)
+    initial_interval: float = Field(default=0.5, ge=0.0)
+    backoff_factor: float = Field(default=2.0, ge=1.0)
+    max_interval: float = Field(default=30.0, ge=0.0)
+    jitter: bool = Field(default=True, description="Add up to 1 s of random delay.")
+
+
+def _registered_variant(name: str) -> str:
+    variant_of(name)  # raises ValueError naming the registered variants
+    return name
+
+
+class _VariantSchema:
+    """The JSON schema of a variant name: an enum of the variants registered when it is drawn."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"enum": list(variant_names()), "type": "string"}
+
+
+Variant = Annotated[str, AfterValidator(_registered_variant), _VariantSchema()]
+"""A registered variant's name (see `langgraph_moa.variants`)."""
 
 
 def _coerce_role(value: Any) -> Any:
@@ -274,73 +292,24 @@ class MoAConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_variant(self) -> Self:
-        v = self.variant
-        if v in _ONE_MODEL_VARIANTS and len(self.proposers) != 1:
-            raise ValueError(
-                f"variant {v!r} samples one model: give exactly one proposer "
-                f"(with samples=n), got {len(self.proposers)}"
-            )
-        if v in ("self-moa", "self-moa-seq"):
-            p = self.proposers[0]
-            if p.samples < 2:
-                raise ValueError(f"variant {v!r} needs samples >= 2 on its proposer")
-            if self.aggregator is None:
-                self.aggregator = AggregatorConfig(
-                    model=p.model,
-                    name=p.name,
-                    temperature=0.0 if v == "self-moa-seq" else p.temperature,
-                )
-            elif not same_model(self.aggregator.model, p.model):
-                raise ValueError(
-                    f"variant {v!r} aggregates with the proposer's own model; to aggregate "
-                    "with another model use variant 'single-proposer'"
-                )
-            if self.layers not in (None, 2):
-                raise ValueError(f"variant {v!r} has exactly 2 layers; remove `layers`")
-        if v == "select":
-            self._check_select()
-            return self
-        if self.aggregator is None:
-            raise ValueError(
-                f"variant {v!r} needs an aggregator: set `aggregator` to a model spec "
-                "(for example your strongest proposer)"
-            )
-        if self.layers is None:
-            self.layers = 3 if v == "moa" else 2
-        per_layer = sum(p.samples for p in self.proposers)
-        if v != "self-moa-seq" and self.min_proposers > per_layer:
-            raise ValueError(
-                f"min_proposers ({self.min_proposers}) cannot exceed the {per_layer} proposals "
-                "of a layer"
-            )
+        rules = self.rules
+        for field, raw in rules.derive(self).items():
+            annotation: Any = type(self).model_fields[field].annotation
+            setattr(self, field, TypeAdapter(annotation).validate_python(raw))
+        rules.check(self)
         return self
-
-    def _check_select(self) -> None:
-        if self.layers not in (None, 2):
-            raise ValueError(
-                "variant 'select' has one proposer layer and then the selection: remove "
-                "`layers` (or set it to 2)"
-            )
-        self.layers = 2
-        self.selection = self.selection or SelectionConfig()
-        if self.selection.stop_agreement is not None and sum(self.first_round()) < 2:
-            raise ValueError(
-                "adaptive early stop needs at least 2 proposals in its first round: raise "
-                "selection.round_size or add proposers"
-            )
-        if self.min_proposers > sum(p.samples for p in self.proposers):
-            raise ValueError("min_proposers cannot exceed the proposals of the layer")
 
     # --- derived values ------------------------------------------------------------------
 
     @property
+    def rules(self) -> type[Plan]:
+        """The variant's registered rules and routing (`langgraph_moa.variants`)."""
+        return variant_of(self.variant)
+
+    @property
     def adaptive(self) -> bool:
         """Tell whether samples are drawn in rounds until the answers agree."""
-        return (
-            self.variant == "select"
-            and self.selection is not None
-            and self.selection.stop_agreement is not None
-        )
+        return self.rules.is_adaptive(self)
 
     def first_round(self) -> list[int]:
         """Return how many samples each proposer draws before the first look at the votes."""
@@ -358,9 +327,7 @@ class MoAConfig(BaseModel):
     @property
     def final_role(self) -> Literal["aggregator", "ranker", "selector"]:
         """Which role writes the final answer."""
-        if self.variant == "select":
-            return "selector"
-        return "ranker" if self.variant == "ranker" else "aggregator"
+        return self.rules.final_role
 
     @property
     def final(self) -> AggregatorConfig:
@@ -376,11 +343,8 @@ class MoAConfig(BaseModel):
         return [self.final, *self.aggregator_fallbacks]
 
     def calls_per_run(self) -> int:
-        """Model calls a fully successful run makes (used in tests and cost estimates)."""
-        if self.variant == "self-moa-seq":
-            return self.proposers[0].samples + len(self.seq.batches(self.proposers[0].samples))
-        per_layer = sum(p.samples for p in self.proposers)
-        return per_layer * self.proposer_layers + (0 if self.variant == "select" else 1)
+        """Model calls a fully successful run makes (the budget and the server count on it)."""
+        return self.rules.calls_per_run(self)
 
     # --- loading -------------------------------------------------------------------------
 
@@ -390,9 +354,8 @@ class MoAConfig(BaseModel):
         variant = changes.get("variant") or self.variant
         if variant != self.variant:
             # Defaults that depended on the old variant are derived again.
-            data["layers"] = None
-            if variant in ("self-moa", "self-moa-seq"):
-                data["aggregator"] = None
+            for field in variant_of(variant).derived_fields:
+                data[field] = None
         data.update({k: v for k, v in changes.items() if v is not None})
         return MoAConfig(**data)
 

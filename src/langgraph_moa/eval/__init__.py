@@ -5,7 +5,8 @@ plots, harness exports and a Markdown report; every model call is cached on disk
 optional parts (plots, similarity, the length-controlled win rate) need the ``eval`` extra.
 """
 
-from langgraph_moa.eval.datasets import EvalDatasetError, EvalItem, load_dataset, shipped_dataset
+from langgraph_moa.errors import EvalDatasetError
+from langgraph_moa.eval.datasets import EvalItem, load_dataset, shipped_dataset
 from langgraph_moa.eval.langsmith_eval import evaluate_system, load_langsmith_dataset
 from langgraph_moa.eval.length_control import Judged, length_controlled_win_rate
 from langgraph_moa.eval.runner import Evaluation

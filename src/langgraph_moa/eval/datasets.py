@@ -21,13 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from langgraph_moa.errors import MoAError
+from langgraph_moa.errors import EvalDatasetError
 
 _INSTRUCTION_KEYS = ("instruction", "question", "prompt")
-
-
-class EvalDatasetError(MoAError, ValueError):
-    """A dataset file cannot be used; the message names the file, the line and the fix."""
 
 
 @dataclass

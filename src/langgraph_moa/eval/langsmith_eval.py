@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from langgraph_moa.eval.datasets import EvalDatasetError, EvalItem
+from langgraph_moa.errors import EvalDatasetError
+from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.eval.scorers import score
 
 _INPUT_KEYS = ("instruction", "question", "prompt", "input")

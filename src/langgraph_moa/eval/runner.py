@@ -21,6 +21,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.eval.costs import Prices, dollars, load_prices, pareto_front
@@ -48,7 +49,7 @@ from langgraph_moa.eval.scorers import score
 from langgraph_moa.eval.stats import paired_difference, wilson_interval
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.providers._models import ModelCache, ModelSpec, describe_model
-from langgraph_moa.run.cache import SQLiteCallCache, call_key
+from langgraph_moa.run.cache import SQLiteCallCache
 
 SINGLE = "single:"
 
@@ -59,7 +60,21 @@ class System:
 
     name: str
     graph: Any = None
-    single: ProposerConfig | None = None
+
+
+def single_model(spec: str) -> MoAConfig:
+    """Return the config of a ``single:<model>`` system: one greedy call, no mixture.
+
+    It runs through the graph like every other system (a selection over one proposal), so its
+    answer has the same call records, cache keys, retries and errors as a mixture's.
+    """
+    return MoAConfig(
+        variant="select",
+        name=spec,
+        proposers=[
+            ProposerConfig(model=spec.removeprefix(SINGLE), max_tokens=256, temperature=0.0)
+        ],
+    )
 
 
 def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
@@ -73,14 +88,9 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
             name=spec.name or spec.variant, graph=create_moa_graph(spec, call_cache=cache)
         )
     if spec.startswith(SINGLE):
-        return System(
-            name=spec,
-            single=ProposerConfig(model=spec.removeprefix(SINGLE), max_tokens=256, temperature=0.0),
-        )
-    if Path(spec).suffix in (".yaml", ".yml", ".json"):
-        config = MoAConfig.from_file(spec)
-    elif spec in list_presets():
-        config = MoAConfig.from_preset(spec)
+        return System(name=spec, graph=create_moa_graph(single_model(spec), call_cache=cache))
+    if Path(spec).suffix.lower() in CONFIG_SUFFIXES or spec in list_presets():
+        config = load_config(spec)
     else:
         raise MoAConfigError(
             f"Unknown system {spec!r}: give a preset ({', '.join(list_presets())}), a config "
@@ -145,40 +155,6 @@ class Evaluation:
         self._models = ModelCache()
         self.notes: list[str] = []
 
-    async def _answer_single(
-        self, system: System, history: list[BaseMessage]
-    ) -> tuple[AIMessage, list[dict[str, Any]]]:
-        assert system.single is not None
-        role = system.single
-        params = role.call_params()
-        key = call_key(model=role.label, params=params, messages=history, role="single", sample=0)
-        started = time.perf_counter()
-        hit = self.cache.get(key)
-        reply: BaseMessage
-        if hit is None:
-            reply = await self._models.get(role.model, params).ainvoke(history)
-            self.cache.put(key, reply)
-        else:
-            reply = hit
-        usage: dict[str, Any] = (
-            dict(reply.usage_metadata or {}) if isinstance(reply, AIMessage) else {}
-        )
-        call = {
-            "role": "single",
-            "layer": 1,
-            "proposer": 0,
-            "sample": 0,
-            "configured_model": role.label,
-            "model": role.label,
-            "status": "ok",
-            "output": reply.text,
-            "cached": hit is not None,
-            "latency_s": round(time.perf_counter() - started, 4),
-            "prompt_tokens": usage.get("input_tokens", 0),
-            "completion_tokens": usage.get("output_tokens", 0),
-        }
-        return AIMessage(content=reply.text), [call]
-
     async def run_item(self, system: System, item: EvalItem) -> dict[str, Any]:
         """Answer one item with one system: the results row, scores and analysis included."""
         history: list[BaseMessage] = []
@@ -188,12 +164,9 @@ class Evaluation:
         for turn, text in enumerate(item.turns):  # multi-turn: answer by turn, history carried
             history.append(HumanMessage(text))
             try:
-                if system.single is not None:
-                    answer, turn_calls = await self._answer_single(system, history)
-                else:
-                    state = await system.graph.ainvoke({"messages": history})
-                    answer = state["messages"][-1]
-                    turn_calls = [{k: c.get(k) for k in _CALL_FIELDS} for c in state["calls"]]
+                state = await system.graph.ainvoke({"messages": history})
+                answer = state["messages"][-1]
+                turn_calls = [{k: c.get(k) for k in _CALL_FIELDS} for c in state["calls"]]
             except MoAError as exc:
                 error = str(exc)
                 break

@@ -2,15 +2,17 @@
 
 Topology (one for every variant, so the variant can change per run)::
 
-    prepare ──Sendxn──▶ propose ──▶ synthesize ──┬─Sendxn─▶ propose      (next layer)
+    prepare ──Sendxn──▶ propose ──▶ join_layer ──┬─Sendxn─▶ propose      (next layer)
                                                  ├────────▶ aggregate ──▶ END
                                                  ├────────▶ rank ──────▶ END
                                                  └────────▶ select ────▶ END
                         aggregate ──Sendxk──▶ propose                    (next Self-MoA-Seq window)
 
 ``propose`` is one node, fanned out with `Send`: each (layer, proposer, sample) is its own
-branch with its own input. ``synthesize`` joins a layer. Which edge a router takes is the
-variant's `Plan` (see `plan`); the node bodies are in `nodes`, one model call in `calls`.
+branch with its own input. ``join_layer`` closes a layer (its successful outputs become the
+next input's references); ``aggregate`` synthesizes. Which edge a router takes is the
+variant's `Plan` (`langgraph_moa.variants`); the node bodies are in `_nodes`, one model call's
+machinery in `run._calls`.
 """
 
 from __future__ import annotations
@@ -24,21 +26,22 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, RetryPolicy
 
 from langgraph_moa.config._limits import RequestLimits
-from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.config._loader import ConfigSource, load_config
+from langgraph_moa.config._schema import MAX_ATTEMPTS
+from langgraph_moa.config.context import MoAContext
 from langgraph_moa.graph._nodes import MoANodes
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run._answer import TAG_FINAL, final_answer_only, parse_choice
 from langgraph_moa.run._inputs import guard_input, validate_conversation
 from langgraph_moa.run.cache import CallCache
-from langgraph_moa.run.context import MoAContext
 from langgraph_moa.run.state import MoAInput, MoAOutput, MoAState
-from langgraph_moa.variants._plan import (
+from langgraph_moa.variants import (
     AGGREGATE,
+    JOIN_LAYER,
     PREPARE,
     PROPOSE,
     RANK,
     SELECT,
-    SYNTHESIZE,
     Route,
 )
 
@@ -52,7 +55,7 @@ __all__ = [
 
 
 def create_moa_graph(
-    config: MoAConfig | str,
+    config: ConfigSource,
     *,
     checkpointer: Checkpointer = None,
     name: str | None = None,
@@ -64,7 +67,8 @@ def create_moa_graph(
     """Compile a Mixture-of-Agents graph. Needs no network and no API key.
 
     Args:
-        config: A `MoAConfig`, or the name of a preset.
+        config: A `MoAConfig`, a preset name, a YAML/JSON file path or a mapping of
+            settings (`load_config`); None means the default preset.
         checkpointer: Optional LangGraph checkpointer for durable, resumable runs.
         name: Graph name shown in traces; defaults to the preset name or ``"moa"``.
         response_format: A pydantic model, TypedDict or JSON schema: the final aggregator
@@ -83,11 +87,13 @@ def create_moa_graph(
         A compiled graph that takes ``{"messages": [...]}`` and appends the answer as an
         `AIMessage`. Per-run settings go in ``context=MoAContext(...)`` (or a dict).
     """
-    if isinstance(config, str):
-        config = MoAConfig.from_preset(config)
+    config = load_config(config)
     nodes = MoANodes(config, response_format, response_method, call_cache, limits)
+    # The node bodies decide whether an attempt is retried (`_failed_attempt`, from the run's
+    # effective config, counting attempts made before a resume); the policy only waits
+    # between attempts, so its own bound is the largest the config allows.
     retry = RetryPolicy(
-        max_attempts=config.retry.max_attempts,
+        max_attempts=MAX_ATTEMPTS,
         initial_interval=config.retry.initial_interval,
         backoff_factor=config.retry.backoff_factor,
         max_interval=config.retry.max_interval,
@@ -111,7 +117,7 @@ def create_moa_graph(
     # model a second time, in the cache kept for sync runs.
     builder.add_node(PREPARE, _dual(nodes.prepare, nodes.aprepare, PREPARE))
     builder.add_node(PROPOSE, _dual(nodes.propose, nodes.apropose, PROPOSE), retry_policy=retry)
-    builder.add_node(SYNTHESIZE, nodes.synthesize)
+    builder.add_node(JOIN_LAYER, nodes.join_layer)
     builder.add_node(
         AGGREGATE, _dual(nodes.aggregate, nodes.aaggregate, AGGREGATE), retry_policy=retry
     )
@@ -119,8 +125,8 @@ def create_moa_graph(
     builder.add_node(SELECT, nodes.select)
     builder.add_edge(START, PREPARE)
     builder.add_conditional_edges(PREPARE, first_layer, [PROPOSE])
-    builder.add_edge(PROPOSE, SYNTHESIZE)
-    builder.add_conditional_edges(SYNTHESIZE, after_layer, [PROPOSE, AGGREGATE, RANK, SELECT])
+    builder.add_edge(PROPOSE, JOIN_LAYER)
+    builder.add_conditional_edges(JOIN_LAYER, after_layer, [PROPOSE, AGGREGATE, RANK, SELECT])
     builder.add_conditional_edges(AGGREGATE, after_aggregate, [PROPOSE, AGGREGATE, END])
     builder.add_edge(RANK, END)
     builder.add_edge(SELECT, END)

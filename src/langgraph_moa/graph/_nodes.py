@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -22,18 +22,17 @@ from langgraph.types import Command
 from langgraph_moa._redact import summarize_error
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig
+from langgraph_moa.config.context import ContextConfigCache
 from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
     BudgetExhaustedError,
-)
-from langgraph_moa.providers._models import ModelCache, has_own_timeout
-from langgraph_moa.providers._retry import (
     EmptyResponseError,
     StragglerCancelledError,
     StructuredOutputError,
-    is_retryable,
 )
+from langgraph_moa.providers._models import ModelCache, has_own_timeout
+from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import failed_record, ok_record, summarize
 from langgraph_moa.run._answer import (
@@ -70,11 +69,10 @@ from langgraph_moa.run._ledger import (
 )
 from langgraph_moa.run._references import answered_proposals, candidates, priority, with_references
 from langgraph_moa.run.cache import CallCache
-from langgraph_moa.run.context import ContextConfigCache
 from langgraph_moa.run.state import CallRecord, MoAState, ProposerTask
 from langgraph_moa.text._prompts import ranker_messages
 from langgraph_moa.text._selection import select
-from langgraph_moa.variants._plan import Plan, plan_for
+from langgraph_moa.variants import Plan, plan_for
 
 
 class MoANodes:
@@ -118,7 +116,7 @@ class MoANodes:
             "layer": 0,
             "references": [],
             "missing": 0,
-            "synthesis": None,
+            "running_synthesis": None,
             "final_index": 0,
             "run_token": uuid.uuid4().hex,
             "drawn": [],
@@ -155,36 +153,69 @@ class MoANodes:
         parts = [f"layer {call.layer}", f"proposer {call.proposer + 1}"]
         if p.samples > 1:
             parts.append(f"sample {call.sample + 1}")
-        model = self._proposer_model(cfg, p).with_config(
-            run_name=" / ".join([*parts, p.label]),
-            tags=[TAG_PROPOSER, NOSTREAM],
-            metadata=call.trace_metadata(cfg),
+
+        def request() -> _Request:
+            model = self._proposer_model(cfg, p).with_config(
+                run_name=" / ".join([*parts, p.label]),
+                tags=[TAG_PROPOSER, NOSTREAM],
+                metadata=call.trace_metadata(cfg),
+            )
+            return _Request(model, task["messages"], p.call_params(), p.model)
+
+        outcome = yield from self._attempt(
+            cfg,
+            task["run_token"],
+            call,
+            request,
+            watch=lambda step: _straggler_check(cfg, task, call, step),
+            counts_for_quorum=True,
         )
-        emit("started", **call.fields())
-        started = time.perf_counter()
-        key, task_at, step = yield from self._step(task["run_token"], call)
+        # A failure is recorded for good; the layer goes on without this proposal.
+        return {"calls": [outcome.record]}
+
+    def _attempt(
+        self,
+        cfg: MoAConfig,
+        token: str,
+        call: CallId,
+        request: Callable[[], _Request],
+        *,
+        watch: Callable[[Step], StopCheck | None] | None = None,
+        counts_for_quorum: bool = False,
+    ) -> Generator[Any, Any, _Outcome]:
+        """Make one attempt of one model call, with all of its bookkeeping, in one place.
+
+        The started, finished and failed events, the ledger step (attempts made before a
+        resume count), the call cache, the timeout and layer deadline, the retry decision
+        and the call record all happen here, so a node body only builds the input
+        (`request`, called inside the attempt: an input that cannot be built is a failure of
+        this call) and reads the answer. A retryable failure with attempts left is raised for
+        the node's `RetryPolicy`; once they are spent the outcome holds the failed record.
+        """
+        key, task_at, step = yield from self._step(token, call)
         try:
-            stop = _straggler_check(cfg, task, call, step)
+            req = request()
+            emit("started", **call.fields())
+            started = time.perf_counter()
+            stop = watch(step) if watch is not None else None
             response, cached = yield from cached_call(
                 self.call_cache,
-                model,
-                task["messages"],
+                req.model,
+                req.messages,
                 call,
-                p.call_params(),
+                req.params,
                 cfg.call_timeout_s,
                 stop,
-                has_own_timeout(p.model),
+                has_own_timeout(req.spec),
             )
-            if not response.text.strip():
-                raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
-            latency = time.perf_counter() - started
-            record = _ok(call, step.errors(key), response, latency, cached)
-            step.answered(task_at.task_id)
-            return {"calls": [record]}
+            message, parsed = _answer_of(call, response)
+            record = _ok(call, step.errors(key), message, time.perf_counter() - started, cached)
         except Exception as exc:
             yield from _failed_attempt(cfg, task_at, step, key, exc)
-            # Record the failure for good; the layer goes on without this proposal.
-            return {"calls": [_gave_up(call, step.errors(key), exc)]}
+            return _Outcome(_gave_up(call, step.errors(key), exc), error=exc)
+        if counts_for_quorum:
+            step.answered(task_at.task_id)
+        return _Outcome(record, message, parsed, req.notes)
 
     def _step(self, token: str, call: CallId) -> Generator[Any, Any, tuple[AttemptKey, Here, Step]]:
         """Return the call's attempt key, the running task, and its step's bookkeeping.
@@ -214,7 +245,7 @@ class MoANodes:
 
     # --- join ----------------------------------------------------------------------------
 
-    def synthesize(self, state: MoAState) -> dict[str, Any]:
+    def join_layer(self, state: MoAState) -> dict[str, Any]:
         """Close a layer: its successful outputs become the next input's references."""
         plan = self.plan()
         cfg = plan.cfg
@@ -278,7 +309,7 @@ class MoANodes:
         self, cfg: MoAConfig, state: MoAState, call: CallId, is_final: bool
     ) -> tuple[Runnable[Any, Any], list[BaseMessage], int]:
         """Return the aggregator's model, its messages, and how many references were cut."""
-        step = "window" if cfg.variant == "self-moa-seq" else "layer"
+        step = cfg.rules.step_name
         tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, NOSTREAM]
         base: Runnable[Any, Any] = self._final_model(cfg, call.sample, streamed=is_final)
         if is_final and self.response_format is not None:
@@ -304,36 +335,19 @@ class MoANodes:
             return self._budget_answer(plan, state)
         if plan.skip_final(state) and not is_final:
             return {}
-        key, task_at, step = yield from self._step(state["run_token"], call)
-        try:
-            # Building the input is inside: a conversation too long for the budget is a
-            # failure of this aggregator, and the next one in the chain may have room.
+
+        def request() -> _Request:
+            # Built inside the attempt: a conversation too long for the budget is a failure
+            # of this aggregator, and the next one in the chain may have room.
             model, messages, trimmed = self._aggregator_input(cfg, state, call, is_final)
-            emit("started", **call.fields())
-            started = time.perf_counter()
-            response, cached = yield from cached_call(
-                self.call_cache,
-                model,
-                messages,
-                call,
-                self._final_params(cfg, call),
-                cfg.call_timeout_s,
-                own_timeout=has_own_timeout(cfg.final_chain[call.sample].model),
-            )
-            return self._aggregated(
-                cfg,
-                state,
-                response,
-                call,
-                step.errors(key),
-                time.perf_counter() - started,
-                is_final,
-                trimmed,
-                cached,
-            )
-        except Exception as exc:
-            yield from _failed_attempt(cfg, task_at, step, key, exc)
-            return self._final_gave_up(plan, state, call, step.errors(key), exc)
+            spec = cfg.final_chain[call.sample].model
+            notes = {"trimmed_references": trimmed}
+            return _Request(model, messages, self._final_params(cfg, call), spec, notes)
+
+        outcome = yield from self._attempt(cfg, state["run_token"], call, request)
+        if outcome.error is not None:
+            return self._final_gave_up(plan, state, outcome.record, outcome.error)
+        return self._aggregated(cfg, state, outcome, is_final)
 
     def aggregate(self, state: MoAState) -> dict[str, Any]:
         """Synthesize the references into the answer (sync)."""
@@ -344,42 +358,20 @@ class MoANodes:
         return await run_async(self._aggregate_steps(state))
 
     def _aggregated(
-        self,
-        cfg: MoAConfig,
-        state: MoAState,
-        response: BaseMessage,
-        call: CallId,
-        errors: list[str],
-        latency: float,
-        is_final: bool,
-        trimmed: int,
-        cached: bool = False,
+        self, cfg: MoAConfig, state: MoAState, outcome: _Outcome, is_final: bool
     ) -> dict[str, Any]:
-        parsed: Any = None
-        if isinstance(response, dict):  # structured output: {"raw", "parsed", "parsing_error"}
-            if response.get("parsing_error") is not None or response.get("parsed") is None:
-                raise StructuredOutputError(
-                    f"{call.configured_model} did not return the requested structure: "
-                    f"{response.get('parsing_error') or 'nothing could be parsed'}"
-                )
-            parsed = response["parsed"]
-            response = response["raw"]
-            if not response.text.strip():  # function calling: the structure is in tool calls
-                response = response.model_copy(update={"content": as_json(parsed)})
-        if not response.text.strip():
-            raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
-        record = _ok(call, errors, response, latency, cached)
+        """Write an aggregation: the running synthesis, or the run's answer."""
+        record, response = outcome.record, outcome.message
+        assert response is not None
         if not is_final:
-            return {"calls": [record], "synthesis": response.text}
+            return {"calls": [record], "running_synthesis": response.text}
         calls = [*state.get("calls", []), record]
-        structured = {"structured_response": parsed} if parsed is not None else {}
+        structured = {"structured_response": outcome.parsed} if outcome.parsed is not None else {}
         return {
             **structured,
             "calls": [record],
             "messages": [
-                final_message(
-                    cfg, response, response.content, calls, record, {"trimmed_references": trimmed}
-                )
+                final_message(cfg, response, response.content, calls, record, outcome.notes)
             ],
             "usage": summarize(calls),
         }
@@ -391,45 +383,36 @@ class MoANodes:
         call, _ = self._final_call(plan, state)
         if plan.budget_spent(state):
             return self._budget_answer(plan, state)
-        model = self._final_model(cfg, call.sample, streamed=False).with_config(
-            run_name=f"layer {call.layer} / ranker / {call.configured_model}",
-            tags=[TAG_INTERMEDIATE, NOSTREAM],
-            metadata=call.trace_metadata(cfg),
-        )
-        messages = ranker_messages(
-            list(state["messages"]), state["references"], reference_format=cfg.reference_format
-        )
-        emit("started", **call.fields())
-        started = time.perf_counter()
-        params = cfg.final_chain[call.sample].call_params()
-        key, task_at, step = yield from self._step(state["run_token"], call)
-        try:
-            response, cached = yield from cached_call(
-                self.call_cache,
-                model,
-                messages,
-                call,
-                params,
-                cfg.call_timeout_s,
-                own_timeout=has_own_timeout(cfg.final_chain[call.sample].model),
+
+        def request() -> _Request:
+            model = self._final_model(cfg, call.sample, streamed=False).with_config(
+                run_name=f"layer {call.layer} / ranker / {call.configured_model}",
+                tags=[TAG_INTERMEDIATE, NOSTREAM],
+                metadata=call.trace_metadata(cfg),
             )
-        except Exception as exc:
-            yield from _failed_attempt(cfg, task_at, step, key, exc)
-            return self._final_gave_up(plan, state, call, step.errors(key), exc)
-        latency = time.perf_counter() - started
-        record = _ok(call, step.errors(key), response, latency, cached)
+            messages = ranker_messages(
+                list(state["messages"]), state["references"], reference_format=cfg.reference_format
+            )
+            role = cfg.final_chain[call.sample]
+            return _Request(model, messages, role.call_params(), role.model)
+
+        outcome = yield from self._attempt(cfg, state["run_token"], call, request)
+        if outcome.error is not None:
+            return self._final_gave_up(plan, state, outcome.record, outcome.error)
+        assert outcome.message is not None
+        reply = outcome.message.text
         references = state["references"]
-        choice = parse_choice(response.text, len(references))
-        calls = [*state.get("calls", []), record]
+        choice = parse_choice(reply, len(references))
+        calls = [*state.get("calls", []), outcome.record]
         message = final_message(
             cfg,
             None,
             references[(choice or 1) - 1],
             calls,
-            record,
-            extra={"ranker_choice": choice, "ranker_reply": response.text},
+            outcome.record,
+            extra={"ranker_choice": choice, "ranker_reply": reply},
         )
-        return {"calls": [record], "messages": [message], "usage": summarize(calls)}
+        return {"calls": [outcome.record], "messages": [message], "usage": summarize(calls)}
 
     def rank(self, state: MoAState) -> dict[str, Any]:
         """Let an LLM pick the best proposal and return it verbatim (sync)."""
@@ -440,12 +423,7 @@ class MoANodes:
         return await run_async(self._rank_steps(state))
 
     def _final_gave_up(
-        self,
-        plan: Plan,
-        state: MoAState,
-        call: CallId,
-        errors: list[str],
-        error: Exception,
+        self, plan: Plan, state: MoAState, record: CallRecord, error: Exception
     ) -> Any:
         """After its retries the final step failed: try the next aggregator, else fall back.
 
@@ -454,15 +432,14 @@ class MoANodes:
         or raises `AggregatorFailedError` if so configured.
         """
         cfg = plan.cfg
-        record = _gave_up(call, errors, error)
         calls = [*state.get("calls", []), record]
-        if call.sample + 1 < len(cfg.final_chain):
-            update = {"calls": [record], "final_index": call.sample + 1}
+        if record["sample"] + 1 < len(cfg.final_chain):
+            update = {"calls": [record], "final_index": record["sample"] + 1}
             return Command(update=update, goto=plan.final_node)
         best = best_available(calls)
         # A caller asking for a structure gets one or an error, never free text.
         if cfg.on_aggregator_failure == "raise" or best is None or self.response_format:
-            raise AggregatorFailedError(call.configured_model, error, calls)
+            raise AggregatorFailedError(record["configured_model"], error, calls)
         reason = "every aggregator failed: " + "; ".join(
             c["error"] or "" for c in calls if c["role"] == cfg.final_role
         )
@@ -579,3 +556,50 @@ def _gave_up(call: CallId, errors: list[str], error: Exception) -> CallRecord:
     record = failed_record(error=error, retried_errors=errors[:-1], **call.fields())
     emit("failed", **call.fields(), error=record["error"])
     return record
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What one model call sends, built by a node body inside the attempt."""
+
+    model: Runnable[Any, Any]
+    messages: list[BaseMessage]
+    params: dict[str, Any]
+    """The call's parameters, as they enter the call cache's key."""
+    spec: Any
+    """The model spec: whether the model has a timeout of its own depends on it."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """What the body learnt while building the input, kept for the answer's provenance."""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One call's end: its record, and its answer or the error that ended it."""
+
+    record: CallRecord
+    message: BaseMessage | None = None
+    parsed: Any = None
+    notes: dict[str, Any] = field(default_factory=dict)
+    error: Exception | None = None
+
+
+def _answer_of(call: CallId, response: Any) -> tuple[BaseMessage, Any]:
+    """Return the answer's message and, for a structured answer, the parsed object.
+
+    A structured answer comes as ``{"raw", "parsed", "parsing_error"}``; one that does not
+    parse, and an answer with no text, are failures of the call (and retried as such).
+    """
+    parsed: Any = None
+    if isinstance(response, dict):
+        if response.get("parsing_error") is not None or response.get("parsed") is None:
+            raise StructuredOutputError(
+                f"{call.configured_model} did not return the requested structure: "
+                f"{response.get('parsing_error') or 'nothing could be parsed'}"
+            )
+        parsed = response["parsed"]
+        response = response["raw"]
+        if not response.text.strip():  # function calling: the structure is in tool calls
+            response = response.model_copy(update={"content": as_json(parsed)})
+    if not response.text.strip():
+        raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
+    return response, parsed

@@ -4,7 +4,8 @@
 server processes.
 """
 
+from langgraph_moa.errors import LocalRuntimeError
 from langgraph_moa.local.catalog import CATALOG, LocalModelInfo, installed_models
-from langgraph_moa.local.runtime import LocalRuntime, LocalRuntimeError
+from langgraph_moa.local.runtime import LocalRuntime
 
 __all__ = ["CATALOG", "LocalModelInfo", "LocalRuntime", "LocalRuntimeError", "installed_models"]

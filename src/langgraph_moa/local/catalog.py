@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
+from langgraph_moa.errors import LocalModelError
+
 _CHUNK = 1 << 20
-
-
-class LocalModelError(RuntimeError):
-    """A local model is missing, corrupt or unknown; the message names the fix."""
 
 
 @dataclass(frozen=True)

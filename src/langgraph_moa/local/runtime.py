@@ -30,8 +30,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import PrivateAttr
 
-from langgraph_moa.errors import MoAError
-from langgraph_moa.local.catalog import LocalModelError, LocalModelInfo, lookup, model_path
+from langgraph_moa.errors import LocalModelError, LocalRuntimeError
+from langgraph_moa.local.catalog import LocalModelInfo, lookup, model_path
 from langgraph_moa.transport._http import own_async_client
 from langgraph_moa.transport._net import free_port
 
@@ -39,10 +39,6 @@ READY_TIMEOUT_S = 120.0
 
 DEFAULT_SLOTS = 4
 """Parallel slots per model server; see `default_slots`."""
-
-
-class LocalRuntimeError(MoAError, RuntimeError):
-    """A local server could not start or died; the message carries its own last words."""
 
 
 def default_threads() -> int:

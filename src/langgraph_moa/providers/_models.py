@@ -25,25 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from langgraph_moa._redact import register_secret
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
+from langgraph_moa.providers._table import LOCAL_PREFIX, provider_of
 from langgraph_moa.transport._call_loop import loop_of_this_thread, running_call_loop
 from langgraph_moa.transport._http import own_async_client, own_sync_client
-
-LOCAL_PREFIX = "local"
-
-# The environment variable each hosted provider reads its key from. A provider missing here
-# is still usable; we just cannot warn about its key before the first call.
-PROVIDER_API_KEY_ENV: dict[str, str] = {
-    "openai": "OPENAI_API_KEY",
-    "together": "TOGETHER_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "groq": "GROQ_API_KEY",
-    "mistralai": "MISTRAL_API_KEY",
-    "fireworks": "FIREWORKS_API_KEY",
-    "deepseek": "DEEPSEEK_API_KEY",
-    "xai": "XAI_API_KEY",
-    "google_genai": "GOOGLE_API_KEY",
-    "openrouter": "OPENROUTER_API_KEY",
-}
 
 
 class OpenAIEndpoint(BaseModel):
@@ -194,22 +178,6 @@ def same_model(a: ModelSpec, b: ModelSpec) -> bool:
 
 # --- resolution -----------------------------------------------------------------------------
 
-# Integrations whose clients retry on their own unless told not to.
-_CLIENTS_WITH_MAX_RETRIES = {
-    "openai",
-    "azure_openai",
-    "together",
-    "anthropic",
-    "groq",
-    "fireworks",
-    "deepseek",
-    "xai",
-}
-
-
-_SHARED_CLIENT_PROVIDERS = ("openai", "azure_openai", "together")
-"""Integrations built on langchain-openai, which take the async HTTP client they use."""
-
 
 def http_client_key(spec: ModelSpec) -> str | None:
     """Name the endpoint whose async HTTP client a model of `spec` can share.
@@ -225,9 +193,7 @@ def http_client_key(spec: ModelSpec) -> str | None:
     if endpoint is not None:
         return endpoint.base_url
     provider, _ = split_provider(spec)
-    if provider == LOCAL_PREFIX or provider in _SHARED_CLIENT_PROVIDERS:
-        return f"{provider}:"
-    return None
+    return f"{provider}:" if provider_of(provider).shares_http_client else None
 
 
 def has_own_timeout(spec: ModelSpec) -> bool:
@@ -300,15 +266,15 @@ def _from_provider_string(
         if http_client is not None:
             clients["http_client"] = http_client
         return local_chat_model(name, {**params, **clients})
-    env_var = PROVIDER_API_KEY_ENV.get(provider)
-    if env_var and not os.environ.get(env_var):
-        raise MissingAPIKeyError(spec, env_var)
-    register_secret(os.environ.get(env_var) if env_var else None)
+    row = provider_of(provider)
+    if row.key_env and not os.environ.get(row.key_env):
+        raise MissingAPIKeyError(spec, row.key_env)
+    register_secret(os.environ.get(row.key_env) if row.key_env else None)
     from langchain.chat_models import init_chat_model
 
-    if provider in _CLIENTS_WITH_MAX_RETRIES:
-        params = {"max_retries": 0, **params}  # retries belong to the graph, where they show
-    if provider in _SHARED_CLIENT_PROVIDERS:
+    if row.client_retries:
+        params = {row.client_retries: 0, **params}  # retries belong to the graph, where they show
+    if row.shares_http_client:
         params = {"http_async_client": http_async_client or own_async_client(), **params}
         if http_client is not None:  # else each model builds its own (its own TLS setup)
             params = {"http_client": http_client, **params}

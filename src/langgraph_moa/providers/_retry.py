@@ -10,33 +10,13 @@ from __future__ import annotations
 import json
 
 from langgraph.types import default_retry_on
-from pydantic import BaseModel, ConfigDict, Field
 
-from langgraph_moa.errors import MoAError
-
-
-class EmptyResponseError(MoAError):
-    """A model answered with no text; counted as a failed call, never rendered as a reference."""
-
-
-class CallTimeoutError(MoAError, TimeoutError):
-    """One attempt of a model call ran past `call_timeout_s`; retried like any timeout."""
-
-
-class StragglerCancelledError(MoAError):
-    """A proposer still running when its layer's deadline passed with the quorum met."""
-
-
-class RetrySettings(BaseModel):
-    """Exponential backoff with jitter for every proposer and aggregator call."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_attempts: int = Field(default=3, ge=1, le=20)
-    initial_interval: float = Field(default=0.5, ge=0.0)
-    backoff_factor: float = Field(default=2.0, ge=1.0)
-    max_interval: float = Field(default=30.0, ge=0.0)
-    jitter: bool = Field(default=True, description="Add up to 1 s of random delay.")
+from langgraph_moa.errors import (
+    CallTimeoutError,
+    ContextLengthError,
+    MoAError,
+)
+from langgraph_moa.providers._table import sdk_retryable
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -45,21 +25,13 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, MoAError):
         return False
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - langchain-openai depends on openai
-        openai = None  # type: ignore[assignment]
-    if openai is not None:
-        if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
-            return True
-        if isinstance(exc, openai.APIStatusError):
-            return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    by_sdk = sdk_retryable(exc)
+    if by_sdk is not None:
+        return by_sdk
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
     if isinstance(exc, json.JSONDecodeError):
         return True  # a truncated or garbled body (a proxy's error page): transient
-    if openai is not None and isinstance(exc, openai.APIResponseValidationError):
-        return True
     return isinstance(exc, Exception) and bool(default_retry_on(exc))
 
 
@@ -75,14 +47,6 @@ def retry_after_s(exc: BaseException) -> float | None:
         return min(float(value), MAX_RETRY_AFTER_S) if value is not None else None
     except ValueError:
         return None  # an HTTP date: rare for APIs; the backoff applies
-
-
-class StructuredOutputError(MoAError):
-    """The aggregator's answer could not be parsed into the requested structure."""
-
-
-class ContextLengthError(MoAError):
-    """The input (conversation plus references) does not fit the model's context window."""
 
 
 def _is_context_overflow(exc: BaseException) -> bool:

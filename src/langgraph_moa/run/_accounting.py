@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from langchain_core.messages import AIMessage, BaseMessage
 
 from langgraph_moa._redact import summarize_error
-from langgraph_moa.providers._retry import StragglerCancelledError
+from langgraph_moa.errors import StragglerCancelledError
+from langgraph_moa.providers._table import finish_reason_keys, model_name_keys
 from langgraph_moa.run.state import CallRecord, LayerTotals, Role, TokenTotals, UsageSummary
 
 
@@ -19,7 +20,7 @@ def answering_model(response: BaseMessage, configured: str) -> str:
     the configured one.
     """
     meta = response.response_metadata or {}
-    for key in ("model_name", "model"):
+    for key in model_name_keys():
         value = meta.get(key)
         if isinstance(value, str) and value:
             return value
@@ -54,7 +55,7 @@ def finish_reason(response: BaseMessage) -> str | None:
     the result, which is why selection leaves such proposals out of the vote.
     """
     meta = response.response_metadata or {}
-    for key in ("finish_reason", "stop_reason"):  # OpenAI-style, Anthropic
+    for key in finish_reason_keys():
         value = meta.get(key)
         if isinstance(value, str) and value:
             return value

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.run._accounting import summarize
 from langgraph_moa.run.state import CallRecord
+
+if TYPE_CHECKING:
+    from langgraph_moa.config._schema import MoAConfig
 
 TAG_FINAL = "moa:final"
 """Tag on the call that writes the final answer: keep only these tokens when streaming."""

@@ -14,23 +14,21 @@ import threading
 import time
 from collections.abc import Coroutine, Generator, Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.config import get_stream_writer
 
-from langgraph_moa.config._schema import MoAConfig
-from langgraph_moa.errors import RetryPastDeadlineError
-from langgraph_moa.providers._retry import (
-    CallTimeoutError,
-    StragglerCancelledError,
-    explain_failure,
-    retry_after_s,
-)
+from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
+from langgraph_moa.providers._retry import explain_failure, retry_after_s
+from langgraph_moa.providers._table import is_sdk_timeout
 from langgraph_moa.run.cache import CallCache, call_key
 from langgraph_moa.run.state import Role
 from langgraph_moa.transport._call_loop import call_loop, loop_of_this_thread
+
+if TYPE_CHECKING:
+    from langgraph_moa.config._schema import MoAConfig
 
 
 class CallId(NamedTuple):
@@ -192,18 +190,9 @@ def _failure(error: Exception, label: str, timeout: float | None) -> BaseExcepti
 
 
 def _explained(error: Exception, label: str, timeout: float | None) -> BaseException:
-    if timeout is not None and _is_client_timeout(error):
+    if timeout is not None and is_sdk_timeout(error):
         return CallTimeoutError(f"{label} did not answer within {timeout:g}s")
     return explain_failure(error, label)
-
-
-def _is_client_timeout(error: BaseException) -> bool:
-    """Tell whether an HTTP client gave up waiting (the timeout this package set)."""
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - langchain-openai depends on openai
-        return False
-    return isinstance(error, openai.APITimeoutError)
 
 
 async def acall_model(

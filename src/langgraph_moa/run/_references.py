@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from langchain_core.messages import BaseMessage
 
-from langgraph_moa.config._schema import MoAConfig, RoleConfig
-from langgraph_moa.providers._retry import ContextLengthError
+from langgraph_moa.errors import ContextLengthError
 from langgraph_moa.run._accounting import was_cut_off
 from langgraph_moa.run.state import CallRecord, MoAState
 from langgraph_moa.text._prompts import estimate_tokens, fit_references, inject_references
 from langgraph_moa.text._selection import Candidate, tally_note
+
+if TYPE_CHECKING:
+    from langgraph_moa.config._schema import MoAConfig, RoleConfig
 
 
 def with_references(

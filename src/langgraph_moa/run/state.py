@@ -30,7 +30,9 @@ class CallRecord(TypedDict):
     proposer: int
     """Index of the proposer in the config (0-based); -1 for the aggregator or ranker."""
     sample: int
-    """Sample index of that proposer (0-based); global over all steps in Self-MoA-Seq."""
+    """For a proposer, its sample index (0-based; global over all steps in Self-MoA-Seq).
+    For the aggregator or ranker, its position in the chain `aggregator, *aggregator_fallbacks`
+    (0: the aggregator itself; 1: its first fallback): each fallback is its own call."""
     configured_model: str
     """The model the config asked for."""
     model: str
@@ -127,7 +129,7 @@ class MoAState(MoAOutput, total=False):
     """Successful outputs of that layer, in reference order: the next input's references."""
     missing: int
     """Proposals of that layer that failed or came too late; the next prompt states it."""
-    synthesis: str | None
+    running_synthesis: str | None
     """Self-MoA-Seq: the running synthesis carried into the next window."""
     final_index: int
     """Position in the aggregator chain (aggregator, then its fallbacks) now in use."""

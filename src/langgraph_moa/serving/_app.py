@@ -47,6 +47,7 @@ from pydantic import (
 from langgraph_moa._redact import redact, register_secret, summarize_error
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, explain_errors, explain_validation_error
+from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
@@ -61,7 +62,6 @@ from langgraph_moa.graph._builder import create_moa_graph, validate_conversation
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
 from langgraph_moa.run._calls import request_deadline
-from langgraph_moa.run.context import MoAContext, apply_context
 from langgraph_moa.serving._guard import BrowserGuard, ServeSecurity, uvicorn_options
 
 MAX_BODY_BYTES = 1_000_000

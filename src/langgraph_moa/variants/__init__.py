@@ -1,1 +1,102 @@
-"""The variants: what each layer fans out to, how a layer joins, and the final step."""
+"""The variants, as a registry: one module per family, one `register` line each.
+
+A variant is a `Plan` subclass that owns its name, one-line description, config checks and
+defaults, calls per run, final node and role, and routing on the shared graph. The config's
+`variant` field, the CLI's help, the run context's schema and the README's table all read
+this registry, so adding a variant is one module, one line below and a preset.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from langgraph_moa.variants._base import (
+    AGGREGATE,
+    JOIN_LAYER,
+    PREPARE,
+    PROPOSE,
+    RANK,
+    SELECT,
+    FinalRole,
+    Plan,
+    Route,
+)
+from langgraph_moa.variants.layered import LayeredMoA, SelfMoA, SingleProposer
+from langgraph_moa.variants.ranker import Ranker
+from langgraph_moa.variants.select import Select
+from langgraph_moa.variants.self_moa_seq import SelfMoASeq
+
+if TYPE_CHECKING:
+    from langgraph_moa.config._schema import MoAConfig
+
+_REGISTRY: dict[str, type[Plan]] = {}
+
+
+def register(variant: type[Plan]) -> type[Plan]:
+    """Add a variant to the registry (usable as a class decorator); its name must be new."""
+    if not variant.name or not variant.description:
+        raise ValueError(f"{variant.__name__} needs a `name` and a one-line `description`")
+    if variant.name in _REGISTRY and _REGISTRY[variant.name] is not variant:
+        raise ValueError(f"variant {variant.name!r} is already registered")
+    _REGISTRY[variant.name] = variant
+    return variant
+
+
+def unregister(name: str) -> None:
+    """Remove a variant (for tests that register a toy one)."""
+    _REGISTRY.pop(name, None)
+
+
+for _family in (LayeredMoA, SingleProposer, SelfMoA, SelfMoASeq, Ranker, Select):
+    register(_family)
+
+
+def variant_names() -> tuple[str, ...]:
+    """Return the registered variants' names, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def variant_of(name: str) -> type[Plan]:
+    """Return the registered variant called `name` (raises `ValueError` naming the choices)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown variant {name!r}; choose one of: {', '.join(map(repr, _REGISTRY))}"
+        ) from None
+
+
+def plan_for(cfg: MoAConfig) -> Plan:
+    """Return the plan of the config's variant."""
+    return variant_of(cfg.variant)(cfg)
+
+
+def variants_help() -> str:
+    """One line per variant, `name: description`, for help texts."""
+    return "; ".join(f"{name}: {v.description}" for name, v in _REGISTRY.items())
+
+
+def variants_table() -> str:
+    """Return the README's variant table as Markdown (a test keeps the README in step)."""
+    rows = [f"| `{name}` | {v.description} |" for name, v in _REGISTRY.items()]
+    return "\n".join(["| variant | what runs |", "|---|---|", *rows])
+
+
+__all__ = [
+    "AGGREGATE",
+    "PREPARE",
+    "PROPOSE",
+    "RANK",
+    "SELECT",
+    "JOIN_LAYER",
+    "FinalRole",
+    "Plan",
+    "Route",
+    "plan_for",
+    "register",
+    "unregister",
+    "variant_names",
+    "variant_of",
+    "variants_help",
+    "variants_table",
+]

@@ -22,6 +22,7 @@ from langgraph_moa.config._schema import (
 )
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.variants import variant_names
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -33,7 +34,7 @@ class MoAContext(BaseModel):
 
     preset: str | None = Field(default=None, description="Start from this preset instead.")
     variant: Variant | None = Field(
-        default=None, description="moa, single-proposer, self-moa, self-moa-seq or ranker."
+        default=None, description="The variant: " + ", ".join(variant_names()) + "."
     )
     proposers: list[str] | None = Field(
         default=None, description="Proposer model specs, e.g. ['openai:gpt-4o-mini']."

@@ -1,0 +1,135 @@
+"""The provider table: everything the package knows about a model provider, in one row each.
+
+Model building (key pre-check, switching off the client's own retries, sharing the HTTP
+client), call timeouts, retry decisions and accounting (finish reason, answering model) all
+read this table, so a new provider is one `Provider` row passed to `register_provider`.
+
+A provider `init_chat_model` knows but the table does not still works (`provider_of` returns a
+default row); it just gets no key check before the first call and keeps its client's retries.
+
+Error families: the SDKs of OpenAI, Anthropic, Groq, Together and others are generated from
+one template and share their error classes' names (``APITimeoutError``, ``APIConnectionError``,
+``APIStatusError``). A row names its SDK module (`sdk`); errors are recognised by those names in
+every SDK that is already imported, so checking an error never imports a provider's package.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+LOCAL_PREFIX = "local"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One provider's row."""
+
+    prefix: str
+    """The ``prefix:`` of its model specs (``init_chat_model``'s provider name)."""
+    key_env: str | None = None
+    """The environment variable its key is read from, checked before the first call."""
+    client_retries: str | None = None
+    """The client parameter that sets its own retries (set to 0: the graph retries, visibly)."""
+    shares_http_client: bool = False
+    """Built on langchain-openai: takes the package's async HTTP client (and its timeout)."""
+    sdk: str | None = None
+    """Its SDK's module, whose errors tell timeouts and retryable statuses apart."""
+    finish_reason_key: str = "finish_reason"
+    """Where its responses say why generation stopped (``response_metadata``)."""
+    model_name_key: str = "model_name"
+    """Where its responses name the model that answered (``response_metadata``)."""
+
+    @property
+    def own_timeout(self) -> bool:
+        """Its models take the package's timeout per HTTP request (so a given-up call stops)."""
+        return self.shares_http_client
+
+
+_TABLE: dict[str, Provider] = {}
+
+
+def register_provider(row: Provider) -> Provider:
+    """Add (or replace) a provider's row."""
+    _TABLE[row.prefix] = row
+    return row
+
+
+def unregister_provider(prefix: str) -> None:
+    """Remove a provider's row (for tests that register a toy one)."""
+    _TABLE.pop(prefix, None)
+
+
+for _row in (
+    Provider(LOCAL_PREFIX, shares_http_client=True, sdk="openai"),
+    Provider("openai", "OPENAI_API_KEY", "max_retries", shares_http_client=True, sdk="openai"),
+    Provider("azure_openai", None, "max_retries", shares_http_client=True, sdk="openai"),
+    Provider("together", "TOGETHER_API_KEY", "max_retries", shares_http_client=True, sdk="openai"),
+    Provider(
+        "anthropic",
+        "ANTHROPIC_API_KEY",
+        "max_retries",
+        sdk="anthropic",
+        finish_reason_key="stop_reason",
+        model_name_key="model",
+    ),
+    Provider("groq", "GROQ_API_KEY", "max_retries", sdk="groq"),
+    Provider("fireworks", "FIREWORKS_API_KEY", "max_retries", sdk="openai"),
+    Provider("deepseek", "DEEPSEEK_API_KEY", "max_retries", sdk="openai"),
+    Provider("xai", "XAI_API_KEY", "max_retries", sdk="openai"),
+    Provider("openrouter", "OPENROUTER_API_KEY", "max_retries", sdk="openai"),
+    Provider("mistralai", "MISTRAL_API_KEY", "max_retries", model_name_key="model"),
+    Provider("google_genai", "GOOGLE_API_KEY", "max_retries"),
+):
+    register_provider(_row)
+
+
+def provider_of(prefix: str) -> Provider:
+    """Return a provider's row; a default row (no key check, no switches) if it has none."""
+    return _TABLE.get(prefix) or Provider(prefix)
+
+
+def providers() -> list[Provider]:
+    """Return every row, sorted by prefix."""
+    return sorted(_TABLE.values(), key=lambda row: row.prefix)
+
+
+def _loaded_sdks() -> list[object]:
+    names = {row.sdk for row in _TABLE.values() if row.sdk}
+    return [sys.modules[name] for name in sorted(names) if name in sys.modules]
+
+
+def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
+    found = (getattr(sdk, name, None) for sdk in _loaded_sdks())
+    return tuple(e for e in found if isinstance(e, type) and issubclass(e, BaseException))
+
+
+def is_sdk_timeout(error: BaseException) -> bool:
+    """Tell whether a provider's client gave up waiting (the timeout this package set)."""
+    return isinstance(error, _sdk_errors("APITimeoutError"))
+
+
+def sdk_retryable(error: BaseException) -> bool | None:
+    """Classify a provider SDK's error: True or False when it is one, None when it is not.
+
+    Timeouts, dropped connections, 408, 409, 429 and 5xx are worth retrying; other statuses
+    (bad request, authentication, not found) cannot succeed on a second try.
+    """
+    if isinstance(error, _sdk_errors("APITimeoutError") + _sdk_errors("APIConnectionError")):
+        return True
+    if isinstance(error, _sdk_errors("APIStatusError")):
+        status = getattr(error, "status_code", 0)
+        return status in (408, 409, 429) or status >= 500
+    if isinstance(error, _sdk_errors("APIResponseValidationError")):
+        return True
+    return None
+
+
+def finish_reason_keys() -> tuple[str, ...]:
+    """Every key a provider reports its finish reason under, the common one first."""
+    return tuple(dict.fromkeys(["finish_reason", *(r.finish_reason_key for r in _TABLE.values())]))
+
+
+def model_name_keys() -> tuple[str, ...]:
+    """Every key a provider names its answering model under, the common one first."""
+    return tuple(dict.fromkeys(["model_name", *(r.model_name_key for r in _TABLE.values())]))

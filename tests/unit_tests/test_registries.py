@@ -1,0 +1,173 @@
+"""Variants and providers are registries: a toy of each is added by one module's worth of code.
+
+Each toy below is defined here, in this one test module, and registered with one line; the
+config, the budget, the graph, the run context, the CLI's help, model building, retries,
+timeouts and accounting all pick it up without any other file changing.
+"""
+
+import sys
+import types
+
+import pytest
+from langchain_core.messages import AIMessage
+
+from langgraph_moa import MoAConfig, MoAContext, create_moa_graph
+from langgraph_moa.errors import (
+    LimitExceededError,
+    MissingAPIKeyError,
+    MoAConfigError,
+    ModelResolutionError,
+)
+from langgraph_moa.providers._models import build_model
+from langgraph_moa.providers._retry import is_retryable
+from langgraph_moa.providers._table import (
+    Provider,
+    is_sdk_timeout,
+    provider_of,
+    providers,
+    register_provider,
+    unregister_provider,
+)
+from langgraph_moa.run._accounting import answering_model, finish_reason
+from langgraph_moa.variants import Plan, register, unregister, variant_names, variants_help
+from tests.helpers import QUESTION
+
+# --- a toy variant: one class, one register line ---------------------------------------------
+
+
+class DeepMoA(Plan):
+    """Layered MoA that defaults to four layers and refuses fewer than three."""
+
+    name = "deep-moa"
+    description = "layered MoA, four layers unless told otherwise"
+    default_layers = 4
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        super().check(cfg)
+        if cfg.layers < 3:
+            raise ValueError("variant 'deep-moa' needs layers >= 3")
+
+
+@pytest.fixture
+def deep_moa():
+    register(DeepMoA)
+    yield DeepMoA
+    unregister(DeepMoA.name)
+
+
+def test_a_registered_variant_is_known_everywhere(deep_moa, fake, log):
+    assert "deep-moa" in variant_names()
+    assert "deep-moa: layered MoA" in variants_help()
+    config = MoAConfig(variant="deep-moa", proposers=[fake("A"), fake("B")], aggregator=fake("C"))
+    assert config.layers == 4 and config.rules is DeepMoA
+    assert config.calls_per_run() == 3 * 2 + 1
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert len(log.calls) == config.calls_per_run()
+    assert [c["layer"] for c in out["calls"]] == [1, 1, 2, 2, 3, 3, 4]
+    # The run context and its JSON schema accept it too.
+    assert MoAContext(variant="deep-moa").variant == "deep-moa"
+    assert "deep-moa" in MoAContext.model_json_schema()["properties"]["variant"]["anyOf"][0]["enum"]
+
+
+def test_a_registered_variants_own_rules_are_applied(deep_moa, fake):
+    with pytest.raises(MoAConfigError, match="needs layers >= 3"):
+        MoAConfig(variant="deep-moa", proposers=[fake("A")], aggregator=fake("C"), layers=2)
+    with pytest.raises(LimitExceededError):  # the budget counts with the variant's own rule
+        MoAConfig(
+            variant="deep-moa",
+            proposers=[fake("A")],
+            aggregator=fake("C"),
+            budget={"max_calls": 3},
+        )
+
+
+def test_an_unregistered_variant_is_refused_with_the_choices(fake):
+    with pytest.raises(MoAConfigError, match="unknown variant 'deep-moa'; choose one of: 'moa'"):
+        MoAConfig(variant="deep-moa", proposers=[fake("A")], aggregator=fake("C"))
+
+
+def test_registering_needs_a_name_and_a_description():
+    class Nameless(Plan):
+        pass
+
+    with pytest.raises(ValueError, match="needs a `name`"):
+        register(Nameless)
+
+
+# --- a toy provider: one row -----------------------------------------------------------------
+
+
+class _ToyStatusError(Exception):
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"status {status_code}")
+        self.status_code = status_code
+
+
+@pytest.fixture
+def toy_provider(monkeypatch):
+    sdk = types.ModuleType("toy_sdk")
+    sdk.APITimeoutError = type("APITimeoutError", (Exception,), {})
+    sdk.APIConnectionError = type("APIConnectionError", (Exception,), {})
+    sdk.APIStatusError = _ToyStatusError
+    monkeypatch.setitem(sys.modules, "toy_sdk", sdk)
+    row = register_provider(
+        Provider(
+            "ollama",  # a provider init_chat_model knows and the shipped table does not
+            key_env="TOY_OLLAMA_KEY",
+            client_retries="max_retries",
+            sdk="toy_sdk",
+            finish_reason_key="done_reason",
+            model_name_key="served_by",
+        )
+    )
+    yield sdk
+    unregister_provider(row.prefix)
+
+
+def test_a_registered_provider_is_read_by_building_retries_timeouts_and_accounting(toy_provider):
+    assert provider_of("ollama").key_env == "TOY_OLLAMA_KEY"
+    # Model building: its key is checked before the integration is even imported.
+    with pytest.raises(MissingAPIKeyError, match="TOY_OLLAMA_KEY"):
+        build_model("ollama:llama3", {})
+    # Retries and timeouts: its SDK's errors are classified by the row.
+    assert is_sdk_timeout(toy_provider.APITimeoutError())
+    assert is_retryable(toy_provider.APIConnectionError())
+    assert is_retryable(_ToyStatusError(503)) and is_retryable(_ToyStatusError(429))
+    assert not is_retryable(_ToyStatusError(401))
+    # Accounting: its finish reason and answering model are found under its own keys.
+    reply = AIMessage("hi", response_metadata={"done_reason": "length", "served_by": "llama3:8b"})
+    assert finish_reason(reply) == "length"
+    assert answering_model(reply, "ollama:llama3") == "llama3:8b"
+
+
+def test_without_its_row_a_provider_gets_no_key_check():
+    assert provider_of("ollama") == Provider("ollama")
+    # No key is asked for: building goes on to the integration (not installed here).
+    with pytest.raises(ModelResolutionError, match="langchain-ollama") as err:
+        build_model("ollama:llama3", {})
+    assert not isinstance(err.value, MissingAPIKeyError)
+
+
+@pytest.mark.parametrize("row", [r for r in providers() if r.key_env], ids=lambda r: r.prefix)
+def test_every_keyed_provider_is_refused_without_its_key(row):
+    with pytest.raises(MissingAPIKeyError, match=row.key_env):
+        build_model(f"{row.prefix}:some-model", {})
+
+
+@pytest.mark.parametrize("prefix", ["openai", "together"])
+def test_providers_on_the_shared_client_have_no_client_retries(monkeypatch, prefix):
+    row = provider_of(prefix)
+    monkeypatch.setenv(row.key_env, "test-key")
+    model = build_model(f"{prefix}:some-model", {})
+    assert getattr(model, row.client_retries) == 0
+    assert row.own_timeout and row.shares_http_client
+
+
+def test_the_readme_variant_table_is_the_registry():
+    from pathlib import Path
+
+    from langgraph_moa.variants import variants_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert variants_table() in readme, "regenerate the README's table from variants_table()"
