@@ -26,14 +26,19 @@ _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$|_OR
 _ACCOUNT_VARS = ("OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "OPENAI_PROJECT_ID")
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=\-]{4,}"), rf"\1\2{REDACTED}"),
+    (re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9._~+/=\-]{4,}"), rf"\1\2{REDACTED}"),
+    # Basic credentials are base64: a digit, '+', '/' or '=' tells them from a word.
+    (
+        re.compile(r"(?i)\b(basic)(\s+)(?=[A-Za-z0-9+/]*[0-9+/=])[A-Za-z0-9+/]{8,}={0,2}"),
+        rf"\1\2{REDACTED}",
+    ),
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), REDACTED),
     (re.compile(r"\borg-[A-Za-z0-9]{6,}"), f"org-{REDACTED}"),
     (re.compile(r"\bproj_[A-Za-z0-9]{6,}"), f"proj_{REDACTED}"),
     (
         re.compile(
             r"(?i)((?:api[_-]?key|x-api-key|authorization|openai-organization|openai-project)"
-            r"[\"']?\s*[:=]\s*[\"']?)([^\s,;\"'}]+)"
+            r"[\"']?\s*[:=]\s*[\"']?)([^,;\"'}\n]+)"
         ),
         rf"\1{REDACTED}",
     ),

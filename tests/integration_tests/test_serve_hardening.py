@@ -369,7 +369,10 @@ def test_client_token_requests_are_capped_by_the_flag_or_the_preset(backend):
             chat(server, {"model": "big", "messages": USER, "max_tokens": 8001}).status_code == 400
         )
     small = {
-        "m": MoAConfig(proposers=[f"p@{url}"], aggregator={"model": f"a@{url}", "max_tokens": 50})
+        "m": MoAConfig(
+            proposers=[{"model": f"p@{url}", "max_tokens": 50}],
+            aggregator={"model": f"a@{url}", "max_tokens": 50},
+        )
     }
     with serve(small, limits=RequestLimits(max_answer_tokens=100)) as server:
         assert chat(server, {"model": "m", "messages": USER, "max_tokens": 100}).is_success
@@ -543,3 +546,83 @@ def test_a_text_part_whose_text_is_not_a_string_is_refused(moa):
     }
     response = chat(moa, body)
     assert response.status_code == 400 and "string 'text'" in response.json()["error"]["message"]
+
+
+# --- slow clients ----------------------------------------------------------------------------
+
+
+def _closed_by_server(sock, wait_s=15):
+    """Return what the server sent before closing the connection (None if it never closed)."""
+    sock.settimeout(wait_s)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        return None
+    return received
+
+
+@pytest.fixture(scope="module")
+def guarded(backend):
+    systems = {"m": MoAConfig(proposers=[f"p@{backend.url}"], aggregator=f"a@{backend.url}")}
+    security = ServeSecurity(header_timeout_s=0.5, body_timeout_s=0.5, max_connections_per_client=4)
+    with serve(systems, security) as server:
+        yield server
+
+
+def _connect(server, source="127.0.0.1"):
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", server.port))
+    return sock
+
+
+def test_a_request_head_that_never_ends_is_cut_off(guarded):
+    with _connect(guarded) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+        assert _closed_by_server(sock) == b""
+    # An idle connection that sends nothing at all goes the same way.
+    with _connect(guarded) as sock:
+        assert _closed_by_server(sock) == b""
+
+
+def test_a_body_that_never_ends_gets_a_408(guarded):
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model"'
+    )
+    with _connect(guarded) as sock:
+        sock.sendall(head)
+        received = _closed_by_server(sock)
+    assert received is not None and received.startswith(b"HTTP/1.1 408")
+    assert b"body_timeout" in received
+
+
+def test_one_address_cannot_hold_every_connection(backend):
+    systems = {"m": MoAConfig(proposers=[f"p@{backend.url}"], aggregator=f"a@{backend.url}")}
+    # Heads may take 60 s here: a connection closed sooner was refused for the limit.
+    security = ServeSecurity(header_timeout_s=60, max_connections_per_client=4)
+    with serve(systems, security) as server:
+        _flood(server)
+
+
+def _flood(guarded):
+    # 127.0.0.2 stands for a client flooding the server; 127.0.0.1 for everyone else.
+    held = [_connect(guarded, "127.0.0.2") for _ in range(4)]
+    try:
+        for sock in held:  # each sends part of a head, resetting nothing
+            sock.sendall(b"GET /v1/models HTTP/1.1\r\n")
+        extra = _connect(guarded, "127.0.0.2")
+        with extra:
+            assert _closed_by_server(extra, wait_s=5) == b""  # closed at once, unserved
+        assert httpx.get(f"{guarded.root}/v1/models").status_code == 200
+        held.pop().close()  # once one of its connections ends, the address may open another
+        time.sleep(0.2)
+        held.append(_connect(guarded, "127.0.0.2"))
+        held[-1].sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        held[-1].settimeout(10)
+        assert held[-1].recv(12) == b"HTTP/1.1 200"
+    finally:
+        for sock in held:
+            sock.close()

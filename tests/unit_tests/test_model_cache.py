@@ -166,3 +166,26 @@ def test_every_model_on_a_client_the_package_builds_gets_the_aiohttp_transport(m
         client = cache.get(spec, {}).http_async_client
         assert isinstance(client, openai.DefaultAioHttpClient), spec
         assert "get_client" in vars(client._transport), spec
+
+
+def test_provider_models_share_one_sync_client_too(monkeypatch):
+    monkeypatch.setenv("TOGETHER_API_KEY", "fake-key-for-building")
+    cache = ModelCache()
+    models = [
+        cache.get("together:Qwen/Qwen2.5-72B-Instruct-Turbo", {"temperature": t / 10})
+        for t in range(5)
+    ]
+    sync_clients = {id(c._client) for m in models for c in (m.client._client, m.root_client)}
+    assert len(sync_clients) == 1  # not two per model, each with its own TLS setup
+    assert cache.stats() == {"models": 5, "clients": 1}
+
+
+async def test_ainvoke_builds_each_model_once(fake):
+    from langgraph_moa import MoAConfig, create_moa_graph
+
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=2)
+    graph = create_moa_graph(config)
+    await graph.ainvoke({"messages": [("user", "q")]})
+    cache = graph.nodes["prepare"].bound.func.__self__.models
+    assert len(cache._sync.models) == 0  # the sync `prepare` used to build them all again
+    assert cache.stats()["models"] == 3

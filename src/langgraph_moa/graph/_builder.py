@@ -113,7 +113,9 @@ def create_moa_graph(
     builder = StateGraph(
         MoAState, context_schema=MoAContext, input_schema=MoAInput, output_schema=MoAOutput
     )
-    builder.add_node(PREPARE, nodes.prepare)
+    # Dual too: under `ainvoke` a sync `prepare` would run in a worker thread and build every
+    # model a second time, in the cache kept for sync runs.
+    builder.add_node(PREPARE, _dual(nodes.prepare, nodes.aprepare, PREPARE))
     builder.add_node(PROPOSE, _dual(nodes.propose, nodes.apropose, PROPOSE), retry_policy=retry)
     builder.add_node(JOIN_LAYER, nodes.join_layer)
     builder.add_node(

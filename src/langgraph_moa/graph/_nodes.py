@@ -123,6 +123,10 @@ class MoANodes:
             "drawn": [],
         }
 
+    async def aprepare(self, state: MoAState) -> dict[str, Any]:
+        """`prepare` on the run's event loop, so its models are the ones the run's calls use."""
+        return self.prepare(state)
+
     def _proposer_model(self, cfg: MoAConfig, p: ProposerConfig) -> BaseChatModel:
         """Return the proposer's model, never streaming.
 

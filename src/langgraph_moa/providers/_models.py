@@ -27,7 +27,7 @@ from langgraph_moa._redact import register_secret
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
 from langgraph_moa.providers._table import LOCAL_PREFIX, provider_of
 from langgraph_moa.transport._call_loop import loop_of_this_thread, running_call_loop
-from langgraph_moa.transport._http import own_async_client
+from langgraph_moa.transport._http import own_async_client, own_sync_client
 
 
 class OpenAIEndpoint(BaseModel):
@@ -207,7 +207,10 @@ def has_own_timeout(spec: ModelSpec) -> bool:
 
 
 def _chat_openai_compatible(
-    endpoint: OpenAIEndpoint, params: dict[str, Any], http_async_client: Any
+    endpoint: OpenAIEndpoint,
+    params: dict[str, Any],
+    http_async_client: Any,
+    http_client: Any = None,
 ) -> BaseChatModel:
     """Build a client for an OpenAI-compatible server.
 
@@ -229,6 +232,7 @@ def _chat_openai_compatible(
         stream_usage=True,
         max_retries=0,  # the graph's RetryPolicy retries, visibly; the client must not
         http_async_client=http_async_client or own_async_client(),
+        http_client=http_client,
         **params,
     )
     if key is None:
@@ -251,14 +255,17 @@ def _without_account_headers(model: BaseChatModel) -> None:
 
 
 def _from_provider_string(
-    spec: str, params: dict[str, Any], http_async_client: Any
+    spec: str, params: dict[str, Any], http_async_client: Any, http_client: Any = None
 ) -> BaseChatModel:
     provider, name = split_provider(spec)
     if provider == LOCAL_PREFIX:
         # Imported here so that building a config never loads the local runtime.
         from langgraph_moa.local.runtime import local_chat_model
 
-        return local_chat_model(name, {**params, "http_async_client": http_async_client})
+        clients = {"http_async_client": http_async_client}
+        if http_client is not None:
+            clients["http_client"] = http_client
+        return local_chat_model(name, {**params, **clients})
     row = provider_of(provider)
     if row.key_env and not os.environ.get(row.key_env):
         raise MissingAPIKeyError(spec, row.key_env)
@@ -269,6 +276,8 @@ def _from_provider_string(
         params = {row.client_retries: 0, **params}  # retries belong to the graph, where they show
     if row.shares_http_client:
         params = {"http_async_client": http_async_client or own_async_client(), **params}
+        if http_client is not None:  # else each model builds its own (its own TLS setup)
+            params = {"http_client": http_client, **params}
     try:
         return init_chat_model(name, model_provider=provider, **params)
     except ImportError as exc:
@@ -290,7 +299,11 @@ def _with_limits(model: BaseChatModel, params: dict[str, Any]) -> BaseChatModel:
 
 
 def build_model(
-    spec: ModelSpec, params: dict[str, Any], *, http_async_client: Any = None
+    spec: ModelSpec,
+    params: dict[str, Any],
+    *,
+    http_async_client: Any = None,
+    http_client: Any = None,
 ) -> BaseChatModel:
     """Turn a spec into a chat model with the given call parameters (no network).
 
@@ -299,16 +312,18 @@ def build_model(
         params: Call parameters (temperature, max_tokens, ...); None values are dropped.
         http_async_client: The async HTTP client to use where the integration takes one
             (see `http_client_key`); a new one if None.
+        http_client: The sync HTTP client to use there; if None the integration makes its
+            own.
     """
     params = {k: v for k, v in params.items() if v is not None}
     if isinstance(spec, BaseChatModel):
         return _with_limits(spec, params)
     if isinstance(spec, OpenAIEndpoint):
-        return _chat_openai_compatible(spec, params, http_async_client)
+        return _chat_openai_compatible(spec, params, http_async_client, http_client)
     endpoint = parse_endpoint_string(spec)
     if endpoint is not None:
-        return _chat_openai_compatible(endpoint, params, http_async_client)
-    return _from_provider_string(spec, params, http_async_client)
+        return _chat_openai_compatible(endpoint, params, http_async_client, http_client)
+    return _from_provider_string(spec, params, http_async_client, http_client)
 
 
 _LIVE_CACHES: weakref.WeakSet[ModelCache] = weakref.WeakSet()
@@ -326,12 +341,17 @@ DEFAULT_CACHE_SIZE = 128
 
 
 class _SharedClient:
-    """One endpoint's async HTTP client and the number of live models using it."""
+    """One endpoint's HTTP clients (async and sync) and the number of live models using them.
 
-    __slots__ = ("client", "loop", "users")
+    The sync client matters for memory: left to itself, each model builds its own (two, for
+    some integrations), each with its own TLS setup, about a megabyte apiece.
+    """
+
+    __slots__ = ("client", "loop", "sync_client", "users")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.client = own_async_client()
+        self.sync_client = own_sync_client()
         self.loop = loop
         self.users = 0
 
@@ -398,7 +418,12 @@ class ModelCache:
             shared = None if client_key is None else bucket.clients.get(client_key)
             if client_key is not None and shared is None:
                 shared = _SharedClient(loop)
-            model = build_model(spec, params, http_async_client=shared and shared.client)
+            model = build_model(
+                spec,
+                params,
+                http_async_client=shared and shared.client,
+                http_client=shared and shared.sync_client,
+            )
             if client_key is not None and shared is not None:
                 bucket.clients[client_key] = shared
                 shared.users += 1
@@ -434,6 +459,7 @@ class ModelCache:
         used, or whose loop has ended, has nothing to close and is left to the garbage
         collector.
         """
+        shared.sync_client.close()
         loop = shared.loop or running_call_loop()
         if loop is None or loop.is_closed():
             return
