@@ -321,6 +321,17 @@ class MoAConfig(BaseModel):
                 "of a layer"
             )
         self._check_quorum(per_layer if v != "self-moa-seq" else None)
+        if self.aggregation.chunked and v not in ("moa", "single-proposer", "self-moa"):
+            raise ValueError(
+                f"chunk-wise aggregation (aggregation.start 'chunks') needs an aggregator "
+                f"that writes the answer after the proposers: variant {v!r} has none; use "
+                "moa, single-proposer or self-moa, or start 'quorum'"
+            )
+        if self.aggregation.chunked and self.aggregator_fallbacks:
+            raise ValueError(
+                "chunk-wise aggregation writes with one aggregator: remove "
+                "aggregator_fallbacks or use aggregation.start 'quorum'"
+            )
         return self
 
     def _check_quorum(self, per_layer: int | None) -> None:
@@ -354,6 +365,11 @@ class MoAConfig(BaseModel):
         if self.min_proposers > sum(p.samples for p in self.proposers):
             raise ValueError("min_proposers cannot exceed the proposals of the layer")
         self._check_quorum(sum(self.first_round()))
+        if self.aggregation.chunked:
+            raise ValueError(
+                "chunk-wise aggregation (aggregation.start 'chunks') needs an aggregator: "
+                "variant 'select' has none; use start 'quorum'"
+            )
 
     # --- derived values ------------------------------------------------------------------
 

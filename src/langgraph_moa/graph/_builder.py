@@ -111,7 +111,7 @@ def create_moa_graph(
     builder.add_node(RANK, _dual(nodes.rank, nodes.arank, RANK), retry_policy=retry)
     builder.add_node(SELECT, nodes.select)
     builder.add_edge(START, PREPARE)
-    builder.add_conditional_edges(PREPARE, first_layer, [PROPOSE])
+    builder.add_conditional_edges(PREPARE, first_layer, [PROPOSE, AGGREGATE])
     builder.add_edge(PROPOSE, SYNTHESIZE)
     builder.add_conditional_edges(SYNTHESIZE, after_layer, [PROPOSE, AGGREGATE, RANK, SELECT])
     builder.add_conditional_edges(AGGREGATE, after_aggregate, [PROPOSE, AGGREGATE, END])

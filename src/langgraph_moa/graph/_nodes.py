@@ -25,6 +25,7 @@ from langgraph_moa.errors import (
     AllProposersFailedError,
     BudgetExhaustedError,
 )
+from langgraph_moa.graph._chunkwise import ChunkwiseRequest
 from langgraph_moa.providers._models import ModelCache, has_own_timeout
 from langgraph_moa.providers._retry import (
     EmptyResponseError,
@@ -297,6 +298,8 @@ class MoANodes:
             return self._budget_answer(plan, state)
         if plan.skip_final(state) and not is_final:
             return {}
+        if cfg.aggregation.chunked:  # the last proposer layer streams into this node
+            return (yield ChunkwiseRequest(self, plan, state))
         key, task_at, step = yield from self._step(state["run_token"], call)
         try:
             # Building the input is inside: a conversation too long for the budget is a

@@ -41,9 +41,15 @@ class Plan:
 
     # --- fan-out -------------------------------------------------------------------------
 
-    def first(self, state: MoAState) -> list[Send]:
-        """Fan out layer 1."""
+    def first(self, state: MoAState) -> Route:
+        """Fan out layer 1 (or go to the chunk-wise aggregator, which runs the last layer)."""
+        if self.proposer_node_layers() == 0:
+            return self.final_node
         return self.sends(state, layer=1)
+
+    def proposer_node_layers(self) -> int:
+        """Proposer layers run by the propose node; chunk-wise, the aggregator runs the last."""
+        return self.cfg.proposer_layers - (1 if self.cfg.aggregation.chunked else 0)
 
     def sends(
         self, state: MoAState, *, layer: int, rounds: list[range] | None = None
@@ -113,7 +119,7 @@ class Plan:
 
     def after_layer(self, state: MoAState) -> Route:
         """Next proposer layer, or the final step (at once when the budget is spent)."""
-        if state["layer"] >= self.cfg.proposer_layers or self.budget_spent(state):
+        if state["layer"] >= self.proposer_node_layers() or self.budget_spent(state):
             return self.final_node
         return self.sends(state, layer=state["layer"] + 1)
 
@@ -194,7 +200,7 @@ class SelectPlan(Plan):
 
     final_node = SELECT
 
-    def first(self, state: MoAState) -> list[Send]:
+    def first(self, state: MoAState) -> Route:
         """Fan out the first sampling round."""
         return self.sends(state, layer=1, rounds=[range(n) for n in self.cfg.first_round()])
 
