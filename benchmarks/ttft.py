@@ -9,14 +9,16 @@ proposers (two proposer layers, then the aggregator).
 Setups (``--setups``):
 - standard: the aggregator starts after every proposal of the last layer;
 - early-last: ``aggregation: {start: quorum, quorum: k}``, on the last proposer layer only;
-- early-every: the same quorum on every proposer layer (``every_layer: true``).
+- early-every: the same quorum on every proposer layer (``every_layer: true``);
+- chunks: chunk-wise aggregation on the last layer (``start: chunks``, ``chunk_tokens``), the
+  quorum on the layer before it.
 
 For each it prints the time to the answer's first token and to its last, the calls cancelled,
 and the ratio to standard (goal: TTFT at most a quarter of standard's). The times are mostly
 the server's simulated sleeps, so a busy machine moves them little. Answer quality is not
 measured here: the simulated answers carry no content (see README, "Early aggregation").
 
-    python benchmarks/ttft.py [--tokens 512] [--quorum 3] [--runs 1]
+    python benchmarks/ttft.py [--tokens 512] [--quorum 3] [--chunk-tokens 32] [--runs 1]
 """
 
 from __future__ import annotations
@@ -59,13 +61,19 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error",
 
 def start_server(latency: float, tokens: int) -> tuple[subprocess.Popen[str], str]:
     profiles: dict[str, Any] = {
-        f"p{j}": {"latency_s": (latency, latency), "reply_words": tokens, "token_s": token_s}
+        f"p{j}": {
+            "latency_s": (latency, latency),
+            "reply_words": tokens,
+            "token_s": token_s,
+            "honor_max_tokens": True,
+        }
         for j, token_s in enumerate(PROPOSER_TOKEN_S)
     }
     profiles["agg"] = {
         "latency_s": (latency, latency),
         "reply_words": tokens,
         "token_s": AGGREGATOR_TOKEN_S,
+        "honor_max_tokens": True,  # a chunk-wise part is capped at chunk_tokens
     }
     port = free_port()
     proc = subprocess.Popen(
@@ -86,9 +94,11 @@ def start_server(latency: float, tokens: int) -> tuple[subprocess.Popen[str], st
         time.sleep(0.1)
 
 
-def config(url: str, setup: str, quorum: int, tokens: int) -> MoAConfig:
+def config(url: str, setup: str, quorum: int, tokens: int, chunk_tokens: int = 32) -> MoAConfig:
     aggregation: dict[str, Any] = {}
-    if setup != "standard":
+    if setup == "chunks":
+        aggregation = {"start": "chunks", "chunk_tokens": chunk_tokens, "quorum": quorum}
+    elif setup != "standard":
         aggregation = {"start": "quorum", "quorum": quorum, "every_layer": setup == "early-every"}
     return MoAConfig(
         proposers=[{"model": f"p{j}@{url}", "max_tokens": tokens} for j in range(PROPOSERS)],
@@ -119,17 +129,20 @@ async def one_run(graph: Any, i: int) -> tuple[float, float, int]:
     return (first or end) - started, end - started, cancelled
 
 
-async def measure(url: str, setups: list[str], quorum: int, tokens: int, runs: int) -> None:
+async def measure(
+    url: str, setups: list[str], quorum: int, tokens: int, runs: int, chunk_tokens: int
+) -> None:
     print(
         f"{LAYERS} layers x {PROPOSERS} proposers, {tokens}-token answers, proposer token "
         f"intervals {PROPOSER_TOKEN_S} s, aggregator {AGGREGATOR_TOKEN_S} s; quorum {quorum}; "
+        f"chunk-wise parts of {chunk_tokens} tokens; "
         f"median of {runs}"
     )
     ttft: dict[str, float] = {}
     # Warm up (imports, first connections) on the quickest setup, unmeasured.
     await one_run(create_moa_graph(config(url, "early-every", quorum, tokens)), -1)
     for setup in setups:
-        graph = create_moa_graph(config(url, setup, quorum, tokens))
+        graph = create_moa_graph(config(url, setup, quorum, tokens, chunk_tokens))
         results = [await one_run(graph, i) for i in range(runs)]
         ttft[setup] = statistics.median(r[0] for r in results)
         total = statistics.median(r[1] for r in results)
@@ -153,6 +166,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2, help="seconds before a first token")
     parser.add_argument("--quorum", type=int, default=3)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--chunk-tokens", type=int, default=32)
     parser.add_argument("--setups", nargs="+", default=["standard", "early-last", "early-every"])
     args = parser.parse_args()
     for name in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
@@ -160,7 +174,9 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     proc, url = start_server(args.latency, args.tokens)
     try:
-        asyncio.run(measure(url, args.setups, args.quorum, args.tokens, args.runs))
+        asyncio.run(
+            measure(url, args.setups, args.quorum, args.tokens, args.runs, args.chunk_tokens)
+        )
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
