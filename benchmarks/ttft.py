@@ -167,7 +167,9 @@ def main() -> None:
     parser.add_argument("--quorum", type=int, default=3)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--chunk-tokens", type=int, default=32)
-    parser.add_argument("--setups", nargs="+", default=["standard", "early-last", "early-every"])
+    parser.add_argument(
+        "--setups", nargs="+", default=["standard", "early-last", "early-every", "chunks"]
+    )
     args = parser.parse_args()
     for name in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
         os.environ.pop(name, None)

@@ -118,3 +118,21 @@ def test_chunk_wise_configs_that_cannot_work_are_refused_with_the_fix(fake, extr
 def test_selection_refuses_chunk_wise(fake):
     with pytest.raises(MoAConfigError, match="variant 'select' has none"):
         MoAConfig(variant="select", proposers=[fake("A"), fake("B")], aggregation=CHUNKS)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_proposal_with_no_first_chunk_by_the_deadline_is_dropped_and_recorded(fake, mode):
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B"), fake("H", delay=lambda n: 30.0)],
+        aggregator=fake("AGG"),
+        layers=2,
+        aggregation={**CHUNKS, "first_chunk_s": 0.2},
+    )
+    graph = create_moa_graph(config)
+    out = graph.invoke(QUESTION) if mode == "sync" else await graph.ainvoke(QUESTION)
+    hung = [c for c in out["calls"] if c["configured_model"] == "H"]
+    assert [c["status"] for c in hung] == ["cancelled"]
+    assert "no first chunk within 0.2s" in hung[0]["error"]
+    parts = out["messages"][-1].response_metadata["moa"]["chunkwise"]["parts"]
+    assert [s["proposer"] for s in parts[0]["saw"]] == [0, 1]
+    assert out["messages"][-1].content.startswith("AGG")

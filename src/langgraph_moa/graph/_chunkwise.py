@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 
 from langgraph_moa.errors import AggregatorFailedError, AllProposersFailedError, MoAConfigError
-from langgraph_moa.providers._retry import is_retryable
+from langgraph_moa.providers._models import has_own_timeout
+from langgraph_moa.providers._retry import StragglerCancelledError, is_retryable
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import failed_record, ok_record, summarize
 from langgraph_moa.run._answer import (
@@ -90,7 +92,15 @@ class _Chunkwise:
         self.texts = [""] * n
         self.done = [False] * n
         self.records: list[CallRecord | None] = [None] * n
+        self.live = [True] * n
+        """False for a proposal that wrote nothing by `first_chunk_s`: no part waits for it."""
         self.changed = asyncio.Event()
+
+    def _with_timeout(self, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
+        """Give a model this package builds the call timeout as its HTTP timeout."""
+        if self.cfg.call_timeout_s is None or not has_own_timeout(spec):
+            return params
+        return {**params, "timeout": self.cfg.call_timeout_s}
 
     # --- the last proposer layer, streamed -------------------------------------------------
 
@@ -104,9 +114,7 @@ class _Chunkwise:
         i, s = self.slots[k]
         p = self.cfg.proposers[i]
         call = CallId("proposer", self.layer, i, s, p.label)
-        params = {k_: v for k_, v in p.call_params().items() if v is not None}
-        if self.cfg.call_timeout_s is not None:
-            params["timeout"] = self.cfg.call_timeout_s
+        params = self._with_timeout(p.model, p.call_params())
         model = self.nodes.models.get(p.model, params).with_config(
             run_name=f"layer {self.layer} / proposer {i + 1} / {p.label} (streamed)",
             tags=[TAG_PROPOSER, NOSTREAM],
@@ -123,6 +131,8 @@ class _Chunkwise:
                     self.changed.set()
             if whole is None or not self.texts[k].strip():
                 raise ValueError(f"{p.label} returned an empty answer")
+            if not self.live[k]:
+                return  # dropped at the first-chunk deadline; its late text is not used
             response = AIMessage(
                 content=self.texts[k],
                 usage_metadata=whole.usage_metadata,
@@ -132,6 +142,8 @@ class _Chunkwise:
             self.records[k] = ok_record(response=response, latency_s=latency, **call.fields())
             emit("finished", **call.fields(), model=p.label, latency_s=round(latency, 4))
         except Exception as exc:  # the layer goes on without it, as any failed proposal
+            if not self.live[k]:
+                return  # already recorded as dropped
             self.texts[k] = ""
             self.records[k] = failed_record(
                 error=exc, latency_s=time.perf_counter() - started, **call.fields()
@@ -144,7 +156,10 @@ class _Chunkwise:
     async def _wait(self, words: int, limit_s: float | None) -> None:
         """Wait until every live proposal has `words` words or is complete (or `limit_s`)."""
         due = None if limit_s is None else time.monotonic() + limit_s
-        while not all(d or _words(t) >= words for t, d in zip(self.texts, self.done, strict=True)):
+        while not all(
+            not live or done or _words(text) >= words
+            for text, done, live in zip(self.texts, self.done, self.live, strict=True)
+        ):
             self.changed.clear()
             timeout = None if due is None else due - time.monotonic()
             if timeout is not None and timeout <= 0:
@@ -154,11 +169,31 @@ class _Chunkwise:
             except TimeoutError:
                 return
 
+    def _drop_silent(self, limit_s: float) -> None:
+        """After `first_chunk_s`, stop waiting for the proposals that wrote nothing yet."""
+        for k, text in enumerate(self.texts):
+            if not self.done[k] and not text.strip():
+                self.live[k] = False
+                i, s = self.slots[k]
+                call = CallId("proposer", self.layer, i, s, self.cfg.proposers[i].label)
+                error = StragglerCancelledError(
+                    f"{call.configured_model} wrote no first chunk within {limit_s:g}s "
+                    "(aggregation.first_chunk_s): the answer went on without it"
+                )
+                self.records[k] = failed_record(error=error, latency_s=limit_s, **call.fields())
+
+    def _cancel_dropped(self, tasks: Sequence[asyncio.Future[None]]) -> None:
+        for k, task in enumerate(tasks):
+            if not self.live[k]:
+                task.cancel()
+
     # --- the aggregator, in parts -----------------------------------------------------------
 
     def _part_input(self, answer: str) -> tuple[list[BaseMessage], list[dict[str, Any]]]:
         references, saw = [], []
         for k, (i, s) in enumerate(self.slots):
+            if not self.live[k]:
+                continue  # dropped at the first-chunk deadline (its record says so)
             text = self.texts[k].strip()
             saw.append(
                 {"proposer": i, "sample": s, "words": _words(text), "complete": self.done[k]}
@@ -176,12 +211,11 @@ class _Chunkwise:
 
     async def _part(self, call: CallId, messages: list[BaseMessage], last: bool) -> AIMessage:
         role = self.cfg.final
-        params = {k: v for k, v in role.call_params().items() if v is not None}
+        params = role.call_params()
         if not last:
-            params["max_tokens"] = self.cfg.aggregation.chunk_tokens
-        if self.cfg.call_timeout_s is not None:
-            params["timeout"] = self.cfg.call_timeout_s
-        model = self.nodes.models.get(role.model, params).with_config(
+            params = {**params, "max_tokens": self.cfg.aggregation.chunk_tokens}
+        base = self.nodes.models.get(role.model, self._with_timeout(role.model, params))
+        model = base.with_config(
             run_name=f"layer {call.layer} / aggregator / {call.configured_model}",
             tags=[TAG_FINAL],
             metadata=call.trace_metadata(self.cfg),
@@ -214,7 +248,9 @@ class _Chunkwise:
             first_limit = cfg.aggregation.first_chunk_s
             while True:
                 await self._wait(words, first_limit if not parts else None)
-                last = all(self.done)
+                if not parts and first_limit is not None:
+                    self._drop_silent(first_limit)
+                last = all(d or not live for d, live in zip(self.done, self.live, strict=True))
                 if not any(t.strip() for t in self.texts) and not last:
                     self.changed.clear()  # nothing written yet: wait for a word or an end
                     await self.changed.wait()
@@ -236,6 +272,7 @@ class _Chunkwise:
         finally:
             for task in tasks:
                 task.cancel()
+        self._cancel_dropped(tasks)
         proposals = [r for r in self.records if r is not None]
         if not responses:
             raise AllProposersFailedError(self.layer, proposals)
