@@ -71,3 +71,26 @@ async def test_a_failed_proposer_is_recorded_and_the_others_are_aggregated():
     status = [(c["configured_model"].split("@")[0], c["status"]) for c in result["calls"]]
     assert status == [("a", "ok"), ("b", "failed"), ("agg", "ok")]
     assert result["messages"][-1].content.startswith("agg answer")
+
+
+def test_moa_serve_streams_a_chunk_wise_answer_from_its_first_part():
+    import openai
+
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    with _server() as backend:
+        app = create_app({"chunked": _config(backend.url)})
+        with BackgroundServer(app) as server:
+            client = openai.OpenAI(base_url=f"{server.root}/v1", api_key="-", max_retries=0)
+            stream = client.chat.completions.create(
+                model="chunked", messages=[{"role": "user", "content": "q"}], stream=True
+            )
+            pieces = [c.choices[0].delta.content for c in stream if c.choices]
+            whole = client.chat.completions.create(
+                model="chunked", messages=[{"role": "user", "content": "q"}]
+            )
+    text = "".join(p for p in pieces if p)
+    assert text.startswith("agg answer") and len(pieces) > 2
+    parts = whole.model_extra["moa"]["chunkwise"]["parts"]
+    assert len(parts) >= 2 and whole.choices[0].message.content.startswith("agg answer")
