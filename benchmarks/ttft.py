@@ -19,6 +19,12 @@ the server's simulated sleeps, so a busy machine moves them little. Answer quali
 measured here: the simulated answers carry no content (see README, "Early aggregation").
 
     python benchmarks/ttft.py [--tokens 512] [--quorum 3] [--chunk-tokens 32] [--runs 1]
+
+``--local`` runs the ``local-moa`` preset on the embedded models instead (Qwen2.5-Coder 1.5B
+and 0.5B propose, the 1.5B aggregates; 2 layers, so the quorum has no earlier layer to act
+on): standard against chunk-wise, same question each run.
+
+    python benchmarks/ttft.py --local --setups standard chunks [--chunk-tokens 32]
 """
 
 from __future__ import annotations
@@ -129,20 +135,39 @@ async def one_run(graph: Any, i: int) -> tuple[float, float, int]:
     return (first or end) - started, end - started, cancelled
 
 
+def local_config(setup: str, chunk_tokens: int) -> MoAConfig:
+    """The local-moa preset with the setup's aggregation (standard or chunk-wise only)."""
+    aggregation: dict[str, Any] = {}
+    if setup == "chunks":
+        aggregation = {"start": "chunks", "chunk_tokens": chunk_tokens}
+    elif setup != "standard":
+        raise SystemExit("--local compares the setups standard and chunks")
+    return MoAConfig.from_preset("local-moa").with_overrides(aggregation=aggregation)
+
+
 async def measure(
-    url: str, setups: list[str], quorum: int, tokens: int, runs: int, chunk_tokens: int
+    url: str | None, setups: list[str], quorum: int, tokens: int, runs: int, chunk_tokens: int
 ) -> None:
-    print(
-        f"{LAYERS} layers x {PROPOSERS} proposers, {tokens}-token answers, proposer token "
-        f"intervals {PROPOSER_TOKEN_S} s, aggregator {AGGREGATOR_TOKEN_S} s; quorum {quorum}; "
-        f"chunk-wise parts of {chunk_tokens} tokens; "
-        f"median of {runs}"
-    )
+    if url is None:
+        print(f"local-moa preset (256-token answers); chunk-wise parts of {chunk_tokens} tokens;")
+    else:
+        print(
+            f"{LAYERS} layers x {PROPOSERS} proposers, {tokens}-token answers, proposer token "
+            f"intervals {PROPOSER_TOKEN_S} s, aggregator {AGGREGATOR_TOKEN_S} s; quorum "
+            f"{quorum}; chunk-wise parts of {chunk_tokens} tokens;"
+        )
+    print(f"median of {runs} run(s)")
     ttft: dict[str, float] = {}
-    # Warm up (imports, first connections) on the quickest setup, unmeasured.
-    await one_run(create_moa_graph(config(url, "early-every", quorum, tokens)), -1)
+
+    def build(setup: str) -> Any:
+        if url is None:
+            return create_moa_graph(local_config(setup, chunk_tokens))
+        return create_moa_graph(config(url, setup, quorum, tokens, chunk_tokens))
+
+    # Warm up (imports, first connections, local servers) on the quickest setup, unmeasured.
+    await one_run(build("chunks" if url is None else "early-every"), -1)
     for setup in setups:
-        graph = create_moa_graph(config(url, setup, quorum, tokens, chunk_tokens))
+        graph = build(setup)
         results = [await one_run(graph, i) for i in range(runs)]
         ttft[setup] = statistics.median(r[0] for r in results)
         total = statistics.median(r[1] for r in results)
@@ -167,6 +192,7 @@ def main() -> None:
     parser.add_argument("--quorum", type=int, default=3)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--chunk-tokens", type=int, default=32)
+    parser.add_argument("--local", action="store_true", help="the local-moa preset instead")
     parser.add_argument(
         "--setups", nargs="+", default=["standard", "early-last", "early-every", "chunks"]
     )
@@ -174,6 +200,10 @@ def main() -> None:
     for name in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
         os.environ.pop(name, None)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.local:
+        asyncio.run(measure(None, args.setups, 0, 256, args.runs, args.chunk_tokens))
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return
     proc, url = start_server(args.latency, args.tokens)
     try:
         asyncio.run(
