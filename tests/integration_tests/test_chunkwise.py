@@ -1,5 +1,7 @@
 """Chunk-wise aggregation over real HTTP: proposers stream, the answer is written in parts."""
 
+import asyncio
+
 from langgraph_moa import MoAConfig, create_moa_graph, final_answer_only
 from langgraph_moa.testing import FaultProfile, FaultServer
 
@@ -94,3 +96,18 @@ def test_moa_serve_streams_a_chunk_wise_answer_from_its_first_part():
     assert text.startswith("agg answer") and len(pieces) > 2
     parts = whole.model_extra["moa"]["chunkwise"]["parts"]
     assert len(parts) >= 2 and whole.choices[0].message.content.startswith("agg answer")
+
+
+async def test_a_proposer_silent_past_first_chunk_s_is_hung_up_on():
+    profiles = {"hung": FaultProfile(latency_s=(60.0, 60.0))}
+    with FaultServer(profiles, default=FaultProfile(reply_words=12, token_s=0.01)) as server:
+        config = MoAConfig(
+            proposers=[f"a@{server.url}", f"hung@{server.url}"],
+            aggregator=f"agg@{server.url}",
+            layers=2,
+            aggregation={"start": "chunks", "chunk_tokens": 4, "first_chunk_s": 0.5},
+        )
+        # The bound only keeps a regression from hanging for the server's 60 s.
+        result = await asyncio.wait_for(create_moa_graph(config).ainvoke(QUESTION), 30)
+    status = [(c["configured_model"].split("@")[0], c["status"]) for c in result["calls"]]
+    assert status == [("a", "ok"), ("hung", "cancelled"), ("agg", "ok")]

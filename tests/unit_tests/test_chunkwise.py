@@ -123,7 +123,9 @@ def test_selection_refuses_chunk_wise(fake):
 @pytest.mark.parametrize("mode", ["sync", "async"])
 async def test_a_proposal_with_no_first_chunk_by_the_deadline_is_dropped_and_recorded(fake, mode):
     config = MoAConfig(
-        proposers=[fake("A"), fake("B"), fake("H", delay=lambda n: 30.0)],
+        # A hung model that answers whole (its astream is its cancellable ainvoke; the
+        # double's own stream would sleep in a thread no cancel reaches).
+        proposers=[fake("A"), fake("B"), fake("H", delay=lambda n: 30.0, disable_streaming=True)],
         aggregator=fake("AGG"),
         layers=2,
         aggregation={**CHUNKS, "first_chunk_s": 0.2},

@@ -267,12 +267,12 @@ class _Chunkwise:
                     break
                 words += cfg.aggregation.chunk_tokens
         except Exception as exc:
+            self._cancel_dropped(tasks)  # the others finish: the fallback may need them
             await asyncio.gather(*tasks, return_exceptions=True)
             return self._gave_up(call, exc, time.perf_counter() - started, parts)
         finally:
             for task in tasks:
-                task.cancel()
-        self._cancel_dropped(tasks)
+                task.cancel()  # only dropped ones are still running here
         proposals = [r for r in self.records if r is not None]
         if not responses:
             raise AllProposersFailedError(self.layer, proposals)
