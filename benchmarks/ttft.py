@@ -164,8 +164,12 @@ async def measure(
             return create_moa_graph(local_config(setup, chunk_tokens))
         return create_moa_graph(config(url, setup, quorum, tokens, chunk_tokens))
 
-    # Warm up (imports, first connections, local servers) on the quickest setup, unmeasured.
-    await one_run(build("chunks" if url is None else "early-every"), -1)
+    if url is None:  # start the local servers first, unmeasured (a run would take minutes)
+        from langgraph_moa.local.runtime import LocalRuntime
+
+        LocalRuntime.default().start(["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"])
+    else:  # warm up (imports, first connections) on the quickest setup, unmeasured
+        await one_run(build("early-every"), -1)
     for setup in setups:
         graph = build(setup)
         results = [await one_run(graph, i) for i in range(runs)]
