@@ -9,14 +9,22 @@ proposers (two proposer layers, then the aggregator).
 Setups (``--setups``):
 - standard: the aggregator starts after every proposal of the last layer;
 - early-last: ``aggregation: {start: quorum, quorum: k}``, on the last proposer layer only;
-- early-every: the same quorum on every proposer layer (``every_layer: true``).
+- early-every: the same quorum on every proposer layer (``every_layer: true``);
+- chunks: chunk-wise aggregation on the last layer (``start: chunks``, ``chunk_tokens``), the
+  quorum on the layer before it.
 
 For each it prints the time to the answer's first token and to its last, the calls cancelled,
 and the ratio to standard (goal: TTFT at most a quarter of standard's). The times are mostly
 the server's simulated sleeps, so a busy machine moves them little. Answer quality is not
 measured here: the simulated answers carry no content (see README, "Early aggregation").
 
-    python benchmarks/ttft.py [--tokens 512] [--quorum 3] [--runs 1]
+    python benchmarks/ttft.py [--tokens 512] [--quorum 3] [--chunk-tokens 32] [--runs 1]
+
+``--local`` runs the ``local-moa`` preset on the embedded models instead (Qwen2.5-Coder 1.5B
+and 0.5B propose, the 1.5B aggregates; 2 layers, so the quorum has no earlier layer to act
+on): standard against chunk-wise, same question each run.
+
+    python benchmarks/ttft.py --local --setups standard chunks [--chunk-tokens 32]
 """
 
 from __future__ import annotations
@@ -59,13 +67,19 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error",
 
 def start_server(latency: float, tokens: int) -> tuple[subprocess.Popen[str], str]:
     profiles: dict[str, Any] = {
-        f"p{j}": {"latency_s": (latency, latency), "reply_words": tokens, "token_s": token_s}
+        f"p{j}": {
+            "latency_s": (latency, latency),
+            "reply_words": tokens,
+            "token_s": token_s,
+            "honor_max_tokens": True,
+        }
         for j, token_s in enumerate(PROPOSER_TOKEN_S)
     }
     profiles["agg"] = {
         "latency_s": (latency, latency),
         "reply_words": tokens,
         "token_s": AGGREGATOR_TOKEN_S,
+        "honor_max_tokens": True,  # a chunk-wise part is capped at chunk_tokens
     }
     port = free_port()
     proc = subprocess.Popen(
@@ -86,9 +100,11 @@ def start_server(latency: float, tokens: int) -> tuple[subprocess.Popen[str], st
         time.sleep(0.1)
 
 
-def config(url: str, setup: str, quorum: int, tokens: int) -> MoAConfig:
+def config(url: str, setup: str, quorum: int, tokens: int, chunk_tokens: int = 32) -> MoAConfig:
     aggregation: dict[str, Any] = {}
-    if setup != "standard":
+    if setup == "chunks":
+        aggregation = {"start": "chunks", "chunk_tokens": chunk_tokens, "quorum": quorum}
+    elif setup != "standard":
         aggregation = {"start": "quorum", "quorum": quorum, "every_layer": setup == "early-every"}
     return MoAConfig(
         proposers=[{"model": f"p{j}@{url}", "max_tokens": tokens} for j in range(PROPOSERS)],
@@ -119,17 +135,43 @@ async def one_run(graph: Any, i: int) -> tuple[float, float, int]:
     return (first or end) - started, end - started, cancelled
 
 
-async def measure(url: str, setups: list[str], quorum: int, tokens: int, runs: int) -> None:
-    print(
-        f"{LAYERS} layers x {PROPOSERS} proposers, {tokens}-token answers, proposer token "
-        f"intervals {PROPOSER_TOKEN_S} s, aggregator {AGGREGATOR_TOKEN_S} s; quorum {quorum}; "
-        f"median of {runs}"
-    )
+def local_config(setup: str, chunk_tokens: int) -> MoAConfig:
+    """The local-moa preset with the setup's aggregation (standard or chunk-wise only)."""
+    aggregation: dict[str, Any] = {}
+    if setup == "chunks":
+        aggregation = {"start": "chunks", "chunk_tokens": chunk_tokens}
+    elif setup != "standard":
+        raise SystemExit("--local compares the setups standard and chunks")
+    return MoAConfig.from_preset("local-moa").with_overrides(aggregation=aggregation)
+
+
+async def measure(
+    url: str | None, setups: list[str], quorum: int, tokens: int, runs: int, chunk_tokens: int
+) -> None:
+    if url is None:
+        print(f"local-moa preset (256-token answers); chunk-wise parts of {chunk_tokens} tokens;")
+    else:
+        print(
+            f"{LAYERS} layers x {PROPOSERS} proposers, {tokens}-token answers, proposer token "
+            f"intervals {PROPOSER_TOKEN_S} s, aggregator {AGGREGATOR_TOKEN_S} s; quorum "
+            f"{quorum}; chunk-wise parts of {chunk_tokens} tokens;"
+        )
+    print(f"median of {runs} run(s)")
     ttft: dict[str, float] = {}
-    # Warm up (imports, first connections) on the quickest setup, unmeasured.
-    await one_run(create_moa_graph(config(url, "early-every", quorum, tokens)), -1)
+
+    def build(setup: str) -> Any:
+        if url is None:
+            return create_moa_graph(local_config(setup, chunk_tokens))
+        return create_moa_graph(config(url, setup, quorum, tokens, chunk_tokens))
+
+    if url is None:  # start the local servers first, unmeasured (a run would take minutes)
+        from langgraph_moa.local.runtime import LocalRuntime
+
+        LocalRuntime.default().start(["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"])
+    else:  # warm up (imports, first connections) on the quickest setup, unmeasured
+        await one_run(build("early-every"), -1)
     for setup in setups:
-        graph = create_moa_graph(config(url, setup, quorum, tokens))
+        graph = build(setup)
         results = [await one_run(graph, i) for i in range(runs)]
         ttft[setup] = statistics.median(r[0] for r in results)
         total = statistics.median(r[1] for r in results)
@@ -153,14 +195,24 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2, help="seconds before a first token")
     parser.add_argument("--quorum", type=int, default=3)
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--setups", nargs="+", default=["standard", "early-last", "early-every"])
+    parser.add_argument("--chunk-tokens", type=int, default=32)
+    parser.add_argument("--local", action="store_true", help="the local-moa preset instead")
+    parser.add_argument(
+        "--setups", nargs="+", default=["standard", "early-last", "early-every", "chunks"]
+    )
     args = parser.parse_args()
     for name in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
         os.environ.pop(name, None)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.local:
+        asyncio.run(measure(None, args.setups, 0, 256, args.runs, args.chunk_tokens))
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return
     proc, url = start_server(args.latency, args.tokens)
     try:
-        asyncio.run(measure(url, args.setups, args.quorum, args.tokens, args.runs))
+        asyncio.run(
+            measure(url, args.setups, args.quorum, args.tokens, args.runs, args.chunk_tokens)
+        )
     finally:
         assert proc.stdin is not None
         proc.stdin.close()

@@ -88,7 +88,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, _on_interrupt)
     if len(sys.argv) > 1 and sys.argv[1] in MODEL_COMMANDS and "--help" not in sys.argv:
         check_langsmith()
-    from langgraph_moa.local.catalog import LocalModelError
+    from langgraph_moa.errors import LocalModelError
 
     try:
         code = app(standalone_mode=False)

@@ -6,6 +6,13 @@ finished. With ``start: quorum`` the aggregator (or ranker, or selection) starts
 and each is recorded as a ``cancelled`` call, and in the answer's provenance
 (``response_metadata["moa"]["early_start"]``). ``every_layer`` applies the quorum to each
 proposer layer, not only the last: a layer then goes on with its quorum's proposals.
+
+With ``start: chunks`` (chunk-wise aggregation) the last proposer layer streams: the
+aggregator starts writing once every live proposer has written its first `chunk_tokens` words
+(or `first_chunk_s` passed), reading the proposals as far as they are written, and writes the
+answer in parts, one per further chunk of the proposals, the last part once every proposal is
+complete; the answer streams from its first part. `quorum`, if given, applies to the layers
+before the last.
 """
 
 from __future__ import annotations
@@ -20,16 +27,26 @@ class AggregationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    start: Literal["all", "quorum"] = Field(
+    start: Literal["all", "quorum", "chunks"] = Field(
         default="all",
         description="all: after every proposal of the last layer (standard MoA); quorum: "
-        "once `quorum` of them answered, cancelling the rest.",
+        "once `quorum` of them answered, cancelling the rest; chunks: chunk-wise, from the "
+        "proposals' first chunks on.",
     )
     quorum: int | None = Field(
         default=None, ge=1, description="Proposals that must answer before the start."
     )
     every_layer: bool = Field(
         default=False, description="Apply the quorum to every proposer layer, not only the last."
+    )
+    chunk_tokens: int = Field(
+        default=32, ge=1, description="chunks: words of each proposal chunk and answer part."
+    )
+    first_chunk_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="chunks: start without the proposers that have not written their first "
+        "chunk after this many seconds.",
     )
 
     @model_validator(mode="after")
@@ -41,9 +58,19 @@ class AggregationConfig(BaseModel):
                 "aggregation.quorum and every_layer apply with start 'quorum' only: "
                 "set aggregation.start to 'quorum' or remove them"
             )
+        if self.start == "chunks" and self.every_layer:
+            raise ValueError(
+                "with aggregation.start 'chunks' the quorum already applies to every layer "
+                "before the last: remove every_layer"
+            )
         return self
 
     @property
     def early(self) -> bool:
         """Tell whether the final step may start before every proposal is in."""
-        return self.start == "quorum"
+        return self.start != "all"
+
+    @property
+    def chunked(self) -> bool:
+        """Tell whether the last proposer layer streams into a chunk-wise aggregator."""
+        return self.start == "chunks"

@@ -304,8 +304,20 @@ class MoAConfig(BaseModel):
             annotation: Any = type(self).model_fields[field].annotation
             setattr(self, field, TypeAdapter(annotation).validate_python(raw))
         rules.check(self)
-        if rules.final_role != "selector":
-            self._check_quorum(rules.proposals_per_layer(self))
+        selects = rules.final_role == "selector"
+        self._check_quorum(sum(self.first_round()) if selects else rules.proposals_per_layer(self))
+        if self.aggregation.chunked and (selects or not rules.chunkable):
+            raise ValueError(
+                f"chunk-wise aggregation (aggregation.start 'chunks') needs an aggregator "
+                f"that writes the answer after the proposers: variant {self.variant!r} has "
+                f"none; use {', '.join(n for n in variant_names() if variant_of(n).chunkable)}, "
+                "or start 'quorum'"
+            )
+        if self.aggregation.chunked and self.aggregator_fallbacks:
+            raise ValueError(
+                "chunk-wise aggregation writes with one aggregator: remove "
+                "aggregator_fallbacks or use aggregation.start 'quorum'"
+            )
         return self
 
     def _check_quorum(self, per_layer: int | None) -> None:

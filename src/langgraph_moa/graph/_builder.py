@@ -7,6 +7,7 @@ Topology (one for every variant, so the variant can change per run)::
                                                  ├────────▶ rank ──────▶ END
                                                  └────────▶ select ────▶ END
                         aggregate ──Sendxk──▶ propose                    (next Self-MoA-Seq window)
+    prepare ──────────▶ aggregate     (chunk-wise: the aggregator runs the last layer itself)
 
 ``propose`` is one node, fanned out with `Send`: each (layer, proposer, sample) is its own
 branch with its own input. ``join_layer`` closes a layer (its successful outputs become the
@@ -124,7 +125,7 @@ def create_moa_graph(
     builder.add_node(RANK, _dual(nodes.rank, nodes.arank, RANK), retry_policy=retry)
     builder.add_node(SELECT, nodes.select)
     builder.add_edge(START, PREPARE)
-    builder.add_conditional_edges(PREPARE, first_layer, [PROPOSE])
+    builder.add_conditional_edges(PREPARE, first_layer, [PROPOSE, AGGREGATE])
     builder.add_edge(PROPOSE, JOIN_LAYER)
     builder.add_conditional_edges(JOIN_LAYER, after_layer, [PROPOSE, AGGREGATE, RANK, SELECT])
     builder.add_conditional_edges(AGGREGATE, after_aggregate, [PROPOSE, AGGREGATE, END])

@@ -31,6 +31,7 @@ from langgraph_moa.errors import (
     StragglerCancelledError,
     StructuredOutputError,
 )
+from langgraph_moa.graph._chunkwise import ChunkwiseRequest
 from langgraph_moa.providers._models import ModelCache, has_own_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
@@ -335,6 +336,8 @@ class MoANodes:
             return self._budget_answer(plan, state)
         if plan.skip_final(state) and not is_final:
             return {}
+        if cfg.aggregation.chunked:  # the last proposer layer streams into this node
+            return (yield ChunkwiseRequest(self, plan, state))
 
         def request() -> _Request:
             # Built inside the attempt: a conversation too long for the budget is a failure

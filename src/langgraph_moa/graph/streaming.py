@@ -28,7 +28,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 
 from langgraph_moa.errors import StreamBrokenError
-from langgraph_moa.graph._builder import final_answer_only
+from langgraph_moa.run._answer import answer_part, final_answer_only
 
 ProgressHandler = Callable[[dict[str, Any]], None]
 """Receives each progress event the graph writes (a call started, finished or failed)."""
@@ -70,6 +70,7 @@ class AnswerStream:
         self.streamed = False
         self._source: str | None = None  # the message id of the pieces yielded so far
         self._sent: list[str] = []
+        self._piece = 0  # the chunk-wise part of the pieces yielded so far
 
     @property
     def answer(self) -> AIMessage:
@@ -89,10 +90,12 @@ class AnswerStream:
             assert self.on_progress is not None
             self.on_progress(part)
         elif final_answer_only(part[1]) and (text := part[0].text):
-            source = part[0].id
-            if self._source is not None and source != self._source:
+            source, piece = part[0].id, answer_part(part[1])
+            # Another call's text may follow only as the next part of a chunk-wise answer;
+            # a new message of the same part is a retry, whose text would be spliced on.
+            if self._source is not None and source != self._source and piece <= self._piece:
                 raise StreamBrokenError(sum(map(len, self._sent)))
-            self._source = source
+            self._source, self._piece = source, piece
             self.streamed = True
             self._sent.append(str(text))
             return str(text)

@@ -69,6 +69,19 @@ def final_message(
     )
 
 
+TAG_PART = "moa:part:"
+"""Tag prefix of a chunk-wise answer's parts (``moa:part:1``, ...): one answer written by
+consecutive calls, which a stream may join, unlike a retry's second attempt."""
+
+
+def answer_part(metadata: dict[str, Any]) -> int:
+    """Return the chunk-wise part a streamed piece belongs to (0 for a one-call answer)."""
+    for tag in metadata.get("tags") or []:
+        if isinstance(tag, str) and tag.startswith(TAG_PART):
+            return int(tag.removeprefix(TAG_PART))
+    return 0
+
+
 def final_answer_only(metadata: dict[str, Any]) -> bool:
     """Filter for ``stream_mode="messages"``: True for chunks of the final answer."""
     return TAG_FINAL in (metadata.get("tags") or [])

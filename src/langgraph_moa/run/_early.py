@@ -56,14 +56,16 @@ def early_watch(
     final step and the quorum is for the last layer only.
     """
     agg = cfg.aggregation
-    if not agg.early or agg.quorum is None or not (feeds_final or agg.every_layer):
+    # Chunk-wise: the proposer nodes run only the layers before the last (`_chunkwise`).
+    applies = agg.chunked or feeds_final or agg.every_layer
+    if not agg.early or agg.quorum is None or not applies:
         return deadline
     return QuorumStart(agg.quorum, answers, deadline)
 
 
 def early_start_provenance(cfg: MoAConfig, calls: list[CallRecord]) -> dict[str, Any]:
     """Return what an early start dropped, for the answer's provenance (empty if not early)."""
-    if not cfg.aggregation.early:
+    if cfg.aggregation.quorum is None:
         return {}
     dropped = [
         {k: c[k] for k in ("layer", "proposer", "sample", "configured_model", "latency_s")}

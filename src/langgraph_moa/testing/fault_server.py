@@ -47,6 +47,8 @@ class FaultProfile(BaseModel):
     token_s: float = Field(default=0.0, ge=0.0)
     """Seconds per word of the answer, after the latency: a streamed answer sends one word
     every `token_s` (timed token streaming); a whole answer comes after all its words."""
+    honor_max_tokens: bool = False
+    """Cut the answer at the request's max_tokens (in words), as a real server would."""
 
 
 class FaultServer:
@@ -162,7 +164,7 @@ class FaultServer:
             body: dict[str, Any], model: str, n: int, profile: FaultProfile
         ) -> Response:
             if not body.get("stream"):
-                await asyncio.sleep(profile.token_s * len(_text(model, n, profile).split()))
+                await asyncio.sleep(profile.token_s * len(_text(model, n, profile, body).split()))
                 return JSONResponse(_completion(body, model, n, profile))
             return StreamingResponse(
                 _chunks(body, model, n, profile), media_type="text/event-stream"
@@ -193,13 +195,17 @@ def _words(body: dict[str, Any]) -> int:
     return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
 
 
-def _text(model: str, n: int, profile: FaultProfile) -> str:
-    filler = " ".join(f"w{i}" for i in range(max(0, profile.reply_words - 3)))
-    return f"{model} answer {n} {filler}".strip()
+def _text(model: str, n: int, profile: FaultProfile, body: dict[str, Any] | None = None) -> str:
+    words = profile.reply_words
+    cap = (body or {}).get("max_tokens") or (body or {}).get("max_completion_tokens")
+    if profile.honor_max_tokens and isinstance(cap, int):
+        words = max(1, min(words, cap))
+    filler = " ".join(f"w{i}" for i in range(max(0, words - 3)))
+    return " ".join(f"{model} answer {n} {filler}".split()[:words])
 
 
 def _completion(body: dict[str, Any], model: str, n: int, profile: FaultProfile) -> dict[str, Any]:
-    text = _text(model, n, profile)
+    text = _text(model, n, profile, body)
     prompt, completion = _words(body), len(text.split())
     return {
         "id": f"chatcmpl-{model}-{n}",
@@ -224,7 +230,7 @@ class _CutStream(Exception):
 async def _chunks(
     body: dict[str, Any], model: str, n: int, profile: FaultProfile, *, cut: bool = False
 ) -> AsyncIterator[str]:
-    text = _text(model, n, profile)
+    text = _text(model, n, profile, body)
     base = {"id": f"chatcmpl-{model}-{n}", "object": "chat.completion.chunk", "model": model}
     words = text.split(" ")
     for i, word in enumerate(words):

@@ -55,6 +55,8 @@ class Plan:
     """The variant's layer count cannot be set (it is `default_layers`)."""
     step_name: ClassVar[str] = "layer"
     """What one round of proposals is called in progress output."""
+    chunkable: ClassVar[bool] = True
+    """Its aggregator can write the answer in parts while the last layer streams."""
     derived_fields: ClassVar[tuple[str, ...]] = ("layers",)
     """Fields derived from the variant: cleared when a config switches to this variant."""
 
@@ -114,9 +116,15 @@ class Plan:
 
     # --- fan-out -------------------------------------------------------------------------
 
-    def first(self, state: MoAState) -> list[Send]:
-        """Fan out layer 1."""
+    def first(self, state: MoAState) -> Route:
+        """Fan out layer 1 (or go to the chunk-wise aggregator, which runs the last layer)."""
+        if self.proposer_node_layers() == 0:
+            return self.final_node
         return self.sends(state, layer=1)
+
+    def proposer_node_layers(self) -> int:
+        """Proposer layers run by the propose node; chunk-wise, the aggregator runs the last."""
+        return self.cfg.proposer_layers - (1 if self.cfg.aggregation.chunked else 0)
 
     def sends(
         self, state: MoAState, *, layer: int, rounds: list[range] | None = None
@@ -186,7 +194,7 @@ class Plan:
 
     def after_layer(self, state: MoAState) -> Route:
         """Next proposer layer, or the final step (at once when the budget is spent)."""
-        if state["layer"] >= self.cfg.proposer_layers or self.budget_spent(state):
+        if state["layer"] >= self.proposer_node_layers() or self.budget_spent(state):
             return self.final_node
         return self.sends(state, layer=state["layer"] + 1)
 

@@ -12,3 +12,4 @@ class Ranker(Plan):
     description = "an LLM picks the best proposal, returned verbatim (the paper's baseline)"
     final_node = RANK
     final_role = "ranker"
+    chunkable = False

@@ -29,6 +29,7 @@ class Select(Plan):
     final_node = SELECT
     final_role = "selector"
     fixed_layers = True
+    chunkable = False
     derived_fields: ClassVar[tuple[str, ...]] = ("layers", "aggregator")
 
     @classmethod
@@ -66,7 +67,7 @@ class Select(Plan):
         """Draw samples in rounds when the selection sets an agreement to stop at."""
         return cfg.selection is not None and cfg.selection.stop_agreement is not None
 
-    def first(self, state: MoAState) -> list[Send]:
+    def first(self, state: MoAState) -> Route:
         """Fan out the first sampling round."""
         return self.sends(state, layer=1, rounds=[range(n) for n in self.cfg.first_round()])
 

@@ -31,6 +31,7 @@ class SelfMoASeq(SelfMoA):
     )
     aggregator_temperature = 0.0
     step_name = "window"
+    chunkable = False
 
     @classmethod
     def check(cls, cfg: MoAConfig) -> None:

@@ -1,0 +1,113 @@
+"""Chunk-wise aggregation over real HTTP: proposers stream, the answer is written in parts."""
+
+import asyncio
+
+from langgraph_moa import MoAConfig, create_moa_graph, final_answer_only
+from langgraph_moa.testing import FaultProfile, FaultServer
+
+QUESTION = {"messages": [("user", "q")]}
+
+
+def _config(url: str, **aggregation) -> MoAConfig:
+    return MoAConfig(
+        proposers=[f"a@{url}", f"b@{url}"],
+        aggregator=f"agg@{url}",
+        layers=3,
+        aggregation={"start": "chunks", "chunk_tokens": 4, **aggregation},
+    )
+
+
+def _server() -> FaultServer:
+    streamed = FaultProfile(reply_words=12, token_s=0.01, honor_max_tokens=True)
+    return FaultServer(default=streamed)
+
+
+async def test_the_answer_is_written_in_parts_as_the_last_layer_streams():
+    with _server() as server:
+        graph = create_moa_graph(_config(server.url))
+        tokens, result = [], {}
+        async for mode, chunk in graph.astream(QUESTION, stream_mode=["messages", "values"]):
+            if mode == "messages" and final_answer_only(chunk[1]):
+                tokens.append(chunk[0].content)
+            elif mode == "values":
+                result = chunk
+        requests = dict(server.requests)
+    answer = result["messages"][-1]
+    meta = answer.response_metadata["moa"]
+    parts = meta["chunkwise"]["parts"]
+    # 12-word proposals in 4-word chunks: parts at 4 and 8 words, then the complete ones.
+    assert len(parts) >= 2
+    assert any(not s["complete"] for s in parts[0]["saw"])  # the first part saw partial text
+    assert all(s["complete"] for s in parts[-1]["saw"])
+    assert [s["words"] for s in parts[0]["saw"]] <= [s["words"] for s in parts[-1]["saw"]]
+    # One aggregator request per part; the answer streamed is the answer returned.
+    assert requests["agg"] == len(parts)
+    assert "".join(tokens) == answer.content and answer.content.startswith("agg answer")
+    calls = result["calls"]
+    assert [(c["role"], c["layer"], c["status"]) for c in calls] == [
+        ("proposer", 1, "ok"),
+        ("proposer", 1, "ok"),
+        ("proposer", 2, "ok"),
+        ("proposer", 2, "ok"),
+        ("aggregator", 3, "ok"),
+    ]
+    assert calls[2]["output"].startswith("a answer") and calls[2]["completion_tokens"] > 0
+
+
+def test_sync_runs_write_in_parts_too():
+    with _server() as server:
+        result = create_moa_graph(_config(server.url)).invoke(QUESTION)
+    assert len(result["messages"][-1].response_metadata["moa"]["chunkwise"]["parts"]) >= 2
+
+
+async def test_a_failed_proposer_is_recorded_and_the_others_are_aggregated():
+    profiles = {"b": FaultProfile(error_rate=1.0, errors=["500"])}
+    with FaultServer(profiles, default=FaultProfile(reply_words=12, token_s=0.01)) as server:
+        config = MoAConfig(
+            proposers=[f"a@{server.url}", f"b@{server.url}"],
+            aggregator=f"agg@{server.url}",
+            layers=2,
+            aggregation={"start": "chunks", "chunk_tokens": 4},
+        )
+        result = await create_moa_graph(config).ainvoke(QUESTION)
+    status = [(c["configured_model"].split("@")[0], c["status"]) for c in result["calls"]]
+    assert status == [("a", "ok"), ("b", "failed"), ("agg", "ok")]
+    assert result["messages"][-1].content.startswith("agg answer")
+
+
+def test_moa_serve_streams_a_chunk_wise_answer_from_its_first_part():
+    import openai
+
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    with _server() as backend:
+        app = create_app({"chunked": _config(backend.url)})
+        with BackgroundServer(app) as server:
+            client = openai.OpenAI(base_url=f"{server.root}/v1", api_key="-", max_retries=0)
+            stream = client.chat.completions.create(
+                model="chunked", messages=[{"role": "user", "content": "q"}], stream=True
+            )
+            pieces = [c.choices[0].delta.content for c in stream if c.choices]
+            whole = client.chat.completions.create(
+                model="chunked", messages=[{"role": "user", "content": "q"}]
+            )
+    text = "".join(p for p in pieces if p)
+    assert text.startswith("agg answer") and len(pieces) > 2
+    parts = whole.model_extra["moa"]["chunkwise"]["parts"]
+    assert len(parts) >= 2 and whole.choices[0].message.content.startswith("agg answer")
+
+
+async def test_a_proposer_silent_past_first_chunk_s_is_hung_up_on():
+    profiles = {"hung": FaultProfile(latency_s=(60.0, 60.0))}
+    with FaultServer(profiles, default=FaultProfile(reply_words=12, token_s=0.01)) as server:
+        config = MoAConfig(
+            proposers=[f"a@{server.url}", f"hung@{server.url}"],
+            aggregator=f"agg@{server.url}",
+            layers=2,
+            aggregation={"start": "chunks", "chunk_tokens": 4, "first_chunk_s": 0.5},
+        )
+        # The bound only keeps a regression from hanging for the server's 60 s.
+        result = await asyncio.wait_for(create_moa_graph(config).ainvoke(QUESTION), 30)
+    status = [(c["configured_model"].split("@")[0], c["status"]) for c in result["calls"]]
+    assert status == [("a", "ok"), ("hung", "cancelled"), ("agg", "ok")]

@@ -1,0 +1,140 @@
+"""Chunk-wise aggregation with test doubles: routing, records, failures and config errors."""
+
+import pytest
+from pydantic import BaseModel
+
+from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa.errors import AllProposersFailedError, MoAConfigError
+
+QUESTION = {"messages": [("user", "q")]}
+CHUNKS = {"start": "chunks", "chunk_tokens": 2}
+
+
+def always(exc):
+    return lambda n, messages: exc
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+async def test_the_last_layer_runs_in_the_aggregate_node_and_the_rest_as_usual(fake, log, layers):
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=layers, aggregation=CHUNKS
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    roles = [(c["role"], c["layer"], c["status"]) for c in out["calls"]]
+    expected = [("proposer", n, "ok") for n in range(1, layers) for _ in range(2)]
+    assert roles == [*expected, ("aggregator", layers, "ok")]
+    parts = out["messages"][-1].response_metadata["moa"]["chunkwise"]["parts"]
+    assert parts and all(s["complete"] for s in parts[-1]["saw"])
+    # The aggregator read the last layer's proposals (a double answers in one chunk).
+    assert f"A #{layers - 1}" in log.by("AGG")[-1].messages[0].text
+
+
+async def test_the_quorum_applies_to_the_layers_before_the_last(fake):
+    hung = fake("H", delay=lambda n: 30.0 if n == 1 else 0.0)
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B"), hung],
+        aggregator=fake("AGG"),
+        layers=3,
+        aggregation={**CHUNKS, "quorum": 2},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    status = {(c["layer"], c["configured_model"]): c["status"] for c in out["calls"]}
+    assert status[(1, "H")] == "cancelled" and status[(2, "H")] == "ok"
+    dropped = out["messages"][-1].response_metadata["moa"]["early_start"]["dropped"]
+    assert [(d["layer"], d["configured_model"]) for d in dropped] == [(1, "H")]
+
+
+async def test_a_failing_aggregator_falls_back_to_a_labelled_proposal(fake):
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")],
+        aggregator=fake("AGG", fail=always(ValueError("bad request"))),
+        layers=2,
+        aggregation=CHUNKS,
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    meta = out["messages"][-1].response_metadata["moa"]
+    assert (
+        meta["fallback"] == "best_proposal"
+        and "chunk-wise aggregator failed" in meta["fallback_reason"]
+    )
+    assert out["messages"][-1].content == "A #1"
+    assert [c["status"] for c in out["calls"]] == ["ok", "ok", "failed"]
+
+
+async def test_when_every_last_layer_proposal_fails_the_run_says_so(fake):
+    bad = always(ValueError("model exploded"))
+    config = MoAConfig(
+        proposers=[fake("A", fail=bad), fake("B", fail=bad)],
+        aggregator=fake("AGG"),
+        layers=2,
+        aggregation=CHUNKS,
+    )
+    with pytest.raises(AllProposersFailedError):
+        await create_moa_graph(config).ainvoke(QUESTION)
+
+
+def test_a_structured_answer_is_refused_with_the_fix(fake):
+    class Answer(BaseModel):
+        text: str
+
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=2, aggregation=CHUNKS
+    )
+    with pytest.raises(MoAConfigError, match="response_format"):
+        create_moa_graph(config, response_format=Answer).invoke(QUESTION)
+
+
+def test_self_moa_writes_chunk_wise_too(fake):
+    model = fake("M")
+    config = MoAConfig(
+        variant="self-moa",
+        proposers=[{"model": model, "samples": 3}],
+        aggregation=CHUNKS,
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert [c["role"] for c in out["calls"]] == ["proposer"] * 3 + ["aggregator"]
+    assert [c["sample"] for c in out["calls"][:3]] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"variant": "ranker"}, "variant 'ranker' has none"),
+        ({"aggregator_fallbacks": ["m@http://127.0.0.1:9/v1"]}, "remove aggregator_fallbacks"),
+        ({"aggregation": {**CHUNKS, "every_layer": True}}, "remove every_layer"),
+    ],
+)
+def test_chunk_wise_configs_that_cannot_work_are_refused_with_the_fix(fake, extra, message):
+    data = {
+        "proposers": [fake("A"), fake("B")],
+        "aggregator": fake("AGG"),
+        "aggregation": CHUNKS,
+        **extra,
+    }
+    with pytest.raises(MoAConfigError, match=message):
+        MoAConfig(**data)
+
+
+def test_selection_refuses_chunk_wise(fake):
+    with pytest.raises(MoAConfigError, match="variant 'select' has none"):
+        MoAConfig(variant="select", proposers=[fake("A"), fake("B")], aggregation=CHUNKS)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_proposal_with_no_first_chunk_by_the_deadline_is_dropped_and_recorded(fake, mode):
+    config = MoAConfig(
+        # A hung model that answers whole (its astream is its cancellable ainvoke; the
+        # double's own stream would sleep in a thread no cancel reaches).
+        proposers=[fake("A"), fake("B"), fake("H", delay=lambda n: 30.0, disable_streaming=True)],
+        aggregator=fake("AGG"),
+        layers=2,
+        aggregation={**CHUNKS, "first_chunk_s": 0.2},
+    )
+    graph = create_moa_graph(config)
+    out = graph.invoke(QUESTION) if mode == "sync" else await graph.ainvoke(QUESTION)
+    hung = [c for c in out["calls"] if c["configured_model"] == "H"]
+    assert [c["status"] for c in hung] == ["cancelled"]
+    assert "no first chunk within 0.2s" in hung[0]["error"]
+    parts = out["messages"][-1].response_metadata["moa"]["chunkwise"]["parts"]
+    assert [s["proposer"] for s in parts[0]["saw"]] == [0, 1]
+    assert out["messages"][-1].content.startswith("AGG")
