@@ -10,6 +10,11 @@ stream.answer                        # the final AIMessage: usage and provenance
 The graph streams every model's tokens; only the final answer's are tagged (see
 `final_answer_only`). A final step that does not write tokens (a ranker's or selector's pick,
 a fallback answer) streams nothing, so the answer then arrives whole, as one last piece.
+
+`RunEvents` is the other view of a run, for a viewer that shows every model at work (the
+web page of `moa serve`, any client of its event stream): each call's start, tokens
+(proposers' included), finish or failure, the selection, then the answer. See
+docs/event-stream.md for the events' fields.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 
 from langgraph_moa.graph._builder import final_answer_only
+from langgraph_moa.run._calls import WATCH
 
 ProgressHandler = Callable[[dict[str, Any]], None]
 """Receives each progress event the graph writes (a call started, finished or failed)."""
@@ -108,3 +114,92 @@ class AnswerStream:
                 yield text
         if rest := self._rest():
             yield rest
+
+
+CALL_FIELDS = ("role", "layer", "proposer", "sample")
+"""The fields that name one call in every call event (see `CallId`)."""
+
+
+class RunEvents:
+    """One run of a graph, iterated as progress events (dicts with an ``event`` field).
+
+    The run is *watched* (``configurable["moa_watch"]``): proposers and intermediate
+    aggregators stream their tokens too, which a plain run does not pay for. Events, in the
+    order the run makes them:
+
+    - ``started``, ``finished`` and ``failed``: one call (`CALL_FIELDS`, plus the model,
+      latency, tokens, retries or the one-line error), as the graph's nodes emit them;
+    - ``token``: a piece of one call's text (`CALL_FIELDS` and ``text``); ``final`` is true
+      for the answer's own tokens;
+    - ``selected`` and ``budget_spent``: run-level decisions;
+
+    then iteration ends; `final` holds the last state, whose last message is the answer.
+    """
+
+    def __init__(
+        self,
+        graph: Any,
+        run_input: dict[str, Any],
+        config: RunnableConfig | None = None,
+        *,
+        context: Any = None,
+    ) -> None:
+        """Prepare a watched run of `graph` on `run_input`; nothing runs until iteration."""
+        self.graph = graph
+        self.run_input = run_input
+        base: dict[str, Any] = dict(config or {})
+        base["configurable"] = {**(base.get("configurable") or {}), WATCH: True}
+        self.config: RunnableConfig = base  # type: ignore[assignment]
+        self.context = context
+        self.final: dict[str, Any] = {}
+
+    @property
+    def answer(self) -> AIMessage:
+        """The answer message of the final state (after iteration)."""
+        answer: AIMessage = self.final["messages"][-1]
+        return answer
+
+    def _event(self, mode: str, part: Any) -> dict[str, Any] | None:
+        if mode == "values":
+            self.final = part
+            return None
+        if mode == "custom":
+            if isinstance(part, dict) and part.get("type") == "moa":
+                return {k: v for k, v in part.items() if k != "type"}
+            return None
+        chunk, meta = part
+        role = meta.get("moa_role")
+        text = chunk.text if role is not None else ""
+        if not text:  # a usage-only chunk, or a whole message a node returned
+            return None
+        return {
+            "event": "token",
+            "role": role,
+            "layer": meta.get("moa_layer"),
+            "proposer": meta.get("moa_proposer"),
+            "sample": meta.get("moa_sample"),
+            "text": str(text),
+            "final": final_answer_only(meta),
+        }
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        """Run the graph asynchronously, yielding its events as they come."""
+        async for mode, part in self.graph.astream(
+            self.run_input,
+            self.config,
+            context=self.context,
+            stream_mode=["messages", "values", "custom"],
+        ):
+            if (event := self._event(mode, part)) is not None:
+                yield event
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Run the graph, yielding its events as they come."""
+        for mode, part in self.graph.stream(
+            self.run_input,
+            self.config,
+            context=self.context,
+            stream_mode=["messages", "values", "custom"],
+        ):
+            if (event := self._event(mode, part)) is not None:
+                yield event

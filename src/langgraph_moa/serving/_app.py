@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -56,9 +57,11 @@ from langgraph_moa.errors import (
     ModelNotAllowedError,
 )
 from langgraph_moa.graph._builder import create_moa_graph, validate_conversation
-from langgraph_moa.graph.streaming import AnswerStream
+from langgraph_moa.graph.streaming import AnswerStream, RunEvents
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
 from langgraph_moa.run.context import MoAContext, apply_context
+from langgraph_moa.serving._events import KEEPALIVE_S, ProgressChunks, pump
+from langgraph_moa.serving._history import History, default_history_path
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -215,6 +218,8 @@ class ChatRequest(_Body):
     variant: StrictStr | None = None
     proposers: list[StrictStr | dict[str, Any]] | None = None
     aggregator: StrictStr | dict[str, Any] | None = None
+    moa_progress: StrictBool = False
+    """Opt-in: interleave the run's progress events (``event: moa.progress``) in the stream."""
 
     @field_validator("n")
     @classmethod
@@ -238,6 +243,8 @@ class ChatRequest(_Body):
     def _usage_needs_a_stream(self) -> "ChatRequest":
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed with stream: true")
+        if self.moa_progress and not self.stream:
+            raise ValueError("moa_progress is only allowed with stream: true")
         return self
 
 
@@ -374,6 +381,7 @@ class _Job:
     context: MoAContext
     stream: bool
     include_usage: bool
+    progress: bool = False
 
 
 class _Preparer:
@@ -422,7 +430,7 @@ class _Preparer:
             reason = str(exc).splitlines()[0].rstrip(". ")  # LangChain adds a link below
             raise _APIError(400, f"'messages' is not a valid conversation: {reason}.") from None
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _Job(body.model, messages, context, body.stream, include_usage)
+        return _Job(body.model, messages, context, body.stream, include_usage, body.moa_progress)
 
     def _context(self, body: ChatRequest, limits: RequestLimits) -> MoAContext:
         proposers = None
@@ -460,6 +468,10 @@ class _Guard:
     the handlers still see the client's disconnect.
     """
 
+    OPEN_PATHS = ("/", "/ui")
+    """The web page's shell: no data in it, and a browser cannot send a key to load it. The
+    page asks for the key and sends it with every API call (see `_ui`)."""
+
     def __init__(self, app: Any, api_key: str | None, max_body_bytes: int) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode() if api_key is not None else None
@@ -474,10 +486,18 @@ class _Guard:
             return
         await self.app(scope, receive, send)
 
+    def _open(self, scope: Any) -> bool:
+        path = scope.get("path", "")
+        return scope.get("method") == "GET" and (
+            path in self.OPEN_PATHS or path.startswith("/ui/static/")
+        )
+
     def _refusal(self, scope: Any) -> _APIError | None:
         headers = dict(scope.get("headers") or [])
-        if self.expected is not None and not hmac.compare_digest(
-            headers.get(b"authorization", b""), self.expected
+        if (
+            self.expected is not None
+            and not self._open(scope)
+            and not hmac.compare_digest(headers.get(b"authorization", b""), self.expected)
         ):
             return _APIError(
                 401,
@@ -519,10 +539,6 @@ class _ClientGone(Exception):
     """The client disconnected; its run was cancelled."""
 
 
-_END, _GONE = object(), object()
-"""Queue markers of a streamed run: the events are over; the client disconnected."""
-
-
 async def _disconnected(request: Any) -> None:
     """Return when the client disconnects (the body must have been read already)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -552,6 +568,8 @@ def create_app(
     allow_models: Iterable[str] = (),
     allow_client_endpoints: bool = False,
     limits: RequestLimits | None = None,
+    history: History | None = None,
+    keepalive_s: float | None = KEEPALIVE_S,
 ) -> Any:
     """Build the FastAPI app serving `systems` (model name -> MoA config).
 
@@ -564,6 +582,9 @@ def create_app(
             (``model@http://...`` or ``{"base_url", "model"}``); off by default, since the
             server then calls hosts its clients choose.
         limits: Per-request limits; `RequestLimits()` (its defaults) if None.
+        history: Where the web page's runs are kept (see `_history`); None keeps none.
+        keepalive_s: Seconds of silence after which a stream sends a keep-alive comment;
+            None sends none.
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -603,7 +624,7 @@ def create_app(
         graph = graphs[job.name]
         run_input = {"messages": job.messages}
         if job.stream:
-            stream = _sse(request, graph, run_input, job)
+            stream = _sse(request, graph, run_input, job, keepalive_s)
             return StreamingResponse(stream, media_type="text/event-stream")
         try:
             state = await _unless_disconnected(
@@ -615,6 +636,17 @@ def create_app(
             raise _api_error(exc) from None
         return _completion(job.name, state)
 
+    from langgraph_moa.serving._ui import add_ui
+
+    add_ui(
+        app,
+        systems,
+        graphs,
+        prepare,
+        history=history,
+        keepalive_s=keepalive_s,
+        max_body_bytes=max_body_bytes,
+    )
     return app
 
 
@@ -654,38 +686,15 @@ def _completion(name: str, state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _sse(
-    request: Any, graph: Any, run_input: dict[str, Any], job: _Job
+def _sse(
+    request: Any, graph: Any, run_input: dict[str, Any], job: _Job, keepalive_s: float | None
 ) -> AsyncIterator[str]:
     """Server-sent events in OpenAI's chunk format: role, tokens, finish, usage, [DONE].
 
-    The run goes on in its own task, feeding a queue; a second task puts a marker on the
-    same queue when the client disconnects, and the run is then cancelled, whatever it was
-    doing (a proposer layer sends nothing for a long time).
+    Relayed by `_events.pump`: keep-alive comments in long silences (a proposer layer), and
+    the run cancelled when the client disconnects.
     """
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def run() -> None:
-        try:
-            async for item in _events(graph, run_input, job):
-                queue.put_nowait(item)
-            queue.put_nowait(_END)
-        except Exception as exc:  # raised again by the reader, in the response's task
-            queue.put_nowait(exc)
-
-    async def watch() -> None:
-        await _disconnected(request)
-        queue.put_nowait(_GONE)
-
-    producer, watcher = asyncio.ensure_future(run()), asyncio.ensure_future(watch())
-    try:
-        while (item := await queue.get()) is not _END and item is not _GONE:
-            if isinstance(item, Exception):
-                raise item
-            yield item
-    finally:
-        watcher.cancel()
-        producer.cancel()
+    return pump(_events(graph, run_input, job), lambda: _disconnected(request), keepalive_s)
 
 
 async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIterator[str]:
@@ -699,18 +708,31 @@ async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIter
     def event(payload: dict[str, Any]) -> str:
         return f"data: {json.dumps({**base, **payload}, default=str)}\n\n"
 
+    def content(text: str) -> str:
+        return event({"choices": [{"index": 0, "delta": {"content": text}}]})
+
     yield event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
-    stream = AnswerStream(graph, run_input, context=job.context)
     try:
-        async for text in stream:
-            yield event({"choices": [{"index": 0, "delta": {"content": text}}]})
+        if job.progress:
+            watched = RunEvents(graph, run_input, context=job.context)
+            chunks = ProgressChunks()
+            async for item in watched:
+                text, line = chunks.take(item)
+                yield content(text) if text is not None else str(line)
+            if not chunks.streamed:  # a pick or a fallback: the answer arrives whole
+                yield content(str(watched.answer.text))
+            answer = watched.answer
+        else:
+            stream = AnswerStream(graph, run_input, context=job.context)
+            async for text in stream:
+                yield content(text)
+            answer = stream.answer
     except MoAError as exc:  # the status line is already sent: report in-band, as OpenAI does
         refusal = _api_error(exc)
         error = {"error": {"message": str(exc), "type": refusal.kind, "code": refusal.status}}
         yield f"data: {json.dumps(error)}\n\n"
         yield "data: [DONE]\n\n"
         return
-    answer = stream.answer
     finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     yield event({**finish, "moa": _provenance(answer)})
     if job.include_usage:
@@ -731,11 +753,17 @@ def serve(
     allow_client_endpoints: bool = False,
     limits: RequestLimits | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    history_path: str | Path | None = None,
 ) -> None:
-    """Serve the presets until interrupted (what `moa serve` runs)."""
+    """Serve the presets until interrupted (what `moa serve` and `moa ui` run).
+
+    A preset may also be a config file (``.yaml``, ``.yml`` or ``.json``), served under its
+    file name without the suffix. The web page's runs are kept in `history_path`
+    (`default_history_path()` if None).
+    """
     import uvicorn
 
-    systems = {name: MoAConfig.from_preset(name) for name in presets}
+    systems = dict(load_system(name) for name in presets)
     app = create_app(
         systems,
         api_key=api_key,
@@ -743,5 +771,19 @@ def serve(
         allow_models=allow_models,
         allow_client_endpoints=allow_client_endpoints,
         limits=limits,
+        history=History(history_path or default_history_path()),
     )
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+_CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def load_system(name: str) -> tuple[str, MoAConfig]:
+    """Return (served name, config) for a preset name or a config file's path."""
+    if name.endswith(_CONFIG_SUFFIXES):
+        path = Path(name)
+        if not path.is_file():
+            raise MoAConfigError(f"The config file {name} does not exist; check the path.")
+        return path.stem, MoAConfig.from_file(path)
+    return name, MoAConfig.from_preset(name)

@@ -40,6 +40,10 @@ class FaultProfile(BaseModel):
     """How long a 'hang' fault keeps the request open before answering."""
     reply_words: int = 12
     """Length of a normal answer; streamed one word per chunk."""
+    reply_text: str | None = None
+    """A fixed answer instead of the numbered filler (HTML in it tests a viewer's escaping)."""
+    token_delay_s: float = 0.0
+    """Pause between streamed words, so that a viewer can be seen receiving them one by one."""
 
 
 class FaultServer:
@@ -156,6 +160,8 @@ def _words(body: dict[str, Any]) -> int:
 
 
 def _text(model: str, n: int, profile: FaultProfile) -> str:
+    if profile.reply_text is not None:
+        return profile.reply_text
     filler = " ".join(f"w{i}" for i in range(max(0, profile.reply_words - 3)))
     return f"{model} answer {n} {filler}".strip()
 
@@ -188,7 +194,7 @@ async def _chunks(
         piece = word if i == 0 else " " + word
         delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
         yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
-        await asyncio.sleep(0)
+        await asyncio.sleep(profile.token_delay_s)
     done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     yield f"data: {json.dumps(done)}\n\n"
     if (body.get("stream_options") or {}).get("include_usage"):

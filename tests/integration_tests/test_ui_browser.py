@@ -1,0 +1,211 @@
+"""The web page of `moa serve`, in a real browser, against a fake backend that streams slowly.
+
+`moa serve` runs as a process on two config files whose models live on the fault-injecting
+server: proposers that write a word every 0.1-0.25 s (so that intermediate states can be
+seen), one whose answer carries HTML meant to run, one that always fails, and an aggregator
+that streams too. Screenshots land in test-artifacts/ui/.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from langgraph_moa.testing.fault_server import FaultProfile, FaultServer
+from langgraph_moa.transport._net import free_port
+from tests.helpers import wait_until_up
+from tests.integration_tests.browser import chromium, quit_browser, require_browser, screenshot
+
+HOSTILE = '<script>window.pwned=1</script> <img src=x onerror="window.pwned=2"> beta says 42'
+QUESTION = "What is six times seven?"
+
+
+@pytest.fixture(scope="module")
+def backend():
+    profiles = {
+        "alpha": FaultProfile(token_delay_s=0.25, reply_words=14),
+        "beta": FaultProfile(token_delay_s=0.1, reply_text=HOSTILE),
+        "broken": FaultProfile(error_rate=1.0, errors=["400"]),
+        "agg": FaultProfile(token_delay_s=0.15, reply_words=16),
+        "v42": FaultProfile(token_delay_s=0.05, reply_text="I make it 42"),
+        "v41": FaultProfile(token_delay_s=0.05, reply_text="I make it 41"),
+    }
+    with FaultServer(profiles) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def served(backend, tmp_path_factory):
+    """`moa serve` on two config files of fake models; yields its root URL."""
+    folder = tmp_path_factory.mktemp("ui")
+    url = backend.url
+    moa = {
+        "variant": "moa",
+        "layers": 2,
+        "proposers": [f"alpha@{url}", f"beta@{url}", f"broken@{url}"],
+        "aggregator": f"agg@{url}",
+        "retry": {"max_attempts": 1},
+    }
+    vote = {
+        "variant": "select",
+        "proposers": [f"v42@{url}", f"beta@{url}", f"v41@{url}"],
+        "selection": {"method": "vote"},
+    }
+    (folder / "fake-moa.yaml").write_text(yaml.safe_dump(moa))
+    (folder / "fake-vote.yaml").write_text(yaml.safe_dump(vote))
+    port = free_port()
+    env = {**os.environ, "MOA_HISTORY": str(folder / "history.sqlite3")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path.cwd() / "src"), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "langgraph_moa", "serve", "--port", str(port)]
+    command += ["-p", str(folder / "fake-moa.yaml"), "-p", str(folder / "fake-vote.yaml")]
+    log = (folder / "serve.log").open("w")
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    root = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{root}/v1/models", proc, 60, lambda: (folder / "serve.log").read_text())
+        yield root
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def browser():
+    require_browser()
+    driver = chromium()
+    try:
+        yield driver
+    finally:
+        quit_browser(driver)
+
+
+def wait(driver, condition, timeout=30.0, what="the page"):
+    """Poll a JavaScript expression until it is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = driver.execute_script(f"return ({condition});")
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {condition}"
+        time.sleep(0.05)
+
+
+def card(driver, key: str) -> dict:
+    return driver.execute_script(
+        """const c = document.querySelector(`.pane:last-child .card[data-key="${arguments[0]}"]`);
+        return c && {status: c.dataset.status, text: c.querySelector('.text').textContent,
+          error: c.querySelector('.error').textContent, model: c.querySelector('.model').textContent,
+          stats: c.querySelector('.stats').textContent,
+          elements: c.querySelector('.text').children.length};""",
+        key,
+    )
+
+
+ALPHA, BETA, BROKEN, AGG = (
+    "proposer:1:0:0",
+    "proposer:1:1:0",
+    "proposer:1:2:0",
+    "aggregator:2:-1:0",
+)
+
+
+def test_page_shows_every_model_streaming_then_the_answer_and_history(served, browser):
+    d = browser
+    d.get(f"{served}/ui")
+    wait(d, "document.querySelectorAll('#preset option').length === 2", what="the served models")
+    d.execute_script("document.getElementById('preset').value = 'fake-moa'")
+    d.find_element("id", "question").send_keys(QUESTION)
+    d.find_element("id", "ask-button").click()
+
+    # Every proposer's card appears while the layer runs.
+    wait(d, "document.querySelectorAll('.card[data-role=proposer]').length === 3", what="3 cards")
+    # Tokens arrive progressively: alpha's card shows part of its text, still running.
+    wait(
+        d,
+        "document.querySelector('.card[data-key=\"proposer:1:0:0\"] .text').textContent.split(' ').length >= 3",
+    )
+    early = card(d, ALPHA)
+    assert early["status"] == "running"
+    screenshot(d, "1-proposers-streaming")
+    wait(d, f"document.querySelector('.card[data-key=\"{ALPHA}\"]').dataset.status === 'done'")
+    done = card(d, ALPHA)
+    assert done["text"].startswith(early["text"]) and len(done["text"]) > len(early["text"])
+    assert done["text"].split()[-1] == "w10"  # the whole answer arrived, word by word
+    assert "tokens" in done["stats"] and " s " in done["stats"]
+
+    # The failed proposer shows its one-line error.
+    broken = card(d, BROKEN)
+    assert broken["status"] == "failed"
+    assert "injected 400 for broken" in broken["error"]
+    assert "\n" not in broken["error"]
+
+    # The synthesis streams: seen mid-way, then the final answer and its provenance.
+    wait(d, f"document.querySelector('.card[data-key=\"{AGG}\"] .text')?.textContent.length > 0")
+    assert card(d, AGG)["status"] == "running"
+    assert d.execute_script("return document.querySelector('.answer').textContent.length") > 0
+    screenshot(d, "2-synthesis-streaming")
+    wait(d, "document.querySelector('.pane').dataset.done === 'done'", what="the run's end")
+    answer = d.execute_script("return document.querySelector('.answer').textContent")
+    assert answer.startswith("agg answer")
+    provenance = d.execute_script("return document.querySelector('.provenance').textContent")
+    assert "4 calls (1 failed)" in provenance and "critical path" in provenance
+    overlap = d.execute_script(
+        f"return document.querySelector('.card[data-key=\"{ALPHA}\"] .overlap').textContent"
+    )
+    assert "% of the answer shared" in overlap
+
+    # Model text is text: the hostile proposal shows its markup, and none of it ran.
+    beta = card(d, BETA)
+    assert beta["text"] == HOSTILE
+    assert beta["elements"] == 0
+    assert (
+        d.execute_script("return document.querySelectorAll('.pane script, .pane img').length") == 0
+    )
+    assert d.execute_script("return window.pwned === undefined")
+
+    # The run is in the history.
+    wait(d, "document.querySelectorAll('#history-list li').length === 1", what="the history")
+    assert QUESTION in d.find_element("id", "history-list").text
+    screenshot(d, "3-answer")
+
+    # Re-asked with the vote preset, side by side: the tally, the pick, who agrees.
+    d.execute_script(
+        "const s = document.querySelector('.pane .reask select'); s.value = 'fake-vote';"
+        "document.querySelector('.pane .reask-button').click();"
+    )
+    wait(d, "document.querySelectorAll('.pane').length === 2", what="a second pane")
+    wait(d, "document.querySelectorAll('.pane')[1].dataset.done === 'done'", what="the vote")
+    tally = d.execute_script(
+        "return document.querySelectorAll('.pane')[1].querySelector('.tally').textContent"
+    )
+    assert "42" in tally and "41" in tally and "Picked because" in tally
+    picked = d.execute_script(
+        "return document.querySelectorAll('.pane')[1].querySelector('tr.picked').textContent"
+    )
+    assert "42" in picked and "2" in picked
+    agree = d.execute_script(
+        "return document.querySelectorAll('.pane')[1].querySelectorAll('.card.agree').length"
+    )
+    assert agree == 2  # v42 and beta agree on 42
+    assert d.execute_script("return window.pwned === undefined")
+    wait(
+        d, "document.querySelectorAll('#history-list li').length === 2", what="both runs in history"
+    )
+    screenshot(d, "4-side-by-side")
+
+    # Reopened from the history: the same cards and answer, drawn from the stored events.
+    d.get(f"{served}/ui")
+    wait(d, "document.querySelectorAll('#history-list li').length === 2")
+    d.execute_script("document.querySelectorAll('#history-list .h-open')[1].click()")
+    wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the reopened run")
+    assert card(d, ALPHA)["text"] == done["text"]
+    assert card(d, BETA)["text"] == HOSTILE
+    assert card(d, BROKEN)["status"] == "failed"
+    assert d.execute_script("return document.querySelector('.answer').textContent").startswith(
+        "agg answer"
+    )
+    assert d.execute_script("return window.pwned === undefined")
