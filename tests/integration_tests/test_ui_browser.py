@@ -209,3 +209,55 @@ def test_page_shows_every_model_streaming_then_the_answer_and_history(served, br
         "agg answer"
     )
     assert d.execute_script("return window.pwned === undefined")
+
+
+@pytest.mark.local_models
+def test_a_real_run_on_the_local_models_through_the_page(local_models_available, tmp_path):
+    """`moa ui` on the embedded local models: every card streams, then the synthesis."""
+    require_browser()
+    port = free_port()
+    env = {**os.environ, "MOA_HISTORY": str(tmp_path / "history.sqlite3")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path.cwd() / "src"), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "langgraph_moa", "ui", "--no-open", "--port", str(port)]
+    log = (tmp_path / "ui.log").open("w")
+    proc = subprocess.Popen(
+        [*command, "-p", "local-moa"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    root = f"http://127.0.0.1:{port}"
+    driver = None
+    try:
+        wait_until_up(f"{root}/v1/models", proc, 60, lambda: (tmp_path / "ui.log").read_text())
+        driver = chromium()
+        driver.get(f"{root}/ui")
+        wait(driver, "document.querySelectorAll('#preset option').length === 1")
+        driver.find_element("id", "question").send_keys("In one sentence: why is the sky blue?")
+        driver.find_element("id", "ask-button").click()
+        seen_mid_way = False
+        deadline = time.monotonic() + 600
+        while driver.execute_script("return document.querySelector('.pane')?.dataset.done") is None:
+            assert time.monotonic() < deadline, "the local run did not finish within 600 s"
+            seen_mid_way = seen_mid_way or driver.execute_script(
+                "return [...document.querySelectorAll('.card[data-role=proposer]')].some("
+                "c => c.dataset.status === 'running' && c.querySelector('.text').textContent)"
+            )
+            time.sleep(0.05)
+        screenshot(driver, "local-moa")
+        assert (
+            driver.execute_script("return document.querySelector('.pane').dataset.done") == "done"
+        )
+        assert seen_mid_way, "no proposer card was ever seen with part of its text"
+        for key in ("proposer:1:0:0", "proposer:1:1:0", "aggregator:2:-1:0"):
+            state = card(driver, key)
+            assert state["status"] == "done" and state["text"].strip(), key
+            assert "tokens" in state["stats"]
+        answer = driver.execute_script("return document.querySelector('.answer').textContent")
+        assert answer.strip()
+        assert "3 calls (0 failed)" in driver.execute_script(
+            "return document.querySelector('.provenance').textContent"
+        )
+        wait(driver, "document.querySelectorAll('#history-list li').length === 1")
+    finally:
+        if driver is not None:
+            quit_browser(driver)
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -513,6 +513,57 @@ def serve(
     )
 
 
+@app.command()
+def ui(
+    preset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--preset", "-p", help="Preset or config file to offer on the page (repeatable)."
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 8000,
+    history: Annotated[
+        Path | None,
+        typer.Option(envvar="MOA_HISTORY", help="SQLite file of past runs (default: cache)."),
+    ] = None,
+    open_page: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the page in the default browser.")
+    ] = True,
+) -> None:
+    """Open the web page that shows every model of a run at work (local models by default).
+
+    The same server as `moa serve`, on loopback only; the page is at /ui.
+    """
+    from langgraph_moa.serving._app import serve as run_server
+
+    presets = preset or [DEFAULT_PRESET, "local-moa", "local-self-moa"]
+    url = f"http://127.0.0.1:{port}/ui"
+    console.print(f"[cyan]The page is at {url}[/] (Ctrl-C stops)")
+    if open_page:
+        _open_when_up(url, port)
+    run_server(presets, host="127.0.0.1", port=port, history_path=history)
+
+
+def _open_when_up(url: str, port: int) -> None:
+    """Open `url` in the user's browser once the port accepts connections (in a thread)."""
+    import socket
+    import threading
+    import webbrowser
+
+    def wait_and_open() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                time.sleep(0.2)
+                continue
+            webbrowser.open(url)
+            return
+
+    threading.Thread(target=wait_and_open, daemon=True, name="moa ui opener").start()
+
+
 def _is_loopback(host: str) -> bool:
     """Tell whether `host` is reachable from this machine only."""
     import ipaddress

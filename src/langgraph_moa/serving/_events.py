@@ -63,17 +63,28 @@ async def pump(
         while True:
             if queue.empty() and keepalive_s is not None:
                 try:
-                    item = await asyncio.wait_for(queue.get(), keepalive_s)
+                    async with asyncio.timeout(keepalive_s):  # no extra task per event
+                        item = await queue.get()
                 except TimeoutError:
                     yield KEEPALIVE
                     continue
             else:
                 item = await queue.get()
+            # What queued up meanwhile goes out in one write: one send per burst of
+            # tokens, not one per token, when many runs share the event loop.
+            batch: list[str] = []
+            while isinstance(item, str):
+                batch.append(item)
+                if queue.empty():
+                    item = None
+                    break
+                item = queue.get_nowait()
+            if batch:
+                yield "".join(batch)
             if item is _END or item is gone:
                 return
             if isinstance(item, Exception):
                 raise item
-            yield item
     finally:
         watcher.cancel()
         producer.cancel()

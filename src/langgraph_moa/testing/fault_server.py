@@ -43,7 +43,8 @@ class FaultProfile(BaseModel):
     reply_text: str | None = None
     """A fixed answer instead of the numbered filler (HTML in it tests a viewer's escaping)."""
     token_delay_s: float = 0.0
-    """Pause between streamed words, so that a viewer can be seen receiving them one by one."""
+    """Time to write one word: the pause between streamed words (so that a viewer can be
+    seen receiving them one by one), and words times it before a whole answer is sent."""
 
 
 class FaultServer:
@@ -107,10 +108,10 @@ class FaultServer:
             profile, fault, delay, n = self._draw(model)
             if fault is None:
                 await asyncio.sleep(delay)
-                return _answer(body, model, n, profile)
+                return await _answer(body, model, n, profile)
             if fault == "hang":
                 await asyncio.sleep(profile.hang_s)
-                return _answer(body, model, n, profile)
+                return await _answer(body, model, n, profile)
             if fault == "truncated":
                 whole = json.dumps(_completion(body, model, 0, profile))
                 return Response(whole[: len(whole) // 2], media_type="application/json")
@@ -127,8 +128,13 @@ class FaultServer:
                 headers=headers,
             )
 
-        def _answer(body: dict[str, Any], model: str, n: int, profile: FaultProfile) -> Response:
+        async def _answer(
+            body: dict[str, Any], model: str, n: int, profile: FaultProfile
+        ) -> Response:
             if not body.get("stream"):
+                # A model takes as long to write an answer it sends whole as one it streams.
+                words = len(_text(model, n, profile).split(" "))
+                await asyncio.sleep(profile.token_delay_s * words)
                 return JSONResponse(_completion(body, model, n, profile))
             return StreamingResponse(
                 _chunks(body, model, n, profile), media_type="text/event-stream"
