@@ -129,3 +129,31 @@ def test_the_live_view_takes_every_event_a_selection_run_streams(fake):
     rendered = Console(record=True, width=120)
     rendered.print(progress)
     assert "picked by vote" in rendered.export_text()
+
+
+def test_the_live_view_shows_each_calls_tokens_rate_and_a_preview(fake):
+    from langgraph_moa import MoAConfig, create_moa_graph
+    from langgraph_moa.cli._app import Progress
+    from langgraph_moa.graph.streaming import AnswerStream
+
+    config = MoAConfig(
+        proposers=[fake("A", reply=lambda label, n, m: "alpha writes a long line\nof text")],
+        aggregator=fake("AGG"),
+        layers=2,
+    )
+    progress = Progress()
+    stream = AnswerStream(
+        create_moa_graph(config),
+        {"messages": [("user", "hi")]},
+        on_progress=progress.event,
+        watch=True,
+    )
+    progress.answer = "".join(stream)
+    assert progress.answer == "AGG #1"
+    proposer = progress.rows[("proposer", 1, 0, 0)]
+    assert proposer.tail == "alpha writes a long line\nof text" and proposer.tokens == 7
+    rendered = Console(record=True, width=160)
+    rendered.print(progress)
+    text = rendered.export_text()
+    assert "7 tok" in text and "/s" in text
+    assert "alpha writes a long line of text" in text  # one line

@@ -114,6 +114,10 @@ class _Row:
     started: float = field(default_factory=time.perf_counter)
     seconds: float | None = None
     detail: str = ""
+    tokens: int = 0
+    """Chunks streamed so far (one token each from OpenAI-compatible servers)."""
+    tail: str = ""
+    """The end of the text so far: the one-line preview."""
 
 
 class Progress:
@@ -136,6 +140,11 @@ class Progress:
                 self.notes.append(f"token budget spent: {e['used']} of {e['limit']}")
             return
         key = (e["role"], e["layer"], e["proposer"], e["sample"])
+        if e["event"] == "token":
+            row = self.rows.setdefault(key, _Row(str(e["role"])))
+            row.tokens += 1
+            row.tail = (row.tail + e["text"])[-200:]
+            return
         if e["event"] == "started":
             who = "aggregator" if e["proposer"] < 0 else f"proposer {e['proposer'] + 1}"
             sample = f" #{e['sample'] + 1}" if e["sample"] else ""
@@ -145,6 +154,7 @@ class Progress:
         row.seconds = e.get("latency_s") or (time.perf_counter() - row.started)
         if e["event"] == "finished":
             row.state = "done"
+            row.tokens = e.get("completion_tokens") or row.tokens
             if e.get("model") and e["model"] not in row.label:
                 row.detail = f"answered by {e['model']}"
         else:
@@ -156,11 +166,15 @@ class Progress:
         table = Table(box=None, show_header=False, pad_edge=False)
         for row in self.rows.values():
             seconds = row.seconds if row.seconds is not None else time.perf_counter() - row.started
+            seconds = max(seconds, 1e-3)
+            rate = f"{row.tokens} tok {row.tokens / seconds:4.1f}/s" if row.tokens else ""
+            preview = " ".join(row.tail.split())[-48:]
             table.add_row(
                 Text(row.label),
                 Text(row.state, style=self._STYLE[row.state]),
                 Text(f"{seconds:5.1f}s", style="dim"),
-                Text(row.detail, style="dim"),
+                Text(rate, style="dim"),
+                Text(row.detail or preview, style="dim", no_wrap=True, overflow="ellipsis"),
             )
         parts: list[Any] = [table, *(Text(note, style="dim") for note in self.notes)]
         if self.answer:
@@ -180,7 +194,9 @@ def _run_streaming(graph: Any, messages: list[BaseMessage], show_live: bool) -> 
             if show_live:
                 live.update(progress)
 
-        stream = AnswerStream(graph, {"messages": messages}, on_progress=on_progress)
+        stream = AnswerStream(
+            graph, {"messages": messages}, on_progress=on_progress, watch=show_live
+        )
         for text in stream:
             progress.answer += text
             if show_live:

@@ -48,6 +48,7 @@ class AnswerStream:
         *,
         context: Any = None,
         on_progress: ProgressHandler | None = None,
+        watch: bool = False,
     ) -> None:
         """Prepare a run of `graph` on `run_input`; nothing runs until iteration.
 
@@ -58,10 +59,12 @@ class AnswerStream:
             context: The run's context (a `MoAContext`, a dict or None).
             on_progress: Called with each progress event; progress events are only streamed
                 when it is given.
+            watch: Stream every call's tokens (proposers' too) to `on_progress` as
+                ``token`` events (see `RunEvents`); a live view showing each call writing.
         """
         self.graph = graph
         self.run_input = run_input
-        self.config = config
+        self.config = _watched(config) if watch and on_progress is not None else config
         self.context = context
         self.on_progress = on_progress
         self.final: dict[str, Any] = {}
@@ -87,6 +90,8 @@ class AnswerStream:
         elif final_answer_only(part[1]) and (text := part[0].text):
             self.streamed = True
             return str(text)
+        elif self.on_progress is not None and (event := token_event(*part)) is not None:
+            self.on_progress(event)  # another call's tokens, in a watched run
         return ""
 
     def _rest(self) -> str:
@@ -120,6 +125,34 @@ CALL_FIELDS = ("role", "layer", "proposer", "sample")
 """The fields that name one call in every call event (see `CallId`)."""
 
 
+def _watched(config: RunnableConfig | None) -> RunnableConfig:
+    """Return `config` asking every call to stream its tokens (see `run._calls.watching`)."""
+    base: dict[str, Any] = dict(config or {})
+    base["configurable"] = {**(base.get("configurable") or {}), WATCH: True}
+    return base  # type: ignore[return-value]
+
+
+def token_event(chunk: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the ``token`` event of one message chunk of a call, or None if it is not one.
+
+    A call's chunks carry its identity in their metadata (`CallId.trace_metadata`); a
+    usage-only chunk, or a whole message a node returned, is not a token.
+    """
+    role = meta.get("moa_role")
+    text = chunk.text if role is not None else ""
+    if not text:
+        return None
+    return {
+        "event": "token",
+        "role": role,
+        "layer": meta.get("moa_layer"),
+        "proposer": meta.get("moa_proposer"),
+        "sample": meta.get("moa_sample"),
+        "text": str(text),
+        "final": final_answer_only(meta),
+    }
+
+
 class RunEvents:
     """One run of a graph, iterated as progress events (dicts with an ``event`` field).
 
@@ -147,9 +180,7 @@ class RunEvents:
         """Prepare a watched run of `graph` on `run_input`; nothing runs until iteration."""
         self.graph = graph
         self.run_input = run_input
-        base: dict[str, Any] = dict(config or {})
-        base["configurable"] = {**(base.get("configurable") or {}), WATCH: True}
-        self.config: RunnableConfig = base  # type: ignore[assignment]
+        self.config = _watched(config)
         self.context = context
         self.final: dict[str, Any] = {}
 
@@ -167,20 +198,7 @@ class RunEvents:
             if isinstance(part, dict) and part.get("type") == "moa":
                 return {k: v for k, v in part.items() if k != "type"}
             return None
-        chunk, meta = part
-        role = meta.get("moa_role")
-        text = chunk.text if role is not None else ""
-        if not text:  # a usage-only chunk, or a whole message a node returned
-            return None
-        return {
-            "event": "token",
-            "role": role,
-            "layer": meta.get("moa_layer"),
-            "proposer": meta.get("moa_proposer"),
-            "sample": meta.get("moa_sample"),
-            "text": str(text),
-            "final": final_answer_only(meta),
-        }
+        return token_event(*part)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         """Run the graph asynchronously, yielding its events as they come."""
