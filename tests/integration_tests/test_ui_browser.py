@@ -261,3 +261,32 @@ def test_a_real_run_on_the_local_models_through_the_page(local_models_available,
             quit_browser(driver)
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_with_a_key_the_page_asks_for_it_and_then_works(backend, browser, tmp_path):
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(variant="select", proposers=[f"v42@{backend.url}", f"v41@{backend.url}"])
+    app = create_app({"keyed": config}, api_key="sekret", history=History(tmp_path / "h.db"))
+    with BackgroundServer(app) as server:
+        d = browser
+        d.get(f"{server.root}/ui")
+        wait(d, "!document.getElementById('key-box').hidden", what="the key prompt")
+        assert "API key" in d.find_element("id", "notice").text
+        assert d.execute_script("return document.querySelectorAll('#preset option').length") == 0
+        d.find_element("id", "api-key").send_keys("wrong")
+        d.find_element("id", "key-save").click()
+        wait(d, "!document.getElementById('key-box').hidden", what="the prompt again")
+        d.find_element("id", "api-key").clear()
+        d.find_element("id", "api-key").send_keys("sekret")
+        d.find_element("id", "key-save").click()
+        wait(d, "document.querySelectorAll('#preset option').length === 1", what="the models")
+        d.find_element("id", "question").send_keys("Which number?")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
+        assert "Picked because" in d.execute_script(
+            "return document.querySelector('.tally').textContent"
+        )

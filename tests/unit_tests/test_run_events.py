@@ -262,3 +262,13 @@ def test_a_quiet_stream_sends_keep_alive_comments():
     items = asyncio.run(collect())
     assert items[-1] == "data: late\n\n"
     assert items[:-1] and set(items[:-1]) == {KEEPALIVE}
+
+
+def test_serve_goes_on_without_a_history_it_cannot_open(tmp_path, caplog):
+    from langgraph_moa.serving._app import _open_history
+
+    (tmp_path / "file").write_text("")
+    with caplog.at_level("WARNING"):
+        assert _open_history(tmp_path / "file" / "h.sqlite3") is None
+    assert "Serving without a history" in caplog.text
+    assert _open_history(tmp_path / "ok.sqlite3") is not None

@@ -23,6 +23,7 @@ sentence. A client that disconnects cancels its run, so nothing is paid for afte
 import asyncio
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
@@ -61,7 +62,7 @@ from langgraph_moa.graph.streaming import AnswerStream, RunEvents
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
 from langgraph_moa.run.context import MoAContext, apply_context
 from langgraph_moa.serving._events import KEEPALIVE_S, ProgressChunks, pump
-from langgraph_moa.serving._history import History, default_history_path
+from langgraph_moa.serving._history import History, HistoryError, default_history_path
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -771,9 +772,18 @@ def serve(
         allow_models=allow_models,
         allow_client_endpoints=allow_client_endpoints,
         limits=limits,
-        history=History(history_path or default_history_path()),
+        history=_open_history(history_path),
     )
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _open_history(path: str | Path | None) -> History | None:
+    """Open the page's history; if it cannot be opened, serve without one and say so."""
+    try:
+        return History(path or default_history_path())
+    except HistoryError as exc:
+        logging.getLogger(__name__).warning("%s Serving without a history.", exc)
+        return None
 
 
 _CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
