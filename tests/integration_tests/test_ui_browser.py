@@ -263,7 +263,7 @@ def test_a_real_run_on_the_local_models_through_the_page(local_models_available,
         proc.wait(timeout=30)
 
 
-def test_with_a_key_the_page_asks_for_it_and_then_works(backend, browser, tmp_path):
+def test_with_a_key_the_page_asks_for_it_and_runs_only_allowed_models(backend, browser, tmp_path):
     from langgraph_moa import MoAConfig
     from langgraph_moa.serving._app import create_app
     from langgraph_moa.serving._history import History
@@ -290,3 +290,14 @@ def test_with_a_key_the_page_asks_for_it_and_then_works(backend, browser, tmp_pa
         assert "Picked because" in d.execute_script(
             "return document.querySelector('.tally').textContent"
         )
+        # Other models: only those the operator allows; a refusal is shown, not run.
+        d.find_element("css selector", "#models-box summary").click()
+        d.find_element("id", "proposers").send_keys("openai:gpt-4o")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane-error')?.textContent.includes('not enabled')")
+        d.find_element("id", "proposers").clear()
+        d.find_element("id", "proposers").send_keys(f"v41@{backend.url}")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the override")
+        assert d.execute_script("return document.querySelectorAll('.card').length") == 1
+        assert "41" in d.execute_script("return document.querySelector('.answer').textContent")

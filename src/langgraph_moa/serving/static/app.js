@@ -388,13 +388,23 @@ function newPane(sideBySide) {
   return pane;
 }
 
+// The models the operator allows besides the presets' own (the server checks them).
+function modelOverrides() {
+  const out = {};
+  const proposers = document.getElementById("proposers").value.split(",").map((p) => p.trim()).filter(Boolean);
+  const aggregator = document.getElementById("aggregator").value.trim();
+  if (proposers.length) out.proposers = proposers;
+  if (aggregator) out.aggregator = aggregator;
+  return out;
+}
+
 async function startRun(question, model, sideBySide) {
   notice("");
   const pane = newPane(sideBySide);
   pane.question.textContent = question;
   pane.title.textContent = model;
   pane.status.textContent = "starting";
-  const body = { model: model, messages: [{ role: "user", content: question }] };
+  const body = { model: model, messages: [{ role: "user", content: question }], ...modelOverrides() };
   try {
     const response = await api("/v1/moa/runs", { method: "POST", body: JSON.stringify(body) });
     const reader = response.body.getReader();
