@@ -55,3 +55,20 @@ def test_a_client_that_leaves_cancels_the_run_and_the_history_keeps_it(tmp_path)
     assert [r["status"] for r in runs] == ["cancelled"]
     tokens = [e for e in history.get(runs[0]["id"]).events if e["event"] == "token"]
     assert tokens and "p answer 1 w0".startswith(tokens[0]["text"])  # what it saw, kept
+
+
+def test_moa_ui_opens_the_page_once_the_port_answers(monkeypatch):
+    import webbrowser
+
+    from fastapi import FastAPI
+
+    from langgraph_moa.cli._app import _open_when_up
+
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+    with BackgroundServer(FastAPI()) as server:
+        _open_when_up(f"{server.root}/ui", server.port)
+        deadline = time.monotonic() + 10
+        while not opened and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert opened == [f"{server.root}/ui"]

@@ -157,3 +157,25 @@ def test_the_live_view_shows_each_calls_tokens_rate_and_a_preview(fake):
     text = rendered.export_text()
     assert "7 tok" in text and "/s" in text
     assert "alpha writes a long line of text" in text  # one line
+
+
+def test_ui_serves_on_loopback_with_its_history_and_opens_the_page(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.serving import _app as serve
+
+    seen, opened = {}, []
+    monkeypatch.setattr(serve, "serve", lambda presets, **kw: seen.update(kw, presets=presets))
+    monkeypatch.setattr(cli, "_open_when_up", lambda url, port: opened.append((url, port)))
+    monkeypatch.delenv("MOA_HISTORY", raising=False)
+    args = ["ui", "-p", "local-moa", "--port", "8123", "--history", str(tmp_path / "h.db")]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    assert seen["presets"] == ["local-moa"] and seen["host"] == "127.0.0.1"
+    assert seen["port"] == 8123 and str(seen["history_path"]) == str(tmp_path / "h.db")
+    assert opened == [("http://127.0.0.1:8123/ui", 8123)]
+    assert "http://127.0.0.1:8123/ui" in result.output
+    opened.clear()
+    result = CliRunner().invoke(cli.app, ["ui", "--no-open"])
+    assert result.exit_code == 0 and opened == []
+    assert seen["presets"] == ["local-confidence", "local-moa", "local-self-moa"]

@@ -91,6 +91,9 @@ class History:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False)
+            # A history, not a ledger: a crash may lose the last run, never corrupt the file.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             with self._db:
                 self._db.execute(
                     "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created REAL, "

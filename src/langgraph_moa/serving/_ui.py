@@ -115,13 +115,18 @@ async def _run(
             record.status = "failed"
             error = {"message": str(exc), "type": refusal.kind, "status": refusal.status}
             yield out({"event": "error", **error})
-        save()  # before 'done', so that a client reloading the history on 'done' sees it
+        if history is not None:  # before 'done': a client reloading the history then sees it
+            saved = True  # off the event loop: a commit waits for the disk
+            await asyncio.to_thread(history.save, record)
         yield sse({"event": "done", "run_id": run_id, "status": record.status})
     except asyncio.CancelledError:
         record.status = "cancelled"  # the client left; what it saw is kept
         raise
+    except Exception:
+        record.status = "failed"  # not one of the package's errors: a bug, kept as failed
+        raise
     finally:
-        save()
+        save()  # a run cut short (the client left) is kept too
 
 
 def add_ui(
