@@ -22,6 +22,10 @@ from tests.integration_tests.browser import chromium, quit_browser, require_brow
 
 HOSTILE = '<script>window.pwned=1</script> <img src=x onerror="window.pwned=2"> beta says 42'
 QUESTION = "What is six times seven?"
+MARKDOWN = (
+    '## Result\n\nIt is **42**, see `6*7`.\n\n- one <img src=x onerror="window.pwned=3">\n'
+    "- two <script>window.pwned=4</script>\n\n```\n<b>not bold</b>\n```"
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +37,7 @@ def backend():
         "agg": FaultProfile(token_delay_s=0.15, reply_words=16),
         "v42": FaultProfile(token_delay_s=0.05, reply_text="I make it 42"),
         "v41": FaultProfile(token_delay_s=0.05, reply_text="I make it 41"),
+        "markdown": FaultProfile(reply_text=MARKDOWN),
     }
     with FaultServer(profiles) as server:
         yield server
@@ -270,7 +275,14 @@ def test_with_a_key_the_page_asks_for_it_and_runs_only_allowed_models(backend, b
     from langgraph_moa.testing import BackgroundServer
 
     config = MoAConfig(variant="select", proposers=[f"v42@{backend.url}", f"v41@{backend.url}"])
-    app = create_app({"keyed": config}, api_key="sekret", history=History(tmp_path / "h.db"))
+    md = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"agg@{backend.url}", layers=2)
+    systems = {"keyed": config, "md": md}
+    app = create_app(
+        systems,
+        api_key="sekret",
+        history=History(tmp_path / "h.db"),
+        allow_models=[f"markdown@{backend.url}"],
+    )
     with BackgroundServer(app) as server:
         d = browser
         d.get(f"{server.root}/ui")
@@ -283,15 +295,39 @@ def test_with_a_key_the_page_asks_for_it_and_runs_only_allowed_models(backend, b
         d.find_element("id", "api-key").clear()
         d.find_element("id", "api-key").send_keys("sekret")
         d.find_element("id", "key-save").click()
-        wait(d, "document.querySelectorAll('#preset option').length === 1", what="the models")
+        wait(d, "document.querySelectorAll('#preset option').length === 2", what="the models")
         d.find_element("id", "question").send_keys("Which number?")
         d.find_element("id", "ask-button").click()
         wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
         assert "Picked because" in d.execute_script(
             "return document.querySelector('.tally').textContent"
         )
-        # Other models: only those the operator allows; a refusal is shown, not run.
+        # The answer is Markdown made of elements the page builds; its HTML stays text.
         d.find_element("css selector", "#models-box summary").click()
+        d.find_element("id", "aggregator").send_keys(f"markdown@{backend.url}")
+        d.execute_script("document.getElementById('preset').value = 'md'")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the md run")
+        shape = d.execute_script(
+            "const a = document.querySelector('.answer');"
+            "return [...a.querySelectorAll('*')].map(e => e.tagName.toLowerCase()).join(' ');"
+        )
+        assert shape == "h4 p strong code ul li li pre code"
+        items = d.execute_script(
+            "return [...document.querySelectorAll('.answer li')].map(li => li.textContent)"
+        )
+        assert items == [
+            'one <img src=x onerror="window.pwned=3">',
+            "two <script>window.pwned=4</script>",
+        ]
+        assert d.execute_script("return document.querySelector('.answer pre').textContent") == (
+            "<b>not bold</b>"
+        )
+        assert d.execute_script("return window.pwned === undefined")
+        d.find_element("id", "aggregator").clear()
+        d.execute_script("document.getElementById('preset').value = 'keyed'")
+
+        # Other models: only those the operator allows; a refusal is shown, not run.
         d.find_element("id", "proposers").send_keys("openai:gpt-4o")
         d.find_element("id", "ask-button").click()
         wait(d, "document.querySelector('.pane-error')?.textContent.includes('not enabled')")
