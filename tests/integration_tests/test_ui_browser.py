@@ -38,6 +38,7 @@ def backend():
         "v42": FaultProfile(token_delay_s=0.05, reply_text="I make it 42"),
         "v41": FaultProfile(token_delay_s=0.05, reply_text="I make it 41"),
         "markdown": FaultProfile(reply_text=MARKDOWN),
+        "ranker": FaultProfile(reply_text="Response 2 is the better one"),
     }
     with FaultServer(profiles) as server:
         yield server
@@ -276,7 +277,12 @@ def test_with_a_key_the_page_asks_for_it_and_runs_only_allowed_models(backend, b
 
     config = MoAConfig(variant="select", proposers=[f"v42@{backend.url}", f"v41@{backend.url}"])
     md = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"agg@{backend.url}", layers=2)
-    systems = {"keyed": config, "md": md}
+    ranked = MoAConfig(
+        variant="ranker",
+        proposers=[f"v42@{backend.url}", f"v41@{backend.url}"],
+        aggregator=f"ranker@{backend.url}",
+    )
+    systems = {"keyed": config, "md": md, "ranked": ranked}
     app = create_app(
         systems,
         api_key="sekret",
@@ -295,13 +301,25 @@ def test_with_a_key_the_page_asks_for_it_and_runs_only_allowed_models(backend, b
         d.find_element("id", "api-key").clear()
         d.find_element("id", "api-key").send_keys("sekret")
         d.find_element("id", "key-save").click()
-        wait(d, "document.querySelectorAll('#preset option').length === 2", what="the models")
+        wait(d, "document.querySelectorAll('#preset option').length === 3", what="the models")
         d.find_element("id", "question").send_keys("Which number?")
         d.find_element("id", "ask-button").click()
         wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
         assert "Picked because" in d.execute_script(
             "return document.querySelector('.tally').textContent"
         )
+        # A ranker's pick: which response, its reply, the card marked.
+        d.execute_script("document.getElementById('preset').value = 'ranked'")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the ranker")
+        ranker = d.execute_script("return document.querySelector('.ranker').textContent")
+        assert "picked response 2" in ranker and "Response 2 is the better one" in ranker
+        winner = d.execute_script("return document.querySelector('.card.winner').dataset.key")
+        assert winner == "proposer:1:1:0"
+        assert d.execute_script("return document.querySelector('.answer').textContent") == (
+            "I make it 41"
+        )
+
         # The answer is Markdown made of elements the page builds; its HTML stays text.
         d.find_element("css selector", "#models-box summary").click()
         d.find_element("id", "aggregator").send_keys(f"markdown@{backend.url}")

@@ -272,3 +272,39 @@ def test_serve_goes_on_without_a_history_it_cannot_open(tmp_path, caplog):
         assert _open_history(tmp_path / "file" / "h.sqlite3") is None
     assert "Serving without a history" in caplog.text
     assert _open_history(tmp_path / "ok.sqlite3") is not None
+
+
+@pytest.mark.parametrize("variant", ["moa", "self-moa", "self-moa-seq", "ranker", "select"])
+def test_every_variant_runs_watched_and_every_started_call_ends(fake, variant):
+    from langgraph_moa.config._schema import SelfMoASeqConfig
+
+    shapes = {
+        "moa": {"proposers": [fake("A"), fake("B")], "aggregator": fake("X"), "layers": 3},
+        "self-moa": {"proposers": [{"model": fake("M"), "samples": 3}]},
+        "self-moa-seq": {
+            "proposers": [{"model": fake("M"), "samples": 6}],
+            "seq": SelfMoASeqConfig(window_size=4),
+        },
+        "ranker": {
+            "proposers": [fake("A"), fake("B")],
+            "aggregator": fake("R", reply=lambda label, n, m: "Response 2"),
+        },
+        "select": {"proposers": [fake("A"), fake("B")], "selection": {"method": "consensus"}},
+    }
+    config = MoAConfig(variant=variant, **shapes[variant])
+    events = RunEvents(create_moa_graph(config), QUESTION)
+    seen = list(events)
+    started = {key(e) for e in seen if e["event"] == "started"}
+    ended = {key(e) for e in seen if e["event"] in ("finished", "failed")}
+    assert started and started == ended
+    assert all(key(e) in started for e in seen if e["event"] == "token")
+    answer = answer_event(events.final)
+    assert answer["text"] == events.answer.text and answer["usage"]["calls"] == len(started)
+    assert ("selection" in answer) == (variant == "select")
+    assert ("agreement" in answer) == (variant not in ("select", "ranker"))
+    if variant == "ranker":
+        assert answer["ranker"] == {
+            "choice": 2,
+            "reply": "Response 2",
+            "call": ["proposer", 1, 1, 0],
+        }

@@ -17,7 +17,7 @@ from typing import Any
 
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.run._references import answered_proposals
-from langgraph_moa.serving._agreement import selection_groups, synthesis_agreement
+from langgraph_moa.serving._agreement import call_key, selection_groups, synthesis_agreement
 
 KEEPALIVE_S = 10.0
 """Seconds of silence after which the stream sends a keep-alive comment."""
@@ -130,6 +130,14 @@ def answer_event(state: dict[str, Any]) -> dict[str, Any]:
     }
     if selection := moa.get("selection"):
         event["selection"] = {**selection, "groups": selection_groups(selection, answered)}
+    elif "ranker_reply" in moa:  # the ranker returned one proposal verbatim
+        choice = moa.get("ranker_choice")
+        picked = (choice or 1) - 1
+        event["ranker"] = {
+            "choice": choice,
+            "reply": moa["ranker_reply"],
+            "call": call_key(answered[picked]) if 0 <= picked < len(answered) else None,
+        }
     else:
         event["agreement"] = synthesis_agreement(text, answered)
     return event

@@ -337,6 +337,17 @@ class Pane {
         if (card) card.classList.add("winner");
       }
     }
+    if (ev.ranker) {
+      this.final.textContent = "";
+      const box = el("div", "ranker");
+      box.appendChild(el("h3", null, "Ranker"));
+      const picked = ev.ranker.choice ? "picked response " + ev.ranker.choice :
+        "named no response; the first one was returned";
+      box.appendChild(el("p", "reason", "The ranker " + picked + ". Its reply: " + ev.ranker.reply));
+      this.final.appendChild(box);
+      const card = ev.ranker.call && this.cards.get(ev.ranker.call.join(":"));
+      if (card) card.classList.add("winner");
+    }
     for (const ref of ev.agreement || []) {
       const card = this.cards.get(ref.call.join(":"));
       if (!card) continue;
