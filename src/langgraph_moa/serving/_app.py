@@ -9,7 +9,10 @@
   inner call. Per-call provenance is in the extension field ``moa``. Per-request overrides
   go in the body (``extra_body`` in the OpenAI client): ``layers``, ``proposers``,
   ``aggregator``, ``samples``, ``variant``; ``temperature`` sets the proposers'
-  temperature and ``max_tokens`` caps the answer.
+  temperature and ``max_tokens`` caps the answer. ``moa_progress: true`` (opt-in) adds every
+  call's progress to the stream as ``event: moa.progress`` events (docs/event-stream.md).
+- ``GET /ui``, ``POST /v1/moa/runs`` and the history: the web page and the run event stream
+  it is drawn from (see `_ui`). Streams send a keep-alive comment in long silences.
 
 The operator pays for every call, so clients are held to what the operator enabled (see
 docs/security.md): the served presets' own models (plus ``--allow-model``), no endpoint of
