@@ -224,6 +224,15 @@ def test_runs_refuse_other_sites_and_non_json_bodies_and_follow_the_policy(syste
     assert form.status_code == 415
     denied = client.post("/v1/moa/runs", json={**body, "proposers": ["gpt-4o"]})
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "model_not_allowed"
+    unknown = client.post("/v1/moa/runs", json={**body, "model": "nope"})
+    assert unknown.status_code == 404 and "served models: m" in unknown.json()["error"]["message"]
+    small = TestClient(create_app({"m": system}, max_body_bytes=100))
+    big = small.post(
+        "/v1/moa/runs", json={**body, "messages": [{"role": "user", "content": "x" * 200}]}
+    )
+    assert big.status_code == 413
+    bad = client.post("/v1/moa/runs", json={**body, "layers": "3"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "layers"
 
 
 def test_openai_stream_carries_progress_only_when_asked(system):
