@@ -65,19 +65,33 @@ async def round_of(
     return time.perf_counter() - started, sum(sizes)
 
 
-async def measure(root: str, runs: int, rounds: int) -> None:
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used: steady where wall time is not."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(root: str, runs: int, rounds: int, pid: int) -> None:
     limits = httpx.Limits(max_connections=runs * 2)
     async with httpx.AsyncClient(base_url=root, timeout=120, limits=limits) as client:
         await round_of(client, "/v1/chat/completions", 2, {"stream": True})  # warm up
         await round_of(client, "/v1/moa/runs", 2, {})
         plain, events = [], []
+        cpu: dict[str, float] = {"plain": 0.0, "events": 0.0}
         for r in range(rounds):
-            wall, size = await round_of(client, "/v1/chat/completions", runs, {"stream": True})
-            plain.append(wall)
-            print(f"round {r + 1}: plain  {wall:6.2f} s  ({size / 1024:7.1f} KiB streamed)")
-            wall, size = await round_of(client, "/v1/moa/runs", runs, {})
-            events.append(wall)
-            print(f"round {r + 1}: events {wall:6.2f} s  ({size / 1024:7.1f} KiB streamed)")
+            for name, path, extra, walls in (
+                ("plain", "/v1/chat/completions", {"stream": True}, plain),
+                ("events", "/v1/moa/runs", {}, events),
+            ):
+                before = cpu_s(pid)
+                wall, size = await round_of(client, path, runs, extra)
+                used = cpu_s(pid) - before
+                cpu[name] += used
+                walls.append(wall)
+                print(
+                    f"round {r + 1}: {name:6} {wall:6.2f} s wall, server CPU {used:5.2f} s "
+                    f"({size / 1024:6.1f} KiB streamed)"
+                )
     p, e = statistics.median(plain), statistics.median(events)
     print(f"\n{runs} concurrent runs, median of {rounds} rounds:")
     print(f"  plain OpenAI stream: {p:.3f} s")
@@ -86,6 +100,12 @@ async def measure(root: str, runs: int, rounds: int) -> None:
     # On a shared machine the fastest round of each is the least disturbed one.
     fp, fe = min(plain), min(events)
     print(f"fastest rounds: plain {fp:.3f} s, events {fe:.3f} s, ratio {fe / fp:.3f}")
+    n = runs * rounds
+    per_plain, per_events = cpu["plain"] / n * 1000, cpu["events"] / n * 1000
+    print(
+        f"server CPU per run: plain {per_plain:.0f} ms, events {per_events:.0f} ms "
+        f"(+{per_events - per_plain:.0f} ms)"
+    )
 
 
 def main() -> None:
@@ -141,7 +161,7 @@ def main() -> None:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit("moa serve did not start")
             time.sleep(0.2)
-        asyncio.run(measure(root, args.runs, args.rounds))
+        asyncio.run(measure(root, args.runs, args.rounds, server.pid))
     finally:
         server.terminate()
         server.wait(timeout=10)
