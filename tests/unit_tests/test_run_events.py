@@ -317,3 +317,16 @@ def test_every_variant_runs_watched_and_every_started_call_ends(fake, variant):
             "reply": "Response 2",
             "call": ["proposer", 1, 1, 0],
         }
+
+
+def test_a_served_config_file_is_named_after_it_and_a_missing_one_is_one_sentence(tmp_path):
+    from langgraph_moa.errors import MoAConfigError
+    from langgraph_moa.serving._app import load_system
+
+    path = tmp_path / "my-moa.yaml"
+    path.write_text("variant: moa\nlayers: 2\nproposers: [openai:a]\naggregator: openai:b\n")
+    name, config = load_system(str(path))
+    assert name == "my-moa" and config.layers == 2
+    assert load_system("local-moa")[0] == "local-moa"
+    with pytest.raises(MoAConfigError, match=r"does not exist; check the path\.$"):
+        load_system(str(tmp_path / "nope.yaml"))
