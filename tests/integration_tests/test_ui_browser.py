@@ -39,6 +39,7 @@ def backend():
         "v41": FaultProfile(token_delay_s=0.05, reply_text="I make it 41"),
         "markdown": FaultProfile(reply_text=MARKDOWN),
         "ranker": FaultProfile(reply_text="Response 2 is the better one"),
+        "cutagg": FaultProfile(error_rate=1.0, errors=["cut"], reply_words=20, token_delay_s=0.02),
     }
     with FaultServer(profiles) as server:
         yield server
@@ -355,3 +356,43 @@ def test_with_a_key_the_page_asks_for_it_and_runs_only_allowed_models(backend, b
         wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the override")
         assert d.execute_script("return document.querySelectorAll('.card').length") == 1
         assert "41" in d.execute_script("return document.querySelector('.answer').textContent")
+
+
+def test_a_fallback_aggregator_writes_the_answer_afresh(backend, browser, tmp_path):
+    """The first aggregator streams half its answer and drops, twice; the fallback's answer
+    replaces what it wrote while it streams, not only at the end."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(
+        proposers=[f"v42@{backend.url}"],
+        aggregator=f"cutagg@{backend.url}",
+        aggregator_fallbacks=[f"agg@{backend.url}"],
+        layers=2,
+        retry={"max_attempts": 2, "initial_interval": 0.1, "jitter": False},
+    )
+    with BackgroundServer(create_app({"fb": config}, history=History(tmp_path / "h.db"))) as server:
+        d = browser
+        d.get(f"{server.root}/ui")
+        wait(d, "document.querySelectorAll('#preset option').length === 1")
+        d.find_element("id", "question").send_keys("Fallback?")
+        d.find_element("id", "ask-button").click()
+        cut = "aggregator:2:-1:0"
+        wait(
+            d,
+            f"document.querySelector('.card[data-key=\"{cut}\"]')?.textContent.includes('cutagg')",
+        )
+        fallback = "aggregator:2:-1:1"
+        wait(
+            d,
+            f"document.querySelector('.card[data-key=\"{fallback}\"] .text')?.textContent.length > 0",
+        )
+        mid = d.execute_script("return document.querySelector('.answer').textContent")
+        assert mid.startswith("agg") and "cutagg" not in mid
+        wait(d, "document.querySelector('.pane').dataset.done === 'done'", what="the run")
+        assert card(d, cut)["status"] == "failed" and "1 retries" in card(d, cut)["stats"]
+        assert card(d, fallback)["status"] == "done"
+        answer = d.execute_script("return document.querySelector('.answer').textContent")
+        assert answer.startswith("agg answer") and "cutagg" not in answer

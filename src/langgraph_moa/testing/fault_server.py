@@ -24,7 +24,9 @@ from pydantic import BaseModel, Field
 
 from langgraph_moa.testing._uvicorn import BackgroundServer, free_port
 
-FaultKind = Literal["500", "503", "429", "400", "401", "hang", "truncated", "garbage"]
+FaultKind = Literal["500", "503", "429", "400", "401", "hang", "truncated", "garbage", "cut"]
+"""``cut``: a streamed answer stops half-way and the connection drops (a plain request gets
+a truncated body, as with ``truncated``)."""
 
 
 class FaultProfile(BaseModel):
@@ -112,7 +114,11 @@ class FaultServer:
             if fault == "hang":
                 await asyncio.sleep(profile.hang_s)
                 return await _answer(body, model, n, profile)
-            if fault == "truncated":
+            if fault == "cut" and body.get("stream"):
+                return StreamingResponse(
+                    _chunks(body, model, n, profile, cut=True), media_type="text/event-stream"
+                )
+            if fault in ("truncated", "cut"):
                 whole = json.dumps(_completion(body, model, 0, profile))
                 return Response(whole[: len(whole) // 2], media_type="application/json")
             if fault == "garbage":
@@ -191,12 +197,19 @@ def _completion(body: dict[str, Any], model: str, n: int, profile: FaultProfile)
     }
 
 
+class _CutStream(Exception):
+    """Ends a streamed answer half-way: the server drops the connection."""
+
+
 async def _chunks(
-    body: dict[str, Any], model: str, n: int, profile: FaultProfile
+    body: dict[str, Any], model: str, n: int, profile: FaultProfile, cut: bool = False
 ) -> AsyncIterator[str]:
     text = _text(model, n, profile)
     base = {"id": f"chatcmpl-{model}-{n}", "object": "chat.completion.chunk", "model": model}
-    for i, word in enumerate(text.split(" ")):
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        if cut and i == len(words) // 2:
+            raise _CutStream(f"{model} stopped half-way")
         piece = word if i == 0 else " " + word
         delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
         yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"

@@ -241,6 +241,7 @@ class Pane {
 
   on_started(ev) {
     const card = this.card(ev);
+    if (callKey(ev) === this.answerKey) this.resetAnswer(); // the answer's call is retried
     card.attempts += 1;
     card.textEl.textContent = "";
     card.errorEl.textContent = "";
@@ -251,9 +252,17 @@ class Pane {
     const card = this.card(ev);
     card.textEl.appendChild(document.createTextNode(ev.text));
     if (ev.final) {
+      // A fallback aggregator writes the answer afresh: what a failed one wrote goes.
+      if (callKey(ev) !== this.answerKey) this.resetAnswer(callKey(ev));
       this.answerText += ev.text;
       this.answer.textContent = this.answerText;
     }
+  }
+
+  resetAnswer(key) {
+    if (key !== undefined) this.answerKey = key;
+    this.answerText = "";
+    this.answer.textContent = "";
   }
 
   on_finished(ev) {
