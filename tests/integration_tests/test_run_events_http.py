@@ -72,3 +72,28 @@ def test_moa_ui_opens_the_page_once_the_port_answers(monkeypatch):
         while not opened and time.monotonic() < deadline:
             time.sleep(0.05)
     assert opened == [f"{server.root}/ui"]
+
+
+def test_moa_ui_on_a_taken_port_says_so_in_one_line(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "MOA_HISTORY": str(tmp_path / "h.db")}
+        env["PYTHONPATH"] = os.pathsep.join([str(Path.cwd() / "src"), env.get("PYTHONPATH", "")])
+        result = subprocess.run(
+            [sys.executable, "-m", "langgraph_moa", "ui", "--no-open", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    error = result.stderr.strip()
+    assert error.count("\n") == 0 and f"Port {port}" in error and "--port" in error

@@ -167,6 +167,7 @@ def test_ui_serves_on_loopback_with_its_history_and_opens_the_page(monkeypatch, 
     seen, opened = {}, []
     monkeypatch.setattr(serve, "serve", lambda presets, **kw: seen.update(kw, presets=presets))
     monkeypatch.setattr(cli, "_open_when_up", lambda url, port: opened.append((url, port)))
+    monkeypatch.setattr(cli, "_check_port_free", lambda port: None)
     monkeypatch.delenv("MOA_HISTORY", raising=False)
     args = ["ui", "-p", "local-moa", "--port", "8123", "--history", str(tmp_path / "h.db")]
     result = CliRunner().invoke(cli.app, args)

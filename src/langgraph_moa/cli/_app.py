@@ -553,11 +553,26 @@ def ui(
     from langgraph_moa.serving._app import serve as run_server
 
     presets = preset or [DEFAULT_PRESET, "local-moa", "local-self-moa"]
+    _check_port_free(port)
     url = f"http://127.0.0.1:{port}/ui"
     console.print(f"[cyan]The page is at {url}[/] (Ctrl-C stops)")
     if open_page:
         _open_when_up(url, port)
     run_server(presets, host="127.0.0.1", port=port, history_path=history)
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a port already taken, in one sentence, before any model server starts."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise MoAError(
+                f"Port {port} on 127.0.0.1 is already in use (another moa serve or moa ui?); "
+                "pick another with --port."
+            ) from None
 
 
 def _open_when_up(url: str, port: int) -> None:
