@@ -373,10 +373,16 @@ def test_a_fallback_aggregator_writes_the_answer_afresh(backend, browser, tmp_pa
         layers=2,
         retry={"max_attempts": 2, "initial_interval": 0.1, "jitter": False},
     )
-    with BackgroundServer(create_app({"fb": config}, history=History(tmp_path / "h.db"))) as server:
+    degraded = MoAConfig(
+        proposers=[f"v42@{backend.url}"],
+        aggregator=f"broken@{backend.url}",
+        layers=2,
+    )
+    app = create_app({"fb": config, "degraded": degraded}, history=History(tmp_path / "h.db"))
+    with BackgroundServer(app) as server:
         d = browser
         d.get(f"{server.root}/ui")
-        wait(d, "document.querySelectorAll('#preset option').length === 1")
+        wait(d, "document.querySelectorAll('#preset option').length === 2")
         d.find_element("id", "question").send_keys("Fallback?")
         d.find_element("id", "ask-button").click()
         cut = "aggregator:2:-1:0"
@@ -396,3 +402,13 @@ def test_a_fallback_aggregator_writes_the_answer_afresh(backend, browser, tmp_pa
         assert card(d, fallback)["status"] == "done"
         answer = d.execute_script("return document.querySelector('.answer').textContent")
         assert answer.startswith("agg answer") and "cutagg" not in answer
+
+        # With no aggregator left, the best proposal answers, labelled as such.
+        d.execute_script("document.getElementById('preset').value = 'degraded'")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'degraded'", what="the label")
+        label = d.execute_script("return document.querySelector('.answer .fallback').textContent")
+        assert label.startswith("Degraded answer (best_proposal)") and "injected 400" in label
+        assert "I make it 42" in d.execute_script(
+            "return document.querySelector('.answer').textContent"
+        )

@@ -330,3 +330,18 @@ def test_a_served_config_file_is_named_after_it_and_a_missing_one_is_one_sentenc
     assert load_system("local-moa")[0] == "local-moa"
     with pytest.raises(MoAConfigError, match=r"does not exist; check the path\.$"):
         load_system(str(tmp_path / "nope.yaml"))
+
+
+def test_a_degraded_answer_says_so_in_the_stream_and_the_history(fake, tmp_path):
+    def boom(n, messages):
+        return ValueError("aggregator down")
+
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")], aggregator=fake("AGG", fail=boom), layers=2
+    )
+    client = TestClient(create_app({"m": config}, history=History(tmp_path / "h.sqlite3")))
+    events = sse_events(client.post("/v1/moa/runs", json={"model": "m", "messages": USER}).text)
+    answer, done = events[-2], events[-1]
+    assert answer["fallback"] == "best_proposal" and "aggregator down" in answer["fallback_reason"]
+    assert answer["text"] in ("A #1", "B #1") and done["status"] == "degraded"
+    assert client.get("/v1/moa/runs").json()["data"][0]["status"] == "degraded"
