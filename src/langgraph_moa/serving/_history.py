@@ -28,25 +28,40 @@ def default_history_path() -> Path:
     return Path(root) / "history.sqlite3"
 
 
-def compact(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Join each call's consecutive tokens into one event; a call's restart (a retry) splits.
+class Compactor:
+    """Keeps a run's events with each call's consecutive tokens joined into one event.
 
-    Storing every token would make a long run's row megabytes; the page only needs each
-    call's text, in the order calls started, finished and failed.
+    Storing every token would make a long run's row megabytes, and holding them all while
+    the run goes on would grow with every token; the page only needs each call's text, in
+    the order calls started, finished and failed. A call's restart (a retry) starts a new
+    token event, as the page starts its text afresh.
     """
-    out: list[dict[str, Any]] = []
-    open_token: dict[tuple[Any, ...], int] = {}
-    for event in events:
+
+    def __init__(self) -> None:
+        """Start with no events."""
+        self.events: list[dict[str, Any]] = []
+        self._open: dict[tuple[Any, ...], int] = {}
+
+    def add(self, event: dict[str, Any]) -> None:
+        """Append one event, joining a token to its call's open token event."""
         key = (event.get("role"), event.get("layer"), event.get("proposer"), event.get("sample"))
         if event.get("event") == "token":
-            if (at := open_token.get(key)) is not None:
-                out[at] = {**out[at], "text": out[at]["text"] + event["text"]}
-                continue
-            open_token[key] = len(out)
+            if (at := self._open.get(key)) is not None:
+                joined = self.events[at]
+                self.events[at] = {**joined, "text": joined["text"] + event["text"]}
+                return
+            self._open[key] = len(self.events)
         elif event.get("event") == "started":
-            open_token.pop(key, None)
-        out.append(event)
-    return out
+            self._open.pop(key, None)
+        self.events.append(event)
+
+
+def compact(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return `events` with each call's consecutive tokens joined (see `Compactor`)."""
+    compactor = Compactor()
+    for event in events:
+        compactor.add(event)
+    return compactor.events
 
 
 @dataclass
@@ -114,7 +129,7 @@ class History:
             run.question,
             run.status,
             run.answer,
-            json.dumps(compact(run.events), default=str),
+            json.dumps(compact(run.events), default=str),  # a no-op on a compacted log
         )
         with self._lock, self._db:
             self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", row)

@@ -42,7 +42,7 @@ from langgraph_moa.serving._app import (
     _read_body,
 )
 from langgraph_moa.serving._events import answer_event, pump, run_event, sse
-from langgraph_moa.serving._history import History, RunRecord
+from langgraph_moa.serving._history import Compactor, History, RunRecord
 
 STATIC = Path(__file__).parent / "static"
 
@@ -87,9 +87,11 @@ async def _run(
 ) -> AsyncIterator[str]:
     """Run the job watched, as server-sent events, and keep it in the history."""
     record = RunRecord(run_id, job.name, _question(job))
+    log = Compactor()
+    record.events = log.events  # compacted as the run goes: memory grows with calls, not tokens
 
     def out(event: dict[str, Any]) -> str:
-        record.events.append(event)
+        log.add(event)
         return sse(event)
 
     saved = False
