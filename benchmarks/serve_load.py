@@ -7,7 +7,7 @@ stream their answers over aiohttp. The MoA server runs in two setups:
 
 - before: the models' HTTP clients on httpx (``MOA_HTTP_TRANSPORT=httpx``), uvicorn on the
   asyncio loop and the h11 parser (what `moa serve` used);
-- after: the aiohttp clients and uvicorn on uvloop and httptools (`serving._app.server_options`).
+- after: the aiohttp clients and uvicorn on uvloop and httptools (`serving._server.server_options`).
 
 For each setup and concurrency it prints requests per second, p50/p99 total latency and time to
 first token, and errors (a failed or truncated stream). The figures are CPU-bound on a small

@@ -36,7 +36,7 @@ def test_serve_passes_its_policy_and_limits_and_warns_without_a_key(monkeypatch)
     from typer.testing import CliRunner
 
     from langgraph_moa.cli import _app as cli
-    from langgraph_moa.serving import _app as serve
+    from langgraph_moa.serving import _server as serve
 
     seen = {}
     monkeypatch.setattr(serve, "serve", lambda presets, **kwargs: seen.update(kwargs))
@@ -170,7 +170,7 @@ def test_the_live_view_shows_tokens_rate_and_a_preview_of_each_call(fake):
         variant="select",
         proposers=[{"model": fake("M", reply=lambda label, n, messages: "42"), "samples": 3}],
     )
-    progress = Progress()
+    progress = Progress(timeout_s=None)
     stream = AnswerStream(
         create_moa_graph(config), {"messages": [("user", "6 x 7?")]}, on_progress=progress.event
     )
@@ -236,7 +236,7 @@ def test_serve_without_the_serve_extra_names_the_extra(monkeypatch):
     import sys
 
     from langgraph_moa.errors import MissingExtraError
-    from langgraph_moa.serving._app import serve
+    from langgraph_moa.serving._server import serve
 
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
     announced = []
@@ -250,7 +250,7 @@ def test_serve_without_the_serve_extra_names_the_extra(monkeypatch):
 
 
 def test_serve_checks_keys_and_local_models_before_announcing(monkeypatch):
-    from langgraph_moa.serving._app import serve
+    from langgraph_moa.serving._server import serve
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("TOGETHER_API_KEY", "set")
@@ -339,3 +339,61 @@ def test_off_a_terminal_a_slow_local_call_is_one_log_line(monkeypatch):
     done.set()
     watcher.join()
     assert len(said) == 1 and said[0].startswith("a local call has run 90s")
+
+
+def test_the_live_view_shows_each_calls_tokens_rate_and_a_preview(fake):
+    from langgraph_moa import MoAConfig, create_moa_graph
+    from langgraph_moa.cli._live import Progress
+    from langgraph_moa.graph.streaming import AnswerStream
+
+    config = MoAConfig(
+        proposers=[fake("A", reply=lambda label, n, m: "alpha writes a long line\nof text")],
+        aggregator=fake("AGG"),
+        layers=2,
+    )
+    progress = Progress(timeout_s=None)
+    stream = AnswerStream(
+        create_moa_graph(config),
+        {"messages": [("user", "hi")]},
+        on_progress=progress.event,
+        watch=True,
+    )
+    progress.answer = "".join(stream)
+    assert progress.answer == "AGG #1"
+    proposer = progress.rows[("proposer", 1, 0, 0)]
+    assert proposer.tail == "alpha writes a long line\nof text" and proposer.streamed == 6
+    assert proposer.tokens == 7  # the usage the finished call reported
+    rendered = Console(record=True, width=160)
+    rendered.print(progress)
+    text = rendered.export_text()
+    assert "7 tok" in text and "/s" in text
+    assert "alpha writes a long line of text" in text  # one line
+
+
+def test_ui_serves_on_loopback_with_its_history_and_opens_the_page(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _ui
+    from langgraph_moa.serving import _server as serve
+
+    seen, opened = {}, []
+
+    def fake_serve(presets, **kw):  # checks pass: the real one announces, then serves
+        seen.update(kw, presets=presets)
+        kw["announce"]("Serving")
+
+    monkeypatch.setattr(serve, "serve", fake_serve)
+    monkeypatch.setattr(_ui, "_open_when_up", lambda url, port: opened.append((url, port)))
+    monkeypatch.setattr(_ui, "_check_port_free", lambda port: None)
+    monkeypatch.delenv("MOA_HISTORY", raising=False)
+    args = ["ui", "-p", "local-moa", "--port", "8123", "--history", str(tmp_path / "h.db")]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    assert seen["presets"] == ["local-moa"] and seen["host"] == "127.0.0.1"
+    assert seen["port"] == 8123 and str(seen["history_path"]) == str(tmp_path / "h.db")
+    assert opened == [("http://127.0.0.1:8123/ui", 8123)]
+    assert "http://127.0.0.1:8123/ui" in result.output
+    opened.clear()
+    result = CliRunner().invoke(cli.app, ["ui", "--no-open"])
+    assert result.exit_code == 0 and opened == []
+    assert seen["presets"] == ["local-confidence", "local-moa", "local-self-moa"]

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from langgraph_moa import MoAConfig
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.errors import MoAConfigError, ModelNotAllowedError
-from langgraph_moa.serving._app import ModelPolicy, _Preparer, create_app
+from langgraph_moa.serving._app import create_app
+from langgraph_moa.serving._policy import ModelPolicy, _Preparer
 
 USER = [{"role": "user", "content": "Explain X"}]
 

@@ -4,7 +4,7 @@ import importlib.util
 
 import uvicorn
 
-from langgraph_moa.serving._app import server_options
+from langgraph_moa.serving._server import server_options
 
 
 def test_serve_picks_uvloop_and_httptools_when_installed():

@@ -24,6 +24,7 @@ from langgraph_moa.cli._models import models
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._run import run
 from langgraph_moa.cli._serve import serve
+from langgraph_moa.cli._ui import ui
 from langgraph_moa.errors import MoAError
 
 app = typer.Typer(
@@ -38,7 +39,7 @@ app.command()(chat)
 app.command()(models)
 app.command(name="eval")(evaluate)
 app.command()(serve)
-# Further commands register here the same way (e.g. `app.command()(ui)` from cli/_ui.py).
+app.command()(ui)
 
 
 def _version(value: bool) -> None:
@@ -64,7 +65,7 @@ def _root(
     """Mixture-of-Agents on LangGraph: several models answer, an aggregator synthesizes."""
 
 
-MODEL_COMMANDS = ("run", "chat", "eval", "serve")
+MODEL_COMMANDS = ("run", "chat", "eval", "serve", "ui")
 
 
 def _on_interrupt(signum: int, frame: Any) -> None:

@@ -40,6 +40,10 @@ class _Row:
     tokens: int | None = None
     cached: bool = False
     detail: str = ""
+    streamed: int = 0
+    """Chunks streamed so far (about a token each from OpenAI-compatible servers)."""
+    tail: str = ""
+    """The end of the text so far: the one-line preview while the call runs."""
 
     def elapsed(self) -> float:
         return self.seconds if self.seconds is not None else time.perf_counter() - self.started
@@ -47,11 +51,12 @@ class _Row:
     def rate(self) -> str:
         if self.cached:
             return "cached"
-        if self.tokens is None:
+        if self.tokens is None and not self.streamed:
             return ""
         seconds = self.elapsed()
-        per_s = f", {self.tokens / seconds:.1f} tok/s" if seconds > 0 else ""
-        return f"{self.tokens} tok{per_s}"
+        tokens = self.tokens if self.tokens is not None else self.streamed
+        per_s = f", {tokens / seconds:.1f} tok/s" if seconds > 0 else ""
+        return f"{tokens} tok{per_s}"
 
 
 class Progress:
@@ -76,6 +81,12 @@ class Progress:
                 self._note(f"token budget spent: {e['used']} of {e['limit']}")
             return
         key = (e["role"], e["layer"], e["proposer"], e["sample"])
+        if e["event"] == "token":  # a watched run: every call streams its text
+            row = self.rows.setdefault(key, _Row(str(e["role"])))
+            row.streamed += 1
+            row.tail = (row.tail + str(e.get("text", "")))[-200:]
+            row.detail = _short(row.tail.replace("\n", " ").strip())
+            return
         if e["event"] == "started":
             who = "aggregator" if e["proposer"] < 0 else f"proposer {e['proposer'] + 1}"
             if e["role"] in ("ranker",):
@@ -200,7 +211,8 @@ def run_live(
             done.set()
         return stream.final
     with Live(progress, console=out.err, refresh_per_second=8, transient=True) as live:
-        stream = AnswerStream(graph, run_input, on_progress=progress.event, **kwargs)
+        # Watched: proposers stream too, so each row shows its tokens and text as they come.
+        stream = AnswerStream(graph, run_input, on_progress=progress.event, watch=True, **kwargs)
         for text in stream:
             progress.answer += text
             live.refresh()

@@ -1,7 +1,7 @@
 """`moa serve`: the served presets or config files behind an OpenAI-compatible API.
 
 Nothing is announced before it can work: the presets are loaded, their keys and local models
-checked and the port probed first (`serving._app.serve`), so "Serving" is only printed by a
+checked and the port probed first (`serving._server.serve`), so "Serving" is only printed by a
 server that will answer; then one line per request and per failure goes to stderr.
 """
 
@@ -20,7 +20,7 @@ from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._loader import load_config
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import MoAConfigError
-from langgraph_moa.serving._app import MAX_BODY_BYTES
+from langgraph_moa.serving._errors import MAX_BODY_BYTES
 from langgraph_moa.serving._guard import LOOPBACK_NAMES, ServeSecurity
 
 
@@ -154,7 +154,7 @@ def serve(
     A served preset always runs as configured; the --max-* limits bound what a client's
     overrides may ask for on top of it.
     """
-    from langgraph_moa.serving._app import serve as run_server
+    from langgraph_moa.serving._server import serve as run_server
 
     given: dict[str, Any] = {
         "max_proposers": max_proposers,

@@ -56,6 +56,7 @@ from langgraph_moa.run._calls import (
     emit,
     run_async,
     run_sync,
+    watching,
 )
 from langgraph_moa.run._early import early_start_provenance, early_watch
 from langgraph_moa.run._inputs import validate_conversation
@@ -128,13 +129,17 @@ class MoANodes:
         """`prepare` on the run's event loop, so its models are the ones the run's calls use."""
         return self.prepare(state)
 
-    def _proposer_model(self, cfg: MoAConfig, p: ProposerConfig) -> BaseChatModel:
-        """Return the proposer's model, never streaming.
+    def _proposer_model(
+        self, cfg: MoAConfig, p: ProposerConfig, *, streamed: bool = False
+    ) -> BaseChatModel:
+        """Return the proposer's model, streaming only in a watched run (`watching`).
 
-        Proposers are never shown token by token, and a non-streamed reply is the one that
-        carries token usage on every OpenAI-compatible server (llama.cpp included).
+        A plain run never shows proposers token by token, and a non-streamed reply is the
+        one that carries token usage on every OpenAI-compatible server (llama.cpp included).
         """
-        params = {**p.call_params(), "disable_streaming": True}
+        params = p.call_params()
+        if not streamed:
+            params = {**params, "disable_streaming": True}
         return self.models.get(p.model, _with_timeout(cfg, p.model, params))
 
     def _final_model(self, cfg: MoAConfig, index: int, *, streamed: bool) -> BaseChatModel:
@@ -155,11 +160,12 @@ class MoANodes:
         parts = [f"layer {call.layer}", f"proposer {call.proposer + 1}"]
         if p.samples > 1:
             parts.append(f"sample {call.sample + 1}")
+        watched = watching()
 
         def request() -> _Request:
-            model = self._proposer_model(cfg, p).with_config(
+            model = self._proposer_model(cfg, p, streamed=watched).with_config(
                 run_name=" / ".join([*parts, p.label]),
-                tags=[TAG_PROPOSER, NOSTREAM],
+                tags=[TAG_PROPOSER] if watched else [TAG_PROPOSER, NOSTREAM],
                 metadata=call.trace_metadata(cfg),
             )
             return _Request(model, task["messages"], p.call_params(), p.model)
@@ -311,8 +317,10 @@ class MoANodes:
     ) -> tuple[Runnable[Any, Any], list[BaseMessage], int]:
         """Return the aggregator's model, its messages, and how many references were cut."""
         step = cfg.rules.step_name
-        tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, NOSTREAM]
-        base: Runnable[Any, Any] = self._final_model(cfg, call.sample, streamed=is_final)
+        watched = watching()
+        tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, *([] if watched else [NOSTREAM])]
+        streamed = is_final or watched
+        base: Runnable[Any, Any] = self._final_model(cfg, call.sample, streamed=streamed)
         if is_final and self.response_format is not None:
             base = base.with_structured_output(  # type: ignore[attr-defined]
                 self.response_format, method=self.response_method, include_raw=True
@@ -562,8 +570,10 @@ def _ok(
         **call.fields(),
         model=record["model"],
         latency_s=record["latency_s"],
+        prompt_tokens=record["prompt_tokens"],
         completion_tokens=record["completion_tokens"],
         cached=cached,
+        retries=len(errors),
         preview=" ".join((record["output"] or "").split())[:200],
     )
     return record
@@ -575,7 +585,13 @@ def _gave_up(call: CallId, errors: list[str], error: Exception) -> CallRecord:
     `errors` are all its attempts' errors; the last one is the record's own error.
     """
     record = failed_record(error=error, retried_errors=errors[:-1], **call.fields())
-    emit("failed", **call.fields(), error=record["error"])
+    emit(
+        "failed",
+        **call.fields(),
+        error=record["error"],
+        status=record["status"],
+        retries=len(record["retried_errors"]),
+    )
     return record
 
 

@@ -17,6 +17,11 @@ its first piece and another attempt takes over (the graph's retry, the next aggr
 fallback answer), the stream raises `StreamBrokenError` instead of sending the second
 attempt's text after the first's. A failure before the first piece costs nothing: the
 retry's pieces are the first the consumer sees.
+
+`RunEvents` is the other view of a run, for a viewer that shows every model at work (the
+web page of `moa serve`, any client of its event stream): each call's start, tokens
+(proposers' included), finish or failure, the selection, then the answer. See
+docs/event-stream.md for the events' fields.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from langchain_core.runnables import RunnableConfig
 
 from langgraph_moa.errors import StreamBrokenError
 from langgraph_moa.run._answer import answer_part, final_answer_only
+from langgraph_moa.run._calls import WATCH
 
 ProgressHandler = Callable[[dict[str, Any]], None]
 """Receives each progress event the graph writes (a call started, finished or failed)."""
@@ -50,6 +56,7 @@ class AnswerStream:
         *,
         context: Any = None,
         on_progress: ProgressHandler | None = None,
+        watch: bool = False,
     ) -> None:
         """Prepare a run of `graph` on `run_input`; nothing runs until iteration.
 
@@ -60,10 +67,12 @@ class AnswerStream:
             context: The run's context (a `MoAContext`, a dict or None).
             on_progress: Called with each progress event; progress events are only streamed
                 when it is given.
+            watch: Stream every call's tokens (proposers' too) to `on_progress` as
+                ``token`` events (see `RunEvents`); a live view showing each call writing.
         """
         self.graph = graph
         self.run_input = run_input
-        self.config = config
+        self.config = _watched(config) if watch and on_progress is not None else config
         self.context = context
         self.on_progress = on_progress
         self.final: dict[str, Any] = {}
@@ -99,6 +108,8 @@ class AnswerStream:
             self.streamed = True
             self._sent.append(str(text))
             return str(text)
+        elif self.on_progress is not None and (event := token_event(*part)) is not None:
+            self.on_progress(event)  # another call's tokens, in a watched run
         return ""
 
     def _rest(self) -> str:
@@ -135,3 +146,105 @@ class AnswerStream:
                 yield text
         if rest := self._rest():
             yield rest
+
+
+CALL_FIELDS = ("role", "layer", "proposer", "sample")
+"""The fields that name one call in every call event (see `CallId`)."""
+
+
+def _watched(config: RunnableConfig | None) -> RunnableConfig:
+    """Return `config` asking every call to stream its tokens (see `run._calls.watching`)."""
+    base: dict[str, Any] = dict(config or {})
+    base["configurable"] = {**(base.get("configurable") or {}), WATCH: True}
+    return base  # type: ignore[return-value]
+
+
+def token_event(chunk: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the ``token`` event of one message chunk of a call, or None if it is not one.
+
+    A call's chunks carry its identity in their metadata (`CallId.trace_metadata`); a
+    usage-only chunk, or a whole message a node returned, is not a token.
+    """
+    role = meta.get("moa_role")
+    text = chunk.text if role is not None else ""
+    if not text:
+        return None
+    return {
+        "event": "token",
+        "role": role,
+        "layer": meta.get("moa_layer"),
+        "proposer": meta.get("moa_proposer"),
+        "sample": meta.get("moa_sample"),
+        "text": str(text),
+        "final": final_answer_only(meta),
+    }
+
+
+class RunEvents:
+    """One run of a graph, iterated as progress events (dicts with an ``event`` field).
+
+    The run is *watched* (``configurable["moa_watch"]``): proposers and intermediate
+    aggregators stream their tokens too, which a plain run does not pay for. Events, in the
+    order the run makes them:
+
+    - ``started``, ``finished`` and ``failed``: one call (`CALL_FIELDS`, plus the model,
+      latency, tokens, retries or the one-line error), as the graph's nodes emit them;
+    - ``token``: a piece of one call's text (`CALL_FIELDS` and ``text``); ``final`` is true
+      for the answer's own tokens;
+    - ``selected`` and ``budget_spent``: run-level decisions;
+
+    then iteration ends; `final` holds the last state, whose last message is the answer.
+    """
+
+    def __init__(
+        self,
+        graph: Any,
+        run_input: dict[str, Any],
+        config: RunnableConfig | None = None,
+        *,
+        context: Any = None,
+    ) -> None:
+        """Prepare a watched run of `graph` on `run_input`; nothing runs until iteration."""
+        self.graph = graph
+        self.run_input = run_input
+        self.config = _watched(config)
+        self.context = context
+        self.final: dict[str, Any] = {}
+
+    @property
+    def answer(self) -> AIMessage:
+        """The answer message of the final state (after iteration)."""
+        answer: AIMessage = self.final["messages"][-1]
+        return answer
+
+    def _event(self, mode: str, part: Any) -> dict[str, Any] | None:
+        if mode == "values":
+            self.final = part
+            return None
+        if mode == "custom":
+            if isinstance(part, dict) and part.get("type") == "moa":
+                return {k: v for k, v in part.items() if k != "type"}
+            return None
+        return token_event(*part)
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        """Run the graph asynchronously, yielding its events as they come."""
+        async for mode, part in self.graph.astream(
+            self.run_input,
+            self.config,
+            context=self.context,
+            stream_mode=["messages", "values", "custom"],
+        ):
+            if (event := self._event(mode, part)) is not None:
+                yield event
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Run the graph, yielding its events as they come."""
+        for mode, part in self.graph.stream(
+            self.run_input,
+            self.config,
+            context=self.context,
+            stream_mode=["messages", "values", "custom"],
+        ):
+            if (event := self._event(mode, part)) is not None:
+                yield event

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
 
 from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
 from langgraph_moa.providers._retry import explain_failure, retry_after_s
@@ -65,6 +65,24 @@ class CallId(NamedTuple):
 def emit(event: str, **fields: Any) -> None:
     """Send a progress event to ``stream_mode="custom"`` (a no-op when nobody listens)."""
     get_stream_writer()({"type": "moa", "event": event, **fields})
+
+
+WATCH = "moa_watch"
+"""``configurable`` key of a run whose every call streams its tokens (see `watching`)."""
+
+
+def watching() -> bool:
+    """Tell whether this run is watched call by call (``configurable[WATCH]`` is true).
+
+    A watched run streams the proposers' and intermediate aggregators' tokens too, so that a
+    viewer can show every model writing (`graph.streaming.RunEvents`). Unwatched, they do not
+    stream: a plain run pays nothing for it.
+    """
+    try:
+        configurable = get_config().get("configurable") or {}
+    except RuntimeError:  # outside a run (a node body called directly in a test)
+        return False
+    return bool(configurable.get(WATCH))
 
 
 QUORUM_POLL_S = 0.05

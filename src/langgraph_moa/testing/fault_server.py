@@ -49,6 +49,8 @@ class FaultProfile(BaseModel):
     every `token_s` (timed token streaming); a whole answer comes after all its words."""
     honor_max_tokens: bool = False
     """Cut the answer at the request's max_tokens (in words), as a real server would."""
+    reply_text: str | None = None
+    """A fixed answer instead of the numbered filler (HTML in it tests a viewer's escaping)."""
 
 
 class FaultServer:
@@ -196,6 +198,8 @@ def _words(body: dict[str, Any]) -> int:
 
 
 def _text(model: str, n: int, profile: FaultProfile, body: dict[str, Any] | None = None) -> str:
+    if profile.reply_text is not None:
+        return profile.reply_text
     words = profile.reply_words
     cap = (body or {}).get("max_tokens") or (body or {}).get("max_completion_tokens")
     if profile.honor_max_tokens and isinstance(cap, int):

@@ -1,0 +1,81 @@
+"""`moa ui`: the web page that shows every model of a run at work, on the local default.
+
+The same server as `moa serve`, on loopback only, with its run history; the page is at /ui.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from langgraph_moa.cli._output import out
+from langgraph_moa.config._loader import DEFAULT_PRESET
+from langgraph_moa.errors import MoAError
+
+
+def ui(
+    preset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--preset", "-p", help="Preset or config file to offer on the page (repeatable)."
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 8000,
+    history: Annotated[
+        Path | None,
+        typer.Option(envvar="MOA_HISTORY", help="SQLite file of past runs (default: cache)."),
+    ] = None,
+    open_page: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the page in the default browser.")
+    ] = True,
+) -> None:
+    """Open the web page that shows every model of a run at work (local models by default)."""
+    from langgraph_moa.serving._server import serve as run_server
+
+    presets = preset or [DEFAULT_PRESET, "local-moa", "local-self-moa"]
+    _check_port_free(port)
+    url = f"http://127.0.0.1:{port}/ui"
+
+    def announce(line: str) -> None:
+        out.err.print(f"[cyan]The page is at {url}[/] (Ctrl-C stops)")
+        if open_page:
+            _open_when_up(url, port)
+
+    run_server(presets, host="127.0.0.1", port=port, history_path=history, announce=announce)
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a port already taken, in one sentence, before any model server starts."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise MoAError(
+                f"Port {port} on 127.0.0.1 is already in use (another moa serve or moa ui?); "
+                "pick another with --port."
+            ) from None
+
+
+def _open_when_up(url: str, port: int) -> None:
+    """Open `url` in the user's browser once the port accepts connections (in a thread)."""
+    import socket
+    import threading
+    import webbrowser
+
+    def wait_and_open() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                time.sleep(0.2)
+                continue
+            webbrowser.open(url)
+            return
+
+    threading.Thread(target=wait_and_open, daemon=True, name="moa ui opener").start()

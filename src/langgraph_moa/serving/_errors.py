@@ -1,0 +1,102 @@
+"""How `moa serve` answers an error: OpenAI's error shape, one sentence, the right status."""
+
+from typing import Any
+
+from pydantic import (
+    ValidationError,
+)
+
+from langgraph_moa._redact import redact, summarize_error
+from langgraph_moa.config._schema import explain_errors
+from langgraph_moa.errors import (
+    AggregatorFailedError,
+    AllProposersFailedError,
+    LimitExceededError,
+    MissingAPIKeyError,
+    MoAError,
+    ModelNotAllowedError,
+    RequestTimeoutError,
+)
+from langgraph_moa.serving._schema import _is_union_tag
+
+MAX_BODY_BYTES = 1_000_000
+
+
+class _APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = (
+            status,
+            message,
+            kind,
+            code,
+            param,
+        )
+
+    def body(self) -> dict[str, Any]:
+        """Return the OpenAI-style error body."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def _api_error(exc: MoAError) -> _APIError:
+    """Map one of the package's errors to its HTTP status, OpenAI error type and code."""
+    if isinstance(exc, RequestTimeoutError):
+        return _APIError(504, str(exc), "timeout_error", "request_timeout")
+    if isinstance(exc, AllProposersFailedError):
+        return _APIError(502, exc.summary, "upstream_error")
+    if isinstance(exc, AggregatorFailedError):
+        return _APIError(502, summarize_error(str(exc), 400), "upstream_error")
+    if isinstance(exc, MissingAPIKeyError):
+        return _APIError(500, str(exc), "server_configuration_error")
+    if isinstance(exc, ModelNotAllowedError):
+        return _APIError(403, str(exc), "permission_error", "model_not_allowed")
+    if isinstance(exc, LimitExceededError):
+        return _APIError(400, str(exc), code="limit_exceeded")
+    return _APIError(400, redact(str(exc)))  # some carry a provider's words
+
+
+def _invalid_body(exc: ValidationError) -> _APIError:
+    """Turn the request model's error into one sentence naming the field (OpenAI's param)."""
+    first = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in first["loc"] if not _is_union_tag(part)]
+    param = ".".join(loc) or None
+    if first["type"] == "json_invalid":
+        return _APIError(400, f"The body is not valid JSON: {first['msg']}.", code="invalid_json")
+    if not loc and first["type"] in ("model_type", "dict_type"):
+        return _APIError(
+            400,
+            "The body must be a JSON object with at least 'model' and 'messages'.",
+            code="invalid_body",
+        )
+    if first["type"] == "extra_forbidden":
+        return _APIError(
+            400,
+            f"The field {param!r} is not supported by this server; remove it.",
+            param=param,
+            code="unsupported_parameter",
+        )
+    # The first broken rule only, located by field names alone: one sentence.
+    message = explain_errors([{**first, "loc": tuple(loc)}], "request")
+    return _APIError(400, message, param=param, code="invalid_value")
+
+
+def _too_large(limit: int) -> _APIError:
+    return _APIError(
+        413,
+        f"The request body exceeds the limit of {limit} bytes; send a shorter conversation.",
+        code="request_too_large",
+    )

@@ -1,0 +1,164 @@
+"""The run event stream: server-sent events that show every model of a run at work.
+
+``POST /v1/moa/runs`` (see `_ui`) answers with these events; docs/event-stream.md documents
+them for any client. Each event is ``event: <name>`` plus ``data: <json>`` whose ``event``
+field repeats the name; a comment line (``: keep-alive``) goes out whenever nothing else was
+sent for `KEEPALIVE_S`, so that proxies and browsers keep a quiet connection (a long proposer
+layer) open. The same pump carries the OpenAI-compatible stream, whose clients ignore
+comments, and its opt-in progress events (``moa_progress: true``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.run._references import answered_proposals
+from langgraph_moa.serving._agreement import call_key, selection_groups, synthesis_agreement
+
+KEEPALIVE_S = 10.0
+"""Seconds of silence after which the stream sends a keep-alive comment."""
+
+KEEPALIVE = ": keep-alive\n\n"
+
+_END = object()
+
+
+def sse(event: dict[str, Any]) -> str:
+    """Format one event as a server-sent event named after its ``event`` field."""
+    return f"event: {event['event']}\ndata: {json.dumps(event, default=str)}\n\n"
+
+
+async def pump(
+    source: AsyncIterator[str],
+    disconnected: Callable[[], Awaitable[None]],
+    keepalive_s: float | None = KEEPALIVE_S,
+) -> AsyncIterator[str]:
+    """Relay `source`, with keep-alive comments in its silences; stop it if the client leaves.
+
+    `source` runs in its own task feeding a queue; a second task waits for the client's
+    disconnect and puts a marker on the same queue, and the run is then cancelled, whatever
+    it was doing (a proposer layer sends nothing for a long time).
+    """
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    gone = object()
+
+    async def run() -> None:
+        try:
+            async for item in source:
+                queue.put_nowait(item)
+            queue.put_nowait(_END)
+        except Exception as exc:  # raised again by the reader, in the response's task
+            queue.put_nowait(exc)
+
+    async def watch() -> None:
+        await disconnected()
+        queue.put_nowait(gone)
+
+    producer, watcher = asyncio.ensure_future(run()), asyncio.ensure_future(watch())
+    try:
+        while True:
+            if queue.empty() and keepalive_s is not None:
+                try:
+                    async with asyncio.timeout(keepalive_s):  # no extra task per event
+                        item = await queue.get()
+                except TimeoutError:
+                    yield KEEPALIVE
+                    continue
+            else:
+                item = await queue.get()
+            # What queued up meanwhile goes out in one write: one send per burst of
+            # tokens, not one per token, when many runs share the event loop.
+            batch: list[str] = []
+            while isinstance(item, str):
+                batch.append(item)
+                if queue.empty():
+                    item = None
+                    break
+                item = queue.get_nowait()
+            if batch:
+                yield "".join(batch)
+            if item is _END or item is gone:
+                return
+            if isinstance(item, Exception):
+                raise item
+    finally:
+        watcher.cancel()
+        producer.cancel()
+
+
+def run_event(run_id: str, model: str, question: str, config: MoAConfig) -> dict[str, Any]:
+    """Return the first event of a run: what will run, so a viewer can lay it out."""
+    return {
+        "event": "run",
+        "run_id": run_id,
+        "model": model,
+        "question": question,
+        "variant": config.variant,
+        "layers": config.layers,
+        "final_role": config.final_role,
+        "proposers": [{"model": p.label, "samples": p.samples} for p in config.proposers],
+        "final_chain": [role.label for role in config.final_chain],
+    }
+
+
+def answer_event(state: dict[str, Any]) -> dict[str, Any]:
+    """Return the last event of a run: the answer, its provenance, and the agreement shown.
+
+    ``usage.critical_path_s`` is the sum of each layer's slowest call: the time the run
+    would take with every layer's calls in parallel and nothing else.
+    """
+    answer = state["messages"][-1]
+    moa = answer.response_metadata.get("moa", {})
+    usage = moa.get("usage") or state.get("usage") or {"layers": [], "total": {}}
+    text = str(answer.text)
+    answered = answered_proposals(state)  # type: ignore[arg-type]
+    event: dict[str, Any] = {
+        "event": "answer",
+        "text": text,
+        "answered_by": moa.get("answered_by"),
+        "fallback": moa.get("fallback"),
+        "fallback_reason": moa.get("fallback_reason"),
+        "usage": {
+            **usage.get("total", {}),
+            "critical_path_s": round(sum(la["latency_s"] for la in usage.get("layers", [])), 3),
+            "layers": usage.get("layers", []),
+        },
+    }
+    if selection := moa.get("selection"):
+        event["selection"] = {**selection, "groups": selection_groups(selection, answered)}
+    elif "ranker_reply" in moa:  # the ranker returned one proposal verbatim
+        choice = moa.get("ranker_choice")
+        picked = (choice or 1) - 1
+        event["ranker"] = {
+            "choice": choice,
+            "reply": moa["ranker_reply"],
+            "call": call_key(answered[picked]) if 0 <= picked < len(answered) else None,
+        }
+    else:
+        event["agreement"] = synthesis_agreement(text, answered)
+    return event
+
+
+class ProgressChunks:
+    """The OpenAI stream's opt-in extension: progress events between the answer's chunks.
+
+    A client that sends ``moa_progress: true`` gets every `RunEvents` event except the
+    answer's own tokens as ``event: moa.progress`` lines; those tokens stay the usual
+    ``data:`` chunks. OpenAI's own clients skip named events they do not know only when told
+    to, hence opt-in.
+    """
+
+    def __init__(self) -> None:
+        """Start with nothing streamed."""
+        self.streamed = False
+
+    def take(self, event: dict[str, Any]) -> tuple[str | None, str | None]:
+        """Return (answer text, progress line) for one event; either may be None."""
+        if event["event"] == "token" and event.get("final"):
+            self.streamed = True
+            return event["text"], None
+        return None, f"event: moa.progress\ndata: {json.dumps(event, default=str)}\n\n"

@@ -1,0 +1,166 @@
+"""Past runs of the web page, kept in SQLite on disk so that they can be reopened and compared.
+
+One row per run: the question, the served model (preset) it ran on, its status, the answer,
+and its events compacted (each call's tokens joined into one event), which is all the page
+needs to draw the run again. The file is ``$MOA_HISTORY`` if set, else ``history.sqlite3``
+in the package's cache folder (``$LANGGRAPH_MOA_CACHE``, default ``~/.cache/langgraph-moa``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langgraph_moa.errors import MoAError
+
+
+def default_history_path() -> Path:
+    """Return where the page's history lives unless the operator says otherwise."""
+    if env := os.environ.get("MOA_HISTORY"):
+        return Path(env)
+    root = os.environ.get("LANGGRAPH_MOA_CACHE") or Path.home() / ".cache" / "langgraph-moa"
+    return Path(root) / "history.sqlite3"
+
+
+class Compactor:
+    """Keeps a run's events with each call's consecutive tokens joined into one event.
+
+    Storing every token would make a long run's row megabytes, and holding them all while
+    the run goes on would grow with every token; the page only needs each call's text, in
+    the order calls started, finished and failed. A call's restart (a retry) starts a new
+    token event, as the page starts its text afresh.
+    """
+
+    def __init__(self) -> None:
+        """Start with no events."""
+        self.events: list[dict[str, Any]] = []
+        self._open: dict[tuple[Any, ...], int] = {}
+
+    def add(self, event: dict[str, Any]) -> None:
+        """Append one event, joining a token to its call's open token event."""
+        key = (event.get("role"), event.get("layer"), event.get("proposer"), event.get("sample"))
+        if event.get("event") == "token":
+            if (at := self._open.get(key)) is not None:
+                joined = self.events[at]
+                self.events[at] = {**joined, "text": joined["text"] + event["text"]}
+                return
+            self._open[key] = len(self.events)
+        elif event.get("event") == "started":
+            self._open.pop(key, None)
+        self.events.append(event)
+
+
+def compact(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return `events` with each call's consecutive tokens joined (see `Compactor`)."""
+    compactor = Compactor()
+    for event in events:
+        compactor.add(event)
+    return compactor.events
+
+
+@dataclass
+class RunRecord:
+    """One run as the history keeps it."""
+
+    id: str
+    model: str
+    question: str
+    created: float = field(default_factory=time.time)
+    status: str = "running"
+    answer: str = ""
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Return the fields the history list shows (no events)."""
+        return {
+            "id": self.id,
+            "model": self.model,
+            "question": self.question,
+            "created": self.created,
+            "status": self.status,
+            "answer": self.answer[:200],
+        }
+
+
+class HistoryError(MoAError):
+    """The history file cannot be opened or written."""
+
+
+class History:
+    """The runs table in one SQLite file; safe to call from several threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        """Open (or create) the history at `path`, creating its folder.
+
+        Raises:
+            HistoryError: the file cannot be opened as a SQLite database.
+        """
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            # A history, not a ledger: a crash may lose the last run, never corrupt the file.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._db:
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created REAL, "
+                    "model TEXT, question TEXT, status TEXT, answer TEXT, events TEXT)"
+                )
+        except (OSError, sqlite3.Error) as exc:
+            raise HistoryError(
+                f"Cannot open the run history at {self.path} ({exc}); set MOA_HISTORY to a "
+                "writable file."
+            ) from None
+
+    def save(self, run: RunRecord) -> None:
+        """Insert or replace one run."""
+        row = (
+            run.id,
+            run.created,
+            run.model,
+            run.question,
+            run.status,
+            run.answer,
+            json.dumps(compact(run.events), default=str),  # a no-op on a compacted log
+        )
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+
+    def list(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Return the newest runs first, without their events."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, created, model, question, status, answer FROM runs "
+                "ORDER BY created DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            RunRecord(i, m, q, created=c, status=s, answer=a or "").summary()
+            for i, c, m, q, s, a in rows
+        ]
+
+    def get(self, run_id: str) -> RunRecord | None:
+        """Return one run with its events, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, created, model, question, status, answer, events FROM runs "
+                "WHERE id = ?",
+                (run_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        i, c, m, q, s, a, e = row
+        return RunRecord(i, m, q, created=c, status=s, answer=a or "", events=json.loads(e))
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._db.close()

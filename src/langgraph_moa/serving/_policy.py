@@ -1,0 +1,198 @@
+"""Which models a client may name, and turning a request into a run (`_Preparer`)."""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, convert_to_messages
+from pydantic import (
+    ValidationError,
+)
+
+from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.config._schema import MoAConfig, explain_validation_error
+from langgraph_moa.config.context import MoAContext, apply_context
+from langgraph_moa.errors import (
+    LimitExceededError,
+    MoAConfigError,
+    MoAError,
+    ModelNotAllowedError,
+)
+from langgraph_moa.graph._builder import validate_conversation
+from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.serving._errors import _api_error, _APIError, _invalid_body
+from langgraph_moa.serving._schema import ChatRequest
+
+
+@dataclass(frozen=True)
+class ModelPolicy:
+    """Which models a client may name in ``proposers`` and ``aggregator``.
+
+    By default only the served presets' own models: a client that could name any model
+    would spend any key the server holds, and one that could name any URL would make the
+    server call hosts of its choosing (server-side request forgery, port scans).
+    """
+
+    allowed: frozenset[str]
+    """The model specs clients may name, each spelled as `_label` spells it."""
+    allow_client_endpoints: bool = False
+    """Whether clients may name OpenAI-compatible endpoints of their own (URLs or objects)."""
+
+    @classmethod
+    def for_systems(
+        cls,
+        systems: Mapping[str, MoAConfig],
+        allow: Iterable[str] = (),
+        *,
+        allow_client_endpoints: bool = False,
+    ) -> "ModelPolicy":
+        """Enable every model the served configs use, plus the specs in `allow`."""
+        served = [
+            role.model
+            for config in systems.values()
+            for role in [*config.proposers, *config.final_chain]
+            if not isinstance(role.model, BaseChatModel)  # instances cannot be named in JSON
+        ]
+        labels = {_label(spec) for spec in [*served, *allow]}
+        return cls(frozenset(labels), allow_client_endpoints)
+
+    def admit(self, spec: Any, field: str) -> str:
+        """Return the spec as the run context takes it, or refuse it.
+
+        Raises:
+            ModelNotAllowedError: the spec is not enabled, or is an endpoint while client
+                endpoints are not.
+            MoAConfigError: the spec is malformed.
+        """
+        if isinstance(spec, dict):
+            return self._client_endpoint(spec, field)
+        try:
+            label = _label(spec)
+        except ValidationError as exc:
+            raise MoAConfigError(explain_validation_error(exc, f"'{field}'")) from None
+        if label in self.allowed:
+            return label
+        if parse_endpoint_string(label) is not None:
+            if self.allow_client_endpoints:
+                return label
+            raise ModelNotAllowedError(
+                f"'{field}' names an endpoint URL, but this server only calls the models its "
+                "operator enabled; the operator can let clients name endpoints with "
+                "--allow-client-endpoints."
+            )
+        raise ModelNotAllowedError(
+            f"The model {spec!r} in '{field}' is not enabled on this server, which runs only "
+            "its presets' own models; the operator can enable more with --allow-model."
+        )
+
+    def _client_endpoint(self, spec: dict[str, Any], field: str) -> str:
+        if not self.allow_client_endpoints:
+            raise ModelNotAllowedError(
+                f"'{field}' names an endpoint object, but this server only calls the models "
+                "its operator enabled; the operator can let clients name endpoints with "
+                "--allow-client-endpoints."
+            )
+        if spec.get("api_key_env") is not None:
+            raise ModelNotAllowedError(
+                f"'{field}' asks for the server's key {spec['api_key_env']!r}, which is never "
+                "sent to a client's endpoint; remove 'api_key_env'."
+            )
+        try:
+            return OpenAIEndpoint.model_validate(spec).label()
+        except ValidationError as exc:
+            raise MoAConfigError(explain_validation_error(exc, f"'{field}'")) from None
+
+
+def _label(spec: str | OpenAIEndpoint) -> str:
+    """Spell a spec one way, so that the same endpoint written twice compares equal."""
+    if isinstance(spec, OpenAIEndpoint):
+        return spec.label()
+    endpoint = parse_endpoint_string(spec.strip())
+    return endpoint.label() if endpoint else spec.strip()
+
+
+@dataclass
+class _Job:
+    name: str
+    messages: list[BaseMessage]
+    context: MoAContext
+    stream: bool
+    include_usage: bool
+    progress: bool = False
+
+
+class _Preparer:
+    """Reads a body into a run, or refuses it; runs in a worker thread, off the event loop.
+
+    Parsing and converting a large conversation takes CPU time, and the event loop must
+    stay free for other clients meanwhile (``GET /v1/models`` included).
+    """
+
+    def __init__(
+        self,
+        systems: Mapping[str, MoAConfig],
+        policy: ModelPolicy,
+        limits: RequestLimits,
+    ) -> None:
+        self.systems = systems
+        self.policy = policy
+        self.limits = {name: limits.covering(config) for name, config in systems.items()}
+
+    def __call__(self, raw: bytes) -> _Job:
+        try:
+            body = ChatRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise _invalid_body(exc) from None
+        if body.model not in self.systems:
+            raise _APIError(
+                404,
+                f"The model {body.model!r} does not exist; served models: "
+                f"{', '.join(self.systems)}.",
+                code="model_not_found",
+                param="model",
+            )
+        limits = self.limits[body.model]
+        try:
+            limits.check_conversation(len(body.messages), sum(m.chars() for m in body.messages))
+            context = self._context(body, limits)
+            # LangChain wants 'content' even beside tool calls, where OpenAI allows null.
+            dumped = [{"content": "", **m.model_dump(exclude_none=True)} for m in body.messages]
+            messages = convert_to_messages(dumped)
+            validate_conversation(messages)
+            if not context.is_empty():
+                limits.check_config(apply_context(self.systems[body.model], context))
+        except MoAError as exc:
+            raise _api_error(exc) from None
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            reason = str(exc).splitlines()[0].rstrip(". ")  # LangChain adds a link below
+            raise _APIError(400, f"'messages' is not a valid conversation: {reason}.") from None
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _Job(body.model, messages, context, body.stream, include_usage, body.moa_progress)
+
+    def _context(self, body: ChatRequest, limits: RequestLimits) -> MoAContext:
+        proposers = None
+        if body.proposers is not None:
+            if len(body.proposers) > limits.max_proposers:
+                raise LimitExceededError(
+                    f"This request names {len(body.proposers)} proposers, over the server's "
+                    f"limit of {limits.max_proposers}: name fewer, or have the operator raise "
+                    "--max-proposers."
+                )
+            proposers = [
+                self.policy.admit(spec, f"proposers[{i}]") for i, spec in enumerate(body.proposers)
+            ]
+        aggregator = None
+        if body.aggregator is not None:
+            aggregator = self.policy.admit(body.aggregator, "aggregator")
+        limits.check_answer_tokens(body.max_tokens)
+        limits.check_answer_tokens(body.max_completion_tokens)
+        return MoAContext(
+            layers=body.layers,
+            samples=body.samples,
+            variant=body.variant,
+            proposers=proposers,
+            aggregator=aggregator,
+            temperature=body.temperature,
+            aggregator_max_tokens=body.max_tokens or body.max_completion_tokens,
+        )

@@ -1,0 +1,116 @@
+"""One request's life on the wire: the ASGI guard, body reading, deadline, disconnects."""
+
+import asyncio
+import hmac
+from collections.abc import Awaitable
+from typing import Any
+
+from langgraph_moa.errors import (
+    RequestTimeoutError,
+)
+from langgraph_moa.run._calls import request_deadline
+from langgraph_moa.serving._errors import _APIError, _too_large
+
+
+async def _within(seconds: float, run: Awaitable[Any]) -> Any:
+    """Await a run under the request's deadline: ``Retry-After`` waits and the run itself.
+
+    The deadline is set inside the task that runs the graph, so every call sees it.
+    """
+    with request_deadline(seconds):
+        try:
+            async with asyncio.timeout(seconds):
+                return await run
+        except TimeoutError:
+            raise RequestTimeoutError(seconds) from None
+
+
+class _Guard:
+    """Checks the key first, then the declared body size, before any handler runs.
+
+    A plain ASGI middleware (not ``@app.middleware``), so that it never buffers a body and
+    the handlers still see the client's disconnect.
+    """
+
+    OPEN_PATHS = ("/", "/ui")
+    """The web page's shell: no data in it, and a browser cannot send a key to load it. The
+    page asks for the key and sends it with every API call (see `_ui`)."""
+
+    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode() if api_key is not None else None
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and (refusal := self._refusal(scope)) is not None:
+            from fastapi.responses import JSONResponse
+
+            response = JSONResponse(refusal.body(), status_code=refusal.status)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _open(self, scope: Any) -> bool:
+        path = scope.get("path", "")
+        return scope.get("method") == "GET" and (
+            path in self.OPEN_PATHS or path.startswith("/ui/static/")
+        )
+
+    def _refusal(self, scope: Any) -> _APIError | None:
+        headers = dict(scope.get("headers") or [])
+        if (
+            self.expected is not None
+            and not self._open(scope)
+            and not hmac.compare_digest(headers.get(b"authorization", b""), self.expected)
+        ):
+            return _APIError(
+                401,
+                "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
+                "authentication_error",
+                "invalid_api_key",
+            )
+        size = headers.get(b"content-length")
+        if size is None:
+            return None
+        if not size.isdigit():
+            return _APIError(400, "The Content-Length header is not a number.")
+        if int(size) > self.max_body_bytes:
+            return _too_large(self.max_body_bytes)
+        return None
+
+
+async def _read_body(request: Any, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it passes `limit` (chunked bodies included)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class _ClientGone(Exception):
+    """The client disconnected; its run was cancelled."""
+
+
+async def _disconnected(request: Any) -> None:
+    """Return when the client disconnects (the body must have been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Any, run: Awaitable[Any]) -> Any:
+    """Await `run`, cancelling it if the client disconnects first."""
+    task = asyncio.ensure_future(run)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done() or task.cancelled():
+        raise _ClientGone
+    return task.result()

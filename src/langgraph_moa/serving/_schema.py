@@ -1,0 +1,170 @@
+"""The request body `moa serve` accepts: OpenAI's chat-completions schema, validated."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+
+class _Body(BaseModel):
+    """Base of the request models: unknown fields are refused, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _text_content(value: Any, *, optional: bool = False) -> Any:
+    """Accept a string or a list of content parts (dicts with a 'type'), as OpenAI does."""
+    if value is None and optional:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(
+        isinstance(part, dict) and isinstance(part.get("type"), str) for part in value
+    ):
+        if any(p["type"] == "text" and not isinstance(p.get("text"), str) for p in value):
+            raise ValueError("a content part of type 'text' needs a string 'text'")
+        return value
+    raise ValueError("content must be a string or a list of content parts with a 'type'")
+
+
+def _string_chars(value: Any) -> int:
+    """Count the characters of every string in `value` (nested lists and dicts included)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_string_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_string_chars(v) for v in value)
+    return 0
+
+
+class _RoleMessage(_Body):
+    name: StrictStr | None = None
+
+    def chars(self) -> int:
+        """Characters this message sends to the models (what the character limit counts).
+
+        Every string it carries counts, wherever it sits: the content or its parts, the
+        ``name``, tool calls and their arguments, ids. Each of them reaches every call.
+        """
+        return _string_chars(self.model_dump(exclude={"role"}, exclude_none=True))
+
+
+class _SystemMessage(_RoleMessage):
+    role: Literal["system", "developer"]
+    content: Any
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content(cls, value: Any) -> Any:
+        return _text_content(value)
+
+
+class _UserMessage(_SystemMessage):
+    role: Literal["user"]  # type: ignore[assignment]
+
+
+class _AssistantMessage(_RoleMessage):
+    role: Literal["assistant"]
+    content: Any = None
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: StrictStr | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content(cls, value: Any) -> Any:
+        return _text_content(value, optional=True)
+
+    @model_validator(mode="after")
+    def _says_something(self) -> "_AssistantMessage":
+        if self.content is None and not self.tool_calls:
+            raise ValueError("an assistant message needs 'content' or 'tool_calls'")
+        return self
+
+
+class _ToolMessage(_SystemMessage):
+    role: Literal["tool"]  # type: ignore[assignment]
+    tool_call_id: StrictStr
+
+
+_Message = Annotated[
+    _SystemMessage | _UserMessage | _AssistantMessage | _ToolMessage, Field(discriminator="role")
+]
+
+
+class _StreamOptions(_Body):
+    include_usage: StrictBool = False
+
+
+class ChatRequest(_Body):
+    """The body of ``POST /v1/chat/completions``: OpenAI's fields MoA honours, and its own.
+
+    Fields MoA cannot honour are refused rather than ignored; the sampling fields some
+    clients always send (``top_p``, the penalties) pass only at their neutral values.
+    """
+
+    model: StrictStr
+    messages: list[_Message]
+    stream: StrictBool = False
+    stream_options: _StreamOptions | None = None
+    n: StrictInt | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    top_p: float | None = Field(default=None, strict=True)
+    presence_penalty: float | None = Field(default=None, strict=True)
+    frequency_penalty: float | None = Field(default=None, strict=True)
+    user: StrictStr | None = None
+    metadata: dict[str, StrictStr] | None = None
+    store: StrictBool | None = None
+    # MoA's own overrides (``extra_body`` in the OpenAI client).
+    layers: StrictInt | None = None
+    samples: StrictInt | None = None
+    variant: StrictStr | None = None
+    proposers: list[StrictStr | dict[str, Any]] | None = None
+    aggregator: StrictStr | dict[str, Any] | None = None
+    moa_progress: StrictBool = False
+    """Opt-in: interleave the run's progress events (``event: moa.progress``) in the stream."""
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError("only n=1 is supported, since MoA returns one answer per request")
+        return value
+
+    @field_validator("top_p", "presence_penalty", "frequency_penalty")
+    @classmethod
+    def _neutral(cls, value: float | None, info: ValidationInfo) -> float | None:
+        neutral = 1 if info.field_name == "top_p" else 0
+        if value is not None and value != neutral:
+            raise ValueError(
+                f"this server does not support it; leave it out (or at {neutral}) and use "
+                "temperature instead"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _usage_needs_a_stream(self) -> "ChatRequest":
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed with stream: true")
+        if self.moa_progress and not self.stream:
+            raise ValueError("moa_progress is only allowed with stream: true")
+        return self
+
+
+_UNION_TAGS = {"system", "developer", "user", "assistant", "tool", "str", "int", "float", "bool"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    """Tell pydantic's union-member labels in an error's location from real field names."""
+    return isinstance(part, str) and (part in _UNION_TAGS or "[" in part)

@@ -1,0 +1,170 @@
+"""Starting `moa serve`: everything checked before "Serving", then uvicorn."""
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
+from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.errors import (
+    MoAConfigError,
+)
+from langgraph_moa.serving._app import create_app
+from langgraph_moa.serving._errors import MAX_BODY_BYTES
+from langgraph_moa.serving._guard import ServeSecurity, uvicorn_options
+from langgraph_moa.serving._history import History, HistoryError, default_history_path
+
+
+def serve(
+    presets: "list[str] | Mapping[str, MoAConfig]",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    allow_models: Iterable[str] = (),
+    allow_client_endpoints: bool = False,
+    limits: RequestLimits | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    security: ServeSecurity | None = None,
+    announce: "Callable[[str], None] | None" = None,
+    log: "Callable[[str], None] | None" = None,
+    history_path: str | Path | None = None,
+) -> None:
+    """Serve the presets (or named configs) until interrupted (what `moa serve` runs).
+
+    Everything that would make every request fail is checked before the server starts and
+    before `announce` says "Serving": the serve extra is installed, every preset exists and
+    validates, every model's API key is set and every local model is installed, and the port
+    is free. Each failure raises `MoAError` in one sentence that names the fix. Then each
+    request and each failure is written as one line through `log` (stderr by default).
+
+    A preset may also be a config file (``.yaml``, ``.yml`` or ``.json``), served under its
+    `name:` or its file name. The web page's runs are kept in `history_path`
+    (`default_history_path()` if None).
+    """
+    import sys
+
+    systems = (
+        dict(load_system(name) for name in presets)
+        if not isinstance(presets, Mapping)
+        else dict(presets)
+    )
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        from langgraph_moa.errors import MissingExtraError
+
+        raise MissingExtraError("moa serve", "serve", exc.name or "fastapi") from None
+    for name, config in systems.items():
+        _check_served(name, config)
+    _check_port(host, port)
+    from langgraph_moa.serving._access import AccessLog
+
+    security = (security or ServeSecurity()).with_bind_host(host)
+    app = create_app(
+        systems,
+        api_key=api_key,
+        max_body_bytes=max_body_bytes,
+        allow_models=allow_models,
+        allow_client_endpoints=allow_client_endpoints,
+        limits=limits,
+        security=security,
+        history=_open_history(history_path),
+    )
+
+    def to_stderr(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)  # noqa: T201
+
+    logged = AccessLog(app, list(systems), log or to_stderr)
+    if announce is not None:
+        announce(f"Serving {', '.join(systems)} on http://{host}:{port}/v1")
+    # uvloop when installed; the HTTP parser stays the guarded h11 protocol (`_guard`), whose
+    # head deadline and per-client connection limit keep slow clients from taking the server.
+    options = {**server_options(), **uvicorn_options(security)}
+    uvicorn.run(logged, host=host, port=port, log_level="warning", **options)
+
+
+def server_options() -> dict[str, str]:
+    """Choose uvicorn's event loop and HTTP parser: uvloop and httptools when installed.
+
+    Both come with the ``serve`` extra; without them uvicorn's pure-Python defaults (asyncio,
+    h11) serve the same requests more slowly (benchmarks/serve_load.py).
+    """
+    import importlib.util
+
+    def installed(name: str) -> bool:
+        return importlib.util.find_spec(name) is not None
+
+    return {
+        "loop": "uvloop" if installed("uvloop") else "asyncio",
+        "http": "httptools" if installed("httptools") else "h11",
+    }
+
+
+def _check_served(name: str, config: MoAConfig) -> None:
+    """Refuse a served config whose every request would fail: a key or a local model missing."""
+    import os
+
+    from langgraph_moa.providers._table import provider_of
+
+    roles = [*config.proposers, *config.final_chain]
+    missing: list[str] = []
+    for role in roles:
+        spec = role.model
+        if not isinstance(spec, str) or ":" not in spec:
+            continue
+        provider, _, model = spec.partition(":")
+        if provider == "local":
+            from langgraph_moa.local.catalog import lookup
+
+            info = lookup(model)
+            if not info.installed():
+                raise MoAConfigError(
+                    f"Preset {name!r} uses local:{model}, which is not installed: "
+                    f"{info.install_hint}, or serve another preset."
+                )
+            continue
+        env = provider_of(provider).key_env
+        if env and not os.environ.get(env) and env not in missing:
+            missing.append(env)
+    if missing:
+        raise MoAConfigError(
+            f"Preset {name!r} needs {' and '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not set: export "
+            f"{'it' if len(missing) == 1 else 'them'} or serve another preset (e.g. local-moa)."
+        )
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another process holds, before saying "Serving"."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise MoAConfigError(
+                f"Cannot listen on {host}:{port} ({exc.strerror}): another process may hold "
+                "the port; choose another with --port."
+            ) from None
+
+
+def _open_history(path: str | Path | None) -> History | None:
+    """Open the page's history; if it cannot be opened, serve without one and say so."""
+    try:
+        return History(path or default_history_path())
+    except HistoryError as exc:
+        logging.getLogger(__name__).warning("%s Serving without a history.", exc)
+        return None
+
+
+def load_system(name: str) -> tuple[str, MoAConfig]:
+    """Return (served name, config) for a preset name or a config file's path."""
+    config = load_config(name)
+    if name.endswith(CONFIG_SUFFIXES):
+        return config.name or Path(name).stem, config
+    return name, config

@@ -1,0 +1,186 @@
+"""The web page of `moa serve`: watch every model of a run, keep runs, compare them.
+
+(No `from __future__ import annotations` here: FastAPI reads the handlers' `Request` hints.)
+
+- ``GET /ui`` (and ``/`` redirects to it): the page, plain HTML, CSS and JavaScript shipped
+  in the package (``serving/static``), no CDN and no build step.
+- ``POST /v1/moa/runs``: the body of a chat completion (``model``, ``messages`` and MoA's
+  overrides, under the same model policy and limits); the answer is the run's event stream
+  (`_events`, documented in docs/event-stream.md). The run is kept in the history.
+- ``GET /v1/moa/runs``: the history, newest first; ``GET /v1/moa/runs/{id}``: one run with
+  its events, which the page replays to draw it again.
+
+Security is the API's: these routes sit behind the same key check (only the page's shell,
+which holds no data, loads without it; the page asks for the key and sends it), the same
+model policy and limits. A browser on another site cannot drive them: a run needs a JSON
+body (so a cross-site form cannot post one, and a script needs a CORS preflight this server
+never grants), and a request whose ``Origin`` is not this server's is refused. The page's
+Content-Security-Policy allows only its own scripts; model text is untrusted and the page
+only ever inserts it as text.
+"""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from langchain_core.messages import HumanMessage
+
+from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.config.context import apply_context
+from langgraph_moa.errors import MoAError
+from langgraph_moa.graph.streaming import RunEvents
+from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError
+from langgraph_moa.serving._events import answer_event, pump, run_event, sse
+from langgraph_moa.serving._history import Compactor, History, RunRecord
+from langgraph_moa.serving._policy import _Job, _Preparer
+from langgraph_moa.serving._requests import _disconnected, _read_body
+
+STATIC = Path(__file__).parent / "static"
+
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _check_origin(request: Any) -> None:
+    """Refuse a browser request sent from another site's page (its Origin is not ours)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return  # not a browser's cross-origin request (curl, an SDK, a same-origin GET)
+    host = request.headers.get("host", "")
+    if urlsplit(origin).netloc != host:
+        raise _APIError(
+            403,
+            f"Requests from the page at {origin} are refused; open the page this server "
+            "serves at /ui instead.",
+            "permission_error",
+            "origin_not_allowed",
+        )
+
+
+def _question(job: _Job) -> str:
+    human = [m for m in job.messages if isinstance(m, HumanMessage)]
+    return str(human[-1].text) if human else ""
+
+
+async def _run(
+    graph: Any,
+    job: _Job,
+    run_id: str,
+    config: MoAConfig,
+    history: History | None,
+) -> AsyncIterator[str]:
+    """Run the job watched, as server-sent events, and keep it in the history."""
+    record = RunRecord(run_id, job.name, _question(job))
+    log = Compactor()
+    record.events = log.events  # compacted as the run goes: memory grows with calls, not tokens
+
+    def out(event: dict[str, Any]) -> str:
+        log.add(event)
+        return sse(event)
+
+    saved = False
+
+    def save() -> None:
+        nonlocal saved
+        if history is not None and not saved:
+            saved = True
+            history.save(record)
+
+    try:
+        yield out(run_event(run_id, job.name, record.question, config))
+        events = RunEvents(graph, {"messages": job.messages}, context=job.context)
+        try:
+            async for event in events:
+                yield out(event)
+            answer = answer_event(events.final)
+            record.answer = answer["text"]
+            record.status = "degraded" if answer.get("fallback") else "done"
+            yield out(answer)
+        except MoAError as exc:
+            refusal = _api_error(exc)
+            record.status = "failed"
+            error = {"message": str(exc), "type": refusal.kind, "status": refusal.status}
+            yield out({"event": "error", **error})
+        if history is not None:  # before 'done': a client reloading the history then sees it
+            saved = True  # off the event loop: a commit waits for the disk
+            await asyncio.to_thread(history.save, record)
+        yield sse({"event": "done", "run_id": run_id, "status": record.status})
+    except asyncio.CancelledError:
+        record.status = "cancelled"  # the client left; what it saw is kept
+        raise
+    except Exception:
+        record.status = "failed"  # not one of the package's errors: a bug, kept as failed
+        raise
+    finally:
+        save()  # a run cut short (the client left) is kept too
+
+
+def add_ui(
+    app: Any,
+    systems: Mapping[str, MoAConfig],
+    graphs: Mapping[str, Any],
+    prepare: _Preparer,
+    *,
+    history: History | None,
+    keepalive_s: float | None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> None:
+    """Add the page, its static files, the run event stream and the history to `app`."""
+    from fastapi import Request
+    from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.staticfiles import StaticFiles
+
+    app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Any:
+        return RedirectResponse("/ui")
+
+    @app.get("/ui", include_in_schema=False)
+    async def page() -> Any:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    @app.post("/v1/moa/runs")
+    async def start_run(request: Request) -> Any:
+        _check_origin(request)
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            raise _APIError(
+                415,
+                "Send the run as JSON with 'Content-Type: application/json'.",
+                code="unsupported_media_type",
+            )
+        raw = await _read_body(request, max_body_bytes)
+        job = await run_in_threadpool(prepare, raw)
+        config = apply_context(systems[job.name], job.context)
+        run_id = uuid.uuid4().hex[:16]
+        source = _run(graphs[job.name], job, run_id, config, history)
+        stream = pump(source, lambda: _disconnected(request), keepalive_s)
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-MoA-Run": run_id}
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+    @app.get("/v1/moa/runs")
+    async def list_runs(request: Request, limit: int = 100) -> dict[str, Any]:
+        _check_origin(request)
+        if history is None:
+            return {"object": "list", "data": [], "history": False}
+        runs = await run_in_threadpool(history.list, max(1, min(limit, 1000)))
+        return {"object": "list", "data": runs, "history": True}
+
+    @app.get("/v1/moa/runs/{run_id}")
+    async def get_run(request: Request, run_id: str) -> dict[str, Any]:
+        _check_origin(request)
+        record = await run_in_threadpool(history.get, run_id) if history is not None else None
+        if record is None:
+            raise _APIError(404, f"No run {run_id!r} in the history.", code="run_not_found")
+        return {**record.summary(), "answer": record.answer, "events": record.events}

@@ -1,0 +1,522 @@
+// The page of `moa serve`: every model of a run at work, the history, runs side by side.
+//
+// All model text is untrusted: it is only ever inserted as text (textContent, text nodes),
+// never as HTML; the Markdown renderer builds DOM nodes itself. The page's CSP allows only
+// this script.
+"use strict";
+
+const page = {
+  key: sessionStorage.getItem("moa-key") || "",
+  models: [],
+};
+
+// --- small DOM helpers -------------------------------------------------------------------
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function notice(message) {
+  document.getElementById("notice").textContent = message || "";
+}
+
+function headers(json) {
+  const h = {};
+  if (page.key) h["Authorization"] = "Bearer " + page.key;
+  if (json) h["Content-Type"] = "application/json";
+  return h;
+}
+
+async function api(path, options) {
+  const opts = options || {};
+  const response = await fetch(path, { ...opts, headers: headers(opts.body !== undefined) });
+  if (response.status === 401) {
+    document.getElementById("key-box").hidden = false;
+    throw new Error("This server needs its API key: enter it above.");
+  }
+  if (!response.ok) {
+    let message = response.status + " " + response.statusText;
+    try {
+      message = (await response.json()).error.message;
+    } catch (e) { /* not an error body */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+function modelSelect(selected) {
+  const select = el("select");
+  for (const name of page.models) {
+    const option = el("option", null, name);
+    option.value = name;
+    if (name === selected) option.selected = true;
+    select.appendChild(option);
+  }
+  return select;
+}
+
+// --- Markdown, built as DOM nodes (no HTML parsing of model text) -------------------------
+
+const INLINE = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|(\*[^*\n]+\*)/g;
+
+function inline(parent, text) {
+  let last = 0;
+  for (const match of text.matchAll(INLINE)) {
+    if (match.index > last) parent.appendChild(document.createTextNode(text.slice(last, match.index)));
+    const token = match[0];
+    if (match[1]) parent.appendChild(el("code", null, token.slice(1, -1)));
+    else if (match[2]) parent.appendChild(el("strong", null, token.slice(2, -2)));
+    else parent.appendChild(el("em", null, token.slice(1, -1)));
+    last = match.index + token.length;
+  }
+  if (last < text.length) parent.appendChild(document.createTextNode(text.slice(last)));
+}
+
+function renderMarkdown(source) {
+  const root = document.createDocumentFragment();
+  const lines = source.replace(/\r\n?/g, "\n").split("\n");
+  let i = 0;
+  let paragraph = [];
+  const flush = () => {
+    if (paragraph.length) {
+      const p = el("p");
+      inline(p, paragraph.join(" "));
+      root.appendChild(p);
+      paragraph = [];
+    }
+  };
+  while (i < lines.length) {
+    const line = lines[i];
+    if (/^\s*```/.test(line)) {
+      flush();
+      const code = [];
+      i += 1;
+      while (i < lines.length && !/^\s*```/.test(lines[i])) code.push(lines[i++]);
+      i += 1;
+      const pre = el("pre");
+      pre.appendChild(el("code", null, code.join("\n")));
+      root.appendChild(pre);
+      continue;
+    }
+    const heading = /^(#{1,6})\s+(.*)$/.exec(line);
+    if (heading) {
+      flush();
+      const h = el("h" + Math.min(heading[1].length + 2, 6));
+      inline(h, heading[2]);
+      root.appendChild(h);
+      i += 1;
+      continue;
+    }
+    const item = /^\s*([-*+]|\d+[.)])\s+(.*)$/.exec(line);
+    if (item) {
+      flush();
+      const ordered = /\d/.test(item[1]);
+      const list = el(ordered ? "ol" : "ul");
+      while (i < lines.length) {
+        const m = /^\s*([-*+]|\d+[.)])\s+(.*)$/.exec(lines[i]);
+        if (!m || /\d/.test(m[1]) !== ordered) break;
+        const li = el("li");
+        inline(li, m[2]);
+        list.appendChild(li);
+        i += 1;
+      }
+      root.appendChild(list);
+      continue;
+    }
+    if (!line.trim()) flush();
+    else paragraph.push(line.trim());
+    i += 1;
+  }
+  flush();
+  return root;
+}
+
+// The answer as plain text with the spans shared with one reference marked.
+function markedText(text, spans) {
+  const root = document.createDocumentFragment();
+  let last = 0;
+  for (const [start, end] of spans) {
+    if (start > last) root.appendChild(document.createTextNode(text.slice(last, start)));
+    root.appendChild(el("mark", null, text.slice(start, end)));
+    last = end;
+  }
+  if (last < text.length) root.appendChild(document.createTextNode(text.slice(last)));
+  return root;
+}
+
+// --- one run, drawn from its events ------------------------------------------------------
+
+function callKey(ev) {
+  return [ev.role, ev.layer, ev.proposer, ev.sample].join(":");
+}
+
+function callName(role, proposer, sample) {
+  if (role !== "proposer") return role;
+  return "proposer " + (proposer + 1) + (sample ? " #" + (sample + 1) : "");
+}
+
+class Pane {
+  constructor(onReask) {
+    this.root = el("section", "pane");
+    const head = el("div", "pane-head");
+    this.title = el("span", "pane-title", "new run");
+    this.status = el("span", "pane-status", "");
+    this.reask = el("span", "reask");
+    head.append(this.title, this.status, this.reask);
+    this.question = el("div", "pane-question");
+    this.layers = el("div", "layers");
+    this.final = el("div", "final-step");
+    this.errorBox = el("div", "pane-error");
+    this.answer = el("div", "answer");
+    this.provenance = el("div", "provenance");
+    this.root.append(head, this.question, this.layers, this.final, this.errorBox, this.answer, this.provenance);
+    this.cards = new Map();
+    this.rows = new Map();
+    this.answerText = "";
+    this.onReask = onReask;
+  }
+
+  row(ev) {
+    const id = ev.layer + ":" + (ev.role === "proposer" ? "p" : "a");
+    let row = this.rows.get(id);
+    if (!row) {
+      row = el("div", "layer");
+      row.dataset.layer = ev.layer;
+      const label = ev.role === "proposer" ? "Layer " + ev.layer + " · proposers" : "Layer " + ev.layer + " · " + ev.role;
+      row.appendChild(el("h3", null, label));
+      row.cards = el("div", "cards");
+      row.appendChild(row.cards);
+      this.rows.set(id, row);
+      this.layers.appendChild(row);
+    }
+    return row;
+  }
+
+  card(ev) {
+    const key = callKey(ev);
+    let card = this.cards.get(key);
+    if (!card) {
+      card = el("article", "card");
+      card.dataset.key = key;
+      card.dataset.role = ev.role;
+      card.dataset.status = "running";
+      const head = el("div", "card-head");
+      card.nameEl = el("span", "card-name", callName(ev.role, ev.proposer, ev.sample));
+      card.statusEl = el("span", "status", "running");
+      head.append(card.nameEl, card.statusEl);
+      card.modelEl = el("div", "model", ev.configured_model || "");
+      card.statsEl = el("div", "stats", "");
+      card.errorEl = el("div", "error", "");
+      card.textEl = el("div", "text", "");
+      card.overlapEl = el("div", "overlap", "");
+      card.append(head, card.modelEl, card.statsEl, card.errorEl, card.textEl, card.overlapEl);
+      card.attempts = 0;
+      this.row(ev).cards.appendChild(card);
+      this.cards.set(key, card);
+    }
+    return card;
+  }
+
+  setStatus(card, status, label) {
+    card.dataset.status = status;
+    card.statusEl.textContent = label || status;
+  }
+
+  apply(ev) {
+    const handler = this["on_" + ev.event];
+    if (handler) handler.call(this, ev);
+  }
+
+  on_run(ev) {
+    this.run = ev;
+    this.title.textContent = ev.model;
+    this.root.dataset.model = ev.model;
+    this.root.dataset.runId = ev.run_id;
+    this.question.textContent = ev.question;
+    this.status.textContent = ev.variant + " · running";
+  }
+
+  on_started(ev) {
+    const card = this.card(ev);
+    if (callKey(ev) === this.answerKey) this.resetAnswer(); // the answer's call is retried
+    card.attempts += 1;
+    card.textEl.textContent = "";
+    card.errorEl.textContent = "";
+    this.setStatus(card, "running", card.attempts > 1 ? "retry " + (card.attempts - 1) : "running");
+  }
+
+  on_token(ev) {
+    const card = this.card(ev);
+    card.textEl.appendChild(document.createTextNode(ev.text));
+    if (ev.final) {
+      // A fallback aggregator writes the answer afresh: what a failed one wrote goes.
+      if (callKey(ev) !== this.answerKey) this.resetAnswer(callKey(ev));
+      this.answerText += ev.text;
+      this.answer.textContent = this.answerText;
+    }
+  }
+
+  resetAnswer(key) {
+    if (key !== undefined) this.answerKey = key;
+    this.answerText = "";
+    this.answer.textContent = "";
+  }
+
+  on_finished(ev) {
+    const card = this.card(ev);
+    this.setStatus(card, "done", ev.cached ? "done (cached)" : "done");
+    if (ev.model) card.modelEl.textContent = ev.model;
+    const retries = ev.retries ? " · " + ev.retries + " retries" : "";
+    card.statsEl.textContent = ev.latency_s.toFixed(2) + " s · " + ev.prompt_tokens + " + " +
+      ev.completion_tokens + " tokens" + retries;
+  }
+
+  on_failed(ev) {
+    const card = this.card(ev);
+    this.setStatus(card, ev.status || "failed");
+    card.errorEl.textContent = ev.error.split("\n")[0];
+    card.statsEl.textContent = ev.retries ? ev.retries + " retries" : "no retry";
+  }
+
+  on_selected(ev) {
+    this.renderTally(ev, null);
+  }
+
+  on_budget_spent(ev) {
+    this.final.appendChild(el("p", "fallback", "Token budget spent: " + ev.used + " of " + ev.limit));
+  }
+
+  renderTally(selection, groups) {
+    this.final.textContent = "";
+    const box = el("div", "tally");
+    box.appendChild(el("h3", null, "Selection · " + selection.method));
+    const table = el("table");
+    const head = el("tr");
+    for (const name of ["answer", "votes", "weight", "proposals"]) head.appendChild(el("th", null, name));
+    table.appendChild(head);
+    const entries = groups || selection.tally || [];
+    entries.forEach((entry, index) => {
+      const tr = el("tr");
+      const members = entry.proposals || (entry.proposal !== undefined ? [entry.proposal] : []);
+      if (members.includes(selection.winner)) tr.className = "picked";
+      const answer = entry.answer !== undefined ? entry.answer : "proposal " + (entry.proposal + 1);
+      tr.appendChild(el("td", null, answer === "" ? "(no answer)" : answer));
+      tr.appendChild(el("td", null, entry.votes !== undefined ? entry.votes : entry.samples || ""));
+      const weight = entry.weight !== undefined ? entry.weight : entry.agreement !== undefined ? entry.agreement : entry.mean_similarity;
+      tr.appendChild(el("td", null, weight !== undefined ? Number(weight).toFixed(2) : ""));
+      const names = (entry.calls || []).map((c) => "L" + c[1] + " " + callName(c[0], c[2], c[3]));
+      tr.appendChild(el("td", null, names.length ? names.join(", ") : members.map((m) => "#" + (m + 1)).join(", ")));
+      table.appendChild(tr);
+      if (groups && entry.calls && entry.calls.length > 1) {
+        const hue = (index * 137) % 360;
+        for (const c of entry.calls) {
+          const card = this.cards.get(c.join(":"));
+          if (card) {
+            card.classList.add("agree");
+            card.style.setProperty("--agree", "hsl(" + hue + " 60% 70%)");
+            card.overlapEl.textContent = "agrees with " + (entry.calls.length - 1) + " other(s)";
+          }
+        }
+      }
+    });
+    box.appendChild(table);
+    box.appendChild(el("p", "reason", "Picked because " + selection.reason + (selection.note ? " (" + selection.note + ")" : "")));
+    this.final.appendChild(box);
+  }
+
+  on_answer(ev) {
+    this.answerText = ev.text;
+    this.answer.textContent = "";
+    this.answer.appendChild(renderMarkdown(ev.text));
+    if (ev.fallback) {
+      this.answer.prepend(el("p", "fallback", "Degraded answer (" + ev.fallback + "): " + (ev.fallback_reason || "")));
+    }
+    const u = ev.usage || {};
+    this.provenance.textContent = "answered by " + ev.answered_by + " · " + u.calls + " calls (" +
+      (u.failed || 0) + " failed) · " + u.prompt_tokens + " prompt + " + u.completion_tokens +
+      " completion tokens · critical path " + Number(u.critical_path_s).toFixed(2) + " s";
+    if (ev.selection) {
+      this.renderTally(ev.selection, ev.selection.groups);
+      const winner = ev.selection.winner_call;
+      if (winner) {
+        const card = this.cards.get(["proposer", winner.layer, winner.proposer, winner.sample].join(":"));
+        if (card) card.classList.add("winner");
+      }
+    }
+    if (ev.ranker) {
+      this.final.textContent = "";
+      const box = el("div", "ranker");
+      box.appendChild(el("h3", null, "Ranker"));
+      const picked = ev.ranker.choice ? "picked response " + ev.ranker.choice :
+        "named no response; the first one was returned";
+      box.appendChild(el("p", "reason", "The ranker " + picked + ". Its reply: " + ev.ranker.reply));
+      this.final.appendChild(box);
+      const card = ev.ranker.call && this.cards.get(ev.ranker.call.join(":"));
+      if (card) card.classList.add("winner");
+    }
+    for (const ref of ev.agreement || []) {
+      const card = this.cards.get(ref.call.join(":"));
+      if (!card) continue;
+      card.overlapEl.textContent = Math.round(ref.share * 100) + "% of the answer shared · show";
+      card.overlapEl.title = "Mark the answer's spans that share 4+ words with this proposal";
+      card.overlapEl.onclick = () => {
+        this.answer.textContent = "";
+        this.answer.appendChild(markedText(this.answerText, ref.spans));
+        const back = el("button", null, "show formatted");
+        back.onclick = () => {
+          this.answer.textContent = "";
+          this.answer.appendChild(renderMarkdown(this.answerText));
+        };
+        this.answer.prepend(back);
+      };
+    }
+  }
+
+  on_error(ev) {
+    this.errorBox.textContent = ev.message;
+  }
+
+  on_done(ev) {
+    this.root.dataset.done = ev.status;
+    this.status.textContent = (this.run ? this.run.variant + " · " : "") + ev.status;
+    this.showReask();
+  }
+
+  showReask() {
+    if (!this.run || !this.onReask) return;
+    this.reask.textContent = "";
+    const select = modelSelect(page.models.find((m) => m !== this.run.model));
+    const button = el("button", "reask-button", "Re-ask side by side");
+    button.type = "button";
+    button.onclick = () => this.onReask(this.run.question, select.value);
+    this.reask.append(select, button);
+  }
+}
+
+// --- running and reopening ---------------------------------------------------------------
+
+const panes = document.getElementById("panes");
+
+function newPane(sideBySide) {
+  if (!sideBySide) panes.textContent = "";
+  while (panes.children.length >= 2) panes.removeChild(panes.firstChild);
+  const pane = new Pane((question, model) => startRun(question, model, true));
+  panes.appendChild(pane.root);
+  return pane;
+}
+
+// The models the operator allows besides the presets' own (the server checks them).
+function modelOverrides() {
+  const out = {};
+  const proposers = document.getElementById("proposers").value.split(",").map((p) => p.trim()).filter(Boolean);
+  const aggregator = document.getElementById("aggregator").value.trim();
+  if (proposers.length) out.proposers = proposers;
+  if (aggregator) out.aggregator = aggregator;
+  return out;
+}
+
+async function startRun(question, model, sideBySide) {
+  notice("");
+  const pane = newPane(sideBySide);
+  pane.question.textContent = question;
+  pane.title.textContent = model;
+  pane.status.textContent = "starting";
+  const body = { model: model, messages: [{ role: "user", content: question }], ...modelOverrides() };
+  try {
+    const response = await api("/v1/moa/runs", { method: "POST", body: JSON.stringify(body) });
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+        if (data) pane.apply(JSON.parse(data));
+      }
+    }
+  } catch (error) {
+    pane.errorBox.textContent = error.message;
+    pane.status.textContent = "failed";
+  }
+  loadHistory();
+}
+
+async function openRun(id, sideBySide) {
+  try {
+    const run = await (await api("/v1/moa/runs/" + encodeURIComponent(id))).json();
+    const pane = newPane(sideBySide);
+    for (const ev of run.events) pane.apply(ev);
+    pane.on_done({ status: run.status });
+  } catch (error) {
+    notice(error.message);
+  }
+}
+
+async function loadHistory() {
+  const list = document.getElementById("history-list");
+  try {
+    const runs = (await (await api("/v1/moa/runs")).json()).data;
+    list.textContent = "";
+    for (const run of runs) {
+      const li = el("li", "history-item");
+      li.dataset.runId = run.id;
+      li.appendChild(el("span", "h-question", run.question));
+      li.appendChild(el("span", "h-meta", run.model + " · " + run.status + " · " + new Date(run.created * 1000).toLocaleString()));
+      const actions = el("div", "h-actions");
+      const open = el("button", "h-open", "open");
+      open.type = "button";
+      open.onclick = () => openRun(run.id, false);
+      const compare = el("button", "h-compare", "side by side");
+      compare.type = "button";
+      compare.onclick = () => openRun(run.id, true);
+      actions.append(open, compare);
+      li.appendChild(actions);
+      list.appendChild(li);
+    }
+  } catch (error) {
+    notice(error.message);
+  }
+}
+
+async function loadModels() {
+  try {
+    const models = (await (await api("/v1/models")).json()).data;
+    page.models = models.map((m) => m.id);
+    const select = document.getElementById("preset");
+    select.textContent = "";
+    for (const name of page.models) {
+      const option = el("option", null, name);
+      option.value = name;
+      select.appendChild(option);
+    }
+    loadHistory();
+  } catch (error) {
+    notice(error.message);
+  }
+}
+
+document.getElementById("ask").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const question = document.getElementById("question").value.trim();
+  const model = document.getElementById("preset").value;
+  if (!question) return notice("Type a question first.");
+  if (!model) return notice("No served model: start moa serve with a preset.");
+  startRun(question, model, false);
+});
+
+document.getElementById("key-save").addEventListener("click", () => {
+  page.key = document.getElementById("api-key").value;
+  sessionStorage.setItem("moa-key", page.key);
+  document.getElementById("key-box").hidden = true;
+  loadModels();
+});
+
+loadModels();

@@ -1,0 +1,414 @@
+"""The web page of `moa serve`, in a real browser, against a fake backend that streams slowly.
+
+`moa serve` runs as a process on two config files whose models live on the fault-injecting
+server: proposers that write a word every 0.1-0.25 s (so that intermediate states can be
+seen), one whose answer carries HTML meant to run, one that always fails, and an aggregator
+that streams too. Screenshots land in test-artifacts/ui/.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from langgraph_moa.testing.fault_server import FaultProfile, FaultServer
+from langgraph_moa.transport._net import free_port
+from tests.helpers import wait_until_up
+from tests.integration_tests.browser import chromium, quit_browser, require_browser, screenshot
+
+HOSTILE = '<script>window.pwned=1</script> <img src=x onerror="window.pwned=2"> beta says 42'
+QUESTION = "What is six times seven?"
+MARKDOWN = (
+    '## Result\n\nIt is **42**, see `6*7`.\n\n- one <img src=x onerror="window.pwned=3">\n'
+    "- two <script>window.pwned=4</script>\n\n```\n<b>not bold</b>\n```"
+)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    profiles = {
+        "alpha": FaultProfile(token_s=0.25, reply_words=14),
+        "beta": FaultProfile(token_s=0.1, reply_text=HOSTILE),
+        "broken": FaultProfile(error_rate=1.0, errors=["400"]),
+        "agg": FaultProfile(token_s=0.15, reply_words=16),
+        "v42": FaultProfile(token_s=0.05, reply_text="I make it 42"),
+        "v41": FaultProfile(token_s=0.05, reply_text="I make it 41"),
+        "markdown": FaultProfile(reply_text=MARKDOWN),
+        "ranker": FaultProfile(reply_text="Response 2 is the better one"),
+        "cutagg": FaultProfile(error_rate=1.0, errors=["cut"], reply_words=20, token_s=0.02),
+    }
+    with FaultServer(profiles) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def served(backend, tmp_path_factory):
+    """`moa serve` on two config files of fake models; yields its root URL."""
+    folder = tmp_path_factory.mktemp("ui")
+    url = backend.url
+    moa = {
+        "variant": "moa",
+        "layers": 2,
+        "proposers": [f"alpha@{url}", f"beta@{url}", f"broken@{url}"],
+        "aggregator": f"agg@{url}",
+        "retry": {"max_attempts": 1},
+    }
+    vote = {
+        "variant": "select",
+        "proposers": [f"v42@{url}", f"beta@{url}", f"v41@{url}"],
+        "selection": {"method": "vote"},
+    }
+    (folder / "fake-moa.yaml").write_text(yaml.safe_dump(moa))
+    (folder / "fake-vote.yaml").write_text(yaml.safe_dump(vote))
+    port = free_port()
+    env = {**os.environ, "MOA_HISTORY": str(folder / "history.sqlite3")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path.cwd() / "src"), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "langgraph_moa", "serve", "--port", str(port)]
+    command += ["-p", str(folder / "fake-moa.yaml"), "-p", str(folder / "fake-vote.yaml")]
+    log = (folder / "serve.log").open("w")
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    root = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{root}/v1/models", proc, 60, lambda: (folder / "serve.log").read_text())
+        yield root
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def browser():
+    require_browser()
+    driver = chromium()
+    try:
+        yield driver
+    finally:
+        quit_browser(driver)
+
+
+def wait(driver, condition, timeout=30.0, what="the page"):
+    """Poll a JavaScript expression until it is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = driver.execute_script(f"return ({condition});")
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {condition}"
+        time.sleep(0.05)
+
+
+def card(driver, key: str) -> dict:
+    return driver.execute_script(
+        """const c = document.querySelector(`.pane:last-child .card[data-key="${arguments[0]}"]`);
+        return c && {status: c.dataset.status, text: c.querySelector('.text').textContent,
+          error: c.querySelector('.error').textContent, model: c.querySelector('.model').textContent,
+          stats: c.querySelector('.stats').textContent,
+          elements: c.querySelector('.text').children.length};""",
+        key,
+    )
+
+
+ALPHA, BETA, BROKEN, AGG = (
+    "proposer:1:0:0",
+    "proposer:1:1:0",
+    "proposer:1:2:0",
+    "aggregator:2:-1:0",
+)
+
+
+def test_page_shows_every_model_streaming_then_the_answer_and_history(served, browser):
+    d = browser
+    d.get(f"{served}/ui")
+    wait(d, "document.querySelectorAll('#preset option').length === 2", what="the served models")
+    d.execute_script("document.getElementById('preset').value = 'fake-moa'")
+    d.find_element("id", "question").send_keys(QUESTION)
+    d.find_element("id", "ask-button").click()
+
+    # Every proposer's card appears while the layer runs.
+    wait(d, "document.querySelectorAll('.card[data-role=proposer]').length === 3", what="3 cards")
+    # Tokens arrive progressively: alpha's card shows part of its text, still running.
+    wait(
+        d,
+        "document.querySelector('.card[data-key=\"proposer:1:0:0\"] .text').textContent.split(' ').length >= 3",
+    )
+    early = card(d, ALPHA)
+    assert early["status"] == "running"
+    screenshot(d, "1-proposers-streaming")
+    wait(d, f"document.querySelector('.card[data-key=\"{ALPHA}\"]').dataset.status === 'done'")
+    done = card(d, ALPHA)
+    assert done["text"].startswith(early["text"]) and len(done["text"]) > len(early["text"])
+    assert done["text"].split()[-1] == "w10"  # the whole answer arrived, word by word
+    assert "tokens" in done["stats"] and " s " in done["stats"]
+
+    # The failed proposer shows its one-line error.
+    broken = card(d, BROKEN)
+    assert broken["status"] == "failed"
+    assert "injected 400 for broken" in broken["error"]
+    assert "\n" not in broken["error"]
+
+    # The synthesis streams: seen mid-way, then the final answer and its provenance.
+    wait(d, f"document.querySelector('.card[data-key=\"{AGG}\"] .text')?.textContent.length > 0")
+    assert card(d, AGG)["status"] == "running"
+    assert d.execute_script("return document.querySelector('.answer').textContent.length") > 0
+    screenshot(d, "2-synthesis-streaming")
+    wait(d, "document.querySelector('.pane').dataset.done === 'done'", what="the run's end")
+    answer = d.execute_script("return document.querySelector('.answer').textContent")
+    assert answer.startswith("agg answer")
+    provenance = d.execute_script("return document.querySelector('.provenance').textContent")
+    assert "4 calls (1 failed)" in provenance and "critical path" in provenance
+    overlap = d.execute_script(
+        f"return document.querySelector('.card[data-key=\"{ALPHA}\"] .overlap').textContent"
+    )
+    assert "% of the answer shared" in overlap
+
+    # Model text is text: the hostile proposal shows its markup, and none of it ran.
+    beta = card(d, BETA)
+    assert beta["text"] == HOSTILE
+    assert beta["elements"] == 0
+    assert (
+        d.execute_script("return document.querySelectorAll('.pane script, .pane img').length") == 0
+    )
+    assert d.execute_script("return window.pwned === undefined")
+
+    # The run is in the history.
+    wait(d, "document.querySelectorAll('#history-list li').length === 1", what="the history")
+    assert QUESTION in d.find_element("id", "history-list").text
+    screenshot(d, "3-answer")
+
+    # Re-asked with the vote preset, side by side: the tally, the pick, who agrees.
+    d.execute_script(
+        "const s = document.querySelector('.pane .reask select'); s.value = 'fake-vote';"
+        "document.querySelector('.pane .reask-button').click();"
+    )
+    wait(d, "document.querySelectorAll('.pane').length === 2", what="a second pane")
+    wait(d, "document.querySelectorAll('.pane')[1].dataset.done === 'done'", what="the vote")
+    tally = d.execute_script(
+        "return document.querySelectorAll('.pane')[1].querySelector('.tally').textContent"
+    )
+    assert "42" in tally and "41" in tally and "Picked because" in tally
+    picked = d.execute_script(
+        "return document.querySelectorAll('.pane')[1].querySelector('tr.picked').textContent"
+    )
+    assert "42" in picked and "2" in picked
+    agree = d.execute_script(
+        "return document.querySelectorAll('.pane')[1].querySelectorAll('.card.agree').length"
+    )
+    assert agree == 2  # v42 and beta agree on 42
+    assert d.execute_script("return window.pwned === undefined")
+    wait(
+        d, "document.querySelectorAll('#history-list li').length === 2", what="both runs in history"
+    )
+    screenshot(d, "4-side-by-side")
+
+    # Reopened from the history: the same cards and answer, drawn from the stored events.
+    d.get(f"{served}/ui")
+    wait(d, "document.querySelectorAll('#history-list li').length === 2")
+    d.execute_script("document.querySelectorAll('#history-list .h-open')[1].click()")
+    wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the reopened run")
+    assert card(d, ALPHA)["text"] == done["text"]
+    assert card(d, BETA)["text"] == HOSTILE
+    assert card(d, BROKEN)["status"] == "failed"
+    assert d.execute_script("return document.querySelector('.answer').textContent").startswith(
+        "agg answer"
+    )
+    assert d.execute_script("return window.pwned === undefined")
+
+
+@pytest.mark.local_models
+def test_a_real_run_on_the_local_models_through_the_page(local_models_available, tmp_path):
+    """`moa ui` on the embedded local models: every card streams, then the synthesis."""
+    require_browser()
+    port = free_port()
+    env = {**os.environ, "MOA_HISTORY": str(tmp_path / "history.sqlite3")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path.cwd() / "src"), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "langgraph_moa", "ui", "--no-open", "--port", str(port)]
+    log = (tmp_path / "ui.log").open("w")
+    proc = subprocess.Popen(
+        [*command, "-p", "local-moa"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    root = f"http://127.0.0.1:{port}"
+    driver = None
+    try:
+        wait_until_up(f"{root}/v1/models", proc, 60, lambda: (tmp_path / "ui.log").read_text())
+        driver = chromium()
+        driver.get(f"{root}/ui")
+        wait(driver, "document.querySelectorAll('#preset option').length === 1")
+        driver.find_element("id", "question").send_keys("In one sentence: why is the sky blue?")
+        driver.find_element("id", "ask-button").click()
+        seen_mid_way = False
+        deadline = time.monotonic() + 600
+        while driver.execute_script("return document.querySelector('.pane')?.dataset.done") is None:
+            assert time.monotonic() < deadline, "the local run did not finish within 600 s"
+            seen_mid_way = seen_mid_way or driver.execute_script(
+                "return [...document.querySelectorAll('.card[data-role=proposer]')].some("
+                "c => c.dataset.status === 'running' && c.querySelector('.text').textContent)"
+            )
+            time.sleep(0.05)
+        screenshot(driver, "local-moa")
+        assert (
+            driver.execute_script("return document.querySelector('.pane').dataset.done") == "done"
+        )
+        assert seen_mid_way, "no proposer card was ever seen with part of its text"
+        for key in ("proposer:1:0:0", "proposer:1:1:0", "aggregator:2:-1:0"):
+            state = card(driver, key)
+            assert state["status"] == "done" and state["text"].strip(), key
+            assert "tokens" in state["stats"]
+        answer = driver.execute_script("return document.querySelector('.answer').textContent")
+        assert answer.strip()
+        assert "3 calls (0 failed)" in driver.execute_script(
+            "return document.querySelector('.provenance').textContent"
+        )
+        wait(driver, "document.querySelectorAll('#history-list li').length === 1")
+    finally:
+        if driver is not None:
+            quit_browser(driver)
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_with_a_key_the_page_asks_for_it_and_runs_only_allowed_models(backend, browser, tmp_path):
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(variant="select", proposers=[f"v42@{backend.url}", f"v41@{backend.url}"])
+    md = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"agg@{backend.url}", layers=2)
+    ranked = MoAConfig(
+        variant="ranker",
+        proposers=[f"v42@{backend.url}", f"v41@{backend.url}"],
+        aggregator=f"ranker@{backend.url}",
+    )
+    systems = {"keyed": config, "md": md, "ranked": ranked}
+    app = create_app(
+        systems,
+        api_key="sekret",
+        history=History(tmp_path / "h.db"),
+        allow_models=[f"markdown@{backend.url}"],
+    )
+    with BackgroundServer(app) as server:
+        d = browser
+        d.get(f"{server.root}/ui")
+        wait(d, "!document.getElementById('key-box').hidden", what="the key prompt")
+        assert "API key" in d.find_element("id", "notice").text
+        assert d.execute_script("return document.querySelectorAll('#preset option').length") == 0
+        d.find_element("id", "api-key").send_keys("wrong")
+        d.find_element("id", "key-save").click()
+        wait(d, "!document.getElementById('key-box').hidden", what="the prompt again")
+        d.find_element("id", "api-key").clear()
+        d.find_element("id", "api-key").send_keys("sekret")
+        d.find_element("id", "key-save").click()
+        wait(d, "document.querySelectorAll('#preset option').length === 3", what="the models")
+        d.find_element("id", "question").send_keys("Which number?")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
+        assert "Picked because" in d.execute_script(
+            "return document.querySelector('.tally').textContent"
+        )
+        # A ranker's pick: which response, its reply, the card marked.
+        d.execute_script("document.getElementById('preset').value = 'ranked'")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the ranker")
+        ranker = d.execute_script("return document.querySelector('.ranker').textContent")
+        assert "picked response 2" in ranker and "Response 2 is the better one" in ranker
+        winner = d.execute_script("return document.querySelector('.card.winner').dataset.key")
+        assert winner == "proposer:1:1:0"
+        assert d.execute_script("return document.querySelector('.answer').textContent") == (
+            "I make it 41"
+        )
+
+        # The answer is Markdown made of elements the page builds; its HTML stays text.
+        d.find_element("css selector", "#models-box summary").click()
+        d.find_element("id", "aggregator").send_keys(f"markdown@{backend.url}")
+        d.execute_script("document.getElementById('preset').value = 'md'")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the md run")
+        shape = d.execute_script(
+            "const a = document.querySelector('.answer');"
+            "return [...a.querySelectorAll('*')].map(e => e.tagName.toLowerCase()).join(' ');"
+        )
+        assert shape == "h4 p strong code ul li li pre code"
+        items = d.execute_script(
+            "return [...document.querySelectorAll('.answer li')].map(li => li.textContent)"
+        )
+        assert items == [
+            'one <img src=x onerror="window.pwned=3">',
+            "two <script>window.pwned=4</script>",
+        ]
+        assert d.execute_script("return document.querySelector('.answer pre').textContent") == (
+            "<b>not bold</b>"
+        )
+        assert d.execute_script("return window.pwned === undefined")
+        d.find_element("id", "aggregator").clear()
+        d.execute_script("document.getElementById('preset').value = 'keyed'")
+
+        # Other models: only those the operator allows; a refusal is shown, not run.
+        d.find_element("id", "proposers").send_keys("openai:gpt-4o")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane-error')?.textContent.includes('not enabled')")
+        d.find_element("id", "proposers").clear()
+        d.find_element("id", "proposers").send_keys(f"v41@{backend.url}")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the override")
+        assert d.execute_script("return document.querySelectorAll('.card').length") == 1
+        assert "41" in d.execute_script("return document.querySelector('.answer').textContent")
+
+
+def test_a_fallback_aggregator_writes_the_answer_afresh(backend, browser, tmp_path):
+    """The first aggregator streams half its answer and drops, twice; the fallback's answer
+    replaces what it wrote while it streams, not only at the end."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(
+        proposers=[f"v42@{backend.url}"],
+        aggregator=f"cutagg@{backend.url}",
+        aggregator_fallbacks=[f"agg@{backend.url}"],
+        layers=2,
+        retry={"max_attempts": 2, "initial_interval": 0.1, "jitter": False},
+    )
+    degraded = MoAConfig(
+        proposers=[f"v42@{backend.url}"],
+        aggregator=f"broken@{backend.url}",
+        layers=2,
+    )
+    app = create_app({"fb": config, "degraded": degraded}, history=History(tmp_path / "h.db"))
+    with BackgroundServer(app) as server:
+        d = browser
+        d.get(f"{server.root}/ui")
+        wait(d, "document.querySelectorAll('#preset option').length === 2")
+        d.find_element("id", "question").send_keys("Fallback?")
+        d.find_element("id", "ask-button").click()
+        cut = "aggregator:2:-1:0"
+        wait(
+            d,
+            f"document.querySelector('.card[data-key=\"{cut}\"]')?.textContent.includes('cutagg')",
+        )
+        fallback = "aggregator:2:-1:1"
+        wait(
+            d,
+            f"document.querySelector('.card[data-key=\"{fallback}\"] .text')?.textContent.length > 0",
+        )
+        mid = d.execute_script("return document.querySelector('.answer').textContent")
+        assert mid.startswith("agg") and "cutagg" not in mid
+        wait(d, "document.querySelector('.pane').dataset.done === 'done'", what="the run")
+        assert card(d, cut)["status"] == "failed" and "1 retries" in card(d, cut)["stats"]
+        assert card(d, fallback)["status"] == "done"
+        answer = d.execute_script("return document.querySelector('.answer').textContent")
+        assert answer.startswith("agg answer") and "cutagg" not in answer
+
+        # With no aggregator left, the best proposal answers, labelled as such.
+        d.execute_script("document.getElementById('preset').value = 'degraded'")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'degraded'", what="the label")
+        label = d.execute_script("return document.querySelector('.answer .fallback').textContent")
+        assert label.startswith("Degraded answer (best_proposal)") and "injected 400" in label
+        assert "I make it 42" in d.execute_script(
+            "return document.querySelector('.answer').textContent"
+        )

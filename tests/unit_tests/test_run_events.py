@@ -1,0 +1,356 @@
+"""The watched run's events, their stream, the history and the agreement shown on the page."""
+
+import asyncio
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from langchain_core.messages import HumanMessage
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.graph._builder import create_moa_graph
+from langgraph_moa.graph.streaming import AnswerStream, RunEvents
+from langgraph_moa.serving._agreement import overlap
+from langgraph_moa.serving._app import create_app
+from langgraph_moa.serving._events import KEEPALIVE, answer_event, pump
+from langgraph_moa.serving._history import History, HistoryError, RunRecord, compact
+
+USER = [{"role": "user", "content": "Explain X"}]
+QUESTION = {"messages": [HumanMessage("Explain X")]}
+
+
+@pytest.fixture
+def system(fake):
+    return MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=2, name="m")
+
+
+def key(event):
+    return (event["role"], event["layer"], event["proposer"], event["sample"])
+
+
+# --- RunEvents -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_watched_run_streams_every_calls_start_text_and_finish(system, mode):
+    events = RunEvents(create_moa_graph(system), QUESTION)
+    if mode == "sync":
+        seen = list(events)
+    else:
+
+        async def collect():
+            return [e async for e in events]
+
+        seen = asyncio.run(collect())
+    calls = {("proposer", 1, 0, 0): "A #1", ("proposer", 1, 1, 0): "B #1"}
+    calls[("aggregator", 2, -1, 0)] = "AGG #1"
+    for call, text in calls.items():
+        kinds = [e["event"] for e in seen if "role" in e and key(e) == call]
+        assert kinds[0] == "started" and kinds[-1] == "finished" and "token" in kinds
+        written = "".join(e["text"] for e in seen if e["event"] == "token" and key(e) == call)
+        assert written == text
+        finished = next(e for e in seen if e["event"] == "finished" and key(e) == call)
+        assert finished["completion_tokens"] == 2 and finished["prompt_tokens"] > 0
+        assert finished["retries"] == 0 and finished["latency_s"] >= 0
+    finals = [e for e in seen if e["event"] == "token" and e["final"]]
+    assert {key(e) for e in finals} == {("aggregator", 2, -1, 0)}
+    assert events.answer.text == "AGG #1"
+
+
+def test_a_plain_run_does_not_stream_the_proposers(system):
+    progress: list[dict] = []
+    stream = AnswerStream(create_moa_graph(system), QUESTION, on_progress=progress.append)
+    assert "".join(stream) == "AGG #1"
+    assert {e["event"] for e in progress} == {"started", "finished"}  # no token events
+
+
+def test_a_failed_call_says_why_in_one_line_with_its_retries(fake):
+    def boom(n, messages):
+        return ValueError("bad request\nsecond line")
+
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B", fail=boom)], aggregator=fake("AGG"), layers=2
+    )
+    seen = list(RunEvents(create_moa_graph(config), QUESTION))
+    failed = [e for e in seen if e["event"] == "failed"]
+    assert len(failed) == 1 and key(failed[0]) == ("proposer", 1, 1, 0)
+    assert failed[0]["error"].startswith("ValueError: bad request")
+    assert failed[0]["status"] == "failed" and failed[0]["retries"] == 0
+
+
+# --- history ---------------------------------------------------------------------------------
+
+
+def test_compact_joins_each_calls_tokens_and_a_retry_starts_afresh():
+    def tok(p, text):
+        return {
+            "event": "token",
+            "role": "proposer",
+            "layer": 1,
+            "proposer": p,
+            "sample": 0,
+            "text": text,
+        }
+
+    start = {"event": "started", "role": "proposer", "layer": 1, "proposer": 0, "sample": 0}
+    events = [start, tok(0, "a"), tok(1, "x"), tok(0, "b"), start, tok(0, "c"), tok(0, "d")]
+    out = compact(events)
+    texts = [(e["proposer"], e["text"]) for e in out if e["event"] == "token"]
+    assert texts == [(0, "ab"), (1, "x"), (0, "cd")]
+    assert [e["event"] for e in out].count("started") == 2
+
+
+def test_history_keeps_runs_newest_first(tmp_path):
+    history = History(tmp_path / "sub" / "h.sqlite3")
+    history.save(RunRecord("one", "m", "first?", created=1.0, status="done", answer="1"))
+    history.save(RunRecord("two", "m", "second?", created=2.0, status="failed"))
+    assert [r["id"] for r in history.list()] == ["two", "one"]
+    assert history.get("one").answer == "1" and history.get("nope") is None
+    history.close()
+    again = History(tmp_path / "sub" / "h.sqlite3")
+    assert again.get("two").status == "failed"
+
+
+def test_an_unusable_history_path_is_one_sentence(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(HistoryError, match="set MOA_HISTORY"):
+        History(tmp_path / "file" / "h.sqlite3")
+
+
+# --- agreement -------------------------------------------------------------------------------
+
+
+def test_overlap_marks_the_answers_spans_shared_with_a_reference():
+    answer = "The sky is blue because of Rayleigh scattering, said everyone."
+    share, spans = overlap(answer, "Light: blue because of Rayleigh scattering in the air")
+    assert [answer[a:b] for a, b in spans] == ["blue because of Rayleigh scattering"]
+    assert share == pytest.approx(5 / 10)
+    assert overlap(answer, "nothing in common here at all") == (0.0, [])
+
+
+def test_a_selections_groups_name_the_calls_that_agree(fake):
+    replies = {"A": "It is 42", "B": "I get 41", "C": "Surely 42"}
+    config = MoAConfig(
+        variant="select",
+        proposers=[fake(n, reply=lambda label, n, m: replies[label]) for n in "ABC"],
+        selection={"method": "vote"},
+    )
+    graph = create_moa_graph(config)
+    state = graph.invoke(QUESTION)
+    event = answer_event(state)
+    groups = event["selection"]["groups"]
+    assert groups[0]["answer"] == "42" and groups[0]["calls"] == [
+        ["proposer", 1, 0, 0],
+        ["proposer", 1, 2, 0],
+    ]
+    assert "agreement" not in event and event["usage"]["calls"] == 3
+
+
+# --- the HTTP routes -------------------------------------------------------------------------
+
+
+def sse_events(text: str) -> list[dict]:
+    return [
+        json.loads(line[len("data: ") :])
+        for line in text.splitlines()
+        if line.startswith("data: ") and line != "data: [DONE]"
+    ]
+
+
+def test_a_run_streams_its_events_and_is_kept(system, tmp_path):
+    client = TestClient(
+        create_app({"m": system}, history=History(tmp_path / "h.sqlite3")),
+        base_url="http://localhost",
+    )
+    response = client.post("/v1/moa/runs", json={"model": "m", "messages": USER})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response.text)
+    assert events[0]["event"] == "run" and events[0]["question"] == "Explain X"
+    assert [e["event"] for e in events[-2:]] == ["answer", "done"]
+    answer = events[-2]
+    assert answer["text"] == "AGG #1" and answer["usage"]["calls"] == 3
+    assert {tuple(a["call"]) for a in answer["agreement"]} == {
+        ("proposer", 1, 0, 0),
+        ("proposer", 1, 1, 0),
+    }
+    assert "event: token\ndata: " in response.text
+    runs = client.get("/v1/moa/runs").json()["data"]
+    assert [r["id"] for r in runs] == [events[0]["run_id"]] and runs[0]["status"] == "done"
+    kept = client.get(f"/v1/moa/runs/{runs[0]['id']}").json()
+    assert [e["event"] for e in kept["events"]][-1] == "answer"
+    missing = client.get("/v1/moa/runs/nope")
+    assert missing.status_code == 404 and "No run" in missing.json()["error"]["message"]
+
+
+def test_a_failed_run_ends_with_an_error_event(fake, tmp_path):
+    def boom(n, messages):
+        return ValueError("down")
+
+    config = MoAConfig(proposers=[fake("A", fail=boom)], aggregator=fake("AGG"), layers=2)
+    client = TestClient(
+        create_app({"m": config}, history=History(tmp_path / "h.sqlite3")),
+        base_url="http://localhost",
+    )
+    events = sse_events(client.post("/v1/moa/runs", json={"model": "m", "messages": USER}).text)
+    assert events[-2]["event"] == "error" and events[-2]["status"] == 502
+    assert events[-1] == {"event": "done", "run_id": events[0]["run_id"], "status": "failed"}
+    assert client.get("/v1/moa/runs").json()["data"][0]["status"] == "failed"
+
+
+def test_the_page_loads_without_the_key_but_its_data_needs_it(system):
+    client = TestClient(create_app({"m": system}, api_key="sekret"), base_url="http://localhost")
+    page = client.get("/ui")
+    assert (
+        page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    )
+    assert client.get("/ui/static/app.js").status_code == 200
+    assert client.get("/", follow_redirects=False).headers["location"] == "/ui"
+    for method, path in [
+        ("get", "/v1/moa/runs"),
+        ("get", "/v1/moa/runs/x"),
+        ("post", "/v1/moa/runs"),
+    ]:
+        assert getattr(client, method)(path).status_code == 401
+    assert client.post("/ui").status_code == 401  # only GETs of the shell are open
+    authed = {"Authorization": "Bearer sekret"}
+    assert client.get("/v1/moa/runs", headers=authed).json()["history"] is False
+
+
+def test_runs_refuse_other_sites_and_non_json_bodies_and_follow_the_policy(system):
+    client = TestClient(create_app({"m": system}), base_url="http://localhost")
+    body = {"model": "m", "messages": USER}
+    other = client.post("/v1/moa/runs", json=body, headers={"Origin": "http://evil.example"})
+    assert other.status_code == 403 and other.json()["error"]["code"] == "origin_not_allowed"
+    same = client.post("/v1/moa/runs", json=body, headers={"Origin": "http://localhost"})
+    assert same.status_code == 200
+    form = client.post(
+        "/v1/moa/runs", content=json.dumps(body), headers={"Content-Type": "text/plain"}
+    )
+    assert form.status_code == 415
+    denied = client.post("/v1/moa/runs", json={**body, "proposers": ["gpt-4o"]})
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "model_not_allowed"
+    unknown = client.post("/v1/moa/runs", json={**body, "model": "nope"})
+    assert unknown.status_code == 404 and "served models: m" in unknown.json()["error"]["message"]
+    small = TestClient(create_app({"m": system}, max_body_bytes=100), base_url="http://localhost")
+    big = small.post(
+        "/v1/moa/runs", json={**body, "messages": [{"role": "user", "content": "x" * 200}]}
+    )
+    assert big.status_code == 413
+    bad = client.post("/v1/moa/runs", json={**body, "layers": "3"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "layers"
+
+
+def test_openai_stream_carries_progress_only_when_asked(system):
+    client = TestClient(create_app({"m": system}), base_url="http://localhost")
+    body = {"model": "m", "messages": USER, "stream": True}
+    plain = client.post("/v1/chat/completions", json=body).text
+    assert "event:" not in plain
+    watched = client.post("/v1/chat/completions", json={**body, "moa_progress": True}).text
+    progress = [
+        json.loads(block.split("data: ", 1)[1])
+        for block in watched.split("\n\n")
+        if block.startswith("event: moa.progress")
+    ]
+    assert {p["event"] for p in progress} >= {"started", "token", "finished"}
+    assert all(not p.get("final") for p in progress if p["event"] == "token")
+    chunks = [e for e in sse_events(watched) if "choices" in e]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "AGG #2"  # the second run of this graph's fake aggregator
+    refused = client.post(
+        "/v1/chat/completions", json={**body, "stream": False, "moa_progress": True}
+    )
+    assert refused.status_code == 400 and "moa_progress" in refused.json()["error"]["message"]
+
+
+def test_a_quiet_stream_sends_keep_alive_comments():
+    async def slow():
+        await asyncio.sleep(0.2)
+        yield "data: late\n\n"
+
+    async def never():
+        await asyncio.Event().wait()
+
+    async def collect():
+        return [item async for item in pump(slow(), never, keepalive_s=0.05)]
+
+    items = asyncio.run(collect())
+    assert items[-1] == "data: late\n\n"
+    assert items[:-1] and set(items[:-1]) == {KEEPALIVE}
+
+
+def test_serve_goes_on_without_a_history_it_cannot_open(tmp_path, caplog):
+    from langgraph_moa.serving._server import _open_history
+
+    (tmp_path / "file").write_text("")
+    with caplog.at_level("WARNING"):
+        assert _open_history(tmp_path / "file" / "h.sqlite3") is None
+    assert "Serving without a history" in caplog.text
+    assert _open_history(tmp_path / "ok.sqlite3") is not None
+
+
+@pytest.mark.parametrize("variant", ["moa", "self-moa", "self-moa-seq", "ranker", "select"])
+def test_every_variant_runs_watched_and_every_started_call_ends(fake, variant):
+    from langgraph_moa.config._schema import SelfMoASeqConfig
+
+    shapes = {
+        "moa": {"proposers": [fake("A"), fake("B")], "aggregator": fake("X"), "layers": 3},
+        "self-moa": {"proposers": [{"model": fake("M"), "samples": 3}]},
+        "self-moa-seq": {
+            "proposers": [{"model": fake("M"), "samples": 6}],
+            "seq": SelfMoASeqConfig(window_size=4),
+        },
+        "ranker": {
+            "proposers": [fake("A"), fake("B")],
+            "aggregator": fake("R", reply=lambda label, n, m: "Response 2"),
+        },
+        "select": {"proposers": [fake("A"), fake("B")], "selection": {"method": "consensus"}},
+    }
+    config = MoAConfig(variant=variant, **shapes[variant])
+    events = RunEvents(create_moa_graph(config), QUESTION)
+    seen = list(events)
+    started = {key(e) for e in seen if e["event"] == "started"}
+    ended = {key(e) for e in seen if e["event"] in ("finished", "failed")}
+    assert started and started == ended
+    assert all(key(e) in started for e in seen if e["event"] == "token")
+    answer = answer_event(events.final)
+    assert answer["text"] == events.answer.text and answer["usage"]["calls"] == len(started)
+    assert ("selection" in answer) == (variant == "select")
+    assert ("agreement" in answer) == (variant not in ("select", "ranker"))
+    if variant == "ranker":
+        assert answer["ranker"] == {
+            "choice": 2,
+            "reply": "Response 2",
+            "call": ["proposer", 1, 1, 0],
+        }
+
+
+def test_a_served_config_file_is_named_after_it_and_a_missing_one_is_one_sentence(tmp_path):
+    from langgraph_moa.errors import MoAConfigError
+    from langgraph_moa.serving._server import load_system
+
+    path = tmp_path / "my-moa.yaml"
+    path.write_text("variant: moa\nlayers: 2\nproposers: [openai:a]\naggregator: openai:b\n")
+    name, config = load_system(str(path))
+    assert name == "my-moa" and config.layers == 2
+    assert load_system("local-moa")[0] == "local-moa"
+    with pytest.raises(MoAConfigError, match=r"does not exist: check the path\.$"):
+        load_system(str(tmp_path / "nope.yaml"))
+
+
+def test_a_degraded_answer_says_so_in_the_stream_and_the_history(fake, tmp_path):
+    def boom(n, messages):
+        return ValueError("aggregator down")
+
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")], aggregator=fake("AGG", fail=boom), layers=2
+    )
+    client = TestClient(
+        create_app({"m": config}, history=History(tmp_path / "h.sqlite3")),
+        base_url="http://localhost",
+    )
+    events = sse_events(client.post("/v1/moa/runs", json={"model": "m", "messages": USER}).text)
+    answer, done = events[-2], events[-1]
+    assert answer["fallback"] == "best_proposal" and "aggregator down" in answer["fallback_reason"]
+    assert answer["text"] in ("A #1", "B #1") and done["status"] == "degraded"
+    assert client.get("/v1/moa/runs").json()["data"][0]["status"] == "degraded"
