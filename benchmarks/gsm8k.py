@@ -120,6 +120,7 @@ def budget(args: argparse.Namespace) -> None:
     config.write_text(
         "variant: select\nproposers:\n"
         f'  - {{model: "local:qwen2.5-coder-1.5b", temperature: 0.0, max_tokens: {BUDGET_CAP}}}\n'
+        "call_timeout_s: null\n"  # a busy machine may take minutes per answer: never retry
     )
     evaluation = Evaluation(
         [str(config)], items, args.out, concurrency=args.concurrency, plots=False, exports=False
