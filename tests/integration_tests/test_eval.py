@@ -294,3 +294,37 @@ def test_judge_layers_on_the_local_models(tmp_path):
     assert set(curve) == {"1", "final"} and curve["1"]["items"] == 1
     assert all(0.0 <= v["mean"] <= v["best"] <= 1.0 for v in curve.values())
     assert summary["local-self-moa"]["similarity"]["levenshtein"]["pairs"] == 3
+
+
+def test_moa_eval_reads_the_packaged_gsm8k_sample_by_name(backend, tmp_path):
+    """`moa eval --dataset gsm8k`: the 300 packaged test items, scored by their `#### N`."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "langgraph_moa",
+        "eval",
+        "--system",
+        f"single:p1@{backend.url}",
+        "--dataset",
+        "gsm8k",
+        "--limit",
+        "3",
+        "--no-plots",
+        "--out",
+        str(tmp_path),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [rows] = [p.read_text().splitlines() for p in (tmp_path / "results").glob("*.jsonl")]
+    items = load_dataset("gsm8k")[:3]
+    assert [json.loads(r)["id"] for r in rows] == [i.id for i in items]
+    # The fake model answers "p1 answer 3 w0 ... w8": scored by its last number against the
+    # item's '#### N' (the third item's answer is 8).
+    for row, item in zip(map(json.loads, rows), items, strict=True):
+        assert set(row["scores"]) == {"numeric", "correct"}
+        assert row["scores"]["correct"] == (item.numeric == 8.0), (row["answer"], item.numeric)
+    cmd[cmd.index("gsm8k")] = "gsm9k"
+    missing = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert missing.returncode != 0
+    assert "packaged dataset by name (verifiable, gsm8k)" in missing.stderr + missing.stdout
+    assert "Traceback" not in missing.stderr

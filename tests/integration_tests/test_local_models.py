@@ -145,6 +145,27 @@ def test_the_default_moa_run_weighs_votes_of_greedy_and_samples(no_new_servers_l
     assert record["answer"] == calls[chosen["winner"]]["output"]
 
 
+def test_local_math_draws_rounds_until_the_worked_answers_agree(no_new_servers_left):
+    # The step-by-step preset: the greedy answer and 3 samples in one batch, then rounds of 3
+    # until 70% agree (at most 13 answers); worked solutions vote by their stated number.
+    question = "A box holds 6 eggs. How many eggs are in 7 boxes?"
+    result = subprocess.run(
+        [sys.executable, "-m", "langgraph_moa", "run", "-p", "local-math", "--json", question],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    calls, chosen = record["calls"], record["selection"]
+    assert [(c["proposer"], c["sample"]) for c in calls[:4]] == [(0, 0), (1, 0), (1, 1), (1, 2)]
+    assert len(calls) in (4, 7, 10, 13) and all(c["status"] == "ok" for c in calls)
+    assert all(c["finish_reason"] == "stop" for c in calls)  # 640 tokens leave room to finish
+    assert chosen["method"] == "vote" and chosen["tally"][0]["answer"] == "42"
+    assert chosen["agreement"] >= 0.7 or len(calls) == 13  # stopped early, or drew them all
+    assert record["answer"] == calls[chosen["winner"]]["output"]
+
+
 def test_a_local_answer_cut_off_by_max_tokens_is_recorded_as_such(runtime):
     config = MoAConfig(
         variant="select",

@@ -27,7 +27,10 @@ def evaluate(
     ],
     dataset: Annotated[
         Path | None,
-        typer.Option(help="JSONL, MT-Bench or AlpacaEval file (default: the shipped one)."),
+        typer.Option(
+            help="JSONL (GSM8K's published format too), MT-Bench or AlpacaEval file, or a "
+            "packaged set: 'verifiable' (the default) or 'gsm8k' (300 GSM8K test items)."
+        ),
     ] = None,
     out_dir: Annotated[
         Path,

@@ -7,6 +7,9 @@ Formats:
 - JSONL, one item per line: ``instruction`` (or ``question``/``prompt``), and optionally
   ``id``, ``expected`` (a string or a list of accepted answers), ``numeric`` (a number),
   ``pattern`` (a regular expression), ``reference`` (a reference output), ``category``.
+- GSM8K (JSONL, as ``openai/grade-school-math`` publishes it): ``question``, and ``answer``,
+  a worked solution whose last line is ``#### N``; N (commas allowed) becomes the numeric
+  target and the solution the reference.
 - MT-Bench question files (JSONL): ``question_id``, ``category``, ``turns`` (a list of user
   turns), optionally ``reference`` (a list).
 - AlpacaEval (``.json``): a list of ``{"instruction", "output"?, "dataset"?}``.
@@ -24,6 +27,13 @@ from typing import Any
 from langgraph_moa.errors import EvalDatasetError
 
 _INSTRUCTION_KEYS = ("instruction", "question", "prompt")
+# GSM8K's final line: "#### 18", "#### 1,600", "#### -3" (nothing else follows it).
+_GSM8K_FINAL = re.compile(r"####\s*(-?[\d,]*\.?\d+)\s*$")
+PACKAGED = {
+    "verifiable": "data/verifiable.jsonl",
+    "gsm8k": "data/gsm8k_test_300.jsonl",
+}
+"""Datasets shipped inside the package, by the name `load_dataset` accepts for them."""
 
 
 @dataclass
@@ -45,16 +55,34 @@ class EvalItem:
         return bool(self.expected) or self.numeric is not None or self.pattern is not None
 
 
-def shipped_dataset() -> Path:
-    """Return the path of the small verifiable dataset this project wrote (offline demos)."""
-    return Path(str(resources.files("langgraph_moa.eval").joinpath("data/verifiable.jsonl")))
+def shipped_dataset(name: str = "verifiable") -> Path:
+    """Return the path of a dataset shipped in the package (see `PACKAGED`).
+
+    ``verifiable`` is the small set this project wrote (offline demos); ``gsm8k`` is a fixed
+    random sample of 300 items of GSM8K's test split (MIT license; see
+    benchmarks/data/make_gsm8k.py and the NOTICE beside the file).
+    """
+    if name not in PACKAGED:
+        raise EvalDatasetError(
+            f"No packaged dataset {name!r}; the packaged ones are {', '.join(PACKAGED)}."
+        )
+    return Path(str(resources.files("langgraph_moa.eval").joinpath(PACKAGED[name])))
 
 
 def load_dataset(path: str | Path) -> list[EvalItem]:
-    """Load a dataset file; the format is told by its suffix and its fields."""
+    """Load a dataset file, or a packaged one by name (``gsm8k``, ``verifiable``).
+
+    The format is told by the file's suffix and its fields. A file of that name in the
+    working directory wins over the packaged dataset.
+    """
     path = Path(path)
+    if not path.is_file() and str(path) in PACKAGED:
+        path = shipped_dataset(str(path))
     if not path.is_file():
-        raise EvalDatasetError(f"Dataset file {str(path)!r} does not exist.")
+        raise EvalDatasetError(
+            f"Dataset file {str(path)!r} does not exist; give a file, or a packaged dataset "
+            f"by name ({', '.join(PACKAGED)})."
+        )
     text = path.read_text(encoding="utf-8")
     if not text.strip():
         raise EvalDatasetError(f"{path}: the file is empty; it needs at least one item.")
@@ -145,6 +173,12 @@ def _item(data: dict[str, Any], where: str, default_id: str) -> EvalItem:
     numeric = data.get("numeric")
     if numeric is not None and not isinstance(numeric, (int, float)):
         raise EvalDatasetError(f"{where}: 'numeric' must be a number, got {numeric!r}.")
+    reference = data.get("reference") or data.get("output")
+    category = data.get("category")
+    if "answer" in data:
+        numeric = _gsm8k_target(data["answer"], where) if numeric is None else numeric
+        reference = reference or data["answer"]
+        category = category or "gsm8k"
     pattern = data.get("pattern")
     if pattern is not None:
         try:
@@ -157,6 +191,24 @@ def _item(data: dict[str, Any], where: str, default_id: str) -> EvalItem:
         expected=expected,
         numeric=float(numeric) if numeric is not None else None,
         pattern=pattern,
-        reference=data.get("reference") or data.get("output"),
-        category=data.get("category"),
+        reference=reference,
+        category=category,
     )
+
+
+def _gsm8k_target(answer: Any, where: str) -> float:
+    """Read N from a GSM8K worked solution that ends ``#### N``."""
+    if not isinstance(answer, str):
+        raise EvalDatasetError(
+            f"{where}: 'answer' must be a GSM8K worked solution (a string ending '#### N'), "
+            f"got {type(answer).__name__}; for other answers use 'expected' or 'numeric'."
+        )
+    match = _GSM8K_FINAL.search(answer)
+    if match is None:
+        last = answer.strip().splitlines()[-1] if answer.strip() else ""
+        raise EvalDatasetError(
+            f"{where}: 'answer' is read as a GSM8K solution, whose last line is '#### N' with "
+            f"N a number, but it ends {last[-40:]!r}; end it with '#### N', or give the "
+            "answer as 'expected' (text) or 'numeric' (a number) instead."
+        )
+    return float(match.group(1).replace(",", ""))

@@ -3,9 +3,10 @@ r"""Scorers for verifiable answers: exact, normalized, contains, numeric and reg
 Normalization (for ``normalized`` and ``contains``): lower case, punctuation dropped, the
 articles a/an/the dropped, whitespace collapsed, as in the SQuAD evaluation script.
 ``numeric`` reads the answer's stated result, the last ``\boxed{}`` number (MATH-style
-grading; "\boxed{12} days for the 300-page book" answers 12), else the last number in the
-answer (commas and a sign allowed), the convention of GSM8K-style grading, and compares
-within a relative tolerance.
+grading; "\boxed{12} days for the 300-page book" answers 12), else the last GSM8K-style
+``#### N``, else the last "the answer is N" ("Answer: $1,250"), else the last number in the
+answer (commas, a sign and a dollar sign allowed), the convention of GSM8K-style grading, and
+compares within a relative tolerance.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import re
 import string
 
 from langgraph_moa.eval.datasets import EvalItem
-from langgraph_moa.text._selection import boxed_answers
+from langgraph_moa.text._selection import boxed_answers, stated_number
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_PLAIN_NUMBER = re.compile(r"\$?\s*-?[\d,]*\.?\d+\s*\$?")
+_PLAIN_NUMBER = re.compile(r"\$?\s*-?[\d,]*\.?\d+\s*[$%]?")
 
 
 def normalize(text: str) -> str:
@@ -60,10 +61,12 @@ def last_number(answer: str) -> float | None:
 def numeric(answer: str, target: float, rel_tol: float = 1e-6) -> bool:
     r"""Tell whether the answer's result equals `target` (relative tolerance).
 
-    The result is the last ``\boxed{}`` that holds a plain number, else the last number.
+    The result is the last ``\boxed{}`` that holds a plain number, else the last ``#### N``
+    or "the answer is N", else the last number.
     """
     boxed = [text for text in boxed_answers(answer) if _PLAIN_NUMBER.fullmatch(text)]
-    value = last_number(boxed[-1] if boxed else answer)
+    stated = boxed[-1] if boxed else stated_number(answer)
+    value = last_number(stated if stated is not None else answer)
     return value is not None and math.isclose(value, target, rel_tol=rel_tol, abs_tol=1e-9)
 
 

@@ -54,6 +54,14 @@ _STATED_CHOICE = re.compile(
     re.MULTILINE,
 )
 _OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
+# A stated numeric result, as worked solutions end: GSM8K's "#### 18", or "The answer is
+# $1,250." / "Final answer: 42". "answer" must be followed by "is", ":" or "=", so "answer 20
+# questions" states nothing.
+_VALUE = r"(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+)"  # "7," is 7
+_STATED_NUMBER = (
+    re.compile(r"####\s*\$?\s*" + _VALUE),
+    re.compile(r"\banswer\b\W{0,3}(?:is|:|=)\W{0,3}\$?\s*" + _VALUE, re.IGNORECASE),
+)
 # A number is a stated result when little text follows it ("... = 62.", "62 apples").
 _TRAILING_WORDS = 3
 _LEAD_IN = re.compile(
@@ -196,15 +204,17 @@ def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bo
     if extractor == "short-span":
         return _normalize(span), False
     # auto: what the answer states as its conclusion (the last \boxed{}, the last "the
-    # answer is C"), else a lone or opening choice letter ("C", "C) Pentagon"), else the last
-    # number written (worked answers end with their result, as GSM8K-style grading
-    # assumes), else the first sentence's words.
+    # answer is C", the last "#### 18" or "the answer is 18"), else a lone or opening
+    # choice letter ("C", "C) Pentagon"), else the last number written (worked answers end
+    # with their result, as GSM8K-style grading assumes), else the first sentence's words.
     if boxed := boxed_answers(text):
         return _conclusion(boxed[-1]), True
     if stated := [
         letter for match in _STATED_CHOICE.finditer(text) for letter in match.groups() if letter
     ]:
         return stated[-1], True
+    if (number := stated_number(text)) is not None and (key := _number_key(number)):
+        return key, True
     if (match := _CHOICE.match(text.strip())) and len(text.strip()) <= 3:
         return match.group(1).upper(), True
     if match := _OPENING_CHOICE.match(text):
@@ -214,11 +224,24 @@ def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bo
     return _normalize(span) or _normalize(text), False
 
 
+def stated_number(text: str) -> str | None:
+    """Return the number a worked solution states as its result, as written; None if none.
+
+    The last GSM8K-style ``#### N`` wins, else the last "the answer is N" (or "Answer: N"),
+    so numbers restated after the conclusion ("The answer is 18. She sold 9 eggs at $2")
+    do not count.
+    """
+    for stated in _STATED_NUMBER:
+        if found := stated.findall(text):
+            return str(found[-1])
+    return None
+
+
 def boxed_answers(text: str) -> list[str]:
     r"""Return the contents of every ``\boxed{...}`` in `text`, in order, braces balanced.
 
-    ``\text{C}`` and its kin are unwrapped and ``1{,}250`` reads as ``1,250``; an unclosed
-    box is ignored.
+    ``\text{C}`` and its kin are unwrapped, ``1{,}250`` reads as ``1,250`` and ``\$18`` as
+    ``$18``; an unclosed box is ignored.
     """
     found = []
     for start in _BOXED_START.finditer(text):
@@ -229,6 +252,7 @@ def boxed_answers(text: str) -> list[str]:
         if depth:
             continue
         content = text[start.end() : at - 1].replace("{,}", ",")
+        content = content.replace("\\$", "$").replace("\\%", "%")  # \boxed{\$18}: a number
         while (unwrapped := _LATEX_WRAPPER.sub(r"\1", content)) != content:
             content = unwrapped
         found.append(content.strip())

@@ -1,0 +1,154 @@
+"""GSM8K in `moa eval`: the published format, the packaged sample, scoring and vote keys."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from langgraph_moa.eval import EvalDatasetError, load_dataset, score, shipped_dataset
+from langgraph_moa.eval.datasets import PACKAGED
+from langgraph_moa.eval.scorers import numeric
+from langgraph_moa.text._selection import extract_answer, stated_number
+
+ROOT = Path(__file__).parents[2]
+# Two lines exactly as openai/grade-school-math publishes them (test.jsonl, lines 1 and 2).
+PUBLISHED = [
+    {
+        "question": "Janet\u2019s ducks lay 16 eggs per day. She eats three for breakfast every "
+        "morning and bakes muffins for her friends every day with four. She sells the "
+        "remainder at the farmers' market daily for $2 per fresh duck egg. How much in "
+        "dollars does she make every day at the farmers' market?",
+        "answer": "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = "
+        "$<<9*2=18>>18 every day at the farmer\u2019s market.\n#### 18",
+    },
+    {
+        "question": "A robe takes 2 bolts of blue fiber and half that much white fiber.  How "
+        "many bolts in total does it take?",
+        "answer": "It takes 2/2=<<2/2=1>>1 bolt of white fiber\nSo the total amount of fabric "
+        "is 2+1=<<2+1=3>>3 bolts of fabric\n#### 3",
+    },
+]
+
+
+def test_published_lines_load_with_the_final_number_as_target(tmp_path):
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in PUBLISHED))
+    ducks, robe = load_dataset(path)
+    assert (ducks.id, ducks.numeric, ducks.category) == ("1", 18.0, "gsm8k")
+    assert ducks.turns == [PUBLISHED[0]["question"]]
+    assert ducks.reference == PUBLISHED[0]["answer"] and robe.numeric == 3.0
+    assert score(ducks, "She makes 9 * 2 = $18 a day.\n#### 18")["correct"]
+    assert not score(ducks, "She sells 9 eggs.\n#### 9")["correct"]
+
+
+@pytest.mark.parametrize(
+    ("final", "value"), [("#### 1,600", 1600.0), ("#### -3", -3.0), ("####42", 42.0)]
+)
+def test_final_lines_with_commas_and_signs(tmp_path, final, value):
+    path = tmp_path / "g.jsonl"
+    path.write_text(json.dumps({"question": "q", "answer": f"work\n{final}"}) + "\n")
+    assert load_dataset(path)[0].numeric == value
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ("She makes 18 dollars.", "g.jsonl:2: 'answer' is read as a GSM8K solution"),
+        ("work\n#### eighteen", "ends '#### eighteen'; end it with '#### N'"),
+        ("#### 18\nthen more text", "or 'numeric' (a number) instead"),
+        (18, "'answer' must be a GSM8K worked solution (a string ending '#### N'), got int"),
+    ],
+)
+def test_a_malformed_gsm8k_line_names_the_line_and_the_fix(tmp_path, answer, message):
+    path = tmp_path / "g.jsonl"
+    good = json.dumps(PUBLISHED[1])
+    path.write_text(good + "\n" + json.dumps({"question": "q", "answer": answer}) + "\n")
+    with pytest.raises(EvalDatasetError) as err:
+        load_dataset(path)
+    assert message in str(err.value) and "g.jsonl:2" in str(err.value)
+
+
+def test_the_packaged_sample_loads_by_name_and_every_reference_scores_right():
+    items = load_dataset("gsm8k")
+    assert len(items) == 300 and len({i.id for i in items}) == 300
+    assert all(i.id.startswith("gsm8k-test-") and i.numeric is not None for i in items)
+    assert all(score(i, i.reference or "")["correct"] for i in items)
+    assert load_dataset(shipped_dataset("gsm8k"))[0].id == items[0].id
+    notice = (shipped_dataset("gsm8k").parent / "GSM8K_NOTICE.txt").read_text()
+    assert "MIT License" in notice and "3101c7d5072418e28b9008a6636bde82a006892c" in notice
+
+
+def test_the_samples_are_the_seeded_draw_their_script_records():
+    """The committed files hold exactly the lines the recorded seed picks (no hand edits)."""
+    script = (ROOT / "benchmarks" / "data" / "make_gsm8k.py").read_text()
+    seed = int(script.split("SEED = ")[1].split()[0])
+    for split, size, total, path in (
+        ("test", 300, 1319, shipped_dataset("gsm8k")),
+        ("train", 100, 7473, ROOT / "benchmarks" / "data" / "gsm8k_train_100.jsonl"),
+    ):
+        picked = sorted(random.Random(f"{seed}-{split}").sample(range(total), size))
+        ids = [json.loads(line)["id"] for line in path.read_text().splitlines()]
+        assert ids == [f"gsm8k-{split}-{i:04d}" for i in picked]
+    test_ids = {i.id for i in load_dataset("gsm8k")}
+    assert all(i.startswith("gsm8k-test") for i in test_ids)
+
+
+def test_an_unknown_dataset_name_lists_the_packaged_ones():
+    with pytest.raises(EvalDatasetError, match="packaged dataset by name"):
+        load_dataset("gsm9k")
+    with pytest.raises(EvalDatasetError, match="the packaged ones are verifiable, gsm8k"):
+        shipped_dataset("gsm9k")
+    assert set(PACKAGED) == {"verifiable", "gsm8k"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "target"),
+    [
+        ("9 eggs at $2 each.\n#### 18", 18),
+        ("The answer is 18. She sold 9 eggs at $2.", 18),
+        ("So she makes \\boxed{18} dollars from 9 eggs.", 18),
+        ("So she makes $\\boxed{\\$1,250}$ in 3 days.", 1250),
+        ("Final answer: $1,250.50", 1250.5),
+        ("#### -3", -3),
+        ("The total is 1,600 dollars.", 1600),
+        ("The discount is \\boxed{12.5\\%} of 80.", 12.5),
+    ],
+)
+def test_the_numeric_scorer_reads_stated_results(answer, target):
+    assert numeric(answer, target)
+
+
+@pytest.mark.parametrize(
+    ("answer", "wrong"),
+    [
+        ("The answer is 18. She sold 9 eggs at $2.", 2),
+        ("#### 18\nHe had 4 boxes.", 4),
+        ("He has to answer 20 questions, so 20 + 5 = 25.", 20),
+    ],
+)
+def test_numbers_after_or_beside_the_conclusion_do_not_count(answer, wrong):
+    assert not numeric(answer, wrong)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Step 1: 1,000 + 250 = 1,250.\n#### 1,250",
+        "The answer is $1,250. That is 5 payments of $250.",
+        "So the total is \\(\\boxed{\\$1{,}250}\\) over 5 months.",
+        "Final answer: 1250.0",
+        "1250",
+    ],
+)
+def test_worked_solutions_vote_by_their_final_number(text):
+    assert extract_answer(text) == "1250"
+
+
+def test_stated_number_prefers_the_gsm8k_line_and_the_last_statement():
+    assert stated_number("The answer is 5.\n#### 6") == "6"
+    assert stated_number("The answer is 5. No wait, the answer is 7, as 3 + 4 = 7.") == "7"
+    assert stated_number("Answer 20 questions in 3 hours.") is None
+    assert stated_number("no number here") is None
+    # A choice letter stated as the answer still reads as the letter.
+    assert extract_answer("The answer is C) 3/4, as 3 of 4 parts are shaded.") == "C"
