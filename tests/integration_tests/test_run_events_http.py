@@ -62,7 +62,7 @@ def test_moa_ui_opens_the_page_once_the_port_answers(monkeypatch):
 
     from fastapi import FastAPI
 
-    from langgraph_moa.cli._app import _open_when_up
+    from langgraph_moa.cli._ui import _open_when_up
 
     opened = []
     monkeypatch.setattr(webbrowser, "open", opened.append)

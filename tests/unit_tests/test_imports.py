@@ -77,3 +77,30 @@ def test_all_is_sorted_and_exports_every_public_error():
     }
     assert public_errors <= set(langgraph_moa.__all__)
     assert all(issubclass(getattr(errors, n), errors.MoAError) for n in public_errors)
+
+
+def test_the_cli_and_the_package_work_without_the_serve_extra():
+    """The quickstart installs [local] only: nothing outside `moa serve` may need FastAPI."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('fastapi', 'uvicorn', 'starlette'):\n"
+        "            raise ImportError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import langgraph_moa, langgraph_moa.cli._app, langgraph_moa.serving\n"
+        "from langgraph_moa.cli._app import app\n"
+        "from typer.testing import CliRunner\n"
+        "result = CliRunner().invoke(app, ['serve', '-p', 'local-moa'])\n"
+        "print(result.exit_code, type(result.exception).__name__, result.exception)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    code, kind, message = done.stdout.split(" ", 2)
+    assert code != "0" and kind == "MissingExtraError"
+    assert "install langgraph-moa[serve]" in message

@@ -19,9 +19,8 @@ from langgraph_moa.cli._run import set_context_size
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._loader import load_config
 from langgraph_moa.config._schema import MoAConfig
-from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.errors import MissingExtraError, MoAConfigError
 from langgraph_moa.serving._errors import MAX_BODY_BYTES
-from langgraph_moa.serving._guard import LOOPBACK_NAMES, ServeSecurity
 
 
 def _limit_option(field: str, flag: str, help_text: str) -> Any:
@@ -154,6 +153,12 @@ def serve(
     A served preset always runs as configured; the --max-* limits bound what a client's
     overrides may ask for on top of it.
     """
+    # Imported here: the rest of the CLI works without the serve extra (FastAPI, uvicorn).
+    try:
+        from langgraph_moa.serving._guard import LOOPBACK_NAMES, ServeSecurity
+    except ImportError as exc:
+        raise MissingExtraError("moa serve", "serve", exc.name or "uvicorn") from None
+    from langgraph_moa.serving._server import load_system
     from langgraph_moa.serving._server import serve as run_server
 
     given: dict[str, Any] = {
@@ -171,7 +176,8 @@ def serve(
     set_context_size(context_size)
     systems: dict[str, MoAConfig] = {}
     for name in preset or ([] if config else [DEFAULT_PRESET, "local-moa", "local-self-moa"]):
-        systems[name] = load_config(name)
+        served, loaded = load_system(name)  # a config file is served under its name or stem
+        systems[served] = loaded
     for path in config or []:
         loaded = load_config(path)
         name = loaded.name or path.stem

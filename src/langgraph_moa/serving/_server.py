@@ -10,7 +10,6 @@ from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import (
     MoAConfigError,
 )
-from langgraph_moa.serving._app import create_app
 from langgraph_moa.serving._errors import MAX_BODY_BYTES
 from langgraph_moa.serving._guard import ServeSecurity, uvicorn_options
 from langgraph_moa.serving._history import History, HistoryError, default_history_path
@@ -57,6 +56,8 @@ def serve(
         from langgraph_moa.errors import MissingExtraError
 
         raise MissingExtraError("moa serve", "serve", exc.name or "fastapi") from None
+    from langgraph_moa.serving._app import create_app
+
     for name, config in systems.items():
         _check_served(name, config)
     _check_port(host, port)
