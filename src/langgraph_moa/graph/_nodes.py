@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.runtime import get_runtime
 from langgraph.types import Command
@@ -66,7 +66,15 @@ from langgraph_moa.run._ledger import (
     Step,
     here,
 )
-from langgraph_moa.run._references import answered_proposals, candidates, priority, with_references
+from langgraph_moa.run._options import Options, bind_options, params_with, run_options
+from langgraph_moa.run._references import (
+    TOOL_NOTE,
+    answered_proposals,
+    candidates,
+    priority,
+    proposal_text,
+    with_references,
+)
 from langgraph_moa.run.cache import CallCache
 from langgraph_moa.run.context import ContextConfigCache
 from langgraph_moa.run.state import CallRecord, MoAState, ProposerTask
@@ -106,10 +114,13 @@ class MoANodes:
         """Check the input and the models before any call is paid for; reset run data."""
         cfg = self.plan().cfg
         validate_conversation(state.get("messages", []))
+        options = run_options(state)
         for p in cfg.proposers:
-            self._proposer_model(cfg, p)
+            bind_options(self._proposer_model(cfg, p), options, p.label)
         for index in range(len(cfg.final_chain)):
-            self._final_model(cfg, index, streamed=cfg.final_role == "aggregator")
+            model = self._final_model(cfg, index, streamed=cfg.final_role == "aggregator")
+            if cfg.final_role == "aggregator":
+                bind_options(model, options, cfg.final_chain[index].label)
         return {
             "calls": None,
             "layer": 0,
@@ -148,7 +159,11 @@ class MoANodes:
         parts = [f"layer {call.layer}", f"proposer {call.proposer + 1}"]
         if p.samples > 1:
             parts.append(f"sample {call.sample + 1}")
-        model = self._proposer_model(cfg, p).with_config(
+        options: Options = task.get("options") or {}
+        picks = _picks_proposal(cfg)
+        model = bind_options(
+            self._proposer_model(cfg, p), options, p.label, stop=picks
+        ).with_config(
             run_name=" / ".join([*parts, p.label]),
             tags=[TAG_PROPOSER, NOSTREAM],
             metadata=call.trace_metadata(cfg),
@@ -163,12 +178,12 @@ class MoANodes:
                 model,
                 task["messages"],
                 call,
-                p.call_params(),
+                params_with(p.call_params(), options, stop=picks),
                 cfg.call_timeout_s,
                 stop,
                 has_own_timeout(p.model),
             )
-            if not response.text.strip():
+            if not response.text.strip() and not _wants_tools(response):
                 raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
             latency = time.perf_counter() - started
             record = _ok(call, step.errors(key), response, latency, cached)
@@ -223,7 +238,7 @@ class MoANodes:
         ]
         return {
             "layer": layer,
-            "references": plan.references(state, layer, [c["output"] or "" for c in answered]),
+            "references": plan.references(state, layer, [proposal_text(c) for c in answered]),
             "missing": len(mine) - len(answered),
             "drawn": drawn,
         }
@@ -261,11 +276,14 @@ class MoANodes:
         call = CallId(cfg.final_role, layer, -1, index, cfg.final_chain[index].label)  # type: ignore[arg-type]
         return call, is_final
 
-    def _final_params(self, cfg: MoAConfig, call: CallId) -> dict[str, Any]:
+    def _final_params(
+        self, cfg: MoAConfig, call: CallId, options: Options, is_final: bool
+    ) -> dict[str, Any]:
         params = cfg.final_chain[call.sample].call_params()
         if self.response_format is not None:  # a structured answer is a different call
             params = {**params, "response_format": repr(self.response_format)}
-        return params
+        tools = self.response_format is None or not is_final
+        return params_with(params, options, tools=tools, stop=is_final, final=is_final)
 
     def _aggregator_input(
         self, cfg: MoAConfig, state: MoAState, call: CallId, is_final: bool
@@ -273,18 +291,29 @@ class MoANodes:
         """Return the aggregator's model, its messages, and how many references were cut."""
         step = "window" if cfg.variant == "self-moa-seq" else "layer"
         tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, NOSTREAM]
-        base: Runnable[Any, Any] = self._final_model(cfg, call.sample, streamed=is_final)
+        chat = self._final_model(cfg, call.sample, streamed=is_final)
+        options = run_options(state)
+        base: Runnable[Any, Any]
         if is_final and self.response_format is not None:
-            base = base.with_structured_output(  # type: ignore[attr-defined]
+            base = chat.with_structured_output(
                 self.response_format, method=self.response_method, include_raw=True
             )
+        else:
+            base = bind_options(chat, options, call.configured_model, stop=is_final, final=is_final)
         model = base.with_config(
             run_name=f"{step} {call.layer} / aggregator / {call.configured_model}",
             tags=tags,
             metadata=call.trace_metadata(cfg),
         )
+        wanted = options.get("tools") and any(
+            c.get("tool_calls") for c in answered_proposals(state)
+        )
         messages, trimmed = with_references(
-            cfg, list(state["messages"]), state, [cfg.final_chain[call.sample]]
+            cfg,
+            list(state["messages"]),
+            state,
+            [cfg.final_chain[call.sample]],
+            extra_note=TOOL_NOTE if wanted and self.response_format is None else "",
         )
         return model, messages, trimmed
 
@@ -309,7 +338,7 @@ class MoANodes:
                 model,
                 messages,
                 call,
-                self._final_params(cfg, call),
+                self._final_params(cfg, call, run_options(state), is_final),
                 cfg.call_timeout_s,
                 own_timeout=has_own_timeout(cfg.final_chain[call.sample].model),
             )
@@ -359,11 +388,11 @@ class MoANodes:
             response = response["raw"]
             if not response.text.strip():  # function calling: the structure is in tool calls
                 response = response.model_copy(update={"content": as_json(parsed)})
-        if not response.text.strip():
+        if not response.text.strip() and not _wants_tools(response):
             raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
         record = _ok(call, errors, response, latency, cached)
         if not is_final:
-            return {"calls": [record], "synthesis": response.text}
+            return {"calls": [record], "synthesis": proposal_text(record)}
         calls = [*state.get("calls", []), record]
         structured = {"structured_response": parsed} if parsed is not None else {}
         return {
@@ -413,14 +442,18 @@ class MoANodes:
         record = _ok(call, step.errors(key), response, latency, cached)
         references = state["references"]
         choice = parse_choice(response.text, len(references))
+        picked = references[(choice or 1) - 1]
+        # References may be shuffled: find the proposal by what the ranker was shown.
+        chosen = next((c for c in answered_proposals(state) if proposal_text(c) == picked), None)
         calls = [*state.get("calls", []), record]
         message = final_message(
             cfg,
             None,
-            references[(choice or 1) - 1],
+            chosen["output"] if chosen is not None else picked,
             calls,
             record,
             extra={"ranker_choice": choice, "ranker_reply": response.text},
+            source=chosen,
         )
         return {"calls": [record], "messages": [message], "usage": summarize(calls)}
 
@@ -479,6 +512,16 @@ class MoANodes:
             "no further call was started"
         )
         return labelled_fallback(cfg, calls, best, "budget", reason)
+
+
+def _picks_proposal(cfg: MoAConfig) -> bool:
+    """Tell whether the variant returns a proposal verbatim (then proposals get `stop`)."""
+    return cfg.variant in ("select", "ranker")
+
+
+def _wants_tools(response: BaseMessage) -> bool:
+    """Tell whether a response asked for tool calls (then it may have no text)."""
+    return isinstance(response, AIMessage) and bool(response.tool_calls)
 
 
 def _with_timeout(cfg: MoAConfig, spec: Any, params: dict[str, Any]) -> dict[str, Any]:

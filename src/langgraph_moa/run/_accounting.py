@@ -7,7 +7,20 @@ from collections.abc import Iterable
 from langchain_core.messages import AIMessage, BaseMessage
 
 from langgraph_moa.providers._retry import StragglerCancelledError
-from langgraph_moa.run.state import CallRecord, LayerTotals, Role, TokenTotals, UsageSummary
+from langgraph_moa.run.state import (
+    CallRecord,
+    LayerTotals,
+    Role,
+    TokenTotals,
+    ToolCallRecord,
+    UsageSummary,
+)
+
+
+def tool_calls_of(response: BaseMessage) -> list[ToolCallRecord]:
+    """Return the tool calls a response asked for (none for a text answer)."""
+    calls = response.tool_calls if isinstance(response, AIMessage) else []
+    return [ToolCallRecord(name=c["name"], args=dict(c["args"]), id=c.get("id")) for c in calls]
 
 
 def answering_model(response: BaseMessage, configured: str) -> str:
@@ -82,7 +95,7 @@ def ok_record(
     prompt = int(usage["input_tokens"]) if usage else 0
     completion = int(usage["output_tokens"]) if usage else 0
     logprobs = token_logprobs(response)
-    return CallRecord(
+    record = CallRecord(
         role=role,
         layer=layer,
         proposer=proposer,
@@ -103,6 +116,9 @@ def ok_record(
         logprob_tokens=len(logprobs),
         finish_reason=finish_reason(response),
     )
+    if tools := tool_calls_of(response):  # only then: records of text answers stay as they were
+        record["tool_calls"] = tools
+    return record
 
 
 def failed_record(

@@ -10,8 +10,25 @@ from langgraph_moa.config._schema import MoAConfig, RoleConfig
 from langgraph_moa.providers._retry import ContextLengthError
 from langgraph_moa.run._accounting import was_cut_off
 from langgraph_moa.run.state import CallRecord, MoAState
-from langgraph_moa.text._prompts import estimate_tokens, fit_references, inject_references
-from langgraph_moa.text._selection import Candidate, tally_note
+from langgraph_moa.text._prompts import (
+    estimate_tokens,
+    fit_references,
+    inject_references,
+    render_proposal,
+)
+from langgraph_moa.text._selection import Candidate, tally_note, tool_calls_key
+
+TOOL_NOTE = (
+    "Some responses ask to call tools (the lines starting with 'Tool call:'). If a tool must "
+    "be called to answer, call it yourself with the tools you have, with the arguments you "
+    "judge right; otherwise answer in text."
+)
+"""Told to an aggregator with tools bound when a reference wanted a tool call."""
+
+
+def proposal_text(record: CallRecord) -> str:
+    """Return a call's answer as a reference: its text and any tool calls it asked for."""
+    return render_proposal(record["output"] or "", record.get("tool_calls"))
 
 
 def with_references(
@@ -19,6 +36,7 @@ def with_references(
     conversation: list[BaseMessage],
     state: MoAState,
     readers: Sequence[RoleConfig],
+    extra_note: str = "",
 ) -> tuple[list[BaseMessage], int]:
     """Build a layer's input for `readers`, trimming references to fit their context.
 
@@ -50,6 +68,7 @@ def with_references(
     note = ""
     if cfg.selection is not None and cfg.selection.show_tally and not trimmed:
         note = tally_note(candidates(state), cfg.selection)
+    note = "\n\n".join(n for n in (note, extra_note) if n)
     messages = inject_references(
         conversation,
         references,
@@ -85,6 +104,7 @@ def candidates(state: MoAState) -> list[Candidate]:
             text=c["output"] or "",
             mean_logprob=c.get("mean_logprob"),
             cut_off=was_cut_off(c),
+            tool_key=tool_calls_key(c.get("tool_calls")),
         )
         for k, c in enumerate(answered)
     ]

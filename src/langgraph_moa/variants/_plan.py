@@ -16,6 +16,7 @@ from langgraph.types import Send
 
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.run import _clock as clock
+from langgraph_moa.run._options import run_options
 from langgraph_moa.run._references import candidates, priority, with_references
 from langgraph_moa.run.state import MoAState, ProposerTask
 from langgraph_moa.text._selection import select
@@ -79,6 +80,8 @@ class Plan:
             run_token=state["run_token"],
             layer_started_at=started,
         )
+        if options := run_options(state):
+            task["options"] = options
         return Send(PROPOSE, task)
 
     # --- join ----------------------------------------------------------------------------
