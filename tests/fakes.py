@@ -8,8 +8,8 @@ word, and can be told to fail.
 from __future__ import annotations
 
 import asyncio
-import json
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
