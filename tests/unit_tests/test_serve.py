@@ -90,7 +90,23 @@ def assert_one_sentence(response, status, *fragments):
             "less than or equal to 2",
         ),
         ({"model": "m", "messages": USER, "top_p": 0.5}, "top_p", "temperature instead"),
-        ({"model": "m", "messages": USER, "tools": []}, "tools", "not supported"),
+        ({"model": "m", "messages": USER, "logit_bias": {}}, "logit_bias", "not supported"),
+        (
+            {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {}}]},
+            "tools.0.function",
+            "needs a 'name'",
+        ),
+        (
+            {"model": "m", "messages": USER, "response_format": {"type": "xml"}},
+            "response_format.type",
+            "json_schema",
+        ),
+        (
+            {"model": "m", "messages": USER, "response_format": {"type": "json_schema"}},
+            "response_format",
+            "json_schema is required",
+        ),
+        ({"model": "m", "messages": USER, "tool_choice": "auto"}, None, "needs tools"),
         (
             {"model": "m", "messages": USER, "stream_options": {"include_usage": True}},
             None,
@@ -376,3 +392,14 @@ async def test_a_client_that_stays_gets_the_whole_run(slow_system, log, stream):
     assert sent[0]["status"] == 200
     assert b"AGG #" in b"".join(m.get("body", b"") for m in sent[1:])
     assert [c.label for c in log.calls][-1] == "AGG"
+
+
+def test_user_and_metadata_are_forwarded_to_the_run_trace_never_dropped():
+    from langgraph_moa.serving._app import ChatRequest
+
+    body = ChatRequest.model_validate(
+        {"model": "m", "messages": USER, "user": "u-1", "metadata": {"team": "a"}}
+    )
+    assert body.trace_metadata() == {"user": "u-1", "request_metadata": {"team": "a"}}
+    options = body.run_options(picks_proposal=False)
+    assert "user" not in json.dumps(options)  # not sent to the models

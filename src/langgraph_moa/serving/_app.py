@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, convert_to_messages
+from langchain_core.runnables import RunnableConfig
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -58,6 +59,7 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph._builder import create_moa_graph, validate_conversation
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.run._options import split_call_kwargs
 from langgraph_moa.run.context import MoAContext, apply_context
 
 MAX_BODY_BYTES = 1_000_000
@@ -188,6 +190,31 @@ class _StreamOptions(_Body):
     include_usage: StrictBool = False
 
 
+class _ResponseFormat(_Body):
+    """OpenAI's ``response_format``: plain text, any JSON object, or a JSON schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> "_ResponseFormat":
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type 'json_schema', and only then")
+        return self
+
+
+class _Tool(_Body):
+    type: Literal["function"]
+    function: dict[str, Any]
+
+    @field_validator("function")
+    @classmethod
+    def _named(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(value.get("name"), str) or not value["name"]:
+            raise ValueError("a function tool needs a 'name'")
+        return value
+
+
 class ChatRequest(_Body):
     """The body of ``POST /v1/chat/completions``: OpenAI's fields MoA honours, and its own.
 
@@ -207,8 +234,19 @@ class ChatRequest(_Body):
     presence_penalty: float | None = Field(default=None, strict=True)
     frequency_penalty: float | None = Field(default=None, strict=True)
     user: StrictStr | None = None
+    """Forwarded as the run's trace metadata (``user``), not to the models."""
     metadata: dict[str, StrictStr] | None = None
+    """Forwarded as the run's trace metadata (``request_metadata``)."""
     store: StrictBool | None = None
+    # Passed through to the model calls (see `run._options`).
+    tools: list[_Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
+    response_format: _ResponseFormat | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    seed: StrictInt | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
     # MoA's own overrides (``extra_body`` in the OpenAI client).
     layers: StrictInt | None = None
     samples: StrictInt | None = None
@@ -238,7 +276,47 @@ class ChatRequest(_Body):
     def _usage_needs_a_stream(self) -> "ChatRequest":
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed with stream: true")
+        if self.tool_choice is not None and not self.tools:
+            raise ValueError("tool_choice needs tools")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         return self
+
+    def run_options(self, *, picks_proposal: bool) -> dict[str, Any]:
+        """Return the graph input's call options (see `MoAInput`) this request asks for."""
+        options: dict[str, Any] = {}
+        if self.tools:
+            options["tools"] = [t.model_dump() for t in self.tools]
+            if self.tool_choice is not None:
+                options["tool_choice"] = self.tool_choice
+            if self.parallel_tool_calls is not None:
+                options["parallel_tool_calls"] = self.parallel_tool_calls
+        if self.stop:
+            options["stop"] = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        extra: dict[str, Any] = {}
+        if self.seed is not None:
+            extra["seed"] = self.seed
+        if self.response_format is not None and self.response_format.type != "text":
+            extra["response_format"] = self.response_format.model_dump(exclude_none=True)
+        if self.logprobs:
+            extra["logprobs"] = True
+            if self.top_logprobs is not None:
+                extra["top_logprobs"] = self.top_logprobs
+        every, final = split_call_kwargs(extra, picks_proposal=picks_proposal)
+        if every:
+            options["call_kwargs"] = every
+        if final:
+            options["final_kwargs"] = final
+        return options
+
+    def trace_metadata(self) -> dict[str, Any]:
+        """Return what the request forwards to the run's trace (``user``, ``metadata``)."""
+        out: dict[str, Any] = {}
+        if self.user is not None:
+            out["user"] = self.user
+        if self.metadata:
+            out["request_metadata"] = dict(self.metadata)
+        return out
 
 
 def _invalid_body(exc: ValidationError) -> _APIError:
@@ -374,6 +452,19 @@ class _Job:
     context: MoAContext
     stream: bool
     include_usage: bool
+    options: dict[str, Any]
+    """The graph input's call options: tools, stop, response_format, ... (see `MoAInput`)."""
+    trace: dict[str, Any]
+    """Run metadata the request forwards (``user``, ``metadata``)."""
+    logprobs: bool = False
+
+    def run_input(self) -> dict[str, Any]:
+        """Return the graph's input: the conversation and the call options."""
+        return {"messages": self.messages, **self.options}
+
+    def config(self) -> RunnableConfig:
+        """Return the run's config: the forwarded trace metadata."""
+        return RunnableConfig(metadata=self.trace) if self.trace else RunnableConfig()
 
 
 class _Preparer:
@@ -422,7 +513,17 @@ class _Preparer:
             reason = str(exc).splitlines()[0].rstrip(". ")  # LangChain adds a link below
             raise _APIError(400, f"'messages' is not a valid conversation: {reason}.") from None
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _Job(body.model, messages, context, body.stream, include_usage)
+        variant = context.variant or self.systems[body.model].variant
+        return _Job(
+            body.model,
+            messages,
+            context,
+            body.stream,
+            include_usage,
+            body.run_options(picks_proposal=variant in ("select", "ranker")),
+            body.trace_metadata(),
+            bool(body.logprobs),
+        )
 
     def _context(self, body: ChatRequest, limits: RequestLimits) -> MoAContext:
         proposers = None
@@ -568,6 +669,7 @@ def create_app(
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
 
     graphs: dict[str, Any] = {
@@ -585,13 +687,35 @@ def create_app(
     async def _send_error(request: Request, exc: _APIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _route_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes and methods answer in OpenAI's error shape too, not {"detail"}.
+        what = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        message = (
+            f"There is no route {request.method} {request.url.path} on this server; it serves "
+            "GET /v1/models, GET /v1/models/{model} and POST /v1/chat/completions."
+            if what
+            else str(exc.detail)
+        )
+        return JSONResponse(_APIError(exc.status_code, message, code=what).body(), exc.status_code)
+
+    def model_card(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "langgraph-moa"}
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "langgraph-moa"}
-            for name in graphs
-        ]
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": [model_card(name) for name in graphs]}
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str) -> dict[str, Any]:
+        if model not in graphs:
+            raise _APIError(
+                404,
+                f"The model {model!r} does not exist; served models: {', '.join(graphs)}.",
+                code="model_not_found",
+                param="model",
+            )
+        return model_card(model)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
@@ -601,19 +725,19 @@ def create_app(
             return Response(status_code=499)  # nobody reads it; it only ends the exchange
         job = await run_in_threadpool(prepare, raw)
         graph = graphs[job.name]
-        run_input = {"messages": job.messages}
+        run_input = job.run_input()
         if job.stream:
             stream = _sse(request, graph, run_input, job)
             return StreamingResponse(stream, media_type="text/event-stream")
         try:
             state = await _unless_disconnected(
-                request, graph.ainvoke(run_input, context=job.context)
+                request, graph.ainvoke(run_input, job.config(), context=job.context)
             )
         except _ClientGone:
             return Response(status_code=499)
         except MoAError as exc:
             raise _api_error(exc) from None
-        return _completion(job.name, state)
+        return _completion(job.name, state, logprobs=job.logprobs)
 
     return app
 
@@ -635,8 +759,37 @@ def _provenance(answer: Any) -> dict[str, Any]:
     }
 
 
-def _completion(name: str, state: dict[str, Any]) -> dict[str, Any]:
+def _finish_reason(answer: Any) -> str:
+    """Return the final call's finish reason (``length``, ``tool_calls``, ...), as OpenAI's."""
+    if answer.tool_calls:
+        return "tool_calls"
+    reason = answer.response_metadata.get("finish_reason")
+    return reason if isinstance(reason, str) and reason else "stop"
+
+
+def _tool_calls(answer: Any) -> list[dict[str, Any]]:
+    """Return the answer's tool calls in OpenAI's wire format."""
+    return [
+        {
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+        }
+        for call in answer.tool_calls
+    ]
+
+
+def _logprobs(answer: Any, asked: bool) -> Any:
+    """Return the final call's logprobs, when the request asked for them."""
+    return answer.response_metadata.get("logprobs") if asked else None
+
+
+def _completion(name: str, state: dict[str, Any], *, logprobs: bool = False) -> dict[str, Any]:
     answer = state["messages"][-1]
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+    if answer.tool_calls:
+        message["tool_calls"] = _tool_calls(answer)
+        message["content"] = answer.text or None
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -645,8 +798,9 @@ def _completion(name: str, state: dict[str, Any]) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.text},
-                "finish_reason": "stop",
+                "message": message,
+                "logprobs": _logprobs(answer, logprobs),
+                "finish_reason": _finish_reason(answer),
             }
         ],
         "usage": _usage(answer),
@@ -700,7 +854,7 @@ async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIter
         return f"data: {json.dumps({**base, **payload}, default=str)}\n\n"
 
     yield event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
-    stream = AnswerStream(graph, run_input, context=job.context)
+    stream = AnswerStream(graph, run_input, job.config(), context=job.context)
     try:
         async for text in stream:
             yield event({"choices": [{"index": 0, "delta": {"content": text}}]})
@@ -711,8 +865,13 @@ async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIter
         yield "data: [DONE]\n\n"
         return
     answer = stream.answer
-    finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-    yield event({**finish, "moa": _provenance(answer)})
+    if answer.tool_calls:
+        calls = [{"index": i, **call} for i, call in enumerate(_tool_calls(answer))]
+        yield event({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]})
+    done: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": _finish_reason(answer)}
+    if job.logprobs:
+        done["logprobs"] = _logprobs(answer, True)
+    yield event({"choices": [done], "moa": _provenance(answer)})
     if job.include_usage:
         yield event({"choices": [], "usage": _usage(answer)})
     yield "data: [DONE]\n\n"
