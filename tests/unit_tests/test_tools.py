@@ -292,3 +292,47 @@ def test_model_name_and_finish_reason_name_the_proposal_that_answers(fake, varia
     assert answer.response_metadata["finish_reason"] == "stop"
     streamed = list(MoAChatModel(config=config).stream(QUESTION))
     assert streamed[-1].response_metadata["model_name"] in ("A", "B")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "add", "arguments": {"a": 1, "b": 2}}',
+        '```json\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n```',
+        '<tool_call>\n{"name": "add", "arguments": "{\\"a\\": 1, \\"b\\": 2}"}\n</tool_call>',
+    ],
+)
+def test_a_tool_call_written_as_text_is_read_as_one(fake, text):
+    config = MoAConfig(
+        variant="select",
+        proposers=[fake("A", reply=lambda *a: text), fake("B", reply=lambda *a: text)],
+        selection={"method": "vote"},
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert [(c["name"], c["args"]) for c in answer.tool_calls] == [("add", {"a": 1, "b": 2})]
+    assert answer.text == ""
+    records = answer.response_metadata["moa"]["calls"]
+    assert all(r["tool_calls_from_text"] for r in records)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "multiply", "arguments": {"a": 1}}',  # no such tool
+        'The call is {"name": "add", "arguments": {"a": 1, "b": 2}}',  # not the whole answer
+        '{"answer": 3}',
+    ],
+)
+def test_text_that_is_not_exactly_a_bound_tool_call_stays_text(fake, text):
+    config = MoAConfig(
+        variant="select", proposers=[fake("A", reply=lambda *a: text)], selection={"method": "vote"}
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert answer.text == text and not answer.tool_calls
+    # Without tools, even a perfect call stays text.
+    plain = MoAConfig(
+        variant="select",
+        proposers=[fake("B", reply=lambda *a: '{"name": "add", "arguments": {}}')],
+        selection={"method": "vote"},
+    )
+    assert not MoAChatModel(config=plain).invoke(QUESTION).tool_calls

@@ -66,7 +66,13 @@ from langgraph_moa.run._ledger import (
     Step,
     here,
 )
-from langgraph_moa.run._options import Options, bind_options, params_with, run_options
+from langgraph_moa.run._options import (
+    Options,
+    bind_options,
+    params_with,
+    read_text_tool_calls,
+    run_options,
+)
 from langgraph_moa.run._references import (
     TOOL_NOTE,
     answered_proposals,
@@ -183,6 +189,7 @@ class MoANodes:
                 stop,
                 has_own_timeout(p.model),
             )
+            response = read_text_tool_calls(response, options)
             if not response.text.strip() and not _wants_tools(response):
                 raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
             latency = time.perf_counter() - started
@@ -388,6 +395,8 @@ class MoANodes:
             response = response["raw"]
             if not response.text.strip():  # function calling: the structure is in tool calls
                 response = response.model_copy(update={"content": as_json(parsed)})
+        else:
+            response = read_text_tool_calls(response, run_options(state))
         if not response.text.strip() and not _wants_tools(response):
             raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
         record = _ok(call, errors, response, latency, cached)

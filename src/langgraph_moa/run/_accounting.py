@@ -118,6 +118,8 @@ def ok_record(
     )
     if tools := tool_calls_of(response):  # only then: records of text answers stay as they were
         record["tool_calls"] = tools
+        if (response.response_metadata or {}).get("moa_tool_calls_from_text"):
+            record["tool_calls_from_text"] = True
     return record
 
 

@@ -13,10 +13,14 @@ payload, and are bound onto a model right before its call. Which call gets what:
 
 from __future__ import annotations
 
+import json
+import re
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.runnables import Runnable
 
 from langgraph_moa.errors import MoAInputError
@@ -97,3 +101,57 @@ def split_call_kwargs(
     every = {k: v for k, v in kwargs.items() if k not in FINAL_ONLY}
     final = {k: v for k, v in kwargs.items() if k in FINAL_ONLY}
     return every, final
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+_TAGS = re.compile(r"^<tool_call>\s*(.*?)\s*</tool_call>$", re.DOTALL)
+
+
+def read_text_tool_calls(response: Any, options: Options) -> Any:
+    """Read a tool call a model wrote as text, when that is all its answer says.
+
+    Small models often answer a tool-calling turn with the call's JSON as plain text
+    (``{"name": "calculator", "arguments": {...}}``, maybe fenced or in ``<tool_call>``
+    tags) instead of in the format their server parses (llama.cpp reads Qwen2.5's calls only
+    between ``<tool_call>`` tokens, which the 0.5B and 1.5B Coder models leave out). When
+    tools are bound, tool choice is not ``"none"``, the response has no tool calls, and its
+    whole text is such a call to a bound tool, this returns the response with that call as
+    a real tool call (an id, no text) and ``response_metadata["moa_tool_calls_from_text"]``
+    set, so the call record says where it came from. Anything else is returned unchanged.
+    """
+    tools = options.get("tools")
+    if not tools or options.get("tool_choice") == "none" or not isinstance(response, AIMessage):
+        return response
+    if response.tool_calls or not isinstance(response.content, str):
+        return response
+    text = response.content.strip()
+    for pattern in (_FENCE, _TAGS):
+        if match := pattern.match(text):
+            text = match.group(1).strip()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return response
+    names = {t["function"]["name"] for t in tools}
+    items = value if isinstance(value, list) else [value]
+    calls = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("name") not in names:
+            return response
+        args = item.get("arguments", item.get("parameters", {}))
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
+                return response
+        if not isinstance(args, dict):
+            return response
+        calls.append(ToolCall(name=item["name"], args=args, id=f"call_{uuid.uuid4().hex[:24]}"))
+    if not calls:
+        return response
+    meta = {**response.response_metadata, "moa_tool_calls_from_text": True}
+    if meta.get("finish_reason") == "stop":
+        meta["finish_reason"] = "tool_calls"
+    return response.model_copy(
+        update={"content": "", "tool_calls": calls, "response_metadata": meta}
+    )

@@ -68,6 +68,8 @@ class CallRecord(TypedDict):
     off, ...), where it said; None otherwise. Selection does not count cut-off answers."""
     tool_calls: NotRequired[list[ToolCallRecord]]
     """The tool calls the model asked for, when it asked for any (a run with tools bound)."""
+    tool_calls_from_text: NotRequired[bool]
+    """True when those calls were read from the answer's text (see `read_text_tool_calls`)."""
 
 
 def call_key(record: CallRecord) -> tuple[int, int, int, int]:
