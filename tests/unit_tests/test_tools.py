@@ -51,7 +51,7 @@ def test_bind_tools_reaches_every_call_and_the_aggregator_sees_what_each_propose
         assert call.kwargs["tool_choice"] == "auto"
     prompt = log.by("AGG")[0].messages[0].text
     assert 'Tool call: add({"a": 1, "b": 2})' in prompt  # A's wish, in its fenced slot
-    assert "B #1" in prompt and "call it yourself" in prompt
+    assert "B #1" in prompt and "reply with only" in prompt
     assert answer.tool_calls == [
         {"name": "add", "args": {"a": 1, "b": 2}, "id": "AGG-1", "type": "tool_call"}
     ]
@@ -336,3 +336,38 @@ def test_text_that_is_not_exactly_a_bound_tool_call_stays_text(fake, text):
         selection={"method": "vote"},
     )
     assert not MoAChatModel(config=plain).invoke(QUESTION).tool_calls
+
+
+def test_a_streamed_tool_call_written_as_text_is_sent_once_as_a_call(fake):
+    text = '{"name": "add", "arguments": {"a": 1, "b": 2}}'
+    config = MoAConfig(
+        proposers=[fake("A")], aggregator=fake("AGG", reply=lambda *a: text), layers=2
+    )
+    llm = MoAChatModel(config=config).bind_tools([add])
+    chunks = list(llm.stream(QUESTION))
+    assert "".join(c.text for c in chunks) == ""  # held back, then dropped
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full += chunk
+    assert [(c["name"], c["args"]) for c in full.tool_calls] == [("add", {"a": 1, "b": 2})]
+    # Text that only starts like a call is sent in the end, whole.
+    other = MoAConfig(
+        proposers=[fake("B")], aggregator=fake("AGG2", reply=lambda *a: "{not a call}"), layers=2
+    )
+    assert (
+        "".join(c.text for c in MoAChatModel(config=other).bind_tools([add]).stream(QUESTION))
+        == "{not a call}"
+    )
+
+
+def test_leading_tool_call_lines_are_read_and_the_text_after_them_kept(fake):
+    text = 'Tool call: add({"a": 1, "b": 2})\nThe result will follow.'
+    config = MoAConfig(
+        proposers=[fake("A")], aggregator=fake("AGG", reply=lambda *a: text), layers=2
+    )
+    llm = MoAChatModel(config=config).bind_tools([add])
+    answer = llm.invoke(QUESTION)
+    assert [(c["name"], c["args"]) for c in answer.tool_calls] == [("add", {"a": 1, "b": 2})]
+    assert answer.text == "The result will follow."
+    streamed = "".join(c.text for c in llm.stream(QUESTION))
+    assert streamed == "The result will follow."

@@ -91,20 +91,66 @@ class AnswerStream:
 
     def __iter__(self) -> Iterator[str]:
         """Run the graph, yielding the answer's text pieces as they come."""
+        hold = _ToolCallHold(bool(self.run_input.get("tools")))
         for mode, part in self.graph.stream(
             self.run_input, self.config, context=self.context, stream_mode=self._modes()
         ):
-            if text := self._take(mode, part):
+            if text := hold.take(self._take(mode, part)):
                 yield text
+        if rest := hold.finish(self.answer if self.final.get("messages") else None):
+            yield rest
         if rest := self._rest():
             yield rest
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """Run the graph asynchronously, yielding the answer's text pieces as they come."""
+        hold = _ToolCallHold(bool(self.run_input.get("tools")))
         async for mode, part in self.graph.astream(
             self.run_input, self.config, context=self.context, stream_mode=self._modes()
         ):
-            if text := self._take(mode, part):
+            if text := hold.take(self._take(mode, part)):
                 yield text
+        if rest := hold.finish(self.answer if self.final.get("messages") else None):
+            yield rest
         if rest := self._rest():
             yield rest
+
+
+_CALL_STARTS = ("{", "[", "```", "<tool_call>", "Tool call:")
+
+
+class _ToolCallHold:
+    """With tools bound, holds back answer text that may yet turn out to be a tool call.
+
+    A small model may write its tool call as JSON text, which the graph then reads as a
+    real call (`read_text_tool_calls`); streamed as it came, the client would get the call
+    twice, as text and as a call. Text that starts like a call (``{``, ``[``, a code fence,
+    ``<tool_call>``) is held until the answer is known: dropped if it became a tool call,
+    sent otherwise. Any other text passes at once.
+    """
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self.pending = ""
+        self.released = not active
+
+    def take(self, text: str) -> str:
+        """Return what of `text` can go out now."""
+        if self.released or not text:
+            return text
+        self.pending += text
+        head = self.pending.lstrip()
+        if not head:
+            return ""
+        if any(head.startswith(s) or s.startswith(head) for s in _CALL_STARTS):
+            return ""
+        self.released = True
+        out, self.pending = self.pending, ""
+        return out
+
+    def finish(self, answer: AIMessage | None) -> str:
+        """Return the held text; if the answer read tool calls out of it, the text left."""
+        out, self.pending = self.pending, ""
+        if out and answer is not None and answer.tool_calls:
+            return str(answer.text)
+        return out

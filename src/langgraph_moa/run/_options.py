@@ -105,53 +105,87 @@ def split_call_kwargs(
 
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 _TAGS = re.compile(r"^<tool_call>\s*(.*?)\s*</tool_call>$", re.DOTALL)
+_RENDERED = re.compile(r"^(?:Tool call:\s*)?([A-Za-z_][\w.-]*)\((\{.*\})\)\s*$")
+"""A call as `render_proposal` writes it into the references (``Tool call: add({...})``),
+which an aggregator may copy."""
 
 
 def read_text_tool_calls(response: Any, options: Options) -> Any:
-    """Read a tool call a model wrote as text, when that is all its answer says.
+    """Read tool calls a model wrote as text, when its answer begins with them.
 
     Small models often answer a tool-calling turn with the call's JSON as plain text
     (``{"name": "calculator", "arguments": {...}}``, maybe fenced or in ``<tool_call>``
     tags) instead of in the format their server parses (llama.cpp reads Qwen2.5's calls only
-    between ``<tool_call>`` tokens, which the 0.5B and 1.5B Coder models leave out). When
-    tools are bound, tool choice is not ``"none"``, the response has no tool calls, and its
-    whole text is such a call to a bound tool, this returns the response with that call as
-    a real tool call (an id, no text) and ``response_metadata["moa_tool_calls_from_text"]``
-    set, so the call record says where it came from. Anything else is returned unchanged.
+    between ``<tool_call>`` tokens, which the 0.5B and 1.5B Coder models leave out), and an
+    aggregator may copy the references' ``Tool call: name({...})`` lines. When tools are
+    bound, tool choice is not ``"none"`` and the response has no tool calls, an answer that
+    is such a call, or whose first lines are such calls to bound tools, gets them as real
+    tool calls (with ids); the text after them stays its content, as with a model that
+    writes text beside its calls. ``response_metadata["moa_tool_calls_from_text"]`` is set,
+    so the call record says where they came from. Anything else is returned unchanged.
     """
     tools = options.get("tools")
     if not tools or options.get("tool_choice") == "none" or not isinstance(response, AIMessage):
         return response
     if response.tool_calls or not isinstance(response.content, str):
         return response
+    names = {t["function"]["name"] for t in tools}
     text = response.content.strip()
     for pattern in (_FENCE, _TAGS):
         if match := pattern.match(text):
             text = match.group(1).strip()
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return response
-    names = {t["function"]["name"] for t in tools}
-    items = value if isinstance(value, list) else [value]
-    calls = []
-    for item in items:
-        if not isinstance(item, dict) or item.get("name") not in names:
-            return response
-        args = item.get("arguments", item.get("parameters", {}))
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except ValueError:
-                return response
-        if not isinstance(args, dict):
-            return response
-        calls.append(ToolCall(name=item["name"], args=args, id=f"call_{uuid.uuid4().hex[:24]}"))
+    calls = _json_calls(text, names)
+    rest = ""
+    if calls is None:
+        calls, lines = [], text.splitlines()
+        while lines and (found := _line_call(lines[0].strip(), names)) is not None:
+            calls.append(found)
+            lines.pop(0)
+        rest = "\n".join(lines).strip()
     if not calls:
         return response
     meta = {**response.response_metadata, "moa_tool_calls_from_text": True}
     if meta.get("finish_reason") == "stop":
         meta["finish_reason"] = "tool_calls"
     return response.model_copy(
-        update={"content": "", "tool_calls": calls, "response_metadata": meta}
+        update={"content": rest, "tool_calls": calls, "response_metadata": meta}
     )
+
+
+def _tool_call(name: Any, args: Any, names: set[str]) -> ToolCall | None:
+    if name not in names:
+        return None
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return None
+    if not isinstance(args, dict):
+        return None
+    return ToolCall(name=name, args=args, id=f"call_{uuid.uuid4().hex[:24]}")
+
+
+def _json_calls(text: str, names: set[str]) -> list[ToolCall] | None:
+    """Read text that is wholly one call object or a list of them; None otherwise."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    calls = []
+    for item in value if isinstance(value, list) else [value]:
+        if not isinstance(item, dict):
+            return None
+        args = item.get("arguments", item.get("parameters", {}))
+        call = _tool_call(item.get("name"), args, names)
+        if call is None:
+            return None
+        calls.append(call)
+    return calls or None
+
+
+def _line_call(line: str, names: set[str]) -> ToolCall | None:
+    """Read one line that is a call: rendered (``Tool call: add({...})``) or a JSON object."""
+    if match := _RENDERED.match(line):
+        return _tool_call(match.group(1), match.group(2), names)
+    found = _json_calls(line, names) if line.startswith("{") else None
+    return found[0] if found and len(found) == 1 else None

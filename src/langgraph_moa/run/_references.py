@@ -19,9 +19,10 @@ from langgraph_moa.text._prompts import (
 from langgraph_moa.text._selection import Candidate, tally_note, tool_calls_key
 
 TOOL_NOTE = (
-    "Some responses ask to call tools (the lines starting with 'Tool call:'). If a tool must "
-    "be called to answer, call it yourself with the tools you have, with the arguments you "
-    "judge right; otherwise answer in text."
+    "Some responses ask to call a tool (the lines starting with 'Tool call:'). If the user's "
+    "request needs a tool's result that the conversation does not hold yet, reply with only "
+    "that tool call, with the arguments you judge right, in the tool-call format you were "
+    "given, and no other text; answer in text only when no tool is needed."
 )
 """Told to an aggregator with tools bound when a reference wanted a tool call."""
 
