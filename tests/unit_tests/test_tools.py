@@ -371,3 +371,21 @@ def test_leading_tool_call_lines_are_read_and_the_text_after_them_kept(fake):
     assert answer.text == "The result will follow."
     streamed = "".join(c.text for c in llm.stream(QUESTION))
     assert streamed == "The result will follow."
+
+
+def test_a_fallback_answer_names_the_proposal_it_returns(fake):
+    from langgraph_moa import RetrySettings
+
+    def down(n, messages):
+        return ConnectionError("aggregator down")
+
+    config = MoAConfig(
+        proposers=[fake("A", cut_off=lambda n: True), fake("B")],
+        aggregator=fake("AGG", fail=down),
+        layers=2,
+        retry=RetrySettings(max_attempts=1, initial_interval=0.0, jitter=False),
+    )
+    answer = MoAChatModel(config=config).invoke(QUESTION)
+    assert answer.response_metadata["moa"]["fallback"] == "best_proposal"
+    assert answer.response_metadata["model_name"] == "A"
+    assert answer.response_metadata["finish_reason"] == "length"  # what A's call said
