@@ -205,7 +205,16 @@ def _same(a: str, b: str) -> bool:
 # --- running -----------------------------------------------------------------------------------
 
 SYSTEMS: dict[str, Any] = {
-    "single-1.5b": "local:qwen2.5-coder-1.5b",
+    # The baseline: the 1.5B alone, through the graph so that its tool calls written as text
+    # are read the same way as the mixtures' (`read_text_tool_calls`); one call per turn.
+    "single-1.5b": {
+        "variant": "select",
+        "proposers": [{"model": "local:qwen2.5-coder-1.5b", "max_tokens": 128, "temperature": 0.0}],
+        "selection": {"method": "vote"},
+    },
+    # The bare model through llama.cpp, whose parser misses calls written without the
+    # template's <tool_call> tokens: shows what the reading of text calls is worth.
+    "raw-1.5b": "local:qwen2.5-coder-1.5b",
     "moa": {
         "proposers": [
             {"model": "local:qwen2.5-coder-1.5b", "max_tokens": 128},
@@ -264,7 +273,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-data", action="store_true", help="regenerate the data set")
     parser.add_argument("--limit", type=int, default=None, help="items per category")
-    parser.add_argument("--systems", nargs="*", default=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="*", default=["single-1.5b", "moa", "vote"])
     parser.add_argument("--out", type=Path, default=Path("tool_use_results.json"))
     args = parser.parse_args()
     if args.write_data:
