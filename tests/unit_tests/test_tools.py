@@ -360,8 +360,16 @@ def test_a_streamed_tool_call_written_as_text_is_sent_once_as_a_call(fake):
     )
 
 
-def test_leading_tool_call_lines_are_read_and_the_text_after_them_kept(fake):
-    text = 'Tool call: add({"a": 1, "b": 2})\nThe result will follow.'
+@pytest.mark.parametrize(
+    "lead",
+    [
+        'Tool call: add({"a": 1, "b": 2})',
+        '```json\n{\n  "name": "add",\n  "arguments": {"a": 1, "b": 2}\n}\n```',
+        '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>',
+    ],
+)
+def test_leading_tool_call_lines_are_read_and_the_text_after_them_kept(fake, lead):
+    text = f"{lead}\nThe result will follow."
     config = MoAConfig(
         proposers=[fake("A")], aggregator=fake("AGG", reply=lambda *a: text), layers=2
     )

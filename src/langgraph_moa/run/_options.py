@@ -105,6 +105,9 @@ def split_call_kwargs(
 
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 _TAGS = re.compile(r"^<tool_call>\s*(.*?)\s*</tool_call>$", re.DOTALL)
+_LEADING_BLOCK = re.compile(
+    r"^(?:```(?:json)?\s*(.*?)\s*```|<tool_call>\s*(.*?)\s*</tool_call>)", re.DOTALL
+)
 _RENDERED = re.compile(r"^(?:Tool call:\s*)?([A-Za-z_][\w.-]*)\((\{.*\})\)\s*$")
 """A call as `render_proposal` writes it into the references (``Tool call: add({...})``),
 which an aggregator may copy."""
@@ -136,6 +139,10 @@ def read_text_tool_calls(response: Any, options: Options) -> Any:
             text = match.group(1).strip()
     calls = _json_calls(text, names)
     rest = ""
+    if calls is None and (block := _LEADING_BLOCK.match(text)):
+        # A fenced or tagged call, then text: the call, and the text as content.
+        calls = _json_calls((block.group(1) or block.group(2) or "").strip(), names)
+        rest = text[block.end() :].strip() if calls else ""
     if calls is None:
         calls, lines = [], text.splitlines()
         while lines and (found := _line_call(lines[0].strip(), names)) is not None:
