@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,8 @@ class Call:
     temperature: float | None
     max_tokens: int | None
     output: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """What the call was sent besides the messages (tools, tool_choice, stop, ...)."""
 
 
 @dataclass
@@ -67,6 +70,8 @@ class FakeChat(BaseChatModel):
     cut_off: Callable[[int], bool] | None = None
     """Whether call n reports finish_reason "length" (max_tokens ended it), else "stop"."""
     counter: Any = Field(default_factory=lambda: itertools.count(1))
+    tool_calls: Callable[[str, int, list[BaseMessage], dict[str, Any]], list[dict]] | None = None
+    """The tool calls call n asks for (given its kwargs: tools, tool_choice), if any."""
 
     @property
     def model_name(self) -> str:
@@ -76,12 +81,19 @@ class FakeChat(BaseChatModel):
     def _llm_type(self) -> str:
         return "fake-chat"
 
-    def _answer(self, messages: list[BaseMessage], n: int | None = None) -> AIMessage:
+    def bind_tools(self, tools: Any, *, tool_choice: Any = None, **kwargs: Any) -> Any:
+        """Bind tools as chat models do: they arrive as call kwargs."""
+        return self.bind(tools=list(tools), tool_choice=tool_choice, **kwargs)
+
+    def _answer(
+        self, messages: list[BaseMessage], n: int | None = None, kwargs: dict | None = None
+    ) -> AIMessage:
+        kwargs = dict(kwargs or {})
         if n is None:
             n = next(self.counter)
             if self.delay is not None:
                 time.sleep(self.delay(n))
-        call = Call(self.label, list(messages), self.temperature, self.max_tokens)
+        call = Call(self.label, list(messages), self.temperature, self.max_tokens, kwargs=kwargs)
         self.log.add(call)
         if self.fail is not None and (exc := self.fail(n, messages)) is not None:
             raise exc
@@ -94,8 +106,16 @@ class FakeChat(BaseChatModel):
             }
         if self.cut_off is not None:
             meta["finish_reason"] = "length" if self.cut_off(n) else "stop"
+        tool_calls = []
+        if self.tool_calls is not None and kwargs.get("tools"):
+            tool_calls = self.tool_calls(self.label, n, messages, kwargs)
+            if tool_calls:
+                text = ""
+                call.output = ""
+                meta["finish_reason"] = "tool_calls"
         return AIMessage(
             content=text,
+            tool_calls=tool_calls,
             response_metadata=meta,
             usage_metadata={
                 "input_tokens": words(messages),
@@ -111,7 +131,10 @@ class FakeChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._answer(messages))])
+        kwargs = {**kwargs, **({"stop": stop} if stop else {})}
+        return ChatResult(
+            generations=[ChatGeneration(message=self._answer(messages, kwargs=kwargs))]
+        )
 
     async def _agenerate(
         self,
@@ -124,7 +147,9 @@ class FakeChat(BaseChatModel):
         n = next(self.counter)
         if self.delay is not None:
             await asyncio.sleep(self.delay(n))
-        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, n))])
+        kwargs = {**kwargs, **({"stop": stop} if stop else {})}
+        message = self._answer(messages, n, kwargs=kwargs)
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def with_structured_output(
         self, schema: Any, *, include_raw: bool = False, **kwargs: Any
@@ -152,7 +177,8 @@ class FakeChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        message = self._answer(messages)
+        kwargs = {**kwargs, **({"stop": stop} if stop else {})}
+        message = self._answer(messages, kwargs=kwargs)
         tokens = message.text.split(" ")
         for i, token in enumerate(tokens):
             piece = token if i == 0 else " " + token
@@ -162,6 +188,18 @@ class FakeChat(BaseChatModel):
                     content=piece,
                     usage_metadata=message.usage_metadata if last else None,
                     response_metadata=message.response_metadata if last else {},
+                    tool_call_chunks=[
+                        {
+                            "name": c["name"],
+                            "args": json.dumps(c["args"]),
+                            "id": c["id"],
+                            "index": k,
+                            "type": "tool_call_chunk",
+                        }
+                        for k, c in enumerate(message.tool_calls)
+                    ]
+                    if last
+                    else [],
                 )
             )
             if run_manager:

@@ -15,7 +15,9 @@ The answer's `usage_metadata` counts every inner call (proposers and aggregator)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -23,17 +25,24 @@ from langchain_core.callbacks import (
     CallbackManager,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolCallChunk
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from langgraph_moa.config._loader import load_config
-from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.config._schema import MoAConfig, list_presets
 from langgraph_moa.config.context import MoAContext, apply_context
+from langgraph_moa.errors import MoAInputError
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
+from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.run._options import split_call_kwargs
 
 
 class MoAChatModel(BaseChatModel):
@@ -55,6 +64,7 @@ class MoAChatModel(BaseChatModel):
 
     _graph: Any = PrivateAttr(default=None)
     _resolved: MoAConfig | None = PrivateAttr(default=None)
+    _graphs: dict[Any, Any] = PrivateAttr(default_factory=dict)
 
     def __init__(self, **data: Any) -> None:
         """Validate, and resolve the config now: a typo fails here, not at the first call."""
@@ -90,6 +100,8 @@ class MoAChatModel(BaseChatModel):
         return {"moa": cfg.name or cfg.variant, "variant": cfg.variant, "layers": cfg.layers}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        # A `model=` override names what answers (a preset or the aggregator), so the trace
+        # names it; `_override` refuses one that cannot be honored before any call.
         params = LangSmithParams(
             ls_provider="langgraph-moa",
             ls_model_name=kwargs.get("model") or self.model_name or self.moa_config.name or "moa",
@@ -103,34 +115,119 @@ class MoAChatModel(BaseChatModel):
             params["ls_stop"] = stop or self.stop
         return params
 
+    # --- tools and structured output -----------------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        parallel_tool_calls: bool | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools: every proposer and the final step see them; the answer may call them.
+
+        Synthesizing variants give the aggregator the tools and show it, in the references,
+        which tool calls each proposer wanted; ``select`` votes over the proposed tool calls
+        (name and normalized arguments); the ranker picks a proposal with its tool calls.
+
+        Args:
+            tools: LangChain tools, functions, pydantic models or OpenAI tool schemas.
+            tool_choice: ``"auto"``, ``"none"``, ``"required"`` (or ``"any"``), a tool's
+                name, or an OpenAI ``tool_choice`` dict; passed to every model's own
+                `bind_tools`.
+            parallel_tool_calls: Allow several tool calls per answer (OpenAI-compatible
+                models only).
+            strict: OpenAI's strict schema adherence.
+            kwargs: Further arguments bound to the call.
+        """
+        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
+        names = [t["function"]["name"] for t in formatted]
+        if tool_choice == "any":
+            tool_choice = "required"
+        elif tool_choice is True:
+            tool_choice = names[0] if len(names) == 1 else "required"
+        if (
+            isinstance(tool_choice, str)
+            and tool_choice not in ("auto", "none", "required")
+            and tool_choice not in names
+        ):
+            raise MoAInputError(
+                f"tool_choice {tool_choice!r} names no bound tool: use 'auto', 'none', "
+                f"'required' or one of {', '.join(names) or 'the tools'}."
+            )
+        bound: dict[str, Any] = {"tools": formatted, **kwargs}
+        if tool_choice is not None and tool_choice is not False:
+            bound["tool_choice"] = tool_choice
+        if parallel_tool_calls is not None:
+            bound["parallel_tool_calls"] = parallel_tool_calls
+        return super().bind(**bound)
+
     def with_structured_output(
         self,
         schema: Any,
         *,
         include_raw: bool = False,
         method: str = "json_schema",
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[Any, Any]:
-        """Answer in `schema`: proposers answer freely, the final aggregator in structure.
+        """Answer in `schema` (a pydantic model, TypedDict or JSON schema).
 
-        Works when the aggregator supports `with_structured_output` with `method`
-        (llama.cpp's server constrains decoding to the schema with the default ``json_schema``).
+        Synthesizing variants: the proposers answer freely and the final aggregator answers
+        through its own `with_structured_output(schema, method=method)` (llama.cpp's server
+        constrains decoding to the schema with the default ``json_schema``). ``select`` and
+        ``ranker`` return a proposal verbatim, so there the proposers answer in the schema
+        (``function_calling``: as a forced tool call that `select` votes on; ``json_schema``
+        and ``json_mode``: with the ``response_format`` sent to each of them).
+
+        `invoke`, `stream` and their async twins all return the parsed object; a stream
+        yields it once, when the run is over.
         """
-        graph = create_moa_graph(
-            self.moa_config,
-            name=self.model_name or "moa",
-            response_format=schema,
-            response_method=method,
+        if method not in ("json_schema", "function_calling", "json_mode"):
+            raise MoAInputError(
+                f"Unknown structured-output method {method!r}: use 'json_schema', "
+                "'function_calling' or 'json_mode'."
+            )
+        if kwargs:
+            raise MoAInputError(
+                f"with_structured_output got unsupported arguments {sorted(kwargs)}: "
+                "MoAChatModel takes schema, include_raw, method and strict."
+            )
+        trace = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+        if _picks_proposal(self.moa_config):
+            return self._picked_structure(schema, include_raw, method, strict, trace)
+        llm = self.bind(
+            moa_structured=_Structured(schema, method), ls_structured_output_format=trace
         )
+        parse = RunnableLambda(_parsed_answer, name="parsed answer")
+        if not include_raw:
+            return llm | parse
+        return llm | RunnableLambda(_raw_and_parsed, name="parsed answer")
 
-        def run(state: dict[str, Any]) -> Any:
-            return _structured(state, include_raw)
-
-        return RunnableLambda(self._convert_input).pipe(
-            RunnableLambda(lambda value: {"messages": value.to_messages()}),
-            graph,
-            RunnableLambda(run),
+    def _picked_structure(
+        self, schema: Any, include_raw: bool, method: str, strict: bool | None, trace: Any
+    ) -> Runnable[Any, Any]:
+        """Structured output where a proposal is the answer: the proposers answer in it."""
+        if method == "function_calling":
+            return super().with_structured_output(schema, include_raw=include_raw)
+        pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        if method == "json_mode":
+            response_format: dict[str, Any] = {"type": "json_object"}
+        else:
+            tool = convert_to_openai_tool(schema, strict=strict)["function"]
+            spec = {"name": tool["name"], "schema": tool.get("parameters", {})}
+            if strict is not None:
+                spec["strict"] = strict
+            response_format = {"type": "json_schema", "json_schema": spec}
+        llm = self.bind(response_format=response_format, ls_structured_output_format=trace)
+        parser: Runnable[Any, Any] = (
+            PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()
         )
+        if not include_raw:
+            return llm | parser
+        return llm | RunnableLambda(lambda raw: _with_parsed(raw, parser), name="parsed answer")
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -148,6 +245,60 @@ class MoAChatModel(BaseChatModel):
         child.add_metadata(run_manager.inheritable_metadata)
         return {"callbacks": child}
 
+    def _run(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any], MoAContext | None]:
+        """Return the graph to run, its input (conversation and call options) and context."""
+        kwargs = dict(kwargs)
+        kwargs.pop("ls_structured_output_format", None)
+        structured: _Structured | None = kwargs.pop("moa_structured", None)
+        graph, context = self._override(kwargs.pop("model", None), structured)
+        run_input: dict[str, Any] = {"messages": messages}
+        for key in ("tools", "tool_choice", "parallel_tool_calls"):
+            if kwargs.get(key) is not None:
+                run_input[key] = kwargs.pop(key)
+            kwargs.pop(key, None)
+        if stop or self.stop:
+            run_input["stop"] = list(stop or self.stop or [])
+        call_kwargs, final_kwargs = split_call_kwargs(
+            kwargs, picks_proposal=_picks_proposal(self.moa_config)
+        )
+        if call_kwargs:
+            run_input["call_kwargs"] = call_kwargs
+        if final_kwargs:
+            run_input["final_kwargs"] = final_kwargs
+        return graph, run_input, context
+
+    def _override(
+        self, model: Any, structured: _Structured | None
+    ) -> tuple[Any, MoAContext | None]:
+        """Honor a per-call `model=` (see `model_override`), refusing it in one sentence."""
+        cfg = self.moa_config
+        if model is None or model in (self.model_name, cfg.name):
+            return self._graph_for(None, structured), None
+        preset, context = model_override(cfg, model)
+        return self._graph_for(preset, structured), context
+
+    def _graph_for(self, preset: str | None, structured: _Structured | None) -> Any:
+        """Return the compiled graph for a preset override and a structured answer (cached)."""
+        if preset is None and structured is None:
+            return self.graph
+        key = (preset, None if structured is None else (id(structured.schema), structured.method))
+        if key not in self._graphs:
+            cfg = self.moa_config
+            if preset is not None:
+                cfg = apply_context(
+                    MoAConfig.from_preset(preset),
+                    MoAContext(temperature=self.temperature, aggregator_max_tokens=self.max_tokens),
+                )
+            self._graphs[key] = create_moa_graph(
+                cfg,
+                name=preset or self.model_name or "moa",
+                response_format=structured.schema if structured else None,
+                response_method=structured.method if structured else "json_schema",
+            )
+        return self._graphs[key]
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -155,8 +306,9 @@ class MoAChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        state = self.graph.invoke({"messages": messages}, self._inner_config(run_manager))
-        return _result(state["messages"][-1], stop or self.stop)
+        graph, run_input, context = self._run(messages, stop, kwargs)
+        state = graph.invoke(run_input, self._inner_config(run_manager), context=context)
+        return _result(state, stop or self.stop)
 
     async def _agenerate(
         self,
@@ -165,8 +317,9 @@ class MoAChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        state = await self.graph.ainvoke({"messages": messages}, self._inner_config(run_manager))
-        return _result(state["messages"][-1], stop or self.stop)
+        graph, run_input, context = self._run(messages, stop, kwargs)
+        state = await graph.ainvoke(run_input, self._inner_config(run_manager), context=context)
+        return _result(state, stop or self.stop)
 
     def _stream(
         self,
@@ -175,14 +328,15 @@ class MoAChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        stream = AnswerStream(self.graph, {"messages": messages}, self._inner_config(run_manager))
+        graph, run_input, context = self._run(messages, stop, kwargs)
+        stream = AnswerStream(graph, run_input, self._inner_config(run_manager), context=context)
         cut = _StopFilter(stop or self.stop)
         for piece in stream:
             if text := cut.take(piece, streamed=stream.streamed):
                 yield _text_chunk(text, run_manager)
         if rest := cut.flush():
             yield _text_chunk(rest, run_manager)
-        yield _usage_chunk(stream.answer)
+        yield from _closing_chunks(stream.final)
 
     async def _astream(
         self,
@@ -191,14 +345,108 @@ class MoAChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        stream = AnswerStream(self.graph, {"messages": messages}, self._inner_config(run_manager))
+        graph, run_input, context = self._run(messages, stop, kwargs)
+        stream = AnswerStream(graph, run_input, self._inner_config(run_manager), context=context)
         cut = _StopFilter(stop or self.stop)
         async for piece in stream:
             if text := cut.take(piece, streamed=stream.streamed):
                 yield await _atext_chunk(text, run_manager)
         if rest := cut.flush():
             yield await _atext_chunk(rest, run_manager)
-        yield _usage_chunk(stream.answer)
+        for chunk in _closing_chunks(stream.final):
+            yield chunk
+
+
+@dataclass(frozen=True)
+class _Structured:
+    """A structured answer asked of the graph's final aggregator (bound as a call kwarg)."""
+
+    schema: Any
+    method: str
+
+
+def _picks_proposal(cfg: MoAConfig) -> bool:
+    """Tell whether the variant returns a proposal verbatim (select, ranker)."""
+    return cfg.variant in ("select", "ranker")
+
+
+def model_override(cfg: MoAConfig, model: Any) -> tuple[str | None, MoAContext | None]:
+    """Read a per-call `model=`: return the preset to run, or the run context to apply.
+
+    - a preset name: that preset answers;
+    - a model spec (``provider:model`` or ``model@http://host/v1``): it becomes the
+      aggregator (or the ranker);
+    - a bare model name: that model on the aggregator's OpenAI-compatible server.
+
+    Raises:
+        MoAInputError: the override cannot be honored (``select`` has no aggregator; a bare
+            name with an aggregator that is not on an OpenAI-compatible server).
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise MoAInputError(f"model= must be a preset name or a model spec, got {model!r}.")
+    if model in list_presets():
+        return model, None
+    if cfg.final_role == "selector":
+        raise MoAInputError(
+            f"model={model!r} cannot be honored: the 'select' variant answers with a "
+            "proposal and has no aggregator to replace; pass a preset name instead."
+        )
+    spec = model
+    if parse_endpoint_string(model) is None and ":" not in model:
+        current = cfg.final.model
+        endpoint = (
+            current
+            if isinstance(current, OpenAIEndpoint)
+            else parse_endpoint_string(current)
+            if isinstance(current, str)
+            else None
+        )
+        if endpoint is None:
+            raise MoAInputError(
+                f"model={model!r} is neither a preset nor a model spec, and the aggregator is "
+                "not on an OpenAI-compatible server to ask for it by name: pass a preset name "
+                "or a spec such as 'openai:gpt-4o-mini' or 'name@http://host:port/v1'."
+            )
+        spec = f"{model}@{endpoint.base_url}"
+    # Self-MoA is one model throughout: the override replaces it as proposer and aggregator.
+    context = (
+        MoAContext(proposers=[spec], aggregator=spec)
+        if cfg.variant == "self-moa"
+        else MoAContext(aggregator=spec)
+    )
+    apply_context(cfg, context)  # a bad spec fails here, in one sentence, before any call
+    return None, context
+
+
+def _closing_chunks(final: dict[str, Any]) -> Iterator[ChatGenerationChunk]:
+    """Close a stream: the answer's tool calls as tool-call chunks, then usage and metadata."""
+    answer: AIMessage = final["messages"][-1]
+    if answer.tool_calls:
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                tool_call_chunks=[
+                    ToolCallChunk(
+                        name=call["name"],
+                        args=json.dumps(call["args"]),
+                        id=call["id"],
+                        index=i,
+                        type="tool_call_chunk",
+                    )
+                    for i, call in enumerate(answer.tool_calls)
+                ],
+            )
+        )
+    parsed = final.get("structured_response")
+    yield ChatGenerationChunk(
+        message=AIMessageChunk(
+            content="",
+            additional_kwargs={"parsed": parsed} if parsed is not None else {},
+            usage_metadata=answer.usage_metadata,
+            response_metadata=answer.response_metadata,
+            chunk_position="last",
+        )
+    )
 
 
 def _text_chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
@@ -219,23 +467,21 @@ async def _atext_chunk(
     return chunk
 
 
-def _usage_chunk(answer: AIMessage) -> ChatGenerationChunk:
-    """Close the stream with the usage of every inner call, where LangChain sums it."""
-    return ChatGenerationChunk(
-        message=AIMessageChunk(
-            content="",
-            usage_metadata=answer.usage_metadata,
-            response_metadata=answer.response_metadata,
-            chunk_position="last",
-        )
-    )
+def _parsed_answer(message: BaseMessage) -> Any:
+    """Return the parsed object a structured run put on its answer."""
+    return message.additional_kwargs.get("parsed")
 
 
-def _structured(state: dict[str, Any], include_raw: bool) -> Any:
-    parsed = state.get("structured_response")
-    if include_raw:
-        return {"raw": state["messages"][-1], "parsed": parsed, "parsing_error": None}
-    return parsed
+def _raw_and_parsed(message: BaseMessage) -> dict[str, Any]:
+    return {"raw": message, "parsed": _parsed_answer(message), "parsing_error": None}
+
+
+def _with_parsed(raw: BaseMessage, parser: Runnable[Any, Any]) -> dict[str, Any]:
+    """Parse a picked proposal's text, keeping the raw answer and any parsing error."""
+    try:
+        return {"raw": raw, "parsed": parser.invoke(raw), "parsing_error": None}
+    except Exception as exc:  # what include_raw promises: the error, not a raise
+        return {"raw": raw, "parsed": None, "parsing_error": exc}
 
 
 def _truncate(text: str, stops: list[str]) -> str:
@@ -243,10 +489,14 @@ def _truncate(text: str, stops: list[str]) -> str:
     return text[: min(cuts)] if cuts else text
 
 
-def _result(answer: AIMessage, stop: list[str] | None) -> ChatResult:
+def _result(state: dict[str, Any], stop: list[str] | None) -> ChatResult:
+    answer: AIMessage = state["messages"][-1]
+    parsed = state.get("structured_response")
     message = AIMessage(
         content=_truncate(answer.text, stop or []),
+        tool_calls=answer.tool_calls,
         id=answer.id,
+        additional_kwargs={"parsed": parsed} if parsed is not None else {},
         usage_metadata=answer.usage_metadata,
         response_metadata=answer.response_metadata,
     )

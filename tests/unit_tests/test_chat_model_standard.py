@@ -22,8 +22,32 @@ class TestMoAChatModelStandard(ChatModelUnitTests):
 
     @property
     def has_tool_calling(self):
-        return False
+        return True
+
+    @property
+    def has_tool_choice(self):
+        return True
 
     @property
     def has_structured_output(self):
-        return False
+        return True
+
+    @property
+    def supports_json_mode(self):
+        return True
+
+    @property
+    def supports_image_inputs(self):
+        return True
+
+    @property
+    def supports_image_tool_message(self):
+        return True
+
+    @property
+    def supports_model_override(self):
+        return True
+
+    @property
+    def model_override_value(self):
+        return "local-moa"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from langgraph_moa.eval import EvalDatasetError, load_dataset, score, shipped_dataset
+from langgraph_moa.errors import EvalDatasetError
+from langgraph_moa.eval import load_dataset, score, shipped_dataset
 from langgraph_moa.eval.datasets import PACKAGED
 from langgraph_moa.eval.scorers import numeric
 from langgraph_moa.text._selection import extract_answer, stated_number

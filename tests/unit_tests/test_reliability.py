@@ -8,7 +8,6 @@ from langchain_core.messages import HumanMessage
 from langgraph_moa import (
     AggregatorFailedError,
     MoAConfig,
-    MoAInputError,
     RetrySettings,
     create_moa_graph,
 )
@@ -111,19 +110,21 @@ def test_the_next_prompt_states_how_many_proposals_are_missing(fake, log):
     assert "1 of 3 expected responses are missing" in log.by("AGG")[0].messages[0].text
 
 
-def test_non_text_content_is_refused_with_the_fix(fake, log):
-    graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+def test_image_content_reaches_every_proposer_and_the_aggregator(fake, log):
+    graph = create_moa_graph(MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG")))
     image = HumanMessage(
         content=[
             {"type": "text", "text": "what is this?"},
             {"type": "image_url", "image_url": {"url": "data:,"}},
         ]
     )
-    with pytest.raises(MoAInputError, match="Message 1 contains 'image_url' content"):
-        graph.invoke({"messages": [image]})
-    assert log.calls == []
-    text_blocks = HumanMessage(content=[{"type": "text", "text": "hello"}])
-    assert graph.invoke({"messages": [text_blocks]})["messages"][-1].text
+    answer = graph.invoke({"messages": [image]})["messages"][-1]
+    assert answer.text.startswith("AGG")
+    for label in ("A", "B", "AGG"):
+        for call in log.by(label):  # every layer's calls
+            assert call.messages[-1].content == image.content  # the original, untouched
+    # The aggregator reads the proposals as text references beside it.
+    assert "A #" in log.by("AGG")[0].messages[0].text
 
 
 def test_raise_mode_keeps_every_aggregator_error(fake):

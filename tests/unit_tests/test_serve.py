@@ -100,7 +100,23 @@ def assert_one_sentence(response, status, *fragments):
             "less than or equal to 2",
         ),
         ({"model": "m", "messages": USER, "top_p": 0.5}, "top_p", "temperature instead"),
-        ({"model": "m", "messages": USER, "tools": []}, "tools", "not supported"),
+        ({"model": "m", "messages": USER, "logit_bias": {}}, "logit_bias", "not supported"),
+        (
+            {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {}}]},
+            "tools.0.function",
+            "needs a 'name'",
+        ),
+        (
+            {"model": "m", "messages": USER, "response_format": {"type": "xml"}},
+            "response_format.type",
+            "json_schema",
+        ),
+        (
+            {"model": "m", "messages": USER, "response_format": {"type": "json_schema"}},
+            "response_format",
+            "json_schema is required",
+        ),
+        ({"model": "m", "messages": USER, "tool_choice": "auto"}, None, "needs tools"),
         (
             {"model": "m", "messages": USER, "stream_options": {"include_usage": True}},
             None,
@@ -397,3 +413,14 @@ def test_an_empty_key_is_refused_not_taken_for_no_key(system):
         create_app({"m": system}, api_key="")
     with pytest.raises(MoAConfigError, match="API key is empty"):
         create_app({"m": system}, api_key="  ")
+
+
+def test_user_and_metadata_are_forwarded_to_the_run_trace_never_dropped():
+    from langgraph_moa.serving._schema import ChatRequest
+
+    body = ChatRequest.model_validate(
+        {"model": "m", "messages": USER, "user": "u-1", "metadata": {"team": "a"}}
+    )
+    assert body.trace_metadata() == {"user": "u-1", "request_metadata": {"team": "a"}}
+    options = body.run_options(picks_proposal=False)
+    assert "user" not in json.dumps(options)  # not sent to the models

@@ -54,7 +54,7 @@ from langgraph_moa.transport._call_loop import call_loop
 
 if TYPE_CHECKING:
     from langgraph_moa.graph._nodes import MoANodes
-    from langgraph_moa.variants._plan import Plan
+    from langgraph_moa.variants import Plan
 
 IN_PROGRESS = "[this response is still being written; it continues later]"
 CONTINUE = (

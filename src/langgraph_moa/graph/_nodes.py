@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.runtime import get_runtime
 from langgraph.types import Command
@@ -70,12 +70,26 @@ from langgraph_moa.run._ledger import (
     Step,
     here,
 )
-from langgraph_moa.run._references import answered_proposals, candidates, priority, with_references
+from langgraph_moa.run._options import (
+    Options,
+    bind_options,
+    params_with,
+    read_text_tool_calls,
+    run_options,
+)
+from langgraph_moa.run._references import (
+    TOOL_NOTE,
+    answered_proposals,
+    candidates,
+    priority,
+    proposal_text,
+    with_references,
+)
 from langgraph_moa.run.cache import CallCache
 from langgraph_moa.run.state import CallRecord, MoAState, ProposerTask
 from langgraph_moa.text._prompts import ranker_messages
 from langgraph_moa.text._selection import select
-from langgraph_moa.variants import Plan, plan_for
+from langgraph_moa.variants import AGGREGATE, Plan, plan_for
 
 
 class MoANodes:
@@ -110,10 +124,13 @@ class MoANodes:
         """Check the input and the models before any call is paid for; reset run data."""
         cfg = self.plan().cfg
         validate_conversation(state.get("messages", []))
+        options = run_options(state)
         for p in cfg.proposers:
-            self._proposer_model(cfg, p)
+            bind_options(self._proposer_model(cfg, p), options, p.label)
         for index in range(len(cfg.final_chain)):
-            self._final_model(cfg, index, streamed=cfg.final_role == "aggregator")
+            model = self._final_model(cfg, index, streamed=cfg.final_role == "aggregator")
+            if cfg.final_role == "aggregator":
+                bind_options(model, options, cfg.final_chain[index].label)
         return {
             "calls": None,
             "layer": 0,
@@ -161,14 +178,18 @@ class MoANodes:
         if p.samples > 1:
             parts.append(f"sample {call.sample + 1}")
         watched = watching()
+        options: Options = task.get("options") or {}
+        picks = _picks_proposal(cfg)
 
         def request() -> _Request:
-            model = self._proposer_model(cfg, p, streamed=watched).with_config(
+            chat = self._proposer_model(cfg, p, streamed=watched)
+            model = bind_options(chat, options, p.label, stop=picks).with_config(
                 run_name=" / ".join([*parts, p.label]),
                 tags=[TAG_PROPOSER] if watched else [TAG_PROPOSER, NOSTREAM],
                 metadata=call.trace_metadata(cfg),
             )
-            return _Request(model, task["messages"], p.call_params(), p.model)
+            params = params_with(p.call_params(), options, stop=picks)
+            return _Request(model, task["messages"], params, p.model, options=options)
 
         outcome = yield from self._attempt(
             cfg,
@@ -216,7 +237,7 @@ class MoANodes:
                 stop,
                 has_own_timeout(req.spec),
             )
-            message, parsed = _answer_of(call, response)
+            message, parsed = _answer_of(call, response, req.options)
             record = _ok(call, step.errors(key), message, time.perf_counter() - started, cached)
         except Exception as exc:
             yield from _failed_attempt(cfg, task_at, step, key, exc)
@@ -269,7 +290,7 @@ class MoANodes:
         ]
         return {
             "layer": layer,
-            "references": plan.references(state, layer, [c["output"] or "" for c in answered]),
+            "references": plan.references(state, layer, [proposal_text(c) for c in answered]),
             "missing": len(mine) - len(answered),
             "drawn": drawn,
         }
@@ -306,11 +327,14 @@ class MoANodes:
         call = CallId(cfg.final_role, layer, -1, index, cfg.final_chain[index].label)  # type: ignore[arg-type]
         return call, is_final
 
-    def _final_params(self, cfg: MoAConfig, call: CallId) -> dict[str, Any]:
+    def _final_params(
+        self, cfg: MoAConfig, call: CallId, options: Options, is_final: bool
+    ) -> dict[str, Any]:
         params = cfg.final_chain[call.sample].call_params()
         if self.response_format is not None:  # a structured answer is a different call
             params = {**params, "response_format": repr(self.response_format)}
-        return params
+        tools = self.response_format is None or not is_final
+        return params_with(params, options, tools=tools, stop=is_final, final=is_final)
 
     def _aggregator_input(
         self, cfg: MoAConfig, state: MoAState, call: CallId, is_final: bool
@@ -319,19 +343,29 @@ class MoANodes:
         step = cfg.rules.step_name
         watched = watching()
         tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, *([] if watched else [NOSTREAM])]
-        streamed = is_final or watched
-        base: Runnable[Any, Any] = self._final_model(cfg, call.sample, streamed=streamed)
+        chat = self._final_model(cfg, call.sample, streamed=is_final or watched)
+        options = run_options(state)
+        base: Runnable[Any, Any]
         if is_final and self.response_format is not None:
-            base = base.with_structured_output(  # type: ignore[attr-defined]
+            base = chat.with_structured_output(
                 self.response_format, method=self.response_method, include_raw=True
             )
+        else:
+            base = bind_options(chat, options, call.configured_model, stop=is_final, final=is_final)
         model = base.with_config(
             run_name=f"{step} {call.layer} / aggregator / {call.configured_model}",
             tags=tags,
             metadata=call.trace_metadata(cfg),
         )
+        wanted = options.get("tools") and any(
+            c.get("tool_calls") for c in answered_proposals(state)
+        )
         messages, trimmed = with_references(
-            cfg, list(state["messages"]), state, [cfg.final_chain[call.sample]]
+            cfg,
+            list(state["messages"]),
+            state,
+            [cfg.final_chain[call.sample]],
+            extra_note=TOOL_NOTE if wanted and self.response_format is None else "",
         )
         return model, messages, trimmed
 
@@ -353,8 +387,10 @@ class MoANodes:
             model, messages, trimmed = self._aggregator_input(cfg, state, call, is_final)
             spec = cfg.final_chain[call.sample].model
             notes = {"trimmed_references": trimmed}
-            return _Request(model, messages, self._final_params(cfg, call), spec, notes)
+            params = self._final_params(cfg, call, options, is_final)
+            return _Request(model, messages, params, spec, notes, options=options)
 
+        options = run_options(state)
         outcome = yield from self._attempt(cfg, state["run_token"], call, request)
         if outcome.error is not None:
             return self._final_gave_up(plan, state, outcome.record, outcome.error)
@@ -375,7 +411,7 @@ class MoANodes:
         record, response = outcome.record, outcome.message
         assert response is not None
         if not is_final:
-            return {"calls": [record], "running_synthesis": response.text}
+            return {"calls": [record], "running_synthesis": proposal_text(record)}
         calls = [*state.get("calls", []), record]
         structured = {"structured_response": outcome.parsed} if outcome.parsed is not None else {}
         return {
@@ -421,14 +457,18 @@ class MoANodes:
         reply = outcome.message.text
         references = state["references"]
         choice = parse_choice(reply, len(references))
+        picked = references[(choice or 1) - 1]
+        # References may be shuffled: find the proposal by what the ranker was shown.
+        chosen = next((c for c in answered_proposals(state) if proposal_text(c) == picked), None)
         calls = [*state.get("calls", []), outcome.record]
         message = final_message(
             cfg,
             None,
-            references[(choice or 1) - 1],
+            chosen["output"] if chosen is not None else picked,
             calls,
             outcome.record,
             extra={"ranker_choice": choice, "ranker_reply": reply},
+            source=chosen,
         )
         return {"calls": [outcome.record], "messages": [message], "usage": summarize(calls)}
 
@@ -481,6 +521,16 @@ class MoANodes:
             "no further call was started"
         )
         return labelled_fallback(cfg, calls, best, "budget", reason)
+
+
+def _picks_proposal(cfg: MoAConfig) -> bool:
+    """Tell whether the variant returns a proposal verbatim (then proposals get `stop`)."""
+    return cfg.rules.final_node != AGGREGATE
+
+
+def _wants_tools(response: BaseMessage) -> bool:
+    """Tell whether a response asked for tool calls (then it may have no text)."""
+    return isinstance(response, AIMessage) and bool(response.tool_calls)
 
 
 def _with_timeout(cfg: MoAConfig, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
@@ -607,6 +657,8 @@ class _Request:
     """The model spec: whether the model has a timeout of its own depends on it."""
     notes: dict[str, Any] = field(default_factory=dict)
     """What the body learnt while building the input, kept for the answer's provenance."""
+    options: Options = field(default_factory=dict)
+    """The run's call options (tools, stop, ...): tool calls written as text are read."""
 
 
 @dataclass(frozen=True)
@@ -620,7 +672,7 @@ class _Outcome:
     error: Exception | None = None
 
 
-def _answer_of(call: CallId, response: Any) -> tuple[BaseMessage, Any]:
+def _answer_of(call: CallId, response: Any, options: Options) -> tuple[BaseMessage, Any]:
     """Return the answer's message and, for a structured answer, the parsed object.
 
     A structured answer comes as ``{"raw", "parsed", "parsing_error"}``; one that does not
@@ -637,6 +689,8 @@ def _answer_of(call: CallId, response: Any) -> tuple[BaseMessage, Any]:
         response = response["raw"]
         if not response.text.strip():  # function calling: the structure is in tool calls
             response = response.model_copy(update={"content": as_json(parsed)})
-    if not response.text.strip():
+    else:
+        response = read_text_tool_calls(response, options)
+    if not response.text.strip() and not _wants_tools(response):
         raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
     return response, parsed

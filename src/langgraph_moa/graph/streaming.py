@@ -78,7 +78,7 @@ class AnswerStream:
         self.final: dict[str, Any] = {}
         self.streamed = False
         self._source: str | None = None  # the message id of the pieces yielded so far
-        self._sent: list[str] = []
+        self._yielded: list[str] = []  # what the consumer has received (held text is not)
         self._piece = 0  # the chunk-wise part of the pieces yielded so far
 
     @property
@@ -102,11 +102,11 @@ class AnswerStream:
             source, piece = part[0].id, answer_part(part[1])
             # Another call's text may follow only as the next part of a chunk-wise answer;
             # a new message of the same part is a retry, whose text would be spliced on.
-            if self._source is not None and source != self._source and piece <= self._piece:
-                raise StreamBrokenError(sum(map(len, self._sent)))
+            sent = sum(map(len, self._yielded))
+            if sent and source != self._source and piece <= self._piece:
+                raise StreamBrokenError(sent)
             self._source, self._piece = source, piece
             self.streamed = True
-            self._sent.append(str(text))
             return str(text)
         elif self.on_progress is not None and (event := token_event(*part)) is not None:
             self.on_progress(event)  # another call's tokens, in a watched run
@@ -121,29 +121,40 @@ class AnswerStream:
         """
         if not self.final.get("messages"):
             return ""
-        if self.streamed:
-            if str(self.answer.text) != "".join(self._sent):
-                raise StreamBrokenError(sum(map(len, self._sent)))
+        sent = "".join(self._yielded)
+        if sent:
+            if str(self.answer.text) != sent:
+                raise StreamBrokenError(len(sent))
             return ""
         return str(self.answer.text)
 
     def __iter__(self) -> Iterator[str]:
         """Run the graph, yielding the answer's text pieces as they come."""
+        hold = _ToolCallHold(bool(self.run_input.get("tools")))
         for mode, part in self.graph.stream(
             self.run_input, self.config, context=self.context, stream_mode=self._modes()
         ):
-            if text := self._take(mode, part):
+            if text := hold.take(self._take(mode, part)):
+                self._yielded.append(text)
                 yield text
+        if rest := hold.finish(self.answer if self.final.get("messages") else None):
+            self._yielded.append(rest)
+            yield rest
         if rest := self._rest():
             yield rest
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """Run the graph asynchronously, yielding the answer's text pieces as they come."""
+        hold = _ToolCallHold(bool(self.run_input.get("tools")))
         async for mode, part in self.graph.astream(
             self.run_input, self.config, context=self.context, stream_mode=self._modes()
         ):
-            if text := self._take(mode, part):
+            if text := hold.take(self._take(mode, part)):
+                self._yielded.append(text)
                 yield text
+        if rest := hold.finish(self.answer if self.final.get("messages") else None):
+            self._yielded.append(rest)
+            yield rest
         if rest := self._rest():
             yield rest
 
@@ -248,3 +259,43 @@ class RunEvents:
         ):
             if (event := self._event(mode, part)) is not None:
                 yield event
+
+
+_CALL_STARTS = ("{", "[", "```", "<tool_call>", "Tool call:")
+
+
+class _ToolCallHold:
+    """With tools bound, holds back answer text that may yet turn out to be a tool call.
+
+    A small model may write its tool call as JSON text, which the graph then reads as a
+    real call (`read_text_tool_calls`); streamed as it came, the client would get the call
+    twice, as text and as a call. Text that starts like a call (``{``, ``[``, a code fence,
+    ``<tool_call>``) is held until the answer is known: dropped if it became a tool call,
+    sent otherwise. Any other text passes at once.
+    """
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self.pending = ""
+        self.released = not active
+
+    def take(self, text: str) -> str:
+        """Return what of `text` can go out now."""
+        if self.released or not text:
+            return text
+        self.pending += text
+        head = self.pending.lstrip()
+        if not head:
+            return ""
+        if any(head.startswith(s) or s.startswith(head) for s in _CALL_STARTS):
+            return ""
+        self.released = True
+        out, self.pending = self.pending, ""
+        return out
+
+    def finish(self, answer: AIMessage | None) -> str:
+        """Return the held text; if the answer read tool calls out of it, the text left."""
+        out, self.pending = self.pending, ""
+        if out and answer is not None and answer.tool_calls:
+            return str(answer.text)
+        return out

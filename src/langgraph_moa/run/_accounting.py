@@ -9,7 +9,20 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langgraph_moa._redact import summarize_error
 from langgraph_moa.errors import StragglerCancelledError
 from langgraph_moa.providers._table import finish_reason_keys, model_name_keys
-from langgraph_moa.run.state import CallRecord, LayerTotals, Role, TokenTotals, UsageSummary
+from langgraph_moa.run.state import (
+    CallRecord,
+    LayerTotals,
+    Role,
+    TokenTotals,
+    ToolCallRecord,
+    UsageSummary,
+)
+
+
+def tool_calls_of(response: BaseMessage) -> list[ToolCallRecord]:
+    """Return the tool calls a response asked for (none for a text answer)."""
+    calls = response.tool_calls if isinstance(response, AIMessage) else []
+    return [ToolCallRecord(name=c["name"], args=dict(c["args"]), id=c.get("id")) for c in calls]
 
 
 def answering_model(response: BaseMessage, configured: str) -> str:
@@ -84,7 +97,7 @@ def ok_record(
     prompt = int(usage["input_tokens"]) if usage else 0
     completion = int(usage["output_tokens"]) if usage else 0
     logprobs = token_logprobs(response)
-    return CallRecord(
+    record = CallRecord(
         role=role,
         layer=layer,
         proposer=proposer,
@@ -105,6 +118,11 @@ def ok_record(
         logprob_tokens=len(logprobs),
         finish_reason=finish_reason(response),
     )
+    if tools := tool_calls_of(response):  # only then: records of text answers stay as they were
+        record["tool_calls"] = tools
+        if (response.response_metadata or {}).get("moa_tool_calls_from_text"):
+            record["tool_calls_from_text"] = True
+    return record
 
 
 def failed_record(

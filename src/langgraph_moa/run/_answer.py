@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolCall
 
 from langgraph_moa.run._accounting import summarize
 from langgraph_moa.run.state import CallRecord
@@ -31,6 +33,19 @@ def parse_choice(reply: str, n: int) -> int | None:
     return None
 
 
+def answer_tool_calls(tool_calls: Sequence[Any] | None) -> list[ToolCall]:
+    """Return tool calls for the answer, each with an id (a proposal's may have none)."""
+    return [
+        ToolCall(
+            name=call["name"],
+            args=dict(call.get("args") or {}),
+            id=call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+            type="tool_call",
+        )
+        for call in tool_calls or []
+    ]
+
+
 def final_message(
     cfg: MoAConfig,
     response: BaseMessage | None,
@@ -38,16 +53,30 @@ def final_message(
     calls: list[CallRecord],
     record: CallRecord,
     extra: dict[str, Any] | None = None,
+    source: CallRecord | None = None,
 ) -> AIMessage:
     """Build the answer, carrying provenance in ``response_metadata["moa"]``.
 
     It keeps the aggregator's message id, so LangGraph's message stream does not emit the
     answer twice; its `usage_metadata` is the sum over every call of the run, which is the
     honest cost of the answer.
+
+    The answer's ``model_name`` and ``finish_reason`` are those of the call whose output it
+    is: the aggregator's response, or `source` (the proposal a selector, a ranker or a
+    fallback returns; `record` when not given). Its tool calls are the response's or the
+    source's, each with an id.
     """
     summary = summarize(calls)
     total = summary["total"]
+    source = source or record
     meta = dict(response.response_metadata) if response is not None else {}
+    if response is not None and isinstance(response, AIMessage):
+        tool_calls = answer_tool_calls(response.tool_calls)
+    else:
+        tool_calls = answer_tool_calls(source.get("tool_calls"))
+    if response is None:
+        meta["model_name"] = source["model"]
+        meta["finish_reason"] = source["finish_reason"] or ("tool_calls" if tool_calls else "stop")
     meta["moa"] = {
         "variant": cfg.variant,
         "name": cfg.name,
@@ -59,6 +88,7 @@ def final_message(
     }
     return AIMessage(
         content=content,
+        tool_calls=tool_calls,
         id=response.id if response is not None else None,
         response_metadata=meta,
         usage_metadata={

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeVar
 
-from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
+from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage, convert_to_messages
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from langgraph_moa.errors import MoAInputError
+from langgraph_moa.run.state import RUN_OPTIONS
 
 _EXAMPLE = "{'messages': [('user', 'Explain X')]}"
 _G = TypeVar("_G", bound=CompiledStateGraph[Any, Any, Any, Any])
@@ -37,6 +38,32 @@ def check_run_input(value: Any) -> None:
         )
     if "messages" in value:
         check_messages(value["messages"])
+        _check_tools(value.get("tools"))
+
+
+def with_run_options(value: Any) -> Any:
+    """Return a fresh run's input with every call option it leaves out set to None.
+
+    The options are state channels, and a thread's next run would otherwise inherit the
+    tools (or stop sequences) of the run before it.
+    """
+    if isinstance(value, dict) and "messages" in value:
+        return {**{key: None for key in RUN_OPTIONS}, **value}
+    return value
+
+
+def _check_tools(tools: Any) -> None:
+    if tools is None:
+        return
+    if not isinstance(tools, list) or not all(
+        isinstance(t, dict) and t.get("type") == "function" and "function" in t for t in tools
+    ):
+        raise MoAInputError(
+            "'tools' must be a list of OpenAI-format tool schemas "
+            "({'type': 'function', 'function': {...}}); convert LangChain tools with "
+            "langchain_core.utils.function_calling.convert_to_openai_tool or use "
+            "MoAChatModel.bind_tools."
+        )
 
 
 def check_messages(messages: Any) -> list[BaseMessage]:
@@ -111,12 +138,12 @@ class MoAGraph(CompiledStateGraph[Any, Any, Any, Any]):
     def stream(self, input: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """Check the input, then stream as LangGraph does (`invoke` and `batch` come here)."""
         check_run_input(input)
-        return super().stream(input, *args, **kwargs)
+        return super().stream(with_run_options(input), *args, **kwargs)
 
     def astream(self, input: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Check the input, then stream as LangGraph does (`ainvoke` comes here)."""
         check_run_input(input)
-        return super().astream(input, *args, **kwargs)
+        return super().astream(with_run_options(input), *args, **kwargs)
 
 
 def guard_input(graph: _G) -> _G:
@@ -130,27 +157,22 @@ def guard_input(graph: _G) -> _G:
 
 
 def validate_conversation(messages: Sequence[Any]) -> None:
-    """Refuse input no model can answer, with one sentence naming the problem and the fix."""
+    """Refuse input no model can answer, with one sentence naming the problem and the fix.
+
+    Image, audio and file blocks pass: every proposer and the aggregator get the
+    conversation as it is (the references between models are text), and a model that cannot
+    take such content fails with its provider's error. The last message is the user's turn
+    or, in an agent loop, the result of a tool the previous answer called.
+    """
     if not messages:
         raise MoAInputError(
             "The conversation is empty: pass at least one user message, for example "
             "{'messages': [('user', 'Explain X')]}."
         )
-    for position, message in enumerate(messages, start=1):
-        content = getattr(message, "content", "")
-        blocks = content if isinstance(content, list) else []
-        for block in blocks:
-            kind = block.get("type", "?") if isinstance(block, dict) else type(block).__name__
-            if kind != "text" and not isinstance(block, str):
-                raise MoAInputError(
-                    f"Message {position} contains {kind!r} content, but MoA passes only text "
-                    "between models (references are text): send text only, for example a "
-                    "description or transcript of that content."
-                )
     last = messages[-1]
-    if not isinstance(last, HumanMessage):
+    if not isinstance(last, HumanMessage | ToolMessage):
         kind = getattr(last, "type", type(last).__name__)
         raise MoAInputError(
-            f"The last message must come from the user, but it is a {kind!r} message: "
-            "append the user's next turn before running MoA."
+            f"The last message must come from the user (or be a tool's result), but it is a "
+            f"{kind!r} message: append the user's next turn before running MoA."
         )

@@ -10,8 +10,27 @@ from langchain_core.messages import BaseMessage
 from langgraph_moa.errors import ContextLengthError
 from langgraph_moa.run._accounting import was_cut_off
 from langgraph_moa.run.state import CallRecord, MoAState
-from langgraph_moa.text._prompts import estimate_tokens, fit_references, inject_references
-from langgraph_moa.text._selection import Candidate, tally_note
+from langgraph_moa.text._prompts import (
+    estimate_tokens,
+    fit_references,
+    inject_references,
+    render_proposal,
+)
+from langgraph_moa.text._selection import Candidate, tally_note, tool_calls_key
+
+TOOL_NOTE = (
+    "Some responses ask to call a tool (the lines starting with 'Tool call:'). If the user's "
+    "request needs a tool's result that the conversation does not hold yet, reply with only "
+    "that tool call, with the arguments you judge right, in the tool-call format you were "
+    "given, and no other text; answer in text only when no tool is needed."
+)
+"""Told to an aggregator with tools bound when a reference wanted a tool call."""
+
+
+def proposal_text(record: CallRecord) -> str:
+    """Return a call's answer as a reference: its text and any tool calls it asked for."""
+    return render_proposal(record["output"] or "", record.get("tool_calls"))
+
 
 if TYPE_CHECKING:
     from langgraph_moa.config._schema import MoAConfig, RoleConfig
@@ -22,6 +41,7 @@ def with_references(
     conversation: list[BaseMessage],
     state: MoAState,
     readers: Sequence[RoleConfig],
+    extra_note: str = "",
 ) -> tuple[list[BaseMessage], int]:
     """Build a layer's input for `readers`, trimming references to fit their context.
 
@@ -53,6 +73,7 @@ def with_references(
     note = ""
     if cfg.selection is not None and cfg.selection.show_tally and not trimmed:
         note = tally_note(candidates(state), cfg.selection)
+    note = "\n\n".join(n for n in (note, extra_note) if n)
     messages = inject_references(
         conversation,
         references,
@@ -88,6 +109,7 @@ def candidates(state: MoAState) -> list[Candidate]:
             text=c["output"] or "",
             mean_logprob=c.get("mean_logprob"),
             cut_off=was_cut_off(c),
+            tool_key=tool_calls_key(c.get("tool_calls")),
         )
         for k, c in enumerate(answered)
     ]

@@ -8,7 +8,7 @@ model name, and their order never depends on which call finished first.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired, Required
 
 from langchain_core.messages import AnyMessage, BaseMessage
 from langgraph.graph.message import add_messages
@@ -19,6 +19,14 @@ from typing_extensions import TypedDict
 
 Role = Literal["proposer", "aggregator", "ranker"]
 _ROLE_ORDER = {"proposer": 0, "aggregator": 1, "ranker": 1}
+
+
+class ToolCallRecord(TypedDict):
+    """One tool call a model asked for: LangChain's `ToolCall` without its type tag."""
+
+    name: str
+    args: dict[str, Any]
+    id: str | None
 
 
 class CallRecord(TypedDict):
@@ -60,6 +68,10 @@ class CallRecord(TypedDict):
     finish_reason: str | None
     """Why the provider stopped generating ("stop", "length" when `max_tokens` cut the answer
     off, ...), where it said; None otherwise. Selection does not count cut-off answers."""
+    tool_calls: NotRequired[list[ToolCallRecord]]
+    """The tool calls the model asked for, when it asked for any (a run with tools bound)."""
+    tool_calls_from_text: NotRequired[bool]
+    """True when those calls were read from the answer's text (see `read_text_tool_calls`)."""
 
 
 def call_key(record: CallRecord) -> tuple[int, int, int, int]:
@@ -104,10 +116,24 @@ class UsageSummary(TypedDict):
     total: TokenTotals
 
 
-class MoAInput(TypedDict):
-    """What the graph takes: a conversation whose last message is the user's."""
+class MoAInput(TypedDict, total=False):
+    """What the graph takes: a conversation, and what every call of the run may use.
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    ``tools`` (OpenAI-format tool schemas, as `convert_to_openai_tool` writes them),
+    ``tool_choice`` and ``parallel_tool_calls`` are bound onto each proposer and onto the
+    final aggregator, so the answer may be tool calls (see `MoAChatModel.bind_tools`).
+    ``stop`` goes to every call whose text can become the answer. ``call_kwargs`` (e.g.
+    ``seed``) is bound onto the same calls, ``final_kwargs`` (e.g. ``response_format``,
+    ``logprobs``) onto the final call only.
+    """
+
+    messages: Required[Annotated[list[AnyMessage], add_messages]]
+    tools: list[dict[str, Any]] | None
+    tool_choice: str | dict[str, Any] | bool | None
+    parallel_tool_calls: bool | None
+    stop: list[str] | None
+    call_kwargs: dict[str, Any] | None
+    final_kwargs: dict[str, Any] | None
 
 
 class MoAOutput(TypedDict, total=False):
@@ -120,8 +146,20 @@ class MoAOutput(TypedDict, total=False):
     """The parsed answer, when the graph was built with a `response_format`."""
 
 
+RUN_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls", "stop", "call_kwargs", "final_kwargs")
+"""The input keys that hold per-run call options (see `MoAInput`); a run that does not give
+one starts with it unset, so options never leak from one run of a thread into the next."""
+
+
 class MoAState(MoAOutput, total=False):
     """Internal state. Fields past `usage` are working data of the current run."""
+
+    tools: list[dict[str, Any]] | None
+    tool_choice: str | dict[str, Any] | bool | None
+    parallel_tool_calls: bool | None
+    stop: list[str] | None
+    call_kwargs: dict[str, Any] | None
+    final_kwargs: dict[str, Any] | None
 
     layer: int
     """The last proposer layer (or Self-MoA-Seq step) that finished."""
@@ -149,3 +187,5 @@ class ProposerTask(TypedDict):
     run_token: str
     layer_started_at: float
     """When the layer fanned out (Unix time): its deadline counts from here, resumed or not."""
+    options: NotRequired[dict[str, Any]]
+    """The run's call options (tools, stop, ...; see `MoAInput`), when it has any."""

@@ -88,6 +88,7 @@ def create_app(
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
 
     if api_key is not None and not api_key.strip():
@@ -131,13 +132,35 @@ def create_app(
     async def _send_error(request: Request, exc: _APIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _route_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes and methods answer in OpenAI's error shape too, not {"detail"}.
+        what = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        message = (
+            f"There is no route {request.method} {request.url.path} on this server; it serves "
+            "GET /v1/models, GET /v1/models/{model} and POST /v1/chat/completions."
+            if what
+            else str(exc.detail)
+        )
+        return JSONResponse(_APIError(exc.status_code, message, code=what).body(), exc.status_code)
+
+    def model_card(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "langgraph-moa"}
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "langgraph-moa"}
-            for name in graphs
-        ]
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": [model_card(name) for name in graphs]}
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str) -> dict[str, Any]:
+        if model not in graphs:
+            raise _APIError(
+                404,
+                f"The model {model!r} does not exist; served models: {', '.join(graphs)}.",
+                code="model_not_found",
+                param="model",
+            )
+        return model_card(model)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
@@ -147,20 +170,21 @@ def create_app(
             return Response(status_code=499)  # nobody reads it; it only ends the exchange
         job = await run_in_threadpool(prepare, raw)
         graph = graphs[job.name]
-        run_input = {"messages": job.messages}
+        run_input = job.run_input()
         seconds = limits.request_timeout_s
         if job.stream:
             stream = _sse(request, graph, run_input, job, seconds, keepalive_s)
             return StreamingResponse(stream, media_type="text/event-stream")
         try:
             state = await _unless_disconnected(
-                request, _within(seconds, graph.ainvoke(run_input, context=job.context))
+                request,
+                _within(seconds, graph.ainvoke(run_input, job.config(), context=job.context)),
             )
         except _ClientGone:
             return Response(status_code=499)
         except MoAError as exc:
             raise _api_error(exc) from None
-        return _completion(job.name, state)
+        return _completion(job.name, state, logprobs=job.logprobs)
 
     from langgraph_moa.serving._ui import add_ui
 
@@ -193,8 +217,37 @@ def _provenance(answer: Any) -> dict[str, Any]:
     } | {k: moa[k] for k in ("early_start", "chunkwise") if k in moa}
 
 
-def _completion(name: str, state: dict[str, Any]) -> dict[str, Any]:
+def _finish_reason(answer: Any) -> str:
+    """Return the final call's finish reason (``length``, ``tool_calls``, ...), as OpenAI's."""
+    if answer.tool_calls:
+        return "tool_calls"
+    reason = answer.response_metadata.get("finish_reason")
+    return reason if isinstance(reason, str) and reason else "stop"
+
+
+def _tool_calls(answer: Any) -> list[dict[str, Any]]:
+    """Return the answer's tool calls in OpenAI's wire format."""
+    return [
+        {
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+        }
+        for call in answer.tool_calls
+    ]
+
+
+def _logprobs(answer: Any, asked: bool) -> Any:
+    """Return the final call's logprobs, when the request asked for them."""
+    return answer.response_metadata.get("logprobs") if asked else None
+
+
+def _completion(name: str, state: dict[str, Any], *, logprobs: bool = False) -> dict[str, Any]:
     answer = state["messages"][-1]
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+    if answer.tool_calls:
+        message["tool_calls"] = _tool_calls(answer)
+        message["content"] = answer.text or None
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -203,8 +256,9 @@ def _completion(name: str, state: dict[str, Any]) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.text},
-                "finish_reason": "stop",
+                "message": message,
+                "logprobs": _logprobs(answer, logprobs),
+                "finish_reason": _finish_reason(answer),
             }
         ],
         "usage": _usage(answer),
@@ -263,7 +317,7 @@ async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIter
     yield event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
     try:
         if job.progress:
-            watched = RunEvents(graph, run_input, context=job.context)
+            watched = RunEvents(graph, run_input, job.config(), context=job.context)
             chunks = ProgressChunks()
             async for item in watched:
                 text, line = chunks.take(item)
@@ -272,7 +326,7 @@ async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIter
                 yield content(str(watched.answer.text))
             answer = watched.answer
         else:
-            stream = AnswerStream(graph, run_input, context=job.context)
+            stream = AnswerStream(graph, run_input, job.config(), context=job.context)
             async for text in stream:
                 yield content(text)
             answer = stream.answer
@@ -280,8 +334,13 @@ async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIter
         yield _error_event(exc)
         yield "data: [DONE]\n\n"
         return
-    finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-    yield event({**finish, "moa": _provenance(answer)})
+    if answer.tool_calls:
+        calls = [{"index": i, **call} for i, call in enumerate(_tool_calls(answer))]
+        yield event({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]})
+    done: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": _finish_reason(answer)}
+    if job.logprobs:
+        done["logprobs"] = _logprobs(answer, True)
+    yield event({"choices": [done], "moa": _provenance(answer)})
     if job.include_usage:
         yield event({"choices": [], "usage": _usage(answer)})
     yield "data: [DONE]\n\n"

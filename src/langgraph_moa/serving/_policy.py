@@ -1,11 +1,12 @@
 """Which models a client may name, and turning a request into a run (`_Preparer`)."""
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, convert_to_messages
+from langchain_core.runnables import RunnableConfig
 from pydantic import (
     ValidationError,
 )
@@ -23,6 +24,7 @@ from langgraph_moa.graph._builder import validate_conversation
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
 from langgraph_moa.serving._errors import _api_error, _APIError, _invalid_body
 from langgraph_moa.serving._schema import ChatRequest
+from langgraph_moa.variants import AGGREGATE, variant_of
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,19 @@ class _Job:
     stream: bool
     include_usage: bool
     progress: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    """The graph input's call options: tools, stop, response_format, ... (see `MoAInput`)."""
+    trace: dict[str, Any] = field(default_factory=dict)
+    """Run metadata the request forwards (``user``, ``metadata``)."""
+    logprobs: bool = False
+
+    def run_input(self) -> dict[str, Any]:
+        """Return the graph's input: the conversation and the call options."""
+        return {"messages": self.messages, **self.options}
+
+    def config(self) -> RunnableConfig:
+        """Return the run's config: the forwarded trace metadata."""
+        return RunnableConfig(metadata=self.trace) if self.trace else RunnableConfig()
 
 
 class _Preparer:
@@ -168,7 +183,19 @@ class _Preparer:
             reason = str(exc).splitlines()[0].rstrip(". ")  # LangChain adds a link below
             raise _APIError(400, f"'messages' is not a valid conversation: {reason}.") from None
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _Job(body.model, messages, context, body.stream, include_usage, body.moa_progress)
+        rules = variant_of(context.variant or self.systems[body.model].variant)
+        return _Job(
+            body.model,
+            messages,
+            context,
+            body.stream,
+            include_usage,
+            body.moa_progress,
+            # Variants that answer with a proposal verbatim send final-call options to all.
+            body.run_options(picks_proposal=rules.final_node != AGGREGATE),
+            body.trace_metadata(),
+            bool(body.logprobs),
+        )
 
     def _context(self, body: ChatRequest, limits: RequestLimits) -> MoAContext:
         proposers = None

@@ -14,6 +14,8 @@ from pydantic import (
     model_validator,
 )
 
+from langgraph_moa.run._options import split_call_kwargs
+
 
 class _Body(BaseModel):
     """Base of the request models: unknown fields are refused, never silently dropped."""
@@ -105,6 +107,31 @@ class _StreamOptions(_Body):
     include_usage: StrictBool = False
 
 
+class _ResponseFormat(_Body):
+    """OpenAI's ``response_format``: plain text, any JSON object, or a JSON schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> "_ResponseFormat":
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type 'json_schema', and only then")
+        return self
+
+
+class _Tool(_Body):
+    type: Literal["function"]
+    function: dict[str, Any]
+
+    @field_validator("function")
+    @classmethod
+    def _named(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(value.get("name"), str) or not value["name"]:
+            raise ValueError("a function tool needs a 'name'")
+        return value
+
+
 class ChatRequest(_Body):
     """The body of ``POST /v1/chat/completions``: OpenAI's fields MoA honours, and its own.
 
@@ -124,8 +151,19 @@ class ChatRequest(_Body):
     presence_penalty: float | None = Field(default=None, strict=True)
     frequency_penalty: float | None = Field(default=None, strict=True)
     user: StrictStr | None = None
+    """Forwarded as the run's trace metadata (``user``), not to the models."""
     metadata: dict[str, StrictStr] | None = None
+    """Forwarded as the run's trace metadata (``request_metadata``)."""
     store: StrictBool | None = None
+    # Passed through to the model calls (see `run._options`).
+    tools: list[_Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
+    response_format: _ResponseFormat | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    seed: StrictInt | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
     # MoA's own overrides (``extra_body`` in the OpenAI client).
     layers: StrictInt | None = None
     samples: StrictInt | None = None
@@ -159,7 +197,47 @@ class ChatRequest(_Body):
             raise ValueError("stream_options is only allowed with stream: true")
         if self.moa_progress and not self.stream:
             raise ValueError("moa_progress is only allowed with stream: true")
+        if self.tool_choice is not None and not self.tools:
+            raise ValueError("tool_choice needs tools")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         return self
+
+    def run_options(self, *, picks_proposal: bool) -> dict[str, Any]:
+        """Return the graph input's call options (see `MoAInput`) this request asks for."""
+        options: dict[str, Any] = {}
+        if self.tools:
+            options["tools"] = [t.model_dump() for t in self.tools]
+            if self.tool_choice is not None:
+                options["tool_choice"] = self.tool_choice
+            if self.parallel_tool_calls is not None:
+                options["parallel_tool_calls"] = self.parallel_tool_calls
+        if self.stop:
+            options["stop"] = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        extra: dict[str, Any] = {}
+        if self.seed is not None:
+            extra["seed"] = self.seed
+        if self.response_format is not None and self.response_format.type != "text":
+            extra["response_format"] = self.response_format.model_dump(exclude_none=True)
+        if self.logprobs:
+            extra["logprobs"] = True
+            if self.top_logprobs is not None:
+                extra["top_logprobs"] = self.top_logprobs
+        every, final = split_call_kwargs(extra, picks_proposal=picks_proposal)
+        if every:
+            options["call_kwargs"] = every
+        if final:
+            options["final_kwargs"] = final
+        return options
+
+    def trace_metadata(self) -> dict[str, Any]:
+        """Return what the request forwards to the run's trace (``user``, ``metadata``)."""
+        out: dict[str, Any] = {}
+        if self.user is not None:
+            out["user"] = self.user
+        if self.metadata:
+            out["request_metadata"] = dict(self.metadata)
+        return out
 
 
 _UNION_TAGS = {"system", "developer", "user", "assistant", "tool", "str", "int", "float", "bool"}

@@ -9,10 +9,11 @@ from 1, appended after a blank line to an existing system message, user turns un
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
@@ -53,6 +54,29 @@ def render_references(system_prompt: str, references: Sequence[str]) -> str:
     return system_prompt + "".join(
         f"\n{i}. {reference}" for i, reference in enumerate(references, start=1)
     )
+
+
+def render_proposal(text: str, tool_calls: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """Render one proposal as a reference: its text, then the tool calls it asked for.
+
+    With tools bound a proposal may be tool calls rather than (or besides) text; the reader
+    of the references (the aggregator, the ranker, the next layer) must see which tool each
+    proposer wanted with which arguments, so each call becomes one line
+    ``Tool call: name({"arg": value})`` with its arguments as canonical JSON. A proposal
+    without tool calls is its text, unchanged.
+    """
+    lines = [
+        f"Tool call: {call['name']}({_arguments_json(call.get('args') or {})})"
+        for call in tool_calls or []
+    ]
+    if not lines:
+        return text
+    head = text.strip()
+    return "\n".join([head, *lines] if head else lines)
+
+
+def _arguments_json(args: dict[str, Any]) -> str:
+    return json.dumps(args, sort_keys=True, ensure_ascii=False)
 
 
 ReferenceFormat = Literal["fenced", "paper"]

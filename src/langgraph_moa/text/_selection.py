@@ -22,7 +22,7 @@ import json
 import math
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Self
@@ -268,6 +268,40 @@ def _conclusion(boxed: str) -> str:
     return _number_key(boxed) or _normalize(boxed)
 
 
+# --- tool calls as answers -----------------------------------------------------------------
+
+
+def _canonical(value: Any) -> Any:
+    """Normalize an argument value: whole floats as ints, strings stripped, keys sorted."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        return " ".join(value.split())
+    return value
+
+
+def tool_calls_key(tool_calls: Sequence[Mapping[str, Any]] | None) -> str | None:
+    """Return the key that proposals asking for the same tool calls share; None for none.
+
+    Two proposals agree when they call the same tools with the same arguments after
+    normalization (`_canonical`: ``3`` and ``3.0`` are one number, key order and spacing do
+    not matter); the order of parallel calls does not matter either. The key reads as the
+    calls (``tool call: name({...})``) and, holding punctuation, never equals the key of a
+    text answer, which is normalized without any: text and tool calls never vote together.
+    """
+    if not tool_calls:
+        return None
+    calls = sorted(
+        f"{call['name']}({json.dumps(_canonical(call.get('args') or {}), sort_keys=True)})"
+        for call in tool_calls
+    )
+    return "tool call: " + "; ".join(calls)
+
+
 # --- the candidates and the decision -------------------------------------------------------
 
 
@@ -283,6 +317,9 @@ class Candidate:
     mean_logprob: float | None = None
     cut_off: bool = False
     """`max_tokens` ended the answer early: what it would have concluded is unknown."""
+    tool_key: str | None = None
+    """The tool calls the proposal asked for, as one comparable key (`tool_calls_key`);
+    None for a text answer."""
 
 
 @dataclass
@@ -357,7 +394,10 @@ class _Votes(NamedTuple):
 
 def _votes(candidates: Sequence[Candidate], config: SelectionConfig) -> _Votes:
     """Read each candidate's answer once, blanking those cut off (see `_votes_of_complete`)."""
-    readings = [_read(c.text, config.extractor, config.pattern) for c in candidates]
+    readings = [
+        (c.tool_key, True) if c.tool_key else _read(c.text, config.extractor, config.pattern)
+        for c in candidates
+    ]
     answers, note = _votes_of_complete(candidates, [key for key, _ in readings])
     values = all(value for (_, value), answer in zip(readings, answers, strict=True) if answer)
     return _Votes(answers, note, values)
@@ -440,6 +480,11 @@ def select(
     if not candidates:
         raise ValueError("selection needs at least one proposal")
     order = [*config.priority, *(p for p in priority if p not in config.priority)]
+    if config.method == "consensus" and any(c.tool_key for c in candidates):
+        # Tool calls are compared by name and arguments, not by text similarity.
+        decision = select(candidates, config.model_copy(update={"method": "vote"}), priority)
+        decision.note = _join_notes(decision.note, "tool calls were voted by name and arguments")
+        return decision
     if config.method == "consensus":
         # A cut-off answer is a prefix of a finished one, which token-set similarity scores
         # as a perfect match: left in, it would win.

@@ -19,6 +19,7 @@ from langgraph.graph import END
 from langgraph.types import Send
 
 from langgraph_moa.run import _clock as clock
+from langgraph_moa.run._options import run_options
 from langgraph_moa.run._references import with_references
 from langgraph_moa.run.state import MoAState, ProposerTask
 
@@ -160,6 +161,8 @@ class Plan:
             run_token=state["run_token"],
             layer_started_at=started,
         )
+        if options := run_options(state):
+            task["options"] = options
         return Send(PROPOSE, task)
 
     # --- join ----------------------------------------------------------------------------

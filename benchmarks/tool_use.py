@@ -1,0 +1,316 @@
+"""Tool use: the best single local model vs the mixtures, with tools, on a verifiable set.
+
+The data set (``langgraph_moa/eval/data/tool_use.jsonl``, 72 items, written by
+``--write-data`` from a fixed seed) needs a tool for every item: exact arithmetic on large
+numbers (``calculator``), unit conversion with a fixed factor table (``convert_units``) and
+a lookup in a small fictional stock table no model can know (``stock_level``). Each system
+answers every item as a LangChain agent (`create_agent`) with the three tools; scored per item:
+
+- ``tool``: the first tool call names the right tool with the right arguments (arithmetic:
+  the expression evaluates to the exact value; conversion: value and units; lookup: SKU);
+- ``answer``: the final answer states the expected value.
+
+Mixtures are compared with the single model on the same items: paired bootstrap intervals
+of the per-item difference (`eval.stats.paired_difference`).
+
+    python benchmarks/tool_use.py --write-data          # regenerate the data set
+    python benchmarks/tool_use.py --limit 6             # a short run (minutes on 2 cores)
+    python benchmarks/tool_use.py                       # all 72 items, every system (hours)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import operator
+import random
+import re
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import AIMessage
+from langchain_core.tools import tool
+
+DATA = Path(str(resources.files("langgraph_moa.eval") / "data" / "tool_use.jsonl"))
+
+# --- the tools ---------------------------------------------------------------------------------
+
+_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.USub: operator.neg,
+}
+
+
+def evaluate(expression: str) -> float:
+    """Evaluate arithmetic exactly (no names, no calls)."""
+
+    def walk(node: ast.AST) -> float:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](walk(node.operand))
+        raise ValueError("unsupported expression")
+
+    return walk(ast.parse(expression.replace("\u00d7", "*").replace("^", "**"), mode="eval").body)
+
+
+FACTORS = {
+    ("km", "mi"): 0.621371,
+    ("mi", "km"): 1.609344,
+    ("kg", "lb"): 2.204623,
+    ("lb", "kg"): 0.453592,
+    ("l", "gal"): 0.264172,
+    ("gal", "l"): 3.785412,
+    ("m", "ft"): 3.280840,
+    ("ft", "m"): 0.3048,
+}
+
+STOCK = {f"SKU-{1000 + 37 * i}": (i * 7919) % 983 + 11 for i in range(40)}
+"""A fictional warehouse: no model can know these numbers without the tool."""
+
+
+@tool
+def calculator(expression: str) -> str:
+    """Evaluate an arithmetic expression exactly, e.g. '1234 * 5678'."""
+    try:
+        value = evaluate(expression)
+    except (SyntaxError, ValueError, ZeroDivisionError) as exc:
+        return f"error: {exc}"
+    return str(int(value) if float(value).is_integer() else round(value, 6))
+
+
+@tool
+def convert_units(value: float, from_unit: str, to_unit: str) -> str:
+    """Convert a value between units: km, mi, kg, lb, l, gal, m, ft."""
+    factor = FACTORS.get((from_unit.lower().strip(), to_unit.lower().strip()))
+    if factor is None:
+        return f"error: cannot convert {from_unit} to {to_unit}"
+    return f"{value * factor:.2f}"
+
+
+@tool
+def stock_level(sku: str) -> str:
+    """Return how many units of a product (by SKU, e.g. 'SKU-1037') the warehouse holds."""
+    level = STOCK.get(sku.strip().upper())
+    return "error: unknown SKU" if level is None else str(level)
+
+
+TOOLS = [calculator, convert_units, stock_level]
+SYSTEM = (
+    "You are a careful assistant with tools. Use a tool for any arithmetic, unit conversion "
+    "or stock question; once a tool result is in the conversation, answer the user with it."
+)
+
+# --- the data set ------------------------------------------------------------------------------
+
+
+def make_items(seed: int = 19) -> list[dict[str, Any]]:
+    """Build the 72 items: 24 arithmetic, 24 conversions, 24 stock lookups."""
+    rng = random.Random(seed)
+    items: list[dict[str, Any]] = []
+    for i in range(24):
+        a, b = rng.randint(1000, 9999), rng.randint(100, 9999)
+        op = ["*", "+", "-"][i % 3] if i % 4 else "*"
+        expression = f"{a} {op} {b}"
+        value = int(evaluate(expression))
+        word = {"*": "times", "+": "plus", "-": "minus"}[op]
+        items.append(
+            {
+                "id": f"arith-{i + 1:02d}",
+                "category": "arithmetic",
+                "instruction": f"What is {a} {word} {b}? Give the exact number.",
+                "tool": "calculator",
+                "arguments": {"expression": expression},
+                "expected": [str(value)],
+            }
+        )
+    pairs = list(FACTORS)
+    for i in range(24):
+        source, target = pairs[i % len(pairs)]
+        value = rng.randint(2, 500)
+        items.append(
+            {
+                "id": f"conv-{i + 1:02d}",
+                "category": "conversion",
+                "instruction": f"Convert {value} {source} to {target}, to two decimals.",
+                "tool": "convert_units",
+                "arguments": {"value": value, "from_unit": source, "to_unit": target},
+                "expected": [f"{value * FACTORS[(source, target)]:.2f}"],
+            }
+        )
+    skus = rng.sample(sorted(STOCK), 24)
+    for i, sku in enumerate(skus):
+        items.append(
+            {
+                "id": f"stock-{i + 1:02d}",
+                "category": "lookup",
+                "instruction": f"How many units of {sku} are in stock?",
+                "tool": "stock_level",
+                "arguments": {"sku": sku},
+                "expected": [str(STOCK[sku])],
+            }
+        )
+    return items
+
+
+def load_items() -> list[dict[str, Any]]:
+    """Read the shipped data set."""
+    return [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+
+def tool_right(item: dict[str, Any], call: dict[str, Any] | None) -> bool:
+    """Tell whether the first tool call is the right tool with the right arguments."""
+    if call is None or call["name"] != item["tool"]:
+        return False
+    args, want = call["args"], item["arguments"]
+    try:
+        if item["tool"] == "calculator":
+            return evaluate(str(args.get("expression", ""))) == evaluate(want["expression"])
+        if item["tool"] == "convert_units":
+            return (
+                float(args.get("value")) == float(want["value"])
+                and str(args.get("from_unit", "")).lower().strip() == want["from_unit"]
+                and str(args.get("to_unit", "")).lower().strip() == want["to_unit"]
+            )
+        return str(args.get("sku", "")).strip().upper() == want["sku"]
+    except (TypeError, ValueError, SyntaxError, ZeroDivisionError):
+        return False
+
+
+def answer_right(item: dict[str, Any], text: str) -> bool:
+    """Tell whether the final answer states the expected value (thousands separators aside)."""
+    numbers = re.findall(r"-?\d+(?:\.\d+)?", text.replace(",", ""))
+    return any(n == e or _same(n, e) for n in numbers for e in item["expected"])
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return abs(float(a) - float(b)) < 0.005
+    except ValueError:
+        return False
+
+
+# --- running -----------------------------------------------------------------------------------
+
+SYSTEMS: dict[str, Any] = {
+    # The baseline: the 1.5B alone, through the graph so that its tool calls written as text
+    # are read the same way as the mixtures' (`read_text_tool_calls`); one call per turn.
+    "single-1.5b": {
+        "variant": "select",
+        "proposers": [{"model": "local:qwen2.5-coder-1.5b", "max_tokens": 128, "temperature": 0.0}],
+        "selection": {"method": "vote"},
+    },
+    # The bare model through llama.cpp, whose parser misses calls written without the
+    # template's <tool_call> tokens: shows what the reading of text calls is worth.
+    "raw-1.5b": "local:qwen2.5-coder-1.5b",
+    "moa": {
+        "proposers": [
+            {"model": "local:qwen2.5-coder-1.5b", "max_tokens": 128},
+            {"model": "local:qwen2.5-coder-0.5b", "max_tokens": 128},
+        ],
+        "aggregator": {"model": "local:qwen2.5-coder-1.5b", "max_tokens": 128},
+        "layers": 2,
+    },
+    "vote": {
+        "variant": "select",
+        "proposers": [
+            {"model": "local:qwen2.5-coder-1.5b", "max_tokens": 128, "temperature": 0.0},
+            {"model": "local:qwen2.5-coder-1.5b", "max_tokens": 128, "temperature": 0.7},
+            {"model": "local:qwen2.5-coder-0.5b", "max_tokens": 128, "temperature": 0.0},
+        ],
+        "selection": {"method": "vote"},
+    },
+}
+
+
+def build(system: Any) -> Any:
+    """Return the agent of one system: a local model alone, or a MoA config."""
+    from langchain.agents import create_agent
+
+    from langgraph_moa import MoAChatModel, MoAConfig
+    from langgraph_moa.providers._models import ModelCache
+
+    if isinstance(system, str):
+        model = ModelCache().get(system, {"max_tokens": 128, "temperature": 0.0})
+    else:
+        model = MoAChatModel(config=MoAConfig(**system))
+    return create_agent(model, TOOLS, system_prompt=SYSTEM)
+
+
+def run_item(agent: Any, item: dict[str, Any]) -> dict[str, Any]:
+    """Answer one item; return its scores, first tool call and final answer."""
+    started = time.perf_counter()
+    try:
+        out = agent.invoke({"messages": [("user", item["instruction"])]}, {"recursion_limit": 8})
+    except Exception as exc:  # a failed run scores zero, and says why
+        return {"id": item["id"], "tool": 0, "answer": 0, "error": f"{type(exc).__name__}: {exc}"}
+    calls = [c for m in out["messages"] if isinstance(m, AIMessage) for c in m.tool_calls]
+    first = calls[0] if calls else None
+    final = out["messages"][-1].text
+    return {
+        "id": item["id"],
+        "tool": int(tool_right(item, first)),
+        "answer": int(answer_right(item, final)),
+        "first_call": first and {"name": first["name"], "args": first["args"]},
+        "final": final[:200],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write-data", action="store_true", help="regenerate the data set")
+    parser.add_argument("--limit", type=int, default=None, help="items per category")
+    parser.add_argument("--systems", nargs="*", default=["single-1.5b", "moa", "vote"])
+    parser.add_argument("--out", type=Path, default=Path("tool_use_results.json"))
+    args = parser.parse_args()
+    if args.write_data:
+        DATA.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in make_items()))
+        print(f"wrote {DATA} ({len(make_items())} items)")
+        return
+    from langgraph_moa.eval.stats import paired_difference
+    from langgraph_moa.local.runtime import LocalRuntime
+
+    items = load_items()
+    if args.limit:
+        items = [
+            item
+            for category in ("arithmetic", "conversion", "lookup")
+            for item in [i for i in items if i["category"] == category][: args.limit]
+        ]
+    results: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for name in args.systems:
+            agent = build(SYSTEMS[name])
+            results[name] = [run_item(agent, item) for item in items]
+            for metric in ("tool", "answer"):
+                right = sum(r[metric] for r in results[name])
+                print(f"{name:12s} {metric:6s} {right}/{len(items)}")
+    finally:
+        LocalRuntime.default().stop_all()
+    baseline = args.systems[0]
+    for name in args.systems[1:]:
+        for metric in ("tool", "answer"):
+            diff = paired_difference(
+                {r["id"]: r[metric] for r in results[name]},
+                {r["id"]: r[metric] for r in results[baseline]},
+            )
+            print(f"{name} - {baseline} ({metric}): {diff.as_dict()}")
+    args.out.write_text(json.dumps(results, indent=1))
+    print(f"per-item results: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""A run's call options: tools, tool choice, stop sequences and extra request fields.
+
+They come with the run's input (see `MoAInput`), travel to each proposer in its `Send`
+payload, and are bound onto a model right before its call. Which call gets what:
+
+- tools, ``tool_choice`` and ``parallel_tool_calls``: every proposer and every aggregation
+  (the answer may be tool calls), never the ranker (it answers with a number);
+- ``stop``: every call whose text can become the answer: the final aggregator, and the
+  proposers of a variant that returns a proposal verbatim (``select``, ``ranker``);
+- ``call_kwargs`` (e.g. ``seed``): the same calls as the tools;
+- ``final_kwargs`` (e.g. ``response_format``, ``logprobs``): the final call only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, ToolCall
+from langchain_core.runnables import Runnable
+
+from langgraph_moa.errors import MoAInputError
+from langgraph_moa.run.state import RUN_OPTIONS
+
+Options = dict[str, Any]
+
+
+def run_options(state: Mapping[str, Any]) -> Options:
+    """Return the call options a run's state holds (only those that are set)."""
+    return {key: state[key] for key in RUN_OPTIONS if state.get(key) is not None}
+
+
+def bind_options(
+    model: BaseChatModel,
+    options: Options,
+    label: str,
+    *,
+    tools: bool = True,
+    stop: bool = False,
+    final: bool = False,
+) -> Runnable[Any, Any]:
+    """Return `model` with the options this call takes bound (the model itself if none).
+
+    Raises:
+        MoAInputError: tools are to be bound but the model cannot take them.
+    """
+    bound: Runnable[Any, Any] = model
+    kwargs: dict[str, Any] = {}
+    if tools and options.get("tools"):
+        extra = {}
+        if options.get("parallel_tool_calls") is not None:
+            extra["parallel_tool_calls"] = options["parallel_tool_calls"]
+        try:
+            bound = model.bind_tools(
+                options["tools"], tool_choice=options.get("tool_choice"), **extra
+            )
+        except NotImplementedError:
+            raise MoAInputError(
+                f"{label} cannot call tools (its chat model has no bind_tools): give every "
+                "proposer and the aggregator a model that supports tool calling, or run "
+                "without tools."
+            ) from None
+    if tools:
+        kwargs.update(options.get("call_kwargs") or {})
+    if stop and options.get("stop"):
+        kwargs["stop"] = list(options["stop"])
+    if final:
+        kwargs.update(options.get("final_kwargs") or {})
+    return bound.bind(**kwargs) if kwargs else bound
+
+
+def params_with(params: dict[str, Any], options: Options, **which: bool) -> dict[str, Any]:
+    """Return a call's cache-key parameters with the options it is sent (see `bind_options`)."""
+    sent = {}
+    if which.get("tools", True):
+        for key in ("tools", "tool_choice", "parallel_tool_calls", "call_kwargs"):
+            if options.get(key) is not None:
+                sent[key] = options[key]
+    if which.get("stop") and options.get("stop"):
+        sent["stop"] = options["stop"]
+    if which.get("final") and options.get("final_kwargs"):
+        sent["final_kwargs"] = options["final_kwargs"]
+    return {**params, **sent} if sent else params
+
+
+FINAL_ONLY = frozenset({"response_format", "logprobs", "top_logprobs"})
+"""Request fields that shape the answer itself: sent to the final call only, unless the
+variant returns a proposal verbatim (then every proposer answers in that shape)."""
+
+
+def split_call_kwargs(
+    kwargs: dict[str, Any], *, picks_proposal: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split extra call arguments into those for every answering call and the final call's."""
+    if picks_proposal:
+        return dict(kwargs), {}
+    every = {k: v for k, v in kwargs.items() if k not in FINAL_ONLY}
+    final = {k: v for k, v in kwargs.items() if k in FINAL_ONLY}
+    return every, final
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+_TAGS = re.compile(r"^<tool_call>\s*(.*?)\s*</tool_call>$", re.DOTALL)
+_LEADING_BLOCK = re.compile(
+    r"^(?:```(?:json)?\s*(.*?)\s*```|<tool_call>\s*(.*?)\s*</tool_call>)", re.DOTALL
+)
+_RENDERED = re.compile(r"^(?:Tool call:\s*)?([A-Za-z_][\w.-]*)\((\{.*\})\)\s*$")
+"""A call as `render_proposal` writes it into the references (``Tool call: add({...})``),
+which an aggregator may copy."""
+
+
+def read_text_tool_calls(response: Any, options: Options) -> Any:
+    """Read tool calls a model wrote as text, when its answer begins with them.
+
+    Small models often answer a tool-calling turn with the call's JSON as plain text
+    (``{"name": "calculator", "arguments": {...}}``, maybe fenced or in ``<tool_call>``
+    tags) instead of in the format their server parses (llama.cpp reads Qwen2.5's calls only
+    between ``<tool_call>`` tokens, which the 0.5B and 1.5B Coder models leave out), and an
+    aggregator may copy the references' ``Tool call: name({...})`` lines. When tools are
+    bound, tool choice is not ``"none"`` and the response has no tool calls, an answer that
+    is such a call, or whose first lines are such calls to bound tools, gets them as real
+    tool calls (with ids); the text after them stays its content, as with a model that
+    writes text beside its calls. ``response_metadata["moa_tool_calls_from_text"]`` is set,
+    so the call record says where they came from. Anything else is returned unchanged.
+    """
+    tools = options.get("tools")
+    if not tools or options.get("tool_choice") == "none" or not isinstance(response, AIMessage):
+        return response
+    if response.tool_calls or not isinstance(response.content, str):
+        return response
+    names = {t["function"]["name"] for t in tools}
+    text = response.content.strip()
+    for pattern in (_FENCE, _TAGS):
+        if match := pattern.match(text):
+            text = match.group(1).strip()
+    calls = _json_calls(text, names)
+    rest = ""
+    if calls is None and (block := _LEADING_BLOCK.match(text)):
+        # A fenced or tagged call, then text: the call, and the text as content.
+        calls = _json_calls((block.group(1) or block.group(2) or "").strip(), names)
+        rest = text[block.end() :].strip() if calls else ""
+    if calls is None:
+        calls, lines = [], text.splitlines()
+        while lines and (found := _line_call(lines[0].strip(), names)) is not None:
+            calls.append(found)
+            lines.pop(0)
+        rest = "\n".join(lines).strip()
+    if not calls:
+        return response
+    meta = {**response.response_metadata, "moa_tool_calls_from_text": True}
+    if meta.get("finish_reason") == "stop":
+        meta["finish_reason"] = "tool_calls"
+    return response.model_copy(
+        update={"content": rest, "tool_calls": calls, "response_metadata": meta}
+    )
+
+
+def _tool_call(name: Any, args: Any, names: set[str]) -> ToolCall | None:
+    if name not in names:
+        return None
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return None
+    if not isinstance(args, dict):
+        return None
+    return ToolCall(name=name, args=args, id=f"call_{uuid.uuid4().hex[:24]}")
+
+
+def _json_calls(text: str, names: set[str]) -> list[ToolCall] | None:
+    """Read text that is wholly one call object or a list of them; None otherwise."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    calls = []
+    for item in value if isinstance(value, list) else [value]:
+        if not isinstance(item, dict):
+            return None
+        args = item.get("arguments", item.get("parameters", {}))
+        call = _tool_call(item.get("name"), args, names)
+        if call is None:
+            return None
+        calls.append(call)
+    return calls or None
+
+
+def _line_call(line: str, names: set[str]) -> ToolCall | None:
+    """Read one line that is a call: rendered (``Tool call: add({...})``) or a JSON object."""
+    if match := _RENDERED.match(line):
+        return _tool_call(match.group(1), match.group(2), names)
+    found = _json_calls(line, names) if line.startswith("{") else None
+    return found[0] if found and len(found) == 1 else None

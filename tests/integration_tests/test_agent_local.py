@@ -1,0 +1,71 @@
+"""LangChain's agent loop (`create_agent`) with a MoA model over the local models and a tool.
+
+Runs examples/agent_tools.py's agent end to end: llama.cpp serves the packaged Qwen2.5-Coder
+models with their tool-call template, the mixture answers the first turn with a call to the
+calculator, the agent runs it, and the mixture answers from its result.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, ToolMessage
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.local.runtime import LocalRuntime
+
+pytestmark = [pytest.mark.local_models, pytest.mark.usefixtures("local_models_available")]
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "agent_tools.py"
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("agent_tools", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def runtime():
+    runtime = LocalRuntime.default()
+    yield runtime
+    runtime.stop_all()
+
+
+CONFIGS = {
+    "select": MoAConfig(
+        variant="select",
+        proposers=[{"model": "local:qwen2.5-coder-1.5b", "max_tokens": 96, "samples": 2}],
+        selection={"method": "vote"},
+    ),
+    "moa": MoAConfig(
+        proposers=[
+            {"model": "local:qwen2.5-coder-1.5b", "max_tokens": 96},
+            {"model": "local:qwen2.5-coder-0.5b", "max_tokens": 96},
+        ],
+        aggregator={"model": "local:qwen2.5-coder-1.5b", "max_tokens": 96},
+        layers=2,
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", ["select", "moa"])
+def test_an_agent_calls_a_real_tool_through_moa_on_local_models(runtime, variant):
+    example = load_example()
+    agent = example.build_agent(CONFIGS[variant], max_tokens=96)
+    result = agent.invoke({"messages": [("user", "What is 1234 * 5678?")]})
+    messages = result["messages"]
+    calls = [c for m in messages if isinstance(m, AIMessage) for c in m.tool_calls]
+    assert calls and calls[0]["name"] == "calculator" and calls[0]["id"]
+    results = [m for m in messages if isinstance(m, ToolMessage)]
+    assert results and results[0].content == "7006652"
+    final = messages[-1]
+    calls_made = [
+        (c["role"], c["configured_model"], c["output"], c.get("tool_calls"))
+        for c in final.response_metadata["moa"]["calls"]
+    ]
+    assert isinstance(final, AIMessage) and not final.tool_calls, calls_made
+    assert "7006652" in final.text.replace(",", ""), calls_made
+    assert final.response_metadata["moa"]["variant"] == variant

@@ -1,0 +1,42 @@
+"""The shipped tool-use data set: every expected answer is what its tool returns."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).parents[2] / "benchmarks" / "tool_use.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("tool_use_bench", PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_data_set_is_the_generated_one_and_every_answer_needs_its_tool(bench):
+    items = bench.load_items()
+    assert items == json.loads(json.dumps(bench.make_items()))  # regenerated, not edited
+    assert len(items) >= 60 and len({i["id"] for i in items}) == len(items)
+    tools = {t.name: t for t in bench.TOOLS}
+    for item in items:
+        assert tools[item["tool"]].invoke(item["arguments"]) == item["expected"][0], item["id"]
+
+
+def test_scoring_accepts_the_right_call_and_answer_only(bench):
+    item = next(i for i in bench.load_items() if i["category"] == "arithmetic")
+    a, op, b = item["arguments"]["expression"].split()
+    assert bench.tool_right(item, {"name": "calculator", "args": {"expression": f"{a}{op}{b}"}})
+    assert not bench.tool_right(item, {"name": "calculator", "args": {"expression": f"{a}+1"}})
+    assert not bench.tool_right(item, {"name": "stock_level", "args": {"sku": a}})
+    assert not bench.tool_right(item, None)
+    value = int(item["expected"][0])
+    assert bench.answer_right(item, f"The result is {value:,}.")
+    assert not bench.answer_right(item, f"The result is {value + 1}.")
+    conv = next(i for i in bench.load_items() if i["category"] == "conversion")
+    args = dict(conv["arguments"], from_unit=conv["arguments"]["from_unit"].upper())
+    assert bench.tool_right(conv, {"name": "convert_units", "args": args})

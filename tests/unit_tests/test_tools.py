@@ -1,0 +1,399 @@
+"""Tool calls, stop sequences and per-call options through the graph and MoAChatModel."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from pydantic import BaseModel
+
+from langgraph_moa import MoAChatModel, MoAConfig, MoAInputError, create_moa_graph
+from langgraph_moa.text._selection import Candidate, SelectionConfig, select, tool_calls_key
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+def calls(*pairs):
+    """A FakeChat `tool_calls` rule: call n asks for add(a, b) of pairs[n-1] (None: text)."""
+
+    def rule(label, n, messages, kwargs):
+        pair = pairs[(n - 1) % len(pairs)]
+        if pair is None:
+            return []
+        return [{"name": "add", "args": {"a": pair[0], "b": pair[1]}, "id": f"{label}-{n}"}]
+
+    return rule
+
+
+def never(label, n, messages, kwargs):
+    return []
+
+
+QUESTION = [HumanMessage("What is 1 + 2?")]
+
+
+def test_bind_tools_reaches_every_call_and_the_aggregator_sees_what_each_proposer_wanted(fake, log):
+    config = MoAConfig(
+        proposers=[fake("A", tool_calls=calls((1, 2))), fake("B", tool_calls=never)],
+        aggregator=fake("AGG", tool_calls=calls((1, 2))),
+        layers=2,
+    )
+    llm = MoAChatModel(config=config).bind_tools([add], tool_choice="auto")
+    answer = llm.invoke(QUESTION)
+    for label in ("A", "B", "AGG"):
+        (call,) = log.by(label)
+        assert [t["function"]["name"] for t in call.kwargs["tools"]] == ["add"]
+        assert call.kwargs["tool_choice"] == "auto"
+    prompt = log.by("AGG")[0].messages[0].text
+    assert 'Tool call: add({"a": 1, "b": 2})' in prompt  # A's wish, in its fenced slot
+    assert "B #1" in prompt and "reply with only" in prompt
+    assert answer.tool_calls == [
+        {"name": "add", "args": {"a": 1, "b": 2}, "id": "AGG-1", "type": "tool_call"}
+    ]
+    assert answer.response_metadata["finish_reason"] == "tool_calls"
+
+
+def test_tool_calls_stream_as_tool_call_chunks(fake):
+    config = MoAConfig(
+        proposers=[fake("A")], aggregator=fake("AGG", tool_calls=calls((2, 5))), layers=2
+    )
+    llm = MoAChatModel(config=config).bind_tools([add])
+    chunks = list(llm.stream(QUESTION))
+    assert any(c.tool_call_chunks for c in chunks)
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full += chunk
+    assert [(c["name"], c["args"]) for c in full.tool_calls] == [("add", {"a": 2, "b": 5})]
+    assert full.tool_calls[0]["id"]
+
+
+def test_an_agent_turn_after_a_tool_result_reaches_every_proposer(fake, log):
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=2)
+    conversation = [
+        *QUESTION,
+        AIMessage("", tool_calls=[{"name": "add", "args": {"a": 1, "b": 2}, "id": "c1"}]),
+        ToolMessage("3", tool_call_id="c1"),
+    ]
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(conversation)
+    assert answer.text.startswith("AGG") and not answer.tool_calls
+    for label in ("A", "B"):
+        assert isinstance(log.by(label)[0].messages[-1], ToolMessage)
+
+
+def test_select_votes_over_tool_calls_by_name_and_normalized_arguments(fake):
+    config = MoAConfig(
+        variant="select",
+        proposers=[
+            fake("A", tool_calls=calls((1, 3))),
+            fake("B", tool_calls=calls((1, 2))),
+            fake(
+                "C", tool_calls=lambda *a: [{"name": "add", "args": {"b": 2.0, "a": 1}, "id": None}]
+            ),
+        ],
+        selection={"method": "vote"},
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    (call,) = answer.tool_calls
+    assert call["args"] == {"a": 1, "b": 2} and call["id"] == "B-1"
+    provenance = answer.response_metadata["moa"]["selection"]
+    top = provenance["tally"][0]
+    assert top["proposals"] == [1, 2] and top["answer"].startswith("tool call: add(")
+    assert answer.response_metadata["model_name"] == "B"
+    assert answer.response_metadata["finish_reason"] == "tool_calls"
+
+
+def test_a_proposal_without_a_call_id_gets_one(fake):
+    config = MoAConfig(
+        variant="select",
+        proposers=[
+            fake("A", tool_calls=lambda *a: [{"name": "add", "args": {"a": 1, "b": 2}, "id": None}])
+        ],
+        selection={"method": "vote"},
+    )
+    (call,) = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION).tool_calls
+    assert call["id"].startswith("call_")
+
+
+def test_text_answers_and_tool_calls_never_vote_together(fake):
+    config = MoAConfig(
+        variant="select",
+        proposers=[
+            fake("A", tool_calls=calls((1, 2))),
+            fake("B", reply=lambda *a: "3", tool_calls=never),
+            fake("C", reply=lambda *a: "3", tool_calls=never),
+        ],
+        selection={"method": "vote"},
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert answer.text == "3" and not answer.tool_calls
+    assert answer.response_metadata["finish_reason"] == "stop"
+
+
+def test_a_tool_call_tie_goes_to_the_proposer_with_priority():
+    one = tool_calls_key([{"name": "add", "args": {"a": 1, "b": 2}}])
+    other = tool_calls_key([{"name": "add", "args": {"a": 2, "b": 2}}])
+    assert one != other
+    assert one == tool_calls_key([{"name": "add", "args": {"b": 2.0, "a": 1}, "id": None}])
+    candidates = [
+        Candidate(index=0, model="B", text="", tool_key=one),
+        Candidate(index=1, model="A", text="", tool_key=other),
+    ]
+    decision = select(candidates, SelectionConfig(method="vote"), priority=["A", "B"])
+    assert decision.winner == 1 and "tie" in decision.reason
+
+
+def test_consensus_votes_tool_calls_rather_than_comparing_text(fake):
+    config = MoAConfig(
+        variant="select",
+        proposers=[
+            fake("A", tool_calls=calls((1, 2))),
+            fake("B", tool_calls=calls((5, 5))),
+            fake("C", tool_calls=calls((1, 2))),
+        ],
+        selection={"method": "consensus"},
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert answer.tool_calls[0]["args"] == {"a": 1, "b": 2}
+    assert "voted by name and arguments" in answer.response_metadata["moa"]["selection"]["note"]
+
+
+def test_the_ranker_returns_the_picked_proposal_with_its_tool_calls(fake, log):
+    config = MoAConfig(
+        variant="ranker",
+        proposers=[fake("A", tool_calls=never), fake("B", tool_calls=calls((4, 4)))],
+        aggregator=fake("RK", reply=lambda *a: "2"),
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert answer.tool_calls[0]["args"] == {"a": 4, "b": 4}
+    assert answer.response_metadata["model_name"] == "B"
+    assert "tools" not in log.by("RK")[0].kwargs  # the ranker answers with a number
+    assert 'Tool call: add({"a": 4, "b": 4})' in log.by("RK")[0].messages[-1].text
+
+
+def test_stop_goes_to_every_call_whose_text_can_be_the_answer(fake, log):
+    moa = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    MoAChatModel(config=moa).invoke(QUESTION, stop=["END"])
+    assert "stop" not in log.by("A")[0].kwargs  # a proposal only informs the aggregator
+    assert log.by("AGG")[0].kwargs["stop"] == ["END"]
+    picked = MoAConfig(variant="select", proposers=[fake("P1"), fake("P2")])
+    MoAChatModel(config=picked, stop=["END"]).invoke(QUESTION)
+    assert log.by("P1")[0].kwargs["stop"] == ["END"] and log.by("P2")[0].kwargs["stop"]
+
+
+def test_call_options_do_not_leak_into_the_next_run_of_a_thread(fake, log):
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    graph = create_moa_graph(config, checkpointer=InMemorySaver())
+    thread = {"configurable": {"thread_id": "t"}}
+    schema = {"type": "function", "function": {"name": "add", "parameters": {}}}
+    graph.invoke({"messages": QUESTION, "tools": [schema], "stop": ["X"]}, thread)
+    graph.invoke({"messages": [HumanMessage("and 2 + 2?")]}, thread)
+    assert log.by("AGG")[0].kwargs["tools"] == [schema]
+    assert "tools" not in log.by("AGG")[1].kwargs and "stop" not in log.by("AGG")[1].kwargs
+
+
+def test_bad_tools_in_the_graph_input_fail_in_one_sentence(fake):
+    graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    with pytest.raises(MoAInputError, match="convert_to_openai_tool"):
+        graph.invoke({"messages": QUESTION, "tools": ["add"]})
+
+
+def test_a_model_that_cannot_call_tools_is_named_before_any_call(fake, log):
+    from langchain_core.language_models import GenericFakeChatModel
+
+    plain = GenericFakeChatModel(messages=iter(["x"]))
+    config = MoAConfig(proposers=[fake("A"), plain], aggregator=fake("AGG"))
+    with pytest.raises(MoAInputError, match="cannot call tools"):
+        MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert log.calls == []
+
+
+def test_tool_choice_naming_no_bound_tool_is_refused(fake):
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    with pytest.raises(MoAInputError, match="names no bound tool"):
+        llm.bind_tools([add], tool_choice="multiply")
+    bound = llm.bind_tools([add], tool_choice="any")
+    assert bound.kwargs["tool_choice"] == "required"  # type: ignore[attr-defined]
+
+
+class Answer(BaseModel):
+    value: int
+
+
+def test_structured_output_streams_the_parsed_object(fake):
+    config = MoAConfig(
+        proposers=[fake("A")], aggregator=fake("AGG", reply=lambda *a: '{"value": 3}'), layers=2
+    )
+    structured = MoAChatModel(config=config).with_structured_output(Answer)
+    assert structured.invoke(QUESTION) == Answer(value=3)
+    assert list(structured.stream(QUESTION)) == [Answer(value=3)]
+    raw = MoAChatModel(config=config).with_structured_output(Answer, include_raw=True)
+    out = raw.invoke(QUESTION)
+    assert out["parsed"] == Answer(value=3) and isinstance(out["raw"], AIMessage)
+
+
+async def test_structured_output_astreams_the_parsed_object(fake):
+    config = MoAConfig(
+        proposers=[fake("A")], aggregator=fake("AGG", reply=lambda *a: '{"value": 3}'), layers=2
+    )
+    structured = MoAChatModel(config=config).with_structured_output(Answer)
+    assert [x async for x in structured.astream(QUESTION)] == [Answer(value=3)]
+
+
+def test_select_answers_structured_output_through_a_voted_tool_call(fake, log):
+    config = MoAConfig(
+        variant="select",
+        proposers=[
+            fake("A", tool_calls=lambda *a: [{"name": "Answer", "args": {"value": 3}, "id": None}]),
+            fake("B", tool_calls=lambda *a: [{"name": "Answer", "args": {"value": 3}, "id": None}]),
+        ],
+        selection={"method": "vote"},
+    )
+    structured = MoAChatModel(config=config).with_structured_output(
+        Answer, method="function_calling"
+    )
+    assert structured.invoke(QUESTION) == Answer(value=3)
+
+
+def test_model_override_runs_the_named_preset_or_is_refused(fake, monkeypatch):
+    moa = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    assert moa._get_ls_params(model="local-moa")["ls_model_name"] == "local-moa"
+    with pytest.raises(MoAInputError, match="neither a preset nor a model spec"):
+        moa.invoke(QUESTION, model="gpt-x")
+    select = MoAChatModel(config=MoAConfig(variant="select", proposers=[fake("A"), fake("B")]))
+    with pytest.raises(MoAInputError, match="has no aggregator"):
+        select.invoke(QUESTION, model="gpt-x")
+
+
+def test_model_override_on_an_endpoint_asks_that_server_for_the_model(fake):
+    from langgraph_moa.chat_model import model_override
+
+    cfg = MoAConfig(proposers=[fake("A")], aggregator="agg@http://127.0.0.1:9/v1")
+    preset, context = model_override(cfg, "other")
+    assert preset is None and context is not None
+    assert context.aggregator == "other@http://127.0.0.1:9/v1"
+    assert model_override(cfg, "local-moa") == ("local-moa", None)
+
+
+@pytest.mark.parametrize("variant", ["select", "ranker"])
+def test_model_name_and_finish_reason_name_the_proposal_that_answers(fake, variant):
+    config = MoAConfig(
+        variant=variant,
+        proposers=[fake("A", cut_off=lambda n: False), fake("B", cut_off=lambda n: False)],
+        aggregator=fake("RK", reply=lambda *a: "2") if variant == "ranker" else None,
+        selection={"method": "vote"} if variant == "select" else None,
+    )
+    answer = MoAChatModel(config=config).invoke(QUESTION)
+    assert answer.response_metadata["model_name"] in ("A", "B")
+    assert answer.response_metadata["finish_reason"] == "stop"
+    streamed = list(MoAChatModel(config=config).stream(QUESTION))
+    assert streamed[-1].response_metadata["model_name"] in ("A", "B")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "add", "arguments": {"a": 1, "b": 2}}',
+        '```json\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n```',
+        '<tool_call>\n{"name": "add", "arguments": "{\\"a\\": 1, \\"b\\": 2}"}\n</tool_call>',
+    ],
+)
+def test_a_tool_call_written_as_text_is_read_as_one(fake, text):
+    config = MoAConfig(
+        variant="select",
+        proposers=[fake("A", reply=lambda *a: text), fake("B", reply=lambda *a: text)],
+        selection={"method": "vote"},
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert [(c["name"], c["args"]) for c in answer.tool_calls] == [("add", {"a": 1, "b": 2})]
+    assert answer.text == ""
+    records = answer.response_metadata["moa"]["calls"]
+    assert all(r["tool_calls_from_text"] for r in records)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "multiply", "arguments": {"a": 1}}',  # no such tool
+        'The call is {"name": "add", "arguments": {"a": 1, "b": 2}}',  # not the whole answer
+        '{"answer": 3}',
+    ],
+)
+def test_text_that_is_not_exactly_a_bound_tool_call_stays_text(fake, text):
+    config = MoAConfig(
+        variant="select", proposers=[fake("A", reply=lambda *a: text)], selection={"method": "vote"}
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert answer.text == text and not answer.tool_calls
+    # Without tools, even a perfect call stays text.
+    plain = MoAConfig(
+        variant="select",
+        proposers=[fake("B", reply=lambda *a: '{"name": "add", "arguments": {}}')],
+        selection={"method": "vote"},
+    )
+    assert not MoAChatModel(config=plain).invoke(QUESTION).tool_calls
+
+
+def test_a_streamed_tool_call_written_as_text_is_sent_once_as_a_call(fake):
+    text = '{"name": "add", "arguments": {"a": 1, "b": 2}}'
+    config = MoAConfig(
+        proposers=[fake("A")], aggregator=fake("AGG", reply=lambda *a: text), layers=2
+    )
+    llm = MoAChatModel(config=config).bind_tools([add])
+    chunks = list(llm.stream(QUESTION))
+    assert "".join(c.text for c in chunks) == ""  # held back, then dropped
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full += chunk
+    assert [(c["name"], c["args"]) for c in full.tool_calls] == [("add", {"a": 1, "b": 2})]
+    # Text that only starts like a call is sent in the end, whole.
+    other = MoAConfig(
+        proposers=[fake("B")], aggregator=fake("AGG2", reply=lambda *a: "{not a call}"), layers=2
+    )
+    assert (
+        "".join(c.text for c in MoAChatModel(config=other).bind_tools([add]).stream(QUESTION))
+        == "{not a call}"
+    )
+
+
+@pytest.mark.parametrize(
+    "lead",
+    [
+        'Tool call: add({"a": 1, "b": 2})',
+        '```json\n{\n  "name": "add",\n  "arguments": {"a": 1, "b": 2}\n}\n```',
+        '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>',
+    ],
+)
+def test_leading_tool_call_lines_are_read_and_the_text_after_them_kept(fake, lead):
+    text = f"{lead}\nThe result will follow."
+    config = MoAConfig(
+        proposers=[fake("A")], aggregator=fake("AGG", reply=lambda *a: text), layers=2
+    )
+    llm = MoAChatModel(config=config).bind_tools([add])
+    answer = llm.invoke(QUESTION)
+    assert [(c["name"], c["args"]) for c in answer.tool_calls] == [("add", {"a": 1, "b": 2})]
+    assert answer.text == "The result will follow."
+    streamed = "".join(c.text for c in llm.stream(QUESTION))
+    assert streamed == "The result will follow."
+
+
+def test_a_fallback_answer_names_the_proposal_it_returns(fake):
+    from langgraph_moa import RetrySettings
+
+    def down(n, messages):
+        return ConnectionError("aggregator down")
+
+    config = MoAConfig(
+        proposers=[fake("A", cut_off=lambda n: True), fake("B")],
+        aggregator=fake("AGG", fail=down),
+        layers=2,
+        retry=RetrySettings(max_attempts=1, initial_interval=0.0, jitter=False),
+    )
+    answer = MoAChatModel(config=config).invoke(QUESTION)
+    assert answer.response_metadata["moa"]["fallback"] == "best_proposal"
+    assert answer.response_metadata["model_name"] == "A"
+    assert answer.response_metadata["finish_reason"] == "length"  # what A's call said
