@@ -7,8 +7,8 @@ other models, layers or limits per assistant or per run through the context sche
 "aggregator": "openai:gpt-4o", "layers": 2}``.
 """
 
-from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa import create_moa_graph
 from langgraph_moa.config import RequestLimits
 
 # The limits of `moa serve`, with its defaults: every caller chooses its run's context.
-graph = create_moa_graph(MoAConfig.from_preset("local-moa"), name="moa", limits=RequestLimits())
+graph = create_moa_graph("local-moa", name="moa", limits=RequestLimits())
