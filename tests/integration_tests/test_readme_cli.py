@@ -4,7 +4,7 @@ Providers that need an API (OpenAI, Together) are served by the fake OpenAI-comp
 backend on loopback (their base-URL variables point at it, with dummy keys); the local
 models are the real ones, so the lines that call them are marked `local_models`. The only
 change to a line: `moa eval` gets `--limit 1` (its default dataset has 256 items), and
-`moa serve` is stopped once it says "Serving". `my-moa.yaml` and `question.txt` are made
+`moa serve` is stopped once it says "Serving", `moa ui` once it names its page. `my-moa.yaml` and `question.txt` are made
 in the working folder first.
 """
 
@@ -84,18 +84,23 @@ def test_readme_line_runs_as_written(line, shell, local_models_available_if_need
     folder, env = shell
     if line.startswith("moa eval"):
         line += f" --limit 1 --out {folder / 'eval'}"
-    if line.startswith("moa serve"):
+    if line.startswith(("moa serve", "moa ui")):
         server = subprocess.Popen(
             ["bash", "-c", f"exec {line}"],
             cwd=folder,
-            env=env,
+            env={**env, "BROWSER": "true"},  # `moa ui` opens the page: a no-op browser here
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         try:
             first = server.stderr.readline()
-            assert first.startswith("Serving local-confidence, local-moa, local-self-moa on")
+            expected = (
+                "Serving local-confidence, local-moa, local-self-moa on"
+                if line.startswith("moa serve")
+                else "The page is at http://127.0.0.1:8000/ui"
+            )
+            assert first.startswith(expected), first
         finally:
             server.terminate()
             server.wait(timeout=60)
