@@ -7,6 +7,7 @@ generator (see `calls`) and run by a sync and an async node.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Generator
@@ -34,6 +35,7 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph._chunkwise import ChunkwiseRequest
 from langgraph_moa.providers._models import ModelCache, has_own_timeout
 from langgraph_moa.providers._retry import is_retryable
+from langgraph_moa.providers._table import LOCAL_PREFIX
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import failed_record, ok_record, summarize
 from langgraph_moa.run._answer import (
@@ -143,7 +145,18 @@ class MoANodes:
         }
 
     async def aprepare(self, state: MoAState) -> dict[str, Any]:
-        """`prepare` on the run's event loop, so its models are the ones the run's calls use."""
+        """`prepare` on the run's event loop, so its models are the ones the run's calls use.
+
+        The blocking part of a local model (assembling and verifying its file, starting its
+        server) runs in a worker thread first: an ASGI server's loop must never wait on it
+        (LangGraph server refuses such a call outright).
+        """
+        cfg = self.plan().cfg
+        local = local_model_names([p.model for p in cfg.proposers], cfg.final_chain)
+        if local:
+            from langgraph_moa.local.runtime import start_local_servers
+
+            await asyncio.to_thread(start_local_servers, local)
         return self.prepare(state)
 
     def _proposer_model(
@@ -521,6 +534,17 @@ class MoANodes:
             "no further call was started"
         )
         return labelled_fallback(cfg, calls, best, "budget", reason)
+
+
+def local_model_names(specs: list[Any], chain: list[Any]) -> list[str]:
+    """Return the names of the ``local:`` models among specs and a role chain, each once."""
+    names: list[str] = []
+    for spec in [*specs, *(role.model for role in chain)]:
+        if isinstance(spec, str) and spec.startswith(f"{LOCAL_PREFIX}:"):
+            name = spec.removeprefix(f"{LOCAL_PREFIX}:")
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def _picks_proposal(cfg: MoAConfig) -> bool:

@@ -399,6 +399,19 @@ class CoreRoom:
 _CLIENT_LOCK = threading.Lock()
 
 
+def start_local_servers(names: list[str]) -> None:
+    """Assemble, verify and start the servers of these local models (blocking; idempotent).
+
+    Async runs call this in a worker thread before they build their models on the event
+    loop, so that the loop never waits on a disk read, a hash or a process start.
+    """
+    try:
+        for name in names:
+            LocalRuntime.default().server(name)
+    except LocalModelError as exc:
+        raise LocalRuntimeError(str(exc)) from None
+
+
 def local_chat_model(name: str, params: dict[str, Any]) -> BaseChatModel:
     """Build the chat model of ``local:<name>`` on the process-wide runtime."""
     try:
