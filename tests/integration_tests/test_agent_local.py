@@ -40,12 +40,14 @@ CONFIGS = {
         proposers=[{"model": "local:qwen2.5-coder-1.5b", "max_tokens": 96, "samples": 2}],
         selection={"method": "vote"},
     ),
+    # Greedy everywhere: with the default temperature (0.7) the 1.5B aggregator answered
+    # without calling the tool in one of five runs, which an end-to-end test cannot allow.
     "moa": MoAConfig(
         proposers=[
-            {"model": "local:qwen2.5-coder-1.5b", "max_tokens": 96},
-            {"model": "local:qwen2.5-coder-0.5b", "max_tokens": 96},
+            {"model": "local:qwen2.5-coder-1.5b", "max_tokens": 96, "temperature": 0.0},
+            {"model": "local:qwen2.5-coder-0.5b", "max_tokens": 96, "temperature": 0.0},
         ],
-        aggregator={"model": "local:qwen2.5-coder-1.5b", "max_tokens": 96},
+        aggregator={"model": "local:qwen2.5-coder-1.5b", "max_tokens": 96, "temperature": 0.0},
         layers=2,
     ),
 }
