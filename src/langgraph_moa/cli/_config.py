@@ -255,12 +255,4 @@ def _role(role: Any, samples: int) -> str:
 
 def local_models(cfg: MoAConfig) -> list[str]:
     """List the local models a run of `cfg` may call, in order, each once (nothing else)."""
-    specs = [p.model for p in cfg.proposers]
-    specs += [a.model for a in cfg.final_chain]  # empty where no aggregator is called
-    names: list[str] = []
-    for spec in specs:
-        if isinstance(spec, str) and spec.startswith("local:"):
-            name = spec.removeprefix("local:")
-            if name not in names:
-                names.append(name)
-    return names
+    return cfg.local_model_names()

@@ -34,6 +34,7 @@ from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._limits import Budget, check_budget
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import ModelSpec, describe_model, validate_spec
+from langgraph_moa.providers._table import LOCAL_PREFIX
 from langgraph_moa.text._prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
 from langgraph_moa.text._selection import SelectionConfig
 from langgraph_moa.variants import Plan, variant_names, variant_of
@@ -377,6 +378,17 @@ class MoAConfig(BaseModel):
         if self.aggregator is None:
             return []
         return [self.final, *self.aggregator_fallbacks]
+
+    def local_model_names(self) -> list[str]:
+        """List the ``local:`` models a run may call, in order, each once (nothing else)."""
+        specs = [p.model for p in self.proposers] + [a.model for a in self.final_chain]
+        names: list[str] = []
+        for spec in specs:
+            if isinstance(spec, str) and spec.startswith(f"{LOCAL_PREFIX}:"):
+                name = spec.removeprefix(f"{LOCAL_PREFIX}:")
+                if name not in names:
+                    names.append(name)
+        return names
 
     def calls_per_run(self) -> int:
         """Model calls a fully successful run makes (the budget and the server count on it)."""

@@ -35,7 +35,6 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph._chunkwise import ChunkwiseRequest
 from langgraph_moa.providers._models import ModelCache, has_own_timeout
 from langgraph_moa.providers._retry import is_retryable
-from langgraph_moa.providers._table import LOCAL_PREFIX
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import failed_record, ok_record, summarize
 from langgraph_moa.run._answer import (
@@ -152,7 +151,7 @@ class MoANodes:
         (LangGraph server refuses such a call outright).
         """
         cfg = self.plan().cfg
-        local = local_model_names([p.model for p in cfg.proposers], cfg.final_chain)
+        local = cfg.local_model_names()
         if local:
             from langgraph_moa.local.runtime import start_local_servers
 
@@ -534,17 +533,6 @@ class MoANodes:
             "no further call was started"
         )
         return labelled_fallback(cfg, calls, best, "budget", reason)
-
-
-def local_model_names(specs: list[Any], chain: list[Any]) -> list[str]:
-    """Return the names of the ``local:`` models among specs and a role chain, each once."""
-    names: list[str] = []
-    for spec in [*specs, *(role.model for role in chain)]:
-        if isinstance(spec, str) and spec.startswith(f"{LOCAL_PREFIX}:"):
-            name = spec.removeprefix(f"{LOCAL_PREFIX}:")
-            if name not in names:
-                names.append(name)
-    return names
 
 
 def _picks_proposal(cfg: MoAConfig) -> bool:
