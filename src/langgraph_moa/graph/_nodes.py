@@ -393,6 +393,8 @@ class MoANodes:
         if cfg.aggregation.chunked:  # the last proposer layer streams into this node
             return (yield ChunkwiseRequest(self, plan, state))
 
+        options = run_options(state)
+
         def request() -> _Request:
             # Built inside the attempt: a conversation too long for the budget is a failure
             # of this aggregator, and the next one in the chain may have room.
@@ -402,7 +404,6 @@ class MoANodes:
             params = self._final_params(cfg, call, options, is_final)
             return _Request(model, messages, params, spec, notes, options=options)
 
-        options = run_options(state)
         outcome = yield from self._attempt(cfg, state["run_token"], call, request)
         if outcome.error is not None:
             return self._final_gave_up(plan, state, outcome.record, outcome.error)
