@@ -7,6 +7,7 @@ that streams too. Screenshots land in test-artifacts/ui/.
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +27,10 @@ MARKDOWN = (
     '## Result\n\nIt is **42**, see `6*7`.\n\n- one <img src=x onerror="window.pwned=3">\n'
     "- two <script>window.pwned=4</script>\n\n```\n<b>not bold</b>\n```"
 )
+
+
+PRICED = ["alpha", "beta", "broken", "agg", "v42", "v41"]
+"""The fake models, priced by `moa serve --prices`: every run's provenance shows its cost."""
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +74,9 @@ def served(backend, tmp_path_factory):
     env["PYTHONPATH"] = os.pathsep.join([str(Path.cwd() / "src"), env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "langgraph_moa", "serve", "--port", str(port)]
     command += ["-p", str(folder / "fake-moa.yaml"), "-p", str(folder / "fake-vote.yaml")]
+    prices = {name: {"prompt": 1.0, "completion": 4.0} for name in PRICED}
+    (folder / "prices.yaml").write_text(yaml.safe_dump(prices))
+    command += ["--prices", str(folder / "prices.yaml")]
     log = (folder / "serve.log").open("w")
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     root = f"http://127.0.0.1:{port}"
@@ -160,6 +168,7 @@ def test_page_shows_every_model_streaming_then_the_answer_and_history(served, br
     assert answer.startswith("agg answer")
     provenance = d.execute_script("return document.querySelector('.provenance').textContent")
     assert "4 calls (1 failed)" in provenance and "critical path" in provenance
+    assert re.search(r"cost \$\d+\.\d{4}", provenance) and "unpriced" not in provenance
     overlap = d.execute_script(
         f"return document.querySelector('.card[data-key=\"{ALPHA}\"] .overlap').textContent"
     )

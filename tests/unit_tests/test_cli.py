@@ -56,6 +56,24 @@ def test_serve_passes_its_policy_and_limits_and_warns_without_a_key(monkeypatch)
     assert CliRunner().invoke(cli.app, ["serve", "--max-calls", "0"]).exit_code == 2
 
 
+def test_serve_reads_its_price_table_first_and_refuses_a_bad_one(monkeypatch, capsys, tmp_path):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.serving import _server as serve
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda presets, **kwargs: seen.update(kwargs))
+    table = tmp_path / "prices.yaml"
+    table.write_text("gpt-4o: {prompt: 2.5, completion: 10}\n")
+    result = CliRunner().invoke(cli.app, ["serve", "--prices", str(table)])
+    assert result.exit_code == 0 and seen["prices"] == {"gpt-4o": (2.5, 10.0)}
+    table.write_text("gpt-4o: {prompt: cheap, completion: 10}\n")
+    seen.clear()
+    status, err = run_main(monkeypatch, capsys, "serve", "--prices", str(table))
+    assert status == 1 and "prices of 'gpt-4o' must be numbers" in err.replace("\n", " ")
+    assert "Traceback" not in err and not seen  # refused before any server started
+
+
 def test_overrides_apply_on_top_of_the_preset():
     cfg = build_config(
         "moa-lite", None, layers=3, proposers="openai:a,openai:b", aggregator="openai:c"

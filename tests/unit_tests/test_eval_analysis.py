@@ -207,6 +207,9 @@ def test_prices_give_dollars_and_name_unpriced_calls(tmp_path):
     ) == (2.5, 10.0)
     assert price_of({"model": "local:qwen2.5-coder-0.5b"}, prices) == (0.0, 0.0)
     assert price_of({"model": "claude-x"}, prices) is None
+    # An endpoint spec is priced by its model, not by a piece of its URL.
+    served = {"model": "", "configured_model": "gpt-4o@http://127.0.0.1:8080/v1"}
+    assert price_of(served, prices) == (2.5, 10.0)
     calls = [
         {"model": "gpt-4o", "prompt_tokens": 1_000_000, "completion_tokens": 100_000},
         {

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from langchain_core.messages import HumanMessage
 
 from langgraph_moa import MoAConfig
+from langgraph_moa.config._prices import run_cost
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream, RunEvents
 from langgraph_moa.serving._agreement import overlap
@@ -146,6 +147,22 @@ def test_a_selections_groups_name_the_calls_that_agree(fake):
     assert "agreement" not in event and event["usage"]["calls"] == 3
 
 
+def test_the_answer_prices_its_calls_and_counts_the_unpriced_ones(system):
+    state = create_moa_graph(system).invoke(QUESTION)
+    calls = state["messages"][-1].response_metadata["moa"]["calls"]
+    a, agg = (next(c for c in calls if c["model"] == n) for n in ("A", "AGG"))
+    # No table: nothing is priced, and the event says so rather than claiming $0.
+    assert answer_event(state)["cost"] == {"dollars": 0.0, "unpriced_calls": 3, "calls": 3}
+    # A partial table: the priced calls add up, the others are counted.
+    cost = answer_event(state, {"A": (1.0, 2.0), "AGG": (3.0, 5.0)})["cost"]
+    want = (a["prompt_tokens"] * 1 + a["completion_tokens"] * 2) / 1e6
+    want += (agg["prompt_tokens"] * 3 + agg["completion_tokens"] * 5) / 1e6
+    assert cost == {"dollars": pytest.approx(want), "unpriced_calls": 1, "calls": 3}
+    # Local models cost nothing, with or without a table.
+    local = [{"configured_model": "local:qwen2.5-coder-1.5b", "model": "q", "prompt_tokens": 9}]
+    assert run_cost(local, None) == {"dollars": 0.0, "unpriced_calls": 0, "calls": 1}
+
+
 # --- the HTTP routes -------------------------------------------------------------------------
 
 
@@ -170,6 +187,7 @@ def test_a_run_streams_its_events_and_is_kept(system, tmp_path):
     assert [e["event"] for e in events[-2:]] == ["answer", "done"]
     answer = events[-2]
     assert answer["text"] == "AGG #1" and answer["usage"]["calls"] == 3
+    assert answer["cost"] == {"dollars": 0.0, "unpriced_calls": 3, "calls": 3}
     assert {tuple(a["call"]) for a in answer["agreement"]} == {
         ("proposer", 1, 0, 0),
         ("proposer", 1, 1, 0),
@@ -181,6 +199,16 @@ def test_a_run_streams_its_events_and_is_kept(system, tmp_path):
     assert [e["event"] for e in kept["events"]][-1] == "answer"
     missing = client.get("/v1/moa/runs/nope")
     assert missing.status_code == 404 and "No run" in missing.json()["error"]["message"]
+
+
+def test_a_server_with_prices_shows_each_runs_cost(system):
+    prices = {"A": (1.0, 1.0), "B": (1.0, 1.0), "AGG": (1.0, 1.0)}
+    client = TestClient(create_app({"m": system}, prices=prices), base_url="http://localhost")
+    events = sse_events(client.post("/v1/moa/runs", json={"model": "m", "messages": USER}).text)
+    answer = events[-2]
+    tokens = answer["usage"]["prompt_tokens"] + answer["usage"]["completion_tokens"]
+    assert answer["cost"]["unpriced_calls"] == 0
+    assert answer["cost"]["dollars"] == pytest.approx(tokens / 1e6)
 
 
 def test_a_failed_run_ends_with_an_error_event(fake, tmp_path):

@@ -18,6 +18,7 @@ from langgraph_moa.cli._output import out
 from langgraph_moa.cli._run import set_context_size
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._loader import load_config
+from langgraph_moa.config._prices import load_prices
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import MissingExtraError, MoAConfigError
 from langgraph_moa.serving._errors import MAX_BODY_BYTES
@@ -146,6 +147,13 @@ def serve(
             "where every client has the proxy's address).",
         ),
     ] = 64,
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML/JSON price table (model -> {prompt, completion} $ per 1M tokens): the "
+            "web page shows each run's cost by it; local models cost nothing.",
+        ),
+    ] = None,
     context_size: ContextSizeOpt = None,
 ) -> None:
     """Serve presets as models behind an OpenAI-compatible API (/v1/chat/completions).
@@ -174,6 +182,7 @@ def serve(
     }
     limits = RequestLimits(**{k: v for k, v in given.items() if v is not None})
     set_context_size(context_size)
+    price_table = load_prices(prices) if prices is not None else None  # a bad table fails first
     systems: dict[str, MoAConfig] = {}
     for name in preset or ([] if config else [DEFAULT_PRESET, "local-moa", "local-self-moa"]):
         served, loaded = load_system(name)  # a config file is served under its name or stem
@@ -232,6 +241,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         security=security,
         announce=announce,
+        prices=price_table,
     )
 
 

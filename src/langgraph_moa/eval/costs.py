@@ -1,83 +1,17 @@
-"""Dollars from tokens, and the Pareto front of quality against cost.
+"""The Pareto front of quality against cost; prices themselves live in `config._prices`.
 
-A price table maps a model name to dollars per million prompt and completion tokens:
-
-.. code-block:: yaml
-
-    gpt-4o: {prompt: 2.50, completion: 10.00}
-    together:Qwen/Qwen2-72B-Instruct: {prompt: 0.90, completion: 0.90}
-
-A call is priced by the model that answered, then by the configured spec, then by the spec
-without its provider prefix. Local models (``local:``) cost nothing. A call whose model is
-in no row is counted as unpriced, and the report says so rather than pretending it was free.
-Cached calls are priced too: the cost is a property of the system, not of this rerun.
+A price table maps a model name to dollars per million prompt and completion tokens (see
+`langgraph_moa.config._prices`); `moa eval --prices` and `moa serve --prices` read the same
+format.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
 
-from langgraph_moa.config._schema import read_mapping_file
-from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.config._prices import Prices, dollars, load_prices, price_of
 
-Prices = dict[str, tuple[float, float]]
-"""Model -> (dollars per 1M prompt tokens, dollars per 1M completion tokens)."""
-
-
-def load_prices(path: str | Path) -> Prices:
-    """Read a YAML or JSON price table; every problem names the model and the fix."""
-    where = f"Price table {str(path)!r}"
-    data = read_mapping_file(
-        path, "Price table", "model names mapped to {prompt: $/1M, completion: $/1M}"
-    )
-    if not data:
-        raise MoAConfigError(f"{where} is empty; it needs at least one model.")
-    prices: Prices = {}
-    for model, row in data.items():
-        if not isinstance(row, dict) or set(row) != {"prompt", "completion"}:
-            raise MoAConfigError(
-                f"{where}: model {model!r} needs exactly 'prompt' and 'completion' (dollars per "
-                f"million tokens), got {row!r}."
-            )
-        try:
-            prompt, completion = float(row["prompt"]), float(row["completion"])
-        except (TypeError, ValueError):
-            raise MoAConfigError(f"{where}: prices of {model!r} must be numbers.") from None
-        if prompt < 0 or completion < 0:
-            raise MoAConfigError(f"{where}: prices of {model!r} cannot be negative.")
-        prices[str(model)] = (prompt, completion)
-    return prices
-
-
-def price_of(call: Mapping[str, Any], prices: Prices) -> tuple[float, float] | None:
-    """Per-million prices for one call, or None when its model is not in the table."""
-    for name in (call.get("model"), call.get("configured_model")):
-        if not name:
-            continue
-        if name.startswith("local:"):
-            return (0.0, 0.0)
-        if name in prices:
-            return prices[name]
-        bare = name.split(":", 1)[-1].split("@", 1)[0]
-        if bare in prices:
-            return prices[bare]
-    return None
-
-
-def dollars(calls: Sequence[Mapping[str, Any]], prices: Prices) -> tuple[float, int]:
-    """Dollars spent by these calls, and how many calls had no price."""
-    total, unpriced = 0.0, 0
-    for call in calls:
-        price = price_of(call, prices)
-        if price is None:
-            unpriced += 1
-            continue
-        total += (
-            call.get("prompt_tokens", 0) * price[0] + call.get("completion_tokens", 0) * price[1]
-        ) / 1e6
-    return total, unpriced
+__all__ = ["Prices", "dollars", "load_prices", "pareto_front", "price_of"]
 
 
 def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:

@@ -32,6 +32,7 @@ from typing import Any
 
 from langgraph_moa._redact import register_secret
 from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.config._prices import Prices
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import (
     MoAConfigError,
@@ -67,6 +68,7 @@ def create_app(
     security: ServeSecurity | None = None,
     history: History | None = None,
     keepalive_s: float | None = KEEPALIVE_S,
+    prices: Prices | None = None,
 ) -> Any:
     """Build the FastAPI app serving `systems` (model name -> MoA config).
 
@@ -84,6 +86,8 @@ def create_app(
         history: Where the web page's runs are kept (see `_history`); None keeps none.
         keepalive_s: Seconds of silence after which a stream sends a keep-alive comment;
             None sends none.
+        prices: Model -> dollars per million prompt and completion tokens
+            (`langgraph_moa.config._prices`): the web page's runs show their cost by it.
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -196,6 +200,7 @@ def create_app(
         history=history,
         keepalive_s=keepalive_s,
         max_body_bytes=max_body_bytes,
+        prices=prices,
     )
     return app
 

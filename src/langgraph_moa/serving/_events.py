@@ -15,6 +15,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from langgraph_moa.config._prices import Prices, run_cost
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.run._references import answered_proposals
 from langgraph_moa.serving._agreement import call_key, selection_groups, synthesis_agreement
@@ -105,11 +106,13 @@ def run_event(run_id: str, model: str, question: str, config: MoAConfig) -> dict
     }
 
 
-def answer_event(state: dict[str, Any]) -> dict[str, Any]:
+def answer_event(state: dict[str, Any], prices: Prices | None = None) -> dict[str, Any]:
     """Return the last event of a run: the answer, its provenance, and the agreement shown.
 
     ``usage.critical_path_s`` is the sum of each layer's slowest call: the time the run
-    would take with every layer's calls in parallel and nothing else.
+    would take with every layer's calls in parallel and nothing else. ``cost`` prices the
+    run's calls by the operator's table (`moa serve --prices`); local calls cost nothing and
+    a call of a model with no price is counted in ``unpriced_calls``, never as free.
     """
     answer = state["messages"][-1]
     moa = answer.response_metadata.get("moa", {})
@@ -127,6 +130,7 @@ def answer_event(state: dict[str, Any]) -> dict[str, Any]:
             "critical_path_s": round(sum(la["latency_s"] for la in usage.get("layers", [])), 3),
             "layers": usage.get("layers", []),
         },
+        "cost": run_cost(moa.get("calls") or [], prices),
     }
     if selection := moa.get("selection"):
         event["selection"] = {**selection, "groups": selection_groups(selection, answered)}

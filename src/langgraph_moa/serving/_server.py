@@ -6,6 +6,7 @@ from pathlib import Path
 
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
+from langgraph_moa.config._prices import Prices
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import (
     MoAConfigError,
@@ -29,6 +30,7 @@ def serve(
     announce: "Callable[[str], None] | None" = None,
     log: "Callable[[str], None] | None" = None,
     history_path: str | Path | None = None,
+    prices: Prices | None = None,
 ) -> None:
     """Serve the presets (or named configs) until interrupted (what `moa serve` runs).
 
@@ -40,7 +42,8 @@ def serve(
 
     A preset may also be a config file (``.yaml``, ``.yml`` or ``.json``), served under its
     `name:` or its file name. The web page's runs are kept in `history_path`
-    (`default_history_path()` if None).
+    (`default_history_path()` if None). `prices` (model -> dollars per million prompt and
+    completion tokens) prices the page's runs.
     """
     import sys
 
@@ -73,6 +76,7 @@ def serve(
         limits=limits,
         security=security,
         history=_open_history(history_path),
+        prices=prices,
     )
 
     def to_stderr(line: str) -> None:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from langchain_core.messages import HumanMessage
 
+from langgraph_moa.config._prices import Prices
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.config.context import apply_context
 from langgraph_moa.errors import MoAError
@@ -78,6 +79,7 @@ async def _run(
     run_id: str,
     config: MoAConfig,
     history: History | None,
+    prices: Prices | None = None,
 ) -> AsyncIterator[str]:
     """Run the job watched, as server-sent events, and keep it in the history."""
     record = RunRecord(run_id, job.name, _question(job))
@@ -102,7 +104,7 @@ async def _run(
         try:
             async for event in events:
                 yield out(event)
-            answer = answer_event(events.final)
+            answer = answer_event(events.final, prices)
             record.answer = answer["text"]
             record.status = "degraded" if answer.get("fallback") else "done"
             yield out(answer)
@@ -134,6 +136,7 @@ def add_ui(
     history: History | None,
     keepalive_s: float | None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    prices: Prices | None = None,
 ) -> None:
     """Add the page, its static files, the run event stream and the history to `app`."""
     from fastapi import Request
@@ -164,7 +167,7 @@ def add_ui(
         job = await run_in_threadpool(prepare, raw)
         config = apply_context(systems[job.name], job.context)
         run_id = uuid.uuid4().hex[:16]
-        source = _run(graphs[job.name], job, run_id, config, history)
+        source = _run(graphs[job.name], job, run_id, config, history, prices)
         stream = pump(source, lambda: _disconnected(request), keepalive_s)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-MoA-Run": run_id}
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)

@@ -75,6 +75,16 @@ function inline(parent, text) {
   if (last < text.length) parent.appendChild(document.createTextNode(text.slice(last)));
 }
 
+// The run's cost as its provenance line says it: dollars where every call is priced (local
+// models cost nothing), the priced part and a count where some are not, "unknown" where none is.
+function costText(cost) {
+  if (!cost || !cost.calls) return "";
+  const known = cost.calls - cost.unpriced_calls;
+  if (known === 0) return " · cost unknown (no prices; moa serve --prices)";
+  const dollars = "$" + Number(cost.dollars).toFixed(cost.dollars >= 0.01 || cost.dollars === 0 ? 4 : 6);
+  return cost.unpriced_calls ? " · cost " + dollars + " + " + cost.unpriced_calls + " unpriced calls" : " · cost " + dollars;
+}
+
 function renderMarkdown(source) {
   const root = document.createDocumentFragment();
   const lines = source.replace(/\r\n?/g, "\n").split("\n");
@@ -337,7 +347,8 @@ class Pane {
     const u = ev.usage || {};
     this.provenance.textContent = "answered by " + ev.answered_by + " · " + u.calls + " calls (" +
       (u.failed || 0) + " failed) · " + u.prompt_tokens + " prompt + " + u.completion_tokens +
-      " completion tokens · critical path " + Number(u.critical_path_s).toFixed(2) + " s";
+      " completion tokens · critical path " + Number(u.critical_path_s).toFixed(2) + " s" +
+      costText(ev.cost);
     if (ev.selection) {
       this.renderTally(ev.selection, ev.selection.groups);
       const winner = ev.selection.winner_call;
