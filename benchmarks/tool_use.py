@@ -16,6 +16,11 @@ of the per-item difference (`eval.stats.paired_difference`).
     python benchmarks/tool_use.py --write-data          # regenerate the data set
     python benchmarks/tool_use.py --limit 6             # a short run (minutes on 2 cores)
     python benchmarks/tool_use.py                       # all 72 items, every system (hours)
+    python benchmarks/tool_use.py --report              # the table of what has run so far
+
+Items run round-robin over the categories and every system answers an item before the next
+item starts, so a stopped run's prefix is a fair paired comparison; each answer is appended
+to ``--out`` at once and a rerun skips what is there.
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ def stock_level(sku: str) -> str:
 
 
 TOOLS = [calculator, convert_units, stock_level]
+CATEGORIES = ("arithmetic", "conversion", "lookup")
 SYSTEM = (
     "You are a careful assistant with tools. Use a tool for any arithmetic, unit conversion "
     "or stock question; once a tool result is in the conversation, answer the user with it."
@@ -250,23 +256,82 @@ def build(system: Any) -> Any:
 
 
 def run_item(agent: Any, item: dict[str, Any]) -> dict[str, Any]:
-    """Answer one item; return its scores, first tool call and final answer."""
+    """Answer one item; return its scores, first tool call and final answer.
+
+    The agent is streamed (state after each step) so that a run that fails later, for example
+    at the recursion limit after the model repeated its call, still has its first tool call
+    scored; its final answer then scores zero and the error is kept.
+    """
     started = time.perf_counter()
+    messages: list[Any] = []
+    error = None
     try:
-        out = agent.invoke({"messages": [("user", item["instruction"])]}, {"recursion_limit": 8})
-    except Exception as exc:  # a failed run scores zero, and says why
-        return {"id": item["id"], "tool": 0, "answer": 0, "error": f"{type(exc).__name__}: {exc}"}
-    calls = [c for m in out["messages"] if isinstance(m, AIMessage) for c in m.tool_calls]
+        for state in agent.stream(
+            {"messages": [("user", item["instruction"])]},
+            {"recursion_limit": 8},
+            stream_mode="values",
+        ):
+            messages = state["messages"]
+    except Exception as exc:  # a failed run's answer scores zero, and says why
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    calls = [c for m in messages if isinstance(m, AIMessage) for c in m.tool_calls]
     first = calls[0] if calls else None
-    final = out["messages"][-1].text
-    return {
+    final = "" if error or not messages else messages[-1].text
+    row = {
         "id": item["id"],
         "tool": int(tool_right(item, first)),
         "answer": int(answer_right(item, final)),
         "first_call": first and {"name": first["name"], "args": first["args"]},
+        "tool_calls": len(calls),
         "final": final[:200],
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if error:
+        row["error"] = error
+    return row
+
+
+def interleaved(items: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """Order items round-robin over the categories, so that any prefix of a run covers all three."""
+    columns = [[i for i in items if i["category"] == c][:limit] for c in CATEGORIES]
+    return [
+        column[k] for k in range(max(map(len, columns))) for column in columns if k < len(column)
+    ]
+
+
+def report(
+    done: dict[tuple[str, str], dict[str, Any]], items: list[dict[str, Any]], systems: list[str]
+) -> None:
+    """Print the per-category table and each mixture's paired difference to the baseline."""
+    from langgraph_moa.eval.stats import paired_difference
+
+    ids = [i["id"] for i in items if all((s, i["id"]) in done for s in systems)]
+    category = {i["id"]: i["category"] for i in items}
+    print(f"\nitems answered by every system: {len(ids)} of {len(items)}")
+    print(
+        "system       | metric | "
+        + " | ".join(f"{c:10s}" for c in CATEGORIES)
+        + " | all    | median s"
+    )
+    for name in systems:
+        rows = [done[(name, i)] for i in ids]
+        seconds = sorted(r.get("seconds", 0.0) for r in rows)
+        median = f"{seconds[len(seconds) // 2]:.1f}" if seconds else "-"
+        for metric in ("tool", "answer"):
+            cells = []
+            for c in CATEGORIES:
+                picked = [r[metric] for r in rows if category[r["id"]] == c]
+                cells.append(f"{sum(picked):>3d}/{len(picked):<6d}")
+            total = f"{sum(r[metric] for r in rows)}/{len(rows)}"
+            print(f"{name:12s} | {metric:6s} | " + " | ".join(cells) + f" | {total:6s} | {median}")
+    baseline = systems[0]
+    for name in systems[1:]:
+        for metric in ("tool", "answer"):
+            diff = paired_difference(
+                {i: done[(name, i)][metric] for i in ids},
+                {i: done[(baseline, i)][metric] for i in ids},
+            ).as_dict()
+            print(f"{name} - {baseline} ({metric}): {diff}")
 
 
 def main() -> None:
@@ -274,41 +339,49 @@ def main() -> None:
     parser.add_argument("--write-data", action="store_true", help="regenerate the data set")
     parser.add_argument("--limit", type=int, default=None, help="items per category")
     parser.add_argument("--systems", nargs="*", default=["single-1.5b", "moa", "vote"])
-    parser.add_argument("--out", type=Path, default=Path("tool_use_results.json"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("tool_use_results.jsonl"),
+        help="per-item results, one JSON line each; a rerun skips what is there (resumes)",
+    )
+    parser.add_argument("--report", action="store_true", help="print the table of --out and stop")
     args = parser.parse_args()
     if args.write_data:
         DATA.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in make_items()))
         print(f"wrote {DATA} ({len(make_items())} items)")
         return
-    from langgraph_moa.eval.stats import paired_difference
     from langgraph_moa.local.runtime import LocalRuntime
 
-    items = load_items()
-    if args.limit:
-        items = [
-            item
-            for category in ("arithmetic", "conversion", "lookup")
-            for item in [i for i in items if i["category"] == category][: args.limit]
-        ]
-    results: dict[str, list[dict[str, Any]]] = {}
+    items = interleaved(load_items(), args.limit)
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if args.out.exists():
+        for line in args.out.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[(row["system"], row["id"])] = row
+    if args.report:
+        report(done, items, args.systems)
+        return
     try:
-        for name in args.systems:
-            agent = build(SYSTEMS[name])
-            results[name] = [run_item(agent, item) for item in items]
-            for metric in ("tool", "answer"):
-                right = sum(r[metric] for r in results[name])
-                print(f"{name:12s} {metric:6s} {right}/{len(items)}")
+        agents = {name: build(SYSTEMS[name]) for name in args.systems}
+        with args.out.open("a") as sink:
+            for n, item in enumerate(items, 1):
+                for name in args.systems:
+                    if (name, item["id"]) in done:
+                        continue
+                    row = {"system": name, **run_item(agents[name], item)}
+                    sink.write(json.dumps(row) + "\n")
+                    sink.flush()
+                    done[(name, item["id"])] = row
+                    print(
+                        f"[{n}/{len(items)}] {name:12s} {item['id']}: tool {row['tool']} "
+                        f"answer {row['answer']} ({row.get('seconds', '-')} s)",
+                        flush=True,
+                    )
     finally:
         LocalRuntime.default().stop_all()
-    baseline = args.systems[0]
-    for name in args.systems[1:]:
-        for metric in ("tool", "answer"):
-            diff = paired_difference(
-                {r["id"]: r[metric] for r in results[name]},
-                {r["id"]: r[metric] for r in results[baseline]},
-            )
-            print(f"{name} - {baseline} ({metric}): {diff.as_dict()}")
-    args.out.write_text(json.dumps(results, indent=1))
+    report(done, items, args.systems)
     print(f"per-item results: {args.out}")
 
 
