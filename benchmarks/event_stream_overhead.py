@@ -26,17 +26,15 @@ import asyncio
 import multiprocessing
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import yaml
+from _served import MOA_SERVE, served
 
 from langgraph_moa.testing import FaultProfile, FaultServer
-from langgraph_moa.transport._net import free_port
 
 
 def backend(port_queue: multiprocessing.Queue, stop: multiprocessing.Event, token_s: float) -> None:  # type: ignore[type-arg]
@@ -131,40 +129,13 @@ def main() -> None:
         "aggregator": f"agg@{url}",
     }
     (folder / "fake-moa.yaml").write_text(yaml.safe_dump(config))
-    port = free_port()
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "MOA_HISTORY": str(folder / "history.sqlite3")}
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "langgraph_moa",
-            "serve",
-            "--port",
-            str(port),
-            "-p",
-            str(folder / "fake-moa.yaml"),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    root = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{root}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("moa serve did not start")
-            time.sleep(0.2)
-        asyncio.run(measure(root, args.runs, args.rounds, server.pid))
+        with served([*MOA_SERVE, "-p", str(folder / "fake-moa.yaml")], env=env) as (root, server):
+            asyncio.run(measure(root, args.runs, args.rounds, server.pid))
     finally:
-        server.terminate()
-        server.wait(timeout=10)
         stop.set()
         fake.join(timeout=10)
 

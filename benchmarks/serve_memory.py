@@ -22,15 +22,15 @@ Everything stays on 127.0.0.1; no model is downloaded and no provider is called.
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import textwrap
 import time
 
 import httpx
+from _served import served
 
 from langgraph_moa.config import list_presets
-from langgraph_moa.testing import FaultProfile, FaultServer, free_port
+from langgraph_moa.testing import FaultProfile, FaultServer
 
 SERVER = textwrap.dedent(
     """
@@ -84,7 +84,6 @@ async def send(root: str, model: str, count: int, offset: int, concurrency: int)
 
 
 def measure(preset: str, backend_url: str, args: argparse.Namespace) -> None:
-    port = free_port()
     env = {
         **os.environ,
         "OPENAI_API_KEY": "sk-fake-benchmark",
@@ -93,19 +92,8 @@ def measure(preset: str, backend_url: str, args: argparse.Namespace) -> None:
         "OPENAI_API_BASE": backend_url,
         "TOGETHER_API_BASE": backend_url,
     }
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, preset, str(port)], env=env)
-    root = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{root}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the server did not start")
-            time.sleep(0.2)
+    command = [sys.executable, "-c", SERVER, preset]
+    with served(command, port_flag=False, env=env) as (root, proc):
         # Warm-up: imports, first models and connections are not growth.
         asyncio.run(send(root, preset, args.warmup, 10_000, args.concurrency))
         time.sleep(1)
@@ -115,9 +103,6 @@ def measure(preset: str, backend_url: str, args: argparse.Namespace) -> None:
         seconds = time.monotonic() - started
         time.sleep(1)
         rss1, fds1 = rss_mb(proc.pid), open_fds(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     verdict = "flat" if rss1 - rss0 <= 100 else "NOT flat"
     print(
         f"{preset:17s} {args.requests:5d} req {seconds:6.1f}s fail {failures:3d}  "

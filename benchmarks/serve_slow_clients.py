@@ -27,14 +27,12 @@ import asyncio
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import textwrap
 import time
 
 import httpx
-
-from langgraph_moa.testing import free_port
+from _served import MOA_SERVE, served
 
 BASELINE = textwrap.dedent(
     """
@@ -192,38 +190,23 @@ def main() -> None:
         asyncio.run(flood_for(args.flood, args.connections, args.addresses, args.seconds))
         return
 
-    port = free_port()
     if args.baseline:
-        command = [sys.executable, "-c", BASELINE, str(port)]
+        command, port_flag = [sys.executable, "-c", BASELINE], False
     else:
-        command = [sys.executable, "-m", "langgraph_moa", "serve", "-p", "moa-lite"]
-        command += ["--port", str(port)]
+        command, port_flag = [*MOA_SERVE, "-p", "moa-lite"], True
 
     def limit_descriptors() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (args.server_nofile, hard))
 
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=limit_descriptors,
-    )
-    root = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{root}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the server did not start")
-            time.sleep(0.2)
-        asyncio.run(measure(args, port, proc.pid))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    # moa-lite's models are never called here, but the server checks for a key before it starts.
+    env = {"OPENAI_API_KEY": "sk-never-used", "TOGETHER_API_KEY": "never-used", **os.environ}
+    with served(
+        command, port_flag=port_flag, env=env, preexec_fn=limit_descriptors, start_s=120
+    ) as (
+        root,
+        proc,
+    ):
+        asyncio.run(measure(args, int(root.rsplit(":", 1)[1]), proc.pid))
 
 
 if __name__ == "__main__":

@@ -539,6 +539,24 @@ def test_max_chars_counts_every_character_sent(backend, message):
     assert backend.requests["chars"] == before
 
 
+def test_content_parts_are_bounded_apart_from_characters(backend):
+    # 29,000 one-letter parts are 145,000 characters, under the default --max-chars, yet
+    # LangChain and the OpenAI SDK convert each part on every call, on the event loop:
+    # such a body held the server for seconds. The parts limit refuses it before any call.
+    systems = {"m": MoAConfig(proposers=[f"parts@{backend.url}"], aggregator=f"a@{backend.url}")}
+    before = backend.requests["parts"]
+    many = {"role": "user", "content": [{"type": "text", "text": "w"}] * 29_000}
+    with serve(systems) as server:
+        response = chat(server, {"model": "m", "messages": [many]})
+        assert response.status_code == 400, response.text
+        assert "29000 content parts" in response.json()["error"]["message"]
+        assert "--max-parts" in response.json()["error"]["message"]
+        assert backend.requests["parts"] == before  # refused before any call
+        few = {"role": "user", "content": [{"type": "text", "text": "w"}] * 8}
+        assert chat(server, {"model": "m", "messages": [few]}).status_code == 200
+    assert backend.requests["parts"] > before
+
+
 def test_a_text_part_whose_text_is_not_a_string_is_refused(moa):
     body = {
         "model": "fake-moa",

@@ -252,6 +252,10 @@ def test_client_endpoints_when_enabled_never_get_the_servers_keys():
         ({"layers": 4, "samples": 8}, "--max-calls"),  # 2 proposers x 8 samples x 3 + 1 = 49
         ({"messages": USER * 300}, "--max-messages"),
         ({"messages": [{"role": "user", "content": "x" * 200_001}]}, "--max-chars"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "w"}] * 257}]},
+            "--max-parts",
+        ),
     ],
 )
 def test_requests_past_a_limit_are_refused_before_any_call(system, log, override, flag):
@@ -424,3 +428,36 @@ def test_user_and_metadata_are_forwarded_to_the_run_trace_never_dropped():
     assert body.trace_metadata() == {"user": "u-1", "request_metadata": {"team": "a"}}
     options = body.run_options(picks_proposal=False)
     assert "user" not in json.dumps(options)  # not sent to the models
+
+
+def test_large_bodies_are_parsed_one_at_a_time_small_ones_at_once(system):
+    # A parse holds the GIL: eight large ones at once starve the event loop (a side
+    # request's p95 went from 19 to 247 ms in benchmarks/serve_large_bodies.py).
+    import time
+
+    from langgraph_moa.serving._policy import HEAVY_BODY_BYTES
+
+    class Counting(_Preparer):
+        def __init__(self):
+            super().__init__(
+                {"m": system}, ModelPolicy.for_systems({"m": system}, ()), RequestLimits()
+            )
+            self.now = self.most = 0
+            self.lock = threading.Lock()
+
+        def __call__(self, raw):
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            time.sleep(0.05)
+            with self.lock:
+                self.now -= 1
+            return len(raw)
+
+    async def prepare_all(size):
+        prepare = Counting()
+        await asyncio.gather(*(prepare.off_loop(b"x" * size) for _ in range(4)))
+        return prepare.most
+
+    assert asyncio.run(prepare_all(HEAVY_BODY_BYTES)) == 1
+    assert asyncio.run(prepare_all(100)) > 1

@@ -90,6 +90,10 @@ def serve(
         int | None,
         _limit_option("max_chars", "--max-chars", "Characters of text per request"),
     ] = None,
+    max_parts: Annotated[
+        int | None,
+        _limit_option("max_parts", "--max-parts", "Content parts (text, images) per request"),
+    ] = None,
     max_answer_tokens: Annotated[
         int | None,
         _limit_option(
@@ -176,6 +180,7 @@ def serve(
         "max_calls": max_calls,
         "max_messages": max_messages,
         "max_chars": max_chars,
+        "max_parts": max_parts,
         "max_answer_tokens": max_answer_tokens,
         "max_run_tokens": max_run_tokens,
         "request_timeout_s": request_timeout,

@@ -91,7 +91,6 @@ def create_app(
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
 
@@ -172,7 +171,7 @@ def create_app(
             raw = await _read_body(request, max_body_bytes)
         except ClientDisconnect:
             return Response(status_code=499)  # nobody reads it; it only ends the exchange
-        job = await run_in_threadpool(prepare, raw)
+        job = await prepare.off_loop(raw)
         graph = graphs[job.name]
         run_input = job.run_input()
         seconds = limits.request_timeout_s

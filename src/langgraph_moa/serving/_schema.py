@@ -60,6 +60,11 @@ class _RoleMessage(_Body):
         """
         return _string_chars(self.model_dump(exclude={"role"}, exclude_none=True))
 
+    def parts(self) -> int:
+        """Content parts this message carries (a plain string content is none)."""
+        content = getattr(self, "content", None)
+        return len(content) if isinstance(content, list) else 0
+
 
 class _SystemMessage(_RoleMessage):
     role: Literal["system", "developer"]

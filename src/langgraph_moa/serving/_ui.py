@@ -164,7 +164,7 @@ def add_ui(
                 code="unsupported_media_type",
             )
         raw = await _read_body(request, max_body_bytes)
-        job = await run_in_threadpool(prepare, raw)
+        job = await prepare.off_loop(raw)
         config = apply_context(systems[job.name], job.context)
         run_id = uuid.uuid4().hex[:16]
         source = _run(graphs[job.name], job, run_id, config, history, prices)

@@ -1,0 +1,57 @@
+"""What the serve benchmarks share: a server process on a free port, up before it is measured."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from langgraph_moa.transport._net import free_port
+
+MOA_SERVE = [sys.executable, "-m", "langgraph_moa", "serve"]
+"""The real `moa serve` command; a script adds its presets and flags (`--port` is added here)."""
+
+
+def load_average() -> str:
+    """The machine's load average, to print beside figures that depend on it."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@contextmanager
+def served(
+    command: list[str],
+    *,
+    port_flag: bool = True,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    start_s: float = 60,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run `command` (with ``--port N`` unless `port_flag` is False: then N is its last
+    argument) until its ``GET /v1/models`` answers 200; yield its root URL and process, and
+    kill it afterwards (a graceful stop would wait for the load's open connections)."""
+    port = free_port()
+    argv = [*command, "--port", str(port)] if port_flag else [*command, str(port)]
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=preexec_fn
+    )
+    root = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_s
+        while True:
+            try:
+                if httpx.get(f"{root}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the server did not start: {' '.join(argv)}")
+            time.sleep(0.2)
+        yield root, proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
