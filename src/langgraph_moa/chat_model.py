@@ -182,8 +182,12 @@ class MoAChatModel(BaseChatModel):
         (``function_calling``: as a forced tool call that `select` votes on; ``json_schema``
         and ``json_mode``: with the ``response_format`` sent to each of them).
 
-        `invoke`, `stream` and their async twins all return the parsed object; a stream
-        yields it once, when the run is over.
+        `invoke` and `ainvoke` return the parsed object. A stream of a synthesizing variant
+        with ``json_schema`` or ``json_mode`` and a dict-shaped schema (a JSON schema or a
+        TypedDict) yields partial objects as the aggregator writes, then the whole one; with a
+        pydantic class, ``function_calling``, ``select`` or ``ranker`` it yields the object
+        once, when the run is over (a partial pydantic object would not validate, and a
+        picked proposal arrives whole).
         """
         if method not in ("json_schema", "function_calling", "json_mode"):
             raise MoAInputError(
@@ -201,9 +205,9 @@ class MoAChatModel(BaseChatModel):
         llm = self.bind(
             moa_structured=_Structured(schema, method), ls_structured_output_format=trace
         )
-        parse = RunnableLambda(_parsed_answer, name="parsed answer")
         if not include_raw:
-            return llm | parse
+            partial = method != "function_calling" and not _is_pydantic_class(schema)
+            return llm | _StructuredAnswer(partial=partial)
         return llm | RunnableLambda(_raw_and_parsed, name="parsed answer")
 
     def _picked_structure(
@@ -212,7 +216,7 @@ class MoAChatModel(BaseChatModel):
         """Structured output where a proposal is the answer: the proposers answer in it."""
         if method == "function_calling":
             return super().with_structured_output(schema, include_raw=include_raw)
-        pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        pydantic = _is_pydantic_class(schema)
         if method == "json_mode":
             response_format: dict[str, Any] = {"type": "json_object"}
         else:
@@ -465,6 +469,33 @@ async def _atext_chunk(
     if run_manager:
         await run_manager.on_llm_new_token(text, chunk=chunk)
     return chunk
+
+
+def _is_pydantic_class(schema: Any) -> bool:
+    """Tell whether `schema` is a pydantic class (a dict or TypedDict schema is not)."""
+    return isinstance(schema, type) and is_basemodel_subclass(schema)
+
+
+class _StructuredAnswer(JsonOutputParser):
+    """The structured answer of a synthesizing run: partial objects while it streams.
+
+    The whole answer is always the graph's own parse (``parsed`` on the last chunk, or on
+    the message of `invoke`); while the aggregator's JSON text streams in, each new partial
+    object is yielded when `partial` is set (`JsonOutputParser`'s cumulative parsing).
+    """
+
+    partial: bool = True
+
+    def parse_result(self, result: list[Any], *, partial: bool = False) -> Any:
+        message = result[0].message
+        parsed = message.additional_kwargs.get("parsed")
+        if parsed is not None or not partial:
+            return parsed
+        return super().parse_result(result, partial=True) if self.partial else None
+
+    @property
+    def _type(self) -> str:
+        return "moa_structured_answer"
 
 
 def _parsed_answer(message: BaseMessage) -> Any:
