@@ -3,11 +3,14 @@
 Three processes, so each side's CPU is its own: the fake backend (`FaultServer`, an
 OpenAI-compatible server on loopback, 5-20 ms per call, no faults), the MoA server (the app of
 `moa serve`: 3 proposers + aggregator per request, 2 layers) and this process, whose clients
-stream their answers over aiohttp. The MoA server runs in two setups:
+stream their answers over aiohttp. The MoA server runs in four setups:
 
 - before: the models' HTTP clients on httpx (``MOA_HTTP_TRANSPORT=httpx``), uvicorn on the
   asyncio loop and the h11 parser (what `moa serve` used);
-- after: the aiohttp clients and uvicorn on uvloop and httptools (`serving._server.server_options`).
+- after: the aiohttp clients and uvicorn on uvloop and httptools (`serving._server.server_options`);
+- guarded-h11 and served: as after, with `moa serve`'s guard (head deadline, connection limit
+  per address, raised here since every client is 127.0.0.1) on h11 (what `moa serve` ran)
+  and on httptools (what it runs now).
 
 For each setup and concurrency it prints requests per second, p50/p99 total latency and time to
 first token, and errors (a failed or truncated stream). The figures are CPU-bound on a small
@@ -34,6 +37,9 @@ from langgraph_moa.transport._net import free_port
 SETUPS = {
     "before": {"transport": "httpx", "loop": "asyncio", "http": "h11"},
     "after": {"transport": "aiohttp", "loop": "uvloop", "http": "httptools"},
+    # What `moa serve` runs: the guard's head deadline and connection limit on a parser.
+    "guarded-h11": {"transport": "aiohttp", "loop": "uvloop", "http": "guarded-h11"},
+    "served": {"transport": "aiohttp", "loop": "uvloop", "http": "guarded-httptools"},
 }
 REPLY_WORDS = 40
 
@@ -58,8 +64,16 @@ config = MoAConfig(
 )
 app = create_app({{"fake-moa": config}})
 threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+http = "{http}"
+if http.startswith("guarded-"):
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from langgraph_moa.serving._guard import ServeSecurity, guarded_protocol
+    base = H11Protocol if http == "guarded-h11" else HttpToolsProtocol
+    # Every client here comes from 127.0.0.1, as behind a proxy: the per-address limit is off.
+    http = guarded_protocol(ServeSecurity(max_connections_per_client=100_000), base)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error",
-            loop="{loop}", http="{http}", timeout_keep_alive=300, backlog=4096)
+            loop="{loop}", http=http, timeout_keep_alive=300, backlog=4096)
 """
 
 
@@ -183,11 +197,13 @@ def main() -> None:
                 stop(server)
     finally:
         stop(backend)
-    if "before" in args.setups and "after" in args.setups:
+    for old, new in (("before", "after"), ("guarded-h11", "served"), ("before", "served")):
+        if old not in args.setups or new not in args.setups:
+            continue
         for clients in args.clients:
-            b, a = results[("before", clients)], results[("after", clients)]
+            b, a = results[(old, clients)], results[(new, clients)]
             print(
-                f"{clients:>4} clients: after/before req/s {a['rps'] / b['rps']:.2f}x, "
+                f"{clients:>4} clients: {new}/{old} req/s {a['rps'] / b['rps']:.2f}x, "
                 f"p50 {a['p50'] / b['p50']:.2f}x, p99 {a['p99'] / b['p99']:.2f}x"
             )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from langgraph_moa import MoAConfig
 from langgraph_moa.config._limits import RequestLimits
@@ -33,11 +35,17 @@ def backend():
         yield server
 
 
-def serve(systems, security=None, **kwargs):
-    """Serve `systems` as `moa serve` does (its protocol, its guards) on a free port."""
+def serve(systems, security=None, protocol=None, **kwargs):
+    """Serve `systems` as `moa serve` does (its protocol, its guards) on a free port.
+
+    `protocol` is uvicorn's protocol class the guard extends (the fastest one if None).
+    """
     security = security or ServeSecurity()
     app = create_app(systems, security=security, **kwargs)
-    return BackgroundServer(app, **uvicorn_options(security))
+    return BackgroundServer(app, **uvicorn_options(security, protocol))
+
+
+PROTOCOLS = {"httptools": HttpToolsProtocol, "h11": H11Protocol}
 
 
 @pytest.fixture(scope="module")
@@ -581,12 +589,36 @@ def _closed_by_server(sock, wait_s=15):
     return received
 
 
-@pytest.fixture(scope="module")
-def guarded(backend):
-    systems = {"m": MoAConfig(proposers=[f"p@{backend.url}"], aggregator=f"a@{backend.url}")}
-    security = ServeSecurity(header_timeout_s=0.5, body_timeout_s=0.5, max_connections_per_client=4)
-    with serve(systems, security) as server:
-        yield server
+@pytest.fixture(scope="module", params=list(PROTOCOLS))
+def guarded(request):
+    # A backend slower than the head deadline: a request being answered is never cut off.
+    with FaultServer(default=FaultProfile(latency_s=(1.0, 1.0), reply_words=4)) as backend:
+        systems = {"m": MoAConfig(proposers=[f"p@{backend.url}"], aggregator=f"a@{backend.url}")}
+        security = ServeSecurity(
+            header_timeout_s=0.5, body_timeout_s=0.5, max_connections_per_client=4
+        )
+        with serve(systems, security, PROTOCOLS[request.param]) as server:
+            yield server
+
+
+def test_the_head_deadline_spares_requests_being_answered_and_keep_alive(guarded):
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+    with _connect(guarded) as sock:
+        sock.settimeout(30)
+        for _ in range(2):  # two answers of about 2 s each (2 layers) on one connection
+            sock.sendall(request)
+            reply = b""
+            while b'"object":"chat.completion"' not in reply:
+                chunk = sock.recv(65536)
+                assert chunk, reply  # the server closed the connection mid-answer
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200")
+        # Then, idle past the deadline, the connection is closed.
+        assert _closed_by_server(sock, wait_s=5) == b""
 
 
 def _connect(server, source="127.0.0.1"):
@@ -617,11 +649,12 @@ def test_a_body_that_never_ends_gets_a_408(guarded):
     assert b"body_timeout" in received
 
 
-def test_one_address_cannot_hold_every_connection(backend):
+@pytest.mark.parametrize("protocol", list(PROTOCOLS))
+def test_one_address_cannot_hold_every_connection(backend, protocol):
     systems = {"m": MoAConfig(proposers=[f"p@{backend.url}"], aggregator=f"a@{backend.url}")}
     # Heads may take 60 s here: a connection closed sooner was refused for the limit.
     security = ServeSecurity(header_timeout_s=60, max_connections_per_client=4)
-    with serve(systems, security) as server:
+    with serve(systems, security, PROTOCOLS[protocol]) as server:
         _flood(server)
 
 

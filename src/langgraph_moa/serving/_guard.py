@@ -11,7 +11,8 @@ Two layers, because they see different things:
   POST needs no preflight, so the browser sends it and the server would pay for it), and an
   API POST that is not ``application/json`` (the content types a browser sends cross-site
   without asking). It also bounds the time the body may take to arrive.
-- `guarded_protocol`, uvicorn's h11 protocol with two more rules, sees connections: a
+- `guarded_protocol`, uvicorn's HTTP protocol (httptools' parser when installed, else
+  h11) with two more rules, sees connections: a
   request head must arrive within a time limit (a client that sends one byte a second holds
   a descriptor for nothing), and one client address may hold only so many connections, so
   a slow or idle flood from one address cannot take the descriptors every other client
@@ -196,15 +197,27 @@ class BrowserGuard:
         return guarded_receive, guarded_send
 
 
-def guarded_protocol(security: ServeSecurity) -> type[H11Protocol]:
-    """Return uvicorn's h11 protocol with a head deadline and a per-address connection limit.
+def fastest_protocol() -> type:
+    """Return uvicorn's fastest HTTP protocol class here: httptools' C parser, else h11."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools comes with the serve extra; h11 with uvicorn itself
+        return H11Protocol
+    return HttpToolsProtocol
 
-    Each call makes a class with its own connection count, so two servers in one process
-    (tests) do not share it.
+
+def guarded_protocol(security: ServeSecurity, base: type | None = None) -> type:
+    """Return uvicorn's protocol with a head deadline and a per-address connection limit.
+
+    `base` is uvicorn's httptools or h11 protocol (`fastest_protocol()` if None); the head
+    deadline is disarmed where each tells that a request head is complete. Each call makes a
+    class with its own connection count, so two servers in one process (tests) do not share
+    it.
     """
+    parent: type = base or fastest_protocol()
     open_by_client: Counter[str] = Counter()
 
-    class GuardedH11Protocol(H11Protocol):
+    class GuardedProtocol(parent):
         _counted: str | None = None
         _head_timer: asyncio.TimerHandle | None = None
 
@@ -227,10 +240,18 @@ def guarded_protocol(security: ServeSecurity) -> type[H11Protocol]:
                 self._counted = None
             super().connection_lost(exc)
 
-        def handle_events(self) -> None:
-            cycle = self.cycle
-            super().handle_events()
-            if self.cycle is not cycle:  # a request head arrived
+        if issubclass(parent, H11Protocol):
+
+            def handle_events(self) -> None:
+                cycle = self.cycle
+                super().handle_events()
+                if self.cycle is not cycle:  # a request head arrived
+                    self._disarm_head_timer()
+
+        else:
+
+            def on_headers_complete(self) -> None:  # httptools' parser: the head is in
+                super().on_headers_complete()
                 self._disarm_head_timer()
 
         def on_response_complete(self) -> None:
@@ -254,9 +275,10 @@ def guarded_protocol(security: ServeSecurity) -> type[H11Protocol]:
             if not self.transport.is_closing():
                 self.transport.close()
 
-    return GuardedH11Protocol
+    GuardedProtocol.__name__ = GuardedProtocol.__qualname__ = f"Guarded{parent.__name__}"
+    return GuardedProtocol
 
 
-def uvicorn_options(security: ServeSecurity) -> dict[str, Any]:
+def uvicorn_options(security: ServeSecurity, base: type | None = None) -> dict[str, Any]:
     """Return the uvicorn settings that apply `security` (the protocol with its limits)."""
-    return {"http": guarded_protocol(security), "timeout_keep_alive": 5}
+    return {"http": guarded_protocol(security, base), "timeout_keep_alive": 5}

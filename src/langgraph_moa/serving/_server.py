@@ -85,8 +85,8 @@ def serve(
     logged = AccessLog(app, list(systems), log or to_stderr)
     if announce is not None:
         announce(f"Serving {', '.join(systems)} on http://{host}:{port}/v1")
-    # uvloop when installed; the HTTP parser stays the guarded h11 protocol (`_guard`), whose
-    # head deadline and per-client connection limit keep slow clients from taking the server.
+    # uvloop when installed; the HTTP protocol is httptools' (or h11's) with the guard's head
+    # deadline and per-client connection limit (`_guard`), which keep slow clients out.
     options = {**server_options(), **uvicorn_options(security)}
     uvicorn.run(logged, host=host, port=port, log_level="warning", **options)
 
