@@ -349,14 +349,13 @@ class MoANodes:
         return params_with(params, options, tools=tools, stop=is_final, final=is_final)
 
     def _aggregator_input(
-        self, cfg: MoAConfig, state: MoAState, call: CallId, is_final: bool
+        self, cfg: MoAConfig, state: MoAState, call: CallId, is_final: bool, options: Options
     ) -> tuple[Runnable[Any, Any], list[BaseMessage], int]:
         """Return the aggregator's model, its messages, and how many references were cut."""
         step = cfg.rules.step_name
         watched = watching()
         tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, *([] if watched else [NOSTREAM])]
         chat = self._final_model(cfg, call.sample, streamed=is_final or watched)
-        options = run_options(state)
         base: Runnable[Any, Any]
         if is_final and self.response_format is not None:
             base = chat.with_structured_output(
@@ -398,7 +397,7 @@ class MoANodes:
         def request() -> _Request:
             # Built inside the attempt: a conversation too long for the budget is a failure
             # of this aggregator, and the next one in the chain may have room.
-            model, messages, trimmed = self._aggregator_input(cfg, state, call, is_final)
+            model, messages, trimmed = self._aggregator_input(cfg, state, call, is_final, options)
             spec = cfg.final_chain[call.sample].model
             notes = {"trimmed_references": trimmed}
             params = self._final_params(cfg, call, options, is_final)
