@@ -128,20 +128,30 @@ class AnswerStream:
             return ""
         return str(self.answer.text)
 
+    def _answer_piece(self, hold: _ToolCallHold, mode: str, part: Any) -> str:
+        """Return what one streamed part adds to the answer's text (kept as yielded)."""
+        text = hold.take(self._take(mode, part))
+        if text:
+            self._yielded.append(text)
+        return text
+
+    def _closing(self, hold: _ToolCallHold) -> Iterator[str]:
+        """Yield what the run's end releases: held-back text, then any part never streamed."""
+        if rest := hold.finish(self.answer if self.final.get("messages") else None):
+            self._yielded.append(rest)
+            yield rest
+        if rest := self._rest():
+            yield rest
+
     def __iter__(self) -> Iterator[str]:
         """Run the graph, yielding the answer's text pieces as they come."""
         hold = _ToolCallHold(bool(self.run_input.get("tools")))
         for mode, part in self.graph.stream(
             self.run_input, self.config, context=self.context, stream_mode=self._modes()
         ):
-            if text := hold.take(self._take(mode, part)):
-                self._yielded.append(text)
+            if text := self._answer_piece(hold, mode, part):
                 yield text
-        if rest := hold.finish(self.answer if self.final.get("messages") else None):
-            self._yielded.append(rest)
-            yield rest
-        if rest := self._rest():
-            yield rest
+        yield from self._closing(hold)
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """Run the graph asynchronously, yielding the answer's text pieces as they come."""
@@ -149,14 +159,10 @@ class AnswerStream:
         async for mode, part in self.graph.astream(
             self.run_input, self.config, context=self.context, stream_mode=self._modes()
         ):
-            if text := hold.take(self._take(mode, part)):
-                self._yielded.append(text)
+            if text := self._answer_piece(hold, mode, part):
                 yield text
-        if rest := hold.finish(self.answer if self.final.get("messages") else None):
-            self._yielded.append(rest)
-            yield rest
-        if rest := self._rest():
-            yield rest
+        for text in self._closing(hold):
+            yield text
 
 
 CALL_FIELDS = ("role", "layer", "proposer", "sample")
