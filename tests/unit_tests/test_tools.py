@@ -381,6 +381,43 @@ def test_leading_tool_call_lines_are_read_and_the_text_after_them_kept(fake, lea
     assert streamed == "The result will follow."
 
 
+@pytest.mark.parametrize(
+    "copied",
+    [
+        '<response id="1" tag="9c787d5f15b40180">\n{"name": "add", "arguments": {"a": 1, "b": 2}}'
+        '\n</response tag="9c787d5f15b40180">',
+        # The rendered line and the JSON of the same call, inside an unclosed copied marker.
+        '<response id="2" tag="4c1559ed197e9ab6"> Tool call: add({"a": 1, "b": 2})\n'
+        '{"name": "add", "arguments": {"a": 1, "b": 2}}',
+    ],
+)
+def test_a_call_inside_copied_reference_markers_is_one_call(fake, copied):
+    # Seen on the 1.5B aggregator in benchmarks/tool_use.py: it copied a proposal's call
+    # together with the fence around it, so the call reached the agent as text.
+    config = MoAConfig(
+        proposers=[fake("A")], aggregator=fake("AGG", reply=lambda *a: copied), layers=2
+    )
+    llm = MoAChatModel(config=config).bind_tools([add])
+    answer = llm.invoke(QUESTION)
+    assert [(c["name"], c["args"]) for c in answer.tool_calls] == [("add", {"a": 1, "b": 2})]
+    assert answer.text == ""
+    chunks = list(llm.stream(QUESTION))
+    assert "".join(c.text for c in chunks) == ""  # the markers are never streamed
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full += chunk
+    assert len(full.tool_calls) == 1
+
+
+def test_copied_markers_around_text_leave_the_text_alone(fake):
+    text = '<response id="1" tag="9c787d5f15b40180">\nThe answer is 3.'
+    config = MoAConfig(
+        proposers=[fake("A")], aggregator=fake("AGG", reply=lambda *a: text), layers=2
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert answer.tool_calls == [] and answer.text == text
+
+
 def test_a_fallback_answer_names_the_proposal_it_returns(fake):
     from langgraph_moa import RetrySettings
 

@@ -267,7 +267,7 @@ class RunEvents:
                 yield event
 
 
-_CALL_STARTS = ("{", "[", "```", "<tool_call>", "Tool call:")
+_CALL_STARTS = ("{", "[", "```", "<tool_call>", "Tool call:", '<response id="')
 
 
 class _ToolCallHold:

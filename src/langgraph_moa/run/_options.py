@@ -108,6 +108,10 @@ _TAGS = re.compile(r"^<tool_call>\s*(.*?)\s*</tool_call>$", re.DOTALL)
 _LEADING_BLOCK = re.compile(
     r"^(?:```(?:json)?\s*(.*?)\s*```|<tool_call>\s*(.*?)\s*</tool_call>)", re.DOTALL
 )
+_SLOT_OPEN = re.compile(r'^<response id="\d+" tag="[0-9a-f]+">')
+_SLOT_CLOSE = re.compile(r'</response tag="[0-9a-f]+">')
+"""A reference's fence markers (`text._prompts`), which a small aggregator may copy around
+the call it means to make."""
 _RENDERED = re.compile(r"^(?:Tool call:\s*)?([A-Za-z_][\w.-]*)\((\{.*\})\)\s*$")
 """A call as `render_proposal` writes it into the references (``Tool call: add({...})``),
 which an aggregator may copy."""
@@ -120,7 +124,8 @@ def read_text_tool_calls(response: Any, options: Options) -> Any:
     (``{"name": "calculator", "arguments": {...}}``, maybe fenced or in ``<tool_call>``
     tags) instead of in the format their server parses (llama.cpp reads Qwen2.5's calls only
     between ``<tool_call>`` tokens, which the 0.5B and 1.5B Coder models leave out), and an
-    aggregator may copy the references' ``Tool call: name({...})`` lines. When tools are
+    aggregator may copy the references' ``Tool call: name({...})`` lines, even inside the
+    reference's own fence markers (dropped here; a call written twice is one call). When tools are
     bound, tool choice is not ``"none"`` and the response has no tool calls, an answer that
     is such a call, or whose first lines are such calls to bound tools, gets them as real
     tool calls (with ids); the text after them stays its content, as with a model that
@@ -133,7 +138,7 @@ def read_text_tool_calls(response: Any, options: Options) -> Any:
     if response.tool_calls or not isinstance(response.content, str):
         return response
     names = {t["function"]["name"] for t in tools}
-    text = response.content.strip()
+    text = _unwrap_copied_slot(response.content.strip())
     for pattern in (_FENCE, _TAGS):
         if match := pattern.match(text):
             text = match.group(1).strip()
@@ -146,7 +151,8 @@ def read_text_tool_calls(response: Any, options: Options) -> Any:
     if calls is None:
         calls, lines = [], text.splitlines()
         while lines and (found := _line_call(lines[0].strip(), names)) is not None:
-            calls.append(found)
+            if not any(_same_call(found, c) for c in calls):  # the same call written twice
+                calls.append(found)
             lines.pop(0)
         rest = "\n".join(lines).strip()
     if not calls:
@@ -157,6 +163,21 @@ def read_text_tool_calls(response: Any, options: Options) -> Any:
     return response.model_copy(
         update={"content": rest, "tool_calls": calls, "response_metadata": meta}
     )
+
+
+def _unwrap_copied_slot(text: str) -> str:
+    """Drop a reference's fence markers an aggregator copied around its answer."""
+    opening = _SLOT_OPEN.match(text)
+    if opening is None:
+        return text
+    inner = text[opening.end() :]
+    if closing := _SLOT_CLOSE.search(inner):
+        inner = f"{inner[: closing.start()]}\n{inner[closing.end() :]}"
+    return inner.strip()
+
+
+def _same_call(a: ToolCall, b: ToolCall) -> bool:
+    return a["name"] == b["name"] and a["args"] == b["args"]
 
 
 def _tool_call(name: Any, args: Any, names: set[str]) -> ToolCall | None:
