@@ -47,3 +47,12 @@ def wait_until_up(url: str, proc, timeout: float, why=lambda: "") -> None:
         assert proc.poll() is None, f"the server exited: {why()}"
         assert time.monotonic() < deadline, f"{url} did not answer within {timeout:g}s"
         time.sleep(0.2)
+
+
+def fake_moa(url: str):
+    """The served two-layer MoA of the serve tests: p1 and p2 propose, agg aggregates, on `url`."""
+    from langgraph_moa import MoAConfig
+
+    return MoAConfig(
+        proposers=[f"p1@{url}", f"p2@{url}"], aggregator=f"agg@{url}", layers=2, name="fake-moa"
+    )

@@ -12,6 +12,7 @@ import pytest
 from langgraph_moa import MoAConfig
 from langgraph_moa.serving._app import create_app
 from langgraph_moa.testing import BackgroundServer, FaultProfile, FaultServer
+from tests.helpers import fake_moa
 
 KEY = "test-key"
 
@@ -25,12 +26,7 @@ def backend():
 @pytest.fixture(scope="module")
 def moa_url(backend):
     systems = {
-        "fake-moa": MoAConfig(
-            proposers=[f"p1@{backend.url}", f"p2@{backend.url}"],
-            aggregator=f"agg@{backend.url}",
-            layers=2,
-            name="fake-moa",
-        ),
+        "fake-moa": fake_moa(backend.url),
         "fake-self-moa": MoAConfig(
             variant="self-moa",
             proposers=[{"model": f"p1@{backend.url}", "samples": 3}],

@@ -24,6 +24,7 @@ from langgraph_moa.serving._app import create_app
 from langgraph_moa.serving._guard import ServeSecurity, uvicorn_options
 from langgraph_moa.testing import BackgroundServer, FaultProfile, FaultServer
 from langgraph_moa.transport._net import free_port
+from tests.helpers import fake_moa
 
 USER = [{"role": "user", "content": "Explain X"}]
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -50,15 +51,7 @@ PROTOCOLS = {"httptools": HttpToolsProtocol, "h11": H11Protocol}
 
 @pytest.fixture(scope="module")
 def moa(backend):
-    systems = {
-        "fake-moa": MoAConfig(
-            proposers=[f"p1@{backend.url}", f"p2@{backend.url}"],
-            aggregator=f"agg@{backend.url}",
-            layers=2,
-            name="fake-moa",
-        )
-    }
-    with serve(systems) as server:
+    with serve({"fake-moa": fake_moa(backend.url)}) as server:
         yield server
 
 

@@ -16,6 +16,7 @@ from langgraph_moa import MoAConfig
 from langgraph_moa.serving._app import create_app
 from langgraph_moa.testing import BackgroundServer
 from langgraph_moa.testing.scripted_server import ScriptedServer
+from tests.helpers import fake_moa
 
 ADD = {
     "type": "function",
@@ -41,12 +42,7 @@ def backend():
 @pytest.fixture(scope="module")
 def moa_url(backend):
     systems = {
-        "fake-moa": MoAConfig(
-            proposers=[f"p1@{backend.url}", f"p2@{backend.url}"],
-            aggregator=f"agg@{backend.url}",
-            layers=2,
-            name="fake-moa",
-        ),
+        "fake-moa": fake_moa(backend.url),
         "fake-select": MoAConfig(
             variant="select",
             proposers=[f"s1@{backend.url}", f"s2@{backend.url}", f"s3@{backend.url}"],
