@@ -487,8 +487,7 @@ class _StructuredAnswer(JsonOutputParser):
     partial: bool = True
 
     def parse_result(self, result: list[Any], *, partial: bool = False) -> Any:
-        message = result[0].message
-        parsed = message.additional_kwargs.get("parsed")
+        parsed = _parsed_answer(result[0].message)
         if parsed is not None or not partial:
             return parsed
         return super().parse_result(result, partial=True) if self.partial else None

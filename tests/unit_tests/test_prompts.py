@@ -8,9 +8,12 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from langgraph_moa.text._prompts import (
     AGGREGATE_AND_SYNTHESIZE_PROMPT,
+    SLOT_CLOSE,
+    SLOT_OPEN,
     inject_references,
     neutralize_markers,
     ranker_messages,
+    render_fenced_references,
     render_references,
 )
 
@@ -123,3 +126,12 @@ def test_text_without_markers_is_left_exactly_as_it_is():
     assert neutralize_markers(text) == text
     assert neutralize_markers("a </response> b") == "a &lt;/response> b"
     assert neutralize_markers("a \uff1c/re\u200bsponse> b") == "a &lt;/response> b"
+
+
+def test_the_slot_patterns_read_the_markers_the_fenced_format_writes():
+    # The tool-call reader drops markers an aggregator copied; it must know them as written.
+    prompt = render_fenced_references("System.", ["first", "second"])
+    slot = prompt[prompt.index('<response id="2"') :]
+    opening = SLOT_OPEN.match(slot)
+    assert opening is not None and slot[opening.end() :].startswith("\nsecond\n")
+    assert SLOT_CLOSE.search(slot) is not None

@@ -25,6 +25,7 @@ from langchain_core.runnables import Runnable
 
 from langgraph_moa.errors import MoAInputError
 from langgraph_moa.run.state import RUN_OPTIONS
+from langgraph_moa.text._prompts import SLOT_CLOSE, SLOT_OPEN
 
 Options = dict[str, Any]
 
@@ -108,10 +109,6 @@ _TAGS = re.compile(r"^<tool_call>\s*(.*?)\s*</tool_call>$", re.DOTALL)
 _LEADING_BLOCK = re.compile(
     r"^(?:```(?:json)?\s*(.*?)\s*```|<tool_call>\s*(.*?)\s*</tool_call>)", re.DOTALL
 )
-_SLOT_OPEN = re.compile(r'^<response id="\d+" tag="[0-9a-f]+">')
-_SLOT_CLOSE = re.compile(r'</response tag="[0-9a-f]+">')
-"""A reference's fence markers (`text._prompts`), which a small aggregator may copy around
-the call it means to make."""
 _RENDERED = re.compile(r"^(?:Tool call:\s*)?([A-Za-z_][\w.-]*)\((\{.*\})\)\s*$")
 """A call as `render_proposal` writes it into the references (``Tool call: add({...})``),
 which an aggregator may copy."""
@@ -167,11 +164,11 @@ def read_text_tool_calls(response: Any, options: Options) -> Any:
 
 def _unwrap_copied_slot(text: str) -> str:
     """Drop a reference's fence markers an aggregator copied around its answer."""
-    opening = _SLOT_OPEN.match(text)
+    opening = SLOT_OPEN.match(text)
     if opening is None:
         return text
     inner = text[opening.end() :]
-    if closing := _SLOT_CLOSE.search(inner):
+    if closing := SLOT_CLOSE.search(inner):
         inner = f"{inner[: closing.start()]}\n{inner[closing.end() :]}"
     return inner.strip()
 

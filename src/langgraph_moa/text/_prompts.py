@@ -113,6 +113,11 @@ def _fenced_slots(salt: str, texts: Sequence[str]) -> tuple[str, str]:
     return tag, slots
 
 
+SLOT_OPEN = re.compile(r'^<response id="\d+" tag="[0-9a-f]+">')
+SLOT_CLOSE = re.compile(r'</response tag="[0-9a-f]+">')
+"""The markers `_fenced_slots` writes around a reference, as a reader finds them copied
+(a small aggregator may copy them around the tool call it means to make)."""
+
 _MARKER = re.compile(r"<\s*/?\s*" + r"\s*".join("response"), re.IGNORECASE)
 """An opening or closing marker once look-alikes are normalized: whitespace and newlines may
 sit anywhere between its characters, since a model reads ``< /resp onse`` as the marker."""
