@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
@@ -20,6 +21,20 @@ MOA_SERVE = [sys.executable, "-m", "langgraph_moa", "serve"]
 def load_average() -> str:
     """The machine's load average, to print beside figures that depend on it."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def answers(url: str, proc: subprocess.Popen[Any], within_s: float, poll_s: float = 0.2) -> bool:
+    """Wait until ``GET url`` answers 200; False if `proc` exits or `within_s` passes first."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
 
 
 @contextmanager
@@ -41,16 +56,8 @@ def served(
     )
     root = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + start_s
-        while True:
-            try:
-                if httpx.get(f"{root}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start: {' '.join(argv)}")
-            time.sleep(0.2)
+        if not answers(f"{root}/v1/models", proc, start_s):
+            raise SystemExit(f"the server did not start: {' '.join(argv)}")
         yield root, proc
     finally:
         proc.kill()

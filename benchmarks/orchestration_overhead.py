@@ -40,6 +40,7 @@ from typing import Annotated, Any, TypedDict
 
 import httpx
 import openai
+from _served import answers
 from langchain_openai import ChatOpenAI
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
@@ -73,16 +74,9 @@ def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
         text=True,
     )
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the simulated server did not start")
-        time.sleep(0.1)
+    if not answers(f"{url}/models", proc, 30, poll_s=0.1):
+        raise RuntimeError("the simulated server did not start")
+    return proc, url
 
 
 def question(i: int) -> str:

@@ -39,7 +39,7 @@ import sys
 import time
 from typing import Any
 
-import httpx
+from _served import answers
 
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.run._answer import final_answer_only
@@ -88,16 +88,9 @@ def start_server(latency: float, tokens: int) -> tuple[subprocess.Popen[str], st
         text=True,
     )
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the simulated server did not start")
-        time.sleep(0.1)
+    if not answers(f"{url}/models", proc, 30, poll_s=0.1):
+        raise RuntimeError("the simulated server did not start")
+    return proc, url
 
 
 def config(url: str, setup: str, quorum: int, tokens: int, chunk_tokens: int = 32) -> MoAConfig:
