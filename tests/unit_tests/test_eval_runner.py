@@ -279,3 +279,17 @@ def test_a_config_file_system_is_named_by_its_name_field(tmp_path):
     config.write_text("name: my-system\nvariant: select\nproposers: ['openai:gpt-4o-mini']\n")
     evaluation = Evaluation([str(config)], ITEMS[:1], tmp_path / "out", plots=False)
     assert [s.name for s in evaluation.systems] == ["my-system"]
+
+
+def test_the_model_alone_gets_the_default_greedy_call_so_both_share_its_cached_answer():
+    # `moa eval -s single:<the default's model> -s <the default>` compares them at one budget:
+    # the single system's call is the default's greedy call, key for key (so it is generated
+    # once), and neither cap cuts a worked solution off at 256 tokens.
+    from langgraph_moa.config._loader import DEFAULT_PRESET
+    from langgraph_moa.eval.runner import single_model
+
+    default = MoAConfig.from_preset(DEFAULT_PRESET)
+    greedy = next(p for p in default.proposers if p.temperature == 0.0)
+    alone = single_model("single:" + greedy.model).proposers[0]
+    assert alone.call_params() == greedy.call_params()
+    assert alone.max_tokens is not None and alone.max_tokens >= 512
