@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,9 +65,19 @@ def system_spec(name: str) -> str:
     return str(path) if path.is_file() else name
 
 
-def evaluate(name: str, items: list[EvalItem], out: Path, concurrency: int) -> list[dict[str, Any]]:
-    """Answer `items` with one system in its own folder; return its results rows."""
+def evaluate(
+    name: str, items: list[EvalItem], out: Path, concurrency: int, seed: Path | None = None
+) -> list[dict[str, Any]]:
+    """Answer `items` with one system in its own folder; return its results rows.
+
+    `seed`: a call cache copied in before the first run, so calls this system shares with
+    another (the same model, settings, prompt and sample index) are not generated twice.
+    Their items then have no answer time of their own (a replay takes none).
+    """
     folder = out / slug(name)
+    if seed is not None and seed.is_file() and not (folder / "calls.db").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(seed, folder / "calls.db")
     evaluation = Evaluation(
         [system_spec(name)], items, folder, concurrency=concurrency, plots=False, exports=False
     )
@@ -101,7 +112,7 @@ def correct(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 def interval(scores: dict[str, float], base: dict[str, float]) -> str:
     """Paired difference to the baseline, in points, with its 95% bootstrap interval."""
     diff = paired_difference(scores, base)
-    if diff.accuracy_diff is None:
+    if diff.accuracy_diff is None or diff.low is None or diff.high is None:
         return "n/a"
     return (
         f"{100 * diff.accuracy_diff:+.1f} [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}] "
@@ -157,19 +168,29 @@ def systems(args: argparse.Namespace) -> None:
     names = args.systems.split(",")
     if BASELINE not in names:
         names.insert(0, BASELINE)
-    results = {name: evaluate(name, items, args.out, args.concurrency) for name in names}
+    names.sort(key=lambda name: name != BASELINE)
+    seed = args.out / slug(BASELINE) / "calls.db" if args.share_calls else None
+    results = {
+        name: evaluate(name, items, args.out, args.concurrency, None if name == BASELINE else seed)
+        for name in names
+    }
     base = correct(results[BASELINE])
     print(f"\n{args.dataset}: first {len(items)} items; baseline: the 1.5B alone, greedy")
-    print("system | correct | vs the 1.5B alone, points [95% CI] | median s | calls | tokens")
+    print(
+        "system | correct | vs the 1.5B alone, points [95% CI] | median s | calls | tokens "
+        "| some answer right"
+    )
+    by_id = {i.id: i for i in items}
     for name, rows in results.items():
         scores = correct(rows)
+        some = sum(any_right(by_id[r["id"]], r) for r in rows if r["error"] is None)
         fresh = [r["fresh_s"] for r in rows if r.get("fresh_s") is not None]
         median = f"{statistics.median(fresh):.1f}" if fresh else "n/a"
         versus = "baseline" if name == BASELINE else interval(scores, base)
         print(
             f"{name} | {int(sum(scores.values()))}/{len(scores)} | {versus} | {median} "
             f"(of {len(fresh)}) | {sum(r['calls'] for r in rows) / len(rows):.1f} | "
-            f"{sum(r['completion_tokens'] for r in rows) / len(rows):.0f}"
+            f"{sum(r['completion_tokens'] for r in rows) / len(rows):.0f} | {some}"
         )
     if "vote16" in results:
         curve(items, results["vote16"], base)
@@ -188,6 +209,11 @@ def proposals(row: dict[str, Any]) -> list[Candidate]:
         )
         for k, c in enumerate(calls)
     ]
+
+
+def any_right(item: EvalItem, row: dict[str, Any]) -> bool:
+    """Whether some finished proposal of the row states the right answer (a picker's ceiling)."""
+    return any(not c.cut_off and score(item, c.text).get("correct") for c in proposals(row))
 
 
 def vote(item: EvalItem, candidates: list[Candidate]) -> tuple[float, float]:
@@ -238,6 +264,12 @@ def main() -> None:
     s.add_argument("--systems", default=",".join(SYSTEMS))
     s.add_argument("--out", type=Path, default=Path("moa-eval-gsm8k"))
     s.add_argument("--concurrency", type=int, default=1)
+    s.add_argument(
+        "--share-calls",
+        action="store_true",
+        help="seed each system's call cache with the baseline's (its greedy calls are the same "
+        "calls): saves their generation; answer times then come from a run without it",
+    )
     args = parser.parse_args()
     budget(args) if args.command == "budget" else systems(args)
 

@@ -153,3 +153,62 @@ def test_stated_number_prefers_the_gsm8k_line_and_the_last_statement():
     assert stated_number("no number here") is None
     # A choice letter stated as the answer still reads as the letter.
     assert extract_answer("The answer is C) 3/4, as 3 of 4 parts are shaded.") == "C"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gsm8k_bench", ROOT / "benchmarks" / "gsm8k.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(*answers: tuple[str, int]) -> dict:
+    calls = [
+        {
+            "role": "proposer",
+            "status": "ok",
+            "proposer": min(k, 1),
+            "sample": max(k - 1, 0),
+            "configured_model": "local:m",
+            "output": text,
+            "completion_tokens": tokens,
+        }
+        for k, (text, tokens) in enumerate(answers)
+    ]
+    return {"id": "x", "error": None, "trace": calls}
+
+
+def test_the_pickers_ceiling_counts_finished_right_proposals_only(bench, tmp_path):
+    path = tmp_path / "g.jsonl"
+    path.write_text(json.dumps(PUBLISHED[1]) + "\n")
+    item = load_dataset(path)[0]  # expects 3
+    assert bench.any_right(item, _row(("So \\boxed{4}", 200), ("Total: \\boxed{3}", 300)))
+    assert not bench.any_right(item, _row(("So \\boxed{4}", 200), ("2+1=3", bench.CURVE_CAP)))
+    assert not bench.any_right(item, _row(("So \\boxed{4}", 200)))
+
+
+def test_a_shared_call_cache_is_copied_in_once_and_never_over_a_systems_own(
+    bench, tmp_path, monkeypatch
+):
+    # evaluate() must not replace a folder's own cache (a resumed run keeps its calls).
+    seed = tmp_path / "seed.db"
+    seed.write_bytes(b"seed")
+    own = tmp_path / "out" / "local-vote"
+    own.mkdir(parents=True)
+    (own / "calls.db").write_bytes(b"own")
+
+    class Stop(Exception):
+        pass
+
+    def stop(*_args, **_kwargs):
+        raise Stop
+
+    monkeypatch.setattr(bench, "Evaluation", stop)  # the copy comes before any model is built
+    for name, expected in (("local-vote", b"own"), ("local-confidence", b"seed")):
+        with pytest.raises(Stop):
+            bench.evaluate(name, [], tmp_path / "out", 1, seed)
+        assert (tmp_path / "out" / name / "calls.db").read_bytes() == expected
