@@ -30,7 +30,7 @@ import sys
 import time
 
 import aiohttp
-import httpx
+from _served import answers, load_average
 
 from langgraph_moa.transport._net import free_port
 
@@ -81,16 +81,9 @@ def spawn(code: str, args: list[str], env: dict[str, str], probe: str) -> subpro
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args], stdin=subprocess.PIPE, text=True, env=env
     )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(probe, timeout=1).status_code < 500:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{probe} did not start")
-        time.sleep(0.1)
+    if not answers(probe, proc, within_s=60, poll_s=0.1):
+        raise RuntimeError(f"{probe} did not start")
+    return proc
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
@@ -163,7 +156,7 @@ def main() -> None:
     parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS))
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k not in ("LANGSMITH_TRACING",)}
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average before: {load_average()}")
     backend_port = free_port()
     backend_url = f"http://127.0.0.1:{backend_port}/v1"
     backend = spawn(
