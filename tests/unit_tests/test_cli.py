@@ -205,20 +205,22 @@ def test_the_live_view_shows_tokens_rate_and_a_preview_of_each_call(fake):
     assert "picked by vote" in text and " tok" in text and "tok/s" in text
 
 
+# The live view's event for a local model's call as it starts (the slow-call notes read it).
+LOCAL_CALL_STARTED = {
+    "event": "started",
+    "role": "proposer",
+    "layer": 1,
+    "proposer": 0,
+    "sample": 0,
+    "configured_model": "local:qwen2.5-coder-1.5b",
+}
+
+
 def test_a_long_local_call_is_explained(monkeypatch):
     from langgraph_moa.cli import _live
 
     progress = _live.Progress(timeout_s=300)
-    progress.event(
-        {
-            "event": "started",
-            "role": "proposer",
-            "layer": 1,
-            "proposer": 0,
-            "sample": 0,
-            "configured_model": "local:qwen2.5-coder-1.5b",
-        }
-    )
+    progress.event(LOCAL_CALL_STARTED)
     assert progress.slow_note() is None
     row = next(iter(progress.rows.values()))
     row.started -= 75
@@ -335,16 +337,7 @@ def test_off_a_terminal_a_slow_local_call_is_one_log_line(monkeypatch):
     from langgraph_moa.cli import _live
 
     progress = _live.Progress(timeout_s=300)
-    progress.event(
-        {
-            "event": "started",
-            "role": "proposer",
-            "layer": 1,
-            "proposer": 0,
-            "sample": 0,
-            "configured_model": "local:qwen2.5-coder-1.5b",
-        }
-    )
+    progress.event(LOCAL_CALL_STARTED)
     next(iter(progress.rows.values())).started -= 90
     said: list[str] = []
     monkeypatch.setattr(_live.out, "plain", said.append)
