@@ -37,6 +37,27 @@ def answers(url: str, proc: subprocess.Popen[Any], within_s: float, poll_s: floa
         time.sleep(poll_s)
 
 
+def spawn(
+    code: str, args: list[str], probe: str, within_s: float, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Run `code` (a Python script that exits when its stdin closes) with `args`; return once
+    ``GET probe`` answers 200. Stop it with `stop`: a closed stdin, not a signal, so that it
+    shuts down the way the script chose."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdin=subprocess.PIPE, text=True, env=env
+    )
+    if not answers(probe, proc, within_s, poll_s=0.1):
+        raise RuntimeError(f"{probe} did not start")
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Close a `spawn`ed script's stdin and wait for it to exit."""
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait(timeout=30)
+
+
 @contextmanager
 def served(
     command: list[str],

@@ -33,14 +33,13 @@ import os
 import pstats
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypedDict
 
 import httpx
 import openai
-from _served import answers
+from _served import load_average, spawn, stop
 from langchain_openai import ChatOpenAI
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
@@ -68,15 +67,8 @@ uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", timeout_keep_al
 
 def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER.format(latency=latency), str(port)],
-        stdin=subprocess.PIPE,
-        text=True,
-    )
     url = f"http://127.0.0.1:{port}/v1"
-    if not answers(f"{url}/models", proc, 30, poll_s=0.1):
-        raise RuntimeError("the simulated server did not start")
-    return proc, url
+    return spawn(SERVER.format(latency=latency), [str(port)], f"{url}/models", 30), url
 
 
 def question(i: int) -> str:
@@ -364,17 +356,15 @@ def main() -> None:
     args = parser.parse_args()
     for name in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
         os.environ.pop(name, None)
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average before: {load_average()}")
     proc, url = start_server(args.latency)
     try:
         asyncio.run(compare(url, args.runs, args.repeats, args.specs, args.floors))
         if args.profile_runs:
             asyncio.run(profile(url, args.profile_runs, args.top, args.specs))
     finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=30)
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        stop(proc)
+    print(f"load average after: {load_average()}")
     print(f"failed runs (counted in the times above): {len(FAILED)}", *sorted(set(FAILED))[:5])
 
 

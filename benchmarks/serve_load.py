@@ -25,12 +25,10 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 
 import aiohttp
-from _served import answers, load_average
+from _served import load_average, spawn, stop
 
 from langgraph_moa.transport._net import free_port
 
@@ -75,21 +73,6 @@ if http.startswith("guarded-"):
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error",
             loop="{loop}", http=http, timeout_keep_alive=300, backlog=4096)
 """
-
-
-def spawn(code: str, args: list[str], env: dict[str, str], probe: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, *args], stdin=subprocess.PIPE, text=True, env=env
-    )
-    if not answers(probe, proc, within_s=60, poll_s=0.1):
-        raise RuntimeError(f"{probe} did not start")
-    return proc
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.close()
-    proc.wait(timeout=30)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -160,7 +143,7 @@ def main() -> None:
     backend_port = free_port()
     backend_url = f"http://127.0.0.1:{backend_port}/v1"
     backend = spawn(
-        BACKEND.format(words=REPLY_WORDS), [str(backend_port)], env, f"{backend_url}/models"
+        BACKEND.format(words=REPLY_WORDS), [str(backend_port)], f"{backend_url}/models", 60, env
     )
     results: dict[tuple[str, int], dict[str, float]] = {}
     try:
@@ -170,8 +153,9 @@ def main() -> None:
             server = spawn(
                 MOA_SERVER.format(loop=setup["loop"], http=setup["http"]),
                 [str(port), backend_url],
-                {**env, "MOA_HTTP_TRANSPORT": setup["transport"]},
                 f"http://127.0.0.1:{port}/v1/models",
+                60,
+                {**env, "MOA_HTTP_TRANSPORT": setup["transport"]},
             )
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             try:
@@ -199,7 +183,7 @@ def main() -> None:
                 f"{clients:>4} clients: {new}/{old} req/s {a['rps'] / b['rps']:.2f}x, "
                 f"p50 {a['p50'] / b['p50']:.2f}x, p99 {a['p99'] / b['p99']:.2f}x"
             )
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -35,11 +35,10 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from typing import Any
 
-from _served import answers
+from _served import load_average, spawn, stop
 
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.run._answer import final_answer_only
@@ -82,15 +81,8 @@ def start_server(latency: float, tokens: int) -> tuple[subprocess.Popen[str], st
         "honor_max_tokens": True,  # a chunk-wise part is capped at chunk_tokens
     }
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER.format(), str(port), json.dumps(profiles)],
-        stdin=subprocess.PIPE,
-        text=True,
-    )
     url = f"http://127.0.0.1:{port}/v1"
-    if not answers(f"{url}/models", proc, 30, poll_s=0.1):
-        raise RuntimeError("the simulated server did not start")
-    return proc, url
+    return spawn(SERVER.format(), [str(port), json.dumps(profiles)], f"{url}/models", 30), url
 
 
 def config(url: str, setup: str, quorum: int, tokens: int, chunk_tokens: int = 32) -> MoAConfig:
@@ -196,10 +188,10 @@ def main() -> None:
     args = parser.parse_args()
     for name in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
         os.environ.pop(name, None)
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average before: {load_average()}")
     if args.local:
         asyncio.run(measure(None, args.setups, 0, 256, args.runs, args.chunk_tokens))
-        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"load average after: {load_average()}")
         return
     proc, url = start_server(args.latency, args.tokens)
     try:
@@ -207,10 +199,8 @@ def main() -> None:
             measure(url, args.setups, args.quorum, args.tokens, args.runs, args.chunk_tokens)
         )
     finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=30)
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        stop(proc)
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":
