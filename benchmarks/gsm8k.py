@@ -165,10 +165,8 @@ def budget(args: argparse.Namespace) -> None:
 def systems(args: argparse.Namespace) -> None:
     """Run each system on the sample and print the table and the samples curve."""
     items = load_dataset(args.dataset)[: args.items]
-    names = args.systems.split(",")
-    if BASELINE not in names:
-        names.insert(0, BASELINE)
-    names.sort(key=lambda name: name != BASELINE)
+    # The baseline first: the other systems are compared with it and may share its calls.
+    names = [BASELINE, *(n for n in args.systems.split(",") if n != BASELINE)]
     seed = args.out / slug(BASELINE) / "calls.db" if args.share_calls else None
     results = {
         name: evaluate(name, items, args.out, args.concurrency, None if name == BASELINE else seed)
