@@ -189,6 +189,10 @@ def test_scorers_on_known_inputs():
         "Parisian food", ["paris"]
     )
     assert contains("It is carbon dioxide.", ["carbon dioxide", "co2"])
+    # A unit sign glued to the number is not part of the word (measured: "32°F" was scored
+    # wrong for the freezing point, 32); ASCII punctuation is still dropped inside words.
+    assert contains("The freezing point is 32°F.", ["32"]) and contains("It costs €5.", ["5"])
+    assert normalize("U.S. 2\u00d73") == "us 2 3" and not contains("320°F", ["32"])
     assert last_number("First 12, then 1,250.5 apples") == 1250.5 and last_number("none") is None
     # A stated result beats a number restated after it (measured: "\boxed{12} days to read
     # the 300-page book" was scored as 300).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import string
+import unicodedata
 
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.text._selection import boxed_answers, stated_number
@@ -24,8 +25,15 @@ _PLAIN_NUMBER = re.compile(r"\$?\s*-?[\d,]*\.?\d+\s*[$%]?")
 
 
 def normalize(text: str) -> str:
-    """Lower-case, drop punctuation and articles, collapse whitespace."""
-    text = text.lower()
+    """Lower-case, drop punctuation and articles, collapse whitespace.
+
+    Non-ASCII symbols (degree, currency, math signs: Unicode category S) become spaces, so
+    "32°F" holds the word "32"; ASCII punctuation is dropped as in SQuAD ("U.S." is "us").
+    """
+    text = "".join(
+        " " if ord(ch) > 127 and unicodedata.category(ch).startswith("S") else ch
+        for ch in text.lower()
+    )
     text = "".join(ch for ch in text if ch not in set(string.punctuation))
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
