@@ -16,7 +16,9 @@ Setups (``--setups``):
 For each it prints the time to the answer's first token and to its last, the calls cancelled,
 and the ratio to standard (goal: TTFT at most a quarter of standard's). The times are mostly
 the server's simulated sleeps, so a busy machine moves them little. Answer quality is not
-measured here: the simulated answers carry no content (see README, "Early aggregation").
+measured here (the simulated answers carry no content): `moa eval` with the configs in
+`benchmarks/aggregation_systems/` measures it on the local models (README, "Early and
+chunk-wise aggregation").
 
     python benchmarks/ttft.py [--tokens 512] [--quorum 3] [--chunk-tokens 32] [--runs 1]
 
