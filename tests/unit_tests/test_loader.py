@@ -24,6 +24,17 @@ def test_every_kind_of_source_gives_the_same_config(tmp_path):
     assert load_config(None) == MoAConfig.from_preset(DEFAULT_PRESET)
 
 
+def test_a_preset_based_config_may_rename_itself(tmp_path):
+    """`preset:` with `name:` once raised a TypeError (two values for from_preset's name)."""
+    file = tmp_path / "mine.yaml"
+    file.write_text(yaml.safe_dump({"preset": "moa-lite", "name": "my-lite"}))
+    for source in (file, {"preset": "moa-lite", "name": "my-lite"}):
+        config = load_config(source)
+        assert config.name == "my-lite"
+        assert config.model_copy(update={"name": "moa-lite"}) == load_config("moa-lite")
+    assert MoAConfig.from_preset("moa-lite", name="my-lite").name == "my-lite"
+
+
 def test_a_mapping_without_a_preset_is_a_whole_config():
     config = load_config({"proposers": ["openai:gpt-4o-mini"], "aggregator": "openai:gpt-4o"})
     assert config.variant == "moa" and config.layers == 3

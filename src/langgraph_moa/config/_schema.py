@@ -412,8 +412,12 @@ class MoAConfig(BaseModel):
         return {name: getattr(self, name) for name in type(self).model_fields}
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> MoAConfig:
-        """Load a preset shipped with the package (see `list_presets()`)."""
+    def from_preset(cls, name: str, /, **overrides: Any) -> MoAConfig:
+        """Load a preset shipped with the package (see `list_presets()`).
+
+        `name` is positional-only, so that `name=` among the overrides renames the config
+        (a file with `preset:` and `name:`) instead of colliding with the preset's name.
+        """
         presets = list_presets()
         if name not in presets:
             raise MoAConfigError(
