@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import math
 import re
-import string
 import unicodedata
 
 from langgraph_moa.eval.datasets import EvalItem
-from langgraph_moa.text._selection import boxed_answers, stated_number
+from langgraph_moa.text._selection import boxed_answers, normalize_words, stated_number
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _PLAIN_NUMBER = re.compile(r"\$?\s*-?[\d,]*\.?\d+\s*[$%]?")
 
@@ -30,13 +28,12 @@ def normalize(text: str) -> str:
     Non-ASCII symbols (degree, currency, math signs: Unicode category S) become spaces, so
     "32°F" holds the word "32"; ASCII punctuation is dropped as in SQuAD ("U.S." is "us").
     """
-    text = "".join(
-        " " if ord(ch) > 127 and unicodedata.category(ch).startswith("S") else ch
-        for ch in text.lower()
+    return normalize_words(
+        "".join(
+            " " if ord(ch) > 127 and unicodedata.category(ch).startswith("S") else ch
+            for ch in text
+        )
     )
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
 
 
 def exact(answer: str, expected: list[str]) -> bool:

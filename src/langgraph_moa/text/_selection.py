@@ -151,7 +151,11 @@ def load_calibration(path: str | Path) -> dict[str, float]:
 # --- reading answers out of proposals ------------------------------------------------------
 
 
-def _normalize(text: str) -> str:
+def normalize_words(text: str) -> str:
+    """Lower-case, drop ASCII punctuation and the articles, collapse whitespace (as SQuAD).
+
+    Vote keys and the eval's text scorers compare answers in this form.
+    """
     text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
@@ -197,12 +201,12 @@ def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bo
         match = re.search(pattern or "", text, flags=re.IGNORECASE | re.DOTALL)
         if not match:
             return "", True
-        return _normalize(match.group(1) if match.groups() else match.group(0)), True
+        return normalize_words(match.group(1) if match.groups() else match.group(0)), True
     if extractor == "text":
-        return _normalize(text), False
+        return normalize_words(text), False
     span = _first_sentence(text)
     if extractor == "short-span":
-        return _normalize(span), False
+        return normalize_words(span), False
     # auto: what the answer states as its conclusion (the last \boxed{}, the last "the
     # answer is C", the last "#### 18" or "the answer is 18"), else a lone or opening
     # choice letter ("C", "C) Pentagon"), else the last number written (worked answers end
@@ -221,7 +225,7 @@ def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bo
         return match.group(1), True
     if (numbers := list(_NUMBER.finditer(text))) and (number := _number_key(numbers[-1][0])):
         return number, len(text[numbers[-1].end() :].split()) <= _TRAILING_WORDS
-    return _normalize(span) or _normalize(text), False
+    return normalize_words(span) or normalize_words(text), False
 
 
 def stated_number(text: str) -> str | None:
@@ -264,8 +268,8 @@ def _conclusion(boxed: str) -> str:
     if re.fullmatch(r"\(?[A-Ha-h]\)?", boxed):
         return boxed.strip("()").upper()
     if re.search(r"\\[A-Za-z]", boxed):  # \frac{7}{2}, 2\sqrt{2}: compared as written
-        return _normalize(boxed)
-    return _number_key(boxed) or _normalize(boxed)
+        return normalize_words(boxed)
+    return _number_key(boxed) or normalize_words(boxed)
 
 
 # --- tool calls as answers -----------------------------------------------------------------
@@ -622,7 +626,7 @@ def _consensus(candidates: Sequence[Candidate]) -> Selection:
     if len(candidates) == 1:
         only = candidates[0]
         return Selection("consensus", only.index, 1.0, "the only proposal", [])
-    texts = [_normalize(c.text) for c in candidates]
+    texts = [normalize_words(c.text) for c in candidates]
     means = []
     for k, text in enumerate(texts):
         others = [
