@@ -28,12 +28,10 @@ def normalize(text: str) -> str:
     Non-ASCII symbols (degree, currency, math signs: Unicode category S) become spaces, so
     "32°F" holds the word "32"; ASCII punctuation is dropped as in SQuAD ("U.S." is "us").
     """
-    return normalize_words(
-        "".join(
-            " " if ord(ch) > 127 and unicodedata.category(ch).startswith("S") else ch
-            for ch in text
-        )
+    spaced = "".join(
+        " " if ord(ch) > 127 and unicodedata.category(ch).startswith("S") else ch for ch in text
     )
+    return normalize_words(spaced)
 
 
 def exact(answer: str, expected: list[str]) -> bool:
