@@ -32,6 +32,7 @@ from pydantic import PrivateAttr
 
 from langgraph_moa.errors import LocalModelError, LocalRuntimeError
 from langgraph_moa.local.catalog import LocalModelInfo, context_size, lookup, model_path
+from langgraph_moa.transport._completions import lean_completions
 from langgraph_moa.transport._http import own_async_client
 from langgraph_moa.transport._net import free_port
 
@@ -301,6 +302,7 @@ class LocalChatModel(BaseChatOpenAI):
                 self.client = self.async_client = None
                 self.root_client = self.root_async_client = None
                 self.validate_environment()  # type: ignore[operator]  # rebuilds the clients
+                lean_completions(self)
         return server
 
     def _room(self) -> CoreRoom:

@@ -27,6 +27,7 @@ from langgraph_moa._redact import register_secret
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
 from langgraph_moa.providers._table import LOCAL_PREFIX, provider_of
 from langgraph_moa.transport._call_loop import loop_of_this_thread, running_call_loop
+from langgraph_moa.transport._completions import lean_completions
 from langgraph_moa.transport._http import own_async_client, own_sync_client
 
 
@@ -317,13 +318,17 @@ def build_model(
     """
     params = {k: v for k, v in params.items() if v is not None}
     if isinstance(spec, BaseChatModel):
-        return _with_limits(spec, params)
+        return _with_limits(spec, params)  # the user's model: its clients are left as they are
     if isinstance(spec, OpenAIEndpoint):
-        return _chat_openai_compatible(spec, params, http_async_client, http_client)
+        return lean_completions(
+            _chat_openai_compatible(spec, params, http_async_client, http_client)
+        )
     endpoint = parse_endpoint_string(spec)
     if endpoint is not None:
-        return _chat_openai_compatible(endpoint, params, http_async_client, http_client)
-    return _from_provider_string(spec, params, http_async_client, http_client)
+        return lean_completions(
+            _chat_openai_compatible(endpoint, params, http_async_client, http_client)
+        )
+    return lean_completions(_from_provider_string(spec, params, http_async_client, http_client))
 
 
 _LIVE_CACHES: weakref.WeakSet[ModelCache] = weakref.WeakSet()

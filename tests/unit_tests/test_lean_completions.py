@@ -1,0 +1,332 @@
+"""The lean chat-completions resource sends what the openai SDK's own ``create`` sends.
+
+`transport._completions` skips the SDK's per-request parameter transform when the parameters
+are plain JSON. These tests hold it to the SDK: the same parameters through both resources
+must give the same HTTP request (method, URL, headers, JSON body), for every kind of payload
+LangChain builds, streamed or not, and for parameters it must hand back to the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.tools import tool
+from openai._types import omit
+from openai.resources.chat.completions import AsyncCompletions, Completions
+
+from langgraph_moa.providers._models import build_model
+from langgraph_moa.transport._completions import (
+    KEEP_TRANSFORM_ENV,
+    LeanAsyncCompletions,
+    LeanCompletions,
+    lean_completions,
+)
+
+COMPLETION = {
+    "id": "c1",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "m",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+}
+CHUNKS = [
+    {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}}],
+    },
+    {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    },
+]
+
+
+class Recorder:
+    """An HTTP handler that keeps every request and answers like a chat-completions server."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx2.Request] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        body = json.loads(request.content)
+        if body.get("stream"):
+            events = "".join(f"data: {json.dumps(c)}\n\n" for c in CHUNKS) + "data: [DONE]\n\n"
+            return httpx2.Response(
+                200, content=events.encode(), headers={"content-type": "text/event-stream"}
+            )
+        return httpx2.Response(200, json=COMPLETION)
+
+    def seen(self, index: int = -1) -> tuple[str, str, dict[str, str], Any]:
+        request = self.requests[index]
+        headers = dict(request.headers)
+        return request.method, str(request.url), headers, json.loads(request.content)
+
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+PAYLOADS: dict[str, dict[str, Any]] = {
+    "plain": {"model": "m", "messages": MESSAGES, "temperature": 0.7, "max_tokens": 64},
+    "omitted values": {"model": "m", "messages": MESSAGES, "max_tokens": omit, "seed": omit},
+    "tools": {
+        "model": "m",
+        "messages": MESSAGES,
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "add",
+                    "description": "Add two numbers.",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                        "required": ["a", "b"],
+                    },
+                },
+            }
+        ],
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+    },
+    "tool results": {
+        "model": "m",
+        "messages": [
+            *MESSAGES,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "t1",
+                        "type": "function",
+                        "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "t1", "content": "3"},
+        ],
+    },
+    "sampling": {
+        "model": "m",
+        "messages": MESSAGES,
+        "stop": ["\n\n", "END"],
+        "n": 2,
+        "logprobs": True,
+        "top_logprobs": 1,
+        "seed": 7,
+        "top_p": 0.9,
+        "presence_penalty": 0.1,
+        "logit_bias": {"50256": -100},
+    },
+    "streamed": {
+        "model": "m",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    },
+    "json schema": {
+        "model": "m",
+        "messages": MESSAGES,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "a", "schema": {"type": "object"}, "strict": True},
+        },
+    },
+    "image": {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ],
+            }
+        ],
+    },
+    "request options": {
+        "model": "m",
+        "messages": MESSAGES,
+        "extra_body": {"cache_prompt": True, "samplers": ["top_k"]},
+        "extra_headers": {"X-Trace": "abc"},
+        "extra_query": {"q": "1"},
+        "timeout": 12.5,
+    },
+    # Not plain JSON: handed back to the SDK's create, which still sends the same request.
+    "tuple of messages": {"model": "m", "messages": tuple(MESSAGES)},
+    "tuple of stops": {"model": "m", "messages": MESSAGES, "stop": ("a", "b")},
+}
+
+
+def _clients(recorder: Recorder) -> tuple[openai.OpenAI, openai.AsyncOpenAI]:
+    common = {"base_url": "http://upstream.test/v1", "api_key": "k", "max_retries": 0}
+    sync = openai.OpenAI(
+        **common, http_client=httpx2.Client(transport=httpx2.MockTransport(recorder))
+    )
+    async_ = openai.AsyncOpenAI(
+        **common, http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(recorder))
+    )
+    return sync, async_
+
+
+def _without_volatile(seen: tuple[str, str, dict[str, str], Any]) -> Any:
+    method, url, headers, body = seen
+    # The SDK's per-process counters and timings are the only headers that may differ.
+    headers = {k: v for k, v in headers.items() if k not in ("x-stainless-read-timeout",)}
+    return method, url, headers, body
+
+
+@pytest.mark.parametrize("name", list(PAYLOADS))
+async def test_async_lean_create_sends_the_sdk_request(name: str) -> None:
+    recorder = Recorder()
+    _, client = _clients(recorder)
+    params = PAYLOADS[name]
+    sdk = await AsyncCompletions(client).create(**params)
+    lean = await LeanAsyncCompletions(client).create(**params)
+    assert _without_volatile(recorder.seen(-1)) == _without_volatile(recorder.seen(-2))
+    if params.get("stream"):
+        sdk_chunks = [c async for c in sdk]
+        lean_chunks = [c async for c in lean]
+        assert [c.model_dump() for c in lean_chunks] == [c.model_dump() for c in sdk_chunks]
+    else:
+        assert lean.model_dump() == sdk.model_dump()
+
+
+@pytest.mark.parametrize("name", list(PAYLOADS))
+def test_sync_lean_create_sends_the_sdk_request(name: str) -> None:
+    recorder = Recorder()
+    client, _ = _clients(recorder)
+    params = PAYLOADS[name]
+    sdk = Completions(client).create(**params)
+    lean = LeanCompletions(client).create(**params)
+    assert _without_volatile(recorder.seen(-1)) == _without_volatile(recorder.seen(-2))
+    if not params.get("stream"):
+        assert lean.model_dump() == sdk.model_dump()
+
+
+async def test_raw_response_wrapper_goes_through_the_lean_create() -> None:
+    """LangChain calls ``with_raw_response.create``: the SDK's wrapper must reach our create."""
+    recorder = Recorder()
+    _, client = _clients(recorder)
+    lean = LeanAsyncCompletions(client)
+    raw = await lean.with_raw_response.create(**PAYLOADS["plain"])
+    assert raw.parse().choices[0].message.content == "hi"
+    assert recorder.requests[-1].headers["x-stainless-raw-response"] == "true"
+
+
+async def test_a_call_the_sdk_refuses_is_still_refused() -> None:
+    """Without ``model`` the SDK's create raises TypeError; the lean one hands it over."""
+    _, client = _clients(Recorder())
+    with pytest.raises(TypeError):
+        await LeanAsyncCompletions(client).create(messages=MESSAGES)
+
+
+def _endpoint_model(recorder: Recorder, **params: Any) -> Any:
+    return build_model(
+        "m@http://upstream.test/v1",
+        params,
+        http_async_client=httpx2.AsyncClient(transport=httpx2.MockTransport(recorder)),
+    )
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_built_model_sends_what_langchain_sends_through_the_sdk(
+    streamed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end from LangChain: the package's model and the same model on the SDK's create
+    send the same requests and read the same answers (plain, with tools, with stop words)."""
+    recorder = Recorder()
+    lean = _endpoint_model(recorder, temperature=0.3, max_tokens=32)
+    assert type(lean.async_client) is LeanAsyncCompletions
+    monkeypatch.setenv(KEEP_TRANSFORM_ENV, "1")
+    sdk = _endpoint_model(recorder, temperature=0.3, max_tokens=32)
+    assert type(sdk.async_client) is AsyncCompletions
+    messages = [SystemMessage("Be brief."), HumanMessage("Hi?")]
+    for make in (lambda m: m, lambda m: m.bind_tools([add]), lambda m: m.bind(stop=["END"])):
+        answers = []
+        for model in (sdk, lean):
+            bound = make(model)
+            if streamed:
+                chunks = [c async for c in bound.astream(messages)]
+                answers.append("".join(str(c.content) for c in chunks))
+            else:
+                answers.append((await bound.ainvoke(messages)).content)
+        assert answers[0] == answers[1] == "hi"
+        assert _without_volatile(recorder.seen(-1)) == _without_volatile(recorder.seen(-2))
+
+
+def test_only_the_sdk_resources_of_package_built_models_are_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built = build_model("m@http://upstream.test/v1", {})
+    assert type(built.async_client) is LeanAsyncCompletions
+    assert type(built.client) is LeanCompletions
+    again = lean_completions(built)  # idempotent: already lean
+    assert type(again.async_client) is LeanAsyncCompletions
+
+    from langchain_openai import ChatOpenAI
+
+    users = ChatOpenAI(model="m", base_url="http://upstream.test/v1", api_key="k")  # type: ignore[arg-type]
+    kept = build_model(users, {"temperature": 0.1})
+    assert type(kept.async_client) is AsyncCompletions  # the user's model is left alone
+
+    monkeypatch.setenv(KEEP_TRANSFORM_ENV, "1")
+    assert type(build_model("m@http://upstream.test/v1", {}).async_client) is AsyncCompletions
+
+
+def _annotations_in(tp: Any, seen: set[int]) -> list[Any]:
+    """Every `PropertyInfo` reachable from a parameter type (typed dicts, unions, containers)."""
+    import typing_extensions as typing  # the SDK's typed dicts are typing_extensions'
+
+    from openai._utils._transform import PropertyInfo
+
+    if id(tp) in seen:
+        return []
+    seen.add(id(tp))
+    found: list[Any] = []
+    if typing.get_origin(tp) is typing.Annotated:
+        found += [a for a in tp.__metadata__ if isinstance(a, PropertyInfo)]
+    if typing.is_typeddict(tp):
+        for hint in typing.get_type_hints(tp, include_extras=True).values():
+            found += _annotations_in(hint, seen)
+    for arg in typing.get_args(tp):
+        found += _annotations_in(arg, seen)
+    return found
+
+
+def test_chat_completion_parameters_have_nothing_for_the_transform_to_do() -> None:
+    """The lean create rests on this: no aliased or formatted field in the parameter types.
+
+    An SDK upgrade that adds one fails here, before a renamed key could be sent as is.
+    """
+    from openai.types.beta import response_create_params
+    from openai.types.chat import completion_create_params
+
+    # The walk does find such a field where there is one (the Responses API has an alias).
+    aliased = _annotations_in(response_create_params.ResponseCreateParams, set())
+    assert any(a.alias == "openai-beta" for a in aliased)
+
+    found = _annotations_in(completion_create_params.CompletionCreateParamsBase, set())
+    assert [a for a in found if a.alias is not None or a.format is not None] == []
+    found_any = _annotations_in(completion_create_params.CompletionCreateParamsStreaming, set())
+    assert [a for a in found_any if a.alias is not None or a.format is not None] == []
