@@ -297,7 +297,6 @@ def test_only_the_sdk_resources_of_package_built_models_are_replaced(
 def _annotations_in(tp: Any, seen: set[int]) -> list[Any]:
     """Every `PropertyInfo` reachable from a parameter type (typed dicts, unions, containers)."""
     import typing_extensions as typing  # the SDK's typed dicts are typing_extensions'
-
     from openai._utils._transform import PropertyInfo
 
     if id(tp) in seen:
