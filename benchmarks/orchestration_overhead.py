@@ -12,14 +12,22 @@ aiohttp client. `--floors` adds LangChain alone, LangGraph alone and the smalles
 LangChain graph, on the package's client.
 
 For 1, 16 and 64 concurrent runs it prints the median wall time of each side, its ratio to
-the httpx baseline, the extra client CPU per model call against the aiohttp baseline, and the
+the httpx baseline, the extra client CPU per model call against the aiohttp baseline, the
 project's ratio to both baselines with the goals (<= 1.00 against httpx at every count,
-<= 1.15 against aiohttp at 16 and 64). Then it profiles 64 project runs with cProfile and
-prints the CPU shares by package and the top entries.
+<= 1.15 against aiohttp at 16 and 64), and the seconds each side spent in the garbage
+collector. Then it profiles 64 project runs with cProfile and prints the CPU shares by package
+and the top entries.
+
+`--freeze-heap` freezes the warmed-up process's objects (`gc.freeze`) before measuring, as
+`moa serve` does at startup: the collector then no longer walks the libraries' objects at each
+full collection. Every side runs in the same process, so each one measures under the same
+collector. ``MOA_SDK_TRANSFORM=1`` gives the project's models the SDK's own chat-completions
+``create`` (see `transport._completions`), for a before-and-after.
 
 The figures are CPU-sensitive: run on a quiet machine and note its load average.
 
     python benchmarks/orchestration_overhead.py [--repeats 3] [--runs 1 16 64] [--floors]
+        [--freeze-heap]
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import operator
 import os
@@ -46,6 +55,7 @@ from langgraph.types import Send
 from pydantic import SecretStr
 
 from langgraph_moa import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAConfig, create_moa_graph
+from langgraph_moa.serving._server import freeze_startup_heap
 from langgraph_moa.transport._http import own_async_client, transport_in_use
 from langgraph_moa.transport._net import free_port
 
@@ -193,11 +203,33 @@ def floor_graph(ask: Ask) -> Any:
 FAILED: list[str] = []
 
 
-async def measure(run: Callable[[int], Awaitable[Any]], n: int) -> tuple[float, float]:
-    """Run `n` runs at once; return (wall seconds, process CPU seconds)."""
-    cpu, wall = time.process_time(), time.perf_counter()
+class CollectorClock:
+    """Seconds the garbage collector ran, from its own start and stop callbacks."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._tick)
+
+    def _tick(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+
+GC_CLOCK = CollectorClock()
+
+
+async def measure(run: Callable[[int], Awaitable[Any]], n: int) -> tuple[float, float, float]:
+    """Run `n` runs at once; return (wall seconds, process CPU seconds, collector seconds)."""
+    cpu, wall, collecting = time.process_time(), time.perf_counter(), GC_CLOCK.seconds
     results = await asyncio.gather(*(run(i) for i in range(n)), return_exceptions=True)
-    elapsed = time.perf_counter() - wall, time.process_time() - cpu
+    elapsed = (
+        time.perf_counter() - wall,
+        time.process_time() - cpu,
+        GC_CLOCK.seconds - collecting,
+    )
     FAILED.extend(f"{type(r).__name__}: {r}"[:120] for r in results if isinstance(r, Exception))
     return elapsed
 
@@ -228,7 +260,9 @@ BASELINES = ("bare httpx", "bare aiohttp")
 on the SDK's aiohttp client, the fastest transport it offers."""
 
 
-async def compare(url: str, runs: list[int], repeats: int, specs: str, floors: bool) -> None:
+async def compare(
+    url: str, runs: list[int], repeats: int, specs: str, floors: bool, freeze: bool
+) -> None:
     config = project_config(url, specs)
     graph = create_moa_graph(config)
     calls = config.calls_per_run()
@@ -253,11 +287,14 @@ async def compare(url: str, runs: list[int], repeats: int, specs: str, floors: b
         sides["langgraph+langchain"] = lambda i: langgraph_chat.ainvoke({"question": question(i)})
     for run in sides.values():  # warm up: imports, first connections
         await measure(run, 2)
+    if freeze:  # what `moa serve` does once the server is built
+        freeze_startup_heap()
 
     print(
         f"{LAYERS} layers x {PROPOSERS} proposers, {calls} calls per run, median of {repeats}; "
         f"project models given as {'model@url specs' if specs == 'url' else 'ChatOpenAI instances'}"
-        f" (package transport: {transport_in_use()})"
+        f" (package transport: {transport_in_use()}); startup heap "
+        f"{'frozen (gc.freeze, as moa serve does)' if freeze else 'not frozen'}"
     )
     print(
         "wall seconds of each side; ratio = side / bare httpx; CPU ms = extra client CPU per call"
@@ -267,11 +304,13 @@ async def compare(url: str, runs: list[int], repeats: int, specs: str, floors: b
     for n in runs:
         wall: dict[str, list[float]] = {name: [] for name in sides}
         cpu: dict[str, list[float]] = {name: [] for name in sides}
+        collecting: dict[str, list[float]] = {name: [] for name in sides}
         for _ in range(repeats):
             for name, run in sides.items():  # interleaved, so drift hits every side alike
-                w, c = await measure(run, n)
+                w, c, g = await measure(run, n)
                 wall[name].append(w)
                 cpu[name].append(c)
+                collecting[name].append(g)
         med = {name: statistics.median(values) for name, values in wall.items()}
         base_cpu = statistics.median(cpu["bare aiohttp"])
         cells = []
@@ -289,6 +328,11 @@ async def compare(url: str, runs: list[int], repeats: int, specs: str, floors: b
             + f"; bare aiohttp / bare httpx = {med['bare aiohttp'] / med['bare httpx']:.3f}",
             flush=True,
         )
+        print(
+            "      garbage collector, median seconds per measurement: "
+            + ", ".join(f"{name} {statistics.median(collecting[name]):.3f}" for name in names),
+            flush=True,
+        )
     await bare.close()
     await aio.close()
     await shared.aclose()
@@ -304,7 +348,7 @@ async def profile(url: str, n: int, top: int, specs: str) -> None:
     await measure(run, 2)
     profiler = cProfile.Profile()
     profiler.enable()
-    wall, cpu = await measure(run, n)
+    wall, cpu, _ = await measure(run, n)
     profiler.disable()
     print(f"\ncProfile of {n} concurrent project runs ({wall:.2f} s wall, {cpu:.2f} s CPU)")
     stats = pstats.Stats(profiler)
@@ -353,13 +397,20 @@ def main() -> None:
     parser.add_argument(
         "--floors", action="store_true", help="also time LangChain and LangGraph alone"
     )
+    parser.add_argument(
+        "--freeze-heap",
+        action="store_true",
+        help="gc.freeze() the warmed-up process before measuring, as `moa serve` does",
+    )
     args = parser.parse_args()
     for name in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
         os.environ.pop(name, None)
     print(f"load average before: {load_average()}")
     proc, url = start_server(args.latency)
     try:
-        asyncio.run(compare(url, args.runs, args.repeats, args.specs, args.floors))
+        asyncio.run(
+            compare(url, args.runs, args.repeats, args.specs, args.floors, args.freeze_heap)
+        )
         if args.profile_runs:
             asyncio.run(profile(url, args.profile_runs, args.top, args.specs))
     finally:

@@ -10,7 +10,11 @@ stream their answers over aiohttp. The MoA server runs in four setups:
 - after: the aiohttp clients and uvicorn on uvloop and httptools (`serving._server.server_options`);
 - guarded-h11 and served: as after, with `moa serve`'s guard (head deadline, connection limit
   per address, raised here since every client is 127.0.0.1) on h11 (what `moa serve` ran)
-  and on httptools (what it runs now).
+  and on httptools, the models' calls through the openai SDK's own ``create``;
+- lean: as served, with the package's chat-completions ``create`` that skips the SDK's
+  parameter transform (`transport._completions`);
+- frozen: as lean, with the startup heap frozen for the garbage collector (`gc.freeze`,
+  `serving._server.freeze_startup_heap`): what `moa serve` runs now.
 
 For each setup and concurrency it prints requests per second, p50/p99 total latency and time to
 first token, and errors (a failed or truncated stream). The figures are CPU-bound on a small
@@ -37,7 +41,22 @@ SETUPS = {
     "after": {"transport": "aiohttp", "loop": "uvloop", "http": "httptools"},
     # What `moa serve` runs: the guard's head deadline and connection limit on a parser.
     "guarded-h11": {"transport": "aiohttp", "loop": "uvloop", "http": "guarded-h11"},
-    "served": {"transport": "aiohttp", "loop": "uvloop", "http": "guarded-httptools"},
+    # The models' calls through the openai SDK's own create, with its parameter transform.
+    "served": {
+        "transport": "aiohttp",
+        "loop": "uvloop",
+        "http": "guarded-httptools",
+        "sdk_transform": "1",
+    },
+    # As served, without the SDK's transform (`transport._completions`).
+    "lean": {"transport": "aiohttp", "loop": "uvloop", "http": "guarded-httptools"},
+    # As lean, with the startup heap frozen: what `moa serve` runs now.
+    "frozen": {
+        "transport": "aiohttp",
+        "loop": "uvloop",
+        "http": "guarded-httptools",
+        "freeze": "1",
+    },
 }
 REPLY_WORDS = 40
 
@@ -70,6 +89,9 @@ if http.startswith("guarded-"):
     base = H11Protocol if http == "guarded-h11" else HttpToolsProtocol
     # Every client here comes from 127.0.0.1, as behind a proxy: the per-address limit is off.
     http = guarded_protocol(ServeSecurity(max_connections_per_client=100_000), base)
+if "{freeze}" == "1":
+    from langgraph_moa.serving._server import freeze_startup_heap
+    freeze_startup_heap()
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error",
             loop="{loop}", http=http, timeout_keep_alive=300, backlog=4096)
 """
@@ -151,11 +173,17 @@ def main() -> None:
             setup = SETUPS[name]
             port = free_port()
             server = spawn(
-                MOA_SERVER.format(loop=setup["loop"], http=setup["http"]),
+                MOA_SERVER.format(
+                    loop=setup["loop"], http=setup["http"], freeze=setup.get("freeze", "0")
+                ),
                 [str(port), backend_url],
                 f"http://127.0.0.1:{port}/v1/models",
                 60,
-                {**env, "MOA_HTTP_TRANSPORT": setup["transport"]},
+                {
+                    **env,
+                    "MOA_HTTP_TRANSPORT": setup["transport"],
+                    "MOA_SDK_TRANSFORM": setup.get("sdk_transform", "0"),
+                },
             )
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             try:

@@ -1,6 +1,8 @@
 """Starting `moa serve`: everything checked before "Serving", then uvicorn."""
 
+import gc
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -88,7 +90,28 @@ def serve(
     # uvloop when installed; the HTTP protocol is httptools' (or h11's) with the guard's head
     # deadline and per-client connection limit (`_guard`), which keep slow clients out.
     options = {**server_options(), **uvicorn_options(security)}
+    freeze_startup_heap()
     uvicorn.run(logged, host=host, port=port, log_level="warning", **options)
+
+
+GC_FREEZE_ENV = "MOA_GC_FREEZE"
+
+
+def freeze_startup_heap() -> bool:
+    """Put every object alive at startup out of the garbage collector's reach (`gc.freeze`).
+
+    LangChain, LangGraph, pydantic and the SDKs leave about 190,000 objects that the collector
+    tracks, and each full collection walks them all again: 64 concurrent MoA runs spent
+    0.90-1.00 s of their 2.5 s of CPU in the collector (benchmarks/orchestration_overhead.py).
+    Frozen once the server is built, those objects are never walked again (0.33 s); what requests
+    allocate is collected as before, and a frozen object that dies is still freed by its
+    reference count. Return False if ``MOA_GC_FREEZE=0`` asks to leave the collector alone.
+    """
+    if os.environ.get(GC_FREEZE_ENV) == "0":
+        return False
+    gc.collect()  # the startup's cyclic garbage goes now, or it would be frozen for good
+    gc.freeze()
+    return True
 
 
 def server_options() -> dict[str, str]:
