@@ -190,13 +190,41 @@ def _without_volatile(seen: tuple[str, str, dict[str, str], Any]) -> Any:
     return method, url, headers, body
 
 
+HANDED_BACK = {"tuple of messages", "tuple of stops"}
+"""The payloads that are not plain JSON: the lean create hands them to the SDK's transform."""
+
+
+@pytest.fixture
+def transforms(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count the SDK's parameter transforms from here on (they still run)."""
+    from openai.resources.chat.completions import completions
+
+    seen: list[str] = []
+    async_transform, sync_transform = completions.async_maybe_transform, completions.maybe_transform
+
+    async def counted_async(data: Any, expected_type: Any) -> Any:
+        seen.append("async")
+        return await async_transform(data, expected_type)
+
+    def counted_sync(data: Any, expected_type: Any) -> Any:
+        seen.append("sync")
+        return sync_transform(data, expected_type)
+
+    monkeypatch.setattr(completions, "async_maybe_transform", counted_async)
+    monkeypatch.setattr(completions, "maybe_transform", counted_sync)
+    return seen
+
+
 @pytest.mark.parametrize("name", list(PAYLOADS))
-async def test_async_lean_create_sends_the_sdk_request(name: str) -> None:
+async def test_async_lean_create_sends_the_sdk_request(name: str, transforms: list[str]) -> None:
     recorder = Recorder()
     _, client = _clients(recorder)
     params = PAYLOADS[name]
     sdk = await AsyncCompletions(client).create(**params)
+    assert transforms == ["async"]
     lean = await LeanAsyncCompletions(client).create(**params)
+    # The lean create skips the transform for plain JSON, and hands the rest to it.
+    assert transforms == ["async", "async"] if name in HANDED_BACK else ["async"]
     assert _without_volatile(recorder.seen(-1)) == _without_volatile(recorder.seen(-2))
     if params.get("stream"):
         sdk_chunks = [c async for c in sdk]
@@ -207,12 +235,13 @@ async def test_async_lean_create_sends_the_sdk_request(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(PAYLOADS))
-def test_sync_lean_create_sends_the_sdk_request(name: str) -> None:
+def test_sync_lean_create_sends_the_sdk_request(name: str, transforms: list[str]) -> None:
     recorder = Recorder()
     client, _ = _clients(recorder)
     params = PAYLOADS[name]
     sdk = Completions(client).create(**params)
     lean = LeanCompletions(client).create(**params)
+    assert transforms == ["sync", "sync"] if name in HANDED_BACK else ["sync"]
     assert _without_volatile(recorder.seen(-1)) == _without_volatile(recorder.seen(-2))
     if not params.get("stream"):
         assert lean.model_dump() == sdk.model_dump()
@@ -228,11 +257,26 @@ async def test_raw_response_wrapper_goes_through_the_lean_create() -> None:
     assert recorder.requests[-1].headers["x-stainless-raw-response"] == "true"
 
 
-async def test_a_call_the_sdk_refuses_is_still_refused() -> None:
-    """Without ``model`` the SDK's create raises TypeError; the lean one hands it over."""
-    _, client = _clients(Recorder())
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"messages": MESSAGES},  # no model
+        {"model": "m", "messages": MESSAGES, "cache_prompt": True},  # not a create parameter
+    ],
+    ids=["no model", "unknown parameter"],
+)
+async def test_a_call_the_sdk_refuses_is_still_refused(params: dict[str, Any]) -> None:
+    """The SDK's create raises TypeError for these, before any request; so does the lean one
+    (an unknown key belongs in ``extra_body``, and is not sent silently)."""
+    recorder = Recorder()
+    sync, client = _clients(recorder)
     with pytest.raises(TypeError):
-        await LeanAsyncCompletions(client).create(messages=MESSAGES)
+        await AsyncCompletions(client).create(**params)
+    with pytest.raises(TypeError):
+        await LeanAsyncCompletions(client).create(**params)
+    with pytest.raises(TypeError):
+        LeanCompletions(sync).create(**params)
+    assert recorder.requests == []
 
 
 def _endpoint_model(recorder: Recorder, **params: Any) -> Any:
@@ -251,7 +295,7 @@ def add(a: int, b: int) -> int:
 
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_a_built_model_sends_what_langchain_sends_through_the_sdk(
-    streamed: bool, monkeypatch: pytest.MonkeyPatch
+    streamed: bool, monkeypatch: pytest.MonkeyPatch, transforms: list[str]
 ) -> None:
     """End to end from LangChain: the package's model and the same model on the SDK's create
     send the same requests and read the same answers (plain, with tools, with stop words)."""
@@ -266,11 +310,14 @@ async def test_a_built_model_sends_what_langchain_sends_through_the_sdk(
         answers = []
         for model in (sdk, lean):
             bound = make(model)
+            transforms.clear()
             if streamed:
                 chunks = [c async for c in bound.astream(messages)]
                 answers.append("".join(str(c.content) for c in chunks))
             else:
                 answers.append((await bound.ainvoke(messages)).content)
+            # The SDK's create transformed LangChain's payload; the lean one did not need to.
+            assert transforms == ([] if model is lean else ["async"])
         assert answers[0] == answers[1] == "hi"
         assert _without_volatile(recorder.seen(-1)) == _without_volatile(recorder.seen(-2))
 
@@ -329,3 +376,16 @@ def test_chat_completion_parameters_have_nothing_for_the_transform_to_do() -> No
     assert [a for a in found if a.alias is not None or a.format is not None] == []
     found_any = _annotations_in(completion_create_params.CompletionCreateParamsStreaming, set())
     assert [a for a in found_any if a.alias is not None or a.format is not None] == []
+
+
+async def test_parameters_nested_past_the_walk_go_to_the_sdk(transforms: list[str]) -> None:
+    """A tool schema nested deeper than the plain-JSON walk can go is the SDK's to transform."""
+    recorder = Recorder()
+    _, client = _clients(recorder)
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(400):  # past the walk (about 320 levels), within the JSON encoder
+        schema = {"type": "object", "properties": {"x": schema}}
+    tools = [{"type": "function", "function": {"name": "deep", "parameters": schema}}]
+    await LeanAsyncCompletions(client).create(model="m", messages=MESSAGES, tools=tools)
+    assert transforms == ["async"]
+    assert json.loads(recorder.requests[-1].content)["tools"][0]["function"]["name"] == "deep"

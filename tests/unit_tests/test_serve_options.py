@@ -50,6 +50,7 @@ def test_serve_freezes_the_startup_heap_before_serving(monkeypatch, tmp_path, un
     _server.serve({"fake": config}, port=8123, history_path=tmp_path / "h.db", log=print)
     assert seen["frozen"] > 10_000  # the imports' objects: LangChain, LangGraph, pydantic...
     assert seen["options"]["port"] == 8123
+    assert gc.get_freeze_count() == 0  # serve() returned: nothing is left frozen
 
 
 def test_moa_gc_freeze_0_leaves_the_collector_alone(monkeypatch, unfrozen):

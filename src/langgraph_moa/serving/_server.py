@@ -91,7 +91,10 @@ def serve(
     # deadline and per-client connection limit (`_guard`), which keep slow clients out.
     options = {**server_options(), **uvicorn_options(security)}
     freeze_startup_heap()
-    uvicorn.run(logged, host=host, port=port, log_level="warning", **options)
+    try:
+        uvicorn.run(logged, host=host, port=port, log_level="warning", **options)
+    finally:  # serving is over: the startup's objects are the collector's again
+        gc.unfreeze()
 
 
 GC_FREEZE_ENV = "MOA_GC_FREEZE"

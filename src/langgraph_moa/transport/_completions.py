@@ -6,24 +6,27 @@ type-hint transform (``async_maybe_transform``): for each value it walks the
 format dates and files, dump pydantic models and turn iterables into lists. Chat-completion
 parameters have no aliased or formatted field, and LangChain's payload is plain JSON (dicts,
 lists, strings, numbers), so for it the transform only drops the omitted values. Yet it took
-0.33 of a bare call's 0.88 ms of client CPU (16 calls at a time, zero-latency server), and in
-the profile of `benchmarks/orchestration_overhead.py` (64 runs) the openai SDK and ``typing``
-went from 26% of the client's CPU time to 8.5% without it.
+0.30 of a bare call's 0.87 ms of client CPU (`benchmarks/call_stack_cpu.py`: 16 calls at a
+time, zero-latency server), and in the profile of `benchmarks/orchestration_overhead.py` (64
+runs) the openai SDK and ``typing`` went from 26% of the client's CPU time to 8.5% without it.
 
 `LeanAsyncCompletions` and `LeanCompletions` are the SDK's own resources with ``create``
 overridden: plain-JSON parameters are posted as they are, the omitted ones dropped, through the
 SDK's own ``_post`` with the request options ``create`` builds (so retries, headers, auth,
 streaming and the response types are the SDK's). Anything else (a pydantic model, a tuple,
-a date, a missing ``model``) goes to the SDK's ``create`` unchanged. A unit test holds the
-request these send to the SDK's, for payloads of every kind LangChain builds.
+a date, a missing ``model``, a key ``create`` does not take) goes to the SDK's ``create``
+unchanged. Unit tests hold the requests these send to the SDK's (the same JSON body, its keys
+in the caller's order), for payloads of every kind LangChain builds.
 
 `lean_completions` puts them on a langchain-openai model the package built (endpoints, local
-models, OpenAI, Together); a model the user built is never touched. ``MOA_SDK_TRANSFORM=1``
-keeps the SDK's ``create`` everywhere (a comparison, or an SDK whose ``create`` does more).
+models, and providers whose LangChain class builds on ``BaseChatOpenAI``: OpenAI, Azure OpenAI,
+Together); a model the user built is never touched. ``MOA_SDK_TRANSFORM=1`` keeps the SDK's
+``create`` everywhere (a comparison, or an SDK whose ``create`` does more).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -50,12 +53,26 @@ def _plain(value: Any) -> bool:
     return False
 
 
+_BODY_KEYS = frozenset(inspect.signature(AsyncCompletions.create).parameters) - {
+    "self",
+    *_REQUEST_OPTIONS,
+}
+"""The body parameters the SDK's ``create`` takes; it refuses any other with a TypeError."""
+
+
 def _plain_body(params: dict[str, Any]) -> dict[str, Any] | None:
-    """Return the request body the transform would produce, or None where it might differ."""
+    """Return the request body the transform would produce, or None where it might differ.
+
+    None also for a parameter that ``create`` does not take, or without ``model`` or
+    ``messages``: the SDK's ``create`` then raises its TypeError, as it would without this.
+    """
     body = {k: v for k, v in params.items() if not isinstance(v, (Omit, NotGiven))}
-    if "model" not in body or "messages" not in body or not _plain(body):
+    if not params.keys() <= _BODY_KEYS or "model" not in body or "messages" not in body:
         return None
-    return body
+    try:
+        return body if _plain(body) else None
+    except RecursionError:  # nested deeper than this walk goes: the SDK's transform decides
+        return None
 
 
 def _options(given: dict[str, Any]) -> Any:
