@@ -37,3 +37,15 @@ def test_aggregation_systems_are_the_local_moa_preset_but_for_when_aggregation_s
         for proposer in config["proposers"]:
             proposer.pop("logprobs")
     assert variant == preset
+
+
+def test_gsm8k_early_system_is_the_layered_moa_but_for_when_aggregation_starts():
+    early = MoAConfig.from_file(BENCHMARKS / "gsm8k_systems" / "moa-early.yaml").model_dump()
+    standard = MoAConfig.from_file(BENCHMARKS / "gsm8k_systems" / "moa.yaml").model_dump()
+    assert early["aggregation"]["start"] == "quorum"
+    assert early["aggregation"]["quorum"] == 2
+    assert standard["aggregation"]["start"] != "quorum"
+    for config in (early, standard):
+        config.pop("name")
+        config.pop("aggregation")
+    assert early == standard
