@@ -66,22 +66,30 @@ def system_spec(name: str) -> str:
 
 
 def evaluate(
-    name: str, items: list[EvalItem], out: Path, concurrency: int, seed: Path | None = None
+    name: str,
+    items: list[EvalItem],
+    out: Path,
+    concurrency: int,
+    seed: Path | None = None,
+    run: bool = True,
 ) -> list[dict[str, Any]]:
     """Answer `items` with one system in its own folder; return its results rows.
 
     `seed`: a call cache copied in before the first run, so calls this system shares with
     another (the same model, settings, prompt and sample index) are not generated twice.
-    Their items then have no answer time of their own (a replay takes none).
+    Their items then have no answer time of their own (a replay takes none). `run` False reads
+    the results of the last run instead: a system with early aggregation would race again on
+    a replay (its cancelled calls were never cached), so its results are read, not remade.
     """
     folder = out / slug(name)
     if seed is not None and seed.is_file() and not (folder / "calls.db").exists():
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(seed, folder / "calls.db")
-    evaluation = Evaluation(
-        [system_spec(name)], items, folder, concurrency=concurrency, plots=False, exports=False
-    )
-    asyncio.run(evaluation.run(progress=True))
+    if run:
+        evaluation = Evaluation(
+            [system_spec(name)], items, folder, concurrency=concurrency, plots=False, exports=False
+        )
+        asyncio.run(evaluation.run(progress=True))
     rows = [
         json.loads(line)
         for line in (folder / "results" / f"{slug(system_spec(name))}.jsonl")
@@ -169,7 +177,14 @@ def systems(args: argparse.Namespace) -> None:
     names = [BASELINE, *(n for n in args.systems.split(",") if n != BASELINE)]
     seed = args.out / slug(BASELINE) / "calls.db" if args.share_calls else None
     results = {
-        name: evaluate(name, items, args.out, args.concurrency, None if name == BASELINE else seed)
+        name: evaluate(
+            name,
+            items,
+            args.out,
+            args.concurrency,
+            None if name == BASELINE else seed,
+            run=not args.report_only,
+        )
         for name in names
     }
     base = correct(results[BASELINE])
@@ -190,6 +205,12 @@ def systems(args: argparse.Namespace) -> None:
             f"(of {len(fresh)}) | {sum(r['calls'] for r in rows) / len(rows):.1f} | "
             f"{sum(r['completion_tokens'] for r in rows) / len(rows):.0f} | {some}"
         )
+    if args.versus in results:
+        against = correct(results[args.versus])
+        print(f"\nagainst {args.versus} (paired, the items both answered)")
+        for name, rows in results.items():
+            if name not in (args.versus, BASELINE):
+                print(f"{name} | {interval(correct(rows), against)}")
     if "vote16" in results:
         curve(items, results["vote16"], base)
 
@@ -262,6 +283,16 @@ def main() -> None:
     s.add_argument("--systems", default=",".join(SYSTEMS))
     s.add_argument("--out", type=Path, default=Path("moa-eval-gsm8k"))
     s.add_argument("--concurrency", type=int, default=1)
+    s.add_argument(
+        "--report-only",
+        action="store_true",
+        help="read each system's last results instead of running it (the same --items)",
+    )
+    s.add_argument(
+        "--versus",
+        default="",
+        help="also compare every system with this one (say moa, for moa-early), paired",
+    )
     s.add_argument(
         "--share-calls",
         action="store_true",
