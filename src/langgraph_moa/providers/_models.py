@@ -320,15 +320,12 @@ def build_model(
     if isinstance(spec, BaseChatModel):
         return _with_limits(spec, params)  # the user's model: its clients are left as they are
     if isinstance(spec, OpenAIEndpoint):
-        return lean_completions(
-            _chat_openai_compatible(spec, params, http_async_client, http_client)
-        )
-    endpoint = parse_endpoint_string(spec)
-    if endpoint is not None:
-        return lean_completions(
-            _chat_openai_compatible(endpoint, params, http_async_client, http_client)
-        )
-    return lean_completions(_from_provider_string(spec, params, http_async_client, http_client))
+        model = _chat_openai_compatible(spec, params, http_async_client, http_client)
+    elif (endpoint := parse_endpoint_string(spec)) is not None:
+        model = _chat_openai_compatible(endpoint, params, http_async_client, http_client)
+    else:
+        model = _from_provider_string(spec, params, http_async_client, http_client)
+    return lean_completions(model)
 
 
 _LIVE_CACHES: weakref.WeakSet[ModelCache] = weakref.WeakSet()
