@@ -32,10 +32,9 @@ import openai.resources.chat.completions.completions as sdk_completions
 from _served import load_average
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai.chat_models.base import BaseChatOpenAI
-from openai._types import NotGiven, Omit
 from orchestration_overhead import start_server, stop
 
-from langgraph_moa.transport._completions import LeanAsyncCompletions
+from langgraph_moa.transport._completions import LeanAsyncCompletions, without_omitted
 
 REFERENCES = "\n".join(f"{k + 1}. " + "word " * 80 for k in range(6))
 SYSTEM = f"Synthesize these responses.\n{REFERENCES}"
@@ -98,7 +97,7 @@ async def main(url: str, calls: int, concurrency: int) -> None:
     transform = sdk_completions.async_maybe_transform
 
     async def drop_omitted(data: Any, expected_type: Any) -> Any:
-        return {k: v for k, v in data.items() if not isinstance(v, (Omit, NotGiven))}
+        return without_omitted(data)
 
     sdk_completions.async_maybe_transform = drop_omitted  # type: ignore[assignment]
     try:

@@ -53,6 +53,11 @@ def _plain(value: Any) -> bool:
     return False
 
 
+def without_omitted(params: dict[str, Any]) -> dict[str, Any]:
+    """Drop the SDK's omitted values: all that its transform does to plain-JSON parameters."""
+    return {k: v for k, v in params.items() if not isinstance(v, (Omit, NotGiven))}
+
+
 _BODY_KEYS = frozenset(inspect.signature(AsyncCompletions.create).parameters) - {
     "self",
     *_REQUEST_OPTIONS,
@@ -66,7 +71,7 @@ def _plain_body(params: dict[str, Any]) -> dict[str, Any] | None:
     None also for a parameter that ``create`` does not take, or without ``model`` or
     ``messages``: the SDK's ``create`` then raises its TypeError, as it would without this.
     """
-    body = {k: v for k, v in params.items() if not isinstance(v, (Omit, NotGiven))}
+    body = without_omitted(params)
     if not params.keys() <= _BODY_KEYS or "model" not in body or "messages" not in body:
         return None
     try:
