@@ -36,27 +36,19 @@ from _served import load_average, spawn, stop
 
 from langgraph_moa.transport._net import free_port
 
+# What `moa serve` runs, but for the startup heap: the guard's head deadline and connection
+# limit on httptools, the package's chat-completions create without the SDK's parameter
+# transform (`transport._completions`).
+LEAN = {"transport": "aiohttp", "loop": "uvloop", "http": "guarded-httptools"}
 SETUPS = {
     "before": {"transport": "httpx", "loop": "asyncio", "http": "h11"},
     "after": {"transport": "aiohttp", "loop": "uvloop", "http": "httptools"},
-    # What `moa serve` runs: the guard's head deadline and connection limit on a parser.
     "guarded-h11": {"transport": "aiohttp", "loop": "uvloop", "http": "guarded-h11"},
-    # The models' calls through the openai SDK's own create, with its parameter transform.
-    "served": {
-        "transport": "aiohttp",
-        "loop": "uvloop",
-        "http": "guarded-httptools",
-        "sdk_transform": "1",
-    },
-    # As served, without the SDK's transform (`transport._completions`).
-    "lean": {"transport": "aiohttp", "loop": "uvloop", "http": "guarded-httptools"},
+    # As lean, the models' calls through the openai SDK's own create, with its transform.
+    "served": {**LEAN, "sdk_transform": "1"},
+    "lean": LEAN,
     # As lean, with the startup heap frozen: what `moa serve` runs now.
-    "frozen": {
-        "transport": "aiohttp",
-        "loop": "uvloop",
-        "http": "guarded-httptools",
-        "freeze": "1",
-    },
+    "frozen": {**LEAN, "freeze": "1"},
 }
 REPLY_WORDS = 40
 
