@@ -1,6 +1,7 @@
 """Chunk-wise aggregation over real HTTP: proposers stream, the answer is written in parts."""
 
 import asyncio
+from typing import Any
 
 from langgraph_moa import MoAConfig, create_moa_graph, final_answer_only
 from langgraph_moa.testing import FaultProfile, FaultServer
@@ -111,3 +112,59 @@ async def test_a_proposer_silent_past_first_chunk_s_is_hung_up_on():
         result = await asyncio.wait_for(create_moa_graph(config).ainvoke(QUESTION), 30)
     status = [(c["configured_model"].split("@")[0], c["status"]) for c in result["calls"]]
     assert status == [("a", "ok"), ("hung", "cancelled"), ("agg", "ok")]
+
+
+async def _last_part(continuation: str) -> tuple[Any, dict[str, Any]]:
+    """Run a chunk-wise MoA; return its answer and the body of the aggregator's last request."""
+    with _server() as server:
+        config = MoAConfig(
+            proposers=[f"a@{server.url}", f"b@{server.url}"],
+            aggregator=f"agg@{server.url}",
+            layers=2,
+            aggregation={"start": "chunks", "chunk_tokens": 4, "continuation": continuation},
+        )
+        result = await create_moa_graph(config).ainvoke(QUESTION)
+        body = server.last_body["agg"]
+    answer = result["messages"][-1]
+    assert answer.response_metadata["moa"]["chunkwise"]["continuation"] == continuation
+    return answer, body
+
+
+async def test_a_prefilled_part_continues_the_answer_as_the_aggregators_own_message():
+    answer, body = await _last_part("prefill")
+    # The last part's request ends with the answer so far as an assistant message, whose
+    # continuation it streams (llama.cpp returns the prefill too with a whole answer).
+    last = body["messages"][-1]
+    assert last["role"] == "assistant" and last["content"]
+    assert answer.content.startswith(last["content"]) and answer.content != last["content"]
+    assert body["stream"] is True
+    assert not any("answer_so_far" in str(m["content"]) for m in body["messages"])
+
+
+async def test_an_instructed_part_is_shown_the_answer_so_far_between_markers():
+    _, body = await _last_part("instruction")
+    last = body["messages"][-1]
+    assert last["role"] == "system" and "<answer_so_far>" in last["content"]
+    assert all(m["role"] != "assistant" for m in body["messages"])
+
+
+async def test_the_aggregators_max_tokens_bounds_the_whole_answer():
+    quick = FaultProfile(reply_words=12, token_s=0.01, honor_max_tokens=True)
+    slow = FaultProfile(reply_words=400, token_s=0.02, honor_max_tokens=True)
+    with FaultServer({"slow": slow}, default=quick) as server:
+        config = MoAConfig(
+            proposers=[f"a@{server.url}", f"slow@{server.url}"],
+            aggregator={"model": f"agg@{server.url}", "max_tokens": 6},
+            layers=2,
+            aggregation={"start": "chunks", "chunk_tokens": 4},
+        )
+        result = await create_moa_graph(config).ainvoke(QUESTION)
+        caps = list(server.max_tokens_seen["agg"])
+    # Parts of 4 and then the 2 tokens left; no third part, and no wait for the slow
+    # proposal's 400 words (8 s): it is cancelled and recorded as such.
+    assert caps == [4, 2]
+    calls = {c["configured_model"].split("@")[0]: c for c in result["calls"]}
+    assert calls["agg"]["completion_tokens"] == 6
+    assert calls["slow"]["status"] == "cancelled"
+    assert "reached the aggregator's max_tokens (6)" in calls["slow"]["error"]
+    assert calls["a"]["status"] == "ok"

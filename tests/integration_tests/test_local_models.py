@@ -354,3 +354,30 @@ def test_moa_serve_process_streams_a_local_answer_and_leaves_nothing_behind(no_n
     deadline = time.monotonic() + 10
     while serve_pids() and time.monotonic() < deadline:
         time.sleep(0.2)
+
+
+def test_chunk_wise_parts_continue_the_local_aggregators_own_message(runtime):
+    from langgraph_moa import final_answer_only
+
+    explain = {"messages": [("user", "Explain in three sentences why the sky is blue.")]}
+    config = MoAConfig(
+        proposers=[{"model": "local:qwen2.5-coder-0.5b", "max_tokens": 64}] * 2,
+        aggregator={"model": "local:qwen2.5-coder-0.5b", "max_tokens": 40},
+        layers=2,
+        aggregation={"start": "chunks", "chunk_tokens": 8},
+    )
+    tokens, final = [], {}
+    for mode, chunk in create_moa_graph(config).stream(explain, stream_mode=["messages", "values"]):
+        if mode == "messages" and final_answer_only(chunk[1]):
+            tokens.append(chunk[0].text)
+        elif mode == "values":
+            final = chunk
+    answer = final["messages"][-1]
+    chunkwise = answer.response_metadata["moa"]["chunkwise"]
+    assert chunkwise["continuation"] == "prefill" and len(chunkwise["parts"]) >= 2
+    # The parts join into the answer streamed: llama.cpp continued each prefilled message
+    # (streaming only the continuation) and no marker of the instruction mode leaked in.
+    assert "".join(tokens) == answer.text and answer.text.strip()
+    assert "answer_so_far" not in answer.text
+    aggregator = final["calls"][-1]
+    assert aggregator["role"] == "aggregator" and 0 < aggregator["completion_tokens"] <= 40

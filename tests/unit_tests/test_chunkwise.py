@@ -5,6 +5,7 @@ from pydantic import BaseModel
 
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.errors import AllProposersFailedError, MoAConfigError
+from langgraph_moa.graph._chunkwise import prefills
 
 QUESTION = {"messages": [("user", "q")]}
 CHUNKS = {"start": "chunks", "chunk_tokens": 2}
@@ -102,6 +103,10 @@ def test_self_moa_writes_chunk_wise_too(fake):
         ({"variant": "ranker"}, "variant 'ranker' has none"),
         ({"aggregator_fallbacks": ["m@http://127.0.0.1:9/v1"]}, "remove aggregator_fallbacks"),
         ({"aggregation": {**CHUNKS, "every_layer": True}}, "remove every_layer"),
+        (
+            {"aggregation": {"start": "quorum", "quorum": 1, "continuation": "prefill"}},
+            "continuation applies with start 'chunks' only",
+        ),
     ],
 )
 def test_chunk_wise_configs_that_cannot_work_are_refused_with_the_fix(fake, extra, message):
@@ -138,3 +143,23 @@ async def test_a_proposal_with_no_first_chunk_by_the_deadline_is_dropped_and_rec
     parts = out["messages"][-1].response_metadata["moa"]["chunkwise"]["parts"]
     assert [s["proposer"] for s in parts[0]["saw"]] == [0, 1]
     assert out["messages"][-1].content.startswith("AGG")
+
+
+@pytest.mark.parametrize(
+    ("aggregator", "continuation", "prefilled"),
+    [
+        ("local:qwen2.5-coder-1.5b", "auto", True),
+        ("agg@http://127.0.0.1:9/v1", "auto", False),
+        ("agg@http://127.0.0.1:9/v1", "prefill", True),
+        ("local:qwen2.5-coder-1.5b", "instruction", False),
+    ],
+)
+def test_auto_continuation_prefills_for_a_local_aggregator_only(
+    aggregator, continuation, prefilled
+):
+    config = MoAConfig(
+        proposers=["a@http://127.0.0.1:9/v1", "b@http://127.0.0.1:9/v1"],
+        aggregator=aggregator,
+        aggregation={**CHUNKS, "continuation": continuation},
+    )
+    assert prefills(config) is prefilled

@@ -12,7 +12,12 @@ aggregator starts writing once every live proposer has written its first `chunk_
 (or `first_chunk_s` passed), reading the proposals as far as they are written, and writes the
 answer in parts, one per further chunk of the proposals, the last part once every proposal is
 complete; the answer streams from its first part. `quorum`, if given, applies to the layers
-before the last.
+before the last. Each part after the first continues the answer so far (`continuation`): as
+the start of the aggregator's own message, which the model continues token by token
+(``prefill``: llama.cpp's server does this for a trailing assistant message), or shown in the
+prompt with an instruction to continue it (``instruction``: any chat model, but a small model
+drops or repeats words at the seams and may echo the markers); ``auto`` takes prefill for a
+local aggregator and the instruction for any other.
 """
 
 from __future__ import annotations
@@ -49,6 +54,15 @@ class AggregationConfig(BaseModel):
         "chunk after this many seconds.",
     )
 
+    continuation: Literal["auto", "prefill", "instruction"] = Field(
+        default="auto",
+        description="chunks: how a part continues the answer so far. prefill: as the start "
+        "of the aggregator's own message (llama.cpp's server continues a trailing assistant "
+        "message; so do Anthropic's API and vLLM's with continue_final_message); instruction: "
+        "shown in the prompt with an instruction to continue it (any chat model); auto: "
+        "prefill for a local aggregator, instruction otherwise.",
+    )
+
     @model_validator(mode="after")
     def _quorum_with_start(self) -> Self:
         if self.start == "quorum" and self.quorum is None:
@@ -57,6 +71,11 @@ class AggregationConfig(BaseModel):
             raise ValueError(
                 "aggregation.quorum and every_layer apply with start 'quorum' only: "
                 "set aggregation.start to 'quorum' or remove them"
+            )
+        if self.start != "chunks" and self.continuation != "auto":
+            raise ValueError(
+                "aggregation.continuation applies with start 'chunks' only: set "
+                "aggregation.start to 'chunks' or remove continuation"
             )
         if self.start == "chunks" and self.every_layer:
             raise ValueError(

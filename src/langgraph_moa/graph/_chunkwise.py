@@ -11,6 +11,16 @@ aggregate node runs the last one itself (`Plan.proposer_node_layers`):
 3. each further chunk of the proposals gives one further part, the aggregator continuing its
    answer so far; once every proposal is complete, the last part finishes the answer.
 
+A part continues the answer so far in one of two ways (``aggregation.continuation``). With
+``prefill`` the answer so far is the start of the aggregator's own message (a trailing
+assistant message, which llama.cpp's server continues token by token): the seams are the
+model's own token boundaries. With ``instruction`` it is shown in the prompt between markers
+with an instruction to continue it, which any chat model takes; on long answers a small model
+then drops spaces, repeats or skips words at the seams and may echo the closing marker (seen
+with the 1.5B on GSM8K worked solutions), hence prefill for local aggregators by default. A
+prefilled part is always streamed: llama.cpp returns the prefill with a whole answer but
+streams only the continuation.
+
 Every proposal gets its call record as usual; the aggregator's parts make one record (tokens
 and latency summed), and the answer's provenance (``response_metadata["moa"]["chunkwise"]``)
 says what each part saw: how many words of which proposal, and whether it was complete.
@@ -50,9 +60,11 @@ from langgraph_moa.run._calls import CallId, acall_model, emit
 from langgraph_moa.run._early import early_start_provenance
 from langgraph_moa.run._references import with_references
 from langgraph_moa.run.state import CallRecord, MoAState
+from langgraph_moa.text._prompts import estimate_tokens
 from langgraph_moa.transport._call_loop import call_loop
 
 if TYPE_CHECKING:
+    from langgraph_moa.config import MoAConfig
     from langgraph_moa.graph._nodes import MoANodes
     from langgraph_moa.variants import Plan
 
@@ -84,6 +96,15 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+def prefills(cfg: MoAConfig) -> bool:
+    """Tell whether parts continue the answer as a prefilled assistant message (see above)."""
+    mode = cfg.aggregation.continuation
+    if mode == "auto":
+        model = cfg.final.model
+        return isinstance(model, str) and model.startswith("local:")
+    return mode == "prefill"
+
+
 class _Chunkwise:
     def __init__(self, nodes: MoANodes, plan: Plan, state: MoAState) -> None:
         if nodes.response_format is not None:
@@ -92,6 +113,7 @@ class _Chunkwise:
                 "(response_format) needs aggregation.start 'all' or 'quorum'"
             )
         self.nodes, self.cfg, self.state = nodes, plan.cfg, state
+        self.prefill = prefills(self.cfg)
         self.layer = self.cfg.proposer_layers
         self.slots = [(i, s) for i, p in enumerate(self.cfg.proposers) for s in range(p.samples)]
         n = len(self.slots)
@@ -175,18 +197,44 @@ class _Chunkwise:
             except TimeoutError:
                 return
 
+    def _drop(self, k: int, why: str, latency_s: float) -> None:
+        """Stop waiting for proposal `k` and record it as cancelled, saying `why`."""
+        self.live[k] = False
+        i, s = self.slots[k]
+        call = CallId("proposer", self.layer, i, s, self.cfg.proposers[i].label)
+        error = StragglerCancelledError(f"{call.configured_model} {why}")
+        self.records[k] = failed_record(error=error, latency_s=latency_s, **call.fields())
+
     def _drop_silent(self, limit_s: float) -> None:
         """After `first_chunk_s`, stop waiting for the proposals that wrote nothing yet."""
         for k, text in enumerate(self.texts):
             if not self.done[k] and not text.strip():
-                self.live[k] = False
-                i, s = self.slots[k]
-                call = CallId("proposer", self.layer, i, s, self.cfg.proposers[i].label)
-                error = StragglerCancelledError(
-                    f"{call.configured_model} wrote no first chunk within {limit_s:g}s "
-                    "(aggregation.first_chunk_s): the answer went on without it"
+                why = (
+                    f"wrote no first chunk within {limit_s:g}s (aggregation.first_chunk_s): "
+                    "the answer went on without it"
                 )
-                self.records[k] = failed_record(error=error, latency_s=limit_s, **call.fields())
+                self._drop(k, why, limit_s)
+
+    def _drop_unfinished(self, latency_s: float) -> None:
+        """Stop waiting for the proposals still being written: the answer is at its cap."""
+        for k, done in enumerate(self.done):
+            if self.live[k] and not done:
+                why = (
+                    "was still writing when the answer reached the aggregator's max_tokens "
+                    f"({self.cfg.final.max_tokens}): the answer ended without the rest of it"
+                )
+                self._drop(k, why, latency_s)
+
+    def _room(self, responses: list[AIMessage]) -> int | None:
+        """Return the tokens the answer may still take (None: the aggregator has no cap).
+
+        The aggregator's `max_tokens` bounds the whole answer, all parts together, as it
+        bounds one call in standard MoA.
+        """
+        cap = self.cfg.final.max_tokens
+        if cap is None:
+            return None
+        return cap - sum(_output_tokens(r) for r in responses)
 
     def _cancel_dropped(self, tasks: Sequence[asyncio.Future[None]]) -> None:
         for k, task in enumerate(tasks):
@@ -211,23 +259,27 @@ class _Chunkwise:
         messages, _ = with_references(
             self.cfg, list(self.state["messages"]), view, [self.cfg.final]
         )
-        if answer:
+        if answer and self.prefill:
+            messages = [*messages, AIMessage(answer)]
+        elif answer:
             messages = [*messages, SystemMessage(CONTINUE.format(answer=answer))]
         return messages, saw
 
     async def _part(
-        self, call: CallId, messages: list[BaseMessage], last: bool, index: int
+        self, call: CallId, messages: list[BaseMessage], cap: int | None, index: int
     ) -> AIMessage:
         role = self.cfg.final
         params = role.call_params()
-        if not last:
-            params = {**params, "max_tokens": self.cfg.aggregation.chunk_tokens}
+        if cap is not None:
+            params = {**params, "max_tokens": cap}
         base = self.nodes.models.get(role.model, self._with_timeout(role.model, params))
         model = base.with_config(
             run_name=f"layer {call.layer} / aggregator / {call.configured_model}",
             tags=[TAG_FINAL, f"{TAG_PART}{index}"],  # parts join in a stream; retries do not
             metadata=call.trace_metadata(self.cfg),
         )
+        if self.prefill and index > 1:
+            model = model.bind(stream=True)  # the continuation alone, never the prefill again
         attempt = 0
         while True:
             attempt += 1
@@ -265,9 +317,14 @@ class _Chunkwise:
                     continue
                 if last and not any(r and r["status"] == "ok" for r in self.records):
                     break  # every proposal failed: handled below
+                room = self._room(responses)
+                if room is not None and room <= 0:  # the answer is as long as it may be
+                    self._drop_unfinished(time.perf_counter() - started)
+                    break
+                cap = _part_cap(cfg.aggregation.chunk_tokens, room, last)
                 part_input, saw = self._part_input(answer)
                 at = clock.now()
-                response = await self._part(call, part_input, last, len(parts) + 1)
+                response = await self._part(call, part_input, cap, len(parts) + 1)
                 responses.append(response)
                 answer += response.text
                 parts.append({"part": len(parts) + 1, "started_at": at, "saw": saw})
@@ -291,7 +348,11 @@ class _Chunkwise:
         )
         emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
         calls = [*self.state.get("calls", []), *proposals, record]
-        extra = {"chunkwise": {"parts": parts}, **early_start_provenance(cfg, calls)}
+        continuation = "prefill" if self.prefill else "instruction"
+        extra = {
+            "chunkwise": {"parts": parts, "continuation": continuation},
+            **early_start_provenance(cfg, calls),
+        }
         message = final_message(cfg, responses[-1], answer, calls, record, extra)
         return {"calls": [*proposals, record], "messages": [message], "usage": summarize(calls)}
 
@@ -308,6 +369,19 @@ class _Chunkwise:
         reason = f"the chunk-wise aggregator failed after {len(parts)} parts: {record['error']}"
         update = labelled_fallback(self.cfg, calls, best, "best_proposal", reason)
         return {"calls": [*proposals, record], **update}
+
+
+def _part_cap(chunk_tokens: int, room: int | None, last: bool) -> int | None:
+    """Return a part's max_tokens: a chunk (the last part: the rest), within the room left."""
+    if last:
+        return room  # None: the aggregator's own max_tokens, which is then None too
+    return chunk_tokens if room is None else min(chunk_tokens, room)
+
+
+def _output_tokens(response: AIMessage) -> int:
+    """Return the tokens a part wrote: as its usage says, else estimated from its text."""
+    usage = response.usage_metadata
+    return int(usage["output_tokens"]) if usage else estimate_tokens(response.text)
 
 
 def _summed(answer: str, responses: list[AIMessage]) -> AIMessage:

@@ -74,6 +74,8 @@ class FaultServer:
         """The headers of the last request for each model (what the client sent)."""
         self.max_tokens_seen: dict[str, list[Any]] = defaultdict(list)
         """Every ``max_tokens`` / ``max_completion_tokens`` asked of each model."""
+        self.last_body: dict[str, dict[str, Any]] = {}
+        """The JSON body of the last request for each model (messages, parameters)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._background: BackgroundServer | None = None
@@ -122,6 +124,7 @@ class FaultServer:
             model = body.get("model", "default")
             with self._lock:
                 self.last_headers[model] = dict(request.headers)
+                self.last_body[model] = body
                 cap = body.get("max_tokens", body.get("max_completion_tokens"))
                 self.max_tokens_seen[model].append(cap)
             profile, fault, delay, n = self._draw(model)
