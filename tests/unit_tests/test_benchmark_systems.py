@@ -51,11 +51,18 @@ def test_gsm8k_early_system_is_the_layered_moa_but_for_when_aggregation_starts()
     assert early == standard
 
 
-def test_gsm8k_chunkwise_system_is_the_layered_moa_but_for_chunkwise_aggregation():
-    chunks = MoAConfig.from_file(BENCHMARKS / "gsm8k_systems" / "moa-chunks.yaml").model_dump()
+@pytest.mark.parametrize(
+    ("name", "continuation"),
+    [("moa-chunks", "auto"), ("moa-chunks-instruction", "instruction")],
+)
+def test_gsm8k_chunkwise_systems_are_the_layered_moa_but_for_chunkwise_aggregation(
+    name, continuation
+):
+    chunks = MoAConfig.from_file(BENCHMARKS / "gsm8k_systems" / f"{name}.yaml").model_dump()
     standard = MoAConfig.from_file(BENCHMARKS / "gsm8k_systems" / "moa.yaml").model_dump()
     assert chunks["aggregation"]["start"] == "chunks"
     assert chunks["aggregation"]["chunk_tokens"] == 64
+    assert chunks["aggregation"]["continuation"] == continuation
     assert standard["aggregation"]["start"] == "all"
     for config in (chunks, standard):
         config.pop("name")
