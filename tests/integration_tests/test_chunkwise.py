@@ -148,23 +148,44 @@ async def test_an_instructed_part_is_shown_the_answer_so_far_between_markers():
     assert all(m["role"] != "assistant" for m in body["messages"])
 
 
-async def test_the_aggregators_max_tokens_bounds_the_whole_answer():
+async def _capped(slow: FaultProfile, max_tokens: int, chunk_tokens: int) -> tuple[Any, ...]:
+    """Run a chunk-wise MoA of a quick and a `slow` proposer under an aggregator cap.
+
+    Returns the final answer, each model's call record and the caps the aggregator was sent.
+    """
     quick = FaultProfile(reply_words=12, token_s=0.01, honor_max_tokens=True)
-    slow = FaultProfile(reply_words=400, token_s=0.02, honor_max_tokens=True)
     with FaultServer({"slow": slow}, default=quick) as server:
         config = MoAConfig(
             proposers=[f"a@{server.url}", f"slow@{server.url}"],
-            aggregator={"model": f"agg@{server.url}", "max_tokens": 6},
+            aggregator={"model": f"agg@{server.url}", "max_tokens": max_tokens},
             layers=2,
-            aggregation={"start": "chunks", "chunk_tokens": 4},
+            aggregation={"start": "chunks", "chunk_tokens": chunk_tokens},
         )
         result = await create_moa_graph(config).ainvoke(QUESTION)
         caps = list(server.max_tokens_seen["agg"])
+    calls = {c["configured_model"].split("@")[0]: c for c in result["calls"]}
+    return result["messages"][-1], calls, caps
+
+
+async def test_the_aggregators_max_tokens_bounds_the_whole_answer():
+    slow = FaultProfile(reply_words=400, token_s=0.02, honor_max_tokens=True)
+    _, calls, caps = await _capped(slow, max_tokens=6, chunk_tokens=4)
     # Parts of 4 and then the 2 tokens left; no third part, and no wait for the slow
     # proposal's 400 words (8 s): it is cancelled and recorded as such.
     assert caps == [4, 2]
-    calls = {c["configured_model"].split("@")[0]: c for c in result["calls"]}
     assert calls["agg"]["completion_tokens"] == 6
     assert calls["slow"]["status"] == "cancelled"
     assert "reached the aggregator's max_tokens (6)" in calls["slow"]["error"]
     assert calls["a"]["status"] == "ok"
+
+
+async def test_an_answer_at_its_cap_ends_without_waiting_for_the_next_chunk():
+    # The slow proposal writes a word a second, 3 in all: the only part starts at its 2nd
+    # word and uses up max_tokens, so the answer ends there and the proposal is cancelled,
+    # not awaited until its 3rd word completes it.
+    answer, calls, caps = await _capped(
+        FaultProfile(reply_words=3, token_s=1.0), max_tokens=2, chunk_tokens=2
+    )
+    assert caps == [2] and len(answer.response_metadata["moa"]["chunkwise"]["parts"]) == 1
+    assert calls["slow"]["status"] == "cancelled"
+    assert calls["agg"]["completion_tokens"] == 2

@@ -58,9 +58,9 @@ class AggregationConfig(BaseModel):
         default="auto",
         description="chunks: how a part continues the answer so far. prefill: as the start "
         "of the aggregator's own message (llama.cpp's server continues a trailing assistant "
-        "message; so do Anthropic's API and vLLM's with continue_final_message); instruction: "
-        "shown in the prompt with an instruction to continue it (any chat model); auto: "
-        "prefill for a local aggregator, instruction otherwise.",
+        "message; an API that starts a new turn instead repeats text at the seams); "
+        "instruction: shown in the prompt with an instruction to continue it (any chat "
+        "model); auto: prefill for a local aggregator, instruction otherwise.",
     )
 
     @model_validator(mode="after")

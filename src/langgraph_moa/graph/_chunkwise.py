@@ -317,11 +317,7 @@ class _Chunkwise:
                     continue
                 if last and not any(r and r["status"] == "ok" for r in self.records):
                     break  # every proposal failed: handled below
-                room = self._room(responses)
-                if room is not None and room <= 0:  # the answer is as long as it may be
-                    self._drop_unfinished(time.perf_counter() - started)
-                    break
-                cap = _part_cap(cfg.aggregation.chunk_tokens, room, last)
+                cap = _part_cap(cfg.aggregation.chunk_tokens, self._room(responses), last)
                 part_input, saw = self._part_input(answer)
                 at = clock.now()
                 response = await self._part(call, part_input, cap, len(parts) + 1)
@@ -329,6 +325,10 @@ class _Chunkwise:
                 answer += response.text
                 parts.append({"part": len(parts) + 1, "started_at": at, "saw": saw})
                 if last:
+                    break
+                room = self._room(responses)
+                if room is not None and room <= 0:  # as long as it may be: no further chunk
+                    self._drop_unfinished(time.perf_counter() - started)
                     break
                 words += cfg.aggregation.chunk_tokens
         except Exception as exc:
