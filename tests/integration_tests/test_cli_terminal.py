@@ -76,12 +76,14 @@ def test_chat_on_a_terminal_shows_tokens_per_call_and_recalls_history(backend):
     try:
         screen.wait_for("you>")
         screen.keys("what is two plus two", "Enter")
-        shown = screen.wait_for("agg answer 1 w0")
-        # The final frame of the live view: each call with its tokens and rate.
+        screen.wait_for("agg answer 1 w0")
+        # The final frame of the live view, left above the next prompt once the turn ends
+        # (the answer's text shows a frame or two before the aggregator's row is done):
+        # each call with its tokens and rate.
+        shown = screen.wait_for("you>", count=2)
         calls = [line for line in shown.splitlines() if " · a@" in line or " · agg@" in line]
         assert len(calls) == 2 and all(" tok/s" in line for line in calls), shown
         assert "12 tok" in calls[0]
-        screen.wait_for("you>", count=2)
         screen.keys("Up")  # readline: the previous message comes back, editable
         screen.wait_for("you> what is two plus two")
         screen.keys("BSpace", "BSpace", "BSpace", "three", "Enter")
