@@ -114,14 +114,19 @@ class RoleConfig(BaseModel):
         """Parameters passed when the chat model is built for this role."""
         return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
+    @property
+    def is_local(self) -> bool:
+        """Tell whether the model is an embedded local one (``local:<name>``, llama.cpp)."""
+        return isinstance(self.model, str) and self.model.startswith("local:")
+
     def known_context_window(self) -> int | None:
         """Return the context window: as configured, else the catalog's for a local model."""
         if self.context_window is not None:
             return self.context_window
-        if isinstance(self.model, str) and self.model.startswith("local:"):
+        if self.is_local:
             from langgraph_moa.local.catalog import CATALOG, context_size
 
-            info = CATALOG.get(self.model.removeprefix("local:"))
+            info = CATALOG.get(str(self.model).removeprefix("local:"))
             return context_size(info) if info else None
         return None
 

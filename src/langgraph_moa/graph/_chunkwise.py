@@ -99,10 +99,7 @@ def _words(text: str) -> int:
 def prefills(cfg: MoAConfig) -> bool:
     """Tell whether parts continue the answer as a prefilled assistant message (see above)."""
     mode = cfg.aggregation.continuation
-    if mode == "auto":
-        model = cfg.final.model
-        return isinstance(model, str) and model.startswith("local:")
-    return mode == "prefill"
+    return cfg.final.is_local if mode == "auto" else mode == "prefill"
 
 
 class _Chunkwise:
@@ -306,6 +303,7 @@ class _Chunkwise:
             emit("started", **call.fields())
             words = cfg.aggregation.chunk_tokens
             first_limit = cfg.aggregation.first_chunk_s
+            room = self._room(responses)
             while True:
                 await self._wait(words, first_limit if not parts else None)
                 if not parts and first_limit is not None:
@@ -317,16 +315,16 @@ class _Chunkwise:
                     continue
                 if last and not any(r and r["status"] == "ok" for r in self.records):
                     break  # every proposal failed: handled below
-                cap = _part_cap(cfg.aggregation.chunk_tokens, self._room(responses), last)
+                cap = _part_cap(cfg.aggregation.chunk_tokens, room, last)
                 part_input, saw = self._part_input(answer)
                 at = clock.now()
                 response = await self._part(call, part_input, cap, len(parts) + 1)
                 responses.append(response)
                 answer += response.text
                 parts.append({"part": len(parts) + 1, "started_at": at, "saw": saw})
+                room = self._room(responses)
                 if last:
                     break
-                room = self._room(responses)
                 if room is not None and room <= 0:  # as long as it may be: no further chunk
                     self._drop_unfinished(time.perf_counter() - started)
                     break
