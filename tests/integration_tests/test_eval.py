@@ -3,8 +3,10 @@
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -328,3 +330,46 @@ def test_moa_eval_reads_the_packaged_gsm8k_sample_by_name(backend, tmp_path):
     assert missing.returncode != 0
     assert "packaged dataset by name (verifiable, gsm8k)" in missing.stderr + missing.stdout
     assert "Traceback" not in missing.stderr
+
+
+def test_an_interrupted_chunk_wise_eval_resumes_with_the_items_it_finished(tmp_path):
+    """Ctrl-C in `moa eval` of a system no cache can replay: the rerun answers only the rest.
+
+    Chunk-wise aggregation races its streamed proposals, so its calls are never replayed
+    from the call cache; the rows written as each item finished are what carries over.
+    """
+    streamed = FaultProfile(reply_words=12, token_s=0.02, honor_max_tokens=True)
+    with FaultServer(default=streamed) as server:
+        config = tmp_path / "chunks.yaml"
+        MoAConfig(
+            name="chunks",
+            proposers=[f"a@{server.url}", f"b@{server.url}"],
+            aggregator=f"agg@{server.url}",
+            layers=2,
+            aggregation={"start": "chunks", "chunk_tokens": 4},
+        ).to_file(config)
+        out = tmp_path / "out"
+        cmd = [sys.executable, "-m", "langgraph_moa", "eval", "--system", str(config)]
+        cmd += ["--limit", "8", "--no-plots", "--out", str(out)]
+        partial = out / "results" / "chunks.partial.jsonl"
+        run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        # The digest line and two finished items, then Ctrl-C.
+        while not (partial.is_file() and len(partial.read_text().splitlines()) >= 3):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)
+        assert run.returncode == 130 and "Interrupted" in stderr
+        assert "run the same command again to answer only the rest" in " ".join(stderr.split())
+        finished = [json.loads(line)["id"] for line in partial.read_text().splitlines()[1:]]
+        assert 2 <= len(finished) < 8 and not (out / "results" / "chunks.jsonl").exists()
+
+        before = server.requests["a"]
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert server.requests["a"] - before == 8 - len(finished)  # the rest, and only it
+        assert f"chunks: {len(finished)} of 8 items kept from an interrupted run" in again.stdout
+        rows = [json.loads(x) for x in (out / "results" / "chunks.jsonl").read_text().splitlines()]
+        assert len(rows) == 8 and all(r["error"] is None and r["answer"] for r in rows)
+        assert not partial.exists()

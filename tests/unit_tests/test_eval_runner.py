@@ -8,7 +8,9 @@ import pytest
 
 from langgraph_moa import MoAConfig
 from langgraph_moa.errors import MoAConfigError
-from langgraph_moa.eval import EvalItem, Evaluation
+from langgraph_moa.eval import EvalItem, Evaluation, runner
+from langgraph_moa.eval.runner import _PartialResults, config_digest
+from langgraph_moa.providers._models import OpenAIEndpoint
 from tests.fakes import FakeChat
 
 ITEMS = [
@@ -293,3 +295,109 @@ def test_the_model_alone_gets_the_default_greedy_call_so_both_share_its_cached_a
     alone = single_model("single:" + greedy.model).proposers[0]
     assert alone.call_params() == greedy.call_params()
     assert alone.max_tokens is not None and alone.max_tokens >= 512
+
+
+# --- an interrupted run keeps what it finished -------------------------------------------------
+
+
+def _row(item_id, error=None):
+    item = next(i for i in ITEMS if i.id == item_id)
+    return {"id": item.id, "turns": item.turns, "answer": f"alpha{item.id}", "error": error}
+
+
+def _stop_at(monkeypatch, item_id):
+    """Make the next run stop (as a crash would) when it reaches `item_id`; undo with the result."""
+    answer = Evaluation.run_item
+
+    async def stopped(self, system, item):
+        if item.id == item_id:
+            raise RuntimeError("the machine went down")
+        return await answer(self, system, item)
+
+    monkeypatch.setattr(Evaluation, "run_item", stopped)
+    return lambda: monkeypatch.setattr(Evaluation, "run_item", answer)
+
+
+def test_an_interrupted_run_keeps_its_finished_items_without_the_call_cache(
+    mix, tmp_path, monkeypatch
+):
+    """Chunk-wise and early aggregation race their proposals: only kept rows can resume them."""
+    # Fake model instances have no digest of their own (a real instance's identity is unknown).
+    monkeypatch.setattr(runner, "config_digest", lambda config: f"digest of {config.name}")
+    resume = _stop_at(monkeypatch, "2")
+    with pytest.raises(RuntimeError):
+        asyncio.run(Evaluation([mix], ITEMS, tmp_path, plots=False).run(progress=False))
+    partial = tmp_path / "results" / "mix.partial.jsonl"
+    lines = [json.loads(line) for line in partial.read_text().splitlines()]
+    assert lines[0] == {"digest": "digest of mix"}
+    assert [r["id"] for r in lines[1:]] == ["0", "1"]  # written the moment each was done
+
+    resume()
+    (tmp_path / "calls.db").unlink()  # no cache to replay from, as for a racing system
+    log = mix.proposers[0].model.log
+    before = len(log.calls)
+    summary = asyncio.run(Evaluation([mix], ITEMS, tmp_path, plots=False).run(progress=False))
+    assert len(log.calls) - before == 4  # items 2-5 only
+    assert summary["mix"]["correct"] == 6 and summary["mix"]["items"] == 6
+    rows = [json.loads(x) for x in (tmp_path / "results" / "mix.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [i.id for i in ITEMS]
+    assert rows[0]["wall_s"] == lines[1]["wall_s"]  # the kept row, its time that run's
+    report = (tmp_path / "report.md").read_text()
+    assert "mix: 2 of 6 items kept from an interrupted run (mix.partial.jsonl)" in report
+    assert not partial.exists()  # the complete results file holds them now
+
+
+def test_kept_rows_are_scored_again_by_todays_scorers(mix, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "config_digest", lambda config: "same")
+    resume = _stop_at(monkeypatch, "1")
+    with pytest.raises(RuntimeError):
+        asyncio.run(Evaluation([mix], ITEMS[:2], tmp_path, plots=False).run(progress=False))
+    resume()
+    path = tmp_path / "results" / "mix.partial.jsonl"
+    header, kept = path.read_text().splitlines()
+    assert json.loads(kept)["scores"]["correct"] is True
+    # What a stricter scorer would say of the stored answer: the answer now names alpha1.
+    wrong = {**json.loads(kept), "answer": "The code word is alpha1."}
+    path.write_text(header + "\n" + json.dumps(wrong) + "\n")
+    summary = asyncio.run(Evaluation([mix], ITEMS[:2], tmp_path, plots=False).run(progress=False))
+    assert summary["mix"]["correct"] == 1  # item 0 scored again (wrong), item 1 answered (right)
+
+
+def test_partial_rows_of_another_config_an_error_or_a_cut_off_line_are_not_kept(tmp_path):
+    path = tmp_path / "s.partial.jsonl"
+    items = ITEMS[:3]
+    first = _PartialResults(path, "A")
+    assert first.rows(items) == {}
+    first.add(_row("0"))
+    first.add(_row("1", error="the aggregator failed"))  # tried again next time
+    first.add(_row("5"))  # an item this run does not ask for
+    with path.open("a") as file:
+        file.write('{"id": "2", "tur')  # the run stopped while writing this line
+    again = _PartialResults(path, "A")
+    assert set(again.rows(items)) == {"0"}
+    again.add(_row("2"))  # not swallowed by the cut-off line before it
+    changed = [items[0], items[1], EvalItem(id="2", turns=["Another question."], expected=["x"])]
+    assert set(_PartialResults(path, "A").rows(items)) == {"0", "2"}
+    assert set(_PartialResults(path, "A").rows(changed)) == {"0"}  # item 2 changed: answer again
+    done = _PartialResults(path, "A")
+    done.rows(items)
+    done.finish(items)  # complete: only the row of the item this run did not ask for stays
+    assert [json.loads(x).get("id") for x in path.read_text().splitlines()] == [None, "5"]
+    assert _PartialResults(path, "B").rows(ITEMS) == {}  # another config: started afresh
+    assert path.read_text() == '{"digest": "B"}\n'
+    assert _PartialResults(path, None).rows(ITEMS) == {}  # no digest: nothing is ever kept
+
+
+def test_the_config_digest_tells_settings_apart_and_not_instances():
+    base = MoAConfig(proposers=["local:qwen2.5-coder-0.5b"], aggregator="local:qwen2.5-coder-1.5b")
+    assert config_digest(base) == config_digest(base.with_overrides())
+    assert config_digest(base) != config_digest(base.with_overrides(layers=2))
+    hotter = base.proposers[0].model_copy(update={"temperature": 0.1})
+    assert config_digest(base.model_copy(update={"proposers": [hotter]})) != config_digest(base)
+    endpoint = OpenAIEndpoint(base_url="http://127.0.0.1:9/v1", model="m")
+    other = endpoint.model_copy(update={"model": "n"})
+    assert config_digest(base.with_overrides(proposers=[endpoint])) != config_digest(
+        base.with_overrides(proposers=[other])
+    )
+    # An instance dumps as its settings only: no digest, so its rows are never kept.
+    assert config_digest(base.with_overrides(proposers=[FakeChat(label="a")])) is None

@@ -75,7 +75,9 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     worker threads and may not see it until the run is over; the user expects an immediate
     stop, so the handler cleans up and exits itself.
     """
-    errors.print("[yellow]Interrupted.[/] Stopping local model servers.")
+    errors.print(
+        f"[yellow]Interrupted.[/] Stopping local model servers.{escape(out.interrupt_hint)}"
+    )
     from langgraph_moa.local.runtime import LocalRuntime
 
     if LocalRuntime._default is not None:
@@ -98,7 +100,8 @@ def main() -> None:
         sys.exit(1)
     except (KeyboardInterrupt, typer.Abort):
         # click turns Ctrl-C into Abort; atexit then stops the local servers.
-        errors.print("[yellow]Interrupted.[/] Local model servers are being stopped.")
+        hint = escape(out.interrupt_hint)
+        errors.print(f"[yellow]Interrupted.[/] Local model servers are being stopped.{hint}")
         sys.exit(130)
     except BrokenPipeError:  # `moa run ... | head -1`: the reader left; not our failure
         sys.stderr.close()

@@ -101,6 +101,10 @@ def evaluate(
         plots=plots,
         judge_layers=judge_layers,
     )
+    out.interrupt_hint = (
+        f" The items each system finished are kept in {out_dir / 'results'}: run the same "
+        "command again to answer only the rest."
+    )
     bar = out.stderr_is_terminal and not quiet
     log = None if bar or quiet else out.plain
     summary = asyncio.run(evaluation.run(progress=bar, log=log))

@@ -22,6 +22,8 @@ class Output:
     def __init__(self) -> None:
         """Consoles on the real streams; quiet is off until a command turns it on."""
         self.quiet = False
+        self.interrupt_hint = ""
+        """What a Ctrl-C leaves behind and how to go on (said after "Interrupted.")."""
         self.err = Console(stderr=True, soft_wrap=True, highlight=False)
 
     @property

@@ -3,13 +3,16 @@
 A system is a preset name (``local-moa``), a config file (``my-moa.yaml``), or one model
 alone written ``single:<model spec>`` (``single:local:qwen2.5-coder-0.5b``). Every model
 call goes through one on-disk `SQLiteCallCache` in the output folder, so a rerun, an added
-system or a changed scorer costs no repeated generation, and an interrupted run resumes
-where it stopped.
+system or a changed scorer costs no repeated generation. Each finished item is also written
+at once to ``results/<system>.partial.jsonl``, so an interrupted run resumes where it
+stopped even for systems whose calls a cache cannot replay (chunk-wise and early
+aggregation race their proposals, and a replay would race again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import statistics
 import time
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -57,10 +61,25 @@ SINGLE = "single:"
 
 @dataclass
 class System:
-    """A named way of answering: a compiled MoA graph, or one model alone."""
+    """A named way of answering: a compiled MoA graph, or one model alone.
+
+    `digest` identifies the system's whole config, so rows an interrupted run finished are
+    kept only for the same system; None (a config holding model instances, whose identity
+    a digest cannot see) keeps none.
+    """
 
     name: str
     graph: Any = None
+    digest: str | None = None
+
+
+def config_digest(config: MoAConfig) -> str | None:
+    """Return a digest of every setting of `config`; None when a model is an instance."""
+    roles = [*config.proposers, *config.final_chain]
+    if any(isinstance(role.model, BaseChatModel) for role in roles):
+        return None  # it dumps as its settings only: two different models would look alike
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # The answer budget of a ``single:`` system: the same as the default preset's greedy call, so
@@ -94,11 +113,9 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
     how Python users evaluate configs that hold model instances.
     """
     if isinstance(spec, MoAConfig):
-        return System(
-            name=spec.name or spec.variant, graph=create_moa_graph(spec, call_cache=cache)
-        )
+        return _system(spec.name or spec.variant, spec, cache)
     if spec.startswith(SINGLE):
-        return System(name=spec, graph=create_moa_graph(single_model(spec), call_cache=cache))
+        return _system(spec, single_model(spec), cache)
     if Path(spec).suffix.lower() in CONFIG_SUFFIXES or spec in list_presets():
         config = load_config(spec)
     else:
@@ -108,7 +125,12 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
         )
     # A config file's own `name:` names the system in the report, not its file name.
     name = config.name if Path(spec).suffix in (".yaml", ".yml", ".json") and config.name else spec
-    return System(name=name, graph=create_moa_graph(config, call_cache=cache))
+    return _system(name, config, cache)
+
+
+def _system(name: str, config: MoAConfig, cache: SQLiteCallCache) -> System:
+    graph = create_moa_graph(config, call_cache=cache)
+    return System(name=name, graph=graph, digest=config_digest(config))
 
 
 class Evaluation:
@@ -260,6 +282,14 @@ class Evaluation:
         with Progress(*columns, disable=not progress, console=Console(stderr=True)) as bar:
             for system in self.systems:
                 task = bar.add_task(system.name, total=len(self.items))
+                partial = _PartialResults(self._partial_path(system.name), system.digest)
+                kept = partial.rows(self.items)
+                if kept:
+                    self.notes.append(
+                        f"{system.name}: {len(kept)} of {len(self.items)} items kept from an "
+                        f"interrupted run ({partial.path.name}); their answers and times are "
+                        "that run's, their scores were computed again."
+                    )
 
                 done = [0]
                 started = time.perf_counter()
@@ -270,9 +300,15 @@ class Evaluation:
                     task: Any = task,
                     done: list[int] = done,
                     started: float = started,
+                    partial: _PartialResults = partial,
+                    kept: dict[str, dict[str, Any]] = kept,
                 ) -> dict[str, Any]:
-                    async with gate:
-                        row = await self.run_item(system, item)
+                    if item.id in kept:
+                        row = self._rescored(item, kept[item.id])
+                    else:
+                        async with gate:
+                            row = await self.run_item(system, item)
+                        partial.add(row)
                     bar.advance(task)
                     done[0] += 1
                     total = len(self.items)
@@ -283,6 +319,7 @@ class Evaluation:
                 rows = await asyncio.gather(*(one(item) for item in self.items))
                 elapsed = time.perf_counter() - started
                 self._write_results(system.name, rows)
+                partial.finish(self.items)
                 summary[system.name] = self._summarize(rows, elapsed)
                 results[system.name] = rows
         if self.baseline is not None:
@@ -336,6 +373,16 @@ class Evaluation:
                 out["similarity"] = similarity_vs_quality(rows)
             except MoAError as exc:
                 self.notes.append(str(exc))
+
+    def _rescored(self, item: EvalItem, row: dict[str, Any]) -> dict[str, Any]:
+        """Score a kept row again: a scorer may have changed since the run that answered it."""
+        row = {**row, "scores": score(item, row["answer"]) if item.verifiable else {}}
+        if item.verifiable:
+            self._analyze(item, row)
+        return row
+
+    def _partial_path(self, name: str) -> Path:
+        return self.out / "results" / f"{slug(name)}.partial.jsonl"
 
     def _write_results(self, name: str, rows: list[dict[str, Any]]) -> None:
         path = self.out / "results" / f"{slug(name)}.jsonl"
@@ -585,6 +632,59 @@ def disagreements(results: dict[str, list[dict[str, Any]]], limit: int = 3) -> l
         if len(examples) == limit:
             break
     return examples
+
+
+class _PartialResults:
+    """The rows of one system's runs, each written the moment it is done.
+
+    The first line names the system's config digest; rows of another config are never
+    kept, nor rows that ended in an error (the next run tries those items again). Rows of
+    items outside this run stay in the file for a later run that asks for them.
+    """
+
+    def __init__(self, path: Path, digest: str | None) -> None:
+        self.path, self.digest = path, digest
+        self._stored: list[dict[str, Any]] = []
+
+    def rows(self, items: Sequence[EvalItem]) -> dict[str, dict[str, Any]]:
+        """Rows a stopped run of the same system finished for `items`, by item id."""
+        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.is_file() else []
+        same = self.digest is not None and lines and _json_line(lines[0]) == {"digest": self.digest}
+        # None: the line being written when the run stopped.
+        stored = [_json_line(line) for line in lines[1:]] if same else []
+        turns = {item.id: item.turns for item in items}
+        self._stored = [
+            r
+            for r in stored
+            if isinstance(r, dict)
+            and r.get("error") is None
+            and turns.get(str(r.get("id")), r.get("turns")) == r.get("turns")
+        ]
+        # Written again with good rows only: a cut-off last line must not swallow the next.
+        self._rewrite(self._stored)
+        return {r["id"]: r for r in self._stored if r.get("id") in turns}
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Append one finished row."""
+        with self.path.open("a", encoding="utf-8") as file:
+            file.write(json.dumps(row, default=str) + "\n")
+
+    def finish(self, items: Sequence[EvalItem]) -> None:
+        """Keep only other items' rows: the complete results file now holds this run's."""
+        ids = {item.id for item in items}
+        others = [r for r in self._stored if r.get("id") not in ids]
+        self._rewrite(others) if others else self.path.unlink(missing_ok=True)
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        lines = [{"digest": self.digest}, *rows]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+
+
+def _json_line(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 def slug(name: str) -> str:
