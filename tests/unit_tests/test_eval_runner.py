@@ -300,9 +300,18 @@ def test_the_model_alone_gets_the_default_greedy_call_so_both_share_its_cached_a
 # --- an interrupted run keeps what it finished -------------------------------------------------
 
 
-def _row(item_id, error=None):
+@pytest.fixture
+def racing(mix, monkeypatch):
+    """`mix` with chunk-wise aggregation: its calls race, so the cache cannot replay a run."""
+    # Fake model instances have no digest of their own (a real instance's identity is unknown).
+    monkeypatch.setattr(runner, "config_digest", lambda config: f"digest of {config.name}")
+    return mix.with_overrides(aggregation={"start": "chunks"})
+
+
+def _row(item_id, error=None, status="ok"):
     item = next(i for i in ITEMS if i.id == item_id)
-    return {"id": item.id, "turns": item.turns, "answer": f"alpha{item.id}", "error": error}
+    trace = [{"role": "proposer", "status": status}]
+    return {"id": item.id, "turns": item.turns, "answer": "x", "error": error, "trace": trace}
 
 
 def _stop_at(monkeypatch, item_id):
@@ -318,25 +327,24 @@ def _stop_at(monkeypatch, item_id):
     return lambda: monkeypatch.setattr(Evaluation, "run_item", answer)
 
 
-def test_an_interrupted_run_keeps_its_finished_items_without_the_call_cache(
-    mix, tmp_path, monkeypatch
-):
+def _evaluate(systems, items, out):
+    return asyncio.run(Evaluation(systems, items, out, plots=False).run(progress=False))
+
+
+def test_an_interrupted_racing_run_keeps_its_finished_items(racing, tmp_path, monkeypatch):
     """Chunk-wise and early aggregation race their proposals: only kept rows can resume them."""
-    # Fake model instances have no digest of their own (a real instance's identity is unknown).
-    monkeypatch.setattr(runner, "config_digest", lambda config: f"digest of {config.name}")
     resume = _stop_at(monkeypatch, "2")
     with pytest.raises(RuntimeError):
-        asyncio.run(Evaluation([mix], ITEMS, tmp_path, plots=False).run(progress=False))
+        _evaluate([racing], ITEMS, tmp_path)
     partial = tmp_path / "results" / "mix.partial.jsonl"
     lines = [json.loads(line) for line in partial.read_text().splitlines()]
     assert lines[0] == {"digest": "digest of mix"}
     assert [r["id"] for r in lines[1:]] == ["0", "1"]  # written the moment each was done
 
     resume()
-    (tmp_path / "calls.db").unlink()  # no cache to replay from, as for a racing system
-    log = mix.proposers[0].model.log
+    log = racing.proposers[0].model.log
     before = len(log.calls)
-    summary = asyncio.run(Evaluation([mix], ITEMS, tmp_path, plots=False).run(progress=False))
+    summary = _evaluate([racing], ITEMS, tmp_path)
     assert len(log.calls) - before == 4  # items 2-5 only
     assert summary["mix"]["correct"] == 6 and summary["mix"]["items"] == 6
     rows = [json.loads(x) for x in (tmp_path / "results" / "mix.jsonl").read_text().splitlines()]
@@ -347,11 +355,45 @@ def test_an_interrupted_run_keeps_its_finished_items_without_the_call_cache(
     assert not partial.exists()  # the complete results file holds them now
 
 
-def test_kept_rows_are_scored_again_by_todays_scorers(mix, tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "config_digest", lambda config: "same")
+def test_a_system_the_cache_replays_resumes_from_the_cache_alone(mix, tmp_path, monkeypatch):
+    """Standard MoA keeps no rows: the cache, keyed by the exact messages, resumes it."""
+    resume = _stop_at(monkeypatch, "2")
+    with pytest.raises(RuntimeError):
+        _evaluate([mix], ITEMS, tmp_path)
+    assert not (tmp_path / "results" / "mix.partial.jsonl").exists()
+    resume()
+    summary = _evaluate([mix], ITEMS, tmp_path)
+    assert summary["mix"]["cached_calls"] == 2 * 3  # items 0-1 replayed, nothing kept
+    assert "kept from an interrupted run" not in (tmp_path / "report.md").read_text()
+
+
+def test_a_completed_racing_system_keeps_its_rows_when_a_later_system_stops(
+    racing, tmp_path, monkeypatch
+):
+    later = racing.with_overrides(name="later")
+    answer = Evaluation.run_item
+
+    async def stopped_in_later(self, system, item):
+        if system.name == "later" and item.id == "1":
+            raise RuntimeError("stopped")
+        return await answer(self, system, item)
+
+    monkeypatch.setattr(Evaluation, "run_item", stopped_in_later)
+    with pytest.raises(RuntimeError):
+        _evaluate([racing, later], ITEMS, tmp_path)
+    monkeypatch.setattr(Evaluation, "run_item", answer)
+    log = racing.proposers[0].model.log
+    before = len(log.calls)
+    _evaluate([racing, later], ITEMS, tmp_path)
+    assert len(log.calls) - before == 5  # mix answered nothing again; later items 1-5
+    report = (tmp_path / "report.md").read_text()
+    assert "mix: 6 of 6 items kept" in report and "later: 1 of 6 items kept" in report
+
+
+def test_kept_rows_are_scored_again_by_todays_scorers(racing, tmp_path, monkeypatch):
     resume = _stop_at(monkeypatch, "1")
     with pytest.raises(RuntimeError):
-        asyncio.run(Evaluation([mix], ITEMS[:2], tmp_path, plots=False).run(progress=False))
+        _evaluate([racing], ITEMS[:2], tmp_path)
     resume()
     path = tmp_path / "results" / "mix.partial.jsonl"
     header, kept = path.read_text().splitlines()
@@ -359,33 +401,46 @@ def test_kept_rows_are_scored_again_by_todays_scorers(mix, tmp_path, monkeypatch
     # What a stricter scorer would say of the stored answer: the answer now names alpha1.
     wrong = {**json.loads(kept), "answer": "The code word is alpha1."}
     path.write_text(header + "\n" + json.dumps(wrong) + "\n")
-    summary = asyncio.run(Evaluation([mix], ITEMS[:2], tmp_path, plots=False).run(progress=False))
+    summary = _evaluate([racing], ITEMS[:2], tmp_path)
     assert summary["mix"]["correct"] == 1  # item 0 scored again (wrong), item 1 answered (right)
 
 
 def test_partial_rows_of_another_config_an_error_or_a_cut_off_line_are_not_kept(tmp_path):
     path = tmp_path / "s.partial.jsonl"
-    items = ITEMS[:3]
+    items = ITEMS[:4]
     first = _PartialResults(path, "A")
-    assert first.rows(items) == {}
+    assert first.rows(items) == {} and not path.exists()  # nothing written before a row
     first.add(_row("0"))
     first.add(_row("1", error="the aggregator failed"))  # tried again next time
+    first.add(_row("3", status="failed"))  # answered from what was left: tried again too
     first.add(_row("5"))  # an item this run does not ask for
     with path.open("a") as file:
         file.write('{"id": "2", "tur')  # the run stopped while writing this line
     again = _PartialResults(path, "A")
     assert set(again.rows(items)) == {"0"}
     again.add(_row("2"))  # not swallowed by the cut-off line before it
-    changed = [items[0], items[1], EvalItem(id="2", turns=["Another question."], expected=["x"])]
+    changed = [*items[:2], EvalItem(id="2", turns=["Another question."], expected=["x"])]
     assert set(_PartialResults(path, "A").rows(items)) == {"0", "2"}
     assert set(_PartialResults(path, "A").rows(changed)) == {"0"}  # item 2 changed: answer again
     done = _PartialResults(path, "A")
     done.rows(items)
     done.finish(items)  # complete: only the row of the item this run did not ask for stays
     assert [json.loads(x).get("id") for x in path.read_text().splitlines()] == [None, "5"]
-    assert _PartialResults(path, "B").rows(ITEMS) == {}  # another config: started afresh
-    assert path.read_text() == '{"digest": "B"}\n'
-    assert _PartialResults(path, None).rows(ITEMS) == {}  # no digest: nothing is ever kept
+    other = _PartialResults(path, "B")
+    assert other.rows(ITEMS) == {}  # another config's rows are not kept...
+    assert "5" in path.read_text()  # ...nor erased until this config finishes an item
+    other.add(_row("0"))
+    assert [json.loads(x).get("id") for x in path.read_text().splitlines()] == [None, "0"]
+    before = path.read_text()
+    _PartialResults(path, None).add(_row("1"))  # no digest: nothing is ever written
+    assert path.read_text() == before
+
+
+def test_systems_whose_results_files_would_clash_are_refused(mix, tmp_path):
+    with pytest.raises(MoAConfigError, match=r"share one results file \(x_y.jsonl\)"):
+        Evaluation(
+            [mix.with_overrides(name="x y"), mix.with_overrides(name="x_y")], ITEMS, tmp_path
+        )
 
 
 def test_the_config_digest_tells_settings_apart_and_not_instances():

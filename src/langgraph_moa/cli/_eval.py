@@ -102,12 +102,14 @@ def evaluate(
         judge_layers=judge_layers,
     )
     out.interrupt_hint = (
-        f" The items each system finished are kept in {out_dir / 'results'}: run the same "
-        "command again to answer only the rest."
+        f" What finished is kept in {out_dir}: run the same command again to answer only the rest."
     )
     bar = out.stderr_is_terminal and not quiet
     log = None if bar or quiet else out.plain
-    summary = asyncio.run(evaluation.run(progress=bar, log=log))
+    try:
+        summary = asyncio.run(evaluation.run(progress=bar, log=log))
+    finally:
+        out.interrupt_hint = ""
     out.data((out_dir / "report.md").read_text(encoding="utf-8"))
     if calibration_out is not None:
         from langgraph_moa.eval.runner import calibration

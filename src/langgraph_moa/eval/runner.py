@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -63,14 +64,21 @@ SINGLE = "single:"
 class System:
     """A named way of answering: a compiled MoA graph, or one model alone.
 
-    `digest` identifies the system's whole config, so rows an interrupted run finished are
-    kept only for the same system; None (a config holding model instances, whose identity
-    a digest cannot see) keeps none.
+    `digest` identifies the whole config of a system whose calls race (chunk-wise or early
+    aggregation, a layer deadline), so the rows an interrupted run of it finished are kept
+    for a rerun of the same config. None keeps none: the cache resumes every other system
+    (and, keyed by the exact messages, follows a code change that kept rows would not), and
+    a config holding model instances has no identity a digest can see.
     """
 
     name: str
     graph: Any = None
     digest: str | None = None
+
+
+def races(config: MoAConfig) -> bool:
+    """Tell whether a run's calls depend on timing, so a cache replay would not repeat it."""
+    return config.aggregation.start != "all" or config.layer_deadline_s is not None
 
 
 def config_digest(config: MoAConfig) -> str | None:
@@ -130,7 +138,7 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
 
 def _system(name: str, config: MoAConfig, cache: SQLiteCallCache) -> System:
     graph = create_moa_graph(config, call_cache=cache)
-    return System(name=name, graph=graph, digest=config_digest(config))
+    return System(name=name, graph=graph, digest=config_digest(config) if races(config) else None)
 
 
 class Evaluation:
@@ -180,6 +188,13 @@ class Evaluation:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise MoAConfigError(f"Systems need distinct names; given more than once: {twice}.")
+        files = [slug(n) for n in names]
+        alike = sorted({n for n in names if files.count(slug(n)) > 1})
+        if alike:
+            raise MoAConfigError(
+                f"Systems {alike} would share one results file ({slug(alike[0])}.jsonl): "
+                "give them names that differ in letters or digits."
+            )
         if baseline is not None and baseline not in names:
             raise MoAConfigError(f"The baseline {baseline!r} must be one of the systems: {names}.")
         self.judge, self.baseline = judge, baseline
@@ -273,6 +288,7 @@ class Evaluation:
         gate = asyncio.Semaphore(self.concurrency)
         summary: dict[str, Any] = {}
         results: dict[str, list[dict[str, Any]]] = {}
+        partials: list[_PartialResults] = []
         columns = [
             TextColumn("{task.description}"),
             BarColumn(),
@@ -283,12 +299,14 @@ class Evaluation:
             for system in self.systems:
                 task = bar.add_task(system.name, total=len(self.items))
                 partial = _PartialResults(self._partial_path(system.name), system.digest)
+                partials.append(partial)
                 kept = partial.rows(self.items)
                 if kept:
                     self.notes.append(
                         f"{system.name}: {len(kept)} of {len(self.items)} items kept from an "
-                        f"interrupted run ({partial.path.name}); their answers and times are "
-                        "that run's, their scores were computed again."
+                        f"interrupted run ({partial.path.name}); their answers and answer "
+                        "times are that run's (the wall time counts the others only), their "
+                        "scores were computed again."
                     )
 
                 done = [0]
@@ -319,7 +337,6 @@ class Evaluation:
                 rows = await asyncio.gather(*(one(item) for item in self.items))
                 elapsed = time.perf_counter() - started
                 self._write_results(system.name, rows)
-                partial.finish(self.items)
                 summary[system.name] = self._summarize(rows, elapsed)
                 results[system.name] = rows
         if self.baseline is not None:
@@ -333,6 +350,8 @@ class Evaluation:
             write_exports(self.out, results, slug)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         (self.out / "report.md").write_text(render_report(summary, extras), encoding="utf-8")
+        for partial in partials:  # only now: a stop in a later system or the judge keeps them
+            partial.finish(self.items)
         return summary
 
     def _summarize(self, rows: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
@@ -376,7 +395,8 @@ class Evaluation:
 
     def _rescored(self, item: EvalItem, row: dict[str, Any]) -> dict[str, Any]:
         """Score a kept row again: a scorer may have changed since the run that answered it."""
-        row = {**row, "scores": score(item, row["answer"]) if item.verifiable else {}}
+        scores = score(item, row["answer"]) if item.verifiable else {}
+        row = {**row, "category": item.category, "scores": scores}
         if item.verifiable:
             self._analyze(item, row)
         return row
@@ -635,49 +655,66 @@ def disagreements(results: dict[str, list[dict[str, Any]]], limit: int = 3) -> l
 
 
 class _PartialResults:
-    """The rows of one system's runs, each written the moment it is done.
+    """The rows of one racing system's runs, each written the moment it is done.
 
     The first line names the system's config digest; rows of another config are never
-    kept, nor rows that ended in an error (the next run tries those items again). Rows of
-    items outside this run stay in the file for a later run that asks for them.
+    kept, nor rows that ended in an error or with a failed call (the next run tries those
+    items again, as the cache would: a failed call is never cached). Rows of items outside
+    this run stay in the file for a later run that asks for them. A system without a digest
+    writes no file.
     """
 
     def __init__(self, path: Path, digest: str | None) -> None:
         self.path, self.digest = path, digest
         self._stored: list[dict[str, Any]] = []
+        self._ours = False  # the file holds this config's rows (else replaced at the first)
 
     def rows(self, items: Sequence[EvalItem]) -> dict[str, dict[str, Any]]:
         """Rows a stopped run of the same system finished for `items`, by item id."""
-        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.is_file() else []
-        same = self.digest is not None and lines and _json_line(lines[0]) == {"digest": self.digest}
-        # None: the line being written when the run stopped.
-        stored = [_json_line(line) for line in lines[1:]] if same else []
+        if self.digest is None or not self.path.is_file():
+            return {}
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        self._ours = bool(lines) and _json_line(lines[0]) == {"digest": self.digest}
+        if not self._ours:
+            return {}  # another config's rows: left alone until this one finishes an item
         turns = {item.id: item.turns for item in items}
+        # None: the line being written when the run stopped.
         self._stored = [
             r
-            for r in stored
+            for r in map(_json_line, lines[1:])
             if isinstance(r, dict)
             and r.get("error") is None
+            and not any(c.get("status") == "failed" for c in r.get("trace") or [])
             and turns.get(str(r.get("id")), r.get("turns")) == r.get("turns")
         ]
         # Written again with good rows only: a cut-off last line must not swallow the next.
-        self._rewrite(self._stored)
+        self._replace(self._stored)
         return {r["id"]: r for r in self._stored if r.get("id") in turns}
 
     def add(self, row: dict[str, Any]) -> None:
         """Append one finished row."""
+        if self.digest is None:
+            return
+        if not self._ours:
+            self._replace([])
+            self._ours = True
         with self.path.open("a", encoding="utf-8") as file:
             file.write(json.dumps(row, default=str) + "\n")
 
     def finish(self, items: Sequence[EvalItem]) -> None:
         """Keep only other items' rows: the complete results file now holds this run's."""
+        if not self._ours:
+            return
         ids = {item.id for item in items}
         others = [r for r in self._stored if r.get("id") not in ids]
-        self._rewrite(others) if others else self.path.unlink(missing_ok=True)
+        self._replace(others) if others else self.path.unlink(missing_ok=True)
 
-    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+    def _replace(self, rows: list[dict[str, Any]]) -> None:
+        """Write the file anew in one step: a stop halfway leaves the old file, not half."""
         lines = [{"digest": self.digest}, *rows]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+        fresh = self.path.with_name(self.path.name + ".new")
+        fresh.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+        os.replace(fresh, self.path)
 
 
 def _json_line(line: str) -> Any:
