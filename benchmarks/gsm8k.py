@@ -1,6 +1,8 @@
 """GSM8K on the local models: token budgets (train split), and accuracy / samples / time (test).
 
-Two measurements, each cached so that a rerun, or a run that was stopped, repeats no call:
+Two measurements, each cached so that a rerun, or a run that was stopped, repeats no call
+(chunk-wise and early aggregation, which race their calls, resume from the rows `moa eval`
+writes as each item finishes: see docs/evaluation.md, "Cache and resume"):
 
 ``budget`` (tuning, the TRAIN sample only): the 1.5B's greedy step-by-step solutions with a
 1024-token cap on the first N items of ``benchmarks/data/gsm8k_train_100.jsonl``; prints the
@@ -300,7 +302,11 @@ def main() -> None:
         "calls): saves their generation; answer times then come from a run without it",
     )
     args = parser.parse_args()
-    budget(args) if args.command == "budget" else systems(args)
+    try:
+        budget(args) if args.command == "budget" else systems(args)
+    except KeyboardInterrupt:
+        print("Interrupted: what finished is kept; run the same command again to go on.")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
