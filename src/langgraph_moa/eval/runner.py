@@ -231,7 +231,7 @@ class Evaluation:
             "answers": answers,
             "answer": final,
             "error": error,
-            "scores": score(item, final) if error is None and item.verifiable else {},
+            "scores": {},
             "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in calls),
             "completion_tokens": sum(c["completion_tokens"] or 0 for c in calls),
             "calls": len(calls),
@@ -239,9 +239,14 @@ class Evaluation:
             "wall_s": round(time.perf_counter() - started, 3),
             "trace": calls,
         }
-        if error is None and item.verifiable:
-            self._analyze(item, row)
+        self._score(item, row)
         return row
+
+    def _score(self, item: EvalItem, row: dict[str, Any]) -> None:
+        """Score an answered row's final answer and each layer's outputs, if verifiable."""
+        if row["error"] is None and item.verifiable:
+            row["scores"] = score(item, row["answer"])
+            self._analyze(item, row)
 
     def _analyze(self, item: EvalItem, row: dict[str, Any]) -> None:
         """Score each layer's outputs with the item's scorers (the final answer already is)."""
@@ -395,10 +400,8 @@ class Evaluation:
 
     def _rescored(self, item: EvalItem, row: dict[str, Any]) -> dict[str, Any]:
         """Score a kept row again: a scorer may have changed since the run that answered it."""
-        scores = score(item, row["answer"]) if item.verifiable else {}
-        row = {**row, "category": item.category, "scores": scores}
-        if item.verifiable:
-            self._analyze(item, row)
+        row = {**row, "category": item.category, "scores": {}}
+        self._score(item, row)
         return row
 
     def _partial_path(self, name: str) -> Path:
