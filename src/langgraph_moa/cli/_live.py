@@ -24,6 +24,7 @@ from rich.text import Text
 
 from langgraph_moa.cli._output import out
 from langgraph_moa.graph.streaming import AnswerStream
+from langgraph_moa.providers._table import LOCAL_PREFIX
 
 SLOW_LOCAL_CALL_S = 60.0
 """A local call running this long gets a line saying why it may be slow."""
@@ -123,7 +124,7 @@ class Progress:
         slow = [
             r
             for r in self.rows.values()
-            if r.state == "running" and r.model.startswith("local:")
+            if r.state == "running" and r.model.startswith(f"{LOCAL_PREFIX}:")
             if r.elapsed() >= SLOW_LOCAL_CALL_S
         ]
         if not slow:

@@ -21,6 +21,7 @@ from typing import Any
 
 from langgraph_moa.config._schema import read_mapping_file
 from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.providers._table import LOCAL_PREFIX
 
 Prices = dict[str, tuple[float, float]]
 """Model -> (dollars per 1M prompt tokens, dollars per 1M completion tokens)."""
@@ -56,7 +57,7 @@ def price_of(call: Mapping[str, Any], prices: Prices) -> tuple[float, float] | N
     for name in (call.get("model"), call.get("configured_model")):
         if not name:
             continue
-        if name.startswith("local:"):
+        if name.startswith(f"{LOCAL_PREFIX}:"):
             return (0.0, 0.0)
         if name in prices:
             return prices[name]

@@ -117,7 +117,7 @@ class RoleConfig(BaseModel):
     @property
     def is_local(self) -> bool:
         """Tell whether the model is an embedded local one (``local:<name>``, llama.cpp)."""
-        return isinstance(self.model, str) and self.model.startswith("local:")
+        return isinstance(self.model, str) and self.model.startswith(f"{LOCAL_PREFIX}:")
 
     def known_context_window(self) -> int | None:
         """Return the context window: as configured, else the catalog's for a local model."""
@@ -126,7 +126,7 @@ class RoleConfig(BaseModel):
         if self.is_local:
             from langgraph_moa.local.catalog import CATALOG, context_size
 
-            info = CATALOG.get(str(self.model).removeprefix("local:"))
+            info = CATALOG.get(str(self.model).removeprefix(f"{LOCAL_PREFIX}:"))
             return context_size(info) if info else None
         return None
 
