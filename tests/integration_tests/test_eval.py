@@ -336,7 +336,8 @@ def test_an_interrupted_chunk_wise_eval_resumes_with_the_items_it_finished(tmp_p
     """Ctrl-C in `moa eval` of a system no cache can replay: the rerun answers only the rest.
 
     Chunk-wise aggregation races its streamed proposals, so its calls are never replayed
-    from the call cache; the rows written as each item finished are what carries over.
+    from the call cache; the rows written as each item finished are what carries over, to a
+    rerun and to a longer run alike.
     """
     streamed = FaultProfile(reply_words=12, token_s=0.02, honor_max_tokens=True)
     with FaultServer(default=streamed) as server:
@@ -351,25 +352,33 @@ def test_an_interrupted_chunk_wise_eval_resumes_with_the_items_it_finished(tmp_p
         out = tmp_path / "out"
         cmd = [sys.executable, "-m", "langgraph_moa", "eval", "--system", str(config)]
         cmd += ["--limit", "8", "--no-plots", "--out", str(out)]
-        partial = out / "results" / "chunks.partial.jsonl"
+        stored = out / "results" / "chunks.rows.jsonl"
         run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         # The digest line and two finished items, then Ctrl-C.
-        while not (partial.is_file() and len(partial.read_text().splitlines()) >= 3):
+        while not (stored.is_file() and len(stored.read_text().splitlines()) >= 3):
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()
             time.sleep(0.05)
         run.send_signal(signal.SIGINT)
         _, stderr = run.communicate(timeout=60)
         assert run.returncode == 130 and "Interrupted" in stderr
         assert "run the same command again to answer only the rest" in " ".join(stderr.split())
-        finished = [json.loads(line)["id"] for line in partial.read_text().splitlines()[1:]]
+        finished = [json.loads(line)["id"] for line in stored.read_text().splitlines()[1:]]
         assert 2 <= len(finished) < 8 and not (out / "results" / "chunks.jsonl").exists()
 
         before = server.requests["a"]
         again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr
         assert server.requests["a"] - before == 8 - len(finished)  # the rest, and only it
-        assert f"chunks: {len(finished)} of 8 items kept from an interrupted run" in again.stdout
+        said = " ".join(again.stdout.split())
+        assert f"chunks: {len(finished)} of 8 items kept from an earlier run" in said
         rows = [json.loads(x) for x in (out / "results" / "chunks.jsonl").read_text().splitlines()]
         assert len(rows) == 8 and all(r["error"] is None and r["answer"] for r in rows)
-        assert not partial.exists()
+
+        before = server.requests["a"]
+        longer = subprocess.run(
+            [*cmd[:-5], "--limit", "10", *cmd[-3:]], capture_output=True, text=True, timeout=300
+        )
+        assert longer.returncode == 0, longer.stderr
+        assert server.requests["a"] - before == 2  # items 9 and 10 only
+        assert "chunks: 8 of 10 items kept from an earlier run" in " ".join(longer.stdout.split())

@@ -9,7 +9,7 @@ import pytest
 from langgraph_moa import MoAConfig
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.eval import EvalItem, Evaluation, runner
-from langgraph_moa.eval.runner import _PartialResults, config_digest
+from langgraph_moa.eval.runner import _RowStore, config_digest
 from langgraph_moa.providers._models import OpenAIEndpoint
 from tests.fakes import FakeChat
 
@@ -336,8 +336,8 @@ def test_an_interrupted_racing_run_keeps_its_finished_items(racing, tmp_path, mo
     resume = _stop_at(monkeypatch, "2")
     with pytest.raises(RuntimeError):
         _evaluate([racing], ITEMS, tmp_path)
-    partial = tmp_path / "results" / "mix.partial.jsonl"
-    lines = [json.loads(line) for line in partial.read_text().splitlines()]
+    stored = tmp_path / "results" / "mix.rows.jsonl"
+    lines = [json.loads(line) for line in stored.read_text().splitlines()]
     assert lines[0] == {"digest": "digest of mix"}
     assert [r["id"] for r in lines[1:]] == ["0", "1"]  # written the moment each was done
 
@@ -351,8 +351,25 @@ def test_an_interrupted_racing_run_keeps_its_finished_items(racing, tmp_path, mo
     assert [r["id"] for r in rows] == [i.id for i in ITEMS]
     assert rows[0]["wall_s"] == lines[1]["wall_s"]  # the kept row, its time that run's
     report = (tmp_path / "report.md").read_text()
-    assert "mix: 2 of 6 items kept from an interrupted run (mix.partial.jsonl)" in report
-    assert not partial.exists()  # the complete results file holds them now
+    assert "mix: 2 of 6 items kept from an earlier run (mix.rows.jsonl)" in report
+    assert "Delete that file to answer them again." in report
+    ids = [json.loads(line).get("id") for line in stored.read_text().splitlines()[1:]]
+    assert sorted(ids) == [i.id for i in ITEMS]  # every finished row stays for the next run
+
+
+def test_a_racing_system_run_again_on_more_items_answers_only_the_new_ones(racing, tmp_path):
+    """What the cache does for the others: a longer run repeats nothing already answered."""
+    _evaluate([racing], ITEMS[:3], tmp_path)
+    log = racing.proposers[0].model.log
+    before = len(log.calls)
+    summary = _evaluate([racing], ITEMS, tmp_path)
+    assert len(log.calls) - before == 3  # items 3-5 only
+    assert summary["mix"]["items"] == 6 and summary["mix"]["correct"] == 6
+    assert "mix: 3 of 6 items kept from an earlier run" in (tmp_path / "report.md").read_text()
+    before = len(log.calls)
+    _evaluate([racing], ITEMS, tmp_path)  # the same run again: nothing is answered twice
+    assert len(log.calls) == before
+    assert "mix: 6 of 6 items kept" in (tmp_path / "report.md").read_text()
 
 
 def test_a_system_the_cache_replays_resumes_from_the_cache_alone(mix, tmp_path, monkeypatch):
@@ -360,11 +377,11 @@ def test_a_system_the_cache_replays_resumes_from_the_cache_alone(mix, tmp_path, 
     resume = _stop_at(monkeypatch, "2")
     with pytest.raises(RuntimeError):
         _evaluate([mix], ITEMS, tmp_path)
-    assert not (tmp_path / "results" / "mix.partial.jsonl").exists()
+    assert not (tmp_path / "results" / "mix.rows.jsonl").exists()
     resume()
     summary = _evaluate([mix], ITEMS, tmp_path)
     assert summary["mix"]["cached_calls"] == 2 * 3  # items 0-1 replayed, nothing kept
-    assert "kept from an interrupted run" not in (tmp_path / "report.md").read_text()
+    assert "kept from an earlier run" not in (tmp_path / "report.md").read_text()
 
 
 def test_a_completed_racing_system_keeps_its_rows_when_a_later_system_stops(
@@ -395,7 +412,7 @@ def test_kept_rows_are_scored_again_by_todays_scorers(racing, tmp_path, monkeypa
     with pytest.raises(RuntimeError):
         _evaluate([racing], ITEMS[:2], tmp_path)
     resume()
-    path = tmp_path / "results" / "mix.partial.jsonl"
+    path = tmp_path / "results" / "mix.rows.jsonl"
     header, kept = path.read_text().splitlines()
     assert json.loads(kept)["scores"]["correct"] is True
     # What a stricter scorer would say of the stored answer: the answer now names alpha1.
@@ -405,10 +422,10 @@ def test_kept_rows_are_scored_again_by_todays_scorers(racing, tmp_path, monkeypa
     assert summary["mix"]["correct"] == 1  # item 0 scored again (wrong), item 1 answered (right)
 
 
-def test_partial_rows_of_another_config_an_error_or_a_cut_off_line_are_not_kept(tmp_path):
-    path = tmp_path / "s.partial.jsonl"
+def test_stored_rows_of_another_config_an_error_or_a_cut_off_line_are_not_kept(tmp_path):
+    path = tmp_path / "s.rows.jsonl"
     items = ITEMS[:4]
-    first = _PartialResults(path, "A")
+    first = _RowStore(path, "A")
     assert first.rows(items) == {} and not path.exists()  # nothing written before a row
     first.add(_row("0"))
     first.add(_row("1", error="the aggregator failed"))  # tried again next time
@@ -416,24 +433,41 @@ def test_partial_rows_of_another_config_an_error_or_a_cut_off_line_are_not_kept(
     first.add(_row("5"))  # an item this run does not ask for
     with path.open("a") as file:
         file.write('{"id": "2", "tur')  # the run stopped while writing this line
-    again = _PartialResults(path, "A")
+    again = _RowStore(path, "A")
     assert set(again.rows(items)) == {"0"}
     again.add(_row("2"))  # not swallowed by the cut-off line before it
     changed = [*items[:2], EvalItem(id="2", turns=["Another question."], expected=["x"])]
-    assert set(_PartialResults(path, "A").rows(items)) == {"0", "2"}
-    assert set(_PartialResults(path, "A").rows(changed)) == {"0"}  # item 2 changed: answer again
-    done = _PartialResults(path, "A")
-    done.rows(items)
-    done.finish(items)  # complete: only the row of the item this run did not ask for stays
-    assert [json.loads(x).get("id") for x in path.read_text().splitlines()] == [None, "5"]
-    other = _PartialResults(path, "B")
+    assert set(_RowStore(path, "A").rows(items)) == {"0", "2"}
+    assert set(_RowStore(path, "A").rows(changed)) == {"0"}  # item 2 changed: answer again
+    # Item 5's row, which no run here asked for, is still there for one that will.
+    assert [json.loads(x).get("id") for x in path.read_text().splitlines()] == [None, "0", "5"]
+    other = _RowStore(path, "B")
     assert other.rows(ITEMS) == {}  # another config's rows are not kept...
     assert "5" in path.read_text()  # ...nor erased until this config finishes an item
     other.add(_row("0"))
     assert [json.loads(x).get("id") for x in path.read_text().splitlines()] == [None, "0"]
     before = path.read_text()
-    _PartialResults(path, None).add(_row("1"))  # no digest: nothing is ever written
+    _RowStore(path, None).add(_row("1"))  # no digest: nothing is ever written
     assert path.read_text() == before
+
+
+def test_a_stop_while_the_row_file_is_rewritten_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "s.rows.jsonl"
+    store = _RowStore(path, "A")
+    store.rows(ITEMS)
+    store.add(_row("0"))
+    store.add(_row("1", error="the aggregator failed"))
+    before = path.read_text()
+
+    def stopped(src, dst):
+        raise KeyboardInterrupt  # the stop comes after the new file is written, before the swap
+
+    monkeypatch.setattr(runner.os, "replace", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        _RowStore(path, "A").rows(ITEMS)  # drops the error row: a rewrite
+    assert path.read_text() == before  # the old file, every line of it
+    monkeypatch.undo()
+    assert set(_RowStore(path, "A").rows(ITEMS)) == {"0"}  # and the next run reads it
 
 
 def test_systems_whose_results_files_would_clash_are_refused(mix, tmp_path):

@@ -3,10 +3,10 @@
 A system is a preset name (``local-moa``), a config file (``my-moa.yaml``), or one model
 alone written ``single:<model spec>`` (``single:local:qwen2.5-coder-0.5b``). Every model
 call goes through one on-disk `SQLiteCallCache` in the output folder, so a rerun, an added
-system or a changed scorer costs no repeated generation. Each finished item is also written
-at once to ``results/<system>.partial.jsonl``, so an interrupted run resumes where it
-stopped even for systems whose calls a cache cannot replay (chunk-wise and early
-aggregation race their proposals, and a replay would race again).
+system or a changed scorer costs no repeated generation. Systems whose calls a cache cannot
+replay (chunk-wise and early aggregation race their proposals, and a replay would race
+again) write each finished item at once to ``results/<system>.rows.jsonl`` instead, so an
+interrupted run, a rerun or a longer run of them answers only the items not yet done.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class System:
     """A named way of answering: a compiled MoA graph, or one model alone.
 
     `digest` identifies the whole config of a system whose calls race (chunk-wise or early
-    aggregation, a layer deadline), so the rows an interrupted run of it finished are kept
-    for a rerun of the same config. None keeps none: the cache resumes every other system
+    aggregation, a layer deadline), so the rows its earlier runs finished are kept for a
+    run of the same config. None keeps none: the cache resumes every other system
     (and, keyed by the exact messages, follows a code change that kept rows would not), and
     a config holding model instances has no identity a digest can see.
     """
@@ -293,7 +293,6 @@ class Evaluation:
         gate = asyncio.Semaphore(self.concurrency)
         summary: dict[str, Any] = {}
         results: dict[str, list[dict[str, Any]]] = {}
-        partials: list[_PartialResults] = []
         columns = [
             TextColumn("{task.description}"),
             BarColumn(),
@@ -303,15 +302,14 @@ class Evaluation:
         with Progress(*columns, disable=not progress, console=Console(stderr=True)) as bar:
             for system in self.systems:
                 task = bar.add_task(system.name, total=len(self.items))
-                partial = _PartialResults(self._partial_path(system.name), system.digest)
-                partials.append(partial)
-                kept = partial.rows(self.items)
+                store = _RowStore(self._rows_path(system.name), system.digest)
+                kept = store.rows(self.items)
                 if kept:
                     self.notes.append(
                         f"{system.name}: {len(kept)} of {len(self.items)} items kept from an "
-                        f"interrupted run ({partial.path.name}); their answers and answer "
-                        "times are that run's (the wall time counts the others only), their "
-                        "scores were computed again."
+                        f"earlier run ({store.path.name}); their answers and answer times are "
+                        "that run's (the wall time counts the others only), their scores were "
+                        "computed again. Delete that file to answer them again."
                     )
 
                 done = [0]
@@ -323,7 +321,7 @@ class Evaluation:
                     task: Any = task,
                     done: list[int] = done,
                     started: float = started,
-                    partial: _PartialResults = partial,
+                    store: _RowStore = store,
                     kept: dict[str, dict[str, Any]] = kept,
                 ) -> dict[str, Any]:
                     if item.id in kept:
@@ -331,7 +329,7 @@ class Evaluation:
                     else:
                         async with gate:
                             row = await self.run_item(system, item)
-                        partial.add(row)
+                        store.add(row)
                     bar.advance(task)
                     done[0] += 1
                     total = len(self.items)
@@ -355,8 +353,6 @@ class Evaluation:
             write_exports(self.out, results, slug)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         (self.out / "report.md").write_text(render_report(summary, extras), encoding="utf-8")
-        for partial in partials:  # only now: a stop in a later system or the judge keeps them
-            partial.finish(self.items)
         return summary
 
     def _summarize(self, rows: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
@@ -404,8 +400,8 @@ class Evaluation:
         self._score(item, row)
         return row
 
-    def _partial_path(self, name: str) -> Path:
-        return self.out / "results" / f"{slug(name)}.partial.jsonl"
+    def _rows_path(self, name: str) -> Path:
+        return self.out / "results" / f"{slug(name)}.rows.jsonl"
 
     def _write_results(self, name: str, rows: list[dict[str, Any]]) -> None:
         path = self.out / "results" / f"{slug(name)}.jsonl"
@@ -657,23 +653,23 @@ def disagreements(results: dict[str, list[dict[str, Any]]], limit: int = 3) -> l
     return examples
 
 
-class _PartialResults:
-    """The rows of one racing system's runs, each written the moment it is done.
+class _RowStore:
+    """Every row a racing system finished, each written the moment it is done.
 
-    The first line names the system's config digest; rows of another config are never
-    kept, nor rows that ended in an error or with a failed call (the next run tries those
-    items again, as the cache would: a failed call is never cached). Rows of items outside
-    this run stay in the file for a later run that asks for them. A system without a digest
-    writes no file.
+    It keeps for racing systems what the call cache keeps for the others: a rerun, a longer
+    run (more items) or a run that was stopped answers only the items not yet done. The
+    first line names the system's config digest; rows of another config are never kept,
+    nor rows that ended in an error or with a failed call (the next run tries those items
+    again, as the cache would: a failed call is never cached), nor rows of an item whose
+    question changed. A system without a digest writes no file.
     """
 
     def __init__(self, path: Path, digest: str | None) -> None:
         self.path, self.digest = path, digest
-        self._stored: list[dict[str, Any]] = []
         self._ours = False  # the file holds this config's rows (else replaced at the first)
 
     def rows(self, items: Sequence[EvalItem]) -> dict[str, dict[str, Any]]:
-        """Rows a stopped run of the same system finished for `items`, by item id."""
+        """Rows an earlier run of the same system finished for `items`, by item id."""
         if self.digest is None or not self.path.is_file():
             return {}
         lines = self.path.read_text(encoding="utf-8").splitlines()
@@ -682,7 +678,7 @@ class _PartialResults:
             return {}  # another config's rows: left alone until this one finishes an item
         turns = {item.id: item.turns for item in items}
         # None: the line being written when the run stopped.
-        self._stored = [
+        stored = [
             r
             for r in map(_json_line, lines[1:])
             if isinstance(r, dict)
@@ -691,8 +687,8 @@ class _PartialResults:
             and turns.get(str(r.get("id")), r.get("turns")) == r.get("turns")
         ]
         # Written again with good rows only: a cut-off last line must not swallow the next.
-        self._replace(self._stored)
-        return {r["id"]: r for r in self._stored if r.get("id") in turns}
+        self._replace(stored)
+        return {r["id"]: r for r in stored if r.get("id") in turns}
 
     def add(self, row: dict[str, Any]) -> None:
         """Append one finished row."""
@@ -703,14 +699,6 @@ class _PartialResults:
             self._ours = True
         with self.path.open("a", encoding="utf-8") as file:
             file.write(json.dumps(row, default=str) + "\n")
-
-    def finish(self, items: Sequence[EvalItem]) -> None:
-        """Keep only other items' rows: the complete results file now holds this run's."""
-        if not self._ours:
-            return
-        ids = {item.id for item in items}
-        others = [r for r in self._stored if r.get("id") not in ids]
-        self._replace(others) if others else self.path.unlink(missing_ok=True)
 
     def _replace(self, rows: list[dict[str, Any]]) -> None:
         """Write the file anew in one step: a stop halfway leaves the old file, not half."""
