@@ -422,6 +422,18 @@ def test_kept_rows_are_scored_again_by_todays_scorers(racing, tmp_path, monkeypa
     assert summary["mix"]["correct"] == 1  # item 0 scored again (wrong), item 1 answered (right)
 
 
+def test_a_kept_row_carries_no_layer_scores_of_the_run_that_answered_it(racing, tmp_path):
+    """Scores are today's: an item that is no longer verifiable has no layer scores left."""
+    _evaluate([racing], ITEMS[:2], tmp_path)
+    unverifiable = [EvalItem(id=i.id, turns=i.turns) for i in ITEMS[:2]]
+    summary = _evaluate([racing], unverifiable, tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "results" / "mix.jsonl").read_text().splitlines()]
+    assert "2 of 2 items kept" in (tmp_path / "report.md").read_text()
+    assert all(r["scores"] == {} for r in rows)
+    assert not any(k in r for r in rows for k in ("stage_scores", "proposal_scores"))
+    assert not summary["mix"].get("layer_curve")
+
+
 def test_stored_rows_of_another_config_an_error_or_a_cut_off_line_are_not_kept(tmp_path):
     path = tmp_path / "s.rows.jsonl"
     items = ITEMS[:4]
@@ -439,8 +451,11 @@ def test_stored_rows_of_another_config_an_error_or_a_cut_off_line_are_not_kept(t
     changed = [*items[:2], EvalItem(id="2", turns=["Another question."], expected=["x"])]
     assert set(_RowStore(path, "A").rows(items)) == {"0", "2"}
     assert set(_RowStore(path, "A").rows(changed)) == {"0"}  # item 2 changed: answer again
-    # Item 5's row, which no run here asked for, is still there for one that will.
-    assert [json.loads(x).get("id") for x in path.read_text().splitlines()] == [None, "0", "5"]
+    # The rows no run here asked for (item 5; item 2 with its first question) stay for one that
+    # will: another dataset in the same folder, whose ids are line numbers too, erases nothing.
+    ids = [json.loads(x).get("id") for x in path.read_text().splitlines()]
+    assert ids == [None, "0", "5", "2"]
+    assert set(_RowStore(path, "A").rows(items)) == {"0", "2"}
     other = _RowStore(path, "B")
     assert other.rows(ITEMS) == {}  # another config's rows are not kept...
     assert "5" in path.read_text()  # ...nor erased until this config finishes an item

@@ -396,7 +396,8 @@ class Evaluation:
 
     def _rescored(self, item: EvalItem, row: dict[str, Any]) -> dict[str, Any]:
         """Score a kept row again: a scorer may have changed since the run that answered it."""
-        row = {**row, "category": item.category, "scores": {}}
+        row = {k: v for k, v in row.items() if k not in _SCORED_FIELDS}
+        row |= {"category": item.category, "scores": {}}
         self._score(item, row)
         return row
 
@@ -653,6 +654,10 @@ def disagreements(results: dict[str, list[dict[str, Any]]], limit: int = 3) -> l
     return examples
 
 
+_SCORED_FIELDS = ("scores", "stage_scores", "proposal_scores", "proposal_similarity")
+"""What a row's scoring wrote, dropped from a kept row: today's item and scorers say it again."""
+
+
 class _RowStore:
     """Every row a racing system finished, each written the moment it is done.
 
@@ -660,8 +665,9 @@ class _RowStore:
     run (more items) or a run that was stopped answers only the items not yet done. The
     first line names the system's config digest; rows of another config are never kept,
     nor rows that ended in an error or with a failed call (the next run tries those items
-    again, as the cache would: a failed call is never cached), nor rows of an item whose
-    question changed. A system without a digest writes no file.
+    again, as the cache would: a failed call is never cached). A row is kept for an item with
+    its id and its question; a row of the same id with another question stays in the file for
+    a run that asks that question. A system without a digest writes no file.
     """
 
     def __init__(self, path: Path, digest: str | None) -> None:
@@ -676,7 +682,6 @@ class _RowStore:
         self._ours = bool(lines) and _json_line(lines[0]) == {"digest": self.digest}
         if not self._ours:
             return {}  # another config's rows: left alone until this one finishes an item
-        turns = {item.id: item.turns for item in items}
         # None: the line being written when the run stopped.
         stored = [
             r
@@ -684,11 +689,13 @@ class _RowStore:
             if isinstance(r, dict)
             and r.get("error") is None
             and not any(c.get("status") == "failed" for c in r.get("trace") or [])
-            and turns.get(str(r.get("id")), r.get("turns")) == r.get("turns")
         ]
         # Written again with good rows only: a cut-off last line must not swallow the next.
         self._replace(stored)
-        return {r["id"]: r for r in stored if r.get("id") in turns}
+        # An item is its id and its question: another dataset in the same folder may reuse
+        # the ids (they default to line numbers), and its rows stay for a run that asks.
+        turns = {item.id: item.turns for item in items}
+        return {r["id"]: r for r in stored if turns.get(str(r.get("id"))) == r.get("turns")}
 
     def add(self, row: dict[str, Any]) -> None:
         """Append one finished row."""
