@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +46,7 @@ from langgraph_moa.eval.datasets import EvalItem, load_dataset
 from langgraph_moa.eval.runner import Evaluation, slug
 from langgraph_moa.eval.scorers import score
 from langgraph_moa.eval.stats import paired_difference
+from langgraph_moa.run.cache import SQLiteCallCache
 from langgraph_moa.text._selection import Candidate, SelectionConfig, select
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,16 +77,18 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """Answer `items` with one system in its own folder; return its results rows.
 
-    `seed`: a call cache copied in before the first run, so calls this system shares with
-    another (the same model, settings, prompt and sample index) are not generated twice.
+    `seed`: a call cache merged in before each run, so calls this system shares with
+    another (the same model, settings, prompt and sample index) are not generated twice,
+    also when a longer run (more items) extends a folder that already has its own cache.
     Their items then have no answer time of their own (a replay takes none). `run` False reads
     the results of the last run instead: a system with early aggregation would race again on
     a replay (its cancelled calls were never cached), so its results are read, not remade.
     """
     folder = out / slug(name)
-    if seed is not None and seed.is_file() and not (folder / "calls.db").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(seed, folder / "calls.db")
+    if seed is not None and seed.is_file() and run:
+        cache = SQLiteCallCache(folder / "calls.db")
+        cache.merge(seed)
+        cache.close()
     if run:
         evaluation = Evaluation(
             [system_spec(name)], items, folder, concurrency=concurrency, plots=False, exports=False

@@ -1,5 +1,8 @@
 """The call cache: a rerun or an added system costs no repeated generation."""
 
+import pytest
+from langchain_core.messages import AIMessage
+
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.run.cache import SQLiteCallCache
 from tests.helpers import QUESTION
@@ -77,3 +80,20 @@ def test_every_variant_is_served_from_the_cache_on_a_rerun(fake, log, tmp_path):
         again = create_moa_graph(config, call_cache=cache).invoke(QUESTION)
         assert len(log.calls) == made, config.variant
         assert all(c["cached"] for c in again["calls"]), config.variant
+
+
+def test_a_merged_cache_serves_the_other_runs_calls_and_keeps_its_own(fake, log, tmp_path):
+    """Two evaluation folders share their common calls, also after both have run."""
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"))
+    create_moa_graph(config, call_cache=SQLiteCallCache(tmp_path / "other.db")).invoke(QUESTION)
+    ours = SQLiteCallCache(tmp_path / "ours.db")
+    ours.put("a call only we made", AIMessage("ours"))
+    assert ours.merge(tmp_path / "other.db") == len(log.calls)  # every call the other made
+    assert ours.merge(tmp_path / "other.db") == 0  # nothing new the second time
+    called = len(log.calls)
+    again = create_moa_graph(config, call_cache=ours).invoke(QUESTION)
+    assert len(log.calls) == called and all(c["cached"] for c in again["calls"])
+    assert ours.get("a call only we made") == AIMessage("ours")
+    with pytest.raises(FileNotFoundError, match="No call cache at"):
+        ours.merge(tmp_path / "missing.db")
+    assert not (tmp_path / "missing.db").exists()

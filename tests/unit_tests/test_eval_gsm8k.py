@@ -5,11 +5,13 @@ import random
 from pathlib import Path
 
 import pytest
+from langchain_core.messages import AIMessage
 
 from langgraph_moa.errors import EvalDatasetError
 from langgraph_moa.eval import load_dataset, score, shipped_dataset
 from langgraph_moa.eval.datasets import PACKAGED
 from langgraph_moa.eval.scorers import numeric
+from langgraph_moa.run.cache import SQLiteCallCache
 from langgraph_moa.text._selection import extract_answer, stated_number
 
 ROOT = Path(__file__).parents[2]
@@ -191,15 +193,19 @@ def test_the_pickers_ceiling_counts_finished_right_proposals_only(bench, tmp_pat
     assert not bench.any_right(item, _row(("So \\boxed{4}", 200)))
 
 
-def test_a_shared_call_cache_is_copied_in_once_and_never_over_a_systems_own(
+def test_a_shared_call_cache_is_merged_in_and_never_over_a_systems_own(
     bench, tmp_path, monkeypatch
 ):
-    # evaluate() must not replace a folder's own cache (a resumed run keeps its calls).
-    seed = tmp_path / "seed.db"
-    seed.write_bytes(b"seed")
-    own = tmp_path / "out" / "local-vote"
-    own.mkdir(parents=True)
-    (own / "calls.db").write_bytes(b"own")
+    # evaluate() merges the baseline's calls into a system's cache before each run: a folder
+    # that already ran keeps its own calls and gets the shared ones of items it adds.
+    seed = SQLiteCallCache(tmp_path / "seed.db")
+    seed.put("greedy call of item 1", AIMessage("seed 1"))
+    seed.put("greedy call of item 2", AIMessage("seed 2"))
+    seed.close()
+    own = SQLiteCallCache(tmp_path / "out" / "local-vote" / "calls.db")
+    own.put("greedy call of item 1", AIMessage("own 1"))
+    own.put("sample of item 1", AIMessage("own sample"))
+    own.close()
 
     class Stop(Exception):
         pass
@@ -207,8 +213,11 @@ def test_a_shared_call_cache_is_copied_in_once_and_never_over_a_systems_own(
     def stop(*_args, **_kwargs):
         raise Stop
 
-    monkeypatch.setattr(bench, "Evaluation", stop)  # the copy comes before any model is built
-    for name, expected in (("local-vote", b"own"), ("local-confidence", b"seed")):
+    monkeypatch.setattr(bench, "Evaluation", stop)  # the merge comes before any model is built
+    for name, first in (("local-vote", "own 1"), ("local-confidence", "seed 1")):
         with pytest.raises(Stop):
-            bench.evaluate(name, [], tmp_path / "out", 1, seed)
-        assert (tmp_path / "out" / name / "calls.db").read_bytes() == expected
+            bench.evaluate(name, [], tmp_path / "out", 1, tmp_path / "seed.db")
+        cache = SQLiteCallCache(tmp_path / "out" / name / "calls.db")
+        assert cache.get("greedy call of item 1") == AIMessage(first)
+        assert cache.get("greedy call of item 2") == AIMessage("seed 2")
+    assert SQLiteCallCache(tmp_path / "out" / "local-vote" / "calls.db").get("sample of item 1")

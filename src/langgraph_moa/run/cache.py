@@ -80,6 +80,25 @@ class SQLiteCallCache:
             )
             self._conn.commit()
 
+    def merge(self, other: str | Path) -> int:
+        """Copy in the calls another cache file holds and this one lacks; return how many.
+
+        Two evaluations that make some of the same calls (the same model, settings, messages
+        and sample) can then share them instead of generating them twice, also after either
+        has run. A call both hold keeps this cache's reply.
+        """
+        if not Path(other).is_file():
+            raise FileNotFoundError(f"No call cache at {other}: give the calls.db of a run.")
+        with self._lock:
+            self._conn.execute("ATTACH DATABASE ? AS other", (str(other),))
+            try:
+                before = self._conn.total_changes
+                self._conn.execute("INSERT OR IGNORE INTO calls SELECT * FROM other.calls")
+                self._conn.commit()
+                return self._conn.total_changes - before
+            finally:
+                self._conn.execute("DETACH DATABASE other")
+
     def close(self) -> None:
         """Close the file."""
         self._conn.close()
