@@ -141,6 +141,10 @@ def _system(name: str, config: MoAConfig, cache: SQLiteCallCache) -> System:
     return System(name=name, graph=graph, digest=config_digest(config) if races(config) else None)
 
 
+_LAYER_FIELDS = ("stage_scores", "proposal_scores", "proposal_similarity")
+"""What scoring a row's layers writes into it (`Evaluation._record_layers`)."""
+
+
 class Evaluation:
     """One evaluation: systems x items, written under `out_dir`."""
 
@@ -243,7 +247,14 @@ class Evaluation:
         return row
 
     def _score(self, item: EvalItem, row: dict[str, Any]) -> None:
-        """Score an answered row's final answer and each layer's outputs, if verifiable."""
+        """Score an answered row's final answer and each layer's outputs, if verifiable.
+
+        What an earlier scoring wrote goes first: a kept row is scored by today's item and
+        scorers only, even when its item is no longer verifiable.
+        """
+        for field in _LAYER_FIELDS:
+            row.pop(field, None)
+        row["scores"] = {}
         if row["error"] is None and item.verifiable:
             row["scores"] = score(item, row["answer"])
             self._analyze(item, row)
@@ -396,8 +407,7 @@ class Evaluation:
 
     def _rescored(self, item: EvalItem, row: dict[str, Any]) -> dict[str, Any]:
         """Score a kept row again: a scorer may have changed since the run that answered it."""
-        row = {k: v for k, v in row.items() if k not in _SCORED_FIELDS}
-        row |= {"category": item.category, "scores": {}}
+        row = {**row, "category": item.category}
         self._score(item, row)
         return row
 
@@ -654,10 +664,6 @@ def disagreements(results: dict[str, list[dict[str, Any]]], limit: int = 3) -> l
     return examples
 
 
-_SCORED_FIELDS = ("scores", "stage_scores", "proposal_scores", "proposal_similarity")
-"""What a row's scoring wrote, dropped from a kept row: today's item and scorers say it again."""
-
-
 class _RowStore:
     """Every row a racing system finished, each written the moment it is done.
 
@@ -690,8 +696,9 @@ class _RowStore:
             and r.get("error") is None
             and not any(c.get("status") == "failed" for c in r.get("trace") or [])
         ]
-        # Written again with good rows only: a cut-off last line must not swallow the next.
-        self._replace(stored)
+        if len(stored) < len(lines) - 1:
+            # Written again with good rows only: a cut-off last line must not swallow the next.
+            self._replace(stored)
         # An item is its id and its question: another dataset in the same folder may reuse
         # the ids (they default to line numbers), and its rows stay for a run that asks.
         turns = {item.id: item.turns for item in items}
