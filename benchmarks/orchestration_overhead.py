@@ -18,16 +18,18 @@ project's ratio to both baselines with the goals (<= 1.00 against httpx at every
 collector. Then it profiles 64 project runs with cProfile and prints the CPU shares by package
 and the top entries.
 
-`--freeze-heap` freezes the warmed-up process's objects (`gc.freeze`) before measuring, as
-`moa serve` does at startup: the collector then no longer walks the libraries' objects at each
-full collection. Every side runs in the same process, so each one measures under the same
-collector. ``MOA_SDK_TRANSFORM=1`` gives the project's models the SDK's own chat-completions
+`--collector` sets the garbage collector up before measuring: `python` leaves it as the
+interpreter has it; `frozen` freezes the warmed-up process's objects (`gc.freeze`), so that the
+collector no longer walks the libraries' objects at each full collection; `serve` does what
+`moa serve` does at startup (`serving._server.tune_collector`: frozen, and the youngest
+generation collected every 10,000 allocations instead of 700). Every side runs in the same
+process, so each one measures under the same collector. ``MOA_SDK_TRANSFORM=1`` gives the project's models the SDK's own chat-completions
 ``create`` (see `transport._completions`), for a before-and-after.
 
 The figures are CPU-sensitive: run on a quiet machine and note its load average.
 
     python benchmarks/orchestration_overhead.py [--repeats 3] [--runs 1 16 64] [--floors]
-        [--freeze-heap]
+        [--collector python|frozen|serve]
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ from langgraph.types import Send
 from pydantic import SecretStr
 
 from langgraph_moa import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAConfig, create_moa_graph
-from langgraph_moa.serving._server import freeze_startup_heap
+from langgraph_moa.serving._server import tune_collector
+from langgraph_moa.transport._completions import lean_completions
 from langgraph_moa.transport._http import own_async_client, transport_in_use
 from langgraph_moa.transport._net import free_port
 
@@ -114,16 +117,20 @@ def ask_with_openai(client: openai.AsyncOpenAI) -> Ask:
 
 
 def ask_with_langchain(url: str, client: httpx.AsyncClient) -> Ask:
-    """The same call through langchain-openai's `ChatOpenAI`, one shared HTTP client."""
+    """The same call through langchain-openai's `ChatOpenAI`, one shared HTTP client, with the
+    chat-completions `create` the package gives the models it builds (`lean_completions`), so
+    that the floors differ from the project in LangChain's and LangGraph's work alone."""
     models = {
-        name: ChatOpenAI(
-            model=name,
-            base_url=url,
-            api_key=SecretStr("not-needed"),
-            max_retries=0,
-            temperature=0.7,
-            max_tokens=512,  # type: ignore[call-arg]  # alias of max_completion_tokens
-            http_async_client=client,
+        name: lean_completions(
+            ChatOpenAI(
+                model=name,
+                base_url=url,
+                api_key=SecretStr("not-needed"),
+                max_retries=0,
+                temperature=0.7,
+                max_tokens=512,  # type: ignore[call-arg]  # alias of max_completion_tokens
+                http_async_client=client,
+            )
         )
         for name in [*(f"p{j}" for j in range(PROPOSERS)), "agg"]
     }
@@ -255,13 +262,19 @@ def project_config(url: str, specs: str) -> MoAConfig:
     return MoAConfig(proposers=models[:-1], aggregator=models[-1], layers=LAYERS)
 
 
+COLLECTORS = {
+    "python": "as the interpreter has it",
+    "frozen": "startup heap frozen (gc.freeze)",
+    "serve": "as moa serve sets it (startup heap frozen, young generation raised)",
+}
+
 BASELINES = ("bare httpx", "bare aiohttp")
 """The reference's way (bare `asyncio.gather` on the SDK's default httpx client) and the same
 on the SDK's aiohttp client, the fastest transport it offers."""
 
 
 async def compare(
-    url: str, runs: list[int], repeats: int, specs: str, floors: bool, freeze: bool
+    url: str, runs: list[int], repeats: int, specs: str, floors: bool, collector: str
 ) -> None:
     config = project_config(url, specs)
     graph = create_moa_graph(config)
@@ -287,14 +300,17 @@ async def compare(
         sides["langgraph+langchain"] = lambda i: langgraph_chat.ainvoke({"question": question(i)})
     for run in sides.values():  # warm up: imports, first connections
         await measure(run, 2)
-    if freeze:  # what `moa serve` does once the server is built
-        freeze_startup_heap()
+    if collector == "frozen":
+        gc.collect()
+        gc.freeze()
+    elif collector == "serve":  # what `moa serve` does once the server is built
+        tune_collector()
 
     print(
         f"{LAYERS} layers x {PROPOSERS} proposers, {calls} calls per run, median of {repeats}; "
         f"project models given as {'model@url specs' if specs == 'url' else 'ChatOpenAI instances'}"
-        f" (package transport: {transport_in_use()}); startup heap "
-        f"{'frozen (gc.freeze, as moa serve does)' if freeze else 'not frozen'}"
+        f" (package transport: {transport_in_use()}); collector: "
+        f"{COLLECTORS[collector]} (thresholds {gc.get_threshold()})"
     )
     print(
         "wall seconds of each side; ratio = side / bare httpx; CPU ms = extra client CPU per call"
@@ -398,9 +414,11 @@ def main() -> None:
         "--floors", action="store_true", help="also time LangChain and LangGraph alone"
     )
     parser.add_argument(
-        "--freeze-heap",
-        action="store_true",
-        help="gc.freeze() the warmed-up process before measuring, as `moa serve` does",
+        "--collector",
+        choices=list(COLLECTORS),
+        default="python",
+        help="the garbage collector as the interpreter has it, with the warmed-up process "
+        "frozen (gc.freeze), or as `moa serve` sets it (frozen, young threshold raised)",
     )
     args = parser.parse_args()
     for name in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
@@ -408,9 +426,7 @@ def main() -> None:
     print(f"load average before: {load_average()}")
     proc, url = start_server(args.latency)
     try:
-        asyncio.run(
-            compare(url, args.runs, args.repeats, args.specs, args.floors, args.freeze_heap)
-        )
+        asyncio.run(compare(url, args.runs, args.repeats, args.specs, args.floors, args.collector))
         if args.profile_runs:
             asyncio.run(profile(url, args.profile_runs, args.top, args.specs))
     finally:

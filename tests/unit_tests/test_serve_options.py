@@ -6,7 +6,12 @@ import importlib.util
 import pytest
 import uvicorn
 
-from langgraph_moa.serving._server import GC_FREEZE_ENV, freeze_startup_heap, server_options
+from langgraph_moa.serving._server import (
+    GC_FREEZE_ENV,
+    SERVING_YOUNG_THRESHOLD,
+    server_options,
+    tune_collector,
+)
 
 
 def test_serve_picks_uvloop_and_httptools_when_installed():
@@ -27,21 +32,24 @@ def test_serve_falls_back_to_asyncio_and_h11_without_them(monkeypatch):
 
 
 @pytest.fixture
-def unfrozen():
-    """Leave the collector as the test found it: nothing frozen."""
+def untuned():
+    """Leave the collector as the test found it: nothing frozen, Python's thresholds."""
+    thresholds = gc.get_threshold()
     gc.unfreeze()
-    yield
+    yield thresholds
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
-def test_serve_freezes_the_startup_heap_before_serving(monkeypatch, tmp_path, unfrozen):
+def test_serve_tunes_the_collector_while_serving_and_restores_it(monkeypatch, tmp_path, untuned):
     from langgraph_moa import MoAConfig
     from langgraph_moa.serving import _server
 
     seen = {}
 
-    def run(app, **options):  # uvicorn.run: what the collector holds when serving starts
+    def run(app, **options):  # uvicorn.run: how the collector is set when serving starts
         seen["frozen"] = gc.get_freeze_count()
+        seen["thresholds"] = gc.get_threshold()
         seen["options"] = options
 
     monkeypatch.setattr(uvicorn, "run", run)
@@ -49,16 +57,49 @@ def test_serve_freezes_the_startup_heap_before_serving(monkeypatch, tmp_path, un
     config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
     _server.serve({"fake": config}, port=8123, history_path=tmp_path / "h.db", log=print)
     assert seen["frozen"] > 10_000  # the imports' objects: LangChain, LangGraph, pydantic...
+    assert seen["thresholds"] == (SERVING_YOUNG_THRESHOLD, *untuned[1:])
     assert seen["options"]["port"] == 8123
     assert gc.get_freeze_count() == 0  # serve() returned: nothing is left frozen
+    assert gc.get_threshold() == untuned  # and the thresholds are the caller's again
 
 
-def test_moa_gc_freeze_0_leaves_the_collector_alone(monkeypatch, unfrozen):
-    monkeypatch.setenv(GC_FREEZE_ENV, "0")
-    assert freeze_startup_heap() is False
+def test_serve_restores_the_collector_when_uvicorn_fails(monkeypatch, tmp_path, untuned):
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving import _server
+
+    def run(app, **options):
+        raise OSError("address in use")
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
+    config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
+    with pytest.raises(OSError):
+        _server.serve({"fake": config}, port=8123, history_path=tmp_path / "h.db", log=print)
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == untuned
+
+
+def test_moa_gc_freeze_0_leaves_the_collector_alone(monkeypatch, untuned):
+    monkeypatch.setenv(GC_FREEZE_ENV, "0")
+    restore = tune_collector()
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == untuned
+    restore()
+    assert gc.get_threshold() == untuned
     monkeypatch.delenv(GC_FREEZE_ENV)
-    assert freeze_startup_heap() is True
+    restore = tune_collector()
     assert gc.get_freeze_count() > 0
+    assert gc.get_threshold()[0] == SERVING_YOUNG_THRESHOLD
     gc.collect()  # a collection after the freeze leaves the frozen objects frozen
     assert gc.get_freeze_count() > 0
+    restore()
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == untuned
+
+
+def test_a_higher_young_threshold_of_the_host_is_kept(untuned):
+    gc.set_threshold(50_000, *untuned[1:])
+    restore = tune_collector()
+    assert gc.get_threshold()[0] == 50_000  # never lowered
+    restore()
+    assert gc.get_threshold()[0] == 50_000
