@@ -81,10 +81,8 @@ def test_serve_restores_the_collector_when_uvicorn_fails(monkeypatch, tmp_path, 
 
 def test_moa_gc_freeze_0_leaves_the_collector_alone(monkeypatch, untuned):
     monkeypatch.setenv(GC_FREEZE_ENV, "0")
-    restore = tune_collector()
+    tune_collector()
     assert gc.get_freeze_count() == 0
-    assert gc.get_threshold() == untuned
-    restore()
     assert gc.get_threshold() == untuned
     monkeypatch.delenv(GC_FREEZE_ENV)
     restore = tune_collector()
@@ -103,3 +101,20 @@ def test_a_higher_young_threshold_of_the_host_is_kept(untuned):
     assert gc.get_threshold()[0] == 50_000  # never lowered
     restore()
     assert gc.get_threshold()[0] == 50_000
+
+
+def test_automatic_collection_turned_off_by_the_host_stays_off(untuned):
+    gc.set_threshold(0)
+    restore = tune_collector()
+    assert gc.get_threshold()[0] == 0
+    restore()
+    assert gc.get_threshold()[0] == 0
+
+
+def test_objects_the_host_froze_stay_frozen_after_serving(untuned):
+    gc.freeze()
+    frozen_by_host = gc.get_freeze_count()
+    restore = tune_collector()
+    restore()
+    assert gc.get_freeze_count() >= frozen_by_host
+    assert gc.get_threshold() == untuned

@@ -119,20 +119,26 @@ def tune_collector() -> Callable[[], None]:
     Frozen once the server is built (`gc.freeze`), those objects are never walked again
     (0.33 s); a frozen object that dies is still freed by its reference count. Then the
     youngest generation is collected every `SERVING_YOUNG_THRESHOLD` allocations instead of
-    every 700. What requests allocate is collected as before.
+    every 700 (a higher threshold of the host is kept, and 0, automatic collection off, stays
+    off). What requests allocate is collected as before.
 
+    The returned function puts the thresholds back, and unfreezes unless the host had objects
+    frozen already (it cannot tell its own from ours, so it leaves them all frozen).
     ``MOA_GC_FREEZE=0`` leaves the collector as it is (and the returned function does
     nothing). A library must not change its host's collector, so only `moa serve` calls this.
     """
     if os.environ.get(GC_FREEZE_ENV) == "0":
         return lambda: None
     thresholds = gc.get_threshold()
+    host_froze = gc.get_freeze_count() > 0
     gc.collect()  # the startup's cyclic garbage goes now, or it would be frozen for good
     gc.freeze()
-    gc.set_threshold(max(thresholds[0], SERVING_YOUNG_THRESHOLD), *thresholds[1:])
+    if thresholds[0]:  # 0: the host turned automatic collection off
+        gc.set_threshold(max(thresholds[0], SERVING_YOUNG_THRESHOLD), *thresholds[1:])
 
     def restore() -> None:
-        gc.unfreeze()
+        if not host_froze:
+            gc.unfreeze()
         gc.set_threshold(*thresholds)
 
     return restore
