@@ -23,8 +23,9 @@ interpreter has it; `frozen` freezes the warmed-up process's objects (`gc.freeze
 collector no longer walks the libraries' objects at each full collection; `serve` does what
 `moa serve` does at startup (`serving._server.tune_collector`: frozen, and the youngest
 generation collected every 10,000 allocations instead of 700). Every side runs in the same
-process, so each one measures under the same collector. ``MOA_SDK_TRANSFORM=1`` gives the project's models the SDK's own chat-completions
-``create`` (see `transport._completions`), for a before-and-after.
+process, so each one measures under the same collector. ``MOA_SDK_TRANSFORM=1`` gives the
+project's models the SDK's own chat-completions ``create`` (see `transport._completions`), for
+a before-and-after.
 
 The figures are CPU-sensitive: run on a quiet machine and note its load average.
 
