@@ -1,6 +1,9 @@
 """Core orchestration: call counts, layer semantics, references, accounting, entry points."""
 
+import asyncio
+
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.graph import MessagesState, StateGraph
 from langgraph.pregel import Pregel
@@ -202,3 +205,60 @@ def test_graph_works_as_a_node_inside_a_messages_app(three_layer):
     texts = [m.text for m in out["messages"]]
     assert texts[:3] == ["hi", "Let me ask the experts.", "Explain X"]
     assert texts[3].startswith("AGG #") and len(texts) == 4
+
+
+class _ModelRuns(BaseCallbackHandler):
+    """Records each chat-model run's name, MoA tags and metadata, as a tracer sees them."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, list[str], dict]] = []
+
+    def on_chat_model_start(self, serialized, messages, *, tags=None, metadata=None, **kw):
+        mine = sorted(t for t in tags or [] if t.startswith("moa:") or t == "nostream")
+        keys = ("langgraph_node", "moa_role", "moa_layer", "moa_proposer", "moa_variant")
+        self.runs.append((kw.get("name"), mine, {k: (metadata or {}).get(k) for k in keys}))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("variant", ["moa", "ranker"])
+def test_every_model_call_is_traced_with_its_name_tags_and_metadata(fake, mode, variant):
+    agg = fake("AGG")
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=agg, layers=2, variant=variant)
+    graph, seen = create_moa_graph(config), _ModelRuns()
+    if mode == "sync":
+        graph.invoke(QUESTION, {"callbacks": [seen]})
+    else:
+        asyncio.run(graph.ainvoke(QUESTION, {"callbacks": [seen]}))
+    final = (
+        ("layer 2 / aggregator / AGG", ["moa:final"], "aggregate", "aggregator")
+        if variant == "moa"
+        else ("layer 2 / ranker / AGG", ["moa:intermediate", "nostream"], "rank", "ranker")
+    )
+    name, tags, node, role = final
+    # The runs hang under the graph's nodes (langgraph_node is inherited from the node's run).
+    assert sorted(seen.runs) == [
+        (
+            f"layer 1 / proposer {i + 1} / {label}",
+            ["moa:proposer", "nostream"],
+            {
+                "langgraph_node": "propose",
+                "moa_role": "proposer",
+                "moa_layer": 1,
+                "moa_proposer": i,
+                "moa_variant": variant,
+            },
+        )
+        for i, label in enumerate("AB")
+    ] + [
+        (
+            name,
+            tags,
+            {
+                "langgraph_node": node,
+                "moa_role": role,
+                "moa_layer": 2,
+                "moa_proposer": -1,
+                "moa_variant": variant,
+            },
+        )
+    ]

@@ -141,6 +141,20 @@ def test_a_registered_provider_is_read_by_building_retries_timeouts_and_accounti
     assert answering_model(reply, "ollama:llama3") == "llama3:8b"
 
 
+def test_accounting_reads_the_keys_of_the_table_as_it_is_now():
+    # The keys are remembered between calls; registering or removing a row must renew them.
+    reply = AIMessage("hi", response_metadata={"done_reason": "stop", "served_by": "toy-1"})
+    assert finish_reason(reply) is None and answering_model(reply, "toy") == "toy"
+    row = register_provider(
+        Provider("ollama", finish_reason_key="done_reason", model_name_key="served_by")
+    )
+    try:
+        assert finish_reason(reply) == "stop" and answering_model(reply, "toy") == "toy-1"
+    finally:
+        unregister_provider(row.prefix)
+    assert finish_reason(reply) is None and answering_model(reply, "toy") == "toy"
+
+
 def test_without_its_row_a_provider_gets_no_key_check():
     assert provider_of("ollama") == Provider("ollama")
     # No key is asked for: building goes on to the integration (not installed here).

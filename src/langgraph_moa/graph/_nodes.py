@@ -16,7 +16,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.runtime import get_runtime
 from langgraph.types import Command
 
@@ -195,13 +195,14 @@ class MoANodes:
 
         def request() -> _Request:
             chat = self._proposer_model(cfg, p, streamed=watched)
-            model = bind_options(chat, options, p.label, stop=picks).with_config(
-                run_name=" / ".join([*parts, p.label]),
-                tags=[TAG_PROPOSER] if watched else [TAG_PROPOSER, NOSTREAM],
-                metadata=call.trace_metadata(cfg),
+            model = bind_options(chat, options, p.label, stop=picks)
+            trace = call.trace(
+                cfg,
+                " / ".join([*parts, p.label]),
+                [TAG_PROPOSER] if watched else [TAG_PROPOSER, NOSTREAM],
             )
             params = params_with(p.call_params(), options, stop=picks)
-            return _Request(model, task["messages"], params, p.model, options=options)
+            return _Request(model, task["messages"], params, p.model, trace, options=options)
 
         outcome = yield from self._attempt(
             cfg,
@@ -248,6 +249,7 @@ class MoANodes:
                 cfg.call_timeout_s,
                 stop,
                 has_own_timeout(req.spec),
+                req.trace,
             )
             message, parsed = _answer_of(call, response, req.options)
             record = _ok(call, step.errors(key), message, time.perf_counter() - started, cached)
@@ -350,8 +352,8 @@ class MoANodes:
 
     def _aggregator_input(
         self, cfg: MoAConfig, state: MoAState, call: CallId, is_final: bool, options: Options
-    ) -> tuple[Runnable[Any, Any], list[BaseMessage], int]:
-        """Return the aggregator's model, its messages, and how many references were cut."""
+    ) -> tuple[Runnable[Any, Any], RunnableConfig, list[BaseMessage], int]:
+        """Return the aggregator's model, trace and messages; count the references cut."""
         step = cfg.rules.step_name
         watched = watching()
         tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, *([] if watched else [NOSTREAM])]
@@ -363,11 +365,7 @@ class MoANodes:
             )
         else:
             base = bind_options(chat, options, call.configured_model, stop=is_final, final=is_final)
-        model = base.with_config(
-            run_name=f"{step} {call.layer} / aggregator / {call.configured_model}",
-            tags=tags,
-            metadata=call.trace_metadata(cfg),
-        )
+        trace = call.trace(cfg, f"{step} {call.layer} / aggregator / {call.configured_model}", tags)
         wanted = options.get("tools") and any(
             c.get("tool_calls") for c in answered_proposals(state)
         )
@@ -378,7 +376,7 @@ class MoANodes:
             [cfg.final_chain[call.sample]],
             extra_note=TOOL_NOTE if wanted and self.response_format is None else "",
         )
-        return model, messages, trimmed
+        return base, trace, messages, trimmed
 
     def _aggregate_steps(self, state: MoAState) -> NodeSteps:
         """Synthesize the references: the body of `aggregate` and `aaggregate`."""
@@ -397,11 +395,13 @@ class MoANodes:
         def request() -> _Request:
             # Built inside the attempt: a conversation too long for the budget is a failure
             # of this aggregator, and the next one in the chain may have room.
-            model, messages, trimmed = self._aggregator_input(cfg, state, call, is_final, options)
+            model, trace, messages, trimmed = self._aggregator_input(
+                cfg, state, call, is_final, options
+            )
             spec = cfg.final_chain[call.sample].model
             notes = {"trimmed_references": trimmed}
             params = self._final_params(cfg, call, options, is_final)
-            return _Request(model, messages, params, spec, notes, options=options)
+            return _Request(model, messages, params, spec, trace, notes, options=options)
 
         outcome = yield from self._attempt(cfg, state["run_token"], call, request)
         if outcome.error is not None:
@@ -451,16 +451,17 @@ class MoANodes:
             return self._budget_answer(plan, state)
 
         def request() -> _Request:
-            model = self._final_model(cfg, call.sample, streamed=False).with_config(
-                run_name=f"layer {call.layer} / ranker / {call.configured_model}",
-                tags=[TAG_INTERMEDIATE, NOSTREAM],
-                metadata=call.trace_metadata(cfg),
+            model = self._final_model(cfg, call.sample, streamed=False)
+            trace = call.trace(
+                cfg,
+                f"layer {call.layer} / ranker / {call.configured_model}",
+                [TAG_INTERMEDIATE, NOSTREAM],
             )
             messages = ranker_messages(
                 list(state["messages"]), state["references"], reference_format=cfg.reference_format
             )
             role = cfg.final_chain[call.sample]
-            return _Request(model, messages, role.call_params(), role.model)
+            return _Request(model, messages, role.call_params(), role.model, trace)
 
         outcome = yield from self._attempt(cfg, state["run_token"], call, request)
         if outcome.error is not None:
@@ -667,6 +668,8 @@ class _Request:
     """The call's parameters, as they enter the call cache's key."""
     spec: Any
     """The model spec: whether the model has a timeout of its own depends on it."""
+    trace: RunnableConfig
+    """The call's run name, tags and metadata (`CallId.trace`)."""
     notes: dict[str, Any] = field(default_factory=dict)
     """What the body learnt while building the input, kept for the answer's provenance."""
     options: Options = field(default_factory=dict)

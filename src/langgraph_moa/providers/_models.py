@@ -13,6 +13,7 @@ only when a run starts, so building a graph never needs a network or an API key.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import weakref
@@ -87,8 +88,14 @@ def known_providers() -> list[str]:
     return sorted([*providers, LOCAL_PREFIX])
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_endpoint_string(spec: str) -> OpenAIEndpoint | None:
-    """Read ``"model@http://host/v1"`` as an endpoint; return None for other strings."""
+    """Read ``"model@http://host/v1"`` as an endpoint; return None for other strings.
+
+    Remembered (the endpoint is frozen): every model call reads its spec a few times (the
+    model cache's key, the shared client, the timeout), and building the endpoint anew each
+    time was about 8 µs of client CPU per call.
+    """
     for scheme in ("@http://", "@https://"):
         if scheme in spec:
             model, _, rest = spec.partition(scheme)

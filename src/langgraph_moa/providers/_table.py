@@ -15,6 +15,7 @@ every SDK that is already imported, so checking an error never imports a provide
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 
@@ -49,15 +50,35 @@ class Provider:
 _TABLE: dict[str, Provider] = {}
 
 
+@functools.cache
+def finish_reason_keys() -> tuple[str, ...]:
+    """Every key a provider reports its finish reason under, the common one first."""
+    return tuple(dict.fromkeys(["finish_reason", *(r.finish_reason_key for r in _TABLE.values())]))
+
+
+@functools.cache
+def model_name_keys() -> tuple[str, ...]:
+    """Every key a provider names its answering model under, the common one first."""
+    return tuple(dict.fromkeys(["model_name", *(r.model_name_key for r in _TABLE.values())]))
+
+
+def _forget_keys() -> None:
+    """Recompute the response keys after the table changed (they are read on every call)."""
+    finish_reason_keys.cache_clear()
+    model_name_keys.cache_clear()
+
+
 def register_provider(row: Provider) -> Provider:
     """Add (or replace) a provider's row."""
     _TABLE[row.prefix] = row
+    _forget_keys()
     return row
 
 
 def unregister_provider(prefix: str) -> None:
     """Remove a provider's row (for tests that register a toy one)."""
     _TABLE.pop(prefix, None)
+    _forget_keys()
 
 
 for _row in (
@@ -123,13 +144,3 @@ def sdk_retryable(error: BaseException) -> bool | None:
     if isinstance(error, _sdk_errors("APIResponseValidationError")):
         return True
     return None
-
-
-def finish_reason_keys() -> tuple[str, ...]:
-    """Every key a provider reports its finish reason under, the common one first."""
-    return tuple(dict.fromkeys(["finish_reason", *(r.finish_reason_key for r in _TABLE.values())]))
-
-
-def model_name_keys() -> tuple[str, ...]:
-    """Every key a provider names its answering model under, the common one first."""
-    return tuple(dict.fromkeys(["model_name", *(r.model_name_key for r in _TABLE.values())]))
