@@ -416,7 +416,7 @@ class ModelCache:
 
     def get(self, spec: ModelSpec, params: dict[str, Any]) -> BaseChatModel:
         """Return the model for `spec` with `params`, building it if needed."""
-        key = (cache_identity(spec), tuple(sorted((k, repr(v)) for k, v in params.items())))
+        key = (cache_identity(spec), tuple(sorted([(k, repr(v)) for k, v in params.items()])))
         loop = loop_of_this_thread()
         with self._lock:
             bucket = self._sync if loop is None else self._by_loop.setdefault(loop, _Bucket())

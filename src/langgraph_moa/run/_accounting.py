@@ -161,15 +161,18 @@ def failed_record(
 
 
 def _totals(calls: Iterable[CallRecord]) -> TokenTotals:
-    calls = list(calls)
-    return TokenTotals(
-        calls=len(calls),
-        failed=sum(c["status"] == "failed" for c in calls),
-        cancelled=sum(c["status"] == "cancelled" for c in calls),
-        prompt_tokens=sum(c["prompt_tokens"] for c in calls),
-        completion_tokens=sum(c["completion_tokens"] for c in calls),
-        total_tokens=sum(c["total_tokens"] for c in calls),
+    # One pass, no generators: this runs at the end of every run, over every call record.
+    totals = TokenTotals(
+        calls=0, failed=0, cancelled=0, prompt_tokens=0, completion_tokens=0, total_tokens=0
     )
+    for c in calls:
+        totals["calls"] += 1
+        totals["failed"] += c["status"] == "failed"
+        totals["cancelled"] += c["status"] == "cancelled"
+        totals["prompt_tokens"] += c["prompt_tokens"]
+        totals["completion_tokens"] += c["completion_tokens"]
+        totals["total_tokens"] += c["total_tokens"]
+    return totals
 
 
 def summarize(calls: Iterable[CallRecord]) -> UsageSummary:
