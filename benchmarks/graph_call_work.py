@@ -9,15 +9,20 @@ run (3 layers x 6 proposers, as in `orchestration_overhead.py`):
 
 - ``langchain``: each layer an `asyncio.gather` of `ainvoke` calls;
 - ``floor``: the smallest LangGraph graph making them through LangChain (`floor_graph`);
-- ``project``: `create_moa_graph` with ``model@url`` specs; the package builds its models as
-  usual (model cache, parameters, timeouts), with `InstantChat` standing in for the client.
+- ``project``: `create_moa_graph` with ``model@url`` specs; the package resolves and caches
+  its models as usual (model cache, parameters, timeouts), but `build_model` is replaced, for
+  the whole process, by one that returns `InstantChat` with the same parameters (so no HTTP
+  client and no lean ``create``: those are `call_stack_cpu.py`'s subject).
 
-For each it prints, per model call: the Python function calls made (from cProfile's count: the
-same on every run of the same versions, so a change of a few percent shows), and the client CPU
-in microseconds, median of interleaved measurements of `--runs` concurrent runs, with the
-garbage collector off during each measurement and as `moa serve` sets it. For the project it
-then splits the function calls into those made inside this package's own frames and outside
-(LangGraph and LangChain working for it), and lists the package's functions that make most.
+For each it prints, per model call: the Python function calls made (cProfile's count: within
+0.3% on every run of the same versions, so a change of a few percent shows where CPU time
+cannot), and the client CPU in microseconds, median of interleaved measurements of `--runs`
+concurrent runs, with the garbage collector off during each measurement and as `moa serve`
+sets it. Then it splits each side's function calls by where they are made: inside a model
+call (LangChain's pipeline and the stand-in), in this package's own frames (anything they
+call directly included), or elsewhere, by the package of the innermost frame (LangGraph,
+asyncio, langchain-core's config and callbacks, the rest); and it lists the package's
+functions that make most.
 
     python benchmarks/graph_call_work.py [--runs 64] [--repeats 9]
 """
@@ -134,14 +139,24 @@ MODEL_CALL = ("/langchain_core/language_models/", "/langchain_openai/")
 """Frames of a chat model's ``ainvoke`` (LangChain's pipeline and the stand-in model)."""
 
 
+ELSEWHERE = {
+    "/langgraph/": "LangGraph",
+    "/asyncio/": "asyncio",
+    "/langchain_core/": "langchain-core config and callbacks",
+}
+"""Where a call made outside the model calls and the package is counted: by the package of
+the innermost frame (the function called, or the caller of a built-in)."""
+
+
 async def where_the_calls_are(run: Run, n: int) -> Counter[str]:
     """Count function calls by where they are made: inside a model call, in this package's own
-    frames (by function), or elsewhere (LangGraph, asyncio and the rest)."""
+    frames (by function), or elsewhere (by `ELSEWHERE`)."""
     counts: Counter[str] = Counter()
 
     def tally(frame: Any, event: str, _: Any) -> None:
         if event not in ("call", "c_call"):
             return
+        innermost = frame.f_code.co_filename
         while frame is not None:  # innermost first: the nearest frame that says where
             path = frame.f_code.co_filename
             if any(part in path for part in MODEL_CALL):
@@ -149,10 +164,11 @@ async def where_the_calls_are(run: Run, n: int) -> Counter[str]:
                 return
             if "/langgraph_moa/" in path:
                 where = path.split("/langgraph_moa/", 1)[1]
-                counts[f"{where}:{frame.f_code.co_name}"] += 1
+                counts[f"{PACKAGE}{where}:{frame.f_code.co_name}"] += 1
                 return
             frame = frame.f_back
-        counts[REST] += 1
+        label = next((name for part, name in ELSEWHERE.items() if part in innermost), "the rest")
+        counts[label] += 1
 
     sys.setprofile(tally)
     try:
@@ -162,7 +178,7 @@ async def where_the_calls_are(run: Run, n: int) -> Counter[str]:
     return counts
 
 
-MODEL, REST = "(model calls: LangChain)", "(LangGraph, asyncio, the rest)"
+MODEL, PACKAGE = "model calls", "package:"
 
 
 async def main(runs: int, repeats: int, top: int) -> None:
@@ -198,18 +214,18 @@ async def main(runs: int, repeats: int, top: int) -> None:
         f"{us('project', False) - us('floor', False):+.0f} us with GC on"
     )
     per_call = 16 * 13
-    split = {name: await where_the_calls_are(measured[name], 16) for name in ("floor", "project")}
+    split = {name: await where_the_calls_are(run, 16) for name, run in measured.items()}
+    places = [MODEL, "this package", *ELSEWHERE.values(), "the rest"]
     print("function calls per model call, by where they are made:")
+    print(f"{'':>16} " + " ".join(f"{place:>14.14}" for place in places))
     for name, counts in split.items():
-        ours = sum(v for k, v in counts.items() if k not in (MODEL, REST))
-        print(
-            f"{name:>16}: model calls {counts[MODEL] / per_call:.0f}, this package "
-            f"{ours / per_call:.0f}, LangGraph and the rest {counts[REST] / per_call:.0f}"
-        )
-    mine = Counter({k: v for k, v in split["project"].items() if k not in (MODEL, REST)})
+        mine = sum(v for k, v in counts.items() if k.startswith(PACKAGE))
+        cells = [counts[MODEL], mine, *(counts[place] for place in places[2:])]
+        print(f"{name:>16} " + " ".join(f"{cell / per_call:14.0f}" for cell in cells))
+    ours = Counter({k: v for k, v in split["project"].items() if k.startswith(PACKAGE)})
     print(f"the package's functions that make most (per model call, top {top}):")
-    for where, count in mine.most_common(top):
-        print(f"{count / per_call:8.1f}  {where}")
+    for where, count in ours.most_common(top):
+        print(f"{count / per_call:8.1f}  {where.removeprefix(PACKAGE)}")
 
 
 if __name__ == "__main__":

@@ -262,3 +262,37 @@ def test_every_model_call_is_traced_with_its_name_tags_and_metadata(fake, mode, 
             },
         )
     ]
+
+
+class _Arrivals(BaseCallbackHandler):
+    """Notes, in one shared list, which handler saw each chat-model run start, with its tags."""
+
+    def __init__(self, name: str, seen: list[tuple[str, list[str]]]) -> None:
+        self.name, self.seen = name, seen
+
+    def on_chat_model_start(self, serialized, messages, *, tags=None, **kw):
+        self.seen.append((self.name, list(tags or [])))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("tools", [False, True], ids=["bare", "tools bound"])
+def test_handlers_and_tags_reach_every_call_in_the_order_they_were_given(fake, mode, tools):
+    # A model with options bound is a binding: the trace must not be merged with the run's
+    # callbacks twice, which would put handlers and tags in set order (random per process).
+    graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2))
+    seen: list[tuple[str, list[str]]] = []
+    names = [f"h{i}" for i in range(6)]
+    config = {"tags": ["user-1", "user-2"], "callbacks": [_Arrivals(n, seen) for n in names]}
+    run_input = {**QUESTION}
+    if tools:
+        run_input["tools"] = [{"type": "function", "function": {"name": "add", "parameters": {}}}]
+    if mode == "sync":
+        graph.invoke(run_input, config)
+    else:
+        asyncio.run(graph.ainvoke(run_input, config))
+    assert [name for name, _ in seen] == names * 2  # the proposer's call, then the aggregator's
+    tags = [t for _, t in seen]
+    assert (
+        tags[: len(names)] == [["user-1", "user-2", "seq:step:1", "moa:proposer", "nostream"]] * 6
+    )
+    assert tags[len(names) :] == [["user-1", "user-2", "seq:step:1", "moa:final"]] * 6

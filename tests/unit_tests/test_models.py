@@ -53,3 +53,19 @@ def test_prefixed_specs_split_on_the_first_colon(spec, expected):
 def test_unusable_specs_say_why_and_list_the_providers(spec, says):
     with pytest.raises(ModelResolutionError, match=says):
         split_provider(spec)
+
+
+def test_endpoint_specs_are_remembered_but_not_long_strings_a_client_could_send():
+    from langgraph_moa.providers import _models
+
+    spec = "m@http://127.0.0.1:8080/v1"
+    first = _models.parse_endpoint_string(spec)
+    assert first is not None and first.model == "m" and first.base_url == "http://127.0.0.1:8080/v1"
+    assert _models.parse_endpoint_string(spec) is first  # remembered: the same frozen endpoint
+    cached = _models._remembered_endpoint.cache_info().currsize
+    long_spec = "m@http://example.invalid/" + "x" * _models.REMEMBERED_SPEC_CHARS
+    endpoint = _models.parse_endpoint_string(long_spec)
+    assert endpoint is not None and endpoint.base_url.endswith("x")  # still read
+    assert _models.parse_endpoint_string(long_spec) is not endpoint  # but never remembered
+    assert _models._remembered_endpoint.cache_info().currsize == cached
+    assert _models.parse_endpoint_string("openai:gpt-4o") is None

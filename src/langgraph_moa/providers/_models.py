@@ -88,14 +88,31 @@ def known_providers() -> list[str]:
     return sorted([*providers, LOCAL_PREFIX])
 
 
-@functools.lru_cache(maxsize=1024)
+REMEMBERED_SPEC_CHARS = 512
+"""The longest endpoint spec `parse_endpoint_string` remembers."""
+
+
 def parse_endpoint_string(spec: str) -> OpenAIEndpoint | None:
     """Read ``"model@http://host/v1"`` as an endpoint; return None for other strings.
 
-    Remembered (the endpoint is frozen): every model call reads its spec a few times (the
-    model cache's key, the shared client, the timeout), and building the endpoint anew each
-    time was about 8 µs of client CPU per call.
+    A spec of up to `REMEMBERED_SPEC_CHARS` characters is remembered (the endpoint is
+    frozen): every model call reads its spec a few times (the model cache's key, the shared
+    client, the timeout), and building the endpoint anew each time was 16 of the function
+    calls the package made per model call. A longer one, which no real endpoint needs, is
+    read anew each time, so that the strings a `moa serve` client sends, refused or not,
+    cannot fill the memory.
     """
+    if len(spec) <= REMEMBERED_SPEC_CHARS:
+        return _remembered_endpoint(spec)
+    return _endpoint_of(spec)
+
+
+@functools.lru_cache(maxsize=1024)
+def _remembered_endpoint(spec: str) -> OpenAIEndpoint | None:
+    return _endpoint_of(spec)
+
+
+def _endpoint_of(spec: str) -> OpenAIEndpoint | None:
     for scheme in ("@http://", "@https://"):
         if scheme in spec:
             model, _, rest = spec.partition(scheme)

@@ -16,6 +16,7 @@ from collections.abc import Coroutine, Generator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_config, get_stream_writer
@@ -62,14 +63,32 @@ class CallId(NamedTuple):
         }
 
     def trace(self, cfg: MoAConfig, run_name: str, tags: list[str]) -> RunnableConfig:
-        """Return the config this call is made with: its run's name, tags and metadata.
+        """Return the config this call is traced with: its run's name, tags and metadata.
 
-        Given to the model's ``invoke`` rather than bound with ``with_config``: a binding
-        per call was a `RunnableBinding` built and its config merged twice, about 20 µs of
-        client CPU per call (benchmarks/orchestration_overhead.py --in-process), for the
-        same trace.
+        See `with_trace` for how it reaches the model.
         """
         return {"run_name": run_name, "tags": tags, "metadata": self.trace_metadata(cfg)}
+
+
+def with_trace(
+    model: Runnable[Any, Any], trace: RunnableConfig | None
+) -> tuple[Runnable[Any, Any], RunnableConfig | None]:
+    """Return the runnable to call and the config to call it with, traced under `trace`.
+
+    A bare chat model (the usual call) takes the trace as the config of its ``invoke``:
+    binding it with ``with_config`` built a `RunnableBinding` per call whose ``invoke`` merged
+    the config twice, 136 of the 526 Python function calls the package made per model call
+    (benchmarks/graph_call_work.py). Anything else (a model with tools or other options
+    bound, a structured-output chain) gets it bound, as before: a binding's ``invoke`` merges
+    a given config with its own, both carrying the run's callback manager, and LangChain
+    merges a manager with itself through sets, so handlers and tags would run in no fixed
+    order.
+    """
+    if trace is None:
+        return model, None
+    if isinstance(model, BaseChatModel):
+        return model, trace
+    return model.with_config(trace), None
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -309,7 +328,7 @@ class ModelRequest(NamedTuple):
     own_timeout: bool = False
     """The model's client enforces `timeout` itself (see `call_model`)."""
     config: RunnableConfig | None = None
-    """The call's trace (`CallId.trace`), given to the model's ``invoke``."""
+    """The config of the model's ``invoke``: the call's trace, for a chat model (`with_trace`)."""
 
     def run(self) -> BaseMessage:
         """Make the call in this thread."""
@@ -390,8 +409,9 @@ def cached_call(
         )
         if (hit := cache.get(key)) is not None:
             return hit, True
+    runnable, config = with_trace(model, config)
     response = yield ModelRequest(
-        model, messages, call.configured_model, timeout, stop, own_timeout, config
+        runnable, messages, call.configured_model, timeout, stop, own_timeout, config
     )
     if cache is not None and key is not None and isinstance(response, BaseMessage):
         cache.put(key, response)
