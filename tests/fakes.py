@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +71,13 @@ class FakeChat(BaseChatModel):
     counter: Any = Field(default_factory=lambda: itertools.count(1))
     tool_calls: Callable[[str, int, list[BaseMessage], dict[str, Any]], list[dict]] | None = None
     """The tool calls call n asks for (given its kwargs: tools, tool_choice), if any."""
+    released: Any = Field(default_factory=threading.Event)
+    """Set when the test ends (`release`): a sync call still sleeping out its delay in a
+    thread the run abandoned stops sleeping, instead of living on into later tests."""
+
+    def release(self) -> None:
+        """End the delays of this model's abandoned sync calls (called at the test's end)."""
+        self.released.set()
 
     @property
     def model_name(self) -> str:
@@ -92,7 +98,7 @@ class FakeChat(BaseChatModel):
         if n is None:
             n = next(self.counter)
             if self.delay is not None:
-                time.sleep(self.delay(n))
+                self.released.wait(self.delay(n))
         call = Call(self.label, list(messages), self.temperature, self.max_tokens, kwargs=kwargs)
         self.log.add(call)
         if self.fail is not None and (exc := self.fail(n, messages)) is not None:

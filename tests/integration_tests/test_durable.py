@@ -92,6 +92,39 @@ def wait_for_requests(server, worker, *models):
         time.sleep(0.05)
 
 
+def wait_for_writes(store, thread, worker, answered=(), failed_attempts=0):
+    """Wait until the worker's checkpoint holds what the resume must find, before the kill.
+
+    A finished call's record reaches the store as a pending write some time after the call
+    returns (LangGraph writes in the background), and a loaded machine or a slow disk can
+    take more than any fixed sleep: `answered` are the models whose answers must be there,
+    `failed_attempts` how many failed attempts (`run._ledger`) must be.
+    """
+    from langgraph_moa.run._ledger import ATTEMPT_CHANNEL
+
+    deadline = time.monotonic() + 60
+    while True:
+        saver = open_checkpointer(store)
+        try:
+            found = saver.get_tuple({"configurable": {"thread_id": thread}})
+        finally:
+            saver.conn.close()
+        writes = found.pending_writes if found else []
+        done = {
+            c["configured_model"].split("@")[0]
+            for _, channel, value in writes
+            if channel == "calls"
+            for c in value
+            if c["status"] == "ok"
+        }
+        attempts = sum(channel == ATTEMPT_CHANNEL for _, channel, _ in writes)
+        if set(answered) <= done and attempts >= failed_attempts:
+            return
+        assert worker.poll() is None, "the worker ended before it could be killed"
+        assert time.monotonic() < deadline, f"not written within 60 s: {done}, {attempts}"
+        time.sleep(0.1)
+
+
 def test_a_killed_run_resumes_without_repeating_finished_proposers(store):
     thread = f"t-{time.time_ns()}"
     profiles = {
@@ -104,7 +137,7 @@ def test_a_killed_run_resumes_without_repeating_finished_proposers(store):
         worker = subprocess.Popen([sys.executable, str(WORKER), server.url, store, thread])
         try:
             wait_for_requests(server, worker, "fast1", "fast2", "slow")
-            time.sleep(1.0)  # the two finished calls are written as they return
+            wait_for_writes(store, thread, worker, answered=("fast1", "fast2"))
         finally:
             worker.send_signal(signal.SIGKILL)
             worker.wait()
@@ -157,7 +190,7 @@ def test_a_resumed_layer_keeps_its_retry_history_and_its_deadline(store):
         try:
             wait_for_requests(server, worker, "fast", "flaky", "slow")
             layer_seen = time.time()  # the layer fanned out a little before
-            time.sleep(1.0)  # fast's answer and flaky's failed attempt are written
+            wait_for_writes(store, thread, worker, answered=("fast",), failed_attempts=1)
         finally:
             worker.send_signal(signal.SIGKILL)
             worker.wait()

@@ -223,7 +223,9 @@ def test_with_the_operators_opt_in_client_endpoints_are_called(backend, listener
 
 @pytest.fixture(scope="module")
 def slow_backend():
-    profiles = {"slow": FaultProfile(latency_s=(1.0, 1.0)), "agg": FaultProfile()}
+    # The client gives up after 0.3 s; the server must notice and cancel before the proposer
+    # answers: 3 s leaves a loaded machine room to do that.
+    profiles = {"slow": FaultProfile(latency_s=(3.0, 3.0)), "agg": FaultProfile()}
     with FaultServer(profiles) as server:
         yield server
 
@@ -243,7 +245,7 @@ def test_a_client_that_disconnects_never_pays_for_the_aggregator(slow_backend, s
     with pytest.raises(httpx.ReadTimeout):
         with httpx.stream("POST", slow_url, json=body, timeout=0.3) as response:
             response.read()  # a streaming client gives up during the proposer layer too
-    time.sleep(2.0)  # the proposer answers after 1 s; the aggregator would follow at once
+    time.sleep(4.0)  # the proposer answers after 3 s; the aggregator would follow at once
     assert slow_backend.requests["slow"] - before.get("slow", 0) == 1
     assert slow_backend.requests["agg"] - before.get("agg", 0) == 0
 

@@ -19,7 +19,12 @@ def log() -> CallLog:
 
 @pytest.fixture
 def fake(log: CallLog):
-    def make(label: str, **kwargs) -> FakeChat:
-        return FakeChat(label=label, log=log, **kwargs)
+    made: list[FakeChat] = []
 
-    return make
+    def make(label: str, **kwargs) -> FakeChat:
+        made.append(FakeChat(label=label, log=log, **kwargs))
+        return made[-1]
+
+    yield make
+    for model in made:  # hung sync calls end with their test, not 30 s into another one
+        model.release()

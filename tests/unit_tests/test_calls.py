@@ -62,21 +62,27 @@ class GoOnAfter:
         return 0.01
 
 
-def tasks_left_on_the_call_loop() -> list[asyncio.Task]:
-    async def others() -> list[asyncio.Task]:
+def tasks_left_on_the_call_loop() -> set[asyncio.Task]:
+    async def others() -> set[asyncio.Task]:
         for _ in range(5):  # a cancelled task ends within a few turns of its loop
             await asyncio.sleep(0)
-        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
 
     return asyncio.run_coroutine_threadsafe(others(), call_loop()).result(5)
 
 
 def test_a_sync_call_watching_its_deadline_is_cancelled_not_abandoned(fake):
+    # The call loop and the thread list are the process's: other tests' calls may still be
+    # on them (a "moa SLOW" thread abandoned by test_reliability sleeps for 5 s), so only
+    # what this call added counts.
+    tasks_before = tasks_left_on_the_call_loop()
+    threads_before = set(threading.enumerate())
     model = fake("SLOW", delay=lambda n: 30.0)
     with pytest.raises(StragglerCancelledError, match="SLOW was still running: the layer went on"):
         call_model(model, MESSAGES, "SLOW", 60.0, stop=GoOnAfter(3), own_timeout=True)
-    assert tasks_left_on_the_call_loop() == []  # the call itself stopped...
-    assert not [t for t in threading.enumerate() if t.name == "moa SLOW"]  # ...none abandoned
+    assert not tasks_left_on_the_call_loop() - tasks_before  # the call itself stopped...
+    abandoned = set(threading.enumerate()) - threads_before
+    assert not [t for t in abandoned if t.name == "moa SLOW"]  # ...none abandoned
     assert model.log.calls == []
 
 

@@ -307,7 +307,10 @@ def test_context_size_reaches_the_local_servers_and_the_reference_trimming(monke
     from langgraph_moa.config._schema import ProposerConfig
     from langgraph_moa.local.catalog import context_size, lookup
 
-    monkeypatch.delenv("LANGGRAPH_MOA_CONTEXT", raising=False)
+    # set_context_size writes os.environ itself: set the variable through monkeypatch first,
+    # so that it is restored after the test (delenv of an unset variable records nothing).
+    monkeypatch.setenv("LANGGRAPH_MOA_CONTEXT", "")
+    monkeypatch.delenv("LANGGRAPH_MOA_CONTEXT")
     assert context_size(lookup("qwen2.5-coder-1.5b")) == 4096
     set_context_size(8192)
     assert context_size(lookup("qwen2.5-coder-1.5b")) == 8192

@@ -406,7 +406,9 @@ async def test_a_client_that_leaves_cancels_its_run(fake, log, stream):
 async def test_a_client_that_stays_gets_the_whole_run(slow_system, log, stream):
     app = create_app({"m": slow_system})
     body = json.dumps({"model": "m", "messages": USER, "stream": stream}).encode()
-    sent, _ = await asgi(app, [body], disconnect_after=3.0)
+    # The run takes about 1 s; the client stays far longer, so a slow machine cannot turn
+    # this into a client that left (the app stops listening once it has answered).
+    sent, _ = await asgi(app, [body], disconnect_after=30.0)
     assert sent[0]["status"] == 200
     assert b"AGG #" in b"".join(m.get("body", b"") for m in sent[1:])
     assert [c.label for c in log.calls][-1] == "AGG"
@@ -433,8 +435,6 @@ def test_user_and_metadata_are_forwarded_to_the_run_trace_never_dropped():
 def test_large_bodies_are_parsed_one_at_a_time_small_ones_at_once(system):
     # A parse holds the GIL: eight large ones at once starve the event loop (a side
     # request's p95 went from 19 to 247 ms in benchmarks/serve_large_bodies.py).
-    import time
-
     from langgraph_moa.serving._policy import HEAVY_BODY_BYTES
 
     class Counting(_Preparer):
@@ -445,19 +445,27 @@ def test_large_bodies_are_parsed_one_at_a_time_small_ones_at_once(system):
             self.now = self.most = 0
             self.lock = threading.Lock()
 
+            self.overlapped = threading.Event()
+
         def __call__(self, raw):
             with self.lock:
                 self.now += 1
                 self.most = max(self.most, self.now)
-            time.sleep(0.05)
+                if self.now > 1:
+                    self.overlapped.set()
+            # Stay until another parse has come in: small ones, which may run at once, end
+            # as soon as two overlap, however late the worker threads start; large ones,
+            # which take turns, never overlap and leave after `patience`.
+            self.overlapped.wait(self.patience)
             with self.lock:
                 self.now -= 1
             return len(raw)
 
-    async def prepare_all(size):
+    async def prepare_all(size, patience):
         prepare = Counting()
+        prepare.patience = patience
         await asyncio.gather(*(prepare.off_loop(b"x" * size) for _ in range(4)))
         return prepare.most
 
-    assert asyncio.run(prepare_all(HEAVY_BODY_BYTES)) == 1
-    assert asyncio.run(prepare_all(100)) > 1
+    assert asyncio.run(prepare_all(HEAVY_BODY_BYTES, patience=0.05)) == 1
+    assert asyncio.run(prepare_all(100, patience=5.0)) > 1
