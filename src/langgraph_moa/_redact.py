@@ -82,3 +82,24 @@ def summarize_error(text: str, limit: int = 300) -> str:
     """Return `text` redacted, on one line, at most `limit` characters."""
     line = " ".join(redact(text).split())
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+GENERIC_MESSAGES = frozenset({"Connection error."})
+"""Provider messages that say nothing of the cause (the openai SDK's for every connection
+that failed): the innermost cause is written after them."""
+
+
+def describe_error(error: BaseException, limit: int = 300) -> str:
+    """Return ``"Type: message"`` for a failed call, redacted, on one line, at most `limit`.
+
+    A generic message gets its innermost cause: "Connection error." alone does not tell a
+    refused connection ("Connect call failed") from an unknown host or a TLS failure.
+    """
+    text = f"{type(error).__name__}: {error}"
+    if str(error).strip() in GENERIC_MESSAGES:
+        root = error
+        while root.__cause__ is not None:
+            root = root.__cause__
+        if root is not error and str(root).strip():
+            text = f"{text.rstrip('.')} ({str(root).strip()})"
+    return summarize_error(text, limit)

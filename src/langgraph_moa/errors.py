@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from langgraph_moa._redact import summarize_error
+from langgraph_moa._redact import describe_error, summarize_error
 
 if TYPE_CHECKING:
     from langgraph_moa.run.state import CallRecord
@@ -156,7 +156,7 @@ class AggregatorFailedError(_RunError):
         """Name the aggregator and repeat its provider's error."""
         super().__init__(
             f"The aggregator {model!r} failed: "
-            f"{summarize_error(f'{type(error).__name__}: {error}').rstrip('.')}. "
+            f"{describe_error(error).rstrip('.')}. "
             "The proposals gathered so far are kept in this error's `.calls`.",
             calls,
         )

@@ -124,3 +124,24 @@ async def test_a_dropped_connection_is_retried_like_any_connection_error(backend
     failed = [c for c in result["calls"] if c["status"] != "ok"]
     assert [c["configured_model"] for c in failed] == [f"flaky@{flaky.url}"]
     assert flaky.requests["flaky"] == 2  # retried once
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_refused_connection_is_reported_as_one_not_as_a_timeout(
+    backend, monkeypatch, transport
+):
+    from langgraph_moa.transport._net import free_port
+
+    monkeypatch.setenv("MOA_HTTP_TRANSPORT", transport)
+    dead = f"dead@http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    config = MoAConfig(
+        proposers=[dead, f"ok@{backend.url}"],
+        aggregator=f"agg@{backend.url}",
+        layers=2,
+        retry={"max_attempts": 1},
+    )
+    result = await create_moa_graph(config).ainvoke({"messages": [("user", "q")]})
+    [failed] = [c for c in result["calls"] if c["status"] != "ok"]
+    assert failed["configured_model"] == dead
+    assert failed["error"].startswith("OpenAIConnectionError: Connection error (")
+    assert "did not answer" not in failed["error"]

@@ -2,7 +2,13 @@
 
 import pytest
 
-from langgraph_moa._redact import REDACTED, redact, register_secret, summarize_error
+from langgraph_moa._redact import (
+    REDACTED,
+    describe_error,
+    redact,
+    register_secret,
+    summarize_error,
+)
 
 
 @pytest.mark.parametrize(
@@ -40,3 +46,30 @@ def test_known_keys_go_whatever_their_shape(monkeypatch):
 def test_a_summary_is_one_short_line():
     summary = summarize_error("line one\nline two\n" + "x" * 1000, limit=80)
     assert "\n" not in summary and len(summary) <= 80 and summary.endswith("…")
+
+
+def _raised(error: BaseException, cause: BaseException) -> BaseException:
+    try:
+        raise error from cause
+    except BaseException as caught:
+        return caught
+
+
+def test_a_generic_connection_error_is_described_with_its_innermost_cause(monkeypatch):
+    import httpx2
+    import openai
+
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-abcdef123456")
+    root = ConnectionRefusedError(111, "Connect call failed for tok-abcdef123456")
+    middle = _raised(OSError("Cannot connect to host"), root)
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    error = _raised(openai.APIConnectionError(request=request), middle)  # "Connection error."
+    described = describe_error(error)
+    assert described.startswith("APIConnectionError: Connection error (")
+    assert "Connect call failed" in described  # the innermost cause: what really happened
+    assert "tok-abcdef123456" not in described and REDACTED in described
+
+
+def test_a_specific_message_is_described_as_it_is():
+    error = _raised(ValueError("Model 'x' is unknown."), OSError("unrelated"))
+    assert describe_error(error) == "ValueError: Model 'x' is unknown."

@@ -20,7 +20,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.runtime import get_runtime
 from langgraph.types import Command
 
-from langgraph_moa._redact import summarize_error
+from langgraph_moa._redact import describe_error
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig
 from langgraph_moa.config.context import ContextConfigCache
@@ -564,7 +564,7 @@ def _failed_attempt(
     and then when the failed task was the only one of its step, which ended a run with
     neither answer nor error.
     """
-    error = summarize_error(f"{type(exc).__name__}: {exc}")
+    error = describe_error(exc)
     attempt = step.failed(key, error)
     if is_retryable(exc) and attempt < cfg.retry.max_attempts:
         if task_at.durable is not None:

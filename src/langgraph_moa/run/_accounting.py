@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from langgraph_moa._redact import summarize_error
+from langgraph_moa._redact import describe_error
 from langgraph_moa.errors import StragglerCancelledError
 from langgraph_moa.providers._table import finish_reason_keys, model_name_keys
 from langgraph_moa.run.state import (
@@ -146,7 +146,7 @@ def failed_record(
         model=configured_model,
         status="cancelled" if isinstance(error, StragglerCancelledError) else "failed",
         output=None,
-        error=summarize_error(f"{type(error).__name__}: {error}"),
+        error=describe_error(error),
         attempts=len(retried_errors or []) + 1,
         retried_errors=list(retried_errors or []),
         cached=False,

@@ -128,16 +128,32 @@ def own_async_client(transport: Transport | None = None) -> Any:
     for hooked in (client._transport, *client._mounts.values()):  # mounts: env proxies
         if hooked is not None:
             _hook_session_opening(hooked)
-            _redact_errors_of(hooked)
+            _check_requests_of(hooked)
     return client
 
 
-def _redact_errors_of(transport: Any) -> None:
-    """Have an aiohttp transport redact the body of every error response it returns."""
+def _check_requests_of(transport: Any) -> None:
+    """Have an aiohttp transport redact error bodies and report refused connections as such.
+
+    Every error response's body is redacted (`_redacted_response`). And a connection that
+    could not be made (refused, no route, unknown host) is raised as httpx's
+    ``ConnectError``, as httpx itself raises it: the SDK's aiohttp adapter maps it to
+    ``ConnectTimeout`` (its table matches aiohttp's ``ClientConnectionError``, a base
+    class, first), so the SDK raised a timeout and a dead endpoint was reported as "did not
+    answer within 300s" after two seconds. A real connect timeout stays a timeout.
+    """
+    import httpx2
+
     send = transport.handle_async_request
 
     async def handle_async_request(request: Any) -> Any:
-        response = await send(request)
+        try:
+            response = await send(request)
+        except httpx2.ConnectTimeout as exc:
+            cause = exc.__cause__
+            if cause is None or isinstance(cause, TimeoutError):
+                raise
+            raise httpx2.ConnectError(str(exc), request=request) from cause
         if response.status_code < 400:
             return response
         try:
