@@ -14,6 +14,7 @@ may use it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -88,18 +89,31 @@ GENERIC_MESSAGES = frozenset({"Connection error."})
 """Provider messages that say nothing of the cause (the openai SDK's for every connection
 that failed): the innermost cause is written after them."""
 
+EMPTY_STREAM = "No generations found in stream."
+"""LangChain's message for a streamed call whose stream held no answer at all."""
+
 
 def describe_error(error: BaseException, limit: int = 300) -> str:
     """Return ``"Type: message"`` for a failed call, redacted, on one line, at most `limit`.
 
-    A generic message gets its innermost cause: "Connection error." alone does not tell a
-    refused connection ("Connect call failed") from an unknown host or a TLS failure.
+    Where the message alone does not say what happened, it says more: a generic message
+    gets its innermost cause ("Connection error." alone does not tell a refused connection
+    from an unknown host or a TLS failure); an answer that is not JSON shows how it begins
+    (an HTML error page from a proxy, say); an empty stream says what to check.
     """
-    text = f"{type(error).__name__}: {error}"
-    if str(error).strip() in GENERIC_MESSAGES:
+    message = str(error).strip()
+    text = f"{type(error).__name__}: {message}"
+    if message in GENERIC_MESSAGES:
         root = error
         while root.__cause__ is not None:
             root = root.__cause__
         if root is not error and str(root).strip():
             text = f"{text.rstrip('.')} ({str(root).strip()})"
+    elif isinstance(error, json.JSONDecodeError) and error.doc.strip():
+        text = (
+            f"{type(error).__name__}: the answer is not JSON, it begins "
+            f"{error.doc.strip()[:80]!r} ({message})"
+        )
+    elif message == EMPTY_STREAM:
+        text += " The server's stream held no answer: check that it serves the OpenAI chat API."
     return summarize_error(text, limit)

@@ -73,3 +73,19 @@ def test_a_generic_connection_error_is_described_with_its_innermost_cause(monkey
 def test_a_specific_message_is_described_as_it_is():
     error = _raised(ValueError("Model 'x' is unknown."), OSError("unrelated"))
     assert describe_error(error) == "ValueError: Model 'x' is unknown."
+
+
+def test_an_answer_that_is_not_json_is_described_by_how_it_begins():
+    import json
+
+    try:
+        json.loads("<html>502 Bad Gateway</html>")
+    except json.JSONDecodeError as error:
+        described = describe_error(error)
+    assert described.startswith("JSONDecodeError: the answer is not JSON, it begins '<html>502")
+
+
+def test_an_empty_stream_says_what_to_check():
+    described = describe_error(ValueError("No generations found in stream."))
+    assert described.startswith("ValueError: No generations found in stream. The server's")
+    assert "OpenAI chat API" in described
