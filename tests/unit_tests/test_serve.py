@@ -469,3 +469,26 @@ def test_large_bodies_are_parsed_one_at_a_time_small_ones_at_once(system):
 
     assert asyncio.run(prepare_all(HEAVY_BODY_BYTES, patience=0.05)) == 1
     assert asyncio.run(prepare_all(100, patience=5.0)) > 1
+
+
+# --- access log ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model":"m","messages":' + b"[" * 2000 + b"]" * 2000 + b"}",  # RecursionError
+        b'{"model":"m","messages":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b"\xff\xfe not utf-8",
+        b'{"model": "m\\nGET /forged 200", "messages": []}',
+    ],
+)
+def test_the_access_log_writes_one_line_for_any_body(system, body):
+    from langgraph_moa.serving._access import AccessLog
+
+    lines: list[str] = []
+    client = local(AccessLog(create_app({"m": system}), ["m"], lines.append))
+    response = client.post("/v1/chat/completions", content=body, headers=JSON)
+    assert 400 <= response.status_code < 500, response.text
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert lines[0].startswith(f"POST /v1/chat/completions {response.status_code}")

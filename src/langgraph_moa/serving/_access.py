@@ -80,8 +80,11 @@ class AccessLog:
         parts = [f"{scope['method']} {scope['path']} {status}"]
         model = _field(bytes(seen["request"]), "model")
         if model:
-            parts.append(str(model))
-        facts = _response_facts(bytes(seen["response"]))
+            parts.append(" ".join(str(model).split())[:100])  # a client's: one line, short
+        try:
+            facts = _response_facts(bytes(seen["response"]))
+        except Exception:  # the line matters more than its details; never fail the request
+            facts = {}
         if "calls" in facts:
             failed = f", {facts['failed']} failed" if facts["failed"] else ""
             parts.append(f"{facts['calls']} calls{failed}")
@@ -97,9 +100,15 @@ class AccessLog:
 
 
 def _field(body: bytes, name: str) -> Any:
+    """Return the body's top-level field `name`, or None for a body that is not a JSON object.
+
+    The body is the client's, so anything may arrive: bytes that are not UTF-8, and JSON
+    nested deeper than Python's parser recurses (``[[[...]]]``, which the app refuses with a
+    400 while ``json.loads`` raises RecursionError). None of it may cost the log line.
+    """
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value.get(name) if isinstance(value, dict) else None
 
@@ -111,14 +120,14 @@ def _response_facts(body: bytes) -> dict[str, Any]:
     if text.lstrip().startswith("{"):
         try:
             payloads = [json.loads(text)]
-        except ValueError:
+        except (ValueError, RecursionError):
             payloads = []
     else:
         for line in text.splitlines():
             if line.startswith("data: {"):
                 try:
                     payloads.append(json.loads(line[len("data: ") :]))
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
     facts: dict[str, Any] = {}
     for payload in payloads:
