@@ -411,3 +411,18 @@ def test_ui_serves_on_loopback_with_its_history_and_opens_the_page(monkeypatch, 
     result = CliRunner().invoke(cli.app, ["ui", "--no-open"])
     assert result.exit_code == 0 and opened == []
     assert seen["presets"] == ["local-confidence", "local-moa", "local-self-moa"]
+
+
+def test_serve_refuses_an_allow_model_without_its_key_in_one_line(monkeypatch, capsys, tmp_path):
+    import uvicorn
+
+    config = tmp_path / "e.yaml"
+    config.write_text(
+        "proposers: ['p@http://127.0.0.1:9/v1']\naggregator: a@http://127.0.0.1:9/v1\n"
+    )
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served"))
+    args = ["serve", "--config", str(config), "--allow-model", "openai:gpt-4o"]
+    status, err = run_main(monkeypatch, capsys, *args)
+    assert status == 1 and "Traceback" not in err and "Serving" not in err
+    assert "--allow-model 'openai:gpt-4o' needs OPENAI_API_KEY" in " ".join(err.split())

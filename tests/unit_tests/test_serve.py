@@ -492,3 +492,42 @@ def test_the_access_log_writes_one_line_for_any_body(system, body):
     assert 400 <= response.status_code < 500, response.text
     assert len(lines) == 1 and "\n" not in lines[0], lines
     assert lines[0].startswith(f"POST /v1/chat/completions {response.status_code}")
+
+
+# --- --allow-model ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("openai:gpt-4o", "--allow-model 'openai:gpt-4o' needs OPENAI_API_KEY, which is not set"),
+        ("gpt-4o", "needs OPENAI_API_KEY"),  # the provider LangChain infers
+        ("foo@ftp://x", "--allow-model 'foo@ftp://x' is not a model spec: Unknown model provider"),
+        ("openai:", "is not a model spec: Model spec 'openai:' has no model name"),
+        ("  ", "is not a model spec"),
+        ("local:nope", "names local:nope, which is not a local model: name one of"),
+    ],
+)
+def test_allow_model_specs_that_could_never_run_stop_the_server_at_startup(
+    system, monkeypatch, spec, fragment
+):
+    import uvicorn
+
+    from langgraph_moa.serving import _server
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served"))
+    announced: list[str] = []
+    with pytest.raises(MoAConfigError) as refused:
+        _server.serve({"m": system}, allow_models=[spec], announce=announced.append)
+    assert fragment in str(refused.value) and "\n" not in str(refused.value)
+    assert announced == []
+    with pytest.raises(MoAConfigError, match="--allow-model"):  # the app alone, too
+        create_app({"m": system}, allow_models=[spec])
+
+
+def test_an_allowed_model_with_its_key_set_is_enabled(system, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    app = create_app({"m": system}, allow_models=[" openai:gpt-4o", "x@http://h:1/v1/"])
+    assert app.state.policy.admit("openai:gpt-4o", "aggregator") == "openai:gpt-4o"
+    assert app.state.policy.admit("x@http://h:1/v1", "aggregator") == "x@http://h:1/v1"

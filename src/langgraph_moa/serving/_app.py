@@ -46,7 +46,7 @@ from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError
 from langgraph_moa.serving._events import KEEPALIVE_S, ProgressChunks, pump
 from langgraph_moa.serving._guard import BrowserGuard, ServeSecurity
 from langgraph_moa.serving._history import History
-from langgraph_moa.serving._policy import ModelPolicy, _Job, _Preparer
+from langgraph_moa.serving._policy import ModelPolicy, _Job, _Preparer, check_allowed_models
 from langgraph_moa.serving._requests import (
     _ClientGone,
     _disconnected,
@@ -76,7 +76,10 @@ def create_app(
         systems: The served configs, by the model name clients use.
         api_key: If set, every request must send ``Authorization: Bearer <api_key>``.
         max_body_bytes: The largest request body read.
-        allow_models: Model specs clients may name besides the served configs' own.
+        allow_models: Model specs clients may name besides the served configs' own; each
+            must be well formed, with its key set or its local model installed
+            (`MoAConfigError` otherwise), so that no request naming one fails for the
+            server's own setup.
         allow_client_endpoints: Let clients name OpenAI-compatible endpoints of their own
             (``model@http://...`` or ``{"base_url", "model"}``); off by default, since the
             server then calls hosts its clients choose.
@@ -100,6 +103,8 @@ def create_app(
             "None for no key (loopback only)."
         )
     limits = limits or RequestLimits()
+    allow_models = tuple(allow_models)
+    check_allowed_models(allow_models)  # a client naming one must never meet a 500
     register_secret(api_key)
     systems = {name: limits.with_budget(config) for name, config in systems.items()}
     graphs: dict[str, Any] = {

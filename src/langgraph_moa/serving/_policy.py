@@ -23,7 +23,12 @@ from langgraph_moa.errors import (
     ModelNotAllowedError,
 )
 from langgraph_moa.graph._builder import validate_conversation
-from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.providers._models import (
+    OpenAIEndpoint,
+    parse_endpoint_string,
+    split_provider,
+    validate_spec,
+)
 from langgraph_moa.serving._errors import _api_error, _APIError, _invalid_body
 from langgraph_moa.serving._schema import ChatRequest
 from langgraph_moa.variants import AGGREGATE, variant_of
@@ -51,7 +56,16 @@ class ModelPolicy:
         *,
         allow_client_endpoints: bool = False,
     ) -> "ModelPolicy":
-        """Enable every model the served configs use, plus the specs in `allow`."""
+        """Enable every model the served configs use, plus the specs in `allow`.
+
+        Raises:
+            MoAConfigError: a spec in `allow` is malformed (an unknown provider, no model
+                name, a URL that is not http), so that the operator learns it at startup
+                rather than a client, whose request naming it would be refused as its own
+                mistake.
+        """
+        for spec in allow:
+            _check_allowed_spec(spec)
         served = [
             role.model
             for config in systems.values()
@@ -106,6 +120,85 @@ class ModelPolicy:
             return OpenAIEndpoint.model_validate(spec).label()
         except ValidationError as exc:
             raise MoAConfigError(explain_validation_error(exc, f"'{field}'")) from None
+
+
+def _check_allowed_spec(spec: Any) -> None:
+    """Refuse an ``--allow-model`` spec the graph could not build, in one line."""
+    try:
+        validate_spec(spec)
+    except ValidationError as exc:
+        reason = explain_validation_error(exc, "endpoint")
+    except (ValueError, MoAError) as exc:
+        reason = " ".join(str(exc).split())
+    else:
+        return
+    raise MoAConfigError(f"--allow-model {spec!r} is not a model spec: {reason}")
+
+
+@dataclass(frozen=True)
+class Unready:
+    """Why every call of a model would fail on this machine (see `unready_model`)."""
+
+    problem: str
+    """What is missing, after the model's name: "needs X, which is not set"."""
+    fix: str
+    """What the operator does about it: "export X", "pip install ..."."""
+    key_env: str | None = None
+    """The environment variable that is not set, if that is the problem."""
+
+
+def unready_model(spec: Any) -> Unready | None:
+    """Say why every call of `spec` would fail on this machine, or return None.
+
+    A provider's key that is not set, or a local model that is not installed: either fails
+    every request that uses the model, so `moa serve` refuses both before saying "Serving",
+    for the presets' models and ``--allow-model``'s alike. Endpoints, model instances and
+    malformed specs (the config's validation refuses those) are not checked here.
+    """
+    import os
+
+    from langgraph_moa.local.catalog import CATALOG
+    from langgraph_moa.providers._table import LOCAL_PREFIX, provider_of
+
+    if not isinstance(spec, str) or parse_endpoint_string(spec.strip()) is not None:
+        return None
+    try:
+        provider, model = split_provider(spec.strip())
+    except MoAError:
+        return None
+    if provider == LOCAL_PREFIX:
+        info = CATALOG.get(model)
+        if info is None:
+            return Unready(
+                f"names local:{model}, which is not a local model",
+                f"name one of {', '.join(CATALOG)}",
+            )
+        if info.installed():
+            return None
+        return Unready(f"uses local:{model}, which is not installed", info.install_hint)
+    env = provider_of(provider).key_env
+    if env and not os.environ.get(env):
+        return Unready(f"needs {env}, which is not set", f"export {env}", env)
+    return None
+
+
+def check_allowed_models(allow: Iterable[str]) -> None:
+    """Refuse an ``--allow-model`` spec that is malformed or could not run here, in one line.
+
+    Without this, a client naming a model whose key is not set got a 500 (the server's
+    configuration, found at request time), and one naming a malformed spec a 400 that
+    blamed the client.
+
+    Raises:
+        MoAConfigError: the first spec that is malformed, lacks its key or is not installed.
+    """
+    for spec in allow:
+        _check_allowed_spec(spec)
+        if (unready := unready_model(spec)) is not None:
+            raise MoAConfigError(
+                f"--allow-model {spec.strip()!r} {unready.problem}: {unready.fix}, or drop "
+                "that --allow-model."
+            )
 
 
 def _label(spec: str | OpenAIEndpoint) -> str:

@@ -38,9 +38,10 @@ def serve(
 
     Everything that would make every request fail is checked before the server starts and
     before `announce` says "Serving": the serve extra is installed, every preset exists and
-    validates, every model's API key is set and every local model is installed, and the port
-    is free. Each failure raises `MoAError` in one sentence that names the fix. Then each
-    request and each failure is written as one line through `log` (stderr by default).
+    validates, every model's API key is set and every local model is installed (the
+    presets' and `allow_models`' alike), and the port is free. Each failure raises `MoAError`
+    in one sentence that names the fix. Then each request and each failure is written as one
+    line through `log` (stderr by default).
 
     A preset may also be a config file (``.yaml``, ``.yml`` or ``.json``), served under its
     `name:` or its file name. The web page's runs are kept in `history_path`
@@ -62,9 +63,11 @@ def serve(
 
         raise MissingExtraError("moa serve", "serve", exc.name or "fastapi") from None
     from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._policy import check_allowed_models
 
     for name, config in systems.items():
         _check_served(name, config)
+    check_allowed_models(allow_models)
     _check_port(host, port)
     from langgraph_moa.serving._access import AccessLog
 
@@ -163,30 +166,19 @@ def server_options() -> dict[str, str]:
 
 def _check_served(name: str, config: MoAConfig) -> None:
     """Refuse a served config whose every request would fail: a key or a local model missing."""
-    import os
+    from langgraph_moa.serving._policy import unready_model
 
-    from langgraph_moa.providers._table import provider_of
-
-    roles = [*config.proposers, *config.final_chain]
     missing: list[str] = []
-    for role in roles:
-        spec = role.model
-        if not isinstance(spec, str) or ":" not in spec:
+    for role in [*config.proposers, *config.final_chain]:
+        unready = unready_model(role.model)
+        if unready is None:
             continue
-        provider, _, model = spec.partition(":")
-        if provider == "local":
-            from langgraph_moa.local.catalog import lookup
-
-            info = lookup(model)
-            if not info.installed():
-                raise MoAConfigError(
-                    f"Preset {name!r} uses local:{model}, which is not installed: "
-                    f"{info.install_hint}, or serve another preset."
-                )
-            continue
-        env = provider_of(provider).key_env
-        if env and not os.environ.get(env) and env not in missing:
-            missing.append(env)
+        if unready.key_env is None:
+            raise MoAConfigError(
+                f"Preset {name!r} {unready.problem}: {unready.fix}, or serve another preset."
+            )
+        if unready.key_env not in missing:
+            missing.append(unready.key_env)
     if missing:
         raise MoAConfigError(
             f"Preset {name!r} needs {' and '.join(missing)}, which "
