@@ -531,3 +531,55 @@ def test_an_allowed_model_with_its_key_set_is_enabled(system, monkeypatch):
     app = create_app({"m": system}, allow_models=[" openai:gpt-4o", "x@http://h:1/v1/"])
     assert app.state.policy.admit("openai:gpt-4o", "aggregator") == "openai:gpt-4o"
     assert app.state.policy.admit("x@http://h:1/v1", "aggregator") == "x@http://h:1/v1"
+
+
+# --- streams: the status waits for the first content -----------------------------------------
+
+
+def _failing_system(fake, delay=None):
+    broken = {"fail": lambda n, messages: RuntimeError("upstream down")}
+    if delay is not None:
+        broken["delay"] = lambda n: delay
+    return MoAConfig(
+        proposers=[fake("A", **broken), fake("B", **broken)],
+        aggregator=fake("AGG"),
+        layers=2,
+        retry={"max_attempts": 1},
+        name="m",
+    )
+
+
+def test_a_stream_whose_run_fails_before_any_text_gets_the_error_status(fake):
+    client = local(create_app({"m": _failing_system(fake)}))
+    plain = post(client, {"model": "m", "messages": USER})
+    streamed = post(client, {"model": "m", "messages": USER, "stream": True})
+    assert plain.status_code == streamed.status_code == 502
+    assert streamed.json() == plain.json()
+    assert streamed.json()["error"]["type"] == "upstream_error"
+    assert "text/event-stream" not in streamed.headers["content-type"]
+
+
+def test_a_stream_opens_with_the_role_chunk_then_its_first_content(system):
+    response = post(
+        local(create_app({"m": system})), {"model": "m", "messages": USER, "stream": True}
+    )
+    assert response.status_code == 200
+    events = [line for line in response.text.split("\n\n") if line]
+    first, second = (json.loads(e.removeprefix("data: ")) for e in events[:2])
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert second["choices"][0]["delta"]["content"] and second["id"] == first["id"]
+    assert events[-1] == "data: [DONE]"
+
+
+def test_a_stream_silent_past_the_keepalive_opens_and_reports_a_later_failure_in_band(fake):
+    # Proxies drop a response silent for too long: the status goes out with the first
+    # keep-alive comment, and a failure after it can only be reported in the stream.
+    app = create_app({"m": _failing_system(fake, delay=0.5)}, keepalive_s=0.05)
+    response = post(local(app), {"model": "m", "messages": USER, "stream": True})
+    assert response.status_code == 200
+    events = [line for line in response.text.split("\n\n") if line]
+    assert json.loads(events[0].removeprefix("data: "))["choices"][0]["delta"]["role"]
+    assert events[1] == ": keep-alive"
+    error = json.loads(events[-2].removeprefix("data: "))["error"]
+    assert error["type"] == "upstream_error" and error["code"] == 502
+    assert events[-1] == "data: [DONE]"

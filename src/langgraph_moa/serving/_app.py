@@ -11,6 +11,8 @@
   ``aggregator``, ``samples``, ``variant``; ``temperature`` sets the proposers'
   temperature and ``max_tokens`` caps the answer. ``moa_progress: true`` (opt-in) adds every
   call's progress to the stream as ``event: moa.progress`` events (docs/event-stream.md).
+  A stream's status waits for its first content or keep-alive (`_first_content`), so a run
+  failing before any text answers with an error status, as without ``stream``.
 - ``GET /ui``, ``POST /v1/moa/runs`` and the history: the web page and the run event stream
   it is drawn from (see `_ui`). Streams send a keep-alive comment in long silences.
 
@@ -181,8 +183,16 @@ def create_app(
         run_input = job.run_input()
         seconds = limits.request_timeout_s
         if job.stream:
-            stream = _sse(request, graph, run_input, job, seconds, keepalive_s)
-            return StreamingResponse(stream, media_type="text/event-stream")
+            base = _chunk_base(job.name)
+            stream = _sse(request, graph, run_input, job, seconds, keepalive_s, base)
+            try:
+                first = await _first_content(stream)
+            except MoAError as exc:  # nothing sent yet: the status tells, as without stream
+                raise _api_error(exc) from None
+            if first is None:  # the client left while the run had said nothing
+                return Response(status_code=499)
+            opened = _role_chunk(base) + first
+            return StreamingResponse(_after_start(opened, stream), media_type="text/event-stream")
         try:
             state = await _unless_disconnected(
                 request,
@@ -282,19 +292,60 @@ def _sse(
     job: _Job,
     seconds: float,
     keepalive_s: float | None,
+    base: dict[str, Any],
 ) -> AsyncIterator[str]:
-    """Server-sent events in OpenAI's chunk format: role, tokens, finish, usage, [DONE].
+    """Server-sent events in OpenAI's chunk format: tokens, finish, usage, [DONE].
 
     Relayed by `_events.pump`: keep-alive comments in long silences (a proposer layer), and
-    the run cancelled when the client disconnects.
+    the run cancelled when the client disconnects. The role chunk is not among them: it
+    opens the response (`_first_content`). A run's failure is raised, not sent.
     """
     return pump(
-        _timed(_events(graph, run_input, job), seconds), lambda: _disconnected(request), keepalive_s
+        _timed(_events(graph, run_input, job, base), seconds),
+        lambda: _disconnected(request),
+        keepalive_s,
     )
 
 
+async def _first_content(stream: AsyncIterator[str]) -> str | None:
+    """Wait for what opens a stream's response: its first content, or its first keep-alive.
+
+    The status line goes out with the first bytes, so it is held until the run has said
+    something: a run that fails before its first token answers with the status and error
+    body a request without ``stream`` gets (502, 504, ...), not a 200 with an error inside.
+    The hold ends at the first keep-alive comment too (`KEEPALIVE_S` of silence, a long
+    proposer layer): proxies and clients that time out a silent response must still see
+    bytes that often, so a run failing after that reports in-band as before. ``moa_progress``
+    events count as content: their client asked to see the run as it goes.
+
+    Returns:
+        What the stream sent first, or None if the client left before anything was sent.
+
+    Raises:
+        MoAError: the run failed before sending anything.
+    """
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return None
+    except BaseException:
+        await stream.aclose()  # type: ignore[attr-defined]
+        raise
+
+
+async def _after_start(opened: str, stream: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Relay the rest of a started stream; a failure now goes in-band, as OpenAI's does."""
+    yield opened
+    try:
+        async for item in stream:
+            yield item
+    except MoAError as exc:  # the status line is already sent
+        yield _error_event(exc)
+        yield "data: [DONE]\n\n"
+
+
 async def _timed(source: AsyncIterator[str], seconds: float) -> AsyncIterator[str]:
-    """Relay a stream under the request's deadline; past it, end in-band (the status is sent).
+    """Relay a stream under the request's deadline; past it, raise `RequestTimeoutError`.
 
     The deadline is set in the task that runs the graph (`pump`'s producer), so every call,
     and every ``Retry-After`` wait, sees it.
@@ -305,44 +356,50 @@ async def _timed(source: AsyncIterator[str], seconds: float) -> AsyncIterator[st
                 async for item in source:
                     yield item
         except TimeoutError:
-            yield _error_event(RequestTimeoutError(seconds))
-            yield "data: [DONE]\n\n"
+            raise RequestTimeoutError(seconds) from None
 
 
-async def _events(graph: Any, run_input: dict[str, Any], job: _Job) -> AsyncIterator[str]:
-    base = {
+def _chunk_base(model: str) -> dict[str, Any]:
+    """Return the fields every chunk of one stream repeats."""
+    return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
-        "model": job.name,
+        "model": model,
     }
 
+
+def _chunk(base: dict[str, Any], payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps({**base, **payload}, default=str)}\n\n"
+
+
+def _role_chunk(base: dict[str, Any]) -> str:
+    return _chunk(base, {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+
+
+async def _events(
+    graph: Any, run_input: dict[str, Any], job: _Job, base: dict[str, Any]
+) -> AsyncIterator[str]:
     def event(payload: dict[str, Any]) -> str:
-        return f"data: {json.dumps({**base, **payload}, default=str)}\n\n"
+        return _chunk(base, payload)
 
     def content(text: str) -> str:
         return event({"choices": [{"index": 0, "delta": {"content": text}}]})
 
-    yield event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
-    try:
-        if job.progress:
-            watched = RunEvents(graph, run_input, job.config(), context=job.context)
-            chunks = ProgressChunks()
-            async for item in watched:
-                text, line = chunks.take(item)
-                yield content(text) if text is not None else str(line)
-            if not chunks.streamed:  # a pick or a fallback: the answer arrives whole
-                yield content(str(watched.answer.text))
-            answer = watched.answer
-        else:
-            stream = AnswerStream(graph, run_input, job.config(), context=job.context)
-            async for text in stream:
-                yield content(text)
-            answer = stream.answer
-    except MoAError as exc:  # the status line is already sent: report in-band, as OpenAI does
-        yield _error_event(exc)
-        yield "data: [DONE]\n\n"
-        return
+    if job.progress:
+        watched = RunEvents(graph, run_input, job.config(), context=job.context)
+        chunks = ProgressChunks()
+        async for item in watched:
+            text, line = chunks.take(item)
+            yield content(text) if text is not None else str(line)
+        if not chunks.streamed:  # a pick or a fallback: the answer arrives whole
+            yield content(str(watched.answer.text))
+        answer = watched.answer
+    else:
+        stream = AnswerStream(graph, run_input, job.config(), context=job.context)
+        async for text in stream:
+            yield content(text)
+        answer = stream.answer
     if answer.tool_calls:
         calls = [{"index": i, **call} for i, call in enumerate(_tool_calls(answer))]
         yield event({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]})
