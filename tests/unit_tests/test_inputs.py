@@ -65,3 +65,36 @@ async def test_langgraph_servers_path_checks_too(graph, log):
             pass
     events = [e async for e in served.astream_events({"messages": "hi"}, version="v2")]
     assert events and log.by("AGG")
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["", "   \n", [{"type": "text", "text": " "}], HumanMessage(""), HumanMessage([])],
+)
+def test_an_empty_last_user_turn_is_refused_before_any_call(graph, fake, log, question):
+    from langgraph_moa import MoAChatModel
+
+    with pytest.raises(MoAInputError, match="The last user message is empty"):
+        graph.invoke(
+            {"messages": [question if isinstance(question, HumanMessage) else ("user", question)]}
+        )
+    model = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2))
+    if isinstance(question, str):
+        with pytest.raises(MoAInputError, match="The last user message is empty"):
+            model.invoke(question)
+    assert log.calls == []
+
+
+def test_a_user_turn_with_an_image_and_no_text_is_a_question(graph, log):
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    graph.invoke({"messages": [HumanMessage([image])]})
+    assert log.calls
+
+
+def test_a_conversation_ending_with_an_answer_names_openais_role():
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.run._inputs import validate_conversation
+
+    with pytest.raises(MoAInputError, match="but it is an 'assistant' message"):
+        validate_conversation([HumanMessage("q"), AIMessage("a")])

@@ -156,23 +156,56 @@ def guard_input(graph: _G) -> _G:
     return graph
 
 
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+"""LangChain's message types by the role names of OpenAI's API, which every user knows."""
+
+
 def validate_conversation(messages: Sequence[Any]) -> None:
     """Refuse input no model can answer, with one sentence naming the problem and the fix.
 
     Image, audio and file blocks pass: every proposer and the aggregator get the
     conversation as it is (the references between models are text), and a model that cannot
     take such content fails with its provider's error. The last message is the user's turn
-    or, in an agent loop, the result of a tool the previous answer called.
+    or, in an agent loop, the result of a tool the previous answer called; a user turn with
+    no text and nothing else (``""``, spaces) is refused, as ``moa run ""`` is, since every
+    model would be paid to answer nothing. This is the one place the rule lives: the graph,
+    `MoAChatModel` and `moa serve` all call it. Roles are named as OpenAI's API names them
+    (``assistant``, not LangChain's ``ai``), since HTTP clients read these messages too.
     """
     if not messages:
         raise MoAInputError(
-            "The conversation is empty: pass at least one user message, for example "
-            "{'messages': [('user', 'Explain X')]}."
+            f"The conversation is empty: pass at least one user message, for example {_EXAMPLE}."
         )
     last = messages[-1]
     if not isinstance(last, HumanMessage | ToolMessage):
         kind = getattr(last, "type", type(last).__name__)
+        role = _ROLES.get(kind, kind)
         raise MoAInputError(
-            f"The last message must come from the user (or be a tool's result), but it is a "
-            f"{kind!r} message: append the user's next turn before running MoA."
+            f"The last message must come from the user (or be a tool's result), but it is "
+            f"{'an' if role[:1] in 'aeiou' else 'a'} {role!r} message: append the user's next "
+            "turn before running MoA."
         )
+    if isinstance(last, HumanMessage) and _says_nothing(last.content):
+        raise MoAInputError(
+            "The last user message is empty: give it the question to answer (text, or "
+            "another content part such as an image)."
+        )
+
+
+def _says_nothing(content: Any) -> bool:
+    """Tell whether message content holds no text and no other part (an image, a file)."""
+    if isinstance(content, str):
+        return not content.strip()
+    if isinstance(content, list):
+        for part in content:
+            text: Any
+            if isinstance(part, str):
+                text = part
+            elif isinstance(part, dict) and part.get("type") == "text":
+                text = part.get("text")
+            else:
+                return False  # an image, audio, a file: something to answer about
+            if not isinstance(text, str) or text.strip():
+                return False
+        return True
+    return False
