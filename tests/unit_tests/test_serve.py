@@ -583,3 +583,88 @@ def test_a_stream_silent_past_the_keepalive_opens_and_reports_a_later_failure_in
     error = json.loads(events[-2].removeprefix("data: "))["error"]
     assert error["type"] == "upstream_error" and error["code"] == 502
     assert events[-1] == "data: [DONE]"
+
+
+# --- what a client is told -------------------------------------------------------------------
+
+
+TOOL_TURN = {"role": "tool", "tool_call_id": "c1", "content": "42"}
+
+
+def _call(arguments):
+    call = {"id": "c1", "type": "function", "function": {"name": "mul", "arguments": arguments}}
+    return {"role": "assistant", "content": None, "tool_calls": [call]}
+
+
+@pytest.mark.parametrize(
+    ("messages", "param", "fragment"),
+    [
+        ([], "messages", '"messages": [{"role": "user", "content": "Explain X"}]'),
+        ([*USER, {"role": "assistant", "content": "hi"}], None, "it is an 'assistant' message"),
+        ([{"role": "user", "content": ""}], None, "The last user message is empty"),
+        ([{"role": "user", "content": " \n\t"}], None, "The last user message is empty"),
+        ([{"role": "user", "content": [{"type": "text", "text": " "}]}], None, "is empty"),
+        (
+            [*USER, _call("{bad"), TOOL_TURN],
+            "messages.1.tool_calls.0.function.arguments",
+            "not JSON",
+        ),
+        (
+            [*USER, _call("[1, 2]"), TOOL_TURN],
+            "messages.1.tool_calls.0.function.arguments",
+            "must be a JSON object",
+        ),
+        (
+            [*USER, _call("[" * 5000 + "]" * 5000), TOOL_TURN],
+            "messages.1.tool_calls.0.function.arguments",
+            "not JSON",
+        ),
+        (
+            [*USER, {"role": "assistant", "tool_calls": [{}]}, TOOL_TURN],
+            "messages.1.tool_calls.0.id",
+            "required",
+        ),
+        (
+            [*USER, {"role": "assistant", "tool_calls": [{"id": "c1", "function": {}}]}, TOOL_TURN],
+            "messages.1.tool_calls.0.function.name",
+            "required",
+        ),
+    ],
+)
+def test_conversations_no_model_can_answer_are_a_400_in_a_clients_words(
+    client, log, messages, param, fragment
+):
+    error = assert_one_sentence(post(client, {"model": "m", "messages": messages}), 400, fragment)
+    assert error["param"] == param
+    assert "('user'" not in error["message"] and "'ai'" not in error["message"]
+    assert log.calls == []
+
+
+@pytest.mark.parametrize("limit", ["abc", "-1", "0", "1001", "1.5"])
+def test_a_bad_query_parameter_is_a_400_in_openais_shape(system, tmp_path, limit):
+    from langgraph_moa.serving._history import History
+
+    client = local(create_app({"m": system}, history=History(tmp_path / "h.db")))
+    error = assert_one_sentence(client.get(f"/v1/moa/runs?limit={limit}"), 400, "limit")
+    assert error["param"] == "limit" and error["code"] == "invalid_value"
+    assert client.get("/v1/moa/runs?limit=1000").status_code == 200
+
+
+def test_unknown_routes_and_methods_list_every_route_the_server_has(system):
+    from langgraph_moa.serving._access import AccessLog
+
+    app = create_app({"m": system})
+    client = local(AccessLog(app, ["m"], lambda line: None))
+    for response, code in ((client.get("/nope"), 404), (client.delete("/v1/models"), 405)):
+        message = assert_one_sentence(response, code)["message"]
+        for route in (
+            "GET /v1/models,",
+            "GET /v1/models/{model},",
+            "POST /v1/chat/completions,",
+            "GET /ui,",
+            "POST /v1/moa/runs,",
+            "GET /v1/moa/runs,",
+            "GET /v1/moa/runs/{run_id}",
+            "GET /health.",
+        ):
+            assert route in message, message

@@ -25,6 +25,9 @@ class AccessLog:
     def __init__(self, app: Any, models: list[str], write: Callable[[str], None]) -> None:
         """Log requests to `app` with `write`; /health lists `models`."""
         self.app = app
+        state = getattr(app, "state", None)
+        if state is not None and isinstance(getattr(state, "extra_routes", None), list):
+            state.extra_routes.append("GET /health")  # listed in the app's 404s
         self.models = models
         self.write = write
 

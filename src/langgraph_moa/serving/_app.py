@@ -35,7 +35,7 @@ from typing import Any
 from langgraph_moa._redact import register_secret
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._prices import Prices
-from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.config._schema import MoAConfig, explain_errors
 from langgraph_moa.errors import (
     MoAConfigError,
     MoAError,
@@ -95,6 +95,7 @@ def create_app(
             (`langgraph_moa.config._prices`): the web page's runs show their cost by it.
     """
     from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
@@ -137,6 +138,7 @@ def create_app(
         )
     app.state.policy = policy
     app.state.models = list(systems)
+    app.state.extra_routes = []  # answered around the app: `_access.AccessLog` adds /health
 
     @app.exception_handler(_APIError)
     async def _send_error(request: Request, exc: _APIError) -> JSONResponse:
@@ -148,11 +150,17 @@ def create_app(
         what = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = (
             f"There is no route {request.method} {request.url.path} on this server; it serves "
-            "GET /v1/models, GET /v1/models/{model} and POST /v1/chat/completions."
+            f"{_route_list(app)}."
             if what
             else str(exc.detail)
         )
         return JSONResponse(_APIError(exc.status_code, message, code=what).body(), exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _parameter_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A route's query or path parameter of the wrong kind (?limit=abc): FastAPI's own
+        # answer is a 422 in its {"detail": [...]} shape; every error here is OpenAI's shape.
+        return JSONResponse(_invalid_parameter(exc).body(), 400)
 
     def model_card(name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 0, "owned_by": "langgraph-moa"}
@@ -217,6 +225,42 @@ def create_app(
         prices=prices,
     )
     return app
+
+
+def _route_list(app: Any) -> str:
+    """List the app's routes (``GET /v1/models, ...``) from the app itself, so none is left out.
+
+    Read from ``app.routes`` when asked, so that routes added after `create_app` (the web
+    page's) are listed too, and what answers around the app (``app.state.extra_routes``).
+    """
+    import re
+
+    seen: list[str] = []
+    for route in app.routes:
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)  # {model:path} -> {model}
+        methods = sorted(getattr(route, "methods", None) or {"GET"})
+        if not hasattr(route, "methods"):  # a mount: its files
+            path += "/{file}"
+        seen += [f"{method} {path}" for method in methods if method != "HEAD"]
+    seen += app.state.extra_routes
+    unique = list(dict.fromkeys(seen))
+    return ", ".join(unique[:-1]) + " and " + unique[-1] if len(unique) > 1 else "".join(unique)
+
+
+def _invalid_parameter(exc: Any) -> _APIError:
+    """Say which query or path parameter is wrong and why, in one sentence (OpenAI's param)."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first.get("loc", ())]
+    where, rest = (loc[0], loc[1:]) if len(loc) > 1 else ("request", loc)
+    what = {"query": "query parameter", "path": "path parameter", "header": "header"}
+    detail: Any = {
+        "type": first.get("type", "value_error"),
+        "msg": first.get("msg", "invalid value"),
+        "input": first.get("input"),
+        "loc": tuple(rest),
+    }
+    message = explain_errors([detail], what.get(where, where))  # "Invalid query parameter: ..."
+    return _APIError(400, message, param=".".join(rest) or None, code="invalid_value")
 
 
 def _usage(answer: Any) -> dict[str, int]:

@@ -283,6 +283,14 @@ class _Preparer:
                 code="model_not_found",
                 param="model",
             )
+        if not body.messages:  # the package's own message shows a Python example
+            raise _APIError(
+                400,
+                "The conversation is empty: send at least one user message, for example "
+                '"messages": [{"role": "user", "content": "Explain X"}].',
+                param="messages",
+                code="invalid_value",
+            )
         limits = self.limits[body.model]
         try:
             limits.check_conversation(

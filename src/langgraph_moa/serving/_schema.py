@@ -1,5 +1,6 @@
 """The request body `moa serve` accepts: OpenAI's chat-completions schema, validated."""
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -80,10 +81,43 @@ class _UserMessage(_SystemMessage):
     role: Literal["user"]  # type: ignore[assignment]
 
 
+class _ToolCallFunction(BaseModel):
+    """The function an assistant's tool call names, with its arguments as a JSON string."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: StrictStr
+    arguments: StrictStr
+
+    @field_validator("arguments")
+    @classmethod
+    def _json_object(cls, value: str) -> str:
+        # Read here, so that a broken one is refused naming its message and field; LangChain
+        # would fail later with the JSON parser's words alone.
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            reason = str(exc) if isinstance(exc, ValueError) else "nested too deep"
+            raise ValueError(f"must be a JSON object, but it is not JSON ({reason})") from None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"must be a JSON object, not {type(parsed).__name__}")
+        return value
+
+
+class _ToolCall(BaseModel):
+    """One tool call of an earlier assistant turn, as OpenAI sends it back."""
+
+    model_config = ConfigDict(extra="ignore")  # e.g. a streamed delta's 'index'
+
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: _ToolCallFunction
+
+
 class _AssistantMessage(_RoleMessage):
     role: Literal["assistant"]
     content: Any = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[_ToolCall] | None = None
     refusal: StrictStr | None = None
 
     @field_validator("content", mode="before")

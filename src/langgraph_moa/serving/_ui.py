@@ -23,7 +23,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from langchain_core.messages import HumanMessage
@@ -139,7 +139,7 @@ def add_ui(
     prices: Prices | None = None,
 ) -> None:
     """Add the page, its static files, the run event stream and the history to `app`."""
-    from fastapi import Request
+    from fastapi import Query, Request
     from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
     from starlette.staticfiles import StaticFiles
@@ -173,11 +173,13 @@ def add_ui(
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
     @app.get("/v1/moa/runs")
-    async def list_runs(request: Request, limit: int = 100) -> dict[str, Any]:
+    async def list_runs(
+        request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> dict[str, Any]:
         _check_origin(request)
         if history is None:
             return {"object": "list", "data": [], "history": False}
-        runs = await run_in_threadpool(history.list, max(1, min(limit, 1000)))
+        runs = await run_in_threadpool(history.list, limit)
         return {"object": "list", "data": runs, "history": True}
 
     @app.get("/v1/moa/runs/{run_id}")
