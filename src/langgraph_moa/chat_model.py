@@ -33,12 +33,12 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
 from langgraph_moa.config._loader import load_config
-from langgraph_moa.config._schema import MoAConfig, list_presets
+from langgraph_moa.config._schema import MoAConfig, explain_validation_error, list_presets
 from langgraph_moa.config.context import MoAContext, apply_context
-from langgraph_moa.errors import MoAInputError
+from langgraph_moa.errors import MoAConfigError, MoAInputError
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
@@ -46,7 +46,16 @@ from langgraph_moa.run._options import split_call_kwargs
 
 
 class MoAChatModel(BaseChatModel):
-    """A chat model whose every answer is a full Mixture-of-Agents run."""
+    """A chat model whose every answer is a full Mixture-of-Agents run.
+
+    An argument it has no field for is refused with `MoAConfigError`, naming the fix. Many
+    LangChain chat models move unknown arguments to ``model_kwargs`` with a warning and send
+    them to their one API; a MoA run has no one API to send them to, and the usual unknown
+    argument is a typo (``temprature=``) or a MoA setting that belongs in the config
+    (``layers=3``): accepted and ignored, either would run a different MoA than the one
+    asked for, at full price, with nothing said. A config of the wrong type is refused the
+    same way, as `create_moa_graph` refuses it, never with pydantic's multi-line error.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
 
@@ -61,14 +70,30 @@ class MoAChatModel(BaseChatModel):
     timeout: float | None = Field(default=None, description="Per-call timeout, seconds.")
     max_retries: int | None = Field(default=None, description="Retries per inner call.")
     stop: list[str] | None = Field(default=None, description="Stop sequences for the answer.")
+    streaming: bool = Field(
+        default=False,
+        description="invoke() streams the answer's tokens to callbacks (LangChain's flag).",
+    )
 
     _graph: Any = PrivateAttr(default=None)
     _resolved: MoAConfig | None = PrivateAttr(default=None)
     _graphs: dict[Any, Any] = PrivateAttr(default_factory=dict)
 
     def __init__(self, **data: Any) -> None:
-        """Validate, and resolve the config now: a typo fails here, not at the first call."""
-        super().__init__(**data)
+        """Validate, and resolve the config now: a typo fails here, not at the first call.
+
+        Raises:
+            MoAConfigError: an argument it has no field for, a config that is not one
+                (`load_config`'s error), or a field's value of the wrong type; one line each.
+        """
+        _refuse_unknown(data)
+        config = data.get("config")
+        if config is not None and not isinstance(config, (str, MoAConfig)):
+            data["config"] = load_config(config)  # a mapping or a path; anything else refused
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise MoAConfigError(explain_validation_error(exc, "MoAChatModel argument")) from None
         _ = self.moa_config
 
     @property
@@ -563,3 +588,32 @@ class _StopFilter:
         """Return the text held back, once the answer is over."""
         out, self._buffer = ("" if self.done else self._buffer), ""
         return out
+
+
+def _refuse_unknown(data: dict[str, Any]) -> None:
+    """Refuse an argument `MoAChatModel` has no field for, saying where it belongs."""
+    import difflib
+
+    fields = MoAChatModel.model_fields
+    known = set(fields) | {f.alias for f in fields.values() if f.alias}
+    for name in data:
+        if name in known:
+            continue
+        if name in MoAConfig.model_fields:
+            shown = repr(data[name]) if len(repr(data[name])) <= 40 else "..."
+            fix = (
+                f"set it in the config, config=MoAConfig({name}={shown}, ...) or "
+                f"`{name}:` in a config file"
+            )
+        elif name == "api_key":
+            fix = (
+                "each inner model reads its own provider's key from the environment "
+                "(OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) or from the model instance the "
+                "config gives"
+            )
+        elif close := difflib.get_close_matches(name, sorted(known), n=1):
+            fix = f"did you mean {close[0]!r}?"
+        else:
+            own = "config, model, temperature, max_tokens, timeout, max_retries, stop"
+            fix = f"its own are {own}, and LangChain's (callbacks, tags, metadata, ...)"
+        raise MoAConfigError(f"MoAChatModel has no field {name!r}: {fix}.".replace("?.", "?"))

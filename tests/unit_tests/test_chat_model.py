@@ -99,3 +99,64 @@ def test_unparseable_structure_is_an_error_not_free_text(fake):
     )
     with pytest.raises(AggregatorFailedError, match="did not return the requested structure"):
         MoAChatModel(config=config).with_structured_output(City).invoke("q")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"layers": 3},
+            "MoAChatModel has no field 'layers': set it in the config, "
+            "config=MoAConfig(layers=3, ...)",
+        ),
+        (
+            {"temprature": 0.1},
+            "MoAChatModel has no field 'temprature': did you mean 'temperature'?",
+        ),
+        ({"max_token": 5}, "did you mean 'max_tokens'?"),
+        ({"api_key": "sk-x"}, "each inner model reads its own provider's key"),
+        ({"wizardry": True}, "MoAChatModel has no field 'wizardry': its own are config"),
+        ({"temperature": "hot"}, "Invalid MoAChatModel argument: temperature:"),
+    ],
+)
+def test_an_argument_it_has_no_field_for_is_refused_naming_the_fix(fake, kwargs, message):
+    from langgraph_moa import MoAConfigError
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    with pytest.raises(MoAConfigError) as refused:
+        MoAChatModel(config=config, **kwargs)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("config", [5, ["local-moa"], 2.5])
+def test_a_config_of_the_wrong_type_is_a_moa_config_error_as_for_the_graph(config):
+    from langgraph_moa import MoAConfigError, create_moa_graph
+
+    with pytest.raises(MoAConfigError) as refused:
+        MoAChatModel(config=config)
+    with pytest.raises(MoAConfigError) as graph_refused:
+        create_moa_graph(config)
+    assert str(refused.value) == str(graph_refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_config_mapping_is_read_as_the_graph_reads_it(fake):
+    llm = MoAChatModel(config={"proposers": [fake("A")], "aggregator": fake("AGG"), "layers": 4})
+    assert llm.moa_config.layers == 4
+
+
+def test_streaming_true_makes_invoke_stream_the_answer_to_callbacks(fake, log):
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Tokens(BaseCallbackHandler):
+        def __init__(self):
+            self.tokens = []
+
+        def on_llm_new_token(self, token, **kwargs):
+            self.tokens.append(token)
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG", reply=LONG), layers=2)
+    handler = Tokens()
+    llm = MoAChatModel(config=config, streaming=True)
+    answer = llm.invoke("hi", config={"callbacks": [handler]})
+    assert len(handler.tokens) > 1 and "".join(handler.tokens) == answer.text
