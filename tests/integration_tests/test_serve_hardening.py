@@ -533,7 +533,9 @@ def test_the_python_api_sees_redacted_errors_too(echo_backend, monkeypatch):
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": "c" * 1200, "type": "function", "function": {"name": "f"}}],
+            "tool_calls": [
+                {"id": "c" * 1200, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
         },
     ],
 )
