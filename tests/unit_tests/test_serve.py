@@ -564,6 +564,8 @@ def test_a_stream_opens_with_the_role_chunk_then_its_first_content(system):
         local(create_app({"m": system})), {"model": "m", "messages": USER, "stream": True}
     )
     assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-cache"  # nor cached
+    assert response.headers["x-accel-buffering"] == "no"  # nor buffered by nginx
     events = [line for line in response.text.split("\n\n") if line]
     first, second = (json.loads(e.removeprefix("data: ")) for e in events[:2])
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}

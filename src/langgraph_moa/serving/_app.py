@@ -45,7 +45,7 @@ from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream, RunEvents
 from langgraph_moa.run._calls import request_deadline
 from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError
-from langgraph_moa.serving._events import KEEPALIVE_S, ProgressChunks, pump
+from langgraph_moa.serving._events import KEEPALIVE_S, STREAM_HEADERS, ProgressChunks, pump
 from langgraph_moa.serving._guard import BrowserGuard, ServeSecurity
 from langgraph_moa.serving._history import History
 from langgraph_moa.serving._policy import ModelPolicy, _Job, _Preparer, check_allowed_models
@@ -200,7 +200,9 @@ def create_app(
             if first is None:  # the client left while the run had said nothing
                 return Response(status_code=499)
             opened = _role_chunk(base) + first
-            return StreamingResponse(_after_start(opened, stream), media_type="text/event-stream")
+            return StreamingResponse(
+                _after_start(opened, stream), media_type="text/event-stream", headers=STREAM_HEADERS
+            )
         try:
             state = await _unless_disconnected(
                 request,

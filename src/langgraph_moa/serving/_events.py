@@ -25,6 +25,10 @@ KEEPALIVE_S = 10.0
 
 KEEPALIVE = ": keep-alive\n\n"
 
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+"""Sent with every event stream: no cache may keep it, and no proxy (nginx) may buffer it,
+or a client sees the tokens only when the run ends."""
+
 _END = object()
 
 

@@ -34,7 +34,7 @@ from langgraph_moa.config.context import apply_context
 from langgraph_moa.errors import MoAError
 from langgraph_moa.graph.streaming import RunEvents
 from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError
-from langgraph_moa.serving._events import answer_event, pump, run_event, sse
+from langgraph_moa.serving._events import STREAM_HEADERS, answer_event, pump, run_event, sse
 from langgraph_moa.serving._history import Compactor, History, RunRecord
 from langgraph_moa.serving._policy import _Job, _Preparer
 from langgraph_moa.serving._requests import _disconnected, _read_body
@@ -169,7 +169,7 @@ def add_ui(
         run_id = uuid.uuid4().hex[:16]
         source = _run(graphs[job.name], job, run_id, config, history, prices)
         stream = pump(source, lambda: _disconnected(request), keepalive_s)
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-MoA-Run": run_id}
+        headers = {**STREAM_HEADERS, "X-MoA-Run": run_id}
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
     @app.get("/v1/moa/runs")
