@@ -426,3 +426,16 @@ def test_serve_refuses_an_allow_model_without_its_key_in_one_line(monkeypatch, c
     status, err = run_main(monkeypatch, capsys, *args)
     assert status == 1 and "Traceback" not in err and "Serving" not in err
     assert "--allow-model 'openai:gpt-4o' needs OPENAI_API_KEY" in " ".join(err.split())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--limit", "-250"], ["--limit", "-1"], ["--limit", "0"], ["--concurrency", "0"]],
+)
+def test_eval_counts_below_one_are_refused_not_read_as_slices(monkeypatch, capsys, tmp_path, args):
+    status, err = run_main(
+        monkeypatch, capsys, "eval", "-s", "moa-lite", "--out", str(tmp_path), *args
+    )
+    assert status == 2 and f"Invalid value for '{args[0]}'" in err
+    assert "greater than or equal to 1" in err and "Traceback" not in err
+    assert not (tmp_path / "report.md").exists()

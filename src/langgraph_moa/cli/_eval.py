@@ -36,8 +36,8 @@ def evaluate(
         Path,
         typer.Option("--out", help="Output folder: results, summary, report, call cache."),
     ] = Path("moa-eval"),
-    limit: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Items answered at the same time.")] = 1,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Items answered at the same time.")] = 1,
     judge: Annotated[str | None, typer.Option(help="Judge model for pairwise win rates.")] = None,
     baseline: Annotated[
         str | None,
