@@ -439,3 +439,19 @@ def test_eval_counts_below_one_are_refused_not_read_as_slices(monkeypatch, capsy
     assert status == 2 and f"Invalid value for '{args[0]}'" in err
     assert "greater than or equal to 1" in err and "Traceback" not in err
     assert not (tmp_path / "report.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("system", "message"),
+    [
+        ("single:openai:", "error: Invalid system 'single:openai:': Model spec 'openai:' has no"),
+        ("single:foo@ftp://x", "error: Invalid system 'single:foo@ftp://x': Unknown model"),
+        ("single:", "error: System 'single:' names no model: write it as 'single:<model spec>'"),
+    ],
+)
+def test_a_bad_single_system_is_one_error_line(monkeypatch, capsys, tmp_path, system, message):
+    status, err = run_main(
+        monkeypatch, capsys, "eval", "-q", "-s", system, "--limit", "1", "--out", str(tmp_path)
+    )
+    assert status == 1 and message in err
+    assert err.count("\n") == 1 and "unexpected" not in err and "pydantic" not in err

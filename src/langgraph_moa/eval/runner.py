@@ -24,11 +24,12 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
-from langgraph_moa.config._schema import MoAConfig, ProposerConfig, list_presets
+from langgraph_moa.config._schema import MoAConfig, ProposerConfig, explain_errors, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.eval.costs import Prices, dollars, load_prices, pareto_front
 from langgraph_moa.eval.datasets import EvalItem
@@ -103,15 +104,19 @@ def single_model(spec: str) -> MoAConfig:
     It runs through the graph like every other system (a selection over one proposal), so its
     answer has the same call records, cache keys, retries and errors as a mixture's.
     """
-    return MoAConfig(
-        variant="select",
-        name=spec,
-        proposers=[
-            ProposerConfig(
-                model=spec.removeprefix(SINGLE), max_tokens=SINGLE_MAX_TOKENS, temperature=0.0
-            )
-        ],
-    )
+    model = spec.removeprefix(SINGLE)
+    if not model.strip():
+        raise MoAConfigError(
+            f"System {spec!r} names no model: write it as 'single:<model spec>', e.g. "
+            "'single:local:qwen2.5-coder-1.5b'."
+        )
+    try:
+        proposer = ProposerConfig(model=model, max_tokens=SINGLE_MAX_TOKENS, temperature=0.0)
+    except ValidationError as exc:
+        # Said of the system as written, not of the config field it fills.
+        errors = [{**e, "loc": ()} for e in exc.errors(include_url=False)]
+        raise MoAConfigError(explain_errors(errors, f"system {spec!r}")) from None
+    return MoAConfig(variant="select", name=spec, proposers=[proposer])
 
 
 def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
