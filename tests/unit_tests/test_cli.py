@@ -455,3 +455,26 @@ def test_a_bad_single_system_is_one_error_line(monkeypatch, capsys, tmp_path, sy
     )
     assert status == 1 and message in err
     assert err.count("\n") == 1 and "unexpected" not in err and "pydantic" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--proposers", "", "hi"], "error: --proposers names no model: give comma-sep"),
+        (["run", "--proposers", " , ,", "hi"], "error: --proposers names no model"),
+        (["run", "--proposers", "openai:a,,openai:b", "hi"], "'openai:a,,openai:b' has an empty"),
+        (["run", "--proposers", "openai:a,", "hi"], "--proposers 'openai:a,' has an empty item"),
+        (["run", "--aggregator", "", "hi"], "error: --aggregator names no model: give a model"),
+        (["chat", "--proposers", ""], "error: --proposers names no model"),
+        (["eval", "-s", "moa-lite", "--judge", " ", "--baseline", "x"], "--judge names no model"),
+    ],
+)
+def test_an_empty_model_flag_is_refused_not_ignored(monkeypatch, capsys, tmp_path, args, message):
+    # Ignored, these ran the default preset's local model, or the first proposer aggregated.
+    from langgraph_moa.cli import _chat, _run
+
+    for module in (_run, _chat):
+        monkeypatch.setattr(module, "prepare", lambda names: pytest.fail(f"prepared {names}"))
+    monkeypatch.chdir(tmp_path)
+    status, err = run_main(monkeypatch, capsys, *args)
+    assert status == 1 and message in err and err.count("\n") == 1

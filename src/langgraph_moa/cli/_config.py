@@ -39,11 +39,10 @@ PresetOpt = Annotated[
 ]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or JSON config file.")]
 LayersOpt = Annotated[int | None, typer.Option(help="MoA layers (proposer layers + 1).")]
+PROPOSERS_EXAMPLE = "'openai:gpt-4o-mini,local:qwen2.5-coder-1.5b'"
 ProposersOpt = Annotated[
     str | None,
-    typer.Option(
-        help="Comma-separated proposer specs, e.g. 'openai:gpt-4o-mini,local:qwen2.5-coder-1.5b'."
-    ),
+    typer.Option(help=f"Comma-separated proposer specs, e.g. {PROPOSERS_EXAMPLE}."),
 ]
 AggregatorOpt = Annotated[str | None, typer.Option(help="Aggregator model spec.")]
 VariantOpt = Annotated[
@@ -101,7 +100,8 @@ def build_config(
     """
     if preset and config_file:
         raise MoAConfigError("Give either --preset or --config, not both.")
-    models = [p.strip() for p in proposers.split(",") if p.strip()] if proposers else None
+    models = model_list("--proposers", proposers)
+    aggregator = model_flag("--aggregator", aggregator)
     if method is not None and method not in SELECTION_METHODS:
         raise MoAConfigError(
             f"--method {method!r} is not a selection method: use one of "
@@ -141,6 +141,39 @@ def build_config(
         timeout=timeout,
         method=method,
     )
+
+
+def model_list(flag: str, value: str | None) -> list[str] | None:
+    """Split a comma-separated list of model specs; refuse an empty list or an empty item.
+
+    An empty value used to be dropped as if the flag were absent, so the run called a model
+    the user never named (the default preset's, or the first proposer as aggregator).
+    """
+    if value is None:
+        return None
+    items = [item.strip() for item in value.split(",")]
+    if not any(items):
+        raise MoAConfigError(
+            f"{flag} names no model: give comma-separated model specs, e.g. {PROPOSERS_EXAMPLE}."
+        )
+    if not all(items):
+        raise MoAConfigError(
+            f"{flag} {value!r} has an empty item (two commas in a row, or one at an end): give "
+            f"comma-separated model specs, e.g. {PROPOSERS_EXAMPLE}."
+        )
+    return items
+
+
+def model_flag(flag: str, value: str | None) -> str | None:
+    """Return one model spec given to `flag`, refusing an empty one (see `model_list`)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise MoAConfigError(
+            f"{flag} names no model: give a model spec, e.g. 'openai:gpt-4o-mini' or "
+            "'local:qwen2.5-coder-1.5b'."
+        )
+    return value.strip()
 
 
 def _customized(name: str | None) -> str | None:

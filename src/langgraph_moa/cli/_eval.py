@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from langgraph_moa.cli._config import model_flag
 from langgraph_moa.cli._output import out
 from langgraph_moa.errors import MoAConfigError, MoAError
 
@@ -75,6 +76,7 @@ def evaluate(
     from langgraph_moa.eval.runner import Evaluation
 
     out.quiet = quiet
+    judge = model_flag("--judge", judge)
     if langsmith_dataset is not None and dataset is not None:
         raise MoAConfigError("Give either --dataset or --langsmith-dataset, not both.")
     if plots:
