@@ -1,5 +1,7 @@
 """The `moa` command's error paths: one clear line, an exit code, no stack trace."""
 
+import json
+
 import pytest
 from rich.console import Console
 
@@ -478,3 +480,37 @@ def test_an_empty_model_flag_is_refused_not_ignored(monkeypatch, capsys, tmp_pat
     monkeypatch.chdir(tmp_path)
     status, err = run_main(monkeypatch, capsys, *args)
     assert status == 1 and message in err and err.count("\n") == 1
+
+
+def test_eval_with_a_failing_judge_writes_the_report_and_exits_non_zero(
+    monkeypatch, capsys, tmp_path, fake
+):
+    from langgraph_moa.config._schema import MoAConfig
+    from langgraph_moa.eval import runner
+
+    systems = {
+        name: MoAConfig(name=name, variant="select", proposers=[fake(name)])
+        for name in ("sys-a", "sys-b")
+    }
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, systems[spec], cache)
+    )
+
+    def down(*args, **kwargs):
+        raise RuntimeError("Error code: 500 - internal error")
+
+    monkeypatch.setattr(runner, "judge_both_orders", down)
+    status, err = run_main(
+        monkeypatch,
+        capsys,
+        *("eval", "-s", "sys-a", "-s", "sys-b", "--baseline", "sys-a", "--limit", "2"),
+        *("--judge", "judge@http://127.0.0.1:9/v1", "--no-plots", "--out", str(tmp_path)),
+    )
+    assert status == 1 and "unexpected" not in err
+    assert (
+        "error: The judge failed, so sys-b has no win rate: RuntimeError: Error code: 500 - "
+        f"internal error. The report with the accuracy is in {tmp_path / 'report.md'}" in err
+    )
+    report = (tmp_path / "report.md").read_text()
+    assert "**Judging failed** for **sys-b**" in report and "| sys-b | 0/2 |" in report
+    assert json.loads((tmp_path / "summary.json").read_text())["sys-b"]["judge_error"]

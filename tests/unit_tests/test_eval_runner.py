@@ -75,6 +75,7 @@ def test_layers_similarity_judge_prices_and_plots(mix, tmp_path):
     assert win["length_controlled"]["rate"] == pytest.approx(50.0, abs=0.5)
     # ... and the report says the judge cannot be trusted: never the same winner twice.
     assert win["consistent"] == 0 and win["first_position"] == 1.0 and win["unreadable"] == 0
+    assert "judge_error" not in mixed  # a judge that answers is no failure
     # Dollars: priced calls only; the aggregator's calls are counted as unpriced.
     rows = [
         json.loads(line) for line in (tmp_path / "results" / "mix.jsonl").read_text().splitlines()
@@ -505,3 +506,45 @@ def test_the_config_digest_tells_settings_apart_and_not_instances():
     )
     # An instance dumps as its settings only: no digest, so its rows are never kept.
     assert config_digest(base.with_overrides(proposers=[FakeChat(label="a")])) is None
+
+
+def test_a_failing_judge_costs_the_win_rates_only(mix, tmp_path):
+    """The answers are computed before the judge is asked: its failure must not lose them."""
+    lone = MoAConfig(
+        name="wrong-alone",
+        variant="single-proposer",
+        proposers=[FakeChat(label="wrong2", reply=lambda *_: "No idea.")],
+        aggregator=FakeChat(label="agg2", reply=lambda *_: "No idea at all."),
+    )
+    asked = []
+
+    def dead(n, _messages):
+        asked.append(n)
+        return RuntimeError("Error code: 500 - the judge's server is down")
+
+    judge = FakeChat(label="judge", fail=dead)
+    evaluation = Evaluation(
+        [mix, lone], ITEMS, tmp_path, judge=judge, baseline="wrong-alone", concurrency=1
+    )
+    summary = asyncio.run(evaluation.run(progress=False))
+
+    assert summary["mix"]["correct"] == 6 and "win_rate" not in summary["mix"]
+    assert summary["mix"]["judge_error"] == (
+        "RuntimeError: Error code: 500 - the judge's server is down"
+    )
+    assert "judge_error" not in summary["wrong-alone"]  # the baseline is not judged
+    assert len(asked) <= 2  # judging stopped at the first failure (the next may have begun)
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["mix"]["judge_error"] and saved["mix"]["accuracy"] == 1.0
+    report = (tmp_path / "report.md").read_text()
+    assert "| mix | 6/6 |" in report
+    assert "**Judging failed** for **mix**: RuntimeError: Error code: 500" in report
+    assert len((tmp_path / "results" / "mix.jsonl").read_text().splitlines()) == 6
+
+
+def test_a_judge_that_cannot_be_built_is_refused_before_any_answer(mix, tmp_path):
+    from langgraph_moa.errors import ModelResolutionError
+
+    with pytest.raises(ModelResolutionError, match="has no model name"):
+        Evaluation([mix], ITEMS, tmp_path, judge="openai:", baseline="mix")
+    assert mix.proposers[0].model.log.calls == []

@@ -122,13 +122,37 @@ def evaluate(
         f"[dim]results: {out_dir}/results, {out_dir}/summary.json; call cache: "
         f"{out_dir}/calls.db[/]"
     )
+    problems = [*_judge_failure(summary, out_dir), *_failed_systems(summary)]
+    for problem in problems[:-1]:
+        out.error(problem)
+    if problems:
+        raise MoAError(problems[-1])
+
+
+def _failed_systems(summary: dict[str, Any]) -> list[str]:
+    """Say which systems failed on every item: a table of zeros is not an evaluation."""
     failed = [name for name, s in summary.items() if s["items"] and s["errors"] == s["items"]]
-    if failed:
-        first = summary[failed[0]].get("first_error") or "no message recorded"
-        raise MoAError(
-            f"{', '.join(failed)} failed on every item ({summary[failed[0]]['items']}); the "
-            f"first error: {first}"
-        )
+    if not failed:
+        return []
+    first = summary[failed[0]].get("first_error") or "no message recorded"
+    return [
+        f"{', '.join(failed)} failed on every item ({summary[failed[0]]['items']}); the "
+        f"first error: {first}"
+    ]
+
+
+def _judge_failure(summary: dict[str, Any], out_dir: Path) -> list[str]:
+    """Say that the judge failed: the report is written, but the asked-for comparison is not."""
+    failed = [name for name, s in summary.items() if s.get("judge_error")]
+    if not failed:
+        return []
+    why = summary[failed[0]]["judge_error"].rstrip(".")
+    return [
+        f"The judge failed, so {', '.join(failed)} {'has' if len(failed) == 1 else 'have'} no "
+        f"win rate: {why}. The report with the accuracy is in {out_dir / 'report.md'}; fix "
+        "the judge (or drop --judge) and run the same command again: the answers come from "
+        "the cache."
+    ]
 
 
 def _langsmith_items(name: str, limit: int | None) -> list[Any]:

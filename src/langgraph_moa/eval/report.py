@@ -58,6 +58,7 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
             "percentile bootstrap interval (the same items resampled for both, seeded).",
         ]
     lines += _categories(summary)
+    lines += _judge_failed(summary)
     lines += _judged(summary)
     for plot, title in (
         ("quality_vs_cost", "Quality vs cost (Pareto front marked)"),
@@ -87,7 +88,7 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
 def _coverage(summary: dict[str, Any]) -> list[str]:
     """Say which items the accuracy leaves out, and why: no expected answer, or an error."""
     lines: list[str] = []
-    judged = any("win_rate" in s for s in summary.values())
+    judged = any("win_rate" in s or "judge_error" in s for s in summary.values())
     for name, s in summary.items():
         unscored = s.get("unscored", 0)
         if unscored:
@@ -168,6 +169,21 @@ def _against(name: str, s: dict[str, Any], baseline: str) -> list[str]:
     return [
         f"{v['accuracy_diff']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]",
         f"{v['wins']} / {v['losses']}",
+    ]
+
+
+def _judge_failed(summary: dict[str, Any]) -> list[str]:
+    """Say in bold which systems the judge failed on, and why: a missing win rate is news."""
+    failed = {name: s["judge_error"] for name, s in summary.items() if s.get("judge_error")}
+    if not failed:
+        return []
+    names = ", ".join(f"**{name}**" for name in failed)
+    return [
+        "",
+        f"**Judging failed** for {names}: {next(iter(failed.values()))}. Their pairwise win "
+        "rates are missing (or, with --judge-layers, their per-layer judging); the answers, "
+        "accuracy and costs above are complete. Run the same command again once the judge "
+        "answers: the answers come from the cache.",
     ]
 
 

@@ -17,10 +17,10 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from langgraph_moa._redact import summarize_error
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, explain_errors, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
@@ -59,6 +60,9 @@ from langgraph_moa.providers._models import ModelCache, ModelSpec, describe_mode
 from langgraph_moa.run.cache import SQLiteCallCache
 
 SINGLE = "single:"
+JUDGE_PARAMS = {"temperature": 0.0, "max_tokens": 8}
+"""The judge's call settings: greedy, and room for "A", "B" or "tie" only."""
+T = TypeVar("T")
 
 
 @dataclass
@@ -114,7 +118,9 @@ def single_model(spec: str) -> MoAConfig:
         proposer = ProposerConfig(model=model, max_tokens=SINGLE_MAX_TOKENS, temperature=0.0)
     except ValidationError as exc:
         # Said of the system as written, not of the config field it fills.
-        errors = [{**e, "loc": ()} for e in exc.errors(include_url=False)]
+        errors = exc.errors(include_url=False)
+        for error in errors:
+            error["loc"] = ()
         raise MoAConfigError(explain_errors(errors, f"system {spec!r}")) from None
     return MoAConfig(variant="select", name=spec, proposers=[proposer])
 
@@ -211,6 +217,8 @@ class Evaluation:
         self.items = items
         self.concurrency = max(1, concurrency)
         self._models = ModelCache()
+        if judge is not None:  # a bad spec or a missing key is said now, before any answer
+            self._models.get(judge, JUDGE_PARAMS)
         self.notes: list[str] = []
 
     async def run_item(self, system: System, item: EvalItem) -> dict[str, Any]:
@@ -426,9 +434,35 @@ class Evaluation:
     async def _judge_all(
         self, results: dict[str, list[dict[str, Any]]], summary: dict[str, Any]
     ) -> None:
-        """Judge each system against the baseline, item by item, both orders."""
+        """Judge each system against the baseline; a failing judge costs only the win rates.
+
+        The answers and their accuracy are already computed when the judge is asked, so a
+        judge that fails (a dead endpoint, a missing key) must not take them down with it:
+        judging stops at its first failure (every system shares the one judge), and each
+        system whose judging did not finish gets a ``judge_error`` in its summary, which the
+        report states in bold and ``moa eval`` turns into a failing exit code.
+        """
+        finished: set[str] = set()
+        try:
+            await self._judge_systems(results, summary, finished)
+        except Exception as exc:  # any provider's error: its type and message say why
+            why = summarize_error(f"{type(exc).__name__}: {exc}")
+            for name in results:
+                if name != self.baseline and name not in finished:
+                    summary[name]["judge_error"] = why  # a win rate already given stays
+
+    async def _judge_systems(
+        self,
+        results: dict[str, list[dict[str, Any]]],
+        summary: dict[str, Any],
+        finished: set[str],
+    ) -> None:
+        """Judge each system against the baseline, item by item, both orders.
+
+        A system is added to `finished` once all its judging (layers included) is done.
+        """
         assert self.judge is not None and self.baseline is not None
-        judge_model = self._models.get(self.judge, {"temperature": 0.0, "max_tokens": 8})
+        judge_model = self._models.get(self.judge, JUDGE_PARAMS)
         base = {r["id"]: r for r in results[self.baseline]}
         gate = asyncio.Semaphore(self.concurrency)
 
@@ -476,7 +510,7 @@ class Evaluation:
         for name, rows in results.items():
             if name == self.baseline:
                 continue
-            answered = await asyncio.gather(*(one(r) for r in rows))
+            answered = await _all_or_none(one(r) for r in rows)
             pairs = [(row, o) for row, o in zip(rows, answered, strict=True) if o is not None]
             outcomes = [o for _, o in pairs]
             judged = [j for j, _ in outcomes]
@@ -503,9 +537,10 @@ class Evaluation:
             summary[name]["win_rate"] = entry
             if self.judge_layers:
                 unverifiable = [(r, j.score) for r, (j, _) in pairs if "stage_scores" not in r]
-                await asyncio.gather(*(judge_layers(row, score) for row, score in unverifiable))
+                await _all_or_none(judge_layers(row, score) for row, score in unverifiable)
                 self._analysis_summary(rows, summary[name])
                 self._write_results(name, rows)
+            finished.add(name)
 
     def _plot(self, summary: dict[str, Any], extras: dict[str, Any]) -> None:
         """Quality vs cost with its Pareto front, and quality per layer, as PNG files."""
@@ -536,6 +571,21 @@ class Evaluation:
                 extras["quality_per_layer"] = "quality_per_layer.png"
         except MoAError as exc:
             self.notes.append(str(exc))
+
+
+async def _all_or_none(coroutines: Iterable[Awaitable[T]]) -> list[T]:
+    """Await all, like `asyncio.gather`; at the first failure cancel the rest and raise it.
+
+    `gather` lets the others run on, so a judge that fails would still be asked about every
+    item left, each time waiting out its errors, after its failure was already known.
+    """
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
 
 
 _CALL_FIELDS = (
