@@ -514,3 +514,15 @@ def test_eval_with_a_failing_judge_writes_the_report_and_exits_non_zero(
     report = (tmp_path / "report.md").read_text()
     assert "**Judging failed** for **sys-b**" in report and "| sys-b | 0/2 |" in report
     assert json.loads((tmp_path / "summary.json").read_text())["sys-b"]["judge_error"]
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["chat"], ["eval"], ["serve"], ["models"]])
+def test_help_shows_no_value_after_a_flag(command):
+    # "--quiet -q <bool>" led a user to write "--quiet true", and "true" became the question.
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(cli.app, [*command, "--help"], terminal_width=200)
+    assert result.exit_code == 0 and "--help" in result.output
+    assert "<bool>" not in result.output
+    if command == ["run"]:  # options that take a value still name its type
+        assert "<int range>" in result.output and "<str>" in result.output

@@ -14,6 +14,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.markup import escape
 
 from langgraph_moa.cli._chat import chat
@@ -27,19 +28,45 @@ from langgraph_moa.cli._serve import serve
 from langgraph_moa.cli._ui import ui
 from langgraph_moa.errors import MoAError
 
+
+class _FlagsTakeNoValue:
+    """Show no value placeholder after a flag in --help (``--json``, not ``--json <bool>``).
+
+    Typer's rich help prints the type of every option, flags included; a user who read
+    ``--quiet -q <bool>`` typed ``--quiet true``, and "true" became the question. An empty
+    metavar makes the help show nothing there, and changes nothing else.
+    """
+
+    def get_params(self, ctx: Any) -> Any:  # typer's own copy of click's types
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Group(_FlagsTakeNoValue, typer.core.TyperGroup):
+    """The `moa` group, its flags shown without a value placeholder."""
+
+
+class _Command(_FlagsTakeNoValue, typer.core.TyperCommand):
+    """A `moa` command, its flags shown without a value placeholder."""
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=True,
     no_args_is_help=True,
     help="Mixture-of-Agents on LangGraph: several models answer, an aggregator synthesizes.",
 )
 errors = out.err  # the stderr console (kept as a name for callers that print errors)
 
-app.command()(run)
-app.command()(chat)
-app.command()(models)
-app.command(name="eval")(evaluate)
-app.command()(serve)
-app.command()(ui)
+app.command(cls=_Command)(run)
+app.command(cls=_Command)(chat)
+app.command(cls=_Command)(models)
+app.command(name="eval", cls=_Command)(evaluate)
+app.command(cls=_Command)(serve)
+app.command(cls=_Command)(ui)
 
 
 def _version(value: bool) -> None:
