@@ -147,6 +147,14 @@ def test_jsonl_mt_bench_and_alpaca_formats(tmp_path):
             '{"instruction": "ok"}\n{"expected": "x"}\n',
             "noinst.jsonl:2: missing field 'instruction'",
         ),
+        (
+            "type.jsonl",
+            '{"instruction": 5}\n',
+            "type.jsonl:1: 'instruction' has the wrong type (the number 5): it must be a string",
+        ),
+        ("qlist.jsonl", '{"question": ["a"]}\n', "'question' has the wrong type (a list)"),
+        ("blankq.jsonl", '{"prompt": "  "}\n', "blankq.jsonl:1: 'prompt' is empty"),
+        ("pat.jsonl", '{"instruction": "q", "pattern": 5}\n', "'pattern' has the wrong type"),
         ("list.jsonl", '["a"]\n', "list.jsonl:1: each line must be a JSON object"),
         ("turns.jsonl", '{"turns": []}\n', "turns.jsonl:1: 'turns' must be a non-empty list"),
         (

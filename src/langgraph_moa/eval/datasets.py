@@ -160,11 +160,18 @@ def _item(data: dict[str, Any], where: str, default_id: str) -> EvalItem:
             category=data.get("category"),
         )
     key = next((k for k in _INSTRUCTION_KEYS if k in data), None)
-    if key is None or not isinstance(data[key], str) or not data[key].strip():
+    if key is None:
         raise EvalDatasetError(
             f"{where}: missing field 'instruction' (or 'question', 'prompt', or MT-Bench "
             "'turns'); every item needs the text to ask."
         )
+    if not isinstance(data[key], str):
+        raise EvalDatasetError(
+            f"{where}: '{key}' has the wrong type ({_json_type(data[key])}): it must be a "
+            "string, the text to ask."
+        )
+    if not data[key].strip():
+        raise EvalDatasetError(f"{where}: '{key}' is empty: every item needs the text to ask.")
     expected = data.get("expected", data.get("answers", []))
     if isinstance(expected, str):
         expected = [expected]
@@ -180,6 +187,11 @@ def _item(data: dict[str, Any], where: str, default_id: str) -> EvalItem:
         reference = reference or data["answer"]
         category = category or "gsm8k"
     pattern = data.get("pattern")
+    if pattern is not None and not isinstance(pattern, str):
+        raise EvalDatasetError(
+            f"{where}: 'pattern' has the wrong type ({_json_type(pattern)}): it must be a "
+            "string, a regular expression."
+        )
     if pattern is not None:
         try:
             re.compile(pattern)
@@ -194,6 +206,15 @@ def _item(data: dict[str, Any], where: str, default_id: str) -> EvalItem:
         reference=reference,
         category=category,
     )
+
+
+def _json_type(value: Any) -> str:
+    """Name a JSON value's type as the file's author wrote it (a number, not an int)."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    return {dict: "an object", list: "a list", type(None): "null"}.get(type(value), "not text")
 
 
 def _gsm8k_target(answer: Any, where: str) -> float:
