@@ -252,6 +252,10 @@ def test_the_question_comes_from_the_argument_stdin_or_a_file(tmp_path, monkeypa
         read_question("hi", question)
     with pytest.raises(MoAInputError, match="moa run -"):
         read_question(None, None)
+    with pytest.raises(MoAInputError, match="is a directory: give the path of a text file"):
+        read_question(None, tmp_path)
+    with pytest.raises(MoAInputError, match="does not exist: check the path"):
+        read_question(None, tmp_path / "nope.txt")
 
 
 def test_serve_without_the_serve_extra_names_the_extra(monkeypatch):

@@ -64,6 +64,10 @@ def read_question(question: str | None, file: Path | None) -> str:
     if question is not None and file is not None:
         raise MoAInputError("Give the question either as an argument or with --file, not both.")
     if file is not None:
+        if file.is_dir():
+            raise MoAInputError(
+                f"Question file {str(file)!r} is a directory: give the path of a text file."
+            )
         if not file.is_file():
             raise MoAInputError(f"Question file {str(file)!r} does not exist: check the path.")
         data, where = file.read_bytes(), f"question file {str(file)!r}"
