@@ -530,3 +530,29 @@ def test_help_shows_no_value_after_a_flag(command):
     assert "<bool>" not in result.output
     if command == ["run"]:  # options that take a value still name its type
         assert "<int range>" in result.output and "<str>" in result.output
+
+
+def test_all_proposers_failed_is_printed_one_failure_per_line(monkeypatch, capsys, fake):
+    from langgraph_moa.cli import _run
+    from langgraph_moa.config._schema import MoAConfig
+
+    def down(n, messages):
+        return RuntimeError("Error code: 500  -  internal")
+
+    config = MoAConfig(
+        proposers=[fake("A", fail=down), fake("B", fail=down)],
+        aggregator=fake("AGG"),
+        layers=2,
+        retry={"max_attempts": 1},
+    )
+    monkeypatch.setattr(_run, "build_config", lambda *a, **k: config)
+    status, err = run_main(monkeypatch, capsys, "run", "-q", "--no-stream", "hi")
+    assert status == 1
+    lines = err.splitlines()
+    assert lines[0] == (
+        "error: All 2 proposer calls of layer 1 failed, so the aggregator was not called:"
+    )
+    assert lines[1].startswith("  - proposer 1 sample 1 (")
+    assert lines[1].endswith("RuntimeError: Error code: 500 - internal")
+    assert lines[2].startswith("  - proposer 2 sample 1 (")
+    assert lines[3].startswith("Fix the provider errors above")

@@ -22,7 +22,7 @@ from langgraph_moa.cli._config import DEFAULT_PRESET, build_config
 from langgraph_moa.cli._eval import evaluate
 from langgraph_moa.cli._langsmith import check_langsmith
 from langgraph_moa.cli._models import models
-from langgraph_moa.cli._output import out
+from langgraph_moa.cli._output import message_of, out
 from langgraph_moa.cli._run import run
 from langgraph_moa.cli._serve import serve
 from langgraph_moa.cli._ui import ui
@@ -123,7 +123,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except (MoAError, LocalModelError) as exc:
-        out.error(" ".join(str(exc).split()) if isinstance(exc, MoAError) else str(exc))
+        out.error(message_of(exc) if isinstance(exc, MoAError) else str(exc))
         sys.exit(1)
     except (KeyboardInterrupt, typer.Abort):
         # click turns Ctrl-C into Abort; atexit then stops the local servers.

@@ -38,7 +38,7 @@ from langgraph_moa.cli._config import (
 )
 from langgraph_moa.cli._live import run_live
 from langgraph_moa.cli._local import prepare
-from langgraph_moa.cli._output import out
+from langgraph_moa.cli._output import message_of, out
 from langgraph_moa.cli._run import QuietOpt, conversation, report_degraded, set_context_size
 from langgraph_moa.errors import MoAError
 
@@ -159,8 +159,9 @@ def turn(
     try:
         state = run_live(graph, {"messages": conversation(system, messages)}, timeout_s=timeout_s)
     except MoAError as exc:
-        text = " ".join(str(exc).split())
-        out.error(f"{text} (this turn was not added; the conversation goes on)")
+        text = message_of(exc)
+        where = "\n" if "\n" in text else " "  # a list of failures: the note after it
+        out.error(f"{text}{where}(this turn was not added; the conversation goes on)")
         return history
     except Exception as exc:  # an unforeseen failure must not end the session either
         out.error(

@@ -69,5 +69,19 @@ class Output:
         self.err.print(f"[bold red]error:[/] {escape(text)}")
 
 
+def message_of(exc: BaseException) -> str:
+    """Return an error's message as shown: each line's spacing tidied, its breaks kept.
+
+    Most messages are one sentence, but some list one failure per line (every proposer of a
+    layer failed, each with its provider's error); run together, such a list is unreadable.
+    """
+    lines = []
+    for line in str(exc).splitlines():
+        if line.strip():
+            indent = line[: len(line) - len(line.lstrip())]
+            lines.append(indent + " ".join(line.split()))
+    return "\n".join(lines)
+
+
 out = Output()
 """The process's output; commands share it so that `--quiet` set once applies everywhere."""
