@@ -108,3 +108,51 @@ def test_run_on_a_terminal_leaves_the_calls_and_the_answer(backend):
         assert "a answer 2 w0" in shown
     finally:
         screen.close()
+
+
+@pytest.fixture
+def slow_backend():
+    with FaultServer(default=FaultProfile(latency_s=(60, 60))) as server:
+        yield server
+
+
+def then_exit_code(command: list[str]) -> list[str]:
+    """Run `command` in a shell that prints its exit code after it, on a line of its own."""
+    return ["bash", "-c", f'{shlex.join(command)}; echo "exit=$?"']
+
+
+def test_ctrl_c_in_chat_cancels_the_turn_and_ctrl_d_ends_it(slow_backend):
+    url = slow_backend.url
+    screen = Screen(then_exit_code(moa_command("chat", "--proposers", f"slow@{url}")))
+    try:
+        screen.wait_for("you>")
+        screen.keys("a question the model is slow to answer", "Enter")
+        screen.wait_for("running")
+        started = time.monotonic()
+        screen.keys("C-c")
+        shown = screen.wait_for("turn cancelled (Ctrl-C)", timeout=10)
+        shown = screen.wait_for("you>", count=2, timeout=10)
+        assert time.monotonic() - started < 10  # not the model's 60 seconds
+        assert "Interrupted" not in shown and "local model servers" not in shown.lower()
+        screen.keys("C-d")
+        shown = screen.wait_for("exit=0", timeout=10)
+        lines = shown.rstrip().splitlines()
+        assert lines[-1] == "exit=0" and lines[-2].rstrip() == "you>", shown
+    finally:
+        screen.close()
+
+
+def test_ctrl_c_in_run_leaves_no_live_view_and_ends_its_line(slow_backend):
+    url = slow_backend.url
+    command = moa_command("run", "--proposers", f"slow@{url}", "Why?")
+    screen = Screen(then_exit_code(command))
+    try:
+        screen.wait_for("running")
+        screen.keys("C-c")
+        shown = screen.wait_for("exit=130", timeout=10)
+        lines = shown.rstrip().splitlines()
+        assert lines[-1] == "exit=130" and lines[-2].strip().endswith("Interrupted."), shown
+        assert "local model servers" not in shown.lower()
+        assert "L1 proposer 1" not in shown  # the live view was taken off the screen
+    finally:
+        screen.close()

@@ -556,3 +556,106 @@ def test_all_proposers_failed_is_printed_one_failure_per_line(monkeypatch, capsy
     assert lines[1].endswith("RuntimeError: Error code: 500 - internal")
     assert lines[2].startswith("  - proposer 2 sample 1 (")
     assert lines[3].startswith("Fix the provider errors above")
+
+
+class _TestInterrupt(Exception):
+    """What Ctrl-C raises in these tests where the chat does not handle it itself."""
+
+
+def _raise_test_interrupt(signum, frame):
+    raise _TestInterrupt
+
+
+def test_ctrl_c_during_a_chat_turn_cancels_that_turn_only(monkeypatch, fake, log):
+    import os
+    import signal
+    import threading
+    import time
+
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _chat
+    from langgraph_moa.config._schema import MoAConfig
+
+    started = threading.Event()
+
+    def slow_first_call(n):
+        if n == 1:
+            started.set()
+            return 30.0
+        return 0.0
+
+    config = MoAConfig(
+        proposers=[fake("A", delay=slow_first_call)], aggregator=fake("AGG"), layers=2
+    )
+    monkeypatch.setattr(_chat, "build_config", lambda *a, **k: config)
+
+    def press_ctrl_c():
+        if started.wait(10):
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, _raise_test_interrupt)
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
+    began = time.perf_counter()
+    try:
+        result = CliRunner().invoke(cli.app, ["chat"], input="slow one\nsecond\n/exit\n")
+        assert signal.getsignal(signal.SIGINT) is _raise_test_interrupt  # given back
+    finally:
+        presser.join()
+        signal.signal(signal.SIGINT, previous)
+    assert result.exit_code == 0, result.output
+    assert time.perf_counter() - began < 10  # the 30-second call was cancelled, not awaited
+    assert "turn cancelled (Ctrl-C); its question was not added" in result.output
+    assert [m.text for m in log.by("AGG")[0].messages if m.type == "human"] == ["second"]
+
+
+def test_chat_refuses_an_unknown_command_and_sends_a_double_slash_message(monkeypatch, fake, log):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _chat
+    from langgraph_moa.config._schema import MoAConfig
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    monkeypatch.setattr(_chat, "build_config", lambda *a, **k: config)
+    result = CliRunner().invoke(cli.app, ["chat"], input="/bogus x\n//etc/hosts?\n")
+    assert result.exit_code == 0, result.output
+    assert "error: unknown command /bogus; type /help" in result.output
+    assert [m.text for c in log.by("A") for m in c.messages if m.type == "human"] == ["/etc/hosts?"]
+
+
+@pytest.mark.parametrize("key", [EOFError, KeyboardInterrupt])
+def test_ctrl_d_or_ctrl_c_at_the_prompt_ends_the_prompts_line(monkeypatch, capsys, key):
+    from langgraph_moa.cli._chat import LineReader
+
+    def pressed(prompt):
+        print(prompt, end="")
+        raise key
+
+    monkeypatch.setattr("builtins.input", pressed)
+    reader = LineReader()
+    reader.interactive = True
+    with pytest.raises(key):
+        reader.message()
+    assert capsys.readouterr().out == "you> \n"
+
+
+def test_an_interrupt_mentions_local_servers_only_when_some_were_started(monkeypatch, capsys):
+    from langgraph_moa.cli import _app
+    from langgraph_moa.local.runtime import LocalRuntime
+
+    monkeypatch.setattr(LocalRuntime, "_default", None)
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_app, "app", fail)
+    status, err = run_main(monkeypatch, capsys, "run", "hi")
+    assert status == 130, err
+    assert err.strip() == "Interrupted." and "server" not in err
+    runtime = LocalRuntime()
+    monkeypatch.setattr(LocalRuntime, "_default", runtime)
+    monkeypatch.setattr(runtime, "_servers", {"qwen": object()})
+    status, err = run_main(monkeypatch, capsys, "run", "hi")
+    assert err.strip() == "Interrupted. Local model servers are being stopped."

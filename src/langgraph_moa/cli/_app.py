@@ -102,15 +102,25 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     worker threads and may not see it until the run is over; the user expects an immediate
     stop, so the handler cleans up and exits itself.
     """
-    errors.print(
-        f"[yellow]Interrupted.[/] Stopping local model servers.{escape(out.interrupt_hint)}"
-    )
+    out.stop_live()
     from langgraph_moa.local.runtime import LocalRuntime
 
-    if LocalRuntime._default is not None:
-        LocalRuntime._default.kill_now()
+    runtime = LocalRuntime._default
+    servers = runtime is not None and runtime.has_servers()
+    stopping = " Stopping local model servers." if servers else ""
+    errors.print(f"[yellow]Interrupted.[/]{stopping}{escape(out.interrupt_hint)}")
+    if runtime is not None:
+        runtime.kill_now()
     sys.stderr.flush()
     os._exit(130)
+
+
+def _servers_note() -> str:
+    """Say the local model servers are being stopped, when this process started any."""
+    from langgraph_moa.local.runtime import LocalRuntime
+
+    runtime = LocalRuntime._default
+    return " Local model servers are being stopped." if runtime and runtime.has_servers() else ""
 
 
 def main() -> None:
@@ -128,7 +138,7 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         # click turns Ctrl-C into Abort; atexit then stops the local servers.
         hint = escape(out.interrupt_hint)
-        errors.print(f"[yellow]Interrupted.[/] Local model servers are being stopped.{hint}")
+        errors.print(f"[yellow]Interrupted.[/]{_servers_note()}{hint}")
         sys.exit(130)
     except BrokenPipeError:  # `moa run ... | head -1`: the reader left; not our failure
         sys.stderr.close()

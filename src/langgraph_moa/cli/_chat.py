@@ -5,15 +5,23 @@ history instead of arriving as escape codes). A turn that fails is reported in o
 taken back, so the conversation so far is kept and the user can try again. An empty line is
 a paragraph break, not the end: a line ending in ``\`` continues on the next, and a block
 between two lines of three double quotes is one message. Commands: ``/exit``, ``/reset``,
-``/save FILE`` and ``/help``.
+``/save FILE`` and ``/help``; any other line starting with ``/`` is refused as an unknown
+command rather than sent, and ``//`` sends a message that starts with ``/``.
+
+Ctrl-C during a turn cancels that turn only (its question is not kept) and returns to the
+prompt; Ctrl-C or Ctrl-D at the prompt ends the chat. So the turns run on an event loop,
+where cancelling stops the calls in flight at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.messages import BaseMessage, HumanMessage
 from rich.markup import escape
@@ -36,7 +44,7 @@ from langgraph_moa.cli._config import (
     describe,
     local_models,
 )
-from langgraph_moa.cli._live import run_live
+from langgraph_moa.cli._live import arun_live
 from langgraph_moa.cli._local import prepare
 from langgraph_moa.cli._output import message_of, out
 from langgraph_moa.cli._run import QuietOpt, conversation, report_degraded, set_context_size
@@ -44,10 +52,12 @@ from langgraph_moa.errors import MoAError
 
 HELP = (
     "commands: /exit (or Ctrl-D), /reset (forget the conversation), /save FILE (write it as "
-    'JSON), /help. End a line with \\ to continue it; put """ alone on a line to start and '
-    "end a multi-line message."
+    "JSON), /help; // sends a message that starts with /. Ctrl-C cancels a running turn. End "
+    'a line with \\ to continue it; put """ alone on a line to start and end a multi-line '
+    "message."
 )
 BLOCK = '"""'
+T = TypeVar("T")
 
 
 class LineReader:
@@ -64,7 +74,12 @@ class LineReader:
 
     def _line(self, prompt: str) -> str:
         if self.interactive:
-            return input(prompt)
+            try:
+                return input(prompt)
+            except (EOFError, KeyboardInterrupt):
+                sys.stdout.write("\n")  # end the prompt's line: what follows starts afresh
+                sys.stdout.flush()
+                raise
         line = sys.stdin.readline()
         if not line:
             raise EOFError
@@ -123,6 +138,20 @@ def chat(
     graph = create_moa_graph(cfg)
     prepare(local_models(cfg))
     out.info(f"[dim]{escape(HELP)}[/]")
+    # From here Ctrl-C is the chat's own: at the prompt it raises KeyboardInterrupt (the chat
+    # ends as any command does), during a turn it cancels the turn (see `turn`).
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with asyncio.Runner() as runner:
+            converse(runner, graph, system, cfg.call_timeout_s)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def converse(
+    runner: asyncio.Runner, graph: Any, system: str | None, timeout_s: float | None
+) -> None:
+    """Read messages and commands until /exit or the end of input, each message a turn."""
     reader = LineReader()
     history: list[BaseMessage] = []
     while True:
@@ -148,16 +177,76 @@ def chat(
         if command == "/save":
             save(history, argument.strip())
             continue
-        history = turn(graph, history, text, system, cfg.call_timeout_s)
+        if command.startswith("//"):
+            text = text.lstrip()[1:]  # '//' escapes a message that starts with '/'
+        elif command.startswith("/"):
+            out.error(
+                f"unknown command {command}; type /help (start a message with // to send "
+                "one that begins with /)"
+            )
+            continue
+        history = turn(runner, graph, history, text, system, timeout_s)
+
+
+class TurnCancelled(Exception):
+    """Ctrl-C cancelled the running turn."""
+
+
+def _cancellable(runner: asyncio.Runner, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` on the runner's loop; Ctrl-C meanwhile cancels it and raises TurnCancelled.
+
+    Where the loop cannot take the signal (not the main thread, or no signal support), the
+    run is not cancellable and Ctrl-C acts as at the prompt.
+    """
+    interrupted = []
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGINT)
+
+        def cancel() -> None:
+            interrupted.append(True)
+            task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, cancel)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return await work
+        try:
+            return await work
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, previous)
+
+    try:
+        return runner.run(guarded())
+    except asyncio.CancelledError:
+        if interrupted:
+            raise TurnCancelled from None
+        raise
 
 
 def turn(
-    graph: Any, history: list[BaseMessage], text: str, system: str | None, timeout_s: float | None
+    runner: asyncio.Runner,
+    graph: Any,
+    history: list[BaseMessage],
+    text: str,
+    system: str | None,
+    timeout_s: float | None,
 ) -> list[BaseMessage]:
-    """Run one turn; on failure say why and return the history as it was."""
+    """Run one turn; on failure or Ctrl-C say so and return the history as it was."""
     messages = [*history, HumanMessage(text)]
+    run_input = {"messages": conversation(system, messages)}
     try:
-        state = run_live(graph, {"messages": conversation(system, messages)}, timeout_s=timeout_s)
+        state = _cancellable(runner, arun_live(graph, run_input, timeout_s=timeout_s))
+    except TurnCancelled:
+        out.warn(
+            "turn cancelled (Ctrl-C); its question was not added. Ctrl-C again at the "
+            "prompt, or /exit, ends the chat."
+        )
+        return history
     except MoAError as exc:
         text = message_of(exc)
         where = "\n" if "\n" in text else " "  # a list of failures: the note after it

@@ -211,10 +211,42 @@ def run_live(
         finally:
             done.set()
         return stream.final
-    with Live(progress, console=out.err, refresh_per_second=8, transient=True) as live:
+    live = Live(progress, console=out.err, refresh_per_second=8, transient=True)
+    with live, out.showing(live):
         # Watched: proposers stream too, so each row shows its tokens and text as they come.
         stream = AnswerStream(graph, run_input, on_progress=progress.event, watch=True, **kwargs)
         for text in stream:
+            progress.answer += text
+            live.refresh()
+    out.render(progress.summary())
+    return stream.final
+
+
+async def arun_live(
+    graph: Any, run_input: dict[str, Any], *, timeout_s: float | None
+) -> dict[str, Any]:
+    """Run the graph on the event loop with the live view, as `run_live` does; return the state.
+
+    `moa chat` runs its turns this way so that Ctrl-C can cancel one: cancelling the task
+    stops its calls at once, where a sync run waits for the calls in flight to end. A
+    cancelled run's view is taken off the screen (it is transient), leaving no table.
+    """
+    live_view = out.stderr_is_terminal and not out.quiet
+    progress = Progress(timeout_s, lines=not live_view and not out.quiet)
+    stream = AnswerStream(graph, run_input, on_progress=progress.event, watch=live_view)
+    if not live_view:
+        done = threading.Event()
+        if not out.quiet:
+            threading.Thread(target=_say_when_slow, args=(progress, done), daemon=True).start()
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            done.set()
+        return stream.final
+    live = Live(progress, console=out.err, refresh_per_second=8, transient=True)
+    with live, out.showing(live):
+        async for text in stream:
             progress.answer += text
             live.refresh()
     out.render(progress.summary())

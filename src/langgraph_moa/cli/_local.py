@@ -81,7 +81,8 @@ def _with_progress(
     columns: list[Any] = [SpinnerColumn(), TextColumn("[dim]{task.description}")]
     if total is not None:
         columns += [BarColumn(), DownloadColumn()]
-    with Progress(*columns, TimeElapsedColumn(), console=out.err, transient=True) as bar:
+    bar = Progress(*columns, TimeElapsedColumn(), console=out.err, transient=True)
+    with bar, out.showing(bar.live):
         task = bar.add_task(label, total=total)
         thread.start()
         while thread.is_alive():

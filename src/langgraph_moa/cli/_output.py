@@ -10,6 +10,8 @@ warnings about a degraded answer and errors are always shown.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -25,6 +27,9 @@ class Output:
         self.interrupt_hint = ""
         """What a Ctrl-C leaves behind and how to go on (said after "Interrupted.")."""
         self.err = Console(stderr=True, soft_wrap=True, highlight=False)
+        self.live: Any = None
+        """The live view (a rich `Live`) on screen now, if any: Ctrl-C clears it first, so
+        the last lines and the shell prompt do not land inside it."""
 
     @property
     def stdout_is_terminal(self) -> bool:
@@ -63,6 +68,21 @@ class Output:
     def warn(self, text: str) -> None:
         """Warn on stderr, always: a degraded answer is never silent."""
         self.err.print(f"[bold yellow]warning:[/] {escape(text)}")
+
+    @contextmanager
+    def showing(self, live: Any) -> Iterator[None]:
+        """Note `live` as the live view on screen while the block runs."""
+        self.live = live
+        try:
+            yield
+        finally:
+            self.live = None
+
+    def stop_live(self) -> None:
+        """Take a live view off the screen (from the Ctrl-C handler), its cursor restored."""
+        live, self.live = self.live, None
+        if live is not None:
+            live.stop()
 
     def error(self, text: str) -> None:
         """Report a failure on stderr in one line."""

@@ -243,6 +243,10 @@ class LocalRuntime:
         for server in servers:
             server.stop()
 
+    def has_servers(self) -> bool:
+        """Tell whether this runtime started any server, without its lock (see `kill_now`)."""
+        return bool(self._servers)
+
     def kill_now(self) -> None:
         """Terminate every server at once, from a signal handler.
 
