@@ -132,17 +132,23 @@ def test_a_chat_turn_that_fails_is_reported_and_the_session_goes_on(backend, tmp
     threading.Thread(target=lambda: [lines.put(x) for x in chat.stderr], daemon=True).start()
 
     def wait_for(text):
+        """Return the lines of stderr up to the one holding `text`."""
+        seen = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            line = lines.get(timeout=deadline - time.monotonic())
-            if text in line:
-                return line
+            seen.append(lines.get(timeout=deadline - time.monotonic()))
+            if text in seen[-1]:
+                return seen
         raise AssertionError(f"never saw {text!r}")
 
     chat.stdin.write("first question\n")
     chat.stdin.flush()
     failure = wait_for("the conversation goes on")
-    assert failure.startswith("error: ") and "injected 400 for flaky" in failure
+    # Every proposer failed: the error lists each failure on a line of its own.
+    start = next(i for i, line in enumerate(failure) if line.startswith("error: "))
+    assert "failed, so the aggregator was not called:" in failure[start]
+    assert "injected 400 for flaky" in failure[start + 1]
+    assert failure[-1] == "(this turn was not added; the conversation goes on)\n"
     backend.profiles["flaky"] = FaultProfile()  # the provider recovers
     save = tmp_path / "chat.json"
     chat.stdin.write(f"\nsecond \\\ncontinued\n/save {save}\n/exit\n")
