@@ -543,8 +543,6 @@ def test_a_failing_judge_costs_the_win_rates_only(mix, tmp_path):
 
 
 def test_a_judge_that_cannot_be_built_is_refused_before_any_answer(mix, tmp_path):
-    from langgraph_moa.errors import ModelResolutionError
-
-    with pytest.raises(ModelResolutionError, match="has no model name"):
+    with pytest.raises(MoAConfigError, match="Invalid --judge: Model spec 'openai:' has no"):
         Evaluation([mix], ITEMS, tmp_path, judge="openai:", baseline="mix")
     assert mix.proposers[0].model.log.calls == []

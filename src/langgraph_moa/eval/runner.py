@@ -117,12 +117,27 @@ def single_model(spec: str) -> MoAConfig:
     try:
         proposer = ProposerConfig(model=model, max_tokens=SINGLE_MAX_TOKENS, temperature=0.0)
     except ValidationError as exc:
-        # Said of the system as written, not of the config field it fills.
-        errors = exc.errors(include_url=False)
-        for error in errors:
-            error["loc"] = ()
-        raise MoAConfigError(explain_errors(errors, f"system {spec!r}")) from None
+        raise _spec_error(exc, f"system {spec!r}") from None
     return MoAConfig(variant="select", name=spec, proposers=[proposer])
+
+
+def _check_judge(judge: ModelSpec) -> None:
+    """Refuse a judge spec that cannot name a model, checked like a proposer's, not built.
+
+    Building it would spawn a local judge's server now, to sit through every system's run.
+    """
+    try:
+        ProposerConfig(model=judge)
+    except ValidationError as exc:
+        raise _spec_error(exc, "--judge") from None
+
+
+def _spec_error(exc: ValidationError, what: str) -> MoAConfigError:
+    """Explain a model spec's validation error in one line, said of `what` as written."""
+    errors = exc.errors(include_url=False)
+    for error in errors:
+        error["loc"] = ()  # not the config field it fills
+    return MoAConfigError(explain_errors(errors, what))
 
 
 def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
@@ -217,8 +232,8 @@ class Evaluation:
         self.items = items
         self.concurrency = max(1, concurrency)
         self._models = ModelCache()
-        if judge is not None:  # a bad spec or a missing key is said now, before any answer
-            self._models.get(judge, JUDGE_PARAMS)
+        if judge is not None:  # a bad spec is said now, before any answer
+            _check_judge(judge)
         self.notes: list[str] = []
 
     async def run_item(self, system: System, item: EvalItem) -> dict[str, Any]:
