@@ -83,17 +83,27 @@ def test_no_stream_and_json_pipe_too(backend):
     assert record["answer"] == reply("c", 3) and len(record["calls"]) == 3
 
 
-def test_a_fallback_is_said_and_strict_makes_it_an_exit_code(backend):
+def test_a_fallback_is_said_and_its_exit_code_says_it_too(backend):
     args = ["run", "--proposers", models(backend, "a"), "--aggregator", models(backend, "bad")]
     args += ["--layers", "2", "q"]
-    lenient = moa(*args)
-    assert lenient.returncode == 0
-    assert lenient.stdout == reply("a", 1) + "\n"  # the proposal, labelled below
-    warning = next(line for line in lenient.stderr.splitlines() if "fallback" in line)
+    fallback = moa(*args)
+    assert fallback.returncode == 3
+    assert fallback.stdout == reply("a", 1) + "\n"  # the proposal is still given, labelled
+    warning = next(line for line in fallback.stderr.splitlines() if "fallback" in line)
     assert warning.startswith("warning: this answer is a fallback (best_proposal)")
     assert "injected 400 for bad" in warning
     strict = moa(*args, "--strict")
     assert strict.returncode == 3 and "fallback" in strict.stderr
+
+
+def test_a_failed_proposer_is_said_and_strict_makes_it_an_exit_code(backend):
+    proposers = f"{models(backend, 'a')},{models(backend, 'bad')}"
+    args = ["run", "--proposers", proposers, "--aggregator", models(backend, "a"), "--layers", "2"]
+    lenient = moa(*args, "q")
+    assert lenient.returncode == 0  # the configured aggregator answered, from one proposal
+    assert "warning: 1 of 3 calls failed" in lenient.stderr
+    strict = moa(*args, "--strict", "q")
+    assert strict.returncode == 3 and strict.stdout.startswith("a answer")  # still given
 
 
 def test_the_question_comes_from_stdin_or_a_file(backend, tmp_path):
@@ -231,7 +241,7 @@ def test_eval_fails_when_a_system_errors_on_every_item(backend, tmp_path):
         "--no-plots",
     )  # fmt: skip
     assert result.returncode == 1
-    error = result.stderr.strip().splitlines()[-1]
+    error = result.stderr[result.stderr.index("error: broken-moa") :]  # its failures, a line each
     assert error.startswith("error: broken-moa failed on every item (2); the first error:")
     assert "injected 400 for bad" in error
     # The report, on stdout, names the system by its `name:` and says what was not scored.

@@ -1,8 +1,9 @@
 """`moa run`: answer one question, the answer alone on stdout, its story on stderr.
 
 The header states the config in full (models, variant, limits) so nothing is hidden; a
-degraded answer (an aggregator fallback, failed calls) is said on stderr in words, and
-`--strict` turns it into exit code 3 so a script cannot take it for a clean answer.
+degraded answer (an aggregator fallback, failed calls) is said on stderr in words. A
+fallback, whose text is no synthesis but a proposal, also ends with exit code 3, so a script
+cannot take it for a clean answer; `--strict` adds failed calls to that.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import MoAInputError
 
 DEGRADED_EXIT = 3
-"""Exit code of `--strict` when the answer is degraded (a fallback, or failed calls)."""
+"""Exit code of a fallback answer, and with `--strict` of any degraded one (failed calls)."""
 
 QuietOpt = Annotated[
     bool,
@@ -53,8 +54,8 @@ StrictOpt = Annotated[
     bool,
     typer.Option(
         "--strict",
-        help=f"Exit with code {DEGRADED_EXIT} when the answer is degraded: an aggregator "
-        "fallback or any failed call.",
+        help=f"Exit with code {DEGRADED_EXIT} when any call failed, as a fallback answer "
+        "always does.",
     ),
 ]
 
@@ -166,7 +167,8 @@ def run(
             out.info(f"[dim]{escape(line)}[/]")
     degraded = report_degraded(answer)
     out.info(f"[dim]{summary_line(state)}; wall {seconds:.1f}s[/]")
-    if strict and degraded:
+    fallback = bool(answer.response_metadata.get("moa", {}).get("fallback"))
+    if fallback or (strict and degraded):
         sys.exit(DEGRADED_EXIT)
 
 
