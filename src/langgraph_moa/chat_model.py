@@ -70,10 +70,14 @@ class MoAChatModel(BaseChatModel):
     timeout: float | None = Field(default=None, description="Per-call timeout, seconds.")
     max_retries: int | None = Field(default=None, description="Retries per inner call.")
     stop: list[str] | None = Field(default=None, description="Stop sequences for the answer.")
-    streaming: bool = Field(
-        default=False,
-        description="invoke() streams the answer's tokens to callbacks (LangChain's flag).",
+    streaming: bool | None = Field(
+        default=None,
+        description="True: invoke() streams the answer's tokens to callbacks; False: never; "
+        "None (the default): LangChain decides, streaming where a handler asks for tokens.",
     )
+    """None, not False, by default: a copy LangChain rebuilds with every field given
+    (`configurable_fields`) would otherwise set False explicitly and stop LangGraph's
+    ``stream_mode="messages"`` from streaming tokens."""
 
     _graph: Any = PrivateAttr(default=None)
     _resolved: MoAConfig | None = PrivateAttr(default=None)

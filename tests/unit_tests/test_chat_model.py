@@ -1,5 +1,7 @@
 """MoAChatModel: MoA wherever LangChain takes a chat model."""
 
+from typing import Any
+
 import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_core.prompts import ChatPromptTemplate
@@ -160,3 +162,25 @@ def test_streaming_true_makes_invoke_stream_the_answer_to_callbacks(fake, log):
     llm = MoAChatModel(config=config, streaming=True)
     answer = llm.invoke("hi", config={"callbacks": [handler]})
     assert len(handler.tokens) > 1 and "".join(handler.tokens) == answer.text
+
+
+@pytest.mark.parametrize("how", ["as built", "rebuilt by configurable_fields"])
+def test_langgraph_messages_mode_streams_its_tokens(fake, how):
+    from langchain_core.runnables import ConfigurableField
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG", reply=LONG), layers=2)
+    llm: Any = MoAChatModel(config=config)
+    if how != "as built":  # LangChain rebuilds the model with every field given
+        configurable = llm.configurable_fields(temperature=ConfigurableField(id="t"))
+        llm = configurable.with_config(configurable={"t": 0.3})
+    builder = StateGraph(MessagesState)
+    builder.add_node("llm", lambda state: {"messages": [llm.invoke(state["messages"])]})
+    builder.add_edge(START, "llm")
+    pieces = [
+        chunk
+        for chunk, _ in builder.compile().stream(
+            {"messages": [("user", "hi")]}, stream_mode="messages"
+        )
+    ]
+    assert len(pieces) > 2  # the answer's tokens, not one whole message

@@ -1,10 +1,12 @@
 """The `moa` command's error paths: one clear line, an exit code, no stack trace."""
 
 import json
+import sys
 
 import pytest
 from rich.console import Console
 
+from langgraph_moa import MoAConfig
 from langgraph_moa.cli import _app as cli
 from langgraph_moa.cli._config import build_config, describe, local_models
 from langgraph_moa.errors import MoAConfigError, MoAError
@@ -658,4 +660,43 @@ def test_an_interrupt_mentions_local_servers_only_when_some_were_started(monkeyp
     monkeypatch.setattr(LocalRuntime, "_default", runtime)
     monkeypatch.setattr(runtime, "_servers", {"qwen": object()})
     status, err = run_main(monkeypatch, capsys, "run", "hi")
-    assert err.strip() == "Interrupted. Local model servers are being stopped."
+    assert err.strip() == "Interrupted. Stopping local model servers."
+
+
+def test_ctrl_c_at_the_chat_prompt_says_interrupted_and_exits_130(monkeypatch, capsys):
+    # Through typer, as a real Ctrl-C goes: typer would turn the KeyboardInterrupt into a
+    # silent exit 130, with no word of what happened.
+    class Interrupted:
+        def isatty(self):
+            return False
+
+        def readline(self):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "stdin", Interrupted())
+    status, err = run_main(monkeypatch, capsys, "chat", "--proposers", "a@http://127.0.0.1:9/v1")
+    assert status == 130
+    assert err.strip().splitlines()[-1] == "Interrupted."
+
+
+def test_chat_runs_off_the_main_thread_where_no_signal_handler_can_be_set(fake, monkeypatch):
+    import threading
+
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _chat
+    from langgraph_moa.cli._app import app
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    monkeypatch.setattr(_chat, "build_config", lambda *a, **k: config)
+    result = {}
+
+    def chat_in_a_thread():
+        result["run"] = CliRunner().invoke(app, ["chat"], input="hello\n/exit\n")
+
+    worker = threading.Thread(target=chat_in_a_thread)
+    worker.start()
+    worker.join(30)
+    run = result["run"]
+    assert run.exit_code == 0, (run.exception, run.output)
+    assert "AGG" in run.output

@@ -21,6 +21,7 @@ from langgraph_moa.cli._chat import chat
 from langgraph_moa.cli._config import DEFAULT_PRESET, build_config
 from langgraph_moa.cli._eval import evaluate
 from langgraph_moa.cli._langsmith import check_langsmith
+from langgraph_moa.cli._local import interrupted_line
 from langgraph_moa.cli._models import models
 from langgraph_moa.cli._output import message_of, out
 from langgraph_moa.cli._run import run
@@ -105,22 +106,12 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     out.stop_live()
     from langgraph_moa.local.runtime import LocalRuntime
 
+    errors.print(interrupted_line())
     runtime = LocalRuntime._default
-    servers = runtime is not None and runtime.has_servers()
-    stopping = " Stopping local model servers." if servers else ""
-    errors.print(f"[yellow]Interrupted.[/]{stopping}{escape(out.interrupt_hint)}")
     if runtime is not None:
         runtime.kill_now()
     sys.stderr.flush()
     os._exit(130)
-
-
-def _servers_note() -> str:
-    """Say the local model servers are being stopped, when this process started any."""
-    from langgraph_moa.local.runtime import LocalRuntime
-
-    runtime = LocalRuntime._default
-    return " Local model servers are being stopped." if runtime and runtime.has_servers() else ""
 
 
 def main() -> None:
@@ -137,8 +128,7 @@ def main() -> None:
         sys.exit(1)
     except (KeyboardInterrupt, typer.Abort):
         # click turns Ctrl-C into Abort; atexit then stops the local servers.
-        hint = escape(out.interrupt_hint)
-        errors.print(f"[yellow]Interrupted.[/]{_servers_note()}{hint}")
+        errors.print(interrupted_line())
         sys.exit(130)
     except BrokenPipeError:  # `moa run ... | head -1`: the reader left; not our failure
         sys.stderr.close()

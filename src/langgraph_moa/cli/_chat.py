@@ -19,10 +19,12 @@ import asyncio
 import json
 import signal
 import sys
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import typer
 from langchain_core.messages import BaseMessage, HumanMessage
 from rich.markup import escape
 
@@ -45,7 +47,7 @@ from langgraph_moa.cli._config import (
     local_models,
 )
 from langgraph_moa.cli._live import arun_live
-from langgraph_moa.cli._local import prepare
+from langgraph_moa.cli._local import interrupted_line, prepare
 from langgraph_moa.cli._output import message_of, out
 from langgraph_moa.cli._run import QuietOpt, conversation, report_degraded, set_context_size
 from langgraph_moa.errors import MoAError
@@ -138,14 +140,22 @@ def chat(
     graph = create_moa_graph(cfg)
     prepare(local_models(cfg))
     out.info(f"[dim]{escape(HELP)}[/]")
-    # From here Ctrl-C is the chat's own: at the prompt it raises KeyboardInterrupt (the chat
-    # ends as any command does), during a turn it cancels the turn (see `turn`).
-    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    # From here Ctrl-C is the chat's own: at the prompt it raises KeyboardInterrupt, which
+    # ends the chat here (typer would turn it into a silent exit 130), during a turn it
+    # cancels the turn (see `turn`). Off the main thread no handler can be set: Ctrl-C is
+    # then the host's.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler) if on_main_thread else None
     try:
         with asyncio.Runner() as runner:
             converse(runner, graph, system, cfg.call_timeout_s)
+    except KeyboardInterrupt:
+        out.stop_live()
+        out.err.print(interrupted_line())
+        raise typer.Exit(130) from None
     finally:
-        signal.signal(signal.SIGINT, handler)
+        if on_main_thread:
+            signal.signal(signal.SIGINT, handler)
 
 
 def converse(

@@ -15,7 +15,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from langgraph_moa.cli._output import out
+
+
+def interrupted_line() -> str:
+    """Return the line Ctrl-C ends a command with.
+
+    It says that local model servers stop only when this process started any, and adds the
+    command's hint, if it has one.
+    """
+    from langgraph_moa.local.runtime import LocalRuntime
+
+    runtime = LocalRuntime._default
+    stopping = " Stopping local model servers." if runtime and runtime.has_servers() else ""
+    return f"[yellow]Interrupted.[/]{stopping}{escape(out.interrupt_hint)}"
 
 
 def prepare(names: list[str]) -> None:
