@@ -481,6 +481,7 @@ def test_large_bodies_are_parsed_one_at_a_time_small_ones_at_once(system):
         b'{"model":"m","messages":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
         b"\xff\xfe not utf-8",
         b'{"model": "m\\nGET /forged 200", "messages": []}',
+        b'{"model": "m\\u001b[2J\\u001b]0;owned\\u0007", "messages": []}',  # terminal escapes
     ],
 )
 def test_the_access_log_writes_one_line_for_any_body(system, body):
@@ -490,8 +491,18 @@ def test_the_access_log_writes_one_line_for_any_body(system, body):
     client = local(AccessLog(create_app({"m": system}), ["m"], lines.append))
     response = client.post("/v1/chat/completions", content=body, headers=JSON)
     assert 400 <= response.status_code < 500, response.text
-    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert len(lines) == 1 and lines[0].isprintable(), lines  # no newline, no escape code
     assert lines[0].startswith(f"POST /v1/chat/completions {response.status_code}")
+
+
+def test_the_access_log_writes_a_clients_path_on_one_printable_line(system):
+    from langgraph_moa.serving._access import AccessLog
+
+    lines: list[str] = []
+    client = local(AccessLog(create_app({"m": system}), ["m"], lines.append))
+    response = client.get("/v1/%0aGET%20/forged%20200%1b[2J")
+    assert response.status_code == 404
+    assert len(lines) == 1 and lines[0].isprintable(), lines
 
 
 # --- --allow-model ---------------------------------------------------------------------------

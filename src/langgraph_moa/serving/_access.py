@@ -80,10 +80,10 @@ class AccessLog:
         crash: str | None = None,
     ) -> str:
         seconds = time.perf_counter() - started
-        parts = [f"{scope['method']} {scope['path']} {status}"]
+        parts = [f"{scope['method']} {_printable(scope['path'])[:200]} {status}"]  # a client's path
         model = _field(bytes(seen["request"]), "model")
         if model:
-            parts.append(" ".join(str(model).split())[:100])  # a client's: one line, short
+            parts.append(_printable(str(model))[:100])  # a client's: one line, short
         try:
             facts = _response_facts(bytes(seen["response"]))
         except Exception:  # the line matters more than its details; never fail the request
@@ -97,9 +97,18 @@ class AccessLog:
             parts.append(f"fallback: {facts['fallback']}")
         error = crash or facts.get("error")
         if error:
-            parts.append("error: " + " ".join(str(error).split())[:300])
+            parts.append("error: " + _printable(str(error))[:300])
         parts.append(f"{seconds:.2f}s")
         return " · ".join(parts)
+
+
+def _printable(text: str) -> str:
+    """Return a client's text fit for the log: one line, no control characters.
+
+    A newline in it would forge a second log line, and a terminal escape sequence (ESC ...)
+    would act on the operator's terminal; both become spaces or are dropped.
+    """
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 def _field(body: bytes, name: str) -> Any:
