@@ -38,3 +38,12 @@ def test_a_refused_connection_is_a_connect_error_with_its_cause():
 def test_a_connect_that_timed_out_stays_a_timeout():
     error = send_through(TimeoutError())
     assert type(error) is httpx2.ConnectTimeout
+
+
+def test_a_connect_the_os_timed_out_stays_a_timeout():
+    import aiohttp
+
+    key = type("Key", (), {"host": "10.255.255.1", "port": 80, "ssl": None})()
+    os_timeout = TimeoutError(110, "Connection timed out")
+    error = send_through(aiohttp.ClientConnectorError(key, os_timeout))
+    assert type(error) is httpx2.ConnectTimeout

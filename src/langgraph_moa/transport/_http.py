@@ -151,7 +151,13 @@ def _check_requests_of(transport: Any) -> None:
             response = await send(request)
         except httpx2.ConnectTimeout as exc:
             cause = exc.__cause__
-            if cause is None or isinstance(cause, TimeoutError):
+            # A timeout of aiohttp's, or of the OS's (ETIMEDOUT) inside a connector error.
+            os_error = getattr(cause, "os_error", None)
+            if (
+                cause is None
+                or isinstance(cause, TimeoutError)
+                or isinstance(os_error, TimeoutError)
+            ):
                 raise
             raise httpx2.ConnectError(str(exc), request=request) from cause
         if response.status_code < 400:
