@@ -4,7 +4,7 @@
 shared 2-core machine make single runs differ by 10% or more. This script takes the network
 out, so that what is left is the orchestration alone: every model answers at once, in this
 process (`InstantChat`, a langchain-openai `BaseChatOpenAI` whose `_agenerate` returns a fixed
-reply, so LangChain's per-call work is the real one). Three sides make the same 13 calls per
+reply, so LangChain's per-call work is the real one). Four sides make the same 13 calls per
 run (3 layers x 6 proposers, as in `orchestration_overhead.py`):
 
 - ``langchain``: each layer an `asyncio.gather` of `ainvoke` calls;
@@ -12,7 +12,10 @@ run (3 layers x 6 proposers, as in `orchestration_overhead.py`):
 - ``project``: `create_moa_graph` with ``model@url`` specs; the package resolves and caches
   its models as usual (model cache, parameters, timeouts), but `build_model` is replaced, for
   the whole process, by one that returns `InstantChat` with the same parameters (so no HTTP
-  client and no lean ``create``: those are `call_stack_cpu.py`'s subject).
+  client and no lean ``create``: those are `call_stack_cpu.py`'s subject);
+- ``project-ainvoke``: the same graph with every model call through LangChain's ``ainvoke``
+  (``MOA_DIRECT_CALLS=0``), as before the package called the model directly when nothing
+  listens (`run._direct`).
 
 For each it prints, per model call: the Python function calls made (cProfile's count: within
 0.3% on every run of the same versions, so a change of a few percent shows where CPU time
@@ -51,6 +54,7 @@ from pydantic import SecretStr
 
 import langgraph_moa.providers._models as package_models
 from langgraph_moa import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAConfig, create_moa_graph
+from langgraph_moa.run._direct import DIRECT_CALLS_ENV
 from langgraph_moa.serving._server import tune_collector
 
 URL = "http://127.0.0.1:9/v1"
@@ -106,10 +110,19 @@ def sides() -> dict[str, Run]:
     specs = [f"{name}@{URL}" for name in names]
     graph = create_moa_graph(MoAConfig(proposers=specs[:-1], aggregator=specs[-1], layers=LAYERS))
     floor = floor_graph(ask)
+
+    def project(direct_calls: str) -> Run:
+        async def run(i: int) -> Any:
+            os.environ[DIRECT_CALLS_ENV] = direct_calls  # read per call; a side runs alone
+            return await graph.ainvoke({"messages": [("user", question(i))]})
+
+        return run
+
     return {
         "langchain": lambda i: plain_run(ask, i),
         "floor": lambda i: floor.ainvoke({"question": question(i)}),
-        "project": lambda i: graph.ainvoke({"messages": [("user", question(i))]}),
+        "project": project("1"),
+        "project-ainvoke": project("0"),
     }
 
 
@@ -212,6 +225,13 @@ async def main(runs: int, repeats: int, top: int) -> None:
         f"project - floor: {extra_calls:+.0f} function calls ({extra_calls / counted['floor']:+.1%}), "
         f"{us('project', True) - us('floor', True):+.0f} us with GC off, "
         f"{us('project', False) - us('floor', False):+.0f} us with GC on"
+    )
+    direct = "project-ainvoke"
+    print(
+        f"{direct} - project (what calling the model directly saves): "
+        f"{counted[direct] - counted['project']:+.0f} function calls, "
+        f"{us(direct, True) - us('project', True):+.0f} us with GC off, "
+        f"{us(direct, False) - us('project', False):+.0f} us with GC on"
     )
     per_call = 16 * 13
     split = {name: await where_the_calls_are(run, 16) for name, run in measured.items()}

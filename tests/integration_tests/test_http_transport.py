@@ -2,7 +2,9 @@
 
 import asyncio
 import gc
+import json
 import logging
+import re
 import subprocess
 import sys
 import textwrap
@@ -145,3 +147,50 @@ async def test_a_refused_connection_is_reported_as_one_not_as_a_timeout(
     assert failed["configured_model"] == dead
     assert failed["error"].startswith("OpenAIConnectionError: Connection error (")
     assert "did not answer" not in failed["error"]
+
+
+def test_a_call_nobody_listens_to_answers_as_langchains_ainvoke_does(monkeypatch):
+    """The direct call (`run._direct`) against LangChain's usual path, on langchain-openai over
+    HTTP: the same answer, metadata and call records, and a handler still sees every call."""
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    from langgraph_moa.run._direct import DIRECT_CALLS_ENV
+
+    class Starts(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def on_chat_model_start(self, serialized, messages, *, name=None, **kwargs):
+            self.names.append(name)
+
+    def one_run(direct: str, config=None) -> dict:
+        monkeypatch.setenv(DIRECT_CALLS_ENV, direct)
+        with FaultServer(default=FaultProfile(latency_s=(0.001, 0.002))) as server:
+            specs = [f"{name}@{server.url}" for name in ("p1", "p2", "agg")]
+            moa = MoAConfig(proposers=specs[:2], aggregator=specs[2], layers=2)
+            out = asyncio.run(
+                create_moa_graph(moa).ainvoke({"messages": [("user", "Why?")]}, config)
+            )
+            answer = out["messages"][-1]
+            seen = {
+                "answer": answer.model_dump(exclude={"id"}),
+                "id": answer.id.split("-")[0],
+                "calls": out["calls"],
+            }
+            # Only the server's port and the latencies may differ between the two runs.
+            text = json.dumps(seen, sort_keys=True).replace(server.url, "URL")
+        return json.loads(re.sub(r'"latency_s": [0-9.e-]+', '"latency_s": 0', text))
+
+    direct, usual = one_run("1"), one_run("0")
+    assert direct == usual
+    assert direct["answer"]["response_metadata"]["model_name"] == "agg"
+    assert direct["answer"]["usage_metadata"]["output_tokens"] > 0
+    assert direct["id"] == "lc_run"
+    assert [c["status"] for c in direct["calls"]] == ["ok"] * 3
+    starts = Starts()
+    one_run("1", {"callbacks": [starts]})
+    assert sorted(name.split("@")[0] for name in starts.names) == [
+        "layer 1 / proposer 1 / p1",
+        "layer 1 / proposer 2 / p2",
+        "layer 2 / aggregator / agg",
+    ]

@@ -24,6 +24,7 @@ from langgraph.config import get_config, get_stream_writer
 from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
 from langgraph_moa.providers._retry import explain_failure, retry_after_s
 from langgraph_moa.providers._table import is_sdk_timeout
+from langgraph_moa.run._direct import ainvoke_direct, invoke_direct
 from langgraph_moa.run.cache import CallCache, call_key
 from langgraph_moa.run.state import Role
 from langgraph_moa.transport._call_loop import call_loop, loop_of_this_thread
@@ -153,7 +154,8 @@ def call_model(
     exists only because such a call cannot be interrupted. So does a sync run made from a
     thread that runs an event loop (a notebook cell): its models were built for that loop
     and cannot be used on another. `config` (the call's trace: run name, tags, metadata) is
-    passed to the model's ``invoke``.
+    passed to the model's ``invoke``; with nothing listening, the model is called without
+    LangChain's run bookkeeping (`_direct`).
     """
     if own_timeout and stop is not None and loop_of_this_thread() is None:
         pending = asyncio.run_coroutine_threadsafe(
@@ -165,7 +167,7 @@ def call_model(
             pending.cancel()  # a no-op once done; stops the call if this thread was interrupted
     if own_timeout and stop is None:
         try:
-            return model.invoke(messages, config)
+            return invoke_direct(model, messages, config)
         except Exception as exc:
             explained = _failure(exc, label, timeout)
             if explained is exc:
@@ -176,7 +178,7 @@ def call_model(
 
     def run() -> None:
         try:
-            outcome["result"] = model.invoke(messages, config)
+            outcome["result"] = invoke_direct(model, messages, config)
         except BaseException as exc:  # handed to the node's thread below
             outcome["error"] = exc
         finally:
@@ -258,16 +260,19 @@ async def acall_model(
     try:
         async with scope:
             if stop is None:
-                result: BaseMessage = await model.ainvoke(messages, config)
+                result: BaseMessage = await ainvoke_direct(model, messages, config)
             else:
-                result = await _until_stopped(model.ainvoke(messages, config), label, stop)
+                result = await _until_stopped(ainvoke_direct(model, messages, config), label, stop)
     except Exception as exc:
-        if isinstance(exc, TimeoutError) and scope.expired():
-            raise CallTimeoutError(f"{label} did not answer within {timeout:g}s") from None
+        if scope.expired():  # also when the model turned its cancellation into another error
+            late = CallTimeoutError(f"{label} did not answer within {timeout:g}s")
+            raise late from (None if isinstance(exc, TimeoutError) else exc)
         explained = await _afailure(exc, label, timeout)
         if explained is exc:
             raise
         raise explained from exc
+    if scope.expired():  # a model that swallowed its cancellation answered too late
+        raise CallTimeoutError(f"{label} did not answer within {timeout:g}s")
     return result
 
 
