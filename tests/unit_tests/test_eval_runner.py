@@ -44,13 +44,18 @@ def mix():
     return MoAConfig(name="mix", proposers=[right, wrong], aggregator=aggregator, layers=2)
 
 
-def test_layers_similarity_judge_prices_and_plots(mix, tmp_path):
-    lone = MoAConfig(
+@pytest.fixture
+def lone():
+    """A baseline wrong on every item: one proposer that has no idea, aggregated as such."""
+    return MoAConfig(
         name="wrong-alone",
         variant="single-proposer",
         proposers=[FakeChat(label="wrong2", reply=lambda *_: "No idea.")],
         aggregator=FakeChat(label="agg2", reply=lambda *_: "No idea at all."),
     )
+
+
+def test_layers_similarity_judge_prices_and_plots(mix, lone, tmp_path):
     judge = FakeChat(label="judge", reply=lambda *_: "A")  # always the first position
     prices = {"right": (1.0, 2.0), "wrong": (1.0, 2.0)}  # 'agg' is missing: unpriced
     evaluation = Evaluation(
@@ -125,7 +130,7 @@ def test_without_the_eval_extra_the_run_completes_and_says_what_is_missing(
     assert "Similarity analysis needs the eval extra" in report
 
 
-def test_judge_layers_gives_unverifiable_items_a_per_layer_analysis(mix, tmp_path):
+def test_judge_layers_gives_unverifiable_items_a_per_layer_analysis(mix, lone, tmp_path):
     """No expected answers: the judge scores every proposal against the baseline's answer."""
     open_items = [EvalItem(id=i.id, turns=i.turns) for i in ITEMS]  # nothing to verify
 
@@ -137,12 +142,6 @@ def test_judge_layers_gives_unverifiable_items_a_per_layer_analysis(mix, tmp_pat
         return "tie" if has_a == has_b else ("A" if has_a else "B")
 
     judge = FakeChat(label="fair-judge", reply=prefers_the_code_word)
-    lone = MoAConfig(
-        name="wrong-alone",
-        variant="single-proposer",
-        proposers=[FakeChat(label="wrong2", reply=lambda *_: "No idea.")],
-        aggregator=FakeChat(label="agg2", reply=lambda *_: "No idea at all."),
-    )
     summary = asyncio.run(
         Evaluation(
             [mix, lone],
@@ -508,14 +507,8 @@ def test_the_config_digest_tells_settings_apart_and_not_instances():
     assert config_digest(base.with_overrides(proposers=[FakeChat(label="a")])) is None
 
 
-def test_a_failing_judge_costs_the_win_rates_only(mix, tmp_path):
+def test_a_failing_judge_costs_the_win_rates_only(mix, lone, tmp_path):
     """The answers are computed before the judge is asked: its failure must not lose them."""
-    lone = MoAConfig(
-        name="wrong-alone",
-        variant="single-proposer",
-        proposers=[FakeChat(label="wrong2", reply=lambda *_: "No idea.")],
-        aggregator=FakeChat(label="agg2", reply=lambda *_: "No idea at all."),
-    )
     asked = []
 
     def dead(n, _messages):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -189,36 +191,55 @@ def picked(selection: dict[str, Any]) -> str:
     return f"{line} ({selection['note']})" if selection.get("note") else line
 
 
+def _view(timeout_s: float | None) -> tuple[bool, Progress]:
+    """Return whether the live view redraws on a terminal, and the progress it shows."""
+    live_view = out.stderr_is_terminal and not out.quiet
+    return live_view, Progress(timeout_s, lines=not live_view and not out.quiet)
+
+
+@contextmanager
+def _slow_calls_said(progress: Progress) -> Iterator[None]:
+    """Off a terminal, write the slow-call explanation as log lines while the block runs."""
+    done = threading.Event()
+    if not out.quiet:
+        threading.Thread(target=_say_when_slow, args=(progress, done), daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+@contextmanager
+def _on_screen(progress: Progress) -> Iterator[Live]:
+    """Redraw `progress` in place while the block runs; then leave its calls on screen."""
+    live = Live(progress, console=out.err, refresh_per_second=8, transient=True)
+    with live, out.showing(live):
+        yield live
+    out.render(progress.summary())
+
+
 def run_live(
     graph: Any, run_input: dict[str, Any], *, timeout_s: float | None, context: Any = None
 ) -> dict[str, Any]:
     """Run the graph with the live view on stderr; return the final state.
 
     On a terminal the view redraws in place and its last frame (the calls, without the
-    answer, which goes to stdout) stays on screen. Elsewhere, one line per call.
+    answer, which goes to stdout) stays on screen. Elsewhere, one line per call. Watched
+    on a terminal: proposers stream too, so each row shows its tokens and text as they come.
     """
-    live_view = out.stderr_is_terminal and not out.quiet
-    progress = Progress(timeout_s, lines=not live_view and not out.quiet)
-    kwargs = {"context": context} if context is not None else {}
+    live_view, progress = _view(timeout_s)
+    stream = AnswerStream(
+        graph, run_input, context=context, on_progress=progress.event, watch=live_view
+    )
     if not live_view:
-        done = threading.Event()
-        if not out.quiet:
-            threading.Thread(target=_say_when_slow, args=(progress, done), daemon=True).start()
-        try:
-            stream = AnswerStream(graph, run_input, on_progress=progress.event, **kwargs)
+        with _slow_calls_said(progress):
             for _ in stream:
                 pass
-        finally:
-            done.set()
         return stream.final
-    live = Live(progress, console=out.err, refresh_per_second=8, transient=True)
-    with live, out.showing(live):
-        # Watched: proposers stream too, so each row shows its tokens and text as they come.
-        stream = AnswerStream(graph, run_input, on_progress=progress.event, watch=True, **kwargs)
+    with _on_screen(progress) as live:
         for text in stream:
             progress.answer += text
             live.refresh()
-    out.render(progress.summary())
     return stream.final
 
 
@@ -231,23 +252,15 @@ async def arun_live(
     stops its calls at once, where a sync run waits for the calls in flight to end. A
     cancelled run's view is taken off the screen (it is transient), leaving no table.
     """
-    live_view = out.stderr_is_terminal and not out.quiet
-    progress = Progress(timeout_s, lines=not live_view and not out.quiet)
+    live_view, progress = _view(timeout_s)
     stream = AnswerStream(graph, run_input, on_progress=progress.event, watch=live_view)
     if not live_view:
-        done = threading.Event()
-        if not out.quiet:
-            threading.Thread(target=_say_when_slow, args=(progress, done), daemon=True).start()
-        try:
+        with _slow_calls_said(progress):
             async for _ in stream:
                 pass
-        finally:
-            done.set()
         return stream.final
-    live = Live(progress, console=out.err, refresh_per_second=8, transient=True)
-    with live, out.showing(live):
+    with _on_screen(progress) as live:
         async for text in stream:
             progress.answer += text
             live.refresh()
-    out.render(progress.summary())
     return stream.final

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from langgraph_moa._redact import summarize_error
+from langgraph_moa._redact import describe_error
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, explain_errors, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
@@ -461,7 +461,7 @@ class Evaluation:
         try:
             await self._judge_systems(results, summary, finished)
         except Exception as exc:  # any provider's error: its type and message say why
-            why = summarize_error(f"{type(exc).__name__}: {exc}")
+            why = describe_error(exc)
             for name in results:
                 if name != self.baseline and name not in finished:
                     summary[name]["judge_error"] = why  # a win rate already given stays

@@ -58,14 +58,9 @@ class ModelPolicy:
     ) -> "ModelPolicy":
         """Enable every model the served configs use, plus the specs in `allow`.
 
-        Raises:
-            MoAConfigError: a spec in `allow` is malformed (an unknown provider, no model
-                name, a URL that is not http), so that the operator learns it at startup
-                rather than a client, whose request naming it would be refused as its own
-                mistake.
+        The specs in `allow` are checked first, by `check_allowed_models` (`create_app`
+        calls it before building the policy).
         """
-        for spec in allow:
-            _check_allowed_spec(spec)
         served = [
             role.model
             for config in systems.values()
