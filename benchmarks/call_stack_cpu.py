@@ -3,27 +3,37 @@
 A zero-latency OpenAI-compatible server (`FaultServer`) runs in a subprocess, so this
 process's CPU time (`time.process_time`) is the client's alone. Each level makes the same call
 (a system message with six 80-word references and a question, as an aggregator gets) `--calls`
-times, `--concurrency` at a time, on one aiohttp client (`openai.DefaultAioHttpClient`); the
-best of three rounds is printed, in milliseconds of CPU per call:
+times per round, `--concurrency` at a time, on one aiohttp client
+(`openai.DefaultAioHttpClient`). The levels take turns, round after round (`--rounds`), so that
+the machine's drift hits each alike; the median round is printed, in milliseconds of CPU per
+call, with the lowest and highest:
 
 - the openai SDK's ``chat.completions.create``, and the same with its per-request parameter
   transform replaced by dropping the omitted values (what `transport._completions` does);
 - langchain-openai's ``BaseChatOpenAI._agenerate``, ``agenerate`` and ``ainvoke`` on the SDK's
   ``create``, and ``ainvoke`` and ``_agenerate`` on the package's lean ``create``;
+- ``_agenerate`` on the lean ``create`` with the response built as the SDK builds it
+  (``construct_type``) instead of by pydantic's validation, to size that step;
 - ``_agenerate`` with the chat result built inline instead of in a worker thread (what
   langchain-openai does, ``run_in_executor``), to size that hop.
 
+Then, in microseconds of CPU, the cost of building one response (an aggregator's answer with
+usage) and one streamed chunk, as the SDK builds them and as the lean ``create`` does.
+
 These are the figures behind docs/performance.md's proposals upstream. Run on a quiet machine.
 
-    python benchmarks/call_stack_cpu.py [--calls 1600] [--concurrency 16]
+    python benchmarks/call_stack_cpu.py [--calls 1600] [--concurrency 16] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import time
-from collections.abc import Awaitable, Callable
+import timeit
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import langchain_openai.chat_models.base as langchain_openai_base
@@ -32,8 +42,11 @@ import openai.resources.chat.completions.completions as sdk_completions
 from _served import load_average
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai.chat_models.base import BaseChatOpenAI
+from openai._models import construct_type
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from orchestration_overhead import start_server, stop
 
+import langgraph_moa.transport._completions as lean_module
 from langgraph_moa.transport._completions import LeanAsyncCompletions, without_omitted
 
 REFERENCES = "\n".join(f"{k + 1}. " + "word " * 80 for k in range(6))
@@ -42,24 +55,30 @@ QUESTION = "Why is the sky blue?"
 
 
 async def cpu_per_call(call: Callable[[], Awaitable[Any]], calls: int, concurrency: int) -> float:
-    """Best of three rounds: milliseconds of this process's CPU per call."""
-    for _ in range(32):  # warm up: connections, caches
-        await call()
+    """One round: milliseconds of this process's CPU per call."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one() -> None:
         async with gate:
             await call()
 
-    best = float("inf")
-    for _ in range(3):
-        started = time.process_time()
-        await asyncio.gather(*(one() for _ in range(calls)))
-        best = min(best, (time.process_time() - started) / calls * 1000)
-    return best
+    started = time.process_time()
+    await asyncio.gather(*(one() for _ in range(calls)))
+    return (time.process_time() - started) / calls * 1000
 
 
-async def main(url: str, calls: int, concurrency: int) -> None:
+@contextmanager
+def patched(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """Set ``owner.name`` to `value` for one level's round, and put it back."""
+    kept = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, kept)
+
+
+async def main(url: str, calls: int, concurrency: int, rounds: int) -> None:
     client = openai.AsyncOpenAI(
         base_url=url, api_key="x", max_retries=0, http_client=openai.DefaultAioHttpClient()
     )
@@ -82,61 +101,111 @@ async def main(url: str, calls: int, concurrency: int) -> None:
             model="m", messages=messages, temperature=0.7, max_tokens=512
         )
 
-    levels: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-        ("openai SDK create", sdk),
-        ("langchain-openai _agenerate", lambda: chat._agenerate(lc_messages)),
-        ("langchain-core agenerate", lambda: chat.agenerate([lc_messages])),
-        ("langchain-core ainvoke", lambda: chat.ainvoke(lc_messages)),
-        ("_agenerate on the lean create", lambda: lean._agenerate(lc_messages)),
-        ("ainvoke on the lean create", lambda: lean.ainvoke(lc_messages)),
-    ]
-    figures: dict[str, float] = {}
-    for name, call in levels:
-        figures[name] = await cpu_per_call(call, calls, concurrency)
-
-    transform = sdk_completions.async_maybe_transform
-
     async def drop_omitted(data: Any, expected_type: Any) -> Any:
         return without_omitted(data)
-
-    sdk_completions.async_maybe_transform = drop_omitted  # type: ignore[assignment]
-    try:
-        figures["openai SDK create, transform skipped"] = await cpu_per_call(
-            sdk, calls, concurrency
-        )
-    finally:
-        sdk_completions.async_maybe_transform = transform
-
-    in_executor = langchain_openai_base.run_in_executor
 
     async def inline(_executor: Any, func: Callable[..., Any], *args: Any) -> Any:
         return func(*args)
 
-    langchain_openai_base.run_in_executor = inline  # type: ignore[assignment]
-    try:
-        figures["_agenerate on the lean create, result inline"] = await cpu_per_call(
-            lambda: lean._agenerate(lc_messages), calls, concurrency
-        )
-    finally:
-        langchain_openai_base.run_in_executor = in_executor
+    def lean_agenerate() -> Awaitable[Any]:
+        return lean._agenerate(lc_messages)
+
+    levels: list[tuple[str, Callable[[], Awaitable[Any]], Callable[[], Any]]] = [
+        ("openai SDK create", sdk, nullcontext),
+        ("langchain-openai _agenerate", lambda: chat._agenerate(lc_messages), nullcontext),
+        ("langchain-core agenerate", lambda: chat.agenerate([lc_messages]), nullcontext),
+        ("langchain-core ainvoke", lambda: chat.ainvoke(lc_messages), nullcontext),
+        ("_agenerate on the lean create", lean_agenerate, nullcontext),
+        ("ainvoke on the lean create", lambda: lean.ainvoke(lc_messages), nullcontext),
+        (
+            "openai SDK create, transform skipped",
+            sdk,
+            lambda: patched(sdk_completions, "async_maybe_transform", drop_omitted),
+        ),
+        (
+            "_agenerate on the lean create, SDK-built response",
+            lean_agenerate,
+            # the SDK builds the response (construct_type), as before the lean create did not
+            lambda: patched(lean_module, "_COMPLETION", ChatCompletion),
+        ),
+        (
+            "_agenerate on the lean create, result inline",
+            lean_agenerate,
+            lambda: patched(langchain_openai_base, "run_in_executor", inline),
+        ),
+    ]
+    figures: dict[str, list[float]] = {name: [] for name, _, _ in levels}
+    for _, call, setting in levels:  # warm up: connections, caches
+        with setting():
+            for _ in range(32):
+                await call()
+    for _ in range(rounds):  # interleaved, so the machine's drift hits every level alike
+        for name, call, setting in levels:
+            with setting():
+                figures[name].append(await cpu_per_call(call, calls, concurrency))
     await client.close()
 
-    base = figures["openai SDK create"]
-    print(f"{calls} calls, {concurrency} at a time, zero-latency server; best of 3 rounds")
-    print(f"{'level':<48} {'CPU ms/call':>11} {'vs SDK create':>13}")
-    for name, ms in figures.items():
-        print(f"{name:<48} {ms:11.3f} {ms / base:12.2f}x")
+    medians = {name: statistics.median(values) for name, values in figures.items()}
+    base = medians["openai SDK create"]
+    print(
+        f"{calls} calls per round, {concurrency} at a time, zero-latency server; "
+        f"median of {rounds} interleaved rounds (lowest, highest)"
+    )
+    print(f"{'level':<52} {'CPU ms/call':>11} {'vs SDK create':>13}")
+    for name, ms in medians.items():
+        spread = f"({min(figures[name]):.3f}, {max(figures[name]):.3f})"
+        print(f"{name:<52} {ms:11.3f} {ms / base:12.2f}x  {spread}")
+
+
+def building_cost(repeats: int = 5000) -> None:
+    """Print the CPU of building one response and one streamed chunk, both ways."""
+    text = "The sky is blue because air scatters short wavelengths more than long ones. " * 6
+    top = {"id": "c1", "created": 1, "model": "m", "system_fingerprint": "b1"}
+    usage = {"prompt_tokens": 600, "completion_tokens": 80, "total_tokens": 680}
+    completion = {
+        **top,
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": usage,
+    }
+    chunk = {
+        **top,
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": " blue"}, "finish_reason": None}],
+    }
+    print(f"{'building one':<48} {'SDK (us)':>11} {'lean (us)':>13}")
+    for name, sdk_type, lean_type, data in (
+        ("chat completion", ChatCompletion, lean_module._COMPLETION, completion),
+        ("streamed chunk", ChatCompletionChunk, lean_module._CHUNK, chunk),
+    ):
+        lean_type.build(response=None, data=data)  # pydantic builds its validator once
+
+        def sdk(sdk_type: Any = sdk_type, data: Any = data) -> Any:
+            return construct_type(type_=sdk_type, value=data)
+
+        def lean(lean_type: Any = lean_type, data: Any = data) -> Any:
+            return lean_type.build(response=None, data=data)
+
+        costs = [
+            min(timeit.repeat(build, number=repeats, repeat=3)) / repeats * 1e6
+            for build in (sdk, lean)
+        ]
+        print(f"{name:<48} {costs[0]:11.1f} {costs[1]:13.1f}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1600)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(f"load average before: {load_average()}")
     proc, url = start_server(0.0)
     try:
-        asyncio.run(main(url, args.calls, args.concurrency))
+        asyncio.run(main(url, args.calls, args.concurrency, args.rounds))
     finally:
         stop(proc)
+    building_cost()
     print(f"load average after: {load_average()}")

@@ -381,3 +381,27 @@ def test_chunk_wise_parts_continue_the_local_aggregators_own_message(runtime):
     assert "answer_so_far" not in answer.text
     aggregator = final["calls"][-1]
     assert aggregator["role"] == "aggregator" and 0 < aggregator["completion_tokens"] <= 40
+
+
+async def test_llama_cpp_answers_and_chunks_are_built_by_validation(runtime, monkeypatch):
+    """The lean create builds responses by pydantic's validation and leaves to the SDK's
+    ``construct_type`` only what would not validate: llama.cpp's answers and streamed chunks
+    (with its own extra fields) must validate, or the local models lose that speed silently."""
+    import langgraph_moa.transport._completions as lean_module
+    from langgraph_moa.providers._models import build_model
+
+    left_to_the_sdk = []
+    construct = lean_module.construct_type
+
+    def counted(**kwargs):
+        left_to_the_sdk.append(kwargs["value"])
+        return construct(**kwargs)
+
+    monkeypatch.setattr(lean_module, "construct_type", counted)
+    model = build_model("local:qwen2.5-coder-0.5b", {"max_tokens": 16})
+    assert type(model.async_client) is lean_module.LeanAsyncCompletions
+    answer = await model.ainvoke("Say hi.")
+    chunks = [chunk async for chunk in model.astream("Say hi.")]
+    assert answer.text.strip() and answer.usage_metadata["output_tokens"] > 0
+    assert len(chunks) > 2 and "".join(chunk.text for chunk in chunks).strip()
+    assert left_to_the_sdk == []

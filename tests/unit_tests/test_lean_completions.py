@@ -1,13 +1,16 @@
 """The lean chat-completions resource sends what the openai SDK's own ``create`` sends.
 
 `transport._completions` skips the SDK's per-request parameter transform when the parameters
-are plain JSON. These tests hold it to the SDK: the same parameters through both resources
-must give the same HTTP request (method, URL, headers, JSON body), for every kind of payload
-LangChain builds, streamed or not, and for parameters it must hand back to the SDK.
+are plain JSON, and builds responses by pydantic's validation where it can. These tests hold
+it to the SDK: the same parameters through both resources must give the same HTTP request
+(method, URL, headers, JSON body), for every kind of payload LangChain builds, streamed or
+not, and for parameters it must hand back to the SDK; and every kind of response and chunk
+must come back as the same object the SDK builds.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -19,6 +22,7 @@ from langchain_core.tools import tool
 from openai._types import omit
 from openai.resources.chat.completions import AsyncCompletions, Completions
 
+import langgraph_moa.transport._completions as lean_module
 from langgraph_moa.providers._models import build_model
 from langgraph_moa.transport._completions import (
     KEEP_TRANSFORM_ENV,
@@ -59,18 +63,22 @@ CHUNKS = [
 class Recorder:
     """An HTTP handler that keeps every request and answers like a chat-completions server."""
 
-    def __init__(self) -> None:
+    def __init__(self, completion: Any = None, chunks: list[Any] | None = None) -> None:
         self.requests: list[httpx2.Request] = []
+        self.completion = COMPLETION if completion is None else completion
+        self.chunks = CHUNKS if chunks is None else chunks
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
         body = json.loads(request.content)
         if body.get("stream"):
-            events = "".join(f"data: {json.dumps(c)}\n\n" for c in CHUNKS) + "data: [DONE]\n\n"
+            events = "".join(f"data: {json.dumps(c)}\n\n" for c in self.chunks)
             return httpx2.Response(
-                200, content=events.encode(), headers={"content-type": "text/event-stream"}
+                200,
+                content=(events + "data: [DONE]\n\n").encode(),
+                headers={"content-type": "text/event-stream"},
             )
-        return httpx2.Response(200, json=COMPLETION)
+        return httpx2.Response(200, json=self.completion)
 
     def seen(self, index: int = -1) -> tuple[str, str, dict[str, str], Any]:
         request = self.requests[index]
@@ -172,8 +180,13 @@ PAYLOADS: dict[str, dict[str, Any]] = {
 }
 
 
-def _clients(recorder: Recorder) -> tuple[openai.OpenAI, openai.AsyncOpenAI]:
-    common = {"base_url": "http://upstream.test/v1", "api_key": "k", "max_retries": 0}
+def _clients(recorder: Recorder, strict: bool = False) -> tuple[openai.OpenAI, openai.AsyncOpenAI]:
+    common = {
+        "base_url": "http://upstream.test/v1",
+        "api_key": "k",
+        "max_retries": 0,
+        "_strict_response_validation": strict,
+    }
     sync = openai.OpenAI(
         **common, http_client=httpx2.Client(transport=httpx2.MockTransport(recorder))
     )
@@ -389,3 +402,236 @@ async def test_parameters_nested_past_the_walk_go_to_the_sdk(transforms: list[st
     await LeanAsyncCompletions(client).create(model="m", messages=MESSAGES, tools=tools)
     assert transforms == ["async"]
     assert json.loads(recorder.requests[-1].content)["tools"][0]["function"]["name"] == "deep"
+
+
+def _completion(message: dict[str, Any], choice: Any = None, **top: Any) -> dict[str, Any]:
+    first = {"index": 0, "message": message, "finish_reason": "stop", **(choice or {})}
+    return {**COMPLETION, "choices": [first], **top}
+
+
+def _chunk(delta: dict[str, Any], choice: Any = None, **top: Any) -> dict[str, Any]:
+    first = {"index": 0, "delta": delta, "finish_reason": None, **(choice or {})}
+    return {**CHUNKS[0], "choices": [first], **top}
+
+
+USAGE = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+TOKEN = {"token": "hi", "logprob": -0.5, "bytes": [104, 105], "top_logprobs": []}
+CALL = {"id": "t1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1}'}}
+RESPONSES: dict[str, tuple[Any, bool]] = {
+    # name: (response body, built by validation)
+    "plain": (COMPLETION, True),
+    "tool call": (_completion({"role": "assistant", "content": None, "tool_calls": [CALL]}), True),
+    "custom tool call": (
+        _completion(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "t", "type": "custom", "custom": {"name": "g", "input": "x"}}
+                ],
+            }
+        ),
+        True,
+    ),
+    "logprobs": (
+        _completion({"role": "assistant", "content": "hi"}, {"logprobs": {"content": [TOKEN]}}),
+        True,
+    ),
+    "refusal": (_completion({"role": "assistant", "content": None, "refusal": "No."}), True),
+    "citations": (
+        _completion(
+            {
+                "role": "assistant",
+                "content": "hi",
+                "annotations": [
+                    {
+                        "type": "url_citation",
+                        "url_citation": {
+                            "start_index": 0,
+                            "end_index": 2,
+                            "title": "t",
+                            "url": "u",
+                        },
+                    }
+                ],
+            }
+        ),
+        True,
+    ),
+    "usage details": (
+        _completion(
+            {"role": "assistant", "content": "hi"},
+            usage={**USAGE, "prompt_tokens_details": {"cached_tokens": 2}},
+            service_tier="default",
+            system_fingerprint="fp",
+        ),
+        True,
+    ),
+    "two choices": (
+        {
+            **COMPLETION,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "a"},
+                    "finish_reason": "stop",
+                },
+                {
+                    "index": 1,
+                    "message": {"role": "assistant", "content": "b"},
+                    "finish_reason": "length",
+                },
+            ],
+        },
+        True,
+    ),
+    # llama.cpp's server adds fields of its own: kept as the SDK keeps them.
+    "llama.cpp": (
+        _completion(
+            {"role": "assistant", "content": "hi", "reasoning_content": "Hm."},
+            usage=USAGE,
+            timings={"prompt_n": 3, "predicted_per_second": 13.5},
+            system_fingerprint="b1-abc",
+            id_slot=0,
+        ),
+        True,
+    ),
+    # What validation would refuse or coerce is built as the SDK builds it.
+    "a provider's own service tier": (
+        _completion(COMPLETION["choices"][0]["message"], service_tier="on_demand"),
+        False,
+    ),
+    "no created": ({k: v for k, v in COMPLETION.items() if k != "created"}, False),
+    "no finish reason": (
+        _completion({"role": "assistant", "content": "hi"}, {"finish_reason": None}),
+        False,
+    ),
+    "text for a number": (
+        _completion({"role": "assistant", "content": "hi"}, usage={**USAGE, "prompt_tokens": "3"}),
+        False,
+    ),
+    "an error body": ({"error": {"message": "Overloaded."}}, False),
+    "not an object": ([1, 2], False),
+}
+CHUNK_RESPONSES: dict[str, tuple[Any, bool]] = {
+    "role": (_chunk({"role": "assistant", "content": ""}), True),
+    "text": (_chunk({"content": " blue"}), True),
+    "no finish reason key": (
+        {**CHUNKS[0], "choices": [{"index": 0, "delta": {"content": "x"}}]},
+        True,
+    ),
+    "tool call starts": (_chunk({"tool_calls": [{"index": 0, **CALL}]}), True),
+    "tool call arguments": (
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a'}}]}),
+        True,
+    ),
+    "finish": (_chunk({}, {"finish_reason": "stop"}), True),
+    "usage only": ({**CHUNKS[0], "choices": [], "usage": USAGE}, True),
+    "logprobs": (_chunk({"content": "hi"}, {"logprobs": {"content": [TOKEN]}}), True),
+    "llama.cpp": (
+        _chunk({"content": "x", "reasoning_content": "y"}, timings={"predicted_n": 1}),
+        True,
+    ),
+    "a provider's own service tier": (
+        _chunk({"content": "x"}, service_tier="on_demand", x_groq={"id": "r"}),
+        False,
+    ),
+}
+
+
+def _same_object(ours: Any, sdks: Any) -> None:
+    """Hold a built response to the SDK's: same classes at every level, same fields and values.
+
+    (pydantic counts a provider's extra fields as set when it validates; the SDK's construct
+    does not: ``model_fields_set`` is the one place they may differ, and nothing reads it.)
+    """
+    assert type(ours) is type(sdks)
+    assert repr(ours) == repr(sdks)  # classes and values of every nested model
+    if isinstance(sdks, openai.BaseModel):
+        assert ours.model_dump() == sdks.model_dump()
+        assert ours.to_dict() == sdks.to_dict()  # the SDK's own: set fields only
+        assert ours.to_json() == sdks.to_json()
+
+
+@pytest.fixture
+def fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Record every response the lean create leaves to the SDK's construction."""
+    seen: list[Any] = []
+    construct = lean_module.construct_type
+
+    def counted(**kwargs: Any) -> Any:
+        seen.append(kwargs["value"])
+        return construct(**kwargs)
+
+    monkeypatch.setattr(lean_module, "construct_type", counted)
+    return seen
+
+
+@pytest.mark.parametrize("name", list(RESPONSES))
+async def test_a_response_comes_back_as_the_sdk_builds_it(name: str, fallbacks: list[Any]) -> None:
+    body, validated = RESPONSES[name]
+    recorder = Recorder(completion=copy.deepcopy(body))
+    sync_client, client = _clients(recorder)
+    params = PAYLOADS["plain"]
+    sdks = await AsyncCompletions(client).create(**params)
+    ours = await LeanAsyncCompletions(client).create(**params)
+    _same_object(ours, sdks)
+    _same_object(
+        LeanCompletions(sync_client).create(**params), Completions(sync_client).create(**params)
+    )
+    # Validation built the ones it can (the speed this is for); the rest fell back, both ways.
+    assert fallbacks == ([] if validated else [body, body])
+
+
+@pytest.mark.parametrize("name", list(CHUNK_RESPONSES))
+async def test_a_streamed_chunk_comes_back_as_the_sdk_builds_it(
+    name: str, fallbacks: list[Any]
+) -> None:
+    body, validated = CHUNK_RESPONSES[name]
+    recorder = Recorder(chunks=[copy.deepcopy(body), CHUNKS[1]])
+    sync_client, client = _clients(recorder)
+    params = PAYLOADS["streamed"]
+    sdks = [c async for c in await AsyncCompletions(client).create(**params)]
+    ours = [c async for c in await LeanAsyncCompletions(client).create(**params)]
+    for mine, theirs in zip(ours, sdks, strict=True):
+        _same_object(mine, theirs)
+    sync_chunks = list(LeanCompletions(sync_client).create(**params))
+    for mine, theirs in zip(sync_chunks, Completions(sync_client).create(**params), strict=True):
+        _same_object(mine, theirs)
+    assert fallbacks == ([] if validated else [body, body])
+
+
+async def test_a_client_that_validates_strictly_still_refuses_what_does_not_validate() -> None:
+    """``_strict_response_validation`` makes the SDK raise on a response off its types; the
+    lean create must not turn that into a lenient fallback."""
+    body = RESPONSES["a provider's own service tier"][0]
+    sync_client, client = _clients(Recorder(completion=body), strict=True)
+    for create in (AsyncCompletions(client).create, LeanAsyncCompletions(client).create):
+        with pytest.raises(openai.APIResponseValidationError):
+            await create(**PAYLOADS["plain"])
+    with pytest.raises(openai.APIResponseValidationError):
+        LeanCompletions(sync_client).create(**PAYLOADS["plain"])
+    # What does validate comes back as the SDK builds it there too.
+    _, strict = _clients(Recorder(), strict=True)
+    ours = await LeanAsyncCompletions(strict).create(**PAYLOADS["plain"])
+    _same_object(ours, await AsyncCompletions(strict).create(**PAYLOADS["plain"]))
+
+
+@pytest.mark.parametrize(
+    "name", ["tool call", "refusal", "llama.cpp", "a provider's own service tier"]
+)
+async def test_langchain_reads_the_same_answer_from_either_build(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From LangChain's side: the message, its metadata and the run's output are the same."""
+    body = RESPONSES[name][0]
+    recorder = Recorder(completion=body)
+    lean = _endpoint_model(recorder)
+    monkeypatch.setenv(KEEP_TRANSFORM_ENV, "1")
+    sdk = _endpoint_model(recorder)
+    messages = [HumanMessage("Hi?")]
+    ours, theirs = await lean._agenerate(messages), await sdk._agenerate(messages)
+    assert ours == theirs
+    assert ours.generations[0].message.content == str(
+        body["choices"][0]["message"]["content"] or ""
+    )
