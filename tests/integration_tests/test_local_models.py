@@ -390,18 +390,24 @@ async def test_llama_cpp_answers_and_chunks_are_built_by_validation(runtime, mon
     import langgraph_moa.transport._completions as lean_module
     from langgraph_moa.providers._models import build_model
 
-    left_to_the_sdk = []
-    construct = lean_module.construct_type
+    built, left_to_the_sdk = [], []
+    construct, build = lean_module.construct_type, lean_module.validate_or_construct
 
-    def counted(**kwargs):
+    def counted_construct(**kwargs):
         left_to_the_sdk.append(kwargs["value"])
         return construct(**kwargs)
 
-    monkeypatch.setattr(lean_module, "construct_type", counted)
+    def counted_build(sdk_type, data):
+        built.append(sdk_type.__name__)
+        return build(sdk_type, data)
+
+    monkeypatch.setattr(lean_module, "construct_type", counted_construct)
+    monkeypatch.setattr(lean_module, "validate_or_construct", counted_build)
     model = build_model("local:qwen2.5-coder-0.5b", {"max_tokens": 16})
     assert type(model.async_client) is lean_module.LeanAsyncCompletions
     answer = await model.ainvoke("Say hi.")
     chunks = [chunk async for chunk in model.astream("Say hi.")]
     assert answer.text.strip() and answer.usage_metadata["output_tokens"] > 0
     assert len(chunks) > 2 and "".join(chunk.text for chunk in chunks).strip()
+    assert built.count("ChatCompletion") == 1 and built.count("ChatCompletionChunk") > 2
     assert left_to_the_sdk == []

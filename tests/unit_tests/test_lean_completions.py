@@ -506,6 +506,7 @@ RESPONSES: dict[str, tuple[Any, bool]] = {
         _completion({"role": "assistant", "content": "hi"}, {"finish_reason": None}),
         False,
     ),
+    "text for the time": ({**COMPLETION, "created": "1"}, False),
     "text for a number": (
         _completion({"role": "assistant", "content": "hi"}, usage={**USAGE, "prompt_tokens": "3"}),
         False,
@@ -601,6 +602,41 @@ async def test_a_streamed_chunk_comes_back_as_the_sdk_builds_it(
     assert fallbacks == ([] if validated else [body, body])
 
 
+def test_the_sdk_builds_through_the_stand_ins() -> None:
+    """The SDK calls ``build`` on a ``cast_to`` that has one; the stand-ins must qualify, or
+    nothing would be validated (and an SDK that stopped calling it gets the SDK's types)."""
+    import pickle
+
+    from openai._types import ModelBuilderProtocol
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    for stand_in, sdk_type in (
+        (lean_module.ValidatedChatCompletion, ChatCompletion),
+        (lean_module.ValidatedChatCompletionChunk, ChatCompletionChunk),
+    ):
+        assert stand_in is not sdk_type and issubclass(stand_in, ModelBuilderProtocol)
+        assert pickle.loads(pickle.dumps(stand_in)) is stand_in  # a findable module and name
+
+
+def test_an_sdk_that_would_not_call_build_keeps_its_own_types(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typing import Protocol, runtime_checkable
+
+    import openai._types
+    from openai.types.chat import ChatCompletion
+
+    @runtime_checkable
+    class OtherBuilder(Protocol):
+        @classmethod
+        def make(cls) -> Any: ...
+
+    monkeypatch.setattr(openai._types, "ModelBuilderProtocol", OtherBuilder)
+    assert lean_module._stand_in(ChatCompletion) is ChatCompletion
+    monkeypatch.delattr(openai._types, "ModelBuilderProtocol")
+    assert lean_module._stand_in(ChatCompletion) is ChatCompletion
+
+
 async def test_a_client_that_validates_strictly_still_refuses_what_does_not_validate() -> None:
     """``_strict_response_validation`` makes the SDK raise on a response off its types; the
     lean create must not turn that into a lenient fallback."""
@@ -615,6 +651,17 @@ async def test_a_client_that_validates_strictly_still_refuses_what_does_not_vali
     _, strict = _clients(Recorder(), strict=True)
     ours = await LeanAsyncCompletions(strict).create(**PAYLOADS["plain"])
     _same_object(ours, await AsyncCompletions(strict).create(**PAYLOADS["plain"]))
+
+
+async def test_a_client_that_validates_strictly_refuses_a_chunk_that_does_not() -> None:
+    body = CHUNK_RESPONSES["a provider's own service tier"][0]
+    sync_client, client = _clients(Recorder(chunks=[body, CHUNKS[1]]), strict=True)
+    for create in (AsyncCompletions(client).create, LeanAsyncCompletions(client).create):
+        with pytest.raises(openai.APIResponseValidationError):
+            [c async for c in await create(**PAYLOADS["streamed"])]
+    for sync_create in (Completions(sync_client).create, LeanCompletions(sync_client).create):
+        with pytest.raises(openai.APIResponseValidationError):
+            list(sync_create(**PAYLOADS["streamed"]))
 
 
 @pytest.mark.parametrize(
