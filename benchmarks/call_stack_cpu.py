@@ -126,7 +126,7 @@ async def main(url: str, calls: int, concurrency: int, rounds: int) -> None:
             "_agenerate on the lean create, SDK-built response",
             lean_agenerate,
             # the SDK builds the response (construct_type), as before the lean create did not
-            lambda: patched(lean_module, "_COMPLETION", ChatCompletion),
+            lambda: patched(lean_module, "ValidatedChatCompletion", ChatCompletion),
         ),
         (
             "_agenerate on the lean create, result inline",
@@ -177,8 +177,8 @@ def building_cost(repeats: int = 5000) -> None:
     }
     print(f"{'building one':<48} {'SDK (us)':>11} {'lean (us)':>13}")
     for name, sdk_type, lean_type, data in (
-        ("chat completion", ChatCompletion, lean_module._COMPLETION, completion),
-        ("streamed chunk", ChatCompletionChunk, lean_module._CHUNK, chunk),
+        ("chat completion", ChatCompletion, lean_module.ValidatedChatCompletion, completion),
+        ("streamed chunk", ChatCompletionChunk, lean_module.ValidatedChatCompletionChunk, chunk),
     ):
         lean_type.build(response=None, data=data)  # pydantic builds its validator once
 

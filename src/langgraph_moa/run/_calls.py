@@ -240,9 +240,13 @@ def _failure(error: Exception, label: str, timeout: float | None) -> BaseExcepti
     return _explained(error, label, timeout)
 
 
+def _too_late(label: str, timeout: float | None) -> CallTimeoutError:
+    return CallTimeoutError(f"{label} did not answer within {timeout:g}s")
+
+
 def _explained(error: Exception, label: str, timeout: float | None) -> BaseException:
     if timeout is not None and is_sdk_timeout(error):
-        return CallTimeoutError(f"{label} did not answer within {timeout:g}s")
+        return _too_late(label, timeout)
     return explain_failure(error, label)
 
 
@@ -265,14 +269,13 @@ async def acall_model(
                 result = await _until_stopped(ainvoke_direct(model, messages, config), label, stop)
     except Exception as exc:
         if scope.expired():  # also when the model turned its cancellation into another error
-            late = CallTimeoutError(f"{label} did not answer within {timeout:g}s")
-            raise late from (None if isinstance(exc, TimeoutError) else exc)
+            raise _too_late(label, timeout) from (None if isinstance(exc, TimeoutError) else exc)
         explained = await _afailure(exc, label, timeout)
         if explained is exc:
             raise
         raise explained from exc
     if scope.expired():  # a model that swallowed its cancellation answered too late
-        raise CallTimeoutError(f"{label} did not answer within {timeout:g}s")
+        raise _too_late(label, timeout)
     return result
 
 
@@ -316,7 +319,7 @@ def _check_limits(
     label: str, started: float, timeout: float | None, stop: StopCheck | None
 ) -> None:
     if timeout is not None and time.monotonic() - started > timeout:
-        raise CallTimeoutError(f"{label} did not answer within {timeout:g}s")
+        raise _too_late(label, timeout)
     reason = stop() if stop is not None else None
     if reason:
         raise StragglerCancelledError(f"{label} was still running: {reason}")

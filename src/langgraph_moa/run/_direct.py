@@ -113,6 +113,11 @@ def nobody_listens(model: BaseChatModel, config: RunnableConfig | None) -> bool:
     return True
 
 
+def _prompt(model: BaseChatModel, messages: list[BaseMessage]) -> list[BaseMessage]:
+    """Return the messages as ``invoke`` hands them to the model: converted, normalized."""
+    return _normalize_messages(model._convert_input(messages).to_messages())
+
+
 async def ainvoke_direct(
     model: Runnable[Any, Any], messages: list[BaseMessage], config: RunnableConfig | None
 ) -> BaseMessage:
@@ -120,9 +125,8 @@ async def ainvoke_direct(
     if not isinstance(model, BaseChatModel) or not nobody_listens(model, config):
         answer: BaseMessage = await model.ainvoke(messages, config)
         return answer
-    prompt = _normalize_messages(model._convert_input(messages).to_messages())
     quiet = AsyncCallbackManagerForLLMRun(run_id=uuid7(), handlers=[], inheritable_handlers=[])
-    result = await model._agenerate_with_cache(prompt, run_manager=quiet)
+    result = await model._agenerate_with_cache(_prompt(model, messages), run_manager=quiet)
     answer = result.generations[0].message
     return answer
 
@@ -134,7 +138,7 @@ def invoke_direct(
     if not isinstance(model, BaseChatModel) or not nobody_listens(model, config):
         answer: BaseMessage = model.invoke(messages, config)
         return answer
-    prompt = _normalize_messages(model._convert_input(messages).to_messages())
     quiet = CallbackManagerForLLMRun(run_id=uuid7(), handlers=[], inheritable_handlers=[])
-    answer = model._generate_with_cache(prompt, run_manager=quiet).generations[0].message
+    result = model._generate_with_cache(_prompt(model, messages), run_manager=quiet)
+    answer = result.generations[0].message
     return answer

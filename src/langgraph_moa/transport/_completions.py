@@ -127,8 +127,8 @@ def _stand_in(sdk_type: type[pydantic.BaseModel]) -> type:
     return stand_in if issubclass(stand_in, ModelBuilderProtocol) else sdk_type
 
 
-ValidatedChatCompletion = _COMPLETION = _stand_in(ChatCompletion)
-ValidatedChatCompletionChunk = _CHUNK = _stand_in(ChatCompletionChunk)
+ValidatedChatCompletion = _stand_in(ChatCompletion)
+ValidatedChatCompletionChunk = _stand_in(ChatCompletionChunk)
 
 
 def _options(given: dict[str, Any]) -> Any:
@@ -154,9 +154,9 @@ def _post_args(
     return {
         "body": body,
         "options": _options(options),
-        "cast_to": ChatCompletion if strict else _COMPLETION,
+        "cast_to": ChatCompletion if strict else ValidatedChatCompletion,
         "stream": body.get("stream") or False,
-        "stream_cls": stream[ChatCompletionChunk] if strict else stream[_CHUNK],
+        "stream_cls": stream[ChatCompletionChunk if strict else ValidatedChatCompletionChunk],
     }
 
 
