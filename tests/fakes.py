@@ -211,3 +211,65 @@ class FakeChat(BaseChatModel):
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
+
+
+class WordStreamer(BaseChatModel):
+    """An async chat model that streams ``<label><i>`` words on a schedule, for chunk-wise runs.
+
+    It waits `first` seconds, then writes `words` words `gap` seconds apart (usage on the last
+    chunk), raising `fail_exc` (a reset connection by default) before word `fail_at` if set.
+    Its first `fail_attempts` calls fail before any word. `state` records how many calls
+    started and when one was cancelled, so a test can tell whether its request was closed.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    label: str
+    words: int = 4
+    gap: float = 0.0
+    first: float = 0.0
+    fail_at: int | None = None
+    fail_exc: Any = None
+    fail_attempts: int = 0
+    state: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        return self.label
+
+    @property
+    def _llm_type(self) -> str:
+        return "word-streamer"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        raise NotImplementedError("WordStreamer answers async streams only")
+
+    async def _astream(  # type: ignore[override]
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> Any:
+        calls = self.state["calls"] = self.state.get("calls", 0) + 1
+        self.state.setdefault("kwargs", []).append(kwargs)
+        if calls <= self.fail_attempts:
+            raise ConnectionError("connection reset before the first word")
+        try:
+            await asyncio.sleep(self.first)
+            for i in range(self.words):
+                if self.fail_at is not None and i == self.fail_at:
+                    raise self.fail_exc or ConnectionError("stream reset")
+                if i:
+                    await asyncio.sleep(self.gap)
+                last = i == self.words - 1
+                usage = {
+                    "input_tokens": 1,
+                    "output_tokens": self.words,
+                    "total_tokens": 1 + self.words,
+                }
+                yield ChatGenerationChunk(
+                    message=AIMessageChunk(
+                        content=("" if i == 0 else " ") + f"{self.label}{i}",
+                        usage_metadata=usage if last else None,  # type: ignore[arg-type]
+                    )
+                )
+        except asyncio.CancelledError:
+            self.state["cancelled_at"] = asyncio.get_running_loop().time()
+            raise

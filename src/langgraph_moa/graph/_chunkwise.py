@@ -32,21 +32,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 
+from langgraph_moa._redact import describe_error
 from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
+    BudgetExhaustedError,
+    EmptyResponseError,
     MoAConfigError,
     StragglerCancelledError,
 )
 from langgraph_moa.providers._models import has_own_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
-from langgraph_moa.run._accounting import failed_record, ok_record, summarize
+from langgraph_moa.run._accounting import summarize
 from langgraph_moa.run._answer import (
     NOSTREAM,
     TAG_FINAL,
@@ -56,9 +60,17 @@ from langgraph_moa.run._answer import (
     final_message,
     labelled_fallback,
 )
-from langgraph_moa.run._calls import CallId, acall_model, emit
+from langgraph_moa.run._calls import (
+    CallId,
+    acall_model,
+    emit,
+    explained_failure,
+    record_answer,
+    record_failure,
+)
 from langgraph_moa.run._early import early_start_provenance
-from langgraph_moa.run._references import with_references
+from langgraph_moa.run._options import bind_options, run_options
+from langgraph_moa.run._references import in_reference_order, with_references
 from langgraph_moa.run.state import CallRecord, MoAState
 from langgraph_moa.text._prompts import estimate_tokens
 from langgraph_moa.transport._call_loop import call_loop
@@ -84,8 +96,17 @@ class ChunkwiseRequest:
         self.nodes, self.plan, self.state = nodes, plan, state
 
     def run(self) -> dict[str, Any]:
-        """Run it on the package's call loop (the sync models' clients live there)."""
-        return asyncio.run_coroutine_threadsafe(self.arun(), call_loop()).result()
+        """Run it on the package's call loop (the sync models' clients live there).
+
+        A caller interrupted while it waits cancels the run there too, so no stream is left
+        writing for nobody.
+        """
+        future = asyncio.run_coroutine_threadsafe(self.arun(), call_loop())
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
 
     async def arun(self) -> dict[str, Any]:
         """Run it on this event loop."""
@@ -104,28 +125,46 @@ def prefills(cfg: MoAConfig) -> bool:
 
 class _Chunkwise:
     def __init__(self, nodes: MoANodes, plan: Plan, state: MoAState) -> None:
-        if nodes.response_format is not None:
+        if nodes.response_format is not None or _asks_for_structure(state):
             raise MoAConfigError(
                 "chunk-wise aggregation writes free text: a structured answer "
                 "(response_format) needs aggregation.start 'all' or 'quorum'"
             )
-        self.nodes, self.cfg, self.state = nodes, plan.cfg, state
+        self.options = run_options(state)
+        if self.options.get("tools"):
+            raise MoAConfigError(
+                "chunk-wise aggregation writes the answer in parts of text, so it cannot "
+                "answer with tool calls: a run with tools needs aggregation.start 'all' or "
+                "'quorum'"
+            )
+        self.nodes, self.plan, self.cfg, self.state = nodes, plan, plan.cfg, state
         self.prefill = prefills(self.cfg)
         self.layer = self.cfg.proposer_layers
         self.slots = [(i, s) for i, p in enumerate(self.cfg.proposers) for s in range(p.samples)]
         n = len(self.slots)
+        self.order = in_reference_order(self.cfg, self.layer, list(range(n)))
+        """The slots in the order the aggregator reads them (``reference_order``)."""
         self.texts = [""] * n
         self.done = [False] * n
         self.records: list[CallRecord | None] = [None] * n
         self.live = [True] * n
-        """False for a proposal that wrote nothing by `first_chunk_s`: no part waits for it."""
+        """False for a proposal the answer went on without: no part waits for it."""
+        self.tasks: list[asyncio.Future[None]] = []
         self.changed = asyncio.Event()
+        self.started = time.perf_counter()
 
     def _with_timeout(self, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
         """Give a model this package builds the call timeout as its HTTP timeout."""
         if self.cfg.call_timeout_s is None or not has_own_timeout(spec):
             return params
         return {**params, "timeout": self.cfg.call_timeout_s}
+
+    def _backoff(self, attempt: int) -> float:
+        """Seconds before retry `attempt` + 1, as the nodes' `RetryPolicy` waits."""
+        retry = self.cfg.retry
+        return min(
+            retry.initial_interval * retry.backoff_factor ** (attempt - 1), retry.max_interval
+        )
 
     # --- the last proposer layer, streamed -------------------------------------------------
 
@@ -136,47 +175,69 @@ class _Chunkwise:
         return with_references(self.cfg, conversation, self.state, self.cfg.proposers)[0]
 
     async def _stream(self, k: int, messages: list[BaseMessage]) -> None:
+        """Stream proposal `k`, retrying an attempt that failed before its first word."""
         i, s = self.slots[k]
         p = self.cfg.proposers[i]
         call = CallId("proposer", self.layer, i, s, p.label)
-        params = self._with_timeout(p.model, p.call_params())
-        model = self.nodes.models.get(p.model, params).with_config(
+        chat = self.nodes.models.get(p.model, self._with_timeout(p.model, p.call_params()))
+        model = bind_options(chat, self.options, p.label).with_config(
             run_name=f"layer {self.layer} / proposer {i + 1} / {p.label} (streamed)",
             tags=[TAG_PROPOSER, NOSTREAM],
             metadata=call.trace_metadata(self.cfg),
         )
-        emit("started", **call.fields())
+        errors: list[str] = []
         started = time.perf_counter()
+        try:
+            while True:
+                emit("started", **call.fields())
+                started = time.perf_counter()
+                try:
+                    response = await self._streamed(k, model, messages, p.label)
+                    break
+                except Exception as exc:
+                    errors.append(describe_error(exc))
+                    # Once words were shown to the aggregator, a new attempt would rewrite them.
+                    if (
+                        self.texts[k]
+                        or not is_retryable(exc)
+                        or len(errors) >= self.cfg.retry.max_attempts
+                    ):
+                        raise
+                    await asyncio.sleep(self._backoff(len(errors)))
+            if self.live[k]:  # else dropped: its late text is not used (its record says so)
+                latency = time.perf_counter() - started
+                self.records[k] = record_answer(call, errors[:], response, latency)
+        except Exception as exc:  # the layer goes on without it, as any failed proposal
+            if self.live[k]:
+                self.texts[k] = ""
+                latency = time.perf_counter() - started
+                self.records[k] = record_failure(call, errors, exc, latency)
+        finally:
+            self.done[k] = True
+            self.changed.set()
+
+    async def _streamed(
+        self, k: int, model: Any, messages: list[BaseMessage], label: str
+    ) -> AIMessage:
+        """One attempt: stream the proposal into `texts[k]`; return it whole."""
+        timeout = self.cfg.call_timeout_s
+        scope = asyncio.timeout(timeout)
         whole: Any = None
         try:
-            async with asyncio.timeout(self.cfg.call_timeout_s):
+            async with scope:
                 async for chunk in model.astream(messages):
                     whole = chunk if whole is None else whole + chunk
                     self.texts[k] += chunk.text
                     self.changed.set()
-            if whole is None or not self.texts[k].strip():
-                raise ValueError(f"{p.label} returned an empty answer")
-            if not self.live[k]:
-                return  # dropped at the first-chunk deadline; its late text is not used
-            response = AIMessage(
-                content=self.texts[k],
-                usage_metadata=whole.usage_metadata,
-                response_metadata=whole.response_metadata,
-            )
-            latency = time.perf_counter() - started
-            self.records[k] = ok_record(response=response, latency_s=latency, **call.fields())
-            emit("finished", **call.fields(), model=p.label, latency_s=round(latency, 4))
-        except Exception as exc:  # the layer goes on without it, as any failed proposal
-            if not self.live[k]:
-                return  # already recorded as dropped
-            self.texts[k] = ""
-            self.records[k] = failed_record(
-                error=exc, latency_s=time.perf_counter() - started, **call.fields()
-            )
-            emit("failed", **call.fields(), error=str(exc))
-        finally:
-            self.done[k] = True
-            self.changed.set()
+        except Exception as exc:
+            raise await explained_failure(exc, label, timeout, timed_out=scope.expired()) from exc
+        if whole is None or not self.texts[k].strip():
+            raise EmptyResponseError(f"{label} returned an empty answer")
+        return AIMessage(
+            content=self.texts[k],
+            usage_metadata=whole.usage_metadata,
+            response_metadata=whole.response_metadata,
+        )
 
     async def _wait(self, words: int, limit_s: float | None) -> None:
         """Wait until every live proposal has `words` words or is complete (or `limit_s`)."""
@@ -194,33 +255,46 @@ class _Chunkwise:
             except TimeoutError:
                 return
 
-    def _drop(self, k: int, why: str, latency_s: float) -> None:
-        """Stop waiting for proposal `k` and record it as cancelled, saying `why`."""
-        self.live[k] = False
-        i, s = self.slots[k]
-        call = CallId("proposer", self.layer, i, s, self.cfg.proposers[i].label)
-        error = StragglerCancelledError(f"{call.configured_model} {why}")
-        self.records[k] = failed_record(error=error, latency_s=latency_s, **call.fields())
+    async def _wait_first(self, words: int, limit_s: float | None) -> None:
+        """Wait for the first chunks; past `first_chunk_s`, drop the proposals still silent.
 
-    def _drop_silent(self, limit_s: float) -> None:
-        """After `first_chunk_s`, stop waiting for the proposals that wrote nothing yet."""
-        for k, text in enumerate(self.texts):
-            if not self.done[k] and not text.strip():
-                why = (
-                    f"wrote no first chunk within {limit_s:g}s (aggregation.first_chunk_s): "
-                    "the answer went on without it"
-                )
-                self._drop(k, why, limit_s)
+        The answer never goes on with fewer proposals begun (or answered) than the layer's
+        quorum (`min_proposers`, at least one): until then it keeps waiting, as a layer
+        deadline does.
+        """
+        await self._wait(words, limit_s)
+        if limit_s is None:
+            return
+        needed = max(1, self.cfg.min_proposers)
+        while self._begun() < needed and not all(self.done):
+            self.changed.clear()
+            await self.changed.wait()
+        why = (
+            f"wrote no first chunk within {limit_s:g}s (aggregation.first_chunk_s): "
+            "the answer went on without it"
+        )
+        self._drop_all(why, lambda k: not self.done[k] and not self.texts[k].strip())
 
-    def _drop_unfinished(self, latency_s: float) -> None:
-        """Stop waiting for the proposals still being written: the answer is at its cap."""
-        for k, done in enumerate(self.done):
-            if self.live[k] and not done:
-                why = (
-                    "was still writing when the answer reached the aggregator's max_tokens "
-                    f"({self.cfg.final.max_tokens}): the answer ended without the rest of it"
-                )
-                self._drop(k, why, latency_s)
+    def _begun(self) -> int:
+        """Count the proposals that wrote something and did not fail (a failure's text is gone)."""
+        return sum(1 for k, text in enumerate(self.texts) if text.strip() and self.live[k])
+
+    def _any_answered(self) -> bool:
+        """Tell whether a proposal of this layer is complete."""
+        return any(r is not None and r["status"] == "ok" for r in self.records)
+
+    def _drop_all(self, why: str, which: Callable[[int], bool] | None = None) -> None:
+        """Stop proposals still being written (those `which` picks): cancel and record them."""
+        latency = time.perf_counter() - self.started
+        for k in range(len(self.slots)):
+            if self.live[k] and not self.done[k] and (which is None or which(k)):
+                self.live[k] = False
+                i, s = self.slots[k]
+                call = CallId("proposer", self.layer, i, s, self.cfg.proposers[i].label)
+                error = StragglerCancelledError(f"{call.configured_model} {why}")
+                self.records[k] = record_failure(call, [describe_error(error)], error, latency)
+                if k < len(self.tasks):
+                    self.tasks[k].cancel()
 
     def _room(self, responses: list[AIMessage]) -> int | None:
         """Return the tokens the answer may still take (None: the aggregator has no cap).
@@ -233,18 +307,21 @@ class _Chunkwise:
             return None
         return cap - sum(_output_tokens(r) for r in responses)
 
-    def _cancel_dropped(self, tasks: Sequence[asyncio.Future[None]]) -> None:
-        for k, task in enumerate(tasks):
-            if not self.live[k]:
-                task.cancel()
+    def _tokens_used(self, responses: list[AIMessage]) -> int:
+        """Return the run's tokens so far: earlier calls, this layer's ended ones, the parts."""
+        ended = sum(r["total_tokens"] for r in self.records if r is not None and not r["cached"])
+        parts = sum(_total_tokens(r) for r in responses)
+        return self.plan.tokens_used(self.state) + ended + parts
 
     # --- the aggregator, in parts -----------------------------------------------------------
 
     def _part_input(self, answer: str) -> tuple[list[BaseMessage], list[dict[str, Any]]]:
         references, saw = [], []
-        for k, (i, s) in enumerate(self.slots):
-            if not self.live[k]:
-                continue  # dropped at the first-chunk deadline (its record says so)
+        for k in self.order:
+            record = self.records[k]
+            if not self.live[k] or (record is not None and record["status"] != "ok"):
+                continue  # dropped or failed: its record says so
+            i, s = self.slots[k]
             text = self.texts[k].strip()
             saw.append(
                 {"proposer": i, "sample": s, "words": _words(text), "complete": self.done[k]}
@@ -263,14 +340,21 @@ class _Chunkwise:
         return messages, saw
 
     async def _part(
-        self, call: CallId, messages: list[BaseMessage], cap: int | None, index: int
+        self,
+        call: CallId,
+        messages: list[BaseMessage],
+        cap: int | None,
+        index: int,
+        errors: list[str],
     ) -> AIMessage:
+        """Write part `index`, retrying as any call; each failed attempt joins `errors`."""
         role = self.cfg.final
         params = role.call_params()
         if cap is not None:
             params = {**params, "max_tokens": cap}
-        base = self.nodes.models.get(role.model, self._with_timeout(role.model, params))
-        model = base.with_config(
+        chat = self.nodes.models.get(role.model, self._with_timeout(role.model, params))
+        model = bind_options(chat, self.options, call.configured_model, stop=True, final=True)
+        model = model.with_config(
             run_name=f"layer {call.layer} / aggregator / {call.configured_model}",
             tags=[TAG_FINAL, f"{TAG_PART}{index}"],  # parts join in a stream; retries do not
             metadata=call.trace_metadata(self.cfg),
@@ -287,86 +371,186 @@ class _Chunkwise:
                 assert isinstance(response, AIMessage)
                 return response
             except Exception as exc:
+                errors.append(describe_error(exc))
                 if not is_retryable(exc) or attempt >= self.cfg.retry.max_attempts:
                     raise
-                await asyncio.sleep(self.cfg.retry.initial_interval * attempt)
+                await asyncio.sleep(self._backoff(attempt))
+                emit("started", **call.fields())
 
     async def run(self) -> dict[str, Any]:
         cfg = self.cfg
         messages = self._layer_input()
-        tasks = [asyncio.ensure_future(self._stream(k, messages)) for k in range(len(self.slots))]
+        self.tasks = [
+            asyncio.ensure_future(self._stream(k, messages)) for k in range(len(self.slots))
+        ]
         call = CallId("aggregator", self.layer + 1, -1, 0, cfg.final.label)
-        started, answer = time.perf_counter(), ""
-        parts: list[dict[str, Any]] = []
-        responses: list[AIMessage] = []
+        written = _Written()
+        parts, responses = written.parts, written.responses
         try:
             emit("started", **call.fields())
             words = cfg.aggregation.chunk_tokens
-            first_limit = cfg.aggregation.first_chunk_s
             room = self._room(responses)
             while True:
-                await self._wait(words, first_limit if not parts else None)
-                if not parts and first_limit is not None:
-                    self._drop_silent(first_limit)
+                if parts:
+                    await self._wait(words, None)
+                else:
+                    await self._wait_first(words, cfg.aggregation.first_chunk_s)
                 last = all(d or not live for d, live in zip(self.done, self.live, strict=True))
                 if not any(t.strip() for t in self.texts) and not last:
                     self.changed.clear()  # nothing written yet: wait for a word or an end
                     await self.changed.wait()
                     continue
-                if last and not any(r and r["status"] == "ok" for r in self.records):
+                if last and not self._any_answered():
                     break  # every proposal failed: handled below
+                if self._budget_spent(responses):
+                    return self._budget_ended(call, written)
                 cap = _part_cap(cfg.aggregation.chunk_tokens, room, last)
-                part_input, saw = self._part_input(answer)
+                part_input, saw = self._part_input(written.answer)
                 at = clock.now()
-                response = await self._part(call, part_input, cap, len(parts) + 1)
+                response = await self._part(call, part_input, cap, len(parts) + 1, written.errors)
                 responses.append(response)
-                answer += response.text
+                written.answer += response.text
                 parts.append({"part": len(parts) + 1, "started_at": at, "saw": saw})
                 room = self._room(responses)
                 if last:
                     break
                 if room is not None and room <= 0:  # as long as it may be: no further chunk
-                    self._drop_unfinished(time.perf_counter() - started)
+                    self._drop_all(
+                        "was still writing when the answer reached the aggregator's "
+                        f"max_tokens ({cfg.final.max_tokens}): the answer ended without the "
+                        "rest of it"
+                    )
                     break
                 words += cfg.aggregation.chunk_tokens
+        except BudgetExhaustedError:
+            raise  # the budget ended the answer, not a failed part
         except Exception as exc:
-            self._cancel_dropped(tasks)  # the others finish: the fallback may need them
-            await asyncio.gather(*tasks, return_exceptions=True)
-            return self._gave_up(call, exc, time.perf_counter() - started, parts)
+            return await self._gave_up(call, exc, written)
         finally:
-            for task in tasks:
-                task.cancel()  # only dropped ones are still running here
-        proposals = [r for r in self.records if r is not None]
-        if not responses:
-            raise AllProposersFailedError(self.layer, proposals)
-        record = ok_record(
-            response=_summed(answer, responses),
-            latency_s=time.perf_counter() - started,
-            **call.fields(),
-        )
-        emit("finished", **call.fields(), model=record["model"], latency_s=record["latency_s"])
-        calls = [*self.state.get("calls", []), *proposals, record]
+            for task in self.tasks:
+                task.cancel()  # none is still running here but on an error of this node
+        if not self._any_answered():
+            # Every proposal failed, mid-stream too: no part's text may stand as an answer.
+            record = self._aggregator_record(call, written)
+            raise AllProposersFailedError(self.layer, self._calls(record))
+        return self._answer(call, written, self._aggregator_record(call, written))
+
+    # --- how the answer ends ---------------------------------------------------------------
+
+    def _proposals(self) -> list[CallRecord]:
+        return [r for r in self.records if r is not None]
+
+    def _calls(self, record: CallRecord | None = None) -> list[CallRecord]:
+        """Return every call record of the run so far, this node's `record` last."""
+        return [*self.state.get("calls", []), *self._proposals(), *([record] if record else [])]
+
+    def _aggregator_record(self, call: CallId, written: _Written) -> CallRecord | None:
+        """Record the parts as one aggregator call (None before the first part)."""
+        if not written.responses:
+            return None
+        latency = time.perf_counter() - self.started
+        response = _summed(written.answer, written.responses)
+        return record_answer(call, written.errors, response, latency)
+
+    def _answer(
+        self,
+        call: CallId,
+        written: _Written,
+        record: CallRecord | None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Return the node's update: the answer the parts wrote, with its provenance."""
+        assert record is not None
+        calls = self._calls(record)
         continuation = "prefill" if self.prefill else "instruction"
         extra = {
-            "chunkwise": {"parts": parts, "continuation": continuation},
-            **early_start_provenance(cfg, calls),
+            "chunkwise": {"parts": written.parts, "continuation": continuation},
+            **early_start_provenance(self.cfg, calls),
+            **(extra or {}),
         }
-        message = final_message(cfg, responses[-1], answer, calls, record, extra)
-        return {"calls": [*proposals, record], "messages": [message], "usage": summarize(calls)}
+        last = written.responses[-1]
+        message = final_message(self.cfg, last, written.answer, calls, record, extra)
+        return {
+            "calls": [*self._proposals(), record],
+            "messages": [message],
+            "usage": summarize(calls),
+        }
 
-    def _gave_up(
-        self, call: CallId, error: Exception, latency: float, parts: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        record = failed_record(error=error, latency_s=latency, **call.fields())
-        emit("failed", **call.fields(), error=record["error"])
-        proposals = [r for r in self.records if r is not None]
-        calls = [*self.state.get("calls", []), *proposals, record]
+    def _budget_spent(self, responses: list[AIMessage]) -> bool:
+        limit = self.cfg.budget.max_tokens
+        return limit is not None and self._tokens_used(responses) >= limit
+
+    def _budget_ended(self, call: CallId, written: _Written) -> dict[str, Any]:
+        """End the answer where the run's token budget ran out: no further part starts.
+
+        The proposals still being written are cancelled. The answer is the parts written so
+        far, or before the first part the best available proposal, labelled either way (or
+        `BudgetExhaustedError`, as standard MoA does).
+        """
+        used, limit = self._tokens_used(written.responses), self.cfg.budget.max_tokens or 0
+        self._drop_all(f"was still writing when the run reached its budget.max_tokens ({limit})")
+        record = self._aggregator_record(call, written)
+        calls = self._calls(record)
+        best = best_available(calls) if record is None else record
+        if self.cfg.on_aggregator_failure == "raise" or best is None:
+            raise BudgetExhaustedError(used, limit, calls)
+        emit("budget_spent", used=used, limit=limit)
+        reason = f"the run used {used} tokens, reaching its budget.max_tokens of {limit}: "
+        if record is None:
+            reason += "no aggregator part was started"
+            update = labelled_fallback(self.cfg, calls, best, "budget", reason)
+            return {"calls": self._proposals(), **update}
+        reason += f"the answer ends after its part {len(written.parts)}"
+        return self._answer(
+            call, written, record, {"fallback": "budget", "fallback_reason": reason}
+        )
+
+    async def _gave_up(self, call: CallId, error: Exception, written: _Written) -> dict[str, Any]:
+        """Raise, or answer with the best proposal, labelled: a part failed for good.
+
+        With ``on_aggregator_failure: raise`` nothing is waited for. The fallback waits for
+        the first of the last layer's proposals to complete (it is the answer of last
+        resort), then stops the rest.
+        """
+        if self.cfg.on_aggregator_failure != "raise":
+            while not all(self.done) and not self._any_answered():
+                self.changed.clear()
+                await self.changed.wait()
+        self._drop_all("was still writing when the aggregator failed: the run ended without it")
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        errors = written.errors
+        if not errors or errors[-1] != describe_error(error):
+            errors.append(describe_error(error))  # a failure outside a part's call
+        latency = time.perf_counter() - self.started
+        record = record_failure(call, errors, error, latency)
+        calls = self._calls(record)
         best = best_available(calls)
         if self.cfg.on_aggregator_failure == "raise" or best is None:
             raise AggregatorFailedError(call.configured_model, error, calls)
-        reason = f"the chunk-wise aggregator failed after {len(parts)} parts: {record['error']}"
+        done = len(written.parts)
+        reason = f"the chunk-wise aggregator failed after {done} parts: {record['error']}"
         update = labelled_fallback(self.cfg, calls, best, "best_proposal", reason)
-        return {"calls": [*proposals, record], **update}
+        return {"calls": [*self._proposals(), record], **update}
+
+
+@dataclass
+class _Written:
+    """The aggregator's answer so far, part by part.
+
+    Its text, each part's provenance and response, and the errors of the attempts that were
+    retried (the call record's).
+    """
+
+    answer: str = ""
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[AIMessage] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _asks_for_structure(state: MoAState) -> bool:
+    """Tell whether the run's options ask the answer for a structure (``moa serve``)."""
+    wanted = (run_options(state).get("final_kwargs") or {}).get("response_format")
+    return isinstance(wanted, dict) and wanted.get("type") not in (None, "text")
 
 
 def _part_cap(chunk_tokens: int, room: int | None, last: bool) -> int | None:
@@ -380,6 +564,12 @@ def _output_tokens(response: AIMessage) -> int:
     """Return the tokens a part wrote: as its usage says, else estimated from its text."""
     usage = response.usage_metadata
     return int(usage["output_tokens"]) if usage else estimate_tokens(response.text)
+
+
+def _total_tokens(response: AIMessage) -> int:
+    """Return the tokens a part cost, read and written (estimated: what it wrote)."""
+    usage = response.usage_metadata
+    return int(usage["total_tokens"]) if usage else estimate_tokens(response.text)
 
 
 def _summed(answer: str, responses: list[AIMessage]) -> AIMessage:

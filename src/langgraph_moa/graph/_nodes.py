@@ -36,7 +36,7 @@ from langgraph_moa.graph._chunkwise import ChunkwiseRequest
 from langgraph_moa.providers._models import ModelCache, has_own_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
-from langgraph_moa.run._accounting import failed_record, ok_record, summarize
+from langgraph_moa.run._accounting import summarize
 from langgraph_moa.run._answer import (
     NOSTREAM,
     TAG_FINAL,
@@ -55,6 +55,8 @@ from langgraph_moa.run._calls import (
     StopCheck,
     cached_call,
     emit,
+    record_answer,
+    record_failure,
     run_async,
     run_sync,
     watching,
@@ -235,10 +237,10 @@ class MoANodes:
         the node's `RetryPolicy`; once they are spent the outcome holds the failed record.
         """
         key, task_at, step = yield from self._step(token, call)
+        started = time.perf_counter()
         try:
             req = request()
             emit("started", **call.fields())
-            started = time.perf_counter()
             stop = watch(step) if watch is not None else None
             response, cached = yield from cached_call(
                 self.call_cache,
@@ -252,10 +254,13 @@ class MoANodes:
                 req.trace,
             )
             message, parsed = _answer_of(call, response, req.options)
-            record = _ok(call, step.errors(key), message, time.perf_counter() - started, cached)
+            record = record_answer(
+                call, step.errors(key), message, time.perf_counter() - started, cached
+            )
         except Exception as exc:
             yield from _failed_attempt(cfg, task_at, step, key, exc)
-            return _Outcome(_gave_up(call, step.errors(key), exc), error=exc)
+            latency = time.perf_counter() - started
+            return _Outcome(record_failure(call, step.errors(key), exc, latency), error=exc)
         if counts_for_quorum:
             step.answered(task_at.task_id)
         return _Outcome(record, message, parsed, req.notes)
@@ -619,43 +624,6 @@ class _LayerWatch:
         # At most a second at a time: wall time can jump (a clock set forward), and the
         # deadline is in wall time so that a resumed run in another process keeps it.
         return min(max(self.due - clock.now(), QUORUM_POLL_S), 1.0)
-
-
-def _ok(
-    call: CallId, errors: list[str], response: BaseMessage, latency: float, cached: bool
-) -> CallRecord:
-    """Record a call that answered, with its retries, and tell the progress stream."""
-    record = ok_record(
-        response=response, latency_s=latency, retried_errors=errors, cached=cached, **call.fields()
-    )
-    emit(
-        "finished",
-        **call.fields(),
-        model=record["model"],
-        latency_s=record["latency_s"],
-        prompt_tokens=record["prompt_tokens"],
-        completion_tokens=record["completion_tokens"],
-        cached=cached,
-        retries=len(errors),
-        preview=" ".join((record["output"] or "").split())[:200],
-    )
-    return record
-
-
-def _gave_up(call: CallId, errors: list[str], error: Exception) -> CallRecord:
-    """Record a call that failed for good, and tell the progress stream.
-
-    `errors` are all its attempts' errors; the last one is the record's own error.
-    """
-    record = failed_record(error=error, retried_errors=errors[:-1], **call.fields())
-    emit(
-        "failed",
-        **call.fields(),
-        error=record["error"],
-        status=record["status"],
-        retries=len(record["retried_errors"]),
-    )
-    return record
 
 
 @dataclass(frozen=True)

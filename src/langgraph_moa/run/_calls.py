@@ -24,9 +24,10 @@ from langgraph.config import get_config, get_stream_writer
 from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
 from langgraph_moa.providers._retry import explain_failure, retry_after_s
 from langgraph_moa.providers._table import is_sdk_timeout
+from langgraph_moa.run._accounting import failed_record, ok_record
 from langgraph_moa.run._direct import ainvoke_direct, invoke_direct
 from langgraph_moa.run.cache import CallCache, call_key
-from langgraph_moa.run.state import Role
+from langgraph_moa.run.state import CallRecord, Role
 from langgraph_moa.transport._call_loop import call_loop, loop_of_this_thread
 
 if TYPE_CHECKING:
@@ -95,6 +96,49 @@ def with_trace(
 def emit(event: str, **fields: Any) -> None:
     """Send a progress event to ``stream_mode="custom"`` (a no-op when nobody listens)."""
     get_stream_writer()({"type": "moa", "event": event, **fields})
+
+
+def record_answer(
+    call: CallId, errors: list[str], response: BaseMessage, latency: float, cached: bool = False
+) -> CallRecord:
+    """Record a call that answered, with its retries, and tell the progress stream."""
+    record = ok_record(
+        response=response, latency_s=latency, retried_errors=errors, cached=cached, **call.fields()
+    )
+    emit(
+        "finished",
+        **call.fields(),
+        model=record["model"],
+        latency_s=record["latency_s"],
+        prompt_tokens=record["prompt_tokens"],
+        completion_tokens=record["completion_tokens"],
+        cached=cached,
+        retries=len(errors),
+        preview=" ".join((record["output"] or "").split())[:200],
+    )
+    return record
+
+
+def record_failure(
+    call: CallId, errors: list[str], error: BaseException, latency: float
+) -> CallRecord:
+    """Record a call that failed for good (or was cancelled), and tell the progress stream.
+
+    `errors` are all its attempts' errors; the last one is the record's own error. The
+    latency is how long its last attempt ran: for a cancelled straggler, how long the run
+    waited for it.
+    """
+    record = failed_record(
+        error=error, latency_s=latency, retried_errors=errors[:-1], **call.fields()
+    )
+    emit(
+        "failed",
+        **call.fields(),
+        error=record["error"],
+        status=record["status"],
+        retries=len(record["retried_errors"]),
+    )
+    return record
 
 
 WATCH = "moa_watch"
@@ -277,6 +321,20 @@ async def acall_model(
     if scope.expired():  # a model that swallowed its cancellation answered too late
         raise _too_late(label, timeout)
     return result
+
+
+async def explained_failure(
+    error: Exception, label: str, timeout: float | None, *, timed_out: bool = False
+) -> BaseException:
+    """Return what a failed call of `label` is recorded and raised as (see `acall_model`).
+
+    A call that ran past its `timeout` says so; an error whose meaning is certain is
+    explained; a provider's ``Retry-After`` is waited out first (or the error says it fell
+    past the request's deadline). For callers that run a model themselves (a stream).
+    """
+    if timed_out:
+        return _too_late(label, timeout)
+    return await _afailure(error, label, timeout)
 
 
 async def _afailure(error: Exception, label: str, timeout: float | None) -> BaseException:

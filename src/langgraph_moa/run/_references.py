@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from langchain_core.messages import BaseMessage
 
@@ -25,6 +26,9 @@ TOOL_NOTE = (
     "given, and no other text; answer in text only when no tool is needed."
 )
 """Told to an aggregator with tools bound when a reference wanted a tool call."""
+
+
+T = TypeVar("T")
 
 
 def proposal_text(record: CallRecord) -> str:
@@ -83,6 +87,20 @@ def with_references(
         note=note,
     )
     return messages, trimmed
+
+
+def in_reference_order(cfg: MoAConfig, layer: int, items: list[T]) -> list[T]:
+    """Return a layer's outputs (or their slots) in the order the next input shows them.
+
+    ``reference_order: shuffled`` permutes them with a seed of its own per layer, so a
+    position in the prompt does not always favour the same model; the same count gets the
+    same permutation, whichever way the layer was run (standard or chunk-wise).
+    """
+    if cfg.reference_order != "shuffled":
+        return items
+    shuffled = list(items)
+    random.Random(f"{cfg.shuffle_seed}:{layer}").shuffle(shuffled)
+    return shuffled
 
 
 def answered_proposals(state: MoAState) -> list[CallRecord]:

@@ -11,7 +11,6 @@ so this module needs `MoAConfig` only as a type: the config layer sits above the
 
 from __future__ import annotations
 
-import random
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from langchain_core.messages import BaseMessage
@@ -20,7 +19,7 @@ from langgraph.types import Send
 
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._options import run_options
-from langgraph_moa.run._references import with_references
+from langgraph_moa.run._references import in_reference_order, with_references
 from langgraph_moa.run.state import MoAState, ProposerTask
 
 if TYPE_CHECKING:
@@ -173,10 +172,7 @@ class Plan:
 
     def references(self, state: MoAState, layer: int, outputs: list[str]) -> list[str]:
         """Order a layer's successful outputs as the next input's references."""
-        if self.cfg.reference_order == "shuffled":
-            outputs = list(outputs)
-            random.Random(f"{self.cfg.shuffle_seed}:{layer}").shuffle(outputs)
-        return outputs
+        return in_reference_order(self.cfg, layer, outputs)
 
     def can_go_on_without_proposals(self, state: MoAState) -> bool:
         """Tell whether a layer whose every proposal failed still has something to pass on."""

@@ -1,0 +1,315 @@
+"""Chunk-wise aggregation when things go wrong: failures, drops, retries, budget, options.
+
+Each test holds a case an adversarial review found handled wrongly (session 21): a degraded
+answer must say so, every started call must end in a record and an event, a dropped proposal's
+request must be closed at once, and the run's options and budget must apply to the parts.
+"""
+
+import re
+import time
+
+import pytest
+
+from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa._redact import register_secret
+from langgraph_moa.errors import (
+    AggregatorFailedError,
+    AllProposersFailedError,
+    BudgetExhaustedError,
+    MoAConfigError,
+)
+from tests.fakes import WordStreamer
+
+QUESTION = {"messages": [("user", "q")]}
+CHUNKS = {"start": "chunks", "chunk_tokens": 2}
+NO_WAIT = {"initial_interval": 0.0, "jitter": False}
+
+
+def chunkwise(proposers, aggregator, **extra) -> MoAConfig:
+    aggregation = {**CHUNKS, **extra.pop("aggregation", {})}
+    return MoAConfig(
+        proposers=proposers, aggregator=aggregator, layers=2, aggregation=aggregation, **extra
+    )
+
+
+def by_model(out, label):
+    return [c for c in out["calls"] if c["configured_model"] == label]
+
+
+async def events_of(config) -> list[dict]:
+    return [e async for e in create_moa_graph(config).astream(QUESTION, stream_mode="custom")]
+
+
+async def test_every_proposal_failing_mid_stream_raises_even_after_parts_were_written(fake):
+    config = chunkwise(
+        [WordStreamer(label=x, words=6, gap=0.05, fail_at=3) for x in "AB"],
+        fake("AGG"),
+        retry={"max_attempts": 1},
+    )
+    with pytest.raises(AllProposersFailedError) as info:
+        await create_moa_graph(config).ainvoke(QUESTION)
+    statuses = [(c["role"], c["status"]) for c in info.value.calls]
+    # The parts written before the failures are on record: their tokens were spent.
+    assert statuses == [("proposer", "failed"), ("proposer", "failed"), ("aggregator", "ok")]
+
+
+async def test_all_proposers_failed_carries_the_earlier_layers_calls(fake):
+    def bad(n, messages):
+        return ValueError("boom") if n >= 2 else None
+
+    config = MoAConfig(
+        proposers=[fake("A", fail=bad), fake("B", fail=bad)],
+        aggregator=fake("AGG"),
+        layers=3,
+        aggregation=CHUNKS,
+    )
+    with pytest.raises(AllProposersFailedError) as info:
+        await create_moa_graph(config).ainvoke(QUESTION)
+    assert [(c["layer"], c["status"]) for c in info.value.calls] == [
+        (1, "ok"),
+        (1, "ok"),
+        (2, "failed"),
+        (2, "failed"),
+    ]
+
+
+async def test_a_proposal_dropped_at_first_chunk_s_is_cancelled_before_the_first_part(fake):
+    hung = WordStreamer(label="H", first=3.0)
+    seen = {}
+
+    def reply(label, n, messages):
+        seen.setdefault("closed before part 1", "cancelled_at" in hung.state)
+        return f"AGG{n}"
+
+    config = chunkwise(
+        [WordStreamer(label="A", words=2), WordStreamer(label="B", words=2), hung],
+        fake("AGG", reply=reply, delay=lambda n: 0.3),
+        aggregation={"first_chunk_s": 0.3},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    [h] = by_model(out, "H")
+    assert h["status"] == "cancelled" and "first_chunk_s" in h["error"]
+    assert h["latency_s"] >= 0.25  # how long the answer waited for it
+    assert seen["closed before part 1"]
+
+
+async def test_a_dropped_proposal_ends_in_a_cancelled_event(fake):
+    config = chunkwise(
+        [WordStreamer(label="A", words=2), WordStreamer(label="H", first=3.0)],
+        fake("AGG"),
+        aggregation={"first_chunk_s": 0.3},
+    )
+    mine = [
+        (e["event"], e.get("status"))
+        for e in await events_of(config)
+        if e.get("configured_model") == "H"
+    ]
+    assert mine == [("started", None), ("failed", "cancelled")]
+
+
+async def test_a_streamed_proposals_failed_event_is_redacted_and_says_its_status(fake):
+    secret = "sk-chunkwise-review-0123456789abcdef"
+    register_secret(secret)
+    bad = WordStreamer(label="B", words=4, fail_at=1, fail_exc=ValueError(f"bad key {secret}"))
+    config = chunkwise([WordStreamer(label="A", words=2), bad], fake("AGG"))
+    failed = [e for e in await events_of(config) if e["event"] == "failed"]
+    assert [(e["configured_model"], e["status"]) for e in failed] == [("B", "failed")]
+    assert secret not in str(failed) and "bad key" in failed[0]["error"]
+
+
+async def test_finished_events_of_the_streamed_layer_carry_tokens(fake):
+    config = chunkwise([WordStreamer(label="A", words=2)], fake("AGG"))
+    finished = [e for e in await events_of(config) if e["event"] == "finished"]
+    assert {e["configured_model"] for e in finished} == {"A", "AGG"}
+    assert all(e["completion_tokens"] > 0 for e in finished)
+
+
+async def test_a_retried_part_is_in_the_aggregators_record(fake):
+    config = chunkwise(
+        [fake("A"), fake("B")],
+        fake("AGG", fail=lambda n, m: ConnectionError("reset by peer") if n == 1 else None),
+        retry=NO_WAIT,
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    [agg] = by_model(out, "AGG")
+    assert agg["status"] == "ok" and agg["attempts"] == 2
+    assert "reset by peer" in agg["retried_errors"][0]
+
+
+async def test_a_proposal_that_fails_before_its_first_word_is_retried(fake):
+    flaky = WordStreamer(label="F", words=2, fail_attempts=1)
+    config = chunkwise([WordStreamer(label="A", words=2), flaky], fake("AGG"), retry=NO_WAIT)
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    [f] = by_model(out, "F")
+    assert (f["status"], f["attempts"], f["output"]) == ("ok", 2, "F0 F1")
+
+
+async def test_a_proposal_that_fails_after_its_first_word_is_not_retried(fake):
+    broken = WordStreamer(label="B", words=6, gap=0.02, fail_at=3)
+    config = chunkwise([WordStreamer(label="A", words=2), broken], fake("AGG"), retry=NO_WAIT)
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    [b] = by_model(out, "B")
+    assert (b["status"], b["attempts"], broken.state["calls"]) == ("failed", 1, 1)
+
+
+async def test_a_streamed_proposer_past_its_timeout_says_so(fake):
+    config = chunkwise(
+        [WordStreamer(label="A", words=2), WordStreamer(label="H", first=5.0)],
+        fake("AGG"),
+        call_timeout_s=0.3,
+        retry={"max_attempts": 1},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    [h] = by_model(out, "H")
+    assert h["status"] == "failed" and "did not answer within 0.3s" in h["error"]
+
+
+async def test_parts_stop_once_the_run_budget_is_spent_and_the_answer_says_so(fake):
+    config = chunkwise(
+        [WordStreamer(label=x, words=40, gap=0.005) for x in "AB"],
+        fake("AGG"),
+        budget={"max_tokens": 100},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    meta = out["messages"][-1].response_metadata["moa"]
+    assert (
+        meta["fallback"] == "budget" and "the answer ends after its part" in meta["fallback_reason"]
+    )
+    assert out["usage"]["total"]["total_tokens"] < 200
+    assert {c["status"] for c in out["calls"] if c["role"] == "proposer"} == {"cancelled"}
+
+
+async def test_a_budget_spent_before_the_first_part_answers_with_a_labelled_proposal(fake):
+    # A's whole answer costs 3 tokens: the budget is spent before the first part.
+    proposers = [WordStreamer(label="A", words=2), WordStreamer(label="B", words=10, gap=0.1)]
+    config = chunkwise(proposers, fake("AGG"), budget={"max_tokens": 3})
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    meta = out["messages"][-1].response_metadata["moa"]
+    assert (out["messages"][-1].content, meta["fallback"]) == ("A0 A1", "budget")
+    assert "no aggregator part was started" in meta["fallback_reason"]
+    assert [c["status"] for c in out["calls"]] == ["ok", "cancelled"]
+    raising = config.model_copy(update={"on_aggregator_failure": "raise"})
+    with pytest.raises(BudgetExhaustedError):
+        await create_moa_graph(raising).ainvoke(QUESTION)
+
+
+def test_stop_and_call_options_reach_the_parts_and_the_proposers(fake, log):
+    config = chunkwise([fake("A"), fake("B")], fake("AGG"))
+    create_moa_graph(config).invoke(
+        {**QUESTION, "stop": ["X"], "call_kwargs": {"seed": 3}, "final_kwargs": {"logprobs": True}}
+    )
+    agg, proposer = log.by("AGG")[0].kwargs, log.by("A")[0].kwargs
+    assert (agg.get("stop"), agg.get("seed"), agg.get("logprobs")) == (["X"], 3, True)
+    assert proposer.get("seed") == 3 and "stop" not in proposer and "logprobs" not in proposer
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+        {"final_kwargs": {"response_format": {"type": "json_object"}}},
+    ],
+    ids=["tools", "response_format"],
+)
+def test_options_chunk_wise_cannot_honour_are_refused_with_the_fix(fake, extra):
+    config = chunkwise([fake("A")], fake("AGG"))
+    with pytest.raises(MoAConfigError, match=r"aggregation\.start 'all' or 'quorum'"):
+        create_moa_graph(config).invoke({**QUESTION, **extra})
+
+
+async def test_early_start_says_how_long_a_dropped_straggler_ran(fake):
+    config = MoAConfig(
+        proposers=[
+            fake("Q0", delay=lambda n: 0.3),
+            fake("Q1", delay=lambda n: 0.3),
+            fake("H", delay=lambda n: 30.0),
+        ],
+        aggregator=fake("AGG"),
+        layers=2,
+        aggregation={"start": "quorum", "quorum": 2},
+        retry={"max_attempts": 1},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    dropped = out["messages"][-1].response_metadata["moa"]["early_start"]["dropped"]
+    assert [d["configured_model"] for d in dropped] == ["H"] and dropped[0]["latency_s"] >= 0.25
+
+
+async def test_a_failed_part_with_raise_stops_the_proposals_at_once(fake):
+    slow = WordStreamer(label="S", words=4, gap=1.5)
+    config = chunkwise(
+        [WordStreamer(label="A", words=2), slow],
+        fake("AGG", fail=lambda n, m: ValueError("400 bad request")),
+        on_aggregator_failure="raise",
+        aggregation={"chunk_tokens": 1},
+    )
+    started = time.monotonic()
+    with pytest.raises(AggregatorFailedError) as info:
+        await create_moa_graph(config).ainvoke(QUESTION)
+    assert time.monotonic() - started < 1.4
+    assert "cancelled_at" in slow.state
+    assert [c["status"] for c in info.value.calls] == ["ok", "cancelled", "failed"]
+
+
+async def test_a_failed_part_falls_back_once_one_proposal_is_complete(fake):
+    slow = WordStreamer(label="S", words=4, gap=1.5)
+    config = chunkwise(
+        [WordStreamer(label="A", words=2), slow],
+        fake("AGG", fail=lambda n, m: ValueError("400 bad request")),
+        aggregation={"chunk_tokens": 1},
+    )
+    started = time.monotonic()
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    assert time.monotonic() - started < 1.4
+    assert out["messages"][-1].content == "A0 A1"
+    assert out["messages"][-1].response_metadata["moa"]["fallback"] == "best_proposal"
+
+
+async def test_first_chunk_s_never_drops_below_the_quorum(fake):
+    config = chunkwise(
+        [WordStreamer(label=x, first=0.4, words=2) for x in "AB"],
+        fake("AGG"),
+        aggregation={"first_chunk_s": 0.2},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    assert out["messages"][-1].content.startswith("AGG")
+    # The first to write keeps the answer going; the other, still silent then, is dropped.
+    assert sorted(c["status"] for c in out["calls"] if c["role"] == "proposer") in (
+        ["cancelled", "ok"],
+        ["ok", "ok"],
+    )
+
+
+async def test_a_failed_proposal_is_not_listed_in_later_parts(fake):
+    config = chunkwise(
+        [
+            WordStreamer(label="A", words=8, gap=0.05),
+            WordStreamer(label="B", words=8, gap=0.05, fail_at=3),
+        ],
+        fake("AGG"),
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    parts = out["messages"][-1].response_metadata["moa"]["chunkwise"]["parts"]
+    seen_b = [s for p in parts for s in p["saw"] if s["proposer"] == 1]
+    assert seen_b and not any(s["complete"] for s in seen_b)
+    assert all(s["proposer"] == 0 for s in parts[-1]["saw"])
+
+
+async def test_shuffled_reference_order_applies_to_the_chunk_wise_layer(fake, log):
+    def config(start):
+        aggregation = {"start": "chunks", "chunk_tokens": 50} if start == "chunks" else {}
+        return MoAConfig(
+            proposers=[fake(f"P{i}") for i in range(6)],
+            aggregator=fake(f"AGG-{start}"),
+            layers=2,
+            reference_order="shuffled",
+            shuffle_seed=1,
+            aggregation=aggregation,
+        )
+
+    def order(label):
+        text = "".join(m.text for m in log.by(label)[-1].messages)
+        return [int(n) for n in re.findall(r"P(\d) #", text)]
+
+    await create_moa_graph(config("all")).ainvoke(QUESTION)
+    await create_moa_graph(config("chunks")).ainvoke(QUESTION)
+    assert order("AGG-all") == order("AGG-chunks") != sorted(order("AGG-all"))
