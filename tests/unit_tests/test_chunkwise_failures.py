@@ -313,3 +313,31 @@ async def test_shuffled_reference_order_applies_to_the_chunk_wise_layer(fake, lo
     await create_moa_graph(config("all")).ainvoke(QUESTION)
     await create_moa_graph(config("chunks")).ainvoke(QUESTION)
     assert order("AGG-all") == order("AGG-chunks") != sorted(order("AGG-all"))
+
+
+async def test_max_parts_bounds_the_aggregator_calls_and_the_last_reads_complete_proposals(
+    fake, log
+):
+    config = chunkwise(
+        [WordStreamer(label=x, words=30, gap=0.002) for x in "AB"],
+        fake("AGG"),
+        aggregation={"max_parts": 3},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    parts = out["messages"][-1].response_metadata["moa"]["chunkwise"]["parts"]
+    assert len(parts) == len(log.by("AGG")) == 3
+    assert [s["complete"] for s in parts[-1]["saw"]] == [True, True]
+
+
+def test_the_parts_count_toward_the_calls_a_run_makes(fake):
+    config = chunkwise([fake("A"), fake("B")], fake("AGG"), aggregation={"max_parts": 5})
+    assert config.calls_per_run() == 2 + 5
+    with pytest.raises(ValueError, match=r"over the limit of 6 set by budget\.max_calls"):
+        chunkwise(
+            [fake("A"), fake("B")],
+            fake("AGG"),
+            aggregation={"max_parts": 5},
+            budget={"max_calls": 6},
+        )
+    with pytest.raises(ValueError, match="max_parts applies with start 'chunks' only"):
+        MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), aggregation={"max_parts": 2})

@@ -26,6 +26,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+DEFAULT_MAX_PARTS = 16
+
 
 class AggregationConfig(BaseModel):
     """When the final step may start (``MoAConfig.aggregation``)."""
@@ -53,6 +55,13 @@ class AggregationConfig(BaseModel):
         description="chunks: start without the proposers that have not written their first "
         "chunk after this many seconds.",
     )
+    max_parts: int = Field(
+        default=DEFAULT_MAX_PARTS,
+        ge=1,
+        description="chunks: most parts (aggregator calls) one answer takes; the last one "
+        "waits for the complete proposals. Bounds the calls a run makes (budget.max_calls, "
+        "moa serve's --max-calls).",
+    )
 
     continuation: Literal["auto", "prefill", "instruction"] = Field(
         default="auto",
@@ -76,6 +85,11 @@ class AggregationConfig(BaseModel):
             raise ValueError(
                 "aggregation.continuation applies with start 'chunks' only: set "
                 "aggregation.start to 'chunks' or remove continuation"
+            )
+        if self.start != "chunks" and self.max_parts != DEFAULT_MAX_PARTS:
+            raise ValueError(
+                "aggregation.max_parts applies with start 'chunks' only: set "
+                "aggregation.start to 'chunks' or remove max_parts"
             )
         if self.start == "chunks" and self.every_layer:
             raise ValueError(

@@ -9,7 +9,9 @@ aggregate node runs the last one itself (`Plan.proposer_node_layers`):
    answer from the proposals as far as they are written, capped at `chunk_tokens`; its tokens
    stream to the caller as the answer's first tokens;
 3. each further chunk of the proposals gives one further part, the aggregator continuing its
-   answer so far; once every proposal is complete, the last part finishes the answer.
+   answer so far; once every proposal is complete, the last part finishes the answer. An
+   answer takes at most `max_parts` parts (each part is a model call, and a run's calls are
+   bounded): the last one waits for the complete proposals.
 
 A part continues the answer so far in one of two ways (``aggregation.continuation``). With
 ``prefill`` the answer so far is the start of the aggregator's own message (a trailing
@@ -31,6 +33,7 @@ retries ends in the labelled best-proposal fallback, or `AggregatorFailedError`)
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,6 +84,8 @@ if TYPE_CHECKING:
     from langgraph_moa.variants import Plan
 
 IN_PROGRESS = "[this response is still being written; it continues later]"
+EVERY_WORD = sys.maxsize
+"""A word count no proposal reaches: `_wait` for it waits until every live one is complete."""
 CONTINUE = (
     "You are writing your answer in parts while the responses above are still being "
     "written. Your answer so far is between the markers below. Continue it exactly where it "
@@ -396,6 +401,9 @@ class _Chunkwise:
                 else:
                     await self._wait_first(words, cfg.aggregation.first_chunk_s)
                 last = all(d or not live for d, live in zip(self.done, self.live, strict=True))
+                if not last and len(parts) + 1 >= cfg.aggregation.max_parts:
+                    await self._wait(EVERY_WORD, None)  # the last part reads them complete
+                    last = True
                 if not any(t.strip() for t in self.texts) and not last:
                     self.changed.clear()  # nothing written yet: wait for a word or an end
                     await self.changed.wait()

@@ -104,7 +104,11 @@ class Plan:
     def calls_per_run(cls, cfg: MoAConfig) -> int:
         """Model calls a fully successful run makes: the budget and the server count on it."""
         per_layer = sum(p.samples for p in cfg.proposers)
-        return per_layer * cfg.proposer_layers + (0 if cls.final_role == "selector" else 1)
+        if cls.final_role == "selector":
+            final = 0
+        else:  # chunk-wise: one call per part of the answer
+            final = cfg.aggregation.max_parts if cfg.aggregation.chunked else 1
+        return per_layer * cfg.proposer_layers + final
 
     @classmethod
     def is_adaptive(cls, cfg: MoAConfig) -> bool:
