@@ -341,3 +341,14 @@ def test_the_parts_count_toward_the_calls_a_run_makes(fake):
         )
     with pytest.raises(ValueError, match="max_parts applies with start 'chunks' only"):
         MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), aggregation={"max_parts": 2})
+
+
+async def test_an_answer_at_its_cap_stands_though_every_proposal_was_cut_off(fake):
+    config = chunkwise(
+        [WordStreamer(label=x, words=40, gap=0.01) for x in "AB"],
+        {"model": fake("AGG"), "max_tokens": 3},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    assert out["messages"][-1].content.startswith("AGG")
+    assert [c["status"] for c in out["calls"]] == ["cancelled", "cancelled", "ok"]
+    assert "fallback" not in out["messages"][-1].response_metadata["moa"]

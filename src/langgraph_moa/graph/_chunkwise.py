@@ -391,6 +391,7 @@ class _Chunkwise:
         call = CallId("aggregator", self.layer + 1, -1, 0, cfg.final.label)
         written = _Written()
         parts, responses = written.parts, written.responses
+        every_one_failed = False
         try:
             emit("started", **call.fields())
             words = cfg.aggregation.chunk_tokens
@@ -409,7 +410,8 @@ class _Chunkwise:
                     await self.changed.wait()
                     continue
                 if last and not self._any_answered():
-                    break  # every proposal failed: handled below
+                    every_one_failed = True
+                    break  # handled below, once the streams are closed
                 if self._budget_spent(responses):
                     return self._budget_ended(call, written)
                 cap = _part_cap(cfg.aggregation.chunk_tokens, room, last)
@@ -437,8 +439,8 @@ class _Chunkwise:
         finally:
             for task in self.tasks:
                 task.cancel()  # none is still running here but on an error of this node
-        if not self._any_answered():
-            # Every proposal failed, mid-stream too: no part's text may stand as an answer.
+        if every_one_failed:
+            # Mid-stream too: no part's text may stand as an answer.
             record = self._aggregator_record(call, written)
             raise AllProposersFailedError(self.layer, self._calls(record))
         return self._answer(call, written, self._aggregator_record(call, written))
