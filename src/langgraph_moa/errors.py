@@ -162,6 +162,11 @@ class AggregatorFailedError(_RunError):
         )
         self.model = model
         self.__cause__ = error
+        self.summary = (
+            f"The aggregator {model!r} failed, so no answer was written: "
+            f"{describe_error(error, 200).rstrip('.')}."
+        )
+        """The error in one short sentence (what `moa serve` sends its client)."""
 
 
 # --- one call -----------------------------------------------------------------------------

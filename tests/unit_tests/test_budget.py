@@ -61,3 +61,15 @@ def test_where_no_fallback_may_answer_the_run_raises_with_its_calls(fake, log):
     with pytest.raises(BudgetExhaustedError, match=r"budget\.max_tokens of 1") as caught:
         create_moa_graph(config).invoke(QUESTION)
     assert len(caught.value.calls) == 2 and len(log.calls) == 2
+
+
+def test_a_run_asking_for_a_structure_raises_rather_than_answer_free_text(fake, log):
+    # The run's own response_format (final_kwargs, as moa serve sends it) counts like the
+    # graph's: a spent budget may not answer with a proposal's free text.
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), budget={"max_tokens": 1}
+    )
+    structured = {**QUESTION, "final_kwargs": {"response_format": {"type": "json_object"}}}
+    with pytest.raises(BudgetExhaustedError):
+        create_moa_graph(config).invoke(structured)
+    assert len(log.calls) == 2

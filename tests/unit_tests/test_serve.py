@@ -681,3 +681,27 @@ def test_unknown_routes_and_methods_list_every_route_the_server_has(system):
             "GET /health.",
         ):
             assert route in message, message
+
+
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("response_format", [SCHEMA, {"type": "json_object"}])
+def test_a_structured_request_whose_aggregator_fails_is_a_502_not_free_text(fake, response_format):
+    # The graph's rule, "a caller asking for a structure gets one or an error", must hold
+    # for the format a client sends, which travels in the run's final_kwargs.
+    down = fake("AGG", fail=lambda n, m: ValueError("down"))
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=down, layers=2, name="m")
+    app = local(create_app({"m": config}))
+    body = {"model": "m", "messages": USER, "response_format": response_format}
+    error = assert_one_sentence(post(app, body), 502)
+    assert error["type"] == "upstream_error"
+
+
+def test_a_text_response_format_still_gets_the_labelled_fallback(fake):
+    down = fake("AGG", fail=lambda n, m: ValueError("down"))
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=down, layers=2, name="m")
+    body = {"model": "m", "messages": USER, "response_format": {"type": "text"}}
+    response = post(local(create_app({"m": config})), body)
+    assert response.status_code == 200
+    assert response.json()["moa"]["fallback"] == "best_proposal"

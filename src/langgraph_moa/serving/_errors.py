@@ -6,7 +6,7 @@ from pydantic import (
     ValidationError,
 )
 
-from langgraph_moa._redact import redact, summarize_error
+from langgraph_moa._redact import redact
 from langgraph_moa.config._schema import explain_errors
 from langgraph_moa.errors import (
     AggregatorFailedError,
@@ -56,10 +56,8 @@ def _api_error(exc: MoAError) -> _APIError:
     """Map one of the package's errors to its HTTP status, OpenAI error type and code."""
     if isinstance(exc, RequestTimeoutError):
         return _APIError(504, str(exc), "timeout_error", "request_timeout")
-    if isinstance(exc, AllProposersFailedError):
+    if isinstance(exc, AllProposersFailedError | AggregatorFailedError):
         return _APIError(502, exc.summary, "upstream_error")
-    if isinstance(exc, AggregatorFailedError):
-        return _APIError(502, summarize_error(str(exc), 400), "upstream_error")
     if isinstance(exc, MissingAPIKeyError):
         return _APIError(500, str(exc), "server_configuration_error")
     if isinstance(exc, ModelNotAllowedError):
