@@ -382,3 +382,106 @@ def test_a_degraded_answer_says_so_in_the_stream_and_the_history(fake, tmp_path)
     assert answer["fallback"] == "best_proposal" and "aggregator down" in answer["fallback_reason"]
     assert answer["text"] in ("A #1", "B #1") and done["status"] == "degraded"
     assert client.get("/v1/moa/runs").json()["data"][0]["status"] == "degraded"
+
+
+# --- the run stream honours the chat route's bounds and options ---------------------------
+
+
+def test_a_run_past_the_request_timeout_ends_with_its_504_error_event(fake, log, tmp_path):
+    from langgraph_moa.config._limits import RequestLimits
+
+    slow = fake("A", delay=lambda n: 3.0)
+    config = MoAConfig(proposers=[slow], aggregator=fake("AGG"), layers=2, name="m")
+    app = create_app(
+        {"m": config},
+        limits=RequestLimits(request_timeout_s=1),
+        history=History(tmp_path / "h.sqlite3"),
+    )
+    client = TestClient(app, base_url="http://localhost")
+    events = sse_events(client.post("/v1/moa/runs", json={"model": "m", "messages": USER}).text)
+    error = events[-2]
+    assert error["event"] == "error" and error["status"] == 504, error
+    assert error["type"] == "timeout_error" and "\n" not in error["message"]
+    assert events[-1]["status"] == "failed"
+    assert client.get("/v1/moa/runs").json()["data"][0]["status"] == "failed"
+    assert not log.by("AGG")  # no aggregator after the deadline
+
+
+def test_the_run_streams_error_is_the_chat_routes_one_redacted_sentence(fake):
+    secret = "Authorization: Bearer sk-abcdefghijklmnopqrstuvwxyz012345"
+    failing = {"fail": lambda n, messages: ValueError(f"down\n{secret}")}
+    proposers = [fake(label, **failing) for label in "AB"]
+    config = MoAConfig(proposers=proposers, aggregator=fake("AGG"), retry={"max_attempts": 1})
+    client = TestClient(create_app({"m": config}), base_url="http://localhost")
+    body = {"model": "m", "messages": USER}
+    text = client.post("/v1/moa/runs", json=body).text
+    error = next(e for e in sse_events(text) if e["event"] == "error")
+    chat = client.post("/v1/chat/completions", json=body).json()["error"]
+    assert error["message"] == chat["message"]
+    assert "\n" not in error["message"] and error["message"].endswith(".")
+    assert "sk-abcdefghijklmnopqrstuvwxyz" not in text
+
+
+def test_the_run_stream_sends_the_requests_call_options_and_trace_metadata(fake, log, monkeypatch):
+    from langgraph_moa.serving import _ui
+
+    seen = []
+
+    class Spy(_ui.RunEvents):
+        def __init__(self, graph, run_input, config=None, **kwargs):
+            seen.append(config)
+            super().__init__(graph, run_input, config, **kwargs)
+
+    monkeypatch.setattr(_ui, "RunEvents", Spy)
+    agg = fake("AGG", logprob=lambda n: -0.5)
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=agg, layers=2, name="m")
+    client = TestClient(create_app({"m": config}), base_url="http://localhost")
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    body = {
+        "model": "m",
+        "messages": USER,
+        "tools": tools,
+        "tool_choice": "auto",
+        "stop": ["zz"],
+        "seed": 3,
+        "response_format": {"type": "json_object"},
+        "logprobs": True,
+        "user": "u-1",
+        "metadata": {"team": "a"},
+    }
+    response = client.post("/v1/moa/runs", json=body)
+    assert response.status_code == 200, response.text
+    assert len(log.calls) == 3 and all(c.kwargs.get("tools") for c in log.calls)
+    assert all(c.kwargs.get("seed") == 3 for c in log.calls)
+    final = log.by("AGG")[0].kwargs
+    assert final["stop"] == ["zz"] and final["response_format"] == {"type": "json_object"}
+    assert final["logprobs"] is True
+    answer = next(e for e in sse_events(response.text) if e["event"] == "answer")
+    assert answer["finish_reason"] == "stop"
+    assert [t["logprob"] for t in answer["logprobs"]["content"]] == [-0.5, -0.5]
+    assert seen[0]["metadata"] == {"user": "u-1", "request_metadata": {"team": "a"}}
+
+
+def test_the_run_streams_answer_carries_the_answers_tool_calls(fake):
+    def call_f(label, n, messages, kwargs):
+        return [{"name": "f", "args": {"x": 1}, "id": f"c{n}"}]
+
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")], aggregator=fake("AGG", tool_calls=call_f), layers=2
+    )
+    client = TestClient(create_app({"m": config}), base_url="http://localhost")
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    text = client.post("/v1/moa/runs", json={"model": "m", "messages": USER, "tools": tools}).text
+    answer = next(e for e in sse_events(text) if e["event"] == "answer")
+    assert answer["finish_reason"] == "tool_calls"
+    assert answer["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"x": 1}'}
+
+
+def test_the_run_stream_refuses_stream_false_in_one_sentence(system):
+    client = TestClient(create_app({"m": system}), base_url="http://localhost")
+    body = {"model": "m", "messages": USER, "stream": False}
+    refused = client.post("/v1/moa/runs", json=body)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == "stream" and "/v1/chat/completions" in error["message"]
+    assert client.post("/v1/moa/runs", json={**body, "stream": True}).status_code == 200

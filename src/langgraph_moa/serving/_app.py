@@ -25,7 +25,6 @@ pydantic model reads every body, and every refusal is an OpenAI-style error body
 sentence. A client that disconnects cancels its run, so nothing is paid for after it left.
 """
 
-import asyncio
 import json
 import time
 import uuid
@@ -39,13 +38,19 @@ from langgraph_moa.config._schema import MoAConfig, explain_errors
 from langgraph_moa.errors import (
     MoAConfigError,
     MoAError,
-    RequestTimeoutError,
 )
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream, RunEvents
-from langgraph_moa.run._calls import request_deadline
 from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError
-from langgraph_moa.serving._events import KEEPALIVE_S, STREAM_HEADERS, ProgressChunks, pump
+from langgraph_moa.serving._events import (
+    KEEPALIVE_S,
+    STREAM_HEADERS,
+    ProgressChunks,
+    final_logprobs,
+    finish_reason,
+    pump,
+    wire_tool_calls,
+)
 from langgraph_moa.serving._guard import BrowserGuard, ServeSecurity
 from langgraph_moa.serving._history import History
 from langgraph_moa.serving._policy import ModelPolicy, _Job, _Preparer, check_allowed_models
@@ -54,6 +59,7 @@ from langgraph_moa.serving._requests import (
     _disconnected,
     _Guard,
     _read_body,
+    _timed,
     _unless_disconnected,
     _within,
 )
@@ -225,6 +231,7 @@ def create_app(
         keepalive_s=keepalive_s,
         max_body_bytes=max_body_bytes,
         prices=prices,
+        request_timeout_s=limits.request_timeout_s,
     )
     return app
 
@@ -282,36 +289,11 @@ def _provenance(answer: Any) -> dict[str, Any]:
     } | {k: moa[k] for k in ("early_start", "chunkwise") if k in moa}
 
 
-def _finish_reason(answer: Any) -> str:
-    """Return the final call's finish reason (``length``, ``tool_calls``, ...), as OpenAI's."""
-    if answer.tool_calls:
-        return "tool_calls"
-    reason = answer.response_metadata.get("finish_reason")
-    return reason if isinstance(reason, str) and reason else "stop"
-
-
-def _tool_calls(answer: Any) -> list[dict[str, Any]]:
-    """Return the answer's tool calls in OpenAI's wire format."""
-    return [
-        {
-            "id": call["id"],
-            "type": "function",
-            "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
-        }
-        for call in answer.tool_calls
-    ]
-
-
-def _logprobs(answer: Any, asked: bool) -> Any:
-    """Return the final call's logprobs, when the request asked for them."""
-    return answer.response_metadata.get("logprobs") if asked else None
-
-
 def _completion(name: str, state: dict[str, Any], *, logprobs: bool = False) -> dict[str, Any]:
     answer = state["messages"][-1]
     message: dict[str, Any] = {"role": "assistant", "content": answer.text}
     if answer.tool_calls:
-        message["tool_calls"] = _tool_calls(answer)
+        message["tool_calls"] = wire_tool_calls(answer)
         message["content"] = answer.text or None
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -322,8 +304,8 @@ def _completion(name: str, state: dict[str, Any], *, logprobs: bool = False) -> 
             {
                 "index": 0,
                 "message": message,
-                "logprobs": _logprobs(answer, logprobs),
-                "finish_reason": _finish_reason(answer),
+                "logprobs": final_logprobs(answer, logprobs),
+                "finish_reason": finish_reason(answer),
             }
         ],
         "usage": _usage(answer),
@@ -390,21 +372,6 @@ async def _after_start(opened: str, stream: AsyncIterator[str]) -> AsyncIterator
         yield "data: [DONE]\n\n"
 
 
-async def _timed(source: AsyncIterator[str], seconds: float) -> AsyncIterator[str]:
-    """Relay a stream under the request's deadline; past it, raise `RequestTimeoutError`.
-
-    The deadline is set in the task that runs the graph (`pump`'s producer), so every call,
-    and every ``Retry-After`` wait, sees it.
-    """
-    with request_deadline(seconds):
-        try:
-            async with asyncio.timeout(seconds):
-                async for item in source:
-                    yield item
-        except TimeoutError:
-            raise RequestTimeoutError(seconds) from None
-
-
 def _chunk_base(model: str) -> dict[str, Any]:
     """Return the fields every chunk of one stream repeats."""
     return {
@@ -447,11 +414,11 @@ async def _events(
             yield content(text)
         answer = stream.answer
     if answer.tool_calls:
-        calls = [{"index": i, **call} for i, call in enumerate(_tool_calls(answer))]
+        calls = [{"index": i, **call} for i, call in enumerate(wire_tool_calls(answer))]
         yield event({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]})
-    done: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": _finish_reason(answer)}
+    done: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": finish_reason(answer)}
     if job.logprobs:
-        done["logprobs"] = _logprobs(answer, True)
+        done["logprobs"] = final_logprobs(answer, True)
     yield event({"choices": [done], "moa": _provenance(answer)})
     if job.include_usage:
         yield event({"choices": [], "usage": _usage(answer)})

@@ -110,8 +110,38 @@ def run_event(run_id: str, model: str, question: str, config: MoAConfig) -> dict
     }
 
 
-def answer_event(state: dict[str, Any], prices: Prices | None = None) -> dict[str, Any]:
+def finish_reason(answer: Any) -> str:
+    """Return the final call's finish reason (``length``, ``tool_calls``, ...), as OpenAI's."""
+    if answer.tool_calls:
+        return "tool_calls"
+    reason = answer.response_metadata.get("finish_reason")
+    return reason if isinstance(reason, str) and reason else "stop"
+
+
+def wire_tool_calls(answer: Any) -> list[dict[str, Any]]:
+    """Return the answer's tool calls in OpenAI's wire format."""
+    return [
+        {
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+        }
+        for call in answer.tool_calls
+    ]
+
+
+def final_logprobs(answer: Any, asked: bool) -> Any:
+    """Return the final call's logprobs, when the request asked for them."""
+    return answer.response_metadata.get("logprobs") if asked else None
+
+
+def answer_event(
+    state: dict[str, Any], prices: Prices | None = None, *, logprobs: bool = False
+) -> dict[str, Any]:
     """Return the last event of a run: the answer, its provenance, and the agreement shown.
+
+    As the chat route's answer: ``finish_reason``, the answer's ``tool_calls`` (OpenAI's
+    wire format) when it has some, and the final call's ``logprobs`` when asked for.
 
     ``usage.critical_path_s`` is the sum of each layer's slowest call: the time the run
     would take with every layer's calls in parallel and nothing else. ``cost`` prices the
@@ -135,7 +165,12 @@ def answer_event(state: dict[str, Any], prices: Prices | None = None) -> dict[st
             "layers": usage.get("layers", []),
         },
         "cost": run_cost(moa.get("calls") or [], prices),
+        "finish_reason": finish_reason(answer),
     }
+    if answer.tool_calls:
+        event["tool_calls"] = wire_tool_calls(answer)
+    if logprobs:
+        event["logprobs"] = final_logprobs(answer, True)
     if selection := moa.get("selection"):
         event["selection"] = {**selection, "groups": selection_groups(selection, answered)}
     elif "ranker_reply" in moa:  # the ranker returned one proposal verbatim

@@ -209,7 +209,8 @@ class _Job:
     name: str
     messages: list[BaseMessage]
     context: MoAContext
-    stream: bool
+    stream: bool | None
+    """The body's ``stream``; None where it left it out."""
     include_usage: bool
     progress: bool = False
     options: dict[str, Any] = field(default_factory=dict)
@@ -311,7 +312,7 @@ class _Preparer:
             body.model,
             messages,
             context,
-            body.stream,
+            body.stream if "stream" in body.model_fields_set else None,
             include_usage,
             body.moa_progress,
             # Variants that answer with a proposal verbatim send final-call options to all.

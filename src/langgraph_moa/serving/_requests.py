@@ -1,9 +1,10 @@
 """One request's life on the wire: the ASGI guard, body reading, deadline, disconnects."""
 
 import asyncio
+import contextlib
 import hmac
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from langgraph_moa.errors import (
     RequestTimeoutError,
@@ -11,18 +12,38 @@ from langgraph_moa.errors import (
 from langgraph_moa.run._calls import request_deadline
 from langgraph_moa.serving._errors import _APIError, _too_large
 
+T = TypeVar("T")
 
-async def _within(seconds: float, run: Awaitable[Any]) -> Any:
-    """Await a run under the request's deadline: ``Retry-After`` waits and the run itself.
 
-    The deadline is set inside the task that runs the graph, so every call sees it.
+@contextlib.asynccontextmanager
+async def _deadline(seconds: float) -> AsyncIterator[None]:
+    """Bound what runs inside to the request's deadline; past it, `RequestTimeoutError`.
+
+    The deadline is set in the task that runs the graph, so every call, and every
+    ``Retry-After`` wait, sees it.
     """
     with request_deadline(seconds):
         try:
             async with asyncio.timeout(seconds):
-                return await run
+                yield
         except TimeoutError:
             raise RequestTimeoutError(seconds) from None
+
+
+async def _within(seconds: float, run: Awaitable[Any]) -> Any:
+    """Await a run under the request's deadline: ``Retry-After`` waits and the run itself."""
+    async with _deadline(seconds):
+        return await run
+
+
+async def _timed(source: AsyncIterator[T], seconds: float) -> AsyncIterator[T]:
+    """Relay a stream under the request's deadline; past it, raise `RequestTimeoutError`.
+
+    The deadline is set in the task that iterates it (`pump`'s producer).
+    """
+    async with _deadline(seconds):
+        async for item in source:
+            yield item
 
 
 class _Guard:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from langchain_core.messages import HumanMessage
 
+from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._prices import Prices
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.config.context import apply_context
@@ -37,7 +38,7 @@ from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError
 from langgraph_moa.serving._events import STREAM_HEADERS, answer_event, pump, run_event, sse
 from langgraph_moa.serving._history import Compactor, History, RunRecord
 from langgraph_moa.serving._policy import _Job, _Preparer
-from langgraph_moa.serving._requests import _disconnected, _read_body
+from langgraph_moa.serving._requests import _disconnected, _read_body, _timed
 
 STATIC = Path(__file__).parent / "static"
 
@@ -80,8 +81,13 @@ async def _run(
     config: MoAConfig,
     history: History | None,
     prices: Prices | None = None,
+    seconds: float = RequestLimits().request_timeout_s,
 ) -> AsyncIterator[str]:
-    """Run the job watched, as server-sent events, and keep it in the history."""
+    """Run the job watched, as server-sent events, and keep it in the history.
+
+    The run gets the chat route's input, trace metadata and deadline (`seconds`, the
+    server's ``--request-timeout``); a run past it ends with its ``error`` event (504).
+    """
     record = RunRecord(run_id, job.name, _question(job))
     log = Compactor()
     record.events = log.events  # compacted as the run goes: memory grows with calls, not tokens
@@ -100,18 +106,19 @@ async def _run(
 
     try:
         yield out(run_event(run_id, job.name, record.question, config))
-        events = RunEvents(graph, {"messages": job.messages}, context=job.context)
+        events = RunEvents(graph, job.run_input(), job.config(), context=job.context)
         try:
-            async for event in events:
+            async for event in _timed(aiter(events), seconds):
                 yield out(event)
-            answer = answer_event(events.final, prices)
+            answer = answer_event(events.final, prices, logprobs=job.logprobs)
             record.answer = answer["text"]
             record.status = "degraded" if answer.get("fallback") else "done"
             yield out(answer)
         except MoAError as exc:
             refusal = _api_error(exc)
             record.status = "failed"
-            error = {"message": str(exc), "type": refusal.kind, "status": refusal.status}
+            # The chat route's sentence: one line, redacted (not the Python error's text).
+            error = {"message": refusal.message, "type": refusal.kind, "status": refusal.status}
             yield out({"event": "error", **error})
         if history is not None:  # before 'done': a client reloading the history then sees it
             saved = True  # off the event loop: a commit waits for the disk
@@ -137,6 +144,7 @@ def add_ui(
     keepalive_s: float | None,
     max_body_bytes: int = MAX_BODY_BYTES,
     prices: Prices | None = None,
+    request_timeout_s: float = RequestLimits().request_timeout_s,
 ) -> None:
     """Add the page, its static files, the run event stream and the history to `app`."""
     from fastapi import Query, Request
@@ -165,9 +173,17 @@ def add_ui(
             )
         raw = await _read_body(request, max_body_bytes)
         job = await prepare.off_loop(raw)
+        if job.stream is False:
+            raise _APIError(
+                400,
+                "The run event stream always streams, so 'stream': false cannot apply; leave "
+                "'stream' out, or post to /v1/chat/completions for one JSON answer.",
+                param="stream",
+                code="invalid_value",
+            )
         config = apply_context(systems[job.name], job.context)
         run_id = uuid.uuid4().hex[:16]
-        source = _run(graphs[job.name], job, run_id, config, history, prices)
+        source = _run(graphs[job.name], job, run_id, config, history, prices, request_timeout_s)
         stream = pump(source, lambda: _disconnected(request), keepalive_s)
         headers = {**STREAM_HEADERS, "X-MoA-Run": run_id}
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
