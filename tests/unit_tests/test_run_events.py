@@ -485,3 +485,24 @@ def test_the_run_stream_refuses_stream_false_in_one_sentence(system):
     error = refused.json()["error"]
     assert error["param"] == "stream" and "/v1/chat/completions" in error["message"]
     assert client.post("/v1/moa/runs", json={**body, "stream": True}).status_code == 200
+
+
+def test_run_events_and_the_history_are_strict_json(fake, tmp_path):
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    agg = fake("AGG", logprob=lambda n: float("-inf"))
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=agg, layers=2, name="m")
+    app = create_app({"m": config}, history=History(tmp_path / "h.sqlite3"))
+    client = TestClient(app, base_url="http://localhost")
+    body = {"model": "m", "messages": USER, "logprobs": True}
+    text = client.post("/v1/moa/runs", json=body).text
+    events = [
+        json.loads(line[len("data: ") :], parse_constant=refuse)
+        for line in text.splitlines()
+        if line.startswith("data: ")
+    ]
+    answer = next(e for e in events if e["event"] == "answer")
+    assert [t["logprob"] for t in answer["logprobs"]["content"]] == [None, None]
+    kept = client.get(f"/v1/moa/runs/{events[0]['run_id']}").text
+    json.loads(kept, parse_constant=refuse)

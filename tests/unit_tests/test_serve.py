@@ -705,3 +705,41 @@ def test_a_text_response_format_still_gets_the_labelled_fallback(fake):
     response = post(local(create_app({"m": config})), body)
     assert response.status_code == 200
     assert response.json()["moa"]["fallback"] == "best_proposal"
+
+
+def _strict(text):
+    """Parse JSON as a strict parser would: NaN and the infinities are not JSON."""
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_streamed_chunks_are_strict_json_with_non_finite_numbers_as_null(fake, progress):
+    agg = fake("AGG", logprob=lambda n: float("-inf"))
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=agg, layers=2, name="m")
+    body = {"model": "m", "messages": USER, "stream": True, "logprobs": True}
+    text = post(local(create_app({"m": config})), {**body, "moa_progress": progress}).text
+    data = [b.split("data: ", 1)[1] for b in text.split("\n\n") if "data: " in b]
+    chunks = [_strict(d) for d in data if d != "[DONE]"]
+    done = next(c for c in chunks if c.get("choices") and c["choices"][0].get("finish_reason"))
+    assert [t["logprob"] for t in done["choices"][0]["logprobs"]["content"]] == [None, None]
+
+
+def test_the_non_stream_answer_writes_non_finite_numbers_as_null_too(fake):
+    agg = fake("AGG", logprob=lambda n: float("nan"))
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=agg, layers=2, name="m")
+    body = {"model": "m", "messages": USER, "logprobs": True}
+    answer = _strict(post(local(create_app({"m": config})), body).text)
+    assert [t["logprob"] for t in answer["choices"][0]["logprobs"]["content"]] == [None, None]
+
+
+def test_dumps_writes_strict_json_and_leaves_finite_values_alone():
+    from langgraph_moa.serving._json import dumps
+
+    assert dumps({"a": float("nan"), "b": [float("-inf"), 1.5], "c": (float("inf"),)}) == (
+        '{"a": null, "b": [null, 1.5], "c": [null]}'
+    )
+    assert dumps({"x": 0.25, "y": "s", "z": None}) == '{"x": 0.25, "y": "s", "z": null}'

@@ -25,7 +25,6 @@ pydantic model reads every body, and every refusal is an OpenAI-style error body
 sentence. A client that disconnects cancels its run, so nothing is paid for after it left.
 """
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -53,6 +52,7 @@ from langgraph_moa.serving._events import (
 )
 from langgraph_moa.serving._guard import BrowserGuard, ServeSecurity
 from langgraph_moa.serving._history import History
+from langgraph_moa.serving._json import dumps
 from langgraph_moa.serving._policy import ModelPolicy, _Job, _Preparer, check_allowed_models
 from langgraph_moa.serving._requests import (
     _ClientGone,
@@ -383,7 +383,7 @@ def _chunk_base(model: str) -> dict[str, Any]:
 
 
 def _chunk(base: dict[str, Any], payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps({**base, **payload}, default=str)}\n\n"
+    return f"data: {dumps({**base, **payload})}\n\n"
 
 
 def _role_chunk(base: dict[str, Any]) -> str:
@@ -429,4 +429,4 @@ def _error_event(exc: MoAError) -> str:
     """Return the in-band error event of a stream whose status line is already sent."""
     refusal = _api_error(exc)
     error = {"error": {"message": refusal.message, "type": refusal.kind, "code": refusal.status}}
-    return f"data: {json.dumps(error)}\n\n"
+    return f"data: {dumps(error)}\n\n"

@@ -11,7 +11,6 @@ comments, and its opt-in progress events (``moa_progress: true``).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from langgraph_moa.config._prices import Prices, run_cost
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.run._references import answered_proposals
 from langgraph_moa.serving._agreement import call_key, selection_groups, synthesis_agreement
+from langgraph_moa.serving._json import dumps
 
 KEEPALIVE_S = 10.0
 """Seconds of silence after which the stream sends a keep-alive comment."""
@@ -34,7 +34,7 @@ _END = object()
 
 def sse(event: dict[str, Any]) -> str:
     """Format one event as a server-sent event named after its ``event`` field."""
-    return f"event: {event['event']}\ndata: {json.dumps(event, default=str)}\n\n"
+    return f"event: {event['event']}\ndata: {dumps(event)}\n\n"
 
 
 async def pump(
@@ -124,7 +124,7 @@ def wire_tool_calls(answer: Any) -> list[dict[str, Any]]:
         {
             "id": call["id"],
             "type": "function",
-            "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+            "function": {"name": call["name"], "arguments": dumps(call["args"])},
         }
         for call in answer.tool_calls
     ]
@@ -204,4 +204,4 @@ class ProgressChunks:
         if event["event"] == "token" and event.get("final"):
             self.streamed = True
             return event["text"], None
-        return None, f"event: moa.progress\ndata: {json.dumps(event, default=str)}\n\n"
+        return None, f"event: moa.progress\ndata: {dumps(event)}\n\n"

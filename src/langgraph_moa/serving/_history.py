@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa.errors import MoAError
+from langgraph_moa.serving._json import dumps
 
 
 def default_history_path() -> Path:
@@ -129,7 +130,7 @@ class History:
             run.question,
             run.status,
             run.answer,
-            json.dumps(compact(run.events), default=str),  # a no-op on a compacted log
+            dumps(compact(run.events)),  # a no-op on a compacted log
         )
         with self._lock, self._db:
             self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", row)

@@ -1,0 +1,32 @@
+"""The JSON `moa serve` writes: strict JSON, whatever a provider put in a value.
+
+Python's `json.dumps` writes ``NaN``, ``Infinity`` and ``-Infinity`` for non-finite floats,
+which no JSON parser has to accept (a provider's ``-inf`` logprob, say). Every JSON text the
+server writes itself goes through `dumps`, which writes them as ``null``, as the non-stream
+answers' serializer (FastAPI's, pydantic's ``inf_nan_mode="null"``) already does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+
+def dumps(value: Any) -> str:
+    """Return `value` as strict JSON: non-finite floats as null, other objects as `str`."""
+    try:
+        return json.dumps(value, default=str, allow_nan=False)
+    except ValueError:  # a NaN or an infinity somewhere: rare, so the walk is paid only then
+        return json.dumps(_finite(value), default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """Return `value` with every non-finite float replaced by None (dicts, lists, tuples)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
