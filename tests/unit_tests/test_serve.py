@@ -243,6 +243,27 @@ def test_client_endpoints_when_enabled_never_get_the_servers_keys():
 # --- limits ----------------------------------------------------------------------------------
 
 
+def _tool(name, description="d"):
+    return {"type": "function", "function": {"name": name, "description": description}}
+
+
+def _schema_format(properties):
+    schema = {"type": "object", "properties": properties}
+    return {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
+
+
+def _calls_turn(n):
+    calls = [
+        {"id": f"c{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        for i in range(n)
+    ]
+    return {"role": "assistant", "content": None, "tool_calls": calls}
+
+
+def _tool_turn():
+    return {"role": "tool", "content": "ok", "tool_call_id": "c0"}
+
+
 @pytest.mark.parametrize(
     ("override", "flag"),
     [
@@ -254,6 +275,18 @@ def test_client_endpoints_when_enabled_never_get_the_servers_keys():
         ({"messages": [{"role": "user", "content": "x" * 200_001}]}, "--max-chars"),
         (
             {"messages": [{"role": "user", "content": [{"type": "text", "text": "w"}] * 257}]},
+            "--max-parts",
+        ),
+        # What the call options send with every call counts as the messages do.
+        ({"tools": [_tool("f", "x" * 200_000)]}, "--max-chars"),
+        ({"response_format": _schema_format({"x" * 200_000: {}})}, "--max-chars"),
+        ({"stop": ["x" * 100_001, "y" * 100_000]}, "--max-chars"),
+        ({"tools": [_tool(f"f{i}") for i in range(257)]}, "--max-parts"),
+        (
+            {
+                "messages": [*USER, _calls_turn(200), _tool_turn(), *USER],
+                "tools": [_tool("f")] * 60,
+            },
             "--max-parts",
         ),
     ],

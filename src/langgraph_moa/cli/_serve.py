@@ -88,11 +88,19 @@ def serve(
     ] = None,
     max_chars: Annotated[
         int | None,
-        _limit_option("max_chars", "--max-chars", "Characters of text per request"),
+        _limit_option(
+            "max_chars",
+            "--max-chars",
+            "Characters per request (messages, tools, response format, stop sequences)",
+        ),
     ] = None,
     max_parts: Annotated[
         int | None,
-        _limit_option("max_parts", "--max-parts", "Content parts (text, images) per request"),
+        _limit_option(
+            "max_parts",
+            "--max-parts",
+            "Content parts (text, images), tool definitions and tool calls per request",
+        ),
     ] = None,
     max_answer_tokens: Annotated[
         int | None,

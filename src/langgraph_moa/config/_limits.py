@@ -162,10 +162,12 @@ class RequestLimits(BaseModel):
     def check_conversation(self, messages: int, chars: int, parts: int = 0) -> None:
         """Refuse a conversation with too many messages, characters or content parts.
 
-        Parts are counted apart from characters: LangChain and the OpenAI SDK convert every
-        part of every message on each call, on the event loop, at tens of microseconds a
-        part; 29,000 one-letter parts (145,000 characters, under the character limit) held
-        the loop for seconds per request.
+        `chars` counts what reaches the models: the messages' strings, and the tool
+        definitions, response format and stop sequences sent with the calls. Parts (content
+        parts, tool definitions, earlier turns' tool calls) are counted apart from
+        characters: LangChain and the OpenAI SDK convert each of them on every call, on the
+        event loop, at tens of microseconds each; 29,000 one-letter parts (145,000
+        characters, under the character limit) held the loop for seconds per request.
         """
         if messages > self.max_messages:
             raise LimitExceededError(
@@ -174,12 +176,13 @@ class RequestLimits(BaseModel):
             )
         if chars > self.max_chars:
             raise LimitExceededError(
-                f"The conversation has {chars} characters, over the server's limit of "
-                f"{self.max_chars}: send less text, or have the operator raise --max-chars."
+                f"The request has {chars} characters in its messages, tools, response format "
+                f"and stop sequences, over the server's limit of {self.max_chars}: send less "
+                "text, or have the operator raise --max-chars."
             )
         if parts > self.max_parts:
             raise LimitExceededError(
-                f"The conversation has {parts} content parts, over the server's limit of "
-                f"{self.max_parts}: join adjacent text parts, or have the operator raise "
-                "--max-parts."
+                f"The request has {parts} content parts, tool definitions and tool calls, over "
+                f"the server's limit of {self.max_parts}: join adjacent text parts or send "
+                "fewer tools, or have the operator raise --max-parts."
             )

@@ -291,8 +291,8 @@ class _Preparer:
         try:
             limits.check_conversation(
                 len(body.messages),
-                sum(m.chars() for m in body.messages),
-                sum(m.parts() for m in body.messages),
+                sum(m.chars() for m in body.messages) + body.option_chars(),
+                sum(m.parts() for m in body.messages) + body.option_parts(),
             )
             context = self._context(body, limits)
             # LangChain wants 'content' even beside tool calls, where OpenAI allows null.

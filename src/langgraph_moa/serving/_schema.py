@@ -39,6 +39,11 @@ def _text_content(value: Any, *, optional: bool = False) -> Any:
     raise ValueError("content must be a string or a list of content parts with a 'type'")
 
 
+def _json_text(value: Any) -> str:
+    """Return `value` as compact JSON (what a schema costs in characters)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def _string_chars(value: Any) -> int:
     """Count the characters of every string in `value` (nested lists and dicts included)."""
     if isinstance(value, str):
@@ -124,6 +129,10 @@ class _AssistantMessage(_RoleMessage):
     @classmethod
     def _content(cls, value: Any) -> Any:
         return _text_content(value, optional=True)
+
+    def parts(self) -> int:
+        """Content parts and tool calls: each is converted again on every call."""
+        return super().parts() + len(self.tool_calls or ())
 
     @model_validator(mode="after")
     def _says_something(self) -> "_AssistantMessage":
@@ -241,6 +250,24 @@ class ChatRequest(_Body):
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
         return self
+
+    def option_chars(self) -> int:
+        """Characters the call options send with the calls (what the character limit adds).
+
+        The JSON of the tool definitions, the ``tool_choice`` and the ``response_format``
+        (its schema's keys count as much as its strings), and the stop sequences.
+        """
+        schemas: list[Any] = [t.function for t in self.tools or ()]
+        if isinstance(self.tool_choice, dict):
+            schemas.append(self.tool_choice)
+        if self.response_format is not None:
+            schemas.append(self.response_format.json_schema or {})
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        return sum(len(_json_text(s)) for s in schemas) + sum(map(len, stops))
+
+    def option_parts(self) -> int:
+        """Tool definitions: each is converted on every call, as a content part is."""
+        return len(self.tools or ())
 
     def run_options(self, *, picks_proposal: bool) -> dict[str, Any]:
         """Return the graph input's call options (see `MoAInput`) this request asks for."""
