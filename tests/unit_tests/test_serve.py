@@ -776,3 +776,34 @@ def test_dumps_writes_strict_json_and_leaves_finite_values_alone():
         '{"a": null, "b": [null, 1.5], "c": [null]}'
     )
     assert dumps({"x": 0.25, "y": "s", "z": None}) == '{"x": 0.25, "y": "s", "z": null}'
+
+
+def test_max_tokens_caps_the_proposals_where_the_answer_is_one(fake, log):
+    # On select and ranker the answer is a proposal returned verbatim: the client's cap is
+    # the proposers'; the ranker's own call keeps its own cap (it answers with a number).
+    select = MoAConfig(proposers=[fake("S1"), fake("S2")], variant="select", name="s")
+    ranker = MoAConfig(
+        proposers=[fake("R1"), fake("R2")],
+        aggregator={"model": fake("RANK"), "max_tokens": 16},
+        variant="ranker",
+        name="r",
+    )
+    client = local(create_app({"s": select, "r": ranker}))
+    for name in ("s", "r"):
+        body = {"model": name, "messages": USER, "max_tokens": 7}
+        assert post(client, body).status_code == 200
+    assert {c.label: c.max_tokens for c in log.calls} == {
+        "S1": 7,
+        "S2": 7,
+        "R1": 7,
+        "R2": 7,
+        "RANK": 16,
+    }
+
+
+def test_max_tokens_caps_the_aggregator_not_the_proposers_where_it_writes_the_answer(system, log):
+    response = post(
+        local(create_app({"m": system})), {"model": "m", "messages": USER, "max_tokens": 9}
+    )
+    assert response.status_code == 200
+    assert {c.label: c.max_tokens for c in log.calls} == {"A": 512, "B": 512, "AGG": 9}

@@ -9,8 +9,10 @@
   inner call. Per-call provenance is in the extension field ``moa``. Per-request overrides
   go in the body (``extra_body`` in the OpenAI client): ``layers``, ``proposers``,
   ``aggregator``, ``samples``, ``variant``; ``temperature`` sets the proposers'
-  temperature and ``max_tokens`` caps the answer. ``moa_progress: true`` (opt-in) adds every
-  call's progress to the stream as ``event: moa.progress`` events (docs/event-stream.md).
+  temperature and ``max_tokens`` caps the answer (the aggregator's call, or the proposers'
+  where the answer is a proposal: ``select``, ``ranker``). ``moa_progress: true`` (opt-in)
+  adds every call's progress to the stream as ``event: moa.progress`` events
+  (docs/event-stream.md).
   A stream's status waits for its first content or keep-alive (`_first_content`), so a run
   failing before any text answers with an error status, as without ``stream``.
 - ``GET /ui``, ``POST /v1/moa/runs`` and the history: the web page and the run event stream

@@ -338,12 +338,19 @@ class _Preparer:
             aggregator = self.policy.admit(body.aggregator, "aggregator")
         limits.check_answer_tokens(body.max_tokens)
         limits.check_answer_tokens(body.max_completion_tokens)
-        return MoAContext(
+        context = MoAContext(
             layers=body.layers,
             samples=body.samples,
             variant=body.variant,
             proposers=proposers,
             aggregator=aggregator,
             temperature=body.temperature,
-            aggregator_max_tokens=body.max_tokens or body.max_completion_tokens,
         )
+        # max_tokens caps the answer: the aggregator's, or where the answer is a proposal
+        # returned verbatim (select, ranker) the proposers'; the ranker keeps its own cap.
+        cap = body.max_tokens or body.max_completion_tokens
+        if cap is not None:
+            rules = variant_of(context.variant or self.systems[body.model].variant)
+            role = "aggregator_max_tokens" if rules.final_node == AGGREGATE else "max_tokens"
+            context = context.model_copy(update={role: cap})
+        return context
