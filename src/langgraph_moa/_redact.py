@@ -81,8 +81,16 @@ def redact(text: str) -> str:
 
 def summarize_error(text: str, limit: int = 300) -> str:
     """Return `text` redacted, on one line, at most `limit` characters."""
-    line = " ".join(redact(text).split())
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+    return clip(" ".join(redact(text).split()), limit)
+
+
+CLIENT_TEXT_CHARS = 100
+"""How much of a client's string an error message repeats (a model name, a field name)."""
+
+
+def clip(text: str, limit: int = CLIENT_TEXT_CHARS) -> str:
+    """Return `text` cut to at most `limit` characters, ending with "…" where it was cut."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 GENERIC_MESSAGES = frozenset({"Connection error."})

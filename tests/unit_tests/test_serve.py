@@ -240,6 +240,53 @@ def test_client_endpoints_when_enabled_never_get_the_servers_keys():
         policy.admit("openai:gpt-4o", "aggregator")  # endpoints only, not any provider
 
 
+def test_a_keyed_endpoint_of_another_preset_is_refused_not_called_without_its_key(fake):
+    # A run resolves an endpoint label against its own preset's endpoints only: in a
+    # request for preset b, preset a's keyed endpoint would be called without its key.
+    from langgraph_moa.config.context import apply_context
+    from langgraph_moa.providers._models import OpenAIEndpoint
+    from langgraph_moa.serving._errors import _APIError
+
+    keyed = OpenAIEndpoint(
+        base_url="https://api.example/v1", model="big", api_key_env="EXAMPLE_KEY"
+    )
+    systems = {
+        "a": MoAConfig(proposers=[{"model": keyed}], aggregator={"model": keyed}, name="a"),
+        "b": MoAConfig(proposers=[fake("P")], aggregator=fake("AGG"), layers=2, name="b"),
+    }
+    prepare = _Preparer(systems, ModelPolicy.for_systems(systems), RequestLimits())
+    label = "big@https://api.example/v1"
+    for field in ("proposers", "aggregator"):
+        body = {"model": "b", "messages": USER, field: [label] if field == "proposers" else label}
+        with pytest.raises(_APIError) as refused:
+            prepare(json.dumps(body).encode())
+        assert refused.value.status == 400, refused.value
+        assert "'a'" in refused.value.message and "\n" not in refused.value.message
+    own = prepare(json.dumps({"model": "a", "messages": USER, "proposers": [label]}).encode())
+    model = apply_context(systems["a"], own.context).proposers[0].model
+    assert isinstance(model, OpenAIEndpoint) and model.api_key_env == "EXAMPLE_KEY"
+
+
+def test_client_strings_echoed_in_errors_are_cut_short(client):
+    long = "z" * 5000
+    bodies = [
+        {"model": long, "messages": USER},
+        {"model": "m", "messages": USER, "variant": long},
+        {"model": "m", "messages": USER, long: 1},
+        {"model": "m", "messages": USER, "proposers": [long]},
+        {"model": "m", "messages": [{"role": long, "content": "x"}]},
+    ]
+    for body in bodies:
+        response = post(client, body)
+        assert 400 <= response.status_code < 500
+        error = response.json()["error"]
+        assert "z" * 100 not in error["message"] and "z" * 99 in error["message"], error
+        assert len(error["param"] or "") <= 100
+    for path in (f"/v1/moa/runs/{long}", f"/v1/models/{long}", f"/v1/{long}"):
+        message = client.get(path).json()["error"]["message"]
+        assert "z" * 100 not in message and len(message) < 400
+
+
 # --- limits ----------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ rules check the config and fill in its defaults.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -30,6 +31,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, ErrorDetails
 
+from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip
 from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._limits import Budget, check_budget
 from langgraph_moa.errors import MoAConfigError
@@ -503,10 +505,16 @@ def explain_errors(errors: Sequence[ErrorDetails], what: str) -> str:
     for err in errors:
         where = ".".join(str(part) for part in err["loc"])
         msg = " ".join(err["msg"].removeprefix("Value error, ").split()).rstrip(".")
+        msg = _LONG_QUOTE.sub(lambda m: f"'{clip(m[1])}'", msg)  # a long input, repeated
         given = err.get("input")
         shown = f" (got {given!r})" if err["type"] != "missing" and _short(given) else ""
         parts.append(f"{where}: {msg}{shown}" if where else f"{msg}{shown}")
     return f"Invalid {what}: " + "; ".join(parts) + "."
+
+
+_LONG_QUOTE = re.compile(rf"'([^'\s]{{{CLIENT_TEXT_CHARS + 1},}})'")
+"""A quoted word longer than a client string may be repeated (an input pydantic's message
+quotes); the package's own quoted prose has spaces and is left alone."""
 
 
 def _short(value: Any) -> bool:

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from langgraph_moa._redact import register_secret
+from langgraph_moa._redact import clip, register_secret
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._prices import Prices
 from langgraph_moa.config._schema import MoAConfig, explain_errors
@@ -157,7 +157,8 @@ def create_app(
         # Unknown routes and methods answer in OpenAI's error shape too, not {"detail"}.
         what = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = (
-            f"There is no route {request.method} {request.url.path} on this server; it serves "
+            f"There is no route {clip(request.method)} {clip(request.url.path)} on this server; "
+            f"it serves "
             f"{_route_list(app)}."
             if what
             else str(exc.detail)
@@ -182,7 +183,7 @@ def create_app(
         if model not in graphs:
             raise _APIError(
                 404,
-                f"The model {model!r} does not exist; served models: {', '.join(graphs)}.",
+                f"The model {clip(model)!r} does not exist; served models: {', '.join(graphs)}.",
                 code="model_not_found",
                 param="model",
             )

@@ -6,7 +6,7 @@ from pydantic import (
     ValidationError,
 )
 
-from langgraph_moa._redact import redact
+from langgraph_moa._redact import clip, redact
 from langgraph_moa.config._schema import explain_errors
 from langgraph_moa.errors import (
     AggregatorFailedError,
@@ -70,7 +70,7 @@ def _api_error(exc: MoAError) -> _APIError:
 def _invalid_body(exc: ValidationError) -> _APIError:
     """Turn the request model's error into one sentence naming the field (OpenAI's param)."""
     first = exc.errors(include_url=False)[0]
-    loc = [str(part) for part in first["loc"] if not _is_union_tag(part)]
+    loc = [clip(str(part)) for part in first["loc"] if not _is_union_tag(part)]
     param = ".".join(loc) or None
     if first["type"] == "json_invalid":
         return _APIError(400, f"The body is not valid JSON: {first['msg']}.", code="invalid_json")

@@ -28,6 +28,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from langgraph_moa._redact import clip
+
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 """The names a loopback server answers to by default."""
 
@@ -117,7 +119,7 @@ class BrowserGuard:
         if host and not self.any_host and host_name(host) not in self.hosts:
             return _error(
                 421,
-                f"This server does not answer to the host {host_name(host)!r}; the operator "
+                f"This server does not answer to the host {clip(host_name(host))!r}; the operator "
                 "can allow it with --allowed-host.",
                 "invalid_request_error",
                 "host_not_allowed",
@@ -126,7 +128,7 @@ class BrowserGuard:
         if origin is not None and not self._origin_allowed(origin.decode("latin-1"), host):
             return _error(
                 403,
-                f"Requests from the web origin {origin.decode('latin-1')!r} are refused; the "
+                f"Requests from the web origin {clip(origin.decode('latin-1'))!r} are refused; the "
                 "operator can allow it with --allowed-origin.",
                 "permission_error",
                 "origin_not_allowed",

@@ -13,6 +13,7 @@ from pydantic import (
     ValidationError,
 )
 
+from langgraph_moa._redact import clip
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, explain_validation_error
 from langgraph_moa.config.context import MoAContext, apply_context
@@ -47,6 +48,10 @@ class ModelPolicy:
     """The model specs clients may name, each spelled as `_label` spells it."""
     allow_client_endpoints: bool = False
     """Whether clients may name OpenAI-compatible endpoints of their own (URLs or objects)."""
+    keyed: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """The labels of keyed endpoints (``api_key_env``) -> the served presets that configure
+    each. A run resolves a label against its own preset's endpoints only (`apply_context`),
+    so in a request for another preset the label would call the endpoint without its key."""
 
     @classmethod
     def for_systems(
@@ -68,15 +73,27 @@ class ModelPolicy:
             if not isinstance(role.model, BaseChatModel)  # instances cannot be named in JSON
         ]
         labels = {_label(spec) for spec in [*served, *allow]}
-        return cls(frozenset(labels), allow_client_endpoints)
+        configured: dict[str, set[str]] = {}
+        keyed: set[str] = set()
+        for name, config in systems.items():
+            for role in [*config.proposers, *config.final_chain]:
+                if isinstance(role.model, OpenAIEndpoint):
+                    configured.setdefault(role.model.label(), set()).add(name)
+                    if role.model.api_key_env:
+                        keyed.add(role.model.label())
+        owners = {label: frozenset(configured[label]) for label in keyed}
+        return cls(frozenset(labels), allow_client_endpoints, owners)
 
-    def admit(self, spec: Any, field: str) -> str:
+    def admit(self, spec: Any, field: str, preset: str | None = None) -> str:
         """Return the spec as the run context takes it, or refuse it.
+
+        `preset`: the served preset the request runs; a keyed endpoint that only other
+        presets configure is refused for it (its label alone would lose the key).
 
         Raises:
             ModelNotAllowedError: the spec is not enabled, or is an endpoint while client
                 endpoints are not.
-            MoAConfigError: the spec is malformed.
+            MoAConfigError: the spec is malformed, or names another preset's keyed endpoint.
         """
         if isinstance(spec, dict):
             return self._client_endpoint(spec, field)
@@ -84,6 +101,13 @@ class ModelPolicy:
             label = _label(spec)
         except ValidationError as exc:
             raise MoAConfigError(explain_validation_error(exc, f"'{field}'")) from None
+        owners = self.keyed.get(label)
+        if preset is not None and owners and preset not in owners:
+            raise MoAConfigError(
+                f"'{field}' names {clip(label)!r}, an endpoint whose key is configured for "
+                f"{', '.join(map(repr, sorted(owners)))} only; send the request to that "
+                "model, or name one of this model's own."
+            )
         if label in self.allowed:
             return label
         if parse_endpoint_string(label) is not None:
@@ -95,8 +119,8 @@ class ModelPolicy:
                 "--allow-client-endpoints."
             )
         raise ModelNotAllowedError(
-            f"The model {spec!r} in '{field}' is not enabled on this server, which runs only "
-            "its presets' own models; the operator can enable more with --allow-model."
+            f"The model {clip(str(spec))!r} in '{field}' is not enabled on this server, which "
+            "runs only its presets' own models; the operator can enable more with --allow-model."
         )
 
     def _client_endpoint(self, spec: dict[str, Any], field: str) -> str:
@@ -274,7 +298,7 @@ class _Preparer:
         if body.model not in self.systems:
             raise _APIError(
                 404,
-                f"The model {body.model!r} does not exist; served models: "
+                f"The model {clip(body.model)!r} does not exist; served models: "
                 f"{', '.join(self.systems)}.",
                 code="model_not_found",
                 param="model",
@@ -331,11 +355,12 @@ class _Preparer:
                     "--max-proposers."
                 )
             proposers = [
-                self.policy.admit(spec, f"proposers[{i}]") for i, spec in enumerate(body.proposers)
+                self.policy.admit(spec, f"proposers[{i}]", body.model)
+                for i, spec in enumerate(body.proposers)
             ]
         aggregator = None
         if body.aggregator is not None:
-            aggregator = self.policy.admit(body.aggregator, "aggregator")
+            aggregator = self.policy.admit(body.aggregator, "aggregator", body.model)
         limits.check_answer_tokens(body.max_tokens)
         limits.check_answer_tokens(body.max_completion_tokens)
         context = MoAContext(

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from langchain_core.messages import HumanMessage
 
+from langgraph_moa._redact import clip
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._prices import Prices
 from langgraph_moa.config._schema import MoAConfig
@@ -203,5 +204,5 @@ def add_ui(
         _check_origin(request)
         record = await run_in_threadpool(history.get, run_id) if history is not None else None
         if record is None:
-            raise _APIError(404, f"No run {run_id!r} in the history.", code="run_not_found")
+            raise _APIError(404, f"No run {clip(run_id)!r} in the history.", code="run_not_found")
         return {**record.summary(), "answer": record.answer, "events": record.events}
