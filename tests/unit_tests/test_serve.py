@@ -854,3 +854,13 @@ def test_max_tokens_caps_the_aggregator_not_the_proposers_where_it_writes_the_an
     )
     assert response.status_code == 200
     assert {c.label: c.max_tokens for c in log.calls} == {"A": 512, "B": 512, "AGG": 9}
+
+
+def test_a_structured_request_past_the_run_token_limit_is_a_400_naming_the_flag(system, log):
+    # Where no labelled fallback may answer (a structure was asked for), the spent budget
+    # is the server's --max-run-tokens, which the client's sentence names.
+    app = create_app({"m": system}, limits=RequestLimits(max_run_tokens=1))
+    body = {"model": "m", "messages": USER, "response_format": {"type": "json_object"}}
+    error = assert_one_sentence(post(local(app), body), 400, "--max-run-tokens")
+    assert error["code"] == "limit_exceeded"
+    assert sorted(c.label for c in log.calls) == ["A", "B"]  # no aggregator call

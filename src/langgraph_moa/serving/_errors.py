@@ -11,6 +11,7 @@ from langgraph_moa.config._schema import explain_errors
 from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
+    BudgetExhaustedError,
     LimitExceededError,
     MissingAPIKeyError,
     MoAError,
@@ -64,6 +65,15 @@ def _api_error(exc: MoAError) -> _APIError:
         return _APIError(403, str(exc), "permission_error", "model_not_allowed")
     if isinstance(exc, LimitExceededError):
         return _APIError(400, str(exc), code="limit_exceeded")
+    if isinstance(exc, BudgetExhaustedError):  # its own words name a config field
+        return _APIError(
+            400,
+            f"This request's run used {exc.used} tokens, reaching its limit of {exc.limit} "
+            "before it had an answer it may return (a structure was asked for): use fewer "
+            "layers, samples or proposers or a smaller max_tokens, or have the operator "
+            "raise --max-run-tokens.",
+            code="limit_exceeded",
+        )
     return _APIError(400, redact(str(exc)))  # some carry a provider's words
 
 
