@@ -130,7 +130,7 @@ def prefills(cfg: MoAConfig) -> bool:
 
 class _Chunkwise:
     def __init__(self, nodes: MoANodes, plan: Plan, state: MoAState) -> None:
-        if nodes.response_format is not None or _asks_for_structure(state):
+        if nodes.wants_structure(state):
             raise MoAConfigError(
                 "chunk-wise aggregation writes free text: a structured answer "
                 "(response_format) needs aggregation.start 'all' or 'quorum'"
@@ -555,12 +555,6 @@ class _Written:
     parts: list[dict[str, Any]] = field(default_factory=list)
     responses: list[AIMessage] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-def _asks_for_structure(state: MoAState) -> bool:
-    """Tell whether the run's options ask the answer for a structure (``moa serve``)."""
-    wanted = (run_options(state).get("final_kwargs") or {}).get("response_format")
-    return isinstance(wanted, dict) and wanted.get("type") not in (None, "text")
 
 
 def _part_cap(chunk_tokens: int, room: int | None, last: bool) -> int | None:

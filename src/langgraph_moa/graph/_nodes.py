@@ -514,7 +514,7 @@ class MoANodes:
             return Command(update=update, goto=plan.final_node)
         best = best_available(calls)
         # A caller asking for a structure gets one or an error, never free text.
-        if cfg.on_aggregator_failure == "raise" or best is None or self._wants_structure(state):
+        if cfg.on_aggregator_failure == "raise" or best is None or self.wants_structure(state):
             raise AggregatorFailedError(record["configured_model"], error, calls)
         reason = "every aggregator failed: " + "; ".join(
             c["error"] or "" for c in calls if c["role"] == cfg.final_role
@@ -531,7 +531,7 @@ class MoANodes:
         calls = list(state.get("calls", []))
         used, limit = plan.tokens_used(state), cfg.budget.max_tokens or 0
         best = best_available(calls)
-        if cfg.on_aggregator_failure == "raise" or best is None or self._wants_structure(state):
+        if cfg.on_aggregator_failure == "raise" or best is None or self.wants_structure(state):
             raise BudgetExhaustedError(used, limit, calls)
         emit("budget_spent", used=used, limit=limit)
         reason = (
@@ -540,7 +540,7 @@ class MoANodes:
         )
         return labelled_fallback(cfg, calls, best, "budget", reason)
 
-    def _wants_structure(self, state: MoAState) -> bool:
+    def wants_structure(self, state: MoAState) -> bool:
         """Tell whether the caller asked for a structure: the graph's or the run's format.
 
         `moa serve` sends a client's `response_format` in the run's `final_kwargs`; a
