@@ -16,9 +16,19 @@ The answer's `usage_metadata` counts every inner call (proposers and aggregator)
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import uuid
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterator,
+    Sequence,
+)
+from contextlib import aclosing, closing, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -29,7 +39,7 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams, Langu
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolCallChunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
@@ -267,16 +277,100 @@ class MoAChatModel(BaseChatModel):
     def _inner_config(self, run_manager: Any) -> RunnableConfig:
         """Run the graph as a child of this model's run, so traces nest under it.
 
-        An LLM run manager has no `get_child()`; this builds the same child manager that
-        chain run managers do (inheritable handlers, tags and metadata, this run as parent).
+        LangChain hands `_stream` no run manager from `stream`, `astream`, or an `invoke`
+        that streams (it sends the tokens to the callbacks itself); then the child config
+        that `stream`/`astream`/`_generate_with_cache` below put in `_PARENT` is used.
         """
         if run_manager is None:
-            return {}
-        child = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-        child.set_handlers(run_manager.inheritable_handlers)
-        child.add_tags(run_manager.inheritable_tags)
-        child.add_metadata(run_manager.inheritable_metadata)
-        return {"callbacks": child}
+            return _PARENT.get() or {}
+        return _child_config(run_manager, run_manager.run_id)
+
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """LangChain's, with this run's child config at hand for a streaming `_stream`."""
+        with _parent(None if run_manager is None else self._inner_config(run_manager)):
+            return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """Async `_generate_with_cache`."""
+        with _parent(None if run_manager is None else self._inner_config(run_manager)):
+            return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+
+    def _stream_parent(
+        self, config: RunnableConfig | None, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[RunnableConfig, RunnableConfig]:
+        """Return the config to stream with (its run id fixed) and the graph's child config.
+
+        `stream` opens this model's run from the config with a callback manager it never
+        shows `_stream`; the same `CallbackManager.configure` call here, with the run id
+        decided now, gives the manager that run's children inherit.
+        """
+        config = ensure_config(config)
+        run_id = config.get("run_id") or uuid.uuid4()
+        manager = CallbackManager.configure(
+            config.get("callbacks"),
+            self.callbacks,
+            self.verbose,
+            config.get("tags"),
+            self.tags,
+            {
+                **(config.get("metadata") or {}),
+                **self._get_ls_params_with_defaults(stop=stop, **kwargs),
+            },
+            self.metadata,
+        )
+        return {**config, "run_id": run_id}, _child_config(manager, run_id)
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        """LangChain's `stream`, with the inner calls nested under this model's run."""
+        config, parent = self._stream_parent(config, stop, kwargs)
+        steps = cast(Generator[AIMessageChunk], super().stream(input, config, stop=stop, **kwargs))
+        with closing(steps):
+            while True:
+                with _parent(parent):
+                    chunk = next(steps, None)
+                if chunk is None:
+                    return
+                yield chunk
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """LangChain's `astream`, with the inner calls nested under this model's run."""
+        config, parent = self._stream_parent(config, stop, kwargs)
+        steps = cast(
+            AsyncGenerator[AIMessageChunk], super().astream(input, config, stop=stop, **kwargs)
+        )
+        async with aclosing(steps):
+            while True:
+                with _parent(parent):
+                    chunk = await anext(steps, None)
+                if chunk is None:
+                    return
+                yield chunk
 
     def _run(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
@@ -388,6 +482,34 @@ class MoAChatModel(BaseChatModel):
             yield await _atext_chunk(rest, run_manager)
         for chunk in _closing_chunks(stream.final):
             yield chunk
+
+
+_PARENT: ContextVar[RunnableConfig | None] = ContextVar("moa_chat_parent", default=None)
+"""The graph's config (this model's run as parent) for a `_stream` that LangChain calls
+without a run manager; set only while LangChain's own code runs that call."""
+
+
+@contextmanager
+def _parent(config: RunnableConfig | None) -> Iterator[None]:
+    """Set `_PARENT` for the code inside (LangChain's, which calls `_stream`)."""
+    token = _PARENT.set(config)
+    try:
+        yield
+    finally:
+        _PARENT.reset(token)
+
+
+def _child_config(manager: Any, run_id: uuid.UUID) -> RunnableConfig:
+    """Return a config whose runs are children of run `run_id` of `manager`'s run.
+
+    An LLM run manager has no `get_child()`; this builds the same child manager that chain
+    run managers do (inheritable handlers, tags and metadata, the run as parent).
+    """
+    child = CallbackManager(handlers=[], parent_run_id=run_id)
+    child.set_handlers(manager.inheritable_handlers)
+    child.add_tags(manager.inheritable_tags)
+    child.add_metadata(manager.inheritable_metadata)
+    return {"callbacks": child}
 
 
 @dataclass(frozen=True)

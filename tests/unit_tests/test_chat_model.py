@@ -154,8 +154,9 @@ def test_streaming_true_makes_invoke_stream_the_answer_to_callbacks(fake, log):
         def __init__(self):
             self.tokens = []
 
-        def on_llm_new_token(self, token, **kwargs):
-            self.tokens.append(token)
+        def on_llm_new_token(self, token, *, parent_run_id=None, **kwargs):
+            if parent_run_id is None:  # the MoA's own run, not its inner calls
+                self.tokens.append(token)
 
     config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG", reply=LONG), layers=2)
     handler = Tokens()
@@ -184,3 +185,79 @@ def test_langgraph_messages_mode_streams_its_tokens(fake, how):
         )
     ]
     assert len(pieces) > 2  # the answer's tokens, not one whole message
+
+
+class _Runs:
+    """Records every run's parent, tags and metadata, to check where inner calls nest."""
+
+    def __init__(self):
+        from langchain_core.callbacks import BaseCallbackHandler
+
+        runs = self.runs = {}
+
+        class Handler(BaseCallbackHandler):
+            def on_chat_model_start(self, serialized, messages, *, run_id, **kw):
+                runs[run_id] = ("chat", kw)
+
+            def on_chain_start(self, serialized, inputs, *, run_id, **kw):
+                runs[run_id] = ("chain", kw)
+
+        self.handler = Handler()
+
+    def chat_models(self):
+        return {rid: kw for rid, (kind, kw) in self.runs.items() if kind == "chat"}
+
+    def root(self, run_id):
+        while (parent := self.runs[run_id][1].get("parent_run_id")) in self.runs:
+            run_id = parent
+        return run_id
+
+
+async def _consume(llm, how, config):
+    if how == "stream":
+        return list(llm.stream("hi", config))
+    if how == "astream":
+        return [c async for c in llm.astream("hi", config)]
+    if how == "invoke, streaming=True":
+        return llm.invoke("hi", config)
+    return await llm.ainvoke("hi", config)
+
+
+@pytest.mark.parametrize(
+    "how", ["stream", "astream", "invoke, streaming=True", "ainvoke, streaming=True"]
+)
+async def test_streamed_runs_nest_the_inner_calls_under_the_models_run(fake, how):
+    """LangChain gives `_stream` no run manager; the caller's callbacks, tags and metadata
+    must still reach the proposer and aggregator calls, as children of the MoA's run."""
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    llm = MoAChatModel(config=config, streaming=True if "streaming" in how else None)
+    runs = _Runs()
+    await _consume(llm, how, {"callbacks": [runs.handler], "tags": ["t1"], "metadata": {"k": 1}})
+    chats = runs.chat_models()
+    assert len(chats) == 3  # the MoA's run, A and AGG: as with a plain invoke
+    (moa,) = [rid for rid, kw in chats.items() if kw.get("parent_run_id") is None]
+    for rid, kw in chats.items():
+        assert runs.root(rid) == moa
+        assert "t1" in kw["tags"] and kw["metadata"]["k"] == 1
+
+
+async def test_astream_events_shows_the_inner_chat_model_events(fake):
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG", reply=LONG), layers=2)
+    events = [e async for e in MoAChatModel(config=config).astream_events("hi", version="v2")]
+    started = [e["name"] for e in events if e["event"] == "on_chat_model_start"]
+    assert started == ["MoAChatModel", "layer 1 / proposer 1 / A", "layer 2 / aggregator / AGG"]
+    inner = [e for e in events if e["event"] == "on_chat_model_stream" and e["parent_ids"][1:]]
+    assert "".join(e["data"]["chunk"].text for e in inner) == "AGG says alpha beta gamma STOP delta"
+
+
+@pytest.mark.parametrize("streaming", [None, True])
+def test_langgraph_messages_mode_gets_each_token_once(fake, streaming):
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG", reply=LONG), layers=2)
+    llm = MoAChatModel(config=config, streaming=streaming)
+    builder = StateGraph(MessagesState)
+    builder.add_node("llm", lambda state: {"messages": [llm.invoke(state["messages"])]})
+    builder.add_edge(START, "llm")
+    pieces = builder.compile().stream({"messages": [("user", "hi")]}, stream_mode="messages")
+    assert "".join(chunk.text for chunk, _ in pieces) == "AGG says alpha beta gamma STOP delta"
