@@ -15,7 +15,9 @@ The answer's `usage_metadata` counts every inner call (proposers and aggregator)
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import uuid
 from collections.abc import (
     AsyncGenerator,
@@ -23,6 +25,7 @@ from collections.abc import (
     Callable,
     Generator,
     Iterator,
+    Mapping,
     Sequence,
 )
 from contextlib import aclosing, closing, contextmanager
@@ -43,7 +46,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, e
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from langgraph_moa.config._loader import load_config
 from langgraph_moa.config._schema import MoAConfig, explain_validation_error, list_presets
@@ -92,6 +95,7 @@ class MoAChatModel(BaseChatModel):
     _graph: Any = PrivateAttr(default=None)
     _resolved: MoAConfig | None = PrivateAttr(default=None)
     _graphs: dict[Any, Any] = PrivateAttr(default_factory=dict)
+    _fingerprint: str | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
         """Validate, and resolve the config now: a typo fails here, not at the first call.
@@ -133,10 +137,41 @@ class MoAChatModel(BaseChatModel):
             self._graph = create_moa_graph(self.moa_config, name=self.model_name or "moa")
         return self._graph
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        """Copy, and with `update`, run the copy with its own fields.
+
+        Pydantic copies the private caches (the resolved config, the compiled graphs) with
+        the fields, so ``model_copy(update={"max_tokens": 99})`` would run the original's
+        graph. The copy drops them when a field changes, and resolves its config at once, so
+        a bad one fails here as in `__init__`.
+        """
+        if update:
+            _refuse_unknown(dict(update))
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            copy._graph, copy._resolved, copy._graphs, copy._fingerprint = None, None, {}, None
+            _ = copy.moa_config
+        return copy
+
     @property
     def _identifying_params(self) -> dict[str, Any]:
+        """What tells this model's answers apart: LangChain's LLM cache keys on it.
+
+        The name, variant and layers alone would let two MoAs with other models, prompts or
+        limits share cached answers; ``config`` is a digest of the whole resolved config
+        (every role's model, limits and prompts, the selection, the fallbacks) and ``stop``
+        is this model's own stop sequences.
+        """
         cfg = self.moa_config
-        return {"moa": cfg.name or cfg.variant, "variant": cfg.variant, "layers": cfg.layers}
+        if self._fingerprint is None:
+            self._fingerprint = _fingerprint(cfg)
+        return {
+            "moa": cfg.name or cfg.variant,
+            "variant": cfg.variant,
+            "layers": cfg.layers,
+            "config": self._fingerprint,
+            "stop": self.stop,
+        }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         # A `model=` override names what answers (a preset or the aggregator), so the trace
@@ -518,6 +553,34 @@ class _Structured:
 
     schema: Any
     method: str
+
+
+def _fingerprint(cfg: MoAConfig) -> str:
+    """Return a digest of every field of `cfg`, the same in every process for the same MoA.
+
+    A model instance counts by its type and fields (a function by its name, any other
+    object by its type): two instances of one model with the same settings answer alike.
+    """
+    text = json.dumps(_plain(cfg), sort_keys=True, default=lambda o: type(o).__qualname__)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _plain(value: Any) -> Any:
+    """Return `value` as JSON-able data, pydantic models (and chat models) field by field."""
+    if isinstance(value, BaseModel):
+        fields = {name: _plain(getattr(value, name, None)) for name in type(value).model_fields}
+        return {"type": type(value).__qualname__, **fields}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if callable(value):
+        return getattr(value, "__qualname__", type(value).__qualname__)
+    return type(value).__qualname__
 
 
 def _picks_proposal(cfg: MoAConfig) -> bool:

@@ -261,3 +261,47 @@ def test_langgraph_messages_mode_gets_each_token_once(fake, streaming):
     builder.add_edge(START, "llm")
     pieces = builder.compile().stream({"messages": [("user", "hi")]}, stream_mode="messages")
     assert "".join(chunk.text for chunk, _ in pieces) == "AGG says alpha beta gamma STOP delta"
+
+
+def test_the_llm_cache_tells_moas_with_other_models_apart_and_reuses_the_same(fake, log):
+    from langchain_core.caches import InMemoryCache
+
+    cache = InMemoryCache()
+
+    def moa(agg_label, **role):
+        agg = fake(agg_label, reply=lambda label, n, msgs: label)
+        config = MoAConfig(proposers=[fake("A")], aggregator={"model": agg, **role}, layers=2)
+        return MoAChatModel(cache=cache, config=config)
+
+    assert moa("AGG1").invoke("hi").text == "AGG1"
+    assert moa("AGG2").invoke("hi").text == "AGG2"  # another aggregator: not AGG1's answer
+    assert moa("AGG3", max_tokens=9).invoke("hi").text == "AGG3"  # another limit
+    calls = len(log.calls)
+    assert moa("AGG1").invoke("hi").text == "AGG1"  # the same MoA again: from the cache
+    assert len(log.calls) == calls
+
+
+def test_the_cache_key_is_the_same_for_the_same_config_and_differs_with_a_prompt():
+    def params(**changes):
+        return MoAChatModel(config=MoAConfig.from_preset("moa-lite", **changes))._identifying_params
+
+    assert params() == params()
+    assert params()["config"] != params(synthesis_prompt="Answer in French.")["config"]
+
+
+def test_model_copy_with_changed_fields_runs_with_them(fake, log):
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    llm = MoAChatModel(config=config, max_tokens=10, temperature=0.1)
+    llm.invoke("hi")  # resolves and compiles the original's graph first
+    llm.model_copy(update={"max_tokens": 99, "temperature": 0.9}).invoke("hi")
+    llm.invoke("hi")
+    assert [c.max_tokens for c in log.by("AGG")] == [10, 99, 10]
+    assert [c.temperature for c in log.by("A")] == [0.1, 0.9, 0.1]
+
+
+def test_model_copy_refuses_a_field_it_does_not_have(fake):
+    from langgraph_moa import MoAConfigError
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    with pytest.raises(MoAConfigError, match="did you mean 'max_tokens'"):
+        MoAChatModel(config=config).model_copy(update={"max_token": 5})
