@@ -208,9 +208,12 @@ class MoAChatModel(BaseChatModel):
 
         Args:
             tools: LangChain tools, functions, pydantic models or OpenAI tool schemas.
-            tool_choice: ``"auto"``, ``"none"``, ``"required"`` (or ``"any"``), a tool's
-                name, or an OpenAI ``tool_choice`` dict; passed to every model's own
-                `bind_tools`.
+            tool_choice: ``"auto"``, ``"none"``, ``"any"`` (or OpenAI's ``"required"``),
+                a tool's name, or an OpenAI ``tool_choice`` dict; passed to every model's
+                own `bind_tools`. ``"any"`` is LangChain's value for "call some tool" that
+                each integration maps to its API (ChatOpenAI to ``"required"``, ChatAnthropic
+                to ``{"type": "any"}``), so it is kept, and ``"required"`` is sent on as
+                ``"any"``: ChatAnthropic would read ``"required"`` as a tool's name.
             parallel_tool_calls: Allow several tool calls per answer (OpenAI-compatible
                 models only).
             strict: OpenAI's strict schema adherence.
@@ -218,18 +221,16 @@ class MoAChatModel(BaseChatModel):
         """
         formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
         names = [t["function"]["name"] for t in formatted]
-        if tool_choice == "any":
-            tool_choice = "required"
-        elif tool_choice is True:
-            tool_choice = names[0] if len(names) == 1 else "required"
+        if tool_choice is True:
+            tool_choice = names[0] if len(names) == 1 else "any"
         if (
             isinstance(tool_choice, str)
-            and tool_choice not in ("auto", "none", "required")
+            and tool_choice not in ("auto", "none", "any", "required")
             and tool_choice not in names
         ):
             raise MoAInputError(
                 f"tool_choice {tool_choice!r} names no bound tool: use 'auto', 'none', "
-                f"'required' or one of {', '.join(names) or 'the tools'}."
+                f"'any' or one of {', '.join(names) or 'the tools'}."
             )
         bound: dict[str, Any] = {"tools": formatted, **kwargs}
         if tool_choice is not None and tool_choice is not False:

@@ -5,17 +5,25 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel
 
 from langgraph_moa import MoAChatModel, MoAConfig, MoAInputError, create_moa_graph
 from langgraph_moa.text._selection import Candidate, SelectionConfig, select, tool_calls_key
+from tests.fakes import FakeChat
 
 
 @tool
 def add(a: int, b: int) -> int:
     """Add two integers."""
     return a + b
+
+
+@tool
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
 
 
 def calls(*pairs):
@@ -217,6 +225,49 @@ def test_tool_choice_naming_no_bound_tool_is_refused(fake):
     with pytest.raises(MoAInputError, match="names no bound tool"):
         llm.bind_tools([add], tool_choice="multiply")
     bound = llm.bind_tools([add], tool_choice="any")
+    assert bound.kwargs["tool_choice"] == "any"  # type: ignore[attr-defined]
+
+
+class AnthropicLike(FakeChat):
+    """bind_tools maps tool_choice as langchain_anthropic.ChatAnthropic.bind_tools does."""
+
+    def bind_tools(self, tools, *, tool_choice=None, **kwargs):
+        if isinstance(tool_choice, dict):
+            kwargs["tool_choice"] = tool_choice
+        elif tool_choice in ("any", "auto"):
+            kwargs["tool_choice"] = {"type": tool_choice}
+        elif tool_choice:
+            kwargs["tool_choice"] = {"type": "tool", "name": tool_choice}
+        return self.bind(tools=list(tools), **kwargs)
+
+
+@pytest.mark.parametrize("choice", ["any", "required", True])
+def test_a_forced_tool_call_reaches_a_non_openai_model_as_any(log, choice):
+    """'any' is LangChain's cross-provider value; ChatAnthropic reads 'required' as a name."""
+    config = MoAConfig(
+        proposers=[AnthropicLike(label="A", log=log)],
+        aggregator=AnthropicLike(label="AGG", log=log),
+        layers=2,
+    )
+    tools = [add, multiply] if choice is True else [add]  # True, one tool: that tool
+    MoAChatModel(config=config).bind_tools(tools, tool_choice=choice).invoke("add 1 and 2")
+    assert {c.label: c.kwargs.get("tool_choice") for c in log.calls} == {
+        "A": {"type": "any"},
+        "AGG": {"type": "any"},
+    }
+
+
+# ChatOpenAI probes the socket options it may set (no connection); the unit tests block it.
+@pytest.mark.filterwarnings("ignore:A test tried to use socket")
+@pytest.mark.parametrize("choice", ["any", "required"])
+def test_a_forced_tool_call_reaches_openai_models_as_required(choice):
+    from langchain_openai import ChatOpenAI
+
+    from langgraph_moa.run._options import bind_options
+
+    model = ChatOpenAI(model="m", base_url="http://upstream.test/v1", api_key="k")  # type: ignore[arg-type]
+    tools = [convert_to_openai_tool(add)]
+    bound = bind_options(model, {"tools": tools, "tool_choice": choice}, "A")
     assert bound.kwargs["tool_choice"] == "required"  # type: ignore[attr-defined]
 
 

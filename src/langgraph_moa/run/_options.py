@@ -57,7 +57,7 @@ def bind_options(
             extra["parallel_tool_calls"] = options["parallel_tool_calls"]
         try:
             bound = model.bind_tools(
-                options["tools"], tool_choice=options.get("tool_choice"), **extra
+                options["tools"], tool_choice=_langchain_choice(options.get("tool_choice")), **extra
             )
         except NotImplementedError:
             raise MoAInputError(
@@ -72,6 +72,16 @@ def bind_options(
     if final:
         kwargs.update(options.get("final_kwargs") or {})
     return bound.bind(**kwargs) if kwargs else bound
+
+
+def _langchain_choice(choice: Any) -> Any:
+    """Return `choice` in LangChain's words for a model's `bind_tools`.
+
+    OpenAI's ``"required"`` (what `moa serve` receives) is ``"any"`` to LangChain: each
+    integration maps ``"any"`` to its own API (ChatOpenAI back to ``"required"``), while
+    ChatAnthropic would take ``"required"`` for the name of a tool to force.
+    """
+    return "any" if choice == "required" else choice
 
 
 def params_with(params: dict[str, Any], options: Options, **which: bool) -> dict[str, Any]:
