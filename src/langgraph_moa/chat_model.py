@@ -122,13 +122,17 @@ class MoAChatModel(BaseChatModel):
     def moa_config(self) -> MoAConfig:
         """The MoA config with this model's parameters applied (validated, like the CLI's)."""
         if self._resolved is None:
-            self._resolved = apply_context(
-                load_config(self.config),
-                MoAContext(temperature=self.temperature, aggregator_max_tokens=self.max_tokens),
-                call_timeout_s=self.timeout,
-                max_attempts=None if self.max_retries is None else self.max_retries + 1,
-            )
+            self._resolved = self._with_fields(load_config(self.config))
         return self._resolved
+
+    def _with_fields(self, cfg: MoAConfig) -> MoAConfig:
+        """Return `cfg` with this model's fields applied: the config's, or a `model=` preset's."""
+        return apply_context(
+            cfg,
+            MoAContext(temperature=self.temperature, aggregator_max_tokens=self.max_tokens),
+            call_timeout_s=self.timeout,
+            max_attempts=None if self.max_retries is None else self.max_retries + 1,
+        )
 
     @property
     def graph(self) -> Any:
@@ -450,10 +454,7 @@ class MoAChatModel(BaseChatModel):
         if key not in self._graphs:
             cfg = self.moa_config
             if preset is not None:
-                cfg = apply_context(
-                    MoAConfig.from_preset(preset),
-                    MoAContext(temperature=self.temperature, aggregator_max_tokens=self.max_tokens),
-                )
+                cfg = self._with_fields(MoAConfig.from_preset(preset))
             self._graphs[key] = create_moa_graph(
                 cfg,
                 name=preset or self.model_name or "moa",

@@ -305,3 +305,21 @@ def test_model_copy_refuses_a_field_it_does_not_have(fake):
     config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
     with pytest.raises(MoAConfigError, match="did you mean 'max_tokens'"):
         MoAChatModel(config=config).model_copy(update={"max_token": 5})
+
+
+def test_a_preset_named_by_model_runs_with_the_models_timeout_and_retries(monkeypatch):
+    import langgraph_moa.chat_model as chat_model
+
+    built = []
+
+    def spy(cfg, **kwargs):
+        built.append(cfg)
+        raise RuntimeError("built; stop before any network call")
+
+    monkeypatch.setattr(chat_model, "create_moa_graph", spy)
+    llm = MoAChatModel(config="moa-lite", timeout=5, max_retries=0, temperature=0.3)
+    with pytest.raises(RuntimeError, match="built"):
+        llm.invoke("hi", model="moa")
+    preset = built[-1].name.split(" ")[0]  # "moa (customized)"
+    assert (preset, built[-1].call_timeout_s, built[-1].retry.max_attempts) == ("moa", 5, 1)
+    assert {p.temperature for p in built[-1].proposers} == {0.3}
