@@ -68,6 +68,13 @@ class MoAChatModel(BaseChatModel):
     (``layers=3``): accepted and ignored, either would run a different MoA than the one
     asked for, at full price, with nothing said. A config of the wrong type is refused the
     same way, as `create_moa_graph` refuses it, never with pydantic's multi-line error.
+
+    ``temperature`` and ``max_tokens`` mean the same whether set as fields or given with a
+    call (``invoke(q, max_tokens=77)``, ``.bind(temperature=0)``): the proposers'
+    temperature, and the cap on the answer (the aggregator's completion tokens). Passed on
+    as they are, a call's would reach every proposer and the aggregator alike, capping each
+    proposal at the answer's length. Other call arguments (``seed``, ...) go to every
+    answering call.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
@@ -185,10 +192,10 @@ class MoAChatModel(BaseChatModel):
             ls_model_name=kwargs.get("model") or self.model_name or self.moa_config.name or "moa",
             ls_model_type="chat",
         )
-        if self.temperature is not None:
-            params["ls_temperature"] = self.temperature
-        if self.max_tokens is not None:
-            params["ls_max_tokens"] = self.max_tokens
+        if (temperature := kwargs.get("temperature", self.temperature)) is not None:
+            params["ls_temperature"] = temperature
+        if (max_tokens := kwargs.get("max_tokens", self.max_tokens)) is not None:
+            params["ls_max_tokens"] = max_tokens
         if stop or self.stop:
             params["ls_stop"] = stop or self.stop
         return params
@@ -420,6 +427,7 @@ class MoAChatModel(BaseChatModel):
         kwargs.pop("ls_structured_output_format", None)
         structured: _Structured | None = kwargs.pop("moa_structured", None)
         graph, context = self._override(kwargs.pop("model", None), structured)
+        context = _with_call_fields(context, kwargs.pop("temperature", None), kwargs)
         run_input: dict[str, Any] = {"messages": messages}
         for key in ("tools", "tool_choice", "parallel_tool_calls"):
             if kwargs.get(key) is not None:
@@ -583,6 +591,27 @@ def _plain(value: Any) -> Any:
     if callable(value):
         return getattr(value, "__qualname__", type(value).__qualname__)
     return type(value).__qualname__
+
+
+def _with_call_fields(
+    context: MoAContext | None, temperature: float | None, kwargs: dict[str, Any]
+) -> MoAContext | None:
+    """Give a call's ``temperature`` and ``max_tokens`` the meaning of the fields.
+
+    As call kwargs they would go to every proposer and aggregator alike; as the fields
+    they are the proposers' temperature and the answer's (aggregator's) token cap, so a
+    call's own (``invoke(q, max_tokens=77)``, ``.bind(temperature=0)``) joins the run's
+    context in their place. A bad value fails as `MoAConfigError`, before any call.
+    """
+    max_tokens = kwargs.pop("max_tokens", None)
+    if temperature is None and max_tokens is None:
+        return context
+    given = context.model_dump(exclude_none=True) if context is not None else {}
+    return MoAContext(
+        **given,
+        **({} if temperature is None else {"temperature": temperature}),
+        **({} if max_tokens is None else {"aggregator_max_tokens": max_tokens}),
+    )
 
 
 def _picks_proposal(cfg: MoAConfig) -> bool:

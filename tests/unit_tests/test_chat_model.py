@@ -323,3 +323,37 @@ def test_a_preset_named_by_model_runs_with_the_models_timeout_and_retries(monkey
     preset = built[-1].name.split(" ")[0]  # "moa (customized)"
     assert (preset, built[-1].call_timeout_s, built[-1].retry.max_attempts) == ("moa", 5, 1)
     assert {p.temperature for p in built[-1].proposers} == {0.3}
+
+
+@pytest.mark.parametrize("how", ["invoke", "bind"])
+def test_call_time_max_tokens_and_temperature_mean_what_the_fields_mean(fake, log, how):
+    """max_tokens caps the answer (the aggregator); temperature is the proposers'."""
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    llm = MoAChatModel(config=config, max_tokens=10, temperature=0.1)
+    if how == "bind":
+        llm.bind(max_tokens=77, temperature=0.9).invoke("hi")
+    else:
+        llm.invoke("hi", max_tokens=77, temperature=0.9)
+    (proposal,), (answer,) = log.by("A"), log.by("AGG")
+    assert (proposal.temperature, proposal.max_tokens) == (0.9, 512)  # the proposer's own cap
+    assert answer.max_tokens == 77 and answer.temperature != 0.9
+    assert "max_tokens" not in proposal.kwargs and "temperature" not in answer.kwargs
+
+
+def test_call_time_fields_join_the_context_of_a_model_override():
+    from langgraph_moa.chat_model import _with_call_fields
+    from langgraph_moa.config.context import MoAContext
+
+    context = _with_call_fields(MoAContext(aggregator="m@http://h/v1"), 0.9, {"max_tokens": 77})
+    assert context == MoAContext(
+        aggregator="m@http://h/v1", temperature=0.9, aggregator_max_tokens=77
+    )
+
+
+def test_a_bad_call_time_temperature_fails_before_any_call(fake, log):
+    from langgraph_moa import MoAConfigError
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    with pytest.raises(MoAConfigError, match="temperature"):
+        MoAChatModel(config=config).invoke("hi", temperature=9)
+    assert log.calls == []
