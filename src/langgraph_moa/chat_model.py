@@ -51,7 +51,12 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from langgraph_moa.config._loader import load_config
 from langgraph_moa.config._schema import MoAConfig, explain_validation_error, list_presets
 from langgraph_moa.config.context import MoAContext, apply_context
-from langgraph_moa.errors import MoAConfigError, MoAInputError
+from langgraph_moa.errors import (
+    AggregatorFailedError,
+    MoAConfigError,
+    MoAInputError,
+    StructuredOutputError,
+)
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
@@ -268,12 +273,14 @@ class MoAChatModel(BaseChatModel):
         (``function_calling``: as a forced tool call that `select` votes on; ``json_schema``
         and ``json_mode``: with the ``response_format`` sent to each of them).
 
-        `invoke` and `ainvoke` return the parsed object. A stream of a synthesizing variant
-        with ``json_schema`` or ``json_mode`` and a dict-shaped schema (a JSON schema or a
-        TypedDict) yields partial objects as the aggregator writes, then the whole one; with a
-        pydantic class, ``function_calling``, ``select`` or ``ranker`` it yields the object
-        once, when the run is over (a partial pydantic object would not validate, and a
-        picked proposal arrives whole).
+        `invoke` and `ainvoke` return the parsed object; an answer that does not parse,
+        after every aggregator tried, raises `AggregatorFailedError`, or with
+        ``include_raw=True`` is returned as ``parsing_error`` beside the raw message. A
+        stream of a synthesizing variant with ``json_schema`` or ``json_mode`` and a
+        dict-shaped schema (a JSON schema or a TypedDict) yields partial objects as the
+        aggregator writes, then the whole one; with a pydantic class, ``function_calling``,
+        ``select`` or ``ranker`` it yields the object once, when the run is over (a partial
+        pydantic object would not validate, and a picked proposal arrives whole).
         """
         if method not in ("json_schema", "function_calling", "json_mode"):
             raise MoAInputError(
@@ -294,7 +301,7 @@ class MoAChatModel(BaseChatModel):
         if not include_raw:
             partial = method != "function_calling" and not _is_pydantic_class(schema)
             return llm | _StructuredAnswer(partial=partial)
-        return llm | RunnableLambda(_raw_and_parsed, name="parsed answer")
+        return _raw_and_parsed(llm)
 
     def _picked_structure(
         self, schema: Any, include_raw: bool, method: str, strict: bool | None, trace: Any
@@ -747,8 +754,39 @@ def _parsed_answer(message: BaseMessage) -> Any:
     return message.additional_kwargs.get("parsed")
 
 
-def _raw_and_parsed(message: BaseMessage) -> dict[str, Any]:
-    return {"raw": message, "parsed": _parsed_answer(message), "parsing_error": None}
+def _raw_and_parsed(llm: Runnable[Any, Any]) -> Runnable[Any, dict[str, Any]]:
+    """Run `llm` for ``include_raw=True``: an answer that never parsed is returned, not raised.
+
+    LangChain's promise for ``include_raw=True``: a parsing error comes back as
+    ``parsing_error`` with the raw message. A run whose aggregators (fallbacks included)
+    all failed to give the structure raises `AggregatorFailedError` caused by a
+    `StructuredOutputError`; that error is returned, with the last aggregator's message as
+    ``raw``. Any other failure (a provider error) is still raised.
+    """
+
+    def parsed(message: BaseMessage) -> dict[str, Any]:
+        return {"raw": message, "parsed": _parsed_answer(message), "parsing_error": None}
+
+    def unparsed(error: AggregatorFailedError) -> dict[str, Any]:
+        cause = error.__cause__
+        if not isinstance(cause, StructuredOutputError):
+            raise error
+        raw = cause.response if isinstance(cause.response, BaseMessage) else AIMessage("")
+        return {"raw": raw, "parsed": None, "parsing_error": error}
+
+    def run(value: Any, config: RunnableConfig) -> dict[str, Any]:
+        try:
+            return parsed(llm.invoke(value, config))
+        except AggregatorFailedError as error:
+            return unparsed(error)
+
+    async def arun(value: Any, config: RunnableConfig) -> dict[str, Any]:
+        try:
+            return parsed(await llm.ainvoke(value, config))
+        except AggregatorFailedError as error:
+            return unparsed(error)
+
+    return RunnableLambda(run, afunc=arun, name="parsed answer")
 
 
 def _with_parsed(raw: BaseMessage, parser: Runnable[Any, Any]) -> dict[str, Any]:

@@ -172,7 +172,17 @@ class AggregatorFailedError(_RunError):
 # --- one call -----------------------------------------------------------------------------
 
 
-class EmptyResponseError(MoAError):
+class _RejectedAnswer(MoAError):
+    """A model answered, but its answer cannot be used; the answer is kept on the error."""
+
+    def __init__(self, message: str, response: Any = None) -> None:
+        """Keep the refused answer: what it said, and its `usage_metadata` (its cost)."""
+        super().__init__(message)
+        self.response = response
+        """The model's message as it came back (None where there was none)."""
+
+
+class EmptyResponseError(_RejectedAnswer):
     """A model answered with no text; counted as a failed call, never rendered as a reference."""
 
 
@@ -184,7 +194,7 @@ class StragglerCancelledError(MoAError):
     """A proposer still running when its layer's deadline passed with the quorum met."""
 
 
-class StructuredOutputError(MoAError):
+class StructuredOutputError(_RejectedAnswer):
     """The aggregator's answer could not be parsed into the requested structure."""
 
 

@@ -357,3 +357,33 @@ def test_a_bad_call_time_temperature_fails_before_any_call(fake, log):
     with pytest.raises(MoAConfigError, match="temperature"):
         MoAChatModel(config=config).invoke("hi", temperature=9)
     assert log.calls == []
+
+
+@pytest.mark.parametrize("call", ["invoke", "ainvoke"])
+async def test_include_raw_returns_an_answer_that_never_parsed_with_its_error(fake, call):
+    """LangChain's promise for include_raw=True: the parsing error is returned, not raised."""
+    from langgraph_moa import AggregatorFailedError, StructuredOutputError
+
+    config = MoAConfig(
+        proposers=[fake("A")],
+        aggregator=fake("AGG", reply=lambda *a: "not json"),
+        aggregator_fallbacks=[fake("AGG2", reply=lambda *a: "still not json")],
+        retry={"max_attempts": 1},
+    )
+    structured = MoAChatModel(config=config).with_structured_output(City, include_raw=True)
+    out = structured.invoke("q") if call == "invoke" else await structured.ainvoke("q")
+    assert out["parsed"] is None and out["raw"].text == "still not json"  # the last fallback's
+    assert isinstance(out["parsing_error"], AggregatorFailedError)
+    assert isinstance(out["parsing_error"].__cause__, StructuredOutputError)
+
+
+def test_include_raw_still_raises_a_failure_that_is_not_about_parsing(fake):
+    from langgraph_moa import AggregatorFailedError
+
+    config = MoAConfig(
+        proposers=[fake("A")],
+        aggregator=fake("AGG", fail=lambda n, m: RuntimeError("HTTP 500")),
+        retry={"max_attempts": 1},
+    )
+    with pytest.raises(AggregatorFailedError):
+        MoAChatModel(config=config).with_structured_output(City, include_raw=True).invoke("q")

@@ -679,7 +679,8 @@ def _answer_of(call: CallId, response: Any, options: Options) -> tuple[BaseMessa
         if response.get("parsing_error") is not None or response.get("parsed") is None:
             raise StructuredOutputError(
                 f"{call.configured_model} did not return the requested structure: "
-                f"{response.get('parsing_error') or 'nothing could be parsed'}"
+                f"{response.get('parsing_error') or 'nothing could be parsed'}",
+                response.get("raw"),
             )
         parsed = response["parsed"]
         response = response["raw"]
@@ -688,5 +689,5 @@ def _answer_of(call: CallId, response: Any, options: Options) -> tuple[BaseMessa
     else:
         response = read_text_tool_calls(response, options)
     if not response.text.strip() and not _wants_tools(response):
-        raise EmptyResponseError(f"{call.configured_model} returned an empty answer")
+        raise EmptyResponseError(f"{call.configured_model} returned an empty answer", response)
     return response, parsed
