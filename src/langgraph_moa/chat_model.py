@@ -80,6 +80,13 @@ class MoAChatModel(BaseChatModel):
     as they are, a call's would reach every proposer and the aggregator alike, capping each
     proposal at the answer's length. Other call arguments (``seed``, ...) go to every
     answering call.
+
+    The answer's ``usage_metadata`` is the whole run's (every proposer and aggregator call):
+    its cost, as LangChain's standard tests and cost tracking read it. The inner calls run
+    under this model's run, so a usage handler (``get_usage_metadata_callback()``) sees each
+    of them, keyed by its model's name, and this run too, whose usage is that total, keyed
+    by the answer's ``model_name`` (the aggregator's, or the picked proposal's): its entries
+    add up to twice the run's tokens.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)

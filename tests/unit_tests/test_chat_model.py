@@ -387,3 +387,36 @@ def test_include_raw_still_raises_a_failure_that_is_not_about_parsing(fake):
     )
     with pytest.raises(AggregatorFailedError):
         MoAChatModel(config=config).with_structured_output(City, include_raw=True).invoke("q")
+
+
+@pytest.mark.parametrize("how", ["invoke", "stream"])
+def test_a_usage_callback_counts_the_inner_calls_and_the_answer_which_is_their_total(fake, how):
+    """Pins what README's chat model section says: the answer's usage_metadata is the whole
+    run's, and a usage handler also sees every inner call, so its entries add up to twice
+    the run's tokens; the answer's total lands on its model's name (here the aggregator's)."""
+    from langchain_core.callbacks import UsageMetadataCallbackHandler
+    from langchain_core.messages.ai import add_usage
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    handler = UsageMetadataCallbackHandler()
+    llm = MoAChatModel(config=config)
+    if how == "invoke":
+        answer = llm.invoke("hi", {"callbacks": [handler]})
+    else:
+        chunks = list(llm.stream("hi", {"callbacks": [handler]}))
+        answer = sum(chunks[1:], chunks[0])
+    calls = {c["model"]: c for c in answer.response_metadata["moa"]["calls"]}
+    own = {
+        name: {
+            "input_tokens": c["prompt_tokens"],
+            "output_tokens": c["completion_tokens"],
+            "total_tokens": c["prompt_tokens"] + c["completion_tokens"],
+        }
+        for name, c in calls.items()
+    }
+    total = answer.usage_metadata
+    assert answer.response_metadata["model_name"] == "AGG"
+    assert handler.usage_metadata == {"A": own["A"], "AGG": add_usage(own["AGG"], total)}
+    assert (
+        sum(u["total_tokens"] for u in handler.usage_metadata.values()) == 2 * total["total_tokens"]
+    )
