@@ -90,6 +90,30 @@ def test_empty_proposal_is_a_failure_not_an_empty_reference(fake, log):
     assert out["calls"][1]["status"] == "failed"
 
 
+def test_a_call_that_answered_but_was_refused_counts_its_tokens(fake, log):
+    """An empty answer, or one not in the requested structure, was still paid for."""
+    from pydantic import BaseModel
+
+    from tests.fakes import words
+
+    class City(BaseModel):
+        city: str
+
+    config = MoAConfig(
+        proposers=[fake("A"), fake("EMPTY", reply=lambda *a: "")],
+        aggregator=fake("AGG", reply=lambda *a: "not json"),
+        aggregator_fallbacks=[fake("AGG2", reply=lambda *a: '{"city": "Paris"}')],
+        layers=2,
+        retry=FAST_RETRY,
+    )
+    out = create_moa_graph(config, response_format=City).invoke(QUESTION)
+    refused = {c["configured_model"]: c for c in out["calls"] if c["status"] == "failed"}
+    assert set(refused) == {"EMPTY", "AGG"}
+    assert refused["EMPTY"]["prompt_tokens"] == words(log.by("EMPTY")[0].messages) > 0
+    assert refused["AGG"]["completion_tokens"] == 2  # "not json"
+    assert out["usage"]["total"]["prompt_tokens"] == sum(words(c.messages) for c in log.calls)
+
+
 def test_aggregator_failure_is_typed_and_keeps_the_proposals(fake):
     config = MoAConfig(
         proposers=[fake("A"), fake("B")],

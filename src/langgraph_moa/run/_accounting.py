@@ -7,7 +7,11 @@ from collections.abc import Iterable
 from langchain_core.messages import AIMessage, BaseMessage
 
 from langgraph_moa._redact import describe_error
-from langgraph_moa.errors import StragglerCancelledError
+from langgraph_moa.errors import (
+    EmptyResponseError,
+    StragglerCancelledError,
+    StructuredOutputError,
+)
 from langgraph_moa.providers._table import finish_reason_keys, model_name_keys
 from langgraph_moa.run.state import (
     CallRecord,
@@ -93,9 +97,7 @@ def ok_record(
     cached: bool = False,
 ) -> CallRecord:
     """Record a successful call, with tokens from the message's `usage_metadata`."""
-    usage = response.usage_metadata if isinstance(response, AIMessage) else None
-    prompt = int(usage["input_tokens"]) if usage else 0
-    completion = int(usage["output_tokens"]) if usage else 0
+    prompt, completion, total = _tokens(response)
     logprobs = token_logprobs(response)
     record = CallRecord(
         role=role,
@@ -113,7 +115,7 @@ def ok_record(
         latency_s=round(latency_s, 4),
         prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=int(usage["total_tokens"]) if usage else prompt + completion,
+        total_tokens=total,
         mean_logprob=round(sum(logprobs) / len(logprobs), 6) if logprobs else None,
         logprob_tokens=len(logprobs),
         finish_reason=finish_reason(response),
@@ -136,7 +138,13 @@ def failed_record(
     latency_s: float = 0.0,
     retried_errors: list[str] | None = None,
 ) -> CallRecord:
-    """Record a failed call with the provider's own error message, summarized and redacted."""
+    """Record a failed call with the provider's own error message, summarized and redacted.
+
+    A call that answered but whose answer was refused (empty, or not the requested
+    structure) was paid for: its tokens, from the refused message the error keeps, count.
+    """
+    refused = isinstance(error, (EmptyResponseError, StructuredOutputError))
+    prompt, completion, total = _tokens(getattr(error, "response", None) if refused else None)
     return CallRecord(
         role=role,
         layer=layer,
@@ -151,13 +159,22 @@ def failed_record(
         retried_errors=list(retried_errors or []),
         cached=False,
         latency_s=round(latency_s, 4),
-        prompt_tokens=0,
-        completion_tokens=0,
-        total_tokens=0,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
         mean_logprob=None,
         logprob_tokens=0,
         finish_reason=None,
     )
+
+
+def _tokens(response: object) -> tuple[int, int, int]:
+    """Return a response's prompt, completion and total tokens (its `usage_metadata`)."""
+    usage = response.usage_metadata if isinstance(response, AIMessage) else None
+    if not usage:
+        return 0, 0, 0
+    prompt, completion = int(usage["input_tokens"]), int(usage["output_tokens"])
+    return prompt, completion, int(usage["total_tokens"])
 
 
 def _totals(calls: Iterable[CallRecord]) -> TokenTotals:
