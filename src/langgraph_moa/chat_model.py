@@ -371,11 +371,14 @@ class MoAChatModel(BaseChatModel):
     def _stream_parent(
         self, config: RunnableConfig | None, stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[RunnableConfig, RunnableConfig]:
-        """Return the config to stream with (its run id fixed) and the graph's child config.
+        """Return the config to stream with and the graph's config (a child of its run).
 
-        `stream` opens this model's run from the config with a callback manager it never
-        shows `_stream`; the same `CallbackManager.configure` call here, with the run id
-        decided now, gives the manager that run's children inherit.
+        `stream` opens this model's run with a callback manager it never shows `_stream`.
+        The same `CallbackManager.configure` call is made here, and its manager is what
+        `stream` is given as callbacks, with the run's id decided now: the run then has the
+        very handlers the graph inherits. Configured twice, a tracer LangChain adds from
+        the environment (LangSmith) would be two instances, and the second, never having
+        seen this run, would post the inner calls as traces of their own.
         """
         config = ensure_config(config)
         run_id = config.get("run_id") or uuid.uuid4()
@@ -391,7 +394,7 @@ class MoAChatModel(BaseChatModel):
             },
             self.metadata,
         )
-        return {**config, "run_id": run_id}, _child_config(manager, run_id)
+        return {**config, "callbacks": manager, "run_id": run_id}, _child_config(manager, run_id)
 
     def stream(
         self,

@@ -6,6 +6,7 @@ and metadata, and no API key may appear anywhere in what the SDK sends.
 
 import json
 
+import pytest
 from langsmith import Client
 from langsmith.run_helpers import tracing_context
 
@@ -83,3 +84,34 @@ def test_trace_tree_mirrors_the_moa_and_hides_keys(recorder, monkeypatch):
         and ancestors(runs, aggregator)[-1] == "traced-moa"
     )
     assert {"prepare", "join_layer"} <= set(by_name)
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+async def test_a_streamed_chat_model_run_holds_its_inner_calls(recorder, how):
+    """LangChain's stream gives _stream no run manager; the proposer and aggregator runs
+    must still sit under the chat model's run in the trace, not as roots of their own."""
+    from langgraph_moa import MoAChatModel
+
+    url, sent = recorder
+    with FaultServer(default=FaultProfile()) as backend:
+        config = MoAConfig(
+            proposers=[OpenAIEndpoint(base_url=backend.url, model="alpha")],
+            aggregator=OpenAIEndpoint(base_url=backend.url, model="omega"),
+            layers=2,
+        )
+        client = Client(api_url=url, api_key="test", auto_batch_tracing=False)
+        with tracing_context(enabled=True, client=client, project_name="moa-tests"):
+            llm = MoAChatModel(config=config, model="m")
+            if how == "stream":
+                text = "".join(c.text for c in llm.stream("X"))
+            else:
+                text = "".join([c.text async for c in llm.astream("X")])
+        client.flush()
+
+    assert text
+    runs = runs_from(sent)
+    llm_runs = [r for r in runs.values() if r.get("run_type") == "llm"]
+    (root,) = [r for r in llm_runs if not r.get("parent_run_id")]
+    assert root["name"] == "MoAChatModel" and len(llm_runs) == 3
+    for run in llm_runs:
+        assert run is root or ancestors(runs, run)[-1] == "MoAChatModel"
