@@ -5,8 +5,10 @@ answer must say so, every started call must end in a record and an event, a drop
 request must be closed at once, and the run's options and budget must apply to the parts.
 """
 
+import contextlib
 import re
 import time
+import types
 
 import pytest
 
@@ -352,3 +354,106 @@ async def test_an_answer_at_its_cap_stands_though_every_proposal_was_cut_off(fak
     assert out["messages"][-1].content.startswith("AGG")
     assert [c["status"] for c in out["calls"]] == ["cancelled", "cancelled", "ok"]
     assert "fallback" not in out["messages"][-1].response_metadata["moa"]
+
+
+# --- a second review of the rewrite (session 21) ----------------------------------------------
+
+
+class _RateLimited(Exception):
+    """A provider's 429 whose response asks to come back in 3 s (an SDK error's shape)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.response = types.SimpleNamespace(headers={"retry-after": "3"})
+
+
+async def test_tokens_of_the_parts_written_survive_a_later_part_failing(fake):
+    agg = fake("AGG", fail=lambda n, m: ValueError("400 bad request") if n == 2 else None)
+    config = chunkwise([WordStreamer(label=x, words=8, gap=0.05) for x in "AB"], agg)
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    assert out["messages"][-1].response_metadata["moa"]["fallback"] == "best_proposal"
+    [record] = by_model(out, "AGG")
+    assert record["status"] == "failed" and record["total_tokens"] > 0
+    assert out["usage"]["total"]["total_tokens"] == sum(c["total_tokens"] for c in out["calls"])
+
+
+@pytest.mark.parametrize("case", ["budget before part 1", "every proposal failed"])
+async def test_the_aggregator_starts_only_with_its_first_part(fake, case):
+    if case == "budget before part 1":
+        proposers = [WordStreamer(label="A", words=2), WordStreamer(label="B", words=10, gap=0.1)]
+        config = chunkwise(proposers, fake("AGG"), budget={"max_tokens": 3})
+    else:
+        proposers = [WordStreamer(label=x, words=4, fail_at=0) for x in "AB"]
+        config = chunkwise(proposers, fake("AGG"), retry={"max_attempts": 1})
+    events = []
+    with contextlib.suppress(AllProposersFailedError):
+        async for event in create_moa_graph(config).astream(QUESTION, stream_mode="custom"):
+            events.append(event)
+    assert not [e for e in events if e.get("configured_model") == "AGG"]
+
+
+async def test_a_mid_stream_failure_is_not_held_for_a_retry_after_it_will_not_use(fake):
+    broken = WordStreamer(label="B", words=6, fail_at=2, fail_exc=_RateLimited("429 mid-stream"))
+    config = chunkwise([WordStreamer(label="A", words=2), broken], fake("AGG"))
+    started = time.monotonic()
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    [b] = by_model(out, "B")
+    assert (b["status"], b["attempts"]) == ("failed", 1)
+    assert time.monotonic() - started < 2.0
+
+
+async def test_a_proposal_dropped_while_waiting_to_retry_keeps_its_failed_attempt(fake):
+    flaky = WordStreamer(label="F", words=2, fail_attempts=1)
+    config = chunkwise(
+        [WordStreamer(label="A", words=2), flaky],
+        fake("AGG"),
+        retry={"initial_interval": 2.0, "jitter": False},
+        aggregation={"first_chunk_s": 0.3},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    [f] = by_model(out, "F")
+    assert (f["status"], f["attempts"]) == ("cancelled", 2)
+    assert "connection reset" in f["retried_errors"][0]
+
+
+async def test_every_proposal_failing_while_the_part_that_fills_the_cap_is_written_raises(fake):
+    # Part 1 ("AGG #1", 2 tokens) fills max_tokens=2; while it is written both proposals fail.
+    config = chunkwise(
+        [WordStreamer(label=x, words=6, gap=0.05, fail_at=3) for x in "AB"],
+        {"model": fake("AGG", delay=lambda n: 0.4), "max_tokens": 2},
+        retry={"max_attempts": 1},
+    )
+    with pytest.raises(AllProposersFailedError):
+        await create_moa_graph(config).ainvoke(QUESTION)
+
+
+def test_what_parts_cannot_write_is_refused_before_any_call_is_paid_for(fake, log):
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=3, aggregation=CHUNKS
+    )
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    with pytest.raises(MoAConfigError, match="tool calls"):
+        create_moa_graph(config).invoke({**QUESTION, "tools": tools})
+    assert log.calls == []
+
+
+@pytest.mark.parametrize("max_parts", [2, 16])
+async def test_a_budget_spent_by_a_part_stops_the_proposals_at_once(fake, max_parts):
+    config = chunkwise(
+        [WordStreamer(label=x, words=12, gap=0.2) for x in "AB"],
+        fake("AGG"),
+        budget={"max_tokens": 10},  # part 1 alone reads more than 10 tokens
+        aggregation={"max_parts": max_parts},
+    )
+    started = time.monotonic()
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    assert out["messages"][-1].response_metadata["moa"]["fallback"] == "budget"
+    assert {c["status"] for c in out["calls"] if c["role"] == "proposer"} == {"cancelled"}
+    assert time.monotonic() - started < 1.0
+
+
+async def test_the_aggregators_latency_is_its_parts_not_the_wait_for_proposals(fake):
+    slow = [WordStreamer(label=x, words=2, first=0.5) for x in "AB"]
+    out = await create_moa_graph(chunkwise(slow, fake("AGG"))).ainvoke(QUESTION)
+    [agg] = by_model(out, "AGG")
+    assert agg["latency_s"] < 0.3

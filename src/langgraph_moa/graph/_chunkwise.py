@@ -128,20 +128,32 @@ def prefills(cfg: MoAConfig) -> bool:
     return cfg.final.is_local if mode == "auto" else mode == "prefill"
 
 
+def refuse_what_parts_cannot_write(nodes: MoANodes, state: MoAState) -> None:
+    """Refuse a run whose answer chunk-wise aggregation cannot write, before any call.
+
+    The parts are free text: a structured answer (the graph's or the run's
+    ``response_format``) and tool calls need the aggregator's whole answer at once.
+
+    Raises:
+        MoAConfigError: the run asks for either; the message names the fix.
+    """
+    if nodes.wants_structure(state):
+        raise MoAConfigError(
+            "chunk-wise aggregation writes free text: a structured answer "
+            "(response_format) needs aggregation.start 'all' or 'quorum'"
+        )
+    if run_options(state).get("tools"):
+        raise MoAConfigError(
+            "chunk-wise aggregation writes the answer in parts of text, so it cannot "
+            "answer with tool calls: a run with tools needs aggregation.start 'all' or "
+            "'quorum'"
+        )
+
+
 class _Chunkwise:
     def __init__(self, nodes: MoANodes, plan: Plan, state: MoAState) -> None:
-        if nodes.wants_structure(state):
-            raise MoAConfigError(
-                "chunk-wise aggregation writes free text: a structured answer "
-                "(response_format) needs aggregation.start 'all' or 'quorum'"
-            )
+        refuse_what_parts_cannot_write(nodes, state)  # `prepare` did; a resumed run may not
         self.options = run_options(state)
-        if self.options.get("tools"):
-            raise MoAConfigError(
-                "chunk-wise aggregation writes the answer in parts of text, so it cannot "
-                "answer with tool calls: a run with tools needs aggregation.start 'all' or "
-                "'quorum'"
-            )
         self.nodes, self.plan, self.cfg, self.state = nodes, plan, plan.cfg, state
         self.prefill = prefills(self.cfg)
         self.layer = self.cfg.proposer_layers
@@ -152,6 +164,8 @@ class _Chunkwise:
         self.texts = [""] * n
         self.done = [False] * n
         self.records: list[CallRecord | None] = [None] * n
+        self.errors: list[list[str]] = [[] for _ in range(n)]
+        """Each proposal's failed attempts so far (its record's `retried_errors`)."""
         self.live = [True] * n
         """False for a proposal the answer went on without: no part waits for it."""
         self.tasks: list[asyncio.Future[None]] = []
@@ -190,23 +204,19 @@ class _Chunkwise:
             tags=[TAG_PROPOSER, NOSTREAM],
             metadata=call.trace_metadata(self.cfg),
         )
-        errors: list[str] = []
+        errors = self.errors[k]
         started = time.perf_counter()
         try:
             while True:
                 emit("started", **call.fields())
                 started = time.perf_counter()
+                self.texts[k] = ""  # a retried attempt wrote at most blanks: start afresh
                 try:
                     response = await self._streamed(k, model, messages, p.label)
                     break
                 except Exception as exc:
                     errors.append(describe_error(exc))
-                    # Once words were shown to the aggregator, a new attempt would rewrite them.
-                    if (
-                        self.texts[k]
-                        or not is_retryable(exc)
-                        or len(errors) >= self.cfg.retry.max_attempts
-                    ):
+                    if not self._may_retry(k, len(errors), exc):
                         raise
                     await asyncio.sleep(self._backoff(len(errors)))
             if self.live[k]:  # else dropped: its late text is not used (its record says so)
@@ -220,6 +230,15 @@ class _Chunkwise:
         finally:
             self.done[k] = True
             self.changed.set()
+
+    def _may_retry(self, k: int, attempts: int, error: Exception) -> bool:
+        """Tell whether proposal `k` gets another attempt after `attempts` failed ones.
+
+        Not once it has written: a new attempt would rewrite text the aggregator read.
+        """
+        if self.texts[k].strip() or attempts >= self.cfg.retry.max_attempts:
+            return False
+        return is_retryable(error)
 
     async def _streamed(
         self, k: int, model: Any, messages: list[BaseMessage], label: str
@@ -235,7 +254,12 @@ class _Chunkwise:
                     self.texts[k] += chunk.text
                     self.changed.set()
         except Exception as exc:
-            raise await explained_failure(exc, label, timeout, timed_out=scope.expired()) from exc
+            # A provider's Retry-After is waited out only before an attempt that will come.
+            retried = self._may_retry(k, len(self.errors[k]) + 1, exc)
+            explained = await explained_failure(
+                exc, label, timeout, timed_out=scope.expired(), retried=retried
+            )
+            raise explained from exc
         if whole is None or not self.texts[k].strip():
             raise EmptyResponseError(f"{label} returned an empty answer")
         return AIMessage(
@@ -297,7 +321,8 @@ class _Chunkwise:
                 i, s = self.slots[k]
                 call = CallId("proposer", self.layer, i, s, self.cfg.proposers[i].label)
                 error = StragglerCancelledError(f"{call.configured_model} {why}")
-                self.records[k] = record_failure(call, [describe_error(error)], error, latency)
+                errors = [*self.errors[k], describe_error(error)]
+                self.records[k] = record_failure(call, errors, error, latency)
                 if k < len(self.tasks):
                     self.tasks[k].cancel()
 
@@ -390,12 +415,10 @@ class _Chunkwise:
         ]
         call = CallId("aggregator", self.layer + 1, -1, 0, cfg.final.label)
         written = _Written()
-        parts, responses = written.parts, written.responses
+        parts = written.parts
         every_one_failed = False
         try:
-            emit("started", **call.fields())
             words = cfg.aggregation.chunk_tokens
-            room = self._room(responses)
             while True:
                 if parts:
                     await self._wait(words, None)
@@ -412,18 +435,12 @@ class _Chunkwise:
                 if last and not self._any_answered():
                     every_one_failed = True
                     break  # handled below, once the streams are closed
-                if self._budget_spent(responses):
+                if self._budget_spent(written.responses):
                     return self._budget_ended(call, written)
-                cap = _part_cap(cfg.aggregation.chunk_tokens, room, last)
-                part_input, saw = self._part_input(written.answer)
-                at = clock.now()
-                response = await self._part(call, part_input, cap, len(parts) + 1, written.errors)
-                responses.append(response)
-                written.answer += response.text
-                parts.append({"part": len(parts) + 1, "started_at": at, "saw": saw})
-                room = self._room(responses)
+                await self._write_part(call, written, last)
                 if last:
                     break
+                room = self._room(written.responses)
                 if room is not None and room <= 0:  # as long as it may be: no further chunk
                     self._drop_all(
                         "was still writing when the answer reached the aggregator's "
@@ -431,6 +448,8 @@ class _Chunkwise:
                         "rest of it"
                     )
                     break
+                if self._budget_spent(written.responses):  # not one more chunk paid for
+                    return self._budget_ended(call, written)
                 words += cfg.aggregation.chunk_tokens
         except BudgetExhaustedError:
             raise  # the budget ended the answer, not a failed part
@@ -439,11 +458,35 @@ class _Chunkwise:
         finally:
             for task in self.tasks:
                 task.cancel()  # none is still running here but on an error of this node
-        if every_one_failed:
+        if every_one_failed or self._every_one_failed():
             # Mid-stream too: no part's text may stand as an answer.
             record = self._aggregator_record(call, written)
             raise AllProposersFailedError(self.layer, self._calls(record))
         return self._answer(call, written, self._aggregator_record(call, written))
+
+    async def _write_part(self, call: CallId, written: _Written, last: bool) -> None:
+        """Write the answer's next part from the proposals as far as they are written.
+
+        The aggregator's call starts (its `started` event) with the first part, so a run
+        that ends before any part has no aggregator call to close.
+        """
+        if not written.parts:
+            emit("started", **call.fields())
+        cap = _part_cap(self.cfg.aggregation.chunk_tokens, self._room(written.responses), last)
+        part_input, saw = self._part_input(written.answer)
+        at, started = clock.now(), time.perf_counter()
+        index = len(written.parts) + 1
+        try:
+            response = await self._part(call, part_input, cap, index, written.errors)
+        finally:
+            written.seconds += time.perf_counter() - started
+        written.responses.append(response)
+        written.answer += response.text
+        written.parts.append({"part": index, "started_at": at, "saw": saw})
+
+    def _every_one_failed(self) -> bool:
+        """Tell whether every proposal of the layer failed (none answered or was cut off)."""
+        return all(r is not None and r["status"] == "failed" for r in self.records)
 
     # --- how the answer ends ---------------------------------------------------------------
 
@@ -458,9 +501,8 @@ class _Chunkwise:
         """Record the parts as one aggregator call (None before the first part)."""
         if not written.responses:
             return None
-        latency = time.perf_counter() - self.started
         response = _summed(written.answer, written.responses)
-        return record_answer(call, written.errors, response, latency)
+        return record_answer(call, written.errors, response, written.seconds)
 
     def _answer(
         self,
@@ -531,8 +573,8 @@ class _Chunkwise:
         errors = written.errors
         if not errors or errors[-1] != describe_error(error):
             errors.append(describe_error(error))  # a failure outside a part's call
-        latency = time.perf_counter() - self.started
-        record = record_failure(call, errors, error, latency)
+        paid = _summed(written.answer, written.responses) if written.responses else None
+        record = record_failure(call, errors, error, written.seconds, paid)
         calls = self._calls(record)
         best = best_available(calls)
         if self.cfg.on_aggregator_failure == "raise" or best is None:
@@ -552,6 +594,8 @@ class _Written:
     """
 
     answer: str = ""
+    seconds: float = 0.0
+    """The parts' calls' time together: the call record's latency."""
     parts: list[dict[str, Any]] = field(default_factory=list)
     responses: list[AIMessage] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)

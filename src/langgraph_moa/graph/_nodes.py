@@ -32,7 +32,7 @@ from langgraph_moa.errors import (
     StragglerCancelledError,
     StructuredOutputError,
 )
-from langgraph_moa.graph._chunkwise import ChunkwiseRequest
+from langgraph_moa.graph._chunkwise import ChunkwiseRequest, refuse_what_parts_cannot_write
 from langgraph_moa.providers._models import ModelCache, has_own_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
@@ -127,6 +127,8 @@ class MoANodes:
         """Check the input and the models before any call is paid for; reset run data."""
         cfg = self.plan().cfg
         validate_conversation(state.get("messages", []))
+        if cfg.aggregation.chunked:
+            refuse_what_parts_cannot_write(self, state)
         options = run_options(state)
         for p in cfg.proposers:
             bind_options(self._proposer_model(cfg, p), options, p.label)

@@ -137,14 +137,19 @@ def failed_record(
     error: BaseException,
     latency_s: float = 0.0,
     retried_errors: list[str] | None = None,
+    paid: BaseMessage | None = None,
 ) -> CallRecord:
     """Record a failed call with the provider's own error message, summarized and redacted.
 
     A call that answered but whose answer was refused (empty, or not the requested
-    structure) was paid for: its tokens, from the refused message the error keeps, count.
+    structure) was paid for: its tokens, from the refused message the error keeps, count;
+    so do those of `paid`, what a call that failed partway had already cost (the parts a
+    chunk-wise aggregator wrote before one failed).
     """
     refused = isinstance(error, (EmptyResponseError, StructuredOutputError))
-    prompt, completion, total = _tokens(getattr(error, "response", None) if refused else None)
+    if paid is None and refused:
+        paid = getattr(error, "response", None)
+    prompt, completion, total = _tokens(paid)
     return CallRecord(
         role=role,
         layer=layer,

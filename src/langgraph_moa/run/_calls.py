@@ -120,16 +120,20 @@ def record_answer(
 
 
 def record_failure(
-    call: CallId, errors: list[str], error: BaseException, latency: float
+    call: CallId,
+    errors: list[str],
+    error: BaseException,
+    latency: float,
+    paid: BaseMessage | None = None,
 ) -> CallRecord:
     """Record a call that failed for good (or was cancelled), and tell the progress stream.
 
     `errors` are all its attempts' errors; the last one is the record's own error. The
     latency is how long its last attempt ran: for a cancelled straggler, how long the run
-    waited for it.
+    waited for it. `paid`: what the call had cost before it failed (see `failed_record`).
     """
     record = failed_record(
-        error=error, latency_s=latency, retried_errors=errors[:-1], **call.fields()
+        error=error, latency_s=latency, retried_errors=errors[:-1], paid=paid, **call.fields()
     )
     emit(
         "failed",
@@ -324,16 +328,24 @@ async def acall_model(
 
 
 async def explained_failure(
-    error: Exception, label: str, timeout: float | None, *, timed_out: bool = False
+    error: Exception,
+    label: str,
+    timeout: float | None,
+    *,
+    timed_out: bool = False,
+    retried: bool = True,
 ) -> BaseException:
     """Return what a failed call of `label` is recorded and raised as (see `acall_model`).
 
     A call that ran past its `timeout` says so; an error whose meaning is certain is
-    explained; a provider's ``Retry-After`` is waited out first (or the error says it fell
-    past the request's deadline). For callers that run a model themselves (a stream).
+    explained; for a call that will be `retried`, a provider's ``Retry-After`` is waited
+    out first (or the error says it fell past the request's deadline). For callers that run
+    a model themselves (a stream).
     """
     if timed_out:
         return _too_late(label, timeout)
+    if not retried:
+        return _explained(error, label, timeout)
     return await _afailure(error, label, timeout)
 
 
