@@ -457,3 +457,29 @@ async def test_the_aggregators_latency_is_its_parts_not_the_wait_for_proposals(f
     out = await create_moa_graph(chunkwise(slow, fake("AGG"))).ainvoke(QUESTION)
     [agg] = by_model(out, "AGG")
     assert agg["latency_s"] < 0.3
+
+
+async def test_the_layer_deadline_applies_to_the_streamed_layer(fake):
+    straggler = WordStreamer(label="S", words=20, gap=0.3)
+    config = chunkwise(
+        [WordStreamer(label="A", words=2), straggler],
+        fake("AGG"),
+        layer_deadline_s=0.5,
+    )
+    started = time.monotonic()
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    [s] = by_model(out, "S")
+    assert s["status"] == "cancelled" and "layer deadline (0.5s)" in s["error"]
+    assert "cancelled_at" in straggler.state and time.monotonic() - started < 2.0
+    assert out["messages"][-1].content.startswith("AGG")
+
+
+async def test_the_layer_deadline_waits_for_the_quorum(fake):
+    config = chunkwise(
+        [WordStreamer(label="A", words=2), WordStreamer(label="B", words=4, gap=0.3)],
+        fake("AGG"),
+        layer_deadline_s=0.2,
+        min_proposers=2,
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    assert [c["status"] for c in out["calls"]] == ["ok", "ok", "ok"]

@@ -169,6 +169,8 @@ class _Chunkwise:
         self.live = [True] * n
         """False for a proposal the answer went on without: no part waits for it."""
         self.tasks: list[asyncio.Future[None]] = []
+        self.watch: asyncio.Future[None] | None = None
+        """The layer deadline's watch (`layer_deadline_s`), if there is one."""
         self.changed = asyncio.Event()
         self.started = time.perf_counter()
 
@@ -310,7 +312,7 @@ class _Chunkwise:
 
     def _any_answered(self) -> bool:
         """Tell whether a proposal of this layer is complete."""
-        return any(r is not None and r["status"] == "ok" for r in self.records)
+        return self._answered() > 0
 
     def _drop_all(self, why: str, which: Callable[[int], bool] | None = None) -> None:
         """Stop proposals still being written (those `which` picks): cancel and record them."""
@@ -413,6 +415,8 @@ class _Chunkwise:
         self.tasks = [
             asyncio.ensure_future(self._stream(k, messages)) for k in range(len(self.slots))
         ]
+        if cfg.layer_deadline_s is not None:
+            self.watch = asyncio.ensure_future(self._layer_deadline(cfg.layer_deadline_s))
         call = CallId("aggregator", self.layer + 1, -1, 0, cfg.final.label)
         written = _Written()
         parts = written.parts
@@ -456,8 +460,9 @@ class _Chunkwise:
         except Exception as exc:
             return await self._gave_up(call, exc, written)
         finally:
-            for task in self.tasks:
-                task.cancel()  # none is still running here but on an error of this node
+            for task in [*self.tasks, self.watch]:
+                if task is not None:
+                    task.cancel()  # no stream is still running here but on an error
         if every_one_failed or self._every_one_failed():
             # Mid-stream too: no part's text may stand as an answer.
             record = self._aggregator_record(call, written)
@@ -483,6 +488,27 @@ class _Chunkwise:
         written.responses.append(response)
         written.answer += response.text
         written.parts.append({"part": index, "started_at": at, "saw": saw})
+
+    async def _layer_deadline(self, seconds: float) -> None:
+        """Past `layer_deadline_s`, once `min_proposers` answered, go on without the rest.
+
+        As in any layer: the proposals still being written are cancelled and recorded, and
+        the next part reads those that answered.
+        """
+        await asyncio.sleep(seconds)
+        quorum = self.cfg.min_proposers
+        while not all(self.done) and self._answered() < quorum:
+            self.changed.clear()  # every waiter checks the proposals before it waits
+            await self.changed.wait()
+        self._drop_all(
+            f"was still writing when the layer deadline ({seconds:g}s) passed and "
+            f"{self._answered()} proposals (quorum {quorum}) had answered: the answer went "
+            "on without it"
+        )
+        self.changed.set()
+
+    def _answered(self) -> int:
+        return sum(1 for r in self.records if r is not None and r["status"] == "ok")
 
     def _every_one_failed(self) -> bool:
         """Tell whether every proposal of the layer failed (none answered or was cut off)."""
@@ -569,6 +595,8 @@ class _Chunkwise:
                 self.changed.clear()
                 await self.changed.wait()
         self._drop_all("was still writing when the aggregator failed: the run ended without it")
+        if self.watch is not None:
+            self.watch.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         errors = written.errors
         if not errors or errors[-1] != describe_error(error):
