@@ -43,6 +43,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Tool
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, ensure_config
+from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
@@ -148,7 +149,7 @@ class MoAChatModel(BaseChatModel):
         """Return `cfg` with this model's fields applied: the config's, or a `model=` preset's."""
         return apply_context(
             cfg,
-            MoAContext(temperature=self.temperature, aggregator_max_tokens=self.max_tokens),
+            MoAContext(temperature=self.temperature, **_answer_cap(cfg, self.max_tokens)),
             call_timeout_s=self.timeout,
             max_attempts=None if self.max_retries is None else self.max_retries + 1,
         )
@@ -170,6 +171,9 @@ class MoAChatModel(BaseChatModel):
         """
         if update:
             _refuse_unknown(dict(update))
+            # pydantic's update takes field names only: ``model`` would be set beside them.
+            aliases = {f.alias: name for name, f in type(self).model_fields.items() if f.alias}
+            update = {aliases.get(key, key): value for key, value in update.items()}
         copy = super().model_copy(update=update, deep=deep)
         if update:
             copy._graph, copy._resolved, copy._graphs, copy._fingerprint = None, None, {}, None
@@ -444,7 +448,9 @@ class MoAChatModel(BaseChatModel):
         kwargs.pop("ls_structured_output_format", None)
         structured: _Structured | None = kwargs.pop("moa_structured", None)
         graph, context = self._override(kwargs.pop("model", None), structured)
-        context = _with_call_fields(context, kwargs.pop("temperature", None), kwargs)
+        context = _with_call_fields(
+            self.moa_config, context, kwargs.pop("temperature", None), kwargs
+        )
         run_input: dict[str, Any] = {"messages": messages}
         for key in ("tools", "tool_choice", "parallel_tool_calls"):
             if kwargs.get(key) is not None:
@@ -496,7 +502,9 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         graph, run_input, context = self._run(messages, stop, kwargs)
-        state = graph.invoke(run_input, self._inner_config(run_manager), context=context)
+        nested = _Nested(self._inner_config(run_manager))
+        with nested.active():
+            state = graph.invoke(run_input, nested.config, context=context)
         return _result(state, stop or self.stop)
 
     async def _agenerate(
@@ -507,7 +515,9 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         graph, run_input, context = self._run(messages, stop, kwargs)
-        state = await graph.ainvoke(run_input, self._inner_config(run_manager), context=context)
+        nested = _Nested(self._inner_config(run_manager))
+        with nested.active():
+            state = await graph.ainvoke(run_input, nested.config, context=context)
         return _result(state, stop or self.stop)
 
     def _stream(
@@ -518,9 +528,15 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         graph, run_input, context = self._run(messages, stop, kwargs)
-        stream = AnswerStream(graph, run_input, self._inner_config(run_manager), context=context)
+        nested = _Nested(self._inner_config(run_manager))
+        stream = AnswerStream(graph, run_input, nested.config, context=context)
         cut = _StopFilter(stop or self.stop)
-        for piece in stream:
+        pieces = iter(stream)
+        while True:
+            with nested.active():  # only while the graph runs: never across a yield
+                piece = next(pieces, None)
+            if piece is None:
+                break
             if text := cut.take(piece, streamed=stream.streamed):
                 yield _text_chunk(text, run_manager)
         if rest := cut.flush():
@@ -535,9 +551,15 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         graph, run_input, context = self._run(messages, stop, kwargs)
-        stream = AnswerStream(graph, run_input, self._inner_config(run_manager), context=context)
+        nested = _Nested(self._inner_config(run_manager))
+        stream = AnswerStream(graph, run_input, nested.config, context=context)
         cut = _StopFilter(stop or self.stop)
-        async for piece in stream:
+        pieces = aiter(stream)
+        while True:
+            with nested.active():  # only while the graph runs: never across a yield
+                piece = await anext(pieces, None)
+            if piece is None:
+                break
             if text := cut.take(piece, streamed=stream.streamed):
                 yield await _atext_chunk(text, run_manager)
         if rest := cut.flush():
@@ -572,6 +594,41 @@ def _child_config(manager: Any, run_id: uuid.UUID) -> RunnableConfig:
     child.add_tags(manager.inheritable_tags)
     child.add_metadata(manager.inheritable_metadata)
     return {"callbacks": child}
+
+
+class _Nested:
+    """The inner graph's config, as a child of this model's run inside a chain too.
+
+    Inside a chain step or a LangGraph node, LangGraph merges the ambient config (the
+    step's, `var_child_runnable_config`) with the one a graph is given, and a merge of two
+    callback managers keeps the ambient one's parent run: the graph's runs would be
+    siblings of this model's run instead of its children. So where there is an ambient
+    config, this model's child callbacks replace the ambient ones while the graph starts
+    (`active`), and the graph is given the rest; everything else in the ambient config (a
+    parent graph's configurable, tags) is inherited as before.
+    """
+
+    def __init__(self, config: RunnableConfig) -> None:
+        ambient = var_child_runnable_config.get()
+        self._ambient: RunnableConfig | None = None
+        self.config = config
+        if ambient and config.get("callbacks") is not None:
+            self._ambient = cast(RunnableConfig, {**ambient, "callbacks": config["callbacks"]})
+            self.config = cast(
+                RunnableConfig, {k: v for k, v in config.items() if k != "callbacks"}
+            )
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Make the child callbacks the ambient ones for the code inside."""
+        if self._ambient is None:
+            yield
+            return
+        token = var_child_runnable_config.set(self._ambient)
+        try:
+            yield
+        finally:
+            var_child_runnable_config.reset(token)
 
 
 @dataclass(frozen=True)
@@ -611,7 +668,10 @@ def _plain(value: Any) -> Any:
 
 
 def _with_call_fields(
-    context: MoAContext | None, temperature: float | None, kwargs: dict[str, Any]
+    cfg: MoAConfig,
+    context: MoAContext | None,
+    temperature: float | None,
+    kwargs: dict[str, Any],
 ) -> MoAContext | None:
     """Give a call's ``temperature`` and ``max_tokens`` the meaning of the fields.
 
@@ -627,8 +687,20 @@ def _with_call_fields(
     return MoAContext(
         **given,
         **({} if temperature is None else {"temperature": temperature}),
-        **({} if max_tokens is None else {"aggregator_max_tokens": max_tokens}),
+        **_answer_cap(cfg, max_tokens),
     )
+
+
+def _answer_cap(cfg: MoAConfig, max_tokens: int | None) -> dict[str, int]:
+    """Return the context fields that cap the answer at `max_tokens`.
+
+    The answer is the aggregator's, or on a variant that returns a proposal verbatim
+    (select, ranker) a proposer's: there the cap goes to the proposers, as `moa serve`
+    does with a client's max_tokens, and the ranker keeps its own.
+    """
+    if max_tokens is None:
+        return {}
+    return {"max_tokens" if _picks_proposal(cfg) else "aggregator_max_tokens": max_tokens}
 
 
 def _picks_proposal(cfg: MoAConfig) -> bool:

@@ -3,8 +3,10 @@
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessageChunk
 from langchain_core.prompts import ChatPromptTemplate
+from langgraph.graph import START, MessagesState, StateGraph
 
 from langgraph_moa import MoAChatModel, MoAConfig
 
@@ -340,11 +342,14 @@ def test_call_time_max_tokens_and_temperature_mean_what_the_fields_mean(fake, lo
     assert "max_tokens" not in proposal.kwargs and "temperature" not in answer.kwargs
 
 
-def test_call_time_fields_join_the_context_of_a_model_override():
+def test_call_time_fields_join_the_context_of_a_model_override(fake):
     from langgraph_moa.chat_model import _with_call_fields
     from langgraph_moa.config.context import MoAContext
 
-    context = _with_call_fields(MoAContext(aggregator="m@http://h/v1"), 0.9, {"max_tokens": 77})
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    context = _with_call_fields(
+        config, MoAContext(aggregator="m@http://h/v1"), 0.9, {"max_tokens": 77}
+    )
     assert context == MoAContext(
         aggregator="m@http://h/v1", temperature=0.9, aggregator_max_tokens=77
     )
@@ -420,3 +425,85 @@ def test_a_usage_callback_counts_the_inner_calls_and_the_answer_which_is_their_t
     assert (
         sum(u["total_tokens"] for u in handler.usage_metadata.values()) == 2 * total["total_tokens"]
     )
+
+
+# --- nesting inside chains and graphs, call-time caps, copies (review, session 21) ------------
+
+
+class _Parents(BaseCallbackHandler):
+    """Records every run's parent, and which runs are chat-model runs (by name)."""
+
+    def __init__(self) -> None:
+        self.parent: dict[Any, Any] = {}
+        self.llm: dict[Any, str] = {}
+
+    def on_chain_start(self, serialized, inputs, *, run_id, parent_run_id=None, **kw):
+        self.parent[run_id] = parent_run_id
+
+    def on_chat_model_start(self, serialized, messages, *, run_id, parent_run_id=None, **kw):
+        self.parent[run_id] = parent_run_id
+        self.llm[run_id] = kw.get("name") or "MoAChatModel"
+
+    def chat_model_ancestors(self, run_id) -> list[str]:
+        out = []
+        while (run_id := self.parent.get(run_id)) is not None:
+            if run_id in self.llm:
+                out.append(self.llm[run_id])
+        return out
+
+    def inner(self) -> list[Any]:
+        return [r for r, name in self.llm.items() if name != "MoAChatModel"]
+
+
+@pytest.mark.parametrize("how", ["invoke", "stream", "astream"])
+async def test_inner_calls_nest_under_the_moa_run_inside_a_chain(fake, how):
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | MoAChatModel(config=config)
+    runs = _Parents()
+    options = {"callbacks": [runs]}
+    if how == "invoke":
+        chain.invoke({"q": "hi"}, options)
+    elif how == "stream":
+        list(chain.stream({"q": "hi"}, options))
+    else:
+        [c async for c in chain.astream({"q": "hi"}, options)]
+    assert len(runs.inner()) == 2
+    assert all(runs.chat_model_ancestors(r) == ["MoAChatModel"] for r in runs.inner())
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_inner_calls_nest_under_the_moa_run_inside_a_langgraph_node(fake, streaming):
+    llm = MoAChatModel(
+        config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2),
+        streaming=streaming,
+    )
+
+    async def answer(state: MessagesState) -> dict:
+        return {"messages": [await llm.ainvoke(state["messages"])]}
+
+    graph = StateGraph(MessagesState).add_node(answer).add_edge(START, "answer").compile()
+    runs = _Parents()
+    tokens = []
+    async for message, _ in graph.astream(
+        {"messages": [("user", "hi")]}, {"callbacks": [runs]}, stream_mode="messages"
+    ):
+        tokens.append(message.text)
+    assert all(runs.chat_model_ancestors(r) == ["MoAChatModel"] for r in runs.inner())
+    assert "".join(tokens).count("AGG #1") == 1  # each token of the answer once
+
+
+@pytest.mark.parametrize("variant", ["select", "ranker"])
+def test_call_time_max_tokens_caps_the_proposal_that_is_the_answer(fake, log, variant):
+    roles = {"aggregator": fake("R", reply=lambda *a: "1")} if variant == "ranker" else {}
+    config = MoAConfig(variant=variant, proposers=[fake("A"), fake("B")], **roles)
+    MoAChatModel(config=config).invoke("hi", max_tokens=7)
+    MoAChatModel(config=config, max_tokens=9).invoke("hi")
+    caps = [c.max_tokens for c in log.by("A") + log.by("B")]
+    assert sorted(caps) == [7, 7, 9, 9]
+    assert all(c.max_tokens != 7 for c in log.by("R"))  # the ranker keeps its own cap
+
+
+def test_model_copy_update_by_the_model_alias_takes_effect(fake):
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    copy = MoAChatModel(config=config, model="old").model_copy(update={"model": "new"})
+    assert copy.model_name == "new"
