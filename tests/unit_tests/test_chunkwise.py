@@ -58,8 +58,12 @@ async def test_a_failing_aggregator_falls_back_to_a_labelled_proposal(fake):
         meta["fallback"] == "best_proposal"
         and "chunk-wise aggregator failed" in meta["fallback_reason"]
     )
-    assert out["messages"][-1].content == "A #1"
-    assert [c["status"] for c in out["calls"]] == ["ok", "ok", "failed"]
+    # The fallback is the first proposal to complete; the other, if still running, is
+    # cancelled (docs/failure-semantics.md).
+    statuses = [c["status"] for c in out["calls"]]
+    assert out["messages"][-1].content in ("A #1", "B #1")
+    assert statuses[-1] == "failed" and "ok" in statuses[:2]
+    assert set(statuses[:2]) <= {"ok", "cancelled"}
 
 
 async def test_when_every_last_layer_proposal_fails_the_run_says_so(fake):
