@@ -700,3 +700,30 @@ def test_chat_runs_off_the_main_thread_where_no_signal_handler_can_be_set(fake, 
     run = result["run"]
     assert run.exit_code == 0, (run.exception, run.output)
     assert "AGG" in run.output
+
+
+def test_eval_with_fallback_answers_warns_and_exits_3_like_moa_run(monkeypatch, capsys, tmp_path):
+    from langgraph_moa.cli._run import DEGRADED_EXIT
+    from langgraph_moa.eval import runner
+    from tests.fakes import FakeChat
+
+    down = FakeChat(label="agg", fail=lambda n, m: RuntimeError("aggregator down"))
+    config = MoAConfig(name="fb", proposers=[FakeChat(label="p")], aggregator=down)
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, config, cache)
+    )
+    status, err = run_main(
+        monkeypatch,
+        capsys,
+        "eval",
+        "-s",
+        "fb",
+        "--limit",
+        "2",
+        "--no-plots",
+        "--out",
+        str(tmp_path),
+    )
+    assert status == DEGRADED_EXIT == 3
+    assert "some answers were fallbacks" in err and "fb 2 of 2" in " ".join(err.split())
+    assert "2 of 2 answers were fallbacks" in (tmp_path / "report.md").read_text()

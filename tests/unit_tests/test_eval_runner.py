@@ -539,3 +539,31 @@ def test_a_judge_that_cannot_be_built_is_refused_before_any_answer(mix, tmp_path
     with pytest.raises(MoAConfigError, match="Invalid --judge: Model spec 'openai:' has no"):
         Evaluation([mix], ITEMS, tmp_path, judge="openai:", baseline="mix")
     assert mix.proposers[0].model.log.calls == []
+
+
+def test_fallback_answers_are_counted_per_row_per_system_and_in_the_report(tmp_path):
+    """An aggregator that always fails: every answer is the best proposal, and says so."""
+    down = FakeChat(label="agg", fail=lambda n, m: RuntimeError("aggregator down"))
+    right = FakeChat(
+        label="p", reply=lambda _l, _n, m: f"The code word is {first_code_word(_l, _n, m)}."
+    )
+    config = MoAConfig(name="fb", proposers=[right], aggregator=down)
+    items = ITEMS[:4]
+    summary = asyncio.run(Evaluation([config], items, tmp_path, plots=False).run(progress=False))
+    entry = summary["fb"]
+    # Scored as given (the answer a user got), but counted as fallbacks with the failed calls.
+    assert entry["correct"] == 4 and entry["errors"] == 0
+    assert entry["fallbacks"] == 4 and entry["failed_calls"] >= 4
+    assert entry["first_fallback"].startswith("best_proposal: ")
+    rows = [json.loads(line) for line in (tmp_path / "results" / "fb.jsonl").open()]
+    assert {r["fallback"] for r in rows} == {"best_proposal"}
+    assert all(r["failed_calls"] >= 1 and r["fallback_reason"] for r in rows)
+    report = (tmp_path / "report.md").read_text()
+    assert "**4 of 4 answers were fallbacks**" in report
+    assert f"{entry['failed_calls']} calls failed" in report
+
+
+def test_a_system_without_fallbacks_reports_none(mix, tmp_path):
+    summary = asyncio.run(Evaluation([mix], ITEMS[:2], tmp_path, plots=False).run(progress=False))
+    assert (summary["mix"]["fallbacks"], summary["mix"]["failed_calls"]) == (0, 0)
+    assert "fallback" not in (tmp_path / "report.md").read_text()

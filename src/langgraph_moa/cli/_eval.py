@@ -3,12 +3,14 @@
 The report goes to stdout as written (Markdown, unwrapped, so it pipes into a file); the
 progress goes to stderr, as a bar on a terminal and as lines elsewhere. When a system errored
 on every item the command says so with the first error and exits 1: a table of zeros is not
-an evaluation.
+an evaluation. When some answers were fallbacks (an aggregator failed and a proposal
+answered), the report counts them and the command warns and exits 3, as `moa run` does.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +18,7 @@ import typer
 
 from langgraph_moa.cli._config import model_flag
 from langgraph_moa.cli._output import out
+from langgraph_moa.cli._run import DEGRADED_EXIT
 from langgraph_moa.errors import MoAConfigError, MoAError
 
 
@@ -127,6 +130,23 @@ def evaluate(
         out.error(problem)
     if problems:
         raise MoAError(problems[-1])
+    degraded = _fallbacks(summary)
+    if degraded:
+        out.warn(degraded)
+        sys.exit(DEGRADED_EXIT)
+
+
+def _fallbacks(summary: dict[str, Any]) -> str | None:
+    """Say which systems answered some items with a fallback: their scores are not all theirs."""
+    counts = {name: s.get("fallbacks", 0) for name, s in summary.items() if s.get("fallbacks")}
+    if not counts:
+        return None
+    each = ", ".join(f"{name} {n} of {summary[name]['items']}" for name, n in counts.items())
+    return (
+        f"some answers were fallbacks, not the configured final step ({each}); they are "
+        f"scored as given, and the report counts them: exit code {DEGRADED_EXIT}, as for "
+        "`moa run`."
+    )
 
 
 def _failed_systems(summary: dict[str, Any]) -> list[str]:

@@ -86,7 +86,10 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
 
 
 def _coverage(summary: dict[str, Any]) -> list[str]:
-    """Say which items the accuracy leaves out, and why: no expected answer, or an error."""
+    """Say which items the accuracy leaves out, and why, and which answers were fallbacks.
+
+    A fallback answer stays in the accuracy (it is what the user got), and is counted here.
+    """
     lines: list[str] = []
     judged = any("win_rate" in s or "judge_error" in s for s in summary.values())
     for name, s in summary.items():
@@ -104,6 +107,18 @@ def _coverage(summary: dict[str, Any]) -> list[str]:
             lines.append(
                 f"- **{name}**: {s['errors']} of {s['items']} items failed; the first error: "
                 f"{first}"
+            )
+        if s.get("fallbacks"):
+            lines.append(
+                f"- **{name}**: **{s['fallbacks']} of {s['items']} answers were fallbacks**, "
+                "not the configured final step (the first: "
+                f"{s.get('first_fallback') or 'no reason recorded'}); they are scored as "
+                "the answers a user would get, so the accuracy is partly that of the fallback."
+            )
+        if s.get("failed_calls"):
+            lines.append(
+                f"- **{name}**: {s['failed_calls']} calls failed; the traces in "
+                "results/ say which and why."
             )
     return ["", *lines] if lines else []
 

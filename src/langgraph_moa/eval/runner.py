@@ -242,6 +242,7 @@ class Evaluation:
         calls: list[dict[str, Any]] = []
         started = time.perf_counter()
         error = None
+        fallback = fallback_reason = None
         for turn, text in enumerate(item.turns):  # multi-turn: answer by turn, history carried
             history.append(HumanMessage(text))
             try:
@@ -251,6 +252,9 @@ class Evaluation:
             except MoAError as exc:
                 error = str(exc)
                 break
+            meta = answer.response_metadata.get("moa", {})
+            if meta.get("fallback") and fallback is None:  # the first turn a fallback answered
+                fallback, fallback_reason = meta["fallback"], meta.get("fallback_reason")
             history.append(AIMessage(content=answer.text))
             calls.extend({**c, "turn": turn} for c in turn_calls)
         answers = [m.text for m in history if isinstance(m, AIMessage)]
@@ -263,6 +267,9 @@ class Evaluation:
             "answers": answers,
             "answer": final,
             "error": error,
+            "fallback": fallback,
+            "fallback_reason": fallback_reason,
+            "failed_calls": sum(c.get("status") == "failed" for c in calls),
             "scores": {},
             "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in calls),
             "completion_tokens": sum(c["completion_tokens"] or 0 for c in calls),
@@ -398,10 +405,14 @@ class Evaluation:
         scored = [r for r in rows if "correct" in r["scores"]]
         correct = sum(r["scores"]["correct"] for r in scored)
         errors = [r["error"] for r in rows if r["error"] is not None]
+        fallbacks = [r for r in rows if r.get("fallback")]
         out: dict[str, Any] = {
             "items": len(rows),
             "errors": len(errors),
             "first_error": errors[0] if errors else None,
+            "fallbacks": len(fallbacks),
+            "first_fallback": _fallback_words(fallbacks[0]) if fallbacks else None,
+            "failed_calls": sum(r.get("failed_calls", 0) for r in rows),
             "correct": correct,
             "scored": len(scored),
             "unscored": sum(r["error"] is None and "correct" not in r["scores"] for r in rows),
@@ -669,6 +680,12 @@ def _compare_with_baseline(
             summary[name]["vs_baseline"] = {"baseline": baseline, **diff.as_dict()}
 
 
+def _fallback_words(row: dict[str, Any]) -> str:
+    """Say which fallback answered a row, and why, in one line."""
+    reason = " ".join(str(row.get("fallback_reason") or "no reason recorded").split())[:300]
+    return f"{row['fallback']}: {reason}"
+
+
 def _rounded(interval: tuple[float, float] | None) -> list[float] | None:
     return None if interval is None else [round(interval[0], 4), round(interval[1], 4)]
 
@@ -686,6 +703,8 @@ def _progress_line(name: str, done: int, total: int, row: dict[str, Any], starte
         outcome = "right" if row["scores"]["correct"] else "wrong"
     else:
         outcome = "answered (not scored)"
+    if row.get("fallback"):
+        outcome += f" (fallback: {row['fallback']})"
     cached = ", cached" if row["calls"] and row["cached_calls"] == row["calls"] else ""
     return (
         f"{name}: {done}/{total} items, {time.perf_counter() - started:.0f}s; "
