@@ -326,7 +326,7 @@ def test_report_says_plainly_when_moa_does_not_help():
     assert "Most accurate: **local-self-moa**" in report
 
 
-def _against(diff, low, high, wins, losses, significance, n=200):
+def _against(diff, low, high, wins, losses, significance, n=200, p_value=None):
     return {
         "baseline": "single:local:qwen",
         "accuracy_diff": diff,
@@ -335,6 +335,7 @@ def _against(diff, low, high, wins, losses, significance, n=200):
         "n": n,
         "wins": wins,
         "losses": losses,
+        "p_value": p_value,
         "significance": significance,
     }
 
@@ -346,16 +347,18 @@ def test_the_verdict_calls_a_difference_only_when_its_interval_excludes_zero():
         "local-self-moa": _summary(126, 200, 3000),
         "local-ranker": _summary(100, 200, 4000),
     }
-    summary["local-moa"]["vs_baseline"] = _against(0.1, 0.04, 0.16, 30, 10, "better")
+    summary["local-moa"]["vs_baseline"] = _against(
+        0.1, 0.04, 0.16, 30, 10, "better", p_value=0.00222
+    )
     summary["local-self-moa"]["vs_baseline"] = _against(
-        0.03, -0.02, 0.08, 12, 6, "no significant difference"
+        0.03, -0.02, 0.08, 12, 6, "no significant difference", p_value=0.238
     )
     summary["local-ranker"]["vs_baseline"] = _against(-0.1, -0.17, -0.04, 8, 28, "worse")
     report = render_report(summary)
     assert (
         "- **local-moa** vs the best single model (single:local:qwen): beats the baseline, "
         "+0.100 accuracy (95% CI +0.040 to +0.160, 200 items; right on 30 the baseline missed, "
-        "wrong on 10 it got right), at 6.0x the tokens." in report
+        "wrong on 10 it got right; McNemar p 0.002), at 6.0x the tokens." in report
     )
     # Six more right answers, but the interval holds zero: no win is claimed.
     assert (
@@ -367,7 +370,10 @@ def test_the_verdict_calls_a_difference_only_when_its_interval_excludes_zero():
         in report
     )
     assert "helps" not in report and "raw counts" not in report
-    assert "| local-self-moa | 126/200 | 0.63 | +0.030 [-0.020, +0.080] | 12 / 6 |" in report
+    assert (
+        "| local-self-moa | 126/200 | 0.63 | +0.030 [-0.020, +0.080] | 12 / 6 | 0.238 |" in report
+    )
+    assert "| local-ranker | 100/200 | 0.50 | -0.100 [-0.170, -0.040] | 8 / 28 | n/a |" in report
     assert "| single:local:qwen | 120/200 | 0.60 | (baseline) |  |" in report
 
 

@@ -195,6 +195,7 @@ def test_a_baseline_without_a_judge_gives_paired_accuracy_differences(mix, tmp_p
         "n": 6,
         "wins": 6,
         "losses": 0,
+        "p_value": 0.0312,  # exact McNemar: 6 wins, no loss
         "significance": "better",
     }
     same = summary["also-wrong"]["vs_baseline"]
@@ -209,8 +210,12 @@ def test_a_baseline_without_a_judge_gives_paired_accuracy_differences(mix, tmp_p
 
     report = (tmp_path / "report.md").read_text()
     assert "| Δ acc vs baseline [95% CI] |" in report
-    assert "| mix | 6/6 | 1.00 [0.61, 1.00] | +1.000 [+1.000, +1.000] | 6 / 0 |" in report
-    assert "| wrong-alone | 0/6 | 0.00 [0.00, 0.39] | (baseline) |  |" in report
+    assert "| mix | 6/6 | 1.00 [0.61, 1.00] | +1.000 [+1.000, +1.000] | 6 / 0 | 0.031 |" in report
+    assert "| wrong-alone | 0/6 | 0.00 [0.00, 0.39] | (baseline) |  |  |" in report
+    assert "| also-wrong | 0/6 | 0.00 [0.00, 0.39] | +0.000 [+0.000, +0.000] | 0 / 0 | 1.000 |" in (
+        report
+    )
+    assert "wrong on 0 it got right; McNemar p 0.031), at" in report
     assert "- **mix** vs the baseline (wrong-alone): beats the baseline, +1.000 accuracy" in report
     assert (
         "- **also-wrong** vs the baseline (wrong-alone): no significant difference from the "

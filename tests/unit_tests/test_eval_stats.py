@@ -9,6 +9,7 @@ from langgraph_moa.eval.stats import (
     PairedDifference,
     bootstrap_mean_interval,
     paired_difference,
+    sign_test_p,
     wilson_interval,
 )
 
@@ -80,12 +81,13 @@ def test_no_common_items_gives_an_empty_result_not_an_error(system, baseline):
         "n": 0,
         "wins": 0,
         "losses": 0,
+        "p_value": None,
         "significance": "no common items",
     }
 
 
 def test_as_dict_rounds_for_the_summary():
-    diff = PairedDifference(1 / 3, 0.123456789, 0.55555555, 3, 1, 0)
+    diff = PairedDifference(1 / 3, 0.123456789, 0.55555555, 3, 1, 0, p_value=0.000012345)
     assert diff.as_dict() == {
         "accuracy_diff": 0.3333,
         "low": 0.1235,
@@ -93,6 +95,7 @@ def test_as_dict_rounds_for_the_summary():
         "n": 3,
         "wins": 1,
         "losses": 0,
+        "p_value": 1.23e-05,  # significant digits: a small p is not rounded to 0
         "significance": "better",
     }
 
@@ -116,3 +119,31 @@ def test_wilson_interval_on_known_values():
     assert wilson_interval(0, 0) is None
     with pytest.raises(ValueError, match="between 0 and n"):
         wilson_interval(5, 3)
+
+
+def test_one_item_won_is_not_a_significant_difference():
+    # The bootstrap of one difference of +1 is [+1, +1]; the exact test says p = 1.
+    diff = paired_difference({"a": 1.0}, {"a": 0.0})
+    assert (diff.low, diff.high, diff.p_value) == (1.0, 1.0, 1.0)
+    assert diff.significance == "no significant difference"
+    assert paired_difference({"a": 0.0}, {"a": 1.0}).significance == "no significant difference"
+
+
+def test_five_wins_no_loss_among_22_items_is_not_significant_though_the_interval_excludes_0():
+    system = {str(i): 1.0 for i in range(22)}
+    baseline = {str(i): 0.0 if i < 5 else 1.0 for i in range(22)}
+    diff = paired_difference(system, baseline)
+    assert diff.low > 0 and diff.p_value == pytest.approx(0.0625)
+    assert diff.significance == "no significant difference"
+    # A sixth win makes the exact test agree (p = 0.03125): then it is called.
+    baseline["5"] = 0.0
+    assert paired_difference(system, baseline).significance == "better"
+
+
+@pytest.mark.parametrize(
+    ("wins", "losses", "p"),
+    [(0, 0, 1.0), (1, 0, 1.0), (5, 0, 0.0625), (6, 0, 0.03125), (8, 2, 0.109375), (3, 3, 1.0)],
+)
+def test_sign_test_p_is_the_exact_two_sided_binomial(wins, losses, p):
+    assert sign_test_p(wins, losses) == pytest.approx(p)
+    assert sign_test_p(losses, wins) == pytest.approx(p)

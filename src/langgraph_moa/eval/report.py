@@ -22,7 +22,11 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
     baseline = _baseline(summary)
     header = (
         "| system | correct | accuracy [95% CI] "
-        + ("| Δ acc vs baseline [95% CI] | right only here / only on baseline " if baseline else "")
+        + (
+            "| Δ acc vs baseline [95% CI] | right only here / only on baseline | McNemar p "
+            if baseline
+            else ""
+        )
         + "| errors | prompt tokens | completion tokens "
         + ("| dollars " if priced else "")
         + "| calls (cached) | median s/item | wall s |"
@@ -55,7 +59,10 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
             "",
             f"Accuracy intervals are Wilson score intervals. Δ is the accuracy minus that of "
             f"the baseline, **{baseline}**, over the items both answered, with a paired "
-            "percentile bootstrap interval (the same items resampled for both, seeded).",
+            "percentile bootstrap interval (the same items resampled for both, seeded). "
+            "McNemar p is the exact two-sided test of the items only one of the two got "
+            "right; the verdict calls a difference only when the interval excludes zero and "
+            "p < 0.05.",
         ]
     lines += _categories(summary)
     lines += _judge_failed(summary)
@@ -177,14 +184,22 @@ def _accuracy(s: dict[str, Any]) -> str:
 def _against(name: str, s: dict[str, Any], baseline: str) -> list[str]:
     """Cells of the difference to the baseline: the delta and its interval, wins / losses."""
     if name == baseline:
-        return ["(baseline)", ""]
+        return ["(baseline)", "", ""]
     v = s.get("vs_baseline")
     if not v or not v["n"]:
-        return ["n/a", "n/a"]
+        return ["n/a", "n/a", "n/a"]
     return [
         f"{v['accuracy_diff']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]",
         f"{v['wins']} / {v['losses']}",
+        _p(v.get("p_value")),
     ]
+
+
+def _p(value: float | None) -> str:
+    """Write a p-value for a table: n/a when none was computed (a summary before it was)."""
+    if value is None:
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def _judge_failed(summary: dict[str, Any]) -> list[str]:
@@ -218,7 +233,7 @@ def _judged(summary: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for name, w in judged.items():
-        ci = f"{w['ci95'][0]} - {w['ci95'][1]}"
+        ci = f"{w['ci95'][0]} - {w['ci95'][1]}" if w.get("ci95") else "n/a"
         lc = w.get("length_controlled")
         lc_cell = f"{lc['rate']} ± {lc['standard_error']}" if lc else w.get("lc_note", "n/a")
         cells = [
@@ -301,9 +316,10 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
     """Compare every system with the baseline, else every mixture with the best single model.
 
     Against a baseline, a system is said to beat it (or to be worse) only when the paired
-    interval of the accuracy difference lies wholly above (below) zero: with a few hundred
-    items, gaps of several points are often noise. Without a baseline there is no paired
-    comparison, and the raw counts are labelled as such.
+    interval of the accuracy difference lies wholly above (below) zero and the exact
+    McNemar test gives p < 0.05: with a few hundred items, gaps of several points are often
+    noise, and with a few discordant items the bootstrap interval alone is too narrow.
+    Without a baseline there is no paired comparison, and the raw counts are labelled as such.
     """
     scored = {n: s for n, s in summary.items() if s["accuracy"] is not None}
     if not scored:
@@ -338,7 +354,7 @@ def _paired_verdict(
         f"- **{name}** vs {label} ({v['baseline']}): {_SIGNIFICANCE[v['significance']]}, "
         f"{v['accuracy_diff']:+.3f} accuracy (95% CI {v['low']:+.3f} to {v['high']:+.3f}, "
         f"{v['n']} items; right on {v['wins']} the baseline missed, wrong on {v['losses']} it "
-        f"got right), at {_token_ratio(s, base)}."
+        f"got right; McNemar p {_p(v.get('p_value'))}), at {_token_ratio(s, base)}."
     )
 
 

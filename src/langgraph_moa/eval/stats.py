@@ -3,7 +3,9 @@
 Two systems scored on the same items are compared item by item. Differences of per-item
 scores are resampled together (a paired percentile bootstrap): an item that both systems
 find hard stays hard in every resample, so the interval is much narrower than comparing
-two independent accuracies, and honest about how few items decided the gap.
+two independent accuracies, and honest about how few items decided the gap. The verdict
+also asks the exact McNemar test (a sign test on the items only one system got right),
+which a bootstrap over a handful of such items cannot replace.
 """
 
 from __future__ import annotations
@@ -33,6 +35,23 @@ def bootstrap_mean_interval(
     means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
     tail = (1 - confidence) / 2
     return means[int(tail * (resamples - 1))], means[int((1 - tail) * (resamples - 1))]
+
+
+ALPHA = 0.05
+"""The significance level of the paired verdict's exact test."""
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Two-sided exact McNemar p-value: the binomial sign test of wins against losses.
+
+    Only the discordant items (one system right, the other wrong) carry information; under
+    no difference each is a fair coin. 1.0 when there are none.
+    """
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
@@ -67,15 +86,24 @@ class PairedDifference:
     """Items the system got right and the baseline wrong."""
     losses: int
     """Items the baseline got right and the system wrong."""
+    p_value: float | None = None
+    """Exact McNemar test of wins against losses (`sign_test_p`); None without common items."""
 
     @property
     def significance(self) -> Significance:
-        """Call a difference only when its whole interval lies on one side of zero."""
+        """Call a difference only when both tests agree that it is one.
+
+        The whole bootstrap interval must lie on one side of zero *and* the exact McNemar
+        test must give p < 0.05: on a handful of discordant items the bootstrap's interval
+        excludes zero (one item won of one gives [+1, +1]) while the exact test says such a
+        split is a coin toss (5 wins and no loss: p = 0.0625).
+        """
         if self.low is None or self.high is None:
             return "no common items"
-        if self.low > 0:
+        exact = self.p_value is not None and self.p_value < ALPHA
+        if self.low > 0 and exact:
             return "better"
-        if self.high < 0:
+        if self.high < 0 and exact:
             return "worse"
         return "no significant difference"
 
@@ -84,6 +112,8 @@ class PairedDifference:
         out: dict[str, Any] = {
             k: round(v, digits) if isinstance(v, float) else v for k, v in asdict(self).items()
         }
+        if self.p_value is not None:  # 3 significant digits: a tiny p must not round to 0
+            out["p_value"] = float(f"{self.p_value:.3g}")
         out["significance"] = self.significance
         return out
 
@@ -102,7 +132,8 @@ def paired_difference(
     about the other. Resampling the per-item differences is resampling the same items for
     both systems, which is what makes the bootstrap paired. Items both got right (or both
     wrong) count in `n` as a zero difference: the gap is per item asked, not per item on
-    which the two disagreed.
+    which the two disagreed. Scores other than 0 and 1 count as a win or loss by sign in
+    the exact test.
     """
     common = [item for item in system if item in baseline]
     if not common:
@@ -111,11 +142,13 @@ def paired_difference(
     low, high = bootstrap_mean_interval(
         diffs, resamples=resamples, confidence=confidence, seed=seed
     )
+    wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     return PairedDifference(
         accuracy_diff=sum(diffs) / len(diffs),
         low=low,
         high=high,
         n=len(diffs),
-        wins=sum(d > 0 for d in diffs),
-        losses=sum(d < 0 for d in diffs),
+        wins=wins,
+        losses=losses,
+        p_value=sign_test_p(wins, losses),
     )
