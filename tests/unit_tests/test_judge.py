@@ -19,6 +19,26 @@ def test_parse_verdict(text, verdict):
     assert parse_verdict(text) == verdict
 
 
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("It's a tie.", "tie"),
+        ("Both are good: a tie", "tie"),
+        ("A tie.", "tie"),
+        ("As a judge: B", "B"),
+        ("a close call, but B", "B"),
+        ("TIE", "tie"),
+        ("Verdict: A", "A"),
+        ("verdict: tie", "tie"),
+        ("B is longer, but a reader needs A.\nVerdict: A", "A"),  # the verdict line wins
+        ("Reply with A, B or tie.\nVerdict: B", "B"),
+        ("I cannot say, as a matter of fact.", None),
+    ],
+)
+def test_the_article_a_is_not_read_as_response_a_and_a_verdict_line_wins(text, verdict):
+    assert parse_verdict(text) == verdict
+
+
 def test_a_judge_that_always_prefers_the_first_position_cancels_out(fake):
     biased = fake("JUDGE", reply=lambda *a: "A")
     assert pair_score(*judge_both_orders(biased, "q", "candidate answer", "baseline answer")) == 0.5

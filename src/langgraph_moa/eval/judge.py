@@ -39,12 +39,30 @@ def judge_messages(instruction: str, first: str, second: str) -> list[SystemMess
     ]
 
 
+_VERDICT_LINE = re.compile(r"^\W*verdict\W*\s*(A|B|tie)\b", re.IGNORECASE | re.MULTILINE)
+_ALONE = re.compile(r"\W*(A|B|tie)\W*", re.IGNORECASE)
+_WORD = re.compile(r"\b(?:(A|B)|([Tt][Ii][Ee]))\b")
+
+
 def parse_verdict(text: str) -> Verdict | None:
-    """Read the judge's reply: the first standalone A, B or tie (case-insensitive)."""
-    match = re.search(r"\b(tie|a|b)\b", text.strip(), flags=re.IGNORECASE)
-    if match is None:
-        return None
-    word = match.group(1).lower()
+    """Read the judge's reply: a "Verdict:" line first, else the first A, B or tie.
+
+    A reply that is only the verdict ("b.", "Tie") is read in any case. In a sentence, A
+    and B count in capitals only and "tie" in any case, so that the article in "It's a
+    tie." or "As a judge: B" is not read as response A, nor "A tie" as A.
+    """
+    lines = _VERDICT_LINE.findall(text)
+    if lines:
+        return _verdict(lines[-1])  # the last one: a judge may restate the task first
+    alone = _ALONE.fullmatch(text.strip())
+    if alone:
+        return _verdict(alone.group(1))
+    match = _WORD.search(re.sub(r"\bA(?=\s+tie\b)", "", text, flags=re.IGNORECASE))
+    return _verdict(match.group(0)) if match else None
+
+
+def _verdict(word: str) -> Verdict:
+    word = word.lower()
     return "tie" if word == "tie" else ("A" if word == "a" else "B")
 
 
