@@ -727,3 +727,33 @@ def test_eval_with_fallback_answers_warns_and_exits_3_like_moa_run(monkeypatch, 
     assert status == DEGRADED_EXIT == 3
     assert "some answers were fallbacks" in err and "fb 2 of 2" in " ".join(err.split())
     assert "2 of 2 answers were fallbacks" in (tmp_path / "report.md").read_text()
+
+
+def test_eval_with_no_judged_pair_exits_1_in_one_sentence(monkeypatch, capsys, tmp_path):
+    from langgraph_moa.eval import runner
+    from tests.fakes import FakeChat
+
+    def system(name, bad):
+        def fail(_n, messages):
+            return ValueError("boom") if bad in messages[-1].text else None
+
+        return MoAConfig(name=name, variant="select", proposers=[FakeChat(label=name, fail=fail)])
+
+    data = tmp_path / "two.jsonl"
+    data.write_text('{"instruction": "first?"}\n{"instruction": "second?"}\n')
+    systems = {"sys-a": system("sys-a", "first"), "sys-b": system("sys-b", "second")}
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, systems[spec], cache)
+    )
+    status, err = run_main(
+        monkeypatch,
+        capsys,
+        *("eval", "-s", "sys-a", "-s", "sys-b", "--baseline", "sys-b", "--dataset", str(data)),
+        *("--judge", "judge@http://127.0.0.1:9/v1", "--no-plots", "--out", str(tmp_path / "o")),
+    )
+    assert status == 1 and "unexpected" not in err and "Traceback" not in err
+    assert "error: No pair could be judged for sys-a: every item had an error" in err
+    assert (
+        json.loads((tmp_path / "o" / "summary.json").read_text())["sys-a"]["win_rate"]["rate"]
+        is None
+    )

@@ -572,3 +572,51 @@ def test_a_system_without_fallbacks_reports_none(mix, tmp_path):
     summary = asyncio.run(Evaluation([mix], ITEMS[:2], tmp_path, plots=False).run(progress=False))
     assert (summary["mix"]["fallbacks"], summary["mix"]["failed_calls"]) == (0, 0)
     assert "fallback" not in (tmp_path / "report.md").read_text()
+
+
+def _failing_on(name, k):
+    """A system that fails on the item asking for alpha<k> and answers the rest."""
+
+    def fail(_n, messages):
+        return ValueError("boom") if f"alpha{k}" in messages[-1].text else None
+
+    return MoAConfig(
+        name=name,
+        variant="single-proposer",
+        proposers=[FakeChat(label=f"p{name}", fail=fail)],
+        aggregator=FakeChat(label=f"a{name}"),
+    )
+
+
+def test_no_judged_pair_writes_null_not_nan_and_says_so(tmp_path):
+    """A fails item 0, B item 1: no pair has both answers, so nothing can be judged."""
+    items = [EvalItem(id=str(i), turns=[f"Say alpha{i}."]) for i in range(2)]
+    judge = FakeChat(label="judge", reply=lambda *_: "A")
+    evaluation = Evaluation(
+        [_failing_on("A", 0), _failing_on("B", 1)],
+        items,
+        tmp_path,
+        plots=False,
+        judge=judge,
+        baseline="B",
+    )
+    summary = asyncio.run(evaluation.run(progress=False))
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    saved = json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)
+    assert saved["A"]["win_rate"]["rate"] is None and saved["A"]["win_rate"]["ci95"] is None
+    assert saved["A"]["win_rate"]["items"] == 0
+    assert summary["A"]["judge_error"] == runner.NO_PAIRS
+    assert judge.log.calls == []
+    report = (tmp_path / "report.md").read_text()
+    assert "**No pair could be judged** for **A**" in report
+    assert "| A | n/a | n/a |" in report and "nan" not in report
+
+
+def test_summary_json_never_holds_nan():
+    assert runner._finite({"a": [float("nan"), 1.5], "b": {"c": float("inf")}}) == {
+        "a": [None, 1.5],
+        "b": {"c": None},
+    }

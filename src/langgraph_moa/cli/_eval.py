@@ -163,15 +163,25 @@ def _failed_systems(summary: dict[str, Any]) -> list[str]:
 
 def _judge_failure(summary: dict[str, Any], out_dir: Path) -> list[str]:
     """Say that the judge failed: the report is written, but the asked-for comparison is not."""
-    failed = [name for name, s in summary.items() if s.get("judge_error")]
+    from langgraph_moa.eval.runner import NO_PAIRS
+
+    unjudged = [name for name, s in summary.items() if s.get("judge_error") == NO_PAIRS]
+    failed = [name for name, s in summary.items() if s.get("judge_error") not in (None, NO_PAIRS)]
+    problems = [
+        f"No pair could be judged for {name}: every item had an error in its answer or the "
+        f"baseline's (the report in {out_dir / 'report.md'} lists them); fix those errors and "
+        "run the same command again."
+        for name in unjudged
+    ]
     if not failed:
-        return []
+        return problems
     why = summary[failed[0]]["judge_error"].rstrip(".")
     return [
+        *problems,
         f"The judge failed, so {', '.join(failed)} {'has' if len(failed) == 1 else 'have'} no "
         f"win rate: {why}. The report with the accuracy is in {out_dir / 'report.md'}; fix "
         "the judge (or drop --judge) and run the same command again: the answers come from "
-        "the cache."
+        "the cache.",
     ]
 
 

@@ -204,11 +204,24 @@ def _p(value: float | None) -> str:
 
 def _judge_failed(summary: dict[str, Any]) -> list[str]:
     """Say in bold which systems the judge failed on, and why: a missing win rate is news."""
-    failed = {name: s["judge_error"] for name, s in summary.items() if s.get("judge_error")}
+    unjudged = [n for n, s in summary.items() if (s.get("win_rate") or {}).get("items") == 0]
+    failed = {
+        name: s["judge_error"]
+        for name, s in summary.items()
+        if s.get("judge_error") and name not in unjudged
+    }
+    lines: list[str] = []
+    for name in unjudged:
+        lines += [
+            "",
+            f"**No pair could be judged** for **{name}**: every item had an error in its "
+            "answer or the baseline's (above), so it has no win rate.",
+        ]
     if not failed:
-        return []
+        return lines
     names = ", ".join(f"**{name}**" for name in failed)
     return [
+        *lines,
         "",
         f"**Judging failed** for {names}: {next(iter(failed.values()))}. Their pairwise win "
         "rates are missing (or, with --judge-layers, their per-layer judging); the answers, "
@@ -238,7 +251,7 @@ def _judged(summary: dict[str, Any]) -> list[str]:
         lc_cell = f"{lc['rate']} ± {lc['standard_error']}" if lc else w.get("lc_note", "n/a")
         cells = [
             name,
-            w["rate"],
+            _fmt(w["rate"]),
             ci,
             lc_cell,
             w["items"],

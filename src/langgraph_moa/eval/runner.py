@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import statistics
 import time
@@ -63,6 +64,10 @@ SINGLE = "single:"
 JUDGE_PARAMS = {"temperature": 0.0, "max_tokens": 8}
 """The judge's call settings: greedy, and room for "A", "B" or "tie" only."""
 T = TypeVar("T")
+NO_PAIRS = (
+    "no pair could be judged: every item had an error in this system's answer or the baseline's"
+)
+"""The `judge_error` of a system judged on no item: not the judge's failure, but no pair."""
 
 
 @dataclass
@@ -397,7 +402,9 @@ class Evaluation:
             self._plot(summary, extras)
         if self.exports:
             write_exports(self.out, results, slug)
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        (self.out / "summary.json").write_text(
+            json.dumps(_finite(summary), indent=2, allow_nan=False), encoding="utf-8"
+        )
         (self.out / "report.md").write_text(render_report(summary, extras), encoding="utf-8")
         return summary
 
@@ -541,15 +548,28 @@ class Evaluation:
             outcomes = [o for _, o in pairs]
             judged = [j for j, _ in outcomes]
             scores = [j.score for j in judged]
-            low, high = bootstrap_interval(scores)
             entry: dict[str, Any] = {
                 "baseline": self.baseline,
                 "judge": self.judge_label,
-                "rate": round(win_rate(scores), 1),
-                "ci95": [round(low, 1), round(high, 1)],
+                "rate": None,  # no pair judged: no rate (JSON has no NaN)
+                "ci95": None,
                 "items": len(scores),
                 **judge_reliability([v for _, v in outcomes]),
             }
+            if scores:
+                low, high = bootstrap_interval(scores)
+                entry["rate"], entry["ci95"] = (
+                    round(win_rate(scores), 1),
+                    [
+                        round(low, 1),
+                        round(high, 1),
+                    ],
+                )
+            else:
+                summary[name]["win_rate"] = entry
+                summary[name]["judge_error"] = NO_PAIRS
+                finished.add(name)
+                continue
             try:
                 lc = length_controlled_win_rate(
                     judged, name, self.baseline, self.judge_label or "judge"
@@ -644,7 +664,10 @@ def _quality_cost_points(
             if w is None:
                 quality[n] = 50.0  # the baseline against itself
             else:
-                quality[n] = (w.get("length_controlled") or {}).get("rate", w["rate"])
+                rate = (w.get("length_controlled") or {}).get("rate", w["rate"])
+                if rate is None:
+                    return None  # judged on no item: no point to draw
+                quality[n] = rate
         quality_label = "win rate vs baseline (%)"
     else:
         return None
@@ -678,6 +701,17 @@ def _compare_with_baseline(
         if name != baseline:
             diff = paired_difference(_item_scores(rows), base)
             summary[name]["vs_baseline"] = {"baseline": baseline, **diff.as_dict()}
+
+
+def _finite(value: Any) -> Any:
+    """Return `value` with every NaN or infinity replaced by None: JSON has neither."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _fallback_words(row: dict[str, Any]) -> str:
