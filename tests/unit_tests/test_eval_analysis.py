@@ -316,12 +316,12 @@ def test_report_says_plainly_when_moa_does_not_help():
     }
     report = render_report(summary)
     assert (
-        "**local-moa** vs the best single model (single:local:qwen): does not help: -2 correct, at 6.0x the tokens."
-        in report
+        "**local-moa** vs the best single model (single:local:qwen): does not help: -9.1 points "
+        "of accuracy (11/22 against 13/22 scored), at 6.0x the tokens." in report
     )
     assert (
-        "**local-self-moa** vs the best single model (single:local:qwen): helps: +2 correct, at 8.0x the tokens."
-        in report
+        "**local-self-moa** vs the best single model (single:local:qwen): helps: +9.1 points of "
+        "accuracy (15/22 against 13/22 scored), at 8.0x the tokens." in report
     )
     assert "Most accurate: **local-self-moa**" in report
 
@@ -380,5 +380,18 @@ def test_the_verdict_calls_a_difference_only_when_its_interval_excludes_zero():
 def test_without_a_baseline_the_verdict_says_its_counts_are_untested():
     summary = {"single:local:qwen": _summary(13, 22, 1000), "local-moa": _summary(15, 22, 6000)}
     report = render_report(summary)
-    assert "helps: +2 correct" in report and "Δ acc" not in report
+    assert "helps: +9.1 points of accuracy (15/22 against 13/22 scored)" in report
+    assert "Δ acc" not in report
     assert "raw counts, not tested" in report
+
+
+def test_the_raw_verdict_compares_accuracies_not_counts_scored_on_different_items():
+    # 2/2 is the more accurate, yet one correct answer fewer than 3/4: said as points.
+    summary = {"single:local:qwen": _summary(3, 4, 1000), "local-moa": _summary(2, 2, 1000)}
+    summary["local-moa"]["items"] = 4  # two items failed: scored on 2
+    report = render_report(summary)
+    assert (
+        "- **local-moa** vs the best single model (single:local:qwen): helps: +25.0 points of "
+        "accuracy (2/2 against 3/4 scored), at 1.0x the tokens." in report
+    )
+    assert "-1 correct" not in report

@@ -378,11 +378,22 @@ def _token_ratio(s: dict[str, Any], ref: dict[str, Any]) -> str:
 
 
 def _raw_verdict(name: str, s: dict[str, Any], ref_name: str, ref: dict[str, Any]) -> str:
-    delta = s["correct"] - ref["correct"]
+    """Compare accuracies in points with the counts they come from (the counts may differ).
+
+    A difference of correct answers alone contradicts itself when the two were scored on
+    different numbers of items: 2/2 is more accurate than 3/4, yet one answer fewer.
+    """
+    points = 100 * (s["accuracy"] - ref["accuracy"])
+    counts = f"{_count(s)} against {_count(ref)} scored"
     if s["accuracy"] > ref["accuracy"]:
-        word = f"helps: {delta:+d} correct"
+        word = f"helps: {points:+.1f} points of accuracy ({counts})"
     elif s["accuracy"] == ref["accuracy"]:
-        word = "does not help: same accuracy"
+        word = f"does not help: same accuracy ({counts})"
     else:
-        word = f"does not help: {delta:+d} correct"
+        word = f"does not help: {points:+.1f} points of accuracy ({counts})"
     return f"- **{name}** vs the best single model ({ref_name}): {word}, at {_token_ratio(s, ref)}."
+
+
+def _count(s: dict[str, Any]) -> str:
+    """Correct of scored, e.g. 3/4; the correct count alone when the scored one is missing."""
+    return f"{s['correct']}/{s['scored']}" if "scored" in s else str(s["correct"])
