@@ -757,3 +757,40 @@ def test_eval_with_no_judged_pair_exits_1_in_one_sentence(monkeypatch, capsys, t
         json.loads((tmp_path / "o" / "summary.json").read_text())["sys-a"]["win_rate"]["rate"]
         is None
     )
+
+
+def test_eval_on_a_non_utf8_dataset_is_one_error_line(monkeypatch, capsys, tmp_path):
+    data = tmp_path / "latin1.jsonl"
+    data.write_bytes(b'{"instruction": "caf\xe9?"}\n')
+    status, err = run_main(
+        monkeypatch,
+        capsys,
+        *("eval", "-s", "single:openai:gpt-4o-mini", "--dataset", str(data)),
+        *("--out", str(tmp_path / "o"), "--no-plots"),
+    )
+    assert status == 1 and "unexpected error" not in err
+    assert "the file is not UTF-8" in err and "save it as UTF-8" in err
+
+
+@pytest.mark.parametrize("where", ["report.md", "report.md/sub"])
+def test_eval_out_that_is_a_file_is_one_error_line_before_any_call(
+    monkeypatch, capsys, tmp_path, where
+):
+    (tmp_path / "report.md").write_text("x")
+    status, err = run_main(
+        monkeypatch,
+        capsys,
+        *("eval", "-s", "single:openai:gpt-4o-mini", "--limit", "1", "--no-plots"),
+        *("--out", str(tmp_path / where)),
+    )
+    assert status == 1 and "unexpected error" not in err and err.count("\n") == 1
+    assert f"'{tmp_path / 'report.md'}' is a file; give --out a folder" in err
+    assert (tmp_path / "report.md").read_text() == "x"
+
+
+def test_a_config_with_a_non_string_key_is_one_error_line(monkeypatch, capsys, tmp_path):
+    bad = tmp_path / "cfg.yaml"
+    bad.write_text("1: 2\nproposers: [{model: 'openai:gpt-4o-mini'}]\n")
+    status, err = run_main(monkeypatch, capsys, "run", "hi", "--config", str(bad))
+    assert status == 1 and "unexpected error" not in err
+    assert "has a top-level key that is not a name (1)" in " ".join(err.split())

@@ -184,6 +184,31 @@ def test_bad_datasets_name_the_line_and_the_fix(tmp_path, name, text, message):
     assert message in str(err.value)
 
 
+def test_a_non_utf8_dataset_names_the_file_the_line_and_the_fix(tmp_path):
+    data = tmp_path / "latin1.jsonl"
+    data.write_bytes(b'{"instruction": "ok?"}\n{"instruction": "caf\xe9?"}\n')
+    with pytest.raises(EvalDatasetError) as err:
+        load_dataset(data)
+    assert str(err.value) == (
+        f"{data}:2: the file is not UTF-8 (byte 0xe9); save it as UTF-8 (e.g. iconv -f latin1 "
+        "-t utf-8) and run again."
+    )
+
+
+def test_an_unreadable_dataset_is_one_sentence(tmp_path, monkeypatch):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "x"}\n')
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(data), "read_text", refuse)
+    with pytest.raises(
+        EvalDatasetError, match=r"cannot read the file \(Permission denied\); check"
+    ):
+        load_dataset(data)
+
+
 def test_missing_file():
     with pytest.raises(EvalDatasetError, match="does not exist"):
         load_dataset("/nonexistent.jsonl")

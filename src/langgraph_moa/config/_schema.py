@@ -481,6 +481,12 @@ def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]
         raise MoAConfigError(f"{what} {shown} is not valid: {where}.") from None
     if not isinstance(data, dict):
         raise MoAConfigError(f"{what} {shown} must hold {holds} at the top level.")
+    named = [key for key in data if not isinstance(key, str)]
+    if named:
+        raise MoAConfigError(
+            f"{what} {shown} has a top-level key that is not a name ({named[0]!r}): every key "
+            "must be a setting name, e.g. 'proposers:'; quote it or remove it."
+        )
     return data
 
 

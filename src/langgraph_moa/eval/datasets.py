@@ -83,7 +83,7 @@ def load_dataset(path: str | Path) -> list[EvalItem]:
             f"Dataset file {str(path)!r} does not exist; give a file, or a packaged dataset "
             f"by name ({', '.join(PACKAGED)})."
         )
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     if not text.strip():
         raise EvalDatasetError(f"{path}: the file is empty; it needs at least one item.")
     if path.suffix == ".json":
@@ -100,6 +100,23 @@ def load_dataset(path: str | Path) -> list[EvalItem]:
     if duplicates:
         raise EvalDatasetError(f"{path}: duplicate ids {duplicates[:5]}; ids must be unique.")
     return items
+
+
+def _read_text(path: Path) -> str:
+    """Read a dataset file as UTF-8; a file that cannot be read is one sentence, not a trace."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise EvalDatasetError(
+            f"{path}:{line}: the file is not UTF-8 (byte 0x{exc.object[exc.start]:02x}); "
+            "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8) and run again."
+        ) from None
+    except OSError as exc:
+        raise EvalDatasetError(
+            f"{path}: cannot read the file ({exc.strerror or type(exc).__name__}); check its "
+            "permissions, or give another file."
+        ) from None
 
 
 def _jsonl(path: Path, text: str) -> list[EvalItem]:

@@ -216,7 +216,7 @@ class Evaluation:
         )
         self.plots, self.exports, self.judge_layers = plots, exports, judge_layers
         self.out = Path(out_dir)
-        (self.out / "results").mkdir(parents=True, exist_ok=True)
+        _make_folder(self.out / "results")
         self.cache = SQLiteCallCache(self.out / "calls.db")
         self.systems = [resolve_system(s, self.cache) for s in systems]
         names = [s.name for s in self.systems]
@@ -701,6 +701,23 @@ def _compare_with_baseline(
         if name != baseline:
             diff = paired_difference(_item_scores(rows), base)
             summary[name]["vs_baseline"] = {"baseline": baseline, **diff.as_dict()}
+
+
+def _make_folder(path: Path) -> None:
+    """Create the output folder; a path that cannot be one is one sentence, not a trace."""
+    taken = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if taken is not None and not taken.is_dir():
+        raise MoAConfigError(
+            f"The output folder {str(path.parent)!r} cannot be made: {str(taken)!r} is a file; "
+            "give --out a folder (new or one of an earlier run)."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MoAConfigError(
+            f"The output folder {str(path.parent)!r} cannot be made "
+            f"({exc.strerror or type(exc).__name__}); give --out a folder you can write to."
+        ) from None
 
 
 def _finite(value: Any) -> Any:
