@@ -794,3 +794,27 @@ def test_a_config_with_a_non_string_key_is_one_error_line(monkeypatch, capsys, t
     status, err = run_main(monkeypatch, capsys, "run", "hi", "--config", str(bad))
     assert status == 1 and "unexpected error" not in err
     assert "has a top-level key that is not a name (1)" in " ".join(err.split())
+
+
+@pytest.mark.parametrize(
+    ("preset", "flags"),
+    [
+        (None, {"proposers": "openai:gpt-4o-mini", "variant": "self-moa"}),
+        (None, {"proposers": "openai:gpt-4o-mini,openai:gpt-4o"}),
+        ("moa-lite", {}),
+    ],
+)
+def test_samples_zero_is_refused_not_replaced_by_the_default(preset, flags):
+    # `samples or default` read 0 as "not given": self-moa ran 3 samples, asked for 0.
+    with pytest.raises(MoAConfigError, match="samples: Input should be greater than or equal to 1"):
+        build_config(preset, None, samples=0, **flags)
+
+
+def test_samples_zero_on_the_command_line_is_one_error_line(monkeypatch, capsys):
+    status, err = run_main(
+        monkeypatch,
+        capsys,
+        *("run", "hi", "--proposers", "openai:gpt-4o-mini", "--variant", "self-moa"),
+        *("--samples", "0"),
+    )
+    assert status == 1 and "greater than or equal to 1 (got 0)" in " ".join(err.split())

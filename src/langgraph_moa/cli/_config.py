@@ -244,7 +244,7 @@ def neutral_config(
     if max_tokens is not None:
         role["max_tokens"] = max_tokens
     proposer_role = {**role, **({"temperature": temperature} if temperature is not None else {})}
-    count = samples or NEUTRAL_SAMPLES.get(variant, 1)
+    count = NEUTRAL_SAMPLES.get(variant, 1) if samples is None else samples
     data: dict[str, Any] = {
         "name": "custom",
         "variant": variant,
