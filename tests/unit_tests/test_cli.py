@@ -818,3 +818,86 @@ def test_samples_zero_on_the_command_line_is_one_error_line(monkeypatch, capsys)
         *("--samples", "0"),
     )
     assert status == 1 and "greater than or equal to 1 (got 0)" in " ".join(err.split())
+
+
+def _code_word_systems(monkeypatch, tmp_path, **names):
+    """`-s NAME` resolves to a fake one-model system; returns the dataset and the model."""
+    from langgraph_moa.eval import runner
+    from tests.fakes import FakeChat
+
+    model = FakeChat(label="p", reply=lambda *_: "The code word is alpha0.")
+    configs = {
+        spec: MoAConfig(name=name, variant="single-proposer", proposers=[model], aggregator=model)
+        for spec, name in names.items()
+    }
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, configs[spec], cache)
+    )
+    data = tmp_path / "alpha.jsonl"
+    data.write_text('{"instruction": "Say alpha0.", "expected": ["alpha0"]}\n')
+    return str(data), model
+
+
+def test_calibration_out_without_a_single_system_is_refused_before_any_call(
+    monkeypatch, capsys, tmp_path
+):
+    data, model = _code_word_systems(monkeypatch, tmp_path, mix="mix")
+    status, err = run_main(
+        monkeypatch,
+        capsys,
+        *("eval", "-s", "mix", "--calibration-out", str(tmp_path / "cal.json")),
+        *("--out", str(tmp_path / "o"), "--no-plots", "--dataset", data),
+    )
+    assert status == 1 and "No calibration can be written" in err and "-s single:" in err
+    assert model.log.calls == [] and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("no/such/cal.json", "does not exist; create it"), ("", "is a folder: give the path")],
+)
+def test_calibration_out_that_cannot_be_written_is_refused_before_any_call(
+    monkeypatch, capsys, tmp_path, where, message
+):
+    data, model = _code_word_systems(monkeypatch, tmp_path, **{"single:fake": "single:fake"})
+    status, err = run_main(
+        monkeypatch,
+        capsys,
+        *("eval", "-s", "single:fake", "--calibration-out", str(tmp_path / where)),
+        *("--out", str(tmp_path / "o"), "--no-plots", "--dataset", data),
+    )
+    assert status == 1 and message in " ".join(err.split()) and "unexpected" not in err
+    assert model.log.calls == []
+
+
+def test_calibration_out_is_written_whole_and_a_write_error_is_one_line(
+    monkeypatch, capsys, tmp_path
+):
+    from langgraph_moa.eval import runner
+
+    data, _ = _code_word_systems(monkeypatch, tmp_path, **{"single:fake": "single:fake"})
+    args = ("eval", "-s", "single:fake", "--out", str(tmp_path / "o"), "--no-plots")
+    target = tmp_path / "cal.json"
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(
+        cli.sys, "argv", ["moa", *args, "--dataset", data, "--calibration-out", str(target)]
+    )
+    cli.main()  # no exit: every answer right, nothing degraded
+    assert json.loads(target.read_text())["accuracy"] == {"fake": 1.0}
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+    real = runner.write_atomically
+
+    def full(path, text):
+        if path == target:
+            raise OSError(28, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(runner, "write_atomically", full)
+    status, err = run_main(
+        monkeypatch, capsys, *args, "--dataset", data, "--calibration-out", str(target)
+    )
+    assert status == 1 and "unexpected" not in err
+    assert "Cannot write" in err and "No space left on device" in err
+    assert json.loads(target.read_text())["accuracy"] == {"fake": 1.0}  # the old file whole
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

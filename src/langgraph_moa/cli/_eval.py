@@ -91,6 +91,8 @@ def evaluate(
                 "langgraph-moa[eval], or pass --no-plots; the report is written without them."
             )
             plots = False
+    if calibration_out is not None:
+        _check_calibration_out(calibration_out, system)
     if langsmith_dataset is not None:
         items = _langsmith_items(langsmith_dataset, limit)
     else:
@@ -119,7 +121,7 @@ def evaluate(
     if calibration_out is not None:
         from langgraph_moa.eval.runner import calibration
 
-        calibration_out.write_text(json.dumps(calibration(summary), indent=2), encoding="utf-8")
+        _write_calibration(calibration_out, json.dumps(calibration(summary), indent=2))
         out.info(f"[dim]calibration: {calibration_out}[/]")
     out.info(
         f"[dim]results: {out_dir}/results, {out_dir}/summary.json; call cache: "
@@ -147,6 +149,40 @@ def _fallbacks(summary: dict[str, Any]) -> str | None:
         f"scored as given, and the report counts them: exit code {DEGRADED_EXIT}, as for "
         "`moa run`."
     )
+
+
+def _check_calibration_out(path: Path, systems: list[str]) -> None:
+    """Refuse, before any call, a --calibration-out that could not be written after the run."""
+    from langgraph_moa.eval.runner import SINGLE
+
+    if not any(spec.startswith(SINGLE) for spec in systems):
+        raise MoAConfigError(
+            "No calibration can be written: --calibration-out needs at least one "
+            "'single:<model>' system; add one with -s single:<model spec>, or drop the flag."
+        )
+    if path.is_dir():
+        raise MoAConfigError(
+            f"--calibration-out {str(path)!r} is a folder: give the path of a JSON file."
+        )
+    if not path.parent.is_dir():
+        raise MoAConfigError(
+            f"--calibration-out {str(path)!r}: the folder {str(path.parent)!r} does not exist; "
+            "create it or give a path in an existing folder."
+        )
+
+
+def _write_calibration(path: Path, text: str) -> None:
+    """Write the calibration file in one step; a failure is one sentence."""
+    from langgraph_moa.eval.runner import write_atomically
+
+    try:
+        write_atomically(path, text)
+    except OSError as exc:
+        raise MoAError(
+            f"Cannot write {str(path)!r} ({exc.strerror or type(exc).__name__}); the report "
+            "and results are written: fix the path and run the same command again (the "
+            "answers come from the cache)."
+        ) from None
 
 
 def _failed_systems(summary: dict[str, Any]) -> list[str]:

@@ -703,6 +703,21 @@ def _compare_with_baseline(
             summary[name]["vs_baseline"] = {"baseline": baseline, **diff.as_dict()}
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` in one step (a temp file beside it, then a rename).
+
+    A stop or a full disk halfway leaves the old file whole, never half of a new one; the
+    temp file is removed and the `OSError` raised.
+    """
+    fresh = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fresh.write_text(text, encoding="utf-8")
+        os.replace(fresh, path)
+    except OSError:
+        fresh.unlink(missing_ok=True)
+        raise
+
+
 def _make_folder(path: Path) -> None:
     """Create the output folder; a path that cannot be one is one sentence, not a trace."""
     taken = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
