@@ -901,3 +901,78 @@ def test_calibration_out_is_written_whole_and_a_write_error_is_one_line(
     assert "Cannot write" in err and "No space left on device" in err
     assert json.loads(target.read_text())["accuracy"] == {"fake": 1.0}  # the old file whole
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+class _LeftReader:
+    """A stdout whose reader has gone (`moa eval ... | head -1`)."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        raise OSError("no file")
+
+
+def test_a_reader_that_left_does_not_turn_a_degraded_eval_into_exit_0(
+    monkeypatch, capsys, tmp_path
+):
+    from langgraph_moa.eval import runner
+    from tests.fakes import FakeChat
+
+    down = FakeChat(label="agg", fail=lambda n, m: RuntimeError("aggregator down"))
+    config = MoAConfig(name="fb", proposers=[FakeChat(label="p")], aggregator=down)
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, config, cache)
+    )
+    monkeypatch.setattr(sys, "stdout", _LeftReader())
+    args = ("eval", "-s", "fb", "--limit", "1", "--no-plots", "--out", str(tmp_path))
+    status, err = run_main(monkeypatch, capsys, *args)
+    assert status == 3 and "some answers were fallbacks" in err  # the report's reader left
+
+
+def test_an_unexpected_error_is_redacted(monkeypatch, capsys):
+    key = "sk-proj-" + "x" * 40
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError(f"request with Authorization: Bearer {key} failed")
+
+    monkeypatch.setattr(cli, "app", boom)
+    status, err = run_main(monkeypatch, capsys, "models")
+    assert status == 1 and "unexpected error: RuntimeError" in err and key not in err
+
+
+def test_eval_with_a_system_that_failed_on_some_items_warns_and_exits_3(
+    monkeypatch, capsys, tmp_path
+):
+    from langgraph_moa.eval import runner
+    from tests.fakes import FakeChat
+
+    def fail(_n, messages):
+        return ValueError("boom") if "second" in messages[-1].text else None
+
+    config = MoAConfig(name="half", variant="select", proposers=[FakeChat(label="p", fail=fail)])
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, config, cache)
+    )
+    data = tmp_path / "two.jsonl"
+    data.write_text('{"instruction": "first?"}\n{"instruction": "second?"}\n')
+    args = (
+        "eval",
+        "-s",
+        "half",
+        "--dataset",
+        str(data),
+        "--no-plots",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    status, err = run_main(monkeypatch, capsys, *args)
+    assert status == 3 and "unexpected" not in err
+    assert "some items failed (half 1 of 2) and are not in the accuracy" in " ".join(err.split())

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from langgraph_moa import MoAConfig
-from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.eval import EvalItem, Evaluation, runner
 from langgraph_moa.eval.runner import _RowStore, config_digest
 from langgraph_moa.providers._models import OpenAIEndpoint
@@ -620,3 +620,20 @@ def test_summary_json_never_holds_nan():
         "a": [None, 1.5],
         "b": {"c": None},
     }
+
+
+def test_summary_and_report_are_written_whole_or_not_at_all(mix, tmp_path, monkeypatch):
+    asyncio.run(Evaluation([mix], ITEMS[:1], tmp_path, plots=False).run(progress=False))
+    before = {n: (tmp_path / n).read_text() for n in ("summary.json", "report.md")}
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner.os, "replace", full)
+    with pytest.raises(MoAError) as err:
+        asyncio.run(Evaluation([mix], ITEMS[:2], tmp_path, plots=False).run(progress=False))
+    assert str(err.value).startswith(
+        f"Cannot write '{tmp_path / 'summary.json'}' (No space left on device); the answers are"
+    )
+    assert {n: (tmp_path / n).read_text() for n in before} == before  # the old files whole
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -17,6 +17,7 @@ import typer
 import typer.core
 from rich.markup import escape
 
+from langgraph_moa._redact import redact
 from langgraph_moa.cli._chat import chat
 from langgraph_moa.cli._config import DEFAULT_PRESET, build_config
 from langgraph_moa.cli._eval import evaluate
@@ -130,7 +131,9 @@ def main() -> None:
         # click turns Ctrl-C into Abort; atexit then stops the local servers.
         errors.print(interrupted_line())
         sys.exit(130)
-    except BrokenPipeError:  # `moa run ... | head -1`: the reader left; not our failure
+    except BrokenPipeError:  # a write outside `out.answer`, whose reader left mid-command
+        # `out.answer` (the answer, the report) swallows a reader that left, so the command
+        # goes on to its own exit code (3 for a fallback); only other writes end here.
         sys.stderr.close()
         sys.exit(0)
     except Exception as exc:  # usage errors and anything unforeseen
@@ -139,7 +142,8 @@ def main() -> None:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
-        errors.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(str(exc))}")
+        text = redact(str(exc))  # an unforeseen message may quote a request, key included
+        errors.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(text)}")
         sys.exit(1)
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -4,7 +4,8 @@ The report goes to stdout as written (Markdown, unwrapped, so it pipes into a fi
 progress goes to stderr, as a bar on a terminal and as lines elsewhere. When a system errored
 on every item the command says so with the first error and exits 1: a table of zeros is not
 an evaluation. When some answers were fallbacks (an aggregator failed and a proposal
-answered), the report counts them and the command warns and exits 3, as `moa run` does.
+answered), or a system failed on some items, the report counts them and the command warns
+and exits 3, as `moa run` does for a fallback.
 """
 
 from __future__ import annotations
@@ -132,23 +133,38 @@ def evaluate(
         out.error(problem)
     if problems:
         raise MoAError(problems[-1])
-    degraded = _fallbacks(summary)
+    degraded = [*_partly_failed(summary), *_fallbacks(summary)]
+    for warning in degraded:
+        out.warn(warning)
     if degraded:
-        out.warn(degraded)
         sys.exit(DEGRADED_EXIT)
 
 
-def _fallbacks(summary: dict[str, Any]) -> str | None:
+def _partly_failed(summary: dict[str, Any]) -> list[str]:
+    """Say which systems failed on some items: their accuracy leaves those items out."""
+    counts = {n: s["errors"] for n, s in summary.items() if 0 < s["errors"] < s["items"]}
+    if not counts:
+        return []
+    each = ", ".join(f"{name} {n} of {summary[name]['items']}" for name, n in counts.items())
+    first = " ".join(str(summary[next(iter(counts))].get("first_error") or "").split())[:300]
+    return [
+        f"some items failed ({each}) and are not in the accuracy; the first error: "
+        f"{first.rstrip('.')}. Run the same command again to retry them (the rest come "
+        f"from the cache): exit code {DEGRADED_EXIT}."
+    ]
+
+
+def _fallbacks(summary: dict[str, Any]) -> list[str]:
     """Say which systems answered some items with a fallback: their scores are not all theirs."""
     counts = {name: s.get("fallbacks", 0) for name, s in summary.items() if s.get("fallbacks")}
     if not counts:
-        return None
+        return []
     each = ", ".join(f"{name} {n} of {summary[name]['items']}" for name, n in counts.items())
-    return (
+    return [
         f"some answers were fallbacks, not the configured final step ({each}); they are "
         f"scored as given, and the report counts them: exit code {DEGRADED_EXIT}, as for "
         "`moa run`."
-    )
+    ]
 
 
 def _check_calibration_out(path: Path, systems: list[str]) -> None:

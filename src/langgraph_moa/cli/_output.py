@@ -9,6 +9,8 @@ warnings about a degraded answer and errors are always shown.
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,9 +44,17 @@ class Output:
         return self.err.is_terminal
 
     def answer(self, text: str) -> None:
-        """Write the answer to stdout: its bytes and one newline, unwrapped, uncoloured."""
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        sys.stdout.flush()
+        """Write the answer to stdout: its bytes and one newline, unwrapped, uncoloured.
+
+        A reader that left (`moa eval ... | head -3`) is not a failure of the command: the
+        rest of stdout goes nowhere and the command goes on, so that it still ends with its
+        own exit code (3 for a fallback answer, 1 for a failed system), not a blanket 0.
+        """
+        try:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _discard_stdout()
 
     def data(self, text: str) -> None:
         """Write machine-readable output (JSON, a table for scripts) to stdout as is."""
@@ -87,6 +97,19 @@ class Output:
     def error(self, text: str) -> None:
         """Report a failure on stderr in one line."""
         self.err.print(f"[bold red]error:[/] {escape(text)}")
+
+
+def _discard_stdout() -> None:
+    """Send whatever stdout still holds, and gets, to the null device (the reader left).
+
+    Without it, the interpreter's last flush at exit raises BrokenPipeError once more.
+    """
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file (a test's capture): nothing will flush it at exit
 
 
 def message_of(exc: BaseException) -> str:

@@ -402,11 +402,21 @@ class Evaluation:
             self._plot(summary, extras)
         if self.exports:
             write_exports(self.out, results, slug)
-        (self.out / "summary.json").write_text(
-            json.dumps(_finite(summary), indent=2, allow_nan=False), encoding="utf-8"
-        )
-        (self.out / "report.md").write_text(render_report(summary, extras), encoding="utf-8")
+        self._write("summary.json", json.dumps(_finite(summary), indent=2, allow_nan=False))
+        self._write("report.md", render_report(summary, extras))
         return summary
+
+    def _write(self, name: str, text: str) -> None:
+        """Write one output file whole (a stop halfway leaves the old one); a failure in words."""
+        path = self.out / name
+        try:
+            write_atomically(path, text)
+        except OSError as exc:
+            raise MoAError(
+                f"Cannot write {str(path)!r} ({exc.strerror or type(exc).__name__}); the "
+                f"answers are in {str(self.out / 'results')!r} and the call cache: fix the "
+                "folder (space, permissions) and run the same command again."
+            ) from None
 
     def _summarize(self, rows: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
         scored = [r for r in rows if "correct" in r["scores"]]
