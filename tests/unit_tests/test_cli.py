@@ -976,3 +976,24 @@ def test_eval_with_a_system_that_failed_on_some_items_warns_and_exits_3(
     status, err = run_main(monkeypatch, capsys, *args)
     assert status == 3 and "unexpected" not in err
     assert "some items failed (half 1 of 2) and are not in the accuracy" in " ".join(err.split())
+
+
+def test_eval_says_fallbacks_even_when_another_system_failed_everywhere(
+    monkeypatch, capsys, tmp_path
+):
+    from langgraph_moa.eval import runner
+    from tests.fakes import FakeChat
+
+    down = FakeChat(label="agg", fail=lambda n, m: RuntimeError("aggregator down"))
+    broken = FakeChat(label="q", fail=lambda n, m: ValueError("boom"))
+    systems = {
+        "fb": MoAConfig(name="fb", proposers=[FakeChat(label="p")], aggregator=down),
+        "dead": MoAConfig(name="dead", variant="select", proposers=[broken]),
+    }
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, systems[spec], cache)
+    )
+    args = ("eval", "-s", "fb", "-s", "dead", "--limit", "1", "--no-plots")
+    status, err = run_main(monkeypatch, capsys, *args, "--out", str(tmp_path))
+    assert status == 1 and "dead failed on every item" in err
+    assert "warning: some answers were fallbacks" in err  # not hidden by the failure

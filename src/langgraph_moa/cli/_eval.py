@@ -128,14 +128,14 @@ def evaluate(
         f"[dim]results: {out_dir}/results, {out_dir}/summary.json; call cache: "
         f"{out_dir}/calls.db[/]"
     )
+    degraded = [*_partly_failed(summary), *_fallbacks(summary)]
+    for warning in degraded:  # said even when a failure below sets the exit code to 1
+        out.warn(warning)
     problems = [*_judge_failure(summary, out_dir), *_failed_systems(summary)]
     for problem in problems[:-1]:
         out.error(problem)
     if problems:
         raise MoAError(problems[-1])
-    degraded = [*_partly_failed(summary), *_fallbacks(summary)]
-    for warning in degraded:
-        out.warn(warning)
     if degraded:
         sys.exit(DEGRADED_EXIT)
 
