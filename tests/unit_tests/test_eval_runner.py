@@ -637,3 +637,18 @@ def test_summary_and_report_are_written_whole_or_not_at_all(mix, tmp_path, monke
     )
     assert {n: (tmp_path / n).read_text() for n in before} == before  # the old files whole
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_an_atomic_write_goes_through_a_symbolic_link_and_keeps_the_mode(tmp_path):
+    from langgraph_moa.eval.runner import write_atomically
+
+    real = tmp_path / "shared" / "calibration.json"
+    real.parent.mkdir()
+    real.write_text("{}")
+    real.chmod(0o640)
+    link = tmp_path / "calibration.json"
+    link.symlink_to(real)
+    write_atomically(link, '{"accuracy": {}}')
+    assert link.is_symlink() and real.read_text() == '{"accuracy": {}}'
+    assert real.stat().st_mode & 0o777 == 0o640
+    assert not list(real.parent.glob(".*.tmp")) and not list(tmp_path.glob(".*.tmp"))

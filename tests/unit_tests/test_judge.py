@@ -33,6 +33,11 @@ def test_parse_verdict(text, verdict):
         ("B is longer, but a reader needs A.\nVerdict: A", "A"),  # the verdict line wins
         ("Reply with A, B or tie.\nVerdict: B", "B"),
         ("I cannot say, as a matter of fact.", None),
+        ("b is better", "B"),  # there is no word "b": a lower-case b is the verdict
+        ("response b is better", "B"),
+        ("I pick b.", "B"),
+        ("Verdict: a tie", "tie"),
+        ("**Verdict: B**", "B"),
     ],
 )
 def test_the_article_a_is_not_read_as_response_a_and_a_verdict_line_wins(text, verdict):

@@ -864,3 +864,19 @@ def test_a_structured_request_past_the_run_token_limit_is_a_400_naming_the_flag(
     error = assert_one_sentence(post(local(app), body), 400, "--max-run-tokens")
     assert error["code"] == "limit_exceeded"
     assert sorted(c.label for c in log.calls) == ["A", "B"]  # no aggregator call
+
+
+def test_a_spent_budget_400_names_both_budgets_and_no_cause_it_cannot_know(fake, log):
+    # A preset that raises rather than fall back, and asked for no structure: the sentence
+    # must not say a structure was asked for, and its own budget may be the lower one.
+    strict = MoAConfig(
+        proposers=[fake("A"), fake("B")],
+        aggregator=fake("AGG"),
+        layers=2,
+        on_aggregator_failure="raise",
+        budget={"max_tokens": 1},
+    )
+    error = assert_one_sentence(
+        post(local(create_app({"m": strict})), {"model": "m", "messages": USER}), 400, "budget"
+    )
+    assert "structure" not in error["message"] and "budget.max_tokens" in error["message"]

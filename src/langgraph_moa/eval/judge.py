@@ -39,17 +39,20 @@ def judge_messages(instruction: str, first: str, second: str) -> list[SystemMess
     ]
 
 
-_VERDICT_LINE = re.compile(r"^\W*verdict\W*\s*(A|B|tie)\b", re.IGNORECASE | re.MULTILINE)
+_VERDICT_LINE = re.compile(
+    r"^\W*verdict\W*\s*(?:a\s+(?=tie\b))?(A|B|tie)\b", re.IGNORECASE | re.MULTILINE
+)
 _ALONE = re.compile(r"\W*(A|B|tie)\W*", re.IGNORECASE)
-_WORD = re.compile(r"\b(?:(A|B)|([Tt][Ii][Ee]))\b")
+_WORD = re.compile(r"\b(?:(A)|([Bb])|([Tt][Ii][Ee]))\b")
 
 
 def parse_verdict(text: str) -> Verdict | None:
     """Read the judge's reply: a "Verdict:" line first, else the first A, B or tie.
 
     A reply that is only the verdict ("b.", "Tie") is read in any case. In a sentence, A
-    and B count in capitals only and "tie" in any case, so that the article in "It's a
-    tie." or "As a judge: B" is not read as response A, nor "A tie" as A.
+    counts in capitals only (B and "tie" in any case: there is no word "b"), so that the
+    article in "It's a tie." or "As a judge: B" is not read as response A, nor "A tie"
+    (or "Verdict: a tie") as A.
     """
     lines = _VERDICT_LINE.findall(text)
     if lines:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -717,11 +718,16 @@ def write_atomically(path: Path, text: str) -> None:
     """Write `text` to `path` in one step (a temp file beside it, then a rename).
 
     A stop or a full disk halfway leaves the old file whole, never half of a new one; the
-    temp file is removed and the `OSError` raised.
+    temp file is removed and the `OSError` raised. A symbolic link is written through (the
+    file it points to is replaced, as `write_text` would write it), and an existing file
+    keeps its permissions.
     """
+    path = path.resolve()
     fresh = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fresh.write_text(text, encoding="utf-8")
+        if path.exists():
+            shutil.copymode(path, fresh)
         os.replace(fresh, path)
     except OSError:
         fresh.unlink(missing_ok=True)

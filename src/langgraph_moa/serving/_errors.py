@@ -69,9 +69,9 @@ def _api_error(exc: MoAError) -> _APIError:
         return _APIError(
             400,
             f"This request's run used {exc.used} tokens, reaching its limit of {exc.limit} "
-            "before it had an answer it may return (a structure was asked for): use fewer "
-            "layers, samples or proposers or a smaller max_tokens, or have the operator "
-            "raise --max-run-tokens.",
+            "before it had an answer it may return: use fewer layers, samples or proposers "
+            "or a smaller max_tokens, or have the operator raise the run's token budget "
+            "(--max-run-tokens, or the preset's budget.max_tokens where that is lower).",
             code="limit_exceeded",
         )
     return _APIError(400, redact(str(exc)))  # some carry a provider's words
