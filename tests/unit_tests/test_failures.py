@@ -1,7 +1,11 @@
 """How runs fail: retried or not, typed errors, no "None" reference, kept work, clear fixes."""
 
+import asyncio
+
 import openai
 import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from langgraph_moa import (
@@ -61,6 +65,83 @@ def test_openai_rate_limit_is_retried_authentication_is_not():
     assert is_retryable(status(429)) and is_retryable(status(503))
     assert not is_retryable(status(400)) and not is_retryable(status(401))
     assert is_retryable(openai.APITimeoutError(request=request))
+
+
+@pytest.mark.parametrize("status,retry", [(429, True), (503, True), (400, False), (401, False)])
+def test_an_httpx_status_error_is_retried_as_the_sdk_errors_are(status, retry):
+    """langchain-mistralai (and other httpx-based integrations) raise httpx.HTTPStatusError."""
+    import httpx
+
+    from langgraph_moa.providers._retry import is_retryable
+
+    request = httpx.Request("POST", "https://api.mistral.ai/v1/chat/completions")
+    response = httpx.Response(status, request=request)
+    error = httpx.HTTPStatusError(f"Error response {status}", request=request, response=response)
+    assert is_retryable(error) is retry
+
+
+def _status_error(status: int, retry_after: str) -> openai.APIStatusError:
+    import httpx
+
+    request = httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
+    response = httpx.Response(status, headers={"retry-after": retry_after}, request=request)
+    kind = {429: openai.RateLimitError, 401: openai.AuthenticationError}[status]
+    return kind("refused", response=response, body=None)
+
+
+class _Raising(FakeListChatModel):
+    error: object = None
+
+    def _generate(self, *args, **kwargs):
+        raise self.error
+
+    async def _agenerate(self, *args, **kwargs):
+        raise self.error
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_a_malformed_retry_after_is_ignored_and_the_rate_limit_error_kept(value):
+    """A negative wait crashed time.sleep (hiding the 429) and NaN hung the async sleep."""
+    from langgraph_moa.providers._retry import retry_after_s
+    from langgraph_moa.run._calls import acall_model, call_model
+
+    error = _status_error(429, value)
+    assert retry_after_s(error) is None
+    model = _Raising(responses=["x"], error=error)
+    with pytest.raises(openai.RateLimitError):
+        call_model(model, [HumanMessage("hi")], "m", timeout=5.0, own_timeout=True)
+
+    async def main():
+        return await asyncio.wait_for(acall_model(model, [HumanMessage("hi")], "m", None), 3)
+
+    with pytest.raises(openai.RateLimitError):
+        asyncio.run(main())
+
+
+def test_a_valid_retry_after_is_capped():
+    from langgraph_moa.providers._retry import MAX_RETRY_AFTER_S, retry_after_s
+
+    assert retry_after_s(_status_error(429, "2.5")) == 2.5
+    assert retry_after_s(_status_error(429, "3600")) == MAX_RETRY_AFTER_S
+    assert retry_after_s(_status_error(429, "0")) is None
+
+
+def test_a_non_retryable_error_is_not_delayed_by_its_retry_after(monkeypatch):
+    """No retry follows a 401, so the Retry-After it carries must not hold the call."""
+    from langgraph_moa.run import _calls
+
+    slept = []
+    monkeypatch.setattr(_calls.time, "sleep", slept.append)
+    model = _Raising(responses=["x"], error=_status_error(401, "3"))
+    with pytest.raises(openai.AuthenticationError):
+        _calls.call_model(model, [HumanMessage("hi")], "m", timeout=5.0, own_timeout=True)
+    with pytest.raises(openai.AuthenticationError):
+        asyncio.run(_calls.acall_model(model, [HumanMessage("hi")], "m", None))
+    assert slept == []
+    model.error = _status_error(429, "3")  # a retryable one still waits
+    with pytest.raises(openai.RateLimitError):
+        _calls.call_model(model, [HumanMessage("hi")], "m", timeout=5.0, own_timeout=True)
+    assert slept == [3.0]
 
 
 def test_all_proposers_failing_never_calls_the_aggregator_and_shows_each_error(fake, log):

@@ -8,6 +8,7 @@ context cannot succeed on a second try, so they fail at once and the provider's 
 from __future__ import annotations
 
 import json
+import math
 
 from langgraph.types import default_retry_on
 
@@ -28,6 +29,9 @@ def is_retryable(exc: BaseException) -> bool:
     by_sdk = sdk_retryable(exc)
     if by_sdk is not None:
         return by_sdk
+    status = http_status(exc)
+    if status is not None:  # httpx.HTTPStatusError (langchain-mistralai) and kin
+        return status in (408, 409, 429) or status >= 500
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
     if isinstance(exc, json.JSONDecodeError):
@@ -35,18 +39,43 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and bool(default_retry_on(exc))
 
 
+def http_status(exc: BaseException) -> int | None:
+    """Return the HTTP status an error carries (``status_code`` or ``response.status_code``).
+
+    Integrations that are not built on a known SDK raise their HTTP client's own error
+    (langchain-mistralai raises ``httpx.HTTPStatusError``); its status decides a retry just
+    as an SDK error's does, or a 429 from them would never be retried.
+    """
+    for holder in (exc, getattr(exc, "response", None)):
+        status = getattr(holder, "status_code", None)
+        if isinstance(status, int) and not isinstance(status, bool):
+            return status
+    return None
+
+
 MAX_RETRY_AFTER_S = 60.0
 
 
 def retry_after_s(exc: BaseException) -> float | None:
-    """Return the wait a 429 or 503 asks for in its Retry-After header (seconds, capped)."""
+    """Return the wait a 429 or 503 asks for in its Retry-After header (seconds, capped).
+
+    Only a finite, positive number of seconds counts: a negative value would make
+    ``time.sleep`` raise (replacing the provider's error) and NaN would make an async sleep
+    never end, so anything else (including an HTTP date, rare for APIs) is ignored and the
+    backoff alone applies.
+    """
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     value = headers.get("retry-after") if headers is not None else None
+    if value is None:
+        return None
     try:
-        return min(float(value), MAX_RETRY_AFTER_S) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: rare for APIs; the backoff applies
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_S)
 
 
 def _is_context_overflow(exc: BaseException) -> bool:

@@ -22,7 +22,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_config, get_stream_writer
 
 from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
-from langgraph_moa.providers._retry import explain_failure, retry_after_s
+from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_after_s
 from langgraph_moa.providers._table import is_sdk_timeout
 from langgraph_moa.run._accounting import failed_record, ok_record
 from langgraph_moa.run._direct import ainvoke_direct, invoke_direct
@@ -267,7 +267,13 @@ def request_deadline(seconds: float) -> Iterator[None]:
 
 
 def _retry_wait(error: Exception, label: str) -> float | RetryPastDeadlineError:
-    """Return how long to wait before the retry, or the error if that is past the deadline."""
+    """Return how long to wait before the retry, or the error if that is past the deadline.
+
+    Only an error that will be retried is waited for: a 401 or 400 carrying ``Retry-After``
+    fails at once, since no second attempt follows the wait.
+    """
+    if not is_retryable(error):
+        return 0.0
     wait = retry_after_s(error) or 0.0
     due = _DEADLINE.get()
     if wait and due is not None and time.monotonic() + wait > due:
