@@ -97,3 +97,94 @@ def test_a_merged_cache_serves_the_other_runs_calls_and_keeps_its_own(fake, log,
     with pytest.raises(FileNotFoundError, match="No call cache at"):
         ours.merge(tmp_path / "missing.db")
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_a_renamed_role_is_not_served_the_old_models_answers(fake, log, tmp_path):
+    """The key once held the role's display name: a new model under an old name got its answers."""
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    agg = fake("AGG")
+    old = MoAConfig(proposers=[{"model": fake("OLD"), "name": "drafter"}], aggregator=agg)
+    create_moa_graph(old, call_cache=cache).invoke(QUESTION)
+    log.calls.clear()
+    new = MoAConfig(proposers=[{"model": fake("NEW"), "name": "drafter"}], aggregator=agg)
+    create_moa_graph(new, call_cache=cache).invoke(QUESTION)
+    assert "NEW" in [c.label for c in log.calls]
+
+
+def test_renaming_a_role_keeps_its_models_cached_answers(fake, log, tmp_path):
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    model, agg = fake("A"), fake("AGG")
+    first = MoAConfig(proposers=[{"model": model, "name": "drafter"}], aggregator=agg)
+    create_moa_graph(first, call_cache=cache).invoke(QUESTION)
+    log.calls.clear()
+    renamed = MoAConfig(proposers=[{"model": model, "name": "writer"}], aggregator=agg)
+    again = create_moa_graph(renamed, call_cache=cache).invoke(QUESTION)
+    assert log.calls == [] and all(c["cached"] for c in again["calls"])
+
+
+def test_two_proposers_sharing_a_display_name_get_their_own_answers(fake, log, tmp_path):
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    config = MoAConfig(
+        proposers=[{"model": fake("A"), "name": "p"}, {"model": fake("B"), "name": "p"}],
+        aggregator=fake("AGG"),
+    )
+    create_moa_graph(config, call_cache=cache).invoke(QUESTION)
+    rerun = create_moa_graph(config, call_cache=cache).invoke(QUESTION)
+    outputs = [c["output"] for c in rerun["calls"] if c["role"] == "proposer"]
+    assert all(c["cached"] for c in rerun["calls"])
+    assert len(set(outputs)) == len(outputs), outputs  # each proposer kept its own answers
+
+
+def _weather_conversation(city: str, call_id: str = "c1", extra: dict | None = None):
+    from langchain_core.messages import HumanMessage, ToolMessage
+
+    return [
+        HumanMessage("What's the weather where I'm going?"),
+        AIMessage(
+            "",
+            tool_calls=[{"name": "weather", "args": {"city": city}, "id": call_id}],
+            additional_kwargs=extra or {},
+        ),
+        ToolMessage("20C and sunny", tool_call_id=call_id),
+    ]
+
+
+def test_the_tool_calls_in_the_history_are_part_of_the_key():
+    """Two conversations differing only in a tool call's arguments shared one cached answer."""
+    from langgraph_moa.run.cache import call_key
+
+    def key(messages):
+        return call_key(model="openai:gpt-4o", params={}, messages=messages, role="p", sample=0)
+
+    paris = key(_weather_conversation("Paris"))
+    assert paris == key(_weather_conversation("Paris"))  # stable
+    assert paris != key(_weather_conversation("London"))
+    assert paris != key(_weather_conversation("Paris", call_id="c2"))
+    assert paris != key(_weather_conversation("Paris", extra={"reasoning_content": "hm"}))
+
+
+def test_the_key_of_a_plain_conversation_is_unchanged():
+    """Caches written before tool calls entered the key still answer plain conversations."""
+    import hashlib
+    import json
+
+    from langchain_core.messages import HumanMessage
+
+    from langgraph_moa.run.cache import call_key
+
+    messages = [HumanMessage("hi"), AIMessage("hello")]
+    before = {
+        "model": "openai:gpt-4o",
+        "params": {"temperature": 0.5},
+        "messages": [{"type": m.type, "content": m.content, "name": m.name} for m in messages],
+        "role": "proposer",
+        "sample": 1,
+    }
+    digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+    assert digest == call_key(
+        model="openai:gpt-4o",
+        params={"temperature": 0.5},
+        messages=messages,
+        role="proposer",
+        sample=1,
+    )

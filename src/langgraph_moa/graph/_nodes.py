@@ -254,6 +254,7 @@ class MoANodes:
                 stop,
                 has_own_timeout(req.spec),
                 req.trace,
+                spec=req.spec,
             )
             message, parsed = _answer_of(call, response, req.options)
             record = record_answer(

@@ -22,6 +22,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_config, get_stream_writer
 
 from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
+from langgraph_moa.providers._models import ModelSpec, describe_model
 from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_after_s
 from langgraph_moa.providers._table import is_sdk_timeout
 from langgraph_moa.run._accounting import failed_record, ok_record
@@ -480,12 +481,20 @@ def cached_call(
     stop: StopCheck | None = None,
     own_timeout: bool = False,
     config: RunnableConfig | None = None,
+    *,
+    spec: ModelSpec,
 ) -> Generator[Request, Any, tuple[Any, bool]]:
-    """Answer from the call cache, or have the node's runner call the model; tell which."""
+    """Answer from the call cache, or have the node's runner call the model; tell which.
+
+    The key names the model by its `spec` (`describe_model`: the provider string, the
+    endpoint's ``model@url`` or an instance's model name), never by the role's display name:
+    keyed by the name, a renamed role, or two roles sharing a name, were served another
+    model's answers.
+    """
     key = None
     if cache is not None:
         key = call_key(
-            model=call.configured_model,
+            model=describe_model(spec),
             params=params,
             messages=messages,
             role=call.role,

@@ -31,17 +31,42 @@ class CallCache(Protocol):
 def call_key(
     *, model: str, params: dict[str, Any], messages: list[BaseMessage], role: str, sample: int
 ) -> str:
-    """Return a stable digest of everything that determines a call's answer."""
+    """Return a stable digest of everything that determines a call's answer.
+
+    `model` is the model's identity (`describe_model` of its spec), not a role's display name.
+    """
     payload = {
         "model": model,
         "params": params,
-        # Only what the model reads: ids differ on every run (LangGraph assigns them).
-        "messages": [{"type": m.type, "content": m.content, "name": m.name} for m in messages],
+        "messages": [_message_key(m) for m in messages],
         "role": role,
         "sample": sample,
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _message_key(message: BaseMessage) -> dict[str, Any]:
+    """Return what the model reads of one message, for the key.
+
+    The message's own id is left out: LangGraph assigns a new one on every run. The tool
+    calls an AI message made (name, arguments, id), the call a tool message answers and the
+    provider's extra fields are in, or two conversations that differ only in a tool's
+    arguments would share an answer. They are added only when present, so the key of a
+    plain message (and every cache written before) stays the same.
+    """
+    entry: dict[str, Any] = {"type": message.type, "content": message.content, "name": message.name}
+    tool_calls = getattr(message, "tool_calls", None)
+    if tool_calls:
+        entry["tool_calls"] = [
+            {"name": c.get("name"), "args": c.get("args"), "id": c.get("id")} for c in tool_calls
+        ]
+    tool_call_id = getattr(message, "tool_call_id", None)
+    if tool_call_id:
+        entry["tool_call_id"] = tool_call_id
+    if message.additional_kwargs:
+        entry["additional_kwargs"] = message.additional_kwargs
+    return entry
 
 
 class SQLiteCallCache:
