@@ -2,12 +2,14 @@
 
 import asyncio
 import gc
+import http.server
 import json
 import logging
 import re
 import subprocess
 import sys
 import textwrap
+import threading
 
 import openai
 import pytest
@@ -194,3 +196,69 @@ def test_a_call_nobody_listens_to_answers_as_langchains_ainvoke_does(monkeypatch
         "layer 1 / proposer 2 / p2",
         "layer 2 / aggregator / agg",
     ]
+
+
+@pytest.fixture
+def dead_proxy(monkeypatch):
+    """Proxy variables pointing at a port nobody listens on, with no NO_PROXY."""
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+
+class _ModelsEndpoint(http.server.BaseHTTPRequestHandler):
+    """Stands in for a llama.cpp server that has loaded its model: 200 on /v1/models."""
+
+    def do_GET(self):
+        self.send_response(200 if self.path == "/v1/models" else 404)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_readiness_check_of_a_local_server_ignores_proxy_variables(dead_proxy, tmp_path):
+    """With HTTP_PROXY set the check asked the proxy for 127.0.0.1 and never saw it ready."""
+    from langgraph_moa.local.catalog import CATALOG
+    from langgraph_moa.local.runtime import LocalServer
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), _ModelsEndpoint)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    server = LocalServer.__new__(LocalServer)  # the llama.cpp process stood in for
+    server.info = CATALOG["smollm2-135m"]
+    server._ready, server._lock = threading.Event(), threading.Lock()
+    server.port = httpd.server_port
+    server.url = f"http://127.0.0.1:{server.port}/v1"
+    server._log = open(tmp_path / "server.log", "wb")  # closed below
+    server.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        server.wait_ready(timeout=3)
+        assert server._ready.is_set()
+    finally:
+        server.process.kill()
+        server.process.wait()
+        server._log.close()
+        httpd.shutdown()
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_loopback_endpoint_is_never_sent_to_a_proxy(backend, dead_proxy, monkeypatch, transport):
+    """Sync and async calls, through the model cache or a model built alone, reach 127.0.0.1."""
+    from langgraph_moa.providers._models import build_model
+
+    monkeypatch.setenv("MOA_HTTP_TRANSPORT", transport)
+    spec = f"m@{backend.url}"
+    for model in (ModelCache().get(spec, {}), build_model(spec, {})):
+        assert model.invoke("hi").content
+        assert asyncio.run(model.ainvoke("hi")).content
+
+
+def test_a_remote_endpoints_clients_keep_honouring_the_proxy(dead_proxy):
+    from langgraph_moa.transport._http import own_sync_client
+
+    assert own_async_client()._mounts  # the environment's proxies are mounted
+    assert not own_async_client(loopback=True)._mounts
+    assert not own_sync_client(loopback=True)._trust_env

@@ -33,7 +33,7 @@ from pydantic import PrivateAttr
 from langgraph_moa.errors import LocalModelError, LocalRuntimeError
 from langgraph_moa.local.catalog import LocalModelInfo, context_size, lookup, model_path
 from langgraph_moa.transport._completions import lean_completions
-from langgraph_moa.transport._http import own_async_client
+from langgraph_moa.transport._http import own_async_client, own_sync_client
 from langgraph_moa.transport._net import free_port
 
 READY_TIMEOUT_S = 120.0
@@ -146,7 +146,9 @@ class LocalServer:
                         continue
                     raise self._died()
                 try:
-                    if httpx.get(f"{self.url}/models", timeout=1.0).status_code == 200:
+                    # trust_env=False: a proxy from HTTP_PROXY must not be asked for 127.0.0.1.
+                    ready = httpx.get(f"{self.url}/models", timeout=1.0, trust_env=False)
+                    if ready.status_code == 200:
                         self._ready.set()
                         break
                 except httpx.HTTPError:
@@ -261,7 +263,9 @@ class LocalRuntime:
         """Return a chat model bound to the server of `name` (spawned now, awaited later)."""
         server = self.server(name)
         # The model cache passes the async client shared by this event loop's models.
-        client = params.get("http_async_client") or own_async_client()
+        # Loopback clients: the proxy variables must not apply to the local server.
+        client = params.get("http_async_client") or own_async_client(loopback=True)
+        sync_client = params.get("http_client") or own_sync_client(loopback=True)
         defaults = {
             "stream_usage": True,  # llama.cpp's server reports usage in the last chunk
             # Token logprobs for confidence-based selection (call records). One alternative
@@ -274,7 +278,7 @@ class LocalRuntime:
             base_url=server.url,
             api_key="local",  # type: ignore[arg-type]
             max_retries=0,  # retries belong to the graph's RetryPolicy
-            **{**defaults, **params, "http_async_client": client},
+            **{**defaults, **params, "http_async_client": client, "http_client": sync_client},
         )
         model._runtime = self
         return model

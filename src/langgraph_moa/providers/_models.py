@@ -30,6 +30,7 @@ from langgraph_moa.providers._table import LOCAL_PREFIX, provider_of
 from langgraph_moa.transport._call_loop import loop_of_this_thread, running_call_loop
 from langgraph_moa.transport._completions import lean_completions
 from langgraph_moa.transport._http import own_async_client, own_sync_client
+from langgraph_moa.transport._net import is_loopback_url
 
 
 class OpenAIEndpoint(BaseModel):
@@ -250,13 +251,16 @@ def _chat_openai_compatible(
     if endpoint.api_key_env and not key:
         raise MissingAPIKeyError(endpoint.label(), endpoint.api_key_env)
     register_secret(key)
+    loopback = is_loopback_url(endpoint.base_url)
+    if loopback and http_client is None:  # else langchain-openai's own would read HTTP_PROXY
+        http_client = own_sync_client(loopback=True)
     model = BaseChatOpenAI(
         model=endpoint.model,
         base_url=endpoint.base_url,
         api_key=key or "not-needed",  # type: ignore[arg-type]
         stream_usage=True,
         max_retries=0,  # the graph's RetryPolicy retries, visibly; the client must not
-        http_async_client=http_async_client or own_async_client(),
+        http_async_client=http_async_client or own_async_client(loopback=loopback),
         http_client=http_client,
         **params,
     )
@@ -375,9 +379,11 @@ class _SharedClient:
 
     __slots__ = ("client", "loop", "sync_client", "users")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        self.client = own_async_client()
-        self.sync_client = own_sync_client()
+    def __init__(self, loop: asyncio.AbstractEventLoop | None, key: str) -> None:
+        # Local models and loopback endpoints are never proxied (`own_async_client`).
+        loopback = key == f"{LOCAL_PREFIX}:" or is_loopback_url(key)
+        self.client = own_async_client(loopback=loopback)
+        self.sync_client = own_sync_client(loopback=loopback)
         self.loop = loop
         self.users = 0
 
@@ -443,7 +449,7 @@ class ModelCache:
             client_key = http_client_key(spec)
             shared = None if client_key is None else bucket.clients.get(client_key)
             if client_key is not None and shared is None:
-                shared = _SharedClient(loop)
+                shared = _SharedClient(loop, client_key)
             model = build_model(
                 spec,
                 params,

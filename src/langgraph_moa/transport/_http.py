@@ -108,7 +108,7 @@ def transport_in_use() -> Transport:
     return chosen  # type: ignore[return-value]
 
 
-def own_async_client(transport: Transport | None = None) -> Any:
+def own_async_client(transport: Transport | None = None, *, loopback: bool = False) -> Any:
     """Return a fresh async HTTP client, to be shared by the models of one event loop.
 
     langchain-openai otherwise shares one cached async client per process, which binds to
@@ -118,13 +118,20 @@ def own_async_client(transport: Transport | None = None) -> Any:
     Args:
         transport: "aiohttp" (the default, see the module docstring) or "httpx"; None reads
             ``MOA_HTTP_TRANSPORT``.
+        loopback: the client only talks to this machine (a local model, an endpoint on
+            127.0.0.1): it ignores the proxy variables (``HTTP_PROXY``, ...), which would
+            otherwise send a loopback request to the proxy. A remote endpoint's client keeps
+            honouring them.
     """
     import openai
 
     timeout = openai.Timeout(600.0, connect=10.0)
     if (transport or transport_in_use()) == "httpx":
-        return openai.DefaultAsyncHttpxClient(timeout=timeout, transport=_async_transport())
-    client = openai.DefaultAioHttpClient(timeout=timeout)
+        return openai.DefaultAsyncHttpxClient(
+            timeout=timeout, transport=_async_transport(), trust_env=not loopback
+        )
+    # The aiohttp client takes its proxies from the environment as mounted transports.
+    client = openai.DefaultAioHttpClient(timeout=timeout, trust_env=not loopback)
     for hooked in (client._transport, *client._mounts.values()):  # mounts: env proxies
         if hooked is not None:
             _hook_session_opening(hooked)
@@ -230,14 +237,17 @@ async def _close_when_closed(sessions: weakref.WeakSet[Any]) -> AsyncGenerator[N
         await asyncio.gather(*(s.close() for s in open_sessions), return_exceptions=True)
 
 
-def own_sync_client() -> Any:
+def own_sync_client(*, loopback: bool = False) -> Any:
     """Return a sync HTTP client for the sync calls of the models of one endpoint.
 
     Shared by every model of the endpoint (as `own_async_client` is): left to itself each
     langchain-openai model builds its own, with its own TLS setup, about a megabyte apiece.
+    `loopback`: as for `own_async_client`, the client ignores the proxy variables.
     """
     import openai
 
     return openai.DefaultHttpxClient(
-        timeout=openai.Timeout(600.0, connect=10.0), transport=_sync_transport()
+        timeout=openai.Timeout(600.0, connect=10.0),
+        transport=_sync_transport(),
+        trust_env=not loopback,
     )
