@@ -2,6 +2,7 @@
 
 import threading
 
+import pytest
 from langchain_core.messages import AIMessage
 
 from langgraph_moa.local.runtime import LocalRuntime, _port_was_taken
@@ -131,3 +132,23 @@ def test_the_local_runtime_does_not_import_the_model_resolution_it_serves():
     tree = ast.parse(Path(runtime.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "langgraph_moa.providers._models" not in imported
+
+
+@pytest.mark.parametrize("name", ["LANGGRAPH_MOA_THREADS", "LANGGRAPH_MOA_SLOTS"])
+@pytest.mark.parametrize("value", ["four", "2.5", "0", "-1", "1e3"])
+def test_a_bad_thread_or_slot_count_is_refused_naming_the_variable(monkeypatch, name, value):
+    """int("four") raised a bare ValueError, and 0 or -1 reached llama.cpp."""
+    from langgraph_moa.errors import MoAConfigError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(MoAConfigError, match=f"^{name} must be a whole number of at least 1"):
+        LocalRuntime()
+
+
+def test_thread_and_slot_counts_are_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LANGGRAPH_MOA_THREADS", " 3 ")
+    monkeypatch.setenv("LANGGRAPH_MOA_SLOTS", "2")
+    runtime = LocalRuntime()
+    assert (runtime.threads, runtime.slots) == (3, 2)
+    monkeypatch.setenv("LANGGRAPH_MOA_SLOTS", "")
+    assert LocalRuntime().slots == 4  # unset or empty: the default

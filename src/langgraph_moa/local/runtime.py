@@ -30,7 +30,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import PrivateAttr
 
-from langgraph_moa.errors import LocalModelError, LocalRuntimeError
+from langgraph_moa.errors import LocalModelError, LocalRuntimeError, MoAConfigError
 from langgraph_moa.local.catalog import LocalModelInfo, context_size, lookup, model_path
 from langgraph_moa.transport._completions import lean_completions
 from langgraph_moa.transport._http import own_async_client, own_sync_client
@@ -49,8 +49,7 @@ def default_threads() -> int:
     the whole machine. Its threads do not spin between batches (`_serve.py` sets poll 0), so
     two model servers that share the cores take turns instead of starving each other.
     """
-    value = os.environ.get("LANGGRAPH_MOA_THREADS")
-    return int(value) if value else max(1, os.cpu_count() or 1)
+    return _count_from_env("LANGGRAPH_MOA_THREADS") or max(1, os.cpu_count() or 1)
 
 
 def default_slots() -> int:
@@ -62,8 +61,27 @@ def default_slots() -> int:
     4096 tokens), not speed: on 2 cores, batched decoding gives about the same total tokens
     per second as one stream, and more cores gain more (README, "How fast").
     """
-    value = os.environ.get("LANGGRAPH_MOA_SLOTS")
-    return int(value) if value else DEFAULT_SLOTS
+    return _count_from_env("LANGGRAPH_MOA_SLOTS") or DEFAULT_SLOTS
+
+
+def _count_from_env(name: str) -> int | None:
+    """Read a whole number of at least 1 from the variable `name`; None when it is unset.
+
+    Anything else is refused here, in one sentence naming the variable: ``int("four")``
+    raised a bare ValueError, and 0 or -1 reached llama.cpp, which failed obscurely.
+
+    Raises:
+        MoAConfigError: the value is not an integer >= 1.
+    """
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise MoAConfigError(
+            f"{name} must be a whole number of at least 1, got {value!r}: set it to 1, 2, "
+            "... or unset it for the default."
+        )
+    return int(value)
 
 
 class LocalServer:
