@@ -33,6 +33,9 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
         re.compile(r"(?i)\b(basic)(\s+)(?=[A-Za-z0-9+/]*[0-9+/=])[A-Za-z0-9+/]{8,}={0,2}"),
         rf"\1\2{REDACTED}",
     ),
+    # The user name and password of a URL (``https://user:pass@host``): an endpoint URL that
+    # was refused for holding them is repeated in its error.
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@]+@"), rf"\1{REDACTED}@"),
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), REDACTED),
     (re.compile(r"\borg-[A-Za-z0-9]{6,}"), f"org-{REDACTED}"),
     (re.compile(r"\bproj_[A-Za-z0-9]{6,}"), f"proj_{REDACTED}"),

@@ -10,7 +10,12 @@ import pytest
 from langchain.chat_models import init_chat_model
 
 from langgraph_moa.errors import ModelResolutionError
-from langgraph_moa.providers._models import _langchain_providers, known_providers, split_provider
+from langgraph_moa.providers._models import (
+    _langchain_providers,
+    known_providers,
+    parse_endpoint_string,
+    split_provider,
+)
 
 
 def test_the_private_table_has_the_shape_we_read():
@@ -69,3 +74,58 @@ def test_endpoint_specs_are_remembered_but_not_long_strings_a_client_could_send(
     assert _models.parse_endpoint_string(long_spec) is not endpoint  # but never remembered
     assert _models._remembered_endpoint.cache_info().currsize == cached
     assert _models.parse_endpoint_string("openai:gpt-4o") is None
+
+
+@pytest.mark.parametrize(
+    "spec,says",
+    [
+        ("m@http://", "base_url has no host"),
+        ("m@http:///", "base_url has no host"),
+        ("m@https:///v1", "base_url has no host"),
+        ("m@http://h /v1", "must not contain spaces"),
+        ("m@http://h:port/v1", "is not a valid URL"),
+        ("m@https://user:pa55w0rdXYZ@host/v1", "must not hold a user name or password"),
+    ],
+)
+def test_an_endpoint_without_a_usable_host_is_refused_in_one_sentence(spec, says):
+    """A prefix check let hostless URLs through; they failed only at the first call."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.errors import MoAConfigError
+
+    with pytest.raises(MoAConfigError) as caught:
+        MoAConfig(proposers=[spec], aggregator="openai:gpt-4o")
+    message = str(caught.value)
+    assert says in message
+    assert "http://host:port/v1" in message or "api_key_env" in message  # the fix
+    assert "pa55w0rdXYZ" not in message and "\n" not in message
+
+
+def test_an_endpoint_scheme_is_read_in_any_case_and_lower_cased():
+    """HTTPS:// was refused as an unknown provider, a misleading message."""
+    from langgraph_moa.providers._models import OpenAIEndpoint, describe_model, validate_spec
+
+    assert validate_spec("m@HTTPS://h/v1") == "m@HTTPS://h/v1"
+    endpoint = parse_endpoint_string("m@HTTPS://h/v1")
+    assert endpoint == OpenAIEndpoint(model="m", base_url="https://h/v1")
+    assert describe_model(endpoint) == "m@https://h/v1"
+    assert (
+        parse_endpoint_string("org/m@v2@http://[::1]:8080/v1/").base_url == "http://[::1]:8080/v1"
+    )
+
+
+def test_a_password_in_an_endpoint_url_never_reaches_an_error_message():
+    from pydantic import ValidationError
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.errors import MoAConfigError
+    from langgraph_moa.providers._models import OpenAIEndpoint
+
+    with pytest.raises(ValidationError) as direct:
+        OpenAIEndpoint(base_url="https://bob:pa55w0rdXYZ@h/v1", model="m")
+    with pytest.raises(MoAConfigError) as shaped:  # a misplaced key: pydantic repeats the input
+        MoAConfig(
+            proposers=[{"model": "m", "base_url": "https://bob:pa55w0rdXYZ@h/v1"}],
+            aggregator="openai:gpt-4o",
+        )
+    for error in (direct.value, shaped.value):
+        assert "pa55w0rdXYZ" not in str(error)

@@ -31,7 +31,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, ErrorDetails
 
-from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip
+from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip, redact
 from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._limits import Budget, check_budget
 from langgraph_moa.errors import MoAConfigError
@@ -513,7 +513,10 @@ def explain_errors(errors: Sequence[ErrorDetails], what: str) -> str:
         msg = " ".join(err["msg"].removeprefix("Value error, ").split()).rstrip(".")
         msg = _LONG_QUOTE.sub(lambda m: f"'{clip(m[1])}'", msg)  # a long input, repeated
         given = err.get("input")
-        shown = f" (got {given!r})" if err["type"] != "missing" and _short(given) else ""
+        # Redacted: a refused endpoint URL may hold a password (``https://user:pass@host``).
+        shown = (
+            f" (got {redact(repr(given))})" if err["type"] != "missing" and _short(given) else ""
+        )
         parts.append(f"{where}: {msg}{shown}" if where else f"{msg}{shown}")
     return f"Invalid {what}: " + "; ".join(parts) + "."
 

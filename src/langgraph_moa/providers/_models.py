@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -40,7 +42,8 @@ class OpenAIEndpoint(BaseModel):
     holds it, so configs can be shared and traced without leaking secrets.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A refused URL may hold a password: pydantic's message must not repeat it.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     base_url: str = Field(description="Root of the API, e.g. http://127.0.0.1:8080/v1")
     model: str = Field(min_length=1, description="Model name the server expects.")
@@ -51,13 +54,41 @@ class OpenAIEndpoint(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {value!r}")
-        return value.rstrip("/")
+        return checked_base_url(value)
 
     def label(self) -> str:
         """Return the spec in its string form, ``model@base_url``."""
         return f"{self.model}@{self.base_url}"
+
+
+def checked_base_url(value: str) -> str:
+    """Return an endpoint's URL with its scheme lower-cased, or refuse it in one sentence.
+
+    A prefix check let through URLs with no host (``http://``, ``https:///v1``), which
+    failed only at the first call, and refused ``HTTPS://`` with a misleading message. A
+    user name or password in the URL is refused: it would show in every label, record,
+    event and trace that names the endpoint, so the key belongs in ``api_key_env``. The
+    messages do not repeat the URL (a refused one may hold a password).
+    """
+    fix = "write it as http://host:port/v1"
+    if any(char.isspace() for char in value):
+        raise ValueError(f"base_url must not contain spaces or other whitespace: {fix}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        raise ValueError(f"base_url is not a valid URL (check its host and port): {fix}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"base_url must start with http:// or https://: {fix}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "base_url must not hold a user name or password: put the key in an environment "
+            "variable and name that variable in api_key_env"
+        )
+    if not parts.hostname:
+        raise ValueError(f"base_url has no host: {fix}")
+    return urlunsplit(parts._replace(scheme=scheme)).rstrip("/")
 
 
 ModelSpec = str | OpenAIEndpoint | BaseChatModel
@@ -113,12 +144,15 @@ def _remembered_endpoint(spec: str) -> OpenAIEndpoint | None:
     return _endpoint_of(spec)
 
 
+_ENDPOINT_AT = re.compile(r"@(?=https?://)", re.IGNORECASE)
+"""The ``@`` that starts an endpoint's URL in ``model@http://host/v1`` (any scheme case)."""
+
+
 def _endpoint_of(spec: str) -> OpenAIEndpoint | None:
-    for scheme in ("@http://", "@https://"):
-        if scheme in spec:
-            model, _, rest = spec.partition(scheme)
-            return OpenAIEndpoint(model=model, base_url=scheme[1:] + rest)
-    return None
+    at = _ENDPOINT_AT.search(spec)
+    if at is None:
+        return None
+    return OpenAIEndpoint(model=spec[: at.start()], base_url=spec[at.end() :])
 
 
 def split_provider(spec: str) -> tuple[str, str]:
