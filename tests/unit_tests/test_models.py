@@ -129,3 +129,25 @@ def test_a_password_in_an_endpoint_url_never_reaches_an_error_message():
         )
     for error in (direct.value, shaped.value):
         assert "pa55w0rdXYZ" not in str(error)
+
+
+@pytest.mark.parametrize(
+    "spec", ["Local:smollm2-135m", "LOCAL:smollm2-135m", " local:smollm2-135m"]
+)
+def test_a_local_spec_in_any_case_is_seen_as_local_everywhere(spec):
+    """ "Local:x" built a local model, but the checks that start its server missed it."""
+    from langgraph_moa import MoAConfig
+
+    config = MoAConfig(variant="self-moa", proposers=[{"model": spec, "samples": 2}])
+    assert config.proposers[0].model == "local:smollm2-135m"
+    assert config.local_model_names() == ["smollm2-135m"]
+    assert config.proposers[0].is_local
+    assert config.proposers[0].known_context_window() is not None
+
+
+def test_a_provider_prefix_is_kept_as_it_is_resolved_and_a_bare_name_as_written():
+    from langgraph_moa.providers._models import validate_spec
+
+    assert validate_spec("OpenAI:gpt-4o") == "openai:gpt-4o"
+    assert validate_spec("ollama:llama3:8b") == "ollama:llama3:8b"
+    assert validate_spec("gpt-4o") == "gpt-4o"  # the provider is inferred, not written in

@@ -184,7 +184,14 @@ def split_provider(spec: str) -> tuple[str, str]:
 
 
 def validate_spec(spec: Any) -> ModelSpec:
-    """Check a spec without building anything; used by the config models."""
+    """Check a spec without building anything; return it as the config keeps it.
+
+    A provider prefix is returned as `split_provider` reads it (lower case, ``-`` as
+    ``_``), so every later check of the prefix agrees with the model that is built:
+    ``"Local:x"`` built a local model, but `RoleConfig.is_local` and
+    `MoAConfig.local_model_names` looked for ``"local:"`` and missed it (its server was
+    then started on the event loop, its context and price unknown).
+    """
     if isinstance(spec, (BaseChatModel, OpenAIEndpoint)):
         return spec
     if isinstance(spec, dict):
@@ -196,7 +203,9 @@ def validate_spec(spec: Any) -> ModelSpec:
         )
     spec = spec.strip()
     if parse_endpoint_string(spec) is None:
-        split_provider(spec)
+        provider, name = split_provider(spec)
+        if name != spec:  # an explicit prefix: written as it is resolved ("Local:" -> "local:")
+            return f"{provider}:{name}"
     return spec
 
 
