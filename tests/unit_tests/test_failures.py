@@ -80,6 +80,18 @@ def test_an_httpx_status_error_is_retried_as_the_sdk_errors_are(status, retry):
     assert is_retryable(error) is retry
 
 
+def test_a_garbled_body_that_came_with_a_200_is_still_retried():
+    """The openai SDK hangs the 200 response on a JSONDecodeError: the status is no cause."""
+    import json
+    import types
+
+    from langgraph_moa.providers._retry import is_retryable
+
+    error = json.JSONDecodeError("Unterminated string", '{"a": "', 6)
+    error.response = types.SimpleNamespace(status_code=200, headers={})
+    assert is_retryable(error)
+
+
 def _status_error(status: int, retry_after: str) -> openai.APIStatusError:
     import httpx
 

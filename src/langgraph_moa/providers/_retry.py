@@ -40,15 +40,17 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def http_status(exc: BaseException) -> int | None:
-    """Return the HTTP status an error carries (``status_code`` or ``response.status_code``).
+    """Return the HTTP error status (400 or more) an error carries, else None.
 
-    Integrations that are not built on a known SDK raise their HTTP client's own error
-    (langchain-mistralai raises ``httpx.HTTPStatusError``); its status decides a retry just
-    as an SDK error's does, or a 429 from them would never be retried.
+    Read from ``status_code`` or ``response.status_code``: integrations that are not built
+    on a known SDK raise their HTTP client's own error (langchain-mistralai raises
+    ``httpx.HTTPStatusError``), whose status decides a retry just as an SDK error's does, or
+    a 429 from them would never be retried. A success status is not the error's cause (a
+    body cut off mid-answer arrives with a 200): such an error is classified by its type.
     """
     for holder in (exc, getattr(exc, "response", None)):
         status = getattr(holder, "status_code", None)
-        if isinstance(status, int) and not isinstance(status, bool):
+        if isinstance(status, int) and not isinstance(status, bool) and status >= 400:
             return status
     return None
 
