@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from typing import ClassVar
 
 import openai
 import pytest
@@ -256,9 +257,57 @@ def test_a_loopback_endpoint_is_never_sent_to_a_proxy(backend, dead_proxy, monke
         assert asyncio.run(model.ainvoke("hi")).content
 
 
-def test_a_remote_endpoints_clients_keep_honouring_the_proxy(dead_proxy):
-    from langgraph_moa.transport._http import own_sync_client
+class _ProxyStub(http.server.BaseHTTPRequestHandler):
+    """A forward proxy that answers every chat completion itself and notes what it was asked."""
 
-    assert own_async_client()._mounts  # the environment's proxies are mounted
-    assert not own_async_client(loopback=True)._mounts
-    assert not own_sync_client(loopback=True)._trust_env
+    asked: ClassVar[list[str]] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        _ProxyStub.asked.append(self.path)
+        body = json.dumps(
+            {
+                "id": "c",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "via proxy"},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_remote_endpoint_keeps_going_through_the_proxy(monkeypatch, transport):
+    """Sync calls, and async ones on httpx, ignored HTTP_PROXY: our transport was passed in."""
+    from langgraph_moa.providers._models import build_model
+
+    proxy = http.server.HTTPServer(("127.0.0.1", 0), _ProxyStub)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.server_port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("MOA_HTTP_TRANSPORT", transport)
+    _ProxyStub.asked.clear()
+    try:
+        model = ModelCache().get("m@http://remote.invalid/v1", {})
+        assert model.invoke("hi").content == "via proxy"
+        assert asyncio.run(model.ainvoke("hi")).content == "via proxy"
+        assert build_model("m@http://remote.invalid/v1", {}).invoke("hi").content == "via proxy"
+    finally:
+        proxy.shutdown()
+    assert _ProxyStub.asked == ["http://remote.invalid/v1/chat/completions"] * 3

@@ -295,8 +295,10 @@ def _chat_openai_compatible(
         raise MissingAPIKeyError(endpoint.label(), endpoint.api_key_env)
     register_secret(key)
     loopback = is_loopback_url(endpoint.base_url)
-    if loopback and http_client is None:  # else langchain-openai's own would read HTTP_PROXY
-        http_client = own_sync_client(loopback=True)
+    if http_client is None:
+        # langchain-openai's own client mounts a transport that disables the proxy variables
+        # (and would honour them for a loopback server); ours honours them for remote hosts.
+        http_client = own_sync_client(loopback=loopback)
     model = BaseChatOpenAI(
         model=endpoint.model,
         base_url=endpoint.base_url,

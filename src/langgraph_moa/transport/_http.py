@@ -54,40 +54,49 @@ def _redacted_response(request: Any, response: Any, body: bytes) -> Any:
     )
 
 
-def _async_transport() -> Any:
-    import httpx2
-    from openai._constants import DEFAULT_CONNECTION_LIMITS
+def _redact_async_errors_of(transport: Any) -> None:
+    """Have an httpx async transport redact every error response's body (see the module)."""
+    send = transport.handle_async_request
 
-    class RedactingAsyncTransport(httpx2.AsyncHTTPTransport):
-        async def handle_async_request(self, request: Any) -> Any:
-            response = await super().handle_async_request(request)
-            if response.status_code < 400:
-                return response
-            try:
-                body = await response.aread()
-            finally:
-                await response.aclose()
-            return _redacted_response(request, response, body)
+    async def handle_async_request(request: Any) -> Any:
+        response = await send(request)
+        if response.status_code < 400:
+            return response
+        try:
+            body = await response.aread()
+        finally:
+            await response.aclose()
+        return _redacted_response(request, response, body)
 
-    return RedactingAsyncTransport(limits=DEFAULT_CONNECTION_LIMITS)
+    transport.handle_async_request = handle_async_request
 
 
-def _sync_transport() -> Any:
-    import httpx2
-    from openai._constants import DEFAULT_CONNECTION_LIMITS
+def _redact_sync_errors_of(transport: Any) -> None:
+    """Have an httpx sync transport redact every error response's body (see the module)."""
+    send = transport.handle_request
 
-    class RedactingTransport(httpx2.HTTPTransport):
-        def handle_request(self, request: Any) -> Any:
-            response = super().handle_request(request)
-            if response.status_code < 400:
-                return response
-            try:
-                body = response.read()
-            finally:
-                response.close()
-            return _redacted_response(request, response, body)
+    def handle_request(request: Any) -> Any:
+        response = send(request)
+        if response.status_code < 400:
+            return response
+        try:
+            body = response.read()
+        finally:
+            response.close()
+        return _redacted_response(request, response, body)
 
-    return RedactingTransport(limits=DEFAULT_CONNECTION_LIMITS)
+    transport.handle_request = handle_request
+
+
+def _transports_of(client: Any) -> list[Any]:
+    """Return a client's transports: its own and one per proxy the environment names.
+
+    The hooks are put on the transports httpx built, rather than a transport of ours being
+    passed in: given one, httpx mounts no proxy from ``HTTP_PROXY``/``HTTPS_PROXY``, and
+    the calls to a remote endpoint would ignore the proxy they must go through. A ``None``
+    mount (a ``NO_PROXY`` host) has no transport of its own.
+    """
+    return [t for t in (client._transport, *client._mounts.values()) if t is not None]
 
 
 Transport = Literal["aiohttp", "httpx"]
@@ -127,15 +136,15 @@ def own_async_client(transport: Transport | None = None, *, loopback: bool = Fal
 
     timeout = openai.Timeout(600.0, connect=10.0)
     if (transport or transport_in_use()) == "httpx":
-        return openai.DefaultAsyncHttpxClient(
-            timeout=timeout, transport=_async_transport(), trust_env=not loopback
-        )
+        httpx_client = openai.DefaultAsyncHttpxClient(timeout=timeout, trust_env=not loopback)
+        for hooked in _transports_of(httpx_client):
+            _redact_async_errors_of(hooked)
+        return httpx_client
     # The aiohttp client takes its proxies from the environment as mounted transports.
     client = openai.DefaultAioHttpClient(timeout=timeout, trust_env=not loopback)
-    for hooked in (client._transport, *client._mounts.values()):  # mounts: env proxies
-        if hooked is not None:
-            _hook_session_opening(hooked)
-            _check_requests_of(hooked)
+    for hooked in _transports_of(client):
+        _hook_session_opening(hooked)
+        _check_requests_of(hooked)
     return client
 
 
@@ -167,15 +176,10 @@ def _check_requests_of(transport: Any) -> None:
             ):
                 raise
             raise httpx2.ConnectError(str(exc), request=request) from cause
-        if response.status_code < 400:
-            return response
-        try:
-            body = await response.aread()
-        finally:
-            await response.aclose()
-        return _redacted_response(request, response, body)
+        return response
 
     transport.handle_async_request = handle_async_request
+    _redact_async_errors_of(transport)
 
 
 def _hook_session_opening(transport: Any) -> None:
@@ -246,8 +250,9 @@ def own_sync_client(*, loopback: bool = False) -> Any:
     """
     import openai
 
-    return openai.DefaultHttpxClient(
-        timeout=openai.Timeout(600.0, connect=10.0),
-        transport=_sync_transport(),
-        trust_env=not loopback,
+    client = openai.DefaultHttpxClient(
+        timeout=openai.Timeout(600.0, connect=10.0), trust_env=not loopback
     )
+    for hooked in _transports_of(client):
+        _redact_sync_errors_of(hooked)
+    return client
