@@ -1,7 +1,9 @@
 """The call cache: a rerun or an added system costs no repeated generation."""
 
 import pytest
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.run.cache import SQLiteCallCache
@@ -111,15 +113,19 @@ def test_a_renamed_role_is_not_served_the_old_models_answers(fake, log, tmp_path
     assert "NEW" in [c.label for c in log.calls]
 
 
-def test_renaming_a_role_keeps_its_models_cached_answers(fake, log, tmp_path):
-    cache = SQLiteCallCache(tmp_path / "calls.db")
-    model, agg = fake("A"), fake("AGG")
-    first = MoAConfig(proposers=[{"model": model, "name": "drafter"}], aggregator=agg)
-    create_moa_graph(first, call_cache=cache).invoke(QUESTION)
-    log.calls.clear()
-    renamed = MoAConfig(proposers=[{"model": model, "name": "writer"}], aggregator=agg)
-    again = create_moa_graph(renamed, call_cache=cache).invoke(QUESTION)
-    assert log.calls == [] and all(c["cached"] for c in again["calls"])
+def test_a_spec_keeps_its_cached_answers_whatever_its_role_is_called():
+    from langgraph_moa.run._calls import cache_name
+
+    assert cache_name("openai:gpt-4o", "drafter") == cache_name("openai:gpt-4o", "writer")
+    assert cache_name("m@http://h:8000/v1", "x") == "m@http://h:8000/v1"
+
+
+def test_an_unnamed_instance_keeps_the_key_it_always_had(fake):
+    from langgraph_moa.run._calls import cache_name
+
+    model = fake("A")
+    assert cache_name(model, "A") == "A"  # its label is its model name
+    assert cache_name(model, "drafter") == "A as drafter"  # a renamed instance misses
 
 
 def test_two_proposers_sharing_a_display_name_get_their_own_answers(fake, log, tmp_path):
@@ -188,3 +194,35 @@ def test_the_key_of_a_plain_conversation_is_unchanged():
         role="proposer",
         sample=1,
     )
+
+
+class _SameModelName(BaseChatModel):
+    """A client of one model name; `server` says which server it talks to."""
+
+    model_name: str = "llama3"
+    server: str
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        text = f"from {self.server}"
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
+
+    @property
+    def _llm_type(self) -> str:
+        return "same-model-name"
+
+
+def test_named_instances_of_one_model_name_keep_their_own_cached_answers(tmp_path):
+    # An instance has no spec that tells it apart: its role's name does, as before.
+    config = MoAConfig(
+        proposers=[
+            {"model": _SameModelName(server="A"), "name": "llama3 on A"},
+            {"model": _SameModelName(server="B"), "name": "llama3 on B"},
+        ],
+        aggregator=_SameModelName(server="AGG"),
+        layers=2,
+    )
+    for _ in range(2):
+        cache = SQLiteCallCache(tmp_path / "calls.db")
+        out = create_moa_graph(config, call_cache=cache).invoke(QUESTION)
+    proposals = sorted(c["output"] for c in out["calls"] if c["role"] == "proposer")
+    assert proposals == ["from A", "from B"]

@@ -4,11 +4,13 @@
 LangChain has no public API for them; these tests fail first if an upgrade changes them.
 """
 
+import importlib.util
 import re
 
 import pytest
 from langchain.chat_models import init_chat_model
 
+from langgraph_moa import MoAConfig
 from langgraph_moa.errors import ModelResolutionError
 from langgraph_moa.providers._models import (
     _langchain_providers,
@@ -151,3 +153,31 @@ def test_a_provider_prefix_is_kept_as_it_is_resolved_and_a_bare_name_as_written(
     assert validate_spec("OpenAI:gpt-4o") == "openai:gpt-4o"
     assert validate_spec("ollama:llama3:8b") == "ollama:llama3:8b"
     assert validate_spec("gpt-4o") == "gpt-4o"  # the provider is inferred, not written in
+
+
+@pytest.mark.skipif(importlib.util.find_spec("socksio") is not None, reason="socksio installed")
+@pytest.mark.parametrize("variable", ["ALL_PROXY", "all_proxy", "HTTPS_PROXY"])
+@pytest.mark.parametrize("spec", ["openai:gpt-4o-mini", "m@http://10.1.2.3:8000/v1"])
+def test_a_proxy_httpx_cannot_use_is_one_sentence_not_an_import_error(monkeypatch, variable, spec):
+    from langgraph_moa.errors import MoAConfigError
+    from langgraph_moa.providers._models import ModelCache
+
+    for name in ("ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "socks5://127.0.0.1:1080")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+    with pytest.raises(MoAConfigError, match=r"socksio.*unset the proxy variable"):
+        ModelCache().get(spec, {"temperature": 0.0})
+
+
+def test_a_served_presets_model_is_admitted_as_its_config_spells_it():
+    from langgraph_moa.serving._policy import ModelPolicy
+
+    served = MoAConfig(
+        proposers=["OpenAI:gpt-4o-mini", "azure-openai:gpt-4o"],
+        aggregator="openai:gpt-4o-mini",
+        name="s",
+    )
+    policy = ModelPolicy.for_systems({"s": served})
+    assert policy.admit("OpenAI:gpt-4o-mini", "proposers[0]")
+    assert policy.admit("azure-openai:gpt-4o", "proposers[1]")

@@ -253,6 +253,21 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
+def cache_name(spec: Any, label: str) -> str:
+    """Return how the call cache names the model of a role labelled `label`.
+
+    A spec names its model (the provider string, the endpoint's ``model@url``), whatever
+    the role is called. A model instance has no spec that tells it apart (two clients of
+    one model name at two servers), so a named role's instance is its model name *and* the
+    role's name: renaming it costs a cache miss, never another model's answer. An unnamed
+    one keeps its model name alone, the key it always had.
+    """
+    named = describe_model(spec)
+    if isinstance(spec, BaseChatModel) and label != named:
+        return f"{named} as {label}"
+    return named
+
+
 @contextmanager
 def request_deadline(seconds: float) -> Iterator[None]:
     """Bound the waits a provider asks for (``Retry-After``) by a deadline `seconds` away.
@@ -486,15 +501,14 @@ def cached_call(
 ) -> Generator[Request, Any, tuple[Any, bool]]:
     """Answer from the call cache, or have the node's runner call the model; tell which.
 
-    The key names the model by its `spec` (`describe_model`: the provider string, the
-    endpoint's ``model@url`` or an instance's model name), never by the role's display name:
+    The key names the model by `cache_name`, never by the role's display name alone:
     keyed by the name, a renamed role, or two roles sharing a name, were served another
     model's answers.
     """
     key = None
     if cache is not None:
         key = call_key(
-            model=describe_model(spec),
+            model=cache_name(spec, call.configured_model),
             params=params,
             messages=messages,
             role=call.role,

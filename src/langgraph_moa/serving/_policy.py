@@ -225,7 +225,12 @@ def _label(spec: str | OpenAIEndpoint) -> str:
     if isinstance(spec, OpenAIEndpoint):
         return spec.label()
     endpoint = parse_endpoint_string(spec.strip())
-    return endpoint.label() if endpoint else spec.strip()
+    if endpoint is not None:
+        return endpoint.label()
+    try:  # a provider prefix as the config holds it once resolved ("OpenAI:" -> "openai:")
+        return str(validate_spec(spec))
+    except (ValueError, MoAError):  # not a spec at all: refused as it is written, later
+        return spec.strip()
 
 
 @dataclass

@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from langgraph_moa._redact import redact
@@ -88,6 +89,25 @@ def _redact_sync_errors_of(transport: Any) -> None:
     transport.handle_request = handle_request
 
 
+@contextmanager
+def _proxy_setup_explained() -> Iterator[None]:
+    """Turn a proxy the environment names but httpx cannot use into one sentence.
+
+    A client honours the proxy variables (``HTTPS_PROXY``, ``ALL_PROXY``, ...) when it is
+    built; a SOCKS proxy there needs the ``socksio`` package, and without it httpx raises
+    ImportError as the client is built. The calls are not sent around the proxy instead:
+    the environment asked for it.
+    """
+    try:
+        yield
+    except ImportError as exc:
+        raise MoAConfigError(
+            f"The proxy named by the environment cannot be used: {exc} Do that, or "
+            "unset the proxy variable (HTTPS_PROXY, ALL_PROXY, ...) or add the host to "
+            "NO_PROXY."
+        ) from None
+
+
 def _transports_of(client: Any) -> list[Any]:
     """Return a client's transports: its own and one per proxy the environment names.
 
@@ -136,12 +156,14 @@ def own_async_client(transport: Transport | None = None, *, loopback: bool = Fal
 
     timeout = openai.Timeout(600.0, connect=10.0)
     if (transport or transport_in_use()) == "httpx":
-        httpx_client = openai.DefaultAsyncHttpxClient(timeout=timeout, trust_env=not loopback)
+        with _proxy_setup_explained():
+            httpx_client = openai.DefaultAsyncHttpxClient(timeout=timeout, trust_env=not loopback)
         for hooked in _transports_of(httpx_client):
             _redact_async_errors_of(hooked)
         return httpx_client
     # The aiohttp client takes its proxies from the environment as mounted transports.
-    client = openai.DefaultAioHttpClient(timeout=timeout, trust_env=not loopback)
+    with _proxy_setup_explained():
+        client = openai.DefaultAioHttpClient(timeout=timeout, trust_env=not loopback)
     for hooked in _transports_of(client):
         _hook_session_opening(hooked)
         _check_requests_of(hooked)
@@ -250,9 +272,10 @@ def own_sync_client(*, loopback: bool = False) -> Any:
     """
     import openai
 
-    client = openai.DefaultHttpxClient(
-        timeout=openai.Timeout(600.0, connect=10.0), trust_env=not loopback
-    )
+    with _proxy_setup_explained():
+        client = openai.DefaultHttpxClient(
+            timeout=openai.Timeout(600.0, connect=10.0), trust_env=not loopback
+        )
     for hooked in _transports_of(client):
         _redact_sync_errors_of(hooked)
     return client
