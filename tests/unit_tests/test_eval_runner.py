@@ -616,7 +616,9 @@ def test_no_judged_pair_writes_null_not_nan_and_says_so(tmp_path):
 
 
 def test_summary_json_never_holds_nan():
-    assert runner._finite({"a": [float("nan"), 1.5], "b": {"c": float("inf")}}) == {
+    from langgraph_moa._json import _finite
+
+    assert _finite({"a": [float("nan"), 1.5], "b": {"c": float("inf")}}) == {
         "a": [None, 1.5],
         "b": {"c": None},
     }

@@ -817,7 +817,7 @@ def test_the_non_stream_answer_writes_non_finite_numbers_as_null_too(fake):
 
 
 def test_dumps_writes_strict_json_and_leaves_finite_values_alone():
-    from langgraph_moa.serving._json import dumps
+    from langgraph_moa._json import dumps
 
     assert dumps({"a": float("nan"), "b": [float("-inf"), 1.5], "c": (float("inf"),)}) == (
         '{"a": null, "b": [null, 1.5], "c": [null]}'

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import os
 import shutil
 import statistics
@@ -30,6 +29,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from langgraph_moa._json import dumps
 from langgraph_moa._redact import describe_error
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, explain_errors, list_presets
@@ -403,7 +403,7 @@ class Evaluation:
             self._plot(summary, extras)
         if self.exports:
             write_exports(self.out, results, slug)
-        self._write("summary.json", json.dumps(_finite(summary), indent=2, allow_nan=False))
+        self._write("summary.json", dumps(summary, indent=2))
         self._write("report.md", render_report(summary, extras))
         return summary
 
@@ -749,17 +749,6 @@ def _make_folder(path: Path) -> None:
             f"The output folder {str(path.parent)!r} cannot be made "
             f"({exc.strerror or type(exc).__name__}); give --out a folder you can write to."
         ) from None
-
-
-def _finite(value: Any) -> Any:
-    """Return `value` with every NaN or infinity replaced by None: JSON has neither."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _fallback_words(row: dict[str, Any]) -> str:

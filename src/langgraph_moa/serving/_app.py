@@ -32,6 +32,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from langgraph_moa._json import dumps
 from langgraph_moa._redact import clip, register_secret
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._prices import Prices
@@ -54,7 +55,6 @@ from langgraph_moa.serving._events import (
 )
 from langgraph_moa.serving._guard import BrowserGuard, ServeSecurity
 from langgraph_moa.serving._history import History
-from langgraph_moa.serving._json import dumps
 from langgraph_moa.serving._policy import ModelPolicy, _Job, _Preparer, check_allowed_models
 from langgraph_moa.serving._requests import (
     _ClientGone,

@@ -14,11 +14,11 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from langgraph_moa._json import dumps
 from langgraph_moa.config._prices import Prices, run_cost
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.run._references import answered_proposals
 from langgraph_moa.serving._agreement import call_key, selection_groups, synthesis_agreement
-from langgraph_moa.serving._json import dumps
 
 KEEPALIVE_S = 10.0
 """Seconds of silence after which the stream sends a keep-alive comment."""

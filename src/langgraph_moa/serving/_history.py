@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from langgraph_moa._json import dumps
 from langgraph_moa.errors import MoAError
-from langgraph_moa.serving._json import dumps
 
 
 def default_history_path() -> Path:

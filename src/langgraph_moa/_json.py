@@ -1,9 +1,10 @@
-"""The JSON `moa serve` writes: strict JSON, whatever a provider put in a value.
+"""The JSON the package writes for others to read: strict JSON, whatever a value holds.
 
 Python's `json.dumps` writes ``NaN``, ``Infinity`` and ``-Infinity`` for non-finite floats,
-which no JSON parser has to accept (a provider's ``-inf`` logprob, say). Every JSON text the
-server writes itself goes through `dumps`, which writes them as ``null``, as the non-stream
-answers' serializer (FastAPI's, pydantic's ``inf_nan_mode="null"``) already does.
+which no JSON parser has to accept (a provider's ``-inf`` logprob, a win rate of no pairs).
+Every JSON text `moa serve` writes itself, and `moa eval`'s summary, go through `dumps`,
+which writes them as ``null``, as the non-stream answers' serializer (FastAPI's, pydantic's
+``inf_nan_mode="null"``) already does.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import math
 from typing import Any
 
 
-def dumps(value: Any) -> str:
+def dumps(value: Any, *, indent: int | None = None) -> str:
     """Return `value` as strict JSON: non-finite floats as null, other objects as `str`."""
     try:
-        return json.dumps(value, default=str, allow_nan=False)
+        return json.dumps(value, default=str, allow_nan=False, indent=indent)
     except ValueError:  # a NaN or an infinity somewhere: rare, so the walk is paid only then
-        return json.dumps(_finite(value), default=str, allow_nan=False)
+        return json.dumps(_finite(value), default=str, allow_nan=False, indent=indent)
 
 
 def _finite(value: Any) -> Any:
