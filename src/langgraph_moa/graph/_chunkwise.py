@@ -50,7 +50,7 @@ from langgraph_moa.errors import (
     MoAConfigError,
     StragglerCancelledError,
 )
-from langgraph_moa.providers._models import has_own_timeout
+from langgraph_moa.providers._models import with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import summarize
@@ -174,12 +174,6 @@ class _Chunkwise:
         self.changed = asyncio.Event()
         self.started = time.perf_counter()
 
-    def _with_timeout(self, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
-        """Give a model this package builds the call timeout as its HTTP timeout."""
-        if self.cfg.call_timeout_s is None or not has_own_timeout(spec):
-            return params
-        return {**params, "timeout": self.cfg.call_timeout_s}
-
     def _backoff(self, attempt: int) -> float:
         """Seconds before retry `attempt` + 1, as the nodes' `RetryPolicy` waits."""
         retry = self.cfg.retry
@@ -200,7 +194,9 @@ class _Chunkwise:
         i, s = self.slots[k]
         p = self.cfg.proposers[i]
         call = CallId("proposer", self.layer, i, s, p.label)
-        chat = self.nodes.models.get(p.model, self._with_timeout(p.model, p.call_params()))
+        chat = self.nodes.models.get(
+            p.model, with_call_timeout(self.cfg.call_timeout_s, p.model, p.call_params())
+        )
         model = bind_options(chat, self.options, p.label).with_config(
             run_name=f"layer {self.layer} / proposer {i + 1} / {p.label} (streamed)",
             tags=[TAG_PROPOSER, NOSTREAM],
@@ -384,7 +380,9 @@ class _Chunkwise:
         params = role.call_params()
         if cap is not None:
             params = {**params, "max_tokens": cap}
-        chat = self.nodes.models.get(role.model, self._with_timeout(role.model, params))
+        chat = self.nodes.models.get(
+            role.model, with_call_timeout(self.cfg.call_timeout_s, role.model, params)
+        )
         model = bind_options(chat, self.options, call.configured_model, stop=True, final=True)
         model = model.with_config(
             run_name=f"layer {call.layer} / aggregator / {call.configured_model}",

@@ -33,7 +33,7 @@ from langgraph_moa.errors import (
     StructuredOutputError,
 )
 from langgraph_moa.graph._chunkwise import ChunkwiseRequest, refuse_what_parts_cannot_write
-from langgraph_moa.providers._models import ModelCache, has_own_timeout
+from langgraph_moa.providers._models import ModelCache, has_own_timeout, with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import summarize
@@ -173,7 +173,7 @@ class MoANodes:
         params = p.call_params()
         if not streamed:
             params = {**params, "disable_streaming": True}
-        return self.models.get(p.model, _with_timeout(cfg, p.model, params))
+        return self.models.get(p.model, with_call_timeout(cfg.call_timeout_s, p.model, params))
 
     def _final_model(self, cfg: MoAConfig, index: int, *, streamed: bool) -> BaseChatModel:
         """Return the model at `index` of the aggregator chain; only the answer streams."""
@@ -181,7 +181,9 @@ class MoANodes:
         params = role.call_params()
         if not streamed:
             params = {**params, "disable_streaming": True}
-        return self.models.get(role.model, _with_timeout(cfg, role.model, params))
+        return self.models.get(
+            role.model, with_call_timeout(cfg.call_timeout_s, role.model, params)
+        )
 
     # --- proposers -----------------------------------------------------------------------
 
@@ -565,13 +567,6 @@ def _picks_proposal(cfg: MoAConfig) -> bool:
 def _wants_tools(response: BaseMessage) -> bool:
     """Tell whether a response asked for tool calls (then it may have no text)."""
     return isinstance(response, AIMessage) and bool(response.tool_calls)
-
-
-def _with_timeout(cfg: MoAConfig, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """Give a model this package builds the call timeout as its own HTTP timeout."""
-    if cfg.call_timeout_s is None or not has_own_timeout(spec):
-        return params
-    return {**params, "timeout": cfg.call_timeout_s}
 
 
 def _failed_attempt(

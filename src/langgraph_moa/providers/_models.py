@@ -275,6 +275,18 @@ def has_own_timeout(spec: ModelSpec) -> bool:
     return not isinstance(spec, BaseChatModel) and http_client_key(spec) is not None
 
 
+def with_call_timeout(
+    timeout: float | None, spec: ModelSpec, params: dict[str, Any]
+) -> dict[str, Any]:
+    """Give a model this package builds the call timeout as its own HTTP timeout.
+
+    Only where it takes one (`has_own_timeout`): then a call given up on really stops.
+    """
+    if timeout is None or not has_own_timeout(spec):
+        return params
+    return {**params, "timeout": timeout}
+
+
 def _chat_openai_compatible(
     endpoint: OpenAIEndpoint,
     params: dict[str, Any],
