@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from langgraph_moa.config._loader import load_config
 from langgraph_moa.config._schema import MoAConfig, explain_validation_error, list_presets
-from langgraph_moa.config.context import MoAContext, apply_context
+from langgraph_moa.config.context import MoAContext, answer_cap, apply_context
 from langgraph_moa.errors import (
     AggregatorFailedError,
     MoAConfigError,
@@ -149,7 +149,7 @@ class MoAChatModel(BaseChatModel):
         """Return `cfg` with this model's fields applied: the config's, or a `model=` preset's."""
         return apply_context(
             cfg,
-            MoAContext(temperature=self.temperature, **_answer_cap(cfg, self.max_tokens)),
+            MoAContext(temperature=self.temperature, **answer_cap(cfg.variant, self.max_tokens)),
             call_timeout_s=self.timeout,
             max_attempts=None if self.max_retries is None else self.max_retries + 1,
         )
@@ -304,7 +304,7 @@ class MoAChatModel(BaseChatModel):
                 "MoAChatModel takes schema, include_raw, method and strict."
             )
         trace = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
-        if _picks_proposal(self.moa_config):
+        if self.moa_config.rules.returns_proposal():
             return self._picked_structure(schema, include_raw, method, strict, trace)
         llm = self.bind(
             moa_structured=_Structured(schema, method), ls_structured_output_format=trace
@@ -459,7 +459,7 @@ class MoAChatModel(BaseChatModel):
         if stop or self.stop:
             run_input["stop"] = list(stop or self.stop or [])
         call_kwargs, final_kwargs = split_call_kwargs(
-            kwargs, picks_proposal=_picks_proposal(self.moa_config)
+            kwargs, picks_proposal=self.moa_config.rules.returns_proposal()
         )
         if call_kwargs:
             run_input["call_kwargs"] = call_kwargs
@@ -687,25 +687,8 @@ def _with_call_fields(
     return MoAContext(
         **given,
         **({} if temperature is None else {"temperature": temperature}),
-        **_answer_cap(cfg, max_tokens),
+        **answer_cap(cfg.variant, max_tokens),
     )
-
-
-def _answer_cap(cfg: MoAConfig, max_tokens: int | None) -> dict[str, int]:
-    """Return the context fields that cap the answer at `max_tokens`.
-
-    The answer is the aggregator's, or on a variant that returns a proposal verbatim
-    (select, ranker) a proposer's: there the cap goes to the proposers, as `moa serve`
-    does with a client's max_tokens, and the ranker keeps its own.
-    """
-    if max_tokens is None:
-        return {}
-    return {"max_tokens" if _picks_proposal(cfg) else "aggregator_max_tokens": max_tokens}
-
-
-def _picks_proposal(cfg: MoAConfig) -> bool:
-    """Tell whether the variant returns a proposal verbatim (select, ranker)."""
-    return cfg.variant in ("select", "ranker")
 
 
 def model_override(cfg: MoAConfig, model: Any) -> tuple[str | None, MoAContext | None]:

@@ -22,7 +22,7 @@ from langgraph_moa.config._schema import (
 )
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
-from langgraph_moa.variants import variant_names
+from langgraph_moa.variants import variant_names, variant_of
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -216,3 +216,16 @@ class ContextConfigCache:
             while len(self._cache) > self._size:
                 self._cache.popitem(last=False)
         return config
+
+
+def answer_cap(variant: str, max_tokens: int | None) -> dict[str, int]:
+    """Return the context fields that cap a run's answer at `max_tokens`.
+
+    The answer is the aggregator's, or on a variant that returns a proposal verbatim
+    (select, ranker) a proposer's: there the cap goes to the proposers, and the ranker
+    keeps its own. `MoAChatModel`'s ``max_tokens`` and `moa serve`'s client both mean it.
+    """
+    if max_tokens is None:
+        return {}
+    field = "max_tokens" if variant_of(variant).returns_proposal() else "aggregator_max_tokens"
+    return {field: max_tokens}

@@ -92,7 +92,7 @@ from langgraph_moa.run.cache import CallCache
 from langgraph_moa.run.state import CallRecord, MoAState, ProposerTask
 from langgraph_moa.text._prompts import ranker_messages
 from langgraph_moa.text._selection import select
-from langgraph_moa.variants import AGGREGATE, Plan, plan_for
+from langgraph_moa.variants import Plan, plan_for
 
 
 class MoANodes:
@@ -197,7 +197,7 @@ class MoANodes:
             parts.append(f"sample {call.sample + 1}")
         watched = watching()
         options: Options = task.get("options") or {}
-        picks = _picks_proposal(cfg)
+        picks = cfg.rules.returns_proposal()  # then proposals get `stop`
 
         def request() -> _Request:
             chat = self._proposer_model(cfg, p, streamed=watched)
@@ -557,11 +557,6 @@ class MoANodes:
         if isinstance(wanted, dict):
             return wanted.get("type") in ("json_schema", "json_object")
         return wanted is not None
-
-
-def _picks_proposal(cfg: MoAConfig) -> bool:
-    """Tell whether the variant returns a proposal verbatim (then proposals get `stop`)."""
-    return cfg.rules.final_node != AGGREGATE
 
 
 def _wants_tools(response: BaseMessage) -> bool:

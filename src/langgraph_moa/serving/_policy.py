@@ -16,7 +16,7 @@ from pydantic import (
 from langgraph_moa._redact import clip
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, explain_validation_error
-from langgraph_moa.config.context import MoAContext, apply_context
+from langgraph_moa.config.context import MoAContext, answer_cap, apply_context
 from langgraph_moa.errors import (
     LimitExceededError,
     MoAConfigError,
@@ -32,7 +32,7 @@ from langgraph_moa.providers._models import (
 )
 from langgraph_moa.serving._errors import _api_error, _APIError, _invalid_body
 from langgraph_moa.serving._schema import ChatRequest
-from langgraph_moa.variants import AGGREGATE, variant_of
+from langgraph_moa.variants import variant_of
 
 
 @dataclass(frozen=True)
@@ -345,7 +345,7 @@ class _Preparer:
             include_usage,
             body.moa_progress,
             # Variants that answer with a proposal verbatim send final-call options to all.
-            body.run_options(picks_proposal=rules.final_node != AGGREGATE),
+            body.run_options(picks_proposal=rules.returns_proposal()),
             body.trace_metadata(),
             bool(body.logprobs),
         )
@@ -379,8 +379,5 @@ class _Preparer:
         # max_tokens caps the answer: the aggregator's, or where the answer is a proposal
         # returned verbatim (select, ranker) the proposers'; the ranker keeps its own cap.
         cap = body.max_tokens or body.max_completion_tokens
-        if cap is not None:
-            rules = variant_of(context.variant or self.systems[body.model].variant)
-            role = "aggregator_max_tokens" if rules.final_node == AGGREGATE else "max_tokens"
-            context = context.model_copy(update={role: cap})
-        return context
+        variant = context.variant or self.systems[body.model].variant
+        return context.model_copy(update=answer_cap(variant, cap))

@@ -101,6 +101,15 @@ class Plan:
         return sum(p.samples for p in cfg.proposers)
 
     @classmethod
+    def returns_proposal(cls) -> bool:
+        """Tell whether the answer is a proposal returned verbatim (select, ranker).
+
+        Then what shapes or caps the answer (stop, max_tokens, response_format, logprobs)
+        goes to the proposers, not to a final call.
+        """
+        return cls.final_node != AGGREGATE
+
+    @classmethod
     def calls_per_run(cls, cfg: MoAConfig) -> int:
         """Model calls a fully successful run makes: the budget and the server count on it."""
         per_layer = sum(p.samples for p in cfg.proposers)
