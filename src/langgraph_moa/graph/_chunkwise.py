@@ -293,14 +293,22 @@ class _Chunkwise:
         if limit_s is None:
             return
         needed = max(1, self.cfg.min_proposers)
-        while self._begun() < needed and not all(self.done):
-            self.changed.clear()
-            await self.changed.wait()
+        await self._until(lambda: self._begun() >= needed or all(self.done))
         why = (
             f"wrote no first chunk within {limit_s:g}s (aggregation.first_chunk_s): "
             "the answer went on without it"
         )
         self._drop_all(why, lambda k: not self.done[k] and not self.texts[k].strip())
+
+    async def _until(self, ready: Callable[[], bool]) -> None:
+        """Wait until `ready()` holds, asking again whenever a proposal writes or ends.
+
+        Several waiters share `changed`; each checks the proposals before it clears and
+        waits, so one clearing it loses no other's news.
+        """
+        while not ready():
+            self.changed.clear()
+            await self.changed.wait()
 
     def _begun(self) -> int:
         """Count the proposals that wrote something and did not fail (a failure's text is gone)."""
@@ -495,9 +503,7 @@ class _Chunkwise:
         """
         await asyncio.sleep(seconds)
         quorum = self.cfg.min_proposers
-        while not all(self.done) and self._answered() < quorum:
-            self.changed.clear()  # every waiter checks the proposals before it waits
-            await self.changed.wait()
+        await self._until(lambda: all(self.done) or self._answered() >= quorum)
         self._drop_all(
             f"was still writing when the layer deadline ({seconds:g}s) passed and "
             f"{self._answered()} proposals (quorum {quorum}) had answered: the answer went "
@@ -589,9 +595,7 @@ class _Chunkwise:
         resort), then stops the rest.
         """
         if self.cfg.on_aggregator_failure != "raise":
-            while not all(self.done) and not self._any_answered():
-                self.changed.clear()
-                await self.changed.wait()
+            await self._until(lambda: all(self.done) or self._any_answered())
         self._drop_all("was still writing when the aggregator failed: the run ended without it")
         if self.watch is not None:
             self.watch.cancel()
