@@ -338,12 +338,12 @@ async def acall_model(
             else:
                 result = await _until_stopped(ainvoke_direct(model, messages, config), label, stop)
     except Exception as exc:
-        if scope.expired():  # also when the model turned its cancellation into another error
-            raise _too_late(label, timeout) from (None if isinstance(exc, TimeoutError) else exc)
-        explained = await _afailure(exc, label, timeout)
+        # Past the timeout also when the model turned its cancellation into another error.
+        timed_out = scope.expired()
+        explained = await explained_failure(exc, label, timeout, timed_out=timed_out)
         if explained is exc:
             raise
-        raise explained from exc
+        raise explained from (None if timed_out and isinstance(exc, TimeoutError) else exc)
     if scope.expired():  # a model that swallowed its cancellation answered too late
         raise _too_late(label, timeout)
     return result

@@ -33,7 +33,8 @@ def call_key(
 ) -> str:
     """Return a stable digest of everything that determines a call's answer.
 
-    `model` is the model's identity (`describe_model` of its spec), not a role's display name.
+    `model` is the model's identity (`run._calls.cache_name`: its spec, or an instance's
+    model name with its role's name), not a role's display name alone.
     """
     payload = {
         "model": model,
