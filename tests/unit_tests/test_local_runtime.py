@@ -135,7 +135,7 @@ def test_the_local_runtime_does_not_import_the_model_resolution_it_serves():
 
 
 @pytest.mark.parametrize("name", ["LANGGRAPH_MOA_THREADS", "LANGGRAPH_MOA_SLOTS"])
-@pytest.mark.parametrize("value", ["four", "2.5", "0", "-1", "1e3"])
+@pytest.mark.parametrize("value", ["four", "2.5", "0", "-1", "1e3", "²"])
 def test_a_bad_thread_or_slot_count_is_refused_naming_the_variable(monkeypatch, name, value):
     """int("four") raised a bare ValueError, and 0 or -1 reached llama.cpp."""
     from langgraph_moa.errors import MoAConfigError

@@ -76,7 +76,7 @@ def _count_from_env(name: str) -> int | None:
     value = os.environ.get(name, "").strip()
     if not value:
         return None
-    if not value.isdigit() or int(value) < 1:
+    if not value.isdecimal() or int(value) < 1:  # isdigit() takes "²", which int() refuses
         raise MoAConfigError(
             f"{name} must be a whole number of at least 1, got {value!r}: set it to 1, 2, "
             "... or unset it for the default."
