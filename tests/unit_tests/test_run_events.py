@@ -506,3 +506,64 @@ def test_run_events_and_the_history_are_strict_json(fake, tmp_path):
     assert [t["logprob"] for t in answer["logprobs"]["content"]] == [None, None]
     kept = client.get(f"/v1/moa/runs/{events[0]['run_id']}").text
     json.loads(kept, parse_constant=refuse)
+
+
+# --- a run cut short still ends every call it started ----------------------------------------
+
+
+def test_a_run_stopped_at_its_deadline_ends_every_call_it_started(fake, tmp_path):
+    """A call still running at the deadline gets its 'failed' (cancelled) event: no card of
+    the page, live or reopened from the history, is left saying 'running'."""
+    from langgraph_moa.config._limits import RequestLimits
+
+    slow = fake("A", delay=lambda n: 3.0)
+    config = MoAConfig(proposers=[slow, fake("B")], aggregator=fake("AGG"), layers=2, name="m")
+    history = History(tmp_path / "h.sqlite3")
+    app = create_app({"m": config}, limits=RequestLimits(request_timeout_s=1), history=history)
+    client = TestClient(app, base_url="http://localhost")
+    events = sse_events(client.post("/v1/moa/runs", json={"model": "m", "messages": USER}).text)
+    started = {key(e) for e in events if e["event"] == "started"}
+    ended = {key(e): e for e in events if e["event"] in ("finished", "failed")}
+    assert started == set(ended) == {("proposer", 1, 0, 0), ("proposer", 1, 1, 0)}
+    stopped = ended[("proposer", 1, 0, 0)]
+    assert stopped["status"] == "cancelled" and "limit of 1 s" in stopped["error"]
+    assert [e["event"] for e in events[-2:]] == ["error", "done"]
+    assert events.index(stopped) < len(events) - 2  # before the run's error
+    kept = history.get(events[0]["run_id"]).events
+    assert {key(e) for e in kept if e["event"] in ("finished", "failed")} == started
+
+
+def test_a_run_whose_client_left_keeps_every_call_ended_in_the_history(fake, tmp_path):
+    """The client left mid-call: the history's events close that call as cancelled, so the
+    run reopened on the page shows it stopped, not still running."""
+    from langgraph_moa.config.context import MoAContext
+    from langgraph_moa.serving._policy import _Job
+    from langgraph_moa.serving._ui import _run
+
+    slow = fake("A", delay=lambda n: 30.0)
+    config = MoAConfig(proposers=[slow], aggregator=fake("AGG"), layers=2, name="m")
+    history = History(tmp_path / "h.sqlite3")
+    job = _Job("m", [HumanMessage("Explain X")], MoAContext(), None, False)
+    seen: list[str] = []
+
+    async def watch() -> None:
+        started = asyncio.Event()
+
+        async def consume() -> None:
+            async for item in _run(create_moa_graph(config), job, "r1", config, history):
+                seen.append(item)
+                if "event: started" in item:
+                    started.set()
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.wait_for(started.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(watch())
+    run = history.get("r1")
+    assert run is not None and run.status == "cancelled"
+    failed = [e for e in run.events if e["event"] == "failed"]
+    assert [key(e) for e in failed] == [("proposer", 1, 0, 0)]
+    assert failed[0]["status"] == "cancelled" and "client" in failed[0]["error"]

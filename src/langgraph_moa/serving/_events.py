@@ -110,6 +110,36 @@ def run_event(run_id: str, model: str, question: str, config: MoAConfig) -> dict
     }
 
 
+CALL_FIELDS = ("role", "layer", "proposer", "sample", "configured_model")
+"""What names a call in its events (the four fields of its key) and what it was to run."""
+
+
+def stopped_calls(events: list[dict[str, Any]], why: str) -> list[dict[str, Any]]:
+    """Return a ``failed`` (status ``cancelled``) event for each call that started and never ended.
+
+    A run stopped from outside (its deadline passed, its client left) cancels the calls in
+    flight without their own ``failed`` events; these say so, so that a viewer, live or
+    replaying the history, shows no call still running in a run that is over.
+    """
+    running: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for event in events:
+        key = tuple(event.get(f) for f in CALL_FIELDS[:4])
+        if event.get("event") == "started":
+            running[key] = event
+        elif event.get("event") in ("finished", "failed"):
+            running.pop(key, None)
+    return [
+        {
+            "event": "failed",
+            **{f: started.get(f) for f in CALL_FIELDS},
+            "error": why,
+            "status": "cancelled",
+            "retries": 0,
+        }
+        for started in running.values()
+    ]
+
+
 def finish_reason(answer: Any) -> str:
     """Return the final call's finish reason (``length``, ``tool_calls``, ...), as OpenAI's."""
     if answer.tool_calls:

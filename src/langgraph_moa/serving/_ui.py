@@ -36,12 +36,22 @@ from langgraph_moa.config.context import apply_context
 from langgraph_moa.errors import MoAError
 from langgraph_moa.graph.streaming import RunEvents
 from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError
-from langgraph_moa.serving._events import STREAM_HEADERS, answer_event, pump, run_event, sse
+from langgraph_moa.serving._events import (
+    STREAM_HEADERS,
+    answer_event,
+    pump,
+    run_event,
+    sse,
+    stopped_calls,
+)
 from langgraph_moa.serving._history import Compactor, History, RunRecord
 from langgraph_moa.serving._policy import _Job, _Preparer
 from langgraph_moa.serving._requests import _disconnected, _read_body, _timed
 
 STATIC = Path(__file__).parent / "static"
+
+CLIENT_LEFT = "Cancelled: the client closed the event stream, so the run stopped."
+"""The error of the calls a run's client left in flight (kept in the history)."""
 
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -118,6 +128,8 @@ async def _run(
         except MoAError as exc:
             refusal = _api_error(exc)
             record.status = "failed"
+            for stopped in stopped_calls(log.events, f"Stopped: {refusal.message}"):
+                yield out(stopped)
             # The chat route's sentence: one line, redacted (not the Python error's text).
             error = {"message": refusal.message, "type": refusal.kind, "status": refusal.status}
             yield out({"event": "error", **error})
@@ -127,9 +139,13 @@ async def _run(
         yield sse({"event": "done", "run_id": run_id, "status": record.status})
     except asyncio.CancelledError:
         record.status = "cancelled"  # the client left; what it saw is kept
+        for stopped in stopped_calls(log.events, CLIENT_LEFT):
+            log.add(stopped)
         raise
     except Exception:
         record.status = "failed"  # not one of the package's errors: a bug, kept as failed
+        for stopped in stopped_calls(log.events, "Stopped: the run failed on a server error."):
+            log.add(stopped)
         raise
     finally:
         save()  # a run cut short (the client left) is kept too
