@@ -28,6 +28,11 @@ MARKDOWN = (
     "- two <script>window.pwned=4</script>\n\n```\n<b>not bold</b>\n```"
 )
 
+REFERENCE = "the sky is blue because of scattering of light"
+EMOJI_ANSWER = "\U0001f600\U0001f600\U0001f600 the sky is blue because of scattering indeed"
+RTL = "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645"
+"""Arabic ("hello world"): a right-to-left answer."""
+
 
 PRICED = ["alpha", "beta", "broken", "agg", "v42", "v41"]
 """The fake models, priced by `moa serve --prices`: every run's provenance shows its cost."""
@@ -45,6 +50,10 @@ def backend():
         "markdown": FaultProfile(reply_text=MARKDOWN),
         "ranker": FaultProfile(reply_text="Response 2 is the better one"),
         "cutagg": FaultProfile(error_rate=1.0, errors=["cut"], reply_words=20, token_s=0.02),
+        "slow": FaultProfile(token_s=0.2, reply_words=40),
+        "ref": FaultProfile(reply_text=REFERENCE),
+        "emoji": FaultProfile(reply_text=EMOJI_ANSWER),
+        "rtl": FaultProfile(reply_text=RTL),
     }
     with FaultServer(profiles) as server:
         yield server
@@ -421,3 +430,161 @@ def test_a_fallback_aggregator_writes_the_answer_afresh(backend, browser, tmp_pa
         assert "I make it 42" in d.execute_script(
             "return document.querySelector('.answer').textContent"
         )
+
+
+def pane_state(driver) -> dict:
+    return driver.execute_script(
+        """const p = document.querySelector('.pane');
+        return {done: p.dataset.done || null, status: p.querySelector('.pane-status').textContent,
+          error: p.querySelector('.pane-error').textContent,
+          cards: [...p.querySelectorAll('.card')].map(c => c.dataset.status)};"""
+    )
+
+
+def start(driver, root: str, preset: str, question: str = "Why is the sky blue?") -> None:
+    driver.get(f"{root}/ui")
+    wait(
+        driver,
+        f"[...document.querySelectorAll('#preset option')].some(o => o.value === '{preset}')",
+    )
+    driver.execute_script(f"document.getElementById('preset').value = '{preset}'")
+    driver.find_element("id", "question").send_keys(question)
+    driver.find_element("id", "ask-button").click()
+
+
+def test_a_run_replaced_by_a_new_one_stops_on_the_server(backend, browser, tmp_path):
+    """Asking again while a run streams drops its pane; its stream is closed, so the server
+    cancels its calls instead of running it to the end for nobody."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(proposers=[f"slow@{backend.url}"], aggregator=f"agg@{backend.url}", layers=2)
+    history = History(tmp_path / "h.db")
+    with BackgroundServer(create_app({"slow": config}, history=history)) as server:
+        d = browser
+        start(d, server.root, "slow", "first")
+        wait(d, "document.querySelector('.card .text')?.textContent.length > 0")
+        d.find_element("id", "question").clear()
+        d.find_element("id", "question").send_keys("second")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the 2nd run")
+        wait(d, "document.querySelectorAll('#history-list li').length === 2", what="both runs")
+        runs = {r["question"]: r["status"] for r in history.list()}
+        assert runs == {"first": "cancelled", "second": "done"}
+
+
+class CutStream:
+    """Ends the run event stream cleanly after `limit` bytes, as a proxy that gives up on a
+    long response might: no error, just no more events."""
+
+    def __init__(self, app, limit: int = 700) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") != "/v1/moa/runs":
+            return await self.app(scope, receive, send)
+        sent, ended = 0, False
+
+        async def cut(message):
+            nonlocal sent, ended
+            if ended:
+                return
+            if message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if sent + len(body) >= self.limit:
+                    ended = True
+                    body = body[: self.limit - sent]
+                    message = {"type": "http.response.body", "body": body, "more_body": False}
+                sent += len(body)
+            await send(message)
+
+        await self.app(scope, receive, cut)
+
+
+def test_a_stream_that_ends_before_the_run_does_says_so(backend, browser, tmp_path):
+    """The event stream stops without the run's 'done' (a proxy cut it, the server went
+    away): the pane says the connection ended, and no card is left 'running'."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(proposers=[f"slow@{backend.url}"], aggregator=f"agg@{backend.url}", layers=2)
+    with BackgroundServer(CutStream(create_app({"slow": config}))) as server:
+        d = browser
+        start(d, server.root, "slow")
+        wait(d, "document.querySelector('.pane-error').textContent", what="the pane's error")
+        state = pane_state(d)
+        assert "connection" in state["error"] and "before the run finished" in state["error"]
+        assert "running" not in state["status"] and state["done"] == "disconnected"
+        assert state["cards"] and "running" not in state["cards"]
+
+
+def test_a_run_stopped_mid_answer_labels_the_partial_answer(backend, browser, tmp_path):
+    """The run's deadline passes while the aggregator writes: its text stays, marked as the
+    incomplete answer of a failed run, and its card says it was stopped."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.config import RequestLimits
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"slow@{backend.url}", layers=2)
+    app = create_app({"slow": config}, limits=RequestLimits(request_timeout_s=2))
+    with BackgroundServer(app) as server:
+        d = browser
+        start(d, server.root, "slow")
+        wait(d, "document.querySelector('.pane')?.dataset.done", what="the run's end")
+        state = pane_state(d)
+        assert state["done"] == "failed" and "limit of 2 s" in state["error"]
+        assert state["cards"] == ["done", "cancelled"]
+        label = d.execute_script("return document.querySelector('.answer .fallback')?.textContent")
+        assert label and label.startswith("Incomplete answer")
+        assert "slow answer" in d.execute_script(
+            "return document.querySelector('.answer').textContent"
+        )
+
+
+def test_agreement_marks_are_keyboard_reachable_and_right_after_emoji(backend, browser, tmp_path):
+    """'show' of a card's agreement is a button (Tab, Enter), and the marked spans are the
+    shared words even when the answer starts with characters outside the BMP."""
+    from selenium.webdriver.common.keys import Keys
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(
+        proposers=[f"ref@{backend.url}"], aggregator=f"emoji@{backend.url}", layers=2
+    )
+    with BackgroundServer(create_app({"emoji": config})) as server:
+        d = browser
+        start(d, server.root, "emoji")
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
+        show = d.find_element("css selector", ".card .overlap button")
+        assert show.tag_name == "button" and "% of the answer shared" in show.text
+        show.send_keys(Keys.ENTER)
+        marks = wait(
+            d,
+            "[...document.querySelectorAll('.answer mark')].map(m => m.textContent)",
+            what="marks",
+        )
+        assert marks == ["the sky is blue because of scattering"]
+
+
+def test_right_to_left_text_reads_right_to_left(backend, browser, tmp_path):
+    """An Arabic question, proposal and answer each take their own direction."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(proposers=[f"rtl@{backend.url}"], aggregator=f"rtl@{backend.url}", layers=2)
+    with BackgroundServer(create_app({"rtl": config})) as server:
+        d = browser
+        start(d, server.root, "rtl", RTL)
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
+        directions = d.execute_script(
+            "return ['.pane-question', '.card .text', '.answer p'].map("
+            "s => document.querySelector(s).matches(':dir(rtl)'))"
+        )
+        assert directions == [True, True, True]

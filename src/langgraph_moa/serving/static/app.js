@@ -19,6 +19,14 @@ function el(tag, className, text) {
   return node;
 }
 
+// Model text may be in any script: each block of it takes the direction of its own first
+// strong character (an Arabic answer reads right to left, an English one left to right).
+function textIn(tag, className, text) {
+  const node = el(tag, className, text);
+  node.dir = "auto";
+  return node;
+}
+
 function notice(message) {
   document.getElementById("notice").textContent = message || "";
 }
@@ -92,7 +100,7 @@ function renderMarkdown(source) {
   let paragraph = [];
   const flush = () => {
     if (paragraph.length) {
-      const p = el("p");
+      const p = textIn("p");
       inline(p, paragraph.join(" "));
       root.appendChild(p);
       paragraph = [];
@@ -114,7 +122,7 @@ function renderMarkdown(source) {
     const heading = /^(#{1,6})\s+(.*)$/.exec(line);
     if (heading) {
       flush();
-      const h = el("h" + Math.min(heading[1].length + 2, 6));
+      const h = textIn("h" + Math.min(heading[1].length + 2, 6));
       inline(h, heading[2]);
       root.appendChild(h);
       i += 1;
@@ -128,7 +136,7 @@ function renderMarkdown(source) {
       while (i < lines.length) {
         const m = /^\s*([-*+]|\d+[.)])\s+(.*)$/.exec(lines[i]);
         if (!m || /\d/.test(m[1]) !== ordered) break;
-        const li = el("li");
+        const li = textIn("li");
         inline(li, m[2]);
         list.appendChild(li);
         i += 1;
@@ -144,16 +152,20 @@ function renderMarkdown(source) {
   return root;
 }
 
-// The answer as plain text with the spans shared with one reference marked.
+// The answer as plain text with the spans shared with one reference marked. The spans count
+// Unicode code points (as the server's Python does), not JavaScript's UTF-16 units: an emoji
+// before a span would otherwise shift the marks.
 function markedText(text, spans) {
   const root = document.createDocumentFragment();
+  const chars = Array.from(text);
+  const part = (start, end) => chars.slice(start, end).join("");
   let last = 0;
   for (const [start, end] of spans) {
-    if (start > last) root.appendChild(document.createTextNode(text.slice(last, start)));
-    root.appendChild(el("mark", null, text.slice(start, end)));
+    if (start > last) root.appendChild(document.createTextNode(part(last, start)));
+    root.appendChild(el("mark", null, part(start, end)));
     last = end;
   }
-  if (last < text.length) root.appendChild(document.createTextNode(text.slice(last)));
+  if (last < chars.length) root.appendChild(document.createTextNode(part(last)));
   return root;
 }
 
@@ -176,13 +188,16 @@ class Pane {
     this.status = el("span", "pane-status", "");
     this.reask = el("span", "reask");
     head.append(this.title, this.status, this.reask);
-    this.question = el("div", "pane-question");
+    this.question = textIn("div", "pane-question");
     this.layers = el("div", "layers");
     this.final = el("div", "final-step");
     this.errorBox = el("div", "pane-error");
-    this.answer = el("div", "answer");
+    this.answer = textIn("div", "answer");
     this.provenance = el("div", "provenance");
     this.root.append(head, this.question, this.layers, this.final, this.errorBox, this.answer, this.provenance);
+    this.root.pane = this;
+    this.ended = false;
+    this.controller = new AbortController();
     this.cards = new Map();
     this.rows = new Map();
     this.answerText = "";
@@ -220,7 +235,7 @@ class Pane {
       card.modelEl = el("div", "model", ev.configured_model || "");
       card.statsEl = el("div", "stats", "");
       card.errorEl = el("div", "error", "");
-      card.textEl = el("div", "text", "");
+      card.textEl = textIn("div", "text", "");
       card.overlapEl = el("div", "overlap", "");
       card.append(head, card.modelEl, card.statsEl, card.errorEl, card.textEl, card.overlapEl);
       card.attempts = 0;
@@ -371,9 +386,12 @@ class Pane {
     for (const ref of ev.agreement || []) {
       const card = this.cards.get(ref.call.join(":"));
       if (!card) continue;
-      card.overlapEl.textContent = Math.round(ref.share * 100) + "% of the answer shared · show";
-      card.overlapEl.title = "Mark the answer's spans that share 4+ words with this proposal";
-      card.overlapEl.onclick = () => {
+      const show = el("button", "show-overlap", Math.round(ref.share * 100) + "% of the answer shared · show");
+      show.type = "button";
+      show.title = "Mark the answer's spans that share 4+ words with this proposal";
+      card.overlapEl.textContent = "";
+      card.overlapEl.appendChild(show);
+      show.onclick = () => {
         this.answer.textContent = "";
         this.answer.appendChild(markedText(this.answerText, ref.spans));
         const back = el("button", null, "show formatted");
@@ -388,9 +406,38 @@ class Pane {
 
   on_error(ev) {
     this.errorBox.textContent = ev.message;
+    this.markIncomplete();
+  }
+
+  // What the answer's call wrote before the run failed stays, but not as if it were the answer.
+  markIncomplete() {
+    if (this.answerText && !this.answer.querySelector(".fallback")) {
+      this.answer.prepend(el("p", "fallback", "Incomplete answer: the run stopped before it was written out."));
+    }
+  }
+
+  // The event stream ended without the run's 'done': say so where the run is shown, and leave
+  // no call looking as if it still ran (the server stops a run whose client is gone).
+  disconnected(why) {
+    this.ended = true;
+    this.errorBox.textContent = "The connection to the server ended before the run finished (" + why +
+      "); reopen the run from the history to see what the server kept.";
+    for (const card of this.cards.values()) {
+      if (card.dataset.status === "running") this.setStatus(card, "cancelled", "connection lost");
+    }
+    this.markIncomplete();
+    this.root.dataset.done = "disconnected";
+    this.status.textContent = (this.run ? this.run.variant + " · " : "") + "disconnected";
+  }
+
+  // Close this pane's event stream: the server then cancels the run's calls.
+  stop() {
+    this.ended = true;
+    this.controller.abort();
   }
 
   on_done(ev) {
+    this.ended = true;
     this.root.dataset.done = ev.status;
     this.status.textContent = (this.run ? this.run.variant + " · " : "") + ev.status;
     this.showReask();
@@ -411,9 +458,15 @@ class Pane {
 
 const panes = document.getElementById("panes");
 
+// A pane that leaves the page stops its run, if it still streams: nobody would see the rest.
+function dropPane(root) {
+  if (root.pane) root.pane.stop();
+  panes.removeChild(root);
+}
+
 function newPane(sideBySide) {
-  if (!sideBySide) panes.textContent = "";
-  while (panes.children.length >= 2) panes.removeChild(panes.firstChild);
+  if (!sideBySide) while (panes.firstChild) dropPane(panes.firstChild);
+  while (panes.children.length >= 2) dropPane(panes.firstChild);
   const pane = new Pane((question, model) => startRun(question, model, true));
   panes.appendChild(pane.root);
   return pane;
@@ -436,28 +489,47 @@ async function startRun(question, model, sideBySide) {
   pane.title.textContent = model;
   pane.status.textContent = "starting";
   const body = { model: model, messages: [{ role: "user", content: question }], ...modelOverrides() };
+  const signal = pane.controller.signal;
+  let response;
   try {
-    const response = await api("/v1/moa/runs", { method: "POST", body: JSON.stringify(body) });
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
-        if (data) pane.apply(JSON.parse(data));
-      }
-    }
+    response = await api("/v1/moa/runs", { method: "POST", body: JSON.stringify(body), signal: signal });
   } catch (error) {
-    pane.errorBox.textContent = error.message;
+    if (signal.aborted) return;
+    pane.errorBox.textContent = error.message; // the server's refusal, one sentence
     pane.status.textContent = "failed";
+    return;
+  }
+  let why = "the stream closed";
+  try {
+    await readEvents(response, pane);
+  } catch (error) {
+    why = error.message;
+  }
+  if (signal.aborted) return; // the pane was replaced: its run was stopped on purpose
+  if (!pane.ended) {
+    pane.stop(); // a page error mid-stream: do not leave the run going on for nobody
+    pane.disconnected(why);
   }
   loadHistory();
+}
+
+// Apply each server-sent event of `response` to `pane` until the stream ends.
+async function readEvents(response, pane) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+      if (data) pane.apply(JSON.parse(data));
+    }
+  }
 }
 
 async function openRun(id, sideBySide) {
@@ -479,7 +551,7 @@ async function loadHistory() {
     for (const run of runs) {
       const li = el("li", "history-item");
       li.dataset.runId = run.id;
-      li.appendChild(el("span", "h-question", run.question));
+      li.appendChild(textIn("span", "h-question", run.question));
       li.appendChild(el("span", "h-meta", run.model + " · " + run.status + " · " + new Date(run.created * 1000).toLocaleString()));
       const actions = el("div", "h-actions");
       const open = el("button", "h-open", "open");
