@@ -588,3 +588,23 @@ def test_right_to_left_text_reads_right_to_left(backend, browser, tmp_path):
             "s => document.querySelector(s).matches(':dir(rtl)'))"
         )
         assert directions == [True, True, True]
+
+
+def test_the_key_is_entered_with_the_keyboard_alone(backend, browser):
+    """Typing the key and pressing Enter uses it, as in any form; it is sent as a header,
+    never put in the page's address or its document."""
+    from selenium.webdriver.common.keys import Keys
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(variant="select", proposers=[f"v42@{backend.url}", f"v41@{backend.url}"])
+    with BackgroundServer(create_app({"keyed": config}, api_key="sekret")) as server:
+        d = browser
+        d.get(f"{server.root}/ui")
+        wait(d, "!document.getElementById('key-box').hidden", what="the key prompt")
+        d.find_element("id", "api-key").send_keys("sekret" + Keys.ENTER)
+        wait(d, "document.querySelectorAll('#preset option').length === 1", what="the models")
+        assert d.execute_script("return document.getElementById('key-box').hidden")
+        assert "sekret" not in d.current_url and "sekret" not in d.page_source

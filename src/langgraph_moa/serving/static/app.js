@@ -595,7 +595,9 @@ document.getElementById("ask").addEventListener("submit", (event) => {
   startRun(question, model, false);
 });
 
-document.getElementById("key-save").addEventListener("click", () => {
+// A form, so that Enter in the key's field uses it as the button does.
+document.getElementById("key-box").addEventListener("submit", (event) => {
+  event.preventDefault();
   page.key = document.getElementById("api-key").value;
   sessionStorage.setItem("moa-key", page.key);
   document.getElementById("key-box").hidden = true;
