@@ -8,7 +8,7 @@ import pytest
 from langgraph_moa import MoAConfig
 from langgraph_moa.config import RequestLimits
 from langgraph_moa.config.context import ContextConfigCache, MoAContext
-from langgraph_moa.errors import LimitExceededError
+from langgraph_moa.errors import LimitExceededError, MoAConfigError
 
 GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
 
@@ -61,3 +61,21 @@ def test_contexts_within_the_limits_pass_and_a_preset_keeps_the_budget():
         cache.get(MoAContext(layers=16))
     with pytest.raises(LimitExceededError, match="--max-calls"):
         cache.get(MoAContext(layers=4, samples=8))
+
+
+@pytest.mark.parametrize("name", ["self_moa", "self_moa_seq"])
+def test_a_self_moa_entry_point_runs_the_model_its_context_names(name):
+    """Self-MoA is one model: a context that names another proposer has it aggregate too,
+    instead of refusing the run because the preset's aggregator is still the old model."""
+    configs = entry(name).nodes["prepare"].bound.func.__self__.configs
+    config = configs.get({"proposers": ["local:qwen2.5-coder-0.5b"], "samples": 2})
+    assert config.proposers[0].model == "local:qwen2.5-coder-0.5b"
+    assert config.aggregator is not None
+    assert config.aggregator.model == "local:qwen2.5-coder-0.5b"
+    assert config.aggregator.temperature == configs.base.aggregator.temperature
+    with pytest.raises(MoAConfigError, match="aggregates with the proposer's own model"):
+        configs.get(
+            {"proposers": ["local:qwen2.5-coder-0.5b"], "aggregator": "local:qwen2.5-coder-1.5b"}
+        )
+    with pytest.raises(MoAConfigError, match="proposers"):
+        configs.get({"proposers": []})

@@ -105,6 +105,23 @@ def _validated(cls: type[_M], data: dict[str, Any]) -> _M:
         raise MoAConfigError(explain_validation_error(exc, "run context")) from None
 
 
+def _follow_the_proposer(
+    config: MoAConfig, context: MoAContext, proposers: list[Any], aggregator: Any
+) -> Any:
+    """Return the aggregator for new proposers: the proposer's model where the variant says so.
+
+    Self-MoA's aggregator is derived from its one proposer (the same model); a run naming
+    another proposer means that model throughout. Kept as it was, the old aggregator would
+    make the new config invalid ("aggregates with the proposer's own model"). A variant
+    changed by the context derives its aggregator afresh anyway.
+    """
+    variant = context.variant or config.variant
+    derived = "aggregator" in variant_of(variant).derived_fields
+    if variant != config.variant or not derived or config.aggregator is None or not proposers:
+        return aggregator
+    return _with_model(aggregator or config.aggregator, proposers[0].model)
+
+
 def apply_context(
     base: MoAConfig,
     context: MoAContext | None = None,
@@ -157,6 +174,8 @@ def apply_context(
         else:
             chosen = _resolve(context.aggregator, known)
             aggregator = _with_model(aggregator or config.final, chosen)
+    if context.proposers is not None and context.aggregator is None:
+        aggregator = _follow_the_proposer(config, context, proposers, aggregator)
     retry = _replace(config.retry, max_attempts=max_attempts) if max_attempts is not None else None
     changed = (
         bool(context.model_dump(exclude_none=True, exclude={"preset"}))
