@@ -402,6 +402,32 @@ async def test_a_mid_stream_failure_is_not_held_for_a_retry_after_it_will_not_us
     assert time.monotonic() - started < 2.0
 
 
+async def test_a_part_waits_out_a_retry_after_only_before_a_retry(fake, monkeypatch):
+    """The part's last attempt slept its Retry-After before failing: no attempt followed."""
+    from langgraph_moa.run import _calls
+
+    waits: list[float] = []
+    real = _calls.asyncio.sleep
+
+    async def sleep(s, *args, **kwargs):
+        if s == 3.0:
+            waits.append(s)
+            return None
+        return await real(s, *args, **kwargs)
+
+    monkeypatch.setattr(_calls.asyncio, "sleep", sleep)
+    agg = fake("AGG", fail=lambda n, m: _RateLimited("429 slow down"))
+    config = chunkwise(
+        [WordStreamer(label=x, words=4) for x in "AB"],
+        agg,
+        retry={**NO_WAIT, "max_attempts": 2},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    [record] = by_model(out, "AGG")
+    assert (record["status"], record["attempts"]) == ("failed", 2)
+    assert waits == [3.0]  # between the two attempts, not after the second
+
+
 async def test_a_proposal_dropped_while_waiting_to_retry_keeps_its_failed_attempt(fake):
     flaky = WordStreamer(label="F", words=2, fail_attempts=1)
     config = chunkwise(

@@ -156,6 +156,61 @@ def test_a_non_retryable_error_is_not_delayed_by_its_retry_after(monkeypatch):
     assert slept == [3.0]
 
 
+def _count_retry_after_waits(monkeypatch, seconds: float) -> list[float]:
+    """Record (and skip) the waits of `seconds` the call layer makes; other sleeps happen."""
+    from langgraph_moa.run import _calls
+
+    slept: list[float] = []
+    real_sleep, real_asleep = _calls.time.sleep, _calls.asyncio.sleep
+
+    def sleep(s):
+        slept.append(s) if s == seconds else real_sleep(s)
+
+    async def asleep(s, *args, **kwargs):
+        if s == seconds:
+            slept.append(s)
+            return None
+        return await real_asleep(s, *args, **kwargs)
+
+    monkeypatch.setattr(_calls.time, "sleep", sleep)
+    monkeypatch.setattr(_calls.asyncio, "sleep", asleep)
+    return slept
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_retry_after_is_waited_out_between_attempts_never_after_the_last(
+    fake, log, monkeypatch, mode
+):
+    """The last attempt's Retry-After held the failure for nothing: no retry followed it."""
+    slept = _count_retry_after_waits(monkeypatch, 3.0)
+    limited = fake("LIMITED", fail=always(_status_error(429, "3")))
+    config = MoAConfig(
+        proposers=[fake("A"), limited],
+        aggregator=fake("AGG"),
+        layers=2,
+        retry=RetrySettings(max_attempts=2, initial_interval=0.0, jitter=False),
+    )
+    graph = create_moa_graph(config)
+    out = graph.invoke(QUESTION) if mode == "sync" else asyncio.run(graph.ainvoke(QUESTION))
+    [record] = [c for c in out["calls"] if c["configured_model"] == "LIMITED"]
+    assert (record["status"], record["attempts"]) == ("failed", 2)
+    assert len(log.by("LIMITED")) == 2
+    assert slept == [3.0]  # before attempt 2 only
+
+
+def test_a_single_attempt_is_not_held_by_its_retry_after(fake, monkeypatch):
+    slept = _count_retry_after_waits(monkeypatch, 3.0)
+    config = MoAConfig(
+        proposers=[fake("A"), fake("LIMITED", fail=always(_status_error(429, "3")))],
+        aggregator=fake("AGG"),
+        layers=2,
+        retry=RetrySettings(max_attempts=1),
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert [c["status"] for c in out["calls"][:2]] == ["ok", "failed"]
+    assert slept == []
+
+
 def test_all_proposers_failing_never_calls_the_aggregator_and_shows_each_error(fake, log):
     config = MoAConfig(
         proposers=[

@@ -404,7 +404,11 @@ class _Chunkwise:
             attempt += 1
             try:
                 response = await acall_model(
-                    model, messages, call.configured_model, self.cfg.call_timeout_s
+                    model,
+                    messages,
+                    call.configured_model,
+                    self.cfg.call_timeout_s,
+                    retried=attempt < self.cfg.retry.max_attempts,
                 )
                 assert isinstance(response, AIMessage)
                 return response

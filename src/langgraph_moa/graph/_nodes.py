@@ -257,6 +257,8 @@ class MoANodes:
                 has_own_timeout(req.spec),
                 req.trace,
                 spec=req.spec,
+                # Only an attempt with another after it waits out a provider's Retry-After.
+                retried=step.next_attempt(key) < cfg.retry.max_attempts,
             )
             message, parsed = _answer_of(call, response, req.options)
             record = record_answer(

@@ -190,6 +190,7 @@ def call_model(
     stop: StopCheck | None = None,
     own_timeout: bool = False,
     config: RunnableConfig | None = None,
+    retried: bool = True,
 ) -> BaseMessage:
     """Invoke a model, giving up on a timeout or when the layer went on without this call.
 
@@ -204,11 +205,13 @@ def call_model(
     thread that runs an event loop (a notebook cell): its models were built for that loop
     and cannot be used on another. `config` (the call's trace: run name, tags, metadata) is
     passed to the model's ``invoke``; with nothing listening, the model is called without
-    LangChain's run bookkeeping (`_direct`).
+    LangChain's run bookkeeping (`_direct`). `retried`: whether a failure of this attempt
+    gets another one; only then is a provider's ``Retry-After`` waited out (`_failure`).
     """
     if own_timeout and stop is not None and loop_of_this_thread() is None:
         pending = asyncio.run_coroutine_threadsafe(
-            acall_model(model, messages, label, timeout, stop, config=config), call_loop()
+            acall_model(model, messages, label, timeout, stop, config=config, retried=retried),
+            call_loop(),
         )
         try:
             return pending.result()
@@ -218,7 +221,7 @@ def call_model(
         try:
             return invoke_direct(model, messages, config)
         except Exception as exc:
-            explained = _failure(exc, label, timeout)
+            explained = _failure(exc, label, timeout, retried)
             if explained is exc:
                 raise
             raise explained from exc
@@ -242,7 +245,9 @@ def call_model(
         _check_limits(label, started, timeout, stop)
     if "error" in outcome:
         error = outcome["error"]
-        explained = _failure(error, label, timeout) if isinstance(error, Exception) else error
+        explained = (
+            _failure(error, label, timeout, retried) if isinstance(error, Exception) else error
+        )
         raise explained from (error if explained is not error else None)
     result: BaseMessage = outcome["result"]
     return result
@@ -300,8 +305,14 @@ def _retry_wait(error: Exception, label: str) -> float | RetryPastDeadlineError:
     return wait
 
 
-def _failure(error: Exception, label: str, timeout: float | None) -> BaseException:
-    """Return what to raise for a failed call, after any wait the provider asked for."""
+def _failure(error: Exception, label: str, timeout: float | None, retried: bool) -> BaseException:
+    """Return what to raise for a failed call, after any wait the provider asked for.
+
+    The wait is made only for a call that will be `retried`: after the last attempt no
+    retry follows, so waiting would only hold the failure back.
+    """
+    if not retried:
+        return _explained(error, label, timeout)
     wait = _retry_wait(error, label)
     if isinstance(wait, BaseException):
         return wait
@@ -328,6 +339,7 @@ async def acall_model(
     stop: StopCheck | None = None,
     own_timeout: bool = False,
     config: RunnableConfig | None = None,
+    retried: bool = True,
 ) -> BaseMessage:
     """Async twin of `call_model`: the call is cancelled when it runs past `timeout`."""
     scope = asyncio.timeout(timeout)
@@ -340,7 +352,9 @@ async def acall_model(
     except Exception as exc:
         # Past the timeout also when the model turned its cancellation into another error.
         timed_out = scope.expired()
-        explained = await explained_failure(exc, label, timeout, timed_out=timed_out)
+        explained = await explained_failure(
+            exc, label, timeout, timed_out=timed_out, retried=retried
+        )
         if explained is exc:
             raise
         raise explained from (None if timed_out and isinstance(exc, TimeoutError) else exc)
@@ -429,6 +443,8 @@ class ModelRequest(NamedTuple):
     """The model's client enforces `timeout` itself (see `call_model`)."""
     config: RunnableConfig | None = None
     """The config of the model's ``invoke``: the call's trace, for a chat model (`with_trace`)."""
+    retried: bool = True
+    """A failure of this attempt gets another one (its ``Retry-After`` is waited out)."""
 
     def run(self) -> BaseMessage:
         """Make the call in this thread."""
@@ -498,12 +514,13 @@ def cached_call(
     config: RunnableConfig | None = None,
     *,
     spec: ModelSpec,
+    retried: bool = True,
 ) -> Generator[Request, Any, tuple[Any, bool]]:
     """Answer from the call cache, or have the node's runner call the model; tell which.
 
     The key names the model by `cache_name`, never by the role's display name alone:
     keyed by the name, a renamed role, or two roles sharing a name, were served another
-    model's answers.
+    model's answers. `retried`: whether a failure gets another attempt (`call_model`).
     """
     key = None
     if cache is not None:
@@ -518,7 +535,7 @@ def cached_call(
             return hit, True
     runnable, config = with_trace(model, config)
     response = yield ModelRequest(
-        runnable, messages, call.configured_model, timeout, stop, own_timeout, config
+        runnable, messages, call.configured_model, timeout, stop, own_timeout, config, retried
     )
     if cache is not None and key is not None and isinstance(response, BaseMessage):
         cache.put(key, response)

@@ -160,6 +160,11 @@ class Step:
             errors[attempt] = error
             return attempt
 
+    def next_attempt(self, key: AttemptKey) -> int:
+        """Return the number the call's next attempt has (the one `failed` would record)."""
+        with self._lock:
+            return max(self._errors.get(key, {}), default=0) + 1
+
     def errors(self, key: AttemptKey) -> list[str]:
         """Return the errors of a call's failed attempts, in order."""
         with self._lock:
