@@ -1,6 +1,7 @@
 """The local runtime's bookkeeping, without starting a model server."""
 
 import threading
+from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessage
@@ -152,3 +153,119 @@ def test_thread_and_slot_counts_are_read_from_the_environment(monkeypatch):
     assert (runtime.threads, runtime.slots) == (3, 2)
     monkeypatch.setenv("LANGGRAPH_MOA_SLOTS", "")
     assert LocalRuntime().slots == 4  # unset or empty: the default
+
+
+# --- the server logs: deleted after a clean stop, kept (and named) after a failure ----------
+
+ALIVE = "import sys, time; print('listening', flush=True); time.sleep(60)"
+CRASHES = "import sys; print('E load_model: failed to load model', flush=True); sys.exit(3)"
+PORT_TAKEN = "import sys; print('E srv start: couldn\\'t bind HTTP server socket'); sys.exit(1)"
+
+
+@pytest.fixture
+def stand_in(monkeypatch, tmp_path):
+    """Run a script in place of the llama.cpp server process; logs go to `tmp_path`."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import httpx
+
+    from langgraph_moa.local import runtime
+
+    monkeypatch.setattr(runtime, "model_path", lambda info: tmp_path / "model.gguf")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    real = subprocess.Popen
+    script = {"code": ALIVE}
+
+    def popen(args, **kwargs):
+        return real([sys.executable, "-c", script["code"], args[-1]], **kwargs)
+
+    monkeypatch.setattr(runtime.subprocess, "Popen", popen)
+    ports = iter(range(40000, 40100))
+    monkeypatch.setattr(runtime, "free_port", lambda: next(ports))
+
+    def nobody_listens(url, **kwargs):
+        raise httpx.ConnectError("connection refused")
+
+    monkeypatch.setattr(runtime.httpx, "get", nobody_listens)  # unit tests open no socket
+    started = []
+
+    def start(code: str):
+        script["code"] = code
+        started.append(runtime.LocalServer(runtime.lookup("qwen2.5-coder-0.5b"), threads=1))
+        return started[-1]
+
+    yield start
+    for server in started:
+        if server.alive():
+            server.process.kill()
+            server.process.wait()
+
+
+def logs(folder) -> list:
+    return sorted(folder.glob("moa-*.log"))
+
+
+def test_a_server_stopped_by_this_process_leaves_no_log(stand_in, tmp_path):
+    server = stand_in(ALIVE)
+    assert logs(tmp_path) == [Path(server._log.name)]
+    server.stop()
+    assert logs(tmp_path) == []
+
+
+def test_stop_all_and_ctrl_c_leave_no_log(stand_in, tmp_path):
+    runtime = LocalRuntime(threads=1, slots=1)
+    runtime._servers = {"a": stand_in(ALIVE), "b": stand_in(ALIVE)}
+    runtime.stop_all()
+    assert logs(tmp_path) == []
+    runtime._servers = {"c": stand_in(ALIVE)}
+    runtime.kill_now()  # the Ctrl-C handler: the process exits right after, without clean-up
+    assert logs(tmp_path) == []
+
+
+def test_a_server_that_died_keeps_its_log_and_the_error_names_it(stand_in, tmp_path):
+    from langgraph_moa.errors import LocalRuntimeError
+
+    server = stand_in(CRASHES)
+    with pytest.raises(LocalRuntimeError) as info:
+        server.wait_ready(timeout=10)
+    [log] = logs(tmp_path)
+    assert str(log) in str(info.value) and "failed to load model" in str(info.value)
+    server.stop()  # what the runtime does before it spawns a replacement
+    assert logs(tmp_path) == [log] and "failed to load model" in log.read_text()
+
+
+def test_a_server_that_never_answered_keeps_its_log(stand_in, tmp_path):
+    from langgraph_moa.errors import LocalRuntimeError
+
+    server = stand_in(ALIVE)  # running, but nothing listens on its port
+    with pytest.raises(LocalRuntimeError) as info:
+        server.wait_ready(timeout=0.3)
+    [log] = logs(tmp_path)
+    assert str(log) in str(info.value) and "listening" in log.read_text()
+
+
+def test_only_the_last_log_of_a_server_respawned_for_a_taken_port_is_kept(stand_in, tmp_path):
+    from langgraph_moa.errors import LocalRuntimeError
+
+    server = stand_in(PORT_TAKEN)  # every port "taken": three respawns, then the error
+    with pytest.raises(LocalRuntimeError):
+        server.wait_ready(timeout=10)
+    assert logs(tmp_path) == [Path(server._log.name)]
+
+
+def test_a_server_whose_parent_is_gone_deletes_its_log_as_it_exits(monkeypatch, tmp_path):
+    from langgraph_moa.local import _serve
+
+    log = tmp_path / "moa-x-1.log"
+    log.write_text("serving")
+    monkeypatch.setattr(_serve.os, "getppid", lambda: 1)
+
+    def exit_now(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(_serve.os, "_exit", exit_now)
+    with pytest.raises(SystemExit):
+        _serve._watch_parent(12345, str(log))
+    assert not log.exists()

@@ -4,11 +4,13 @@ The server is llama.cpp's C++ server (through the `xllamacpp` wheel, so nothing 
 at install time), running inside this process: continuous batching over parallel slots,
 prompt cache, token logprobs and JSON-schema constrained output. A watchdog thread exits the
 process as soon as the parent is gone (killed, crashed, Ctrl-C), so no server is ever
-orphaned, even when the parent could not run its clean-up.
+orphaned, even when the parent could not run its clean-up; it deletes the server's log first
+(`runtime.LocalServer` says which logs are kept).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -16,9 +18,13 @@ import threading
 import time
 
 
-def _watch_parent(parent_pid: int) -> None:
+def _watch_parent(parent_pid: int, log_path: str | None = None) -> None:
+    """Exit once the parent is gone, deleting this server's log: nobody is left to read it."""
     while True:
         if os.getppid() != parent_pid:
+            if log_path:
+                with contextlib.suppress(OSError):
+                    os.unlink(log_path)
             os._exit(0)
         time.sleep(0.5)
 
@@ -30,7 +36,8 @@ def main() -> None:
     while the model is still loading in C++ code, and the server needs no clean-up.
     """
     settings = json.loads(sys.argv[1])
-    threading.Thread(target=_watch_parent, args=(settings["parent_pid"],), daemon=True).start()
+    watch = (settings["parent_pid"], settings.get("log_path"))
+    threading.Thread(target=_watch_parent, args=watch, daemon=True).start()
 
     import xllamacpp
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import os
 import subprocess
@@ -85,7 +86,19 @@ def _count_from_env(name: str) -> int | None:
 
 
 class LocalServer:
-    """One llama.cpp server process serving one model on 127.0.0.1."""
+    """One llama.cpp server process serving one model on 127.0.0.1.
+
+    Its output goes to a log file in the temp folder (``moa-<model>-*.log``). The log of a
+    server this process stopped, or respawned on another port, is deleted; so is that of a
+    server whose parent is gone (`_serve.py` deletes it as it exits): nobody reads them, and
+    kept they piled up run after run. The log of a server that failed (it exited by itself,
+    or never answered) is kept for its diagnosis, and the error names its path.
+    """
+
+    _keep_log = False
+    """The server failed: its log stays for the user (its path is in the error)."""
+    _stopped = False
+    """This process asked the server to exit while it ran: its log can go."""
 
     def __init__(
         self,
@@ -114,6 +127,7 @@ class LocalServer:
     def _spawn(self, port: int) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}/v1"
+        self._keep_log = self._stopped = False
         self._log = tempfile.NamedTemporaryFile(
             prefix=f"moa-{self.info.name}-", suffix=".log", delete=False
         )
@@ -122,7 +136,7 @@ class LocalServer:
                 sys.executable,
                 "-m",
                 "langgraph_moa.local._serve",
-                json.dumps({**self._settings, "port": port}),
+                json.dumps({**self._settings, "port": port, "log_path": self._log.name}),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -159,7 +173,7 @@ class LocalServer:
                     # binding it: take a new free port rather than fail the run.
                     if _port_was_taken(self.last_words(lines=200)) and respawns < 3:
                         respawns += 1
-                        self._log.close()
+                        self._discard_log()
                         self._spawn(free_port())
                         continue
                     raise self._died()
@@ -172,23 +186,34 @@ class LocalServer:
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
+                    self._keep_log = True
                     self.stop()
                     raise LocalRuntimeError(
                         f"The llama.cpp server for {self.info.name!r} did not answer within "
-                        f"{timeout:.0f}s on port {self.port}. Its log:\n{self.last_words()}"
+                        f"{timeout:.0f}s on port {self.port}. Its log ({self._log.name}):\n"
+                        f"{self.last_words()}"
                     )
                 time.sleep(0.1)
 
     def _died(self) -> LocalRuntimeError:
+        self._keep_log = True
         return LocalRuntimeError(
             f"The llama.cpp server for {self.info.name!r} (pid {self.pid}, port {self.port}) "
-            f"exited with code {self.process.returncode}. Its log:\n{self.last_words()}"
+            f"exited with code {self.process.returncode}. Its log ({self._log.name}):\n"
+            f"{self.last_words()}"
         )
 
     def terminate(self) -> None:
-        """Ask the process to exit now, without waiting (it exits at once on SIGTERM)."""
+        """Ask the process to exit now, without waiting (it exits at once on SIGTERM).
+
+        Its log goes with it, unless the server failed: after Ctrl-C (`LocalRuntime.kill_now`)
+        this process exits without stopping anything else.
+        """
         if self.alive():
+            self._stopped = True
             self.process.terminate()
+            if not self._keep_log:
+                self._discard_log()
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Terminate the process, then kill it if it lingers."""
@@ -198,7 +223,16 @@ class LocalServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self._stopped and not self._keep_log:
+            self._discard_log()  # again: a system that cannot unlink an open file did not
+        else:
+            self._log.close()  # it exited by itself: its log may tell why
+
+    def _discard_log(self) -> None:
+        """Close and delete the log (a missing or still-open file is left alone)."""
         self._log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._log.name)
 
 
 def _port_was_taken(log: str) -> bool:
