@@ -763,6 +763,43 @@ def test_unknown_routes_and_methods_list_every_route_the_server_has(system):
             assert route in message, message
 
 
+SECRET_NAME = "acme-internal-moa"
+
+
+def _logged(system, **options):
+    from langgraph_moa.serving._access import AccessLog
+
+    app = create_app({SECRET_NAME: system}, **options)
+    return local(AccessLog(app, [SECRET_NAME], lambda line: None))
+
+
+def test_health_names_the_models_only_to_a_client_that_sends_the_key(system):
+    """/health listed the served models to anyone, while /v1/models refused them a 401."""
+    client = _logged(system, api_key="k")
+    assert client.get("/v1/models").status_code == 401
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "k"}):
+        health = client.get("/health", headers=headers)
+        assert (health.status_code, health.json()) == (200, {"status": "ok"})  # still up
+        head = client.head("/health", headers=headers)
+        assert head.status_code == 200
+        assert head.headers["content-length"] == health.headers["content-length"]
+    keyed = client.get("/health", headers={"Authorization": "Bearer k"})
+    assert keyed.json() == {"status": "ok", "models": [SECRET_NAME]}
+    assert _logged(system).get("/health").json() == {"status": "ok", "models": [SECRET_NAME]}
+
+
+def test_nothing_that_loads_without_the_key_names_a_served_model(system):
+    client = _logged(system, api_key="k")
+    for path in ("/", "/ui", "/ui/static/app.js", "/ui/static/index.html", "/ui/static/nope"):
+        for method in (client.get, client.head):
+            response = method(path)
+            assert SECRET_NAME not in response.text, path
+            assert SECRET_NAME not in str(response.headers), path
+    for method in ("OPTIONS", "HEAD", "POST"):
+        response = client.request(method, "/health")
+        assert SECRET_NAME not in response.text, method
+
+
 SCHEMA = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
 
 

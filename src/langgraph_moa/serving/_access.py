@@ -5,7 +5,9 @@ a failure when it happens rather than learn of it from a client. This ASGI wrapp
 outside the app: it reads the request's ``model`` from the body as it passes, and the status,
 usage, call counts, fallback and error message from the response as it passes (the last
 event of a stream carries the same provenance), then writes one line. It also answers
-``GET /health`` so a supervisor or load balancer can check the server without a model call.
+``GET /health`` so a supervisor or load balancer can check the server without a model call:
+always 200 with the status, and the served models only to a client that sends the server's
+key (or when it has none), since ``/v1/models`` refuses them to anyone else.
 """
 
 from __future__ import annotations
@@ -23,11 +25,16 @@ class AccessLog:
     """Wrap an ASGI app: answer /health, and log one line per HTTP request through `write`."""
 
     def __init__(self, app: Any, models: list[str], write: Callable[[str], None]) -> None:
-        """Log requests to `app` with `write`; /health lists `models`."""
+        """Log requests to `app` with `write`; /health lists `models` to whom `app` lets in.
+
+        The key test is the app's own (``state.sends_key``, see `create_app`); an app
+        without one has no key to ask for.
+        """
         self.app = app
         state = getattr(app, "state", None)
         if state is not None and isinstance(getattr(state, "extra_routes", None), list):
             state.extra_routes.append("GET /health")  # listed in the app's 404s
+        self.sends_key: Callable[[Any], bool] = getattr(state, "sends_key", lambda scope: True)
         self.models = models
         self.write = write
 
@@ -37,7 +44,7 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         if scope["path"] == "/health" and scope["method"] in ("GET", "HEAD"):
-            await self._health(send)
+            await self._health(scope, send)
             return
         started = time.perf_counter()
         seen: dict[str, Any] = {"status": 0, "request": bytearray(), "response": bytearray()}
@@ -65,8 +72,11 @@ class AccessLog:
             raise
         self.write(self._line(scope, seen["status"], started, seen))
 
-    async def _health(self, send: Any) -> None:
-        body = json.dumps({"status": "ok", "models": self.models}).encode()
+    async def _health(self, scope: Any, send: Any) -> None:
+        health: dict[str, Any] = {"status": "ok"}
+        if self.sends_key(scope):
+            health["models"] = self.models
+        body = json.dumps(health).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -64,6 +64,7 @@ from langgraph_moa.serving._requests import (
     _timed,
     _unless_disconnected,
     _within,
+    key_check,
 )
 
 
@@ -147,6 +148,7 @@ def create_app(
     app.state.policy = policy
     app.state.models = list(systems)
     app.state.extra_routes = []  # answered around the app: `_access.AccessLog` adds /health
+    app.state.sends_key = key_check(api_key)  # /health names the models only to these
 
     @app.exception_handler(_APIError)
     async def _send_error(request: Request, exc: _APIError) -> JSONResponse:

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from langgraph_moa.errors import (
@@ -46,6 +46,23 @@ async def _timed(source: AsyncIterator[T], seconds: float) -> AsyncIterator[T]:
             yield item
 
 
+def key_check(api_key: str | None) -> Callable[[Any], bool]:
+    """Return the test a request's ASGI scope passes when it sends the server's key.
+
+    With no key configured every request passes. One test for the guard and for what is
+    answered around the app (`_access`'s /health), so both accept exactly the same clients.
+    """
+    if api_key is None:
+        return lambda scope: True
+    expected = f"Bearer {api_key}".encode()
+
+    def sends_key(scope: Any) -> bool:
+        headers = dict(scope.get("headers") or [])
+        return hmac.compare_digest(headers.get(b"authorization", b""), expected)
+
+    return sends_key
+
+
 class _Guard:
     """Checks the key first, then the declared body size, before any handler runs.
 
@@ -59,7 +76,7 @@ class _Guard:
 
     def __init__(self, app: Any, api_key: str | None, max_body_bytes: int) -> None:
         self.app = app
-        self.expected = f"Bearer {api_key}".encode() if api_key is not None else None
+        self.sends_key = key_check(api_key)
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -79,11 +96,7 @@ class _Guard:
 
     def _refusal(self, scope: Any) -> _APIError | None:
         headers = dict(scope.get("headers") or [])
-        if (
-            self.expected is not None
-            and not self._open(scope)
-            and not hmac.compare_digest(headers.get(b"authorization", b""), self.expected)
-        ):
+        if not self._open(scope) and not self.sends_key(scope):
             return _APIError(
                 401,
                 "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
