@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -114,7 +116,7 @@ class MoAChatModel(BaseChatModel):
 
     _graph: Any = PrivateAttr(default=None)
     _resolved: MoAConfig | None = PrivateAttr(default=None)
-    _graphs: dict[Any, Any] = PrivateAttr(default_factory=dict)
+    _graphs: _GraphCache = PrivateAttr(default_factory=lambda: _GraphCache())
     _fingerprint: str | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
@@ -176,7 +178,8 @@ class MoAChatModel(BaseChatModel):
             update = {aliases.get(key, key): value for key, value in update.items()}
         copy = super().model_copy(update=update, deep=deep)
         if update:
-            copy._graph, copy._resolved, copy._graphs, copy._fingerprint = None, None, {}, None
+            copy._graph, copy._resolved, copy._fingerprint = None, None, None
+            copy._graphs = _GraphCache()
             _ = copy.moa_config
         return copy
 
@@ -478,21 +481,32 @@ class MoAChatModel(BaseChatModel):
         return self._graph_for(preset, structured), context
 
     def _graph_for(self, preset: str | None, structured: _Structured | None) -> Any:
-        """Return the compiled graph for a preset override and a structured answer (cached)."""
+        """Return the compiled graph for a preset override and a structured answer (cached).
+
+        The cache keys a schema by its content (`_schema_key`), not by ``id()``: a caller
+        that passed a fresh dict per call compiled a graph per call, and a new dict made at
+        a freed one's address was served the freed schema's graph.
+        """
         if preset is None and structured is None:
             return self.graph
-        key = (preset, None if structured is None else (id(structured.schema), structured.method))
-        if key not in self._graphs:
+        key: tuple[Any, ...] = (preset,)
+        schema: Any = None
+        if structured is not None:
+            content, schema = _schema_key(structured.schema)
+            key = (preset, content, structured.method)
+
+        def build() -> Any:
             cfg = self.moa_config
             if preset is not None:
                 cfg = self._with_fields(MoAConfig.from_preset(preset))
-            self._graphs[key] = create_moa_graph(
+            return create_moa_graph(
                 cfg,
                 name=preset or self.model_name or "moa",
-                response_format=structured.schema if structured else None,
+                response_format=schema,
                 response_method=structured.method if structured else "json_schema",
             )
-        return self._graphs[key]
+
+        return self._graphs.get(key, build, held=structured.schema if structured else None)
 
     def _generate(
         self,
@@ -637,6 +651,67 @@ class _Structured:
 
     schema: Any
     method: str
+
+
+GRAPH_CACHE_SIZE = 32
+"""Graphs a chat model keeps compiled for its structured outputs and presets (most recent)."""
+
+
+def _schema_key(schema: Any) -> tuple[Any, Any]:
+    """Return what identifies a structured-output schema in the graph cache, and its schema.
+
+    A dict (a JSON schema) is its JSON text, keys in the caller's order (the order in which
+    the model is asked for the fields), and its graph gets a copy read back from that text:
+    a dict changed in place later is another key and never alters a compiled graph. A class
+    (pydantic, TypedDict) is its own key, held by the cache. Anything else, or a dict that
+    is not JSON, is keyed by its ``id()`` while the cache holds it, so the address cannot
+    be reused by another object meanwhile.
+    """
+    if isinstance(schema, dict):
+        try:
+            text = json.dumps(schema, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return ("object", id(schema)), schema
+        return ("json", text), json.loads(text)
+    try:
+        hash(schema)
+    except TypeError:
+        return ("object", id(schema)), schema
+    return ("value", schema), schema
+
+
+class _GraphCache:
+    """The compiled graphs of a chat model's overrides: the `GRAPH_CACHE_SIZE` most recent.
+
+    Bounded, since every distinct schema or preset compiles a graph of its own. A deep copy
+    (``model_copy(deep=True)``) starts empty: graphs are compiled again on first use.
+    """
+
+    def __init__(self, size: int = GRAPH_CACHE_SIZE) -> None:
+        self.size = size
+        self._graphs: OrderedDict[Any, tuple[Any, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, build: Callable[[], Any], held: Any = None) -> Any:
+        """Return the graph of `key`, built by `build` if it is not kept; keep `held` with it."""
+        with self._lock:
+            if key in self._graphs:
+                self._graphs.move_to_end(key)
+                return self._graphs[key][1]
+        graph = build()  # outside the lock: compiling takes a while
+        with self._lock:
+            self._graphs[key] = (held, graph)
+            self._graphs.move_to_end(key)
+            while len(self._graphs) > self.size:
+                self._graphs.popitem(last=False)
+        return graph
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._graphs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _GraphCache:
+        return _GraphCache(self.size)
 
 
 def _fingerprint(cfg: MoAConfig) -> str:

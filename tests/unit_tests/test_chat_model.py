@@ -507,3 +507,98 @@ def test_model_copy_update_by_the_model_alias_takes_effect(fake):
     config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
     copy = MoAChatModel(config=config, model="old").model_copy(update={"model": "new"})
     assert copy.model_name == "new"
+
+
+def _schema(title: str, field: str) -> dict:
+    return {
+        "title": title,
+        "type": "object",
+        "properties": {field: {"type": "string"}},
+        "required": [field],
+    }
+
+
+@pytest.fixture
+def graphs_built(monkeypatch):
+    """Build a stand-in graph that remembers (a copy of) the schema it was built for."""
+    import copy
+    import types
+
+    import langgraph_moa.chat_model as chat_model
+
+    built = []
+
+    def build(cfg, **kwargs):
+        built.append(types.SimpleNamespace(schema=copy.deepcopy(kwargs["response_format"])))
+        return built[-1]
+
+    monkeypatch.setattr(chat_model, "create_moa_graph", build)
+    return built
+
+
+def _graph_of(llm, schema, method="json_schema"):
+    from langgraph_moa.chat_model import _Structured
+
+    return llm._graph_for(None, _Structured(schema, method))
+
+
+def test_a_freed_dict_schema_never_lends_its_graph_to_another(fake, graphs_built):
+    """Keyed by id(schema), a new dict at a freed one's address got the old schema's graph."""
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    for i in range(40):
+        # One flat dict per call, freed after it: the next one is made at its address.
+        schema = {"title": "City" if i % 2 else "Count", "type": "object"}
+        assert _graph_of(llm, schema).schema == schema
+        del schema
+    assert len(graphs_built) == 2  # equal schemas, fresh dicts every call: one graph each
+
+
+def test_a_dict_schema_changed_in_place_gets_a_graph_for_its_new_content(fake, graphs_built):
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    schema = _schema("City", "city")
+    first = _graph_of(llm, schema)
+    schema["properties"]["country"] = {"type": "string"}
+    assert _graph_of(llm, schema).schema == schema
+    assert _graph_of(llm, _schema("City", "city")) is first
+    assert _graph_of(llm, _schema("City", "city"), "json_mode") is not first
+
+
+def test_the_structured_graphs_kept_are_bounded(fake, graphs_built):
+    from langgraph_moa.chat_model import GRAPH_CACHE_SIZE
+
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    for i in range(GRAPH_CACHE_SIZE + 50):
+        _graph_of(llm, _schema("S", f"field{i}"))
+    assert len(llm._graphs) == GRAPH_CACHE_SIZE
+    assert len(graphs_built) == GRAPH_CACHE_SIZE + 50
+    recent = _schema("S", f"field{GRAPH_CACHE_SIZE + 49}")
+    assert _graph_of(llm, recent) is graphs_built[-1]  # the most recent ones stay
+    assert _graph_of(llm, City) is _graph_of(llm, City)  # a class is its own key
+    assert len(graphs_built) == GRAPH_CACHE_SIZE + 51
+
+
+def test_a_deep_copy_starts_with_no_compiled_graphs(fake, graphs_built):
+    import copy
+
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    _graph_of(llm, City)
+    twin = copy.deepcopy(llm._graphs)  # model_copy(deep=True): a lock cannot be copied
+    assert len(twin) == 0 and len(llm._graphs) == 1
+
+
+def test_a_fresh_dict_schema_per_call_runs_one_compiled_graph(fake, monkeypatch):
+    import langgraph_moa.chat_model as chat_model
+
+    built = []
+    real = chat_model.create_moa_graph
+
+    def counting(*args, **kwargs):
+        built.append(kwargs.get("response_format"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chat_model, "create_moa_graph", counting)
+    agg = fake("AGG", reply=lambda *a: '{"city": "Paris"}')
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=agg, layers=2))
+    for _ in range(3):
+        assert llm.with_structured_output(_schema("City", "city")).invoke("q") == {"city": "Paris"}
+    assert built == [_schema("City", "city")]
