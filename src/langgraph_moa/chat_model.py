@@ -753,9 +753,18 @@ def _with_call_fields(
     As call kwargs they would go to every proposer and aggregator alike; as the fields
     they are the proposers' temperature and the answer's (aggregator's) token cap, so a
     call's own (``invoke(q, max_tokens=77)``, ``.bind(temperature=0)``) joins the run's
-    context in their place. A bad value fails as `MoAConfigError`, before any call.
+    context in their place. ``max_completion_tokens``, OpenAI's newer name for
+    ``max_tokens``, is the same cap (as `moa serve` reads it). A bad value, or the two
+    names given different caps, fails as `MoAConfigError`, before any call.
     """
     max_tokens = kwargs.pop("max_tokens", None)
+    newer = kwargs.pop("max_completion_tokens", None)
+    if max_tokens is not None and newer is not None and max_tokens != newer:
+        raise MoAConfigError(
+            f"max_tokens={max_tokens!r} and max_completion_tokens={newer!r} are two names for "
+            "the answer's token cap: give one of them."
+        )
+    max_tokens = max_tokens if max_tokens is not None else newer
     if temperature is None and max_tokens is None:
         return context
     given = context.model_dump(exclude_none=True) if context is not None else {}

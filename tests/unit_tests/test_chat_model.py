@@ -342,6 +342,34 @@ def test_call_time_max_tokens_and_temperature_mean_what_the_fields_mean(fake, lo
     assert "max_tokens" not in proposal.kwargs and "temperature" not in answer.kwargs
 
 
+@pytest.mark.parametrize("how", ["invoke", "bind"])
+@pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens"])
+def test_call_time_max_completion_tokens_is_max_tokens_by_its_newer_name(fake, log, how, name):
+    """max_completion_tokens reached every proposer and aggregator call as an extra kwarg."""
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    llm = MoAChatModel(config=config, max_tokens=10)
+    answer = (llm.bind(**{name: 77}) if how == "bind" else llm).invoke(
+        "hi", **({} if how == "bind" else {name: 77})
+    )
+    (proposal,), (final,) = log.by("A"), log.by("AGG")
+    assert (proposal.max_tokens, final.max_tokens) == (512, 77)
+    for call in (proposal, final):
+        assert "max_completion_tokens" not in call.kwargs and "max_tokens" not in call.kwargs
+    assert answer.text == final.output
+
+
+def test_max_tokens_and_max_completion_tokens_that_disagree_are_refused(fake, log):
+    from langgraph_moa import MoAConfigError
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    llm = MoAChatModel(config=config)
+    with pytest.raises(MoAConfigError, match=r"max_tokens=50 and max_completion_tokens=77"):
+        llm.invoke("hi", max_tokens=50, max_completion_tokens=77)
+    assert log.calls == []
+    llm.invoke("hi", max_tokens=77, max_completion_tokens=77)  # the same cap twice is one
+    assert log.by("AGG")[0].max_tokens == 77
+
+
 def test_call_time_fields_join_the_context_of_a_model_override(fake):
     from langgraph_moa.chat_model import _with_call_fields
     from langgraph_moa.config.context import MoAContext
