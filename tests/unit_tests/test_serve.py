@@ -123,6 +123,11 @@ def assert_one_sentence(response, status, *fragments):
             "stream",
         ),
         ({"model": "m", "messages": USER, "layers": "3"}, "layers", "valid integer"),
+        (
+            {"model": "m", "messages": USER, "max_tokens": 64, "max_completion_tokens": 32},
+            None,
+            "give one of them",
+        ),
     ],
 )
 def test_every_malformed_body_is_a_400_with_one_sentence(client, log, body, param, fragment):

@@ -190,7 +190,7 @@ class LocalServer:
                     self.stop()
                     raise LocalRuntimeError(
                         f"The llama.cpp server for {self.info.name!r} did not answer within "
-                        f"{timeout:.0f}s on port {self.port}. Its log ({self._log.name}):\n"
+                        f"{timeout:g}s on port {self.port}. Its log ({self._log.name}):\n"
                         f"{self.last_words()}"
                     )
                 time.sleep(0.1)

@@ -249,6 +249,13 @@ class ChatRequest(_Body):
             raise ValueError("tool_choice needs tools")
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
+        if None not in (self.max_tokens, self.max_completion_tokens) and (
+            self.max_tokens != self.max_completion_tokens
+        ):
+            raise ValueError(
+                "max_tokens and max_completion_tokens are two names for the answer's token "
+                "cap, and they differ here: give one of them"
+            )
         return self
 
     def option_chars(self) -> int:
