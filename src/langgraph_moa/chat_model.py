@@ -63,6 +63,7 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.run._inputs import check_tool_choice
 from langgraph_moa.run._options import split_call_kwargs
 
 
@@ -253,15 +254,7 @@ class MoAChatModel(BaseChatModel):
         names = [t["function"]["name"] for t in formatted]
         if tool_choice is True:
             tool_choice = names[0] if len(names) == 1 else "any"
-        if (
-            isinstance(tool_choice, str)
-            and tool_choice not in ("auto", "none", "any", "required")
-            and tool_choice not in names
-        ):
-            raise MoAInputError(
-                f"tool_choice {tool_choice!r} names no bound tool: use 'auto', 'none', "
-                f"'any' or one of {', '.join(names) or 'the tools'}."
-            )
+        check_tool_choice(tool_choice, names)
         bound: dict[str, Any] = {"tools": formatted, **kwargs}
         if tool_choice is not None and tool_choice is not False:
             bound["tool_choice"] = tool_choice

@@ -118,6 +118,16 @@ def assert_one_sentence(response, status, *fragments):
         ),
         ({"model": "m", "messages": USER, "tool_choice": "auto"}, None, "needs tools"),
         (
+            {
+                "model": "m",
+                "messages": USER,
+                "tools": [{"type": "function", "function": {"name": "add"}}],
+                "tool_choice": {"type": "function", "function": {"name": "multiply"}},
+            },
+            None,
+            "names no bound tool",
+        ),
+        (
             {"model": "m", "messages": USER, "stream_options": {"include_usage": True}},
             None,
             "stream",

@@ -485,3 +485,38 @@ def test_a_fallback_answer_names_the_proposal_it_returns(fake):
     assert answer.response_metadata["moa"]["fallback"] == "best_proposal"
     assert answer.response_metadata["model_name"] == "A"
     assert answer.response_metadata["finish_reason"] == "length"  # what A's call said
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        "multiply",
+        {"type": "function", "function": {"name": "multiply"}},
+        {"type": "tool", "name": "multiply"},
+    ],
+)
+def test_a_tool_choice_naming_no_bound_tool_is_refused_at_the_graph_input(fake, log, choice):
+    # docs/failure-semantics.md promises it; it reached every model, whose provider would
+    # refuse each call (OpenAI: 400), so the run failed only after paying for the others.
+    graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    tools = [convert_to_openai_tool(add)]
+    with pytest.raises(MoAInputError, match=r"names no bound tool.*one of add"):
+        graph.invoke({"messages": QUESTION, "tools": tools, "tool_choice": choice})
+    assert log.calls == []
+
+
+@pytest.mark.parametrize("choice", [5, ["add"], {"type": "function", "function": {"name": 5}}])
+def test_a_tool_choice_that_is_no_choice_is_refused(fake, log, choice):
+    graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    tools = [convert_to_openai_tool(add)]
+    with pytest.raises(MoAInputError, match="tool_choice must be"):
+        graph.invoke({"messages": QUESTION, "tools": tools, "tool_choice": choice})
+    assert log.calls == []
+
+
+def test_bind_tools_refuses_a_dict_tool_choice_naming_no_bound_tool(fake):
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    with pytest.raises(MoAInputError, match="names no bound tool"):
+        llm.bind_tools([add], tool_choice={"type": "function", "function": {"name": "multiply"}})
+    bound = llm.bind_tools([add], tool_choice={"type": "function", "function": {"name": "add"}})
+    assert bound.kwargs["tool_choice"]["function"]["name"] == "add"  # type: ignore[attr-defined]

@@ -39,6 +39,8 @@ def check_run_input(value: Any) -> None:
     if "messages" in value:
         check_messages(value["messages"])
         _check_tools(value.get("tools"))
+        if value.get("tools"):
+            check_tool_choice(value.get("tool_choice"), tool_names(value["tools"]))
 
 
 def with_run_options(value: Any) -> Any:
@@ -64,6 +66,55 @@ def _check_tools(tools: Any) -> None:
             "langchain_core.utils.function_calling.convert_to_openai_tool or use "
             "MoAChatModel.bind_tools."
         )
+
+
+TOOL_CHOICES = ("auto", "none", "any", "required")
+"""The tool choices that name no tool (``"any"`` is LangChain's, ``"required"`` OpenAI's)."""
+
+
+def tool_names(tools: Sequence[dict[str, Any]]) -> list[str]:
+    """Return the names of OpenAI-format tool schemas."""
+    return [t["function"].get("name") for t in tools]
+
+
+def check_tool_choice(choice: Any, names: Sequence[str]) -> None:
+    """Refuse a `tool_choice` that is not one, or that names a tool not among `names`.
+
+    Sent on, either would reach every proposer and the aggregator, whose providers refuse
+    it call by call (OpenAI with a 400): the run would fail only after paying for the
+    calls that did not. A dict is OpenAI's ``{"type": "function", "function": {"name"}}``
+    or Anthropic's ``{"type": "tool", "name"}``; one naming no tool (``{"type": "any"}``)
+    is the provider's own and passes.
+
+    Raises:
+        MoAInputError: the choice and the fix, in one sentence.
+    """
+    named = _named_tool(choice)
+    if named is not None and named not in names:
+        raise MoAInputError(
+            f"tool_choice {named!r} names no bound tool: use 'auto', 'none', 'any' or one "
+            f"of {', '.join(names) or 'the tools'}."
+        )
+
+
+def _named_tool(choice: Any) -> str | None:
+    """Return the tool a `tool_choice` forces, None where it forces none; refuse a non-choice."""
+    if choice is None or isinstance(choice, bool):
+        return None
+    named: Any = None
+    if isinstance(choice, str):
+        named = None if choice in TOOL_CHOICES else choice
+    elif isinstance(choice, dict):
+        function = choice.get("function")
+        named = function.get("name") if isinstance(function, dict) else choice.get("name")
+    else:
+        named = choice
+    if named is not None and not isinstance(named, str):
+        raise MoAInputError(
+            "tool_choice must be 'auto', 'none', 'any', 'required', a bound tool's name or a "
+            f"dict naming one, but it is {_kind(choice)}."
+        )
+    return named
 
 
 def check_messages(messages: Any) -> list[BaseMessage]:
