@@ -49,6 +49,7 @@ from langgraph_moa.errors import (
     StragglerCancelledError,
     StreamBrokenError,
     StructuredOutputError,
+    ToolCallError,
 )
 from langgraph_moa.graph import TAG_FINAL, create_moa_graph, final_answer_only
 from langgraph_moa.graph.durable import open_checkpointer
@@ -105,6 +106,7 @@ __all__ = [
     "StragglerCancelledError",
     "StreamBrokenError",
     "StructuredOutputError",
+    "ToolCallError",
     "UsageSummary",
     "__version__",
     "create_moa_graph",

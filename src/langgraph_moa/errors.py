@@ -17,6 +17,7 @@ All of them derive from `MoAError` so an application can catch one type::
     ├── CallTimeoutError (TimeoutError)      one attempt ran past call_timeout_s
     ├── StragglerCancelledError              a proposer left behind by its layer's deadline
     ├── StructuredOutputError                the answer does not parse into the schema
+    ├── ToolCallError                        the answer's tool calls break the bound tools
     ├── ContextLengthError                   the input does not fit the model's context
     ├── StreamBrokenError                    a streamed answer broke after text was sent
     ├── RetryPastDeadlineError               a Retry-After asks for a wait past the deadline
@@ -196,6 +197,17 @@ class StragglerCancelledError(MoAError):
 
 class StructuredOutputError(_RejectedAnswer):
     """The aggregator's answer could not be parsed into the requested structure."""
+
+
+class ToolCallError(_RejectedAnswer):
+    """A model's tool calls break what the request bound: counted as a failed call.
+
+    A call to a tool that is not bound, arguments that are not a JSON object, calls where
+    ``tool_choice`` was ``"none"``, none (or another tool's) where it forced one, or several
+    where ``parallel_tool_calls`` was false. Passed on, an agent would get a call it cannot
+    run, or text where it asked for a call; refused, the next aggregator or a labelled
+    fallback answers, as for an empty answer.
+    """
 
 
 class ContextLengthError(MoAError):

@@ -44,6 +44,7 @@ EXPECTED_ALL = {
     "StragglerCancelledError",
     "StreamBrokenError",
     "StructuredOutputError",
+    "ToolCallError",
     "UsageSummary",
     "__version__",
     "create_moa_graph",

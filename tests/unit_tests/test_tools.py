@@ -245,8 +245,9 @@ class AnthropicLike(FakeChat):
 def test_a_forced_tool_call_reaches_a_non_openai_model_as_any(log, choice):
     """'any' is LangChain's cross-provider value; ChatAnthropic reads 'required' as a name."""
     config = MoAConfig(
-        proposers=[AnthropicLike(label="A", log=log)],
-        aggregator=AnthropicLike(label="AGG", log=log),
+        # Each calls the tool, as ChatAnthropic does when tool_choice forces a call.
+        proposers=[AnthropicLike(label="A", log=log, tool_calls=calls((1, 2)))],
+        aggregator=AnthropicLike(label="AGG", log=log, tool_calls=calls((1, 2))),
         layers=2,
     )
     tools = [add, multiply] if choice is True else [add]  # True, one tool: that tool
@@ -520,3 +521,118 @@ def test_bind_tools_refuses_a_dict_tool_choice_naming_no_bound_tool(fake):
         llm.bind_tools([add], tool_choice={"type": "function", "function": {"name": "multiply"}})
     bound = llm.bind_tools([add], tool_choice={"type": "function", "function": {"name": "add"}})
     assert bound.kwargs["tool_choice"]["function"]["name"] == "add"  # type: ignore[attr-defined]
+
+
+def fixed(*tool_calls):
+    """A FakeChat `tool_calls` rule: every call asks for `tool_calls`."""
+    return lambda *a: [dict(c) for c in tool_calls]
+
+
+ADD_12 = {"name": "add", "args": {"a": 1, "b": 2}, "id": "c1"}
+NOPE = {"name": "subtract", "args": {"a": 1}, "id": "c9"}
+
+
+MUL_12 = {"name": "multiply", "args": {"a": 1, "b": 2}, "id": "c3"}
+
+
+@pytest.mark.parametrize(
+    ("bind", "proposed", "aggregated", "fragment"),
+    [
+        ({}, [ADD_12], [NOPE], "'subtract', which is not bound"),
+        ({"tool_choice": "none"}, [], [ADD_12], "tool_choice was 'none'"),
+        ({"tool_choice": "any"}, [ADD_12], [], "tool_choice 'any' asks for a tool call"),
+        ({"tool_choice": "add"}, [ADD_12], [], "tool_choice 'add' asks for a tool call"),
+        ({"tool_choice": "multiply"}, [MUL_12], [ADD_12], "tool_choice 'multiply' asks"),
+        ({"parallel_tool_calls": False}, [ADD_12], [ADD_12, {**ADD_12, "id": "c2"}], "2 tool"),
+    ],
+)
+def test_an_aggregator_answer_that_breaks_the_tools_is_refused_not_passed_on(
+    fake, bind, proposed, aggregated, fragment
+):
+    # Before, the answer went to the agent as it was: a call its ToolNode cannot run, or a
+    # text answer where the caller forced a tool call, with nothing saying so.
+    from langgraph_moa import RetrySettings
+
+    config = MoAConfig(
+        proposers=[fake("A", tool_calls=fixed(*proposed))],
+        aggregator=fake("AGG", tool_calls=fixed(*aggregated)),
+        layers=2,
+        retry=RetrySettings(max_attempts=1),
+    )
+    answer = MoAChatModel(config=config).bind_tools([add, multiply], **bind).invoke(QUESTION)
+    moa = answer.response_metadata["moa"]
+    assert moa.get("fallback") == "best_proposal"  # the proposal, which kept to the tools
+    assert [c["name"] for c in answer.tool_calls] == [c["name"] for c in proposed]
+    (agg,) = [c for c in moa["calls"] if c["role"] == "aggregator"]
+    assert agg["status"] == "failed" and fragment in agg["error"]
+    assert agg["total_tokens"] > 0  # the refused answer was paid for, and counts
+
+
+def test_a_proposal_calling_an_unbound_tool_is_never_the_selected_answer(fake):
+    config = MoAConfig(
+        variant="select",
+        proposers=[
+            fake("A", tool_calls=fixed(NOPE)),
+            fake("B", tool_calls=fixed(NOPE)),
+            fake("C", tool_calls=fixed(ADD_12)),
+        ],
+        selection={"method": "vote"},
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert [c["name"] for c in answer.tool_calls] == ["add"]
+    failed = [c for c in answer.response_metadata["moa"]["calls"] if c["status"] == "failed"]
+    assert [c["configured_model"] for c in failed] == ["A", "B"]
+
+
+def test_a_text_proposal_is_not_selected_when_a_tool_call_is_required(fake):
+    config = MoAConfig(
+        variant="select",
+        proposers=[
+            fake("A", reply=lambda *a: "3", tool_calls=never),
+            fake("B", reply=lambda *a: "3", tool_calls=never),
+            fake("C", tool_calls=fixed(ADD_12)),
+        ],
+        selection={"method": "vote"},
+    )
+    answer = MoAChatModel(config=config).bind_tools([add], tool_choice="required").invoke(QUESTION)
+    assert answer.tool_calls and answer.text == ""
+
+
+class _Malformed(FakeChat):
+    """Answers with a tool call whose arguments are cut-off JSON (an invalid tool call)."""
+
+    text: str = ""
+
+    def _answer(self, messages, n=None, kwargs=None):
+        message = super()._answer(messages, n, kwargs)
+        return message.model_copy(
+            update={
+                "content": self.text,
+                "invalid_tool_calls": [
+                    {
+                        "name": "add",
+                        "args": '{"a": 1, "b":',
+                        "id": "bad",
+                        "error": None,
+                        "type": "invalid_tool_call",
+                    }
+                ],
+            }
+        )
+
+
+@pytest.mark.parametrize("text", ["", "Let me add them."])
+def test_a_tool_call_with_malformed_arguments_is_refused_not_dropped(fake, log, text):
+    from langgraph_moa import RetrySettings
+
+    config = MoAConfig(
+        proposers=[fake("A")],
+        aggregator=_Malformed(label="AGG", log=log, text=text),
+        layers=2,
+        retry=RetrySettings(max_attempts=1),
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    moa = answer.response_metadata["moa"]
+    assert moa.get("fallback") == "best_proposal" and answer.text == "A #1"
+    (agg,) = [c for c in moa["calls"] if c["role"] == "aggregator"]
+    assert "arguments that are not a JSON object" in agg["error"]

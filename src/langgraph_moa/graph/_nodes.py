@@ -76,6 +76,7 @@ from langgraph_moa.run._ledger import (
 from langgraph_moa.run._options import (
     Options,
     bind_options,
+    check_tool_calls,
     params_with,
     read_text_tool_calls,
     run_options,
@@ -667,7 +668,8 @@ def _answer_of(call: CallId, response: Any, options: Options) -> tuple[BaseMessa
     """Return the answer's message and, for a structured answer, the parsed object.
 
     A structured answer comes as ``{"raw", "parsed", "parsing_error"}``; one that does not
-    parse, and an answer with no text, are failures of the call (and retried as such).
+    parse, an answer with no text, and tool calls that break the call's tools
+    (`check_tool_calls`) are failures of the call (and retried as such).
     """
     parsed: Any = None
     if isinstance(response, dict):
@@ -683,6 +685,7 @@ def _answer_of(call: CallId, response: Any, options: Options) -> tuple[BaseMessa
             response = response.model_copy(update={"content": as_json(parsed)})
     else:
         response = read_text_tool_calls(response, options)
+        check_tool_calls(response, options, call.configured_model)
     if not response.text.strip() and not _wants_tools(response):
         raise EmptyResponseError(f"{call.configured_model} returned an empty answer", response)
     return response, parsed

@@ -11,6 +11,7 @@ from langgraph_moa.errors import (
     EmptyResponseError,
     StragglerCancelledError,
     StructuredOutputError,
+    ToolCallError,
 )
 from langgraph_moa.providers._table import finish_reason_keys, model_name_keys
 from langgraph_moa.run.state import (
@@ -141,12 +142,12 @@ def failed_record(
 ) -> CallRecord:
     """Record a failed call with the provider's own error message, summarized and redacted.
 
-    A call that answered but whose answer was refused (empty, or not the requested
-    structure) was paid for: its tokens, from the refused message the error keeps, count;
-    so do those of `paid`, what a call that failed partway had already cost (the parts a
-    chunk-wise aggregator wrote before one failed).
+    A call that answered but whose answer was refused (empty, not the requested structure,
+    or tool calls that break the bound tools) was paid for: its tokens, from the refused
+    message the error keeps, count; so do those of `paid`, what a call that failed partway
+    had already cost (the parts a chunk-wise aggregator wrote before one failed).
     """
-    refused = isinstance(error, (EmptyResponseError, StructuredOutputError))
+    refused = isinstance(error, (EmptyResponseError, StructuredOutputError, ToolCallError))
     if paid is None and refused:
         paid = getattr(error, "response", None)
     prompt, completion, total = _tokens(paid)

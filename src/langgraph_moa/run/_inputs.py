@@ -89,7 +89,7 @@ def check_tool_choice(choice: Any, names: Sequence[str]) -> None:
     Raises:
         MoAInputError: the choice and the fix, in one sentence.
     """
-    named = _named_tool(choice)
+    named = named_tool(choice)
     if named is not None and named not in names:
         raise MoAInputError(
             f"tool_choice {named!r} names no bound tool: use 'auto', 'none', 'any' or one "
@@ -97,7 +97,16 @@ def check_tool_choice(choice: Any, names: Sequence[str]) -> None:
         )
 
 
-def _named_tool(choice: Any) -> str | None:
+def forces_call(choice: Any) -> bool:
+    """Tell whether a (checked) `tool_choice` forces a tool call: any, or a named one."""
+    if choice is True or choice in ("any", "required"):
+        return True
+    if isinstance(choice, dict) and choice.get("type") in ("any", "required"):
+        return True
+    return named_tool(choice) is not None
+
+
+def named_tool(choice: Any) -> str | None:
     """Return the tool a `tool_choice` forces, None where it forces none; refuse a non-choice."""
     if choice is None or isinstance(choice, bool):
         return None

@@ -23,7 +23,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.runnables import Runnable
 
-from langgraph_moa.errors import MoAInputError
+from langgraph_moa.errors import MoAInputError, ToolCallError
+from langgraph_moa.run._inputs import forces_call, named_tool, tool_names
 from langgraph_moa.run.state import RUN_OPTIONS
 from langgraph_moa.text._prompts import SLOT_CLOSE, SLOT_OPEN
 
@@ -170,6 +171,50 @@ def read_text_tool_calls(response: Any, options: Options) -> Any:
     return response.model_copy(
         update={"content": rest, "tool_calls": calls, "response_metadata": meta}
     )
+
+
+def check_tool_calls(response: Any, options: Options, label: str) -> None:
+    """Refuse an answer whose tool calls break the tools and tool choice it was sent.
+
+    A provider enforces them on its own models (OpenAI never calls a tool it was not
+    given), but not every model keeps to them: a small local model may name a tool it only
+    saw in the conversation, cut its arguments short, or answer in text where a call was
+    forced, and an aggregator may copy several proposals' calls where one was allowed.
+    Passed on, the answer would reach an agent as a call its tools cannot run, or as text
+    where it asked for a call; LangChain keeps arguments that are not JSON apart, as
+    ``invalid_tool_calls``, which the answer would silently drop.
+
+    Raises:
+        ToolCallError: what broke the tools, naming the model; the answer rides along.
+    """
+    tools = options.get("tools")
+    if not tools or not isinstance(response, AIMessage):
+        return
+    if problem := _tool_call_problem(response, options, tool_names(tools)):
+        raise ToolCallError(f"{label} {problem}", response)
+
+
+def _tool_call_problem(response: AIMessage, options: Options, names: list[str]) -> str | None:
+    """Return how `response`'s tool calls break the call's `options`, or None."""
+    calls, choice = response.tool_calls, options.get("tool_choice")
+    if bad := response.invalid_tool_calls:
+        return (
+            f"called {bad[0].get('name')!r} with arguments that are not a JSON object: "
+            f"{str(bad[0].get('args'))[:80]!r}"
+        )
+    if unbound := [c["name"] for c in calls if c["name"] not in names]:
+        return f"called {unbound[0]!r}, which is not bound (the tools are {', '.join(names)})"
+    if calls and choice == "none":
+        return f"called {calls[0]['name']!r} though tool_choice was 'none'"
+    if len(calls) > 1 and options.get("parallel_tool_calls") is False:
+        return f"made {len(calls)} tool calls though parallel_tool_calls was false"
+    if forces_call(choice):
+        named = named_tool(choice)
+        if not calls or (named and any(c["name"] != named for c in calls)):
+            shown = named or choice.get("type") if isinstance(choice, dict) else choice
+            wanted = f"a call to {named!r}" if named else "a tool call"
+            return f"answered without {wanted}, though tool_choice {shown!r} asks for a tool call"
+    return None
 
 
 def _unwrap_copied_slot(text: str) -> str:
