@@ -636,3 +636,25 @@ def test_a_tool_call_with_malformed_arguments_is_refused_not_dropped(fake, log, 
     assert moa.get("fallback") == "best_proposal" and answer.text == "A #1"
     (agg,) = [c for c in moa["calls"] if c["role"] == "aggregator"]
     assert "arguments that are not a JSON object" in agg["error"]
+
+
+def test_repeated_tool_call_ids_in_one_answer_are_made_unique(fake):
+    # An agent answers each call with a ToolMessage by its id: two calls with one id get
+    # two results no model can tell apart, and OpenAI refuses the next turn.
+    twice = [ADD_12, {**ADD_12, "args": {"a": 3, "b": 4}}]
+    config = MoAConfig(
+        proposers=[fake("A")], aggregator=fake("AGG", tool_calls=fixed(*twice)), layers=2
+    )
+    llm = MoAChatModel(config=config).bind_tools([add])
+    for answer in (llm.invoke(QUESTION), _joined(llm.stream(QUESTION))):
+        ids = [c["id"] for c in answer.tool_calls]
+        assert ids[0] == "c1" and len(set(ids)) == 2
+        assert [c["args"]["a"] for c in answer.tool_calls] == [1, 3]
+
+
+def _joined(chunks):
+    chunks = list(chunks)
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full += chunk
+    return full

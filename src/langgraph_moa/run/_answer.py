@@ -34,16 +34,25 @@ def parse_choice(reply: str, n: int) -> int | None:
 
 
 def answer_tool_calls(tool_calls: Sequence[Any] | None) -> list[ToolCall]:
-    """Return tool calls for the answer, each with an id (a proposal's may have none)."""
-    return [
-        ToolCall(
-            name=call["name"],
-            args=dict(call.get("args") or {}),
-            id=call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
-            type="tool_call",
+    """Return tool calls for the answer, each with an id of its own.
+
+    A proposal's call may have no id, and a model may give two calls one id: an agent
+    answers each call with a result under its id, so a repeated one gets a fresh id, or
+    the two results could not be told apart (and OpenAI refuses the next turn).
+    """
+    answer: list[ToolCall] = []
+    for call in tool_calls or []:
+        taken = {c["id"] for c in answer}
+        given = call.get("id")
+        answer.append(
+            ToolCall(
+                name=call["name"],
+                args=dict(call.get("args") or {}),
+                id=given if given and given not in taken else f"call_{uuid.uuid4().hex[:24]}",
+                type="tool_call",
+            )
         )
-        for call in tool_calls or []
-    ]
+    return answer
 
 
 def final_message(
