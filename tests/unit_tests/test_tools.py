@@ -658,3 +658,21 @@ def _joined(chunks):
     for chunk in chunks[1:]:
         full += chunk
     return full
+
+
+def test_a_forced_call_answered_in_text_streams_the_fallback_not_a_broken_stream(fake):
+    # Where tool_choice forces a call, answer text can only be refused (ToolCallError), so
+    # it is held back: streamed at once, the refusal broke the stream (StreamBrokenError)
+    # although a fallback answer that keeps to the tools was at hand.
+    from langgraph_moa import RetrySettings
+
+    config = MoAConfig(
+        proposers=[fake("A", tool_calls=calls((1, 2)))],
+        aggregator=fake("AGG", reply=lambda *a: "three is the answer"),
+        layers=2,
+        retry=RetrySettings(max_attempts=1),
+    )
+    llm = MoAChatModel(config=config).bind_tools([add], tool_choice="any")
+    full = _joined(llm.stream(QUESTION))
+    assert full.text == "" and [c["name"] for c in full.tool_calls] == ["add"]
+    assert full.response_metadata["moa"]["fallback"] == "best_proposal"

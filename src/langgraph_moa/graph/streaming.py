@@ -35,6 +35,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph_moa.errors import StreamBrokenError
 from langgraph_moa.run._answer import answer_part, final_answer_only
 from langgraph_moa.run._calls import WATCH
+from langgraph_moa.run._inputs import forces_call
 
 ProgressHandler = Callable[[dict[str, Any]], None]
 """Receives each progress event the graph writes (a call started, finished or failed)."""
@@ -145,7 +146,7 @@ class AnswerStream:
 
     def __iter__(self) -> Iterator[str]:
         """Run the graph, yielding the answer's text pieces as they come."""
-        hold = _ToolCallHold(bool(self.run_input.get("tools")))
+        hold = _ToolCallHold.for_run(self.run_input)
         for mode, part in self.graph.stream(
             self.run_input, self.config, context=self.context, stream_mode=self._modes()
         ):
@@ -155,7 +156,7 @@ class AnswerStream:
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """Run the graph asynchronously, yielding the answer's text pieces as they come."""
-        hold = _ToolCallHold(bool(self.run_input.get("tools")))
+        hold = _ToolCallHold.for_run(self.run_input)
         async for mode, part in self.graph.astream(
             self.run_input, self.config, context=self.context, stream_mode=self._modes()
         ):
@@ -277,13 +278,22 @@ class _ToolCallHold:
     real call (`read_text_tool_calls`); streamed as it came, the client would get the call
     twice, as text and as a call. Text that starts like a call (``{``, ``[``, a code fence,
     ``<tool_call>``) is held until the answer is known: dropped if it became a tool call,
-    sent otherwise. Any other text passes at once.
+    sent otherwise. Any other text passes at once, unless `tool_choice` forces a call: then
+    text alone is refused (`check_tool_calls`) and a fallback may answer, so all of it is
+    held until the answer is known, or the stream would break on the refusal.
     """
 
-    def __init__(self, active: bool) -> None:
+    def __init__(self, active: bool, forced: bool = False) -> None:
         self.active = active
+        self.forced = active and forced
         self.pending = ""
         self.released = not active
+
+    @classmethod
+    def for_run(cls, run_input: dict[str, Any]) -> _ToolCallHold:
+        """Return the hold for a run with `run_input`'s tools and tool choice."""
+        tools = bool(run_input.get("tools"))
+        return cls(tools, forced=tools and forces_call(run_input.get("tool_choice")))
 
     def take(self, text: str) -> str:
         """Return what of `text` can go out now."""
@@ -291,7 +301,7 @@ class _ToolCallHold:
             return text
         self.pending += text
         head = self.pending.lstrip()
-        if not head:
+        if not head or self.forced:
             return ""
         if any(head.startswith(s) or s.startswith(head) for s in _CALL_STARTS):
             return ""
