@@ -676,3 +676,23 @@ def test_a_forced_call_answered_in_text_streams_the_fallback_not_a_broken_stream
     full = _joined(llm.stream(QUESTION))
     assert full.text == "" and [c["name"] for c in full.tool_calls] == ["add"]
     assert full.response_metadata["moa"]["fallback"] == "best_proposal"
+
+
+class _RefusesForcedCalls(FakeChat):
+    """bind_tools refuses a forced call, as some integrations refuse a tool_choice."""
+
+    def bind_tools(self, tools, *, tool_choice=None, **kwargs):
+        if tool_choice == "any":
+            raise ValueError("tool_choice='any' is not supported by this model")
+        return super().bind_tools(tools, tool_choice=tool_choice, **kwargs)
+
+
+def test_a_model_refusing_the_tools_is_named_before_any_call(fake, log):
+    # Before, the integration's bare ValueError came out of the run, naming no model.
+    config = MoAConfig(
+        proposers=[fake("A"), _RefusesForcedCalls(label="B", log=log)], aggregator=fake("AGG")
+    )
+    llm = MoAChatModel(config=config).bind_tools([add], tool_choice="any")
+    with pytest.raises(MoAInputError, match=r"^B cannot take these tools.*not supported"):
+        llm.invoke(QUESTION)
+    assert log.calls == []

@@ -48,7 +48,8 @@ def bind_options(
     """Return `model` with the options this call takes bound (the model itself if none).
 
     Raises:
-        MoAInputError: tools are to be bound but the model cannot take them.
+        MoAInputError: tools are to be bound but the model cannot take them (it has no
+            ``bind_tools``, or its ``bind_tools`` refuses these tools or this choice).
     """
     bound: Runnable[Any, Any] = model
     kwargs: dict[str, Any] = {}
@@ -66,6 +67,11 @@ def bind_options(
                 "proposer and the aggregator a model that supports tool calling, or run "
                 "without tools."
             ) from None
+        except (ValueError, TypeError) as exc:  # an integration refusing these tools or choice
+            raise MoAInputError(
+                f"{label} cannot take these tools: {str(exc).rstrip('.')}; change the tools "
+                "or tool_choice, or give that role a model that takes them."
+            ) from exc
     if tools:
         kwargs.update(options.get("call_kwargs") or {})
     if stop and options.get("stop"):
