@@ -540,6 +540,7 @@ MUL_12 = {"name": "multiply", "args": {"a": 1, "b": 2}, "id": "c3"}
     [
         ({}, [ADD_12], [NOPE], "'subtract', which is not bound"),
         ({"tool_choice": "none"}, [], [ADD_12], "tool_choice was 'none'"),
+        ({"tool_choice": {"type": "none"}}, [], [ADD_12], "tool_choice was 'none'"),
         ({"tool_choice": "any"}, [ADD_12], [], "tool_choice 'any' asks for a tool call"),
         ({"tool_choice": "add"}, [ADD_12], [], "tool_choice 'add' asks for a tool call"),
         ({"tool_choice": "multiply"}, [MUL_12], [ADD_12], "tool_choice 'multiply' asks"),

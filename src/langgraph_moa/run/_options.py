@@ -210,7 +210,7 @@ def _tool_call_problem(response: AIMessage, options: Options, names: list[str]) 
         )
     if unbound := [c["name"] for c in calls if c["name"] not in names]:
         return f"called {unbound[0]!r}, which is not bound (the tools are {', '.join(names)})"
-    if calls and choice == "none":
+    if calls and (choice == "none" or (isinstance(choice, dict) and choice.get("type") == "none")):
         return f"called {calls[0]['name']!r} though tool_choice was 'none'"
     if len(calls) > 1 and options.get("parallel_tool_calls") is False:
         return f"made {len(calls)} tool calls though parallel_tool_calls was false"
