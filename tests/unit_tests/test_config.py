@@ -46,7 +46,7 @@ def test_bare_specs_become_role_configs_with_separate_limits():
             "aggregator.max_tokens",
             "greater than or equal to 1",
         ),
-        ({"colour": "blue"}, "colour", "Extra inputs are not permitted"),
+        ({"colour": "blue"}, "colour", "unknown setting"),
     ],
 )
 def test_invalid_values_name_the_field_and_the_rule(kwargs, field, rule):

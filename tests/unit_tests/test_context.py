@@ -39,7 +39,7 @@ def test_context_model_strings_are_validated(fake):
     graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
     with pytest.raises(MoAConfigError, match="Unknown model provider"):
         graph.invoke(QUESTION, context={"proposers": ["nonsense-model"]})
-    with pytest.raises(MoAConfigError, match="layer: Extra inputs are not permitted"):
+    with pytest.raises(MoAConfigError, match="layer: unknown setting"):
         graph.invoke(QUESTION, context={"layer": 3})
 
 

@@ -9,12 +9,13 @@ rules check the config and fill in its defaults.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 import yaml
 from pydantic import (
@@ -283,7 +284,7 @@ class MoAConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise MoAConfigError(explain_validation_error(exc)) from None
+            raise MoAConfigError(explain_validation_error(exc, schema=MoAConfig)) from None
         check_budget(self)
 
     @field_validator("proposers", mode="before")
@@ -496,20 +497,38 @@ def list_presets() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def explain_validation_error(exc: ValidationError, what: str = "MoA configuration") -> str:
+def explain_validation_error(
+    exc: ValidationError,
+    what: str = "MoA configuration",
+    schema: type[BaseModel] | None = None,
+) -> str:
     """One line: for each broken rule, the field's dotted path, the rule and the value given.
 
     Pydantic's own text spans several lines and links to its documentation; an error shown
-    on a command line or in an HTTP body must stay one line.
+    on a command line or in an HTTP body must stay one line. With the `schema` that was
+    validated, a misspelt setting is named with the setting meant (see `explain_errors`).
     """
-    return explain_errors(exc.errors(include_url=False), what)
+    return explain_errors(exc.errors(include_url=False), what, schema)
 
 
-def explain_errors(errors: Sequence[ErrorDetails], what: str) -> str:
-    """Explain pydantic error details in one line (see `explain_validation_error`)."""
+def explain_errors(
+    errors: Sequence[ErrorDetails], what: str, schema: type[BaseModel] | None = None
+) -> str:
+    """Explain pydantic error details in one line (see `explain_validation_error`).
+
+    An unknown setting is a typo far more often than anything else: pydantic's "Extra
+    inputs are not permitted" named neither the setting meant nor the fix, and repeated the
+    value (a key put under a misnamed field, ``api_key:``, was echoed). It now says
+    "unknown setting; did you mean 'layers'?", or lists the settings of its place in
+    `schema`, and never repeats the value.
+    """
     parts = []
     for err in errors:
         where = ".".join(str(part) for part in err["loc"])
+        if err["type"] == "extra_forbidden":
+            fix = f"unknown setting; {_fix_unknown(schema, err['loc'])}"
+            parts.append(f"{where}: {fix}" if where else fix)
+            continue
         msg = " ".join(err["msg"].removeprefix("Value error, ").split()).rstrip(".")
         msg = _LONG_QUOTE.sub(lambda m: f"'{clip(m[1])}'", msg)  # a long input, repeated
         given = err.get("input")
@@ -519,6 +538,47 @@ def explain_errors(errors: Sequence[ErrorDetails], what: str) -> str:
         )
         parts.append(f"{where}: {msg}{shown}" if where else f"{msg}{shown}")
     return f"Invalid {what}: " + "; ".join(parts) + "."
+
+
+def _fix_unknown(schema: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
+    """Name the setting an unknown one was meant to be, or the settings of its place."""
+    known = _settings_at(schema, loc[:-1]) if schema is not None else []
+    if not known:
+        return "remove it"
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "the settings here are " + ", ".join(known)
+
+
+def _settings_at(schema: type[BaseModel], path: tuple[int | str, ...]) -> list[str]:
+    """Return the setting names of the model(s) found at `path` below `schema`.
+
+    List indexes are stepped over; a field that may hold several models (a model spec, an
+    optional section) offers the settings of each one that refuses unknown settings.
+    """
+    models = [schema]
+    for part in path:
+        if isinstance(part, int):
+            continue
+        models = [
+            found
+            for model in models
+            if part in model.model_fields
+            for found in _models_in(model.model_fields[part].annotation)
+        ]
+    names = {name for model in models for name in model.model_fields}
+    return sorted(names)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Return the models in a field's type (through lists, unions, Optional) that refuse extras.
+
+    Only those raise "extra_forbidden", so only their settings can be the one meant.
+    """
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation] if annotation.model_config.get("extra") == "forbid" else []
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
 
 
 _LONG_QUOTE = re.compile(rf"'([^'\s]{{{CLIENT_TEXT_CHARS + 1},}})'")

@@ -53,7 +53,7 @@ class MoAContext(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise MoAConfigError(explain_validation_error(exc, "run context")) from None
+            raise MoAConfigError(explain_validation_error(exc, "run context", MoAContext)) from None
 
     @classmethod
     def coerce(cls, value: Any) -> MoAContext | None:
@@ -102,7 +102,7 @@ def _validated(cls: type[_M], data: dict[str, Any]) -> _M:
     try:
         return cls(**data)
     except ValidationError as exc:
-        raise MoAConfigError(explain_validation_error(exc, "run context")) from None
+        raise MoAConfigError(explain_validation_error(exc, "run context", cls)) from None
 
 
 def _follow_the_proposer(
@@ -226,7 +226,7 @@ class ContextConfigCache:
         try:
             config = apply_context(self.base, ctx)
         except ValidationError as exc:
-            raise MoAConfigError(explain_validation_error(exc)) from None
+            raise MoAConfigError(explain_validation_error(exc, schema=MoAConfig)) from None
         if self.limits is not None:
             config = self.limits.with_budget(config)  # a context preset has its own budget
             self.limits.check_config(config)

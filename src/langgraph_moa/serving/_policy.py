@@ -138,7 +138,8 @@ class ModelPolicy:
         try:
             return OpenAIEndpoint.model_validate(spec).label()
         except ValidationError as exc:
-            raise MoAConfigError(explain_validation_error(exc, f"'{field}'")) from None
+            reason = explain_validation_error(exc, f"'{field}'", OpenAIEndpoint)
+            raise MoAConfigError(reason) from None
 
 
 def _check_allowed_spec(spec: Any) -> None:
