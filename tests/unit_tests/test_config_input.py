@@ -7,6 +7,7 @@ a traceback, a hang or a run that fails only once it has started.
 import pytest
 
 from langgraph_moa import MoAConfig, MoAConfigError, MoAContext, create_moa_graph
+from langgraph_moa.config._files import MAX_CONFIG_BYTES, read_mapping_file
 from tests.helpers import QUESTION
 
 BASE = {"proposers": ["openai:gpt-4o-mini"], "aggregator": "openai:gpt-4o"}
@@ -67,3 +68,91 @@ def test_a_misspelt_run_setting_is_named_with_the_one_meant(fake):
         graph.invoke(QUESTION, context={"layer": 3})
     with pytest.raises(MoAConfigError, match="did you mean 'aggregator_max_tokens'"):
         MoAContext(aggregator_max_token=5)
+
+
+# --- hostile files ----------------------------------------------------------------------
+
+
+def refused(tmp_path, name: str, text: str) -> str:
+    """Write a config file, load it and return the one-line refusal."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(MoAConfigError) as err:
+        MoAConfig.from_file(path)
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 2000
+    return message
+
+
+@pytest.mark.parametrize("name", ["deep.json", "deep.yaml"])
+def test_a_file_nested_past_what_python_can_read_is_refused_in_one_sentence(tmp_path, name):
+    # json and yaml raised RecursionError, which the CLI showed as an unexpected error.
+    message = refused(tmp_path, name, '{"proposers": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert "is nested too deeply" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "says"),
+    [
+        ("digits.json", '{"layers": ' + "1" * 5000 + "}", "a number of more than"),
+        ("digits.yaml", "layers: " + "1" * 5000, "a number of more than"),
+        ("date.yaml", "name: 2024-13-01\n", "month must be in 1..12"),
+        ("float.yaml", "layers: !!float abc\n", "could not convert"),
+    ],
+)
+def test_a_value_the_parser_cannot_build_is_refused_in_one_sentence(tmp_path, name, text, says):
+    # A ValueError from the parser (int's digit limit, a date YAML reads as one) escaped.
+    message = refused(tmp_path, name, text)
+    assert "has a value that cannot be read" in message and says in message
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "key"),
+    [
+        (
+            "top.yaml",
+            "layers: 2\nproposers: [openai:a]\naggregator: openai:b\nlayers: 3\n",
+            "layers",
+        ),
+        ("nested.yaml", "proposers:\n  - {model: openai:a, samples: 2, samples: 9}\n", "samples"),
+        ("top.json", '{"layers": 2, "proposers": ["openai:a"], "layers": 3}', "layers"),
+        ("nested.json", '{"retry": {"max_attempts": 1, "max_attempts": 5}}', "max_attempts"),
+    ],
+)
+def test_a_setting_given_twice_is_refused_not_silently_the_last(tmp_path, name, text, key):
+    message = refused(tmp_path, name, text)
+    assert f"gives {key!r} twice" in message and "keep one" in message
+
+
+def test_a_file_past_the_size_of_any_config_is_refused_before_it_is_parsed(tmp_path):
+    # 2,000,000 proposers (36 MB) took 72 s and 2 GB before a validation error.
+    text = "proposers:\n" + "  - openai:gpt-4o\n" * (MAX_CONFIG_BYTES // 17 + 1)
+    message = refused(tmp_path, "huge.yaml", text)
+    assert f"is larger than {MAX_CONFIG_BYTES} bytes" in message
+
+
+def test_an_anchor_bomb_is_refused_without_expanding_it(tmp_path):
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    message = refused(tmp_path, "bomb.yaml", "\n".join([*lines, "proposers: *a9", ""]))
+    assert "proposers.0: Input should be a valid dictionary" in message
+
+
+def test_thousands_of_broken_rules_are_summed_up_in_one_short_line():
+    with pytest.raises(MoAConfigError) as err:
+        MoAConfig(proposers=list(range(20_000)), aggregator="openai:gpt-4o")
+    message = str(err.value)
+    # Every one of them was listed: a 1.9 MB error line.
+    assert len(message) < 1000 and "proposers.0: " in message
+    assert "and 19997 more" in message
+
+
+def test_a_key_that_overrides_a_merged_anchor_is_no_repeat(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "x-role: &role {model: 'openai:gpt-4o', temperature: 0.7, max_tokens: 64}\n"
+        "proposers: [{<<: *role, temperature: 0.2}]\n"
+        "aggregator: 'openai:gpt-4o'\n"
+    )
+    data = read_mapping_file(path, "Config file", "a mapping")
+    assert data["proposers"] == [{"model": "openai:gpt-4o", "temperature": 0.2, "max_tokens": 64}]

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from langgraph_moa.config._schema import read_mapping_file
+from langgraph_moa.config._files import read_mapping_file
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._table import LOCAL_PREFIX
 

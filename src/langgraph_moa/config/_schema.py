@@ -34,6 +34,7 @@ from pydantic_core import CoreSchema, ErrorDetails
 
 from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip, redact
 from langgraph_moa.config._aggregation import AggregationConfig
+from langgraph_moa.config._files import read_mapping_file
 from langgraph_moa.config._limits import Budget, check_budget
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import ModelSpec, describe_model, validate_spec
@@ -454,43 +455,6 @@ class MoAConfig(BaseModel):
         path.write_text(text, encoding="utf-8")
 
 
-def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]:
-    """Read a YAML (.yaml/.yml) or JSON (.json) file that must hold a mapping.
-
-    Errors name the file, what it is (`what`) and what it must hold (`holds`).
-    """
-    path = Path(path)
-    shown = repr(str(path))
-    if path.is_dir():
-        raise MoAConfigError(
-            f"{what} {shown} is a directory: give the path of a YAML or JSON file instead."
-        )
-    if not path.is_file():
-        raise MoAConfigError(f"{what} {shown} does not exist: check the path.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise MoAConfigError(
-            f"{what} {shown} is not UTF-8 text: give a YAML or JSON file."
-        ) from None
-    except OSError as exc:
-        raise MoAConfigError(f"{what} {shown} cannot be read ({exc.strerror}).") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        where = " ".join(str(exc).split())
-        raise MoAConfigError(f"{what} {shown} is not valid: {where}.") from None
-    if not isinstance(data, dict):
-        raise MoAConfigError(f"{what} {shown} must hold {holds} at the top level.")
-    named = [key for key in data if not isinstance(key, str)]
-    if named:
-        raise MoAConfigError(
-            f"{what} {shown} has a top-level key that is not a name ({named[0]!r}): every key "
-            "must be a setting name, e.g. 'proposers:'; quote it or remove it."
-        )
-    return data
-
-
 def list_presets() -> list[str]:
     """Names of the presets shipped in the package."""
     folder = resources.files("langgraph_moa.config.presets")
@@ -523,7 +487,7 @@ def explain_errors(
     `schema`, and never repeats the value.
     """
     parts = []
-    for err in errors:
+    for err in errors[:EXPLAINED_ERRORS]:
         where = ".".join(str(part) for part in err["loc"])
         if err["type"] == "extra_forbidden":
             fix = f"unknown setting; {_fix_unknown(schema, err['loc'])}"
@@ -537,7 +501,14 @@ def explain_errors(
             f" (got {redact(repr(given))})" if err["type"] != "missing" and _short(given) else ""
         )
         parts.append(f"{where}: {msg}{shown}" if where else f"{msg}{shown}")
+    if len(errors) > EXPLAINED_ERRORS:
+        parts.append(f"and {len(errors) - EXPLAINED_ERRORS} more")
     return f"Invalid {what}: " + "; ".join(parts) + "."
+
+
+EXPLAINED_ERRORS = 3
+"""The broken rules an error names; the rest are counted. 20,000 bad proposers were each
+explained, in one line of 1.9 MB."""
 
 
 def _fix_unknown(schema: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
