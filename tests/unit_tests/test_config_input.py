@@ -156,3 +156,56 @@ def test_a_key_that_overrides_a_merged_anchor_is_no_repeat(tmp_path):
     )
     data = read_mapping_file(path, "Config file", "a mapping")
     assert data["proposers"] == [{"model": "openai:gpt-4o", "temperature": 0.2, "max_tokens": 64}]
+
+
+# --- values past what can run -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"call_timeout_s": float("inf")}, "call_timeout_s"),
+        ({"call_timeout_s": 1e10}, "call_timeout_s"),
+        ({"layer_deadline_s": float("inf")}, "layer_deadline_s"),
+        ({"retry": {"max_interval": 1e10, "initial_interval": 1e10}}, "retry.initial_interval"),
+        ({"retry": {"max_interval": float("inf")}}, "retry.max_interval"),
+        ({"aggregation": {"start": "chunks", "first_chunk_s": 1e12}}, "aggregation.first_chunk_s"),
+    ],
+)
+def test_a_wait_no_clock_can_hold_is_refused_when_the_config_is_built(data, field):
+    # A socket or a sleep of 1e10 s raised OverflowError ("timestamp out of range for
+    # platform time_t") at the first call: every local call of `moa run --timeout inf` failed.
+    with pytest.raises(MoAConfigError, match=rf"{field}: Input should be less than or equal"):
+        MoAConfig(**BASE, **data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"proposers": [{"model": "openai:gpt-4o", "max_tokens": 2**31}]},
+        {"aggregator": {"model": "openai:gpt-4o", "max_tokens": 10**23}},
+        {"aggregator_fallbacks": [{"model": "openai:gpt-4o", "context_window": 2**63}]},
+    ],
+)
+def test_a_token_count_past_what_a_server_can_hold_is_refused(data):
+    # 10**23 reached llama.cpp as -2147483648: every call failed with a 400.
+    with pytest.raises(MoAConfigError, match="less than or equal to 2147483647"):
+        MoAConfig(**{**BASE, **data})
+
+
+def test_a_context_size_past_what_llama_cpp_holds_is_one_error_line(monkeypatch):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.local.catalog import MAX_CONTEXT, context_size, lookup
+
+    # 10**20 reached llama.cpp's n_ctx: the server died with an OverflowError traceback.
+    result = CliRunner().invoke(cli.app, ["run", "hi", "--context-size", str(10**20)])
+    assert result.exit_code == 2 and "--context-size" in result.output
+    info = lookup("qwen2.5-coder-1.5b")
+    for value in ("²", str(MAX_CONTEXT + 1), "100", "many"):
+        monkeypatch.setenv("LANGGRAPH_MOA_CONTEXT", value)
+        with pytest.raises(MoAConfigError, match="LANGGRAPH_MOA_CONTEXT must be a whole number"):
+            context_size(info)
+    monkeypatch.setenv("LANGGRAPH_MOA_CONTEXT", str(MAX_CONTEXT))
+    assert context_size(info) == MAX_CONTEXT

@@ -19,6 +19,7 @@ from langgraph_moa.config._loader import DEFAULT_PRESET, load_config
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.local.catalog import MAX_CONTEXT, MIN_CONTEXT
 from langgraph_moa.providers._models import describe_model
 from langgraph_moa.variants import Plan, variant_of, variants_help
 
@@ -73,7 +74,8 @@ ContextSizeOpt = Annotated[
     int | None,
     typer.Option(
         "--context-size",
-        min=256,
+        min=MIN_CONTEXT,
+        max=MAX_CONTEXT,
         help="Context of each local model, in tokens (default 4096 per slot).",
     ),
 ]

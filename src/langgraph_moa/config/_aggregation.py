@@ -26,6 +26,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from langgraph_moa.config._limits import MAX_WAIT_S
+
 DEFAULT_MAX_PARTS = 16
 
 
@@ -52,6 +54,7 @@ class AggregationConfig(BaseModel):
     first_chunk_s: float | None = Field(
         default=None,
         gt=0,
+        le=MAX_WAIT_S,
         description="chunks: start without the proposers that have not written their first "
         "chunk after this many seconds.",
     )

@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from langgraph_moa.config._schema import MoAConfig
 
 
+MAX_WAIT_S = 86_400.0
+"""The longest wait a setting may ask for (a day). A socket timeout, lock or sleep of 1e10 s
+raises OverflowError ("timestamp out of range for platform time_t"): ``--timeout inf`` made
+every local call fail, and a retry interval of 1e10 s ended a run in that traceback."""
+
+MAX_TOKENS = 2**31 - 1
+"""The largest token count a setting may give: llama.cpp and other OpenAI-compatible servers
+read it as a 32-bit integer (a max_tokens of 10**23 arrived as -2147483648)."""
+
+
 class Budget(BaseModel):
     """What one run may spend; None means no limit."""
 

@@ -35,7 +35,7 @@ from pydantic_core import CoreSchema, ErrorDetails
 from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip, redact
 from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._files import read_mapping_file
-from langgraph_moa.config._limits import Budget, check_budget
+from langgraph_moa.config._limits import MAX_TOKENS, MAX_WAIT_S, Budget, check_budget
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import ModelSpec, describe_model, validate_spec
 from langgraph_moa.providers._table import LOCAL_PREFIX
@@ -53,9 +53,9 @@ class RetrySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_attempts: int = Field(default=3, ge=1, le=MAX_ATTEMPTS)
-    initial_interval: float = Field(default=0.5, ge=0.0)
+    initial_interval: float = Field(default=0.5, ge=0.0, le=MAX_WAIT_S)
     backoff_factor: float = Field(default=2.0, ge=1.0)
-    max_interval: float = Field(default=30.0, ge=0.0)
+    max_interval: float = Field(default=30.0, ge=0.0, le=MAX_WAIT_S)
     jitter: bool = Field(default=True, description="Add up to 1 s of random delay.")
 
 
@@ -96,10 +96,11 @@ class RoleConfig(BaseModel):
     model: ModelSpec
     name: str | None = Field(default=None, description="Display label; defaults to the model.")
     temperature: float | None = Field(default=0.7, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     context_window: int | None = Field(
         default=None,
         ge=256,
+        le=MAX_TOKENS,
         description="The model's context in tokens; references are trimmed to fit it. "
         "Known for local models; None elsewhere means no trimming.",
     )
@@ -138,7 +139,7 @@ class RoleConfig(BaseModel):
 class ProposerConfig(RoleConfig):
     """One proposer: a model, its sampling limits, and how many samples to draw per layer."""
 
-    max_tokens: int | None = Field(default=512, ge=1)
+    max_tokens: int | None = Field(default=512, ge=1, le=MAX_TOKENS)
     samples: int = Field(default=1, ge=1, le=256, description="Samples per layer.")
     logprobs: bool = Field(
         default=False,
@@ -157,7 +158,7 @@ class ProposerConfig(RoleConfig):
 class AggregatorConfig(RoleConfig):
     """The final aggregator (or ranker). Its limits are its own, never a proposer's."""
 
-    max_tokens: int | None = Field(default=2048, ge=1)
+    max_tokens: int | None = Field(default=2048, ge=1, le=MAX_TOKENS)
 
 
 class SelfMoASeqConfig(BaseModel):
@@ -250,11 +251,15 @@ class MoAConfig(BaseModel):
     )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     call_timeout_s: float | None = Field(
-        default=300.0, gt=0, description="Wall-clock cap on one attempt of one model call."
+        default=300.0,
+        gt=0,
+        le=MAX_WAIT_S,
+        description="Wall-clock cap on one attempt of one model call (None: no cap).",
     )
     layer_deadline_s: float | None = Field(
         default=None,
         gt=0,
+        le=MAX_WAIT_S,
         description="Seconds after a layer starts when it goes on without its stragglers, "
         "provided min_proposers have answered.",
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
-from langgraph_moa.errors import LocalModelError
+from langgraph_moa.errors import LocalModelError, MoAConfigError
 
 _CHUNK = 1 << 20
 
@@ -138,13 +138,32 @@ def installed_models() -> list[LocalModelInfo]:
     return [info for info in CATALOG.values() if info.installed()]
 
 
+MIN_CONTEXT = 256
+MAX_CONTEXT = 1 << 20
+"""The largest context per slot (``--context-size``): far past what the packaged models were
+trained on, and small enough that slots times it fits llama.cpp's 32-bit ``n_ctx`` (10**20
+killed the server with an OverflowError traceback)."""
+
+
 def context_size(info: LocalModelInfo) -> int:
     """Return the tokens of context per slot: ``$LANGGRAPH_MOA_CONTEXT``, else the catalog's.
 
-    ``--context-size`` sets the variable for the servers a command starts.
+    ``--context-size`` sets the variable for the servers a command starts. A value that is
+    no whole number in `MIN_CONTEXT`..`MAX_CONTEXT` is refused: "²" passed ``isdigit()`` and
+    then ``int()`` raised a bare ValueError, and others were ignored without a word.
+
+    Raises:
+        MoAConfigError: the variable holds something else.
     """
-    value = os.environ.get("LANGGRAPH_MOA_CONTEXT")
-    return int(value) if value and value.isdigit() and int(value) >= 256 else info.n_ctx
+    value = os.environ.get("LANGGRAPH_MOA_CONTEXT", "").strip()
+    if not value:
+        return info.n_ctx
+    if not value.isdecimal() or not MIN_CONTEXT <= int(value) <= MAX_CONTEXT:
+        raise MoAConfigError(
+            f"LANGGRAPH_MOA_CONTEXT must be a whole number of tokens from {MIN_CONTEXT} to "
+            f"{MAX_CONTEXT}, got {value[:40]!r}: correct it, or unset it for the default."
+        )
+    return int(value)
 
 
 def assembled(info: LocalModelInfo) -> bool:
