@@ -121,3 +121,20 @@ def test_shuffled_order_is_seeded_and_stable_order_is_config_order(fake, log):
 def test_every_preset_builds_without_network_or_keys(preset):
     graph = create_moa_graph(preset)
     assert graph.name == preset
+
+
+@pytest.mark.parametrize("variant", ["self-moa", "self-moa-seq"])
+def test_the_derived_aggregator_keeps_its_own_token_cap_not_the_proposers(fake, log, variant):
+    """moa-spec section 5: a proposer token cap also capped the aggregator.
+
+    Self-MoA builds its aggregator from the proposer's model; it must not take the
+    proposer's cap with it.
+    """
+    config = MoAConfig(
+        variant=variant, proposers=[{"model": fake("M"), "samples": 3, "max_tokens": 64}]
+    )
+    create_moa_graph(config).invoke(QUESTION)
+    samples = [c for c in log.calls if c.messages[0].type == "human"]
+    finals = [c for c in log.calls if c.messages[0].type == "system"]
+    assert {c.max_tokens for c in samples} == {64} and len(samples) == 3
+    assert finals and {c.max_tokens for c in finals} == {config.final.max_tokens} == {2048}
