@@ -209,3 +209,22 @@ def test_a_context_size_past_what_llama_cpp_holds_is_one_error_line(monkeypatch)
             context_size(info)
     monkeypatch.setenv("LANGGRAPH_MOA_CONTEXT", str(MAX_CONTEXT))
     assert context_size(info) == MAX_CONTEXT
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"proposers": ["openai:gpt\x00-4o"]},
+        {"aggregator": "openai:gpt-4o\x1b[2J"},
+        {"aggregator": "m\x07@http://127.0.0.1:8080/v1"},
+        {"aggregator": {"model": {"base_url": "http://127.0.0.1:8080/v1", "model": "m\x1b[31m"}}},
+        {"proposers": [{"model": "openai:gpt-4o", "name": "fast\x1b[2Jone"}]},
+        {"name": "my\rsystem"},
+        {"proposers": ["openai:gpt\u202e-4o"]},  # a right-to-left override
+    ],
+)
+def test_a_control_character_in_a_model_or_a_name_is_refused(data):
+    # They were kept, and reached terminals (rich prints ESC as written), logs and traces.
+    with pytest.raises(MoAConfigError, match="holds a control or invisible character") as err:
+        MoAConfig(**{**BASE, **data})
+    assert "\x1b" not in str(err.value) and "\x00" not in str(err.value)

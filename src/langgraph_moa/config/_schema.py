@@ -37,7 +37,7 @@ from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._files import read_mapping_file
 from langgraph_moa.config._limits import MAX_TOKENS, MAX_WAIT_S, Budget, check_budget
 from langgraph_moa.errors import MoAConfigError
-from langgraph_moa.providers._models import ModelSpec, describe_model, validate_spec
+from langgraph_moa.providers._models import ModelSpec, describe_model, printable, validate_spec
 from langgraph_moa.providers._table import LOCAL_PREFIX
 from langgraph_moa.text._prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
 from langgraph_moa.text._selection import SelectionConfig
@@ -109,6 +109,11 @@ class RoleConfig(BaseModel):
     @classmethod
     def _check_spec(cls, value: Any) -> ModelSpec:
         return validate_spec(value)
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str | None) -> str | None:
+        return None if value is None else printable(value, "a display name")
 
     @property
     def label(self) -> str:
@@ -292,6 +297,11 @@ class MoAConfig(BaseModel):
         except ValidationError as exc:
             raise MoAConfigError(explain_validation_error(exc, schema=MoAConfig)) from None
         check_budget(self)
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str | None) -> str | None:
+        return None if value is None else printable(value, "a system name")
 
     @field_validator("proposers", mode="before")
     @classmethod

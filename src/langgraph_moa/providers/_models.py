@@ -56,6 +56,11 @@ class OpenAIEndpoint(BaseModel):
     def _http_url(cls, value: str) -> str:
         return checked_base_url(value)
 
+    @field_validator("model")
+    @classmethod
+    def _printable_model(cls, value: str) -> str:
+        return printable(value, "the endpoint's model name")
+
     def label(self) -> str:
         """Return the spec in its string form, ``model@base_url``."""
         return f"{self.model}@{self.base_url}"
@@ -89,6 +94,24 @@ def checked_base_url(value: str) -> str:
     if not parts.hostname:
         raise ValueError(f"base_url has no host: {fix}")
     return urlunsplit(parts._replace(scheme=scheme)).rstrip("/")
+
+
+def printable(value: str, what: str) -> str:
+    """Return `value`, or refuse one that holds a control or format character.
+
+    A model name or label is printed on terminals and written to logs, events and traces:
+    an escape sequence in one (``"\\x1b[2J"``) reached the terminal of `moa run` as written,
+    and a NUL or a right-to-left override hides what is really called.
+
+    Raises:
+        ValueError: naming the character, escaped.
+    """
+    bad = next((char for char in value if not char.isprintable()), None)
+    if bad is not None:
+        raise ValueError(
+            f"{what} holds a control or invisible character ({bad!r}): remove it, names are printed"
+        )
+    return value
 
 
 ModelSpec = str | OpenAIEndpoint | BaseChatModel
@@ -201,7 +224,7 @@ def validate_spec(spec: Any) -> ModelSpec:
             "a model must be a BaseChatModel, a 'provider:model' string, "
             f"or an endpoint {{base_url, model}}; got {spec!r}"
         )
-    spec = spec.strip()
+    spec = printable(spec.strip(), "a model spec")
     if parse_endpoint_string(spec) is None:
         provider, name = split_provider(spec)
         if name != spec:  # an explicit prefix: written as it is resolved ("Local:" -> "local:")
