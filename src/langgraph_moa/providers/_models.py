@@ -100,7 +100,7 @@ def printable(value: str, what: str) -> str:
     """Return `value`, or refuse one that holds a control or format character.
 
     A model name or label is printed on terminals and written to logs, events and traces:
-    an escape sequence in one (``"\\x1b[2J"``) reached the terminal of `moa run` as written,
+    an escape sequence in one (ESC, then ``[2J``) reached the terminal of `moa run` as written,
     and a NUL or a right-to-left override hides what is really called.
 
     Raises:
