@@ -228,3 +228,26 @@ def test_a_control_character_in_a_model_or_a_name_is_refused(data):
     with pytest.raises(MoAConfigError, match="holds a control or invisible character") as err:
         MoAConfig(**{**BASE, **data})
     assert "\x1b" not in str(err.value) and "\x00" not in str(err.value)
+
+
+@pytest.mark.parametrize("accuracy", [float("nan"), 5.0, -1.0])
+def test_a_calibration_given_inline_is_held_to_the_files_range(accuracy):
+    # A file's accuracies must be in 0..1; inline ones were taken as given, and a NaN made
+    # mux's tie-break order arbitrary.
+    with pytest.raises(MoAConfigError, match=r"selection.calibration.A"):
+        MoAConfig(
+            variant="select",
+            proposers=[{"model": "openai:gpt-4o", "samples": 3}],
+            selection={"method": "mux", "calibration": {"A": accuracy}},
+        )
+
+
+def test_a_calibration_file_nested_too_deeply_is_one_sentence(tmp_path):
+    path = tmp_path / "calibration.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(MoAConfigError, match="cannot be read as JSON"):
+        MoAConfig(
+            variant="select",
+            proposers=[{"model": "openai:gpt-4o", "samples": 3}],
+            selection={"method": "mux", "calibration_file": str(path)},
+        )

@@ -25,7 +25,7 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Self
+from typing import Annotated, Any, Literal, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -98,7 +98,7 @@ class SelectionConfig(BaseModel):
     round_size: int = Field(
         default=2, ge=1, le=64, description="Samples per proposer in each adaptive round."
     )
-    calibration: dict[str, float] = Field(
+    calibration: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default_factory=dict,
         description="Per-model accuracy (model label -> 0..1), for mux ties.",
     )
@@ -135,7 +135,11 @@ def load_calibration(path: str | Path) -> dict[str, float]:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:  # a bare RecursionError escaped the config's validation
+        raise ValueError(
+            f"calibration file {str(path)!r} cannot be read as JSON: it is nested too deeply"
+        ) from None
+    except (OSError, ValueError) as exc:  # ValueError: a decode error, a 5,000-digit number
         raise ValueError(f"calibration file {str(path)!r} cannot be read as JSON: {exc}") from None
     accuracy = data.get("accuracy", data) if isinstance(data, dict) else None
     if not isinstance(accuracy, dict) or not all(
