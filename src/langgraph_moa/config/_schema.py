@@ -518,7 +518,8 @@ def explain_errors(
         parts.append(f"{where}: {msg}{shown}" if where else f"{msg}{shown}")
     if len(errors) > EXPLAINED_ERRORS:
         parts.append(f"and {len(errors) - EXPLAINED_ERRORS} more")
-    return f"Invalid {what}: " + "; ".join(parts) + "."
+    text = f"Invalid {what}: " + "; ".join(parts)
+    return text if text.endswith("?") else text + "."
 
 
 EXPLAINED_ERRORS = 3
