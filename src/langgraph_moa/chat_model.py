@@ -806,10 +806,11 @@ def model_override(cfg: MoAConfig, model: Any) -> tuple[str | None, MoAContext |
                 "or a spec such as 'openai:gpt-4o-mini' or 'name@http://host:port/v1'."
             )
         spec = f"{model}@{endpoint.base_url}"
-    # Self-MoA is one model throughout: the override replaces it as proposer and aggregator.
+    # Self-MoA (and -Seq) is one model throughout: the override replaces it as proposer and
+    # aggregator.
     context = (
         MoAContext(proposers=[spec], aggregator=spec)
-        if cfg.variant == "self-moa"
+        if cfg.rules.aggregates_with_proposer
         else MoAContext(aggregator=spec)
     )
     apply_context(cfg, context)  # a bad spec fails here, in one sentence, before any call

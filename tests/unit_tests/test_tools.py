@@ -10,6 +10,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel
 
 from langgraph_moa import MoAChatModel, MoAConfig, MoAInputError, create_moa_graph
+from langgraph_moa.config.context import apply_context
 from langgraph_moa.text._selection import Candidate, SelectionConfig, select, tool_calls_key
 from tests.fakes import FakeChat
 
@@ -697,3 +698,15 @@ def test_a_model_refusing_the_tools_is_named_before_any_call(fake, log):
     with pytest.raises(MoAInputError, match=r"^B cannot take these tools.*not supported"):
         llm.invoke(QUESTION)
     assert log.calls == []
+
+
+@pytest.mark.parametrize("variant", ["self-moa", "self-moa-seq"])
+def test_model_override_of_a_self_moa_variant_replaces_its_one_model(variant):
+    """Self-MoA-Seq, like Self-MoA, aggregates with its proposer's model: `model=` moves both."""
+    from langgraph_moa.chat_model import model_override
+
+    cfg = MoAConfig(variant=variant, proposers=[{"model": "a@http://127.0.0.1:9/v1", "samples": 3}])
+    preset, context = model_override(cfg, "other@http://127.0.0.1:9/v1")
+    assert preset is None and context is not None
+    overridden = apply_context(cfg, context)
+    assert overridden.proposers[0].label == overridden.final.label == "other@http://127.0.0.1:9/v1"

@@ -116,8 +116,8 @@ def _follow_the_proposer(
     changed by the context derives its aggregator afresh anyway.
     """
     variant = context.variant or config.variant
-    derived = "aggregator" in variant_of(variant).derived_fields
-    if variant != config.variant or not derived or config.aggregator is None or not proposers:
+    follows = variant_of(variant).aggregates_with_proposer
+    if variant != config.variant or not follows or config.aggregator is None or not proposers:
         return aggregator
     return _with_model(aggregator or config.aggregator, proposers[0].model)
 

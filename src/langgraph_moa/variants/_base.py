@@ -50,6 +50,9 @@ class Plan:
     final_role: ClassVar[FinalRole] = "aggregator"
     one_model: ClassVar[bool] = False
     """Samples of exactly one proposer model (Self-MoA's family)."""
+    aggregates_with_proposer: ClassVar[bool] = False
+    """Its aggregator is its proposer's own model (Self-MoA, Self-MoA-Seq): whatever names
+    another proposer model moves the aggregator with it."""
     default_layers: ClassVar[int] = 2
     fixed_layers: ClassVar[bool] = False
     """The variant's layer count cannot be set (it is `default_layers`)."""

@@ -37,6 +37,7 @@ class SelfMoA(Plan):
     name = "self-moa"
     description = "k samples of one model, aggregated by that model"
     one_model = True
+    aggregates_with_proposer = True
     fixed_layers = True
     derived_fields: ClassVar[tuple[str, ...]] = ("layers", "aggregator")
     aggregator_temperature: ClassVar[float | None] = None
