@@ -14,7 +14,7 @@ from langgraph_moa.graph.streaming import AnswerStream, RunEvents
 from langgraph_moa.serving._agreement import overlap
 from langgraph_moa.serving._app import create_app
 from langgraph_moa.serving._events import KEEPALIVE, answer_event, pump
-from langgraph_moa.serving._history import History, HistoryError, RunRecord, compact
+from langgraph_moa.serving._history import Compactor, History, HistoryError, RunRecord, compact
 
 USER = [{"role": "user", "content": "Explain X"}]
 QUESTION = {"messages": [HumanMessage("Explain X")]}
@@ -99,6 +99,38 @@ def test_compact_joins_each_calls_tokens_and_a_retry_starts_afresh():
     texts = [(e["proposer"], e["text"]) for e in out if e["event"] == "token"]
     assert texts == [(0, "ab"), (1, "x"), (0, "cd")]
     assert [e["event"] for e in out].count("started") == 2
+
+
+class _Counted(str):
+    """A token's text that counts the concatenations it takes part in (a copy of the text)."""
+
+    joins = 0
+
+    def __add__(self, other):
+        _Counted.joins += 1
+        return _Counted(str(self) + str(other))
+
+    def __radd__(self, other):
+        _Counted.joins += 1
+        return _Counted(str(other) + str(self))
+
+
+@pytest.mark.parametrize("tokens", [10, 2000])
+def test_the_live_log_copies_no_call_text_per_token(tokens):
+    """A long answer's tokens are kept as parts, joined when the log is read: copying the
+    call's whole text on every token made a run's log quadratic in its answer's length."""
+    _Counted.joins = 0
+    log = Compactor()
+    start = {"event": "started", "role": "aggregator", "layer": 2, "proposer": -1, "sample": 0}
+    log.add(start)
+    for i in range(tokens):
+        log.add({**start, "event": "token", "text": _Counted(f"w{i} ")})
+    assert _Counted.joins == 0
+    expected = "".join(f"w{i} " for i in range(tokens))
+    assert [e.get("text") for e in log.events] == [None, expected]
+    log.add({**start, "event": "token", "text": "end"})  # still open after it was read
+    assert [e.get("text") for e in log.events] == [None, expected + "end"]
+    assert _Counted.joins == 0
 
 
 def test_history_keeps_runs_newest_first(tmp_path):

@@ -36,25 +36,36 @@ class Compactor:
     the run goes on would grow with every token; the page only needs each call's text, in
     the order calls started, finished and failed. A call's restart (a retry) starts a new
     token event, as the page starts its text afresh.
+
+    A call's tokens are kept as parts and joined when `events` is read (the history saves a
+    run once): joining its whole text on every token made a long answer's log quadratic.
     """
 
     def __init__(self) -> None:
         """Start with no events."""
-        self.events: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
         self._open: dict[tuple[Any, ...], int] = {}
+        self._parts: dict[int, list[str]] = {}  # a token event's texts not joined yet
 
     def add(self, event: dict[str, Any]) -> None:
-        """Append one event, joining a token to its call's open token event."""
+        """Append one event, adding a token to its call's open token event."""
         key = (event.get("role"), event.get("layer"), event.get("proposer"), event.get("sample"))
         if event.get("event") == "token":
             if (at := self._open.get(key)) is not None:
-                joined = self.events[at]
-                self.events[at] = {**joined, "text": joined["text"] + event["text"]}
+                self._parts.setdefault(at, [self._events[at]["text"]]).append(event["text"])
                 return
-            self._open[key] = len(self.events)
+            self._open[key] = len(self._events)
         elif event.get("event") == "started":
             self._open.pop(key, None)
-        self.events.append(event)
+        self._events.append(event)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The events so far, each call's tokens joined into its token event."""
+        for at, parts in self._parts.items():
+            self._events[at] = {**self._events[at], "text": "".join(parts)}
+        self._parts.clear()
+        return self._events
 
 
 def compact(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

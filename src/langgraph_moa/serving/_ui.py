@@ -100,8 +100,7 @@ async def _run(
     server's ``--request-timeout``); a run past it ends with its ``error`` event (504).
     """
     record = RunRecord(run_id, job.name, _question(job))
-    log = Compactor()
-    record.events = log.events  # compacted as the run goes: memory grows with calls, not tokens
+    log = Compactor()  # compacted as the run goes: memory grows with calls, not tokens
 
     def out(event: dict[str, Any]) -> str:
         log.add(event)
@@ -109,11 +108,15 @@ async def _run(
 
     saved = False
 
+    def kept() -> RunRecord:
+        record.events = log.events  # each call's tokens joined now, once
+        return record
+
     def save() -> None:
         nonlocal saved
         if history is not None and not saved:
             saved = True
-            history.save(record)
+            history.save(kept())
 
     try:
         yield out(run_event(run_id, job.name, record.question, config))
@@ -135,7 +138,7 @@ async def _run(
             yield out({"event": "error", **error})
         if history is not None:  # before 'done': a client reloading the history then sees it
             saved = True  # off the event loop: a commit waits for the disk
-            await asyncio.to_thread(history.save, record)
+            await asyncio.to_thread(history.save, kept())
         yield sse({"event": "done", "run_id": run_id, "status": record.status})
     except asyncio.CancelledError:
         record.status = "cancelled"  # the client left; what it saw is kept
