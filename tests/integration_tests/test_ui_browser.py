@@ -34,6 +34,10 @@ RTL = "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645
 """Arabic ("hello world"): a right-to-left answer."""
 
 
+LONG_WORDS = 5000
+"""A long answer, streamed one word per token as fast as the server can send it."""
+
+
 PRICED = ["alpha", "beta", "broken", "agg", "v42", "v41"]
 """The fake models, priced by `moa serve --prices`: every run's provenance shows its cost."""
 
@@ -54,6 +58,7 @@ def backend():
         "ref": FaultProfile(reply_text=REFERENCE),
         "emoji": FaultProfile(reply_text=EMOJI_ANSWER),
         "rtl": FaultProfile(reply_text=RTL),
+        "long": FaultProfile(reply_words=LONG_WORDS),
     }
     with FaultServer(profiles) as server:
         yield server
@@ -608,3 +613,47 @@ def test_the_key_is_entered_with_the_keyboard_alone(backend, browser):
         wait(d, "document.querySelectorAll('#preset option').length === 1", what="the models")
         assert d.execute_script("return document.getElementById('key-box').hidden")
         assert "sekret" not in d.current_url and "sekret" not in d.page_source
+
+
+WATCH_UPDATES = """
+window.frames_seen = 0;
+(function tick() { window.frames_seen += 1; requestAnimationFrame(tick); })();
+window.updates = {answer: 0, card: 0};
+new MutationObserver((records) => {
+  for (const r of records) {
+    const node = r.target.nodeType === Node.ELEMENT_NODE ? r.target : r.target.parentElement;
+    if (node?.closest('.answer')) window.updates.answer += 1;
+    else if (node?.closest('.card .text')) window.updates.card += 1;
+  }
+}).observe(document.getElementById('panes'), {childList: true, characterData: true, subtree: true});
+"""
+"""Counts the browser's frames, and the changes made to the answer and to the cards' texts."""
+
+
+def test_a_long_answer_is_drawn_once_a_frame_and_ends_exact(backend, browser, tmp_path):
+    """5,000 tokens come faster than frames: the page adds what came once a frame (rewriting
+    the whole answer on every token took time quadratic in its length), and the card and
+    the answer end with exactly the text the model wrote."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"long@{backend.url}", layers=2)
+    with BackgroundServer(create_app({"long": config})) as server:
+        d = browser
+        d.get(f"{server.root}/ui")
+        wait(d, "document.querySelectorAll('#preset option').length === 1")
+        d.execute_script(WATCH_UPDATES)
+        d.find_element("id", "question").send_keys("Write at length.")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", 120, "the run")
+        written = card(d, "aggregator:2:-1:0")["text"]
+        words = written.split(" ")
+        assert words[:2] == ["long", "answer"] and len(words) == LONG_WORDS
+        assert words[3:] == [f"w{i}" for i in range(LONG_WORDS - 3)]
+        assert d.execute_script("return document.querySelector('.answer').textContent") == written
+        frames, updates = d.execute_script("return [window.frames_seen, window.updates]")
+        # One change a frame, and a few for the events around the tokens (a card's start,
+        # the answer's formatting): never one per token.
+        assert updates["answer"] <= frames + 10, (updates, frames)
+        assert updates["card"] <= frames + 10, (updates, frames)

@@ -171,6 +171,36 @@ function markedText(text, spans) {
 
 // --- one run, drawn from its events ------------------------------------------------------
 
+// Tokens come much faster than the screen is drawn: each one only joins its element's
+// queue, and once a frame each element gets what came as one text node appended. Rewriting
+// the whole answer on every token took time quadratic in its length; this stays linear.
+class TextQueue {
+  constructor() {
+    this.pending = new Map();
+    this.frame = null;
+  }
+
+  add(node, text) {
+    const parts = this.pending.get(node);
+    if (parts) parts.push(text);
+    else this.pending.set(node, [text]);
+    if (this.frame === null) this.frame = requestAnimationFrame(() => this.flush());
+  }
+
+  // Forget what was queued for `node`, whose text is cleared.
+  drop(node) {
+    this.pending.delete(node);
+  }
+
+  // Append what was queued now (before any other event changes the elements).
+  flush() {
+    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    this.frame = null;
+    for (const [node, parts] of this.pending) node.appendChild(document.createTextNode(parts.join("")));
+    this.pending.clear();
+  }
+}
+
 function callKey(ev) {
   return [ev.role, ev.layer, ev.proposer, ev.sample].join(":");
 }
@@ -201,6 +231,7 @@ class Pane {
     this.cards = new Map();
     this.rows = new Map();
     this.answerText = "";
+    this.typed = new TextQueue();
     this.onReask = onReask;
   }
 
@@ -251,6 +282,7 @@ class Pane {
   }
 
   apply(ev) {
+    if (ev.event !== "token") this.typed.flush(); // every other event sees all text so far
     const handler = this["on_" + ev.event];
     if (handler) handler.call(this, ev);
   }
@@ -275,18 +307,19 @@ class Pane {
 
   on_token(ev) {
     const card = this.card(ev);
-    card.textEl.appendChild(document.createTextNode(ev.text));
+    this.typed.add(card.textEl, ev.text);
     if (ev.final) {
       // A fallback aggregator writes the answer afresh: what a failed one wrote goes.
       if (callKey(ev) !== this.answerKey) this.resetAnswer(callKey(ev));
       this.answerText += ev.text;
-      this.answer.textContent = this.answerText;
+      this.typed.add(this.answer, ev.text);
     }
   }
 
   resetAnswer(key) {
     if (key !== undefined) this.answerKey = key;
     this.answerText = "";
+    this.typed.drop(this.answer);
     this.answer.textContent = "";
   }
 
@@ -419,6 +452,7 @@ class Pane {
   // The event stream ended without the run's 'done': say so where the run is shown, and leave
   // no call looking as if it still ran (the server stops a run whose client is gone).
   disconnected(why) {
+    this.typed.flush();
     this.ended = true;
     this.errorBox.textContent = "The connection to the server ended before the run finished (" + why +
       "); reopen the run from the history to see what the server kept.";
@@ -437,6 +471,7 @@ class Pane {
   }
 
   on_done(ev) {
+    this.typed.flush();
     this.ended = true;
     this.root.dataset.done = ev.status;
     this.status.textContent = (this.run ? this.run.variant + " · " : "") + ev.status;
