@@ -246,8 +246,8 @@ class AnthropicLike(FakeChat):
 def test_a_forced_tool_call_reaches_a_non_openai_model_as_any(log, choice):
     """'any' is LangChain's cross-provider value; ChatAnthropic reads 'required' as a name."""
     config = MoAConfig(
-        # Each calls the tool, as ChatAnthropic does when tool_choice forces a call.
-        proposers=[AnthropicLike(label="A", log=log, tool_calls=calls((1, 2)))],
+        proposers=[AnthropicLike(label="A", log=log)],  # its text is a reference
+        # The answer calls the tool, as ChatAnthropic does when tool_choice forces a call.
         aggregator=AnthropicLike(label="AGG", log=log, tool_calls=calls((1, 2))),
         layers=2,
     )
@@ -710,3 +710,128 @@ def test_model_override_of_a_self_moa_variant_replaces_its_one_model(variant):
     assert preset is None and context is not None
     overridden = apply_context(cfg, context)
     assert overridden.proposers[0].label == overridden.final.label == "other@http://127.0.0.1:9/v1"
+
+
+# --- a proposal is a reference first: only what can become the answer must keep to it -----
+
+
+def _records(answer, role):
+    return [c for c in answer.response_metadata["moa"]["calls"] if c["role"] == role]
+
+
+@pytest.mark.parametrize(
+    ("bind", "proposed"),
+    [
+        ({"tool_choice": "any"}, []),  # text where a call was forced
+        ({"tool_choice": "required"}, []),
+        ({"tool_choice": "multiply"}, [ADD_12]),  # another bound tool than the named one
+        ({"parallel_tool_calls": False}, [ADD_12, {**ADD_12, "id": "c2"}]),  # two calls
+    ],
+)
+def test_a_proposal_that_only_the_answer_could_not_be_is_still_a_reference(
+    fake, log, bind, proposed
+):
+    # Before, every proposer answering so was refused (ToolCallError): with small local
+    # models all of them often do, and the run ended in AllProposersFailedError although
+    # each proposal was a usable reference for the aggregator, which alone answers.
+    wanted = MUL_12 if bind.get("tool_choice") == "multiply" else ADD_12
+    config = MoAConfig(
+        proposers=[fake("A", tool_calls=fixed(*proposed)), fake("B", tool_calls=fixed(*proposed))],
+        aggregator=fake("AGG", tool_calls=fixed(wanted)),
+        layers=2,
+    )
+    answer = MoAChatModel(config=config).bind_tools([add, multiply], **bind).invoke(QUESTION)
+    assert [c["name"] for c in answer.tool_calls] == [wanted["name"]]
+    assert "fallback" not in answer.response_metadata["moa"]
+    proposals = _records(answer, "proposer")
+    assert [c["status"] for c in proposals] == ["ok", "ok"]
+    assert all(
+        "asks for" in c["reference_only"] or "parallel" in c["reference_only"] for c in proposals
+    )
+    prompt = log.by("AGG")[0].messages[0].text
+    assert ("A #1" in prompt) if not proposed else ("Tool call: add(" in prompt)
+
+
+def test_a_reference_only_proposal_is_never_the_fallback_answer(fake):
+    # The labelled fallback returns a proposal as the answer, so it must be one that keeps
+    # to what the answer must: here B's call, not A's text (the first proposal).
+    from langgraph_moa import AggregatorFailedError, RetrySettings
+
+    def config(b_calls):
+        return MoAConfig(
+            proposers=[fake("A"), fake("B", tool_calls=fixed(*b_calls))],
+            aggregator=fake("AGG", reply=lambda *a: "three"),
+            layers=2,
+            retry=RetrySettings(max_attempts=1),
+        )
+
+    llm = MoAChatModel(config=config([ADD_12])).bind_tools([add], tool_choice="any")
+    answer = llm.invoke(QUESTION)
+    assert answer.response_metadata["moa"]["fallback"] == "best_proposal"
+    assert [c["name"] for c in answer.tool_calls] == ["add"] and answer.text == ""
+    streamed = _joined(llm.stream(QUESTION))
+    assert [c["name"] for c in streamed.tool_calls] == ["add"] and streamed.text == ""
+    # With only text proposals there is no answer that keeps to the tools: an error, not text.
+    llm = MoAChatModel(config=config([])).bind_tools([add], tool_choice="any")
+    with pytest.raises(AggregatorFailedError, match="asks for a tool call"):
+        llm.invoke(QUESTION)
+
+
+def test_a_text_proposal_under_a_forced_call_feeds_the_next_layer(fake, log):
+    config = MoAConfig(
+        proposers=[fake("A", tool_calls=never), fake("B", tool_calls=never)],
+        aggregator=fake("AGG", tool_calls=fixed(ADD_12)),
+        layers=3,
+    )
+    answer = MoAChatModel(config=config).bind_tools([add], tool_choice="any").invoke(QUESTION)
+    assert [c["name"] for c in answer.tool_calls] == ["add"]
+    assert len(log.by("A")) == 2 and "B #1" in log.by("A")[1].messages[0].text
+
+
+@pytest.mark.parametrize(
+    ("bind", "proposed", "fragment"),
+    [
+        ({}, [NOPE], "'subtract', which is not bound"),
+        ({"tool_choice": "none"}, [ADD_12], "tool_choice was 'none'"),
+        ({"tool_choice": {"type": "none"}}, [ADD_12], "tool_choice was 'none'"),
+    ],
+)
+def test_a_proposal_with_a_call_no_one_may_run_is_still_refused(fake, bind, proposed, fragment):
+    # Shown to the aggregator as 'Tool call: ...', such a call invites a copy that no tool
+    # can run, so it is no reference; the proposal kept to the tools answers.
+    config = MoAConfig(
+        proposers=[fake("A", tool_calls=fixed(*proposed)), fake("B")],
+        aggregator=fake("AGG"),
+        layers=2,
+    )
+    answer = MoAChatModel(config=config).bind_tools([add], **bind).invoke(QUESTION)
+    a, b = _records(answer, "proposer")
+    assert a["status"] == "failed" and fragment in a["error"]
+    assert b["status"] == "ok" and "reference_only" not in b
+
+
+def test_a_text_proposal_is_not_returned_verbatim_where_a_call_is_forced(fake):
+    # select returns a proposal as the answer: every proposal keeps the answer's rules.
+    config = MoAConfig(
+        variant="select",
+        proposers=[fake("A", tool_calls=never), fake("B", tool_calls=never)],
+        selection={"method": "vote"},
+    )
+    llm = MoAChatModel(config=config).bind_tools([add], tool_choice="any")
+    from langgraph_moa import AllProposersFailedError
+
+    with pytest.raises(AllProposersFailedError):
+        llm.invoke(QUESTION)
+
+
+@pytest.mark.parametrize("choice", ["none", {"type": "none"}])
+def test_text_like_a_call_under_tool_choice_none_stays_text(fake, choice):
+    # Under Anthropic's {'type': 'none'} such text was read as a call (as under 'auto'),
+    # then refused as a call made under 'none': the aggregator's answer was lost.
+    text = '{"name": "add", "arguments": {"a": 1, "b": 2}}'
+    config = MoAConfig(
+        proposers=[fake("A")], aggregator=fake("AGG", reply=lambda *a: text), layers=2
+    )
+    answer = MoAChatModel(config=config).bind_tools([add], tool_choice=choice).invoke(QUESTION)
+    assert answer.text == text and answer.tool_calls == []
+    assert "fallback" not in answer.response_metadata["moa"]

@@ -261,7 +261,7 @@ class MoANodes:
                 # Only an attempt with another after it waits out a provider's Retry-After.
                 retried=step.next_attempt(key) < cfg.retry.max_attempts,
             )
-            message, parsed = _answer_of(call, response, req.options)
+            message, parsed = _answer_of(call, response, req.options, _may_answer(cfg, call))
             record = record_answer(
                 call, step.errors(key), message, time.perf_counter() - started, cached
             )
@@ -664,12 +664,25 @@ class _Outcome:
     error: Exception | None = None
 
 
-def _answer_of(call: CallId, response: Any, options: Options) -> tuple[BaseMessage, Any]:
+def _may_answer(cfg: MoAConfig, call: CallId) -> bool:
+    """Tell whether the call's output may itself become the run's answer.
+
+    The aggregator's does; a proposal's only where the variant returns one verbatim
+    (select, ranker). Elsewhere a proposal is a reference for the next layer (and may be a
+    labelled fallback only if it keeps to what an answer must: `best_available`).
+    """
+    return call.role != "proposer" or cfg.rules.returns_proposal()
+
+
+def _answer_of(
+    call: CallId, response: Any, options: Options, may_answer: bool = True
+) -> tuple[BaseMessage, Any]:
     """Return the answer's message and, for a structured answer, the parsed object.
 
     A structured answer comes as ``{"raw", "parsed", "parsing_error"}``; one that does not
     parse, an answer with no text, and tool calls that break the call's tools
-    (`check_tool_calls`) are failures of the call (and retried as such).
+    (`check_tool_calls`, which holds a mere reference, not `may_answer`, to less) are
+    failures of the call (and retried as such).
     """
     parsed: Any = None
     if isinstance(response, dict):
@@ -685,7 +698,7 @@ def _answer_of(call: CallId, response: Any, options: Options) -> tuple[BaseMessa
             response = response.model_copy(update={"content": as_json(parsed)})
     else:
         response = read_text_tool_calls(response, options)
-        check_tool_calls(response, options, call.configured_model)
+        response = check_tool_calls(response, options, call.configured_model, answer=may_answer)
     if not response.text.strip() and not _wants_tools(response):
         raise EmptyResponseError(f"{call.configured_model} returned an empty answer", response)
     return response, parsed

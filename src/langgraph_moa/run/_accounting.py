@@ -125,6 +125,8 @@ def ok_record(
         record["tool_calls"] = tools
         if (response.response_metadata or {}).get("moa_tool_calls_from_text"):
             record["tool_calls_from_text"] = True
+    if reason := (response.response_metadata or {}).get("moa_reference_only"):
+        record["reference_only"] = reason
     return record
 
 

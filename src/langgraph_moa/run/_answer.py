@@ -139,12 +139,17 @@ def best_available(calls: list[CallRecord]) -> CallRecord | None:
     """Pick the answer of last resort: the newest layer's first successful proposal.
 
     In Self-MoA-Seq the running synthesis is better than any single sample, so it wins when
-    there is one.
+    there is one. A proposal that may only be a reference (``reference_only``: text where
+    ``tool_choice`` forced a call, ...) is never returned as the answer.
     """
     synthesis = [c for c in calls if c["role"] == "aggregator" and c["status"] == "ok"]
     if synthesis:
         return synthesis[-1]
-    proposals = [c for c in calls if c["role"] == "proposer" and c["status"] == "ok"]
+    proposals = [
+        c
+        for c in calls
+        if c["role"] == "proposer" and c["status"] == "ok" and not c.get("reference_only")
+    ]
     if not proposals:
         return None
     last_layer = max(c["layer"] for c in proposals)

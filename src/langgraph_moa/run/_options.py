@@ -147,7 +147,7 @@ def read_text_tool_calls(response: Any, options: Options) -> Any:
     so the call record says where they came from. Anything else is returned unchanged.
     """
     tools = options.get("tools")
-    if not tools or options.get("tool_choice") == "none" or not isinstance(response, AIMessage):
+    if not tools or _is_none(options.get("tool_choice")) or not isinstance(response, AIMessage):
         return response
     if response.tool_calls or not isinstance(response.content, str):
         return response
@@ -179,7 +179,7 @@ def read_text_tool_calls(response: Any, options: Options) -> Any:
     )
 
 
-def check_tool_calls(response: Any, options: Options, label: str) -> None:
+def check_tool_calls(response: Any, options: Options, label: str, *, answer: bool = True) -> Any:
     """Refuse an answer whose tool calls break the tools and tool choice it was sent.
 
     A provider enforces them on its own models (OpenAI never calls a tool it was not
@@ -190,18 +190,37 @@ def check_tool_calls(response: Any, options: Options, label: str) -> None:
     where it asked for a call; LangChain keeps arguments that are not JSON apart, as
     ``invalid_tool_calls``, which the answer would silently drop.
 
+    A call whose output is only a reference (`answer` false: a proposal the aggregator
+    reads) is held to less. A call no one may run (a tool not bound, arguments that are not
+    JSON, a call under ``tool_choice="none"``) is refused: shown to the next layer as a
+    ``Tool call:`` line it invites a copy. But text where a call was forced, another bound
+    tool than the named one, or several calls where one was allowed are still a usable
+    reference, and refusing them left small models' runs with no proposal at all; such a
+    response is returned marked ``response_metadata["moa_reference_only"]`` (why it could
+    not be the answer), so that it is never returned as one (`best_available`).
+
+    Returns:
+        The response, marked where it may only be a reference.
+
     Raises:
         ToolCallError: what broke the tools, naming the model; the answer rides along.
     """
     tools = options.get("tools")
     if not tools or not isinstance(response, AIMessage):
-        return
-    if problem := _tool_call_problem(response, options, tool_names(tools)):
+        return response
+    names = tool_names(tools)
+    if problem := _unrunnable_call(response, options, names):
         raise ToolCallError(f"{label} {problem}", response)
+    if problem := _answer_problem(response, options):
+        if answer:
+            raise ToolCallError(f"{label} {problem}", response)
+        meta = {**response.response_metadata, "moa_reference_only": problem}
+        return response.model_copy(update={"response_metadata": meta})
+    return response
 
 
-def _tool_call_problem(response: AIMessage, options: Options, names: list[str]) -> str | None:
-    """Return how `response`'s tool calls break the call's `options`, or None."""
+def _unrunnable_call(response: AIMessage, options: Options, names: list[str]) -> str | None:
+    """Return how `response` asks for a call no one may run, or None."""
     calls, choice = response.tool_calls, options.get("tool_choice")
     if bad := response.invalid_tool_calls:
         return (
@@ -210,8 +229,14 @@ def _tool_call_problem(response: AIMessage, options: Options, names: list[str]) 
         )
     if unbound := [c["name"] for c in calls if c["name"] not in names]:
         return f"called {unbound[0]!r}, which is not bound (the tools are {', '.join(names)})"
-    if calls and (choice == "none" or (isinstance(choice, dict) and choice.get("type") == "none")):
+    if calls and _is_none(choice):
         return f"called {calls[0]['name']!r} though tool_choice was 'none'"
+    return None
+
+
+def _answer_problem(response: AIMessage, options: Options) -> str | None:
+    """Return how `response`, runnable, still breaks what the answer must keep to, or None."""
+    calls, choice = response.tool_calls, options.get("tool_choice")
     if len(calls) > 1 and options.get("parallel_tool_calls") is False:
         return f"made {len(calls)} tool calls though parallel_tool_calls was false"
     if forces_call(choice):
@@ -221,6 +246,11 @@ def _tool_call_problem(response: AIMessage, options: Options, names: list[str]) 
             wanted = f"a call to {named!r}" if named else "a tool call"
             return f"answered without {wanted}, though tool_choice {shown!r} asks for a tool call"
     return None
+
+
+def _is_none(choice: Any) -> bool:
+    """Tell whether a `tool_choice` forbids calls: ``"none"``, or Anthropic's dict of it."""
+    return choice == "none" or (isinstance(choice, dict) and choice.get("type") == "none")
 
 
 def _unwrap_copied_slot(text: str) -> str:

@@ -72,6 +72,11 @@ class CallRecord(TypedDict):
     """The tool calls the model asked for, when it asked for any (a run with tools bound)."""
     tool_calls_from_text: NotRequired[bool]
     """True when those calls were read from the answer's text (see `read_text_tool_calls`)."""
+    reference_only: NotRequired[str]
+    """Why this proposal is a reference for the next layer but never the answer: it keeps
+    to the tools, not to what the answer must (text where ``tool_choice`` forced a call,
+    another tool than the one it named, several calls with ``parallel_tool_calls`` false);
+    see `check_tool_calls`. A labelled fallback never returns it."""
 
 
 def call_key(record: CallRecord) -> tuple[int, int, int, int]:
