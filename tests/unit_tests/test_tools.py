@@ -824,6 +824,24 @@ def test_a_text_proposal_is_not_returned_verbatim_where_a_call_is_forced(fake):
         llm.invoke(QUESTION)
 
 
+@pytest.mark.parametrize(
+    "choice",
+    ["any", "required", True, {"type": "any"}, {"type": "function", "function": {"name": "add"}}],
+)
+def test_a_forced_tool_call_without_tools_is_refused(fake, log, choice):
+    # Before, bind_tools([], tool_choice="any") was taken, and the run went on with no tools
+    # at all: the call the caller forced was silently never asked for.
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    with pytest.raises(MoAInputError, match=r"no tools are bound|names no bound tool"):
+        llm.bind_tools([], tool_choice=choice)
+    graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    for tools in (None, []):
+        with pytest.raises(MoAInputError, match=r"no tools are bound|names no bound tool"):
+            graph.invoke({"messages": QUESTION, "tools": tools, "tool_choice": choice})
+    assert log.calls == []
+    assert llm.bind_tools([], tool_choice="auto") is not None  # nothing forced: taken
+
+
 @pytest.mark.parametrize("choice", ["none", {"type": "none"}])
 def test_text_like_a_call_under_tool_choice_none_stays_text(fake, choice):
     # Under Anthropic's {'type': 'none'} such text was read as a call (as under 'auto'),

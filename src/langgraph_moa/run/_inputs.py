@@ -39,8 +39,7 @@ def check_run_input(value: Any) -> None:
     if "messages" in value:
         check_messages(value["messages"])
         _check_tools(value.get("tools"))
-        if value.get("tools"):
-            check_tool_choice(value.get("tool_choice"), tool_names(value["tools"]))
+        check_tool_choice(value.get("tool_choice"), tool_names(value.get("tools") or []))
 
 
 def with_run_options(value: Any) -> Any:
@@ -86,10 +85,18 @@ def check_tool_choice(choice: Any, names: Sequence[str]) -> None:
     or Anthropic's ``{"type": "tool", "name"}``; one naming no tool (``{"type": "any"}``)
     is the provider's own and passes.
 
+    A choice that forces a call with no tools at all would bind nothing, so the call the
+    caller forced would silently never be asked for: it is refused too.
+
     Raises:
         MoAInputError: the choice and the fix, in one sentence.
     """
     named = named_tool(choice)
+    if not names and forces_call(choice):
+        raise MoAInputError(
+            f"tool_choice {_shown(choice)!r} forces a tool call, but no tools are bound: "
+            "pass the tools with it, or leave tool_choice out."
+        )
     if named is not None and named not in names:
         raise MoAInputError(
             f"tool_choice {named!r} names no bound tool: use 'auto', 'none', 'any' or one "
@@ -104,6 +111,13 @@ def forces_call(choice: Any) -> bool:
     if isinstance(choice, dict) and choice.get("type") in ("any", "required"):
         return True
     return named_tool(choice) is not None
+
+
+def _shown(choice: Any) -> Any:
+    """Return a tool choice as a message shows it: a dict by its type or name."""
+    if isinstance(choice, dict):
+        return named_tool(choice) or choice.get("type")
+    return choice
 
 
 def named_tool(choice: Any) -> str | None:
