@@ -932,3 +932,58 @@ def test_a_spent_budget_400_names_both_budgets_and_no_cause_it_cannot_know(fake,
         post(local(create_app({"m": strict})), {"model": "m", "messages": USER}), 400, "budget"
     )
     assert "structure" not in error["message"] and "budget.max_tokens" in error["message"]
+
+
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}},
+    },
+}
+
+
+@pytest.mark.parametrize(("stream", "progress"), [(False, False), (True, False), (True, True)])
+def test_a_tool_call_fallback_is_sent_as_tool_calls(fake, stream, progress):
+    # tool_choice 'required' and an aggregator answering in text: it is refused, and the
+    # labelled fallback, B's call, is the answer. With moa_progress the aggregator's text
+    # streamed to the client as it came, then the fallback's calls followed: two answers.
+    from langgraph_moa import RetrySettings
+
+    call = {"name": "add", "args": {"a": 1}, "id": "b1"}
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B", tool_calls=lambda *a: [dict(call)])],
+        aggregator=fake("AGG", reply=lambda *a: "I think it is three"),
+        layers=2,
+        retry=RetrySettings(max_attempts=1),
+        name="m",
+    )
+    body = {"model": "m", "messages": USER, "tools": [ADD_TOOL], "tool_choice": "required"}
+    if stream:
+        body = {**body, "stream": True, "moa_progress": progress}
+    response = post(local(create_app({"m": config})), body)
+    assert response.status_code == 200, response.text
+    if not stream:
+        choice = response.json()["choices"][0]
+        assert choice["finish_reason"] == "tool_calls"
+        assert choice["message"]["content"] is None
+        assert [c["function"]["name"] for c in choice["message"]["tool_calls"]] == ["add"]
+        assert choice["message"]["tool_calls"][0]["id"] == "b1"
+        assert response.json()["moa"]["fallback"] == "best_proposal"
+        return
+    data = [b.split("data: ", 1)[1] for b in response.text.split("\n\n") if b.startswith("data: ")]
+    chunks = [json.loads(d) for d in data if d != "[DONE]"]
+    text = "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")
+    )
+    assert text == ""  # the refused answer's text never reaches the client
+    calls = [
+        t
+        for c in chunks
+        if c.get("choices")
+        for t in c["choices"][0]["delta"].get("tool_calls", [])
+    ]
+    assert [(t["id"], t["function"]["name"]) for t in calls] == [("b1", "add")]
+    done = next(c for c in chunks if c.get("choices") and c["choices"][0].get("finish_reason"))
+    assert done["choices"][0]["finish_reason"] == "tool_calls"
+    assert done["moa"]["fallback"] == "best_proposal"

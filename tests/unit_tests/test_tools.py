@@ -7,7 +7,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.checkpoint.memory import InMemorySaver
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from langgraph_moa import MoAChatModel, MoAConfig, MoAInputError, create_moa_graph
 from langgraph_moa.config.context import apply_context
@@ -853,3 +853,31 @@ def test_text_like_a_call_under_tool_choice_none_stays_text(fake, choice):
     answer = MoAChatModel(config=config).bind_tools([add], tool_choice=choice).invoke(QUESTION)
     assert answer.text == text and answer.tool_calls == []
     assert "fallback" not in answer.response_metadata["moa"]
+
+
+class _TextAndCall(FakeChat):
+    """Writes `text`, then calls `call` (streamed: the text's words, then the call)."""
+
+    text: str = ""
+    call: dict = Field(default_factory=dict)
+
+    def _answer(self, messages, n=None, kwargs=None):
+        message = super()._answer(messages, n, kwargs)
+        return message.model_copy(update={"content": self.text, "tool_calls": [self.call]})
+
+
+def test_held_text_of_a_refused_answer_is_never_streamed(fake, log):
+    # With tools, text that starts like a call is held until the answer is known. Here the
+    # aggregator wrote such text beside a call to an unbound tool and was refused; the held
+    # text went out anyway, then the fallback (A's text) broke the stream.
+    from langgraph_moa import RetrySettings
+
+    config = MoAConfig(
+        proposers=[fake("A")],
+        aggregator=_TextAndCall(label="AGG", log=log, text='{"note": 1}', call=NOPE),
+        layers=2,
+        retry=RetrySettings(max_attempts=1),
+    )
+    llm = MoAChatModel(config=config).bind_tools([add])
+    full = _joined(llm.stream(QUESTION))
+    assert full.text == "A #1" and full.response_metadata["moa"]["fallback"] == "best_proposal"

@@ -129,14 +129,14 @@ class AnswerStream:
             return ""
         return str(self.answer.text)
 
-    def _answer_piece(self, hold: _ToolCallHold, mode: str, part: Any) -> str:
+    def _answer_piece(self, hold: ToolCallHold, mode: str, part: Any) -> str:
         """Return what one streamed part adds to the answer's text (kept as yielded)."""
         text = hold.take(self._take(mode, part))
         if text:
             self._yielded.append(text)
         return text
 
-    def _closing(self, hold: _ToolCallHold) -> Iterator[str]:
+    def _closing(self, hold: ToolCallHold) -> Iterator[str]:
         """Yield what the run's end releases: held-back text, then any part never streamed."""
         if rest := hold.finish(self.answer if self.final.get("messages") else None):
             self._yielded.append(rest)
@@ -146,7 +146,7 @@ class AnswerStream:
 
     def __iter__(self) -> Iterator[str]:
         """Run the graph, yielding the answer's text pieces as they come."""
-        hold = _ToolCallHold.for_run(self.run_input)
+        hold = ToolCallHold.for_run(self.run_input)
         for mode, part in self.graph.stream(
             self.run_input, self.config, context=self.context, stream_mode=self._modes()
         ):
@@ -156,7 +156,7 @@ class AnswerStream:
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """Run the graph asynchronously, yielding the answer's text pieces as they come."""
-        hold = _ToolCallHold.for_run(self.run_input)
+        hold = ToolCallHold.for_run(self.run_input)
         async for mode, part in self.graph.astream(
             self.run_input, self.config, context=self.context, stream_mode=self._modes()
         ):
@@ -271,7 +271,7 @@ class RunEvents:
 _CALL_STARTS = ("{", "[", "```", "<tool_call>", "Tool call:", '<response id="')
 
 
-class _ToolCallHold:
+class ToolCallHold:
     """With tools bound, holds back answer text that may yet turn out to be a tool call.
 
     A small model may write its tool call as JSON text, which the graph then reads as a
@@ -290,7 +290,7 @@ class _ToolCallHold:
         self.released = not active
 
     @classmethod
-    def for_run(cls, run_input: dict[str, Any]) -> _ToolCallHold:
+    def for_run(cls, run_input: dict[str, Any]) -> ToolCallHold:
         """Return the hold for a run with `run_input`'s tools and tool choice."""
         tools = bool(run_input.get("tools"))
         return cls(tools, forced=tools and forces_call(run_input.get("tool_choice")))
@@ -310,8 +310,14 @@ class _ToolCallHold:
         return out
 
     def finish(self, answer: AIMessage | None) -> str:
-        """Return the held text; if the answer read tool calls out of it, the text left."""
+        """Return what the held text releases: the answer's own text, once it is known.
+
+        Held text was never sent, so the answer's text goes out in its place: the text left
+        once tool calls were read out of it, or another call's whole answer where the call
+        that wrote it was refused (`check_tool_calls`) and the next aggregator or a
+        fallback answered.
+        """
         out, self.pending = self.pending, ""
-        if out and answer is not None and answer.tool_calls:
+        if out and answer is not None:
             return str(answer.text)
         return out

@@ -406,13 +406,17 @@ async def _events(
 
     if job.progress:
         watched = RunEvents(graph, run_input, job.config(), context=job.context)
-        chunks = ProgressChunks()
+        chunks = ProgressChunks(run_input)
         async for item in watched:
             text, line = chunks.take(item)
-            yield content(text) if text is not None else str(line)
-        if not chunks.streamed:  # a pick or a fallback: the answer arrives whole
-            yield content(str(watched.answer.text))
+            if text:
+                yield content(text)
+            elif line is not None:
+                yield line
         answer = watched.answer
+        # Held text, or a pick or a fallback, whose answer arrives whole.
+        if rest := chunks.closing(answer):
+            yield content(rest)
     else:
         stream = AnswerStream(graph, run_input, job.config(), context=job.context)
         async for text in stream:
