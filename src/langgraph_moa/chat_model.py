@@ -252,9 +252,9 @@ class MoAChatModel(BaseChatModel):
         """
         formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
         names = [t["function"]["name"] for t in formatted]
+        check_tool_choice(tool_choice, names)  # before True is read: a refusal names it
         if tool_choice is True:
             tool_choice = names[0] if len(names) == 1 else "any"
-        check_tool_choice(tool_choice, names)
         bound: dict[str, Any] = {"tools": formatted, **kwargs}
         if tool_choice is not None and tool_choice is not False:
             bound["tool_choice"] = tool_choice

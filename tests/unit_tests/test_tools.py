@@ -832,8 +832,9 @@ def test_a_forced_tool_call_without_tools_is_refused(fake, log, choice):
     # Before, bind_tools([], tool_choice="any") was taken, and the run went on with no tools
     # at all: the call the caller forced was silently never asked for.
     llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
-    with pytest.raises(MoAInputError, match=r"no tools are bound|names no bound tool"):
+    with pytest.raises(MoAInputError, match=r"no tools are bound|names no bound tool") as e:
         llm.bind_tools([], tool_choice=choice)
+    assert choice is not True or str(e.value).startswith("tool_choice True forces")
     graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
     for tools in (None, []):
         with pytest.raises(MoAInputError, match=r"no tools are bound|names no bound tool"):
