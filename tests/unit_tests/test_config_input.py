@@ -251,3 +251,34 @@ def test_a_calibration_file_nested_too_deeply_is_one_sentence(tmp_path):
             proposers=[{"model": "openai:gpt-4o", "samples": 3}],
             selection={"method": "mux", "calibration_file": str(path)},
         )
+
+
+# --- a second review: what the hardening refused that it should take, and what it took ----
+
+
+def test_an_anchor_that_merges_and_overrides_can_be_merged_again(tmp_path):
+    # The aggregator merges proposer b, which merges proposer a and overrides its model.
+    # Flattening b for the aggregator before b itself was built left b holding 'model'
+    # twice, and the file was refused as "gives 'model' twice".
+    path = tmp_path / "chain.yaml"
+    path.write_text(
+        "proposers:\n"
+        "  - &a {model: 'openai:gpt-4o-mini', temperature: 0.3}\n"
+        "  - &b {<<: *a, model: 'openai:gpt-4o'}\n"
+        "aggregator: {<<: *b, max_tokens: 1024}\n"
+    )
+    config = MoAConfig.from_file(path)
+    assert [p.model for p in config.proposers] == ["openai:gpt-4o-mini", "openai:gpt-4o"]
+    assert (config.final.model, config.final.temperature) == ("openai:gpt-4o", 0.3)
+
+
+def test_a_key_written_twice_beside_a_merge_is_still_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "proposers:\n"
+        "  - &a {model: 'openai:gpt-4o-mini'}\n"
+        "  - {<<: *a, model: 'openai:gpt-4o', model: 'openai:o3'}\n"
+        "aggregator: 'openai:gpt-4o'\n"
+    )
+    with pytest.raises(MoAConfigError, match="gives 'model' twice"):
+        MoAConfig.from_file(path)

@@ -32,22 +32,31 @@ class DuplicateKeyError(ValueError):
 class _UniqueKeyLoader(yaml.SafeLoader):
     """`yaml.SafeLoader` that refuses a key given twice in one mapping."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        """Build the mapping, refusing a key written twice in it.
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._checked: set[int] = set()
 
-        The keys are checked as written, before ``<<`` merges are flattened in: a key that
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Refuse a key written twice in `node`, then flatten its ``<<`` merges as usual.
+
+        The keys are checked as written, before the merges are flattened in: a key that
         overrides a merged one is YAML's way to change an anchor's value, not a repeat.
+        Each node is checked once, at its first flattening: a mapping merged into another
+        is flattened in place, perhaps before it is built itself (an aggregator merging a
+        proposer that merges another), and then holds its own keys and the merged ones.
         """
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str | int | float | bool) or key is None:
-                if key in seen:
-                    raise DuplicateKeyError(key)
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                if isinstance(key, str | int | float | bool) or key is None:
+                    if key in seen:
+                        raise DuplicateKeyError(key)
+                    seen.add(key)
+        super().flatten_mapping(node)
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
