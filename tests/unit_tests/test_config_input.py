@@ -282,3 +282,16 @@ def test_a_key_written_twice_beside_a_merge_is_still_refused(tmp_path):
     )
     with pytest.raises(MoAConfigError, match="gives 'model' twice"):
         MoAConfig.from_file(path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian (escaped for ruff): a zero-width non-joiner is part of the spelling
+        "\U0001f469\u200d\U0001f4bb coder",  # an emoji sequence joined by a zero-width joiner
+        "Café Modèle 模型",
+    ],
+)
+def test_a_name_in_any_script_is_kept(name):
+    config = MoAConfig(**{**BASE, "proposers": [{"model": "openai:通义千问", "name": name}]})
+    assert config.proposers[0].label == name

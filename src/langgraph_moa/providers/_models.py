@@ -96,6 +96,10 @@ def checked_base_url(value: str) -> str:
     return urlunsplit(parts._replace(scheme=scheme)).rstrip("/")
 
 
+_JOINERS = frozenset("\u200c\u200d")
+"""Zero-width non-joiner and joiner: format characters that belong to a word's spelling."""
+
+
 def printable(value: str, what: str) -> str:
     """Return `value`, or refuse one that holds a control or format character.
 
@@ -103,10 +107,13 @@ def printable(value: str, what: str) -> str:
     an escape sequence in one (ESC, then ``[2J``) reached the terminal of `moa run` as written,
     and a NUL or a right-to-left override hides what is really called.
 
+    The zero-width joiner and non-joiner are kept: they are part of how Persian, Indic
+    scripts and emoji sequences are spelt (a Persian display name was refused).
+
     Raises:
         ValueError: naming the character, escaped.
     """
-    bad = next((char for char in value if not char.isprintable()), None)
+    bad = next((c for c in value if not c.isprintable() and c not in _JOINERS), None)
     if bad is not None:
         raise ValueError(
             f"{what} holds a control or invisible character ({bad!r}): remove it, names are printed"
