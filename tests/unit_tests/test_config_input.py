@@ -295,3 +295,25 @@ def test_a_key_written_twice_beside_a_merge_is_still_refused(tmp_path):
 def test_a_name_in_any_script_is_kept(name):
     config = MoAConfig(**{**BASE, "proposers": [{"model": "openai:通义千问", "name": name}]})
     assert config.proposers[0].label == name
+
+
+@pytest.mark.parametrize(
+    ("load", "says"),
+    [
+        (lambda: MoAConfig.from_preset("moa-lit"), "did you mean 'moa-lite'?"),
+        (lambda: MoAConfig(**{**BASE, "variant": "self-mao"}), "did you mean 'self-moa'?"),
+    ],
+)
+def test_a_misspelt_preset_or_variant_is_named_with_the_one_meant(load, says):
+    with pytest.raises(MoAConfigError) as err:
+        load()
+    assert says in str(err.value)
+    assert "single-proposer" not in str(err.value)  # not every choice
+
+
+def test_a_misspelt_preset_source_is_named_with_the_one_meant():
+    from langgraph_moa.config._loader import load_config
+
+    with pytest.raises(MoAConfigError, match=r"did you mean 'moa-lite'\?") as err:
+        load_config("moa-lyte")
+    assert ".yaml" in str(err.value)  # a path is still offered

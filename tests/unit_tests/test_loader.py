@@ -43,7 +43,7 @@ def test_a_mapping_without_a_preset_is_a_whole_config():
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("moa-lyte", "Unknown preset 'moa-lyte': give a preset"),
+        ("zz-top", "Unknown preset 'zz-top': give a preset ("),
         ("missing.yaml", "missing.yaml"),
         (42, "must be a preset name, a file path, a mapping or a MoAConfig, got int"),
         ({"preset": "moa-lyte"}, "Unknown preset 'moa-lyte'"),

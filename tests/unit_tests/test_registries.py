@@ -83,7 +83,12 @@ def test_a_registered_variants_own_rules_are_applied(deep_moa, fake):
 
 
 def test_an_unregistered_variant_is_refused_with_the_choices(fake):
-    with pytest.raises(MoAConfigError, match="unknown variant 'deep-moa'; choose one of: 'moa'"):
+    with pytest.raises(MoAConfigError, match="unknown variant 'zz-top'; choose one of: 'moa'"):
+        MoAConfig(variant="zz-top", proposers=[fake("A")], aggregator=fake("C"))
+    # A name close to one (a typo) is named with the one meant instead.
+    with pytest.raises(
+        MoAConfigError, match=r"unknown variant 'deep-moa'; did you mean 'self-moa'\?"
+    ):
         MoAConfig(variant="deep-moa", proposers=[fake("A")], aggregator=fake("C"))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from langgraph_moa.config._schema import MoAConfig, list_presets
 from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.text._names import did_you_mean
 
 DEFAULT_PRESET = "local-confidence"
 """The preset used when none is named: the most accurate local system measured (README,
@@ -49,9 +50,14 @@ def load_config(source: ConfigSource = None) -> MoAConfig:
             return MoAConfig.from_file(source)
         if source in list_presets():
             return MoAConfig.from_preset(source)
+        presets = list_presets()
+        close = did_you_mean(source, presets)
         raise MoAConfigError(
-            f"Unknown preset {source!r}: give a preset "
-            f"({', '.join(list_presets())}) or a path to a .yaml, .yml or .json file."
+            f"Unknown preset {source!r} ({close}): give a preset or a path to a .yaml, .yml "
+            "or .json file."
+            if close
+            else f"Unknown preset {source!r}: give a preset ({', '.join(presets)}) or a path "
+            "to a .yaml, .yml or .json file."
         )
     raise MoAConfigError(
         f"A config must be a preset name, a file path, a mapping or a MoAConfig, "

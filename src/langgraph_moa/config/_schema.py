@@ -9,7 +9,6 @@ rules check the config and fill in its defaults.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from langgraph_moa.config._limits import MAX_TOKENS, MAX_WAIT_S, Budget, check_b
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import ModelSpec, describe_model, printable, validate_spec
 from langgraph_moa.providers._table import LOCAL_PREFIX
+from langgraph_moa.text._names import did_you_mean
 from langgraph_moa.text._prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
 from langgraph_moa.text._selection import SelectionConfig
 from langgraph_moa.variants import Plan, variant_names, variant_of
@@ -444,9 +444,8 @@ class MoAConfig(BaseModel):
         """
         presets = list_presets()
         if name not in presets:
-            raise MoAConfigError(
-                f"Unknown preset {name!r}. Available presets: {', '.join(presets)}."
-            )
+            hint = did_you_mean(name, presets) or f"choose one of {', '.join(presets)}."
+            raise MoAConfigError(f"Unknown preset {name!r}: {hint}")
         text = resources.files("langgraph_moa.config.presets").joinpath(f"{name}.yaml").read_text()
         data = yaml.safe_load(text)
         data.setdefault("name", name)
@@ -532,10 +531,7 @@ def _fix_unknown(schema: type[BaseModel] | None, loc: tuple[int | str, ...]) -> 
     known = _settings_at(schema, loc[:-1]) if schema is not None else []
     if not known:
         return "remove it"
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return "the settings here are " + ", ".join(known)
+    return did_you_mean(loc[-1], known) or "the settings here are " + ", ".join(known)
 
 
 def _settings_at(schema: type[BaseModel], path: tuple[int | str, ...]) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from langgraph_moa.text._names import did_you_mean
 from langgraph_moa.variants._base import (
     AGGREGATE,
     JOIN_LAYER,
@@ -61,8 +62,10 @@ def variant_of(name: str) -> type[Plan]:
     try:
         return _REGISTRY[name]
     except KeyError:
+        hint = did_you_mean(name, _REGISTRY)
         raise ValueError(
-            f"unknown variant {name!r}; choose one of: {', '.join(map(repr, _REGISTRY))}"
+            f"unknown variant {name!r}; "
+            + (hint or f"choose one of: {', '.join(map(repr, _REGISTRY))}")
         ) from None
 
 

@@ -1,0 +1,17 @@
+"""Naming the choice a misspelt name was meant to be.
+
+A typo in a setting, a preset, a variant or a label is the most common config error; an
+error that lists every choice leaves the reader to find the one meant, so the closest is
+named instead when there is one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: object, choices: Iterable[str]) -> str | None:
+    """Return "did you mean 'x'?" for the choice closest to `name`, or None if none is close."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1)
+    return f"did you mean {close[0]!r}?" if close else None
