@@ -317,3 +317,19 @@ def test_a_misspelt_preset_source_is_named_with_the_one_meant():
     with pytest.raises(MoAConfigError, match=r"did you mean 'moa-lite'\?") as err:
         load_config("moa-lyte")
     assert ".yaml" in str(err.value)  # a path is still offered
+
+
+@pytest.mark.parametrize(
+    ("data", "value"),
+    [
+        ({"proposers": [""]}, "''"),
+        ({"aggregator": "openai:"}, "'openai:'"),
+        ({"variant": "zzz"}, "'zzz'"),
+    ],
+)
+def test_an_error_does_not_repeat_the_value_its_rule_names(data, value):
+    # "... got '' (got '')": the rule's own text named the value, and it was added again.
+    with pytest.raises(MoAConfigError) as err:
+        MoAConfig(**{**BASE, **data})
+    message = str(err.value)
+    assert value in message and f"(got {value})" not in message, message

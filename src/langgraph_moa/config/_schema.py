@@ -511,9 +511,7 @@ def explain_errors(
         msg = _LONG_QUOTE.sub(lambda m: f"'{clip(m[1])}'", msg)  # a long input, repeated
         given = err.get("input")
         # Redacted: a refused endpoint URL may hold a password (``https://user:pass@host``).
-        shown = (
-            f" (got {redact(repr(given))})" if err["type"] != "missing" and _short(given) else ""
-        )
+        shown = f" (got {redact(repr(given))})" if _shows_value(err, msg) else ""
         parts.append(f"{where}: {msg}{shown}" if where else f"{msg}{shown}")
     if len(errors) > EXPLAINED_ERRORS:
         parts.append(f"and {len(errors) - EXPLAINED_ERRORS} more")
@@ -567,6 +565,17 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 _LONG_QUOTE = re.compile(rf"'([^'\s]{{{CLIENT_TEXT_CHARS + 1},}})'")
 """A quoted word longer than a client string may be repeated (an input pydantic's message
 quotes); the package's own quoted prose has spaces and is left alone."""
+
+
+def _shows_value(err: ErrorDetails, msg: str) -> bool:
+    """Tell whether the value given is to follow the rule's text, as "(got ...)".
+
+    Not when the rule's text quotes it already: "got '' (got '')" said it twice.
+    """
+    given = err.get("input")
+    if err["type"] == "missing" or not _short(given):
+        return False
+    return not (isinstance(given, str) and repr(given) in msg)
 
 
 def _short(value: Any) -> bool:
