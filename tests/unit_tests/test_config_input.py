@@ -140,10 +140,15 @@ def test_an_anchor_bomb_is_refused_without_expanding_it(tmp_path):
 
 def test_thousands_of_broken_rules_are_summed_up_in_one_short_line():
     with pytest.raises(MoAConfigError) as err:
-        MoAConfig(proposers=list(range(20_000)), aggregator="openai:gpt-4o")
+        MoAConfig(
+            variant="select",
+            proposers=[{"model": "openai:gpt-4o", "samples": 3}],
+            selection={"method": "mux", "calibration": {f"m{i}": 5.0 for i in range(20_000)}},
+        )
     message = str(err.value)
-    # Every one of them was listed: a 1.9 MB error line.
-    assert len(message) < 1000 and "proposers.0: " in message
+    # Every one of them was listed: a 1.9 MB error line (20,000 proposers, before a layer's
+    # proposers were capped).
+    assert len(message) < 1000 and "selection.calibration.m0: " in message
     assert "and 19997 more" in message
 
 
@@ -295,6 +300,14 @@ def test_a_key_written_twice_beside_a_merge_is_still_refused(tmp_path):
 def test_a_name_in_any_script_is_kept(name):
     config = MoAConfig(**{**BASE, "proposers": [{"model": "openai:通义千问", "name": name}]})
     assert config.proposers[0].label == name
+
+
+def test_the_proposers_of_a_layer_are_capped_as_the_samples_are():
+    # 10,000 proposers were taken: every layer would have called each of them.
+    with pytest.raises(MoAConfigError) as err:
+        MoAConfig(**{**BASE, "proposers": ["openai:gpt-4o-mini"] * 257})
+    assert "at most 256 proposers" in str(err.value) and "257" in str(err.value)
+    assert len(MoAConfig(**{**BASE, "proposers": ["openai:gpt-4o-mini"] * 256}).proposers) == 256
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,12 @@ MAX_TOKENS = 2**31 - 1
 read it as a 32-bit integer (a max_tokens of 10**23 arrived as -2147483648)."""
 
 
+MAX_FAN_OUT = 256
+"""The most proposers of a layer, and the most samples one proposer draws per layer: every
+one of them is a call in every layer (10,000 proposers were taken). `moa serve` holds a
+client to far fewer (--max-proposers, --max-samples)."""
+
+
 class Budget(BaseModel):
     """What one run may spend; None means no limit."""
 

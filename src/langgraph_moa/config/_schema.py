@@ -34,7 +34,13 @@ from pydantic_core import CoreSchema, ErrorDetails
 from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip, redact
 from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._files import read_mapping_file
-from langgraph_moa.config._limits import MAX_TOKENS, MAX_WAIT_S, Budget, check_budget
+from langgraph_moa.config._limits import (
+    MAX_FAN_OUT,
+    MAX_TOKENS,
+    MAX_WAIT_S,
+    Budget,
+    check_budget,
+)
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import ModelSpec, describe_model, printable, validate_spec
 from langgraph_moa.providers._table import LOCAL_PREFIX
@@ -145,7 +151,7 @@ class ProposerConfig(RoleConfig):
     """One proposer: a model, its sampling limits, and how many samples to draw per layer."""
 
     max_tokens: int | None = Field(default=512, ge=1, le=MAX_TOKENS)
-    samples: int = Field(default=1, ge=1, le=256, description="Samples per layer.")
+    samples: int = Field(default=1, ge=1, le=MAX_FAN_OUT, description="Samples per layer.")
     logprobs: bool = Field(
         default=False,
         description="Ask the provider for token logprobs (OpenAI-compatible APIs), for "
@@ -308,6 +314,11 @@ class MoAConfig(BaseModel):
     def _coerce_proposers(cls, value: Any) -> Any:
         if isinstance(value, (str, dict, BaseModel)):
             value = [value]
+        if isinstance(value, list) and len(value) > MAX_FAN_OUT:
+            raise ValueError(
+                f"a layer has at most {MAX_FAN_OUT} proposers, got {len(value)}: use fewer "
+                "(a proposer's samples give more answers from one model)"
+            )
         return [_coerce_role(v) for v in value] if isinstance(value, list) else value
 
     @field_validator("aggregator", mode="before")
