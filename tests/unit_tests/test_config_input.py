@@ -310,6 +310,17 @@ def test_the_proposers_of_a_layer_are_capped_as_the_samples_are():
     assert len(MoAConfig(**{**BASE, "proposers": ["openai:gpt-4o-mini"] * 256}).proposers) == 256
 
 
+@pytest.mark.parametrize("prompt", [" ", "\n\t \n"])
+def test_a_blank_synthesis_prompt_is_refused(prompt):
+    with pytest.raises(MoAConfigError, match=r"synthesis_prompt: .*blank"):
+        MoAConfig(**BASE, synthesis_prompt=prompt)
+
+
+def test_a_synthesis_prompt_of_several_lines_and_tabs_is_kept():
+    prompt = "Read the responses below.\n\tThen write one answer.\n"
+    assert MoAConfig(**BASE, synthesis_prompt=prompt).synthesis_prompt == prompt
+
+
 @pytest.mark.parametrize(
     ("load", "says"),
     [

@@ -321,6 +321,16 @@ class MoAConfig(BaseModel):
             )
         return [_coerce_role(v) for v in value] if isinstance(value, list) else value
 
+    @field_validator("synthesis_prompt")
+    @classmethod
+    def _written_prompt(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "blank (only whitespace): write the aggregator's instructions, or "
+                "remove synthesis_prompt for the default"
+            )
+        return value
+
     @field_validator("aggregator", mode="before")
     @classmethod
     def _coerce_aggregator(cls, value: Any) -> Any:
