@@ -321,6 +321,41 @@ def test_a_synthesis_prompt_of_several_lines_and_tabs_is_kept():
     assert MoAConfig(**BASE, synthesis_prompt=prompt).synthesis_prompt == prompt
 
 
+SELECT = {
+    "variant": "select",
+    "proposers": [{"model": "openai:gpt-4o", "samples": 3}, "openai:gpt-4o-mini"],
+}
+
+
+def test_a_misspelt_priority_label_is_refused_naming_the_label_meant():
+    # It was ignored: ties went by proposer order, against what the config asked.
+    with pytest.raises(MoAConfigError) as err:
+        MoAConfig(**SELECT, selection={"priority": ["openai:gpt-4o-mni"]})
+    message = str(err.value)
+    assert "selection.priority" in message and "'openai:gpt-4o-mni'" in message
+    assert "did you mean 'openai:gpt-4o-mini'?" in message
+
+
+def test_a_priority_label_far_from_any_proposer_lists_the_labels():
+    with pytest.raises(MoAConfigError) as err:
+        MoAConfig(**SELECT, selection={"priority": ["claude"]})
+    assert "'openai:gpt-4o', 'openai:gpt-4o-mini'" in str(err.value)
+
+
+def test_a_priority_by_display_name_is_kept():
+    proposers = [{"model": "openai:gpt-4o", "name": "big", "samples": 3}, "openai:gpt-4o-mini"]
+    config = MoAConfig(variant="select", proposers=proposers, selection={"priority": ["big"]})
+    assert config.selection is not None and config.selection.priority == ["big"]
+
+
+def test_a_context_that_replaces_the_proposers_keeps_the_priority_of_those_left():
+    from langgraph_moa.config.context import apply_context
+
+    base = MoAConfig(**SELECT, selection={"priority": ["openai:gpt-4o-mini", "openai:gpt-4o"]})
+    config = apply_context(base, MoAContext(proposers=["openai:o3", "openai:gpt-4o"]))
+    assert config.selection is not None and config.selection.priority == ["openai:gpt-4o"]
+
+
 @pytest.mark.parametrize(
     ("load", "says"),
     [

@@ -350,6 +350,7 @@ class MoAConfig(BaseModel):
             annotation: Any = type(self).model_fields[field].annotation
             setattr(self, field, TypeAdapter(annotation).validate_python(raw))
         rules.check(self)
+        self._check_priority()
         selects = rules.final_role == "selector"
         self._check_quorum(sum(self.first_round()) if selects else rules.proposals_per_layer(self))
         if self.aggregation.chunked and (selects or not rules.chunkable):
@@ -365,6 +366,25 @@ class MoAConfig(BaseModel):
                 "aggregator_fallbacks or use aggregation.start 'quorum'"
             )
         return self
+
+    def _check_priority(self) -> None:
+        """Refuse a ``selection.priority`` label that names no proposer.
+
+        Ties go to the proposers in that order; a misspelt label was silently ignored, so
+        ties went by proposer order against what the config asked.
+        """
+        if self.selection is None:
+            return
+        labels = list(dict.fromkeys(p.label for p in self.proposers))
+        unknown = [label for label in self.selection.priority if label not in labels]
+        if unknown:
+            hint = did_you_mean(unknown[0], labels) or "the proposers' labels are " + ", ".join(
+                map(repr, labels)
+            )
+            raise ValueError(
+                f"selection.priority names {unknown[0]!r}, which is no proposer's label (its "
+                f"name, else its model): {hint}"
+            )
 
     def _check_quorum(self, per_layer: int | None) -> None:
         quorum = self.aggregation.quorum

@@ -17,11 +17,13 @@ from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import (
     AggregatorConfig,
     MoAConfig,
+    ProposerConfig,
     Variant,
     explain_validation_error,
 )
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.text._selection import SelectionConfig
 from langgraph_moa.variants import variant_names, variant_of
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -74,6 +76,23 @@ def _replace(obj: _M, **changes: Any) -> _M:
     data = {name: getattr(obj, name) for name in type(obj).model_fields}
     data.update({k: v for k, v in changes.items() if v is not None})
     return _validated(type(obj), data)
+
+
+def _priority_of(config: MoAConfig, proposers: list[ProposerConfig]) -> SelectionConfig | None:
+    """Return the config's selection with its priority kept to the new `proposers`.
+
+    The priority names the config's own proposers; a context that replaces them keeps the
+    order of those still there (a label naming none of them would be refused as a typo).
+    None when nothing changes.
+    """
+    selection = config.selection
+    if selection is None:
+        return None
+    labels = {p.label for p in proposers}
+    kept = [label for label in selection.priority if label in labels]
+    if kept == selection.priority:
+        return None
+    return selection.model_copy(update={"priority": kept})
 
 
 def _with_model(role: _M, model: str | OpenAIEndpoint) -> _M:
@@ -176,6 +195,7 @@ def apply_context(
             aggregator = _with_model(aggregator or config.final, chosen)
     if context.proposers is not None and context.aggregator is None:
         aggregator = _follow_the_proposer(config, context, proposers, aggregator)
+    selection = _priority_of(config, proposers) if context.proposers is not None else None
     retry = _replace(config.retry, max_attempts=max_attempts) if max_attempts is not None else None
     changed = (
         bool(context.model_dump(exclude_none=True, exclude={"preset"}))
@@ -189,6 +209,7 @@ def apply_context(
         layers=context.layers,
         proposers=proposers,
         aggregator=aggregator,
+        selection=selection,
         call_timeout_s=call_timeout_s,
         retry=retry,
     )
