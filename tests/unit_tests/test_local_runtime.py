@@ -142,8 +142,30 @@ def test_a_bad_thread_or_slot_count_is_refused_naming_the_variable(monkeypatch, 
     from langgraph_moa.errors import MoAConfigError
 
     monkeypatch.setenv(name, value)
-    with pytest.raises(MoAConfigError, match=f"^{name} must be a whole number of at least 1"):
+    with pytest.raises(
+        MoAConfigError, match=f"^{name} must be a whole number (of at least|from) 1"
+    ):
         LocalRuntime()
+
+
+@pytest.mark.parametrize("value", ["257", "100000", str(2**40)])
+def test_a_slot_count_past_what_a_server_can_hold_is_refused(monkeypatch, value):
+    """Each slot holds a full context: 100,000 slots of 4096 tokens overflowed llama.cpp's
+    32-bit context size, and far fewer exhaust the memory."""
+    from langgraph_moa.errors import MoAConfigError
+
+    monkeypatch.setenv("LANGGRAPH_MOA_SLOTS", value)
+    with pytest.raises(
+        MoAConfigError, match=r"^LANGGRAPH_MOA_SLOTS must be a whole number from 1 to 256"
+    ):
+        LocalRuntime()
+    monkeypatch.setenv("LANGGRAPH_MOA_SLOTS", "256")
+    assert LocalRuntime().slots == 256
+    # The most slots, each of the largest context, still fit llama.cpp's 32-bit n_ctx.
+    from langgraph_moa.local.catalog import MAX_CONTEXT
+    from langgraph_moa.local.runtime import MAX_SLOTS
+
+    assert MAX_SLOTS * MAX_CONTEXT <= 2**31 - 1
 
 
 def test_thread_and_slot_counts_are_read_from_the_environment(monkeypatch):

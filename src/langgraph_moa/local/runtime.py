@@ -42,6 +42,12 @@ READY_TIMEOUT_S = 120.0
 DEFAULT_SLOTS = 4
 """Parallel slots per model server; see `default_slots`."""
 
+MAX_SLOTS = 256
+"""The most slots per server (``$LANGGRAPH_MOA_SLOTS``): as many as the samples one proposer
+may draw in a layer. Each slot holds a full context, and the server's context is slots times
+``catalog.MAX_CONTEXT`` at most, which must fit llama.cpp's 32-bit ``n_ctx`` (100,000 slots of 4096
+tokens did not, and far fewer exhaust the memory)."""
+
 
 def default_threads() -> int:
     """Threads per server: ``$LANGGRAPH_MOA_THREADS``, else every core.
@@ -62,24 +68,27 @@ def default_slots() -> int:
     4096 tokens), not speed: on 2 cores, batched decoding gives about the same total tokens
     per second as one stream, and more cores gain more (README, "How fast").
     """
-    return _count_from_env("LANGGRAPH_MOA_SLOTS") or DEFAULT_SLOTS
+    return _count_from_env("LANGGRAPH_MOA_SLOTS", most=MAX_SLOTS) or DEFAULT_SLOTS
 
 
-def _count_from_env(name: str) -> int | None:
-    """Read a whole number of at least 1 from the variable `name`; None when it is unset.
+def _count_from_env(name: str, most: int | None = None) -> int | None:
+    """Read a whole number of at least 1 (and at most `most`) from `name`; None when unset.
 
     Anything else is refused here, in one sentence naming the variable: ``int("four")``
     raised a bare ValueError, and 0 or -1 reached llama.cpp, which failed obscurely.
 
     Raises:
-        MoAConfigError: the value is not an integer >= 1.
+        MoAConfigError: the value is not an integer in the range.
     """
     value = os.environ.get(name, "").strip()
     if not value:
         return None
-    if not value.isdecimal() or int(value) < 1:  # isdigit() takes "²", which int() refuses
+    # isdigit() takes "²", which int() refuses
+    if not value.isdecimal() or int(value) < 1 or (most is not None and int(value) > most):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        bounds = "of at least 1" if most is None else f"from 1 to {most}"
         raise MoAConfigError(
-            f"{name} must be a whole number of at least 1, got {value!r}: set it to 1, 2, "
+            f"{name} must be a whole number {bounds}, got {shown!r}: set it to 1, 2, "
             "... or unset it for the default."
         )
     return int(value)
