@@ -291,3 +291,18 @@ def test_a_server_whose_parent_is_gone_deletes_its_log_as_it_exits(monkeypatch, 
     with pytest.raises(SystemExit):
         _serve._watch_parent(12345, str(log))
     assert not log.exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["LANGGRAPH_MOA_THREADS", "LANGGRAPH_MOA_SLOTS", "LANGGRAPH_MOA_CONTEXT"]
+)
+def test_a_count_of_thousands_of_digits_is_refused_naming_the_variable(monkeypatch, name):
+    """int() refuses more than 4300 digits: a bare ValueError escaped, naming no variable."""
+    from langgraph_moa.errors import MoAConfigError
+    from langgraph_moa.local.catalog import context_size, lookup
+
+    monkeypatch.setenv(name, "9" * 5000)
+    with pytest.raises(MoAConfigError, match=f"^{name} must be a whole number") as err:
+        LocalRuntime()
+        context_size(lookup("qwen2.5-coder-1.5b"))
+    assert len(str(err.value)) < 300

@@ -158,7 +158,9 @@ def context_size(info: LocalModelInfo) -> int:
     value = os.environ.get("LANGGRAPH_MOA_CONTEXT", "").strip()
     if not value:
         return info.n_ctx
-    if not value.isdecimal() or not MIN_CONTEXT <= int(value) <= MAX_CONTEXT:
+    # int() refuses more than 4300 digits: a number longer than MAX_CONTEXT's is too large
+    too_long = len(value.lstrip("0")) > len(str(MAX_CONTEXT))
+    if not value.isdecimal() or too_long or not MIN_CONTEXT <= int(value) <= MAX_CONTEXT:
         raise MoAConfigError(
             f"LANGGRAPH_MOA_CONTEXT must be a whole number of tokens from {MIN_CONTEXT} to "
             f"{MAX_CONTEXT}, got {value[:40]!r}: correct it, or unset it for the default."

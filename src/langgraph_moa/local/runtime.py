@@ -71,6 +71,10 @@ def default_slots() -> int:
     return _count_from_env("LANGGRAPH_MOA_SLOTS", most=MAX_SLOTS) or DEFAULT_SLOTS
 
 
+_MAX_DIGITS = 18
+"""More digits than any count can need; a longer number is refused before ``int()``."""
+
+
 def _count_from_env(name: str, most: int | None = None) -> int | None:
     """Read a whole number of at least 1 (and at most `most`) from `name`; None when unset.
 
@@ -83,8 +87,13 @@ def _count_from_env(name: str, most: int | None = None) -> int | None:
     value = os.environ.get(name, "").strip()
     if not value:
         return None
-    # isdigit() takes "²", which int() refuses
-    if not value.isdecimal() or int(value) < 1 or (most is not None and int(value) > most):
+    # isdigit() takes "²", and int() refuses more than 4300 digits: checked before int()
+    if (
+        not value.isdecimal()
+        or len(value.lstrip("0")) > _MAX_DIGITS
+        or int(value) < 1
+        or (most is not None and int(value) > most)
+    ):
         shown = value if len(value) <= 40 else value[:40] + "..."
         bounds = "of at least 1" if most is None else f"from 1 to {most}"
         raise MoAConfigError(
