@@ -15,9 +15,7 @@ The answer's `usage_metadata` counts every inner call (proposers and aggregator)
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import threading
 import uuid
 from collections import OrderedDict
@@ -49,8 +47,9 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
+from langgraph_moa.config._digest import fingerprint
 from langgraph_moa.config._loader import load_config
 from langgraph_moa.config._schema import MoAConfig, explain_validation_error, list_presets
 from langgraph_moa.config.context import MoAContext, answer_cap, apply_context
@@ -195,7 +194,7 @@ class MoAChatModel(BaseChatModel):
         """
         cfg = self.moa_config
         if self._fingerprint is None:
-            self._fingerprint = _fingerprint(cfg)
+            self._fingerprint = fingerprint(cfg)
         return {
             "moa": cfg.name or cfg.variant,
             "variant": cfg.variant,
@@ -705,34 +704,6 @@ class _GraphCache:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _GraphCache:
         return _GraphCache(self.size)
-
-
-def _fingerprint(cfg: MoAConfig) -> str:
-    """Return a digest of every field of `cfg`, the same in every process for the same MoA.
-
-    A model instance counts by its type and fields (a function by its name, any other
-    object by its type): two instances of one model with the same settings answer alike.
-    """
-    text = json.dumps(_plain(cfg), sort_keys=True, default=lambda o: type(o).__qualname__)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _plain(value: Any) -> Any:
-    """Return `value` as JSON-able data, pydantic models (and chat models) field by field."""
-    if isinstance(value, BaseModel):
-        fields = {name: _plain(getattr(value, name, None)) for name in type(value).model_fields}
-        return {"type": type(value).__qualname__, **fields}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if callable(value):
-        return getattr(value, "__qualname__", type(value).__qualname__)
-    return type(value).__qualname__
 
 
 def _with_call_fields(

@@ -54,3 +54,90 @@ async def test_an_async_run_cancelled_mid_retry_resumes_with_its_history(fake):
         )
     out = await create_moa_graph(config, checkpointer=saver).ainvoke(None, THREAD)
     assert_both_attempts_recorded(out)
+
+
+def killed_mid_layer(fake, saver):
+    """Run a 3-proposer MoA on THREAD until its third proposer 'dies' in layer 1."""
+    config = MoAConfig(
+        proposers=[
+            fake("A"),
+            fake("B"),
+            # Dies after A's and B's answers were saved (a dead process saves nothing more).
+            fake(
+                "C",
+                fail=lambda n, m: Killed() if n == 1 else None,
+                delay=lambda n: 0.5 if n == 1 else 0.0,
+            ),
+        ],
+        aggregator=fake("AGG"),
+        layers=2,
+        retry=RetrySettings(max_attempts=1),
+    )
+    with pytest.raises(Killed):
+        create_moa_graph(config, checkpointer=saver).invoke(QUESTION, THREAD)
+    return config
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda config, fake: {"proposers": config.proposers[:2]}, id="fewer"),
+        pytest.param(
+            lambda config, fake: {"proposers": [fake("X"), *config.proposers[1:]]}, id="other"
+        ),
+        pytest.param(lambda config, fake: {"layers": 3}, id="layers"),
+        pytest.param(lambda config, fake: {"aggregator": fake("OTHER")}, id="aggregator"),
+    ],
+)
+def test_a_run_resumed_with_another_moa_is_refused_in_one_sentence(fake, log, change):
+    """Proposals of one MoA must never be mixed into another's, nor end in an IndexError."""
+    from langgraph_moa import MoAConfigError
+
+    saver = InMemorySaver()
+    config = killed_mid_layer(fake, saver)
+    before = len(log.calls)
+    other = config.model_copy(update=change(config, fake))
+    with pytest.raises(MoAConfigError) as caught:
+        create_moa_graph(other, checkpointer=saver).invoke(None, THREAD)
+    message = str(caught.value)
+    assert "thread" in message and "config it started with" in message
+    assert "\n" not in message
+    assert len(log.calls) == before  # nothing was asked of the other MoA
+    # Nothing computed is lost: the run still resumes with the MoA it started with.
+    out = create_moa_graph(config, checkpointer=saver).invoke(None, THREAD)
+    assert [c.label for c in log.calls[before:]] == ["C", "AGG"]
+    assert out["messages"][-1].text.startswith("AGG")
+
+
+def test_a_run_resumed_with_other_retry_and_timeout_settings_goes_on(fake, log):
+    """Settings that do not change who is asked (retries, timeouts) may change on a resume."""
+    saver = InMemorySaver()
+    config = killed_mid_layer(fake, saver)
+    before = len(log.calls)
+    patient = config.model_copy(
+        update={"retry": RetrySettings(max_attempts=2, initial_interval=0.0), "call_timeout_s": 99}
+    )
+    out = create_moa_graph(patient, checkpointer=saver).invoke(None, THREAD)
+    assert [c.label for c in log.calls[before:]] == ["C", "AGG"]
+    assert out["messages"][-1].text.startswith("AGG")
+
+
+def test_a_checkpoint_from_before_the_config_check_still_resumes(fake, log, monkeypatch):
+    """A checkpoint written by an older version holds no config digest: it resumes as before."""
+    from langgraph_moa.graph._nodes import MoANodes
+
+    prepare = MoANodes.prepare
+
+    def older_prepare(self, state):
+        update = prepare(self, state)
+        update.pop("config_digest", None)  # what a version without the check wrote
+        return update
+
+    monkeypatch.setattr(MoANodes, "prepare", older_prepare)
+    saver = InMemorySaver()
+    config = killed_mid_layer(fake, saver)
+    monkeypatch.setattr(MoANodes, "prepare", prepare)
+    before = len(log.calls)
+    out = create_moa_graph(config, checkpointer=saver).invoke(None, THREAD)
+    assert [c.label for c in log.calls[before:]] == ["C", "AGG"]
+    assert out["messages"][-1].text.startswith("AGG")

@@ -8,8 +8,10 @@ generator (see `calls`) and run by a sync and an async node.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,7 @@ from langgraph.runtime import get_runtime
 from langgraph.types import Command
 
 from langgraph_moa._redact import describe_error
+from langgraph_moa.config._digest import shape_digest
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig
 from langgraph_moa.config.context import ContextConfigCache
@@ -29,6 +32,7 @@ from langgraph_moa.errors import (
     AllProposersFailedError,
     BudgetExhaustedError,
     EmptyResponseError,
+    MoAConfigError,
     StragglerCancelledError,
     StructuredOutputError,
 )
@@ -113,6 +117,8 @@ class MoANodes:
         self.response_method = response_method
         self.models = ModelCache()
         self.ledger = Ledger()
+        self._shapes: OrderedDict[int, tuple[MoAConfig, str]] = OrderedDict()
+        self._shapes_lock = threading.Lock()
 
     def plan(self) -> Plan:
         """Return this run's plan: its effective config (base config plus run context)."""
@@ -121,6 +127,36 @@ class MoANodes:
         except RuntimeError:
             context = None
         return plan_for(self.configs.get(context))
+
+    def checked_plan(self, recorded: str | None) -> Plan:
+        """Return this run's plan, refusing to go on with a run another MoA started.
+
+        `recorded` is the digest the run wrote when it started (`prepare`): a run resumed by
+        a graph with other proposers, aggregators or layers would mix the two MoAs'
+        proposals, or index a proposer that is not there. None (a checkpoint written before
+        the digest was recorded) is not checked.
+        """
+        plan = self.plan()
+        if recorded is not None and recorded != self._shape_of(plan.cfg):
+            raise MoAConfigError(
+                "This thread's run was started by a MoA with other proposers, aggregators or "
+                "layers than this graph's: resume it with the config it started with, or give "
+                "it new input (or use a new thread_id) to start over."
+            )
+        return plan
+
+    def _shape_of(self, cfg: MoAConfig) -> str:
+        """Return `cfg`'s `shape_digest`, computed once per config object the run uses."""
+        with self._shapes_lock:
+            known = self._shapes.get(id(cfg))
+            if known is not None and known[0] is cfg:
+                return known[1]
+        digest = shape_digest(cfg)
+        with self._shapes_lock:
+            self._shapes[id(cfg)] = (cfg, digest)
+            while len(self._shapes) > 128:
+                self._shapes.popitem(last=False)
+        return digest
 
     # --- start ---------------------------------------------------------------------------
 
@@ -145,6 +181,7 @@ class MoANodes:
             "running_synthesis": None,
             "final_index": 0,
             "run_token": uuid.uuid4().hex,
+            "config_digest": self._shape_of(cfg),
             "drawn": [],
         }
 
@@ -190,7 +227,7 @@ class MoANodes:
 
     def _propose_steps(self, task: ProposerTask) -> NodeSteps:
         """Ask one proposer for one sample: the body of `propose` and `apropose`."""
-        cfg = self.plan().cfg
+        cfg = self.checked_plan(task.get("config_digest")).cfg
         p = cfg.proposers[task["proposer"]]
         call = CallId("proposer", task["layer"], task["proposer"], task["sample"], p.label)
         parts = [f"layer {call.layer}", f"proposer {call.proposer + 1}"]
@@ -303,7 +340,7 @@ class MoANodes:
 
     def join_layer(self, state: MoAState) -> dict[str, Any]:
         """Close a layer: its successful outputs become the next input's references."""
-        plan = self.plan()
+        plan = self.checked_plan(state.get("config_digest"))
         cfg = plan.cfg
         layer = plan.joined_layer(state)
         calls = state.get("calls", [])
@@ -326,7 +363,7 @@ class MoANodes:
 
     def select(self, state: MoAState) -> dict[str, Any]:
         """Pick the answer among the proposals: no model call (see `selection`)."""
-        cfg = self.plan().cfg
+        cfg = self.checked_plan(state.get("config_digest")).cfg
         assert cfg.selection is not None
         calls = list(state.get("calls", []))
         decision = select(candidates(state), cfg.selection, priority(cfg))
@@ -393,7 +430,7 @@ class MoANodes:
 
     def _aggregate_steps(self, state: MoAState) -> NodeSteps:
         """Synthesize the references: the body of `aggregate` and `aaggregate`."""
-        plan = self.plan()
+        plan = self.checked_plan(state.get("config_digest"))
         cfg = plan.cfg
         call, is_final = self._final_call(plan, state)
         if plan.budget_spent(state):
@@ -457,7 +494,7 @@ class MoANodes:
 
     def _rank_steps(self, state: MoAState) -> NodeSteps:
         """Let an LLM pick the best proposal: the body of `rank` and `arank`."""
-        plan = self.plan()
+        plan = self.checked_plan(state.get("config_digest"))
         cfg = plan.cfg
         call, _ = self._final_call(plan, state)
         if plan.budget_spent(state):

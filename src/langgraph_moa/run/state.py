@@ -178,6 +178,9 @@ class MoAState(MoAOutput, total=False):
     """Position in the aggregator chain (aggregator, then its fallbacks) now in use."""
     run_token: str
     """Identifies this run, so retries of its calls are counted apart from other runs'."""
+    config_digest: str | None
+    """Who this run asks and how (`config._digest.shape_digest`): a resume by a graph of
+    another MoA is refused. None in checkpoints written before it was recorded."""
     drawn: list[int]
     """Variant 'select' with adaptive sampling: samples each proposer has drawn so far."""
 
@@ -194,3 +197,5 @@ class ProposerTask(TypedDict):
     """When the layer fanned out (Unix time): its deadline counts from here, resumed or not."""
     options: NotRequired[dict[str, Any]]
     """The run's call options (tools, stop, ...; see `MoAInput`), when it has any."""
+    config_digest: NotRequired[str]
+    """The run's `MoAState.config_digest`, when it has one."""
