@@ -527,6 +527,33 @@ def test_user_and_metadata_are_forwarded_to_the_run_trace_never_dropped():
     assert "user" not in json.dumps(options)  # not sent to the models
 
 
+@pytest.mark.parametrize(
+    ("extra", "param", "fragment"),
+    [
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16"),
+        ({"metadata": {"k" * 65: "v"}}, "metadata." + "k" * 65, "at most 64"),
+        ({"metadata": {"team": "v" * 513}}, "metadata.team", "at most 512"),
+        ({"user": "u" * 257}, "user", "at most 256"),
+    ],
+)
+def test_trace_metadata_past_openais_bounds_is_a_400(client, log, extra, param, fragment):
+    """What a client forwards to the trace is copied onto every run of it: it is bounded."""
+    body = {"model": "m", "messages": USER, **extra}
+    error = assert_one_sentence(post(client, body), 400, fragment)
+    assert error["param"] == param
+    assert log.calls == []
+
+
+def test_trace_metadata_at_openais_bounds_is_forwarded():
+    from langgraph_moa.serving._schema import ChatRequest
+
+    metadata = {f"{i:02d}" + "k" * 62: "v" * 512 for i in range(16)}
+    body = ChatRequest.model_validate(
+        {"model": "m", "messages": USER, "user": "u" * 256, "metadata": metadata}
+    )
+    assert body.trace_metadata() == {"user": "u" * 256, "request_metadata": metadata}
+
+
 def test_large_bodies_are_parsed_one_at_a_time_small_ones_at_once(system):
     # A parse holds the GIL: eight large ones at once starve the event loop (a side
     # request's p95 went from 19 to 247 ms in benchmarks/serve_large_bodies.py).

@@ -80,7 +80,9 @@ def _api_error(exc: MoAError) -> _APIError:
 def _invalid_body(exc: ValidationError) -> _APIError:
     """Turn the request model's error into one sentence naming the field (OpenAI's param)."""
     first = exc.errors(include_url=False)[0]
-    loc = [clip(str(part)) for part in first["loc"] if not _is_union_tag(part)]
+    # The first part is always a field of the body: 'user' is one as well as a role's tag.
+    parts = first["loc"]
+    loc = [clip(str(p)) for i, p in enumerate(parts) if i == 0 or not _is_union_tag(p)]
     param = ".".join(loc) or None
     if first["type"] == "json_invalid":
         return _APIError(400, f"The body is not valid JSON: {first['msg']}.", code="invalid_json")

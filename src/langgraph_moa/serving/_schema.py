@@ -180,6 +180,13 @@ class _Tool(_Body):
         return value
 
 
+# OpenAI's bounds on what a request forwards to the trace (``metadata``: 16 pairs, keys of
+# 64 characters, values of 512); `user` gets 256. The trace copies them onto every run of
+# the request (each node, each model call), so an unbounded body would be copied that often.
+_MetadataKey = Annotated[StrictStr, Field(max_length=64)]
+_MetadataValue = Annotated[StrictStr, Field(max_length=512)]
+
+
 class ChatRequest(_Body):
     """The body of ``POST /v1/chat/completions``: OpenAI's fields MoA honours, and its own.
 
@@ -198,9 +205,9 @@ class ChatRequest(_Body):
     top_p: float | None = Field(default=None, strict=True)
     presence_penalty: float | None = Field(default=None, strict=True)
     frequency_penalty: float | None = Field(default=None, strict=True)
-    user: StrictStr | None = None
+    user: StrictStr | None = Field(default=None, max_length=256)
     """Forwarded as the run's trace metadata (``user``), not to the models."""
-    metadata: dict[str, StrictStr] | None = None
+    metadata: dict[_MetadataKey, _MetadataValue] | None = Field(default=None, max_length=16)
     """Forwarded as the run's trace metadata (``request_metadata``)."""
     store: StrictBool | None = None
     # Passed through to the model calls (see `run._options`).
