@@ -226,3 +226,39 @@ def test_named_instances_of_one_model_name_keep_their_own_cached_answers(tmp_pat
         out = create_moa_graph(config, call_cache=cache).invoke(QUESTION)
     proposals = sorted(c["output"] for c in out["calls"] if c["role"] == "proposer")
     assert proposals == ["from A", "from B"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda path: path.write_bytes(b"\x00\xffnot a database" * 300), id="garbage"),
+        pytest.param(lambda path: path.write_bytes(path.read_bytes()[:1500]), id="truncated"),
+    ],
+)
+def test_a_damaged_cache_file_is_one_sentence_naming_it_and_the_fix(tmp_path, damage):
+    from langgraph_moa import MoAConfigError
+
+    path = tmp_path / "calls.db"
+    cache = SQLiteCallCache(path)
+    for i in range(50):
+        cache.put(f"k{i}", AIMessage(content="x" * 200))
+    cache.close()
+    damage(path)
+    with pytest.raises(MoAConfigError) as caught:
+        SQLiteCallCache(path)
+    message = str(caught.value)
+    assert str(path) in message and "delete it" in message and "\n" not in message
+    assert path.exists()  # left for the user to look at, never replaced behind their back
+
+
+def test_an_unreadable_cached_reply_is_a_miss_and_is_answered_again(fake, log, tmp_path):
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    create_moa_graph(config, call_cache=cache).invoke(QUESTION)
+    cache._conn.execute('UPDATE calls SET message = \'{"type": "ai", "da\'')  # cut off
+    cache._conn.commit()
+    out = create_moa_graph(config, call_cache=cache).invoke(QUESTION)
+    assert all(c["status"] == "ok" and not c["cached"] for c in out["calls"])
+    assert len(log.calls) == 4  # both calls made again
+    again = create_moa_graph(config, call_cache=cache).invoke(QUESTION)
+    assert all(c["cached"] for c in again["calls"])  # and their answers stored anew

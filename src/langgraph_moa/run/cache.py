@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 
+from langgraph_moa.errors import MoAConfigError
+
 
 class CallCache(Protocol):
     """What the graph needs from a cache."""
@@ -74,16 +76,25 @@ class SQLiteCallCache:
     """The default `CallCache`: one SQLite file, safe to share between threads."""
 
     def __init__(self, path: str | Path) -> None:
-        """Open (or create) the cache file."""
+        """Open (or create) the cache file; a damaged one is one sentence naming it."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, check_same_thread=False)
         self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, message TEXT, stored REAL)"
-            )
-            self._conn.commit()
+        try:
+            with self._lock:
+                self._conn.execute(
+                    "CREATE TABLE IF NOT EXISTS calls "
+                    "(key TEXT PRIMARY KEY, message TEXT, stored REAL)"
+                )
+                self._conn.commit()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            # The file is left as it is: it may be the only copy of many paid-for answers.
+            raise MoAConfigError(
+                f"The call cache {self.path} cannot be read ({exc}): move it aside or delete it "
+                "to start a new cache (the calls it held are then made again)."
+            ) from None
         self.hits = 0
         self.misses = 0
 
@@ -94,8 +105,17 @@ class SQLiteCallCache:
             if row is None:
                 self.misses += 1
                 return None
+        try:
+            message = messages_from_dict([json.loads(row[0])])[0]
+        except (ValueError, TypeError, KeyError, IndexError):
+            # A reply stored damaged (a disk fault, a hand edit) is a miss, never a failure
+            # of the call: the call is made again, and `put` stores its answer over it.
+            with self._lock:
+                self.misses += 1
+            return None
+        with self._lock:
             self.hits += 1
-        return messages_from_dict([json.loads(row[0])])[0]
+        return message
 
     def put(self, key: str, message: BaseMessage) -> None:
         """Store the reply for `key`."""
