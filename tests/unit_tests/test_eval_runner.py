@@ -654,3 +654,17 @@ def test_an_atomic_write_goes_through_a_symbolic_link_and_keeps_the_mode(tmp_pat
     assert link.is_symlink() and real.read_text() == '{"accuracy": {}}'
     assert real.stat().st_mode & 0o777 == 0o640
     assert not list(real.parent.glob(".*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_damaged_rows_file_keeps_its_good_rows_and_answers_the_rest_again(tmp_path):
+    """Bytes that are not UTF-8 or rows of the wrong shape (a disk fault) cost only those rows."""
+    path = tmp_path / "s.rows.jsonl"
+    items = ITEMS[:3]
+    store = _RowStore(path, "A")
+    store.rows(items)
+    store.add(_row("0"))
+    store.add(_row("1"))
+    damaged = path.read_bytes() + b'{"id": "2", "answer": "\xc3\n' + b'{"id": "2", "trace": [1]}\n'
+    path.write_bytes(damaged)
+    assert set(_RowStore(path, "A").rows(items)) == {"0", "1"}
+    assert set(_RowStore(path, "A").rows(items)) == {"0", "1"}  # and the file is readable again

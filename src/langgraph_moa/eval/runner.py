@@ -844,18 +844,13 @@ class _RowStore:
         """Rows an earlier run of the same system finished for `items`, by item id."""
         if self.digest is None or not self.path.is_file():
             return {}
-        lines = self.path.read_text(encoding="utf-8").splitlines()
+        # Line by line: a line that is not UTF-8 (a disk fault) costs that row, not the file.
+        lines = self.path.read_bytes().splitlines()
         self._ours = bool(lines) and _json_line(lines[0]) == {"digest": self.digest}
         if not self._ours:
             return {}  # another config's rows: left alone until this one finishes an item
         # None: the line being written when the run stopped.
-        stored = [
-            r
-            for r in map(_json_line, lines[1:])
-            if isinstance(r, dict)
-            and r.get("error") is None
-            and not any(c.get("status") == "failed" for c in r.get("trace") or [])
-        ]
+        stored = [r for r in map(_json_line, lines[1:]) if _answered(r)]
         if len(stored) < len(lines) - 1:
             # Written again with good rows only: a cut-off last line must not swallow the next.
             self._replace(stored)
@@ -882,11 +877,24 @@ class _RowStore:
         os.replace(fresh, self.path)
 
 
-def _json_line(line: str) -> Any:
+def _json_line(line: bytes) -> Any:
     try:
-        return json.loads(line)
-    except json.JSONDecodeError:
+        return json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
         return None
+
+
+def _answered(row: Any) -> bool:
+    """Tell whether a stored row is one to keep: answered, every call of it answered.
+
+    A row of another shape (a damaged file) is not kept: its item is answered again.
+    """
+    if not isinstance(row, dict) or row.get("error") is not None:
+        return False
+    trace = row.get("trace") or []
+    if not isinstance(trace, list) or not all(isinstance(c, dict) for c in trace):
+        return False
+    return not any(c.get("status") == "failed" for c in trace)
 
 
 def slug(name: str) -> str:
