@@ -11,6 +11,7 @@ from langsmith import Client
 from langsmith.run_helpers import tracing_context
 
 from langgraph_moa import MoAConfig, OpenAIEndpoint, create_moa_graph
+from langgraph_moa._redact import REDACTED
 from langgraph_moa.testing import FaultProfile, FaultServer
 
 SECRET = "sk-this-must-never-reach-a-trace-0123456789"
@@ -115,3 +116,30 @@ async def test_a_streamed_chat_model_run_holds_its_inner_calls(recorder, how):
     assert root["name"] == "MoAChatModel" and len(llm_runs) == 3
     for run in llm_runs:
         assert run is root or ancestors(runs, run)[-1] == "MoAChatModel"
+
+
+def test_an_upstream_error_that_repeats_the_key_reaches_the_trace_without_it(recorder, monkeypatch):
+    """A careless upstream repeats the request's Authorization header in its 400: the failed
+    call's run in the trace carries the error, never the key."""
+    url, sent = recorder
+    monkeypatch.setenv("BACKEND_KEY", SECRET)
+    profiles = {"echo": FaultProfile(error_rate=1.0, errors=["echo"])}
+    with FaultServer(profiles, default=FaultProfile()) as backend:
+
+        def model(name):
+            return OpenAIEndpoint(base_url=backend.url, model=name, api_key_env="BACKEND_KEY")
+
+        config = MoAConfig(
+            proposers=[model("alpha"), model("echo")], aggregator=model("omega"), layers=2
+        )
+        client = Client(api_url=url, api_key="test", auto_batch_tracing=False)
+        with tracing_context(enabled=True, client=client, project_name="moa-tests"):
+            out = create_moa_graph(config).invoke({"messages": [("user", "Explain X")]})
+        client.flush()
+
+    failed = next(c for c in out["calls"] if c["status"] == "failed")
+    assert SECRET not in failed["error"]  # the call record was already clean
+    runs = runs_from(sent)
+    errors = [r["error"] for r in runs.values() if r.get("error")]
+    assert any(REDACTED in e for e in errors), errors  # the echo reached the trace, cleaned
+    assert SECRET not in json.dumps(sent)
