@@ -130,7 +130,7 @@ def test_a_checkpoint_from_before_the_config_check_still_resumes(fake, log, monk
 
     def older_prepare(self, state):
         update = prepare(self, state)
-        update.pop("config_digest", None)  # what a version without the check wrote
+        update["run_token"] = update["run_token"].partition("/")[0]  # as written before the check
         return update
 
     monkeypatch.setattr(MoANodes, "prepare", older_prepare)
@@ -141,3 +141,39 @@ def test_a_checkpoint_from_before_the_config_check_still_resumes(fake, log, monk
     out = create_moa_graph(config, checkpointer=saver).invoke(None, THREAD)
     assert [c.label for c in log.calls[before:]] == ["C", "AGG"]
     assert out["messages"][-1].text.startswith("AGG")
+
+
+def function_calls(fn, times=100):
+    """Python function calls (cProfile's count, the same on every run) of `times` calls of fn."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(times):
+        fn()
+    profiler.disable()
+    return pstats.Stats(profiler).total_calls / times
+
+
+def test_the_resume_check_adds_at_most_two_function_calls_to_a_node(fake):
+    """Every node checks the run's MoA (issue 23: a model call's own work is budgeted).
+
+    The check is one comparison with the digest the graph already knows: no lock, no
+    lookup, no digest computed again. The digest rides in the run's token (which every
+    node and proposer task carries already), not in a state channel of its own, which cost
+    LangGraph about six further function calls per model call.
+    """
+    from langchain_core.messages import HumanMessage
+
+    from langgraph_moa.graph._nodes import MoANodes
+
+    nodes = MoANodes(MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG")))
+    token = nodes.prepare({"messages": [HumanMessage("Explain X")]})["run_token"]
+    nodes.checked_plan(token)  # the digest is computed once, here or in prepare
+    assert (
+        function_calls(lambda: nodes.checked_plan(token)) - function_calls(lambda: nodes.plan())
+        <= 2
+    )
+    graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    assert "config_digest" not in graph.channels

@@ -94,7 +94,7 @@ from langgraph_moa.run._references import (
     with_references,
 )
 from langgraph_moa.run.cache import CallCache
-from langgraph_moa.run.state import CallRecord, MoAState, ProposerTask
+from langgraph_moa.run.state import SHAPE_MARK, CallRecord, MoAState, ProposerTask
 from langgraph_moa.text._prompts import ranker_messages
 from langgraph_moa.text._selection import select
 from langgraph_moa.variants import Plan, plan_for
@@ -119,6 +119,7 @@ class MoANodes:
         self.ledger = Ledger()
         self._shapes: OrderedDict[int, tuple[MoAConfig, str]] = OrderedDict()
         self._shapes_lock = threading.Lock()
+        self._last_shape: tuple[MoAConfig | None, str] = (None, "")
 
     def plan(self) -> Plan:
         """Return this run's plan: its effective config (base config plus run context)."""
@@ -128,16 +129,21 @@ class MoANodes:
             context = None
         return plan_for(self.configs.get(context))
 
-    def checked_plan(self, recorded: str | None) -> Plan:
+    def checked_plan(self, run_token: str) -> Plan:
         """Return this run's plan, refusing to go on with a run another MoA started.
 
-        `recorded` is the digest the run wrote when it started (`prepare`): a run resumed by
-        a graph with other proposers, aggregators or layers would mix the two MoAs'
-        proposals, or index a proposer that is not there. None (a checkpoint written before
-        the digest was recorded) is not checked.
+        `run_token` ends in the digest of the MoA that started the run (`prepare`,
+        `MoAState.run_token`): a run resumed by a graph with other proposers, aggregators or
+        layers would mix the two MoAs' proposals, or index a proposer that is not there. A
+        token without one (a checkpoint written before the digest was recorded) is not
+        checked. Every node runs this, so it is one comparison (issue 23).
         """
         plan = self.plan()
-        if recorded is not None and recorded != self._shape_of(plan.cfg):
+        if SHAPE_MARK not in run_token:
+            return plan
+        last = self._last_shape  # `_shape_of`'s own first step, without the call
+        digest = last[1] if last[0] is plan.cfg else self._shape_of(plan.cfg)
+        if not run_token.endswith(digest):
             raise MoAConfigError(
                 "This thread's run was started by a MoA with other proposers, aggregators or "
                 "layers than this graph's: resume it with the config it started with, or give "
@@ -146,17 +152,23 @@ class MoANodes:
         return plan
 
     def _shape_of(self, cfg: MoAConfig) -> str:
-        """Return `cfg`'s `shape_digest`, computed once per config object the run uses."""
-        with self._shapes_lock:
-            known = self._shapes.get(id(cfg))
-            if known is not None and known[0] is cfg:
-                return known[1]
-        digest = shape_digest(cfg)
-        with self._shapes_lock:
-            self._shapes[id(cfg)] = (cfg, digest)
-            while len(self._shapes) > 128:
-                self._shapes.popitem(last=False)
-        return digest
+        """Return `cfg`'s `shape_digest`, computed once per config object the run uses.
+
+        The last one asked for is at hand without a lookup (most graphs run one config); a
+        read takes no lock (a dict's get is atomic), only storing a new digest does.
+        """
+        last = self._last_shape
+        if last[0] is cfg:
+            return last[1]
+        known = self._shapes.get(id(cfg))
+        if known is None or known[0] is not cfg:
+            known = (cfg, shape_digest(cfg))
+            with self._shapes_lock:
+                self._shapes[id(cfg)] = known
+                while len(self._shapes) > 128:
+                    self._shapes.popitem(last=False)
+        self._last_shape = known
+        return known[1]
 
     # --- start ---------------------------------------------------------------------------
 
@@ -180,8 +192,7 @@ class MoANodes:
             "missing": 0,
             "running_synthesis": None,
             "final_index": 0,
-            "run_token": uuid.uuid4().hex,
-            "config_digest": self._shape_of(cfg),
+            "run_token": f"{uuid.uuid4().hex}{SHAPE_MARK}{self._shape_of(cfg)}",
             "drawn": [],
         }
 
@@ -227,7 +238,7 @@ class MoANodes:
 
     def _propose_steps(self, task: ProposerTask) -> NodeSteps:
         """Ask one proposer for one sample: the body of `propose` and `apropose`."""
-        cfg = self.checked_plan(task.get("config_digest")).cfg
+        cfg = self.checked_plan(task["run_token"]).cfg
         p = cfg.proposers[task["proposer"]]
         call = CallId("proposer", task["layer"], task["proposer"], task["sample"], p.label)
         parts = [f"layer {call.layer}", f"proposer {call.proposer + 1}"]
@@ -340,7 +351,7 @@ class MoANodes:
 
     def join_layer(self, state: MoAState) -> dict[str, Any]:
         """Close a layer: its successful outputs become the next input's references."""
-        plan = self.checked_plan(state.get("config_digest"))
+        plan = self.checked_plan(state.get("run_token", ""))
         cfg = plan.cfg
         layer = plan.joined_layer(state)
         calls = state.get("calls", [])
@@ -363,7 +374,7 @@ class MoANodes:
 
     def select(self, state: MoAState) -> dict[str, Any]:
         """Pick the answer among the proposals: no model call (see `selection`)."""
-        cfg = self.checked_plan(state.get("config_digest")).cfg
+        cfg = self.checked_plan(state.get("run_token", "")).cfg
         assert cfg.selection is not None
         calls = list(state.get("calls", []))
         decision = select(candidates(state), cfg.selection, priority(cfg))
@@ -430,7 +441,7 @@ class MoANodes:
 
     def _aggregate_steps(self, state: MoAState) -> NodeSteps:
         """Synthesize the references: the body of `aggregate` and `aaggregate`."""
-        plan = self.checked_plan(state.get("config_digest"))
+        plan = self.checked_plan(state.get("run_token", ""))
         cfg = plan.cfg
         call, is_final = self._final_call(plan, state)
         if plan.budget_spent(state):
@@ -494,7 +505,7 @@ class MoANodes:
 
     def _rank_steps(self, state: MoAState) -> NodeSteps:
         """Let an LLM pick the best proposal: the body of `rank` and `arank`."""
-        plan = self.checked_plan(state.get("config_digest"))
+        plan = self.checked_plan(state.get("run_token", ""))
         cfg = plan.cfg
         call, _ = self._final_call(plan, state)
         if plan.budget_spent(state):

@@ -155,6 +155,9 @@ RUN_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls", "stop", "call_kwar
 """The input keys that hold per-run call options (see `MoAInput`); a run that does not give
 one starts with it unset, so options never leak from one run of a thread into the next."""
 
+SHAPE_MARK = "/"
+"""Separates a run token's id from the digest of the MoA that started the run."""
+
 
 class MoAState(MoAOutput, total=False):
     """Internal state. Fields past `usage` are working data of the current run."""
@@ -177,10 +180,11 @@ class MoAState(MoAOutput, total=False):
     final_index: int
     """Position in the aggregator chain (aggregator, then its fallbacks) now in use."""
     run_token: str
-    """Identifies this run, so retries of its calls are counted apart from other runs'."""
-    config_digest: str | None
-    """Who this run asks and how (`config._digest.shape_digest`): a resume by a graph of
-    another MoA is refused. None in checkpoints written before it was recorded."""
+    """Identifies this run, so retries of its calls are counted apart from other runs': a
+    random hex id, `SHAPE_MARK`, then who the run asks and how (`config._digest.shape_digest`),
+    so that a resume by a graph of another MoA is refused. The digest rides in the token
+    that every node and proposer task carries: a state key of its own cost LangGraph about
+    six function calls per model call. A token without it was written before it was."""
     drawn: list[int]
     """Variant 'select' with adaptive sampling: samples each proposer has drawn so far."""
 
@@ -197,5 +201,3 @@ class ProposerTask(TypedDict):
     """When the layer fanned out (Unix time): its deadline counts from here, resumed or not."""
     options: NotRequired[dict[str, Any]]
     """The run's call options (tools, stop, ...; see `MoAInput`), when it has any."""
-    config_digest: NotRequired[str]
-    """The run's `MoAState.config_digest`, when it has one."""

@@ -178,8 +178,6 @@ class Plan:
         )
         if options := run_options(state):
             task["options"] = options
-        if digest := state.get("config_digest"):
-            task["config_digest"] = digest
         return Send(PROPOSE, task)
 
     # --- join ----------------------------------------------------------------------------
