@@ -177,3 +177,39 @@ def test_the_resume_check_adds_at_most_two_function_calls_to_a_node(fake):
     )
     graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
     assert "config_digest" not in graph.channels
+
+
+DIGEST_IN_A_PROCESS = """
+from tests.fakes import FakeChat
+from langgraph_moa import MoAConfig
+from langgraph_moa.config._digest import fingerprint, shape_digest
+
+
+class Tagged(FakeChat):
+    stop_words: set[str] = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"}
+
+
+config = MoAConfig(proposers=[Tagged(label="A")], aggregator=Tagged(label="AGG"))
+print(shape_digest(config), fingerprint(config))
+"""
+
+
+def test_a_models_set_field_gives_the_same_digest_in_every_process():
+    """A resume runs in another process, where strings hash (and sets iterate) otherwise."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", DIGEST_IN_A_PROCESS],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            cwd=Path(__file__).parents[2],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(2)
+    }
+    assert len(digests) == 1

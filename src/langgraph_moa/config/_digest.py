@@ -48,8 +48,11 @@ def shape_digest(cfg: MoAConfig) -> str:
 
 
 def _digest(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, default=lambda o: type(o).__qualname__)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(_json(data).encode()).hexdigest()[:32]
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, default=lambda o: type(o).__qualname__)
 
 
 def _plain(value: Any) -> Any:
@@ -59,7 +62,9 @@ def _plain(value: Any) -> Any:
         return {"type": type(value).__qualname__, **fields}
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
+    if isinstance(value, (set, frozenset)):  # in a known order: one process's is not another's
+        return sorted((_plain(v) for v in value), key=_json)
+    if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
