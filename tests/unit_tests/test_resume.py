@@ -213,3 +213,19 @@ def test_a_models_set_field_gives_the_same_digest_in_every_process():
         for seed in range(2)
     }
     assert len(digests) == 1
+
+
+def test_a_new_turn_after_a_cut_off_run_may_use_another_moa(fake, log):
+    """New input on the thread starts a new run: only a resume (input None) is checked."""
+    saver = InMemorySaver()
+    killed_mid_layer(fake, saver)
+    other = MoAConfig(proposers=[fake("X")], aggregator=fake("Y"), layers=2)
+    before = len(log.calls)
+    out = create_moa_graph(other, checkpointer=saver).invoke(QUESTION, THREAD)
+    assert [c.label for c in log.calls[before:]] == ["X", "Y"]
+    # and a later turn with a run context of other layers is a new run too
+    out = create_moa_graph(other, checkpointer=saver).invoke(
+        QUESTION, THREAD, context={"layers": 3}
+    )
+    assert out["messages"][-1].text.startswith("Y")
+    assert [c.label for c in log.calls[before + 2 :]] == ["X", "X", "Y"]
