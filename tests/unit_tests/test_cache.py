@@ -251,6 +251,29 @@ def test_a_damaged_cache_file_is_one_sentence_naming_it_and_the_fix(tmp_path, da
     assert path.exists()  # left for the user to look at, never replaced behind their back
 
 
+def test_a_cache_locked_by_another_run_is_not_called_damaged(tmp_path, monkeypatch):
+    # "database is locked" is no damage: the advice to delete the file would throw away
+    # the other run's paid-for answers.
+    import sqlite3
+
+    from langgraph_moa import MoAConfigError
+
+    path = tmp_path / "calls.db"
+    SQLiteCallCache(path).close()
+    other = sqlite3.connect(path)
+    other.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(SQLiteCallCache, "busy_s", 0.05)
+    try:
+        with pytest.raises(MoAConfigError) as caught:
+            SQLiteCallCache(path)
+    finally:
+        other.rollback()
+        other.close()
+    message = str(caught.value)
+    assert str(path) in message and "another run" in message and "delete" not in message
+    SQLiteCallCache(path).close()  # once the other run lets go, it opens
+
+
 def test_an_unreadable_cached_reply_is_a_miss_and_is_answered_again(fake, log, tmp_path):
     cache = SQLiteCallCache(tmp_path / "calls.db")
     config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)

@@ -75,11 +75,14 @@ def _message_key(message: BaseMessage) -> dict[str, Any]:
 class SQLiteCallCache:
     """The default `CallCache`: one SQLite file, safe to share between threads."""
 
+    busy_s = 5.0
+    """How long opening waits for another process's lock on the file (SQLite's timeout)."""
+
     def __init__(self, path: str | Path) -> None:
         """Open (or create) the cache file; a damaged one is one sentence naming it."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False)
+        self._conn = sqlite3.connect(self.path, timeout=self.busy_s, check_same_thread=False)
         self._lock = threading.Lock()
         try:
             with self._lock:
@@ -88,6 +91,15 @@ class SQLiteCallCache:
                     "(key TEXT PRIMARY KEY, message TEXT, stored REAL)"
                 )
                 self._conn.commit()
+        except sqlite3.OperationalError as exc:
+            # Locked by another run, or a folder it may not write: the file itself may be
+            # sound, so deleting it (and the paid-for answers it holds) is not the advice.
+            self._conn.close()
+            raise MoAConfigError(
+                f"The call cache {self.path} cannot be opened ({exc}): if another run uses "
+                "it, wait for that run to end or give this one its own cache; otherwise "
+                "check that the file and its folder may be written."
+            ) from None
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             # The file is left as it is: it may be the only copy of many paid-for answers.
