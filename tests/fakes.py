@@ -219,8 +219,9 @@ class WordStreamer(BaseChatModel):
     """An async chat model that streams ``<label><i>`` words on a schedule, for chunk-wise runs.
 
     It waits `first` seconds, then writes `words` words `gap` seconds apart (usage on the last
-    chunk), raising `fail_exc` (a reset connection by default) before word `fail_at` if set.
-    Its first `fail_attempts` calls fail before any word. `state` records how many calls
+    chunk), raising `fail_exc` (a reset connection by default) before word `fail_at` if set
+    (in every call, or only in the first `fail_at_calls`). Its first `fail_attempts` calls
+    fail before any word. `state` records how many calls
     started and when one was cancelled, so a test can tell whether its request was closed.
     """
 
@@ -232,6 +233,7 @@ class WordStreamer(BaseChatModel):
     first: float = 0.0
     fail_at: int | None = None
     fail_exc: Any = None
+    fail_at_calls: int | None = None
     fail_attempts: int = 0
     state: dict[str, Any] = Field(default_factory=dict)
 
@@ -253,10 +255,11 @@ class WordStreamer(BaseChatModel):
         self.state.setdefault("kwargs", []).append(kwargs)
         if calls <= self.fail_attempts:
             raise ConnectionError("connection reset before the first word")
+        fail_at = self.fail_at if calls <= (self.fail_at_calls or calls) else None
         try:
             await asyncio.sleep(self.first)
             for i in range(self.words):
-                if self.fail_at is not None and i == self.fail_at:
+                if fail_at is not None and i == fail_at:
                     raise self.fail_exc or ConnectionError("stream reset")
                 if i:
                     await asyncio.sleep(self.gap)

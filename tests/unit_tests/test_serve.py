@@ -1014,3 +1014,49 @@ def test_a_tool_call_fallback_is_sent_as_tool_calls(fake, stream, progress):
     done = next(c for c in chunks if c.get("choices") and c["choices"][0].get("finish_reason"))
     assert done["choices"][0]["finish_reason"] == "tool_calls"
     assert done["moa"]["fallback"] == "best_proposal"
+
+
+def _streamed(response):
+    """Return a stream's content, its in-band error (or None) and whether [DONE] ended it."""
+    data = [b[len("data: ") :] for b in response.text.split("\n\n") if b.startswith("data: ")]
+    chunks = [json.loads(d) for d in data if d != "[DONE]"]
+    text = "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")
+    )
+    errors = [c["error"] for c in chunks if "error" in c]
+    return text, errors[0] if errors else None, data[-1] == "[DONE]"
+
+
+def _breaking_aggregator(fake, how):
+    """A system whose aggregator streams two words, then fails; another attempt answers.
+
+    ``retry``: the aggregator's second attempt answers whole; ``fallback``: the next model
+    of ``aggregator_fallbacks`` answers; ``best_proposal``: the labelled fallback answers.
+    """
+    from langgraph_moa import RetrySettings
+    from tests.fakes import WordStreamer
+
+    if how == "retry":
+        agg = WordStreamer(label="AGG", words=4, fail_at=2, fail_at_calls=1)
+        extra = {"retry": RetrySettings(max_attempts=2, initial_interval=0.0, jitter=False)}
+    else:
+        agg = WordStreamer(label="AGG", words=4, fail_at=2)
+        extra = {"retry": RetrySettings(max_attempts=1)}
+        if how == "fallback":
+            extra["aggregator_fallbacks"] = [WordStreamer(label="FB", words=3)]
+    return MoAConfig(proposers=[fake("A"), fake("B")], aggregator=agg, layers=2, name="m", **extra)
+
+
+@pytest.mark.parametrize("how", ["retry", "fallback", "best_proposal"])
+@pytest.mark.parametrize("progress", [False, True])
+def test_a_stream_broken_midway_ends_in_the_error_never_two_answers_spliced(fake, how, progress):
+    # The aggregator sent "AGG0 AGG1" and failed; its retry (or the next aggregator) then
+    # answered whole. The plain stream raised StreamBrokenError; with moa_progress the second
+    # attempt's text was sent after the first's, as one reply, with no error (and where the
+    # labelled fallback answered, the cut half was the whole reply).
+    app = create_app({"m": _breaking_aggregator(fake, how)})
+    body = {"model": "m", "messages": USER, "stream": True, "moa_progress": progress}
+    text, error, done = _streamed(post(local(app), body))
+    assert text == "AGG0 AGG1"  # the first attempt's pieces, and nothing after them
+    assert error is not None and "stream broke" in error["message"], text
+    assert "\n" not in error["message"] and done

@@ -41,6 +41,58 @@ ProgressHandler = Callable[[dict[str, Any]], None]
 """Receives each progress event the graph writes (a call started, finished or failed)."""
 
 
+class OneAttempt:
+    """Keeps a streamed answer to one attempt's text: another's may never follow it.
+
+    The answer's pieces must all come from one model call (one message id), or from the
+    successive parts of a chunk-wise answer. Once text went out, a piece of another message
+    of the same part is a retry or the next aggregator of the chain, and a finished answer
+    other than the text sent is a fallback: both raise `StreamBrokenError` rather than send
+    a second attempt's text after the first's. The plain stream (`AnswerStream`) and moa
+    serve's progress stream each keep one, so neither can splice two answers.
+    """
+
+    def __init__(self) -> None:
+        self.source: str | None = None  # the message id of the pieces so far
+        self.part = 0  # the chunk-wise part of the pieces so far
+        self.pieces: list[str] = []  # what the consumer has received
+
+    def check(self, source: str | None, part: int) -> None:
+        """Accept a piece of message `source` (of chunk-wise `part`) as the answer's next.
+
+        Raises:
+            StreamBrokenError: text was sent, and this piece is another attempt's.
+        """
+        sent = sum(map(len, self.pieces))
+        # Another call's text may follow only as the next part of a chunk-wise answer;
+        # a new message of the same part is a retry, whose text would be spliced on.
+        if sent and source != self.source and part <= self.part:
+            raise StreamBrokenError(sent)
+        self.source, self.part = source, part
+
+    def sent(self, text: str) -> str:
+        """Record `text` as sent to the consumer, and return it."""
+        if text:
+            self.pieces.append(text)
+        return text
+
+    def rest(self, answer: AIMessage | None) -> str:
+        """Return the whole answer if nothing was sent (a pick, a fallback), else nothing.
+
+        Raises:
+            StreamBrokenError: pieces were sent, but the answer is another text (the
+                streaming call failed after them and a fallback answered).
+        """
+        if answer is None:
+            return ""
+        sent = "".join(self.pieces)
+        if sent:
+            if str(answer.text) != sent:
+                raise StreamBrokenError(len(sent))
+            return ""
+        return self.sent(str(answer.text))
+
+
 class AnswerStream:
     """One run of a graph, iterated as the final answer's text pieces (sync or async).
 
@@ -78,9 +130,7 @@ class AnswerStream:
         self.on_progress = on_progress
         self.final: dict[str, Any] = {}
         self.streamed = False
-        self._source: str | None = None  # the message id of the pieces yielded so far
-        self._yielded: list[str] = []  # what the consumer has received (held text is not)
-        self._piece = 0  # the chunk-wise part of the pieces yielded so far
+        self._one = OneAttempt()  # what the consumer has received (held text is not)
 
     @property
     def answer(self) -> AIMessage:
@@ -100,48 +150,23 @@ class AnswerStream:
             assert self.on_progress is not None
             self.on_progress(part)
         elif final_answer_only(part[1]) and (text := part[0].text):
-            source, piece = part[0].id, answer_part(part[1])
-            # Another call's text may follow only as the next part of a chunk-wise answer;
-            # a new message of the same part is a retry, whose text would be spliced on.
-            sent = sum(map(len, self._yielded))
-            if sent and source != self._source and piece <= self._piece:
-                raise StreamBrokenError(sent)
-            self._source, self._piece = source, piece
+            self._one.check(part[0].id, answer_part(part[1]))
             self.streamed = True
             return str(text)
         elif self.on_progress is not None and (event := token_event(*part)) is not None:
             self.on_progress(event)  # another call's tokens, in a watched run
         return ""
 
-    def _rest(self) -> str:
-        """Return the whole answer if nothing streamed (a pick, a fallback), else nothing.
-
-        Raises:
-            StreamBrokenError: pieces were sent, but the answer is another text (the
-                streaming call failed after them and a fallback answered).
-        """
-        if not self.final.get("messages"):
-            return ""
-        sent = "".join(self._yielded)
-        if sent:
-            if str(self.answer.text) != sent:
-                raise StreamBrokenError(len(sent))
-            return ""
-        return str(self.answer.text)
-
     def _answer_piece(self, hold: ToolCallHold, mode: str, part: Any) -> str:
         """Return what one streamed part adds to the answer's text (kept as yielded)."""
-        text = hold.take(self._take(mode, part))
-        if text:
-            self._yielded.append(text)
-        return text
+        return self._one.sent(hold.take(self._take(mode, part)))
 
     def _closing(self, hold: ToolCallHold) -> Iterator[str]:
         """Yield what the run's end releases: held-back text, then any part never streamed."""
-        if rest := hold.finish(self.answer if self.final.get("messages") else None):
-            self._yielded.append(rest)
+        answer = self.answer if self.final.get("messages") else None
+        if rest := self._one.sent(hold.finish(answer)):
             yield rest
-        if rest := self._rest():
+        if rest := self._one.rest(answer):
             yield rest
 
     def __iter__(self) -> Iterator[str]:
@@ -228,6 +253,9 @@ class RunEvents:
         self.config = _watched(config)
         self.context = context
         self.final: dict[str, Any] = {}
+        self.source: tuple[str | None, int] = (None, 0)
+        """The message id and chunk-wise part of the last ``final`` token event yielded: a
+        consumer sending the answer's tokens on checks them with `OneAttempt`."""
 
     @property
     def answer(self) -> AIMessage:
@@ -243,7 +271,10 @@ class RunEvents:
             if isinstance(part, dict) and part.get("type") == "moa":
                 return {k: v for k, v in part.items() if k != "type"}
             return None
-        return token_event(*part)
+        event = token_event(*part)
+        if event is not None and event["final"]:
+            self.source = (part[0].id, answer_part(part[1]))
+        return event
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         """Run the graph asynchronously, yielding its events as they come."""

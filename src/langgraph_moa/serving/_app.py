@@ -408,7 +408,7 @@ async def _events(
         watched = RunEvents(graph, run_input, job.config(), context=job.context)
         chunks = ProgressChunks(run_input)
         async for item in watched:
-            text, line = chunks.take(item)
+            text, line = chunks.take(item, watched.source)
             if text:
                 yield content(text)
             elif line is not None:

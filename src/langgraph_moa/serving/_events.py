@@ -17,7 +17,7 @@ from typing import Any
 from langgraph_moa._json import dumps
 from langgraph_moa.config._prices import Prices, run_cost
 from langgraph_moa.config._schema import MoAConfig
-from langgraph_moa.graph.streaming import ToolCallHold
+from langgraph_moa.graph.streaming import OneAttempt, ToolCallHold
 from langgraph_moa.run._references import answered_proposals
 from langgraph_moa.serving._agreement import call_key, selection_groups, synthesis_agreement
 
@@ -223,24 +223,37 @@ class ProgressChunks:
     A client that sends ``moa_progress: true`` gets every `RunEvents` event except the
     answer's own tokens as ``event: moa.progress`` lines; those tokens stay the usual
     ``data:`` chunks. OpenAI's own clients skip named events they do not know only when told
-    to, hence opt-in. With tools, the answer's text passes the same `ToolCallHold` as the
-    plain stream's: text that may be a tool call, or a forced call's refused text answer,
-    is held until the answer is known (`closing`).
+    to, hence opt-in. The answer's text is kept as the plain stream's: with tools it passes
+    the same `ToolCallHold` (text that may be a tool call, or a forced call's refused text
+    answer, is held until the answer is known: `closing`), and the same `OneAttempt`, so a
+    retry's or the next aggregator's text never follows text already sent: the stream
+    breaks (`StreamBrokenError`) instead.
     """
 
     def __init__(self, run_input: dict[str, Any] | None = None) -> None:
         """Start with nothing streamed, holding text back as `run_input`'s tools ask."""
-        self.streamed = False
         self.hold = ToolCallHold.for_run(run_input or {})
+        self.one = OneAttempt()
 
     def closing(self, answer: Any) -> str:
-        """Return the answer text still to send once the run is over."""
-        held = self.hold.finish(answer)
-        return held if held or self.streamed else str(answer.text)
+        """Return the answer text still to send once the run is over.
 
-    def take(self, event: dict[str, Any]) -> tuple[str | None, str | None]:
-        """Return (answer text, progress line) for one event; either may be None."""
+        Raises:
+            StreamBrokenError: text was sent, and the answer is another attempt's.
+        """
+        return self.one.sent(self.hold.finish(answer)) or self.one.rest(answer)
+
+    def take(
+        self, event: dict[str, Any], source: tuple[str | None, int] = (None, 0)
+    ) -> tuple[str | None, str | None]:
+        """Return (answer text, progress line) for one event; either may be None.
+
+        `source` is the message id and chunk-wise part of a ``final`` token (`RunEvents`).
+
+        Raises:
+            StreamBrokenError: the token is another attempt's, after text was sent.
+        """
         if event["event"] == "token" and event.get("final"):
-            self.streamed = True
-            return self.hold.take(event["text"]), None
+            self.one.check(*source)
+            return self.one.sent(self.hold.take(event["text"])), None
         return None, f"event: moa.progress\ndata: {dumps(event)}\n\n"
