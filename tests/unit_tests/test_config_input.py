@@ -310,6 +310,18 @@ def test_the_proposers_of_a_layer_are_capped_as_the_samples_are():
     assert len(MoAConfig(**{**BASE, "proposers": ["openai:gpt-4o-mini"] * 256}).proposers) == 256
 
 
+def test_the_aggregator_fallbacks_are_capped():
+    # Any number was taken (10,000): each is tried only after the one before it spent its
+    # retries and timeouts, so a long chain holds a failing run for hours.
+    with pytest.raises(MoAConfigError) as err:
+        MoAConfig(**{**BASE, "aggregator_fallbacks": ["openai:gpt-4o-mini"] * 17})
+    message = str(err.value)
+    assert "aggregator_fallbacks" in message and "at most 16" in message and "17" in message
+    assert "\n" not in message
+    chain = MoAConfig(**{**BASE, "aggregator_fallbacks": ["openai:gpt-4o-mini"] * 16})
+    assert len(chain.aggregator_fallbacks) == 16
+
+
 @pytest.mark.parametrize("prompt", [" ", "\n\t \n"])
 def test_a_blank_synthesis_prompt_is_refused(prompt):
     with pytest.raises(MoAConfigError, match=r"synthesis_prompt: .*blank"):

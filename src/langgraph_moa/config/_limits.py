@@ -40,6 +40,11 @@ MAX_FAN_OUT = 256
 one of them is a call in every layer (10,000 proposers were taken). `moa serve` holds a
 client to far fewer (--max-proposers, --max-samples)."""
 
+MAX_FALLBACKS = 16
+"""The most `aggregator_fallbacks`. Unlike proposers they run one after another, each only
+once the one before it has spent its retries and its call timeout (300 s by default), so
+a chain of 16 already holds a failing run for hours; any number was taken (10,000)."""
+
 
 class Budget(BaseModel):
     """What one run may spend; None means no limit."""

@@ -35,6 +35,7 @@ from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip, redact
 from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._files import read_mapping_file
 from langgraph_moa.config._limits import (
+    MAX_FALLBACKS,
     MAX_FAN_OUT,
     MAX_TOKENS,
     MAX_WAIT_S,
@@ -341,6 +342,11 @@ class MoAConfig(BaseModel):
     def _coerce_fallbacks(cls, value: Any) -> Any:
         if isinstance(value, (str, dict, BaseModel)):
             value = [value]
+        if isinstance(value, list) and len(value) > MAX_FALLBACKS:
+            raise ValueError(
+                f"at most {MAX_FALLBACKS} models, got {len(value)}: keep the few most "
+                "likely to answer (each is tried only after the one before it failed)"
+            )
         return [_coerce_role(v) for v in value] if isinstance(value, list) else value
 
     @model_validator(mode="after")
