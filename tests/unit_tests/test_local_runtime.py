@@ -168,6 +168,32 @@ def test_a_slot_count_past_what_a_server_can_hold_is_refused(monkeypatch, value)
     assert MAX_SLOTS * MAX_CONTEXT <= 2**31 - 1
 
 
+@pytest.mark.parametrize("value", ["513", "100000", str(2**40)])
+def test_a_thread_count_past_what_llama_cpp_can_run_is_refused(monkeypatch, value):
+    """Any count was taken (2**40 went to the server): ggml's CPU thread pool is built for
+    at most 512 threads (GGML_MAX_N_THREADS), and threads past the cores only take turns."""
+    from langgraph_moa.errors import MoAConfigError
+
+    monkeypatch.setenv("LANGGRAPH_MOA_THREADS", value)
+    with pytest.raises(
+        MoAConfigError, match=r"^LANGGRAPH_MOA_THREADS must be a whole number from 1 to 512"
+    ) as err:
+        LocalRuntime()
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("LANGGRAPH_MOA_THREADS", "512")
+    assert LocalRuntime().threads == 512
+
+
+def test_the_default_thread_count_is_every_core_up_to_the_most_a_server_runs(monkeypatch):
+    import langgraph_moa.local.runtime as runtime
+
+    monkeypatch.delenv("LANGGRAPH_MOA_THREADS", raising=False)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 6)
+    assert LocalRuntime().threads == 6
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2048)
+    assert LocalRuntime().threads == 512
+
+
 def test_thread_and_slot_counts_are_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("LANGGRAPH_MOA_THREADS", " 3 ")
     monkeypatch.setenv("LANGGRAPH_MOA_SLOTS", "2")

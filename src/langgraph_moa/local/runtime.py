@@ -49,14 +49,21 @@ may draw in a layer. Each slot holds a full context, and the server's context is
 tokens did not, and far fewer exhaust the memory)."""
 
 
+MAX_THREADS = 512
+"""The most threads per server (``$LANGGRAPH_MOA_THREADS``, and the default on a machine with
+more cores): ggml's CPU thread pool is built for at most ``GGML_MAX_N_THREADS`` (512), and
+threads past the cores only take turns. Any count was taken (2**40 went to the server)."""
+
+
 def default_threads() -> int:
-    """Threads per server: ``$LANGGRAPH_MOA_THREADS``, else every core.
+    """Threads per server: ``$LANGGRAPH_MOA_THREADS``, else every core (`MAX_THREADS` at most).
 
     llama.cpp's server decodes all its slots in one batch, so one server per model can use
     the whole machine. Its threads do not spin between batches (`_serve.py` sets poll 0), so
     two model servers that share the cores take turns instead of starving each other.
     """
-    return _count_from_env("LANGGRAPH_MOA_THREADS") or max(1, os.cpu_count() or 1)
+    cores = min(max(1, os.cpu_count() or 1), MAX_THREADS)
+    return _count_from_env("LANGGRAPH_MOA_THREADS", most=MAX_THREADS) or cores
 
 
 def default_slots() -> int:
