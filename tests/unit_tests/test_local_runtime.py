@@ -227,6 +227,8 @@ def stand_in(monkeypatch, tmp_path):
     script = {"code": ALIVE}
 
     def popen(args, **kwargs):
+        if args[:3] != [sys.executable, "-m", "langgraph_moa.local._serve"]:
+            return real(args, **kwargs)  # another program (openai asks `uname -p`)
         return real([sys.executable, "-c", script["code"], args[-1]], **kwargs)
 
     monkeypatch.setattr(runtime.subprocess, "Popen", popen)
@@ -301,6 +303,78 @@ def test_only_the_last_log_of_a_server_respawned_for_a_taken_port_is_kept(stand_
     with pytest.raises(LocalRuntimeError):
         server.wait_ready(timeout=10)
     assert logs(tmp_path) == [Path(server._log.name)]
+
+
+DYING = "import time; print('GGML_ASSERT(n_tokens > 0) failed', flush=True); time.sleep(60)"
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+async def test_a_server_that_dies_mid_call_names_its_kept_log(stand_in, how):
+    # A server that answered readiness and crashed during a call kept its log, but the
+    # call's error was the client's "Connection error." naming no log: the user could not
+    # find the server's last words, and the logs piled up unnamed.
+    import signal
+    import time
+
+    import httpx
+
+    from langgraph_moa._redact import describe_error
+    from langgraph_moa.providers._retry import is_retryable
+
+    server = stand_in(DYING)
+    server._ready.set()  # it answered readiness
+
+    def crash(request):  # the server dies while it works on the call (no socket opened)
+        for _ in range(200):  # once it has written its last words
+            if "GGML_ASSERT" in Path(server._log.name).read_text():
+                break
+            time.sleep(0.05)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    transport = httpx.MockTransport(crash)
+    clients = {
+        "http_client": httpx.Client(transport=transport),
+        "http_async_client": httpx.AsyncClient(transport=transport),
+    }
+    local = LocalRuntime(threads=1, slots=1)
+    local._servers["qwen2.5-coder-0.5b"] = server
+    model = local.chat_model("qwen2.5-coder-0.5b", clients)
+    with pytest.raises(Exception) as info:
+        if how == "invoke":
+            model.invoke("hi")
+        elif how == "ainvoke":
+            await model.ainvoke("hi")
+        elif how == "stream":
+            list(model.stream("hi"))
+        else:
+            [chunk async for chunk in model.astream("hi")]
+    log = server._log.name
+    assert Path(log).exists() and "GGML_ASSERT" in Path(log).read_text()
+    seen = describe_error(info.value)  # what the call record and the run's error say
+    assert log in seen and f"exited with code {-signal.SIGKILL}" in seen, seen
+    assert is_retryable(info.value)  # the graph's retry starts a new server
+
+
+def test_a_call_refused_by_a_live_server_is_left_as_it_was(stand_in):
+    # Only a dead server's failure is rewritten: a live one's answer (a 400) stays the
+    # provider's own error, and no time is spent waiting for the process to exit.
+    import time
+
+    import httpx
+    import openai
+
+    server = stand_in(DYING)
+    server._ready.set()
+    refuse = httpx.MockTransport(lambda request: httpx.Response(400, json={"error": "bad"}))
+    local = LocalRuntime(threads=1, slots=1)
+    local._servers["qwen2.5-coder-0.5b"] = server
+    model = local.chat_model("qwen2.5-coder-0.5b", {"http_client": httpx.Client(transport=refuse)})
+    began = time.monotonic()
+    with pytest.raises(openai.BadRequestError):
+        model.invoke("hi")
+    assert time.monotonic() - began < 0.5 and server.alive()
 
 
 def test_a_server_whose_parent_is_gone_deletes_its_log_as_it_exits(monkeypatch, tmp_path):

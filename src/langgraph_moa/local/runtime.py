@@ -117,7 +117,8 @@ class LocalServer:
     server this process stopped, or respawned on another port, is deleted; so is that of a
     server whose parent is gone (`_serve.py` deletes it as it exits): nobody reads them, and
     kept they piled up run after run. The log of a server that failed (it exited by itself,
-    or never answered) is kept for its diagnosis, and the error names its path.
+    or never answered) is kept for its diagnosis, and the error names its path: the start's
+    error, or that of the call it died during (`died_during`).
     """
 
     _keep_log = False
@@ -221,12 +222,33 @@ class LocalServer:
                 time.sleep(0.1)
 
     def _died(self) -> LocalRuntimeError:
+        return LocalRuntimeError(self._obituary())
+
+    def _obituary(self, when: str = "") -> str:
+        """Say how the server exited and where its log, kept from now on, is."""
         self._keep_log = True
-        return LocalRuntimeError(
+        return (
             f"The llama.cpp server for {self.info.name!r} (pid {self.pid}, port {self.port}) "
-            f"exited with code {self.process.returncode}. Its log ({self._log.name}):\n"
+            f"exited with code {self.process.returncode}{when}. Its log ({self._log.name}):\n"
             f"{self.last_words()}"
         )
+
+    def died_during(self, error: Exception, within_s: float = 1.0) -> ConnectionError | None:
+        """Return what a call that failed because this server died raises instead, else None.
+
+        A server that crashes during a call (after it answered readiness) breaks the call's
+        connection, and the client says only "Connection error.": its log was kept but
+        named nowhere. The error now says how the server exited and names the log. It stays a
+        `ConnectionError`, which the graph retries, and the retry starts a new server. An
+        error with an HTTP status came from the server alive: it stays, without a wait.
+        """
+        if isinstance(getattr(error, "status_code", None), int):
+            return None
+        try:
+            self.process.wait(within_s)  # a crash breaks the connection just before the exit
+        except subprocess.TimeoutExpired:
+            return None
+        return ConnectionError(self._obituary(" during the call (a retry starts a new one)"))
 
     def terminate(self) -> None:
         """Ask the process to exit now, without waiting (it exits at once on SIGTERM).
@@ -394,25 +416,47 @@ class LocalChatModel(BaseChatOpenAI):
         return (self._runtime or LocalRuntime.default()).room
 
     def _generate(self, *args: Any, **kwargs: Any) -> Any:
-        self._ensure_server()
-        with self._room().held(self.model_name):
+        server = self._ensure_server()
+        with self._room().held(self.model_name), _naming_a_death(server):
             return super()._generate(*args, **kwargs)
 
     async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
-        await asyncio.to_thread(self._ensure_server)
-        async with self._room().aheld(self.model_name):
+        server = await asyncio.to_thread(self._ensure_server)
+        async with self._room().aheld(self.model_name), _anaming_a_death(server):
             return await super()._agenerate(*args, **kwargs)
 
     def _stream(self, *args: Any, **kwargs: Any) -> Any:
-        self._ensure_server()
-        with self._room().held(self.model_name):
+        server = self._ensure_server()
+        with self._room().held(self.model_name), _naming_a_death(server):
             yield from super()._stream(*args, **kwargs)
 
     async def _astream(self, *args: Any, **kwargs: Any) -> Any:
-        await asyncio.to_thread(self._ensure_server)
-        async with self._room().aheld(self.model_name):
+        server = await asyncio.to_thread(self._ensure_server)
+        async with self._room().aheld(self.model_name), _anaming_a_death(server):
             async for chunk in super()._astream(*args, **kwargs):
                 yield chunk
+
+
+@contextmanager
+def _naming_a_death(server: LocalServer) -> Iterator[None]:
+    """Raise `LocalServer.died_during`'s error for a call that failed as its server died."""
+    try:
+        yield
+    except Exception as exc:
+        if (died := server.died_during(exc)) is not None:
+            raise died from exc
+        raise
+
+
+@asynccontextmanager
+async def _anaming_a_death(server: LocalServer) -> AsyncIterator[None]:
+    """`_naming_a_death` for async calls: the wait for the exit runs in a thread."""
+    try:
+        yield
+    except Exception as exc:
+        if (died := await asyncio.to_thread(server.died_during, exc)) is not None:
+            raise died from exc
+        raise
 
 
 class CoreRoom:
