@@ -406,3 +406,37 @@ def test_a_count_of_thousands_of_digits_is_refused_naming_the_variable(monkeypat
         LocalRuntime()
         context_size(lookup("qwen2.5-coder-1.5b"))
     assert len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize("fault", ["timeout", "garbled"])
+def test_a_live_servers_timeout_is_raised_without_waiting_for_an_exit(stand_in, fault):
+    # A call to a live server that timed out (its call timeout is the HTTP timeout), or
+    # whose answer could not be read, waited a whole second for the server to exit before
+    # its error was raised and the retry began: only a broken connection may be a death.
+    import time
+
+    import httpx
+    import openai
+
+    server = stand_in(DYING)
+    server._ready.set()
+
+    def fail(request):
+        if fault == "timeout":
+            raise httpx.ReadTimeout("timed out", request=request)
+        return httpx.Response(200, content=b"<html>proxy error</html>")
+
+    transport = httpx.MockTransport(fail)
+    local = LocalRuntime(threads=1, slots=1)
+    local._servers["qwen2.5-coder-0.5b"] = server
+    model = local.chat_model(
+        "qwen2.5-coder-0.5b", {"http_client": httpx.Client(transport=transport)}
+    )
+    began = time.monotonic()
+    with pytest.raises(Exception) as info:
+        model.invoke("hi")
+    assert time.monotonic() - began < 0.5, info.value
+    assert server.alive()
+    if fault == "timeout":  # still the provider's own error, which the graph retries
+        assert isinstance(info.value, openai.APITimeoutError)
+    assert "exited" not in str(info.value)

@@ -240,12 +240,15 @@ class LocalServer:
         connection, and the client says only "Connection error.": its log was kept but
         named nowhere. The error now says how the server exited and names the log. It stays a
         `ConnectionError`, which the graph retries, and the retry starts a new server. An
-        error with an HTTP status came from the server alive: it stays, without a wait.
+        error with an HTTP status came from the server alive: it stays, without a wait. Only
+        a broken connection waits (up to `within_s`) for the exit: a timeout or an unreadable
+        answer came from a server still running, and its retry must not start a second late.
         """
         if isinstance(getattr(error, "status_code", None), int):
             return None
         try:
-            self.process.wait(within_s)  # a crash breaks the connection just before the exit
+            # A crash breaks the connection just before the exit; other errors only look.
+            self.process.wait(within_s if _broke_the_connection(error) else 0)
         except subprocess.TimeoutExpired:
             return None
         return ConnectionError(self._obituary(" during the call (a retry starts a new one)"))
@@ -435,6 +438,18 @@ class LocalChatModel(BaseChatOpenAI):
         async with self._room().aheld(self.model_name), _anaming_a_death(server):
             async for chunk in super()._astream(*args, **kwargs):
                 yield chunk
+
+
+def _broke_the_connection(error: Exception) -> bool:
+    """Tell whether a call's error is its connection broken off, as a dying server breaks it.
+
+    A timeout is not: the server was still there, too slow to answer.
+    """
+    import openai
+
+    if isinstance(error, (TimeoutError, httpx.TimeoutException, openai.APITimeoutError)):
+        return False
+    return isinstance(error, (ConnectionError, httpx.TransportError, openai.APIConnectionError))
 
 
 @contextmanager
