@@ -153,6 +153,40 @@ def test_ctrl_c_in_run_leaves_no_live_view_and_ends_its_line(slow_backend):
         lines = shown.rstrip().splitlines()
         assert lines[-1] == "exit=130" and lines[-2].strip().endswith("Interrupted."), shown
         assert "local model servers" not in shown.lower()
-        assert "L1 proposer 1" not in shown  # the live view was taken off the screen
+        # The live view was taken off the screen; the call it showed stays, once, stopped.
+        assert shown.count("L1 proposer 1") == 1 and "running" not in shown, shown
+        assert "stopped" in next(line for line in lines if "L1 proposer 1" in line)
+    finally:
+        screen.close()
+
+
+@pytest.fixture
+def slow_writer():
+    """Fast proposers, and an aggregator that writes one word every half second."""
+    writer = FaultProfile(reply_words=60, token_s=0.5)
+    with FaultServer({"writer": writer}, default=FaultProfile(latency_s=(0.1, 0.2))) as server:
+        yield server
+
+
+def test_ctrl_c_in_run_keeps_the_finished_calls_and_the_answer_so_far(slow_writer):
+    # Ctrl-C while the aggregator wrote the answer took the whole live view off the screen:
+    # the proposals that had finished, and the half answer the user was reading, were gone.
+    url = slow_writer.url
+    command = moa_command(
+        "run", "--proposers", f"a@{url},b@{url}", "--aggregator", f"writer@{url}",
+        "--layers", "2", "Why?",
+    )  # fmt: skip
+    screen = Screen(then_exit_code(command))
+    try:
+        screen.wait_for("writer answer 1 w0 w1 w2")
+        screen.keys("C-c")
+        shown = screen.wait_for("exit=130", timeout=10)
+        lines = shown.rstrip().splitlines()
+        assert lines[-1] == "exit=130" and lines[-2].strip().endswith("Interrupted."), shown
+        calls = [line for line in shown.splitlines() if line.startswith("L")]
+        # Each call once (no frame of the live view left behind), in its final state.
+        assert len(calls) == 3 and "done" in calls[0] and "done" in calls[1], shown
+        assert "stopped" in calls[2] and "running" not in shown, shown
+        assert "writer answer 1 w0 w1 w2" in shown and "cut off by Ctrl-C" in shown, shown
     finally:
         screen.close()

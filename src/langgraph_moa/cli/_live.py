@@ -11,6 +11,7 @@ why, and which flag gives it more room.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -65,7 +66,12 @@ class _Row:
 class Progress:
     """A table of every call (layer, role, model, state, time, tokens) above the answer."""
 
-    _STYLE: ClassVar[dict[str, str]] = {"running": "yellow", "done": "green", "failed": "red"}
+    _STYLE: ClassVar[dict[str, str]] = {
+        "running": "yellow",
+        "done": "green",
+        "failed": "red",
+        "stopped": "red",
+    }
 
     def __init__(self, timeout_s: float | None = None, lines: bool = False) -> None:
         """Start empty; with `lines`, also print one line per finished or failed call."""
@@ -159,6 +165,21 @@ class Progress:
         """Group the table and the notes, without the answer (what stays on screen at the end)."""
         return Group(self.table(), *(Text(note, style="dim") for note in self.notes))
 
+    def cut_off(self) -> Group:
+        """Return what a Ctrl-C leaves on screen once the live view is taken away.
+
+        The calls (those in flight marked stopped) and the answer so far, labelled as cut off:
+        they were computed, and the user was reading them.
+        """
+        for row in self.rows.values():
+            if row.state == "running":
+                row.state, row.seconds = "stopped", row.elapsed()
+        parts: list[Any] = [self.summary()]
+        if self.answer:
+            parts += [Text("the answer so far (cut off by Ctrl-C):", style="yellow")]
+            parts += [Text(self.answer)]
+        return Group(*parts)
+
     def __rich__(self) -> Group:
         """Render the table, the notes, a slow-call explanation and the answer so far."""
         parts: list[Any] = [self.table(), *(Text(n, style="dim") for n in self.notes)]
@@ -211,10 +232,19 @@ def _slow_calls_said(progress: Progress) -> Iterator[None]:
 
 @contextmanager
 def _on_screen(progress: Progress) -> Iterator[Live]:
-    """Redraw `progress` in place while the block runs; then leave its calls on screen."""
+    """Redraw `progress` in place while the block runs; then leave its calls on screen.
+
+    Ctrl-C leaves them too, with the answer so far (`Progress.cut_off`): in `moa run` the
+    interrupt handler stops the view (`Output.stop_live`), in `moa chat` the turn's task
+    is cancelled. What was computed stays readable; only the redrawing frame goes.
+    """
     live = Live(progress, console=out.err, refresh_per_second=8, transient=True)
-    with live, out.showing(live):
-        yield live
+    try:
+        with live, out.showing(live, left=progress.cut_off):
+            yield live
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        out.render(progress.cut_off())
+        raise
     out.render(progress.summary())
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,6 +32,8 @@ class Output:
         self.live: Any = None
         """The live view (a rich `Live`) on screen now, if any: Ctrl-C clears it first, so
         the last lines and the shell prompt do not land inside it."""
+        self.left: Callable[[], Any] | None = None
+        """What the live view leaves on screen when Ctrl-C clears it (see `showing`)."""
 
     @property
     def stdout_is_terminal(self) -> bool:
@@ -80,19 +82,27 @@ class Output:
         self.err.print(f"[bold yellow]warning:[/] {escape(text)}")
 
     @contextmanager
-    def showing(self, live: Any) -> Iterator[None]:
-        """Note `live` as the live view on screen while the block runs."""
-        self.live = live
+    def showing(self, live: Any, left: Callable[[], Any] | None = None) -> Iterator[None]:
+        """Note `live` as the live view on screen while the block runs.
+
+        `left` returns what stays on screen when Ctrl-C takes the view away (`stop_live`).
+        """
+        self.live, self.left = live, left
         try:
             yield
         finally:
-            self.live = None
+            self.live = self.left = None
 
     def stop_live(self) -> None:
-        """Take a live view off the screen (from the Ctrl-C handler), its cursor restored."""
-        live, self.live = self.live, None
+        """Take a live view off the screen (from the Ctrl-C handler), its cursor restored.
+
+        What it showed that was computed stays (`showing`'s `left`).
+        """
+        live, left, self.live, self.left = self.live, self.left, None, None
         if live is not None:
             live.stop()
+            if left is not None:
+                self.render(left())
 
     def error(self, text: str) -> None:
         """Report a failure on stderr in one line."""
