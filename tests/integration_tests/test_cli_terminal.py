@@ -21,11 +21,11 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux
 class Screen:
     """A tmux session on its own server socket, running one command."""
 
-    def __init__(self, command: list[str]) -> None:
+    def __init__(self, command: list[str], width: int = 200) -> None:
         self.socket = f"moa-test-{os.getpid()}-{time.monotonic_ns()}"
         env = f"PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))}"
         line = f"env -u COLUMNS -u LINES {env} {shlex.join(command)}; sleep 30"
-        self.tmux("new-session", "-d", "-x", "200", "-y", "60", line)
+        self.tmux("new-session", "-d", "-x", str(width), "-y", "60", line)
 
     def tmux(self, *args: str) -> str:
         return subprocess.run(
@@ -190,3 +190,24 @@ def test_ctrl_c_in_run_keeps_the_finished_calls_and_the_answer_so_far(slow_write
         assert "writer answer 1 w0 w1 w2" in shown and "cut off by Ctrl-C" in shown, shown
     finally:
         screen.close()
+
+
+def test_a_narrow_terminal_still_shows_each_calls_state_time_and_tokens():
+    # On a terminal 35 columns wide the calls' table squeezed every column: the states
+    # read "fail…" and "done", the times "0.…", the labels "L2 aggre… · bad@h…".
+    failing = FaultProfile(error_rate=1.0, errors=["400"])
+    with FaultServer({"bad": failing}, default=FaultProfile(latency_s=(0.1, 0.2))) as server:
+        url = server.url
+        command = moa_command(
+            "run", "--proposers", f"a@{url}", "--aggregator", f"bad@{url}", "--layers", "2", "q"
+        )  # fmt: skip
+        screen = Screen(then_exit_code(command), width=35)
+        try:
+            shown = screen.wait_for("exit=3")
+        finally:
+            screen.close()
+    # The terminal wraps long lines at the 35th column: read them joined back.
+    text = " ".join("".join(line.ljust(35) for line in shown.splitlines()).split())
+    assert "…" not in text, shown
+    assert "L1 proposer 1 · a@" in text and "L2 aggregator · bad@" in text, shown
+    assert "done" in text and "failed" in text and " tok/s" in text, shown

@@ -32,6 +32,9 @@ from langgraph_moa.providers._table import LOCAL_PREFIX
 SLOW_LOCAL_CALL_S = 60.0
 """A local call running this long gets a line saying why it may be slow."""
 PREVIEW_CHARS = 70
+NARROW_COLUMNS = 60
+"""Below this terminal width the calls are lines, not a table: a table squeezed that narrow
+showed its states as "fail…" and its times as "0.…"."""
 
 
 @dataclass
@@ -148,8 +151,10 @@ class Progress:
         limit = f"; each call may take {self.timeout_s:g}s (--timeout)" if self.timeout_s else ""
         return f"a local call has run {slow[0].elapsed():.0f}s: {busy}{limit}"
 
-    def table(self) -> Table:
-        """Tabulate the calls so far, one row each."""
+    def table(self) -> Table | Group:
+        """Tabulate the calls so far, one row each (on a narrow terminal, one line each)."""
+        if out.err.width < NARROW_COLUMNS:
+            return Group(*(self._line(row) for row in self.rows.values()))
         table = Table(box=None, show_header=False, pad_edge=False)
         for row in self.rows.values():
             table.add_row(
@@ -160,6 +165,21 @@ class Progress:
                 Text(row.detail, style="dim", no_wrap=True, overflow="ellipsis"),
             )
         return table
+
+    def _line(self, row: _Row) -> Text:
+        """Say one call in a line that may wrap: label, state, time, tokens, text."""
+        line = Text.assemble(
+            f"{row.label} ",
+            (row.state, self._STYLE[row.state]),
+            (f" {row.elapsed():.1f}s", "dim"),
+            no_wrap=False,  # wrapped, in the live view too (which crops a line otherwise)
+            overflow="fold",
+        )
+        if rate := row.rate():
+            line.append(f" {rate}", style="dim")
+        if row.detail:
+            line.append(f": {row.detail}", style="dim")
+        return line
 
     def summary(self) -> Group:
         """Group the table and the notes, without the answer (what stays on screen at the end)."""
