@@ -211,3 +211,17 @@ def test_a_narrow_terminal_still_shows_each_calls_state_time_and_tokens():
     assert "…" not in text, shown
     assert "L1 proposer 1 · a@" in text and "L2 aggregator · bad@" in text, shown
     assert "done" in text and "failed" in text and " tok/s" in text, shown
+
+
+def test_run_dash_on_a_terminal_says_it_reads_the_question_until_ctrl_d(backend):
+    # `moa run -` typed at a terminal waited for standard input with an empty screen: the
+    # user could not tell a wait for their question from a hang, nor how to end it.
+    command = moa_command("run", "--proposers", f"a@{backend.url}", "--layers", "2", "-")
+    screen = Screen(then_exit_code(command))
+    try:
+        screen.wait_for("Ctrl-D", timeout=30)
+        screen.keys("why is the sky blue", "Enter", "C-d")
+        shown = screen.wait_for("exit=0")
+        assert "a answer 2 w0" in shown
+    finally:
+        screen.close()

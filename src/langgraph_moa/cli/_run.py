@@ -60,6 +60,10 @@ StrictOpt = Annotated[
 ]
 
 
+READING_THE_TERMINAL = "type the question, then Ctrl-D at the start of a line to send it"
+"""Said (even with --quiet) when ``moa run -`` reads its question from a terminal."""
+
+
 def read_question(question: str | None, file: Path | None) -> str:
     """Return the question from the argument, stdin (``-``) or a file, as text."""
     if question is not None and file is not None:
@@ -73,6 +77,8 @@ def read_question(question: str | None, file: Path | None) -> str:
             raise MoAInputError(f"Question file {str(file)!r} does not exist: check the path.")
         data, where = file.read_bytes(), f"question file {str(file)!r}"
     elif question == "-":
+        if sys.stdin.isatty():  # a user at the terminal, who sees nothing happen otherwise
+            out.err.print(READING_THE_TERMINAL, style="dim", markup=False, highlight=False)
         data, where = sys.stdin.buffer.read(), "standard input"
     elif question is None:
         raise MoAInputError(
