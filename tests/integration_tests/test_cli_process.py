@@ -294,3 +294,20 @@ def test_unreachable_langsmith_costs_one_line(backend):
         f"error: Cannot read the LangSmith dataset 'd': http://127.0.0.1:{dead} cannot be "
         "reached (check the network or LANGSMITH_ENDPOINT)."
     )
+
+
+@pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
+def test_an_answer_cut_off_at_max_tokens_is_said(stream):
+    # The aggregator's answer, cut by its max_tokens (finish_reason "length"), was printed
+    # as if whole: exit 0 and not a word on stderr, though it may stop mid-sentence.
+    from langgraph_moa.testing import ScriptedServer
+
+    with ScriptedServer() as server:
+        spec = f"a@{server.url}"
+        args = ["run", stream, "--proposers", spec, "--layers", "2"]
+        cut = moa(*args, "--max-tokens", "3", "why is the sky so very blue today")
+        whole = moa(*args, "why")
+    assert cut.returncode == 0 and cut.stdout == "a answers: why\n"
+    warning = [line for line in cut.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "max_tokens" in warning[0] and "--max-tokens" in warning[0]
+    assert whole.returncode == 0 and "warning" not in whole.stderr

@@ -42,6 +42,7 @@ from langgraph_moa.cli._local import prepare
 from langgraph_moa.cli._output import out
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import MoAInputError
+from langgraph_moa.run._accounting import CUT_OFF_REASONS
 
 DEGRADED_EXIT = 3
 """Exit code of a fallback answer, and with `--strict` of any degraded one (failed calls)."""
@@ -184,7 +185,11 @@ def conversation(system: str | None, messages: list[BaseMessage]) -> list[BaseMe
 
 
 def report_degraded(answer: AIMessage) -> bool:
-    """Warn on stderr about a fallback answer and failed calls; tell whether there were any."""
+    """Warn on stderr about a fallback answer and failed calls; tell whether there were any.
+
+    An answer its max_tokens cut off is said too (it may stop mid-sentence), but is not
+    counted as degraded: `--strict` is about failures, and the limit is the user's own.
+    """
     meta = answer.response_metadata.get("moa", {})
     failed = [c for c in meta.get("calls", []) if c.get("status") == "failed"]
     if meta.get("fallback"):
@@ -192,6 +197,13 @@ def report_degraded(answer: AIMessage) -> bool:
             f"this answer is a fallback ({meta['fallback']}), not the configured final step: "
             f"{meta.get('fallback_reason', 'no reason recorded')}; it is the text of "
             f"{meta.get('answered_by')}."
+        )
+    reason = str(answer.response_metadata.get("finish_reason") or "").lower()
+    if reason in CUT_OFF_REASONS:  # said, not degraded: the limit was the user's to set
+        out.warn(
+            f"the answer was cut off at its max_tokens (finish_reason {reason}) and may end "
+            "mid-sentence: give it more room with --max-tokens (or the aggregator's max_tokens "
+            "in the config)."
         )
     if failed:
         calls = len(meta.get("calls", []))
