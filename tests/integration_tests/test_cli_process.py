@@ -311,3 +311,18 @@ def test_an_answer_cut_off_at_max_tokens_is_said(stream):
     warning = [line for line in cut.stderr.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "max_tokens" in warning[0] and "--max-tokens" in warning[0]
     assert whole.returncode == 0 and "warning" not in whole.stderr
+
+
+def test_an_aggregator_cut_midway_still_gives_the_labelled_fallback():
+    # The aggregator's stream broke halfway on every attempt, and the labelled fallback
+    # answered: moa run, which prints the answer once at the end (the live view only shows
+    # the text streaming), ended with "error: The answer's stream broke", exit 1, and no
+    # answer, as if it had sent the cut half somewhere.
+    cutting = FaultProfile(error_rate=1.0, errors=["cut"], reply_words=40)
+    with FaultServer({"cutter": cutting}) as server:
+        args = ["--proposers", f"a@{server.url}", "--aggregator", f"cutter@{server.url}"]
+        result = moa("run", *args, "--layers", "2", "q")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == reply("a", 1) + "\n"
+    assert "warning: this answer is a fallback (best_proposal)" in result.stderr
+    assert "stream broke" not in result.stderr

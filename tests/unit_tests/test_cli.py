@@ -997,3 +997,28 @@ def test_eval_says_fallbacks_even_when_another_system_failed_everywhere(
     status, err = run_main(monkeypatch, capsys, *args, "--out", str(tmp_path))
     assert status == 1 and "dead failed on every item" in err
     assert "warning: some answers were fallbacks" in err  # not hidden by the failure
+
+
+@pytest.mark.parametrize("how", ["retry", "fallback"])
+async def test_a_chat_turn_whose_aggregator_broke_midway_keeps_the_next_attempts_answer(fake, how):
+    # The aggregator streamed two words and failed; its retry (or the labelled fallback)
+    # answered. The turn failed with StreamBrokenError, though the chat shows the streaming
+    # text only in its live view and prints the answer once, whole, at the end.
+    from langchain_core.messages import HumanMessage
+
+    from langgraph_moa import RetrySettings, create_moa_graph
+    from langgraph_moa.cli._live import arun_live
+    from tests.fakes import WordStreamer
+
+    attempts = 2 if how == "retry" else 1
+    agg = WordStreamer(label="AGG", words=4, fail_at=2, fail_at_calls=1)
+    retry = RetrySettings(max_attempts=attempts, initial_interval=0.0, jitter=False)
+    config = MoAConfig(proposers=[fake("A")], aggregator=agg, layers=2, retry=retry)
+    state = await arun_live(
+        create_moa_graph(config), {"messages": [HumanMessage("q")]}, timeout_s=None
+    )
+    answer = state["messages"][-1]
+    if how == "retry":
+        assert answer.text == "AGG0 AGG1 AGG2 AGG3"
+    else:
+        assert answer.text == "A #1" and answer.response_metadata["moa"]["fallback"]

@@ -130,6 +130,14 @@ class Progress:
         if self.lines:
             out.plain(text)
 
+    def restart(self) -> None:
+        """Forget the answer so far: another attempt (a retry, a fallback) writes it anew.
+
+        The view only shows the answer as it streams; the command prints it once, whole,
+        at the end, so a broken first attempt costs nothing but its text on screen.
+        """
+        self.answer = ""
+
     def slow_note(self) -> str | None:
         """Say why a local call is slow, when one has been running for a minute or more."""
         slow = [
@@ -279,7 +287,12 @@ def run_live(
     """
     live_view, progress = _view(timeout_s)
     stream = AnswerStream(
-        graph, run_input, context=context, on_progress=progress.event, watch=live_view
+        graph,
+        run_input,
+        context=context,
+        on_progress=progress.event,
+        watch=live_view,
+        on_restart=progress.restart,
     )
     if not live_view:
         with _slow_calls_said(progress):
@@ -303,7 +316,9 @@ async def arun_live(
     cancelled run's view is taken off the screen (it is transient), leaving no table.
     """
     live_view, progress = _view(timeout_s)
-    stream = AnswerStream(graph, run_input, on_progress=progress.event, watch=live_view)
+    stream = AnswerStream(
+        graph, run_input, on_progress=progress.event, watch=live_view, on_restart=progress.restart
+    )
     if not live_view:
         with _slow_calls_said(progress):
             async for _ in stream:

@@ -16,7 +16,9 @@ all come from one model call (one message id). If the call writing the answer fa
 its first piece and another attempt takes over (the graph's retry, the next aggregator, a
 fallback answer), the stream raises `StreamBrokenError` instead of sending the second
 attempt's text after the first's. A failure before the first piece costs nothing: the
-retry's pieces are the first the consumer sees.
+retry's pieces are the first the consumer sees. A consumer that can take its text back (the
+CLI's live view, which redraws it) passes `on_restart` instead: it is told to forget the
+text so far, and the next attempt's pieces follow from their start.
 
 `RunEvents` is the other view of a run, for a viewer that shows every model at work (the
 web page of `moa serve`, any client of its event stream): each call's start, tokens
@@ -27,7 +29,7 @@ docs/event-stream.md for the events' fields.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
@@ -36,6 +38,8 @@ from langgraph_moa.errors import StreamBrokenError
 from langgraph_moa.run._answer import answer_part, final_answer_only
 from langgraph_moa.run._calls import WATCH
 from langgraph_moa.run._inputs import forces_call
+
+_T = TypeVar("_T")
 
 ProgressHandler = Callable[[dict[str, Any]], None]
 """Receives each progress event the graph writes (a call started, finished or failed)."""
@@ -110,6 +114,7 @@ class AnswerStream:
         context: Any = None,
         on_progress: ProgressHandler | None = None,
         watch: bool = False,
+        on_restart: Callable[[], None] | None = None,
     ) -> None:
         """Prepare a run of `graph` on `run_input`; nothing runs until iteration.
 
@@ -122,6 +127,11 @@ class AnswerStream:
                 when it is given.
             watch: Stream every call's tokens (proposers' too) to `on_progress` as
                 ``token`` events (see `RunEvents`); a live view showing each call writing.
+            on_restart: For a consumer that can take back the text it was given (the live
+                view of `moa run`, which redraws it, and prints the answer once at the end):
+                called where another attempt's text would follow the text so far (a retry,
+                the next aggregator, a fallback), instead of raising `StreamBrokenError`.
+                The pieces yielded after it are the new attempt's, from its start.
         """
         self.graph = graph
         self.run_input = run_input
@@ -131,6 +141,7 @@ class AnswerStream:
         self.final: dict[str, Any] = {}
         self.streamed = False
         self._one = OneAttempt()  # what the consumer has received (held text is not)
+        self.on_restart = on_restart
 
     @property
     def answer(self) -> AIMessage:
@@ -150,12 +161,29 @@ class AnswerStream:
             assert self.on_progress is not None
             self.on_progress(part)
         elif final_answer_only(part[1]) and (text := part[0].text):
-            self._one.check(part[0].id, answer_part(part[1]))
+            source, piece = part[0].id, answer_part(part[1])
+            self._or_restart(lambda: self._one.check(source, piece))
             self.streamed = True
             return str(text)
         elif self.on_progress is not None and (event := token_event(*part)) is not None:
             self.on_progress(event)  # another call's tokens, in a watched run
         return ""
+
+    def _or_restart(self, step: Callable[[], _T]) -> _T:
+        """Take `step` (a check of `OneAttempt`); where it breaks, restart if the consumer can.
+
+        Raises:
+            StreamBrokenError: another attempt's text would follow the text sent, and the
+                consumer cannot take that text back (no `on_restart`).
+        """
+        try:
+            return step()
+        except StreamBrokenError:
+            if self.on_restart is None:
+                raise
+            self._one = OneAttempt()  # the consumer forgets the text so far
+            self.on_restart()
+            return step()
 
     def _answer_piece(self, hold: ToolCallHold, mode: str, part: Any) -> str:
         """Return what one streamed part adds to the answer's text (kept as yielded)."""
@@ -166,7 +194,7 @@ class AnswerStream:
         answer = self.answer if self.final.get("messages") else None
         if rest := self._one.sent(hold.finish(answer)):
             yield rest
-        if rest := self._one.rest(answer):
+        if rest := self._or_restart(lambda: self._one.rest(answer)):
             yield rest
 
     def __iter__(self) -> Iterator[str]:
