@@ -326,6 +326,45 @@ def test_context_size_reaches_the_local_servers_and_the_reference_trimming(monke
     assert role.known_context_window() == 8192
 
 
+@pytest.mark.parametrize(
+    ("agg_fails", "a_fails", "code", "closing"),
+    [
+        ((), (), 0, None),  # every turn answered by its aggregator
+        ((2,), (), 3, "0 failed turn(s) and 1 fallback answer(s), so it exits with 3"),
+        ((2,), (1,), 1, "1 failed turn(s) and 1 fallback answer(s), so it exits with 1"),
+    ],
+)
+def test_a_chat_ends_with_an_exit_code_that_says_how_its_turns_went(
+    monkeypatch, fake, agg_fails, a_fails, code, closing
+):
+    # A script piping turns into moa chat got 0 after failed turns and fallback answers:
+    # the degraded session could pass for a clean one. The session still goes on.
+    from typer.testing import CliRunner
+
+    from langgraph_moa import RetrySettings
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.cli import _chat
+    from langgraph_moa.config._schema import MoAConfig
+
+    def failing(calls):
+        return lambda n, messages: RuntimeError("injected") if n in calls else None
+
+    config = MoAConfig(
+        proposers=[fake("A", fail=failing(a_fails))],
+        aggregator=fake("AGG", fail=failing(agg_fails)),
+        layers=2,
+        retry=RetrySettings(max_attempts=1),
+    )
+    monkeypatch.setattr(_chat, "build_config", lambda *a, **k: config)
+    result = CliRunner().invoke(cli.app, ["chat"], input="one\ntwo\nthree\n")
+    assert result.exit_code == code, result.output
+    assert "AGG #3" in result.output or "A #3" in result.output  # it went on to turn three
+    if closing is None:
+        assert "exits with" not in result.output
+    else:
+        assert f"this chat had {closing}" in result.output
+
+
 def test_chat_reset_forgets_the_conversation(monkeypatch, fake, log):
     from typer.testing import CliRunner
 

@@ -11,6 +11,11 @@ command rather than sent, and ``//`` sends a message that starts with ``/``.
 Ctrl-C during a turn cancels that turn only (its question is not kept) and returns to the
 prompt; Ctrl-C or Ctrl-D at the prompt ends the chat. So the turns run on an event loop,
 where cancelling stops the calls in flight at once.
+
+A chat that ends by /exit or the end of input says how it went in its exit code, as
+`moa run` does, so a script piping turns in cannot take a degraded session for a clean one:
+1 when a turn failed, else 3 when an answer was a fallback, else 0; a closing line on
+stderr counts them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import signal
 import sys
 import threading
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,7 +55,13 @@ from langgraph_moa.cli._config import (
 from langgraph_moa.cli._live import arun_live
 from langgraph_moa.cli._local import interrupted_line, prepare
 from langgraph_moa.cli._output import message_of, out
-from langgraph_moa.cli._run import QuietOpt, conversation, report_degraded, set_context_size
+from langgraph_moa.cli._run import (
+    DEGRADED_EXIT,
+    QuietOpt,
+    conversation,
+    report_degraded,
+    set_context_size,
+)
 from langgraph_moa.errors import MoAError
 
 HELP = (
@@ -148,7 +160,7 @@ def chat(
     handler = signal.signal(signal.SIGINT, signal.default_int_handler) if on_main_thread else None
     try:
         with asyncio.Runner() as runner:
-            converse(runner, graph, system, cfg.call_timeout_s)
+            outcome = converse(runner, graph, system, cfg.call_timeout_s)
     except KeyboardInterrupt:
         out.stop_live()
         out.err.print(interrupted_line())
@@ -156,14 +168,37 @@ def chat(
     finally:
         if on_main_thread:
             signal.signal(signal.SIGINT, handler)
+    if code := outcome.exit_code():
+        out.warn(outcome.line())
+        raise typer.Exit(code)
+
+
+@dataclass
+class ChatOutcome:
+    """How the chat's turns ended: what its exit code says (see the module's docstring)."""
+
+    failed: int = 0
+    fallbacks: int = 0
+
+    def exit_code(self) -> int:
+        """Return 1 when a turn failed, else 3 when an answer was a fallback, else 0."""
+        return 1 if self.failed else DEGRADED_EXIT if self.fallbacks else 0
+
+    def line(self) -> str:
+        """Return the closing line that says why the exit code is not 0."""
+        return (
+            f"this chat had {self.failed} failed turn(s) and {self.fallbacks} fallback "
+            f"answer(s), so it exits with {self.exit_code()}."
+        )
 
 
 def converse(
     runner: asyncio.Runner, graph: Any, system: str | None, timeout_s: float | None
-) -> None:
+) -> ChatOutcome:
     """Read messages and commands until /exit or the end of input, each message a turn."""
     reader = LineReader()
     history: list[BaseMessage] = []
+    outcome = ChatOutcome()
     while True:
         try:
             text = reader.message()
@@ -195,7 +230,8 @@ def converse(
                 "one that begins with /)"
             )
             continue
-        history = turn(runner, graph, history, text, system, timeout_s)
+        history = turn(runner, graph, history, text, system, timeout_s, outcome)
+    return outcome
 
 
 class TurnCancelled(Exception):
@@ -245,8 +281,13 @@ def turn(
     text: str,
     system: str | None,
     timeout_s: float | None,
+    outcome: ChatOutcome,
 ) -> list[BaseMessage]:
-    """Run one turn; on failure or Ctrl-C say so and return the history as it was."""
+    """Run one turn; on failure or Ctrl-C say so and return the history as it was.
+
+    A failed turn and a fallback answer are counted in `outcome`; a cancelled turn is the
+    user's own doing and is not.
+    """
     messages = [*history, HumanMessage(text)]
     run_input = {"messages": conversation(system, messages)}
     try:
@@ -258,11 +299,13 @@ def turn(
         )
         return history
     except MoAError as exc:
+        outcome.failed += 1
         text = message_of(exc)
         where = "\n" if "\n" in text else " "  # a list of failures: the note after it
         out.error(f"{text}{where}(this turn was not added; the conversation goes on)")
         return history
     except Exception as exc:  # an unforeseen failure must not end the session either
+        outcome.failed += 1
         out.error(
             f"{type(exc).__name__}: {exc} (this turn was not added; the conversation goes on)"
         )
@@ -270,6 +313,7 @@ def turn(
     answer = state["messages"][-1]
     out.answer(answer.text)
     report_degraded(answer)
+    outcome.fallbacks += bool(answer.response_metadata.get("moa", {}).get("fallback"))
     return [*messages, answer]
 
 
