@@ -142,16 +142,25 @@ def test_ctrl_c_in_chat_cancels_the_turn_and_ctrl_d_ends_it(slow_backend):
         screen.close()
 
 
+def interrupt_run(screen):
+    """Press Ctrl-C in `moa run`, check that it ends on 'Interrupted.' and exit 130.
+
+    Return the screen's text and its lines, for the test's own checks.
+    """
+    screen.keys("C-c")
+    shown = screen.wait_for("exit=130", timeout=10)
+    lines = shown.rstrip().splitlines()
+    assert lines[-1] == "exit=130" and lines[-2].strip().endswith("Interrupted."), shown
+    return shown, lines
+
+
 def test_ctrl_c_in_run_leaves_no_live_view_and_ends_its_line(slow_backend):
     url = slow_backend.url
     command = moa_command("run", "--proposers", f"slow@{url}", "Why?")
     screen = Screen(then_exit_code(command))
     try:
         screen.wait_for("running")
-        screen.keys("C-c")
-        shown = screen.wait_for("exit=130", timeout=10)
-        lines = shown.rstrip().splitlines()
-        assert lines[-1] == "exit=130" and lines[-2].strip().endswith("Interrupted."), shown
+        shown, lines = interrupt_run(screen)
         assert "local model servers" not in shown.lower()
         # The live view was taken off the screen; the call it showed stays, once, stopped.
         assert shown.count("L1 proposer 1") == 1 and "running" not in shown, shown
@@ -179,10 +188,7 @@ def test_ctrl_c_in_run_keeps_the_finished_calls_and_the_answer_so_far(slow_write
     screen = Screen(then_exit_code(command))
     try:
         screen.wait_for("writer answer 1 w0 w1 w2")
-        screen.keys("C-c")
-        shown = screen.wait_for("exit=130", timeout=10)
-        lines = shown.rstrip().splitlines()
-        assert lines[-1] == "exit=130" and lines[-2].strip().endswith("Interrupted."), shown
+        shown, _ = interrupt_run(screen)
         calls = [line for line in shown.splitlines() if line.startswith("L")]
         # Each call once (no frame of the live view left behind), in its final state.
         assert len(calls) == 3 and "done" in calls[0] and "done" in calls[1], shown
