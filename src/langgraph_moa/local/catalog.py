@@ -155,15 +155,42 @@ def context_size(info: LocalModelInfo) -> int:
     Raises:
         MoAConfigError: the variable holds something else.
     """
-    value = os.environ.get("LANGGRAPH_MOA_CONTEXT", "").strip()
+    tokens = count_from_env(
+        "LANGGRAPH_MOA_CONTEXT",
+        MIN_CONTEXT,
+        MAX_CONTEXT,
+        unit=" of tokens",
+        fix="correct it, or unset it for the default",
+    )
+    return tokens or info.n_ctx
+
+
+def count_from_env(
+    name: str,
+    least: int,
+    most: int,
+    *,
+    unit: str = "",
+    fix: str = "set it to 1, 2, ... or unset it for the default",
+) -> int | None:
+    """Read a whole number in `least`..`most` from the variable `name`; None when unset.
+
+    Anything else is refused here, in one sentence naming the variable: ``int("four")``
+    raised a bare ValueError, and 0 or -1 reached llama.cpp, which failed obscurely.
+
+    Raises:
+        MoAConfigError: the value is not a whole number in the range.
+    """
+    value = os.environ.get(name, "").strip()
     if not value:
-        return info.n_ctx
-    # int() refuses more than 4300 digits: a number longer than MAX_CONTEXT's is too large
-    too_long = len(value.lstrip("0")) > len(str(MAX_CONTEXT))
-    if not value.isdecimal() or too_long or not MIN_CONTEXT <= int(value) <= MAX_CONTEXT:
+        return None
+    # isdigit() takes "²", and int() refuses more than 4300 digits: a number longer than
+    # `most` is refused before int() is asked.
+    too_long = len(value.lstrip("0")) > len(str(most))
+    if not value.isdecimal() or too_long or not least <= int(value) <= most:
+        shown = value if len(value) <= 40 else value[:40] + "..."
         raise MoAConfigError(
-            f"LANGGRAPH_MOA_CONTEXT must be a whole number of tokens from {MIN_CONTEXT} to "
-            f"{MAX_CONTEXT}, got {value[:40]!r}: correct it, or unset it for the default."
+            f"{name} must be a whole number{unit} from {least} to {most}, got {shown!r}: {fix}."
         )
     return int(value)
 

@@ -31,8 +31,14 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import PrivateAttr
 
-from langgraph_moa.errors import LocalModelError, LocalRuntimeError, MoAConfigError
-from langgraph_moa.local.catalog import LocalModelInfo, context_size, lookup, model_path
+from langgraph_moa.errors import LocalModelError, LocalRuntimeError
+from langgraph_moa.local.catalog import (
+    LocalModelInfo,
+    context_size,
+    count_from_env,
+    lookup,
+    model_path,
+)
 from langgraph_moa.transport._completions import lean_completions
 from langgraph_moa.transport._http import own_async_client, own_sync_client
 from langgraph_moa.transport._net import free_port
@@ -63,7 +69,7 @@ def default_threads() -> int:
     two model servers that share the cores take turns instead of starving each other.
     """
     cores = min(max(1, os.cpu_count() or 1), MAX_THREADS)
-    return _count_from_env("LANGGRAPH_MOA_THREADS", most=MAX_THREADS) or cores
+    return count_from_env("LANGGRAPH_MOA_THREADS", 1, MAX_THREADS) or cores
 
 
 def default_slots() -> int:
@@ -75,39 +81,7 @@ def default_slots() -> int:
     4096 tokens), not speed: on 2 cores, batched decoding gives about the same total tokens
     per second as one stream, and more cores gain more (README, "How fast").
     """
-    return _count_from_env("LANGGRAPH_MOA_SLOTS", most=MAX_SLOTS) or DEFAULT_SLOTS
-
-
-_MAX_DIGITS = 18
-"""More digits than any count can need; a longer number is refused before ``int()``."""
-
-
-def _count_from_env(name: str, most: int | None = None) -> int | None:
-    """Read a whole number of at least 1 (and at most `most`) from `name`; None when unset.
-
-    Anything else is refused here, in one sentence naming the variable: ``int("four")``
-    raised a bare ValueError, and 0 or -1 reached llama.cpp, which failed obscurely.
-
-    Raises:
-        MoAConfigError: the value is not an integer in the range.
-    """
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return None
-    # isdigit() takes "²", and int() refuses more than 4300 digits: checked before int()
-    if (
-        not value.isdecimal()
-        or len(value.lstrip("0")) > _MAX_DIGITS
-        or int(value) < 1
-        or (most is not None and int(value) > most)
-    ):
-        shown = value if len(value) <= 40 else value[:40] + "..."
-        bounds = "of at least 1" if most is None else f"from 1 to {most}"
-        raise MoAConfigError(
-            f"{name} must be a whole number {bounds}, got {shown!r}: set it to 1, 2, "
-            "... or unset it for the default."
-        )
-    return int(value)
+    return count_from_env("LANGGRAPH_MOA_SLOTS", 1, MAX_SLOTS) or DEFAULT_SLOTS
 
 
 class LocalServer:
