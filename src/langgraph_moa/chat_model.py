@@ -964,7 +964,7 @@ class _StopFilter:
 
 def _refuse_unknown(data: dict[str, Any]) -> None:
     """Refuse an argument `MoAChatModel` has no field for, saying where it belongs."""
-    import difflib
+    from langgraph_moa.text._names import did_you_mean
 
     fields = MoAChatModel.model_fields
     known = set(fields) | {f.alias for f in fields.values() if f.alias}
@@ -983,8 +983,8 @@ def _refuse_unknown(data: dict[str, Any]) -> None:
                 "(OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) or from the model instance the "
                 "config gives"
             )
-        elif close := difflib.get_close_matches(name, sorted(known), n=1):
-            fix = f"did you mean {close[0]!r}?"
+        elif close := did_you_mean(name, sorted(known)):
+            fix = close
         else:
             own = "config, model, temperature, max_tokens, timeout, max_retries, stop"
             fix = f"its own are {own}, and LangChain's (callbacks, tags, metadata, ...)"

@@ -48,9 +48,9 @@ def load_config(source: ConfigSource = None) -> MoAConfig:
     if isinstance(source, str):
         if Path(source).suffix.lower() in CONFIG_SUFFIXES:
             return MoAConfig.from_file(source)
-        if source in list_presets():
-            return MoAConfig.from_preset(source)
         presets = list_presets()
+        if source in presets:
+            return MoAConfig.from_preset(source)
         close = did_you_mean(source, presets)
         raise MoAConfigError(
             f"Unknown preset {source!r} ({close}): give a preset or a path to a .yaml, .yml "

@@ -95,6 +95,18 @@ def _coerce_role(value: Any) -> Any:
     return value
 
 
+def _coerce_roles(value: Any, most: int, too_many: str) -> Any:
+    """Coerce a list of roles (one alone stands for a list of one), refusing past `most`.
+
+    `too_many` is the refusal, with ``{most}`` and ``{got}`` to fill in.
+    """
+    if isinstance(value, (str, dict, BaseModel)):
+        value = [value]
+    if isinstance(value, list) and len(value) > most:
+        raise ValueError(too_many.format(most=most, got=len(value)))
+    return [_coerce_role(v) for v in value] if isinstance(value, list) else value
+
+
 class RoleConfig(BaseModel):
     """A model plus the limits of one role. Each role keeps its own limits."""
 
@@ -313,14 +325,12 @@ class MoAConfig(BaseModel):
     @field_validator("proposers", mode="before")
     @classmethod
     def _coerce_proposers(cls, value: Any) -> Any:
-        if isinstance(value, (str, dict, BaseModel)):
-            value = [value]
-        if isinstance(value, list) and len(value) > MAX_FAN_OUT:
-            raise ValueError(
-                f"a layer has at most {MAX_FAN_OUT} proposers, got {len(value)}: use fewer "
-                "(a proposer's samples give more answers from one model)"
-            )
-        return [_coerce_role(v) for v in value] if isinstance(value, list) else value
+        return _coerce_roles(
+            value,
+            MAX_FAN_OUT,
+            "a layer has at most {most} proposers, got {got}: use fewer (a proposer's "
+            "samples give more answers from one model)",
+        )
 
     @field_validator("synthesis_prompt")
     @classmethod
@@ -340,14 +350,12 @@ class MoAConfig(BaseModel):
     @field_validator("aggregator_fallbacks", mode="before")
     @classmethod
     def _coerce_fallbacks(cls, value: Any) -> Any:
-        if isinstance(value, (str, dict, BaseModel)):
-            value = [value]
-        if isinstance(value, list) and len(value) > MAX_FALLBACKS:
-            raise ValueError(
-                f"at most {MAX_FALLBACKS} models, got {len(value)}: keep the few most "
-                "likely to answer (each is tried only after the one before it failed)"
-            )
-        return [_coerce_role(v) for v in value] if isinstance(value, list) else value
+        return _coerce_roles(
+            value,
+            MAX_FALLBACKS,
+            "at most {most} models, got {got}: keep the few most likely to answer (each is "
+            "tried only after the one before it failed)",
+        )
 
     @model_validator(mode="after")
     def _check_variant(self) -> Self:
