@@ -37,7 +37,7 @@ from langgraph_moa.errors import (
     StructuredOutputError,
 )
 from langgraph_moa.graph._chunkwise import ChunkwiseRequest, refuse_what_parts_cannot_write
-from langgraph_moa.providers._models import ModelCache, has_own_timeout, with_call_timeout
+from langgraph_moa.providers._models import ModelCache, with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import summarize
@@ -303,7 +303,6 @@ class MoANodes:
                 req.params,
                 cfg.call_timeout_s,
                 stop,
-                has_own_timeout(req.spec),
                 req.trace,
                 spec=req.spec,
                 # Only an attempt with another after it waits out a provider's Retry-After.

@@ -22,7 +22,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_config, get_stream_writer
 
 from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
-from langgraph_moa.providers._models import ModelSpec, describe_model
+from langgraph_moa.providers._models import ModelSpec, describe_model, has_own_timeout
 from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_after_s
 from langgraph_moa.providers._table import is_sdk_timeout
 from langgraph_moa.run._accounting import failed_record, ok_record
@@ -510,7 +510,6 @@ def cached_call(
     params: dict[str, Any],
     timeout: float | None,
     stop: StopCheck | None = None,
-    own_timeout: bool = False,
     config: RunnableConfig | None = None,
     *,
     spec: ModelSpec,
@@ -534,6 +533,7 @@ def cached_call(
         if (hit := cache.get(key)) is not None:
             return hit, True
     runnable, config = with_trace(model, config)
+    own_timeout = has_own_timeout(spec)
     response = yield ModelRequest(
         runnable, messages, call.configured_model, timeout, stop, own_timeout, config, retried
     )

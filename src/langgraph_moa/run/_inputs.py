@@ -94,7 +94,7 @@ def check_tool_choice(choice: Any, names: Sequence[str]) -> None:
     named = named_tool(choice)
     if not names and forces_call(choice):
         raise MoAInputError(
-            f"tool_choice {_shown(choice)!r} forces a tool call, but no tools are bound: "
+            f"tool_choice {shown_choice(choice)!r} forces a tool call, but no tools are bound: "
             "pass the tools with it, or leave tool_choice out."
         )
     if named is not None and named not in names:
@@ -113,7 +113,7 @@ def forces_call(choice: Any) -> bool:
     return named_tool(choice) is not None
 
 
-def _shown(choice: Any) -> Any:
+def shown_choice(choice: Any) -> Any:
     """Return a tool choice as a message shows it: a dict by its type or name."""
     if isinstance(choice, dict):
         return named_tool(choice) or choice.get("type")

@@ -24,7 +24,7 @@ from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.runnables import Runnable
 
 from langgraph_moa.errors import MoAInputError, ToolCallError
-from langgraph_moa.run._inputs import forces_call, named_tool, tool_names
+from langgraph_moa.run._inputs import forces_call, named_tool, shown_choice, tool_names
 from langgraph_moa.run.state import RUN_OPTIONS
 from langgraph_moa.text._prompts import SLOT_CLOSE, SLOT_OPEN
 
@@ -242,9 +242,11 @@ def _answer_problem(response: AIMessage, options: Options) -> str | None:
     if forces_call(choice):
         named = named_tool(choice)
         if not calls or (named and any(c["name"] != named for c in calls)):
-            shown = named or choice.get("type") if isinstance(choice, dict) else choice
             wanted = f"a call to {named!r}" if named else "a tool call"
-            return f"answered without {wanted}, though tool_choice {shown!r} asks for a tool call"
+            return (
+                f"answered without {wanted}, though tool_choice {shown_choice(choice)!r} "
+                "asks for a tool call"
+            )
     return None
 
 
