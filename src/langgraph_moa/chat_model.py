@@ -482,9 +482,9 @@ class MoAChatModel(BaseChatModel):
         if preset is None and structured is None:
             return self.graph
         key: tuple[Any, ...] = (preset,)
-        schema: Any = None
+        content: tuple[Any, Any] | None = None
         if structured is not None:
-            content, schema = _schema_key(structured.schema)
+            content = _schema_key(structured.schema)
             key = (preset, content, structured.method)
 
         def build() -> Any:
@@ -494,7 +494,7 @@ class MoAChatModel(BaseChatModel):
             return create_moa_graph(
                 cfg,
                 name=preset or self.model_name or "moa",
-                response_format=schema,
+                response_format=_schema_of(content, structured),
                 response_method=structured.method if structured else "json_schema",
             )
 
@@ -650,26 +650,35 @@ GRAPH_CACHE_SIZE = 32
 
 
 def _schema_key(schema: Any) -> tuple[Any, Any]:
-    """Return what identifies a structured-output schema in the graph cache, and its schema.
+    """Return what identifies a structured-output schema in the graph cache.
 
     A dict (a JSON schema) is its JSON text, keys in the caller's order (the order in which
-    the model is asked for the fields), and its graph gets a copy read back from that text:
-    a dict changed in place later is another key and never alters a compiled graph. A class
-    (pydantic, TypedDict) is its own key, held by the cache. Anything else, or a dict that
-    is not JSON, is keyed by its ``id()`` while the cache holds it, so the address cannot
-    be reused by another object meanwhile.
+    the model is asked for the fields), and its graph gets a copy read back from that text
+    (`_schema_of`): a dict changed in place later is another key and never alters a compiled
+    graph. A class (pydantic, TypedDict) is its own key, held by the cache. Anything else,
+    or a dict that is not JSON, is keyed by its ``id()`` while the cache holds it, so the
+    address cannot be reused by another object meanwhile.
     """
     if isinstance(schema, dict):
         try:
-            text = json.dumps(schema, separators=(",", ":"))
+            return "json", json.dumps(schema, separators=(",", ":"))
         except (TypeError, ValueError):
-            return ("object", id(schema)), schema
-        return ("json", text), json.loads(text)
+            return "object", id(schema)
     try:
         hash(schema)
     except TypeError:
-        return ("object", id(schema)), schema
-    return ("value", schema), schema
+        return "object", id(schema)
+    return "value", schema
+
+
+def _schema_of(content: tuple[Any, Any] | None, structured: _Structured | None) -> Any:
+    """Return the schema a graph is compiled for: a JSON schema's own copy, read from its key.
+
+    Read only when a graph is built, not on every call that finds its graph cached.
+    """
+    if structured is None or content is None:
+        return None
+    return json.loads(content[1]) if content[0] == "json" else structured.schema
 
 
 class _GraphCache:

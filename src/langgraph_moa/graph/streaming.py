@@ -67,11 +67,11 @@ class OneAttempt:
         Raises:
             StreamBrokenError: text was sent, and this piece is another attempt's.
         """
-        sent = sum(map(len, self.pieces))
         # Another call's text may follow only as the next part of a chunk-wise answer;
         # a new message of the same part is a retry, whose text would be spliced on.
-        if sent and source != self.source and part <= self.part:
-            raise StreamBrokenError(sent)
+        # (`sent` keeps no empty piece: any piece means text went out.)
+        if self.pieces and source != self.source and part <= self.part:
+            raise StreamBrokenError(sum(map(len, self.pieces)))
         self.source, self.part = source, part
 
     def sent(self, text: str) -> str:

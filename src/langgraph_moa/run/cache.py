@@ -114,19 +114,20 @@ class SQLiteCallCache:
         """Return the stored reply for `key`, or None."""
         with self._lock:
             row = self._conn.execute("SELECT message FROM calls WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                self.misses += 1
-                return None
-        try:
-            message = messages_from_dict([json.loads(row[0])])[0]
-        except (ValueError, TypeError, KeyError, IndexError):
-            # A reply stored damaged (a disk fault, a hand edit) is a miss, never a failure
-            # of the call: the call is made again, and `put` stores its answer over it.
-            with self._lock:
-                self.misses += 1
-            return None
+        message: BaseMessage | None = None
+        if row is not None:
+            try:
+                message = messages_from_dict([json.loads(row[0])])[0]
+            except (ValueError, TypeError, KeyError, IndexError):
+                # A reply stored damaged (a disk fault, a hand edit) is a miss, never a
+                # failure of the call: the call is made again, and `put` stores its answer
+                # over it.
+                pass
         with self._lock:
-            self.hits += 1
+            if message is None:
+                self.misses += 1
+            else:
+                self.hits += 1
         return message
 
     def put(self, key: str, message: BaseMessage) -> None:
