@@ -59,6 +59,7 @@ from langgraph_moa.cli._run import (
     DEGRADED_EXIT,
     QuietOpt,
     conversation,
+    is_fallback,
     report_degraded,
     set_context_size,
 )
@@ -313,7 +314,7 @@ def turn(
     answer = state["messages"][-1]
     out.answer(answer.text)
     report_degraded(answer)
-    outcome.fallbacks += bool(answer.response_metadata.get("moa", {}).get("fallback"))
+    outcome.fallbacks += is_fallback(answer)
     return [*messages, answer]
 
 

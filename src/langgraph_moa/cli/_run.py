@@ -174,14 +174,18 @@ def run(
             out.info(f"[dim]{escape(line)}[/]")
     degraded = report_degraded(answer)
     out.info(f"[dim]{summary_line(state)}; wall {seconds:.1f}s[/]")
-    fallback = bool(answer.response_metadata.get("moa", {}).get("fallback"))
-    if fallback or (strict and degraded):
+    if is_fallback(answer) or (strict and degraded):
         sys.exit(DEGRADED_EXIT)
 
 
 def conversation(system: str | None, messages: list[BaseMessage]) -> list[BaseMessage]:
     """Put the --system prompt, if any, before the messages."""
     return [SystemMessage(system), *messages] if system else list(messages)
+
+
+def is_fallback(answer: AIMessage) -> bool:
+    """Tell whether a fallback answered instead of the configured final step (exit code 3)."""
+    return bool(answer.response_metadata.get("moa", {}).get("fallback"))
 
 
 def report_degraded(answer: AIMessage) -> bool:

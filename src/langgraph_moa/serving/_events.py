@@ -17,7 +17,7 @@ from typing import Any
 from langgraph_moa._json import dumps
 from langgraph_moa.config._prices import Prices, run_cost
 from langgraph_moa.config._schema import MoAConfig
-from langgraph_moa.graph.streaming import OneAttempt, ToolCallHold
+from langgraph_moa.graph.streaming import CALL_FIELDS, OneAttempt, ToolCallHold
 from langgraph_moa.run._references import answered_proposals
 from langgraph_moa.serving._agreement import call_key, selection_groups, synthesis_agreement
 
@@ -111,10 +111,6 @@ def run_event(run_id: str, model: str, question: str, config: MoAConfig) -> dict
     }
 
 
-CALL_FIELDS = ("role", "layer", "proposer", "sample", "configured_model")
-"""What names a call in its events (the four fields of its key) and what it was to run."""
-
-
 def stopped_calls(events: list[dict[str, Any]], why: str) -> list[dict[str, Any]]:
     """Return a ``failed`` (status ``cancelled``) event for each call that started and never ended.
 
@@ -124,7 +120,7 @@ def stopped_calls(events: list[dict[str, Any]], why: str) -> list[dict[str, Any]
     """
     running: dict[tuple[Any, ...], dict[str, Any]] = {}
     for event in events:
-        key = tuple(event.get(f) for f in CALL_FIELDS[:4])
+        key = tuple(event.get(f) for f in CALL_FIELDS)
         if event.get("event") == "started":
             running[key] = event
         elif event.get("event") in ("finished", "failed"):
@@ -132,7 +128,7 @@ def stopped_calls(events: list[dict[str, Any]], why: str) -> list[dict[str, Any]
     return [
         {
             "event": "failed",
-            **{f: started.get(f) for f in CALL_FIELDS},
+            **{f: started.get(f) for f in (*CALL_FIELDS, "configured_model")},
             "error": why,
             "status": "cancelled",
             "retries": 0,
@@ -230,9 +226,9 @@ class ProgressChunks:
     breaks (`StreamBrokenError`) instead.
     """
 
-    def __init__(self, run_input: dict[str, Any] | None = None) -> None:
+    def __init__(self, run_input: dict[str, Any]) -> None:
         """Start with nothing streamed, holding text back as `run_input`'s tools ask."""
-        self.hold = ToolCallHold.for_run(run_input or {})
+        self.hold = ToolCallHold.for_run(run_input)
         self.one = OneAttempt()
 
     def closing(self, answer: Any) -> str:
@@ -244,7 +240,7 @@ class ProgressChunks:
         return self.one.sent(self.hold.finish(answer)) or self.one.rest(answer)
 
     def take(
-        self, event: dict[str, Any], source: tuple[str | None, int] = (None, 0)
+        self, event: dict[str, Any], source: tuple[str | None, int]
     ) -> tuple[str | None, str | None]:
         """Return (answer text, progress line) for one event; either may be None.
 

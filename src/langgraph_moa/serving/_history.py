@@ -52,7 +52,9 @@ class Compactor:
         key = (event.get("role"), event.get("layer"), event.get("proposer"), event.get("sample"))
         if event.get("event") == "token":
             if (at := self._open.get(key)) is not None:
-                self._parts.setdefault(at, [self._events[at]["text"]]).append(event["text"])
+                if (parts := self._parts.get(at)) is None:
+                    parts = self._parts[at] = [self._events[at]["text"]]
+                parts.append(event["text"])
                 return
             self._open[key] = len(self._events)
         elif event.get("event") == "started":
