@@ -17,7 +17,7 @@ from langgraph_moa.errors import (
     ContextLengthError,
     MoAError,
 )
-from langgraph_moa.providers._table import sdk_retryable
+from langgraph_moa.providers._table import retryable_status, sdk_retryable
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -31,7 +31,7 @@ def is_retryable(exc: BaseException) -> bool:
         return by_sdk
     status = http_status(exc)
     if status is not None:  # httpx.HTTPStatusError (langchain-mistralai) and kin
-        return status in (408, 409, 429) or status >= 500
+        return retryable_status(status)
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
     if isinstance(exc, json.JSONDecodeError):

@@ -130,6 +130,11 @@ def is_sdk_timeout(error: BaseException) -> bool:
     return isinstance(error, _sdk_errors("APITimeoutError"))
 
 
+def retryable_status(status: int) -> bool:
+    """Tell whether an HTTP error status is worth a retry: 408, 409, 429 and 5xx."""
+    return status in (408, 409, 429) or status >= 500
+
+
 def sdk_retryable(error: BaseException) -> bool | None:
     """Classify a provider SDK's error: True or False when it is one, None when it is not.
 
@@ -139,8 +144,7 @@ def sdk_retryable(error: BaseException) -> bool | None:
     if isinstance(error, _sdk_errors("APITimeoutError") + _sdk_errors("APIConnectionError")):
         return True
     if isinstance(error, _sdk_errors("APIStatusError")):
-        status = getattr(error, "status_code", 0)
-        return status in (408, 409, 429) or status >= 500
+        return retryable_status(getattr(error, "status_code", 0))
     if isinstance(error, _sdk_errors("APIResponseValidationError")):
         return True
     return None
