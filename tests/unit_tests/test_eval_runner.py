@@ -668,3 +668,15 @@ def test_a_damaged_rows_file_keeps_its_good_rows_and_answers_the_rest_again(tmp_
     path.write_bytes(damaged)
     assert set(_RowStore(path, "A").rows(items)) == {"0", "1"}
     assert set(_RowStore(path, "A").rows(items)) == {"0", "1"}  # and the file is readable again
+
+
+def test_a_kept_row_whose_id_was_written_as_a_number_is_not_answered_again(tmp_path):
+    """A rows file edited by hand (or by a script) may hold `"id": 1`; it is the same item."""
+    path = tmp_path / "s.rows.jsonl"
+    items = ITEMS[:2]
+    store = _RowStore(path, "A")
+    store.rows(items)
+    store.add(_row("1"))
+    path.write_text(path.read_text().replace('"id": "1"', '"id": 1'))
+    kept = _RowStore(path, "A").rows(items)
+    assert set(kept) == {"1"} and kept["1"]["id"] == "1"

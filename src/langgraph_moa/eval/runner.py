@@ -856,8 +856,10 @@ class _RowStore:
             self._replace(stored)
         # An item is its id and its question: another dataset in the same folder may reuse
         # the ids (they default to line numbers), and its rows stay for a run that asks.
+        # An id written as a number (a file edited by hand) names the same item as its text.
         turns = {item.id: item.turns for item in items}
-        return {r["id"]: r for r in stored if turns.get(str(r.get("id"))) == r.get("turns")}
+        kept = [{**r, "id": str(r.get("id"))} for r in stored]
+        return {r["id"]: r for r in kept if turns.get(r["id"]) == r.get("turns")}
 
     def add(self, row: dict[str, Any]) -> None:
         """Append one finished row."""
