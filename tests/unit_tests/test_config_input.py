@@ -295,6 +295,8 @@ def test_a_key_written_twice_beside_a_merge_is_still_refused(tmp_path):
         "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian (escaped for ruff): a zero-width non-joiner is part of the spelling
         "\U0001f469\u200d\U0001f4bb coder",  # an emoji sequence joined by a zero-width joiner
         "Café Modèle 模型",
+        "Mod\u00e8le\u00a0A",  # a no-break space (French typography) keeps a label on one line
+        "GPT\u202f4o",  # a narrow no-break space
     ],
 )
 def test_a_name_in_any_script_is_kept(name):

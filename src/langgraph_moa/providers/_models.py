@@ -17,6 +17,7 @@ import functools
 import os
 import re
 import threading
+import unicodedata
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Collection
@@ -100,6 +101,13 @@ _JOINERS = frozenset("\u200c\u200d")
 """Zero-width non-joiner and joiner: format characters that belong to a word's spelling."""
 
 
+def _allowed(char: str) -> bool:
+    """Tell whether `char` may stand in a printed name (see `printable`)."""
+    # Space separators (no-break, narrow, ideographic space) print as a space; Python's
+    # `isprintable` counts only the ASCII one. Line and paragraph separators stay refused.
+    return char.isprintable() or char in _JOINERS or unicodedata.category(char) == "Zs"
+
+
 def printable(value: str, what: str) -> str:
     """Return `value`, or refuse one that holds a control or format character.
 
@@ -108,12 +116,13 @@ def printable(value: str, what: str) -> str:
     and a NUL or a right-to-left override hides what is really called.
 
     The zero-width joiner and non-joiner are kept: they are part of how Persian, Indic
-    scripts and emoji sequences are spelt (a Persian display name was refused).
+    scripts and emoji sequences are spelt (a Persian display name was refused). So are the
+    spaces of other widths (a no-break space in a French label was refused).
 
     Raises:
         ValueError: naming the character, escaped.
     """
-    bad = next((c for c in value if not c.isprintable() and c not in _JOINERS), None)
+    bad = next((c for c in value if not _allowed(c)), None)
     if bad is not None:
         raise ValueError(
             f"{what} holds a control or invisible character ({bad!r}): remove it, names are printed"
