@@ -16,9 +16,7 @@ The answer's `usage_metadata` counts every inner call (proposers and aggregator)
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -49,6 +47,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
+from langgraph_moa._lru import BoundedLRU
 from langgraph_moa.config._digest import fingerprint
 from langgraph_moa.config._loader import load_config
 from langgraph_moa.config._schema import MoAConfig, explain_validation_error, list_presets
@@ -689,30 +688,21 @@ class _GraphCache:
     """
 
     def __init__(self, size: int = GRAPH_CACHE_SIZE) -> None:
-        self.size = size
-        self._graphs: OrderedDict[Any, tuple[Any, Any]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._graphs: BoundedLRU[Any, tuple[Any, Any]] = BoundedLRU(size)
 
     def get(self, key: Any, build: Callable[[], Any], held: Any = None) -> Any:
         """Return the graph of `key`, built by `build` if it is not kept; keep `held` with it."""
-        with self._lock:
-            if key in self._graphs:
-                self._graphs.move_to_end(key)
-                return self._graphs[key][1]
+        kept = self._graphs.get(key)
+        if kept is not None:
+            return kept[1]
         graph = build()  # outside the lock: compiling takes a while
-        with self._lock:
-            self._graphs[key] = (held, graph)
-            self._graphs.move_to_end(key)
-            while len(self._graphs) > self.size:
-                self._graphs.popitem(last=False)
-        return graph
+        return self._graphs.put(key, (held, graph))[1]
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._graphs)
+        return len(self._graphs)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _GraphCache:
-        return _GraphCache(self.size)
+        return _GraphCache(self._graphs.size)
 
 
 def _with_call_fields(

@@ -7,12 +7,11 @@ LangGraph server and Studio show these fields as the assistant's configuration.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
-from threading import Lock
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from langgraph_moa._lru import BoundedLRU
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import (
     AggregatorConfig,
@@ -230,9 +229,7 @@ class ContextConfigCache:
         """
         self.limits = limits.covering(base) if limits is not None else None
         self.base = limits.with_budget(base) if limits is not None else base
-        self._size = size
-        self._lock = Lock()
-        self._cache: OrderedDict[str, MoAConfig] = OrderedDict()
+        self._cache: BoundedLRU[str, MoAConfig] = BoundedLRU(size)
 
     def get(self, context: Any) -> MoAConfig:
         """Return the effective config for this run's context."""
@@ -240,10 +237,9 @@ class ContextConfigCache:
         if ctx is None or ctx.is_empty():
             return self.base
         key = json.dumps(ctx.model_dump(exclude_none=True), sort_keys=True)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
+        kept = self._cache.get(key)
+        if kept is not None:
+            return kept
         try:
             config = apply_context(self.base, ctx)
         except ValidationError as exc:
@@ -251,11 +247,7 @@ class ContextConfigCache:
         if self.limits is not None:
             config = self.limits.with_budget(config)  # a context preset has its own budget
             self.limits.check_config(config)
-        with self._lock:
-            self._cache[key] = config
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-        return config
+        return self._cache.put(key, config)
 
 
 def answer_cap(variant: str, max_tokens: int | None) -> dict[str, int]:

@@ -8,10 +8,8 @@ generator (see `calls`) and run by a sync and an async node.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +20,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.runtime import get_runtime
 from langgraph.types import Command
 
+from langgraph_moa._lru import BoundedLRU
 from langgraph_moa._redact import describe_error
 from langgraph_moa.config._digest import shape_digest
 from langgraph_moa.config._limits import RequestLimits
@@ -117,8 +116,7 @@ class MoANodes:
         self.response_method = response_method
         self.models = ModelCache()
         self.ledger = Ledger()
-        self._shapes: OrderedDict[int, tuple[MoAConfig, str]] = OrderedDict()
-        self._shapes_lock = threading.Lock()
+        self._shapes: BoundedLRU[int, tuple[MoAConfig, str]] = BoundedLRU(128)
         self._last_shape: tuple[MoAConfig | None, str] = (None, "")
 
     def plan(self) -> Plan:
@@ -154,19 +152,14 @@ class MoANodes:
     def _shape_of(self, cfg: MoAConfig) -> str:
         """Return `cfg`'s `shape_digest`, computed once per config object the run uses.
 
-        The last one asked for is at hand without a lookup (most graphs run one config); a
-        read takes no lock (a dict's get is atomic), only storing a new digest does.
+        The last one asked for is at hand without a lookup (most graphs run one config).
         """
         last = self._last_shape
         if last[0] is cfg:
             return last[1]
         known = self._shapes.get(id(cfg))
         if known is None or known[0] is not cfg:
-            known = (cfg, shape_digest(cfg))
-            with self._shapes_lock:
-                self._shapes[id(cfg)] = known
-                while len(self._shapes) > 128:
-                    self._shapes.popitem(last=False)
+            known = self._shapes.put(id(cfg), (cfg, shape_digest(cfg)))
         self._last_shape = known
         return known[1]
 

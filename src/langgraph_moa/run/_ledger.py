@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import OrderedDict
 from typing import Any, NamedTuple
 
 from langchain_core.runnables import RunnableConfig
@@ -27,6 +26,8 @@ from langgraph.config import get_config
 # of its run, including one the LangGraph server supplies at run time.
 from langgraph.constants import CONF, CONFIG_KEY_CHECKPOINTER
 from langgraph.runtime import get_runtime
+
+from langgraph_moa._lru import BoundedLRU
 
 ATTEMPT_CHANNEL = "moa:attempt"
 """Channel of the pending writes that record a failed attempt of a call."""
@@ -213,18 +214,8 @@ class Ledger:
     """The steps of the runs this process is working on (bounded: old steps are dropped)."""
 
     def __init__(self, size: int = 4096) -> None:
-        self._steps: OrderedDict[tuple[str, str], Step] = OrderedDict()
-        self._lock = threading.Lock()
-        self._size = size
+        self._steps: BoundedLRU[tuple[str, str], Step] = BoundedLRU(size)
 
     def step(self, token: str, checkpoint_id: str) -> Step:
         """Return the step of a run, created on first use."""
-        with self._lock:
-            step = self._steps.get((token, checkpoint_id))
-            if step is None:
-                step = self._steps[(token, checkpoint_id)] = Step()
-                while len(self._steps) > self._size:
-                    self._steps.popitem(last=False)
-            else:
-                self._steps.move_to_end((token, checkpoint_id))
-            return step
+        return self._steps.setdefault((token, checkpoint_id), Step)
