@@ -135,7 +135,9 @@ def create_app(
         openapi_url="/openapi.json" if security.docs else None,
     )
     app.add_middleware(BrowserGuard, security=security)
-    app.add_middleware(_Guard, api_key=api_key, max_body_bytes=max_body_bytes)  # runs first
+    app.state.sends_key = key_check(api_key)  # /health names the models only to these
+    # Added after BrowserGuard, so it runs first: no page or API work before the key check.
+    app.add_middleware(_Guard, sends_key=app.state.sends_key, max_body_bytes=max_body_bytes)
     if security.allowed_origins:  # outermost: a preflight carries no key
         from starlette.middleware.cors import CORSMiddleware
 
@@ -148,7 +150,6 @@ def create_app(
     app.state.policy = policy
     app.state.models = list(systems)
     app.state.extra_routes = []  # answered around the app: `_access.AccessLog` adds /health
-    app.state.sends_key = key_check(api_key)  # /health names the models only to these
 
     @app.exception_handler(_APIError)
     async def _send_error(request: Request, exc: _APIError) -> JSONResponse:

@@ -74,9 +74,9 @@ class _Guard:
     """The web page's shell: no data in it, and a browser cannot send a key to load it. The
     page asks for the key and sends it with every API call (see `_ui`)."""
 
-    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, sends_key: Callable[[Any], bool], max_body_bytes: int) -> None:
         self.app = app
-        self.sends_key = key_check(api_key)
+        self.sends_key = sends_key  # the app's `key_check`: /health asks the same one
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
