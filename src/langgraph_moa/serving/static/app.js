@@ -452,16 +452,13 @@ class Pane {
   // The event stream ended without the run's 'done': say so where the run is shown, and leave
   // no call looking as if it still ran (the server stops a run whose client is gone).
   disconnected(why) {
-    this.typed.flush();
-    this.ended = true;
+    this.finish("disconnected");
     this.errorBox.textContent = "The connection to the server ended before the run finished (" + why +
       "); reopen the run from the history to see what the server kept.";
     for (const card of this.cards.values()) {
       if (card.dataset.status === "running") this.setStatus(card, "cancelled", "connection lost");
     }
     this.markIncomplete();
-    this.root.dataset.done = "disconnected";
-    this.status.textContent = (this.run ? this.run.variant + " · " : "") + "disconnected";
   }
 
   // Close this pane's event stream: the server then cancels the run's calls.
@@ -471,11 +468,16 @@ class Pane {
   }
 
   on_done(ev) {
+    this.finish(ev.status);
+    this.showReask();
+  }
+
+  // The run is over for this pane: what is typed out so far is shown, and its status says how.
+  finish(status) {
     this.typed.flush();
     this.ended = true;
-    this.root.dataset.done = ev.status;
-    this.status.textContent = (this.run ? this.run.variant + " · " : "") + ev.status;
-    this.showReask();
+    this.root.dataset.done = status;
+    this.status.textContent = (this.run ? this.run.variant + " · " : "") + status;
   }
 
   showReask() {
