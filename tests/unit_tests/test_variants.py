@@ -138,3 +138,22 @@ def test_the_derived_aggregator_keeps_its_own_token_cap_not_the_proposers(fake, 
     finals = [c for c in log.calls if c.messages[0].type == "system"]
     assert {c.max_tokens for c in samples} == {64} and len(samples) == 3
     assert finals and {c.max_tokens for c in finals} == {config.final.max_tokens} == {2048}
+
+
+@pytest.mark.parametrize("variant", ["self-moa", "self-moa-seq"])
+def test_the_derived_aggregator_knows_its_models_context_window(fake, log, variant):
+    """The aggregator is the proposer's model, so it has the proposer's context window.
+
+    Without it the one reader of the samples had no known window: its references were never
+    trimmed and k long samples overflowed the model's context at the provider.
+    """
+    wordy = fake("M", reply=lambda *a: "long " * 2000)  # about 3,300 tokens by the rule
+    config = MoAConfig(
+        variant=variant,
+        proposers=[{"model": wordy, "samples": 2, "context_window": 8192}],
+    )
+    assert config.final.known_context_window() == 8192
+    out = create_moa_graph(config).invoke(QUESTION)
+    finals = [c for c in log.calls if c.messages[0].type == "system"]
+    assert finals and all(r.endswith("[...]") for r in references_in(finals[-1]))
+    assert out["messages"][-1].response_metadata["moa"]["trimmed_references"] == 2

@@ -45,7 +45,11 @@ class SelfMoA(Plan):
 
     @classmethod
     def derive(cls, cfg: MoAConfig) -> dict[str, Any]:
-        """Aggregate with the proposer's own model unless the config names the same model."""
+        """Aggregate with the proposer's own model unless the config names the same model.
+
+        The derived aggregator is that model, so it takes the model's context window too:
+        it is the one reader of the samples, and references are trimmed to its window.
+        """
         derived = super().derive(cfg)
         proposer = cfg.proposers[0]
         if proposer.samples < 2:
@@ -56,6 +60,7 @@ class SelfMoA(Plan):
                 "model": proposer.model,
                 "name": proposer.name,
                 "temperature": proposer.temperature if temperature is None else temperature,
+                "context_window": proposer.context_window,
             }
         elif not same_model(cfg.aggregator.model, proposer.model):
             raise ValueError(
