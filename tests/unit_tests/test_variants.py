@@ -2,7 +2,13 @@
 
 import pytest
 
-from langgraph_moa import MoAConfig, SelfMoASeqConfig, create_moa_graph, list_presets
+from langgraph_moa import (
+    MoAConfig,
+    MoAConfigError,
+    SelfMoASeqConfig,
+    create_moa_graph,
+    list_presets,
+)
 from tests.helpers import QUESTION, references_in
 
 
@@ -157,3 +163,34 @@ def test_the_derived_aggregator_knows_its_models_context_window(fake, log, varia
     finals = [c for c in log.calls if c.messages[0].type == "system"]
     assert finals and all(r.endswith("[...]") for r in references_in(finals[-1]))
     assert out["messages"][-1].response_metadata["moa"]["trimmed_references"] == 2
+
+
+@pytest.mark.parametrize("variant", ["self-moa", "self-moa-seq", "single-proposer"])
+def test_samples_of_one_model_at_temperature_zero_are_refused(fake, log, variant):
+    """moa-spec section 3: one model sampled n times, at a temperature above 0.
+
+    At temperature 0 the k samples are one answer repeated: the run paid k calls for the
+    paper's n=1 case, without a word. The config (or a run's context) is refused instead.
+    """
+    model = fake("M")
+    with pytest.raises(MoAConfigError, match="temperature 0.*above 0"):
+        MoAConfig(
+            variant=variant,
+            proposers=[{"model": model, "samples": 3, "temperature": 0.0}],
+            aggregator=model,
+        )
+    graph = create_moa_graph(
+        MoAConfig(variant=variant, proposers=[{"model": model, "samples": 3}], aggregator=model)
+    )
+    with pytest.raises(MoAConfigError, match="temperature 0.*above 0"):
+        graph.invoke(QUESTION, context={"temperature": 0})
+    assert log.calls == []
+    # One sample at temperature 0 is the greedy answer, and a provider default is no 0.
+    MoAConfig(
+        variant="single-proposer", proposers=[{"model": model, "temperature": 0}], aggregator=model
+    )
+    MoAConfig(
+        variant=variant,
+        proposers=[{"model": model, "samples": 3, "temperature": None}],
+        aggregator=model,
+    )

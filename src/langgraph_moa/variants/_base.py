@@ -77,6 +77,13 @@ class Plan:
                 f"variant {cls.name!r} samples one model: give exactly one proposer "
                 f"(with samples=n), got {len(cfg.proposers)}"
             )
+        if cls.one_model and cfg.proposers[0].samples > 1 and cfg.proposers[0].temperature == 0:
+            # Greedy decoding makes the k samples one answer repeated (k calls for n=1).
+            raise ValueError(
+                f"variant {cls.name!r} draws {cfg.proposers[0].samples} samples of one model, "
+                "and at temperature 0 they are one answer repeated: set the proposer's "
+                "temperature above 0 (the papers sample at 0.7)"
+            )
         if cls.fixed_layers and cfg.layers not in (None, cls.default_layers):
             raise ValueError(
                 f"variant {cls.name!r} has exactly {cls.default_layers} layers; remove `layers`"
