@@ -205,6 +205,14 @@ def test_stop_and_call_options_reach_the_parts_and_the_proposers(fake, log):
     assert proposer.get("seed") == 3 and "stop" not in proposer and "logprobs" not in proposer
 
 
+def test_each_streamed_sample_gets_its_own_seed(fake, log):
+    """Samples of one model with one seed were one answer repeated (moa-spec section 3)."""
+    config = chunkwise([{"model": fake("A"), "samples": 3}], fake("AGG"))
+    create_moa_graph(config).invoke({**QUESTION, "call_kwargs": {"seed": 3}})
+    assert sorted(c.kwargs["seed"] for c in log.by("A")) == [3, 4, 5]
+    assert {c.kwargs["seed"] for c in log.by("AGG")} == {3}
+
+
 @pytest.mark.parametrize(
     "extra",
     [

@@ -194,3 +194,27 @@ def test_samples_of_one_model_at_temperature_zero_are_refused(fake, log, variant
         proposers=[{"model": model, "samples": 3, "temperature": None}],
         aggregator=model,
     )
+
+
+@pytest.mark.parametrize("variant", ["self-moa", "self-moa-seq", "moa"])
+def test_a_runs_seed_gives_each_sample_its_own_seed(fake, log, variant):
+    """moa-spec section 3: the k samples of one model must differ.
+
+    A run's ``seed`` (an OpenAI client's, `MoAChatModel`'s) went to every call as it was:
+    k samples of one model with one prompt and one seed are one answer repeated. Each
+    proposal of a layer now gets the seed plus its position; the run stays reproducible.
+    """
+    model = fake("M")
+    proposers = [{"model": model, "samples": 3}]
+    if variant == "moa":  # the same model listed twice, after a proposer of two samples
+        proposers = [{"model": fake("A"), "samples": 2}, model, model]
+    config = MoAConfig(variant=variant, proposers=proposers, aggregator=model)
+    seeds = []
+    for _ in range(2):
+        log.calls.clear()
+        create_moa_graph(config).invoke({**QUESTION, "call_kwargs": {"seed": 7}})
+        first_layer = [c for c in log.calls if c.messages[0].type == "human"]
+        seeds.append(sorted(c.kwargs["seed"] for c in first_layer))
+    assert seeds[0] == seeds[1] == [7, 8, 9] + ([10] if variant == "moa" else [])
+    aggregation = [c for c in log.calls if c.messages[0].type == "system"][-1]
+    assert aggregation.kwargs["seed"] == 7  # the aggregator keeps the run's own

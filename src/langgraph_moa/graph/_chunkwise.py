@@ -72,7 +72,7 @@ from langgraph_moa.run._calls import (
     record_failure,
 )
 from langgraph_moa.run._early import early_start_provenance
-from langgraph_moa.run._options import bind_options, run_options
+from langgraph_moa.run._options import bind_options, proposal_options, run_options
 from langgraph_moa.run._references import in_reference_order, with_references
 from langgraph_moa.run.state import CallRecord, MoAState
 from langgraph_moa.text._prompts import estimate_tokens
@@ -197,7 +197,8 @@ class _Chunkwise:
         chat = self.nodes.models.get(
             p.model, with_call_timeout(self.cfg.call_timeout_s, p.model, p.call_params())
         )
-        model = bind_options(chat, self.options, p.label).with_config(
+        options = proposal_options(self.options, [q.samples for q in self.cfg.proposers], i, s)
+        model = bind_options(chat, options, p.label).with_config(
             run_name=f"layer {self.layer} / proposer {i + 1} / {p.label} (streamed)",
             tags=[TAG_PROPOSER, NOSTREAM],
             metadata=call.trace_metadata(self.cfg),

@@ -81,6 +81,7 @@ from langgraph_moa.run._options import (
     bind_options,
     check_tool_calls,
     params_with,
+    proposal_options,
     read_text_tool_calls,
     run_options,
 )
@@ -238,7 +239,8 @@ class MoANodes:
         if p.samples > 1:
             parts.append(f"sample {call.sample + 1}")
         watched = watching()
-        options: Options = task.get("options") or {}
+        samples = [q.samples for q in cfg.proposers]
+        options = proposal_options(task.get("options") or {}, samples, call.proposer, call.sample)
         picks = cfg.rules.returns_proposal()  # then proposals get `stop`
 
         def request() -> _Request:

@@ -7,7 +7,8 @@ payload, and are bound onto a model right before its call. Which call gets what:
   (the answer may be tool calls), never the ranker (it answers with a number);
 - ``stop``: every call whose text can become the answer: the final aggregator, and the
   proposers of a variant that returns a proposal verbatim (``select``, ``ranker``);
-- ``call_kwargs`` (e.g. ``seed``): the same calls as the tools;
+- ``call_kwargs`` (e.g. ``seed``): the same calls as the tools, each proposal with its own
+  ``seed`` (`proposal_options`);
 - ``final_kwargs`` (e.g. ``response_format``, ``logprobs``): the final call only.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -108,6 +109,25 @@ def params_with(params: dict[str, Any], options: Options, **which: bool) -> dict
 FINAL_ONLY = frozenset({"response_format", "logprobs", "top_logprobs"})
 """Request fields that shape the answer itself: sent to the final call only, unless the
 variant returns a proposal verbatim (then every proposer answers in that shape)."""
+
+
+def proposal_options(
+    options: Options, samples: Sequence[int], proposer: int, sample: int
+) -> Options:
+    """Return the options of one proposal (`sample` of `proposer`): its own seed, if any.
+
+    A run's ``seed`` sent as it is to every proposal made the samples of one model (same
+    prompt, same seed) one answer repeated, defeating Self-MoA and the single-proposer
+    variant. Each proposal gets ``seed + slot``, its slot being its position among the
+    layer's proposals (`samples`: each proposer's count): distinct, and the same on every
+    run with that seed. The aggregator keeps the run's seed.
+    """
+    slot = sum(samples[:proposer]) + sample
+    kwargs = options.get("call_kwargs") or {}
+    seed = kwargs.get("seed")
+    if not slot or not isinstance(seed, int) or isinstance(seed, bool):
+        return options
+    return {**options, "call_kwargs": {**kwargs, "seed": seed + slot}}
 
 
 def split_call_kwargs(
