@@ -119,6 +119,64 @@ def test_presets_match_the_papers():
     assert MoAConfig.from_preset("moa-lite", layers=3).layers == 3
 
 
+PAPER_PROPOSERS = [
+    "together:Qwen/Qwen1.5-110B-Chat",
+    "together:Qwen/Qwen1.5-72B-Chat",
+    "together:microsoft/WizardLM-2-8x22B",
+    "together:meta-llama/Llama-3-70b-chat-hf",
+    "together:mistralai/Mixtral-8x22B-Instruct-v0.1",
+    "together:databricks/dbrx-instruct",
+]
+
+
+@pytest.mark.parametrize(
+    ("preset", "layers", "proposers", "cap", "aggregator"),
+    [
+        ("moa", 3, PAPER_PROPOSERS, 2048, "together:Qwen/Qwen1.5-110B-Chat"),
+        ("moa-lite", 2, PAPER_PROPOSERS, 2048, "together:Qwen/Qwen1.5-72B-Chat"),
+        ("moa-gpt4o", 3, PAPER_PROPOSERS, 2048, "openai:gpt-4o"),
+        (
+            "moa-together",
+            2,
+            [
+                "together:meta-llama/Llama-3.3-70B-Instruct-Turbo",
+                "together:Qwen/Qwen2.5-72B-Instruct-Turbo",
+                "together:Qwen/Qwen2.5-Coder-32B-Instruct",
+                "together:microsoft/WizardLM-2-8x22B",
+            ],
+            512,
+            "together:Qwen/Qwen2.5-72B-Instruct-Turbo",
+        ),
+    ],
+)
+def test_the_paper_presets_keep_the_papers_settings(preset, layers, proposers, cap, aggregator):
+    """moa-spec sections 1-2: a preset named after a paper's system is that system.
+
+    The synthesis prompt injected as the reference code injects it (not the default fenced
+    format), the paper's proposers in every layer, T = 0.7 and their token caps.
+    """
+    config = MoAConfig.from_preset(preset)
+    assert (config.variant, config.layers, config.final.model) == ("moa", layers, aggregator)
+    assert [p.model for p in config.proposers] == proposers
+    assert {(p.temperature, p.max_tokens, p.samples) for p in config.proposers} == {(0.7, cap, 1)}
+    assert (config.reference_format, config.reference_order) == ("paper", "stable")
+    assert config.synthesis_prompt == AGGREGATE_AND_SYNTHESIZE_PROMPT
+
+
+def test_the_self_moa_presets_keep_the_papers_settings():
+    """moa-spec section 3: k = 6 samples at T = 0.7; Seq: 30 samples, aggregator at T = 0."""
+    self_moa = MoAConfig.from_preset("self-moa")
+    seq = MoAConfig.from_preset("self-moa-seq")
+    for config in (self_moa, seq):
+        (proposer,) = config.proposers
+        assert proposer.temperature == 0.7 and config.final.model == proposer.model
+        assert config.reference_format == "paper"
+        assert config.synthesis_prompt == AGGREGATE_AND_SYNTHESIZE_PROMPT
+    assert (self_moa.variant, self_moa.proposers[0].samples, self_moa.layers) == ("self-moa", 6, 2)
+    assert self_moa.final.temperature == 0.7
+    assert (seq.variant, seq.final.temperature) == ("self-moa-seq", 0.0)
+
+
 def test_unknown_preset_lists_the_available_ones():
     with pytest.raises(MoAConfigError, match="moa-lite"):
         MoAConfig.from_preset("moa-heavy")
