@@ -57,3 +57,30 @@ def test_an_aggregator_on_a_select_config_is_a_config_error_not_an_assert(fake):
     # Leaving 'select' for a variant that aggregates gets an aggregator of its own.
     moa = apply_context(vote, MoAContext(variant="single-proposer", aggregator="openai:gpt-4o"))
     assert moa.final.model == "openai:gpt-4o"
+
+
+def test_a_model_named_by_the_run_does_not_take_the_old_models_context_window(fake, log):
+    """A context window belongs to its model, as a display name does.
+
+    A run that named other proposers (or another aggregator) gave them the configured
+    model's window: references were trimmed to, or overflowed, a window not theirs.
+    """
+    base = MoAConfig(
+        variant="self-moa",
+        proposers=[{"model": "old@http://127.0.0.1:9/v1", "samples": 2, "context_window": 4096}],
+    )
+    assert base.final.context_window == 4096
+    swapped = apply_context(base, MoAContext(proposers=["new@http://127.0.0.1:9/v1"]))
+    assert swapped.proposers[0].context_window is None
+    assert (
+        swapped.final.context_window is None and swapped.final.model == swapped.proposers[0].model
+    )
+    moa = MoAConfig(
+        proposers=[{"model": "old@http://127.0.0.1:9/v1", "context_window": 4096}],
+        aggregator={"model": "old@http://127.0.0.1:9/v1", "context_window": 4096},
+    )
+    other = apply_context(moa, MoAContext(aggregator="new@http://127.0.0.1:9/v1"))
+    assert other.final.context_window is None
+    # The same model named again keeps what the config says about it.
+    same = apply_context(base, MoAContext(samples=3))
+    assert same.proposers[0].context_window == same.final.context_window == 4096

@@ -21,7 +21,7 @@ from langgraph_moa.config._schema import (
     explain_validation_error,
 )
 from langgraph_moa.errors import MoAConfigError
-from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string, same_model
 from langgraph_moa.text._selection import SelectionConfig
 from langgraph_moa.variants import variant_names, variant_of
 
@@ -95,9 +95,16 @@ def _priority_of(config: MoAConfig, proposers: list[ProposerConfig]) -> Selectio
 
 
 def _with_model(role: _M, model: str | OpenAIEndpoint) -> _M:
-    """Copy a role config onto another model; its display name belonged to the old one."""
+    """Copy a role config onto another model; its display name belonged to the old one.
+
+    So did its context window, unless the model is the same (a local model's window is then
+    the catalog's): references were trimmed to, or overflowed, a window not the model's.
+    """
     data = {name: getattr(role, name) for name in type(role).model_fields}
-    return _validated(type(role), {**data, "model": model, "name": None})
+    data.update(model=model, name=None)
+    if not same_model(role.model, model):
+        data["context_window"] = None
+    return _validated(type(role), data)
 
 
 def _configured_endpoints(config: MoAConfig) -> dict[str, OpenAIEndpoint]:
