@@ -173,7 +173,7 @@ def test_samples_of_one_model_at_temperature_zero_are_refused(fake, log, variant
     paper's n=1 case, without a word. The config (or a run's context) is refused instead.
     """
     model = fake("M")
-    with pytest.raises(MoAConfigError, match="temperature 0.*above 0"):
+    with pytest.raises(MoAConfigError, match=r"temperature 0.*above 0"):
         MoAConfig(
             variant=variant,
             proposers=[{"model": model, "samples": 3, "temperature": 0.0}],
@@ -182,7 +182,7 @@ def test_samples_of_one_model_at_temperature_zero_are_refused(fake, log, variant
     graph = create_moa_graph(
         MoAConfig(variant=variant, proposers=[{"model": model, "samples": 3}], aggregator=model)
     )
-    with pytest.raises(MoAConfigError, match="temperature 0.*above 0"):
+    with pytest.raises(MoAConfigError, match=r"temperature 0.*above 0"):
         graph.invoke(QUESTION, context={"temperature": 0})
     assert log.calls == []
     # One sample at temperature 0 is the greedy answer, and a provider default is no 0.

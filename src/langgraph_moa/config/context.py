@@ -101,9 +101,9 @@ def _with_model(role: _M, model: str | OpenAIEndpoint) -> _M:
     the catalog's): references were trimmed to, or overflowed, a window not the model's.
     """
     data = {name: getattr(role, name) for name in type(role).model_fields}
-    data.update(model=model, name=None)
-    if not same_model(role.model, model):
+    if not same_model(data["model"], model):
         data["context_window"] = None
+    data.update(model=model, name=None)
     return _validated(type(role), data)
 
 
