@@ -218,3 +218,27 @@ def test_a_runs_seed_gives_each_sample_its_own_seed(fake, log, variant):
     assert seeds[0] == seeds[1] == [7, 8, 9] + ([10] if variant == "moa" else [])
     aggregation = [c for c in log.calls if c.messages[0].type == "system"][-1]
     assert aggregation.kwargs["seed"] == 7  # the aggregator keeps the run's own
+
+
+def test_self_moa_seq_goes_on_past_a_window_whose_samples_all_failed(fake, log):
+    """moa-spec section 3: the synthesized answer is carried forward.
+
+    A window with no sample has nothing new to aggregate: no aggregation is paid for, the
+    running synthesis is kept as reference 1 of the next window, and the failures stay on
+    record.
+    """
+    # Windows run one after the other: calls 1-3 are window 1, 4 its aggregation, 5-6 window 2.
+    model = fake("M", fail=lambda n, msgs: ValueError(f"down {n}") if n in (5, 6) else None)
+    config = MoAConfig(
+        variant="self-moa-seq",
+        proposers=[{"model": model, "samples": 7}],
+        seq=SelfMoASeqConfig(window_size=3, samples_per_step=2),
+        retry={"max_attempts": 1},
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    aggregations = [c for c in log.calls if c.messages[0].type == "system"]
+    assert [c.output for c in aggregations] == ["M #4", "M #9"]
+    assert references_in(aggregations[1]) == ["M #4", "M #7", "M #8"]
+    assert out["messages"][-1].text == "M #9"
+    failed = [c for c in out["calls"] if c["status"] == "failed"]
+    assert [(c["layer"], c["sample"]) for c in failed] == [(2, 3), (2, 4)]
