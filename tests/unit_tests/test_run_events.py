@@ -484,7 +484,8 @@ def test_the_run_stream_sends_the_requests_call_options_and_trace_metadata(fake,
     response = client.post("/v1/moa/runs", json=body)
     assert response.status_code == 200, response.text
     assert len(log.calls) == 3 and all(c.kwargs.get("tools") for c in log.calls)
-    assert all(c.kwargs.get("seed") == 3 for c in log.calls)
+    # Each proposal of a layer gets its own seed (the request's plus its position).
+    assert {c.label: c.kwargs.get("seed") for c in log.calls} == {"A": 3, "B": 4, "AGG": 3}
     final = log.by("AGG")[0].kwargs
     assert final["stop"] == ["zz"] and final["response_format"] == {"type": "json_object"}
     assert final["logprobs"] is True
