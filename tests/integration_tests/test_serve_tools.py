@@ -155,6 +155,7 @@ def test_stop_seed_and_logprobs_pass_through(client, backend):
     agg, p1 = backend.bodies("agg")[-1], backend.bodies("p1")[-1]
     assert agg["stop"] == ["three"] and agg["seed"] == 7 and agg["logprobs"] is True
     assert p1["seed"] == 7 and "stop" not in p1 and "logprobs" not in p1
+    assert backend.bodies("p2")[-1]["seed"] == 8  # each proposal its own seed
     logprobs = reply.choices[0].logprobs
     assert logprobs is not None and logprobs.content[0].logprob == -0.25
 
