@@ -242,3 +242,19 @@ def test_self_moa_seq_goes_on_past_a_window_whose_samples_all_failed(fake, log):
     assert out["messages"][-1].text == "M #9"
     failed = [c for c in out["calls"] if c["status"] == "failed"]
     assert [(c["layer"], c["sample"]) for c in failed] == [(2, 3), (2, 4)]
+
+
+def test_a_seed_that_means_random_or_sits_at_the_top_of_its_range_stays_valid():
+    """A negative seed is the provider's own (llama.cpp's -1: a random one): kept as it is.
+    A seed at the top of a 64-bit integer's range is moved down, not past it."""
+    from langgraph_moa.run._options import proposal_options
+
+    top = 2**63 - 1
+    seeds = {
+        seed: [
+            proposal_options({"call_kwargs": {"seed": seed}}, [3], 0, s)["call_kwargs"]["seed"]
+            for s in range(3)
+        ]
+        for seed in (-1, 0, top)
+    }
+    assert seeds == {-1: [-1, -1, -1], 0: [0, 1, 2], top: [top, top - 1, top - 2]}

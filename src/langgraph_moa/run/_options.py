@@ -120,14 +120,21 @@ def proposal_options(
     prompt, same seed) one answer repeated, defeating Self-MoA and the single-proposer
     variant. Each proposal gets ``seed + slot``, its slot being its position among the
     layer's proposals (`samples`: each proposer's count): distinct, and the same on every
-    run with that seed. The aggregator keeps the run's seed.
+    run with that seed. The aggregator keeps the run's seed. A negative seed is the
+    provider's own (llama.cpp's -1 asks for a random one) and is kept; a seed near the top
+    of a 64-bit integer gets ``seed - slot``, so that no proposal's seed leaves the range.
     """
     slot = sum(samples[:proposer]) + sample
     kwargs = options.get("call_kwargs") or {}
     seed = kwargs.get("seed")
-    if not slot or not isinstance(seed, int) or isinstance(seed, bool):
+    if not slot or not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         return options
-    return {**options, "call_kwargs": {**kwargs, "seed": seed + slot}}
+    own = seed + slot if seed + slot <= _SEED_MAX else seed - slot
+    return {**options, "call_kwargs": {**kwargs, "seed": own}}
+
+
+_SEED_MAX = 2**63 - 1
+"""The largest seed a provider takes (a signed 64-bit integer)."""
 
 
 def split_call_kwargs(
