@@ -258,3 +258,33 @@ def test_a_seed_that_means_random_or_sits_at_the_top_of_its_range_stays_valid():
         for seed in (-1, 0, top)
     }
     assert seeds == {-1: [-1, -1, -1], 0: [0, 1, 2], top: [top, top - 1, top - 2]}
+
+
+@pytest.mark.parametrize("variant", ["single-proposer", "self-moa", "self-moa-seq", "ranker"])
+def test_the_system_prompt_and_history_reach_every_call_of_every_variant(fake, log, variant):
+    """moa-spec section 2: the user turns are unchanged; a system message takes the block
+    after a blank line. Every sample, window and ranking reads the whole conversation."""
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    model = fake(
+        "M", reply=lambda label, n, msgs: "1" if "candidate" in msgs[-1].text else f"M {n}"
+    )
+    config = MoAConfig(
+        variant=variant,
+        proposers=[{"model": model, "samples": 4}],
+        aggregator=model,
+        seq=SelfMoASeqConfig(window_size=2),
+    )
+    history = [
+        SystemMessage("Be brief."),
+        HumanMessage("2+2?"),
+        AIMessage("4"),
+        HumanMessage("x3?"),
+    ]
+    create_moa_graph(config).invoke({"messages": history})
+    assert len(log.calls) == config.calls_per_run()
+    for call in log.calls:
+        assert call.messages[0].type == "system" and call.messages[0].text.startswith("Be brief.")
+        assert call.messages[1:4] == history[1:]
+    readers = [c for c in log.calls if c.messages[0].text != "Be brief."]
+    assert readers and all(c.messages[0].text.startswith("Be brief.\n\n") for c in readers)
