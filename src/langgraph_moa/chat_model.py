@@ -81,7 +81,8 @@ class MoAChatModel(BaseChatModel):
     temperature, and the cap on the answer (the aggregator's completion tokens). Passed on
     as they are, a call's would reach every proposer and the aggregator alike, capping each
     proposal at the answer's length. Other call arguments (``seed``, ...) go to every
-    answering call.
+    answering call (each proposal of a layer gets ``seed`` plus its position, so that the
+    samples of one model differ).
 
     The answer's ``usage_metadata`` is the whole run's (every proposer and aggregator call):
     its cost, as LangChain's standard tests and cost tracking read it. The inner calls run
