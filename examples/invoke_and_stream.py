@@ -18,7 +18,9 @@ for call in out["calls"]:
 
 print("\nStreaming:")
 for mode, chunk in graph.stream(question, stream_mode=["messages", "custom"]):
-    if mode == "custom":
+    if mode == "custom" and chunk["event"] == "discarded":  # that attempt failed: a retry follows
+        print("\n  [the answer so far was abandoned]")
+    elif mode == "custom":
         print(
             f"  [{chunk['event']}] {chunk['role']} layer {chunk['layer']} {chunk['configured_model']}"
         )

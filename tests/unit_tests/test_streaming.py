@@ -1,6 +1,9 @@
 """Streaming: the final answer token by token, tagged; progress as custom events."""
 
-from langgraph_moa import MoAConfig, create_moa_graph, final_answer_only
+import pytest
+
+from langgraph_moa import MoAConfig, RetrySettings, create_moa_graph, final_answer_only
+from tests.fakes import WordStreamer
 from tests.helpers import QUESTION
 
 LONG = lambda label, n, msgs: f"{label} says one two three four five"  # noqa: E731
@@ -58,3 +61,84 @@ def test_failed_proposer_is_reported_as_a_progress_event(fake):
     failed = [e for e in events if e["event"] == "failed"]
     assert len(failed) == 2  # one per proposer layer
     assert all("boom" in e["error"] and e["configured_model"] == "BAD" for e in failed)
+
+
+def _answer_by_the_readme(chunks):
+    """Read a stream as README's recipe does: the answer's tokens, dropped when discarded."""
+    text, discarded, state = "", [], {}
+    for mode, chunk in chunks:
+        if mode == "messages" and final_answer_only(chunk[1]):
+            text += chunk[0].text
+        elif mode == "custom" and chunk["event"] == "discarded":
+            text = ""  # that attempt was abandoned: a retry, the next aggregator or a fallback
+            discarded.append(chunk)
+        elif mode == "values":
+            state = chunk
+    return text, discarded, state
+
+
+@pytest.mark.parametrize("how", ["retry", "fallback"])
+async def test_an_answer_attempt_abandoned_after_its_first_tokens_is_marked_discarded(fake, how):
+    # The aggregator streamed two words and failed. Its tokens had gone out tagged moa:final,
+    # and nothing told a stream reader to drop them: the retry's text was appended to them
+    # ("AGG0 AGG1AGG0 AGG1 AGG2 AGG3"), or a fallback answered with them still shown.
+    attempts = 2 if how == "retry" else 1
+    agg = WordStreamer(label="AGG", words=4, fail_at=2, fail_at_calls=1)
+    retry = RetrySettings(max_attempts=attempts, initial_interval=0.0, jitter=False)
+    graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=agg, retry=retry))
+    modes = ["messages", "custom", "values"]
+    chunks = [c async for c in graph.astream({"messages": [("user", "q")]}, stream_mode=modes)]
+    text, discarded, state = _answer_by_the_readme(chunks)
+    answer = state["messages"][-1]
+    assert [(d["role"], d["layer"], d["sample"]) for d in discarded] == [("aggregator", 3, 0)]
+    assert "stream reset" in discarded[0]["error"]
+    if how == "retry":
+        assert text == answer.text == "AGG0 AGG1 AGG2 AGG3"
+    else:  # the fallback streams nothing: it is the state's answer, labelled
+        assert text == "" and answer.response_metadata["moa"]["fallback"] == "best_proposal"
+
+
+def test_a_refused_answer_is_marked_discarded_before_the_next_aggregators_tokens(fake):
+    # tool_choice forced a call; the aggregator streamed text and was refused, and the
+    # fallback aggregator answered with a call. The refused text stayed in the stream.
+    def call(label, n, msgs, kw):
+        return [{"name": "lookup", "args": {"q": "x"}, "id": "c1"}] if label == "AGG2" else []
+
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    config = MoAConfig(
+        proposers=[fake("A")],
+        aggregator=fake("AGG", reply=LONG),
+        aggregator_fallbacks=[fake("AGG2", tool_calls=call)],
+        retry={"max_attempts": 1},
+    )
+    question = {"messages": [("user", "q")], "tools": tools, "tool_choice": "required"}
+    modes = ["messages", "custom", "values"]
+    text, discarded, state = _answer_by_the_readme(
+        create_moa_graph(config).stream(question, stream_mode=modes)
+    )
+    assert [d["configured_model"] for d in discarded] == ["AGG"]
+    assert text == "" and state["messages"][-1].tool_calls[0]["name"] == "lookup"
+
+
+async def test_the_packages_own_readers_keep_discarded_to_themselves(fake):
+    # AnswerStream (moa run, the chat model) and RunEvents (moa serve's event stream) keep
+    # the answer to one attempt themselves; the CLI would draw `discarded` as a failed call.
+    from langgraph_moa import AnswerStream
+    from langgraph_moa.graph.streaming import RunEvents
+
+    def graph():
+        agg = WordStreamer(label="AGG", words=4, fail_at=2, fail_at_calls=1)
+        retry = RetrySettings(max_attempts=2, initial_interval=0.0, jitter=False)
+        return create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=agg, retry=retry))
+
+    seen: list[dict] = []
+    stream = AnswerStream(graph(), {"messages": [("user", "q")]}, on_progress=seen.append)
+    pieces: list[str] = []
+    stream.on_restart = pieces.clear  # the live view's redraw: the text so far is forgotten
+    async for piece in stream:
+        pieces.append(piece)
+    text = "".join(pieces)
+    events = [e async for e in RunEvents(graph(), {"messages": [("user", "q")]})]
+    assert text == "AGG0 AGG1 AGG2 AGG3"
+    assert [e for e in [*seen, *events] if e["event"] == "discarded"] == []
+    assert sum(e["event"] == "started" and e["role"] == "aggregator" for e in events) == 2

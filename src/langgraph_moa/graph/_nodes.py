@@ -57,6 +57,7 @@ from langgraph_moa.run._calls import (
     NodeSteps,
     StopCheck,
     cached_call,
+    discard_answer,
     emit,
     record_answer,
     record_failure,
@@ -274,6 +275,7 @@ class MoANodes:
         *,
         watch: Callable[[Step], StopCheck | None] | None = None,
         counts_for_quorum: bool = False,
+        writes_answer: bool = False,
     ) -> Generator[Any, Any, _Outcome]:
         """Make one attempt of one model call, with all of its bookkeeping, in one place.
 
@@ -283,6 +285,11 @@ class MoANodes:
         (`request`, called inside the attempt: an input that cannot be built is a failure of
         this call) and reads the answer. A retryable failure with attempts left is raised for
         the node's `RetryPolicy`; once they are spent the outcome holds the failed record.
+
+        A failed attempt that `writes_answer` (its tokens stream tagged ``moa:final``) is
+        also announced as ``discarded`` (`discard_answer`): its tokens may have gone out
+        already, and a stream reader must drop them before a retry's, the next
+        aggregator's or a fallback's answer follows.
         """
         key, task_at, step = yield from self._step(token, call)
         started = time.perf_counter()
@@ -308,6 +315,8 @@ class MoANodes:
                 call, step.errors(key), message, time.perf_counter() - started, cached
             )
         except Exception as exc:
+            if writes_answer:
+                discard_answer(call, exc)
             yield from _failed_attempt(cfg, task_at, step, key, exc)
             latency = time.perf_counter() - started
             return _Outcome(record_failure(call, step.errors(key), exc, latency), error=exc)
@@ -458,7 +467,9 @@ class MoANodes:
             params = self._final_params(cfg, call, options, is_final)
             return _Request(model, messages, params, spec, trace, notes, options=options)
 
-        outcome = yield from self._attempt(cfg, state["run_token"], call, request)
+        outcome = yield from self._attempt(
+            cfg, state["run_token"], call, request, writes_answer=is_final
+        )
         if outcome.error is not None:
             return self._final_gave_up(plan, state, outcome.record, outcome.error)
         return self._aggregated(cfg, state, outcome, is_final)

@@ -36,7 +36,7 @@ from langchain_core.runnables import RunnableConfig
 
 from langgraph_moa.errors import StreamBrokenError
 from langgraph_moa.run._answer import answer_part, final_answer_only
-from langgraph_moa.run._calls import WATCH
+from langgraph_moa.run._calls import DISCARDED, WATCH
 from langgraph_moa.run._inputs import forces_call
 
 _T = TypeVar("_T")
@@ -159,7 +159,8 @@ class AnswerStream:
             self.final = part
         elif mode == "custom":
             assert self.on_progress is not None
-            self.on_progress(part)
+            if not _discarded(part):
+                self.on_progress(part)
         elif final_answer_only(part[1]) and (text := part[0].text):
             source, piece = part[0].id, answer_part(part[1])
             self._or_restart(lambda: self._one.check(source, piece))
@@ -251,6 +252,14 @@ def token_event(chunk: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _discarded(event: dict[str, Any]) -> bool:
+    """Tell a ``discarded`` event (`discard_answer`), which the package's readers drop.
+
+    They keep the answer to one attempt themselves, and a retry is already its ``started``.
+    """
+    return event.get("event") == DISCARDED
+
+
 class RunEvents:
     """One run of a graph, iterated as progress events (dicts with an ``event`` field).
 
@@ -296,7 +305,7 @@ class RunEvents:
             self.final = part
             return None
         if mode == "custom":
-            if isinstance(part, dict) and part.get("type") == "moa":
+            if isinstance(part, dict) and part.get("type") == "moa" and not _discarded(part):
                 return {k: v for k, v in part.items() if k != "type"}
             return None
         event = token_event(*part)

@@ -21,6 +21,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_config, get_stream_writer
 
+from langgraph_moa._redact import describe_error
 from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
 from langgraph_moa.providers._models import ModelSpec, describe_model, has_own_timeout
 from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_after_s
@@ -144,6 +145,23 @@ def record_failure(
         retries=len(record["retried_errors"]),
     )
     return record
+
+
+def discard_answer(call: CallId, error: BaseException) -> None:
+    """Tell the progress stream that an attempt at the answer failed: drop its tokens.
+
+    The answer's tokens stream as they are written (tagged ``moa:final``), before anyone
+    knows whether the attempt will stand. When it fails (a broken stream, a refused answer,
+    a timeout), what it sent cannot be taken back from ``stream_mode="messages"``, so the
+    ``discarded`` event says that the answer's text so far is void: a retry, the next
+    aggregator or a fallback answer follows.
+    """
+    emit(DISCARDED, **call.fields(), error=describe_error(error))
+
+
+DISCARDED = "discarded"
+"""The event of `discard_answer`. The package's own readers (`AnswerStream`, `RunEvents`)
+keep the answer to one attempt themselves (`OneAttempt`) and do not pass it on."""
 
 
 WATCH = "moa_watch"
