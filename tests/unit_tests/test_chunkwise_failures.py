@@ -517,3 +517,28 @@ async def test_the_layer_deadline_waits_for_the_quorum(fake):
     )
     out = await create_moa_graph(config).ainvoke(QUESTION)
     assert [c["status"] for c in out["calls"]] == ["ok", "ok", "ok"]
+
+
+async def test_a_chunkwise_answer_abandoned_for_a_fallback_is_marked_discarded(fake):
+    # Part 1 streamed (tagged moa:final), part 2 failed for good and the best proposal
+    # answered: the first part's text stayed in the stream with nothing saying to drop it.
+    from langgraph_moa import final_answer_only
+
+    config = chunkwise(
+        [WordStreamer(label="A", words=6), WordStreamer(label="B", words=6)],
+        fake("AGG", fail=lambda n, m: ValueError("400 bad request") if n >= 2 else None),
+        aggregation={"chunk_tokens": 2},
+    )
+    text, discarded, state = "", [], {}
+    modes = ["messages", "custom", "values"]
+    async for mode, chunk in create_moa_graph(config).astream(QUESTION, stream_mode=modes):
+        if mode == "messages" and final_answer_only(chunk[1]):
+            text += chunk[0].text
+        elif mode == "custom" and chunk["event"] == "discarded":
+            text, discarded = "", [*discarded, {**chunk, "dropped": text}]
+        elif mode == "values":
+            state = chunk
+    assert state["messages"][-1].response_metadata["moa"]["fallback"] == "best_proposal"
+    assert discarded[0]["dropped"] == "AGG #1"  # the part that had gone out
+    assert [(d["role"], d["configured_model"]) for d in discarded] == [("aggregator", "AGG")]
+    assert "400 bad request" in discarded[0]["error"] and text == ""

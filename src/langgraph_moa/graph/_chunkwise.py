@@ -66,6 +66,7 @@ from langgraph_moa.run._answer import (
 from langgraph_moa.run._calls import (
     CallId,
     acall_model,
+    discard_answer,
     emit,
     explained_failure,
     record_answer,
@@ -597,8 +598,10 @@ class _Chunkwise:
 
         With ``on_aggregator_failure: raise`` nothing is waited for. The fallback waits for
         the first of the last layer's proposals to complete (it is the answer of last
-        resort), then stops the rest.
+        resort), then stops the rest. The parts streamed so far are announced as discarded
+        (`discard_answer`): no answer follows them.
         """
+        discard_answer(call, error)
         if self.cfg.on_aggregator_failure != "raise":
             await self._until(lambda: all(self.done) or self._any_answered())
         self._drop_all("was still writing when the aggregator failed: the run ended without it")
