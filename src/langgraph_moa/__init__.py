@@ -49,6 +49,7 @@ from langgraph_moa.errors import (
     StragglerCancelledError,
     StreamBrokenError,
     StructuredOutputError,
+    ThreadBusyError,
     ToolCallError,
 )
 from langgraph_moa.graph import TAG_FINAL, create_moa_graph, final_answer_only
@@ -106,6 +107,7 @@ __all__ = [
     "StragglerCancelledError",
     "StreamBrokenError",
     "StructuredOutputError",
+    "ThreadBusyError",
     "ToolCallError",
     "UsageSummary",
     "__version__",

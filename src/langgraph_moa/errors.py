@@ -7,6 +7,7 @@ All of them derive from `MoAError` so an application can catch one type::
     │   ├── LimitExceededError               a run would exceed a budget or server limit
     │   └── ModelNotAllowedError             a server's model policy refuses a model
     ├── MoAInputError (ValueError)           the input is not a conversation
+    │   └── ThreadBusyError                  the thread already has a run in this process
     ├── ModelResolutionError (ValueError)    a model spec cannot be built
     │   └── MissingAPIKeyError               its key variable is not set
     ├── MissingExtraError                    a feature needs an extra that is not installed
@@ -50,6 +51,14 @@ class MoAConfigError(MoAError, ValueError):
 
 class MoAInputError(MoAError, ValueError):
     """The conversation given to the graph cannot be answered as it is."""
+
+
+class ThreadBusyError(MoAInputError):
+    """A run was started on a checkpointed thread whose earlier run has not ended.
+
+    LangGraph does not lock a thread: both runs would call the proposers that had not
+    answered yet and write two answers into one history. Raised before any node runs.
+    """
 
 
 class LimitExceededError(MoAConfigError):

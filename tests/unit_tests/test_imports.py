@@ -44,6 +44,7 @@ EXPECTED_ALL = {
     "StragglerCancelledError",
     "StreamBrokenError",
     "StructuredOutputError",
+    "ThreadBusyError",
     "ToolCallError",
     "UsageSummary",
     "__version__",

@@ -17,6 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from langgraph_moa.errors import MoAInputError
+from langgraph_moa.run._busy import aheld, held, thread_key
 from langgraph_moa.run.state import RUN_OPTIONS
 
 _EXAMPLE = "{'messages': [('user', 'Explain X')]}"
@@ -210,14 +211,24 @@ class MoAGraph(CompiledStateGraph[Any, Any, Any, Any]):
     """A compiled MoA graph whose every run checks its input first (see the module)."""
 
     def stream(self, input: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        """Check the input, then stream as LangGraph does (`invoke` and `batch` come here)."""
+        """Check the input, then stream as LangGraph does (`invoke` and `batch` come here).
+
+        A run on a checkpointed thread holds it while it runs (`_busy`).
+        """
         check_run_input(input)
-        return super().stream(with_run_options(input), *args, **kwargs)
+        run = super().stream(with_run_options(input), *args, **kwargs)
+        return held(thread_key(self.checkpointer, _config(args, kwargs)), run)
 
     def astream(self, input: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Check the input, then stream as LangGraph does (`ainvoke` comes here)."""
         check_run_input(input)
-        return super().astream(with_run_options(input), *args, **kwargs)
+        run = super().astream(with_run_options(input), *args, **kwargs)
+        return aheld(thread_key(self.checkpointer, _config(args, kwargs)), run)
+
+
+def _config(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Return the run's config, given as `stream`'s second argument or by name."""
+    return args[0] if args else kwargs.get("config")
 
 
 def guard_input(graph: _G) -> _G:

@@ -1,0 +1,114 @@
+"""One run at a time on a checkpointed thread, within this process.
+
+LangGraph does not lock a thread: two runs, or two resumes, of one ``thread_id`` both read
+the same checkpoint and call the proposers that had not answered yet, so each call is paid
+twice and the history gets two answers. `MoAGraph` claims the thread for the length of a
+run and refuses a second run while it is held (`ThreadBusyError`), before any node runs.
+
+The claim lives in this process's memory: runs of one thread in two processes (two
+workers sharing a database) are not seen. A graph without a checkpointer has no thread
+history, so a ``thread_id`` claims nothing; neither does the graph run as a subgraph (its
+parent's checkpointer, not its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from langgraph_moa.errors import ThreadBusyError
+
+ThreadKey = tuple[int, str, str]
+"""The checkpointer (by identity), the thread and the checkpoint namespace of a run."""
+
+_busy: set[ThreadKey] = set()
+_lock = threading.Lock()
+
+
+def thread_key(saver: Any, config: Any) -> ThreadKey | None:
+    """Return the thread a run with `config` writes to through `saver`, or None if none."""
+    if not isinstance(saver, BaseCheckpointSaver) or not isinstance(config, dict):
+        return None
+    configurable = config.get("configurable") or {}
+    thread = configurable.get("thread_id")
+    if thread is None:
+        return None
+    return (id(saver), str(thread), str(configurable.get("checkpoint_ns") or ""))
+
+
+def _claim(key: ThreadKey) -> None:
+    if not _try_claim(key):
+        raise _busy_error(key)
+
+
+def _try_claim(key: ThreadKey) -> bool:
+    with _lock:
+        if key in _busy:
+            return False
+        _busy.add(key)
+        return True
+
+
+def _busy_error(key: ThreadKey) -> ThreadBusyError:
+    return ThreadBusyError(
+        f"Thread {key[1]!r} already has a run in progress in this process: wait for it to "
+        "end (or stop it) before running or resuming it again, or start this run on "
+        "another thread_id."
+    )
+
+
+ABANDONED_GRACE_S = 0.5
+"""How long an async run waits for a busy thread before it is refused.
+
+An ``async for`` left with ``break`` does not close its stream: the event loop closes it
+once it is collected, a few turns of the loop later. A run started right after it on the
+same thread waits for that instead of being refused; a thread whose run is really going on
+is refused after this wait.
+"""
+
+
+async def _aclaim(key: ThreadKey) -> None:
+    due = time.monotonic() + ABANDONED_GRACE_S
+    while not _try_claim(key):
+        if time.monotonic() >= due:
+            raise _busy_error(key)
+        await asyncio.sleep(0.01)
+
+
+def _release(key: ThreadKey) -> None:
+    with _lock:
+        _busy.discard(key)
+
+
+def held(key: ThreadKey | None, run: Iterator[Any]) -> Iterator[Any]:
+    """Iterate `run` holding thread `key`; it is free again once the run ends, however."""
+    if key is None:
+        yield from run
+        return
+    _claim(key)
+    try:
+        yield from run
+    finally:
+        _release(key)
+
+
+async def aheld(key: ThreadKey | None, run: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Async twin of `held`."""
+    if key is not None:
+        await _aclaim(key)
+    try:
+        async for item in run:
+            yield item
+    finally:
+        try:
+            # A consumer that stops reading ends the run now, not when it is collected
+            # (`yield from` does this for `held`).
+            await run.aclose()  # type: ignore[attr-defined]
+        finally:
+            if key is not None:
+                _release(key)
