@@ -3,7 +3,7 @@
 import pytest
 
 from langgraph_moa import MoAConfig, RetrySettings, create_moa_graph, final_answer_only
-from tests.fakes import WordStreamer
+from tests.fakes import FakeChat, WordStreamer
 from tests.helpers import QUESTION
 
 LONG = lambda label, n, msgs: f"{label} says one two three four five"  # noqa: E731
@@ -142,3 +142,44 @@ async def test_the_packages_own_readers_keep_discarded_to_themselves(fake):
     assert text == "AGG0 AGG1 AGG2 AGG3"
     assert [e for e in [*seen, *events] if e["event"] == "discarded"] == []
     assert sum(e["event"] == "started" and e["role"] == "aggregator" for e in events) == 2
+
+
+def _retried_once():
+    agg = WordStreamer(label="AGG", words=4, fail_at=2, fail_at_calls=1)
+    retry = RetrySettings(max_attempts=2, initial_interval=0.0, jitter=False)
+    return MoAConfig(proposers=[FakeChat(label="A")], aggregator=agg, retry=retry)
+
+
+async def test_astream_events_marks_the_abandoned_attempt_with_a_custom_event():
+    # astream_events has no "custom" stream mode: the abandoned attempt's tokens came with
+    # nothing but a missing on_chat_model_end to tell them from the answer's.
+    text, names = "", []
+    graph = create_moa_graph(_retried_once())
+    async for event in graph.astream_events({"messages": [("user", "q")]}, version="v2"):
+        if event["event"] == "on_chat_model_stream" and "moa:final" in event["tags"]:
+            text += event["data"]["chunk"].text
+        elif event["event"] == "on_custom_event":
+            names.append(event["name"])
+            if event["name"] == "moa_discarded":
+                text = ""
+    assert names == ["moa_discarded"] and text == "AGG0 AGG1 AGG2 AGG3"
+
+
+async def test_as_a_subgraph_its_tokens_and_the_marker_stream_with_subgraphs_true():
+    # examples/subgraph.py: the parent's stream carries the MoA's tokens and events only
+    # with subgraphs=True; without it the answer comes whole, as the moa node's message.
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    moa = create_moa_graph(_retried_once())
+    app = StateGraph(MessagesState).add_node("moa", moa)
+    app = app.add_edge(START, "moa").add_edge("moa", END).compile()
+    question = {"messages": [("user", "q")]}
+    modes = ["messages", "custom"]
+    items = [item async for item in app.astream(question, stream_mode=modes, subgraphs=True)]
+    text, discarded, _ = _answer_by_the_readme((mode, chunk) for _, mode, chunk in items)
+    assert text == "AGG0 AGG1 AGG2 AGG3" and len(discarded) == 1
+    assert all(ns[0].startswith("moa:") for ns, _, _ in items)
+    whole = [c async for c in app.astream(question, stream_mode="messages")]
+    assert [(m.text, final_answer_only(meta)) for m, meta in whole] == [
+        ("AGG0 AGG1 AGG2 AGG3", False)
+    ]

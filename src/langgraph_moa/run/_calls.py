@@ -16,6 +16,7 @@ from collections.abc import Coroutine, Generator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from langchain_core.callbacks.manager import dispatch_custom_event
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -154,9 +155,16 @@ def discard_answer(call: CallId, error: BaseException) -> None:
     knows whether the attempt will stand. When it fails (a broken stream, a refused answer,
     a timeout), what it sent cannot be taken back from ``stream_mode="messages"``, so the
     ``discarded`` event says that the answer's text so far is void: a retry, the next
-    aggregator or a fallback answer follows.
+    aggregator or a fallback answer follows. It goes to ``stream_mode="custom"`` and, for
+    ``astream_events`` (which has no custom mode), as LangChain's custom event
+    ``moa_discarded`` with the same fields.
     """
-    emit(DISCARDED, **call.fields(), error=describe_error(error))
+    fields = {**call.fields(), "error": describe_error(error)}
+    emit(DISCARDED, **fields)
+    try:
+        dispatch_custom_event(f"moa_{DISCARDED}", fields)
+    except RuntimeError:  # outside a run (a node body called directly in a test)
+        pass
 
 
 DISCARDED = "discarded"
