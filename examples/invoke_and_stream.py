@@ -19,7 +19,7 @@ for call in out["calls"]:
 print("\nStreaming:")
 for mode, chunk in graph.stream(question, stream_mode=["messages", "custom"]):
     if mode == "custom" and chunk["event"] == "discarded":  # that attempt failed: a retry follows
-        print("\n  [the answer so far was abandoned]")
+        print(f"\n  [abandoned: only its first {chunk['keep']} characters stand]")
     elif mode == "custom":
         print(
             f"  [{chunk['event']}] {chunk['role']} layer {chunk['layer']} {chunk['configured_model']}"

@@ -542,3 +542,44 @@ async def test_a_chunkwise_answer_abandoned_for_a_fallback_is_marked_discarded(f
     assert discarded[0]["dropped"] == "AGG #1"  # the part that had gone out
     assert [(d["role"], d["configured_model"]) for d in discarded] == [("aggregator", "AGG")]
     assert "400 bad request" in discarded[0]["error"] and text == ""
+
+
+class _PartBreaks(WordStreamer):
+    """An aggregator whose second call breaks after its first word (a retried part)."""
+
+    async def _astream(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[override]
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.outputs import ChatGenerationChunk
+
+        n = self.state["calls"] = self.state.get("calls", 0) + 1
+        for i, word in enumerate([f"P{n}a", f" P{n}b"]):
+            if n == 2 and i == 1:
+                raise ConnectionError("stream reset")
+            usage = {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3} if i else None
+            chunk = AIMessageChunk(content=word, usage_metadata=usage)  # type: ignore[arg-type]
+            yield ChatGenerationChunk(message=chunk)
+
+
+async def test_a_retried_part_is_marked_discarded_keeping_the_parts_before_it():
+    # Part 2 broke after its first word and was written again: its word stayed in the
+    # stream ("P1a P1bP2aP3a P3b..."), with nothing saying to drop it.
+    from langgraph_moa import final_answer_only
+
+    config = chunkwise(
+        [WordStreamer(label="A", words=4), WordStreamer(label="B", words=4)],
+        _PartBreaks(label="AGG"),
+        retry={**NO_WAIT, "max_attempts": 2},
+    )
+    text, discarded, state = "", [], {}
+    modes = ["messages", "custom", "values"]
+    async for mode, chunk in create_moa_graph(config).astream(QUESTION, stream_mode=modes):
+        if mode == "messages" and final_answer_only(chunk[1]):
+            text += chunk[0].text
+        elif mode == "custom" and chunk["event"] == "discarded":
+            text, discarded = text[: chunk["keep"]], [*discarded, chunk]
+        elif mode == "values":
+            state = chunk
+    answer = state["messages"][-1]
+    assert "fallback" not in answer.response_metadata["moa"]
+    assert [d["keep"] for d in discarded] == [len("P1a P1b")]
+    assert text == answer.text and answer.text.startswith("P1a P1bP3a P3b")

@@ -70,7 +70,7 @@ def _answer_by_the_readme(chunks):
         if mode == "messages" and final_answer_only(chunk[1]):
             text += chunk[0].text
         elif mode == "custom" and chunk["event"] == "discarded":
-            text = ""  # that attempt was abandoned: a retry, the next aggregator or a fallback
+            text = text[: chunk["keep"]]  # abandoned: a retry, the next aggregator, a fallback
             discarded.append(chunk)
         elif mode == "values":
             state = chunk
@@ -161,7 +161,7 @@ async def test_astream_events_marks_the_abandoned_attempt_with_a_custom_event():
         elif event["event"] == "on_custom_event":
             names.append(event["name"])
             if event["name"] == "moa_discarded":
-                text = ""
+                text = text[: event["data"]["keep"]]
     assert names == ["moa_discarded"] and text == "AGG0 AGG1 AGG2 AGG3"
 
 

@@ -384,8 +384,13 @@ class _Chunkwise:
         cap: int | None,
         index: int,
         errors: list[str],
+        kept: int,
     ) -> AIMessage:
-        """Write part `index`, retrying as any call; each failed attempt joins `errors`."""
+        """Write part `index`, retrying as any call; each failed attempt joins `errors`.
+
+        A retried attempt is announced as discarded (`discard_answer`) keeping the `kept`
+        characters of the parts before it: its own tokens may have gone out.
+        """
         role = self.cfg.final
         params = role.call_params()
         if cap is not None:
@@ -418,6 +423,7 @@ class _Chunkwise:
                 errors.append(describe_error(exc))
                 if not is_retryable(exc) or attempt >= self.cfg.retry.max_attempts:
                     raise
+                discard_answer(call, exc, keep=kept)
                 await asyncio.sleep(self._backoff(attempt))
                 emit("started", **call.fields())
 
@@ -494,7 +500,9 @@ class _Chunkwise:
         at, started = clock.now(), time.perf_counter()
         index = len(written.parts) + 1
         try:
-            response = await self._part(call, part_input, cap, index, written.errors)
+            response = await self._part(
+                call, part_input, cap, index, written.errors, len(written.answer)
+            )
         finally:
             written.seconds += time.perf_counter() - started
         written.responses.append(response)

@@ -148,7 +148,7 @@ def record_failure(
     return record
 
 
-def discard_answer(call: CallId, error: BaseException) -> None:
+def discard_answer(call: CallId, error: BaseException, keep: int = 0) -> None:
     """Tell the progress stream that an attempt at the answer failed: drop its tokens.
 
     The answer's tokens stream as they are written (tagged ``moa:final``), before anyone
@@ -158,8 +158,12 @@ def discard_answer(call: CallId, error: BaseException) -> None:
     aggregator or a fallback answer follows. It goes to ``stream_mode="custom"`` and, for
     ``astream_events`` (which has no custom mode), as LangChain's custom event
     ``moa_discarded`` with the same fields.
+
+    `keep`: how many characters of the answer's text so far stand (the parts of a
+    chunk-wise answer written before the part that failed and is written again); 0 for a
+    whole answer.
     """
-    fields = {**call.fields(), "error": describe_error(error)}
+    fields = {**call.fields(), "error": describe_error(error), "keep": keep}
     emit(DISCARDED, **fields)
     try:
         dispatch_custom_event(f"moa_{DISCARDED}", fields)
