@@ -2,7 +2,13 @@
 
 import pytest
 
-from langgraph_moa import MoAConfig, RetrySettings, create_moa_graph, final_answer_only
+from langgraph_moa import (
+    MoAConfig,
+    RetrySettings,
+    StreamBrokenError,
+    create_moa_graph,
+    final_answer_only,
+)
 from tests.fakes import FakeChat, WordStreamer
 from tests.helpers import QUESTION
 
@@ -183,3 +189,64 @@ async def test_as_a_subgraph_its_tokens_and_the_marker_stream_with_subgraphs_tru
     assert [(m.text, final_answer_only(meta)) for m, meta in whole] == [
         ("AGG0 AGG1 AGG2 AGG3", False)
     ]
+
+
+class _SameIdEveryCall(WordStreamer):
+    """An aggregator whose provider gives every response one id, and whose first call breaks."""
+
+    async def _astream(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[override]
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.outputs import ChatGenerationChunk
+
+        n = self.state["calls"] = self.state.get("calls", 0) + 1
+        for i in range(4):
+            if n == 1 and i == 2:
+                raise ConnectionError("stream reset")
+            usage = {"input_tokens": 1, "output_tokens": 4, "total_tokens": 5} if i == 3 else None
+            chunk = AIMessageChunk(
+                content=("" if i == 0 else " ") + f"W{n}{i}",
+                id="chatcmpl-same",
+                usage_metadata=usage,
+            )
+            yield ChatGenerationChunk(message=chunk)
+
+
+def _same_id_graph():
+    retry = RetrySettings(max_attempts=2, initial_interval=0.0, jitter=False)
+    config = MoAConfig(
+        proposers=[FakeChat(label="A")], aggregator=_SameIdEveryCall(label="AGG"), retry=retry
+    )
+    return create_moa_graph(config)
+
+
+async def test_a_retry_under_the_same_message_id_breaks_the_stream_before_its_first_piece():
+    # The stream told attempts apart by message id alone: a provider that reuses one id had
+    # the retry's text spliced onto the broken attempt's ("W10 W11W20 W21 W22 W23"), all of
+    # it sent, and the break raised only at the end.
+    from langgraph_moa import AnswerStream, StreamBrokenError
+
+    pieces: list[str] = []
+    with pytest.raises(StreamBrokenError):
+        async for piece in AnswerStream(_same_id_graph(), {"messages": [("user", "q")]}):
+            pieces.append(piece)
+    assert pieces == ["W10", " W11"]
+    restarted: list[str] = []
+    stream = AnswerStream(_same_id_graph(), {"messages": [("user", "q")]})
+    stream.on_restart = restarted.clear  # the live view redraws from the retry's start
+    async for piece in stream:
+        restarted.append(piece)
+    assert "".join(restarted) == stream.answer.text == "W20 W21 W22 W23"
+
+
+async def test_moa_serves_progress_stream_tells_a_same_id_retry_apart():
+    from langgraph_moa.graph.streaming import RunEvents
+    from langgraph_moa.serving._events import ProgressChunks
+
+    run_input = {"messages": [("user", "q")]}
+    chunks, sent = ProgressChunks(run_input), []
+    events = RunEvents(_same_id_graph(), run_input)
+    with pytest.raises(StreamBrokenError):
+        async for event in events:
+            text, _ = chunks.take(event, events.source)
+            sent.append(text or "")
+    assert "".join(sent) == "W10 W11"

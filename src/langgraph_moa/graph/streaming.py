@@ -12,7 +12,8 @@ The graph streams every model's tokens; only the final answer's are tagged (see
 a fallback answer) streams nothing, so the answer then arrives whole, as one last piece.
 
 Text once yielded is never taken back, so a stream never splices two attempts: the pieces
-all come from one model call (one message id). If the call writing the answer fails after
+all come from one model call (one message id, and no ``discarded`` event between them: a
+provider may reuse an id). If the call writing the answer fails after
 its first piece and another attempt takes over (the graph's retry, the next aggregator, a
 fallback answer), the stream raises `StreamBrokenError` instead of sending the second
 attempt's text after the first's. A failure before the first piece costs nothing: the
@@ -142,6 +143,7 @@ class AnswerStream:
         self.streamed = False
         self._one = OneAttempt()  # what the consumer has received (held text is not)
         self.on_restart = on_restart
+        self._attempts = _Attempts()
 
     @property
     def answer(self) -> AIMessage:
@@ -150,19 +152,17 @@ class AnswerStream:
         return answer
 
     def _modes(self) -> list[str]:
-        modes = ["messages", "values"]
-        return [*modes, "custom"] if self.on_progress is not None else modes
+        return ["messages", "values", "custom"]  # custom: `discarded`, even unwatched
 
     def _take(self, mode: str, part: Any) -> str:
         """Keep state and report progress; return the answer text in this part, if any."""
         if mode == "values":
             self.final = part
         elif mode == "custom":
-            assert self.on_progress is not None
-            if not _discarded(part):
+            if not self._attempts.saw(part) and self.on_progress is not None:
                 self.on_progress(part)
         elif final_answer_only(part[1]) and (text := part[0].text):
-            source, piece = part[0].id, answer_part(part[1])
+            source, piece = self._attempts.source(part[0].id), answer_part(part[1])
             self._or_restart(lambda: self._one.check(source, piece))
             self.streamed = True
             return str(text)
@@ -252,12 +252,28 @@ def token_event(chunk: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _discarded(event: dict[str, Any]) -> bool:
-    """Tell a ``discarded`` event (`discard_answer`), which the package's readers drop.
+class _Attempts:
+    """Tells the answer's attempts apart by the graph's ``discarded`` events (`discard_answer`).
 
-    They keep the answer to one attempt themselves, and a retry is already its ``started``.
+    A message id alone does not: a provider may give every response the same id, and a
+    retry's text was then taken for more of the broken attempt's. The events themselves are
+    not passed on: the readers keep the answer to one attempt (`OneAttempt`), and a retry
+    is already its ``started``.
     """
-    return event.get("event") == DISCARDED
+
+    def __init__(self) -> None:
+        self.discarded = 0
+
+    def saw(self, event: Any) -> bool:
+        """Count `event` if it is a ``discarded`` one, and tell whether it was."""
+        if isinstance(event, dict) and event.get("event") == DISCARDED:
+            self.discarded += 1
+            return True
+        return False
+
+    def source(self, message_id: str | None) -> str:
+        """Return what names the attempt a piece of message `message_id` belongs to."""
+        return f"{message_id}/{self.discarded}"
 
 
 class RunEvents:
@@ -291,8 +307,10 @@ class RunEvents:
         self.context = context
         self.final: dict[str, Any] = {}
         self.source: tuple[str | None, int] = (None, 0)
-        """The message id and chunk-wise part of the last ``final`` token event yielded: a
-        consumer sending the answer's tokens on checks them with `OneAttempt`."""
+        """The attempt (`_Attempts.source`) and chunk-wise part of the last ``final`` token
+        event yielded: a consumer sending the answer's tokens on checks them with
+        `OneAttempt`."""
+        self._attempts = _Attempts()
 
     @property
     def answer(self) -> AIMessage:
@@ -305,12 +323,16 @@ class RunEvents:
             self.final = part
             return None
         if mode == "custom":
-            if isinstance(part, dict) and part.get("type") == "moa" and not _discarded(part):
+            if (
+                isinstance(part, dict)
+                and part.get("type") == "moa"
+                and not self._attempts.saw(part)
+            ):
                 return {k: v for k, v in part.items() if k != "type"}
             return None
         event = token_event(*part)
         if event is not None and event["final"]:
-            self.source = (part[0].id, answer_part(part[1]))
+            self.source = (self._attempts.source(part[0].id), answer_part(part[1]))
         return event
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
