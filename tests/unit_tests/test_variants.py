@@ -246,7 +246,7 @@ def test_self_moa_seq_goes_on_past_a_window_whose_samples_all_failed(fake, log):
 
 
 def test_a_seed_that_means_random_or_sits_at_the_top_of_its_range_stays_valid():
-    """A negative seed is the provider's own (llama.cpp's -1: a random one): kept as it is.
+    """-1 is llama.cpp's "a random seed": kept as it is for every proposal.
     A seed at the top of a 64-bit integer's range is moved down, not past it."""
     from langgraph_moa.run._options import proposal_options
 
@@ -259,6 +259,29 @@ def test_a_seed_that_means_random_or_sits_at_the_top_of_its_range_stays_valid():
         for seed in (-1, 0, top)
     }
     assert seeds == {-1: [-1, -1, -1], 0: [0, 1, 2], top: [top, top - 1, top - 2]}
+
+
+def test_a_negative_seed_other_than_minus_one_is_a_fixed_seed_and_gives_distinct_seeds():
+    """Only -1 asks llama.cpp for a random seed; any other negative seed is a fixed one
+    (OpenAI takes any 64-bit integer, llama.cpp reads -5 as 2**32 - 5). Kept as it was for
+    every proposal, k samples of one model were one answer repeated again. Such a seed
+    moves away from -1 (down), and at the bottom of the range up, never out of it."""
+    from langgraph_moa.run._options import proposal_options
+
+    bottom = -(2**63)
+
+    def seeds(seed: int) -> list[int]:
+        options = {"call_kwargs": {"seed": seed}}
+        return [
+            proposal_options(options, [2, 2], i, s)["call_kwargs"]["seed"]
+            for i, s in [(0, 0), (0, 1), (1, 0), (1, 1)]
+        ]
+
+    assert seeds(-1) == [-1, -1, -1, -1]
+    assert seeds(-5) == [-5, -6, -7, -8]
+    assert seeds(-2) == [-2, -3, -4, -5]  # never -1, which would be a random seed
+    assert seeds(bottom) == [bottom, bottom + 1, bottom + 2, bottom + 3]
+    assert seeds(bottom + 1) == [bottom + 1, bottom, bottom + 3, bottom + 4]
 
 
 @pytest.mark.parametrize("variant", ["single-proposer", "self-moa", "self-moa-seq", "ranker"])

@@ -120,21 +120,35 @@ def proposal_options(
     prompt, same seed) one answer repeated, defeating Self-MoA and the single-proposer
     variant. Each proposal gets ``seed + slot``, its slot being its position among the
     layer's proposals (`samples`: each proposer's count): distinct, and the same on every
-    run with that seed. The aggregator keeps the run's seed. A negative seed is the
-    provider's own (llama.cpp's -1 asks for a random one) and is kept; a seed near the top
-    of a 64-bit integer gets ``seed - slot``, so that no proposal's seed leaves the range.
+    run with that seed. The aggregator keeps the run's seed. -1 asks llama.cpp for a random
+    seed and is kept; any other seed is a fixed one (a negative one too: OpenAI takes any
+    64-bit integer, llama.cpp reads -5 as 2**32 - 5), so it moves, never out of the range.
     """
     slot = sum(samples[:proposer]) + sample
     kwargs = options.get("call_kwargs") or {}
     seed = kwargs.get("seed")
-    if not slot or not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+    if not slot or not isinstance(seed, int) or isinstance(seed, bool) or seed == _RANDOM_SEED:
         return options
-    own = seed + slot if seed + slot <= _SEED_MAX else seed - slot
-    return {**options, "call_kwargs": {**kwargs, "seed": own}}
+    return {**options, "call_kwargs": {**kwargs, "seed": _moved(seed, slot)}}
+
+
+def _moved(seed: int, slot: int) -> int:
+    """Return `seed` moved by `slot`, inside a signed 64-bit integer and away from -1.
+
+    A non-negative seed goes up, a negative one down (up would reach -1, a random seed);
+    either turns back at the end of the range, where the other side is still free.
+    """
+    if seed >= 0:
+        return seed + slot if seed + slot <= _SEED_MAX else seed - slot
+    return seed - slot if seed - slot >= _SEED_MIN else seed + slot
 
 
 _SEED_MAX = 2**63 - 1
 """The largest seed a provider takes (a signed 64-bit integer)."""
+_SEED_MIN = -(2**63)
+"""The smallest one."""
+_RANDOM_SEED = -1
+"""The seed llama.cpp reads as "draw a random one": each call's own, kept as it is."""
 
 
 def split_call_kwargs(
