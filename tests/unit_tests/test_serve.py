@@ -1060,3 +1060,17 @@ def test_a_stream_broken_midway_ends_in_the_error_never_two_answers_spliced(fake
     assert text == "AGG0 AGG1"  # the first attempt's pieces, and nothing after them
     assert error is not None and "stream broke" in error["message"], text
     assert "\n" not in error["message"] and done
+
+
+@pytest.mark.parametrize("variant", ["select", "self-moa"])
+def test_a_request_for_samples_at_temperature_zero_is_a_400_naming_the_fix(fake, log, variant):
+    """k samples of one proposer at temperature 0 are one answer repeated, in any variant:
+    a request asking for them is refused before any call, in one sentence with the fix."""
+    model = fake("M")
+    served = MoAConfig(variant=variant, proposers=[{"model": model, "samples": 3}], name="m")
+    body = {"model": "m", "messages": USER, "temperature": 0}
+    assert_one_sentence(post(local(create_app({"m": served})), body), 400, "above 0")
+    assert log.calls == []
+    body["samples"] = 1
+    if variant == "select":  # one greedy sample is an answer
+        assert post(local(create_app({"m": served})), body).status_code == 200

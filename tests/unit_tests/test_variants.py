@@ -196,6 +196,35 @@ def test_samples_of_one_model_at_temperature_zero_are_refused(fake, log, variant
     )
 
 
+@pytest.mark.parametrize("variant", ["moa", "ranker", "select"])
+def test_samples_of_a_proposer_at_temperature_zero_are_refused_in_every_variant(fake, log, variant):
+    """The same rule for any proposer that draws k > 1 samples: at temperature 0 they are
+    one answer repeated. Self-consistency at T = 0 voted k copies of the greedy answer and
+    reported full agreement; moa and ranker paid k calls for one proposal. Only the
+    one-model variants were refused. A greedy proposer beside sampled ones (local-vote's
+    anchor) is no such case."""
+    a, b = fake("A"), fake("B")
+    final = {} if variant == "select" else {"aggregator": a}
+    with pytest.raises(MoAConfigError, match=r"'B' draws 3 samples.*temperature 0.*above 0"):
+        MoAConfig(
+            variant=variant,
+            proposers=[a, {"model": b, "samples": 3, "temperature": 0.0}],
+            **final,
+        )
+    graph = create_moa_graph(
+        MoAConfig(variant=variant, proposers=[a, {"model": b, "samples": 3}], **final)
+    )
+    with pytest.raises(MoAConfigError, match=r"temperature 0.*above 0"):
+        graph.invoke(QUESTION, context={"temperature": 0})
+    assert log.calls == []
+    MoAConfig(
+        variant=variant,
+        proposers=[{"model": a, "temperature": 0}, {"model": b, "samples": 3}],
+        **final,
+    )
+    MoAConfig.from_preset("local-vote")
+
+
 @pytest.mark.parametrize("variant", ["self-moa", "self-moa-seq", "moa"])
 def test_a_runs_seed_gives_each_sample_its_own_seed(fake, log, variant):
     """moa-spec section 3: the k samples of one model must differ.

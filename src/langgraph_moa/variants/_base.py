@@ -77,18 +77,35 @@ class Plan:
                 f"variant {cls.name!r} samples one model: give exactly one proposer "
                 f"(with samples=n), got {len(cfg.proposers)}"
             )
-        if cls.one_model and cfg.proposers[0].samples > 1 and cfg.proposers[0].temperature == 0:
-            # Greedy decoding makes the k samples one answer repeated (k calls for n=1).
-            raise ValueError(
-                f"variant {cls.name!r} draws {cfg.proposers[0].samples} samples of one model, "
-                "and at temperature 0 they are one answer repeated: set the proposer's "
-                "temperature above 0 (the papers sample at 0.7)"
-            )
+        cls._refuse_greedy_samples(cfg)
         if cls.fixed_layers and cfg.layers not in (None, cls.default_layers):
             raise ValueError(
                 f"variant {cls.name!r} has exactly {cls.default_layers} layers; remove `layers`"
             )
         return {"layers": cls.default_layers} if cfg.layers is None else {}
+
+    @classmethod
+    def _refuse_greedy_samples(cls, cfg: MoAConfig) -> None:
+        """Refuse a proposer drawing k > 1 samples at temperature 0, in any variant.
+
+        Greedy decoding makes them one answer repeated: k calls paid for one proposal, and a
+        vote over k copies reports full agreement. A greedy proposer of one sample beside
+        sampled ones (local-vote's anchor) is no such case.
+        """
+        for p in cfg.proposers:
+            if p.samples < 2 or p.temperature != 0:
+                continue
+            if cls.one_model:
+                raise ValueError(
+                    f"variant {cls.name!r} draws {p.samples} samples of one model, and at "
+                    "temperature 0 they are one answer repeated: set the proposer's "
+                    "temperature above 0 (the papers sample at 0.7)"
+                )
+            raise ValueError(
+                f"proposer {p.label!r} draws {p.samples} samples, and at temperature 0 they "
+                "are one answer repeated: set its temperature above 0 (the papers sample at "
+                "0.7), or its samples to 1"
+            )
 
     @classmethod
     def check(cls, cfg: MoAConfig) -> None:

@@ -35,6 +35,7 @@ class Select(Plan):
     @classmethod
     def derive(cls, cfg: MoAConfig) -> dict[str, Any]:
         """One proposer layer, then the selection (a majority vote unless configured)."""
+        cls._refuse_greedy_samples(cfg)
         if cfg.layers not in (None, 2):
             raise ValueError(
                 "variant 'select' has one proposer layer and then the selection: remove "
