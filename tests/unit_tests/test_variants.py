@@ -249,6 +249,29 @@ def test_a_runs_seed_gives_each_sample_its_own_seed(fake, log, variant):
     assert aggregation.kwargs["seed"] == 7  # the aggregator keeps the run's own
 
 
+def test_every_window_and_every_sampling_round_draws_new_seeds(fake, log):
+    """Self-MoA-Seq's windows and adaptive selection's rounds draw later samples of the same
+    model: each gets a seed no earlier sample had, or a window would repeat the one before."""
+    model = fake("M")
+    seq = MoAConfig(
+        variant="self-moa-seq",
+        proposers=[{"model": model, "samples": 7}],
+        seq=SelfMoASeqConfig(window_size=3),
+    )
+    create_moa_graph(seq).invoke({**QUESTION, "call_kwargs": {"seed": 7}})
+    samples = [c for c in log.calls if c.messages[0].type == "human"]
+    assert sorted(c.kwargs["seed"] for c in samples) == list(range(7, 14))
+    log.calls.clear()
+    votes = MoAConfig(
+        variant="select",
+        proposers=[{"model": fake("G"), "temperature": 0}, {"model": model, "samples": 6}],
+        selection={"method": "vote", "stop_agreement": 0.99, "round_size": 2},
+    )
+    create_moa_graph(votes).invoke({**QUESTION, "call_kwargs": {"seed": 7}})
+    assert len(log.calls) == 7  # fake answers never agree: every round is drawn
+    assert sorted(c.kwargs["seed"] for c in log.calls) == list(range(7, 14))
+
+
 def test_self_moa_seq_goes_on_past_a_window_whose_samples_all_failed(fake, log):
     """moa-spec section 3: the synthesized answer is carried forward.
 
