@@ -98,3 +98,24 @@ def test_a_conversation_ending_with_an_answer_names_openais_role():
 
     with pytest.raises(MoAInputError, match="but it is an 'assistant' message"):
         validate_conversation([HumanMessage("q"), AIMessage("a")])
+
+
+@pytest.mark.parametrize("seed", [True, 7.5, 7.0, "7", 2**63, -(2**63) - 1])
+def test_a_seed_that_is_not_a_64_bit_integer_is_refused_before_any_call(fake, log, seed):
+    """Each proposal gets the run's seed plus its position, which only a whole number has:
+    a float or bool seed went to every proposal as it was (k samples of one model, one
+    answer repeated), or to the provider, which refused every call. One sentence instead."""
+    from langgraph_moa import MoAChatModel
+
+    graph = create_moa_graph(
+        MoAConfig(variant="self-moa", proposers=[{"model": fake("M"), "samples": 3}])
+    )
+    with pytest.raises(MoAInputError, match=r"seed .*integer") as err:
+        graph.invoke({"messages": [("user", "hi")], "call_kwargs": {"seed": seed}})
+    assert "\n" not in str(err.value)
+    with pytest.raises(MoAInputError, match=r"seed .*integer"):
+        MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("B"))).invoke(
+            "hi", seed=seed
+        )
+    assert log.calls == []
+    graph.invoke({"messages": [("user", "hi")], "call_kwargs": {"seed": 2**63 - 1}})

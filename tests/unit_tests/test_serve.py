@@ -1074,3 +1074,10 @@ def test_a_request_for_samples_at_temperature_zero_is_a_400_naming_the_fix(fake,
     body["samples"] = 1
     if variant == "select":  # one greedy sample is an answer
         assert post(local(create_app({"m": served})), body).status_code == 200
+
+
+def test_a_seed_past_a_64_bit_integer_is_a_400_before_any_call(client, log):
+    """Every provider takes a signed 64-bit seed; a larger one failed every call upstream."""
+    body = {"model": "m", "messages": USER, "seed": 2**64}
+    assert_one_sentence(post(client, body), 400, "seed")
+    assert log.calls == []

@@ -41,6 +41,7 @@ def check_run_input(value: Any) -> None:
         check_messages(value["messages"])
         _check_tools(value.get("tools"))
         check_tool_choice(value.get("tool_choice"), tool_names(value.get("tools") or []))
+        _check_seed(value.get("call_kwargs"))
 
 
 def with_run_options(value: Any) -> Any:
@@ -65,6 +66,23 @@ def _check_tools(tools: Any) -> None:
             "({'type': 'function', 'function': {...}}); convert LangChain tools with "
             "langchain_core.utils.function_calling.convert_to_openai_tool or use "
             "MoAChatModel.bind_tools."
+        )
+
+
+def _check_seed(call_kwargs: Any) -> None:
+    """Refuse a ``seed`` that is not a signed 64-bit integer, the one kind providers take.
+
+    Each proposal gets the seed plus its position (`run._options.proposal_options`), which
+    only a whole number has: a float or bool went to every proposal as it was (k samples of
+    one model were one answer repeated) and on to the provider, which refused every call.
+    """
+    if not isinstance(call_kwargs, dict) or call_kwargs.get("seed") is None:
+        return
+    seed = call_kwargs["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
+        raise MoAInputError(
+            f"seed must be an integer within a signed 64-bit range, such as 7, but it is "
+            f"{str(seed)[:40]!r}: pass a whole number."
         )
 
 
