@@ -830,6 +830,19 @@ def test_health_names_the_models_only_to_a_client_that_sends_the_key(system):
     assert _logged(system).get("/health").json() == {"status": "ok", "models": [SECRET_NAME]}
 
 
+def test_health_names_the_models_only_to_a_client_the_browser_guard_lets_in(system):
+    """A DNS-rebinding page (a foreign Host) or another site's script (a foreign Origin) got
+    a 421 or 403 from /v1/models but read the served models from /health: it answered them
+    before the Host and Origin rules ran. It still answers them 200, as a load balancer needs."""
+    client = _logged(system)
+    assert client.get("/v1/models", headers={"Host": "evil.example"}).status_code == 421
+    refused = ({"Host": "evil.example"}, {"Origin": "https://evil.example"}, {"Origin": "null"})
+    for headers in refused:
+        health = client.get("/health", headers=headers)
+        assert (health.status_code, health.json()) == (200, {"status": "ok"}), headers
+    assert client.get("/health", headers={"Host": "localhost"}).json()["models"] == [SECRET_NAME]
+
+
 def test_nothing_that_loads_without_the_key_names_a_served_model(system):
     client = _logged(system, api_key="k")
     for path in ("/", "/ui", "/ui/static/app.js", "/ui/static/index.html", "/ui/static/nope"):

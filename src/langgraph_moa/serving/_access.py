@@ -7,7 +7,8 @@ usage, call counts, fallback and error message from the response as it passes (t
 event of a stream carries the same provenance), then writes one line. It also answers
 ``GET /health`` so a supervisor or load balancer can check the server without a model call:
 always 200 with the status, and the served models only to a client that sends the server's
-key (or when it has none), since ``/v1/models`` refuses them to anyone else.
+key (or when it has none) and passes the Host and Origin rules, since ``/v1/models`` refuses
+them to anyone else.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ class AccessLog:
     def __init__(self, app: Any, models: list[str], write: Callable[[str], None]) -> None:
         """Log requests to `app` with `write`; /health lists `models` to whom `app` lets in.
 
-        The key test is the app's own (``state.sends_key``, see `create_app`); an app
-        without one has no key to ask for.
+        The test is the app's own (``state.lets_in``, see `create_app`: the key and the Host
+        and Origin rules); an app without one lets everyone in.
         """
         self.app = app
         state = getattr(app, "state", None)
         if state is not None and isinstance(getattr(state, "extra_routes", None), list):
             state.extra_routes.append("GET /health")  # listed in the app's 404s
-        self.sends_key: Callable[[Any], bool] = getattr(state, "sends_key", lambda scope: True)
+        self.lets_in: Callable[[Any], bool] = getattr(state, "lets_in", lambda scope: True)
         self.models = models
         self.write = write
 
@@ -74,7 +75,7 @@ class AccessLog:
 
     async def _health(self, scope: Any, send: Any) -> None:
         health: dict[str, Any] = {"status": "ok"}
-        if self.sends_key(scope):
+        if self.lets_in(scope):
             health["models"] = self.models
         body = json.dumps(health).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]

@@ -29,7 +29,7 @@ sentence. A client that disconnects cancels its run, so nothing is paid for afte
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from langgraph_moa._json import dumps
@@ -135,7 +135,7 @@ def create_app(
         openapi_url="/openapi.json" if security.docs else None,
     )
     app.add_middleware(BrowserGuard, security=security)
-    app.state.sends_key = key_check(api_key)  # /health names the models only to these
+    app.state.sends_key = key_check(api_key)  # the guard and /health (`lets_in`) ask it
     # Added after BrowserGuard, so it runs first: no page or API work before the key check.
     app.add_middleware(_Guard, sends_key=app.state.sends_key, max_body_bytes=max_body_bytes)
     if security.allowed_origins:  # outermost: a preflight carries no key
@@ -150,6 +150,7 @@ def create_app(
     app.state.policy = policy
     app.state.models = list(systems)
     app.state.extra_routes = []  # answered around the app: `_access.AccessLog` adds /health
+    app.state.lets_in = _lets_in(app.state.sends_key, BrowserGuard(None, security))
 
     @app.exception_handler(_APIError)
     async def _send_error(request: Request, exc: _APIError) -> JSONResponse:
@@ -240,6 +241,21 @@ def create_app(
         request_timeout_s=limits.request_timeout_s,
     )
     return app
+
+
+def _lets_in(sends_key: Callable[[Any], bool], guard: BrowserGuard) -> Callable[[Any], bool]:
+    """Tell whom /health may name the served models to.
+
+    Only a client that sends the key (if one is set) and that the Host and Origin rules let
+    in: /health is answered around the app, before those rules run, so that a load balancer
+    with its own Host still gets its 200; a DNS-rebinding page must not read the models
+    there that /v1/models refuses it.
+    """
+
+    def lets_in(scope: Any) -> bool:
+        return bool(sends_key(scope)) and guard.refusal(scope) is None
+
+    return lets_in
 
 
 def _route_list(app: Any) -> str:

@@ -107,13 +107,18 @@ class BrowserGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self._refusal(scope)
+        refusal = self.refusal(scope)
         if refusal is not None:
             await _send_error(send, *refusal)
             return
         await self.app(scope, *self._with_body_deadline(receive, send))
 
-    def _refusal(self, scope: Any) -> tuple[int, bytes] | None:
+    def refusal(self, scope: Any) -> tuple[int, bytes] | None:
+        """Return the status and body that refuse this request, or None to let it in.
+
+        Public so that what answers around the app (``/health``) can hold back what a
+        refused client must not read.
+        """
         headers = dict(scope.get("headers") or [])
         host = headers.get(b"host", b"").decode("latin-1")
         if host and not self.any_host and host_name(host) not in self.hosts:
