@@ -627,6 +627,27 @@ def test_the_access_log_writes_a_clients_path_on_one_printable_line(system):
     assert len(lines) == 1 and lines[0].isprintable(), lines
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/moa/runs"])
+def test_the_access_log_says_when_a_run_degraded_or_failed_on_either_route(fake, path):
+    """The run event stream's lines lacked the calls, the failed calls, the fallback and the
+    error: a run whose every proposer failed was logged as `200 · m · 0.01s`."""
+    from langgraph_moa.serving._access import AccessLog
+
+    down = fake("AGG", fail=lambda n, m: ValueError("down"))
+    degraded = MoAConfig(
+        proposers=[fake("A"), fake("B")], aggregator=down, layers=2, retry={"max_attempts": 1}
+    )
+    lines: list[str] = []
+    app = create_app({"fb": degraded, "dead": _failing_system(fake)}, history=None)
+    client = local(AccessLog(app, ["fb", "dead"], lines.append))
+    for model in ("fb", "dead"):
+        body = {"model": model, "messages": USER, "stream": True}
+        client.post(path, content=json.dumps(body), headers=JSON).read()
+    fallback, failed = lines
+    assert "3 calls, 1 failed" in fallback and "fallback: best_proposal" in fallback, fallback
+    assert "error: All 2 proposer calls of layer 1 failed" in failed, failed
+
+
 # --- --allow-model ---------------------------------------------------------------------------
 
 

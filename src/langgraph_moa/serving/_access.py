@@ -168,4 +168,25 @@ def _response_facts(body: bytes) -> dict[str, Any]:
         usage = payload.get("usage")
         if isinstance(usage, dict) and "total_tokens" in usage:
             facts["tokens"] = usage["total_tokens"]
+        facts.update(_run_event_facts(payload))
+    return facts
+
+
+def _run_event_facts(payload: dict[str, Any]) -> dict[str, Any]:
+    """Read the same facts from the run event stream's `answer` or `error` event.
+
+    Its events carry them in their own shape (docs/event-stream.md), and without this a run
+    that degraded or failed there was logged as a plain 200.
+    """
+    event = payload.get("event")
+    if event == "error":
+        return {"error": payload.get("message")}
+    if event != "answer":
+        return {}
+    usage = payload.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    facts: dict[str, Any] = {"fallback": payload.get("fallback")}
+    if isinstance(usage.get("calls"), int):
+        facts["calls"] = usage["calls"]
+        facts["failed"] = usage.get("failed") or 0
     return facts
