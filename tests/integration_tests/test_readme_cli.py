@@ -1,4 +1,8 @@
-"""Every line of the README's `moa` command block, run as written, in a shell.
+"""Every `moa` line of the README's command blocks, run as written, in a shell.
+
+The blocks: "The `moa` command", the web page's (`moa ui`) and the OpenAI-compatible
+endpoint's (`moa serve`); in the last, the `pip install` and `python examples/...` lines are
+left out (an install, and a client that needs a served local model).
 
 Providers that need an API (OpenAI, Together) are served by the fake OpenAI-compatible
 backend on loopback (their base-URL variables point at it, with dummy keys); the local
@@ -23,11 +27,28 @@ from langgraph_moa.testing import FaultProfile, FaultServer
 README = Path(__file__).parents[2] / "README.md"
 
 
+BLOCKS = (
+    "## The `moa` command",
+    "## Watching a run: the web page (`moa ui`)",
+    "### As an OpenAI-compatible endpoint (`moa serve`)",
+)
+
+
 def readme_lines() -> list[str]:
     text = README.read_text(encoding="utf-8")
-    section = text[text.index("## The `moa` command") :]
-    block = section[section.index("```bash") + len("```bash") : section.index("```\n", 8)]
-    return [re.sub(r"\s+#.*$", "", line).strip() for line in block.strip().splitlines()]
+    lines = []
+    for heading in BLOCKS:
+        section = text[text.index(heading) :]
+        block = section[section.index("```bash") + len("```bash") : section.index("```\n", 8)]
+        lines += [re.sub(r"\s+#.*$", "", line).strip() for line in block.strip().splitlines()]
+    return list(dict.fromkeys(line for line in lines if line.startswith("moa ")))  # once each
+
+
+def test_the_readme_blocks_are_found():
+    lines = readme_lines()
+    assert lines[0] == 'moa run "Why is the sky blue?"', lines
+    assert any(line.startswith("moa ui -p") for line in lines), lines
+    assert any(line.startswith("moa serve --config") for line in lines), lines
 
 
 def calls_a_local_model(line: str) -> bool:
@@ -95,11 +116,15 @@ def test_readme_line_runs_as_written(line, shell, local_models_available_if_need
         )
         try:
             first = server.stderr.readline()
-            expected = (
-                "Serving local-confidence, local-moa, local-self-moa on"
-                if line.startswith("moa serve")
-                else "The page is at http://127.0.0.1:8000/ui"
-            )
+            expected = {
+                "moa serve": "Serving local-confidence, local-moa, local-self-moa on",
+                "moa serve --preset local-moa --preset local-self-moa": (
+                    "Serving local-moa, local-self-moa on"
+                ),
+                "moa serve --config my-moa.yaml": "Serving my-moa on",
+            }.get(line.split(" --port")[0], "Serving " if line.startswith("moa serve") else "")
+            if line.startswith("moa ui"):
+                expected = "The page is at http://127.0.0.1:8000/ui"
             assert first.startswith(expected), first
         finally:
             server.terminate()
