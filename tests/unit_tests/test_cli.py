@@ -561,6 +561,18 @@ def test_eval_with_a_failing_judge_writes_the_report_and_exits_non_zero(
     assert json.loads((tmp_path / "summary.json").read_text())["sys-b"]["judge_error"]
 
 
+@pytest.mark.parametrize("command", ["serve", "ui"])
+def test_serve_and_ui_help_name_the_presets_they_serve_by_default(command):
+    # Their --preset help said only "(repeatable)": what a bare `moa serve` or `moa ui`
+    # serves was in the README alone.
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(cli.app, [command, "--help"])
+    shown = " ".join(result.output.replace("│", " ").split())  # the help's box, unwrapped
+    assert result.exit_code == 0
+    assert "local-confidence, local-moa, local-self-moa" in shown, shown
+
+
 @pytest.mark.parametrize("command", [[], ["run"], ["chat"], ["eval"], ["serve"], ["models"]])
 def test_help_shows_no_value_after_a_flag(command):
     # "--quiet -q <bool>" led a user to write "--quiet true", and "true" became the question.

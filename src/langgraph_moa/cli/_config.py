@@ -25,6 +25,8 @@ from langgraph_moa.variants import Plan, variant_of, variants_help
 
 DEFAULT_MODEL = "local:qwen2.5-coder-1.5b"
 """The model of the neutral base where the user names none: the default preset's model."""
+SERVED_BY_DEFAULT = (DEFAULT_PRESET, "local-moa", "local-self-moa")
+"""What `moa serve` (without --preset or --config) and `moa ui` (without --preset) serve."""
 NEUTRAL_SAMPLES = {"select": 3, "self-moa": 3, "self-moa-seq": 6}
 """Samples of the neutral base's one model, for the variants that sample one model."""
 SELECTION_METHODS = ("vote", "confidence", "consensus", "mux")

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from langgraph_moa.cli._config import DEFAULT_PRESET, ContextSizeOpt
+from langgraph_moa.cli._config import SERVED_BY_DEFAULT, ContextSizeOpt
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._run import set_context_size
 from langgraph_moa.config._limits import RequestLimits
@@ -34,7 +34,12 @@ def _limit_option(field: str, flag: str, help_text: str) -> Any:
 def serve(
     preset: Annotated[
         list[str] | None,
-        typer.Option("--preset", "-p", help="Preset to serve as a model (repeatable)."),
+        typer.Option(
+            "--preset",
+            "-p",
+            help="Preset to serve as a model (repeatable; without --preset or --config: "
+            f"{', '.join(SERVED_BY_DEFAULT)}).",
+        ),
     ] = None,
     config: Annotated[
         list[Path] | None,
@@ -197,7 +202,7 @@ def serve(
     set_context_size(context_size)
     price_table = load_prices(prices) if prices is not None else None  # a bad table fails first
     systems: dict[str, MoAConfig] = {}
-    for name in preset or ([] if config else [DEFAULT_PRESET, "local-moa", "local-self-moa"]):
+    for name in preset or ([] if config else list(SERVED_BY_DEFAULT)):
         served, loaded = load_system(name)  # a config file is served under its name or stem
         systems[served] = loaded
     for path in config or []:

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
+from langgraph_moa.cli._config import SERVED_BY_DEFAULT
 from langgraph_moa.cli._output import out
-from langgraph_moa.config._loader import DEFAULT_PRESET
 from langgraph_moa.errors import MoAError
 
 
@@ -20,7 +20,10 @@ def ui(
     preset: Annotated[
         list[str] | None,
         typer.Option(
-            "--preset", "-p", help="Preset or config file to offer on the page (repeatable)."
+            "--preset",
+            "-p",
+            help="Preset or config file to offer on the page (repeatable; default "
+            f"{', '.join(SERVED_BY_DEFAULT)}).",
         ),
     ] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 8000,
@@ -35,7 +38,7 @@ def ui(
     """Open the web page that shows every model of a run at work (local models by default)."""
     from langgraph_moa.serving._server import serve as run_server
 
-    presets = preset or [DEFAULT_PRESET, "local-moa", "local-self-moa"]
+    presets = preset or list(SERVED_BY_DEFAULT)
     _check_port_free(port)
     url = f"http://127.0.0.1:{port}/ui"
 
