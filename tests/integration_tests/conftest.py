@@ -1,3 +1,5 @@
+import tempfile
+
 import pytest
 
 from langgraph_moa.local.catalog import installed_models
@@ -11,12 +13,23 @@ def local_models_available():
 
 
 @pytest.fixture
-def no_new_servers_left():
-    """Fail if a test leaves a server process behind."""
+def no_new_servers_left(monkeypatch, tmp_path):
+    """Fail if a test leaves a server process, or a server's log, behind.
+
+    The servers' logs go to a temp folder of the test's own (servers it starts in a
+    subprocess too), so a log the test leaves is seen, and none reaches the real /tmp: a
+    test that kills a server on purpose deletes the log the runtime keeps for the user.
+    """
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     before = serve_pids()
     yield
     leftover = serve_pids() - before
     assert not leftover, f"server processes left behind: {leftover}"
+    logs = sorted(path.name for path in temp.glob("moa-*.log"))
+    assert not logs, f"server logs left behind: {logs}"
 
 
 @pytest.fixture

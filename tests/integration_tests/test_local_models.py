@@ -1,11 +1,13 @@
 """The real local models through llama.cpp: MoA and Self-MoA answers, provenance, clean-up."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -76,7 +78,7 @@ def test_final_answer_streams_token_by_token(runtime):
     assert "".join(chunks).strip()
 
 
-def test_a_server_that_dies_mid_run_is_replaced(runtime):
+def test_a_server_that_dies_mid_run_is_replaced(runtime, caplog):
     config = MoAConfig(
         proposers=[{"model": "local:qwen2.5-coder-0.5b", **SHORT}],
         aggregator={"model": "local:qwen2.5-coder-0.5b", **SHORT},
@@ -87,10 +89,17 @@ def test_a_server_that_dies_mid_run_is_replaced(runtime):
     [server] = runtime.running()
     os.kill(server.pid, signal.SIGKILL)
     server.process.wait()
-    out = graph.invoke(QUESTION)
+    with caplog.at_level(logging.WARNING, logger="langgraph_moa.local"):
+        out = graph.invoke(QUESTION)
     assert out["messages"][-1].text.strip()
     [replacement] = runtime.running()
     assert replacement.pid != server.pid
+    # Replaced, but not silently: the user is told once, with the kept log's path.
+    [said] = [r.getMessage() for r in caplog.records if r.name.startswith("langgraph_moa.local")]
+    log = Path(server._log.name)
+    assert "'qwen2.5-coder-0.5b'" in said and "killed by SIGKILL" in said and str(log) in said
+    assert log.exists()
+    log.unlink()  # the test killed it on purpose: its log is not left in the temp folder
 
 
 def test_cli_json_run_prints_the_full_record_and_leaves_no_server(no_new_servers_left):

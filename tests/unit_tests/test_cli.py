@@ -1073,3 +1073,25 @@ async def test_a_chat_turn_whose_aggregator_broke_midway_keeps_the_next_attempts
         assert answer.text == "AGG0 AGG1 AGG2 AGG3"
     else:
         assert answer.text == "A #1" and answer.response_metadata["moa"]["fallback"]
+
+
+def test_a_local_runtime_warning_reaches_the_commands_stderr(monkeypatch, capsys):
+    # The runtime says what no call raises (a dead server replaced, its kept log) through
+    # logging; the command must show it as a warning, once, whatever command is running.
+    import logging
+
+    logger = logging.getLogger("langgraph_moa.local")
+    monkeypatch.setattr(logger, "handlers", [])  # whatever main adds goes with the test
+
+    def command(standalone_mode):
+        logging.getLogger("langgraph_moa.local.runtime").warning("the server for %r died", "m")
+        return 0
+
+    monkeypatch.setattr(cli, "app", command)
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(cli.sys, "argv", ["moa", "models"])
+    cli.main()
+    cli.main()  # a second command in the same process adds no second handler
+    err = capsys.readouterr().err
+    assert err.count("warning: the server for 'm' died") == 2, err
+    assert err.count("died") == 2, err

@@ -246,6 +246,7 @@ def stand_in(monkeypatch, tmp_path):
         started.append(runtime.LocalServer(runtime.lookup("qwen2.5-coder-0.5b"), threads=1))
         return started[-1]
 
+    start.script = script  # what a server the runtime spawns itself runs
     yield start
     for server in started:
         if server.alive():
@@ -440,3 +441,38 @@ def test_a_live_servers_timeout_is_raised_without_waiting_for_an_exit(stand_in, 
     if fault == "timeout":  # still the provider's own error, which the graph retries
         assert isinstance(info.value, openai.APITimeoutError)
     assert "exited" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("death", "said"),
+    [("exit", "exited with code 3"), ("kill", f"exited with code {-9} (killed by SIGKILL)")],
+)
+def test_a_server_that_died_between_calls_is_replaced_saying_so_once(
+    stand_in, tmp_path, caplog, death, said
+):
+    # A server that died between calls (killed, out of memory) was replaced silently: its
+    # log was kept, as a failed server's is, but nothing named it and it was never deleted.
+    import logging
+    import signal
+
+    dead = stand_in(CRASHES if death == "exit" else ALIVE)
+    if death == "kill":
+        dead.process.send_signal(signal.SIGKILL)
+    dead.process.wait()
+    stand_in.script["code"] = ALIVE  # the replacement runs
+    runtime = LocalRuntime(threads=1, slots=1)
+    runtime._servers["qwen2.5-coder-0.5b"] = dead
+    try:
+        with caplog.at_level(logging.WARNING, logger="langgraph_moa.local"):
+            replacement = runtime.server("qwen2.5-coder-0.5b")
+            assert runtime.server("qwen2.5-coder-0.5b") is replacement  # said once
+        assert replacement is not dead and replacement.alive()
+        [record] = caplog.records
+        said_here = record.getMessage()
+        assert record.levelno == logging.WARNING
+        assert "'qwen2.5-coder-0.5b'" in said_here and said in said_here, said_here
+        assert dead._log.name in said_here and "a new one was started" in said_here
+        assert Path(dead._log.name).exists()  # kept for the user, who now knows where
+        assert "\n" not in said_here  # one line in a log, not the log's tail
+    finally:
+        runtime.stop_all()

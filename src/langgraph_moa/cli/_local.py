@@ -9,6 +9,7 @@ saying what it does, how big it is and how long it took.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,25 @@ def interrupted_line() -> str:
     runtime = LocalRuntime._default
     stopping = " Stopping local model servers." if runtime and runtime.has_servers() else ""
     return f"[yellow]Interrupted.[/]{stopping}{escape(out.interrupt_hint)}"
+
+
+class _RuntimeWarnings(logging.Handler):
+    """Shows the local runtime's warnings as the command's own (``warning: ...`` on stderr)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Warn with the record's message: always shown, --quiet or not."""
+        out.warn(record.getMessage())
+
+
+def show_runtime_warnings() -> None:
+    """Show what the local runtime warns about (a dead server replaced, its kept log).
+
+    The runtime says it through `logging`, which nobody configures in the `moa` command:
+    its lines went to Python's last-resort handler, bare, through the live view. Idempotent.
+    """
+    logger = logging.getLogger("langgraph_moa.local")
+    if not any(isinstance(handler, _RuntimeWarnings) for handler in logger.handlers):
+        logger.addHandler(_RuntimeWarnings(logging.WARNING))
 
 
 def prepare(names: list[str]) -> None:

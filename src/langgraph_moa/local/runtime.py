@@ -15,7 +15,9 @@ import asyncio
 import atexit
 import contextlib
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,6 +46,10 @@ from langgraph_moa.transport._http import own_async_client, own_sync_client
 from langgraph_moa.transport._net import free_port
 
 READY_TIMEOUT_S = 120.0
+
+logger = logging.getLogger(__name__)
+"""Says what the user should know and no call raises: a dead server replaced (the `moa`
+command shows these lines as warnings, see `cli._local.show_runtime_warnings`)."""
 
 DEFAULT_SLOTS = 4
 """Parallel slots per model server; see `default_slots`."""
@@ -203,8 +209,33 @@ class LocalServer:
         self._keep_log = True
         return (
             f"The llama.cpp server for {self.info.name!r} (pid {self.pid}, port {self.port}) "
-            f"exited with code {self.process.returncode}{when}. Its log ({self._log.name}):\n"
-            f"{self.last_words()}"
+            f"{self.exit_status()}{when}. Its log ({self._log.name}):\n{self.last_words()}"
+        )
+
+    def exit_status(self) -> str:
+        """Say how the process exited: its code, and the signal's name when one killed it."""
+        code = self.process.returncode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return f"exited with code {code} (killed by {signal.Signals(-code).name})"
+        return f"exited with code {code}"
+
+    def replaced(self) -> None:
+        """Warn, once, that this server exited by itself and a new one takes its place.
+
+        A server killed between calls (by the user, by the out-of-memory killer) was
+        replaced without a word: its log was kept, as a failed server's is, but named
+        nowhere, and piled up in the temp folder. The warning names it.
+        """
+        self._keep_log = True
+        logger.warning(
+            "The llama.cpp server for %r (pid %s, port %s) %s; a new one was started. "
+            "Its log is kept at %s (delete it once read).",
+            self.info.name,
+            self.pid,
+            self.port,
+            self.exit_status(),
+            self._log.name,
         )
 
     def died_during(self, error: Exception, within_s: float = 1.0) -> ConnectionError | None:
@@ -296,6 +327,7 @@ class LocalRuntime:
             if server is None or not server.alive():
                 if server is not None:
                     server.stop()
+                    server.replaced()
                 server = LocalServer(info, threads=self.threads, slots=self.slots)
                 self._servers[name] = server
             return server
