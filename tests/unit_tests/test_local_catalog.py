@@ -192,3 +192,13 @@ def test_a_full_disk_while_assembling_leaves_no_partial_and_says_so(fake_package
     assert "No space left on device" in message and "free some space" in message, message
     folder = catalog.cache_dir()
     assert not [*folder.glob("*.partial"), *folder.glob("*.gguf")]  # no half copy takes space
+
+
+@pytest.mark.parametrize("typed", ["qwen2.5-coder-05b", "Qwen2.5-Coder-0.5B", "qwen-coder-0.5b"])
+def test_a_mistyped_local_model_gets_a_did_you_mean(typed):
+    with pytest.raises(LocalModelError) as err:
+        lookup(typed)
+    message = str(err.value)
+    assert f"Unknown local model {typed!r}" in message
+    assert "did you mean 'qwen2.5-coder-0.5b'?" in message, message
+    assert "qwen2.5-coder-1.5b" in message  # the list of names stays

@@ -10,6 +10,7 @@ in the cache folder (``$LANGGRAPH_MOA_CACHE``, default ``~/.cache/langgraph-moa`
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import hashlib
 import os
@@ -133,12 +134,18 @@ CATALOG: dict[str, LocalModelInfo] = {
 
 
 def lookup(name: str) -> LocalModelInfo:
-    """Find a model by name, or say which names exist."""
+    """Find a model by name, or say which names exist and which one was likely meant.
+
+    The guess is made here with difflib (`text._names.did_you_mean` sits above this layer),
+    ignoring case: ``Qwen2.5-Coder-0.5B`` is a common way to write the name.
+    """
     try:
         return CATALOG[name]
     except KeyError:
+        close = difflib.get_close_matches(str(name).lower(), list(CATALOG), n=1, cutoff=0.75)
+        guess = f": did you mean {close[0]!r}?" if close else "."
         raise LocalModelError(
-            f"Unknown local model {name!r}. Local models: {', '.join(CATALOG)}."
+            f"Unknown local model {name!r}{guess} Local models: {', '.join(CATALOG)}."
         ) from None
 
 
