@@ -476,3 +476,28 @@ def test_a_server_that_died_between_calls_is_replaced_saying_so_once(
         assert "\n" not in said_here  # one line in a log, not the log's tail
     finally:
         runtime.stop_all()
+
+
+def test_without_the_llama_cpp_server_package_the_error_says_how_to_install_it(
+    monkeypatch, tmp_path
+):
+    # Without xllamacpp the server process died on its import: the error was its traceback,
+    # and its log stayed in the temp folder.
+    import tempfile
+
+    from langgraph_moa.errors import LocalModelError
+    from langgraph_moa.local import runtime
+
+    real = runtime.find_spec
+    monkeypatch.setattr(
+        runtime, "find_spec", lambda name: None if name == "xllamacpp" else real(name)
+    )
+    monkeypatch.setattr(runtime, "model_path", lambda info: tmp_path / "model.gguf")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    local = LocalRuntime(threads=1, slots=1)
+    with pytest.raises(LocalModelError) as err:
+        local.server("qwen2.5-coder-0.5b")
+    message = str(err.value)
+    assert "xllamacpp" in message and "pip install 'langgraph-moa[local]'" in message, message
+    assert "Traceback" not in message and "\n" not in message
+    assert not local.running() and logs(tmp_path) == []

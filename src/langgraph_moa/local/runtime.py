@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,17 @@ class LocalServer:
         slots: int = DEFAULT_SLOTS,
         port: int | None = None,
     ) -> None:
-        """Spawn the process; it loads the model in the background (see `wait_ready`)."""
+        """Spawn the process; it loads the model in the background (see `wait_ready`).
+
+        Raises:
+            LocalModelError: llama.cpp's server (``xllamacpp``) is not installed: said here,
+                before a process dies on the import with a traceback for its error.
+        """
+        if find_spec("xllamacpp") is None:
+            raise LocalModelError(
+                "Local models need llama.cpp's server, the xllamacpp package, which is not "
+                "installed: pip install 'langgraph-moa[local]'."
+            )
         self.info = info
         self.slots = slots
         self._settings = {
