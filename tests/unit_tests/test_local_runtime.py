@@ -501,3 +501,26 @@ def test_without_the_llama_cpp_server_package_the_error_says_how_to_install_it(
     assert "xllamacpp" in message and "pip install 'langgraph-moa[local]'" in message, message
     assert "Traceback" not in message and "\n" not in message
     assert not local.running() and logs(tmp_path) == []
+
+
+def test_a_context_too_big_for_the_memory_is_refused_before_a_server_starts(
+    stand_in, monkeypatch, tmp_path
+):
+    # --context-size 1048576 on 4 slots asked llama.cpp for 48 GiB of KV cache on a 24 GiB
+    # machine: the server died, and the error's tail was its Python traceback ("Failed to
+    # init server, please check the input params"), the cause out of sight. An allocation
+    # the kernel grants but the machine cannot hold is worse: the OOM killer picks.
+    from langgraph_moa.errors import LocalModelError
+    from langgraph_moa.local import runtime
+
+    monkeypatch.setattr(runtime, "available_memory", lambda: 24 * 2**30, raising=False)
+    monkeypatch.setenv("LANGGRAPH_MOA_CONTEXT", "1048576")
+    with pytest.raises(LocalModelError) as err:
+        stand_in(ALIVE)
+    message = str(err.value)
+    assert "'qwen2.5-coder-0.5b'" in message and "4 slots of 1048576 tokens" in message
+    assert "52.0 GB" in message and "25.8 GB" in message, message
+    assert "--context-size" in message and "LANGGRAPH_MOA_SLOTS" in message
+    assert "\n" not in message and logs(tmp_path) == []
+    monkeypatch.delenv("LANGGRAPH_MOA_CONTEXT")  # the catalog's 4096 tokens fit
+    assert stand_in(ALIVE).alive()

