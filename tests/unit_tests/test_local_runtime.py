@@ -524,3 +524,42 @@ def test_a_context_too_big_for_the_memory_is_refused_before_a_server_starts(
     assert "\n" not in message and logs(tmp_path) == []
     monkeypatch.delenv("LANGGRAPH_MOA_CONTEXT")  # the catalog's 4096 tokens fit
     assert stand_in(ALIVE).alive()
+
+
+def test_a_server_llama_cpp_cannot_start_ends_in_one_line_not_a_traceback(
+    monkeypatch, capsys, tmp_path
+):
+    # llama.cpp says why it failed (out of memory for the KV cache, a bad file) in its own
+    # lines; the Python traceback after them filled the 12 lines the error shows, leaving
+    # only "Failed to init server, please check the input params".
+    import json
+    import sys
+    import types
+
+    from langgraph_moa.local import _serve
+
+    class CommonParams:
+        def __getattr__(self, name):
+            value = types.SimpleNamespace()
+            setattr(self, name, value)
+            return value
+
+    def server(params):
+        raise RuntimeError("Failed to init server, please check the input params.")
+
+    fake = types.SimpleNamespace(CommonParams=CommonParams, Server=server)
+    monkeypatch.setitem(sys.modules, "xllamacpp", fake)
+    monkeypatch.setattr(
+        _serve.threading, "Thread", lambda **kwargs: types.SimpleNamespace(start=lambda: None)
+    )
+    settings = {"parent_pid": 1, "model_path": "m.gguf", "alias": "m", "slots": 1}
+    settings |= {"ctx_per_slot": 256, "threads": 1, "port": 1, "chat_template": None}
+    monkeypatch.setattr(sys, "argv", ["_serve", json.dumps(settings)])
+    with pytest.raises(SystemExit) as exited:
+        _serve.main()
+    assert exited.value.code == 1
+    said = capsys.readouterr()
+    assert said.out.strip().splitlines() == [
+        "llama.cpp could not start the server (Failed to init server, please check the input "
+        "params.): its reason is in the lines above."
+    ], said

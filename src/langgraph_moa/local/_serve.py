@@ -57,7 +57,16 @@ def main() -> None:
     params.warmup = False
     if settings.get("chat_template"):
         params.chat_template = settings["chat_template"]
-    server = xllamacpp.Server(params)  # listens in the background while it is referenced
+    try:
+        server = xllamacpp.Server(params)  # listens in the background while it is referenced
+    except RuntimeError as exc:
+        # llama.cpp logged its reason (out of memory for the KV cache, a bad file) above;
+        # a traceback here would push it out of the lines the parent's error shows.
+        sys.stdout.write(
+            f"llama.cpp could not start the server ({exc}): its reason is in the lines above.\n"
+        )
+        sys.stdout.flush()
+        sys.exit(1)
     sys.stdout.flush()
     while server is not None:
         time.sleep(3600)
