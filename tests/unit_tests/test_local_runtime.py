@@ -222,6 +222,8 @@ def stand_in(monkeypatch, tmp_path):
     from langgraph_moa.local import runtime
 
     monkeypatch.setattr(runtime, "model_path", lambda info: tmp_path / "model.gguf")
+    monkeypatch.setattr(runtime, "_require_llama_server", lambda: None)  # not needed here
+    monkeypatch.setattr(runtime, "available_memory", lambda: None)  # this machine's aside
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     real = subprocess.Popen
     script = {"code": ALIVE}

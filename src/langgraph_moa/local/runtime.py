@@ -121,11 +121,7 @@ class LocalServer:
             LocalModelError: llama.cpp's server (``xllamacpp``) is not installed: said here,
                 before a process dies on the import with a traceback for its error.
         """
-        if find_spec("xllamacpp") is None:
-            raise LocalModelError(
-                "Local models need llama.cpp's server, the xllamacpp package, which is not "
-                "installed: pip install 'langgraph-moa[local]'."
-            )
+        _require_llama_server()
         self.info = info
         self.slots = slots
         ctx_per_slot = context_size(info)
@@ -301,6 +297,19 @@ class LocalServer:
         self._log.close()
         with contextlib.suppress(OSError):
             os.unlink(self._log.name)
+
+
+def _require_llama_server() -> None:
+    """Say that llama.cpp's server (``xllamacpp``) is missing, rather than let a server die.
+
+    Raises:
+        LocalModelError: the package is not installed.
+    """
+    if find_spec("xllamacpp") is None:
+        raise LocalModelError(
+            "Local models need llama.cpp's server, the xllamacpp package, which is not "
+            "installed: pip install 'langgraph-moa[local]'."
+        )
 
 
 def available_memory() -> int | None:
