@@ -1,6 +1,7 @@
 """Helpers shared by the unit and integration tests (tests import this, never each other)."""
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,13 @@ def references_in(call) -> list[str]:
 
 
 def serve_pids() -> set[int]:
-    """PIDs of every llama.cpp server process this package started, machine-wide."""
+    """PIDs of the llama.cpp server processes this package started from this interpreter.
+
+    Machine-wide, so that a server orphaned by a dead parent is still seen; only those run
+    by this interpreter (the `moa` subprocesses of the tests use it too): a server another
+    checkout's test run started meanwhile failed this one's check.
+    """
+    ours = sys.executable.encode() + b"\0-m\0langgraph_moa.local._serve\0"
     pids = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -30,7 +37,7 @@ def serve_pids() -> set[int]:
                 cmd = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"langgraph_moa.local._serve" in cmd:
+            if cmd.startswith(ours):
                 pids.add(int(entry.name))
     return pids
 
