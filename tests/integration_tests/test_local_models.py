@@ -317,6 +317,48 @@ def test_chat_holds_a_multi_turn_conversation(no_new_servers_left):
     assert "Traceback" not in result.stderr
 
 
+def test_moa_chat_warns_when_it_replaces_a_server_that_died_between_turns(no_new_servers_left):
+    # A server killed between two turns (by the user, by the OOM killer) was replaced in
+    # silence, its kept log named nowhere: the command now warns, naming the log.
+    import re
+
+    before = serve_pids()
+    chat = subprocess.Popen(
+        [
+            *[sys.executable, "-m", "langgraph_moa", "chat", "--quiet", "--max-tokens", "16"],
+            *[
+                "--proposers",
+                "local:qwen2.5-coder-0.5b",
+                "--aggregator",
+                "local:qwen2.5-coder-0.5b",
+            ],
+            *["--variant", "single-proposer"],
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        chat.stdin.write("Say hello.\n")
+        chat.stdin.flush()
+        assert chat.stdout.readline().strip()  # the first answer: its server is up
+        [server] = serve_pids() - before
+        os.kill(server, signal.SIGKILL)
+        out, err = chat.communicate("Say goodbye.\n", timeout=300)
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait()
+    assert chat.returncode == 0, err
+    assert out.strip() and "Traceback" not in err
+    [said] = [line for line in err.splitlines() if line.startswith("warning: The llama.cpp")]
+    assert "'qwen2.5-coder-0.5b'" in said and "killed by SIGKILL" in said, said
+    log = Path(re.search(r"kept at (\S+\.log)", said).group(1))
+    assert log.exists()
+    log.unlink()  # killed on purpose: the test leaves no log behind
+
+
 def test_moa_serve_process_streams_a_local_answer_and_leaves_nothing_behind(no_new_servers_left):
     import openai
 
