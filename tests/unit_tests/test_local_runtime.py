@@ -565,3 +565,75 @@ def test_a_server_llama_cpp_cannot_start_ends_in_one_line_not_a_traceback(
         "llama.cpp could not start the server (Failed to init server, please check the input "
         "params.): its reason is in the lines above."
     ], said
+
+
+def _machine(root, available_kb, cgroup_line, files):
+    """Lay out a /proc and /sys/fs/cgroup under `root` as a container shows them."""
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/meminfo").write_text(
+        f"MemTotal:       {2 * available_kb} kB\nMemAvailable:   {available_kb} kB\n"
+    )
+    (root / "proc/self/cgroup").write_text(cgroup_line + "\n")
+    for name, text in files.items():
+        (root / "sys/fs/cgroup" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "sys/fs/cgroup" / name).write_text(text)
+    return root
+
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("cgroup_line", "files"),
+    [
+        (  # cgroup v2: the limit and what the group holds, its file cache reclaimable
+            "0::/box",
+            {
+                "box/memory.max": f"{2 * GIB}\n",
+                "box/memory.current": f"{GIB + GIB // 2}\n",
+                "box/memory.stat": f"anon 1\nactive_file {GIB // 4}\ninactive_file {GIB // 4}\n",
+            },
+        ),
+        (  # a limit set on the parent group holds its children too
+            "0::/pod/box",
+            {
+                "pod/memory.max": f"{2 * GIB}\n",
+                "pod/memory.current": f"{GIB + GIB // 2}\n",
+                "pod/memory.stat": f"active_file {GIB // 2}\ninactive_file 0\n",
+                "pod/box/memory.max": "max\n",
+                "pod/box/memory.current": f"{GIB}\n",
+                "pod/box/memory.stat": "active_file 0\ninactive_file 0\n",
+            },
+        ),
+        (  # cgroup v1, as older Docker and Kubernetes nodes still run it
+            "4:memory:/docker/abc",
+            {
+                "memory/docker/abc/memory.limit_in_bytes": f"{2 * GIB}\n",
+                "memory/docker/abc/memory.usage_in_bytes": f"{GIB + GIB // 2}\n",
+                "memory/docker/abc/memory.stat": (
+                    f"cache 1\ntotal_active_file {GIB // 2}\ntotal_inactive_file 0\n"
+                ),
+            },
+        ),
+    ],
+)
+def test_the_memory_available_is_the_containers_not_the_hosts(tmp_path, cgroup_line, files):
+    # In a container /proc/meminfo shows the host's memory: a 2 GiB container on a 64 GiB
+    # host passed the check with 20 GiB "available", and the server's KV cache woke the
+    # container's out-of-memory killer instead of the one-sentence refusal.
+    from langgraph_moa.local import runtime
+
+    root = _machine(tmp_path, 20 * GIB // 1024, cgroup_line, files)
+    assert runtime.available_memory(root) == GIB  # 2 GiB - 1.5 GiB held + 0.5 GiB of cache
+
+
+def test_without_a_cgroup_limit_the_memory_available_is_the_machines(tmp_path):
+    from langgraph_moa.local import runtime
+
+    files = {"memory.max": "max\n", "memory.current": f"{GIB}\n", "memory.stat": ""}
+    root = _machine(tmp_path, 3 * GIB // 1024, "0::/", files)
+    assert runtime.available_memory(root) == 3 * GIB
+    (root / "proc/meminfo").unlink()  # not Linux, or no /proc: unknown, not checked
+    (root / "proc/self/cgroup").unlink()
+    assert runtime.available_memory(root) is None
+

@@ -312,16 +312,79 @@ def _require_llama_server() -> None:
         )
 
 
-def available_memory() -> int | None:
-    """Return the bytes of memory available now (Linux's MemAvailable), None if unknown."""
+def available_memory(root: Path = Path("/")) -> int | None:
+    """Return the bytes of memory a new server can take now, None if unknown (not Linux).
+
+    The machine's MemAvailable, or less where a control group limits this process: in a
+    container /proc/meminfo shows the host's memory, and a server that passed on the host's
+    figure woke the container's out-of-memory killer. `root` stands for ``/`` in tests.
+    """
+    known = [m for m in (_meminfo_available(root), _cgroup_available(root)) if m is not None]
+    return min(known) if known else None
+
+
+def _meminfo_available(root: Path) -> int | None:
+    """Linux's estimate of the memory available without swapping (page cache included)."""
     try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        for line in (root / "proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+_CGROUP_FILES = {
+    # version: (mount under /sys/fs/cgroup, limit, usage, reclaimable file cache in memory.stat)
+    2: ("", "memory.max", "memory.current", ("active_file", "inactive_file")),
+    1: (
+        "memory",
+        "memory.limit_in_bytes",
+        "memory.usage_in_bytes",
+        ("total_active_file", "total_inactive_file"),
+    ),
+}
+
+
+def _cgroup_available(root: Path) -> int | None:
+    """Room left under the tightest memory limit of this process's control groups.
+
+    A group's usage counts its file cache, which the kernel drops before it kills: that
+    part is room too. A limit on a parent group holds its children, so every group up to
+    the mount is read; a group the mount does not show (no cgroup namespace) is skipped.
+    """
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    rooms = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, group = rest.partition(":")
+        version = 2 if hierarchy == "0" and not controllers else 1
+        if version == 1 and "memory" not in controllers.split(","):
+            continue
+        mount, limit_name, usage_name, cache_names = _CGROUP_FILES[version]
+        folder = root / "sys/fs/cgroup" / mount / group.strip("/")
+        for level in [folder, *folder.parents]:
+            if len(level.parts) < len((root / "sys/fs/cgroup" / mount).parts):
+                break
+            if (room := _group_room(level, limit_name, usage_name, cache_names)) is not None:
+                rooms.append(room)
+    return min(rooms) if rooms else None
+
+
+def _group_room(folder: Path, limit_name: str, usage_name: str, cache: tuple) -> int | None:
+    """Limit minus usage plus reclaimable cache of one group; None without a limit."""
+    try:
+        limit = (folder / limit_name).read_text().strip()
+        if limit == "max" or int(limit) >= 2**60:  # v1 writes "no limit" as a huge number
+            return None
+        usage = int((folder / usage_name).read_text())
+        stat = dict(line.split()[:2] for line in (folder / "memory.stat").read_text().splitlines())
+        return int(limit) - usage + sum(int(stat.get(name, 0)) for name in cache)
+    except (OSError, ValueError):
+        return None
 
 
 def _check_memory(info: LocalModelInfo, slots: int, ctx_per_slot: int) -> None:
