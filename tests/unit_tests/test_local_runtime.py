@@ -521,7 +521,7 @@ def test_a_context_too_big_for_the_memory_is_refused_before_a_server_starts(
         stand_in(ALIVE)
     message = str(err.value)
     assert "'qwen2.5-coder-0.5b'" in message and "4 slots of 1048576 tokens" in message
-    assert "52.0 GB" in message and "25.8 GB" in message, message
+    assert "51.5 GB" in message and "25.8 GB" in message, message
     assert "--context-size" in message and "LANGGRAPH_MOA_SLOTS" in message
     assert "\n" not in message and logs(tmp_path) == []
     monkeypatch.delenv("LANGGRAPH_MOA_CONTEXT")  # the catalog's 4096 tokens fit
@@ -637,3 +637,14 @@ def test_without_a_cgroup_limit_the_memory_available_is_the_machines(tmp_path):
     (root / "proc/self/cgroup").unlink()
     assert runtime.available_memory(root) is None
 
+
+def test_the_model_weights_mapped_from_disk_do_not_count_against_the_memory(stand_in, monkeypatch):
+    # llama.cpp maps the model file (its pages are the file's, dropped and read again
+    # under pressure, and already counted as available while the file is cached): only
+    # the KV cache must be held. A machine with room for 4 slots' KV cache (201 MB) but
+    # not for it plus the 491 MB file was refused a server that runs.
+    from langgraph_moa.local import runtime
+
+    kv_cache = 4 * 4096 * runtime.lookup("qwen2.5-coder-0.5b").kv_bytes_per_token
+    monkeypatch.setattr(runtime, "available_memory", lambda: kv_cache + 50_000_000)
+    assert stand_in(ALIVE).alive()

@@ -395,17 +395,22 @@ def _check_memory(info: LocalModelInfo, slots: int, ctx_per_slot: int) -> None:
     cause out of sight; a size the kernel grants but the machine cannot hold is worse (the
     out-of-memory killer picks a process). Unknown sizes or memory are not checked.
 
+    Only the KV cache is counted: llama.cpp maps the model file, whose pages are the file's
+    (dropped and read again under pressure, never a cause for the killer, and already
+    counted as available while the file is cached); counting them refused servers that run.
+
     Raises:
-        LocalModelError: the model and its contexts need more than the memory available.
+        LocalModelError: the slots' contexts need more than the memory available.
     """
     available = available_memory()
     if not info.kv_bytes_per_token or available is None:
         return
-    needed = info.size + slots * ctx_per_slot * info.kv_bytes_per_token
+    needed = slots * ctx_per_slot * info.kv_bytes_per_token
     if needed > available:
         raise LocalModelError(
             f"Local model {info.name!r} with {slots} slots of {ctx_per_slot} tokens needs "
-            f"about {needed / 1e9:.1f} GB of memory, but {available / 1e9:.1f} GB is "
+            f"about {needed / 1e9:.1f} GB of memory for its KV cache, but "
+            f"{available / 1e9:.1f} GB is "
             "available: give it a smaller --context-size (LANGGRAPH_MOA_CONTEXT) or fewer "
             "slots (LANGGRAPH_MOA_SLOTS)."
         )
