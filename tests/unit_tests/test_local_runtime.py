@@ -1,6 +1,7 @@
 """The local runtime's bookkeeping, without starting a model server."""
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -648,3 +649,41 @@ def test_the_model_weights_mapped_from_disk_do_not_count_against_the_memory(stan
     kv_cache = 4 * 4096 * runtime.lookup("qwen2.5-coder-0.5b").kv_bytes_per_token
     monkeypatch.setattr(runtime, "available_memory", lambda: kv_cache + 50_000_000)
     assert stand_in(ALIVE).alive()
+
+
+HOLDS_60_MB = (
+    "import sys, time; held = b'x' * 60_000_000; print('loaded', flush=True); time.sleep(60)"
+)
+
+
+def test_servers_started_together_are_checked_against_what_the_others_will_take(
+    stand_in, monkeypatch, tmp_path
+):
+    # Each server was checked alone, against the memory free before the others started
+    # loading: three models of one run each "fit" and together woke the OOM killer. Room
+    # for the 1.5B model's KV cache (117 MB at 1 slot of 4096) but not for it and the 0.5B
+    # one's (50 MB) still to come is refused; once the 0.5B server holds its cache (the
+    # memory figure counts it then), the 1.5B server starts.
+    from langgraph_moa.errors import LocalModelError
+    from langgraph_moa.local import runtime
+
+    monkeypatch.setattr(runtime, "available_memory", lambda: 150_000_000)
+    local = LocalRuntime(threads=1, slots=1)
+    try:
+        stand_in.script["code"] = ALIVE  # spawned, its KV cache not allocated yet
+        loading = local.server("qwen2.5-coder-0.5b")
+        with pytest.raises(LocalModelError) as err:
+            local.server("qwen2.5-coder-1.5b")
+        message = str(err.value)
+        assert "'qwen2.5-coder-1.5b'" in message and "starting" in message, message
+        assert "\n" not in message
+        loading.stop()
+        stand_in.script["code"] = HOLDS_60_MB  # it has allocated its cache
+        loaded = local.server("qwen2.5-coder-0.5b")
+        deadline = time.monotonic() + 20
+        while "loaded" not in Path(loaded._log.name).read_text():
+            assert time.monotonic() < deadline and loaded.alive()
+            time.sleep(0.05)
+        assert local.server("qwen2.5-coder-1.5b").alive()
+    finally:
+        local.stop_all()

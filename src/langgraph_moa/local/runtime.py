@@ -114,8 +114,12 @@ class LocalServer:
         threads: int,
         slots: int = DEFAULT_SLOTS,
         port: int | None = None,
+        starting: int = 0,
     ) -> None:
         """Spawn the process; it loads the model in the background (see `wait_ready`).
+
+        `starting` is the memory that servers spawned with it will still take (see
+        `LocalRuntime.server`): the memory check counts it as taken.
 
         Raises:
             LocalModelError: llama.cpp's server (``xllamacpp``) is not installed: said here,
@@ -125,7 +129,7 @@ class LocalServer:
         self.info = info
         self.slots = slots
         ctx_per_slot = context_size(info)
-        _check_memory(info, slots, ctx_per_slot)
+        self.kv_cache = _check_memory(info, slots, ctx_per_slot, starting)
         self._settings = {
             "parent_pid": os.getpid(),
             "model_path": str(model_path(info)),
@@ -167,6 +171,26 @@ class LocalServer:
     def alive(self) -> bool:
         """Tell whether the process is still running."""
         return self.process.poll() is None
+
+    def memory_to_come(self) -> int:
+        """Return the bytes of KV cache this server has yet to allocate (0 if unknown).
+
+        llama.cpp allocates it as it loads the model, a second or more after the spawn:
+        until then the memory available does not show it. The process's anonymous memory
+        tells how much of it is held already.
+        """
+        if not self.alive():
+            return 0
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+            held = next(
+                int(line.split()[1]) * 1024
+                for line in status.splitlines()
+                if line.startswith("RssAnon:")
+            )
+        except (OSError, ValueError, IndexError, StopIteration):
+            return 0
+        return max(0, self.kv_cache - held)
 
     def last_words(self, lines: int = 12) -> str:
         """Return the tail of the server's log, for error messages."""
@@ -387,7 +411,7 @@ def _group_room(folder: Path, limit_name: str, usage_name: str, cache: tuple) ->
         return None
 
 
-def _check_memory(info: LocalModelInfo, slots: int, ctx_per_slot: int) -> None:
+def _check_memory(info: LocalModelInfo, slots: int, ctx_per_slot: int, starting: int) -> int:
     """Refuse, before a server starts, slots whose contexts cannot fit the memory.
 
     llama.cpp allocates every slot's KV cache up front: 4 slots of 1,048,576 tokens asked
@@ -399,21 +423,24 @@ def _check_memory(info: LocalModelInfo, slots: int, ctx_per_slot: int) -> None:
     (dropped and read again under pressure, never a cause for the killer, and already
     counted as available while the file is cached); counting them refused servers that run.
 
+    Servers spawned together (the models of one run) load at once: `starting` bytes of
+    theirs are not allocated yet and count as taken, so that all of them, not each alone,
+    must fit. Return the bytes of KV cache this server takes.
+
     Raises:
         LocalModelError: the slots' contexts need more than the memory available.
     """
-    available = available_memory()
-    if not info.kv_bytes_per_token or available is None:
-        return
     needed = slots * ctx_per_slot * info.kv_bytes_per_token
-    if needed > available:
-        raise LocalModelError(
-            f"Local model {info.name!r} with {slots} slots of {ctx_per_slot} tokens needs "
-            f"about {needed / 1e9:.1f} GB of memory for its KV cache, but "
-            f"{available / 1e9:.1f} GB is "
-            "available: give it a smaller --context-size (LANGGRAPH_MOA_CONTEXT) or fewer "
-            "slots (LANGGRAPH_MOA_SLOTS)."
-        )
+    available = available_memory()
+    if not needed or available is None or needed <= available - starting:
+        return needed
+    others = f" besides the {starting / 1e9:.1f} GB of the servers starting with it"
+    raise LocalModelError(
+        f"Local model {info.name!r} with {slots} slots of {ctx_per_slot} tokens needs "
+        f"about {needed / 1e9:.1f} GB of memory for its KV cache{others if starting else ''}, "
+        f"but {available / 1e9:.1f} GB is available: give it a smaller --context-size "
+        "(LANGGRAPH_MOA_CONTEXT) or fewer slots (LANGGRAPH_MOA_SLOTS)."
+    )
 
 
 def _port_was_taken(log: str) -> bool:
@@ -454,7 +481,10 @@ class LocalRuntime:
                 if server is not None:
                     server.stop()
                     server.replaced()
-                server = LocalServer(info, threads=self.threads, slots=self.slots)
+                starting = sum(s.memory_to_come() for s in self._servers.values())
+                server = LocalServer(
+                    info, threads=self.threads, slots=self.slots, starting=starting
+                )
                 self._servers[name] = server
             return server
 
