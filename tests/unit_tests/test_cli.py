@@ -1095,3 +1095,26 @@ def test_a_local_runtime_warning_reaches_the_commands_stderr(monkeypatch, capsys
     err = capsys.readouterr().err
     assert err.count("warning: the server for 'm' died") == 2, err
     assert err.count("died") == 2, err
+
+
+def test_the_commands_warning_handler_goes_when_the_command_ends(monkeypatch, capsys):
+    # main() left its handler on the runtime's logger: a program (or test) that ran a
+    # command in-process and then used the library had the runtime's warnings printed by
+    # the command's console, as "warning:" lines, instead of through its own logging.
+    import logging
+
+    logger = logging.getLogger("langgraph_moa.local")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(cli, "app", lambda standalone_mode: 0)
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(cli.sys, "argv", ["moa", "models"])
+    cli.main()
+    assert logger.handlers == []
+
+    def fails(standalone_mode):
+        raise MoAConfigError("bad")
+
+    monkeypatch.setattr(cli, "app", fails)
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert logger.handlers == []

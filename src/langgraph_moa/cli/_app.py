@@ -22,7 +22,7 @@ from langgraph_moa.cli._chat import chat
 from langgraph_moa.cli._config import DEFAULT_PRESET, build_config
 from langgraph_moa.cli._eval import evaluate
 from langgraph_moa.cli._langsmith import check_langsmith
-from langgraph_moa.cli._local import interrupted_line, show_runtime_warnings
+from langgraph_moa.cli._local import interrupted_line, runtime_warnings_shown
 from langgraph_moa.cli._models import models
 from langgraph_moa.cli._output import message_of, out
 from langgraph_moa.cli._run import run
@@ -118,7 +118,12 @@ def _on_interrupt(signum: int, frame: Any) -> None:
 def main() -> None:
     """Entry point: run the app, turning known failures into one clear line."""
     signal.signal(signal.SIGINT, _on_interrupt)
-    show_runtime_warnings()
+    with runtime_warnings_shown():
+        _main()
+
+
+def _main() -> None:
+    """Run the app (see `main`)."""
     if len(sys.argv) > 1 and sys.argv[1] in MODEL_COMMANDS and "--help" not in sys.argv:
         check_langsmith()
     from langgraph_moa.errors import LocalModelError

@@ -12,7 +12,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,25 @@ class _RuntimeWarnings(logging.Handler):
         out.warn(record.getMessage())
 
 
-def show_runtime_warnings() -> None:
+@contextmanager
+def runtime_warnings_shown() -> Iterator[None]:
     """Show what the local runtime warns about (a dead server replaced, its kept log).
 
     The runtime says it through `logging`, which nobody configures in the `moa` command:
-    its lines went to Python's last-resort handler, bare, through the live view. Idempotent.
+    its lines went to Python's last-resort handler, bare, through the live view. The
+    handler goes when the command ends, so that a program which ran a command in-process
+    gets the runtime's warnings through its own logging again. Nesting adds no second one.
     """
     logger = logging.getLogger("langgraph_moa.local")
-    if not any(isinstance(handler, _RuntimeWarnings) for handler in logger.handlers):
-        logger.addHandler(_RuntimeWarnings(logging.WARNING))
+    if any(isinstance(handler, _RuntimeWarnings) for handler in logger.handlers):
+        yield
+        return
+    handler = _RuntimeWarnings(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def prepare(names: list[str]) -> None:

@@ -50,7 +50,7 @@ READY_TIMEOUT_S = 120.0
 
 logger = logging.getLogger(__name__)
 """Says what the user should know and no call raises: a dead server replaced (the `moa`
-command shows these lines as warnings, see `cli._local.show_runtime_warnings`)."""
+command shows these lines as warnings, see `cli._local.runtime_warnings_shown`)."""
 
 DEFAULT_SLOTS = 4
 """Parallel slots per model server; see `default_slots`."""
