@@ -436,7 +436,8 @@ def _check_memory(info: LocalModelInfo, slots: int, ctx_per_slot: int, starting:
         return needed
     others = f" besides the {starting / 1e9:.1f} GB of the servers starting with it"
     raise LocalModelError(
-        f"Local model {info.name!r} with {slots} slots of {ctx_per_slot} tokens needs "
+        f"Local model {info.name!r} with {slots} slot{'s' if slots != 1 else ''} of "
+        f"{ctx_per_slot} tokens needs "
         f"about {needed / 1e9:.1f} GB of memory for its KV cache{others if starting else ''}, "
         f"but {available / 1e9:.1f} GB is available: give it a smaller --context-size "
         "(LANGGRAPH_MOA_CONTEXT) or fewer slots (LANGGRAPH_MOA_SLOTS)."
