@@ -1,6 +1,12 @@
 """Streaming: the final answer token by token, tagged; progress as custom events."""
 
+import threading
+from typing import Any
+
 import pytest
+from langchain_core.messages import AIMessageChunk
+from langchain_core.outputs import ChatGenerationChunk
+from pydantic import Field
 
 from langgraph_moa import (
     MoAConfig,
@@ -250,3 +256,54 @@ async def test_moa_serves_progress_stream_tells_a_same_id_retry_apart():
             text, _ = chunks.take(event, events.source)
             sent.append(text or "")
     assert "".join(sent) == "W10 W11"
+
+
+class _AbandonedSyncStreamer(FakeChat):
+    """A sync model without a timeout of its own: its first call writes two words, hangs
+    past the call's timeout (the node abandons its thread), then writes two more once the
+    test saw the attempt discarded. The retry writes only after those late words."""
+
+    go: Any = Field(default_factory=threading.Event)
+    late_done: Any = Field(default_factory=threading.Event)
+
+    def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):
+        n = next(self.counter)
+        words = ["A1w0", " A1w1", "|", " A1w2", " A1w3"] if n == 1 else ["A2w0", " A2w1"]
+        if n > 1:
+            self.late_done.wait(5)
+        for word in words:
+            if word == "|":
+                self.go.wait(5)
+                continue
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=word))
+            if run_manager:
+                run_manager.on_llm_new_token(word, chunk=chunk)
+            yield chunk
+        if n == 1:
+            self.late_done.set()
+
+
+def test_an_abandoned_sync_attempts_late_tokens_do_not_follow_its_discarded_marker():
+    # A sync run gives up on a model without a timeout of its own by leaving its thread
+    # running. That thread went on streaming moa:final tokens after the `discarded` event,
+    # between the retry's ("A2w0 A1w2 A2w1 A1w3"): README's recipe showed them as the answer.
+    agg = _AbandonedSyncStreamer(label="AGG")
+    retry = RetrySettings(max_attempts=2, initial_interval=0.0, jitter=False)
+    config = MoAConfig(
+        proposers=[FakeChat(label="A")], aggregator=agg, retry=retry, call_timeout_s=0.3
+    )
+    after: list[str] = []
+    discarded = 0
+    try:
+        modes = ["messages", "custom"]
+        for mode, chunk in create_moa_graph(config).stream(QUESTION, stream_mode=modes):
+            if mode == "custom" and chunk["event"] == "discarded":
+                discarded += 1
+                agg.go.set()  # the abandoned thread writes its late words now
+            elif mode == "messages" and final_answer_only(chunk[1]) and discarded:
+                after.append(chunk[0].text)
+    finally:
+        agg.go.set()
+        agg.late_done.set()
+    assert discarded == 1
+    assert "".join(after) == "A2w0 A2w1"

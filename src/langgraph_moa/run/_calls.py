@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import threading
 import time
-from collections.abc import Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.callbacks.manager import dispatch_custom_event
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import var_child_runnable_config
+from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from langgraph.config import get_config, get_stream_writer
 
 from langgraph_moa._redact import describe_error
@@ -257,9 +261,11 @@ def call_model(
             raise explained from exc
     outcome: dict[str, Any] = {}
     done = threading.Event()
+    cut = _StreamCut()
 
     def run() -> None:
         try:
+            cut.install()
             outcome["result"] = invoke_direct(model, messages, config)
         except BaseException as exc:  # handed to the node's thread below
             outcome["error"] = exc
@@ -271,8 +277,12 @@ def call_model(
     context = contextvars.copy_context()
     threading.Thread(target=context.run, args=(run,), daemon=True, name=f"moa {label}").start()
     started = time.monotonic()
-    while not done.wait(_next_check_s(started, timeout, stop)):
-        _check_limits(label, started, timeout, stop)
+    try:
+        while not done.wait(_next_check_s(started, timeout, stop)):
+            _check_limits(label, started, timeout, stop)
+    except BaseException:
+        cut.close()  # before the node says `discarded`: nothing of this call follows it
+        raise
     if "error" in outcome:
         error = outcome["error"]
         explained = (
@@ -281,6 +291,55 @@ def call_model(
         raise explained from (error if explained is not error else None)
     result: BaseMessage = outcome["result"]
     return result
+
+
+class _StreamCut:
+    """Ends the token stream of a call whose thread the node abandons (see `call_model`).
+
+    The abandoned thread goes on writing, and its tokens reached the run's streams after
+    the node had given the call up (an answer's: after its ``discarded`` event, between the
+    retry's tokens). In the call's thread, `install` gives the run's streaming handlers
+    (LangGraph's ``messages`` stream, ``astream_events``) to the model through copies
+    that pass nothing once `close` was called. Other handlers (tracing) see the call whole.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def close(self) -> None:
+        with self._lock:  # a token being passed on when the call is given up goes first
+            self.closed = True
+
+    def install(self) -> None:
+        """Run this thread's model call with the run's streaming handlers cut by `close`."""
+        parent = var_child_runnable_config.get()
+        manager = parent.get("callbacks") if parent is not None else None
+        if parent is None or not isinstance(manager, BaseCallbackManager):
+            return
+        if not any(isinstance(h, _StreamingCallbackHandler) for h in manager.handlers):
+            return
+        cut = manager.copy()
+        cut.handlers = [self._gated(h) for h in manager.handlers]
+        cut.inheritable_handlers = [self._gated(h) for h in manager.inheritable_handlers]
+        mine: RunnableConfig = {**parent, "callbacks": cut}
+        var_child_runnable_config.set(mine)  # this thread's context only (`call_model`)
+
+    def _gated(self, handler: BaseCallbackHandler) -> BaseCallbackHandler:
+        """Return a copy of a streaming `handler` (its state shared) that `close` silences."""
+        if not isinstance(handler, _StreamingCallbackHandler):
+            return handler
+        gated = copy.copy(handler)
+        for name in ("on_llm_new_token", "on_llm_end"):
+            setattr(gated, name, self._passing(getattr(handler, name)))
+        return gated
+
+    def _passing(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def passing(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return None if self.closed else method(*args, **kwargs)
+
+        return passing
 
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
