@@ -307,3 +307,48 @@ def test_an_abandoned_sync_attempts_late_tokens_do_not_follow_its_discarded_mark
         agg.late_done.set()
     assert discarded == 1
     assert "".join(after) == "A2w0 A2w1"
+
+
+class _CustomSpy:
+    """A graph whose runs keep what they wrote to ``stream_mode="custom"``."""
+
+    def __init__(self, graph):
+        self.graph, self.custom = graph, []
+
+    def stream(self, *args, **kwargs):
+        for mode, part in self.graph.stream(*args, **kwargs):
+            self.custom += [part] if mode == "custom" else []
+            yield mode, part
+
+    async def astream(self, *args, **kwargs):
+        async for mode, part in self.graph.astream(*args, **kwargs):
+            self.custom += [part] if mode == "custom" else []
+            yield mode, part
+
+
+async def test_an_answer_stream_without_progress_reads_only_discarded_events():
+    # AnswerStream reads the custom stream for `discarded` alone when nobody takes progress
+    # (the chat model, moa run without a view), yet every call's started and finished went
+    # through it too: work on every model call that nothing read.
+    from langgraph_moa import AnswerStream
+
+    spy = _CustomSpy(create_moa_graph(_retried_once()))
+    pieces: list[str] = []
+    stream = AnswerStream(spy, {"messages": [("user", "q")]}, on_restart=pieces.clear)
+    async for piece in stream:
+        pieces.append(piece)
+    assert "".join(pieces) == "AGG0 AGG1 AGG2 AGG3"
+    assert [e["event"] for e in spy.custom] == ["discarded"]
+    plain = _CustomSpy(
+        create_moa_graph(
+            MoAConfig(proposers=[FakeChat(label="A")], aggregator=FakeChat(label="AGG"))
+        )
+    )
+    assert "".join(AnswerStream(plain, QUESTION)) == "AGG #1" and plain.custom == []
+    progress: list[dict] = []
+    graph = create_moa_graph(_retried_once())
+    watched = AnswerStream(graph, {"messages": [("user", "q")]}, on_progress=progress.append)
+    with pytest.raises(StreamBrokenError):  # the break still comes: `discarded` was read
+        async for _ in watched:
+            pass
+    assert [e["event"] for e in progress][:2] == ["started", "finished"]  # a listener gets all

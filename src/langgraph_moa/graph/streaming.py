@@ -37,7 +37,7 @@ from langchain_core.runnables import RunnableConfig
 
 from langgraph_moa.errors import StreamBrokenError
 from langgraph_moa.run._answer import answer_part, final_answer_only
-from langgraph_moa.run._calls import DISCARDED, WATCH
+from langgraph_moa.run._calls import DISCARDED, DISCARDS_ONLY, WATCH
 from langgraph_moa.run._inputs import forces_call
 
 _T = TypeVar("_T")
@@ -122,7 +122,8 @@ class AnswerStream:
         Args:
             graph: A compiled MoA graph.
             run_input: The graph's input, e.g. ``{"messages": [...]}``.
-            config: The run's config (callbacks, tags), passed to the graph unchanged.
+            config: The run's config (callbacks, tags), passed to the graph (plus the
+                package's own ``configurable`` keys: `WATCH`, `DISCARDS_ONLY`).
             context: The run's context (a `MoAContext`, a dict or None).
             on_progress: Called with each progress event; progress events are only streamed
                 when it is given.
@@ -136,7 +137,11 @@ class AnswerStream:
         """
         self.graph = graph
         self.run_input = run_input
-        self.config = _watched(config) if watch and on_progress is not None else config
+        self.config: RunnableConfig | None
+        if on_progress is None:  # the custom stream is read for `discarded` alone
+            self.config = _configured(config, DISCARDS_ONLY)
+        else:
+            self.config = _configured(config, WATCH) if watch else config
         self.context = context
         self.on_progress = on_progress
         self.final: dict[str, Any] = {}
@@ -224,10 +229,14 @@ CALL_FIELDS = ("role", "layer", "proposer", "sample")
 """The fields that name one call in every call event (see `CallId`)."""
 
 
-def _watched(config: RunnableConfig | None) -> RunnableConfig:
-    """Return `config` asking every call to stream its tokens (see `run._calls.watching`)."""
+def _configured(config: RunnableConfig | None, key: str) -> RunnableConfig:
+    """Return `config` with ``configurable[key]`` set.
+
+    `WATCH` asks every call to stream its tokens (see `run._calls.watching`);
+    `DISCARDS_ONLY`, the custom stream to carry only ``discarded`` (see `run._calls.emit`).
+    """
     base: dict[str, Any] = dict(config or {})
-    base["configurable"] = {**(base.get("configurable") or {}), WATCH: True}
+    base["configurable"] = {**(base.get("configurable") or {}), key: True}
     return base  # type: ignore[return-value]
 
 
@@ -303,7 +312,7 @@ class RunEvents:
         """Prepare a watched run of `graph` on `run_input`; nothing runs until iteration."""
         self.graph = graph
         self.run_input = run_input
-        self.config = _watched(config)
+        self.config = _configured(config, WATCH)
         self.context = context
         self.final: dict[str, Any] = {}
         self.source: tuple[str | None, int] = (None, 0)

@@ -24,7 +24,9 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
-from langgraph.config import get_config, get_stream_writer
+from langgraph._internal._constants import CONFIG_KEY_RUNTIME
+from langgraph.config import get_config
+from langgraph.constants import CONF
 
 from langgraph_moa._redact import describe_error
 from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
@@ -101,8 +103,17 @@ def with_trace(
 
 
 def emit(event: str, **fields: Any) -> None:
-    """Send a progress event to ``stream_mode="custom"`` (a no-op when nobody listens)."""
-    get_stream_writer()({"type": "moa", "event": event, **fields})
+    """Send a progress event to ``stream_mode="custom"`` (a no-op when nobody listens).
+
+    A run whose reader wants only ``discarded`` (`DISCARDS_ONLY`: `AnswerStream` without
+    progress) sends nothing else: every call's started and finished went through LangGraph's
+    stream unread. The writer is looked up as `get_stream_writer` does, so telling costs a
+    plain run no more function calls than before.
+    """
+    configurable = get_config()[CONF]
+    if event != DISCARDED and configurable.get(DISCARDS_ONLY):
+        return
+    configurable[CONFIG_KEY_RUNTIME].stream_writer({"type": "moa", "event": event, **fields})
 
 
 def record_answer(
@@ -178,6 +189,10 @@ def discard_answer(call: CallId, error: BaseException, keep: int = 0) -> None:
 DISCARDED = "discarded"
 """The event of `discard_answer`. The package's own readers (`AnswerStream`, `RunEvents`)
 keep the answer to one attempt themselves (`OneAttempt`) and do not pass it on."""
+
+
+DISCARDS_ONLY = "moa_discards_only"
+"""``configurable`` key of a run whose custom stream carries only ``discarded`` (`emit`)."""
 
 
 WATCH = "moa_watch"
