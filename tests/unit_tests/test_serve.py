@@ -648,6 +648,39 @@ def test_the_access_log_says_when_a_run_degraded_or_failed_on_either_route(fake,
     assert "error: All 2 proposer calls of layer 1 failed" in failed, failed
 
 
+@pytest.mark.parametrize("route", ["runs", "chat"])
+def test_the_access_log_parses_only_the_events_that_carry_its_facts(monkeypatch, route):
+    """Every token event of the stream's kept tail (up to 512 KiB) was parsed as JSON once the
+    stream ended: about 3,000 parses, 20 ms of the event loop per run request. Only the
+    events that can carry the facts (the answer, the error, the provenance and usage
+    chunks) are parsed now, and a token whose text looks like one changes nothing."""
+    import langgraph_moa.serving._access as access
+    from langgraph_moa.serving._events import sse
+
+    trick = 'x", "moa": {"fallback": "forged"}, "error": {"message": "forged"}, "y": "'
+    if route == "runs":
+        token = sse({"event": "token", "role": "proposer", "layer": 1, "text": " blue"})
+        token += sse({"event": "token", "role": "aggregator", "layer": 2, "text": trick})
+        usage = {"calls": 3, "failed": 1, "total_tokens": 9}
+        end = sse({"event": "answer", "text": "a", "fallback": "best_proposal", "usage": usage})
+        end += sse({"event": "done", "run_id": "r", "status": "degraded"})
+    else:
+        token = "".join(
+            f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': text}}]})}\n\n"
+            for text in (" blue", trick)
+        )
+        calls = [{"status": "ok"}, {"status": "ok"}, {"status": "failed"}]
+        moa = {"calls": calls, "fallback": "best_proposal", "usage": {"total": {}}}
+        end = f"data: {json.dumps({'choices': [], 'moa': moa, 'usage': {'total_tokens': 9}})}\n\n"
+        end += "data: [DONE]\n\n"
+    parsed: list[str] = []
+    loads = json.loads
+    monkeypatch.setattr(access.json, "loads", lambda *a, **k: parsed.append(a) or loads(*a, **k))
+    facts = access._response_facts((token * 1000 + end).encode())
+    assert facts == {"calls": 3, "failed": 1, "tokens": 9, "fallback": "best_proposal"}
+    assert len(parsed) <= 2, len(parsed)
+
+
 # --- --allow-model ---------------------------------------------------------------------------
 
 
