@@ -681,6 +681,65 @@ def test_the_access_log_parses_only_the_events_that_carry_its_facts(monkeypatch,
     assert len(parsed) <= 2, len(parsed)
 
 
+@pytest.mark.parametrize("route", ["runs", "chat"])
+@pytest.mark.parametrize("pieces", [1, 7])
+def test_the_access_log_reads_an_answer_larger_than_the_tail_it_keeps(route, pieces):
+    """An answer with logprobs (740 KB here) was cut at its head when the kept tail was
+    trimmed to its last 256 KiB: a degraded run was logged as a plain 200. The event that
+    carries the facts is kept whole, in one ASGI message or split across several."""
+    import asyncio
+
+    from langgraph_moa.serving._access import AccessLog
+    from langgraph_moa.serving._events import sse
+
+    logprobs = [{"token": "a", "logprob": -0.1, "top_logprobs": [{"token": "b"}] * 20}] * 2000
+    calls = [{"status": "ok"}, {"status": "ok"}, {"status": "failed"}]
+    if route == "runs":
+        usage = {"calls": 3, "failed": 1}
+        token = sse({"event": "token", "role": "proposer", "layer": 1, "text": " blue"})
+        answer = sse({"event": "answer", "fallback": "best_proposal", "usage": usage})
+        answer = answer[:-3] + f', "logprobs": {json.dumps(logprobs)}}}\n\n'
+        end = sse({"event": "done", "run_id": "r", "status": "degraded"})
+    else:
+        token = f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': 'x'}}]})}\n\n"
+        choice = {"index": 0, "delta": {}, "logprobs": logprobs}
+        moa = {"calls": calls, "fallback": "best_proposal"}
+        answer = f"data: {json.dumps({'choices': [choice], 'moa': moa})}\n\n"
+        end = "data: [DONE]\n\n"
+    size = len(answer) // pieces + 1
+    sent = [token * 600, *(answer[i : i + size] for i in range(0, len(answer), size)), end]
+    assert len(answer) > 700_000
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in sent:
+            await send({"type": "http.response.body", "body": part.encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def drop(message):
+        pass
+
+    async def nothing():
+        return {"type": "http.request", "body": b"{}"}
+
+    lines: list[str] = []
+    scope = {"type": "http", "method": "POST", "path": "/v1/moa/runs", "headers": []}
+    asyncio.run(AccessLog(app, [], lines.append)(scope, nothing, drop))
+    assert "3 calls, 1 failed" in lines[0] and "fallback: best_proposal" in lines[0], lines
+
+
+def test_the_access_log_still_keeps_only_a_tail_of_what_carries_no_facts():
+    """Keeping an answer whole must not keep a long stream of tokens or a large body whole."""
+    from langgraph_moa.serving._access import _KEEP, _cut
+    from langgraph_moa.serving._events import sse
+
+    tokens = sse({"event": "token", "text": " blue"}) * 20_000
+    chunks = f"data: {json.dumps({'choices': [{'delta': {'content': 'x'}}]})}\n\n" * 20_000
+    for body in (tokens, chunks, json.dumps({"data": ["x"] * 200_000}), "x" * 700_000):
+        kept = bytearray(body.encode())
+        assert _cut(kept) == len(kept) - _KEEP, body[:40]
+
+
 # --- --allow-model ---------------------------------------------------------------------------
 
 

@@ -63,7 +63,7 @@ class AccessLog:
                 body = seen["response"]
                 body += message.get("body", b"")
                 if len(body) > 2 * _KEEP:
-                    del body[: len(body) - _KEEP]
+                    del body[: _cut(body)]
             await send(message)
 
         try:
@@ -176,6 +176,29 @@ _FACT_EVENTS = ("answer", "error")
 _FACT_KEYS = ('"moa":', '"usage":', '"error":')
 """The keys of an OpenAI chunk that carry them. In a token's text their quotes are escaped
 (JSON), so a text that spells one out is never taken for one."""
+
+
+def _cut(body: bytearray) -> int:
+    """Return how much of a response's kept bytes to drop: all but the last `_KEEP`.
+
+    Except the head of the event that the cut falls in, if that event carries the log's
+    facts: an answer with logprobs is larger than `_KEEP`, and cut at its head it was no
+    longer JSON, so a degraded run was logged as a plain 200. That event is kept whole (the
+    app held it whole too), and so is an OpenAI chunk still arriving (its ``moa`` comes
+    last); any other event, or a body that is no stream, is cut as before.
+    """
+    cut = len(body) - _KEEP
+    found = body.rfind(b"\n\n", 0, cut)
+    start = found + 2 if found >= 0 else 0
+    if body.startswith(tuple(f"event: {name}\n".encode() for name in _FACT_EVENTS), start):
+        return start
+    if body.startswith(b"data: {", start):
+        end = body.find(b"\n\n", start)
+        if end < 0:  # still arriving: its keys may be in its last part (a chunk's "moa")
+            return start
+        if any(body.find(key.encode(), start, end) >= 0 for key in _FACT_KEYS):
+            return start
+    return cut
 
 
 def _fact_lines(text: str) -> list[str]:
