@@ -728,6 +728,34 @@ def test_the_access_log_reads_an_answer_larger_than_the_tail_it_keeps(route, pie
     assert "3 calls, 1 failed" in lines[0] and "fallback: best_proposal" in lines[0], lines
 
 
+@pytest.mark.parametrize("leaves", [True, False])
+def test_the_access_log_says_when_the_client_left_before_the_answer(leaves):
+    """A client that closed a stream mid-run (its run cancelled, kept as `cancelled`) was
+    logged as `200 · m · 0.30s`, a run that answered to the eye. The line now says so; a
+    client that leaves once the response is whole is not said to have left."""
+    import asyncio
+
+    from langgraph_moa.serving._access import AccessLog
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"event: run\n\n", "more_body": True})
+        if not leaves:
+            await send({"type": "http.response.body", "body": b""})
+        await receive()  # a streaming response watches for the client's disconnect
+
+    async def drop(message):
+        pass
+
+    async def disconnect():
+        return {"type": "http.disconnect"}
+
+    lines: list[str] = []
+    scope = {"type": "http", "method": "POST", "path": "/v1/moa/runs", "headers": []}
+    asyncio.run(AccessLog(app, [], lines.append)(scope, disconnect, drop))
+    assert ("client left" in lines[0]) is leaves, lines
+
+
 def test_the_access_log_still_keeps_only_a_tail_of_what_carries_no_facts():
     """Keeping an answer whole must not keep a long stream of tokens or a large body whole."""
     from langgraph_moa.serving._access import _KEEP, _cut

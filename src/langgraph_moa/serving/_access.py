@@ -4,7 +4,8 @@ An operator watching the terminal must see that requests arrive and what they co
 a failure when it happens rather than learn of it from a client. This ASGI wrapper sits
 outside the app: it reads the request's ``model`` from the body as it passes, and the status,
 usage, call counts, fallback and error message from the response as it passes (the last
-event of a stream carries the same provenance), then writes one line. It also answers
+event of a stream carries the same provenance), and whether the client left before the
+response's end (its run was cancelled), then writes one line. It also answers
 ``GET /health`` so a supervisor or load balancer can check the server without a model call:
 always 200 with the status, and the served models only to a client that sends the server's
 key (or when it has none) and passes the Host and Origin rules, since ``/v1/models`` refuses
@@ -48,18 +49,27 @@ class AccessLog:
             await self._health(scope, send)
             return
         started = time.perf_counter()
-        seen: dict[str, Any] = {"status": 0, "request": bytearray(), "response": bytearray()}
+        seen: dict[str, Any] = {
+            "status": 0,
+            "request": bytearray(),
+            "response": bytearray(),
+            "whole": False,  # the response's last body message went out
+            "left": False,  # the client disconnected before that
+        }
 
         async def tap_receive() -> Any:
             message = await receive()
             if message["type"] == "http.request" and len(seen["request"]) < _KEEP:
                 seen["request"] += message.get("body", b"")[: _KEEP - len(seen["request"])]
+            elif message["type"] == "http.disconnect" and not seen["whole"]:
+                seen["left"] = True  # before the response's end: its run was cancelled
             return message
 
         async def tap_send(message: Any) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
             elif message["type"] == "http.response.body":
+                seen["whole"] = not message.get("more_body", False)
                 body = seen["response"]
                 body += message.get("body", b"")
                 if len(body) > 2 * _KEEP:
@@ -109,6 +119,8 @@ class AccessLog:
         error = crash or facts.get("error")
         if error:
             parts.append("error: " + _printable(str(error))[:300])
+        elif seen.get("left"):
+            parts.append("client left")  # a 200 that never answered: the run was cancelled
         parts.append(f"{seconds:.2f}s")
         return " · ".join(parts)
 
