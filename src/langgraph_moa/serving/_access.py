@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 _KEEP = 256 * 1024
-"""Bytes of a response kept for the log line: a stream's tail, a JSON body's start."""
+"""Bytes of a response kept for the log line, at least: its tail (`_cut` keeps more only for
+the event that carries the facts); a body up to twice this is kept whole."""
 
 
 class AccessLog:
