@@ -481,6 +481,36 @@ def test_a_server_that_died_between_calls_is_replaced_saying_so_once(
         runtime.stop_all()
 
 
+def test_a_dead_server_whose_replacement_cannot_start_is_named_once(
+    stand_in, tmp_path, caplog, monkeypatch
+):
+    # The dead server stayed in the runtime when its replacement failed to start (the memory
+    # check, a missing package): every later call warned again about the same dead server.
+    import logging
+
+    from langgraph_moa.errors import LocalModelError
+    from langgraph_moa.local import runtime as runtime_module
+
+    dead = stand_in(CRASHES)
+    dead.process.wait()
+    runtime = LocalRuntime(threads=1, slots=1)
+    runtime._servers["qwen2.5-coder-0.5b"] = dead
+
+    def no_room():
+        raise LocalModelError("no room for its KV cache")
+
+    monkeypatch.setattr(runtime_module, "_require_llama_server", no_room)
+    try:
+        with caplog.at_level(logging.WARNING, logger="langgraph_moa.local"):
+            for _ in range(2):
+                with pytest.raises(LocalModelError, match="no room"):
+                    runtime.server("qwen2.5-coder-0.5b")
+        assert [r.getMessage().count(dead._log.name) for r in caplog.records] == [1]
+        assert runtime.running() == []
+    finally:
+        runtime.stop_all()
+
+
 def test_without_the_llama_cpp_server_package_the_error_says_how_to_install_it(
     monkeypatch, tmp_path
 ):

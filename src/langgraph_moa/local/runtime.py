@@ -480,6 +480,9 @@ class LocalRuntime:
             server = self._servers.get(name)
             if server is None or not server.alive():
                 if server is not None:
+                    # Dropped before the new one starts: if that fails, the next call starts
+                    # afresh instead of naming this dead one again.
+                    del self._servers[name]
                     server.stop()
                     server.replaced()
                 starting = sum(s.memory_to_come() for s in self._servers.values())
