@@ -5,6 +5,7 @@ import pytest
 from langgraph_moa import (
     MoAConfig,
     MoAConfigError,
+    ProposerConfig,
     SelfMoASeqConfig,
     create_moa_graph,
     list_presets,
@@ -297,6 +298,11 @@ def test_self_moa_seq_goes_on_past_a_window_whose_samples_all_failed(fake, log):
     assert [(c["layer"], c["sample"]) for c in failed] == [(2, 3), (2, 4)]
 
 
+def _drawing(*samples: int) -> list[ProposerConfig]:
+    """A layer's proposers, drawing `samples` each."""
+    return [ProposerConfig(model="openai:gpt-4o-mini", samples=n) for n in samples]
+
+
 def test_a_seed_that_means_random_or_sits_at_the_top_of_its_range_stays_valid():
     """-1 is llama.cpp's "a random seed": kept as it is for every proposal.
     A seed at the top of a 64-bit integer's range is moved down, not past it."""
@@ -305,7 +311,9 @@ def test_a_seed_that_means_random_or_sits_at_the_top_of_its_range_stays_valid():
     top = 2**63 - 1
     seeds = {
         seed: [
-            proposal_options({"call_kwargs": {"seed": seed}}, [3], 0, s)["call_kwargs"]["seed"]
+            proposal_options({"call_kwargs": {"seed": seed}}, _drawing(3), 0, s)["call_kwargs"][
+                "seed"
+            ]
             for s in range(3)
         ]
         for seed in (-1, 0, top)
@@ -325,7 +333,7 @@ def test_a_negative_seed_other_than_minus_one_is_a_fixed_seed_and_gives_distinct
     def seeds(seed: int) -> list[int]:
         options = {"call_kwargs": {"seed": seed}}
         return [
-            proposal_options(options, [2, 2], i, s)["call_kwargs"]["seed"]
+            proposal_options(options, _drawing(2, 2), i, s)["call_kwargs"]["seed"]
             for i, s in [(0, 0), (0, 1), (1, 0), (1, 1)]
         ]
 

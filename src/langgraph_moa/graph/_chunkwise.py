@@ -198,7 +198,7 @@ class _Chunkwise:
         chat = self.nodes.models.get(
             p.model, with_call_timeout(self.cfg.call_timeout_s, p.model, p.call_params())
         )
-        options = proposal_options(self.options, [q.samples for q in self.cfg.proposers], i, s)
+        options = proposal_options(self.options, self.cfg.proposers, i, s)
         model = bind_options(chat, options, p.label).with_config(
             run_name=f"layer {self.layer} / proposer {i + 1} / {p.label} (streamed)",
             tags=[TAG_PROPOSER, NOSTREAM],

@@ -240,8 +240,9 @@ class MoANodes:
         if p.samples > 1:
             parts.append(f"sample {call.sample + 1}")
         watched = watching()
-        samples = [q.samples for q in cfg.proposers]
-        options = proposal_options(task.get("options") or {}, samples, call.proposer, call.sample)
+        options = proposal_options(
+            task.get("options") or {}, cfg.proposers, call.proposer, call.sample
+        )
         picks = cfg.rules.returns_proposal()  # then proposals get `stop`
 
         def request() -> _Request:

@@ -227,7 +227,7 @@ def _ready(info: LocalModelInfo, chunks: list[Path], folder: Path) -> Path | Non
 
     Reading is all it takes: a cache prepared once and then read-only is served as it is.
     """
-    target = chunks[0] if len(chunks) == 1 else folder / f"{info.name}.gguf"
+    target = _target(info, chunks, folder)
     stamp_file = folder / f"{info.name}.verified"
     try:
         if target.is_file() and stamp_file.read_text() == _stamp_for([target]):
@@ -235,6 +235,11 @@ def _ready(info: LocalModelInfo, chunks: list[Path], folder: Path) -> Path | Non
     except OSError:
         pass
     return None
+
+
+def _target(info: LocalModelInfo, chunks: list[Path], folder: Path) -> Path:
+    """Return the file llama.cpp loads: the package's own, or the copy made from its chunks."""
+    return chunks[0] if len(chunks) == 1 else folder / f"{info.name}.gguf"
 
 
 def cache_dir() -> Path:
@@ -263,7 +268,7 @@ def _cache_trouble(folder: Path, exc: OSError) -> str:
 
 
 @contextmanager
-def _only_one_preparing(info: LocalModelInfo) -> Iterator[None]:
+def _only_one_preparing(info: LocalModelInfo, folder: Path) -> Iterator[None]:
     """Let one process (or thread) at a time assemble and verify `info`, the others wait.
 
     Two first uses at once (two `moa run`, parallel evaluations) wrote the same ".partial"
@@ -271,7 +276,7 @@ def _only_one_preparing(info: LocalModelInfo) -> Iterator[None]:
     The lock is the OS's (released when its holder exits, even killed); without ``fcntl``
     (Windows) there is none, as before.
     """
-    with (cache_dir() / f"{info.name}.lock").open("a") as handle:
+    with (folder / f"{info.name}.lock").open("a") as handle:
         if fcntl is not None:
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield
@@ -312,7 +317,7 @@ def model_path(info: LocalModelInfo) -> Path:
     if (ready := _ready(info, chunks, folder)) is not None:
         return ready  # no lock: nothing is written
     try:
-        with _only_one_preparing(info):
+        with _only_one_preparing(info, folder):
             return _verified(info, chunks, folder)
     except OSError as exc:
         raise LocalModelError(_cache_trouble(folder, exc)) from None
@@ -320,14 +325,12 @@ def model_path(info: LocalModelInfo) -> Path:
 
 def _verified(info: LocalModelInfo, chunks: list[Path], folder: Path) -> Path:
     """Assemble (if needed) and verify the model's file; see `model_path`."""
-    target = chunks[0] if len(chunks) == 1 else folder / f"{info.name}.gguf"
+    if (ready := _ready(info, chunks, folder)) is not None:
+        return ready  # verified by another process while this one waited for the lock
+    target = _target(info, chunks, folder)
     digest = None
     if len(chunks) > 1 and not (target.is_file() and target.stat().st_size == info.size):
         digest = _assemble(chunks, target)
-    stamp_file = folder / f"{info.name}.verified"
-    stamp = _stamp_for([target])
-    if digest is None and stamp_file.is_file() and stamp_file.read_text() == stamp:
-        return target
     actual = digest or _sha256([target])
     if actual != info.sha256 and digest is None and len(chunks) > 1:
         # The copy in the cache changed since it was made (a disk error, an edit), not
@@ -343,7 +346,7 @@ def _verified(info: LocalModelInfo, chunks: list[Path], folder: Path) -> Path:
             f"({info.size} bytes). The package is corrupt, truncated or tampered with; "
             f"reinstall it: {info.packages_hint} --force-reinstall."
         )
-    stamp_file.write_text(_stamp_for([target]))
+    (folder / f"{info.name}.verified").write_text(_stamp_for([target]))
     return target
 
 

@@ -181,16 +181,8 @@ class LocalServer:
         """
         if not self.alive():
             return 0
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-            held = next(
-                int(line.split()[1]) * 1024
-                for line in status.splitlines()
-                if line.startswith("RssAnon:")
-            )
-        except (OSError, ValueError, IndexError, StopIteration):
-            return 0
-        return max(0, self.kv_cache - held)
+        held = _kib_field(Path(f"/proc/{self.pid}/status"), "RssAnon:")
+        return 0 if held is None else max(0, self.kv_cache - held)
 
     def last_words(self, lines: int = 12) -> str:
         """Return the tail of the server's log, for error messages."""
@@ -239,10 +231,14 @@ class LocalServer:
 
     def _obituary(self, when: str = "") -> str:
         """Say how the server exited and where its log, kept from now on, is."""
+        return f"{self._who_exited()}{when}. Its log ({self._log.name}):\n{self.last_words()}"
+
+    def _who_exited(self) -> str:
+        """Say which server exited and how; its log is kept from now on, for the reader."""
         self._keep_log = True
         return (
             f"The llama.cpp server for {self.info.name!r} (pid {self.pid}, port {self.port}) "
-            f"{self.exit_status()}{when}. Its log ({self._log.name}):\n{self.last_words()}"
+            f"{self.exit_status()}"
         )
 
     def exit_status(self) -> str:
@@ -260,14 +256,9 @@ class LocalServer:
         replaced without a word: its log was kept, as a failed server's is, but named
         nowhere, and piled up in the temp folder. The warning names it.
         """
-        self._keep_log = True
         logger.warning(
-            "The llama.cpp server for %r (pid %s, port %s) %s; a new one was started. "
-            "Its log is kept at %s (delete it once read).",
-            self.info.name,
-            self.pid,
-            self.port,
-            self.exit_status(),
+            "%s; a new one was started. Its log is kept at %s (delete it once read).",
+            self._who_exited(),
             self._log.name,
         )
 
@@ -349,9 +340,14 @@ def available_memory(root: Path = Path("/")) -> int | None:
 
 def _meminfo_available(root: Path) -> int | None:
     """Linux's estimate of the memory available without swapping (page cache included)."""
+    return _kib_field(root / "proc/meminfo", "MemAvailable:")
+
+
+def _kib_field(path: Path, key: str) -> int | None:
+    """Return the bytes of a ``Key: N kB`` line of a /proc file, or None if not there."""
     try:
-        for line in (root / "proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+        for line in path.read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
@@ -389,9 +385,10 @@ def _cgroup_available(root: Path) -> int | None:
         if version == 1 and "memory" not in controllers.split(","):
             continue
         mount, limit_name, usage_name, cache_names = _CGROUP_FILES[version]
-        folder = root / "sys/fs/cgroup" / mount / group.strip("/")
+        top = root / "sys/fs/cgroup" / mount
+        folder = top / group.strip("/")
         for level in [folder, *folder.parents]:
-            if len(level.parts) < len((root / "sys/fs/cgroup" / mount).parts):
+            if len(level.parts) < len(top.parts):
                 break
             if (room := _group_room(level, limit_name, usage_name, cache_names)) is not None:
                 rooms.append(room)

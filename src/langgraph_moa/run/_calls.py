@@ -334,9 +334,12 @@ class _StreamCut:
             return
         if not any(isinstance(h, _StreamingCallbackHandler) for h in manager.handlers):
             return
+        # An inheritable handler is in both lists: one copy of it serves both.
+        both = [*manager.handlers, *manager.inheritable_handlers]
+        gated = {id(h): self._gated(h) for h in both}
         cut = manager.copy()
-        cut.handlers = [self._gated(h) for h in manager.handlers]
-        cut.inheritable_handlers = [self._gated(h) for h in manager.inheritable_handlers]
+        cut.handlers = [gated[id(h)] for h in manager.handlers]
+        cut.inheritable_handlers = [gated[id(h)] for h in manager.inheritable_handlers]
         mine: RunnableConfig = {**parent, "callbacks": cut}
         var_child_runnable_config.set(mine)  # this thread's context only (`call_model`)
 

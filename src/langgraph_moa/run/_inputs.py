@@ -10,7 +10,7 @@ entrance that goes through the graph's streams: ``invoke``, ``ainvoke``, ``strea
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage, convert_to_messages
 from langgraph.graph.state import CompiledStateGraph
@@ -69,6 +69,17 @@ def _check_tools(tools: Any) -> None:
         )
 
 
+SEED_MAX = 2**63 - 1
+"""The largest seed a provider takes (a signed 64-bit integer)."""
+SEED_MIN = -(2**63)
+"""The smallest one."""
+
+
+def is_seed(value: Any) -> TypeGuard[int]:
+    """Tell whether `value` is a whole number (a bool is not), the kind a seed must be."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_seed(call_kwargs: Any) -> None:
     """Refuse a ``seed`` that is not a signed 64-bit integer, the one kind providers take.
 
@@ -79,7 +90,7 @@ def _check_seed(call_kwargs: Any) -> None:
     if not isinstance(call_kwargs, dict) or call_kwargs.get("seed") is None:
         return
     seed = call_kwargs["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
+    if not is_seed(seed) or not SEED_MIN <= seed <= SEED_MAX:
         raise MoAInputError(
             f"seed must be an integer within a signed 64-bit range, such as 7, but it is "
             f"{str(seed)[:40]!r}: pass a whole number."

@@ -25,7 +25,15 @@ from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.runnables import Runnable
 
 from langgraph_moa.errors import MoAInputError, ToolCallError
-from langgraph_moa.run._inputs import forces_call, named_tool, shown_choice, tool_names
+from langgraph_moa.run._inputs import (
+    SEED_MAX,
+    SEED_MIN,
+    forces_call,
+    is_seed,
+    named_tool,
+    shown_choice,
+    tool_names,
+)
 from langgraph_moa.run.state import RUN_OPTIONS
 from langgraph_moa.text._prompts import SLOT_CLOSE, SLOT_OPEN
 
@@ -112,22 +120,25 @@ variant returns a proposal verbatim (then every proposer answers in that shape).
 
 
 def proposal_options(
-    options: Options, samples: Sequence[int], proposer: int, sample: int
+    options: Options, proposers: Sequence[Any], proposer: int, sample: int
 ) -> Options:
     """Return the options of one proposal (`sample` of `proposer`): its own seed, if any.
 
     A run's ``seed`` sent as it is to every proposal made the samples of one model (same
     prompt, same seed) one answer repeated, defeating Self-MoA and the single-proposer
     variant. Each proposal gets ``seed + slot``, its slot being its position among the
-    layer's proposals (`samples`: each proposer's count): distinct, and the same on every
+    layer's proposals (`proposers`: the layer's `ProposerConfig`s, each with its number of
+    samples): distinct, and the same on every
     run with that seed. The aggregator keeps the run's seed. -1 asks llama.cpp for a random
     seed and is kept; any other seed is a fixed one (a negative one too: OpenAI takes any
     64-bit integer, llama.cpp reads -5 as 2**32 - 5), so it moves, never out of the range.
     """
-    slot = sum(samples[:proposer]) + sample
     kwargs = options.get("call_kwargs") or {}
     seed = kwargs.get("seed")
-    if not slot or not isinstance(seed, int) or isinstance(seed, bool) or seed == _RANDOM_SEED:
+    if not is_seed(seed) or seed == _RANDOM_SEED:
+        return options
+    slot = sum(p.samples for p in proposers[:proposer]) + sample
+    if not slot:
         return options
     return {**options, "call_kwargs": {**kwargs, "seed": _moved(seed, slot)}}
 
@@ -139,14 +150,10 @@ def _moved(seed: int, slot: int) -> int:
     either turns back at the end of the range, where the other side is still free.
     """
     if seed >= 0:
-        return seed + slot if seed + slot <= _SEED_MAX else seed - slot
-    return seed - slot if seed - slot >= _SEED_MIN else seed + slot
+        return seed + slot if seed + slot <= SEED_MAX else seed - slot
+    return seed - slot if seed - slot >= SEED_MIN else seed + slot
 
 
-_SEED_MAX = 2**63 - 1
-"""The largest seed a provider takes (a signed 64-bit integer)."""
-_SEED_MIN = -(2**63)
-"""The smallest one."""
 _RANDOM_SEED = -1
 """The seed llama.cpp reads as "draw a random one": each call's own, kept as it is."""
 

@@ -189,6 +189,9 @@ _FACT_EVENTS = ("answer", "error")
 _FACT_KEYS = ('"moa":', '"usage":', '"error":')
 """The keys of an OpenAI chunk that carry them. In a token's text their quotes are escaped
 (JSON), so a text that spells one out is never taken for one."""
+_FACT_EVENT_HEADS = tuple(f"event: {name}\n".encode() for name in _FACT_EVENTS)
+_FACT_KEY_BYTES = tuple(key.encode() for key in _FACT_KEYS)
+"""The same, as `_cut` finds them in the kept bytes."""
 
 
 def _cut(body: bytearray) -> int:
@@ -203,13 +206,13 @@ def _cut(body: bytearray) -> int:
     cut = len(body) - _KEEP
     found = body.rfind(b"\n\n", 0, cut)
     start = found + 2 if found >= 0 else 0
-    if body.startswith(tuple(f"event: {name}\n".encode() for name in _FACT_EVENTS), start):
+    if body.startswith(_FACT_EVENT_HEADS, start):
         return start
     if body.startswith(b"data: {", start):
         end = body.find(b"\n\n", start)
         if end < 0:  # still arriving: its keys may be in its last part (a chunk's "moa")
             return start
-        if any(body.find(key.encode(), start, end) >= 0 for key in _FACT_KEYS):
+        if any(body.find(key, start, end) >= 0 for key in _FACT_KEY_BYTES):
             return start
     return cut
 

@@ -135,9 +135,9 @@ def create_app(
         openapi_url="/openapi.json" if security.docs else None,
     )
     app.add_middleware(BrowserGuard, security=security)
-    app.state.sends_key = key_check(api_key)  # the guard and /health (`lets_in`) ask it
+    sends_key = key_check(api_key)  # the guard and /health (`lets_in`) ask this one
     # Added after BrowserGuard, so it runs first: no page or API work before the key check.
-    app.add_middleware(_Guard, sends_key=app.state.sends_key, max_body_bytes=max_body_bytes)
+    app.add_middleware(_Guard, sends_key=sends_key, max_body_bytes=max_body_bytes)
     if security.allowed_origins:  # outermost: a preflight carries no key
         from starlette.middleware.cors import CORSMiddleware
 
@@ -150,7 +150,7 @@ def create_app(
     app.state.policy = policy
     app.state.models = list(systems)
     app.state.extra_routes = []  # answered around the app: `_access.AccessLog` adds /health
-    app.state.lets_in = _lets_in(app.state.sends_key, BrowserGuard(None, security))
+    app.state.lets_in = _lets_in(sends_key, BrowserGuard(None, security))
 
     @app.exception_handler(_APIError)
     async def _send_error(request: Request, exc: _APIError) -> JSONResponse:

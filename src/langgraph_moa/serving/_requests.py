@@ -76,7 +76,7 @@ class _Guard:
 
     def __init__(self, app: Any, sends_key: Callable[[Any], bool], max_body_bytes: int) -> None:
         self.app = app
-        self.sends_key = sends_key  # the app's `key_check`: /health asks the same one
+        self.sends_key = sends_key  # the app's `key_check`, which /health asks too
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
