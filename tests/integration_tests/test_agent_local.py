@@ -35,9 +35,14 @@ def runtime():
 
 
 CONFIGS = {
+    # The example's agent answers greedily (temperature 0), where two samples of one model
+    # are one answer twice (refused): the vote is between the two packaged models.
     "select": MoAConfig(
         variant="select",
-        proposers=[{"model": "local:qwen2.5-coder-1.5b", "max_tokens": 96, "samples": 2}],
+        proposers=[
+            {"model": "local:qwen2.5-coder-1.5b", "max_tokens": 96},
+            {"model": "local:qwen2.5-coder-0.5b", "max_tokens": 96},
+        ],
         selection={"method": "vote"},
     ),
     # Greedy everywhere: with the default temperature (0.7) the 1.5B aggregator answered
