@@ -85,11 +85,8 @@ def _release(key: ThreadKey) -> None:
         _busy.discard(key)
 
 
-def held(key: ThreadKey | None, run: Iterator[Any]) -> Iterator[Any]:
+def held(key: ThreadKey, run: Iterator[Any]) -> Iterator[Any]:
     """Iterate `run` holding thread `key`; it is free again once the run ends, however."""
-    if key is None:
-        yield from run
-        return
     _claim(key)
     try:
         yield from run
@@ -97,10 +94,9 @@ def held(key: ThreadKey | None, run: Iterator[Any]) -> Iterator[Any]:
         _release(key)
 
 
-async def aheld(key: ThreadKey | None, run: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def aheld(key: ThreadKey, run: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """Async twin of `held`."""
-    if key is not None:
-        await _aclaim(key)
+    await _aclaim(key)
     try:
         async for item in run:
             yield item
@@ -110,5 +106,4 @@ async def aheld(key: ThreadKey | None, run: AsyncIterator[Any]) -> AsyncIterator
             # (`yield from` does this for `held`).
             await run.aclose()  # type: ignore[attr-defined]
         finally:
-            if key is not None:
-                _release(key)
+            _release(key)

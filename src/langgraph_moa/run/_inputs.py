@@ -246,13 +246,15 @@ class MoAGraph(CompiledStateGraph[Any, Any, Any, Any]):
         """
         check_run_input(input)
         run = super().stream(with_run_options(input), *args, **kwargs)
-        return held(thread_key(self.checkpointer, _config(args, kwargs)), run)
+        key = thread_key(self.checkpointer, _config(args, kwargs))
+        return run if key is None else held(key, run)  # no thread: nothing to hold
 
     def astream(self, input: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Check the input, then stream as LangGraph does (`ainvoke` comes here)."""
         check_run_input(input)
         run = super().astream(with_run_options(input), *args, **kwargs)
-        return aheld(thread_key(self.checkpointer, _config(args, kwargs)), run)
+        key = thread_key(self.checkpointer, _config(args, kwargs))
+        return run if key is None else aheld(key, run)
 
 
 def _config(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
