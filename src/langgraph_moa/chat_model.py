@@ -75,6 +75,8 @@ class MoAChatModel(BaseChatModel):
     (``layers=3``): accepted and ignored, either would run a different MoA than the one
     asked for, at full price, with nothing said. A config of the wrong type is refused the
     same way, as `create_moa_graph` refuses it, never with pydantic's multi-line error.
+    So is a call's argument (``invoke(q, layers=3)``, ``.bind(temprature=0)``) that is a MoA
+    setting, ``api_key`` or a near miss of a call argument this model reads itself.
 
     ``temperature`` and ``max_tokens`` mean the same whether set as fields or given with a
     call (``invoke(q, max_tokens=77)``, ``.bind(temperature=0)``): the proposers'
@@ -456,6 +458,7 @@ class MoAChatModel(BaseChatModel):
         call_kwargs, final_kwargs = split_call_kwargs(
             kwargs, picks_proposal=self.moa_config.rules.returns_proposal()
         )
+        _refuse_call_arguments(kwargs)
         if call_kwargs:
             run_input["call_kwargs"] = call_kwargs
         if final_kwargs:
@@ -971,21 +974,53 @@ def _refuse_unknown(data: dict[str, Any]) -> None:
     for name in data:
         if name in known:
             continue
-        if name in MoAConfig.model_fields:
-            shown = repr(data[name]) if len(repr(data[name])) <= 40 else "..."
-            fix = (
-                f"set it in the config, config=MoAConfig({name}={shown}, ...) or "
-                f"`{name}:` in a config file"
-            )
-        elif name == "api_key":
-            fix = (
-                "each inner model reads its own provider's key from the environment "
-                "(OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) or from the model instance the "
-                "config gives"
-            )
-        elif close := did_you_mean(name, sorted(known)):
-            fix = close
-        else:
+        fix = _moa_setting_fix(name, data[name]) or did_you_mean(name, sorted(known))
+        if fix is None:
             own = "config, model, temperature, max_tokens, timeout, max_retries, stop"
             fix = f"its own are {own}, and LangChain's (callbacks, tags, metadata, ...)"
         raise MoAConfigError(f"MoAChatModel has no field {name!r}: {fix}.".replace("?.", "?"))
+
+
+_CALL_NAMES = ("temperature", "max_tokens", "max_completion_tokens", "stop", "tool_choice")
+"""The call arguments this model reads itself: a near miss of one is a typo, not an option
+of some provider's API (a strict cutoff keeps ``top_p`` from reading as ``stop``)."""
+
+_CONTEXT_ONLY = frozenset(MoAContext.model_fields) - frozenset(MoAConfig.model_fields)
+
+
+def _refuse_call_arguments(kwargs: Mapping[str, Any]) -> None:
+    """Refuse a call argument that is a MoA setting or a typo of one this model reads.
+
+    Other call arguments go on to every answering call, where a server that ignores
+    unknown fields (llama.cpp does) would drop these with nothing said: the run would be
+    a different MoA than the one asked for, at full price. So they fail as the
+    constructor's do, before any call.
+    """
+    from langgraph_moa.text._names import did_you_mean
+
+    for name, value in kwargs.items():
+        fix = _moa_setting_fix(name, value)
+        if fix is None and name not in _CALL_NAMES:
+            fix = did_you_mean(name, _CALL_NAMES, cutoff=0.85)
+        if fix is not None:
+            shown = repr(value) if len(repr(value)) <= 40 else "..."
+            raise MoAConfigError(f"{name}={shown} is no call argument: {fix}.".replace("?.", "?"))
+
+
+def _moa_setting_fix(name: str, value: Any) -> str | None:
+    """Where a MoA setting given as a model argument belongs (None: it is no MoA setting)."""
+    if name in MoAConfig.model_fields and name != "name":
+        shown = repr(value) if len(repr(value)) <= 40 else "..."
+        return (
+            f"set it in the config, config=MoAConfig({name}={shown}, ...) or "
+            f"`{name}:` in a config file"
+        )
+    if name in _CONTEXT_ONLY:
+        return "set it in the config the model is built with (a preset, a MoAConfig or a file)"
+    if name == "api_key":
+        return (
+            "each inner model reads its own provider's key from the environment "
+            "(OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) or from the model instance the "
+            "config gives"
+        )
+    return None

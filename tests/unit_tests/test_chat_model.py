@@ -132,6 +132,46 @@ def test_an_argument_it_has_no_field_for_is_refused_naming_the_fix(fake, kwargs,
     assert message in str(refused.value) and "\n" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"layers": 3}, "layers=3 is no call argument: set it in the config, config=MoAConfig("),
+        ({"samples": 2}, "samples=2 is no call argument: set it in the config"),
+        ({"temprature": 0.1}, "temprature=0.1 is no call argument: did you mean 'temperature'?"),
+        ({"max_token": 5}, "did you mean 'max_tokens'?"),
+        ({"api_key": "sk-x"}, "each inner model reads its own provider's key"),
+    ],
+)
+@pytest.mark.parametrize("how", ["invoke", "bind", "stream"])
+def test_a_call_argument_that_is_a_moa_setting_or_a_typo_is_refused_before_any_call(
+    fake, log, kwargs, message, how
+):
+    """Sent on to every inner call, it would be ignored (llama.cpp drops unknown fields):
+    a different MoA than the one asked for, at full price, with nothing said."""
+    from langgraph_moa import MoAConfigError
+
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2))
+    with pytest.raises(MoAConfigError) as refused:
+        if how == "invoke":
+            llm.invoke("hi", **kwargs)
+        elif how == "bind":
+            llm.bind(**kwargs).invoke("hi")
+        else:
+            list(llm.stream("hi", **kwargs))
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert log.calls == []
+
+
+def test_provider_call_arguments_still_reach_every_answering_call(fake, log):
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2))
+    llm.invoke("hi", top_p=0.5, max_new_tokens=9, presence_penalty=0.1, user="u")
+    assert all(
+        {"top_p": 0.5, "max_new_tokens": 9, "presence_penalty": 0.1, "user": "u"}.items()
+        <= c.kwargs.items()
+        for c in log.calls
+    )
+
+
 @pytest.mark.parametrize("config", [5, ["local-moa"], 2.5])
 def test_a_config_of_the_wrong_type_is_a_moa_config_error_as_for_the_graph(config):
     from langgraph_moa import MoAConfigError, create_moa_graph

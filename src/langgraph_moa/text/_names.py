@@ -11,7 +11,11 @@ import difflib
 from collections.abc import Iterable
 
 
-def did_you_mean(name: object, choices: Iterable[str]) -> str | None:
-    """Return "did you mean 'x'?" for the choice closest to `name`, or None if none is close."""
-    close = difflib.get_close_matches(str(name), list(choices), n=1)
+def did_you_mean(name: object, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """Return "did you mean 'x'?" for the choice closest to `name`, or None if none is close.
+
+    `cutoff` is difflib's similarity floor: a stricter one where a name that is not a typo
+    is also likely (a provider's own call option beside this package's few names).
+    """
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=cutoff)
     return f"did you mean {close[0]!r}?" if close else None
