@@ -605,6 +605,13 @@ def _child_config(manager: Any, run_id: uuid.UUID) -> RunnableConfig:
     return {"callbacks": child}
 
 
+_CALLERS_ONLY = ("recursion_limit", "max_concurrency")
+"""Settings of the caller's own graph or batch, not of this model's run: inherited, a
+one-node app's ``recursion_limit=2`` would end the MoA's graph with LangGraph's
+GraphRecursionError, and ``max_concurrency=1`` would run its proposers one at a time
+toward their layer's deadline. A direct ``invoke`` never passed them on either."""
+
+
 class _Nested:
     """The inner graph's config, as a child of this model's run inside a chain too.
 
@@ -614,18 +621,22 @@ class _Nested:
     siblings of this model's run instead of its children. So where there is an ambient
     config, this model's child callbacks replace the ambient ones while the graph starts
     (`active`), and the graph is given the rest; everything else in the ambient config (a
-    parent graph's configurable, tags) is inherited as before.
+    parent graph's configurable, tags) is inherited as before, less `_CALLERS_ONLY`.
     """
 
     def __init__(self, config: RunnableConfig) -> None:
         ambient = var_child_runnable_config.get()
         self._ambient: RunnableConfig | None = None
         self.config = config
-        if ambient and config.get("callbacks") is not None:
-            self._ambient = cast(RunnableConfig, {**ambient, "callbacks": config["callbacks"]})
+        if not ambient:
+            return
+        own = {k: v for k, v in ambient.items() if k not in _CALLERS_ONLY}
+        if config.get("callbacks") is not None:
+            own["callbacks"] = config["callbacks"]
             self.config = cast(
                 RunnableConfig, {k: v for k, v in config.items() if k != "callbacks"}
             )
+        self._ambient = cast(RunnableConfig, own)
 
     @contextmanager
     def active(self) -> Iterator[None]:

@@ -229,6 +229,43 @@ def test_langgraph_messages_mode_streams_its_tokens(fake, how):
     assert len(pieces) > 2  # the answer's tokens, not one whole message
 
 
+def _node_app(llm: Any) -> Any:
+    """A one-node LangGraph app whose node asks `llm`."""
+    builder = StateGraph(MessagesState)
+    builder.add_node("llm", lambda state: {"messages": [llm.invoke(state["messages"])]})
+    builder.add_edge(START, "llm")
+    return builder.compile()
+
+
+@pytest.mark.parametrize("where", ["chain", "node"])
+def test_the_callers_recursion_limit_and_max_concurrency_stay_outside_the_moa(fake, where):
+    """They bound the caller's graph or batch, as they do for a direct `invoke`: inherited,
+    a one-node app's recursion_limit=2 ended the MoA run with GraphRecursionError, and
+    max_concurrency=1 ran the proposers one at a time (toward their layer's deadline)."""
+    import threading
+
+    together = threading.Barrier(3)
+
+    def meet(n: int, messages: Any) -> None:  # each proposal waits for the other two
+        together.wait(timeout=5)
+
+    config = MoAConfig(
+        proposers=[fake(p, fail=meet) for p in "ABC"],
+        aggregator=fake("AGG"),
+        layers=3,
+        retry={"max_attempts": 1},
+    )
+    llm = MoAChatModel(config=config)
+    run = {"recursion_limit": 2, "max_concurrency": 1}
+    if where == "chain":
+        chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | llm
+        answer = chain.invoke({"q": "hi"}, config=run)
+    else:
+        answer = _node_app(llm).invoke({"messages": [("user", "hi")]}, config=run)["messages"][-1]
+    assert answer.text.startswith("AGG #")
+    assert [c["status"] for c in answer.response_metadata["moa"]["calls"]] == ["ok"] * 7
+
+
 class _Runs:
     """Records every run's parent, tags and metadata, to check where inner calls nest."""
 
