@@ -439,7 +439,7 @@ class MoAChatModel(BaseChatModel):
 
     def _run(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[Any, dict[str, Any], MoAContext | None]:
+    ) -> tuple[Any, dict[str, Any], MoAContext]:
         """Return the graph to run, its input (conversation and call options) and context."""
         kwargs = dict(kwargs)
         kwargs.pop("ls_structured_output_format", None)
@@ -448,6 +448,9 @@ class MoAChatModel(BaseChatModel):
         context = _with_call_fields(
             self.moa_config, context, kwargs.pop("temperature", None), kwargs
         )
+        # Never None: LangGraph gives a graph started without a context its caller's (an
+        # app's own context_schema), which is no MoA setting; an empty one is the config.
+        context = context if context is not None else MoAContext()
         run_input: dict[str, Any] = {"messages": messages}
         for key in ("tools", "tool_choice", "parallel_tool_calls"):
             if kwargs.get(key) is not None:

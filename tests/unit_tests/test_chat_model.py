@@ -266,6 +266,33 @@ def test_the_callers_recursion_limit_and_max_concurrency_stay_outside_the_moa(fa
     assert [c["status"] for c in answer.response_metadata["moa"]["calls"]] == ["ok"] * 7
 
 
+@pytest.mark.parametrize("given", ["dataclass", "dict"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_node_of_an_app_with_its_own_context_can_ask_the_model(fake, given, mode):
+    """The app's runtime context is the app's: LangGraph hands it to a graph started
+    without one, and the MoA's refused it (MoAConfigError: 'Run context must be a
+    MoAContext or a dict'), so no app with a context schema could use the model."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class App:
+        user_id: str = "u"
+
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2))
+
+    async def ask(state: MessagesState) -> dict:
+        return {"messages": [await llm.ainvoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState, context_schema=App)
+    builder.add_node(
+        "llm", ask if mode == "async" else lambda s: {"messages": [llm.invoke(s["messages"])]}
+    )
+    builder.add_edge(START, "llm")
+    context = App("bob") if given == "dataclass" else {"user_id": "bob"}
+    out = await builder.compile().ainvoke({"messages": [("user", "hi")]}, context=context)
+    assert out["messages"][-1].text.startswith("AGG #")
+
+
 class _Runs:
     """Records every run's parent, tags and metadata, to check where inner calls nest."""
 
