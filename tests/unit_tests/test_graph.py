@@ -207,6 +207,35 @@ def test_graph_works_as_a_node_inside_a_messages_app(three_layer):
     assert texts[3].startswith("AGG #") and len(texts) == 4
 
 
+def test_as_a_subgraph_of_an_app_with_its_own_context_the_error_names_the_fix(three_layer):
+    """LangGraph hands the app's context to the subgraph; it is no MoA setting, and the
+    refusal said only what a context must be, not how such an app runs the MoA."""
+    from dataclasses import dataclass
+
+    from langgraph_moa import MoAConfigError, MoAContext
+
+    @dataclass
+    class App:
+        user_id: str = "u"
+
+    graph = three_layer[1]
+
+    def build(node):
+        builder = StateGraph(MessagesState, context_schema=App).add_node("moa", node)
+        return builder.add_edge("__start__", "moa").compile()
+
+    with pytest.raises(MoAConfigError) as refused:
+        build(graph).invoke({"messages": [("user", "hi")]}, context=App("bob"))
+    message = str(refused.value)
+    assert "App(user_id='bob')" in message and "\n" not in message
+    assert "context=MoAContext()" in message
+    # The fix it names works.
+    out = build(lambda state: graph.invoke(state, context=MoAContext())).invoke(
+        {"messages": [("user", "hi")]}, context=App("bob")
+    )
+    assert out["messages"][-1].text.startswith("AGG #")
+
+
 class _ModelRuns(BaseCallbackHandler):
     """Records each chat-model run's name, MoA tags and metadata, as a tracer sees them."""
 

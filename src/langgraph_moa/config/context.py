@@ -63,7 +63,11 @@ class MoAContext(BaseModel):
             return value
         if isinstance(value, dict):
             return cls(**value)
-        raise MoAConfigError(f"Run context must be a MoAContext or a dict, got {value!r}.")
+        raise MoAConfigError(  # a parent app's own context reaches its subgraphs
+            f"Run context must be a MoAContext or a dict, got {value!r}: as a subgraph of an "
+            "app whose context is its own, run the MoA graph from a node that calls "
+            "graph.invoke(state, context=MoAContext()), with the MoA settings if any."
+        )
 
     def is_empty(self) -> bool:
         """Tell whether no field is set."""
