@@ -109,6 +109,18 @@ def test_named_models_start_from_a_neutral_base_stated_in_full():
     assert select.call_timeout_s == 9 and "select by consensus over 3 answers" in describe(select)
 
 
+@pytest.mark.parametrize("variant", ["self-moa", "self-moa-seq", "single-proposer", "moa"])
+def test_max_tokens_caps_the_derived_aggregator_too(variant):
+    # `moa run --variant self-moa --max-tokens 32` capped the samples at 32 but left the
+    # aggregator it derives from them at the schema's 2048, which the README's "--max-tokens
+    # caps every call" and the header contradicted.
+    cfg = build_config(None, None, variant=variant, samples=2, max_tokens=32, temperature=0.3)
+    assert cfg.final.max_tokens == 32 and "(max 2048 tokens" not in describe(cfg)
+    assert cfg.proposers[0].max_tokens == 32 and cfg.proposers[0].temperature == 0.3
+    unset = build_config(None, None, variant=variant, samples=2)
+    assert unset.final.max_tokens == 2048  # no flag: the schema's aggregator room is kept
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

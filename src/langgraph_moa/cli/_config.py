@@ -264,7 +264,19 @@ def neutral_config(
         data["call_timeout_s"] = timeout
     if method is not None:
         data["selection"] = {"method": method}
-    return MoAConfig(**data)
+    return _cap_derived_aggregator(MoAConfig(**data), max_tokens)
+
+
+def _cap_derived_aggregator(cfg: MoAConfig, max_tokens: int | None) -> MoAConfig:
+    """Give an aggregator the variant derived (Self-MoA's) the `--max-tokens` cap too.
+
+    The variant derives it from the proposer with the schema's 2048-token room, so without
+    this `--max-tokens` capped every call but that one, against the header and README.
+    """
+    final = cfg.aggregator
+    if max_tokens is None or final is None or final.max_tokens == max_tokens:
+        return cfg
+    return cfg.with_overrides(aggregator=final.model_copy(update={"max_tokens": max_tokens}))
 
 
 def describe(cfg: MoAConfig) -> str:
