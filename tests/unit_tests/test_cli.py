@@ -247,6 +247,30 @@ def test_a_long_local_call_is_explained(monkeypatch):
     assert note.endswith("each call may take 300s (--timeout)")
 
 
+@pytest.mark.parametrize("width", [80, 100])
+def test_the_live_view_keeps_each_calls_label_on_one_line(monkeypatch, width):
+    # On an 80- or 100-column terminal the table wrapped its label column, so every call took
+    # two lines and the model was cut to "local:qwen2.5-coder-…" on the second: the user
+    # could not read which model a row was. Too narrow for the table, a call is one line.
+    from langgraph_moa.cli import _live
+    from langgraph_moa.cli._output import out
+
+    monkeypatch.setattr(out.err, "width", width)
+    progress = _live.Progress(timeout_s=300)
+    for sample in range(2):
+        progress.event({**LOCAL_CALL_STARTED, "proposer": 1, "sample": sample})
+        progress.event(
+            {**LOCAL_CALL_STARTED, "proposer": 1, "sample": sample, "event": "finished"}
+            | {"latency_s": 6.9, "completion_tokens": 30, "preview": "One, two, three " * 9}
+        )
+    rendered = Console(record=True, width=width)
+    rendered.print(progress)
+    lines = rendered.export_text().splitlines()
+    label = "L1 proposer 2 #2 · local:qwen2.5-coder-1.5b"
+    assert any(line.startswith(label) and "done" in line for line in lines), lines
+    assert not any(line.strip().startswith("local:") for line in lines), lines
+
+
 def test_the_question_comes_from_the_argument_stdin_or_a_file(tmp_path, monkeypatch):
     import io
 

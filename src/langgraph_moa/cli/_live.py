@@ -32,6 +32,8 @@ from langgraph_moa.providers._table import LOCAL_PREFIX
 SLOW_LOCAL_CALL_S = 60.0
 """A local call running this long gets a line saying why it may be slow."""
 PREVIEW_CHARS = 70
+MIN_PREVIEW_CHARS = 16
+"""The table is drawn only where each call's text preview keeps at least this much room."""
 NARROW_COLUMNS = 60
 """Below this terminal width the calls are lines, not a table: a table squeezed that narrow
 showed its states as "fail…" and its times as "0.…"."""
@@ -161,9 +163,12 @@ class Progress:
 
     def table(self) -> Table | Group:
         """Tabulate the calls so far, one row each (on a narrow terminal, one line each)."""
-        if out.err.width < NARROW_COLUMNS:
+        if not self._table_fits(out.err.width):
             return Group(*(self._line(row) for row in self.rows.values()))
         table = Table(box=None, show_header=False, pad_edge=False)
+        for _ in range(4):  # label, state, time, tokens whole; the preview takes what is left
+            table.add_column(no_wrap=True)
+        table.add_column()
         for row in self.rows.values():
             table.add_row(
                 Text(row.label),
@@ -173,6 +178,20 @@ class Progress:
                 Text(row.detail, style="dim", no_wrap=True, overflow="ellipsis"),
             )
         return table
+
+    def _table_fits(self, width: int) -> bool:
+        """Say whether each call's label, state, time and tokens fit on one table line.
+
+        A label that did not fit was wrapped by the table, so at 80 or 100 columns every
+        call took two lines and its model read "local:qwen2.5-coder-…".
+        """
+        if width < NARROW_COLUMNS:
+            return False
+        rows = list(self.rows.values())
+        label = max((len(r.label) for r in rows), default=0)
+        rate = max((len(r.rate()) for r in rows), default=0)
+        state, seconds, gaps = len("running"), len("999.9s"), 4 * 2
+        return label + state + seconds + rate + gaps + MIN_PREVIEW_CHARS <= width
 
     def _line(self, row: _Row) -> Text:
         """Say one call in a line that may wrap: label, state, time, tokens, text."""
