@@ -176,6 +176,15 @@ def test_similarity_metrics_on_identical_and_disjoint_texts():
     assert similarities("x", []) == {"bleu": [], "tfidf_cosine": [], "levenshtein": []}
 
 
+def test_tfidf_similarity_reads_short_answers():
+    # `moa eval` on arithmetic items reported tfidf_cosine 0.33 for a single model whose final
+    # answer is its proposal: one-character answers ("5") had no term, so identical texts
+    # scored 0 while BLEU and Levenshtein said 1.
+    assert similarities("5", ["5", "6"])["tfidf_cosine"] == pytest.approx([1.0, 0.0])
+    assert similarities("A", ["A"])["tfidf_cosine"] == pytest.approx([1.0])
+    assert similarities("?!", ["?!", ""])["tfidf_cosine"] == pytest.approx([1.0, 0.0])
+
+
 def test_spearman_is_positive_when_the_final_answer_follows_the_right_proposals():
     rows = []
     for i in range(6):

@@ -74,11 +74,13 @@ def similarities(final: str, proposals: Sequence[str]) -> dict[str, list[float]]
     if not proposals:
         return {name: [] for name in SIMILARITY_METRICS}
     texts = [final, *proposals]
-    try:
-        matrix = tfidf().fit_transform(texts)
+    try:  # one-character words count: sklearn's default pattern dropped the answer "5"
+        matrix = tfidf(token_pattern=r"(?u)\b\w+\b").fit_transform(texts)
         tf = [float(v) for v in cosine(matrix[0], matrix[1:])[0]]
-    except ValueError:  # every text is empty or stop words only
+    except ValueError:  # no text has a word (empty, or punctuation only)
         tf = [0.0] * len(proposals)
+    # A text without a word has no vector: identical to the final answer is still 1, not 0.
+    tf = [1.0 if p.strip() == final.strip() else v for p, v in zip(proposals, tf, strict=True)]
     return {
         "bleu": [sacrebleu.sentence_bleu(final, [p]).score / 100 for p in proposals],
         "tfidf_cosine": tf,
