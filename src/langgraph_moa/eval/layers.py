@@ -123,7 +123,7 @@ def similarity_vs_quality(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str,
     return out
 
 
-def _similarity_libraries() -> tuple[Any, Callable[[], Any], Any, Any]:
+def _similarity_libraries() -> tuple[Any, Callable[..., Any], Any, Any]:
     try:
         import sacrebleu
         from rapidfuzz.distance import Levenshtein
