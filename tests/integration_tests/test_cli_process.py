@@ -9,6 +9,7 @@ what cannot work before it says "Serving".
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -326,3 +327,50 @@ def test_an_aggregator_cut_midway_still_gives_the_labelled_fallback():
     assert result.stdout == reply("a", 1) + "\n"
     assert "warning: this answer is a fallback (best_proposal)" in result.stderr
     assert "stream broke" not in result.stderr
+
+
+def test_ctrl_c_while_a_request_runs_says_that_serve_waits_for_it(tmp_path):
+    # Ctrl-C on `moa serve` with a run in flight was silent until the run ended (17 s on the
+    # local models): uvicorn drains the open requests, but says so below the log level the
+    # command runs it at. The wait is now said, with the way to stop at once.
+    slow = FaultProfile(latency_s=(6.0, 6.0))
+    with FaultServer({"slow": slow}) as backend:
+        config = tmp_path / "slow.yaml"
+        config.write_text(f"name: slow\nvariant: select\nproposers: ['slow@{backend.url}']\n")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = subprocess.Popen(
+            [*MOA, "serve", "--config", str(config), "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert server.stderr.readline().startswith("Serving slow on")
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(100):  # "Serving" is said just before uvicorn listens
+                try:
+                    httpx.get(f"{base}/health")
+                    break
+                except httpx.ConnectError:
+                    time.sleep(0.1)
+            body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
+            url = f"{base}/v1/chat/completions"
+            answers: queue.Queue[int] = queue.Queue()
+            client = threading.Thread(
+                target=lambda: answers.put(httpx.post(url, json=body, timeout=60).status_code)
+            )
+            client.start()
+            time.sleep(1.5)
+            asked = time.monotonic()
+            server.send_signal(signal.SIGINT)
+            line = server.stderr.readline()
+            assert time.monotonic() - asked < 3, line  # said at once, not when the run ended
+            assert "waiting for the requests in flight" in line and "Ctrl-C again" in line
+            assert answers.get(timeout=30) == 200  # the run in flight still answered
+            rest = server.communicate(timeout=30)[1]
+            assert "Traceback" not in rest and "Interrupted." in rest, rest
+            assert server.returncode == 130
+        finally:
+            if server.poll() is None:
+                server.kill()
+            server.wait(timeout=30)

@@ -504,7 +504,7 @@ def test_serve_refuses_an_allow_model_without_its_key_in_one_line(monkeypatch, c
         "proposers: ['p@http://127.0.0.1:9/v1']\naggregator: a@http://127.0.0.1:9/v1\n"
     )
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served"))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("served"))
     args = ["serve", "--config", str(config), "--allow-model", "openai:gpt-4o"]
     status, err = run_main(monkeypatch, capsys, *args)
     assert status == 1 and "Traceback" not in err and "Serving" not in err

@@ -790,7 +790,7 @@ def test_allow_model_specs_that_could_never_run_stop_the_server_at_startup(
     from langgraph_moa.serving import _server
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served"))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("served"))
     announced: list[str] = []
     with pytest.raises(MoAConfigError) as refused:
         _server.serve({"m": system}, allow_models=[spec], announce=announced.append)

@@ -47,18 +47,18 @@ def test_serve_tunes_the_collector_while_serving_and_restores_it(monkeypatch, tm
 
     seen = {}
 
-    def run(app, **options):  # uvicorn.run: how the collector is set when serving starts
+    def run(server, sockets=None):  # uvicorn's Server.run: the collector as serving starts
         seen["frozen"] = gc.get_freeze_count()
         seen["thresholds"] = gc.get_threshold()
-        seen["options"] = options
+        seen["port"] = server.config.port
 
-    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
     config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
     _server.serve({"fake": config}, port=8123, history_path=tmp_path / "h.db", log=print)
     assert seen["frozen"] > 10_000  # the imports' objects: LangChain, LangGraph, pydantic...
     assert seen["thresholds"] == (SERVING_YOUNG_THRESHOLD, *untuned[1:])
-    assert seen["options"]["port"] == 8123
+    assert seen["port"] == 8123
     assert gc.get_freeze_count() == 0  # serve() returned: nothing is left frozen
     assert gc.get_threshold() == untuned  # and the thresholds are the caller's again
 
@@ -67,10 +67,10 @@ def test_serve_restores_the_collector_when_uvicorn_fails(monkeypatch, tmp_path, 
     from langgraph_moa import MoAConfig
     from langgraph_moa.serving import _server
 
-    def run(app, **options):
+    def run(server, sockets=None):
         raise OSError("address in use")
 
-    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
     config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
     with pytest.raises(OSError):

@@ -95,9 +95,46 @@ def serve(
     options = {**server_options(), **uvicorn_options(security)}
     restore_collector = tune_collector()
     try:
-        uvicorn.run(logged, host=host, port=port, log_level="warning", **options)
+        settings = uvicorn.Config(logged, host=host, port=port, log_level="warning", **options)
+        _say_the_drain(logging.getLogger("uvicorn.error"))
+        uvicorn.Server(settings).run()
     finally:  # serving is over: the collector is as the caller had it
         restore_collector()
+
+
+DRAIN_LINE = (
+    "Stopping: waiting for the requests in flight to finish (Ctrl-C again to stop them now)."
+)
+
+
+class _DrainOnly(logging.Filter):
+    """Let through uvicorn's warnings and errors, and its info that it waits on open requests.
+
+    uvicorn runs at level warning, so that its start-up info stays out of the access log;
+    but its "Waiting for connections to close" is info too, and Ctrl-C with a run in flight
+    was silent until the run ended. That one line is kept, in words, once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep warnings and errors; turn the first wait notice into `DRAIN_LINE`."""
+        if record.levelno >= logging.WARNING:
+            return True
+        if not str(record.msg).startswith("Waiting for connections") or self.said:
+            return False
+        self.said = True
+        record.msg, record.args = DRAIN_LINE, ()
+        return True
+
+
+def _say_the_drain(logger: logging.Logger) -> None:
+    """Lower `logger` to info behind `_DrainOnly` (once per logger: serve may run again)."""
+    if not any(isinstance(f, _DrainOnly) for f in logger.filters):
+        logger.addFilter(_DrainOnly())
+    logger.setLevel(logging.INFO)
 
 
 GC_FREEZE_ENV = "MOA_GC_FREEZE"
