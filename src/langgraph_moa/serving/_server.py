@@ -131,9 +131,10 @@ class _DrainOnly(logging.Filter):
 
 
 def _say_the_drain(logger: logging.Logger) -> None:
-    """Lower `logger` to info behind `_DrainOnly` (once per logger: serve may run again)."""
-    if not any(isinstance(f, _DrainOnly) for f in logger.filters):
-        logger.addFilter(_DrainOnly())
+    """Lower `logger` to info behind a fresh `_DrainOnly` (serve may run again in-process)."""
+    for old in [f for f in logger.filters if isinstance(f, _DrainOnly)]:
+        logger.removeFilter(old)
+    logger.addFilter(_DrainOnly())
     logger.setLevel(logging.INFO)
 
 
