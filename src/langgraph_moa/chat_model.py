@@ -45,6 +45,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
+from langgraph.constants import CONF, CONFIG_KEY_CHECKPOINTER
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
 from langgraph_moa._lru import BoundedLRU
@@ -624,7 +625,10 @@ class _Nested:
     siblings of this model's run instead of its children. So where there is an ambient
     config, this model's child callbacks replace the ambient ones while the graph starts
     (`active`), and the graph is given the rest; everything else in the ambient config (a
-    parent graph's configurable, tags) is inherited as before, less `_CALLERS_ONLY`.
+    parent graph's configurable, tags) is inherited as before, less `_CALLERS_ONLY` and the
+    parent graph's checkpointer: the MoA run is this model's call, not a step of the app's
+    thread. Inherited, every inner step was saved into the app's thread, and a call argument
+    no checkpoint can hold (``response_format=`` a pydantic class) failed the app's turn.
     """
 
     def __init__(self, config: RunnableConfig) -> None:
@@ -634,6 +638,8 @@ class _Nested:
         if not ambient:
             return
         own = {k: v for k, v in ambient.items() if k not in _CALLERS_ONLY}
+        if CONFIG_KEY_CHECKPOINTER in (ambient.get(CONF) or {}):
+            own[CONF] = {k: v for k, v in ambient[CONF].items() if k != CONFIG_KEY_CHECKPOINTER}
         if config.get("callbacks") is not None:
             own["callbacks"] = config["callbacks"]
             self.config = cast(

@@ -293,6 +293,42 @@ async def test_a_node_of_an_app_with_its_own_context_can_ask_the_model(fake, giv
     assert out["messages"][-1].text.startswith("AGG #")
 
 
+def test_a_node_of_a_checkpointed_app_keeps_the_moa_run_out_of_its_thread(fake):
+    """The MoA run is the model's own, not a step of the app's thread: it inherited the
+    app's checkpointer, so every inner step was saved into the app's thread, and a call
+    argument no checkpoint can hold (``response_format=`` a pydantic class, which the
+    aggregator's provider reads) failed the app's turn with msgpack's TypeError."""
+    import json
+
+    from langgraph.checkpoint.memory import InMemorySaver
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        a: int
+
+    def reply(label: str, n: int, messages: Any) -> str:
+        return json.dumps({"a": n})
+
+    config = MoAConfig(
+        proposers=[fake(p, reply=reply) for p in "AB"], aggregator=fake("AGG", reply=reply)
+    )
+    llm = MoAChatModel(config=config)
+    builder = StateGraph(MessagesState)
+    builder.add_node(
+        "llm",
+        lambda state: {"messages": [llm.invoke(state["messages"], response_format=Answer)]},
+    )
+    builder.add_edge(START, "llm")
+    saver = InMemorySaver()
+    app = builder.compile(checkpointer=saver)
+    thread = {"configurable": {"thread_id": "t"}}
+    for turn in ("hi", "again"):
+        app.invoke({"messages": [("user", turn)]}, thread)
+    answers = [m.text for m in app.get_state(thread).values["messages"]]
+    assert answers == ["hi", '{"a": 1}', "again", '{"a": 2}']
+    assert {c.config["configurable"]["checkpoint_ns"] for c in saver.list(None)} == {""}
+
+
 class _Runs:
     """Records every run's parent, tags and metadata, to check where inner calls nest."""
 
