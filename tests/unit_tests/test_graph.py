@@ -236,6 +236,34 @@ def test_as_a_subgraph_of_an_app_with_its_own_context_the_error_names_the_fix(th
     assert out["messages"][-1].text.startswith("AGG #")
 
 
+def test_as_a_subgraph_of_an_app_with_a_typeddict_context_the_error_names_the_fix(three_layer):
+    """Most apps type their context as a TypedDict and pass a dict, which LangGraph hands
+    the subgraph as it is: it was read as MoA settings and refused as an unknown setting
+    of the run context, with no word of the fix (run the MoA with a context of its own)."""
+    from typing import TypedDict
+
+    from langgraph_moa import MoAConfigError, MoAContext
+
+    class App(TypedDict):
+        user_id: str
+
+    graph = three_layer[1]
+
+    def build(node):
+        builder = StateGraph(MessagesState, context_schema=App).add_node("moa", node)
+        return builder.add_edge("__start__", "moa").compile()
+
+    with pytest.raises(MoAConfigError) as refused:
+        build(graph).invoke({"messages": [("user", "hi")]}, context={"user_id": "bob"})
+    message = str(refused.value)
+    assert "user_id" in message and "\n" not in message
+    assert "context=MoAContext()" in message
+    out = build(lambda state: graph.invoke(state, context=MoAContext())).invoke(
+        {"messages": [("user", "hi")]}, context={"user_id": "bob"}
+    )
+    assert out["messages"][-1].text.startswith("AGG #")
+
+
 class _ModelRuns(BaseCallbackHandler):
     """Records each chat-model run's name, MoA tags and metadata, as a tracer sees them."""
 

@@ -22,10 +22,18 @@ from langgraph_moa.config._schema import (
 )
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string, same_model
+from langgraph_moa.text._names import did_you_mean
 from langgraph_moa.text._selection import SelectionConfig
 from langgraph_moa.variants import variant_names, variant_of
 
 _M = TypeVar("_M", bound=BaseModel)
+
+
+_RUN_IT_ON_ITS_OWN = (
+    "run the MoA graph from a node that calls graph.invoke(state, context=MoAContext()), "
+    "with the MoA settings if any"
+)
+"""The fix for a parent app's own context, which LangGraph hands its subgraphs."""
 
 
 class MoAContext(BaseModel):
@@ -62,12 +70,29 @@ class MoAContext(BaseModel):
         if value is None or isinstance(value, MoAContext):
             return value
         if isinstance(value, dict):
-            return cls(**value)
+            return cls._from_dict(value)
         raise MoAConfigError(  # a parent app's own context reaches its subgraphs
             f"Run context must be a MoAContext or a dict, got {value!r}: as a subgraph of an "
-            "app whose context is its own, run the MoA graph from a node that calls "
-            "graph.invoke(state, context=MoAContext()), with the MoA settings if any."
+            f"app whose context is its own, {_RUN_IT_ON_ITS_OWN}."
         )
+
+    @classmethod
+    def _from_dict(cls, value: dict[str, Any]) -> MoAContext:
+        """Read a dict, naming the subgraph fix where it is likely another app's context.
+
+        LangGraph hands a subgraph its parent app's context as it is: a TypedDict's is a
+        dict whose keys are no MoA setting, nor a near miss of one (that is a typo).
+        """
+        try:
+            return cls(**value)
+        except MoAConfigError as exc:
+            own = set(cls.model_fields)
+            if not value or any(k in own or did_you_mean(k, own) for k in value):
+                raise
+            raise MoAConfigError(
+                f"{str(exc).rstrip('.')}; if it is the context of an app that runs the MoA "
+                f"graph as a subgraph, {_RUN_IT_ON_ITS_OWN}."
+            ) from None
 
     def is_empty(self) -> bool:
         """Tell whether no field is set."""
