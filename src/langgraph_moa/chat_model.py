@@ -1019,12 +1019,23 @@ def _refuse_call_arguments(kwargs: Mapping[str, Any]) -> None:
     from langgraph_moa.text._names import did_you_mean
 
     for name, value in kwargs.items():
-        fix = _moa_setting_fix(name, value)
+        fix = _per_call_fix(name, value) or _moa_setting_fix(name, value)
         if fix is None and name not in _CALL_NAMES:
             fix = did_you_mean(name, _CALL_NAMES, cutoff=0.85)
         if fix is not None:
             shown = repr(value) if len(repr(value)) <= 40 else "..."
             raise MoAConfigError(f"{name}={shown} is no call argument: {fix}.".replace("?.", "?"))
+
+
+def _per_call_fix(name: str, value: Any) -> str | None:
+    """Return the per-call way to choose a preset or an aggregator (`model_override`).
+
+    Those two a call can choose itself: sending the caller to rebuild the model for them
+    would hide the way that exists.
+    """
+    if name not in ("preset", "aggregator") or not isinstance(value, str) or not value.strip():
+        return None
+    return f"to choose the {name} for one call, pass model={value!r}"
 
 
 def _moa_setting_fix(name: str, value: Any) -> str | None:

@@ -140,6 +140,12 @@ def test_an_argument_it_has_no_field_for_is_refused_naming_the_fix(fake, kwargs,
         ({"temprature": 0.1}, "temprature=0.1 is no call argument: did you mean 'temperature'?"),
         ({"max_token": 5}, "did you mean 'max_tokens'?"),
         ({"api_key": "sk-x"}, "each inner model reads its own provider's key"),
+        # The ones a call can choose: the fix is the per-call way, not a rebuilt model.
+        (
+            {"preset": "moa-lite"},
+            "preset='moa-lite' is no call argument: to choose the preset for one call, pass model='moa-lite'.",
+        ),
+        ({"aggregator": "openai:gpt-4o-mini"}, "for one call, pass model='openai:gpt-4o-mini'."),
     ],
 )
 @pytest.mark.parametrize("how", ["invoke", "bind", "stream"])
