@@ -301,6 +301,16 @@ class MoAChatModel(BaseChatModel):
                 f"with_structured_output got unsupported arguments {sorted(kwargs)}: "
                 "MoAChatModel takes schema, include_raw, method and strict."
             )
+        if schema is None:
+            if method != "json_mode":
+                raise MoAInputError(
+                    f"with_structured_output(None, method={method!r}) has no schema to answer "
+                    "in: give one (a pydantic model, TypedDict or JSON schema), or use "
+                    "method='json_mode' for any JSON object."
+                )
+            # Without a schema the graph was built for a plain answer: the parsed object
+            # came back None, silently. Any JSON object is a schema too.
+            schema = _ANY_JSON_OBJECT
         trace = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
         if self.moa_config.rules.returns_proposal():
             return self._picked_structure(schema, include_raw, method, strict, trace)
@@ -702,6 +712,10 @@ def _schema_of(content: tuple[Any, Any] | None, structured: _Structured | None) 
     if structured is None or content is None:
         return None
     return json.loads(content[1]) if content[0] == "json" else structured.schema
+
+
+_ANY_JSON_OBJECT: dict[str, Any] = {"title": "json_object", "type": "object"}
+"""The schema of ``with_structured_output(None, method="json_mode")``: any JSON object."""
 
 
 class _GraphCache:

@@ -8,7 +8,7 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.prompts import ChatPromptTemplate
 from langgraph.graph import START, MessagesState, StateGraph
 
-from langgraph_moa import MoAChatModel, MoAConfig
+from langgraph_moa import MoAChatModel, MoAConfig, MoAInputError
 
 LONG = lambda label, n, msgs: f"{label} says alpha beta gamma STOP delta"  # noqa: E731
 
@@ -91,6 +91,24 @@ def test_structured_output_comes_from_the_aggregator(fake, log):
     assert [c.label for c in log.calls].count("A") == 1
     raw = MoAChatModel(config=config).with_structured_output(City, include_raw=True).invoke("q")
     assert raw["parsed"].city == "Paris" and raw["raw"].response_metadata["moa"]["calls"]
+
+
+def test_json_mode_without_a_schema_answers_any_json_object(fake):
+    # with_structured_output(None, method="json_mode") built the graph for a plain answer:
+    # the parsed object came back None, with no parsing error, from a valid JSON answer.
+    json_reply = lambda *a: '{"city": "Paris", "confidence": 0.9}'  # noqa: E731
+    for variant in ("moa", "select"):
+        proposers = [fake("A", reply=json_reply), fake("B", reply=json_reply)]
+        agg = fake("AGG", reply=json_reply) if variant == "moa" else None
+        config = MoAConfig(variant=variant, proposers=proposers, aggregator=agg, layers=2)
+        llm = MoAChatModel(config=config)
+        expected = {"city": "Paris", "confidence": 0.9}
+        assert llm.with_structured_output(None, method="json_mode").invoke("q") == expected
+        raw = llm.with_structured_output(None, method="json_mode", include_raw=True).invoke("q")
+        assert raw["parsed"] == expected and raw["parsing_error"] is None
+    for method in ("json_schema", "function_calling"):
+        with pytest.raises(MoAInputError, match=r"no schema to answer in.*json_mode"):
+            llm.with_structured_output(None, method=method)
 
 
 def test_unparseable_structure_is_an_error_not_free_text(fake):
