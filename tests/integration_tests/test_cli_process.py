@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from langgraph_moa.testing import FaultProfile, FaultServer
+from langgraph_moa.transport._net import free_port
 
 MOA = [sys.executable, "-c", "from langgraph_moa.cli._app import main; main()"]
 ANSI = "\x1b["
@@ -185,28 +186,36 @@ def test_serve_refuses_a_keyless_preset_before_serving():
     assert "Serving" not in unknown.stderr
 
 
+def _serving(config):
+    """Start `moa serve --config config` on a free port; return the process and the port."""
+    port = free_port()
+    server = subprocess.Popen(
+        [*MOA, "serve", "--config", str(config), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    return server, port
+
+
+def _health(base):
+    """Return the server's /health answer once it listens ("Serving" is said just before)."""
+    for _ in range(100):
+        try:
+            return httpx.get(f"{base}/health")
+        except httpx.ConnectError:
+            time.sleep(0.1)
+    raise AssertionError(f"{base} did not answer within 10 s")
+
+
 def test_serve_a_config_file_logs_each_request_and_refuses_a_taken_port(backend, tmp_path):
     config = tmp_path / "fake.yaml"
     config.write_text(
         f"name: fake-moa\nlayers: 2\nproposers: ['a@{backend.url}']\naggregator: 'bad@{backend.url}'\n"
     )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [*MOA, "serve", "--config", str(config), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    server, port = _serving(config)
     try:
         assert server.stderr.readline().startswith(f"Serving fake-moa on http://127.0.0.1:{port}")
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                health = httpx.get(f"{base}/health")
-                break
-            except httpx.ConnectError:
-                time.sleep(0.1)
-        assert health.json() == {"status": "ok", "models": ["fake-moa"]}
+        assert _health(base).json() == {"status": "ok", "models": ["fake-moa"]}
         body = {"model": "fake-moa", "messages": [{"role": "user", "content": "hi"}]}
         answer = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60).json()
         assert answer["moa"]["fallback"] == "best_proposal"
@@ -337,22 +346,11 @@ def test_ctrl_c_while_a_request_runs_says_that_serve_waits_for_it(tmp_path):
     with FaultServer({"slow": slow}) as backend:
         config = tmp_path / "slow.yaml"
         config.write_text(f"name: slow\nvariant: select\nproposers: ['slow@{backend.url}']\n")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        server = subprocess.Popen(
-            [*MOA, "serve", "--config", str(config), "--port", str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        server, port = _serving(config)
         try:
             assert server.stderr.readline().startswith("Serving slow on")
             base = f"http://127.0.0.1:{port}"
-            for _ in range(100):  # "Serving" is said just before uvicorn listens
-                try:
-                    httpx.get(f"{base}/health")
-                    break
-                except httpx.ConnectError:
-                    time.sleep(0.1)
+            _health(base)
             body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
             url = f"{base}/v1/chat/completions"
             answers: queue.Queue[int] = queue.Queue()
