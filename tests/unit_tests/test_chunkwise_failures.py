@@ -519,25 +519,34 @@ async def test_the_layer_deadline_waits_for_the_quorum(fake):
     assert [c["status"] for c in out["calls"]] == ["ok", "ok", "ok"]
 
 
-async def test_a_chunkwise_answer_abandoned_for_a_fallback_is_marked_discarded(fake):
-    # Part 1 streamed (tagged moa:final), part 2 failed for good and the best proposal
-    # answered: the first part's text stayed in the stream with nothing saying to drop it.
+async def _answer_as_streamed(config):
+    """Read the answer from the graph's own streams as README shows: the final answer's
+    tokens, less what each ``discarded`` event drops (noted with it as ``dropped``).
+    Return that text, the discarded events and the final state."""
     from langgraph_moa import final_answer_only
 
-    config = chunkwise(
-        [WordStreamer(label="A", words=6), WordStreamer(label="B", words=6)],
-        fake("AGG", fail=lambda n, m: ValueError("400 bad request") if n >= 2 else None),
-        aggregation={"chunk_tokens": 2},
-    )
     text, discarded, state = "", [], {}
     modes = ["messages", "custom", "values"]
     async for mode, chunk in create_moa_graph(config).astream(QUESTION, stream_mode=modes):
         if mode == "messages" and final_answer_only(chunk[1]):
             text += chunk[0].text
         elif mode == "custom" and chunk["event"] == "discarded":
-            text, discarded = "", [*discarded, {**chunk, "dropped": text}]
+            discarded.append({**chunk, "dropped": text[chunk["keep"] :]})
+            text = text[: chunk["keep"]]
         elif mode == "values":
             state = chunk
+    return text, discarded, state
+
+
+async def test_a_chunkwise_answer_abandoned_for_a_fallback_is_marked_discarded(fake):
+    # Part 1 streamed (tagged moa:final), part 2 failed for good and the best proposal
+    # answered: the first part's text stayed in the stream with nothing saying to drop it.
+    config = chunkwise(
+        [WordStreamer(label="A", words=6), WordStreamer(label="B", words=6)],
+        fake("AGG", fail=lambda n, m: ValueError("400 bad request") if n >= 2 else None),
+        aggregation={"chunk_tokens": 2},
+    )
+    text, discarded, state = await _answer_as_streamed(config)
     assert state["messages"][-1].response_metadata["moa"]["fallback"] == "best_proposal"
     assert discarded[0]["dropped"] == "AGG #1"  # the part that had gone out
     assert [(d["role"], d["configured_model"]) for d in discarded] == [("aggregator", "AGG")]
@@ -563,22 +572,12 @@ class _PartBreaks(WordStreamer):
 async def test_a_retried_part_is_marked_discarded_keeping_the_parts_before_it():
     # Part 2 broke after its first word and was written again: its word stayed in the
     # stream ("P1a P1bP2aP3a P3b..."), with nothing saying to drop it.
-    from langgraph_moa import final_answer_only
-
     config = chunkwise(
         [WordStreamer(label="A", words=4), WordStreamer(label="B", words=4)],
         _PartBreaks(label="AGG"),
         retry={**NO_WAIT, "max_attempts": 2},
     )
-    text, discarded, state = "", [], {}
-    modes = ["messages", "custom", "values"]
-    async for mode, chunk in create_moa_graph(config).astream(QUESTION, stream_mode=modes):
-        if mode == "messages" and final_answer_only(chunk[1]):
-            text += chunk[0].text
-        elif mode == "custom" and chunk["event"] == "discarded":
-            text, discarded = text[: chunk["keep"]], [*discarded, chunk]
-        elif mode == "values":
-            state = chunk
+    text, discarded, state = await _answer_as_streamed(config)
     answer = state["messages"][-1]
     assert "fallback" not in answer.response_metadata["moa"]
     assert [d["keep"] for d in discarded] == [len("P1a P1b")]
