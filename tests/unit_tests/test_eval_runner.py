@@ -656,14 +656,19 @@ def test_an_atomic_write_goes_through_a_symbolic_link_and_keeps_the_mode(tmp_pat
     assert not list(real.parent.glob(".*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
 
+def _keep_rows(path, items, *ids):
+    """Write, as a run of config "A" on `items` does, the finished rows of `ids` to `path`."""
+    store = _RowStore(path, "A")
+    store.rows(items)
+    for item_id in ids:
+        store.add(_row(item_id))
+
+
 def test_a_damaged_rows_file_keeps_its_good_rows_and_answers_the_rest_again(tmp_path):
     """Bytes that are not UTF-8 or rows of the wrong shape (a disk fault) cost only those rows."""
     path = tmp_path / "s.rows.jsonl"
     items = ITEMS[:3]
-    store = _RowStore(path, "A")
-    store.rows(items)
-    store.add(_row("0"))
-    store.add(_row("1"))
+    _keep_rows(path, items, "0", "1")
     damaged = path.read_bytes() + b'{"id": "2", "answer": "\xc3\n' + b'{"id": "2", "trace": [1]}\n'
     path.write_bytes(damaged)
     assert set(_RowStore(path, "A").rows(items)) == {"0", "1"}
@@ -674,9 +679,7 @@ def test_a_kept_row_whose_id_was_written_as_a_number_is_not_answered_again(tmp_p
     """A rows file edited by hand (or by a script) may hold `"id": 1`; it is the same item."""
     path = tmp_path / "s.rows.jsonl"
     items = ITEMS[:2]
-    store = _RowStore(path, "A")
-    store.rows(items)
-    store.add(_row("1"))
+    _keep_rows(path, items, "1")
     path.write_text(path.read_text().replace('"id": "1"', '"id": 1'))
     kept = _RowStore(path, "A").rows(items)
     assert set(kept) == {"1"} and kept["1"]["id"] == "1"
