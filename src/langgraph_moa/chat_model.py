@@ -1037,8 +1037,9 @@ def _refuse_call_arguments(kwargs: Mapping[str, Any]) -> None:
         if fix is None and name not in _CALL_NAMES:
             fix = did_you_mean(name, _CALL_NAMES, cutoff=0.85)
         if fix is not None:
-            shown = repr(value) if len(repr(value)) <= 40 else "..."
-            raise MoAConfigError(f"{name}={shown} is no call argument: {fix}.".replace("?.", "?"))
+            raise MoAConfigError(
+                f"{name}={_shown(value)} is no call argument: {fix}.".replace("?.", "?")
+            )
 
 
 def _per_call_fix(name: str, value: Any) -> str | None:
@@ -1055,9 +1056,8 @@ def _per_call_fix(name: str, value: Any) -> str | None:
 def _moa_setting_fix(name: str, value: Any) -> str | None:
     """Where a MoA setting given as a model argument belongs (None: it is no MoA setting)."""
     if name in MoAConfig.model_fields and name != "name":
-        shown = repr(value) if len(repr(value)) <= 40 else "..."
         return (
-            f"set it in the config, config=MoAConfig({name}={shown}, ...) or "
+            f"set it in the config, config=MoAConfig({name}={_shown(value)}, ...) or "
             f"`{name}:` in a config file"
         )
     if name in _CONTEXT_ONLY:
@@ -1069,3 +1069,9 @@ def _moa_setting_fix(name: str, value: Any) -> str | None:
             "config gives"
         )
     return None
+
+
+def _shown(value: Any) -> str:
+    """Return `value` as an error message shows it: its repr, or "..." when that is long."""
+    text = repr(value)
+    return text if len(text) <= 40 else "..."
