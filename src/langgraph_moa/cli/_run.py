@@ -189,7 +189,9 @@ def is_fallback(answer: AIMessage) -> bool:
 
 
 def report_degraded(answer: AIMessage) -> bool:
-    """Warn on stderr about a fallback answer and failed calls; tell whether there were any.
+    """Warn on stderr about a fallback answer, a layer passed over and failed calls.
+
+    Tells whether there were any.
 
     An answer its max_tokens cut off is said too (it may stop mid-sentence), but is not
     counted as degraded: `--strict` is about failures, and the limit is the user's own.
@@ -208,6 +210,12 @@ def report_degraded(answer: AIMessage) -> bool:
             f"the answer was cut off at its max_tokens (finish_reason {reason}) and may end "
             "mid-sentence: give it more room with --max-tokens (or the aggregator's max_tokens "
             "in the config)."
+        )
+    for skipped in meta.get("failed_layers", []):
+        out.warn(
+            f"every proposal of layer {skipped['layer']} failed; what came after it read the "
+            f"proposals of layer {skipped['references_from']} instead, so this answer had "
+            "fewer layers than configured."
         )
     if failed:
         calls = len(meta.get("calls", []))

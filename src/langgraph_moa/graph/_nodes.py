@@ -361,12 +361,16 @@ class MoANodes:
         calls = state.get("calls", [])
         mine = [c for c in calls if c["role"] == "proposer" and c["layer"] == layer]
         answered = [c for c in mine if c["status"] == "ok"]
-        if not answered and not plan.can_go_on_without_proposals(state):
-            raise AllProposersFailedError(layer, calls)
         drawn = [
             1 + max((c["sample"] for c in mine if c["proposer"] == i), default=-1)
             for i in range(len(cfg.proposers))
         ]
+        if not answered and not plan.can_go_on_without_proposals(state):
+            if not plan.can_skip_failed_layer(state, layer):
+                raise AllProposersFailedError(layer, calls)
+            # The references and their missing count stay those of the last layer that
+            # answered; the answer's provenance names this layer (`failed_layers`).
+            return {"layer": layer, "drawn": drawn}
         return {
             "layer": layer,
             "references": plan.references(state, layer, [proposal_text(c) for c in answered]),

@@ -93,6 +93,7 @@ def final_message(
         "answered_by": record["model"],
         "calls": calls,
         "usage": summary,
+        **({"failed_layers": failed} if (failed := failed_layers(calls)) else {}),
         **(extra or {}),
     }
     return AIMessage(
@@ -106,6 +107,27 @@ def final_message(
             "total_tokens": total["total_tokens"],
         },
     )
+
+
+def failed_layers(calls: list[CallRecord]) -> list[dict[str, int]]:
+    """Return the layers whose every proposal failed, after one that answered.
+
+    Each with ``references_from``: the last layer before it that answered, whose proposals
+    the next layer (or the aggregator) read instead. A run with such a layer answered with
+    fewer layers than configured, and says so.
+    """
+    layers: dict[int, bool] = {}
+    for c in calls:
+        if c["role"] == "proposer":
+            layers[c["layer"]] = layers.get(c["layer"], False) or c["status"] == "ok"
+    failed: list[dict[str, int]] = []
+    last_answered = 0
+    for layer in sorted(layers):
+        if layers[layer]:
+            last_answered = layer
+        elif last_answered:
+            failed.append({"layer": layer, "references_from": last_answered})
+    return failed
 
 
 TAG_PART = "moa:part:"

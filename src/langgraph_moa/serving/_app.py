@@ -308,7 +308,7 @@ def _provenance(answer: Any) -> dict[str, Any]:
     return {
         k: moa.get(k)
         for k in ("variant", "name", "layers", "answered_by", "calls", "usage", "fallback")
-    } | {k: moa[k] for k in ("early_start", "chunkwise") if k in moa}
+    } | {k: moa[k] for k in ("early_start", "chunkwise", "failed_layers") if k in moa}
 
 
 def _completion(name: str, state: dict[str, Any], *, logprobs: bool = False) -> dict[str, Any]:

@@ -194,6 +194,8 @@ def answer_event(
         "cost": run_cost(moa.get("calls") or [], prices),
         "finish_reason": finish_reason(answer),
     }
+    if "failed_layers" in moa:  # a layer passed over: said, as a fallback is
+        event["failed_layers"] = moa["failed_layers"]
     if answer.tool_calls:
         event["tool_calls"] = wire_tool_calls(answer)
     if logprobs:

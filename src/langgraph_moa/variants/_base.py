@@ -218,6 +218,23 @@ class Plan:
         """Tell whether a layer whose every proposal failed still has something to pass on."""
         return False
 
+    def can_skip_failed_layer(self, state: MoAState, layer: int) -> bool:
+        """Tell whether a layer after the first, whose every proposal failed, may be passed over.
+
+        The layer before it answered, and its proposals are still the references: the next
+        layer (or the aggregator) reads them, as a run with one layer fewer would, and the
+        answer's ``failed_layers`` says so (a degraded answer is never silent). With
+        ``on_aggregator_failure: raise`` the run raises `AllProposersFailedError` instead,
+        as it does for a failed first layer (nothing to pass on), and where the final step
+        returns a proposal verbatim (ranker, select: it would be an older layer's).
+        """
+        return (
+            layer > 1
+            and bool(state.get("references"))
+            and self.final_node == AGGREGATE
+            and self.cfg.on_aggregator_failure != "raise"
+        )
+
     # --- budget --------------------------------------------------------------------------
 
     def tokens_used(self, state: MoAState) -> int:
