@@ -227,10 +227,23 @@ def inject_references(
     if note:
         block += f"\n\n{note}"
     if messages and isinstance(messages[0], SystemMessage):
-        first = messages[0]
-        merged = SystemMessage(content=f"{first.text}\n\n{block}")
-        return [merged, *messages[1:]]
+        return [with_system_text(messages[0], block), *messages[1:]]
     return [SystemMessage(content=block), *messages]
+
+
+def with_system_text(system: SystemMessage, text: str) -> SystemMessage:
+    """Return `system` with `text` after its content, its content parts kept as they are.
+
+    A list of parts (text parts, an image) is what the first layer got: the later layers
+    and the final step get the same parts, then `text` as one more text part. Its `.text`
+    alone would drop an image and run text parts together ("Be brief.Answer in French.").
+    """
+    content = system.content
+    if isinstance(content, str):
+        return system.model_copy(update={"content": f"{content}\n\n{text}"})
+    return system.model_copy(
+        update={"content": [*content, {"type": "text", "text": f"\n\n{text}"}]}
+    )
 
 
 def ranker_messages(
@@ -264,7 +277,8 @@ def ranker_messages(
         )
     )
     conversation = list(messages)
-    head_text = RANKER_SYSTEM_PROMPT
-    if conversation and isinstance(conversation[0], SystemMessage):
-        head_text = f"{conversation.pop(0).text}\n\n{RANKER_SYSTEM_PROMPT}"
-    return [SystemMessage(content=head_text), *conversation, request]
+    head = SystemMessage(content=RANKER_SYSTEM_PROMPT)
+    if conversation and isinstance(first := conversation[0], SystemMessage):
+        head = with_system_text(first, RANKER_SYSTEM_PROMPT)
+        conversation.pop(0)
+    return [head, *conversation, request]
