@@ -1021,6 +1021,15 @@ of some provider's API (a strict cutoff keeps ``top_p`` from reading as ``stop``
 
 _CONTEXT_ONLY = frozenset(MoAContext.model_fields) - frozenset(MoAConfig.model_fields)
 
+_MOA_SETTINGS = tuple(
+    sorted((frozenset(MoAConfig.model_fields) | _CONTEXT_ONLY) - {"name", *_CALL_NAMES})
+)
+"""The MoA settings a call argument may be a near miss of (``layer`` for ``layers``)."""
+
+_PROVIDER_OPTIONS = frozenset({"samplers"})
+"""Providers' own call options that are near misses of a MoA setting, passed on as given:
+llama.cpp's ``samplers`` (the sampler order) is one letter off ``samples``."""
+
 
 def _refuse_call_arguments(kwargs: Mapping[str, Any]) -> None:
     """Refuse a call argument that is a MoA setting or a typo of one this model reads.
@@ -1035,11 +1044,27 @@ def _refuse_call_arguments(kwargs: Mapping[str, Any]) -> None:
     for name, value in kwargs.items():
         fix = _per_call_fix(name, value) or _moa_setting_fix(name, value)
         if fix is None and name not in _CALL_NAMES:
-            fix = did_you_mean(name, _CALL_NAMES, cutoff=0.85)
+            fix = did_you_mean(name, _CALL_NAMES, cutoff=0.85) or _near_setting_fix(name, value)
         if fix is not None:
             raise MoAConfigError(
                 f"{name}={_shown(value)} is no call argument: {fix}.".replace("?.", "?")
             )
+
+
+def _near_setting_fix(name: str, value: Any) -> str | None:
+    """Where a near miss of a MoA setting belongs (``layer=3``); None for other names.
+
+    The same strict cutoff as for this model's own names, and providers' options that are
+    near misses (`_PROVIDER_OPTIONS`) pass: the rest of a provider's options are no MoA
+    setting's near miss, and go on to every answering call as before.
+    """
+    from langgraph_moa.text._names import closest
+
+    setting = None if name in _PROVIDER_OPTIONS else closest(name, _MOA_SETTINGS, 0.85)
+    if setting is None:
+        return None
+    where = _per_call_fix(setting, value) or _moa_setting_fix(setting, value)
+    return f"it looks like the MoA setting {setting!r}: {where}"
 
 
 def _per_call_fix(name: str, value: Any) -> str | None:

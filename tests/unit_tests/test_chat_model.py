@@ -158,6 +158,15 @@ def test_an_argument_it_has_no_field_for_is_refused_naming_the_fix(fake, kwargs,
         ({"temprature": 0.1}, "temprature=0.1 is no call argument: did you mean 'temperature'?"),
         ({"max_token": 5}, "did you mean 'max_tokens'?"),
         ({"api_key": "sk-x"}, "each inner model reads its own provider's key"),
+        # A near miss of a MoA setting: passed on, every inner call would drop it unsaid.
+        (
+            {"layer": 3},
+            "layer=3 is no call argument: it looks like the MoA setting 'layers': set it in "
+            "the config, config=MoAConfig(layers=3, ...)",
+        ),
+        ({"proposer": "x"}, "it looks like the MoA setting 'proposers': set it in the config"),
+        ({"variants": "x"}, "it looks like the MoA setting 'variant': set it in the config"),
+        ({"presets": "moa-lite"}, "'preset': to choose the preset for one call, pass model="),
         # The ones a call can choose: the fix is the per-call way, not a rebuilt model.
         (
             {"preset": "moa-lite"},
@@ -188,9 +197,17 @@ def test_a_call_argument_that_is_a_moa_setting_or_a_typo_is_refused_before_any_c
 
 def test_provider_call_arguments_still_reach_every_answering_call(fake, log):
     llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2))
-    llm.invoke("hi", top_p=0.5, max_new_tokens=9, presence_penalty=0.1, user="u")
+    # `samplers` is llama.cpp's option, one letter off the MoA setting `samples`.
+    provider = {"samplers": ["top_k", "temperature"], "seed": 1, "n_probs": 2, "top_k": 40}
+    llm.invoke("hi", top_p=0.5, max_new_tokens=9, presence_penalty=0.1, user="u", **provider)
     assert all(
-        {"top_p": 0.5, "max_new_tokens": 9, "presence_penalty": 0.1, "user": "u"}.items()
+        {
+            "top_p": 0.5,
+            "max_new_tokens": 9,
+            "presence_penalty": 0.1,
+            "user": "u",
+            **provider,
+        }.items()
         <= c.kwargs.items()
         for c in log.calls
     )

@@ -17,5 +17,11 @@ def did_you_mean(name: object, choices: Iterable[str], cutoff: float = 0.6) -> s
     `cutoff` is difflib's similarity floor: a stricter one where a name that is not a typo
     is also likely (a provider's own call option beside this package's few names).
     """
+    close = closest(name, choices, cutoff)
+    return f"did you mean {close!r}?" if close else None
+
+
+def closest(name: object, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """Return the choice closest to `name` (difflib's similarity of at least `cutoff`)."""
     close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=cutoff)
-    return f"did you mean {close[0]!r}?" if close else None
+    return close[0] if close else None
