@@ -78,3 +78,19 @@ def test_without_a_checkpointer_a_thread_id_holds_nothing(fake):
     time.sleep(0.1)
     assert graph.invoke(QUESTION, thread("t"))["messages"][-1].text
     first.join()
+
+
+def test_thread_id_1_and_1_as_text_are_one_thread_as_the_checkpointer_stores_them(fake, log):
+    """LangGraph's checkpointers (in memory, SQLite) keep ``thread_id=1`` and ``"1"`` as one
+    thread: a run of one resumes the other's. So the claim counts them as one too; counted
+    apart, both runs would write into one history."""
+    saver = InMemorySaver()
+    graph = slow_graph(fake, saver)
+    graph.invoke(QUESTION, thread(1))
+    assert graph.get_state(thread("1")).values["messages"][-1].text  # one thread
+    first = threading.Thread(target=graph.invoke, args=(QUESTION, thread(1)))
+    first.start()
+    time.sleep(0.1)
+    with pytest.raises(ThreadBusyError, match="Thread '1' already has a run"):
+        graph.invoke(QUESTION, thread("1"))
+    first.join()
