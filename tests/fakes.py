@@ -68,6 +68,8 @@ class FakeChat(BaseChatModel):
     """The per-token logprob reported for call n, as llama.cpp or OpenAI would."""
     cut_off: Callable[[int], bool] | None = None
     """Whether call n reports finish_reason "length" (max_tokens ended it), else "stop"."""
+    finish: Callable[[int], str | None] | None = None
+    """The finish_reason call n reports, if any ("content_filter": the provider's filter)."""
     counter: Any = Field(default_factory=lambda: itertools.count(1))
     tool_calls: Callable[[str, int, list[BaseMessage], dict[str, Any]], list[dict]] | None = None
     """The tool calls call n asks for (given its kwargs: tools, tool_choice), if any."""
@@ -112,6 +114,8 @@ class FakeChat(BaseChatModel):
             }
         if self.cut_off is not None:
             meta["finish_reason"] = "length" if self.cut_off(n) else "stop"
+        if self.finish is not None and (reason := self.finish(n)) is not None:
+            meta["finish_reason"] = reason
         tool_calls = []
         if self.tool_calls is not None and kwargs.get("tools"):
             tool_calls = self.tool_calls(self.label, n, messages, kwargs)

@@ -196,6 +196,14 @@ class EmptyResponseError(_RejectedAnswer):
     """A model answered with no text; counted as a failed call, never rendered as a reference."""
 
 
+class ContentFilteredError(_RejectedAnswer):
+    """A provider's content filter stopped the answer; a failed call, not retried.
+
+    Its text, if any, is what was left when the filter stopped it: passed on as a reference
+    (or returned as the answer) it would read as a whole answer, with nothing said.
+    """
+
+
 class CallTimeoutError(MoAError, TimeoutError):
     """One attempt of a model call ran past `call_timeout_s`; retried like any timeout."""
 

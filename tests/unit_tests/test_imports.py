@@ -13,6 +13,7 @@ EXPECTED_ALL = {
     "CallCache",
     "CallRecord",
     "CallTimeoutError",
+    "ContentFilteredError",
     "ContextLengthError",
     "EmptyResponseError",
     "EvalDatasetError",

@@ -8,6 +8,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 
 from langgraph_moa._redact import describe_error
 from langgraph_moa.errors import (
+    ContentFilteredError,
     EmptyResponseError,
     StragglerCancelledError,
     StructuredOutputError,
@@ -59,6 +60,13 @@ def token_logprobs(response: BaseMessage) -> list[float]:
         if isinstance(t, dict) and isinstance(t.get("logprob"), int | float)
     ]
 
+
+FILTERED_REASONS = frozenset(
+    {"content_filter", "refusal", "safety", "prohibited_content", "blocklist", "spii"}
+)
+"""Finish reasons that mean the provider's content filter stopped the answer: OpenAI,
+Azure and OpenAI-compatible servers say "content_filter", Anthropic "refusal", Gemini
+"SAFETY" (and its kin; compared in lower case)."""
 
 CUT_OFF_REASONS = frozenset({"length", "max_tokens"})
 """Finish reasons that mean `max_tokens` ended the answer: OpenAI-compatible servers
@@ -149,7 +157,9 @@ def failed_record(
     message the error keeps, count; so do those of `paid`, what a call that failed partway
     had already cost (the parts a chunk-wise aggregator wrote before one failed).
     """
-    refused = isinstance(error, (EmptyResponseError, StructuredOutputError, ToolCallError))
+    refused = isinstance(
+        error, (EmptyResponseError, StructuredOutputError, ToolCallError, ContentFilteredError)
+    )
     if paid is None and refused:
         paid = getattr(error, "response", None)
     prompt, completion, total = _tokens(paid)
