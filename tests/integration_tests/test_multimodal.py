@@ -44,3 +44,23 @@ def test_when_no_proposer_can_take_the_image_the_error_says_so(servers):
     config = MoAConfig(proposers=[f"text-only@{blind.url}"], aggregator=f"agg@{blind.url}")
     with pytest.raises(AllProposersFailedError, match="accepts text only"):
         MoAChatModel(config=config, max_retries=0).invoke([IMAGE])
+
+
+def test_a_system_messages_parts_reach_the_aggregator_as_the_proposers_got_them(servers):
+    """From layer 2 on the system message was rebuilt from its text: its image dropped and
+    its text parts run together. Over HTTP it now arrives as parts, the references last."""
+    from langchain_core.messages import SystemMessage
+
+    seeing, _ = servers
+    parts = [
+        {"type": "text", "text": "Be brief."},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    ]
+    config = MoAConfig(
+        proposers=[f"sys-eyes@{seeing.url}"], aggregator=f"sys-agg@{seeing.url}", layers=2
+    )
+    MoAChatModel(config=config).invoke([SystemMessage(content=parts), "What is it?"])
+    first = seeing.bodies("sys-eyes")[-1]["messages"][0]["content"]
+    system = seeing.bodies("sys-agg")[-1]["messages"][0]["content"]
+    assert first == parts
+    assert system[:2] == parts and "sys-eyes answers" in system[2]["text"]
