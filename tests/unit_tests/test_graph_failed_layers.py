@@ -143,3 +143,17 @@ def test_the_run_event_stream_answer_says_which_layer_was_passed_over(fake):
     events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
     [answer] = [e for e in events if e.get("event") == "answer"]
     assert answer["failed_layers"] == [{"layer": 2, "references_from": 1}]
+
+
+async def test_chunkwise_a_failed_middle_layer_passes_the_layer_before_it_on(fake, log):
+    config = MoAConfig(
+        proposers=[fake("A", fail=_fails_in_layer(2)), fake("B", fail=_fails_in_layer(2))],
+        aggregator=fake("AGG"),
+        layers=4,
+        aggregation={"start": "chunks", "chunk_tokens": 2},
+        retry=FAST_RETRY,
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    assert references_in(log.by("A")[2]) == ["A #1", "B #1"]
+    moa = out["messages"][-1].response_metadata["moa"]
+    assert moa["failed_layers"] == [{"layer": 2, "references_from": 1}]
