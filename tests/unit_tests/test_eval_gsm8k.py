@@ -123,6 +123,29 @@ def test_the_numeric_scorer_reads_stated_results(answer, target):
 
 
 @pytest.mark.parametrize(
+    ("answer", "target"),
+    [
+        ("The answer is -3.", -3),
+        ("Answer: -12", -12),
+        ("The answer is $-5.", -5),
+        ("The answer is -$5.", -5),
+        ("So the balance is -$5.", -5),
+        ("Final answer: **-7**", -7),
+        ("#### -$4", -4),
+    ],
+)
+def test_a_negative_stated_result_keeps_its_sign(answer, target):
+    """Two of the packaged GSM8K test items have a negative target (#### -N)."""
+    assert numeric(answer, target)
+    assert not numeric(answer, -target)
+
+
+def test_a_negative_result_votes_apart_from_its_absolute_value():
+    assert extract_answer("The answer is -3.") == extract_answer("#### -3")
+    assert extract_answer("The answer is -3.") != extract_answer("The answer is 3.")
+
+
+@pytest.mark.parametrize(
     ("answer", "wrong"),
     [
         ("The answer is 18. She sold 9 eggs at $2.", 2),

@@ -16,9 +16,14 @@ import re
 import unicodedata
 
 from langgraph_moa.eval.datasets import EvalItem
-from langgraph_moa.text._selection import boxed_answers, normalize_words, stated_number
+from langgraph_moa.text._selection import (
+    _NUMBER,
+    boxed_answers,
+    normalize_words,
+    number_text,
+    stated_number,
+)
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _PLAIN_NUMBER = re.compile(r"\$?\s*-?[\d,]*\.?\d+\s*[$%]?")
 
 
@@ -56,7 +61,7 @@ def last_number(answer: str) -> float | None:
     if not matches:
         return None
     try:
-        return float(matches[-1].replace(",", ""))
+        return float(number_text(matches[-1]))
     except ValueError:
         return None
 

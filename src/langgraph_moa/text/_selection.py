@@ -34,7 +34,8 @@ from langgraph_moa.text._prompts import neutralize_markers
 Method = Literal["vote", "confidence", "consensus", "mux"]
 Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex", "text"]
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+# A minus sign may come before a dollar sign ("-$5" is -5); `_number_text` drops the "$".
+_NUMBER = re.compile(r"(?:-\$?)?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _CHOICE = re.compile(r"^\W*(?:answer|option|choice)?\W*(?:is\W*)?\(?([A-Ha-h])\)?(?:[).:\]]|\W*$)")
 # A stated conclusion: LaTeX's \boxed{...} (how Qwen and most math-tuned models end), or an
@@ -58,9 +59,12 @@ _OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
 # $1,250." / "Final answer: 42". "answer" must be followed by "is", ":" or "=", so "answer 20
 # questions" states nothing.
 _VALUE = r"(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+)"  # "7," is 7
+# The sign is captured on its own, before or after a dollar sign ("-$5", "$-5"), and the
+# punctuation skipped after "is" or ":" never includes it: "The answer is -3." states -3.
+_SIGNED_VALUE = r"(-?)\$?\s*" + _VALUE
 _STATED_NUMBER = (
-    re.compile(r"####\s*\$?\s*" + _VALUE),
-    re.compile(r"\banswer\b\W{0,3}(?:is|:|=)\W{0,3}\$?\s*" + _VALUE, re.IGNORECASE),
+    re.compile(r"####\s*" + _SIGNED_VALUE),
+    re.compile(r"\banswer\b\W{0,3}(?:is|:|=)[^\w-]{0,3}" + _SIGNED_VALUE, re.IGNORECASE),
 )
 # A number is a stated result when little text follows it ("... = 62.", "62 apples").
 _TRAILING_WORDS = 3
@@ -169,7 +173,7 @@ def _number_key(text: str) -> str | None:
     if not matches:
         return None
     try:
-        value = float(matches[-1].replace(",", ""))
+        value = float(number_text(matches[-1]))
     except ValueError:
         return None
     return f"{value + 0.0:g}"  # + 0.0: "-0" and "0" are one answer
@@ -241,8 +245,14 @@ def stated_number(text: str) -> str | None:
     """
     for stated in _STATED_NUMBER:
         if found := stated.findall(text):
-            return str(found[-1])
+            sign, value = found[-1]
+            return value if value.startswith("-") else sign + value
     return None
+
+
+def number_text(written: str) -> str:
+    """Return a number as `float` reads it: thousands commas and a dollar sign dropped."""
+    return written.replace(",", "").replace("$", "")
 
 
 def boxed_answers(text: str) -> list[str]:
