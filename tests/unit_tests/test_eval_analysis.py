@@ -335,6 +335,25 @@ def test_report_says_plainly_when_moa_does_not_help():
     assert "Most accurate: **local-self-moa**" in report
 
 
+@pytest.mark.parametrize(
+    "order", [["single:local:qwen", "local-moa"], ["local-moa", "single:local:qwen"]]
+)
+def test_a_tie_for_most_accurate_names_every_tied_system_whatever_the_order(order):
+    tied = {"single:local:qwen": _summary(4, 5, 1000), "local-moa": _summary(4, 5, 6000)}
+    summary = {name: tied[name] for name in order}
+    summary["single:local:small"] = _summary(3, 5, 500)
+    report = render_report(summary)
+    first, second = order
+    assert f"Most accurate: **{first}** and **{second}**, tied (0.80)." in report
+
+
+def test_the_accuracy_interval_is_named_without_a_baseline_too():
+    summary = {"single:local:qwen": {**_summary(4, 5, 1000), "accuracy_ci95": [0.38, 0.96]}}
+    report = render_report(summary)
+    assert "0.80 [0.38, 0.96]" in report
+    assert "Accuracy intervals are Wilson score 95% intervals" in report
+
+
 def _against(diff, low, high, wins, losses, significance, n=200, p_value=None):
     return {
         "baseline": "single:local:qwen",

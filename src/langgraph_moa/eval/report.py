@@ -54,11 +54,13 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
         cells += [f"{s['calls']} ({s['cached_calls']})", median, s["wall_s"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += _coverage(summary)
+    if any(s.get("accuracy_ci95") for s in summary.values()):
+        lines += ["", "Accuracy intervals are Wilson score 95% intervals over the items scored."]
     if baseline:
         lines += [
             "",
-            f"Accuracy intervals are Wilson score intervals. Δ is the accuracy minus that of "
-            f"the baseline, **{baseline}**, over the items both answered, with a paired "
+            f"Δ is the accuracy minus that of the baseline, **{baseline}**, over the items "
+            "both answered, with a paired "
             "percentile bootstrap interval (the same items resampled for both, seeded). "
             "McNemar p is the exact two-sided test of the items only one of the two got "
             "right; the verdict calls a difference only when the interval excludes zero and "
@@ -338,8 +340,7 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
     if not scored:
         return []
     singles = {n: s for n, s in scored.items() if n.startswith("single:")}
-    best = max(scored.items(), key=lambda kv: kv[1]["accuracy"])
-    lines = ["", "## Verdict", "", f"Most accurate: **{best[0]}** ({best[1]['accuracy']:.2f})."]
+    lines = ["", "## Verdict", "", _most_accurate(scored)]
     baseline = _baseline(summary)
     ref_name = max(singles, key=lambda n: singles[n]["accuracy"]) if singles else None
     raw = False
@@ -357,6 +358,15 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
             "`--baseline` for a paired 95% interval of each difference.",
         ]
     return lines
+
+
+def _most_accurate(scored: dict[str, Any]) -> str:
+    """Name the most accurate system, or every one tied for it: the first listed is no winner."""
+    top = max(s["accuracy"] for s in scored.values())
+    best = [f"**{name}**" for name, s in scored.items() if s["accuracy"] == top]
+    if len(best) == 1:
+        return f"Most accurate: {best[0]} ({top:.2f})."
+    return f"Most accurate: {', '.join(best[:-1])} and {best[-1]}, tied ({top:.2f})."
 
 
 def _paired_verdict(
