@@ -297,6 +297,21 @@ def test_langsmith_examples_become_items():
     assert items[0].verifiable and items[1].verifiable and not items[2].verifiable
 
 
+def test_a_langsmith_gsm8k_answer_is_scored_by_its_final_number_as_in_a_jsonl_file():
+    """GSM8K kept in LangSmith ({"answer": "...#### 18"}) was scored against the whole worked
+    solution as text, so every right answer counted wrong."""
+    from langgraph_moa.eval.langsmith_eval import item_from_example
+
+    solution = "She sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18 a day.\n#### 18"
+    item = item_from_example(_example({"question": "How much?"}, {"answer": solution}, id="g"))
+    assert (item.numeric, item.expected, item.reference) == (18.0, [], solution)
+    assert score(item, "9 eggs at $2 each: the answer is 18.")["correct"]
+    assert not score(item, "The answer is 9.")["correct"]
+    # A plain answer that is no worked solution stays an expected text.
+    plain = item_from_example(_example({"question": "Capital?"}, {"answer": "Paris"}, id="p"))
+    assert (plain.numeric, plain.expected) == (None, ["Paris"])
+
+
 def test_bad_langsmith_examples_name_the_example_and_the_fix():
     from langgraph_moa.eval.langsmith_eval import item_from_example, load_langsmith_dataset
 

@@ -234,6 +234,16 @@ def _json_type(value: Any) -> str:
     return {dict: "an object", list: "a list", type(None): "null"}.get(type(value), "not text")
 
 
+def gsm8k_final_number(solution: str) -> float | None:
+    """Return N of a GSM8K worked solution that ends ``#### N``; None for any other text.
+
+    Every reader of GSM8K's ``answer`` field (JSONL files, LangSmith datasets) takes its
+    target from here, so the same data is scored the same way whichever way it came.
+    """
+    match = _GSM8K_FINAL.search(solution)
+    return None if match is None else float(match.group(1).replace(",", ""))
+
+
 def _gsm8k_target(answer: Any, where: str) -> float:
     """Read N from a GSM8K worked solution that ends ``#### N``."""
     if not isinstance(answer, str):
@@ -241,12 +251,12 @@ def _gsm8k_target(answer: Any, where: str) -> float:
             f"{where}: 'answer' must be a GSM8K worked solution (a string ending '#### N'), "
             f"got {type(answer).__name__}; for other answers use 'expected' or 'numeric'."
         )
-    match = _GSM8K_FINAL.search(answer)
-    if match is None:
+    target = gsm8k_final_number(answer)
+    if target is None:
         last = answer.strip().splitlines()[-1] if answer.strip() else ""
         raise EvalDatasetError(
             f"{where}: 'answer' is read as a GSM8K solution, whose last line is '#### N' with "
             f"N a number, but it ends {last[-40:]!r}; end it with '#### N', or give the "
             "answer as 'expected' (text) or 'numeric' (a number) instead."
         )
-    return float(match.group(1).replace(",", ""))
+    return target

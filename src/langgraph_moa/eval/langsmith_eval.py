@@ -11,7 +11,8 @@ Two routes, for two habits:
 Example fields are read leniently, as LangSmith datasets are free-form: the instruction is
 ``inputs["instruction" | "question" | "prompt" | "input"]`` or the user turns of
 ``inputs["messages"]``; the expected answer is ``outputs["expected" | "answer" | "output"]``
-(a string or a list), with optional ``numeric`` and ``pattern`` as in JSONL files.
+(a string or a list), with optional ``numeric`` and ``pattern`` as in JSONL files; an
+``answer`` that is a GSM8K worked solution (``... #### N``) gives the numeric target N.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa.errors import EvalDatasetError
-from langgraph_moa.eval.datasets import EvalItem
+from langgraph_moa.eval.datasets import EvalItem, gsm8k_final_number
 from langgraph_moa.eval.scorers import score
 
 _INPUT_KEYS = ("instruction", "question", "prompt", "input")
@@ -74,13 +75,23 @@ def item_from_fields(
     if not isinstance(expected, list) or not all(isinstance(e, str) for e in expected):
         raise EvalDatasetError(f"{where}: the expected answer must be a string or a list of them.")
     numeric = outputs.get("numeric")
+    numeric = float(numeric) if isinstance(numeric, (int, float)) else None
     pattern = outputs.get("pattern")
+    reference = None
+    solution = outputs.get("answer")
+    if isinstance(solution, str) and (target := gsm8k_final_number(solution)) is not None:
+        # GSM8K's published field, a worked solution ending "#### N": N is the target, as in
+        # a JSONL file; the whole solution is no answer anyone would write.
+        numeric = target if numeric is None else numeric
+        expected = [] if expected == [solution] else expected
+        reference = solution
     return EvalItem(
         id=id,
         turns=turns,
         expected=expected,
-        numeric=float(numeric) if isinstance(numeric, (int, float)) else None,
+        numeric=numeric,
         pattern=pattern if isinstance(pattern, str) else None,
+        reference=reference,
         category=category,
     )
 
