@@ -347,6 +347,26 @@ def test_a_tie_for_most_accurate_names_every_tied_system_whatever_the_order(orde
     assert f"Most accurate: **{first}** and **{second}**, tied (0.80)." in report
 
 
+def test_the_verdict_says_when_a_systems_accuracy_and_tokens_leave_failed_items_out():
+    """4/4 right with 4 of 8 items failed is no clean 1.00, and its tokens are half a run's."""
+    flaky = {**_summary(4, 4, 500), "items": 8, "errors": 4}
+    summary = {"single:local:qwen": _summary(5, 8, 1000), "local-moa": flaky}
+    verdict = render_report(summary).split("## Verdict")[1]
+    assert "Most accurate: **local-moa** (1.00; 4 of its 8 items failed" in verdict
+    assert (
+        "- **local-moa** vs the best single model (single:local:qwen): helps: +37.5 points of "
+        "accuracy (4/4 against 5/8 scored), at 0.5x the tokens; 4 of its 8 items failed, "
+        "left out of its accuracy and tokens." in verdict
+    )
+    assert verdict.count("items failed") == 2  # the single model failed on none
+    summary["single:local:qwen"] = _summary(8, 8, 1000)  # tied at 1.00, on every item
+    verdict = render_report(summary).split("## Verdict")[1]
+    assert (
+        "Most accurate: **single:local:qwen** and **local-moa** (4 of its 8 items failed), "
+        "tied (1.00)." in verdict
+    )
+
+
 def test_the_accuracy_interval_is_named_without_a_baseline_too():
     summary = {"single:local:qwen": {**_summary(4, 5, 1000), "accuracy_ci95": [0.38, 0.96]}}
     report = render_report(summary)

@@ -363,10 +363,27 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
 def _most_accurate(scored: dict[str, Any]) -> str:
     """Name the most accurate system, or every one tied for it: the first listed is no winner."""
     top = max(s["accuracy"] for s in scored.values())
-    best = [f"**{name}**" for name, s in scored.items() if s["accuracy"] == top]
-    if len(best) == 1:
-        return f"Most accurate: {best[0]} ({top:.2f})."
+    tied = {name: s for name, s in scored.items() if s["accuracy"] == top}
+    if len(tied) == 1:
+        name, s = next(iter(tied.items()))
+        failed = _failed(s)
+        return f"Most accurate: **{name}** ({top:.2f}" + (
+            f"; {failed}, left out of its accuracy)." if failed else ")."
+        )
+    best = [f"**{n}**" + (f" ({_failed(s)})" if _failed(s) else "") for n, s in tied.items()]
     return f"Most accurate: {', '.join(best[:-1])} and {best[-1]}, tied ({top:.2f})."
+
+
+def _failed(s: dict[str, Any]) -> str:
+    """Say how many of a system's items failed: its accuracy and tokens leave them out."""
+    return f"{s['errors']} of its {s['items']} items failed" if s.get("errors") else ""
+
+
+def _cost_and_failures(s: dict[str, Any], ref: dict[str, Any]) -> str:
+    """End a verdict line: the token ratio, and the system's failed items, which it omits."""
+    failed = _failed(s)
+    tail = f"; {failed}, left out of its accuracy and tokens" if failed else ""
+    return f"at {_token_ratio(s, ref)}{tail}."
 
 
 def _paired_verdict(
@@ -377,7 +394,7 @@ def _paired_verdict(
         f"- **{name}** vs {label} ({v['baseline']}): {_SIGNIFICANCE[v['significance']]}, "
         f"{v['accuracy_diff']:+.3f} accuracy (95% CI {v['low']:+.3f} to {v['high']:+.3f}, "
         f"{v['n']} items; right on {v['wins']} the baseline missed, wrong on {v['losses']} it "
-        f"got right; McNemar p {_p(v.get('p_value'))}), at {_token_ratio(s, base)}."
+        f"got right; McNemar p {_p(v.get('p_value'))}), {_cost_and_failures(s, base)}"
     )
 
 
@@ -401,7 +418,9 @@ def _raw_verdict(name: str, s: dict[str, Any], ref_name: str, ref: dict[str, Any
         word = f"does not help: same accuracy ({counts})"
     else:
         word = f"does not help: {points:+.1f} points of accuracy ({counts})"
-    return f"- **{name}** vs the best single model ({ref_name}): {word}, at {_token_ratio(s, ref)}."
+    return f"- **{name}** vs the best single model ({ref_name}): {word}, " + _cost_and_failures(
+        s, ref
+    )
 
 
 def _count(s: dict[str, Any]) -> str:
