@@ -132,6 +132,7 @@ def test_the_numeric_scorer_reads_stated_results(answer, target):
         ("So the balance is -$5.", -5),
         ("Final answer: **-7**", -7),
         ("#### -$4", -4),
+        ("So the change is \\boxed{-\\$5} after 3 days.", -5),
     ],
 )
 def test_a_negative_stated_result_keeps_its_sign(answer, target):

@@ -24,7 +24,7 @@ from langgraph_moa.text._selection import (
     stated_number,
 )
 
-_PLAIN_NUMBER = re.compile(r"\$?\s*-?[\d,]*\.?\d+\s*[$%]?")
+_PLAIN_NUMBER = re.compile(r"-?\$?\s*-?[\d,]*\.?\d+\s*[$%]?")  # "-$5" as "$-5"
 
 
 def normalize(text: str) -> str:
