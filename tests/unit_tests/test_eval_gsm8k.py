@@ -141,6 +141,13 @@ def test_a_negative_stated_result_keeps_its_sign(answer, target):
     assert not numeric(answer, -target)
 
 
+@pytest.mark.parametrize(
+    "answer", ["**Answer:**\n- 18 dollars", "Answer:\n- 18", "The answer is: - 18 apples"]
+)
+def test_a_list_dash_before_the_stated_result_is_no_minus_sign(answer):
+    assert numeric(answer, 18)
+
+
 def test_a_negative_result_votes_apart_from_its_absolute_value():
     assert extract_answer("The answer is -3.") == extract_answer("#### -3")
     assert extract_answer("The answer is -3.") != extract_answer("The answer is 3.")

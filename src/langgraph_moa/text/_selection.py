@@ -61,7 +61,8 @@ _OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
 _VALUE = r"(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+)"  # "7," is 7
 # The sign is captured on its own, before or after a dollar sign ("-$5", "$-5"), and the
 # punctuation skipped after "is" or ":" never includes it: "The answer is -3." states -3.
-_SIGNED_VALUE = r"(-?)\$?\s*" + _VALUE
+# A dash with a space after it is a list's bullet ("Answer:\n- 18"), no sign.
+_SIGNED_VALUE = r"(-(?=\$?\.?\d)|)\$?\s*" + _VALUE
 _STATED_NUMBER = (
     re.compile(r"####\s*" + _SIGNED_VALUE),
     re.compile(r"\banswer\b\W{0,3}(?:is|:|=)[^\w-]{0,3}" + _SIGNED_VALUE, re.IGNORECASE),
