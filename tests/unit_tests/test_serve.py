@@ -728,6 +728,28 @@ def test_the_access_log_reads_an_answer_larger_than_the_tail_it_keeps(route, pie
     assert "3 calls, 1 failed" in lines[0] and "fallback: best_proposal" in lines[0], lines
 
 
+@pytest.mark.parametrize("logprobs", [True, False])
+def test_the_access_log_reads_a_chat_answer_larger_than_the_tail_it_keeps(fake, logprobs):
+    """A non-stream answer over 512 KiB (logprobs, or a long text, which its provenance
+    repeats) was cut to its last 256 KiB, no longer JSON: a run with a failed call was logged
+    as a plain 200. Its usage and provenance are kept, and nothing before them."""
+    from langgraph_moa.serving._access import AccessLog
+
+    words = 30_000 if logprobs else 70_000
+    agg = fake("AGG", reply=lambda label, n, m: " ".join(["word"] * words))
+    agg.logprob = (lambda n: -0.25) if logprobs else None
+    down = fake("C", fail=lambda n, m: ValueError("down"))
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B"), down], aggregator=agg, layers=2, retry={"max_attempts": 1}
+    )
+    lines: list[str] = []
+    client = local(AccessLog(create_app({"m": config}), ["m"], lines.append))
+    response = post(client, {"model": "m", "messages": USER, "logprobs": logprobs})
+    assert response.status_code == 200 and len(response.content) > 600_000
+    tokens = response.json()["usage"]["total_tokens"]
+    assert f"4 calls, 1 failed · {tokens} tokens" in lines[0], lines
+
+
 @pytest.mark.parametrize("leaves", [True, False])
 def test_the_access_log_says_when_the_client_left_before_the_answer(leaves):
     """A client that closed a stream mid-run (its run cancelled, kept as `cancelled`) was
@@ -766,6 +788,17 @@ def test_the_access_log_still_keeps_only_a_tail_of_what_carries_no_facts():
     for body in (tokens, chunks, json.dumps({"data": ["x"] * 200_000}), "x" * 700_000):
         kept = bytearray(body.encode())
         assert _cut(kept) == len(kept) - _KEEP, body[:40]
+    logprobs = [{"token": "a", "logprob": -0.1}] * 30_000
+    choice = {"message": {"content": '"usage": x'}, "logprobs": {"content": logprobs}}
+    head = {"id": "chatcmpl-1", "choices": [choice]}
+    tail = {"usage": {"total_tokens": 9}, "moa": {"calls": []}}
+    answer = json.dumps({**head, **tail}, separators=(",", ":")).encode()
+    kept = bytearray(answer)
+    del kept[: _cut(kept)]
+    assert bytes(kept) == b'"usage":{"total_tokens":9},"moa":{"calls":[]}}'  # no logprobs
+    assert _cut(kept) == 0
+    arriving = bytearray(answer[: len(answer) // 2])  # its usage is yet to come
+    assert _cut(arriving) == len(arriving) - _KEEP
 
 
 # --- --allow-model ---------------------------------------------------------------------------

@@ -153,6 +153,8 @@ def _response_facts(body: bytes) -> dict[str, Any]:
     """Read calls, failures, tokens, fallback and error from a JSON body or an event stream."""
     payloads: list[dict[str, Any]] = []
     text = body.decode("utf-8", "replace")
+    if body.startswith(_USAGE_KEY):  # a chat completion kept from its facts (`_cut`)
+        text = "{" + text
     if text.lstrip().startswith("{"):
         try:
             payloads = [json.loads(text)]
@@ -201,8 +203,12 @@ def _cut(body: bytearray) -> int:
     facts: an answer with logprobs is larger than `_KEEP`, and cut at its head it was no
     longer JSON, so a degraded run was logged as a plain 200. That event is kept whole (the
     app held it whole too), and so is an OpenAI chunk still arriving (its ``moa`` comes
-    last); any other event, or a body that is no stream, is cut as before.
+    last). A chat completion (not streamed) keeps its facts, from its ``usage`` on
+    (`_completion_facts`). Any other event, or body, is cut as before.
     """
+    facts = _completion_facts(body)
+    if facts is not None:
+        return facts
     cut = len(body) - _KEEP
     found = body.rfind(b"\n\n", 0, cut)
     start = found + 2 if found >= 0 else 0
@@ -215,6 +221,31 @@ def _cut(body: bytearray) -> int:
         if any(body.find(key, start, end) >= 0 for key in _FACT_KEY_BYTES):
             return start
     return cut
+
+
+_COMPLETION_HEAD = b'{"id":"chatcmpl-'
+"""How a chat completion (not streamed) begins, as the app writes it."""
+_USAGE_KEY = b'"usage":'
+"""The key that begins a chat completion's facts: ``usage``, then ``moa``, then its end."""
+
+
+def _completion_facts(body: bytearray) -> int | None:
+    """Return where a chat completion's kept facts begin, or None for any other body.
+
+    A completion's ``usage`` and ``moa`` come last, after its choices (the answer and its
+    logprobs, which can pass 512 KiB), and ``moa`` repeats every call's output, so its tail
+    may hold no ``usage`` and only part of ``moa``: cut there it was no longer JSON. Kept
+    from its ``usage`` on, it is ``{`` short of a JSON object (`_response_facts`), and the
+    logprobs are never kept. The first ``"usage":`` is the completion's own: before it there
+    is only text, whose quotes are escaped. A body already cut there is kept as it is; one
+    whose ``usage`` has not arrived yet is cut as any other.
+    """
+    if body.startswith(_USAGE_KEY):
+        return 0
+    if not body.startswith(_COMPLETION_HEAD):
+        return None
+    found = body.find(b"," + _USAGE_KEY)
+    return found + 1 if found >= 0 else None
 
 
 def _fact_lines(text: str) -> list[str]:
