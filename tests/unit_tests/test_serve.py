@@ -175,6 +175,23 @@ def test_neutral_sampling_fields_and_openai_extras_are_accepted(client, log):
     assert {c.temperature for c in log.by("A") + log.by("B")} == {1.0}
 
 
+def test_stream_null_is_taken_as_left_out_as_openai_does(client):
+    """OpenAI's ``stream`` is "boolean or null" (default false), and clients that write every
+    field send ``"stream": null``: that was a 400 (not a valid boolean). It is one JSON
+    answer now, as ``false``; the run event stream, which always streams, takes it too."""
+    response = post(client, {"model": "m", "messages": USER, "stream": None})
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"].startswith("AGG #")
+    runs = client.post(
+        "/v1/moa/runs",
+        content=json.dumps({"model": "m", "messages": USER, "stream": None}),
+        headers=JSON,
+    )
+    assert runs.status_code == 200 and "event: answer" in runs.text, runs.text
+    refused = post(client, {"model": "m", "messages": USER, "stream": None, "moa_progress": True})
+    assert_one_sentence(refused, 400, "moa_progress is only allowed with stream: true")
+
+
 def test_tool_turns_and_text_parts_are_read_as_a_conversation(client, log):
     messages = [
         {"role": "user", "content": [{"type": "text", "text": "What is 6 x 7?"}]},

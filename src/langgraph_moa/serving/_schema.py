@@ -196,7 +196,8 @@ class ChatRequest(_Body):
 
     model: StrictStr
     messages: list[_Message]
-    stream: StrictBool = False
+    stream: StrictBool | None = False
+    """OpenAI's is "boolean or null": null is left out (one JSON answer)."""
     stream_options: _StreamOptions | None = None
     n: StrictInt | None = None
     temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
