@@ -811,11 +811,15 @@ def test_the_access_log_still_keeps_only_a_tail_of_what_carries_no_facts():
     tail = {"usage": {"total_tokens": 9}, "moa": {"calls": []}}
     answer = json.dumps({**head, **tail}, separators=(",", ":")).encode()
     kept = bytearray(answer)
-    del kept[: _cut(kept)]
+    del kept[: _cut(kept, completion=True)]
     assert bytes(kept) == b'"usage":{"total_tokens":9},"moa":{"calls":[]}}'  # no logprobs
-    assert _cut(kept) == 0
+    assert _cut(kept, completion=True) == 0
     arriving = bytearray(answer[: len(answer) // 2])  # its usage is yet to come
-    assert _cut(arriving) == len(arriving) - _KEEP
+    assert _cut(arriving, completion=True) == len(arriving) - _KEEP
+    other = bytearray(b"x" * (_KEEP + 10) + b'"usage":' + b"y" * (_KEEP - 8))
+    del other[: _cut(other)]  # no completion: its tail begins with the key by chance
+    other += b"z" * 2 * _KEEP
+    assert _cut(other) == len(other) - _KEEP
 
 
 # --- --allow-model ---------------------------------------------------------------------------

@@ -56,6 +56,7 @@ class AccessLog:
             "response": bytearray(),
             "whole": False,  # the response's last body message went out
             "left": False,  # the client disconnected before that
+            "completion": None,  # the body is a chat completion (known at its first bytes)
         }
 
         async def tap_receive() -> Any:
@@ -71,10 +72,12 @@ class AccessLog:
                 seen["status"] = message["status"]
             elif message["type"] == "http.response.body":
                 seen["whole"] = not message.get("more_body", False)
-                body = seen["response"]
-                body += message.get("body", b"")
+                body, part = seen["response"], message.get("body", b"")
+                if seen["completion"] is None and part:
+                    seen["completion"] = part.startswith(_COMPLETION_HEAD)
+                body += part
                 if len(body) > 2 * _KEEP:
-                    del body[: _cut(body)]
+                    del body[: _cut(body, completion=bool(seen["completion"]))]
             await send(message)
 
         try:
@@ -107,7 +110,7 @@ class AccessLog:
         if model:
             parts.append(_printable(str(model))[:100])  # a client's: one line, short
         try:
-            facts = _response_facts(bytes(seen["response"]))
+            facts = _response_facts(bytes(seen["response"]), completion=bool(seen["completion"]))
         except Exception:  # the line matters more than its details; never fail the request
             facts = {}
         if "calls" in facts:
@@ -149,11 +152,15 @@ def _field(body: bytes, name: str) -> Any:
     return value.get(name) if isinstance(value, dict) else None
 
 
-def _response_facts(body: bytes) -> dict[str, Any]:
-    """Read calls, failures, tokens, fallback and error from a JSON body or an event stream."""
+def _response_facts(body: bytes, *, completion: bool = False) -> dict[str, Any]:
+    """Read calls, failures, tokens, fallback and error from a JSON body or an event stream.
+
+    A `completion` (a chat completion, not streamed) may have been kept from its ``usage``
+    on (`_cut`): it is then ``{`` short of a JSON object.
+    """
     payloads: list[dict[str, Any]] = []
     text = body.decode("utf-8", "replace")
-    if body.startswith(_USAGE_KEY):  # a chat completion kept from its facts (`_cut`)
+    if completion and body.startswith(_USAGE_KEY):
         text = "{" + text
     if text.lstrip().startswith("{"):
         try:
@@ -196,17 +203,18 @@ _FACT_KEY_BYTES = tuple(key.encode() for key in _FACT_KEYS)
 """The same, as `_cut` finds them in the kept bytes."""
 
 
-def _cut(body: bytearray) -> int:
+def _cut(body: bytearray, *, completion: bool = False) -> int:
     """Return how much of a response's kept bytes to drop: all but the last `_KEEP`.
 
     Except the head of the event that the cut falls in, if that event carries the log's
     facts: an answer with logprobs is larger than `_KEEP`, and cut at its head it was no
     longer JSON, so a degraded run was logged as a plain 200. That event is kept whole (the
     app held it whole too), and so is an OpenAI chunk still arriving (its ``moa`` comes
-    last). A chat completion (not streamed) keeps its facts, from its ``usage`` on
-    (`_completion_facts`). Any other event, or body, is cut as before.
+    last). A `completion` (a chat completion, not streamed: the caller knows it by its first
+    bytes) is kept from its ``usage`` on (`_completion_facts`). Any other event, or body, is
+    cut as before.
     """
-    facts = _completion_facts(body)
+    facts = _completion_facts(body) if completion else None
     if facts is not None:
         return facts
     cut = len(body) - _KEEP
@@ -230,22 +238,18 @@ _USAGE_KEY = b'"usage":'
 
 
 def _completion_facts(body: bytearray) -> int | None:
-    """Return where a chat completion's kept facts begin, or None for any other body.
+    """Return where a chat completion's kept facts begin, or None if they have not arrived.
 
     A completion's ``usage`` and ``moa`` come last, after its choices (the answer and its
     logprobs, which can pass 512 KiB), and ``moa`` repeats every call's output, so its tail
     may hold no ``usage`` and only part of ``moa``: cut there it was no longer JSON. Kept
     from its ``usage`` on, it is ``{`` short of a JSON object (`_response_facts`), and the
     logprobs are never kept. The first ``"usage":`` is the completion's own: before it there
-    is only text, whose quotes are escaped. A body already cut there is kept as it is; one
-    whose ``usage`` has not arrived yet is cut as any other.
+    is only text, whose quotes are escaped. A body already cut there is kept as it is (its
+    first ``"usage":`` is at 0); one whose ``usage`` has not arrived yet is cut as any other.
     """
-    if body.startswith(_USAGE_KEY):
-        return 0
-    if not body.startswith(_COMPLETION_HEAD):
-        return None
-    found = body.find(b"," + _USAGE_KEY)
-    return found + 1 if found >= 0 else None
+    found = body.find(_USAGE_KEY)
+    return found if found >= 0 else None
 
 
 def _fact_lines(text: str) -> list[str]:
