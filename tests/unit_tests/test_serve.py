@@ -767,6 +767,40 @@ def test_the_access_log_reads_a_chat_answer_larger_than_the_tail_it_keeps(fake, 
     assert f"4 calls, 1 failed · {tokens} tokens" in lines[0], lines
 
 
+@pytest.mark.parametrize("pieces", [3, 4])  # kept whole past the head; cut between the two
+@pytest.mark.parametrize("model_first", [True, False])
+def test_the_access_log_names_the_model_of_a_request_larger_than_the_head_it_keeps(
+    system, model_first, pieces
+):
+    """A request over 256 KiB (a long conversation: non-ASCII text is 3 bytes a character)
+    was kept cut to its first 256 KiB, no longer JSON, and its line named no model: the
+    openai SDK writes ``model`` after ``messages``, past the cut. It is read from the kept
+    head or tail, wherever the top-level field sits; a nested ``model`` is not taken."""
+    from langgraph_moa.serving._access import AccessLog
+
+    lines: list[str] = []
+    limits = RequestLimits(max_chars=500_000)
+    client = local(AccessLog(create_app({"m": system}, limits=limits), ["m"], lines.append))
+    messages = [{"role": "user", "content": "é" * 100_000 + f" {i}"} for i in range(pieces)]
+    fields = {"messages": messages, "model": "m", "aggregator": {"model": "nested"}}
+    if model_first:
+        fields = {"model": "m", "aggregator": {"model": "nested"}, "messages": messages}
+    body = json.dumps(fields, ensure_ascii=False).encode()
+    assert len(body) > 200_000 * pieces
+    response = client.post("/v1/chat/completions", content=body, headers=JSON)
+    assert response.status_code == 403, response.text  # the nested endpoint is refused
+    assert lines[0].startswith("POST /v1/chat/completions 403 · m · error: "), lines
+
+
+def test_the_access_log_tries_only_the_last_keys_of_a_cut_request():
+    """A hostile tail repeating a nested key costs a few short parses, never one per key."""
+    from langgraph_moa.serving._access import _trailing_field
+
+    nested = '{"model": "x"}, ' * 50_000
+    assert _trailing_field(f'"a": [{nested}{{}}], "model": "m"}}', "model") == "m"
+    assert _trailing_field(f'"model": "m", "a": [{nested}{{}}]}}', "model") is None
+
+
 @pytest.mark.parametrize("leaves", [True, False])
 def test_the_access_log_says_when_the_client_left_before_the_answer(leaves):
     """A client that closed a stream mid-run (its run cancelled, kept as `cancelled`) was

@@ -52,7 +52,9 @@ class AccessLog:
         started = time.perf_counter()
         seen: dict[str, Any] = {
             "status": 0,
-            "request": bytearray(),
+            "request": bytearray(),  # its head: the first `_KEEP` bytes
+            "request_tail": bytearray(),  # what follows, its last `_KEEP` bytes at least
+            "request_cut": False,  # bytes between the two were dropped
             "response": bytearray(),
             "whole": False,  # the response's last body message went out
             "left": False,  # the client disconnected before that
@@ -61,8 +63,8 @@ class AccessLog:
 
         async def tap_receive() -> Any:
             message = await receive()
-            if message["type"] == "http.request" and len(seen["request"]) < _KEEP:
-                seen["request"] += message.get("body", b"")[: _KEEP - len(seen["request"])]
+            if message["type"] == "http.request":
+                _keep_request(seen, message.get("body", b""))
             elif message["type"] == "http.disconnect" and not seen["whole"]:
                 seen["left"] = True  # before the response's end: its run was cancelled
             return message
@@ -106,7 +108,7 @@ class AccessLog:
     ) -> str:
         seconds = time.perf_counter() - started
         parts = [f"{scope['method']} {_printable(scope['path'])[:200]} {status}"]  # a client's path
-        model = _field(bytes(seen["request"]), "model")
+        model = _request_field(seen, "model")
         if model:
             parts.append(_printable(str(model))[:100])  # a client's: one line, short
         try:
@@ -150,6 +152,97 @@ def _field(body: bytes, name: str) -> Any:
     except (ValueError, RecursionError):
         return None
     return value.get(name) if isinstance(value, dict) else None
+
+
+def _keep_request(seen: dict[str, Any], part: bytes) -> None:
+    """Keep a request body's head and its tail, never more than about three `_KEEP`."""
+    head, tail = seen["request"], seen["request_tail"]
+    room = _KEEP - len(head)
+    if room > 0:
+        head += part[:room]
+        part = part[room:]
+    tail += part
+    if len(tail) > 2 * _KEEP:
+        del tail[:-_KEEP]
+        seen["request_cut"] = True
+
+
+def _request_field(seen: dict[str, Any], name: str) -> Any:
+    """Return the request body's top-level field `name`, from what `_keep_request` kept.
+
+    A body no longer than its head is read whole (`_field`). A longer one (a long
+    conversation) is read from its head's leading fields, else from its trailing ones: a
+    client may write ``model`` before or after ``messages`` (the openai SDK writes it
+    after). Neither parses more than the head, or what follows the field, as before.
+    """
+    head, tail = bytes(seen["request"]), bytes(seen["request_tail"])
+    if not tail:
+        return _field(head, name)
+    found = _leading_field(head.decode("utf-8", "replace"), name)
+    if found is None:
+        rest = tail if seen["request_cut"] else head + tail  # a key across the two, too
+        found = _trailing_field(rest.decode("utf-8", "replace"), name)
+    return found
+
+
+def _leading_field(text: str, name: str) -> Any:
+    """Return the top-level field `name` among the first fields of a cut JSON object."""
+    decoder = json.JSONDecoder()
+    at = _skip_space(text, 0)
+    if not text.startswith("{", at):
+        return None
+    try:
+        while True:
+            key, at = decoder.raw_decode(text, _skip_space(text, at + 1))
+            at = _skip_space(text, at)
+            if not isinstance(key, str) or not text.startswith(":", at):
+                return None
+            value, at = decoder.raw_decode(text, _skip_space(text, at + 1))
+            if key == name:
+                return value
+            at = _skip_space(text, at)
+            if not text.startswith(",", at):
+                return None
+    except (ValueError, RecursionError):  # the cut, or what the app refuses anyway
+        return None
+
+
+_TRIED_FROM_THE_END = 16
+"""Occurrences of a key tried from a cut body's end: what a hostile body repeats costs one
+parse each, of what follows it, so only the last few are tried."""
+
+
+def _trailing_field(text: str, name: str) -> Any:
+    """Return the top-level field `name` among the last fields of a JSON object's tail.
+
+    From an occurrence of ``"name"`` that follows a comma or a brace, the rest of the body
+    with ``{`` before it is a JSON object only where the key is a top-level one: a nested
+    one leaves its closing brackets over. Quotes inside strings are escaped, so no text
+    passes for a key.
+    """
+    key = json.dumps(name)
+    end = len(text)
+    for _ in range(_TRIED_FROM_THE_END):
+        at = text.rfind(key, 0, end)
+        if at < 0:
+            return None
+        end = before = at
+        while before > 0 and text[before - 1] in " \t\n\r":
+            before -= 1
+        if before == 0 or text[before - 1] not in ",{":
+            continue
+        try:
+            value = json.loads("{" + text[at:])
+        except (ValueError, RecursionError):
+            continue
+        return value.get(name)
+    return None
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t\n\r":
+        at += 1
+    return at
 
 
 def _response_facts(body: bytes, *, completion: bool = False) -> dict[str, Any]:
