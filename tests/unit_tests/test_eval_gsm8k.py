@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage
 from langgraph_moa.errors import EvalDatasetError
 from langgraph_moa.eval import load_dataset, score, shipped_dataset
 from langgraph_moa.eval.datasets import PACKAGED
-from langgraph_moa.eval.scorers import numeric
+from langgraph_moa.eval.scorers import last_number, numeric
 from langgraph_moa.run.cache import SQLiteCallCache
 from langgraph_moa.text._selection import extract_answer, stated_number
 
@@ -146,6 +146,45 @@ def test_a_negative_stated_result_keeps_its_sign(answer, target):
 )
 def test_a_list_dash_before_the_stated_result_is_no_minus_sign(answer):
     assert numeric(answer, 18)
+
+
+@pytest.mark.parametrize(
+    ("answer", "last"),
+    [
+        ("It takes 10-15 minutes", 15),
+        ("x = 20-15", 15),
+        ("Read pages 3-4", 4),
+        ("(2 + 3)-1", 1),
+        ("The COVID-19 wave", 19),
+        ("2\u22125 = \u22123", -3),
+        ("So x = -5", -5),
+        ("The change is (-3)", -3),
+        ("That is 3 * -2", -2),
+    ],
+)
+def test_a_hyphen_after_a_digit_letter_or_bracket_is_subtraction_not_a_sign(answer, last):
+    """A range or a difference ('10-15 minutes') ends in 15, not -15; '= -5' is still -5."""
+    assert last_number(answer) == last
+    assert numeric(answer, last)
+    assert extract_answer(answer, "last-number") == str(last)
+
+
+@pytest.mark.parametrize(
+    ("answer", "target"),
+    [
+        ("The answer is \u22123.", -3),
+        ("Answer: \u221212", -12),
+        ("So the balance is \u2212$5.", -5),
+        ("#### \u22124", -4),
+        ("So the change is \\boxed{\u22125} after 3 days.", -5),
+        ("The temperature fell to \u22128", -8),
+    ],
+)
+def test_a_unicode_minus_sign_is_a_sign(answer, target):
+    """U+2212 is the minus sign typeset math and many models write."""
+    assert numeric(answer, target)
+    assert not numeric(answer, -target)
+    assert extract_answer(answer) == extract_answer(f"#### {target}")
 
 
 def test_a_negative_result_votes_apart_from_its_absolute_value():

@@ -5,7 +5,8 @@ articles a/an/the dropped, whitespace collapsed, as in the SQuAD evaluation scri
 ``numeric`` reads the answer's stated result, the last ``\boxed{}`` number (MATH-style
 grading; "\boxed{12} days for the 300-page book" answers 12), else the last GSM8K-style
 ``#### N``, else the last "the answer is N" ("Answer: $1,250"), else the last number in the
-answer (commas, a sign and a dollar sign allowed), the convention of GSM8K-style grading, and
+answer (commas, a sign and a dollar sign allowed; a hyphen right after a digit, letter or
+closing bracket is a range or a difference, no sign), the convention of GSM8K-style grading, and
 compares within a relative tolerance.
 """
 
@@ -18,6 +19,7 @@ import unicodedata
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.text._selection import (
     _NUMBER,
+    ascii_minus,
     boxed_answers,
     normalize_words,
     number_text,
@@ -57,7 +59,7 @@ def contains(answer: str, expected: list[str]) -> bool:
 
 def last_number(answer: str) -> float | None:
     """Return the last number written in the answer, or None."""
-    matches = _NUMBER.findall(answer)
+    matches = _NUMBER.findall(ascii_minus(answer))
     if not matches:
         return None
     try:
@@ -72,6 +74,7 @@ def numeric(answer: str, target: float, rel_tol: float = 1e-6) -> bool:
     The result is the last ``\boxed{}`` that holds a plain number, else the last ``#### N``
     or "the answer is N", else the last number.
     """
+    answer = ascii_minus(answer)
     boxed = [text for text in boxed_answers(answer) if _PLAIN_NUMBER.fullmatch(text)]
     stated = boxed[-1] if boxed else stated_number(answer)
     value = last_number(stated if stated is not None else answer)

@@ -34,8 +34,13 @@ from langgraph_moa.text._prompts import neutralize_markers
 Method = Literal["vote", "confidence", "consensus", "mux"]
 Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex", "text"]
 
-# A minus sign may come before a dollar sign ("-$5" is -5); `_number_text` drops the "$".
-_NUMBER = re.compile(r"(?:-\$?)?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+# Typeset math writes its minus as U+2212, not "-"; `ascii_minus` reads it as "-".
+_MINUS = str.maketrans({"\u2212": "-"})
+# A minus sign may come before a dollar sign ("-$5" is -5); `number_text` drops the "$". A
+# hyphen right after a digit, a letter or a closing bracket subtracts or spans a range, so it
+# is no sign: "10-15 minutes", "x = 20-15" and "(2 + 3)-1" end in 15, 15 and 1.
+_SIGN = r"(?<![\w)\]}])-"
+_NUMBER = re.compile(r"(?:" + _SIGN + r"\$?)?\d[\d,]*(?:\.\d+)?|(?:" + _SIGN + r")?\.\d+")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _CHOICE = re.compile(r"^\W*(?:answer|option|choice)?\W*(?:is\W*)?\(?([A-Ha-h])\)?(?:[).:\]]|\W*$)")
 # A stated conclusion: LaTeX's \boxed{...} (how Qwen and most math-tuned models end), or an
@@ -170,7 +175,7 @@ def normalize_words(text: str) -> str:
 
 
 def _number_key(text: str) -> str | None:
-    matches = _NUMBER.findall(text)
+    matches = _NUMBER.findall(ascii_minus(text))
     if not matches:
         return None
     try:
@@ -232,7 +237,8 @@ def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bo
         return match.group(1).upper(), True
     if match := _OPENING_CHOICE.match(text):
         return match.group(1), True
-    if (numbers := list(_NUMBER.finditer(text))) and (number := _number_key(numbers[-1][0])):
+    numbers = list(_NUMBER.finditer(ascii_minus(text)))  # one character for one: same places
+    if numbers and (number := _number_key(numbers[-1][0])):
         return number, len(text[numbers[-1].end() :].split()) <= _TRAILING_WORDS
     return normalize_words(span) or normalize_words(text), False
 
@@ -242,13 +248,19 @@ def stated_number(text: str) -> str | None:
 
     The last GSM8K-style ``#### N`` wins, else the last "the answer is N" (or "Answer: N"),
     so numbers restated after the conclusion ("The answer is 18. She sold 9 eggs at $2")
-    do not count.
+    do not count. A U+2212 minus sign is returned as "-".
     """
+    text = ascii_minus(text)
     for stated in _STATED_NUMBER:
         if found := stated.findall(text):
             sign, value = found[-1]
             return value if value.startswith("-") else sign + value
     return None
+
+
+def ascii_minus(text: str) -> str:
+    """Write U+2212 minus signs as "-", so they read as signs (one character for one)."""
+    return text.translate(_MINUS)
 
 
 def number_text(written: str) -> str:
