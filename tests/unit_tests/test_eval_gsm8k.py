@@ -187,6 +187,28 @@ def test_a_unicode_minus_sign_is_a_sign(answer, target):
     assert extract_answer(answer) == extract_answer(f"#### {target}")
 
 
+def test_numbers_a_unit_apart_vote_apart_however_large():
+    """'%g' kept 6 significant digits, so 1234567 and 1234568 were one vote."""
+    assert extract_answer("#### 1234567") != extract_answer("#### 1234568")
+    assert (
+        extract_answer("#### 1234567") == extract_answer("The answer is 1,234,567.00") == "1234567"
+    )
+    assert extract_answer("0.1") == "0.1"
+    assert extract_answer("Answer: 0.10") == "0.1"
+    assert extract_answer("#### -0") == extract_answer("#### 0") == "0"
+    assert extract_answer("#### 100") == "100"
+    assert extract_answer("#### 12345678901234567891") != extract_answer(
+        "#### 12345678901234567890"
+    )
+
+
+def test_the_numeric_scorer_tells_large_integers_a_unit_apart():
+    """A relative tolerance of 1e-6 counted 1234568 right on 1234567."""
+    assert numeric("#### 1234567", 1234567)
+    assert not numeric("#### 1234568", 1234567)
+    assert numeric("The answer is 0.3", 0.1 + 0.2)
+
+
 def test_a_negative_result_votes_apart_from_its_absolute_value():
     assert extract_answer("The answer is -3.") == extract_answer("#### -3")
     assert extract_answer("The answer is -3.") != extract_answer("The answer is 3.")

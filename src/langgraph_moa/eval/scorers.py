@@ -68,11 +68,12 @@ def last_number(answer: str) -> float | None:
         return None
 
 
-def numeric(answer: str, target: float, rel_tol: float = 1e-6) -> bool:
+def numeric(answer: str, target: float, rel_tol: float = 1e-9) -> bool:
     r"""Tell whether the answer's result equals `target` (relative tolerance).
 
     The result is the last ``\boxed{}`` that holds a plain number, else the last ``#### N``
-    or "the answer is N", else the last number.
+    or "the answer is N", else the last number. The tolerance absorbs float rounding only:
+    at 1e-6, 1234568 counted right on 1234567.
     """
     answer = ascii_minus(answer)
     boxed = [text for text in boxed_answers(answer) if _PLAIN_NUMBER.fullmatch(text)]

@@ -24,6 +24,7 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, Self
 
@@ -175,14 +176,21 @@ def normalize_words(text: str) -> str:
 
 
 def _number_key(text: str) -> str | None:
+    """Return the last number's value as exact text: "1,250.50" is "1250.5", "-0" is "0".
+
+    Exact, not rounded to a few digits: 1234567 and 1234568 are two answers.
+    """
     matches = _NUMBER.findall(ascii_minus(text))
     if not matches:
         return None
     try:
-        value = float(number_text(matches[-1]))
-    except ValueError:
+        value = Decimal(number_text(matches[-1]))
+    except InvalidOperation:
         return None
-    return f"{value + 0.0:g}"  # + 0.0: "-0" and "0" are one answer
+    if value == 0:
+        return "0"
+    written = format(value, "f")
+    return written.rstrip("0").rstrip(".") if "." in written else written
 
 
 def _first_sentence(text: str) -> str:
