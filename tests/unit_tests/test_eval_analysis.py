@@ -367,6 +367,18 @@ def test_the_verdict_says_when_a_systems_accuracy_and_tokens_leave_failed_items_
     )
 
 
+def test_accuracies_that_round_alike_are_no_tie():
+    """summary.json rounds accuracy to 4 places: 199/201 and 198/200 both read 0.99."""
+    summary = {
+        "local-moa": {**_summary(199, 201, 6000), "accuracy": round(199 / 201, 4)},
+        "single:local:qwen": {**_summary(198, 200, 1000), "accuracy": round(198 / 200, 4)},
+    }
+    assert summary["local-moa"]["accuracy"] == summary["single:local:qwen"]["accuracy"]
+    report = render_report(summary)
+    assert "Most accurate: **local-moa** (0.99)." in report
+    assert "tied" not in report
+
+
 def test_the_accuracy_interval_is_named_without_a_baseline_too():
     summary = {"single:local:qwen": {**_summary(4, 5, 1000), "accuracy_ci95": [0.38, 0.96]}}
     report = render_report(summary)

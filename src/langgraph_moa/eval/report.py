@@ -6,6 +6,7 @@ best single model it costs more than, the verdict line states it.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 from langgraph_moa.eval.layers import FINAL, SIMILARITY_METRICS
@@ -361,9 +362,15 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
 
 
 def _most_accurate(scored: dict[str, Any]) -> str:
-    """Name the most accurate system, or every one tied for it: the first listed is no winner."""
-    top = max(s["accuracy"] for s in scored.values())
-    tied = {name: s for name, s in scored.items() if s["accuracy"] == top}
+    """Name the most accurate system, or every one tied for it: the first listed is no winner.
+
+    Ties compare the exact fraction right, not the rounded accuracy: 199/201 and 198/200
+    both round to 0.99, and the first is ahead.
+    """
+    exact = {name: Fraction(s["correct"], s["scored"]) for name, s in scored.items()}
+    top_fraction = max(exact.values())
+    tied = {name: s for name, s in scored.items() if exact[name] == top_fraction}
+    top = next(iter(tied.values()))["accuracy"]
     if len(tied) == 1:
         name, s = next(iter(tied.items()))
         failed = _failed(s)
