@@ -455,3 +455,15 @@ def test_the_raw_verdict_compares_accuracies_not_counts_scored_on_different_item
         "accuracy (2/2 against 3/4 scored), at 1.0x the tokens." in report
     )
     assert "-1 correct" not in report
+
+
+def test_the_best_single_model_and_the_raw_verdict_compare_exact_accuracies():
+    """Without a baseline, 'the best single model' and 'helps' read the exact fractions."""
+    summary = {
+        "single:a": {**_summary(198, 200, 1000), "accuracy": round(198 / 200, 4)},
+        "single:b": {**_summary(199, 201, 1000), "accuracy": round(199 / 201, 4)},
+        "local-moa": {**_summary(200, 202, 6000), "accuracy": round(200 / 202, 4)},
+    }
+    report = render_report(summary)
+    assert "vs the best single model (single:b)" in report
+    assert "**local-moa** vs the best single model (single:b): helps" in report

@@ -343,7 +343,7 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
     singles = {n: s for n, s in scored.items() if n.startswith("single:")}
     lines = ["", "## Verdict", "", _most_accurate(scored)]
     baseline = _baseline(summary)
-    ref_name = max(singles, key=lambda n: singles[n]["accuracy"]) if singles else None
+    ref_name = max(singles, key=lambda n: _exact(singles[n])) if singles else None
     raw = False
     for name, s in scored.items():
         v = s.get("vs_baseline")
@@ -367,7 +367,7 @@ def _most_accurate(scored: dict[str, Any]) -> str:
     Ties compare the exact fraction right, not the rounded accuracy: 199/201 and 198/200
     both round to 0.99, and the first is ahead.
     """
-    exact = {name: Fraction(s["correct"], s["scored"]) for name, s in scored.items()}
+    exact = {name: _exact(s) for name, s in scored.items()}
     top_fraction = max(exact.values())
     tied = {name: s for name, s in scored.items() if exact[name] == top_fraction}
     top = next(iter(tied.values()))["accuracy"]
@@ -379,6 +379,14 @@ def _most_accurate(scored: dict[str, Any]) -> str:
         )
     best = [f"**{n}**" + (f" ({_failed(s)})" if _failed(s) else "") for n, s in tied.items()]
     return f"Most accurate: {', '.join(best[:-1])} and {best[-1]}, tied ({top:.2f})."
+
+
+def _exact(s: dict[str, Any]) -> Fraction | float:
+    """Return the exact fraction right: `accuracy` is rounded to 4 places in summary.json.
+
+    A summary without the scored count (written before it was kept) has only the rounding.
+    """
+    return Fraction(s["correct"], s["scored"]) if s.get("scored") else s["accuracy"]
 
 
 def _failed(s: dict[str, Any]) -> str:
@@ -417,11 +425,11 @@ def _raw_verdict(name: str, s: dict[str, Any], ref_name: str, ref: dict[str, Any
     A difference of correct answers alone contradicts itself when the two were scored on
     different numbers of items: 2/2 is more accurate than 3/4, yet one answer fewer.
     """
-    points = 100 * (s["accuracy"] - ref["accuracy"])
+    points = 100 * float(_exact(s) - _exact(ref))
     counts = f"{_count(s)} against {_count(ref)} scored"
-    if s["accuracy"] > ref["accuracy"]:
+    if _exact(s) > _exact(ref):
         word = f"helps: {points:+.1f} points of accuracy ({counts})"
-    elif s["accuracy"] == ref["accuracy"]:
+    elif _exact(s) == _exact(ref):
         word = f"does not help: same accuracy ({counts})"
     else:
         word = f"does not help: {points:+.1f} points of accuracy ({counts})"
