@@ -1154,3 +1154,27 @@ def test_the_commands_warning_handler_goes_when_the_command_ends(monkeypatch, ca
     with pytest.raises(SystemExit):
         cli.main()
     assert logger.handlers == []
+
+
+def test_samples_on_a_greedy_preset_are_refused_with_the_flag_that_fixes_it(monkeypatch, capsys):
+    # `moa run --samples 3` on the default preset (a greedy proposer) was refused in a config
+    # file's words ("set its temperature above 0 ... or its samples to 1"): the command-line
+    # user was not told the flag that fixes it.
+    status, err = run_main(monkeypatch, capsys, "run", "hi", "--samples", "3")
+    shown = " ".join(err.split())
+    assert status == 1 and "pass --temperature 0.7" in shown and "--samples 1" in shown, shown
+    assert "set its temperature" not in shown and "Traceback" not in shown
+    status, err = run_main(monkeypatch, capsys, "run", "hi", "--samples", "3", "--temperature", "0")
+    assert status == 1 and "pass --temperature 0.7" in " ".join(err.split())
+    assert build_config(None, None, samples=3, temperature=0.7).proposers[0].samples == 3
+
+
+def test_a_greedy_config_file_is_still_refused_in_the_files_words(monkeypatch, capsys, tmp_path):
+    config = tmp_path / "greedy.yaml"
+    config.write_text(
+        "proposers: [{model: 'openai:gpt-4o-mini', samples: 3, temperature: 0}]\n"
+        "aggregator: openai:gpt-4o-mini\n"
+    )
+    status, err = run_main(monkeypatch, capsys, "run", "hi", "--config", str(config))
+    shown = " ".join(err.split())
+    assert status == 1 and "set its temperature above 0" in shown and "--temperature" not in shown

@@ -102,6 +102,59 @@ def build_config(
     Raises:
         MoAConfigError: flags that contradict each other or the config, in one sentence.
     """
+    flags = {"max_tokens": max_tokens, "temperature": temperature, "timeout": timeout}
+    args = (preset, config_file, layers, proposers, aggregator, variant, samples)
+    try:
+        return _build_config(*args, **flags, method=method)
+    except MoAConfigError:
+        flagged = samples is not None or temperature is not None
+        if not flagged or temperature == GREEDY_FIX or not _builds(args, flags, method):
+            raise
+    raise MoAConfigError(_greedy_samples(samples, temperature))
+
+
+def _builds(args: tuple[Any, ...], flags: dict[str, Any], method: str | None) -> bool:
+    """Tell whether the config builds with ``--temperature 0.7`` added (samples were greedy)."""
+    try:
+        _build_config(*args, **{**flags, "temperature": GREEDY_FIX}, method=method)
+    except MoAConfigError:
+        return False
+    return True
+
+
+GREEDY_FIX = 0.7
+"""The temperature `moa run` suggests for samples: the one the MoA papers sample at."""
+
+
+def _greedy_samples(samples: int | None, temperature: float | None) -> str:
+    """Refuse samples at temperature 0 in the command line's words (the flag that fixes it).
+
+    The config's own refusal ("set its temperature above 0 ... or its samples to 1") speaks
+    to a config file; `moa run --samples 3` on a greedy preset must name the flag instead.
+    """
+    many = f"--samples {samples}" if samples is not None else "the samples"
+    why = "--temperature 0" if temperature is not None else "the config's temperature 0"
+    return (
+        f"{many} at {why} would be one answer repeated: pass --temperature {GREEDY_FIX} "
+        "(the papers sample at 0.7), or --samples 1."
+    )
+
+
+def _build_config(
+    preset: str | None,
+    config_file: Path | None,
+    layers: int | None,
+    proposers: str | None,
+    aggregator: str | None,
+    variant: str | None,
+    samples: int | None,
+    *,
+    max_tokens: int | None,
+    temperature: float | None,
+    timeout: float | None,
+    method: str | None,
+) -> MoAConfig:
+    """Build the config `build_config` describes (without its command-line rewording)."""
     if preset and config_file:
         raise MoAConfigError("Give either --preset or --config, not both.")
     models = model_list("--proposers", proposers)
