@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
+from langgraph_moa.cli._ranges import number_option, schema_bounds
 from langgraph_moa.config._loader import DEFAULT_PRESET, load_config
-from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.config._schema import MoAConfig, ProposerConfig
 from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.local.catalog import MAX_CONTEXT, MIN_CONTEXT
@@ -31,6 +32,13 @@ NEUTRAL_SAMPLES = {"select": 3, "self-moa": 3, "self-moa-seq": 6}
 """Samples of the neutral base's one model, for the variants that sample one model."""
 SELECTION_METHODS = ("vote", "confidence", "consensus", "mux")
 
+
+def _bounds(model: type[MoAConfig | ProposerConfig], field: str) -> dict[str, Any]:
+    """Return the schema's bounds of `field`, as `number_option` takes them."""
+    low, high, above = schema_bounds(model, field)
+    return {"low": low, "high": high, "above": above}
+
+
 PresetOpt = Annotated[
     str | None,
     typer.Option(
@@ -41,7 +49,12 @@ PresetOpt = Annotated[
     ),
 ]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or JSON config file.")]
-LayersOpt = Annotated[int | None, typer.Option(help="MoA layers (proposer layers + 1).")]
+LayersOpt = Annotated[
+    int | None,
+    number_option(
+        "--layers", **_bounds(MoAConfig, "layers"), help="MoA layers (proposer layers + 1)."
+    ),
+]
 PROPOSERS_EXAMPLE = "'openai:gpt-4o-mini,local:qwen2.5-coder-1.5b'"
 ProposersOpt = Annotated[
     str | None,
@@ -52,18 +65,39 @@ VariantOpt = Annotated[
     str | None,
     typer.Option(help="The variant: " + variants_help() + "."),
 ]
-SamplesOpt = Annotated[int | None, typer.Option(help="Samples per proposer per layer.")]
+SamplesOpt = Annotated[
+    int | None,
+    number_option(
+        "--samples", **_bounds(ProposerConfig, "samples"), help="Samples per proposer per layer."
+    ),
+]
 MaxTokensOpt = Annotated[
     int | None,
-    typer.Option("--max-tokens", min=1, help="Completion-token cap of every call."),
+    number_option(
+        "--max-tokens",
+        **_bounds(ProposerConfig, "max_tokens"),
+        help="Completion-token cap of every call.",
+    ),
 ]
 TemperatureOpt = Annotated[
     float | None,
-    typer.Option("--temperature", min=0.0, max=2.0, help="Temperature of every proposer."),
+    number_option(
+        "--temperature",
+        **_bounds(ProposerConfig, "temperature"),
+        kind=float,
+        metavar="T",
+        help="Temperature of every proposer.",
+    ),
 ]
 TimeoutOpt = Annotated[
     float | None,
-    typer.Option("--timeout", min=0.001, help="Seconds one attempt of one call may take."),
+    number_option(
+        "--timeout",
+        **_bounds(MoAConfig, "call_timeout_s"),
+        kind=float,
+        metavar="SECONDS",
+        help="Seconds one attempt of one call may take (above 0).",
+    ),
 ]
 MethodOpt = Annotated[
     str | None,
@@ -74,10 +108,11 @@ SystemOpt = Annotated[
 ]
 ContextSizeOpt = Annotated[
     int | None,
-    typer.Option(
+    number_option(
         "--context-size",
-        min=MIN_CONTEXT,
-        max=MAX_CONTEXT,
+        low=MIN_CONTEXT,
+        high=MAX_CONTEXT,
+        metavar="TOKENS",
         help="Context of each local model, in tokens (default 4096 per slot).",
     ),
 ]
@@ -102,8 +137,12 @@ def build_config(
     Raises:
         MoAConfigError: flags that contradict each other or the config, in one sentence.
     """
-    flags = {"max_tokens": max_tokens, "temperature": temperature, "timeout": timeout}
-    args = (preset, config_file, layers, proposers, aggregator, variant, samples)
+    flags: dict[str, Any] = {
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "timeout": timeout,
+    }
+    args: tuple[Any, ...] = (preset, config_file, layers, proposers, aggregator, variant, samples)
     try:
         return _build_config(*args, **flags, method=method)
     except MoAConfigError:

@@ -19,6 +19,7 @@ import typer
 
 from langgraph_moa.cli._config import model_flag
 from langgraph_moa.cli._output import out
+from langgraph_moa.cli._ranges import number_option
 from langgraph_moa.cli._run import DEGRADED_EXIT
 from langgraph_moa.errors import MoAConfigError, MoAError
 
@@ -41,8 +42,12 @@ def evaluate(
         Path,
         typer.Option("--out", help="Output folder: results, summary, report, call cache."),
     ] = Path("moa-eval"),
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items.")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Items answered at the same time.")] = 1,
+    limit: Annotated[
+        int | None, number_option("--limit", low=1, help="Only the first N items.")
+    ] = None,
+    concurrency: Annotated[
+        int, number_option("--concurrency", low=1, help="Items answered at the same time.")
+    ] = 1,
     judge: Annotated[str | None, typer.Option(help="Judge model for pairwise win rates.")] = None,
     baseline: Annotated[
         str | None,

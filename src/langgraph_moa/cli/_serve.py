@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from langgraph_moa.cli._config import SERVED_BY_DEFAULT, ContextSizeOpt
 from langgraph_moa.cli._output import out
+from langgraph_moa.cli._ranges import number_option, port_option, schema_bounds
 from langgraph_moa.cli._run import set_context_size
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._loader import load_config
@@ -27,8 +28,17 @@ from langgraph_moa.serving._errors import MAX_BODY_BYTES
 def _limit_option(field: str, flag: str, help_text: str) -> Any:
     """Make a ``moa serve`` limit flag with the default and lower bound of `RequestLimits`."""
     info = RequestLimits.model_fields[field]
-    lowest = next(m.ge for m in info.metadata if hasattr(m, "ge"))
-    return typer.Option(flag, min=lowest, help=f"{help_text} (default {info.default}).")
+    low, high, above = schema_bounds(RequestLimits, field)
+    kind = float if info.annotation is float else int
+    return number_option(
+        flag,
+        kind=kind,
+        low=low,
+        high=high,
+        above=above,
+        metavar="SECONDS" if kind is float else "N",
+        help=f"{help_text} (default {info.default}).",
+    )
 
 
 def serve(
@@ -53,7 +63,7 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Interface to bind; loopback by default.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    port: Annotated[int, port_option("Port to listen on.")] = 8000,
     api_key: Annotated[
         str | None,
         typer.Option(envvar="MOA_API_KEY", help="Require 'Authorization: Bearer <key>'."),
@@ -128,7 +138,7 @@ def serve(
         _limit_option("request_timeout_s", "--request-timeout", "Seconds one request may run"),
     ] = None,
     max_body_bytes: Annotated[
-        int, typer.Option(min=1, help="Largest request body read, in bytes.")
+        int, number_option("--max-body-bytes", low=1, help="Largest request body read, in bytes.")
     ] = MAX_BODY_BYTES,
     allowed_host: Annotated[
         list[str] | None,
@@ -151,15 +161,30 @@ def serve(
         bool, typer.Option("--docs", help="Serve the interactive /docs and /openapi.json.")
     ] = False,
     header_timeout: Annotated[
-        float, typer.Option(min=0.1, help="Seconds a connection may take to send a request head.")
+        float,
+        number_option(
+            "--header-timeout",
+            kind=float,
+            low=0.1,
+            metavar="SECONDS",
+            help="Seconds a connection may take to send a request head.",
+        ),
     ] = 10.0,
     body_timeout: Annotated[
-        float, typer.Option(min=0.1, help="Seconds a request body may take to arrive.")
+        float,
+        number_option(
+            "--body-timeout",
+            kind=float,
+            low=0.1,
+            metavar="SECONDS",
+            help="Seconds a request body may take to arrive.",
+        ),
     ] = 30.0,
     max_connections_per_client: Annotated[
         int,
-        typer.Option(
-            min=1,
+        number_option(
+            "--max-connections-per-client",
+            low=1,
             help="Open connections one client address may hold (raise it behind a proxy, "
             "where every client has the proxy's address).",
         ),

@@ -13,6 +13,7 @@ import typer
 
 from langgraph_moa.cli._config import SERVED_BY_DEFAULT
 from langgraph_moa.cli._output import out
+from langgraph_moa.cli._ranges import port_option
 from langgraph_moa.errors import MoAError
 
 
@@ -26,7 +27,7 @@ def ui(
             f"{', '.join(SERVED_BY_DEFAULT)}).",
         ),
     ] = None,
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 8000,
+    port: Annotated[int, port_option("Port on 127.0.0.1.")] = 8000,
     history: Annotated[
         Path | None,
         typer.Option(envvar="MOA_HISTORY", help="SQLite file of past runs (default: cache)."),
