@@ -1213,3 +1213,23 @@ def test_an_option_out_of_range_is_a_usage_error_in_one_sentence(
     assert status == 2, shown
     assert f"Invalid value for '{flag}': {value} " in shown and span in shown, shown
     assert "Input should" not in shown and "Traceback" not in shown
+
+
+TYPE_NOISE = r"<(?:list\[|str|int|float|path|Path|bool|datetime)[^>]*>"
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["chat"], ["models"], ["eval"], ["serve"], ["ui"]]
+)
+def test_help_names_each_value_in_words_not_its_python_type(command):
+    # `moa eval --help` showed "-s <list[str]>", `moa serve --help` "--config <list[Path]>":
+    # Python's types, where the reader needs to know what to write.
+    import re
+
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(cli.app, [*command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert not re.findall(TYPE_NOISE, result.output), result.output
+    if command == ["eval"]:
+        assert "-s SYSTEM" in " ".join(result.output.replace("│", " ").split())

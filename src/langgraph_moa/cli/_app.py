@@ -36,15 +36,31 @@ class _FlagsTakeNoValue:
 
     Typer's rich help prints the type of every option, flags included; a user who read
     ``--quiet -q <bool>`` typed ``--quiet true``, and "true" became the question. An empty
-    metavar makes the help show nothing there, and changes nothing else.
+    metavar makes the help show nothing there, and changes nothing else. An option that
+    takes a value and names no metavar of its own is shown with a word for it (`_metavar`).
     """
 
     def get_params(self, ctx: Any) -> Any:  # typer's own copy of click's types
         params = super().get_params(ctx)  # type: ignore[misc]
         for param in params:
-            if getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
+            if param.param_type_name == "argument":  # named by its name: no type beside it
+                param.display_type_rich = lambda ctx: None
+            elif param.metavar is None:
+                param.metavar = "" if getattr(param, "is_flag", False) else _metavar(param)
         return params
+
+
+def _metavar(param: Any) -> str:
+    """Name an option's value in a word: ``-s SYSTEM``, ``--config PATH``.
+
+    Typer showed Python's types (``<list[str]>``, ``<list[Path]>``, ``<str>``), which say
+    how the value is stored, not what to write. A path is a PATH; anything else is named
+    after its option (repeatable options say "repeatable" in their help).
+    """
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None and descriptor.is_path:
+        return "PATH"
+    return str(param.name).upper()
 
 
 class _Group(_FlagsTakeNoValue, typer.core.TyperGroup):

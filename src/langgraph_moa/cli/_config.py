@@ -58,9 +58,11 @@ LayersOpt = Annotated[
 PROPOSERS_EXAMPLE = "'openai:gpt-4o-mini,local:qwen2.5-coder-1.5b'"
 ProposersOpt = Annotated[
     str | None,
-    typer.Option(help=f"Comma-separated proposer specs, e.g. {PROPOSERS_EXAMPLE}."),
+    typer.Option(
+        metavar="SPECS", help=f"Comma-separated proposer specs, e.g. {PROPOSERS_EXAMPLE}."
+    ),
 ]
-AggregatorOpt = Annotated[str | None, typer.Option(help="Aggregator model spec.")]
+AggregatorOpt = Annotated[str | None, typer.Option(metavar="SPEC", help="Aggregator model spec.")]
 VariantOpt = Annotated[
     str | None,
     typer.Option(help="The variant: " + variants_help() + "."),
@@ -104,7 +106,8 @@ MethodOpt = Annotated[
     typer.Option("--method", help="How variant select picks: vote, confidence, consensus or mux."),
 ]
 SystemOpt = Annotated[
-    str | None, typer.Option("--system", help="A system prompt put before the question.")
+    str | None,
+    typer.Option("--system", metavar="TEXT", help="A system prompt put before the question."),
 ]
 ContextSizeOpt = Annotated[
     int | None,

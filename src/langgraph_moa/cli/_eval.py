@@ -48,7 +48,9 @@ def evaluate(
     concurrency: Annotated[
         int, number_option("--concurrency", low=1, help="Items answered at the same time.")
     ] = 1,
-    judge: Annotated[str | None, typer.Option(help="Judge model for pairwise win rates.")] = None,
+    judge: Annotated[
+        str | None, typer.Option(metavar="SPEC", help="Judge model for pairwise win rates.")
+    ] = None,
     baseline: Annotated[
         str | None,
         typer.Option(
@@ -62,7 +64,10 @@ def evaluate(
     ] = None,
     langsmith_dataset: Annotated[
         str | None,
-        typer.Option(help="Read the items from this LangSmith dataset (needs LANGSMITH_API_KEY)."),
+        typer.Option(
+            metavar="NAME",
+            help="Read the items from this LangSmith dataset (needs LANGSMITH_API_KEY).",
+        ),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Draw the PNG plots (needs the eval extra).")] = True,
     judge_layers: Annotated[

@@ -56,6 +56,7 @@ def serve(
         typer.Option(
             "--config",
             "-c",
+            metavar="PATH",
             help="YAML or JSON config file to serve, as the model named by its `name:` "
             "(else the file's stem) (repeatable).",
         ),
@@ -72,6 +73,7 @@ def serve(
         list[str] | None,
         typer.Option(
             "--allow-model",
+            metavar="SPEC",
             help="A model spec clients may name in 'proposers' or 'aggregator', besides the "
             "served presets' own models (repeatable).",
         ),
@@ -144,6 +146,7 @@ def serve(
         list[str] | None,
         typer.Option(
             "--allowed-host",
+            metavar="HOST",
             help="A host name clients may reach the server by, besides the loopback names "
             "and the bound address (repeatable; '*' for any). Others get 421, which stops "
             "DNS-rebinding pages.",
@@ -153,6 +156,7 @@ def serve(
         list[str] | None,
         typer.Option(
             "--allowed-origin",
+            metavar="ORIGIN",
             help="A web origin (https://app.example) whose pages may call the API "
             "(repeatable). Other cross-origin browser requests get 403.",
         ),
