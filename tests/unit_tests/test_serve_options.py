@@ -137,3 +137,27 @@ def test_what_serving_froze_is_unfrozen_after_serving(untuned):
     assert _frozen(alive_before_serving)
     restore()
     assert not _frozen(alive_before_serving)
+
+
+def test_serve_leaves_uvicorns_loggers_as_it_found_them(monkeypatch, tmp_path):
+    # serve() lowered "uvicorn.error" to INFO (for its drain line) and left it so: a program
+    # (or a test) that served in-process then got uvicorn's info lines for good.
+    import logging
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving import _server
+
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    before = {n: (logging.getLogger(n).level, list(logging.getLogger(n).filters)) for n in names}
+    seen = {}
+    monkeypatch.setattr(
+        uvicorn.Server,
+        "run",
+        lambda server, sockets=None: seen.update(level=logging.getLogger("uvicorn.error").level),
+    )
+    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
+    config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
+    _server.serve({"fake": config}, port=8123, history_path=tmp_path / "h.db", log=print)
+    assert seen["level"] == logging.INFO  # while serving: the drain line can be said
+    after = {n: (logging.getLogger(n).level, list(logging.getLogger(n).filters)) for n in names}
+    assert after == before

@@ -94,12 +94,42 @@ def serve(
     # deadline and per-client connection limit (`_guard`), which keep slow clients out.
     options = {**server_options(), **uvicorn_options(security)}
     restore_collector = tune_collector()
+    restore_loggers = _keep_loggers(UVICORN_LOGGERS)
     try:
         settings = uvicorn.Config(logged, host=host, port=port, log_level="warning", **options)
         _say_the_drain(logging.getLogger("uvicorn.error"))
         uvicorn.Server(settings).run()
-    finally:  # serving is over: the collector is as the caller had it
+    finally:  # serving is over: the collector and uvicorn's loggers are as the caller had them
         restore_collector()
+        restore_loggers()
+
+
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+"""The loggers uvicorn's `Config` configures (levels, handlers) and `_say_the_drain` lowers."""
+
+
+def _keep_loggers(names: Iterable[str]) -> Callable[[], None]:
+    """Note these loggers' level, filters, handlers and propagation; return what restores them.
+
+    uvicorn's `Config` sets up its loggers for the process, and `_say_the_drain` lowers
+    "uvicorn.error" to info: after `serve` returned, a program that served in-process (an
+    embedding, a test) kept uvicorn's info lines and handlers for good.
+    """
+    kept = []
+    for name in names:
+        logger = logging.getLogger(name)
+        kept.append(
+            (logger, logger.level, list(logger.filters), list(logger.handlers), logger.propagate)
+        )
+
+    def restore() -> None:
+        for logger, level, filters, handlers, propagate in kept:
+            logger.setLevel(level)
+            logger.filters[:] = filters
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+
+    return restore
 
 
 DRAIN_LINE = (
