@@ -1233,3 +1233,31 @@ def test_help_names_each_value_in_words_not_its_python_type(command):
     assert not re.findall(TYPE_NOISE, result.output), result.output
     if command == ["eval"]:
         assert "-s SYSTEM" in " ".join(result.output.replace("│", " ").split())
+
+
+@pytest.mark.parametrize("command", ["serve", "ui"])
+def test_serve_says_on_stderr_when_a_local_model_starts(monkeypatch, capsys, command):
+    # A local model's server started on the first request without a word (about 7 s): the
+    # operator saw a request hang. The runtime's info lines now reach stderr while serving,
+    # and the logger is left as it was afterwards.
+    import logging
+
+    from langgraph_moa.cli import _ui
+    from langgraph_moa.serving import _server as serving
+
+    local = logging.getLogger("langgraph_moa.local")
+    level = local.level
+
+    def serve(presets, **kwargs):
+        logging.getLogger("langgraph_moa.local.runtime").info("starting local:m (0.1 GB)")
+        logging.getLogger("langgraph_moa.local.runtime").debug("not for the operator")
+
+    monkeypatch.setattr(serving, "serve", serve)
+    monkeypatch.setattr(_ui, "_check_port_free", lambda port: None)
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)  # keep pytest's Ctrl-C
+    monkeypatch.setattr(cli.sys, "argv", ["moa", command, *(["--no-open"] * (command == "ui"))])
+    cli.main()  # served and returned: no exit code
+    err = capsys.readouterr().err
+    assert "starting local:m (0.1 GB)" in err, err
+    assert "not for the operator" not in err and "warning" not in err
+    assert local.level == level and not [h for h in local.handlers if "Notes" in type(h).__name__]

@@ -717,3 +717,30 @@ def test_servers_started_together_are_checked_against_what_the_others_will_take(
         assert local.server("qwen2.5-coder-1.5b").alive()
     finally:
         local.stop_all()
+
+
+def test_a_server_started_on_a_call_says_so_and_when_it_is_ready(stand_in, caplog, monkeypatch):
+    # `moa serve` started a local model's server on its first request without a word: the
+    # request sat for about 7 s and the operator saw nothing. The runtime now says, at info,
+    # when it starts one and when it answers (`moa serve` shows both on stderr).
+    import logging
+
+    import httpx
+
+    from langgraph_moa.local import runtime as runtime_module
+
+    stand_in.script["code"] = ALIVE
+    runtime = LocalRuntime(threads=1, slots=1)
+    try:
+        with caplog.at_level(logging.INFO, logger="langgraph_moa.local"):
+            server = runtime.server("qwen2.5-coder-0.5b")
+            assert runtime.server("qwen2.5-coder-0.5b") is server  # said once
+            monkeypatch.setattr(runtime_module.httpx, "get", lambda url, **k: httpx.Response(200))
+            server.wait_ready()
+            server.wait_ready()
+        said = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert len(said) == 2, said
+        assert "starting local:qwen2.5-coder-0.5b" in said[0] and "waits" in said[0]
+        assert said[1].startswith("local:qwen2.5-coder-0.5b is ready"), said
+    finally:
+        runtime.stop_all()

@@ -64,6 +64,36 @@ def runtime_warnings_shown() -> Iterator[None]:
         logger.removeHandler(handler)
 
 
+class _RuntimeNotes(logging.Handler):
+    """Shows the local runtime's info lines (a server starting, then ready) dim on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Say the record's message; warnings are `_RuntimeWarnings`' to show."""
+        if record.levelno < logging.WARNING:
+            out.info(f"[dim]{escape(record.getMessage())}[/]")
+
+
+@contextmanager
+def local_starts_shown() -> Iterator[None]:
+    """Say on stderr when a local model's server starts and when it is ready (`moa serve`).
+
+    A server starts on the first request that needs its model, which then waits seconds
+    while it loads; said nowhere, that looked like a hang to the operator. `moa run` says
+    the same in its own lines (`prepare`) before the run, so only the servers use this.
+    The logger's level and handlers are put back when serving ends.
+    """
+    logger = logging.getLogger("langgraph_moa.local")
+    handler, level = _RuntimeNotes(logging.INFO), logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def prepare(names: list[str]) -> None:
     """Assemble, verify and start the servers of these local models, saying so on stderr."""
     if not names:

@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from langgraph_moa.cli._config import SERVED_BY_DEFAULT, ContextSizeOpt
+from langgraph_moa.cli._local import local_starts_shown
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import number_option, port_option, schema_bounds
 from langgraph_moa.cli._run import set_context_size
@@ -277,19 +278,20 @@ def serve(
             )
         out.err.print(f"[cyan]{escape(line)}[/]")
 
-    run_server(
-        systems,
-        host=host,
-        port=port,
-        api_key=api_key,
-        allow_models=allow_model or (),
-        allow_client_endpoints=allow_client_endpoints,
-        limits=limits,
-        max_body_bytes=max_body_bytes,
-        security=security,
-        announce=announce,
-        prices=price_table,
-    )
+    with local_starts_shown():
+        run_server(
+            systems,
+            host=host,
+            port=port,
+            api_key=api_key,
+            allow_models=allow_model or (),
+            allow_client_endpoints=allow_client_endpoints,
+            limits=limits,
+            max_body_bytes=max_body_bytes,
+            security=security,
+            announce=announce,
+            prices=price_table,
+        )
 
 
 def _is_loopback(host: str) -> bool:

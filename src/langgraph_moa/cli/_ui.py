@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from langgraph_moa.cli._config import SERVED_BY_DEFAULT
+from langgraph_moa.cli._local import local_starts_shown
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import port_option
 from langgraph_moa.errors import MoAError
@@ -48,7 +49,8 @@ def ui(
         if open_page:
             _open_when_up(url, port)
 
-    run_server(presets, host="127.0.0.1", port=port, history_path=history, announce=announce)
+    with local_starts_shown():
+        run_server(presets, host="127.0.0.1", port=port, history_path=history, announce=announce)
 
 
 def _check_port_free(port: int) -> None:

@@ -144,6 +144,7 @@ class LocalServer:
         self._spawn(port or free_port())
 
     def _spawn(self, port: int) -> None:
+        self._spawned = time.monotonic()
         self.port = port
         self.url = f"http://127.0.0.1:{port}/v1"
         self._keep_log = self._stopped = False
@@ -213,6 +214,8 @@ class LocalServer:
                     ready = httpx.get(f"{self.url}/models", timeout=1.0, trust_env=False)
                     if ready.status_code == 200:
                         self._ready.set()
+                        took = time.monotonic() - self._spawned
+                        logger.info("local:%s is ready (loaded in %.1fs)", self.info.name, took)
                         break
                 except httpx.HTTPError:
                     pass
@@ -483,6 +486,13 @@ class LocalRuntime:
                     server.stop()
                     server.replaced()
                 starting = sum(s.memory_to_come() for s in self._servers.values())
+                # Said at info (`moa serve` shows it): the call that needs the model waits
+                # seconds while it loads, which looked like a hang.
+                logger.info(
+                    "starting local:%s (%.1f GB); the call that needs it waits while it loads",
+                    name,
+                    info.size / 1e9,
+                )
                 server = LocalServer(
                     info, threads=self.threads, slots=self.slots, starting=starting
                 )
