@@ -543,24 +543,40 @@ def test_a_bad_single_system_is_one_error_line(monkeypatch, capsys, tmp_path, sy
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "--proposers", "", "hi"], "error: --proposers names no model: give comma-sep"),
-        (["run", "--proposers", " , ,", "hi"], "error: --proposers names no model"),
+        (["run", "--proposers", "", "hi"], "'--proposers': '' names no model: give comma-sep"),
+        (["run", "--proposers", " , ,", "hi"], "'--proposers': ' , ,' names no model"),
         (["run", "--proposers", "openai:a,,openai:b", "hi"], "'openai:a,,openai:b' has an empty"),
-        (["run", "--proposers", "openai:a,", "hi"], "--proposers 'openai:a,' has an empty item"),
-        (["run", "--aggregator", "", "hi"], "error: --aggregator names no model: give a model"),
-        (["chat", "--proposers", ""], "error: --proposers names no model"),
-        (["eval", "-s", "moa-lite", "--judge", " ", "--baseline", "x"], "--judge names no model"),
+        (["run", "--proposers", "openai:a,", "hi"], "'--proposers': 'openai:a,' has an empty item"),
+        (["run", "--aggregator", "", "hi"], "'--aggregator': '' names no model: give a model"),
+        (["chat", "--proposers", ""], "'--proposers': '' names no model"),
+        (["eval", "-s", "moa-lite", "--judge", " ", "--baseline", "x"], "'--judge': ' ' names no"),
+        (
+            ["run", "--variant", "nope", "hi"],
+            "'--variant': 'nope' is not a variant: use one of moa,",
+        ),
+        (
+            ["run", "--variant", "self-moe", "hi"],
+            "'self-moe' is not a variant: did you mean 'self-moa'",
+        ),
+        (
+            ["run", "--method", "best", "hi"],
+            "'--method': 'best' is not a selection method: use one",
+        ),
     ],
 )
 def test_an_empty_model_flag_is_refused_not_ignored(monkeypatch, capsys, tmp_path, args, message):
     # Ignored, these ran the default preset's local model, or the first proposer aggregated.
+    # An invalid value of one option is a usage error (exit 2), as one out of range is; they
+    # exited 1, the code of a failed run.
     from langgraph_moa.cli import _chat, _run
 
     for module in (_run, _chat):
         monkeypatch.setattr(module, "prepare", lambda names: pytest.fail(f"prepared {names}"))
     monkeypatch.chdir(tmp_path)
     status, err = run_main(monkeypatch, capsys, *args)
-    assert status == 1 and message in err and err.count("\n") == 1
+    shown = " ".join(err.split())
+    assert status == 2 and message in shown and "Error: Invalid value for" in err, err
+    assert "Traceback" not in err
 
 
 def test_eval_with_a_failing_judge_writes_the_report_and_exits_non_zero(

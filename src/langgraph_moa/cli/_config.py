@@ -10,6 +10,7 @@ model a run will not call is ever assembled or loaded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +23,8 @@ from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.local.catalog import MAX_CONTEXT, MIN_CONTEXT
 from langgraph_moa.providers._models import describe_model
-from langgraph_moa.variants import Plan, variant_of, variants_help
+from langgraph_moa.text._names import did_you_mean
+from langgraph_moa.variants import Plan, variant_names, variant_of, variants_help
 
 DEFAULT_MODEL = "local:qwen2.5-coder-1.5b"
 """The model of the neutral base where the user names none: the default preset's model."""
@@ -31,6 +33,60 @@ SERVED_BY_DEFAULT = (DEFAULT_PRESET, "local-moa", "local-self-moa")
 NEUTRAL_SAMPLES = {"select": 3, "self-moa": 3, "self-moa-seq": 6}
 """Samples of the neutral base's one model, for the variants that sample one model."""
 SELECTION_METHODS = ("vote", "confidence", "consensus", "mux")
+
+
+def list_problem(value: str) -> str | None:
+    """Say what is wrong with a comma-separated list of model specs, if anything."""
+    items = [item.strip() for item in value.split(",")]
+    give = f"give comma-separated model specs, e.g. {PROPOSERS_EXAMPLE}."
+    if not any(items):
+        return f"names no model: {give}"
+    if not all(items):
+        return f"has an empty item (two commas in a row, or one at an end): {give}"
+    return None
+
+
+def spec_problem(value: str) -> str | None:
+    """Say what is wrong with one model spec given to a flag, if anything."""
+    if value.strip():
+        return None
+    return (
+        "names no model: give a model spec, e.g. 'openai:gpt-4o-mini' or "
+        "'local:qwen2.5-coder-1.5b'."
+    )
+
+
+def variant_problem(value: str) -> str | None:
+    """Say that `value` names no registered variant, with the one meant or the choices."""
+    names = variant_names()
+    if value in names:
+        return None
+    hint = did_you_mean(value, names) or f"use one of {', '.join(names)}."
+    return f"is not a variant: {hint}"
+
+
+def method_problem(value: str) -> str | None:
+    """Say that `value` is not a selection method, with the choices."""
+    if value in SELECTION_METHODS:
+        return None
+    return f"is not a selection method: use one of {', '.join(SELECTION_METHODS)}."
+
+
+def checked(problem_of: Callable[[str], str | None]) -> Callable[[str], str]:
+    """Make a typer parser that refuses a value `problem_of` finds wrong, as a usage error.
+
+    A bad value of one option exits 2 with "Invalid value for '--variant': 'x' is not a
+    variant: ...", as one out of range does (`_ranges`); checked later, in `build_config`,
+    it exited 1, the code of a run that failed. `build_config` keeps its own checks for
+    callers outside the command line.
+    """
+
+    def parse(value: str) -> str:
+        if problem := problem_of(value):
+            raise typer.BadParameter(f"{value!r} {problem}")
+        return value
+
+    return parse
 
 
 def _bounds(model: type[MoAConfig | ProposerConfig], field: str) -> dict[str, Any]:
@@ -59,13 +115,18 @@ PROPOSERS_EXAMPLE = "'openai:gpt-4o-mini,local:qwen2.5-coder-1.5b'"
 ProposersOpt = Annotated[
     str | None,
     typer.Option(
-        metavar="SPECS", help=f"Comma-separated proposer specs, e.g. {PROPOSERS_EXAMPLE}."
+        parser=checked(list_problem),
+        metavar="SPECS",
+        help=f"Comma-separated proposer specs, e.g. {PROPOSERS_EXAMPLE}.",
     ),
 ]
-AggregatorOpt = Annotated[str | None, typer.Option(metavar="SPEC", help="Aggregator model spec.")]
+AggregatorOpt = Annotated[
+    str | None,
+    typer.Option(parser=checked(spec_problem), metavar="SPEC", help="Aggregator model spec."),
+]
 VariantOpt = Annotated[
     str | None,
-    typer.Option(help="The variant: " + variants_help() + "."),
+    typer.Option(parser=checked(variant_problem), help="The variant: " + variants_help() + "."),
 ]
 SamplesOpt = Annotated[
     int | None,
@@ -103,7 +164,11 @@ TimeoutOpt = Annotated[
 ]
 MethodOpt = Annotated[
     str | None,
-    typer.Option("--method", help="How variant select picks: vote, confidence, consensus or mux."),
+    typer.Option(
+        "--method",
+        parser=checked(method_problem),
+        help="How variant select picks: vote, confidence, consensus or mux.",
+    ),
 ]
 SystemOpt = Annotated[
     str | None,
@@ -201,11 +266,8 @@ def _build_config(
         raise MoAConfigError("Give either --preset or --config, not both.")
     models = model_list("--proposers", proposers)
     aggregator = model_flag("--aggregator", aggregator)
-    if method is not None and method not in SELECTION_METHODS:
-        raise MoAConfigError(
-            f"--method {method!r} is not a selection method: use one of "
-            f"{', '.join(SELECTION_METHODS)}."
-        )
+    if method is not None and (problem := method_problem(method)):
+        raise MoAConfigError(f"--method {method!r} {problem}")
     shaped = any(v is not None for v in (layers, models, aggregator, variant, method))
     if preset or config_file or not shaped:
         base = load_config(config_file or preset or DEFAULT_PRESET)
@@ -250,28 +312,17 @@ def model_list(flag: str, value: str | None) -> list[str] | None:
     """
     if value is None:
         return None
-    items = [item.strip() for item in value.split(",")]
-    if not any(items):
-        raise MoAConfigError(
-            f"{flag} names no model: give comma-separated model specs, e.g. {PROPOSERS_EXAMPLE}."
-        )
-    if not all(items):
-        raise MoAConfigError(
-            f"{flag} {value!r} has an empty item (two commas in a row, or one at an end): give "
-            f"comma-separated model specs, e.g. {PROPOSERS_EXAMPLE}."
-        )
-    return items
+    if problem := list_problem(value):
+        raise MoAConfigError(f"{flag} {value!r} {problem}")
+    return [item.strip() for item in value.split(",")]
 
 
 def model_flag(flag: str, value: str | None) -> str | None:
     """Return one model spec given to `flag`, refusing an empty one (see `model_list`)."""
     if value is None:
         return None
-    if not value.strip():
-        raise MoAConfigError(
-            f"{flag} names no model: give a model spec, e.g. 'openai:gpt-4o-mini' or "
-            "'local:qwen2.5-coder-1.5b'."
-        )
+    if problem := spec_problem(value):
+        raise MoAConfigError(f"{flag} {value!r} {problem}")
     return value.strip()
 
 

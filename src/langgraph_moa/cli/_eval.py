@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from langgraph_moa.cli._config import model_flag
+from langgraph_moa.cli._config import checked, model_flag, spec_problem
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import number_option
 from langgraph_moa.cli._run import DEGRADED_EXIT
@@ -49,7 +49,12 @@ def evaluate(
         int, number_option("--concurrency", low=1, help="Items answered at the same time.")
     ] = 1,
     judge: Annotated[
-        str | None, typer.Option(metavar="SPEC", help="Judge model for pairwise win rates.")
+        str | None,
+        typer.Option(
+            parser=checked(spec_problem),
+            metavar="SPEC",
+            help="Judge model for pairwise win rates.",
+        ),
     ] = None,
     baseline: Annotated[
         str | None,
