@@ -463,12 +463,12 @@ async def test_reading_a_body_does_not_block_other_clients(system, monkeypatch):
     parsing, listed = threading.Event(), threading.Event()
     answered_meanwhile = []
 
-    def parse(self, raw):
+    def parse(self, raw, scope=None):
         # A 990 kB body of tiny messages used to hold the loop for a second. This parse only
         # ends once GET /v1/models has answered, which it cannot if parsing holds the loop.
         parsing.set()
         answered_meanwhile.append(listed.wait(timeout=10))
-        return slow_parse(self, raw)
+        return slow_parse(self, raw, scope)
 
     monkeypatch.setattr(_Preparer, "__call__", parse)
     transport = httpx.ASGITransport(app=create_app({"m": system}))
@@ -586,7 +586,7 @@ def test_large_bodies_are_parsed_one_at_a_time_small_ones_at_once(system):
 
             self.overlapped = threading.Event()
 
-        def __call__(self, raw):
+        def __call__(self, raw, scope=None):
             with self.lock:
                 self.now += 1
                 self.most = max(self.most, self.now)
@@ -792,13 +792,58 @@ def test_the_access_log_names_the_model_of_a_request_larger_than_the_head_it_kee
     assert lines[0].startswith("POST /v1/chat/completions 403 · m · error: "), lines
 
 
-def test_the_access_log_tries_only_the_last_keys_of_a_cut_request():
-    """A hostile tail repeating a nested key costs a few short parses, never one per key."""
-    from langgraph_moa.serving._access import _trailing_field
+@pytest.mark.parametrize(
+    "tail",
+    [
+        ',"model":"m"}',  # a second top-level model: the app takes the last one
+        ',"model":"m","proposers":[' + ",".join(['{"model":"p"}'] * 20) + "]}",  # hidden
+    ],
+)
+def test_the_access_log_names_the_model_the_app_read_whatever_the_body_repeats(system, tail):
+    """The log line named the first ``model`` of a body over 256 KiB, or guessed from its
+    tail, while the app reads the last one (JSON's rule): a client could make the line name
+    a model its request was not run under. It now names the one the app read."""
+    from langgraph_moa.serving._access import AccessLog
 
-    nested = '{"model": "x"}, ' * 50_000
-    assert _trailing_field(f'"a": [{nested}{{}}], "model": "m"}}', "model") == "m"
-    assert _trailing_field(f'"model": "m", "a": [{nested}{{}}]}}', "model") is None
+    lines: list[str] = []
+    limits = RequestLimits(max_chars=500_000)
+    client = local(AccessLog(create_app({"m": system}, limits=limits), ["m"], lines.append))
+    text = "é" * 100_000 + ' say "model": "decoy"'  # a text that spells a key out
+    body = f'{{"model":"decoy","messages":[{{"role":"user","content":{json.dumps(text)}}}]'
+    body = (body + tail).encode()
+    assert len(body) > 256 * 1024
+    response = client.post("/v1/chat/completions", content=body, headers=JSON)
+    assert " · m · " in lines[0] and "decoy" not in lines[0], (response.status_code, lines)
+
+
+def test_the_access_log_parses_none_of_a_request_the_app_read(system, monkeypatch):
+    """The log reparsed a request on the event loop to name its model, up to 16 times 768
+    KiB for a body repeating a nested ``model`` (the app parses bodies off the loop, one
+    large body at a time). A request the app read is named from what the app read."""
+    from langgraph_moa.serving._access import AccessLog
+
+    parsed: list[int] = []
+    raw_decode = json.JSONDecoder.raw_decode
+
+    def counting(self, s, idx=0):
+        parsed.append(len(s) - idx)
+        return raw_decode(self, s, idx)
+
+    lines: list[str] = []
+    limits = RequestLimits(max_chars=500_000)
+    client = local(AccessLog(create_app({"m": system}, limits=limits), ["m"], lines.append))
+    nested = '{"model":' * 16 + json.dumps("x" * 440_000) + "}" * 16
+    text = "é" * 150_000  # past the 256 KiB head the log kept
+    body = (
+        f'{{"messages":[{{"role":"user","content":"{text}"}}],"model":"m",'
+        f'"aggregator":{{"a":{nested}}}}}'
+    ).encode()
+    monkeypatch.setattr(json.JSONDecoder, "raw_decode", counting)
+    response = client.post("/v1/chat/completions", content=body, headers=JSON)
+    monkeypatch.undo()
+    assert 400 <= response.status_code < 500, response.text
+    assert " · m · " in lines[0], lines
+    assert sum(parsed) < 300_000, (len(parsed), sum(parsed))
 
 
 @pytest.mark.parametrize("leaves", [True, False])

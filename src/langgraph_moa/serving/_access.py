@@ -2,7 +2,8 @@
 
 An operator watching the terminal must see that requests arrive and what they cost, and see
 a failure when it happens rather than learn of it from a client. This ASGI wrapper sits
-outside the app: it reads the request's ``model`` from the body as it passes, and the status,
+outside the app: it names the request's ``model`` the app read (`note_model`), else reads it
+from a body short enough to keep whole as it passes, and it reads the status,
 usage, call counts, fallback and error message from the response as it passes (the last
 event of a stream carries the same provenance), and whether the client left before the
 response's end (its run was cancelled), then writes one line. It also answers
@@ -53,8 +54,7 @@ class AccessLog:
         seen: dict[str, Any] = {
             "status": 0,
             "request": bytearray(),  # its head: the first `_KEEP` bytes
-            "request_tail": bytearray(),  # what follows, its last `_KEEP` bytes at least
-            "request_cut": False,  # bytes between the two were dropped
+            "request_cut": False,  # more arrived, and was dropped
             "response": bytearray(),
             "whole": False,  # the response's last body message went out
             "left": False,  # the client disconnected before that
@@ -108,7 +108,9 @@ class AccessLog:
     ) -> str:
         seconds = time.perf_counter() - started
         parts = [f"{scope['method']} {_printable(scope['path'])[:200]} {status}"]  # a client's path
-        model = _request_field(seen, "model")
+        model = scope.get(MODEL_KEY)  # what the app read, else what the log can tell
+        if model is None and not seen["request_cut"]:
+            model = _field(bytes(seen["request"]), "model")
         if model:
             parts.append(_printable(str(model))[:100])  # a client's: one line, short
         try:
@@ -155,94 +157,27 @@ def _field(body: bytes, name: str) -> Any:
 
 
 def _keep_request(seen: dict[str, Any], part: bytes) -> None:
-    """Keep a request body's head and its tail, never more than about three `_KEEP`."""
-    head, tail = seen["request"], seen["request_tail"]
-    room = _KEEP - len(head)
-    if room > 0:
-        head += part[:room]
-        part = part[room:]
-    tail += part
-    if len(tail) > 2 * _KEEP:
-        del tail[:-_KEEP]
-        seen["request_cut"] = True
+    """Keep a request body's first `_KEEP` bytes, and whether more arrived."""
+    head = seen["request"]
+    room = max(_KEEP - len(head), 0)
+    if len(part) > room:
+        seen["request_cut"] = True  # no longer JSON: `AccessLog._line` does not read it
+    head += part[:room]
 
 
-def _request_field(seen: dict[str, Any], name: str) -> Any:
-    """Return the request body's top-level field `name`, from what `_keep_request` kept.
-
-    A body no longer than its head is read whole (`_field`). A longer one (a long
-    conversation) is read from its head's leading fields, else from its trailing ones: a
-    client may write ``model`` before or after ``messages`` (the openai SDK writes it
-    after). Neither parses more than the head, or what follows the field, as before.
-    """
-    head, tail = bytes(seen["request"]), bytes(seen["request_tail"])
-    if not tail:
-        return _field(head, name)
-    found = _leading_field(head.decode("utf-8", "replace"), name)
-    if found is None:
-        rest = tail if seen["request_cut"] else head + tail  # a key across the two, too
-        found = _trailing_field(rest.decode("utf-8", "replace"), name)
-    return found
+MODEL_KEY = "langgraph_moa.model"
+"""The ASGI scope's key under which the app notes the ``model`` of a request it read
+(`note_model`). The log names that one rather than reading the body again: a body
+reread by the log cost the event loop up to tens of milliseconds (a hostile one repeats
+nested keys), and a cut one could be read otherwise than the app read it (a repeated
+``model``: JSON's last one counts), so the line could name a model the request did not
+run under."""
 
 
-def _leading_field(text: str, name: str) -> Any:
-    """Return the top-level field `name` among the first fields of a cut JSON object."""
-    decoder = json.JSONDecoder()
-    at = _skip_space(text, 0)
-    if not text.startswith("{", at):
-        return None
-    try:
-        while True:
-            key, at = decoder.raw_decode(text, _skip_space(text, at + 1))
-            at = _skip_space(text, at)
-            if not isinstance(key, str) or not text.startswith(":", at):
-                return None
-            value, at = decoder.raw_decode(text, _skip_space(text, at + 1))
-            if key == name:
-                return value
-            at = _skip_space(text, at)
-            if not text.startswith(",", at):
-                return None
-    except (ValueError, RecursionError):  # the cut, or what the app refuses anyway
-        return None
-
-
-_TRIED_FROM_THE_END = 16
-"""Occurrences of a key tried from a cut body's end: what a hostile body repeats costs one
-parse each, of what follows it, so only the last few are tried."""
-
-
-def _trailing_field(text: str, name: str) -> Any:
-    """Return the top-level field `name` among the last fields of a JSON object's tail.
-
-    From an occurrence of ``"name"`` that follows a comma or a brace, the rest of the body
-    with ``{`` before it is a JSON object only where the key is a top-level one: a nested
-    one leaves its closing brackets over. Quotes inside strings are escaped, so no text
-    passes for a key.
-    """
-    key = json.dumps(name)
-    end = len(text)
-    for _ in range(_TRIED_FROM_THE_END):
-        at = text.rfind(key, 0, end)
-        if at < 0:
-            return None
-        end = before = at
-        while before > 0 and text[before - 1] in " \t\n\r":
-            before -= 1
-        if before == 0 or text[before - 1] not in ",{":
-            continue
-        try:
-            value = json.loads("{" + text[at:])
-        except (ValueError, RecursionError):
-            continue
-        return value.get(name)
-    return None
-
-
-def _skip_space(text: str, at: int) -> int:
-    while at < len(text) and text[at] in " \t\n\r":
-        at += 1
-    return at
+def note_model(scope: Any, model: str) -> None:
+    """Note in `scope` the ``model`` the app read from its request's body, for the log."""
+    if scope is not None:
+        scope[MODEL_KEY] = model
 
 
 def _response_facts(body: bytes, *, completion: bool = False) -> dict[str, Any]:

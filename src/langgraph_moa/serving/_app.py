@@ -199,7 +199,7 @@ def create_app(
             raw = await _read_body(request, max_body_bytes)
         except ClientDisconnect:
             return Response(status_code=499)  # nobody reads it; it only ends the exchange
-        job = await prepare.off_loop(raw)
+        job = await prepare.off_loop(raw, request.scope)
         graph = graphs[job.name]
         run_input = job.run_input()
         seconds = limits.request_timeout_s

@@ -30,6 +30,7 @@ from langgraph_moa.providers._models import (
     split_provider,
     validate_spec,
 )
+from langgraph_moa.serving._access import note_model
 from langgraph_moa.serving._errors import _api_error, _APIError, _invalid_body
 from langgraph_moa.serving._schema import ChatRequest
 from langgraph_moa.variants import variant_of
@@ -283,24 +284,29 @@ class _Preparer:
         self.limits = {name: limits.covering(config) for name, config in systems.items()}
         self._gates: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
-    async def off_loop(self, raw: bytes) -> _Job:
-        """Prepare `raw` in a worker thread; large bodies take turns (see the class)."""
+    async def off_loop(self, raw: bytes, scope: Any = None) -> _Job:
+        """Prepare `raw` in a worker thread; large bodies take turns (see the class).
+
+        The body's ``model``, once read, is noted in the request's `scope` for the access
+        log (`note_model`), refused or not.
+        """
         from starlette.concurrency import run_in_threadpool
 
         if len(raw) < HEAVY_BODY_BYTES:
-            return await run_in_threadpool(self, raw)
+            return await run_in_threadpool(self, raw, scope)
         loop = asyncio.get_running_loop()
         gate = self._gates.get(loop)
         if gate is None:  # one per event loop: a semaphore belongs to the loop it waits on
             gate = self._gates[loop] = asyncio.Semaphore(1)
         async with gate:
-            return await run_in_threadpool(self, raw)
+            return await run_in_threadpool(self, raw, scope)
 
-    def __call__(self, raw: bytes) -> _Job:
+    def __call__(self, raw: bytes, scope: Any = None) -> _Job:
         try:
             body = ChatRequest.model_validate_json(raw)
         except ValidationError as exc:
             raise _invalid_body(exc) from None
+        note_model(scope, body.model)
         if body.model not in self.systems:
             raise _APIError(
                 404,

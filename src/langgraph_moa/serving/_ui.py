@@ -192,7 +192,7 @@ def add_ui(
                 code="unsupported_media_type",
             )
         raw = await _read_body(request, max_body_bytes)
-        job = await prepare.off_loop(raw)
+        job = await prepare.off_loop(raw, request.scope)
         if job.stream is False:
             raise _APIError(
                 400,
