@@ -132,6 +132,44 @@ def assert_one_sentence(response, status, *fragments):
             None,
             "stream",
         ),
+        (  # the Responses API's shape: it was forwarded, and the run failed upstream
+            {
+                "model": "m",
+                "messages": USER,
+                "tools": [{"type": "function", "function": {"name": "add"}}],
+                "tool_choice": {"type": "function", "name": "add"},
+            },
+            "tool_choice",
+            '{"type": "function", "function": {"name": ...}}',
+        ),
+        (
+            {
+                "model": "m",
+                "messages": USER,
+                "tools": [{"type": "function", "function": {"name": "add"}}],
+                "tool_choice": {},
+            },
+            "tool_choice",
+            '{"type": "function", "function": {"name": ...}}',
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "bogus"}]}]},
+            "messages.0.content",
+            "'bogus'",
+        ),
+        (
+            {
+                "model": "m",
+                "messages": [*USER, {"role": "tool", "tool_call_id": "nope", "content": "42"}],
+            },
+            "messages",
+            "'nope'",
+        ),
+        (
+            {"model": "m", "messages": USER, "stop": [f"s{i}" for i in range(65)]},
+            "stop",
+            "at most 64",
+        ),
         ({"model": "m", "messages": USER, "layers": "3"}, "layers", "valid integer"),
         (
             {"model": "m", "messages": USER, "max_tokens": 64, "max_completion_tokens": 32},

@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from langgraph_moa._redact import clip
 from langgraph_moa.run._options import split_call_kwargs
 
 
@@ -22,6 +23,14 @@ class _Body(BaseModel):
     """Base of the request models: unknown fields are refused, never silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+_PART_TYPES = (
+    *("text", "image_url", "input_audio", "file", "refusal"),  # OpenAI's
+    *("image", "audio", "video", "text-plain"),  # LangChain's data blocks, converted per provider
+)
+"""Content-part types a backend can take. Another one was forwarded to every call, and the
+client got the provider's refusal as a 502 (OpenAI and llama.cpp refuse unknown types)."""
 
 
 def _text_content(value: Any, *, optional: bool = False) -> Any:
@@ -35,6 +44,12 @@ def _text_content(value: Any, *, optional: bool = False) -> Any:
     ):
         if any(p["type"] == "text" and not isinstance(p.get("text"), str) for p in value):
             raise ValueError("a content part of type 'text' needs a string 'text'")
+        unknown = next((p["type"] for p in value if p["type"] not in _PART_TYPES), None)
+        if unknown is not None:
+            raise ValueError(
+                f"the content-part type {clip(unknown)!r} is not one a model takes; use one "
+                f"of {', '.join(_PART_TYPES)}"
+            )
         return value
     raise ValueError("content must be a string or a list of content parts with a 'type'")
 
@@ -187,6 +202,11 @@ _MetadataKey = Annotated[StrictStr, Field(max_length=64)]
 _MetadataValue = Annotated[StrictStr, Field(max_length=512)]
 
 
+MAX_STOPS = 64
+"""Stop strings a request may give: OpenAI's limit is 4, but llama.cpp takes more, and the
+server does not refuse what its backends take; a bound still caps the per-token matching."""
+
+
 class ChatRequest(_Body):
     """The body of ``POST /v1/chat/completions``: OpenAI's fields MoA honours, and its own.
 
@@ -228,6 +248,51 @@ class ChatRequest(_Body):
     aggregator: StrictStr | dict[str, Any] | None = None
     moa_progress: StrictBool = False
     """Opt-in: interleave the run's progress events (``event: moa.progress``) in the stream."""
+
+    @field_validator("messages")
+    @classmethod
+    def _answered_calls(cls, value: list[Any]) -> list[Any]:
+        # A tool result answering no call was forwarded, and the provider's refusal (OpenAI
+        # requires a preceding assistant message with that call) reached the client as a 502.
+        called: set[str] = set()
+        for i, message in enumerate(value):
+            if isinstance(message, _AssistantMessage):
+                called.update(call.id for call in message.tool_calls or ())
+            elif isinstance(message, _ToolMessage) and message.tool_call_id not in called:
+                raise ValueError(
+                    f"messages[{i}] is the result of tool call "
+                    f"{clip(message.tool_call_id)!r}, which no earlier assistant message "
+                    "made: send that assistant message, with its tool_calls, before the result"
+                )
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_shape(cls, value: Any) -> Any:
+        # Another shape (the Responses API's {"type": "function", "name": ...}, {}) was
+        # forwarded to the calls and failed there, a 502 naming the aggregator.
+        if isinstance(value, dict) and not (
+            value.get("type") == "function"
+            and isinstance(value.get("function"), dict)
+            and isinstance(value["function"].get("name"), str)
+        ):
+            raise ValueError(
+                "a tool_choice object must be "
+                '{"type": "function", "function": {"name": ...}}, naming one of the tools; '
+                "or use 'none', 'auto' or 'required'"
+            )
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stops(cls, value: Any) -> Any:
+        # OpenAI takes 4, llama.cpp more; each is matched against every token of every call.
+        if isinstance(value, list) and len(value) > MAX_STOPS:
+            raise ValueError(
+                f"this server takes at most {MAX_STOPS} stop strings, and this request has "
+                f"{len(value)}: send fewer"
+            )
+        return value
 
     @field_validator("n")
     @classmethod
