@@ -366,8 +366,20 @@ def test_context_size_reaches_the_local_servers_and_the_reference_trimming(monke
     ("agg_fails", "a_fails", "code", "closing"),
     [
         ((), (), 0, None),  # every turn answered by its aggregator
-        ((2,), (), 3, "0 failed turn(s) and 1 fallback answer(s), so it exits with 3"),
-        ((2,), (1,), 1, "1 failed turn(s) and 1 fallback answer(s), so it exits with 1"),
+        (
+            (2,),
+            (),
+            3,
+            "0 failed turn(s) and 1 degraded answer(s) (a fallback, or a layer passed "
+            "over), so it exits with 3",
+        ),
+        (
+            (2,),
+            (1,),
+            1,
+            "1 failed turn(s) and 1 degraded answer(s) (a fallback, or a layer passed "
+            "over), so it exits with 1",
+        ),
     ],
 )
 def test_a_chat_ends_with_an_exit_code_that_says_how_its_turns_went(

@@ -157,3 +157,85 @@ async def test_chunkwise_a_failed_middle_layer_passes_the_layer_before_it_on(fak
     assert references_in(log.by("A")[2]) == ["A #1", "B #1"]
     moa = out["messages"][-1].response_metadata["moa"]
     assert moa["failed_layers"] == [{"layer": 2, "references_from": 1}]
+
+
+def _passed_over_config(fake, **extra):
+    """Three layers, whose second fails whole: the answer had fewer layers than configured."""
+    return MoAConfig(
+        proposers=[fake("A", fail=_fails_in_layer(2))],
+        aggregator=fake("AGG"),
+        layers=3,
+        retry=FAST_RETRY,
+        **extra,
+    )
+
+
+def test_moa_run_exits_3_without_strict_when_a_layer_was_passed_over(monkeypatch, capsys, fake):
+    # The configured mixture did not run: a script reading the exit code took it for a
+    # clean answer, as it would not a fallback's.
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.cli import _run
+    from langgraph_moa.cli._run import DEGRADED_EXIT
+
+    monkeypatch.setattr(_run, "build_config", lambda *a, **k: _passed_over_config(fake))
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(cli.sys, "argv", ["moa", "run", "hi"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == DEGRADED_EXIT == 3
+    assert "every proposal of layer 2 failed" in " ".join(capsys.readouterr().err.split())
+
+
+def test_moa_chat_exits_3_when_a_layer_was_passed_over_and_counts_it(monkeypatch, fake):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.cli import _chat
+
+    monkeypatch.setattr(_chat, "build_config", lambda *a, **k: _passed_over_config(fake))
+    result = CliRunner().invoke(cli.app, ["chat"], input="one\n")
+    assert result.exit_code == 3, result.output
+    closing = " ".join(result.output.split())
+    assert "1 degraded answer(s) (a fallback, or a layer passed over)" in closing
+
+
+def test_moa_eval_counts_answers_with_a_layer_passed_over_and_exits_3(
+    monkeypatch, capsys, tmp_path, fake
+):
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.eval import runner
+
+    config = _passed_over_config(fake, name="po")
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, config, cache)
+    )
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
+    argv = ["moa", "eval", "-s", "po", "--limit", "1", "--no-plots", "--out", str(tmp_path)]
+    monkeypatch.setattr(cli.sys, "argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    err = " ".join(capsys.readouterr().err.split())
+    assert exited.value.code == 3, err
+    assert "some answers had a layer passed over (po 1 of 1)" in err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["po"]["failed_layers"] == 1
+    row = json.loads((tmp_path / "results" / "po.jsonl").read_text().splitlines()[0])
+    assert row["failed_layers"] == [{"layer": 2, "references_from": 1}]
+    report = " ".join((tmp_path / "report.md").read_text().split())
+    assert "1 of 1 answers had a layer passed over" in report
+
+
+def test_the_run_event_stream_marks_a_run_with_a_layer_passed_over_degraded(fake):
+    # The live page and the history read the `done` status: only fallbacks were marked.
+    from fastapi.testclient import TestClient
+
+    from langgraph_moa.serving._app import create_app
+
+    client = TestClient(
+        create_app({"m": _passed_over_config(fake, name="m")}), base_url="http://localhost"
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "Explain X"}]}
+    text = client.post("/v1/moa/runs", json=body).text
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    [done] = [e for e in events if e.get("event") == "done"]
+    assert done["status"] == "degraded"

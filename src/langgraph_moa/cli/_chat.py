@@ -14,8 +14,8 @@ where cancelling stops the calls in flight at once.
 
 A chat that ends by /exit or the end of input says how it went in its exit code, as
 `moa run` does, so a script piping turns in cannot take a degraded session for a clean one:
-1 when a turn failed, else 3 when an answer was a fallback, else 0; a closing line on
-stderr counts them.
+1 when a turn failed, else 3 when an answer was a fallback or had a layer passed over,
+else 0; a closing line on stderr counts them.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from langgraph_moa.cli._run import (
     DEGRADED_EXIT,
     QuietOpt,
     conversation,
-    is_fallback,
+    is_degraded,
     report_degraded,
     set_context_size,
 )
@@ -179,17 +179,19 @@ class ChatOutcome:
     """How the chat's turns ended: what its exit code says (see the module's docstring)."""
 
     failed: int = 0
-    fallbacks: int = 0
+    degraded: int = 0
+    """Answers the configured mixture did not write: a fallback's, or a layer passed over."""
 
     def exit_code(self) -> int:
-        """Return 1 when a turn failed, else 3 when an answer was a fallback, else 0."""
-        return 1 if self.failed else DEGRADED_EXIT if self.fallbacks else 0
+        """Return 1 when a turn failed, else 3 when an answer was degraded, else 0."""
+        return 1 if self.failed else DEGRADED_EXIT if self.degraded else 0
 
     def line(self) -> str:
         """Return the closing line that says why the exit code is not 0."""
         return (
-            f"this chat had {self.failed} failed turn(s) and {self.fallbacks} fallback "
-            f"answer(s), so it exits with {self.exit_code()}."
+            f"this chat had {self.failed} failed turn(s) and {self.degraded} degraded "
+            f"answer(s) (a fallback, or a layer passed over), so it exits with "
+            f"{self.exit_code()}."
         )
 
 
@@ -314,7 +316,7 @@ def turn(
     answer = state["messages"][-1]
     out.answer(answer.text)
     report_degraded(answer)
-    outcome.fallbacks += is_fallback(answer)
+    outcome.degraded += is_degraded(answer)
     return [*messages, answer]
 
 

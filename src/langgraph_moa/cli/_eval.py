@@ -5,7 +5,8 @@ progress goes to stderr, as a bar on a terminal and as lines elsewhere. When a s
 on every item the command says so with the first error and exits 1: a table of zeros is not
 an evaluation. When some answers were fallbacks (an aggregator failed and a proposal
 answered), or a system failed on some items, the report counts them and the command warns
-and exits 3, as `moa run` does for a fallback.
+and exits 3, as `moa run` does for a fallback; so it does when some answers had a layer
+passed over (fewer layers than configured ran).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def evaluate(
         f"[dim]results: {out_dir}/results, {out_dir}/summary.json; call cache: "
         f"{out_dir}/calls.db[/]"
     )
-    degraded = [*_partly_failed(summary), *_fallbacks(summary)]
+    degraded = [*_partly_failed(summary), *_fallbacks(summary), *_passed_over(summary)]
     for warning in degraded:  # said even when a failure below sets the exit code to 1
         out.warn(warning)
     problems = [*_judge_failure(summary, out_dir), *_failed_systems(summary)]
@@ -179,6 +180,19 @@ def _fallbacks(summary: dict[str, Any]) -> list[str]:
         f"some answers were fallbacks, not the configured final step ({each}); they are "
         f"scored as given, and the report counts them: exit code {DEGRADED_EXIT}, as for "
         "`moa run`."
+    ]
+
+
+def _passed_over(summary: dict[str, Any]) -> list[str]:
+    """Say which systems answered some items with a layer passed over: fewer layers ran."""
+    counts = {n: s["failed_layers"] for n, s in summary.items() if s.get("failed_layers")}
+    if not counts:
+        return []
+    each = ", ".join(f"{name} {n} of {summary[name]['items']}" for name, n in counts.items())
+    return [
+        f"some answers had a layer passed over ({each}): every proposal of it failed, so "
+        "fewer layers than configured answered them; they are scored as given, and the report "
+        f"counts them: exit code {DEGRADED_EXIT}, as for `moa run`."
     ]
 
 

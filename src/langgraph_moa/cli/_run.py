@@ -1,9 +1,10 @@
 """`moa run`: answer one question, the answer alone on stdout, its story on stderr.
 
 The header states the config in full (models, variant, limits) so nothing is hidden; a
-degraded answer (an aggregator fallback, failed calls) is said on stderr in words. A
-fallback, whose text is no synthesis but a proposal, also ends with exit code 3, so a script
-cannot take it for a clean answer; `--strict` adds failed calls to that.
+degraded answer (an aggregator fallback, a layer passed over, failed calls) is said on stderr
+in words. A fallback, whose text is no synthesis but a proposal, and an answer with a layer
+passed over (fewer layers than configured) also end with exit code 3, so a script cannot take
+them for a clean answer; `--strict` adds failed calls to that.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def run(
             out.info(f"[dim]{escape(line)}[/]")
     degraded = report_degraded(answer)
     out.info(f"[dim]{summary_line(state)}; wall {seconds:.1f}s[/]")
-    if is_fallback(answer) or (strict and degraded):
+    if is_degraded(answer) or (strict and degraded):
         sys.exit(DEGRADED_EXIT)
 
 
@@ -183,9 +184,15 @@ def conversation(system: str | None, messages: list[BaseMessage]) -> list[BaseMe
     return [SystemMessage(system), *messages] if system else list(messages)
 
 
-def is_fallback(answer: AIMessage) -> bool:
-    """Tell whether a fallback answered instead of the configured final step (exit code 3)."""
-    return bool(answer.response_metadata.get("moa", {}).get("fallback"))
+def is_degraded(answer: AIMessage) -> bool:
+    """Tell whether the configured mixture did not write this answer (exit code 3).
+
+    A fallback answered instead of the configured final step, or a layer whose every
+    proposal failed was passed over (``failed_layers``): either way the answer is not the one
+    the configuration describes, with or without `--strict`.
+    """
+    moa = answer.response_metadata.get("moa", {})
+    return bool(moa.get("fallback") or moa.get("failed_layers"))
 
 
 def report_degraded(answer: AIMessage) -> bool:
@@ -224,7 +231,7 @@ def report_degraded(answer: AIMessage) -> bool:
             f"{len(failed)} of {calls} calls failed; the first, {first['configured_model']} "
             f"(layer {first['layer']}, {first['role']}): {first.get('error')}"
         )
-    return bool(meta.get("fallback") or failed)
+    return bool(meta.get("fallback") or meta.get("failed_layers") or failed)
 
 
 def selection_line(answer: AIMessage) -> str | None:

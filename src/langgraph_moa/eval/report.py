@@ -96,9 +96,10 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
 
 
 def _coverage(summary: dict[str, Any]) -> list[str]:
-    """Say which items the accuracy leaves out, and why, and which answers were fallbacks.
+    """Say which items the accuracy leaves out, and why, and which answers were degraded.
 
-    A fallback answer stays in the accuracy (it is what the user got), and is counted here.
+    A fallback answer, or one with a layer passed over, stays in the accuracy (it is what the
+    user got), and is counted here.
     """
     lines: list[str] = []
     judged = any("win_rate" in s or "judge_error" in s for s in summary.values())
@@ -124,6 +125,13 @@ def _coverage(summary: dict[str, Any]) -> list[str]:
                 "not the configured final step (the first: "
                 f"{s.get('first_fallback') or 'no reason recorded'}); they are scored as "
                 "the answers a user would get, so the accuracy is partly that of the fallback."
+            )
+        if s.get("failed_layers"):
+            lines.append(
+                f"- **{name}**: **{s['failed_layers']} of {s['items']} answers had a layer "
+                "passed over** (every proposal of it failed, so the next step read the layer "
+                "before it): fewer layers than configured answered them; they are scored as "
+                "given."
             )
         if s.get("failed_calls"):
             lines.append(

@@ -249,6 +249,7 @@ class Evaluation:
         started = time.perf_counter()
         error = None
         fallback = fallback_reason = None
+        failed_layers: list[dict[str, int]] = []
         for turn, text in enumerate(item.turns):  # multi-turn: answer by turn, history carried
             history.append(HumanMessage(text))
             try:
@@ -261,6 +262,8 @@ class Evaluation:
             meta = answer.response_metadata.get("moa", {})
             if meta.get("fallback") and fallback is None:  # the first turn a fallback answered
                 fallback, fallback_reason = meta["fallback"], meta.get("fallback_reason")
+            if meta.get("failed_layers") and not failed_layers:  # the first turn with one
+                failed_layers = meta["failed_layers"]
             history.append(AIMessage(content=answer.text))
             calls.extend({**c, "turn": turn} for c in turn_calls)
         answers = [m.text for m in history if isinstance(m, AIMessage)]
@@ -275,6 +278,7 @@ class Evaluation:
             "error": error,
             "fallback": fallback,
             "fallback_reason": fallback_reason,
+            "failed_layers": failed_layers,
             "failed_calls": sum(c.get("status") == "failed" for c in calls),
             "scores": {},
             "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in calls),
@@ -430,6 +434,7 @@ class Evaluation:
             "first_error": errors[0] if errors else None,
             "fallbacks": len(fallbacks),
             "first_fallback": _fallback_words(fallbacks[0]) if fallbacks else None,
+            "failed_layers": sum(bool(r.get("failed_layers")) for r in rows),
             "failed_calls": sum(r.get("failed_calls", 0) for r in rows),
             "correct": correct,
             "scored": len(scored),
@@ -776,6 +781,8 @@ def _progress_line(name: str, done: int, total: int, row: dict[str, Any], starte
         outcome = "answered (not scored)"
     if row.get("fallback"):
         outcome += f" (fallback: {row['fallback']})"
+    if row.get("failed_layers"):
+        outcome += f" (layer {row['failed_layers'][0]['layer']} passed over)"
     cached = ", cached" if row["calls"] and row["cached_calls"] == row["calls"] else ""
     return (
         f"{name}: {done}/{total} items, {time.perf_counter() - started:.0f}s; "

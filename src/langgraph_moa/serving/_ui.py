@@ -126,7 +126,9 @@ async def _run(
                 yield out(event)
             answer = answer_event(events.final, prices, logprobs=job.logprobs)
             record.answer = answer["text"]
-            record.status = "degraded" if answer.get("fallback") else "done"
+            # Degraded: a fallback answered, or a layer was passed over (fewer layers ran).
+            degraded = answer.get("fallback") or answer.get("failed_layers")
+            record.status = "degraded" if degraded else "done"
             yield out(answer)
         except MoAError as exc:
             refusal = _api_error(exc)

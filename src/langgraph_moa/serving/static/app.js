@@ -389,6 +389,10 @@ class Pane {
     this.answerText = ev.text;
     this.answer.textContent = "";
     this.answer.appendChild(renderMarkdown(ev.text));
+    for (const skipped of ev.failed_layers || []) {
+      this.answer.prepend(el("p", "fallback", "Degraded answer: every proposal of layer " + skipped.layer +
+        " failed, so what came after it read layer " + skipped.references_from + "'s proposals (fewer layers than configured)."));
+    }
     if (ev.fallback) {
       this.answer.prepend(el("p", "fallback", "Degraded answer (" + ev.fallback + "): " + (ev.fallback_reason || "")));
     }
