@@ -51,3 +51,37 @@ def test_a_filtered_aggregator_answer_is_replaced_by_a_labelled_fallback(fake, l
     moa = out["messages"][-1].response_metadata["moa"]
     assert out["messages"][-1].content == "A #1"
     assert moa["fallback"] == "best_proposal" and "content filter" in moa["fallback_reason"]
+
+
+CHUNKS = {"start": "chunks", "chunk_tokens": 2}
+
+
+async def test_chunkwise_a_filtered_aggregator_part_is_replaced_by_a_labelled_fallback(fake, log):
+    # The chunk-wise aggregator's parts were taken as written: a part the filter stopped
+    # ended up in the answer, its cut text passed off as the synthesis.
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")],
+        aggregator=fake("AGG", finish=filtered()),
+        layers=2,
+        aggregation=CHUNKS,
+        retry=ONE_ATTEMPT,
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    moa = out["messages"][-1].response_metadata["moa"]
+    assert moa["fallback"] == "best_proposal" and "content filter" in moa["fallback_reason"]
+    assert "AGG" not in out["messages"][-1].text
+    [agg] = [c for c in moa["calls"] if c["role"] == "aggregator"]
+    assert agg["status"] == "failed" and agg["completion_tokens"]  # its tokens counted
+
+
+async def test_chunkwise_a_filtered_streamed_proposal_is_recorded_as_failed(fake, log):
+    config = MoAConfig(
+        proposers=[fake("A", finish=filtered("SAFETY")), fake("B")],
+        aggregator=fake("AGG"),
+        layers=2,
+        aggregation=CHUNKS,
+        retry=ONE_ATTEMPT,
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    [a] = [c for c in out["calls"] if c["configured_model"] == "A"]
+    assert a["status"] == "failed" and "content filter" in a["error"]

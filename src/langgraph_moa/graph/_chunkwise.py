@@ -46,6 +46,7 @@ from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
     BudgetExhaustedError,
+    ContentFilteredError,
     EmptyResponseError,
     MoAConfigError,
     StragglerCancelledError,
@@ -53,7 +54,7 @@ from langgraph_moa.errors import (
 from langgraph_moa.providers._models import with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
-from langgraph_moa.run._accounting import summarize
+from langgraph_moa.run._accounting import refuse_filtered, summarize
 from langgraph_moa.run._answer import (
     NOSTREAM,
     TAG_FINAL,
@@ -260,13 +261,19 @@ class _Chunkwise:
                 exc, label, timeout, timed_out=scope.expired(), retried=retried
             )
             raise explained from exc
-        if whole is None or not self.texts[k].strip():
+        if whole is None:
             raise EmptyResponseError(f"{label} returned an empty answer")
-        return AIMessage(
+        response = AIMessage(
             content=self.texts[k],
             usage_metadata=whole.usage_metadata,
             response_metadata=whole.response_metadata,
         )
+        # Too late to take back what the aggregator read; its record says it failed, and
+        # the later parts read it no more.
+        refuse_filtered(response, label)
+        if not self.texts[k].strip():
+            raise EmptyResponseError(f"{label} returned an empty answer")
+        return response
 
     async def _wait(self, words: int, limit_s: float | None) -> None:
         """Wait until every live proposal has `words` words or is complete (or `limit_s`)."""
@@ -418,6 +425,7 @@ class _Chunkwise:
                     retried=attempt < self.cfg.retry.max_attempts,
                 )
                 assert isinstance(response, AIMessage)
+                refuse_filtered(response, call.configured_model)
                 return response
             except Exception as exc:
                 errors.append(describe_error(exc))
@@ -503,6 +511,9 @@ class _Chunkwise:
             response = await self._part(
                 call, part_input, cap, index, written.errors, len(written.answer)
             )
+        except ContentFilteredError as exc:
+            written.responses.append(exc.response)  # paid for: its tokens are counted
+            raise
         finally:
             written.seconds += time.perf_counter() - started
         written.responses.append(response)

@@ -30,7 +30,6 @@ from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
     BudgetExhaustedError,
-    ContentFilteredError,
     EmptyResponseError,
     MoAConfigError,
     StragglerCancelledError,
@@ -40,7 +39,7 @@ from langgraph_moa.graph._chunkwise import ChunkwiseRequest, refuse_what_parts_c
 from langgraph_moa.providers._models import ModelCache, with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
-from langgraph_moa.run._accounting import FILTERED_REASONS, finish_reason, summarize
+from langgraph_moa.run._accounting import refuse_filtered, summarize
 from langgraph_moa.run._answer import (
     NOSTREAM,
     TAG_FINAL,
@@ -758,14 +757,7 @@ def _answer_of(
     else:
         response = read_text_tool_calls(response, options)
         response = check_tool_calls(response, options, call.configured_model, answer=may_answer)
-    reason = finish_reason(response)
-    if reason is not None and reason.lower() in FILTERED_REASONS:
-        raise ContentFilteredError(
-            f"{call.configured_model}'s answer was stopped by its provider's content filter "
-            f"(finish_reason {reason!r}): it is no reference and no answer; rephrase the "
-            "request or use another model",
-            response,
-        )
+    refuse_filtered(response, call.configured_model)
     if not response.text.strip() and not _wants_tools(response):
         raise EmptyResponseError(f"{call.configured_model} returned an empty answer", response)
     return response, parsed

@@ -88,6 +88,23 @@ def finish_reason(response: BaseMessage) -> str | None:
     return None
 
 
+def refuse_filtered(response: BaseMessage, label: str) -> None:
+    """Raise `ContentFilteredError` when the provider's content filter stopped `response`.
+
+    Its text, if any, is what was left when the filter stopped it: taken as a proposal, a
+    part of a chunk-wise answer or the answer, it would read as a whole one, with nothing
+    said. The error keeps the response, so its tokens are counted.
+    """
+    reason = finish_reason(response)
+    if reason is not None and reason.lower() in FILTERED_REASONS:
+        raise ContentFilteredError(
+            f"{label}'s answer was stopped by its provider's content filter "
+            f"(finish_reason {reason!r}): it is no reference and no answer; rephrase the "
+            "request or use another model",
+            response,
+        )
+
+
 def was_cut_off(record: CallRecord) -> bool:
     """Tell whether `max_tokens` ended this call's answer."""
     return (record.get("finish_reason") or "").lower() in CUT_OFF_REASONS
