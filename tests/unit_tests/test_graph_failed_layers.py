@@ -239,3 +239,29 @@ def test_the_run_event_stream_marks_a_run_with_a_layer_passed_over_degraded(fake
     events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
     [done] = [e for e in events if e.get("event") == "done"]
     assert done["status"] == "degraded"
+
+
+def test_self_moa_seq_a_failed_window_is_said_as_a_window_not_as_proposals_read(fake, capsys):
+    # Self-MoA-Seq skips a window whose samples all failed: the running synthesis goes on.
+    # The warning said the next step "read the proposals of layer 1 instead", which it
+    # does not (it reads the synthesis and its own samples).
+    from langgraph_moa.cli._run import is_degraded, report_degraded
+
+    config = MoAConfig(
+        variant="self-moa-seq",
+        # Calls 1-3: window 1's samples, 4 its aggregation; 5-6 window 2's samples.
+        proposers=[
+            {
+                "model": fake("M", fail=lambda n, m: ValueError("x") if n in (5, 6) else None),
+                "samples": 7,
+            }
+        ],
+        seq={"window_size": 3},
+        retry=FAST_RETRY,
+    )
+    answer = create_moa_graph(config).invoke(QUESTION)["messages"][-1]
+    assert answer.response_metadata["moa"]["failed_layers"] == [{"layer": 2, "references_from": 1}]
+    assert report_degraded(answer) is True and is_degraded(answer)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "every sample of window 2 failed; the running synthesis went on without them" in err
+    assert "read the proposals" not in err

@@ -219,11 +219,7 @@ def report_degraded(answer: AIMessage) -> bool:
             "in the config)."
         )
     for skipped in meta.get("failed_layers", []):
-        out.warn(
-            f"every proposal of layer {skipped['layer']} failed; what came after it read the "
-            f"proposals of layer {skipped['references_from']} instead, so this answer had "
-            "fewer layers than configured."
-        )
+        out.warn(passed_over_words(meta, skipped))
     if failed:
         calls = len(meta.get("calls", []))
         first = failed[0]
@@ -232,6 +228,24 @@ def report_degraded(answer: AIMessage) -> bool:
             f"(layer {first['layer']}, {first['role']}): {first.get('error')}"
         )
     return bool(meta.get("fallback") or meta.get("failed_layers") or failed)
+
+
+def passed_over_words(meta: dict[str, Any], skipped: dict[str, int]) -> str:
+    """Say what a layer passed over meant for the answer, in the variant's own terms.
+
+    Self-MoA-Seq's steps are windows of samples, whose next step reads the running synthesis
+    and its own samples, not an earlier window's: said as the layers' words, it was untrue.
+    """
+    if meta.get("variant") == "self-moa-seq":
+        return (
+            f"every sample of window {skipped['layer']} failed; the running synthesis went on "
+            "without them, so this answer aggregated fewer samples than configured."
+        )
+    return (
+        f"every proposal of layer {skipped['layer']} failed; what came after it read the "
+        f"proposals of layer {skipped['references_from']} instead, so this answer had "
+        "fewer layers than configured."
+    )
 
 
 def selection_line(answer: AIMessage) -> str | None:

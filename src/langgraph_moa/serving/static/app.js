@@ -391,7 +391,7 @@ class Pane {
     this.answer.appendChild(renderMarkdown(ev.text));
     for (const skipped of ev.failed_layers || []) {
       this.answer.prepend(el("p", "fallback", "Degraded answer: every proposal of layer " + skipped.layer +
-        " failed, so what came after it read layer " + skipped.references_from + "'s proposals (fewer layers than configured)."));
+        " failed and it was passed over (fewer layers than configured ran)."));
     }
     if (ev.fallback) {
       this.answer.prepend(el("p", "fallback", "Degraded answer (" + ev.fallback + "): " + (ev.fallback_reason || "")));
