@@ -657,3 +657,35 @@ def test_a_long_answer_is_drawn_once_a_frame_and_ends_exact(backend, browser, tm
         # the answer's formatting): never one per token.
         assert updates["answer"] <= frames + 10, (updates, frames)
         assert updates["card"] <= frames + 10, (updates, frames)
+
+
+def test_a_run_with_a_layer_passed_over_is_marked_degraded(browser, tmp_path):
+    """Every proposal of layer 2 fails: the page marked the run done, unlike a fallback."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+    from langgraph_moa.testing import BackgroundServer
+    from tests.fakes import FakeChat
+
+    def second_call_fails(n, messages):
+        return ValueError("model exploded") if n == 2 else None
+
+    config = MoAConfig(
+        proposers=[FakeChat(label="A", fail=second_call_fails)],
+        aggregator=FakeChat(label="AGG"),
+        layers=3,
+        retry={"max_attempts": 1},
+    )
+    app = create_app({"po": config}, history=History(tmp_path / "h.db"))
+    with BackgroundServer(app) as server:
+        d = browser
+        d.get(f"{server.root}/ui")
+        wait(d, "document.querySelectorAll('#preset option').length === 1")
+        d.find_element("id", "question").send_keys("Passed over?")
+        d.find_element("id", "ask-button").click()
+        wait(d, "document.querySelector('.pane')?.dataset.done", what="the run")
+        assert d.execute_script("return document.querySelector('.pane').dataset.done") == (
+            "degraded"
+        )
+        label = d.execute_script("return document.querySelector('.answer .fallback').textContent")
+        assert label.startswith("Degraded answer: every proposal of layer 2 failed")
