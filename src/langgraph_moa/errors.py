@@ -117,8 +117,12 @@ class AllProposersFailedError(_RunError):
     The aggregator is not called. The message lists each provider's own error.
     """
 
-    def __init__(self, layer: int, calls: Sequence[CallRecord]) -> None:
-        """List every failed call of `layer` with the error its provider gave."""
+    def __init__(self, layer: int, calls: Sequence[CallRecord], why: str = "") -> None:
+        """List every failed call of `layer` with the error its provider gave.
+
+        `why`: a sentence on why this layer ended the run where a later one would have been
+        passed over (chunk-wise aggregation's streamed last layer), said before the fix.
+        """
         failed = [c for c in calls if c["role"] == "proposer" and c["layer"] == layer]
         lines = "\n".join(
             f"  - proposer {c['proposer'] + 1} sample {c['sample'] + 1} "
@@ -127,7 +131,7 @@ class AllProposersFailedError(_RunError):
         )
         super().__init__(
             f"All {len(failed)} proposer calls of layer {layer} failed, so the "
-            f"aggregator was not called:\n{lines}\n"
+            f"aggregator was not called:\n{lines}\n{why}"
             "Fix the provider errors above, or add proposers that can answer.",
             calls,
         )

@@ -265,3 +265,21 @@ def test_self_moa_seq_a_failed_window_is_said_as_a_window_not_as_proposals_read(
     err = " ".join(capsys.readouterr().err.split())
     assert "every sample of window 2 failed; the running synthesis went on without them" in err
     assert "read the proposals" not in err
+
+
+async def test_chunkwise_a_failed_last_layer_says_why_it_is_not_passed_over(fake, log):
+    # The same config without chunk-wise aggregation answers from layer 1; with it the run
+    # ended in "the aggregator was not called", not saying why, nor what to change.
+    config = MoAConfig(
+        proposers=[fake("A", fail=_fails_in_layer(2)), fake("B", fail=_fails_in_layer(2))],
+        aggregator=fake("AGG"),
+        layers=3,
+        aggregation={"start": "chunks", "chunk_tokens": 2},
+        retry=FAST_RETRY,
+    )
+    with pytest.raises(AllProposersFailedError) as raised:
+        await create_moa_graph(config).ainvoke(QUESTION)
+    text = " ".join(str(raised.value).split())
+    assert "streams layer 2 into the answer, so it cannot be passed over" in text
+    assert "aggregation.start: all" in text
+    assert [(c["layer"], c["status"]) for c in raised.value.calls][:2] == [(1, "ok"), (1, "ok")]

@@ -492,7 +492,7 @@ class _Chunkwise:
         if every_one_failed or self._every_one_failed():
             # Mid-stream too: no part's text may stand as an answer.
             record = self._aggregator_record(call, written)
-            raise AllProposersFailedError(self.layer, self._calls(record))
+            raise AllProposersFailedError(self.layer, self._calls(record), self._why_not_passed())
         return self._answer(call, written, self._aggregator_record(call, written))
 
     async def _write_part(self, call: CallId, written: _Written, last: bool) -> None:
@@ -544,6 +544,17 @@ class _Chunkwise:
         return all(r is not None and r["status"] == "failed" for r in self.records)
 
     # --- how the answer ends ---------------------------------------------------------------
+
+    def _why_not_passed(self) -> str:
+        """Say why a failed last layer ends the run, where the layered path passes it over."""
+        if self.layer == 1:
+            return ""
+        return (
+            f"Chunk-wise aggregation (aggregation.start: chunks) streams layer {self.layer} "
+            "into the answer, so it cannot be passed over as an earlier layer would be; the "
+            "proposals of the layers before it are in the error's calls, and with "
+            "aggregation.start: all the aggregator would read them.\n"
+        )
 
     def _proposals(self) -> list[CallRecord]:
         return [r for r in self.records if r is not None]
