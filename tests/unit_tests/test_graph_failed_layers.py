@@ -283,3 +283,19 @@ async def test_chunkwise_a_failed_last_layer_says_why_it_is_not_passed_over(fake
     assert "streams layer 2 into the answer, so it cannot be passed over" in text
     assert "aggregation.start: all" in text
     assert [(c["layer"], c["status"]) for c in raised.value.calls][:2] == [(1, "ok"), (1, "ok")]
+
+
+def test_moa_run_json_names_the_layer_passed_over(monkeypatch, capsys, fake):
+    # --json carried the fallback but not failed_layers: a script reading the record could
+    # not tell why the run exited 3.
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.cli import _run
+
+    monkeypatch.setattr(_run, "build_config", lambda *a, **k: _passed_over_config(fake))
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(cli.sys, "argv", ["moa", "run", "hi", "--json"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 3
+    out = json.loads(capsys.readouterr().out)
+    assert out["failed_layers"] == [{"layer": 2, "references_from": 1}]

@@ -272,7 +272,11 @@ def record(config: MoAConfig, state: dict[str, Any], seconds: float) -> dict[str
         "answer": answer.text,
         "system": {"name": config.name, "variant": config.variant, "layers": config.layers},
         "answered_by": meta["answered_by"],
-        **{k: meta[k] for k in ("selection", "fallback", "fallback_reason") if k in meta},
+        **{
+            k: meta[k]
+            for k in ("selection", "fallback", "fallback_reason", "failed_layers")
+            if k in meta
+        },
         "proposals": [c for c in state["calls"] if c["role"] == "proposer"],
         "calls": state["calls"],
         "usage": state["usage"],
