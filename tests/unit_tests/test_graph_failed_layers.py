@@ -299,3 +299,23 @@ def test_moa_run_json_names_the_layer_passed_over(monkeypatch, capsys, fake):
     assert exited.value.code == 3
     out = json.loads(capsys.readouterr().out)
     assert out["failed_layers"] == [{"layer": 2, "references_from": 1}]
+
+
+@pytest.mark.parametrize(
+    ("path", "stream"),
+    [("/v1/chat/completions", False), ("/v1/chat/completions", True), ("/v1/moa/runs", True)],
+)
+def test_moa_serves_access_log_says_a_layer_was_passed_over(fake, path, stream):
+    # The log line said "fallback: ..." for a fallback, but nothing for a layer passed over.
+    from fastapi.testclient import TestClient
+
+    from langgraph_moa.serving._access import AccessLog
+    from langgraph_moa.serving._app import create_app
+
+    lines: list[str] = []
+    app = create_app({"m": _passed_over_config(fake, name="m")}, history=None)
+    client = TestClient(AccessLog(app, ["m"], lines.append), base_url="http://localhost")
+    body = {"model": "m", "messages": [{"role": "user", "content": "Explain X"}]}
+    client.post(path, json={**body, "stream": stream}).read()
+    [line] = lines
+    assert "passed over: layer 2" in line, line

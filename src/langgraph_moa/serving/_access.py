@@ -4,9 +4,9 @@ An operator watching the terminal must see that requests arrive and what they co
 a failure when it happens rather than learn of it from a client. This ASGI wrapper sits
 outside the app: it names the request's ``model`` the app read (`note_model`), else reads it
 from a body short enough to keep whole as it passes, and it reads the status,
-usage, call counts, fallback and error message from the response as it passes (the last
-event of a stream carries the same provenance), and whether the client left before the
-response's end (its run was cancelled), then writes one line. It also answers
+usage, call counts, fallback, layers passed over and error message from the response as it
+passes (the last event of a stream carries the same provenance), and whether the client left
+before the response's end (its run was cancelled), then writes one line. It also answers
 ``GET /health`` so a supervisor or load balancer can check the server without a model call:
 always 200 with the status, and the served models only to a client that sends the server's
 key (or when it has none) and passes the Host and Origin rules, since ``/v1/models`` refuses
@@ -124,6 +124,8 @@ class AccessLog:
             parts.append(f"{facts['tokens']} tokens")
         if facts.get("fallback"):
             parts.append(f"fallback: {facts['fallback']}")
+        if facts.get("passed_over"):
+            parts.append("passed over: layer " + ", ".join(map(str, facts["passed_over"])))
         error = crash or facts.get("error")
         if error:
             parts.append("error: " + _printable(str(error))[:300])
@@ -214,6 +216,7 @@ def _response_facts(body: bytes, *, completion: bool = False) -> dict[str, Any]:
             if "total_tokens" in total:
                 facts["tokens"] = total["total_tokens"]
             facts["fallback"] = moa.get("fallback")
+            facts.update(_passed_over(moa))
         usage = payload.get("usage")
         if isinstance(usage, dict) and "total_tokens" in usage:
             facts["tokens"] = usage["total_tokens"]
@@ -301,6 +304,17 @@ def _fact_lines(text: str) -> list[str]:
     return lines
 
 
+def _passed_over(moa: dict[str, Any]) -> dict[str, Any]:
+    """Read the layers a run passed over (`failed_layers`), if any: degraded, as a fallback is."""
+    skipped = moa.get("failed_layers")
+    if not isinstance(skipped, list):
+        return {}
+    layers = [
+        s["layer"] for s in skipped if isinstance(s, dict) and isinstance(s.get("layer"), int)
+    ]
+    return {"passed_over": layers} if layers else {}
+
+
 def _run_event_facts(payload: dict[str, Any]) -> dict[str, Any]:
     """Read the same facts from the run event stream's `answer` or `error` event.
 
@@ -314,7 +328,7 @@ def _run_event_facts(payload: dict[str, Any]) -> dict[str, Any]:
         return {}
     usage = payload.get("usage")
     usage = usage if isinstance(usage, dict) else {}
-    facts: dict[str, Any] = {"fallback": payload.get("fallback")}
+    facts: dict[str, Any] = {"fallback": payload.get("fallback"), **_passed_over(payload)}
     if isinstance(usage.get("calls"), int):
         facts["calls"] = usage["calls"]
         facts["failed"] = usage.get("failed") or 0
