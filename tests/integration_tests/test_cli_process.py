@@ -128,7 +128,7 @@ def test_conflicting_flags_are_one_line_and_nothing_is_called(backend):
         "run", "--variant", "select", "--aggregator", models(backend, "a"), "--proposers",
         models(backend, "b"), "q",
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, as click's own
     assert result.stderr.startswith("error: --aggregator has no effect with variant select")
     assert len(result.stderr.strip().splitlines()) == 1
     assert backend.requests == {}

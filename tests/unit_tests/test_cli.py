@@ -9,6 +9,7 @@ from rich.console import Console
 from langgraph_moa import MoAConfig
 from langgraph_moa.cli import _app as cli
 from langgraph_moa.cli._config import build_config, describe, local_models
+from langgraph_moa.cli._usage import OptionConflictError
 from langgraph_moa.errors import MoAConfigError, MoAError
 
 
@@ -286,7 +287,7 @@ def test_the_question_comes_from_the_argument_stdin_or_a_file(tmp_path, monkeypa
     question.write_bytes(b"caf\xe9")
     with pytest.raises(MoAInputError, match="is not UTF-8 text"):
         read_question(None, question)
-    with pytest.raises(MoAInputError, match="either as an argument or with --file"):
+    with pytest.raises(OptionConflictError, match="either as an argument or with --file"):
         read_question("hi", question)
     with pytest.raises(MoAInputError, match="moa run -"):
         read_question(None, None)
@@ -1191,10 +1192,10 @@ def test_samples_on_a_greedy_preset_are_refused_with_the_flag_that_fixes_it(monk
     # user was not told the flag that fixes it.
     status, err = run_main(monkeypatch, capsys, "run", "hi", "--samples", "3")
     shown = " ".join(err.split())
-    assert status == 1 and "pass --temperature 0.7" in shown and "--samples 1" in shown, shown
+    assert status == 2 and "pass --temperature 0.7" in shown and "--samples 1" in shown, shown
     assert "set its temperature" not in shown and "Traceback" not in shown
     status, err = run_main(monkeypatch, capsys, "run", "hi", "--samples", "3", "--temperature", "0")
-    assert status == 1 and "pass --temperature 0.7" in " ".join(err.split())
+    assert status == 2 and "pass --temperature 0.7" in " ".join(err.split())
     assert build_config(None, None, samples=3, temperature=0.7).proposers[0].samples == 3
 
 
@@ -1289,3 +1290,24 @@ def test_serve_says_on_stderr_when_a_local_model_starts(monkeypatch, capsys, com
     assert "starting local:m (0.1 GB)" in err, err
     assert "not for the operator" not in err and "warning" not in err
     assert local.level == level and not [h for h in local.handlers if "Notes" in type(h).__name__]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "hi", "-p", "moa-lite", "-c", "x.yaml"], "Give either --preset or --config"),
+        (["run", "hi", "--variant", "select", "--aggregator", "local:x"], "--aggregator has no"),
+        (["run", "hi", "--variant", "moa", "--method", "vote"], "--method chooses how"),
+        (["run", "hi", "--variant", "self-moa", "--layers", "3"], "--layers 3 does not apply"),
+        (["run", "hi", "--file", "q.txt"], "either as an argument or with --file"),
+        (["run", "hi", "--samples", "3", "--temperature", "0"], "--samples 3 at --temperature 0"),
+        (["serve", "--api-key", " "], "'--api-key' (env var: 'MOA_API_KEY'): The API key is empty"),
+        (["eval", "-s", "moa-lite", "--dataset", "d", "--langsmith-dataset", "n"], "--dataset or"),
+    ],
+)
+def test_options_that_contradict_each_other_are_a_usage_error(monkeypatch, capsys, args, message):
+    """A contradiction among options is a usage error, exit 2 as click's own; exit 1 is a
+    failed run. The one line still names both options (or the empty one) and the fix."""
+    status, err = run_main(monkeypatch, capsys, *args)
+    assert status == 2 and message in err.replace("\n", " "), err
+    assert "Traceback" not in err and "unexpected" not in err

@@ -28,6 +28,7 @@ from langgraph_moa.cli._output import message_of, out
 from langgraph_moa.cli._run import run
 from langgraph_moa.cli._serve import serve
 from langgraph_moa.cli._ui import ui
+from langgraph_moa.cli._usage import USAGE_EXIT, OptionConflictError
 from langgraph_moa.errors import MoAError
 
 
@@ -148,7 +149,7 @@ def _main() -> None:
         code = app(standalone_mode=False)
     except (MoAError, LocalModelError) as exc:
         out.error(message_of(exc) if isinstance(exc, MoAError) else str(exc))
-        sys.exit(1)
+        sys.exit(USAGE_EXIT if isinstance(exc, OptionConflictError) else 1)
     except (KeyboardInterrupt, typer.Abort):
         # click turns Ctrl-C into Abort; atexit then stops the local servers.
         errors.print(interrupted_line())

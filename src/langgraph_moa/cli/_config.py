@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from langgraph_moa.cli._ranges import number_option, schema_bounds
+from langgraph_moa.cli._usage import OptionConflictError
 from langgraph_moa.config._loader import DEFAULT_PRESET, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig
 from langgraph_moa.config.context import MoAContext, apply_context
@@ -217,7 +218,7 @@ def build_config(
         flagged = samples is not None or temperature is not None
         if not flagged or temperature == GREEDY_FIX or not _builds(args, flags, method):
             raise
-    raise MoAConfigError(_greedy_samples(samples, temperature))
+    raise OptionConflictError(_greedy_samples(samples, temperature))
 
 
 def _builds(args: tuple[Any, ...], flags: dict[str, Any], method: str | None) -> bool:
@@ -263,7 +264,7 @@ def _build_config(
 ) -> MoAConfig:
     """Build the config `build_config` describes (without its command-line rewording)."""
     if preset and config_file:
-        raise MoAConfigError("Give either --preset or --config, not both.")
+        raise OptionConflictError("Give either --preset or --config, not both.")
     models = model_list("--proposers", proposers)
     aggregator = model_flag("--aggregator", aggregator)
     if method is not None and (problem := method_problem(method)):
@@ -342,22 +343,22 @@ def _refuse_conflicts(
     """Refuse, in one sentence, flags that the chosen variant would silently ignore."""
     rules = _rules(variant)
     if rules.final_role == "selector" and aggregator is not None:
-        raise MoAConfigError(
+        raise OptionConflictError(
             "--aggregator has no effect with variant select, which picks a proposal without "
             "an aggregator call: drop --aggregator, or use --variant moa or ranker."
         )
     if method is not None and rules.final_role != "selector":
-        raise MoAConfigError(
+        raise OptionConflictError(
             f"--method chooses how variant select picks, but the variant is {variant!r}: "
             "add --variant select or drop --method."
         )
     if rules.fixed_layers and layers not in (None, rules.default_layers):
-        raise MoAConfigError(
+        raise OptionConflictError(
             f"--layers {layers} does not apply to variant {variant!r}, which has one proposer "
             "layer: drop --layers."
         )
     if rules.one_model and models is not None and len(models) != 1:
-        raise MoAConfigError(
+        raise OptionConflictError(
             f"variant {variant!r} samples one model, but --proposers names {len(models)}: "
             "give one model and --samples N."
         )

@@ -22,6 +22,7 @@ from langgraph_moa.cli._config import checked, model_flag, spec_problem
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import number_option
 from langgraph_moa.cli._run import DEGRADED_EXIT
+from langgraph_moa.cli._usage import OptionConflictError
 from langgraph_moa.errors import MoAConfigError, MoAError
 
 
@@ -98,7 +99,7 @@ def evaluate(
     out.quiet = quiet
     judge = model_flag("--judge", judge)
     if langsmith_dataset is not None and dataset is not None:
-        raise MoAConfigError("Give either --dataset or --langsmith-dataset, not both.")
+        raise OptionConflictError("Give either --dataset or --langsmith-dataset, not both.")
     if plots:
         try:
             import matplotlib  # noqa: F401

@@ -41,6 +41,7 @@ from langgraph_moa.cli._config import (
 from langgraph_moa.cli._live import picked, run_live
 from langgraph_moa.cli._local import prepare
 from langgraph_moa.cli._output import out
+from langgraph_moa.cli._usage import OptionConflictError
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import MoAInputError
 from langgraph_moa.run._accounting import CUT_OFF_REASONS
@@ -69,7 +70,9 @@ READING_THE_TERMINAL = "type the question, then Ctrl-D at the start of a line to
 def read_question(question: str | None, file: Path | None) -> str:
     """Return the question from the argument, stdin (``-``) or a file, as text."""
     if question is not None and file is not None:
-        raise MoAInputError("Give the question either as an argument or with --file, not both.")
+        raise OptionConflictError(
+            "Give the question either as an argument or with --file, not both."
+        )
     if file is not None:
         if file.is_dir():
             raise MoAInputError(

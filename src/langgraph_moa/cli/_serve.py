@@ -42,6 +42,24 @@ def _limit_option(field: str, flag: str, help_text: str) -> Any:
     )
 
 
+EMPTY_KEY = (
+    "The API key is empty, which would let any client in: set --api-key (or MOA_API_KEY) to "
+    "a secret, or leave it out on loopback."
+)
+
+
+def nonempty_key(value: str) -> str:
+    """Refuse an API key of only spaces as the option is read: a usage error, exit code 2.
+
+    Refused after the presets were loaded, it exited 1, as a failed run does, and only once
+    the served models had been checked. (click reads an empty MOA_API_KEY as no key at all;
+    the no-key warning then applies.)
+    """
+    if not value.strip():
+        raise typer.BadParameter(EMPTY_KEY)
+    return value
+
+
 def serve(
     preset: Annotated[
         list[str] | None,
@@ -68,7 +86,12 @@ def serve(
     port: Annotated[int, port_option("Port to listen on.")] = 8000,
     api_key: Annotated[
         str | None,
-        typer.Option(envvar="MOA_API_KEY", help="Require 'Authorization: Bearer <key>'."),
+        typer.Option(
+            envvar="MOA_API_KEY",
+            parser=nonempty_key,
+            metavar="KEY",
+            help="Require 'Authorization: Bearer <key>'.",
+        ),
     ] = None,
     allow_model: Annotated[
         list[str] | None,
@@ -244,10 +267,7 @@ def serve(
             )
         systems[name] = loaded
     if api_key is not None and not api_key.strip():
-        raise MoAConfigError(
-            "The API key is empty, which would let any client in: set --api-key (or "
-            "MOA_API_KEY) to a secret, or leave it out on loopback."
-        )
+        raise MoAConfigError(EMPTY_KEY)  # serve() called in-process, not parsed
     security = ServeSecurity(
         allowed_hosts=(*LOOPBACK_NAMES, *(allowed_host or ())),
         allowed_origins=tuple(allowed_origin or ()),
