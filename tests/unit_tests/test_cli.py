@@ -1311,3 +1311,16 @@ def test_options_that_contradict_each_other_are_a_usage_error(monkeypatch, capsy
     status, err = run_main(monkeypatch, capsys, *args)
     assert status == 2 and message in err.replace("\n", " "), err
     assert "Traceback" not in err and "unexpected" not in err
+
+
+def test_a_negative_zero_temperature_is_read_as_zero():
+    # '--temperature -0' passed the range check as -0.0: the header said 'T -0' and every
+    # proposer call was sent temperature -0.0. It is read as 0, as the schema means it.
+    import math
+
+    from langgraph_moa.cli._ranges import parse_number
+
+    temperature = parse_number(float, 0.0, 2.0)("-0")
+    assert temperature == 0 and math.copysign(1.0, temperature) == 1.0
+    cfg = build_config(None, None, proposers="openai:gpt-4o-mini", temperature=temperature)
+    assert "T 0)" in describe(cfg) and "T -0" not in describe(cfg)

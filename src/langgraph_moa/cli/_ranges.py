@@ -73,7 +73,8 @@ def parse_number(
         too_low = low is not None and (number <= low if above else number < low)
         if too_low or (high is not None and number > high):
             raise typer.BadParameter(f"{value} is out of range: give {allowed}.")
-        return number
+        # -0 is in range but would be shown ('T -0') and sent (-0.0) with its sign: plain 0.
+        return number + 0 if number == 0 else number
 
     return parse
 
