@@ -314,6 +314,35 @@ def test_serve_without_the_serve_extra_names_the_extra(monkeypatch):
     assert announced == []
 
 
+@pytest.mark.parametrize("command", ["serve", "ui"])
+def test_serve_and_ui_without_the_serve_extra_name_the_extra(monkeypatch, capsys, command):
+    # From a wheel installed without [serve], `moa ui` said "unexpected error:
+    # ModuleNotFoundError: No module named 'uvicorn'" where `moa serve` names the extra.
+    from langgraph_moa.cli import _ui
+
+    class NotInstalled:
+        def find_spec(self, name, path=None, target=None):
+            if name == "uvicorn":
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    imported = [m for m in sys.modules if m.split(".")[0] == "uvicorn"]
+    imported += ["langgraph_moa.serving._server", "langgraph_moa.serving._guard"]
+    for name in imported:
+        monkeypatch.delitem(sys.modules, name, raising=False)  # imported afresh, without it
+    monkeypatch.setattr(sys, "meta_path", [NotInstalled(), *sys.meta_path])
+    monkeypatch.setattr(_ui, "_check_port_free", lambda port: None)
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)  # keep pytest's Ctrl-C
+    monkeypatch.setattr(cli.sys, "argv", ["moa", command, *(["--no-open"] * (command == "ui"))])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert err == (
+        f"error: moa {command} needs the 'serve' extra (uvicorn is not installed): "
+        "install langgraph-moa[serve]."
+    ), err
+
+
 def test_serve_checks_keys_and_local_models_before_announcing(monkeypatch):
     from langgraph_moa.serving._server import serve
 

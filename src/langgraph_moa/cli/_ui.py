@@ -15,7 +15,7 @@ from langgraph_moa.cli._config import SERVED_BY_DEFAULT
 from langgraph_moa.cli._local import local_starts_shown
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import port_option
-from langgraph_moa.errors import MoAError
+from langgraph_moa.errors import MissingExtraError, MoAError
 
 
 def ui(
@@ -38,7 +38,11 @@ def ui(
     ] = True,
 ) -> None:
     """Open the web page that shows every model of a run at work (local models by default)."""
-    from langgraph_moa.serving._server import serve as run_server
+    # Imported here, as `moa serve` does: the rest of the CLI works without the serve extra.
+    try:
+        from langgraph_moa.serving._server import serve as run_server
+    except ImportError as exc:
+        raise MissingExtraError("moa ui", "serve", exc.name or "uvicorn") from None
 
     presets = preset or list(SERVED_BY_DEFAULT)
     _check_port_free(port)
