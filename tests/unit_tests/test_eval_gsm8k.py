@@ -313,3 +313,23 @@ def test_a_shared_call_cache_is_merged_in_and_never_over_a_systems_own(
         assert cache.get("greedy call of item 1") == AIMessage(first)
         assert cache.get("greedy call of item 2") == AIMessage("seed 2")
     assert SQLiteCallCache(tmp_path / "out" / "local-vote" / "calls.db").get("sample of item 1")
+
+
+@pytest.mark.parametrize(
+    "notice",
+    [
+        shipped_dataset("gsm8k").parent / "GSM8K_NOTICE.txt",
+        ROOT / "benchmarks" / "data" / "GSM8K_NOTICE.txt",
+    ],
+    ids=["package", "benchmarks"],
+)
+def test_each_gsm8k_notice_speaks_of_the_samples_beside_it(notice):
+    # The notice in the package (and so in the wheel) said "GSM8K samples in this folder"
+    # and described gsm8k_train_100.jsonl, which is in benchmarks/data, not in the package.
+    import re
+
+    text = notice.read_text()
+    described = set(re.findall(r"^(gsm8k_\w+\.jsonl) holds", text, flags=re.MULTILINE))
+    beside = {path.name for path in notice.parent.glob("gsm8k_*.jsonl")}
+    assert described == beside, text[:600]
+    assert "MIT License" in text and "Copyright (c) 2021 OpenAI" in text
