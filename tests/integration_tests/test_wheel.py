@@ -53,7 +53,8 @@ def dists(tmp_path_factory):
     shutil.copytree(ROOT, tree, ignore=NOT_SOURCE)
     sdist = _backend("build_sdist", work, tree)
     with tarfile.open(sdist) as archive:
-        archive.extractall(work / "unpacked", filter="data")
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # 3.11.4+
+        archive.extractall(work / "unpacked", **safe)
     (unpacked,) = (work / "unpacked").iterdir()
     wheel = _backend("build_wheel", work, unpacked)
     return sdist, wheel
