@@ -113,6 +113,38 @@ def test_sessions_on_the_call_loop_are_closed_at_exit(backend):
     assert "Unclosed" not in done.stderr, done.stderr
 
 
+def test_a_forked_child_exiting_leaves_the_parents_call_loop_working(backend):
+    """A forked child (a gunicorn or multiprocessing worker) that exits normally tore down
+    the call loop objects it inherited: their connections unregistered themselves from the
+    epoll instance the child shares with its parent, so the parent's next sync run with a
+    layer deadline waited forever for answers its loop no longer heard."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from langgraph_moa import MoAConfig, create_moa_graph
+
+        config = MoAConfig(
+            proposers=["a@{backend.url}", "b@{backend.url}"],
+            aggregator="agg@{backend.url}",
+            layer_deadline_s=5,
+        )
+        graph = create_moa_graph(config)
+        ask = lambda: graph.invoke({{"messages": [("user", "q")]}})["messages"][-1].content
+        print(ask()[:3], flush=True)
+        child = os.fork()
+        if child == 0:
+            sys.exit(0)  # a normal interpreter exit, as a worker process ends
+        os.waitpid(child, 0)
+        print(ask()[:3], flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["agg", "agg"]
+
+
 async def test_a_dropped_connection_is_retried_like_any_connection_error(backend):
     """aiohttp's errors reach the graph as the SDK's own: retried, then recorded."""
     with FaultServer(

@@ -65,7 +65,24 @@ def running_call_loop() -> asyncio.AbstractEventLoop | None:
 def _forget_after_fork() -> None:
     """Start afresh when needed: a forked child has no thread running the parent's loop."""
     global _loop, _lock
+    if _loop is not None:
+        _leave_the_parents_selector(_loop)
     _loop, _lock = None, threading.Lock()
+
+
+def _leave_the_parents_selector(loop: asyncio.AbstractEventLoop) -> None:
+    """Give the parent's loop, in a forked child, a selector of the child's own.
+
+    The epoll instance behind the loop's selector is shared with the parent. When the
+    child dropped what it inherited (at its exit), each connection of the parent's HTTP
+    sessions unregistered itself from that epoll instance, which removed the parent's
+    registration: the parent's call loop no longer heard its connections, and its next
+    sync run waited forever. With a selector of its own the child touches nothing of
+    the parent's; a loop without one (not a selector loop) is left as it is.
+    """
+    selector = getattr(loop, "_selector", None)
+    if selector is not None:
+        loop._selector = type(selector)()  # type: ignore[attr-defined]
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
