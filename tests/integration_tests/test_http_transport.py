@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from typing import ClassVar
 
 import openai
@@ -263,6 +264,7 @@ def test_the_readiness_check_of_a_local_server_ignores_proxy_variables(dead_prox
     server = LocalServer.__new__(LocalServer)  # the llama.cpp process stood in for
     server.info = CATALOG["smollm2-135m"]
     server._ready, server._lock = threading.Event(), threading.Lock()
+    server._spawned = time.monotonic()
     server.port = httpd.server_port
     server.url = f"http://127.0.0.1:{server.port}/v1"
     server._log = open(tmp_path / "server.log", "wb")  # closed below
