@@ -14,7 +14,14 @@ from langgraph_moa.graph.streaming import AnswerStream, RunEvents
 from langgraph_moa.serving._agreement import overlap
 from langgraph_moa.serving._app import create_app
 from langgraph_moa.serving._events import KEEPALIVE, answer_event, pump
-from langgraph_moa.serving._history import Compactor, History, HistoryError, RunRecord, compact
+from langgraph_moa.serving._history import (
+    HISTORY_RUNS,
+    Compactor,
+    History,
+    HistoryError,
+    RunRecord,
+    compact,
+)
 
 USER = [{"role": "user", "content": "Explain X"}]
 QUESTION = {"messages": [HumanMessage("Explain X")]}
@@ -142,6 +149,25 @@ def test_history_keeps_runs_newest_first(tmp_path):
     history.close()
     again = History(tmp_path / "sub" / "h.sqlite3")
     assert again.get("two").status == "failed"
+
+
+def test_history_keeps_at_most_its_cap_of_runs_dropping_the_oldest(tmp_path):
+    # A server runs for weeks: every run of the page was kept for good, so the file grew
+    # with every request. Now the newest `keep` runs are kept, a re-saved run is no new one.
+    history = History(tmp_path / "h.sqlite3", keep=3)
+    for i in range(10):
+        history.save(RunRecord(f"r{i}", "m", "q?", created=float(i), status="running"))
+        history.save(RunRecord(f"r{i}", "m", "q?", created=float(i), status="done"))
+    assert [r["id"] for r in history.list(1000)] == ["r9", "r8", "r7"]
+    assert history.get("r6") is None and history.get("r9").status == "done"
+    history.close()
+    assert [r["id"] for r in History(tmp_path / "h.sqlite3", keep=2).list()] == ["r9", "r8"]
+
+
+def test_history_has_a_finite_default_cap_and_refuses_a_cap_below_one(tmp_path):
+    assert History(tmp_path / "h.sqlite3").keep == HISTORY_RUNS > 0
+    with pytest.raises(HistoryError, match="at least 1"):
+        History(tmp_path / "g.sqlite3", keep=0)
 
 
 def test_an_unusable_history_path_is_one_sentence(tmp_path):

@@ -2,7 +2,9 @@
 
 One row per run: the question, the served model (preset) it ran on, its status, the answer,
 and its events compacted (each call's tokens joined into one event), which is all the page
-needs to draw the run again. The file is ``$MOA_HISTORY`` if set, else ``history.sqlite3``
+needs to draw the run again. Only the newest `HISTORY_RUNS` runs are kept (`History`'s
+``keep``): a server that runs for weeks would otherwise grow the file with every run.
+The file is ``$MOA_HISTORY`` if set, else ``history.sqlite3``
 in the package's cache folder (``$LANGGRAPH_MOA_CACHE``, default ``~/.cache/langgraph-moa``).
 """
 
@@ -102,6 +104,10 @@ class RunRecord:
         }
 
 
+HISTORY_RUNS = 1000
+"""Runs the history keeps by default; saving a newer one deletes the oldest past it."""
+
+
 class HistoryError(MoAError):
     """The history file cannot be opened or written."""
 
@@ -109,12 +115,16 @@ class HistoryError(MoAError):
 class History:
     """The runs table in one SQLite file; safe to call from several threads."""
 
-    def __init__(self, path: str | Path) -> None:
-        """Open (or create) the history at `path`, creating its folder.
+    def __init__(self, path: str | Path, keep: int = HISTORY_RUNS) -> None:
+        """Open (or create) the history at `path`, creating its folder; keep `keep` runs.
 
         Raises:
-            HistoryError: the file cannot be opened as a SQLite database.
+            HistoryError: the file cannot be opened as a SQLite database, or `keep` is
+                below 1.
         """
+        if keep < 1:
+            raise HistoryError(f"The history must keep at least 1 run, not {keep}.")
+        self.keep = keep
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
@@ -128,6 +138,7 @@ class History:
                     "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created REAL, "
                     "model TEXT, question TEXT, status TEXT, answer TEXT, events TEXT)"
                 )
+                self._prune()  # a file kept by a larger cap shrinks to this one
         except (OSError, sqlite3.Error) as exc:
             raise HistoryError(
                 f"Cannot open the run history at {self.path} ({exc}); set MOA_HISTORY to a "
@@ -135,7 +146,7 @@ class History:
             ) from None
 
     def save(self, run: RunRecord) -> None:
-        """Insert or replace one run."""
+        """Insert or replace one run; the oldest runs past `keep` are deleted."""
         row = (
             run.id,
             run.created,
@@ -147,6 +158,14 @@ class History:
         )
         with self._lock, self._db:
             self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            self._prune()
+
+    def _prune(self) -> None:
+        """Delete the runs older than the newest `keep` (the caller holds the transaction)."""
+        self._db.execute(
+            "DELETE FROM runs WHERE id NOT IN (SELECT id FROM runs ORDER BY created DESC LIMIT ?)",
+            (self.keep,),
+        )
 
     def list(self, limit: int = 100) -> list[dict[str, Any]]:
         """Return the newest runs first, without their events."""
