@@ -680,3 +680,35 @@ def _flood(guarded):
     finally:
         for sock in held:
             sock.close()
+
+
+# --- what the operator sees: the load ---------------------------------------------------------
+
+
+def test_health_counts_streams_in_flight_and_counts_out_every_client_that_left():
+    """/health told an operator nothing of the load; it now says `in_flight`. A stream whose
+    client reads one chunk and leaves is counted while it runs and out once it has stopped:
+    after many such clients nothing is left counted (the runs were cancelled, not kept)."""
+    from langgraph_moa.serving._access import AccessLog
+
+    slow = FaultProfile(token_s=0.05, reply_words=400)  # a 20 s answer, never waited for
+    # keepalive_s: the stream's status goes out at its first keep-alive, not after 20 s.
+    with FaultServer(default=slow) as upstream:
+        served = create_app({"fake-moa": fake_moa(upstream.url)}, keepalive_s=0.2)
+        app = AccessLog(served, ["fake-moa"], lambda line: None)
+        with BackgroundServer(app, **uvicorn_options(ServeSecurity())) as server:
+            body = {"model": "fake-moa", "messages": USER, "stream": True}
+            for _ in range(12):
+                with httpx.Client(timeout=30) as client:
+                    url = f"{server.root}/v1/chat/completions"
+                    with client.stream("POST", url, json=body) as stream:
+                        chunks = stream.iter_bytes()  # kept: a dropped iterator closes it
+                        next(chunks)  # the answer has started (a keep-alive); then leave
+                        health = httpx.get(f"{server.root}/health").json()
+                        assert health["in_flight"] == 1
+            deadline = time.monotonic() + 20  # the server notices each disconnect
+            while httpx.get(f"{server.root}/health").json()["in_flight"] and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+            assert httpx.get(f"{server.root}/health").json()["in_flight"] == 0

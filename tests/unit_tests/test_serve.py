@@ -1138,8 +1138,26 @@ def test_health_names_the_models_only_to_a_client_that_sends_the_key(system):
         assert head.status_code == 200
         assert head.headers["content-length"] == health.headers["content-length"]
     keyed = client.get("/health", headers={"Authorization": "Bearer k"})
-    assert keyed.json() == {"status": "ok", "models": [SECRET_NAME]}
-    assert _logged(system).get("/health").json() == {"status": "ok", "models": [SECRET_NAME]}
+    assert keyed.json() == {"status": "ok", "models": [SECRET_NAME], "in_flight": 0}
+    assert _logged(system).get("/health").json()["models"] == [SECRET_NAME]
+
+
+def test_health_tells_a_key_holder_the_requests_in_flight_and_none_are_left_over(system):
+    """An operator serving for weeks could not see the server's load: /health said only
+    "ok". It now counts the requests being answered, for a client that sends the key, and
+    every request that ended (answered, refused, failed) is counted out again."""
+    client = _logged(system, api_key="k")
+    key = {"Authorization": "Bearer k"}
+    assert client.get("/health", headers=key).json()["in_flight"] == 0
+    for i in range(20):
+        post(client, {"model": SECRET_NAME, "messages": [{"role": "user", "content": "hi"}]}, key)
+        post(client, {"model": f"nope{i}", "messages": []}, key)  # 404
+        post(client, {"model": SECRET_NAME}, {"Authorization": "Bearer wrong"})  # 401
+        client.post("/v1/chat/completions", content=b"{bad", headers={**JSON, **key})  # 400
+        client.get("/nowhere", headers=key)
+    health = client.get("/health", headers=key).json()
+    assert health == {"status": "ok", "models": [SECRET_NAME], "in_flight": 0}
+    assert client.get("/health").json() == {"status": "ok"}  # no load told without the key
 
 
 def test_health_names_the_models_only_to_a_client_the_browser_guard_lets_in(system):

@@ -10,7 +10,8 @@ before the response's end (its run was cancelled), then writes one line. It also
 ``GET /health`` so a supervisor or load balancer can check the server without a model call:
 always 200 with the status, and the served models only to a client that sends the server's
 key (or when it has none) and passes the Host and Origin rules, since ``/v1/models`` refuses
-them to anyone else.
+them to anyone else. That client also reads ``in_flight``, the requests being answered (runs
+and streams included, /health itself not): the one way an operator can see the server's load.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class AccessLog:
         self.lets_in: Callable[[Any], bool] = getattr(state, "lets_in", lambda scope: True)
         self.models = models
         self.write = write
+        self.in_flight = 0
+        """Requests being answered now; each is counted out however it ends (`__call__`)."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Serve one ASGI connection."""
@@ -82,17 +85,21 @@ class AccessLog:
                     del body[: _cut(body, completion=bool(seen["completion"]))]
             await send(message)
 
+        self.in_flight += 1
         try:
             await self.app(scope, tap_receive, tap_send)
         except Exception as exc:
             self.write(self._line(scope, 500, started, seen, f"{type(exc).__name__}: {exc}"))
             raise
+        finally:  # answered, failed or cancelled (the client left, the server stopped)
+            self.in_flight -= 1
         self.write(self._line(scope, seen["status"], started, seen))
 
     async def _health(self, scope: Any, send: Any) -> None:
         health: dict[str, Any] = {"status": "ok"}
         if self.lets_in(scope):
             health["models"] = self.models
+            health["in_flight"] = self.in_flight
         body = json.dumps(health).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
