@@ -243,7 +243,11 @@ class LocalModelError(MoAError, RuntimeError):
 
 
 class LocalRuntimeError(MoAError, RuntimeError):
-    """A local server could not start or died; the message carries its own last words."""
+    """A local server could not start or died; the message names the model, a warning its log.
+
+    The message may reach a `moa serve` client, so the server's pid, port, log path and last
+    lines go only to the runtime's warning (`local.runtime.LocalServer._warn_with_log`).
+    """
 
 
 class EvalDatasetError(MoAError, ValueError):

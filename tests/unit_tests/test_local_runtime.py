@@ -278,26 +278,41 @@ def test_stop_all_and_ctrl_c_leave_no_log(stand_in, tmp_path):
     assert logs(tmp_path) == []
 
 
-def test_a_server_that_died_keeps_its_log_and_the_error_names_it(stand_in, tmp_path):
+def test_a_server_that_died_keeps_its_log_and_a_warning_names_it(stand_in, tmp_path, caplog):
+    # The error named the log and repeated its last lines, and `moa serve` passed it to its
+    # client: it names the model now, and the operator's warning the log and its lines.
+    import logging
+
     from langgraph_moa.errors import LocalRuntimeError
 
     server = stand_in(CRASHES)
-    with pytest.raises(LocalRuntimeError) as info:
-        server.wait_ready(timeout=10)
+    with caplog.at_level(logging.WARNING, logger="langgraph_moa.local"):
+        with pytest.raises(LocalRuntimeError) as info:
+            server.wait_ready(timeout=10)
     [log] = logs(tmp_path)
-    assert str(log) in str(info.value) and "failed to load model" in str(info.value)
+    [warned] = [r.getMessage() for r in caplog.records]
+    assert str(log) in warned and "failed to load model" in warned, warned
+    assert "exited with code 3" in str(info.value) and "'qwen2.5-coder-0.5b'" in str(info.value)
+    assert _leaks(str(info.value), server) == [] and "failed to load" not in str(info.value)
     server.stop()  # what the runtime does before it spawns a replacement
     assert logs(tmp_path) == [log] and "failed to load model" in log.read_text()
 
 
-def test_a_server_that_never_answered_keeps_its_log(stand_in, tmp_path):
+def test_a_server_that_never_answered_keeps_its_log(stand_in, tmp_path, caplog):
+    import logging
+
     from langgraph_moa.errors import LocalRuntimeError
 
     server = stand_in(ALIVE)  # running, but nothing listens on its port
-    with pytest.raises(LocalRuntimeError) as info:
-        server.wait_ready(timeout=0.3)
+    with caplog.at_level(logging.WARNING, logger="langgraph_moa.local"):
+        with pytest.raises(LocalRuntimeError) as info:
+            server.wait_ready(timeout=0.3)
     [log] = logs(tmp_path)
-    assert str(log) in str(info.value) and "listening" in log.read_text()
+    assert "listening" in log.read_text()
+    [warned] = [r.getMessage() for r in caplog.records]
+    assert str(log) in warned and f"port {server.port}" in warned and "listening" in warned
+    assert "did not answer within 0.3s" in str(info.value), info.value
+    assert _leaks(str(info.value), server) == [] and "listening" not in str(info.value)
 
 
 def test_only_the_last_log_of_a_server_respawned_for_a_taken_port_is_kept(stand_in, tmp_path):
@@ -313,10 +328,12 @@ DYING = "import time; print('GGML_ASSERT(n_tokens > 0) failed', flush=True); tim
 
 
 @pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
-async def test_a_server_that_dies_mid_call_names_its_kept_log(stand_in, how):
+async def test_a_server_that_dies_mid_call_names_its_kept_log(stand_in, how, caplog):
     # A server that answered readiness and crashed during a call kept its log, but the
     # call's error was the client's "Connection error." naming no log: the user could not
-    # find the server's last words, and the logs piled up unnamed.
+    # find the server's last words, and the logs piled up unnamed. A warning names it (not
+    # the error, which a `moa serve` client reads).
+    import logging
     import signal
     import time
 
@@ -345,6 +362,7 @@ async def test_a_server_that_dies_mid_call_names_its_kept_log(stand_in, how):
     local = LocalRuntime(threads=1, slots=1)
     local._servers["qwen2.5-coder-0.5b"] = server
     model = local.chat_model("qwen2.5-coder-0.5b", clients)
+    caplog.set_level(logging.WARNING, logger="langgraph_moa.local")
     with pytest.raises(Exception) as info:
         if how == "invoke":
             model.invoke("hi")
@@ -357,7 +375,9 @@ async def test_a_server_that_dies_mid_call_names_its_kept_log(stand_in, how):
     log = server._log.name
     assert Path(log).exists() and "GGML_ASSERT" in Path(log).read_text()
     seen = describe_error(info.value)  # what the call record and the run's error say
-    assert log in seen and f"exited with code {-signal.SIGKILL}" in seen, seen
+    assert f"exited with code {-signal.SIGKILL}" in seen and _leaks(seen, server) == [], seen
+    [warned] = [r.getMessage() for r in caplog.records]  # the operator's, the log named
+    assert log in warned and "GGML_ASSERT" in warned and f"pid {server.pid}" in warned, warned
     assert is_retryable(info.value)  # the graph's retry starts a new server
 
 
@@ -744,3 +764,108 @@ def test_a_server_started_on_a_call_says_so_and_when_it_is_ready(stand_in, caplo
         assert said[1].startswith("local:qwen2.5-coder-0.5b is ready"), said
     finally:
         runtime.stop_all()
+
+
+# --- what a `moa serve` client is told of a local model's death ------------------------------
+
+
+def _leaks(text: str, server) -> list[str]:
+    """The server's internals that `text` repeats: its log's path, pid, port, last words."""
+    inside = {
+        "log path": server._log.name,
+        "temp folder": str(Path(server._log.name).parent),
+        "pid": f"pid {server.pid}",
+        "port": str(server.port),
+        "log excerpt": "GGML_ASSERT",
+    }
+    return [what for what, fragment in inside.items() if fragment in text]
+
+
+def test_a_serve_client_is_not_told_the_dead_servers_pid_port_log_or_its_last_words(
+    stand_in, fake, caplog, monkeypatch
+):
+    # A llama.cpp server that died during a call made the error name its pid, its port, the
+    # temp log's path and the log's last 12 lines, and `moa serve` passed it all to the
+    # client: the 502 body, `moa.calls[].error` of a fallback answer, the run stream's events.
+    # A client now reads one sentence naming the model; the operator's warning has the rest.
+    import json
+    import logging
+    import signal
+    import time
+
+    import httpx
+    from fastapi.testclient import TestClient
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.local import runtime as runtime_module
+    from langgraph_moa.serving._app import create_app
+
+    name = "qwen2.5-coder-0.5b"
+    stand_in.script["code"] = DYING  # the replacement of layer 2 answers, then dies too
+    monkeypatch.setattr(runtime_module.httpx, "get", lambda url, **k: httpx.Response(200))
+    local = LocalRuntime(threads=1, slots=1)
+    dead = []
+
+    def crash(request):  # the server dies while it works on the call (no socket opened)
+        server = local._servers[name]
+        for _ in range(200):
+            if "GGML_ASSERT" in Path(server._log.name).read_text():
+                break
+            time.sleep(0.05)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        dead.append(server)
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    transport = httpx.MockTransport(crash)
+    clients = {
+        "http_client": httpx.Client(transport=transport),
+        "http_async_client": httpx.AsyncClient(transport=transport),
+    }
+
+    def system(*others):
+        server = stand_in(DYING)  # a fresh server for each request, ready and about to die
+        server._ready.set()
+        local._servers[name] = server
+        model = local.chat_model(name, clients)
+        proposers = [model, *others]
+        return MoAConfig(
+            proposers=proposers,
+            aggregator=fake("AGG"),
+            retry={"max_attempts": 1},
+            name="m",
+        )
+
+    def post(app, path="/v1/chat/completions", **extra):
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+        client = TestClient(app, base_url="http://localhost")
+        headers = {"content-type": "application/json"}
+        return client.post(path, content=json.dumps(body), headers=headers)
+
+    said_to_clients = []
+    try:
+        with caplog.at_level(logging.WARNING, logger="langgraph_moa.local"):
+            failed = post(create_app({"m": system()}))  # its only proposer died: a 502
+            assert failed.status_code == 502, failed.text
+            said_to_clients.append((failed.json()["error"]["message"], dead[-1]))
+            fallback = post(create_app({"m": system(fake("B"))}))  # the other one answered
+            assert fallback.status_code == 200, fallback.text
+            errors = [c["error"] for c in fallback.json()["moa"]["calls"] if c.get("error")]
+            assert len(errors) == 2  # layer 1's server died, and its replacement in layer 2
+            said_to_clients += [(error, server) for error in errors for server in dead[-2:]]
+            streamed = post(create_app({"m": system(fake("B"))}), stream=True)
+            assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
+            said_to_clients.append((streamed.text, dead[-1]))
+            runs = post(create_app({"m": system(fake("B"))}), "/v1/moa/runs")
+            assert runs.status_code == 200 and "event: answer" in runs.text, runs.text
+            said_to_clients.append((runs.text, dead[-1]))
+        for text, server in said_to_clients:
+            assert _leaks(text, server) == [], text
+        assert f"'{name}'" in said_to_clients[0][0], said_to_clients[0][0]
+        # The operator still reads everything, once per death: the log's path and last words.
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        for server in dead:
+            [said] = [w for w in warned if server._log.name in w]
+            assert "GGML_ASSERT" in said and f"pid {server.pid}" in said, said
+    finally:
+        local.stop_all()

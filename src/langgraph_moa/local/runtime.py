@@ -98,14 +98,18 @@ class LocalServer:
     server this process stopped, or respawned on another port, is deleted; so is that of a
     server whose parent is gone (`_serve.py` deletes it as it exits): nobody reads them, and
     kept they piled up run after run. The log of a server that failed (it exited by itself,
-    or never answered) is kept for its diagnosis, and the error names its path: the start's
-    error, or that of the call it died during (`died_during`).
+    or never answered) is kept for its diagnosis, and a warning names its path and says its
+    last lines. The error itself (the start's, or that of the call it died during, see
+    `died_during`) names only the model: it reaches `moa serve`'s clients, who must not read
+    the server's pid, port, temp folder or log.
     """
 
     _keep_log = False
-    """The server failed: its log stays for the user (its path is in the error)."""
+    """The server failed: its log stays for the user (a warning names its path)."""
     _stopped = False
     """This process asked the server to exit while it ran: its log can go."""
+    _mourned = False
+    """Its failure was warned about, with its log: each call it broke says it no more."""
 
     def __init__(
         self,
@@ -141,13 +145,14 @@ class LocalServer:
         }
         self._ready = threading.Event()
         self._lock = threading.Lock()
+        self._warn_lock = threading.Lock()
         self._spawn(port or free_port())
 
     def _spawn(self, port: int) -> None:
         self._spawned = time.monotonic()
         self.port = port
         self.url = f"http://127.0.0.1:{port}/v1"
-        self._keep_log = self._stopped = False
+        self._keep_log = self._stopped = self._mourned = False
         self._log = tempfile.NamedTemporaryFile(
             prefix=f"moa-{self.info.name}-", suffix=".log", delete=False
         )
@@ -222,26 +227,57 @@ class LocalServer:
                 if time.monotonic() > deadline:
                     self._keep_log = True
                     self.stop()
-                    raise LocalRuntimeError(
-                        f"The llama.cpp server for {self.info.name!r} did not answer within "
-                        f"{timeout:g}s on port {self.port}. Its log ({self._log.name}):\n"
-                        f"{self.last_words()}"
-                    )
+                    silent = f"did not answer within {timeout:g}s"
+                    self._warn_with_log(f"{self._who(silent)}.")
+                    raise LocalRuntimeError(self._public(silent))
                 time.sleep(0.1)
 
     def _died(self) -> LocalRuntimeError:
         return LocalRuntimeError(self._obituary())
 
     def _obituary(self, when: str = "") -> str:
-        """Say how the server exited and where its log, kept from now on, is."""
-        return f"{self._who_exited()}{when}. Its log ({self._log.name}):\n{self.last_words()}"
+        """Warn how the server exited, with its log; return the error's (see `_public`)."""
+        self._warn_with_log(f"{self._who_exited()}{when}.")
+        return self._public(f"{self.exit_status()}{when}")
+
+    def _public(self, what: str) -> str:
+        """Say which model's server failed, how, and that the operator's warning says why.
+
+        The pid, the port, the log's path and its lines are the machine's, not a client's:
+        `moa serve` passes a call's error to its client (the 502 body, ``moa.calls``, the run
+        stream), so they go only to the warning (`_warn_with_log`).
+        """
+        return (
+            f"The llama.cpp server for local model {self.info.name!r} {what}; its log, named "
+            "in a warning to the operator, says why."
+        )
+
+    def _warn_with_log(self, what: str) -> None:
+        """Warn, once per failure, what happened, where the kept log is and its last lines.
+
+        Every call a dying server broke comes here: the operator reads the log's tail once.
+        `moa run`, `moa chat` and `moa serve` show it on stderr (`cli._local`).
+        """
+        with self._warn_lock:
+            if self._mourned:
+                return
+            self._mourned = self._keep_log = True
+        logger.warning(
+            "%s Its log is kept at %s (delete it once read); it ends:\n%s",
+            what,
+            self._log.name,
+            self.last_words(),
+        )
 
     def _who_exited(self) -> str:
         """Say which server exited and how; its log is kept from now on, for the reader."""
         self._keep_log = True
+        return self._who(self.exit_status())
+
+    def _who(self, what: str) -> str:
+        """Say, for the operator, which server (pid, port) did `what`."""
         return (
-            f"The llama.cpp server for {self.info.name!r} (pid {self.pid}, port {self.port}) "
-            f"{self.exit_status()}"
+            f"The llama.cpp server for {self.info.name!r} (pid {self.pid}, port {self.port}) {what}"
         )
 
     def exit_status(self) -> str:
@@ -257,8 +293,12 @@ class LocalServer:
 
         A server killed between calls (by the user, by the out-of-memory killer) was
         replaced without a word: its log was kept, as a failed server's is, but named
-        nowhere, and piled up in the temp folder. The warning names it.
+        nowhere, and piled up in the temp folder. The warning names it, unless the warning of
+        the call it broke did (`_warn_with_log`).
         """
+        if self._mourned:
+            logger.warning("%s; a new one was started.", self._who_exited())
+            return
         logger.warning(
             "%s; a new one was started. Its log is kept at %s (delete it once read).",
             self._who_exited(),
@@ -270,7 +310,8 @@ class LocalServer:
 
         A server that crashes during a call (after it answered readiness) breaks the call's
         connection, and the client says only "Connection error.": its log was kept but
-        named nowhere. The error now says how the server exited and names the log. It stays a
+        named nowhere. The error now says how the server exited, and a warning names the log
+        (`_obituary`). It stays a
         `ConnectionError`, which the graph retries, and the retry starts a new server. An
         error with an HTTP status came from the server alive: it stays, without a wait. Only
         a broken connection waits (up to `within_s`) for the exit: a timeout or an unreadable
