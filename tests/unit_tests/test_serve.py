@@ -1424,3 +1424,27 @@ def test_a_seed_past_a_64_bit_integer_is_a_400_before_any_call(client, log):
     body = {"model": "m", "messages": USER, "seed": 2**64}
     assert_one_sentence(post(client, body), 400, "seed")
     assert log.calls == []
+
+
+def test_a_local_model_that_cannot_start_is_a_500_naming_no_path_of_the_server(
+    fake, monkeypatch, tmp_path, caplog
+):
+    # The cache folder a local model is assembled in could not be written: the request got a
+    # 400 (the client's fault, it said) whose message was the server's cache folder path and
+    # the variable the operator sets. The client now reads one sentence; the operator's log
+    # has the path and the fix.
+    import logging
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LANGGRAPH_MOA_CACHE", str(blocker))
+    config = MoAConfig(
+        proposers=["local:qwen2.5-coder-0.5b", fake("B")], aggregator=fake("AGG"), name="m"
+    )
+    with caplog.at_level(logging.WARNING, logger="langgraph_moa.serving"):
+        response = post(local(create_app({"m": config})), {"model": "m", "messages": USER})
+    error = assert_one_sentence(response, 500, "local model")
+    assert error["type"] == "server_error", error
+    assert str(tmp_path) not in error["message"] and "LANGGRAPH_MOA_CACHE" not in error["message"]
+    [warned] = [r.getMessage() for r in caplog.records]
+    assert str(blocker) in warned and "LANGGRAPH_MOA_CACHE" in warned, warned

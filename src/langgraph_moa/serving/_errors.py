@@ -1,5 +1,6 @@
 """How `moa serve` answers an error: OpenAI's error shape, one sentence, the right status."""
 
+import logging
 from typing import Any
 
 from pydantic import (
@@ -13,6 +14,8 @@ from langgraph_moa.errors import (
     AllProposersFailedError,
     BudgetExhaustedError,
     LimitExceededError,
+    LocalModelError,
+    LocalRuntimeError,
     MissingAPIKeyError,
     MoAError,
     ModelNotAllowedError,
@@ -21,6 +24,13 @@ from langgraph_moa.errors import (
 from langgraph_moa.serving._schema import _is_union_tag
 
 MAX_BODY_BYTES = 1_000_000
+
+logger = logging.getLogger(__name__)
+"""Tells the operator (``moa serve``'s stderr) what a client's error leaves out."""
+
+LOCAL_MODEL_FAILED = (
+    "A local model this request uses cannot run on this server; the operator's log says why."
+)
 
 
 class _APIError(Exception):
@@ -61,6 +71,11 @@ def _api_error(exc: MoAError) -> _APIError:
         return _APIError(502, exc.summary, "upstream_error")
     if isinstance(exc, MissingAPIKeyError):
         return _APIError(500, str(exc), "server_configuration_error")
+    if isinstance(exc, LocalModelError | LocalRuntimeError):
+        # The machine's trouble, not the client's: its words name the server's folders, its
+        # memory and the variables the operator sets, so they go to the operator alone.
+        logger.warning("%s", redact(str(exc)))
+        return _APIError(500, LOCAL_MODEL_FAILED, "server_error")
     if isinstance(exc, ModelNotAllowedError):
         return _APIError(403, str(exc), "permission_error", "model_not_allowed")
     if isinstance(exc, LimitExceededError):
