@@ -863,6 +863,8 @@ def test_a_serve_client_is_not_told_the_dead_servers_pid_port_log_or_its_last_wo
         for text, server in said_to_clients:
             assert _leaks(text, server) == [], text
             assert f"local model '{name}' exited with code -9" in text, text  # said, though
+        # The 502's summary of the call's error is cut at 200 characters: the end is kept.
+        assert "the operator's log says why, and a retry starts a new one." in failed.text
         # The operator still reads everything, once per death: the log's path and last words.
         warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         for server in dead:

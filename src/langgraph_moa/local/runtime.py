@@ -235,22 +235,21 @@ class LocalServer:
     def _died(self) -> LocalRuntimeError:
         return LocalRuntimeError(self._obituary())
 
-    def _obituary(self, when: str = "") -> str:
+    def _obituary(self, when: str = "", then: str = "") -> str:
         """Warn how the server exited, with its log; return the error's (see `_public`)."""
         self._warn_with_log(f"{self._who_exited()}{when}.")
-        return self._public(f"{self.exit_status()}{when}")
+        return self._public(f"{self.exit_status()}{when}", then)
 
-    def _public(self, what: str) -> str:
-        """Say which model's server failed, how, and that the operator's warning says why.
+    def _public(self, what: str, then: str = "") -> str:
+        """Say which model's server failed, how, and that the operator's log says why.
 
         The pid, the port, the log's path and its lines are the machine's, not a client's:
         `moa serve` passes a call's error to its client (the 502 body, ``moa.calls``, the run
-        stream), so they go only to the warning (`_warn_with_log`).
+        stream), so they go only to the warning (`_warn_with_log`). Short, so that the 502's
+        summary of a call's error (200 characters) keeps the end.
         """
-        return (
-            f"The llama.cpp server for local model {self.info.name!r} {what}; its log, named "
-            "in a warning to the operator, says why."
-        )
+        server = f"The llama.cpp server of local model {self.info.name!r}"
+        return f"{server} {what}; the operator's log says why{then}."
 
     def _warn_with_log(self, what: str) -> None:
         """Warn, once per failure, what happened, where the kept log is and its last lines.
@@ -324,7 +323,7 @@ class LocalServer:
             self.process.wait(within_s if _broke_the_connection(error) else 0)
         except subprocess.TimeoutExpired:
             return None
-        return ConnectionError(self._obituary(" during the call (a retry starts a new one)"))
+        return ConnectionError(self._obituary(" during the call", ", and a retry starts a new one"))
 
     def terminate(self) -> None:
         """Ask the process to exit now, without waiting (it exits at once on SIGTERM).
