@@ -872,3 +872,40 @@ def test_a_serve_client_is_not_told_the_dead_servers_pid_port_log_or_its_last_wo
             assert "GGML_ASSERT" in said and f"pid {server.pid}" in said, said
     finally:
         local.stop_all()
+
+
+def test_a_replacement_refused_during_a_call_tells_the_client_one_sentence(
+    stand_in, caplog, monkeypatch
+):
+    # A server that died was replaced at the next call, and the memory check refused the
+    # replacement: the call's error (a `moa serve` client's `moa.calls[].error`) gave the
+    # machine's free memory and the operator's flags and variables. The client now reads that
+    # the model cannot start a server here; the operator's warning has the figures and fix.
+    import logging
+
+    import httpx
+
+    from langgraph_moa._redact import describe_error
+    from langgraph_moa.errors import LocalModelError
+    from langgraph_moa.local import runtime as runtime_module
+
+    dead = stand_in(CRASHES)
+    dead.process.wait()
+    local = LocalRuntime(threads=1, slots=1)
+    local._servers["qwen2.5-coder-0.5b"] = dead
+    transport = httpx.MockTransport(lambda request: httpx.Response(500))
+    model = local.chat_model(
+        "qwen2.5-coder-0.5b", {"http_client": httpx.Client(transport=transport)}
+    )
+    monkeypatch.setattr(runtime_module, "available_memory", lambda: 1000)
+    try:
+        with caplog.at_level(logging.WARNING, logger="langgraph_moa.local"):
+            with pytest.raises(LocalModelError) as info:
+                model.invoke("hi")
+        seen = describe_error(info.value)
+        assert "'qwen2.5-coder-0.5b'" in seen and "operator's log says why" in seen, seen
+        assert "GB" not in seen and "LANGGRAPH_MOA" not in seen and "--context" not in seen
+        warned = " ".join(r.getMessage() for r in caplog.records)
+        assert "GB of memory" in warned and "LANGGRAPH_MOA_SLOTS" in warned, warned
+    finally:
+        local.stop_all()

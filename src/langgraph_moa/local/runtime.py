@@ -616,7 +616,7 @@ class LocalChatModel(BaseChatOpenAI):
 
     def _ensure_server(self) -> LocalServer:
         runtime = self._runtime or LocalRuntime.default()
-        server = runtime.server(self.model_name)
+        server = _replaced_or_said(runtime, self.model_name)
         server.wait_ready()  # may move to a new port if the first one was taken
         with _CLIENT_LOCK:
             if server.url != self.openai_api_base:
@@ -651,6 +651,27 @@ class LocalChatModel(BaseChatOpenAI):
         async with self._room().aheld(self.model_name), _anaming_a_death(server):
             async for chunk in super()._astream(*args, **kwargs):
                 yield chunk
+
+
+def _replaced_or_said(runtime: LocalRuntime, name: str) -> LocalServer:
+    """Return the model's server for a call; a replacement refused is warned, then raised short.
+
+    A call replaces a server that died (`LocalRuntime.server`), and the replacement may be
+    refused (no memory left for its KV cache, the cache folder gone). That error names the
+    machine's memory, folders and the operator's flags, and a call's error reaches a
+    `moa serve` client (``moa.calls[].error``): the operator's warning gets it whole.
+
+    Raises:
+        LocalModelError: one sentence naming the model.
+    """
+    try:
+        return runtime.server(name)
+    except LocalModelError as exc:
+        logger.warning("%s", exc)
+        raise LocalModelError(
+            f"Local model {name!r} cannot start a server on this machine now; the operator's "
+            "log says why."
+        ) from exc
 
 
 def _broke_the_connection(error: Exception) -> bool:
