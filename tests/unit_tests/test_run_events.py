@@ -164,6 +164,18 @@ def test_history_keeps_at_most_its_cap_of_runs_dropping_the_oldest(tmp_path):
     assert [r["id"] for r in History(tmp_path / "h.sqlite3", keep=2).list()] == ["r9", "r8"]
 
 
+def test_a_run_saved_when_it_ends_is_kept_though_newer_runs_ended_before_it(tmp_path):
+    # A run is saved when it ends, with the time it started. A long run that newer, shorter
+    # runs overtook was the oldest by start when saved, so its own save deleted it at once:
+    # the page got 'done' and then a 404 for the run it had just watched.
+    history = History(tmp_path / "h.sqlite3", keep=2)
+    history.save(RunRecord("short1", "m", "q?", created=2.0, status="done"))
+    history.save(RunRecord("short2", "m", "q?", created=3.0, status="done"))
+    history.save(RunRecord("long", "m", "q?", created=1.0, status="done"))
+    assert history.get("long") is not None and history.get("long").status == "done"
+    assert sorted(r["id"] for r in history.list()) == ["long", "short2"]
+
+
 def test_history_has_a_finite_default_cap_and_refuses_a_cap_below_one(tmp_path):
     assert History(tmp_path / "h.sqlite3").keep == HISTORY_RUNS > 0
     with pytest.raises(HistoryError, match="at least 1"):

@@ -105,7 +105,7 @@ class RunRecord:
 
 
 HISTORY_RUNS = 1000
-"""Runs the history keeps by default; saving a newer one deletes the oldest past it."""
+"""Runs the history keeps by default; saving another deletes the one saved longest ago."""
 
 
 class HistoryError(MoAError):
@@ -161,9 +161,15 @@ class History:
             self._prune()
 
     def _prune(self) -> None:
-        """Delete the runs older than the newest `keep` (the caller holds the transaction)."""
+        """Delete the runs saved before the newest `keep` (the caller holds the transaction).
+
+        By save order (a saved row takes the next rowid, a re-saved one too), not by start
+        time: a run is saved when it ends, and a long run that `keep` shorter ones overtook
+        was the oldest by start, so its own save deleted it as the page watched it end.
+        """
         self._db.execute(
-            "DELETE FROM runs WHERE id NOT IN (SELECT id FROM runs ORDER BY created DESC LIMIT ?)",
+            "DELETE FROM runs WHERE rowid NOT IN "
+            "(SELECT rowid FROM runs ORDER BY rowid DESC LIMIT ?)",
             (self.keep,),
         )
 
