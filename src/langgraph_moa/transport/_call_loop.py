@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import selectors
 import threading
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -63,11 +64,15 @@ def running_call_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def _forget_after_fork() -> None:
-    """Start afresh when needed: a forked child has no thread running the parent's loop."""
+    """Start afresh when needed: a forked child has no thread running the parent's loop.
+
+    The loop is forgotten first, whatever happens to the selector: a child left holding
+    the parent's loop would wait forever on it.
+    """
     global _loop, _lock
-    if _loop is not None:
-        _leave_the_parents_selector(_loop)
-    _loop, _lock = None, threading.Lock()
+    inherited, _loop, _lock = _loop, None, threading.Lock()
+    if inherited is not None:
+        _leave_the_parents_selector(inherited)
 
 
 def _leave_the_parents_selector(loop: asyncio.AbstractEventLoop) -> None:
@@ -79,10 +84,14 @@ def _leave_the_parents_selector(loop: asyncio.AbstractEventLoop) -> None:
     registration: the parent's call loop no longer heard its connections, and its next
     sync run waited forever. With a selector of its own the child touches nothing of
     the parent's; a loop without one (not a selector loop) is left as it is.
+
+    The child only tears that loop down, never runs it, so the new selector is an empty
+    `selectors.SelectSelector`: it opens no file descriptor (a new epoll instance would
+    cost each child one, and could fail where none are left). asyncio has no public way
+    to detach a loop from its selector, hence the private attribute.
     """
-    selector = getattr(loop, "_selector", None)
-    if selector is not None:
-        loop._selector = type(selector)()  # type: ignore[attr-defined]
+    if getattr(loop, "_selector", None) is not None:
+        loop._selector = selectors.SelectSelector()  # type: ignore[attr-defined]
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

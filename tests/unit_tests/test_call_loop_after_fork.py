@@ -1,0 +1,60 @@
+"""The call loop in a forked child: the child's reset (`_forget_after_fork`), run directly.
+
+The real fork, with a parent whose call loop must keep working, is in the integration tests
+(test_http_transport.py); these are the ways the reset itself could go wrong.
+"""
+
+import asyncio
+import errno
+import os
+import selectors
+import threading
+
+import pytest
+
+from langgraph_moa.transport import _call_loop
+
+
+class _NoFdsLeft(selectors.BaseSelector):
+    """A selector whose kind cannot be opened again: the child is out of file descriptors."""
+
+    def __init__(self) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    register = unregister = select = get_map = None  # type: ignore[assignment]
+
+
+class _InheritedLoop:
+    def __init__(self) -> None:
+        self._selector = object.__new__(_NoFdsLeft)  # the parent's, as the child holds it
+
+
+def test_a_child_that_cannot_open_a_selector_still_starts_its_own_call_loop(monkeypatch):
+    # The child replaced the inherited loop's selector before it forgot the loop: when the
+    # new selector could not be opened (no file descriptors left), the handler raised, and
+    # the child kept the parent's loop, which no thread of the child runs (its sync runs
+    # with a deadline then waited forever), and the lock the parent may have held.
+    held = threading.Lock()
+    held.acquire()  # another thread of the parent was in call_loop() at the fork
+    inherited = _InheritedLoop()
+    parents = inherited._selector
+    monkeypatch.setattr(_call_loop, "_loop", inherited)
+    monkeypatch.setattr(_call_loop, "_lock", held)
+    _call_loop._forget_after_fork()
+    assert _call_loop._loop is None
+    assert _call_loop._lock is not held and not _call_loop._lock.locked()
+    assert inherited._selector is not parents  # the parent's epoll is out of the child's reach
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists fds through /proc")
+def test_the_child_leaves_the_parents_selector_without_opening_a_file_descriptor(monkeypatch):
+    # Each forked child opened a new epoll instance for a loop it only tears down.
+    loop = asyncio.SelectorEventLoop()
+    try:
+        monkeypatch.setattr(_call_loop, "_loop", loop)
+        before = set(os.listdir("/proc/self/fd"))
+        _call_loop._forget_after_fork()
+        assert not set(os.listdir("/proc/self/fd")) - before
+        assert _call_loop._loop is None
+    finally:
+        loop.close()
