@@ -2,7 +2,8 @@
 does), and the wheel's code reading its own data with the source tree out of reach.
 
 Every other test runs on an editable install, where a data file left out of the wheel is still
-found in src/. Building takes a few seconds and needs no network (setuptools is installed).
+found in src/. Building takes a few seconds and needs no network: it runs the setuptools the
+test extra installs (the build-system's >=77), without build isolation.
 """
 
 import email

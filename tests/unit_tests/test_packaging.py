@@ -1,0 +1,18 @@
+"""What pyproject.toml promises the environments that build and test the package."""
+
+import tomllib
+from pathlib import Path
+
+PYPROJECT = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+
+
+def test_the_test_extra_installs_the_setuptools_the_build_needs():
+    # test_wheel.py builds the sdist and the wheel with the environment's setuptools (no
+    # build isolation, so no download). The build needs what build-system requires
+    # (>=77, for the SPDX license and license-files); the test extra asked only for
+    # eval's setuptools<81, which Python 3.11's venv satisfied with its own 65.5, and
+    # only a dependency of langgraph-cli happened to pull in a newer one.
+    build = [r for r in PYPROJECT["build-system"]["requires"] if r.startswith("setuptools")]
+    test = PYPROJECT["project"]["optional-dependencies"]["test"]
+    assert build == ["setuptools>=77"]
+    assert "setuptools>=77" in test
