@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import sqlite3
 
 import pytest
 from fastapi.testclient import TestClient
@@ -269,6 +270,32 @@ def test_a_run_streams_its_events_and_is_kept(system, tmp_path):
     assert [e["event"] for e in kept["events"]][-1] == "answer"
     missing = client.get("/v1/moa/runs/nope")
     assert missing.status_code == 404 and "No run" in missing.json()["error"]["message"]
+
+
+def test_a_run_the_history_cannot_save_still_ends_and_says_it_was_not_kept(
+    system, tmp_path, caplog
+):
+    # Saving a run that ended raised the SQLite error (the disk full, the file locked by
+    # another server past its wait) out of the stream: no 'done', a traceback in the log,
+    # and the page said the stream ended before its run did. The run now ends as it ran,
+    # its 'done' says it was not kept, and the log says why in one line.
+    history = History(tmp_path / "h.sqlite3")
+    with sqlite3.connect(history.path) as db:
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON runs "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    client = TestClient(create_app({"m": system}, history=history), base_url="http://localhost")
+    with caplog.at_level("WARNING"):
+        response = client.post("/v1/moa/runs", json={"model": "m", "messages": USER})
+    events = sse_events(response.text)
+    assert [e["event"] for e in events[-2:]] == ["answer", "done"]
+    assert events[-2]["text"] == "AGG #1"
+    run_id = events[0]["run_id"]
+    assert events[-1] == {"event": "done", "run_id": run_id, "status": "done", "kept": False}
+    assert f"Cannot keep run {run_id} in the history" in caplog.text
+    assert "disk is full" in caplog.text and "Traceback" not in caplog.text
+    assert client.get("/v1/moa/runs").json()["data"] == []
 
 
 def test_a_server_with_prices_shows_each_runs_cost(system):

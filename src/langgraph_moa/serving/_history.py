@@ -146,7 +146,12 @@ class History:
             ) from None
 
     def save(self, run: RunRecord) -> None:
-        """Insert or replace one run; the oldest runs past `keep` are deleted."""
+        """Insert or replace one run; the oldest runs past `keep` are deleted.
+
+        Raises:
+            HistoryError: the file cannot be written (the disk is full, another server
+                held it locked past SQLite's wait).
+        """
         row = (
             run.id,
             run.created,
@@ -156,9 +161,14 @@ class History:
             run.answer,
             dumps(compact(run.events)),  # a no-op on a compacted log
         )
-        with self._lock, self._db:
-            self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", row)
-            self._prune()
+        try:
+            with self._lock, self._db:
+                self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                self._prune()
+        except sqlite3.Error as exc:
+            raise HistoryError(
+                f"Cannot keep run {run.id} in the history at {self.path} ({exc})."
+            ) from None
 
     def _prune(self) -> None:
         """Delete the runs saved before the newest `keep` (the caller holds the transaction).

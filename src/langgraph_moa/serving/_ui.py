@@ -20,6 +20,7 @@ only ever inserts it as text.
 """
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -44,7 +45,7 @@ from langgraph_moa.serving._events import (
     sse,
     stopped_calls,
 )
-from langgraph_moa.serving._history import Compactor, History, RunRecord
+from langgraph_moa.serving._history import Compactor, History, HistoryError, RunRecord
 from langgraph_moa.serving._policy import _Job, _Preparer
 from langgraph_moa.serving._requests import _disconnected, _read_body, _timed
 
@@ -116,7 +117,7 @@ async def _run(
         nonlocal saved
         if history is not None and not saved:
             saved = True
-            history.save(kept())
+            _keep(history, kept())
 
     try:
         yield out(run_event(run_id, job.name, record.question, config))
@@ -138,10 +139,12 @@ async def _run(
             # The chat route's sentence: one line, redacted (not the Python error's text).
             error = {"message": refusal.message, "type": refusal.kind, "status": refusal.status}
             yield out({"event": "error", **error})
+        done: dict[str, Any] = {"event": "done", "run_id": run_id, "status": record.status}
         if history is not None:  # before 'done': a client reloading the history then sees it
             saved = True  # off the event loop: a commit waits for the disk
-            await asyncio.to_thread(history.save, kept())
-        yield sse({"event": "done", "run_id": run_id, "status": record.status})
+            if not await asyncio.to_thread(_keep, history, kept()):
+                done["kept"] = False
+        yield sse(done)
     except asyncio.CancelledError:
         record.status = "cancelled"  # the client left; what it saw is kept
         for stopped in stopped_calls(log.events, CLIENT_LEFT):
@@ -154,6 +157,20 @@ async def _run(
         raise
     finally:
         save()  # a run cut short (the client left) is kept too
+
+
+def _keep(history: History, record: RunRecord) -> bool:
+    """Save `record`; if the history cannot, log why in one line and return False.
+
+    The run itself went well: its client already has its answer, and the stream still ends
+    with its 'done' (saying ``"kept": false``), not with the file's error.
+    """
+    try:
+        history.save(record)
+    except HistoryError as exc:
+        logging.getLogger(__name__).warning("%s", exc)
+        return False
+    return True
 
 
 def add_ui(
