@@ -1,7 +1,7 @@
 """The GGUF models that ship inside PyPI packages, with the SHA-256 this project pins.
 
 A model is either one file inside a package (SmolLM2) or chunks spread over several packages
-that are concatenated in order (Gemma 3, Qwen2.5-Coder). Every file is checked against its
+that are concatenated in order (the Qwen2.5-Coder models). Every file is checked against its
 pinned digest before a server loads it, so a tampered or truncated package is refused with a
 message that says which package to reinstall. Assembled files and verification stamps live
 in the cache folder (``$LANGGRAPH_MOA_CACHE``, default ``~/.cache/langgraph-moa``).
