@@ -298,6 +298,31 @@ def test_a_run_the_history_cannot_save_still_ends_and_says_it_was_not_kept(
     assert client.get("/v1/moa/runs").json()["data"] == []
 
 
+def test_a_history_that_cannot_be_read_is_one_sentence_naming_no_path(system, tmp_path, caplog):
+    # A read of the history that SQLite refused (the file locked past its wait, its table
+    # gone, the disk failing) escaped the routes: a bare "Internal Server Error" to the
+    # page and a traceback in the server's log. It is now a 503 in the error shape, one
+    # sentence without the file's path; the log says why in one line.
+    history = History(tmp_path / "h.sqlite3")
+    history.save(RunRecord("r1", "m", "q?", created=1.0, status="done"))
+    with sqlite3.connect(history.path) as db:
+        db.execute("DROP TABLE runs")
+    client = TestClient(
+        create_app({"m": system}, history=history),
+        base_url="http://localhost",
+        raise_server_exceptions=False,
+    )
+    with caplog.at_level("WARNING"):
+        answers = [client.get("/v1/moa/runs"), client.get("/v1/moa/runs/r1")]
+    for answer in answers:
+        assert answer.status_code == 503
+        error = answer.json()["error"]
+        assert error["type"] == "server_error" and error["code"] == "history_unavailable"
+        assert "history" in error["message"] and str(tmp_path) not in answer.text
+    assert f"Cannot read the run history at {history.path}" in caplog.text
+    assert "no such table" in caplog.text and "Traceback" not in caplog.text
+
+
 def test_a_server_with_prices_shows_each_runs_cost(system):
     prices = {"A": (1.0, 1.0), "B": (1.0, 1.0), "AGG": (1.0, 1.0)}
     client = TestClient(create_app({"m": system}, prices=prices), base_url="http://localhost")

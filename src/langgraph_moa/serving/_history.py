@@ -15,6 +15,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,30 +185,48 @@ class History:
         )
 
     def list(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Return the newest runs first, without their events."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, created, model, question, status, answer FROM runs "
-                "ORDER BY created DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
+        """Return the newest runs first, without their events.
+
+        Raises:
+            HistoryError: the file cannot be read (see `_read`).
+        """
+        rows = self._read(
+            "SELECT id, created, model, question, status, answer FROM runs "
+            "ORDER BY created DESC LIMIT ?",
+            (limit,),
+        )
         return [
             RunRecord(i, m, q, created=c, status=s, answer=a or "").summary()
             for i, c, m, q, s, a in rows
         ]
 
     def get(self, run_id: str) -> RunRecord | None:
-        """Return one run with its events, or None."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, created, model, question, status, answer, events FROM runs "
-                "WHERE id = ?",
-                (run_id,),
-            ).fetchone()
-        if row is None:
+        """Return one run with its events, or None.
+
+        Raises:
+            HistoryError: the file cannot be read (see `_read`).
+        """
+        rows = self._read(
+            "SELECT id, created, model, question, status, answer, events FROM runs WHERE id = ?",
+            (run_id,),
+        )
+        if not rows:
             return None
-        i, c, m, q, s, a, e = row
+        i, c, m, q, s, a, e = rows[0]
         return RunRecord(i, m, q, created=c, status=s, answer=a or "", events=json.loads(e))
+
+    def _read(self, query: str, args: tuple[Any, ...]) -> Sequence[Any]:
+        """Run one read; SQLite's refusal becomes one `HistoryError` sentence.
+
+        A read fails when another server holds the file locked past SQLite's wait, the
+        disk fails, or the file was changed under the server: raised bare, the error left
+        the routes as a traceback in the log and a plain "Internal Server Error" to the page.
+        """
+        try:
+            with self._lock:
+                return self._db.execute(query, args).fetchall()
+        except sqlite3.Error as exc:
+            raise HistoryError(f"Cannot read the run history at {self.path} ({exc}).") from None
 
     def close(self) -> None:
         """Close the file."""

@@ -22,9 +22,9 @@ only ever inserts it as text.
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 from langchain_core.messages import HumanMessage
@@ -173,6 +173,24 @@ def _keep(history: History, record: RunRecord) -> bool:
     return True
 
 
+_T = TypeVar("_T")
+
+HISTORY_UNREADABLE = "The run history cannot be read now; the operator's log says why."
+
+
+def _read(read: Callable[[Any], _T], arg: Any) -> _T:
+    """Read the history; a file it cannot read is a 503 sentence, its reason the operator's.
+
+    The reason names the file's path on the server's machine (see docs/security.md, "What a
+    client learns of the server's machine"): it goes to the log, in one line.
+    """
+    try:
+        return read(arg)
+    except HistoryError as exc:
+        logging.getLogger(__name__).warning("%s", exc)
+        raise _APIError(503, HISTORY_UNREADABLE, "server_error", "history_unavailable") from None
+
+
 def add_ui(
     app: Any,
     systems: Mapping[str, MoAConfig],
@@ -234,13 +252,15 @@ def add_ui(
         _check_origin(request)
         if history is None:
             return {"object": "list", "data": [], "history": False}
-        runs = await run_in_threadpool(history.list, limit)
+        runs = await run_in_threadpool(_read, history.list, limit)
         return {"object": "list", "data": runs, "history": True}
 
     @app.get("/v1/moa/runs/{run_id}")
     async def get_run(request: Request, run_id: str) -> dict[str, Any]:
         _check_origin(request)
-        record = await run_in_threadpool(history.get, run_id) if history is not None else None
+        record = (
+            await run_in_threadpool(_read, history.get, run_id) if history is not None else None
+        )
         if record is None:
             raise _APIError(404, f"No run {clip(run_id)!r} in the history.", code="run_not_found")
         return {**record.summary(), "answer": record.answer, "events": record.events}
