@@ -689,3 +689,31 @@ def test_a_run_with_a_layer_passed_over_is_marked_degraded(browser, tmp_path):
         )
         label = d.execute_script("return document.querySelector('.answer .fallback').textContent")
         assert label.startswith("Degraded answer: every proposal of layer 2 failed")
+
+
+def test_a_run_the_history_could_not_keep_says_so_in_its_pane(backend, browser, tmp_path):
+    """The server answered the run but could not save it ('done' says "kept": false): the
+    pane said only 'done', and the run was then missing from the history for no reason
+    shown. The pane now says it was not kept."""
+    import sqlite3
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"v41@{backend.url}", layers=2)
+    history = History(tmp_path / "h.db")
+    with sqlite3.connect(history.path) as db:
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON runs "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    with BackgroundServer(create_app({"fast": config}, history=history)) as server:
+        d = browser
+        start(d, server.root, "fast")
+        wait(d, "document.querySelector('.pane').dataset.done", what="the run's end")
+        state = pane_state(d)
+        assert state["done"] == "done" and "done" in state["status"]
+        note = d.execute_script("return document.querySelector('.pane .not-kept')?.textContent")
+        assert note and "not keep" in note and "history" in note

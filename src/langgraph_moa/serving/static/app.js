@@ -473,6 +473,11 @@ class Pane {
 
   on_done(ev) {
     this.finish(ev.status);
+    // The server answered but could not save the run: said here, not by its absence later.
+    if (ev.kept === false) {
+      this.errorBox.append(el("p", "not-kept",
+        "The server could not keep this run in its history, so it will not be listed there; the server's log says why."));
+    }
     this.showReask();
   }
 
