@@ -323,6 +323,26 @@ def test_a_history_that_cannot_be_read_is_one_sentence_naming_no_path(system, tm
     assert "no such table" in caplog.text and "Traceback" not in caplog.text
 
 
+def test_a_stored_run_whose_events_cannot_be_read_is_one_sentence(system, tmp_path, caplog):
+    # A row whose events are not JSON (the file written by hand, cut by a failing disk)
+    # raised the decoder's error out of GET /v1/moa/runs/{id}: a bare 500 and a traceback.
+    history = History(tmp_path / "h.sqlite3")
+    history.save(RunRecord("r1", "m", "q?", created=1.0, status="done"))
+    with sqlite3.connect(history.path) as db:
+        db.execute("UPDATE runs SET events = '[{\"event\": ' WHERE id = 'r1'")
+    client = TestClient(
+        create_app({"m": system}, history=history),
+        base_url="http://localhost",
+        raise_server_exceptions=False,
+    )
+    with caplog.at_level("WARNING"):
+        answer = client.get("/v1/moa/runs/r1")
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "history_unavailable"
+    assert str(tmp_path) not in answer.text
+    assert "Cannot read run r1 of the run history" in caplog.text and "Traceback" not in caplog.text
+    assert [r["id"] for r in client.get("/v1/moa/runs").json()["data"]] == ["r1"]  # still listed
+
+
 def test_a_server_with_prices_shows_each_runs_cost(system):
     prices = {"A": (1.0, 1.0), "B": (1.0, 1.0), "AGG": (1.0, 1.0)}
     client = TestClient(create_app({"m": system}, prices=prices), base_url="http://localhost")

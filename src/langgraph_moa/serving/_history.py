@@ -204,7 +204,8 @@ class History:
         """Return one run with its events, or None.
 
         Raises:
-            HistoryError: the file cannot be read (see `_read`).
+            HistoryError: the file cannot be read (see `_read`), or the run's events are
+                not JSON.
         """
         rows = self._read(
             "SELECT id, created, model, question, status, answer, events FROM runs WHERE id = ?",
@@ -213,7 +214,13 @@ class History:
         if not rows:
             return None
         i, c, m, q, s, a, e = rows[0]
-        return RunRecord(i, m, q, created=c, status=s, answer=a or "", events=json.loads(e))
+        try:
+            events = json.loads(e)
+        except (TypeError, ValueError) as exc:  # a row written by hand, or cut by the disk
+            raise HistoryError(
+                f"Cannot read run {i} of the run history at {self.path} (its events: {exc})."
+            ) from None
+        return RunRecord(i, m, q, created=c, status=s, answer=a or "", events=events)
 
     def _read(self, query: str, args: tuple[Any, ...]) -> Sequence[Any]:
         """Run one read; SQLite's refusal becomes one `HistoryError` sentence.
