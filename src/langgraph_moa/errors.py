@@ -15,6 +15,7 @@ All of them derive from `MoAError` so an application can catch one type::
     ├── BudgetExhaustedError                 the token budget ran out first (.calls)
     ├── AggregatorFailedError                every aggregator failed (.calls)
     ├── EmptyResponseError                   a model answered with no text (one call)
+    ├── ContentFilteredError                 a provider's content filter stopped the answer
     ├── CallTimeoutError (TimeoutError)      one attempt ran past call_timeout_s
     ├── StragglerCancelledError              a proposer left behind by its layer's deadline
     ├── StructuredOutputError                the answer does not parse into the schema

@@ -171,12 +171,17 @@ def _partly_failed(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _counted(summary: dict[str, Any], key: str) -> str:
+    """List the systems with items counted under `key`, as 'name n of items' ('' for none)."""
+    return ", ".join(
+        f"{name} {s[key]} of {s['items']}" for name, s in summary.items() if s.get(key)
+    )
+
+
 def _fallbacks(summary: dict[str, Any]) -> list[str]:
     """Say which systems answered some items with a fallback: their scores are not all theirs."""
-    counts = {name: s.get("fallbacks", 0) for name, s in summary.items() if s.get("fallbacks")}
-    if not counts:
+    if not (each := _counted(summary, "fallbacks")):
         return []
-    each = ", ".join(f"{name} {n} of {summary[name]['items']}" for name, n in counts.items())
     return [
         f"some answers were fallbacks, not the configured final step ({each}); they are "
         f"scored as given, and the report counts them: exit code {DEGRADED_EXIT}, as for "
@@ -186,10 +191,8 @@ def _fallbacks(summary: dict[str, Any]) -> list[str]:
 
 def _passed_over(summary: dict[str, Any]) -> list[str]:
     """Say which systems answered some items with a layer passed over: fewer layers ran."""
-    counts = {n: s["failed_layers"] for n, s in summary.items() if s.get("failed_layers")}
-    if not counts:
+    if not (each := _counted(summary, "failed_layers")):
         return []
-    each = ", ".join(f"{name} {n} of {summary[name]['items']}" for name, n in counts.items())
     return [
         f"some answers had a layer passed over ({each}): every proposal of it failed, so "
         "fewer layers than configured answered them; they are scored as given, and the report "

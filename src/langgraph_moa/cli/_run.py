@@ -45,6 +45,7 @@ from langgraph_moa.cli._usage import OptionConflictError
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import MoAInputError
 from langgraph_moa.run._accounting import CUT_OFF_REASONS
+from langgraph_moa.run._answer import is_degraded as degraded
 
 DEGRADED_EXIT = 3
 """Exit code of a fallback answer, and with `--strict` of any degraded one (failed calls)."""
@@ -194,8 +195,7 @@ def is_degraded(answer: AIMessage) -> bool:
     proposal failed was passed over (``failed_layers``): either way the answer is not the one
     the configuration describes, with or without `--strict`.
     """
-    moa = answer.response_metadata.get("moa", {})
-    return bool(moa.get("fallback") or moa.get("failed_layers"))
+    return degraded(answer.response_metadata.get("moa", {}))
 
 
 def report_degraded(answer: AIMessage) -> bool:
@@ -230,7 +230,7 @@ def report_degraded(answer: AIMessage) -> bool:
             f"{len(failed)} of {calls} calls failed; the first, {first['configured_model']} "
             f"(layer {first['layer']}, {first['role']}): {first.get('error')}"
         )
-    return bool(meta.get("fallback") or meta.get("failed_layers") or failed)
+    return is_degraded(answer) or bool(failed)
 
 
 def passed_over_words(meta: dict[str, Any], skipped: dict[str, int]) -> str:

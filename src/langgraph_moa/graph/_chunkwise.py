@@ -261,17 +261,16 @@ class _Chunkwise:
                 exc, label, timeout, timed_out=scope.expired(), retried=retried
             )
             raise explained from exc
-        if whole is None:
-            raise EmptyResponseError(f"{label} returned an empty answer")
-        response = AIMessage(
-            content=self.texts[k],
-            usage_metadata=whole.usage_metadata,
-            response_metadata=whole.response_metadata,
-        )
-        # Too late to take back what the aggregator read; its record says it failed, and
-        # the later parts read it no more.
-        refuse_filtered(response, label)
-        if not self.texts[k].strip():
+        if whole is not None:
+            response = AIMessage(
+                content=self.texts[k],
+                usage_metadata=whole.usage_metadata,
+                response_metadata=whole.response_metadata,
+            )
+            # Too late to take back what the aggregator read; its record says it failed,
+            # and the later parts read it no more.
+            refuse_filtered(response, label)
+        if whole is None or not self.texts[k].strip():
             raise EmptyResponseError(f"{label} returned an empty answer")
         return response
 

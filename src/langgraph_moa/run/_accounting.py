@@ -9,11 +9,9 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langgraph_moa._redact import describe_error
 from langgraph_moa.errors import (
     ContentFilteredError,
-    EmptyResponseError,
     StragglerCancelledError,
-    StructuredOutputError,
-    ToolCallError,
 )
+from langgraph_moa.errors import _RejectedAnswer as RejectedAnswer
 from langgraph_moa.providers._table import finish_reason_keys, model_name_keys
 from langgraph_moa.run.state import (
     CallRecord,
@@ -174,9 +172,7 @@ def failed_record(
     message the error keeps, count; so do those of `paid`, what a call that failed partway
     had already cost (the parts a chunk-wise aggregator wrote before one failed).
     """
-    refused = isinstance(
-        error, (EmptyResponseError, StructuredOutputError, ToolCallError, ContentFilteredError)
-    )
+    refused = isinstance(error, RejectedAnswer)
     if paid is None and refused:
         paid = getattr(error, "response", None)
     prompt, completion, total = _tokens(paid)

@@ -109,6 +109,16 @@ def final_message(
     )
 
 
+def is_degraded(moa: dict[str, Any]) -> bool:
+    """Tell whether the configured mixture did not write an answer, from its ``moa`` facts.
+
+    A fallback answered instead of the configured final step, or a layer whose every
+    proposal failed was passed over (`failed_layers`): either way the answer is not the one
+    the configuration describes (`moa run` exits 3; the page marks the run degraded).
+    """
+    return bool(moa.get("fallback") or moa.get("failed_layers"))
+
+
 def failed_layers(calls: list[CallRecord]) -> list[dict[str, int]]:
     """Return the layers whose every proposal failed, after one that answered.
 

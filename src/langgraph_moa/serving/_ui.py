@@ -36,6 +36,7 @@ from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.config.context import apply_context
 from langgraph_moa.errors import MoAError
 from langgraph_moa.graph.streaming import RunEvents
+from langgraph_moa.run._answer import is_degraded
 from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError
 from langgraph_moa.serving._events import (
     STREAM_HEADERS,
@@ -127,9 +128,8 @@ async def _run(
                 yield out(event)
             answer = answer_event(events.final, prices, logprobs=job.logprobs)
             record.answer = answer["text"]
-            # Degraded: a fallback answered, or a layer was passed over (fewer layers ran).
-            degraded = answer.get("fallback") or answer.get("failed_layers")
-            record.status = "degraded" if degraded else "done"
+            # The answer event carries the run's fallback and failed_layers as they are.
+            record.status = "degraded" if is_degraded(answer) else "done"
             yield out(answer)
         except MoAError as exc:
             refusal = _api_error(exc)

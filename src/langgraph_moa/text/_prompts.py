@@ -226,9 +226,14 @@ def inject_references(
         block += missing_note(missing, len(references) + missing)
     if note:
         block += f"\n\n{note}"
+    return with_system(messages, block)
+
+
+def with_system(messages: Sequence[BaseMessage], text: str) -> list[BaseMessage]:
+    """Return the conversation with `text` after its system message, or as a new first one."""
     if messages and isinstance(messages[0], SystemMessage):
-        return [with_system_text(messages[0], block), *messages[1:]]
-    return [SystemMessage(content=block), *messages]
+        return [with_system_text(messages[0], text), *messages[1:]]
+    return [SystemMessage(content=text), *messages]
 
 
 def with_system_text(system: SystemMessage, text: str) -> SystemMessage:
@@ -276,9 +281,4 @@ def ranker_messages(
             f"\n\n{listing}\n\n{pick}"
         )
     )
-    conversation = list(messages)
-    head = SystemMessage(content=RANKER_SYSTEM_PROMPT)
-    if conversation and isinstance(first := conversation[0], SystemMessage):
-        head = with_system_text(first, RANKER_SYSTEM_PROMPT)
-        conversation.pop(0)
-    return [head, *conversation, request]
+    return [*with_system(messages, RANKER_SYSTEM_PROMPT), request]

@@ -231,7 +231,7 @@ class Plan:
         return (
             layer > 1
             and bool(state.get("references"))
-            and self.final_node == AGGREGATE
+            and not self.returns_proposal()
             and self.cfg.on_aggregator_failure != "raise"
         )
 
