@@ -1353,3 +1353,15 @@ def test_a_negative_zero_temperature_is_read_as_zero():
     assert temperature == 0 and math.copysign(1.0, temperature) == 1.0
     cfg = build_config(None, None, proposers="openai:gpt-4o-mini", temperature=temperature)
     assert "T 0)" in describe(cfg) and "T -0" not in describe(cfg)
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_key_from_the_environment_is_refused_not_taken_for_no_key(
+    monkeypatch, capsys, value
+):
+    """MOA_API_KEY="" (a secret that a deployment failed to fill in) was read by click as no
+    key at all: on loopback the server then let every client in without a word."""
+    monkeypatch.setenv("MOA_API_KEY", value)
+    status, err = run_main(monkeypatch, capsys, "serve")
+    assert status == 2 and "The API key is empty" in err.replace("\n", " "), err
+    assert "MOA_API_KEY" in err and "Traceback" not in err

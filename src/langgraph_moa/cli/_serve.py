@@ -7,6 +7,7 @@ server that will answer; then one line per request and per failure goes to stder
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +43,7 @@ def _limit_option(field: str, flag: str, help_text: str) -> Any:
     )
 
 
+KEY_VARIABLE = "MOA_API_KEY"
 EMPTY_KEY = (
     "The API key is empty, which would let any client in: set --api-key (or MOA_API_KEY) to "
     "a secret, or leave it out on loopback."
@@ -52,8 +54,8 @@ def nonempty_key(value: str) -> str:
     """Refuse an API key of only spaces as the option is read: a usage error, exit code 2.
 
     Refused after the presets were loaded, it exited 1, as a failed run does, and only once
-    the served models had been checked. (click reads an empty MOA_API_KEY as no key at all;
-    the no-key warning then applies.)
+    the served models had been checked. (click reads an empty MOA_API_KEY as no key at all,
+    so `serve` refuses that one itself.)
     """
     if not value.strip():
         raise typer.BadParameter(EMPTY_KEY)
@@ -87,7 +89,7 @@ def serve(
     api_key: Annotated[
         str | None,
         typer.Option(
-            envvar="MOA_API_KEY",
+            envvar=KEY_VARIABLE,
             parser=nonempty_key,
             metavar="KEY",
             help="Require 'Authorization: Bearer <key>'.",
@@ -231,6 +233,10 @@ def serve(
     A served preset always runs as configured; the --max-* limits bound what a client's
     overrides may ask for on top of it.
     """
+    if api_key is None and os.environ.get(KEY_VARIABLE) is not None:
+        # click reads MOA_API_KEY="" as no key at all: a secret a deployment failed to fill
+        # in let every client in on loopback, without a word.
+        raise typer.BadParameter(EMPTY_KEY, param_hint=f"'--api-key' (env var: '{KEY_VARIABLE}')")
     # Imported here: the rest of the CLI works without the serve extra (FastAPI, uvicorn).
     try:
         from langgraph_moa.serving._guard import LOOPBACK_NAMES, ServeSecurity
