@@ -285,6 +285,24 @@ async def test_chunkwise_a_failed_last_layer_says_why_it_is_not_passed_over(fake
     assert [(c["layer"], c["status"]) for c in raised.value.calls][:2] == [(1, "ok"), (1, "ok")]
 
 
+async def test_chunkwise_a_failed_last_layer_under_raise_does_not_say_it_is_a_chunkwise_limit(
+    fake, log
+):
+    # With on_aggregator_failure: raise the layered path raises too: the sentence that
+    # chunk-wise alone cannot pass the layer over would mislead.
+    config = MoAConfig(
+        proposers=[fake("A", fail=_fails_in_layer(2)), fake("B", fail=_fails_in_layer(2))],
+        aggregator=fake("AGG"),
+        layers=3,
+        aggregation={"start": "chunks", "chunk_tokens": 2},
+        on_aggregator_failure="raise",
+        retry=FAST_RETRY,
+    )
+    with pytest.raises(AllProposersFailedError) as raised:
+        await create_moa_graph(config).ainvoke(QUESTION)
+    assert "cannot be passed over" not in str(raised.value)
+
+
 def test_moa_run_json_names_the_layer_passed_over(monkeypatch, capsys, fake):
     # --json carried the fallback but not failed_layers: a script reading the record could
     # not tell why the run exited 3.

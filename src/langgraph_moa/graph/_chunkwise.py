@@ -545,8 +545,12 @@ class _Chunkwise:
     # --- how the answer ends ---------------------------------------------------------------
 
     def _why_not_passed(self) -> str:
-        """Say why a failed last layer ends the run, where the layered path passes it over."""
-        if self.layer == 1:
+        """Say why a failed last layer ends the run, where the layered path passes it over.
+
+        Nothing to say for a first layer, or under ``on_aggregator_failure: raise``, where
+        the layered path raises too.
+        """
+        if self.layer == 1 or self.cfg.on_aggregator_failure == "raise":
             return ""
         return (
             f"Chunk-wise aggregation (aggregation.start: chunks) streams layer {self.layer} "
