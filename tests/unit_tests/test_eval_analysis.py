@@ -466,4 +466,5 @@ def test_the_best_single_model_and_the_raw_verdict_compare_exact_accuracies():
     }
     report = render_report(summary)
     assert "vs the best single model (single:b)" in report
-    assert "**local-moa** vs the best single model (single:b): helps" in report
+    assert "**local-moa** vs the best single model (single:b): helps: +<0.1 points" in report
+    assert "+0.0" not in report and "-0.0" not in report

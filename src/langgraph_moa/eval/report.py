@@ -433,17 +433,29 @@ def _raw_verdict(name: str, s: dict[str, Any], ref_name: str, ref: dict[str, Any
     A difference of correct answers alone contradicts itself when the two were scored on
     different numbers of items: 2/2 is more accurate than 3/4, yet one answer fewer.
     """
-    points = 100 * float(_exact(s) - _exact(ref))
+    system, best = _exact(s), _exact(ref)
+    points = _points(100 * float(system - best))
     counts = f"{_count(s)} against {_count(ref)} scored"
-    if _exact(s) > _exact(ref):
-        word = f"helps: {points:+.1f} points of accuracy ({counts})"
-    elif _exact(s) == _exact(ref):
+    if system > best:
+        word = f"helps: {points} points of accuracy ({counts})"
+    elif system == best:
         word = f"does not help: same accuracy ({counts})"
     else:
-        word = f"does not help: {points:+.1f} points of accuracy ({counts})"
+        word = f"does not help: {points} points of accuracy ({counts})"
     return f"- **{name}** vs the best single model ({ref_name}): {word}, " + _cost_and_failures(
         s, ref
     )
+
+
+def _points(points: float) -> str:
+    """Write a nonzero difference in points, one decimal; under 0.05 not as a signed zero.
+
+    199/201 against 198/200 differ by 0.005 points: "+0.0" read as no difference beside
+    "helps".
+    """
+    if 0 < abs(points) < 0.05:
+        return f"{'+' if points > 0 else '-'}<0.1"
+    return f"{points:+.1f}"
 
 
 def _count(s: dict[str, Any]) -> str:
