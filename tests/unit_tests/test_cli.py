@@ -1355,13 +1355,30 @@ def test_a_negative_zero_temperature_is_read_as_zero():
     assert "T 0)" in describe(cfg) and "T -0" not in describe(cfg)
 
 
-@pytest.mark.parametrize("value", ["", "   "])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("", "MOA_API_KEY is set but empty"), ("   ", "The API key is empty")],
+)
 def test_an_empty_key_from_the_environment_is_refused_not_taken_for_no_key(
-    monkeypatch, capsys, value
+    monkeypatch, capsys, value, message
 ):
     """MOA_API_KEY="" (a secret that a deployment failed to fill in) was read by click as no
     key at all: on loopback the server then let every client in without a word."""
     monkeypatch.setenv("MOA_API_KEY", value)
     status, err = run_main(monkeypatch, capsys, "serve")
-    assert status == 2 and "The API key is empty" in err.replace("\n", " "), err
+    assert status == 2 and message in " ".join(err.split()), err
     assert "MOA_API_KEY" in err and "Traceback" not in err
+
+
+def test_an_empty_key_variable_is_checked_only_where_the_command_line_reads_it(monkeypatch):
+    """`serve` called in-process reads no variable, so MOA_API_KEY="" does not refuse it."""
+    import typer
+
+    from langgraph_moa.cli._serve import no_empty_key_variable
+
+    monkeypatch.setenv("MOA_API_KEY", "")
+    assert no_empty_key_variable("secret") == "secret"  # --api-key given: the variable unread
+    with pytest.raises(typer.BadParameter, match="MOA_API_KEY is set but empty"):
+        no_empty_key_variable(None)
+    monkeypatch.delenv("MOA_API_KEY")
+    assert no_empty_key_variable(None) is None

@@ -48,6 +48,10 @@ EMPTY_KEY = (
     "The API key is empty, which would let any client in: set --api-key (or MOA_API_KEY) to "
     "a secret, or leave it out on loopback."
 )
+EMPTY_KEY_VARIABLE = (
+    f"{KEY_VARIABLE} is set but empty, which would let any client in: set it to a secret, or "
+    "unset it to serve on loopback without a key."
+)
 
 
 def nonempty_key(value: str) -> str:
@@ -59,6 +63,17 @@ def nonempty_key(value: str) -> str:
     """
     if not value.strip():
         raise typer.BadParameter(EMPTY_KEY)
+    return value
+
+
+def no_empty_key_variable(value: str | None) -> str | None:
+    """Refuse a MOA_API_KEY that is set but empty, which click reads as no key at all.
+
+    A secret that a deployment failed to fill in let every client in on loopback, without a
+    word. Checked as the command line is read: `serve` called in-process reads no variable.
+    """
+    if value is None and os.environ.get(KEY_VARIABLE) is not None:
+        raise typer.BadParameter(EMPTY_KEY_VARIABLE)
     return value
 
 
@@ -91,6 +106,7 @@ def serve(
         typer.Option(
             envvar=KEY_VARIABLE,
             parser=nonempty_key,
+            callback=no_empty_key_variable,
             metavar="KEY",
             help="Require 'Authorization: Bearer <key>'.",
         ),
@@ -233,10 +249,6 @@ def serve(
     A served preset always runs as configured; the --max-* limits bound what a client's
     overrides may ask for on top of it.
     """
-    if api_key is None and os.environ.get(KEY_VARIABLE) is not None:
-        # click reads MOA_API_KEY="" as no key at all: a secret a deployment failed to fill
-        # in let every client in on loopback, without a word.
-        raise typer.BadParameter(EMPTY_KEY, param_hint=f"'--api-key' (env var: '{KEY_VARIABLE}')")
     # Imported here: the rest of the CLI works without the serve extra (FastAPI, uvicorn).
     try:
         from langgraph_moa.serving._guard import LOOPBACK_NAMES, ServeSecurity
