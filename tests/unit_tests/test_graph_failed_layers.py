@@ -15,6 +15,36 @@ def _fails_in_layer(layer: int):
     return lambda n, msgs: ValueError("model exploded") if n == layer else None
 
 
+def _passed_over_config(fake, **extra):
+    """Three layers, whose second fails whole: the answer had fewer layers than configured."""
+    return MoAConfig(
+        proposers=[fake("A", fail=_fails_in_layer(2))],
+        aggregator=fake("AGG"),
+        layers=3,
+        retry=FAST_RETRY,
+        **extra,
+    )
+
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "Explain X"}]}
+
+
+def _served(fake):
+    """`moa serve`'s app serving `_passed_over_config` as model 'm'."""
+    from fastapi.testclient import TestClient
+
+    from langgraph_moa.serving._app import create_app
+
+    app = create_app({"m": _passed_over_config(fake, name="m")})
+    return TestClient(app, base_url="http://localhost")
+
+
+def _run_events(fake) -> list[dict]:
+    """The events of one run of `_served` on /v1/moa/runs."""
+    text = _served(fake).post("/v1/moa/runs", json=BODY).text
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+
+
 def test_a_failed_last_proposer_layer_is_aggregated_from_the_layer_before_it(fake, log):
     config = MoAConfig(
         proposers=[fake("A", fail=_fails_in_layer(2)), fake("B", fail=_fails_in_layer(2))],
@@ -87,12 +117,7 @@ def test_a_failed_first_layer_still_ends_the_run(fake, log):
 def test_moa_run_warns_that_a_layer_was_passed_over(fake, capsys):
     from langgraph_moa.cli._run import report_degraded
 
-    config = MoAConfig(
-        proposers=[fake("A", fail=_fails_in_layer(2))],
-        aggregator=fake("AGG"),
-        layers=3,
-        retry=FAST_RETRY,
-    )
+    config = _passed_over_config(fake)
     answer = create_moa_graph(config).invoke(QUESTION)["messages"][-1]
     assert report_degraded(answer) is True
     err = " ".join(capsys.readouterr().err.split())
@@ -102,20 +127,7 @@ def test_moa_run_warns_that_a_layer_was_passed_over(fake, capsys):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_moa_serve_says_which_layer_was_passed_over(fake, stream):
-    from fastapi.testclient import TestClient
-
-    from langgraph_moa.serving._app import create_app
-
-    config = MoAConfig(
-        proposers=[fake("A", fail=_fails_in_layer(2))],
-        aggregator=fake("AGG"),
-        layers=3,
-        retry=FAST_RETRY,
-        name="m",
-    )
-    client = TestClient(create_app({"m": config}), base_url="http://localhost")
-    body = {"model": "m", "messages": [{"role": "user", "content": "Explain X"}]}
-    reply = client.post("/v1/chat/completions", json={**body, "stream": stream})
+    reply = _served(fake).post("/v1/chat/completions", json={**BODY, "stream": stream})
     assert reply.status_code == 200, reply.text
     if stream:
         events = [line[6:] for line in reply.text.splitlines() if line.startswith("data: {")]
@@ -126,22 +138,7 @@ def test_moa_serve_says_which_layer_was_passed_over(fake, stream):
 
 
 def test_the_run_event_stream_answer_says_which_layer_was_passed_over(fake):
-    from fastapi.testclient import TestClient
-
-    from langgraph_moa.serving._app import create_app
-
-    config = MoAConfig(
-        proposers=[fake("A", fail=_fails_in_layer(2))],
-        aggregator=fake("AGG"),
-        layers=3,
-        retry=FAST_RETRY,
-        name="m",
-    )
-    client = TestClient(create_app({"m": config}), base_url="http://localhost")
-    body = {"model": "m", "messages": [{"role": "user", "content": "Explain X"}]}
-    text = client.post("/v1/moa/runs", json=body).text
-    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
-    [answer] = [e for e in events if e.get("event") == "answer"]
+    [answer] = [e for e in _run_events(fake) if e.get("event") == "answer"]
     assert answer["failed_layers"] == [{"layer": 2, "references_from": 1}]
 
 
@@ -157,17 +154,6 @@ async def test_chunkwise_a_failed_middle_layer_passes_the_layer_before_it_on(fak
     assert references_in(log.by("A")[2]) == ["A #1", "B #1"]
     moa = out["messages"][-1].response_metadata["moa"]
     assert moa["failed_layers"] == [{"layer": 2, "references_from": 1}]
-
-
-def _passed_over_config(fake, **extra):
-    """Three layers, whose second fails whole: the answer had fewer layers than configured."""
-    return MoAConfig(
-        proposers=[fake("A", fail=_fails_in_layer(2))],
-        aggregator=fake("AGG"),
-        layers=3,
-        retry=FAST_RETRY,
-        **extra,
-    )
 
 
 def test_moa_run_exits_3_without_strict_when_a_layer_was_passed_over(monkeypatch, capsys, fake):
@@ -227,17 +213,7 @@ def test_moa_eval_counts_answers_with_a_layer_passed_over_and_exits_3(
 
 def test_the_run_event_stream_marks_a_run_with_a_layer_passed_over_degraded(fake):
     # The live page and the history read the `done` status: only fallbacks were marked.
-    from fastapi.testclient import TestClient
-
-    from langgraph_moa.serving._app import create_app
-
-    client = TestClient(
-        create_app({"m": _passed_over_config(fake, name="m")}), base_url="http://localhost"
-    )
-    body = {"model": "m", "messages": [{"role": "user", "content": "Explain X"}]}
-    text = client.post("/v1/moa/runs", json=body).text
-    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
-    [done] = [e for e in events if e.get("event") == "done"]
+    [done] = [e for e in _run_events(fake) if e.get("event") == "done"]
     assert done["status"] == "degraded"
 
 
