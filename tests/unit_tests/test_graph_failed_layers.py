@@ -309,7 +309,6 @@ def test_moa_serves_access_log_says_a_layer_was_passed_over(fake, path, stream):
     lines: list[str] = []
     app = create_app({"m": _passed_over_config(fake, name="m")}, history=None)
     client = TestClient(AccessLog(app, ["m"], lines.append), base_url="http://localhost")
-    body = {"model": "m", "messages": [{"role": "user", "content": "Explain X"}]}
-    client.post(path, json={**body, "stream": stream}).read()
+    client.post(path, json={**BODY, "stream": stream}).read()
     [line] = lines
     assert "passed over: layer 2" in line, line

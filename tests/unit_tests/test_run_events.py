@@ -298,20 +298,22 @@ def test_a_run_the_history_cannot_save_still_ends_and_says_it_was_not_kept(
     assert client.get("/v1/moa/runs").json()["data"] == []
 
 
+def _history_broken_by(system, tmp_path, sql: str) -> tuple[History, TestClient]:
+    """A history holding run 'r1', then `sql` run on its file; and an app serving it."""
+    history = History(tmp_path / "h.sqlite3")
+    history.save(RunRecord("r1", "m", "q?", created=1.0, status="done"))
+    with sqlite3.connect(history.path) as db:
+        db.execute(sql)
+    app = create_app({"m": system}, history=history)
+    return history, TestClient(app, base_url="http://localhost", raise_server_exceptions=False)
+
+
 def test_a_history_that_cannot_be_read_is_one_sentence_naming_no_path(system, tmp_path, caplog):
     # A read of the history that SQLite refused (the file locked past its wait, its table
     # gone, the disk failing) escaped the routes: a bare "Internal Server Error" to the
     # page and a traceback in the server's log. It is now a 503 in the error shape, one
     # sentence without the file's path; the log says why in one line.
-    history = History(tmp_path / "h.sqlite3")
-    history.save(RunRecord("r1", "m", "q?", created=1.0, status="done"))
-    with sqlite3.connect(history.path) as db:
-        db.execute("DROP TABLE runs")
-    client = TestClient(
-        create_app({"m": system}, history=history),
-        base_url="http://localhost",
-        raise_server_exceptions=False,
-    )
+    history, client = _history_broken_by(system, tmp_path, "DROP TABLE runs")
     with caplog.at_level("WARNING"):
         answers = [client.get("/v1/moa/runs"), client.get("/v1/moa/runs/r1")]
     for answer in answers:
@@ -326,14 +328,8 @@ def test_a_history_that_cannot_be_read_is_one_sentence_naming_no_path(system, tm
 def test_a_stored_run_whose_events_cannot_be_read_is_one_sentence(system, tmp_path, caplog):
     # A row whose events are not JSON (the file written by hand, cut by a failing disk)
     # raised the decoder's error out of GET /v1/moa/runs/{id}: a bare 500 and a traceback.
-    history = History(tmp_path / "h.sqlite3")
-    history.save(RunRecord("r1", "m", "q?", created=1.0, status="done"))
-    with sqlite3.connect(history.path) as db:
-        db.execute("UPDATE runs SET events = '[{\"event\": ' WHERE id = 'r1'")
-    client = TestClient(
-        create_app({"m": system}, history=history),
-        base_url="http://localhost",
-        raise_server_exceptions=False,
+    _, client = _history_broken_by(
+        system, tmp_path, "UPDATE runs SET events = '[{\"event\": ' WHERE id = 'r1'"
     )
     with caplog.at_level("WARNING"):
         answer = client.get("/v1/moa/runs/r1")
