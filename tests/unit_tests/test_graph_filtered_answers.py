@@ -12,7 +12,23 @@ def filtered(reason="content_filter"):
     return lambda n: reason
 
 
-@pytest.mark.parametrize("reason", ["content_filter", "SAFETY", "refusal"])
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "content_filter",
+        "SAFETY",
+        "refusal",
+        # Gemini's other reasons for withholding or cutting the text (langchain-google-genai
+        # reports the enum's name): recitation of source material, image filters, blocklists.
+        "RECITATION",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+        "PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+    ],
+)
 def test_a_filtered_proposal_is_a_failed_call_not_a_reference(fake, log, reason):
     config = MoAConfig(
         proposers=[fake("A", finish=filtered(reason)), fake("B")],

@@ -60,11 +60,26 @@ def token_logprobs(response: BaseMessage) -> list[float]:
 
 
 FILTERED_REASONS = frozenset(
-    {"content_filter", "refusal", "safety", "prohibited_content", "blocklist", "spii"}
+    {
+        "content_filter",
+        "refusal",
+        "safety",
+        "recitation",
+        "prohibited_content",
+        "blocklist",
+        "spii",
+        "image_safety",
+        "image_prohibited_content",
+        "image_recitation",
+    }
 )
 """Finish reasons that mean the provider's content filter stopped the answer: OpenAI,
 Azure and OpenAI-compatible servers say "content_filter", Anthropic "refusal", Gemini
-"SAFETY" (and its kin; compared in lower case)."""
+(compared in lower case) "SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII" (a filter or
+term list withheld it), "RECITATION" (generation stopped for reciting source material, so
+the text is cut) and "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION" (the
+same, for image output). Gemini's "LANGUAGE", "MALFORMED_FUNCTION_CALL" and "OTHER" are no
+filter and stay out."""
 
 CUT_OFF_REASONS = frozenset({"length", "max_tokens"})
 """Finish reasons that mean `max_tokens` ended the answer: OpenAI-compatible servers
