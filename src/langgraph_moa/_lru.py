@@ -43,6 +43,11 @@ class BoundedLRU(Generic[K, V]):
                 self._entries.popitem(last=False)
         return value
 
+    def pop(self, key: K) -> V | None:
+        """Drop the entry of `key`; return it, or None if there was none."""
+        with self._lock:
+            return self._entries.pop(key, None)
+
     def setdefault(self, key: K, make: Callable[[], V]) -> V:
         """Return the entry of `key`, created by `make` under the lock if there is none.
 

@@ -109,7 +109,10 @@ def create_moa_graph(
         return nodes.plan().after_layer(state)
 
     def after_aggregate(state: MoAState) -> Route:
-        return nodes.plan().after_final(state)
+        route = nodes.plan().after_final(state)
+        if route == END:
+            nodes.ledger.end(state.get("run_token", ""))
+        return route
 
     builder = StateGraph(
         MoAState, context_schema=MoAContext, input_schema=MoAInput, output_schema=MoAOutput

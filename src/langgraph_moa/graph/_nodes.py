@@ -397,6 +397,7 @@ class MoANodes:
         emit("selected", **decision.as_dict())
         extra = {"selection": provenance, **early_start_provenance(cfg, calls)}
         message = final_message(cfg, None, record["output"], calls, record, extra=extra)
+        self.ledger.end(state.get("run_token", ""))
         return {"messages": [message], "usage": summarize(calls)}
 
     # --- aggregator (and ranker) -----------------------------------------------------------
@@ -558,11 +559,20 @@ class MoANodes:
 
     def rank(self, state: MoAState) -> dict[str, Any]:
         """Let an LLM pick the best proposal and return it verbatim (sync)."""
-        return run_sync(self._rank_steps(state))
+        return self._ended(state, run_sync(self._rank_steps(state)))
 
     async def arank(self, state: MoAState) -> dict[str, Any]:
         """Let an LLM pick the best proposal and return it verbatim (async)."""
-        return await run_async(self._rank_steps(state))
+        return self._ended(state, await run_async(self._rank_steps(state)))
+
+    def _ended(self, state: MoAState, update: Any) -> Any:
+        """Forget the run's ledger step once a node that ends the run answered.
+
+        A `Command` goes on to the next model of the chain: the run is not over.
+        """
+        if not isinstance(update, Command):
+            self.ledger.end(state.get("run_token", ""))
+        return update
 
     def _final_gave_up(
         self, plan: Plan, state: MoAState, record: CallRecord, error: Exception

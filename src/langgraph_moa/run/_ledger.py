@@ -211,11 +211,29 @@ _READ_WAIT_S = 30.0
 
 
 class Ledger:
-    """The steps of the runs this process is working on (bounded: old steps are dropped)."""
+    """The current step of each run this process is working on.
+
+    A run is on one step at a time (LangGraph's supersteps follow each other), and a step
+    it has left is in the checkpoint it resumes from, never needed again: so a run keeps
+    only its current step, and a run that ended keeps none (`end`). A run cut off mid-step
+    keeps that step, for a resume in this process; the bound drops the oldest of those.
+    """
 
     def __init__(self, size: int = 4096) -> None:
-        self._steps: BoundedLRU[tuple[str, str], Step] = BoundedLRU(size)
+        self._runs: BoundedLRU[str, tuple[str, Step]] = BoundedLRU(size)
+        self._lock = threading.Lock()
 
     def step(self, token: str, checkpoint_id: str) -> Step:
-        """Return the step of a run, created on first use."""
-        return self._steps.setdefault((token, checkpoint_id), Step)
+        """Return the step of a run, created on first use (dropping the run's step before)."""
+        with self._lock:
+            current = self._runs.get(token)
+            if current is not None and current[0] == checkpoint_id:
+                return current[1]
+            return self._runs.put(token, (checkpoint_id, Step()))[1]
+
+    def end(self, token: str) -> None:
+        """Forget a run that ended: it will not be resumed at a step this process holds."""
+        self._runs.pop(token)
+
+    def __len__(self) -> int:
+        return len(self._runs)
