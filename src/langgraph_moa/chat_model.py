@@ -62,7 +62,7 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
-from langgraph_moa.run._inputs import check_tool_choice
+from langgraph_moa.run._inputs import check_nesting, check_tool_choice
 from langgraph_moa.run._options import split_call_kwargs
 
 
@@ -252,6 +252,7 @@ class MoAChatModel(BaseChatModel):
             strict: OpenAI's strict schema adherence.
             kwargs: Further arguments bound to the call.
         """
+        check_nesting(list(tools), "The tools are")  # LangChain's conversion walks them
         formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
         names = [t["function"]["name"] for t in formatted]
         check_tool_choice(tool_choice, names)  # before True is read: a refusal names it
@@ -311,6 +312,7 @@ class MoAChatModel(BaseChatModel):
             # Without a schema the graph was built for a plain answer: the parsed object
             # came back None, silently. Any JSON object is a schema too.
             schema = _ANY_JSON_OBJECT
+        check_nesting(schema, "The structured-output schema is")
         trace = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
         if self.moa_config.rules.returns_proposal():
             return self._picked_structure(schema, include_raw, method, strict, trace)

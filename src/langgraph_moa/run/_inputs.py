@@ -23,6 +23,14 @@ from langgraph_moa.run.state import RUN_OPTIONS
 _EXAMPLE = "{'messages': [('user', 'Explain X')]}"
 _G = TypeVar("_G", bound=CompiledStateGraph[Any, Any, Any, Any])
 
+MAX_NESTING = 100
+"""How deep dicts and lists may nest in a schema, a tool or a message's content.
+
+Far past any real one (a provider takes a few levels of schema); each deeper level costs the
+JSON encoders and LangChain's schema walks a Python frame, so input nested thousands deep
+ran out of stack as a bare RecursionError. `moa serve`'s JSON parser stops at 201 levels.
+"""
+
 
 def check_run_input(value: Any) -> None:
     """Refuse graph input that is not a conversation, with one sentence naming the fix.
@@ -42,6 +50,30 @@ def check_run_input(value: Any) -> None:
         _check_tools(value.get("tools"))
         check_tool_choice(value.get("tool_choice"), tool_names(value.get("tools") or []))
         _check_seed(value.get("call_kwargs"))
+        for options in ("call_kwargs", "final_kwargs"):
+            check_nesting(value.get(options), "The call options (such as response_format) are")
+
+
+def check_nesting(value: Any, what: str) -> None:
+    """Refuse `value` if its dicts and lists nest deeper than `MAX_NESTING`, naming `what`.
+
+    The walk keeps its own stack: a recursive one would fail on the very input it checks.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > MAX_NESTING:
+            raise MoAInputError(
+                f"{what} nested more than {MAX_NESTING} levels deep (dicts and lists within "
+                f"each other): nest them {MAX_NESTING} levels deep at most."
+            )
+        stack.extend((child, depth + 1) for child in children)
 
 
 def with_run_options(value: Any) -> Any:
@@ -67,6 +99,7 @@ def _check_tools(tools: Any) -> None:
             "langchain_core.utils.function_calling.convert_to_openai_tool or use "
             "MoAChatModel.bind_tools."
         )
+    check_nesting(tools, "'tools' are")
 
 
 SEED_MAX = 2**63 - 1
@@ -221,6 +254,7 @@ def _check_content(position: int, content: Any) -> None:
     if isinstance(content, str):
         return
     if isinstance(content, list) and all(isinstance(b, (str, dict)) for b in content):
+        check_nesting(content, f"Message {position}'s content is")
         return
     raise MoAInputError(
         f"Message {position} has content of type {type(content).__name__}: content must be "

@@ -92,6 +92,23 @@ def _api_error(exc: MoAError) -> _APIError:
     return _APIError(400, redact(str(exc)))  # some carry a provider's words
 
 
+def _invalid_json(msg: str) -> _APIError:
+    """Say what is wrong with a body the JSON parser refused.
+
+    Its parser stops at 201 levels of nesting with "recursion limit exceeded", which read as
+    "not valid JSON" for a body that is valid JSON, only nested too deep.
+    """
+    if "recursion limit exceeded" in msg:
+        where = msg.rpartition(" exceeded ")[2]  # "at line 1 column 1069"
+        return _APIError(
+            400,
+            f"The body is nested too deep to read (objects and arrays within each other, "
+            f"{where}): nest them less deeply.",
+            code="invalid_json",
+        )
+    return _APIError(400, f"The body is not valid JSON: {msg}.", code="invalid_json")
+
+
 def _invalid_body(exc: ValidationError) -> _APIError:
     """Turn the request model's error into one sentence naming the field (OpenAI's param)."""
     first = exc.errors(include_url=False)[0]
@@ -100,7 +117,7 @@ def _invalid_body(exc: ValidationError) -> _APIError:
     loc = [clip(str(p)) for i, p in enumerate(parts) if i == 0 or not _is_union_tag(p)]
     param = ".".join(loc) or None
     if first["type"] == "json_invalid":
-        return _APIError(400, f"The body is not valid JSON: {first['msg']}.", code="invalid_json")
+        return _invalid_json(first["msg"])
     if not loc and first["type"] in ("model_type", "dict_type"):
         return _APIError(
             400,

@@ -1,0 +1,114 @@
+"""Input nested past any real schema or content is refused in one sentence, not a RecursionError."""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from langgraph_moa import MoAChatModel, MoAConfig, MoAInputError, create_moa_graph
+from langgraph_moa.run._inputs import MAX_NESTING
+from langgraph_moa.serving._app import create_app
+
+
+def nested(depth):
+    """A dict nested `depth` levels deep: {"a": {"a": ... {} ...}}."""
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def _schema(depth):
+    return {"title": "deep", "type": "object", "properties": {"x": nested(depth)}}
+
+
+def _tool(parameters):
+    return {
+        "type": "function",
+        "function": {"name": "f", "description": "d", "parameters": parameters},
+    }
+
+
+@pytest.fixture
+def config(fake):
+    return MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=2, name="m")
+
+
+FRAGMENT = f"nested more than {MAX_NESTING} levels deep"
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING + 5, 10_000])
+def test_a_deep_structured_output_schema_is_refused_in_one_sentence(config, depth):
+    with pytest.raises(MoAInputError, match=FRAGMENT) as info:
+        MoAChatModel(config=config).with_structured_output(_schema(depth)).invoke("hi")
+    assert "\n" not in str(info.value)
+
+
+def test_a_schema_within_the_limit_is_answered(config):
+    schema = {"title": "flat", "type": "object", "properties": {"x": {"type": "string"}}}
+    assert MoAChatModel(config=config).with_structured_output(schema) is not None
+
+
+def test_deep_tool_parameters_are_refused_in_one_sentence(config):
+    with pytest.raises(MoAInputError, match=FRAGMENT):
+        MoAChatModel(config=config).bind_tools([_tool(_schema(10_000))])
+
+
+def test_deep_tools_in_the_graph_input_are_refused(config):
+    question = {"messages": [("user", "hi")], "tools": [_tool(_schema(10_000))]}
+    with pytest.raises(MoAInputError, match=FRAGMENT):
+        create_moa_graph(config).invoke(question)
+
+
+def test_deep_message_content_is_refused_naming_the_message(config):
+    block = {"type": "text", "text": "hi", "extra": nested(10_000)}
+    question = {"messages": [("user", "hi"), ("ai", "ok"), {"role": "user", "content": [block]}]}
+    with pytest.raises(MoAInputError, match=f"Message 3's content is {FRAGMENT}"):
+        create_moa_graph(config).invoke(question)
+    with pytest.raises(MoAInputError, match=FRAGMENT):
+        MoAChatModel(config=config).invoke(question["messages"])
+
+
+def _post(config, body: str):
+    client = TestClient(create_app({"m": config}), base_url="http://localhost")
+    headers = {"content-type": "application/json"}
+    return client.post("/v1/chat/completions", content=body, headers=headers)
+
+
+def _assert_400(response, *fragments):
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert "\n" not in message and message.count(". ") == 0, message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "a", "schema": _schema(150)},
+            }
+        },
+        {"tools": [_tool(_schema(150))]},
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "hi", "x": nested(150)}]}
+            ]
+        },
+    ],
+    ids=["schema", "tools", "content"],
+)
+def test_serve_refuses_deep_fields_with_a_400(config, body):
+    _assert_400(_post(config, json.dumps({"model": "m", "messages": USER, **body})), FRAGMENT)
+
+
+def test_serve_names_a_body_nested_past_its_parser(config):
+    deep = '{"a":' * 10_000 + "{}" + "}" * 10_000
+    body = '{"model":"m","messages":[{"role":"user","content":"hi"}],"metadata":' + deep + "}"
+    _assert_400(_post(config, body), "The body is nested too deep", "at line 1 column")
