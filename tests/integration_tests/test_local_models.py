@@ -89,7 +89,7 @@ def test_a_server_that_dies_mid_run_is_replaced(runtime, caplog):
     [server] = runtime.running()
     os.kill(server.pid, signal.SIGKILL)
     server.process.wait()
-    log = Path(server._log.name)
+    log = Path(server.log_path)  # where it is kept once the runtime finds it dead (moved)
     try:
         with caplog.at_level(logging.WARNING, logger="langgraph_moa.local"):
             out = graph.invoke(QUESTION)
@@ -102,6 +102,7 @@ def test_a_server_that_dies_mid_run_is_replaced(runtime, caplog):
             for r in caplog.records
             if r.name.startswith("langgraph_moa.local") and r.levelno >= logging.WARNING
         ]
+        log = Path(server.log_path)
         naming = [m for m in warned if str(log) in m]
         assert len(naming) == 1, warned
         assert "'qwen2.5-coder-0.5b'" in naming[0] and "killed by SIGKILL" in naming[0]

@@ -264,7 +264,7 @@ def logs(folder) -> list:
 
 def test_a_server_stopped_by_this_process_leaves_no_log(stand_in, tmp_path):
     server = stand_in(ALIVE)
-    assert logs(tmp_path) == [Path(server._log.name)]
+    assert logs(tmp_path) == [Path(server.log_path)]
     server.stop()
     assert logs(tmp_path) == []
 
@@ -322,7 +322,34 @@ def test_only_the_last_log_of_a_server_respawned_for_a_taken_port_is_kept(stand_
     server = stand_in(PORT_TAKEN)  # every port "taken": three respawns, then the error
     with pytest.raises(LocalRuntimeError):
         server.wait_ready(timeout=10)
-    assert logs(tmp_path) == [Path(server._log.name)]
+    assert logs(tmp_path) == [Path(server.log_path)]
+
+
+def test_the_kept_logs_of_a_model_whose_server_fails_every_start_are_capped(
+    stand_in, tmp_path, caplog
+):
+    # Each failed start kept its log: a model that failed at every start (a `moa serve`
+    # retrying it request after request) filled the temp folder without bound. Only the
+    # newest few failed logs of a model are kept; a running server's log is never touched.
+    import logging
+
+    from langgraph_moa.errors import LocalRuntimeError
+    from langgraph_moa.local.runtime import KEPT_LOGS_PER_MODEL
+
+    running = stand_in(ALIVE)
+    failed = []
+    with caplog.at_level(logging.WARNING, logger="langgraph_moa.local"):
+        for _ in range(KEPT_LOGS_PER_MODEL + 3):
+            server = stand_in(CRASHES)
+            with pytest.raises(LocalRuntimeError):
+                server.wait_ready(timeout=10)
+            server.stop()
+            failed.append(server)
+    kept = [Path(s.log_path) for s in failed[-KEPT_LOGS_PER_MODEL:]]
+    assert logs(tmp_path) == sorted([Path(running.log_path), *kept])
+    assert running.alive() and "listening" in Path(running.log_path).read_text()
+    warned = caplog.records[-1].getMessage()  # names where the kept log is now
+    assert failed[-1].log_path in warned and f"last {KEPT_LOGS_PER_MODEL}" in warned, warned
 
 
 DYING = "import time; print('GGML_ASSERT(n_tokens > 0) failed', flush=True); time.sleep(60)"
@@ -348,7 +375,7 @@ async def test_a_server_that_dies_mid_call_names_its_kept_log(stand_in, how, cap
 
     def crash(request):  # the server dies while it works on the call (no socket opened)
         for _ in range(200):  # once it has written its last words
-            if "GGML_ASSERT" in Path(server._log.name).read_text():
+            if "GGML_ASSERT" in Path(server.log_path).read_text():
                 break
             time.sleep(0.05)
         server.process.send_signal(signal.SIGKILL)
@@ -373,7 +400,7 @@ async def test_a_server_that_dies_mid_call_names_its_kept_log(stand_in, how, cap
             list(model.stream("hi"))
         else:
             [chunk async for chunk in model.astream("hi")]
-    log = server._log.name
+    log = server.log_path
     assert Path(log).exists() and "GGML_ASSERT" in Path(log).read_text()
     seen = describe_error(info.value)  # what the call record and the run's error say
     assert f"exited with code {-signal.SIGKILL}" in seen and _leaks(seen, server) == [], seen
@@ -481,6 +508,10 @@ def test_a_server_that_died_between_calls_is_replaced_saying_so_once(
 
     dead = stand_in(CRASHES if death == "exit" else ALIVE)
     if death == "kill":
+        deadline = time.monotonic() + 20
+        while "listening" not in Path(dead.log_path).read_text():  # it has said something
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         dead.process.send_signal(signal.SIGKILL)
     dead.process.wait()
     stand_in.script["code"] = ALIVE  # the replacement runs
@@ -495,9 +526,12 @@ def test_a_server_that_died_between_calls_is_replaced_saying_so_once(
         said_here = record.getMessage()
         assert record.levelno == logging.WARNING
         assert "'qwen2.5-coder-0.5b'" in said_here and said in said_here, said_here
-        assert dead._log.name in said_here and "a new one was started" in said_here
-        assert Path(dead._log.name).exists()  # kept for the user, who now knows where
-        assert "\n" not in said_here  # one line in a log, not the log's tail
+        assert dead.log_path in said_here and "a new one was started" in said_here
+        assert Path(dead.log_path).exists()  # kept for the user, who now knows where
+        # Its last lines, as a start failure's warning gives them: the user need not open
+        # the file to learn why the server went.
+        last = "failed to load model" if death == "exit" else "listening"
+        assert said_here.splitlines()[-1].endswith(last), said_here
     finally:
         runtime.stop_all()
 
@@ -526,7 +560,7 @@ def test_a_dead_server_whose_replacement_cannot_start_is_named_once(
             for _ in range(2):
                 with pytest.raises(LocalModelError, match="no room"):
                     runtime.server("qwen2.5-coder-0.5b")
-        assert [r.getMessage().count(dead._log.name) for r in caplog.records] == [1]
+        assert [r.getMessage().count(dead.log_path) for r in caplog.records] == [1]
         assert runtime.running() == []
     finally:
         runtime.stop_all()
@@ -573,7 +607,7 @@ def test_a_context_too_big_for_the_memory_is_refused_before_a_server_starts(
         stand_in(ALIVE)
     message = str(err.value)
     assert "'qwen2.5-coder-0.5b'" in message and "4 slots of 1048576 tokens" in message
-    assert "51.5 GB" in message and "25.8 GB" in message, message
+    assert "51.7 GB" in message and "25.8 GB" in message, message
     assert "--context-size" in message and "LANGGRAPH_MOA_SLOTS" in message
     assert "\n" not in message and logs(tmp_path) == []
     monkeypatch.delenv("LANGGRAPH_MOA_CONTEXT")  # the catalog's 4096 tokens fit
@@ -698,12 +732,43 @@ def test_the_model_weights_mapped_from_disk_do_not_count_against_the_memory(stan
     from langgraph_moa.local import runtime
 
     kv_cache = 4 * 4096 * runtime.lookup("qwen2.5-coder-0.5b").kv_bytes_per_token
-    monkeypatch.setattr(runtime, "available_memory", lambda: kv_cache + 50_000_000)
+    needed = kv_cache + runtime.SERVER_OVERHEAD_BYTES
+    monkeypatch.setattr(runtime, "available_memory", lambda: needed + 50_000_000)
     assert stand_in(ALIVE).alive()
 
 
-HOLDS_60_MB = (
-    "import sys, time; held = b'x' * 60_000_000; print('loaded', flush=True); time.sleep(60)"
+def test_the_servers_fixed_overhead_counts_against_the_memory(stand_in, monkeypatch):
+    # Only the KV cache was counted, but a llama.cpp server holds about 197 MB more of its
+    # own (compute buffers, the interpreter) at any slot count: a machine with room for
+    # the KV cache and not for that passed the check and the server was killed loading.
+    from langgraph_moa.errors import LocalModelError
+    from langgraph_moa.local import runtime
+
+    info = runtime.lookup("qwen2.5-coder-0.5b")
+    kv_cache = 4 * 4096 * info.kv_bytes_per_token
+    monkeypatch.setattr(runtime, "available_memory", lambda: kv_cache + 50_000_000)
+    with pytest.raises(LocalModelError) as err:
+        runtime.LocalServer(info, threads=1, slots=4)
+    message = str(err.value)
+    assert "'qwen2.5-coder-0.5b'" in message and "\n" not in message, message
+    assert "KV cache and the server itself" in message, message
+    assert 150_000_000 <= runtime.SERVER_OVERHEAD_BYTES <= 250_000_000
+
+
+def test_swap_is_not_counted_as_memory_for_a_server(tmp_path):
+    # A KV cache in swap is read at every token: a start that fits only with swap would
+    # thrash, so the figure is MemAvailable, which leaves swap out.
+    from langgraph_moa.local import runtime
+
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/meminfo").write_text(
+        "MemTotal: 4000000 kB\nMemAvailable: 1000000 kB\nSwapFree: 8000000 kB\n"
+    )
+    assert runtime.available_memory(tmp_path) == 1000000 * 1024
+
+
+HOLDS_120_MB = (
+    "import sys, time; held = b'x' * 120_000_000; print('loaded', flush=True); time.sleep(60)"
 )
 
 
@@ -712,13 +777,17 @@ def test_servers_started_together_are_checked_against_what_the_others_will_take(
 ):
     # Each server was checked alone, against the memory free before the others started
     # loading: three models of one run each "fit" and together woke the OOM killer. Room
-    # for the 1.5B model's KV cache (117 MB at 1 slot of 4096) but not for it and the 0.5B
-    # one's (50 MB) still to come is refused; once the 0.5B server holds its cache (the
+    # for the 1.5B model's server (KV cache and overhead) but not for it and what the 0.5B
+    # one has still to take is refused; once the 0.5B server holds most of its memory (the
     # memory figure counts it then), the 1.5B server starts.
     from langgraph_moa.errors import LocalModelError
     from langgraph_moa.local import runtime
 
-    monkeypatch.setattr(runtime, "available_memory", lambda: 150_000_000)
+    def needs(name):  # at 1 slot of 4096 tokens, the server's own overhead included
+        return 4096 * runtime.lookup(name).kv_bytes_per_token + runtime.SERVER_OVERHEAD_BYTES
+
+    room = needs("qwen2.5-coder-1.5b") + needs("qwen2.5-coder-0.5b") - 60_000_000
+    monkeypatch.setattr(runtime, "available_memory", lambda: room)
     local = LocalRuntime(threads=1, slots=1)
     try:
         stand_in.script["code"] = ALIVE  # spawned, its KV cache not allocated yet
@@ -729,10 +798,10 @@ def test_servers_started_together_are_checked_against_what_the_others_will_take(
         assert "'qwen2.5-coder-1.5b'" in message and "starting" in message, message
         assert "\n" not in message
         loading.stop()
-        stand_in.script["code"] = HOLDS_60_MB  # it has allocated its cache
+        stand_in.script["code"] = HOLDS_120_MB  # it has allocated its cache
         loaded = local.server("qwen2.5-coder-0.5b")
         deadline = time.monotonic() + 20
-        while "loaded" not in Path(loaded._log.name).read_text():
+        while "loaded" not in Path(loaded.log_path).read_text():
             assert time.monotonic() < deadline and loaded.alive()
             time.sleep(0.05)
         assert local.server("qwen2.5-coder-1.5b").alive()
@@ -773,8 +842,8 @@ def test_a_server_started_on_a_call_says_so_and_when_it_is_ready(stand_in, caplo
 def _leaks(text: str, server) -> list[str]:
     """The server's internals that `text` repeats: its log's path, pid, port, last words."""
     inside = {
-        "log path": server._log.name,
-        "temp folder": str(Path(server._log.name).parent),
+        "log path": server.log_path,
+        "temp folder": str(Path(server.log_path).parent),
         "pid": f"pid {server.pid}",
         "log excerpt": "GGML_ASSERT",
     }
@@ -810,7 +879,7 @@ def test_a_serve_client_is_not_told_the_dead_servers_pid_port_log_or_its_last_wo
     def crash(request):  # the server dies while it works on the call (no socket opened)
         server = local._servers[name]
         for _ in range(200):
-            if "GGML_ASSERT" in Path(server._log.name).read_text():
+            if "GGML_ASSERT" in Path(server.log_path).read_text():
                 break
             time.sleep(0.05)
         server.process.send_signal(signal.SIGKILL)
@@ -868,7 +937,7 @@ def test_a_serve_client_is_not_told_the_dead_servers_pid_port_log_or_its_last_wo
         # The operator still reads everything, once per death: the log's path and last words.
         warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         for server in dead:
-            [said] = [w for w in warned if server._log.name in w]
+            [said] = [w for w in warned if server.log_path in w]
             assert "GGML_ASSERT" in said and f"pid {server.pid}" in said, said
     finally:
         local.stop_all()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import PrivateAttr
 
+from langgraph_moa._redact import clip, redact
 from langgraph_moa.errors import LocalModelError, LocalRuntimeError
 from langgraph_moa.local.catalog import (
     LocalModelInfo,
@@ -66,6 +68,27 @@ MAX_THREADS = 512
 """The most threads per server (``$LANGGRAPH_MOA_THREADS``, and the default on a machine with
 more cores): ggml's CPU thread pool is built for at most ``GGML_MAX_N_THREADS`` (512), and
 threads past the cores only take turns. Any count was taken (2**40 went to the server)."""
+
+
+KEPT_LOGS_PER_MODEL = 3
+"""How many failed servers' logs of one model stay in the temp folder (the newest).
+
+Each failed start kept its log for its diagnosis, so a model that failed at every start (a
+`moa serve` retrying it request after request) filled the temp folder without bound. The
+newest few say why as well as all of them would.
+"""
+
+LOG_LINE_CHARS = 300
+"""How much of one log line a warning repeats: a line of llama.cpp's can be a whole prompt."""
+
+SERVER_OVERHEAD_BYTES = 200_000_000
+"""Memory a llama.cpp server holds besides its KV cache (and the model file it maps).
+
+Its compute buffers, the Python interpreter that hosts it and the xllamacpp library: the
+server of qwen2.5-coder-0.5b held 197 MB of anonymous memory (``RssAnon``) beyond its KV
+cache once ready, the same at 1 and at 4 slots of 4096 tokens (xllamacpp 0.2, 2 cores).
+Rounded up: the memory check counts it for every server (`_check_memory`).
+"""
 
 
 def default_threads() -> int:
@@ -133,7 +156,7 @@ class LocalServer:
         self.info = info
         self.slots = slots
         ctx_per_slot = context_size(info)
-        self.kv_cache = _check_memory(info, slots, ctx_per_slot, starting)
+        self.memory = _check_memory(info, slots, ctx_per_slot, starting)
         self._settings = {
             "parent_pid": os.getpid(),
             "model_path": str(model_path(info)),
@@ -156,12 +179,14 @@ class LocalServer:
         self._log = tempfile.NamedTemporaryFile(
             prefix=f"moa-{self.info.name}-", suffix=".log", delete=False
         )
+        self.log_path = self._log.name
+        """Where the server's output is (a kept log moves, see `_keep`)."""
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "langgraph_moa.local._serve",
-                json.dumps({**self._settings, "port": port, "log_path": self._log.name}),
+                json.dumps({**self._settings, "port": port, "log_path": self.log_path}),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -179,21 +204,26 @@ class LocalServer:
         return self.process.poll() is None
 
     def memory_to_come(self) -> int:
-        """Return the bytes of KV cache this server has yet to allocate (0 if unknown).
+        """Return the bytes of memory this server has yet to allocate (0 if unknown).
 
-        llama.cpp allocates it as it loads the model, a second or more after the spawn:
-        until then the memory available does not show it. The process's anonymous memory
-        tells how much of it is held already.
+        llama.cpp allocates its KV cache and buffers as it loads the model, a second or more
+        after the spawn: until then the memory available does not show them. The process's
+        anonymous memory tells how much of it is held already.
         """
         if not self.alive():
             return 0
         held = _kib_field(Path(f"/proc/{self.pid}/status"), "RssAnon:")
-        return 0 if held is None else max(0, self.kv_cache - held)
+        return 0 if held is None else max(0, self.memory - held)
 
     def last_words(self, lines: int = 12) -> str:
-        """Return the tail of the server's log, for error messages."""
-        text = Path(self._log.name).read_text(errors="replace").strip().splitlines()
-        return "\n".join(text[-lines:]) or "(no output)"
+        """Return the tail of the server's log for a warning: redacted, each line clipped."""
+        try:
+            text = Path(self.log_path).read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(its log could not be read)"
+        return "\n".join(clip(redact(line), LOG_LINE_CHARS) for line in text[-lines:]) or (
+            "(no output)"
+        )
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Block until the server answers, or raise with the reason it did not."""
@@ -260,17 +290,43 @@ class LocalServer:
         with self._warn_lock:
             if self._mourned:
                 return
-            self._mourned = self._keep_log = True
-        logger.warning(
-            "%s Its log is kept at %s (delete it once read); it ends:\n%s",
-            what,
-            self._log.name,
-            self.last_words(),
+            self._mourned = True
+        self._keep()
+        logger.warning("%s %s; it ends:\n%s", what, self._kept_at(), self.last_words())
+
+    def _kept_at(self) -> str:
+        """Say where the kept log is, and that older ones of the model do not stay."""
+        return (
+            f"Its log is kept at {self.log_path} (delete it once read; only the last "
+            f"{KEPT_LOGS_PER_MODEL} failed logs of a model are kept)"
         )
 
+    def _keep(self) -> None:
+        """Keep the log of this failed server, and drop its model's oldest kept logs.
+
+        A kept log is renamed ``moa-<model>-failed-*.log``: a running server's log (this
+        process's or another's) is never taken for an old failure. Where renaming fails,
+        the log stays where it is, kept and named all the same.
+        """
+        with self._warn_lock:
+            if self._keep_log and Path(self.log_path).name.startswith(self._failed_prefix()):
+                return
+            self._keep_log = True
+        log = Path(self.log_path)
+        kept = log.with_name(self._failed_prefix() + log.name.removeprefix(self._log_prefix()))
+        with contextlib.suppress(OSError):
+            os.replace(log, kept)
+            self.log_path = str(kept)
+        _drop_old_logs(log.parent, self._failed_prefix(), keep=self.log_path)
+
+    def _log_prefix(self) -> str:
+        return f"moa-{self.info.name}-"
+
+    def _failed_prefix(self) -> str:
+        return f"moa-{self.info.name}-failed-"
+
     def _who_exited(self) -> str:
-        """Say which server exited and how; its log is kept from now on, for the reader."""
-        self._keep_log = True
+        """Say which server exited and how."""
         return self._who(self.exit_status())
 
     def _who(self, what: str) -> str:
@@ -298,10 +354,13 @@ class LocalServer:
         if self._mourned:
             logger.warning("%s; a new one was started.", self._who_exited())
             return
+        self._mourned = True
+        self._keep()
         logger.warning(
-            "%s; a new one was started. Its log is kept at %s (delete it once read).",
+            "%s; a new one was started. %s; it ends:\n%s",
             self._who_exited(),
-            self._log.name,
+            self._kept_at(),
+            self.last_words(),
         )
 
     def died_during(self, error: Exception, within_s: float = 1.0) -> ConnectionError | None:
@@ -349,12 +408,33 @@ class LocalServer:
             self._discard_log()  # again: a system that cannot unlink an open file did not
         else:
             self._log.close()  # it exited by itself: its log may tell why
+            self._keep()
 
     def _discard_log(self) -> None:
         """Close and delete the log (a missing or still-open file is left alone)."""
         self._log.close()
         with contextlib.suppress(OSError):
-            os.unlink(self._log.name)
+            os.unlink(self.log_path)
+
+
+def _drop_old_logs(folder: Path, prefix: str, keep: str) -> None:
+    """Delete all but the newest `KEPT_LOGS_PER_MODEL` logs named `prefix`*, never `keep`."""
+    logs = sorted(
+        (p for p in folder.glob(f"{glob.escape(prefix)}*.log") if str(p) != keep),
+        key=_age_key,
+        reverse=True,
+    )
+    for old in logs[KEPT_LOGS_PER_MODEL - 1 :]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+
+
+def _age_key(path: Path) -> float:
+    """Return when the log was last written (newest largest); one already gone is oldest."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _require_llama_server() -> None:
@@ -459,26 +539,32 @@ def _check_memory(info: LocalModelInfo, slots: int, ctx_per_slot: int, starting:
     cause out of sight; a size the kernel grants but the machine cannot hold is worse (the
     out-of-memory killer picks a process). Unknown sizes or memory are not checked.
 
-    Only the KV cache is counted: llama.cpp maps the model file, whose pages are the file's
-    (dropped and read again under pressure, never a cause for the killer, and already
-    counted as available while the file is cached); counting them refused servers that run.
+    The KV cache and the server's own memory (`SERVER_OVERHEAD_BYTES`) are counted, not the
+    model file: llama.cpp maps it, and its pages are the file's (dropped and read again
+    under pressure, never a cause for the killer, and already counted as available while
+    the file is cached); counting them refused servers that run. Swap is not counted (the
+    figures leave it out): a KV cache in swap is read back at every token, so a start that
+    fits only with swap would crawl, and the user is better told to lower the context.
 
     Servers spawned together (the models of one run) load at once: `starting` bytes of
     theirs are not allocated yet and count as taken, so that all of them, not each alone,
-    must fit. Return the bytes of KV cache this server takes.
+    must fit. Return the bytes of memory this server takes (0 if unknown).
 
     Raises:
         LocalModelError: the slots' contexts need more than the memory available.
     """
-    needed = slots * ctx_per_slot * info.kv_bytes_per_token
+    kv_cache = slots * ctx_per_slot * info.kv_bytes_per_token
+    if not kv_cache:
+        return 0
+    needed = kv_cache + SERVER_OVERHEAD_BYTES
     available = available_memory()
-    if not needed or available is None or needed <= available - starting:
+    if available is None or needed <= available - starting:
         return needed
     others = f" besides the {starting / 1e9:.1f} GB of the servers starting with it"
     raise LocalModelError(
         f"Local model {info.name!r} with {slots} slot{'s' if slots != 1 else ''} of "
-        f"{ctx_per_slot} tokens needs "
-        f"about {needed / 1e9:.1f} GB of memory for its KV cache{others if starting else ''}, "
+        f"{ctx_per_slot} tokens needs about {needed / 1e9:.1f} GB of memory for its KV "
+        f"cache and the server itself{others if starting else ''}, "
         f"but {available / 1e9:.1f} GB is available: give it a smaller --context-size "
         "(LANGGRAPH_MOA_CONTEXT) or fewer slots (LANGGRAPH_MOA_SLOTS)."
     )
