@@ -144,6 +144,7 @@ def test_a_forked_child_exiting_leaves_the_parents_call_loop_working(backend):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["agg", "agg"]
+    assert "Unclosed" not in done.stderr, done.stderr  # the parent's sessions, not the child's
 
 
 async def test_a_dropped_connection_is_retried_like_any_connection_error(backend):

@@ -58,3 +58,43 @@ def test_the_child_leaves_the_parents_selector_without_opening_a_file_descriptor
         assert _call_loop._loop is None
     finally:
         loop.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_a_forked_child_does_not_report_the_parents_sessions_as_unclosed():
+    # A forked child (a gunicorn or multiprocessing worker) printed "Unclosed client
+    # session" and "Unclosed connector" as it exited, for aiohttp sessions of its parent's
+    # that it had inherited and dropped: they are the parent's to close, and still open there.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import asyncio, gc, os, sys
+        import aiohttp
+        from langgraph_moa.transport import _http
+
+        loop = asyncio.new_event_loop()
+
+        async def open_session():
+            session = aiohttp.ClientSession()
+            _http._close_at_loop_end(session)  # as the package's clients open theirs
+            return session
+
+        session = loop.run_until_complete(open_session())
+        child = os.fork()
+        if child == 0:
+            del session
+            gc.collect()
+            loop.call_exception_handler({"message": "another problem"})  # still said
+            sys.exit(0)
+        os.waitpid(child, 0)
+        loop.run_until_complete(session.close())
+        loop.close()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Unclosed" not in done.stderr, done.stderr
+    assert "another problem" in done.stderr, done.stderr

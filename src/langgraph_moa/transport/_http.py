@@ -279,3 +279,41 @@ def own_sync_client(*, loopback: bool = False) -> Any:
     for hooked in _transports_of(client):
         _redact_sync_errors_of(hooked)
     return client
+
+
+_INHERITED = ("Unclosed client session", "Unclosed connector")
+
+
+def _quiet_inherited_sessions() -> None:
+    """Keep a forked child from reporting its parent's aiohttp sessions as unclosed.
+
+    The child inherits the sessions its parent opened (and the connectors under them) but
+    runs none of their loops; when it drops them, each reported "Unclosed client session"
+    and "Unclosed connector" through its loop's exception handler, though they are the
+    parent's to close and still open there. Each of those loops gets, in the child only, an
+    exception handler (public `set_exception_handler`) that drops those two messages for
+    exactly these sessions and connectors, and passes every other report on as before.
+    They are known by id: a weak reference is cleared by the time the report is made.
+    """
+    for loop, sessions in list(_sessions_by_loop.items()):
+        inherited = {id(s) for s in list(sessions)}
+        inherited |= {id(s.connector) for s in list(sessions) if s.connector is not None}
+        loop.set_exception_handler(_without_reports_of(inherited, loop.get_exception_handler()))
+
+
+def _without_reports_of(inherited: set[int], previous: Any) -> Any:
+    """Return an exception handler that drops the unclosed-reports of `inherited` objects."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        subject = context.get("client_session", context.get("connector"))
+        if context.get("message") in _INHERITED and id(subject) in inherited:
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    return handler
+
+
+os.register_at_fork(after_in_child=_quiet_inherited_sessions)
