@@ -169,6 +169,24 @@ def test_ctrl_c_in_run_leaves_no_live_view_and_ends_its_line(slow_backend):
         screen.close()
 
 
+@pytest.mark.parametrize("spare", [0, 1])
+def test_ctrl_c_leaves_no_stale_frame_when_the_view_fills_the_terminals_width(slow_backend, spare):
+    # The terminal echoes Ctrl-C as "^C" at the cursor: after a line of the live view
+    # within two columns of the width it wrapped onto a line of its own, and taking the
+    # view away erased that line instead: the "running" frame stayed above the result.
+    url = slow_backend.url
+    row = f"L1 proposer 1 · slow@{url} running 1.6s"  # one line each on a narrow terminal
+    command = moa_command("run", "--proposers", f"slow@{url}", "Why?")
+    screen = Screen(then_exit_code(command), width=len(row) + spare)
+    try:
+        screen.wait_for("running")
+        time.sleep(1)
+        shown, _ = interrupt_run(screen)
+        assert shown.count("L1 proposer 1") == 1 and "running" not in shown, shown
+    finally:
+        screen.close()
+
+
 @pytest.fixture
 def slow_writer():
     """Fast proposers, and an aggregator that writes one word every half second."""

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -34,6 +34,15 @@ SLOW_LOCAL_CALL_S = 60.0
 PREVIEW_CHARS = 70
 MIN_PREVIEW_CHARS = 16
 """The table is drawn only where each call's text preview keeps at least this much room."""
+ECHO_COLUMNS = 2
+"""Columns the live view leaves free at the right of the terminal, for its "^C".
+
+The terminal echoes Ctrl-C as "^C" where the cursor is, at the end of the view's last line.
+A line within two columns of the width pushed it onto a line of its own, the screen moved
+up one, and taking the view away erased that line instead of the view's: a stale frame
+("running") stayed above what Ctrl-C leaves.
+"""
+
 NARROW_COLUMNS = 60
 """Below this terminal width the calls are lines, not a table: a table squeezed that narrow
 showed its states as "fail…" and its times as "0.…"."""
@@ -161,9 +170,12 @@ class Progress:
         limit = f"; each call may take {self.timeout_s:g}s (--timeout)" if self.timeout_s else ""
         return f"a local call has run {slow[0].elapsed():.0f}s: {busy}{limit}"
 
-    def table(self) -> Table | Group:
-        """Tabulate the calls so far, one row each (on a narrow terminal, one line each)."""
-        if not self._table_fits(out.err.width):
+    def table(self, width: int | None = None) -> Table | Group:
+        """Tabulate the calls so far, one row each (on a narrow terminal, one line each).
+
+        `width` is the room it is drawn in (the terminal's, unless said).
+        """
+        if not self._table_fits(out.err.width if width is None else width):
             return Group(*(self._line(row) for row in self.rows.values()))
         table = Table(box=None, show_header=False, pad_edge=False)
         for _ in range(4):  # label, state, time, tokens whole; the preview takes what is left
@@ -227,14 +239,19 @@ class Progress:
             parts += [Text(self.answer)]
         return Group(*parts)
 
-    def __rich__(self) -> Group:
-        """Render the table, the notes, a slow-call explanation and the answer so far."""
-        parts: list[Any] = [self.table(), *(Text(n, style="dim") for n in self.notes)]
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """Render the live frame: the table, the notes, a slow call's note, the answer so far.
+
+        `ECHO_COLUMNS` narrower than the terminal, so that Ctrl-C's "^C" never wraps.
+        """
+        options = options.update_width(max(1, options.max_width - ECHO_COLUMNS))
+        parts: list[Any] = [self.table(options.max_width)]
+        parts += [Text(n, style="dim") for n in self.notes]
         if note := self.slow_note():
             parts.append(Text(note, style="yellow"))
         if self.answer:
             parts += [Text(""), Text(self.answer)]
-        return Group(*parts)
+        yield from console.render(Group(*parts), options)
 
 
 def _say_when_slow(progress: Progress, done: threading.Event, every_s: float = 5.0) -> None:
