@@ -308,15 +308,15 @@ class LocalServer:
         process's or another's) is never taken for an old failure. Where renaming fails,
         the log stays where it is, kept and named all the same.
         """
-        with self._warn_lock:
-            if self._keep_log and Path(self.log_path).name.startswith(self._failed_prefix()):
+        with self._warn_lock:  # one rename, even when two broken calls get here at once
+            log = Path(self.log_path)
+            if self._keep_log and log.name.startswith(self._failed_prefix()):
                 return
             self._keep_log = True
-        log = Path(self.log_path)
-        kept = log.with_name(self._failed_prefix() + log.name.removeprefix(self._log_prefix()))
-        with contextlib.suppress(OSError):
-            os.replace(log, kept)
-            self.log_path = str(kept)
+            kept = log.with_name(self._failed_prefix() + log.name.removeprefix(self._log_prefix()))
+            with contextlib.suppress(OSError):
+                os.replace(log, kept)
+                self.log_path = str(kept)
         _drop_old_logs(log.parent, self._failed_prefix(), keep=self.log_path)
 
     def _log_prefix(self) -> str:
