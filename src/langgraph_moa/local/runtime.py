@@ -121,8 +121,9 @@ class LocalServer:
     server this process stopped, or respawned on another port, is deleted; so is that of a
     server whose parent is gone (`_serve.py` deletes it as it exits): nobody reads them, and
     kept they piled up run after run. The log of a server that failed (it exited by itself,
-    or never answered) is kept for its diagnosis, and a warning names its path and says its
-    last lines. The error itself (the start's, or that of the call it died during, see
+    or never answered) is kept for its diagnosis, as ``moa-<model>-failed-*.log`` and only the
+    newest `KEPT_LOGS_PER_MODEL` of a model, and a warning names its path and says its last
+    lines. The error itself (the start's, or that of the call it died during, see
     `died_during`) names only the model: it reaches `moa serve`'s clients, who must not read
     the server's pid, port, temp folder or log.
     """
