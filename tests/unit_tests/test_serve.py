@@ -157,6 +157,19 @@ def assert_one_sentence(response, status, *fragments):
             "messages.0.content",
             "'bogus'",
         ),
+        *(  # an image part without its image was forwarded, and the provider refused it
+            (
+                {"model": "m", "messages": [{"role": "user", "content": [part]}]},
+                "messages.0.content",
+                "'image_url' needs an object 'image_url' with a string 'url'",
+            )
+            for part in (
+                {"type": "image_url"},
+                {"type": "image_url", "image_url": "http://x/a.png"},
+                {"type": "image_url", "image_url": {}},
+                {"type": "image_url", "image_url": {"url": 5}},
+            )
+        ),
         (
             {
                 "model": "m",

@@ -44,6 +44,12 @@ def _text_content(value: Any, *, optional: bool = False) -> Any:
     ):
         if any(p["type"] == "text" and not isinstance(p.get("text"), str) for p in value):
             raise ValueError("a content part of type 'text' needs a string 'text'")
+        if any(p["type"] == "image_url" and not _has_image_url(p) for p in value):
+            # Forwarded without its image, it reached every call and came back a 502.
+            raise ValueError(
+                "a content part of type 'image_url' needs an object 'image_url' with a string "
+                "'url'"
+            )
         unknown = next((p["type"] for p in value if p["type"] not in _PART_TYPES), None)
         if unknown is not None:
             raise ValueError(
@@ -52,6 +58,12 @@ def _text_content(value: Any, *, optional: bool = False) -> Any:
             )
         return value
     raise ValueError("content must be a string or a list of content parts with a 'type'")
+
+
+def _has_image_url(part: dict[str, Any]) -> bool:
+    """Tell whether an ``image_url`` part carries its image: ``{"image_url": {"url": str}}``."""
+    image = part.get("image_url")
+    return isinstance(image, dict) and isinstance(image.get("url"), str)
 
 
 def _json_text(value: Any) -> str:
