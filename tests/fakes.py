@@ -66,6 +66,8 @@ class FakeChat(BaseChatModel):
     """Seconds to spend on call n before answering (a slow or hung model)."""
     logprob: Callable[[int], float] | None = None
     """The per-token logprob reported for call n, as llama.cpp or OpenAI would."""
+    logprobs_extra: dict[str, Any] | None = None
+    """More keys of the reported logprobs object (a provider's own, such as ``usage``)."""
     cut_off: Callable[[int], bool] | None = None
     """Whether call n reports finish_reason "length" (max_tokens ended it), else "stop"."""
     finish: Callable[[int], str | None] | None = None
@@ -110,7 +112,8 @@ class FakeChat(BaseChatModel):
         meta: dict[str, Any] = {"model_name": self.reported_model or self.label}
         if self.logprob is not None:
             meta["logprobs"] = {
-                "content": [{"token": t, "logprob": self.logprob(n)} for t in text.split()]
+                "content": [{"token": t, "logprob": self.logprob(n)} for t in text.split()],
+                **(self.logprobs_extra or {}),
             }
         if self.cut_off is not None:
             meta["finish_reason"] = "length" if self.cut_off(n) else "stop"

@@ -818,6 +818,29 @@ def test_the_access_log_reads_a_chat_answer_larger_than_the_tail_it_keeps(fake, 
     assert f"4 calls, 1 failed · {tokens} tokens" in lines[0], lines
 
 
+def test_the_access_log_reads_usage_only_from_the_answer_not_its_logprobs(fake):
+    """A provider whose logprobs object carries a ``usage`` key of its own: the log kept a
+    large answer from that key on, no longer JSON, and its line lost its calls, failures and
+    tokens. Only the completion's own usage counts."""
+    from langgraph_moa.serving._access import AccessLog
+
+    agg = fake("AGG", reply=lambda label, n, m: " ".join(["word"] * 30_000))
+    agg.logprob = lambda n: -0.25
+    agg.logprobs_extra = {"usage": {"total_tokens": 1}}
+    down = fake("C", fail=lambda n, m: ValueError("down"))
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B"), down], aggregator=agg, layers=2, retry={"max_attempts": 1}
+    )
+    lines: list[str] = []
+    client = local(AccessLog(create_app({"m": config}), ["m"], lines.append))
+    response = post(client, {"model": "m", "messages": USER, "logprobs": True})
+    assert response.status_code == 200 and len(response.content) > 600_000
+    assert response.json()["choices"][0]["logprobs"]["usage"] == {"total_tokens": 1}
+    tokens = response.json()["usage"]["total_tokens"]
+    assert tokens != 1
+    assert f"4 calls, 1 failed · {tokens} tokens" in lines[0], lines
+
+
 @pytest.mark.parametrize("pieces", [3, 4])  # kept whole past the head; cut between the two
 @pytest.mark.parametrize("model_first", [True, False])
 def test_the_access_log_names_the_model_of_a_request_larger_than_the_head_it_keeps(

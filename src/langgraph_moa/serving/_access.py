@@ -121,7 +121,10 @@ class AccessLog:
         if model:
             parts.append(_printable(str(model))[:100])  # a client's: one line, short
         try:
-            facts = _response_facts(bytes(seen["response"]), completion=bool(seen["completion"]))
+            facts = scope.get(FACTS_KEY)
+            if facts is None:
+                kept = bytes(seen["response"])
+                facts = _response_facts(kept, completion=bool(seen["completion"]))
         except Exception:  # the line matters more than its details; never fail the request
             facts = {}
         if "calls" in facts:
@@ -183,6 +186,19 @@ nested keys), and a cut one could be read otherwise than the app read it (a repe
 run under."""
 
 
+FACTS_KEY = "langgraph_moa.facts"
+"""The ASGI scope's key under which the app notes the facts of a chat completion it answers
+(`note_facts`). Read back from the bytes sent, a large completion was kept from its first
+``"usage":``, and a provider's logprobs (which come before the completion's own usage) may
+carry one: the kept bytes were no longer JSON, and the line lost its calls and tokens."""
+
+
+def note_facts(scope: Any, completion: dict[str, Any]) -> None:
+    """Note in `scope` the log's facts of the chat completion the app is about to send."""
+    if scope is not None:
+        scope[FACTS_KEY] = payload_facts(completion)
+
+
 def note_model(scope: Any, model: str) -> None:
     """Note in `scope` the ``model`` the app read from its request's body, for the log."""
     if scope is not None:
@@ -212,22 +228,33 @@ def _response_facts(body: bytes, *, completion: bool = False) -> dict[str, Any]:
                 continue
     facts: dict[str, Any] = {}
     for payload in payloads:
-        if isinstance(payload.get("error"), dict):
-            facts["error"] = payload["error"].get("message")
-        moa = payload.get("moa")
-        if isinstance(moa, dict):
-            calls = moa.get("calls") or []
-            facts["calls"] = len(calls)
-            facts["failed"] = sum(c.get("status") == "failed" for c in calls)
-            total = (moa.get("usage") or {}).get("total") or {}
-            if "total_tokens" in total:
-                facts["tokens"] = total["total_tokens"]
-            facts["fallback"] = moa.get("fallback")
-            facts.update(_passed_over(moa))
-        usage = payload.get("usage")
-        if isinstance(usage, dict) and "total_tokens" in usage:
-            facts["tokens"] = usage["total_tokens"]
-        facts.update(_run_event_facts(payload))
+        facts.update(payload_facts(payload))
+    return facts
+
+
+def payload_facts(payload: dict[str, Any]) -> dict[str, Any]:
+    """Read the facts of one response payload: a completion, a chunk, or a run event.
+
+    Only its top-level ``usage`` counts: a provider's logprobs may carry a ``usage`` of
+    their own.
+    """
+    facts: dict[str, Any] = {}
+    if isinstance(payload.get("error"), dict):
+        facts["error"] = payload["error"].get("message")
+    moa = payload.get("moa")
+    if isinstance(moa, dict):
+        calls = moa.get("calls") or []
+        facts["calls"] = len(calls)
+        facts["failed"] = sum(c.get("status") == "failed" for c in calls)
+        total = (moa.get("usage") or {}).get("total") or {}
+        if "total_tokens" in total:
+            facts["tokens"] = total["total_tokens"]
+        facts["fallback"] = moa.get("fallback")
+        facts.update(_passed_over(moa))
+    usage = payload.get("usage")
+    if isinstance(usage, dict) and "total_tokens" in usage:
+        facts["tokens"] = usage["total_tokens"]
+    facts.update(_run_event_facts(payload))
     return facts
 
 

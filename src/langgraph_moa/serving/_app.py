@@ -43,6 +43,7 @@ from langgraph_moa.errors import (
 )
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream, RunEvents
+from langgraph_moa.serving._access import note_facts
 from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError
 from langgraph_moa.serving._events import (
     KEEPALIVE_S,
@@ -225,7 +226,9 @@ def create_app(
             return Response(status_code=499)
         except MoAError as exc:
             raise _api_error(exc) from None
-        return _completion(job.name, state, logprobs=job.logprobs)
+        completion = _completion(job.name, state, logprobs=job.logprobs)
+        note_facts(request.scope, completion)  # the log need not find them in the bytes
+        return completion
 
     from langgraph_moa.serving._ui import add_ui
 

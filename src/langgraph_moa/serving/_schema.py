@@ -47,8 +47,7 @@ def _text_content(value: Any, *, optional: bool = False) -> Any:
         if any(p["type"] == "image_url" and not _has_image_url(p) for p in value):
             # Forwarded without its image, it reached every call and came back a 502.
             raise ValueError(
-                "a content part of type 'image_url' needs an object 'image_url' with a string "
-                "'url'"
+                "a content part of type 'image_url' needs an object 'image_url' with a string 'url'"
             )
         unknown = next((p["type"] for p in value if p["type"] not in _PART_TYPES), None)
         if unknown is not None:
