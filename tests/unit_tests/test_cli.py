@@ -1382,3 +1382,25 @@ def test_an_empty_key_variable_is_checked_only_where_the_command_line_reads_it(m
         no_empty_key_variable(None)
     monkeypatch.delenv("MOA_API_KEY")
     assert no_empty_key_variable(None) is None
+
+
+def test_serve_takes_its_run_cap_from_a_flag_or_moa_max_runs(monkeypatch, capsys):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.serving import _server as serve
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda presets, **kwargs: seen.update(kwargs))
+    monkeypatch.delenv("MOA_MAX_RUNS", raising=False)
+    assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
+    assert seen["security"].max_runs == 256
+    assert CliRunner().invoke(cli.app, ["serve", "--max-runs", "3"]).exit_code == 0
+    assert seen["security"].max_runs == 3
+    monkeypatch.setenv("MOA_MAX_RUNS", "7")
+    assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
+    assert seen["security"].max_runs == 7
+    seen.clear()
+    monkeypatch.setenv("MOA_MAX_RUNS", "0")
+    status, err = run_main(monkeypatch, capsys, "serve")
+    assert status == 2 and "'--max-runs' (env var: 'MOA_MAX_RUNS'): 0 is out of range" in err
+    assert "Traceback" not in err and not seen

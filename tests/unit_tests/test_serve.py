@@ -1484,3 +1484,61 @@ def test_a_local_model_that_cannot_start_is_a_500_naming_no_path_of_the_server(
     assert str(tmp_path) not in error["message"] and "LANGGRAPH_MOA_CACHE" not in error["message"]
     [warned] = [r.getMessage() for r in caplog.records]
     assert str(blocker) in warned and "LANGGRAPH_MOA_CACHE" in warned, warned
+
+
+# --- runs in flight across all clients ---------------------------------------------------------
+
+
+def test_runs_past_the_servers_cap_get_a_503_with_retry_after_and_none_is_queued(fake):
+    """Only connections per address were bounded: clients from many addresses could start
+    runs without end. Past ``max_runs`` in flight a run is refused at once (503, Retry-After,
+    one sentence naming --max-runs); /health's in_flight stays truthful; once a run ends its
+    place is free again, and other routes are never refused."""
+    from langgraph_moa.serving._access import AccessLog
+    from langgraph_moa.serving._guard import ServeSecurity
+
+    slow = fake("A", delay=lambda n: 0.5 if n == 1 else 0)
+    config = MoAConfig(proposers=[slow], aggregator=fake("AGG"), layers=2, name="m")
+    app = create_app({"m": config}, security=ServeSecurity(max_runs=1))
+    logged = AccessLog(app, ["m"], lambda line: None)
+    body = json.dumps({"model": "m", "messages": USER})
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=logged)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+            first = asyncio.create_task(
+                http.post("/v1/chat/completions", content=body, headers=JSON)
+            )
+            await asyncio.sleep(0.2)  # the first run is waiting on its proposer
+            refused = await http.post("/v1/chat/completions", content=body, headers=JSON)
+            page_run = await http.post("/v1/moa/runs", content=body, headers=JSON)
+            health = (await http.get("/health")).json()
+            listed = await http.get("/v1/models")
+            answered = await first
+            after = await http.post("/v1/chat/completions", content=body, headers=JSON)
+            return refused, page_run, health, listed, answered, after
+
+    refused, page_run, health, listed, answered, after = asyncio.run(scenario())
+    error = assert_one_sentence(refused, 503, "1 runs at once", "--max-runs", "MOA_MAX_RUNS")
+    assert error["code"] == "too_many_runs"
+    assert refused.headers["retry-after"] == "5"
+    assert page_run.status_code == 503  # the page's runs share the cap
+    assert health["in_flight"] == 1  # the run still going; the refused ones are done
+    assert listed.status_code == 200
+    assert answered.status_code == 200 and after.status_code == 200
+
+
+def test_a_client_without_the_key_is_told_so_before_the_run_cap(system):
+    from langgraph_moa.serving._guard import RunCap, ServeSecurity
+
+    app = create_app({"m": system}, api_key="k", security=ServeSecurity(max_runs=1))
+    cap = next(m for m in app.user_middleware if m.cls is RunCap)
+    client = local(app)
+    client.post("/v1/models")  # builds the middleware stack
+    stack, found = app.middleware_stack, None
+    while stack is not None and found is None:
+        found = stack if isinstance(stack, RunCap) else None
+        stack = getattr(stack, "app", None)
+    found.running = 1  # full
+    assert post(client, {"model": "m", "messages": USER}).status_code == 401
+    assert cap.kwargs == {"max_runs": 1}

@@ -235,6 +235,16 @@ def serve(
             "where every client has the proxy's address).",
         ),
     ] = 64,
+    max_runs: Annotated[
+        int,
+        number_option(
+            "--max-runs",
+            low=1,
+            envvar="MOA_MAX_RUNS",
+            help="Runs in flight across all clients; more get 503 with Retry-After, none is "
+            "queued.",
+        ),
+    ] = 256,
     prices: Annotated[
         Path | None,
         typer.Option(
@@ -293,6 +303,7 @@ def serve(
         header_timeout_s=header_timeout,
         body_timeout_s=body_timeout,
         max_connections_per_client=max_connections_per_client,
+        max_runs=max_runs,
     )
     if host in ("0.0.0.0", "::") and not allowed_host:
         out.warn(

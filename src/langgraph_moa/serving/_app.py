@@ -54,7 +54,7 @@ from langgraph_moa.serving._events import (
     pump,
     wire_tool_calls,
 )
-from langgraph_moa.serving._guard import BrowserGuard, ServeSecurity
+from langgraph_moa.serving._guard import BrowserGuard, RunCap, ServeSecurity
 from langgraph_moa.serving._history import History
 from langgraph_moa.serving._policy import ModelPolicy, _Job, _Preparer, check_allowed_models
 from langgraph_moa.serving._requests import (
@@ -135,6 +135,8 @@ def create_app(
         redoc_url="/redoc" if security.docs else None,
         openapi_url="/openapi.json" if security.docs else None,
     )
+    # Innermost of the guards: a refused or keyless request never takes a run's place.
+    app.add_middleware(RunCap, max_runs=security.max_runs)
     app.add_middleware(BrowserGuard, security=security)
     sends_key = key_check(api_key)  # the guard and /health (`lets_in`) ask this one
     # Added after BrowserGuard, so it runs first: no page or API work before the key check.

@@ -57,6 +57,8 @@ class ServeSecurity(BaseModel):
         default=64, ge=1, description="--max-connections-per-client"
     )
     """Open connections one client address may hold; more are closed at once."""
+    max_runs: int = Field(default=256, ge=1, description="--max-runs")
+    """Runs (chat completions and page runs) in flight across all clients; more get 503."""
 
     def with_bind_host(self, host: str) -> "ServeSecurity":
         """Add the bound name to the allowed hosts (a wildcard bind adds nothing)."""
@@ -202,6 +204,62 @@ class BrowserGuard:
                 await send(message)
 
         return guarded_receive, guarded_send
+
+
+RUN_ROUTES = ("/v1/chat/completions", "/v1/moa/runs")
+"""The routes whose POST starts a run: the requests `RunCap` counts."""
+RETRY_AFTER_S = 5
+"""Seconds a client turned away by `RunCap` is told to wait (``Retry-After``)."""
+
+
+class RunCap:
+    """ASGI middleware: at most ``max_runs`` runs in flight across all clients; more get 503.
+
+    The per-address connection limit bounds one client, not all of them: many addresses (or
+    one proxy's clients) could start runs without end, each holding its graph, its calls and
+    its stream in memory. A request over the cap is refused at once with ``Retry-After``,
+    never queued (a queue would be the same unbounded memory, and its clients would time out
+    in it). A run is counted from its request's head until its response ends, a stream's
+    included. It sits inside the key check, so a client without the key is told that first.
+    """
+
+    def __init__(self, app: Any, max_runs: int) -> None:
+        self.app = app
+        self.max_runs = max_runs
+        self.running = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self._starts_run(scope):
+            await self.app(scope, receive, send)
+            return
+        if self.running >= self.max_runs:
+            await self._refuse(send)
+            return
+        self.running += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.running -= 1
+
+    @staticmethod
+    def _starts_run(scope: Any) -> bool:
+        return scope["method"] == "POST" and scope["path"].rstrip("/") in RUN_ROUTES
+
+    async def _refuse(self, send: Any) -> None:
+        status, body = _error(
+            503,
+            f"The server is running its limit of {self.max_runs} runs at once; retry in a few "
+            "seconds, or the operator can raise it with --max-runs (MOA_MAX_RUNS).",
+            "server_error",
+            "too_many_runs",
+        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"retry-after", b"%d" % RETRY_AFTER_S),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def fastest_protocol() -> type:
