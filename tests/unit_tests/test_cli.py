@@ -1404,3 +1404,45 @@ def test_serve_takes_its_run_cap_from_a_flag_or_moa_max_runs(monkeypatch, capsys
     status, err = run_main(monkeypatch, capsys, "serve")
     assert status == 2 and "'--max-runs' (env var: 'MOA_MAX_RUNS'): 0 is out of range" in err
     assert "Traceback" not in err and not seen
+
+
+@pytest.mark.parametrize("command", ["serve", "ui"])
+def test_the_history_cap_is_an_operator_setting_checked_as_the_command_line_is_read(
+    monkeypatch, capsys, tmp_path, command
+):
+    """The page's history kept 1000 runs, a number set only in code: --history-runs (or
+    MOA_HISTORY_RUNS) sets it for moa serve and moa ui, and out of range is a usage error."""
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _ui
+    from langgraph_moa.serving import _server as serve
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda presets, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(_ui, "_check_port_free", lambda port: None)
+    monkeypatch.delenv("MOA_HISTORY_RUNS", raising=False)
+    base = [command, *(["--no-open"] * (command == "ui"))]
+    assert CliRunner().invoke(cli.app, base).exit_code == 0
+    assert seen["history_runs"] == 1000
+    assert CliRunner().invoke(cli.app, [*base, "--history-runs", "5"]).exit_code == 0
+    assert seen["history_runs"] == 5
+    monkeypatch.setenv("MOA_HISTORY_RUNS", "9")
+    assert CliRunner().invoke(cli.app, base).exit_code == 0
+    assert seen["history_runs"] == 9
+    monkeypatch.delenv("MOA_HISTORY_RUNS")
+    for bad in ("0", "1000001", "many"):
+        seen.clear()
+        status, err = run_main(monkeypatch, capsys, *base, "--history-runs", bad)
+        assert status == 2 and "'--history-runs'" in err and "from 1 to 1000000" in err, err
+        assert "Traceback" not in err and not seen
+
+
+def test_the_server_opens_its_history_with_the_operators_cap(tmp_path):
+    from langgraph_moa.serving._history import History, RunRecord
+    from langgraph_moa.serving._server import _open_history
+
+    history = _open_history(tmp_path / "h.db", 2)
+    for i in range(3):
+        history.save(RunRecord(f"r{i}", "m", "q"))
+    assert {run["id"] for run in history.list()} == {"r1", "r2"}  # the oldest deleted
+    assert isinstance(history, History) and history.keep == 2

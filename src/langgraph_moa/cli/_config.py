@@ -24,6 +24,7 @@ from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.local.catalog import MAX_CONTEXT, MIN_CONTEXT
 from langgraph_moa.providers._models import describe_model
+from langgraph_moa.serving._history import HISTORY_RUNS, MAX_HISTORY_RUNS
 from langgraph_moa.text._names import did_you_mean
 from langgraph_moa.variants import Plan, variant_names, variant_of, variants_help
 
@@ -183,6 +184,18 @@ ContextSizeOpt = Annotated[
         high=MAX_CONTEXT,
         metavar="TOKENS",
         help="Context of each local model, in tokens (default 4096 per slot).",
+    ),
+]
+
+HistoryRunsOpt = Annotated[
+    int,
+    number_option(
+        "--history-runs",
+        low=1,
+        high=MAX_HISTORY_RUNS,
+        envvar="MOA_HISTORY_RUNS",
+        help="Runs the web page's history keeps; saving another deletes the oldest "
+        f"(default {HISTORY_RUNS}).",
     ),
 ]
 

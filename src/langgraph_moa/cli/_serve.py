@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from langgraph_moa.cli._config import SERVED_BY_DEFAULT, ContextSizeOpt
+from langgraph_moa.cli._config import SERVED_BY_DEFAULT, ContextSizeOpt, HistoryRunsOpt
 from langgraph_moa.cli._local import local_starts_shown
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import number_option, port_option, schema_bounds
@@ -25,6 +25,7 @@ from langgraph_moa.config._prices import load_prices
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import MissingExtraError, MoAConfigError
 from langgraph_moa.serving._errors import MAX_BODY_BYTES
+from langgraph_moa.serving._history import HISTORY_RUNS
 
 
 def _limit_option(field: str, flag: str, help_text: str) -> Any:
@@ -253,6 +254,7 @@ def serve(
         ),
     ] = None,
     context_size: ContextSizeOpt = None,
+    history_runs: HistoryRunsOpt = HISTORY_RUNS,
 ) -> None:
     """Serve presets as models behind an OpenAI-compatible API (/v1/chat/completions).
 
@@ -340,6 +342,7 @@ def serve(
             security=security,
             announce=announce,
             prices=price_table,
+            history_runs=history_runs,
         )
 
 

@@ -11,11 +11,12 @@ from typing import Annotated
 
 import typer
 
-from langgraph_moa.cli._config import SERVED_BY_DEFAULT
+from langgraph_moa.cli._config import SERVED_BY_DEFAULT, HistoryRunsOpt
 from langgraph_moa.cli._local import local_starts_shown
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import port_option
 from langgraph_moa.errors import MissingExtraError, MoAError
+from langgraph_moa.serving._history import HISTORY_RUNS
 
 
 def ui(
@@ -33,6 +34,7 @@ def ui(
         Path | None,
         typer.Option(envvar="MOA_HISTORY", help="SQLite file of past runs (default: cache)."),
     ] = None,
+    history_runs: HistoryRunsOpt = HISTORY_RUNS,
     open_page: Annotated[
         bool, typer.Option("--open/--no-open", help="Open the page in the default browser.")
     ] = True,
@@ -54,7 +56,14 @@ def ui(
             _open_when_up(url, port)
 
     with local_starts_shown():
-        run_server(presets, host="127.0.0.1", port=port, history_path=history, announce=announce)
+        run_server(
+            presets,
+            host="127.0.0.1",
+            port=port,
+            history_path=history,
+            history_runs=history_runs,
+            announce=announce,
+        )
 
 
 def _check_port_free(port: int) -> None:

@@ -3,7 +3,8 @@
 One row per run: the question, the served model (preset) it ran on, its status, the answer,
 and its events compacted (each call's tokens joined into one event), which is all the page
 needs to draw the run again. Only the newest `HISTORY_RUNS` runs are kept (`History`'s
-``keep``): a server that runs for weeks would otherwise grow the file with every run.
+``keep``; ``--history-runs`` or ``$MOA_HISTORY_RUNS``): a server that runs for weeks would
+otherwise grow the file with every run.
 The file is ``$MOA_HISTORY`` if set, else ``history.sqlite3``
 in the package's cache folder (``$LANGGRAPH_MOA_CACHE``, default ``~/.cache/langgraph-moa``).
 """
@@ -107,6 +108,8 @@ class RunRecord:
 
 HISTORY_RUNS = 1000
 """Runs the history keeps by default; saving another deletes the one saved longest ago."""
+MAX_HISTORY_RUNS = 1_000_000
+"""The most runs an operator may keep (``--history-runs``): a run's row can be megabytes."""
 
 
 class HistoryError(MoAError):

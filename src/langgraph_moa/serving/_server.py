@@ -15,7 +15,12 @@ from langgraph_moa.errors import (
 )
 from langgraph_moa.serving._errors import MAX_BODY_BYTES
 from langgraph_moa.serving._guard import ServeSecurity, uvicorn_options
-from langgraph_moa.serving._history import History, HistoryError, default_history_path
+from langgraph_moa.serving._history import (
+    HISTORY_RUNS,
+    History,
+    HistoryError,
+    default_history_path,
+)
 
 
 def serve(
@@ -32,6 +37,7 @@ def serve(
     announce: "Callable[[str], None] | None" = None,
     log: "Callable[[str], None] | None" = None,
     history_path: str | Path | None = None,
+    history_runs: int = HISTORY_RUNS,
     prices: Prices | None = None,
 ) -> None:
     """Serve the presets (or named configs) until interrupted (what `moa serve` runs).
@@ -45,7 +51,7 @@ def serve(
 
     A preset may also be a config file (``.yaml``, ``.yml`` or ``.json``), served under its
     `name:` or its file name. The web page's runs are kept in `history_path`
-    (`default_history_path()` if None). `prices` (model -> dollars per million prompt and
+    (`default_history_path()` if None), its newest `history_runs` runs. `prices` (model -> dollars per million prompt and
     completion tokens) prices the page's runs.
     """
     import sys
@@ -80,7 +86,7 @@ def serve(
         allow_client_endpoints=allow_client_endpoints,
         limits=limits,
         security=security,
-        history=_open_history(history_path),
+        history=_open_history(history_path, history_runs),
         prices=prices,
     )
 
@@ -271,10 +277,10 @@ def _check_port(host: str, port: int) -> None:
             ) from None
 
 
-def _open_history(path: str | Path | None) -> History | None:
+def _open_history(path: str | Path | None, keep: int = HISTORY_RUNS) -> History | None:
     """Open the page's history; if it cannot be opened, serve without one and say so."""
     try:
-        return History(path or default_history_path())
+        return History(path or default_history_path(), keep=keep)
     except HistoryError as exc:
         logging.getLogger(__name__).warning("%s Serving without a history.", exc)
         return None
