@@ -51,8 +51,8 @@ def serve(
 
     A preset may also be a config file (``.yaml``, ``.yml`` or ``.json``), served under its
     `name:` or its file name. The web page's runs are kept in `history_path`
-    (`default_history_path()` if None), its newest `history_runs` runs. `prices` (model -> dollars per million prompt and
-    completion tokens) prices the page's runs.
+    (`default_history_path()` if None), its newest `history_runs` runs. `prices` (model ->
+    dollars per million prompt and completion tokens) prices the page's runs.
     """
     import sys
 
