@@ -87,6 +87,34 @@ def summarize_error(text: str, limit: int = 300) -> str:
     return clip(" ".join(redact(text).split()), limit)
 
 
+_MACHINE_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # An earlier version's dead llama.cpp server: its pid and port, its log's path and tail.
+    (re.compile(r" \(pid \d+, port \d+\)"), ""),
+    (re.compile(r"(within [\d.]+ ?s) on port \d+"), r"\1"),
+    (re.compile(r"\s*Its log \(.*", re.S), " The operator's log says why."),
+    # Any other file of the machine: a home, temp, cache or system folder.
+    (
+        re.compile(
+            r"(?<![\w:/.])(?:~/|[A-Za-z]:\\|/(?:tmp|var|home|Users|root|opt|usr|private|mnt|srv|"
+            r"etc|data)\b)[^\s'\"),;:]*"
+        ),
+        "[path]",
+    ),
+]
+
+
+def redact_machine(text: str) -> str:
+    """Return an error text without the server machine's pids, ports, paths and log lines.
+
+    Errors are written without them now, but runs kept in the page's history by an earlier
+    version hold the call errors of then (a dead local server's pid, port, temp log path and
+    its last lines): served again to a client, they pass through here first.
+    """
+    for pattern, replacement in _MACHINE_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 CLIENT_TEXT_CHARS = 100
 """How much of a client's string an error message repeats (a model name, a field name)."""
 

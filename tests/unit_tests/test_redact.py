@@ -89,3 +89,20 @@ def test_an_empty_stream_says_what_to_check():
     described = describe_error(ValueError("No generations found in stream."))
     assert described.startswith("ValueError: No generations found in stream. The server's")
     assert "OpenAI chat API" in described
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("OSError: [Errno 28] /var/lib/moa/h.db: no space", "OSError: [Errno 28] [path]: no space"),
+        ("cannot write ~/.cache/langgraph-moa", "cannot write [path]"),
+        ("cannot write C:\\Users\\op\\cache now", "cannot write [path] now"),
+        # Not the machine's: an endpoint's URL, an API path, an approximate number.
+        ("404 at http://127.0.0.1:8080/v1/chat/completions", None),
+        ("POST /v1/chat/completions took ~5 s", None),
+    ],
+)
+def test_redact_machine_drops_the_machines_paths_and_nothing_else(text, shown):
+    from langgraph_moa._redact import redact_machine
+
+    assert redact_machine(text) == (shown or text)

@@ -706,3 +706,38 @@ def test_a_run_whose_client_left_keeps_every_call_ended_in_the_history(fake, tmp
     failed = [e for e in run.events if e["event"] == "failed"]
     assert [key(e) for e in failed] == [("proposer", 1, 0, 0)]
     assert failed[0]["status"] == "cancelled" and "client" in failed[0]["error"]
+
+
+def test_a_run_kept_by_an_earlier_version_is_served_without_the_machines_details(system, tmp_path):
+    """Runs saved before call errors stopped naming a dead local server's pid, port, temp log
+    path and last lines were served again as saved. Their error texts now pass through the
+    same machine redaction on the way out; the model's own text is left as written."""
+    old = (
+        "LocalRuntimeError: The llama.cpp server for 'qwen' (pid 4242, port 39187) exited with "
+        "code -9 (killed by SIGKILL) during the call. Its log (/tmp/moa-llama-x1.log): "
+        "ggml: out of memory reading /home/op/.cache/langgraph-moa/qwen.gguf"
+    )
+    timed_out = (
+        "LocalRuntimeError: The llama.cpp server for 'qwen' did not answer within 30s on port "
+        "40111. Its log (/tmp/moa-llama-x2.log): loading"
+    )
+    events = [
+        {"event": "failed", "role": "proposer", "layer": 0, "proposer": 0, "error": old},
+        {"event": "failed", "role": "proposer", "layer": 0, "proposer": 1, "error": timed_out},
+        {"event": "answer", "text": "see /tmp/notes (model text)", "fallback_reason": old},
+        {"event": "error", "message": old, "status": 502},
+    ]
+    history = History(tmp_path / "h.sqlite3")
+    history.save(RunRecord("old", "m", "q?", status="failed", events=events))
+    client = TestClient(create_app({"m": system}, history=history), base_url="http://localhost")
+    served = client.get("/v1/moa/runs/old").json()["events"]
+    shown = json.dumps(served)
+    for detail in ("4242", "39187", "40111", "/tmp/moa", "/home/op", "ggml", "loading"):
+        assert detail not in shown, detail
+    assert served[0]["error"] == (
+        "LocalRuntimeError: The llama.cpp server for 'qwen' exited with code -9 (killed by "
+        "SIGKILL) during the call. The operator's log says why."
+    )
+    assert "did not answer within 30s. The operator's log says why." in served[1]["error"]
+    assert served[2]["text"] == "see /tmp/notes (model text)"  # a model's words, untouched
+    assert served[3]["message"] == served[0]["error"]

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from langchain_core.messages import HumanMessage
 
-from langgraph_moa._redact import clip
+from langgraph_moa._redact import clip, redact_machine
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._prices import Prices
 from langgraph_moa.config._schema import MoAConfig
@@ -173,6 +173,25 @@ def _keep(history: History, record: RunRecord) -> bool:
     return True
 
 
+ERROR_KEYS = frozenset({"error", "message", "fallback_reason", "reason"})
+"""The keys of a run's events whose text is an error's, never a model's."""
+
+
+def _machine_redacted(value: Any, key: str | None = None) -> Any:
+    """Return a stored run's events with every error text passed through `redact_machine`.
+
+    Runs kept by an earlier version may name a dead local server's pid, port and log; a
+    model's own text (``text``, ``answer``) is left as it was written.
+    """
+    if isinstance(value, str):
+        return redact_machine(value) if key in ERROR_KEYS else value
+    if isinstance(value, dict):
+        return {k: _machine_redacted(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_machine_redacted(v, key) for v in value]
+    return value
+
+
 _T = TypeVar("_T")
 
 HISTORY_UNREADABLE = "The run history cannot be read now; the operator's log says why."
@@ -263,4 +282,5 @@ def add_ui(
         )
         if record is None:
             raise _APIError(404, f"No run {clip(run_id)!r} in the history.", code="run_not_found")
-        return {**record.summary(), "answer": record.answer, "events": record.events}
+        events = _machine_redacted(record.events)
+        return {**record.summary(), "answer": record.answer, "events": events}
