@@ -566,6 +566,29 @@ async def test_a_client_that_leaves_cancels_its_run(fake, log, stream):
 
 
 @pytest.mark.parametrize("stream", [False, True])
+async def test_the_access_log_says_how_many_calls_had_ended_when_the_client_left(fake, stream):
+    """The chat route sees no call events, so its "client left" line said nothing of what
+    the run had already cost. It now counts the calls that had ended, answered or failed."""
+    from langgraph_moa.serving._access import AccessLog
+
+    system = MoAConfig(
+        proposers=[
+            fake("A"),
+            fake("B", delay=lambda n: 600.0),
+            fake("C", fail=lambda n, m: ValueError("down")),
+        ],
+        aggregator=fake("AGG"),
+        layers=2,
+        retry={"max_attempts": 1},
+    )
+    lines: list[str] = []
+    app = AccessLog(create_app({"m": system}), ["m"], lines.append)
+    body = json.dumps({"model": "m", "messages": USER, "stream": stream}).encode()
+    await asyncio.wait_for(asgi(app, [body], disconnect_after=0.5), timeout=60)
+    assert "client left after 2 calls finished" in lines[0], lines
+
+
+@pytest.mark.parametrize("stream", [False, True])
 async def test_a_client_that_stays_gets_the_whole_run(slow_system, log, stream):
     app = create_app({"m": slow_system})
     body = json.dumps({"model": "m", "messages": USER, "stream": stream}).encode()

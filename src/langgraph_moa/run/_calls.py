@@ -111,6 +111,8 @@ def emit(event: str, **fields: Any) -> None:
     plain run no more function calls than before.
     """
     configurable = get_config()[CONF]
+    if event in _ENDED and (tally := configurable.get(CALL_TALLY)) is not None:
+        tally.ended += 1
     if event != DISCARDED and configurable.get(DISCARDS_ONLY):
         return
     configurable[CONFIG_KEY_RUNTIME].stream_writer({"type": "moa", "event": event, **fields})
@@ -189,6 +191,27 @@ def discard_answer(call: CallId, error: BaseException, keep: int = 0) -> None:
 DISCARDED = "discarded"
 """The event of `discard_answer`. The package's own readers (`AnswerStream`, `RunEvents`)
 keep the answer to one attempt themselves (`OneAttempt`) and do not pass it on."""
+
+
+class CallTally:
+    """How many of a run's calls have ended (answered or failed for good), as they end.
+
+    Counted where the progress events are sent (`emit`), even when nobody reads them, so
+    that a reader without a listener (`moa serve`'s access log, for a client that left)
+    can say what the run had cost without building an event per call.
+    """
+
+    __slots__ = ("ended",)
+
+    def __init__(self) -> None:
+        """Start at no call ended."""
+        self.ended = 0
+
+
+CALL_TALLY = "moa_call_tally"
+"""``configurable`` key of a run's `CallTally`, if the caller wants one."""
+_ENDED = frozenset({"finished", "failed"})
+"""The progress events of a call that ended."""
 
 
 DISCARDS_ONLY = "moa_discards_only"

@@ -139,8 +139,11 @@ class AccessLog:
         error = crash or facts.get("error")
         if error:
             parts.append("error: " + _printable(str(error))[:300])
-        elif seen.get("left"):
-            parts.append("client left")  # a 200 that never answered: the run was cancelled
+        elif seen.get("left"):  # a 200 that never answered: the run was cancelled
+            tally = scope.get(CALLS_KEY)
+            ended = getattr(tally, "ended", None)
+            after = f" after {ended} call{'s' * (ended != 1)} finished" if ended is not None else ""
+            parts.append(f"client left{after}")
         parts.append(f"{seconds:.2f}s")
         return " · ".join(parts)
 
@@ -197,6 +200,17 @@ def note_facts(scope: Any, completion: dict[str, Any]) -> None:
     """Note in `scope` the log's facts of the chat completion the app is about to send."""
     if scope is not None:
         scope[FACTS_KEY] = payload_facts(completion)
+
+
+CALLS_KEY = "langgraph_moa.calls"
+"""The ASGI scope's key of the run's call tally (`note_calls`): the chat route sees no call
+events, so a client that left was logged without a word of what its run had cost."""
+
+
+def note_calls(scope: Any, tally: Any) -> None:
+    """Note in `scope` the tally (``.ended``) of the calls the request's run has ended."""
+    if scope is not None:
+        scope[CALLS_KEY] = tally
 
 
 def note_model(scope: Any, model: str) -> None:

@@ -30,7 +30,8 @@ from langgraph_moa.providers._models import (
     split_provider,
     validate_spec,
 )
-from langgraph_moa.serving._access import note_model
+from langgraph_moa.run._calls import CALL_TALLY, CallTally
+from langgraph_moa.serving._access import note_calls, note_model
 from langgraph_moa.serving._errors import _api_error, _APIError, _invalid_body
 from langgraph_moa.serving._schema import ChatRequest
 from langgraph_moa.variants import variant_of
@@ -249,14 +250,19 @@ class _Job:
     trace: dict[str, Any] = field(default_factory=dict)
     """Run metadata the request forwards (``user``, ``metadata``)."""
     logprobs: bool = False
+    tally: CallTally = field(default_factory=CallTally)
+    """The run's calls ended so far (for the access log of a client that leaves)."""
 
     def run_input(self) -> dict[str, Any]:
         """Return the graph's input: the conversation and the call options."""
         return {"messages": self.messages, **self.options}
 
     def config(self) -> RunnableConfig:
-        """Return the run's config: the forwarded trace metadata."""
-        return RunnableConfig(metadata=self.trace) if self.trace else RunnableConfig()
+        """Return the run's config: the forwarded trace metadata, and the call tally."""
+        config = RunnableConfig(configurable={CALL_TALLY: self.tally})
+        if self.trace:
+            config["metadata"] = self.trace
+        return config
 
 
 HEAVY_BODY_BYTES = 64 * 1024
@@ -288,7 +294,7 @@ class _Preparer:
         """Prepare `raw` in a worker thread; large bodies take turns (see the class).
 
         The body's ``model``, once read, is noted in the request's `scope` for the access
-        log (`note_model`), refused or not.
+        log (`note_model`), refused or not; so is an accepted run's call tally (`note_calls`).
         """
         from starlette.concurrency import run_in_threadpool
 
@@ -344,7 +350,7 @@ class _Preparer:
             raise _APIError(400, f"'messages' is not a valid conversation: {reason}.") from None
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         rules = variant_of(context.variant or self.systems[body.model].variant)
-        return _Job(
+        job = _Job(
             body.model,
             messages,
             context,
@@ -356,6 +362,8 @@ class _Preparer:
             body.trace_metadata(),
             bool(body.logprobs),
         )
+        note_calls(scope, job.tally)
+        return job
 
     def _context(self, body: ChatRequest, limits: RequestLimits) -> MoAContext:
         proposers = None
