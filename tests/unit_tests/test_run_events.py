@@ -445,6 +445,63 @@ def test_a_quiet_stream_sends_keep_alive_comments():
     assert items[:-1] and set(items[:-1]) == {KEEPALIVE}
 
 
+def test_a_slow_reader_holds_the_run_back_instead_of_queueing_its_whole_output():
+    """The pump queued whatever the run wrote, however slowly its client read: a client
+    reading a byte at a time held the run's whole output (every call's tokens) in memory.
+    Past `PENDING_CHARS` unsent the run waits for the reader; every item still arrives."""
+    from langgraph_moa.serving._events import PENDING_CHARS
+
+    item = "x" * 100_000
+    produced = 0
+
+    async def fast():
+        nonlocal produced
+        for _ in range(200):  # 20 MB, far past the bound
+            produced += len(item)
+            yield item
+
+    async def never():
+        await asyncio.Event().wait()
+
+    async def read_slowly():
+        nonlocal produced
+        read, ahead = 0, 0
+        async for part in pump(fast(), never, keepalive_s=None):
+            ahead = max(ahead, produced - read)  # written by the run, not yet sent
+            await asyncio.sleep(0.005)  # the socket's buffer is full: the send waits
+            read += len(part)
+        return read, ahead
+
+    read, ahead = asyncio.run(read_slowly())
+    assert read == 200 * len(item)  # nothing lost
+    assert ahead <= 2 * PENDING_CHARS + len(item), ahead
+
+
+def test_a_run_held_back_by_a_slow_reader_still_ends_at_its_deadline():
+    """Waiting for the reader must not take the run past its deadline, nor hang the stream:
+    the deadline's error arrives as it does for a run that is slow on its own."""
+    from langgraph_moa.errors import RequestTimeoutError
+    from langgraph_moa.serving._requests import _timed
+
+    async def endless():
+        while True:
+            yield "x" * 100_000
+            await asyncio.sleep(0)
+
+    async def never():
+        await asyncio.Event().wait()
+
+    async def read_slowly():
+        async for _ in pump(_timed(endless(), 0.3), never, keepalive_s=0.05):
+            await asyncio.sleep(0.05)
+
+    async def main():
+        with pytest.raises(RequestTimeoutError):
+            await asyncio.wait_for(read_slowly(), timeout=10)
+
+    asyncio.run(main())
+
+
 def test_serve_goes_on_without_a_history_it_cannot_open(tmp_path, caplog):
     from langgraph_moa.serving._server import _open_history
 

@@ -32,6 +32,10 @@ or a client sees the tokens only when the run ends."""
 
 _END = object()
 
+PENDING_CHARS = 1_000_000
+"""Characters a stream may hold unsent for a client that reads slower than its run writes;
+past them the run waits for the client (`pump`) rather than queueing its whole output."""
+
 
 def sse(event: dict[str, Any]) -> str:
     """Format one event as a server-sent event named after its ``event`` field."""
@@ -47,15 +51,26 @@ async def pump(
 
     `source` runs in its own task feeding a queue; a second task waits for the client's
     disconnect and puts a marker on the same queue, and the run is then cancelled, whatever
-    it was doing (a proposer layer sends nothing for a long time).
+    it was doing (a proposer layer sends nothing for a long time). A client that reads
+    slower than the run writes holds the run back once `PENDING_CHARS` wait unsent
+    (`_held_back`), so its stream's memory is bounded, not the run's whole output.
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
     gone = object()
+    pending = 0  # characters queued, not yet taken by the reader
+    room = asyncio.Event()
+    room.set()
+    closing = False
 
     async def run() -> None:
+        nonlocal pending
         try:
             async for item in source:
                 queue.put_nowait(item)
+                pending += len(item)
+                if pending > PENDING_CHARS:
+                    room.clear()
+                    await _held_back(room, source, lambda: closing)
             queue.put_nowait(_END)
         except Exception as exc:  # raised again by the reader, in the response's task
             queue.put_nowait(exc)
@@ -86,14 +101,36 @@ async def pump(
                     break
                 item = queue.get_nowait()
             if batch:
+                pending -= sum(map(len, batch))
+                if pending <= PENDING_CHARS:
+                    room.set()
                 yield "".join(batch)
             if item is _END or item is gone:
                 return
             if isinstance(item, Exception):
                 raise item
     finally:
+        closing = True
         watcher.cancel()
         producer.cancel()
+
+
+async def _held_back(room: asyncio.Event, source: Any, closing: Callable[[], bool]) -> None:
+    """Wait until the reader has taken enough of the queue (`pump`), within the deadline.
+
+    The source's deadline (`_requests._timed`) cancels the producing task, which is waiting
+    here, outside the source's frame, when it comes: the cancellation is thrown into the
+    source where it waits, so its deadline ends it as it would have ended a slow run
+    (``RequestTimeoutError``, which `pump` relays). The pump's own cancellation, as it
+    closes, goes on as it came.
+    """
+    try:
+        await room.wait()
+    except asyncio.CancelledError:
+        if closing() or not hasattr(source, "athrow"):
+            raise
+        await source.athrow(asyncio.CancelledError())
+        raise  # the source swallowed it and went on: cancelled all the same
 
 
 def run_event(run_id: str, model: str, question: str, config: MoAConfig) -> dict[str, Any]:
