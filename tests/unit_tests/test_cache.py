@@ -120,6 +120,23 @@ def test_a_spec_keeps_its_cached_answers_whatever_its_role_is_called():
     assert cache_name("m@http://h:8000/v1", "x") == "m@http://h:8000/v1"
 
 
+def test_a_local_model_whose_pinned_file_changed_misses_the_cache(monkeypatch):
+    """A release that pins another file under the same name must not get the old answers."""
+    import dataclasses
+
+    from langgraph_moa.local import catalog
+    from langgraph_moa.run._calls import cache_name
+
+    name = "local:qwen2.5-coder-0.5b"
+    before = cache_name(name, "drafter")
+    assert before == cache_name(name, "writer")  # still the model, whatever the role
+    assert catalog.CATALOG["qwen2.5-coder-0.5b"].sha256 in before
+    requantized = dataclasses.replace(catalog.CATALOG["qwen2.5-coder-0.5b"], sha256="0" * 64)
+    monkeypatch.setitem(catalog.CATALOG, "qwen2.5-coder-0.5b", requantized)
+    assert cache_name(name, "drafter") != before
+    assert cache_name("local:no-such-model", "x") == "local:no-such-model"
+
+
 def test_an_unnamed_instance_keeps_the_key_it_always_had(fake):
     from langgraph_moa.run._calls import cache_name
 

@@ -32,7 +32,7 @@ from langgraph_moa._redact import describe_error
 from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
 from langgraph_moa.providers._models import ModelSpec, describe_model, has_own_timeout
 from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_after_s
-from langgraph_moa.providers._table import is_sdk_timeout
+from langgraph_moa.providers._table import LOCAL_PREFIX, is_sdk_timeout
 from langgraph_moa.run._accounting import failed_record, ok_record
 from langgraph_moa.run._direct import ainvoke_direct, invoke_direct
 from langgraph_moa.run.cache import CallCache, call_key
@@ -395,12 +395,31 @@ def cache_name(spec: Any, label: str) -> str:
     the role is called. A model instance has no spec that tells it apart (two clients of
     one model name at two servers), so a named role's instance is its model name *and* the
     role's name: renaming it costs a cache miss, never another model's answer. An unnamed
-    one keeps its model name alone, the key it always had.
+    one keeps its model name alone, the key it always had. A ``local:`` model is its name
+    and its file's pinned SHA-256 (`local_digest`).
     """
     named = describe_model(spec)
     if isinstance(spec, BaseChatModel) and label != named:
         return f"{named} as {label}"
+    if (digest := local_digest(spec)) is not None:
+        # The name alone would serve the answers of the file an earlier release pinned.
+        return f"{named}@sha256:{digest}"
     return named
+
+
+def local_digest(spec: Any) -> str | None:
+    """Return the pinned SHA-256 of a ``local:<name>`` model's file; None for any other spec.
+
+    A local model's name stays when a release pins another file (a new quantization, a
+    fixed conversion); its digest is what tells the weights apart. A name not in the
+    catalog has none (building it fails with the catalog's own sentence).
+    """
+    if not isinstance(spec, str) or not spec.startswith(f"{LOCAL_PREFIX}:"):
+        return None
+    from langgraph_moa.local.catalog import CATALOG
+
+    info = CATALOG.get(spec.removeprefix(f"{LOCAL_PREFIX}:"))
+    return info.sha256 if info is not None else None
 
 
 @contextmanager
