@@ -655,6 +655,29 @@ def test_eval_with_a_failing_judge_writes_the_report_and_exits_non_zero(
     assert json.loads((tmp_path / "summary.json").read_text())["sys-b"]["judge_error"]
 
 
+def test_eval_records_the_command_that_reruns_it(monkeypatch, tmp_path, fake):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.config._schema import MoAConfig
+    from langgraph_moa.eval import runner
+
+    config = MoAConfig(name="sys a", variant="select", proposers=[fake("sys a")])
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, config, cache)
+    )
+    out_dir = tmp_path / "my out"
+    args = ["eval", "-q", "-s", "sys a", "--limit", "2", "--concurrency", "3", "--no-plots"]
+    result = CliRunner().invoke(cli.app, [*args, "--out", str(out_dir)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out_dir / "provenance.json").read_text())
+    assert record["command"] == (
+        f"moa eval --system 'sys a' --dataset verifiable --out '{out_dir}' --limit 2 "
+        "--concurrency 3"
+    )
+    assert record["dataset"]["source"] == "verifiable" and record["dataset"]["items"] == 2
+    assert record["command"] in (out_dir / "report.md").read_text()
+
+
 @pytest.mark.parametrize("command", ["serve", "ui"])
 def test_serve_and_ui_help_name_the_presets_they_serve_by_default(command):
     # Their --preset help said only "(repeatable)": what a bare `moa serve` or `moa ui`

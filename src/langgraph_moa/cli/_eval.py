@@ -12,6 +12,7 @@ passed over (fewer layers than configured ran).
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -125,6 +126,19 @@ def evaluate(
         prices=prices,
         plots=plots,
         judge_layers=judge_layers,
+        dataset=langsmith_dataset or str(dataset or "verifiable"),
+        command=_command(
+            system,
+            dataset,
+            langsmith_dataset,
+            out_dir,
+            limit,
+            concurrency,
+            judge,
+            baseline,
+            prices,
+            judge_layers,
+        ),
     )
     out.interrupt_hint = (
         f" What finished is kept in {out_dir}: run the same command again to answer only the rest."
@@ -155,6 +169,47 @@ def evaluate(
         raise MoAError(problems[-1])
     if degraded:
         sys.exit(DEGRADED_EXIT)
+
+
+def _command(
+    systems: list[str],
+    dataset: Path | None,
+    langsmith_dataset: str | None,
+    out_dir: Path,
+    limit: int | None,
+    concurrency: int,
+    judge: str | None,
+    baseline: str | None,
+    prices: Path | None,
+    judge_layers: bool,
+) -> str:
+    """Return the `moa eval` command that makes these answers again, for the report.
+
+    Built from the options as read, not from ``sys.argv``: the same however the command
+    was started (``moa``, ``python -m langgraph_moa``, a test), and free of display options.
+    Concurrency changes no answer; it is written because it changes the wall times.
+    """
+    words = ["moa", "eval"]
+    for spec in systems:
+        words += ["--system", spec]
+    if langsmith_dataset is not None:
+        words += ["--langsmith-dataset", langsmith_dataset]
+    else:
+        words += ["--dataset", str(dataset or "verifiable")]
+    words += ["--out", str(out_dir)]
+    if limit is not None:
+        words += ["--limit", str(limit)]
+    if concurrency != 1:
+        words += ["--concurrency", str(concurrency)]
+    if judge is not None:
+        words += ["--judge", judge]
+    if baseline is not None:
+        words += ["--baseline", baseline]
+    if prices is not None:
+        words += ["--prices", str(prices)]
+    if judge_layers:
+        words.append("--judge-layers")
+    return shlex.join(words)
 
 
 def _partly_failed(summary: dict[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ from fractions import Fraction
 from typing import Any
 
 from langgraph_moa.eval.layers import FINAL, SIMILARITY_METRICS
+from langgraph_moa.eval.provenance import render_provenance
 
 
 def _fmt(value: Any, spec: str = "") -> str:
@@ -92,6 +93,8 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
     lines += _verdict(summary)
     for note in extras.get("notes", []):
         lines += ["", f"> {note}"]
+    if extras.get("provenance"):  # reports written before it have none
+        lines += ["", *render_provenance(extras["provenance"])]
     return "\n".join(lines) + "\n"
 
 

@@ -54,6 +54,7 @@ from langgraph_moa.eval.layers import (
 )
 from langgraph_moa.eval.length_control import Judged, length_controlled_win_rate
 from langgraph_moa.eval.plots import quality_per_layer, quality_vs_cost
+from langgraph_moa.eval.provenance import provenance
 from langgraph_moa.eval.report import render_report
 from langgraph_moa.eval.scorers import score
 from langgraph_moa.eval.stats import paired_difference, wilson_interval
@@ -85,6 +86,8 @@ class System:
     name: str
     graph: Any = None
     digest: str | None = None
+    config: MoAConfig | None = None
+    """What it runs, recorded in ``provenance.json``."""
 
 
 def races(config: MoAConfig) -> bool:
@@ -170,7 +173,8 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
 
 def _system(name: str, config: MoAConfig, cache: SQLiteCallCache) -> System:
     graph = create_moa_graph(config, call_cache=cache)
-    return System(name=name, graph=graph, digest=config_digest(config) if races(config) else None)
+    digest = config_digest(config) if races(config) else None
+    return System(name=name, graph=graph, digest=digest, config=config)
 
 
 _LAYER_FIELDS = ("stage_scores", "proposal_scores", "proposal_similarity")
@@ -193,6 +197,8 @@ class Evaluation:
         plots: bool = True,
         exports: bool = True,
         judge_layers: bool = False,
+        dataset: str | None = None,
+        command: str | None = None,
     ) -> None:
         """Prepare the output folder and the call cache; nothing is called yet.
 
@@ -204,7 +210,8 @@ class Evaluation:
         without a verifiable answer get their per-layer analysis from the judge too: every
         proposal is judged against the baseline's answer (two judge calls per proposal).
         `prices` (a table or its YAML/JSON file, see `langgraph_moa.eval.costs`) turns tokens
-        into dollars.
+        into dollars. `dataset` (where the items came from) and `command` (the command line
+        that ran this) are recorded in ``provenance.json`` and the report, to rerun it.
         """
         if judge is not None and baseline is None:
             raise MoAConfigError(
@@ -241,6 +248,19 @@ class Evaluation:
         if judge is not None:  # a bad spec is said now, before any answer
             _check_judge(judge)
         self.notes: list[str] = []
+        self.dataset, self.command = dataset, command
+
+    def provenance(self) -> dict[str, Any]:
+        """Return what this evaluation needs recorded to be run again (`eval.provenance`)."""
+        configs = {s.name: s.config for s in self.systems if s.config is not None}
+        return provenance(
+            configs,
+            self.items,
+            dataset=self.dataset,
+            command=self.command,
+            judge=self.judge,
+            baseline=self.baseline,
+        )
 
     async def run_item(self, system: System, item: EvalItem) -> dict[str, Any]:
         """Answer one item with one system: the results row, scores and analysis included."""
@@ -402,12 +422,18 @@ class Evaluation:
             _compare_with_baseline(results, summary, self.baseline)
         if self.judge is not None and self.baseline is not None:
             await self._judge_all(results, summary)
-        extras: dict[str, Any] = {"notes": self.notes, "disagreements": disagreements(results)}
+        record = self.provenance()
+        extras: dict[str, Any] = {
+            "notes": self.notes,
+            "disagreements": disagreements(results),
+            "provenance": record,
+        }
         if self.plots:
             self._plot(summary, extras)
         if self.exports:
             write_exports(self.out, results, slug)
         self._write("summary.json", dumps(summary, indent=2))
+        self._write("provenance.json", dumps(record, indent=2))
         self._write("report.md", render_report(summary, extras))
         return summary
 

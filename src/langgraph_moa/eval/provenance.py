@@ -1,0 +1,145 @@
+"""What an evaluation needs recorded to be run again: ``provenance.json`` and the report's end.
+
+A summary's accuracies say nothing of where they came from: which package (and so which
+scorers and prompts), which model files, which full config of each system, which items in
+which order, and which command. Without these a number in a report cannot be reproduced,
+and two reports cannot be told apart. `provenance` gathers them once per run; the report
+prints the parts a reader needs, and ``provenance.json`` keeps all of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from collections.abc import Sequence
+from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.eval.datasets import PACKAGED, EvalItem, shipped_dataset
+from langgraph_moa.providers._models import describe_model
+from langgraph_moa.run._calls import local_digest
+
+INTERVALS = {
+    "accuracy": "Wilson score 95% interval over the items scored",
+    "vs_baseline": "paired percentile bootstrap 95% interval (2000 resamples, seed 0) of the "
+    "per-item difference over the items both systems answered and scored; exact sign test",
+}
+"""How the summary's intervals are computed, named in the record (see `stats`)."""
+
+
+def package_version() -> str:
+    """Return the installed version of langgraph-moa, or say that it is not installed."""
+    try:
+        return version("langgraph-moa")
+    except PackageNotFoundError:
+        return "not installed as a package"
+
+
+def scorer_rule() -> dict[str, str]:
+    """Name the scoring code by its digest: a scorer changed between two runs shows here."""
+    source = resources.files("langgraph_moa.eval").joinpath("scorers.py").read_bytes()
+    return {
+        "module": "langgraph_moa.eval.scorers",
+        "sha256": hashlib.sha256(source).hexdigest(),
+    }
+
+
+def model_identity(spec: Any) -> dict[str, Any]:
+    """Return what names one model: its spec, and for a local model its file's SHA-256.
+
+    A model instance is named by its model name only: nothing in it tells its weights.
+    """
+    entry: dict[str, Any] = {"spec": describe_model(spec)}
+    if isinstance(spec, BaseChatModel):
+        entry["instance"] = type(spec).__name__
+    elif (digest := local_digest(spec)) is not None:
+        entry["sha256"] = digest
+    return entry
+
+
+def system_record(config: MoAConfig) -> dict[str, Any]:
+    """Return a system's full config and the identity of every model it calls."""
+    roles = [*config.proposers, *config.final_chain]
+    models = {}
+    for role in roles:
+        entry = model_identity(role.model)
+        models[entry["spec"]] = entry
+    return {
+        "config": config.model_dump(mode="json"),
+        "models": sorted(models.values(), key=lambda m: str(m["spec"])),
+    }
+
+
+def dataset_record(source: str | None, items: Sequence[EvalItem]) -> dict[str, Any]:
+    """Return the dataset's source (and its file's SHA-256) and the exact items, in order."""
+    ids = [item.id for item in items]
+    record: dict[str, Any] = {
+        "source": source,
+        "items": len(ids),
+        "ids": ids,
+        "ids_sha256": hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest(),
+    }
+    path = Path(source) if source is not None else None
+    if path is not None and not path.is_file() and source in PACKAGED:
+        path = shipped_dataset(source)  # as `load_dataset` reads a packaged name
+    if path is not None and path.is_file():
+        record["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return record
+
+
+def provenance(
+    configs: dict[str, MoAConfig],
+    items: Sequence[EvalItem],
+    *,
+    dataset: str | None,
+    command: str | None,
+    judge: Any = None,
+    baseline: str | None = None,
+) -> dict[str, Any]:
+    """Return everything an evaluation needs recorded to be run again (see the module doc)."""
+    return {
+        "langgraph_moa": package_version(),
+        "python": platform.python_version(),
+        "command": command,
+        "dataset": dataset_record(dataset, items),
+        "scorer": scorer_rule(),
+        "intervals": INTERVALS,
+        "judge": model_identity(judge) if judge is not None else None,
+        "baseline": baseline,
+        "systems": {name: system_record(config) for name, config in configs.items()},
+    }
+
+
+def render_provenance(record: dict[str, Any]) -> list[str]:
+    """Return the report's "Reproduce" section: the command, versions, data and models."""
+    data = record["dataset"]
+    lines = [
+        "## Reproduce",
+        "",
+        f"- command: `{record['command']}`" if record.get("command") else "- command: (Python)",
+        f"- langgraph-moa {record['langgraph_moa']}, Python {record['python']}; scorers "
+        f"sha256 {record['scorer']['sha256'][:16]}",
+        f"- dataset: {data['source'] or 'items given in Python'}"
+        + (f" (sha256 {data['sha256'][:16]})" if data.get("sha256") else "")
+        + f"; {data['items']} items in this order, ids sha256 {data['ids_sha256'][:16]}",
+    ]
+    for name, system in record["systems"].items():
+        cfg = system["config"]
+        models = ", ".join(
+            m["spec"] + (f" (sha256 {m['sha256'][:16]})" if m.get("sha256") else "")
+            for m in system["models"]
+        )
+        lines.append(
+            f"- {name}: variant {cfg.get('variant')}, {cfg.get('layers')} layers; {models}"
+        )
+    lines += [
+        "",
+        "Every system's full config (temperatures, max tokens, samples, windows), the item "
+        "ids and the interval methods are in provenance.json.",
+    ]
+    return lines

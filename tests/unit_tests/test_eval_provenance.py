@@ -1,0 +1,82 @@
+"""An evaluation records what is needed to run it again: versions, models, configs, items."""
+
+import asyncio
+import hashlib
+import json
+import re
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.eval import EvalItem, Evaluation, load_dataset, runner, shipped_dataset
+from langgraph_moa.eval.provenance import model_identity, system_record
+from langgraph_moa.eval.report import render_report
+from langgraph_moa.local.catalog import CATALOG
+from tests.fakes import FakeChat
+
+ITEMS = [EvalItem(id=f"q{i}", turns=[f"Say alpha{i}."], expected=[f"alpha{i}"]) for i in (3, 1, 2)]
+
+
+def _echo(_label, _n, messages):
+    return re.findall(r"alpha\d", "\n".join(m.text for m in messages))[0]
+
+
+def _seq_config():
+    model = FakeChat(label="p", reply=_echo)
+    return MoAConfig(
+        name="seq",
+        variant="self-moa-seq",
+        proposers=[{"model": model, "samples": 4, "temperature": 0.7}],
+        aggregator={"model": model, "max_tokens": 99},
+        seq={"window_size": 3, "samples_per_step": 1},
+    )
+
+
+def test_the_run_writes_versions_configs_items_and_methods(tmp_path):
+    evaluation = Evaluation(
+        [_seq_config()], ITEMS, tmp_path, plots=False, exports=False, dataset="my.jsonl"
+    )
+    asyncio.run(evaluation.run(progress=False))
+    record = json.loads((tmp_path / "provenance.json").read_text())
+    assert record["langgraph_moa"] and record["python"]
+    assert record["dataset"]["source"] == "my.jsonl"
+    assert record["dataset"]["ids"] == ["q3", "q1", "q2"]  # the exact items, in order
+    assert len(record["scorer"]["sha256"]) == 64
+    assert "Wilson" in record["intervals"]["accuracy"]
+    assert "paired" in record["intervals"]["vs_baseline"]
+    config = record["systems"]["seq"]["config"]
+    assert config["variant"] == "self-moa-seq"
+    assert config["seq"] == {"window_size": 3, "samples_per_step": 1}
+    assert config["proposers"][0]["samples"] == 4
+    assert config["proposers"][0]["temperature"] == 0.7
+    assert config["aggregator"]["max_tokens"] == 99
+    report = (tmp_path / "report.md").read_text()
+    assert "## Reproduce" in report and "variant self-moa-seq" in report
+    # The summary keeps its shape: one entry per system, nothing else.
+    assert list(json.loads((tmp_path / "summary.json").read_text())) == ["seq"]
+
+
+def test_a_local_model_is_named_with_its_files_digest():
+    info = CATALOG["qwen2.5-coder-0.5b"]
+    assert model_identity("local:qwen2.5-coder-0.5b") == {
+        "spec": "local:qwen2.5-coder-0.5b",
+        "sha256": info.sha256,
+    }
+    assert model_identity("openai:gpt-4o") == {"spec": "openai:gpt-4o"}
+    record = system_record(runner.single_model("single:local:qwen2.5-coder-0.5b"))
+    assert record["models"] == [{"spec": "local:qwen2.5-coder-0.5b", "sha256": info.sha256}]
+    assert record["config"]["proposers"][0]["temperature"] == 0.0
+
+
+def test_a_packaged_dataset_is_named_by_its_files_digest(tmp_path):
+    items = load_dataset("verifiable")[:2]
+    evaluation = Evaluation(
+        [_seq_config()], items, tmp_path, plots=False, exports=False, dataset="verifiable"
+    )
+    digest = hashlib.sha256(shipped_dataset("verifiable").read_bytes()).hexdigest()
+    assert evaluation.provenance()["dataset"]["sha256"] == digest
+
+
+def test_a_report_written_before_provenance_still_renders():
+    summary = {"a": {"items": 1, "errors": 0, "correct": 1, "scored": 1, "accuracy": 1.0}}
+    summary["a"].update(calls=1, cached_calls=0, median_item_s=0.1, wall_s=0.1)
+    summary["a"].update(prompt_tokens=1, completion_tokens=1)
+    assert "Reproduce" not in render_report(summary, {"notes": []})
