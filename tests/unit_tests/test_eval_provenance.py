@@ -80,3 +80,36 @@ def test_a_report_written_before_provenance_still_renders():
     summary["a"].update(calls=1, cached_calls=0, median_item_s=0.1, wall_s=0.1)
     summary["a"].update(prompt_tokens=1, completion_tokens=1)
     assert "Reproduce" not in render_report(summary, {"notes": []})
+
+
+def test_a_local_judge_whose_pinned_file_changed_gets_no_old_verdicts(tmp_path, monkeypatch):
+    """The judge's verdicts are cached under its name: a re-pinned local judge must miss."""
+    import dataclasses
+
+    from langgraph_moa.local import catalog
+
+    judge = FakeChat(label="judge", reply=lambda *_: "A")
+    base = FakeChat(label="base", reply=lambda *_: "No idea.")
+
+    def judged_calls():
+        judge.log.calls.clear()
+        evaluation = Evaluation(
+            [_seq_config(), MoAConfig(name="base", variant="select", proposers=[base])],
+            ITEMS[:1],
+            tmp_path,
+            plots=False,
+            exports=False,
+            judge="local:qwen2.5-coder-0.5b",
+            baseline="base",
+        )
+        monkeypatch.setattr(evaluation._models, "get", lambda spec, params: judge)
+        asyncio.run(evaluation.run(progress=False))
+        return list(judge.log.calls)
+
+    assert len(judged_calls()) == 2  # both orders asked
+    assert judged_calls() == []  # a rerun: both verdicts from the cache
+    info = catalog.CATALOG["qwen2.5-coder-0.5b"]
+    monkeypatch.setitem(
+        catalog.CATALOG, "qwen2.5-coder-0.5b", dataclasses.replace(info, sha256="0" * 64)
+    )
+    assert len(judged_calls()) == 2  # another file under the same name: asked again

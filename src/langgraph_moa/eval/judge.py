@@ -86,7 +86,9 @@ def judge_both_orders(
 ) -> tuple[Verdict | None, Verdict | None]:
     """Ask the judge with the candidate first, then with the baseline first.
 
-    With a `cache`, verdicts are stored like any other call, so rescoring is free.
+    With a `cache`, verdicts are stored like any other call, so rescoring is free; `label`
+    names the judge in their key (`run._calls.cache_name`: a local judge with its file's
+    digest).
     """
 
     def ask(first: str, second: str) -> str:

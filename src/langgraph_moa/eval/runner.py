@@ -60,6 +60,7 @@ from langgraph_moa.eval.scorers import score
 from langgraph_moa.eval.stats import paired_difference, wilson_interval
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.providers._models import ModelCache, ModelSpec, describe_model
+from langgraph_moa.run._calls import cache_name
 from langgraph_moa.run.cache import SQLiteCallCache
 
 SINGLE = "single:"
@@ -242,6 +243,8 @@ class Evaluation:
             raise MoAConfigError(f"The baseline {baseline!r} must be one of the systems: {names}.")
         self.judge, self.baseline = judge, baseline
         self.judge_label = describe_model(judge) if judge is not None else None
+        # The cache names the judge as it names any model: a local one with its file's digest.
+        self.judge_key = cache_name(judge, self.judge_label) if judge is not None else None
         self.items = items
         self.concurrency = max(1, concurrency)
         self._models = ModelCache()
@@ -552,7 +555,7 @@ class Evaluation:
                     candidate,
                     baseline,
                     self.cache,
-                    self.judge_label or "judge",
+                    self.judge_key or "judge",
                 )
 
         async def one(
