@@ -50,6 +50,8 @@ def test_the_run_writes_versions_configs_items_and_methods(tmp_path):
     assert config["aggregator"]["max_tokens"] == 99
     report = (tmp_path / "report.md").read_text()
     assert "## Reproduce" in report and "variant self-moa-seq" in report
+    assert "4 sample(s) at T=0.7" in report and "window 3, 1 new samples per later step" in report
+    assert "max 99 tokens" in report
     # The summary keeps its shape: one entry per system, nothing else.
     assert list(json.loads((tmp_path / "summary.json").read_text())) == ["seq"]
 

@@ -134,12 +134,26 @@ def render_provenance(record: dict[str, Any]) -> list[str]:
             m["spec"] + (f" (sha256 {m['sha256'][:16]})" if m.get("sha256") else "")
             for m in system["models"]
         )
-        lines.append(
-            f"- {name}: variant {cfg.get('variant')}, {cfg.get('layers')} layers; {models}"
-        )
+        lines.append(f"- {name}: {_settings(cfg)}; {models}")
     lines += [
         "",
         "Every system's full config (temperatures, max tokens, samples, windows), the item "
         "ids and the interval methods are in provenance.json.",
     ]
     return lines
+
+
+def _settings(cfg: dict[str, Any]) -> str:
+    """Say a system's variant and the settings that shape its answers, in one phrase."""
+    words = [f"variant {cfg.get('variant')}", f"{cfg.get('layers')} layers"]
+    for p in cfg.get("proposers") or []:
+        words.append(
+            f"{p.get('samples', 1)} sample(s) at T={p.get('temperature')}, "
+            f"max {p.get('max_tokens')} tokens"
+        )
+    if (agg := cfg.get("aggregator")) is not None:
+        words.append(f"aggregator T={agg.get('temperature')}, max {agg.get('max_tokens')} tokens")
+    if cfg.get("variant") == "self-moa-seq" and (seq := cfg.get("seq")):
+        per_step = seq.get("samples_per_step") or seq["window_size"] - 1
+        words.append(f"window {seq['window_size']}, {per_step} new samples per later step")
+    return ", ".join(words)
