@@ -115,3 +115,30 @@ def test_a_local_judge_whose_pinned_file_changed_gets_no_old_verdicts(tmp_path, 
         catalog.CATALOG, "qwen2.5-coder-0.5b", dataclasses.replace(info, sha256="0" * 64)
     )
     assert len(judged_calls()) == 2  # another file under the same name: asked again
+
+
+def test_the_same_command_twice_gives_the_same_items_order_scores_and_cache_hits(tmp_path):
+    """Proposals finishing in another order, and another concurrency, change nothing."""
+    import random
+
+    jitter = random.Random(7)
+    slow = FakeChat(label="slow", reply=_echo, delay=lambda n: jitter.uniform(0, 0.03))
+    fast = FakeChat(
+        label="fast", reply=lambda *_: "no idea", delay=lambda n: jitter.uniform(0, 0.03)
+    )
+    agg = FakeChat(label="agg", reply=_echo)
+    config = MoAConfig(name="mix", proposers=[slow, fast], aggregator=agg, layers=2)
+
+    def run(concurrency):
+        evaluation = Evaluation(
+            [config], ITEMS, tmp_path, plots=False, exports=False, concurrency=concurrency
+        )
+        summary = asyncio.run(evaluation.run(progress=False))
+        rows = [json.loads(line) for line in (tmp_path / "results" / "mix.jsonl").open()]
+        return summary["mix"], [(r["id"], r["answer"], r["scores"]) for r in rows]
+
+    first, rows = run(3)
+    again, rows_again = run(1)
+    assert [r[0] for r in rows] == ["q3", "q1", "q2"]  # the dataset's order
+    assert rows_again == rows and again["correct"] == first["correct"] == 3
+    assert again["cached_calls"] == again["calls"] > 0  # nothing generated again
