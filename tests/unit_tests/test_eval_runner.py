@@ -684,3 +684,23 @@ def test_a_kept_row_whose_id_was_written_as_a_number_is_not_answered_again(tmp_p
     path.write_text(path.read_text().replace('"id": "1"', '"id": 1'))
     kept = _RowStore(path, "A").rows(items)
     assert set(kept) == {"1"} and kept["1"]["id"] == "1"
+
+
+def test_a_racing_local_systems_kept_rows_go_when_its_pinned_file_changes(monkeypatch):
+    """Kept rows follow the config digest: another file under the same name is another config."""
+    import dataclasses
+
+    from langgraph_moa.local import catalog
+
+    config = MoAConfig(
+        proposers=["local:qwen2.5-coder-0.5b"],
+        aggregator="local:qwen2.5-coder-0.5b",
+        layer_deadline_s=30,
+    )
+    before = config_digest(config)
+    assert before == config_digest(config.with_overrides())
+    info = catalog.CATALOG["qwen2.5-coder-0.5b"]
+    monkeypatch.setitem(
+        catalog.CATALOG, "qwen2.5-coder-0.5b", dataclasses.replace(info, sha256="0" * 64)
+    )
+    assert config_digest(config) != before

@@ -60,7 +60,7 @@ from langgraph_moa.eval.scorers import score
 from langgraph_moa.eval.stats import paired_difference, wilson_interval
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.providers._models import ModelCache, ModelSpec, describe_model
-from langgraph_moa.run._calls import cache_name
+from langgraph_moa.run._calls import cache_name, local_digest
 from langgraph_moa.run.cache import SQLiteCallCache
 
 SINGLE = "single:"
@@ -101,7 +101,11 @@ def config_digest(config: MoAConfig) -> str | None:
     roles = [*config.proposers, *config.final_chain]
     if any(isinstance(role.model, BaseChatModel) for role in roles):
         return None  # it dumps as its settings only: two different models would look alike
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    data: dict[str, Any] = config.model_dump(mode="json")
+    files = {str(r.model): d for r in roles if (d := local_digest(r.model)) is not None}
+    if files:  # a local model's name stays when a release pins another file
+        data = {"config": data, "local_files": files}
+    text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
