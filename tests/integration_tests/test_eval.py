@@ -15,6 +15,7 @@ from langgraph_moa import MoAConfig, MoAConfigError
 from langgraph_moa.eval import load_dataset, shipped_dataset
 from langgraph_moa.eval.langsmith_eval import evaluate_system
 from langgraph_moa.eval.runner import Evaluation
+from langgraph_moa.local.catalog import CATALOG
 from langgraph_moa.testing import FaultProfile, FaultServer
 
 
@@ -139,6 +140,18 @@ def test_moa_eval_on_the_local_models(tmp_path):
     assert second.returncode == 0
     again = json.loads((tmp_path / "summary.json").read_text())
     assert all(s["cached_calls"] == s["calls"] for s in again.values())
+    # The same command again: the same scores, and a record that names the model's file.
+    assert {n: s["correct"] for n, s in again.items()} == {
+        n: s["correct"] for n, s in summary.items()
+    }
+    record = json.loads((tmp_path / "provenance.json").read_text())
+    pinned = CATALOG["qwen2.5-coder-0.5b"].sha256
+    assert record["systems"]["single:local:qwen2.5-coder-0.5b"]["models"] == [
+        {"spec": "local:qwen2.5-coder-0.5b", "sha256": pinned}
+    ]
+    assert record["judge"] == {"spec": "local:qwen2.5-coder-0.5b", "sha256": pinned}
+    assert record["command"].startswith("moa eval --system single:local:qwen2.5-coder-0.5b")
+    assert record["dataset"]["items"] == 2 and len(record["dataset"]["ids"]) == 2
 
 
 def test_pairwise_judge_against_a_baseline_and_cached_rescoring(backend, tmp_path):
