@@ -37,7 +37,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,11 @@ ROUND = 3
 STOPS = (0.5, 0.6, 0.7, 0.8, 1.0)
 
 
+def command() -> str:
+    """Return this script's command line, for each run's provenance.json."""
+    return shlex.join(["python", *sys.argv])
+
+
 def system_spec(name: str) -> str:
     """Map a short name to what `moa eval` takes: a config here, else a preset or spec."""
     path = CONFIGS / f"{name}.yaml"
@@ -74,6 +81,7 @@ def evaluate(
     concurrency: int,
     seed: Path | None = None,
     run: bool = True,
+    dataset: str | None = None,
 ) -> list[dict[str, Any]]:
     """Answer `items` with one system in its own folder; return its results rows.
 
@@ -91,7 +99,14 @@ def evaluate(
         cache.close()
     if run:
         evaluation = Evaluation(
-            [system_spec(name)], items, folder, concurrency=concurrency, plots=False, exports=False
+            [system_spec(name)],
+            items,
+            folder,
+            concurrency=concurrency,
+            plots=False,
+            exports=False,
+            dataset=dataset,
+            command=command(),
         )
         asyncio.run(evaluation.run(progress=True))
     rows = [
@@ -146,7 +161,14 @@ def budget(args: argparse.Namespace) -> None:
         "call_timeout_s: null\n"  # a busy machine may take minutes per answer: never retry
     )
     evaluation = Evaluation(
-        [str(config)], items, args.out, concurrency=args.concurrency, plots=False, exports=False
+        [str(config)],
+        items,
+        args.out,
+        concurrency=args.concurrency,
+        plots=False,
+        exports=False,
+        dataset=str(TRAIN),
+        command=command(),
     )
     asyncio.run(evaluation.run(progress=True))
     rows = [
@@ -188,6 +210,7 @@ def systems(args: argparse.Namespace) -> None:
             args.concurrency,
             None if name == BASELINE else seed,
             run=not args.report_only,
+            dataset=str(args.dataset),
         )
         for name in names
     }

@@ -315,6 +315,25 @@ def test_a_shared_call_cache_is_merged_in_and_never_over_a_systems_own(
     assert SQLiteCallCache(tmp_path / "out" / "local-vote" / "calls.db").get("sample of item 1")
 
 
+def test_the_benchmark_records_its_dataset_and_command(bench, tmp_path, monkeypatch):
+    # Its runs made the docs' GSM8K numbers: their provenance.json must say how.
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def stop(*_args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(bench, "Evaluation", stop)
+    monkeypatch.setattr(bench.sys, "argv", ["benchmarks/gsm8k.py", "systems", "--items", "30"])
+    with pytest.raises(Stop):
+        bench.evaluate("local-vote", [], tmp_path, 1, dataset="gsm8k")
+    assert seen["dataset"] == "gsm8k"
+    assert seen["command"] == "python benchmarks/gsm8k.py systems --items 30"
+
+
 @pytest.mark.parametrize(
     "notice",
     [
