@@ -1,0 +1,102 @@
+"""The page's static files, read as a screen reader and a contrast checker would.
+
+What a browser must run is tested in tests/integration_tests/test_ui_browser.py; these
+checks need only the HTML and CSS text, so they run with the unit tests.
+"""
+
+import re
+from html.parser import HTMLParser
+
+from langgraph_moa.serving._ui import STATIC
+
+CSS = (STATIC / "style.css").read_text()
+HTML = (STATIC / "index.html").read_text()
+CARD_BACKGROUND = "#fff"
+"""The background every coloured text of the page sits on (header, history, panes, cards)."""
+
+
+def _luminance(colour: str) -> float:
+    """WCAG 2 relative luminance of a #rgb or #rrggbb colour."""
+    hex_digits = colour.lstrip("#")
+    if len(hex_digits) == 3:
+        hex_digits = "".join(c * 2 for c in hex_digits)
+    channels = [int(hex_digits[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(foreground: str, background: str) -> float:
+    light, dark = sorted((_luminance(foreground), _luminance(background)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def text_colours() -> dict[str, str]:
+    """Every `color:` of the stylesheet (not backgrounds or borders), its var() resolved."""
+    variables = dict(re.findall(r"(--[\w-]+):\s*(#[0-9a-fA-F]{3,6})\b", CSS))
+    found = {}
+    for selector, body in re.findall(r"([^{}]+)\{([^}]*)\}", CSS):
+        for value in re.findall(r"(?:^|;|\s)color:\s*([^;]+)", body):
+            value = value.strip()
+            name = re.fullmatch(r"var\((--[\w-]+)\)", value)
+            if name:
+                value = variables[name.group(1)]
+            if value.startswith("#"):
+                found[selector.strip()] = value
+    return found
+
+
+def test_contrast_is_computed_as_wcag_does():
+    assert round(contrast("#000", "#fff"), 1) == 21.0
+    assert round(contrast("#777", "#fff"), 2) == 4.48
+
+
+def test_every_text_colour_reads_at_4_5_to_1_on_the_page():
+    """The 'running' label of a card was amber #b7791f on white, 3.6:1: below the 4.5:1 that
+    small text needs (WCAG 1.4.3). Each coloured text now reads at 4.5:1 or more."""
+    colours = text_colours()
+    assert ".status" in colours  # the parser sees the rule that failed
+    weak = {s: (c, round(contrast(c, CARD_BACKGROUND), 2)) for s, c in colours.items()}
+    weak = {s: v for s, v in weak.items() if v[1] < 4.5}
+    assert not weak, weak
+
+
+class _Controls(HTMLParser):
+    """Collect each form control and whether it has an accessible name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_label = 0
+        self.labelled_ids: set[str] = set()
+        self.controls: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "label":
+            self.in_label += 1
+            if a.get("for"):
+                self.labelled_ids.add(a["for"])
+        if tag in ("input", "textarea", "select"):
+            named = bool(self.in_label or a.get("aria-label") or a.get("aria-labelledby"))
+            self.controls.append({"id": a.get("id"), "named": named})
+
+    def handle_endtag(self, tag):
+        if tag == "label":
+            self.in_label -= 1
+
+
+def test_every_form_control_of_the_page_has_an_accessible_name():
+    """The question's box had only a placeholder, which is no label: a screen reader read
+    it as 'edit text'. Every control is inside a <label>, named by one, or aria-labelled."""
+    parser = _Controls()
+    parser.feed(HTML)
+    assert {c["id"] for c in parser.controls} >= {"question", "preset", "api-key"}
+    unnamed = [
+        c["id"] for c in parser.controls if not c["named"] and c["id"] not in parser.labelled_ids
+    ]
+    assert not unnamed, unnamed
+
+
+def test_the_page_has_a_language_a_main_landmark_and_a_polite_notice():
+    assert re.search(r'<html lang="\w+', HTML)
+    assert '<main id="panes"' in HTML
+    assert re.search(r'id="notice" role="status"', HTML)
