@@ -57,9 +57,15 @@ def chromium():
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # for console_errors()
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.profile_dir = profile
     return driver
+
+
+def console_errors(driver) -> list[str]:
+    """The page's console errors since the last call (an uncaught exception, a failed load)."""
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
 def quit_browser(driver) -> None:

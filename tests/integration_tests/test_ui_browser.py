@@ -19,7 +19,14 @@ import yaml
 from langgraph_moa.testing.fault_server import FaultProfile, FaultServer
 from langgraph_moa.transport._net import free_port
 from tests.helpers import wait_until_up
-from tests.integration_tests.browser import chromium, quit_browser, require_browser, screenshot
+from tests.integration_tests.browser import (
+    ARTIFACTS,
+    chromium,
+    console_errors,
+    quit_browser,
+    require_browser,
+    screenshot,
+)
 
 HOSTILE = '<script>window.pwned=1</script> <img src=x onerror="window.pwned=2"> beta says 42'
 QUESTION = "What is six times seven?"
@@ -717,3 +724,56 @@ def test_a_run_the_history_could_not_keep_says_so_in_its_pane(backend, browser, 
         assert state["done"] == "done" and "done" in state["status"]
         note = d.execute_script("return document.querySelector('.pane .not-kept')?.textContent")
         assert note and "not keep" in note and "history" in note
+
+
+UNBROKEN = "https://example.com/" + "a" * 400
+"""A URL with no break opportunity: it must wrap inside its card, not widen the page."""
+
+
+def ax_names(driver, roles: set[str]) -> list[tuple[str, str]]:
+    """(role, accessible name) of every node of `roles` in Chromium's accessibility tree."""
+    nodes = driver.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
+    found = []
+    for node in nodes:
+        role = node.get("role", {}).get("value")
+        if role in roles and not node.get("ignored"):
+            found.append((role, node.get("name", {}).get("value", "")))
+    return found
+
+
+def test_a_phone_wide_screen_stacks_twelve_proposers_and_never_scrolls_sideways(backend, browser):
+    """At 360 px the history took 240 px beside the runs, two runs stood side by side, and
+    the models box's 50-character field and long unbroken words (a URL in an answer, in the
+    question) made the page wider than the screen. Now everything stacks and wraps; nothing
+    the page does logs a console error (a missing favicon was one)."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    profiles = {"wide": FaultProfile(reply_text=f"see {UNBROKEN} " * 3)}
+    with FaultServer(profiles) as wide:
+        proposers = [f"wide@{wide.url}"] * 12
+        config = MoAConfig(proposers=proposers, aggregator=f"wide@{wide.url}", layers=2)
+        with BackgroundServer(create_app({"wide": config})) as server:
+            d = browser
+            d.set_window_size(360, 800)
+            start(d, server.root, "wide", "Why " + "y" * 300 + "?")
+            wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
+            d.find_element("css selector", ".reask-button").click()
+            wait(d, "document.querySelectorAll('.pane[data-done=done]').length === 2", what="both")
+            d.execute_script("document.getElementById('models-box').open = true")
+            assert d.execute_script("return document.querySelectorAll('.pane .card').length") == 26
+            width = d.execute_script(
+                "return [document.documentElement.scrollWidth, window.innerWidth]"
+            )
+            assert width[0] <= width[1], width
+            stacked = d.execute_script(
+                """const [a, b] = [...document.querySelectorAll('.pane')].map(p => p.getBoundingClientRect());
+                const h = document.getElementById('history').getBoundingClientRect();
+                const m = document.getElementById('panes').getBoundingClientRect();
+                return b.top >= a.bottom && (m.top >= h.bottom || h.top >= m.bottom);"""
+            )
+            assert stacked
+            assert console_errors(d) == []
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            d.save_screenshot(str(ARTIFACTS / "7-narrow-screen.png"))  # at 360 px
