@@ -6,6 +6,7 @@ seen), one whose answer carries HTML meant to run, one that always fails, and an
 that streams too. Screenshots land in test-artifacts/ui/.
 """
 
+import itertools
 import os
 import re
 import subprocess
@@ -777,3 +778,36 @@ def test_a_phone_wide_screen_stacks_twelve_proposers_and_never_scrolls_sideways(
             assert console_errors(d) == []
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             d.save_screenshot(str(ARTIFACTS / "7-narrow-screen.png"))  # at 360 px
+
+
+def test_a_screen_reader_hears_each_run_s_state_not_its_tokens(backend, browser, tmp_path):
+    """Every control the page draws has a name (the re-ask's model list had none); each run's
+    title is a heading under the page's; its state line is a polite status that says
+    'running', then how the run ended, while the streaming cards and answer are not live."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"agg@{backend.url}", layers=2)
+    with BackgroundServer(create_app({"m": config})) as server:
+        d = browser
+        start(d, server.root, "m")
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
+        unnamed = [n for n in ax_names(d, {"button", "combobox", "textbox"}) if not n[1].strip()]
+        assert unnamed == []
+        headings = d.execute_script(
+            """return [...document.querySelectorAll('h1, h2, h3, [role=heading]')].map(h =>
+              Number(h.getAttribute('aria-level') || h.tagName.slice(1)));"""
+        )
+        assert headings[0] == 1 and all(b - a <= 1 for a, b in itertools.pairwise(headings))
+        assert ("heading", "m") in ax_names(d, {"heading"})  # the run's title
+        live = d.execute_script(
+            """return [...document.querySelectorAll('.pane [role=status], .pane [aria-live]')]
+              .map(n => [n.className, n.getAttribute('aria-live') || 'polite', n.textContent]);"""
+        )
+        assert [(c, p) for c, p, _ in live] == [("pane-status", "polite")]
+        assert live[0][2].endswith("done")
+        assert not d.execute_script(
+            "return !!document.querySelector('.card [aria-live], .answer[aria-live]')"
+        )
+        assert console_errors(d) == []

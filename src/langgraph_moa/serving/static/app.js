@@ -214,8 +214,15 @@ class Pane {
   constructor(onReask) {
     this.root = el("section", "pane");
     const head = el("div", "pane-head");
+    // The run's title is a heading under the page's (a screen reader lists and jumps by
+    // them); its state line is a polite live region: it is read out as it changes (starting,
+    // running, how the run ended), while the cards and the answer, written token by token,
+    // are not live, so that nobody hears every token.
     this.title = el("span", "pane-title", "new run");
+    this.title.setAttribute("role", "heading");
+    this.title.setAttribute("aria-level", "2");
     this.status = el("span", "pane-status", "");
+    this.status.setAttribute("role", "status");
     this.reask = el("span", "reask");
     head.append(this.title, this.status, this.reask);
     this.question = textIn("div", "pane-question");
@@ -493,6 +500,7 @@ class Pane {
     if (!this.run || !this.onReask) return;
     this.reask.textContent = "";
     const select = modelSelect(page.models.find((m) => m !== this.run.model));
+    select.setAttribute("aria-label", "Model to re-ask this question with");
     const button = el("button", "reask-button", "Re-ask side by side");
     button.type = "button";
     button.onclick = () => this.onReask(this.run.question, select.value);
