@@ -811,3 +811,59 @@ def test_a_screen_reader_hears_each_run_s_state_not_its_tokens(backend, browser,
             "return !!document.querySelector('.card [aria-live], .answer[aria-live]')"
         )
         assert console_errors(d) == []
+
+
+def focused(driver) -> str:
+    """Where the keyboard's focus is: a short description of the active element."""
+    return driver.execute_script(
+        """const a = document.activeElement;
+        if (!a || a === document.body) return 'body';
+        return a.tagName.toLowerCase() + '.' + a.className + (a.closest('#history-list') ? ' in history' : '');"""
+    )
+
+
+def test_the_keyboard_alone_asks_and_focus_never_falls_back_to_the_page_top(
+    backend, browser, tmp_path
+):
+    """Ctrl+Enter in the question asks it (Enter writes a new line). A control that goes away
+    under the keyboard's focus ('show formatted', the re-ask of a pane pushed out, a history
+    button redrawn when a run ends) dropped the focus to <body>, so the next Tab started from
+    the top of the page; the focus now goes to the control's successor."""
+    from selenium.webdriver.common.keys import Keys
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(
+        proposers=[f"ref@{backend.url}"], aggregator=f"emoji@{backend.url}", layers=2
+    )
+    app = create_app({"emoji": config}, history=History(tmp_path / "h.db"))
+    with BackgroundServer(app) as server:
+        d = browser
+        d.get(f"{server.root}/ui")
+        wait(d, "document.querySelectorAll('#preset option').length === 1", what="the model")
+        d.find_element("id", "question").send_keys("Why blue?" + Keys.CONTROL + Keys.ENTER)
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
+        assert d.find_element("id", "question").get_attribute("value") == "Why blue?"
+
+        d.find_element("css selector", ".card .overlap button").send_keys(Keys.ENTER)
+        back = d.find_element("css selector", ".answer button")
+        back.send_keys(Keys.ENTER)
+        assert focused(d) == "button.show-overlap"
+
+        d.find_element("css selector", ".reask-button").send_keys(Keys.ENTER)
+        wait(d, "document.querySelectorAll('.pane[data-done=done]').length === 2", what="2 runs")
+        d.find_element("css selector", ".pane:first-child .reask-button").send_keys(Keys.ENTER)
+        assert focused(d) == "span.pane-title"  # the new run's, the old pane is gone
+        wait(d, "document.querySelectorAll('.pane[data-done=done]').length === 2", what="2 runs")
+
+        wait(d, "document.querySelectorAll('#history-list li').length === 3", what="history")
+        d.execute_script(
+            """document.querySelector('.h-open').focus();
+            document.getElementById('ask').requestSubmit();"""
+        )
+        wait(d, "document.querySelectorAll('#history-list li').length === 4", what="4 runs")
+        assert focused(d) == "button.h-open in history"
+        assert console_errors(d) == []

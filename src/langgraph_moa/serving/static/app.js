@@ -31,6 +31,12 @@ function notice(message) {
   document.getElementById("notice").textContent = message || "";
 }
 
+// A control removed while it has the keyboard's focus leaves the focus on <body>, and the
+// next Tab starts over from the top of the page: put it on `node` instead.
+function keepFocus(node) {
+  if (!document.activeElement || document.activeElement === document.body) node.focus();
+}
+
 function headers(json) {
   const h = {};
   if (page.key) h["Authorization"] = "Bearer " + page.key;
@@ -221,6 +227,7 @@ class Pane {
     this.title = el("span", "pane-title", "new run");
     this.title.setAttribute("role", "heading");
     this.title.setAttribute("aria-level", "2");
+    this.title.tabIndex = -1; // where the focus goes when the control that had it went away
     this.status = el("span", "pane-status", "");
     this.status.setAttribute("role", "status");
     this.reask = el("span", "reask");
@@ -442,6 +449,7 @@ class Pane {
         back.onclick = () => {
           this.answer.textContent = "";
           this.answer.appendChild(renderMarkdown(this.answerText));
+          keepFocus(show); // the button that had the focus is gone: back to the one that marked
         };
         this.answer.prepend(back);
       };
@@ -523,6 +531,7 @@ function newPane(sideBySide) {
   while (panes.children.length >= 2) dropPane(panes.firstChild);
   const pane = new Pane((question, model) => startRun(question, model, true));
   panes.appendChild(pane.root);
+  keepFocus(pane.title); // a re-ask of the pane just pushed out had the focus
   return pane;
 }
 
@@ -601,6 +610,9 @@ async function loadHistory() {
   const list = document.getElementById("history-list");
   try {
     const runs = (await (await api("/v1/moa/runs")).json()).data;
+    // The list is drawn afresh: a button of it that had the focus gets it back.
+    const had = list.contains(document.activeElement) ? document.activeElement : null;
+    const hadRun = had && had.closest("li").dataset.runId;
     list.textContent = "";
     for (const run of runs) {
       const li = el("li", "history-item");
@@ -618,6 +630,9 @@ async function loadHistory() {
       li.appendChild(actions);
       list.appendChild(li);
     }
+    const item = had && [...list.children].find((li) => li.dataset.runId === hadRun);
+    const again = item && item.querySelector("." + had.className);
+    if (again) keepFocus(again);
   } catch (error) {
     notice(error.message);
   }
@@ -647,6 +662,14 @@ document.getElementById("ask").addEventListener("submit", (event) => {
   if (!question) return notice("Type a question first.");
   if (!model) return notice("No served model: start moa serve with a preset.");
   startRun(question, model, false);
+});
+
+// Enter writes a new line in the question; Ctrl+Enter (Cmd+Enter on a Mac) asks it.
+document.getElementById("question").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    document.getElementById("ask").requestSubmit();
+  }
 });
 
 // A form, so that Enter in the key's field uses it as the button does.
