@@ -867,3 +867,33 @@ def test_the_keyboard_alone_asks_and_focus_never_falls_back_to_the_page_top(
         wait(d, "document.querySelectorAll('#history-list li').length === 4", what="4 runs")
         assert focused(d) == "button.h-open in history"
         assert console_errors(d) == []
+
+
+def test_the_pick_is_said_in_words_not_only_by_a_coloured_outline(backend, browser):
+    """The picked card was marked only by a green outline (beside the coloured rings of the
+    cards that agree) and the tally's picked row by weight and a tint: nothing a screen
+    reader or a colour-blind reader could tell apart. Both now say 'picked'."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    url = backend.url
+    config = MoAConfig(
+        variant="select",
+        proposers=[f"v42@{url}", f"v42@{url}", f"v41@{url}"],
+        selection={"method": "vote"},
+    )
+    with BackgroundServer(create_app({"vote": config})) as server:
+        d = browser
+        start(d, server.root, "vote")
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
+        said = d.execute_script(
+            """return [...document.querySelectorAll('.card')].map(c =>
+              [c.classList.contains('winner'), c.querySelector('.status').textContent]);"""
+        )
+        assert [w for w, _ in said].count(True) == 1
+        assert all(("picked" in status) == winner for winner, status in said), said
+        rows = d.execute_script(
+            "return [...document.querySelectorAll('.tally tr')].slice(1).map(r => r.textContent)"
+        )
+        assert [("picked" in r) for r in rows] == [True, False], rows

@@ -373,9 +373,10 @@ class Pane {
     entries.forEach((entry, index) => {
       const tr = el("tr");
       const members = entry.proposals || (entry.proposal !== undefined ? [entry.proposal] : []);
-      if (members.includes(selection.winner)) tr.className = "picked";
+      const picked = members.includes(selection.winner);
+      if (picked) tr.className = "picked";
       const answer = entry.answer !== undefined ? entry.answer : "proposal " + (entry.proposal + 1);
-      tr.appendChild(el("td", null, answer === "" ? "(no answer)" : answer));
+      tr.appendChild(el("td", null, (answer === "" ? "(no answer)" : answer) + (picked ? " (picked)" : "")));
       tr.appendChild(el("td", null, entry.votes !== undefined ? entry.votes : entry.samples || ""));
       const weight = entry.weight !== undefined ? entry.weight : entry.agreement !== undefined ? entry.agreement : entry.mean_similarity;
       tr.appendChild(el("td", null, weight !== undefined ? Number(weight).toFixed(2) : ""));
@@ -420,7 +421,7 @@ class Pane {
       const winner = ev.selection.winner_call;
       if (winner) {
         const card = this.cards.get(["proposer", winner.layer, winner.proposer, winner.sample].join(":"));
-        if (card) card.classList.add("winner");
+        if (card) this.markWinner(card);
       }
     }
     if (ev.ranker) {
@@ -432,7 +433,7 @@ class Pane {
       box.appendChild(el("p", "reason", "The ranker " + picked + ". Its reply: " + ev.ranker.reply));
       this.final.appendChild(box);
       const card = ev.ranker.call && this.cards.get(ev.ranker.call.join(":"));
-      if (card) card.classList.add("winner");
+      if (card) this.markWinner(card);
     }
     for (const ref of ev.agreement || []) {
       const card = this.cards.get(ref.call.join(":"));
@@ -454,6 +455,13 @@ class Pane {
         this.answer.prepend(back);
       };
     }
+  }
+
+  // The picked call's card: outlined, and said in words (the outline is only a colour
+  // beside the rings of the cards that agree).
+  markWinner(card) {
+    card.classList.add("winner");
+    card.statusEl.textContent += " · picked";
   }
 
   on_error(ev) {
