@@ -897,3 +897,24 @@ def test_the_pick_is_said_in_words_not_only_by_a_coloured_outline(backend, brows
             "return [...document.querySelectorAll('.tally tr')].slice(1).map(r => r.textContent)"
         )
         assert [("picked" in r) for r in rows] == [True, False], rows
+
+
+def test_a_server_that_went_away_is_named_in_a_sentence(backend, browser):
+    """Asking after the server stopped showed the browser's bare 'Failed to fetch' in the
+    run's pane. It now says that the server could not be reached and what to do."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"agg@{backend.url}", layers=2)
+    server = BackgroundServer(create_app({"m": config}))
+    with server:
+        d = browser
+        d.get(f"{server.root}/ui")
+        wait(d, "document.querySelectorAll('#preset option').length === 1", what="the model")
+    d.find_element("id", "question").send_keys("Anyone there?")
+    d.find_element("id", "ask-button").click()
+    error = wait(d, "document.querySelector('.pane-error')?.textContent", what="the error")
+    assert error.startswith("The server could not be reached"), error
+    assert "moa serve" in error and error.count(".") == 1, error
+    assert d.execute_script("return document.querySelector('.pane-status').textContent") == "failed"

@@ -46,7 +46,14 @@ function headers(json) {
 
 async function api(path, options) {
   const opts = options || {};
-  const response = await fetch(path, { ...opts, headers: headers(opts.body !== undefined) });
+  let response;
+  try {
+    response = await fetch(path, { ...opts, headers: headers(opts.body !== undefined) });
+  } catch (error) {
+    // The browser's own words ("Failed to fetch") name neither the problem nor the fix.
+    if (error.name === "AbortError") throw error;
+    throw new Error("The server could not be reached (" + error.message + "): check that moa serve still runs, then try again.");
+  }
   if (response.status === 401) {
     document.getElementById("key-box").hidden = false;
     throw new Error("This server needs its API key: enter it above.");
