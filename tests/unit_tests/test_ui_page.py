@@ -30,9 +30,19 @@ def contrast(foreground: str, background: str) -> float:
     return (light + 0.05) / (dark + 0.05)
 
 
-def text_colours() -> dict[str, str]:
+def palette(dark: bool = False) -> dict[str, str]:
+    """The colour variables of the page's light :root, or of its dark-scheme :root."""
+    light = re.search(r"^:root\s*\{([^}]*)\}", CSS, re.M)
+    variables = dict(re.findall(r"(--[\w-]+):\s*(#[0-9a-fA-F]{3,6})\b", light.group(1)))
+    if dark:
+        block = re.search(r"prefers-color-scheme:\s*dark\)\s*\{\s*:root\s*\{([^}]*)\}", CSS)
+        assert block, "the page sets colours but has no prefers-color-scheme: dark palette"
+        variables |= dict(re.findall(r"(--[\w-]+):\s*(#[0-9a-fA-F]{3,6})\b", block.group(1)))
+    return variables
+
+
+def text_colours(variables: dict[str, str]) -> dict[str, str]:
     """Every `color:` of the stylesheet (not backgrounds or borders), its var() resolved."""
-    variables = dict(re.findall(r"(--[\w-]+):\s*(#[0-9a-fA-F]{3,6})\b", CSS))
     found = {}
     for selector, body in re.findall(r"([^{}]+)\{([^}]*)\}", CSS):
         for value in re.findall(r"(?:^|;|\s)color:\s*([^;]+)", body):
@@ -53,11 +63,30 @@ def test_contrast_is_computed_as_wcag_does():
 def test_every_text_colour_reads_at_4_5_to_1_on_the_page():
     """The 'running' label of a card was amber #b7791f on white, 3.6:1: below the 4.5:1 that
     small text needs (WCAG 1.4.3). Each coloured text now reads at 4.5:1 or more."""
-    colours = text_colours()
+    colours = text_colours(palette())
     assert ".status" in colours  # the parser sees the rule that failed
     weak = {s: (c, round(contrast(c, CARD_BACKGROUND), 2)) for s, c in colours.items()}
     weak = {s: v for s, v in weak.items() if v[1] < 4.5}
     assert not weak, weak
+
+
+def test_a_dark_system_gets_a_dark_page_that_reads_at_4_5_to_1():
+    """The page set its own light colours and ignored a system set to dark: a white page in
+    a dark room. Under prefers-color-scheme: dark it takes a dark palette whose every text
+    colour reads at 4.5:1 on its cards and page, and no rule keeps a light background of
+    its own (each background is one of the palette's variables)."""
+    dark = palette(dark=True)
+    for background in ("--card", "--bg"):
+        weak = {
+            s: (c, round(contrast(c, dark[background]), 2))
+            for s, c in text_colours(dark).items()
+            if contrast(c, dark[background]) < 4.5
+        }
+        assert not weak, (background, weak)
+    for name in ("--code", "--mark", "--picked"):  # the tinted backgrounds text sits on
+        assert contrast(dark["--fg"], dark[name]) >= 4.5, name
+    rules = re.sub(r":root\s*\{[^}]*\}", "", CSS)
+    assert not re.findall(r"background(?:-color)?:\s*#[0-9a-fA-F]{3,6}", rules)
 
 
 class _Controls(HTMLParser):
