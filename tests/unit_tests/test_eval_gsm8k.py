@@ -352,3 +352,106 @@ def test_each_gsm8k_notice_speaks_of_the_samples_beside_it(notice):
     beside = {path.name for path in notice.parent.glob("gsm8k_*.jsonl")}
     assert described == beside, text[:600]
     assert "MIT License" in text and "Copyright (c) 2021 OpenAI" in text
+
+
+@pytest.mark.parametrize(
+    ("answer", "value", "key"),
+    [
+        ("1e-5", 0.00001, "0.00001"),
+        ("The rate is 2.5E+3 per second", 2500, "2500"),
+        ("The answer is 1e-5.", 0.00001, "0.00001"),
+        ("#### 3e2", 300, "300"),
+        ("So the error is \\boxed{1e-5}.", 0.00001, "0.00001"),
+        ("It shrinks to 4e\u22123", 0.004, "0.004"),
+    ],
+)
+def test_a_number_in_scientific_notation_is_one_number(answer, value, key):
+    """'1e-5' was read as 5: the hyphen after the letter e was no sign, and e no digit."""
+    assert numeric(answer, value)
+    assert not numeric(answer, 5) or value == 5
+    assert extract_answer(answer) == key
+    assert extract_answer(answer, "last-number") == key
+
+
+@pytest.mark.parametrize(
+    ("answer", "last"), [("She bought 3eggs", 3), ("Grade 2e", 2), ("It costs 7 each", 7)]
+)
+def test_a_letter_e_without_an_exponent_makes_no_scientific_number(answer, last):
+    assert last_number(answer) == last
+    assert extract_answer(answer, "last-number") == str(last)
+
+
+def test_a_huge_exponent_is_no_number_rather_than_a_huge_string():
+    assert extract_answer("1e999999999", "last-number") in ("", "1e999999999")
+    assert not numeric("1e999999999", 1)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("1/2", 0.5),
+        ("-3/4", -0.75),
+        ("The answer is 1/2.", 0.5),
+        ("Answer: 3/8 of the pie", 0.375),
+        ("#### 1/4", 0.25),
+        ("So the share is \\boxed{1/2}.", 0.5),
+    ],
+)
+def test_a_fraction_given_as_the_answer_is_its_exact_value(answer, value):
+    """'1/2' never matched a gold of 0.5: it was read as its last number, 2."""
+    assert numeric(answer, value)
+    assert not numeric(answer, 2) and not numeric(answer, 4)
+    assert extract_answer(answer) == extract_answer(f"#### {value}")
+
+
+def test_fraction_votes_are_exact_and_agree_with_their_decimals():
+    assert extract_answer("1/3") == extract_answer("2/6") == "1/3"
+    assert extract_answer("1/3") != extract_answer("0.3333333333")
+    assert extract_answer("\\boxed{1/2}") != extract_answer("\\boxed{3/2}")
+    assert extract_answer("4/2") == extract_answer("2") == "2"
+    assert not numeric("1/0", 1) and not numeric("1/0", 0)
+
+
+@pytest.mark.parametrize(
+    ("answer", "last"),
+    [
+        ("The store is open 24/7 for 30 days", 30),
+        ("She paid on 12/25/2024", 2024),
+        ("She ate 3/4 of the 8 slices", 8),
+        ("He was born 12/25/2024.", 2024),
+        ("The answer is 12/25/2024", 12),
+    ],
+)
+def test_a_slash_inside_prose_or_a_date_is_no_fraction(answer, last):
+    """Only an answer (or a stated answer) that is one a/b token is a fraction."""
+    assert numeric(answer, last)
+    assert not numeric(answer, 24 / 7) and not numeric(answer, 12 / 25)
+
+
+@pytest.mark.parametrize(
+    ("answer", "last", "wrong"),
+    [
+        ("The points are 3,4", 4, 34),
+        ("Read 1,23", 23, 123),
+        ("It holds 1,234 books", 1234, 4),
+        ("Population 12,345,678", 12345678, 678),
+        ("The answer is 3,4", 3, 34),
+        ("Answer: 1,2345", 1, 12345),
+        ("Final answer: 1,234.5", 1234.5, 5),
+    ],
+)
+def test_a_comma_groups_thousands_only_between_groups_of_three_digits(answer, last, wrong):
+    """'3,4' was read as 34: every comma was taken for a thousands separator."""
+    assert numeric(answer, last)
+    assert not numeric(answer, wrong)
+
+
+def test_a_boxed_pair_is_no_thousands_number():
+    assert not numeric("\\boxed{3,4}", 34)
+
+
+@pytest.mark.parametrize(("final", "value"), [("3,4", None), ("1,23", None), ("1,234", 1234.0)])
+def test_a_gsm8k_final_line_groups_thousands_by_three(final, value):
+    from langgraph_moa.eval.datasets import gsm8k_final_number
+
+    assert gsm8k_final_number(f"Work.\n#### {final}") == value

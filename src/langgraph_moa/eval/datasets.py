@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa.errors import EvalDatasetError
+from langgraph_moa.text._selection import _FRACTION, _MAGNITUDE, number_value
 
 _INSTRUCTION_KEYS = ("instruction", "question", "prompt")
 # GSM8K's final line: "#### 18", "#### 1,600", "#### -3" (nothing else follows it).
-_GSM8K_FINAL = re.compile(r"####\s*(-?[\d,]*\.?\d+)\s*$")
+# A comma groups thousands only between groups of three digits ("#### 3,4" is no number).
+_GSM8K_FINAL = re.compile(r"####\s*(" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))\s*$")
 PACKAGED = {
     "verifiable": "data/verifiable.jsonl",
     "gsm8k": "data/gsm8k_test_300.jsonl",
@@ -241,7 +243,11 @@ def gsm8k_final_number(solution: str) -> float | None:
     target from here, so the same data is scored the same way whichever way it came.
     """
     match = _GSM8K_FINAL.search(solution)
-    return None if match is None else float(match.group(1).replace(",", ""))
+    value = None if match is None else number_value(match.group(1))
+    try:
+        return None if value is None else float(value)
+    except OverflowError:  # "#### 1e999": past any float, no target
+        return None
 
 
 def _gsm8k_target(answer: Any, where: str) -> float:

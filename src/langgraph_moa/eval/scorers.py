@@ -5,9 +5,11 @@ articles a/an/the dropped, whitespace collapsed, as in the SQuAD evaluation scri
 ``numeric`` reads the answer's stated result, the last ``\boxed{}`` number (MATH-style
 grading; "\boxed{12} days for the 300-page book" answers 12), else the last GSM8K-style
 ``#### N``, else the last "the answer is N" ("Answer: $1,250"), else the last number in the
-answer (commas, a sign and a dollar sign allowed; a hyphen right after a digit, letter or
-closing bracket is a range or a difference, no sign), the convention of GSM8K-style grading, and
-compares within a relative tolerance.
+answer (thousands commas between groups of three digits, a sign, a dollar sign and an
+exponent, "1e-5", allowed; a hyphen right after a digit, letter or closing bracket is a range
+or a difference, no sign), the convention of GSM8K-style grading, and compares within a
+relative tolerance. An answer, or a stated value, that is one fraction of integers ("1/2")
+is that fraction; a slash inside prose ("open 24/7") or a date is no fraction.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import unicodedata
 
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.text._selection import (
-    _NUMBER,
+    _FRACTION,
+    _MAGNITUDE,
     ascii_minus,
     boxed_answers,
     normalize_words,
-    number_text,
+    number_value,
     stated_number,
 )
 
-_PLAIN_NUMBER = re.compile(r"-?\$?\s*-?[\d,]*\.?\d+\s*[$%]?")  # "-$5" as "$-5"
+# "-$5" as "$-5"; "3,4" is no number (a pair), "1/2" and "1e-5" are.
+_PLAIN_NUMBER = re.compile(r"-?\$?\s*(?:" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))\s*[$%]?")
 
 
 def normalize(text: str) -> str:
@@ -58,14 +62,14 @@ def contains(answer: str, expected: list[str]) -> bool:
 
 
 def last_number(answer: str) -> float | None:
-    """Return the last number written in the answer, or None."""
-    matches = _NUMBER.findall(ascii_minus(answer))
-    if not matches:
+    """Return the last number written in the answer, or None; "1/2" alone is 0.5."""
+    value = number_value(answer)
+    if value is None:
         return None
     try:
-        return float(number_text(matches[-1]))
-    except ValueError:
-        return None
+        return float(value)
+    except OverflowError:  # 1e400: past any float, so equal to no target
+        return math.copysign(math.inf, value)
 
 
 def numeric(answer: str, target: float, rel_tol: float = 1e-9) -> bool:

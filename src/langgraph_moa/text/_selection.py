@@ -25,6 +25,7 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, Self
 
@@ -41,7 +42,22 @@ _MINUS = str.maketrans({"\u2212": "-"})
 # hyphen right after a digit, a letter or a closing bracket subtracts or spans a range, so it
 # is no sign: "10-15 minutes", "x = 20-15" and "(2 + 3)-1" end in 15, 15 and 1.
 _SIGN = r"(?<![\w)\]}])-"
-_NUMBER = re.compile(r"(?:" + _SIGN + r"\$?)?\d[\d,]*(?:\.\d+)?|(?:" + _SIGN + r")?\.\d+")
+# A comma groups thousands only between groups of exactly three digits: "12,345,678" is one
+# number, "3,4" two (3 and 4), "1,23" two (1 and 23). A number in scientific notation,
+# "1e-5" or "2.5E+3", is one number; an "e" without digits after it is a word ("3eggs": 3).
+_MAGNITUDE = (
+    r"\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?"
+    r"|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"
+    r"|\.\d+(?:[eE][+-]?\d+)?"
+)
+_NUMBER = re.compile(r"(?:" + _SIGN + r"\$?)?(?:" + _MAGNITUDE + r")")
+# A fraction of integers is read only where it is the whole answer or the whole stated
+# value ("1/2", "The answer is 3/8.", "\boxed{1/2}"), never inside prose, where "24/7" and
+# "3/4 of the 8 slices" keep the last-number rule, nor in a slash chain ("12/25/2024").
+_FRACTION = r"-?\d+/\d+(?![\d/]|[.,]\d)"
+_LONE_FRACTION = re.compile(r"\s*(-?)\$?(\d+)/(\d+)\s*[.!]?\s*")
+# An exponent past this is no answer anyone means; its exact digits would be a huge string.
+_MAX_EXPONENT = 1000
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _CHOICE = re.compile(r"^\W*(?:answer|option|choice)?\W*(?:is\W*)?\(?([A-Ha-h])\)?(?:[).:\]]|\W*$)")
 # A stated conclusion: LaTeX's \boxed{...} (how Qwen and most math-tuned models end), or an
@@ -64,7 +80,7 @@ _OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
 # A stated numeric result, as worked solutions end: GSM8K's "#### 18", or "The answer is
 # $1,250." / "Final answer: 42". "answer" must be followed by "is", ":" or "=", so "answer 20
 # questions" states nothing.
-_VALUE = r"(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+)"  # "7," is 7
+_VALUE = r"(" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))"  # "7," is 7
 # The sign is captured on its own, before or after a dollar sign ("-$5", "$-5"), and the
 # punctuation skipped after "is" or ":" never includes it: "The answer is -3." states -3.
 # A dash with a space after it is a list's bullet ("Answer:\n- 18"), no sign.
@@ -178,19 +194,55 @@ def normalize_words(text: str) -> str:
 def _number_key(text: str) -> str | None:
     """Return the last number's value as exact text: "1,250.50" is "1250.5", "-0" is "0".
 
-    Exact, not rounded to a few digits: 1234567 and 1234568 are two answers.
+    Exact, not rounded to a few digits: 1234567 and 1234568 are two answers. A value with a
+    finite decimal expansion is written as a decimal ("1/2" and "5e-1" are "0.5"), any other
+    fraction as its lowest terms ("2/6" is "1/3").
     """
-    matches = _NUMBER.findall(ascii_minus(text))
+    value = number_value(text)
+    if value is None:
+        return None
+    if value.denominator != 1 and not _is_decimal(value.denominator):
+        return f"{value.numerator}/{value.denominator}"
+    places = 0
+    while 10**places % value.denominator:
+        places += 1
+    sign, digits, _ = Decimal(value.numerator * 10**places // value.denominator).as_tuple()
+    written = format(Decimal((sign, digits, -places)), "f")  # exact, whatever its length
+    return written.rstrip("0").rstrip(".") if "." in written else written
+
+
+def _is_decimal(denominator: int) -> bool:
+    """Tell whether 1/denominator has a finite decimal expansion (only 2s and 5s divide it)."""
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    return denominator == 1
+
+
+def number_value(text: str) -> Fraction | None:
+    """Return the number `text` ends with, exactly; None when it holds no number.
+
+    `text` that is one fraction of integers ("1/2", "-3/4.") is that fraction; otherwise the
+    last number written counts (see `_NUMBER`). A zero denominator or an exponent past
+    1000 is no number.
+    """
+    text = ascii_minus(text)
+    if lone := _LONE_FRACTION.fullmatch(text):
+        sign, top, bottom = lone.groups()
+        if int(bottom) == 0:
+            return None
+        return Fraction(int(top), int(bottom)) * (-1 if sign else 1)
+    matches = _NUMBER.findall(text)
     if not matches:
         return None
     try:
         value = Decimal(number_text(matches[-1]))
     except InvalidOperation:
         return None
-    if value == 0:
-        return "0"
-    written = format(value, "f")
-    return written.rstrip("0").rstrip(".") if "." in written else written
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int) or abs(exponent) > _MAX_EXPONENT:
+        return None
+    return Fraction(value)
 
 
 def _first_sentence(text: str) -> str:
@@ -245,6 +297,8 @@ def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bo
         return match.group(1).upper(), True
     if match := _OPENING_CHOICE.match(text):
         return match.group(1), True
+    if _LONE_FRACTION.fullmatch(ascii_minus(text)):  # "1/2": its value; "1/0": as written
+        return _number_key(text) or " ".join(text.split()), True
     numbers = list(_NUMBER.finditer(ascii_minus(text)))  # one character for one: same places
     if numbers and (number := _number_key(numbers[-1][0])):
         return number, len(text[numbers[-1].end() :].split()) <= _TRAILING_WORDS
