@@ -323,3 +323,28 @@ def test_bad_langsmith_examples_name_the_example_and_the_fix():
         item_from_example(_example({"question": "q"}, {"expected": 4}, id="x2"))
     with pytest.raises(EvalDatasetError, match="holds no examples"):
         load_langsmith_dataset("empty", client=_LangSmithStub([]))
+
+
+def test_a_langsmith_gsm8k_solution_under_output_is_scored_by_its_final_number():
+    """A solution kept under 'output' (not 'answer') was scored as free text: always wrong."""
+    from langgraph_moa.eval.langsmith_eval import item_from_example
+
+    solution = "She sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18 a day.\n#### 18"
+    item = item_from_example(_example({"question": "How much?"}, {"output": solution}, id="o"))
+    assert (item.numeric, item.expected, item.reference) == (18.0, [], solution)
+    assert score(item, "So she makes $18 a day. The answer is 18.")["correct"]
+    assert not score(item, "The answer is 9.")["correct"]
+    plain = item_from_example(_example({"question": "Capital?"}, {"output": "Paris"}, id="p"))
+    assert (plain.numeric, plain.expected) == (None, ["Paris"])
+
+
+@pytest.mark.parametrize("field", ["answer", "output"])
+def test_a_langsmith_solution_whose_final_line_is_no_number_names_the_fix(field):
+    from langgraph_moa.eval.langsmith_eval import item_from_example
+
+    solution = "She sells 9 eggs.\n#### eighteen"
+    with pytest.raises(
+        EvalDatasetError,
+        match=rf"LangSmith example s: '{field}' ends like a GSM8K solution.*'#### N'",
+    ):
+        item_from_example(_example({"question": "How much?"}, {field: solution}, id="s"))

@@ -12,7 +12,8 @@ Example fields are read leniently, as LangSmith datasets are free-form: the inst
 ``inputs["instruction" | "question" | "prompt" | "input"]`` or the user turns of
 ``inputs["messages"]``; the expected answer is ``outputs["expected" | "answer" | "output"]``
 (a string or a list), with optional ``numeric`` and ``pattern`` as in JSONL files; an
-``answer`` that is a GSM8K worked solution (``... #### N``) gives the numeric target N.
+``answer`` or ``output`` that is a GSM8K worked solution (``... #### N``) gives the numeric
+target N, and one whose last line opens ``####`` without a number is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from langgraph_moa.eval.scorers import score
 
 _INPUT_KEYS = ("instruction", "question", "prompt", "input")
 _OUTPUT_KEYS = ("expected", "answer", "output")
+_SOLUTION_KEYS = ("answer", "output")  # where a GSM8K worked solution may be kept
 
 
 def item_from_example(example: Any) -> EvalItem:
@@ -78,10 +80,10 @@ def item_from_fields(
     numeric = float(numeric) if isinstance(numeric, (int, float)) else None
     pattern = outputs.get("pattern")
     reference = None
-    solution = outputs.get("answer")
-    if isinstance(solution, str) and (target := gsm8k_final_number(solution)) is not None:
+    if found := _gsm8k_solution(outputs, where):
         # GSM8K's published field, a worked solution ending "#### N": N is the target, as in
         # a JSONL file; the whole solution is no answer anyone would write.
+        solution, target = found
         numeric = target if numeric is None else numeric
         expected = [] if expected == [solution] else expected
         reference = solution
@@ -94,6 +96,29 @@ def item_from_fields(
         reference=reference,
         category=category,
     )
+
+
+def _gsm8k_solution(outputs: Mapping[str, Any], where: str) -> tuple[str, float] | None:
+    """Return the GSM8K worked solution under 'answer' or 'output' and its N; None if none.
+
+    Datasets uploaded from GSM8K keep the solution under either name. A field whose last
+    line opens "####" but holds no number there is an error, not an expected text that no
+    answer could ever match.
+    """
+    for key in _SOLUTION_KEYS:
+        text = outputs.get(key)
+        if not isinstance(text, str):
+            continue
+        if (target := gsm8k_final_number(text)) is not None:
+            return text, target
+        last = text.strip().splitlines()[-1].strip() if text.strip() else ""
+        if last.startswith("####"):
+            raise EvalDatasetError(
+                f"{where}: '{key}' ends like a GSM8K solution, {last[-40:]!r}, but with no "
+                "number N there; end it with '#### N' (N a number such as 18, 1,250 or -3), "
+                "or give the answer as 'expected' (text) or 'numeric' (a number) instead."
+            )
+    return None
 
 
 def load_langsmith_dataset(
