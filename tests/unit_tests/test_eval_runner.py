@@ -704,3 +704,70 @@ def test_a_racing_local_systems_kept_rows_go_when_its_pinned_file_changes(monkey
         catalog.CATALOG, "qwen2.5-coder-0.5b", dataclasses.replace(info, sha256="0" * 64)
     )
     assert config_digest(config) != before
+
+
+def test_a_multi_turn_item_failing_at_a_later_turn_is_left_out_of_the_cost_like_a_single_turn_one(
+    tmp_path,
+):
+    """A failed single-turn item costs its system nothing in the summary; a multi-turn item
+    that failed at turn 2 still added turn 1's tokens, calls and dollars."""
+
+    def fail(_n, messages):
+        return ValueError("boom") if "explode" in messages[-1].text else None
+
+    system = MoAConfig(
+        name="s",
+        variant="single-proposer",
+        proposers=[FakeChat(label="p", fail=fail)],
+        aggregator=FakeChat(label="a"),
+    )
+    answered = EvalItem(id="ok", turns=["Say alpha1."], expected=["alpha1"])
+    failed = [
+        EvalItem(id="one", turns=["Now explode."], expected=["x"]),
+        EvalItem(id="two", turns=["Say alpha2.", "Now explode."], expected=["x"]),
+    ]
+    prices = {"p": (1.0, 2.0), "a": (1.0, 2.0)}
+    alone = asyncio.run(
+        Evaluation([system], [answered], tmp_path / "a", plots=False, prices=prices).run(
+            progress=False
+        )
+    )["s"]
+    evaluation = Evaluation(
+        [system], [answered, *failed], tmp_path / "b", plots=False, prices=prices
+    )
+    summary = asyncio.run(evaluation.run(progress=False))["s"]
+    assert summary["errors"] == 2
+    for field in ("prompt_tokens", "completion_tokens", "calls", "dollars"):
+        assert summary[field] == alone[field] > 0, field
+    saved = [json.loads(line) for line in (tmp_path / "b" / "results" / "s.jsonl").open()]
+    two = next(r for r in saved if r["id"] == "two")
+    assert two["error"] and len(two["answers"]) == 1, "turn 1's answer is kept"
+    assert two["prompt_tokens"] > 0 and {c["turn"] for c in two["trace"]} == {0}
+
+
+def test_the_plots_tokens_per_item_count_answered_items_only():
+    """Failed items hold no tokens in the summary, so dividing by every item made a system
+    that failed on half its items look half as costly."""
+    summary = {
+        "steady": {
+            "accuracy": 0.5,
+            "items": 4,
+            "errors": 0,
+            "prompt_tokens": 300,
+            "completion_tokens": 100,
+        },
+        "flaky": {
+            "accuracy": 0.5,
+            "items": 4,
+            "errors": 2,
+            "prompt_tokens": 150,
+            "completion_tokens": 50,
+        },
+    }
+    points, label, _ = runner._quality_cost_points(summary, priced=False)
+    assert label == "tokens per item (prompt + completion)"
+    assert points["steady"][0] == points["flaky"][0] == 100
+    every_one_failed = {
+        "x": {**summary["flaky"], "errors": 4, "prompt_tokens": 0, "completion_tokens": 0}
+    }
+    assert runner._quality_cost_points(every_one_failed, priced=False)[0]["x"][0] == 0

@@ -457,7 +457,13 @@ class Evaluation:
             ) from None
 
     def _summarize(self, rows: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
+        """Sum a system's rows. A failed item is left out of its accuracy and of its cost
+        (tokens, calls, dollars), as the report says: a single-turn failure has no calls to
+        count, and a multi-turn item that failed at a later turn counts none of its earlier
+        turns' either, which its row and trace still hold.
+        """
         scored = [r for r in rows if "correct" in r["scores"]]
+        answered = [r for r in rows if r["error"] is None]
         correct = sum(r["scores"]["correct"] for r in scored)
         errors = [r["error"] for r in rows if r["error"] is not None]
         fallbacks = [r for r in rows if r.get("fallback")]
@@ -476,10 +482,10 @@ class Evaluation:
             "categories": _categories(rows),
             "accuracy": round(correct / len(scored), 4) if scored else None,
             "accuracy_ci95": _rounded(wilson_interval(correct, len(scored))),
-            "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
-            "completion_tokens": sum(r["completion_tokens"] for r in rows),
-            "calls": sum(r["calls"] for r in rows),
-            "cached_calls": sum(r["cached_calls"] for r in rows),
+            "prompt_tokens": sum(r["prompt_tokens"] for r in answered),
+            "completion_tokens": sum(r["completion_tokens"] for r in answered),
+            "calls": sum(r["calls"] for r in answered),
+            "cached_calls": sum(r["cached_calls"] for r in answered),
             "median_item_s": round(statistics.median(r["wall_s"] for r in rows), 3)
             if rows
             else None,
@@ -487,7 +493,7 @@ class Evaluation:
         }
         self._analysis_summary(rows, out)
         if self.prices is not None:
-            spent, unpriced = dollars([c for r in rows for c in r["trace"]], self.prices)
+            spent, unpriced = dollars([c for r in answered for c in r["trace"]], self.prices)
             out["dollars"], out["unpriced_calls"] = round(spent, 6), unpriced
         return out
 
@@ -725,7 +731,7 @@ def _quality_cost_points(
         cost_label = "dollars (total)"
     else:
         cost = {
-            n: (s["prompt_tokens"] + s["completion_tokens"]) / max(1, s["items"])
+            n: (s["prompt_tokens"] + s["completion_tokens"]) / max(1, s["items"] - s["errors"])
             for n, s in summary.items()
         }
         cost_label = "tokens per item (prompt + completion)"
