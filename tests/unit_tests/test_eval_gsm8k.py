@@ -455,3 +455,20 @@ def test_a_gsm8k_final_line_groups_thousands_by_three(final, value):
     from langgraph_moa.eval.datasets import gsm8k_final_number
 
     assert gsm8k_final_number(f"Work.\n#### {final}") == value
+
+
+@pytest.mark.parametrize(
+    ("answer", "target", "wrong"),
+    [
+        ("The answer is: **42**. That is 6 packs of 7.", 42, 7),
+        ("**The answer is:** **42**, from 6 packs of 7.", 42, 7),
+        ("Answer: __18__ dollars from 9 eggs at $2", 18, 2),
+        ("The answer is: **-3**, as 2 - 5 = -3 and not 4", -3, 4),
+    ],
+)
+def test_a_bold_stated_result_is_the_result(answer, target, wrong):
+    """'The answer is: **42**' stated nothing (four marks before the number), so a number
+    written after it was read instead."""
+    assert numeric(answer, target)
+    assert not numeric(answer, wrong)
+    assert extract_answer(answer) == str(target)

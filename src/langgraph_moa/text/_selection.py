@@ -83,11 +83,14 @@ _OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
 _VALUE = r"(" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))"  # "7," is 7
 # The sign is captured on its own, before or after a dollar sign ("-$5", "$-5"), and the
 # punctuation skipped after "is" or ":" never includes it: "The answer is -3." states -3.
+# Markdown bold marks count as one mark each: "**The answer is:** **42**" states 42.
 # A dash with a space after it is a list's bullet ("Answer:\n- 18"), no sign.
 _SIGNED_VALUE = r"(-(?=\$?\.?\d)|)\$?\s*" + _VALUE
 _STATED_NUMBER = (
     re.compile(r"####\s*" + _SIGNED_VALUE),
-    re.compile(r"\banswer\b\W{0,3}(?:is|:|=)[^\w-]{0,3}" + _SIGNED_VALUE, re.IGNORECASE),
+    re.compile(
+        r"\banswer\b\W{0,3}(?:is|:|=)(?:\*\*|__|[^\w-]){0,4}" + _SIGNED_VALUE, re.IGNORECASE
+    ),
 )
 # A number is a stated result when little text follows it ("... = 62.", "62 apples").
 _TRAILING_WORDS = 3
