@@ -457,10 +457,11 @@ class Evaluation:
             ) from None
 
     def _summarize(self, rows: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
-        """Sum a system's rows. A failed item is left out of its accuracy and of its cost
-        (tokens, calls, dollars), as the report says: a single-turn failure has no calls to
-        count, and a multi-turn item that failed at a later turn counts none of its earlier
-        turns' either, which its row and trace still hold.
+        """Sum a system's rows; a failed item counts in no accuracy and no cost.
+
+        Its tokens, calls and dollars are left out, as the report says: a single-turn
+        failure has no calls to count, and a multi-turn item that failed at a later turn
+        counts none of its earlier turns' either, which its row and trace still hold.
         """
         scored = [r for r in rows if "correct" in r["scores"]]
         answered = [r for r in rows if r["error"] is None]
