@@ -472,3 +472,25 @@ def test_a_bold_stated_result_is_the_result(answer, target, wrong):
     assert numeric(answer, target)
     assert not numeric(answer, wrong)
     assert extract_answer(answer) == str(target)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("So \\boxed{\\frac{1}{2}} of the pie is left.", 0.5),
+        ("So \\boxed{\\dfrac{3}{4}} of 8 slices", 0.75),
+        ("The change is \\boxed{-\\frac{5}{2}}", -2.5),
+    ],
+)
+def test_a_boxed_latex_fraction_of_integers_is_its_value(answer, value):
+    """'\\boxed{\\frac{1}{2}}' was read as 2 by the scorer, and \\frac{1}{23} and
+    \\frac{12}{3} voted as one answer ('frac123')."""
+    assert numeric(answer, value)
+    assert not numeric(answer, 2) and not numeric(answer, 8)
+    assert extract_answer(answer) == extract_answer(f"#### {value}")
+
+
+def test_latex_fractions_that_differ_vote_apart():
+    assert extract_answer("\\boxed{\\frac{1}{23}}") != extract_answer("\\boxed{\\frac{12}{3}}")
+    assert extract_answer("\\boxed{\\frac{12}{3}}") == "4"
+    assert extract_answer("\\boxed{2\\sqrt{2}}") == "2sqrt2"  # other LaTeX: as written

@@ -204,7 +204,7 @@ def test_three_different_numbers_are_a_tie_the_greedy_answer_wins_not_the_most_c
         ("The answer is B because the others are fish.", "B"),
         ("\\boxed{1{,}250}", "1250"),
         ("\\boxed{\\text{D}}", "D"),
-        ("First \\boxed{3}, then correcting: \\boxed{\\frac{7}{2}}", "frac72"),
+        ("First \\boxed{3}, then correcting: \\boxed{\\frac{7}{2}}", "3.5"),
         ("12 x 12 = 144, so the root is \\boxed{12}.", "12"),
         ("The answer is A lot of work", "lot of work"),  # "A" starting a phrase is no option
         ("A leap year has 366 days.", "366"),

@@ -65,6 +65,8 @@ _CHOICE = re.compile(r"^\W*(?:answer|option|choice)?\W*(?:is\W*)?\(?([A-Ha-h])\)
 # letter must end there: "the answer is E. coli", "the best option is C++" and "the answer
 # is A lot" name no option, and "option B is wrong" states nothing.
 _BOXED_START = re.compile(r"\\boxed\s*\{")
+# A box that holds only \frac{a}{b} of integers is the fraction a/b (see `_LONE_FRACTION`).
+_LATEX_FRACTION = re.compile(r"^(-?)\s*\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}$")
 _LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 _LETTER_END = (
     r"(?:\)|\]|[.,;:!]?(?=\s*(?:$|\n))"
@@ -336,8 +338,8 @@ def number_text(written: str) -> str:
 def boxed_answers(text: str) -> list[str]:
     r"""Return the contents of every ``\boxed{...}`` in `text`, in order, braces balanced.
 
-    ``\text{C}`` and its kin are unwrapped, ``1{,}250`` reads as ``1,250`` and ``\$18`` as
-    ``$18``; an unclosed box is ignored.
+    ``\text{C}`` and its kin are unwrapped, ``1{,}250`` reads as ``1,250``, ``\$18`` as
+    ``$18`` and a box of only ``\frac{1}{2}`` as ``1/2``; an unclosed box is ignored.
     """
     found = []
     for start in _BOXED_START.finditer(text):
@@ -351,7 +353,8 @@ def boxed_answers(text: str) -> list[str]:
         content = content.replace("\\$", "$").replace("\\%", "%")  # \boxed{\$18}: a number
         while (unwrapped := _LATEX_WRAPPER.sub(r"\1", content)) != content:
             content = unwrapped
-        found.append(content.strip())
+        content = _LATEX_FRACTION.sub(r"\1\2/\3", content.strip())
+        found.append(content)
     return found
 
 
@@ -359,7 +362,7 @@ def _conclusion(boxed: str) -> str:
     """Read a boxed conclusion: an option letter, a number, else the expression's text."""
     if re.fullmatch(r"\(?[A-Ha-h]\)?", boxed):
         return boxed.strip("()").upper()
-    if re.search(r"\\[A-Za-z]", boxed):  # \frac{7}{2}, 2\sqrt{2}: compared as written
+    if re.search(r"\\[A-Za-z]", boxed):  # 2\sqrt{2}, \frac{x}{2}: compared as written
         return normalize_words(boxed)
     return _number_key(boxed) or normalize_words(boxed)
 
