@@ -494,3 +494,15 @@ def test_latex_fractions_that_differ_vote_apart():
     assert extract_answer("\\boxed{\\frac{1}{23}}") != extract_answer("\\boxed{\\frac{12}{3}}")
     assert extract_answer("\\boxed{\\frac{12}{3}}") == "4"
     assert extract_answer("\\boxed{2\\sqrt{2}}") == "2sqrt2"  # other LaTeX: as written
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["9" * 5000, "9" * 5000 + "/3", "1/" + "9" * 5000, "#### " + "9" * 5000, "\\boxed{1e999}"],
+)
+def test_a_number_past_any_float_is_read_without_an_error(answer):
+    """A 5,000-digit answer must neither raise (int() refuses over 4,300 digits, float() a
+    fraction past its range) nor equal a small target."""
+    assert not numeric(answer, 1)
+    assert isinstance(extract_answer(answer), str)
+    assert extract_answer(answer, "last-number") == extract_answer(answer, "last-number")

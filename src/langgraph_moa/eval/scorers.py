@@ -69,7 +69,7 @@ def last_number(answer: str) -> float | None:
     try:
         return float(value)
     except OverflowError:  # 1e400: past any float, so equal to no target
-        return math.copysign(math.inf, value)
+        return math.inf if value > 0 else -math.inf
 
 
 def numeric(answer: str, target: float, rel_tol: float = 1e-9) -> bool:

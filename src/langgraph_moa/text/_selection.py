@@ -207,7 +207,7 @@ def _number_key(text: str) -> str | None:
     if value is None:
         return None
     if value.denominator != 1 and not _is_decimal(value.denominator):
-        return f"{value.numerator}/{value.denominator}"
+        return f"{Decimal(value.numerator):f}/{Decimal(value.denominator):f}"  # any length
     places = 0
     while 10**places % value.denominator:
         places += 1
@@ -234,9 +234,10 @@ def number_value(text: str) -> Fraction | None:
     text = ascii_minus(text)
     if lone := _LONE_FRACTION.fullmatch(text):
         sign, top, bottom = lone.groups()
-        if int(bottom) == 0:
+        if not bottom.strip("0"):
             return None
-        return Fraction(int(top), int(bottom)) * (-1 if sign else 1)
+        # Through Decimal: int() refuses a string of over 4,300 digits.
+        return Fraction(Decimal(top)) / Fraction(Decimal(bottom)) * (-1 if sign else 1)
     matches = _NUMBER.findall(text)
     if not matches:
         return None
