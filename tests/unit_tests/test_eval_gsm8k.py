@@ -506,3 +506,9 @@ def test_a_number_past_any_float_is_read_without_an_error(answer):
     assert not numeric(answer, 1)
     assert isinstance(extract_answer(answer), str)
     assert extract_answer(answer, "last-number") == extract_answer(answer, "last-number")
+
+
+@pytest.mark.parametrize("answer", ["**1/2**", "$1/2$", "**1/2.**", "  __1/2__\n"])
+def test_a_lone_fraction_in_bold_or_inline_math_is_still_lone(answer):
+    assert numeric(answer, 0.5)
+    assert extract_answer(answer) == "0.5"

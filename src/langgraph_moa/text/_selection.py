@@ -55,7 +55,7 @@ _NUMBER = re.compile(r"(?:" + _SIGN + r"\$?)?(?:" + _MAGNITUDE + r")")
 # value ("1/2", "The answer is 3/8.", "\boxed{1/2}"), never inside prose, where "24/7" and
 # "3/4 of the 8 slices" keep the last-number rule, nor in a slash chain ("12/25/2024").
 _FRACTION = r"-?\d+/\d+(?![\d/]|[.,]\d)"
-_LONE_FRACTION = re.compile(r"\s*(-?)\$?(\d+)/(\d+)\s*[.!]?\s*")
+_LONE_FRACTION = re.compile(r"[\s*_$]*(-?)\$?(\d+)/(\d+)[\s*_$]*[.!]?[\s*_$]*")  # "**1/2**"
 # An exponent past this is no answer anyone means; its exact digits would be a huge string.
 _MAX_EXPONENT = 1000
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
