@@ -5,6 +5,11 @@ wrapping at column 80, no colour codes, no summary line. So stdout gets plain wr
 only when stdout is a terminal), and headers, progress, notes, warnings and errors go to one
 stderr console that never wraps a line. `--quiet` silences the informative part of stderr;
 warnings about a degraded answer and errors are always shown.
+
+Everything shown passes through `for_terminal` where it can reach a terminal: an answer's or
+a provider's escape sequence must not act on it. stderr is always a terminal's or a log's,
+so what goes there is always made safe; stdout only when it is a terminal, for a pipe or
+--json gets the answer's exact text.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+
+from langgraph_moa._terminal import for_terminal
 
 
 class Output:
@@ -51,26 +58,31 @@ class Output:
         A reader that left (`moa eval ... | head -3`) is not a failure of the command: the
         rest of stdout goes nowhere and the command goes on, so that it still ends with its
         own exit code (3 for a fallback answer, 1 for a failed system), not a blanket 0.
+        On a terminal its control characters are spelled out (`for_terminal`).
         """
+        self._write(for_terminal(text) if self.stdout_is_terminal else text)
+
+    def data(self, text: str) -> None:
+        """Write machine-readable output (JSON, a table for scripts) to stdout as is."""
+        self._write(text)
+
+    def _write(self, text: str) -> None:
+        """Write `text` and one newline to stdout; a reader that left is not a failure."""
         try:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
             sys.stdout.flush()
         except BrokenPipeError:
             _discard_stdout()
 
-    def data(self, text: str) -> None:
-        """Write machine-readable output (JSON, a table for scripts) to stdout as is."""
-        self.answer(text)
-
     def info(self, markup: str) -> None:
         """Say something useful but not essential on stderr (silenced by --quiet)."""
         if not self.quiet:
-            self.err.print(markup)
+            self.err.print(for_terminal(markup))
 
     def plain(self, text: str) -> None:
         """Say `text` on stderr without reading it as markup (silenced by --quiet)."""
         if not self.quiet:
-            self.err.print(text, markup=False, highlight=False)
+            self.err.print(for_terminal(text), markup=False, highlight=False)
 
     def render(self, renderable: Any) -> None:
         """Show a rich object (a table) on stderr (silenced by --quiet)."""
@@ -79,7 +91,7 @@ class Output:
 
     def warn(self, text: str) -> None:
         """Warn on stderr, always: a degraded answer is never silent."""
-        self.err.print(f"[bold yellow]warning:[/] {escape(text)}")
+        self.err.print(f"[bold yellow]warning:[/] {escape(for_terminal(text))}")
 
     @contextmanager
     def showing(self, live: Any, left: Callable[[], Any] | None = None) -> Iterator[None]:
@@ -106,7 +118,7 @@ class Output:
 
     def error(self, text: str) -> None:
         """Report a failure on stderr in one line."""
-        self.err.print(f"[bold red]error:[/] {escape(text)}")
+        self.err.print(f"[bold red]error:[/] {escape(for_terminal(text))}")
 
 
 def _discard_stdout() -> None:
