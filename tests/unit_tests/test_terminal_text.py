@@ -81,3 +81,37 @@ def test_a_providers_error_on_stderr_cannot_act_on_the_terminal(monkeypatch, cap
     assert status == 0 and "1 of 3 calls failed" in err.replace("\n", " ")
     assert "\x1b" not in err and "\x07" not in err and "\u202e" not in err, repr(err)
     assert "\\x1b]0;owned" in err  # spelled out, not dropped: the reader sees what came
+
+
+def test_the_live_view_spells_out_what_models_and_providers_wrote(fake):
+    from rich.console import Console
+
+    from langgraph_moa import MoAConfig, create_moa_graph
+    from langgraph_moa.cli._live import Progress
+    from langgraph_moa.graph.streaming import AnswerStream
+
+    def down(n, messages):
+        return RuntimeError(f"Error code: 500 - {HOSTILE}")
+
+    config = MoAConfig(
+        proposers=[fake("A", reply=lambda *a: HOSTILE), fake("B", fail=down)],
+        aggregator=fake("AGG", reply=lambda *a: HOSTILE, reported_model=f"m{HOSTILE}"),
+        layers=2,
+        retry={"max_attempts": 1},
+    )
+    progress = Progress(timeout_s=None)
+    stream = AnswerStream(
+        create_moa_graph(config),
+        {"messages": [("user", "hi")]},
+        on_progress=progress.event,
+        watch=True,
+    )
+    progress.answer = "".join(stream)
+    assert progress.answer == HOSTILE  # the view's own copy; the command prints it whole
+    for view in (progress, progress.summary(), progress.cut_off()):
+        screen = Console(file=None, width=400, color_system=None, record=True)
+        with screen.capture() as captured:
+            screen.print(view)
+        shown = captured.get()
+        assert not any(char in shown for char in ACTING), repr(shown)
+    assert "\\x1b]0;owned" in shown  # the answer so far, spelled out

@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from langgraph_moa._terminal import for_terminal
 from langgraph_moa.cli._output import out
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._table import LOCAL_PREFIX
@@ -105,7 +106,7 @@ class Progress:
             return
         key = (e["role"], e["layer"], e["proposer"], e["sample"])
         if e["event"] == "token":  # a watched run: every call streams its text
-            row = self.rows.setdefault(key, _Row(str(e["role"])))
+            row = self.rows.setdefault(key, _Row(for_terminal(str(e["role"]))))
             row.streamed += 1
             row.tail = (row.tail + str(e.get("text", "")))[-200:]
             row.detail = _short(row.tail.replace("\n", " ").strip())
@@ -116,9 +117,10 @@ class Progress:
                 who = e["role"]
             sample = f" #{e['sample'] + 1}" if e["sample"] else ""
             model = str(e["configured_model"])
-            self.rows[key] = _Row(f"L{e['layer']} {who}{sample} · {model}", model=model)
+            label = for_terminal(f"L{e['layer']} {who}{sample} · {model}")
+            self.rows[key] = _Row(label, model=model)
             return
-        row = self.rows.setdefault(key, _Row(str(e.get("configured_model"))))
+        row = self.rows.setdefault(key, _Row(for_terminal(str(e.get("configured_model")))))
         row.seconds = e.get("latency_s") or (time.perf_counter() - row.started)
         if e["event"] == "finished":
             row.state = "done"
@@ -137,7 +139,7 @@ class Progress:
                 out.plain(f"{row.label}: failed after {row.seconds:.1f}s: {row.detail}")
 
     def _note(self, text: str) -> None:
-        self.notes.append(text)
+        self.notes.append(for_terminal(text))
         if self.lines:
             out.plain(text)
 
@@ -236,7 +238,7 @@ class Progress:
         parts: list[Any] = [self.summary()]
         if self.answer:
             parts += [Text("the answer so far (cut off by Ctrl-C):", style="yellow")]
-            parts += [Text(self.answer)]
+            parts += [Text(for_terminal(self.answer))]
         return Group(*parts)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -250,7 +252,7 @@ class Progress:
         if note := self.slow_note():
             parts.append(Text(note, style="yellow"))
         if self.answer:
-            parts += [Text(""), Text(self.answer)]
+            parts += [Text(""), Text(for_terminal(self.answer))]
         yield from console.render(Group(*parts), options)
 
 
@@ -266,7 +268,8 @@ def _say_when_slow(progress: Progress, done: threading.Event, every_s: float = 5
 
 
 def _short(text: str, limit: int = PREVIEW_CHARS) -> str:
-    text = " ".join(text.split())
+    """Return a model's or provider's text as one short line, safe on a terminal."""
+    text = " ".join(for_terminal(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
