@@ -2,6 +2,7 @@
 prices and the Pareto front, harness exports, and a report that states a negative result."""
 
 import json
+import re
 import warnings
 
 import pandas as pd
@@ -468,3 +469,22 @@ def test_the_best_single_model_and_the_raw_verdict_compare_exact_accuracies():
     assert "vs the best single model (single:b)" in report
     assert "**local-moa** vs the best single model (single:b): helps: +<0.1 points" in report
     assert "+0.0" not in report and "-0.0" not in report
+
+
+def test_a_pipe_or_line_break_in_a_name_or_category_stays_in_its_table_cell():
+    """A dataset's category and a config's name are others' text: "a|b" split a row in two."""
+    categories = {
+        "math|easy": {"correct": 1, "scored": 2},
+        "line\nbreak": {"correct": 0, "scored": 1},
+    }
+    names = ["single:x|y", "moa | injected | row"]  # a name is one printable line (its schema)
+    summary = {name: {**_summary(1, 3, 100), "categories": categories} for name in names}
+    report = render_report(summary)
+    tables = [line for line in report.splitlines() if line.startswith("|")]
+    widths = {}
+    for line in tables:
+        cells = re.split(r"(?<!\\)\|", line)
+        widths.setdefault(len(cells), []).append(line)
+    assert len(widths) == 2, widths  # the main table's width, the category table's width
+    assert "single:x\\|y" in report and "math\\|easy" in report
+    assert "| line break |" in report

@@ -54,7 +54,7 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
         elif s.get("cached_items"):
             median = f"{median} ({s['cached_items']} items cached)"
         cells += [f"{s['calls']} ({s['cached_calls']})", median, s["wall_s"]]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append(_row(cells))
     lines += _coverage(summary)
     if any(s.get("accuracy_ci95") for s in summary.values()):
         lines += ["", "Accuracy intervals are Wilson score 95% intervals over the items scored."]
@@ -96,6 +96,16 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
     if extras.get("provenance"):  # reports written before it have none
         lines += ["", *render_provenance(extras["provenance"])]
     return "\n".join(lines) + "\n"
+
+
+def _row(cells: list[Any]) -> str:
+    """Return one Markdown table row; each cell's own pipes and line breaks kept in it.
+
+    Names and categories are others' text (a config's `name:`, a dataset's category): a
+    "|" in one split the row into more cells than the header has, and a line break ended
+    the table there.
+    """
+    return "| " + " | ".join(" ".join(str(c).split()).replace("|", "\\|") for c in cells) + " |"
 
 
 def _coverage(summary: dict[str, Any]) -> list[str]:
@@ -154,7 +164,7 @@ def _categories(summary: dict[str, Any]) -> list[str]:
         "",
         "## Per category",
         "",
-        "| category | " + " | ".join(systems) + " |",
+        _row(["category", *systems]),
         "|---|" + "---|" * len(systems),
     ]
     for category in names:
@@ -162,7 +172,7 @@ def _categories(summary: dict[str, Any]) -> list[str]:
         for system in systems:
             c = (summary[system].get("categories") or {}).get(category)
             cells.append(f"{c['correct']}/{c['scored']}" if c and c["scored"] else "n/a")
-        lines.append(f"| {category} | " + " | ".join(cells) + " |")
+        lines.append(_row([category, *cells]))
     return lines
 
 
@@ -272,7 +282,7 @@ def _judged(summary: dict[str, Any]) -> list[str]:
             f"{w.get('consistent', 'n/a')}/{w['items']}",
             _fmt(w.get("first_position"), ".0%"),
         ]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append(_row(cells))
     verdicts = sum(2 * w["items"] for w in judged.values())
     consistent = sum(w.get("consistent", 0) for w in judged.values())
     items = sum(w["items"] for w in judged.values())
@@ -305,7 +315,7 @@ def _layers(summary: dict[str, Any]) -> list[str]:
     for name, s in layered.items():
         for stage, v in s["layer_curve"].items():
             label = stage if stage == FINAL else f"layer {stage}"
-            lines.append(f"| {name} | {label} | {v['mean']} | {v['best']} | {v['items']} |")
+            lines.append(_row([name, label, v["mean"], v["best"], v["items"]]))
     lines += [
         "",
         "Similarity of the final answer to each proposal it was built from, and Spearman's "
@@ -328,7 +338,7 @@ def _layers(summary: dict[str, Any]) -> list[str]:
                 _fmt(v["p_value"]),
                 v["pairs"],
             ]
-            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+            lines.append(_row(cells))
     return lines
 
 
