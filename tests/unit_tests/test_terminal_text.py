@@ -115,3 +115,35 @@ def test_the_live_view_spells_out_what_models_and_providers_wrote(fake):
         shown = captured.get()
         assert not any(char in shown for char in ACTING), repr(shown)
     assert "\\x1b]0;owned" in shown  # the answer so far, spelled out
+
+
+def test_the_eval_report_shown_on_a_terminal_spells_out_a_providers_error(
+    monkeypatch, capsys, tmp_path
+):
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.eval import runner
+    from tests.fakes import FakeChat
+
+    down = FakeChat(label="p", fail=lambda n, m: RuntimeError(f"Error code: 500 - {HOSTILE}"))
+    config = MoAConfig(name="down", variant="single-proposer", proposers=[down], aggregator=down)
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, config, cache)
+    )
+    data = tmp_path / "alpha.jsonl"
+    data.write_text('{"instruction": "Say alpha0.", "expected": ["alpha0"]}\n')
+    args = [
+        "eval",
+        "-s",
+        "down",
+        "--dataset",
+        str(data),
+        "--no-plots",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    on_a_terminal(monkeypatch, stdout=True)
+    status, shown, err = run_main(monkeypatch, capsys, *args)
+    assert status == 1 and "the first error: All 1 proposer calls" in shown
+    assert not any(char in shown + err for char in ACTING), repr(shown)
+    assert "\\x1b]0;owned" in shown
+    assert "\x1b]0;owned" in (tmp_path / "o" / "report.md").read_text()  # the file keeps what came

@@ -149,7 +149,7 @@ def evaluate(
         summary = asyncio.run(evaluation.run(progress=bar, log=log))
     finally:
         out.interrupt_hint = ""
-    out.data((out_dir / "report.md").read_text(encoding="utf-8"))
+    out.answer((out_dir / "report.md").read_text(encoding="utf-8"))  # on a terminal, made safe
     if calibration_out is not None:
         from langgraph_moa.eval.runner import calibration
 
