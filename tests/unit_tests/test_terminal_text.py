@@ -147,3 +147,29 @@ def test_the_eval_report_shown_on_a_terminal_spells_out_a_providers_error(
     assert not any(char in shown + err for char in ACTING), repr(shown)
     assert "\\x1b]0;owned" in shown
     assert "\x1b]0;owned" in (tmp_path / "o" / "report.md").read_text()  # the file keeps what came
+
+
+def test_an_eval_out_path_with_brackets_is_named_as_it_is_after_the_run(
+    monkeypatch, capsys, tmp_path
+):
+    """Rich read "[/x]" in a path as a closing tag: a MarkupError after the whole run."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.eval import runner
+    from tests.fakes import FakeChat
+
+    model = FakeChat(label="p", reply=lambda *_: "The code word is alpha0.")
+    config = MoAConfig(name="one", variant="single-proposer", proposers=[model], aggregator=model)
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, config, cache)
+    )
+    data = tmp_path / "alpha.jsonl"
+    data.write_text('{"instruction": "Say alpha0.", "expected": ["alpha0"]}\n')
+    out_dir = tmp_path / "runs[/x][bold]v2"
+    (tmp_path / "cal[").mkdir()
+    calibration = tmp_path / "cal[/y].json"
+    args = ["eval", "-s", "single:p", "--dataset", str(data), "--no-plots", "--out", str(out_dir)]
+    status, _, err = run_main(monkeypatch, capsys, *args, "--calibration-out", str(calibration))
+    assert status == 0, err
+    assert "unexpected error" not in err and "Traceback" not in err
+    said = " ".join(err.split())
+    assert f"results: {out_dir}/results" in said and f"calibration: {calibration}" in said

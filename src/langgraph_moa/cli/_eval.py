@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from langgraph_moa.cli._config import checked, model_flag, spec_problem
 from langgraph_moa.cli._output import out
@@ -154,10 +155,10 @@ def evaluate(
         from langgraph_moa.eval.runner import calibration
 
         _write_calibration(calibration_out, json.dumps(calibration(summary), indent=2))
-        out.info(f"[dim]calibration: {calibration_out}[/]")
+        out.info(f"[dim]calibration: {escape(str(calibration_out))}[/]")
+    where = escape(str(out_dir))  # the user's path: "[/x]" in it is no closing tag
     out.info(
-        f"[dim]results: {out_dir}/results, {out_dir}/summary.json; call cache: "
-        f"{out_dir}/calls.db[/]"
+        f"[dim]results: {where}/results, {where}/summary.json; call cache: {where}/calls.db[/]"
     )
     degraded = [*_partly_failed(summary), *_fallbacks(summary), *_passed_over(summary)]
     for warning in degraded:  # said even when a failure below sets the exit code to 1
