@@ -173,3 +173,14 @@ def test_an_eval_out_path_with_brackets_is_named_as_it_is_after_the_run(
     assert "unexpected error" not in err and "Traceback" not in err
     said = " ".join(err.split())
     assert f"results: {out_dir}/results" in said and f"calibration: {calibration}" in said
+
+
+def test_an_unexpected_errors_message_cannot_act_on_the_terminal(monkeypatch, capsys):
+    def boom(*args, **kwargs):
+        raise RuntimeError(f"upstream said {HOSTILE}")
+
+    monkeypatch.setattr(cli, "app", boom)
+    status, _, err = run_main(monkeypatch, capsys, "models")
+    assert status == 1 and "unexpected error: RuntimeError: upstream said" in err
+    assert not any(char in err for char in ACTING), repr(err)
+    assert "\\x1b]0;owned" in err

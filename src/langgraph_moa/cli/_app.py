@@ -18,6 +18,7 @@ import typer.core
 from rich.markup import escape
 
 from langgraph_moa._redact import redact
+from langgraph_moa._terminal import for_terminal
 from langgraph_moa.cli._chat import chat
 from langgraph_moa.cli._config import DEFAULT_PRESET, build_config
 from langgraph_moa.cli._eval import evaluate
@@ -165,7 +166,7 @@ def _main() -> None:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
-        text = redact(str(exc))  # an unforeseen message may quote a request, key included
+        text = for_terminal(redact(str(exc)))  # may quote a request (its key), or an upstream
         errors.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(text)}")
         sys.exit(1)
     if isinstance(code, int) and code:
