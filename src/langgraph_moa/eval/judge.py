@@ -39,8 +39,11 @@ def judge_messages(instruction: str, first: str, second: str) -> list[SystemMess
     ]
 
 
+# The reply is the judge model's, untrusted: `\W*\s*` tried every split of a long run of
+# spaces, and a `^\W*` that crossed lines rescanned a run of blank lines from each of them
+# (quadratic); each run is taken whole now, and what leads up to "verdict" stays on its line.
 _VERDICT_LINE = re.compile(
-    r"^\W*verdict\W*\s*(?:a\s+(?=tie\b))?(A|B|tie)\b", re.IGNORECASE | re.MULTILINE
+    r"^[^\w\n]*+verdict\W*+(?:a\s+(?=tie\b))?(A|B|tie)\b", re.IGNORECASE | re.MULTILINE
 )
 _ALONE = re.compile(r"\W*(A|B|tie)\W*", re.IGNORECASE)
 _WORD = re.compile(r"\b(?:(A)|([Bb])|([Tt][Ii][Ee]))\b")

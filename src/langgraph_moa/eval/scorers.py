@@ -30,7 +30,7 @@ from langgraph_moa.text._selection import (
 )
 
 # "-$5" as "$-5"; "3,4" is no number (a pair), "1/2" and "1e-5" are.
-_PLAIN_NUMBER = re.compile(r"-?\$?\s*(?:" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))\s*[$%]?")
+_PLAIN_NUMBER = re.compile(r"-?\$?\s*+(?:" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))\s*[$%]?")
 
 
 def normalize(text: str) -> str:

@@ -59,7 +59,12 @@ _LONE_FRACTION = re.compile(r"[\s*_$]*(-?)\$?(\d+)/(\d+)[\s*_$]*[.!]?[\s*_$]*") 
 # An exponent past this is no answer anyone means; its exact digits would be a huge string.
 _MAX_EXPONENT = 1000
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_CHOICE = re.compile(r"^\W*(?:answer|option|choice)?\W*(?:is\W*)?\(?([A-Ha-h])\)?(?:[).:\]]|\W*$)")
+# Runs of \W are possessive (`*+`) wherever what follows cannot start with one: a model's
+# answer is untrusted, and "!!!...x" (or a long "----" rule) made the nested `\W*`s try
+# every split of the run, seconds for 4,000 characters and hours for 100,000.
+_CHOICE = re.compile(
+    r"^\W*+(?:(?:answer|option|choice)\W*+)?(?:is\W*+)?\(?([A-Ha-h])\)?(?:[).:\]]|\W*$)"
+)
 # A stated conclusion: LaTeX's \boxed{...} (how Qwen and most math-tuned models end), or an
 # option letter stated as the answer: "the answer is C", "Answer: (C)", "... is B) 3/4". The
 # letter must end there: "the answer is E. coli", "the best option is C++" and "the answer
@@ -87,9 +92,9 @@ _VALUE = r"(" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))"  # "7," is 7
 # punctuation skipped after "is" or ":" never includes it: "The answer is -3." states -3.
 # Markdown bold marks count as one mark each: "**The answer is:** **42**" states 42.
 # A dash with a space after it is a list's bullet ("Answer:\n- 18"), no sign.
-_SIGNED_VALUE = r"(-(?=\$?\.?\d)|)\$?\s*" + _VALUE
+_SIGNED_VALUE = r"(-(?=\$?\.?\d)|)\$?\s*+" + _VALUE  # a value never starts with a space
 _STATED_NUMBER = (
-    re.compile(r"####\s*" + _SIGNED_VALUE),
+    re.compile(r"####\s*+" + _SIGNED_VALUE),
     re.compile(
         r"\banswer\b\W{0,3}(?:is|:|=)(?:\*\*|__|[^\w-]){0,4}" + _SIGNED_VALUE, re.IGNORECASE
     ),

@@ -1,0 +1,75 @@
+"""Reading an answer out of a model's text takes time in proportion to the text, never more.
+
+A model's answer is untrusted, and several patterns tried every split of a long run of
+punctuation, spaces or digits: 4,000 "!" took a second in the select step (on the server's
+event loop), 100,000 took hours. Each case here is 100,000 characters.
+"""
+
+import pytest
+
+from langgraph_moa.eval.judge import parse_verdict
+from langgraph_moa.eval.scorers import numeric
+from langgraph_moa.text._selection import extract_answer, stated_number
+
+N = 100_000
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("text", "extractor", "expected"),
+    [
+        ("!" * N + "x", "auto", "x"),
+        ("-" * N, "auto", ""),
+        ("!" * N + "x", "choice-letter", ""),
+        ("!" * N + "(c)", "choice-letter", "C"),
+        ("####" + " " * N + "x", "auto", "x"),
+        ("####" + " " * N + "42", "auto", "42"),
+    ],
+)
+def test_a_long_run_of_punctuation_or_spaces_is_read_in_linear_time(text, extractor, expected):
+    assert extract_answer(text, extractor) == expected
+
+
+@pytest.mark.timeout(60)
+def test_a_judges_long_reply_is_read_in_linear_time():
+    assert parse_verdict("\n" * N + "Verdict: B") == "B"
+    assert parse_verdict("verdict" + " " * N + "x") is None
+    assert parse_verdict("Verdict:" + " " * N + "A") == "A"
+
+
+@pytest.mark.timeout(60)
+def test_a_long_boxed_or_stated_number_is_scored_in_linear_time():
+    assert not numeric("\\boxed{" + "1" * N + "x}", 1.0)
+    assert numeric("\\boxed{" + "1" * N + "x} so the answer is 1", 1.0)
+    assert not numeric("####" + " " * N + "x", 1.0)
+    assert stated_number("####" + " " * N + "-$5") == "-5"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("(C)", "C"),
+        ("  answer: (b)", "B"),
+        ("  Answer: (b)", ""),  # case counts: "Answer" is no lead-in here
+        ("The answer is C.", ""),  # not a lone letter: choice-letter reads only the opening
+        ("answer is d", "D"),
+        ("option: E)", "E"),
+        ("a)", "A"),
+    ],
+)
+def test_the_choice_letter_reads_what_it_read_before(text, expected):
+    assert extract_answer(text, "choice-letter") == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("#### 18", "18"),
+        ("####   -$5", "-5"),
+        ("#### $-5", "-5"),
+        ("The answer is $1,250.", "1,250"),
+        ("Answer:    7", "7"),
+    ],
+)
+def test_a_stated_number_is_read_as_before(text, expected):
+    assert stated_number(text) == expected
