@@ -184,3 +184,27 @@ def test_an_unexpected_errors_message_cannot_act_on_the_terminal(monkeypatch, ca
     assert status == 1 and "unexpected error: RuntimeError: upstream said" in err
     assert not any(char in err for char in ACTING), repr(err)
     assert "\\x1b]0;owned" in err
+
+
+def test_the_eval_progress_bar_shows_a_system_name_with_brackets_as_it_is(
+    monkeypatch, capsys, tmp_path
+):
+    """The bar read its system's name as markup: "[/v2]" in a config's name: was a crash."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.eval import runner
+    from tests.fakes import FakeChat
+
+    model = FakeChat(label="p", reply=lambda *_: "The code word is alpha0.")
+    name = "mix [/v2] [bold]"
+    config = MoAConfig(name=name, variant="single-proposer", proposers=[model], aggregator=model)
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, config, cache)
+    )
+    monkeypatch.setattr(Output, "stderr_is_terminal", property(lambda self: True))
+    data = tmp_path / "alpha.jsonl"
+    data.write_text('{"instruction": "Say alpha0.", "expected": ["alpha0"]}\n')
+    args = ["eval", "-s", name, "--dataset", str(data), "--no-plots", "--out", str(tmp_path / "o")]
+    status, shown, err = run_main(monkeypatch, capsys, *args)
+    assert status == 0, err
+    assert "unexpected error" not in err and f"{name} ━" in err
+    assert f"| {name} | 1/1 |" in shown

@@ -377,7 +377,7 @@ class Evaluation:
         summary: dict[str, Any] = {}
         results: dict[str, list[dict[str, Any]]] = {}
         columns = [
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # a name, not markup: "[/v2]"
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
