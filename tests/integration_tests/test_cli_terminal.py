@@ -249,3 +249,20 @@ def test_run_dash_on_a_terminal_says_it_reads_the_question_until_ctrl_d(backend)
         assert "a answer 2 w0" in shown
     finally:
         screen.close()
+
+
+def test_escape_sequences_in_an_answer_do_not_act_on_the_terminal():
+    # An answer that retitled the window, cleared the screen and overwrote its own line acted
+    # on the user's terminal: on a terminal it is shown with those characters spelled out.
+    hostile = "safe \x1b]2;owned\x07 \x1b[2J then \rgone"
+    with FaultServer(default=FaultProfile(reply_text=hostile)) as server:
+        command = moa_command("run", "--proposers", f"a@{server.url}", "--layers", "2", "Why?")
+        screen = Screen(command)
+        try:
+            shown = screen.wait_for("critical path")
+            title = screen.tmux("display-message", "-p", "#{pane_title}")
+            assert "owned" not in title, title
+            assert "custom: moa, 2 layers" in shown  # not cleared away
+            assert "safe \\x1b]2;owned\\x07 \\x1b[2J then \\x0dgone" in shown, shown
+        finally:
+            screen.close()
