@@ -352,6 +352,33 @@ def test_the_kept_logs_of_a_model_whose_server_fails_every_start_are_capped(
     assert failed[-1].log_path in warned and f"last {KEPT_LOGS_PER_MODEL}" in warned, warned
 
 
+def test_the_kept_logs_are_those_of_the_latest_failures_not_the_latest_writes(stand_in, tmp_path):
+    # The kept logs were chosen by when each was last written: a server that died after an
+    # hour of quiet (its log untouched for that hour) lost its log at the next failure,
+    # while older failures' logs stayed, and "the last 3 failed logs" were not those.
+    import os
+    import time
+
+    from langgraph_moa.errors import LocalRuntimeError
+    from langgraph_moa.local.runtime import KEPT_LOGS_PER_MODEL
+
+    def fail(quiet_s: float = 0.0) -> Path:
+        server = stand_in(CRASHES)
+        server.process.wait()
+        if quiet_s:  # its last line was written long before it was found dead
+            hour_ago = time.time() - quiet_s
+            os.utime(server.log_path, (hour_ago, hour_ago))
+        with pytest.raises(LocalRuntimeError):
+            server.wait_ready(timeout=10)
+        server.stop()
+        return Path(server.log_path)
+
+    failed = [fail() for _ in range(KEPT_LOGS_PER_MODEL - 1)]
+    failed.append(fail(quiet_s=3600))
+    failed.append(fail())
+    assert logs(tmp_path) == sorted(failed[-KEPT_LOGS_PER_MODEL:])
+
+
 DYING = "import time; print('GGML_ASSERT(n_tokens > 0) failed', flush=True); time.sleep(60)"
 
 

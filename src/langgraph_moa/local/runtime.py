@@ -307,7 +307,10 @@ class LocalServer:
 
         A kept log is renamed ``moa-<model>-failed-*.log``: a running server's log (this
         process's or another's) is never taken for an old failure. Where renaming fails,
-        the log stays where it is, kept and named all the same.
+        the log stays where it is, kept and named all the same. Its time is set to the
+        failure's: "newest" means the latest failures, not the latest writes (a server
+        found dead after an hour of quiet last wrote an hour ago), and another process
+        trimming the same model's logs now leaves this one, which the warning names.
         """
         with self._warn_lock:  # one rename, even when two broken calls get here at once
             log = Path(self.log_path)
@@ -318,6 +321,8 @@ class LocalServer:
             with contextlib.suppress(OSError):
                 os.replace(log, kept)
                 self.log_path = str(kept)
+            with contextlib.suppress(OSError):
+                os.utime(self.log_path)  # now: the time of the failure
         _drop_old_logs(log.parent, self._failed_prefix(), keep=self.log_path)
 
     def _log_prefix(self) -> str:
@@ -431,7 +436,7 @@ def _drop_old_logs(folder: Path, prefix: str, keep: str) -> None:
 
 
 def _age_key(path: Path) -> float:
-    """Return when the log was last written (newest largest); one already gone is oldest."""
+    """Return when the log was kept (`_keep` sets it), newest largest; one gone is oldest."""
     try:
         return path.stat().st_mtime
     except OSError:
