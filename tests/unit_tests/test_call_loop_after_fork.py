@@ -98,3 +98,23 @@ def test_a_forked_child_does_not_report_the_parents_sessions_as_unclosed():
     assert done.returncode == 0, done.stderr
     assert "Unclosed" not in done.stderr, done.stderr
     assert "another problem" in done.stderr, done.stderr
+
+
+def test_a_childs_own_session_at_an_inherited_ones_address_is_still_reported():
+    # Inherited sessions were known by id for good: once one was dropped and reported,
+    # the child's own session allocated at the same address (CPython reuses it) and left
+    # unclosed had its "Unclosed client session" swallowed too. Each inherited object
+    # reports once; its id is forgotten then.
+    from langgraph_moa.transport import _http
+
+    seen = []
+    inherited = object()
+    handler = _http._without_reports_of({id(inherited)}, lambda loop, ctx: seen.append(ctx))
+    loop = asyncio.new_event_loop()
+    try:
+        report = {"message": "Unclosed client session", "client_session": inherited}
+        handler(loop, report)  # the inherited session, dropped: said nothing
+        handler(loop, report)  # stands for the child's own one at the freed address
+    finally:
+        loop.close()
+    assert seen == [report]

@@ -293,7 +293,9 @@ def _quiet_inherited_sessions() -> None:
     parent's to close and still open there. Each of those loops gets, in the child only, an
     exception handler (public `set_exception_handler`) that drops those two messages for
     exactly these sessions and connectors, and passes every other report on as before.
-    They are known by id: a weak reference is cleared by the time the report is made.
+    They are known by id: a weak reference is cleared by the time the report is made. An
+    object reports once, so its id is forgotten then: a session the child opens later at
+    the freed address (CPython reuses it) is reported as any other.
     """
     for loop, sessions in list(_sessions_by_loop.items()):
         inherited = {id(s) for s in list(sessions)}
@@ -307,6 +309,7 @@ def _without_reports_of(inherited: set[int], previous: Any) -> Any:
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         subject = context.get("client_session", context.get("connector"))
         if context.get("message") in _INHERITED and id(subject) in inherited:
+            inherited.discard(id(subject))
             return
         if previous is not None:
             previous(loop, context)
