@@ -49,6 +49,15 @@ def test_a_schema_within_the_limit_is_answered(config):
     assert MoAChatModel(config=config).with_structured_output(schema) is not None
 
 
+def test_a_deep_schema_given_to_the_graph_is_refused_before_any_call(config, log):
+    # create_moa_graph(response_format=...) was not checked: the proposers were asked (and
+    # paid), then the aggregator failed on a RecursionError from the schema's repr.
+    with pytest.raises(MoAInputError, match=FRAGMENT) as info:
+        create_moa_graph(config, response_format=_schema(10_000)).invoke({"messages": "hi"})
+    assert "\n" not in str(info.value)
+    assert not log.calls
+
+
 def test_deep_tool_parameters_are_refused_in_one_sentence(config):
     with pytest.raises(MoAInputError, match=FRAGMENT):
         MoAChatModel(config=config).bind_tools([_tool(_schema(10_000))])
