@@ -1564,4 +1564,52 @@ def test_a_client_without_the_key_is_told_so_before_the_run_cap(system):
         stack = getattr(stack, "app", None)
     found.running = 1  # full
     assert post(client, {"model": "m", "messages": USER}).status_code == 401
-    assert cap.kwargs == {"max_runs": 1}
+    assert cap.kwargs == {"max_runs": 1, "unread_s": 30.0}
+
+
+async def test_a_client_that_never_reads_its_stream_gives_its_run_place_back(fake):
+    """A streaming client that stays connected but reads nothing: the run ends at its
+    deadline (or once its output is held back), but the response's send waited for the
+    reader for ever, so the exchange never ended and its place under --max-runs was never
+    given back; a few such clients refused every run after them. A send that waits longer
+    than --body-timeout now ends the exchange, and the place is free again."""
+    from langgraph_moa.serving._guard import RunCap, ServeSecurity
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2, name="m")
+    app = create_app({"m": config}, security=ServeSecurity(max_runs=1, body_timeout_s=0.3))
+    body = json.dumps({"model": "m", "messages": USER, "stream": True}).encode()
+    sent: list[dict] = []
+    asked = False
+
+    async def receive():
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # connected, never gone
+
+    async def send(message):
+        sent.append(message)
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # its socket's buffer full: nobody reads
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    await asyncio.wait_for(app(scope, receive, send), 5)  # hung for ever
+    assert sent[0]["status"] == 200
+    stack = app.middleware_stack
+    while not isinstance(stack, RunCap):
+        stack = stack.app
+    assert stack.running == 0

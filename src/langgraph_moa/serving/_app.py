@@ -136,7 +136,7 @@ def create_app(
         openapi_url="/openapi.json" if security.docs else None,
     )
     # Innermost of the guards: a refused or keyless request never takes a run's place.
-    app.add_middleware(RunCap, max_runs=security.max_runs)
+    app.add_middleware(RunCap, max_runs=security.max_runs, unread_s=security.body_timeout_s)
     app.add_middleware(BrowserGuard, security=security)
     sends_key = key_check(api_key)  # the guard and /health (`lets_in`) ask this one
     # Added after BrowserGuard, so it runs first: no page or API work before the key check.

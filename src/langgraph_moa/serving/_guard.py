@@ -52,7 +52,8 @@ class ServeSecurity(BaseModel):
     header_timeout_s: float = Field(default=10.0, gt=0, description="--header-timeout")
     """Longest wait for a request's head (method, path, headers) once a connection is idle."""
     body_timeout_s: float = Field(default=30.0, gt=0, description="--body-timeout")
-    """Longest time a request body may take to arrive, counted from its head."""
+    """Longest time a request body may take to arrive, counted from its head; also the
+    longest a run's client may leave one write of its answer unread (`RunCap`)."""
     max_connections_per_client: int = Field(
         default=64, ge=1, description="--max-connections-per-client"
     )
@@ -220,12 +221,14 @@ class RunCap:
     its stream in memory. A request over the cap is refused at once with ``Retry-After``,
     never queued (a queue would be the same unbounded memory, and its clients would time out
     in it). A run is counted from its request's head until its response ends, a stream's
-    included. It sits inside the key check, so a client without the key is told that first.
+    included; a client that leaves one write unread for ``unread_s`` ends it (`_read_within`).
+    It sits inside the key check, so a client without the key is told that first.
     """
 
-    def __init__(self, app: Any, max_runs: int) -> None:
+    def __init__(self, app: Any, max_runs: int, unread_s: float = 30.0) -> None:
         self.app = app
         self.max_runs = max_runs
+        self.unread_s = unread_s
         self.running = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -237,7 +240,9 @@ class RunCap:
             return
         self.running += 1
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _read_within(send, self.unread_s))
+        except _Unread:
+            pass  # the server closes a connection whose response did not end
         finally:
             self.running -= 1
 
@@ -260,6 +265,32 @@ class RunCap:
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class _Unread(Exception):
+    """A run's client left a write of its response unread for too long (`_read_within`)."""
+
+
+def _read_within(send: Any, seconds: float) -> Any:
+    """Wrap `send` so that one write of a response's body waits at most `seconds`.
+
+    A client that stays connected and reads nothing holds its response's send for ever once
+    its socket's buffer is full: the run ends at its deadline, but the exchange never does,
+    and its place under `RunCap` is never given back (a few such clients would refuse every
+    run after them). Past `seconds` the send raises `_Unread`, which ends the exchange.
+    """
+
+    async def send_within(message: Any) -> None:
+        if message["type"] != "http.response.body":
+            await send(message)
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await send(message)
+        except TimeoutError:
+            raise _Unread from None
+
+    return send_within
 
 
 def fastest_protocol() -> type:
