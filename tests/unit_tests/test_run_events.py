@@ -502,6 +502,50 @@ def test_a_run_held_back_by_a_slow_reader_still_ends_at_its_deadline():
     asyncio.run(main())
 
 
+def test_a_page_run_held_back_by_a_slow_reader_ends_at_its_deadline_not_as_a_client_left():
+    """The page's run (`_ui._run`) relays `_timed` from inside its own generator: the
+    deadline, thrown into it where it waited for the reader, landed at its own ``yield``,
+    outside the deadline's frame. It was kept as cancelled by its client, and the stream,
+    its producer gone without an end, sent keep-alives for ever. The deadline now meets the
+    run inside it, as for a run that is slow on its own: the page's error event, then the end."""
+    from langgraph_moa.errors import MoAError
+    from langgraph_moa.serving._requests import _timed
+
+    seen: list[str] = []
+
+    async def endless():
+        while True:
+            yield "x" * 100_000
+            await asyncio.sleep(0)
+
+    async def page_run():  # the shape of `_ui._run`
+        try:
+            try:
+                async for item in _timed(endless(), 0.3):
+                    yield item
+            except MoAError as exc:
+                seen.append(type(exc).__name__)
+                yield "error"
+            yield "done"
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def never():
+        await asyncio.Event().wait()
+
+    async def read_slowly():
+        tail = ""
+        async for part in pump(page_run(), never, keepalive_s=0.05):
+            tail = (tail + part)[-20:]
+            await asyncio.sleep(0.05)
+        return tail
+
+    tail = asyncio.run(asyncio.wait_for(read_slowly(), timeout=10))
+    assert seen == ["RequestTimeoutError"]
+    assert tail.endswith("xerrordone"), tail
+
+
 def test_serve_goes_on_without_a_history_it_cannot_open(tmp_path, caplog):
     from langgraph_moa.serving._server import _open_history
 

@@ -70,7 +70,7 @@ async def pump(
                 pending += len(item)
                 if pending > PENDING_CHARS:
                     room.clear()
-                    await _held_back(room, source, lambda: closing)
+                    await _held_back(room, lambda: closing)
             queue.put_nowait(_END)
         except Exception as exc:  # raised again by the reader, in the response's task
             queue.put_nowait(exc)
@@ -115,22 +115,26 @@ async def pump(
         producer.cancel()
 
 
-async def _held_back(room: asyncio.Event, source: Any, closing: Callable[[], bool]) -> None:
-    """Wait until the reader has taken enough of the queue (`pump`), within the deadline.
+async def _held_back(room: asyncio.Event, closing: Callable[[], bool]) -> None:
+    """Wait until the reader has taken enough of the queue (`pump`); a deadline still ends it.
 
-    The source's deadline (`_requests._timed`) cancels the producing task, which is waiting
-    here, outside the source's frame, when it comes: the cancellation is thrown into the
-    source where it waits, so its deadline ends it as it would have ended a slow run
-    (``RequestTimeoutError``, which `pump` relays). The pump's own cancellation, as it
-    closes, goes on as it came.
+    The source's deadline (`_requests._timed`, an ``asyncio.timeout``) cancels the producing
+    task, which is waiting here, outside the source's frames, when it comes. Thrown into the
+    source, it would land at the source's own ``yield``: outside the deadline's frame when the
+    source relays `_timed` from a generator of its own (the page's `_ui._run`), which then
+    took it for its client leaving. The cancellation is delivered again instead, at the
+    source's next wait, inside the deadline's frame, so the deadline ends the run as it ends a
+    slow one (``RequestTimeoutError``, which `pump` relays). The pump's own cancellation, as
+    it closes, goes on as it came.
     """
     try:
         await room.wait()
     except asyncio.CancelledError:
-        if closing() or not hasattr(source, "athrow"):
+        task = asyncio.current_task()
+        if closing() or task is None:
             raise
-        await source.athrow(asyncio.CancelledError())
-        raise  # the source swallowed it and went on: cancelled all the same
+        task.uncancel()  # the same one cancellation, met again where the source waits
+        task.cancel()
 
 
 def run_event(run_id: str, model: str, question: str, config: MoAConfig) -> dict[str, Any]:
