@@ -546,6 +546,47 @@ def test_a_page_run_held_back_by_a_slow_reader_ends_at_its_deadline_not_as_a_cli
     assert tail.endswith("xerrordone"), tail
 
 
+def test_a_run_held_back_by_a_slow_reader_is_told_when_its_client_leaves():
+    """A client that left while its run waited for it to read: the pump's producer was
+    cancelled outside the source, which was left at its ``yield`` for the garbage collector
+    to close, later and in another context (its deadline's reset then failed): the page's run
+    never heard that its client had left, and was kept without its calls stopped. The source
+    now meets the client's leaving where it waits, as a run not held back does."""
+    from langgraph_moa.serving._requests import _timed
+
+    seen: list[str] = []
+    leave = asyncio.Event()
+
+    async def endless():
+        while True:
+            yield "x" * 100_000
+            await asyncio.sleep(0)
+
+    async def page_run():  # the shape of `_ui._run`
+        try:
+            async for item in _timed(endless(), 60):
+                yield item
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        except GeneratorExit:
+            seen.append("closed later")
+            raise
+
+    async def read_slowly():
+        stream = pump(page_run(), leave.wait, keepalive_s=None)
+        try:
+            async for _ in stream:
+                await asyncio.sleep(0.05)
+                leave.set()  # the run is held back by now: it wrote far more than was read
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.1)  # the producer's cancellation runs
+        return list(seen)
+
+    assert asyncio.run(read_slowly()) == ["cancelled"]
+
+
 def test_serve_goes_on_without_a_history_it_cannot_open(tmp_path, caplog):
     from langgraph_moa.serving._server import _open_history
 

@@ -70,7 +70,7 @@ async def pump(
                 pending += len(item)
                 if pending > PENDING_CHARS:
                     room.clear()
-                    await _held_back(room, lambda: closing)
+                    await _held_back(room, source, lambda: closing)
             queue.put_nowait(_END)
         except Exception as exc:  # raised again by the reader, in the response's task
             queue.put_nowait(exc)
@@ -115,7 +115,7 @@ async def pump(
         producer.cancel()
 
 
-async def _held_back(room: asyncio.Event, closing: Callable[[], bool]) -> None:
+async def _held_back(room: asyncio.Event, source: Any, closing: Callable[[], bool]) -> None:
     """Wait until the reader has taken enough of the queue (`pump`); a deadline still ends it.
 
     The source's deadline (`_requests._timed`, an ``asyncio.timeout``) cancels the producing
@@ -125,13 +125,19 @@ async def _held_back(room: asyncio.Event, closing: Callable[[], bool]) -> None:
     took it for its client leaving. The cancellation is delivered again instead, at the
     source's next wait, inside the deadline's frame, so the deadline ends the run as it ends a
     slow one (``RequestTimeoutError``, which `pump` relays). The pump's own cancellation, as
-    it closes, goes on as it came.
+    it closes (its client left), is thrown into the source where it waits, as it would have
+    met a source not held back: left at its ``yield``, the source was closed only by the
+    garbage collector, later, in another context, and never heard that its client had left.
     """
     try:
         await room.wait()
     except asyncio.CancelledError:
         task = asyncio.current_task()
-        if closing() or task is None:
+        if closing():
+            if hasattr(source, "athrow"):
+                await source.athrow(asyncio.CancelledError())
+            raise  # the source swallowed it and went on: cancelled all the same
+        if task is None:
             raise
         task.uncancel()  # the same one cancellation, met again where the source waits
         task.cancel()
