@@ -1613,3 +1613,54 @@ async def test_a_client_that_never_reads_its_stream_gives_its_run_place_back(fak
     while not isinstance(stack, RunCap):
         stack = stack.app
     assert stack.running == 0
+
+
+async def test_every_way_a_run_ends_gives_its_place_under_the_cap_back(fake, monkeypatch):
+    """With --max-runs 1, any path that forgot its place would refuse every run after it:
+    a 400 after the place was taken, a failed run, a stream failing before its first byte,
+    a page run, a bug in the route (a 500), and a client leaving mid-stream."""
+    from langgraph_moa.serving._guard import RunCap, ServeSecurity
+
+    slow = fake("A", delay=lambda n: 0.3)
+    down = fake("AGG", fail=lambda n, m: ValueError("down"))
+    systems = {
+        "m": MoAConfig(proposers=[slow], aggregator=fake("AGG"), layers=2, name="m"),
+        "bad": MoAConfig(
+            proposers=[down], aggregator=down, layers=2, name="bad", retry={"max_attempts": 1}
+        ),
+    }
+    app = create_app(systems, security=ServeSecurity(max_runs=1))
+
+    def cap():
+        stack = app.middleware_stack
+        while not isinstance(stack, RunCap):
+            stack = stack.app
+        return stack
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+
+        async def chat(body, path="/v1/chat/completions"):
+            response = await http.post(path, content=json.dumps(body), headers=JSON)
+            assert cap().running == 0, (body, response.status_code)
+            return response.status_code
+
+        assert await chat({"model": "m", "messages": "nope"}) == 400
+        assert await chat({"model": "bad", "messages": USER}) >= 500
+        assert await chat({"model": "bad", "messages": USER, "stream": True}) >= 500
+        assert await chat({"model": "m", "messages": USER}, "/v1/moa/runs") == 200
+        real = _Preparer.__call__
+
+        def broken(self, raw, scope=None):
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(_Preparer, "__call__", broken)
+        assert await chat({"model": "m", "messages": USER}) == 500
+        monkeypatch.setattr(_Preparer, "__call__", real)
+
+    await asgi(  # a stream whose client leaves while the run waits on its proposer
+        app,
+        [json.dumps({"model": "m", "messages": USER, "stream": True}).encode()],
+        disconnect_after=0.1,
+    )
+    assert cap().running == 0
