@@ -883,3 +883,20 @@ def test_a_run_kept_by_an_earlier_version_is_served_without_the_machines_details
     assert "did not answer within 30s. The operator's log says why." in served[1]["error"]
     assert served[2]["text"] == "see /tmp/notes (model text)"  # a model's words, untouched
     assert served[3]["message"] == served[0]["error"]
+
+
+def test_a_served_runs_selection_keeps_the_answer_it_quotes(system, tmp_path):
+    """A selection's ``reason`` quotes the proposals' answer (``'/usr/bin/env' has 2 of 3
+    votes``): it is a model's words, not an error, yet was served from the history with the
+    answer replaced by ``[path]``."""
+    reason = "'/usr/bin/env' has 2 of 3 votes from 2 of 3 proposals"
+    events = [
+        {"event": "selected", "method": "vote", "winner": 0, "reason": reason, "tally": []},
+        {"event": "answer", "text": "/usr/bin/env", "selection": {"reason": reason}},
+    ]
+    history = History(tmp_path / "h.sqlite3")
+    history.save(RunRecord("r", "m", "q?", status="done", events=events))
+    client = TestClient(create_app({"m": system}, history=history), base_url="http://localhost")
+    served = client.get("/v1/moa/runs/r").json()["events"]
+    assert served[0]["reason"] == reason
+    assert served[1]["selection"]["reason"] == reason

@@ -173,8 +173,9 @@ def _keep(history: History, record: RunRecord) -> bool:
     return True
 
 
-ERROR_KEYS = frozenset({"error", "message", "fallback_reason", "reason"})
-"""The keys of a run's events whose text is an error's, never a model's."""
+ERROR_KEYS = frozenset({"error", "message", "fallback_reason"})
+"""The keys of a run's events whose text is an error's, never a model's (not a selection's
+``reason``: it quotes the proposals' answer)."""
 
 
 def _machine_redacted(value: Any, key: str | None = None) -> Any:
