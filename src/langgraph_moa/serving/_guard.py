@@ -253,7 +253,8 @@ class RunCap:
     async def _refuse(self, send: Any) -> None:
         status, body = _error(
             503,
-            f"The server is running its limit of {self.max_runs} runs at once; retry in a few "
+            f"The server is running its limit of {self.max_runs} "
+            f"run{'s' * (self.max_runs != 1)} at once; retry in a few "
             "seconds, or the operator can raise it with --max-runs (MOA_MAX_RUNS).",
             "server_error",
             "too_many_runs",
