@@ -1542,7 +1542,9 @@ def test_runs_past_the_servers_cap_get_a_503_with_retry_after_and_none_is_queued
             return refused, page_run, health, listed, answered, after
 
     refused, page_run, health, listed, answered, after = asyncio.run(scenario())
-    error = assert_one_sentence(refused, 503, "limit of 1 run at once", "--max-runs", "MOA_MAX_RUNS")
+    error = assert_one_sentence(
+        refused, 503, "limit of 1 run at once", "--max-runs", "MOA_MAX_RUNS"
+    )
     assert error["code"] == "too_many_runs"
     assert refused.headers["retry-after"] == "5"
     assert page_run.status_code == 503  # the page's runs share the cap
