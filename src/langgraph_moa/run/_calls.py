@@ -113,6 +113,7 @@ def emit(event: str, **fields: Any) -> None:
     configurable = get_config()[CONF]
     if event in _ENDED and (tally := configurable.get(CALL_TALLY)) is not None:
         tally.ended += 1
+        tally.failed += event == "failed"
     if event != DISCARDED and configurable.get(DISCARDS_ONLY):
         return
     configurable[CONFIG_KEY_RUNTIME].stream_writer({"type": "moa", "event": event, **fields})
@@ -201,11 +202,12 @@ class CallTally:
     can say what the run had cost without building an event per call.
     """
 
-    __slots__ = ("ended",)
+    __slots__ = ("ended", "failed")
 
     def __init__(self) -> None:
         """Start at no call ended."""
         self.ended = 0
+        self.failed = 0  # of those ended, the calls that failed for good (or were cancelled)
 
 
 CALL_TALLY = "moa_call_tally"

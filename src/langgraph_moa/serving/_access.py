@@ -142,7 +142,9 @@ class AccessLog:
         elif seen.get("left"):  # a 200 that never answered: the run was cancelled
             tally = scope.get(CALLS_KEY)
             ended = getattr(tally, "ended", None)
-            after = f" after {ended} call{'s' * (ended != 1)} finished" if ended is not None else ""
+            lost = tally.failed if ended is not None else 0
+            after = f" after {ended} call{'s' * (ended != 1)}" if ended is not None else ""
+            after += f", {lost} failed" if after and lost else ""  # as an answer's line says
             parts.append(f"client left{after}")
         parts.append(f"{seconds:.2f}s")
         return " · ".join(parts)
