@@ -9,10 +9,10 @@ from langchain_core.messages import AIMessage
 
 from langgraph_moa.errors import EvalDatasetError
 from langgraph_moa.eval import load_dataset, score, shipped_dataset
-from langgraph_moa.eval.datasets import PACKAGED
+from langgraph_moa.eval.datasets import PACKAGED, gsm8k_final_number
 from langgraph_moa.eval.scorers import last_number, numeric
 from langgraph_moa.run.cache import SQLiteCallCache
-from langgraph_moa.text._selection import extract_answer, stated_number
+from langgraph_moa.text._selection import extract_answer, number_value, stated_number
 
 ROOT = Path(__file__).parents[2]
 # Two lines exactly as openai/grade-school-math publishes them (test.jsonl, lines 1 and 2).
@@ -512,3 +512,25 @@ def test_a_number_past_any_float_is_read_without_an_error(answer):
 def test_a_lone_fraction_in_bold_or_inline_math_is_still_lone(answer):
     assert numeric(answer, 0.5)
     assert extract_answer(answer) == "0.5"
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["9" * 1001, "1" + "0" * 1000, "1/" + "3" * 1001, "3" * 1001 + "/7", "1." + "5" * 1000],
+)
+def test_a_number_of_more_than_1000_digits_is_no_number(written):
+    """Reading a 200,000-digit number took seconds, and twice the digits three times as long
+    (its exact value is built super-linearly): past 1000 digits, like an exponent past 1000,
+    it is no answer anyone means, so the scorer and the vote read no number there."""
+    assert number_value(written) is None
+    if "/" not in written:  # in prose, "x/7" ends in the number 7
+        assert number_value(f"The answer is {written}.") is None
+    assert last_number(written) is None
+    assert extract_answer(written, "last-number") == ""
+    assert gsm8k_final_number(f"so\n#### {written}") is None
+
+
+@pytest.mark.parametrize("written", ["9" * 1000, "1/" + "3" * 1000, "1." + "5" * 999])
+def test_a_number_of_1000_digits_is_still_read(written):
+    assert number_value(written) is not None
+    assert extract_answer(written, "last-number") != ""

@@ -58,6 +58,9 @@ _FRACTION = r"-?\d+/\d+(?![\d/]|[.,]\d)"
 _LONE_FRACTION = re.compile(r"[\s*_$]*(-?)\$?(\d+)/(\d+)[\s*_$]*[.!]?[\s*_$]*")  # "**1/2**"
 # An exponent past this is no answer anyone means; its exact digits would be a huge string.
 _MAX_EXPONENT = 1000
+# Nor is a number written with more digits than this; building its exact value takes time
+# that grows faster than its length (a 200,000-digit answer took seconds to read).
+_MAX_DIGITS = 1000
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 # Runs of \W are possessive (`*+`) wherever what follows cannot start with one: a model's
 # answer is untrusted, and "!!!...x" (or a long "----" rule) made the nested `\W*`s try
@@ -233,21 +236,24 @@ def number_value(text: str) -> Fraction | None:
     """Return the number `text` ends with, exactly; None when it holds no number.
 
     `text` that is one fraction of integers ("1/2", "-3/4.") is that fraction; otherwise the
-    last number written counts (see `_NUMBER`). A zero denominator or an exponent past
-    1000 is no number.
+    last number written counts (see `_NUMBER`). A zero denominator, an exponent past 1000
+    or more than 1000 digits (`_MAX_DIGITS`) is no number.
     """
     text = ascii_minus(text)
     if lone := _LONE_FRACTION.fullmatch(text):
         sign, top, bottom = lone.groups()
-        if not bottom.strip("0"):
+        if not bottom.strip("0") or max(len(top), len(bottom)) > _MAX_DIGITS:
             return None
         # Through Decimal: int() refuses a string of over 4,300 digits.
         return Fraction(Decimal(top)) / Fraction(Decimal(bottom)) * (-1 if sign else 1)
     matches = _NUMBER.findall(text)
     if not matches:
         return None
+    written = number_text(matches[-1])
+    if sum(ch.isdigit() for ch in re.split("[eE]", written)[0]) > _MAX_DIGITS:
+        return None
     try:
-        value = Decimal(number_text(matches[-1]))
+        value = Decimal(written)
     except InvalidOperation:
         return None
     exponent = value.as_tuple().exponent
