@@ -208,3 +208,35 @@ def test_the_eval_progress_bar_shows_a_system_name_with_brackets_as_it_is(
     assert status == 0, err
     assert "unexpected error" not in err and f"{name} ━" in err
     assert f"| {name} | 1/1 |" in shown
+
+
+def test_text_in_any_script_is_shown_as_it_is():
+    """Only what acts on a terminal is spelled out: scripts, emoji sequences, combining marks,
+    tabs and the bidi marks (U+200E, U+200F) that right-to-left text needs stay."""
+    from langgraph_moa._terminal import for_terminal
+
+    text = (
+        "مرحبا بالعالم \u200fשלום עולם\u200e 你好，世界 こんにちは 안녕 Привет\n"  # noqa: RUF001
+        "👩\u200d💻 ❤\ufe0f 👍🏽 🇫🇷 e\u0301 ক্ষ\tcol\u00a0x \u2028\u061c"
+    )
+    assert for_terminal(text) == text
+
+
+def test_an_escape_split_across_streamed_chunks_is_spelled_out_as_if_whole():
+    from langgraph_moa._terminal import for_terminal
+
+    whole = "a\x1b]0;x\x07b\r\nc"
+    assert for_terminal("a\x1b") + for_terminal("]0;x\x07b\r\nc") == for_terminal(whole)
+
+
+def test_a_streamed_crlf_in_the_live_view_is_a_space_not_a_spelled_out_cr():
+    """A call's streamed preview replaced each line feed with a space before spelling out,
+    so every Windows line end of a code block (CR LF) showed as '\\x0d ' in the view."""
+    from langgraph_moa.cli._live import Progress
+
+    progress = Progress(timeout_s=None)
+    call = {"role": "proposer", "layer": 1, "proposer": 0, "sample": 0}
+    for text in ("def f():\r", "\n    return 1\r\n", "x = 2\x1b[2J"):
+        progress.event({**call, "event": "token", "text": text})
+    (row,) = progress.rows.values()
+    assert row.detail == "def f(): return 1 x = 2\\x1b[2J"

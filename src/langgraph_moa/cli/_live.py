@@ -109,7 +109,7 @@ class Progress:
             row = self.rows.setdefault(key, _Row(for_terminal(str(e["role"]))))
             row.streamed += 1
             row.tail = (row.tail + str(e.get("text", "")))[-200:]
-            row.detail = _short(row.tail.replace("\n", " ").strip())
+            row.detail = _short(row.tail)  # its line breaks (CRLF too) become spaces there
             return
         if e["event"] == "started":
             who = "aggregator" if e["proposer"] < 0 else f"proposer {e['proposer'] + 1}"
