@@ -918,3 +918,36 @@ def test_a_server_that_went_away_is_named_in_a_sentence(backend, browser):
     assert error.startswith("The server could not be reached"), error
     assert "moa serve" in error and error.count(".") == 1, error
     assert d.execute_script("return document.querySelector('.pane-status').textContent") == "failed"
+
+
+def test_each_history_button_is_named_with_its_runs_question(backend, browser, tmp_path):
+    """Every history item's buttons read 'open' and 'side by side' to a screen reader, so a
+    list of runs was a column of identical buttons; each now names its run's question (a
+    long one cut), its visible word first (WCAG 2.5.3, label in name)."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"agg@{backend.url}", layers=2)
+    app = create_app({"m": config}, history=History(tmp_path / "h.db"))
+    long = "Why " + "very " * 40 + "blue?"
+    with BackgroundServer(app) as server:
+        d = browser
+        for question in ("Why is the sky blue?", long):
+            start(d, server.root, "m", question)
+            wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
+        wait(d, "document.querySelectorAll('#history-list li').length === 2", what="history")
+        shown = d.execute_script(
+            "return [...document.querySelectorAll('#history-list button')].map(b => b.textContent)"
+        )
+        assert shown == ["open", "side by side"] * 2
+        names = [
+            name for role, name in ax_names(d, {"button"}) if name.startswith(("open", "side"))
+        ]
+        assert len(set(names)) == 4, names
+        assert "open: Why is the sky blue?" in names
+        assert "side by side: Why is the sky blue?" in names
+        cut = [n for n in names if "very" in n]
+        assert len(cut) == 2 and all(len(n) < 140 and n.endswith("…") for n in cut), cut
+

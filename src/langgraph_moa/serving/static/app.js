@@ -621,6 +621,13 @@ async function openRun(id, sideBySide) {
   }
 }
 
+// A history button's name for a screen reader: its word, then its run's question (cut), as
+// a list of runs read as a column of identical "open" and "side by side" buttons.
+function spoken(question) {
+  const words = String(question || "").split(/\s+/).join(" ").trim();
+  return words.length > 100 ? words.slice(0, 99) + "…" : words;
+}
+
 async function loadHistory() {
   const list = document.getElementById("history-list");
   try {
@@ -637,9 +644,11 @@ async function loadHistory() {
       const actions = el("div", "h-actions");
       const open = el("button", "h-open", "open");
       open.type = "button";
+      open.setAttribute("aria-label", "open: " + spoken(run.question));
       open.onclick = () => openRun(run.id, false);
       const compare = el("button", "h-compare", "side by side");
       compare.type = "button";
+      compare.setAttribute("aria-label", "side by side: " + spoken(run.question));
       compare.onclick = () => openRun(run.id, true);
       actions.append(open, compare);
       li.appendChild(actions);
