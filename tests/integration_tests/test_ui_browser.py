@@ -951,3 +951,30 @@ def test_each_history_button_is_named_with_its_runs_question(backend, browser, t
         cut = [n for n in names if "very" in n]
         assert len(cut) == 2 and all(len(n) < 140 and n.endswith("…") for n in cut), cut
 
+
+def test_ctrl_enter_asks_from_the_other_models_fields_too(backend, browser):
+    """Ctrl+Enter asked only from the question: in the Proposers or Aggregator field, the
+    field a user fills last before asking, it did nothing."""
+    from selenium.webdriver.common.keys import Keys
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"agg@{backend.url}", layers=2)
+    with BackgroundServer(create_app({"m": config})) as server:
+        d = browser
+        d.get(f"{server.root}/ui")
+        wait(d, "document.querySelectorAll('#preset option').length === 1", what="the model")
+        d.find_element("id", "question").send_keys("Why blue?")
+        d.execute_script("document.getElementById('models-box').open = true")
+        for field in ("proposers", "aggregator"):
+            before = d.execute_script("return document.querySelector('.pane')?.dataset.runId")
+            d.find_element("id", field).send_keys(Keys.CONTROL + Keys.ENTER)
+            wait(
+                d,
+                f"""(p => !!p && !!p.dataset.runId && p.dataset.runId !== '{before}'
+                  && p.dataset.done === 'done')(document.querySelector('.pane'))""",
+                what=f"a run asked from the {field} field",
+            )
+        assert console_errors(d) == []

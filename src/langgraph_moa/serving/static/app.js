@@ -688,13 +688,16 @@ document.getElementById("ask").addEventListener("submit", (event) => {
   startRun(question, model, false);
 });
 
-// Enter writes a new line in the question; Ctrl+Enter (Cmd+Enter on a Mac) asks it.
-document.getElementById("question").addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
-    event.preventDefault();
-    document.getElementById("ask").requestSubmit();
-  }
-});
+// Enter writes a new line in the question; Ctrl+Enter (Cmd+Enter on a Mac) asks it, from
+// the other models' fields too (outside the form, where Enter alone submits nothing).
+for (const id of ["question", "proposers", "aggregator"]) {
+  document.getElementById(id).addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      document.getElementById("ask").requestSubmit();
+    }
+  });
+}
 
 // A form, so that Enter in the key's field uses it as the button does.
 document.getElementById("key-box").addEventListener("submit", (event) => {
