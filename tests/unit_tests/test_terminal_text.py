@@ -240,3 +240,17 @@ def test_a_streamed_crlf_in_the_live_view_is_a_space_not_a_spelled_out_cr():
         progress.event({**call, "event": "token", "text": text})
     (row,) = progress.rows.values()
     assert row.detail == "def f(): return 1 x = 2\\x1b[2J"
+
+
+def test_words_between_colons_stay_words_on_stderr(capsys):
+    """The stderr console read ':x:' or ':fire:' in a provider's error or a model's preview
+    (a log line off a terminal) as an emoji code, so the reader saw '❌', not what was
+    written."""
+    shown = Output()
+    shown.warn("the provider said :x: at 10:30:00")
+    shown.error("bad :fire: token")
+    shown.plain("L1 proposer 1: done: use :thumbs_up: here")
+    shown.info("[dim]a note :smile:[/]")
+    err = capsys.readouterr().err
+    for written in (":x: at 10:30:00", ":fire:", ":thumbs_up:", ":smile:"):
+        assert written in err, err

@@ -35,7 +35,8 @@ class Output:
         self.quiet = False
         self.interrupt_hint = ""
         """What a Ctrl-C leaves behind and how to go on (said after "Interrupted.")."""
-        self.err = Console(stderr=True, soft_wrap=True, highlight=False)
+        self.err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
+        """No emoji codes: ':x:' in a provider's error or a model's text is what it wrote."""
         self.live: Any = None
         """The live view (a rich `Live`) on screen now, if any: Ctrl-C clears it first, so
         the last lines and the shell prompt do not land inside it."""
