@@ -534,3 +534,14 @@ def test_a_number_of_more_than_1000_digits_is_no_number(written):
 def test_a_number_of_1000_digits_is_still_read(written):
     assert number_value(written) is not None
     assert extract_answer(written, "last-number") != ""
+
+
+@pytest.mark.parametrize("answer", ["\\boxed{\\frac{-1}{2}}", "\\boxed{\\dfrac{-1}{2}}"])
+def test_a_boxed_latex_fraction_with_a_negative_numerator_is_its_value(answer):
+    """'\\boxed{\\frac{-1}{2}}' was scored as 2 and voted as 'frac12', one answer with
+    \\frac{-12}{...} and \\frac{1}{2} spelled otherwise; a minus inside the numerator is
+    the fraction's sign, as one before \\frac is."""
+    assert numeric(answer, -0.5)
+    assert not numeric(answer, 2)
+    assert extract_answer(answer) == extract_answer("#### -0.5") == "-0.5"
+    assert extract_answer("\\boxed{\\frac{-12}{3}}") != extract_answer("\\boxed{\\frac{-1}{23}}")

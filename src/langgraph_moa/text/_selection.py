@@ -73,8 +73,11 @@ _CHOICE = re.compile(
 # letter must end there: "the answer is E. coli", "the best option is C++" and "the answer
 # is A lot" name no option, and "option B is wrong" states nothing.
 _BOXED_START = re.compile(r"\\boxed\s*\{")
-# A box that holds only \frac{a}{b} of integers is the fraction a/b (see `_LONE_FRACTION`).
-_LATEX_FRACTION = re.compile(r"^(-?)\s*\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}$")
+# A box that holds only \frac{a}{b} of integers is the fraction a/b (see `_LONE_FRACTION`);
+# a minus before \frac or inside the numerator is its sign ("\frac{-1}{2}" is -1/2).
+_LATEX_FRACTION = re.compile(
+    r"^(?:(-)\s*\\[dt]?frac\s*\{\s*|\\[dt]?frac\s*\{\s*(-?)\s*)(\d+)\s*\}\s*\{\s*(\d+)\s*\}$"
+)
 _LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 _LETTER_END = (
     r"(?:\)|\]|[.,;:!]?(?=\s*(?:$|\n))"
@@ -365,7 +368,7 @@ def boxed_answers(text: str) -> list[str]:
         content = content.replace("\\$", "$").replace("\\%", "%")  # \boxed{\$18}: a number
         while (unwrapped := _LATEX_WRAPPER.sub(r"\1", content)) != content:
             content = unwrapped
-        content = _LATEX_FRACTION.sub(r"\1\2/\3", content.strip())
+        content = _LATEX_FRACTION.sub(r"\1\2\3/\4", content.strip())
         found.append(content)
     return found
 
