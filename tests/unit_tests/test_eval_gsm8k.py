@@ -545,3 +545,14 @@ def test_a_boxed_latex_fraction_with_a_negative_numerator_is_its_value(answer):
     assert not numeric(answer, 2)
     assert extract_answer(answer) == extract_answer("#### -0.5") == "-0.5"
     assert extract_answer("\\boxed{\\frac{-12}{3}}") != extract_answer("\\boxed{\\frac{-1}{23}}")
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"), [("12,34,567", 1234567), ("It costs Rs 1,00,000.", 100000)]
+)
+def test_an_indian_grouped_number_is_one_number(answer, value):
+    """'12,34,567' (lakh grouping) was read as 34567, neither the number nor a list's last
+    entry; a first group of one or two digits, two-digit groups and a last group of three
+    is one number, as it was before commas were read by groups of three."""
+    assert numeric(answer, value)
+    assert extract_answer(answer) == str(value)
