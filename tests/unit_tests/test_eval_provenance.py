@@ -142,3 +142,29 @@ def test_the_same_command_twice_gives_the_same_items_order_scores_and_cache_hits
     assert [r[0] for r in rows] == ["q3", "q1", "q2"]  # the dataset's order
     assert rows_again == rows and again["correct"] == first["correct"] == 3
     assert again["cached_calls"] == again["calls"] > 0  # nothing generated again
+
+
+def test_the_scorers_digest_covers_the_number_reader(monkeypatch):
+    """The scorers' SHA-256 hashed scorers.py alone, while the numbers it compares are read
+    in text/_selection.py (and a GSM8K target in eval/datasets.py): a change to how '1/2'
+    or '1e-5' is read left the recorded digest the same. Each reading module counts now."""
+    from importlib import resources
+
+    from langgraph_moa.eval import provenance as prov
+
+    before = prov.scorer_rule()["sha256"]
+    real = resources.files
+
+    class Edited:
+        def __init__(self, package):
+            self.inner = real(package)
+            self.package = package
+
+        def joinpath(self, name):
+            inner = self.inner.joinpath(name)
+            if name != "_selection.py":
+                return inner
+            return type("F", (), {"read_bytes": lambda _s: inner.read_bytes() + b"\n# edited"})()
+
+    monkeypatch.setattr(prov.resources, "files", Edited)
+    assert prov.scorer_rule()["sha256"] != before

@@ -40,12 +40,26 @@ def package_version() -> str:
         return "not installed as a package"
 
 
-def scorer_rule() -> dict[str, str]:
-    """Name the scoring code by its digest: a scorer changed between two runs shows here."""
-    source = resources.files("langgraph_moa.eval").joinpath("scorers.py").read_bytes()
+_SCORING_MODULES = (
+    ("langgraph_moa.eval", "scorers.py"),
+    ("langgraph_moa.text", "_selection.py"),  # reads the numbers ("1/2", "1e-5", "1,250")
+    ("langgraph_moa.eval", "datasets.py"),  # reads a GSM8K target ("#### 18")
+)
+
+
+def scorer_rule() -> dict[str, Any]:
+    """Name the scoring code by its digest: a scorer changed between two runs shows here.
+
+    The digest covers every module that decides a score, not scorers.py alone: the number
+    reader lives in text/_selection.py, and a change there changes scores as much.
+    """
+    digest = hashlib.sha256()
+    for package, name in _SCORING_MODULES:
+        digest.update(resources.files(package).joinpath(name).read_bytes())
     return {
         "module": "langgraph_moa.eval.scorers",
-        "sha256": hashlib.sha256(source).hexdigest(),
+        "modules": [f"{package}/{name}" for package, name in _SCORING_MODULES],
+        "sha256": digest.hexdigest(),
     }
 
 
