@@ -360,20 +360,33 @@ def boxed_answers(text: str) -> list[str]:
     ``$18`` and a box of only ``\frac{1}{2}`` as ``1/2``; an unclosed box is ignored.
     """
     found = []
+    closing = _closing_braces(text)
     for start in _BOXED_START.finditer(text):
-        depth, at = 1, start.end()
-        while at < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[at], 0)
-            at += 1
-        if depth:
+        if (end := closing.get(start.end() - 1)) is None:
             continue
-        content = text[start.end() : at - 1].replace("{,}", ",")
+        content = text[start.end() : end].replace("{,}", ",")
         content = content.replace("\\$", "$").replace("\\%", "%")  # \boxed{\$18}: a number
         while (unwrapped := _LATEX_WRAPPER.sub(r"\1", content)) != content:
             content = unwrapped
         content = _LATEX_FRACTION.sub(r"\1\2\3/\4", content.strip())
         found.append(content)
     return found
+
+
+def _closing_braces(text: str) -> dict[int, int]:
+    """Map each "{" that is closed to the place of its "}", in one pass over `text`.
+
+    Scanning forward from each box instead took time quadratic in the answer's length
+    when its boxes were left open (a model's runaway output).
+    """
+    opened: list[int] = []
+    closing = {}
+    for at, char in enumerate(text):
+        if char == "{":
+            opened.append(at)
+        elif char == "}" and opened:
+            closing[opened.pop()] = at
+    return closing
 
 
 def _conclusion(boxed: str) -> str:
