@@ -583,3 +583,15 @@ def test_many_unclosed_boxes_are_read_in_linear_time():
     assert extract_answer(answer) == "7"
     assert numeric(answer, 7)
     assert time.perf_counter() - started < 1
+
+
+def test_a_long_run_of_two_digit_groups_is_read_in_linear_time():
+    """'12,12,12,...' of 20,000 characters took over a second to read, as Indian grouping
+    was tried from every place in the run."""
+    import time
+
+    answer = "12," * 7_000
+    started = time.perf_counter()
+    assert extract_answer(answer) == "12"
+    assert numeric(answer, 12)
+    assert time.perf_counter() - started < 0.5

@@ -46,9 +46,11 @@ _SIGN = r"(?<![\w)\]}])-"
 # number, "3,4" two (3 and 4), "1,23" two (1 and 23). A number in scientific notation,
 # "1e-5" or "2.5E+3", is one number; an "e" without digits after it is a word ("3eggs": 3).
 # Indian grouping, "12,34,567" (two-digit groups before the last three), is one number too:
-# read by threes alone it was 34567, neither the number nor a list's last entry.
+# read by threes alone it was 34567, neither the number nor a list's last entry. It starts
+# only where no digit or comma precedes: tried inside a long "12,12,12,..." from every
+# place, it took time quadratic in the length.
 _MAGNITUDE = (
-    r"\d{1,2}(?:,\d{2})+,\d{3}(?!\d)(?:\.\d+)?"
+    r"(?<![\d,])\d{1,2}(?:,\d{2}(?=,))+,\d{3}(?!\d)(?:\.\d+)?"
     r"|\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?"
     r"|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"
     r"|\.\d+(?:[eE][+-]?\d+)?"
