@@ -558,40 +558,33 @@ def test_an_indian_grouped_number_is_one_number(answer, value):
     assert extract_answer(answer) == str(value)
 
 
+# Guards against reading time that grows with the square of the text: each input is large
+# enough that the old reading took minutes, so a generous timeout (not a timing) fails it.
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("filler", ["*", ".", "-", "$", "#### "])
 def test_a_long_run_of_marks_is_read_in_linear_time(filler):
     """A model's output of 20,000 marks took 12 to 15 s to read for the vote (100,000 took
     nine minutes): the option-letter pattern tried every split of the marks between two
-    '\\W*'. It is read in well under a second now."""
-    import time
-
-    answer = filler * (20_000 // len(filler)) + "1/2x"
-    started = time.perf_counter()
+    '\\W*'."""
+    answer = filler * (100_000 // len(filler)) + "1/2x"
     extract_answer(answer)
     extract_answer(answer, "choice-letter")
-    assert time.perf_counter() - started < 2
 
 
+@pytest.mark.timeout(60)
 def test_many_unclosed_boxes_are_read_in_linear_time():
     """Each unclosed '\\boxed{' scanned to the end of the answer, so 20,000 characters of
-    them took about 4 s to read for the vote and as long again to score; one pass over the
-    braces finds every box's end now. Unclosed boxes are still ignored."""
-    import time
-
-    answer = "\\boxed{" * 3_000 + " so \\boxed{7} it is"
-    started = time.perf_counter()
+    them took about 4 s to read for the vote and as long again to score (quadratic: 100,000, minutes);
+    one pass over the braces finds every box's end now. Unclosed boxes are still ignored."""
+    answer = "\\boxed{" * 15_000 + " so \\boxed{7} it is"
     assert extract_answer(answer) == "7"
     assert numeric(answer, 7)
-    assert time.perf_counter() - started < 1
 
 
+@pytest.mark.timeout(60)
 def test_a_long_run_of_two_digit_groups_is_read_in_linear_time():
-    """'12,12,12,...' of 20,000 characters took over a second to read, as Indian grouping
-    was tried from every place in the run."""
-    import time
-
-    answer = "12," * 7_000
-    started = time.perf_counter()
+    """'12,12,12,...' of 20,000 characters took over a second to read (quadratic: 300,000, minutes), as
+    Indian grouping was tried from every place in the run."""
+    answer = "12," * 100_000
     assert extract_answer(answer) == "12"
     assert numeric(answer, 12)
-    assert time.perf_counter() - started < 0.5
