@@ -349,14 +349,16 @@ def test_a_tie_for_most_accurate_names_every_tied_system_whatever_the_order(orde
 
 
 def test_the_verdict_says_when_a_systems_accuracy_and_tokens_leave_failed_items_out():
-    """4/4 right with 4 of 8 items failed is no clean 1.00, and its tokens are half a run's."""
+    """4/4 right with 4 of 8 items failed is no clean 1.00, and its tokens are half a run's:
+    per answered item it costs as much as the single model (500 / 4 against 1000 / 8)."""
     flaky = {**_summary(4, 4, 500), "items": 8, "errors": 4}
     summary = {"single:local:qwen": _summary(5, 8, 1000), "local-moa": flaky}
     verdict = render_report(summary).split("## Verdict")[1]
     assert "Most accurate: **local-moa** (1.00; 4 of its 8 items failed" in verdict
     assert (
         "- **local-moa** vs the best single model (single:local:qwen): helps: +37.5 points of "
-        "accuracy (4/4 against 5/8 scored), at 0.5x the tokens; 4 of its 8 items failed, "
+        "accuracy (4/4 against 5/8 scored), at 1.0x the tokens per answered item; 4 of its 8 "
+        "items failed, "
         "left out of its accuracy and tokens." in verdict
     )
     assert verdict.count("items failed") == 2  # the single model failed on none
@@ -488,3 +490,19 @@ def test_a_pipe_or_line_break_in_a_name_or_category_stays_in_its_table_cell():
     assert len(widths) == 2, widths  # the main table's width, the category table's width
     assert "single:x\\|y" in report and "math\\|easy" in report
     assert "| line break |" in report
+
+
+def test_a_token_ratio_with_failed_items_compares_tokens_per_answered_item():
+    """Failed items' tokens are left out of a system's totals, so the ratio of totals made a
+    system that failed more look cheaper; with failures on either side it is per answered
+    item, and says so."""
+    costly = {**_summary(2, 2, 1000), "items": 8, "errors": 6}  # 500 per answered item
+    summary = {"single:local:qwen": _summary(4, 8, 2000), "local-moa": costly}  # 250 per item
+    verdict = render_report(summary).split("## Verdict")[1]
+    assert "at 2.0x the tokens per answered item; 6 of its 8 items failed" in verdict
+    nothing = {**_summary(0, 1, 0), "items": 8, "errors": 8, "scored": 0}
+    summary = {"single:local:qwen": _summary(4, 8, 2000), "local-moa": nothing}
+    verdict = render_report(summary).split("## Verdict")[1]
+    assert (
+        "scored), its tokens not compared (it answered no item); 8 of its 8 items failed" in verdict
+    )

@@ -419,7 +419,7 @@ def _cost_and_failures(s: dict[str, Any], ref: dict[str, Any]) -> str:
     """End a verdict line: the token ratio, and the system's failed items, which it omits."""
     failed = _failed(s)
     tail = f"; {failed}, left out of its accuracy and tokens" if failed else ""
-    return f"at {_token_ratio(s, ref)}{tail}."
+    return f"{_token_ratio(s, ref)}{tail}."
 
 
 def _paired_verdict(
@@ -435,9 +435,25 @@ def _paired_verdict(
 
 
 def _token_ratio(s: dict[str, Any], ref: dict[str, Any]) -> str:
+    """Compare tokens per answered item when either side failed items (their tokens are left
+    out of its totals, so totals would make the one that failed more look cheaper)."""
     ref_tokens = ref["prompt_tokens"] + ref["completion_tokens"]
     tokens = s["prompt_tokens"] + s["completion_tokens"]
-    return f"{tokens / ref_tokens:.1f}x the tokens" if ref_tokens else "more tokens"
+    if not (s.get("errors") or ref.get("errors")):
+        return f"at {tokens / ref_tokens:.1f}x the tokens" if ref_tokens else "at more tokens"
+    answered, ref_answered = _answered(s), _answered(ref)
+    if not answered:
+        return "its tokens not compared (it answered no item)"
+    if not ref_answered:
+        return "its tokens not compared (the other answered no item)"
+    if not ref_tokens:
+        return "at more tokens"
+    ratio = (tokens / answered) / (ref_tokens / ref_answered)
+    return f"at {ratio:.1f}x the tokens per answered item"
+
+
+def _answered(s: dict[str, Any]) -> int:
+    return int(s.get("items", 0)) - int(s.get("errors", 0))
 
 
 def _raw_verdict(name: str, s: dict[str, Any], ref_name: str, ref: dict[str, Any]) -> str:
