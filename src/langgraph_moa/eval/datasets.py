@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa.errors import EvalDatasetError
-from langgraph_moa.text._selection import _FRACTION, _MAGNITUDE, number_value
+from langgraph_moa.text._selection import _VALUE, number_value
 
 _INSTRUCTION_KEYS = ("instruction", "question", "prompt")
 # GSM8K's final line: "#### 18", "#### 1,600", "#### -3" (nothing else follows it).
 # A comma groups thousands only between groups of three digits ("#### 3,4" is no number).
-_GSM8K_FINAL = re.compile(r"####\s*(" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))\s*$")
+_GSM8K_FINAL = re.compile(r"####\s*" + _VALUE + r"\s*$")
 PACKAGED = {
     "verifiable": "data/verifiable.jsonl",
     "gsm8k": "data/gsm8k_test_300.jsonl",

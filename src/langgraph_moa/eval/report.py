@@ -435,8 +435,11 @@ def _paired_verdict(
 
 
 def _token_ratio(s: dict[str, Any], ref: dict[str, Any]) -> str:
-    """Compare tokens per answered item when either side failed items (their tokens are left
-    out of its totals, so totals would make the one that failed more look cheaper)."""
+    """Give a system's tokens against `ref`'s, per answered item when either failed items.
+
+    Failed items' tokens are left out of the totals, so the ratio of totals would make the
+    system that failed more look cheaper.
+    """
     ref_tokens = ref["prompt_tokens"] + ref["completion_tokens"]
     tokens = s["prompt_tokens"] + s["completion_tokens"]
     if not (s.get("errors") or ref.get("errors")):

@@ -20,8 +20,7 @@ import unicodedata
 
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.text._selection import (
-    _FRACTION,
-    _MAGNITUDE,
+    _VALUE,
     ascii_minus,
     boxed_answers,
     normalize_words,
@@ -30,7 +29,7 @@ from langgraph_moa.text._selection import (
 )
 
 # "-$5" as "$-5"; "3,4" is no number (a pair), "1/2" and "1e-5" are.
-_PLAIN_NUMBER = re.compile(r"-?\$?\s*+(?:" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))\s*[$%]?")
+_PLAIN_NUMBER = re.compile(r"-?\$?\s*+" + _VALUE + r"\s*[$%]?")
 
 
 def normalize(text: str) -> str:

@@ -78,6 +78,7 @@ _CHOICE = re.compile(
 # letter must end there: "the answer is E. coli", "the best option is C++" and "the answer
 # is A lot" name no option, and "option B is wrong" states nothing.
 _BOXED_START = re.compile(r"\\boxed\s*\{")
+_BRACE = re.compile(r"[{}]")
 # A box that holds only \frac{a}{b} of integers is the fraction a/b (see `_LONE_FRACTION`);
 # a minus before \frac or inside the numerator is its sign ("\frac{-1}{2}" is -1/2).
 _LATEX_FRACTION = re.compile(
@@ -361,9 +362,12 @@ def boxed_answers(text: str) -> list[str]:
     ``\text{C}`` and its kin are unwrapped, ``1{,}250`` reads as ``1,250``, ``\$18`` as
     ``$18`` and a box of only ``\frac{1}{2}`` as ``1/2``; an unclosed box is ignored.
     """
+    starts = list(_BOXED_START.finditer(text))
+    if not starts:  # most answers: no pass over the braces
+        return []
     found = []
-    closing = _closing_braces(text)
-    for start in _BOXED_START.finditer(text):
+    closing = _closing_braces(text, starts[0].start())
+    for start in starts:
         if (end := closing.get(start.end() - 1)) is None:
             continue
         content = text[start.end() : end].replace("{,}", ",")
@@ -375,19 +379,20 @@ def boxed_answers(text: str) -> list[str]:
     return found
 
 
-def _closing_braces(text: str) -> dict[int, int]:
-    """Map each "{" that is closed to the place of its "}", in one pass over `text`.
+def _closing_braces(text: str, begin: int) -> dict[int, int]:
+    """Map each "{" from `begin` on that is closed to the place of its "}", in one pass.
 
     Scanning forward from each box instead took time quadratic in the answer's length
-    when its boxes were left open (a model's runaway output).
+    when its boxes were left open (a model's runaway output). Braces before `begin` (the
+    first box) cannot change how a later "{" pairs.
     """
     opened: list[int] = []
     closing = {}
-    for at, char in enumerate(text):
-        if char == "{":
-            opened.append(at)
-        elif char == "}" and opened:
-            closing[opened.pop()] = at
+    for brace in _BRACE.finditer(text, begin):
+        if brace.group() == "{":
+            opened.append(brace.start())
+        elif opened:
+            closing[opened.pop()] = brace.start()
     return closing
 
 
