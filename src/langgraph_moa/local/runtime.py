@@ -178,7 +178,7 @@ class LocalServer:
         self.url = f"http://127.0.0.1:{port}/v1"
         self._keep_log = self._stopped = self._mourned = False
         self._log = tempfile.NamedTemporaryFile(
-            prefix=f"moa-{self.info.name}-", suffix=".log", delete=False
+            prefix=self._log_prefix(), suffix=".log", delete=False
         )
         self.log_path = self._log.name
         """Where the server's output is (a kept log moves, see `_keep`)."""
@@ -329,7 +329,7 @@ class LocalServer:
         return f"moa-{self.info.name}-"
 
     def _failed_prefix(self) -> str:
-        return f"moa-{self.info.name}-failed-"
+        return self._log_prefix() + "failed-"
 
     def _who_exited(self) -> str:
         """Say which server exited and how."""
@@ -360,14 +360,7 @@ class LocalServer:
         if self._mourned:
             logger.warning("%s; a new one was started.", self._who_exited())
             return
-        self._mourned = True
-        self._keep()
-        logger.warning(
-            "%s; a new one was started. %s; it ends:\n%s",
-            self._who_exited(),
-            self._kept_at(),
-            self.last_words(),
-        )
+        self._warn_with_log(f"{self._who_exited()}; a new one was started.")
 
     def died_during(self, error: Exception, within_s: float = 1.0) -> ConnectionError | None:
         """Return what a call that failed because this server died raises instead, else None.

@@ -140,12 +140,11 @@ class AccessLog:
         if error:
             parts.append("error: " + _printable(str(error))[:300])
         elif seen.get("left"):  # a 200 that never answered: the run was cancelled
-            tally = scope.get(CALLS_KEY)
-            ended = getattr(tally, "ended", None)
-            lost = tally.failed if ended is not None else 0
-            after = f" after {ended} call{'s' * (ended != 1)}" if ended is not None else ""
-            after += f", {lost} failed" if after and lost else ""  # as an answer's line says
-            parts.append(f"client left{after}")
+            left = "client left"
+            if (tally := scope.get(CALLS_KEY)) is not None:
+                left += f" after {tally.ended} call{'s' * (tally.ended != 1)}"
+                left += f", {tally.failed} failed" if tally.failed else ""  # as an answer's
+            parts.append(left)
         parts.append(f"{seconds:.2f}s")
         return " · ".join(parts)
 

@@ -76,8 +76,12 @@ def _error(status: int, message: str, kind: str, code: str) -> tuple[int, bytes]
     return status, json.dumps(body).encode()
 
 
-async def _send_error(send: Any, status: int, body: bytes, *, close: bool = False) -> None:
+async def _send_error(
+    send: Any, status: int, body: bytes, *, close: bool = False, retry_after: int | None = None
+) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if retry_after is not None:
+        headers.append((b"retry-after", b"%d" % retry_after))
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -259,13 +263,7 @@ class RunCap:
             "server_error",
             "too_many_runs",
         )
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(body)),
-            (b"retry-after", b"%d" % RETRY_AFTER_S),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _send_error(send, status, body, retry_after=RETRY_AFTER_S)
 
 
 class _Unread(Exception):
