@@ -48,6 +48,27 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     ),
 ]
 
+_CREDENTIAL_PARAM = re.compile(
+    r"(?i)([?&;](?:[\w.\-]*[_.\-])?(?:key|api_?key|apikey|token|auth|authorization|sig|"
+    r"signature|password|passwd|pwd|secret|credentials?)=)[^&#\s'\"<>]+"
+)
+"""A URL's query parameter whose name says it holds a credential (``?key=``, ``&sig=``,
+``access_token=``, ``X-Amz-Signature=``), up to the next parameter or the URL's end."""
+
+_PATTERNS.append((_CREDENTIAL_PARAM, rf"\1{REDACTED}"))
+
+
+def redact_url(text: str) -> str:
+    """Return `text` with the credential query parameters of its URLs shown as redacted.
+
+    Some APIs take their key in the URL (``https://host/v1?key=...``), and an endpoint so
+    written is accepted: the URL is still used for the calls, but wherever it is written or
+    shown (a model's label, a record, a trace, a cache key) it goes through here. Only the
+    parameter's value goes: ``?alt=json&key=[redacted]``, the rest of the URL as it was.
+    """
+    return _CREDENTIAL_PARAM.sub(rf"\1{REDACTED}", text)
+
+
 _known: set[str] = set()
 _lock = threading.Lock()
 

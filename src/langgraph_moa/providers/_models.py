@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from langgraph_moa._redact import register_secret
+from langgraph_moa._redact import redact_url, register_secret
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
 from langgraph_moa.providers._table import LOCAL_PREFIX, provider_of
 from langgraph_moa.transport._call_loop import loop_of_this_thread, running_call_loop
@@ -249,11 +249,16 @@ def validate_spec(spec: Any) -> ModelSpec:
 
 
 def describe_model(spec: ModelSpec) -> str:
-    """Return a short, secret-free label for a spec (used in provenance and traces)."""
+    """Return a short, secret-free label for a spec (used in provenance and traces).
+
+    An endpoint URL's credential query parameters (``?key=...``) are shown as redacted: the
+    label is written into records, events, traces and the call cache's key, while the calls
+    use the spec itself. Two keys to one endpoint thus share a label (and cached answers).
+    """
     if isinstance(spec, str):
-        return spec
+        return redact_url(spec)
     if isinstance(spec, OpenAIEndpoint):
-        return spec.label()
+        return redact_url(spec.label())
     for attr in ("model_name", "model", "model_id"):
         value = getattr(spec, attr, None)
         if isinstance(value, str) and value:

@@ -1,0 +1,80 @@
+"""A key in an endpoint URL's query string (``?key=...``) is used for calls, never written.
+
+Some APIs take their key as a query parameter (Google's ``?key=``, signed URLs' ``sig=``).
+Such a URL is accepted, so every place that writes or shows a model's name must show the
+parameter as ``[redacted]``: the eval's files, the call cache, events, traces, errors.
+"""
+
+import asyncio
+import re
+
+import pytest
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.eval import EvalItem, Evaluation
+from langgraph_moa.providers import _models
+from tests.fakes import FakeChat
+
+SECRET = "AIzaSyD0nTl34kM3pl3a5e"
+URL = f"https://generativelanguage.example.test/v1beta/openai?alt=json&key={SECRET}"
+SPEC = f"gemini-flash@{URL}"
+SHOWN = "gemini-flash@https://generativelanguage.example.test/v1beta/openai?alt=json&key=[redacted]"
+
+ITEMS = [EvalItem(id="q1", turns=["Say alpha1."], expected=["alpha1"])]
+
+
+@pytest.fixture
+def endpoints_answer(monkeypatch):
+    """Every endpoint spec is answered by a fake model; the specs it was built for are kept."""
+    built: list = []
+
+    def build(spec, params, **_):
+        built.append(spec)
+        return FakeChat(label="e", reply=lambda *_: "alpha1")
+
+    monkeypatch.setattr(_models, "build_model", build)
+    return built
+
+
+def _files_holding(folder, secret):
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and secret.encode() in p.read_bytes()
+    )
+
+
+@pytest.mark.parametrize("spec", [SPEC, {"model": {"base_url": URL, "model": "gemini-flash"}}])
+def test_an_evaluation_writes_no_key_of_an_endpoint_url(tmp_path, endpoints_answer, spec):
+    config = MoAConfig(name="keyed", proposers=[spec], aggregator=spec)
+    evaluation = Evaluation([config], ITEMS, tmp_path, plots=False, exports=False)
+    asyncio.run(evaluation.run(progress=False))
+    assert endpoints_answer  # the calls were made, to the real URL
+    assert all(SECRET in str(spec) for spec in endpoints_answer)
+    assert _files_holding(tmp_path, SECRET) == []
+    assert SHOWN in (tmp_path / "provenance.json").read_text()
+    assert (tmp_path / "calls.db").is_file()  # looked through too
+    assert re.search(r"key=\[redacted\]", (tmp_path / "report.md").read_text())
+
+
+def test_an_error_that_repeats_the_url_does_not_repeat_its_key():
+    from langgraph_moa._redact import describe_error
+
+    error = ConnectionError(f"Cannot reach {URL}&sig=0a1b2c3d4e5f&token=tok3n-value (timed out)")
+    text = describe_error(error)
+    assert SECRET not in text and "0a1b2c3d4e5f" not in text and "tok3n-value" not in text
+    assert "openai?alt=json&key=[redacted]&sig=[redacted]&token=[redacted] (timed out)" in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://h.test/v1?api-version=2024-06-01",  # Azure's version: no credential
+        "https://h.test/v1?monkey=1&keyboard=2&max_tokens=5",
+        "http://127.0.0.1:8080/v1",
+    ],
+)
+def test_a_url_without_credential_parameters_is_shown_as_written(url):
+    from langgraph_moa.providers._models import describe_model
+
+    assert describe_model(f"m@{url}") == f"m@{url}"
