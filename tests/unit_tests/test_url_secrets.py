@@ -78,3 +78,35 @@ def test_a_url_without_credential_parameters_is_shown_as_written(url):
     from langgraph_moa.providers._models import describe_model
 
     assert describe_model(f"m@{url}") == f"m@{url}"
+
+
+def _sse_text(text):
+    return "\n".join(line for line in text.splitlines() if line.startswith("data: "))
+
+
+def test_a_served_run_shows_no_key_of_an_endpoint_url(tmp_path, endpoints_answer):
+    from fastapi.testclient import TestClient
+
+    from langgraph_moa.serving._access import AccessLog
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+
+    config = MoAConfig(name="m", proposers=[SPEC, SPEC], aggregator=SPEC)
+    lines: list[str] = []
+    served = create_app({"m": config}, history=History(tmp_path / "h.sqlite3"))
+    app = AccessLog(served, ["m"], lines.append)
+    client = TestClient(app, base_url="http://localhost")
+    user = [{"role": "user", "content": "Explain X"}]
+    page = client.post("/v1/moa/runs", json={"model": "m", "messages": user})
+    answer = client.post("/v1/chat/completions", json={"model": "m", "messages": user})
+    streamed = client.post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": user, "stream": True, "moa_progress": True},
+    )
+    runs = client.get("/v1/moa/runs").json()["data"]
+    kept = client.get(f"/v1/moa/runs/{runs[0]['id']}")
+    assert page.status_code == answer.status_code == streamed.status_code == 200
+    assert SHOWN in page.text  # the run's started / finished events name the model
+    for shown in (page.text, answer.text, streamed.text, kept.text, "\n".join(lines)):
+        assert SECRET not in shown
+    assert _files_holding(tmp_path, SECRET) == []
