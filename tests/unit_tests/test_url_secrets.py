@@ -110,3 +110,17 @@ def test_a_served_run_shows_no_key_of_an_endpoint_url(tmp_path, endpoints_answer
     for shown in (page.text, answer.text, streamed.text, kept.text, "\n".join(lines)):
         assert SECRET not in shown
     assert _files_holding(tmp_path, SECRET) == []
+
+
+def test_a_missing_key_variable_is_named_without_the_urls_key(monkeypatch):
+    from langgraph_moa.errors import MissingAPIKeyError
+    from langgraph_moa.providers._models import OpenAIEndpoint, build_model
+
+    monkeypatch.delenv("GEMINI_KEY_FOR_TEST", raising=False)
+    endpoint = OpenAIEndpoint(base_url=URL, model="gemini-flash", api_key_env="GEMINI_KEY_FOR_TEST")
+    with pytest.raises(MissingAPIKeyError) as caught:
+        build_model(endpoint, {})
+    assert SECRET not in str(caught.value) and SECRET not in caught.value.spec
+    assert f"Model {SHOWN!r} needs the environment variable GEMINI_KEY_FOR_TEST" in str(
+        caught.value
+    )

@@ -348,7 +348,7 @@ def _chat_openai_compatible(
 
     key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
     if endpoint.api_key_env and not key:
-        raise MissingAPIKeyError(endpoint.label(), endpoint.api_key_env)
+        raise MissingAPIKeyError(describe_model(endpoint), endpoint.api_key_env)
     register_secret(key)
     loopback = is_loopback_url(endpoint.base_url)
     if http_client is None:
