@@ -18,6 +18,7 @@ import json
 import os
 import re
 import threading
+from typing import Any
 
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 6
@@ -67,6 +68,19 @@ def redact_url(text: str) -> str:
     parameter's value goes: ``?alt=json&key=[redacted]``, the rest of the URL as it was.
     """
     return _CREDENTIAL_PARAM.sub(rf"\1{REDACTED}", text)
+
+
+def redact_urls_in(value: Any) -> Any:
+    """Return JSON-like `value` with `redact_url` applied to every string in it.
+
+    For what is written whole (a dumped config, a model as a tracer records it): an
+    endpoint's URL may stand anywhere in it.
+    """
+    if isinstance(value, dict):
+        return {k: redact_urls_in(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_urls_in(v) for v in value]
+    return redact_url(value) if isinstance(value, str) else value
 
 
 _known: set[str] = set()

@@ -124,3 +124,29 @@ def test_a_missing_key_variable_is_named_without_the_urls_key(monkeypatch):
     assert f"Model {SHOWN!r} needs the environment variable GEMINI_KEY_FOR_TEST" in str(
         caught.value
     )
+
+
+def test_a_traced_model_call_records_its_endpoint_url_without_its_key():
+    """A tracer (LangSmith's) records the model as it serializes for every chat-model run."""
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    from langgraph_moa.providers._models import build_model
+
+    seen: list = []
+
+    class Recorder(BaseCallbackHandler):
+        def on_chat_model_start(self, serialized, messages, **kwargs):
+            seen.append((serialized, kwargs))
+            raise RuntimeError("recorded")  # no call is made: the record is what matters
+
+    model = build_model(SPEC, {"temperature": 0.7})
+    try:
+        model.invoke("hi", config={"callbacks": [Recorder()]})
+    except Exception:  # the callback's error, or the call that a unit test may not make
+        pass
+    assert seen, "the tracer saw the call start"
+    recorded = repr(seen)
+    assert SECRET not in recorded
+    assert "key=[redacted]" in recorded
+    assert seen[0][0]["id"][-1] == "BaseChatOpenAI"  # the record is otherwise as it was
+    assert model.openai_api_base == URL  # the calls still go to the real URL

@@ -19,7 +19,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from langgraph_moa._redact import redact_url
+from langgraph_moa._redact import redact_urls_in
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.eval.datasets import PACKAGED, EvalItem, shipped_dataset
 from langgraph_moa.providers._models import describe_model
@@ -85,22 +85,10 @@ def system_record(config: MoAConfig) -> dict[str, Any]:
         entry = model_identity(role.model)
         models[entry["spec"]] = entry
     return {
-        "config": _without_url_keys(config.model_dump(mode="json")),
+        # An endpoint given as {base_url, model} dumps its URL as written, ?key=... included.
+        "config": redact_urls_in(config.model_dump(mode="json")),
         "models": sorted(models.values(), key=lambda m: str(m["spec"])),
     }
-
-
-def _without_url_keys(value: Any) -> Any:
-    """Return a dumped config with its endpoint URLs' credential parameters redacted.
-
-    An endpoint given as ``{base_url, model}`` dumps its URL as written, ``?key=...``
-    included; the record is meant to be shared, the key is not.
-    """
-    if isinstance(value, dict):
-        return {k: _without_url_keys(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_url_keys(v) for v in value]
-    return redact_url(value) if isinstance(value, str) else value
 
 
 def dataset_record(source: str | None, items: Sequence[EvalItem]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from langgraph_moa._redact import redact_url, register_secret
+from langgraph_moa._redact import redact_url, redact_urls_in, register_secret
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
 from langgraph_moa.providers._table import LOCAL_PREFIX, provider_of
 from langgraph_moa.transport._call_loop import loop_of_this_thread, running_call_loop
@@ -367,7 +367,23 @@ def _chat_openai_compatible(
     )
     if key is None:
         _without_account_headers(model)
+    _traced_without_url_key(model, endpoint.base_url)
     return model
+
+
+def _traced_without_url_key(model: BaseChatModel, base_url: str) -> None:
+    """Make a tracer record the model with its URL's credential parameters redacted.
+
+    A tracer (LangSmith's) records every chat-model run with the model as LangChain
+    serializes it, which for this class is its ``repr``: the base URL in full, a key in its
+    query string (``?key=...``) included. LangChain computes that record once per model
+    (a cached property), so it is computed here, redacted; the calls use the URL as given.
+    """
+    if redact_url(base_url) == base_url:
+        return
+    from langchain_core.load import dumpd
+
+    model.__dict__["_serialized"] = redact_urls_in(dumpd(model))
 
 
 def _without_account_headers(model: BaseChatModel) -> None:
