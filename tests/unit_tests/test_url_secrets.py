@@ -150,3 +150,39 @@ def test_a_traced_model_call_records_its_endpoint_url_without_its_key():
     assert "key=[redacted]" in recorded
     assert seen[0][0]["id"][-1] == "BaseChatOpenAI"  # the record is otherwise as it was
     assert model.openai_api_base == URL  # the calls still go to the real URL
+
+
+def test_a_single_model_system_named_by_a_keyed_url_is_written_without_its_key(
+    tmp_path, endpoints_answer
+):
+    system = f"single:{SPEC}"
+    evaluation = Evaluation(
+        [system, "single:other@http://127.0.0.1:9/v1"],
+        ITEMS,
+        tmp_path,
+        plots=False,
+        exports=False,
+        judge=SPEC,
+        baseline=system,  # named as given: it is the system above
+        command=f"moa eval --systems '{system}' --judge '{SPEC}'",
+    )
+    asyncio.run(evaluation.run(progress=False))
+    assert _files_holding(tmp_path, SECRET) == []
+    summary = (tmp_path / "summary.json").read_text()
+    assert f"single:{SHOWN}" in summary
+    assert "moa eval --systems 'single:" in (tmp_path / "report.md").read_text()
+
+
+def test_a_langsmith_experiment_of_a_keyed_url_is_named_without_its_key(
+    tmp_path, endpoints_answer, monkeypatch
+):
+    import langsmith
+
+    from langgraph_moa.eval.langsmith_eval import evaluate_system
+
+    given: dict = {}
+    monkeypatch.setattr(langsmith, "evaluate", lambda target, **kwargs: given.update(kwargs))
+    evaluate_system(f"single:{SPEC}", [], cache_dir=tmp_path, upload_results=False)
+    assert SECRET not in repr(given)
+    assert given["metadata"] == {"system": f"single:{SHOWN}"}
+    assert given["experiment_prefix"] == f"moa-single:{SHOWN}"

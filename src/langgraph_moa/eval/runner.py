@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from langgraph_moa._json import dumps
-from langgraph_moa._redact import describe_error
+from langgraph_moa._redact import describe_error, redact_url
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, explain_errors, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
@@ -132,7 +132,7 @@ def single_model(spec: str) -> MoAConfig:
         proposer = ProposerConfig(model=model, max_tokens=SINGLE_MAX_TOKENS, temperature=0.0)
     except ValidationError as exc:
         raise _spec_error(exc, f"system {spec!r}") from None
-    return MoAConfig(variant="select", name=spec, proposers=[proposer])
+    return MoAConfig(variant="select", name=redact_url(spec), proposers=[proposer])
 
 
 def _check_judge(judge: ModelSpec) -> None:
@@ -162,8 +162,8 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
     """
     if isinstance(spec, MoAConfig):
         return _system(spec.name or spec.variant, spec, cache)
-    if spec.startswith(SINGLE):
-        return _system(spec, single_model(spec), cache)
+    if spec.startswith(SINGLE):  # named as written, less any key in an endpoint URL
+        return _system(redact_url(spec), single_model(spec), cache)
     if Path(spec).suffix.lower() in CONFIG_SUFFIXES or spec in list_presets():
         config = load_config(spec)
     else:
@@ -243,6 +243,8 @@ class Evaluation:
                 f"Systems {alike} would share one results file ({slug(alike[0])}.jsonl): "
                 "give them names that differ in letters or digits."
             )
+        # A ``single:`` system is named without its URL's key, and so is its baseline.
+        baseline = redact_url(baseline) if baseline is not None else None
         if baseline is not None and baseline not in names:
             raise MoAConfigError(f"The baseline {baseline!r} must be one of the systems: {names}.")
         self.judge, self.baseline = judge, baseline
@@ -255,7 +257,8 @@ class Evaluation:
         if judge is not None:  # a bad spec is said now, before any answer
             _check_judge(judge)
         self.notes: list[str] = []
-        self.dataset, self.command = dataset, command
+        # The command line is recorded to be run again, but not with the key it was given.
+        self.dataset, self.command = dataset, redact_url(command) if command else command
 
     def provenance(self) -> dict[str, Any]:
         """Return what this evaluation needs recorded to be run again (`eval.provenance`)."""
