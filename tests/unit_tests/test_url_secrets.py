@@ -186,3 +186,30 @@ def test_a_langsmith_experiment_of_a_keyed_url_is_named_without_its_key(
     assert SECRET not in repr(given)
     assert given["metadata"] == {"system": f"single:{SHOWN}"}
     assert given["experiment_prefix"] == f"moa-single:{SHOWN}"
+
+
+@pytest.mark.parametrize("flags", [["--json"], ["--no-stream"], []])
+def test_moa_run_shows_no_key_of_an_endpoint_url(monkeypatch, capsys, endpoints_answer, flags):
+    from langgraph_moa.cli import _app as cli
+
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)  # keep pytest's Ctrl-C
+    argv = ["moa", "run", *flags, "--proposers", SPEC, "--aggregator", SPEC, "Say alpha1."]
+    monkeypatch.setattr(cli.sys, "argv", argv)
+    try:
+        cli.main()
+    except SystemExit as exited:
+        assert exited.code in (0, None)
+    out, err = capsys.readouterr()
+    assert "alpha1" in out, err
+    assert endpoints_answer
+    assert SECRET not in out and SECRET not in err
+
+
+def test_the_chat_models_answer_metadata_names_the_endpoint_without_its_key(endpoints_answer):
+    from langgraph_moa import MoAChatModel
+
+    chat = MoAChatModel(config=MoAConfig(proposers=[SPEC], aggregator=SPEC))
+    answer = chat.invoke("Say alpha1.")
+    assert answer.text == "alpha1"
+    shown = repr(answer.response_metadata)
+    assert SECRET not in shown and SHOWN in shown
