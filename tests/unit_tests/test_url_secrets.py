@@ -213,3 +213,20 @@ def test_the_chat_models_answer_metadata_names_the_endpoint_without_its_key(endp
     assert answer.text == "alpha1"
     shown = repr(answer.response_metadata)
     assert SECRET not in shown and SHOWN in shown
+
+
+def test_the_access_log_does_not_write_a_key_a_client_sent_in_a_model_url(endpoints_answer):
+    from fastapi.testclient import TestClient
+
+    from langgraph_moa.serving._access import AccessLog
+    from langgraph_moa.serving._app import create_app
+
+    config = MoAConfig(name="m", proposers=[SPEC], aggregator=SPEC)
+    lines: list[str] = []
+    app = AccessLog(create_app({"m": config}), ["m"], lines.append)
+    client = TestClient(app, base_url="http://localhost")
+    user = [{"role": "user", "content": "hi"}]
+    refused = client.post("/v1/chat/completions", json={"model": SPEC, "messages": user})
+    assert refused.status_code in (400, 403, 404)
+    assert len(lines) == 1 and SECRET not in lines[0]
+    assert "key=[redacted]" in lines[0]

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from langgraph_moa._redact import redact, redact_url
+
 _KEEP = 256 * 1024
 """Bytes of a response kept for the log line, at least: its tail (`_cut` keeps more only for
 the event that carries the facts); a body up to twice this is kept whole."""
@@ -119,7 +121,8 @@ class AccessLog:
         if model is None and not seen["request_cut"]:
             model = _field(bytes(seen["request"]), "model")
         if model:
-            parts.append(_printable(str(model))[:100])  # a client's: one line, short
+            # A client's: one line, short, and no key of an endpoint URL it named.
+            parts.append(_printable(redact_url(str(model)))[:100])
         try:
             facts = scope.get(FACTS_KEY)
             if facts is None:
@@ -138,7 +141,7 @@ class AccessLog:
             parts.append("passed over: layer " + ", ".join(map(str, facts["passed_over"])))
         error = crash or facts.get("error")
         if error:
-            parts.append("error: " + _printable(str(error))[:300])
+            parts.append("error: " + _printable(redact(str(error)))[:300])  # a crash says anything
         elif seen.get("left"):  # a 200 that never answered: the run was cancelled
             left = "client left"
             if (tally := scope.get(CALLS_KEY)) is not None:
