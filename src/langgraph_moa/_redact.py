@@ -19,6 +19,7 @@ import os
 import re
 import threading
 from typing import Any
+from urllib.parse import unquote
 
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 6
@@ -68,6 +69,16 @@ def redact_url(text: str) -> str:
     parameter's value goes: ``?alt=json&key=[redacted]``, the rest of the URL as it was.
     """
     return _CREDENTIAL_PARAM.sub(rf"\1{REDACTED}", text)
+
+
+def register_url_secrets(url: str) -> None:
+    """Remember the values of `url`'s credential query parameters as secrets (`register_secret`).
+
+    `redact_url` hides them where the URL is written; an upstream's error body may repeat
+    the key alone ("API key ... is not valid"), which only a known secret removes.
+    """
+    for match in _CREDENTIAL_PARAM.finditer(url):
+        register_secret(unquote(url[match.end(1) : match.end()]))
 
 
 def redact_urls_in(value: Any) -> Any:

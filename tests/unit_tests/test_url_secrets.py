@@ -230,3 +230,13 @@ def test_the_access_log_does_not_write_a_key_a_client_sent_in_a_model_url(endpoi
     assert refused.status_code in (400, 403, 404)
     assert len(lines) == 1 and SECRET not in lines[0]
     assert "key=[redacted]" in lines[0]
+
+
+def test_an_upstream_error_that_echoes_the_urls_key_bare_is_redacted():
+    """An error body may repeat the key alone ("API key AIza... is invalid"), not the URL."""
+    from langgraph_moa._redact import describe_error
+    from langgraph_moa.providers._models import build_model
+
+    build_model(SPEC, {})  # the key is read from the URL when its model is built
+    text = describe_error(RuntimeError(f"Error code: 400 - API key {SECRET} is not valid."))
+    assert SECRET not in text and "API key [redacted] is not valid" in text

@@ -27,7 +27,12 @@ from urllib.parse import urlsplit, urlunsplit
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from langgraph_moa._redact import redact_url, redact_urls_in, register_secret
+from langgraph_moa._redact import (
+    redact_url,
+    redact_urls_in,
+    register_secret,
+    register_url_secrets,
+)
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
 from langgraph_moa.providers._table import LOCAL_PREFIX, provider_of
 from langgraph_moa.transport._call_loop import loop_of_this_thread, running_call_loop
@@ -350,6 +355,7 @@ def _chat_openai_compatible(
     if endpoint.api_key_env and not key:
         raise MissingAPIKeyError(describe_model(endpoint), endpoint.api_key_env)
     register_secret(key)
+    register_url_secrets(endpoint.base_url)  # a key given as ``?key=...`` is one too
     loopback = is_loopback_url(endpoint.base_url)
     if http_client is None:
         # langchain-openai's own client mounts a transport that disables the proxy variables
