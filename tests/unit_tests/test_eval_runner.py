@@ -627,7 +627,8 @@ def test_summary_json_never_holds_nan():
 
 def test_summary_and_report_are_written_whole_or_not_at_all(mix, tmp_path, monkeypatch):
     asyncio.run(Evaluation([mix], ITEMS[:1], tmp_path, plots=False).run(progress=False))
-    before = {n: (tmp_path / n).read_text() for n in ("summary.json", "report.md")}
+    names = ("results/mix.jsonl", "summary.json", "report.md")
+    before = {n: (tmp_path / n).read_text() for n in names}
 
     def full(src, dst):
         raise OSError(28, "No space left on device")
@@ -635,11 +636,12 @@ def test_summary_and_report_are_written_whole_or_not_at_all(mix, tmp_path, monke
     monkeypatch.setattr(runner.os, "replace", full)
     with pytest.raises(MoAError) as err:
         asyncio.run(Evaluation([mix], ITEMS[:2], tmp_path, plots=False).run(progress=False))
-    assert str(err.value).startswith(
-        f"Cannot write '{tmp_path / 'summary.json'}' (No space left on device); the answers are"
+    assert str(err.value).startswith(  # the results are written first, in one step too
+        f"Cannot write '{tmp_path / 'results/mix.jsonl'}' (No space left on device); the "
+        "answers are"
     )
     assert {n: (tmp_path / n).read_text() for n in before} == before  # the old files whole
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")] == []
 
 
 def test_an_atomic_write_goes_through_a_symbolic_link_and_keeps_the_mode(tmp_path):
@@ -771,3 +773,23 @@ def test_the_plots_tokens_per_item_count_answered_items_only():
         "x": {**summary["flaky"], "errors": 4, "prompt_tokens": 0, "completion_tokens": 0}
     }
     assert runner._quality_cost_points(every_one_failed, priced=False)[0]["x"][0] == 0
+
+
+def test_a_stop_while_a_results_file_is_written_leaves_the_earlier_one_whole(
+    mix, tmp_path, monkeypatch
+):
+    # results/<system>.jsonl was truncated, then written: Ctrl-C in between left an earlier
+    # run's file empty or cut off in the middle of a line.
+    _evaluate([mix], ITEMS, tmp_path)
+    path = tmp_path / "results" / "mix.jsonl"
+    before = path.read_text()
+    write = type(path).write_text
+
+    def stopped(self, text, *args, **kwargs):
+        write(self, text[: len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt  # the stop comes halfway through the write
+
+    monkeypatch.setattr(type(path), "write_text", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate([mix], ITEMS, tmp_path)
+    assert path.read_text() == before  # the earlier run's file, every line of it

@@ -520,8 +520,9 @@ class Evaluation:
         return self.out / "results" / f"{slug(name)}.rows.jsonl"
 
     def _write_results(self, name: str, rows: list[dict[str, Any]]) -> None:
-        path = self.out / "results" / f"{slug(name)}.jsonl"
-        path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows), encoding="utf-8")
+        """Write a system's rows in one step: a stop halfway leaves the earlier file whole."""
+        text = "".join(json.dumps(r, default=str) + "\n" for r in rows)
+        self._write(f"results/{slug(name)}.jsonl", text)
 
     async def _judge_all(
         self, results: dict[str, list[dict[str, Any]]], summary: dict[str, Any]
