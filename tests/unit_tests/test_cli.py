@@ -1469,3 +1469,51 @@ def test_the_server_opens_its_history_with_the_operators_cap(tmp_path):
         history.save(RunRecord(f"r{i}", "m", "q"))
     assert {run["id"] for run in history.list()} == {"r1", "r2"}  # the oldest deleted
     assert isinstance(history, History) and history.keep == 2
+
+
+def test_a_second_ctrl_c_while_the_first_is_said_still_says_interrupted_once(monkeypatch, capfd):
+    import signal
+
+    # The second Ctrl-C ran the handler again in the middle of the first one's line: rich
+    # held both lines in its buffer, and the exit dropped them, so the user saw nothing.
+    from langgraph_moa.cli import _app
+    from langgraph_moa.local.runtime import LocalRuntime
+
+    monkeypatch.setattr(LocalRuntime, "_default", None)
+    monkeypatch.setattr(_app.out, "interrupt_hint", " What finished is kept.")
+    monkeypatch.setattr(_app, "_unsaid", [])
+
+    class Exited(BaseException):
+        pass
+
+    said = []
+
+    def exit_now(code):  # as os._exit: what is still in a buffer is lost
+        said.append((code, capfd.readouterr().err))
+        raise Exited
+
+    monkeypatch.setattr(_app.os, "_exit", exit_now)
+    real_print = _app.errors.print
+    pressed = []
+
+    def print_pressed_again(*args, **kwargs):
+        with _app.errors:  # mid-line: rich holds the text in its buffer until the block ends
+            real_print(*args, **kwargs)
+            if not pressed:
+                pressed.append(True)
+                _app._on_interrupt(signal.SIGINT, None)
+
+    monkeypatch.setattr(_app.errors, "print", print_pressed_again)
+    with pytest.raises(Exited):
+        _app._on_interrupt(signal.SIGINT, None)
+    code, err = said[0]
+    assert code == 130 and err.count("Interrupted.") == 1, err
+    assert "What finished is kept." in err and "Traceback" not in err
+    monkeypatch.setattr(_app.errors, "print", real_print)
+    monkeypatch.setattr(_app, "_unsaid", [])
+    capfd.readouterr()  # what the test's own exception flushed on its way out
+    with pytest.raises(Exited):
+        _app._on_interrupt(signal.SIGINT, None)  # the line is out, then Ctrl-C again
+    with pytest.raises(Exited):
+        _app._on_interrupt(signal.SIGINT, None)
+    assert [(code, err.count("Interrupted.")) for code, err in said[1:]] == [(130, 1), (130, 0)]

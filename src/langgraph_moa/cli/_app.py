@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 import typer.core
 from rich.markup import escape
+from rich.text import Text
 
 from langgraph_moa._redact import redact
 from langgraph_moa._terminal import for_terminal
@@ -115,17 +116,36 @@ def _root(
 MODEL_COMMANDS = ("run", "chat", "eval", "serve", "ui")
 
 
+_unsaid: list[str] = []
+"""The line the first Ctrl-C is saying, until it is out (see `_on_interrupt`)."""
+
+
 def _on_interrupt(signum: int, frame: Any) -> None:
     """Ctrl-C: stop at once, servers included, whatever thread is busy.
 
     A plain KeyboardInterrupt only reaches the main thread, which is waiting on LangGraph's
     worker threads and may not see it until the run is over; the user expects an immediate
-    stop, so the handler cleans up and exits itself.
+    stop, so the handler cleans up and exits itself. A second Ctrl-C runs this handler again
+    inside the first: it exits at once too, but first writes the first one's line itself if
+    that is not out yet (rich holds a line in its buffer until it is whole, and the exit
+    would drop it, leaving the user with no word at all).
     """
+    if _unsaid:
+        os.write(2, _unsaid[0].encode("utf-8", "replace"))
+        _exit_interrupted()
+    line = interrupted_line()
+    _unsaid.append(Text.from_markup(line).plain + "\n")
     out.stop_live()
+    errors.print(line)
+    sys.stderr.flush()
+    _unsaid[0] = ""
+    _exit_interrupted()
+
+
+def _exit_interrupted() -> None:
+    """Stop the local model servers this process started, and exit with 130 (Ctrl-C)."""
     from langgraph_moa.local.runtime import LocalRuntime
 
-    errors.print(interrupted_line())
     runtime = LocalRuntime._default
     if runtime is not None:
         runtime.kill_now()
