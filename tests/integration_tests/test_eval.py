@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from langgraph_moa import MoAConfig, MoAConfigError
 from langgraph_moa.eval import load_dataset, shipped_dataset
 from langgraph_moa.eval.langsmith_eval import evaluate_system
-from langgraph_moa.eval.runner import Evaluation
+from langgraph_moa.eval.runner import Evaluation, slug
 from langgraph_moa.local.catalog import CATALOG
 from langgraph_moa.testing import FaultProfile, FaultServer
 
@@ -395,3 +396,68 @@ def test_an_interrupted_chunk_wise_eval_resumes_with_the_items_it_finished(tmp_p
         assert longer.returncode == 0, longer.stderr
         assert server.requests["a"] - before == 2  # items 9 and 10 only
         assert "chunks: 8 of 10 items kept from an earlier run" in " ".join(longer.stdout.split())
+
+
+def test_an_interrupted_eval_says_what_it_finished_and_the_command_that_resumes_it(tmp_path):
+    """Ctrl-C in `moa eval`: one line with each system's finished items and the command to
+    go on; that command answers only the rest, and its report is an uninterrupted run's.
+
+    The line said "run the same command again", with no count and no command: after a long
+    run the user had neither what was done nor the command at hand.
+    """
+    fixed = FaultProfile(latency_s=(0.2, 0.2), reply_text="The answer is 4.")
+    with FaultServer(default=fixed) as server:
+        config = tmp_path / "mix.yaml"
+        MoAConfig(
+            name="mix",
+            proposers=[f"a@{server.url}", f"b@{server.url}"],
+            aggregator=f"agg@{server.url}",
+            layers=2,
+        ).to_file(config)
+        single = f"single:a@{server.url}"
+        out = tmp_path / "out"
+        moa = [sys.executable, "-m", "langgraph_moa"]
+        cmd = [*moa, "eval", "-s", str(config), "-s", single, "--limit", "6", "--no-plots"]
+        run = subprocess.Popen(
+            [*cmd, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        lines: list[str] = []
+        while not any(line.startswith("mix: 2/6 items") for line in lines):  # one per item
+            line = run.stderr.readline()
+            assert line, run.communicate()
+            lines.append(line)
+        run.send_signal(signal.SIGINT)
+        _, rest = run.communicate(timeout=60)
+        lines += rest.splitlines()
+        finished = sum(line.startswith("mix: ") for line in lines)
+        said = " ".join(lines[-1].split())
+        assert run.returncode == 130 and said.startswith("Interrupted."), lines
+        assert f"Finished: mix {finished} of 6 items, {single} 0 of 6." in said
+        assert "a stopped run writes no summary or report" in said
+        assert not any((out / n).exists() for n in ("summary.json", "report.md", "provenance.json"))
+        words = shlex.split(said.split("run the same command again to answer only the rest: ")[1])
+        assert words[:2] == ["moa", "eval"] and "--no-plots" in words
+
+        before = server.requests["agg"]
+        again = subprocess.run([*moa, *words[1:]], capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert server.requests["agg"] - before == 6 - finished  # the finished items cost nothing
+        whole = subprocess.run(
+            [*cmd, "--out", str(tmp_path / "whole")], capture_output=True, text=True, timeout=300
+        )
+        assert whole.returncode == 0, whole.stderr
+    for name in ("mix", slug(single)):
+        resumed, uninterrupted = (
+            [
+                (r["id"], r["answer"], r["scores"])
+                for r in map(json.loads, (o / "results" / f"{name}.jsonl").read_text().splitlines())
+            ]
+            for o in (out, tmp_path / "whole")
+        )
+        assert len(resumed) == 6 and resumed == uninterrupted
+    summaries = [json.loads((o / "summary.json").read_text()) for o in (out, tmp_path / "whole")]
+    for summary in summaries:
+        for s in summary.values():
+            for varying in ("cached_items", "cached_calls", "median_item_s", "wall_s"):
+                s.pop(varying)
+    assert summaries[0] == summaries[1]

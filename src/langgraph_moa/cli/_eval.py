@@ -15,7 +15,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -26,6 +26,9 @@ from langgraph_moa.cli._ranges import number_option
 from langgraph_moa.cli._run import DEGRADED_EXIT
 from langgraph_moa.cli._usage import OptionConflictError
 from langgraph_moa.errors import MoAConfigError, MoAError
+
+if TYPE_CHECKING:
+    from langgraph_moa.eval.runner import Evaluation
 
 
 def evaluate(
@@ -99,6 +102,7 @@ def evaluate(
     from langgraph_moa.eval.runner import Evaluation
 
     out.quiet = quiet
+    no_plots = not plots  # as asked: the command that resumes a stopped run says it again
     judge = model_flag("--judge", judge)
     if langsmith_dataset is not None and dataset is not None:
         raise OptionConflictError("Give either --dataset or --langsmith-dataset, not both.")
@@ -141,9 +145,8 @@ def evaluate(
             judge_layers,
         ),
     )
-    out.interrupt_hint = (
-        f" What finished is kept in {out_dir}: run the same command again to answer only the rest."
-    )
+    resume = _resume_command(evaluation.command or "", no_plots, calibration_out, quiet)
+    out.interrupt_hint = lambda: _stopped(evaluation, out_dir, resume)
     bar = out.stderr_is_terminal and not quiet
     log = None if bar or quiet else out.plain
     try:
@@ -211,6 +214,42 @@ def _command(
     if judge_layers:
         words.append("--judge-layers")
     return shlex.join(words)
+
+
+def _resume_command(command: str, no_plots: bool, calibration_out: Path | None, quiet: bool) -> str:
+    """Return the command that goes on with a stopped run: the report's, display options too.
+
+    The report's command leaves out what changes no answer; the user resuming a run wants
+    it as they ran it, without plots, with its calibration file, quiet.
+    """
+    words = []
+    if no_plots:
+        words.append("--no-plots")
+    if calibration_out is not None:
+        words += ["--calibration-out", str(calibration_out)]
+    if quiet:
+        words.append("--quiet")
+    return " ".join([command, shlex.join(words)]) if words else command
+
+
+def _stopped(evaluation: Evaluation, out_dir: Path, resume: str) -> str:
+    """Say, after "Interrupted.", what a stopped run finished, what it wrote and how to go on.
+
+    A stopped run writes no summary.json, report.md or provenance.json: a report of some of
+    the items could be read as the evaluation. What it finished is in the call cache (and
+    the rows files of racing systems), so the same command answers only the rest.
+    """
+    total = len(evaluation.items)
+    counts = [f"{name} {n} of {total}" for name, n in evaluation.finished.items()]
+    counts[0] += " items"
+    earlier = (
+        "; the report.md there is an earlier run's" if (out_dir / "report.md").exists() else ""
+    )
+    return (
+        f" Finished: {', '.join(counts)}. What finished is "
+        f"kept in {out_dir} (a stopped run writes no summary or report{earlier}): run the same "
+        f"command again to answer only the rest: {resume}"
+    )
 
 
 def _partly_failed(summary: dict[str, Any]) -> list[str]:

@@ -32,7 +32,8 @@ def interrupted_line() -> str:
 
     runtime = LocalRuntime._default
     stopping = " Stopping local model servers." if runtime and runtime.has_servers() else ""
-    return f"[yellow]Interrupted.[/]{stopping}{escape(out.interrupt_hint)}"
+    hint = out.interrupt_hint() if callable(out.interrupt_hint) else out.interrupt_hint
+    return f"[yellow]Interrupted.[/]{stopping}{escape(hint)}"
 
 
 class _RuntimeWarnings(logging.Handler):

@@ -33,8 +33,9 @@ class Output:
     def __init__(self) -> None:
         """Consoles on the real streams; quiet is off until a command turns it on."""
         self.quiet = False
-        self.interrupt_hint = ""
-        """What a Ctrl-C leaves behind and how to go on (said after "Interrupted.")."""
+        self.interrupt_hint: str | Callable[[], str] = ""
+        """What a Ctrl-C leaves behind and how to go on (said after "Interrupted."); a
+        function when that changes as the command runs (how many items are done)."""
         self.err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
         """No emoji codes: ':x:' in a provider's error or a model's text is what it wrote."""
         self.live: Any = None

@@ -259,6 +259,8 @@ class Evaluation:
         self.notes: list[str] = []
         # The command line is recorded to be run again, but not with the key it was given.
         self.dataset, self.command = dataset, redact_url(command) if command else command
+        self.finished = dict.fromkeys(names, 0)
+        """Items each system has finished so far, kept rows included: what a stop reports."""
 
     def provenance(self) -> dict[str, Any]:
         """Return what this evaluation needs recorded to be run again (`eval.provenance`)."""
@@ -418,6 +420,7 @@ class Evaluation:
                         store.add(row)
                     bar.advance(task)
                     done[0] += 1
+                    self.finished[system.name] = done[0]
                     total = len(self.items)
                     if log is not None and (done[0] % max(1, total // 20) == 0 or done[0] == total):
                         log(_progress_line(system.name, done[0], total, row, started))
