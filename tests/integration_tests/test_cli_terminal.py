@@ -266,3 +266,22 @@ def test_escape_sequences_in_an_answer_do_not_act_on_the_terminal():
             assert "safe \\x1b]2;owned\\x07 \\x1b[2J then \\x0dgone" in shown, shown
         finally:
             screen.close()
+
+
+def test_ctrl_c_in_eval_takes_its_progress_bar_away_and_shows_the_cursor(backend, tmp_path):
+    # The bar was left as it was: the cursor it hides stayed hidden in the user's shell, and
+    # "Interrupted." was written on the bar's own line, after it.
+    command = moa_command(
+        "eval", "-s", f"single:a@{backend.url}", "--limit", "30", "--no-plots",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    screen = Screen(then_exit_code(command))
+    try:
+        screen.wait_for("2/30")
+        screen.keys("C-c")
+        shown = screen.wait_for("exit=130", timeout=10)
+        said = next(line for line in shown.splitlines() if "Interrupted." in line)
+        assert said.lstrip("^C").startswith("Interrupted. Finished:"), shown
+        assert screen.tmux("display", "-p", "#{cursor_flag}").strip() == "1", shown
+    finally:
+        screen.close()

@@ -150,7 +150,7 @@ def evaluate(
     bar = out.stderr_is_terminal and not quiet
     log = None if bar or quiet else out.plain
     try:
-        summary = asyncio.run(evaluation.run(progress=bar, log=log))
+        summary = asyncio.run(evaluation.run(progress=bar, log=log, on_screen=out.showing))
     finally:
         out.interrupt_hint = ""
     out.answer((out_dir / "report.md").read_text(encoding="utf-8"))  # on a terminal, made safe

@@ -19,6 +19,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -369,7 +370,10 @@ class Evaluation:
                 self.notes.append(str(exc))
 
     async def run(
-        self, progress: bool = True, log: Callable[[str], None] | None = None
+        self,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+        on_screen: Callable[[Progress], AbstractContextManager[Any]] | None = None,
     ) -> dict[str, Any]:
         """Answer every item with every system; write results, summary, plots and report.
 
@@ -377,6 +381,8 @@ class Evaluation:
             progress: Show a progress bar (on a terminal).
             log: Where to write progress lines instead (off a terminal): about twenty per
                 system, each with the items done, the last item's outcome and the time.
+            on_screen: Told of the bar while it is shown (the command's Ctrl-C handler
+                takes it away, the cursor it hid shown again, before saying it stopped).
         """
         gate = asyncio.Semaphore(self.concurrency)
         summary: dict[str, Any] = {}
@@ -387,7 +393,8 @@ class Evaluation:
             MofNCompleteColumn(),
             TimeRemainingColumn(),
         ]
-        with Progress(*columns, disable=not progress, console=Console(stderr=True)) as bar:
+        bar = Progress(*columns, disable=not progress, console=Console(stderr=True))
+        with bar, on_screen(bar) if on_screen is not None and progress else nullcontext():
             for system in self.systems:
                 task = bar.add_task(system.name, total=len(self.items))
                 store = _RowStore(self._rows_path(system.name), system.digest)
