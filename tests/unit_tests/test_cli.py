@@ -1517,3 +1517,24 @@ def test_a_second_ctrl_c_while_the_first_is_said_still_says_interrupted_once(mon
     with pytest.raises(Exited):
         _app._on_interrupt(signal.SIGINT, None)
     assert [(code, err.count("Interrupted.")) for code, err in said[1:]] == [(130, 1), (130, 0)]
+
+
+def test_a_stopped_eval_says_when_the_report_there_is_an_earlier_runs(tmp_path):
+    # A folder with a finished run's report.md, then a longer run stopped: that report
+    # could be read as this run's.
+    from types import SimpleNamespace
+
+    from langgraph_moa.cli._eval import _resume_command, _stopped
+
+    evaluation = SimpleNamespace(items=[1, 2, 3], finished={"mix": 3, "alone": 1})
+    resume = _resume_command("moa eval -s mix", True, tmp_path / "cal.json", True)
+    assert resume == f"moa eval -s mix --no-plots --calibration-out {tmp_path / 'cal.json'} --quiet"
+    said = _stopped(evaluation, tmp_path, resume)
+    assert said.startswith(" Finished: mix 3 of 3 items, alone 1 of 3. What finished is kept")
+    assert "report.md" not in said and said.endswith(f"only the rest: {resume}")
+    (tmp_path / "report.md").write_text("# an earlier run")
+    said = _stopped(evaluation, tmp_path, resume)
+    assert (
+        "(a stopped run writes no summary or report; the report.md there is an earlier run's)"
+        in said
+    )
