@@ -419,20 +419,21 @@ def test_an_interrupted_eval_says_what_it_finished_and_the_command_that_resumes_
         moa = [sys.executable, "-m", "langgraph_moa"]
         cmd = [*moa, "eval", "-s", str(config), "-s", single, "--limit", "6", "--no-plots"]
         run = subprocess.Popen(
-            [*cmd, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*cmd, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
+        assert run.stderr is not None
         lines: list[str] = []
         while not any(line.startswith("mix: 2/6 items") for line in lines):  # one per item
             line = run.stderr.readline()
-            assert line, run.communicate()
+            assert line, lines
             lines.append(line)
         run.send_signal(signal.SIGINT)
-        _, rest = run.communicate(timeout=60)
-        lines += rest.splitlines()
+        lines += run.stderr.read().splitlines()  # read on from the same buffer, to the end
+        run.wait(timeout=60)
         finished = sum(line.startswith("mix: ") for line in lines)
         said = " ".join(lines[-1].split())
         assert run.returncode == 130 and said.startswith("Interrupted."), lines
-        assert f"Finished: mix {finished} of 6 items, {single} 0 of 6." in said
+        assert f"Finished: mix {finished} of 6 items, {single} 0 of 6." in said, lines
         assert "a stopped run writes no summary or report" in said
         assert not any((out / n).exists() for n in ("summary.json", "report.md", "provenance.json"))
         words = shlex.split(said.split("run the same command again to answer only the rest: ")[1])

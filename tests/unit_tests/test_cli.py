@@ -1493,25 +1493,23 @@ def test_a_second_ctrl_c_while_the_first_is_said_still_says_interrupted_once(mon
         raise Exited
 
     monkeypatch.setattr(_app.os, "_exit", exit_now)
-    real_print = _app.errors.print
+    real_write = _app.os.write
     pressed = []
 
-    def print_pressed_again(*args, **kwargs):
-        with _app.errors:  # mid-line: rich holds the text in its buffer until the block ends
-            real_print(*args, **kwargs)
-            if not pressed:
-                pressed.append(True)
-                _app._on_interrupt(signal.SIGINT, None)
+    def write_pressed_again(fd, data):
+        if not pressed:  # the second Ctrl-C comes before the first one's line is out
+            pressed.append(True)
+            _app._on_interrupt(signal.SIGINT, None)
+        return real_write(fd, data)
 
-    monkeypatch.setattr(_app.errors, "print", print_pressed_again)
+    monkeypatch.setattr(_app.os, "write", write_pressed_again)
     with pytest.raises(Exited):
         _app._on_interrupt(signal.SIGINT, None)
     code, err = said[0]
     assert code == 130 and err.count("Interrupted.") == 1, err
     assert "What finished is kept." in err and "Traceback" not in err
-    monkeypatch.setattr(_app.errors, "print", real_print)
+    monkeypatch.setattr(_app.os, "write", real_write)
     monkeypatch.setattr(_app, "_unsaid", [])
-    capfd.readouterr()  # what the test's own exception flushed on its way out
     with pytest.raises(Exited):
         _app._on_interrupt(signal.SIGINT, None)  # the line is out, then Ctrl-C again
     with pytest.raises(Exited):
@@ -1538,3 +1536,39 @@ def test_a_stopped_eval_says_when_the_report_there_is_an_earlier_runs(tmp_path):
         "(a stopped run writes no summary or report; the report.md there is an earlier run's)"
         in said
     )
+
+
+def test_ctrl_c_just_after_a_progress_line_does_not_write_that_line_again(monkeypatch, capfd):
+    # Ctrl-C came while rich wrote a progress line and before it emptied its buffer: the
+    # handler's line went through that buffer, and the progress line was written twice.
+    import io
+    import signal
+
+    from langgraph_moa.cli import _app
+    from langgraph_moa.local.runtime import LocalRuntime
+
+    monkeypatch.setattr(LocalRuntime, "_default", None)
+    monkeypatch.setattr(_app, "_unsaid", [])
+
+    class Exited(BaseException):
+        pass
+
+    class Stderr(io.StringIO):
+        def write(self, text):
+            written = super().write(text)
+            if "2/6 items" in text:  # written; rich has not emptied its buffer yet
+                _app._on_interrupt(signal.SIGINT, None)
+            return written
+
+    stderr = Stderr()
+    monkeypatch.setattr(_app.errors, "file", stderr)
+    said = []
+
+    def exit_now(code):  # as os._exit: what is still in a buffer is lost
+        said.append(stderr.getvalue() + capfd.readouterr().err)
+        raise Exited
+
+    monkeypatch.setattr(_app.os, "_exit", exit_now)
+    with pytest.raises(Exited):
+        _app.out.plain("mix: 2/6 items, 3s; fact-02: wrong")
+    assert said[0].count("mix: 2/6 items") == 1 and said[0].count("Interrupted.") == 1, said

@@ -8,6 +8,7 @@ clear line on stderr and a non-zero exit code, never a stack trace.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
@@ -15,8 +16,8 @@ from typing import Annotated, Any
 
 import typer
 import typer.core
+from rich.console import Console
 from rich.markup import escape
-from rich.text import Text
 
 from langgraph_moa._redact import redact
 from langgraph_moa._terminal import for_terminal
@@ -116,7 +117,7 @@ def _root(
 MODEL_COMMANDS = ("run", "chat", "eval", "serve", "ui")
 
 
-_unsaid: list[str] = []
+_unsaid: list[bytes] = []
 """The line the first Ctrl-C is saying, until it is out (see `_on_interrupt`)."""
 
 
@@ -125,21 +126,42 @@ def _on_interrupt(signum: int, frame: Any) -> None:
 
     A plain KeyboardInterrupt only reaches the main thread, which is waiting on LangGraph's
     worker threads and may not see it until the run is over; the user expects an immediate
-    stop, so the handler cleans up and exits itself. A second Ctrl-C runs this handler again
-    inside the first: it exits at once too, but first writes the first one's line itself if
-    that is not out yet (rich holds a line in its buffer until it is whole, and the exit
-    would drop it, leaving the user with no word at all).
+    stop, so the handler cleans up and exits itself. Its line goes straight to stderr, past
+    rich's buffer: the main thread may be stopped inside a print whose line is written but
+    not yet taken out of that buffer, and printing through it wrote that line twice. A
+    second Ctrl-C runs this handler again inside the first: it exits at once too, after
+    writing the first one's line if that is not out yet.
     """
     if _unsaid:
-        os.write(2, _unsaid[0].encode("utf-8", "replace"))
+        _write_stderr(_unsaid[0])
         _exit_interrupted()
-    line = interrupted_line()
-    _unsaid.append(Text.from_markup(line).plain + "\n")
+    _unsaid.append(_rendered(interrupted_line()))
     out.stop_live()
-    errors.print(line)
-    sys.stderr.flush()
-    _unsaid[0] = ""
+    _write_stderr(_unsaid[0])
+    _unsaid[0] = b""
     _exit_interrupted()
+
+
+def _rendered(markup: str) -> bytes:
+    """Return `markup` as the stderr console would print it (colours on a terminal only)."""
+    console = Console(
+        file=io.StringIO(),
+        force_terminal=errors.is_terminal,
+        color_system=errors.color_system,  # type: ignore[arg-type]
+        no_color=errors.no_color,
+        width=errors.width,
+        soft_wrap=True,
+        highlight=False,
+        emoji=False,
+    )
+    console.print(markup)
+    return console.file.getvalue().encode("utf-8", "replace")  # type: ignore[attr-defined]
+
+
+def _write_stderr(data: bytes) -> None:
+    """Write all of `data` to stderr's file descriptor (a terminal may take part of it)."""
+    while data:
+        data = data[os.write(2, data) :]
 
 
 def _exit_interrupted() -> None:
