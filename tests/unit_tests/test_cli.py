@@ -1561,7 +1561,7 @@ def test_ctrl_c_just_after_a_progress_line_does_not_write_that_line_again(monkey
             return written
 
     stderr = Stderr()
-    monkeypatch.setattr(_app.errors, "file", stderr)
+    monkeypatch.setattr(sys, "stderr", stderr)  # the console writes to sys.stderr as it is then
     said = []
 
     def exit_now(code):  # as os._exit: what is still in a buffer is lost
