@@ -678,6 +678,33 @@ def test_eval_records_the_command_that_reruns_it(monkeypatch, tmp_path, fake):
     assert record["command"] in (out_dir / "report.md").read_text()
 
 
+def test_eval_of_a_langsmith_dataset_records_it_as_langsmith_not_as_a_file_here(
+    monkeypatch, tmp_path, fake
+):
+    """A LangSmith dataset called "gsm8k" (or named like a file in the working directory)
+    was recorded as the packaged gsm8k file, with that file's SHA-256."""
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _eval
+    from langgraph_moa.config._schema import MoAConfig
+    from langgraph_moa.eval import runner
+    from langgraph_moa.eval.datasets import load_dataset
+
+    config = MoAConfig(name="sys a", variant="select", proposers=[fake("sys a")])
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, config, cache)
+    )
+    items = load_dataset("verifiable")[:2]
+    monkeypatch.setattr(_eval, "_langsmith_items", lambda name, limit: items)
+    out_dir = tmp_path / "out"
+    args = ["eval", "-q", "-s", "sys a", "--langsmith-dataset", "gsm8k", "--no-plots"]
+    result = CliRunner().invoke(cli.app, [*args, "--out", str(out_dir)])
+    assert result.exit_code == 0, result.output
+    dataset = json.loads((out_dir / "provenance.json").read_text())["dataset"]
+    assert dataset["source"] == "langsmith:gsm8k" and "sha256" not in dataset
+    assert dataset["ids"] == [item.id for item in items]
+
+
 @pytest.mark.parametrize("command", ["serve", "ui"])
 def test_serve_and_ui_help_name_the_presets_they_serve_by_default(command):
     # Their --preset help said only "(repeatable)": what a bare `moa serve` or `moa ui`

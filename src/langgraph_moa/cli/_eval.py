@@ -99,6 +99,7 @@ def evaluate(
     import asyncio
 
     from langgraph_moa.eval.datasets import load_dataset, shipped_dataset
+    from langgraph_moa.eval.provenance import LANGSMITH_SOURCE
     from langgraph_moa.eval.runner import Evaluation
 
     out.quiet = quiet
@@ -131,7 +132,11 @@ def evaluate(
         prices=prices,
         plots=plots,
         judge_layers=judge_layers,
-        dataset=langsmith_dataset or str(dataset or "verifiable"),
+        dataset=(
+            f"{LANGSMITH_SOURCE}{langsmith_dataset}"
+            if langsmith_dataset is not None
+            else str(dataset or "verifiable")
+        ),
         command=_command(
             system,
             dataset,

@@ -71,15 +71,21 @@ def shipped_dataset(name: str = "verifiable") -> Path:
     return Path(str(resources.files("langgraph_moa.eval").joinpath(PACKAGED[name])))
 
 
+def dataset_path(source: str | Path) -> Path:
+    """Return the file a dataset source names: the file itself, else a packaged dataset."""
+    path = Path(source)
+    if not path.is_file() and str(path) in PACKAGED:
+        return shipped_dataset(str(path))
+    return path
+
+
 def load_dataset(path: str | Path) -> list[EvalItem]:
     """Load a dataset file, or a packaged one by name (``gsm8k``, ``verifiable``).
 
     The format is told by the file's suffix and its fields. A file of that name in the
     working directory wins over the packaged dataset.
     """
-    path = Path(path)
-    if not path.is_file() and str(path) in PACKAGED:
-        path = shipped_dataset(str(path))
+    path = dataset_path(path)
     if not path.is_file():
         raise EvalDatasetError(
             f"Dataset file {str(path)!r} does not exist; give a file, or a packaged dataset "

@@ -14,14 +14,13 @@ import platform
 from collections.abc import Sequence
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
 from langgraph_moa._redact import redact_urls_in
 from langgraph_moa.config._schema import MoAConfig
-from langgraph_moa.eval.datasets import PACKAGED, EvalItem, shipped_dataset
+from langgraph_moa.eval.datasets import EvalItem, dataset_path
 from langgraph_moa.providers._models import describe_model
 from langgraph_moa.run._calls import local_digest
 
@@ -100,12 +99,16 @@ def dataset_record(source: str | None, items: Sequence[EvalItem]) -> dict[str, A
         "ids": ids,
         "ids_sha256": hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest(),
     }
-    path = Path(source) if source is not None else None
-    if path is not None and not path.is_file() and source in PACKAGED:
-        path = shipped_dataset(source)  # as `load_dataset` reads a packaged name
-    if path is not None and path.is_file():
+    if source is None or source.startswith(LANGSMITH_SOURCE):
+        return record  # no file here: a LangSmith dataset is named and its items listed
+    if (path := dataset_path(source)).is_file():
         record["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return record
+
+
+LANGSMITH_SOURCE = "langsmith:"
+"""How a LangSmith dataset's name is recorded as the source: a dataset called "gsm8k" there,
+or named like a file here, was taken for that file and recorded with its SHA-256."""
 
 
 def provenance(
