@@ -251,7 +251,7 @@ class Evaluation:
         self.judge, self.baseline = judge, baseline
         self.judge_label = describe_model(judge) if judge is not None else None
         # The cache names the judge as it names any model: a local one with its file's digest.
-        self.judge_key = cache_name(judge, describe_model(judge)) if judge is not None else None
+        self.judge_key = cache_name(judge, self.judge_label) if self.judge_label else None
         self.items = items
         self.concurrency = max(1, concurrency)
         self._models = ModelCache()
