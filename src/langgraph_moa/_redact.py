@@ -18,6 +18,7 @@ import json
 import os
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -81,17 +82,18 @@ def register_url_secrets(url: str) -> None:
         register_secret(unquote(url[match.end(1) : match.end()]))
 
 
-def redact_urls_in(value: Any) -> Any:
-    """Return JSON-like `value` with `redact_url` applied to every string in it.
+def redact_urls_in(value: Any, redactor: Callable[[str], str] = redact_url) -> Any:
+    """Return JSON-like `value` with `redactor` (`redact_url`) applied to every string in it.
 
     For what is written whole (a dumped config, a model as a tracer records it): an
-    endpoint's URL may stand anywhere in it.
+    endpoint's URL may stand anywhere in it. A model's record holds its URL's query apart,
+    as a mapping (``'key': '...'``), which only `redact` (the known secrets) removes.
     """
     if isinstance(value, dict):
-        return {k: redact_urls_in(v) for k, v in value.items()}
+        return {k: redact_urls_in(v, redactor) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact_urls_in(v) for v in value]
-    return redact_url(value) if isinstance(value, str) else value
+        return [redact_urls_in(v, redactor) for v in value]
+    return redactor(value) if isinstance(value, str) else value
 
 
 _known: set[str] = set()

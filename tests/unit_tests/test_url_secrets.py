@@ -149,7 +149,7 @@ def test_a_traced_model_call_records_its_endpoint_url_without_its_key():
     assert SECRET not in recorded
     assert "key=[redacted]" in recorded
     assert seen[0][0]["id"][-1] == "BaseChatOpenAI"  # the record is otherwise as it was
-    assert model.openai_api_base == URL  # the calls still go to the real URL
+    assert model.default_query == {"alt": "json", "key": SECRET}  # the calls still send it
 
 
 def test_a_single_model_system_named_by_a_keyed_url_is_written_without_its_key(

@@ -22,12 +22,13 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from langgraph_moa._redact import (
+    redact,
     redact_url,
     redact_urls_in,
     register_secret,
@@ -357,13 +358,16 @@ def _chat_openai_compatible(
     register_secret(key)
     register_url_secrets(endpoint.base_url)  # a key given as ``?key=...`` is one too
     loopback = is_loopback_url(endpoint.base_url)
+    base_url, query = _split_query(endpoint.base_url)
+    if query:
+        params = {**params, "default_query": {**query, **(params.get("default_query") or {})}}
     if http_client is None:
         # langchain-openai's own client mounts a transport that disables the proxy variables
         # (and would honour them for a loopback server); ours honours them for remote hosts.
         http_client = own_sync_client(loopback=loopback)
     model = BaseChatOpenAI(
         model=endpoint.model,
-        base_url=endpoint.base_url,
+        base_url=base_url,
         api_key=key or "not-needed",  # type: ignore[arg-type]
         stream_usage=True,
         max_retries=0,  # the graph's RetryPolicy retries, visibly; the client must not
@@ -377,19 +381,41 @@ def _chat_openai_compatible(
     return model
 
 
+def _split_query(url: str) -> tuple[str, dict[str, Any]]:
+    """Split an endpoint URL into the base the SDK joins paths onto and its query parameters.
+
+    The SDK appends ``chat/completions`` to the base URL's path and query as one string, so
+    ``/v1?key=K`` was called as ``/v1/?key=Kchat/completions``: the wrong path, and a key
+    the server does not know. The parameters are sent on every request instead (a repeated
+    one with all its values), as the URL gave them.
+    """
+    parts = urlsplit(url)
+    if not parts.query:
+        return url, {}
+    query: dict[str, Any] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in query:
+            query[name] = value
+        else:
+            kept = query[name]
+            query[name] = [*(kept if isinstance(kept, list) else [kept]), value]
+    return urlunsplit(parts._replace(query="")), query
+
+
 def _traced_without_url_key(model: BaseChatModel, base_url: str) -> None:
     """Make a tracer record the model with its URL's credential parameters redacted.
 
     A tracer (LangSmith's) records every chat-model run with the model as LangChain
-    serializes it, which for this class is its ``repr``: the base URL in full, a key in its
-    query string (``?key=...``) included. LangChain computes that record once per model
-    (a cached property), so it is computed here, redacted; the calls use the URL as given.
+    serializes it, which for this class is its ``repr``: the base URL and the query
+    parameters split from it (`_split_query`), a key (``?key=...``) included. LangChain
+    computes that record once per model (a cached property), so it is computed here,
+    redacted; the calls send the parameters as given.
     """
     if redact_url(base_url) == base_url:
         return
     from langchain_core.load import dumpd
 
-    model.__dict__["_serialized"] = redact_urls_in(dumpd(model))
+    model.__dict__["_serialized"] = redact_urls_in(dumpd(model), redact)
 
 
 def _without_account_headers(model: BaseChatModel) -> None:

@@ -1,0 +1,79 @@
+"""An endpoint whose key is in its URL's query string (``?key=...``) is called with it.
+
+A loopback stand-in notes every request's path and query: the SDK joins ``chat/completions``
+onto the base URL's path, so the query must travel as a query, not as part of the path.
+"""
+
+import asyncio
+import http.server
+import json
+import threading
+from typing import ClassVar
+
+import pytest
+
+from langgraph_moa.providers._models import ModelCache, build_model
+
+SECRET = "AIzaSyK3yInTh3Qu3ry"
+OTHER = "AIzaSyAn0th3rK3y00"
+REFUSED = "AIzaSyR3fu53dK3y00"
+
+
+class _KeyedStub(http.server.BaseHTTPRequestHandler):
+    """Answers a chat completion when the query's key is not REFUSED; 401 with it echoed."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        _KeyedStub.asked.append(self.path)
+        refused = REFUSED in self.path
+        reply = {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "keyed answer"},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
+        error = {"error": {"message": f"API key not valid ({self.path}); key {REFUSED}"}}
+        body = json.dumps(error if refused else reply).encode()
+        self.send_response(401 if refused else 200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def keyed():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeyedStub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_keyed_endpoint_is_called_at_its_path_with_its_key(keyed, monkeypatch, transport):
+    """Two endpoints differing only in their key: each call carries its own, whole."""
+    monkeypatch.setenv("MOA_HTTP_TRANSPORT", transport)
+    _KeyedStub.asked.clear()
+    cache = ModelCache()
+    first, second = f"m@{keyed}?alt=json&key={SECRET}", f"m@{keyed}?alt=json&key={OTHER}"
+    assert cache.get(first, {}).invoke("hi").content == "keyed answer"
+    assert asyncio.run(cache.get(second, {}).ainvoke("hi")).content == "keyed answer"
+    assert build_model(first, {}).invoke("hi").content == "keyed answer"
+    assert _KeyedStub.asked == [
+        f"/v1/chat/completions?alt=json&key={SECRET}",
+        f"/v1/chat/completions?alt=json&key={OTHER}",
+        f"/v1/chat/completions?alt=json&key={SECRET}",
+    ]
+
