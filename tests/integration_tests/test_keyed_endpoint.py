@@ -77,3 +77,51 @@ def test_a_keyed_endpoint_is_called_at_its_path_with_its_key(keyed, monkeypatch,
         f"/v1/chat/completions?alt=json&key={SECRET}",
     ]
 
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_moa_run_of_a_refused_keyed_endpoint_says_so_without_the_key(
+    keyed, monkeypatch, capsys, caplog, transport
+):
+    """The server's 401 echoes the URL and the key alone; neither reaches the terminal
+    (nor a debug log)."""
+    import logging
+
+    from langgraph_moa.cli import _app as cli
+
+    monkeypatch.setenv("MOA_HTTP_TRANSPORT", transport)
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)  # keep pytest's Ctrl-C
+    spec = f"m@{keyed}?alt=json&key={REFUSED}"
+    argv = ["moa", "run", "--no-stream", "--proposers", spec, "--aggregator", spec, "hi"]
+    monkeypatch.setattr(cli.sys, "argv", argv)
+    with pytest.raises(SystemExit) as exited, caplog.at_level(logging.DEBUG):
+        cli.main()
+    out, err = capsys.readouterr()
+    assert REFUSED not in caplog.text
+    assert exited.value.code not in (0, None)
+    assert REFUSED not in out + err
+    assert "401" in out + err or "API key not valid" in out + err, out + err
+
+
+def test_moa_serve_answers_a_refused_keyed_endpoint_without_the_key(keyed, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._access import AccessLog
+    from langgraph_moa.serving._app import create_app
+
+    spec = f"m@{keyed}?alt=json&key={REFUSED}"
+    lines: list[str] = []
+    config = MoAConfig(name="m", proposers=[spec], aggregator=spec)
+    app = AccessLog(create_app({"m": config}), ["m"], lines.append)
+    client = TestClient(app, base_url="http://localhost")
+    user = [{"role": "user", "content": "hi"}]
+    answer = client.post("/v1/chat/completions", json={"model": "m", "messages": user})
+    streamed = client.post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": user, "stream": True, "moa_progress": True},
+    )
+    page = client.post("/v1/moa/runs", json={"model": "m", "messages": user})
+    assert answer.status_code >= 400 or "error" in answer.text
+    for shown in (answer.text, streamed.text, page.text, "\n".join(lines)):
+        assert REFUSED not in shown
+    assert "API key not valid" in answer.text + streamed.text + page.text

@@ -24,6 +24,7 @@ model uses it; closing twice is harmless.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import weakref
 from collections.abc import AsyncGenerator, Iterator
@@ -87,6 +88,24 @@ def _redact_sync_errors_of(transport: Any) -> None:
         return _redacted_response(request, response, body)
 
     transport.handle_request = handle_request
+
+
+class _RedactedRequestLines(logging.Filter):
+    """Write httpx's "HTTP Request: POST <url>" line without the URL's key.
+
+    An endpoint's key may be a query parameter (``?key=...``, sent on every request), and
+    httpx logs each request's full URL at INFO: an application that logs at INFO would
+    have the key in its log. A filter runs only for a record that is written, so calls
+    pay nothing while the level is above INFO.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+for _name in ("httpx", "httpx2"):  # the SDK's clients log under the second
+    logging.getLogger(_name).addFilter(_RedactedRequestLines())
 
 
 @contextmanager
