@@ -240,3 +240,20 @@ def test_an_upstream_error_that_echoes_the_urls_key_bare_is_redacted():
     build_model(SPEC, {})  # the key is read from the URL when its model is built
     text = describe_error(RuntimeError(f"Error code: 400 - API key {SECRET} is not valid."))
     assert SECRET not in text and "API key [redacted] is not valid" in text
+
+
+def test_a_model_named_again_is_not_redacted_again(monkeypatch):
+    """A role's label names its model on every call (call ids, events, cache keys): the
+    redaction of its URL is done once per spec, not once per call (issue 23's budget)."""
+    from langgraph_moa.providers._models import OpenAIEndpoint, describe_model
+
+    passes: list[str] = []
+    redact_url = _models.redact_url
+    monkeypatch.setattr(_models, "redact_url", lambda text: passes.append(text) or redact_url(text))
+    endpoint = OpenAIEndpoint(base_url=URL, model="other-model")
+    config = MoAConfig(proposers=[SPEC, endpoint], aggregator=SPEC)
+    for _ in range(5):
+        labels = [p.label for p in config.proposers]
+        assert labels == [SHOWN, SHOWN.replace("gemini-flash@", "other-model@")]
+        assert describe_model(SPEC) == SHOWN
+    assert len(passes) <= 2, passes

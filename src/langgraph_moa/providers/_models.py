@@ -261,15 +261,27 @@ def describe_model(spec: ModelSpec) -> str:
     label is written into records, events, traces and the call cache's key, while the calls
     use the spec itself. Two keys to one endpoint thus share a label (and cached answers).
     """
-    if isinstance(spec, str):
-        return redact_url(spec)
+    if isinstance(spec, str):  # remembered up to REMEMBERED_SPEC_CHARS, as an endpoint is
+        return redact_url(spec) if spec[REMEMBERED_SPEC_CHARS:] else _shown(spec)
     if isinstance(spec, OpenAIEndpoint):
-        return redact_url(spec.label())
+        label = spec.label()
+        return redact_url(label) if label[REMEMBERED_SPEC_CHARS:] else _shown(label)
     for attr in ("model_name", "model", "model_id"):
         value = getattr(spec, attr, None)
         if isinstance(value, str) and value:
             return value
     return type(spec).__name__
+
+
+@functools.lru_cache(maxsize=1024)
+def _shown(spec: str) -> str:
+    """Return `redact_url` of a spec, remembered (the caller bounds its length).
+
+    A role's label names its model on every call, and the regular expression's pass was ten
+    function calls per model call. The caller measures the spec by a slice, which costs no
+    function call, where ``len`` does.
+    """
+    return redact_url(spec)
 
 
 def cache_identity(spec: ModelSpec) -> Any:
