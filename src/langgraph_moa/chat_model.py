@@ -29,6 +29,7 @@ from collections.abc import (
 from contextlib import aclosing, closing, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, cast
 
 from langchain_core.callbacks import (
@@ -37,6 +38,7 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.load import dumpd
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolCallChunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -49,6 +51,7 @@ from langgraph.constants import CONF, CONFIG_KEY_CHECKPOINTER
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
 from langgraph_moa._lru import BoundedLRU
+from langgraph_moa._redact import redact, redact_urls_in
 from langgraph_moa.config._digest import fingerprint
 from langgraph_moa.config._loader import load_config
 from langgraph_moa.config._schema import MoAConfig, explain_validation_error, list_presets
@@ -142,6 +145,15 @@ class MoAChatModel(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "langgraph-moa"
+
+    @cached_property
+    def _serialized(self) -> dict[str, Any]:
+        """The model as a tracer records every run of it: its ``repr``, less any URL's key.
+
+        The repr holds the config, whose model specs may be endpoint URLs with a key in the
+        query string (``?key=...``); LangChain computes this once per model, and so does this.
+        """
+        return cast("dict[str, Any]", redact_urls_in(dumpd(self), redact))
 
     @property
     def moa_config(self) -> MoAConfig:

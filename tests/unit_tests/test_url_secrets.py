@@ -257,3 +257,26 @@ def test_a_model_named_again_is_not_redacted_again(monkeypatch):
         assert labels == [SHOWN, SHOWN.replace("gemini-flash@", "other-model@")]
         assert describe_model(SPEC) == SHOWN
     assert len(passes) <= 2, passes
+
+
+@pytest.mark.parametrize("spec", [SPEC, {"model": {"base_url": URL, "model": "gemini-flash"}}])
+def test_a_traced_moa_chat_model_run_records_its_config_without_the_urls_key(
+    endpoints_answer, spec
+):
+    """A tracer records MoAChatModel's own run with the model as serialized: its repr, the
+    config's model specs in it."""
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    from langgraph_moa import MoAChatModel
+
+    seen: list = []
+
+    class Recorder(BaseCallbackHandler):
+        def on_chat_model_start(self, serialized, messages, **kwargs):
+            seen.append(serialized)
+
+    chat = MoAChatModel(config=MoAConfig(proposers=[spec], aggregator=spec))
+    assert chat.invoke("Say alpha1.", config={"callbacks": [Recorder()]}).text == "alpha1"
+    moa = [s for s in seen if s["id"][-1] == "MoAChatModel"]
+    assert moa and "key=[redacted]" in moa[0]["repr"]
+    assert SECRET not in repr(seen)
