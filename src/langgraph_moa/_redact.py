@@ -72,14 +72,27 @@ def redact_url(text: str) -> str:
     return _CREDENTIAL_PARAM.sub(rf"\1{REDACTED}", text)
 
 
-def register_url_secrets(url: str) -> None:
-    """Remember the values of `url`'s credential query parameters as secrets (`register_secret`).
+def url_secrets(url: str) -> list[str]:
+    """Return the values of `url`'s credential query parameters, as written and decoded.
 
     `redact_url` hides them where the URL is written; an upstream's error body may repeat
-    the key alone ("API key ... is not valid"), which only a known secret removes.
+    the key alone ("API key ... is not valid"), which the transport removes with these
+    (`without`). They are not registered as process-wide secrets (`register_secret`): a
+    `moa serve` client may name its own endpoint's URL, and its ``?key=Connection`` would
+    then be cut out of every error of every client, the list growing with each request.
     """
+    values = set()
     for match in _CREDENTIAL_PARAM.finditer(url):
-        register_secret(unquote(url[match.end(1) : match.end()]))
+        value = url[match.end(1) : match.end()]
+        values |= {value, unquote(value)}
+    return sorted((v for v in values if len(v) >= MIN_SECRET_CHARS), key=len, reverse=True)
+
+
+def without(text: str, secrets: list[str]) -> str:
+    """Return `text` with each of `secrets` (longest first) shown as redacted."""
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def redact_urls_in(value: Any, redactor: Callable[[str], str] = redact_url) -> Any:
@@ -87,7 +100,7 @@ def redact_urls_in(value: Any, redactor: Callable[[str], str] = redact_url) -> A
 
     For what is written whole (a dumped config, a model as a tracer records it): an
     endpoint's URL may stand anywhere in it. A model's record holds its URL's query apart,
-    as a mapping (``'key': '...'``), which only `redact` (the known secrets) removes.
+    as a mapping (``'key': '...'``), which only the URL's values (`url_secrets`) remove.
     """
     if isinstance(value, dict):
         return {k: redact_urls_in(v, redactor) for k, v in value.items()}

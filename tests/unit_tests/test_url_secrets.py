@@ -147,7 +147,7 @@ def test_a_traced_model_call_records_its_endpoint_url_without_its_key():
     assert seen, "the tracer saw the call start"
     recorded = repr(seen)
     assert SECRET not in recorded
-    assert "key=[redacted]" in recorded
+    assert "'key': '[redacted]'" in recorded  # the query, sent apart from the base URL
     assert seen[0][0]["id"][-1] == "BaseChatOpenAI"  # the record is otherwise as it was
     assert model.default_query == {"alt": "json", "key": SECRET}  # the calls still send it
 
@@ -232,16 +232,6 @@ def test_the_access_log_does_not_write_a_key_a_client_sent_in_a_model_url(endpoi
     assert "key=[redacted]" in lines[0]
 
 
-def test_an_upstream_error_that_echoes_the_urls_key_bare_is_redacted():
-    """An error body may repeat the key alone ("API key AIza... is invalid"), not the URL."""
-    from langgraph_moa._redact import describe_error
-    from langgraph_moa.providers._models import build_model
-
-    build_model(SPEC, {})  # the key is read from the URL when its model is built
-    text = describe_error(RuntimeError(f"Error code: 400 - API key {SECRET} is not valid."))
-    assert SECRET not in text and "API key [redacted] is not valid" in text
-
-
 def test_a_model_named_again_is_not_redacted_again(monkeypatch):
     """A role's label names its model on every call (call ids, events, cache keys): the
     redaction of its URL is done once per spec, not once per call (issue 23's budget)."""
@@ -280,3 +270,31 @@ def test_a_traced_moa_chat_model_run_records_its_config_without_the_urls_key(
     moa = [s for s in seen if s["id"][-1] == "MoAChatModel"]
     assert moa and "key=[redacted]" in moa[0]["repr"]
     assert SECRET not in repr(seen)
+
+
+def test_a_client_named_endpoints_query_does_not_become_a_process_wide_secret():
+    """With --allow-client-endpoints a client names the URL: its ``?key=`` value must not
+    join the secrets every error of every client is redacted of (nor grow that list)."""
+    from langgraph_moa import _redact
+    from langgraph_moa._redact import describe_error
+    from langgraph_moa.providers._models import build_model
+
+    known = len(_redact._known)
+    build_model("m@http://127.0.0.1:9/v1?token=refused", {})
+    build_model("m@http://127.0.0.1:9/v1?key=Connection", {})
+    text = describe_error(ConnectionError("Connection refused by 127.0.0.1"))
+    assert text.endswith("Connection refused by 127.0.0.1"), text
+    assert len(_redact._known) == known
+
+
+def test_an_error_body_that_echoes_the_requests_key_bare_is_redacted():
+    """An upstream's error body may repeat the key alone ("API key ... is not valid"); the
+    transport removes the request's own credential parameters from it (no global list)."""
+    import httpx2
+
+    from langgraph_moa.transport._http import _redacted_response
+
+    request = httpx2.Request("POST", f"https://h.test/v1/chat/completions?alt=json&key={SECRET}")
+    body = f'{{"error": "API key {SECRET} is not valid"}}'.encode()
+    response = _redacted_response(request, httpx2.Response(400, content=body), body)
+    assert response.text == '{"error": "API key [redacted] is not valid"}'

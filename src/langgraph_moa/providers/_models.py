@@ -28,11 +28,11 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from langgraph_moa._redact import (
-    redact,
     redact_url,
     redact_urls_in,
     register_secret,
-    register_url_secrets,
+    url_secrets,
+    without,
 )
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
 from langgraph_moa.providers._table import LOCAL_PREFIX, provider_of
@@ -368,7 +368,6 @@ def _chat_openai_compatible(
     if endpoint.api_key_env and not key:
         raise MissingAPIKeyError(describe_model(endpoint), endpoint.api_key_env)
     register_secret(key)
-    register_url_secrets(endpoint.base_url)  # a key given as ``?key=...`` is one too
     loopback = is_loopback_url(endpoint.base_url)
     base_url, query = _split_query(endpoint.base_url)
     if query:
@@ -427,7 +426,10 @@ def _traced_without_url_key(model: BaseChatModel, base_url: str) -> None:
         return
     from langchain_core.load import dumpd
 
-    model.__dict__["_serialized"] = redact_urls_in(dumpd(model), redact)
+    secrets = url_secrets(base_url)  # the record holds them apart from the URL too
+    model.__dict__["_serialized"] = redact_urls_in(
+        dumpd(model), lambda text: without(redact_url(text), secrets)
+    )
 
 
 def _without_account_headers(model: BaseChatModel) -> None:

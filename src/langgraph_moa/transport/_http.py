@@ -10,7 +10,8 @@ comparison).
 Every error response (status 400 and up) passes through `_redact` before the openai SDK reads
 it, on either transport: the SDK puts the body into the exception's message, and from there it
 would reach the client of `moa serve`, logs, traces and call records. An upstream that repeats
-the request's ``Authorization`` header or the organization id in its error thus leaks nothing.
+the request's ``Authorization`` header, the organization id or a key sent in the URL's query
+string (``?key=...``) in its error thus leaks nothing.
 
 An aiohttp session belongs to the event loop it was opened on and must be closed there: one
 left open logs "Unclosed client session" when it is collected. The SDK opens the session on
@@ -31,7 +32,7 @@ from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from langgraph_moa._redact import redact
+from langgraph_moa._redact import redact, url_secrets, without
 from langgraph_moa.errors import MoAConfigError
 
 MAX_ERROR_BODY_BYTES = 64_000
@@ -42,6 +43,7 @@ def _redacted_response(request: Any, response: Any, body: bytes) -> Any:
     import httpx2
 
     text = redact(body[:MAX_ERROR_BODY_BYTES].decode("utf-8", errors="replace"))
+    text = without(text, url_secrets(str(request.url)))  # a key sent as ``?key=...``, echoed
     headers = [
         (k, v)
         for k, v in response.headers.items()
