@@ -1,5 +1,6 @@
 """Helpers shared by the unit and integration tests (tests import this, never each other)."""
 
+import json
 import re
 import sys
 import time
@@ -63,3 +64,43 @@ def fake_moa(url: str):
     return MoAConfig(
         proposers=[f"p1@{url}", f"p2@{url}"], aggregator=f"agg@{url}", layers=2, name="fake-moa"
     )
+
+
+def chat_completion(content: str, model: str = "m") -> dict:
+    """Return an OpenAI chat completion answering `content`, as a stand-in server sends it."""
+    message = {"role": "assistant", "content": content}
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+    }
+
+
+def reply_json(handler, status: int, payload) -> None:
+    """Answer a `http.server` request with `payload` as JSON."""
+    body = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def watched_progress(config):
+    """Run `config` on "hi" watching every call, as `moa run`'s live view does; return the
+    view (`cli._live.Progress`) with the answer it streamed."""
+    from langgraph_moa import create_moa_graph
+    from langgraph_moa.cli._live import Progress
+    from langgraph_moa.graph.streaming import AnswerStream
+
+    progress = Progress(timeout_s=None)
+    stream = AnswerStream(
+        create_moa_graph(config),
+        {"messages": [("user", "hi")]},
+        on_progress=progress.event,
+        watch=True,
+    )
+    progress.answer = "".join(stream)
+    return progress

@@ -21,6 +21,7 @@ from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._models import ModelCache
 from langgraph_moa.testing import FaultProfile, FaultServer
 from langgraph_moa.transport._http import own_async_client
+from tests.helpers import chat_completion, reply_json
 
 
 @pytest.fixture(scope="module")
@@ -300,26 +301,7 @@ class _ProxyStub(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length") or 0))
         _ProxyStub.asked.append(self.path)
-        body = json.dumps(
-            {
-                "id": "c",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "m",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "via proxy"},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply_json(self, 200, chat_completion("via proxy"))
 
     def log_message(self, *args):
         pass

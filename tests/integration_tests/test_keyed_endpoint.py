@@ -6,13 +6,13 @@ onto the base URL's path, so the query must travel as a query, not as part of th
 
 import asyncio
 import http.server
-import json
 import threading
 from typing import ClassVar
 
 import pytest
 
 from langgraph_moa.providers._models import ModelCache, build_model
+from tests.helpers import chat_completion, reply_json
 
 SECRET = "AIzaSyK3yInTh3Qu3ry"
 OTHER = "AIzaSyAn0th3rK3y00"
@@ -28,26 +28,10 @@ class _KeyedStub(http.server.BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("content-length") or 0))
         _KeyedStub.asked.append(self.path)
         refused = REFUSED in self.path
-        reply = {
-            "id": "c",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "keyed answer"},
-                    "finish_reason": "stop",
-                }
-            ],
-        }
         error = {"error": {"message": f"API key not valid ({self.path}); key {REFUSED}"}}
-        body = json.dumps(error if refused else reply).encode()
-        self.send_response(401 if refused else 200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply_json(
+            self, 401 if refused else 200, error if refused else chat_completion("keyed answer")
+        )
 
     def log_message(self, *args):
         pass

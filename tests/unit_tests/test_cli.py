@@ -481,23 +481,15 @@ def test_off_a_terminal_a_slow_local_call_is_one_log_line(monkeypatch):
 
 
 def test_the_live_view_shows_each_calls_tokens_rate_and_a_preview(fake):
-    from langgraph_moa import MoAConfig, create_moa_graph
-    from langgraph_moa.cli._live import Progress
-    from langgraph_moa.graph.streaming import AnswerStream
+    from langgraph_moa import MoAConfig
+    from tests.helpers import watched_progress
 
     config = MoAConfig(
         proposers=[fake("A", reply=lambda label, n, m: "alpha writes a long line\nof text")],
         aggregator=fake("AGG"),
         layers=2,
     )
-    progress = Progress(timeout_s=None)
-    stream = AnswerStream(
-        create_moa_graph(config),
-        {"messages": [("user", "hi")]},
-        on_progress=progress.event,
-        watch=True,
-    )
-    progress.answer = "".join(stream)
+    progress = watched_progress(config)
     assert progress.answer == "AGG #1"
     proposer = progress.rows[("proposer", 1, 0, 0)]
     assert proposer.tail == "alpha writes a long line\nof text" and proposer.streamed == 6

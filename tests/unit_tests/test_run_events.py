@@ -28,6 +28,18 @@ USER = [{"role": "user", "content": "Explain X"}]
 QUESTION = {"messages": [HumanMessage("Explain X")]}
 
 
+async def _never():
+    """A client that never leaves (`pump`'s ``disconnected``)."""
+    await asyncio.Event().wait()
+
+
+async def _endless():
+    """A run that writes 100 kB pieces for ever, each as soon as it can."""
+    while True:
+        yield "x" * 100_000
+        await asyncio.sleep(0)
+
+
 @pytest.fixture
 def system(fake):
     return MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=2, name="m")
@@ -434,11 +446,8 @@ def test_a_quiet_stream_sends_keep_alive_comments():
         await asyncio.sleep(0.2)
         yield "data: late\n\n"
 
-    async def never():
-        await asyncio.Event().wait()
-
     async def collect():
-        return [item async for item in pump(slow(), never, keepalive_s=0.05)]
+        return [item async for item in pump(slow(), _never, keepalive_s=0.05)]
 
     items = asyncio.run(collect())
     assert items[-1] == "data: late\n\n"
@@ -460,13 +469,10 @@ def test_a_slow_reader_holds_the_run_back_instead_of_queueing_its_whole_output()
             produced += len(item)
             yield item
 
-    async def never():
-        await asyncio.Event().wait()
-
     async def read_slowly():
         nonlocal produced
         read, ahead = 0, 0
-        async for part in pump(fast(), never, keepalive_s=None):
+        async for part in pump(fast(), _never, keepalive_s=None):
             ahead = max(ahead, produced - read)  # written by the run, not yet sent
             await asyncio.sleep(0.005)  # the socket's buffer is full: the send waits
             read += len(part)
@@ -483,16 +489,8 @@ def test_a_run_held_back_by_a_slow_reader_still_ends_at_its_deadline():
     from langgraph_moa.errors import RequestTimeoutError
     from langgraph_moa.serving._requests import _timed
 
-    async def endless():
-        while True:
-            yield "x" * 100_000
-            await asyncio.sleep(0)
-
-    async def never():
-        await asyncio.Event().wait()
-
     async def read_slowly():
-        async for _ in pump(_timed(endless(), 0.3), never, keepalive_s=0.05):
+        async for _ in pump(_timed(_endless(), 0.3), _never, keepalive_s=0.05):
             await asyncio.sleep(0.05)
 
     async def main():
@@ -513,15 +511,10 @@ def test_a_page_run_held_back_by_a_slow_reader_ends_at_its_deadline_not_as_a_cli
 
     seen: list[str] = []
 
-    async def endless():
-        while True:
-            yield "x" * 100_000
-            await asyncio.sleep(0)
-
     async def page_run():  # the shape of `_ui._run`
         try:
             try:
-                async for item in _timed(endless(), 0.3):
+                async for item in _timed(_endless(), 0.3):
                     yield item
             except MoAError as exc:
                 seen.append(type(exc).__name__)
@@ -531,12 +524,9 @@ def test_a_page_run_held_back_by_a_slow_reader_ends_at_its_deadline_not_as_a_cli
             seen.append("cancelled")
             raise
 
-    async def never():
-        await asyncio.Event().wait()
-
     async def read_slowly():
         tail = ""
-        async for part in pump(page_run(), never, keepalive_s=0.05):
+        async for part in pump(page_run(), _never, keepalive_s=0.05):
             tail = (tail + part)[-20:]
             await asyncio.sleep(0.05)
         return tail
@@ -557,14 +547,9 @@ def test_a_run_held_back_by_a_slow_reader_is_told_when_its_client_leaves():
     seen: list[str] = []
     leave = asyncio.Event()
 
-    async def endless():
-        while True:
-            yield "x" * 100_000
-            await asyncio.sleep(0)
-
     async def page_run():  # the shape of `_ui._run`
         try:
-            async for item in _timed(endless(), 60):
+            async for item in _timed(_endless(), 60):
                 yield item
         except asyncio.CancelledError:
             seen.append("cancelled")

@@ -481,7 +481,13 @@ async def asgi(app, body_chunks, *, disconnect_after=None, headers=()):
     async def send(message):
         sent.append(message)
 
-    scope = {
+    await app(_chat_scope(headers), receive, send)
+    return sent, read
+
+
+def _chat_scope(headers=()) -> dict:
+    """Return the ASGI scope of a POST /v1/chat/completions from a loopback client."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
@@ -495,8 +501,16 @@ async def asgi(app, body_chunks, *, disconnect_after=None, headers=()):
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
-    await app(scope, receive, send)
-    return sent, read
+
+
+def _run_cap(app):
+    """Return the app's `RunCap` middleware, to read how many runs hold a place."""
+    from langgraph_moa.serving._guard import RunCap
+
+    stack = app.middleware_stack
+    while not isinstance(stack, RunCap):
+        stack = stack.app
+    return stack
 
 
 async def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(system):
@@ -1560,11 +1574,7 @@ def test_a_client_without_the_key_is_told_so_before_the_run_cap(system):
     cap = next(m for m in app.user_middleware if m.cls is RunCap)
     client = local(app)
     client.post("/v1/models")  # builds the middleware stack
-    stack, found = app.middleware_stack, None
-    while stack is not None and found is None:
-        found = stack if isinstance(stack, RunCap) else None
-        stack = getattr(stack, "app", None)
-    found.running = 1  # full
+    _run_cap(app).running = 1  # full
     assert post(client, {"model": "m", "messages": USER}).status_code == 401
     assert cap.kwargs == {"max_runs": 1, "unread_s": 30.0}
 
@@ -1575,7 +1585,7 @@ async def test_a_client_that_never_reads_its_stream_gives_its_run_place_back(fak
     reader for ever, so the exchange never ended and its place under --max-runs was never
     given back; a few such clients refused every run after them. A send that waits longer
     than --body-timeout now ends the exchange, and the place is free again."""
-    from langgraph_moa.serving._guard import RunCap, ServeSecurity
+    from langgraph_moa.serving._guard import ServeSecurity
 
     config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2, name="m")
     app = create_app({"m": config}, security=ServeSecurity(max_runs=1, body_timeout_s=0.3))
@@ -1595,33 +1605,16 @@ async def test_a_client_that_never_reads_its_stream_gives_its_run_place_back(fak
         if message["type"] == "http.response.body":
             await asyncio.Event().wait()  # its socket's buffer full: nobody reads
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    await asyncio.wait_for(app(scope, receive, send), 5)  # hung for ever
+    await asyncio.wait_for(app(_chat_scope(), receive, send), 5)  # hung for ever
     assert sent[0]["status"] == 200
-    stack = app.middleware_stack
-    while not isinstance(stack, RunCap):
-        stack = stack.app
-    assert stack.running == 0
+    assert _run_cap(app).running == 0
 
 
 async def test_every_way_a_run_ends_gives_its_place_under_the_cap_back(fake, monkeypatch):
     """With --max-runs 1, any path that forgot its place would refuse every run after it:
     a 400 after the place was taken, a failed run, a stream failing before its first byte,
     a page run, a bug in the route (a 500), and a client leaving mid-stream."""
-    from langgraph_moa.serving._guard import RunCap, ServeSecurity
+    from langgraph_moa.serving._guard import ServeSecurity
 
     slow = fake("A", delay=lambda n: 0.3)
     down = fake("AGG", fail=lambda n, m: ValueError("down"))
@@ -1633,18 +1626,12 @@ async def test_every_way_a_run_ends_gives_its_place_under_the_cap_back(fake, mon
     }
     app = create_app(systems, security=ServeSecurity(max_runs=1))
 
-    def cap():
-        stack = app.middleware_stack
-        while not isinstance(stack, RunCap):
-            stack = stack.app
-        return stack
-
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
 
         async def chat(body, path="/v1/chat/completions"):
             response = await http.post(path, content=json.dumps(body), headers=JSON)
-            assert cap().running == 0, (body, response.status_code)
+            assert _run_cap(app).running == 0, (body, response.status_code)
             return response.status_code
 
         assert await chat({"model": "m", "messages": "nope"}) == 400
@@ -1665,4 +1652,4 @@ async def test_every_way_a_run_ends_gives_its_place_under_the_cap_back(fake, mon
         [json.dumps({"model": "m", "messages": USER, "stream": True}).encode()],
         disconnect_after=0.1,
     )
-    assert cap().running == 0
+    assert _run_cap(app).running == 0

@@ -86,9 +86,8 @@ def test_a_providers_error_on_stderr_cannot_act_on_the_terminal(monkeypatch, cap
 def test_the_live_view_spells_out_what_models_and_providers_wrote(fake):
     from rich.console import Console
 
-    from langgraph_moa import MoAConfig, create_moa_graph
-    from langgraph_moa.cli._live import Progress
-    from langgraph_moa.graph.streaming import AnswerStream
+    from langgraph_moa import MoAConfig
+    from tests.helpers import watched_progress
 
     def down(n, messages):
         return RuntimeError(f"Error code: 500 - {HOSTILE}")
@@ -99,14 +98,7 @@ def test_the_live_view_spells_out_what_models_and_providers_wrote(fake):
         layers=2,
         retry={"max_attempts": 1},
     )
-    progress = Progress(timeout_s=None)
-    stream = AnswerStream(
-        create_moa_graph(config),
-        {"messages": [("user", "hi")]},
-        on_progress=progress.event,
-        watch=True,
-    )
-    progress.answer = "".join(stream)
+    progress = watched_progress(config)
     assert progress.answer == HOSTILE  # the view's own copy; the command prints it whole
     for view in (progress, progress.summary(), progress.cut_off()):
         screen = Console(file=None, width=400, color_system=None, record=True)
