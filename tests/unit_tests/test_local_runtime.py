@@ -1005,3 +1005,44 @@ def test_a_replacement_refused_during_a_call_tells_the_client_one_sentence(
         assert "GB of memory" in warned and "LANGGRAPH_MOA_SLOTS" in warned, warned
     finally:
         local.stop_all()
+
+
+def test_two_failures_kept_at_once_never_trim_each_others_log(stand_in, tmp_path, monkeypatch):
+    # Keeping a failed log (rename, then date it now) and trimming the model's old ones
+    # took no lock: another process trimming between the rename and the dating saw the
+    # just-kept log with its last write's time (an hour ago), took it for the oldest and
+    # deleted it, while the warning named it. Keeping and trimming now take turns.
+    import os
+    import threading
+    import time
+
+    from langgraph_moa.local.runtime import KEPT_LOGS_PER_MODEL
+
+    first, second = stand_in(CRASHES), stand_in(CRASHES)
+    for server in (first, second):
+        server.process.wait()
+    hour_ago = time.time() - 3600
+    os.utime(first.log_path, (hour_ago, hour_ago))  # it last wrote an hour ago
+    minute_ago = time.time() - 60
+    for n in range(KEPT_LOGS_PER_MODEL - 1):  # earlier failures, kept a minute ago
+        old = tmp_path / f"moa-qwen2.5-coder-0.5b-failed-old{n}.log"
+        old.write_text("old")
+        os.utime(old, (minute_ago, minute_ago))
+    second_done = threading.Event()
+    real_utime = os.utime
+    first_kept = "failed-" + Path(first.log_path).name.removeprefix("moa-qwen2.5-coder-0.5b-")
+
+    def slow_utime(path, *args, **kwargs):
+        if str(path).endswith(first_kept):
+            second_done.wait(1.0)  # the other keeper runs now, if nothing holds it
+        return real_utime(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", slow_utime)
+    racer = threading.Thread(target=first.stop)
+    racer.start()
+    time.sleep(0.2)  # the first is between its rename and its dating
+    second.stop()
+    second_done.set()
+    racer.join()
+    assert Path(first.log_path).exists() and Path(second.log_path).exists(), logs(tmp_path)
+    assert len([p for p in logs(tmp_path) if "-failed-" in p.name]) == KEPT_LOGS_PER_MODEL

@@ -48,6 +48,10 @@ from langgraph_moa.transport._completions import lean_completions
 from langgraph_moa.transport._http import own_async_client, own_sync_client
 from langgraph_moa.transport._net import free_port
 
+fcntl: Any = None
+with contextlib.suppress(ImportError):  # not on Windows
+    import fcntl
+
 READY_TIMEOUT_S = 120.0
 
 logger = logging.getLogger(__name__)
@@ -318,12 +322,13 @@ class LocalServer:
                 return
             self._keep_log = True
             kept = log.with_name(self._failed_prefix() + log.name.removeprefix(self._log_prefix()))
-            with contextlib.suppress(OSError):
-                os.replace(log, kept)
-                self.log_path = str(kept)
-            with contextlib.suppress(OSError):
-                os.utime(self.log_path)  # now: the time of the failure
-        _drop_old_logs(log.parent, self._failed_prefix(), keep=self.log_path)
+            with _one_keeper(log.parent, self._log_prefix()):
+                with contextlib.suppress(OSError):
+                    os.replace(log, kept)
+                    self.log_path = str(kept)
+                with contextlib.suppress(OSError):
+                    os.utime(self.log_path)  # now: the time of the failure
+                _drop_old_logs(log.parent, self._failed_prefix(), keep=self.log_path)
 
     def _log_prefix(self) -> str:
         return f"moa-{self.info.name}-"
@@ -414,6 +419,28 @@ class LocalServer:
         self._log.close()
         with contextlib.suppress(OSError):
             os.unlink(self.log_path)
+
+
+@contextmanager
+def _one_keeper(folder: Path, prefix: str) -> Iterator[None]:
+    """Let one process (or thread) at a time keep a failed log of a model and trim the rest.
+
+    Keeping renames the log, then dates it now: another process trimming between the two
+    saw the log just kept with its last write's time (an hour ago, for a server found dead
+    after an hour of quiet), took it for the oldest and deleted it, while the warning named
+    it. The lock is the OS's, on ``<prefix>logs.lock`` beside the logs (released when its
+    holder exits, even killed; it is not a ``.log``, so no trim takes it); without
+    ``fcntl`` (Windows) there is none, as before.
+    """
+    try:
+        handle = (folder / f"{prefix}logs.lock").open("a")
+    except OSError:
+        yield  # a folder that takes no new file: the logs could not be trimmed either
+        return
+    with handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _drop_old_logs(folder: Path, prefix: str, keep: str) -> None:
