@@ -45,20 +45,37 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (
         re.compile(
             r"(?i)((?:api[_-]?key|x-api-key|authorization|openai-organization|openai-project)"
-            r"[\"']?\s*[:=]\s*[\"']?)([^,;\"'}\n]+)"
+            # A URL's parameter (``?api_key=``) is `_CREDENTIAL_PARAM`'s, which runs first and
+            # takes its value alone: this shape ran to the next comma, over the URL's rest.
+            rf"[\"']?\s*[:=]\s*[\"']?)(?!{re.escape(REDACTED)})([^,;\"'}}\n]+)"
         ),
         rf"\1{REDACTED}",
     ),
 ]
 
+_NOT_A_CREDENTIAL = r"(?:sort|order|partition|range|row|group|model|cache)[_.\-]key="
+"""Names ending in ``key`` whose first word says what the key orders or picks
+(``sort_key``, ``partition_key``, ``model_key``): shown. Any other word before ``_key``
+(``primary_key``, ``subscription-key``, ``model_api_key``) is taken for a credential: a name
+wrongly redacted costs a reader a value, one wrongly shown leaks a key."""
+
+_TEXT_AFTER = r")\]},;"
+"""Punctuation that ends a value's text rather than the key (``init(...?key=abc);``): no
+key's alphabet holds it (base64 and base64url, hex, a URL's unreserved ``-._~`` and its
+``%`` escapes). Only at the value's very end is it given back; inside the value it is the
+key's, and goes with it. A key's own ``.``, ``=`` or ``~`` always goes, even ending a
+sentence."""
+
 _CREDENTIAL_PARAM = re.compile(
-    r"(?i)([?&;](?:[\w.\-]*[_.\-])?(?:key|api_?key|apikey|token|auth|authorization|sig|"
-    r"signature|password|passwd|pwd|secret|credentials?)=)[^&#\s'\"<>]+"
+    rf"(?i)([?&;](?!{_NOT_A_CREDENTIAL})(?:[\w.\-]*[_.\-])?(?:key|api_?key|apikey|token|auth|"
+    r"authorization|sig|signature|password|passwd|pwd|secret|credentials?)=)"
+    rf"[^&#\s'\"<>]*[^&#\s'\"<>{_TEXT_AFTER}](?=[{_TEXT_AFTER}]*(?:[&#\s'\"<>]|$))"
 )
 """A URL's query parameter whose name says it holds a credential (``?key=``, ``&sig=``,
-``access_token=``, ``X-Amz-Signature=``), up to the next parameter or the URL's end."""
+``access_token=``, ``X-Amz-Signature=``), up to the next parameter or the URL's end, less
+the punctuation of the text around the URL (`_TEXT_AFTER`)."""
 
-_PATTERNS.append((_CREDENTIAL_PARAM, rf"\1{REDACTED}"))
+_PATTERNS.insert(0, (_CREDENTIAL_PARAM, rf"\1{REDACTED}"))
 
 
 def redact_url(text: str) -> str:

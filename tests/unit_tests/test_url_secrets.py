@@ -298,3 +298,80 @@ def test_an_error_body_that_echoes_the_requests_key_bare_is_redacted():
     body = f'{{"error": "API key {SECRET} is not valid"}}'.encode()
     response = _redacted_response(request, httpx2.Response(400, content=body), body)
     assert response.text == '{"error": "API key [redacted] is not valid"}'
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # Punctuation no key's alphabet holds, ending a value, is the text's, not the key's.
+        ("init(https://h.test/v1?key=AIza-_.~%2Bk3y);", "init(https://h.test/v1?key=[redacted]);"),
+        (
+            "(see https://h.test/v1?sig=a+b/c==), retry",
+            "(see https://h.test/v1?sig=[redacted]), retry",
+        ),
+        (
+            "[https://h.test/v1?token=abcdef1234]; then",
+            "[https://h.test/v1?token=[redacted]]; then",
+        ),
+        ("{url: https://h.test/v1?key=abcdef1234}", "{url: https://h.test/v1?key=[redacted]}"),
+        ("https://h.test/v1?api_key=abcdef1234);", "https://h.test/v1?api_key=[redacted]);"),
+        # Inside a value it is the key's: all of it goes, as does a key's own '.', '=' or '~'.
+        ("https://h.test/v1?key=ab)cd;ef);", "https://h.test/v1?key=[redacted]);"),
+        ("https://h.test/v1?key=abcdef1234.", "https://h.test/v1?key=[redacted]"),
+        ("https://h.test/v1?key=abcdef==", "https://h.test/v1?key=[redacted]"),
+        ("https://h.test/v1?key=abc~def~ ok", "https://h.test/v1?key=[redacted] ok"),
+    ],
+)
+def test_punctuation_after_a_redacted_value_stays_and_no_part_of_the_key_does(text, shown):
+    # "key=abc);" was shown "key=[redacted]": the ");" of the text around the URL went too.
+    from langgraph_moa._redact import redact, redact_url
+
+    assert redact_url(text) == shown
+    assert redact(text) == shown
+
+
+def test_a_header_like_key_in_a_url_takes_only_its_own_value():
+    # redact()'s "api_key=..." shape ran to the next comma: a URL's x-api-key took every
+    # parameter after it, and the text after the URL, with it.
+    from langgraph_moa._redact import redact
+
+    text = "GET https://h.test/v1?x-api-key=abcdef1234&alt=json failed (timeout)"
+    assert redact(text) == "GET https://h.test/v1?x-api-key=[redacted]&alt=json failed (timeout)"
+
+
+NOT_SECRETS = ["sort_key", "order-key", "partition_key", "model_key", "monkey", "keyword", "oauth"]
+SECRETS = [
+    "key", "api_key", "apikey", "x-api-key", "access_token", "token", "sig", "signature",
+    "X-Amz-Signature", "X-Amz-Security-Token", "X-Amz-Credential", "password", "secret",
+    "client_secret", "primary_key", "subscription-key", "model_api_key", "auth",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NOT_SECRETS)
+def test_a_parameter_named_for_what_it_orders_or_picks_is_shown(name):
+    # ?sort_key=name or ?model_key=gpt4 were shown as [redacted]: a name ending in "_key"
+    # was taken for a credential even where the word before says what the key picks.
+    from langgraph_moa._redact import redact, redact_url
+
+    url = f"https://h.test/v1?{name}=created_at&alt=json"
+    assert redact_url(url) == url
+    assert redact(url) == url
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_a_parameter_named_for_a_credential_is_redacted(name):
+    from langgraph_moa._redact import redact, redact_url
+
+    url = f"https://h.test/v1?alt=json&{name}=s3cr3tValue9&n=1"
+    shown = f"https://h.test/v1?alt=json&{name}=[redacted]&n=1"
+    assert redact_url(url) == shown
+    assert redact(url) == shown
+
+
+@pytest.mark.parametrize(
+    "text", ["export MY_API_KEY=abcdef1234", "x-api-key: abcdef1234", '{"api_key": "abcdef1234"}']
+)
+def test_a_key_outside_a_url_is_still_redacted(text):
+    from langgraph_moa._redact import redact
+
+    assert "abcdef1234" not in redact(text)
