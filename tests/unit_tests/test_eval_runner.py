@@ -775,6 +775,22 @@ def test_the_plots_tokens_per_item_count_answered_items_only():
     assert runner._quality_cost_points(every_one_failed, priced=False)[0]["x"][0] == 0
 
 
+def test_the_plots_dollars_are_per_answered_item_as_its_label_says():
+    """The priced plot drew each system's total dollars, labelled "dollars (total)": failed
+    items cost nothing in the summary, so a system that failed on half its items looked half
+    as costly, where the unpriced plot (tokens per answered item) did not."""
+    base = {"accuracy": 0.5, "items": 4, "prompt_tokens": 0, "completion_tokens": 0}
+    summary = {
+        "steady": {**base, "errors": 0, "dollars": 0.04},
+        "flaky": {**base, "errors": 2, "dollars": 0.02},
+        "all_failed": {**base, "errors": 4, "dollars": 0.0},
+    }
+    points, label, _ = runner._quality_cost_points(summary, priced=True)
+    assert label == "dollars per item (answered items)"
+    assert points["steady"][0] == points["flaky"][0] == pytest.approx(0.01)
+    assert points["all_failed"][0] == 0
+
+
 def test_a_stop_while_a_results_file_is_written_leaves_the_earlier_one_whole(
     mix, tmp_path, monkeypatch
 ):

@@ -741,12 +741,15 @@ def _quality_cost_points(
         quality_label = "win rate vs baseline (%)"
     else:
         return None
+    # Per answered item: a failed item holds no tokens and no dollars in the summary, so a
+    # total made a system that failed on half its items look half as costly.
+    answered = {n: max(1, s["items"] - s["errors"]) for n, s in summary.items()}
     if priced:
-        cost = {n: float(s.get("dollars", 0.0)) for n, s in summary.items()}
-        cost_label = "dollars (total)"
+        cost = {n: float(s.get("dollars", 0.0)) / answered[n] for n, s in summary.items()}
+        cost_label = "dollars per item (answered items)"
     else:
         cost = {
-            n: (s["prompt_tokens"] + s["completion_tokens"]) / max(1, s["items"] - s["errors"])
+            n: (s["prompt_tokens"] + s["completion_tokens"]) / answered[n]
             for n, s in summary.items()
         }
         cost_label = "tokens per item (prompt + completion)"
