@@ -50,7 +50,7 @@ def test_an_evaluation_writes_no_key_of_an_endpoint_url(tmp_path, endpoints_answ
     evaluation = Evaluation([config], ITEMS, tmp_path, plots=False, exports=False)
     asyncio.run(evaluation.run(progress=False))
     assert endpoints_answer  # the calls were made, to the real URL
-    assert all(SECRET in str(spec) for spec in endpoints_answer)
+    assert all(SECRET in getattr(spec, "base_url", spec) for spec in endpoints_answer)
     assert _files_holding(tmp_path, SECRET) == []
     assert SHOWN in (tmp_path / "provenance.json").read_text()
     assert (tmp_path / "calls.db").is_file()  # looked through too
@@ -375,3 +375,15 @@ def test_a_key_outside_a_url_is_still_redacted(text):
     from langgraph_moa._redact import redact
 
     assert "abcdef1234" not in redact(text)
+
+
+def test_a_config_printed_or_reprd_shows_no_key_of_an_endpoint_url():
+    # repr() of a config (a debugger, a test's failure, an f"{cfg!r}" in a log line) showed
+    # an endpoint's base_url whole, ?key=... included, though every label hid it.
+    from langgraph_moa.providers._models import OpenAIEndpoint
+
+    endpoint = {"base_url": URL, "model": "m"}
+    cfg = MoAConfig(proposers=[{"model": endpoint}], aggregator={"model": endpoint})
+    for shown in (repr(cfg), str(cfg), repr(cfg.proposers[0]), repr(OpenAIEndpoint(**endpoint))):
+        assert SECRET not in shown and "key=[redacted]" in shown, shown
+    assert cfg.proposers[0].model.base_url == URL  # still called with it

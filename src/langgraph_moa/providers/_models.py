@@ -20,7 +20,7 @@ import threading
 import unicodedata
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -71,6 +71,15 @@ class OpenAIEndpoint(BaseModel):
     def label(self) -> str:
         """Return the spec in its string form, ``model@base_url``."""
         return f"{self.model}@{self.base_url}"
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """Show `base_url` with its credential parameters redacted (`redact_url`).
+
+        ``repr()`` and ``str()`` of a config (a debugger, a failed test, a log line's
+        ``{cfg!r}``) showed the URL whole, ``?key=...`` included; the calls still use it.
+        """
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "base_url" else value
 
 
 def checked_base_url(value: str) -> str:
