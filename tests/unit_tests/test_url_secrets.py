@@ -387,3 +387,21 @@ def test_a_config_printed_or_reprd_shows_no_key_of_an_endpoint_url():
     for shown in (repr(cfg), str(cfg), repr(cfg.proposers[0]), repr(OpenAIEndpoint(**endpoint))):
         assert SECRET not in shown and "key=[redacted]" in shown, shown
     assert cfg.proposers[0].model.base_url == URL  # still called with it
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        f"mystery@ftp://h.test/v1?key={SECRET}",  # not an endpoint: read as provider:model
+        f"nosuch:gemini?key={SECRET}",
+        ["not", f"a spec?key={SECRET}"],
+    ],
+)
+def test_a_refused_model_spec_is_repeated_without_its_urls_key(spec):
+    # "Unknown model provider in 'mystery@ftp://h.test/v1?key=...'" repeated the key whole:
+    # the CLI prints it, `moa serve` logs it.
+    from langgraph_moa.errors import MoAConfigError
+
+    with pytest.raises(MoAConfigError) as refused:
+        MoAConfig(proposers=[{"model": spec}], aggregator={"model": "openai:gpt-4o"})
+    assert SECRET not in str(refused.value) and "key=[redacted]" in str(refused.value)

@@ -223,14 +223,14 @@ def split_provider(spec: str) -> tuple[str, str]:
         if provider == LOCAL_PREFIX or provider in providers:
             if not name:
                 raise ModelResolutionError(
-                    f"Model spec {spec!r} has no model name after '{prefix}:'; "
+                    f"Model spec {redact_url(repr(spec))} has no model name after '{prefix}:'; "
                     f"write it as '{prefix}:<model>'."
                 )
             return provider, name
     inferred = infer_provider(spec)
     if inferred is None:
         raise ModelResolutionError(
-            f"Unknown model provider in {spec!r}. Write it as 'provider:model' with one of "
+            f"Unknown model provider in {redact_url(repr(spec))}. Write it as 'provider:model' with one of "
             f"these providers: {', '.join(known_providers())}; or give an OpenAI-compatible "
             "endpoint as 'model@http://host:port/v1'."
         )
@@ -253,7 +253,7 @@ def validate_spec(spec: Any) -> ModelSpec:
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(
             "a model must be a BaseChatModel, a 'provider:model' string, "
-            f"or an endpoint {{base_url, model}}; got {spec!r}"
+            f"or an endpoint {{base_url, model}}; got {redact_url(repr(spec))}"
         )
     spec = printable(spec.strip(), "a model spec")
     if parse_endpoint_string(spec) is None:
@@ -483,7 +483,7 @@ def _from_provider_string(
         return init_chat_model(name, model_provider=provider, **params)
     except ImportError as exc:
         raise ModelResolutionError(
-            f"Model {spec!r} needs the LangChain integration for '{provider}', which is not "
+            f"Model {redact_url(repr(spec))} needs the LangChain integration for '{provider}', which is not "
             f"installed: {exc}. Install it with pip (for example langchain-{provider})."
         ) from exc
 
