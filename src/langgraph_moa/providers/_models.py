@@ -230,9 +230,9 @@ def split_provider(spec: str) -> tuple[str, str]:
     inferred = infer_provider(spec)
     if inferred is None:
         raise ModelResolutionError(
-            f"Unknown model provider in {redact_url(repr(spec))}. Write it as 'provider:model' with one of "
-            f"these providers: {', '.join(known_providers())}; or give an OpenAI-compatible "
-            "endpoint as 'model@http://host:port/v1'."
+            f"Unknown model provider in {redact_url(repr(spec))}. Write it as 'provider:model' "
+            f"with one of these providers: {', '.join(known_providers())}; or give an "
+            "OpenAI-compatible endpoint as 'model@http://host:port/v1'."
         )
     return inferred, spec
 
@@ -483,8 +483,9 @@ def _from_provider_string(
         return init_chat_model(name, model_provider=provider, **params)
     except ImportError as exc:
         raise ModelResolutionError(
-            f"Model {redact_url(repr(spec))} needs the LangChain integration for '{provider}', which is not "
-            f"installed: {exc}. Install it with pip (for example langchain-{provider})."
+            f"Model {redact_url(repr(spec))} needs the LangChain integration for '{provider}', "
+            f"which is not installed: {exc}. Install it with pip (for example "
+            f"langchain-{provider})."
         ) from exc
 
 
