@@ -41,6 +41,10 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams, Langu
 from langchain_core.load import dumpd
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolCallChunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import (
+    JsonOutputKeyToolsParser,
+    PydanticToolsParser,
+)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, ensure_config
 from langchain_core.runnables.config import var_child_runnable_config
@@ -303,6 +307,11 @@ class MoAChatModel(BaseChatModel):
         aggregator writes, then the whole one; with a pydantic class, ``function_calling``,
         ``select`` or ``ranker`` it yields the object once, when the run is over (a partial
         pydantic object would not validate, and a picked proposal arrives whole).
+
+        ``strict`` (OpenAI's strict schema adherence) goes where the structure is asked
+        for: to the final aggregator's `with_structured_output`, or to the proposers' tool
+        or ``response_format`` for ``select`` and ``ranker``; with ``json_mode``, which has
+        no schema to adhere to, it is refused.
         """
         if method not in ("json_schema", "function_calling", "json_mode"):
             raise MoAInputError(
@@ -313,6 +322,12 @@ class MoAChatModel(BaseChatModel):
             raise MoAInputError(
                 f"with_structured_output got unsupported arguments {sorted(kwargs)}: "
                 "MoAChatModel takes schema, include_raw, method and strict."
+            )
+        if strict is not None and method == "json_mode":
+            raise MoAInputError(
+                f"strict={strict!r} has no meaning with method='json_mode', which answers any "
+                "JSON object: use method='json_schema' for strict adherence to the schema, or "
+                "leave strict out."
             )
         if schema is None:
             if method != "json_mode":
@@ -329,7 +344,7 @@ class MoAChatModel(BaseChatModel):
         if self.moa_config.rules.returns_proposal():
             return self._picked_structure(schema, include_raw, method, strict, trace)
         llm = self.bind(
-            moa_structured=_Structured(schema, method), ls_structured_output_format=trace
+            moa_structured=_Structured(schema, method, strict), ls_structured_output_format=trace
         )
         if not include_raw:
             partial = method != "function_calling" and not _is_pydantic_class(schema)
@@ -340,9 +355,24 @@ class MoAChatModel(BaseChatModel):
         self, schema: Any, include_raw: bool, method: str, strict: bool | None, trace: Any
     ) -> Runnable[Any, Any]:
         """Structured output where a proposal is the answer: the proposers answer in it."""
-        if method == "function_calling":
-            return super().with_structured_output(schema, include_raw=include_raw)
         pydantic = _is_pydantic_class(schema)
+        if method == "function_calling" and strict is None:
+            return super().with_structured_output(schema, include_raw=include_raw)
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            # LangChain's own takes no `strict`: the same forced call, its tool made strict.
+            llm = self.bind_tools(
+                [schema], tool_choice="any", strict=strict, ls_structured_output_format=trace
+            )
+            parser = (
+                PydanticToolsParser(tools=[schema], first_tool_only=True)
+                if pydantic
+                else JsonOutputKeyToolsParser(
+                    key_name=convert_to_openai_tool(schema)["function"]["name"],
+                    first_tool_only=True,
+                )
+            )
+            return _parsed_with(llm, parser, include_raw)
         if method == "json_mode":
             response_format: dict[str, Any] = {"type": "json_object"}
         else:
@@ -352,12 +382,8 @@ class MoAChatModel(BaseChatModel):
                 spec["strict"] = strict
             response_format = {"type": "json_schema", "json_schema": spec}
         llm = self.bind(response_format=response_format, ls_structured_output_format=trace)
-        parser: Runnable[Any, Any] = (
-            PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()
-        )
-        if not include_raw:
-            return llm | parser
-        return llm | RunnableLambda(lambda raw: _with_parsed(raw, parser), name="parsed answer")
+        parser = PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()
+        return _parsed_with(llm, parser, include_raw)
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -516,7 +542,7 @@ class MoAChatModel(BaseChatModel):
         content: tuple[Any, Any] | None = None
         if structured is not None:
             content = _schema_key(structured.schema)
-            key = (preset, content, structured.method)
+            key = (preset, content, structured.method, structured.strict)
 
         def build() -> Any:
             cfg = self.moa_config
@@ -527,6 +553,7 @@ class MoAChatModel(BaseChatModel):
                 name=preset or self.model_name or "moa",
                 response_format=_schema_of(content, structured),
                 response_method=structured.method if structured else "json_schema",
+                response_strict=structured.strict if structured else None,
             )
 
         return self._graphs.get(key, build, held=structured.schema if structured else None)
@@ -690,6 +717,8 @@ class _Structured:
 
     schema: Any
     method: str
+    strict: bool | None = None
+    """Passed on to the aggregator's `with_structured_output` when given (not None)."""
 
 
 GRAPH_CACHE_SIZE = 32
@@ -952,6 +981,15 @@ def _raw_and_parsed(llm: Runnable[Any, Any]) -> Runnable[Any, dict[str, Any]]:
             return unparsed(error)
 
     return RunnableLambda(run, afunc=arun, name="parsed answer")
+
+
+def _parsed_with(
+    llm: Runnable[Any, Any], parser: Runnable[Any, Any], include_raw: bool
+) -> Runnable[Any, Any]:
+    """Return `llm` with its answer parsed; with `include_raw`, as LangChain returns it."""
+    if not include_raw:
+        return llm | parser
+    return llm | RunnableLambda(lambda raw: _with_parsed(raw, parser), name="parsed answer")
 
 
 def _with_parsed(raw: BaseMessage, parser: Runnable[Any, Any]) -> dict[str, Any]:

@@ -811,3 +811,28 @@ def test_a_fresh_dict_schema_per_call_runs_one_compiled_graph(fake, monkeypatch)
     for _ in range(3):
         assert llm.with_structured_output(_schema("City", "city")).invoke("q") == {"city": "Paris"}
     assert built == [_schema("City", "city")]
+
+
+def test_strict_structured_output_reaches_the_aggregator_of_a_synthesizing_variant(fake, log):
+    """``strict=`` was kept only in the trace: the aggregator answered without it, silently."""
+    asked: list = []
+    agg = fake("AGG", reply=lambda *a: '{"city": "Paris", "confidence": 0.9}')
+    own = agg.with_structured_output
+
+    def recording(schema, **kwargs):
+        asked.append(kwargs)
+        return own(schema, **kwargs)
+
+    object.__setattr__(agg, "with_structured_output", recording)
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=agg))
+    assert llm.with_structured_output(City, strict=True).invoke("q").city == "Paris"
+    assert llm.with_structured_output(City).invoke("q").city == "Paris"
+    assert [a.get("strict", "unset") for a in asked] == [True, "unset"]
+
+
+@pytest.mark.parametrize("variant", ["moa", "select"])
+def test_strict_with_json_mode_is_refused_in_one_sentence(fake, variant):
+    agg = fake("AGG") if variant == "moa" else None
+    config = MoAConfig(variant=variant, proposers=[fake("A"), fake("B")], aggregator=agg)
+    with pytest.raises(MoAInputError, match=r"^strict=True .*json_mode.*any JSON object"):
+        MoAChatModel(config=config).with_structured_output(City, method="json_mode", strict=True)

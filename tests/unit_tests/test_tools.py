@@ -312,6 +312,24 @@ def test_select_answers_structured_output_through_a_voted_tool_call(fake, log):
     assert structured.invoke(QUESTION) == Answer(value=3)
 
 
+@pytest.mark.parametrize("include_raw", [False, True])
+def test_select_sends_strict_structured_output_to_every_proposer(fake, log, include_raw):
+    """``strict=True`` with ``function_calling`` was dropped: the tool went out unstrict."""
+    voted = lambda *a: [{"name": "Answer", "args": {"value": 3}, "id": None}]  # noqa: E731
+    config = MoAConfig(
+        variant="select", proposers=[fake("A", tool_calls=voted), fake("B", tool_calls=voted)]
+    )
+    structured = MoAChatModel(config=config).with_structured_output(
+        Answer, method="function_calling", strict=True, include_raw=include_raw
+    )
+    answer = structured.invoke(QUESTION)
+    assert (answer["parsed"] if include_raw else answer) == Answer(value=3)
+    for label in ("A", "B"):
+        (tool,) = log.by(label)[0].kwargs["tools"]
+        assert tool["function"]["strict"] is True
+        assert log.by(label)[0].kwargs["tool_choice"] == "any"
+
+
 def test_model_override_runs_the_named_preset_or_is_refused(fake, monkeypatch):
     moa = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
     assert moa._get_ls_params(model="local-moa")["ls_model_name"] == "local-moa"

@@ -62,6 +62,7 @@ def create_moa_graph(
     name: str | None = None,
     response_format: Any = None,
     response_method: str = "json_schema",
+    response_strict: bool | None = None,
     call_cache: CallCache | None = None,
     limits: RequestLimits | None = None,
 ) -> CompiledStateGraph[MoAState, MoAContext, MoAInput, MoAOutput]:
@@ -78,6 +79,8 @@ def create_moa_graph(
         response_method: Passed to `with_structured_output` (``json_schema``,
             ``function_calling`` or ``json_mode``; llama.cpp's server constrains decoding to
             the schema with ``json_schema``).
+        response_strict: Passed to `with_structured_output` as ``strict`` when not None
+            (OpenAI's strict schema adherence); None leaves the aggregator's own default.
         call_cache: A `CallCache` (e.g. `SQLiteCallCache`): calls already made with the same
             model, parameters, messages, role and sample are answered from it.
         limits: Hold every run to `moa serve`'s per-request limits (`RequestLimits`): its
@@ -95,7 +98,9 @@ def create_moa_graph(
     # Refused now, not after the proposers were paid: the final step's repr of a schema
     # nested thousands deep raised a RecursionError (`MoAChatModel` checks the same).
     check_nesting(response_format, "The structured-output schema is")
-    nodes = MoANodes(config, response_format, response_method, call_cache, limits)
+    nodes = MoANodes(
+        config, response_format, response_method, call_cache, limits, strict=response_strict
+    )
     # The node bodies decide whether an attempt is retried (`_failed_attempt`, from the run's
     # effective config, counting attempts made before a resume); the policy only waits
     # between attempts, so its own bound is the largest the config allows.

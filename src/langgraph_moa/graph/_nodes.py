@@ -111,11 +111,16 @@ class MoANodes:
         response_method: str = "json_schema",
         call_cache: CallCache | None = None,
         limits: RequestLimits | None = None,
+        *,
+        strict: bool | None = None,
     ) -> None:
         self.configs = ContextConfigCache(config, limits=limits)
         self.call_cache = call_cache
         self.response_format = response_format
         self.response_method = response_method
+        # Only a given `strict` is passed on: not every model's `with_structured_output`
+        # takes the argument, and None would override a provider's own default.
+        self.response_options = {} if strict is None else {"strict": strict}
         self.models = ModelCache()
         self.ledger = Ledger()
         self._shapes: BoundedLRU[int, tuple[MoAConfig, str]] = BoundedLRU(128)
@@ -431,7 +436,10 @@ class MoANodes:
         base: Runnable[Any, Any]
         if is_final and self.response_format is not None:
             base = chat.with_structured_output(
-                self.response_format, method=self.response_method, include_raw=True
+                self.response_format,
+                method=self.response_method,
+                include_raw=True,
+                **self.response_options,
             )
         else:
             base = bind_options(chat, options, call.configured_model, stop=is_final, final=is_final)
