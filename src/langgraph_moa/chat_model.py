@@ -69,7 +69,7 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
-from langgraph_moa.run._inputs import check_nesting, check_tool_choice
+from langgraph_moa.run._inputs import check_nesting, check_schema, check_tool_choice
 from langgraph_moa.run._options import split_call_kwargs
 
 
@@ -340,6 +340,7 @@ class MoAChatModel(BaseChatModel):
             # came back None, silently. Any JSON object is a schema too.
             schema = _ANY_JSON_OBJECT
         check_nesting(schema, "The structured-output schema is")
+        check_schema(schema, method)
         trace = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
         if self.moa_config.rules.returns_proposal():
             return self._picked_structure(schema, include_raw, method, strict, trace)

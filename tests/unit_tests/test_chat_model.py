@@ -8,7 +8,7 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.prompts import ChatPromptTemplate
 from langgraph.graph import START, MessagesState, StateGraph
 
-from langgraph_moa import MoAChatModel, MoAConfig, MoAInputError
+from langgraph_moa import MoAChatModel, MoAConfig, MoAInputError, create_moa_graph
 
 LONG = lambda label, n, msgs: f"{label} says alpha beta gamma STOP delta"  # noqa: E731
 
@@ -836,3 +836,29 @@ def test_strict_with_json_mode_is_refused_in_one_sentence(fake, variant):
     config = MoAConfig(variant=variant, proposers=[fake("A"), fake("B")], aggregator=agg)
     with pytest.raises(MoAInputError, match=r"^strict=True .*json_mode.*any JSON object"):
         MoAChatModel(config=config).with_structured_output(City, method="json_mode", strict=True)
+
+
+@pytest.mark.parametrize("schema", [42, "City", [City], {"type": "object"}])
+@pytest.mark.parametrize("variant", ["moa", "select"])
+def test_a_schema_that_is_none_is_refused_before_any_call(fake, log, variant, schema):
+    """A synthesizing variant took any schema and failed at the final step, after every
+    proposal was paid for, with LangChain's multi-line error (select: at once, the same)."""
+    agg = fake("AGG") if variant == "moa" else None
+    llm = MoAChatModel(config=MoAConfig(variant=variant, proposers=[fake("A")], aggregator=agg))
+    with pytest.raises(
+        MoAInputError, match=r"^The structured-output schema .* is no schema: "
+    ) as e:
+        llm.with_structured_output(schema).invoke("q")
+    assert "\n" not in str(e.value) and log.calls == []
+    with pytest.raises(MoAInputError, match="is no schema"):
+        create_moa_graph(
+            MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")), response_format=schema
+        )
+
+
+def test_json_mode_and_openai_response_formats_are_schemas(fake):
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    llm.with_structured_output({"type": "object"}, method="json_mode")  # any JSON object
+    llm.with_structured_output({"name": "City", "schema": {"type": "object"}})
+    wrapped = {"type": "json_schema", "json_schema": {"name": "City", "schema": {}}}
+    llm.with_structured_output(wrapped)

@@ -33,7 +33,12 @@ from langgraph_moa.config.context import MoAContext
 from langgraph_moa.graph._nodes import MoANodes
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run._answer import TAG_FINAL, final_answer_only, parse_choice
-from langgraph_moa.run._inputs import check_nesting, guard_input, validate_conversation
+from langgraph_moa.run._inputs import (
+    check_nesting,
+    check_schema,
+    guard_input,
+    validate_conversation,
+)
 from langgraph_moa.run.cache import CallCache
 from langgraph_moa.run.state import MoAInput, MoAOutput, MoAState
 from langgraph_moa.variants import (
@@ -92,12 +97,14 @@ def create_moa_graph(
         `AIMessage`. Per-run settings go in ``context=MoAContext(...)`` (or a dict).
 
     Raises:
-        MoAInputError: `response_format` nests dicts and lists more than 100 levels deep.
+        MoAInputError: `response_format` nests dicts and lists more than 100 levels deep,
+            or is no schema (`check_schema`).
     """
     config = load_config(config)
     # Refused now, not after the proposers were paid: the final step's repr of a schema
     # nested thousands deep raised a RecursionError (`MoAChatModel` checks the same).
     check_nesting(response_format, "The structured-output schema is")
+    check_schema(response_format, response_method)  # not at the last step, once paid for
     nodes = MoANodes(
         config, response_format, response_method, call_cache, limits, strict=response_strict
     )

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeGuard, TypeVar
 
 from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage, convert_to_messages
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
@@ -74,6 +75,33 @@ def check_nesting(value: Any, what: str) -> None:
                 f"each other): nest them {MAX_NESTING} levels deep at most."
             )
         stack.extend((child, depth + 1) for child in children)
+
+
+def check_schema(schema: Any, method: str) -> None:
+    """Refuse a structured-output schema that is none, before any call is paid for.
+
+    A synthesizing variant's final aggregator reads the schema only when the last step
+    starts (its own `with_structured_output`): 42, a class's name as text or a JSON schema
+    without a title failed there, with LangChain's multi-line error, after every proposal
+    was paid for. Taken: what LangChain converts to a tool (a pydantic model, a TypedDict,
+    a JSON schema with a ``title``, ``{"name", "schema"}``), OpenAI's whole
+    ``response_format`` dict, and for ``json_mode`` any dict (the object needs no name).
+    """
+    if schema is None or (method == "json_mode" and isinstance(schema, dict)):
+        return
+    if isinstance(schema, dict) and schema.get("type") == "json_schema":
+        if isinstance(schema.get("json_schema"), dict):
+            return
+    else:
+        try:
+            convert_to_openai_tool(schema)
+            return
+        except (ValueError, TypeError, AttributeError, KeyError):
+            pass
+    raise MoAInputError(
+        f"The structured-output schema {_kind(schema)} is no schema: give a pydantic model, "
+        "a TypedDict or a JSON schema with a top-level 'title' (the answer's name)."
+    )
 
 
 def with_run_options(value: Any) -> Any:
