@@ -69,7 +69,12 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
-from langgraph_moa.run._inputs import check_nesting, check_schema, check_tool_choice
+from langgraph_moa.run._inputs import (
+    check_nesting,
+    check_schema,
+    check_tool_choice,
+    openai_tools,
+)
 from langgraph_moa.run._options import split_call_kwargs
 
 
@@ -269,7 +274,7 @@ class MoAChatModel(BaseChatModel):
             kwargs: Further arguments bound to the call.
         """
         check_nesting(list(tools), "The tools are")  # LangChain's conversion walks them
-        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
+        formatted = openai_tools(list(tools), strict)
         names = [t["function"]["name"] for t in formatted]
         check_tool_choice(tool_choice, names)  # before True is read: a refusal names it
         if tool_choice is True:

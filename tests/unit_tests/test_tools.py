@@ -900,3 +900,12 @@ def test_held_text_of_a_refused_answer_is_never_streamed(fake, log):
     llm = MoAChatModel(config=config).bind_tools([add])
     full = _joined(llm.stream(QUESTION))
     assert full.text == "A #1" and full.response_metadata["moa"]["fallback"] == "best_proposal"
+
+
+@pytest.mark.parametrize("bad", [42, "add", {"bad": 1}, {"type": "object"}])
+def test_bind_tools_refuses_what_is_no_tool_in_one_sentence(fake, bad):
+    """LangChain's conversion error was several lines, quoting the object between them."""
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    with pytest.raises(MoAInputError, match=r"^Tool 2 of 2 \(.*\) is no tool: ") as e:
+        llm.bind_tools([add, bad])
+    assert "\n" not in str(e.value)

@@ -77,6 +77,24 @@ def check_nesting(value: Any, what: str) -> None:
         stack.extend((child, depth + 1) for child in children)
 
 
+def openai_tools(tools: Sequence[Any], strict: bool | None) -> list[dict[str, Any]]:
+    """Return `tools` as OpenAI tool schemas; what is no tool is refused in one sentence.
+
+    LangChain's conversion error runs over several lines, quoting the object between them.
+    """
+    formatted = []
+    for i, tool in enumerate(tools, 1):
+        try:
+            formatted.append(convert_to_openai_tool(tool, strict=strict))
+        except (ValueError, TypeError, AttributeError, KeyError):
+            raise MoAInputError(
+                f"Tool {i} of {len(tools)} ({_kind(tool)}) is no tool: pass a LangChain tool, "
+                "a function, a pydantic model or an OpenAI tool schema (a dict with a "
+                "'function', or a JSON schema with a top-level 'title')."
+            ) from None
+    return formatted
+
+
 def check_schema(schema: Any, method: str) -> None:
     """Refuse a structured-output schema that is none, before any call is paid for.
 
