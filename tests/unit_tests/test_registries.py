@@ -100,6 +100,35 @@ def test_registering_needs_a_name_and_a_description():
         register(Nameless)
 
 
+def test_registering_a_taken_name_is_refused_naming_the_fix(deep_moa):
+    class Other(Plan):
+        name = "deep-moa"
+        description = "another"
+
+    with pytest.raises(ValueError, match=r"already registered .*DeepMoA.*choose another name"):
+        register(Other)
+    register(DeepMoA)  # the same class again is no conflict
+
+
+@pytest.mark.parametrize("name", ["my variant", "Deep", "deep_moa", "a:b", "-x", "x\n", "é"])
+def test_a_variant_name_outside_lower_case_words_and_hyphens_is_refused(name):
+    bad = type("Bad", (Plan,), {"name": name, "description": "a toy"})
+    with pytest.raises(ValueError, match=r"variant name .* lower-case letters, digits and"):
+        register(bad)
+    assert name not in variant_names()
+
+
+@pytest.mark.parametrize(
+    "thing",
+    [42, lambda cfg: None, type("Loose", (), {"name": "loose", "description": "no Plan"})],
+    ids=["number", "function", "class-not-a-plan"],
+)
+def test_registering_anything_but_a_plan_subclass_is_refused_at_once(thing):
+    with pytest.raises(TypeError, match=r"register\(\) takes a `Plan` subclass"):
+        register(thing)
+    assert "loose" not in variant_names()
+
+
 # --- a toy provider: one row -----------------------------------------------------------------
 
 

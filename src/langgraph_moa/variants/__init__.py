@@ -8,6 +8,7 @@ this registry, so adding a variant is one module, one line below and a preset.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from langgraph_moa.text._names import did_you_mean
@@ -33,12 +34,41 @@ if TYPE_CHECKING:
 _REGISTRY: dict[str, type[Plan]] = {}
 
 
+_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+"""A variant's name: lower-case words joined by hyphens, as the built-in ones are written.
+
+The name is a config value, a CLI choice, a run-context enum member, a row of the README's
+table and a word in one-line messages: spaces, colons, capitals or control characters break
+one of them far from the `register` call that let them in.
+"""
+
+
 def register(variant: type[Plan]) -> type[Plan]:
-    """Add a variant to the registry (usable as a class decorator); its name must be new."""
+    """Add a variant to the registry (usable as a class decorator); its name must be new.
+
+    Everything is checked here, so that a mistake fails at the `register` line and not in
+    the first config or run that names the variant.
+    """
+    if not (isinstance(variant, type) and issubclass(variant, Plan)):
+        raise TypeError(
+            f"register() takes a `Plan` subclass, got {variant!r}: subclass "
+            "langgraph_moa.variants.Plan and pass the class"
+        )
     if not variant.name or not variant.description:
         raise ValueError(f"{variant.__name__} needs a `name` and a one-line `description`")
-    if variant.name in _REGISTRY and _REGISTRY[variant.name] is not variant:
-        raise ValueError(f"variant {variant.name!r} is already registered")
+    if not _NAME.fullmatch(variant.name):
+        raise ValueError(
+            f"variant name {variant.name!r} of {variant.__name__} is not lower-case letters, "
+            "digits and single hyphens: write it as the built-in ones are (for example "
+            "'best-of-n')"
+        )
+    taken = _REGISTRY.get(variant.name)
+    if taken is not None and taken is not variant:
+        raise ValueError(
+            f"variant {variant.name!r} is already registered (by "
+            f"{taken.__module__}.{taken.__qualname__}): choose another name, or "
+            f"unregister({variant.name!r}) first"
+        )
     _REGISTRY[variant.name] = variant
     return variant
 
