@@ -129,6 +129,38 @@ def test_registering_anything_but_a_plan_subclass_is_refused_at_once(thing):
     assert "loose" not in variant_names()
 
 
+def _toy_variant(name: str, derived: dict) -> type[Plan]:
+    """A variant whose `derive` returns `derived` as its defaults."""
+    return type(
+        "Toy",
+        (Plan,),
+        {"name": name, "description": "a toy", "derive": classmethod(lambda cls, cfg: derived)},
+    )
+
+
+def test_a_variants_derived_default_is_held_to_the_fields_own_bounds(fake):
+    # layers has ge=2: a variant may not derive what a user may not write.
+    toy = register(_toy_variant("one-layer", {"layers": 1}))
+    try:
+        with pytest.raises(
+            MoAConfigError, match=r"variant 'one-layer' derived layers=1, .*greater than or equal"
+        ):
+            MoAConfig(variant="one-layer", proposers=[fake("A")], aggregator=fake("C"))
+    finally:
+        unregister(toy.name)
+
+
+def test_a_variant_deriving_no_config_field_is_named_with_the_field(fake):
+    toy = register(_toy_variant("typo-field", {"layer": 3}))
+    try:
+        with pytest.raises(
+            MoAConfigError, match=r"variant 'typo-field' derived 'layer', which is no MoAConfig"
+        ):
+            MoAConfig(variant="typo-field", proposers=[fake("A")], aggregator=fake("C"))
+    finally:
+        unregister(toy.name)
+
+
 # --- a toy provider: one row -----------------------------------------------------------------
 
 

@@ -357,12 +357,35 @@ class MoAConfig(BaseModel):
             "tried only after the one before it failed)",
         )
 
+    @classmethod
+    def _derived_value(cls, rules: type[Plan], field: str, raw: Any) -> Any:
+        """Validate a variant's derived default as the field's own value, bounds included.
+
+        A registered variant may not derive what a user may not write (``layers: 1``), and
+        a mistake in its `derive` is named here, with the variant, not as a bare KeyError.
+        """
+        info = cls.model_fields.get(field)
+        if info is None:
+            raise ValueError(
+                f"variant {rules.name!r} derived {field!r}, which is no MoAConfig field: "
+                "return only config fields from its derive()"
+            )
+        annotation: Any = info.annotation
+        if info.metadata:  # the field's bounds (ge, le, ...)
+            annotation = Annotated[annotation, *info.metadata]
+        try:
+            return TypeAdapter(annotation).validate_python(raw)
+        except ValidationError as exc:
+            raise ValueError(
+                f"variant {rules.name!r} derived {field}={raw!r}, which the field refuses "
+                f"({exc.errors()[0]['msg']}): fix the variant's derive()"
+            ) from None
+
     @model_validator(mode="after")
     def _check_variant(self) -> Self:
         rules = self.rules
         for field, raw in rules.derive(self).items():
-            annotation: Any = type(self).model_fields[field].annotation
-            setattr(self, field, TypeAdapter(annotation).validate_python(raw))
+            setattr(self, field, self._derived_value(rules, field, raw))
         rules.check(self)
         self._check_priority()
         selects = rules.final_role == "selector"
