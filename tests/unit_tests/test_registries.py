@@ -221,6 +221,35 @@ def test_accounting_reads_the_keys_of_the_table_as_it_is_now():
     assert finish_reason(reply) is None and answering_model(reply, "toy") == "toy"
 
 
+@pytest.mark.parametrize("prefix", ["myprov", "my prov", "ollama:x", ""])
+def test_a_prefix_init_chat_model_cannot_build_is_refused_when_registered(prefix):
+    # A row for it would never be read: no "myprov:<model>" spec can be built.
+    with pytest.raises(ValueError, match=r"init_chat_model .* BaseChatModel instance"):
+        register_provider(Provider(prefix, key_env="MYPROV_KEY"))
+    assert prefix not in [row.prefix for row in providers()]
+
+
+def test_every_shipped_row_is_a_provider_init_chat_model_builds():
+    from langgraph_moa.providers._models import known_providers
+
+    assert {row.prefix for row in providers()} <= set(known_providers())
+
+
+def test_registering_anything_but_a_provider_row_is_refused():
+    with pytest.raises(TypeError, match=r"register_provider\(\) takes a `Provider` row"):
+        register_provider("ollama")  # type: ignore[arg-type]
+    assert "ollama" not in [row.prefix for row in providers()]
+
+
+def test_the_provider_registry_is_public():
+    # Extending it must not need a private module.
+    import langgraph_moa.providers as public
+
+    assert public.register_provider is register_provider and public.Provider is Provider
+    assert public.unregister_provider is unregister_provider and public.providers is providers
+    assert {"Provider", "register_provider", "unregister_provider"} <= set(public.__all__)
+
+
 def test_without_its_row_a_provider_gets_no_key_check():
     assert provider_of("ollama") == Provider("ollama")
     # No key is asked for: building goes on to the integration (not installed here).

@@ -20,7 +20,7 @@ import threading
 import unicodedata
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -35,7 +35,12 @@ from langgraph_moa._redact import (
     without,
 )
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
-from langgraph_moa.providers._table import LOCAL_PREFIX, provider_of
+from langgraph_moa.providers._table import (
+    LOCAL_PREFIX,
+    _langchain_providers,
+    known_providers,
+    provider_of,
+)
 from langgraph_moa.transport._call_loop import loop_of_this_thread, running_call_loop
 from langgraph_moa.transport._completions import lean_completions
 from langgraph_moa.transport._http import own_async_client, own_sync_client
@@ -147,31 +152,6 @@ def printable(value: str, what: str) -> str:
 
 ModelSpec = str | OpenAIEndpoint | BaseChatModel
 """Anything that names a chat model; see the module docstring."""
-
-
-def _langchain_providers() -> tuple[Collection[str], Callable[[str], str | None]]:
-    """Return the providers `init_chat_model` knows and its guess of a bare name's provider.
-
-    These are private names of ``langchain.chat_models.base`` (checked in langchain 1.4.7):
-    LangChain has no public way to list its providers or to infer one without building the
-    model, and a spec must be checked when a config is validated, long before any model is
-    built (with no key set, and without importing every provider's package). They are read
-    here and nowhere else; ``tests/unit_tests/test_models.py`` pins what is relied on, and
-    that it agrees with the public `init_chat_model`, so an upgrade that changes them fails
-    there first.
-    """
-    from langchain.chat_models.base import (
-        _BUILTIN_PROVIDERS,
-        _attempt_infer_model_provider,
-    )
-
-    return _BUILTIN_PROVIDERS, _attempt_infer_model_provider
-
-
-def known_providers() -> list[str]:
-    """Return the provider prefixes `init_chat_model` understands, plus ``local``."""
-    providers, _ = _langchain_providers()
-    return sorted([*providers, LOCAL_PREFIX])
 
 
 REMEMBERED_SPEC_CHARS = 512

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 LOCAL_PREFIX = "local"
@@ -69,10 +70,56 @@ def _forget_keys() -> None:
 
 
 def register_provider(row: Provider) -> Provider:
-    """Add (or replace) a provider's row."""
+    """Add (or replace) a provider's row; its prefix must be one `init_chat_model` builds.
+
+    The table only describes providers: building their models is `init_chat_model`'s. A
+    row for any other prefix would never be read (no ``"myprov:<model>"`` spec validates),
+    so it is refused here rather than at the first config that names it.
+    """
+    if not isinstance(row, Provider):
+        raise TypeError(
+            f"register_provider() takes a `Provider` row, got {row!r}: write "
+            "register_provider(Provider('<prefix>', ...))"
+        )
+    if row.prefix not in known_providers():
+        raise ValueError(
+            f"provider prefix {row.prefix!r} is not one init_chat_model builds, so no "
+            f"'{row.prefix}:<model>' spec could use its row: give your model as a "
+            "BaseChatModel instance in the config (or an OpenAI-compatible endpoint as "
+            "'model@http://host:port/v1'), or use one of: " + ", ".join(known_providers())
+        )
+    return _add(row)
+
+
+def _add(row: Provider) -> Provider:
     _TABLE[row.prefix] = row
     _forget_keys()
     return row
+
+
+def _langchain_providers() -> tuple[Collection[str], Callable[[str], str | None]]:
+    """Return the providers `init_chat_model` knows and its guess of a bare name's provider.
+
+    These are private names of ``langchain.chat_models.base`` (checked in langchain 1.4.7):
+    LangChain has no public way to list its providers or to infer one without building the
+    model, and a spec must be checked when a config is validated, long before any model is
+    built (with no key set, and without importing every provider's package). They are read
+    here and nowhere else; ``tests/unit_tests/test_models.py`` pins what is relied on, and
+    that it agrees with the public `init_chat_model`, so an upgrade that changes them fails
+    there first.
+    """
+    from langchain.chat_models.base import (
+        _BUILTIN_PROVIDERS,
+        _attempt_infer_model_provider,
+    )
+
+    return _BUILTIN_PROVIDERS, _attempt_infer_model_provider
+
+
+def known_providers() -> list[str]:
+    """Return the provider prefixes `init_chat_model` understands, plus ``local``."""
+    providers, _ = _langchain_providers()
+    return sorted([*providers, LOCAL_PREFIX])
 
 
 def unregister_provider(prefix: str) -> None:
@@ -102,7 +149,7 @@ for _row in (
     Provider("mistralai", "MISTRAL_API_KEY", "max_retries", model_name_key="model"),
     Provider("google_genai", "GOOGLE_API_KEY", "max_retries"),
 ):
-    register_provider(_row)
+    _add(_row)  # no check: shipped rows are held to LangChain's providers by a unit test
 
 
 def provider_of(prefix: str) -> Provider:
