@@ -350,6 +350,34 @@ def test_a_keyed_endpoint_of_another_preset_is_refused_not_called_without_its_ke
     assert isinstance(model, OpenAIEndpoint) and model.api_key_env == "EXAMPLE_KEY"
 
 
+def test_a_variant_registered_in_the_servers_process_is_served_only_where_the_operator_chose_it(
+    fake,
+):
+    """Any module the server imports may register a variant; a client may not pick it."""
+    from langgraph_moa.serving._errors import _APIError
+    from langgraph_moa.variants import Plan, register, unregister
+
+    toy = type("Toy", (Plan,), {"name": "toy-deep", "description": "a toy", "default_layers": 3})
+    register(toy)
+    try:
+        systems = {"m": MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("C"))}
+        prepare = _Preparer(systems, ModelPolicy.for_systems(systems), RequestLimits())
+        body = {"model": "m", "messages": USER, "variant": "toy-deep"}
+        with pytest.raises(_APIError) as refused:
+            prepare(json.dumps(body).encode())
+        assert refused.value.status == 400 and refused.value.param == "variant"
+        assert "'toy-deep' is not served here" in refused.value.message
+        assert "'self-moa'" in refused.value.message and "\n" not in refused.value.message
+        # A shipped variant stays a client's to choose, and the operator's own is served.
+        assert prepare(json.dumps({**body, "variant": "moa"}).encode()).context.variant == "moa"
+        served = {"d": MoAConfig(variant="toy-deep", proposers=[fake("A")], aggregator=fake("C"))}
+        chosen = _Preparer(served, ModelPolicy.for_systems(served), RequestLimits())
+        job = chosen(json.dumps({**body, "model": "d"}).encode())
+        assert job.context.variant == "toy-deep"
+    finally:
+        unregister(toy.name)
+
+
 def test_client_strings_echoed_in_errors_are_cut_short(client):
     long = "z" * 5000
     bodies = [

@@ -34,7 +34,7 @@ from langgraph_moa.run._calls import CALL_TALLY, CallTally
 from langgraph_moa.serving._access import note_calls, note_model
 from langgraph_moa.serving._errors import _api_error, _APIError, _invalid_body
 from langgraph_moa.serving._schema import ChatRequest
-from langgraph_moa.variants import variant_of
+from langgraph_moa.variants import shipped_variants, variant_names, variant_of
 
 
 @dataclass(frozen=True)
@@ -288,6 +288,10 @@ class _Preparer:
         self.systems = systems
         self.policy = policy
         self.limits = {name: limits.covering(config) for name, config in systems.items()}
+        self.variants = tuple(
+            dict.fromkeys([*shipped_variants(), *(c.variant for c in systems.values())])
+        )
+        """The variants a client may switch to: those shipped, and the served systems' own."""
         self._gates: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
     async def off_loop(self, raw: bytes, scope: Any = None) -> _Job:
@@ -365,6 +369,22 @@ class _Preparer:
         note_calls(scope, job.tally)
         return job
 
+    def _check_variant(self, variant: str | None) -> None:
+        """Refuse a registered variant the operator did not serve (unknown names: the context's).
+
+        Any module the server's process imports can register a variant; running it for a
+        client would run code the operator never chose.
+        """
+        if variant is None or variant in self.variants or variant not in variant_names():
+            return
+        raise _APIError(
+            400,
+            f"The variant {variant!r} is not served here: choose one of "
+            f"{', '.join(map(repr, self.variants))}.",
+            param="variant",
+            code="invalid_value",
+        )
+
     def _context(self, body: ChatRequest, limits: RequestLimits) -> MoAContext:
         proposers = None
         if body.proposers is not None:
@@ -383,6 +403,7 @@ class _Preparer:
             aggregator = self.policy.admit(body.aggregator, "aggregator", body.model)
         limits.check_answer_tokens(body.max_tokens)
         limits.check_answer_tokens(body.max_completion_tokens)
+        self._check_variant(body.variant)
         context = MoAContext(
             layers=body.layers,
             samples=body.samples,

@@ -81,6 +81,17 @@ def unregister(name: str) -> None:
 for _family in (LayeredMoA, SingleProposer, SelfMoA, SelfMoASeq, Ranker, Select):
     register(_family)
 
+_SHIPPED = tuple(_REGISTRY)
+
+
+def shipped_variants() -> tuple[str, ...]:
+    """Return the variants this package ships (not those another module registered).
+
+    `moa serve` lets a client switch among these; a variant registered by whatever module
+    the server's process imported is served only where the operator configured it.
+    """
+    return _SHIPPED
+
 
 def variant_names() -> tuple[str, ...]:
     """Return the registered variants' names, in registration order."""
@@ -127,6 +138,7 @@ __all__ = [
     "Route",
     "plan_for",
     "register",
+    "shipped_variants",
     "unregister",
     "variant_names",
     "variant_of",
