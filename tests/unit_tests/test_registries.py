@@ -32,6 +32,22 @@ from langgraph_moa.run._accounting import answering_model, finish_reason
 from langgraph_moa.variants import Plan, register, unregister, variant_names, variants_help
 from tests.helpers import QUESTION
 
+
+@pytest.fixture(autouse=True)
+def _registries_restored():
+    """The registries are process-wide: whatever a test here leaves in them, even failing, goes."""
+    from langgraph_moa.providers import _table
+    from langgraph_moa.variants import _REGISTRY
+
+    variants, rows = dict(_REGISTRY), dict(_table._TABLE)
+    yield
+    _REGISTRY.clear()
+    _REGISTRY.update(variants)
+    _table._TABLE.clear()
+    _table._TABLE.update(rows)
+    _table._forget_keys()
+
+
 # --- a toy variant: one class, one register line ---------------------------------------------
 
 
@@ -108,6 +124,12 @@ def test_registering_a_taken_name_is_refused_naming_the_fix(deep_moa):
     with pytest.raises(ValueError, match=r"already registered .*DeepMoA.*choose another name"):
         register(Other)
     register(DeepMoA)  # the same class again is no conflict
+    shadow = type("Shadow", (Plan,), {"name": "moa", "description": "another"})
+    with pytest.raises(
+        ValueError,
+        match=r"\(by langgraph_moa\.variants\.layered\.LayeredMoA\): choose another name$",
+    ):
+        register(shadow)  # a shipped one cannot be unregistered, so that is not offered
 
 
 @pytest.mark.parametrize("name", ["my variant", "Deep", "deep_moa", "a:b", "-x", "x\n", "é"])
@@ -159,6 +181,13 @@ def test_a_variant_deriving_no_config_field_is_named_with_the_field(fake):
             MoAConfig(variant="typo-field", proposers=[fake("A")], aggregator=fake("C"))
     finally:
         unregister(toy.name)
+
+
+def test_a_shipped_variant_cannot_be_unregistered():
+    # Presets, the default config and moa serve's clients name it.
+    with pytest.raises(ValueError, match=r"variant 'moa' ships with the package"):
+        unregister("moa")
+    assert "moa" in variant_names()
 
 
 # --- a toy provider: one row -----------------------------------------------------------------

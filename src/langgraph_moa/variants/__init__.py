@@ -66,15 +66,24 @@ def register(variant: type[Plan]) -> type[Plan]:
     if taken is not None and taken is not variant:
         raise ValueError(
             f"variant {variant.name!r} is already registered (by "
-            f"{taken.__module__}.{taken.__qualname__}): choose another name, or "
-            f"unregister({variant.name!r}) first"
+            f"{taken.__module__}.{taken.__qualname__}): choose another name"
+            + ("" if variant.name in _SHIPPED else f", or unregister({variant.name!r}) first")
         )
     _REGISTRY[variant.name] = variant
     return variant
 
 
 def unregister(name: str) -> None:
-    """Remove a variant (for tests that register a toy one)."""
+    """Remove a variant you registered (for tests that register a toy one).
+
+    A shipped variant stays: presets, the default config and `moa serve`'s clients name it,
+    and removing it would break them for the whole process.
+    """
+    if name in _SHIPPED:
+        raise ValueError(
+            f"variant {name!r} ships with the package and presets name it: unregister only "
+            "variants you registered"
+        )
     _REGISTRY.pop(name, None)
 
 
