@@ -504,3 +504,24 @@ def test_every_selection_preset_builds(monkeypatch):
         config = MoAConfig.from_preset(name)
         assert config.variant == "select" and config.selection is not None
         create_moa_graph(config)
+
+
+@pytest.mark.parametrize(
+    ("answer", "key"),
+    [
+        ("1/8", "0.125"),
+        ("1/20", "0.05"),
+        ("3/40", "0.075"),
+        ("7/6", "7/6"),
+        ("2/6", "1/3"),
+        ("12/4", "3"),
+        ("1/1024", "0.0009765625"),
+        ("5e-1", "0.5"),
+        ("-0", "0"),
+        ("1,250.50", "1250.5"),
+    ],
+)
+def test_a_vote_key_writes_a_finite_decimal_as_a_decimal_and_any_other_value_as_lowest_terms(
+    answer, key
+):
+    assert extract_answer(answer, "last-number") == key

@@ -223,22 +223,28 @@ def _number_key(text: str) -> str | None:
     value = number_value(text)
     if value is None:
         return None
-    if value.denominator != 1 and not _is_decimal(value.denominator):
+    places = _decimal_places(value.denominator)
+    if places is None:
         return f"{Decimal(value.numerator):f}/{Decimal(value.denominator):f}"  # any length
-    places = 0
-    while 10**places % value.denominator:
-        places += 1
     sign, digits, _ = Decimal(value.numerator * 10**places // value.denominator).as_tuple()
     written = format(Decimal((sign, digits, -places)), "f")  # exact, whatever its length
     return written.rstrip("0").rstrip(".") if "." in written else written
 
 
-def _is_decimal(denominator: int) -> bool:
-    """Tell whether 1/denominator has a finite decimal expansion (only 2s and 5s divide it)."""
+def _decimal_places(denominator: int) -> int | None:
+    """Return how many decimals 1/denominator takes; None when its expansion never ends.
+
+    It ends when only 2s and 5s divide the denominator, after as many places as the more
+    frequent of the two (1/8: 3, 1/20: 2), so one factor count answers both questions.
+    """
+    counts = []
     for prime in (2, 5):
+        count = 0
         while denominator % prime == 0:
             denominator //= prime
-    return denominator == 1
+            count += 1
+        counts.append(count)
+    return max(counts) if denominator == 1 else None
 
 
 def number_value(text: str) -> Fraction | None:
