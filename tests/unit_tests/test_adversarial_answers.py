@@ -9,7 +9,7 @@ import pytest
 
 from langgraph_moa.eval.judge import parse_verdict
 from langgraph_moa.eval.scorers import numeric
-from langgraph_moa.text._selection import extract_answer, stated_number
+from langgraph_moa.text._selection import extract_answer, number_value, stated_number
 
 N = 100_000
 
@@ -73,3 +73,29 @@ def test_the_choice_letter_reads_what_it_read_before(text, expected):
 )
 def test_a_stated_number_is_read_as_before(text, expected):
     assert stated_number(text) == expected
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\\frac{" + " " * N + "1}{2}", "0.5"),
+        ("\\frac{1}" * N, "1"),
+        ("\\frac{1}{ " * N, "1"),
+        ("\\frac{-" * N + "3}{4}", "0.75"),  # the last: -\frac{-3}{4}
+        ("1\u00a0" * N, "1"),  # no-break spaces, no group of three
+        ("1\u00a0234\u00a0" * N, "1234"),
+        ("1,000e " * N, "1000"),
+        ("1,000e- " * N, "1000"),
+    ],
+)
+def test_latex_fractions_exponents_and_thin_spaces_are_read_in_linear_time(text, expected):
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.timeout(60)
+def test_a_long_run_of_groups_joined_by_no_break_spaces_reads_as_the_commas_would():
+    """One number of 300,000 digits, past the reader's limit, as "123,123,..." is."""
+    text = "123\u00a0" * N
+    assert number_value(text) is None
+    assert number_value(text.replace("\u00a0", ",")) is None

@@ -2,6 +2,7 @@
 
 import json
 import random
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -588,3 +589,82 @@ def test_a_long_run_of_two_digit_groups_is_read_in_linear_time():
     answer = "12," * 100_000
     assert extract_answer(answer) == "12"
     assert numeric(answer, 12)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("2,500e3", 2_500_000),
+        ("The distance is 1,500e-3 km.", 1.5),
+        ("12,34,567e1", 123_456_70),
+    ],
+)
+def test_a_number_with_thousands_commas_and_an_exponent_is_one_number(answer, value):
+    assert last_number(answer) == value
+    assert numeric(answer, value)
+    assert extract_answer(answer) == str(value).removesuffix(".0")
+
+
+@pytest.mark.parametrize(
+    ("answer", "value", "key"),
+    [
+        (r"$\frac{-1}{2}$", -0.5, "-0.5"),
+        (r"\frac{1}{2}", 0.5, "0.5"),
+        (r"-\dfrac{3}{4}", -0.75, "-0.75"),
+        (r"So the probability is $\tfrac{1}{3}$.", 1 / 3, "1/3"),
+        (r"The answer is $\dfrac{3}{4}$. Check: 2 + 2", 0.75, "0.75"),
+        (r"The answer is $-\frac{1}{4}$.", -0.25, "-0.25"),
+        (r"\frac { 6 } { 4 }", 1.5, "1.5"),
+    ],
+)
+def test_a_latex_fraction_outside_a_box_reads_as_its_value(answer, value, key):
+    """Unboxed, `\\frac{1}{2}` read as its denominator, 2; boxed, it was already 0.5."""
+    assert numeric(answer, value)
+    assert extract_answer(answer) == key
+
+
+def test_a_latex_fraction_with_a_zero_denominator_or_letters_is_no_fraction():
+    assert number_value(r"\frac{1}{0}") is None  # as "1/0" is
+    assert last_number(r"\frac{x}{2}") == 2  # no fraction of integers: the last number
+    assert last_number(r"\frac{1}{2} of the 8 slices") == 8  # the last number, as before
+    assert last_number(r"x = \frac{3}{4}") == 0.75
+    assert number_value(r"\frac{1}{2}") == Fraction(1, 2)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("\uff14\uff12", 42),  # full-width digits
+        ("\u0664\u0662", 42),  # Arabic-Indic digits
+        ("The answer is \u0664\u0662.", 42),
+        ("\u22125", -5),  # U+2212 minus sign
+        ("1\u202f234", 1234),  # narrow no-break space between groups of three
+        ("1\u00a0234\u00a0567", 1234567),  # no-break space
+        ("1\u2009234", 1234),  # thin space
+        ("It holds 25 m\u00b2", 25),  # a superscript is no digit: m² is a unit
+    ],
+)
+def test_unicode_digits_signs_and_separators_read_alike_everywhere(answer, value):
+    """Any Unicode decimal digit is its value; a no-break or thin space groups thousands."""
+    assert last_number(answer) == value
+    assert numeric(answer, value)
+    assert extract_answer(answer) == str(value)
+    assert gsm8k_final_number(f"Worked.\n#### {answer.removeprefix('The answer is ')}") in (
+        value,
+        None,  # "It holds 25 m²" is no GSM8K final line
+    )
+
+
+@pytest.mark.parametrize("written", ["\u22125", "1\u202f234", "\u0664\u0662", "\uff0d5"])
+def test_the_gsm8k_target_reader_reads_unicode_numbers_as_the_scorer_does(written):
+    """A U+2212 minus was a sign to the scorer but made the '#### N' line unreadable."""
+    target = gsm8k_final_number(f"Worked.\n#### {written}")
+    assert target is not None
+    assert numeric(written, target)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"), [("1\u00a0234 5", 5), ("3\u00a04", 4), ("12\u00a03456", 3456)]
+)
+def test_a_no_break_space_groups_only_threes(answer, value):
+    assert last_number(answer) == value

@@ -519,6 +519,7 @@ def test_every_selection_preset_builds(monkeypatch):
         ("5e-1", "0.5"),
         ("-0", "0"),
         ("1,250.50", "1250.5"),
+        ("\\frac{7}{14}", "0.5"),  # a LaTeX fraction is its value
     ],
 )
 def test_a_vote_key_writes_a_finite_decimal_as_a_decimal_and_any_other_value_as_lowest_terms(

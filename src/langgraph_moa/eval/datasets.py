@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa.errors import EvalDatasetError
-from langgraph_moa.text._selection import _VALUE, number_value
+from langgraph_moa.text._selection import _VALUE, number_marks, number_value
 
 _INSTRUCTION_KEYS = ("instruction", "question", "prompt")
 # GSM8K's final line: "#### 18", "#### 1,600", "#### -3" (nothing else follows it).
@@ -248,7 +248,7 @@ def gsm8k_final_number(solution: str) -> float | None:
     Every reader of GSM8K's ``answer`` field (JSONL files, LangSmith datasets) takes its
     target from here, so the same data is scored the same way whichever way it came.
     """
-    match = _GSM8K_FINAL.search(solution)
+    match = _GSM8K_FINAL.search(number_marks(solution))  # a U+2212 minus: as the scorer reads it
     value = None if match is None else number_value(match.group(1))
     try:
         return None if value is None else float(value)

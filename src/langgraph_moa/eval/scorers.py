@@ -9,7 +9,9 @@ answer (thousands commas between groups of three digits, a sign, a dollar sign a
 exponent, "1e-5", allowed; a hyphen right after a digit, letter or closing bracket is a range
 or a difference, no sign), the convention of GSM8K-style grading, and compares within a
 relative tolerance. An answer, or a stated value, that is one fraction of integers ("1/2")
-is that fraction; a slash inside prose ("open 24/7") or a date is no fraction.
+is that fraction; a slash inside prose ("open 24/7") or a date is no fraction, while a LaTeX
+``\frac{1}{2}`` is its value anywhere. Typeset marks read as their ASCII (`number_marks`):
+a U+2212 minus is "-" and "1 234" (a no-break space) 1234; any Unicode decimal digit is its value.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import unicodedata
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.text._selection import (
     _VALUE,
-    ascii_minus,
     boxed_answers,
     normalize_words,
+    number_marks,
     number_value,
     stated_number,
 )
@@ -78,7 +80,7 @@ def numeric(answer: str, target: float, rel_tol: float = 1e-9) -> bool:
     or "the answer is N", else the last number. The tolerance absorbs float rounding only:
     at 1e-6, 1234568 counted right on 1234567.
     """
-    answer = ascii_minus(answer)
+    answer = number_marks(answer)
     boxed = [text for text in boxed_answers(answer) if _PLAIN_NUMBER.fullmatch(text)]
     stated = boxed[-1] if boxed else stated_number(answer)
     value = last_number(stated if stated is not None else answer)

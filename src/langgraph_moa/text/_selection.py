@@ -36,8 +36,13 @@ from langgraph_moa.text._prompts import neutralize_markers
 Method = Literal["vote", "confidence", "consensus", "mux"]
 Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex", "text"]
 
-# Typeset math writes its minus as U+2212, not "-"; `ascii_minus` reads it as "-".
-_MINUS = str.maketrans({"\u2212": "-"})
+# Typeset math writes its minus as U+2212 (full-width text as U+FF0D), not "-";
+# `number_marks` reads both as "-".
+_MINUS = str.maketrans({"\u2212": "-", "\uff0d": "-"})
+# A no-break, narrow no-break or thin space between digit groups of three separates
+# thousands as a comma does (SI and French style, "1 234 567"); `number_marks` writes it as
+# ",", so the comma's rule decides: "3\u00a04" stays 3 and 4. A plain space never groups.
+_THIN_GROUP = re.compile(r"(?<=\d)[\u00a0\u202f\u2009](?=\d{3}(?!\d))")
 # A minus sign may come before a dollar sign ("-$5" is -5); `number_text` drops the "$". A
 # hyphen right after a digit, a letter or a closing bracket subtracts or spans a range, so it
 # is no sign: "10-15 minutes", "x = 20-15" and "(2 + 3)-1" end in 15, 15 and 1.
@@ -48,13 +53,27 @@ _SIGN = r"(?<![\w)\]}])-"
 # Indian grouping, "12,34,567" (two-digit groups before the last three), is one number too:
 # read by threes alone it was 34567, neither the number nor a list's last entry. It starts
 # only where no digit or comma precedes: tried inside a long "12,12,12,..." from every
-# place, it took time quadratic in the length.
+# place, it took time quadratic in the length. A grouped number takes an exponent too:
+# "2,500e3" is 2500000 (it read 3).
+# A LaTeX fraction of integers, "\frac{1}{2}" (or \dfrac, \tfrac), is one number, its value,
+# wherever it stands: unlike a slash, it is never a date or "24/7" (it read 2).
+# Any Unicode decimal digit (category Nd: "٤٢", full-width digits) is its value, as `\d`,
+# `Decimal` and `float` all read it; a superscript is no digit ("25 m²" is 25).
+_EXPONENT = r"(?:[eE][+-]?\d+)?"
+_TEX_FRACTION = r"\\[dt]?frac\s*+\{\s*+-?\s*+\d++\s*+\}\s*+\{\s*+\d++\s*+\}"
 _MAGNITUDE = (
     r"(?<![\d,])\d{1,2}(?:,\d{2}(?=,))+,\d{3}(?!\d)(?:\.\d+)?"
-    r"|\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?"
-    r"|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"
-    r"|\.\d+(?:[eE][+-]?\d+)?"
+    + _EXPONENT
+    + r"|\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?"
+    + _EXPONENT
+    + r"|\d+(?:\.\d+)?"
+    + _EXPONENT
+    + r"|\.\d+"
+    + _EXPONENT
+    + r"|"
+    + _TEX_FRACTION
 )
+_TEX_FRACTION_PARTS = re.compile(r"(-?)\s*\\[dt]?frac\s*\{\s*(-?)\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 _NUMBER = re.compile(r"(?:" + _SIGN + r"\$?)?(?:" + _MAGNITUDE + r")")
 # A fraction of integers is read only where it is the whole answer or the whole stated
 # value ("1/2", "The answer is 3/8.", "\boxed{1/2}"), never inside prose, where "24/7" and
@@ -254,17 +273,17 @@ def number_value(text: str) -> Fraction | None:
     last number written counts (see `_NUMBER`). A zero denominator, an exponent past 1000
     or more than 1000 digits (`_MAX_DIGITS`) is no number.
     """
-    text = ascii_minus(text)
+    text = number_marks(text)
     if lone := _LONE_FRACTION.fullmatch(text):
         sign, top, bottom = lone.groups()
-        if not bottom.strip("0") or max(len(top), len(bottom)) > _MAX_DIGITS:
-            return None
-        # Through Decimal: int() refuses a string of over 4,300 digits.
-        return Fraction(Decimal(top)) / Fraction(Decimal(bottom)) * (-1 if sign else 1)
+        return _fraction(top, bottom, negative=bool(sign))
     matches = _NUMBER.findall(text)
     if not matches:
         return None
     written = number_text(matches[-1])
+    if tex := _TEX_FRACTION_PARTS.fullmatch(written):
+        outer, inner, top, bottom = tex.groups()
+        return _fraction(top, bottom, negative=bool(outer) != bool(inner))
     if sum(ch.isdigit() for ch in re.split("[eE]", written)[0]) > _MAX_DIGITS:
         return None
     try:
@@ -275,6 +294,20 @@ def number_value(text: str) -> Fraction | None:
     if not isinstance(exponent, int) or abs(exponent) > _MAX_EXPONENT:
         return None
     return Fraction(value)
+
+
+def _fraction(top: str, bottom: str, *, negative: bool) -> Fraction | None:
+    """Return top/bottom, or None for a zero denominator or past `_MAX_DIGITS` digits."""
+    if not bottom.strip("0") or max(len(top), len(bottom)) > _MAX_DIGITS:
+        return None
+    # Through Decimal: int() refuses a string of over 4,300 digits.
+    return Fraction(Decimal(top)) / Fraction(Decimal(bottom)) * (-1 if negative else 1)
+
+
+def written_numbers(text: str) -> list[Fraction]:
+    """Return every number written in `text`, in order, each read as `number_value` reads it."""
+    values = (number_value(match) for match in _NUMBER.findall(number_marks(text)))
+    return [value for value in values if value is not None]
 
 
 def _first_sentence(text: str) -> str:
@@ -329,9 +362,9 @@ def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bo
         return match.group(1).upper(), True
     if match := _OPENING_CHOICE.match(text):
         return match.group(1), True
-    if _LONE_FRACTION.fullmatch(ascii_minus(text)):  # "1/2": its value; "1/0": as written
+    if _LONE_FRACTION.fullmatch(number_marks(text)):  # "1/2": its value; "1/0": as written
         return _number_key(text) or " ".join(text.split()), True
-    numbers = list(_NUMBER.finditer(ascii_minus(text)))  # one character for one: same places
+    numbers = list(_NUMBER.finditer(number_marks(text)))  # one character for one: same places
     if numbers and (number := _number_key(numbers[-1][0])):
         return number, len(text[numbers[-1].end() :].split()) <= _TRAILING_WORDS
     return normalize_words(span) or normalize_words(text), False
@@ -342,9 +375,9 @@ def stated_number(text: str) -> str | None:
 
     The last GSM8K-style ``#### N`` wins, else the last "the answer is N" (or "Answer: N"),
     so numbers restated after the conclusion ("The answer is 18. She sold 9 eggs at $2")
-    do not count. A U+2212 minus sign is returned as "-".
+    do not count. Typeset marks come back as `number_marks` writes them: a U+2212 minus as "-".
     """
-    text = ascii_minus(text)
+    text = number_marks(text)
     for stated in _STATED_NUMBER:
         if found := stated.findall(text):
             sign, value = found[-1]
@@ -352,9 +385,13 @@ def stated_number(text: str) -> str | None:
     return None
 
 
-def ascii_minus(text: str) -> str:
-    """Write U+2212 minus signs as "-", so they read as signs (one character for one)."""
-    return text.translate(_MINUS)
+def number_marks(text: str) -> str:
+    """Write the marks numbers are typeset with as the reader's ASCII, one character for one.
+
+    A U+2212 (or full-width) minus sign becomes "-", so it reads as a sign; a no-break or
+    thin space between groups of three digits becomes ",", so it groups thousands.
+    """
+    return _THIN_GROUP.sub(",", text.translate(_MINUS))
 
 
 def number_text(written: str) -> str:
