@@ -30,14 +30,16 @@ import ast
 import json
 import operator
 import random
-import re
 import time
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
+
+from langgraph_moa.text._selection import written_numbers
 
 DATA = Path(str(resources.files("langgraph_moa.eval") / "data" / "tool_use.jsonl"))
 
@@ -196,16 +198,13 @@ def tool_right(item: dict[str, Any], call: dict[str, Any] | None) -> bool:
 
 
 def answer_right(item: dict[str, Any], text: str) -> bool:
-    """Tell whether the final answer states the expected value (thousands separators aside)."""
-    numbers = re.findall(r"-?\d+(?:\.\d+)?", text.replace(",", ""))
-    return any(n == e or _same(n, e) for n in numbers for e in item["expected"])
+    """Tell whether the final answer states the expected value, within 0.005.
 
-
-def _same(a: str, b: str) -> bool:
-    try:
-        return abs(float(a) - float(b)) < 0.005
-    except ValueError:
-        return False
+    Numbers are read as `moa eval` reads them (`written_numbers`): a comma groups thousands
+    only between groups of three digits, so "3,4" is 3 and 4, never 34.
+    """
+    expected = [Fraction(e) for e in item["expected"]]
+    return any(abs(n - e) < Fraction(5, 1000) for n in written_numbers(text) for e in expected)
 
 
 # --- running -----------------------------------------------------------------------------------

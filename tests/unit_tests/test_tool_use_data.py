@@ -40,3 +40,14 @@ def test_scoring_accepts_the_right_call_and_answer_only(bench):
     conv = next(i for i in bench.load_items() if i["category"] == "conversion")
     args = dict(conv["arguments"], from_unit=conv["arguments"]["from_unit"].upper())
     assert bench.tool_right(conv, {"name": "convert_units", "args": args})
+
+
+def test_answer_right_reads_numbers_as_the_scorer_does(bench):
+    """Every comma was stripped first: "3,4" (a pair) counted as 34."""
+    item = {"expected": ["34"]}
+    assert not bench.answer_right(item, "The pair is 3,4.")
+    assert bench.answer_right({"expected": ["1234"]}, "The result is 1,234.")
+    assert bench.answer_right({"expected": ["-5"]}, "It is \u22125 degrees.")
+    assert bench.answer_right({"expected": ["12.35"]}, "About 12.346 km.")
+    assert not bench.answer_right({"expected": ["12.35"]}, "About 12.4 km.")
+    assert bench.answer_right({"expected": ["2500000"]}, "2,500e3")
