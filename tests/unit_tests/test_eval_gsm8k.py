@@ -668,3 +668,20 @@ def test_the_gsm8k_target_reader_reads_unicode_numbers_as_the_scorer_does(writte
 )
 def test_a_no_break_space_groups_only_threes(answer, value):
     assert last_number(answer) == value
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("The answer is .5", 0.5),
+        ("Answer: .75 of the cake", 0.75),
+        ("The answer is -.5", -0.5),
+        ("The answer is $.50.", 0.5),
+        ("The answer is. 5", 5),
+    ],
+)
+def test_a_stated_value_with_no_leading_zero_keeps_its_point(answer, value):
+    """The punctuation skipped after "answer is" took the point: ".5" was stated as 5."""
+    assert number_value(stated_number(answer) or "") == Fraction(str(value))
+    assert numeric(answer, value)
+    assert extract_answer(answer) == str(value)

@@ -123,11 +123,13 @@ _VALUE = r"(" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))"  # "7," is 7
 # punctuation skipped after "is" or ":" never includes it: "The answer is -3." states -3.
 # Markdown bold marks count as one mark each: "**The answer is:** **42**" states 42.
 # A dash with a space after it is a list's bullet ("Answer:\n- 18"), no sign.
+# Nor is a point before a digit skipped: "The answer is .5" states 0.5 (it stated 5).
 _SIGNED_VALUE = r"(-(?=\$?\.?\d)|)\$?\s*+" + _VALUE  # a value never starts with a space
 _STATED_NUMBER = (
     re.compile(r"####\s*+" + _SIGNED_VALUE),
     re.compile(
-        r"\banswer\b\W{0,3}(?:is|:|=)(?:\*\*|__|[^\w-]){0,4}" + _SIGNED_VALUE, re.IGNORECASE
+        r"\banswer\b\W{0,3}(?:is|:|=)(?:\*\*|__|(?!\$?\.\d)[^\w-]){0,4}" + _SIGNED_VALUE,
+        re.IGNORECASE,
     ),
 )
 # A number is a stated result when little text follows it ("... = 62.", "62 apples").
