@@ -83,6 +83,8 @@ def test_a_stated_number_is_read_as_before(text, expected):
         ("\\frac{1}" * N, "1"),
         ("\\frac{1}{ " * N, "1"),
         ("\\frac{-" * N + "3}{4}", "0.75"),  # the last: -\frac{-3}{4}
+        ("\\frac1" * N, "1"),  # no denominator: the digits alone
+        ("\\frac " * N + "12", "0.5"),
         ("1\u00a0" * N, "1"),  # no-break spaces, no group of three
         ("1\u00a0234\u00a0" * N, "1234"),
         ("1,000e " * N, "1000"),

@@ -685,3 +685,27 @@ def test_a_stated_value_with_no_leading_zero_keeps_its_point(answer, value):
     assert number_value(stated_number(answer) or "") == Fraction(str(value))
     assert numeric(answer, value)
     assert extract_answer(answer) == str(value)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value", "key"),
+    [
+        ("\\boxed{\\frac12}", 0.5, "0.5"),
+        ("\\boxed{-\\dfrac34}", -0.75, "-0.75"),
+        ("\\boxed{\\frac{1}2}", 0.5, "0.5"),
+        ("\\boxed{\\frac3{4}}", 0.75, "0.75"),
+        ("So half: $\\tfrac12$.", 0.5, "0.5"),
+        ("\\boxed{\\frac{-1}{2}}", -0.5, "-0.5"),
+        ("\\boxed{-\\frac{-1}{2}}", 0.5, "0.5"),
+    ],
+)
+def test_latexs_braceless_fraction_shorthand_is_its_value(answer, value, key):
+    """LaTeX reads "\\frac12" as \\frac{1}{2}: it voted as "frac12" and scored as 12."""
+    assert numeric(answer, value)
+    assert extract_answer(answer) == key
+
+
+def test_a_braceless_fraction_takes_one_digit_each_as_latex_does():
+    assert last_number("\\frac123") == 3  # \frac{1}{2}3: the 3 is written after it
+    assert number_value("\\frac12") == Fraction(1, 2)
+    assert extract_answer("\\boxed{\\frac{x}2}") == "fracx2"  # no integers: as written

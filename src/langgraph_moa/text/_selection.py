@@ -60,7 +60,8 @@ _SIGN = r"(?<![\w)\]}])-"
 # Any Unicode decimal digit (category Nd: "٤٢", full-width digits) is its value, as `\d`,
 # `Decimal` and `float` all read it; a superscript is no digit ("25 m²" is 25).
 _EXPONENT = r"(?:[eE][+-]?\d+)?"
-_TEX_FRACTION = r"\\[dt]?frac\s*+\{\s*+-?\s*+\d++\s*+\}\s*+\{\s*+\d++\s*+\}"
+# LaTeX's shorthand takes one digit for a brace-less argument: "\frac12" is \frac{1}{2}.
+_TEX_FRACTION = r"\\[dt]?frac\s*+(?:\{\s*+-?\s*+\d++\s*+\}|\d)\s*+(?:\{\s*+\d++\s*+\}|\d)"
 _MAGNITUDE = (
     r"(?<![\d,])\d{1,2}(?:,\d{2}(?=,))+,\d{3}(?!\d)(?:\.\d+)?"
     + _EXPONENT
@@ -73,7 +74,11 @@ _MAGNITUDE = (
     + r"|"
     + _TEX_FRACTION
 )
-_TEX_FRACTION_PARTS = re.compile(r"(-?)\s*\\[dt]?frac\s*\{\s*(-?)\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
+# Its parts: a minus before \frac, one inside the numerator (both: a plus), then the
+# numerator and the denominator, each braced or one bare digit.
+_TEX_FRACTION_PARTS = re.compile(
+    r"(-?)\s*\\[dt]?frac\s*(?:\{\s*(-?)\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))"
+)
 _NUMBER = re.compile(r"(?:" + _SIGN + r"\$?)?(?:" + _MAGNITUDE + r")")
 # A fraction of integers is read only where it is the whole answer or the whole stated
 # value ("1/2", "The answer is 3/8.", "\boxed{1/2}"), never inside prose, where "24/7" and
@@ -98,11 +103,6 @@ _CHOICE = re.compile(
 # is A lot" name no option, and "option B is wrong" states nothing.
 _BOXED_START = re.compile(r"\\boxed\s*\{")
 _BRACE = re.compile(r"[{}]")
-# A box that holds only \frac{a}{b} of integers is the fraction a/b (see `_LONE_FRACTION`);
-# a minus before \frac or inside the numerator is its sign ("\frac{-1}{2}" is -1/2).
-_LATEX_FRACTION = re.compile(
-    r"^(?:(-)\s*\\[dt]?frac\s*\{\s*|\\[dt]?frac\s*\{\s*(-?)\s*)(\d+)\s*\}\s*\{\s*(\d+)\s*\}$"
-)
 _LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 _LETTER_END = (
     r"(?:\)|\]|[.,;:!]?(?=\s*(?:$|\n))"
@@ -283,9 +283,9 @@ def number_value(text: str) -> Fraction | None:
     if not matches:
         return None
     written = number_text(matches[-1])
-    if tex := _TEX_FRACTION_PARTS.fullmatch(written):
-        outer, inner, top, bottom = tex.groups()
-        return _fraction(top, bottom, negative=bool(outer) != bool(inner))
+    if parts := _tex_fraction(written):
+        negative, top, bottom = parts
+        return _fraction(top, bottom, negative=negative)
     if sum(ch.isdigit() for ch in re.split("[eE]", written)[0]) > _MAX_DIGITS:
         return None
     try:
@@ -296,6 +296,17 @@ def number_value(text: str) -> Fraction | None:
     if not isinstance(exponent, int) or abs(exponent) > _MAX_EXPONENT:
         return None
     return Fraction(value)
+
+
+def _tex_fraction(text: str) -> tuple[bool, str, str] | None:
+    r"""Split text that is one LaTeX fraction of integers: (negative, numerator, denominator).
+
+    A minus before \frac and one inside the numerator cancel: "-\frac{-1}{2}" is 1/2.
+    """
+    if not (tex := _TEX_FRACTION_PARTS.fullmatch(text)):
+        return None
+    outer, inner, top, top_digit, bottom, bottom_digit = tex.groups()
+    return bool(outer) != bool(inner), top or top_digit, bottom or bottom_digit
 
 
 def _fraction(top: str, bottom: str, *, negative: bool) -> Fraction | None:
@@ -419,7 +430,11 @@ def boxed_answers(text: str) -> list[str]:
         content = content.replace("\\$", "$").replace("\\%", "%")  # \boxed{\$18}: a number
         while (unwrapped := _LATEX_WRAPPER.sub(r"\1", content)) != content:
             content = unwrapped
-        content = _LATEX_FRACTION.sub(r"\1\2\3/\4", content.strip())
+        # A box of only \frac{a}{b} of integers is the fraction a/b (`_LONE_FRACTION`).
+        content = content.strip()
+        if parts := _tex_fraction(content):
+            negative, top, bottom = parts
+            content = f"{'-' if negative else ''}{top}/{bottom}"
         found.append(content)
     return found
 
