@@ -89,6 +89,7 @@ def test_a_stated_number_is_read_as_before(text, expected):
         ("1\u00a0234\u00a0" * N, "1234"),
         ("1,000e " * N, "1000"),
         ("1,000e- " * N, "1000"),
+        ("1\\,000\\, " * N, "1000"),  # LaTeX thin spaces
     ],
 )
 def test_latex_fractions_exponents_and_thin_spaces_are_read_in_linear_time(text, expected):

@@ -709,3 +709,23 @@ def test_a_braceless_fraction_takes_one_digit_each_as_latex_does():
     assert last_number("\\frac123") == 3  # \frac{1}{2}3: the 3 is written after it
     assert number_value("\\frac12") == Fraction(1, 2)
     assert extract_answer("\\boxed{\\frac{x}2}") == "fracx2"  # no integers: as written
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("\\boxed{1\\,000}", 1000),
+        ("The answer is $1\\,250$.", 1250),
+        ("\\boxed{\\$1\\,250.50}", 1250.5),
+        ("It costs $12\\,345\\,678$ in all.", 12345678),
+    ],
+)
+def test_latexs_thin_space_groups_thousands_as_a_comma_does(answer, value):
+    """Math-tuned models write 1\\,000: the box read as 0, "$1\\,250$" as 1."""
+    assert numeric(answer, value)
+    assert extract_answer(answer) == str(value)
+
+
+def test_latexs_thin_space_groups_only_threes():
+    assert last_number("3\\,4") == 4
+    assert last_number("1\\,2345") == 2345

@@ -59,13 +59,14 @@ _SIGN = r"(?<![\w)\]}])-"
 # wherever it stands: unlike a slash, it is never a date or "24/7" (it read 2).
 # Any Unicode decimal digit (category Nd: "٤٢", full-width digits) is its value, as `\d`,
 # `Decimal` and `float` all read it; a superscript is no digit ("25 m²" is 25).
+# LaTeX's thin space, "1\,000" (as math-tuned models write), groups threes as a comma does.
 _EXPONENT = r"(?:[eE][+-]?\d+)?"
 # LaTeX's shorthand takes one digit for a brace-less argument: "\frac12" is \frac{1}{2}.
 _TEX_FRACTION = r"\\[dt]?frac\s*+(?:\{\s*+-?\s*+\d++\s*+\}|\d)\s*+(?:\{\s*+\d++\s*+\}|\d)"
 _MAGNITUDE = (
     r"(?<![\d,])\d{1,2}(?:,\d{2}(?=,))+,\d{3}(?!\d)(?:\.\d+)?"
     + _EXPONENT
-    + r"|\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?"
+    + r"|\d{1,3}(?:(?:,|\\,)\d{3})+(?!\d)(?:\.\d+)?"
     + _EXPONENT
     + r"|\d+(?:\.\d+)?"
     + _EXPONENT
@@ -408,8 +409,11 @@ def number_marks(text: str) -> str:
 
 
 def number_text(written: str) -> str:
-    """Return a number as `float` reads it: thousands commas and a dollar sign dropped."""
-    return written.replace(",", "").replace("$", "")
+    r"""Return a number as `float` reads it: thousands commas (or LaTeX's ``\,``) dropped.
+
+    A dollar sign is dropped too.
+    """
+    return written.replace("\\,", "").replace(",", "").replace("$", "")
 
 
 def boxed_answers(text: str) -> list[str]:
