@@ -1234,12 +1234,19 @@ def test_health_names_the_models_only_to_a_client_that_sends_the_key(system):
     assert client.get("/v1/models").status_code == 401
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "k"}):
         health = client.get("/health", headers=headers)
-        assert (health.status_code, health.json()) == (200, {"status": "ok"})  # still up
+        assert (health.status_code, health.json()) == (200, {"status": "ok", "busy": False})
         head = client.head("/health", headers=headers)
         assert head.status_code == 200
         assert head.headers["content-length"] == health.headers["content-length"]
     keyed = client.get("/health", headers={"Authorization": "Bearer k"})
-    assert keyed.json() == {"status": "ok", "models": [SECRET_NAME], "in_flight": 0}
+    assert keyed.json() == {
+        "status": "ok",
+        "busy": False,
+        "models": [SECRET_NAME],
+        "in_flight": 0,
+        "runs": 0,
+        "max_runs": 256,
+    }
     assert _logged(system).get("/health").json()["models"] == [SECRET_NAME]
 
 
@@ -1257,8 +1264,8 @@ def test_health_tells_a_key_holder_the_requests_in_flight_and_none_are_left_over
         client.post("/v1/chat/completions", content=b"{bad", headers={**JSON, **key})  # 400
         client.get("/nowhere", headers=key)
     health = client.get("/health", headers=key).json()
-    assert health == {"status": "ok", "models": [SECRET_NAME], "in_flight": 0}
-    assert client.get("/health").json() == {"status": "ok"}  # no load told without the key
+    assert health["in_flight"] == health["runs"] == 0
+    assert client.get("/health").json() == {"status": "ok", "busy": False}  # no load told
 
 
 def test_health_names_the_models_only_to_a_client_the_browser_guard_lets_in(system):
@@ -1270,7 +1277,7 @@ def test_health_names_the_models_only_to_a_client_the_browser_guard_lets_in(syst
     refused = ({"Host": "evil.example"}, {"Origin": "https://evil.example"}, {"Origin": "null"})
     for headers in refused:
         health = client.get("/health", headers=headers)
-        assert (health.status_code, health.json()) == (200, {"status": "ok"}), headers
+        assert (health.status_code, health.json()) == (200, {"status": "ok", "busy": False})
     assert client.get("/health", headers={"Host": "localhost"}).json()["models"] == [SECRET_NAME]
 
 
@@ -1604,7 +1611,7 @@ def test_a_client_without_the_key_is_told_so_before_the_run_cap(system):
     client.post("/v1/models")  # builds the middleware stack
     _run_cap(app).running = 1  # full
     assert post(client, {"model": "m", "messages": USER}).status_code == 401
-    assert cap.kwargs == {"max_runs": 1, "unread_s": 30.0}
+    assert (cap.kwargs["max_runs"], cap.kwargs["unread_s"]) == (1, 30.0)
 
 
 async def test_a_client_that_never_reads_its_stream_gives_its_run_place_back(fake):
@@ -1681,3 +1688,26 @@ async def test_every_way_a_run_ends_gives_its_place_under_the_cap_back(fake, mon
         disconnect_after=0.1,
     )
     assert _run_cap(app).running == 0
+
+
+def test_health_stays_live_at_the_run_cap_but_says_it_is_busy(system):
+    """/health answered {"status": "ok"} while every run got a 503 at --max-runs: a load
+    balancer kept sending runs to a full server. It stays 200 "ok" (the process is alive),
+    and now says "busy" to every client, and the runs in flight and the cap to a key holder."""
+    from langgraph_moa.serving._access import AccessLog
+    from langgraph_moa.serving._guard import ServeSecurity
+
+    app = create_app({"m": system}, api_key="k", security=ServeSecurity(max_runs=2))
+    client = local(AccessLog(app, ["m"], lambda line: None))
+    key = {"Authorization": "Bearer k"}
+    assert client.get("/health").json() == {"status": "ok", "busy": False}  # before any request
+    keyed = client.get("/health", headers=key).json()
+    assert (keyed["runs"], keyed["max_runs"], keyed["busy"]) == (0, 2, False)
+    post(client, {"model": "m", "messages": USER}, key)  # builds the stack; counted out again
+    assert client.get("/health", headers=key).json()["runs"] == 0
+    _run_cap(app).running = 2  # full: the next run would get a 503
+    assert post(client, {"model": "m", "messages": USER}, key).status_code == 503
+    health = client.get("/health")
+    assert (health.status_code, health.json()) == (200, {"status": "ok", "busy": True})
+    keyed = client.get("/health", headers=key).json()
+    assert (keyed["runs"], keyed["max_runs"], keyed["busy"]) == (2, 2, True)

@@ -12,6 +12,9 @@ always 200 with the status, and the served models only to a client that sends th
 key (or when it has none) and passes the Host and Origin rules, since ``/v1/models`` refuses
 them to anyone else. That client also reads ``in_flight``, the requests being answered (runs
 and streams included, /health itself not): the one way an operator can see the server's load.
+Past ``--max-runs`` the server is alive but refuses runs (503): /health stays 200 "ok" (a
+supervisor must not restart a busy server) and says ``"busy": true`` to every client, the
+readiness a load balancer routes by; a key holder also reads ``runs`` and ``max_runs``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class AccessLog:
         self.lets_in: Callable[[Any], bool] = getattr(state, "lets_in", lambda scope: True)
         self.models = models
         self.write = write
+        self.load = getattr(state, "run_load", None)  # runs in flight and the cap (`RunLoad`)
         self.in_flight = 0
         """Requests being answered now; each is counted out however it ends (`__call__`)."""
 
@@ -98,10 +102,15 @@ class AccessLog:
         self.write(self._line(scope, seen["status"], started, seen))
 
     async def _health(self, scope: Any, send: Any) -> None:
-        health: dict[str, Any] = {"status": "ok"}
+        health: dict[str, Any] = {"status": "ok"}  # liveness: the process answers
+        if self.load is not None:  # readiness: whether a run now would get a 503
+            health["busy"] = self.load.busy
         if self.lets_in(scope):
             health["models"] = self.models
             health["in_flight"] = self.in_flight
+            if self.load is not None:
+                health["runs"] = self.load.running
+                health["max_runs"] = self.load.max_runs
         body = json.dumps(health).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -54,7 +54,7 @@ from langgraph_moa.serving._events import (
     pump,
     wire_tool_calls,
 )
-from langgraph_moa.serving._guard import BrowserGuard, RunCap, ServeSecurity
+from langgraph_moa.serving._guard import BrowserGuard, RunCap, RunLoad, ServeSecurity
 from langgraph_moa.serving._history import History
 from langgraph_moa.serving._policy import ModelPolicy, _Job, _Preparer, check_allowed_models
 from langgraph_moa.serving._requests import (
@@ -136,7 +136,10 @@ def create_app(
         openapi_url="/openapi.json" if security.docs else None,
     )
     # Innermost of the guards: a refused or keyless request never takes a run's place.
-    app.add_middleware(RunCap, max_runs=security.max_runs, unread_s=security.body_timeout_s)
+    load = RunLoad(security.max_runs)  # counted by RunCap, told by /health
+    app.add_middleware(
+        RunCap, max_runs=security.max_runs, unread_s=security.body_timeout_s, load=load
+    )
     app.add_middleware(BrowserGuard, security=security)
     sends_key = key_check(api_key)  # the guard and /health (`lets_in`) ask this one
     # Added after BrowserGuard, so it runs first: no page or API work before the key check.
@@ -153,6 +156,7 @@ def create_app(
     app.state.policy = policy
     app.state.models = list(systems)
     app.state.extra_routes = []  # answered around the app: `_access.AccessLog` adds /health
+    app.state.run_load = load
     app.state.lets_in = _lets_in(sends_key, BrowserGuard(None, security))
 
     @app.exception_handler(_APIError)

@@ -217,6 +217,23 @@ RETRY_AFTER_S = 5
 """Seconds a client turned away by `RunCap` is told to wait (``Retry-After``)."""
 
 
+class RunLoad:
+    """The runs in flight and their cap, shared by `RunCap` (which counts) and /health.
+
+    /health is answered around the app (`_access.AccessLog`), where the middleware that
+    counts is out of reach; both hold this one object instead, built with the app.
+    """
+
+    def __init__(self, max_runs: int) -> None:
+        self.max_runs = max_runs
+        self.running = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether the next run would be refused (503): the readiness a load balancer reads."""
+        return self.running >= self.max_runs
+
+
 class RunCap:
     """ASGI middleware: at most ``max_runs`` runs in flight across all clients; more get 503.
 
@@ -229,11 +246,22 @@ class RunCap:
     It sits inside the key check, so a client without the key is told that first.
     """
 
-    def __init__(self, app: Any, max_runs: int, unread_s: float = 30.0) -> None:
+    def __init__(
+        self, app: Any, max_runs: int, unread_s: float = 30.0, load: RunLoad | None = None
+    ) -> None:
         self.app = app
         self.max_runs = max_runs
         self.unread_s = unread_s
-        self.running = 0
+        self.load = load or RunLoad(max_runs)
+
+    @property
+    def running(self) -> int:
+        """The runs that hold a place now (kept in `load`, which /health reads)."""
+        return self.load.running
+
+    @running.setter
+    def running(self, value: int) -> None:
+        self.load.running = value
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not self._starts_run(scope):
