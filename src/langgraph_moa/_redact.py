@@ -233,4 +233,24 @@ def describe_error(error: BaseException, limit: int = 300) -> str:
         )
     elif message == EMPTY_STREAM:
         text += " The server's stream held no answer: check that it serves the OpenAI chat API."
-    return summarize_error(text, limit)
+    return summarize_error(without(text, _request_secrets(error)), limit)
+
+
+def _request_secrets(error: BaseException) -> list[str]:
+    """Return the credential query values of the request `error` (or its causes) was about.
+
+    The transport removes them from an error response's body (status 400 and up), but an
+    upstream may answer 200 and then send an error event in its stream, repeating the key
+    bare; the openai SDK raises that with the request it came on (``error.request``). They
+    are removed here, before the text is cut, so no part of a key is left at the cut.
+    """
+    secrets: set[str] = set()
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        url = getattr(getattr(current, "request", None), "url", None)
+        if url is not None:
+            secrets.update(url_secrets(str(url)))
+        current = current.__cause__ or current.__context__
+    return sorted(secrets, key=len, reverse=True)

@@ -6,6 +6,7 @@ onto the base URL's path, so the query must travel as a query, not as part of th
 
 import asyncio
 import http.server
+import json
 import threading
 from typing import ClassVar
 
@@ -17,6 +18,8 @@ from tests.helpers import chat_completion, reply_json
 SECRET = "AIzaSyK3yInTh3Qu3ry"
 OTHER = "AIzaSyAn0th3rK3y00"
 REFUSED = "AIzaSyR3fu53dK3y00"
+BROKEN = "AIzaSyBr0k3nStr3am0"
+"""A key the stand-in accepts (200, a stream) and then repeats bare in a mid-stream error."""
 
 
 class _KeyedStub(http.server.BaseHTTPRequestHandler):
@@ -27,11 +30,26 @@ class _KeyedStub(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length") or 0))
         _KeyedStub.asked.append(self.path)
+        if BROKEN in self.path:
+            self._broken_stream()
+            return
         refused = REFUSED in self.path
         error = {"error": {"message": f"API key not valid ({self.path}); key {REFUSED}"}}
         reply_json(
             self, 401 if refused else 200, error if refused else chat_completion("keyed answer")
         )
+
+    def _broken_stream(self):
+        """A 200 event stream: one token, then an error event naming the key alone."""
+        token = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        token["choices"] = [{"index": 0, "delta": {"content": "half"}, "finish_reason": None}]
+        error = {"error": {"message": f"quota exceeded for key {BROKEN}", "code": 429}}
+        body = "".join(f"data: {json.dumps(e)}\n\n" for e in (token, error)).encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
@@ -109,3 +127,32 @@ def test_moa_serve_answers_a_refused_keyed_endpoint_without_the_key(keyed, tmp_p
     for shown in (answer.text, streamed.text, page.text, "\n".join(lines)):
         assert REFUSED not in shown
     assert "API key not valid" in answer.text + streamed.text + page.text
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_keyed_endpoints_mid_stream_error_that_echoes_the_key_bare_is_redacted(
+    keyed, monkeypatch, transport
+):
+    """The transport removed the request's ?key=... from a non-200 error body, but an
+    upstream that answers 200 and then sends an error event in its stream naming the key
+    alone had it in the call's failed event, the run's error and the log line."""
+    from fastapi.testclient import TestClient
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._access import AccessLog
+    from langgraph_moa.serving._app import create_app
+
+    monkeypatch.setenv("MOA_HTTP_TRANSPORT", transport)
+    spec = f"m@{keyed}?alt=json&key={BROKEN}"
+    lines: list[str] = []
+    config = MoAConfig(name="m", proposers=[spec], aggregator=spec)
+    app = AccessLog(create_app({"m": config}), ["m"], lines.append)
+    client = TestClient(app, base_url="http://localhost")
+    user = [{"role": "user", "content": "hi"}]
+    page = client.post("/v1/moa/runs", json={"model": "m", "messages": user})
+    streamed = client.post(
+        "/v1/chat/completions", json={"model": "m", "messages": user, "stream": True}
+    )
+    assert "quota exceeded for key [redacted]" in page.text  # the failed call says why
+    for shown in (page.text, streamed.text, "\n".join(lines)):
+        assert BROKEN not in shown
