@@ -885,3 +885,57 @@ def test_a_served_runs_selection_keeps_the_answer_it_quotes(system, tmp_path):
     served = client.get("/v1/moa/runs/r").json()["events"]
     assert served[0]["reason"] == reason
     assert served[1]["selection"]["reason"] == reason
+
+
+def test_a_runs_tokens_are_sent_in_few_events_with_the_same_text_in_order(fake, monkeypatch):
+    """A run's event stream sent one event per token: a 200 kB answer made 15 MB of events.
+    Each call's tokens are now joined into one event per size or short interval, flushed
+    before any other event, so a client reads the same text, in the same order, from far
+    fewer events and bytes."""
+    from langgraph_moa.serving import _events
+
+    monkeypatch.setattr(_events, "JOIN_S", 60.0)  # joined by size and by events: a count
+    long = " ".join(f"w{i}" for i in range(4_000))  # 4,000 tokens, ~24 kB
+
+    def answer(label, n, messages):
+        return long
+
+    proposers = [fake("A", reply=answer), fake("B", reply=answer)]
+    config = MoAConfig(proposers=proposers, aggregator=fake("AGG", reply=answer), name="m")
+    client = TestClient(create_app({"m": config}), base_url="http://localhost")
+    response = client.post("/v1/moa/runs", json={"model": "m", "messages": USER})
+    events = sse_events(response.text)
+    tokens = [e for e in events if e["event"] == "token"]
+    # One event per token was 20,000 events and ~3.3 MB; now a few per call.
+    assert len(tokens) <= 60, len(tokens)
+    assert len(response.text) < 2 * 5 * len(long), len(response.text)
+    texts: dict = {}
+    state: dict = {}
+    for event in events:  # every call's tokens come between its start and its end
+        if event["event"] in ("started", "finished", "failed", "token"):
+            call = key(event)
+            if event["event"] == "token":
+                assert state.get(call) == "started", event
+                texts[call] = texts.get(call, "") + event["text"]
+            else:
+                state[call] = event["event"]
+    assert list(texts.values()) == [long] * len(texts) and len(texts) == 5  # 2 layers
+    assert events[-2]["text"] == long and events[-1]["event"] == "done"
+
+
+async def test_a_held_token_goes_out_while_its_run_is_silent():
+    """Joined tokens wait at most JOIN_S: a call that writes a few words and then thinks
+    for a minute shows them now, not at its next token or at the keep-alive."""
+    from langgraph_moa.serving._events import TokenJoiner
+
+    async def run():
+        for word in ("slow", " words"):
+            yield {"event": "token", "role": "proposer", "layer": 1, "proposer": 0,
+                   "sample": 0, "text": word, "final": False}  # fmt: skip
+        await asyncio.Event().wait()  # silent for ever
+
+    stream = pump(run(), _never, keepalive_s=60, joiner=TokenJoiner(seconds=0.05))
+    async with asyncio.timeout(5):
+        first = await anext(stream)
+    await stream.aclose()
+    assert [e["text"] for e in sse_events(first)] == ["slow words"]

@@ -40,6 +40,7 @@ from langgraph_moa.run._answer import is_degraded
 from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError
 from langgraph_moa.serving._events import (
     STREAM_HEADERS,
+    TokenJoiner,
     answer_event,
     pump,
     run_event,
@@ -95,8 +96,11 @@ async def _run(
     history: History | None,
     prices: Prices | None = None,
     seconds: float = RequestLimits().request_timeout_s,
-) -> AsyncIterator[str]:
+) -> AsyncIterator[Any]:
     """Run the job watched, as server-sent events, and keep it in the history.
+
+    ``token`` events are yielded as dicts, for `pump`'s `TokenJoiner` to join; every other
+    event as its text.
 
     The run gets the chat route's input, trace metadata and deadline (`seconds`, the
     server's ``--request-timeout``); a run past it ends with its ``error`` event (504).
@@ -125,7 +129,11 @@ async def _run(
         events = RunEvents(graph, job.run_input(), job.config(), context=job.context)
         try:
             async for event in _timed(aiter(events), seconds):
-                yield out(event)
+                if event["event"] == "token":  # joined with its call's next ones (`pump`)
+                    log.add(event)
+                    yield event
+                else:
+                    yield out(event)
             answer = answer_event(events.final, prices, logprobs=job.logprobs)
             record.answer = answer["text"]
             # The answer event carries the run's fallback and failed_layers as they are.
@@ -261,7 +269,7 @@ def add_ui(
         config = apply_context(systems[job.name], job.context)
         run_id = uuid.uuid4().hex[:16]
         source = _run(graphs[job.name], job, run_id, config, history, prices, request_timeout_s)
-        stream = pump(source, lambda: _disconnected(request), keepalive_s)
+        stream = pump(source, lambda: _disconnected(request), keepalive_s, TokenJoiner())
         headers = {**STREAM_HEADERS, "X-MoA-Run": run_id}
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
