@@ -229,6 +229,11 @@ def test_page_shows_every_model_streaming_then_the_answer_and_history(served, br
         "return document.querySelectorAll('.pane')[1].querySelectorAll('.card.agree').length"
     )
     assert agree == 2  # v42 and beta agree on 42
+    ring = d.execute_script(
+        "return getComputedStyle(document.querySelectorAll('.pane')[1]"
+        ".querySelector('.card.agree')).boxShadow"
+    )
+    assert ring.startswith("rgb(") and "2px" in ring, ring  # the palette's tone, drawn
     assert d.execute_script("return window.pwned === undefined")
     wait(
         d, "document.querySelectorAll('#history-list li').length === 2", what="both runs in history"

@@ -396,7 +396,7 @@ class Pane {
           const card = this.cards.get(c.join(":"));
           if (card) {
             card.classList.add("agree");
-            card.style.setProperty("--agree", "hsl(" + hue + " 60% 70%)");
+            card.style.setProperty("--agree-hue", String(hue)); // its tone: style.css
             card.overlapEl.textContent = "agrees with " + (entry.calls.length - 1) + " other(s)";
           }
         }
