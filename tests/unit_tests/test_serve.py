@@ -1711,3 +1711,33 @@ def test_health_stays_live_at_the_run_cap_but_says_it_is_busy(system):
     assert (health.status_code, health.json()) == (200, {"status": "ok", "busy": True})
     keyed = client.get("/health", headers=key).json()
     assert (keyed["runs"], keyed["max_runs"], keyed["busy"]) == (2, 2, True)
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/moa/runs"])
+def test_a_body_that_names_a_field_twice_is_one_sentence_400(system, route):
+    """{"temperature": 0.5, "temperature": NaN} ran with the last value, silently: JSON
+    leaves duplicate names to each parser (a proxy in front may have checked the first), so
+    the request was not the one it looked like. It is now refused, naming the field."""
+    client = local(create_app({"m": system}))
+    user = '[{"role": "user", "content": "hi"}]'
+    for raw, name in (
+        (f'{{"model": "m", "model": "m", "messages": {user}}}', "model"),
+        (
+            f'{{"model": "m", "messages": {user}, "temperature": 0.5, "temperature": 1}}',
+            "temperature",
+        ),
+        (
+            '{"model": "m", "messages": [{"role": "user", "content": "a", "content": "b"}]}',
+            "content",
+        ),
+    ):
+        response = client.post(route, content=raw.encode(), headers=JSON)
+        assert response.status_code == 400, raw
+        message = response.json()["error"]["message"]
+        assert f"'{name}'" in message and "twice" in message and message.count(". ") == 0
+    for raw in (  # numbers JSON cannot hold or that are not the field's kind: 400, not 500
+        f'{{"model": "m", "messages": {user}, "max_tokens": 1e400}}',
+        f'{{"model": "m", "messages": {user}, "temperature": NaN}}',
+        f'{{"model": "m", "messages": {user}, "max_tokens": {"9" * 5000}}}',
+    ):
+        assert client.post(route, content=raw.encode(), headers=JSON).status_code == 400

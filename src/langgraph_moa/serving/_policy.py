@@ -269,6 +269,36 @@ HEAVY_BODY_BYTES = 64 * 1024
 """Bodies from this size on are parsed one at a time (`_Preparer.off_loop`)."""
 
 
+def _refuse_repeated_names(raw: bytes) -> None:
+    """Refuse a body whose JSON names one field twice in an object (400).
+
+    JSON leaves duplicate names to each parser: this one keeps the last, a proxy in front
+    may have checked the first (``"model"`` twice, say), so the request would not be the one
+    it seemed. The body was already read as valid (`ChatRequest`); this second, plain read
+    only looks for a repeated name.
+    """
+    import json
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for name, _ in items:
+            if name in seen:
+                raise _APIError(
+                    400,
+                    f"The body names the field {clip(name)!r} twice in one object; "
+                    "send each field once.",
+                    param=clip(name),
+                    code="duplicate_field",
+                )
+            seen.add(name)
+        return dict(items)
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):  # what Python's reader alone refuses was read above
+        return
+
+
 class _Preparer:
     """Reads a body into a run, or refuses it; runs in a worker thread, off the event loop.
 
@@ -316,6 +346,7 @@ class _Preparer:
             body = ChatRequest.model_validate_json(raw)
         except ValidationError as exc:
             raise _invalid_body(exc) from None
+        _refuse_repeated_names(raw)
         note_model(scope, body.model)
         if body.model not in self.systems:
             raise _APIError(
