@@ -965,7 +965,11 @@ def test_the_access_log_parses_none_of_a_request_the_app_read(system, monkeypatc
     raw_decode = json.JSONDecoder.raw_decode
 
     def counting(self, s, idx=0):
-        parsed.append(len(s) - idx)
+        try:  # on the event loop: the log's; the app reads bodies in worker threads
+            asyncio.get_running_loop()
+            parsed.append(len(s) - idx)
+        except RuntimeError:
+            pass
         return raw_decode(self, s, idx)
 
     lines: list[str] = []

@@ -346,8 +346,8 @@ class _Preparer:
             body = ChatRequest.model_validate_json(raw)
         except ValidationError as exc:
             raise _invalid_body(exc) from None
+        note_model(scope, body.model)  # the one read (the last), named in the log line
         _refuse_repeated_names(raw)
-        note_model(scope, body.model)
         if body.model not in self.systems:
             raise _APIError(
                 404,
