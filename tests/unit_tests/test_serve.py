@@ -1745,3 +1745,30 @@ def test_a_body_that_names_a_field_twice_is_one_sentence_400(system, route):
         f'{{"model": "m", "messages": {user}, "max_tokens": {"9" * 5000}}}',
     ):
         assert client.post(route, content=raw.encode(), headers=JSON).status_code == 400
+
+
+async def test_a_slow_reader_that_keeps_reading_a_long_answer_is_not_cut():
+    """--body-timeout bounded one whole write of an answer, and a stream's write joins
+    what queued up (up to a million characters): a live reader taking 1 MB/s had its
+    1 MB write cut at 0.3 s as if it read nothing. A write now goes out in pieces of
+    UNREAD_PIECE bytes, each bounded, so only a reader that takes nothing for the timeout
+    is cut."""
+    from langgraph_moa.serving._guard import _read_within, _Unread
+
+    taken: list[int] = []
+
+    async def reader(message):  # 1 MB/s
+        await asyncio.sleep(len(message.get("body", b"")) / 1_000_000)
+        taken.append(len(message.get("body", b"")))
+
+    send = _read_within(reader, 0.3)
+    await send({"type": "http.response.body", "body": b"x" * 1_000_000, "more_body": True})
+    assert sum(taken) == 1_000_000
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    assert taken[-1] == 0  # the end of the body still goes out as its own message
+
+    async def stalled(message):
+        await asyncio.Event().wait()
+
+    with pytest.raises(_Unread):
+        await _read_within(stalled, 0.1)({"type": "http.response.body", "body": b"x"})

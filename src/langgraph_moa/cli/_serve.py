@@ -225,7 +225,7 @@ def serve(
             low=0.1,
             metavar="SECONDS",
             help="Seconds a request body may take to arrive, and a run's client may leave "
-            "one write of its answer unread.",
+            "a piece (64 KB) of its answer unread.",
         ),
     ] = 30.0,
     max_connections_per_client: Annotated[

@@ -53,7 +53,7 @@ class ServeSecurity(BaseModel):
     """Longest wait for a request's head (method, path, headers) once a connection is idle."""
     body_timeout_s: float = Field(default=30.0, gt=0, description="--body-timeout")
     """Longest time a request body may take to arrive, counted from its head; also the
-    longest a run's client may leave one write of its answer unread (`RunCap`)."""
+    longest a run's client may leave a piece of its answer unread (`RunCap`)."""
     max_connections_per_client: int = Field(
         default=64, ge=1, description="--max-connections-per-client"
     )
@@ -298,24 +298,38 @@ class _Unread(Exception):
     """A run's client left a write of its response unread for too long (`_read_within`)."""
 
 
+UNREAD_PIECE = 64 * 1024
+"""Bytes of a response's body sent at a time under `_read_within`'s bound."""
+
+
 def _read_within(send: Any, seconds: float) -> Any:
-    """Wrap `send` so that one write of a response's body waits at most `seconds`.
+    """Wrap `send` so that each `UNREAD_PIECE` of a response's body waits at most `seconds`.
 
     A client that stays connected and reads nothing holds its response's send for ever once
     its socket's buffer is full: the run ends at its deadline, but the exchange never does,
     and its place under `RunCap` is never given back (a few such clients would refuse every
     run after them). Past `seconds` the send raises `_Unread`, which ends the exchange.
+    The bound is per piece, not per write: a stream's write joins what queued up (up to
+    `_events.PENDING_CHARS`), and a live reader on a slow link taking it whole past
+    `seconds` was cut as if it read nothing; a piece left unread that long means it is not
+    reading (64 KB in 30 s is about 2 KB/s).
     """
 
     async def send_within(message: Any) -> None:
         if message["type"] != "http.response.body":
             await send(message)
             return
-        try:
-            async with asyncio.timeout(seconds):
-                await send(message)
-        except TimeoutError:
-            raise _Unread from None
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        pieces = [body[i : i + UNREAD_PIECE] for i in range(0, len(body), UNREAD_PIECE)]
+        for n, piece in enumerate(pieces or [body]):
+            last = n == len(pieces) - 1 or not pieces
+            part = {**message, "body": piece, "more_body": more or not last}
+            try:
+                async with asyncio.timeout(seconds):
+                    await send(part)
+            except TimeoutError:
+                raise _Unread from None
 
     return send_within
 
