@@ -12,55 +12,148 @@ README's "Architecture"): ``variants`` and ``providers`` are registries that a n
 provider is added to.
 """
 
-from langgraph_moa.chat_model import MoAChatModel
-from langgraph_moa.config import (
-    DEFAULT_PRESET,
-    AggregatorConfig,
-    Budget,
-    MoAConfig,
-    ProposerConfig,
-    RequestLimits,
-    SelfMoASeqConfig,
-    list_presets,
-    load_config,
-)
-from langgraph_moa.config._schema import RetrySettings
-from langgraph_moa.config.context import MoAContext
-from langgraph_moa.errors import (
-    AggregatorFailedError,
-    AllProposersFailedError,
-    BudgetExhaustedError,
-    CallTimeoutError,
-    ContentFilteredError,
-    ContextLengthError,
-    EmptyResponseError,
-    EvalDatasetError,
-    LimitExceededError,
-    LocalModelError,
-    LocalRuntimeError,
-    MissingAPIKeyError,
-    MissingExtraError,
-    MoAConfigError,
-    MoAError,
-    MoAInputError,
-    ModelNotAllowedError,
-    ModelResolutionError,
-    RequestTimeoutError,
-    RetryPastDeadlineError,
-    StragglerCancelledError,
-    StreamBrokenError,
-    StructuredOutputError,
-    ThreadBusyError,
-    ToolCallError,
-)
-from langgraph_moa.graph import TAG_FINAL, create_moa_graph, final_answer_only
-from langgraph_moa.graph.durable import open_checkpointer
-from langgraph_moa.graph.streaming import AnswerStream
-from langgraph_moa.providers._models import OpenAIEndpoint
-from langgraph_moa.run.cache import CallCache, SQLiteCallCache
-from langgraph_moa.run.state import CallRecord, MoAInput, MoAOutput, MoAState, UsageSummary
-from langgraph_moa.text._prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT, inject_references
-from langgraph_moa.text._selection import SelectionConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names as the type checkers see them; imported on first use below
+    from langgraph_moa.chat_model import MoAChatModel
+    from langgraph_moa.config import (
+        DEFAULT_PRESET,
+        AggregatorConfig,
+        Budget,
+        MoAConfig,
+        ProposerConfig,
+        RequestLimits,
+        SelfMoASeqConfig,
+        list_presets,
+        load_config,
+    )
+    from langgraph_moa.config._schema import RetrySettings
+    from langgraph_moa.config.context import MoAContext
+    from langgraph_moa.errors import (
+        AggregatorFailedError,
+        AllProposersFailedError,
+        BudgetExhaustedError,
+        CallTimeoutError,
+        ContentFilteredError,
+        ContextLengthError,
+        EmptyResponseError,
+        EvalDatasetError,
+        LimitExceededError,
+        LocalModelError,
+        LocalRuntimeError,
+        MissingAPIKeyError,
+        MissingExtraError,
+        MoAConfigError,
+        MoAError,
+        MoAInputError,
+        ModelNotAllowedError,
+        ModelResolutionError,
+        RequestTimeoutError,
+        RetryPastDeadlineError,
+        StragglerCancelledError,
+        StreamBrokenError,
+        StructuredOutputError,
+        ThreadBusyError,
+        ToolCallError,
+    )
+    from langgraph_moa.graph import TAG_FINAL, create_moa_graph, final_answer_only
+    from langgraph_moa.graph.durable import open_checkpointer
+    from langgraph_moa.graph.streaming import AnswerStream
+    from langgraph_moa.providers._models import OpenAIEndpoint
+    from langgraph_moa.run.cache import CallCache, SQLiteCallCache
+    from langgraph_moa.run.state import CallRecord, MoAInput, MoAOutput, MoAState, UsageSummary
+    from langgraph_moa.text._prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT, inject_references
+    from langgraph_moa.text._selection import SelectionConfig
+
+_EXPORTS = {
+    "MoAChatModel": "langgraph_moa.chat_model",
+    "DEFAULT_PRESET": "langgraph_moa.config",
+    "AggregatorConfig": "langgraph_moa.config",
+    "Budget": "langgraph_moa.config",
+    "MoAConfig": "langgraph_moa.config",
+    "ProposerConfig": "langgraph_moa.config",
+    "RequestLimits": "langgraph_moa.config",
+    "SelfMoASeqConfig": "langgraph_moa.config",
+    "list_presets": "langgraph_moa.config",
+    "load_config": "langgraph_moa.config",
+    "RetrySettings": "langgraph_moa.config._schema",
+    "MoAContext": "langgraph_moa.config.context",
+    "AggregatorFailedError": "langgraph_moa.errors",
+    "AllProposersFailedError": "langgraph_moa.errors",
+    "BudgetExhaustedError": "langgraph_moa.errors",
+    "CallTimeoutError": "langgraph_moa.errors",
+    "ContentFilteredError": "langgraph_moa.errors",
+    "ContextLengthError": "langgraph_moa.errors",
+    "EmptyResponseError": "langgraph_moa.errors",
+    "EvalDatasetError": "langgraph_moa.errors",
+    "LimitExceededError": "langgraph_moa.errors",
+    "LocalModelError": "langgraph_moa.errors",
+    "LocalRuntimeError": "langgraph_moa.errors",
+    "MissingAPIKeyError": "langgraph_moa.errors",
+    "MissingExtraError": "langgraph_moa.errors",
+    "MoAConfigError": "langgraph_moa.errors",
+    "MoAError": "langgraph_moa.errors",
+    "MoAInputError": "langgraph_moa.errors",
+    "ModelNotAllowedError": "langgraph_moa.errors",
+    "ModelResolutionError": "langgraph_moa.errors",
+    "RequestTimeoutError": "langgraph_moa.errors",
+    "RetryPastDeadlineError": "langgraph_moa.errors",
+    "StragglerCancelledError": "langgraph_moa.errors",
+    "StreamBrokenError": "langgraph_moa.errors",
+    "StructuredOutputError": "langgraph_moa.errors",
+    "ThreadBusyError": "langgraph_moa.errors",
+    "ToolCallError": "langgraph_moa.errors",
+    "TAG_FINAL": "langgraph_moa.graph",
+    "create_moa_graph": "langgraph_moa.graph",
+    "final_answer_only": "langgraph_moa.graph",
+    "open_checkpointer": "langgraph_moa.graph.durable",
+    "AnswerStream": "langgraph_moa.graph.streaming",
+    "OpenAIEndpoint": "langgraph_moa.providers._models",
+    "CallCache": "langgraph_moa.run.cache",
+    "SQLiteCallCache": "langgraph_moa.run.cache",
+    "CallRecord": "langgraph_moa.run.state",
+    "MoAInput": "langgraph_moa.run.state",
+    "MoAOutput": "langgraph_moa.run.state",
+    "MoAState": "langgraph_moa.run.state",
+    "UsageSummary": "langgraph_moa.run.state",
+    "AGGREGATE_AND_SYNTHESIZE_PROMPT": "langgraph_moa.text._prompts",
+    "inject_references": "langgraph_moa.text._prompts",
+    "SelectionConfig": "langgraph_moa.text._selection",
+}
+"""Where each public name lives: imported on first use (see `__getattr__`)."""
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name, or a subpackage, when it is first used (PEP 562).
+
+    Importing the package used to import langgraph and langchain at once: over a second in
+    which any ``moa`` command, even ``moa --help``, could not yet handle Ctrl-C and printed
+    a traceback. The package now imports only what is used; ``from langgraph_moa import X``
+    works for every name in ``__all__`` as before, and so does ``langgraph_moa.config``.
+    """
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    else:
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the public names too, imported or not yet."""
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
-"""``python -m langgraph_moa`` runs the `moa` command."""
+"""``python -m langgraph_moa`` runs the `moa` command (its light entry point: see `cli`)."""
 
-from langgraph_moa.cli._app import main
+from langgraph_moa.cli import main
 
 main()
