@@ -1591,3 +1591,77 @@ def test_ctrl_c_just_after_a_progress_line_does_not_write_that_line_again(monkey
     with pytest.raises(Exited):
         _app.out.plain("mix: 2/6 items, 3s; fact-02: wrong")
     assert said[0].count("mix: 2/6 items") == 1 and said[0].count("Interrupted.") == 1, said
+
+
+def test_a_stopped_evals_resume_command_says_the_urls_key_is_left_out(tmp_path):
+    # The resume command showed `?key=[redacted]`: typed as shown, it sent "[redacted]" as
+    # the key and failed, and nothing said that the key had been taken out of it.
+    from types import SimpleNamespace
+
+    from langgraph_moa._redact import redact_url
+    from langgraph_moa.cli._eval import _command, _resume_command, _stopped
+
+    spec = "single:m@https://api.example/v1?key=sk-secret-0123456789"
+    args = ([spec], None, None, tmp_path, 2, 1, None, None, None, False)
+    command = redact_url(_command(*args))  # as Evaluation keeps it
+    said = _stopped(
+        SimpleNamespace(items=[1, 2], finished={redact_url(spec): 1}),  # named as Evaluation does
+        tmp_path,
+        _resume_command(command, False, None, False),
+    )
+    assert "sk-secret-0123456789" not in said
+    assert "key=[redacted]" in said
+    assert said.endswith(
+        "(its URL's key is left out: write your key where it says [redacted] before running it)"
+    )
+    keyless = _resume_command(
+        _command(["single:m@http://127.0.0.1:9/v1"], *args[1:]), False, None, False
+    )
+    assert "left out" not in _stopped(
+        SimpleNamespace(items=[1], finished={"m": 1}), tmp_path, keyless
+    )
+
+
+def test_a_stop_while_judging_says_judging_was_under_way_and_how_far(tmp_path):
+    # Ctrl-C while the judge was asked said "Finished: mix 6 of 6 items ... run the same
+    # command again to answer only the rest": nothing said that judging had begun.
+    import asyncio
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.cli._eval import _stopped
+    from langgraph_moa.eval import EvalItem, Evaluation
+    from tests.fakes import FakeChat
+
+    items = [EvalItem(id=str(i), turns=[f"Say {i}."], expected=[str(i)]) for i in range(4)]
+
+    def system(name):
+        return MoAConfig(
+            name=name,
+            variant="single-proposer",
+            proposers=[FakeChat(label=f"{name}-p", reply=lambda *_: "An answer.")],
+            aggregator=FakeChat(label=f"{name}-a", reply=lambda *_: "An answer."),
+        )
+
+    said = []
+
+    def verdict(*_):
+        if evaluation.judging[1] == 2 and not said:  # the third pair's first verdict
+            said.append(_stopped(evaluation, tmp_path, "moa eval ..."))
+        return "A"
+
+    evaluation = Evaluation(
+        [system("mix"), system("alone")],
+        items,
+        tmp_path,
+        judge=FakeChat(label="judge", reply=verdict),
+        baseline="alone",
+        concurrency=1,
+    )
+    asyncio.run(evaluation.run(progress=False))
+    assert said == [
+        " Every answer was done (mix 4 of 4 items, alone 4 of 4); stopped while judging mix "
+        f"against alone: 2 of 4 pairs judged. What finished is kept in {tmp_path} (a stopped "
+        "run writes no summary or report): run the same command again to judge only the rest "
+        "(the answers and the verdicts given are cached): moa eval ..."
+    ]
+

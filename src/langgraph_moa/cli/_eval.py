@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
+from langgraph_moa._redact import REDACTED
 from langgraph_moa.cli._config import checked, model_flag, spec_problem
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import number_option
@@ -242,7 +243,8 @@ def _stopped(evaluation: Evaluation, out_dir: Path, resume: str) -> str:
 
     A stopped run writes no summary.json, report.md or provenance.json: a report of some of
     the items could be read as the evaluation. What it finished is in the call cache (and
-    the rows files of racing systems), so the same command answers only the rest.
+    the rows files of racing systems), so the same command answers only the rest; stopped
+    while the judge was asked, every answer is done and the verdicts given are cached too.
     """
     total = len(evaluation.items)
     counts = [f"{name} {n} of {total}" for name, n in evaluation.finished.items()]
@@ -250,10 +252,33 @@ def _stopped(evaluation: Evaluation, out_dir: Path, resume: str) -> str:
     earlier = (
         "; the report.md there is an earlier run's" if (out_dir / "report.md").exists() else ""
     )
+    judging = getattr(evaluation, "judging", None)
+    if judging is None:
+        where, rest = f"Finished: {', '.join(counts)}", "answer only the rest"
+    else:
+        system, done, pairs = judging
+        where = (
+            f"Every answer was done ({', '.join(counts)}); stopped while judging {system} "
+            f"against {evaluation.baseline}: {done} of {pairs} pairs judged"
+        )
+        rest = "judge only the rest (the answers and the verdicts given are cached)"
     return (
-        f" Finished: {', '.join(counts)}. What finished is "
-        f"kept in {out_dir} (a stopped run writes no summary or report{earlier}): run the same "
-        f"command again to answer only the rest: {resume}"
+        f" {where}. What finished is kept in {out_dir} (a stopped run writes no summary or "
+        f"report{earlier}): run the same command again to {rest}: {resume}{_key_left_out(resume)}"
+    )
+
+
+def _key_left_out(resume: str) -> str:
+    """Say that the command shown lacks a URL's key, and where to write it back.
+
+    The command is shown with a ``?key=...`` value replaced (`redact_url`): a key must not
+    be printed where a terminal's scrollback or a CI log keeps it. Typed as shown, the
+    command would send the placeholder as the key; this says so.
+    """
+    if REDACTED not in resume:
+        return ""
+    return (
+        f" (its URL's key is left out: write your key where it says {REDACTED} before running it)"
     )
 
 

@@ -262,6 +262,8 @@ class Evaluation:
         self.dataset, self.command = dataset, redact_url(command) if command else command
         self.finished = dict.fromkeys(names, 0)
         """Items each system has finished so far, kept rows included: what a stop reports."""
+        self.judging: tuple[str, int, int] | None = None
+        """While the judge is asked: the system judged, its pairs judged so far and in all."""
 
     def provenance(self) -> dict[str, Any]:
         """Return what this evaluation needs recorded to be run again (`eval.provenance`)."""
@@ -610,10 +612,21 @@ class Evaluation:
             }
             self._record_layers(row, outputs, scores)
 
+        async def counted(row: dict[str, Any]) -> Any:
+            judged = await one(row)
+            if judged is not None and self.judging is not None:
+                system, done, total = self.judging
+                self.judging = (system, done + 1, total)
+            return judged
+
         for name, rows in results.items():
             if name == self.baseline:
                 continue
-            answered = await _all_or_none(one(r) for r in rows)
+            pairs_in_all = sum(
+                1 for r in rows if r["id"] in base and not (r["error"] or base[r["id"]]["error"])
+            )
+            self.judging = (name, 0, pairs_in_all)
+            answered = await _all_or_none(counted(r) for r in rows)
             pairs = [(row, o) for row, o in zip(rows, answered, strict=True) if o is not None]
             outcomes = [o for _, o in pairs]
             judged = [j for j, _ in outcomes]
