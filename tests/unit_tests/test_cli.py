@@ -1665,3 +1665,15 @@ def test_a_stop_while_judging_says_judging_was_under_way_and_how_far(tmp_path):
         "(the answers and the verdicts given are cached): moa eval ..."
     ]
 
+
+def test_version_is_read_once_for_the_command_and_an_evaluations_provenance(monkeypatch):
+    # `moa --version` and provenance.json each read the installed version their own way:
+    # two copies of one rule, free to drift apart (one said "(not installed ...)").
+    from typer.testing import CliRunner
+
+    from langgraph_moa.eval import provenance
+
+    monkeypatch.setattr(provenance, "version", lambda _name: "9.8.7")
+    result = CliRunner().invoke(cli.app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == "langgraph-moa 9.8.7\n"
+    assert provenance.package_version() == "9.8.7"

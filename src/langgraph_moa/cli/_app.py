@@ -92,13 +92,11 @@ app.command(cls=_Command)(ui)
 
 
 def _version(value: bool) -> None:
+    """Print the version an evaluation's provenance records (one reading of it, not two)."""
     if value:
-        from importlib.metadata import PackageNotFoundError, version
+        from langgraph_moa.eval.provenance import package_version
 
-        try:
-            out.data(f"langgraph-moa {version('langgraph-moa')}")
-        except PackageNotFoundError:
-            out.data("langgraph-moa (not installed as a package)")
+        out.data(f"langgraph-moa {package_version()}")
         raise typer.Exit()
 
 
