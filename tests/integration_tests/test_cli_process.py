@@ -374,3 +374,17 @@ def test_ctrl_c_while_a_request_runs_says_that_serve_waits_for_it(tmp_path):
             if server.poll() is None:
                 server.kill()
             server.wait(timeout=30)
+
+
+def test_an_answer_stdouts_encoding_cannot_hold_is_escaped_and_said():
+    # With a non-UTF-8 stdout (PYTHONIOENCODING=ascii, or a C locale with UTF-8 mode off)
+    # the finished answer was lost: "unexpected error: UnicodeEncodeError", exit code 1.
+    profile = FaultProfile(reply_text="Grüße — 答え")
+    with FaultServer({"u": profile}) as server:
+        args = ["run", "-q", "--proposers", f"u@{server.url}", "--layers", "2", "hi"]
+        for env in ({"PYTHONIOENCODING": "ascii"}, {"LC_ALL": "C", "PYTHONUTF8": "0"}):
+            result = moa(*args, env=env)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == "Gr\\xfc\\xdfe \\u2014 \\u7b54\\u3048\n"
+            assert result.stderr.startswith("warning: standard output's encoding (")
+            assert "PYTHONIOENCODING=utf-8" in result.stderr and "Traceback" not in result.stderr

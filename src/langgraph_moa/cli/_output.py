@@ -43,6 +43,8 @@ class Output:
         the last lines and the shell prompt do not land inside it."""
         self.left: Callable[[], Any] | None = None
         """What the live view leaves on screen when Ctrl-C clears it (see `showing`)."""
+        self.escaped_said = False
+        """Whether stdout's encoding was found short of the output's characters, and said."""
 
     @property
     def stdout_is_terminal(self) -> bool:
@@ -70,11 +72,32 @@ class Output:
 
     def _write(self, text: str) -> None:
         """Write `text` and one newline to stdout; a reader that left is not a failure."""
+        line = text if text.endswith("\n") else text + "\n"
         try:
-            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            try:
+                sys.stdout.write(line)
+            except UnicodeEncodeError:  # nothing was written: the text is encoded first
+                sys.stdout.write(self._escaped(line))
             sys.stdout.flush()
         except BrokenPipeError:
             _discard_stdout()
+
+    def _escaped(self, line: str) -> str:
+        """Return `line` with what stdout's encoding cannot hold escaped, said once.
+
+        A non-UTF-8 stdout (a C locale with Python's UTF-8 mode off, PYTHONIOENCODING=ascii)
+        cannot take every answer: the finished answer was lost to a UnicodeEncodeError. It
+        is written escaped, which loses no character, and a warning says how to get it as is.
+        """
+        encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+        if not self.escaped_said:
+            self.escaped_said = True
+            self.warn(
+                f"standard output's encoding ({encoding}) cannot hold some characters of "
+                "this output: they are written as escapes (\\u....). For the text as is, run "
+                "with a UTF-8 locale (LANG=C.UTF-8) or PYTHONIOENCODING=utf-8."
+            )
+        return line.encode(encoding, "backslashreplace").decode(encoding)
 
     def info(self, markup: str) -> None:
         """Say something useful but not essential on stderr (silenced by --quiet)."""
