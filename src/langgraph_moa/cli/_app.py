@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from langgraph_moa._redact import redact
 from langgraph_moa._terminal import for_terminal
+from langgraph_moa.cli import INTERRUPTED_EXIT
 from langgraph_moa.cli._chat import chat
 from langgraph_moa.cli._config import DEFAULT_PRESET, build_config
 from langgraph_moa.cli._eval import evaluate
@@ -114,6 +115,9 @@ def _root(
 
 MODEL_COMMANDS = ("run", "chat", "eval", "serve", "ui")
 
+TERMINATED_EXIT = 143
+"""The exit code of a command stopped by SIGTERM (128 + 15), as shells give it."""
+
 
 _unsaid: list[bytes] = []
 """The line the first Ctrl-C is saying, until it is out (see `_on_interrupt`)."""
@@ -128,16 +132,20 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     rich's buffer: the main thread may be stopped inside a print whose line is written but
     not yet taken out of that buffer, and printing through it wrote that line twice. A
     second Ctrl-C runs this handler again inside the first: it exits at once too, after
-    writing the first one's line if that is not out yet.
+    writing the first one's line if that is not out yet. SIGTERM (``timeout``, ``docker
+    stop``, a cancelled CI job) stops the same way, saying "Terminated." and exiting with
+    143: killed by the signal's default action, the command said nothing of what finished.
     """
+    code = TERMINATED_EXIT if signum == signal.SIGTERM else INTERRUPTED_EXIT
     if _unsaid:
         _write_stderr(_unsaid[0])
-        _exit_interrupted()
-    _unsaid.append(_rendered(interrupted_line()))
+        _exit_interrupted(code)
+    what = "Terminated." if signum == signal.SIGTERM else "Interrupted."
+    _unsaid.append(_rendered(interrupted_line(what)))
     out.stop_live()
     _write_stderr(_unsaid[0])
     _unsaid[0] = b""
-    _exit_interrupted()
+    _exit_interrupted(code)
 
 
 def _rendered(markup: str) -> bytes:
@@ -162,20 +170,21 @@ def _write_stderr(data: bytes) -> None:
         data = data[os.write(2, data) :]
 
 
-def _exit_interrupted() -> None:
-    """Stop the local model servers this process started, and exit with 130 (Ctrl-C)."""
+def _exit_interrupted(code: int = INTERRUPTED_EXIT) -> None:
+    """Stop the local model servers this process started, and exit with `code` (130)."""
     from langgraph_moa.local.runtime import LocalRuntime
 
     runtime = LocalRuntime._default
     if runtime is not None:
         runtime.kill_now()
     sys.stderr.flush()
-    os._exit(130)
+    os._exit(code)
 
 
 def main() -> None:
     """Entry point: run the app, turning known failures into one clear line."""
     signal.signal(signal.SIGINT, _on_interrupt)
+    signal.signal(signal.SIGTERM, _on_interrupt)
     with runtime_warnings_shown():
         _main()
 
@@ -194,7 +203,7 @@ def _main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         # click turns Ctrl-C into Abort; atexit then stops the local servers.
         errors.print(interrupted_line())
-        sys.exit(130)
+        sys.exit(INTERRUPTED_EXIT)
     except BrokenPipeError:  # a write outside `out.answer`, whose reader left mid-command
         # `out.answer` (the answer, the report) swallows a reader that left, so the command
         # goes on to its own exit code (3 for a fallback); only other writes end here.

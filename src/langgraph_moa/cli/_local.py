@@ -22,8 +22,8 @@ from rich.markup import escape
 from langgraph_moa.cli._output import out
 
 
-def interrupted_line() -> str:
-    """Return the line Ctrl-C ends a command with.
+def interrupted_line(what: str = "Interrupted.") -> str:
+    """Return the line Ctrl-C (or SIGTERM: `what` is then "Terminated.") ends a command with.
 
     It says that local model servers stop only when this process started any, and adds the
     command's hint, if it has one.
@@ -33,7 +33,7 @@ def interrupted_line() -> str:
     runtime = LocalRuntime._default
     stopping = " Stopping local model servers." if runtime and runtime.has_servers() else ""
     hint = out.interrupt_hint() if callable(out.interrupt_hint) else out.interrupt_hint
-    return f"[yellow]Interrupted.[/]{stopping}{escape(hint)}"
+    return f"[yellow]{what}[/]{stopping}{escape(hint)}"
 
 
 class _RuntimeWarnings(logging.Handler):
