@@ -198,7 +198,13 @@ def test_a_local_answer_cut_off_by_max_tokens_is_recorded_as_such(runtime):
     assert call["finish_reason"] == "length" and call["completion_tokens"] == 4
 
 
-def test_ctrl_c_stops_the_run_cleanly_and_leaves_no_server(no_new_servers_left):
+@pytest.mark.parametrize(
+    ("stop", "code", "said"),
+    [(signal.SIGINT, 130, "Interrupted"), (signal.SIGTERM, 143, "Terminated")],
+)
+def test_ctrl_c_stops_the_run_cleanly_and_leaves_no_server(no_new_servers_left, stop, code, said):
+    # SIGTERM (`timeout`, `docker stop`) too: it killed the command silently, and its
+    # servers were left to notice their parent's death by themselves.
     before = serve_pids()
     proc = subprocess.Popen(
         [
@@ -217,10 +223,10 @@ def test_ctrl_c_stops_the_run_cleanly_and_leaves_no_server(no_new_servers_left):
     while not (serve_pids() - before) and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    assert "Interrupted" in err and "Traceback" not in err
+    assert proc.returncode == code, err
+    assert said in err and "Traceback" not in err
     deadline = time.monotonic() + 10
     while serve_pids() - before and time.monotonic() < deadline:
         time.sleep(0.2)
