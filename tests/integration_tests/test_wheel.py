@@ -107,7 +107,7 @@ def test_the_wheel_carries_the_license_and_its_metadata(dists):
     assert "Programming Language :: Python :: 3.11" in classifiers, classifiers
     assert "Typing :: Typed" in classifiers, classifiers
     entry_points = archive.read(f"{info}/entry_points.txt").decode()
-    assert "moa = langgraph_moa.cli._app:main" in entry_points
+    assert "moa = langgraph_moa.cli:main" in entry_points  # the light entry: see cli/__init__
 
 
 def test_the_sdist_holds_what_a_rebuild_needs_and_no_checkout_clutter(dists):
