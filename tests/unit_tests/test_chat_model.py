@@ -1,11 +1,14 @@
 """MoAChatModel: MoA wherever LangChain takes a chat model."""
 
-from typing import Any
+import dataclasses
+import json
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessageChunk
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph import START, MessagesState, StateGraph
 
 from langgraph_moa import MoAChatModel, MoAConfig, MoAInputError, create_moa_graph
@@ -861,4 +864,79 @@ def test_json_mode_and_openai_response_formats_are_schemas(fake):
     llm.with_structured_output({"type": "object"}, method="json_mode")  # any JSON object
     llm.with_structured_output({"name": "City", "schema": {"type": "object"}})
     wrapped = {"type": "json_schema", "json_schema": {"name": "City", "schema": {}}}
-    llm.with_structured_output(wrapped)
+    llm.with_structured_output(wrapped, method="json_mode")  # any dict: no schema is read
+
+
+@pytest.mark.parametrize("method", ["json_schema", "function_calling"])
+@pytest.mark.parametrize("variant", ["moa", "select"])
+def test_a_whole_response_format_is_refused_naming_the_schema_inside(fake, log, variant, method):
+    """OpenAI's whole ``response_format`` was let through as a schema, and no model reads it as
+    one: ChatOpenAI's (and llama.cpp's) aggregator failed on it after the proposals were paid
+    for, select failed with LangChain's multi-line error, or called it a tool that is none."""
+    agg = fake("AGG") if variant == "moa" else None
+    llm = MoAChatModel(config=MoAConfig(variant=variant, proposers=[fake("A")], aggregator=agg))
+    wrapped = {"type": "json_schema", "json_schema": {"name": "City", "schema": {}}}
+    with pytest.raises(MoAInputError, match=r"^The structured-output schema .* is a whole ") as e:
+        llm.with_structured_output(wrapped, method=method).invoke("q")
+    assert "\n" not in str(e.value) and "'title'" in str(e.value) and log.calls == []
+
+
+class _CityV1(__import__("pydantic").v1.BaseModel):
+    """A city and how sure the answer is."""
+
+    city: str
+    confidence: float
+
+
+class _CityDict(TypedDict):
+    """A city and how sure the answer is."""
+
+    city: Annotated[str, ..., "The city."]
+    confidence: Annotated[float, 0.5, "How sure."]
+
+
+@dataclasses.dataclass
+class _CityData:
+    """A city and how sure the answer is."""
+
+    city: str
+    confidence: float
+
+
+_CITY_PARAMS = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "confidence": {"type": "number"}},
+    "required": ["city", "confidence"],
+}
+ACCEPTED_SCHEMAS = {
+    "pydantic v2": City,
+    "pydantic v1": _CityV1,
+    "TypedDict": _CityDict,
+    "dataclass": _CityData,
+    "function dict": {"name": "City", "description": "A city.", "parameters": _CITY_PARAMS},
+    "tool dict": {"type": "function", "function": {"name": "City", "parameters": _CITY_PARAMS}},
+    "titled JSON schema": {"title": "City", **_CITY_PARAMS},
+    "convert_to_openai_tool": convert_to_openai_tool(City),
+    "name and schema": {"name": "City", "schema": _CITY_PARAMS},
+}
+
+
+@pytest.mark.parametrize("method", ["json_schema", "function_calling", "json_mode"])
+@pytest.mark.parametrize("variant", ["moa", "select"])
+@pytest.mark.parametrize("form", list(ACCEPTED_SCHEMAS))
+def test_every_schema_form_langchain_takes_is_answered(fake, variant, method, form):
+    """`check_schema` must let through each form LangChain's own `with_structured_output`
+    takes (pydantic v1 and v2, TypedDict, dataclass, OpenAI function and tool dicts, a titled
+    JSON schema, ``{"name", "schema"}``), end to end, for every method and kind of variant."""
+    answer = {"city": "Paris", "confidence": 0.9}
+
+    def called(label: str, n: int, messages: Any, kwargs: dict[str, Any]) -> list[dict]:
+        return [{"name": kwargs["tools"][0]["function"]["name"], "args": answer, "id": "c1"}]
+
+    proposers = [fake(x, reply=lambda *a: json.dumps(answer), tool_calls=called) for x in "AB"]
+    agg = fake("AGG", reply=lambda *a: json.dumps(answer)) if variant == "moa" else None
+    llm = MoAChatModel(config=MoAConfig(variant=variant, proposers=proposers, aggregator=agg))
+    parsed = llm.with_structured_output(ACCEPTED_SCHEMAS[form], method=method).invoke("q")
+    if not isinstance(parsed, dict):
+        parsed = parsed.model_dump() if hasattr(parsed, "model_dump") else parsed.dict()
+    assert parsed == answer

@@ -909,3 +909,31 @@ def test_bind_tools_refuses_what_is_no_tool_in_one_sentence(fake, bad):
     with pytest.raises(MoAInputError, match=r"^Tool 2 of 2 \(.*\) is no tool: ") as e:
         llm.bind_tools([add, bad])
     assert "\n" not in str(e.value)
+
+
+PARAMS = {"type": "object", "properties": {"a": {"type": "integer"}}}
+
+
+@pytest.mark.parametrize(
+    "tool_",
+    [
+        {"name": "f", "parameters": PARAMS, "strict": False},  # its own strict says otherwise
+        {"name": "f"},  # no parameters to hold to
+    ],
+)
+def test_bind_tools_names_a_tool_that_cannot_be_strict_not_as_no_tool(fake, tool_):
+    """A tool LangChain could not make strict was refused as "no tool", which it is."""
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    llm.bind_tools([add, tool_])  # a tool without strict=
+    with pytest.raises(MoAInputError, match=r"^Tool 2 of 2 \(.*\) cannot be made strict") as e:
+        llm.bind_tools([add, tool_], strict=True)
+    assert "\n" not in str(e.value) and "is no tool" not in str(e.value)
+
+
+@pytest.mark.parametrize("builtin", [{"type": "web_search_preview"}, {"type": "code_interpreter"}])
+def test_a_providers_built_in_tool_is_refused_in_one_sentence(fake, builtin):
+    """A built-in tool dict (no 'function') ended bind_tools in a bare KeyError: 'function'."""
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    with pytest.raises(MoAInputError, match=r"^Tool 2 of 2 \(.*\) is a provider's built-in") as e:
+        llm.bind_tools([add, builtin])
+    assert "\n" not in str(e.value)

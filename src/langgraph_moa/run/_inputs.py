@@ -81,18 +81,50 @@ def openai_tools(tools: Sequence[Any], strict: bool | None) -> list[dict[str, An
     """Return `tools` as OpenAI tool schemas; what is no tool is refused in one sentence.
 
     LangChain's conversion error runs over several lines, quoting the object between them.
+    A provider's built-in tool (``{"type": "web_search_preview"}``) has no function to hand
+    every proposer, and the graph takes function tools only (its ``tools`` check).
     """
     formatted = []
     for i, tool in enumerate(tools, 1):
-        try:
-            formatted.append(convert_to_openai_tool(tool, strict=strict))
-        except (ValueError, TypeError, AttributeError, KeyError):
+        which = f"Tool {i} of {len(tools)} ({_kind(tool)})"
+        converted = _converted_tool(tool, strict, which)
+        if "function" not in converted:
             raise MoAInputError(
-                f"Tool {i} of {len(tools)} ({_kind(tool)}) is no tool: pass a LangChain tool, "
-                "a function, a pydantic model or an OpenAI tool schema (a dict with a "
-                "'function', or a JSON schema with a top-level 'title')."
-            ) from None
+                f"{which} is a provider's built-in tool (type {converted.get('type')!r}), "
+                "which MoA cannot hand to every model: bind function tools only."
+            )
+        formatted.append(converted)
     return formatted
+
+
+def _converted_tool(tool: Any, strict: bool | None, which: str) -> dict[str, Any]:
+    """Convert one tool; a refusal tells a tool that is none from one that cannot be strict."""
+    try:
+        return convert_to_openai_tool(tool, strict=strict)
+    except _CONVERSION_ERRORS:
+        pass
+    if strict is not None and _converts(tool):
+        raise MoAInputError(
+            f"{which} cannot be made strict={strict!r}: its own 'strict' says otherwise or it "
+            "has no 'parameters' to keep to; make the two agree, or leave strict out."
+        )
+    raise MoAInputError(
+        f"{which} is no tool: pass a LangChain tool, a function, a pydantic model or an OpenAI "
+        "tool schema (a dict with a 'function', or a JSON schema with a top-level 'title')."
+    )
+
+
+_CONVERSION_ERRORS = (ValueError, TypeError, AttributeError, KeyError)
+"""What LangChain's `convert_to_openai_tool` raises for what it cannot convert."""
+
+
+def _converts(schema: Any) -> bool:
+    """Tell whether LangChain converts `schema` to a tool (without `strict`)."""
+    try:
+        convert_to_openai_tool(schema)
+    except _CONVERSION_ERRORS:
+        return False
+    return True
 
 
 def check_schema(schema: Any, method: str) -> None:
@@ -102,24 +134,22 @@ def check_schema(schema: Any, method: str) -> None:
     starts (its own `with_structured_output`): 42, a class's name as text or a JSON schema
     without a title failed there, with LangChain's multi-line error, after every proposal
     was paid for. Taken: what LangChain converts to a tool (a pydantic model, a TypedDict,
-    a JSON schema with a ``title``, ``{"name", "schema"}``), OpenAI's whole
-    ``response_format`` dict, and for ``json_mode`` any dict (the object needs no name).
+    a JSON schema with a ``title``, ``{"name", "schema"}``), and for ``json_mode`` any dict
+    (the object needs no name). OpenAI's whole ``response_format`` is no schema: ChatOpenAI's
+    `with_structured_output` fails on it, and `select` cannot make it a tool.
     """
     if schema is None or (method == "json_mode" and isinstance(schema, dict)):
         return
     if isinstance(schema, dict) and schema.get("type") == "json_schema":
-        if isinstance(schema.get("json_schema"), dict):
-            return
-    else:
-        try:
-            convert_to_openai_tool(schema)
-            return
-        except (ValueError, TypeError, AttributeError, KeyError):
-            pass
-    raise MoAInputError(
-        f"The structured-output schema {_kind(schema)} is no schema: give a pydantic model, "
-        "a TypedDict or a JSON schema with a top-level 'title' (the answer's name)."
-    )
+        raise MoAInputError(
+            f"The structured-output schema {_kind(schema)} is a whole response_format: give "
+            "the JSON schema inside it, its name as a top-level 'title'."
+        )
+    if not _converts(schema):
+        raise MoAInputError(
+            f"The structured-output schema {_kind(schema)} is no schema: give a pydantic "
+            "model, a TypedDict or a JSON schema with a top-level 'title' (the answer's name)."
+        )
 
 
 def with_run_options(value: Any) -> Any:
