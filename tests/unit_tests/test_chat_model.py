@@ -940,3 +940,26 @@ def test_every_schema_form_langchain_takes_is_answered(fake, variant, method, fo
     if not isinstance(parsed, dict):
         parsed = parsed.model_dump() if hasattr(parsed, "model_dump") else parsed.dict()
     assert parsed == answer
+
+
+def test_an_aggregator_that_takes_no_strict_fails_keeping_the_proposals(log):
+    """An aggregator whose `with_structured_output` refuses ``strict`` (as some integrations
+    do for arguments they do not know) fails the run only at the final step: the refusal
+    names it, and the proposals already paid for are kept in the error's ``.calls``."""
+    from langgraph_moa import AggregatorFailedError
+    from tests.fakes import FakeChat
+
+    class NoStrict(FakeChat):
+        def with_structured_output(self, schema: Any, **kwargs: Any) -> Any:
+            kwargs.pop("method", None)
+            if set(kwargs) - {"include_raw"}:
+                raise ValueError(f"Received unsupported arguments {kwargs}")
+            return super().with_structured_output(schema, **kwargs)
+
+    agg = NoStrict(label="AGG", log=log, reply=lambda *a: '{"city": "Paris", "confidence": 1}')
+    llm = MoAChatModel(config=MoAConfig(proposers=[FakeChat(label="A", log=log)], aggregator=agg))
+    assert llm.with_structured_output(City).invoke("q").city == "Paris"  # strict left out
+    with pytest.raises(AggregatorFailedError, match=r"unsupported arguments.*strict") as e:
+        llm.with_structured_output(City, strict=True).invoke("q")
+    kept = [c["output"] for c in e.value.calls if c["role"] == "proposer"]
+    assert kept and kept == [c.output for c in log.by("A")[-len(kept) :]]
