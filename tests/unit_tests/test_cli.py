@@ -272,6 +272,31 @@ def test_the_live_view_keeps_each_calls_label_on_one_line(monkeypatch, width):
     assert not any(line.strip().startswith("local:") for line in lines), lines
 
 
+def test_a_label_in_wide_characters_is_measured_in_columns_not_characters():
+    # A model named in CJK (two columns a character) was measured by its length in
+    # characters: at 100 columns the table was drawn though it did not fit, its token rate
+    # read "12 tok, 12.0 tok…" and the text preview was squeezed out of every row.
+    from rich.cells import cell_len
+
+    from langgraph_moa.cli import _live
+
+    progress = _live.Progress()
+    for proposer in range(2):
+        call = {**LOCAL_CALL_STARTED, "proposer": proposer, "configured_model": "通义千问" * 6}
+        progress.event(call)
+        progress.event(
+            {**call, "event": "finished", "latency_s": 1.0, "completion_tokens": 12}
+            | {"preview": "这是一个很长的中文回答" * 10}
+        )
+    rendered = Console(record=True, width=100)
+    rendered.print(progress)
+    lines = rendered.export_text().splitlines()
+    assert all(cell_len(line) <= 100 - _live.ECHO_COLUMNS for line in lines), lines
+    assert not any("tok…" in line for line in lines), lines
+    assert sum("12.0 tok/s" in line for line in lines) == 2, lines
+    assert sum("这是一个很长的中文回答" in line for line in lines) >= 2, lines
+
+
 def test_the_question_comes_from_the_argument_stdin_or_a_file(tmp_path, monkeypatch):
     import io
 

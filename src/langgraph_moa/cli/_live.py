@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
 from rich.table import Table
@@ -197,13 +198,14 @@ class Progress:
         """Say whether each call's label, state, time and tokens fit on one table line.
 
         A label that did not fit was wrapped by the table, so at 80 or 100 columns every
-        call took two lines and its model read "local:qwen2.5-coder-…".
+        call took two lines and its model read "local:qwen2.5-coder-…". Measured in terminal
+        columns (`cell_len`), not characters: a CJK character takes two.
         """
         if width < NARROW_COLUMNS:
             return False
         rows = list(self.rows.values())
-        label = max((len(r.label) for r in rows), default=0)
-        rate = max((len(r.rate()) for r in rows), default=0)
+        label = max((cell_len(r.label) for r in rows), default=0)
+        rate = max((cell_len(r.rate()) for r in rows), default=0)
         state, seconds, gaps = len("running"), len("999.9s"), 4 * 2
         return label + state + seconds + rate + gaps + MIN_PREVIEW_CHARS <= width
 
