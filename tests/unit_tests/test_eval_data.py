@@ -195,6 +195,40 @@ def test_a_non_utf8_dataset_names_the_file_the_line_and_the_fix(tmp_path):
     )
 
 
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le-bom", "utf-16-be-bom"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_dataset_saved_with_a_byte_order_mark_is_read(tmp_path, encoding, suffix):
+    # Windows editors save "UTF-8" with a byte-order mark, or "Unicode" as UTF-16: the
+    # first line was refused as "not valid JSON (Unexpected UTF-8 BOM ...)", and UTF-16 as
+    # "not UTF-8 (byte 0xff); ... iconv -f latin1", a fix that garbles the file.
+    items = [{"instruction": "Что такое 東京? 👩‍👩‍👧", "output": "café"}]
+    text = json.dumps(items, ensure_ascii=False)
+    if suffix == ".jsonl":
+        text = text[1:-1] + "\n"
+    bom, codec = {
+        "utf-8-sig": (b"", "utf-8-sig"),
+        "utf-16": (b"", "utf-16"),
+        "utf-16-le-bom": (b"\xff\xfe", "utf-16-le"),
+        "utf-16-be-bom": (b"\xfe\xff", "utf-16-be"),
+    }[encoding]
+    data = tmp_path / "données" / f"数据{suffix}"
+    data.parent.mkdir()
+    data.write_bytes(bom + text.encode(codec))
+    (item,) = load_dataset(data)
+    assert item.turns == ["Что такое 東京? 👩‍👩‍👧"]
+
+
+def test_a_dataset_with_a_utf16_mark_but_broken_utf16_is_one_sentence(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b"\xff\xfe" + '{"instruction": "x"}'.encode("utf-16-le") + b"\x00\xd8")
+    with pytest.raises(EvalDatasetError) as err:
+        load_dataset(data)
+    assert str(err.value) == (
+        f"{data}: the file starts with a UTF-16 byte-order mark but is not UTF-16 throughout; "
+        "save it as UTF-8 and run again."
+    )
+
+
 def test_an_unreadable_dataset_is_one_sentence(tmp_path, monkeypatch):
     data = tmp_path / "d.jsonl"
     data.write_text('{"instruction": "x"}\n')
@@ -202,7 +236,7 @@ def test_an_unreadable_dataset_is_one_sentence(tmp_path, monkeypatch):
     def refuse(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(type(data), "read_text", refuse)
+    monkeypatch.setattr(type(data), "read_bytes", refuse)
     with pytest.raises(
         EvalDatasetError, match=r"cannot read the file \(Permission denied\); check"
     ):

@@ -17,6 +17,7 @@ Formats:
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from dataclasses import dataclass, field
@@ -111,19 +112,31 @@ def load_dataset(path: str | Path) -> list[EvalItem]:
 
 
 def _read_text(path: Path) -> str:
-    """Read a dataset file as UTF-8; a file that cannot be read is one sentence, not a trace."""
+    """Read a dataset file as UTF-8; a file that cannot be read is one sentence, not a trace.
+
+    A byte-order mark is honoured, not refused: Windows editors save "UTF-8" with one
+    (read past it) and "Unicode" as UTF-16 (read as such).
+    """
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise EvalDatasetError(
-            f"{path}:{line}: the file is not UTF-8 (byte 0x{exc.object[exc.start]:02x}); "
-            "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8) and run again."
-        ) from None
+        data = path.read_bytes()
     except OSError as exc:
         raise EvalDatasetError(
             f"{path}: cannot read the file ({exc.strerror or type(exc).__name__}); check its "
             "permissions, or give another file."
+        ) from None
+    codec = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        if codec == "utf-16":
+            raise EvalDatasetError(
+                f"{path}: the file starts with a UTF-16 byte-order mark but is not UTF-16 "
+                "throughout; save it as UTF-8 and run again."
+            ) from None
+        raise EvalDatasetError(
+            f"{path}:{line}: the file is not UTF-8 (byte 0x{exc.object[exc.start]:02x}); "
+            "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8) and run again."
         ) from None
 
 
