@@ -40,6 +40,30 @@ def test_the_same_answer_written_two_ways_gets_one_key(a, b, extractor):
     assert extract_answer(a, extractor, pattern) == extract_answer(b, extractor, pattern) != ""
 
 
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Café", "Cafe\u0301"),  # one text, composed (NFC) and decomposed (NFD)
+        ("Ελλάδα", "Ελλα\u0301δα"),  # noqa: RUF001 (Greek on purpose)
+        ("巴黎。", "巴黎"),  # an ideographic full stop, as "Paris." is "paris"
+        ("«Москва»", "Москва"),
+        ("¡Sí!", "sí"),
+        ("Straße", "STRASSE"),
+    ],
+)
+@pytest.mark.parametrize("extractor", ["auto", "text"])
+def test_one_non_english_answer_written_two_ways_gets_one_key(a, b, extractor):
+    # Keys compared code points after dropping ASCII punctuation only: the same word composed
+    # and decomposed (as macOS and many keyboards write it), or ending in a CJK full stop,
+    # was two answers, so agreeing proposals split their votes.
+    assert extract_answer(a, extractor) == extract_answer(b, extractor) != ""
+
+
+def test_agreeing_answers_in_two_normal_forms_win_the_vote_together():
+    decision = select(cands("Cafe\u0301.", "Tee", "Café"), SelectionConfig(method="vote"))
+    assert decision.winner in (0, 2) and decision.tally[0]["votes"] == 2
+
+
 def test_a_worked_answer_is_read_at_its_end():
     worked = "To find the total, 3 boxes hold 4 each. So 3 x 4 = 12. The answer is 12."
     assert extract_answer(worked) == "12" == extract_answer("12 apples")

@@ -22,6 +22,7 @@ import json
 import math
 import re
 import string
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -227,12 +228,21 @@ def load_calibration(path: str | Path) -> dict[str, float]:
 
 
 def normalize_words(text: str) -> str:
-    """Lower-case, drop ASCII punctuation and the articles, collapse whitespace (as SQuAD).
+    """Case-fold, drop punctuation and the articles, collapse whitespace (as SQuAD).
 
-    Vote keys and the eval's text scorers compare answers in this form.
+    Vote keys and the eval's text scorers compare answers in this form. Unicode-aware, so
+    that answers not in English agree as "Paris." and "paris" do: one text composed or
+    decomposed (NFC, NFD) is one key, "Straße" is "STRASSE", and punctuation of any script
+    ("。", "«»", "¡") is dropped as ASCII punctuation is.
     """
-    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    text = unicodedata.normalize("NFC", text).casefold()
+    text = "".join(ch for ch in text if not _is_punctuation(ch))
     return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _is_punctuation(char: str) -> bool:
+    """ASCII punctuation (symbols such as "$" and "+" included, as SQuAD), or any script's."""
+    return char in string.punctuation or unicodedata.category(char).startswith("P")
 
 
 def _number_key(text: str) -> str | None:
