@@ -3,6 +3,7 @@
 import asyncio
 import json
 import sqlite3
+import unicodedata
 
 import pytest
 from fastapi.testclient import TestClient
@@ -210,6 +211,25 @@ def test_overlap_marks_the_answers_spans_shared_with_a_reference():
     assert [answer[a:b] for a, b in spans] == ["blue because of Rayleigh scattering"]
     assert share == pytest.approx(5 / 10)
     assert overlap(answer, "nothing in common here at all") == (0.0, [])
+
+
+def test_overlap_matches_one_text_composed_and_decomposed():
+    # Words were compared code point by code point and cut at combining marks: an answer
+    # written decomposed (NFD, as macOS writes) shared nothing with a composed reference.
+    reference = "Le café était très crémeux à Zürich."
+    answer = unicodedata.normalize("NFD", reference)
+    share, spans = overlap(answer, reference)
+    assert share == 1.0
+    assert [answer[a:b] for a, b in spans] == [answer[:-1]]  # the marks inside, the "." out
+
+
+def test_overlap_finds_shared_runs_in_text_written_without_spaces():
+    # Chinese and Japanese put no spaces between words: a sentence was one "word", so an
+    # answer that reused most of a proposal's sentence was marked as sharing nothing.
+    answer = "天空是蓝色的，因为瑞利散射。"  # noqa: RUF001 (CJK punctuation on purpose)
+    share, spans = overlap(answer, "光：蓝色的，因为瑞利散射在空气中")  # noqa: RUF001
+    assert [answer[a:b] for a, b in spans] == ["蓝色的", "因为瑞利散射"]
+    assert share == pytest.approx(9 / 12)
 
 
 def test_a_selections_groups_name_the_calls_that_agree(fake):

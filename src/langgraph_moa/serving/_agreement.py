@@ -9,8 +9,8 @@ that voted together.
 
 from __future__ import annotations
 
-import re
-from typing import Any
+import unicodedata
+from typing import Any, NamedTuple
 
 from langgraph_moa.run.state import CallRecord
 
@@ -18,11 +18,42 @@ N = 4
 """Words in a shared run: short enough to catch a reused phrase, long enough to skip
 "of the" coincidences."""
 
-_WORD = re.compile(r"\w+")
+
+class _Word(NamedTuple):
+    start: int
+    end: int
+    key: str
+    """The word as compared: NFC-normalized and case-folded."""
 
 
-def _words(text: str) -> list[re.Match[str]]:
-    return list(_WORD.finditer(text))
+def _is_ideograph(char: str) -> bool:
+    """Tell a letter of a script written without spaces (Han, kana, Hangul): a word alone."""
+    wide = unicodedata.east_asian_width(char) in ("W", "F")
+    return wide and unicodedata.category(char) == "Lo"
+
+
+def _words(text: str) -> list[_Word]:
+    """Split `text` into words, each with its character span and the key it is compared by.
+
+    A word is a run of letters, digits and "_" with the combining marks that follow them
+    (a regular expression's word cut "café" written decomposed in two), and each CJK
+    character is a word of its own (a sentence written without spaces was one "word").
+    """
+    spans: list[tuple[int, int]] = []
+    start: int | None = None
+    for i, char in enumerate(text):
+        mark = start is not None and unicodedata.category(char).startswith("M")
+        if (char.isalnum() or char == "_" or mark) and not _is_ideograph(char):
+            start = i if start is None else start
+            continue
+        if start is not None:
+            spans.append((start, i))
+            start = None
+        if _is_ideograph(char):
+            spans.append((i, i + 1))
+    if start is not None:
+        spans.append((start, len(text)))
+    return [_Word(a, b, unicodedata.normalize("NFC", text[a:b]).casefold()) for a, b in spans]
 
 
 def overlap(answer: str, reference: str, n: int = N) -> tuple[float, list[list[int]]]:
@@ -31,22 +62,22 @@ def overlap(answer: str, reference: str, n: int = N) -> tuple[float, list[list[i
     Spans are ``[start, end)`` character offsets into `answer`, merged and in order.
     """
     words = _words(answer)
-    ref = [w.group().lower() for w in _words(reference)]
+    ref = [w.key for w in _words(reference)]
     grams = {tuple(ref[i : i + n]) for i in range(len(ref) - n + 1)}
     covered = [False] * len(words)
-    lowered = [w.group().lower() for w in words]
+    keys = [w.key for w in words]
     for i in range(len(words) - n + 1):
-        if tuple(lowered[i : i + n]) in grams:
+        if tuple(keys[i : i + n]) in grams:
             for k in range(i, i + n):
                 covered[k] = True
     spans: list[list[int]] = []
     for w, hit in zip(words, covered, strict=True):
         if not hit:
             continue
-        if spans and not answer[spans[-1][1] : w.start()].strip(" \t"):
-            spans[-1][1] = w.end()  # only spaces between: one span
+        if spans and not answer[spans[-1][1] : w.start].strip(" \t"):
+            spans[-1][1] = w.end  # only spaces between: one span
         else:
-            spans.append([w.start(), w.end()])
+            spans.append([w.start, w.end])
     share = sum(covered) / len(words) if words else 0.0
     return round(share, 4), spans
 
