@@ -1772,3 +1772,39 @@ async def test_a_slow_reader_that_keeps_reading_a_long_answer_is_not_cut():
 
     with pytest.raises(_Unread):
         await _read_within(stalled, 0.1)({"type": "http.response.body", "body": b"x"})
+
+
+# --- text no encoder takes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["proposer", "aggregator"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_lone_surrogate_in_a_models_answer_is_replaced_not_a_500(fake, who, stream):
+    # A JSON reply may spell a lone surrogate ("\ud800"; a server that cuts an emoji's pair
+    # between two chunks sends two): the text reached the aggregator's prompt and the reply
+    # unencodable, and the whole run was a 500 with every answer computed lost.
+    broken = lambda label, n, messages: "Answer \ud800 here"  # noqa: E731
+    proposers = [fake("A", reply=broken if who == "proposer" else None), fake("B")]
+    aggregator = fake("AGG", reply=broken if who == "aggregator" else None)
+    system = MoAConfig(proposers=proposers, aggregator=aggregator, layers=2, name="m")
+    body = {"model": "m", "messages": USER, "stream": stream}
+    response = post(local(create_app({"m": system})), body)
+    assert response.status_code == 200, response.text
+    response.content.decode("utf-8")  # strict: well-formed UTF-8 throughout
+    text = response.text
+    if stream:
+        events = [json.loads(line[6:]) for line in text.splitlines() if line[6:7] == "{"]
+        assert all("choices" in e for e in events), events
+        text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+    else:
+        text = response.json()["choices"][0]["message"]["content"]
+    assert "\ud800" not in text
+    assert ("Answer \ufffd here" in text) == (who == "aggregator")
+
+
+def test_a_surrogate_pair_split_between_two_chunks_is_joined_again(fake):
+    from langgraph_moa._unicode import well_formed
+
+    assert well_formed("smile \ud83d" + "\ude00!") == "smile \U0001f600!"
+    assert well_formed("\udc80 and \ud800") == "\ufffd and \ufffd"
+    assert well_formed("plain 中文") == "plain 中文"

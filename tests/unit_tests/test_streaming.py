@@ -352,3 +352,17 @@ async def test_an_answer_stream_without_progress_reads_only_discarded_events():
         async for _ in watched:
             pass
     assert [e["event"] for e in progress][:2] == ["started", "finished"]  # a listener gets all
+
+
+def test_a_surrogate_pair_split_between_streamed_pieces_is_sent_joined():
+    # A server that cuts an emoji's UTF-16 pair between two chunks sends a lone half in each:
+    # the halves went out as they came (no UTF-8 encoder takes one), unlike the recorded
+    # answer, so a stream that had sent them was called broken.
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.graph.streaming import OneAttempt
+
+    one = OneAttempt()
+    pieces = [one.sent("smile \ud83d"), one.sent("\ude00!"), one.sent(" end \ud800")]
+    pieces.append(one.rest(AIMessage(content="smile \U0001f600! end \ufffd")))
+    assert pieces == ["smile ", "\U0001f600!", " end ", "\ufffd"]

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 
+from langgraph_moa._unicode import well_formed
 from langgraph_moa.errors import StreamBrokenError
 from langgraph_moa.run._answer import answer_part, final_answer_only
 from langgraph_moa.run._calls import DISCARDED, DISCARDS_ONLY, WATCH
@@ -61,6 +62,7 @@ class OneAttempt:
         self.source: str | None = None  # the message id of the pieces so far
         self.part = 0  # the chunk-wise part of the pieces so far
         self.pieces: list[str] = []  # what the consumer has received
+        self.held = ""  # a high surrogate that ended the last piece: its pair may follow
 
     def check(self, source: str | None, part: int) -> None:
         """Accept a piece of message `source` (of chunk-wise `part`) as the answer's next.
@@ -76,25 +78,43 @@ class OneAttempt:
         self.source, self.part = source, part
 
     def sent(self, text: str) -> str:
-        """Record `text` as sent to the consumer, and return it."""
+        """Record `text` as sent to the consumer, and return it.
+
+        Made well-formed as the recorded answer is (`well_formed`): a high surrogate that
+        ends a piece waits for the next one (a pair split between two chunks is joined),
+        and a lone one becomes U+FFFD, so that what was sent is the answer's text.
+        """
+        text = self.held + text
+        cut = len(text) - 1 if text and "\ud800" <= text[-1] <= "\udbff" else len(text)
+        text, self.held = well_formed(text[:cut]), text[cut:]
         if text:
             self.pieces.append(text)
         return text
 
+    def _flushed(self) -> str:
+        """Send a high surrogate still held back (no pair came): as U+FFFD."""
+        tail, self.held = well_formed(self.held), ""
+        if tail:
+            self.pieces.append(tail)
+        return tail
+
     def rest(self, answer: AIMessage | None) -> str:
-        """Return the whole answer if nothing was sent (a pick, a fallback), else nothing.
+        """Return the whole answer if nothing was sent (a pick, a fallback), else what is held.
+
+        What is held is a lone high surrogate that ended the last piece, sent as U+FFFD.
 
         Raises:
             StreamBrokenError: pieces were sent, but the answer is another text (the
                 streaming call failed after them and a fallback answered).
         """
+        tail = self._flushed()
         if answer is None:
-            return ""
+            return tail
         sent = "".join(self.pieces)
         if sent:
             if str(answer.text) != sent:
                 raise StreamBrokenError(len(sent))
-            return ""
+            return tail
         return self.sent(str(answer.text))
 
 

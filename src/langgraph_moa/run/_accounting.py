@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from langchain_core.messages import AIMessage, BaseMessage
 
 from langgraph_moa._redact import describe_error
+from langgraph_moa._unicode import well_formed
 from langgraph_moa.errors import (
     ContentFilteredError,
     StragglerCancelledError,
@@ -146,7 +147,7 @@ def ok_record(
         configured_model=configured_model,
         model=answering_model(response, configured_model),
         status="ok",
-        output=response.text,
+        output=well_formed(response.text),
         error=None,
         attempts=len(retried_errors or []) + 1,
         retried_errors=list(retried_errors or []),
