@@ -1,6 +1,7 @@
 """`moa serve` hardening, in process (no socket): bodies, policy, limits, size, disconnects."""
 
 import asyncio
+import codecs
 import json
 import threading
 
@@ -1808,3 +1809,22 @@ def test_a_surrogate_pair_split_between_two_chunks_is_joined_again(fake):
     assert well_formed("smile \ud83d" + "\ude00!") == "smile \U0001f600!"
     assert well_formed("\udc80 and \ud800") == "\ufffd and \ufffd"
     assert well_formed("plain 中文") == "plain 中文"
+
+
+@pytest.mark.parametrize(
+    ("body", "fragments"),
+    [
+        (b'{"model":"m","messages":[{"role":"user","content":"hi \\ud800"}]}', ["\\ud800"]),
+        (b'{"model":"m\\udc80","messages":[]}', ["surrogate pair", "line 1 column"]),
+        (b'{"model":"m","messages":[{"role":"user","content":"caf\xe9"}]}', ["not UTF-8"]),
+        (codecs.BOM_UTF8 + json.dumps({"model": "m", "messages": USER}).encode(), ["mark"]),
+        (json.dumps({"model": "m", "messages": USER}).encode("utf-16"), ["UTF-16"]),
+        (json.dumps({"model": "m", "messages": USER}).encode("utf-16-le"), ["UTF-16"]),
+    ],
+)
+def test_a_body_in_another_encoding_or_with_a_lone_surrogate_is_named(client, log, body, fragments):
+    # These read "not valid JSON: expected value at line 1 column 1", "invalid unicode code
+    # point" or "unexpected end of hex escape": nothing said the encoding or the surrogate.
+    response = client.post("/v1/chat/completions", content=body, headers=JSON)
+    error = assert_one_sentence(response, 400, *fragments, "UTF-8")
+    assert error["code"] == "invalid_json" and log.calls == []

@@ -1,5 +1,6 @@
 """How `moa serve` answers an error: OpenAI's error shape, one sentence, the right status."""
 
+import codecs
 import logging
 from typing import Any
 
@@ -92,12 +93,29 @@ def _api_error(exc: MoAError) -> _APIError:
     return _APIError(400, redact(str(exc)))  # some carry a provider's words
 
 
-def _invalid_json(msg: str) -> _APIError:
+def _invalid_json(msg: str, body: object = b"") -> _APIError:
     """Say what is wrong with a body the JSON parser refused.
 
     Its parser stops at 201 levels of nesting with "recursion limit exceeded", which read as
-    "not valid JSON" for a body that is valid JSON, only nested too deep.
+    "not valid JSON" for a body that is valid JSON, only nested too deep. A body in another
+    encoding than UTF-8 read as "expected value at line 1 column 1" or "invalid unicode code
+    point", and a lone surrogate escape as "unexpected end of hex escape": each is named.
     """
+    if encoding := _not_utf8(msg, body):
+        return _APIError(
+            400,
+            f"The body is {encoding}: send the JSON encoded as UTF-8, with no byte-order mark.",
+            code="invalid_json",
+        )
+    if "hex escape" in msg:
+        where = msg.rpartition(" escape ")[2]  # "at line 1 column 1069"
+        return _APIError(
+            400,
+            f"The body is not valid JSON: a \\u escape {where} is cut short or is half of a "
+            "surrogate pair (\\ud800 to \\udfff) without the other half; escape a character "
+            "beyond U+FFFF as a whole pair, or send it unescaped in UTF-8.",
+            code="invalid_json",
+        )
     if "recursion limit exceeded" in msg:
         where = msg.rpartition(" exceeded ")[2]  # "at line 1 column 1069"
         return _APIError(
@@ -109,6 +127,18 @@ def _invalid_json(msg: str) -> _APIError:
     return _APIError(400, f"The body is not valid JSON: {msg}.", code="invalid_json")
 
 
+def _not_utf8(msg: str, body: object) -> str | None:
+    """Name the encoding of a body that is not UTF-8 JSON, where its first bytes tell."""
+    head = body[:4] if isinstance(body, bytes | bytearray) else b""
+    if head.startswith(codecs.BOM_UTF8):
+        return "UTF-8 with a byte-order mark (EF BB BF) before the JSON"
+    if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) or b"\x00" in head:
+        return "UTF-16 or UTF-32, not UTF-8"
+    if "invalid unicode code point" in msg:
+        return f"not UTF-8 (a byte {msg.rpartition(' point ')[2]} is no UTF-8 character)"
+    return None
+
+
 def _invalid_body(exc: ValidationError) -> _APIError:
     """Turn the request model's error into one sentence naming the field (OpenAI's param)."""
     first = exc.errors(include_url=False)[0]
@@ -117,7 +147,7 @@ def _invalid_body(exc: ValidationError) -> _APIError:
     loc = [clip(str(p)) for i, p in enumerate(parts) if i == 0 or not _is_union_tag(p)]
     param = ".".join(loc) or None
     if first["type"] == "json_invalid":
-        return _invalid_json(first["msg"])
+        return _invalid_json(first["msg"], first.get("input"))
     if not loc and first["type"] in ("model_type", "dict_type"):
         return _APIError(
             400,
