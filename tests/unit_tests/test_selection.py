@@ -59,6 +59,23 @@ def test_one_non_english_answer_written_two_ways_gets_one_key(a, b, extractor):
     assert extract_answer(a, extractor) == extract_answer(b, extractor) != ""
 
 
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("东京。因为它是日本的首都。", "东京"),
+        ("東京です！首都だからです。", "東京です"),  # noqa: RUF001 (Japanese on purpose)
+        ("Paris. Because it is the capital.", "paris"),  # as before
+    ],
+)
+def test_the_first_sentence_ends_at_a_cjk_full_stop_as_at_a_period(a, b):
+    # Sentences were cut only at ". ", "! " and "? ": Chinese and Japanese end theirs with
+    # a full-width stop, exclamation or question mark and no space, so a short answer with
+    # its reason ("东京。因为…") was one
+    # long key, apart from the bare "东京" that agreed with it.
+    assert extract_answer(a, "short-span") == extract_answer(b, "short-span") != ""
+    assert extract_answer(a) == extract_answer(b)
+
+
 def test_agreeing_answers_in_two_normal_forms_win_the_vote_together():
     decision = select(cands("Cafe\u0301.", "Tee", "Café"), SelectionConfig(method="vote"))
     assert decision.winner in (0, 2) and decision.tally[0]["votes"] == 2

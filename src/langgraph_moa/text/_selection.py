@@ -334,10 +334,15 @@ def written_numbers(text: str) -> list[Fraction]:
     return [value for value in values if value is not None]
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s|(?<=[\u3002\uff01\uff1f])")
+"""Where a sentence ends: ". ", "! ", "? ", or a CJK full stop, exclamation or question
+mark, which no space follows ("东京。因为…")."""
+
+
 def _first_sentence(text: str) -> str:
     line = next((part for part in text.strip().splitlines() if part.strip()), "")
     line = _LEAD_IN.sub("", line)
-    return re.split(r"(?<=[.!?])\s", line, maxsplit=1)[0]
+    return _SENTENCE_END.split(line, maxsplit=1)[0]
 
 
 def extract_answer(text: str, extractor: Extractor = "auto", pattern: str | None = None) -> str:
