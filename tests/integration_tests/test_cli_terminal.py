@@ -285,3 +285,18 @@ def test_ctrl_c_in_eval_takes_its_progress_bar_away_and_shows_the_cursor(backend
         assert screen.tmux("display", "-p", "#{cursor_flag}").strip() == "1", shown
     finally:
         screen.close()
+
+
+def test_a_model_named_in_wide_characters_keeps_its_calls_rows_whole(backend):
+    # A CJK character takes two columns: the view measured the label in characters and drew
+    # the table at 130 columns though it did not fit, so each row's preview was "通 …".
+    model = "通义千问" * 6
+    command = moa_command("run", "--proposers", f"{model}@{backend.url}", "--layers", "2", "q")
+    screen = Screen(then_exit_code(command), width=130)
+    try:
+        shown = screen.wait_for("exit=0")
+    finally:
+        screen.close()
+    assert " …" not in shown and "tok…" not in shown, shown
+    assert shown.count(" tok/s") == 2, shown
+    assert "answer 1 w0" in shown, shown  # the proposer's preview, as the answer's below
