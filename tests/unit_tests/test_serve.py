@@ -379,6 +379,32 @@ def test_a_variant_registered_in_the_servers_process_is_served_only_where_the_op
         unregister(toy.name)
 
 
+def test_an_unknown_variant_is_answered_with_the_served_choices_only(fake):
+    """A typo must not name (nor tell apart) a registered variant the operator did not serve."""
+    from langgraph_moa.serving._errors import _APIError
+    from langgraph_moa.variants import Plan, register, unregister
+
+    toy = type("Toy", (Plan,), {"name": "plugin-secret", "description": "a toy"})
+    register(toy)
+    try:
+        systems = {"m": MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("C"))}
+        prepare = _Preparer(systems, ModelPolicy.for_systems(systems), RequestLimits())
+        body = {"model": "m", "messages": USER}
+        for name, told in [
+            ("plugin-secre", "choose one of 'moa'"),
+            ("zz-top", "choose one of 'moa'"),
+            ("self-mao", "did you mean 'self-moa'?"),
+        ]:
+            with pytest.raises(_APIError) as refused:
+                prepare(json.dumps({**body, "variant": name}).encode())
+            message = refused.value.message
+            assert refused.value.status == 400 and refused.value.param == "variant"
+            assert f"The variant {name!r} is not served here" in message and told in message
+            assert "plugin-secret" not in message and "\n" not in message
+    finally:
+        unregister(toy.name)
+
+
 def test_client_strings_echoed_in_errors_are_cut_short(client):
     long = "z" * 5000
     bodies = [

@@ -34,7 +34,8 @@ from langgraph_moa.run._calls import CALL_TALLY, CallTally
 from langgraph_moa.serving._access import note_calls, note_model
 from langgraph_moa.serving._errors import _api_error, _APIError, _invalid_body
 from langgraph_moa.serving._schema import ChatRequest
-from langgraph_moa.variants import shipped_variants, variant_names, variant_of
+from langgraph_moa.text._names import did_you_mean
+from langgraph_moa.variants import shipped_variants, variant_of
 
 
 @dataclass(frozen=True)
@@ -401,17 +402,20 @@ class _Preparer:
         return job
 
     def _check_variant(self, variant: str | None) -> None:
-        """Refuse a registered variant the operator did not serve (unknown names: the context's).
+        """Refuse a variant the operator did not serve, naming only the served ones.
 
         Any module the server's process imports can register a variant; running it for a
-        client would run code the operator never chose.
+        client would run code the operator never chose. An unknown name gets the same answer,
+        its did-you-mean drawn from the served ones: the registry's own message would name
+        (and a different answer would betray) a registered variant that is not served.
         """
-        if variant is None or variant in self.variants or variant not in variant_names():
+        if variant is None or variant in self.variants:
             return
+        hint = did_you_mean(variant, self.variants)
         raise _APIError(
             400,
-            f"The variant {variant!r} is not served here: choose one of "
-            f"{', '.join(map(repr, self.variants))}.",
+            f"The variant {clip(variant)!r} is not served here: choose one of "
+            f"{', '.join(map(repr, self.variants))}" + (f" ({hint})." if hint else "."),
             param="variant",
             code="invalid_value",
         )
