@@ -140,6 +140,20 @@ def test_a_variant_name_outside_lower_case_words_and_hyphens_is_refused(name):
     assert name not in variant_names()
 
 
+def test_a_variant_name_starting_with_a_digit_is_refused_saying_so():
+    # "2moa" is letters, digits and hyphens: the message must name the rule it breaks.
+    bad = type("Bad", (Plan,), {"name": "2moa", "description": "a toy"})
+    with pytest.raises(ValueError, match=r"start with a letter"):
+        register(bad)
+    assert "2moa" not in variant_names()
+
+
+@pytest.mark.parametrize("name", ["moa-2", "deep-moa", "x"])
+def test_a_variant_name_of_lower_case_words_digits_and_hyphens_is_accepted(name):
+    register(type("Fine", (Plan,), {"name": name, "description": "a toy"}))
+    assert name in variant_names()
+
+
 @pytest.mark.parametrize(
     "thing",
     [42, lambda cfg: None, type("Loose", (), {"name": "loose", "description": "no Plan"})],

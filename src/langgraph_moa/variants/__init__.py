@@ -47,7 +47,8 @@ def register(variant: type[Plan]) -> type[Plan]:
     """Add a variant to the registry (usable as a class decorator); its name must be new.
 
     Everything is checked here, so that a mistake fails at the `register` line and not in
-    the first config or run that names the variant.
+    the first config or run that names the variant. The name is lower-case words of letters
+    and digits joined by single hyphens, starting with a letter (``deep-moa``, ``moa-2``).
     """
     if not (isinstance(variant, type) and issubclass(variant, Plan)):
         raise TypeError(
@@ -59,8 +60,8 @@ def register(variant: type[Plan]) -> type[Plan]:
     if not _NAME.fullmatch(variant.name):
         raise ValueError(
             f"variant name {variant.name!r} of {variant.__name__} is not lower-case letters, "
-            "digits and single hyphens: write it as the built-in ones are (for example "
-            "'best-of-n')"
+            "digits and single hyphens that start with a letter and end with no hyphen: write "
+            "it as the built-in ones are (for example 'self-moa-seq' or 'moa-2')"
         )
     taken = _REGISTRY.get(variant.name)
     if taken is not None and taken is not variant:
