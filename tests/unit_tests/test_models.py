@@ -1,7 +1,8 @@
 """The one place that reads LangChain's private provider table, pinned against public behaviour.
 
-`models._langchain_providers` imports private names of langchain.chat_models.base, since
-LangChain has no public API for them; these tests fail first if an upgrade changes them.
+`providers._table._langchain_providers` (which `_models` re-imports) reads private names of
+langchain.chat_models.base, since LangChain has no public API for them; spec validation and
+`register_provider` both use it, and these tests fail first if an upgrade changes them.
 """
 
 import importlib.util
