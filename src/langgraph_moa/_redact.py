@@ -66,14 +66,19 @@ key's alphabet holds it (base64 and base64url, hex, a URL's unreserved ``-._~`` 
 key's, and goes with it. A key's own ``.``, ``=`` or ``~`` always goes, even ending a
 sentence."""
 
+_PARAM_START = r"(?:[?&;#]|\\u0026)"
+"""What opens a parameter: the query's ``?``, ``&`` or ``;``, the fragment's ``#`` (OAuth's
+implicit flow returns ``#access_token=...``), and ``\\u0026``, the ``&`` of a URL repeated
+in a JSON body whose encoder escapes it (Go's does): the key after either was shown."""
+
 _CREDENTIAL_PARAM = re.compile(
-    rf"(?i)([?&;](?!{_NOT_A_CREDENTIAL})(?:[\w.\-]*[_.\-])?(?:key|api_?key|apikey|token|auth|"
-    r"authorization|sig|signature|password|passwd|pwd|secret|credentials?)=)"
+    rf"(?i)({_PARAM_START}(?!{_NOT_A_CREDENTIAL})(?:[\w.\-]*[_.\-])?(?:key|api_?key|apikey|token|"
+    r"auth|authorization|sig|signature|password|passwd|pwd|secret|credentials?)=)"
     rf"[^&#\s'\"<>]*[^&#\s'\"<>{_TEXT_AFTER}](?=[{_TEXT_AFTER}]*(?:[&#\s'\"<>]|$))"
 )
-"""A URL's query parameter whose name says it holds a credential (``?key=``, ``&sig=``,
-``access_token=``, ``X-Amz-Signature=``), up to the next parameter or the URL's end, less
-the punctuation of the text around the URL (`_TEXT_AFTER`)."""
+"""A URL's query (or fragment) parameter whose name says it holds a credential (``?key=``,
+``&sig=``, ``#access_token=``, ``X-Amz-Signature=``), up to the next parameter or the URL's
+end, less the punctuation of the text around the URL (`_TEXT_AFTER`)."""
 
 _PATTERNS.insert(0, (_CREDENTIAL_PARAM, rf"\1{REDACTED}"))
 

@@ -405,3 +405,53 @@ def test_a_refused_model_spec_is_repeated_without_its_urls_key(spec):
     with pytest.raises(MoAConfigError) as refused:
         MoAConfig(proposers=[{"model": spec}], aggregator={"model": "openai:gpt-4o"})
     assert SECRET not in str(refused.value) and "key=[redacted]" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # OAuth's implicit flow hands the token back in the fragment, not the query.
+        "redirected to https://app.test/cb#access_token=s3cr3tValue9&token_type=bearer",
+        # Go's JSON escapes '&' as \u0026: an upstream repeating the URL in a JSON body.
+        '{"error": "bad url https://h.test/v1?alt=json\\u0026key=s3cr3tValue9"}',
+    ],
+)
+def test_a_key_in_a_fragment_or_after_a_json_escaped_ampersand_is_redacted(text):
+    from langgraph_moa._redact import redact, redact_url
+
+    assert "s3cr3tValue9" not in redact_url(text)
+    assert "s3cr3tValue9" not in redact(text)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "?key=" * 200_000,
+        "?key=" + ")" * 1_000_000,
+        ";key=" + ";" * 1_000_000,
+        (";key=" + ")" * 40 + "&") * 20_000,
+        ("#" + "a_" * 500) * 1_000,
+        "?a" + "_" * 1_000_000,
+        ("\\u0026" + "x-" * 100) * 5_000,
+        "api_key" + " " * 1_000_000,
+    ],
+    ids=[
+        "key-repeats",
+        "paren-run",
+        "semicolon-run",
+        "short-runs",
+        "fragments",
+        "name-run",
+        "json-amps",
+        "header-spaces",
+    ],
+)
+def test_redaction_stays_linear_on_a_megabyte_of_hostile_text(text):
+    # Error bodies are untrusted: a pattern that backtracks quadratically would hang a
+    # request (or `moa serve`) on one crafted megabyte.
+    from langgraph_moa._redact import redact, redact_url
+
+    assert len(redact_url(text)) > 0
+    assert len(redact(text)) > 0
+
