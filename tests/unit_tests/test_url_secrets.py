@@ -455,3 +455,30 @@ def test_redaction_stays_linear_on_a_megabyte_of_hostile_text(text):
     assert len(redact_url(text)) > 0
     assert len(redact(text)) > 0
 
+
+def test_every_error_repeating_a_model_spec_hides_its_urls_key(tmp_path):
+    # The model-spec errors of the providers hid the key; these others repeated the spec
+    # whole: a per-call model= the select variant cannot honor, an eval system that is
+    # neither a preset nor a file, a `single:` system whose spec is refused,
+    # an --allow-model spec refused, a --proposers list with an empty item.
+    from langgraph_moa.chat_model import model_override
+    from langgraph_moa.cli._config import model_list
+    from langgraph_moa.errors import MoAError
+    from langgraph_moa.eval.runner import resolve_system, single_model
+    from langgraph_moa.run.cache import SQLiteCallCache
+    from langgraph_moa.serving._policy import _check_allowed_spec
+
+    bad_scheme = f"mystery@ftp://h.test/v1?alt=json&key={SECRET}"
+    select = MoAConfig(variant="select", proposers=["m@http://h.test/v1"])
+    refusals = [
+        lambda: model_override(select, SPEC),
+        lambda: resolve_system(SPEC, SQLiteCallCache(tmp_path / "c.sqlite")),
+        lambda: single_model("single:" + bad_scheme),
+        lambda: _check_allowed_spec(bad_scheme),
+        lambda: model_list("--proposers", f"{SPEC},,"),
+    ]
+    for refuse in refusals:
+        with pytest.raises((MoAError, ValueError)) as caught:
+            refuse()
+        message = str(caught.value)
+        assert SECRET not in message and "key=[redacted]" in message, message

@@ -132,7 +132,7 @@ def single_model(spec: str) -> MoAConfig:
     try:
         proposer = ProposerConfig(model=model, max_tokens=SINGLE_MAX_TOKENS, temperature=0.0)
     except ValidationError as exc:
-        raise _spec_error(exc, f"system {spec!r}") from None
+        raise _spec_error(exc, f"system {redact_url(repr(spec))}") from None
     return MoAConfig(variant="select", name=redact_url(spec), proposers=[proposer])
 
 
@@ -169,8 +169,9 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
         config = load_config(spec)
     else:
         raise MoAConfigError(
-            f"Unknown system {spec!r}: give a preset ({', '.join(list_presets())}), a config "
-            "file (.yaml/.json), or one model as 'single:<model spec>'."
+            f"Unknown system {redact_url(repr(spec))}: give a preset "
+            f"({', '.join(list_presets())}), a config file (.yaml/.json), or one model as "
+            "'single:<model spec>'."
         )
     # A config file's own `name:` names the system in the report, not its file name.
     name = config.name if Path(spec).suffix in (".yaml", ".yml", ".json") and config.name else spec
