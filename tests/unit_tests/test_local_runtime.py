@@ -1046,3 +1046,32 @@ def test_two_failures_kept_at_once_never_trim_each_others_log(stand_in, tmp_path
     racer.join()
     assert Path(first.log_path).exists() and Path(second.log_path).exists(), logs(tmp_path)
     assert len([p for p in logs(tmp_path) if "-failed-" in p.name]) == KEPT_LOGS_PER_MODEL
+
+
+def test_a_log_folder_that_refuses_locks_still_keeps_the_failed_log(
+    stand_in, tmp_path, monkeypatch, caplog
+):
+    # flock fails on some file systems (an NFS mount without its lock daemon: ENOLCK): the
+    # OSError ran out of the failure's warning, so the operator was told neither what
+    # happened nor where the log is, and the caller got an OSError instead of its error.
+    # Without a lock the log is kept and trimmed as before the lock existed.
+    import errno
+    import logging
+
+    from langgraph_moa.errors import LocalRuntimeError
+    from langgraph_moa.local import runtime
+
+    def no_locks(*_):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    if runtime.fcntl is None:
+        pytest.skip("no OS lock without fcntl")
+    monkeypatch.setattr(runtime.fcntl, "flock", no_locks)
+    server = stand_in(CRASHES)
+    with caplog.at_level(logging.WARNING, logger="langgraph_moa.local"):
+        with pytest.raises(LocalRuntimeError):
+            server.wait_ready(timeout=10)
+    [log] = logs(tmp_path)
+    assert "-failed-" in log.name and str(log) == server.log_path
+    [warned] = [r.getMessage() for r in caplog.records]
+    assert str(log) in warned, warned

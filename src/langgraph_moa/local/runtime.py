@@ -430,7 +430,8 @@ def _one_keeper(folder: Path, prefix: str) -> Iterator[None]:
     after an hour of quiet), took it for the oldest and deleted it, while the warning named
     it. The lock is the OS's, on ``<prefix>logs.lock`` beside the logs (released when its
     holder exits, even killed; it is not a ``.log``, so no trim takes it); without
-    ``fcntl`` (Windows) there is none, as before.
+    ``fcntl`` (Windows), or where the file system refuses locks (``ENOLCK`` on an NFS mount
+    without its lock daemon), there is none, as before: the log is kept all the same.
     """
     try:
         handle = (folder / f"{prefix}logs.lock").open("a")
@@ -439,7 +440,8 @@ def _one_keeper(folder: Path, prefix: str) -> Iterator[None]:
         return
     with handle:
         if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            with contextlib.suppress(OSError):
+                fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
 
