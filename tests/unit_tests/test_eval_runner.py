@@ -809,3 +809,25 @@ def test_a_stop_while_a_results_file_is_written_leaves_the_earlier_one_whole(
     with pytest.raises(KeyboardInterrupt):
         _evaluate([mix], ITEMS, tmp_path)
     assert path.read_text() == before  # the earlier run's file, every line of it
+
+
+def test_a_plot_drawing_unpriced_calls_as_free_says_so(mix, lone, tmp_path):
+    # The priced plot drew each system at the dollars of its priced calls alone: a system
+    # whose models are missing from the price table sat at $0 and took the Pareto front,
+    # the plot and the report's front saying nothing of it (only the table's "+N unpriced").
+    prices = {"right": (1.0, 2.0), "wrong": (1.0, 2.0)}  # neither lone's nor the aggregators'
+    summary = asyncio.run(
+        Evaluation([mix, lone], ITEMS, tmp_path, prices=prices).run(progress=False)
+    )
+    assert summary["wrong-alone"]["unpriced_calls"] == 12
+    report = (tmp_path / "report.md").read_text()
+    [note] = [line for line in report.splitlines() if "unpriced" in line and line[:1] == ">"]
+    assert "wrong-alone (12 unpriced calls)" in note and "mix (6 unpriced calls)" in note, note
+    assert "price" in note
+
+
+def test_a_plot_with_every_call_priced_adds_no_note(mix, tmp_path):
+    prices = {"right": (1.0, 2.0), "wrong": (1.0, 2.0), "agg": (1.0, 2.0)}
+    asyncio.run(Evaluation([mix], ITEMS, tmp_path, prices=prices).run(progress=False))
+    report = (tmp_path / "report.md").read_text()
+    assert not [line for line in report.splitlines() if "unpriced" in line and line[:1] == ">"]

@@ -696,6 +696,8 @@ class Evaluation:
                     intervals=intervals,
                 )
                 extras["quality_vs_cost"], extras["pareto_front"] = "quality_vs_cost.png", front
+                if self.prices is not None and (note := _unpriced_note(summary)):
+                    self.notes.append(note)
             if curves:
                 quality_per_layer(curves, self.out / "quality_per_layer.png")
                 extras["quality_per_layer"] = "quality_per_layer.png"
@@ -768,6 +770,26 @@ def _quality_cost_points(
         }
         cost_label = "tokens per item (prompt + completion)"
     return {n: (cost[n], quality[n]) for n in summary}, cost_label, quality_label
+
+
+def _unpriced_note(summary: dict[str, Any]) -> str | None:
+    """Say which systems the dollars plot draws cheaper than they are, if any.
+
+    A call whose model the price table lacks adds no dollars: a system of such models sat
+    at $0 on the plot and took the Pareto front, which said nothing of it.
+    """
+    unpriced = [
+        f"{n} ({s['unpriced_calls']} unpriced calls)"
+        for n, s in summary.items()
+        if s.get("unpriced_calls")
+    ]
+    if not unpriced:
+        return None
+    return (
+        f"The quality-vs-cost plot and its Pareto front count the priced calls' dollars only: "
+        f"{', '.join(unpriced)} cost more than drawn; give their models a price to compare "
+        "them."
+    )
 
 
 def _item_scores(rows: list[dict[str, Any]]) -> dict[str, float]:
