@@ -436,6 +436,19 @@ async def test_astream_events_shows_the_inner_chat_model_events(fake):
     assert "".join(e["data"]["chunk"].text for e in inner) == "AGG says alpha beta gamma STOP delta"
 
 
+async def test_astream_events_gives_each_answer_token_once_under_the_moas_own_name(fake):
+    # The README tells a user printing on_chat_model_stream to keep the events named for the
+    # MoA (its own run), since the inner aggregator's events carry the same tokens again.
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG", reply=LONG), layers=2)
+    model = MoAChatModel(config=config)
+    events = [e async for e in model.astream_events("hi", version="v2")]
+    streamed = [e for e in events if e["event"] == "on_chat_model_stream"]
+    own = "".join(e["data"]["chunk"].text for e in streamed if e["name"] == model.get_name())
+    assert own == "AGG says alpha beta gamma STOP delta"
+    inner = "".join(e["data"]["chunk"].text for e in streamed if e["name"] != model.get_name())
+    assert inner == own  # the same tokens a second time, under the aggregator's name
+
+
 @pytest.mark.parametrize("streaming", [None, True])
 def test_langgraph_messages_mode_gets_each_token_once(fake, streaming):
     from langgraph.graph import START, MessagesState, StateGraph
