@@ -128,3 +128,49 @@ async def test_a_context_past_the_limits_is_refused_before_any_call(server_url):
     state = await client.threads.get_state(thread["thread_id"])
     assert not state["values"].get("calls")  # nothing was called
     assert serve_pids() - before == set()  # no model server was even started
+
+
+async def test_a_context_naming_an_endpoint_url_calls_no_host_the_operator_did_not_set(
+    server_url,
+):
+    """A client's run context chose the endpoint: the server posted the conversation to a
+    host of the client's choosing (here a loopback listener standing in for an internal one).
+    The run is refused with the reason, and nothing connects."""
+    import socket
+    import threading
+
+    from langgraph_sdk import get_client
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    connected = []
+
+    def hang_up() -> None:  # each connection fails at once, so a call cannot wait it out
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            connected.append(1)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    client = get_client(url=server_url)
+    thread = await client.threads.create()
+    try:
+        run = await client.runs.create(
+            thread["thread_id"],
+            "moa",
+            input={"messages": [{"role": "user", "content": "hi"}]},
+            context={**SMALL, "proposers": [f"m@http://127.0.0.1:{port}/v1"]},
+        )
+        await client.runs.join(thread["thread_id"], run["run_id"])
+        finished = await client.runs.get(thread["thread_id"], run["run_id"])
+    finally:
+        listener.close()
+    assert finished["status"] == "error"
+    assert connected == []
+    state = await client.threads.get_state(thread["thread_id"])
+    assert not state["values"].get("calls")

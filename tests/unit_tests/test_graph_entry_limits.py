@@ -80,3 +80,48 @@ def test_a_self_moa_entry_point_runs_the_model_its_context_names(name):
         )
     with pytest.raises(MoAConfigError, match="proposers"):
         configs.get({"proposers": []})
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"proposers": ["m@http://169.254.169.254/latest"]},
+        {"aggregator": "m@http://10.0.0.7:8080/v1"},
+        {"proposers": ["local:qwen2.5-coder-0.5b", "m@http://10.0.0.7:8080/v1?key=x"]},
+    ],
+)
+def test_an_entry_point_refuses_an_endpoint_url_its_operator_did_not_configure(context):
+    """A LangGraph server client chooses its run's context: naming `model@url` made the server
+    post the conversation to any host the client chose (server-side request forgery, port
+    scans of the server's network), where `moa serve` refuses it unless the operator passed
+    --allow-client-endpoints. The entry points hold their runs to `moa serve`'s defaults."""
+    from langgraph_moa import ModelNotAllowedError
+
+    configs = entry("moa").nodes["prepare"].bound.func.__self__.configs
+    with pytest.raises(ModelNotAllowedError) as refused:
+        configs.get(context)
+    message = str(refused.value)
+    assert "allow_client_endpoints=True" in message and "\n" not in message
+    assert "'proposers" in message or "'aggregator'" in message
+    assert "key=x" not in message  # a URL's key is never repeated
+
+
+def test_a_graph_with_limits_calls_no_endpoint_its_config_does_not_name(fake, log):
+    """The refusal comes before the first call, the run's own models included; the config's
+    own endpoints stay callable by their label (a keyed one with its key), and the operator
+    can let callers name endpoints of their own."""
+    from langgraph_moa import ModelNotAllowedError, create_moa_graph
+
+    own = "m@http://127.0.0.1:9/v1"
+    config = MoAConfig(proposers=[fake("A"), own], aggregator=fake("AGG"), layers=2)
+    graph = create_moa_graph(config, limits=RequestLimits())
+    with pytest.raises(ModelNotAllowedError, match="'proposers'"):
+        graph.invoke({"messages": [("user", "q")]}, context={"proposers": ["x@http://evil/v1"]})
+    assert log.calls == []
+    configs = graph.nodes["prepare"].bound.func.__self__.configs
+    assert configs.get({"aggregator": own}).aggregator.model == own
+    open_graph = create_moa_graph(config, limits=RequestLimits(allow_client_endpoints=True))
+    chosen = open_graph.nodes["prepare"].bound.func.__self__.configs.get(
+        {"proposers": ["x@http://evil/v1"]}
+    )
+    assert chosen.proposers[0].model == "x@http://evil/v1"

@@ -15,11 +15,13 @@ Two sets of limits share these checks:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from langgraph_moa.errors import LimitExceededError
+from langgraph_moa.errors import LimitExceededError, ModelNotAllowedError
+from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
 
 if TYPE_CHECKING:
     from langgraph_moa.config._schema import MoAConfig
@@ -118,6 +120,9 @@ class RequestLimits(BaseModel):
     max_answer_tokens: int = Field(default=4096, ge=1, description="--max-answer-tokens")
     max_run_tokens: int = Field(default=1_000_000, ge=1, description="--max-run-tokens")
     request_timeout_s: float = Field(default=600.0, ge=1, description="--request-timeout")
+    allow_client_endpoints: bool = Field(default=False, description="--allow-client-endpoints")
+    """Whether a run's context may name OpenAI-compatible endpoints its graph's config does
+    not (`check_endpoints`); `moa serve` reads its flag of that name into its model policy."""
 
     def covering(self, config: MoAConfig) -> RequestLimits:
         """Return these limits raised where a served config itself goes past them.
@@ -180,6 +185,28 @@ class RequestLimits(BaseModel):
                 "proposers, or have the operator raise --max-calls."
             )
 
+    def check_endpoints(self, config: MoAConfig, configured: Collection[str]) -> None:
+        """Refuse a run config that calls an endpoint URL not in `configured` (labels).
+
+        A caller who names ``model@url`` makes the server post the conversation to a host of
+        its choosing (server-side request forgery, scans of the server's network); `moa
+        serve` refuses that unless its operator allows it, and so do graphs built with these
+        limits. The URL is not repeated: it may hold a key.
+        """
+        if self.allow_client_endpoints:
+            return
+        roles = [("proposers", p.model) for p in config.proposers]
+        roles += [("aggregator", r.model) for r in config.final_chain]
+        for field, model in roles:
+            label = endpoint_label(model)
+            if label is not None and label not in configured:
+                raise ModelNotAllowedError(
+                    f"The run context's '{field}' names an endpoint URL that this graph's "
+                    "config does not, and this graph calls only the endpoints its operator "
+                    "configured: name one of its own models, or have the operator build the "
+                    "graph with limits=RequestLimits(allow_client_endpoints=True)."
+                )
+
     def check_conversation(self, messages: int, chars: int, parts: int = 0) -> None:
         """Refuse a conversation with too many messages, characters or content parts.
 
@@ -207,3 +234,13 @@ class RequestLimits(BaseModel):
                 f"the server's limit of {self.max_parts}: join adjacent text parts or send "
                 "fewer tools, or have the operator raise --max-parts."
             )
+
+
+def endpoint_label(model: Any) -> str | None:
+    """Return an endpoint model's ``model@url`` label; None for any other model."""
+    if isinstance(model, OpenAIEndpoint):
+        return model.label()
+    if isinstance(model, str):
+        endpoint = parse_endpoint_string(model.strip())
+        return endpoint.label() if endpoint is not None else None
+    return None

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langgraph_moa._lru import BoundedLRU
-from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.config._limits import RequestLimits, endpoint_label
 from langgraph_moa.config._schema import (
     AggregatorConfig,
     MoAConfig,
@@ -283,7 +283,24 @@ class ContextConfigCache:
         if self.limits is not None:
             config = self.limits.with_budget(config)  # a context preset has its own budget
             self.limits.check_config(config)
+            self.limits.check_endpoints(config, self._own_endpoints(ctx))
         return self._cache.put(key, config)
+
+    def _own_endpoints(self, context: MoAContext) -> set[str]:
+        """Return the labels of the endpoints the operator configured.
+
+        The base config's, and those of the preset the context starts from (presets ship
+        with the package, so their endpoints are the operator's choice too).
+        """
+        configs = [self.base]
+        if context.preset:
+            configs.append(MoAConfig.from_preset(context.preset))
+        labels = {
+            endpoint_label(role.model)
+            for config in configs
+            for role in [*config.proposers, *config.final_chain]
+        }
+        return {label for label in labels if label is not None}
 
 
 def answer_cap(variant: str, max_tokens: int | None) -> dict[str, int]:
