@@ -353,3 +353,26 @@ def test_handlers_and_tags_reach_every_call_in_the_order_they_were_given(fake, m
         tags[: len(names)] == [["user-1", "user-2", "seq:step:1", "moa:proposer", "nostream"]] * 6
     )
     assert tags[len(names) :] == [["user-1", "user-2", "seq:step:1", "moa:final"]] * 6
+
+
+@pytest.mark.parametrize("value", [1, {"ended": 0}, "tally"])
+def test_a_callers_configurable_call_tally_that_is_no_tally_leaves_the_run_as_it_is(
+    three_layer, value
+):
+    """``moa_call_tally`` is an in-process hook, but a LangGraph server client sets any
+    ``configurable`` key: counting into its JSON value raised in every node, which the retry
+    policy retried with backoff for minutes (20 attempts) before the run failed."""
+    import threading
+
+    graph = three_layer[1]
+    out: dict = {}
+    run = threading.Thread(
+        target=lambda: out.update(
+            graph.invoke(QUESTION, {"configurable": {"moa_call_tally": value}})
+        ),
+        daemon=True,
+    )
+    run.start()
+    run.join(timeout=20)
+    assert not run.is_alive(), "the run was still retrying"
+    assert out["messages"][-1].text.startswith("AGG #")

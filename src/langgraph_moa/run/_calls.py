@@ -111,7 +111,9 @@ def emit(event: str, **fields: Any) -> None:
     plain run no more function calls than before.
     """
     configurable = get_config()[CONF]
-    if event in _ENDED and (tally := configurable.get(CALL_TALLY)) is not None:
+    # Only a real tally: a LangGraph server client sets any `configurable` key, and counting
+    # into its JSON value raised in every node (retried for minutes by the retry policy).
+    if event in _ENDED and isinstance(tally := configurable.get(CALL_TALLY), CallTally):
         tally.ended += 1
         tally.failed += event == "failed"
     if event != DISCARDED and configurable.get(DISCARDS_ONLY):
