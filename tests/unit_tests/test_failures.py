@@ -52,6 +52,41 @@ def test_transient_errors_are_retried_permanent_ones_are_not(fake, log):
     assert len(log.by("AGG")) == 1  # the layer joined once despite the mixed outcome
 
 
+@pytest.mark.parametrize(
+    "bug", [AttributeError("'NoneType' object has no attribute 'x'"), AssertionError("unreachable")]
+)
+def test_a_bug_in_code_is_tried_once_not_retried(fake, log, bug):
+    """LangGraph's default retry rule retries every error it does not list, AttributeError
+    and AssertionError among them: a bug in a model's code was tried again and again, and a
+    bug in a node's own body (where the node's RetryPolicy alone decides) up to 20 times with
+    backoff, holding the run for minutes. A bug never passes on a second try."""
+    from langgraph_moa.providers._retry import is_retryable
+
+    assert not is_retryable(bug)
+    buggy = fake("BUGGY", fail=always(bug))
+    config = MoAConfig(
+        proposers=[buggy, fake("B")], aggregator=fake("AGG"), layers=2, retry=FAST_RETRY
+    )
+    create_moa_graph(config).invoke(QUESTION)
+    assert len(log.by("BUGGY")) == 1
+
+
+def test_a_bug_in_a_nodes_own_body_fails_the_run_at_once(fake, monkeypatch):
+    from langgraph_moa.graph import _nodes
+
+    tries = []
+
+    def broken(calls):
+        tries.append(calls)
+        raise AttributeError("'NoneType' object has no attribute 'usage'")
+
+    monkeypatch.setattr(_nodes, "summarize", broken)
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2, retry=FAST_RETRY)
+    with pytest.raises(AttributeError):
+        create_moa_graph(config).invoke(QUESTION)
+    assert len(tries) == 1  # the aggregate node, not retried by its RetryPolicy
+
+
 def test_openai_rate_limit_is_retried_authentication_is_not():
     import httpx
 

@@ -36,6 +36,10 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, json.JSONDecodeError):
         return True  # a truncated or garbled body (a proxy's error page): transient
+    if isinstance(exc, (AttributeError, AssertionError)):
+        # A bug, which no second try passes. LangGraph's rule retries every error it does
+        # not list, these two among them: a bug in a node's own body was tried 20 times.
+        return False
     return isinstance(exc, Exception) and bool(default_retry_on(exc))
 
 
