@@ -688,6 +688,23 @@ def test_a_stated_value_with_no_leading_zero_keeps_its_point(answer, value):
 
 
 @pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("The answer is...42", 42),
+        ("And the answer is...42!", 42),
+        ("answer is ...7 apples", 7),
+        ("So the total is...42", 42),
+        ("Steps 1...10", 10),
+        ("Count 1..5", 5),
+    ],
+)
+def test_a_point_that_ends_an_ellipsis_is_no_decimal_point(answer, value):
+    """'The answer is...42' stated 0.42: the ellipsis' last dot read as a leading point."""
+    assert numeric(answer, value)
+    assert extract_answer(answer) == str(value)
+
+
+@pytest.mark.parametrize(
     ("answer", "value", "key"),
     [
         ("\\boxed{\\frac12}", 0.5, "0.5"),

@@ -61,6 +61,8 @@ _SIGN = r"(?<![\w)\]}])-"
 # Any Unicode decimal digit (category Nd: "٤٢", full-width digits) is its value, as `\d`,
 # `Decimal` and `float` all read it; a superscript is no digit ("25 m²" is 25).
 # LaTeX's thin space, "1\,000" (as math-tuned models write), groups threes as a comma does.
+# A point that ends an ellipsis or a range ("The answer is...42", "1..5") is no decimal
+# point: it read 0.42 and 0.5.
 _EXPONENT = r"(?:[eE][+-]?\d+)?"
 # LaTeX's shorthand takes one digit for a brace-less argument: "\frac12" is \frac{1}{2}.
 _TEX_FRACTION = r"\\[dt]?frac\s*+(?:\{\s*+-?\s*+\d++\s*+\}|\d)\s*+(?:\{\s*+\d++\s*+\}|\d)"
@@ -71,7 +73,7 @@ _MAGNITUDE = (
     + _EXPONENT
     + r"|\d+(?:\.\d+)?"
     + _EXPONENT
-    + r"|\.\d+"
+    + r"|(?<!\.)\.\d+"  # not an ellipsis' last dot: "is...42" is 42
     + _EXPONENT
     + r"|"
     + _TEX_FRACTION
@@ -125,12 +127,13 @@ _VALUE = r"(" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))"  # "7," is 7
 # punctuation skipped after "is" or ":" never includes it: "The answer is -3." states -3.
 # Markdown bold marks count as one mark each: "**The answer is:** **42**" states 42.
 # A dash with a space after it is a list's bullet ("Answer:\n- 18"), no sign.
-# Nor is a point before a digit skipped: "The answer is .5" states 0.5 (it stated 5).
+# Nor is a point before a digit skipped: "The answer is .5" states 0.5 (it stated 5),
+# unless it ends an ellipsis: "The answer is...42" states 42.
 _SIGNED_VALUE = r"(-(?=\$?\.?\d)|)\$?\s*+" + _VALUE  # a value never starts with a space
 _STATED_NUMBER = (
     re.compile(r"####\s*+" + _SIGNED_VALUE),
     re.compile(
-        r"\banswer\b\W{0,3}(?:is|:|=)(?:\*\*|__|(?!\$?\.\d)[^\w-]){0,4}" + _SIGNED_VALUE,
+        r"\banswer\b\W{0,3}(?:is|:|=)(?:\*\*|__|(?!(?<!\.)\$?\.\d)[^\w-]){0,4}" + _SIGNED_VALUE,
         re.IGNORECASE,
     ),
 )
