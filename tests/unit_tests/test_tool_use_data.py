@@ -51,3 +51,11 @@ def test_answer_right_reads_numbers_as_the_scorer_does(bench):
     assert bench.answer_right({"expected": ["12.35"]}, "About 12.346 km.")
     assert not bench.answer_right({"expected": ["12.35"]}, "About 12.4 km.")
     assert bench.answer_right({"expected": ["2500000"]}, "2,500e3")
+
+
+def test_answer_right_reads_an_answer_that_is_one_fraction_as_the_scorer_does(bench):
+    """The scorer reads a lone "1/5" as 0.2; answer_right read it as 1 and 5."""
+    assert bench.answer_right({"expected": ["0.2"]}, "1/5")
+    assert bench.answer_right({"expected": ["-0.75"]}, " **-3/4.** ")
+    assert not bench.answer_right({"expected": ["0.2"]}, "It is 1/5 of 10, so 2.")
+    assert bench.answer_right({"expected": ["7"]}, "Open 24/7")

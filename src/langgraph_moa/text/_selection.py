@@ -332,8 +332,14 @@ def _fraction(top: str, bottom: str, *, negative: bool) -> Fraction | None:
 
 
 def written_numbers(text: str) -> list[Fraction]:
-    """Return every number written in `text`, in order, each read as `number_value` reads it."""
-    values = (number_value(match) for match in _NUMBER.findall(number_marks(text)))
+    """Return every number written in `text`, in order, each read as `number_value` reads it.
+
+    Text that is one fraction of integers ("1/5") is that one number, as the scorer reads it.
+    """
+    text = number_marks(text)
+    if _LONE_FRACTION.fullmatch(text):
+        return [] if (value := number_value(text)) is None else [value]
+    values = (number_value(match) for match in _NUMBER.findall(text))
     return [value for value in values if value is not None]
 
 
