@@ -7,9 +7,15 @@ event loop), 100,000 took hours. Each case here is 100,000 characters.
 
 import pytest
 
+from langgraph_moa.eval.datasets import gsm8k_final_number
 from langgraph_moa.eval.judge import parse_verdict
 from langgraph_moa.eval.scorers import numeric
-from langgraph_moa.text._selection import extract_answer, number_value, stated_number
+from langgraph_moa.text._selection import (
+    extract_answer,
+    number_value,
+    stated_number,
+    written_numbers,
+)
 
 N = 100_000
 
@@ -102,3 +108,37 @@ def test_a_long_run_of_groups_joined_by_no_break_spaces_reads_as_the_commas_woul
     text = "123\u00a0" * N
     assert number_value(text) is None
     assert number_value(text.replace("\u00a0", ",")) is None
+
+
+MB = 1_000_000
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "\\frac",
+        "-\\frac{-1}{ ",
+        "\\frac1",
+        "1\\,",
+        "1\u00a0",
+        "1\u202f234\u2009",
+        "2,500e",
+        "The answer is .",
+        "answer is...",
+        "\u2212\uff0d",
+    ],
+)
+def test_every_number_reader_takes_linear_time_on_a_megabyte_of_one_mark(unit):
+    """The rules for fractions, exponents, thin spaces and points, on 1 MB of hostile text.
+
+    Each reader (vote key, scorer, stated value, GSM8K target, tool_use's reader) must
+    finish within the timeout; what it reads there matters less than that it ends.
+    """
+    text = unit * (MB // len(unit)) + "7"
+    assert isinstance(extract_answer(text), str)
+    assert isinstance(numeric(text, 7.0), bool)
+    stated_number(text)
+    number_value(text)
+    written_numbers(text)
+    gsm8k_final_number("#### " + text)
