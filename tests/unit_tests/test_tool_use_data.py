@@ -2,9 +2,15 @@
 
 import importlib.util
 import json
+import random
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
+
+from langgraph_moa.eval.datasets import gsm8k_final_number
+from langgraph_moa.eval.scorers import numeric
+from langgraph_moa.text._selection import extract_answer
 
 PATH = Path(__file__).parents[2] / "benchmarks" / "tool_use.py"
 
@@ -59,3 +65,26 @@ def test_answer_right_reads_an_answer_that_is_one_fraction_as_the_scorer_does(be
     assert bench.answer_right({"expected": ["-0.75"]}, " **-3/4.** ")
     assert not bench.answer_right({"expected": ["0.2"]}, "It is 1/5 of 10, so 2.")
     assert bench.answer_right({"expected": ["7"]}, "Open 24/7")
+
+
+def test_every_reader_reads_a_stated_number_alike(bench):
+    """Property: for a number stated as GSM8K states it, every reader reads one value.
+
+    The GSM8K target, the scorer, the vote key and tool_use's answer_right each read
+    "#### X" for thousands of X built from the marks the rules name (commas, LaTeX and
+    Unicode thin spaces, minus signs, exponents, points, fractions, \\frac).
+    """
+    marks = ["1", "12", "123", "000", "5", "7", ",", "\\,", "\u00a0", "\u202f", ".", "e"]
+    marks += ["-", "\u2212", "\uff0d", "$", "/", "\\frac", "{", "}", "..."]
+    rng = random.Random(20261205)
+    read = 0
+    for _ in range(8000):
+        written = "".join(rng.choice(marks) for _ in range(rng.randint(1, 7)))
+        target = gsm8k_final_number(f"Worked.\n#### {written}")
+        if target is None or abs(target) > 1e15:
+            continue
+        read += 1
+        assert numeric(f"So 9.\n#### {written}", target), written
+        assert float(Fraction(extract_answer(f"Work 3 x 4.\n#### {written}"))) == target, written
+        assert bench.answer_right({"expected": [repr(target)]}, written), written
+    assert read > 500  # the marks make enough numbers for the property to say something
