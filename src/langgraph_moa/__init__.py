@@ -126,28 +126,30 @@ _EXPORTS = {
 """Where each public name lives: imported on first use (see `__getattr__`)."""
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name, or a subpackage, when it is first used (PEP 562).
+if not TYPE_CHECKING:  # a `__getattr__` type checkers saw would make every name exist (Any)
 
-    Importing the package used to import langgraph and langchain at once: over a second in
-    which any ``moa`` command, even ``moa --help``, could not yet handle Ctrl-C and printed
-    a traceback. The package now imports only what is used; ``from langgraph_moa import X``
-    works for every name in ``__all__`` as before, and so does ``langgraph_moa.config``.
-    """
-    module = _EXPORTS.get(name)
-    if module is not None:
-        value = getattr(importlib.import_module(module), name)
-    elif name.startswith("_"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    else:
-        try:
-            value = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value
-    return value
+    def __getattr__(name: str) -> Any:
+        """Import a public name, or a subpackage, when it is first used (PEP 562).
+
+        Importing the package used to import langgraph and langchain at once: over a second in
+        which any ``moa`` command, even ``moa --help``, could not yet handle Ctrl-C and printed
+        a traceback. The package now imports only what is used; ``from langgraph_moa import X``
+        works for every name in ``__all__`` as before, and so does ``langgraph_moa.config``.
+        """
+        module = _EXPORTS.get(name)
+        if module is not None:
+            value = getattr(importlib.import_module(module), name)
+        elif name.startswith("_"):
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        else:
+            try:
+                value = importlib.import_module(f"{__name__}.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{__name__}.{name}":
+                    raise
+                raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:
