@@ -388,3 +388,21 @@ def test_an_answer_stdouts_encoding_cannot_hold_is_escaped_and_said():
             assert result.stdout == "Gr\\xfc\\xdfe \\u2014 \\u7b54\\u3048\n"
             assert result.stderr.startswith("warning: standard output's encoding (")
             assert "PYTHONIOENCODING=utf-8" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"]])
+def test_help_into_a_pipe_whose_reader_left_exits_0_quietly(args):
+    """`moa --help | head -1`: the help was given; a reader that left is no failure (exit 0).
+
+    rich, which writes the help, ends the process with exit code 1 when stdout's reader has
+    left. The pipe's read end is closed before the command writes, as `head -1` closes it.
+    """
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [*MOA, *args], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (0, "")

@@ -209,6 +209,10 @@ def _main() -> None:
         # goes on to its own exit code (3 for a fallback); only other writes end here.
         sys.stderr.close()
         sys.exit(0)
+    except SystemExit as exc:
+        if _rich_saw_the_reader_leave(exc):
+            sys.exit(0)
+        raise
     except Exception as exc:  # usage errors and anything unforeseen
         # Usage errors (unknown option, missing argument) know how to show themselves;
         # typer may carry its own copy of click, so recognize them by behaviour.
@@ -220,6 +224,16 @@ def _main() -> None:
         sys.exit(1)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _rich_saw_the_reader_leave(exc: SystemExit) -> bool:
+    """Tell whether `exc` is rich's exit (code 1) for a stdout whose reader left.
+
+    rich, which writes the help (`moa --help | head -1`), sends stdout to the null device and
+    exits with 1 when the reader has left: the help was given, and the command's other
+    writes count a reader that left as no failure (exit code 0), so this one does too.
+    """
+    return exc.code == 1 and isinstance(exc.__context__, BrokenPipeError)
 
 
 __all__ = ["DEFAULT_PRESET", "app", "build_config", "main"]
