@@ -45,6 +45,28 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_without_a_traceback(entry, d
     assert out == "" and "Interrupted." in err
 
 
+@pytest.mark.parametrize("delay_s", [0.05, 0.3])
+def test_sigterm_during_start_up_says_terminated_and_exits_143(delay_s):
+    # The light entry point handled only Ctrl-C: SIGTERM before the command was imported
+    # killed it by the signal's default action, silently (-15), unlike once it had started.
+    command = subprocess.Popen(
+        [*ENTRY_POINTS["moa"], "run", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen = []
+    while not seen or "| langgraph_moa" not in seen[-1]:  # the package's first module
+        seen.append(command.stderr.readline())
+        assert seen[-1], "".join(seen)
+    time.sleep(delay_s)
+    command.send_signal(signal.SIGTERM)
+    out, err = command.communicate(timeout=60)
+    assert command.returncode == 143, (command.returncode, err)
+    assert out == "" and "Terminated." in err and "Traceback" not in err
+
+
 def test_sigterm_mid_run_says_it_stopped_and_exits_143():
     # `timeout`, `docker stop` or a CI job's cancel end a command with SIGTERM: it died at
     # once and silently (killed by the signal), without the line Ctrl-C gives, which says

@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from langgraph_moa._redact import redact
 from langgraph_moa._terminal import for_terminal
-from langgraph_moa.cli import INTERRUPTED_EXIT
+from langgraph_moa.cli import INTERRUPTED_EXIT, TERMINATED_EXIT
 from langgraph_moa.cli._chat import chat
 from langgraph_moa.cli._config import DEFAULT_PRESET, build_config
 from langgraph_moa.cli._eval import evaluate
@@ -114,9 +114,6 @@ def _root(
 
 
 MODEL_COMMANDS = ("run", "chat", "eval", "serve", "ui")
-
-TERMINATED_EXIT = 143
-"""The exit code of a command stopped by SIGTERM (128 + 15), as shells give it."""
 
 
 _unsaid: list[bytes] = []
