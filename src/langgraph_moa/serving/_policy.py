@@ -1,6 +1,7 @@
 """Which models a client may name, and turning a request into a run (`_Preparer`)."""
 
 import asyncio
+import json
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -270,32 +271,38 @@ HEAVY_BODY_BYTES = 64 * 1024
 """Bodies from this size on are parsed one at a time (`_Preparer.off_loop`)."""
 
 
+def _named_once(items: list[tuple[str, Any]]) -> None:
+    """Refuse one JSON object that names a field twice (`_REPEATS`'s hook, per object).
+
+    C-level work alone per object (one dict, two lengths); nothing is built for the
+    caller, whose values the check never keeps.
+    """
+    if len(dict(items)) < len(items):
+        names = [name for name, _ in items]
+        name = next(name for i, name in enumerate(names) if name in names[:i])
+        raise _APIError(
+            400,
+            f"The body names the field {clip(name)!r} twice in one object; send each field once.",
+            param=clip(name),
+            code="duplicate_field",
+        )
+
+
+_REPEATS = json.JSONDecoder(object_pairs_hook=_named_once, parse_int=str, parse_float=str)
+"""The reader `_refuse_repeated_names` uses, built once: numbers stay text (not kept)."""
+
+
 def _refuse_repeated_names(raw: bytes) -> None:
-    """Refuse a body whose JSON names one field twice in an object (400).
+    """Refuse a body whose JSON names one field twice in an object, at any depth (400).
 
     JSON leaves duplicate names to each parser: this one keeps the last, a proxy in front
     may have checked the first (``"model"`` twice, say), so the request would not be the one
-    it seemed. The body was already read as valid (`ChatRequest`); this second, plain read
-    only looks for a repeated name.
+    it seemed. The body was already read as valid (`ChatRequest`, whose reader cannot tell);
+    this second, plain read only looks for a repeated name, in the same worker thread, at
+    a few counted calls per object (`_named_once`).
     """
-    import json
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: set[str] = set()
-        for name, _ in items:
-            if name in seen:
-                raise _APIError(
-                    400,
-                    f"The body names the field {clip(name)!r} twice in one object; "
-                    "send each field once.",
-                    param=clip(name),
-                    code="duplicate_field",
-                )
-            seen.add(name)
-        return dict(items)
-
     try:
-        json.loads(raw, object_pairs_hook=pairs)
+        _REPEATS.decode(raw.decode())
     except (ValueError, RecursionError):  # what Python's reader alone refuses was read above
         return
 
