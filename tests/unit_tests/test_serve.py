@@ -1878,3 +1878,18 @@ def test_the_repeated_name_check_costs_few_calls_per_object():
 
     assert calls(1) <= 16
     assert calls(101) - calls(1) <= 3 * 100
+
+
+def test_a_name_repeated_deep_in_a_tools_schema_is_refused_naming_it(system):
+    """docs/security.md: a repeated name is refused in any object, at any depth (a tool's
+    `parameters` schema included), and `param` is the name, not its path."""
+    client = local(create_app({"m": system}))
+    raw = (
+        '{"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": '
+        '"function", "function": {"name": "f", "parameters": {"type": "object", "properties": '
+        '{"a": {"type": "string", "type": "integer"}}}}}]}'
+    )
+    response = client.post("/v1/chat/completions", content=raw.encode(), headers=JSON)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("duplicate_field", "type")
