@@ -959,3 +959,24 @@ async def test_a_held_token_goes_out_while_its_run_is_silent():
         first = await anext(stream)
     await stream.aclose()
     assert [e["text"] for e in sse_events(first)] == ["slow words"]
+
+
+async def test_held_tokens_go_out_before_a_sources_error():
+    """A source that fails (a server error in the run) ended the stream with its error, and
+    the tokens the joiner held (up to 0.1 s, 4,096 characters per call) were lost; sent
+    one per token they had gone out before it. They now go out, then the error."""
+    from langgraph_moa.serving._events import TokenJoiner
+
+    async def run():
+        for word in ("kept", " words"):
+            yield {"event": "token", "role": "proposer", "layer": 1, "proposer": 0,
+                   "sample": 0, "text": word, "final": False}  # fmt: skip
+        raise RuntimeError("a bug in the run")
+
+    stream = pump(run(), _never, keepalive_s=60, joiner=TokenJoiner(seconds=60))
+    seen = []
+    with pytest.raises(RuntimeError, match="a bug"):
+        async with asyncio.timeout(5):
+            async for text in stream:
+                seen.append(text)
+    assert [e["text"] for e in sse_events("".join(seen))] == ["kept words"]

@@ -138,6 +138,8 @@ async def pump(
                 queue.put_nowait(text)
             queue.put_nowait(_END)
         except Exception as exc:  # raised again by the reader, in the response's task
+            for text in joiner.flush() if joiner else ():  # the text so far goes out first
+                queue.put_nowait(text)
             queue.put_nowait(exc)
 
     async def watch() -> None:
