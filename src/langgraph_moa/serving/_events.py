@@ -61,7 +61,8 @@ class TokenJoiner:
     old (`pump` sends them even while the run is silent), and always before any other event
     (so a call's ``finished`` never precedes its text, and every order the stream promised
     between events holds) and at the stream's end. Each call's text arrives whole and in
-    order; tokens of different calls held together go out in the order their calls began.
+    order; tokens of different calls held together go out call by call, in the order their
+    first held tokens came.
     """
 
     def __init__(self, seconds: float | None = None, chars: int | None = None) -> None:
