@@ -980,3 +980,20 @@ async def test_held_tokens_go_out_before_a_sources_error():
             async for text in stream:
                 seen.append(text)
     assert [e["text"] for e in sse_events("".join(seen))] == ["kept words"]
+
+
+async def test_a_token_after_a_full_join_waits_its_own_interval():
+    """Once a call's held text reached JOIN_CHARS and went out, the joiner kept the sent
+    token's arrival time: the next token was due at once, and went out alone. It now
+    waits its own interval, as the first one did."""
+    from langgraph_moa.serving._events import TokenJoiner
+
+    def token(text):
+        return {"event": "token", "role": "proposer", "layer": 1, "proposer": 0,
+                "sample": 0, "text": text, "final": False}  # fmt: skip
+
+    joiner = TokenJoiner(seconds=1.0, chars=4)
+    assert len(joiner.add(token("abcd"))) == 1  # full: out at once
+    await asyncio.sleep(0.5)
+    assert joiner.add(token("e")) == []
+    assert joiner.due_in() > 0.8

@@ -81,7 +81,10 @@ class TokenJoiner:
         else:
             held["text"] += event["text"]
         if len(self.held[call]["text"]) >= self.chars:
-            return [sse(self.held.pop(call))]
+            out = [sse(self.held.pop(call))]
+            if not self.held:  # the next token waits its own interval, not the sent one's
+                self.since = None
+            return out
         return []
 
     def due_in(self) -> float | None:
