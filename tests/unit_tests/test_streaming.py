@@ -366,3 +366,47 @@ def test_a_surrogate_pair_split_between_streamed_pieces_is_sent_joined():
     pieces = [one.sent("smile \ud83d"), one.sent("\ude00!"), one.sent(" end \ud800")]
     pieces.append(one.rest(AIMessage(content="smile \U0001f600! end \ufffd")))
     assert pieces == ["smile ", "\U0001f600!", " end ", "\ufffd"]
+
+
+def test_a_high_surrogate_held_from_a_broken_attempt_is_not_spliced_onto_the_retry():
+    # The first attempt's only piece was the high half of a pair, held for its low half,
+    # then the call failed and its retry answered: the held half went out in front of the
+    # retry's text ("\ufffdHello"), and the stream then broke at its end.
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.graph.streaming import OneAttempt
+
+    one = OneAttempt()
+    one.check("first/0", 0)
+    assert one.sent("\ud83d") == ""
+    one.check("retry/1", 0)
+    pieces = [one.sent("Hello"), one.rest(AIMessage(content="Hello"))]
+    assert "".join(pieces) == "Hello"
+
+
+def test_a_fallback_answers_whole_when_only_a_held_surrogate_came_before():
+    # Nothing went out (the one piece was a held high surrogate), so a fallback's answer is
+    # no splice: it is sent whole, as when the call failed before its first piece.
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.graph.streaming import OneAttempt
+
+    one = OneAttempt()
+    one.check("first/0", 0)
+    assert one.sent("\ud83d") == ""
+    assert one.rest(AIMessage(content="Fallback answer")) == "Fallback answer"
+
+
+def test_a_stream_that_broke_counts_only_the_text_it_sent():
+    # The held high surrogate was counted as sent (as its U+FFFD) though it never went out.
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.errors import StreamBrokenError
+    from langgraph_moa.graph.streaming import OneAttempt
+
+    one = OneAttempt()
+    assert one.sent("abc\ud83d") == "abc"
+    with pytest.raises(StreamBrokenError) as broken:
+        one.rest(AIMessage(content="Fallback answer"))
+    assert broken.value.sent_chars == 3  # the held half never went out
+

@@ -73,8 +73,10 @@ class OneAttempt:
         # Another call's text may follow only as the next part of a chunk-wise answer;
         # a new message of the same part is a retry, whose text would be spliced on.
         # (`sent` keeps no empty piece: any piece means text went out.)
-        if self.pieces and source != self.source and part <= self.part:
-            raise StreamBrokenError(sum(map(len, self.pieces)))
+        if source != self.source and part <= self.part:
+            if self.pieces:
+                raise StreamBrokenError(sum(map(len, self.pieces)))
+            self.held = ""  # the broken attempt's half, never sent: not the retry's text
         self.source, self.part = source, part
 
     def sent(self, text: str) -> str:
@@ -84,6 +86,8 @@ class OneAttempt:
         ends a piece waits for the next one (a pair split between two chunks is joined),
         and a lone one becomes U+FFFD, so that what was sent is the answer's text.
         """
+        if not text:  # most parts of a run carry none of the answer: nothing to join
+            return ""
         text = self.held + text
         cut = len(text) - 1 if text and "\ud800" <= text[-1] <= "\udbff" else len(text)
         text, self.held = well_formed(text[:cut]), text[cut:]
@@ -102,20 +106,23 @@ class OneAttempt:
         """Return the whole answer if nothing was sent (a pick, a fallback), else what is held.
 
         What is held is a lone high surrogate that ended the last piece, sent as U+FFFD.
+        Held text was never sent: where nothing else was, the answer goes out whole (the
+        held half was its start, or a failed attempt's), and a break counts only what went
+        out.
 
         Raises:
             StreamBrokenError: pieces were sent, but the answer is another text (the
                 streaming call failed after them and a fallback answered).
         """
-        tail = self._flushed()
-        if answer is None:
-            return tail
         sent = "".join(self.pieces)
-        if sent:
-            if str(answer.text) != sent:
-                raise StreamBrokenError(len(sent))
-            return tail
-        return self.sent(str(answer.text))
+        if answer is None:
+            return self._flushed()
+        if not sent:
+            self.held = ""
+            return self.sent(str(answer.text)) + self._flushed()
+        if well_formed(str(answer.text)) != sent + well_formed(self.held):
+            raise StreamBrokenError(len(sent))
+        return self._flushed()
 
 
 class AnswerStream:
