@@ -410,3 +410,18 @@ def test_a_stream_that_broke_counts_only_the_text_it_sent():
         one.rest(AIMessage(content="Fallback answer"))
     assert broken.value.sent_chars == 3  # the held half never went out
 
+
+def test_the_progress_stream_sends_a_held_surrogate_after_held_back_text():
+    # With tools, text that may be a tool call is held until the answer is known, then sent
+    # in one closing piece; a lone high surrogate ending it was held for a pair, and the
+    # closing never sent it: the stream's text fell one character short of the answer.
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.serving._events import ProgressChunks
+
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    chunks = ProgressChunks({"messages": [("user", "q")], "tools": tools})
+    token = {"event": "token", "final": True, "text": "{not a call \ud83d"}
+    sent, _ = chunks.take(token, ("m", 0))
+    answer = AIMessage(content=[{"type": "text", "text": "{not a call \ud83d"}])
+    assert (sent or "") + chunks.closing(answer) == "{not a call \ufffd"

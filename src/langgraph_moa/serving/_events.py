@@ -371,7 +371,8 @@ class ProgressChunks:
         Raises:
             StreamBrokenError: text was sent, and the answer is another attempt's.
         """
-        return self.one.sent(self.hold.finish(answer)) or self.one.rest(answer)
+        # Both, as the plain stream's close: `rest` sends a half `sent` held for its pair.
+        return self.one.sent(self.hold.finish(answer)) + self.one.rest(answer)
 
     def take(
         self, event: dict[str, Any], source: tuple[str | None, int]
