@@ -11,6 +11,8 @@ joined again, a lone half becomes U+FFFD.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def well_formed(text: str) -> str:
     """Return `text` with surrogate pairs joined and every lone surrogate as U+FFFD."""
@@ -19,3 +21,25 @@ def well_formed(text: str) -> str:
     except UnicodeEncodeError:  # rare, so the re-coding is paid only then
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
+
+
+def well_formed_content(content: Any) -> Any:
+    """Return a message's content with its text well-formed: a string, or each text block.
+
+    An answer in content blocks (a list of strings and ``{"type": "text", ...}`` dicts, as
+    Anthropic's models write) keeps its blocks; a pair is joined within a block, where a
+    streamed block's chunks were concatenated.
+    """
+    if isinstance(content, str):
+        return well_formed(content)
+    if not isinstance(content, list):
+        return content
+    return [_well_formed_block(block) for block in content]
+
+
+def _well_formed_block(block: Any) -> Any:
+    if isinstance(block, str):
+        return well_formed(block)
+    if isinstance(block, dict) and isinstance(text := block.get("text"), str):
+        return {**block, "text": well_formed(text)}
+    return block

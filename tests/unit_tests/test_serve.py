@@ -1893,3 +1893,31 @@ def test_a_name_repeated_deep_in_a_tools_schema_is_refused_naming_it(system):
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert (error["code"], error["param"]) == ("duplicate_field", "type")
+
+
+def test_an_answer_in_content_blocks_with_a_lone_surrogate_is_made_well_formed():
+    # An aggregator may answer in content blocks (a list, as Anthropic's models and OpenAI's
+    # Responses API do); only a string answer was made well-formed, so a lone surrogate in a
+    # block still reached the encoder.
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.run._accounting import ok_record
+    from langgraph_moa.run._answer import final_message
+
+    blocks = [{"type": "text", "text": "smile \ud83d\ude00"}, " and \udc80", {"type": "x"}]
+    response = AIMessage(content=blocks)
+    record = ok_record(
+        role="aggregator",
+        layer=2,
+        proposer=None,
+        sample=0,
+        configured_model="m",
+        response=response,
+        latency_s=0.1,
+    )
+    config = MoAConfig(proposers=["openai:a"], aggregator="openai:b", layers=2)
+    answer = final_message(config, response, response.content, [record], record)
+    assert answer.text == "smile \U0001f600 and \ufffd"
+    assert answer.content[2] == {"type": "x"}  # blocks kept as they are, text made good
+    assert record["output"] == answer.text
+    answer.text.encode("utf-8")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall
 
-from langgraph_moa._unicode import well_formed
+from langgraph_moa._unicode import well_formed_content
 from langgraph_moa.run._accounting import summarize
 from langgraph_moa.run.state import CallRecord
 
@@ -79,8 +79,7 @@ def final_message(
     summary = summarize(calls)
     total = summary["total"]
     source = source or record
-    if isinstance(content, str):  # the aggregator's own text is not recorded first
-        content = well_formed(content)
+    content = well_formed_content(content)  # the aggregator's own text is not recorded first
     meta = dict(response.response_metadata) if response is not None else {}
     if response is not None and isinstance(response, AIMessage):
         tool_calls = answer_tool_calls(response.tool_calls)
