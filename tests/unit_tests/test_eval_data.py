@@ -195,7 +195,9 @@ def test_a_non_utf8_dataset_names_the_file_the_line_and_the_fix(tmp_path):
     )
 
 
-@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le-bom", "utf-16-be-bom"])
+@pytest.mark.parametrize(
+    "encoding", ["utf-8-sig", "utf-16", "utf-16-le-bom", "utf-16-be-bom", "utf-32", "utf-32-be-bom"]
+)
 @pytest.mark.parametrize("suffix", [".jsonl", ".json"])
 def test_a_dataset_saved_with_a_byte_order_mark_is_read(tmp_path, encoding, suffix):
     # Windows editors save "UTF-8" with a byte-order mark, or "Unicode" as UTF-16: the
@@ -210,6 +212,10 @@ def test_a_dataset_saved_with_a_byte_order_mark_is_read(tmp_path, encoding, suff
         "utf-16": (b"", "utf-16"),
         "utf-16-le-bom": (b"\xff\xfe", "utf-16-le"),
         "utf-16-be-bom": (b"\xfe\xff", "utf-16-be"),
+        # UTF-32's little-endian mark starts as UTF-16's does (FF FE, then 00 00): it was
+        # read as UTF-16, a NUL after each character, "not valid JSON (Expecting value)".
+        "utf-32": (b"", "utf-32"),
+        "utf-32-be-bom": (b"\x00\x00\xfe\xff", "utf-32-be"),
     }[encoding]
     data = tmp_path / "données" / f"数据{suffix}"
     data.parent.mkdir()

@@ -115,7 +115,7 @@ def _read_text(path: Path) -> str:
     """Read a dataset file as UTF-8; a file that cannot be read is one sentence, not a trace.
 
     A byte-order mark is honoured, not refused: Windows editors save "UTF-8" with one
-    (read past it) and "Unicode" as UTF-16 (read as such).
+    (read past it) and "Unicode" as UTF-16 (read as such; UTF-32 too).
     """
     try:
         data = path.read_bytes()
@@ -124,20 +124,33 @@ def _read_text(path: Path) -> str:
             f"{path}: cannot read the file ({exc.strerror or type(exc).__name__}); check its "
             "permissions, or give another file."
         ) from None
-    codec = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+    codec = _marked_codec(data)
     try:
         return data.decode(codec)
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
-        if codec == "utf-16":
+        if codec != "utf-8-sig":
+            name = codec.upper()
             raise EvalDatasetError(
-                f"{path}: the file starts with a UTF-16 byte-order mark but is not UTF-16 "
+                f"{path}: the file starts with a {name} byte-order mark but is not {name} "
                 "throughout; save it as UTF-8 and run again."
             ) from None
         raise EvalDatasetError(
             f"{path}:{line}: the file is not UTF-8 (byte 0x{exc.object[exc.start]:02x}); "
             "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8) and run again."
         ) from None
+
+
+def _marked_codec(data: bytes) -> str:
+    """Return the codec `data`'s byte-order mark names; UTF-8 (a mark skipped) without one.
+
+    UTF-32's marks come first: its little-endian one starts as UTF-16's does (FF FE 00 00).
+    """
+    if data[:4] in (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE):
+        return "utf-32"
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return "utf-16"
+    return "utf-8-sig"
 
 
 def _jsonl(path: Path, text: str) -> list[EvalItem]:
