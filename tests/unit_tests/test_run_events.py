@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import random
 import sqlite3
 import unicodedata
 
@@ -230,6 +231,24 @@ def test_overlap_finds_shared_runs_in_text_written_without_spaces():
     share, spans = overlap(answer, "光：蓝色的，因为瑞利散射在空气中")  # noqa: RUF001
     assert [answer[a:b] for a, b in spans] == ["蓝色的", "因为瑞利散射"]
     assert share == pytest.approx(9 / 12)
+
+
+@pytest.mark.timeout(60)
+def test_a_long_answer_without_spaces_is_compared_in_linear_time(monkeypatch):
+    # Each CJK character is a word (eab28ea): a 1 MB answer is a million words, and the
+    # answer was split into words again for every reference compared with it.
+    from langgraph_moa.serving import _agreement
+
+    split: list[int] = []
+    words = _agreement._words
+    monkeypatch.setattr(_agreement, "_words", lambda text: split.append(len(text)) or words(text))
+    han = [chr(c) for c in range(0x4E00, 0x4E00 + 20000)]
+    answer = "".join(random.Random(0).choices(han, k=1_000_000))  # no 4 characters repeat
+    references = [{**_record(i), "output": answer[: 250_000 * (i + 1)]} for i in range(2)]
+    agreement = _agreement.synthesis_agreement(answer, references)
+    assert [a["share"] for a in agreement] == [0.25, 0.5]
+    assert [a["spans"] for a in agreement] == [[[0, 250_000 * (i + 1)]] for i in range(2)]
+    assert sorted(split) == [250_000, 500_000, 1_000_000]  # the answer split once
 
 
 def test_a_selections_groups_name_the_calls_that_agree(fake):
@@ -997,3 +1016,7 @@ async def test_a_token_after_a_full_join_waits_its_own_interval():
     await asyncio.sleep(0.5)
     assert joiner.add(token("e")) == []
     assert joiner.due_in() > 0.8
+
+
+def _record(proposer: int) -> dict:
+    return {"role": "proposer", "layer": 1, "proposer": proposer, "sample": 0}

@@ -61,7 +61,13 @@ def overlap(answer: str, reference: str, n: int = N) -> tuple[float, list[list[i
 
     Spans are ``[start, end)`` character offsets into `answer`, merged and in order.
     """
-    words = _words(answer)
+    return _overlap(answer, _words(answer), reference, n)
+
+
+def _overlap(
+    answer: str, words: list[_Word], reference: str, n: int = N
+) -> tuple[float, list[list[int]]]:
+    """`overlap` of the answer already split into `words`: one split serves every reference."""
     ref = [w.key for w in _words(reference)]
     grams = {tuple(ref[i : i + n]) for i in range(len(ref) - n + 1)}
     covered = [False] * len(words)
@@ -90,8 +96,9 @@ def call_key(record: CallRecord | dict[str, Any]) -> list[Any]:
 def synthesis_agreement(answer: str, references: list[CallRecord]) -> list[dict[str, Any]]:
     """Return each reference's overlap with the answer (share and spans), by call."""
     out = []
+    words = _words(answer)  # a long answer's split is its cost: once, not per reference
     for record in references:
-        share, spans = overlap(answer, record.get("output") or "")
+        share, spans = _overlap(answer, words, record.get("output") or "")
         out.append({"call": call_key(record), "share": share, "spans": spans})
     return out
 
