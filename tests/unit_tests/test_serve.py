@@ -1921,3 +1921,16 @@ def test_an_answer_in_content_blocks_with_a_lone_surrogate_is_made_well_formed()
     assert answer.content[2] == {"type": "x"}  # blocks kept as they are, text made good
     assert record["output"] == answer.text
     answer.text.encode("utf-8")
+
+
+def test_create_app_lets_clients_name_endpoints_when_its_limits_say_so(system):
+    """`RequestLimits.allow_client_endpoints` says that `moa serve` reads it into its model
+    policy, but `create_app` read only its own argument: a Python user who passed
+    ``limits=RequestLimits(allow_client_endpoints=True)`` (as a LangGraph entry point takes
+    it) had every client endpoint refused with a 403 naming a flag already set."""
+    body = {"model": "m", "messages": USER, "proposers": ["x@http://127.0.0.1:9/v1"]}
+    closed = local(create_app({"m": system}, limits=RequestLimits()))
+    assert_one_sentence(post(closed, body), 403, "--allow-client-endpoints")
+    opened = local(create_app({"m": system}, limits=RequestLimits(allow_client_endpoints=True)))
+    response = post(opened, body)
+    assert response.status_code != 403, response.text

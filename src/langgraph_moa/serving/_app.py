@@ -95,7 +95,8 @@ def create_app(
         allow_client_endpoints: Let clients name OpenAI-compatible endpoints of their own
             (``model@http://...`` or ``{"base_url", "model"}``); off by default, since the
             server then calls hosts its clients choose.
-        limits: Per-request limits; `RequestLimits()` (its defaults) if None.
+        limits: Per-request limits; `RequestLimits()` (its defaults) if None. Its
+            ``allow_client_endpoints`` allows client endpoints too (either one does).
         security: Browser and connection rules (hosts, origins, docs); `ServeSecurity()`
             (loopback names only, no cross-origin requests, no docs) if None.
         history: Where the web page's runs are kept (see `_history`); None keeps none.
@@ -123,8 +124,10 @@ def create_app(
     graphs: dict[str, Any] = {
         name: create_moa_graph(config, name=name) for name, config in systems.items()
     }
-    policy = ModelPolicy.for_systems(
-        systems, allow_models, allow_client_endpoints=allow_client_endpoints
+    policy = ModelPolicy.for_systems(  # the same limits a LangGraph entry point is built with
+        systems,
+        allow_models,
+        allow_client_endpoints=allow_client_endpoints or limits.allow_client_endpoints,
     )
     prepare = _Preparer(systems, policy, limits)
     security = security or ServeSecurity()
