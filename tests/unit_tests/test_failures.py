@@ -71,6 +71,34 @@ def test_a_bug_in_code_is_tried_once_not_retried(fake, log, bug):
     assert len(log.by("BUGGY")) == 1
 
 
+def _raised_in(module, exc):
+    """Return `exc` as raised by code of `module` (as aiohttp's own ``assert`` raises it)."""
+    try:
+        exec("raise exc", {"__name__": module, "exc": exc})
+    except BaseException as raised:
+        return raised
+
+
+@pytest.mark.parametrize("module", ["aiohttp.client", "httpcore._async.connection_pool"])
+def test_an_assertion_inside_the_http_client_on_a_dropped_connection_is_retried(fake, log, module):
+    """aiohttp (``assert conn.protocol is not None``) and httpcore (``assert self.connection
+    is not None``) raise AssertionError when a connection is lost at the wrong moment, and
+    the SDKs pass it on unwrapped: that is a dropped connection, not a bug in the call, so it
+    is retried as one; the same error from any other code is still tried once."""
+    from langgraph_moa.providers._retry import is_retryable
+
+    assert is_retryable(_raised_in(module, AssertionError()))
+    assert not is_retryable(_raised_in("langgraph_moa.graph._nodes", AssertionError()))
+    assert not is_retryable(_raised_in("aiohttp_x", AttributeError("x")))
+    flaky = fake(
+        "FLAKY", fail=lambda n, msgs: _raised_in(module, AssertionError()) if n < 2 else None
+    )
+    config = MoAConfig(proposers=[flaky], aggregator=fake("AGG"), layers=2, retry=FAST_RETRY)
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert len(log.by("FLAKY")) == 2
+    assert out["calls"][0]["status"] == "ok"
+
+
 def test_a_bug_in_a_nodes_own_body_fails_the_run_at_once(fake, monkeypatch):
     from langgraph_moa.graph import _nodes
 

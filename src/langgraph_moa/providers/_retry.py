@@ -39,8 +39,29 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, (AttributeError, AssertionError)):
         # A bug, which no second try passes. LangGraph's rule retries every error it does
         # not list, these two among them: a bug in a node's own body was tried 20 times.
-        return False
+        # Unless the HTTP client raised it: a dropped connection (`_raised_by_http_client`).
+        return _raised_by_http_client(exc)
     return isinstance(exc, Exception) and bool(default_retry_on(exc))
+
+
+_HTTP_CLIENTS = frozenset({"aiohttp", "httpcore", "httpx", "h11", "h2"})
+"""The packages whose ``assert`` statements fail on a connection lost at the wrong moment."""
+
+
+def _raised_by_http_client(exc: BaseException) -> bool:
+    """Tell whether `exc` was raised by the HTTP client's own code (its innermost frame).
+
+    aiohttp (``assert conn.protocol is not None``) and httpcore (``assert self.connection is
+    not None``) raise AssertionError when a connection drops mid-request, and the SDKs pass
+    it on unwrapped: a transient failure, which another try passes.
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__")
+    return isinstance(module, str) and module.partition(".")[0] in _HTTP_CLIENTS
 
 
 def http_status(exc: BaseException) -> int | None:
