@@ -125,3 +125,20 @@ def test_a_graph_with_limits_calls_no_endpoint_its_config_does_not_name(fake, lo
         {"proposers": ["x@http://evil/v1"]}
     )
     assert chosen.proposers[0].model == "x@http://evil/v1"
+
+
+def test_a_configured_endpoint_named_with_its_host_in_other_letters_is_not_refused(fake):
+    """A host name is case-insensitive, but an endpoint's label kept the host as written:
+    a caller naming the operator's own ``m@http://Models.Lan:9/v1`` as
+    ``m@http://models.lan:9/v1`` was refused as an endpoint the operator did not configure.
+    An unconfigured host stays refused however it is spelt."""
+    from langgraph_moa import ModelNotAllowedError, create_moa_graph
+    from langgraph_moa.config._limits import endpoint_label
+
+    config = MoAConfig(proposers=["m@http://Models.Lan:9/v1"], aggregator=fake("AGG"), layers=2)
+    configs = create_moa_graph(config, limits=RequestLimits()).nodes["prepare"].bound.func
+    configs = configs.__self__.configs
+    chosen = configs.get({"aggregator": "m@HTTP://models.LAN:9/v1/"})
+    assert endpoint_label(chosen.aggregator.model) == "m@http://models.lan:9/v1"
+    with pytest.raises(ModelNotAllowedError):
+        configs.get({"aggregator": "m@http://Models.Lan:10/v1"})

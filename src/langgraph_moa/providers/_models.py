@@ -88,7 +88,11 @@ class OpenAIEndpoint(BaseModel):
 
 
 def checked_base_url(value: str) -> str:
-    """Return an endpoint's URL with its scheme lower-cased, or refuse it in one sentence.
+    """Return an endpoint's URL with its scheme and host lower-cased, or refuse it in one sentence.
+
+    Both are case-insensitive, and the label (``model@url``) is what a run's endpoint is
+    compared by (`moa serve`'s model policy, a LangGraph entry point's `check_endpoints`): the
+    operator's ``http://Models.Lan/v1`` named as ``http://models.lan/v1`` was refused.
 
     A prefix check let through URLs with no host (``http://``, ``https:///v1``), which
     failed only at the first call, and refused ``HTTPS://`` with a misleading message. A
@@ -114,7 +118,8 @@ def checked_base_url(value: str) -> str:
         )
     if not parts.hostname:
         raise ValueError(f"base_url has no host: {fix}")
-    return urlunsplit(parts._replace(scheme=scheme)).rstrip("/")
+    # No user name or password is left in the netloc: it is the host and port alone.
+    return urlunsplit(parts._replace(scheme=scheme, netloc=parts.netloc.lower())).rstrip("/")
 
 
 _JOINERS = frozenset("\u200c\u200d")
