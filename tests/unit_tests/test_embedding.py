@@ -362,3 +362,25 @@ async def test_cancelling_the_parent_mid_proposal_leaves_no_task_behind(start, c
     assert all("cancelled_at" in p.state for p in proposers)  # each call was stopped
     destroyed = [r.getMessage() for r in caplog.records if "destroyed" in r.getMessage()]
     assert destroyed == []
+
+
+async def test_a_thread_cancelled_mid_proposal_resumes_with_each_call_made_once(fake, log):
+    hung = {"now": True}
+    wait = lambda n: 5.0 if hung["now"] else 0.0  # noqa: E731
+    config = MoAConfig(
+        proposers=[fake("A", delay=wait), fake("B", delay=wait)], aggregator=fake("AGG"), layers=3
+    )
+    builder = StateGraph(MessagesState).add_node("moa", create_moa_graph(config))
+    app = builder.add_edge(START, "moa").compile(checkpointer=InMemorySaver())
+    task = asyncio.create_task(app.ainvoke(QUESTION, thread("x")))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log.calls == [] and (await app.aget_state(thread("x"))).next == ("moa",)
+
+    hung["now"] = False
+    out = await app.ainvoke(None, thread("x"))
+    assert [m.text for m in out["messages"]] == ["hi", "AGG #1"]
+    assert sorted(c.label for c in log.calls) == ["A", "A", "AGG", "B", "B"]
+    assert not (await app.aget_state(thread("x"))).next
