@@ -282,7 +282,8 @@ async def test_a_small_recursion_limit_fails_as_langgraphs_own_error(moa, log):
     assert [c.label for c in log.calls if c.label == "AGG"] == []  # stopped before its answer
 
 
-async def test_concurrent_threads_through_one_moa_each_get_their_own_answer(fake, log):
+@pytest.mark.parametrize("mode", ["async", "sync"])
+async def test_concurrent_threads_through_one_moa_each_get_their_own_answer(fake, log, mode):
     config = MoAConfig(
         proposers=[
             fake("A", reply=last_words, delay=lambda n: 0.01 * (n % 3)),
@@ -293,9 +294,13 @@ async def test_concurrent_threads_through_one_moa_each_get_their_own_answer(fake
     )
     builder = StateGraph(MessagesState).add_node("moa", create_moa_graph(config))
     app = builder.add_edge(START, "moa").compile(checkpointer=InMemorySaver())
-    outs = await asyncio.gather(
-        *(app.ainvoke({"messages": [("user", f"q{i}")]}, thread(f"c{i}")) for i in range(8))
-    )
+    questions = [{"messages": [("user", f"q{i}")]} for i in range(8)]
+    threads = [thread(f"c{i}") for i in range(8)]
+    if mode == "async":
+        runs = (app.ainvoke(q, t) for q, t in zip(questions, threads, strict=True))
+        outs = await asyncio.gather(*runs)
+    else:  # batch runs each input in a thread of its own
+        outs = await asyncio.to_thread(app.batch, questions, threads)
     assert [o["messages"][-1].text for o in outs] == [f"AGG saw q{i}" for i in range(8)]
     for i in range(8):
         state = await app.aget_state(thread(f"c{i}"))
