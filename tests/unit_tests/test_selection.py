@@ -65,6 +65,7 @@ def test_one_non_english_answer_written_two_ways_gets_one_key(a, b, extractor):
         ("东京。因为它是日本的首都。", "东京"),
         ("東京です！首都だからです。", "東京です"),  # noqa: RUF001 (Japanese on purpose)
         ("Paris. Because it is the capital.", "paris"),  # as before
+        ("ﾄｳｷｮｳ｡ｼｭﾄﾀﾞｶﾗ｡", "ﾄｳｷｮｳ"),  # half-width katakana and its stop
     ],
 )
 def test_the_first_sentence_ends_at_a_cjk_full_stop_as_at_a_period(a, b):

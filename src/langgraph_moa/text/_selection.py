@@ -343,9 +343,9 @@ def written_numbers(text: str) -> list[Fraction]:
     return [value for value in values if value is not None]
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s|(?<=[\u3002\uff01\uff1f])")
-"""Where a sentence ends: ". ", "! ", "? ", or a CJK full stop, exclamation or question
-mark, which no space follows ("东京。因为…")."""
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s|(?<=[\u3002\uff01\uff1f\uff61])")
+"""Where a sentence ends: ". ", "! ", "? ", or a CJK full stop (full or half width),
+exclamation or question mark, which no space follows ("东京。因为…")."""
 
 
 def _first_sentence(text: str) -> str:
