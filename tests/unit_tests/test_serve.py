@@ -1934,3 +1934,35 @@ def test_create_app_lets_clients_name_endpoints_when_its_limits_say_so(system):
     opened = local(create_app({"m": system}, limits=RequestLimits(allow_client_endpoints=True)))
     response = post(opened, body)
     assert response.status_code != 403, response.text
+
+
+_NUMBER_FIELDS = {
+    **dict.fromkeys(("temperature", "top_p", "presence_penalty", "frequency_penalty"), "number"),
+    **dict.fromkeys(
+        ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs", "layers", "samples"),
+        "integer",
+    ),
+}
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/moa/runs"])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
+def test_a_number_field_that_is_not_finite_is_named_as_such(client, log, route, value):
+    """A NaN temperature was 'Input should be less than or equal to 2 (got nan)' and a NaN
+    max_tokens 'should be a valid integer': each number field's NaN or infinity (1e400
+    reads as one) now says it is not a finite number, naming the field."""
+    for field, kind in _NUMBER_FIELDS.items():
+        logprobs = ', "logprobs": true' if field == "top_logprobs" else ""
+        raw = f'{{"model": "m", "messages": {json.dumps(USER)}, "{field}": {value}{logprobs}}}'
+        response = client.post(route, content=raw.encode(), headers=JSON)
+        error = assert_one_sentence(response, 400, f"{field} is not a finite number", kind)
+        assert error["param"] == field and error["code"] == "invalid_value"
+    assert log.calls == []
+
+
+def test_a_text_fields_nan_keeps_its_own_error(client):
+    """Only number fields say 'not a finite number': a string's NaN is not a string."""
+    raw = f'{{"model": "m", "messages": {json.dumps(USER)}, "user": NaN}}'
+    response = client.post("/v1/chat/completions", content=raw.encode(), headers=JSON)
+    error = assert_one_sentence(response, 400, "valid string")
+    assert "finite" not in error["message"]

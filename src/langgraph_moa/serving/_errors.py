@@ -2,6 +2,7 @@
 
 import codecs
 import logging
+import math
 from typing import Any
 
 from pydantic import (
@@ -161,9 +162,32 @@ def _invalid_body(exc: ValidationError) -> _APIError:
             param=param,
             code="unsupported_parameter",
         )
+    if _not_finite(first):
+        wanted = "an integer" if first["type"].startswith("int") else "a finite number"
+        return _APIError(
+            400,
+            f"Invalid request: {param} is not a finite number (got {first['input']!r}); "
+            f"send {wanted}, or leave the field out.",
+            param=param,
+            code="invalid_value",
+        )
     # The first broken rule only, located by field names alone: one sentence.
     message = explain_errors([{**first, "loc": tuple(loc)}], "request")
     return _APIError(400, message, param=param, code="invalid_value")
+
+
+_NUMBER_ERRORS = frozenset({"finite_number", "int_type", "int_from_float"})
+"""The errors of a number field (a float's, an integer's) that a NaN or infinity gets."""
+
+
+def _not_finite(error: Any) -> bool:
+    """Tell a number field's error whose value is NaN or an infinity (``1e400`` reads as one).
+
+    Pydantic said "Input should be a valid integer (got inf)", as if the value were text; a
+    string field's NaN keeps its own error ("should be a valid string").
+    """
+    given = error.get("input")
+    return error["type"] in _NUMBER_ERRORS and isinstance(given, float) and not math.isfinite(given)
 
 
 def _too_large(limit: int) -> _APIError:

@@ -20,9 +20,14 @@ from langgraph_moa.run._options import split_call_kwargs
 
 
 class _Body(BaseModel):
-    """Base of the request models: unknown fields are refused, never silently dropped."""
+    """Base of the request models: unknown fields are refused, never silently dropped.
 
-    model_config = ConfigDict(extra="forbid")
+    A number field's NaN or infinity (``NaN``, ``Infinity``, ``1e400``, which Python's JSON
+    reads) is refused before its bounds are checked, so the 400 says it is not a finite
+    number rather than "less than or equal to 2 (got nan)" (`_errors._invalid_body`).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 _PART_TYPES = (
