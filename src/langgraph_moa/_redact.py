@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 6
@@ -106,14 +106,31 @@ def url_secrets(url: str) -> list[str]:
     values = set()
     for match in _CREDENTIAL_PARAM.finditer(url):
         value = url[match.end(1) : match.end()]
-        values |= {value, unquote(value)}
+        values |= {value, *_spellings(value)}
     return sorted((v for v in values if len(v) >= MIN_SECRET_CHARS), key=len, reverse=True)
 
 
+def _spellings(value: str) -> set[str]:
+    """Return the ways an upstream may write back the query value `value`: one key in each.
+
+    Unescaped, and its ``+`` read as a space as a form reads a query; each escaped in full,
+    a space as ``%20`` or as a form's ``+``. An escape's hex in either case (``%2b``,
+    ``%2B``) is matched by `without`, which ignores case.
+    """
+    decoded = {unquote(value), unquote_plus(value)}
+    return (
+        decoded | {quote(d, safe="") for d in decoded} | {quote_plus(d, safe="") for d in decoded}
+    )
+
+
 def without(text: str, secrets: list[str]) -> str:
-    """Return `text` with each of `secrets` (longest first) shown as redacted."""
+    """Return `text` with each of `secrets` (longest first) shown as redacted.
+
+    Letter case is ignored: an escape's hex may come back in the other case, and a key
+    written back re-cased is still the key, found again in a few thousand guesses.
+    """
     for secret in secrets:
-        text = text.replace(secret, REDACTED)
+        text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
     return text
 
 

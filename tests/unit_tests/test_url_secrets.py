@@ -482,3 +482,37 @@ def test_every_error_repeating_a_model_spec_hides_its_urls_key(tmp_path):
             refuse()
         message = str(caught.value)
         assert SECRET not in message and "key=[redacted]" in message, message
+
+
+@pytest.mark.parametrize(
+    ("written", "echoed"),
+    [
+        ("Ab1%2bq%2Fz9xYw%3d", "Ab1%2Bq%2Fz9xYw%3D"),  # its escapes' hex in the other case
+        ("Ab1+q/z9xYw=", "Ab1%2Bq%2Fz9xYw%3D"),  # escaped in full
+        ("Ab1%2Bq%2Fz9xYw%3D", "Ab1%2bq%2fz9xYw%3d"),
+        ("Ab1+q/z9xYw=", "Ab1 q/z9xYw="),  # a query's '+' read as a space, as forms do
+        ("Ab1%20q%2Fz9xYw", "Ab1+q%2Fz9xYw"),  # a space escaped as forms do
+        ("AIzaSyBr0k3nStr3am0", "aizasybr0k3nstr3am0"),  # re-cased: guessed back in a few tries
+    ],
+)
+@pytest.mark.parametrize("path", ["transport", "mid-stream"])
+def test_a_key_echoed_escaped_or_cased_otherwise_than_its_url_is_redacted(written, echoed, path):
+    """The request's ?key=... was removed from an upstream's error only as its URL wrote it
+    and fully unescaped: echoed with its escapes' hex in the other case, escaped in full or
+    read as a form reads a query, the same key was shown, in a non-200 error body (the
+    transport) and in a 200 stream's error event (describe_error, from error.request)."""
+    import httpx2
+
+    from langgraph_moa._redact import describe_error
+    from langgraph_moa.transport._http import _redacted_response
+
+    request = httpx2.Request("POST", f"https://h.test/v1/chat/completions?key={written}")
+    message = f"API key {echoed} is not valid"
+    if path == "transport":
+        body = message.encode()
+        shown = _redacted_response(request, httpx2.Response(400, content=body), body).text
+    else:
+        error = RuntimeError(message)
+        error.request = request  # as the openai SDK's APIError carries it
+        shown = describe_error(error)
+    assert "API key [redacted] is not valid" in shown, shown
