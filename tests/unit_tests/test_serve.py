@@ -605,6 +605,42 @@ async def test_reading_a_body_does_not_block_other_clients(system, monkeypatch):
     assert answered_meanwhile == [True], "GET /v1/models waited behind a body being read"
 
 
+async def test_an_answers_agreement_does_not_block_other_clients(system, monkeypatch):
+    """The answer event's agreement (word runs of the answer against each proposal) ran on
+    the event loop: a 1 MB answer, or many long proposals, held every other client meanwhile.
+    This agreement only ends once GET /v1/models has answered, which it cannot if it holds
+    the loop; the event carries what it computed."""
+    from langgraph_moa.serving import _events
+
+    computing, listed = threading.Event(), threading.Event()
+    answered_meanwhile = []
+    agreement = _events.synthesis_agreement
+
+    def slow_agreement(answer, references):
+        computing.set()
+        answered_meanwhile.append(listed.wait(timeout=10))
+        return agreement(answer, references)
+
+    monkeypatch.setattr(_events, "synthesis_agreement", slow_agreement)
+    transport = httpx.ASGITransport(app=create_app({"m": system}))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+
+        async def listing():
+            await asyncio.to_thread(computing.wait, 10)
+            assert (await http.get("/v1/models")).status_code == 200
+            listed.set()
+
+        run = http.post("/v1/moa/runs", json={"model": "m", "messages": USER})
+        answered, _ = await asyncio.gather(run, listing())
+    assert answered_meanwhile == [True], "GET /v1/models waited behind an answer's agreement"
+    events = [json.loads(line[6:]) for line in answered.text.splitlines() if line[:6] == "data: "]
+    answer = next(e for e in events if e["event"] == "answer")
+    assert [a["call"] for a in answer["agreement"]] == [
+        ["proposer", 1, 0, 0],
+        ["proposer", 1, 1, 0],
+    ]
+
+
 # --- disconnects -----------------------------------------------------------------------------
 
 

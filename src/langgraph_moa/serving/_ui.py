@@ -134,7 +134,11 @@ async def _run(
                     yield event
                 else:
                     yield out(event)
-            answer = answer_event(events.final, prices, logprobs=job.logprobs)
+            # Off the event loop: its agreement compares the answer with every proposal, a
+            # long answer (1 MB, or many long proposals) held every other client meanwhile.
+            answer = await asyncio.to_thread(
+                answer_event, events.final, prices, logprobs=job.logprobs
+            )
             record.answer = answer["text"]
             # The answer event carries the run's fallback and failed_layers as they are.
             record.status = "degraded" if is_degraded(answer) else "done"
