@@ -47,7 +47,9 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
             r"(?i)((?:api[_-]?key|x-api-key|authorization|openai-organization|openai-project)"
             # A URL's parameter (``?api_key=``) is `_CREDENTIAL_PARAM`'s, which runs first and
             # takes its value alone: this shape ran to the next comma, over the URL's rest.
-            rf"[\"']?\s*[:=]\s*[\"']?)(?!{re.escape(REDACTED)})([^,;\"'}}\n]+)"
+            # Possessive: else the space or quote before an earlier pass's mark is given to
+            # the value, the guard passes, and each pass eats one more character.
+            rf"[\"']?+\s*+[:=]\s*+[\"']?+)(?!{re.escape(REDACTED)})([^,;\"'}}\n]+)"
         ),
         rf"\1{REDACTED}",
     ),
