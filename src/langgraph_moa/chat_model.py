@@ -345,7 +345,8 @@ class MoAChatModel(BaseChatModel):
             # came back None, silently. Any JSON object is a schema too.
             schema = _ANY_JSON_OBJECT
         check_nesting(schema, "The structured-output schema is")
-        check_schema(schema, method)
+        # What MoA makes a tool of must convert; a dict the aggregator takes is its to judge.
+        check_schema(schema, method, as_tool=self.moa_config.rules.returns_proposal())
         trace = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
         if self.moa_config.rules.returns_proposal():
             return self._picked_structure(schema, include_raw, method, strict, trace)

@@ -854,7 +854,7 @@ def test_strict_with_json_mode_is_refused_in_one_sentence(fake, variant):
         MoAChatModel(config=config).with_structured_output(City, method="json_mode", strict=True)
 
 
-@pytest.mark.parametrize("schema", [42, "City", [City], {"type": "object"}])
+@pytest.mark.parametrize("schema", [42, "City", [City]])
 @pytest.mark.parametrize("variant", ["moa", "select"])
 def test_a_schema_that_is_none_is_refused_before_any_call(fake, log, variant, schema):
     """A synthesizing variant took any schema and failed at the final step, after every
@@ -976,3 +976,65 @@ def test_an_aggregator_that_takes_no_strict_fails_keeping_the_proposals(log):
         llm.with_structured_output(City, strict=True).invoke("q")
     kept = [c["output"] for c in e.value.calls if c["role"] == "proposer"]
     assert kept and kept == [c.output for c in log.by("A")[-len(kept) :]]
+
+
+TITLELESS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+LOOPBACK = "agg@http://127.0.0.1:9/v1"  # ChatOpenAI; unit tests open no socket, so no call
+
+
+def test_a_json_schema_without_a_title_is_answered_by_an_aggregator_that_takes_it(fake):
+    """bec625a refused a titleless JSON schema for every aggregator, though ChatOllama (here a
+    fake that takes any schema) answers in one, as MoA did before."""
+    agg = fake("AGG", reply=lambda label, n, msgs: '{"city": "Paris"}')
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=agg)
+    assert MoAChatModel(config=config).with_structured_output(TITLELESS).invoke("q") == {
+        "city": "Paris"
+    }
+    graph = create_moa_graph(config, response_format=TITLELESS)
+    assert graph.invoke({"messages": [("user", "q")]})["structured_response"] == {"city": "Paris"}
+
+
+@pytest.mark.parametrize(
+    ("schema", "fix"),
+    [
+        (TITLELESS, "give the JSON schema a top-level 'title'"),
+        (convert_to_openai_tool(City), "or use method='function_calling'"),
+    ],
+)
+def test_a_schema_the_aggregator_refuses_is_refused_before_any_proposal(fake, log, schema, fix):
+    """ChatOpenAI refuses a titleless JSON schema and (with json_schema) an OpenAI tool: the
+    tool was taken, and failed at the last step after every proposal was paid for."""
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=LOOPBACK)
+    llm = MoAChatModel(config=config).with_structured_output(schema)
+    with pytest.raises(
+        MoAInputError, match=r"^Aggregator agg@\S+ cannot answer in the structured"
+    ) as e:
+        llm.invoke("q")
+    assert fix in str(e.value) and "\n" not in str(e.value) and log.calls == []
+    graph = create_moa_graph(config, response_format=schema)
+    with pytest.raises(MoAInputError, match=fix.replace("(", r"\(")):
+        graph.invoke({"messages": [("user", "q")]})
+    assert log.calls == []
+
+
+def test_a_run_context_naming_another_aggregator_is_checked_at_the_run_start(fake, log):
+    """The schema is judged per run: the context may swap the aggregator the graph was built
+    with for one that cannot answer in it."""
+    agg = fake("AGG", reply=lambda label, n, msgs: '{"city": "Paris"}')
+    graph = create_moa_graph(
+        MoAConfig(proposers=[fake("A")], aggregator=agg), response_format=TITLELESS
+    )
+    with pytest.raises(MoAInputError, match=r"^Aggregator .* top-level 'title'"):
+        graph.invoke({"messages": [("user", "q")]}, context={"aggregator": LOOPBACK})
+    assert log.calls == []
+    assert graph.invoke({"messages": [("user", "q")]})["structured_response"] == {"city": "Paris"}
+
+
+@pytest.mark.parametrize("variant", ["select", "ranker"])
+def test_a_json_schema_without_a_title_is_refused_where_moa_makes_a_tool_of_it(fake, log, variant):
+    """Where a proposal is the answer, MoA itself converts the schema to a tool or format."""
+    agg = None if variant == "select" else fake("R")
+    llm = MoAChatModel(config=MoAConfig(variant=variant, proposers=[fake("A")], aggregator=agg))
+    with pytest.raises(MoAInputError, match=r"^The structured-output schema .* is no schema: "):
+        llm.with_structured_output(TITLELESS).invoke("q")
+    assert log.calls == []

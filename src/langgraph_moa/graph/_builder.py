@@ -99,13 +99,15 @@ def create_moa_graph(
 
     Raises:
         MoAInputError: `response_format` nests dicts and lists more than 100 levels deep,
-            or is no schema (`check_schema`).
+            or is no schema (`check_schema`); a run raises it before any call when its
+            aggregator cannot answer in the schema (`check_aggregator_schema`).
     """
     config = load_config(config)
     # Refused now, not after the proposers were paid: the final step's repr of a schema
     # nested thousands deep raised a RecursionError (`MoAChatModel` checks the same).
     check_nesting(response_format, "The structured-output schema is")
-    check_schema(response_format, response_method)  # not at the last step, once paid for
+    # Not at the last step, once paid for; the aggregator judges a dict at each run's start.
+    check_schema(response_format, response_method, as_tool=False)
     nodes = MoANodes(
         config, response_format, response_method, call_cache, limits, strict=response_strict
     )

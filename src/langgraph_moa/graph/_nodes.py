@@ -66,7 +66,7 @@ from langgraph_moa.run._calls import (
     watching,
 )
 from langgraph_moa.run._early import early_start_provenance, early_watch
-from langgraph_moa.run._inputs import validate_conversation
+from langgraph_moa.run._inputs import check_aggregator_schema, validate_conversation
 from langgraph_moa.run._ledger import (
     AttemptKey,
     AwaitRead,
@@ -185,6 +185,7 @@ class MoANodes:
             model = self._final_model(cfg, index, streamed=cfg.final_role == "aggregator")
             if cfg.final_role == "aggregator":
                 bind_options(model, options, cfg.final_chain[index].label)
+                self._check_structure(model, cfg.final_chain[index].label)
         return {
             "calls": None,
             "layer": 0,
@@ -195,6 +196,17 @@ class MoANodes:
             "run_token": f"{uuid.uuid4().hex}{SHAPE_MARK}{self._shape_of(cfg)}",
             "drawn": [],
         }
+
+    def _check_structure(self, model: BaseChatModel, label: str) -> None:
+        """Refuse the graph's schema now if this aggregator cannot answer in it.
+
+        Asked per run, since the run's context may name another aggregator than the one
+        the graph was built with (`check_aggregator_schema`).
+        """
+        if self.response_format is not None:
+            check_aggregator_schema(
+                model, label, self.response_format, self.response_method, self.response_options
+            )
 
     async def aprepare(self, state: MoAState) -> dict[str, Any]:
         """`prepare` on the run's event loop, so its models are the ones the run's calls use.

@@ -127,16 +127,21 @@ def _converts(schema: Any) -> bool:
     return True
 
 
-def check_schema(schema: Any, method: str) -> None:
+def check_schema(schema: Any, method: str, *, as_tool: bool = True) -> None:
     """Refuse a structured-output schema that is none, before any call is paid for.
 
     A synthesizing variant's final aggregator reads the schema only when the last step
-    starts (its own `with_structured_output`): 42, a class's name as text or a JSON schema
-    without a title failed there, with LangChain's multi-line error, after every proposal
-    was paid for. Taken: what LangChain converts to a tool (a pydantic model, a TypedDict,
-    a JSON schema with a ``title``, ``{"name", "schema"}``), and for ``json_mode`` any dict
-    (the object needs no name). OpenAI's whole ``response_format`` is no schema: ChatOpenAI's
-    `with_structured_output` fails on it, and `select` cannot make it a tool.
+    starts (its own `with_structured_output`): 42, a class's name as text or a whole
+    ``response_format`` failed there, with LangChain's multi-line error, after every
+    proposal was paid for. Taken: what LangChain converts to a tool (a pydantic model, a
+    TypedDict, a JSON schema with a ``title``, ``{"name", "schema"}``), and for ``json_mode``
+    any dict (the object needs no name). OpenAI's whole ``response_format`` is no schema:
+    ChatOpenAI's `with_structured_output` fails on it, and `select` cannot make it a tool.
+
+    `as_tool` False (the aggregator answers in the schema, not MoA's own conversion): any
+    dict is taken here, since whether a JSON schema needs a ``title`` is the aggregator's
+    to say (ChatOllama takes one without, ChatOpenAI does not); `check_aggregator_schema`
+    asks it at the start of each run.
     """
     if schema is None or (method == "json_mode" and isinstance(schema, dict)):
         return
@@ -145,11 +150,56 @@ def check_schema(schema: Any, method: str) -> None:
             f"The structured-output schema {_kind(schema)} is a whole response_format: give "
             "the JSON schema inside it, its name as a top-level 'title'."
         )
-    if not _converts(schema):
+    if (as_tool or not isinstance(schema, dict)) and not _converts(schema):
         raise MoAInputError(
             f"The structured-output schema {_kind(schema)} is no schema: give a pydantic "
             "model, a TypedDict or a JSON schema with a top-level 'title' (the answer's name)."
         )
+
+
+def check_aggregator_schema(
+    model: Any, label: str, schema: Any, method: str, options: dict[str, Any]
+) -> None:
+    """Refuse `schema` if aggregator `label` cannot answer in it, before any call is paid for.
+
+    The aggregator's own `with_structured_output` decides (it makes no call): ChatOpenAI
+    refuses a JSON schema without a ``title`` and, with ``json_schema``, an OpenAI tool
+    schema, which failed only at the last step, after every proposal was paid for, while
+    ChatOllama answers in a schema without a title. The run's context may name another
+    aggregator, so the graph asks at each run's start (`MoANodes.prepare`).
+    """
+    try:
+        model.with_structured_output(schema, method=method, include_raw=True, **options)
+    except Exception as exc:  # any refusal is the model's answer to the schema
+        raise MoAInputError(
+            f"Aggregator {label} cannot answer in the structured-output schema {_kind(schema)} "
+            f"with method {method!r} ({_refusal(exc)}): {_schema_fix(schema, method)}"
+        ) from exc
+
+
+def _refusal(exc: Exception) -> str:
+    """Return the first line of a model's refusal, short: LangChain's runs over several lines."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = (lines[0] if lines else "").rstrip(".:;")
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _schema_fix(schema: Any, method: str) -> str:
+    """Return the fix for a schema an aggregator refused: the end of the refusal's sentence."""
+    if isinstance(schema, dict) and schema.get("type") == "function" and "function" in schema:
+        return (
+            "give the tool's 'parameters' with its name as a top-level 'title', or use "
+            "method='function_calling'."
+        )
+    if isinstance(schema, dict) and "title" not in schema and "name" not in schema:
+        return "give the JSON schema a top-level 'title' (the answer's name)."
+    if method == "json_mode":
+        return "give it a pydantic model or a JSON schema, or choose another aggregator."
+    return (
+        "give a pydantic model or a JSON schema with a top-level 'title' and 'properties', "
+        "or choose an aggregator that takes it."
+    )
 
 
 def with_run_options(value: Any) -> Any:
