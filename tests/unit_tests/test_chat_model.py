@@ -843,7 +843,9 @@ def test_strict_structured_output_reaches_the_aggregator_of_a_synthesizing_varia
     llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=agg))
     assert llm.with_structured_output(City, strict=True).invoke("q").city == "Paris"
     assert llm.with_structured_output(City).invoke("q").city == "Paris"
-    assert [a.get("strict", "unset") for a in asked] == [True, "unset"]
+    # Each run asks twice: at its start, to refuse a schema the aggregator cannot answer in
+    # before any call, and for the answer.
+    assert [a.get("strict", "unset") for a in asked] == [True, True, "unset", "unset"]
 
 
 @pytest.mark.parametrize("variant", ["moa", "select"])
@@ -955,11 +957,10 @@ def test_every_schema_form_langchain_takes_is_answered(fake, variant, method, fo
     assert parsed == answer
 
 
-def test_an_aggregator_that_takes_no_strict_fails_keeping_the_proposals(log):
+def test_an_aggregator_that_takes_no_strict_is_refused_before_any_call(log):
     """An aggregator whose `with_structured_output` refuses ``strict`` (as some integrations
-    do for arguments they do not know) fails the run only at the final step: the refusal
-    names it, and the proposals already paid for are kept in the error's ``.calls``."""
-    from langgraph_moa import AggregatorFailedError
+    do for arguments they do not know) failed the run at the final step, after the proposals
+    were paid for; it is now refused at the run's start, in one sentence naming the fix."""
     from tests.fakes import FakeChat
 
     class NoStrict(FakeChat):
@@ -972,10 +973,11 @@ def test_an_aggregator_that_takes_no_strict_fails_keeping_the_proposals(log):
     agg = NoStrict(label="AGG", log=log, reply=lambda *a: '{"city": "Paris", "confidence": 1}')
     llm = MoAChatModel(config=MoAConfig(proposers=[FakeChat(label="A", log=log)], aggregator=agg))
     assert llm.with_structured_output(City).invoke("q").city == "Paris"  # strict left out
-    with pytest.raises(AggregatorFailedError, match=r"unsupported arguments.*strict") as e:
+    made = len(log.calls)
+    with pytest.raises(MoAInputError, match=r"^Aggregator AGG cannot .* strict=True") as e:
         llm.with_structured_output(City, strict=True).invoke("q")
-    kept = [c["output"] for c in e.value.calls if c["role"] == "proposer"]
-    assert kept and kept == [c.output for c in log.by("A")[-len(kept) :]]
+    assert str(e.value).endswith("leave strict out, or choose an aggregator that takes it.")
+    assert "\n" not in str(e.value) and len(log.calls) == made
 
 
 TITLELESS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}

@@ -171,10 +171,23 @@ def check_aggregator_schema(
     try:
         model.with_structured_output(schema, method=method, include_raw=True, **options)
     except Exception as exc:  # any refusal is the model's answer to the schema
+        fix = _schema_fix(schema, method)
+        if options and _takes(model, schema, method):
+            fix = f"leave {', '.join(sorted(options))} out, or choose an aggregator that takes it."
+        asked = ", ".join([f"method={method!r}", *(f"{k}={v!r}" for k, v in options.items())])
         raise MoAInputError(
             f"Aggregator {label} cannot answer in the structured-output schema {_kind(schema)} "
-            f"with method {method!r} ({_refusal(exc)}): {_schema_fix(schema, method)}"
+            f"with {asked} ({_refusal(exc)}): {fix}"
         ) from exc
+
+
+def _takes(model: Any, schema: Any, method: str) -> bool:
+    """Tell whether `model` answers in `schema` without options (``strict``)."""
+    try:
+        model.with_structured_output(schema, method=method, include_raw=True)
+    except Exception:  # any refusal is the model's answer to the schema
+        return False
+    return True
 
 
 def _refusal(exc: Exception) -> str:
