@@ -80,3 +80,35 @@ def test_a_dict_schema_streams_partial_objects_then_the_whole(config, schema, me
 def test_a_pydantic_schema_streams_the_validated_object_once(config, mode):
     structured = MoAChatModel(config=config).with_structured_output(CityModel)
     assert collect(structured, mode) == [CityModel(**WHOLE)]
+
+
+TITLELESS = {key: value for key, value in JSON_SCHEMA.items() if key != "title"}
+
+
+@pytest.mark.parametrize(
+    ("schema", "fix"),
+    [
+        (TITLELESS, "give the JSON schema a top-level 'title'"),
+        (
+            {"type": "function", "function": {"name": "City", "parameters": TITLELESS}},
+            "or use method='function_calling'",
+        ),
+    ],
+)
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_schema_chatopenai_cannot_answer_in_is_refused_before_any_request(schema, fix, mode):
+    """ChatOpenAI (llama.cpp's server, Together) refuses a JSON schema without a title, and an
+    OpenAI tool with json_schema: the run is refused before the first request, not after the
+    proposals were paid for; the same aggregator answers in the titled schema."""
+    from langgraph_moa import MoAInputError
+
+    with FaultServer({"agg": FaultProfile(reply_text=REPLY)}) as server:
+        url = server.url
+        config = MoAConfig(proposers=[f"a@{url}", f"b@{url}"], aggregator=f"agg@{url}")
+        structured = MoAChatModel(config=config).with_structured_output(schema)
+        with pytest.raises(MoAInputError, match=r"^Aggregator agg@\S+ cannot answer") as e:
+            collect(structured, mode)
+        assert fix in str(e.value) and "\n" not in str(e.value)
+        assert sum(server.requests.values()) == 0
+        titled = MoAChatModel(config=config).with_structured_output(JSON_SCHEMA)
+        assert titled.invoke("Capital of France?") == WHOLE
