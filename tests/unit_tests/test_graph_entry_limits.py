@@ -142,3 +142,61 @@ def test_a_configured_endpoint_named_with_its_host_in_other_letters_is_not_refus
     assert endpoint_label(chosen.aggregator.model) == "m@http://models.lan:9/v1"
     with pytest.raises(ModelNotAllowedError):
         configs.get({"aggregator": "m@http://Models.Lan:10/v1"})
+
+
+@pytest.fixture
+def plugin_variant():
+    """A variant some module the server's process imported registered, unknown to the operator."""
+    from langgraph_moa.variants import Plan, register, unregister
+
+    toy = type("Toy", (Plan,), {"name": "plugin-deep", "description": "a toy", "default_layers": 3})
+    register(toy)
+    yield toy.name
+    unregister(toy.name)
+
+
+def test_an_entry_point_runs_no_variant_its_operator_did_not_choose(plugin_variant, fake, log):
+    """A LangGraph server client picked any registered variant in its run context, where
+    `moa serve` lets a client pick only a shipped variant or a served system's own: a variant
+    registered by an imported module ran code the operator never chose."""
+    from langgraph_moa import create_moa_graph
+
+    configs = entry("moa").nodes["prepare"].bound.func.__self__.configs
+    with pytest.raises(MoAConfigError, match=r"^The run context's 'variant' 'plugin-deep' is no"):
+        configs.get({"variant": plugin_variant})
+    with pytest.raises(MoAConfigError, match="not served by this graph") as refused:
+        configs.get(MoAContext(variant=plugin_variant))
+    assert "'self-moa'" in str(refused.value) and "\n" not in str(refused.value)
+    assert configs.get({"variant": "ranker"}).variant == "ranker"  # shipped: a caller's
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"))
+    graph = create_moa_graph(config, limits=RequestLimits())
+    with pytest.raises(MoAConfigError, match="not served by this graph"):
+        graph.invoke({"messages": [("user", "q")]}, context={"variant": plugin_variant})
+    assert log.calls == []
+    own = create_moa_graph(config.with_overrides(variant=plugin_variant), limits=RequestLimits())
+    chosen = own.nodes["prepare"].bound.func.__self__.configs.get({"variant": plugin_variant})
+    assert chosen.variant == plugin_variant  # the operator's own variant is served
+    free = create_moa_graph(config)  # no limits: a Python caller's own graph picks any
+    assert (
+        free.nodes["prepare"].bound.func.__self__.configs.get({"variant": plugin_variant}).variant
+        == plugin_variant
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "told"),
+    [
+        ("plugin-dee", "choose one of 'moa'"),
+        ("zz-top", "choose one of"),
+        ("self-mao", "'self-moa'?"),
+    ],
+)
+def test_an_unknown_variant_is_answered_with_the_served_choices_only(plugin_variant, name, told):
+    """A typo must not name (nor tell apart) a registered variant the operator did not serve:
+    the context's own check named every registered one."""
+    configs = entry("moa").nodes["prepare"].bound.func.__self__.configs
+    with pytest.raises(MoAConfigError) as refused:
+        configs.get({"variant": name})
+    message = str(refused.value)
+    assert f"'variant' {name!r} is not served by this graph" in message and told in message
+    assert plugin_variant not in message and "\n" not in message

@@ -10,7 +10,8 @@ Two sets of limits share these checks:
   apply to every request on top of the budget: the operator pays for the calls, so clients
   get bounded proposers, samples, layers, model requests (retries counted), messages,
   characters, answer tokens, tokens per run and time per run (each with a default and a
-  ``moa serve`` flag).
+  ``moa serve`` flag), and clients pick only the variants the package ships or the
+  operator configured.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from langgraph_moa.errors import LimitExceededError, ModelNotAllowedError
+from langgraph_moa._redact import clip
+from langgraph_moa.errors import LimitExceededError, MoAConfigError, ModelNotAllowedError
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.text._names import did_you_mean
+from langgraph_moa.variants import shipped_variants
 
 if TYPE_CHECKING:
     from langgraph_moa.config._schema import MoAConfig
@@ -206,6 +210,26 @@ class RequestLimits(BaseModel):
                     "configured: name one of its own models, or have the operator build the "
                     "graph with limits=RequestLimits(allow_client_endpoints=True)."
                 )
+
+    def check_variant(self, variant: Any, served: Collection[str]) -> None:
+        """Refuse a run context's variant unless it ships with the package or is in `served`.
+
+        Any module the server's process imports can register a variant; running it for a
+        caller would run code the operator never chose, so, as `moa serve` does, a caller
+        picks a shipped variant or one the operator configured (the graph's own). An unknown
+        name gets the same answer, its did-you-mean drawn from those alone: the registry's
+        message would name a registered variant that is not served.
+        """
+        allowed = tuple(dict.fromkeys([*shipped_variants(), *served]))
+        if variant is None or variant in allowed:
+            return
+        hint = did_you_mean(variant, allowed)
+        raise MoAConfigError(
+            f"The run context's 'variant' {clip(repr(variant))} is not served by this graph: "
+            f"choose one of {', '.join(map(repr, allowed))}"
+            + (f" ({hint})" if hint else "")
+            + ", or have the operator build the graph with that variant in its config."
+        )
 
     def check_conversation(self, messages: int, chars: int, parts: int = 0) -> None:
         """Refuse a conversation with too many messages, characters or content parts.

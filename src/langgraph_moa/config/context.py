@@ -268,7 +268,13 @@ class ContextConfigCache:
         self._cache: BoundedLRU[str, MoAConfig] = BoundedLRU(size)
 
     def get(self, context: Any) -> MoAConfig:
-        """Return the effective config for this run's context."""
+        """Return the effective config for this run's context.
+
+        With limits the variant is checked first, before the context is read: reading it
+        refuses an unknown variant naming every registered one (`RequestLimits.check_variant`).
+        """
+        if self.limits is not None:
+            self.limits.check_variant(_variant_asked(context), [self.base.variant])
         ctx = MoAContext.coerce(context)
         if ctx is None or ctx.is_empty():
             return self.base
@@ -282,6 +288,7 @@ class ContextConfigCache:
             raise MoAConfigError(explain_validation_error(exc, schema=MoAConfig)) from None
         if self.limits is not None:
             config = self.limits.with_budget(config)  # a context preset has its own budget
+            self.limits.check_variant(config.variant, [self.base.variant])  # a preset's too
             self.limits.check_config(config)
             self.limits.check_endpoints(config, self._own_endpoints(ctx))
         return self._cache.put(key, config)
@@ -301,6 +308,13 @@ class ContextConfigCache:
             for role in [*config.proposers, *config.final_chain]
         }
         return {label for label in labels if label is not None}
+
+
+def _variant_asked(context: Any) -> Any:
+    """Return the variant a run context names (a `MoAContext` or a dict), or None."""
+    if isinstance(context, MoAContext):
+        return context.variant
+    return context.get("variant") if isinstance(context, dict) else None
 
 
 def answer_cap(variant: str, max_tokens: int | None) -> dict[str, int]:

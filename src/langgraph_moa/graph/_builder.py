@@ -89,8 +89,9 @@ def create_moa_graph(
         call_cache: A `CallCache` (e.g. `SQLiteCallCache`): calls already made with the same
             model, parameters, messages, role and sample are answered from it.
         limits: Hold every run to `moa serve`'s per-request limits (`RequestLimits`): its
-            token budget, and a run context past a limit, or naming an endpoint URL the
-            config does not, is refused before the first call.
+            token budget, and a run context past a limit, naming an endpoint URL the
+            config does not, or a variant neither shipped nor the config's, is refused
+            before the first call.
             For graphs that callers configure per run (the LangGraph server entry points).
 
     Returns:
