@@ -1,0 +1,91 @@
+"""Every ```python block of README.md and docs/*.md that needs no local model, run as written.
+
+Each block runs as a module's code (`__name__` is "__main__"), in an empty working folder,
+as a reader would paste it into a file; a block that continues an earlier one (uses a name it
+defines) runs joined after the blocks above it under the same heading (`tests/snippets.py`),
+never after another section's. The providers that need an API (OpenAI, Together) are served
+by the fake OpenAI-compatible backend on loopback: OPENAI_BASE_URL and TOGETHER_API_BASE
+point at it, with dummy keys, as in tests/integration_tests/test_readme_cli.py. Nothing in a
+block is changed. The blocks that call the packaged local models run in
+tests/integration_tests/test_doc_snippets_local.py; every block is run by one of the two,
+or named in NOT_RUN with the reason (`test_every_block_is_run_somewhere`).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+
+import pytest
+
+from langgraph_moa.testing import FaultProfile, FaultServer
+from tests.snippets import snippets, with_earlier_in_section
+
+
+
+def answered(names: dict) -> bool:
+    return bool(names["out"]["messages"][-1].response_metadata["moa"]["calls"])
+
+
+# The blocks this module runs, by heading, each with what its names and output must show.
+FAKE_BACKEND: dict[str, Callable[[dict, str], bool]] = {
+    "## Quickstart": lambda names, out: answered(names),
+    "## Streaming": lambda names, out: "'event': 'finished'" in out and "answer" in out,
+    "## Per-run settings (LangGraph server)": lambda names, out: answered(names),
+    "#### Tools and agents": lambda names, out: bool(names["agent"] and names["llm"]),
+    "## What the package cut": lambda names, out: gc.get_threshold()[0] >= 10_000,
+}
+# Run in tests/integration_tests/test_doc_snippets_local.py (they call the local models).
+LOCAL_MODELS = (
+    "### As a LangChain chat model (`MoAChatModel`)",
+    "### As an OpenAI-compatible endpoint (`moa serve`)",
+    "# Evaluating MoA on your own data",
+)
+# Not run by any test, and why.
+NOT_RUN = {
+    "## LangSmith": "needs a LangSmith account holding a dataset of that name; "
+    "examples/langsmith_eval.py runs evaluate_system offline",
+}
+
+
+def heading(snippet) -> str:
+    return snippet.section[-1]
+
+
+def test_every_block_is_run_somewhere():
+    headings = {heading(s) for s in snippets()}
+    known = {*FAKE_BACKEND, *LOCAL_MODELS, *NOT_RUN}
+    assert headings <= known, f"a block no test runs: {headings - known}"
+    assert known <= headings, f"a block that is gone: {known - headings}"
+
+
+@pytest.fixture(scope="module")
+def backend():
+    with FaultServer(default=FaultProfile(reply_words=8)) as server:
+        yield server
+
+
+@pytest.fixture
+def reader(backend, tmp_path, monkeypatch):
+    """An empty working folder and the fake backend's base URLs, with dummy keys."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", "fake")
+    monkeypatch.setenv("OPENAI_BASE_URL", backend.url)
+    monkeypatch.setenv("TOGETHER_API_KEY", "fake")
+    monkeypatch.setenv("TOGETHER_API_BASE", backend.url)
+    threshold = gc.get_threshold()  # performance.md's block tunes this process's collector
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [pytest.param(s, id=s.id) for s in snippets() if heading(s) in FAKE_BACKEND],
+)
+def test_block_runs_as_written(snippet, reader, capsys):
+    code = compile(with_earlier_in_section(snippet), snippet.id, "exec")
+    names: dict = {"__name__": "__main__"}  # as `python snippet.py` runs it
+    exec(code, names)
+    out = capsys.readouterr().out
+    assert FAKE_BACKEND[heading(snippet)](names, out), out
