@@ -5,7 +5,8 @@ as a reader would paste it into a file; a block that continues an earlier one (u
 defines) runs joined after the blocks above it under the same heading (`tests/snippets.py`),
 never after another section's. The providers that need an API (OpenAI, Together) are served
 by the fake OpenAI-compatible backend on loopback: OPENAI_BASE_URL and TOGETHER_API_BASE
-point at it, with dummy keys, as in tests/integration_tests/test_readme_cli.py. Nothing in a
+point at it, with dummy keys, as in tests/integration_tests/test_readme_cli.py (the only sockets
+this module allows are loopback ones). Nothing in a
 block is changed. The blocks that call the packaged local models run in
 tests/integration_tests/test_doc_snippets_local.py; every block is run by one of the two,
 or named in NOT_RUN with the reason (`test_every_block_is_run_somewhere`).
@@ -17,7 +18,9 @@ import gc
 from collections.abc import Callable
 
 import pytest
+from pytest_socket import _remove_restrictions, socket_allow_hosts
 
+from langgraph_moa import MoAConfig
 from langgraph_moa.testing import FaultProfile, FaultServer
 from tests.snippets import snippets, with_earlier_in_section
 
@@ -27,13 +30,21 @@ def answered(names: dict) -> bool:
     return bool(names["out"]["messages"][-1].response_metadata["moa"]["calls"])
 
 
-# The blocks this module runs, by heading, each with what its names and output must show.
-FAKE_BACKEND: dict[str, Callable[[dict, str], bool]] = {
-    "## Quickstart": lambda names, out: answered(names),
-    "## Streaming": lambda names, out: "'event': 'finished'" in out and "answer" in out,
-    "## Per-run settings (LangGraph server)": lambda names, out: answered(names),
-    "#### Tools and agents": lambda names, out: bool(names["agent"] and names["llm"]),
-    "## What the package cut": lambda names, out: gc.get_threshold()[0] >= 10_000,
+def three_layers_of_moa_lite(calls: int) -> bool:
+    """The run's context was honored: moa-lite's proposers answered in two layers."""
+    return calls >= 2 * len(MoAConfig.from_preset("moa-lite").proposers) + 1
+
+
+# The blocks this module runs, by heading, each with what it must leave: its names, its
+# output, the number of calls the fake backend answered.
+FAKE_BACKEND: dict[str, Callable[[dict, str, int], bool]] = {
+    "## Quickstart": lambda names, out, calls: answered(names),
+    "## Streaming": lambda names, out, calls: "'event': 'finished'" in out and "answer" in out,
+    "## Per-run settings (LangGraph server)": lambda names, out, calls: (
+        three_layers_of_moa_lite(calls)
+    ),
+    "#### Tools and agents": lambda names, out, calls: bool(names["agent"] and names["llm"]),
+    "## What the package cut": lambda names, out, calls: gc.get_threshold()[0] >= 10_000,
 }
 # Run in tests/integration_tests/test_doc_snippets_local.py (they call the local models).
 LOCAL_MODELS = (
@@ -57,6 +68,17 @@ def test_every_block_is_run_somewhere():
     known = {*FAKE_BACKEND, *LOCAL_MODELS, *NOT_RUN}
     assert headings <= known, f"a block no test runs: {headings - known}"
     assert known <= headings, f"a block that is gone: {known - headings}"
+
+
+@pytest.fixture
+def no_network():
+    """Loopback only: the fake backend is the one server these blocks reach.
+
+    Replaces the unit suite's fixture of this name, which refuses every socket.
+    """
+    socket_allow_hosts(["127.0.0.1"], allow_unix_socket=True)
+    yield
+    _remove_restrictions()
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +105,11 @@ def reader(backend, tmp_path, monkeypatch):
     "snippet",
     [pytest.param(s, id=s.id) for s in snippets() if heading(s) in FAKE_BACKEND],
 )
-def test_block_runs_as_written(snippet, reader, capsys):
+def test_block_runs_as_written(snippet, reader, backend, capsys):
     code = compile(with_earlier_in_section(snippet), snippet.id, "exec")
     names: dict = {"__name__": "__main__"}  # as `python snippet.py` runs it
+    before = backend.requests.total()
     exec(code, names)
     out = capsys.readouterr().out
-    assert FAKE_BACKEND[heading(snippet)](names, out), out
+    calls = backend.requests.total() - before
+    assert FAKE_BACKEND[heading(snippet)](names, out, calls), (out, calls)
