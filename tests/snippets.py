@@ -17,6 +17,7 @@ PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>\S*)")
 _HEADING = re.compile(r"^(?P<hashes>#{1,6}) ")
 
+
 @dataclass(frozen=True)
 class Snippet:
     """One block: its page, the heading above it, its first line number and its code."""

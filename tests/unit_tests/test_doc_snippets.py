@@ -8,7 +8,7 @@ by the fake OpenAI-compatible backend on loopback: OPENAI_BASE_URL and TOGETHER_
 point at it, with dummy keys, as in tests/integration_tests/test_readme_cli.py (the only sockets
 this module allows are loopback ones). Nothing in a
 block is changed. The blocks that call the packaged local models run in
-tests/integration_tests/test_doc_snippets_local.py; every block is run by one of the two,
+tests/integration_tests/test_doc_examples_local.py; every block is run by one of the two,
 or named in NOT_RUN with the reason (`test_every_block_is_run_somewhere`).
 """
 
@@ -25,12 +25,11 @@ from langgraph_moa.testing import FaultProfile, FaultServer
 from tests.snippets import snippets, with_earlier_in_section
 
 
-
 def answered(names: dict) -> bool:
     return bool(names["out"]["messages"][-1].response_metadata["moa"]["calls"])
 
 
-def three_layers_of_moa_lite(calls: int) -> bool:
+def three_layers(calls: int) -> bool:
     """The run's context was honored: moa-lite's proposers answered in two layers."""
     return calls >= 2 * len(MoAConfig.from_preset("moa-lite").proposers) + 1
 
@@ -40,13 +39,11 @@ def three_layers_of_moa_lite(calls: int) -> bool:
 FAKE_BACKEND: dict[str, Callable[[dict, str, int], bool]] = {
     "## Quickstart": lambda names, out, calls: answered(names),
     "## Streaming": lambda names, out, calls: "'event': 'finished'" in out and "answer" in out,
-    "## Per-run settings (LangGraph server)": lambda names, out, calls: (
-        three_layers_of_moa_lite(calls)
-    ),
+    "## Per-run settings (LangGraph server)": lambda _, out, calls: three_layers(calls),
     "#### Tools and agents": lambda names, out, calls: bool(names["agent"] and names["llm"]),
     "## What the package cut": lambda names, out, calls: gc.get_threshold()[0] >= 10_000,
 }
-# Run in tests/integration_tests/test_doc_snippets_local.py (they call the local models).
+# Run in tests/integration_tests/test_doc_examples_local.py (they call the local models).
 LOCAL_MODELS = (
     "### As a LangChain chat model (`MoAChatModel`)",
     "### As an OpenAI-compatible endpoint (`moa serve`)",
