@@ -24,7 +24,7 @@ from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import tool
 
-from langgraph_moa import MoAChatModel
+from langgraph_moa import MoAChatModel, MoAConfig
 
 _OPERATORS = {
     ast.Add: operator.add,
@@ -62,9 +62,29 @@ SYSTEM = (
 )
 
 
-def build_agent(config: Any = "local-moa", max_tokens: int = 128) -> Any:
-    """Return a LangChain agent whose model is MoA (`config`: a preset or a MoAConfig)."""
-    model = MoAChatModel(config=config, max_tokens=max_tokens, temperature=0.0)
+def greedy(config: str | MoAConfig) -> MoAConfig:
+    """The config with its aggregator greedy too (MoAChatModel's temperature is the proposers').
+
+    local-moa's aggregator samples at 0.3: so sampling, it answered "What is 1234 * 5678?"
+    from memory (704,102) instead of calling the calculator.
+    """
+    config = MoAConfig.from_preset(config) if isinstance(config, str) else config
+    if config.aggregator is None:  # select: the answer is a proposal
+        return config
+    aggregator = config.aggregator.model_copy(update={"temperature": 0.0})
+    return config.with_overrides(aggregator=aggregator)
+
+
+def build_agent(config: str | MoAConfig = "local-moa", max_tokens: int = 128) -> Any:
+    """Return a LangChain agent whose model is MoA (`config`: a preset or a MoAConfig).
+
+    The proposers answer greedily too, unless one draws several samples (local-vote): those
+    are sampled, since greedy samples are one answer repeated (the config refuses them).
+    """
+    config = greedy(config)
+    sampled = any(proposer.samples > 1 for proposer in config.proposers)
+    temperature = None if sampled else 0.0
+    model = MoAChatModel(config=config, max_tokens=max_tokens, temperature=temperature)
     return create_agent(model, [calculator], system_prompt=SYSTEM)
 
 
