@@ -586,15 +586,23 @@ class Evaluation:
                     self.judge_key or "judge",
                 )
 
+        def pairable(row: dict[str, Any]) -> bool:
+            """Whether the row and its baseline answer both exist without error."""
+            other = base.get(row["id"])
+            return other is not None and not (row["error"] or other["error"])
+
         async def one(
             row: dict[str, Any],
         ) -> tuple[Judged, tuple[Verdict | None, Verdict | None]] | None:
-            other = base.get(row["id"])
-            if other is None or row["error"] or other["error"]:
+            if not pairable(row):
                 return None
+            other = base[row["id"]]
             instruction = "\n\n".join(row["turns"])
             verdicts = await ask(instruction, row["answer"], other["answer"])
             judged = Judged(instruction, row["answer"], other["answer"], pair_score(*verdicts))
+            assert self.judging is not None  # set before this system's rows are judged
+            system, done, total = self.judging
+            self.judging = (system, done + 1, total)
             return judged, verdicts
 
         async def judge_layers(row: dict[str, Any], final_score: float) -> None:
@@ -613,21 +621,11 @@ class Evaluation:
             }
             self._record_layers(row, outputs, scores)
 
-        async def counted(row: dict[str, Any]) -> Any:
-            judged = await one(row)
-            if judged is not None and self.judging is not None:
-                system, done, total = self.judging
-                self.judging = (system, done + 1, total)
-            return judged
-
         for name, rows in results.items():
             if name == self.baseline:
                 continue
-            pairs_in_all = sum(
-                1 for r in rows if r["id"] in base and not (r["error"] or base[r["id"]]["error"])
-            )
-            self.judging = (name, 0, pairs_in_all)
-            answered = await _all_or_none(counted(r) for r in rows)
+            self.judging = (name, 0, sum(map(pairable, rows)))
+            answered = await _all_or_none(one(r) for r in rows)
             pairs = [(row, o) for row, o in zip(rows, answered, strict=True) if o is not None]
             outcomes = [o for _, o in pairs]
             judged = [j for j, _ in outcomes]
