@@ -19,16 +19,27 @@ TERMINATED_EXIT = 143
 """The exit code of a command stopped by SIGTERM (128 + 15), as shells give it."""
 
 
+def _stop_words(signum: int) -> tuple[str, int]:
+    """Return what the command says when stopped by `signum` (SIGTERM, Ctrl-C) and its exit code."""
+    if signum == signal.SIGTERM:
+        return "Terminated.", TERMINATED_EXIT
+    return "Interrupted.", INTERRUPTED_EXIT
+
+
+def _write_stderr(data: bytes) -> None:
+    """Write all of `data` to stderr's file descriptor (a terminal may take part of it)."""
+    while data:
+        data = data[os.write(2, data) :]
+
+
 def _interrupted_while_starting(signum: int, frame: Any) -> None:
     """Ctrl-C (or SIGTERM) before the command is imported: say so, exit 130 (143), no traceback."""
-    terminated = signum == signal.SIGTERM
-    line = b"Terminated.\n" if terminated else b"Interrupted.\n"
+    what, code = _stop_words(signum)
     try:
-        while line:
-            line = line[os.write(2, line) :]
+        _write_stderr(f"{what}\n".encode())
     except OSError:  # stderr closed: the exit code says it
         pass
-    os._exit(TERMINATED_EXIT if terminated else INTERRUPTED_EXIT)
+    os._exit(code)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from langgraph_moa._redact import redact
 from langgraph_moa._terminal import for_terminal
-from langgraph_moa.cli import INTERRUPTED_EXIT, TERMINATED_EXIT
+from langgraph_moa.cli import INTERRUPTED_EXIT, _stop_words, _write_stderr
 from langgraph_moa.cli._chat import chat
 from langgraph_moa.cli._config import DEFAULT_PRESET, build_config
 from langgraph_moa.cli._eval import evaluate
@@ -133,11 +133,10 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     stop``, a cancelled CI job) stops the same way, saying "Terminated." and exiting with
     143: killed by the signal's default action, the command said nothing of what finished.
     """
-    code = TERMINATED_EXIT if signum == signal.SIGTERM else INTERRUPTED_EXIT
+    what, code = _stop_words(signum)
     if _unsaid:
         _write_stderr(_unsaid[0])
         _exit_interrupted(code)
-    what = "Terminated." if signum == signal.SIGTERM else "Interrupted."
     _unsaid.append(_rendered(interrupted_line(what)))
     out.stop_live()
     _write_stderr(_unsaid[0])
@@ -161,14 +160,8 @@ def _rendered(markup: str) -> bytes:
     return console.file.getvalue().encode("utf-8", "replace")  # type: ignore[attr-defined]
 
 
-def _write_stderr(data: bytes) -> None:
-    """Write all of `data` to stderr's file descriptor (a terminal may take part of it)."""
-    while data:
-        data = data[os.write(2, data) :]
-
-
-def _exit_interrupted(code: int = INTERRUPTED_EXIT) -> None:
-    """Stop the local model servers this process started, and exit with `code` (130)."""
+def _exit_interrupted(code: int) -> None:
+    """Stop the local model servers this process started, and exit with `code` (130, 143)."""
     from langgraph_moa.local.runtime import LocalRuntime
 
     runtime = LocalRuntime._default
