@@ -294,9 +294,16 @@ def number_value(text: str) -> Fraction | None:
         sign, top, bottom = lone.groups()
         return _fraction(top, bottom, negative=bool(sign))
     matches = _NUMBER.findall(text)
-    if not matches:
-        return None
-    written = number_text(matches[-1])
+    return _written_value(matches[-1]) if matches else None
+
+
+def _written_value(match: str) -> Fraction | None:
+    """Return the value of one `_NUMBER` match in marked text; None when it is no number.
+
+    `written_numbers` reads each match with it, not through `number_value`, which would mark
+    and match the text again.
+    """
+    written = number_text(match)
     if parts := _tex_fraction(written):
         negative, top, bottom = parts
         return _fraction(top, bottom, negative=negative)
@@ -339,7 +346,7 @@ def written_numbers(text: str) -> list[Fraction]:
     text = number_marks(text)
     if _LONE_FRACTION.fullmatch(text):
         return [] if (value := number_value(text)) is None else [value]
-    values = (number_value(match) for match in _NUMBER.findall(text))
+    values = (_written_value(match) for match in _NUMBER.findall(text))
     return [value for value in values if value is not None]
 
 
