@@ -407,9 +407,10 @@ def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bo
         return match.group(1).upper(), True
     if match := _OPENING_CHOICE.match(text):
         return match.group(1), True
-    if _LONE_FRACTION.fullmatch(number_marks(text)):  # "1/2": its value; "1/0": as written
+    marked = number_marks(text)  # one character for one: a match's places are the text's
+    if _LONE_FRACTION.fullmatch(marked):  # "1/2": its value; "1/0": as written
         return _number_key(text) or " ".join(text.split()), True
-    numbers = list(_NUMBER.finditer(number_marks(text)))  # one character for one: same places
+    numbers = list(_NUMBER.finditer(marked))
     if numbers and (number := _number_key(numbers[-1][0])):
         return number, len(text[numbers[-1].end() :].split()) <= _TRAILING_WORDS
     return normalize_words(span) or normalize_words(text), False
