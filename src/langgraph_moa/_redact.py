@@ -96,6 +96,15 @@ def redact_url(text: str) -> str:
     return _CREDENTIAL_PARAM.sub(rf"\1{REDACTED}", text)
 
 
+def redacted_repr(value: object) -> str:
+    """Return ``repr(value)`` through `redact_url`, as an error quotes what it was given.
+
+    A spec quoted in an error shows what was written, quotes and all, but not the key its
+    endpoint URL may carry.
+    """
+    return redact_url(repr(value))
+
+
 def url_secrets(url: str) -> list[str]:
     """Return the values of `url`'s credential query parameters, as written and decoded.
 

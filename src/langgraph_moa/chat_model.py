@@ -55,7 +55,7 @@ from langgraph.constants import CONF, CONFIG_KEY_CHECKPOINTER
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
 from langgraph_moa._lru import BoundedLRU
-from langgraph_moa._redact import redact, redact_url, redact_urls_in
+from langgraph_moa._redact import redact, redact_urls_in, redacted_repr
 from langgraph_moa.config._digest import fingerprint
 from langgraph_moa.config._loader import load_config
 from langgraph_moa.config._schema import MoAConfig, explain_validation_error, list_presets
@@ -840,13 +840,13 @@ def model_override(cfg: MoAConfig, model: Any) -> tuple[str | None, MoAContext |
     """
     if not isinstance(model, str) or not model.strip():
         raise MoAInputError(
-            f"model= must be a preset name or a model spec, got {redact_url(repr(model))}."
+            f"model= must be a preset name or a model spec, got {redacted_repr(model)}."
         )
     if model in list_presets():
         return model, None
     if cfg.final_role == "selector":
         raise MoAInputError(
-            f"model={redact_url(repr(model))} cannot be honored: the 'select' variant answers "
+            f"model={redacted_repr(model)} cannot be honored: the 'select' variant answers "
             "with a proposal and has no aggregator to replace; pass a preset name instead."
         )
     spec = model
@@ -861,7 +861,7 @@ def model_override(cfg: MoAConfig, model: Any) -> tuple[str | None, MoAContext |
         )
         if endpoint is None:
             raise MoAInputError(
-                f"model={redact_url(repr(model))} is neither a preset nor a model spec, and the "
+                f"model={redacted_repr(model)} is neither a preset nor a model spec, and the "
                 "aggregator is not on an OpenAI-compatible server to ask for it by name: pass a "
                 "preset name or a spec such as 'openai:gpt-4o-mini' or 'name@http://host:port/v1'."
             )

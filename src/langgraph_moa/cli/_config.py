@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from langgraph_moa._redact import redact_url
+from langgraph_moa._redact import redacted_repr
 from langgraph_moa.cli._ranges import number_option, schema_bounds
 from langgraph_moa.cli._usage import OptionConflictError
 from langgraph_moa.config._loader import DEFAULT_PRESET, load_config
@@ -328,7 +328,7 @@ def model_list(flag: str, value: str | None) -> list[str] | None:
     if value is None:
         return None
     if problem := list_problem(value):
-        raise MoAConfigError(f"{flag} {redact_url(repr(value))} {problem}")
+        raise MoAConfigError(f"{flag} {redacted_repr(value)} {problem}")
     return [item.strip() for item in value.split(",")]
 
 
@@ -337,7 +337,7 @@ def model_flag(flag: str, value: str | None) -> str | None:
     if value is None:
         return None
     if problem := spec_problem(value):
-        raise MoAConfigError(f"{flag} {redact_url(repr(value))} {problem}")
+        raise MoAConfigError(f"{flag} {redacted_repr(value)} {problem}")
     return value.strip()
 
 

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from langgraph_moa._json import dumps
-from langgraph_moa._redact import describe_error, redact_url
+from langgraph_moa._redact import describe_error, redact_url, redacted_repr
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, explain_errors, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
@@ -132,7 +132,7 @@ def single_model(spec: str) -> MoAConfig:
     try:
         proposer = ProposerConfig(model=model, max_tokens=SINGLE_MAX_TOKENS, temperature=0.0)
     except ValidationError as exc:
-        raise _spec_error(exc, f"system {redact_url(repr(spec))}") from None
+        raise _spec_error(exc, f"system {redacted_repr(spec)}") from None
     return MoAConfig(variant="select", name=redact_url(spec), proposers=[proposer])
 
 
@@ -169,7 +169,7 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
         config = load_config(spec)
     else:
         raise MoAConfigError(
-            f"Unknown system {redact_url(repr(spec))}: give a preset "
+            f"Unknown system {redacted_repr(spec)}: give a preset "
             f"({', '.join(list_presets())}), a config file (.yaml/.json), or one model as "
             "'single:<model spec>'."
         )

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from langgraph_moa._redact import (
     redact_url,
     redact_urls_in,
+    redacted_repr,
     register_secret,
     url_secrets,
     without,
@@ -208,14 +209,14 @@ def split_provider(spec: str) -> tuple[str, str]:
         if provider == LOCAL_PREFIX or provider in providers:
             if not name:
                 raise ModelResolutionError(
-                    f"Model spec {redact_url(repr(spec))} has no model name after '{prefix}:'; "
+                    f"Model spec {redacted_repr(spec)} has no model name after '{prefix}:'; "
                     f"write it as '{prefix}:<model>'."
                 )
             return provider, name
     inferred = infer_provider(spec)
     if inferred is None:
         raise ModelResolutionError(
-            f"Unknown model provider in {redact_url(repr(spec))}. Write it as 'provider:model' "
+            f"Unknown model provider in {redacted_repr(spec)}. Write it as 'provider:model' "
             f"with one of these providers: {', '.join(known_providers())}; or give an "
             "OpenAI-compatible endpoint as 'model@http://host:port/v1'."
         )
@@ -238,7 +239,7 @@ def validate_spec(spec: Any) -> ModelSpec:
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(
             "a model must be a BaseChatModel, a 'provider:model' string, "
-            f"or an endpoint {{base_url, model}}; got {redact_url(repr(spec))}"
+            f"or an endpoint {{base_url, model}}; got {redacted_repr(spec)}"
         )
     spec = printable(spec.strip(), "a model spec")
     if parse_endpoint_string(spec) is None:
@@ -468,7 +469,7 @@ def _from_provider_string(
         return init_chat_model(name, model_provider=provider, **params)
     except ImportError as exc:
         raise ModelResolutionError(
-            f"Model {redact_url(repr(spec))} needs the LangChain integration for '{provider}', "
+            f"Model {redacted_repr(spec)} needs the LangChain integration for '{provider}', "
             f"which is not installed: {exc}. Install it with pip (for example "
             f"langchain-{provider})."
         ) from exc

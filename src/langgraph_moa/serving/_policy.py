@@ -14,7 +14,7 @@ from pydantic import (
     ValidationError,
 )
 
-from langgraph_moa._redact import clip, redact_url
+from langgraph_moa._redact import clip, redacted_repr
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, explain_validation_error
 from langgraph_moa.config.context import MoAContext, answer_cap, apply_context
@@ -156,7 +156,7 @@ def _check_allowed_spec(spec: Any) -> None:
         reason = " ".join(str(exc).split())
     else:
         return
-    raise MoAConfigError(f"--allow-model {redact_url(repr(spec))} is not a model spec: {reason}")
+    raise MoAConfigError(f"--allow-model {redacted_repr(spec)} is not a model spec: {reason}")
 
 
 @dataclass(frozen=True)
