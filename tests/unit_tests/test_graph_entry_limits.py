@@ -200,3 +200,19 @@ def test_an_unknown_variant_is_answered_with_the_served_choices_only(plugin_vari
     message = str(refused.value)
     assert f"'variant' {name!r} is not served by this graph" in message and told in message
     assert plugin_variant not in message and "\n" not in message
+
+
+def test_the_variant_check_adds_no_work_to_a_run_that_names_no_variant(fake):
+    """The plan is looked up for every model call (`MoANodes.plan`); with limits it checked
+    the context's variant each time, building the served choices even for a run that names
+    none (seven more function calls per model call in every entry point's run)."""
+    from tests.unit_tests.test_resume import function_calls
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"))
+    free, held = ContextConfigCache(config), ContextConfigCache(config, limits=RequestLimits())
+    for context in (None, {}, {"layers": 2}, MoAContext(layers=2)):
+        free.get(context), held.get(context)  # cached, as for every call after a run's first
+        extra = function_calls(lambda: held.get(context)) - function_calls(
+            lambda: free.get(context)
+        )
+        assert extra <= (0 if not context else 4), context

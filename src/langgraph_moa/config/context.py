@@ -272,9 +272,12 @@ class ContextConfigCache:
 
         With limits the variant is checked first, before the context is read: reading it
         refuses an unknown variant naming every registered one (`RequestLimits.check_variant`).
+        Every model call looks its plan up here: a run that names no variant (no context, or
+        an empty one) is not checked at all.
         """
-        if self.limits is not None:
-            self.limits.check_variant(_variant_asked(context), [self.base.variant])
+        if self.limits is not None and context:
+            if (variant := _variant_asked(context)) is not None:
+                self.limits.check_variant(variant, [self.base.variant])
         ctx = MoAContext.coerce(context)
         if ctx is None or ctx.is_empty():
             return self.base
