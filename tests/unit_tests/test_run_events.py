@@ -874,6 +874,49 @@ def test_a_run_whose_client_left_keeps_every_call_ended_in_the_history(fake, tmp
     assert failed[0]["status"] == "cancelled" and "client" in failed[0]["error"]
 
 
+def test_a_run_whose_client_left_while_its_answer_event_was_built_keeps_its_answer(
+    fake, tmp_path, monkeypatch
+):
+    """The answer event is built in a worker thread (626d225): a client leaving meanwhile
+    cancelled the run after its graph had answered, and the history kept it without the
+    answer every call had been paid for, where before the answer was always kept."""
+    import threading
+
+    from langgraph_moa.config.context import MoAContext
+    from langgraph_moa.serving import _ui
+    from langgraph_moa.serving._policy import _Job
+
+    building, release = threading.Event(), threading.Event()
+    built = _ui.answer_event
+
+    def slow_answer_event(*args, **kwargs):
+        building.set()
+        release.wait(10)
+        return built(*args, **kwargs)
+
+    monkeypatch.setattr(_ui, "answer_event", slow_answer_event)
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), name="m")
+    history = History(tmp_path / "h.sqlite3")
+    job = _Job("m", [HumanMessage("Explain X")], MoAContext(), None, False)
+
+    async def leave_while_built() -> None:
+        async def consume() -> None:
+            async for _ in _ui._run(create_moa_graph(config), job, "r1", config, history):
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.to_thread(building.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+
+    asyncio.run(leave_while_built())
+    run = history.get("r1")
+    assert run is not None and run.status == "cancelled"
+    assert run.answer.startswith("AGG")
+
+
 def test_a_run_kept_by_an_earlier_version_is_served_without_the_machines_details(system, tmp_path):
     """Runs saved before call errors stopped naming a dead local server's pid, port, temp log
     path and last lines were served again as saved. Their error texts now pass through the

@@ -134,6 +134,8 @@ async def _run(
                     yield event
                 else:
                     yield out(event)
+            # Kept first: a client leaving while the event is built must not lose the answer.
+            record.answer = str(events.answer.text)
             # Off the event loop: its agreement compares the answer with every proposal, a
             # long answer (1 MB, or many long proposals) held every other client meanwhile.
             answer = await asyncio.to_thread(
