@@ -1032,6 +1032,18 @@ def test_a_run_context_naming_another_aggregator_is_checked_at_the_run_start(fak
     assert graph.invoke({"messages": [("user", "q")]})["structured_response"] == {"city": "Paris"}
 
 
+def test_a_fallback_aggregator_that_cannot_answer_in_the_schema_refuses_the_run(fake, log):
+    """Every aggregator of the chain is asked at the run's start (README, Structured output):
+    a fallback the run may never reach still refuses it, naming that fallback, rather than
+    failing after the proposals were paid for."""
+    agg = fake("AGG", reply=lambda label, n, msgs: '{"city": "Paris"}')
+    config = MoAConfig(proposers=[fake("A")], aggregator=agg, aggregator_fallbacks=[LOOPBACK])
+    graph = create_moa_graph(config, response_format=TITLELESS)
+    with pytest.raises(MoAInputError, match=r"^Aggregator agg@http://127\.0\.0\.1:9/v1 cannot"):
+        graph.invoke({"messages": [("user", "q")]})
+    assert log.calls == []
+
+
 @pytest.mark.parametrize("variant", ["select", "ranker"])
 def test_a_json_schema_without_a_title_is_refused_where_moa_makes_a_tool_of_it(fake, log, variant):
     """Where a proposal is the answer, MoA itself converts the schema to a tool or format."""
