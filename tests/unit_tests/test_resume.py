@@ -179,6 +179,33 @@ def test_the_resume_check_adds_at_most_two_function_calls_to_a_node(fake):
     assert "config_digest" not in graph.channels
 
 
+def test_a_run_without_a_response_format_adds_no_work_to_its_start(fake, monkeypatch):
+    """The structure check at the run's start (931bc59) is for runs with a response_format;
+    without one it still computed each aggregator's label a second time, about ten function
+    calls per aggregator in every run, on the common path."""
+    from langchain_core.messages import HumanMessage
+
+    from langgraph_moa.config._schema import RoleConfig
+    from langgraph_moa.graph._nodes import MoANodes
+
+    labels = []
+    label = RoleConfig.label
+
+    def counted(role):
+        labels.append(role)
+        return label.fget(role)
+
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), aggregator_fallbacks=[fake("F")]
+    )
+    nodes = MoANodes(config)
+    state = {"messages": [HumanMessage("Explain X")]}
+    nodes.prepare(state)  # the models are built and cached by the first run
+    monkeypatch.setattr(RoleConfig, "label", property(counted))
+    nodes.prepare(state)
+    assert len(labels) == 4  # each proposer's and aggregator's once, for its call options
+
+
 DIGEST_IN_A_PROCESS = """
 from tests.fakes import FakeChat
 from langgraph_moa import MoAConfig

@@ -184,8 +184,10 @@ class MoANodes:
         for index in range(len(cfg.final_chain)):
             model = self._final_model(cfg, index, streamed=cfg.final_role == "aggregator")
             if cfg.final_role == "aggregator":
-                bind_options(model, options, cfg.final_chain[index].label)
-                self._check_structure(model, cfg.final_chain[index].label)
+                label = cfg.final_chain[index].label
+                bind_options(model, options, label)
+                if self.response_format is not None:  # no work at all on the common path
+                    self._check_structure(model, label)
         return {
             "calls": None,
             "layer": 0,
@@ -203,10 +205,9 @@ class MoANodes:
         Asked per run, since the run's context may name another aggregator than the one
         the graph was built with (`check_aggregator_schema`).
         """
-        if self.response_format is not None:
-            check_aggregator_schema(
-                model, label, self.response_format, self.response_method, self.response_options
-            )
+        check_aggregator_schema(
+            model, label, self.response_format, self.response_method, self.response_options
+        )
 
     async def aprepare(self, state: MoAState) -> dict[str, Any]:
         """`prepare` on the run's event loop, so its models are the ones the run's calls use.
