@@ -110,3 +110,17 @@ def test_block_runs_as_written(snippet, reader, backend, capsys):
     out = capsys.readouterr().out
     calls = backend.requests.total() - before
     assert FAKE_BACKEND[heading(snippet)](names, out, calls), (out, calls)
+
+
+def test_a_block_fenced_py_or_python3_is_found(tmp_path, monkeypatch):
+    """GitHub shows ```py and ```python3 blocks as Python: one added so is run, or named."""
+    import tests.snippets
+
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Page\n```py\nx = 1\n```\n```python3\ny = 2\n```\n```Python\nz = 3\n```\n"
+        "```bash\nls\n```\n"
+    )
+    monkeypatch.setattr(tests.snippets, "ROOT", tmp_path)
+    found = tests.snippets._blocks(page)
+    assert [s.code for s in found] == ["x = 1\n", "y = 2\n", "z = 3\n"], found
