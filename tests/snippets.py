@@ -16,6 +16,7 @@ PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>\S*)")
 _HEADING = re.compile(r"^(?P<hashes>#{1,6}) ")
+PYTHON = {"python", "py", "python3"}  # the names GitHub shows as Python, in any case
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def _blocks(page: Path) -> list[Snippet]:
         if fence is None and match:
             fence, indent, first, body = match.group("lang"), match.group("indent"), number, []
         elif fence is not None and match and match.group("lang") == "":
-            if fence == "python":  # a block inside a list item is indented; its code is not
+            if fence.lower() in PYTHON:  # a block inside a list item is indented; its code is not
                 code = "".join(part.removeprefix(indent) + "\n" for part in body)
                 name = page.relative_to(ROOT).as_posix()
                 found.append(Snippet(page=name, section=section, line=first, code=code))
