@@ -18,14 +18,14 @@ proposers and an aggregator on the fake OpenAI-compatible backend on loopback) a
 
 from __future__ import annotations
 
-import http.server
 import os
 import signal
+import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,23 +57,52 @@ def stop(proc: subprocess.Popen, before: set[int]) -> None:
     assert not serve_pids() - before, "llama.cpp servers outlived their parent"
 
 
+def port_taken(port: int) -> bool:
+    """Tell whether a program listens on this loopback port now."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def serving(args: list[str], port: int, path: str, log: Path, cwd: Path | None = None):
+    """Run a server the docs name on its fixed `port` until `path` answers; always stop it.
+
+    A port another program holds fails at once, naming it: that program would answer the
+    health check, and the blocks would run against it. A server that never comes up is
+    stopped as well, its llama.cpp servers with it.
+    """
+    if port_taken(port):
+        pytest.fail(
+            f"port {port} is taken by another program; the docs' commands name it, "
+            "so stop that program and run this module again.",
+            pytrace=False,
+        )
+    before = serve_pids()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}{path}"
+        wait_until_up(url, proc, 90, why=lambda: log.read_text()[-2000:])
+        yield
+    finally:
+        stop(proc, before)
+
+
 @pytest.fixture(scope="module")
 def moa_serve(tmp_path_factory) -> Iterator[Path]:
     """`moa serve --preset local-moa --port 8000`, as examples/openai_client.py says; its log."""
-    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
-    before = serve_pids()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
     code = "from langgraph_moa.cli._app import main; main()"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, "serve", "--preset", "local-moa", "--port", "8000"],
-        env=environment(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = "http://127.0.0.1:8000/health"
-    wait_until_up(url, proc, 90, why=lambda: Path(log.name).read_text()[-2000:])
-    yield Path(log.name)
-    stop(proc, before)
+    args = [sys.executable, "-c", code, "serve", "--preset", "local-moa", "--port", "8000"]
+    with serving(args, 8000, "/health", log):
+        yield log
 
 
 @pytest.fixture(scope="module")
@@ -82,20 +111,10 @@ def langgraph_dev(tmp_path_factory) -> Iterator[None]:
     langgraph = Path(sys.executable).with_name("langgraph")
     if not langgraph.exists():
         pytest.skip("langgraph-cli[inmem] is not installed")
-    log = (tmp_path_factory.mktemp("lg") / "dev.log").open("w")
-    before = serve_pids()
-    proc = subprocess.Popen(
-        [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", "2025"],
-        cwd=ROOT,
-        env=environment(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = "http://127.0.0.1:2025/ok"
-    wait_until_up(url, proc, 90, why=lambda: Path(log.name).read_text()[-2000:])
-    yield
-    stop(proc, before)
+    log = tmp_path_factory.mktemp("lg") / "dev.log"
+    args = [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", "2025"]
+    with serving(args, 2025, "/ok", log, cwd=ROOT):
+        yield
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -182,52 +201,3 @@ def test_example_runs_as_written(example, request, tmp_path):
     for piece in EXAMPLES[example]:
         assert piece in out, f"{example}: {piece!r} not in\n{out}"
     print(f"{example}: {time.monotonic() - started:.1f}s")
-
-
-# --- the ports the docs name ---------------------------------------------------------------
-
-
-class _Healthy(http.server.BaseHTTPRequestHandler):
-    """Another program on the port: it answers 200 to anything, as another `moa serve` does."""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-def test_a_taken_port_fails_at_once_naming_it(tmp_path):
-    """A module run while port 8000 is another program's says so, and leaves nothing running.
-
-    Were the fixture to start `moa serve` anyway, its health check would be answered by the
-    other program and the block would run against it.
-    """
-    foreign = http.server.ThreadingHTTPServer(("127.0.0.1", 8000), _Healthy)
-    threading.Thread(target=foreign.serve_forever, daemon=True).start()
-    before = serve_pids()
-    try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                f"{__file__}::test_the_openai_client_block",
-            ],
-            cwd=ROOT,
-            env=environment(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    finally:
-        foreign.shutdown()
-        foreign.server_close()
-    assert result.returncode != 0, result.stdout[-3000:]
-    assert "port 8000 is taken" in result.stdout, result.stdout[-3000:]
-    assert not serve_pids() - before, "llama.cpp servers left behind"
