@@ -66,3 +66,20 @@ def test_a_taken_port_fails_at_once_naming_it(tmp_path):
     assert result.returncode != 0, result.stdout[-3000:]
     assert "port 8000 is taken" in result.stdout, result.stdout[-3000:]
     assert not serve_pids() - before, "llama.cpp servers left behind"
+
+
+def test_a_server_that_exits_at_start_is_reported_as_such(tmp_path):
+    """One that exits before answering (a port taken meanwhile) is named, with its log.
+
+    Before, stopping it raised ProcessLookupError (its process group was gone), hiding why.
+    """
+    from langgraph_moa.transport._net import free_port
+    from tests.integration_tests.test_doc_examples_local import serving
+
+    code = "print('could not bind: address in use'); raise SystemExit(1)"
+    log = tmp_path / "server.log"
+    with (
+        pytest.raises(AssertionError, match="the server exited: could not bind"),
+        serving([sys.executable, "-c", code], free_port(), "/health", log),
+    ):
+        pass
