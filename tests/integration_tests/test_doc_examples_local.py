@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -45,11 +45,13 @@ def environment(**extra: str) -> dict[str, str]:
 
 def stop(proc: subprocess.Popen, before: set[int]) -> None:
     """Stop a server started in its own session; its llama.cpp servers must go with it."""
-    os.killpg(proc.pid, signal.SIGINT)
+    with suppress(ProcessLookupError):  # a server that exited (a taken port) left no group
+        os.killpg(proc.pid, signal.SIGINT)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     deadline = time.monotonic() + 15
     while serve_pids() - before and time.monotonic() < deadline:
@@ -64,7 +66,9 @@ def port_taken(port: int) -> bool:
 
 
 @contextmanager
-def serving(args: list[str], port: int, path: str, log: Path, cwd: Path | None = None):
+def serving(
+    args: list[str], port: int, path: str, log: Path, cwd: Path | None = None
+) -> Iterator[None]:
     """Run a server the docs name on its fixed `port` until `path` answers; always stop it.
 
     A port another program holds fails at once, naming it: that program would answer the
