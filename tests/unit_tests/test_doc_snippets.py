@@ -124,3 +124,19 @@ def test_a_block_fenced_py_or_python3_is_found(tmp_path, monkeypatch):
     monkeypatch.setattr(tests.snippets, "ROOT", tmp_path)
     found = tests.snippets._blocks(page)
     assert [s.code for s in found] == ["x = 1\n", "y = 2\n", "z = 3\n"], found
+
+
+def test_a_second_block_under_a_heading_run_elsewhere_or_not_run_is_seen():
+    """The local module runs the one block of its headings; a block added there is named.
+
+    So is one added under a NOT_RUN heading: its reason was given for the block there.
+    """
+    from tests.snippets import Snippet
+
+    def under(title: str, line: int) -> Snippet:
+        return Snippet(page="README.md", section=(title,), line=line, code="pass\n")
+
+    blocks = [under(title, 1) for title in (*FAKE_BACKEND, *LOCAL_MODELS, *NOT_RUN)]
+    assert not unaccounted(blocks)
+    extra = [under(LOCAL_MODELS[0], 9), under("## LangSmith", 9)]
+    assert unaccounted(blocks + extra) == ["README.md:9", "README.md:9"]
