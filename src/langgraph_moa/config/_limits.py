@@ -16,7 +16,7 @@ Two sets of limits share these checks:
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -220,10 +220,10 @@ class RequestLimits(BaseModel):
         name gets the same answer, its did-you-mean drawn from those alone: the registry's
         message would name a registered variant that is not served.
         """
-        allowed = tuple(dict.fromkeys([*shipped_variants(), *served]))
-        if variant is None or variant in allowed:
+        allowed = served_variants(served)
+        hint = unserved_variant(variant, allowed)
+        if hint is None:
             return
-        hint = did_you_mean(variant, allowed)
         raise MoAConfigError(
             f"The run context's 'variant' {clip(repr(variant))} is not served by this graph: "
             f"choose one of {', '.join(map(repr, allowed))}"
@@ -258,6 +258,23 @@ class RequestLimits(BaseModel):
                 f"the server's limit of {self.max_parts}: join adjacent text parts or send "
                 "fewer tools, or have the operator raise --max-parts."
             )
+
+
+def served_variants(served: Iterable[str]) -> tuple[str, ...]:
+    """Return the variants a caller may pick: those shipped with the package, then `served`."""
+    return tuple(dict.fromkeys([*shipped_variants(), *served]))
+
+
+def unserved_variant(variant: Any, allowed: Sequence[str]) -> str | None:
+    """Return None if `variant` may run (None, or in `allowed`); else its did-you-mean hint.
+
+    The hint ("" when no name is close) is drawn from `allowed` alone: the registry's own
+    message would name a registered variant that is not served. `moa serve` and the graph
+    entry points each refuse with their own error and words.
+    """
+    if variant is None or variant in allowed:
+        return None
+    return did_you_mean(variant, allowed) or ""
 
 
 def endpoint_label(model: Any) -> str | None:

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from langgraph_moa._redact import clip, redacted_repr
-from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.config._limits import RequestLimits, served_variants, unserved_variant
 from langgraph_moa.config._schema import MoAConfig, explain_validation_error
 from langgraph_moa.config.context import MoAContext, answer_cap, apply_context
 from langgraph_moa.errors import (
@@ -35,8 +35,7 @@ from langgraph_moa.run._calls import CALL_TALLY, CallTally
 from langgraph_moa.serving._access import note_calls, note_model
 from langgraph_moa.serving._errors import _api_error, _APIError, _invalid_body
 from langgraph_moa.serving._schema import ChatRequest
-from langgraph_moa.text._names import did_you_mean
-from langgraph_moa.variants import shipped_variants, variant_of
+from langgraph_moa.variants import variant_of
 
 
 @dataclass(frozen=True)
@@ -326,9 +325,7 @@ class _Preparer:
         self.systems = systems
         self.policy = policy
         self.limits = {name: limits.covering(config) for name, config in systems.items()}
-        self.variants = tuple(
-            dict.fromkeys([*shipped_variants(), *(c.variant for c in systems.values())])
-        )
+        self.variants = served_variants(c.variant for c in systems.values())
         """The variants a client may switch to: those shipped, and the served systems' own."""
         self._gates: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
@@ -416,9 +413,8 @@ class _Preparer:
         its did-you-mean drawn from the served ones: the registry's own message would name
         (and a different answer would betray) a registered variant that is not served.
         """
-        if variant is None or variant in self.variants:
+        if variant is None or (hint := unserved_variant(variant, self.variants)) is None:
             return
-        hint = did_you_mean(variant, self.variants)
         raise _APIError(
             400,
             f"The variant {clip(variant)!r} is not served here: choose one of "
