@@ -211,8 +211,8 @@ class RequestLimits(BaseModel):
                     "graph with limits=RequestLimits(allow_client_endpoints=True)."
                 )
 
-    def check_variant(self, variant: Any, served: Collection[str]) -> None:
-        """Refuse a run context's variant unless it ships with the package or is in `served`.
+    def check_variant(self, variant: Any, allowed: Sequence[str]) -> None:
+        """Refuse a run context's variant unless it is in `allowed` (`served_variants`).
 
         Any module the server's process imports can register a variant; running it for a
         caller would run code the operator never chose, so, as `moa serve` does, a caller
@@ -220,7 +220,6 @@ class RequestLimits(BaseModel):
         name gets the same answer, its did-you-mean drawn from those alone: the registry's
         message would name a registered variant that is not served.
         """
-        allowed = served_variants(served)
         hint = unserved_variant(variant, allowed)
         if hint is None:
             return

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langgraph_moa._lru import BoundedLRU
-from langgraph_moa.config._limits import RequestLimits, endpoint_label
+from langgraph_moa.config._limits import RequestLimits, endpoint_label, served_variants
 from langgraph_moa.config._schema import (
     AggregatorConfig,
     MoAConfig,
@@ -266,6 +266,8 @@ class ContextConfigCache:
         self.limits = limits.covering(base) if limits is not None else None
         self.base = limits.with_budget(base) if limits is not None else base
         self._cache: BoundedLRU[str, MoAConfig] = BoundedLRU(size)
+        self._variants = served_variants([base.variant])
+        """The variants a run may pick under `limits`: those shipped, and the base's own."""
 
     def get(self, context: Any) -> MoAConfig:
         """Return the effective config for this run's context.
@@ -277,7 +279,7 @@ class ContextConfigCache:
         """
         if self.limits is not None and context:
             if (variant := _variant_asked(context)) is not None:
-                self.limits.check_variant(variant, [self.base.variant])
+                self.limits.check_variant(variant, self._variants)
         ctx = MoAContext.coerce(context)
         if ctx is None or ctx.is_empty():
             return self.base
@@ -291,7 +293,8 @@ class ContextConfigCache:
             raise MoAConfigError(explain_validation_error(exc, schema=MoAConfig)) from None
         if self.limits is not None:
             config = self.limits.with_budget(config)  # a context preset has its own budget
-            self.limits.check_variant(config.variant, [self.base.variant])  # a preset's too
+            if ctx.variant is None:  # one it names was checked above; a preset's is new
+                self.limits.check_variant(config.variant, self._variants)
             self.limits.check_config(config)
             self.limits.check_endpoints(config, self._own_endpoints(ctx))
         return self._cache.put(key, config)
