@@ -15,7 +15,12 @@ from pydantic import (
 )
 
 from langgraph_moa._redact import clip, redacted_repr
-from langgraph_moa.config._limits import RequestLimits, served_variants, unserved_variant
+from langgraph_moa.config._limits import (
+    RequestLimits,
+    endpoint_label,
+    served_variants,
+    unserved_variant,
+)
 from langgraph_moa.config._schema import MoAConfig, explain_validation_error
 from langgraph_moa.config.context import MoAContext, answer_cap, apply_context
 from langgraph_moa.errors import (
@@ -226,11 +231,9 @@ def check_allowed_models(allow: Iterable[str]) -> None:
 
 def _label(spec: str | OpenAIEndpoint) -> str:
     """Spell a spec one way, so that the same endpoint written twice compares equal."""
-    if isinstance(spec, OpenAIEndpoint):
-        return spec.label()
-    endpoint = parse_endpoint_string(spec.strip())
-    if endpoint is not None:
-        return endpoint.label()
+    if (label := endpoint_label(spec)) is not None:
+        return label
+    assert isinstance(spec, str)  # an endpoint has its label
     try:  # a provider prefix as the config holds it once resolved ("OpenAI:" -> "openai:")
         return str(validate_spec(spec))
     except (ValueError, MoAError):  # not a spec at all: refused as it is written, later
