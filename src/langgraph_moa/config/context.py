@@ -268,6 +268,7 @@ class ContextConfigCache:
         self._cache: BoundedLRU[str, MoAConfig] = BoundedLRU(size)
         self._variants = served_variants([base.variant])
         """The variants a run may pick under `limits`: those shipped, and the base's own."""
+        self._endpoints: dict[str | None, frozenset[str]] = {}  # None: the base config's
 
     def get(self, context: Any) -> MoAConfig:
         """Return the effective config for this run's context.
@@ -299,21 +300,29 @@ class ContextConfigCache:
             self.limits.check_endpoints(config, self._own_endpoints(ctx))
         return self._cache.put(key, config)
 
-    def _own_endpoints(self, context: MoAContext) -> set[str]:
+    def _own_endpoints(self, context: MoAContext) -> frozenset[str]:
         """Return the labels of the endpoints the operator configured.
 
         The base config's, and those of the preset the context starts from (presets ship
-        with the package, so their endpoints are the operator's choice too).
+        with the package, so their endpoints are the operator's choice too). Both are
+        fixed, so each is read once, on first use.
         """
-        configs = [self.base]
-        if context.preset:
-            configs.append(MoAConfig.from_preset(context.preset))
-        labels = {
-            endpoint_label(role.model)
-            for config in configs
-            for role in [*config.proposers, *config.final_chain]
-        }
-        return {label for label in labels if label is not None}
+        labels = self._labels(None)
+        return labels | self._labels(context.preset) if context.preset else labels
+
+    def _labels(self, preset: str | None) -> frozenset[str]:
+        """Return the endpoint labels of `preset` (None: the base config), read once."""
+        labels = self._endpoints.get(preset)
+        if labels is None:
+            config = MoAConfig.from_preset(preset) if preset else self.base
+            labels = self._endpoints[preset] = _endpoint_labels(config)
+        return labels
+
+
+def _endpoint_labels(config: MoAConfig) -> frozenset[str]:
+    """Return the ``model@url`` labels of the endpoints `config`'s roles call."""
+    labels = {endpoint_label(role.model) for role in [*config.proposers, *config.final_chain]}
+    return frozenset(label for label in labels if label is not None)
 
 
 def _variant_asked(context: Any) -> Any:
