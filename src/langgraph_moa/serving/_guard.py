@@ -320,18 +320,26 @@ def _read_within(send: Any, seconds: float) -> Any:
             await send(message)
             return
         body = message.get("body", b"")
+        if len(body) <= UNREAD_PIECE:  # one piece: sent as it is
+            await _send_within(send, message, seconds)
+            return
         more = message.get("more_body", False)
         pieces = [body[i : i + UNREAD_PIECE] for i in range(0, len(body), UNREAD_PIECE)]
-        for n, piece in enumerate(pieces or [body]):
-            last = n == len(pieces) - 1 or not pieces
+        for n, piece in enumerate(pieces):
+            last = n == len(pieces) - 1
             part = {**message, "body": piece, "more_body": more or not last}
-            try:
-                async with asyncio.timeout(seconds):
-                    await send(part)
-            except TimeoutError:
-                raise _Unread from None
+            await _send_within(send, part, seconds)
 
     return send_within
+
+
+async def _send_within(send: Any, message: Any, seconds: float) -> None:
+    """Send `message`, raising `_Unread` if it is not taken within `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            await send(message)
+    except TimeoutError:
+        raise _Unread from None
 
 
 def fastest_protocol() -> type:
