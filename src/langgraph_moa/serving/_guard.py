@@ -250,9 +250,13 @@ class RunCap:
         self, app: Any, max_runs: int, unread_s: float = 30.0, load: RunLoad | None = None
     ) -> None:
         self.app = app
-        self.max_runs = max_runs
         self.unread_s = unread_s
-        self.load = load or RunLoad(max_runs)
+        self.load = load or RunLoad(max_runs)  # one given holds the same max_runs
+
+    @property
+    def max_runs(self) -> int:
+        """The cap (kept in `load`, which /health reads)."""
+        return self.load.max_runs
 
     @property
     def running(self) -> int:
@@ -267,7 +271,7 @@ class RunCap:
         if scope["type"] != "http" or not self._starts_run(scope):
             await self.app(scope, receive, send)
             return
-        if self.running >= self.max_runs:
+        if self.load.busy:
             await self._refuse(send)
             return
         self.running += 1
