@@ -43,13 +43,14 @@ def _words(text: str) -> list[_Word]:
     start: int | None = None
     for i, char in enumerate(text):
         mark = start is not None and unicodedata.category(char).startswith("M")
-        if (char.isalnum() or char == "_" or mark) and not _is_ideograph(char):
+        ideograph = _is_ideograph(char)
+        if (char.isalnum() or char == "_" or mark) and not ideograph:
             start = i if start is None else start
             continue
         if start is not None:
             spans.append((start, i))
             start = None
-        if _is_ideograph(char):
+        if ideograph:
             spans.append((i, i + 1))
     if start is not None:
         spans.append((start, len(text)))
