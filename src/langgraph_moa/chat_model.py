@@ -346,9 +346,10 @@ class MoAChatModel(BaseChatModel):
             schema = _ANY_JSON_OBJECT
         check_nesting(schema, "The structured-output schema is")
         # What MoA makes a tool of must convert; a dict the aggregator takes is its to judge.
-        check_schema(schema, method, as_tool=self.moa_config.rules.returns_proposal())
+        picks_proposal = self.moa_config.rules.returns_proposal()
+        check_schema(schema, method, as_tool=picks_proposal)
         trace = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
-        if self.moa_config.rules.returns_proposal():
+        if picks_proposal:
             return self._picked_structure(schema, include_raw, method, strict, trace)
         llm = self.bind(
             moa_structured=_Structured(schema, method, strict), ls_structured_output_format=trace
