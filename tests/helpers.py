@@ -104,3 +104,15 @@ def watched_progress(config):
     )
     progress.answer = "".join(stream)
     return progress
+
+
+def load_agent_example():
+    """Import examples/agent_tools.py as a module (examples are no package)."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "examples" / "agent_tools.py"
+    spec = importlib.util.spec_from_file_location("agent_tools", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

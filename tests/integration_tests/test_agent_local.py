@@ -5,26 +5,14 @@ models with their tool-call template, the mixture answers the first turn with a 
 calculator, the agent runs it, and the mixture answers from its result.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 
 from langgraph_moa import MoAConfig
 from langgraph_moa.local.runtime import LocalRuntime
+from tests.helpers import load_agent_example
 
 pytestmark = [pytest.mark.local_models, pytest.mark.usefixtures("local_models_available")]
-
-EXAMPLE = Path(__file__).parents[2] / "examples" / "agent_tools.py"
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("agent_tools", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -60,7 +48,7 @@ CONFIGS = {
 
 @pytest.mark.parametrize("variant", ["select", "moa"])
 def test_an_agent_calls_a_real_tool_through_moa_on_local_models(runtime, variant):
-    example = load_example()
+    example = load_agent_example()
     agent = example.build_agent(CONFIGS[variant], max_tokens=96)
     result = agent.invoke({"messages": [("user", "What is 1234 * 5678?")]})
     messages = result["messages"]

@@ -19,13 +19,11 @@ ENTRY_POINTS = {
 """The installed console script and ``python -m``, each saying what it imports (on stderr)."""
 
 
-@pytest.mark.parametrize("delay_s", [0.05, 0.3, 0.8])
-@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
-def test_ctrl_c_at_any_moment_of_start_up_exits_130_without_a_traceback(entry, delay_s):
-    # The package imported langgraph and langchain before the command's Ctrl-C handler was
-    # installed: for over a second, Ctrl-C printed a KeyboardInterrupt traceback. The
-    # moments are counted from the package's first imported module (the interpreter's own
-    # start-up, and the `import re` of the script pip writes, come before any of its code).
+def _signalled_during_start_up(
+    entry: str, signum: int, delay_s: float
+) -> tuple[subprocess.Popen, str, str]:
+    """Start `moa run -` by `entry`, send `signum` `delay_s` after the package's first
+    imported module, and return the ended process with its stdout and stderr."""
     command = subprocess.Popen(
         [*ENTRY_POINTS[entry], "run", "-"],  # waits for its question on stdin, left open
         stdin=subprocess.PIPE,
@@ -38,8 +36,19 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_without_a_traceback(entry, d
         seen.append(command.stderr.readline())
         assert seen[-1], "".join(seen)
     time.sleep(delay_s)
-    command.send_signal(signal.SIGINT)
+    command.send_signal(signum)
     out, err = command.communicate(timeout=60)
+    return command, out, err
+
+
+@pytest.mark.parametrize("delay_s", [0.05, 0.3, 0.8])
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_ctrl_c_at_any_moment_of_start_up_exits_130_without_a_traceback(entry, delay_s):
+    # The package imported langgraph and langchain before the command's Ctrl-C handler was
+    # installed: for over a second, Ctrl-C printed a KeyboardInterrupt traceback. The
+    # moments are counted from the package's first imported module (the interpreter's own
+    # start-up, and the `import re` of the script pip writes, come before any of its code).
+    command, out, err = _signalled_during_start_up(entry, signal.SIGINT, delay_s)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert command.returncode == 130, (command.returncode, err)
     assert out == "" and "Interrupted." in err
@@ -49,20 +58,7 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_without_a_traceback(entry, d
 def test_sigterm_during_start_up_says_terminated_and_exits_143(delay_s):
     # The light entry point handled only Ctrl-C: SIGTERM before the command was imported
     # killed it by the signal's default action, silently (-15), unlike once it had started.
-    command = subprocess.Popen(
-        [*ENTRY_POINTS["moa"], "run", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    seen = []
-    while not seen or "| langgraph_moa" not in seen[-1]:  # the package's first module
-        seen.append(command.stderr.readline())
-        assert seen[-1], "".join(seen)
-    time.sleep(delay_s)
-    command.send_signal(signal.SIGTERM)
-    out, err = command.communicate(timeout=60)
+    command, out, err = _signalled_during_start_up("moa", signal.SIGTERM, delay_s)
     assert command.returncode == 143, (command.returncode, err)
     assert out == "" and "Terminated." in err and "Traceback" not in err
 

@@ -8,27 +8,15 @@ answered "What is 1234 * 5678?" from memory (704,102) instead of calling the cal
 two samples one answer repeated, which the config refuses.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from langgraph_moa import MoAConfig
-
-EXAMPLE = Path(__file__).parents[2] / "examples" / "agent_tools.py"
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("agent_tools", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_agent_example
 
 
 @pytest.mark.parametrize("preset", ["local-moa", "local-vote"])
 def test_every_answering_call_of_the_agent_example_is_greedy(preset, monkeypatch):
-    example = load_example()
+    example = load_agent_example()
     made = {}
     real = example.MoAChatModel
 
