@@ -89,7 +89,7 @@ class OneAttempt:
         if not text:  # most parts of a run carry none of the answer: nothing to join
             return ""
         text = self.held + text
-        cut = len(text) - 1 if text and "\ud800" <= text[-1] <= "\udbff" else len(text)
+        cut = len(text) - 1 if "\ud800" <= text[-1] <= "\udbff" else len(text)
         text, self.held = well_formed(text[:cut]), text[cut:]
         if text:
             self.pieces.append(text)
