@@ -43,7 +43,9 @@ _MINUS = str.maketrans({"\u2212": "-", "\uff0d": "-"})
 # A no-break, narrow no-break or thin space between digit groups of three separates
 # thousands as a comma does (SI and French style, "1 234 567"); `number_marks` writes it as
 # ",", so the comma's rule decides: "3\u00a04" stays 3 and 4. A plain space never groups.
-_THIN_GROUP = re.compile(r"(?<=\d)[\u00a0\u202f\u2009](?=\d{3}(?!\d))")
+# Before two digits and another such space ("12 34 567", Indian grouping) it is a comma
+# too, and the comma's Indian rule decides: read by threes alone it was 34567.
+_THIN_GROUP = re.compile(r"(?<=\d)[\u00a0\u202f\u2009](?=\d{3}(?!\d)|\d{2}[\u00a0\u202f\u2009]\d)")
 # A minus sign may come before a dollar sign ("-$5" is -5); `number_text` drops the "$". A
 # hyphen right after a digit, a letter or a closing bracket subtracts or spans a range, so it
 # is no sign: "10-15 minutes", "x = 20-15" and "(2 + 3)-1" end in 15, 15 and 1.
@@ -65,9 +67,20 @@ _SIGN = r"(?<![\w)\]}])-"
 # point: it read 0.42 and 0.5.
 _EXPONENT = r"(?:[eE][+-]?\d+)?"
 # LaTeX's shorthand takes one digit for a brace-less argument: "\frac12" is \frac{1}{2}.
-_TEX_FRACTION = r"\\[dt]?frac\s*+(?:\{\s*+-?\s*+\d++\s*+\}|\d)\s*+(?:\{\s*+\d++\s*+\}|\d)"
+# A whole number right before the fraction makes a mixed number: "3\frac{1}{2}" is 3.5 (it
+# read 0.5). \cfrac (a continued fraction's command) is \frac too.
+_TEX_FRACTION = (
+    r"(?:\d++[ \t]*+)?\\[cdt]?frac\s*+(?:\{\s*+-?\s*+\d++\s*+\}|\d)\s*+(?:\{\s*+\d++\s*+\}|\d)"
+)
+# European grouping, "1.234,56" (points group thousands by threes, a comma then one or two
+# decimals), is one number, 1234.56: it read 1.234. Only that unambiguous form: "1.234,567"
+# (a list) and "1.234.567" (a version) read as before.
+_EUROPEAN = r"(?<!\d)\d{1,3}(?:\.\d{3})++,\d{1,2}(?!\d|[.,]\d)"
 _MAGNITUDE = (
-    r"(?<![\d,])\d{1,2}(?:,\d{2}(?=,))+,\d{3}(?!\d)(?:\.\d+)?"
+    _TEX_FRACTION  # first: "3\frac12" must not stop at the 3
+    + r"|"
+    + _EUROPEAN
+    + r"|(?<![\d,])\d{1,2}(?:,\d{2}(?=,))+,\d{3}(?!\d)(?:\.\d+)?"
     + _EXPONENT
     + r"|\d{1,3}(?:(?:,|\\,)\d{3})+(?!\d)(?:\.\d+)?"
     + _EXPONENT
@@ -75,13 +88,12 @@ _MAGNITUDE = (
     + _EXPONENT
     + r"|(?<!\.)\.\d+"  # not an ellipsis' last dot: "is...42" is 42
     + _EXPONENT
-    + r"|"
-    + _TEX_FRACTION
 )
-# Its parts: a minus before \frac, one inside the numerator (both: a plus), then the
-# numerator and the denominator, each braced or one bare digit.
+# Its parts: a minus before \frac, a whole number, one minus inside the numerator (both
+# minuses: a plus), then the numerator and the denominator, each braced or one bare digit.
 _TEX_FRACTION_PARTS = re.compile(
-    r"(-?)\s*\\[dt]?frac\s*(?:\{\s*(-?)\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))"
+    r"(-?)\s*(?:(\d+)[ \t]*)?\\[cdt]?frac\s*(?:\{\s*(-?)\s*(\d+)\s*\}|(\d))\s*"
+    r"(?:\{\s*(\d+)\s*\}|(\d))"
 )
 _NUMBER = re.compile(r"(?:" + _SIGN + r"\$?)?(?:" + _MAGNITUDE + r")")
 # A fraction of integers is read only where it is the whole answer or the whole stated
@@ -118,6 +130,12 @@ _STATED_CHOICE = re.compile(
     + r"|\b(?i:is)\s+\(?([A-H])\)",
     re.MULTILINE,
 )
+# Full-width Latin letters, parentheses and colons (as CJK text writes an option, U+FF21)
+# read as their ASCII, one character for one, wherever an option letter is read.
+_FULL_WIDTH_LETTERS = str.maketrans(
+    {chr(code + 0xFEE0): chr(code) for code in (*range(0x41, 0x5B), *range(0x61, 0x7B))}
+    | {"\uff08": "(", "\uff09": ")", "\uff1a": ":", "\uff0e": "."}
+)
 _OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
 # A stated numeric result, as worked solutions end: GSM8K's "#### 18", or "The answer is
 # $1,250." / "Final answer: 42". "answer" must be followed by "is", ":" or "=", so "answer 20
@@ -136,6 +154,21 @@ _STATED_NUMBER = (
         r"\banswer\b\W{0,3}(?:is|:|=)(?:\*\*|__|(?!(?<!\.)\$?\.\d)[^\w-]){0,4}" + _SIGNED_VALUE,
         re.IGNORECASE,
     ),
+)
+# A stated value that opens an equation states its result: "The answer is 20 - 5 = 15" states
+# 15 (it stated 20). The operands are plain numbers; a result that an operator follows is a
+# decomposition, not the result: "The answer is 15 = 3 x 5" states 15.
+_OPERATOR = r"[ \t]*+(?:[-+*/\u00d7\u00f7\u00b7\u22c5]|\\times|\\cdot|\\div)[ \t]*+"
+_EQUATION_RESULT = re.compile(
+    r"(?:"
+    + _OPERATOR
+    + r"\$?(?:"
+    + _MAGNITUDE
+    + r"))*+[ \t]*+=[ \t]*+"
+    + _SIGNED_VALUE
+    + r"(?!"
+    + _OPERATOR
+    + r"\$?\.?\d)"
 )
 # A number is a stated result when little text follows it ("... = 62.", "62 apples").
 _TRAILING_WORDS = 3
@@ -322,12 +355,19 @@ def _written_value(match: str) -> Fraction | None:
 def _tex_fraction(text: str) -> tuple[bool, str, str] | None:
     r"""Split text that is one LaTeX fraction of integers: (negative, numerator, denominator).
 
-    A minus before \frac and one inside the numerator cancel: "-\frac{-1}{2}" is 1/2.
+    A minus before \frac and one inside the numerator cancel: "-\frac{-1}{2}" is 1/2. A
+    mixed number's whole part joins the numerator: "3\frac{1}{2}" is 7/2.
     """
     if not (tex := _TEX_FRACTION_PARTS.fullmatch(text)):
         return None
-    outer, inner, top, top_digit, bottom, bottom_digit = tex.groups()
-    return bool(outer) != bool(inner), top or top_digit, bottom or bottom_digit
+    outer, whole, inner, top, top_digit, bottom, bottom_digit = tex.groups()
+    top, bottom = top or top_digit, bottom or bottom_digit
+    if not whole:
+        return bool(outer) != bool(inner), top, bottom
+    if max(len(whole), len(top), len(bottom)) > _MAX_DIGITS:
+        return False, whole + top, bottom  # past the limit: `_fraction` refuses it
+    numerator = int(whole) * int(bottom) + (-int(top) if inner else int(top))
+    return bool(outer) != (numerator < 0), str(abs(numerator)), bottom
 
 
 def _fraction(top: str, bottom: str, *, negative: bool) -> Fraction | None:
@@ -378,8 +418,9 @@ def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bo
     """
     if extractor == "last-number":
         return _number_key(text) or "", True
+    letters = text.translate(_FULL_WIDTH_LETTERS)  # where an option letter is read
     if extractor == "choice-letter":
-        match = _CHOICE.match(text.strip())
+        match = _CHOICE.match(letters.strip())
         return (match.group(1).upper() if match else ""), True
     if extractor == "regex":
         match = re.search(pattern or "", text, flags=re.IGNORECASE | re.DOTALL)
@@ -398,14 +439,14 @@ def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bo
     if boxed := boxed_answers(text):
         return _conclusion(boxed[-1]), True
     if stated := [
-        letter for match in _STATED_CHOICE.finditer(text) for letter in match.groups() if letter
+        letter for match in _STATED_CHOICE.finditer(letters) for letter in match.groups() if letter
     ]:
         return stated[-1], True
     if (number := stated_number(text)) is not None and (key := _number_key(number)):
         return key, True
-    if (match := _CHOICE.match(text.strip())) and len(text.strip()) <= 3:
+    if (match := _CHOICE.match(letters.strip())) and len(text.strip()) <= 3:
         return match.group(1).upper(), True
-    if match := _OPENING_CHOICE.match(text):
+    if match := _OPENING_CHOICE.match(letters):
         return match.group(1), True
     marked = number_marks(text)  # one character for one: a match's places are the text's
     if _LONE_FRACTION.fullmatch(marked):  # "1/2": its value; "1/0": as written
@@ -421,13 +462,20 @@ def stated_number(text: str) -> str | None:
 
     The last GSM8K-style ``#### N`` wins, else the last "the answer is N" (or "Answer: N"),
     so numbers restated after the conclusion ("The answer is 18. She sold 9 eggs at $2")
-    do not count. Typeset marks come back as `number_marks` writes them: a U+2212 minus as "-".
+    do not count; an equation stated there states its result ("20 - 5 = 15": 15). Typeset
+    marks come back as `number_marks` writes them: a U+2212 minus as "-".
     """
     text = number_marks(text)
     for stated in _STATED_NUMBER:
-        if found := stated.findall(text):
-            sign, value = found[-1]
-            return value if value.startswith("-") else sign + value
+        last = None
+        for last in stated.finditer(text):  # noqa: B007 - the last one counts
+            pass
+        if last is None:
+            continue
+        while result := _EQUATION_RESULT.match(text, last.end()):
+            last = result
+        sign, value = last.groups()
+        return value if value.startswith("-") else sign + value
     return None
 
 
@@ -443,8 +491,10 @@ def number_marks(text: str) -> str:
 def number_text(written: str) -> str:
     r"""Return a number as `float` reads it: thousands commas (or LaTeX's ``\,``) dropped.
 
-    A dollar sign is dropped too.
+    A dollar sign is dropped too, and European grouping ("1.234,56") is written as 1234.56.
     """
+    if written.rfind(",") > written.rfind(".") > -1:  # European: "1.234,56"
+        written = written.replace(".", "").replace(",", ".")
     return written.replace("\\,", "").replace(",", "").replace("$", "")
 
 
@@ -494,8 +544,8 @@ def _closing_braces(text: str, begin: int) -> dict[int, int]:
 
 def _conclusion(boxed: str) -> str:
     """Read a boxed conclusion: an option letter, a number, else the expression's text."""
-    if re.fullmatch(r"\(?[A-Ha-h]\)?", boxed):
-        return boxed.strip("()").upper()
+    if re.fullmatch(r"\(?[A-Ha-h]\)?", letter := boxed.translate(_FULL_WIDTH_LETTERS)):
+        return letter.strip("()").upper()
     if re.search(r"\\[A-Za-z]", boxed):  # 2\sqrt{2}, \frac{x}{2}: compared as written
         return normalize_words(boxed)
     return _number_key(boxed) or normalize_words(boxed)

@@ -1,0 +1,173 @@
+r"""Number forms the reader once misread: equation results, mixed and continued fractions,
+European decimal commas, Indian grouping by no-break spaces and full-width option letters.
+
+Each reader (the scorer, the vote key, the stated value, the GSM8K target) reads them alike.
+"""
+
+from fractions import Fraction
+
+import pytest
+
+from langgraph_moa.eval.datasets import gsm8k_final_number
+from langgraph_moa.eval.scorers import numeric
+from langgraph_moa.text._selection import extract_answer, number_value, stated_number
+
+N = 100_000
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("The answer is 20 - 5 = 15.", 15),
+        ("The answer is $20 - $5 = $15", 15),
+        ("Answer: 3 \u00d7 4 = 12 apples", 12),
+        ("The answer is 6 / 2 + 1 = 4", 4),
+        ("#### 20-5=15", 15),
+    ],
+)
+def test_a_stated_equation_states_its_result(answer, value):
+    """ "The answer is 20 - 5 = 15" stated 20, its first operand."""
+    assert numeric(answer, value)
+    assert extract_answer(answer) == str(value)
+    assert number_value(stated_number(answer)) == value
+
+
+def test_a_stated_value_without_an_equation_is_read_as_before():
+    assert stated_number("The answer is 20. Then 5 = 5") == "20"
+    assert stated_number("The answer is 20 - 5") == "20"  # no result: the first value
+
+
+@pytest.mark.parametrize(
+    ("answer", "value", "key"),
+    [
+        ("3\\frac{1}{2}", 3.5, "3.5"),
+        ("So she ran $3\\frac{1}{2}$ miles.", 3.5, "3.5"),
+        ("\\boxed{3\\frac{1}{2}}", 3.5, "3.5"),
+        ("\\boxed{-2\\dfrac{1}{4}}", -2.25, "-2.25"),
+        ("2 \\tfrac12", 2.5, "2.5"),
+    ],
+)
+def test_a_latex_mixed_number_is_its_value(answer, value, key):
+    r"""`3\frac{1}{2}` read 0.5, its fraction alone."""
+    assert numeric(answer, value)
+    assert extract_answer(answer) == key
+
+
+@pytest.mark.parametrize(
+    ("answer", "value", "key"),
+    [
+        ("\\cfrac{1}{2}", 0.5, "0.5"),
+        ("\\boxed{\\cfrac{3}{4}}", 0.75, "0.75"),
+        ("#### \\cfrac{1}{4}", 0.25, "0.25"),
+    ],
+)
+def test_a_continued_fraction_command_reads_as_frac_does(answer, value, key):
+    r"""`\cfrac{1}{2}` read 2, as prose."""
+    assert numeric(answer, value)
+    assert extract_answer(answer) == key
+
+
+@pytest.mark.parametrize(
+    ("answer", "value", "key"),
+    [
+        ("\u20ac1.234,56", 1234.56, "1234.56"),
+        ("It costs 12.345.678,9 euros.", 12345678.9, "12345678.9"),
+        ("The answer is 1.000,50", 1000.5, "1000.5"),
+        ("#### -1.234,5", -1234.5, "-1234.5"),
+    ],
+)
+def test_a_european_grouped_decimal_comma_is_one_number(answer, value, key):
+    """ "€1.234,56" read 1.234: dot-grouped thousands, then a comma and one or two digits."""
+    assert numeric(answer, value)
+    assert extract_answer(answer) == key
+
+
+@pytest.mark.parametrize(
+    ("answer", "last"),
+    [
+        ("1.234,567", 567),  # three digits after the comma: a list, not a decimal comma
+        ("1.2345,6", 6),  # not dot-grouped in threes
+        ("1.234.567", 0.567),  # dots alone: read as before (its last ".567")
+        ("1.5,2", 2),
+        ("Chapter 1.234,56 pages", 1234.56),
+    ],
+)
+def test_only_an_unambiguous_european_number_reads_as_one(answer, last):
+    assert numeric(answer, last)
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["12\u00a034\u00a0567", "12\u202f34\u202f567", "1\u00a023\u00a045\u00a0678"],
+)
+def test_indian_grouping_by_no_break_spaces_is_one_number_as_with_commas(written):
+    """ "12 34 567" (no-break spaces) read 34567, neither the number nor its last group."""
+    value = number_value(written.replace("\u00a0", ",").replace("\u202f", ","))
+    assert number_value(written) == value
+    assert numeric(written, float(value))
+    assert extract_answer(written) == str(value)
+
+
+def test_two_digit_groups_by_no_break_spaces_without_a_last_three_stay_apart():
+    assert number_value("1\u00a023\u00a045") == 45
+    assert number_value("3\u00a04") == 4
+
+
+@pytest.mark.parametrize(
+    ("answer", "letter"),
+    [
+        ("\uff21", "A"),
+        ("(\uff22)", "B"),
+        ("\uff08\uff23\uff09", "C"),
+        ("The answer is \uff24.", "D"),
+        ("\\boxed{\uff25}", "E"),
+        ("\uff21) Paris", "A"),
+    ],
+)
+def test_a_full_width_option_letter_is_its_letter(answer, letter):
+    """Full-width letters (U+FF21 on), as CJK text writes options, were no option."""
+    assert extract_answer(answer) == letter
+
+
+@pytest.mark.parametrize(("answer", "letter"), [("\uff21", "A"), ("(\uff42)", "B")])
+def test_the_choice_letter_extractor_reads_full_width_letters(answer, letter):
+    assert extract_answer(answer, "choice-letter") == letter
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "1\\frac",
+        "1 \\cfrac{1}",
+        "1.234,",
+        "1.234.",
+        "12\u00a034\u00a0",
+        "answer is 1 - 2 ",
+        "answer is 1 = ",
+        "(\uff21",
+    ],
+)
+def test_the_new_forms_are_read_in_linear_time(unit):
+    text = unit * (N // len(unit)) + "7"
+    assert isinstance(extract_answer(text), str)
+    assert isinstance(extract_answer(text, "choice-letter"), str)
+    assert isinstance(numeric(text, 7.0), bool)
+    stated_number(text)
+    number_value(text)
+    gsm8k_final_number("#### " + text)
+
+
+def test_the_gsm8k_target_reads_the_new_forms_as_the_scorer_does():
+    for written, value in [("3\\frac{1}{2}", 3.5), ("1.234,5", 1234.5), ("\\cfrac12", 0.5)]:
+        assert gsm8k_final_number(f"#### {written}") == value
+        assert Fraction(extract_answer(f"Work.\n#### {written}")) == Fraction(value)
+
+
+@pytest.mark.parametrize(
+    ("answer", "last"), [("42 dollars and 50 cents", 50), ("3:30", 30), ("10^3", 3)]
+)
+def test_a_value_in_two_parts_or_a_power_reads_its_last_number_as_documented(answer, last):
+    """Amounts in two units, clock times and powers are no one value (docs/evaluation.md)."""
+    assert numeric(answer, last)
+    assert extract_answer(answer) == str(last)
