@@ -158,6 +158,8 @@ def __dir__() -> list[str]:
 
 
 __version__ = "0.1.0"
+"""The package's version, written only here: the build reads it (pyproject.toml's
+``dynamic``), and `moa --version` and an evaluation's provenance print it."""
 
 __all__ = [
     "AGGREGATE_AND_SYNTHESIZE_PROMPT",

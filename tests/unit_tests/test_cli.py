@@ -1696,9 +1696,13 @@ def test_version_is_read_once_for_the_command_and_an_evaluations_provenance(monk
     # two copies of one rule, free to drift apart (one said "(not installed ...)").
     from typer.testing import CliRunner
 
+    import langgraph_moa
     from langgraph_moa.eval import provenance
 
-    monkeypatch.setattr(provenance, "version", lambda _name: "9.8.7")
+    # The package's `__version__` is the one copy (the build writes it into the metadata);
+    # the installed metadata is not read: an editable install's goes stale, and a source
+    # tree run without installing has none ("not installed as a package" was recorded).
+    monkeypatch.setattr(langgraph_moa, "__version__", "9.8.7")
     result = CliRunner().invoke(cli.app, ["--version"])
     assert result.exit_code == 0 and result.stdout == "langgraph-moa 9.8.7\n"
     assert provenance.package_version() == "9.8.7"

@@ -16,3 +16,15 @@ def test_the_test_extra_installs_the_setuptools_the_build_needs():
     test = PYPROJECT["project"]["optional-dependencies"]["test"]
     assert build == ["setuptools>=77"]
     assert "setuptools>=77" in test
+
+
+def test_the_version_is_written_once_in_the_package_and_read_by_the_build():
+    # pyproject.toml, `langgraph_moa.__version__` and the installed metadata each had a copy:
+    # a release bumping one left `moa --version` or provenance.json saying another.
+    import langgraph_moa
+
+    assert "version" not in PYPROJECT["project"]
+    assert "version" in PYPROJECT["project"]["dynamic"]
+    dynamic = PYPROJECT["tool"]["setuptools"]["dynamic"]["version"]
+    assert dynamic == {"attr": "langgraph_moa.__version__"}
+    assert isinstance(langgraph_moa.__version__, str) and langgraph_moa.__version__[0].isdigit()

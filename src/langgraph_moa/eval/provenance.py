@@ -13,11 +13,11 @@ import hashlib
 import platform
 from collections.abc import Sequence
 from importlib import resources
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
+import langgraph_moa
 from langgraph_moa._redact import redact_urls_in
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.eval.datasets import EvalItem, dataset_path
@@ -33,11 +33,12 @@ INTERVALS = {
 
 
 def package_version() -> str:
-    """Return the installed version of langgraph-moa, or say that it is not installed."""
-    try:
-        return version("langgraph-moa")
-    except PackageNotFoundError:
-        return "not installed as a package"
+    """Return the version of the code that runs: the package's own `__version__`.
+
+    Not the installed metadata: an editable install's stays as it was installed, and a
+    source tree run without installing has none.
+    """
+    return langgraph_moa.__version__
 
 
 _SCORING_MODULES = (
