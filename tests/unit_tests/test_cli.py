@@ -1706,3 +1706,22 @@ def test_version_is_read_once_for_the_command_and_an_evaluations_provenance(monk
     result = CliRunner().invoke(cli.app, ["--version"])
     assert result.exit_code == 0 and result.stdout == "langgraph-moa 9.8.7\n"
     assert provenance.package_version() == "9.8.7"
+
+
+def test_the_short_version_flag_and_python_dash_m_say_the_same_version():
+    # `moa -V` was "No such option: -V", though -V is how many commands are asked.
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    import langgraph_moa
+
+    said = f"langgraph-moa {langgraph_moa.__version__}\n"
+    for flag in ("--version", "-V"):
+        result = CliRunner().invoke(cli.app, [flag])
+        assert (result.exit_code, result.stdout) == (0, said), (flag, result.output)
+    done = subprocess.run(
+        [sys.executable, "-m", "langgraph_moa", "-V"], capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, said, "")
