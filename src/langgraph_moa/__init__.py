@@ -125,6 +125,30 @@ _EXPORTS = {
 }
 """Where each public name lives: imported on first use (see `__getattr__`)."""
 
+_SUBMODULES = frozenset(
+    {
+        "chat_model",
+        "cli",
+        "config",
+        "errors",
+        "eval",
+        "graph",
+        "local",
+        "providers",
+        "run",
+        "serving",
+        "testing",
+        "text",
+        "transport",
+        "variants",
+    }
+)
+"""The public submodules, reachable as attributes before they are imported by name.
+
+Any other name is refused without a look at the disk: it was tried as a submodule first,
+so each name a tool probed (``hasattr(langgraph_moa, "setup")``) searched the package.
+"""
+
 
 if not TYPE_CHECKING:  # a `__getattr__` type checkers saw would make every name exist (Any)
 
@@ -139,15 +163,10 @@ if not TYPE_CHECKING:  # a `__getattr__` type checkers saw would make every name
         module = _EXPORTS.get(name)
         if module is not None:
             value = getattr(importlib.import_module(module), name)
-        elif name.startswith("_"):
+        elif name in _SUBMODULES:
+            value = importlib.import_module(f"{__name__}.{name}")
+        else:  # refused at once: tools probe names (`hasattr`) that are no module of ours
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        else:
-            try:
-                value = importlib.import_module(f"{__name__}.{name}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{__name__}.{name}":
-                    raise
-                raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
         globals()[name] = value
         return value
 

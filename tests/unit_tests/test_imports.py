@@ -1,3 +1,5 @@
+import pytest
+
 import langgraph_moa
 
 EXPECTED_ALL = {
@@ -107,3 +109,26 @@ def test_the_cli_and_the_package_work_without_the_serve_extra():
     code, kind, message = done.stdout.split(" ", 2)
     assert code != "0" and kind == "MissingExtraError"
     assert "install langgraph-moa[serve]" in message
+
+
+def test_an_unknown_name_is_refused_without_an_import(monkeypatch):
+    # Any lower-case name was tried as a submodule first (`langgraph_moa.nonsense` searched
+    # the package folder; a tool probing `hasattr(module, "setup")` did so for each name).
+    tried = []
+    monkeypatch.setattr(langgraph_moa.importlib, "import_module", lambda *a: tried.append(a))
+    for name in ("nonsense", "setup", "pytest_plugins", "_private"):
+        assert not hasattr(langgraph_moa, name)
+    with pytest.raises(AttributeError, match="has no attribute 'nonsense'"):
+        langgraph_moa.nonsense  # noqa: B018
+    assert tried == []
+
+
+def test_the_submodules_listed_are_the_packages_own():
+    # The list `__getattr__` imports from must name every public submodule, and only those:
+    # one missing would make `langgraph_moa.<it>` fail until imported by its full name.
+    import pkgutil
+
+    found = {m.name for m in pkgutil.iter_modules(langgraph_moa.__path__)}
+    assert langgraph_moa._SUBMODULES == {name for name in found if not name.startswith("_")}
+    for name in sorted(langgraph_moa._SUBMODULES):
+        assert hasattr(langgraph_moa, name), name
