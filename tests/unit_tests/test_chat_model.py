@@ -1019,6 +1019,33 @@ def test_a_schema_the_aggregator_refuses_is_refused_before_any_proposal(fake, lo
     assert log.calls == []
 
 
+@pytest.mark.parametrize("run", ["invoke", "ainvoke"])
+def test_a_schema_a_local_aggregator_refuses_is_refused_before_its_server_starts(
+    fake, log, monkeypatch, run
+):
+    """The local aggregator's model was built (its llama.cpp server spawned: tens of seconds
+    and GBs of memory; async runs waited for it to be ready) before it was asked the schema."""
+    import asyncio
+
+    from langgraph_moa.local.runtime import LocalRuntime
+
+    started = []
+
+    class Server:  # the local runtime's server, not spawned
+        url = "http://127.0.0.1:9/v1"
+
+    monkeypatch.setattr(LocalRuntime, "server", lambda self, name: started.append(name) or Server())
+    config = MoAConfig(proposers=[fake("A"), "local:qwen2.5-0.5b"], aggregator="local:qwen2.5-0.5b")
+    graph = create_moa_graph(config, response_format=TITLELESS)
+    state = {"messages": [("user", "q")]}
+    with pytest.raises(MoAInputError, match="give the JSON schema a top-level 'title'"):
+        if run == "invoke":
+            graph.invoke(state)
+        else:
+            asyncio.run(graph.ainvoke(state))
+    assert started == [] and log.calls == []
+
+
 def test_a_run_context_naming_another_aggregator_is_checked_at_the_run_start(fake, log):
     """The schema is judged per run: the context may swap the aggregator the graph was built
     with for one that cannot answer in it."""

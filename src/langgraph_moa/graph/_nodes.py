@@ -38,6 +38,7 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph._chunkwise import ChunkwiseRequest, refuse_what_parts_cannot_write
 from langgraph_moa.providers._models import ModelCache, with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
+from langgraph_moa.providers._table import LOCAL_PREFIX
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import refuse_filtered, summarize
 from langgraph_moa.run._answer import (
@@ -175,6 +176,11 @@ class MoANodes:
     def prepare(self, state: MoAState) -> dict[str, Any]:
         """Check the input and the models before any call is paid for; reset run data."""
         cfg = self.plan().cfg
+        self._check_structures(cfg)
+        return self._prepare(cfg, state)
+
+    def _prepare(self, cfg: MoAConfig, state: MoAState) -> dict[str, Any]:
+        """`prepare` once the aggregators have taken the schema (`_check_structures`)."""
         validate_conversation(state.get("messages", []))
         if cfg.aggregation.chunked:
             refuse_what_parts_cannot_write(self, state)
@@ -186,8 +192,6 @@ class MoANodes:
             if cfg.final_role == "aggregator":
                 label = cfg.final_chain[index].label
                 bind_options(model, options, label)
-                if self.response_format is not None:  # no work at all on the common path
-                    self._check_structure(model, label)
         return {
             "calls": None,
             "layer": 0,
@@ -199,15 +203,32 @@ class MoANodes:
             "drawn": [],
         }
 
-    def _check_structure(self, model: BaseChatModel, label: str) -> None:
-        """Refuse the graph's schema now if this aggregator cannot answer in it.
+    def _check_structures(self, cfg: MoAConfig) -> None:
+        """Refuse the graph's schema now if an aggregator of `cfg` cannot answer in it.
 
         Asked per run, since the run's context may name another aggregator than the one
-        the graph was built with (`check_aggregator_schema`).
+        the graph was built with (`check_aggregator_schema`), and before any model is built:
+        building a local model starts its server (tens of seconds, GBs of memory) only for
+        the run to be refused. A local aggregator is asked through a model with no server
+        (`schema_probe`): answering in a schema or not is its client's to say.
         """
-        check_aggregator_schema(
-            model, label, self.response_format, self.response_method, self.response_options
-        )
+        if self.response_format is None or cfg.final_role != "aggregator":
+            return  # no work at all on the common path
+        for index, role in enumerate(cfg.final_chain):
+            spec = role.model
+            if isinstance(spec, str) and spec.startswith(f"{LOCAL_PREFIX}:"):
+                from langgraph_moa.local.runtime import schema_probe
+
+                model = schema_probe(spec.removeprefix(f"{LOCAL_PREFIX}:"), role.call_params())
+            else:
+                model = self._final_model(cfg, index, streamed=True)
+            check_aggregator_schema(
+                model,
+                role.label,
+                self.response_format,
+                self.response_method,
+                self.response_options,
+            )
 
     async def aprepare(self, state: MoAState) -> dict[str, Any]:
         """`prepare` on the run's event loop, so its models are the ones the run's calls use.
@@ -217,12 +238,13 @@ class MoANodes:
         (LangGraph server refuses such a call outright).
         """
         cfg = self.plan().cfg
+        self._check_structures(cfg)
         local = cfg.local_model_names()
         if local:
             from langgraph_moa.local.runtime import start_local_servers
 
             await asyncio.to_thread(start_local_servers, local)
-        return self.prepare(state)
+        return self._prepare(cfg, state)
 
     def _proposer_model(
         self, cfg: MoAConfig, p: ProposerConfig, *, streamed: bool = False

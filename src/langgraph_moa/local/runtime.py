@@ -906,6 +906,21 @@ def start_local_servers(names: list[str]) -> None:
         raise LocalRuntimeError(str(exc)) from None
 
 
+def schema_probe(name: str, params: dict[str, Any]) -> BaseChatModel:
+    """Return a client of local model `name` that starts no server, to ask it a schema.
+
+    Whether it answers in a structured-output schema is its OpenAI client's to say
+    (`with_structured_output` makes no call): a run refused for its schema must not first
+    start a server (tens of seconds, GBs of memory). It is never called.
+    """
+    return LocalChatModel(
+        model=name,
+        base_url="http://127.0.0.1:9/v1",
+        api_key="local",  # type: ignore[arg-type]
+        **params,
+    )
+
+
 def local_chat_model(name: str, params: dict[str, Any]) -> BaseChatModel:
     """Build the chat model of ``local:<name>`` on the process-wide runtime."""
     try:
