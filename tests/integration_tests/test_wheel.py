@@ -145,7 +145,7 @@ def test_the_wheels_code_finds_its_presets_datasets_and_page_away_from_the_sourc
         assert STATIC.is_relative_to(site), STATIC
         page = (STATIC / "index.html").read_text()
         for asset in ("app.js", "style.css"):
-            assert f"/ui/static/{{asset}}" in page and (STATIC / asset).is_file(), asset
+            assert f'"ui/static/{{asset}}"' in page and (STATIC / asset).is_file(), asset
         print("ok")
         """
     )

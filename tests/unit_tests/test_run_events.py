@@ -3,6 +3,7 @@
 import asyncio
 import json
 import random
+import re
 import sqlite3
 import unicodedata
 
@@ -424,7 +425,7 @@ def test_the_page_loads_without_the_key_but_its_data_needs_it(system):
         page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
     )
     assert client.get("/ui/static/app.js").status_code == 200
-    assert client.get("/", follow_redirects=False).headers["location"] == "/ui"
+    assert client.get("/", follow_redirects=False).headers["location"] == "ui"
     for method, path in [
         ("get", "/v1/moa/runs"),
         ("get", "/v1/moa/runs/x"),
@@ -434,6 +435,47 @@ def test_the_page_loads_without_the_key_but_its_data_needs_it(system):
     assert client.post("/ui").status_code == 401  # only GETs of the shell are open
     authed = {"Authorization": "Bearer sekret"}
     assert client.get("/v1/moa/runs", headers=authed).json()["history"] is False
+
+
+def _behind_a_prefix(app, prefix):
+    """An ASGI proxy as nginx's ``location /moa/ { proxy_pass http://moa/; }``: it forwards
+    only paths under `prefix`, with the prefix taken off; any other path never reaches `app`."""
+
+    async def proxy(scope, receive, send):
+        if scope["type"] == "http" and not scope["path"].startswith(prefix + "/"):
+            await send({"type": "http.response.start", "status": 502, "headers": []})
+            await send({"type": "http.response.body", "body": b"not proxied"})
+            return
+        if scope["type"] == "http":
+            scope = {**scope, "path": scope["path"][len(prefix) :], "raw_path": None}
+        await app(scope, receive, send)
+
+    return proxy
+
+
+def test_the_page_works_behind_a_proxy_that_serves_it_under_a_path_prefix(system):
+    # Behind `location /moa/` the page loaded from /moa/ui, but its stylesheet, its script,
+    # every API call it made and the redirect from /moa/ went to /ui/static/..., /v1/... and
+    # /ui, outside the prefix: the proxy did not send them to moa serve, and the page was dead.
+    from urllib.parse import urljoin
+
+    client = TestClient(
+        _behind_a_prefix(create_app({"m": system}), "/moa"), base_url="http://localhost"
+    )
+    root = client.get("/moa/", follow_redirects=False)
+    page_url = urljoin("http://localhost/moa/", root.headers["location"])
+    assert page_url == "http://localhost/moa/ui"
+    page = client.get(page_url)
+    assert page.status_code == 200
+
+    links = [v for v in re.findall(r'(?:href|src)="([^"]+)"', page.text) if ":" not in v]
+    script = next(link for link in links if link.endswith("app.js"))
+    called = re.findall(r'api\("([^"]+)"', client.get(urljoin(page_url, script)).text)
+    assert len(links) == 2 and "v1/models" in " ".join(called)
+    for link in [*links, *called]:
+        url = urljoin(page_url, link + "x" * link.endswith("/"))  # "v1/moa/runs/" + a run's id
+        assert url.startswith("http://localhost/moa/"), link
+        assert client.get(url).status_code != 502, link  # it reached moa serve
 
 
 def test_runs_refuse_other_sites_and_non_json_bodies_and_follow_the_policy(system):

@@ -3,7 +3,9 @@
 (No `from __future__ import annotations` here: FastAPI reads the handlers' `Request` hints.)
 
 - ``GET /ui`` (and ``/`` redirects to it): the page, plain HTML, CSS and JavaScript shipped
-  in the package (``serving/static``), no CDN and no build step.
+  in the package (``serving/static``), no CDN and no build step. Every URL the page and the
+  redirect name is relative (``ui/static/app.js``, ``v1/models``), so that behind a reverse
+  proxy serving it under a path prefix (``/moa/ui``) they stay under that prefix.
 - ``POST /v1/moa/runs``: the body of a chat completion (``model``, ``messages`` and MoA's
   overrides, under the same model policy and limits); the answer is the run's event stream
   (`_events`, documented in docs/event-stream.md). The run is kept in the history.
@@ -247,7 +249,7 @@ def add_ui(
 
     @app.get("/", include_in_schema=False)
     async def root() -> Any:
-        return RedirectResponse("/ui")
+        return RedirectResponse("ui")  # relative: /moa/ -> /moa/ui behind a prefix
 
     @app.get("/ui", include_in_schema=False)
     async def page() -> Any:

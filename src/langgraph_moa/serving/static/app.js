@@ -44,6 +44,7 @@ function headers(json) {
   return h;
 }
 
+// `path` is relative ("v1/models"): under a proxy's path prefix (/moa/ui) it stays there.
 async function api(path, options) {
   const opts = options || {};
   let response;
@@ -570,7 +571,7 @@ async function startRun(question, model, sideBySide) {
   const signal = pane.controller.signal;
   let response;
   try {
-    response = await api("/v1/moa/runs", { method: "POST", body: JSON.stringify(body), signal: signal });
+    response = await api("v1/moa/runs", { method: "POST", body: JSON.stringify(body), signal: signal });
   } catch (error) {
     if (signal.aborted) return;
     pane.errorBox.textContent = error.message; // the server's refusal, one sentence
@@ -612,7 +613,7 @@ async function readEvents(response, pane) {
 
 async function openRun(id, sideBySide) {
   try {
-    const run = await (await api("/v1/moa/runs/" + encodeURIComponent(id))).json();
+    const run = await (await api("v1/moa/runs/" + encodeURIComponent(id))).json();
     const pane = newPane(sideBySide);
     for (const ev of run.events) pane.apply(ev);
     pane.on_done({ status: run.status });
@@ -631,7 +632,7 @@ function spoken(question) {
 async function loadHistory() {
   const list = document.getElementById("history-list");
   try {
-    const runs = (await (await api("/v1/moa/runs")).json()).data;
+    const runs = (await (await api("v1/moa/runs")).json()).data;
     // The list is drawn afresh: a button of it that had the focus gets it back.
     const had = list.contains(document.activeElement) ? document.activeElement : null;
     const hadRun = had && had.closest("li").dataset.runId;
@@ -664,7 +665,7 @@ async function loadHistory() {
 
 async function loadModels() {
   try {
-    const models = (await (await api("/v1/models")).json()).data;
+    const models = (await (await api("v1/models")).json()).data;
     page.models = models.map((m) => m.id);
     const select = document.getElementById("preset");
     select.textContent = "";
