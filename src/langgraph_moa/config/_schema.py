@@ -524,7 +524,11 @@ class MoAConfig(BaseModel):
         if name not in presets:
             hint = did_you_mean(name, presets) or f"choose one of {', '.join(presets)}."
             raise MoAConfigError(f"Unknown preset {name!r}: {hint}")
-        text = resources.files("langgraph_moa.config.presets").joinpath(f"{name}.yaml").read_text()
+        text = (
+            resources.files("langgraph_moa.config.presets")
+            .joinpath(f"{name}.yaml")
+            .read_text(encoding="utf-8")
+        )
         data = yaml.safe_load(text)
         data.setdefault("name", name)
         data.update({k: v for k, v in overrides.items() if v is not None})

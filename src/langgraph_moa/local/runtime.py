@@ -223,7 +223,12 @@ class LocalServer:
     def last_words(self, lines: int = 12) -> str:
         """Return the tail of the server's log for a warning: redacted, each line clipped."""
         try:
-            text = Path(self.log_path).read_text(errors="replace").strip().splitlines()
+            text = (
+                Path(self.log_path)
+                .read_text(encoding="utf-8", errors="replace")
+                .strip()
+                .splitlines()
+            )
         except OSError:
             return "(its log could not be read)"
         return "\n".join(clip(redact(line), LOG_LINE_CHARS) for line in text[-lines:]) or (
@@ -497,7 +502,7 @@ def _meminfo_available(root: Path) -> int | None:
 def _kib_field(path: Path, key: str) -> int | None:
     """Return the bytes of a ``Key: N kB`` line of a /proc file, or None if not there."""
     try:
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8").splitlines():
             if line.startswith(key):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
@@ -525,7 +530,7 @@ def _cgroup_available(root: Path) -> int | None:
     the mount is read; a group the mount does not show (no cgroup namespace) is skipped.
     """
     try:
-        lines = (root / "proc/self/cgroup").read_text().splitlines()
+        lines = (root / "proc/self/cgroup").read_text(encoding="utf-8").splitlines()
     except OSError:
         return None
     rooms = []
@@ -549,11 +554,14 @@ def _cgroup_available(root: Path) -> int | None:
 def _group_room(folder: Path, limit_name: str, usage_name: str, cache: tuple) -> int | None:
     """Limit minus usage plus reclaimable cache of one group; None without a limit."""
     try:
-        limit = (folder / limit_name).read_text().strip()
+        limit = (folder / limit_name).read_text(encoding="utf-8").strip()
         if limit == "max" or int(limit) >= 2**60:  # v1 writes "no limit" as a huge number
             return None
-        usage = int((folder / usage_name).read_text())
-        stat = dict(line.split()[:2] for line in (folder / "memory.stat").read_text().splitlines())
+        usage = int((folder / usage_name).read_text(encoding="utf-8"))
+        stat = dict(
+            line.split()[:2]
+            for line in (folder / "memory.stat").read_text(encoding="utf-8").splitlines()
+        )
         return int(limit) - usage + sum(int(stat.get(name, 0)) for name in cache)
     except (OSError, ValueError):
         return None
