@@ -125,13 +125,13 @@ def create_moa_graph(
     )
 
     def first_layer(state: MoAState) -> Route:
-        return nodes.plan().first(state)
+        return nodes.route_plan(state).first(state)
 
     def after_layer(state: MoAState) -> Route:
-        return nodes.plan().after_layer(state)
+        return nodes.route_plan(state).after_layer(state)
 
     def after_aggregate(state: MoAState) -> Route:
-        route = nodes.plan().after_final(state)
+        route = nodes.route_plan(state).after_final(state)
         if route == END:
             nodes.ledger.end(state.get("run_token", ""))
         return route

@@ -129,11 +129,30 @@ class MoANodes:
 
     def plan(self) -> Plan:
         """Return this run's plan: its effective config (base config plus run context)."""
-        try:
-            context = get_runtime().context
-        except RuntimeError:
-            context = None
-        return plan_for(self.configs.get(context))
+        runtime = _runtime()
+        return plan_for(self.configs.get(None if runtime is None else runtime.context))
+
+    def route_plan(self, state: MoAState) -> Plan:
+        """Return the plan a router follows: the run's, even where LangGraph gives no run.
+
+        `update_state` (an edit of a checkpoint, human-in-the-loop or time travel) runs the
+        edge of the node it writes as with no runtime, so with no run context: the base
+        config routes then, unless the run's context changed who is asked or how many
+        layers there are, which would route the run as another MoA (skip its next layer,
+        say). That is refused, naming the edit that routes with the run's context.
+        """
+        if _runtime() is not None:
+            return self.plan()
+        plan = plan_for(self.configs.get(None))
+        token = state.get("run_token", "")
+        if SHAPE_MARK in token and not token.endswith(self._shape_of(plan.cfg)):
+            raise MoAConfigError(
+                "This run's context changed its proposers, aggregators or layers, and "
+                "update_state routes without it: edit the checkpoint taken before the layer "
+                "closed (its next node is 'join_layer') with as_node='propose', so the run "
+                "routes with its context when it resumes."
+            )
+        return plan
 
     def checked_plan(self, run_token: str) -> Plan:
         """Return this run's plan, refusing to go on with a run another MoA started.
@@ -814,3 +833,11 @@ def _answer_of(
     if not response.text.strip() and not _wants_tools(response):
         raise EmptyResponseError(f"{call.configured_model} returned an empty answer", response)
     return response, parsed
+
+
+def _runtime() -> Any:
+    """Return the graph's runtime; None outside a run and in `update_state`'s routers."""
+    try:
+        return get_runtime()
+    except RuntimeError:  # outside any runnable
+        return None

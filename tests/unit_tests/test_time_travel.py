@@ -1,0 +1,83 @@
+"""Human-in-the-loop and time travel on a checkpointed MoA: edit a checkpoint, resume from it."""
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from langgraph_moa import MoAConfig, MoAConfigError, create_moa_graph
+from tests.helpers import QUESTION
+
+THREAD = {"configurable": {"thread_id": "t"}}
+
+
+def two_layers(fake):
+    return MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=2)
+
+
+def test_references_approved_before_aggregation_reach_the_aggregator(fake, log):
+    """update_state at an interrupt before `aggregate` runs the closed layer's router, which
+    read the run's context from a runtime LangGraph does not give there (AttributeError)."""
+    graph = create_moa_graph(two_layers(fake), checkpointer=InMemorySaver())
+    graph.invoke(QUESTION, THREAD, interrupt_before=["aggregate"])
+    assert graph.get_state(THREAD).next == ("aggregate",)
+    assert sorted(c.label for c in log.calls) == ["A", "B"]
+    graph.update_state(THREAD, {"references": ["the approved proposal"]})
+    out = graph.invoke(None, THREAD)
+    assert len(log.calls) == 3  # only the aggregator ran on resume
+    assert "the approved proposal" in " ".join(m.text for m in log.by("AGG")[0].messages)
+    assert out["messages"][-1].text == "AGG #1"
+
+
+def test_a_proposal_edited_in_a_past_checkpoint_reaches_only_the_later_layers(fake, log):
+    """Time travel: edit layer 1's proposal before the layer closed; layer 2 reads the edit,
+    the record of the call shows it, and layer 1 is not asked again."""
+    graph = create_moa_graph(
+        MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=3),
+        checkpointer=InMemorySaver(),
+    )
+    graph.invoke(QUESTION, THREAD)
+    before = next(
+        s
+        for s in graph.get_state_history(THREAD)
+        if s.next == ("join_layer",) and not s.values.get("layer")
+    )
+    record = next(c for c in before.values["calls"] if c["configured_model"] == "A")
+    edited = graph.update_state(
+        before.config, {"calls": [{**record, "output": "an edited proposal"}]}, as_node="propose"
+    )
+    asked = len(log.calls)
+    out = graph.invoke(None, edited)
+    assert sorted(c.label for c in log.calls[asked:]) == ["A", "AGG", "B"]
+    for call in log.calls[asked:]:  # layer 2's proposers and the aggregator
+        assert ("an edited proposal" in " ".join(m.text for m in call.messages)) == (
+            call.label != "AGG"
+        )
+    outputs = [(c["layer"], c["configured_model"], c["output"]) for c in out["calls"]]
+    assert outputs[:2] == [(1, "A", "an edited proposal"), (1, "B", "B #1")]
+    assert [m.type for m in out["messages"]] == ["human", "ai"]  # the fork's own answer
+
+
+def test_an_edit_that_would_route_a_run_as_another_moa_is_refused_in_one_sentence(fake, log):
+    """update_state routes without the run's context: a run whose context added a layer
+    would have been sent to the aggregator after its first layer, skipping the second."""
+    graph = create_moa_graph(two_layers(fake), checkpointer=InMemorySaver())
+    graph.invoke(QUESTION, THREAD, context={"layers": 3})
+    history = list(graph.get_state_history(THREAD))
+    closed = next(
+        s for s in history if s.values.get("layer") == 1 and s.next == ("propose", "propose")
+    )
+    with pytest.raises(MoAConfigError) as caught:
+        graph.update_state(closed.config, {"references": ["edited"]})
+    message = str(caught.value)
+    assert "as_node='propose'" in message and "\n" not in message
+    # The edit it names routes with the run's context when the run resumes.
+    open_layer = next(
+        s for s in history if s.values.get("layer") == 0 and s.next == ("join_layer",)
+    )
+    record = open_layer.values["calls"][0]
+    edited = graph.update_state(
+        open_layer.config, {"calls": [{**record, "output": "edited"}]}, as_node="propose"
+    )
+    asked = len(log.calls)
+    out = graph.invoke(None, edited, context={"layers": 3})
+    assert sorted(c.label for c in log.calls[asked:]) == ["A", "AGG", "B"]
+    assert out["messages"][-1].text.startswith("AGG")
