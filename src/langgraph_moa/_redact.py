@@ -26,10 +26,17 @@ REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 6
 """Shorter values are not treated as secrets (they would redact ordinary words)."""
 
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$|_ORG_ID$|PROJECT_ID$")
+_SECRET_NAME = re.compile(
+    r"(?:^|[_.\-]|API|ACCESS|AUTH|PRIVATE|SECRET)KEY$|TOKEN$|SECRET|PASSWORD|PASSWD"
+    r"|CREDENTIALS?$|_ORG_ID$|PROJECT_ID$"
+)
+"""An environment variable name that says its value is a secret (``OPENAI_API_KEY``,
+``APIKEY``, ``HF_TOKEN``, ``DB_SECRET_VALUE``, ``PGPASSWORD``). ``KEY`` must end a word of
+the name, or follow a word that makes it a credential: ``MONKEY`` or ``TURKEY`` merely end
+in ``key``, and their value (an ordinary word) was cut out of every error text."""
 _ACCOUNT_VARS = ("OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "OPENAI_PROJECT_ID")
 
-_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9._~+/=\-]{4,}"), rf"\1\2{REDACTED}"),
     # Basic credentials are base64: a digit, '+', '/' or '=' tells them from a word.
     (
@@ -42,20 +49,9 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), REDACTED),
     (re.compile(r"\borg-[A-Za-z0-9]{6,}"), f"org-{REDACTED}"),
     (re.compile(r"\bproj_[A-Za-z0-9]{6,}"), f"proj_{REDACTED}"),
-    (
-        re.compile(
-            r"(?i)((?:api[_-]?key|x-api-key|authorization|openai-organization|openai-project)"
-            # A URL's parameter (``?api_key=``) is `_CREDENTIAL_PARAM`'s, which runs first and
-            # takes its value alone: this shape ran to the next comma, over the URL's rest.
-            # Possessive: else the space or quote before an earlier pass's mark is given to
-            # the value, the guard passes, and each pass eats one more character.
-            rf"[\"']?+\s*+[:=]\s*+[\"']?+)(?!{re.escape(REDACTED)})([^,;\"'}}\n]+)"
-        ),
-        rf"\1{REDACTED}",
-    ),
 ]
 
-_NOT_A_CREDENTIAL = r"(?:sort|order|partition|range|row|group|model|cache)[_.\-]key="
+_NOT_A_CREDENTIAL = r"(?:sort|order|partition|range|row|group|model|cache)[_.\-]key"
 """Names ending in ``key`` whose first word says what the key orders or picks
 (``sort_key``, ``partition_key``, ``model_key``): shown. Any other word before ``_key``
 (``primary_key``, ``subscription-key``, ``model_api_key``) is taken for a credential: a name
@@ -73,16 +69,66 @@ _PARAM_START = r"(?:[?&;#]|\\u0026)"
 implicit flow returns ``#access_token=...``), and ``\\u0026``, the ``&`` of a URL repeated
 in a JSON body whose encoder escapes it (Go's does): the key after either was shown."""
 
+_CREDENTIAL_NAME = (
+    r"(?:[\w.\-]*[_.\-])?(?:key|api_?key|apikey|token|auth|authorization|sig|signature|"
+    r"password|passwd|pwd|secret|credentials?)"
+)
+
 _CREDENTIAL_PARAM = re.compile(
-    rf"(?i)({_PARAM_START}(?!{_NOT_A_CREDENTIAL})(?:[\w.\-]*[_.\-])?(?:key|api_?key|apikey|token|"
-    r"auth|authorization|sig|signature|password|passwd|pwd|secret|credentials?)=)"
+    rf"(?i)({_PARAM_START}(?!{_NOT_A_CREDENTIAL}=){_CREDENTIAL_NAME}=)"
     rf"[^&#\s'\"<>]*[^&#\s'\"<>{_TEXT_AFTER}](?=[{_TEXT_AFTER}]*(?:[&#\s'\"<>]|$))"
 )
 """A URL's query (or fragment) parameter whose name says it holds a credential (``?key=``,
 ``&sig=``, ``#access_token=``, ``X-Amz-Signature=``), up to the next parameter or the URL's
 end, less the punctuation of the text around the URL (`_TEXT_AFTER`)."""
 
-_PATTERNS.insert(0, (_CREDENTIAL_PARAM, rf"\1{REDACTED}"))
+_ESCAPED = r"%(?:25)*"
+"""A percent escape, or an escaped one: a URL in another's query, or in a third's."""
+
+_ESCAPED_CHAR = rf"(?:(?!{_ESCAPED}(?:26|23))[^&#\s'\"<>])"
+"""A character of a value in an escaped URL: not its escaped ``&`` or ``#`` (its next
+parameter), nor what ends the URL it stands in."""
+
+_ESCAPED_PARAM = re.compile(
+    rf"(?i)({_ESCAPED}(?:3F|26|23|3B)(?!{_NOT_A_CREDENTIAL}{_ESCAPED}3D)"
+    rf"{_CREDENTIAL_NAME}{_ESCAPED}3D)"
+    rf"{_ESCAPED_CHAR}*(?![{_TEXT_AFTER}]){_ESCAPED_CHAR}"
+    rf"(?=[{_TEXT_AFTER}]*(?:[&#\s'\"<>]|{_ESCAPED}(?:26|23)|$))"
+)
+"""A credential parameter of a URL escaped within another URL's query
+(``?next=http%3A%2F%2Fh%2Fv1%3Fkey%3Dsecret``: a login's return address, a proxy's target):
+its ``?`` and ``=`` are escapes, and `_CREDENTIAL_PARAM` found nothing there. Its value
+ends at the escaped URL's next parameter (``%26``) or where the outer one ends."""
+
+_URL_PARAMS = (_CREDENTIAL_PARAM, _ESCAPED_PARAM)
+
+_PATTERNS[:0] = [(pattern, rf"\1{REDACTED}") for pattern in _URL_PARAMS]
+
+_MARK = re.escape(REDACTED)
+
+_CREDENTIAL_FIELD = re.compile(
+    r"(?i)((?:api[_-]?key|x-api-key|(?P<auth>authorization)|openai-organization|openai-project)"
+    # Possessive: else the space or quote before an earlier pass's mark is given to the
+    # value, the guard passes, and each pass eats one more character.
+    r"[\"']?+\s*+[:=]\s*+)"
+    rf"(?:(?P<q>[\"'])(?!{_MARK})(?:\\.|(?!(?P=q))[^\\\n])*(?P<end>(?P=q))?"
+    rf"|(?!{_MARK})(?(auth)(?:[A-Za-z][\w\-]*[ \t]+)?)[^\s,;\"'}}]+)"
+)
+"""A credential field outside a URL (an error's text, a header dump, a JSON body): its name,
+then its value. A quoted value is the whole quoted text (to its line's end where the text
+was cut before its closing quote); an unquoted one is one token, and an authorization's is
+its scheme and its credentials (``Authorization: Bearer abc``): the words after it are the
+message's. It ran to the next comma: over the rest of a sentence, or, in a header, short of
+a value holding one. A URL's parameter (``?api_key=``) is `_CREDENTIAL_PARAM`'s, which runs
+first and takes its value alone."""
+
+
+def _field_redacted(match: re.Match[str]) -> str:
+    quote = match["q"] or ""
+    return f"{match[1]}{quote}{REDACTED}{quote if match['end'] else ''}"
+
+
+_PATTERNS.append((_CREDENTIAL_FIELD, _field_redacted))
 
 
 def redact_url(text: str) -> str:
@@ -93,7 +139,9 @@ def redact_url(text: str) -> str:
     shown (a model's label, a record, a trace, a cache key) it goes through here. Only the
     parameter's value goes: ``?alt=json&key=[redacted]``, the rest of the URL as it was.
     """
-    return _CREDENTIAL_PARAM.sub(rf"\1{REDACTED}", text)
+    for pattern in _URL_PARAMS:
+        text = pattern.sub(rf"\1{REDACTED}", text)
+    return text
 
 
 def redacted_repr(value: object) -> str:
@@ -115,9 +163,10 @@ def url_secrets(url: str) -> list[str]:
     then be cut out of every error of every client, the list growing with each request.
     """
     values = set()
-    for match in _CREDENTIAL_PARAM.finditer(url):
-        value = url[match.end(1) : match.end()]
-        values |= {value, *_spellings(value)}
+    for pattern in _URL_PARAMS:
+        for match in pattern.finditer(url):
+            value = url[match.end(1) : match.end()]
+            values |= {value, *_spellings(value)}
     return sorted((v for v in values if len(v) >= MIN_SECRET_CHARS), key=len, reverse=True)
 
 

@@ -123,3 +123,82 @@ def test_redact_machine_drops_the_machines_paths_and_nothing_else(text, shown):
     from langgraph_moa._redact import redact_machine
 
     assert redact_machine(text) == (shown or text)
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("OPENAI_API_KEY", True),
+        ("HF_TOKEN", True),
+        ("APIKEY", True),
+        ("KEY", True),
+        ("GITHUB_TOKEN", True),
+        ("MY_ACCESSKEY", True),
+        ("SLACKTOKEN", True),
+        ("AWS_SECRET_ACCESS_KEY", True),
+        ("DB_SECRET_VALUE", True),
+        ("PGPASSWORD", True),
+        ("GOOGLE_APPLICATION_CREDENTIALS", True),
+        ("OPENAI_ORG_ID", True),
+        # A word that merely ends in "key" or "token" holds no secret.
+        ("MONKEY", False),
+        ("TURKEY", False),
+        ("HOCKEY", False),
+        ("BROKEN_TOKEN_COUNT", False),
+    ],
+)
+def test_an_environment_variable_is_a_secret_only_by_a_secret_like_name(monkeypatch, name, secret):
+    # A name that merely ends in KEY ("MONKEY=banana-split") had its value cut out of
+    # every error text, an ordinary word among them.
+    monkeypatch.setenv(name, "banana-split")
+    cleaned = redact("the upstream said banana-split")
+    assert ("banana-split" not in cleaned) is secret
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # An unquoted value is one token: the words after it are the message's.
+        (
+            "api_key: abc123xyz was rejected by the upstream, retry later",
+            f"api_key: {REDACTED} was rejected by the upstream, retry later",
+        ),
+        ("x-api-key=abcdef123456 rejected", f"x-api-key={REDACTED} rejected"),
+        # An authorization header is its scheme and its credentials, wherever it ends.
+        ("Authorization: Bearer abc123 def, then", f"Authorization: {REDACTED} def, then"),
+        ("Authorization: Custom abc123def is invalid", f"Authorization: {REDACTED} is invalid"),
+        ("authorization=abc123def;", f"authorization={REDACTED};"),
+        # A quoted value is the whole quoted text, spaces and commas included.
+        ('{"api_key": "abc def, ghi", "n": 1}', f'{{"api_key": "{REDACTED}", "n": 1}}'),
+        ("{'Authorization': 'Bearer abc def'}", f"{{'Authorization': '{REDACTED}'}}"),
+        ("openai-organization: my-org-name\nnext", f"openai-organization: {REDACTED}\nnext"),
+    ],
+)
+def test_a_credential_field_loses_its_whole_value_and_nothing_after_it(text, shown):
+    assert redact(text) == shown
+    assert redact(shown) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://h/login?next=http%3A%2F%2Fh%2Fv1%3Fkey%3Dsupersecret1",
+        "https://h/login?next=http%3A%2F%2Fh%2Fv1%3Falt%3Djson%26api_key%3Dsupersecret1&x=1",
+        "https://h/login?next=http%253A%252F%252Fh%253Fkey%253Dsupersecret1",
+    ],
+)
+def test_a_key_in_a_url_encoded_within_another_url_is_found(url):
+    from langgraph_moa._redact import redact_url, url_secrets
+
+    # The nested URL's "?" and "=" are escaped ("%3F", "%3D"): its key was shown.
+    assert "supersecret1" not in redact_url(url)
+    assert "supersecret1" not in redact(url)
+    assert "supersecret1" in url_secrets(url)
+    assert "x=1" in redact_url(url) or "x=1" not in url  # the outer URL's rest stays
+
+
+def test_a_nested_urls_parameters_after_its_key_are_kept():
+    from langgraph_moa._redact import redact_url
+
+    url = "https://h/?next=http%3A%2F%2Fh%3Fkey%3Dsupersecret1%26alt%3Djson"
+    assert redact_url(url) == f"https://h/?next=http%3A%2F%2Fh%3Fkey%3D{REDACTED}%26alt%3Djson"
