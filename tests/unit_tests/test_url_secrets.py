@@ -516,3 +516,35 @@ def test_a_key_echoed_escaped_or_cased_otherwise_than_its_url_is_redacted(writte
         error.request = request  # as the openai SDK's APIError carries it
         shown = describe_error(error)
     assert "API key [redacted] is not valid" in shown, shown
+
+
+def test_two_keys_to_one_endpoint_do_not_share_cached_answers():
+    # The call cache named an endpoint by its redacted label: a URL's other key (another
+    # account, another deployment behind one gateway) was served the first key's answers.
+    # It is keyed by a one-way digest of the whole URL now, and no key is stored.
+    # (`test_an_evaluation_writes_no_key_of_an_endpoint_url` looks through the cache file.)
+    from langgraph_moa.run._calls import cache_name
+
+    other = SPEC.replace(SECRET, "AIzaSyOtherAccountKey42")
+    assert cache_name(SPEC, "x") != cache_name(other, "x")
+    assert cache_name(SPEC, "x") == cache_name(SPEC, "y")  # still the model, whatever the role
+    endpoint = _models.OpenAIEndpoint(base_url=URL, model="gemini-flash")
+    assert cache_name(endpoint, "x") == cache_name(SPEC, "x")  # one spec, two spellings
+    for name in (cache_name(SPEC, "x"), cache_name(endpoint, "x")):
+        assert SECRET not in name and name.startswith(SHOWN), name
+    assert cache_name("m@http://h:8000/v1", "x") == "m@http://h:8000/v1"  # keyless: as it was
+
+
+def test_langchains_warning_for_an_inferred_provider_does_not_repeat_the_key():
+    # A bare "gemini-..." spec has its provider guessed by LangChain, which warns that the
+    # guess will change and repeats the spec it was given: its URL's key included.
+    import warnings
+
+    spec = f"gemini-flash?alt=json&key={SECRET}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        provider, name = _models.split_provider(spec)
+    assert (provider, name) == ("google_vertexai", spec)  # the calls still get the key
+    assert caught, "LangChain no longer warns: this test shows nothing"
+    for warning in caught:
+        assert SECRET not in str(warning.message), warning.message

@@ -213,7 +213,10 @@ def split_provider(spec: str) -> tuple[str, str]:
                     f"write it as '{prefix}:<model>'."
                 )
             return provider, name
-    inferred = infer_provider(spec)
+    # LangChain's guess warns of a guess it will change (a bare "gemini-..." name) repeating
+    # what it was given: the spec written without its URL's key, which the guess, by the
+    # name's beginning, never reads.
+    inferred = infer_provider(redact_url(spec))
     if inferred is None:
         raise ModelResolutionError(
             f"Unknown model provider in {redacted_repr(spec)}. Write it as 'provider:model' "
@@ -253,8 +256,9 @@ def describe_model(spec: ModelSpec) -> str:
     """Return a short, secret-free label for a spec (used in provenance and traces).
 
     An endpoint URL's credential query parameters (``?key=...``) are shown as redacted: the
-    label is written into records, events, traces and the call cache's key, while the calls
-    use the spec itself. Two keys to one endpoint thus share a label (and cached answers).
+    label is written into records, events and traces, while the calls use the spec itself.
+    Two keys to one endpoint thus share a label; the call cache adds a digest of the spec
+    (`run._calls.cache_name`), so they never share cached answers.
     """
     if isinstance(spec, str):  # remembered up to REMEMBERED_SPEC_CHARS, as an endpoint is
         return redact_url(spec) if spec[REMEMBERED_SPEC_CHARS:] else _shown(spec)

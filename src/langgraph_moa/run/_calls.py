@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import copy
+import functools
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Coroutine, Generator, Iterator
@@ -30,7 +32,12 @@ from langgraph.constants import CONF
 
 from langgraph_moa._redact import describe_error
 from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
-from langgraph_moa.providers._models import ModelSpec, describe_model, has_own_timeout
+from langgraph_moa.providers._models import (
+    ModelSpec,
+    OpenAIEndpoint,
+    describe_model,
+    has_own_timeout,
+)
 from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_after_s
 from langgraph_moa.providers._table import LOCAL_PREFIX, is_sdk_timeout
 from langgraph_moa.run._accounting import failed_record, ok_record
@@ -405,10 +412,22 @@ def cache_name(spec: Any, label: str) -> str:
     named = describe_model(spec)
     if isinstance(spec, BaseChatModel) and label != named:
         return f"{named} as {label}"
+    written = spec.label() if isinstance(spec, OpenAIEndpoint) else spec
+    if isinstance(written, str) and written != named:
+        # Its URL's key was redacted: another key (another account, another deployment
+        # behind one gateway) shared the first one's answers. The digest tells them apart
+        # and keeps the key out of the name (the cache's key is itself a digest of it).
+        return f"{named}#{_digest(written)}"
     if (digest := local_digest(spec)) is not None:
         # The name alone would serve the answers of the file an earlier release pinned.
         return f"{named}@sha256:{digest}"
     return named
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(spec: str) -> str:
+    """Return a one-way digest of a keyed spec, remembered: it names a model on every call."""
+    return hashlib.sha256(spec.encode("utf-8")).hexdigest()[:32]
 
 
 def local_digest(spec: Any) -> str | None:
