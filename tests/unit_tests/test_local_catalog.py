@@ -281,3 +281,36 @@ def test_every_extra_is_named_as_pip_normalizes_it_so_any_pip_installs_it():
     for install in re.findall(r"langgraph-moa\[([^\]]+)\]|-e \"\.\[([^\]]+)\]\"", readme):
         for name in ",".join(install).strip(",").split(","):
             assert name in extras, name
+
+
+@pytest.mark.timeout(60)
+def test_a_stuck_preparer_is_refused_in_a_sentence_not_waited_for_forever(
+    fake_package, monkeypatch
+):
+    # Another process preparing the model (stopped with Ctrl-Z while it held the lock)
+    # made every first use wait for it forever. The wait is bounded, then one sentence.
+    from langgraph_moa.local import _filelock
+
+    if _filelock.fcntl is None:
+        pytest.skip("no OS lock without fcntl")
+    monkeypatch.setattr(catalog, "PREPARING_WAIT_S", 0.0, raising=False)
+    data = b"GGUF-part-one-part-two"
+    info = info_for(hashlib.sha256(data).hexdigest(), len(data))
+    folder = catalog.cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "fake.lock").open("a") as holder:
+        _filelock.fcntl.flock(holder, _filelock.fcntl.LOCK_EX)  # the stuck process's
+        with pytest.raises(LocalModelError) as err:
+            model_path(info)
+    message = str(err.value)
+    assert "'fake'" in message and "fake.lock" in message and "try again" in message, message
+    assert model_path(info).read_bytes() == data  # once it is gone, the model is prepared
+
+
+def test_without_os_locks_a_model_is_still_prepared(fake_package, monkeypatch):
+    # Windows has no fcntl: the model is prepared without the lock, as before it existed.
+    from langgraph_moa.local import _filelock
+
+    monkeypatch.setattr(_filelock, "fcntl", None)
+    data = b"GGUF-part-one-part-two"
+    assert model_path(info_for(hashlib.sha256(data).hexdigest(), len(data))).read_bytes() == data

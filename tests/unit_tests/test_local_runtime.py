@@ -1059,14 +1059,14 @@ def test_a_log_folder_that_refuses_locks_still_keeps_the_failed_log(
     import logging
 
     from langgraph_moa.errors import LocalRuntimeError
-    from langgraph_moa.local import runtime
+    from langgraph_moa.local import _filelock
 
     def no_locks(*_):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    if runtime.fcntl is None:
+    if _filelock.fcntl is None:
         pytest.skip("no OS lock without fcntl")
-    monkeypatch.setattr(runtime.fcntl, "flock", no_locks)
+    monkeypatch.setattr(_filelock.fcntl, "flock", no_locks)
     server = stand_in(CRASHES)
     with caplog.at_level(logging.WARNING, logger="langgraph_moa.local"):
         with pytest.raises(LocalRuntimeError):
@@ -1075,3 +1075,33 @@ def test_a_log_folder_that_refuses_locks_still_keeps_the_failed_log(
     assert "-failed-" in log.name and str(log) == server.log_path
     [warned] = [r.getMessage() for r in caplog.records]
     assert str(log) in warned, warned
+
+
+@pytest.mark.timeout(60)
+def test_a_stuck_keeper_leaves_the_old_logs_untrimmed_and_keeps_this_one(
+    stand_in, tmp_path, monkeypatch, caplog
+):
+    # Another process holding the model's log lock and stuck (stopped with Ctrl-Z) made
+    # every later failure wait for it forever, its warning unsaid. The wait is bounded: the
+    # log is kept and named, and the old ones are left for a later trim.
+    import fcntl
+    import logging
+
+    from langgraph_moa.local import _filelock, runtime
+    from langgraph_moa.local.runtime import KEPT_LOGS_PER_MODEL
+
+    if _filelock.fcntl is None:
+        pytest.skip("no OS lock without fcntl")
+    monkeypatch.setattr(runtime, "KEEPER_WAIT_S", 0.0, raising=False)
+    for n in range(KEPT_LOGS_PER_MODEL):
+        (tmp_path / f"moa-qwen2.5-coder-0.5b-failed-old{n}.log").write_text("old")
+    server = stand_in(CRASHES)
+    server.process.wait()
+    with (tmp_path / "moa-qwen2.5-coder-0.5b-logs.lock").open("a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # the stuck process's
+        with caplog.at_level(logging.DEBUG, logger="langgraph_moa.local"):
+            server.stop()
+    kept = [p for p in logs(tmp_path) if "-failed-" in p.name]
+    assert len(kept) == KEPT_LOGS_PER_MODEL + 1, kept  # none trimmed
+    assert "-failed-" in Path(server.log_path).name and Path(server.log_path).exists()
+    assert any("not trimmed" in r.getMessage() for r in caplog.records), caplog.records

@@ -9,7 +9,6 @@ in the cache folder (``$LANGGRAPH_MOA_CACHE``, default ``~/.cache/langgraph-moa`
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import errno
 import hashlib
@@ -19,15 +18,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
 
 from langgraph_moa.errors import LocalModelError, MoAConfigError
-
-fcntl: Any = None
-with contextlib.suppress(ImportError):  # not on Windows
-    import fcntl
+from langgraph_moa.local._filelock import file_lock
 
 _CHUNK = 1 << 20
+
+PREPARING_WAIT_S = 600.0
+"""How long a first use waits for another process assembling and verifying the same model:
+hashing and copying a few GB takes a minute on a slow disk, so one still busy after ten is
+stuck (stopped with Ctrl-Z, hung on a dead mount)."""
 
 
 @dataclass(frozen=True)
@@ -281,12 +281,19 @@ def _only_one_preparing(info: LocalModelInfo, folder: Path) -> Iterator[None]:
 
     Two first uses at once (two `moa run`, parallel evaluations) wrote the same ".partial"
     file: the second rename raised a bare FileNotFoundError, or the copy came out mixed.
-    The lock is the OS's (released when its holder exits, even killed); without ``fcntl``
-    (Windows) there is none, as before.
+    The lock is the OS's (`file_lock`: released when its holder exits, even killed);
+    without ``fcntl`` (Windows) there is none, as before. A holder alive but stuck past
+    `PREPARING_WAIT_S` is refused in a sentence, not waited for forever: going on without
+    the lock would write the same ".partial" file the lock is there to keep whole.
     """
-    with (folder / f"{info.name}.lock").open("a") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    lock = folder / f"{info.name}.lock"
+    with file_lock(lock, PREPARING_WAIT_S) as held:
+        if not held:
+            raise LocalModelError(
+                f"Local model {info.name!r} has been prepared by another process for over "
+                f"{PREPARING_WAIT_S:.0f} s (it holds {lock}): let it finish, or stop it, "
+                "then try again."
+            )
         yield
 
 

@@ -37,6 +37,7 @@ from pydantic import PrivateAttr
 
 from langgraph_moa._redact import clip, redact
 from langgraph_moa.errors import LocalModelError, LocalRuntimeError
+from langgraph_moa.local._filelock import file_lock
 from langgraph_moa.local.catalog import (
     LocalModelInfo,
     context_size,
@@ -48,11 +49,11 @@ from langgraph_moa.transport._completions import lean_completions
 from langgraph_moa.transport._http import own_async_client, own_sync_client
 from langgraph_moa.transport._net import free_port
 
-fcntl: Any = None
-with contextlib.suppress(ImportError):  # not on Windows
-    import fcntl
-
 READY_TIMEOUT_S = 120.0
+
+KEEPER_WAIT_S = 10.0
+"""How long keeping a failed log waits for another keeper: its rename and trim take
+milliseconds, so a holder still there after this is stuck, and trimming is skipped."""
 
 logger = logging.getLogger(__name__)
 """Says what the user should know and no call raises: a dead server replaced (the `moa`
@@ -327,13 +328,21 @@ class LocalServer:
                 return
             self._keep_log = True
             kept = log.with_name(self._failed_prefix() + log.name.removeprefix(self._log_prefix()))
-            with _one_keeper(log.parent, self._log_prefix()):
+            with _one_keeper(log.parent, self._log_prefix()) as held:
                 with contextlib.suppress(OSError):
                     os.replace(log, kept)
                     self.log_path = str(kept)
                 with contextlib.suppress(OSError):
                     os.utime(self.log_path)  # now: the time of the failure
-                _drop_old_logs(log.parent, self._failed_prefix(), keep=self.log_path)
+                if held:
+                    _drop_old_logs(log.parent, self._failed_prefix(), keep=self.log_path)
+                else:
+                    logger.debug(
+                        "Old failed logs of %r not trimmed: another process held their "
+                        "lock for %s s.",
+                        self.info.name,
+                        KEEPER_WAIT_S,
+                    )
 
     def _log_prefix(self) -> str:
         return f"moa-{self.info.name}-"
@@ -427,27 +436,27 @@ class LocalServer:
 
 
 @contextmanager
-def _one_keeper(folder: Path, prefix: str) -> Iterator[None]:
+def _one_keeper(folder: Path, prefix: str) -> Iterator[bool]:
     """Let one process (or thread) at a time keep a failed log of a model and trim the rest.
 
     Keeping renames the log, then dates it now: another process trimming between the two
     saw the log just kept with its last write's time (an hour ago, for a server found dead
     after an hour of quiet), took it for the oldest and deleted it, while the warning named
-    it. The lock is the OS's, on ``<prefix>logs.lock`` beside the logs (released when its
-    holder exits, even killed; it is not a ``.log``, so no trim takes it); without
-    ``fcntl`` (Windows), or where the file system refuses locks (``ENOLCK`` on an NFS mount
-    without its lock daemon), there is none, as before: the log is kept all the same.
+    it. The lock is the OS's, on ``<prefix>logs.lock`` beside the logs (`file_lock`; it is
+    not a ``.log``, so no trim takes it); without ``fcntl`` (Windows), or where the file
+    system refuses locks (``ENOLCK`` on an NFS mount without its lock daemon), there is
+    none, as before: the log is kept all the same.
+
+    Yields whether to trim: a holder stuck for `KEEPER_WAIT_S` (a process stopped with
+    Ctrl-Z) made every later failure of the model wait for it forever, its warning unsaid;
+    now the log is kept and named, and its old ones wait for the next failure's trim.
     """
-    try:
-        handle = (folder / f"{prefix}logs.lock").open("a")
-    except OSError:
-        yield  # a folder that takes no new file: the logs could not be trimmed either
-        return
-    with handle:
-        if fcntl is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+    with contextlib.ExitStack() as stack:
+        try:
+            held = stack.enter_context(file_lock(folder / f"{prefix}logs.lock", KEEPER_WAIT_S))
+        except OSError:
+            held = True  # a folder that takes no new file: the logs could not be trimmed either
+        yield held
 
 
 def _drop_old_logs(folder: Path, prefix: str, keep: str) -> None:

@@ -1,0 +1,56 @@
+"""One process at a time over a file of the cache: the OS's lock, waited for a bounded while.
+
+The catalog assembles and verifies a model's file under a lock, and the runtime keeps a
+failed server's log and trims the older ones under another. The lock is ``flock``'s,
+released when its holder exits, even killed; a holder that is alive but stuck (stopped
+with Ctrl-Z, hung on a dead network mount) would block a plain wait forever, so the wait
+is a poll with a deadline and the caller decides what a lock not had means. Without
+``fcntl`` (Windows) there is no lock, and every caller goes on as before the lock existed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+fcntl: Any = None
+with contextlib.suppress(ImportError):  # not on Windows
+    import fcntl
+
+POLL_S = 0.05
+"""How often a waiter tries the lock again."""
+
+
+@contextmanager
+def file_lock(path: Path, wait_s: float) -> Iterator[bool]:
+    """Hold the OS's lock on `path` (created if missing); yield whether it is held.
+
+    False: another process held it for all of `wait_s` seconds. True also where there is
+    no such lock: no ``fcntl``, or a file system that refuses locks (``ENOLCK`` on an NFS
+    mount without its lock daemon), as before the lock existed. An `OSError` opening the
+    file is the caller's to handle.
+    """
+    with path.open("a") as handle:
+        yield _acquired(handle, wait_s)
+
+
+def _acquired(handle: Any, wait_s: float) -> bool:
+    """Take the exclusive lock on `handle`, trying until `wait_s` seconds have passed."""
+    if fcntl is None:
+        return True
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:  # another holds it
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(POLL_S, left))
+        except OSError:
+            return True  # no locks on this file system
