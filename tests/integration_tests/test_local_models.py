@@ -481,3 +481,49 @@ async def test_llama_cpp_answers_and_chunks_are_built_by_validation(runtime, mon
     assert len(chunks) > 2 and "".join(chunk.text for chunk in chunks).strip()
     assert built.count("ChatCompletion") == 1 and built.count("ChatCompletionChunk") > 2
     assert left_to_the_sdk == []
+
+
+def _server_gone(pid: int) -> bool:
+    """Gone, or a zombie nobody reaps (its parent is dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_server_whose_parent_is_killed_while_it_loads_dies_with_it(tmp_path):
+    # The server's watchdog thread started only after seconds of imports (langchain, via
+    # the `local` package), and cannot run while llama.cpp holds the GIL loading the model:
+    # a parent killed then left an orphan that loaded on for many seconds.
+    code = (
+        "import time\n"
+        "from langgraph_moa.local.runtime import LocalRuntime\n"
+        "print(LocalRuntime.default().server('qwen2.5-coder-0.5b').pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
+    server = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5  # the model's load takes far longer on this machine
+    while not _server_gone(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = not _server_gone(server)
+    if alive:
+        os.kill(server, signal.SIGKILL)
+    assert not alive, "the orphaned server went on loading its model"
+
+
+def test_a_server_started_from_a_thread_that_ended_lives_on(runtime):
+    # The kernel kills a child when the *thread* that started it ends (PR_SET_PDEATHSIG):
+    # servers are started from one thread that lives as long as the process.
+    import threading
+
+    started = []
+    thread = threading.Thread(target=lambda: started.append(runtime.server("qwen2.5-coder-0.5b")))
+    thread.start()
+    thread.join()
+    (server,) = started
+    server.wait_ready()
+    assert server.alive()

@@ -667,6 +667,8 @@ def test_a_server_llama_cpp_cannot_start_ends_in_one_line_not_a_traceback(
     monkeypatch.setattr(
         _serve.threading, "Thread", lambda **kwargs: types.SimpleNamespace(start=lambda: None)
     )
+    monkeypatch.setattr(_serve, "_killed_with_parent", lambda killed: None)  # not pytest's
+    monkeypatch.setattr(_serve.os, "getppid", lambda: 1)
     settings = {"parent_pid": 1, "model_path": "m.gguf", "alias": "m", "slots": 1}
     settings |= {"ctx_per_slot": 256, "threads": 1, "port": 1, "chat_template": None}
     monkeypatch.setattr(sys, "argv", ["_serve", json.dumps(settings)])

@@ -11,8 +11,10 @@ orphaned, even when the parent could not run its clean-up; it deletes the server
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -29,6 +31,21 @@ def _watch_parent(parent_pid: int, log_path: str | None = None) -> None:
         time.sleep(0.5)
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _killed_with_parent(killed: bool) -> None:
+    """Ask Linux to SIGKILL this process the moment its parent ends (or no longer ask).
+
+    For the model's load: llama.cpp holds the GIL then, and the watchdog thread cannot see
+    the parent go. The parent starts every server from a thread that lives as long as it
+    does (`_spawner`). Elsewhere (no ``prctl``) the watchdog alone is there.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL if killed else 0, 0, 0, 0)
+
+
 def main() -> None:
     """Start the server described by the JSON settings in argv[1], then wait to be stopped.
 
@@ -37,6 +54,9 @@ def main() -> None:
     """
     settings = json.loads(sys.argv[1])
     watch = (settings["parent_pid"], settings.get("log_path"))
+    _killed_with_parent(True)
+    if os.getppid() != watch[0]:  # gone before the kernel was asked
+        os._exit(0)
     threading.Thread(target=_watch_parent, args=watch, daemon=True).start()
 
     import xllamacpp
@@ -67,6 +87,7 @@ def main() -> None:
         )
         sys.stdout.flush()
         sys.exit(1)
+    _killed_with_parent(False)  # the watchdog runs again: it deletes the log as it exits
     sys.stdout.flush()
     while server is not None:
         time.sleep(3600)

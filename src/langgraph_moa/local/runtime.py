@@ -38,6 +38,7 @@ from pydantic import PrivateAttr
 from langgraph_moa._redact import clip, redact
 from langgraph_moa.errors import LocalModelError, LocalRuntimeError
 from langgraph_moa.local._filelock import file_lock
+from langgraph_moa.local._spawner import popen
 from langgraph_moa.local.catalog import (
     LocalModelInfo,
     context_size,
@@ -187,7 +188,7 @@ class LocalServer:
         )
         self.log_path = self._log.name
         """Where the server's output is (a kept log moves, see `_keep`)."""
-        self.process = subprocess.Popen(
+        self.process = popen(
             [
                 sys.executable,
                 "-m",

@@ -1,0 +1,54 @@
+"""Starts every llama.cpp server from one thread that lives as long as the process.
+
+A loading server asks the kernel to kill it when its parent goes (`_serve.py`,
+``PR_SET_PDEATHSIG``): while llama.cpp loads the model it holds the GIL, so the server's
+watchdog thread cannot run, and a server whose parent was killed then (SIGKILL, the
+out-of-memory killer) loaded on as an orphan for seconds to minutes. The kernel's "parent"
+is the thread that started the child, not the process: a server started from a worker
+thread (a graph node's, ``asyncio.to_thread``'s) would die as soon as that thread ended.
+So servers are started here, from a daemon thread that ends only with the process.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+_jobs: queue.SimpleQueue[tuple[Future[subprocess.Popen[bytes]], list[str], dict[str, Any]]]
+_jobs = queue.SimpleQueue()
+_thread: threading.Thread | None = None
+_lock = threading.Lock()
+
+
+def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start `args` as `subprocess.Popen` would, from the spawner thread; raise what it raised."""
+    global _thread
+    started: Future[subprocess.Popen[bytes]] = Future()
+    with _lock:
+        if _thread is None:
+            _thread = threading.Thread(target=_spawn_forever, daemon=True, name="moa spawner")
+            _thread.start()
+        _jobs.put((started, args, kwargs))
+    return started.result()
+
+
+def _spawn_forever() -> None:
+    while True:
+        started, args, kwargs = _jobs.get()
+        try:
+            started.set_result(subprocess.Popen(args, **kwargs))
+        except BaseException as exc:  # handed to the caller, which raises it
+            started.set_exception(exc)
+
+
+def _forget_after_fork() -> None:
+    """Start afresh in a forked child: it has no spawner thread, and starts its own."""
+    global _thread, _lock, _jobs
+    _thread, _lock, _jobs = None, threading.Lock(), queue.SimpleQueue()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
