@@ -71,6 +71,8 @@ class FakeChat(BaseChatModel):
     cut_off: Callable[[int], bool] | None = None
     """Whether call n reports finish_reason "length" (max_tokens ended it), else "stop"."""
     finish: Callable[[int], str | None] | None = None
+    usage_details: Callable[[int], dict[str, Any]] | None = None
+    """More keys of each answer's usage (``input_token_details``, ``output_token_details``)."""
     """The finish_reason call n reports, if any ("content_filter": the provider's filter)."""
     counter: Any = Field(default_factory=lambda: itertools.count(1))
     tool_calls: Callable[[str, int, list[BaseMessage], dict[str, Any]], list[dict]] | None = None
@@ -134,6 +136,7 @@ class FakeChat(BaseChatModel):
                 "input_tokens": words(messages),
                 "output_tokens": len(text.split()),
                 "total_tokens": words(messages) + len(text.split()),
+                **(self.usage_details(n) if self.usage_details else {}),
             },
         )
 

@@ -652,6 +652,44 @@ def test_a_usage_callback_counts_the_inner_calls_and_the_answer_which_is_their_t
     )
 
 
+@pytest.mark.parametrize("how", ["invoke", "stream"])
+def test_the_answers_usage_sums_the_token_details_of_every_call(fake, how):
+    """Providers report what part of the prompt came from their cache and how many tokens went
+    to reasoning (`input_token_details`, `output_token_details`); the answer's usage, the run's
+    cost, dropped them. Now each detail is the sum over the run's calls, and the totals still
+    add up as LangChain's `UsageMetadata` says."""
+    details = lambda n: {  # noqa: E731
+        "input_token_details": {"cache_read": 3},
+        "output_token_details": {"reasoning": 2},
+    }
+    config = MoAConfig(
+        proposers=[fake("A", usage_details=details), fake("B")],
+        aggregator=fake("AGG", usage_details=details),
+        layers=2,
+    )
+    llm = MoAChatModel(config=config)
+    if how == "invoke":
+        answer = llm.invoke("hi")
+    else:
+        chunks = list(llm.stream("hi"))
+        answer = sum(chunks[1:], chunks[0])
+    usage = answer.usage_metadata
+    assert usage["input_token_details"] == {"cache_read": 6}  # A's and AGG's, not B's
+    assert usage["output_token_details"] == {"reasoning": 4}
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    calls = answer.response_metadata["moa"]["calls"]
+    assert [c.get("input_token_details") for c in calls] == [
+        {"cache_read": 3},
+        None,
+        {"cache_read": 3},
+    ]
+
+
+def test_an_answer_whose_calls_report_no_token_details_has_none(llm):
+    usage = llm.invoke("hi").usage_metadata
+    assert "input_token_details" not in usage and "output_token_details" not in usage
+
+
 # --- nesting inside chains and graphs, call-time caps, copies (review, session 21) ------------
 
 

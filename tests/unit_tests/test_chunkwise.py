@@ -168,3 +168,31 @@ def test_auto_continuation_prefills_for_a_local_aggregator_only(
         aggregation={**CHUNKS, "continuation": continuation},
     )
     assert prefills(config) is prefilled
+
+
+def test_the_parts_usage_keeps_their_token_details():
+    """A chunk-wise answer's parts were summed into input, output and total tokens only: the
+    cache reads and reasoning tokens the parts reported were lost from the run's usage."""
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.graph._chunkwise import _summed
+
+    def part(text, cached, reasoning):
+        usage = {
+            "input_tokens": 10,
+            "output_tokens": 4,
+            "total_tokens": 14,
+            "input_token_details": {"cache_read": cached},
+            "output_token_details": {"reasoning": reasoning},
+        }
+        return AIMessage(content=text, usage_metadata=usage)
+
+    whole = _summed("ab", [part("a", 6, 1), AIMessage(content="x"), part("b", 8, 2)])
+    assert whole.usage_metadata == {
+        "input_tokens": 20,
+        "output_tokens": 8,
+        "total_tokens": 28,
+        "input_token_details": {"cache_read": 14},
+        "output_token_details": {"reasoning": 3},
+    }
+    assert _summed("x", [AIMessage(content="x")]).usage_metadata is None

@@ -33,6 +33,7 @@ retries ends in the labelled best-proposal fallback, or `AggregatorFailedError`)
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
+from langchain_core.messages.ai import add_usage
 
 from langgraph_moa._redact import describe_error
 from langgraph_moa.errors import (
@@ -694,12 +696,8 @@ def _total_tokens(response: AIMessage) -> int:
 def _summed(answer: str, responses: list[AIMessage]) -> AIMessage:
     """One message for the parts: the whole answer, their tokens summed."""
     usage = [r.usage_metadata for r in responses if r.usage_metadata]
-    total = {
-        key: sum(int(u[key]) for u in usage)
-        for key in ("input_tokens", "output_tokens", "total_tokens")
-    }
     return AIMessage(
         content=answer,
-        usage_metadata=total if usage else None,
+        usage_metadata=functools.reduce(add_usage, usage) if usage else None,  # details too
         response_metadata=responses[-1].response_metadata,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
@@ -160,6 +161,7 @@ def ok_record(
         logprob_tokens=len(logprobs),
         finish_reason=finish_reason(response),
     )
+    _note_token_details(record, response)
     if tools := tool_calls_of(response):  # only then: records of text answers stay as they were
         record["tool_calls"] = tools
         if (response.response_metadata or {}).get("moa_tool_calls_from_text"):
@@ -192,7 +194,7 @@ def failed_record(
     if paid is None and refused:
         paid = getattr(error, "response", None)
     prompt, completion, total = _tokens(paid)
-    return CallRecord(
+    record = CallRecord(
         role=role,
         layer=layer,
         proposer=proposer,
@@ -213,6 +215,40 @@ def failed_record(
         logprob_tokens=0,
         finish_reason=None,
     )
+    _note_token_details(record, paid)
+    return record
+
+
+TOKEN_DETAILS = ("input_token_details", "output_token_details")
+"""The parts of LangChain's `UsageMetadata` that break its token counts down (cache reads,
+reasoning): a call record keeps each its response reported, and the answer sums them."""
+
+
+def _note_token_details(record: CallRecord, response: object) -> None:
+    """Copy the response's token details onto its record, where it reported any."""
+    usage: dict[str, Any] = (
+        dict(response.usage_metadata or {}) if isinstance(response, AIMessage) else {}
+    )
+    for key in TOKEN_DETAILS:
+        given = usage.get(key) or {}
+        counts = {k: int(v) for k, v in given.items() if isinstance(v, int | float) and v}
+        if counts:
+            record[key] = counts  # type: ignore[literal-required]
+
+
+def token_details(calls: Iterable[CallRecord]) -> dict[str, dict[str, int]]:
+    """Return each token detail summed over `calls`; a kind no call reported is left out.
+
+    With the totals of `summarize`, the run's usage in LangChain's `UsageMetadata` shape:
+    the details break its token counts down, they add nothing to them.
+    """
+    sums: dict[str, dict[str, int]] = {}
+    for c in calls:
+        for key in TOKEN_DETAILS:
+            for kind, count in c.get(key, {}).items():  # type: ignore[attr-defined]
+                mine = sums.setdefault(key, {})
+                mine[kind] = mine.get(kind, 0) + count
+    return sums
 
 
 def _tokens(response: object) -> tuple[int, int, int]:

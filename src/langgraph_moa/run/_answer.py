@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall
 
 from langgraph_moa._unicode import well_formed_content
-from langgraph_moa.run._accounting import summarize
+from langgraph_moa.run._accounting import summarize, token_details
 from langgraph_moa.run.state import CallRecord
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def final_message(
 
     It keeps the aggregator's message id, so LangGraph's message stream does not emit the
     answer twice; its `usage_metadata` is the sum over every call of the run, which is the
-    honest cost of the answer.
+    honest cost of the answer, its token details (cache reads, reasoning) included.
 
     The answer's ``model_name`` and ``finish_reason`` are those of the call whose output it
     is: the aggregator's response, or `source` (the proposal a selector, a ranker or a
@@ -107,6 +107,7 @@ def final_message(
             "input_tokens": total["prompt_tokens"],
             "output_tokens": total["completion_tokens"],
             "total_tokens": total["total_tokens"],
+            **token_details(calls),
         },
     )
 

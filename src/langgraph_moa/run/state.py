@@ -68,6 +68,11 @@ class CallRecord(TypedDict):
     finish_reason: str | None
     """Why the provider stopped generating ("stop", "length" when `max_tokens` cut the answer
     off, ...), where it said; None otherwise. Selection does not count cut-off answers."""
+    input_token_details: NotRequired[dict[str, int]]
+    """What the provider said of the prompt's tokens (``cache_read``, ``audio``, ...), as
+    LangChain's `UsageMetadata` has it; only where it said anything."""
+    output_token_details: NotRequired[dict[str, int]]
+    """The same for the completion's tokens (``reasoning``, ``audio``)."""
     tool_calls: NotRequired[list[ToolCallRecord]]
     """The tool calls the model asked for, when it asked for any (a run with tools bound)."""
     tool_calls_from_text: NotRequired[bool]
