@@ -217,3 +217,34 @@ def test_the_variant_check_adds_no_work_to_a_run_that_names_no_variant(fake):
 
     assert extra(None) <= 0 and extra({}) <= 0
     assert extra({"layers": 2}) <= 4 and extra(MoAContext(layers=2)) <= 4
+
+
+def test_a_context_naming_another_preset_and_the_configs_keyed_endpoint_is_refused(
+    fake, log, monkeypatch
+):
+    """`moa serve` refuses a keyed endpoint of another preset; a graph took it: the label,
+    resolved against the context's preset (which does not configure it), called the endpoint
+    without its key, and the caller read the upstream's 401. Now refused before any call, in
+    one sentence that names neither the key nor its variable."""
+    from langgraph_moa import create_moa_graph
+    from langgraph_moa.providers._models import OpenAIEndpoint
+
+    monkeypatch.setenv("EXAMPLE_KEY", "sk-secret-value")
+    keyed = OpenAIEndpoint(
+        base_url="https://api.example/v1", model="big", api_key_env="EXAMPLE_KEY"
+    )
+    config = MoAConfig(proposers=[{"model": keyed}], aggregator=fake("AGG"), layers=2)
+    graph = create_moa_graph(config, limits=RequestLimits())
+    label = "big@https://api.example/v1"
+    for context in (
+        {"preset": "moa-lite", "aggregator": label},
+        {"preset": "moa-lite", "proposers": [label]},
+    ):
+        with pytest.raises(MoAConfigError, match="preset") as refused:
+            graph.invoke({"messages": [("user", "q")]}, context=context)
+        message = str(refused.value)
+        assert label in message and "\n" not in message
+        assert "EXAMPLE_KEY" not in message and "sk-secret" not in message
+    assert log.calls == []
+    own = graph.nodes["prepare"].bound.func.__self__.configs.get({"aggregator": label})
+    assert own.aggregator.model.api_key_env == "EXAMPLE_KEY"  # without a preset: its key

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langgraph_moa._lru import BoundedLRU
+from langgraph_moa._redact import clip
 from langgraph_moa.config._limits import RequestLimits, endpoint_label, served_variants
 from langgraph_moa.config._schema import (
     AggregatorConfig,
@@ -146,6 +147,29 @@ def _configured_endpoints(config: MoAConfig) -> dict[str, OpenAIEndpoint]:
     return {r.model.label(): r.model for r in roles if isinstance(r.model, OpenAIEndpoint)}
 
 
+def _refuse_keys_left_behind(
+    context: MoAContext, mine: dict[str, OpenAIEndpoint], known: dict[str, OpenAIEndpoint]
+) -> None:
+    """Refuse a label naming a keyed endpoint of `base` in a run of another preset.
+
+    The label resolves against the run's preset only (`known`): there it would call the
+    endpoint without its key, and the caller would read the upstream's 401 instead of
+    what is wrong (`moa serve` refuses the same request in its model policy).
+    """
+    named = [("proposers", m) for m in context.proposers or []]
+    named += [("aggregator", context.aggregator)] if context.aggregator is not None else []
+    for field, spec in named:
+        endpoint = parse_endpoint_string(spec.strip())
+        label = endpoint.label() if endpoint is not None else ""
+        own = mine.get(label) if label not in known else None
+        if own is not None and own.api_key_env:
+            raise MoAConfigError(
+                f"'{field}' names {clip(label)!r}, an endpoint whose key is configured for "
+                f"this graph's own config, not for preset {context.preset!r}; remove "
+                "'preset', or name one of that preset's models."
+            )
+
+
 def _resolve(spec: str, known: dict[str, OpenAIEndpoint]) -> str | OpenAIEndpoint:
     endpoint = parse_endpoint_string(spec.strip())
     return known.get(endpoint.label(), spec) if endpoint is not None else spec
@@ -203,6 +227,8 @@ def apply_context(
     config = MoAConfig.from_preset(context.preset) if context.preset else base
     proposers = list(config.proposers)
     known = _configured_endpoints(config)
+    if config is not base:
+        _refuse_keys_left_behind(context, _configured_endpoints(base), known)
     if context.proposers is not None:
         proposers = [_with_model(proposers[0], _resolve(m, known)) for m in context.proposers]
     proposers = [
