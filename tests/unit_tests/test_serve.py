@@ -1996,6 +1996,29 @@ def test_a_number_field_that_is_not_finite_is_named_as_such(client, log, route, 
     assert log.calls == []
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-1e400"])
+def test_a_tool_schemas_number_that_is_not_finite_is_refused_before_any_call(client, log, value):
+    """A NaN or an infinity inside a tool's JSON schema is no number field of the body, so
+    it passed and reached every call, whose provider refused it (strict JSON has none):
+    now a 400 naming where it is, as a number field's NaN is answered."""
+    parameters = (
+        f'{{"type": "object", "properties": {{"n": {{"type": "number", "maximum": {value}}}}}}}'
+    )
+    tool = f'{{"type": "function", "function": {{"name": "f", "parameters": {parameters}}}}}'
+    raw = f'{{"model": "m", "messages": {json.dumps(USER)}, "tools": [{tool}]}}'
+    response = client.post("/v1/chat/completions", content=raw.encode(), headers=JSON)
+    error = assert_one_sentence(
+        response, 400, "parameters.properties.n.maximum is not a finite number"
+    )
+    assert error["param"] == "tools.0.function"
+    schema = f'{{"name": "s", "schema": {{"type": "object", "default": [1, {value}]}}}}'
+    raw = f'{{"model": "m", "messages": {json.dumps(USER)}, "response_format": '
+    raw += f'{{"type": "json_schema", "json_schema": {schema}}}}}'
+    response = client.post("/v1/chat/completions", content=raw.encode(), headers=JSON)
+    assert_one_sentence(response, 400, "json_schema.schema.default.1 is not a finite number")
+    assert log.calls == []
+
+
 def test_a_text_fields_nan_keeps_its_own_error(client):
     """Only number fields say 'not a finite number': a string's NaN is not a string."""
     raw = f'{{"model": "m", "messages": {json.dumps(USER)}, "user": NaN}}'

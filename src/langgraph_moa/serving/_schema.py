@@ -1,6 +1,7 @@
 """The request body `moa serve` accepts: OpenAI's chat-completions schema, validated."""
 
 import json
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -196,6 +197,7 @@ class _ResponseFormat(_Body):
     def _schema_given(self) -> "_ResponseFormat":
         if (self.type == "json_schema") != (self.json_schema is not None):
             raise ValueError("json_schema is required with type 'json_schema', and only then")
+        _finite_throughout(self.json_schema, "json_schema")
         return self
 
 
@@ -208,7 +210,26 @@ class _Tool(_Body):
     def _named(cls, value: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(value.get("name"), str) or not value["name"]:
             raise ValueError("a function tool needs a 'name'")
-        return value
+        return _finite_throughout(value)
+
+
+def _finite_throughout(value: Any, where: str = "") -> Any:
+    """Return `value`, refusing a NaN or an infinity anywhere inside it (a JSON schema's).
+
+    A free-form object's numbers are no float field: ``NaN``, ``Infinity`` or ``1e400`` in
+    a tool's ``parameters`` (its ``maximum``, a ``default``) passed and reached the
+    provider, which refused the call (strict JSON has no such numbers) as a 502.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(
+            f"{where or 'the value'} is not a finite number (got {value!r}); send a finite "
+            "number, or leave it out"
+        )
+    if isinstance(value, dict | list):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            _finite_throughout(item, f"{where}.{clip(str(key))}" if where else clip(str(key)))
+    return value
 
 
 # OpenAI's bounds on what a request forwards to the trace (``metadata``: 16 pairs, keys of
