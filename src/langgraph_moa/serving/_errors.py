@@ -102,30 +102,27 @@ def _invalid_json(msg: str, body: object = b"") -> _APIError:
     encoding than UTF-8 read as "expected value at line 1 column 1" or "invalid unicode code
     point", and a lone surrogate escape as "unexpected end of hex escape": each is named.
     """
+    return _APIError(400, _why_not_json(msg, body), code="invalid_json")
+
+
+def _why_not_json(msg: str, body: object) -> str:
+    """Return the sentence for `_invalid_json`: the parser's words, or what they stand for."""
     if encoding := _not_utf8(msg, body):
-        return _APIError(
-            400,
-            f"The body is {encoding}: send the JSON encoded as UTF-8, with no byte-order mark.",
-            code="invalid_json",
-        )
+        return f"The body is {encoding}: send the JSON encoded as UTF-8, with no byte-order mark."
     if "hex escape" in msg:
         where = msg.rpartition(" escape ")[2]  # "at line 1 column 1069"
-        return _APIError(
-            400,
+        return (
             f"The body is not valid JSON: a \\u escape {where} is cut short or is half of a "
             "surrogate pair (\\ud800 to \\udfff) without the other half; escape a character "
-            "beyond U+FFFF as a whole pair, or send it unescaped in UTF-8.",
-            code="invalid_json",
+            "beyond U+FFFF as a whole pair, or send it unescaped in UTF-8."
         )
     if "recursion limit exceeded" in msg:
         where = msg.rpartition(" exceeded ")[2]  # "at line 1 column 1069"
-        return _APIError(
-            400,
+        return (
             f"The body is nested too deep to read (objects and arrays within each other, "
-            f"{where}): nest them less deeply.",
-            code="invalid_json",
+            f"{where}): nest them less deeply."
         )
-    return _APIError(400, f"The body is not valid JSON: {msg}.", code="invalid_json")
+    return f"The body is not valid JSON: {msg}."
 
 
 def _not_utf8(msg: str, body: object) -> str | None:
