@@ -341,6 +341,18 @@ def test_consensus_picks_the_answer_closest_to_all_others():
     assert len(decision.tally) == 4
 
 
+def test_consensus_compares_answers_written_without_spaces_word_by_word():
+    """Consensus compared space-split word sets: a Chinese answer was one "word", compared
+    letter by letter, so an answer that says all another says and more agreed with it in
+    English (its words a subset: full agreement) but hardly in Chinese. Each CJK character
+    is now a word, as the page's agreement counts them."""
+    chinese = ["天空是蓝色的", "天空是蓝色的因为空气散射蓝光"]
+    spelled = [" ".join(f"w{ord(ch)}" for ch in text) for text in chinese]
+    for pool in (chinese, spelled):
+        tally = select(cands(*pool), SelectionConfig(method="consensus")).tally
+        assert [t["mean_similarity"] for t in tally] == [1.0, 1.0], pool
+
+
 def test_mux_trusts_the_model_whose_own_samples_agree():
     # 'noisy' has the most votes for 41 overall, but disagrees with itself; 'steady' agrees.
     pool = cands(

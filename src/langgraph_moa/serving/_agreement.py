@@ -9,52 +9,15 @@ that voted together.
 
 from __future__ import annotations
 
-import unicodedata
-from typing import Any, NamedTuple
+from typing import Any
 
 from langgraph_moa.run.state import CallRecord
+from langgraph_moa.text._words import Word as _Word
+from langgraph_moa.text._words import words as _words
 
 N = 4
 """Words in a shared run: short enough to catch a reused phrase, long enough to skip
 "of the" coincidences."""
-
-
-class _Word(NamedTuple):
-    start: int
-    end: int
-    key: str
-    """The word as compared: NFC-normalized and case-folded."""
-
-
-def _is_ideograph(char: str) -> bool:
-    """Tell a letter of a script written without spaces (Han, kana, Hangul): a word alone."""
-    wide = unicodedata.east_asian_width(char) in ("W", "F")
-    return wide and unicodedata.category(char) == "Lo"
-
-
-def _words(text: str) -> list[_Word]:
-    """Split `text` into words, each with its character span and the key it is compared by.
-
-    A word is a run of letters, digits and "_" with the combining marks that follow them
-    (a regular expression's word cut "café" written decomposed in two), and each CJK
-    character is a word of its own (a sentence written without spaces was one "word").
-    """
-    spans: list[tuple[int, int]] = []
-    start: int | None = None
-    for i, char in enumerate(text):
-        mark = start is not None and unicodedata.category(char).startswith("M")
-        ideograph = _is_ideograph(char)
-        if (char.isalnum() or char == "_" or mark) and not ideograph:
-            start = i if start is None else start
-            continue
-        if start is not None:
-            spans.append((start, i))
-            start = None
-        if ideograph:
-            spans.append((i, i + 1))
-    if start is not None:
-        spans.append((start, len(text)))
-    return [_Word(a, b, unicodedata.normalize("NFC", text[a:b]).casefold()) for a, b in spans]
 
 
 def overlap(answer: str, reference: str, n: int = N) -> tuple[float, list[list[int]]]:

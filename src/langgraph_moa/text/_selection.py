@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from langgraph_moa.text._prompts import neutralize_markers
+from langgraph_moa.text._words import words
 
 Method = Literal["vote", "confidence", "consensus", "mux"]
 Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex", "text"]
@@ -905,7 +906,10 @@ def _consensus(candidates: Sequence[Candidate]) -> Selection:
     if len(candidates) == 1:
         only = candidates[0]
         return Selection("consensus", only.index, 1.0, "the only proposal", [])
-    texts = [normalize_words(c.text) for c in candidates]
+    # rapidfuzz's token sets split on spaces: a sentence in a script written without them
+    # was one token, so two such answers agreed only when identical. Its words are split
+    # as the page's agreement splits them (`words`), one token each.
+    texts = [" ".join(w.key for w in words(normalize_words(c.text))) for c in candidates]
     means = []
     for k, text in enumerate(texts):
         others = [
