@@ -114,6 +114,37 @@ async def test_an_async_call_cancelled_while_waiting_gives_its_place_back():
     assert room._inside == 0
 
 
+async def test_async_calls_waiting_for_the_room_leave_the_default_executor_free():
+    """Each async call waiting for another model's room held a thread of the loop's default
+    executor (`asyncio.to_thread`): a few waiting took them all, and every other
+    ``run_in_executor`` work of the process (starting a server, building the answer event)
+    queued behind them until the room emptied. Now they wait on threads of their own."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from langgraph_moa.local.runtime import CoreRoom
+
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=2)
+    loop.set_default_executor(pool)
+    room = CoreRoom(shared=False)
+    room.enter("big")
+
+    async def small_call():
+        async with room.aheld("small"):
+            return room._model
+
+    calls = [asyncio.create_task(small_call()) for _ in range(4)]
+    while len(room._cond._waiters) < 2:  # the waits have begun (2: the pool's size on main)
+        await asyncio.sleep(0.01)
+    other = asyncio.ensure_future(asyncio.to_thread(lambda: "ran"))
+    done, _ = await asyncio.wait({other}, timeout=30)  # a hang guard, not a timing
+    room.leave()  # either way, let the waiting calls in
+    assert other in done, "other work waited for the room's waiters to leave the executor"
+    assert await asyncio.gather(*calls) == ["small"] * 4
+    assert room._inside == 0
+
+
 def test_shared_cores_let_every_model_in():
     from langgraph_moa.local.runtime import CoreRoom
 

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from importlib.util import find_spec
 from pathlib import Path
@@ -840,6 +841,10 @@ async def _anaming_a_death(server: LocalServer) -> AsyncIterator[None]:
         raise
 
 
+WAITERS = 64
+"""Async calls that may wait for the core room at once, each on a thread (more queue)."""
+
+
 class CoreRoom:
     """Lets one local model at a time use the cores, with any number of its own calls.
 
@@ -858,16 +863,29 @@ class CoreRoom:
         self._cond = threading.Condition()
         self._model: str | None = None
         self._inside = 0
+        self._waiters = ThreadPoolExecutor(WAITERS, thread_name_prefix="moa-core-room")
 
     def enter(self, model: str) -> None:
         """Wait until the room is empty or holds `model`, then enter."""
         if self.shared:
             return
         with self._cond:
-            while self._inside and self._model != model:
-                self._cond.wait()
-            self._model = model
-            self._inside += 1
+            self._cond.wait_for(lambda: self._let_in(model))
+
+    def _try_enter(self, model: str) -> bool:
+        """Enter if the room is empty or holds `model` now; never wait."""
+        if self.shared:
+            return True
+        with self._cond:
+            return self._let_in(model)
+
+    def _let_in(self, model: str) -> bool:
+        """Enter if `model` may (the lock held); tell whether it did."""
+        if self._inside and self._model != model:
+            return False
+        self._model = model
+        self._inside += 1
+        return True
 
     def leave(self) -> None:
         """Leave; the last one out lets the next model in."""
@@ -890,8 +908,21 @@ class CoreRoom:
 
     @asynccontextmanager
     async def aheld(self, model: str) -> AsyncIterator[None]:
-        """Hold the room for one async call; waiting happens off the event loop."""
-        waiting = asyncio.ensure_future(asyncio.to_thread(self.enter, model))
+        """Hold the room for one async call; waiting happens off the event loop.
+
+        A call that must wait does so on a thread of the room's own (`_waiters`), not the
+        loop's default executor: waits last as long as another model's calls, and a few of
+        them would hold every default thread that the rest of the process works on.
+        """
+        if not self._try_enter(model):
+            await self._wait_to_enter(model)
+        try:
+            yield
+        finally:
+            self.leave()
+
+    async def _wait_to_enter(self, model: str) -> None:
+        waiting = asyncio.wrap_future(self._waiters.submit(self.enter, model))
         try:
             await asyncio.shield(waiting)
         except asyncio.CancelledError:
@@ -902,10 +933,6 @@ class CoreRoom:
 
             waiting.add_done_callback(give_back)
             raise
-        try:
-            yield
-        finally:
-            self.leave()
 
 
 _CLIENT_LOCK = threading.Lock()
