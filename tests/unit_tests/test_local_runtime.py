@@ -1138,3 +1138,68 @@ def test_a_stuck_keeper_leaves_the_old_logs_untrimmed_and_keeps_this_one(
     assert len(kept) == KEPT_LOGS_PER_MODEL + 1, kept  # none trimmed
     assert "-failed-" in Path(server.log_path).name and Path(server.log_path).exists()
     assert any("not trimmed" in r.getMessage() for r in caplog.records), caplog.records
+
+
+def _serve_in_a_child(code: str):
+    """Run `code` in a fresh interpreter (prctl and os._exit must not touch pytest)."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_server_whose_parent_went_before_prctl_deletes_its_log(tmp_path):
+    """The check after prctl (parent already gone) exited at once, leaving the log behind."""
+    import json
+
+    log = tmp_path / "moa-x-1.log"
+    log.write_text("starting")
+    settings = json.dumps({"parent_pid": 999999999, "log_path": str(log)})
+    code = (
+        "import sys; from langgraph_moa.local import _serve; "
+        f"sys.argv = ['_serve', {settings!r}]; _serve.main()"
+    )
+    ended = _serve_in_a_child(code)
+    assert ended.returncode == 0, ended.stderr
+    assert not log.exists()
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "sys.modules['ctypes'] = None",  # a Python built without ctypes
+        "sys.platform = 'win32'; import ctypes; ctypes.CDLL = "
+        "lambda *a, **k: (_ for _ in ()).throw(TypeError('no None on Windows'))",
+    ],
+)
+def test_asking_for_death_with_the_parent_is_a_no_op_where_it_cannot_be(setup):
+    """A missing ctypes crashed the server on import; Windows' CDLL(None) raised TypeError."""
+    code = (
+        f"import sys; {setup}\n"
+        "from langgraph_moa.local import _serve\n"
+        "_serve._killed_with_parent(True); _serve._killed_with_parent(False); print('ok')"
+    )
+    ended = _serve_in_a_child(code)
+    assert ended.stdout.strip() == "ok", ended.stderr
+
+
+def test_the_log_of_a_server_killed_with_its_parent_during_the_load_is_swept(stand_in, tmp_path):
+    """SIGKILLed with its parent during the load, a server left its log in the temp folder.
+
+    Its watchdog never ran, nor did the parent's clean-up: nothing deleted it. A log is
+    locked by its server's (and parent's) open file while either lives, so the next start
+    deletes the unlocked ones; a live server's log and the kept failed logs stay.
+    """
+    import os
+
+    alive = stand_in(ALIVE)
+    orphan = tmp_path / "moa-qwen2.5-coder-1.5b-k1ll3d01.log"
+    orphan.write_text("loading the model")
+    failed = tmp_path / "moa-qwen2.5-coder-0.5b-failed-abcd1234.log"
+    failed.write_text("kept")
+    for log in (orphan, failed, Path(alive.log_path)):
+        os.utime(log, (1, 1))  # quiet for long: a server loading its model writes nothing
+    started = stand_in(ALIVE)
+    assert logs(tmp_path) == sorted([Path(alive.log_path), Path(started.log_path), failed])

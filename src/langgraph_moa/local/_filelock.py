@@ -54,3 +54,31 @@ def _acquired(handle: Any, wait_s: float) -> bool:
             time.sleep(min(POLL_S, left))
         except OSError:
             return True  # no locks on this file system
+
+
+def hold_for_life(handle: Any) -> None:
+    """Lock the open file `handle` for as long as it, or a process that inherited it, lives.
+
+    A server's log is its stdout: the lock stays while the server or its parent runs, and
+    goes with the last of them, killed or not (see `held`). No lock without ``fcntl``, or
+    where the file system refuses locks.
+    """
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def held(path: Path) -> bool:
+    """Tell whether a live process holds the lock of `hold_for_life` on `path`.
+
+    True also where it cannot be told (no ``fcntl``, a file system without locks, a file
+    that cannot be opened): the caller must then leave the file alone.
+    """
+    if fcntl is None:
+        return True
+    try:
+        with path.open("rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: another holds it
+        return True
+    return False

@@ -11,7 +11,6 @@ orphaned, even when the parent could not run its clean-up; it deletes the server
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -24,11 +23,16 @@ def _watch_parent(parent_pid: int, log_path: str | None = None) -> None:
     """Exit once the parent is gone, deleting this server's log: nobody is left to read it."""
     while True:
         if os.getppid() != parent_pid:
-            if log_path:
-                with contextlib.suppress(OSError):
-                    os.unlink(log_path)
-            os._exit(0)
+            _exit_orphaned(log_path)
         time.sleep(0.5)
+
+
+def _exit_orphaned(log_path: str | None) -> None:
+    """Delete this server's log and exit: the parent that would read it is gone."""
+    if log_path:
+        with contextlib.suppress(OSError):
+            os.unlink(log_path)
+    os._exit(0)
 
 
 PR_SET_PDEATHSIG = 1
@@ -39,9 +43,14 @@ def _killed_with_parent(killed: bool) -> None:
 
     For the model's load: llama.cpp holds the GIL then, and the watchdog thread cannot see
     the parent go. The parent starts every server from a thread that lives as long as it
-    does (`_spawner`). Elsewhere (no ``prctl``) the watchdog alone is there.
+    does (`_spawner`). Elsewhere (not Linux, no ``ctypes``, no ``prctl`` in the C library)
+    the watchdog alone is there.
     """
-    with contextlib.suppress(OSError, AttributeError):
+    if not sys.platform.startswith("linux"):
+        return  # Windows' ctypes.CDLL(None) raises TypeError
+    with contextlib.suppress(ImportError, OSError, AttributeError):
+        import ctypes  # not in every Python build
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL if killed else 0, 0, 0, 0)
 
@@ -56,7 +65,7 @@ def main() -> None:
     watch = (settings["parent_pid"], settings.get("log_path"))
     _killed_with_parent(True)
     if os.getppid() != watch[0]:  # gone before the kernel was asked
-        os._exit(0)
+        _exit_orphaned(watch[1])
     threading.Thread(target=_watch_parent, args=watch, daemon=True).start()
 
     import xllamacpp

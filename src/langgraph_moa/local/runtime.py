@@ -38,7 +38,7 @@ from pydantic import PrivateAttr
 
 from langgraph_moa._redact import clip, redact
 from langgraph_moa.errors import LocalModelError, LocalRuntimeError
-from langgraph_moa.local._filelock import file_lock
+from langgraph_moa.local._filelock import file_lock, held, hold_for_life
 from langgraph_moa.local._spawner import popen
 from langgraph_moa.local.catalog import (
     LocalModelInfo,
@@ -84,6 +84,9 @@ Each failed start kept its log for its diagnosis, so a model that failed at ever
 `moa serve` retrying it request after request) filled the temp folder without bound. The
 newest few say why as well as all of them would.
 """
+
+ORPHAN_LOG_AGE_S = 60.0
+"""How old an unlocked server log is before it counts as a dead server's (`_drop_orphaned_logs`)."""
 
 LOG_LINE_CHARS = 300
 """How much of one log line a warning repeats: a line of llama.cpp's can be a whole prompt."""
@@ -189,6 +192,8 @@ class LocalServer:
         )
         self.log_path = self._log.name
         """Where the server's output is (a kept log moves, see `_keep`)."""
+        hold_for_life(self._log)
+        _drop_orphaned_logs(Path(self.log_path).parent, keep=self.log_path)
         self.process = popen(
             [
                 sys.executable,
@@ -471,6 +476,23 @@ def _drop_old_logs(folder: Path, prefix: str, keep: str) -> None:
     for old in logs[KEPT_LOGS_PER_MODEL - 1 :]:
         with contextlib.suppress(OSError):
             old.unlink()
+
+
+def _drop_orphaned_logs(folder: Path, keep: str) -> None:
+    """Delete the logs of servers that died with their parent while they loaded.
+
+    Such a server is killed by the kernel (`_serve`, ``PR_SET_PDEATHSIG``) before its
+    watchdog can delete its log, and its parent was killed too. A live server's log is
+    locked (`hold_for_life`); a log newer than `ORPHAN_LOG_AGE_S` may be one another process
+    has just created and not yet locked. Kept failed logs are trimmed by `_drop_old_logs`.
+    """
+    now = time.time()
+    for log in folder.glob("moa-*.log"):
+        if str(log) == keep or "-failed-" in log.name:
+            continue
+        with contextlib.suppress(OSError):
+            if now - log.stat().st_mtime > ORPHAN_LOG_AGE_S and not held(log):
+                log.unlink()
 
 
 def _age_key(path: Path) -> float:
