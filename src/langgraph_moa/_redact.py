@@ -23,17 +23,23 @@ from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 REDACTED = "[redacted]"
+_MARK = re.escape(REDACTED)
 MIN_SECRET_CHARS = 6
 """Shorter values are not treated as secrets (they would redact ordinary words)."""
 
+_ORDINARY_KEY_WORDS = ("MON", "TUR", "HOC", "DON", "JOC", "WHIS", "LAC", "HOT")
+"""What comes before ``KEY`` in the ordinary words that end in it (``MONKEY``, ``HOTKEY``)."""
+
 _SECRET_NAME = re.compile(
-    r"(?:^|[_.\-]|API|ACCESS|AUTH|PRIVATE|SECRET)KEY$|TOKEN$|SECRET|PASSWORD|PASSWD"
-    r"|CREDENTIALS?$|_ORG_ID$|PROJECT_ID$"
+    rf"(?:^|[_.\-])(?!(?:{'|'.join(_ORDINARY_KEY_WORDS)})KEY$)[^_.\-]*KEY$"
+    r"|TOKEN$|SECRET|PASSWORD|PASSWD|CREDENTIALS?$|(?:^|_)PAT$|_ORG_ID$|PROJECT_ID$"
 )
 """An environment variable name that says its value is a secret (``OPENAI_API_KEY``,
-``APIKEY``, ``HF_TOKEN``, ``DB_SECRET_VALUE``, ``PGPASSWORD``). ``KEY`` must end a word of
-the name, or follow a word that makes it a credential: ``MONKEY`` or ``TURKEY`` merely end
-in ``key``, and their value (an ordinary word) was cut out of every error text."""
+``APIKEY``, ``SIGNINGKEY``, ``HF_TOKEN``, ``GITHUB_PAT``, ``DB_SECRET_VALUE``,
+``PGPASSWORD``). Any name ending in ``KEY`` is one, but for an ordinary word that ends in
+``key`` (``MONKEY``, ``TURKEY``, `_ORDINARY_KEY_WORDS`): its value was cut out of every
+error text. A name wrongly taken for a secret costs a reader a word, one wrongly not taken
+leaks a key."""
 _ACCOUNT_VARS = ("OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "OPENAI_PROJECT_ID")
 
 _PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
@@ -76,11 +82,13 @@ _CREDENTIAL_NAME = (
 
 _CREDENTIAL_PARAM = re.compile(
     rf"(?i)({_PARAM_START}(?!{_NOT_A_CREDENTIAL}=){_CREDENTIAL_NAME}=)"
+    rf"(?!{_MARK}[{_TEXT_AFTER}]*(?:[&#\s'\"<>]|$))"
     rf"[^&#\s'\"<>]*[^&#\s'\"<>{_TEXT_AFTER}](?=[{_TEXT_AFTER}]*(?:[&#\s'\"<>]|$))"
 )
 """A URL's query (or fragment) parameter whose name says it holds a credential (``?key=``,
 ``&sig=``, ``#access_token=``, ``X-Amz-Signature=``), up to the next parameter or the URL's
-end, less the punctuation of the text around the URL (`_TEXT_AFTER`)."""
+end, less the punctuation of the text around the URL (`_TEXT_AFTER`). A value that is
+already the mark is left: its ``]`` was taken for the text's, and each pass added one."""
 
 _ESCAPED = r"%(?:25)*"
 """A percent escape, or an escaped one: a URL in another's query, or in a third's."""
@@ -92,6 +100,7 @@ parameter), nor what ends the URL it stands in."""
 _ESCAPED_PARAM = re.compile(
     rf"(?i)({_ESCAPED}(?:3F|26|23|3B)(?!{_NOT_A_CREDENTIAL}{_ESCAPED}3D)"
     rf"{_CREDENTIAL_NAME}{_ESCAPED}3D)"
+    rf"(?!{_MARK}[{_TEXT_AFTER}]*(?:[&#\s'\"<>]|{_ESCAPED}(?:26|23)|$))"
     rf"{_ESCAPED_CHAR}*(?![{_TEXT_AFTER}]){_ESCAPED_CHAR}"
     rf"(?=[{_TEXT_AFTER}]*(?:[&#\s'\"<>]|{_ESCAPED}(?:26|23)|$))"
 )
@@ -103,8 +112,6 @@ ends at the escaped URL's next parameter (``%26``) or where the outer one ends."
 _URL_PARAMS = (_CREDENTIAL_PARAM, _ESCAPED_PARAM)
 
 _PATTERNS[:0] = [(pattern, rf"\1{REDACTED}") for pattern in _URL_PARAMS]
-
-_MARK = re.escape(REDACTED)
 
 _CREDENTIAL_FIELD = re.compile(
     r"(?i)((?:api[_-]?key|x-api-key|(?P<auth>authorization)|openai-organization|openai-project)"

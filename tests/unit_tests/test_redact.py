@@ -6,6 +6,7 @@ from langgraph_moa._redact import (
     REDACTED,
     describe_error,
     redact,
+    redact_url,
     register_secret,
     summarize_error,
 )
@@ -37,6 +38,13 @@ def test_credential_shapes_are_removed(text):
         "you sent authorization: [redacted]",
         "x-api-key = [redacted] rejected",
         '{"api_key": "abcdef123456"}',
+        # A URL's key: its mark's "]" was taken for the text's and the mark for a value,
+        # so each pass added a "]" (an error quoting a redacted label: "key=[redacted]]").
+        "see https://h/v1?alt=json&key=AIzaSyAbCdEf123.",
+        "https://h/v1#access_token=abcdef123456&x=1",
+        "(https://h/v1?key=abcdef123456)",
+        "https://h/login?next=http%3A%2F%2Fh%3Fkey%3Dsupersecret1%26alt%3Djson",
+        "https://h/login?next=http%253A%252F%252Fh%253Fkey%253Dsupersecret1",
     ],
 )
 def test_redacting_twice_changes_nothing_more(text):
@@ -45,6 +53,8 @@ def test_redacting_twice_changes_nothing_more(text):
     # the value, so "authorization: [redacted]" became "authorization:[redacted]".
     once = redact(text)
     assert redact(once) == once
+    shown = redact_url(text)
+    assert redact_url(shown) == shown
 
 
 def test_known_keys_go_whatever_their_shape(monkeypatch):
@@ -140,6 +150,15 @@ def test_redact_machine_drops_the_machines_paths_and_nothing_else(text, shown):
         ("PGPASSWORD", True),
         ("GOOGLE_APPLICATION_CREDENTIALS", True),
         ("OPENAI_ORG_ID", True),
+        # Any other word before KEY makes a credential of it, as it did before: only the
+        # ordinary words that end in "key" are spared.
+        ("SIGNINGKEY", True),
+        ("MASTERKEY", True),
+        ("APP_ENCRYPTIONKEY", True),
+        ("LICENSEKEY", True),
+        ("GITHUB_PAT", True),
+        ("DONKEY", False),
+        ("WHISKEY", False),
         # A word that merely ends in "key" or "token" holds no secret.
         ("MONKEY", False),
         ("TURKEY", False),
