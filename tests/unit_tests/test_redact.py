@@ -191,6 +191,14 @@ def test_an_environment_variable_is_a_secret_only_by_a_secret_like_name(monkeypa
         ('{"api_key": "abc def, ghi", "n": 1}', f'{{"api_key": "{REDACTED}", "n": 1}}'),
         ("{'Authorization': 'Bearer abc def'}", f"{{'Authorization': '{REDACTED}'}}"),
         ("openai-organization: my-org-name\nnext", f"openai-organization: {REDACTED}\nnext"),
+        # Other named secrets: a password, a client secret, an OAuth token.
+        ('{"password": "hunter2hunter2"}', f'{{"password": "{REDACTED}"}}'),
+        ("client_secret=abcdef123456 sent", f"client_secret={REDACTED} sent"),
+        ("'access_token': 'ya29.abc'", f"'access_token': '{REDACTED}'"),
+        ("refresh-token: r1x2y3 expired", f"refresh-token: {REDACTED} expired"),
+        # ... but words that merely contain such a name keep their value.
+        ("max_tokens=512 and token: 'the'", "max_tokens=512 and token: 'the'"),
+        ("my_password_hint: blue", "my_password_hint: blue"),
     ],
 )
 def test_a_credential_field_loses_its_whole_value_and_nothing_after_it(text, shown):
