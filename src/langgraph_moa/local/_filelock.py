@@ -34,7 +34,7 @@ def file_lock(path: Path, wait_s: float) -> Iterator[bool]:
     mount without its lock daemon), as before the lock existed. An `OSError` opening the
     file is the caller's to handle.
     """
-    with path.open("a") as handle:
+    with path.open("ab") as handle:  # bytes: nothing is read or written, no encoding
         yield _acquired(handle, wait_s)
 
 
