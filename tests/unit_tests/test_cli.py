@@ -1725,3 +1725,33 @@ def test_the_short_version_flag_and_python_dash_m_say_the_same_version():
         [sys.executable, "-m", "langgraph_moa", "-V"], capture_output=True, text=True, timeout=120
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, said, "")
+
+
+def test_a_chat_piped_with_windows_line_ends_reads_as_with_unix_ones(monkeypatch):
+    # `moa chat < script.txt` with a file saved on Windows: off Windows, stdin splits lines
+    # at "\n" only, so each line kept its "\r": a message ended in "\r", and a line ending
+    # in "\\" was not continued (its last character was "\r").
+    import io
+
+    from langgraph_moa.cli._chat import LineReader
+
+    data = b'hello\r\nfirst \\\r\nsecond\r\n"""\r\na\r\nb\r\n"""\r\n'
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), newline="\n"))
+    reader = LineReader()
+    reader.interactive = False
+    assert [reader.message() for _ in range(3)] == ["hello", "first \nsecond", "a\nb"]
+
+
+def test_a_question_with_windows_line_ends_reaches_the_models_with_unix_ones(tmp_path, monkeypatch):
+    # `moa run -` or --file with text saved on Windows: the bytes are read as they are, so
+    # every line of the question, its last included, ended in "\r" for the models.
+    import io
+
+    from langgraph_moa.cli._run import read_question
+
+    data = b"line one\r\nline two\r\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert read_question("-", None) == "line one\nline two\n"
+    question = tmp_path / "q.txt"
+    question.write_bytes(data)
+    assert read_question(None, question) == "line one\nline two\n"

@@ -98,7 +98,7 @@ class LineReader:
         line = sys.stdin.readline()
         if not line:
             raise EOFError
-        return line.rstrip("\n")
+        return line.rstrip("\n").removesuffix("\r")  # a Windows file piped in off Windows
 
     def message(self) -> str:
         """Read one message: a line, continued lines, or a triple-quoted block."""
