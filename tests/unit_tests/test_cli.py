@@ -1755,3 +1755,20 @@ def test_a_question_with_windows_line_ends_reaches_the_models_with_unix_ones(tmp
     question = tmp_path / "q.txt"
     question.write_bytes(data)
     assert read_question(None, question) == "line one\nline two\n"
+
+
+def test_a_question_saved_with_a_byte_order_mark_reaches_the_models_without_it(
+    tmp_path, monkeypatch
+):
+    # Windows Notepad starts UTF-8 files with a byte order mark: it reached the models as
+    # an invisible first character of the question.
+    import io
+
+    from langgraph_moa.cli._run import read_question
+
+    data = "\ufeffWhy is the sky blue?".encode()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert read_question("-", None) == "Why is the sky blue?"
+    question = tmp_path / "q.txt"
+    question.write_bytes(data)
+    assert read_question(None, question) == "Why is the sky blue?"

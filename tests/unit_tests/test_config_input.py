@@ -406,3 +406,13 @@ def test_an_error_does_not_repeat_the_value_its_rule_names(data, value):
         MoAConfig(**{**BASE, **data})
     message = str(err.value)
     assert value in message and f"(got {value})" not in message, message
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_settings_file_saved_with_a_byte_order_mark_is_read(tmp_path, suffix):
+    # Windows Notepad starts UTF-8 files with a byte order mark: a JSON file so saved was
+    # refused as "Unexpected UTF-8 BOM".
+    path = tmp_path / f"moa{suffix}"
+    text = '{"layers": 2}' if suffix == ".json" else "layers: 2\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert read_mapping_file(path, "Config file", "a mapping") == {"layers": 2}

@@ -100,7 +100,8 @@ def read_question(question: str | None, file: Path | None) -> str:
             f"The input from {where} is not UTF-8 text (byte {exc.start}): convert it, e.g. "
             "with iconv -t UTF-8."
         ) from None
-    text = text.replace("\r\n", "\n")  # saved on Windows: its lines reach the models as others'
+    # Saved on Windows: its lines reach the models as others', without Notepad's byte order mark.
+    text = text.replace("\r\n", "\n").removeprefix("\ufeff")
     if not text.strip():
         raise MoAInputError(
             'The question is empty: pass the text to answer, e.g. moa run "Why is the sky blue?".'

@@ -138,7 +138,7 @@ def _read_text(path: Path, what: str, shown: str) -> str:
             "file needs: check that it is the right file."
         )
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a byte order mark, as Windows Notepad saves one
     except UnicodeDecodeError:
         raise MoAConfigError(
             f"{what} {shown} is not UTF-8 text: give a YAML or JSON file."
