@@ -146,6 +146,7 @@ def test_the_choice_letter_extractor_reads_full_width_letters(answer, letter):
         "answer is 1 - 2 ",
         "answer is 1 = ",
         "(\uff21",
+        "x^1\\frac",
     ],
 )
 def test_the_new_forms_are_read_in_linear_time(unit):
@@ -171,3 +172,46 @@ def test_a_value_in_two_parts_or_a_power_reads_its_last_number_as_documented(ans
     """Amounts in two units, clock times and powers are no one value (docs/evaluation.md)."""
     assert numeric(answer, last)
     assert extract_answer(answer) == str(last)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("The answer is 15 = 3 x 5", 15),  # "x" multiplies: a decomposition
+        ("The answer is 3 = 1.5 * 2", 3),  # the result was cut to "1" before ".5 * 2"
+        ("The answer is 6 = 12 / 2.0", 6),
+        ("The answer is 25 = 5^2", 25),  # a power is a decomposition too
+        ("The answer is 4 = 2 ** 2", 4),
+        ("The answer is 20 - 5 = 15 - 3 = 12", 12),  # it stated 1, a digit of 15
+    ],
+)
+def test_a_result_that_an_operator_follows_is_never_cut_short(answer, value):
+    """The stated result took only the digits before an operator's operand: "1" of "1.5 * 2"."""
+    assert stated_number(answer) is not None
+    assert number_value(stated_number(answer)) == value
+    assert extract_answer(answer) == str(value)
+    assert numeric(answer, value)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("x^2\\frac{1}{2}", Fraction(1, 2)),  # x squared times a half, no 2 1/2
+        ("2^3\\frac12", Fraction(1, 2)),
+        ("x_1\\frac{1}{2}", Fraction(1, 2)),
+        ("a1\\frac12", Fraction(1, 2)),
+        ("1.5\\frac{1}{2}", Fraction(1, 2)),
+    ],
+)
+def test_an_exponent_index_or_decimal_before_frac_makes_no_mixed_number(answer, value):
+    """ "x^2\\frac{1}{2}" read 2.5: an exponent's digit was taken as a whole part."""
+    assert number_value(answer) == value
+    assert extract_answer(answer) == str(float(value))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("chain", [" - 1", " - 1 = 1", " * 1.5"])
+def test_a_long_operand_chain_after_a_stated_result_is_read_in_linear_time(chain):
+    text = "The answer is 1 = 1" + chain * (N // len(chain))
+    assert stated_number(text) in {"1", "1.5"}
+    assert isinstance(numeric(text, 1.0), bool)

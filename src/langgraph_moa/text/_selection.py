@@ -70,8 +70,11 @@ _EXPONENT = r"(?:[eE][+-]?\d+)?"
 # LaTeX's shorthand takes one digit for a brace-less argument: "\frac12" is \frac{1}{2}.
 # A whole number right before the fraction makes a mixed number: "3\frac{1}{2}" is 3.5 (it
 # read 0.5). \cfrac (a continued fraction's command) is \frac too.
+# The whole number stands alone: after an exponent's caret, an index's underscore, a letter
+# or a decimal point ("x^2\frac{1}{2}", "x_1\frac12") it is no whole part (it read 2.5).
 _TEX_FRACTION = (
-    r"(?:\d++[ \t]*+)?\\[cdt]?frac\s*+(?:\{\s*+-?\s*+\d++\s*+\}|\d)\s*+(?:\{\s*+\d++\s*+\}|\d)"
+    r"(?:(?<![\w^.])\d++[ \t]*+)?"
+    r"\\[cdt]?frac\s*+(?:\{\s*+-?\s*+\d++\s*+\}|\d)\s*+(?:\{\s*+\d++\s*+\}|\d)"
 )
 # European grouping, "1.234,56" (points group thousands by threes, a comma then one or two
 # decimals), is one number, 1234.56: it read 1.234. Only that unambiguous form: "1.234,567"
@@ -158,18 +161,19 @@ _STATED_NUMBER = (
 )
 # A stated value that opens an equation states its result: "The answer is 20 - 5 = 15" states
 # 15 (it stated 20). The operands are plain numbers; a result that an operator follows is a
-# decomposition, not the result: "The answer is 15 = 3 x 5" states 15.
+# decomposition, not the result: "The answer is 15 = 3 x 5" states 15, as do "15 = 3 * 5.0"
+# and "25 = 5^2" (a power, or "**"). The result is never cut short to the digits before
+# such an operand: "3 = 1.5 * 2" stated 1. Operands that lead to another "=" continue the
+# chain: "The answer is 20 - 5 = 15 - 3 = 12" states 12.
 _OPERATOR = r"[ \t]*+(?:[-+*/\u00d7\u00f7\u00b7\u22c5]|\\times|\\cdot|\\div)[ \t]*+"
+_OPERANDS = r"(?:" + _OPERATOR + r"\$?(?:" + _MAGNITUDE + r"))"
 _EQUATION_RESULT = re.compile(
-    r"(?:"
-    + _OPERATOR
-    + r"\$?(?:"
-    + _MAGNITUDE
-    + r"))*+[ \t]*+=[ \t]*+"
+    _OPERANDS
+    + r"*+[ \t]*+=[ \t]*+"
     + _SIGNED_VALUE
-    + r"(?!"
-    + _OPERATOR
-    + r"\$?\.?\d)"
+    + r"(?!\d|[.,]\d|[ \t]*+(?:\^|\*\*|[xX][ \t]*+\$?\.?\d)|"
+    + _OPERANDS
+    + r"++(?![ \t]*+=))"
 )
 # A number is a stated result when little text follows it ("... = 62.", "62 apples").
 _TRAILING_WORDS = 3
