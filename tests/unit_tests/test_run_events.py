@@ -478,6 +478,40 @@ def test_the_page_works_behind_a_proxy_that_serves_it_under_a_path_prefix(system
         assert client.get(url).status_code != 502, link  # it reached moa serve
 
 
+def test_the_page_at_ui_with_a_slash_comes_back_to_ui_under_the_prefix_too(system):
+    # /ui/ redirected to an absolute http://host/ui: behind `location /moa/` the browser left
+    # the prefix (the page was gone), and with a key /ui/ answered 401, though /ui is open.
+    from urllib.parse import urljoin
+
+    proxied = _behind_a_prefix(create_app({"m": system}, api_key="sekret"), "/moa")
+    client = TestClient(proxied, base_url="http://localhost")
+    slash = client.get("/moa/ui/", follow_redirects=False)
+    assert slash.status_code in (301, 302, 307, 308), slash.status_code
+    page_url = urljoin("http://localhost/moa/ui/", slash.headers["location"])
+    assert page_url == "http://localhost/moa/ui"
+    assert client.get(page_url).status_code == 200
+
+
+def test_head_is_answered_wherever_get_is(system):
+    # Uptime checkers send HEAD: HEAD /v1/models and HEAD /ui answered 405 while GET worked
+    # (and with a key, HEAD /ui answered 401 though GET /ui is open).
+    for api_key, authed in ((None, {}), ("sekret", {"Authorization": "Bearer sekret"})):
+        client = TestClient(create_app({"m": system}, api_key=api_key), base_url="http://localhost")
+        for path, headers in [
+            ("/v1/models", authed),
+            ("/v1/models/m", authed),
+            ("/v1/moa/runs", authed),
+            ("/ui", {}),
+            ("/ui/static/app.js", {}),
+        ]:
+            got, head = client.get(path, headers=headers), client.head(path, headers=headers)
+            assert (head.status_code, head.content) == (got.status_code, b""), path
+            assert head.headers.get("content-length") == got.headers.get("content-length")
+        assert client.head("/", follow_redirects=False).status_code == 307
+        assert client.head("/v1/chat/completions", headers=authed).status_code == 405
+        assert client.head("/v1/models").status_code == (401 if api_key else 200)
+
+
 def test_runs_refuse_other_sites_and_non_json_bodies_and_follow_the_policy(system):
     client = TestClient(create_app({"m": system}), base_url="http://localhost")
     body = {"model": "m", "messages": USER}

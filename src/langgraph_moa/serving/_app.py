@@ -61,6 +61,7 @@ from langgraph_moa.serving._requests import (
     _ClientGone,
     _disconnected,
     _Guard,
+    _HeadAsGet,
     _read_body,
     _timed,
     _unless_disconnected,
@@ -147,6 +148,7 @@ def create_app(
     sends_key = key_check(api_key)  # the guard and /health (`lets_in`) ask this one
     # Added after BrowserGuard, so it runs first: no page or API work before the key check.
     app.add_middleware(_Guard, sends_key=sends_key, max_body_bytes=max_body_bytes)
+    app.add_middleware(_HeadAsGet)  # HEAD as GET, the key checked as for the GET
     if security.allowed_origins:  # outermost: a preflight carries no key
         from starlette.middleware.cors import CORSMiddleware
 

@@ -70,7 +70,7 @@ class _Guard:
     the handlers still see the client's disconnect.
     """
 
-    OPEN_PATHS = ("/", "/ui")
+    OPEN_PATHS = ("/", "/ui", "/ui/")
     """The web page's shell: no data in it, and a browser cannot send a key to load it. The
     page asks for the key and sends it with every API call (see `_ui`)."""
 
@@ -111,6 +111,31 @@ class _Guard:
         if int(size) > self.max_body_bytes:
             return _too_large(self.max_body_bytes)
         return None
+
+
+class _HeadAsGet:
+    """Answer ``HEAD`` wherever ``GET`` is served (uptime checkers send HEAD).
+
+    The request runs as a GET; its answer goes out with the GET's status and headers, no body.
+
+    FastAPI's ``@app.get`` routes answer HEAD with 405. The scope is copied, so what logs
+    the request around the app (`_access`) still says HEAD.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 async def _read_body(request: Any, limit: int) -> bytes:

@@ -255,6 +255,11 @@ def add_ui(
     async def page() -> Any:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
+    @app.get("/ui/", include_in_schema=False)
+    async def page_with_a_slash() -> Any:
+        # Relative too: its relative URLs would resolve under /ui/; /moa/ui/ -> /moa/ui.
+        return RedirectResponse("../ui")
+
     @app.post("/v1/moa/runs")
     async def start_run(request: Request) -> Any:
         _check_origin(request)
