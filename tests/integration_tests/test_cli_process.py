@@ -376,6 +376,38 @@ def test_ctrl_c_while_a_request_runs_says_that_serve_waits_for_it(tmp_path):
             server.wait(timeout=30)
 
 
+def test_a_second_sigterm_during_the_drain_stops_serve_at_once(tmp_path):
+    # A second SIGTERM during the drain did nothing (uvicorn forces only on a second SIGINT):
+    # `docker stop` waited for its SIGKILL. It now ends the drain: "Terminated.", 143.
+    slow = FaultProfile(latency_s=(600.0, 600.0))  # the run in flight never ends by itself
+    with FaultServer({"slow": slow}) as backend:
+        config = tmp_path / "slow.yaml"
+        config.write_text(f"name: slow\nvariant: select\nproposers: ['slow@{backend.url}']\n")
+        server, port = _serving(config)
+        try:
+            assert server.stderr.readline().startswith("Serving slow on")
+            base = f"http://127.0.0.1:{port}"
+            _health(base)
+            body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
+            url = f"{base}/v1/chat/completions"
+            threading.Thread(
+                target=lambda: httpx.post(url, json=body, timeout=120), daemon=True
+            ).start()
+            while httpx.get(f"{base}/health", timeout=30).json().get("in_flight", 0) < 1:
+                time.sleep(0.1)
+            server.send_signal(signal.SIGTERM)
+            line = server.stderr.readline()
+            assert "waiting for the requests in flight" in line and "SIGTERM" in line, line
+            server.send_signal(signal.SIGTERM)
+            rest = server.communicate(timeout=60)[1]  # the run would hold it for 600 s
+            assert "Traceback" not in rest and "Terminated." in rest, rest
+            assert server.returncode == 143
+        finally:
+            if server.poll() is None:
+                server.kill()
+            server.wait(timeout=30)
+
+
 def test_an_answer_stdouts_encoding_cannot_hold_is_escaped_and_said():
     # With a non-UTF-8 stdout (PYTHONIOENCODING=ascii, or a C locale with UTF-8 mode off)
     # the finished answer was lost: "unexpected error: UnicodeEncodeError", exit code 1.

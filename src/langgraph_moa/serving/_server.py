@@ -5,6 +5,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
@@ -104,7 +105,7 @@ def serve(
     try:
         settings = uvicorn.Config(logged, host=host, port=port, log_level="warning", **options)
         _say_the_drain(logging.getLogger("uvicorn.error"))
-        uvicorn.Server(settings).run()
+        _stops_on_a_second_signal(uvicorn.Server)(settings).run()
     finally:  # serving is over: the collector and uvicorn's loggers are as the caller had them
         restore_collector()
         restore_loggers()
@@ -139,8 +140,28 @@ def _keep_loggers(names: Iterable[str]) -> Callable[[], None]:
 
 
 DRAIN_LINE = (
-    "Stopping: waiting for the requests in flight to finish (Ctrl-C again to stop them now)."
+    "Stopping: waiting for the requests in flight to finish (Ctrl-C again, or a second "
+    "SIGTERM, stops them now)."
 )
+
+
+def _stops_on_a_second_signal(server_class: type) -> type:
+    """Return a uvicorn `Server` class whose drain a second SIGTERM ends too, not only Ctrl-C.
+
+    uvicorn forces its exit only on a repeated SIGINT: a second SIGTERM did nothing, so
+    `docker stop` waited for its SIGKILL. Once stopped, uvicorn raises the signals it caught
+    again, and the command's handler says "Terminated." (143) or "Interrupted." (130).
+    """
+
+    class Server(server_class):  # type: ignore[misc, valid-type]
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                self._captured_signals.append(sig)
+                self.force_exit = True
+                return
+            super().handle_exit(sig, frame)
+
+    return Server
 
 
 class _DrainOnly(logging.Filter):
