@@ -81,3 +81,18 @@ def test_an_edit_that_would_route_a_run_as_another_moa_is_refused_in_one_sentenc
     out = graph.invoke(None, edited, context={"layers": 3})
     assert sorted(c.label for c in log.calls[asked:]) == ["A", "AGG", "B"]
     assert out["messages"][-1].text.startswith("AGG")
+
+
+@pytest.mark.parametrize(
+    "context", [{"temperature": 0.1}, {"max_tokens": 33}, {"aggregator_max_tokens": 44}]
+)
+def test_an_edit_of_a_run_whose_context_changed_only_sampling_settings_routes(fake, log, context):
+    """A context that changes how the same models are asked, not who or how often, routes
+    as the base config does: the edit was refused as if the run were another MoA."""
+    graph = create_moa_graph(two_layers(fake), checkpointer=InMemorySaver())
+    graph.invoke(QUESTION, THREAD, context=context, interrupt_before=["aggregate"])
+    graph.update_state(THREAD, {"references": ["the approved proposal"]})
+    out = graph.invoke(None, THREAD, context=context)
+    assert len(log.calls) == 3  # the two proposers, then on resume only the aggregator
+    assert "the approved proposal" in " ".join(m.text for m in log.by("AGG")[0].messages)
+    assert out["messages"][-1].text == "AGG #1"

@@ -47,6 +47,35 @@ def shape_digest(cfg: MoAConfig) -> str:
     return _digest({name: _plain(getattr(cfg, name)) for name in SHAPE_FIELDS})
 
 
+ROUTE_FREE = ("temperature", "max_tokens")
+"""Role fields a run context sets that change how a model is asked, not who is asked, how
+often, or where its answer goes: `route_digest` leaves them out."""
+
+
+def route_digest(cfg: MoAConfig) -> str:
+    """Return `shape_digest` less each role's `ROUTE_FREE` fields.
+
+    Equal where two configs route a run alike (an edit by `update_state` routes with the
+    base config).
+    """
+    shape = {name: _plain(getattr(cfg, name)) for name in SHAPE_FIELDS}
+    for name in _ROLES:
+        roles = shape[name]
+        shape[name] = (
+            [_unsampled(r) for r in roles] if isinstance(roles, list) else _unsampled(roles)
+        )
+    return _digest(shape)
+
+
+_ROLES = ("proposers", "aggregator", "aggregator_fallbacks")
+
+
+def _unsampled(role: Any) -> Any:
+    if not isinstance(role, dict):
+        return role  # no aggregator
+    return {k: v for k, v in role.items() if k not in ROUTE_FREE}
+
+
 def _digest(data: Any) -> str:
     return hashlib.sha256(_json(data).encode()).hexdigest()[:32]
 

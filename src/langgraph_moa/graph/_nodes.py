@@ -22,7 +22,7 @@ from langgraph.types import Command
 
 from langgraph_moa._lru import BoundedLRU
 from langgraph_moa._redact import describe_error
-from langgraph_moa.config._digest import shape_digest
+from langgraph_moa.config._digest import route_digest, shape_digest
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig
 from langgraph_moa.config.context import ContextConfigCache
@@ -124,8 +124,8 @@ class MoANodes:
         self.response_options = {} if strict is None else {"strict": strict}
         self.models = ModelCache()
         self.ledger = Ledger()
-        self._shapes: BoundedLRU[int, tuple[MoAConfig, str]] = BoundedLRU(128)
-        self._last_shape: tuple[MoAConfig | None, str] = (None, "")
+        self._shapes: BoundedLRU[int, tuple[MoAConfig, str, str]] = BoundedLRU(128)
+        self._last_shape: tuple[MoAConfig | None, str, str] = (None, "", "")
 
     def plan(self) -> Plan:
         """Return this run's plan: its effective config (base config plus run context)."""
@@ -137,15 +137,17 @@ class MoANodes:
 
         `update_state` (an edit of a checkpoint, human-in-the-loop or time travel) runs the
         edge of the node it writes as with no runtime, so with no run context: the base
-        config routes then, unless the run's context changed who is asked or how many
-        layers there are, which would route the run as another MoA (skip its next layer,
-        say). That is refused, naming the edit that routes with the run's context.
+        config routes then, unless the run's context changed who is asked, how often or how
+        many layers there are (`route_digest`: its temperature or max_tokens route nothing),
+        which would route the run as another MoA (skip its next layer, say). That is refused,
+        naming the edit that routes with the run's context.
         """
         if _runtime() is not None:
             return self.plan()
         plan = plan_for(self.configs.get(None))
-        token = state.get("run_token", "")
-        if SHAPE_MARK in token and not token.endswith(self._shape_of(plan.cfg)):
+        _, mark, digests = state.get("run_token", "").partition(SHAPE_MARK)
+        route, _, shape = digests.rpartition(SHAPE_MARK)  # no route: written before it was
+        if mark and (route or shape) != self._digests(plan.cfg)[2 if route else 1]:
             raise MoAConfigError(
                 "This run's context changed its proposers, aggregators or layers, and "
                 "update_state routes without it: edit the checkpoint taken before the layer "
@@ -177,18 +179,22 @@ class MoANodes:
         return plan
 
     def _shape_of(self, cfg: MoAConfig) -> str:
-        """Return `cfg`'s `shape_digest`, computed once per config object the run uses.
+        """Return `cfg`'s `shape_digest`, computed once per config object the run uses."""
+        return self._digests(cfg)[1]
+
+    def _digests(self, cfg: MoAConfig) -> tuple[MoAConfig, str, str]:
+        """Return `cfg` with its `shape_digest` and `route_digest`, computed once per config.
 
         The last one asked for is at hand without a lookup (most graphs run one config).
         """
         last = self._last_shape
         if last[0] is cfg:
-            return last[1]
+            return last  # type: ignore[return-value]
         known = self._shapes.get(id(cfg))
         if known is None or known[0] is not cfg:
-            known = self._shapes.put(id(cfg), (cfg, shape_digest(cfg)))
+            known = self._shapes.put(id(cfg), (cfg, shape_digest(cfg), route_digest(cfg)))
         self._last_shape = known
-        return known[1]
+        return known
 
     # --- start ---------------------------------------------------------------------------
 
@@ -201,6 +207,7 @@ class MoANodes:
     def _prepare(self, cfg: MoAConfig, state: MoAState) -> dict[str, Any]:
         """`prepare` once the aggregators have taken the schema (`_check_structures`)."""
         validate_conversation(state.get("messages", []))
+        _, shape, route = self._digests(cfg)
         if cfg.aggregation.chunked:
             refuse_what_parts_cannot_write(self, state)
         options = run_options(state)
@@ -218,7 +225,7 @@ class MoANodes:
             "missing": 0,
             "running_synthesis": None,
             "final_index": 0,
-            "run_token": f"{uuid.uuid4().hex}{SHAPE_MARK}{self._shape_of(cfg)}",
+            "run_token": f"{uuid.uuid4().hex}{SHAPE_MARK}{route}{SHAPE_MARK}{shape}",
             "drawn": [],
         }
 

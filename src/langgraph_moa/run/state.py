@@ -186,10 +186,12 @@ class MoAState(MoAOutput, total=False):
     """Position in the aggregator chain (aggregator, then its fallbacks) now in use."""
     run_token: str
     """Identifies this run, so retries of its calls are counted apart from other runs': a
-    random hex id, `SHAPE_MARK`, then who the run asks and how (`config._digest.shape_digest`),
-    so that a resume by a graph of another MoA is refused. The digest rides in the token
-    that every node and proposer task carries: a state key of its own cost LangGraph about
-    six function calls per model call. A token without it was written before it was."""
+    random hex id, `SHAPE_MARK`, how the run routes (`config._digest.route_digest`, which an
+    edit by `update_state` checks), `SHAPE_MARK`, then who the run asks and how
+    (`config._digest.shape_digest`), so that a resume by a graph of another MoA is refused.
+    The digests ride in the token that every node and proposer task carries: a state key of
+    its own cost LangGraph about six function calls per model call. A token without them
+    (or without the route digest) was written before they were."""
     drawn: list[int]
     """Variant 'select' with adaptive sampling: samples each proposer has drawn so far."""
 
