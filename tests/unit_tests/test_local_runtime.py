@@ -1117,14 +1117,14 @@ def test_a_stuck_keeper_leaves_the_old_logs_untrimmed_and_keeps_this_one(
     # Another process holding the model's log lock and stuck (stopped with Ctrl-Z) made
     # every later failure wait for it forever, its warning unsaid. The wait is bounded: the
     # log is kept and named, and the old ones are left for a later trim.
-    import fcntl
     import logging
 
     from langgraph_moa.local import _filelock, runtime
     from langgraph_moa.local.runtime import KEPT_LOGS_PER_MODEL
 
-    if _filelock.fcntl is None:
+    if _filelock.fcntl is None:  # Windows: imported here, the test errored rather than skipped
         pytest.skip("no OS lock without fcntl")
+    fcntl = _filelock.fcntl
     monkeypatch.setattr(runtime, "KEEPER_WAIT_S", 0.0, raising=False)
     for n in range(KEPT_LOGS_PER_MODEL):
         (tmp_path / f"moa-qwen2.5-coder-0.5b-failed-old{n}.log").write_text("old")

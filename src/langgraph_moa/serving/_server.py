@@ -153,7 +153,7 @@ def _stops_on_a_second_signal(server_class: type) -> type:
     again, and the command's handler says "Terminated." (143) or "Interrupted." (130).
     """
 
-    class Server(server_class):  # type: ignore[misc, valid-type]
+    class Server(server_class):
         def handle_exit(self, sig: int, frame: Any) -> None:
             if self.should_exit:
                 self._captured_signals.append(sig)
