@@ -1203,3 +1203,37 @@ def test_the_log_of_a_server_killed_with_its_parent_during_the_load_is_swept(sta
         os.utime(log, (1, 1))  # quiet for long: a server loading its model writes nothing
     started = stand_in(ALIVE)
     assert logs(tmp_path) == sorted([Path(alive.log_path), Path(started.log_path), failed])
+def test_a_wait_cancelled_in_a_loop_that_then_closes_still_gives_its_place_back():
+    """A call cancelled while waiting gave its place back from a callback of its event loop;
+    the wait now runs on the room's own threads, which the loop does not wait for when it
+    closes (as it waited for its default executor's), so a loop closed before the room
+    opened (``asyncio.run`` ending on a timeout) never ran the callback: the waiting thread
+    got in and the room stayed held by that model for good. Now the thread gives it back."""
+    import asyncio
+    import contextlib
+
+    from langgraph_moa.local.runtime import CoreRoom
+
+    room = CoreRoom(shared=False)
+    room.enter("big")
+
+    async def cancelled_wait():
+        async def small_call():
+            async with room.aheld("small"):
+                pass
+
+        task = asyncio.create_task(small_call())
+        while not room._cond._waiters:  # the wait has begun
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled_wait())  # the loop is closed from here on
+    room.leave()
+    big = threading.Thread(target=room.enter, args=("big",), daemon=True)
+    big.start()
+    big.join(timeout=30)  # a hang guard, not a timing
+    assert not big.is_alive(), "the cancelled call's thread kept the room"
+    room.leave()
+    assert room._inside == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import glob
 import json
@@ -944,16 +945,19 @@ class CoreRoom:
             self.leave()
 
     async def _wait_to_enter(self, model: str) -> None:
-        waiting = asyncio.wrap_future(self._waiters.submit(self.enter, model))
+        entering = self._waiters.submit(self.enter, model)
         try:
-            await asyncio.shield(waiting)
+            await asyncio.shield(asyncio.wrap_future(entering))
         except asyncio.CancelledError:
-            # Cancelled while waiting: once the thread gets in, give the place back.
-            def give_back(entered: asyncio.Future[None]) -> None:
+            # Cancelled while waiting: a wait not begun is dropped; once a begun one gets in,
+            # its own thread gives the place back (a callback of the loop would not run once
+            # the loop is closed, and the room would stay held by this model for good).
+            def give_back(entered: concurrent.futures.Future[None]) -> None:
                 if not entered.cancelled() and entered.exception() is None:
                     self.leave()
 
-            waiting.add_done_callback(give_back)
+            entering.cancel()
+            entering.add_done_callback(give_back)
             raise
 
 
