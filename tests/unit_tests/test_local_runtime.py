@@ -1203,6 +1203,8 @@ def test_the_log_of_a_server_killed_with_its_parent_during_the_load_is_swept(sta
         os.utime(log, (1, 1))  # quiet for long: a server loading its model writes nothing
     started = stand_in(ALIVE)
     assert logs(tmp_path) == sorted([Path(alive.log_path), Path(started.log_path), failed])
+
+
 def test_a_wait_cancelled_in_a_loop_that_then_closes_still_gives_its_place_back():
     """A call cancelled while waiting gave its place back from a callback of its event loop;
     the wait now runs on the room's own threads, which the loop does not wait for when it
