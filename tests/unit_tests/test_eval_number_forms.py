@@ -90,6 +90,8 @@ def test_a_european_grouped_decimal_comma_is_one_number(answer, value, key):
         ("1.234.567", 0.567),  # dots alone: read as before (its last ".567")
         ("1.5,2", 2),
         ("Chapter 1.234,56 pages", 1234.56),
+        ("0.123,45", 45),  # a leading zero group groups nothing: it read 123.45
+        ("coords 0.125,7", 7),
     ],
 )
 def test_only_an_unambiguous_european_number_reads_as_one(answer, last):

@@ -79,7 +79,8 @@ _TEX_FRACTION = (
 # European grouping, "1.234,56" (points group thousands by threes, a comma then one or two
 # decimals), is one number, 1234.56: it read 1.234. Only that unambiguous form: "1.234,567"
 # (a list) and "1.234.567" (a version) read as before.
-_EUROPEAN = r"(?<!\d)\d{1,3}(?:\.\d{3})++,\d{1,2}(?!\d|[.,]\d)"
+# No leading zero group: "0.123,45" is a decimal and another number, never 123.45.
+_EUROPEAN = r"(?<!\d)(?!0)\d{1,3}(?:\.\d{3})++,\d{1,2}(?!\d|[.,]\d)"
 _MAGNITUDE = (
     _TEX_FRACTION  # first: "3\frac12" must not stop at the 3
     + r"|"
