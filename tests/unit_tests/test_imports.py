@@ -132,3 +132,20 @@ def test_the_submodules_listed_are_the_packages_own():
     assert langgraph_moa._SUBMODULES == {name for name in found if not name.startswith("_")}
     for name in sorted(langgraph_moa._SUBMODULES):
         assert hasattr(langgraph_moa, name), name
+
+
+def test_the_local_packages_names_are_listed_before_their_first_use():
+    # `local` imports its names on first use (its server process must start light): dir()
+    # and completion listed only the names already loaded.
+    import subprocess
+    import sys
+
+    code = "import langgraph_moa.local as l; print(' '.join(n for n in dir(l) if n in l.__all__))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    import langgraph_moa.local as local
+
+    assert out == sorted(local.__all__)
+    for name in local.__all__:
+        assert getattr(local, name) is not None

@@ -38,3 +38,8 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """List the public names too, before their first use (completion, `dir()`)."""
+    return sorted(set(globals()) | set(__all__))
