@@ -2025,3 +2025,30 @@ def test_a_text_fields_nan_keeps_its_own_error(client):
     response = client.post("/v1/chat/completions", content=raw.encode(), headers=JSON)
     error = assert_one_sentence(response, 400, "valid string")
     assert "finite" not in error["message"]
+
+
+def test_the_usage_says_the_cached_and_reasoning_tokens_the_calls_reported(fake):
+    """The answer's usage summed its calls' cache reads and reasoning tokens, but `moa serve`
+    sent the three totals only: a client pricing cached tokens (ChatOpenAI reads
+    `prompt_tokens_details.cached_tokens`) saw none. Kinds no call reported stay out."""
+    details = lambda n: {  # noqa: E731
+        "input_token_details": {"cache_read": 3, "cache_creation": 1},
+        "output_token_details": {"reasoning": 2},
+    }
+    config = MoAConfig(
+        proposers=[fake("A", usage_details=details), fake("B")],
+        aggregator=fake("AGG", usage_details=details),
+        layers=2,
+    )
+    client = local(create_app({"m": config}))
+    usage = post(client, {"model": "m", "messages": USER}).json()["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 6}
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 4}
+    body = {"model": "m", "messages": USER, "stream": True}
+    body["stream_options"] = {"include_usage": True}
+    lines = post(client, body).text.splitlines()
+    chunks = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
+    assert [c["usage"] for c in chunks if c.get("usage")] == [usage]
+    plain = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    usage = post(local(create_app({"m": plain})), {"model": "m", "messages": USER}).json()
+    assert set(usage["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}

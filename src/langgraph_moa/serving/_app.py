@@ -308,13 +308,33 @@ def _invalid_parameter(exc: Any) -> _APIError:
     return _APIError(400, message, param=".".join(rest) or None, code="invalid_value")
 
 
-def _usage(answer: Any) -> dict[str, int]:
+# LangChain's token detail kinds, and the names OpenAI's usage gives them.
+_PROMPT_DETAILS = {"cache_read": "cached_tokens", "audio": "audio_tokens"}
+_COMPLETION_DETAILS = {"reasoning": "reasoning_tokens", "audio": "audio_tokens"}
+
+
+def _usage(answer: Any) -> dict[str, Any]:
+    """Return the answer's usage as OpenAI writes it, with the details its calls reported.
+
+    Cached prompt tokens and reasoning tokens are what a client prices differently: they
+    were summed into the answer's `usage_metadata` but dropped here, so a client reading
+    `prompt_tokens_details.cached_tokens` (ChatOpenAI among them) saw none.
+    """
     usage = answer.usage_metadata or {}
-    return {
+    out: dict[str, Any] = {
         "prompt_tokens": usage.get("input_tokens", 0),
         "completion_tokens": usage.get("output_tokens", 0),
         "total_tokens": usage.get("total_tokens", 0),
     }
+    for field, key, names in (
+        ("prompt_tokens_details", "input_token_details", _PROMPT_DETAILS),
+        ("completion_tokens_details", "output_token_details", _COMPLETION_DETAILS),
+    ):
+        details = usage.get(key) or {}
+        shown = {names[kind]: n for kind, n in details.items() if kind in names}
+        if shown:
+            out[field] = shown
+    return out
 
 
 def _provenance(answer: Any) -> dict[str, Any]:
