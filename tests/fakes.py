@@ -71,9 +71,9 @@ class FakeChat(BaseChatModel):
     cut_off: Callable[[int], bool] | None = None
     """Whether call n reports finish_reason "length" (max_tokens ended it), else "stop"."""
     finish: Callable[[int], str | None] | None = None
+    """The finish_reason call n reports, if any ("content_filter": the provider's filter)."""
     usage_details: Callable[[int], dict[str, Any]] | None = None
     """More keys of each answer's usage (``input_token_details``, ``output_token_details``)."""
-    """The finish_reason call n reports, if any ("content_filter": the provider's filter)."""
     counter: Any = Field(default_factory=lambda: itertools.count(1))
     tool_calls: Callable[[str, int, list[BaseMessage], dict[str, Any]], list[dict]] | None = None
     """The tool calls call n asks for (given its kwargs: tools, tool_choice), if any."""

@@ -6,6 +6,7 @@ question comes from stdin or a file, a chat survives a failed turn, and `moa ser
 what cannot work before it says "Serving".
 """
 
+import contextlib
 import json
 import os
 import queue
@@ -206,6 +207,15 @@ def _health(base):
     raise AssertionError(f"{base} did not answer within 10 s")
 
 
+def _until_in_flight(base, client):
+    """Return once /health counts a request in flight; fail if `client` ended first or 60 s pass."""
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{base}/health", timeout=30).json().get("in_flight", 0) < 1:
+        assert client.is_alive(), "the request ended before the server counted it"
+        assert time.monotonic() < deadline, "the request was never counted in flight"
+        time.sleep(0.1)
+
+
 def test_serve_a_config_file_logs_each_request_and_refuses_a_taken_port(backend, tmp_path):
     config = tmp_path / "fake.yaml"
     config.write_text(
@@ -360,8 +370,7 @@ def test_ctrl_c_while_a_request_runs_says_that_serve_waits_for_it(tmp_path):
                 target=lambda: answers.put(httpx.post(url, json=body, timeout=60).status_code)
             )
             client.start()
-            while httpx.get(f"{base}/health", timeout=30).json().get("in_flight", 0) < 1:
-                time.sleep(0.1)
+            _until_in_flight(base, client)
             server.send_signal(signal.SIGINT)
             line = server.stderr.readline()
             # Said while the run was still in flight, not when it ended (no clock: it read
@@ -392,11 +401,14 @@ def test_a_second_sigterm_during_the_drain_stops_serve_at_once(tmp_path):
             _health(base)
             body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
             url = f"{base}/v1/chat/completions"
-            threading.Thread(
-                target=lambda: httpx.post(url, json=body, timeout=120), daemon=True
-            ).start()
-            while httpx.get(f"{base}/health", timeout=30).json().get("in_flight", 0) < 1:
-                time.sleep(0.1)
+
+            def ask() -> None:
+                with contextlib.suppress(httpx.HTTPError):  # the server ends mid-request
+                    httpx.post(url, json=body, timeout=120)
+
+            client = threading.Thread(target=ask, daemon=True)
+            client.start()
+            _until_in_flight(base, client)
             server.send_signal(signal.SIGTERM)
             line = server.stderr.readline()
             assert "waiting for the requests in flight" in line and "SIGTERM" in line, line

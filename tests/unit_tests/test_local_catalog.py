@@ -293,7 +293,7 @@ def test_a_stuck_preparer_is_refused_in_a_sentence_not_waited_for_forever(
 
     if _filelock.fcntl is None:
         pytest.skip("no OS lock without fcntl")
-    monkeypatch.setattr(catalog, "PREPARING_WAIT_S", 0.0, raising=False)
+    monkeypatch.setattr(catalog, "PREPARING_WAIT_S", 0.0)
     data = b"GGUF-part-one-part-two"
     info = info_for(hashlib.sha256(data).hexdigest(), len(data))
     folder = catalog.cache_dir()

@@ -1125,7 +1125,7 @@ def test_a_stuck_keeper_leaves_the_old_logs_untrimmed_and_keeps_this_one(
     if _filelock.fcntl is None:  # Windows: imported here, the test errored rather than skipped
         pytest.skip("no OS lock without fcntl")
     fcntl = _filelock.fcntl
-    monkeypatch.setattr(runtime, "KEEPER_WAIT_S", 0.0, raising=False)
+    monkeypatch.setattr(runtime, "KEEPER_WAIT_S", 0.0)
     for n in range(KEPT_LOGS_PER_MODEL):
         (tmp_path / f"moa-qwen2.5-coder-0.5b-failed-old{n}.log").write_text("old")
     server = stand_in(CRASHES)

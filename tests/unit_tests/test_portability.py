@@ -79,8 +79,10 @@ def _unnamed_encodings(source: str) -> list[int]:
             continue
         if name not in TEXT_CALLS or owner in ("os", "webbrowser"):
             continue  # os.open opens a descriptor, webbrowser.open a page: no text
-        modes = [a for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
-        mode = words.get("mode", modes[0] if modes else None)
+        # The mode is open(path, mode)'s second argument, but Path.open(mode)'s first: a
+        # literal path holding a "b" ("memory.limit_in_bytes") was taken for a binary mode.
+        at = 1 if isinstance(func, ast.Name) and name == "open" else 0
+        mode = words.get("mode", node.args[at] if len(node.args) > at else None)
         binary = isinstance(mode, ast.Constant) and "b" in str(mode.value)
         if name == "NamedTemporaryFile" or name == "TemporaryFile":
             binary = mode is None or binary  # their default mode is "w+b"
