@@ -185,6 +185,13 @@ def test_a_value_in_two_parts_or_a_power_reads_its_last_number_as_documented(ans
         ("The answer is 25 = 5^2", 25),  # a power is a decomposition too
         ("The answer is 4 = 2 ** 2", 4),
         ("The answer is 20 - 5 = 15 - 3 = 12", 12),  # it stated 1, a digit of 15
+        # A chain of decompositions states its first value, not a factor on the way.
+        ("The answer is 12 = 3 \u00d7 4 = 2 \u00d7 6", 12),  # it stated 3
+        ("The answer is 2 = 4 / 2 = 1 + 1", 2),  # it stated 4
+        # "x" multiplies before "=" as after it.
+        ("The answer is 3 x 5 = 15", 15),  # it stated 3
+        ("The answer is 10 + 5 = 15 x 2 = 30", 30),  # it stated 10
+        ("The answer is 3 xylophones", 3),
     ],
 )
 def test_a_result_that_an_operator_follows_is_never_cut_short(answer, value):

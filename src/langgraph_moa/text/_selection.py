@@ -166,13 +166,20 @@ _STATED_NUMBER = (
 # and "25 = 5^2" (a power, or "**"). The result is never cut short to the digits before
 # such an operand: "3 = 1.5 * 2" stated 1. Operands that lead to another "=" continue the
 # chain: "The answer is 20 - 5 = 15 - 3 = 12" states 12.
-_OPERATOR = r"[ \t]*+(?:[-+*/\u00d7\u00f7\u00b7\u22c5]|\\times|\\cdot|\\div)[ \t]*+"
+# "x" multiplies where a number follows it: "3 x 5 = 15" states 15, "3 xylophones" 3.
+_OPERATOR = (
+    r"[ \t]*+(?:[-+*/\u00d7\u00f7\u00b7\u22c5]|\\times|\\cdot|\\div|[xX](?=[ \t]*+\$?\.?\d))"
+    r"[ \t]*+"
+)
 _OPERANDS = r"(?:" + _OPERATOR + r"\$?(?:" + _MAGNITUDE + r"))"
+# A link whose result operands and another "=" follow is a step on the way: it counts only
+# once a later link ends the chain ("12 = 3 * 4 = 2 * 6" states 12, never the factor 3).
+_CHAIN_GOES_ON = re.compile(_OPERANDS + r"++[ \t]*+=")
 _EQUATION_RESULT = re.compile(
     _OPERANDS
     + r"*+[ \t]*+=[ \t]*+"
     + _SIGNED_VALUE
-    + r"(?!\d|[.,]\d|[ \t]*+(?:\^|\*\*|[xX][ \t]*+\$?\.?\d)|"
+    + r"(?!\d|[.,]\d|[ \t]*+(?:\^|\*\*)|"
     + _OPERANDS
     + r"++(?![ \t]*+=))"
 )
@@ -478,8 +485,11 @@ def stated_number(text: str) -> str | None:
             pass
         if last is None:
             continue
-        while result := _EQUATION_RESULT.match(text, last.end()):
-            last = result
+        position = last.end()
+        while result := _EQUATION_RESULT.match(text, position):
+            position = result.end()
+            if not _CHAIN_GOES_ON.match(text, position):
+                last = result
         sign, value = last.groups()
         return value if value.startswith("-") else sign + value
     return None
