@@ -115,9 +115,10 @@ _PATTERNS[:0] = [(pattern, rf"\1{REDACTED}") for pattern in _URL_PARAMS]
 
 _CREDENTIAL_FIELD = re.compile(
     r"(?i)((?:api[_-]?key|x-api-key|(?P<auth>authorization)|openai-organization|openai-project"
-    # Named secrets of other kinds, whole words only: a bare "token" or "secret" names
-    # ordinary things in an error's text ("token: 'the'", "max_tokens=512").
-    r"|(?<![\w-])(?:password|passwd|client[_-]secret|secret[_-]key"
+    # Named secrets of other kinds, prefixed or not ("db_password", "github_access_token"),
+    # never inside a word; a bare "token" or "secret" names ordinary things in an error's
+    # text ("token: 'the'", "max_tokens=512").
+    r"|(?<![A-Za-z0-9])(?:password|passwd|client[_-]secret|secret[_-]key"
     r"|(?:access|refresh|id|auth|bearer)[_-]token))"
     # Possessive: else the space or quote before an earlier pass's mark is given to the
     # value, the guard passes, and each pass eats one more character.

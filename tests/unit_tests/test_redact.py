@@ -196,6 +196,11 @@ def test_an_environment_variable_is_a_secret_only_by_a_secret_like_name(monkeypa
         ("client_secret=abcdef123456 sent", f"client_secret={REDACTED} sent"),
         ("'access_token': 'ya29.abc'", f"'access_token': '{REDACTED}'"),
         ("refresh-token: r1x2y3 expired", f"refresh-token: {REDACTED} expired"),
+        # ... prefixed too, as "model_api_key" is.
+        ("db_password=hunter22 ok", f"db_password={REDACTED} ok"),
+        ("DB_PASSWORD: hunter22", f"DB_PASSWORD: {REDACTED}"),
+        ("github_access_token=ghp_abc", f"github_access_token={REDACTED}"),
+        ("user-password: xyzxyz", f"user-password: {REDACTED}"),
         # ... but words that merely contain such a name keep their value.
         ("max_tokens=512 and token: 'the'", "max_tokens=512 and token: 'the'"),
         ("my_password_hint: blue", "my_password_hint: blue"),
