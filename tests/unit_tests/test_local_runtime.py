@@ -1205,6 +1205,31 @@ def test_the_log_of_a_server_killed_with_its_parent_during_the_load_is_swept(sta
     assert logs(tmp_path) == sorted([Path(alive.log_path), Path(started.log_path), failed])
 
 
+def test_a_live_servers_log_is_not_swept_where_locks_are_per_process(
+    stand_in, tmp_path, monkeypatch
+):
+    """On NFS, Linux emulates flock with per-process locks: asking for the lock of a log this
+    process held was granted, so a second start swept its own first server's live log (its
+    failure then said "its log could not be read"). A process's own logs are never asked."""
+    import os
+    import types
+
+    from langgraph_moa.local import _filelock
+
+    if _filelock.fcntl is None:
+        pytest.skip("no OS lock without fcntl")
+    granted = types.SimpleNamespace(
+        LOCK_EX=_filelock.fcntl.LOCK_EX,
+        LOCK_NB=_filelock.fcntl.LOCK_NB,
+        flock=lambda handle, how: None,  # within one process, every lock is granted
+    )
+    monkeypatch.setattr(_filelock, "fcntl", granted)
+    alive = stand_in(ALIVE)
+    os.utime(alive.log_path, (1, 1))  # quiet for long: serving writes nothing
+    started = stand_in(ALIVE)
+    assert logs(tmp_path) == sorted([Path(alive.log_path), Path(started.log_path)])
+
+
 def test_a_wait_cancelled_in_a_loop_that_then_closes_still_gives_its_place_back():
     """A call cancelled while waiting gave its place back from a callback of its event loop;
     the wait now runs on the room's own threads, which the loop does not wait for when it

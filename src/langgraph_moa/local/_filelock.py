@@ -56,6 +56,12 @@ def _acquired(handle: Any, wait_s: float) -> bool:
             return True  # no locks on this file system
 
 
+_OWN: set[str] = set()
+"""The files this process holds (`hold_for_life`), never asked of the lock: on NFS, Linux
+emulates ``flock`` with per-process locks, so asking grants this process its own file's lock
+(it is held, the answer said not) and closing the asking handle dropped the lock it held."""
+
+
 def hold_for_life(handle: Any) -> None:
     """Lock the open file `handle` for as long as it, or a process that inherited it, lives.
 
@@ -63,6 +69,7 @@ def hold_for_life(handle: Any) -> None:
     goes with the last of them, killed or not (see `held`). No lock without ``fcntl``, or
     where the file system refuses locks.
     """
+    _OWN.add(str(handle.name))
     if fcntl is not None:
         with contextlib.suppress(OSError):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,7 +81,7 @@ def held(path: Path) -> bool:
     True also where it cannot be told (no ``fcntl``, a file system without locks, a file
     that cannot be opened): the caller must then leave the file alone.
     """
-    if fcntl is None:
+    if fcntl is None or str(path) in _OWN:
         return True
     try:
         with path.open("rb") as handle:

@@ -290,8 +290,8 @@ def _only_one_preparing(info: LocalModelInfo, folder: Path) -> Iterator[None]:
     with file_lock(lock, PREPARING_WAIT_S) as held:
         if not held:
             raise LocalModelError(
-                f"Local model {info.name!r} has been prepared by another process for over "
-                f"{PREPARING_WAIT_S:.0f} s (it holds {lock}): let it finish, or stop it, "
+                f"Local model {info.name!r} is being prepared by another process, which has "
+                f"held {lock} for over {PREPARING_WAIT_S:.0f} s: let it finish, or stop it, "
                 "then try again."
             )
         yield

@@ -86,8 +86,11 @@ Each failed start kept its log for its diagnosis, so a model that failed at ever
 newest few say why as well as all of them would.
 """
 
-ORPHAN_LOG_AGE_S = 60.0
-"""How old an unlocked server log is before it counts as a dead server's (`_drop_orphaned_logs`)."""
+ORPHAN_LOG_AGE_S = 3600.0
+"""How old an unlocked server log is before it counts as a dead server's (`_drop_orphaned_logs`).
+
+An hour: a live server started by a version that did not lock its log is not swept while it
+loads, and an orphan's log is small."""
 
 LOG_LINE_CHARS = 300
 """How much of one log line a warning repeats: a line of llama.cpp's can be a whole prompt."""
