@@ -1,0 +1,72 @@
+"""Servers start from the one long-lived spawner thread, without starting a model server.
+
+Linux ties ``PR_SET_PDEATHSIG`` to the thread that forked the child: a server started from a
+worker thread would be killed when that thread ended (`_spawner`'s docstring).
+"""
+
+import subprocess
+import threading
+
+from langgraph_moa.local import _spawner
+
+
+class PopenRecorder:
+    """Stands in for `subprocess.Popen`: notes the thread each call ran on, raises if told."""
+
+    def __init__(self, *errors: BaseException):
+        self.threads: list[threading.Thread] = []
+        self.errors = list(errors)
+
+    def __call__(self, args, **kwargs):
+        self.threads.append(threading.current_thread())
+        if self.errors:
+            raise self.errors.pop(0)
+        return ("started", args, kwargs)
+
+
+def _popen_from_a_thread_that_ends(args):
+    """Call `_spawner.popen` from a short-lived thread; return what it returned or raised."""
+    outcome = []
+
+    def call():
+        try:
+            outcome.append(_spawner.popen(args, stdin=subprocess.DEVNULL))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call, name="short-lived caller")
+    caller.start()
+    caller.join(60)
+    assert not caller.is_alive(), "the call to the spawner never returned"
+    (result,) = outcome
+    return result
+
+
+def test_a_server_is_started_from_the_spawner_thread_which_outlives_its_caller(monkeypatch):
+    recorder = PopenRecorder()
+    monkeypatch.setattr(subprocess, "Popen", recorder)
+
+    result = _popen_from_a_thread_that_ends(["server", "--flag"])
+
+    assert result == ("started", ["server", "--flag"], {"stdin": subprocess.DEVNULL})
+    (thread,) = recorder.threads
+    assert thread.name == "moa spawner"
+    assert thread.is_alive(), "the thread that started the server ended, and the kernel kills it"
+
+
+def test_a_popen_error_reaches_the_caller_and_the_spawner_goes_on(monkeypatch):
+    error = FileNotFoundError(2, "No such file or directory", "server")
+    recorder = PopenRecorder(error)
+    monkeypatch.setattr(subprocess, "Popen", recorder)
+
+    raised = _popen_from_a_thread_that_ends(["server"])
+    assert type(raised) is FileNotFoundError
+    assert str(raised) == "[Errno 2] No such file or directory: 'server'"
+
+    assert _popen_from_a_thread_that_ends(["server"]) == (
+        "started",
+        ["server"],
+        {"stdin": subprocess.DEVNULL},
+    )
+    assert [thread.name for thread in recorder.threads] == ["moa spawner"] * 2
+    assert recorder.threads[0] is recorder.threads[1] and recorder.threads[1].is_alive()
