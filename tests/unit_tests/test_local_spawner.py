@@ -5,6 +5,7 @@ worker thread would be killed when that thread ended (`_spawner`'s docstring).
 """
 
 import subprocess
+import sys
 import threading
 
 from langgraph_moa.local import _spawner
@@ -70,3 +71,17 @@ def test_a_popen_error_reaches_the_caller_and_the_spawner_goes_on(monkeypatch):
     )
     assert [thread.name for thread in recorder.threads] == ["moa spawner"] * 2
     assert recorder.threads[0] is recorder.threads[1] and recorder.threads[1].is_alive()
+
+
+def test_the_server_module_imports_nothing_heavy():
+    # A server watches its parent only once `_serve` is imported and running: importing
+    # langchain or the HTTP clients there took seconds in which a killed parent left an orphan.
+    heavy = ("langchain_core", "httpx", "pydantic", "openai")
+    probe = (
+        f"import sys, langgraph_moa.local._serve; print([m for m in {heavy} if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
