@@ -1,5 +1,6 @@
 """The real local models through llama.cpp: MoA and Self-MoA answers, provenance, clean-up."""
 
+import contextlib
 import json
 import logging
 import os
@@ -515,15 +516,37 @@ def test_a_server_whose_parent_is_killed_while_it_loads_dies_with_it(tmp_path):
     assert not alive, "the orphaned server went on loading its model"
 
 
+def _reached_its_prctl(pid: int) -> bool:
+    """Wait until the server runs its watchdog thread, started just after its prctl.
+
+    False if it is gone first, or after a minute.
+    """
+    deadline = time.monotonic() + 60
+    while not _server_gone(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if len(os.listdir(f"/proc/{pid}/task")) >= 2:
+                return True
+        time.sleep(0.05)
+    return False
+
+
 def test_a_server_started_from_a_thread_that_ended_lives_on(runtime):
     # The kernel kills a child when the *thread* that started it ends (PR_SET_PDEATHSIG):
-    # servers are started from one thread that lives as long as the process.
+    # servers are started from one thread that lives as long as the process. The thread
+    # here ends only once the server has asked for that (its watchdog thread starts right
+    # after its prctl): ended before, it would not show the server killed with it.
     import threading
 
-    started = []
-    thread = threading.Thread(target=lambda: started.append(runtime.server("qwen2.5-coder-0.5b")))
+    started, reached = [], []
+
+    def start_and_wait_for_the_prctl():
+        started.append(runtime.server("qwen2.5-coder-0.5b"))
+        reached.append(_reached_its_prctl(started[0].pid))
+
+    thread = threading.Thread(target=start_and_wait_for_the_prctl)
     thread.start()
     thread.join()
     (server,) = started
     server.wait_ready()
     assert server.alive()
+    assert reached == [True], "the test's thread ended before the server asked for PDEATHSIG"
