@@ -492,6 +492,20 @@ def _server_gone(pid: int) -> bool:
         return True
 
 
+def _reached_its_prctl(pid: int) -> bool:
+    """Wait until the server runs its watchdog thread, started just after its prctl.
+
+    False if it is gone first, or after a minute.
+    """
+    deadline = time.monotonic() + 60
+    while not _server_gone(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if len(os.listdir(f"/proc/{pid}/task")) >= 2:
+                return True
+        time.sleep(0.05)
+    return False
+
+
 def test_a_server_whose_parent_is_killed_while_it_loads_dies_with_it(tmp_path):
     # The server's watchdog thread started only after seconds of imports (langchain, via
     # the `local` package), and cannot run while llama.cpp holds the GIL loading the model:
@@ -505,6 +519,9 @@ def test_a_server_whose_parent_is_killed_while_it_loads_dies_with_it(tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
     server = int(parent.stdout.readline())
+    # Killed earlier, the server's watchdog would still see it before the load: the test
+    # would pass without the prctl it is about.
+    assert _reached_its_prctl(server), "the server ended before it began to load its model"
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 5  # the model's load takes far longer on this machine
@@ -514,20 +531,6 @@ def test_a_server_whose_parent_is_killed_while_it_loads_dies_with_it(tmp_path):
     if alive:
         os.kill(server, signal.SIGKILL)
     assert not alive, "the orphaned server went on loading its model"
-
-
-def _reached_its_prctl(pid: int) -> bool:
-    """Wait until the server runs its watchdog thread, started just after its prctl.
-
-    False if it is gone first, or after a minute.
-    """
-    deadline = time.monotonic() + 60
-    while not _server_gone(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if len(os.listdir(f"/proc/{pid}/task")) >= 2:
-                return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_server_started_from_a_thread_that_ended_lives_on(runtime):
