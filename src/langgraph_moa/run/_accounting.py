@@ -225,15 +225,19 @@ reasoning): a call record keeps each its response reported, and the answer sums 
 
 
 def _note_token_details(record: CallRecord, response: object) -> None:
-    """Copy the response's token details onto its record, where it reported any."""
-    usage: dict[str, Any] = (
-        dict(response.usage_metadata or {}) if isinstance(response, AIMessage) else {}
-    )
+    """Copy the response's token details onto its record, where it reported any.
+
+    Runs once per model call: a response without details costs one call (`isinstance`),
+    not a copy of its usage and two comprehensions (`benchmarks/graph_call_work.py`).
+    """
+    usage: Any = response.usage_metadata if isinstance(response, AIMessage) else None
+    if not usage:
+        return
     for key in TOKEN_DETAILS:
-        given = usage.get(key) or {}
-        counts = {k: int(v) for k, v in given.items() if isinstance(v, int | float) and v}
-        if counts:
-            record[key] = counts  # type: ignore[literal-required]
+        if key in usage and (given := usage[key]):
+            counts = {k: int(v) for k, v in given.items() if isinstance(v, int | float) and v}
+            if counts:
+                record[key] = counts  # type: ignore[literal-required]
 
 
 def token_details(calls: Iterable[CallRecord]) -> dict[str, dict[str, int]]:
@@ -245,9 +249,10 @@ def token_details(calls: Iterable[CallRecord]) -> dict[str, dict[str, int]]:
     sums: dict[str, dict[str, int]] = {}
     for c in calls:
         for key in TOKEN_DETAILS:
-            for kind, count in c.get(key, {}).items():  # type: ignore[attr-defined]
+            if key in c:  # no call made for a record without details: most of them
                 mine = sums.setdefault(key, {})
-                mine[kind] = mine.get(kind, 0) + count
+                for kind, count in c[key].items():  # type: ignore[literal-required]
+                    mine[kind] = mine.get(kind, 0) + count
     return sums
 
 
