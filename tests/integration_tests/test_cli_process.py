@@ -350,47 +350,11 @@ def test_an_aggregator_cut_midway_still_gives_the_labelled_fallback():
     assert "stream broke" not in result.stderr
 
 
-def test_ctrl_c_while_a_request_runs_says_that_serve_waits_for_it(tmp_path):
-    # Ctrl-C on `moa serve` with a run in flight was silent until the run ended (17 s on the
-    # local models): uvicorn drains the open requests, but says so below the log level the
-    # command runs it at. The wait is now said, with the way to stop at once.
-    slow = FaultProfile(latency_s=(6.0, 6.0))
-    with FaultServer({"slow": slow}) as backend:
-        config = tmp_path / "slow.yaml"
-        config.write_text(f"name: slow\nvariant: select\nproposers: ['slow@{backend.url}']\n")
-        server, port = _serving(config)
-        try:
-            assert server.stderr.readline().startswith("Serving slow on")
-            base = f"http://127.0.0.1:{port}"
-            _health(base)
-            body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
-            url = f"{base}/v1/chat/completions"
-            answers: queue.Queue[int] = queue.Queue()
-            client = threading.Thread(
-                target=lambda: answers.put(httpx.post(url, json=body, timeout=60).status_code)
-            )
-            client.start()
-            _until_in_flight(base, client)
-            server.send_signal(signal.SIGINT)
-            line = server.stderr.readline()
-            # Said while the run was still in flight, not when it ended (no clock: it read
-            # 4.1 s against a 3 s bound on a loaded machine, the line right all the same).
-            assert answers.empty(), line
-            assert "waiting for the requests in flight" in line and "Ctrl-C again" in line
-            assert answers.get(timeout=30) == 200  # the run in flight still answered
-            rest = server.communicate(timeout=30)[1]
-            assert "Traceback" not in rest and "Interrupted." in rest, rest
-            assert server.returncode == 130
-        finally:
-            if server.poll() is None:
-                server.kill()
-            server.wait(timeout=30)
-
-
-def test_a_second_sigterm_during_the_drain_stops_serve_at_once(tmp_path):
-    # A second SIGTERM during the drain did nothing (uvicorn forces only on a second SIGINT):
-    # `docker stop` waited for its SIGKILL. It now ends the drain: "Terminated.", 143.
-    slow = FaultProfile(latency_s=(600.0, 600.0))  # the run in flight never ends by itself
+@contextlib.contextmanager
+def _serving_a_run_in_flight(tmp_path, latency_s, answers):
+    """Serve a one-proposer MoA whose backend answers after `latency_s`, and yield the server
+    once /health counts a chat request in flight; each status it answers goes to `answers`."""
+    slow = FaultProfile(latency_s=(latency_s, latency_s))
     with FaultServer({"slow": slow}) as backend:
         config = tmp_path / "slow.yaml"
         config.write_text(f"name: slow\nvariant: select\nproposers: ['slow@{backend.url}']\n")
@@ -403,23 +367,49 @@ def test_a_second_sigterm_during_the_drain_stops_serve_at_once(tmp_path):
             url = f"{base}/v1/chat/completions"
 
             def ask() -> None:
-                with contextlib.suppress(httpx.HTTPError):  # the server ends mid-request
-                    httpx.post(url, json=body, timeout=120)
+                with contextlib.suppress(httpx.HTTPError):  # the server may end mid-request
+                    answers.put(httpx.post(url, json=body, timeout=120).status_code)
 
             client = threading.Thread(target=ask, daemon=True)
             client.start()
             _until_in_flight(base, client)
-            server.send_signal(signal.SIGTERM)
-            line = server.stderr.readline()
-            assert "waiting for the requests in flight" in line and "SIGTERM" in line, line
-            server.send_signal(signal.SIGTERM)
-            rest = server.communicate(timeout=60)[1]  # the run would hold it for 600 s
-            assert "Traceback" not in rest and "Terminated." in rest, rest
-            assert server.returncode == 143
+            yield server
         finally:
             if server.poll() is None:
                 server.kill()
             server.wait(timeout=30)
+
+
+def test_ctrl_c_while_a_request_runs_says_that_serve_waits_for_it(tmp_path):
+    # Ctrl-C on `moa serve` with a run in flight was silent until the run ended (17 s on the
+    # local models): uvicorn drains the open requests, but says so below the log level the
+    # command runs it at. The wait is now said, with the way to stop at once.
+    answers: queue.Queue[int] = queue.Queue()
+    with _serving_a_run_in_flight(tmp_path, 6.0, answers) as server:
+        server.send_signal(signal.SIGINT)
+        line = server.stderr.readline()
+        # Said while the run was still in flight, not when it ended (no clock: it read
+        # 4.1 s against a 3 s bound on a loaded machine, the line right all the same).
+        assert answers.empty(), line
+        assert "waiting for the requests in flight" in line and "Ctrl-C again" in line
+        assert answers.get(timeout=30) == 200  # the run in flight still answered
+        rest = server.communicate(timeout=30)[1]
+        assert "Traceback" not in rest and "Interrupted." in rest, rest
+        assert server.returncode == 130
+
+
+def test_a_second_sigterm_during_the_drain_stops_serve_at_once(tmp_path):
+    # A second SIGTERM during the drain did nothing (uvicorn forces only on a second SIGINT):
+    # `docker stop` waited for its SIGKILL. It now ends the drain: "Terminated.", 143.
+    # The run in flight never ends by itself (600 s).
+    with _serving_a_run_in_flight(tmp_path, 600.0, queue.Queue()) as server:
+        server.send_signal(signal.SIGTERM)
+        line = server.stderr.readline()
+        assert "waiting for the requests in flight" in line and "SIGTERM" in line, line
+        server.send_signal(signal.SIGTERM)
+        rest = server.communicate(timeout=60)[1]  # the run would hold it for 600 s
+        assert "Traceback" not in rest and "Terminated." in rest, rest
+        assert server.returncode == 143
 
 
 def test_an_answer_stdouts_encoding_cannot_hold_is_escaped_and_said():

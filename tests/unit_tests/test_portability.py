@@ -18,6 +18,15 @@ ROOT = Path(__file__).parents[2]
 
 # Tests whose code paths read or write the package's text files: presets, model stamps,
 # /proc and cgroup files. Every other call is checked by reading the source (below).
+CAPTURED = {
+    "capture_output": True,
+    "text": True,
+    "encoding": "utf-8",
+    "errors": "replace",
+    "check": False,
+}
+"""How each test here runs a Python child: its output read as UTF-8, its failure asserted."""
+
 PATHS_WITH_TEXT_FILES = [
     "tests/unit_tests/test_config.py::test_the_self_moa_presets_keep_the_papers_settings",
     "tests/unit_tests/test_local_runtime.py::test_without_a_cgroup_limit_the_memory_available_is_the_machines",
@@ -44,11 +53,7 @@ def test_the_package_names_the_encoding_of_every_text_file_it_reads_or_writes():
         ],
         cwd=ROOT,
         env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        check=False,
+        **CAPTURED,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert f"{len(PATHS_WITH_TEXT_FILES)} passed" in run.stdout
@@ -127,14 +132,6 @@ def test_the_package_imports_and_finds_a_local_model_without_fcntl(tmp_path):
         "print(catalog.lookup('qwen2.5-coder-0.5b').name)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    run = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        check=False,
-    )
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, **CAPTURED)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == "qwen2.5-coder-0.5b"
