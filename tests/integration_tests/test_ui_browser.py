@@ -591,21 +591,34 @@ def test_agreement_marks_are_keyboard_reachable_and_right_after_emoji(backend, b
 
 
 def test_right_to_left_text_reads_right_to_left(backend, browser, tmp_path):
-    """An Arabic question, proposal and answer each take their own direction."""
+    """An Arabic question, proposal and answer each take their own direction. The question's
+    box and a vote's tally showed Arabic left to right (the box typed it so, the tally's
+    answer cell took the page's direction); both now follow the text, the tally's answer
+    isolated from the English words around it."""
     from langgraph_moa import MoAConfig
     from langgraph_moa.serving._app import create_app
     from langgraph_moa.testing import BackgroundServer
 
     config = MoAConfig(proposers=[f"rtl@{backend.url}"], aggregator=f"rtl@{backend.url}", layers=2)
-    with BackgroundServer(create_app({"rtl": config})) as server:
+    vote = MoAConfig(
+        variant="select", proposers=[f"rtl@{backend.url}"] * 2, selection={"method": "vote"}
+    )
+    with BackgroundServer(create_app({"rtl": config, "rtl-vote": vote})) as server:
         d = browser
+        rtl = "s => document.querySelector(s).matches(':dir(rtl)')"
         start(d, server.root, "rtl", RTL)
         wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
         directions = d.execute_script(
-            "return ['.pane-question', '.card .text', '.answer p'].map("
-            "s => document.querySelector(s).matches(':dir(rtl)'))"
+            f"return ['#question', '.pane-question', '.card .text', '.answer p'].map({rtl})"
         )
-        assert directions == [True, True, True]
+        assert directions == [True, True, True, True]
+        start(d, server.root, "rtl-vote", RTL)
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the vote")
+        cell = "document.querySelector('.tally tr.picked td')"
+        assert d.execute_script(f"return {cell}.textContent") == RTL + " (picked)"
+        assert d.execute_script(
+            f"return [({rtl})('.tally tr.picked td > *'), {cell}.matches(':dir(ltr)')]"
+        ) == [True, True]
 
 
 def test_the_key_is_entered_with_the_keyboard_alone(backend, browser):

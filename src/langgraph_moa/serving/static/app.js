@@ -384,7 +384,10 @@ class Pane {
       const picked = members.includes(selection.winner);
       if (picked) tr.className = "picked";
       const answer = entry.answer !== undefined ? entry.answer : "proposal " + (entry.proposal + 1);
-      tr.appendChild(el("td", null, (answer === "" ? "(no answer)" : answer) + (picked ? " (picked)" : "")));
+      // The answer is model text in its own direction, isolated from the page's words.
+      const cell = el("td");
+      cell.append(textIn("bdi", null, answer === "" ? "(no answer)" : answer), picked ? " (picked)" : "");
+      tr.appendChild(cell);
       tr.appendChild(el("td", null, entry.votes !== undefined ? entry.votes : entry.samples || ""));
       const weight = entry.weight !== undefined ? entry.weight : entry.agreement !== undefined ? entry.agreement : entry.mean_similarity;
       tr.appendChild(el("td", null, weight !== undefined ? Number(weight).toFixed(2) : ""));
@@ -438,7 +441,9 @@ class Pane {
       box.appendChild(el("h3", null, "Ranker"));
       const picked = ev.ranker.choice ? "picked response " + ev.ranker.choice :
         "named no response; the first one was returned";
-      box.appendChild(el("p", "reason", "The ranker " + picked + ". Its reply: " + ev.ranker.reply));
+      const reason = el("p", "reason", "The ranker " + picked + ". Its reply: ");
+      reason.appendChild(textIn("bdi", null, ev.ranker.reply));
+      box.appendChild(reason);
       this.final.appendChild(box);
       const card = ev.ranker.call && this.cards.get(ev.ranker.call.join(":"));
       if (card) this.markWinner(card);
