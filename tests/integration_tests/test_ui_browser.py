@@ -801,7 +801,10 @@ def test_a_phone_wide_screen_stacks_twelve_proposers_and_never_scrolls_sideways(
 def test_a_screen_reader_hears_each_run_s_state_not_its_tokens(backend, browser, tmp_path):
     """Every control the page draws has a name (the re-ask's model list had none); each run's
     title is a heading under the page's; its state line is a polite status that says
-    'running', then how the run ended, while the streaming cards and answer are not live."""
+    'running', then how the run ended, while the streaming cards and answer are not live.
+    A card and the answer still being written were not said to be (they are aria-busy until
+    their call ends), and a run's error was only a red line that nothing read out (the state
+    said 'failed', not why): it is an alert."""
     from langgraph_moa import MoAConfig
     from langgraph_moa.serving._app import create_app
     from langgraph_moa.testing import BackgroundServer
@@ -810,7 +813,17 @@ def test_a_screen_reader_hears_each_run_s_state_not_its_tokens(backend, browser,
     with BackgroundServer(create_app({"m": config})) as server:
         d = browser
         start(d, server.root, "m")
+        busy = wait(
+            d,
+            """(p => p && !p.dataset.done && p.querySelector('.answer').textContent &&
+              [...p.querySelectorAll('.card, .answer')].map(n =>
+                [n.dataset.status || 'answer', n.getAttribute('aria-busy')])
+            )(document.querySelector('.pane'))""",
+            what="the answer streaming",
+        )
+        assert busy == [["done", None], ["running", "true"], ["answer", "true"]], busy
         wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
+        assert not d.execute_script("return !!document.querySelector('[aria-busy]')")
         unnamed = [n for n in ax_names(d, {"button", "combobox", "textbox"}) if not n[1].strip()]
         assert unnamed == []
         headings = d.execute_script(
@@ -829,6 +842,11 @@ def test_a_screen_reader_hears_each_run_s_state_not_its_tokens(backend, browser,
             "return !!document.querySelector('.card [aria-live], .answer[aria-live]')"
         )
         assert console_errors(d) == []
+
+    d.find_element("id", "ask-button").click()  # the server is gone
+    error = wait(d, "document.querySelector('.pane-error')?.textContent", what="the error")
+    assert [role for role, _ in ax_names(d, {"alert"})] == ["alert"]
+    assert d.execute_script("return document.querySelector('[role=alert]').textContent") == error
 
 
 def focused(driver) -> str:

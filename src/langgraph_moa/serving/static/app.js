@@ -27,6 +27,12 @@ function textIn(tag, className, text) {
   return node;
 }
 
+// aria-busy="true" on `node` while it is being written, no attribute once it is whole.
+function busy(node, writing) {
+  if (writing) node.setAttribute("aria-busy", "true");
+  else node.removeAttribute("aria-busy");
+}
+
 function notice(message) {
   document.getElementById("notice").textContent = message || "";
 }
@@ -244,6 +250,7 @@ class Pane {
     this.layers = el("div", "layers");
     this.final = el("div", "final-step");
     this.errorBox = el("div", "pane-error");
+    this.errorBox.setAttribute("role", "alert"); // why the run failed, read out when it shows
     this.answer = textIn("div", "answer");
     this.provenance = el("div", "provenance");
     this.root.append(head, this.question, this.layers, this.final, this.errorBox, this.answer, this.provenance);
@@ -280,10 +287,10 @@ class Pane {
       card = el("article", "card");
       card.dataset.key = key;
       card.dataset.role = ev.role;
-      card.dataset.status = "running";
       const head = el("div", "card-head");
       card.nameEl = el("span", "card-name", callName(ev.role, ev.proposer, ev.sample));
-      card.statusEl = el("span", "status", "running");
+      card.statusEl = el("span", "status");
+      this.setStatus(card, "running");
       head.append(card.nameEl, card.statusEl);
       card.modelEl = el("div", "model", ev.configured_model || "");
       card.statsEl = el("div", "stats", "");
@@ -298,9 +305,12 @@ class Pane {
     return card;
   }
 
+  // A running card is aria-busy: a screen reader that reaches it is told its text is not
+  // all there yet (nothing is read out as it grows; the pane's state line is the live part).
   setStatus(card, status, label) {
     card.dataset.status = status;
     card.statusEl.textContent = label || status;
+    busy(card, status === "running");
   }
 
   apply(ev) {
@@ -335,6 +345,7 @@ class Pane {
       if (callKey(ev) !== this.answerKey) this.resetAnswer(callKey(ev));
       this.answerText += ev.text;
       this.typed.add(this.answer, ev.text);
+      busy(this.answer, true); // until the answer comes whole, or the run ends
     }
   }
 
@@ -412,6 +423,7 @@ class Pane {
   }
 
   on_answer(ev) {
+    busy(this.answer, false);
     this.answerText = ev.text;
     this.answer.textContent = "";
     this.answer.appendChild(renderMarkdown(ev.text));
@@ -520,6 +532,7 @@ class Pane {
   // The run is over for this pane: what is typed out so far is shown, and its status says how.
   finish(status) {
     this.typed.flush();
+    busy(this.answer, false);
     this.ended = true;
     this.root.dataset.done = status;
     this.status.textContent = (this.run ? this.run.variant + " · " : "") + status;
