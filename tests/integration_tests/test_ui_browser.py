@@ -832,6 +832,10 @@ def test_a_screen_reader_hears_each_run_s_state_not_its_tokens(backend, browser,
         )
         assert headings[0] == 1 and all(b - a <= 1 for a, b in itertools.pairwise(headings))
         assert ("heading", "m") in ax_names(d, {"heading"})  # the run's title
+        # The history and each run are landmarks with names (one keystroke jumps between
+        # runs side by side); they were a nameless complementary and plain sections.
+        landmarks = ax_names(d, {"banner", "complementary", "main", "region"})
+        assert ("complementary", "History") in landmarks and ("region", "m") in landmarks
         live = d.execute_script(
             """return [...document.querySelectorAll('.pane [role=status], .pane [aria-live]')]
               .map(n => [n.className, n.getAttribute('aria-live') || 'polite', n.textContent]);"""

@@ -231,6 +231,8 @@ function callName(role, proposer, sample) {
 }
 
 class Pane {
+  static count = 0;
+
   constructor(onReask) {
     this.root = el("section", "pane");
     const head = el("div", "pane-head");
@@ -242,6 +244,9 @@ class Pane {
     this.title.setAttribute("role", "heading");
     this.title.setAttribute("aria-level", "2");
     this.title.tabIndex = -1; // where the focus goes when the control that had it went away
+    // The pane is a region named by its title: a landmark to jump to, a run beside another.
+    this.title.id = "pane-title-" + Pane.count++;
+    this.root.setAttribute("aria-labelledby", this.title.id);
     this.status = el("span", "pane-status", "");
     this.status.setAttribute("role", "status");
     this.reask = el("span", "reask");
