@@ -166,3 +166,13 @@ def test_the_page_has_a_language_a_main_landmark_and_a_polite_notice():
     assert re.search(r'<html lang="\w+', HTML)
     assert '<main id="panes"' in HTML
     assert re.search(r'id="notice" role="status"', HTML)
+
+
+def test_nothing_moves_unless_the_reader_allows_motion():
+    """The page has no animation, transition or smooth scrolling; one added later must sit
+    under `prefers-reduced-motion: no-preference` (WCAG 2.3.3), or this fails."""
+    allowed = re.search(r"prefers-reduced-motion:\s*no-preference\)\s*\{(.*?\})\s*\}", CSS, re.S)
+    rest = CSS.replace(allowed.group(0), "") if allowed else CSS
+    assert not re.findall(r"(?:animation|transition)[\w-]*\s*:|scroll-behavior:\s*smooth", rest)
+    script = (STATIC / "app.js").read_text()
+    assert not re.findall(r"""behavior:\s*["']smooth|\.animate\(""", script)
