@@ -31,15 +31,18 @@ _ORDINARY_KEY_WORDS = ("MON", "TUR", "HOC", "DON", "JOC", "WHIS", "LAC", "HOT")
 """What comes before ``KEY`` in the ordinary words that end in it (``MONKEY``, ``HOTKEY``)."""
 
 _SECRET_NAME = re.compile(
-    rf"(?:^|[_.\-])(?!(?:{'|'.join(_ORDINARY_KEY_WORDS)})KEY$)[^_.\-]*KEY$"
-    r"|TOKEN$|SECRET|PASSWORD|PASSWD|CREDENTIALS?$|(?:^|_)PAT$|_ORG_ID$|PROJECT_ID$"
+    rf"(?:^|[_.\-])(?!(?:{'|'.join(_ORDINARY_KEY_WORDS)})KEYS?$)[^_.\-]*KEYS?$"
+    r"|TOKEN$|(?<!MAX_)(?<!MIN_)TOKENS$|SECRET|PASSWORD|PASSWD|PASSPHRASE"
+    r"|(?:^|_)(?:PG)?PASS$|CREDENTIALS?$|(?:^|_)PAT$|_ORG_ID$|PROJECT_ID$"
 )
 """An environment variable name that says its value is a secret (``OPENAI_API_KEY``,
-``APIKEY``, ``SIGNINGKEY``, ``HF_TOKEN``, ``GITHUB_PAT``, ``DB_SECRET_VALUE``,
-``PGPASSWORD``). Any name ending in ``KEY`` is one, but for an ordinary word that ends in
-``key`` (``MONKEY``, ``TURKEY``, `_ORDINARY_KEY_WORDS`): its value was cut out of every
-error text. A name wrongly taken for a secret costs a reader a word, one wrongly not taken
-leaks a key."""
+``APIKEY``, ``API_KEYS``, ``SIGNINGKEY``, ``HF_TOKEN``, ``MY_TOKENS``, ``GITHUB_PAT``,
+``DB_SECRET_VALUE``, ``PGPASSWORD``, ``DB_PASS``, ``PGPASS``, ``PASSPHRASE``). Any name
+ending in ``KEY`` (or ``KEYS``) is one, but for an ordinary word that ends in ``key``
+(``MONKEY``, ``TURKEY``, `_ORDINARY_KEY_WORDS`): its value was cut out of every error text.
+``PASS`` counts only as a name's whole last word (``DB_PASS``), never inside one
+(``PASSAGE``, ``BYPASS_CACHE``, ``COMPASS``); ``MAX_TOKENS`` is a count. A name wrongly
+taken for a secret costs a reader a word, one wrongly not taken leaks a key."""
 _ACCOUNT_VARS = ("OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "OPENAI_PROJECT_ID")
 
 _PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [

@@ -164,6 +164,21 @@ def test_redact_machine_drops_the_machines_paths_and_nothing_else(text, shown):
         ("TURKEY", False),
         ("HOCKEY", False),
         ("BROKEN_TOKEN_COUNT", False),
+        # A password by its short names, a passphrase, and names in the plural.
+        ("DB_PASS", True),
+        ("PGPASS", True),
+        ("PASSPHRASE", True),
+        ("GPG_PASSPHRASE", True),
+        ("API_KEYS", True),
+        ("MY_TOKENS", True),
+        ("AWS_CREDENTIALS", True),
+        # ... but not the ordinary words that hold "pass", nor their plurals.
+        ("PASSAGE", False),
+        ("BYPASS_CACHE", False),
+        ("COMPASS", False),
+        ("PASSENGER_COUNT", False),
+        ("MONKEYS", False),
+        ("MAX_TOKENS", False),
     ],
 )
 def test_an_environment_variable_is_a_secret_only_by_a_secret_like_name(monkeypatch, name, secret):
