@@ -116,6 +116,24 @@ _URL_PARAMS = (_CREDENTIAL_PARAM, _ESCAPED_PARAM)
 
 _PATTERNS[:0] = [(pattern, rf"\1{REDACTED}") for pattern in _URL_PARAMS]
 
+_SECRET_REPR = r"Secret(?:Str|Bytes)\(b?"
+"""How pydantic's secret types begin their repr (``SecretStr('**********')``): a client's
+repr (``api_key=SecretStr(...)``) keeps that shape, its quoted value redacted."""
+
+_AUTH_SCHEME = (
+    r"(?:bearer|basic|digest|token|negotiate|ntlm|oauth|hoba|mutual|dpop|aws4-hmac-sha256"
+    r"|(?-i:[A-Z][A-Za-z]*(?:-[A-Za-z]+)*))"
+)
+"""An authorization's scheme: a known one in any case, or a capitalized word (``Custom``).
+Any other first word (``authorization: abc123 is rejected``) is the credentials alone, and
+the word after it the message's."""
+
+_AUTH_VALUE = r"""[\w\-]+=(?:"(?:\\.|[^"\\\n])*"|[^\s,"']*)"""
+_AUTH_PARAMS = rf"{_AUTH_VALUE}(?:[ \t]*,[ \t]*{_AUTH_VALUE})*"
+"""A scheme's credentials written as parameters (Digest's ``response="..."``, AWS
+Signature 4's ``Credential=..., SignedHeaders=..., Signature=...``): all of them go."""
+
+
 _CREDENTIAL_FIELD = re.compile(
     r"(?i)((?:api[_-]?key|x-api-key|(?P<auth>authorization)|openai-organization|openai-project"
     # Named secrets of other kinds, prefixed or not ("db_password", "github_access_token"),
@@ -126,8 +144,9 @@ _CREDENTIAL_FIELD = re.compile(
     # Possessive: else the space or quote before an earlier pass's mark is given to the
     # value, the guard passes, and each pass eats one more character.
     r"[\"']?+\s*+[:=]\s*+)"
-    rf"(?:(?P<q>[\"'])(?!{_MARK})(?:\\.|(?!(?P=q))[^\\\n])*(?P<end>(?P=q))?"
-    rf"|(?!{_MARK})(?(auth)(?:[A-Za-z][\w\-]*[ \t]+)?)[^\s,;\"'}}]+)"
+    rf"(?:(?P<wrap>{_SECRET_REPR})?(?P<q>[\"'])(?!{_MARK})(?:\\.|(?!(?P=q))[^\\\n])*(?P<end>(?P=q))?"
+    rf"|(?!{_MARK}|{_SECRET_REPR})"
+    rf"(?(auth)(?:{_AUTH_SCHEME}[ \t]+)?(?:{_AUTH_PARAMS}|[^\s,;\"'}}]+)|[^\s,;\"'}}]+))"
 )
 """A credential field outside a URL (an error's text, a header dump, a JSON body): its name,
 then its value. A quoted value is the whole quoted text (to its line's end where the text
@@ -140,7 +159,7 @@ first and takes its value alone."""
 
 def _field_redacted(match: re.Match[str]) -> str:
     quote = match["q"] or ""
-    return f"{match[1]}{quote}{REDACTED}{quote if match['end'] else ''}"
+    return f"{match[1]}{match['wrap'] or ''}{quote}{REDACTED}{quote if match['end'] else ''}"
 
 
 _PATTERNS.append((_CREDENTIAL_FIELD, _field_redacted))

@@ -202,6 +202,27 @@ def test_an_environment_variable_is_a_secret_only_by_a_secret_like_name(monkeypa
         ("Authorization: Bearer abc123 def, then", f"Authorization: {REDACTED} def, then"),
         ("Authorization: Custom abc123def is invalid", f"Authorization: {REDACTED} is invalid"),
         ("authorization=abc123def;", f"authorization={REDACTED};"),
+        # A bare token is the credentials alone: the word after it is the message's.
+        ("authorization: abc123 is rejected", f"authorization: {REDACTED} is rejected"),
+        ("authorization: token ghp_abc123 is rejected", f"authorization: {REDACTED} is rejected"),
+        # A scheme whose credentials are a list of parameters: all of them go.
+        (
+            'Authorization: Digest username="u", realm="r", nonce="n", '
+            'response="6629fae49393a05397450978507c4ef1" was refused',
+            f"Authorization: {REDACTED} was refused",
+        ),
+        (
+            "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1"
+            "/s3/aws4_request, SignedHeaders=host;range;x-amz-date, "
+            "Signature=fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024 sent",
+            f"Authorization: {REDACTED} sent",
+        ),
+        # A pydantic secret's repr keeps its shape, its value (masked or not) redacted.
+        (
+            "ChatOpenAI(api_key=SecretStr('**********'), model='m')",
+            f"ChatOpenAI(api_key=SecretStr('{REDACTED}'), model='m')",
+        ),
+        ("api_key=SecretStr('hunter2hunter2')", f"api_key=SecretStr('{REDACTED}')"),
         # A quoted value is the whole quoted text, spaces and commas included.
         ('{"api_key": "abc def, ghi", "n": 1}', f'{{"api_key": "{REDACTED}", "n": 1}}'),
         ("{'Authorization': 'Bearer abc def'}", f"{{'Authorization': '{REDACTED}'}}"),
