@@ -120,6 +120,31 @@ def test_a_spec_keeps_its_cached_answers_whatever_its_role_is_called():
     assert cache_name("m@http://h:8000/v1", "x") == "m@http://h:8000/v1"
 
 
+def test_endpoints_that_differ_only_by_their_key_do_not_share_answers(monkeypatch):
+    # Two accounts (or two deployments behind one gateway) at one URL, their keys in two
+    # variables: both were named "m@url" in the cache, so the second was served the first
+    # one's answers. The key tells them apart now, and no form of it is in the name.
+    from langgraph_moa.providers._models import OpenAIEndpoint
+    from langgraph_moa.run._calls import cache_name
+
+    monkeypatch.setenv("MOA_TEST_KEY_A", "key-of-account-a-0123")
+    monkeypatch.setenv("MOA_TEST_KEY_B", "key-of-account-b-4567")
+    url = "https://gateway.example/v1"
+    first = OpenAIEndpoint(base_url=url, model="m", api_key_env="MOA_TEST_KEY_A")
+    second = OpenAIEndpoint(base_url=url, model="m", api_key_env="MOA_TEST_KEY_B")
+    keyless = OpenAIEndpoint(base_url=url, model="m")
+    names = {cache_name(e, "x") for e in (first, second, keyless)}
+    assert len(names) == 3, names
+    assert cache_name(keyless, "x") == f"m@{url}"  # as it always was
+    assert cache_name(first, "x") == cache_name(first, "y")  # the model, whatever the role
+    for name in names:
+        assert name.startswith(f"m@{url}")
+        assert "key-of-account" not in name and "0123" not in name and "4567" not in name
+    # The same key read from another variable is the same account: its answers are shared.
+    monkeypatch.setenv("MOA_TEST_KEY_B", "key-of-account-a-0123")
+    assert cache_name(first, "x") == cache_name(second, "x")
+
+
 def test_a_local_model_whose_pinned_file_changed_misses_the_cache(monkeypatch):
     """A release that pins another file under the same name must not get the old answers."""
     import dataclasses

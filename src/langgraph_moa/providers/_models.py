@@ -257,8 +257,9 @@ def describe_model(spec: ModelSpec) -> str:
 
     An endpoint URL's credential query parameters (``?key=...``) are shown as redacted: the
     label is written into records, events and traces, while the calls use the spec itself.
-    Two keys to one endpoint thus share a label; the call cache adds a digest of the spec
-    (`run._calls.cache_name`), so they never share cached answers.
+    Two keys to one endpoint (in its URL or its `api_key_env`) thus share a label; the call
+    cache adds a digest of the spec and key (`run._calls.cache_name`), so they never share
+    cached answers.
     """
     if isinstance(spec, str):  # remembered up to REMEMBERED_SPEC_CHARS, as an endpoint is
         return redact_url(spec) if spec[REMEMBERED_SPEC_CHARS:] else _shown(spec)

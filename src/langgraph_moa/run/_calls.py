@@ -13,6 +13,7 @@ import contextvars
 import copy
 import functools
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Generator, Iterator
@@ -413,10 +414,15 @@ def cache_name(spec: Any, label: str) -> str:
     if isinstance(spec, BaseChatModel) and label != named:
         return f"{named} as {label}"
     written = spec.label() if isinstance(spec, OpenAIEndpoint) else spec
+    if isinstance(spec, OpenAIEndpoint) and spec.api_key_env:
+        # Its key comes from a variable: two endpoints at one URL with two keys shared
+        # one name, and the second was served the first one's answers. The same key in
+        # another variable is the same account, and shares them.
+        written = f"{written}\n{os.environ.get(spec.api_key_env, '')}"
     if isinstance(written, str) and written != named:
-        # Its URL's key was redacted: another key (another account, another deployment
-        # behind one gateway) shared the first one's answers. The digest tells them apart
-        # and keeps the key out of the name (the cache's key is itself a digest of it).
+        # Its key (in its URL, redacted, or in a variable) would be another account, or
+        # another deployment behind one gateway. The digest tells them apart and keeps
+        # the key out of the name (the cache's key is itself a digest of it).
         return f"{named}#{_digest(written)}"
     if (digest := local_digest(spec)) is not None:
         # The name alone would serve the answers of the file an earlier release pinned.
@@ -426,7 +432,7 @@ def cache_name(spec: Any, label: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _digest(spec: str) -> str:
-    """Return a one-way digest of a keyed spec, remembered: it names a model on every call."""
+    """Return a one-way digest of a keyed spec and its key, remembered: it names a model."""
     return hashlib.sha256(spec.encode("utf-8")).hexdigest()[:32]
 
 
