@@ -178,13 +178,50 @@ def redact_url(text: str) -> str:
     return text
 
 
+_WHOLE_URL_PARAMS = (
+    re.compile(rf"(?i){_PARAM_START}(?!{_NOT_A_CREDENTIAL}=){_CREDENTIAL_NAME}=([^&#]+)"),
+    re.compile(
+        rf"(?i){_ESCAPED}(?:3F|26|23|3B)(?!{_NOT_A_CREDENTIAL}{_ESCAPED}3D)"
+        rf"{_CREDENTIAL_NAME}{_ESCAPED}3D((?:(?!{_ESCAPED}(?:26|23))[^&#])+)"
+    ),
+)
+"""`_URL_PARAMS` for a spec or URL given alone, not in running text: a value runs to its
+URL's next parameter (``&``, ``#``) or the spec's end, quotes, spaces and ``<>`` included,
+which in running text end it (and the rest of such a key was shown)."""
+
+
+def key_spans(spec: str) -> list[tuple[int, int]]:
+    """Return where the credential values of `spec` (a whole spec or URL) stand, in order."""
+    spans = sorted(m.span(1) for pattern in _WHOLE_URL_PARAMS for m in pattern.finditer(spec))
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:  # an escaped URL's key inside a keyed value: one span
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def redact_spec(spec: str) -> str:
+    """Return a spec or URL given alone with each credential value shown as redacted.
+
+    For what names a model or system by its spec (a label, an eval system's name): unlike
+    `redact_url`, for running text, no part of a value holding a quote, a space or ``<>``
+    is left.
+    """
+    for start, end in reversed(key_spans(spec)):
+        spec = f"{spec[:start]}{REDACTED}{spec[end:]}"
+    return spec
+
+
 def redacted_repr(value: object) -> str:
     """Return ``repr(value)`` through `redact_url`, as an error quotes what it was given.
 
     A spec quoted in an error shows what was written, quotes and all, but not the key its
-    endpoint URL may carry.
+    endpoint URL may carry: a string (or one in a mapping or list) loses its key before it
+    is quoted, so a quote in the key does not end it early.
     """
-    return redact_url(repr(value))
+    return redact_url(repr(redact_urls_in(value, redact_spec)))
 
 
 def url_secrets(url: str) -> list[str]:
@@ -197,10 +234,9 @@ def url_secrets(url: str) -> list[str]:
     then be cut out of every error of every client, the list growing with each request.
     """
     values = set()
-    for pattern in _URL_PARAMS:
-        for match in pattern.finditer(url):
-            value = url[match.end(1) : match.end()]
-            values |= {value, *_spellings(value)}
+    for start, end in key_spans(url):
+        value = url[start:end]
+        values |= {value, *_spellings(value)}
     return sorted((v for v in values if len(v) >= MIN_SECRET_CHARS), key=len, reverse=True)
 
 

@@ -1618,31 +1618,64 @@ def test_ctrl_c_just_after_a_progress_line_does_not_write_that_line_again(monkey
     assert said[0].count("mix: 2/6 items") == 1 and said[0].count("Interrupted.") == 1, said
 
 
-def test_a_stopped_evals_resume_command_says_the_urls_key_is_left_out(tmp_path):
-    # The resume command showed `?key=[redacted]`: typed as shown, it sent "[redacted]" as
-    # the key and failed, and nothing said that the key had been taken out of it.
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sk-secret-0123456789",
+        "ab'cd-secret-tail",
+        'ab"cd-secret-tail',
+        "ab cd-secret-tail",
+        "a<b>-secret-tail",
+    ],
+)
+def test_a_stopped_evals_resume_command_shows_no_part_of_a_urls_key_and_still_runs(tmp_path, key):
+    # The resume command showed `?key=[redacted]`, which, typed as shown, sent "[redacted]"
+    # as the key; and a key holding a quote, a space or "<>" had its rest shown, as
+    # `redact_url` ends a value there in running text. The command reads each key from a
+    # variable now: it holds no part of a key, and the shell gives back the words it was.
+    import os
+    import subprocess
     from types import SimpleNamespace
 
-    from langgraph_moa._redact import redact_url
+    from langgraph_moa._redact import redact_spec, redact_url
     from langgraph_moa.cli._eval import _command, _resume_command, _stopped
 
-    spec = "single:m@https://api.example/v1?key=sk-secret-0123456789"
-    args = ([spec], None, None, tmp_path, 2, 1, None, None, None, False)
+    spec = f"single:m@https://api.example/v1?key={key}&alt=json"
+    other = "single:gemini-flash?key=second-secret-key"
+    systems = [spec, other, "mix"]
+    args = (systems, None, None, tmp_path, 2, 1, spec, spec, None, False)
     command = redact_url(_command(*args))  # as Evaluation keeps it
+    resume = _resume_command(command, True, None, False)
     said = _stopped(
-        SimpleNamespace(items=[1, 2], finished={redact_url(spec): 1}),  # named as Evaluation does
+        SimpleNamespace(items=[1, 2], finished={redact_spec(s): 1 for s in systems}),
         tmp_path,
-        _resume_command(command, False, None, False),
+        resume,
     )
-    assert "sk-secret-0123456789" not in said
-    assert "key=[redacted]" in said
+    assert "secret" not in said and "[redacted]" not in resume
     assert said.endswith(
-        "(its URL's key is left out: write your key where it says [redacted] before running it)"
+        "(no key is shown: the command reads each URL's key from its variable, "
+        "$MOA_URL_KEY and $MOA_URL_KEY_2: set them to your keys before running it)"
     )
+    env = {**os.environ, "MOA_URL_KEY": key, "MOA_URL_KEY_2": "second-secret-key"}
+    words = subprocess.run(
+        ["bash", "-c", f"for w in {resume}; do printf '%s\\0' \"$w\"; done"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")[:-1]
+    expected = ["moa", "eval", "--system", spec, "--system", other, "--system", "mix"]
+    assert words[: len(expected)] == expected
+    assert words[words.index("--judge") + 1] == spec == words[words.index("--baseline") + 1]
+    assert words[-1] == "--no-plots"
     keyless = _resume_command(
-        _command(["single:m@http://127.0.0.1:9/v1"], *args[1:]), False, None, False
+        _command(["single:m@http://127.0.0.1:9/v1"], *args[1:6], None, None, None, False),
+        False,
+        None,
+        False,
     )
-    assert "left out" not in _stopped(
+    assert "MOA_URL_KEY" not in keyless
+    assert "variable" not in _stopped(
         SimpleNamespace(items=[1], finished={"m": 1}), tmp_path, keyless
     )
 

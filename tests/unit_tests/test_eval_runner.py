@@ -831,3 +831,23 @@ def test_a_plot_with_every_call_priced_adds_no_note(mix, tmp_path):
     asyncio.run(Evaluation([mix], ITEMS, tmp_path, prices=prices).run(progress=False))
     report = (tmp_path / "report.md").read_text()
     assert not [line for line in report.splitlines() if "unpriced" in line and line[:1] == ">"]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "single:m@https://api.example/v1?key=ab'cd-secret-tail&alt=json",
+        'single:m@https://api.example/v1?key=ab"cd-secret-tail',
+        "single:m@https://api.example/v1?key=ab<cd>secret-tail",
+        "single:gemini-flash?alt=json&key=ab cd-secret-tail",
+    ],
+)
+def test_a_system_is_named_without_any_part_of_its_urls_key(tmp_path, spec):
+    # Named by `redact_url`, which ends a value at a quote, a space or "<>" as in running
+    # text: the rest of such a key was in the system's name (the report, summary.json, the
+    # rows files, the line a stopped run prints).
+    evaluation = Evaluation([spec], ITEMS[:1], tmp_path, baseline=spec)
+    (name,) = evaluation.finished
+    assert "secret-tail" not in name and "secret-tail" not in evaluation.baseline
+    assert name == evaluation.baseline
+    assert "?" in name and name.endswith(("key=[redacted]", "key=[redacted]&alt=json"))

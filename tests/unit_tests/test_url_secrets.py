@@ -152,6 +152,36 @@ def test_a_traced_model_call_records_its_endpoint_url_without_its_key():
     assert model.default_query == {"alt": "json", "key": SECRET}  # the calls still send it
 
 
+@pytest.mark.parametrize("key", ["ab'cd-secret-tail", 'ab"cd-secret-tail', "a<b>-secret-tail"])
+def test_no_part_of_a_url_key_holding_a_quote_or_angle_bracket_is_shown(key):
+    # `redact_url` ends a value at a quote or "<>", as running text does: the label, the
+    # repr, an error's quoted spec and the tracer's record showed the rest of such a key.
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    from langgraph_moa._redact import redacted_repr, url_secrets
+    from langgraph_moa.providers._models import build_model, describe_model
+
+    url = f"https://api.example.test/v1?key={key}&alt=json"
+    endpoint = _models.OpenAIEndpoint(base_url=url, model="m")
+    assert describe_model(endpoint) == "m@https://api.example.test/v1?key=[redacted]&alt=json"
+    assert describe_model(f"m@{url}") == describe_model(endpoint)
+    assert key in url_secrets(url)
+    seen: list = []
+
+    class Recorder(BaseCallbackHandler):
+        def on_chat_model_start(self, serialized, messages, **kwargs):
+            seen.append(serialized)
+            raise RuntimeError("recorded")
+
+    try:
+        build_model(endpoint, {}).invoke("hi", config={"callbacks": [Recorder()]})
+    except Exception:  # the callback's error, or the call that a unit test may not make
+        pass
+    assert seen, "the tracer saw the call start"
+    for shown in (repr(endpoint), redacted_repr(f"m@{url}"), redacted_repr({"m": url}), repr(seen)):
+        assert "secret-tail" not in shown, shown
+
+
 def test_a_single_model_system_named_by_a_keyed_url_is_written_without_its_key(
     tmp_path, endpoints_answer
 ):

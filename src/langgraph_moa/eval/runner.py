@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from langgraph_moa._json import dumps
-from langgraph_moa._redact import describe_error, redact_url, redacted_repr
+from langgraph_moa._redact import describe_error, redact_spec, redact_url, redacted_repr
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, explain_errors, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
@@ -133,7 +133,7 @@ def single_model(spec: str) -> MoAConfig:
         proposer = ProposerConfig(model=model, max_tokens=SINGLE_MAX_TOKENS, temperature=0.0)
     except ValidationError as exc:
         raise _spec_error(exc, f"system {redacted_repr(spec)}") from None
-    return MoAConfig(variant="select", name=redact_url(spec), proposers=[proposer])
+    return MoAConfig(variant="select", name=redact_spec(spec), proposers=[proposer])
 
 
 def _check_judge(judge: ModelSpec) -> None:
@@ -164,7 +164,7 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
     if isinstance(spec, MoAConfig):
         return _system(spec.name or spec.variant, spec, cache)
     if spec.startswith(SINGLE):  # named as written, less any key in an endpoint URL
-        return _system(redact_url(spec), single_model(spec), cache)
+        return _system(redact_spec(spec), single_model(spec), cache)
     if Path(spec).suffix.lower() in CONFIG_SUFFIXES or spec in list_presets():
         config = load_config(spec)
     else:
@@ -246,7 +246,7 @@ class Evaluation:
                 "give them names that differ in letters or digits."
             )
         # A ``single:`` system is named without its URL's key, and so is its baseline.
-        baseline = redact_url(baseline) if baseline is not None else None
+        baseline = redact_spec(baseline) if baseline is not None else None
         if baseline is not None and baseline not in names:
             raise MoAConfigError(f"The baseline {baseline!r} must be one of the systems: {names}.")
         self.judge, self.baseline = judge, baseline

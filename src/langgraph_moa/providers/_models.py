@@ -28,6 +28,8 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from langgraph_moa._redact import (
+    key_spans,
+    redact_spec,
     redact_url,
     redact_urls_in,
     redacted_repr,
@@ -79,13 +81,13 @@ class OpenAIEndpoint(BaseModel):
         return f"{self.model}@{self.base_url}"
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        """Show `base_url` with its credential parameters redacted (`redact_url`).
+        """Show `base_url` with its credential parameters redacted (`redact_spec`).
 
         ``repr()`` and ``str()`` of a config (a debugger, a failed test, a log line's
         ``{cfg!r}``) showed the URL whole, ``?key=...`` included; the calls still use it.
         """
         for name, value in super().__repr_args__():
-            yield name, redact_url(value) if name == "base_url" else value
+            yield name, redact_spec(value) if name == "base_url" else value
 
 
 def checked_base_url(value: str) -> str:
@@ -216,7 +218,7 @@ def split_provider(spec: str) -> tuple[str, str]:
     # LangChain's guess warns of a guess it will change (a bare "gemini-..." name) repeating
     # what it was given: the spec written without its URL's key, which the guess, by the
     # name's beginning, never reads.
-    inferred = infer_provider(redact_url(spec))
+    inferred = infer_provider(redact_spec(spec))
     if inferred is None:
         raise ModelResolutionError(
             f"Unknown model provider in {redacted_repr(spec)}. Write it as 'provider:model' "
@@ -262,10 +264,10 @@ def describe_model(spec: ModelSpec) -> str:
     cached answers.
     """
     if isinstance(spec, str):  # remembered up to REMEMBERED_SPEC_CHARS, as an endpoint is
-        return redact_url(spec) if spec[REMEMBERED_SPEC_CHARS:] else _shown(spec)
+        return redact_spec(spec) if spec[REMEMBERED_SPEC_CHARS:] else _shown(spec)
     if isinstance(spec, OpenAIEndpoint):
         label = spec.label()
-        return redact_url(label) if label[REMEMBERED_SPEC_CHARS:] else _shown(label)
+        return redact_spec(label) if label[REMEMBERED_SPEC_CHARS:] else _shown(label)
     for attr in ("model_name", "model", "model_id"):
         value = getattr(spec, attr, None)
         if isinstance(value, str) and value:
@@ -275,13 +277,13 @@ def describe_model(spec: ModelSpec) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _shown(spec: str) -> str:
-    """Return `redact_url` of a spec, remembered (the caller bounds its length).
+    """Return `redact_spec` of a spec, remembered (the caller bounds its length).
 
     A role's label names its model on every call, and the regular expression's pass was ten
     function calls per model call. The caller measures the spec by a slice, which costs no
     function call, where ``len`` does.
     """
-    return redact_url(spec)
+    return redact_spec(spec)
 
 
 def cache_identity(spec: ModelSpec) -> Any:
@@ -422,13 +424,13 @@ def _traced_without_url_key(model: BaseChatModel, base_url: str) -> None:
     computes that record once per model (a cached property), so it is computed here,
     redacted; the calls send the parameters as given.
     """
-    if redact_url(base_url) == base_url:
+    if not key_spans(base_url):
         return
     from langchain_core.load import dumpd
 
     secrets = url_secrets(base_url)  # the record holds them apart from the URL too
     model.__dict__["_serialized"] = redact_urls_in(
-        dumpd(model), lambda text: without(redact_url(text), secrets)
+        dumpd(model), lambda text: redact_url(without(text, secrets))
     )
 
 
