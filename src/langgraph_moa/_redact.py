@@ -264,8 +264,17 @@ def without(text: str, secrets: list[str]) -> str:
     return text
 
 
-def redact_urls_in(value: Any, redactor: Callable[[str], str] = redact_url) -> Any:
-    """Return JSON-like `value` with `redactor` (`redact_url`) applied to every string in it.
+def redact_field(text: str) -> str:
+    """Return `redact_spec` of a one-word string (a spec, a URL), `redact_url` of any other.
+
+    A config's field is either a spec or URL given alone, whose key may hold a quote, or
+    running text (a prompt), in which `redact_url` leaves the words after a value.
+    """
+    return redact_spec(text) if text.split() == [text] else redact_url(text)
+
+
+def redact_urls_in(value: Any, redactor: Callable[[str], str] = redact_field) -> Any:
+    """Return JSON-like `value` with `redactor` (`redact_field`) applied to every string in it.
 
     For what is written whole (a dumped config, a model as a tracer records it): an
     endpoint's URL may stand anywhere in it. A model's record holds its URL's query apart,

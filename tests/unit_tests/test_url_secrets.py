@@ -182,6 +182,29 @@ def test_no_part_of_a_url_key_holding_a_quote_or_angle_bracket_is_shown(key):
         assert "secret-tail" not in shown, shown
 
 
+def test_a_configs_repr_shows_no_key_of_a_spec_string():
+    # An endpoint object's repr redacted its URL, but a spec written as a string
+    # ("m@https://host/v1?key=...") was shown whole by repr() and str() of the config: a
+    # debugger, a failed test, a log line's {cfg!r}.
+    config = MoAConfig(proposers=[SPEC, "openai:gpt-4o"], aggregator=SPEC)
+    for shown in (repr(config), str(config), repr(config.proposers[0])):
+        assert SECRET not in shown and SHOWN in shown
+    assert config.proposers[0].model == SPEC  # the calls still use it
+
+
+def test_an_evals_provenance_holds_no_part_of_a_key_holding_a_quote():
+    # The config's dump went through `redact_url`, which ends a value at a quote as running
+    # text does: provenance.json held the rest of such a key.
+    from langgraph_moa.eval.provenance import system_record
+
+    url = "https://api.example.test/v1?key=ab'cd-secret-tail&alt=json"
+    endpoint = _models.OpenAIEndpoint(base_url=url, model="m")
+    config = MoAConfig(proposers=[endpoint, f"m@{url}"], aggregator="openai:gpt-4o")
+    record = repr(system_record(config))
+    assert "secret-tail" not in record and "key=[redacted]&alt=json" in record
+    assert "Your task is to synthesize" in record  # the prompts are as written
+
+
 def test_a_single_model_system_named_by_a_keyed_url_is_written_without_its_key(
     tmp_path, endpoints_answer
 ):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
@@ -31,7 +31,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, ErrorDetails
 
-from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip, redact
+from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip, redact, redact_spec
 from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._files import read_mapping_file
 from langgraph_moa.config._limits import (
@@ -133,6 +133,16 @@ class RoleConfig(BaseModel):
     @classmethod
     def _printable_name(cls, value: str | None) -> str | None:
         return None if value is None else printable(value, "a display name")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """Show a spec string with its URL's key redacted (`redact_spec`).
+
+        An endpoint object's repr redacts its URL; a spec written as a string
+        (``m@https://host/v1?key=...``) was shown whole by ``repr()`` and ``str()`` of a
+        config. The calls still use the spec as written.
+        """
+        for name, value in super().__repr_args__():
+            yield name, redact_spec(value) if name == "model" and isinstance(value, str) else value
 
     @property
     def label(self) -> str:
