@@ -226,17 +226,21 @@ def test_a_single_model_system_named_by_a_keyed_url_is_written_without_its_key(
     assert "moa eval --systems 'single:" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.parametrize("key", [SECRET, "ab'cd-secret-tail"])
 def test_a_langsmith_experiment_of_a_keyed_url_is_named_without_its_key(
-    tmp_path, endpoints_answer, monkeypatch
+    tmp_path, endpoints_answer, monkeypatch, key
 ):
+    # A key holding a quote had its rest in the experiment's name and metadata.
     import langsmith
 
     from langgraph_moa.eval.langsmith_eval import evaluate_system
 
     given: dict = {}
     monkeypatch.setattr(langsmith, "evaluate", lambda target, **kwargs: given.update(kwargs))
-    evaluate_system(f"single:{SPEC}", [], cache_dir=tmp_path, upload_results=False)
-    assert SECRET not in repr(given)
+    evaluate_system(
+        f"single:{SPEC.replace(SECRET, key)}", [], cache_dir=tmp_path, upload_results=False
+    )
+    assert key not in repr(given) and "secret-tail" not in repr(given)
     assert given["metadata"] == {"system": f"single:{SHOWN}"}
     assert given["experiment_prefix"] == f"moa-single:{SHOWN}"
 

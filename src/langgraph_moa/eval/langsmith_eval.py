@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from langgraph_moa._redact import redact_url
+from langgraph_moa._redact import redact_spec
 from langgraph_moa.errors import EvalDatasetError
 from langgraph_moa.eval.datasets import EvalItem, gsm8k_final_number
 from langgraph_moa.eval.scorers import score
@@ -199,8 +199,8 @@ def evaluate_system(
         data=data,
         evaluators=[correct],
         # As given, less the key of a ``single:`` system's endpoint URL (``?key=...``).
-        experiment_prefix=experiment_prefix or f"moa-{redact_url(system)}",
-        metadata={"system": redact_url(system)},
+        experiment_prefix=experiment_prefix or f"moa-{redact_spec(system)}",
+        metadata={"system": redact_spec(system)},
         max_concurrency=max_concurrency,
         client=client,
         upload_results=upload_results,
