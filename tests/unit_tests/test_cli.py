@@ -1805,3 +1805,46 @@ def test_a_question_saved_with_a_byte_order_mark_reaches_the_models_without_it(
     question = tmp_path / "q.txt"
     question.write_bytes(data)
     assert read_question(None, question) == "Why is the sky blue?"
+
+
+def test_the_version_flag_imports_nothing_heavy():
+    # `moa --version` imported the whole command first (typer, rich, langchain, langgraph,
+    # openai: over a thousand modules), seconds on a loaded machine for one line.
+    import subprocess
+    import sys
+
+    import langgraph_moa
+
+    probe = (
+        "import json, sys\n"
+        "sys.argv = ['moa', sys.argv[1]]\n"
+        "from langgraph_moa.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    sys.stderr.write(json.dumps(sorted(sys.modules)))\n"
+    )
+    for flag in ("--version", "-V"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, flag], capture_output=True, text=True, timeout=120
+        )
+        assert (done.returncode, done.stdout) == (0, f"langgraph-moa {langgraph_moa.__version__}\n")
+        loaded = json.loads(done.stderr)
+        heavy = [
+            m
+            for m in loaded
+            if m.split(".")[0]
+            in {
+                "typer",
+                "click",
+                "rich",
+                "langchain_core",
+                "langgraph",
+                "openai",
+                "httpx",
+                "pydantic",
+            }
+        ]
+        assert heavy == [], flag
+        ours = [m for m in loaded if m.startswith("langgraph_moa")]
+        assert ours == ["langgraph_moa", "langgraph_moa.cli"], flag

@@ -6,10 +6,14 @@ traceback. `main` first makes Ctrl-C end the process as the command does ("Inter
 exit code 130), and SIGTERM too ("Terminated.", 143), then imports the command, whose own
 handler takes over: nothing has started yet (no server, no call), so there is nothing to stop
 or keep.
+
+``moa --version`` (``-V``) alone is answered here, before that import: one line that needs
+only the package's `__version__`, not the thousand modules of the command.
 """
 
 import os
 import signal
+import sys
 from typing import Any
 
 INTERRUPTED_EXIT = 130
@@ -42,10 +46,24 @@ def _interrupted_while_starting(signum: int, frame: Any) -> None:
     os._exit(code)
 
 
+def _print_version() -> None:
+    """Print the version as the command's ``--version`` does (`_app._version`), and no more."""
+    from langgraph_moa import __version__
+
+    try:
+        sys.stdout.write(f"langgraph-moa {__version__}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `moa -V | true`: the reader left, as the command takes it
+        sys.stderr.close()
+
+
 def main() -> None:
     """Run the `moa` command, Ctrl-C and SIGTERM handled from its first moment."""
     signal.signal(signal.SIGINT, _interrupted_while_starting)
     signal.signal(signal.SIGTERM, _interrupted_while_starting)
+    if sys.argv[1:] in (["--version"], ["-V"]):
+        _print_version()
+        return
     from langgraph_moa.cli._app import main as run_command
 
     run_command()
