@@ -1264,3 +1264,43 @@ def test_a_wait_cancelled_in_a_loop_that_then_closes_still_gives_its_place_back(
     assert not big.is_alive(), "the cancelled call's thread kept the room"
     room.leave()
     assert room._inside == 0
+
+
+def test_a_schema_probe_builds_no_http_client(monkeypatch):
+    # The schema check of a local aggregator (before any model is built) made a ChatOpenAI
+    # whose validation built an OpenAI and an AsyncOpenAI client on LangChain's default
+    # HTTP clients, at every run, for a model that is never called.
+    import openai
+    from langchain_openai.chat_models import base
+    from pydantic import BaseModel
+
+    from langgraph_moa.errors import MoAInputError
+    from langgraph_moa.local.runtime import schema_probe
+    from langgraph_moa.run._inputs import check_aggregator_schema
+
+    built: list[str] = []
+
+    def counted(cls: type) -> type:
+        class Counted(cls):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                built.append(cls.__name__)
+                super().__init__(*args, **kwargs)
+
+        return Counted
+
+    monkeypatch.setattr(openai, "OpenAI", counted(openai.OpenAI))
+    monkeypatch.setattr(openai, "AsyncOpenAI", counted(openai.AsyncOpenAI))
+    for name in ("_get_default_httpx_client", "_get_default_async_httpx_client"):
+        original = getattr(base, name)
+        monkeypatch.setattr(
+            base, name, lambda *a, _o=original, _n=name, **k: built.append(_n) or _o(*a, **k)
+        )
+
+    class Answer(BaseModel):
+        text: str
+
+    probe = schema_probe("tiny", {"temperature": 0.2, "timeout": 30.0})
+    check_aggregator_schema(probe, "local:tiny", Answer, "json_schema", {})  # takes it
+    with pytest.raises(MoAInputError, match="cannot answer"):  # still says no where it must
+        check_aggregator_schema(probe, "local:tiny", {"type": "object"}, "json_schema", {})
+    assert built == []

@@ -985,14 +985,21 @@ def schema_probe(name: str, params: dict[str, Any]) -> BaseChatModel:
 
     Whether it answers in a structured-output schema is its OpenAI client's to say
     (`with_structured_output` makes no call): a run refused for its schema must not first
-    start a server (tens of seconds, GBs of memory). It is never called.
+    start a server (tens of seconds, GBs of memory). It is never called, so it has no
+    clients: given none, LangChain's validation builds an OpenAI and an AsyncOpenAI client
+    on its default HTTP clients at every run. A placeholder where they go makes it build
+    none; a call would still find the server and build them (`LocalChatModel._ensure_server`).
     """
     return LocalChatModel(
         model=name,
         base_url="http://127.0.0.1:9/v1",
         api_key="local",  # type: ignore[arg-type]
-        **params,
+        **{**params, "client": _NO_CLIENT, "async_client": _NO_CLIENT},
     )
+
+
+_NO_CLIENT = object()
+"""Stands where a schema probe's clients go, so that LangChain builds none (`schema_probe`)."""
 
 
 def local_chat_model(name: str, params: dict[str, Any]) -> BaseChatModel:
