@@ -18,18 +18,21 @@ from typing import Any
 from langgraph_moa.errors import MoAConfigError
 
 
-def open_checkpointer(url: str) -> Any:
+def open_checkpointer(url: str, *, serde: Any = None) -> Any:
     """Open a synchronous checkpointer from ``sqlite:///path.db`` or ``postgresql://...``.
 
     The caller owns it and should close its connection (``saver.conn.close()``) when done.
     For async runs, pass LangGraph's `AsyncSqliteSaver` or `AsyncPostgresSaver` yourself.
+    `serde` is the saver's serializer (LangGraph's default if None): a pydantic
+    `response_format` answer is read back as its own type only where the serializer allows
+    it, ``JsonPlusSerializer(allowed_msgpack_modules=[("myapp", "Answer")])``.
     """
     if url.startswith("sqlite:///"):
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        sqlite_saver = SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+        sqlite_saver = SqliteSaver(sqlite3.connect(path, check_same_thread=False), serde=serde)
         sqlite_saver.setup()
         return sqlite_saver
     if url.startswith(("postgresql://", "postgres://")):
@@ -44,7 +47,7 @@ def open_checkpointer(url: str) -> Any:
             ) from None
         # LangGraph's Postgres saver needs autocommit and dict rows.
         conn = Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
-        postgres_saver = PostgresSaver(conn)
+        postgres_saver = PostgresSaver(conn, serde=serde)
         postgres_saver.setup()
         return postgres_saver
     raise MoAConfigError(
