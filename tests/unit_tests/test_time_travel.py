@@ -96,3 +96,32 @@ def test_an_edit_of_a_run_whose_context_changed_only_sampling_settings_routes(fa
     assert len(log.calls) == 3  # the two proposers, then on resume only the aggregator
     assert "the approved proposal" in " ".join(m.text for m in log.by("AGG")[0].messages)
     assert out["messages"][-1].text == "AGG #1"
+
+
+def test_an_edited_layer_is_trimmed_with_the_max_tokens_of_the_runs_context(fake, log):
+    """update_state builds the next layer's sends without the run's context: the references
+    were fitted to the proposers' context window with the config's max_tokens (10), not the
+    run's (3000), and went whole to models that had no room for them."""
+    from langgraph_moa import ProposerConfig
+
+    def proposer(label):
+        return ProposerConfig(model=fake(label), context_window=4000, max_tokens=10)
+
+    config = MoAConfig(proposers=[proposer("A"), proposer("B")], aggregator=fake("AGG"), layers=3)
+    graph = create_moa_graph(config, checkpointer=InMemorySaver())
+    context = {"max_tokens": 3000}
+    graph.invoke(QUESTION, THREAD, context=context)
+    closed = next(
+        s
+        for s in graph.get_state_history(THREAD)
+        if s.values.get("layer") == 1 and s.next == ("propose", "propose")
+    )
+    long = "word " * 1200  # fits 3990 tokens of room, not 1000
+    edited = graph.update_state(closed.config, {"references": [long, "short"]})
+    asked = len(log.calls)
+    graph.invoke(None, edited, context=context)
+    layer_two = [c for c in log.calls[asked:] if c.label != "AGG"]
+    assert len(layer_two) == 2
+    for call in layer_two:
+        prompt = " ".join(m.text for m in call.messages)
+        assert long.strip() not in prompt and "[...]" in prompt and "short" in prompt

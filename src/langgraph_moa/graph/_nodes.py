@@ -140,11 +140,13 @@ class MoANodes:
         config routes then, unless the run's context changed who is asked, how often or how
         many layers there are (`route_digest`: its temperature or max_tokens route nothing),
         which would route the run as another MoA (skip its next layer, say). That is refused,
-        naming the edit that routes with the run's context.
+        naming the edit that routes with the run's context. Its max_tokens does not route,
+        but fits a layer's references to its proposers' context window: the proposer node
+        does that, with the run's context (`Plan.without_context`).
         """
         if _runtime() is not None:
             return self.plan()
-        plan = plan_for(self.configs.get(None))
+        plan = plan_for(self.configs.get(None), without_context=True)
         _, mark, digests = state.get("run_token", "").partition(SHAPE_MARK)
         route, _, shape = digests.rpartition(SHAPE_MARK)  # no route: written before it was
         if mark and (route or shape) != self._digests(plan.cfg)[2 if route else 1]:
@@ -310,6 +312,9 @@ class MoANodes:
             task.get("options") or {}, cfg.proposers, call.proposer, call.sample
         )
         picks = cfg.rules.returns_proposal()  # then proposals get `stop`
+        messages = task["messages"]
+        if (references_of := task.get("references_of")) is not None:  # routed by an edit
+            messages = with_references(cfg, list(messages), references_of, cfg.proposers)[0]
 
         def request() -> _Request:
             chat = self._proposer_model(cfg, p, streamed=watched)
@@ -320,7 +325,7 @@ class MoANodes:
                 [TAG_PROPOSER] if watched else [TAG_PROPOSER, NOSTREAM],
             )
             params = params_with(p.call_params(), options, stop=picks)
-            return _Request(model, task["messages"], params, p.model, trace, options=options)
+            return _Request(model, messages, params, p.model, trace, options=options)
 
         outcome = yield from self._attempt(
             cfg,

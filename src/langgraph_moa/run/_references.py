@@ -89,6 +89,20 @@ def with_references(
     return messages, trimmed
 
 
+def reference_inputs(state: MoAState) -> MoAState:
+    """Return the part of `state` that `with_references` reads, to build a layer later.
+
+    An edit by `update_state` routes without the run's context, whose ``max_tokens`` the
+    trimming needs: the proposer node builds its input from these with the run's config.
+    """
+    return {
+        "references": state["references"],
+        "missing": state.get("missing", 0),
+        "layer": state.get("layer", 0),
+        "calls": answered_proposals(state),
+    }
+
+
 def in_reference_order(cfg: MoAConfig, layer: int, items: list[T]) -> list[T]:
     """Return a layer's outputs (or their slots) in the order the next input shows them.
 

@@ -208,3 +208,7 @@ class ProposerTask(TypedDict):
     """When the layer fanned out (Unix time): its deadline counts from here, resumed or not."""
     options: NotRequired[dict[str, Any]]
     """The run's call options (tools, stop, ...; see `MoAInput`), when it has any."""
+    references_of: NotRequired[MoAState]
+    """The finished layer's references, when `messages` is the bare conversation: the task
+    was routed by `update_state`, without the run's context, and the proposer node fits
+    them to its proposers with the run's config (`reference_inputs`)."""
