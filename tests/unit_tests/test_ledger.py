@@ -77,3 +77,40 @@ async def test_a_finished_async_runs_steps_are_dropped(fake, ledgers):
         await graph.ainvoke(QUESTION)
     [ledger] = ledgers
     assert len(ledger) == 0
+
+
+def test_a_copy_of_a_thread_running_beside_it_keeps_its_own_step(fake, ledgers):
+    """A thread's state copied to another thread (`update_state` on a new thread_id) keeps
+    its run token, and ThreadBusyError does not refuse it (another thread): the two runs
+    shared one ledger entry, so the copy's step replaced the original's mid-call, and the
+    copy's end dropped the step the original was still working on."""
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+
+    def hold_first(n, _messages):
+        if n == 1:  # the original's aggregator call waits while the copy runs
+            entered.set()
+            release.wait(30)
+
+    graph = create_moa_graph(
+        MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG", fail=hold_first)),
+        checkpointer=InMemorySaver(),
+    )
+    original, copy = ({"configurable": {"thread_id": t}} for t in ("a", "b"))
+    graph.invoke(QUESTION, original, interrupt_before=["aggregate"])
+    graph.update_state(copy, graph.get_state(original).values, as_node="join_layer")
+    assert graph.get_state(copy).next == ("aggregate",)
+    [ledger] = ledgers
+    done: list = []
+    runner = threading.Thread(target=lambda: done.append(graph.invoke(None, original)))
+    runner.start()
+    try:
+        assert entered.wait(30)
+        assert graph.invoke(None, copy)["messages"][-1].text == "AGG #2"
+        assert _held(ledger) == 1  # the original's step, still there for its call
+    finally:
+        release.set()
+        runner.join(30)
+    assert done[0]["messages"][-1].text == "AGG #1"
+    assert _held(ledger) == 0

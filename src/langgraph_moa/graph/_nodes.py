@@ -403,7 +403,7 @@ class MoANodes:
         read per step): after a resume they hold the attempts and answers made before it.
         """
         task_at = here()
-        step = self.ledger.step(token, task_at.checkpoint_id)
+        step = self.ledger.step(token, task_at)
         if task_at.durable is not None:
             if step.claim_read():  # the step's first task reads; the others wait for it
                 try:

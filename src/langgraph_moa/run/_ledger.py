@@ -210,6 +210,23 @@ class AwaitRead(NamedTuple):
 _READ_WAIT_S = 30.0
 
 
+RunKey = tuple[str, str, str]
+"""A run in the ledger: its token, and the thread and checkpoint namespace it runs on."""
+
+
+def run_key(token: str, at: Here) -> RunKey:
+    """Name the run of `token` running at `at`.
+
+    The token alone does not: a thread's state copied to another thread (``update_state``
+    on a new thread_id) carries its token, and `ThreadBusyError` lets the two run at once
+    (they are two threads), each on its own step.
+    """
+    if at.durable is None:
+        return (token, "", "")
+    configurable = at.durable.config["configurable"]
+    return (token, str(configurable["thread_id"]), str(configurable["checkpoint_ns"]))
+
+
 class Ledger:
     """The current step of each run this process is working on.
 
@@ -220,20 +237,21 @@ class Ledger:
     """
 
     def __init__(self, size: int = 4096) -> None:
-        self._runs: BoundedLRU[str, tuple[str, Step]] = BoundedLRU(size)
+        self._runs: BoundedLRU[RunKey, tuple[str, Step]] = BoundedLRU(size)
         self._lock = threading.Lock()
 
-    def step(self, token: str, checkpoint_id: str) -> Step:
+    def step(self, token: str, at: Here) -> Step:
         """Return the step of a run, created on first use (dropping the run's step before)."""
+        key = run_key(token, at)
         with self._lock:
-            current = self._runs.get(token)
-            if current is not None and current[0] == checkpoint_id:
+            current = self._runs.get(key)
+            if current is not None and current[0] == at.checkpoint_id:
                 return current[1]
-            return self._runs.put(token, (checkpoint_id, Step()))[1]
+            return self._runs.put(key, (at.checkpoint_id, Step()))[1]
 
     def end(self, token: str) -> None:
-        """Forget a run that ended: it will not be resumed at a step this process holds."""
-        self._runs.pop(token)
+        """Forget the running task's run, which ended: no resume needs a step held here."""
+        self._runs.pop(run_key(token, here()))
 
     def __len__(self) -> int:
         return len(self._runs)
