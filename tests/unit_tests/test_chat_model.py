@@ -1063,25 +1063,31 @@ def test_a_schema_a_local_aggregator_refuses_is_refused_before_its_server_starts
 ):
     """The local aggregator's model was built (its llama.cpp server spawned: tens of seconds
     and GBs of memory; async runs waited for it to be ready) before it was asked the schema."""
-    import asyncio
+    graph, started = _local_moa(fake, monkeypatch, TITLELESS)
+    with pytest.raises(MoAInputError, match="give the JSON schema a top-level 'title'"):
+        _run(graph, run, {"messages": [("user", "q")]})
+    assert started == [] and log.calls == []
 
+
+def _local_moa(fake, monkeypatch, schema):
+    """A MoA of local models whose servers are not spawned; and the list of those asked for."""
     from langgraph_moa.local.runtime import LocalRuntime
 
-    started = []
+    started: list[str] = []
 
     class Server:  # the local runtime's server, not spawned
         url = "http://127.0.0.1:9/v1"
 
     monkeypatch.setattr(LocalRuntime, "server", lambda self, name: started.append(name) or Server())
     config = MoAConfig(proposers=[fake("A"), "local:qwen2.5-0.5b"], aggregator="local:qwen2.5-0.5b")
-    graph = create_moa_graph(config, response_format=TITLELESS)
-    state = {"messages": [("user", "q")]}
-    with pytest.raises(MoAInputError, match="give the JSON schema a top-level 'title'"):
-        if run == "invoke":
-            graph.invoke(state)
-        else:
-            asyncio.run(graph.ainvoke(state))
-    assert started == [] and log.calls == []
+    return create_moa_graph(config, response_format=schema), started
+
+
+def _run(graph, run, state):
+    """Run `graph` on `state` with `invoke`, or with `ainvoke` on a new event loop."""
+    import asyncio
+
+    return graph.invoke(state) if run == "invoke" else asyncio.run(graph.ainvoke(state))
 
 
 def test_a_run_context_naming_another_aggregator_is_checked_at_the_run_start(fake, log):
@@ -1117,3 +1123,19 @@ def test_a_json_schema_without_a_title_is_refused_where_moa_makes_a_tool_of_it(f
     with pytest.raises(MoAInputError, match=r"^The structured-output schema .* is no schema: "):
         llm.with_structured_output(TITLELESS).invoke("q")
     assert log.calls == []
+
+
+@pytest.mark.parametrize("schema", [TITLELESS, None])
+@pytest.mark.parametrize("run", ["invoke", "ainvoke"])
+def test_a_bad_conversation_is_named_before_a_refused_schema_and_starts_nothing(
+    fake, log, monkeypatch, run, schema
+):
+    """A run with both a conversation no model can answer and a schema its aggregator
+    refuses named the schema: the user fixed it, ran again, and only then heard of the
+    conversation, the part of the request that is theirs at every run. An async run
+    started its local servers (seconds, GBs of memory) before refusing the conversation."""
+    graph, started = _local_moa(fake, monkeypatch, schema)
+    state = {"messages": [("user", "q"), ("assistant", "a")]}
+    with pytest.raises(MoAInputError, match=r"^The last message must come from the user"):
+        _run(graph, run, state)
+    assert started == [] and log.calls == []

@@ -202,13 +202,22 @@ class MoANodes:
 
     def prepare(self, state: MoAState) -> dict[str, Any]:
         """Check the input and the models before any call is paid for; reset run data."""
+        return self._prepare(self._checked(state), state)
+
+    def _checked(self, state: MoAState) -> MoAConfig:
+        """Refuse the run's conversation, then its schema, if need be; return its config.
+
+        The conversation first: it is the caller's own, new at each run, and checking it
+        builds nothing; the schema check may build models, and an async run then starts
+        its local servers (`aprepare`), neither worth doing for a run refused anyway.
+        """
+        validate_conversation(state.get("messages", []))
         cfg = self.plan().cfg
         self._check_structures(cfg)
-        return self._prepare(cfg, state)
+        return cfg
 
     def _prepare(self, cfg: MoAConfig, state: MoAState) -> dict[str, Any]:
-        """`prepare` once the aggregators have taken the schema (`_check_structures`)."""
-        validate_conversation(state.get("messages", []))
+        """`prepare` once the conversation and the schema were taken (`_check_structures`)."""
         _, shape, route = self._digests(cfg)
         if cfg.aggregation.chunked:
             refuse_what_parts_cannot_write(self, state)
@@ -263,10 +272,9 @@ class MoANodes:
 
         The blocking part of a local model (assembling and verifying its file, starting its
         server) runs in a worker thread first: an ASGI server's loop must never wait on it
-        (LangGraph server refuses such a call outright).
+        (LangGraph server refuses such a call outright), after the run's checks.
         """
-        cfg = self.plan().cfg
-        self._check_structures(cfg)
+        cfg = self._checked(state)
         local = cfg.local_model_names()
         if local:
             from langgraph_moa.local.runtime import start_local_servers
