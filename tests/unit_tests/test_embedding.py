@@ -23,6 +23,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphRecursionError
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command, interrupt
+from pydantic import BaseModel
 
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.errors import MoAError
@@ -389,3 +390,23 @@ async def test_a_thread_cancelled_mid_proposal_resumes_with_each_call_made_once(
     assert [m.text for m in out["messages"]] == ["hi", "AGG #1"]
     assert sorted(c.label for c in log.calls) == ["A", "A", "AGG", "B", "B"]
     assert not (await app.aget_state(thread("x"))).next
+
+
+class Verdict(BaseModel):
+    """A `response_format` model, as a user's application defines it."""
+
+    city: str
+
+
+def test_under_strict_msgpack_a_pydantic_answer_reads_back_as_its_type(
+    strict_msgpack, fake, tmp_path
+):
+    # LangGraph's strict reader allows the types of the graph's schemas, and the MoA's
+    # `structured_response` is typed Any: the response_format's model came back as a dict
+    # from the checkpoint (its `city` attribute gone) unless the user built a serializer.
+    agg = fake("AGG", reply=lambda label, n, msgs: '{"city": "Paris"}')
+    config = MoAConfig(proposers=[fake("A")], aggregator=agg)
+    connection = sqlite3.connect(tmp_path / "strict.db", check_same_thread=False)
+    graph = create_moa_graph(config, checkpointer=SqliteSaver(connection), response_format=Verdict)
+    assert graph.invoke(QUESTION, thread("t"))["structured_response"] == Verdict(city="Paris")
+    assert graph.get_state(thread("t")).values["structured_response"] == Verdict(city="Paris")

@@ -31,6 +31,7 @@ from langgraph_moa.config._loader import ConfigSource, load_config
 from langgraph_moa.config._schema import MAX_ATTEMPTS
 from langgraph_moa.config.context import MoAContext
 from langgraph_moa.graph._nodes import MoANodes
+from langgraph_moa.graph.durable import allowing_answers
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run._answer import TAG_FINAL, final_answer_only, parse_choice
 from langgraph_moa.run._inputs import (
@@ -76,7 +77,9 @@ def create_moa_graph(
     Args:
         config: A `MoAConfig`, a preset name, a YAML/JSON file path or a mapping of
             settings (`load_config`); None means the default preset.
-        checkpointer: Optional LangGraph checkpointer for durable, resumable runs.
+        checkpointer: Optional LangGraph checkpointer for durable, resumable runs; a
+            pydantic `response_format` is added to its strict msgpack allowlist
+            (`allowing_answers`).
         name: Graph name shown in traces; defaults to the preset name or ``"moa"``.
         response_format: A pydantic model, TypedDict or JSON schema: the final aggregator
             answers through its `with_structured_output`, and the parsed answer is returned
@@ -156,7 +159,10 @@ def create_moa_graph(
     builder.add_conditional_edges(AGGREGATE, after_aggregate, [PROPOSE, AGGREGATE, END])
     builder.add_edge(RANK, END)
     builder.add_edge(SELECT, END)
-    graph = builder.compile(checkpointer=checkpointer, name=name or config.name or "moa")
+    graph = builder.compile(
+        checkpointer=allowing_answers(checkpointer, response_format),
+        name=name or config.name or "moa",
+    )
     return guard_input(graph)
 
 

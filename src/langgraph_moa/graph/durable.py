@@ -15,7 +15,23 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
 from langgraph_moa.errors import MoAConfigError
+
+
+def allowing_answers(checkpointer: Any, response_format: Any) -> Any:
+    """Return `checkpointer` with a pydantic `response_format` among the types it reads back.
+
+    Under ``LANGGRAPH_STRICT_MSGPACK`` LangGraph reads back only the types of a graph's
+    schemas, and the answer's channel (``structured_response``) is typed Any: the model came
+    back as a dict. LangGraph's own shallow clone adds it (the caller's saver is unchanged);
+    a permissive serializer (the default) allows every type already, with a warning that
+    only `open_checkpointer`'s ``serde=`` silences.
+    """
+    if isinstance(response_format, type) and isinstance(checkpointer, BaseCheckpointSaver):
+        return checkpointer.with_allowlist([(response_format.__module__, response_format.__name__)])
+    return checkpointer
 
 
 def open_checkpointer(url: str, *, serde: Any = None) -> Any:
