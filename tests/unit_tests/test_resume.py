@@ -122,25 +122,72 @@ def test_a_run_resumed_with_other_retry_and_timeout_settings_goes_on(fake, log):
     assert out["messages"][-1].text.startswith("AGG")
 
 
-def test_a_checkpoint_from_before_the_config_check_still_resumes(fake, log, monkeypatch):
-    """A checkpoint written by an older version holds no config digest: it resumes as before."""
-    from langgraph_moa.graph._nodes import MoANodes
+def old_checkpoint(tmp_path):
+    """A SqliteSaver holding the rows an earlier version (2026-12-03) wrote, as it wrote them.
 
-    prepare = MoANodes.prepare
+    The run (proposers A, B, C; aggregator AGG; 2 layers) was killed in layer 1 after A and B
+    answered; its run token holds no digest of its MoA, which was recorded only later.
+    """
+    import base64
+    import json
+    import sqlite3
+    from pathlib import Path
 
-    def older_prepare(self, state):
-        update = prepare(self, state)
-        update["run_token"] = update["run_token"].partition("/")[0]  # as written before the check
-        return update
+    from langgraph.checkpoint.sqlite import SqliteSaver
 
-    monkeypatch.setattr(MoANodes, "prepare", older_prepare)
-    saver = InMemorySaver()
-    config = killed_mid_layer(fake, saver)
-    monkeypatch.setattr(MoANodes, "prepare", prepare)
-    before = len(log.calls)
-    out = create_moa_graph(config, checkpointer=saver).invoke(None, THREAD)
-    assert [c.label for c in log.calls[before:]] == ["C", "AGG"]
-    assert out["messages"][-1].text.startswith("AGG")
+    data = json.loads(
+        (Path(__file__).parents[1] / "fixtures" / "checkpoint_before_moa_digest.json").read_text()
+    )
+    saver = SqliteSaver(sqlite3.connect(tmp_path / "moa.db", check_same_thread=False))
+    saver.setup()
+    with saver.conn:
+        for table in ("checkpoints", "writes"):
+            for row in data[table]:
+                blobs = {"checkpoint", "metadata", "value"}
+                values = [
+                    base64.b64decode(v) if k in blobs and v is not None else v
+                    for k, v in row.items()
+                ]
+                marks = ", ".join("?" * len(values))
+                saver.conn.execute(
+                    f"INSERT INTO {table} ({', '.join(row)}) VALUES ({marks})", values
+                )
+    return saver
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda fake: {}, id="same"),
+        pytest.param(lambda fake: {"proposers": [fake("A"), fake("B")]}, id="fewer"),
+        pytest.param(lambda fake: {"proposers": [fake("X"), fake("B"), fake("C")]}, id="other"),
+        pytest.param(lambda fake: {"aggregator": fake("OTHER")}, id="aggregator"),
+    ],
+)
+def test_a_run_an_earlier_version_checkpointed_mid_layer_is_refused_in_one_sentence(
+    fake, log, tmp_path, change
+):
+    """Its token names no MoA, so a resume cannot tell the MoA that started it from another.
+
+    Resumed by a graph with fewer proposers it ended in a bare IndexError; with another
+    proposer or aggregator it silently mixed the two MoAs' proposals. It is refused, before
+    any call, in one sentence that says what to do; the thread still takes new input.
+    """
+    from langgraph_moa import MoAConfigError
+
+    saver = old_checkpoint(tmp_path)
+    started = {"proposers": [fake("A"), fake("B"), fake("C")], "aggregator": fake("AGG")}
+    config = MoAConfig(**{**started, **change(fake)}, layers=2, retry=RetrySettings(max_attempts=1))
+    graph = create_moa_graph(config, checkpointer=saver)
+    assert graph.get_state(THREAD).next == ("propose",)
+    with pytest.raises(MoAConfigError) as caught:
+        graph.invoke(None, THREAD)
+    message = str(caught.value)
+    assert "earlier version" in message and "new input" in message and "thread_id" in message
+    assert "\n" not in message
+    assert log.calls == []
+    out = graph.invoke(QUESTION, THREAD)  # new input starts a run of this MoA afresh
+    assert out["messages"][-1].text.startswith(config.final_chain[0].label)
 
 
 def function_calls(fn, times=100):

@@ -164,12 +164,19 @@ class MoANodes:
         `run_token` ends in the digest of the MoA that started the run (`prepare`,
         `MoAState.run_token`): a run resumed by a graph with other proposers, aggregators or
         layers would mix the two MoAs' proposals, or index a proposer that is not there. A
-        token without one (a checkpoint written before the digest was recorded) is not
-        checked. Every node runs this, so it is one comparison (issue 23).
+        token without one was written by an earlier version, before the digest was recorded
+        (`prepare` always writes it now): nothing tells its MoA from another, so the run is
+        refused rather than resumed unchecked. Every node runs this, so it is one comparison
+        (issue 23).
         """
         plan = self.plan()
         if SHAPE_MARK not in run_token:
-            return plan
+            raise MoAConfigError(
+                "This thread's run was checkpointed mid-run by an earlier version of "
+                "langgraph-moa, which did not record its MoA, so resuming it could mix two "
+                "MoAs' proposals: finish it with that version, or give the thread new input "
+                "(or use a new thread_id) to start over."
+            )
         last = self._last_shape  # `_shape_of`'s own first step, without the call
         digest = last[1] if last[0] is plan.cfg else self._shape_of(plan.cfg)
         if not run_token.endswith(digest):
