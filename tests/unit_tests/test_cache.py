@@ -327,3 +327,75 @@ def test_an_unreadable_cached_reply_is_a_miss_and_is_answered_again(fake, log, t
     assert len(log.calls) == 4  # both calls made again
     again = create_moa_graph(config, call_cache=cache).invoke(QUESTION)
     assert all(c["cached"] for c in again["calls"])  # and their answers stored anew
+
+
+# A reply as commit aaea531 (2026-12-03) stored it: the table, its columns and this row as
+# they are in the calls.db that version wrote (its file carried no format mark).
+_OLD_KEY = "be5478e0ecd8a478f2af43dc40578eed72abacd35d813017af9d345c16d16c84"
+_OLD_REPLY = (
+    '{"type": "ai", "data": {"content": "P #1", "additional_kwargs": {}, "response_metadata": '
+    '{"model_name": "P"}, "type": "ai", "name": null, "id": "lc_run--01a2466f-3ee4-71f1-84bb-'
+    '90b13f0e8d61-0", "tool_calls": [], "invalid_tool_calls": [], "usage_metadata": '
+    '{"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}}}'
+)
+
+
+def _cache_file(path, user_version=0):
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, message TEXT, stored REAL)")
+    db.execute("INSERT INTO calls VALUES (?, ?, ?)", (_OLD_KEY, _OLD_REPLY, 1.7e9))
+    db.execute(f"PRAGMA user_version = {user_version}")
+    db.commit()
+    db.close()
+
+
+def _format_of(path):
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_cache_an_earlier_version_wrote_serves_its_replies_and_is_marked_with_its_format(
+    tmp_path,
+):
+    """A file without a format mark is the format every earlier version wrote: it reads as it is.
+
+    Opened, it gets the mark (SQLite's user_version), so that a later change of the format
+    can tell its files from older ones and a version that does not read a file can say so.
+    """
+    from langgraph_moa.run.cache import CACHE_FORMAT
+
+    path = tmp_path / "calls.db"
+    _cache_file(path)
+    cache = SQLiteCallCache(path)
+    assert cache.get(_OLD_KEY).content == "P #1"
+    cache.close()
+    assert _format_of(path) == CACHE_FORMAT == 1
+    fresh = tmp_path / "new.db"
+    SQLiteCallCache(fresh).close()
+    assert _format_of(fresh) == CACHE_FORMAT
+
+
+def test_a_cache_of_a_later_format_is_refused_in_one_sentence_naming_it(tmp_path):
+    """Its rows may mean something this version cannot read: they are never served."""
+    from langgraph_moa import MoAConfigError
+    from langgraph_moa.run.cache import CACHE_FORMAT
+
+    path = tmp_path / "calls.db"
+    _cache_file(path, user_version=CACHE_FORMAT + 1)
+    with pytest.raises(MoAConfigError) as caught:
+        SQLiteCallCache(path)
+    message = str(caught.value)
+    assert str(path) in message and "newer version" in message and "\n" not in message
+    assert _format_of(path) == CACHE_FORMAT + 1  # left as it was, for the version that wrote it
+    mine = SQLiteCallCache(tmp_path / "mine.db")
+    with pytest.raises(MoAConfigError) as caught:
+        mine.merge(path)
+    assert str(path) in str(caught.value) and "newer version" in str(caught.value)
+    assert mine.get(_OLD_KEY) is None

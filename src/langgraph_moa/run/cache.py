@@ -19,6 +19,13 @@ from langchain_core.messages import BaseMessage, message_to_dict, messages_from_
 
 from langgraph_moa.errors import MoAConfigError
 
+CACHE_FORMAT = 1
+"""The format of a cache file, kept in its SQLite ``user_version``: the ``calls`` table of
+key, reply (LangChain's message dict as JSON) and time stored. Files written before the mark
+(user_version 0) are this format. A change to the table or to what a stored reply means
+takes the next number, so that a version that cannot read a file says so instead of serving
+its rows."""
+
 
 class CallCache(Protocol):
     """What the graph needs from a cache."""
@@ -90,7 +97,13 @@ class SQLiteCallCache:
                     "CREATE TABLE IF NOT EXISTS calls "
                     "(key TEXT PRIMARY KEY, message TEXT, stored REAL)"
                 )
+                if _format(self._conn, "main") == 0:
+                    self._conn.execute(f"PRAGMA user_version = {CACHE_FORMAT}")
                 self._conn.commit()
+                _check_format(self._conn, "main", self.path)
+        except MoAConfigError:
+            self._conn.close()
+            raise
         except sqlite3.OperationalError as exc:
             # Locked by another run, or a folder it may not write: the file itself may be
             # sound, so deleting it (and the paid-for answers it holds) is not the advice.
@@ -151,6 +164,7 @@ class SQLiteCallCache:
         with self._lock:
             self._conn.execute("ATTACH DATABASE ? AS other", (str(other),))
             try:
+                _check_format(self._conn, "other", Path(other))
                 before = self._conn.total_changes
                 self._conn.execute("INSERT OR IGNORE INTO calls SELECT * FROM other.calls")
                 self._conn.commit()
@@ -161,3 +175,18 @@ class SQLiteCallCache:
     def close(self) -> None:
         """Close the file."""
         self._conn.close()
+
+
+def _format(conn: sqlite3.Connection, schema: str) -> int:
+    """Return the `CACHE_FORMAT` mark of the database attached as `schema` (0: none)."""
+    return int(conn.execute(f"PRAGMA {schema}.user_version").fetchone()[0])
+
+
+def _check_format(conn: sqlite3.Connection, schema: str, path: Path) -> None:
+    """Refuse a file a later version wrote: its rows may not mean what this version reads."""
+    if (found := _format(conn, schema)) > CACHE_FORMAT:
+        raise MoAConfigError(
+            f"The call cache {path} was written by a newer version of langgraph-moa (its "
+            f"format {found}; this version reads {CACHE_FORMAT}): run that version, or give "
+            "this run another cache (its calls are then made again)."
+        )
