@@ -314,3 +314,21 @@ def test_without_os_locks_a_model_is_still_prepared(fake_package, monkeypatch):
     monkeypatch.setattr(_filelock, "fcntl", None)
     data = b"GGUF-part-one-part-two"
     assert model_path(info_for(hashlib.sha256(data).hexdigest(), len(data))).read_bytes() == data
+
+
+def test_a_release_pinning_another_file_is_not_served_the_old_releases_cached_copy(fake_package):
+    """An upgrade that pins another file under the same name (a new quantization) installs new
+    chunks; the copy assembled from the old ones, with the stamp an earlier version wrote
+    beside it (its path, size and mtime, no digest), must not be served as the new file."""
+    old = b"GGUF-part-one-part-two"
+    folder = catalog.cache_dir()  # made by the call
+    target = folder / "fake.gguf"
+    target.write_bytes(old)
+    stat = target.stat()
+    (folder / "fake.verified").write_text(f"{target}:{stat.st_size}:{stat.st_mtime_ns}")
+    (fake_package / "data" / "a.bin").write_bytes(b"GGUF-part-ONE-")  # the new release
+    (fake_package / "data" / "b.bin").write_bytes(b"part-TWO")
+    new = b"GGUF-part-ONE-part-TWO"
+    info = info_for(hashlib.sha256(new).hexdigest(), len(new))
+    assert model_path(info).read_bytes() == new
+    assert model_path(info).read_bytes() == new  # its own stamp now: served without a hash

