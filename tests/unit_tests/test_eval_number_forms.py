@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 
 from langgraph_moa.eval.datasets import gsm8k_final_number
-from langgraph_moa.eval.scorers import numeric
+from langgraph_moa.eval.scorers import contains, numeric, regex
 from langgraph_moa.text._selection import extract_answer, number_value, stated_number
 
 N = 100_000
@@ -87,7 +87,9 @@ def test_a_european_grouped_decimal_comma_is_one_number(answer, value, key):
     [
         ("1.234,567", 567),  # three digits after the comma: a list, not a decimal comma
         ("1.2345,6", 6),  # not dot-grouped in threes
-        ("1.234.567", 0.567),  # dots alone: read as before (its last ".567")
+        ("1.234.567", 1234567),  # dots between groups of three: thousands (it read 0.567)
+        ("1.234.56", 0.56),  # a group not of three: no grouping, its last ".56"
+        ("0.234.567", 0.567),  # a leading zero group groups nothing
         ("1.5,2", 2),
         ("Chapter 1.234,56 pages", 1234.56),
         ("0.123,45", 45),  # a leading zero group groups nothing: it read 123.45
@@ -224,3 +226,90 @@ def test_a_long_operand_chain_after_a_stated_result_is_read_in_linear_time(chain
     text = "The answer is 1 = 1" + chain * (N // len(chain))
     assert stated_number(text) in {"1", "1.5"}
     assert isinstance(numeric(text, 1.0), bool)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("1.234.567", 1234567),
+        ("It costs 12.345.678 euros.", 12345678),
+        ("1\u00a0234,56", 1234.56),
+        ("1\u202f234,56 \u20ac", 1234.56),
+        ("1 234,56", 1234.56),
+        ("The answer is 1 234 567,5", 1234567.5),
+    ],
+)
+def test_dot_grouped_and_french_numbers_are_one_number(answer, value):
+    """ "1.234.567" read 0.567 and "1 234,56" read 56."""
+    assert numeric(answer, value)
+    assert Fraction(extract_answer(answer)) == Fraction(str(value))
+    assert gsm8k_final_number(f"#### {answer}") in {value, None}
+
+
+@pytest.mark.parametrize(
+    ("answer", "last"),
+    [
+        ("1 234,567", 234567),  # three decimals: no decimal comma (a plain space never groups)
+        ("0 234,56", 56),  # a leading zero group groups nothing
+        ("1 23,45", 45),  # a group not of three
+        ("items 1, 234,56", 56),
+    ],
+)
+def test_only_an_unambiguous_french_number_reads_as_one(answer, last):
+    assert numeric(answer, last)
+
+
+def test_a_gsm8k_target_reads_dot_and_french_grouping_as_the_scorer_does():
+    assert gsm8k_final_number("Work.\n#### 1.234.567") == 1234567
+    assert gsm8k_final_number("Work.\n#### 1\u00a0234,5") == 1234.5
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("3\\frac{-1}{2}", Fraction(-1, 2)),
+        ("\\boxed{3\\frac{-1}{2}}", None),
+    ],
+)
+def test_a_negative_numerator_after_a_whole_number_makes_no_mixed_number(answer, value):
+    """ "3\\frac{-1}{2}" read 2.5, a mixed number nobody writes."""
+    assert not numeric(answer, 2.5)
+    assert extract_answer(answer) != "2.5"
+    if value is not None:
+        assert number_value(answer) == value
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("The answer is 2 = 2.5 rounded", 2),
+        ("The answer is 3 1/2", 3.5),
+        ("The answer is 3 1/2 cups.", 3.5),
+        ("#### -2 3/4", -2.75),
+        ("3 1/2", 3.5),
+    ],
+)
+def test_a_stated_value_equal_to_another_or_a_mixed_fraction_is_read_as_written(answer, value):
+    """ "2 = 2.5 rounded" stated 2.5 and "3 1/2" stated 3."""
+    assert numeric(answer, value)
+    assert Fraction(extract_answer(answer)) == Fraction(str(value))
+
+
+def test_a_date_or_a_slash_chain_after_a_stated_number_is_no_mixed_fraction():
+    assert stated_number("The answer is 5 12/25/2024") == "5"
+    assert not numeric("The answer is 5 1/2/2024", 5.5)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "unit", ["1.234", "1 234", "1\u00a0234", "answer is 1 = ", "answer is 3 1/", "3\\frac{-"]
+)
+def test_dot_french_and_mixed_forms_are_read_in_linear_time(unit):
+    text = unit * (N // len(unit)) + ",56"
+    assert isinstance(extract_answer(text), str)
+    assert isinstance(numeric(text, 7.0), bool)
+    assert isinstance(contains(text, ["-7.5"]), bool)
+    assert isinstance(regex(text, "C"), bool)
+    stated_number(text)
+    number_value(text)
+    gsm8k_final_number("#### " + text)

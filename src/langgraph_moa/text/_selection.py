@@ -47,6 +47,16 @@ _MINUS = str.maketrans({"\u2212": "-", "\uff0d": "-"})
 # Before two digits and another such space ("12 34 567", Indian grouping) it is a comma
 # too, and the comma's Indian rule decides: read by threes alone it was 34567.
 _THIN_GROUP = re.compile(r"(?<=\d)[\u00a0\u202f\u2009](?=\d{3}(?!\d)|\d{2}[\u00a0\u202f\u2009]\d)")
+# French grouping, "1 234,56": spaces (plain, no-break, narrow no-break or thin) between
+# groups of three, then a comma and one or two decimals, is one number, 1234.56 (it read
+# 1,234 and 56). `number_marks` writes its spaces as points, the European form that
+# `_EUROPEAN` reads. Only that form: "1 234,567" and "0 234,56" read as before. It starts
+# only at a number's first group, so a long run of groups is read once (linear time).
+_GROUP_SPACE = r"[ \u00a0\u202f\u2009]"
+_FRENCH = re.compile(
+    r"(?<![\d,.])(?<!\d" + _GROUP_SPACE + r")(?!0)\d{1,3}(?:" + _GROUP_SPACE + r"\d{3})++"
+    r",\d{1,2}(?!\d|[.,]\d)"
+)
 # A minus sign may come before a dollar sign ("-$5" is -5); `number_text` drops the "$". A
 # hyphen right after a digit, a letter or a closing bracket subtracts or spans a range, so it
 # is no sign: "10-15 minutes", "x = 20-15" and "(2 + 3)-1" end in 15, 15 and 1.
@@ -72,15 +82,17 @@ _EXPONENT = r"(?:[eE][+-]?\d+)?"
 # read 0.5). \cfrac (a continued fraction's command) is \frac too.
 # The whole number stands alone: after an exponent's caret, an index's underscore, a letter
 # or a decimal point ("x^2\frac{1}{2}", "x_1\frac12") it is no whole part (it read 2.5).
+# Nor is it one before a negative numerator: "3\frac{-1}{2}" is 3 and -1/2 (it read 2.5).
 _TEX_FRACTION = (
-    r"(?:(?<![\w^.])\d++[ \t]*+)?"
+    r"(?:(?<![\w^.])\d++[ \t]*+(?=\\[cdt]?frac\s*+(?:\{\s*+\d|\d)))?"
     r"\\[cdt]?frac\s*+(?:\{\s*+-?\s*+\d++\s*+\}|\d)\s*+(?:\{\s*+\d++\s*+\}|\d)"
 )
 # European grouping, "1.234,56" (points group thousands by threes, a comma then one or two
-# decimals), is one number, 1234.56: it read 1.234. Only that unambiguous form: "1.234,567"
-# (a list) and "1.234.567" (a version) read as before.
+# decimals), is one number, 1234.56: it read 1.234. So are points alone between three or
+# more groups, "1.234.567" (1234567: it read 0.567). Only those unambiguous forms:
+# "1.234,567" (a list) and "1.234.56" read as before.
 # No leading zero group: "0.123,45" is a decimal and another number, never 123.45.
-_EUROPEAN = r"(?<!\d)(?!0)\d{1,3}(?:\.\d{3})++,\d{1,2}(?!\d|[.,]\d)"
+_EUROPEAN = r"(?<!\d)(?!0)\d{1,3}(?:(?:\.\d{3})++,\d{1,2}|(?:\.\d{3}){2,}+)(?!\d|[.,]\d)"
 _MAGNITUDE = (
     _TEX_FRACTION  # first: "3\frac12" must not stop at the 3
     + r"|"
@@ -104,8 +116,12 @@ _NUMBER = re.compile(r"(?:" + _SIGN + r"\$?)?(?:" + _MAGNITUDE + r")")
 # A fraction of integers is read only where it is the whole answer or the whole stated
 # value ("1/2", "The answer is 3/8.", "\boxed{1/2}"), never inside prose, where "24/7" and
 # "3/4 of the 8 slices" keep the last-number rule, nor in a slash chain ("12/25/2024").
-_FRACTION = r"-?\d+/\d+(?![\d/]|[.,]\d)"
-_LONE_FRACTION = re.compile(r"[\s*_$]*(-?)\$?(\d+)/(\d+)[\s*_$]*[.!]?[\s*_$]*")  # "**1/2**"
+# A whole number before it makes a mixed number: "The answer is 3 1/2" states 3.5 (it
+# stated 3), and "3 1/2" alone is 3.5.
+_FRACTION = r"-?(?:\d++[ \t]++)?\d+/\d+(?![\d/]|[.,]\d)"
+_LONE_FRACTION = re.compile(
+    r"[\s*_$]*(-?)\$?(?:(\d+)[ \t]+)?(\d+)/(\d+)[\s*_$]*[.!]?[\s*_$]*"  # "**1/2**"
+)
 # An exponent past this is no answer anyone means; its exact digits would be a huge string.
 _MAX_EXPONENT = 1000
 # Nor is a number written with more digits than this; building its exact value takes time
@@ -167,6 +183,8 @@ _STATED_NUMBER = (
 # such an operand: "3 = 1.5 * 2" stated 1. Operands that lead to another "=" continue the
 # chain: "The answer is 20 - 5 = 15 - 3 = 12" states 12.
 # "x" multiplies where a number follows it: "3 x 5 = 15" states 15, "3 xylophones" 3.
+# A link needs an operator: a value that another merely equals ("The answer is 2 = 2.5
+# rounded") states the value (it stated 2.5).
 _OPERATOR = (
     r"[ \t]*+(?:[-+*/\u00d7\u00f7\u00b7\u22c5]|\\times|\\cdot|\\div|[xX](?=[ \t]*+\$?\.?\d))"
     r"[ \t]*+"
@@ -177,7 +195,7 @@ _OPERANDS = r"(?:" + _OPERATOR + r"\$?(?:" + _MAGNITUDE + r"))"
 _CHAIN_GOES_ON = re.compile(_OPERANDS + r"++[ \t]*+=")
 _EQUATION_RESULT = re.compile(
     _OPERANDS
-    + r"*+[ \t]*+=[ \t]*+"
+    + r"++[ \t]*+=[ \t]*+"
     + _SIGNED_VALUE
     + r"(?!\d|[.,]\d|[ \t]*+(?:\^|\*\*)|"
     + _OPERANDS
@@ -337,8 +355,12 @@ def number_value(text: str) -> Fraction | None:
     """
     text = number_marks(text)
     if lone := _LONE_FRACTION.fullmatch(text):
-        sign, top, bottom = lone.groups()
-        return _fraction(top, bottom, negative=bool(sign))
+        sign, whole, top, bottom = lone.groups()
+        value = _fraction(top, bottom, negative=False)
+        if value is None or len(whole or "") > _MAX_DIGITS:
+            return None
+        value += Fraction(Decimal(whole or 0))
+        return -value if sign else value
     matches = _NUMBER.findall(text)
     return _written_value(matches[-1]) if matches else None
 
@@ -377,6 +399,8 @@ def _tex_fraction(text: str) -> tuple[bool, str, str] | None:
     top, bottom = top or top_digit, bottom or bottom_digit
     if not whole:
         return bool(outer) != bool(inner), top, bottom
+    if inner:  # "3\frac{-1}{2}": no mixed number (see `_TEX_FRACTION`)
+        return None
     if max(len(whole), len(top), len(bottom)) > _MAX_DIGITS:
         return False, whole + top, bottom  # past the limit: `_fraction` refuses it
     numerator = int(whole) * int(bottom) + (-int(top) if inner else int(top))
@@ -498,18 +522,26 @@ def stated_number(text: str) -> str | None:
 def number_marks(text: str) -> str:
     """Write the marks numbers are typeset with as the reader's ASCII, one character for one.
 
-    A U+2212 (or full-width) minus sign becomes "-", so it reads as a sign; a no-break or
-    thin space between groups of three digits becomes ",", so it groups thousands.
+    A U+2212 (or full-width) minus sign becomes "-", so it reads as a sign; the spaces of
+    a French number ("1 234,56") become points, so it reads as European grouping; a
+    no-break or thin space between groups of three digits becomes ",", so it groups
+    thousands.
     """
-    return _THIN_GROUP.sub(",", text.translate(_MINUS))
+    text = _FRENCH.sub(_french_as_european, text.translate(_MINUS))
+    return _THIN_GROUP.sub(",", text)
+
+
+def _french_as_european(number: re.Match[str]) -> str:
+    return re.sub(_GROUP_SPACE, ".", number[0])
 
 
 def number_text(written: str) -> str:
     r"""Return a number as `float` reads it: thousands commas (or LaTeX's ``\,``) dropped.
 
-    A dollar sign is dropped too, and European grouping ("1.234,56") is written as 1234.56.
+    A dollar sign is dropped too, and European grouping ("1.234,56", "1.234.567") is
+    written as 1234.56 and 1234567.
     """
-    if written.rfind(",") > written.rfind(".") > -1:  # European: "1.234,56"
+    if written.count(".") > 1 or written.rfind(",") > written.rfind(".") > -1:
         written = written.replace(".", "").replace(",", ".")
     return written.replace("\\,", "").replace(",", "").replace("$", "")
 
