@@ -46,7 +46,10 @@ def test_a_judges_long_reply_is_read_in_linear_time():
 @pytest.mark.timeout(60)
 def test_a_long_boxed_or_stated_number_is_scored_in_linear_time():
     assert not numeric("\\boxed{" + "1" * N + "x}", 1.0)
-    assert numeric("\\boxed{" + "1" * N + "x} so the answer is 1", 1.0)
+    # The last box concludes, for the scorer as for the vote: one that is no number is wrong.
+    assert not numeric("\\boxed{" + "1" * N + "x} so the answer is 1", 1.0)
+    assert numeric("\\boxed{" + "1" * N + "} so the answer is 1", 1.0) is False
+    assert numeric("The answer is " + "1" * N + "x, or \\boxed{1}", 1.0)
     assert not numeric("####" + " " * N + "x", 1.0)
     assert stated_number("####" + " " * N + "-$5") == "-5"
 

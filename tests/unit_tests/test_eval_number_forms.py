@@ -229,6 +229,30 @@ def test_a_long_operand_chain_after_a_stated_result_is_read_in_linear_time(chain
 
 
 @pytest.mark.parametrize(
+    ("answer", "target"),
+    [
+        ("So x = 2 and \\boxed{2\\sqrt{2}}", 2),  # the scorer read the box's 2, the vote "2sqrt2"
+        ("\\boxed{12} is wrong; it is \\boxed{\\sqrt{3}}", 12),
+        ("The answer is 1/0. So 5 apples.", 5),  # stated no number: the vote read the 5
+        ("\\boxed{1/0}", 10),  # the vote read "10"
+    ],
+)
+def test_the_scorer_and_the_vote_read_a_conclusion_that_is_no_number_alike(answer, target):
+    """A box or a stated value that is no number was a number to one reader and not the other."""
+    assert not numeric(answer, target)
+    assert extract_answer(answer) != extract_answer(f"#### {target}")
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [("\\boxed{45^\\circ}", 45), ("\\boxed{45^{\\circ}}", 45), ("\\boxed{\\displaystyle 7}", 7)],
+)
+def test_a_boxed_number_with_a_degree_mark_is_its_number_to_both_readers(answer, value):
+    assert numeric(answer, value)
+    assert extract_answer(answer) == str(value)
+
+
+@pytest.mark.parametrize(
     ("answer", "value"),
     [
         ("1.234.567", 1234567),
@@ -262,6 +286,20 @@ def test_only_an_unambiguous_french_number_reads_as_one(answer, last):
 def test_a_gsm8k_target_reads_dot_and_french_grouping_as_the_scorer_does():
     assert gsm8k_final_number("Work.\n#### 1.234.567") == 1234567
     assert gsm8k_final_number("Work.\n#### 1\u00a0234,5") == 1234.5
+
+
+@pytest.mark.parametrize(
+    ("answer", "pattern"),
+    [
+        ("The answer is \uff23.", r"answer is \(?C\b"),
+        ("\uff08\uff23\uff09", r"^\W*\(?[Cc]\)?\W*$"),
+    ],
+)
+def test_a_datasets_pattern_reads_full_width_letters_as_the_reader_does(answer, pattern):
+    """A full-width option letter was C to the vote and no match to the item's regex."""
+    assert extract_answer(answer) == "C"
+    assert regex(answer, pattern)
+    assert extract_answer(answer, "regex", pattern.replace("C", "(C)", 1)) == "c"
 
 
 @pytest.mark.parametrize(

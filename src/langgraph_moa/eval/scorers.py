@@ -2,8 +2,9 @@ r"""Scorers for verifiable answers: exact, normalized, contains, numeric and reg
 
 Normalization (for ``normalized`` and ``contains``): lower case, punctuation dropped, the
 articles a/an/the dropped, whitespace collapsed, as in the SQuAD evaluation script.
-``numeric`` reads the answer's stated result, the last ``\boxed{}`` number (MATH-style
-grading; "\boxed{12} days for the 300-page book" answers 12), else the last GSM8K-style
+``numeric`` reads the answer's stated result as the vote key reads it (`concluded_number`),
+the last ``\boxed{}`` (MATH-style grading; "\boxed{12} days for the 300-page book"
+answers 12, and a box that is no number, ``\boxed{2\sqrt{2}}``, none), else the last GSM8K-style
 ``#### N``, else the last "the answer is N" ("Answer: $1,250"), else the last number in the
 answer (thousands commas between groups of three digits, a sign, a dollar sign and an
 exponent, "1e-5", allowed; a hyphen right after a digit, letter or closing bracket is a range
@@ -17,21 +18,16 @@ a U+2212 minus is "-" and "1 234" (a no-break space) 1234; any Unicode decimal d
 from __future__ import annotations
 
 import math
-import re
 import unicodedata
+from fractions import Fraction
 
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.text._selection import (
-    _VALUE,
-    boxed_answers,
+    concluded_number,
     normalize_words,
-    number_marks,
     number_value,
-    stated_number,
+    search_pattern,
 )
-
-# "-$5" as "$-5"; "3,4" is no number (a pair), "1/2" and "1e-5" are.
-_PLAIN_NUMBER = re.compile(r"-?\$?\s*+" + _VALUE + r"\s*[$%]?")
 
 
 def normalize(text: str) -> str:
@@ -64,7 +60,10 @@ def contains(answer: str, expected: list[str]) -> bool:
 
 def last_number(answer: str) -> float | None:
     """Return the last number written in the answer, or None; "1/2" alone is 0.5."""
-    value = number_value(answer)
+    return _as_float(number_value(answer))
+
+
+def _as_float(value: Fraction | None) -> float | None:
     if value is None:
         return None
     try:
@@ -76,20 +75,22 @@ def last_number(answer: str) -> float | None:
 def numeric(answer: str, target: float, rel_tol: float = 1e-9) -> bool:
     r"""Tell whether the answer's result equals `target` (relative tolerance).
 
-    The result is the last ``\boxed{}`` that holds a plain number, else the last ``#### N``
-    or "the answer is N", else the last number. The tolerance absorbs float rounding only:
-    at 1e-6, 1234568 counted right on 1234567.
+    The result is the number the answer concludes, read as its vote key reads it
+    (`concluded_number`): the last ``\boxed{}``, else the last ``#### N`` or "the answer is
+    N", else the last number; a conclusion that is no number (``\boxed{2\sqrt{2}}``, "the
+    answer is C") is wrong on any target. The tolerance absorbs float rounding only: at
+    1e-6, 1234568 counted right on 1234567.
     """
-    answer = number_marks(answer)
-    boxed = [text for text in boxed_answers(answer) if _PLAIN_NUMBER.fullmatch(text)]
-    stated = boxed[-1] if boxed else stated_number(answer)
-    value = last_number(stated if stated is not None else answer)
+    value = _as_float(concluded_number(answer))
     return value is not None and math.isclose(value, target, rel_tol=rel_tol, abs_tol=1e-9)
 
 
 def regex(answer: str, pattern: str) -> bool:
-    """Tell whether the pattern matches somewhere in the answer (case-insensitive)."""
-    return re.search(pattern, answer, flags=re.IGNORECASE | re.DOTALL) is not None
+    """Tell whether the pattern matches somewhere in the answer (case-insensitive).
+
+    Full-width letters ("\uff23") read as ASCII, as the vote's reader reads them.
+    """
+    return search_pattern(pattern, answer) is not None
 
 
 def score(item: EvalItem, answer: str) -> dict[str, bool]:

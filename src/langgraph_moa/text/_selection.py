@@ -141,6 +141,9 @@ _CHOICE = re.compile(
 _BOXED_START = re.compile(r"\\boxed\s*\{")
 _BRACE = re.compile(r"[{}]")
 _LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
+# Marks that decorate a boxed number without changing it: a degree sign ("45^\circ") and
+# \displaystyle. The box is its number (it voted "45circ", an expression).
+_LATEX_DECORATION = re.compile(r"\^\s*+(?:\\circ\b|\{\s*+\\circ\s*+\})|\\degree\b|\\displaystyle\b")
 _LETTER_END = (
     r"(?:\)|\]|[.,;:!]?(?=\s*(?:$|\n))"
     r"|[.,;:!]?\s+(?=because|since|as\b|which)|[.,;:!]\s+(?=[A-Z]))"
@@ -307,21 +310,38 @@ def normalize_words(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+def search_pattern(pattern: str, text: str) -> re.Match[str] | None:
+    """Search an answer for a regex (case-insensitive), full-width letters read as ASCII.
+
+    An option letter written full width (U+FF23, as CJK text writes it) is the letter to the
+    built-in reader, so it is to a dataset's or a selection's pattern too; a pattern that
+    names the full-width letters itself still finds them.
+    """
+    flags = re.IGNORECASE | re.DOTALL
+    folded = text.translate(_FULL_WIDTH_LETTERS)
+    return re.search(pattern, folded, flags) or (
+        re.search(pattern, text, flags) if folded != text else None
+    )
+
+
 def _is_punctuation(char: str) -> bool:
     """ASCII punctuation (symbols such as "$" and "+" included, as SQuAD), or any script's."""
     return char in string.punctuation or unicodedata.category(char).startswith("P")
 
 
 def _number_key(text: str) -> str | None:
-    """Return the last number's value as exact text: "1,250.50" is "1250.5", "-0" is "0".
+    """Return the last number's value as exact text (`_value_key`); None when none."""
+    value = number_value(text)
+    return None if value is None else _value_key(value)
+
+
+def _value_key(value: Fraction) -> str:
+    """Return a number as exact text: "1,250.50" is "1250.5", "-0" is "0".
 
     Exact, not rounded to a few digits: 1234567 and 1234568 are two answers. A value with a
     finite decimal expansion is written as a decimal ("1/2" and "5e-1" are "0.5"), any other
     fraction as its lowest terms ("2/6" is "1/3").
     """
-    value = number_value(text)
-    if value is None:
-        return None
     places = _decimal_places(value.denominator)
     if places is None:
         return f"{Decimal(value.numerator):f}/{Decimal(value.denominator):f}"  # any length
@@ -455,43 +475,76 @@ def _read(text: str, extractor: Extractor, pattern: str | None) -> tuple[str, bo
     """
     if extractor == "last-number":
         return _number_key(text) or "", True
-    letters = text.translate(_FULL_WIDTH_LETTERS)  # where an option letter is read
     if extractor == "choice-letter":
-        match = _CHOICE.match(letters.strip())
+        match = _CHOICE.match(text.translate(_FULL_WIDTH_LETTERS).strip())
         return (match.group(1).upper() if match else ""), True
     if extractor == "regex":
-        match = re.search(pattern or "", text, flags=re.IGNORECASE | re.DOTALL)
+        match = search_pattern(pattern or "", text)
         if not match:
             return "", True
         return normalize_words(match.group(1) if match.groups() else match.group(0)), True
     if extractor == "text":
         return normalize_words(text), False
-    span = _first_sentence(text)
     if extractor == "short-span":
-        return normalize_words(span), False
-    # auto: what the answer states as its conclusion (the last \boxed{}, the last "the
-    # answer is C", the last "#### 18" or "the answer is 18"), else a lone or opening
-    # choice letter ("C", "C) Pentagon"), else the last number written (worked answers end
-    # with their result, as GSM8K-style grading assumes), else the first sentence's words.
+        return normalize_words(_first_sentence(text)), False
+    return _auto(text)[:2]
+
+
+class _Reading(NamedTuple):
+    key: str
+    """What the answer votes as (`extract_answer`)."""
+    value: bool
+    """The answer is a short value, a number or an option, not free-form text."""
+    number: Fraction | None = None
+    """The number the key stands for; None when the answer concludes no number."""
+
+
+def _auto(text: str) -> _Reading:
+    r"""Read what the answer states as its conclusion, for a vote and for the numeric scorer.
+
+    The last \boxed{}, else the last "the answer is C", else the last "#### 18" or "the
+    answer is 18", else a lone or opening choice letter ("C", "C) Pentagon"), else the last
+    number written (worked answers end with their result, as GSM8K-style grading assumes),
+    else the first sentence's words. A conclusion that is no number (``\boxed{2\sqrt{2}}``,
+    "The answer is 1/0") ends the reading: no number written before or after it counts.
+    """
+    letters = text.translate(_FULL_WIDTH_LETTERS)  # where an option letter is read
     if boxed := boxed_answers(text):
-        return _conclusion(boxed[-1]), True
+        return _conclusion(boxed[-1])
     if stated := [
         letter for match in _STATED_CHOICE.finditer(letters) for letter in match.groups() if letter
     ]:
-        return stated[-1], True
-    if (number := stated_number(text)) is not None and (key := _number_key(number)):
-        return key, True
+        return _Reading(stated[-1], True)
+    if (number := stated_number(text)) is not None:
+        return _number_reading(number)
     if (match := _CHOICE.match(letters.strip())) and len(text.strip()) <= 3:
-        return match.group(1).upper(), True
+        return _Reading(match.group(1).upper(), True)
     if match := _OPENING_CHOICE.match(letters):
-        return match.group(1), True
+        return _Reading(match.group(1), True)
     marked = number_marks(text)  # one character for one: a match's places are the text's
     if _LONE_FRACTION.fullmatch(marked):  # "1/2": its value; "1/0": as written
-        return _number_key(text) or " ".join(text.split()), True
+        return _number_reading(text)
     numbers = list(_NUMBER.finditer(marked))
-    if numbers and (number := _number_key(numbers[-1][0])):
-        return number, len(text[numbers[-1].end() :].split()) <= _TRAILING_WORDS
-    return normalize_words(span) or normalize_words(text), False
+    if numbers and (value := _written_value(numbers[-1][0])) is not None:
+        trailing = len(text[numbers[-1].end() :].split())
+        return _Reading(_value_key(value), trailing <= _TRAILING_WORDS, value)
+    span = _first_sentence(text)
+    return _Reading(normalize_words(span) or normalize_words(text), False)
+
+
+def _number_reading(written: str) -> _Reading:
+    """Read a stated number; one that is no number ("1/0") votes as written."""
+    if (value := number_value(written)) is None:
+        return _Reading(" ".join(written.split()), True)
+    return _Reading(_value_key(value), True, value)
+
+
+def concluded_number(text: str) -> Fraction | None:
+    """Return the number an answer concludes, exactly as its vote key reads it; None if none.
+
+    The eval's numeric scorer grades by it, so answers that vote together are graded alike.
+    """
+    return _auto(text).number
 
 
 def stated_number(text: str) -> str | None:
@@ -564,6 +617,7 @@ def boxed_answers(text: str) -> list[str]:
         content = content.replace("\\$", "$").replace("\\%", "%")  # \boxed{\$18}: a number
         while (unwrapped := _LATEX_WRAPPER.sub(r"\1", content)) != content:
             content = unwrapped
+        content = _LATEX_DECORATION.sub("", content)
         # A box of only \frac{a}{b} of integers is the fraction a/b (`_LONE_FRACTION`).
         content = content.strip()
         if parts := _tex_fraction(content):
@@ -590,13 +644,17 @@ def _closing_braces(text: str, begin: int) -> dict[int, int]:
     return closing
 
 
-def _conclusion(boxed: str) -> str:
+def _conclusion(boxed: str) -> _Reading:
     """Read a boxed conclusion: an option letter, a number, else the expression's text."""
     if re.fullmatch(r"\(?[A-Ha-h]\)?", letter := boxed.translate(_FULL_WIDTH_LETTERS)):
-        return letter.strip("()").upper()
+        return _Reading(letter.strip("()").upper(), True)
     if re.search(r"\\[A-Za-z]", boxed):  # 2\sqrt{2}, \frac{x}{2}: compared as written
-        return normalize_words(boxed)
-    return _number_key(boxed) or normalize_words(boxed)
+        return _Reading(normalize_words(boxed), True)
+    if (value := number_value(boxed)) is not None:
+        return _Reading(_value_key(value), True, value)
+    if _LONE_FRACTION.fullmatch(number_marks(boxed)):  # "1/0": as written, never "10"
+        return _number_reading(boxed)
+    return _Reading(normalize_words(boxed), True)
 
 
 # --- tool calls as answers -----------------------------------------------------------------
