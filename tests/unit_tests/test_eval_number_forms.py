@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 
 from langgraph_moa.eval.datasets import gsm8k_final_number
-from langgraph_moa.eval.scorers import contains, numeric, regex
+from langgraph_moa.eval.scorers import contains, normalized, numeric, regex
 from langgraph_moa.text._selection import extract_answer, number_value, stated_number
 
 N = 100_000
@@ -250,6 +250,56 @@ def test_the_scorer_and_the_vote_read_a_conclusion_that_is_no_number_alike(answe
 def test_a_boxed_number_with_a_degree_mark_is_its_number_to_both_readers(answer, value):
     assert numeric(answer, value)
     assert extract_answer(answer) == str(value)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("\\boxed{-\\sqrt{2}}", "\\boxed{\\sqrt{2}}"),
+        ("\\boxed{2.5\\sqrt{2}}", "\\boxed{25\\sqrt{2}}"),
+    ],
+)
+def test_expressions_that_differ_in_a_sign_or_a_point_vote_apart(one, other):
+    """The expression key dropped a number's sign and point: -sqrt2 voted with sqrt2."""
+    assert extract_answer(one) != extract_answer(other)
+
+
+@pytest.mark.parametrize("extractor", ["short-span", "text"])
+def test_text_keys_keep_a_numbers_sign_and_point(extractor):
+    assert extract_answer("It is -5 degrees.", extractor) != extract_answer(
+        "It is 5 degrees.", extractor
+    )
+    assert extract_answer("About 3.5 km.", extractor) != extract_answer("About 35 km.", extractor)
+    assert extract_answer("Paris.", extractor) == extract_answer("paris", extractor)
+
+
+def test_the_regex_extractor_keeps_a_numbers_sign():
+    pattern = r"answer: (\S+)"
+    assert extract_answer("answer: -5", "regex", pattern) != extract_answer(
+        "answer: 5", "regex", pattern
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [("The answer is 5.", "-5"), ("It is 35 km", "3.5"), ("It is -5 km", "5")],
+)
+def test_the_contains_scorer_tells_a_numbers_sign_and_point(answer, expected):
+    """SQuAD's rule made "-5" equal "5" and "3.5" equal "35"."""
+    assert not contains(answer, [expected])
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [("The answer is -5.", "-5"), ("It is 3.5 km.", "3.5"), ("the U.S.", "US")],
+)
+def test_the_contains_scorer_still_finds_numbers_and_words(answer, expected):
+    assert contains(answer, [expected])
+
+
+def test_the_normalized_scorer_is_squads_exact_match():
+    """SQuAD's own normalization, reproduced as such: "-5" is "5" there."""
+    assert normalized("-5", ["5"])
 
 
 @pytest.mark.parametrize(

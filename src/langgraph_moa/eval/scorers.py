@@ -1,7 +1,9 @@
 r"""Scorers for verifiable answers: exact, normalized, contains, numeric and regex match.
 
 Normalization (for ``normalized`` and ``contains``): lower case, punctuation dropped, the
-articles a/an/the dropped, whitespace collapsed, as in the SQuAD evaluation script.
+articles a/an/the dropped, whitespace collapsed, as in the SQuAD evaluation script;
+``normalized`` is SQuAD's exact match as such ("-5" equals "5"), while ``contains`` keeps
+a number's sign and decimal point ("-5" is no "5", "3.5" no "35").
 ``numeric`` reads the answer's stated result as the vote key reads it (`concluded_number`),
 the last ``\boxed{}`` (MATH-style grading; "\boxed{12} days for the 300-page book"
 answers 12, and a box that is no number, ``\boxed{2\sqrt{2}}``, none), else the last GSM8K-style
@@ -30,16 +32,19 @@ from langgraph_moa.text._selection import (
 )
 
 
-def normalize(text: str) -> str:
+def normalize(text: str, *, squad: bool = False) -> str:
     """Lower-case, drop punctuation and articles, collapse whitespace.
 
     Non-ASCII symbols (degree, currency, math signs: Unicode category S) become spaces, so
-    "32°F" holds the word "32"; ASCII punctuation is dropped as in SQuAD ("U.S." is "us").
+    "32°F" holds the word "32"; ASCII punctuation is dropped as in SQuAD ("U.S." is "us"),
+    but a number keeps its sign and decimal point ("-5" is no "5", "3.5" no "35") unless
+    `squad` asks for SQuAD's own rule, which drops them too.
     """
     spaced = "".join(
-        " " if ord(ch) > 127 and unicodedata.category(ch).startswith("S") else ch for ch in text
+        " " if ord(ch) > 127 and unicodedata.category(ch).startswith("S") and ch != "\u2212" else ch
+        for ch in text
     )
-    return normalize_words(spaced)
+    return normalize_words(spaced, squad=squad)
 
 
 def exact(answer: str, expected: list[str]) -> bool:
@@ -48,8 +53,11 @@ def exact(answer: str, expected: list[str]) -> bool:
 
 
 def normalized(answer: str, expected: list[str]) -> bool:
-    """Tell whether the normalized answer equals a normalized expected answer."""
-    return normalize(answer) in [normalize(e) for e in expected]
+    """Tell whether the normalized answer equals a normalized expected answer.
+
+    SQuAD's exact match, reproduced as its script computes it: "-5" equals "5" here.
+    """
+    return normalize(answer, squad=True) in [normalize(e, squad=True) for e in expected]
 
 
 def contains(answer: str, expected: list[str]) -> bool:

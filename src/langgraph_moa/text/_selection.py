@@ -128,6 +128,9 @@ _MAX_EXPONENT = 1000
 # that grows faster than its length (a 200,000-digit answer took seconds to read).
 _MAX_DIGITS = 1000
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+# The marks that make a number another one: a sign ("-5", "-\sqrt{2}", as `_SIGN` tells
+# one from a hyphen) and a decimal point between digits ("3.5"). Text keys keep them.
+_NUMBER_MARK = re.compile(_SIGN + r"(?=\.?\d|\\)|(?<=\d)\.(?=\d)")
 # Runs of \W are possessive (`*+`) wherever what follows cannot start with one: a model's
 # answer is untrusted, and "!!!...x" (or a long "----" rule) made the nested `\W*`s try
 # every split of the run, seconds for 4,000 characters and hours for 100,000.
@@ -297,16 +300,23 @@ def load_calibration(path: str | Path) -> dict[str, float]:
 # --- reading answers out of proposals ------------------------------------------------------
 
 
-def normalize_words(text: str) -> str:
+def normalize_words(text: str, *, squad: bool = False) -> str:
     """Case-fold, drop punctuation and the articles, collapse whitespace (as SQuAD).
 
     Vote keys and the eval's text scorers compare answers in this form. Unicode-aware, so
     that answers not in English agree as "Paris." and "paris" do: one text composed or
     decomposed (NFC, NFD) is one key, "Straße" is "STRASSE", and punctuation of any script
     ("。", "«»", "¡") is dropped as ASCII punctuation is.
+
+    A number keeps its sign and its decimal point (`_NUMBER_MARK`): "-5" is not "5", nor
+    "3.5" "35". `squad` drops them too, as SQuAD's own script does, for the scorer that
+    reproduces its exact match.
     """
     text = unicodedata.normalize("NFC", text).casefold()
-    text = "".join(ch for ch in text if not _is_punctuation(ch))
+    if not squad:
+        text = text.translate(_MINUS)  # a U+2212 minus is "-"
+    kept = set() if squad else {m.start() for m in _NUMBER_MARK.finditer(text)}
+    text = "".join(ch for i, ch in enumerate(text) if i in kept or not _is_punctuation(ch))
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
