@@ -187,11 +187,11 @@ def test_serve_refuses_a_keyless_preset_before_serving():
     assert "Serving" not in unknown.stderr
 
 
-def _serving(config):
-    """Start `moa serve --config config` on a free port; return the process and the port."""
+def _serving(config, *args):
+    """Start `moa serve --config config *args` on a free port; return the process and port."""
     port = free_port()
     server = subprocess.Popen(
-        [*MOA, "serve", "--config", str(config), "--port", str(port)],
+        [*MOA, "serve", "--config", str(config), "--port", str(port), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     return server, port
@@ -410,6 +410,45 @@ def test_a_second_sigterm_during_the_drain_stops_serve_at_once(tmp_path):
         rest = server.communicate(timeout=60)[1]  # the run would hold it for 600 s
         assert "Traceback" not in rest and "Terminated." in rest, rest
         assert server.returncode == 143
+
+
+def test_past_the_drain_timeout_an_open_stream_ends_with_a_last_event(tmp_path):
+    # The drain was bounded only by --request-timeout (600 s): `docker stop` (10 s) and
+    # Kubernetes (30 s) killed open streams mid-answer, and their clients saw a cut
+    # connection. Past --drain-timeout each open stream now ends with an error event saying
+    # the server is stopping, then [DONE], and the terminal says how many runs it stopped.
+    profiles = {"fast": FaultProfile(), "slow": FaultProfile(reply_words=600, token_s=1.0)}
+    with FaultServer(profiles) as backend:
+        config = tmp_path / "slow.yaml"
+        config.write_text(
+            f"name: slow\nproposers: ['fast@{backend.url}']\naggregator: 'slow@{backend.url}'\n"
+        )
+        server, port = _serving(config, "--drain-timeout", "1")
+        try:
+            assert server.stderr.readline().startswith("Serving slow on")
+            base = f"http://127.0.0.1:{port}"
+            _health(base)
+            body = {
+                "model": "slow",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream": True,
+            }
+            with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=120) as r:
+                assert r.status_code == 200
+                events = (line for line in r.iter_lines() if line.startswith("data: "))
+                assert "content" in next(events)  # the answer has begun
+                server.send_signal(signal.SIGTERM)
+                rest = list(events)  # the 600 words would take 10 minutes
+            assert rest[-1] == "data: [DONE]", rest[-3:]
+            error = json.loads(rest[-2].removeprefix("data: "))["error"]
+            assert "stopping" in error["message"] and error["code"] == 503, error
+            err = server.communicate(timeout=60)[1]
+            assert "Stopped 1 run" in err and "--drain-timeout" in err, err
+            assert "Traceback" not in err and server.returncode == 143, err
+        finally:
+            if server.poll() is None:
+                server.kill()
+            server.wait(timeout=30)
 
 
 def test_an_answer_stdouts_encoding_cannot_hold_is_escaped_and_said():

@@ -61,6 +61,22 @@ def test_serve_passes_its_policy_and_limits_and_warns_without_a_key(monkeypatch)
     assert CliRunner().invoke(cli.app, ["serve", "--max-calls", "0"]).exit_code == 2
 
 
+def test_serve_passes_its_drain_timeout_and_refuses_a_bad_one(monkeypatch):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.serving import _server as serve
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda presets, **kwargs: seen.update(kwargs))
+    assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
+    assert seen["drain_timeout_s"] == 8.0  # within docker stop's 10 s
+    assert CliRunner().invoke(cli.app, ["serve", "--drain-timeout", "25"]).exit_code == 0
+    assert seen["drain_timeout_s"] == 25.0
+    bad = CliRunner().invoke(cli.app, ["serve", "--drain-timeout", "-1"])
+    assert bad.exit_code == 2 and "--drain-timeout" in bad.output
+    assert "--drain-timeout" in CliRunner().invoke(cli.app, ["serve", "--help"]).output
+
+
 def test_serve_reads_its_price_table_first_and_refuses_a_bad_one(monkeypatch, capsys, tmp_path):
     from typer.testing import CliRunner
 

@@ -2052,3 +2052,28 @@ def test_the_usage_says_the_cached_and_reasoning_tokens_the_calls_reported(fake)
     plain = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
     usage = post(local(create_app({"m": plain})), {"model": "m", "messages": USER}).json()
     assert set(usage["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+
+
+def test_the_drain_brings_a_runs_deadline_forward_and_says_the_server_stopped_it():
+    # On a stop, a run's own deadline (600 s) outlasted the orchestrator's grace: the drain
+    # now ends it first, with an error of its own (a 503 or a stream's last event).
+    import asyncio
+
+    from langgraph_moa.errors import RequestTimeoutError
+    from langgraph_moa.serving._errors import ServerStoppingError, _api_error
+    from langgraph_moa.serving._requests import Drain, _within
+
+    async def stopped(own_s, drain_s):
+        drain = Drain()
+        run = asyncio.ensure_future(_within(own_s, asyncio.sleep(600), drain))
+        await asyncio.sleep(0)  # the run is open: its deadline is held to the drain's
+        drain.end_in(drain_s)
+        with pytest.raises((ServerStoppingError, RequestTimeoutError)) as err:
+            await asyncio.wait_for(run, 60)
+        return err.value, drain.stopped
+
+    error, count = asyncio.run(stopped(600, 0.01))
+    assert isinstance(error, ServerStoppingError) and count == 1
+    assert (_api_error(error).status, _api_error(error).code) == (503, "server_stopping")
+    error, count = asyncio.run(stopped(0.01, 600))  # its own deadline came first
+    assert type(error) is RequestTimeoutError and count == 0

@@ -26,6 +26,7 @@ from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import MissingExtraError, MoAConfigError
 from langgraph_moa.serving._errors import MAX_BODY_BYTES
 from langgraph_moa.serving._history import HISTORY_RUNS
+from langgraph_moa.serving._requests import DRAIN_TIMEOUT_S
 
 
 def _limit_option(field: str, flag: str, help_text: str) -> Any:
@@ -247,6 +248,19 @@ def serve(
             "queued.",
         ),
     ] = 256,
+    drain_timeout: Annotated[
+        float,
+        number_option(
+            "--drain-timeout",
+            kind=float,
+            low=0,
+            metavar="SECONDS",
+            help="Seconds a stop (SIGTERM, Ctrl-C) waits for the requests in flight; then "
+            "each still open is ended with a last event saying the server is stopping. The "
+            f"default ({DRAIN_TIMEOUT_S:g}) ends them within `docker stop`'s 10 s grace; "
+            "set it a little under your orchestrator's (Kubernetes: 30 s).",
+        ),
+    ] = DRAIN_TIMEOUT_S,
     prices: Annotated[
         Path | None,
         typer.Option(
@@ -344,6 +358,7 @@ def serve(
             announce=announce,
             prices=price_table,
             history_runs=history_runs,
+            drain_timeout_s=drain_timeout,
         )
 
 

@@ -58,6 +58,7 @@ from langgraph_moa.serving._guard import BrowserGuard, RunCap, RunLoad, ServeSec
 from langgraph_moa.serving._history import History
 from langgraph_moa.serving._policy import ModelPolicy, _Job, _Preparer, check_allowed_models
 from langgraph_moa.serving._requests import (
+    Drain,
     _ClientGone,
     _disconnected,
     _Guard,
@@ -162,6 +163,7 @@ def create_app(
     app.state.models = list(systems)
     app.state.extra_routes = []  # answered around the app: `_access.AccessLog` adds /health
     app.state.run_load = load
+    app.state.drain = drain = Drain()  # ended by `_server.serve` when the server stops
     app.state.lets_in = _lets_in(sends_key, BrowserGuard(None, security))
 
     @app.exception_handler(_APIError)
@@ -217,7 +219,7 @@ def create_app(
         seconds = limits.request_timeout_s
         if job.stream:
             base = _chunk_base(job.name)
-            stream = _sse(request, graph, run_input, job, seconds, keepalive_s, base)
+            stream = _sse(request, graph, run_input, job, seconds, drain, keepalive_s, base)
             try:
                 first = await _first_content(stream)
             except MoAError as exc:  # nothing sent yet: the status tells, as without stream
@@ -231,7 +233,9 @@ def create_app(
         try:
             state = await _unless_disconnected(
                 request,
-                _within(seconds, graph.ainvoke(run_input, job.config(), context=job.context)),
+                _within(
+                    seconds, graph.ainvoke(run_input, job.config(), context=job.context), drain
+                ),
             )
         except _ClientGone:
             return Response(status_code=499)
@@ -375,17 +379,19 @@ def _sse(
     run_input: dict[str, Any],
     job: _Job,
     seconds: float,
+    drain: Drain,
     keepalive_s: float | None,
     base: dict[str, Any],
 ) -> AsyncIterator[str]:
     """Server-sent events in OpenAI's chunk format: tokens, finish, usage, [DONE].
 
     Relayed by `_events.pump`: keep-alive comments in long silences (a proposer layer), and
-    the run cancelled when the client disconnects. The role chunk is not among them: it
+    the run cancelled when the client disconnects, or stopped when the server's drain ends
+    (`Drain`). The role chunk is not among them: it
     opens the response (`_first_content`). A run's failure is raised, not sent.
     """
     return pump(
-        _timed(_events(graph, run_input, job, base), seconds),
+        _timed(_events(graph, run_input, job, base), seconds, drain),
         lambda: _disconnected(request),
         keepalive_s,
     )

@@ -35,6 +35,19 @@ LOCAL_MODEL_FAILED = (
 )
 
 
+class ServerStoppingError(MoAError):
+    """The server stopped a run still open at the end of its drain (``--drain-timeout``)."""
+
+    def __init__(self, seconds: float) -> None:
+        """Say that the server, not the request, ended it, and that a retry may succeed."""
+        super().__init__(
+            f"The server is stopping and ended this request {seconds:g} s into its drain, "
+            "before its answer was complete: send it again (to another instance, or once "
+            "the server is back)."
+        )
+        self.seconds = seconds
+
+
 class _APIError(Exception):
     def __init__(
         self,
@@ -67,6 +80,8 @@ class _APIError(Exception):
 
 def _api_error(exc: MoAError) -> _APIError:
     """Map one of the package's errors to its HTTP status, OpenAI error type and code."""
+    if isinstance(exc, ServerStoppingError):
+        return _APIError(503, str(exc), "server_error", "server_stopping")
     if isinstance(exc, RequestTimeoutError):
         return _APIError(504, str(exc), "timeout_error", "request_timeout")
     if isinstance(exc, AllProposersFailedError | AggregatorFailedError):

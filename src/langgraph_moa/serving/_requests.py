@@ -3,45 +3,104 @@
 import asyncio
 import contextlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from langgraph_moa.errors import (
     RequestTimeoutError,
 )
 from langgraph_moa.run._calls import request_deadline
-from langgraph_moa.serving._errors import _APIError, _too_large
+from langgraph_moa.serving._errors import ServerStoppingError, _APIError, _too_large
 
 T = TypeVar("T")
 
 
+DRAIN_TIMEOUT_S = 8.0
+"""Seconds a stop waits for the requests in flight by default (``--drain-timeout``): inside
+`docker stop`'s 10 s and Kubernetes' 30 s before their SIGKILL, so that every open stream
+still gets its last event."""
+
+
+class Drain:
+    """The end of the server's drain on a stop: it brings every run's deadline forward to it.
+
+    On SIGTERM or Ctrl-C uvicorn waits for the requests in flight, and a run's own deadline
+    (``--request-timeout``, 600 s) outlasted `docker stop`'s 10 s and Kubernetes' 30 s: their
+    SIGKILL cut a stream mid-answer, and its client never heard why. `end_in` moves the
+    deadline of each run in flight, and of any run that starts later, to the drain's end; a
+    run stopped there fails with `ServerStoppingError`, which a started stream sends as its
+    last event (then ``[DONE]``) and any other request as a 503. `stopped` counts them.
+    """
+
+    def __init__(self) -> None:
+        self.due: float | None = None
+        """The event loop's time the drain ends at; None until the server stops."""
+        self.seconds = 0.0
+        self.stopped = 0
+        self._open: set[asyncio.Timeout] = set()
+
+    def end_in(self, seconds: float) -> None:
+        """Start the drain: every run still open `seconds` from now is stopped then."""
+        self.seconds, self.due = seconds, asyncio.get_running_loop().time() + seconds
+        for timeout in self._open:
+            self._bound(timeout)
+
+    @contextlib.contextmanager
+    def bounding(self, timeout: asyncio.Timeout) -> Iterator[None]:
+        """Hold `timeout` (a run's deadline) to the drain's end while the run is open."""
+        self._open.add(timeout)
+        self._bound(timeout)
+        try:
+            yield
+        finally:
+            self._open.discard(timeout)
+
+    def ended(self, deadline: float | None) -> bool:
+        """Tell whether a run whose own deadline was `deadline` was stopped by the drain."""
+        return self.due is not None and (deadline is None or self.due < deadline)
+
+    def _bound(self, timeout: asyncio.Timeout) -> None:
+        when = timeout.when()
+        if self.due is not None and (when is None or when > self.due):
+            timeout.reschedule(self.due)
+
+
 @contextlib.asynccontextmanager
-async def _deadline(seconds: float) -> AsyncIterator[None]:
+async def _deadline(seconds: float, drain: Drain | None = None) -> AsyncIterator[None]:
     """Bound what runs inside to the request's deadline; past it, `RequestTimeoutError`.
 
     The deadline is set in the task that runs the graph, so every call, and every
-    ``Retry-After`` wait, sees it.
+    ``Retry-After`` wait, sees it. A `drain` that ends first stops the run with
+    `ServerStoppingError` instead.
     """
+    own: float | None = None
     with request_deadline(seconds):
         try:
-            async with asyncio.timeout(seconds):
-                yield
+            async with asyncio.timeout(seconds) as timeout:
+                own = timeout.when()
+                with drain.bounding(timeout) if drain else contextlib.nullcontext():
+                    yield
         except TimeoutError:
+            if drain is not None and drain.ended(own):
+                drain.stopped += 1
+                raise ServerStoppingError(drain.seconds) from None
             raise RequestTimeoutError(seconds) from None
 
 
-async def _within(seconds: float, run: Awaitable[Any]) -> Any:
+async def _within(seconds: float, run: Awaitable[Any], drain: Drain | None = None) -> Any:
     """Await a run under the request's deadline: ``Retry-After`` waits and the run itself."""
-    async with _deadline(seconds):
+    async with _deadline(seconds, drain):
         return await run
 
 
-async def _timed(source: AsyncIterator[T], seconds: float) -> AsyncIterator[T]:
+async def _timed(
+    source: AsyncIterator[T], seconds: float, drain: Drain | None = None
+) -> AsyncIterator[T]:
     """Relay a stream under the request's deadline; past it, raise `RequestTimeoutError`.
 
     The deadline is set in the task that iterates it (`pump`'s producer).
     """
-    async with _deadline(seconds):
+    async with _deadline(seconds, drain):
         async for item in source:
             yield item
 

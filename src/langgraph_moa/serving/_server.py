@@ -2,6 +2,7 @@
 
 import gc
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from langgraph_moa.serving._history import (
     HistoryError,
     default_history_path,
 )
+from langgraph_moa.serving._requests import DRAIN_TIMEOUT_S, Drain
 
 
 def serve(
@@ -40,6 +42,7 @@ def serve(
     history_path: str | Path | None = None,
     history_runs: int = HISTORY_RUNS,
     prices: Prices | None = None,
+    drain_timeout_s: float = DRAIN_TIMEOUT_S,
 ) -> None:
     """Serve the presets (or named configs) until interrupted (what `moa serve` runs).
 
@@ -53,7 +56,8 @@ def serve(
     A preset may also be a config file (``.yaml``, ``.yml`` or ``.json``), served under its
     `name:` or its file name. The web page's runs are kept in `history_path`
     (`default_history_path()` if None), its newest `history_runs` runs. `prices` (model ->
-    dollars per million prompt and completion tokens) prices the page's runs.
+    dollars per million prompt and completion tokens) prices the page's runs. On a stop
+    (SIGTERM, Ctrl-C) the requests in flight have `drain_timeout_s` to end (`Drain`).
     """
     import sys
 
@@ -103,9 +107,18 @@ def serve(
     restore_collector = tune_collector()
     restore_loggers = _keep_loggers(UVICORN_LOGGERS)
     try:
-        settings = uvicorn.Config(logged, host=host, port=port, log_level="warning", **options)
+        settings = uvicorn.Config(
+            logged,
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=math.ceil(drain_timeout_s) + DRAIN_FLUSH_S,  # whole seconds
+            **options,
+        )
         _say_the_drain(logging.getLogger("uvicorn.error"))
-        _stops_on_a_second_signal(uvicorn.Server)(settings).run()
+        server_class = _stops_on_a_second_signal(uvicorn.Server)
+        drained = _drains_within(server_class, app.state.drain, drain_timeout_s, log or to_stderr)
+        drained(settings).run()
     finally:  # serving is over: the collector and uvicorn's loggers are as the caller had them
         restore_collector()
         restore_loggers()
@@ -160,6 +173,34 @@ def _stops_on_a_second_signal(server_class: type) -> type:
                 self.force_exit = True
                 return
             super().handle_exit(sig, frame)
+
+    return Server
+
+
+DRAIN_FLUSH_S = 2
+"""Seconds after the drain's end for the stopped runs' last events to go out, before uvicorn
+cancels whatever is still open (a request that runs no model: a slow reader's download)."""
+
+
+def _drains_within(
+    server_class: type, drain: Drain, seconds: float, say: Callable[[str], None]
+) -> type:
+    """Return a uvicorn `Server` class whose drain ends the runs still open after `seconds`.
+
+    Each such run's client is told the server is stopping (`Drain`), and the terminal says
+    how many there were.
+    """
+
+    class Server(server_class):
+        async def shutdown(self, sockets: Any = None) -> None:
+            drain.end_in(seconds)
+            await super().shutdown(sockets)
+            if drain.stopped:
+                runs = f"{drain.stopped} run{'s' * (drain.stopped != 1)}"
+                say(
+                    f"Stopped {runs} still open at the end of the drain (--drain-timeout "
+                    f"{seconds:g} s); each client was told that the server is stopping."
+                )
 
     return Server
 

@@ -51,7 +51,7 @@ from langgraph_moa.serving._events import (
 )
 from langgraph_moa.serving._history import Compactor, History, HistoryError, RunRecord
 from langgraph_moa.serving._policy import _Job, _Preparer
-from langgraph_moa.serving._requests import _disconnected, _read_body, _timed
+from langgraph_moa.serving._requests import Drain, _disconnected, _read_body, _timed
 
 STATIC = Path(__file__).parent / "static"
 
@@ -98,6 +98,7 @@ async def _run(
     history: History | None,
     prices: Prices | None = None,
     seconds: float = RequestLimits().request_timeout_s,
+    drain: Drain | None = None,
 ) -> AsyncIterator[Any]:
     """Run the job watched, as server-sent events, and keep it in the history.
 
@@ -130,7 +131,7 @@ async def _run(
         yield out(run_event(run_id, job.name, record.question, config))
         events = RunEvents(graph, job.run_input(), job.config(), context=job.context)
         try:
-            async for event in _timed(aiter(events), seconds):
+            async for event in _timed(aiter(events), seconds, drain):
                 if event["event"] == "token":  # joined with its call's next ones (`pump`)
                     log.add(event)
                     yield event
@@ -281,7 +282,16 @@ def add_ui(
             )
         config = apply_context(systems[job.name], job.context)
         run_id = uuid.uuid4().hex[:16]
-        source = _run(graphs[job.name], job, run_id, config, history, prices, request_timeout_s)
+        source = _run(
+            graphs[job.name],
+            job,
+            run_id,
+            config,
+            history,
+            prices,
+            request_timeout_s,
+            app.state.drain,
+        )
         stream = pump(source, lambda: _disconnected(request), keepalive_s, TokenJoiner())
         headers = {**STREAM_HEADERS, "X-MoA-Run": run_id}
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
