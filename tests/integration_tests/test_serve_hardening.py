@@ -712,3 +712,74 @@ def test_health_counts_streams_in_flight_and_counts_out_every_client_that_left()
             ):
                 time.sleep(0.05)
             assert httpx.get(f"{server.root}/health").json()["in_flight"] == 0
+
+
+# --- behind a proxy: the forwarded client address --------------------------------------------
+
+
+def _behind(security, lines):
+    """Serve a tiny app as `moa serve` stacks it: the forwarded address, the log, the guard."""
+    from langgraph_moa.serving._access import AccessLog
+    from langgraph_moa.serving._guard import forwarded_clients
+
+    systems = {
+        "m": MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
+    }
+    logged = AccessLog(create_app(systems, security=security), ["m"], lines.append)
+    return BackgroundServer(forwarded_clients(logged, security), **uvicorn_options(security))
+
+
+def _until(done, wait_s=30):
+    """Poll `done` until it holds, for at most `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    while not done():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.05)
+
+
+def _held_request(server, forwarded_for):
+    """Open a request that stays in flight (its body never ends), as a proxy relays one."""
+    sock = _connect(server)
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n"
+        b"Content-Type: application/json\r\nX-Forwarded-For: " + forwarded_for + b"\r\n\r\n{"
+    )
+    return sock
+
+
+def test_the_log_names_the_client_and_trusts_a_forwarded_address_only_from_a_trusted_proxy():
+    # The access log named no client; uvicorn's default trusted X-Forwarded-For from any
+    # loopback client, so a local process could have written any address there.
+    lines: list[str] = []
+    with _behind(ServeSecurity(), lines) as server:
+        httpx.get(f"{server.root}/v1/models", headers={"x-forwarded-for": "203.0.113.9"})
+    assert lines[-1].endswith(" · 127.0.0.1") and "203.0.113.9" not in lines[-1], lines
+    lines.clear()
+    with _behind(ServeSecurity(forwarded_allow_ips=("127.0.0.1",)), lines) as server:
+        httpx.get(f"{server.root}/v1/models", headers={"x-forwarded-for": "203.0.113.9"})
+    assert lines[-1].endswith(" · 203.0.113.9"), lines
+
+
+def test_behind_a_trusted_proxy_the_connection_cap_counts_each_forwarded_client():
+    # Behind a proxy every client had the proxy's address: the per-address cap counted
+    # them all as one, and a few busy clients locked everyone else out. Connections from
+    # the trusted proxy are no longer capped as one client; each forwarded client is.
+    security = ServeSecurity(
+        forwarded_allow_ips=("127.0.0.1",),
+        max_connections_per_client=2,
+        header_timeout_s=60,
+        body_timeout_s=60,
+    )
+    with _behind(security, []) as server:
+        held = [_held_request(server, b"203.0.113.9") for _ in range(2)]
+        held += [_held_request(server, b"198.51.100.4") for _ in range(2)]  # 4 from the proxy
+        try:
+            _until(lambda: httpx.get(f"{server.root}/health").json()["in_flight"] == 4)
+            with _held_request(server, b"203.0.113.9") as third:
+                third.settimeout(10)
+                assert third.recv(12) == b"HTTP/1.1 429"
+            other = httpx.get(f"{server.root}/v1/models", headers={"x-forwarded-for": "192.0.2.1"})
+            assert other.status_code == 200
+        finally:
+            for sock in held:
+                sock.close()

@@ -77,6 +77,27 @@ def test_serve_passes_its_drain_timeout_and_refuses_a_bad_one(monkeypatch):
     assert "--drain-timeout" in CliRunner().invoke(cli.app, ["serve", "--help"]).output
 
 
+def test_serve_trusts_only_the_proxies_it_is_given(monkeypatch):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.serving import _server as serve
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda presets, **kwargs: seen.update(kwargs))
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
+    assert seen["security"].forwarded_allow_ips == ()  # not even loopback
+    args = ["serve", "--forwarded-allow-ips", "10.0.0.0/8, 127.0.0.1"]
+    assert CliRunner().invoke(cli.app, args).exit_code == 0
+    assert seen["security"].forwarded_allow_ips == ("10.0.0.0/8", "127.0.0.1")
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")  # uvicorn's variable is honoured
+    assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
+    assert seen["security"].forwarded_allow_ips == ("*",)
+    bad = CliRunner().invoke(cli.app, ["serve", "--forwarded-allow-ips", "proxy.local"])
+    assert bad.exit_code == 2 and "'proxy.local' is not an IP address" in bad.output
+    assert "--forwarded-allow-ips" in CliRunner().invoke(cli.app, ["serve", "--help"]).output
+
+
 def test_serve_reads_its_price_table_first_and_refuses_a_bad_one(monkeypatch, capsys, tmp_path):
     from typer.testing import CliRunner
 

@@ -79,6 +79,31 @@ def no_empty_key_variable(value: str | None) -> str | None:
     return value
 
 
+PROXIES_VARIABLE = "FORWARDED_ALLOW_IPS"
+
+
+def proxy_addresses(value: str | None) -> str | None:
+    """Refuse a --forwarded-allow-ips entry that is not an address, a network or ``*``.
+
+    Checked as the command line is read (a usage error, exit code 2): uvicorn would have
+    taken a mistyped entry for a host name that never matches, and trusted no proxy.
+    """
+    if value is None:
+        return None
+    import ipaddress
+
+    for entry in (part.strip() for part in value.split(",")):
+        try:
+            if entry != "*":
+                ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{entry!r} is not an IP address, a network (10.0.0.0/8) or '*'; give the "
+                "proxies' addresses, separated by commas."
+            ) from None
+    return value
+
+
 def serve(
     preset: Annotated[
         list[str] | None,
@@ -248,6 +273,18 @@ def serve(
             "queued.",
         ),
     ] = 256,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            envvar=PROXIES_VARIABLE,
+            callback=proxy_addresses,
+            metavar="IPS",
+            help="Comma-separated addresses or networks ('*' for any) of the reverse proxies "
+            "whose X-Forwarded-For names the client: the access log and the per-client "
+            "connection cap then use that address. None by default, loopback included, so "
+            "no client can claim another address.",
+        ),
+    ] = None,
     drain_timeout: Annotated[
         float,
         number_option(
@@ -321,6 +358,9 @@ def serve(
         body_timeout_s=body_timeout,
         max_connections_per_client=max_connections_per_client,
         max_runs=max_runs,
+        forwarded_allow_ips=tuple(
+            part.strip() for part in (forwarded_allow_ips or "").split(",") if part.strip()
+        ),
     )
     if host in ("0.0.0.0", "::") and not allowed_host:
         out.warn(

@@ -158,6 +158,8 @@ class AccessLog:
                 left += f", {tally.failed} failed" if tally.failed else ""  # as an answer's
             parts.append(left)
         parts.append(f"{seconds:.2f}s")
+        client = scope.get("client")  # a trusted proxy's client (`_guard.forwarded_clients`)
+        parts.append(_printable(str(client[0]))[:64] if client else "-")
         return " · ".join(parts)
 
 

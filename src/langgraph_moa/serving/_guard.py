@@ -21,11 +21,13 @@ Two layers, because they see different things:
 """
 
 import asyncio
+import ipaddress
 import json
 from collections import Counter
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware, _TrustedHosts
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from langgraph_moa._redact import clip
@@ -60,6 +62,18 @@ class ServeSecurity(BaseModel):
     """Open connections one client address may hold; more are closed at once."""
     max_runs: int = Field(default=256, ge=1, description="--max-runs")
     """Runs (chat completions and page runs) in flight across all clients; more get 503."""
+    forwarded_allow_ips: tuple[str, ...] = Field(default=(), description="--forwarded-allow-ips")
+    """Proxies (addresses, networks, ``*``) whose ``X-Forwarded-For`` names the client
+    (`forwarded_clients`). None by default, loopback included: uvicorn's own default trusts
+    loopback, and any local process could then have written the address of its choice."""
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if entry != "*":
+                ipaddress.ip_network(entry, strict=False)  # ValueError names the entry
+        return value
 
     def with_bind_host(self, host: str) -> "ServeSecurity":
         """Add the bound name to the allowed hosts (a wildcard bind adds nothing)."""
@@ -365,6 +379,7 @@ def guarded_protocol(security: ServeSecurity, base: type | None = None) -> type:
     """
     parent: type = base or fastest_protocol()
     open_by_client: Counter[str] = Counter()
+    proxies = _proxies(security)
 
     class GuardedProtocol(parent):
         _counted: str | None = None
@@ -373,6 +388,9 @@ def guarded_protocol(security: ServeSecurity, base: type | None = None) -> type:
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             address = self.client[0] if self.client else ""
+            if proxies is not None and address in proxies:  # its clients: `forwarded_clients`
+                self._arm_head_timer()
+                return
             if open_by_client[address] >= security.max_connections_per_client:
                 transport.close()
                 return
@@ -429,5 +447,75 @@ def guarded_protocol(security: ServeSecurity, base: type | None = None) -> type:
 
 
 def uvicorn_options(security: ServeSecurity, base: type | None = None) -> dict[str, Any]:
-    """Return the uvicorn settings that apply `security` (the protocol with its limits)."""
-    return {"http": guarded_protocol(security, base), "timeout_keep_alive": 5}
+    """Return the uvicorn settings that apply `security` (the protocol with its limits).
+
+    uvicorn's own proxy headers are off: they trusted loopback by default, and they ran
+    before anything could tell the proxy's connection from its client's (`forwarded_clients`
+    does both, for the proxies the operator named).
+    """
+    return {
+        "http": guarded_protocol(security, base),
+        "timeout_keep_alive": 5,
+        "proxy_headers": False,
+    }
+
+
+def _proxies(security: ServeSecurity) -> _TrustedHosts | None:
+    """Return the operator's trusted proxies as uvicorn matches them; None if there are none."""
+    return (
+        _TrustedHosts(list(security.forwarded_allow_ips)) if security.forwarded_allow_ips else None
+    )
+
+
+def forwarded_clients(app: Any, security: ServeSecurity) -> Any:
+    """Return `app` as seen through the operator's trusted proxies (``--forwarded-allow-ips``).
+
+    A request from a trusted proxy's address names its client by ``X-Forwarded-For`` (and its
+    scheme by ``X-Forwarded-Proto``), as uvicorn reads them: the access log then names that
+    client, and each such client may hold ``max_connections_per_client`` requests in flight
+    (more get 429), where the connection cap (`guarded_protocol`) would have counted every
+    client of the proxy as one. Any other request is passed on as it came: no client can
+    choose the address it is logged and counted under. With no trusted proxy, `app` itself.
+    """
+    if not security.forwarded_allow_ips:
+        return app
+    return _ForwardedClients(app, security)
+
+
+class _ForwardedClients:
+    """ASGI middleware: see `forwarded_clients`."""
+
+    def __init__(self, app: Any, security: ServeSecurity) -> None:
+        self.app = app
+        self.limit = security.max_connections_per_client
+        self.forwarded = ProxyHeadersMiddleware(self._capped, list(security.forwarded_allow_ips))
+        self.proxies = self.forwarded.trusted_hosts
+        self.open_by_client: Counter[str] = Counter()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        peer = scope.get("client")
+        if scope["type"] != "http" or not peer or peer[0] not in self.proxies:
+            await self.app(scope, receive, send)
+            return
+        await self.forwarded(scope, receive, send)
+
+    async def _capped(self, scope: Any, receive: Any, send: Any) -> None:
+        address = scope["client"][0]
+        if self.open_by_client[address] >= self.limit:
+            status, body = _error(
+                429,
+                f"This client has {self.limit} requests in flight through the proxy, the "
+                "server's limit per client; wait for one to end, or the operator can raise "
+                "--max-connections-per-client.",
+                "rate_limit_error",
+                "too_many_connections",
+            )
+            await _send_error(send, status, body, close=True)
+            return
+        self.open_by_client[address] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.open_by_client[address] -= 1
+            if self.open_by_client[address] <= 0:
+                del self.open_by_client[address]

@@ -16,7 +16,7 @@ from langgraph_moa.errors import (
     MoAConfigError,
 )
 from langgraph_moa.serving._errors import MAX_BODY_BYTES
-from langgraph_moa.serving._guard import ServeSecurity, uvicorn_options
+from langgraph_moa.serving._guard import ServeSecurity, forwarded_clients, uvicorn_options
 from langgraph_moa.serving._history import (
     HISTORY_RUNS,
     History,
@@ -98,7 +98,7 @@ def serve(
     def to_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)  # noqa: T201
 
-    logged = AccessLog(app, list(systems), log or to_stderr)
+    logged = forwarded_clients(AccessLog(app, list(systems), log or to_stderr), security)
     if announce is not None:
         announce(f"Serving {', '.join(systems)} on http://{host}:{port}/v1")
     # uvloop when installed; the HTTP protocol is httptools' (or h11's) with the guard's head
