@@ -94,8 +94,34 @@ def test_serve_trusts_only_the_proxies_it_is_given(monkeypatch):
     assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
     assert seen["security"].forwarded_allow_ips == ("*",)
     bad = CliRunner().invoke(cli.app, ["serve", "--forwarded-allow-ips", "proxy.local"])
-    assert bad.exit_code == 2 and "'proxy.local' is not an IP address" in bad.output
+    said = " ".join(bad.output.replace("\u2502", " ").split())  # the box's lines joined
+    assert bad.exit_code == 2 and "'proxy.local' is not an IP address" in said, bad.output
     assert "--forwarded-allow-ips" in CliRunner().invoke(cli.app, ["serve", "--help"]).output
+
+
+@pytest.mark.parametrize(
+    ("given", "prefix"), [(None, ""), ("/moa", "/moa"), ("/moa/", "/moa"), ("/a/b-c", "/a/b-c")]
+)
+def test_serve_passes_its_root_path(monkeypatch, given, prefix):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.serving import _server as serve
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda presets, **kwargs: seen.update(kwargs))
+    args = ["serve", *(["--root-path", given] if given else [])]
+    assert CliRunner().invoke(cli.app, args).exit_code == 0
+    assert seen["root_path"] == prefix
+
+
+@pytest.mark.parametrize("given", ["moa", "/moa?x=1", "/m oa", "//evil.example"])
+def test_serve_refuses_a_root_path_that_is_not_a_path(given):
+    from typer.testing import CliRunner
+
+    bad = CliRunner().invoke(cli.app, ["serve", "--root-path", given])
+    said = " ".join(bad.output.replace("\u2502", " ").split())  # the box's lines joined
+    assert bad.exit_code == 2 and "is not a URL path such as /moa" in said, bad.output
+    assert "--root-path" in CliRunner().invoke(cli.app, ["serve", "--help"]).output
 
 
 def test_serve_reads_its_price_table_first_and_refuses_a_bad_one(monkeypatch, capsys, tmp_path):

@@ -457,11 +457,16 @@ def test_the_page_works_behind_a_proxy_that_serves_it_under_a_path_prefix(system
     # Behind `location /moa/` the page loaded from /moa/ui, but its stylesheet, its script,
     # every API call it made and the redirect from /moa/ went to /ui/static/..., /v1/... and
     # /ui, outside the prefix: the proxy did not send them to moa serve, and the page was dead.
-    from urllib.parse import urljoin
-
     client = TestClient(
         _behind_a_prefix(create_app({"m": system}), "/moa"), base_url="http://localhost"
     )
+    _the_page_and_its_calls_reach_the_server(client)
+
+
+def _the_page_and_its_calls_reach_the_server(client, headers=None):
+    """Follow /moa/ to the page, then its links and its API calls: each must reach moa serve."""
+    from urllib.parse import urljoin
+
     root = client.get("/moa/", follow_redirects=False)
     page_url = urljoin("http://localhost/moa/", root.headers["location"])
     assert page_url == "http://localhost/moa/ui"
@@ -475,7 +480,43 @@ def test_the_page_works_behind_a_proxy_that_serves_it_under_a_path_prefix(system
     for link in [*links, *called]:
         url = urljoin(page_url, link + "x" * link.endswith("/"))  # "v1/moa/runs/" + a run's id
         assert url.startswith("http://localhost/moa/"), link
-        assert client.get(url).status_code != 502, link  # it reached moa serve
+        status = client.get(url, headers=headers).status_code
+        assert status != 502, link  # it reached moa serve
+        assert status != 404 or link.endswith("/"), (link, status)  # and a route of it
+
+
+def _behind_a_prefix_kept(app, prefix):
+    """An ASGI proxy as nginx's ``location /moa/ { proxy_pass http://moa/moa/; }``: it forwards
+    only paths under `prefix`, as they are (the prefix kept)."""
+
+    async def proxy(scope, receive, send):
+        if scope["type"] == "http" and not scope["path"].startswith(prefix + "/"):
+            await send({"type": "http.response.start", "status": 502, "headers": []})
+            await send({"type": "http.response.body", "body": b"not proxied"})
+            return
+        await app(scope, receive, send)
+
+    return proxy
+
+
+def test_with_a_root_path_the_page_works_behind_a_proxy_that_keeps_the_prefix(system):
+    # Only a proxy that took the prefix off worked: one that passed /moa/ui on as it was got
+    # a 404 for the page, the API and the redirects. --root-path /moa serves those paths.
+    from langgraph_moa.serving._guard import served_under
+
+    app = served_under(create_app({"m": system}, api_key="sekret"), "/moa")
+    client = TestClient(_behind_a_prefix_kept(app, "/moa"), base_url="http://localhost")
+    authed = {"Authorization": "Bearer sekret"}
+    _the_page_and_its_calls_reach_the_server(client, authed)
+    assert client.get("/moa/v1/models", headers=authed).json()["data"][0]["id"] == "m"
+    assert client.get("/moa/v1/models").status_code == 401  # the key is still asked for
+    # The guards see the route, not the prefix: a cross-site form post is still refused.
+    form = {"content-type": "text/plain", **authed}
+    assert client.post("/moa/v1/chat/completions", headers=form).status_code == 415
+    slash = client.get("/moa/ui/", follow_redirects=False)
+    assert slash.headers["location"] == "../ui"  # back to /moa/ui
+    direct = TestClient(app, base_url="http://localhost")  # no proxy: no prefix
+    assert direct.get("/ui").status_code == 200
 
 
 def test_the_page_at_ui_with_a_slash_comes_back_to_ui_under_the_prefix_too(system):

@@ -104,6 +104,19 @@ def proxy_addresses(value: str | None) -> str | None:
     return value
 
 
+def path_prefix(value: str) -> str:
+    """Refuse a --root-path that is not a URL path (``/moa``): a usage error, exit code 2."""
+    import re
+
+    prefix = value.rstrip("/")
+    if value and not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+", prefix):
+        raise typer.BadParameter(
+            f"{value!r} is not a URL path such as /moa: give the path prefix the proxy "
+            "keeps, starting with '/'."
+        )
+    return prefix
+
+
 def serve(
     preset: Annotated[
         list[str] | None,
@@ -285,6 +298,16 @@ def serve(
             "no client can claim another address.",
         ),
     ] = None,
+    root_path: Annotated[
+        str,
+        typer.Option(
+            callback=path_prefix,
+            metavar="PREFIX",
+            help="Also serve the page and the API under this path (/moa), for a reverse "
+            "proxy that passes its prefix on (proxy_pass http://host:port/moa/); one that "
+            "takes it off needs nothing.",
+        ),
+    ] = "",
     drain_timeout: Annotated[
         float,
         number_option(
@@ -399,6 +422,7 @@ def serve(
             prices=price_table,
             history_runs=history_runs,
             drain_timeout_s=drain_timeout,
+            root_path=root_path,
         )
 
 

@@ -519,3 +519,34 @@ class _ForwardedClients:
             self.open_by_client[address] -= 1
             if self.open_by_client[address] <= 0:
                 del self.open_by_client[address]
+
+
+def served_under(app: Any, prefix: str) -> Any:
+    """Return `app` answering under the path `prefix` too (``--root-path``).
+
+    A proxy that passes its prefix on (``location /moa/ { proxy_pass http://moa/moa/; }``)
+    sent ``/moa/ui`` and ``/moa/v1/...``, which nothing here answered. The prefix is now taken
+    off such a path before anything sees it, so every guard, route and log line sees
+    ``/ui`` and ``/v1/...``, as behind a proxy that takes the prefix off itself; the page's
+    links and redirects are relative, so they stay under it. A path outside the prefix (a
+    proxy that strips it, a health check that comes directly) is served as before.
+    uvicorn's own ``root_path`` would not do: it is for a proxy that strips the prefix, and
+    it prefixes every path once more; and a ``root_path`` in the scope makes Starlette route
+    ``/moa/v1/...`` as ``/v1/...`` while the guards, which read the path, would not count it.
+    """
+    if not prefix:
+        return app
+    head, raw_head = prefix + "/", prefix.encode()
+
+    async def under(scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
+        if path.startswith(head):
+            raw = scope.get("raw_path")
+            scope = {
+                **scope,
+                "path": path[len(prefix) :],
+                "raw_path": raw[len(raw_head) :] if raw and raw.startswith(raw_head) else None,
+            }
+        await app(scope, receive, send)
+
+    return under

@@ -16,7 +16,12 @@ from langgraph_moa.errors import (
     MoAConfigError,
 )
 from langgraph_moa.serving._errors import MAX_BODY_BYTES
-from langgraph_moa.serving._guard import ServeSecurity, forwarded_clients, uvicorn_options
+from langgraph_moa.serving._guard import (
+    ServeSecurity,
+    forwarded_clients,
+    served_under,
+    uvicorn_options,
+)
 from langgraph_moa.serving._history import (
     HISTORY_RUNS,
     History,
@@ -43,6 +48,7 @@ def serve(
     history_runs: int = HISTORY_RUNS,
     prices: Prices | None = None,
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
+    root_path: str = "",
 ) -> None:
     """Serve the presets (or named configs) until interrupted (what `moa serve` runs).
 
@@ -57,7 +63,9 @@ def serve(
     `name:` or its file name. The web page's runs are kept in `history_path`
     (`default_history_path()` if None), its newest `history_runs` runs. `prices` (model ->
     dollars per million prompt and completion tokens) prices the page's runs. On a stop
-    (SIGTERM, Ctrl-C) the requests in flight have `drain_timeout_s` to end (`Drain`).
+    (SIGTERM, Ctrl-C) the requests in flight have `drain_timeout_s` to end (`Drain`). A
+    `root_path` (``/moa``) serves the paths under it too, for a proxy that keeps its prefix
+    (`served_under`).
     """
     import sys
 
@@ -99,6 +107,7 @@ def serve(
         print(line, file=sys.stderr, flush=True)  # noqa: T201
 
     logged = forwarded_clients(AccessLog(app, list(systems), log or to_stderr), security)
+    logged = served_under(logged, root_path)
     if announce is not None:
         announce(f"Serving {', '.join(systems)} on http://{host}:{port}/v1")
     # uvloop when installed; the HTTP protocol is httptools' (or h11's) with the guard's head
