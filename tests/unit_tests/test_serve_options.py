@@ -161,3 +161,34 @@ def test_serve_leaves_uvicorns_loggers_as_it_found_them(monkeypatch, tmp_path):
     assert seen["level"] == logging.INFO  # while serving: the drain line can be said
     after = {n: (logging.getLogger(n).level, list(logging.getLogger(n).filters)) for n in names}
     assert after == before
+
+
+def test_serve_stacks_the_root_path_the_trusted_proxies_and_the_drain(monkeypatch, tmp_path):
+    # What `moa serve` hands uvicorn: the prefix taken off, the forwarded client logged,
+    # uvicorn's own proxy headers off, and its backstop just past the drain.
+    from starlette.testclient import TestClient
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving import _server
+    from langgraph_moa.serving._guard import ServeSecurity
+
+    seen = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: seen.update(s=server))
+    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
+    monkeypatch.setenv(GC_FREEZE_ENV, "0")
+    config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
+    lines: list[str] = []
+    _server.serve(
+        {"fake": config},
+        history_path=tmp_path / "h.db",
+        log=lines.append,
+        security=ServeSecurity(forwarded_allow_ips=("*",)),
+        root_path="/moa",
+        drain_timeout_s=3,
+    )
+    settings = seen["s"].config
+    assert settings.timeout_graceful_shutdown == 5 and settings.proxy_headers is False
+    client = TestClient(settings.app, base_url="http://127.0.0.1")
+    answer = client.get("/moa/v1/models", headers={"x-forwarded-for": "203.0.113.9"})
+    assert answer.json()["data"][0]["id"] == "fake"
+    assert lines[-1].startswith("GET /v1/models 200") and lines[-1].endswith(" · 203.0.113.9")
