@@ -725,8 +725,9 @@ def _behind(security, lines):
     systems = {
         "m": MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
     }
-    logged = AccessLog(create_app(systems, security=security), ["m"], lines.append)
-    return BackgroundServer(forwarded_clients(logged, security), **uvicorn_options(security))
+    app = forwarded_clients(create_app(systems, security=security), security)
+    logged = AccessLog(app, ["m"], lines.append)
+    return BackgroundServer(logged, **uvicorn_options(security))
 
 
 def _until(done, wait_s=30):
@@ -770,7 +771,8 @@ def test_behind_a_trusted_proxy_the_connection_cap_counts_each_forwarded_client(
         header_timeout_s=60,
         body_timeout_s=60,
     )
-    with _behind(security, []) as server:
+    lines: list[str] = []
+    with _behind(security, lines) as server:
         held = [_held_request(server, b"203.0.113.9") for _ in range(2)]
         held += [_held_request(server, b"198.51.100.4") for _ in range(2)]  # 4 from the proxy
         try:
@@ -778,6 +780,8 @@ def test_behind_a_trusted_proxy_the_connection_cap_counts_each_forwarded_client(
             with _held_request(server, b"203.0.113.9") as third:
                 third.settimeout(10)
                 assert third.recv(12) == b"HTTP/1.1 429"
+            _until(lambda: any(" 429 · " in line for line in lines))
+            assert next(line for line in lines if " 429 " in line).endswith(" · 203.0.113.9")
             other = httpx.get(f"{server.root}/v1/models", headers={"x-forwarded-for": "192.0.2.1"})
             assert other.status_code == 200
         finally:

@@ -487,6 +487,7 @@ class _ForwardedClients:
 
     def __init__(self, app: Any, security: ServeSecurity) -> None:
         self.app = app
+        self.state = getattr(app, "state", None)  # the app's, for `_access.AccessLog` around
         self.limit = security.max_connections_per_client
         self.forwarded = ProxyHeadersMiddleware(self._capped, list(security.forwarded_allow_ips))
         self.proxies = self.forwarded.trusted_hosts

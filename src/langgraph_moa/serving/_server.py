@@ -106,7 +106,7 @@ def serve(
     def to_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)  # noqa: T201
 
-    logged = forwarded_clients(AccessLog(app, list(systems), log or to_stderr), security)
+    logged = AccessLog(forwarded_clients(app, security), list(systems), log or to_stderr)
     logged = served_under(logged, root_path)
     if announce is not None:
         announce(f"Serving {', '.join(systems)} on http://{host}:{port}/v1")
