@@ -11,6 +11,8 @@ import time
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from pydantic import BaseModel
 
 from langgraph_moa import AllProposersFailedError, MoAConfig, MoAInputError, create_moa_graph
 from langgraph_moa.errors import ThreadBusyError
@@ -94,3 +96,31 @@ def test_thread_id_1_and_1_as_text_are_one_thread_as_the_checkpointer_stores_the
     with pytest.raises(ThreadBusyError, match="Thread '1' already has a run"):
         graph.invoke(QUESTION, thread("1"))
     first.join()
+
+
+class Verdict(BaseModel):
+    """A `response_format` model, as a user's application defines it."""
+
+    city: str
+
+
+def test_two_graphs_with_an_answer_model_on_one_saver_share_its_threads(fake, log):
+    """With a serializer that lists the types it reads back, `create_moa_graph` gives
+    LangGraph a copy of the saver that allows the answer's model (`allowing_answers`), one
+    copy per graph: the claim must still see one saver, or a second graph's run on a busy
+    thread writes a second answer into its history."""
+    serde = JsonPlusSerializer(allowed_msgpack_modules=[("tests", "Unrelated")])
+    saver = InMemorySaver(serde=serde)
+    agg = fake("AGG", reply=lambda label, n, msgs: '{"city": "Paris"}')
+    config = MoAConfig(proposers=[fake("A", delay=lambda n: 0.5)], aggregator=agg)
+    first_graph, second_graph = (
+        create_moa_graph(config, checkpointer=saver, response_format=Verdict) for _ in range(2)
+    )
+    first = threading.Thread(target=first_graph.invoke, args=(QUESTION, thread("t")))
+    first.start()
+    time.sleep(0.1)  # the first run is waiting on its proposer
+    with pytest.raises(ThreadBusyError):
+        second_graph.invoke(QUESTION, thread("t"))
+    first.join()
+    assert len(log.by("A")) == 2  # one per layer, of the first run only
+    assert first_graph.get_state(thread("t")).values["structured_response"] == Verdict(city="Paris")

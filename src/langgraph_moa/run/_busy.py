@@ -24,7 +24,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph_moa.errors import ThreadBusyError
 
 ThreadKey = tuple[int, str, str]
-"""The checkpointer (by identity), the thread and the checkpoint namespace of a run."""
+"""The checkpointer's store (by identity), the thread and the checkpoint namespace of a run."""
 
 _busy: set[ThreadKey] = set()
 _lock = threading.Lock()
@@ -38,7 +38,21 @@ def thread_key(saver: Any, config: Any) -> ThreadKey | None:
     thread = configurable.get("thread_id")
     if thread is None:
         return None
-    return (id(saver), str(thread), str(configurable.get("checkpoint_ns") or ""))
+    return (id(_store(saver)), str(thread), str(configurable.get("checkpoint_ns") or ""))
+
+
+def _store(saver: BaseCheckpointSaver) -> Any:
+    """Return what `saver` keeps its threads in: its connection, or its memory.
+
+    A compiled graph may hold a shallow copy of the caller's saver (LangGraph's under strict
+    msgpack, `allowing_answers`'s for an answer's model), one per graph: two graphs on one
+    saver are told apart by the saver's identity, not by the store the copies share.
+    """
+    for name in ("conn", "storage"):  # LangGraph's SQL savers; `InMemorySaver`
+        store = getattr(saver, name, None)
+        if store is not None:
+            return store
+    return saver
 
 
 def _claim(key: ThreadKey) -> None:
