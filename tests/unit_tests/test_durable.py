@@ -2,10 +2,11 @@
 
 import logging
 
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import BaseModel
 
-from langgraph_moa.graph.durable import open_checkpointer
+from langgraph_moa.graph.durable import allowing_answers, open_checkpointer
 
 
 class Answer(BaseModel):
@@ -32,3 +33,31 @@ def test_a_checkpointer_takes_the_serializer_that_allows_a_response_format(tmp_p
     finally:
         plain.conn.close()
         saver.conn.close()
+
+
+class OwnSerializer:
+    """A user's serializer, not LangGraph's: it has no msgpack allowlist to extend."""
+
+    def __init__(self) -> None:
+        self.inner = JsonPlusSerializer()
+
+    def dumps_typed(self, obj):
+        return self.inner.dumps_typed(obj)
+
+    def loads_typed(self, data):
+        return self.inner.loads_typed(data)
+
+
+def test_a_saver_with_its_own_serializer_is_given_an_answer_model_without_a_warning(caplog):
+    # Adding the answer's model to a serializer that has no allowlist made LangGraph warn
+    # at every graph built, without LANGGRAPH_STRICT_MSGPACK, that strict reading "will not
+    # be enforced": nobody had asked for it.
+    saver = InMemorySaver(serde=OwnSerializer())
+    with caplog.at_level(logging.WARNING, logger="langgraph"):
+        assert allowing_answers(saver, Answer) is saver
+    assert caplog.text == ""
+    allowed = allowing_answers(
+        InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=None)), Answer
+    )
+    back = allowed.serde.loads_typed(allowed.serde.dumps_typed(Answer(text="x")))
+    assert back == Answer(text="x")  # an allowlist is extended

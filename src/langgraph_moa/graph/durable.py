@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from langgraph_moa.errors import MoAConfigError
 
@@ -27,11 +29,18 @@ def allowing_answers(checkpointer: Any, response_format: Any) -> Any:
     schemas, and the answer's channel (``structured_response``) is typed Any: the model came
     back as a dict. LangGraph's own shallow clone adds it (the caller's saver is unchanged);
     a permissive serializer (the default) allows every type already, with a warning that
-    only `open_checkpointer`'s ``serde=`` silences.
+    only `open_checkpointer`'s ``serde=`` silences. A serializer of the user's own has no
+    allowlist: asked to extend one, LangGraph would warn at every graph that strict reading
+    is not enforced, which nobody asked for; it is left as it is.
     """
-    if isinstance(response_format, type) and isinstance(checkpointer, BaseCheckpointSaver):
-        return checkpointer.with_allowlist([(response_format.__module__, response_format.__name__)])
-    return checkpointer
+    if not isinstance(response_format, type) or not isinstance(checkpointer, BaseCheckpointSaver):
+        return checkpointer
+    serde = checkpointer.serde
+    if isinstance(serde, EncryptedSerializer):
+        serde = serde.serde
+    if not isinstance(serde, JsonPlusSerializer):
+        return checkpointer
+    return checkpointer.with_allowlist([(response_format.__module__, response_format.__name__)])
 
 
 def open_checkpointer(url: str, *, serde: Any = None) -> Any:
