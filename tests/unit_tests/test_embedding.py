@@ -410,3 +410,23 @@ def test_under_strict_msgpack_a_pydantic_answer_reads_back_as_its_type(
     graph = create_moa_graph(config, checkpointer=SqliteSaver(connection), response_format=Verdict)
     assert graph.invoke(QUESTION, thread("t"))["structured_response"] == Verdict(city="Paris")
     assert graph.get_state(thread("t")).values["structured_response"] == Verdict(city="Paris")
+
+
+def test_under_strict_msgpack_a_moa_subgraphs_pydantic_answer_reads_back_as_its_type(
+    strict_msgpack, fake, tmp_path
+):
+    # Compiled with no saver, the MoA runs on its parent's: LangGraph reads the subgraph's
+    # state through a copy allowing the subgraph's own types, which did not hold the model.
+    agg = fake("AGG", reply=lambda label, n, msgs: '{"city": "Paris"}')
+    config = MoAConfig(proposers=[fake("A")], aggregator=agg)
+    connection = sqlite3.connect(tmp_path / "strict.db", check_same_thread=False)
+    saver = SqliteSaver(connection)
+    app = app_around(create_moa_graph(config, response_format=Verdict), saver)
+    app.invoke(QUESTION, thread("t"))
+    [namespace] = {
+        t.config["configurable"]["checkpoint_ns"]
+        for t in saver.list(None)
+        if t.config["configurable"]["checkpoint_ns"].startswith("moa:")
+    }
+    moa_thread = {"configurable": {"thread_id": "t", "checkpoint_ns": namespace}}
+    assert app.get_state(moa_thread).values["structured_response"] == Verdict(city="Paris")

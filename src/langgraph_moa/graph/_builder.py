@@ -31,7 +31,7 @@ from langgraph_moa.config._loader import ConfigSource, load_config
 from langgraph_moa.config._schema import MAX_ATTEMPTS
 from langgraph_moa.config.context import MoAContext
 from langgraph_moa.graph._nodes import MoANodes
-from langgraph_moa.graph.durable import allowing_answers
+from langgraph_moa.graph.durable import allowing_answers, reading_answers
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run._answer import TAG_FINAL, final_answer_only, parse_choice
 from langgraph_moa.run._inputs import (
@@ -163,6 +163,7 @@ def create_moa_graph(
         checkpointer=allowing_answers(checkpointer, response_format),
         name=name or config.name or "moa",
     )
+    reading_answers(graph, response_format)
     return guard_input(graph)
 
 

@@ -40,7 +40,23 @@ def allowing_answers(checkpointer: Any, response_format: Any) -> Any:
         serde = serde.serde
     if not isinstance(serde, JsonPlusSerializer):
         return checkpointer
-    return checkpointer.with_allowlist([(response_format.__module__, response_format.__name__)])
+    return checkpointer.with_allowlist([_type_key(response_format)])
+
+
+def reading_answers(graph: Any, response_format: Any) -> None:
+    """Let `graph` run as a subgraph read a pydantic `response_format` back as itself.
+
+    Compiled without a saver, the graph runs on its parent's; under ``LANGGRAPH_STRICT_MSGPACK``
+    LangGraph reads its state through a copy of that saver allowing the graph's own types
+    (its ``_serde_allowlist``, None when not strict), which `allowing_answers` never saw.
+    """
+    allowlist = getattr(graph, "_serde_allowlist", None)
+    if isinstance(response_format, type) and allowlist is not None:
+        graph._serde_allowlist = {*allowlist, _type_key(response_format)}
+
+
+def _type_key(model: type) -> tuple[str, str]:
+    return (model.__module__, model.__name__)
 
 
 def open_checkpointer(url: str, *, serde: Any = None) -> Any:
