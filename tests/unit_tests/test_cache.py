@@ -399,3 +399,53 @@ def test_a_cache_of_a_later_format_is_refused_in_one_sentence_naming_it(tmp_path
         mine.merge(path)
     assert str(path) in str(caught.value) and "newer version" in str(caught.value)
     assert mine.get(_OLD_KEY) is None
+
+
+def test_an_earlier_versions_cache_this_process_may_only_read_still_serves_its_replies(
+    tmp_path, monkeypatch
+):
+    """A copy of an earlier run's cache on a read-only mount, or another user's, rescored.
+
+    Marking it with its format is a write: refused there, the file opened as before (its
+    replies served) became a refusal to open it at all. Unmarked is the format this version
+    reads, so it is served unmarked; whoever may write it marks it.
+    """
+    import sqlite3
+
+    from langgraph_moa.run import cache as cache_module
+
+    path = tmp_path / "calls.db"
+    _cache_file(path)
+    connect = sqlite3.connect
+
+    def read_only(where, **options):
+        return connect(f"file:{where}?mode=ro", uri=True, **options)
+
+    monkeypatch.setattr(cache_module.sqlite3, "connect", read_only)
+    cache = SQLiteCallCache(path)
+    assert cache.get(_OLD_KEY).content == "P #1"
+    cache.close()
+    assert _format_of(path) == 0
+
+
+def test_a_cache_of_a_later_format_is_refused_before_anything_is_written_into_it(tmp_path):
+    """A later format may keep its replies in another table: this version adds none to it."""
+    import sqlite3
+
+    from langgraph_moa import MoAConfigError
+    from langgraph_moa.run.cache import CACHE_FORMAT
+
+    path = tmp_path / "calls.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE replies (key TEXT PRIMARY KEY, reply BLOB)")
+    db.execute(f"PRAGMA user_version = {CACHE_FORMAT + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(MoAConfigError, match="newer version"):
+        SQLiteCallCache(path)
+    db = sqlite3.connect(path)
+    try:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master")]
+    finally:
+        db.close()
+    assert "calls" not in tables

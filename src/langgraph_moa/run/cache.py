@@ -93,14 +93,16 @@ class SQLiteCallCache:
         self._lock = threading.Lock()
         try:
             with self._lock:
+                # Checked first: a later format may keep its replies elsewhere, and this
+                # version must write nothing into a file it refuses.
+                _check_format(self._conn, "main", self.path)
                 self._conn.execute(
                     "CREATE TABLE IF NOT EXISTS calls "
                     "(key TEXT PRIMARY KEY, message TEXT, stored REAL)"
                 )
-                if _format(self._conn, "main") == 0:
-                    self._conn.execute(f"PRAGMA user_version = {CACHE_FORMAT}")
                 self._conn.commit()
-                _check_format(self._conn, "main", self.path)
+                if _format(self._conn, "main") == 0:
+                    _mark(self._conn)
         except MoAConfigError:
             self._conn.close()
             raise
@@ -180,6 +182,21 @@ class SQLiteCallCache:
 def _format(conn: sqlite3.Connection, schema: str) -> int:
     """Return the `CACHE_FORMAT` mark of the database attached as `schema` (0: none)."""
     return int(conn.execute(f"PRAGMA {schema}.user_version").fetchone()[0])
+
+
+def _mark(conn: sqlite3.Connection) -> None:
+    """Write `CACHE_FORMAT` into an unmarked file, where this process may write it.
+
+    Unmarked is the format this version reads, so a file it may only read (a copy of an
+    earlier run's cache on a read-only mount, another user's) is served unmarked, as it was
+    before the mark: whoever may write it marks it. The write needs the file's lock too, and
+    a file busy past `busy_s` is marked by a later open.
+    """
+    try:
+        conn.execute(f"PRAGMA user_version = {CACHE_FORMAT}")
+        conn.commit()
+    except sqlite3.OperationalError:
+        conn.rollback()
 
 
 def _check_format(conn: sqlite3.Connection, schema: str, path: Path) -> None:
