@@ -331,4 +331,40 @@ def test_a_release_pinning_another_file_is_not_served_the_old_releases_cached_co
     new = b"GGUF-part-ONE-part-TWO"
     info = info_for(hashlib.sha256(new).hexdigest(), len(new))
     assert model_path(info).read_bytes() == new
-    assert model_path(info).read_bytes() == new  # its own stamp now: served without a hash
+    assert_served_without_a_hash(info, new)  # its own stamp now
+
+
+def assert_served_without_a_hash(info, data):
+    """A start after the file was verified reads its stamp only: GBs are not hashed again."""
+    import unittest.mock
+
+    with (
+        unittest.mock.patch.object(catalog, "_sha256", side_effect=AssertionError("hashed")),
+        unittest.mock.patch.object(catalog, "_assemble", side_effect=AssertionError("copied")),
+    ):
+        assert model_path(info).read_bytes() == data
+
+
+def test_an_earlier_versions_stamp_of_the_same_file_is_hashed_once_then_trusted(fake_package):
+    """An upgrade that pins the same file: its old stamp (no digest) costs one hash, not one
+    per start, and the file is not assembled again."""
+    data = b"GGUF-part-one-part-two"
+    info = info_for(hashlib.sha256(data).hexdigest(), len(data))
+    target = model_path(info)
+    stat = target.stat()
+    (catalog.cache_dir() / "fake.verified").write_text(
+        f"{target}:{stat.st_size}:{stat.st_mtime_ns}"  # as the earlier version wrote it
+    )
+    hashed = []
+    sha256 = catalog._sha256
+
+    def counted(paths):
+        hashed.append(paths)
+        return sha256(paths)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(catalog, "_sha256", counted):
+        assert model_path(info) == target
+    assert hashed == [[target]] and target.stat().st_mtime_ns == stat.st_mtime_ns
+    assert_served_without_a_hash(info, data)
