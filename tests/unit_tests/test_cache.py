@@ -449,3 +449,29 @@ def test_a_cache_of_a_later_format_is_refused_before_anything_is_written_into_it
     finally:
         db.close()
     assert "calls" not in tables
+
+
+@pytest.mark.parametrize("other", ["damaged", "not_a_cache"])
+def test_merging_a_file_that_is_no_call_cache_is_one_sentence_naming_it(tmp_path, other):
+    """A damaged file, or another SQLite file given by mistake, ended in a bare SQLite error."""
+    import sqlite3
+
+    from langgraph_moa import MoAConfigError
+
+    path = tmp_path / "other.db"
+    if other == "damaged":
+        path.write_bytes(b"\x00not sqlite\x00" * 400)
+    else:
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.commit()
+        db.close()
+    mine = SQLiteCallCache(tmp_path / "mine.db")
+    mine.put("k", AIMessage(content="kept"))
+    with pytest.raises(MoAConfigError) as caught:
+        mine.merge(path)
+    message = str(caught.value)
+    assert str(path) in message and "\n" not in message
+    assert mine.get("k").content == "kept"  # this cache is as it was, and still usable
+    SQLiteCallCache(tmp_path / "another.db").close()
+    assert mine.merge(tmp_path / "another.db") == 0  # `other` was let go

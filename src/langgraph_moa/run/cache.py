@@ -164,13 +164,19 @@ class SQLiteCallCache:
         if not Path(other).is_file():
             raise FileNotFoundError(f"No call cache at {other}: give the calls.db of a run.")
         with self._lock:
-            self._conn.execute("ATTACH DATABASE ? AS other", (str(other),))
+            try:
+                self._conn.execute("ATTACH DATABASE ? AS other", (str(other),))
+            except sqlite3.DatabaseError as exc:
+                raise _unmergeable(other, exc) from None
             try:
                 _check_format(self._conn, "other", Path(other))
                 before = self._conn.total_changes
                 self._conn.execute("INSERT OR IGNORE INTO calls SELECT * FROM other.calls")
                 self._conn.commit()
                 return self._conn.total_changes - before
+            except sqlite3.DatabaseError as exc:  # damaged, or some other SQLite file
+                self._conn.rollback()
+                raise _unmergeable(other, exc) from None
             finally:
                 self._conn.execute("DETACH DATABASE other")
 
@@ -197,6 +203,14 @@ def _mark(conn: sqlite3.Connection) -> None:
         conn.commit()
     except sqlite3.OperationalError:
         conn.rollback()
+
+
+def _unmergeable(other: str | Path, exc: sqlite3.DatabaseError) -> MoAConfigError:
+    """Say in one sentence that `other` cannot be merged, and what to give instead."""
+    return MoAConfigError(
+        f"The call cache {other} cannot be merged ({exc}): give the calls.db of a run, one no "
+        "other run is writing."
+    )
 
 
 def _check_format(conn: sqlite3.Connection, schema: str, path: Path) -> None:
