@@ -519,6 +519,28 @@ def test_with_a_root_path_the_page_works_behind_a_proxy_that_keeps_the_prefix(sy
     assert direct.get("/ui").status_code == 200
 
 
+def test_with_a_root_path_a_trailing_slash_redirect_stays_under_the_prefix(system):
+    # Starlette's own redirect of a path with a trailing slash (/moa/v1/chat/completions/)
+    # is absolute and built from the path it saw, the prefix already taken off: it sent the
+    # client to http://host/v1/chat/completions, outside the prefix the proxy serves.
+    from urllib.parse import urljoin
+
+    from langgraph_moa.serving._guard import served_under
+
+    app = served_under(create_app({"m": system}), "/moa")
+    client = TestClient(_behind_a_prefix_kept(app, "/moa"), base_url="http://localhost")
+    body = {"model": "m", "messages": USER}
+    moved = client.post("/moa/v1/chat/completions/", json=body, follow_redirects=False)
+    assert moved.status_code in (307, 308), moved.status_code
+    target = urljoin("http://localhost/moa/v1/chat/completions/", moved.headers["location"])
+    assert target == "http://localhost/moa/v1/chat/completions"
+    assert client.post(target, json=body).status_code == 200
+    # A path outside the prefix is redirected as before.
+    direct = TestClient(app, base_url="http://localhost")
+    plain = direct.post("/v1/chat/completions/", json=body, follow_redirects=False)
+    assert plain.headers["location"] == "http://localhost/v1/chat/completions"
+
+
 def test_the_page_at_ui_with_a_slash_comes_back_to_ui_under_the_prefix_too(system):
     # /ui/ redirected to an absolute http://host/ui: behind `location /moa/` the browser left
     # the prefix (the page was gone), and with a key /ui/ answered 401, though /ui is open.

@@ -529,8 +529,10 @@ def served_under(app: Any, prefix: str) -> Any:
     sent ``/moa/ui`` and ``/moa/v1/...``, which nothing here answered. The prefix is now taken
     off such a path before anything sees it, so every guard, route and log line sees
     ``/ui`` and ``/v1/...``, as behind a proxy that takes the prefix off itself; the page's
-    links and redirects are relative, so they stay under it. A path outside the prefix (a
-    proxy that strips it, a health check that comes directly) is served as before.
+    links and redirects are relative, so they stay under it; a redirect to an absolute path
+    (Starlette's from ``/v1/models/`` to ``http://host/v1/models``) gets the prefix back
+    (`_prefixed`). A path outside the prefix (a proxy that strips it, a health check that
+    comes directly) is served as before.
     uvicorn's own ``root_path`` would not do: it is for a proxy that strips the prefix, and
     it prefixes every path once more; and a ``root_path`` in the scope makes Starlette route
     ``/moa/v1/...`` as ``/v1/...`` while the guards, which read the path, would not count it.
@@ -548,6 +550,33 @@ def served_under(app: Any, prefix: str) -> Any:
                 "path": path[len(prefix) :],
                 "raw_path": raw[len(raw_head) :] if raw and raw.startswith(raw_head) else None,
             }
+            await app(scope, receive, _prefixed(send, prefix))
+            return
         await app(scope, receive, send)
 
     return under
+
+
+def _prefixed(send: Any, prefix: str) -> Any:
+    """Wrap `send` so that a ``Location`` naming an absolute path names it under `prefix`.
+
+    The app saw the path without the prefix, so a redirect it built from that path (``/v1``,
+    or ``http://host/v1``) left the prefix, where the proxy serves nothing; a relative one
+    (``ui``, ``../ui``) already stays under it.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    async def send_prefixed(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = []
+            for name, value in message.get("headers") or []:
+                if name.lower() == b"location":
+                    url = urlsplit(value.decode("latin-1"))
+                    if url.path.startswith("/"):
+                        url = url._replace(path=prefix + url.path)
+                        value = urlunsplit(url).encode("latin-1")
+                headers.append((name, value))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_prefixed
