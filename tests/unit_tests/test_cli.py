@@ -99,6 +99,20 @@ def test_serve_trusts_only_the_proxies_it_is_given(monkeypatch):
     assert "--forwarded-allow-ips" in CliRunner().invoke(cli.app, ["serve", "--help"]).output
 
 
+def test_serve_refuses_a_star_among_other_trusted_proxies():
+    # uvicorn trusts every peer only for a lone '*': in "10.0.0.5,*" it was taken for a host
+    # name that never matches, so the operator who meant "any proxy" trusted only 10.0.0.5.
+    from typer.testing import CliRunner
+
+    from langgraph_moa.serving._guard import ServeSecurity
+
+    bad = CliRunner().invoke(cli.app, ["serve", "--forwarded-allow-ips", "10.0.0.5,*"])
+    said = " ".join(bad.output.replace("\u2502", " ").split())
+    assert bad.exit_code == 2 and "'*' trusts every peer" in said, bad.output
+    with pytest.raises(ValueError, match="alone"):
+        ServeSecurity(forwarded_allow_ips=("10.0.0.5", "*"))
+
+
 @pytest.mark.parametrize(
     ("given", "prefix"), [(None, ""), ("/moa", "/moa"), ("/moa/", "/moa"), ("/a/b-c", "/a/b-c")]
 )

@@ -92,7 +92,12 @@ def proxy_addresses(value: str | None) -> str | None:
         return None
     import ipaddress
 
-    for entry in (part.strip() for part in value.split(",")):
+    entries = [part.strip() for part in value.split(",")]
+    if "*" in entries and len(entries) > 1:  # uvicorn would match '*' as a host name, never
+        raise typer.BadParameter(
+            "'*' trusts every peer, and only alone: give '*' or the proxies' addresses."
+        )
+    for entry in entries:
         try:
             if entry != "*":
                 ipaddress.ip_network(entry, strict=False)

@@ -70,6 +70,8 @@ class ServeSecurity(BaseModel):
     @field_validator("forwarded_allow_ips")
     @classmethod
     def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "*" in value and len(value) > 1:  # uvicorn trusts every peer for a lone '*' only
+            raise ValueError("'*' trusts every peer, and must be given alone")
         for entry in value:
             if entry != "*":
                 ipaddress.ip_network(entry, strict=False)  # ValueError names the entry
