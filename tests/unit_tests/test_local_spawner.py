@@ -85,3 +85,91 @@ def test_the_server_module_imports_nothing_heavy():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_spawner_thread_that_died_is_replaced(monkeypatch):
+    # The spawner thread was started once and trusted for good: had it died (an error
+    # outside its job's try), every later start queued a job nobody took and waited forever.
+    recorder = PopenRecorder()
+    monkeypatch.setattr(subprocess, "Popen", recorder)
+    dead = threading.Thread(target=lambda: None, name="moa spawner")
+    dead.start()
+    dead.join()
+    monkeypatch.setattr(_spawner, "_thread", dead)
+    monkeypatch.setattr(_spawner, "_jobs", type(_spawner._jobs)())  # the dead one's queue
+
+    assert _popen_from_a_thread_that_ends(["server"])[0] == "started"
+    (thread,) = recorder.threads
+    assert thread is not dead and thread.is_alive()
+
+
+class FakeProcess:
+    def __init__(self) -> None:
+        self.killed = threading.Event()
+
+    def kill(self) -> None:
+        self.killed.set()
+
+    def wait(self, timeout=None) -> int:
+        return -9
+
+
+class InterruptedWait(_spawner.Future):
+    """The caller's wait for the spawner ends in Ctrl-C once `arrives` is set."""
+
+    arrives = threading.Event()
+    waited = False
+
+    def result(self, timeout=None):
+        if self.waited:  # not the caller's wait: the result as it is
+            return super().result(timeout)
+        self.waited = True
+        assert type(self).arrives.wait(60), "the test never let Ctrl-C arrive"
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_the_spawner_starts_a_server_kills_that_server(monkeypatch):
+    # The caller's wait ended in KeyboardInterrupt while the spawner thread was in Popen: the
+    # server it then started was nobody's, and ran (loading a model) until this process exited.
+    process = FakeProcess()
+    in_popen, go_on = threading.Event(), threading.Event()
+
+    def slow_popen(args, **kwargs):
+        in_popen.set()
+        assert go_on.wait(60)
+        return process
+
+    monkeypatch.setattr(subprocess, "Popen", slow_popen)
+    monkeypatch.setattr(_spawner, "Future", InterruptedWait)
+    monkeypatch.setattr(InterruptedWait, "arrives", in_popen)
+
+    raised = _popen_from_a_thread_that_ends(["server"])
+    assert type(raised) is KeyboardInterrupt
+    go_on.set()  # the spawner's Popen returns only now, after the caller has gone
+    assert process.killed.wait(60), "the server started for an interrupted caller still runs"
+
+
+def test_ctrl_c_before_the_spawner_took_the_start_never_starts_the_server(monkeypatch):
+    # Interrupted while an earlier start held the spawner: the queued start still ran later.
+    busy, go_on = threading.Event(), threading.Event()
+    started = []
+
+    def popen(args, **kwargs):
+        started.append(args)
+        if args == ["first"]:
+            busy.set()
+            assert go_on.wait(60)
+        return FakeProcess()
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    first = threading.Thread(target=_spawner.popen, args=(["first"],))
+    first.start()
+    assert busy.wait(60)
+    monkeypatch.setattr(_spawner, "Future", InterruptedWait)
+    monkeypatch.setattr(InterruptedWait, "arrives", busy)
+    assert type(_popen_from_a_thread_that_ends(["second"])) is KeyboardInterrupt
+    monkeypatch.setattr(_spawner, "Future", InterruptedWait.__mro__[1])  # waits as usual
+    go_on.set()
+    first.join(60)
+    assert isinstance(_popen_from_a_thread_that_ends(["third"]), FakeProcess)
+    assert started == [["first"], ["third"]]

@@ -7,6 +7,10 @@ out-of-memory killer) loaded on as an orphan for seconds to minutes. The kernel'
 is the thread that started the child, not the process: a server started from a worker
 thread (a graph node's, ``asyncio.to_thread``'s) would die as soon as that thread ended.
 So servers are started here, from a daemon thread that ends only with the process.
+
+Not a `ThreadPoolExecutor`: its worker is joined as the interpreter begins to exit, before
+the ``atexit`` hooks that stop the servers, and the kernel would kill the loading ones then
+(their stop would find them dead and keep their logs as failures').
 """
 
 from __future__ import annotations
@@ -25,24 +29,43 @@ _lock = threading.Lock()
 
 
 def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Start `args` as `subprocess.Popen` would, from the spawner thread; raise what it raised."""
+    """Start `args` as `subprocess.Popen` would, from the spawner thread; raise what it raised.
+
+    A wait that ends otherwise (Ctrl-C's KeyboardInterrupt) leaves no server behind: one not
+    yet started never is, one started meanwhile is killed.
+    """
     global _thread
     started: Future[subprocess.Popen[bytes]] = Future()
     with _lock:
-        if _thread is None:
+        if _thread is None or not _thread.is_alive():  # first use, or the thread died
             _thread = threading.Thread(target=_spawn_forever, daemon=True, name="moa spawner")
             _thread.start()
         _jobs.put((started, args, kwargs))
-    return started.result()
+    try:
+        return started.result()
+    except BaseException:
+        if not started.cancel():  # already started (or failed): kill what it started
+            started.add_done_callback(_kill_unwanted)
+        raise
 
 
 def _spawn_forever() -> None:
     while True:
         started, args, kwargs = _jobs.get()
+        if not started.set_running_or_notify_cancel():  # its caller stopped waiting
+            continue
         try:
             started.set_result(subprocess.Popen(args, **kwargs))
         except BaseException as exc:  # handed to the caller, which raises it
             started.set_exception(exc)
+
+
+def _kill_unwanted(started: Future[subprocess.Popen[bytes]]) -> None:
+    """Kill the server started for a caller that stopped waiting (nothing if none started)."""
+    if started.exception() is None:
+        process = started.result()
+        process.kill()
+        process.wait()
 
 
 def _forget_after_fork() -> None:
