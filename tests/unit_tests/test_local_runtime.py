@@ -300,6 +300,38 @@ def test_a_server_stopped_by_this_process_leaves_no_log(stand_in, tmp_path):
     assert logs(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [OSError(24, "Too many open files"), FileNotFoundError(2, "No such file"), KeyboardInterrupt()],
+)
+def test_a_server_that_could_not_be_started_leaves_no_open_log(
+    stand_in, tmp_path, monkeypatch, failure
+):
+    # The log was opened (and locked) before the server's Popen; when Popen raised (no file
+    # descriptors left, the interpreter gone, Ctrl-C while waiting for the spawner) the open
+    # handle stayed until garbage collection, and the empty log on disk until the next sweep.
+    import tempfile
+
+    from langgraph_moa.local import runtime
+
+    opened = []
+    real = tempfile.NamedTemporaryFile
+
+    def recorded(*args, **kwargs):
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    def refuse(args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(runtime.tempfile, "NamedTemporaryFile", recorded)
+    monkeypatch.setattr(runtime, "popen", refuse)
+    with pytest.raises(type(failure)):
+        stand_in(ALIVE)
+    assert len(opened) == 1 and opened[0].closed
+    assert logs(tmp_path) == []
+
+
 def test_stop_all_and_ctrl_c_leave_no_log(stand_in, tmp_path):
     runtime = LocalRuntime(threads=1, slots=1)
     runtime._servers = {"a": stand_in(ALIVE), "b": stand_in(ALIVE)}

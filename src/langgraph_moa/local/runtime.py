@@ -198,18 +198,22 @@ class LocalServer:
         """Where the server's output is (a kept log moves, see `_keep`)."""
         hold_for_life(self._log)
         _drop_orphaned_logs(Path(self.log_path).parent, keep=self.log_path)
-        self.process = popen(
-            [
-                sys.executable,
-                "-m",
-                "langgraph_moa.local._serve",
-                json.dumps({**self._settings, "port": port, "log_path": self.log_path}),
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C goes to us; we stop the servers ourselves
-        )
+        try:
+            self.process = popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "langgraph_moa.local._serve",
+                    json.dumps({**self._settings, "port": port, "log_path": self.log_path}),
+                ],
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C goes to us; we stop the servers ourselves
+            )
+        except BaseException:  # no server (no file descriptors left, Ctrl-C): no log either
+            self._discard_log()
+            raise
 
     @property
     def pid(self) -> int:
