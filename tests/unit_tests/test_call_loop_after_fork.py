@@ -118,3 +118,22 @@ def test_a_childs_own_session_at_an_inherited_ones_address_is_still_reported():
     finally:
         loop.close()
     assert seen == [report]
+
+
+def test_the_exit_hook_is_registered_when_the_call_loop_is_first_used_not_on_import():
+    # Importing the package registered an atexit hook in every process that imported it,
+    # whether or not it ever made a sync call with a deadline.
+    import subprocess
+    import sys
+
+    probe = (
+        "import asyncio, atexit, selectors, threading  # theirs registered first\n"
+        "before = atexit._ncallbacks()\n"
+        "from langgraph_moa.transport import _call_loop\n"
+        "imported = atexit._ncallbacks() - before\n"
+        "_call_loop.call_loop(); _call_loop.call_loop()\n"
+        "print(imported, atexit._ncallbacks() - before)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "1"]

@@ -19,15 +19,25 @@ import threading
 
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
+_hooked = False
+"""Whether `_shut_down_at_exit` is registered: once per process, a forked child's included
+(it inherits the registration, so the flag is not reset after a fork)."""
 
 
 def call_loop() -> asyncio.AbstractEventLoop:
-    """Return the process's call loop, started on a daemon thread on first use."""
-    global _loop
+    """Return the process's call loop, started on a daemon thread on first use.
+
+    The exit hook is registered then, not on import: a process that never uses the loop
+    (most importers of the package) has no hook to run.
+    """
+    global _loop, _hooked
     with _lock:
         if _loop is None or _loop.is_closed():
             _loop = asyncio.new_event_loop()
             threading.Thread(target=_loop.run_forever, daemon=True, name="moa calls").start()
+            if not _hooked:
+                atexit.register(_shut_down_at_exit)
+                _hooked = True
         return _loop
 
 
@@ -35,7 +45,6 @@ EXIT_WAIT_S = 5.0
 """How long interpreter exit waits for the call loop to close its HTTP sessions."""
 
 
-@atexit.register
 def _shut_down_at_exit() -> None:
     """Close what the call loop's async generators hold (HTTP sessions) before exiting.
 
