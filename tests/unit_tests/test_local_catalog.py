@@ -308,10 +308,11 @@ def test_a_stuck_preparer_is_refused_in_a_sentence_not_waited_for_forever(
 
 
 def test_without_os_locks_a_model_is_still_prepared(fake_package, monkeypatch):
-    # Windows has no fcntl: the model is prepared without the lock, as before it existed.
+    # Neither fcntl nor msvcrt (another OS): the model is prepared without the lock.
     from langgraph_moa.local import _filelock
 
     monkeypatch.setattr(_filelock, "fcntl", None)
+    monkeypatch.setattr(_filelock, "msvcrt", None)
     data = b"GGUF-part-one-part-two"
     assert model_path(info_for(hashlib.sha256(data).hexdigest(), len(data))).read_bytes() == data
 

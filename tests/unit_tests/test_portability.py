@@ -119,7 +119,8 @@ def test_every_text_file_call_in_the_package_names_its_encoding():
 
 def test_the_package_imports_and_finds_a_local_model_without_fcntl(tmp_path):
     # Windows has no fcntl: importing the package, its local runtime and catalog, and
-    # looking a local model up must not need it (the lock is then skipped, as documented).
+    # looking a local model up must not need it (Windows locks with msvcrt; an OS with
+    # neither skips the lock, as documented).
     code = (
         "import sys; sys.modules['fcntl'] = None\n"
         "import langgraph_moa\n"

@@ -281,8 +281,8 @@ def _only_one_preparing(info: LocalModelInfo, folder: Path) -> Iterator[None]:
 
     Two first uses at once (two `moa run`, parallel evaluations) wrote the same ".partial"
     file: the second rename raised a bare FileNotFoundError, or the copy came out mixed.
-    The lock is the OS's (`file_lock`: released when its holder exits, even killed);
-    without ``fcntl`` (Windows) there is none, as before. A holder alive but stuck past
+    The lock is the OS's (`file_lock`, ``flock`` or Windows' ``msvcrt.locking``: released
+    when its holder exits, even killed). A holder alive but stuck past
     `PREPARING_WAIT_S` is refused in a sentence, not waited for forever: going on without
     the lock would write the same ".partial" file the lock is there to keep whole.
     """

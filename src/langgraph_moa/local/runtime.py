@@ -457,10 +457,10 @@ def _one_keeper(folder: Path, prefix: str) -> Iterator[bool]:
     Keeping renames the log, then dates it now: another process trimming between the two
     saw the log just kept with its last write's time (an hour ago, for a server found dead
     after an hour of quiet), took it for the oldest and deleted it, while the warning named
-    it. The lock is the OS's, on ``<prefix>logs.lock`` beside the logs (`file_lock`; it is
-    not a ``.log``, so no trim takes it); without ``fcntl`` (Windows), or where the file
-    system refuses locks (``ENOLCK`` on an NFS mount without its lock daemon), there is
-    none, as before: the log is kept all the same.
+    it. The lock is the OS's, on ``<prefix>logs.lock`` beside the logs (`file_lock`:
+    ``flock``, or Windows' ``msvcrt.locking``; it is not a ``.log``, so no trim takes it);
+    where the file system refuses locks (``ENOLCK`` on an NFS mount without its lock
+    daemon), there is none, as before: the log is kept all the same.
 
     Yields whether to trim: a holder stuck for `KEEPER_WAIT_S` (a process stopped with
     Ctrl-Z) made every later failure of the model wait for it forever, its warning unsaid;
