@@ -369,3 +369,44 @@ def test_an_earlier_versions_stamp_of_the_same_file_is_hashed_once_then_trusted(
         assert model_path(info) == target
     assert hashed == [[target]] and target.stat().st_mtime_ns == stat.st_mtime_ns
     assert_served_without_a_hash(info, data)
+
+
+@pytest.fixture
+def no_cache_settings(monkeypatch, tmp_path):
+    for name in ("LANGGRAPH_MOA_CACHE", "XDG_CACHE_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.mark.parametrize(
+    ("platform", "env", "expected"),
+    [
+        ("linux", {}, ".cache/langgraph-moa"),  # as it always was
+        ("linux", {"XDG_CACHE_HOME": "/xdg/cache"}, "/xdg/cache/langgraph-moa"),
+        ("linux", {"XDG_CACHE_HOME": "relative"}, ".cache/langgraph-moa"),  # the spec: ignored
+        ("darwin", {}, "Library/Caches/langgraph-moa"),
+        ("win32", {"LOCALAPPDATA": "/op/appdata"}, "/op/appdata/langgraph-moa/Cache"),
+        ("win32", {}, "AppData/Local/langgraph-moa/Cache"),
+        ("darwin", {"LANGGRAPH_MOA_CACHE": "/chosen"}, "/chosen"),
+    ],
+)
+def test_the_cache_folder_is_where_the_os_keeps_caches(
+    no_cache_settings, monkeypatch, platform, env, expected
+):
+    # The cache was ~/.cache/langgraph-moa on every OS, a Linux folder that Windows and
+    # macOS users do not look in, clean up, or exclude from backups; XDG_CACHE_HOME was ignored.
+    monkeypatch.setattr(sys, "platform", platform)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert catalog.cache_root() == no_cache_settings / expected
+
+
+def test_the_models_and_the_pages_history_share_the_cache_folder(no_cache_settings, monkeypatch):
+    from langgraph_moa.serving import default_history_path
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.delenv("MOA_HISTORY", raising=False)
+    root = no_cache_settings / "Library/Caches/langgraph-moa"
+    assert default_history_path() == root / "history.sqlite3"
+    assert catalog.cache_dir() == root / "models"

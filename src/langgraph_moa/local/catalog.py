@@ -4,7 +4,7 @@ A model is either one file inside a package (SmolLM2) or chunks spread over seve
 that are concatenated in order (the Qwen2.5-Coder models). Every file is checked against its
 pinned digest before a server loads it, so a tampered or truncated package is refused with a
 message that says which package to reinstall. Assembled files and verification stamps live
-in the cache folder (``$LANGGRAPH_MOA_CACHE``, default ``~/.cache/langgraph-moa``).
+in the cache folder (`cache_root`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import difflib
 import errno
 import hashlib
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -250,14 +251,33 @@ def _target(info: LocalModelInfo, chunks: list[Path], folder: Path) -> Path:
     return chunks[0] if len(chunks) == 1 else folder / f"{info.name}.gguf"
 
 
+def cache_root() -> Path:
+    r"""Return the package's cache folder: ``$LANGGRAPH_MOA_CACHE``, else the OS's for caches.
+
+    Windows ``%LOCALAPPDATA%\langgraph-moa\Cache``, macOS ``~/Library/Caches/langgraph-moa``,
+    elsewhere ``$XDG_CACHE_HOME/langgraph-moa`` (an absolute one, as the XDG spec says) or
+    ``~/.cache/langgraph-moa``. It was ``~/.cache/langgraph-moa`` everywhere, a Linux folder
+    that Windows and macOS users do not look in for caches. Nothing is made here.
+    """
+    if chosen := os.environ.get("LANGGRAPH_MOA_CACHE"):
+        return Path(chosen)
+    home = Path.home()
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA")
+        return (Path(local) if local else home / "AppData" / "Local") / "langgraph-moa" / "Cache"
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / "langgraph-moa"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else home / ".cache") / "langgraph-moa"
+
+
 def cache_dir() -> Path:
-    """Folder for assembled models and verification stamps.
+    """Folder for assembled models and verification stamps (``models`` in `cache_root`).
 
     Raises:
         LocalModelError: the folder cannot be made (a file in its place, no permission).
     """
-    root = os.environ.get("LANGGRAPH_MOA_CACHE") or Path.home() / ".cache" / "langgraph-moa"
-    path = Path(root) / "models"
+    path = cache_root() / "models"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

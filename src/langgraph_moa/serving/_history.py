@@ -6,7 +6,8 @@ needs to draw the run again. Only the newest `HISTORY_RUNS` runs are kept (`Hist
 ``keep``; ``--history-runs`` or ``$MOA_HISTORY_RUNS``): a server that runs for weeks would
 otherwise grow the file with every run.
 The file is ``$MOA_HISTORY`` if set, else ``history.sqlite3``
-in the package's cache folder (``$LANGGRAPH_MOA_CACHE``, default ``~/.cache/langgraph-moa``).
+in the package's cache folder (`langgraph_moa.local.catalog.cache_root`: ``$LANGGRAPH_MOA_CACHE``,
+else the OS's cache folder, ``~/.cache/langgraph-moa`` on Linux).
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from typing import Any
 
 from langgraph_moa._json import dumps
 from langgraph_moa.errors import MoAError
+from langgraph_moa.local.catalog import cache_root
 
 
 def default_history_path() -> Path:
     """Return where the page's history lives unless the operator says otherwise."""
     if env := os.environ.get("MOA_HISTORY"):
         return Path(env)
-    root = os.environ.get("LANGGRAPH_MOA_CACHE") or Path.home() / ".cache" / "langgraph-moa"
-    return Path(root) / "history.sqlite3"
+    return cache_root() / "history.sqlite3"
 
 
 class Compactor:
