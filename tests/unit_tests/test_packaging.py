@@ -28,3 +28,11 @@ def test_the_version_is_written_once_in_the_package_and_read_by_the_build():
     dynamic = PYPROJECT["tool"]["setuptools"]["dynamic"]["version"]
     assert dynamic == {"attr": "langgraph_moa.__version__"}
     assert isinstance(langgraph_moa.__version__, str) and langgraph_moa.__version__[0].isdigit()
+
+
+def test_the_operating_systems_claimed_are_the_one_the_tests_run_on():
+    # The package named no OS, while its tests (and the local runtime's kill-with-parent,
+    # PR_SET_PDEATHSIG) run on Linux only: a Windows or macOS classifier would claim support
+    # nobody checks.
+    claimed = [c for c in PYPROJECT["project"]["classifiers"] if c.startswith("Operating System")]
+    assert claimed == ["Operating System :: POSIX :: Linux"]
