@@ -336,7 +336,12 @@ class LocalServer:
         failure's: "newest" means the latest failures, not the latest writes (a server
         found dead after an hour of quiet last wrote an hour ago), and another process
         trimming the same model's logs now leaves this one, which the warning names.
+
+        The server has exited, so this process's handle on the log is closed first: it
+        stayed open until the runtime stopped the server (or until garbage collection, for
+        a server nobody asked for again), and Windows does not rename an open file.
         """
+        self._log.close()
         with self._warn_lock:  # one rename, even when two broken calls get here at once
             log = Path(self.log_path)
             if self._keep_log and log.name.startswith(self._failed_prefix()):
@@ -440,8 +445,7 @@ class LocalServer:
         if self._stopped and not self._keep_log:
             self._discard_log()  # again: a system that cannot unlink an open file did not
         else:
-            self._log.close()  # it exited by itself: its log may tell why
-            self._keep()
+            self._keep()  # it exited by itself: its log may tell why
 
     def _discard_log(self) -> None:
         """Close and delete the log (a missing or still-open file is left alone)."""
