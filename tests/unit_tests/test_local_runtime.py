@@ -287,6 +287,7 @@ def stand_in(monkeypatch, tmp_path):
         if server.alive():
             server.process.kill()
             server.process.wait()
+        server._log.close()  # as stop() would: left to garbage collection, a ResourceWarning
 
 
 def logs(folder) -> list:
