@@ -380,12 +380,12 @@ def test_moa_chat_warns_when_it_replaces_a_server_that_died_between_turns(no_new
 
 
 def test_moa_serve_process_streams_a_local_answer_and_leaves_nothing_behind(no_new_servers_left):
-    import openai
-
     from langgraph_moa.transport._net import free_port
 
     port = free_port()
-    proc = subprocess.Popen(
+    # `with`: the pipes are closed at the end; left open, each was an unclosed file
+    # (ResourceWarning) once the Popen was collected.
+    with subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -399,7 +399,17 @@ def test_moa_serve_process_streams_a_local_answer_and_leaves_nothing_behind(no_n
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
+    ) as proc:
+        _stream_a_local_answer(proc, port)
+    deadline = time.monotonic() + 10
+    while serve_pids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _stream_a_local_answer(proc: subprocess.Popen, port: int) -> None:
+    """Ask the `moa serve` process `proc` for a streamed answer, then stop it with Ctrl-C."""
+    import openai
+
     try:
         wait_until_up(
             f"http://127.0.0.1:{port}/v1/models", proc, 60, why=lambda: proc.stderr.read()
@@ -421,10 +431,11 @@ def test_moa_serve_process_streams_a_local_answer_and_leaves_nothing_behind(no_n
         assert chunks[-1].usage.completion_tokens > 0
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-    deadline = time.monotonic() + 10
-    while serve_pids() and time.monotonic() < deadline:
-        time.sleep(0.2)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # else leaving the `with` would wait for it forever
+            raise
 
 
 def test_chunk_wise_parts_continue_the_local_aggregators_own_message(runtime):
@@ -517,13 +528,12 @@ def test_a_server_whose_parent_is_killed_while_it_loads_dies_with_it(tmp_path):
         "time.sleep(600)\n"
     )
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
-    server = int(parent.stdout.readline())
-    # Killed earlier, the server's watchdog would still see it before the load: the test
-    # would pass without the prctl it is about.
-    assert _reached_its_prctl(server), "the server ended before it began to load its model"
-    parent.kill()
-    parent.wait()
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env) as parent:
+        server = int(parent.stdout.readline())
+        # Killed earlier, the server's watchdog would still see it before the load: the test
+        # would pass without the prctl it is about.
+        assert _reached_its_prctl(server), "the server ended before it began to load its model"
+        parent.kill()
     deadline = time.monotonic() + 5  # the model's load takes far longer on this machine
     while not _server_gone(server) and time.monotonic() < deadline:
         time.sleep(0.1)
