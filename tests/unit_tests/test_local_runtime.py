@@ -333,6 +333,19 @@ def test_a_server_that_could_not_be_started_leaves_no_open_log(
     assert logs(tmp_path) == []
 
 
+def test_a_long_running_process_forgets_the_logs_of_servers_it_is_done_with(stand_in):
+    # Every log this process ever locked stayed in the lock module's set of its own files:
+    # a `moa serve` replacing servers for weeks grew it with each one.
+    from langgraph_moa.local import _filelock
+
+    stopped, failed = stand_in(ALIVE), stand_in(CRASHES)
+    stopped.stop()
+    failed.process.wait()
+    failed.stop()  # exited by itself: its log is kept, and no longer this process's to hold
+    assert stopped.log_path not in _filelock._OWN
+    assert not {failed.log_path, failed._log.name} & _filelock._OWN
+
+
 def test_stop_all_and_ctrl_c_leave_no_log(stand_in, tmp_path):
     runtime = LocalRuntime(threads=1, slots=1)
     runtime._servers = {"a": stand_in(ALIVE), "b": stand_in(ALIVE)}

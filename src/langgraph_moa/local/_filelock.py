@@ -115,6 +115,15 @@ def hold_for_life(handle: Any) -> None:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+def let_go(handle: Any) -> None:
+    """Close `handle` of `hold_for_life`, and forget it: a long-running process holds many.
+
+    Its lock goes with it, or stays with a process that inherited the file (a live server).
+    """
+    handle.close()
+    _OWN.discard(str(handle.name))
+
+
 def held(path: Path) -> bool:
     """Tell whether a live process holds the lock of `hold_for_life` on `path`.
 

@@ -39,7 +39,7 @@ from pydantic import PrivateAttr
 
 from langgraph_moa._redact import clip, redact
 from langgraph_moa.errors import LocalModelError, LocalRuntimeError
-from langgraph_moa.local._filelock import file_lock, held, hold_for_life
+from langgraph_moa.local._filelock import file_lock, held, hold_for_life, let_go
 from langgraph_moa.local._spawner import popen
 from langgraph_moa.local.catalog import (
     LocalModelInfo,
@@ -341,7 +341,7 @@ class LocalServer:
         stayed open until the runtime stopped the server (or until garbage collection, for
         a server nobody asked for again), and Windows does not rename an open file.
         """
-        self._log.close()
+        let_go(self._log)
         with self._warn_lock:  # one rename, even when two broken calls get here at once
             log = Path(self.log_path)
             if self._keep_log and log.name.startswith(self._failed_prefix()):
@@ -449,7 +449,7 @@ class LocalServer:
 
     def _discard_log(self) -> None:
         """Close and delete the log (a missing or still-open file is left alone)."""
-        self._log.close()
+        let_go(self._log)
         with contextlib.suppress(OSError):
             os.unlink(self.log_path)
 
