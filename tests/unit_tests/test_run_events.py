@@ -905,7 +905,12 @@ def test_the_run_stream_sends_the_requests_call_options_and_trace_metadata(fake,
     answer = next(e for e in sse_events(response.text) if e["event"] == "answer")
     assert answer["finish_reason"] == "stop"
     assert [t["logprob"] for t in answer["logprobs"]["content"]] == [-0.5, -0.5]
-    assert seen[0]["metadata"] == {"user": "u-1", "request_metadata": {"team": "a"}}
+    # The trace is found by the request's ID, the one its response and log line carry.
+    assert seen[0]["metadata"] == {
+        "user": "u-1",
+        "request_metadata": {"team": "a"},
+        "request_id": response.headers["x-request-id"],
+    }
 
 
 def test_the_run_streams_answer_carries_the_answers_tool_calls(fake):

@@ -44,7 +44,7 @@ def post(client, body, headers=None, **kwargs):
 def assert_one_sentence(response, status, *fragments):
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
+    assert set(error) == {"message", "type", "param", "code", "request_id"}
     message = error["message"]
     assert "\n" not in message and "pydantic.dev" not in message
     assert message.endswith(".") and message.count(". ") == 0, message
@@ -1164,8 +1164,9 @@ def _failing_system(fake, delay=None):
 
 def test_a_stream_whose_run_fails_before_any_text_gets_the_error_status(fake):
     client = local(create_app({"m": _failing_system(fake)}))
-    plain = post(client, {"model": "m", "messages": USER})
-    streamed = post(client, {"model": "m", "messages": USER, "stream": True})
+    same = {"X-Request-ID": "r-1"}  # the one field that tells the two answers apart
+    plain = post(client, {"model": "m", "messages": USER}, same)
+    streamed = post(client, {"model": "m", "messages": USER, "stream": True}, same)
     assert plain.status_code == streamed.status_code == 502
     assert streamed.json() == plain.json()
     assert streamed.json()["error"]["type"] == "upstream_error"

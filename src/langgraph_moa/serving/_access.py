@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from langgraph_moa._redact import redact, redact_url
+from langgraph_moa.serving._request_id import of as request_id_of
 
 _KEEP = 256 * 1024
 """Bytes of a response kept for the log line, at least: its tail (`_cut` keeps more only for
@@ -160,7 +161,17 @@ class AccessLog:
         parts.append(f"{seconds:.2f}s")
         client = scope.get("client")  # a trusted proxy's client (`_guard.forwarded_clients`)
         parts.append(_printable(str(client[0]))[:64] if client else "-")
+        parts += _request_part(scope)
         return " · ".join(parts)
+
+
+def _request_part(scope: Any) -> list[str]:
+    """Return the line's ``request <id>`` part: the key the client and the trace hold.
+
+    The ID is the app's (`_request_id`): a client's only where it is short and safe.
+    """
+    request_id = request_id_of(scope)
+    return [f"request {request_id}"] if request_id else []
 
 
 def _printable(text: str) -> str:

@@ -57,6 +57,7 @@ from langgraph_moa.serving._events import (
 from langgraph_moa.serving._guard import BrowserGuard, RunCap, RunLoad, ServeSecurity
 from langgraph_moa.serving._history import History
 from langgraph_moa.serving._policy import ModelPolicy, _Job, _Preparer, check_allowed_models
+from langgraph_moa.serving._request_id import RequestID, with_id
 from langgraph_moa.serving._requests import (
     Drain,
     _ClientGone,
@@ -150,15 +151,18 @@ def create_app(
     # Added after BrowserGuard, so it runs first: no page or API work before the key check.
     app.add_middleware(_Guard, sends_key=sends_key, max_body_bytes=max_body_bytes)
     app.add_middleware(_HeadAsGet)  # HEAD as GET, the key checked as for the GET
-    if security.allowed_origins:  # outermost: a preflight carries no key
+    if security.allowed_origins:  # outside the key check: a preflight carries no key
         from starlette.middleware.cors import CORSMiddleware
 
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(security.allowed_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id"],
         )
+    # Outermost of all: every response that leaves the app, refusals too, names its request.
+    app.add_middleware(RequestID)
     app.state.policy = policy
     app.state.models = list(systems)
     app.state.extra_routes = []  # answered around the app: `_access.AccessLog` adds /health
@@ -494,5 +498,5 @@ async def _events(
 def _error_event(exc: MoAError) -> str:
     """Return the in-band error event of a stream whose status line is already sent."""
     refusal = _api_error(exc)
-    error = {"error": {"message": refusal.message, "type": refusal.kind, "code": refusal.status}}
-    return f"data: {dumps(error)}\n\n"
+    error = {"message": refusal.message, "type": refusal.kind, "code": refusal.status}
+    return f"data: {dumps({'error': with_id(error)})}\n\n"

@@ -23,6 +23,7 @@ from langgraph_moa.errors import (
     ModelNotAllowedError,
     RequestTimeoutError,
 )
+from langgraph_moa.serving._request_id import with_id
 from langgraph_moa.serving._schema import _is_union_tag
 
 MAX_BODY_BYTES = 1_000_000
@@ -68,14 +69,8 @@ class _APIError(Exception):
 
     def body(self) -> dict[str, Any]:
         """Return the OpenAI-style error body."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
+        return {"error": with_id(error)}
 
 
 def _api_error(exc: MoAError) -> _APIError:

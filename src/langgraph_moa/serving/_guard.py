@@ -31,6 +31,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware, _TrustedHos
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from langgraph_moa._redact import clip
+from langgraph_moa.serving._request_id import with_id
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 """The names a loopback server answers to by default."""
@@ -88,7 +89,7 @@ class ServeSecurity(BaseModel):
 
 
 def _error(status: int, message: str, kind: str, code: str) -> tuple[int, bytes]:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    body = {"error": with_id({"message": message, "type": kind, "param": None, "code": code})}
     return status, json.dumps(body).encode()
 
 

@@ -39,6 +39,7 @@ from langgraph_moa.providers._models import (
 from langgraph_moa.run._calls import CALL_TALLY, CallTally
 from langgraph_moa.serving._access import note_calls, note_model
 from langgraph_moa.serving._errors import _api_error, _APIError, _invalid_body
+from langgraph_moa.serving._request_id import request_metadata
 from langgraph_moa.serving._schema import ChatRequest
 from langgraph_moa.variants import variant_of
 
@@ -402,7 +403,7 @@ class _Preparer:
             body.moa_progress,
             # Variants that answer with a proposal verbatim send final-call options to all.
             body.run_options(picks_proposal=rules.returns_proposal()),
-            body.trace_metadata(),
+            body.trace_metadata() | request_metadata(scope),
             bool(body.logprobs),
         )
         note_calls(scope, job.tally)

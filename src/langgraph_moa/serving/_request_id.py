@@ -1,0 +1,95 @@
+"""Which request a response, a log line, an error and a trace belong to: ``X-Request-ID``.
+
+An operator asked "what happened to request X?" needs one key that the client, the access
+log and the run's trace all hold. A client (or the proxy in front) may send its own
+``X-Request-ID``; it is kept if it is short and made of characters safe in a log line and a
+header (`SAFE_ID`), else the server makes one (32 hex digits), so that no control character
+or unbounded text of a client's reaches the operator's terminal. Every response that passes
+through the app carries it back in ``X-Request-ID``, the header the OpenAI SDK reads into
+``exc.request_id`` and ``completion._request_id``; error bodies carry it as
+``error.request_id`` (the SDK keeps the body whole and reads only its own fields), the
+access log writes it, and the run's trace metadata holds it as ``request_id``, so a LangSmith
+trace is found by it.
+
+The completion's ``id`` (``chatcmpl-...``) stays its own: it is unique per answer, while a
+client may send one request ID for several requests (its retries); the log and the trace
+find either by the request ID.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+HEADER = b"x-request-id"
+
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
+"""A client's request ID that is kept: up to 128 characters, none of which a log line, a
+header or a LangSmith search must escape."""
+
+SCOPE_KEY = "langgraph_moa.request_id"
+"""The ASGI scope's key of the request's ID (the access log wraps the app and reads it)."""
+
+_current: ContextVar[str | None] = ContextVar("langgraph_moa_request_id", default=None)
+
+
+def current() -> str | None:
+    """Return the ID of the request being answered (None outside one): for error bodies."""
+    return _current.get()
+
+
+def of(scope: Any) -> str | None:
+    """Return the ID the app gave the request of `scope`, if it did."""
+    return scope.get(SCOPE_KEY) if scope is not None else None
+
+
+def with_id(error: dict[str, Any]) -> dict[str, Any]:
+    """Return an OpenAI error object (``{"message", ...}``) with the request's ID, if any."""
+    request_id = current()
+    return {**error, "request_id": request_id} if request_id else error
+
+
+def request_metadata(scope: Any) -> dict[str, str]:
+    """Return the run's trace metadata naming its request (the server's, over a client's)."""
+    request_id = of(scope)
+    return {"request_id": request_id} if request_id else {}
+
+
+def chosen(headers: list[tuple[bytes, bytes]]) -> str:
+    """Return the client's ``X-Request-ID`` if it is safe (`SAFE_ID`), else a new one."""
+    for name, value in headers:
+        if name.lower() == HEADER:
+            text = value.decode("latin-1")
+            return text if SAFE_ID.fullmatch(text) else uuid.uuid4().hex
+    return uuid.uuid4().hex
+
+
+class RequestID:
+    """ASGI middleware: give each HTTP request its ID and send it back on the response."""
+
+    def __init__(self, app: Any) -> None:
+        """Wrap `app`; it must be the outermost middleware, so every response passes it."""
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve one ASGI connection."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = chosen(scope.get("headers") or [])
+        scope[SCOPE_KEY] = request_id
+        encoded = request_id.encode()
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
+                message = {**message, "headers": [*headers, (HEADER, encoded)]}
+            await send(message)
+
+        token = _current.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _current.reset(token)
