@@ -173,3 +173,24 @@ def test_one_failed_proposer_is_in_the_log_line_and_the_answer(fake, stream):
         moa = response.json()["moa"]
     assert [c["status"] for c in moa["calls"]].count("failed") == 1, moa["calls"]
     assert "3 calls, 1 failed" in lines[0], lines
+
+
+def test_a_servers_own_crash_still_names_the_request(system, monkeypatch):
+    """A bug's 500 was Starlette's bare "Internal Server Error", with no ID: the one
+    answer an operator most needs to look up. It is an OpenAI error naming the request."""
+    from langgraph_moa.serving import _app
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(_app, "_completion", crash)
+    lines: list[str] = []
+    app = AccessLog(create_app({"m": system}), ["m"], lines.append)
+    client = TestClient(app, base_url="http://localhost", raise_server_exceptions=False)
+    response = chat(client, {"model": "m", "messages": USER}, {"X-Request-ID": "req-11"})
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "req-11"
+    error = response.json()["error"]
+    assert error["request_id"] == "req-11" and error["type"] == "server_error"
+    assert "a bug" not in error["message"]  # the operator's log says what broke
+    assert "error: RuntimeError: a bug" in lines[0] and "request req-11" in lines[0], lines

@@ -54,7 +54,13 @@ from langgraph_moa.serving._events import (
     pump,
     wire_tool_calls,
 )
-from langgraph_moa.serving._guard import BrowserGuard, RunCap, RunLoad, ServeSecurity
+from langgraph_moa.serving._guard import (
+    BrowserGuard,
+    RunCap,
+    RunLoad,
+    ServeSecurity,
+    send_crash,
+)
 from langgraph_moa.serving._history import History
 from langgraph_moa.serving._policy import ModelPolicy, _Job, _Preparer, check_allowed_models
 from langgraph_moa.serving._request_id import RequestID, with_id
@@ -162,7 +168,7 @@ def create_app(
             expose_headers=["x-request-id"],
         )
     # Outermost of all: every response that leaves the app, refusals too, names its request.
-    app.add_middleware(RequestID)
+    app.add_middleware(RequestID, on_crash=send_crash)
     app.state.policy = policy
     app.state.models = list(systems)
     app.state.extra_routes = []  # answered around the app: `_access.AccessLog` adds /health

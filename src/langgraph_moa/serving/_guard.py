@@ -105,6 +105,14 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+CRASHED = "The server failed to answer this request; the operator's log names the request ID."
+
+
+async def send_crash(send: Any) -> None:
+    """Answer a request the app failed on (a bug) in OpenAI's error shape, no Python text."""
+    await _send_error(send, *_error(500, CRASHED, "server_error", "internal_error"))
+
+
 def host_name(value: str) -> str:
     """Return the host of a ``Host`` header or an origin's authority, without its port."""
     value = value.strip().lower()

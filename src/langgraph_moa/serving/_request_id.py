@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -69,9 +70,13 @@ def chosen(headers: list[tuple[bytes, bytes]]) -> str:
 class RequestID:
     """ASGI middleware: give each HTTP request its ID and send it back on the response."""
 
-    def __init__(self, app: Any) -> None:
-        """Wrap `app`; it must be the outermost middleware, so every response passes it."""
+    def __init__(self, app: Any, on_crash: Callable[[Any], Awaitable[None]]) -> None:
+        """Wrap `app`; it must be the outermost middleware, so every response passes it.
+
+        `on_crash(send)` answers a request `app` raised on before answering (a bug).
+        """
         self.app = app
+        self.on_crash = on_crash
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Serve one ASGI connection."""
@@ -82,8 +87,12 @@ class RequestID:
         scope[SCOPE_KEY] = request_id
         encoded = request_id.encode()
 
+        started = False
+
         async def send_with_id(message: Any) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
                 message = {**message, "headers": [*headers, (HEADER, encoded)]}
             await send(message)
@@ -91,5 +100,12 @@ class RequestID:
         token = _current.set(request_id)
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # A bug's 500 was Starlette's bare text, outside this middleware: no ID on the
+            # one answer an operator most needs to find. The error itself goes on up, to
+            # the access log and uvicorn's traceback; the client reads no Python text.
+            if not started:
+                await self.on_crash(send_with_id)
+            raise
         finally:
             _current.reset(token)
