@@ -943,7 +943,7 @@ def test_the_access_log_reads_a_chat_answer_larger_than_the_tail_it_keeps(fake, 
     response = post(client, {"model": "m", "messages": USER, "logprobs": logprobs})
     assert response.status_code == 200 and len(response.content) > 600_000
     tokens = response.json()["usage"]["total_tokens"]
-    assert f"4 calls, 1 failed · {tokens} tokens" in lines[0], lines
+    assert f"4 calls, 1 failed (C) · {tokens} tokens" in lines[0], lines
 
 
 def test_the_access_log_reads_usage_only_from_the_answer_not_its_logprobs(fake):
@@ -966,7 +966,7 @@ def test_the_access_log_reads_usage_only_from_the_answer_not_its_logprobs(fake):
     assert response.json()["choices"][0]["logprobs"]["usage"] == {"total_tokens": 1}
     tokens = response.json()["usage"]["total_tokens"]
     assert tokens != 1
-    assert f"4 calls, 1 failed · {tokens} tokens" in lines[0], lines
+    assert f"4 calls, 1 failed (C) · {tokens} tokens" in lines[0], lines
 
 
 @pytest.mark.parametrize("pieces", [3, 4])  # kept whole past the head; cut between the two

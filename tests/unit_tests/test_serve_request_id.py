@@ -157,8 +157,8 @@ def test_the_request_id_is_in_the_runs_trace_metadata(system):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_one_failed_proposer_is_in_the_log_line_and_the_answer(fake, stream):
-    """An answer written without one proposal is not silent: the operator's line counts the
-    failed call, and the client reads it in ``moa.calls`` (the answer stays a 200)."""
+    """An answer written without one proposal is not silent: the operator's line counts and
+    names the failed call, and the client reads it in ``moa.calls`` (the answer stays a 200)."""
     down = fake("B", fail=lambda n, m: RuntimeError("upstream down"))
     config = MoAConfig(
         proposers=[fake("A"), down], aggregator=fake("AGG"), layers=2, retry={"max_attempts": 1}
@@ -172,7 +172,7 @@ def test_one_failed_proposer_is_in_the_log_line_and_the_answer(fake, stream):
     else:
         moa = response.json()["moa"]
     assert [c["status"] for c in moa["calls"]].count("failed") == 1, moa["calls"]
-    assert "3 calls, 1 failed" in lines[0], lines
+    assert "3 calls, 1 failed (B)" in lines[0], lines  # which one: the operator's next question
 
 
 def test_a_servers_own_crash_still_names_the_request(system, monkeypatch):

@@ -142,6 +142,7 @@ class AccessLog:
             facts = {}
         if "calls" in facts:
             failed = f", {facts['failed']} failed" if facts["failed"] else ""
+            failed += _named(facts.get("failed_models"))
             parts.append(f"{facts['calls']} calls{failed}")
         if "tokens" in facts:
             parts.append(f"{facts['tokens']} tokens")
@@ -286,6 +287,8 @@ def payload_facts(payload: dict[str, Any]) -> dict[str, Any]:
         calls = moa.get("calls") or []
         facts["calls"] = len(calls)
         facts["failed"] = sum(c.get("status") == "failed" for c in calls)
+        if failed_models := _failed_models(calls):
+            facts["failed_models"] = failed_models
         total = (moa.get("usage") or {}).get("total") or {}
         if "total_tokens" in total:
             facts["tokens"] = total["total_tokens"]
@@ -376,6 +379,20 @@ def _fact_lines(text: str) -> list[str]:
         ):
             lines.append(line)
     return lines
+
+
+def _failed_models(calls: list[Any]) -> list[str]:
+    """Return the models of a run's failed calls, each once, in call order."""
+    failed = [c.get("model") for c in calls if isinstance(c, dict) and c.get("status") == "failed"]
+    return list(dict.fromkeys(str(m) for m in failed if m))
+
+
+def _named(models: list[str] | None) -> str:
+    """Return `` (a, b)``: the failed calls' models for the line, short and key-free."""
+    if not models:
+        return ""
+    names = ", ".join(_printable(redact_url(m))[:100] for m in models)  # a client's may be a URL
+    return f" ({names[:300]})"
 
 
 def _passed_over(moa: dict[str, Any]) -> dict[str, Any]:
