@@ -279,3 +279,16 @@ def test_a_client_that_waits_gets_the_aggregators_answer(slow_backend, slow_url)
     response = httpx.post(slow_url, json=body, timeout=10)
     assert response.json()["choices"][0]["message"]["content"].startswith("agg answer")
     assert slow_backend.requests["agg"] - before == 1
+
+
+def test_the_openai_client_reads_the_request_id_over_http(client):
+    """Over a real socket, the ID the client sent comes back where the SDK looks for it."""
+    answer = client.chat.completions.create(
+        model="fake-moa",
+        messages=[{"role": "user", "content": "q"}],
+        extra_headers={"X-Request-ID": "it-1"},
+    )
+    assert answer._request_id == "it-1"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "q"}])
+    assert caught.value.request_id and caught.value.body["request_id"] == caught.value.request_id

@@ -194,3 +194,24 @@ def test_a_servers_own_crash_still_names_the_request(system, monkeypatch):
     assert error["request_id"] == "req-11" and error["type"] == "server_error"
     assert "a bug" not in error["message"]  # the operator's log says what broke
     assert "error: RuntimeError: a bug" in lines[0] and "request req-11" in lines[0], lines
+
+
+def test_an_allowed_origins_page_may_send_and_read_the_request_id(system):
+    """A browser drops a header the preflight did not allow, and hides one not exposed."""
+    from langgraph_moa.serving._guard import ServeSecurity
+
+    security = ServeSecurity(allowed_origins=("https://app.example",))
+    client, _ = logged(create_app({"m": system}, security=security))
+    origin = {"origin": "https://app.example"}
+    preflight = client.options(
+        "/v1/chat/completions",
+        headers={
+            **origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type, x-request-id",
+        },
+    )
+    assert preflight.status_code == 200, preflight.text
+    response = chat(client, {"model": "m", "messages": USER}, {**origin, "X-Request-ID": "web-1"})
+    assert response.headers["x-request-id"] == "web-1"
+    assert "x-request-id" in response.headers["access-control-expose-headers"].lower()
