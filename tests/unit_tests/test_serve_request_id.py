@@ -215,3 +215,14 @@ def test_an_allowed_origins_page_may_send_and_read_the_request_id(system):
     response = chat(client, {"model": "m", "messages": USER}, {**origin, "X-Request-ID": "web-1"})
     assert response.headers["x-request-id"] == "web-1"
     assert "x-request-id" in response.headers["access-control-expose-headers"].lower()
+
+
+def test_the_run_streams_error_event_carries_the_request_id(fake):
+    client, lines = logged(create_app({"m": _failing_system(fake)}, history=None))
+    body = json.dumps({"model": "m", "messages": USER})
+    response = client.post("/v1/moa/runs", content=body, headers={**JSON, "X-Request-ID": "ui-1"})
+    data = [line for line in response.text.splitlines() if line.startswith("data: ")]
+    events = [json.loads(line.removeprefix("data: ")) for line in data]
+    error = next(e for e in events if isinstance(e, dict) and e.get("event") == "error")
+    assert error["request_id"] == "ui-1" == response.headers["x-request-id"]
+    assert "request ui-1" in lines[0]

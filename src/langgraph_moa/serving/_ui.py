@@ -51,6 +51,7 @@ from langgraph_moa.serving._events import (
 )
 from langgraph_moa.serving._history import Compactor, History, HistoryError, RunRecord
 from langgraph_moa.serving._policy import _Job, _Preparer
+from langgraph_moa.serving._request_id import with_id
 from langgraph_moa.serving._requests import Drain, _disconnected, _read_body, _timed
 
 STATIC = Path(__file__).parent / "static"
@@ -155,7 +156,7 @@ async def _run(
                 yield out(stopped)
             # The chat route's sentence: one line, redacted (not the Python error's text).
             error = {"message": refusal.message, "type": refusal.kind, "status": refusal.status}
-            yield out({"event": "error", **error})
+            yield out({"event": "error", **with_id(error)})
         done: dict[str, Any] = {"event": "done", "run_id": run_id, "status": record.status}
         if history is not None:  # before 'done': a client reloading the history then sees it
             saved = True  # off the event loop: a commit waits for the disk
