@@ -226,3 +226,24 @@ def test_the_run_streams_error_event_carries_the_request_id(fake):
     error = next(e for e in events if isinstance(e, dict) and e.get("event") == "error")
     assert error["request_id"] == "ui-1" == response.headers["x-request-id"]
     assert "request ui-1" in lines[0]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_completion_id_leads_to_the_request_when_the_client_sent_none(system, stream):
+    """Most OpenAI clients send no X-Request-ID and report the answer's ``chatcmpl-`` id:
+    it carries the server's request ID. A client's own ID is not in it: a client may send
+    one ID for several requests (retries), and each answer's id stays unique."""
+    client, lines = logged(create_app({"m": system}))
+    body = {"model": "m", "messages": USER, "stream": stream}
+
+    def answer_id(response):
+        if stream:
+            return json.loads(response.text.split("\n\n")[0].removeprefix("data: "))["id"]
+        return response.json()["id"]
+
+    response = chat(client, body)
+    request_id = response.headers["x-request-id"]
+    assert answer_id(response) == f"chatcmpl-{request_id}"
+    assert f"request {request_id}" in lines[-1]
+    ours = [answer_id(chat(client, body, {"X-Request-ID": "mine"})) for _ in range(2)]
+    assert len(set(ours)) == 2 and not any("mine" in i for i in ours), ours

@@ -28,7 +28,6 @@ sentence. A client that disconnects cancels its run, so nothing is paid for afte
 """
 
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -63,7 +62,7 @@ from langgraph_moa.serving._guard import (
 )
 from langgraph_moa.serving._history import History
 from langgraph_moa.serving._policy import ModelPolicy, _Job, _Preparer, check_allowed_models
-from langgraph_moa.serving._request_id import RequestID, with_id
+from langgraph_moa.serving._request_id import RequestID, answer_id, with_id
 from langgraph_moa.serving._requests import (
     Drain,
     _ClientGone,
@@ -228,7 +227,7 @@ def create_app(
         run_input = job.run_input()
         seconds = limits.request_timeout_s
         if job.stream:
-            base = _chunk_base(job.name)
+            base = _chunk_base(job.name, answer_id(request.scope))
             stream = _sse(request, graph, run_input, job, seconds, drain, keepalive_s, base)
             try:
                 first = await _first_content(stream)
@@ -251,7 +250,7 @@ def create_app(
             return Response(status_code=499)
         except MoAError as exc:
             raise _api_error(exc) from None
-        completion = _completion(job.name, state, logprobs=job.logprobs)
+        completion = _completion(job.name, state, answer_id(request.scope), logprobs=job.logprobs)
         note_facts(request.scope, completion)  # the log need not find them in the bytes
         return completion
 
@@ -359,14 +358,16 @@ def _provenance(answer: Any) -> dict[str, Any]:
     } | {k: moa[k] for k in ("early_start", "chunkwise", "failed_layers") if k in moa}
 
 
-def _completion(name: str, state: dict[str, Any], *, logprobs: bool = False) -> dict[str, Any]:
+def _completion(
+    name: str, state: dict[str, Any], completion_id: str, *, logprobs: bool = False
+) -> dict[str, Any]:
     answer = state["messages"][-1]
     message: dict[str, Any] = {"role": "assistant", "content": answer.text}
     if answer.tool_calls:
         message["tool_calls"] = wire_tool_calls(answer)
         message["content"] = answer.text or None
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "id": completion_id,  # `answer_id`: it leads to the request
         "object": "chat.completion",
         "created": int(time.time()),
         "model": name,
@@ -444,10 +445,10 @@ async def _after_start(opened: str, stream: AsyncIterator[str]) -> AsyncIterator
         yield "data: [DONE]\n\n"
 
 
-def _chunk_base(model: str) -> dict[str, Any]:
+def _chunk_base(model: str, completion_id: str) -> dict[str, Any]:
     """Return the fields every chunk of one stream repeats."""
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "id": completion_id,  # `answer_id`: it leads to the request
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": model,

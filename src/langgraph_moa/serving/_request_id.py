@@ -11,9 +11,10 @@ through the app carries it back in ``X-Request-ID``, the header the OpenAI SDK r
 access log writes it, and the run's trace metadata holds it as ``request_id``, so a LangSmith
 trace is found by it.
 
-The completion's ``id`` (``chatcmpl-...``) stays its own: it is unique per answer, while a
-client may send one request ID for several requests (its retries); the log and the trace
-find either by the request ID.
+The completion's ``id`` (``chatcmpl-...``) carries the request ID the server made
+(`answer_id`): most OpenAI clients send none and report that id, which then leads to the log
+line and the trace. A client's own ID is never put in it: a client may send one ID for
+several requests (its retries), and each answer's id must stay unique.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ header or a LangSmith search must escape."""
 
 SCOPE_KEY = "langgraph_moa.request_id"
 """The ASGI scope's key of the request's ID (the access log wraps the app and reads it)."""
+MADE_KEY = "langgraph_moa.request_id_made"
+"""The scope's key that says the server made the ID (the client sent none that it kept)."""
 
 _current: ContextVar[str | None] = ContextVar("langgraph_moa_request_id", default=None)
 
@@ -58,13 +61,22 @@ def request_metadata(scope: Any) -> dict[str, str]:
     return {"request_id": request_id} if request_id else {}
 
 
-def chosen(headers: list[tuple[bytes, bytes]]) -> str:
-    """Return the client's ``X-Request-ID`` if it is safe (`SAFE_ID`), else a new one."""
+def answer_id(scope: Any) -> str:
+    """Return the ``chatcmpl-`` id of the answer to the request of `scope`: unique per answer.
+
+    The server's own request ID where it made one (it is unique), else a fresh one.
+    """
+    made = of(scope) if scope is not None and scope.get(MADE_KEY) else None
+    return f"chatcmpl-{made or uuid.uuid4().hex}"
+
+
+def chosen(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Return the client's ``X-Request-ID`` if it sent one that is safe (`SAFE_ID`)."""
     for name, value in headers:
         if name.lower() == HEADER:
             text = value.decode("latin-1")
-            return text if SAFE_ID.fullmatch(text) else uuid.uuid4().hex
-    return uuid.uuid4().hex
+            return text if SAFE_ID.fullmatch(text) else None
+    return None
 
 
 class RequestID:
@@ -84,6 +96,9 @@ class RequestID:
             await self.app(scope, receive, send)
             return
         request_id = chosen(scope.get("headers") or [])
+        if request_id is None:
+            request_id = uuid.uuid4().hex
+            scope[MADE_KEY] = True
         scope[SCOPE_KEY] = request_id
         encoded = request_id.encode()
 
