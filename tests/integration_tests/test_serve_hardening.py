@@ -7,6 +7,7 @@ endpoint, token caps, upstream error text, the character count, slow clients.
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -720,15 +721,15 @@ def test_health_counts_streams_in_flight_and_counts_out_every_client_that_left()
 
 def _behind(security, lines):
     """Serve a tiny app as `moa serve` stacks it: the forwarded address, the log, the guard."""
-    from langgraph_moa.serving._access import AccessLog
-    from langgraph_moa.serving._guard import forwarded_clients
+    from langgraph_moa.serving._server import stacked
 
     systems = {
         "m": MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
     }
-    app = forwarded_clients(create_app(systems, security=security), security)
-    logged = AccessLog(app, ["m"], lines.append)
-    return BackgroundServer(logged, **uvicorn_options(security))
+    app = create_app(systems, security=security)
+    return BackgroundServer(
+        stacked(app, ["m"], security, lines.append, ""), **uvicorn_options(security)
+    )
 
 
 def _until(done, wait_s=30):
@@ -755,11 +756,11 @@ def test_the_log_names_the_client_and_trusts_a_forwarded_address_only_from_a_tru
     lines: list[str] = []
     with _behind(ServeSecurity(), lines) as server:
         httpx.get(f"{server.root}/v1/models", headers={"x-forwarded-for": "203.0.113.9"})
-    assert lines[-1].endswith(" · 127.0.0.1") and "203.0.113.9" not in lines[-1], lines
+    assert lines[-1].count(" · 127.0.0.1 · request ") == 1 and "203.0.113.9" not in lines[-1], lines
     lines.clear()
     with _behind(ServeSecurity(forwarded_allow_ips=("127.0.0.1",)), lines) as server:
         httpx.get(f"{server.root}/v1/models", headers={"x-forwarded-for": "203.0.113.9"})
-    assert lines[-1].endswith(" · 203.0.113.9"), lines
+    assert lines[-1].count(" · 203.0.113.9 · request ") == 1, lines
 
 
 def test_behind_a_trusted_proxy_the_connection_cap_counts_each_forwarded_client():
@@ -780,9 +781,13 @@ def test_behind_a_trusted_proxy_the_connection_cap_counts_each_forwarded_client(
             _until(lambda: httpx.get(f"{server.root}/health").json()["in_flight"] == 4)
             with _held_request(server, b"203.0.113.9") as third:
                 third.settimeout(10)
-                assert third.recv(12) == b"HTTP/1.1 429"
+                refusal = third.recv(65536)
+            assert refusal.startswith(b"HTTP/1.1 429")
+            request_id = re.search(rb"(?i)\r\nx-request-id: ([0-9a-f]{32})\r\n", refusal)
+            assert request_id, refusal  # the refusal names its request, as every answer does
             _until(lambda: any(" 429 · " in line for line in lines))
-            assert next(line for line in lines if " 429 " in line).endswith(" · 203.0.113.9")
+            refused = next(line for line in lines if " 429 " in line)
+            assert refused.endswith(f" · 203.0.113.9 · request {request_id[1].decode()}"), refused
             other = httpx.get(f"{server.root}/v1/models", headers={"x-forwarded-for": "192.0.2.1"})
             assert other.status_code == 200
         finally:

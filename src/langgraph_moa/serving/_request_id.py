@@ -95,7 +95,8 @@ class RequestID:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = chosen(scope.get("headers") or [])
+        # Around the app too (`_server.stacked`): the outer copy chose it, this one keeps it.
+        request_id = of(scope) or chosen(scope.get("headers") or [])
         if request_id is None:
             request_id = uuid.uuid4().hex
             scope[MADE_KEY] = True

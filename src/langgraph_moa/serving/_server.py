@@ -19,6 +19,7 @@ from langgraph_moa.serving._errors import MAX_BODY_BYTES
 from langgraph_moa.serving._guard import (
     ServeSecurity,
     forwarded_clients,
+    send_crash,
     served_under,
     uvicorn_options,
 )
@@ -28,7 +29,26 @@ from langgraph_moa.serving._history import (
     HistoryError,
     default_history_path,
 )
+from langgraph_moa.serving._request_id import RequestID
 from langgraph_moa.serving._requests import DRAIN_TIMEOUT_S, Drain
+
+
+def stacked(
+    app: Any,
+    systems: list[str],
+    security: ServeSecurity,
+    log: Callable[[str], None],
+    root_path: str,
+) -> Any:
+    """Wrap `app` as `moa serve` serves it: the prefix, the request ID, the log, the proxy.
+
+    The request ID goes around the access log and the forwarded-client cap, not only inside
+    the app: a 429 the cap answers, or a line the log writes for it, names its request too.
+    """
+    from langgraph_moa.serving._access import AccessLog
+
+    logged = AccessLog(forwarded_clients(app, security), systems, log)
+    return served_under(RequestID(logged, on_crash=send_crash), root_path)
 
 
 def serve(
@@ -88,8 +108,6 @@ def serve(
         _check_served(name, config)
     check_allowed_models(allow_models)
     _check_port(host, port)
-    from langgraph_moa.serving._access import AccessLog
-
     security = (security or ServeSecurity()).with_bind_host(host)
     app = create_app(
         systems,
@@ -106,8 +124,7 @@ def serve(
     def to_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)  # noqa: T201
 
-    logged = AccessLog(forwarded_clients(app, security), list(systems), log or to_stderr)
-    logged = served_under(logged, root_path)
+    logged = stacked(app, list(systems), security, log or to_stderr, root_path)
     if announce is not None:
         announce(f"Serving {', '.join(systems)} on http://{host}:{port}/v1")
     # uvloop when installed; the HTTP protocol is httptools' (or h11's) with the guard's head
