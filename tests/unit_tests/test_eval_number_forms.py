@@ -401,3 +401,15 @@ def test_dot_french_and_mixed_forms_are_read_in_linear_time(unit):
     stated_number(text)
     number_value(text)
     gsm8k_final_number("#### " + text)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [("\u22125", "-5"), ("\u22125", "5"), ("x \u2212 y", "x y")],
+)
+def test_the_normalized_scorer_still_reads_a_unicode_minus_as_a_symbol(answer, expected):
+    """`normalized` turns a non-ASCII symbol into a space, U+2212 too: "\\u22125" is "5" there.
+
+    Keeping U+2212 for `contains` kept it in the SQuAD score as well, as a word of its own.
+    """
+    assert normalized(answer, [expected])

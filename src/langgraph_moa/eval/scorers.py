@@ -40,8 +40,9 @@ def normalize(text: str, *, squad: bool = False) -> str:
     but a number keeps its sign and decimal point ("-5" is no "5", "3.5" no "35") unless
     `squad` asks for SQuAD's own rule, which drops them too.
     """
+    kept = "" if squad else "\u2212"  # a minus sign, which `contains` keeps
     spaced = "".join(
-        " " if ord(ch) > 127 and unicodedata.category(ch).startswith("S") and ch != "\u2212" else ch
+        " " if ord(ch) > 127 and unicodedata.category(ch).startswith("S") and ch not in kept else ch
         for ch in text
     )
     return normalize_words(spaced, squad=squad)
