@@ -413,3 +413,94 @@ def test_the_normalized_scorer_still_reads_a_unicode_minus_as_a_symbol(answer, e
     Keeping U+2212 for `contains` kept it in the SQuAD score as well, as a word of its own.
     """
     assert normalized(answer, [expected])
+
+
+@pytest.mark.parametrize(
+    ("answer", "wrong"),
+    [
+        ("\\boxed{2x+3}", 3),
+        ("\\boxed{x^2-1}", 1),
+        ("\\boxed{2^{10}}", 10),
+        ("\\boxed{(1, -2)}", -2),
+        ("\\boxed{2 \\text{ or } 3}", 3),
+        ("The answer is 17. \\boxed{x+1}", 1),
+    ],
+)
+def test_a_box_of_an_expression_without_a_command_is_no_number(answer, wrong):
+    """Such a box concluded its last number: "\\boxed{2x+3}" was right on 3 and voted "3"."""
+    assert not numeric(answer, wrong)
+    assert extract_answer(answer) != extract_answer(f"#### {wrong}")
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("x = 2, so \\boxed{x = 2}", 2),
+        ("\\boxed{5\\text{ cm}}", 5),
+        ("\\boxed{5\\,\\text{cm}}", 5),
+        ("\\boxed{25 \\text{ m}^2}", 25),
+        ("\\boxed{\\$5}", 5),
+        ("\\boxed{50\\%}", 50),
+        ("\\boxed{-0}", 0),
+        ("\\boxed{\\$1{,}250.50}", 1250.5),
+        ("\\boxed{3 1/2}", 3.5),
+        ("\\boxed{5.}", 5),
+        ("\\boxed{1/2}", 0.5),
+        ("\\boxed{+5}", 5),
+    ],
+)
+def test_a_box_of_one_number_with_its_marks_and_unit_is_that_number(answer, value):
+    assert numeric(answer, value)
+    assert Fraction(extract_answer(answer)) == Fraction(str(value))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("unit", [" cm", "1", "x = 1", " m^2/", "5 or "])
+def test_a_boxed_number_with_a_long_unit_is_read_in_linear_time(unit):
+    text = "\\boxed{5" + unit * (N // len(unit)) + " 7}"
+    assert isinstance(extract_answer(text), str)
+    assert isinstance(numeric(text, 7.0), bool)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("\\boxed{1+\\sqrt{2}}", "\\boxed{1-\\sqrt{2}}"),  # both voted "1sqrt2"
+        ("\\boxed{3+2\\sqrt{2}}", "\\boxed{32\\sqrt{2}}"),
+        ("\\boxed{2^{10}}", "\\boxed{210}"),
+        ("\\boxed{x+1}", "\\boxed{x-1}"),
+        ("\\boxed{\\sqrt{2}/2}", "\\boxed{\\sqrt{22}}"),
+    ],
+)
+def test_boxed_expressions_that_differ_in_an_operator_vote_apart(one, other):
+    """An expression's key dropped its operators, so different answers voted as one."""
+    assert extract_answer(one) != extract_answer(other)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("\\boxed{1 - \\sqrt{2}}", "\\boxed{1-\\sqrt{2}}"),
+        ("\\boxed{\\left(1, -2\\right)}", "\\boxed{(1,-2)}"),
+        ("\\boxed{\\dfrac{x}{2}}", "\\boxed{\\frac{x}{2}}"),
+        ("\\boxed{\\text{New York}}", "\\boxed{new york.}"),
+    ],
+)
+def test_boxed_expressions_written_apart_only_in_spacing_vote_together(one, other):
+    assert extract_answer(one) == extract_answer(other)
+
+
+def test_a_boxed_word_keeps_its_hyphen_rule_and_math_its_case():
+    assert extract_answer("\\boxed{well-known}") == extract_answer("\\boxed{wellknown}")
+    assert extract_answer("\\boxed{\\Delta x}") != extract_answer("\\boxed{\\delta x}")
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("\\boxed{\\frac{x}2}", "\\boxed{\\frac{x}{2}}"),
+        ("\\boxed{2\\sqrt2}", "\\boxed{2\\sqrt{2}}"),
+    ],
+)
+def test_a_boxed_expressions_braces_around_one_character_change_nothing(one, other):
+    assert extract_answer(one) == extract_answer(other)

@@ -5,13 +5,14 @@ articles a/an/the dropped, whitespace collapsed, as in the SQuAD evaluation scri
 ``normalized`` is SQuAD's exact match as such ("-5" equals "5"), while ``contains`` keeps
 a number's sign and decimal point ("-5" is no "5", "3.5" no "35").
 ``numeric`` reads the answer's stated result as the vote key reads it (`concluded_number`),
-the last ``\boxed{}`` (MATH-style grading; "\boxed{12} days for the 300-page book"
-answers 12, and a box that is no number, ``\boxed{2\sqrt{2}}``, none), else the last GSM8K-style
-``#### N``, else the last "the answer is N" ("Answer: $1,250"), else the last number in the
-answer (thousands commas between groups of three digits, a sign, a dollar sign and an
-exponent, "1e-5", allowed; a hyphen right after a digit, letter or closing bracket is a range
-or a difference, no sign), the convention of GSM8K-style grading, and compares within a
-relative tolerance. An answer, or a stated value, that is one fraction of integers ("1/2")
+the last ``\boxed{}`` (MATH-style grading; "\boxed{12} days for the 300-page book" answers
+12, and a box that is no number, ``\boxed{2\sqrt{2}}`` or ``\boxed{2x+3}``, none), else the
+last GSM8K-style ``#### N``, else the last "the answer is N" ("Answer: $1,250"), else the
+last number in the answer (thousands commas between groups of three digits, a sign, a
+dollar sign and an exponent, "1e-5", allowed; a hyphen right after a digit, letter or
+closing bracket is a range or a difference, no sign), the convention of GSM8K-style
+grading, and compares within a relative tolerance.
+An answer, or a stated value, that is one fraction of integers ("1/2")
 is that fraction; a slash inside prose ("open 24/7") or a date is no fraction, while a LaTeX
 ``\frac{1}{2}`` is its value anywhere. Typeset marks read as their ASCII (`number_marks`):
 a U+2212 minus is "-" and "1 234" (a no-break space) 1234; any Unicode decimal digit is its value.

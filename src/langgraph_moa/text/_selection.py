@@ -147,6 +147,15 @@ _LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 # Marks that decorate a boxed number without changing it: a degree sign ("45^\circ") and
 # \displaystyle. The box is its number (it voted "45circ", an expression).
 _LATEX_DECORATION = re.compile(r"\^\s*+(?:\\circ\b|\{\s*+\\circ\s*+\})|\\degree\b|\\displaystyle\b")
+# A box holds math (`_expression_key`) when it has a digit, a command or an operator (a
+# hyphen between two letters is a word's: "well-known").
+_MATH_MARK = re.compile(r"[\d\\^_+*/=<>()\[\]{}|]|(?<![^\W\d_])[-\u2212]|[-\u2212](?![^\W\d_])")
+_LATEX_SPACING = re.compile(r"\\(?:left|right)\b|\\[,;:! ]|~")
+_LATEX_FRAC = re.compile(r"\\[dt]frac\b")
+# LaTeX reads a one-character argument with or without its braces: "\frac{x}2" is
+# "\frac x2" and "\sqrt{2}" is "\sqrt2".
+_ONE_CHARACTER_GROUP = re.compile(r"\{\s*+([^{}\s\\])\s*+\}")
+_SPACE_IN_MATH = re.compile(r"(?<=\d)(\s+)(?=\d)|\s+")
 _LETTER_END = (
     r"(?:\)|\]|[.,;:!]?(?=\s*(?:$|\n))"
     r"|[.,;:!]?\s+(?=because|since|as\b|which)|[.,;:!]\s+(?=[A-Z]))"
@@ -175,6 +184,14 @@ _VALUE = r"(" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))"  # "7," is 7
 # Nor is a point before a digit skipped: "The answer is .5" states 0.5 (it stated 5),
 # unless it ends an ellipsis: "The answer is...42" states 42.
 _SIGNED_VALUE = r"(-(?=\$?\.?\d)|)\$?\s*+" + _VALUE  # a value never starts with a space
+# A box holds a number when that number is all it holds, besides a variable it equals
+# ("x = 2"), a sign, a dollar or percent sign and a unit ("5 cm", "25 m^2"). Anything else
+# is an expression, no number, as "2\sqrt{2}" is: "\boxed{2x+3}", "\boxed{2^{10}}" and
+# "\boxed{(1, -2)}" concluded their last number, so they were right on 3, 10 and -2.
+_BOXED_NUMBER = re.compile(
+    r"(?:[^\W\d_]\w*+\s*+=\s*+)?\+?(?P<number>-?\$?\s*+" + _VALUE + r")\s*+[$%]?"
+    r"(?:(?:\s|\\[,;: ]|~)*+/?[^\W\d_]++\.?(?:\^\{?\d\}?)?)*+\s*+\.?"
+)
 _STATED_NUMBER = (
     re.compile(r"####\s*+" + _SIGNED_VALUE),
     re.compile(
@@ -655,16 +672,37 @@ def _closing_braces(text: str, begin: int) -> dict[int, int]:
 
 
 def _conclusion(boxed: str) -> _Reading:
-    """Read a boxed conclusion: an option letter, a number, else the expression's text."""
+    """Read a boxed conclusion: an option letter, a number, else the expression's text.
+
+    A number is one that is all the box holds (`_BOXED_NUMBER`).
+    """
     if re.fullmatch(r"\(?[A-Ha-h]\)?", letter := boxed.translate(_FULL_WIDTH_LETTERS)):
         return _Reading(letter.strip("()").upper(), True)
     if re.search(r"\\[A-Za-z]", boxed):  # 2\sqrt{2}, \frac{x}{2}: compared as written
-        return _Reading(normalize_words(boxed), True)
-    if (value := number_value(boxed)) is not None:
+        return _Reading(_expression_key(boxed), True)
+    number = _BOXED_NUMBER.fullmatch(number_marks(boxed))
+    if number and (value := number_value(number["number"])) is not None:
         return _Reading(_value_key(value), True, value)
     if _LONE_FRACTION.fullmatch(number_marks(boxed)):  # "1/0": as written, never "10"
         return _number_reading(boxed)
-    return _Reading(normalize_words(boxed), True)
+    return _Reading(_expression_key(boxed), True)
+
+
+def _expression_key(boxed: str) -> str:
+    r"""Key a boxed expression by what it writes: its operators, signs and points kept.
+
+    Words alone ("\text{New York}") compare as text (`normalize_words`). Math compares as
+    written (case kept: \Delta is no \delta), with only its spacing dropped, ``\left``/
+    ``\right`` and ``\dfrac``/``\tfrac`` read as ``\frac``, and one character's braces
+    dropped as LaTeX reads them ("\frac{x}2" is "\frac x2"). The text key dropped
+    operators, so "1+\sqrt{2}" and "1-\sqrt{2}" voted as one answer, as did "2^{10}" and
+    210. A space between two digits stays.
+    """
+    if not _MATH_MARK.search(boxed):
+        return normalize_words(boxed)
+    math = _LATEX_SPACING.sub(" ", unicodedata.normalize("NFC", boxed).translate(_MINUS))
+    math = _ONE_CHARACTER_GROUP.sub(r"\1", _LATEX_FRAC.sub(r"\\frac", math))
+    return _SPACE_IN_MATH.sub(lambda space: " " if space[1] else "", math)
 
 
 # --- tool calls as answers -----------------------------------------------------------------
