@@ -504,3 +504,13 @@ def test_a_boxed_word_keeps_its_hyphen_rule_and_math_its_case():
 )
 def test_a_boxed_expressions_braces_around_one_character_change_nothing(one, other):
     assert extract_answer(one) == extract_answer(other)
+
+
+@pytest.mark.parametrize("answer", ["The answer is -0.", "It is \u22120.0 degrees", "x = -0"])
+def test_a_negative_zero_is_zero_to_contains_and_the_text_keys(answer):
+    """Keeping a number's sign made "-0" another number than "0"."""
+    assert contains(answer, ["0"]) or contains(answer, ["0.0"])
+    for extractor in ("short-span", "text"):
+        assert extract_answer(answer, extractor) == extract_answer(
+            answer.replace("-", "").replace("\u2212", ""), extractor
+        )

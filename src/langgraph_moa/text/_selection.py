@@ -129,8 +129,9 @@ _MAX_EXPONENT = 1000
 _MAX_DIGITS = 1000
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 # The marks that make a number another one: a sign ("-5", "-\sqrt{2}", as `_SIGN` tells
-# one from a hyphen) and a decimal point between digits ("3.5"). Text keys keep them.
-_NUMBER_MARK = re.compile(_SIGN + r"(?=\.?\d|\\)|(?<=\d)\.(?=\d)")
+# one from a hyphen) and a decimal point between digits ("3.5"). Text keys keep them, but
+# not a zero's sign: "-0" and "-0.0" are 0.
+_NUMBER_MARK = re.compile(_SIGN + r"(?=\.?\d|\\)(?![0.]*+(?![\d,]))|(?<=\d)\.(?=\d)")
 # Runs of \W are possessive (`*+`) wherever what follows cannot start with one: a model's
 # answer is untrusted, and "!!!...x" (or a long "----" rule) made the nested `\W*`s try
 # every split of the run, seconds for 4,000 characters and hours for 100,000.
