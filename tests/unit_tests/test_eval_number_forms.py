@@ -514,3 +514,20 @@ def test_a_negative_zero_is_zero_to_contains_and_the_text_keys(answer):
         assert extract_answer(answer, extractor) == extract_answer(
             answer.replace("-", "").replace("\u2212", ""), extractor
         )
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("\\boxed{45\u00b0}", 45),
+        ("\\boxed{5\u00b0C}", 5),
+        ("\\boxed{\u20ac5}", 5),
+        ("\\boxed{-\u20ac5}", -5),
+        ("\\boxed{5\u20ac}", 5),
+        ("\\boxed{\u00a31,200}", 1200),
+        ("\\boxed{5\\ \\%}", 5),
+    ],
+)
+def test_a_boxed_number_with_a_currency_or_degree_sign_is_its_number(answer, value):
+    assert numeric(answer, value)
+    assert Fraction(extract_answer(answer)) == value

@@ -186,12 +186,25 @@ _VALUE = r"(" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))"  # "7," is 7
 # unless it ends an ellipsis: "The answer is...42" states 42.
 _SIGNED_VALUE = r"(-(?=\$?\.?\d)|)\$?\s*+" + _VALUE  # a value never starts with a space
 # A box holds a number when that number is all it holds, besides a variable it equals
-# ("x = 2"), a sign, a dollar or percent sign and a unit ("5 cm", "25 m^2"). Anything else
-# is an expression, no number, as "2\sqrt{2}" is: "\boxed{2x+3}", "\boxed{2^{10}}" and
-# "\boxed{(1, -2)}" concluded their last number, so they were right on 3, 10 and -2.
+# ("x = 2"), a sign, a currency, percent or degree sign and a unit ("€5", "5 cm", "25 m^2",
+# "5°C"). Anything else is an expression, no number, as "2\sqrt{2}" is: "\boxed{2x+3}",
+# "\boxed{2^{10}}" and "\boxed{(1, -2)}" concluded their last number, so they were right
+# on 3, 10 and -2.
+_CURRENCY = r"[$\u00a2-\u00a5\u20a0-\u20cf]"
+_CURRENCY_MARK = re.compile(_CURRENCY + r"\s*+")  # `number_value` reads only "$"
+_LATEX_SPACE = r"(?:\s|\\[,;: ]|~)*+"
 _BOXED_NUMBER = re.compile(
-    r"(?:[^\W\d_]\w*+\s*+=\s*+)?\+?(?P<number>-?\$?\s*+" + _VALUE + r")\s*+[$%]?"
-    r"(?:(?:\s|\\[,;: ]|~)*+/?[^\W\d_]++\.?(?:\^\{?\d\}?)?)*+\s*+\.?"
+    r"(?:[^\W\d_]\w*+\s*+=\s*+)?\+?(?P<number>-?(?:"
+    + _CURRENCY
+    + r"\s*+)?"
+    + _VALUE
+    + r")"
+    + _LATEX_SPACE
+    + r"(?:[%\u2030\u00b0]|"
+    + _CURRENCY
+    + r")?(?:"
+    + _LATEX_SPACE
+    + r"/?[^\W\d_]++\.?(?:\^\{?\d\}?)?)*+\s*+\.?"
 )
 _STATED_NUMBER = (
     re.compile(r"####\s*+" + _SIGNED_VALUE),
@@ -682,7 +695,7 @@ def _conclusion(boxed: str) -> _Reading:
     if re.search(r"\\[A-Za-z]", boxed):  # 2\sqrt{2}, \frac{x}{2}: compared as written
         return _Reading(_expression_key(boxed), True)
     number = _BOXED_NUMBER.fullmatch(number_marks(boxed))
-    if number and (value := number_value(number["number"])) is not None:
+    if number and (value := number_value(_CURRENCY_MARK.sub("", number["number"]))) is not None:
         return _Reading(_value_key(value), True, value)
     if _LONE_FRACTION.fullmatch(number_marks(boxed)):  # "1/0": as written, never "10"
         return _number_reading(boxed)
