@@ -455,7 +455,7 @@ def test_a_box_of_one_number_with_its_marks_and_unit_is_that_number(answer, valu
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("unit", [" cm", "1", "x = 1", " m^2/", "5 or "])
+@pytest.mark.parametrize("unit", [" cm", "1", "x = 1", " m^2/", "5 or ", " (ab", "**"])
 def test_a_boxed_number_with_a_long_unit_is_read_in_linear_time(unit):
     text = "\\boxed{5" + unit * (N // len(unit)) + " 7}"
     assert isinstance(extract_answer(text), str)
@@ -531,3 +531,13 @@ def test_a_negative_zero_is_zero_to_contains_and_the_text_keys(answer):
 def test_a_boxed_number_with_a_currency_or_degree_sign_is_its_number(answer, value):
     assert numeric(answer, value)
     assert Fraction(extract_answer(answer)) == value
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["\\boxed{**18**}", "\\boxed{18 \\text{ (apples)}}", "\\boxed{x = 18\\text{ (sold)}.}"],
+)
+def test_a_boxed_number_in_bold_or_with_a_worded_aside_is_its_number(answer):
+    """Before the box had to be one number, these read 18; a worded aside adds no number."""
+    assert numeric(answer, 18)
+    assert extract_answer(answer) == "18"

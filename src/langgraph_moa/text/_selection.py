@@ -186,15 +186,15 @@ _VALUE = r"(" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))"  # "7," is 7
 # unless it ends an ellipsis: "The answer is...42" states 42.
 _SIGNED_VALUE = r"(-(?=\$?\.?\d)|)\$?\s*+" + _VALUE  # a value never starts with a space
 # A box holds a number when that number is all it holds, besides a variable it equals
-# ("x = 2"), a sign, a currency, percent or degree sign and a unit ("€5", "5 cm", "25 m^2",
-# "5°C"). Anything else is an expression, no number, as "2\sqrt{2}" is: "\boxed{2x+3}",
-# "\boxed{2^{10}}" and "\boxed{(1, -2)}" concluded their last number, so they were right
-# on 3, 10 and -2.
+# ("x = 2"), a sign, a currency, percent or degree sign, a unit ("€5", "5 cm", "25 m^2",
+# "5°C"), a worded aside ("18 (apples)") and Markdown bold. Anything else is an expression,
+# no number, as "2\sqrt{2}" is: "\boxed{2x+3}", "\boxed{2^{10}}" and "\boxed{(1, -2)}"
+# concluded their last number, so they were right on 3, 10 and -2.
 _CURRENCY = r"[$\u00a2-\u00a5\u20a0-\u20cf]"
 _CURRENCY_MARK = re.compile(_CURRENCY + r"\s*+")  # `number_value` reads only "$"
 _LATEX_SPACE = r"(?:\s|\\[,;: ]|~)*+"
 _BOXED_NUMBER = re.compile(
-    r"(?:[^\W\d_]\w*+\s*+=\s*+)?\+?(?P<number>-?(?:"
+    r"[*_]*+(?:[^\W\d_]\w*+\s*+=\s*+)?\+?(?P<number>-?(?:"
     + _CURRENCY
     + r"\s*+)?"
     + _VALUE
@@ -204,7 +204,7 @@ _BOXED_NUMBER = re.compile(
     + _CURRENCY
     + r")?(?:"
     + _LATEX_SPACE
-    + r"/?[^\W\d_]++\.?(?:\^\{?\d\}?)?)*+\s*+\.?"
+    + r"(?:/?[^\W\d_]++\.?(?:\^\{?\d\}?)?|\([^\W\d_][^()\d]*+\)))*+[\s*_]*+\.?"
 )
 _STATED_NUMBER = (
     re.compile(r"####\s*+" + _SIGNED_VALUE),
