@@ -43,6 +43,12 @@ ending in ``KEY`` (or ``KEYS``) is one, but for an ordinary word that ends in ``
 ``PASS`` counts only as a name's whole last word (``DB_PASS``), never inside one
 (``PASSAGE``, ``BYPASS_CACHE``, ``COMPASS``); ``MAX_TOKENS`` is a count. A name wrongly
 taken for a secret costs a reader a word, one wrongly not taken leaks a key."""
+_PLURAL_NAME = re.compile(r"(?:KEYS|TOKENS)$")
+"""A name in the plural (``API_KEYS=k1,k2``) holds a list: each of its secrets is removed
+alone, as an error repeats one. A whole number in one is a count, not a secret
+(``MAX_INPUT_TOKENS=131072``, a serving stack's limit): it was cut out of every error,
+the context length an upstream names among them."""
+_LIST_SEPARATOR = re.compile(r"[\s,;]+")
 _ACCOUNT_VARS = ("OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "OPENAI_PROJECT_ID")
 
 _PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
@@ -301,14 +307,24 @@ def register_secret(value: str | None) -> None:
 def _secrets() -> list[str]:
     """Return every secret to remove, longest first (so no part of one is left behind)."""
     found = {
-        value.strip()
+        secret
         for name, value in os.environ.items()
-        if (_SECRET_NAME.search(name.upper()) or name in _ACCOUNT_VARS)
-        and len(value.strip()) >= MIN_SECRET_CHARS
+        if _SECRET_NAME.search(name.upper()) or name in _ACCOUNT_VARS
+        for secret in _env_secrets(name.upper(), value.strip())
+        if len(secret) >= MIN_SECRET_CHARS
     }
     with _lock:
         found |= _known
     return sorted(found, key=len, reverse=True)
+
+
+def _env_secrets(name: str, value: str) -> set[str]:
+    """Return the secrets of the variable `name` whose value is `value` (`_PLURAL_NAME`)."""
+    if not _PLURAL_NAME.search(name):
+        return {value}
+    if value.isdigit():
+        return set()
+    return {value, *_LIST_SEPARATOR.split(value)}
 
 
 def redact(text: str) -> str:

@@ -270,3 +270,24 @@ def test_a_nested_urls_parameters_after_its_key_are_kept():
 
     url = "https://h/?next=http%3A%2F%2Fh%3Fkey%3Dsupersecret1%26alt%3Djson"
     assert redact_url(url) == f"https://h/?next=http%3A%2F%2Fh%3Fkey%3D{REDACTED}%26alt%3Djson"
+
+
+@pytest.mark.parametrize(
+    "name", ["MAX_INPUT_TOKENS", "MAX_TOTAL_TOKENS", "MAX_BATCH_PREFILL_TOKENS", "NUM_TOKENS"]
+)
+def test_a_tokens_variable_holding_a_count_is_no_secret(monkeypatch, name):
+    # A serving stack's token limits (MAX_INPUT_TOKENS=131072) were taken for secrets by
+    # their plural name, and the number was cut out of every error, the context length
+    # an upstream names among them.
+    monkeypatch.setenv(name, "131072")
+    monkeypatch.setenv("MY_TOKENS", "tok-secret-value")
+    cleaned = redact("maximum context length is 131072 tokens; tok-secret-value")
+    assert cleaned == "maximum context length is 131072 tokens; [redacted]"
+
+
+def test_each_key_of_a_plural_keys_variable_is_redacted_alone(monkeypatch):
+    # API_KEYS holds several keys; only the whole list was removed, so an error repeating
+    # one of them showed it.
+    monkeypatch.setenv("API_KEYS", "alpha-key-111111, beta-key-222222;gamma-key-333333")
+    cleaned = redact("invalid key beta-key-222222 (also alpha-key-111111, gamma-key-333333)")
+    assert cleaned == "invalid key [redacted] (also [redacted], [redacted])"
