@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -228,6 +229,58 @@ def redacted_repr(value: object) -> str:
     is quoted, so a quote in the key does not end it early.
     """
     return redact_url(repr(redact_urls_in(value, redact_spec)))
+
+
+KEY_VARIABLE = "MOA_URL_KEY"
+"""The variable a printed command reads a URL's key from (``MOA_URL_KEY_2`` the second's)."""
+
+KEY_REFERENCE = re.compile(rf"\$\{{({KEY_VARIABLE}(?:_\d+)?)\}}")
+"""A key read from its variable (``${MOA_URL_KEY}``), as `shell_command` writes it."""
+
+
+def shell_command(words: list[str]) -> str:
+    """Return `words` as one POSIX shell command line, each URL key in them read from a variable.
+
+    A key must not be printed where a terminal's scrollback or a CI log keeps it, and a
+    placeholder (``[redacted]``) typed back as shown was sent as the key. One key written
+    twice is one variable; a word already reading a key from one (``${MOA_URL_KEY}``, a
+    command written by this function and split again) keeps it.
+    """
+    keys: dict[str, str] = {}
+    return " ".join(_shell_word(word, keys) for word in words)
+
+
+def _shell_word(word: str, keys: dict[str, str]) -> str:
+    parts, at = [], 0
+    for start, end in key_spans(word):
+        value = word[start:end]
+        if value not in keys:
+            named = KEY_REFERENCE.fullmatch(value)
+            number = len(keys) + 1
+            while not named and f"{KEY_VARIABLE}_{number}" in keys.values():
+                number += 1
+            keys[value] = (
+                named[1] if named else f"{KEY_VARIABLE}_{number}" if keys else KEY_VARIABLE
+            )
+        parts += [shlex.quote(word[at:start]), f'"${{{keys[value]}}}"']
+        at = end
+    if at < len(word) or not parts:
+        parts.append(shlex.quote(word[at:]))
+    return "".join(parts)
+
+
+def keyless_command(command: str) -> str:
+    """Return a command line with each URL key in it read from a variable (`shell_command`).
+
+    For a command recorded to be run again (an evaluation's): `redact_url` ends a value at
+    a quote, and a shell-quoted key holding one had its rest kept. A line no shell would
+    split (an unclosed quote) has each value cut to its URL's next parameter instead.
+    """
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return redact_spec(command)
+    return shell_command(words)
 
 
 def url_secrets(url: str) -> list[str]:

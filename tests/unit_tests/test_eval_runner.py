@@ -851,3 +851,21 @@ def test_a_system_is_named_without_any_part_of_its_urls_key(tmp_path, spec):
     assert "secret-tail" not in name and "secret-tail" not in evaluation.baseline
     assert name == evaluation.baseline
     assert "?" in name and name.endswith(("key=[redacted]", "key=[redacted]&alt=json"))
+
+
+def test_a_command_given_in_python_keeps_no_part_of_a_urls_key(tmp_path):
+    # `command=` went through `redact_url`, which ends a value at a quote: a key holding
+    # one, shell-quoted, had its rest written to provenance.json and the report.
+    import shlex
+
+    spec = "single:m@https://api.example/v1?key=ab'cd-secret-tail&alt=json"
+    command = shlex.join(["moa", "eval", "--system", spec, "--baseline", spec])
+    evaluation = Evaluation([spec], ITEMS[:1], tmp_path, baseline=spec, command=command)
+    assert "secret-tail" not in evaluation.command
+    assert evaluation.command == (
+        "moa eval --system 'single:m@https://api.example/v1?key='\"${MOA_URL_KEY}\"'&alt=json'"
+        " --baseline 'single:m@https://api.example/v1?key='\"${MOA_URL_KEY}\"'&alt=json'"
+    )
+    # A command already reading its keys from variables (the CLI's) is kept as it is.
+    again = Evaluation([spec], ITEMS[:1], tmp_path, baseline=spec, command=evaluation.command)
+    assert again.command == evaluation.command

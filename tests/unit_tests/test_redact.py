@@ -291,3 +291,13 @@ def test_each_key_of_a_plural_keys_variable_is_redacted_alone(monkeypatch):
     monkeypatch.setenv("API_KEYS", "alpha-key-111111, beta-key-222222;gamma-key-333333")
     cleaned = redact("invalid key beta-key-222222 (also alpha-key-111111, gamma-key-333333)")
     assert cleaned == "invalid key [redacted] (also [redacted], [redacted])"
+
+
+def test_a_command_no_shell_would_split_keeps_no_part_of_a_key():
+    from langgraph_moa._redact import keyless_command
+
+    # An unclosed quote: the shell would not split it, and `redact_url` kept "cd...".
+    command = "moa eval --system 'single:m@https://h.example/v1?key=ab'cd-secret-tail&alt=json'"
+    assert keyless_command(command) == (
+        "moa eval --system 'single:m@https://h.example/v1?key=[redacted]&alt=json'"
+    )

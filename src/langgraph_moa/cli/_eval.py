@@ -12,7 +12,6 @@ passed over (fewer layers than configured ran).
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from langgraph_moa._redact import key_spans
+from langgraph_moa._redact import KEY_REFERENCE, shell_command
 from langgraph_moa.cli._config import checked, model_flag, spec_problem
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import number_option
@@ -220,33 +219,7 @@ def _command(
         words += ["--prices", str(prices)]
     if judge_layers:
         words.append("--judge-layers")
-    keys: dict[str, str] = {}
-    return " ".join(_shell_word(word, keys) for word in words)
-
-
-KEY_VARIABLE = "MOA_URL_KEY"
-"""The variable a printed command reads a URL's key from (``MOA_URL_KEY_2`` the second's)."""
-
-_KEY_VARIABLES = re.compile(rf"\$\{{({KEY_VARIABLE}(?:_\d+)?)\}}")
-
-
-def _shell_word(word: str, keys: dict[str, str]) -> str:
-    """Return `word` quoted for a POSIX shell, each URL key in it read from a variable.
-
-    A key must not be printed where a terminal's scrollback or a CI log keeps it, and a
-    placeholder (``[redacted]``) typed back as shown was sent as the key. `keys` maps each
-    key met so far to its variable, so one key written twice is one variable.
-    """
-    parts, at = [], 0
-    for start, end in key_spans(word):
-        value = word[start:end]
-        if value not in keys:
-            keys[value] = f"{KEY_VARIABLE}_{len(keys) + 1}" if keys else KEY_VARIABLE
-        parts += [shlex.quote(word[at:start]), f'"${{{keys[value]}}}"']
-        at = end
-    if at < len(word) or not parts:
-        parts.append(shlex.quote(word[at:]))
-    return "".join(parts)
+    return shell_command(words)
 
 
 def _resume_command(command: str, no_plots: bool, calibration_out: Path | None, quiet: bool) -> str:
@@ -296,8 +269,8 @@ def _stopped(evaluation: Evaluation, out_dir: Path, resume: str) -> str:
 
 
 def _key_left_out(resume: str) -> str:
-    """Say which variables the command shown reads its URLs' keys from (`_shell_word`)."""
-    names = list(dict.fromkeys(_KEY_VARIABLES.findall(resume)))
+    """Say which variables the command shown reads its URLs' keys from (`shell_command`)."""
+    names = list(dict.fromkeys(KEY_REFERENCE.findall(resume)))
     if not names:
         return ""
     listed = " and ".join(f"${name}" for name in names)

@@ -31,7 +31,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from langgraph_moa._json import dumps
-from langgraph_moa._redact import describe_error, redact_spec, redact_url, redacted_repr
+from langgraph_moa._redact import (
+    describe_error,
+    keyless_command,
+    redact_spec,
+    redacted_repr,
+)
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, explain_errors, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
@@ -260,7 +265,7 @@ class Evaluation:
             _check_judge(judge)
         self.notes: list[str] = []
         # The command line is recorded to be run again, but not with the key it was given.
-        self.dataset, self.command = dataset, redact_url(command) if command else command
+        self.dataset, self.command = dataset, keyless_command(command) if command else command
         self.finished = dict.fromkeys(names, 0)
         """Items each system has finished so far, kept rows included: what a stop reports."""
         self.judging: tuple[str, int, int] | None = None
