@@ -492,6 +492,7 @@ def test_a_key_in_a_fragment_or_after_a_json_escaped_ampersand_is_redacted(text)
         "?a" + "_" * 1_000_000,
         ("\\u0026" + "x-" * 100) * 5_000,
         "api_key" + " " * 1_000_000,
+        "a" + "-a" * 500_000,
     ],
     ids=[
         "key-repeats",
@@ -502,15 +503,18 @@ def test_a_key_in_a_fragment_or_after_a_json_escaped_ampersand_is_redacted(text)
         "name-run",
         "json-amps",
         "header-spaces",
+        "scheme-run",
     ],
 )
 def test_redaction_stays_linear_on_a_megabyte_of_hostile_text(text):
     # Error bodies are untrusted: a pattern that backtracks quadratically would hang a
-    # request (or `moa serve`) on one crafted megabyte.
-    from langgraph_moa._redact import redact, redact_url
+    # request (or `moa serve`) on one crafted megabyte. A run of a URL scheme's characters
+    # ("a-a-a...") was read as a scheme from each of its words, to its end each time.
+    from langgraph_moa._redact import redact, redact_spec, redact_url
 
     assert len(redact_url(text)) > 0
     assert len(redact(text)) > 0
+    assert len(redact_spec(text)) > 0
 
 
 def test_every_error_repeating_a_model_spec_hides_its_urls_key(tmp_path):
