@@ -609,3 +609,25 @@ def test_langchains_warning_for_an_inferred_provider_does_not_repeat_the_key():
     assert caught, "LangChain no longer warns: this test shows nothing"
     for warning in caught:
         assert SECRET not in str(warning.message), warning.message
+
+
+@pytest.mark.parametrize("key", ['ab"cd-secret-tail', "ab'cd-secret-tail", "ab<cd>secret-tail"])
+def test_the_access_log_shows_no_part_of_a_quoted_key_a_client_sent(key):
+    # The log line's model went through `redact_url`, which ends a value at a quote or
+    # "<>" as in running text: the rest of such a key was written to the access log.
+    from fastapi.testclient import TestClient
+
+    from langgraph_moa.serving._access import AccessLog
+    from langgraph_moa.serving._app import create_app
+
+    config = MoAConfig(name="m", proposers=[SPEC], aggregator=SPEC)
+    lines: list[str] = []
+    app = AccessLog(create_app({"m": config}), ["m"], lines.append)
+    client = TestClient(app, base_url="http://localhost")
+    model = f"m@https://api.example/v1?key={key}&alt=json"
+    client.post(
+        "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert len(lines) == 1 and "secret-tail" not in lines[0]
+    assert "key=[redacted]&alt=json" in lines[0]

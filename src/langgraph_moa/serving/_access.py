@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from langgraph_moa._redact import redact, redact_url
+from langgraph_moa._redact import redact, redact_spec, redact_url
 from langgraph_moa.serving._request_id import of as request_id_of
 
 _KEEP = 256 * 1024
@@ -131,8 +131,9 @@ class AccessLog:
         if model is None and not seen["request_cut"]:
             model = _field(bytes(seen["request"]), "model")
         if model:
-            # A client's: one line, short, and no key of an endpoint URL it named.
-            parts.append(_printable(redact_url(str(model)))[:100])
+            # A client's: one line, short, and no part of a key of an endpoint URL it named
+            # (`redact_spec`: a spec alone, its key's quote or "<>" no end of it).
+            parts.append(_printable(redact_spec(str(model)))[:100])
         try:
             facts = scope.get(FACTS_KEY)
             if facts is None:

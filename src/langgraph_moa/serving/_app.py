@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from langgraph_moa._json import dumps
-from langgraph_moa._redact import clip, register_secret
+from langgraph_moa._redact import clip, redact_spec, register_secret
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._prices import Prices
 from langgraph_moa.config._schema import MoAConfig, explain_errors
@@ -210,7 +210,8 @@ def create_app(
         if model not in graphs:
             raise _APIError(
                 404,
-                f"The model {clip(model)!r} does not exist; served models: {', '.join(graphs)}.",
+                f"The model {clip(redact_spec(model))!r} does not exist; served models: "
+                f"{', '.join(graphs)}.",
                 code="model_not_found",
                 param="model",
             )

@@ -14,7 +14,7 @@ from pydantic import (
     ValidationError,
 )
 
-from langgraph_moa._redact import clip, redacted_repr
+from langgraph_moa._redact import clip, redact_spec, redacted_repr
 from langgraph_moa.config._limits import (
     RequestLimits,
     endpoint_label,
@@ -360,7 +360,7 @@ class _Preparer:
         if body.model not in self.systems:
             raise _APIError(
                 404,
-                f"The model {clip(body.model)!r} does not exist; served models: "
+                f"The model {clip(redact_spec(body.model))!r} does not exist; served models: "
                 f"{', '.join(self.systems)}.",
                 code="model_not_found",
                 param="model",
