@@ -147,3 +147,78 @@ def test_five_wins_no_loss_among_22_items_is_not_significant_though_the_interval
 def test_sign_test_p_is_the_exact_two_sided_binomial(wins, losses, p):
     assert sign_test_p(wins, losses) == pytest.approx(p)
     assert sign_test_p(losses, wins) == pytest.approx(p)
+
+
+def test_the_verdict_asks_the_exact_test_at_the_level_of_the_interval():
+    # 7 items, all won: the bootstrap interval is [+1, +1] at any confidence, and the exact
+    # test gives p = 2 / 2**7 = 0.0156: significant at 95%, not at 99%.
+    system, baseline = dict.fromkeys("abcdefg", 1.0), dict.fromkeys("abcdefg", 0.0)
+    assert paired_difference(system, baseline).significance == "better"
+    strict = paired_difference(system, baseline, confidence=0.99)
+    assert strict.p_value == pytest.approx(2 / 2**7) and strict.low == 1.0
+    assert strict.significance == "no significant difference"
+    assert paired_difference(baseline, system, confidence=0.99).significance == (
+        "no significant difference"
+    )
+    # Looser, 5 wins and no loss (p = 0.0625) is called at 90%, not at 95%.
+    five_won, five_lost = dict.fromkeys("abcde", 1.0), dict.fromkeys("abcde", 0.0)
+    assert paired_difference(five_won, five_lost).significance == "no significant difference"
+    loose = paired_difference(five_won, five_lost, confidence=0.9)
+    assert loose.p_value == pytest.approx(0.0625) and loose.significance == "better"
+    # The summary's fields stay as they were: the level is the interval's, already stated.
+    assert "alpha" not in strict.as_dict() and set(strict.as_dict()) == set(
+        paired_difference(system, baseline).as_dict()
+    )
+
+
+def _binomial_two_sided(k: int, n: int) -> float:
+    """Reference: sum the exact Binomial(n, 1/2) probabilities no likelier than k's."""
+    pmf = [math.comb(n, i) / 2**n for i in range(n + 1)]
+    return min(1.0, sum(q for q in pmf if q <= pmf[k] * (1 + 1e-12)))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 20, 61, 200])
+def test_sign_test_p_equals_the_textbook_binomial_test_for_every_split(n):
+    for wins in range(n + 1):
+        assert sign_test_p(wins, n - wins) == pytest.approx(_binomial_two_sided(wins, n), rel=1e-9)
+
+
+def test_sign_test_p_and_wilson_agree_with_scipy_where_it_is_installed():
+    stats = pytest.importorskip("scipy.stats")
+    for wins, losses in [(0, 1), (22, 6), (9, 3), (10, 14), (37, 0), (0, 103), (5, 103)]:
+        expected = stats.binomtest(wins, wins + losses, 0.5).pvalue
+        assert sign_test_p(wins, losses) == pytest.approx(expected, rel=1e-9)
+    for correct, n in [(0, 1), (1, 1), (8, 10), (0, 22), (22, 22), (219, 256), (18, 26)]:
+        for confidence in (0.8, 0.9, 0.95, 0.99):
+            ci = stats.binomtest(correct, n).proportion_ci(confidence, method="wilson")
+            assert wilson_interval(correct, n, confidence) == pytest.approx(
+                (ci.low, ci.high), abs=1e-12
+            )
+
+
+def test_wilson_interval_by_hand_at_other_levels_and_one_item():
+    # 1 of 1 at 95% (z = 1.959964): the lower bound is 1 / (1 + z^2) = 0.2065.
+    assert wilson_interval(1, 1) == pytest.approx((0.2065, 1.0), abs=1e-4)
+    assert wilson_interval(0, 1) == pytest.approx((0.0, 0.7935), abs=1e-4)
+    # 8 of 10 at 90% (z = 1.644854): 0.5408 to 0.9314; wider at 99% (z = 2.575829):
+    # 0.4008 to 0.9599.
+    assert wilson_interval(8, 10, 0.90) == pytest.approx((0.5408, 0.9314), abs=1e-4)
+    assert wilson_interval(8, 10, 0.99) == pytest.approx((0.4008, 0.9599), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("confidence", "resamples"), [(0.95, 2000), (0.9, 2000), (0.99, 1000), (0.95, 40)]
+)
+def test_bootstrap_bounds_are_the_percentiles_of_the_resampled_means(confidence, resamples):
+    # Efron and Tibshirani's percentile interval: at most a (1 - confidence) / 2 share of
+    # the resampled means lies below the lower bound, and at least that share at or below
+    # it; the same above the upper bound. The means are recomputed here from the same seed.
+    values = [float(k % 3 == 0) - float(k % 5 == 0) for k in range(37)]
+    rng = random.Random(7)
+    n = len(values)
+    means = [sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples)]
+    low, high = bootstrap_mean_interval(values, resamples=resamples, confidence=confidence, seed=7)
+    tail = round((1 - confidence) / 2 * resamples, 9)
+    assert sum(m < low for m in means) <= tail <= sum(m <= low for m in means)
+    assert sum(m > high for m in means) <= tail <= sum(m >= high for m in means)
+    assert low <= sum(values) / n <= high

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -88,19 +88,23 @@ class PairedDifference:
     """Items the baseline got right and the system wrong."""
     p_value: float | None = None
     """Exact McNemar test of wins against losses (`sign_test_p`); None without common items."""
+    alpha: float = field(default=ALPHA, repr=False)
+    """The exact test's level: 1 minus the interval's confidence, so that a 99% interval
+    is not paired with a test at 5%. Not in `as_dict`: the interval's level is its own."""
 
     @property
     def significance(self) -> Significance:
         """Call a difference only when both tests agree that it is one.
 
         The whole bootstrap interval must lie on one side of zero *and* the exact McNemar
-        test must give p < 0.05: on a handful of discordant items the bootstrap's interval
-        excludes zero (one item won of one gives [+1, +1]) while the exact test says such a
-        split is a coin toss (5 wins and no loss: p = 0.0625).
+        test must give p below `alpha` (0.05 beside a 95% interval): on a handful of
+        discordant items the bootstrap's interval excludes zero (one item won of one gives
+        [+1, +1]) while the exact test says such a split is a coin toss (5 wins and no
+        loss: p = 0.0625).
         """
         if self.low is None or self.high is None:
             return "no common items"
-        exact = self.p_value is not None and self.p_value < ALPHA
+        exact = self.p_value is not None and self.p_value < self.alpha
         if self.low > 0 and exact:
             return "better"
         if self.high < 0 and exact:
@@ -110,7 +114,9 @@ class PairedDifference:
     def as_dict(self, digits: int = 4) -> dict[str, Any]:
         """Return the fields for ``summary.json``, rounded, with the significance spelled out."""
         out: dict[str, Any] = {
-            k: round(v, digits) if isinstance(v, float) else v for k, v in asdict(self).items()
+            k: round(v, digits) if isinstance(v, float) else v
+            for k, v in asdict(self).items()
+            if k != "alpha"
         }
         if self.p_value is not None:  # 3 significant digits: a tiny p must not round to 0
             out["p_value"] = float(f"{self.p_value:.3g}")
@@ -151,4 +157,5 @@ def paired_difference(
         wins=wins,
         losses=losses,
         p_value=sign_test_p(wins, losses),
+        alpha=round(1 - confidence, 12),  # 1 - 0.95 is 0.05000000000000004
     )
