@@ -326,12 +326,12 @@ def test_report_says_plainly_when_moa_does_not_help():
     }
     report = render_report(summary)
     assert (
-        "**local-moa** vs the best single model (single:local:qwen): does not help: -9.1 points "
-        "of accuracy (11/22 against 13/22 scored), at 6.0x the tokens." in report
+        "**local-moa** vs the best single model (single:local:qwen): behind (untested): -9.1 "
+        "points of accuracy (11/22 against 13/22 scored), at 6.0x the tokens." in report
     )
     assert (
-        "**local-self-moa** vs the best single model (single:local:qwen): helps: +9.1 points of "
-        "accuracy (15/22 against 13/22 scored), at 8.0x the tokens." in report
+        "**local-self-moa** vs the best single model (single:local:qwen): ahead (untested): +9.1 "
+        "points of accuracy (15/22 against 13/22 scored), at 8.0x the tokens." in report
     )
     assert "Most accurate: **local-self-moa**" in report
 
@@ -356,8 +356,8 @@ def test_the_verdict_says_when_a_systems_accuracy_and_tokens_leave_failed_items_
     verdict = render_report(summary).split("## Verdict")[1]
     assert "Most accurate: **local-moa** (1.00; 4 of its 8 items failed" in verdict
     assert (
-        "- **local-moa** vs the best single model (single:local:qwen): helps: +37.5 points of "
-        "accuracy (4/4 against 5/8 scored), at 1.0x the tokens per answered item; 4 of its 8 "
+        "- **local-moa** vs the best single model (single:local:qwen): ahead (untested): +37.5 "
+        "points of accuracy (4/4 against 5/8 scored), at 1.0x the tokens per answered item; 4 of its 8 "
         "items failed, "
         "left out of its accuracy and tokens." in verdict
     )
@@ -432,7 +432,7 @@ def test_the_verdict_calls_a_difference_only_when_its_interval_excludes_zero():
         "- **local-ranker** vs the best single model (single:local:qwen): is worse than the baseline, -0.100"
         in report
     )
-    assert "helps" not in report and "raw counts" not in report
+    assert "ahead (untested)" not in report and "raw counts" not in report
     assert (
         "| local-self-moa | 126/200 | 0.63 | +0.030 [-0.020, +0.080] | 12 / 6 | 0.238 |" in report
     )
@@ -443,7 +443,7 @@ def test_the_verdict_calls_a_difference_only_when_its_interval_excludes_zero():
 def test_without_a_baseline_the_verdict_says_its_counts_are_untested():
     summary = {"single:local:qwen": _summary(13, 22, 1000), "local-moa": _summary(15, 22, 6000)}
     report = render_report(summary)
-    assert "helps: +9.1 points of accuracy (15/22 against 13/22 scored)" in report
+    assert "ahead (untested): +9.1 points of accuracy (15/22 against 13/22 scored)" in report
     assert "Δ acc" not in report
     assert "raw counts, not tested" in report
 
@@ -454,14 +454,14 @@ def test_the_raw_verdict_compares_accuracies_not_counts_scored_on_different_item
     summary["local-moa"]["items"] = 4  # two items failed: scored on 2
     report = render_report(summary)
     assert (
-        "- **local-moa** vs the best single model (single:local:qwen): helps: +25.0 points of "
-        "accuracy (2/2 against 3/4 scored), at 1.0x the tokens." in report
+        "- **local-moa** vs the best single model (single:local:qwen): ahead (untested): +25.0 "
+        "points of accuracy (2/2 against 3/4 scored), at 1.0x the tokens." in report
     )
     assert "-1 correct" not in report
 
 
 def test_the_best_single_model_and_the_raw_verdict_compare_exact_accuracies():
-    """Without a baseline, 'the best single model' and 'helps' read the exact fractions."""
+    """Without a baseline, 'the best single model' and 'ahead' read the exact fractions."""
     summary = {
         "single:a": {**_summary(198, 200, 1000), "accuracy": round(198 / 200, 4)},
         "single:b": {**_summary(199, 201, 1000), "accuracy": round(199 / 201, 4)},
@@ -469,7 +469,10 @@ def test_the_best_single_model_and_the_raw_verdict_compare_exact_accuracies():
     }
     report = render_report(summary)
     assert "vs the best single model (single:b)" in report
-    assert "**local-moa** vs the best single model (single:b): helps: +<0.1 points" in report
+    assert (
+        "**local-moa** vs the best single model (single:b): ahead (untested): +<0.1 points"
+        in report
+    )
     assert "+0.0" not in report and "-0.0" not in report
 
 
@@ -506,3 +509,13 @@ def test_a_token_ratio_with_failed_items_compares_tokens_per_answered_item():
     assert (
         "scored), its tokens not compared (it answered no item); 8 of its 8 items failed" in verdict
     )
+
+
+def test_an_untested_raw_difference_is_not_called_help():
+    """One answer more of 22 is no evidence of help: the raw verdict says ahead, untested."""
+    summary = {"single:local:qwen": _summary(16, 22, 1000), "local-moa": _summary(17, 22, 6000)}
+    summary["local-self-moa"] = _summary(15, 22, 6000)
+    report = render_report(summary)
+    assert "help" not in report.split("## Verdict")[1]
+    assert "(single:local:qwen): ahead (untested): +4.5 points of accuracy (17/22" in report
+    assert "(single:local:qwen): behind (untested): -4.5 points of accuracy (15/22" in report

@@ -463,17 +463,19 @@ def _raw_verdict(name: str, s: dict[str, Any], ref_name: str, ref: dict[str, Any
     """Compare accuracies in points with the counts they come from (the counts may differ).
 
     A difference of correct answers alone contradicts itself when the two were scored on
-    different numbers of items: 2/2 is more accurate than 3/4, yet one answer fewer.
+    different numbers of items: 2/2 is more accurate than 3/4, yet one answer fewer. Said
+    "ahead" or "behind", never "helps": no test was made, and one answer more of 22 is no
+    evidence that a mixture helps.
     """
     system, best = _exact(s), _exact(ref)
     points = _points(100 * float(system - best))
     counts = f"{_count(s)} against {_count(ref)} scored"
     if system > best:
-        word = f"helps: {points} points of accuracy ({counts})"
+        word = f"ahead (untested): {points} points of accuracy ({counts})"
     elif system == best:
-        word = f"does not help: same accuracy ({counts})"
+        word = f"same accuracy ({counts})"
     else:
-        word = f"does not help: {points} points of accuracy ({counts})"
+        word = f"behind (untested): {points} points of accuracy ({counts})"
     return f"- **{name}** vs the best single model ({ref_name}): {word}, " + _cost_and_failures(
         s, ref
     )
@@ -483,7 +485,7 @@ def _points(points: float) -> str:
     """Write a nonzero difference in points, one decimal; under 0.05 not as a signed zero.
 
     199/201 against 198/200 differ by 0.005 points: "+0.0" read as no difference beside
-    "helps".
+    "ahead".
     """
     if 0 < abs(points) < 0.05:
         return f"{'+' if points > 0 else '-'}<0.1"
