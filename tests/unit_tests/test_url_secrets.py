@@ -631,3 +631,12 @@ def test_the_access_log_shows_no_part_of_a_quoted_key_a_client_sent(key):
     )
     assert len(lines) == 1 and "secret-tail" not in lines[0]
     assert "key=[redacted]&alt=json" in lines[0]
+
+
+def test_the_failed_models_named_in_the_log_line_show_no_part_of_a_quoted_key():
+    # The access log names the models of a run's failed calls; a client's own endpoint may
+    # be one, and `redact_url` ends a value at a quote or "<>" as in running text.
+    from langgraph_moa.serving._access import _named
+
+    line = _named(['m@https://api.example/v1?key=ab"cd-secret-tail&alt=json', "local"])
+    assert "secret-tail" not in line and "key=[redacted]&alt=json" in line, line

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from langgraph_moa._redact import redact, redact_spec, redact_url
+from langgraph_moa._redact import redact, redact_spec
 from langgraph_moa.serving._request_id import of as request_id_of
 
 _KEEP = 256 * 1024
@@ -392,7 +392,7 @@ def _named(models: list[str] | None) -> str:
     """Return `` (a, b)``: the failed calls' models for the line, short and key-free."""
     if not models:
         return ""
-    names = ", ".join(_printable(redact_url(m))[:100] for m in models)  # a client's may be a URL
+    names = ", ".join(_printable(redact_spec(m))[:100] for m in models)  # a client's may be a URL
     return f" ({names[:300]})"
 
 
