@@ -541,14 +541,17 @@ def test_a_stream_that_ends_before_the_run_does_says_so(backend, browser, tmp_pa
 
 def test_a_run_stopped_mid_answer_labels_the_partial_answer(backend, browser, tmp_path):
     """The run's deadline passes while the aggregator writes: its text stays, marked as the
-    incomplete answer of a failed run, and its card says it was stopped."""
+    incomplete answer of a failed run, and its card says it was stopped. Its error is an
+    alert; reopened from the history, it is not (it was read out again as if just failed)."""
     from langgraph_moa import MoAConfig
     from langgraph_moa.config import RequestLimits
     from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
     from langgraph_moa.testing import BackgroundServer
 
     config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"slow@{backend.url}", layers=2)
-    app = create_app({"slow": config}, limits=RequestLimits(request_timeout_s=2))
+    limits = RequestLimits(request_timeout_s=2)
+    app = create_app({"slow": config}, limits=limits, history=History(tmp_path / "h.db"))
     with BackgroundServer(app) as server:
         d = browser
         start(d, server.root, "slow")
@@ -561,6 +564,16 @@ def test_a_run_stopped_mid_answer_labels_the_partial_answer(backend, browser, tm
         assert "slow answer" in d.execute_script(
             "return document.querySelector('.answer').textContent"
         )
+        assert [role for role, _ in ax_names(d, {"alert"})] == ["alert"]
+        # Reopened from the history, the old run's error shows but is no alert (it was read
+        # out again as if it had just failed), and nothing in it is left busy.
+        wait(d, "document.querySelector('.h-open')", what="the history")
+        d.execute_script("document.querySelector('.pane').dataset.live = 'yes'")
+        d.find_element("css selector", ".h-open").click()
+        wait(d, "document.querySelector('.pane:not([data-live])')?.dataset.done", what="reopening")
+        assert "limit of 2 s" in pane_state(d)["error"]
+        assert ax_names(d, {"alert"}) == []
+        assert not d.execute_script("return !!document.querySelector('[aria-busy]')")
 
 
 def test_agreement_marks_are_keyboard_reachable_and_right_after_emoji(backend, browser, tmp_path):

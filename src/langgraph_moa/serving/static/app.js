@@ -254,8 +254,7 @@ class Pane {
     this.question = textIn("div", "pane-question");
     this.layers = el("div", "layers");
     this.final = el("div", "final-step");
-    this.errorBox = el("div", "pane-error");
-    this.errorBox.setAttribute("role", "alert"); // why the run failed, read out when it shows
+    this.errorBox = el("div", "pane-error"); // an alert in a live run (startRun)
     this.answer = textIn("div", "answer");
     this.provenance = el("div", "provenance");
     this.root.append(head, this.question, this.layers, this.final, this.errorBox, this.answer, this.provenance);
@@ -587,6 +586,9 @@ function modelOverrides() {
 async function startRun(question, model, sideBySide) {
   notice("");
   const pane = newPane(sideBySide);
+  // Why this run failed is read out when it shows; a run reopened from the history is no
+  // alert (its old error would be read out as if it had just failed).
+  pane.errorBox.setAttribute("role", "alert");
   pane.question.textContent = question;
   pane.title.textContent = model;
   pane.status.textContent = "starting";
