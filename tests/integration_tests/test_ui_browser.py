@@ -632,6 +632,14 @@ def test_right_to_left_text_reads_right_to_left(backend, browser, tmp_path):
         assert d.execute_script(
             f"return [({rtl})('.tally tr.picked td > *'), {cell}.matches(':dir(ltr)')]"
         ) == [True, True]
+        # "Picked because '...' has 2 of 2 votes": the quoted answer was bare text inside the
+        # English sentence, so the Arabic reordered the words around it.
+        reason = d.execute_script("return document.querySelector('.tally .reason').textContent")
+        assert reason == f"Picked because '{RTL}' has 2 of 2 votes from 2 of 2 proposals"
+        assert d.execute_script(
+            "return [...document.querySelectorAll('.tally .reason bdi')].map(b => b.textContent)"
+        ) == [f"'{RTL}'"]
+        assert d.execute_script(f"return ({rtl})('.tally .reason bdi')")
 
 
 def test_the_key_is_entered_with_the_keyboard_alone(backend, browser):

@@ -580,3 +580,15 @@ def test_a_vote_key_writes_a_finite_decimal_as_a_decimal_and_any_other_value_as_
     answer, key
 ):
     assert extract_answer(answer, "last-number") == key
+
+
+@pytest.mark.parametrize("method", ["vote", "mux"])
+def test_the_reason_says_where_it_quotes_a_proposals_answer(method):
+    """A reason quotes the winning answer inside an English sentence; the page isolates that
+    model text (an Arabic answer reordered the words around it), so `quote` gives its
+    [start, end) in code points, as Python indexes `reason`."""
+    arabic = "\u0645\u0631\u062d\u0628\u0627 \u0627\u0644\U0001f600"
+    record = select(cands(arabic, arabic, "42"), SelectionConfig(method=method)).as_dict()
+    start, end = record["quote"]
+    assert record["reason"][start:end] == repr(arabic)
+    assert "quote" not in select(cands("a b", "c d"), SelectionConfig(method="consensus")).as_dict()

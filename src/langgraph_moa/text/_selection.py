@@ -796,6 +796,9 @@ class Selection:
     weights: list[float] | None = None
     note: str | None = None
     """What fell back, if anything (no logprobs, no readable answer)."""
+    quote: tuple[int, int] | None = None
+    """Where `reason` quotes a proposal's answer ([start, end) in code points): model text in
+    any script inside an English sentence, which a page isolates from the words around it."""
 
     def as_dict(self) -> dict[str, Any]:
         """Return the provenance record kept in the answer's metadata."""
@@ -810,6 +813,8 @@ class Selection:
             out["weights"] = [round(w, 6) for w in self.weights]
         if self.note:
             out["note"] = self.note
+        if self.quote:
+            out["quote"] = list(self.quote)
         return out
 
 
@@ -993,8 +998,9 @@ def select(
         ranks = {_rank_of(c.model, order) for c in candidates}
         tie = " (a tie, broken by " + ("model priority)" if len(ranks) > 1 else "proposer order)")
     what = "votes" if method == "vote" or note else "confidence-weighted votes"
+    quoted = repr(best.answer)
     reason = (
-        f"{best.answer!r} has {best.weight:.3g} of {total:.3g} {what} from "
+        f"{quoted} has {best.weight:.3g} of {total:.3g} {what} from "
         f"{len(best.members)} of {len(candidates)} proposals{tie}"
     )
     return Selection(
@@ -1005,6 +1011,7 @@ def select(
         _tally(groups),
         weights if method == "confidence" and note is None else None,
         _join_notes(cut_note, note),
+        quote=(0, len(quoted)),
     )
 
 
@@ -1059,11 +1066,11 @@ def _mux(
         }
         for m, a, g, k in per_model
     ]
-    reason = (
-        f"{model}'s samples agree most: {len(best.members)} of {n} answered {best.answer!r}"
-        f"{why_tie}"
-    )
-    return Selection("mux", min(best.members), agreement, reason, tally)
+    said = f"{model}'s samples agree most: {len(best.members)} of {n} answered "
+    quoted = repr(best.answer)
+    reason = said + quoted + why_tie
+    quote = (len(said), len(said) + len(quoted))
+    return Selection("mux", min(best.members), agreement, reason, tally, quote=quote)
 
 
 def _consensus(candidates: Sequence[Candidate]) -> Selection:

@@ -27,6 +27,19 @@ function textIn(tag, className, text) {
   return node;
 }
 
+// "Picked because ...": the server's sentence, the part of it that quotes a proposal's answer
+// (`quote`, [start, end) in code points as the server's Python counts them) isolated, as
+// model text in any script would reorder the English words around it.
+function reasonLine(selection) {
+  const line = el("p", "reason", "Picked because ");
+  const chars = Array.from(selection.reason);
+  const [start, end] = selection.quote || [chars.length, chars.length];
+  line.append(chars.slice(0, start).join(""));
+  if (end > start) line.append(textIn("bdi", null, chars.slice(start, end).join("")));
+  line.append(chars.slice(end).join("") + (selection.note ? " (" + selection.note + ")" : ""));
+  return line;
+}
+
 // aria-busy="true" on `node` while it is being written, no attribute once it is whole.
 function busy(node, writing) {
   if (writing) node.setAttribute("aria-busy", "true");
@@ -422,7 +435,7 @@ class Pane {
       }
     });
     box.appendChild(table);
-    box.appendChild(el("p", "reason", "Picked because " + selection.reason + (selection.note ? " (" + selection.note + ")" : "")));
+    box.appendChild(reasonLine(selection));
     this.final.appendChild(box);
   }
 
