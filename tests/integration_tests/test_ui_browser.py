@@ -958,6 +958,21 @@ def test_the_pick_is_said_in_words_not_only_by_a_coloured_outline(backend, brows
             "return [...document.querySelectorAll('.tally tr')].slice(1).map(r => r.textContent)"
         )
         assert [("picked" in r) for r in rows] == [True, False], rows
+        # Under forced colours (Windows high contrast) the agreement rings, a box-shadow,
+        # vanished: the agreeing cards are outlined there, and each names whom it agrees with.
+        d.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "forced-colors", "value": "active"}]},
+        )
+        marks = d.execute_script(
+            """return [...document.querySelectorAll('.card')].map(c => [c.dataset.key,
+              getComputedStyle(c).outlineStyle, c.querySelector('.overlap').textContent]);"""
+        )
+        assert [(style != "none", text) for _, style, text in marks] == [
+            (True, "agrees with proposer 2"),
+            (True, "agrees with proposer 1"),
+            (False, ""),
+        ], marks
 
 
 def test_a_server_that_went_away_is_named_in_a_sentence(backend, browser):

@@ -429,7 +429,11 @@ class Pane {
           if (card) {
             card.classList.add("agree");
             card.style.setProperty("--agree-hue", String(hue)); // its tone: style.css
-            card.overlapEl.textContent = "agrees with " + (entry.calls.length - 1) + " other(s)";
+            // The ring's colour tells the groups apart only where colours show (not to a
+            // screen reader, nor under forced colours): the card names the calls it agrees with.
+            const others = entry.calls.filter((o) => o !== c).map((o) =>
+              (o[1] === c[1] ? "" : "L" + o[1] + " ") + callName(o[0], o[2], o[3]));
+            card.overlapEl.textContent = "agrees with " + others.join(", ");
           }
         }
       }
