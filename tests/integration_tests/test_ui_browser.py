@@ -565,6 +565,7 @@ def test_a_run_stopped_mid_answer_labels_the_partial_answer(backend, browser, tm
             "return document.querySelector('.answer').textContent"
         )
         assert [role for role, _ in ax_names(d, {"alert"})] == ["alert"]
+        assert not d.execute_script("return !!document.querySelector('[aria-busy]')")
         # Reopened from the history, the old run's error shows but is no alert (it was read
         # out again as if it had just failed), and nothing in it is left busy.
         wait(d, "document.querySelector('.h-open')", what="the history")
@@ -745,18 +746,22 @@ def test_a_run_the_history_could_not_keep_says_so_in_its_pane(backend, browser, 
     import sqlite3
 
     from langgraph_moa import MoAConfig
+    from langgraph_moa.config import RequestLimits
     from langgraph_moa.serving._app import create_app
     from langgraph_moa.serving._history import History
     from langgraph_moa.testing import BackgroundServer
 
     config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"v41@{backend.url}", layers=2)
+    slow = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"slow@{backend.url}", layers=2)
     history = History(tmp_path / "h.db")
     with sqlite3.connect(history.path) as db:
         db.execute(
             "CREATE TRIGGER full BEFORE INSERT ON runs "
             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
         )
-    with BackgroundServer(create_app({"fast": config}, history=history)) as server:
+    limits = RequestLimits(request_timeout_s=2)
+    app = create_app({"fast": config, "slow": slow}, history=history, limits=limits)
+    with BackgroundServer(app) as server:
         d = browser
         start(d, server.root, "fast")
         wait(d, "document.querySelector('.pane').dataset.done", what="the run's end")
@@ -764,6 +769,17 @@ def test_a_run_the_history_could_not_keep_says_so_in_its_pane(backend, browser, 
         assert state["done"] == "done" and "done" in state["status"]
         note = d.execute_script("return document.querySelector('.pane .not-kept')?.textContent")
         assert note and "not keep" in note and "history" in note
+        # A failed run not kept: the note went into the error's alert, so the error was read
+        # out a second time with it; the note is a status of its own beside the alert.
+        start(d, server.root, "slow")
+        wait(d, "document.querySelector('.pane').dataset.done", what="the failed run's end")
+        said = d.execute_script(
+            """const p = document.querySelector('.pane'), note = p.querySelector('.not-kept');
+            return [p.querySelector('[role=alert]').textContent, note.textContent,
+              note.closest('[role=alert]') === null, note.parentNode.getAttribute('role')];"""
+        )
+        assert "limit of 2 s" in said[0] and "not keep" not in said[0], said
+        assert "not keep" in said[1] and said[2:] == [True, "status"], said
 
 
 UNBROKEN = "https://example.com/" + "a" * 400
@@ -861,8 +877,8 @@ def test_a_screen_reader_hears_each_run_s_state_not_its_tokens(backend, browser,
             """return [...document.querySelectorAll('.pane [role=status], .pane [aria-live]')]
               .map(n => [n.className, n.getAttribute('aria-live') || 'polite', n.textContent]);"""
         )
-        assert [(c, p) for c, p, _ in live] == [("pane-status", "polite")]
-        assert live[0][2].endswith("done")
+        assert [(c, p) for c, p, _ in live] == [("pane-status", "polite"), ("pane-note", "polite")]
+        assert live[0][2].endswith("done") and live[1][2] == ""  # the note: a run not kept
         assert not d.execute_script(
             "return !!document.querySelector('.card [aria-live], .answer[aria-live]')"
         )

@@ -268,9 +268,12 @@ class Pane {
     this.layers = el("div", "layers");
     this.final = el("div", "final-step");
     this.errorBox = el("div", "pane-error"); // an alert in a live run (startRun)
+    // A note beside the error, read out politely: in the alert it read the error out again.
+    this.note = el("div", "pane-note");
+    this.note.setAttribute("role", "status");
     this.answer = textIn("div", "answer");
     this.provenance = el("div", "provenance");
-    this.root.append(head, this.question, this.layers, this.final, this.errorBox, this.answer, this.provenance);
+    this.root.append(head, this.question, this.layers, this.final, this.errorBox, this.note, this.answer, this.provenance);
     this.root.pane = this;
     this.ended = false;
     this.controller = new AbortController();
@@ -544,7 +547,7 @@ class Pane {
     this.finish(ev.status);
     // The server answered but could not save the run: said here, not by its absence later.
     if (ev.kept === false) {
-      this.errorBox.append(el("p", "not-kept",
+      this.note.append(el("p", "not-kept",
         "The server could not keep this run in its history, so it will not be listed there; the server's log says why."));
     }
     this.showReask();
