@@ -247,3 +247,19 @@ def test_the_completion_id_leads_to_the_request_when_the_client_sent_none(system
     assert f"request {request_id}" in lines[-1]
     ours = [answer_id(chat(client, body, {"X-Request-ID": "mine"})) for _ in range(2)]
     assert len(set(ours)) == 2 and not any("mine" in i for i in ours), ours
+
+
+def test_a_run_kept_in_the_history_names_its_request(system, tmp_path):
+    """A run the page reopens from the history leads to its log line and its trace: its
+    ``run`` event holds the request ID, a run that went well as much as a failed one."""
+    from langgraph_moa.serving._history import History
+
+    client, lines = logged(create_app({"m": system}, history=History(tmp_path / "runs.db")))
+    body = json.dumps({"model": "m", "messages": USER})
+    response = client.post("/v1/moa/runs", content=body, headers={**JSON, "X-Request-ID": "ui-2"})
+    first = json.loads(response.text.split("\n\n")[0].split("data: ", 1)[1])
+    assert first["event"] == "run" and first["request_id"] == "ui-2"
+    kept = client.get(f"/v1/moa/runs/{response.headers['x-moa-run']}").json()
+    assert kept["status"] == "done"
+    assert kept["events"][0]["request_id"] == "ui-2"
+    assert "request ui-2" in lines[0]

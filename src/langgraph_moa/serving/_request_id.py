@@ -49,10 +49,10 @@ def of(scope: Any) -> str | None:
     return scope.get(SCOPE_KEY) if scope is not None else None
 
 
-def with_id(error: dict[str, Any]) -> dict[str, Any]:
-    """Return an OpenAI error object (``{"message", ...}``) with the request's ID, if any."""
+def with_id(fields: dict[str, Any]) -> dict[str, Any]:
+    """Return `fields` (an OpenAI error object, a run's event) with the request's ID, if any."""
     request_id = current()
-    return {**error, "request_id": request_id} if request_id else error
+    return {**fields, "request_id": request_id} if request_id else fields
 
 
 def request_metadata(scope: Any) -> dict[str, str]:

@@ -129,7 +129,9 @@ async def _run(
             _keep(history, kept())
 
     try:
-        yield out(run_event(run_id, job.name, record.question, config))
+        # The request ID is kept with the run: one reopened from the history leads to its
+        # log line and its trace, whether it failed or not.
+        yield out(with_id(run_event(run_id, job.name, record.question, config)))
         events = RunEvents(graph, job.run_input(), job.config(), context=job.context)
         try:
             async for event in _timed(aiter(events), seconds, drain):
