@@ -410,3 +410,48 @@ def test_the_models_and_the_pages_history_share_the_cache_folder(no_cache_settin
     root = no_cache_settings / "Library/Caches/langgraph-moa"
     assert default_history_path() == root / "history.sqlite3"
     assert catalog.cache_dir() == root / "models"
+
+
+def test_a_cache_an_earlier_version_filled_is_still_used(no_cache_settings, monkeypatch):
+    # The cache moved from ~/.cache/langgraph-moa to the OS's folder: on macOS, on Windows and
+    # under XDG_CACHE_HOME an upgrade lost the page's history (docs/failure-semantics.md: the
+    # runs an earlier version kept are listed) and assembled every model again beside the old.
+    from langgraph_moa.serving import default_history_path
+
+    earlier = no_cache_settings / ".cache" / "langgraph-moa"
+    (earlier / "models").mkdir(parents=True)
+    monkeypatch.delenv("MOA_HISTORY", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(no_cache_settings / "xdg"))
+    assert default_history_path() == earlier / "history.sqlite3"
+    assert catalog.cache_dir() == earlier / "models"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert catalog.cache_root() == earlier
+    (no_cache_settings / "Library" / "Caches" / "langgraph-moa").mkdir(parents=True)
+    assert catalog.cache_root() == no_cache_settings / "Library/Caches/langgraph-moa"  # moved
+
+
+def test_the_cache_folder_needs_no_home_where_the_environment_names_one(
+    no_cache_settings, monkeypatch
+):
+    # Path.home() was asked first: with no HOME and no user entry (a container's arbitrary
+    # uid) XDG_CACHE_HOME or LOCALAPPDATA, which name the folder, raised RuntimeError.
+    import pwd
+
+    def no_such_user(uid):
+        raise KeyError(uid)
+
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr(pwd, "getpwuid", no_such_user)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg/cache")
+    assert catalog.cache_root() == no_cache_settings / "/xdg/cache/langgraph-moa"
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("LOCALAPPDATA", "/op/appdata")
+    assert catalog.cache_root() == no_cache_settings / "/op/appdata/langgraph-moa/Cache"
+
+
+def test_a_relative_localappdata_is_not_taken_for_the_cache_folder(no_cache_settings, monkeypatch):
+    # A relative LOCALAPPDATA put the cache under the current folder: each folder a command
+    # ran in assembled the models again. Like a relative XDG_CACHE_HOME, it is ignored.
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("LOCALAPPDATA", "appdata")
+    assert catalog.cache_root() == no_cache_settings / "AppData/Local/langgraph-moa/Cache"

@@ -255,20 +255,33 @@ def cache_root() -> Path:
     r"""Return the package's cache folder: ``$LANGGRAPH_MOA_CACHE``, else the OS's for caches.
 
     Windows ``%LOCALAPPDATA%\langgraph-moa\Cache``, macOS ``~/Library/Caches/langgraph-moa``,
-    elsewhere ``$XDG_CACHE_HOME/langgraph-moa`` (an absolute one, as the XDG spec says) or
-    ``~/.cache/langgraph-moa``. It was ``~/.cache/langgraph-moa`` everywhere, a Linux folder
-    that Windows and macOS users do not look in for caches. Nothing is made here.
+    elsewhere ``$XDG_CACHE_HOME/langgraph-moa`` or ``~/.cache/langgraph-moa`` (a relative
+    ``XDG_CACHE_HOME`` or ``LOCALAPPDATA`` is ignored, as the XDG spec says: the cache would
+    follow the current folder). It was ``~/.cache/langgraph-moa`` everywhere, a Linux folder
+    that Windows and macOS users do not look in for caches; one an earlier version filled
+    stays in use until the OS's folder exists, or an upgrade would lose the page's history
+    and assemble every model again. Nothing is made here.
     """
     if chosen := os.environ.get("LANGGRAPH_MOA_CACHE"):
         return Path(chosen)
-    home = Path.home()
+    folder = _os_cache_folder()
+    try:
+        earlier = Path.home() / ".cache" / "langgraph-moa"
+    except RuntimeError:  # no home: no earlier version kept its cache there
+        return folder
+    return earlier if earlier.is_dir() and not folder.exists() else folder
+
+
+def _os_cache_folder() -> Path:
+    """Return the OS's folder for this package's caches; the home is asked only if needed."""
     if sys.platform == "win32":
-        local = os.environ.get("LOCALAPPDATA")
-        return (Path(local) if local else home / "AppData" / "Local") / "langgraph-moa" / "Cache"
+        local = os.environ.get("LOCALAPPDATA", "")
+        base = Path(local) if os.path.isabs(local) else Path.home() / "AppData" / "Local"
+        return base / "langgraph-moa" / "Cache"
     if sys.platform == "darwin":
-        return home / "Library" / "Caches" / "langgraph-moa"
+        return Path.home() / "Library" / "Caches" / "langgraph-moa"
     xdg = os.environ.get("XDG_CACHE_HOME", "")
-    return (Path(xdg) if os.path.isabs(xdg) else home / ".cache") / "langgraph-moa"
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "langgraph-moa"
 
 
 def cache_dir() -> Path:

@@ -7,7 +7,8 @@ needs to draw the run again. Only the newest `HISTORY_RUNS` runs are kept (`Hist
 otherwise grow the file with every run.
 The file is ``$MOA_HISTORY`` if set, else ``history.sqlite3``
 in the package's cache folder (`langgraph_moa.local.catalog.cache_root`: ``$LANGGRAPH_MOA_CACHE``,
-else the OS's cache folder, ``~/.cache/langgraph-moa`` on Linux).
+else the OS's cache folder, ``~/.cache/langgraph-moa`` on Linux or where an earlier version
+kept it).
 """
 
 from __future__ import annotations
