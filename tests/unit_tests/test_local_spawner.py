@@ -4,6 +4,7 @@ Linux ties ``PR_SET_PDEATHSIG`` to the thread that forked the child: a server st
 worker thread would be killed when that thread ended (`_spawner`'s docstring).
 """
 
+import queue
 import subprocess
 import sys
 import threading
@@ -173,3 +174,26 @@ def test_ctrl_c_before_the_spawner_took_the_start_never_starts_the_server(monkey
     first.join(60)
     assert isinstance(_popen_from_a_thread_that_ends(["third"]), FakeProcess)
     assert started == [["first"], ["third"]]
+
+
+def test_ctrl_c_just_after_the_start_was_queued_never_starts_the_server(monkeypatch):
+    # Ctrl-C that arrived after the start was queued but before the wait began (as the lock
+    # was let go) was not the wait's: nothing cancelled the start, and the server it started
+    # ran for nobody until this process exited.
+    class InterruptedAfterPut(queue.SimpleQueue):
+        interrupt = True
+
+        def put(self, item, block=True, timeout=None):
+            super().put(item)
+            if self.interrupt:
+                self.interrupt = False
+                raise KeyboardInterrupt
+
+    recorder = PopenRecorder()
+    monkeypatch.setattr(subprocess, "Popen", recorder)
+    monkeypatch.setattr(_spawner, "_jobs", InterruptedAfterPut())
+    monkeypatch.setattr(_spawner, "_thread", None)  # one that takes from the queue above
+
+    assert type(_popen_from_a_thread_that_ends(["interrupted"])) is KeyboardInterrupt
+    assert _popen_from_a_thread_that_ends(["next"])[1] == ["next"]  # taken after the first
+    assert len(recorder.threads) == 1, "the interrupted start still started a server"

@@ -36,12 +36,12 @@ def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     """
     global _thread
     started: Future[subprocess.Popen[bytes]] = Future()
-    with _lock:
-        if _thread is None or not _thread.is_alive():  # first use, or the thread died
-            _thread = threading.Thread(target=_spawn_forever, daemon=True, name="moa spawner")
-            _thread.start()
-        _jobs.put((started, args, kwargs))
-    try:
+    try:  # from before the start is queued: Ctrl-C just after it is this start's too
+        with _lock:
+            if _thread is None or not _thread.is_alive():  # first use, or the thread died
+                _thread = threading.Thread(target=_spawn_forever, daemon=True, name="moa spawner")
+                _thread.start()
+            _jobs.put((started, args, kwargs))
         return started.result()
     except BaseException:
         if not started.cancel():  # already started (or failed): kill what it started
