@@ -529,11 +529,13 @@ def test_a_server_whose_parent_is_killed_while_it_loads_dies_with_it(tmp_path):
     )
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env) as parent:
-        server = int(parent.stdout.readline())
-        # Killed earlier, the server's watchdog would still see it before the load: the test
-        # would pass without the prctl it is about.
-        assert _reached_its_prctl(server), "the server ended before it began to load its model"
-        parent.kill()
+        try:
+            server = int(parent.stdout.readline())
+            # Killed earlier, the server's watchdog would still see it before the load: the
+            # test would pass without the prctl it is about.
+            assert _reached_its_prctl(server), "the server ended before it began to load it"
+        finally:  # also on a failure: leaving the `with` waits for the parent's 600 s sleep
+            parent.kill()
     deadline = time.monotonic() + 5  # the model's load takes far longer on this machine
     while not _server_gone(server) and time.monotonic() < deadline:
         time.sleep(0.1)
