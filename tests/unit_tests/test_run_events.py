@@ -519,6 +519,23 @@ def test_with_a_root_path_the_page_works_behind_a_proxy_that_keeps_the_prefix(sy
     assert direct.get("/ui").status_code == 200
 
 
+def test_with_a_root_path_the_prefix_itself_is_sent_under_it(system):
+    # A proxy that passes /moa on as it is (not every proxy redirects it to /moa/ itself)
+    # got a 404: only paths under /moa/ were served. It is sent to /moa/ now, keeping its
+    # query, by a relative Location (which stays right behind a proxy that adds a prefix).
+    from langgraph_moa.serving._guard import served_under
+
+    app = served_under(create_app({"m": system}), "/a/moa")
+    client = TestClient(app, base_url="http://localhost")
+    for method in ("GET", "HEAD"):
+        moved = client.request(method, "/a/moa", params={"x": "1"}, follow_redirects=False)
+        assert moved.status_code == 307, (method, moved.status_code)
+        assert moved.headers["location"] == "./moa/?x=1"
+    page = client.get("/a/moa")  # then on to the page
+    assert (page.status_code, page.url.path) == (200, "/a/moa/ui")
+    assert client.get("/a/moat", follow_redirects=False).status_code == 404  # not the prefix
+
+
 def test_with_a_root_path_a_trailing_slash_redirect_stays_under_the_prefix(system):
     # Starlette's own redirect of a path with a trailing slash (/moa/v1/chat/completions/)
     # is absolute and built from the path it saw, the prefix already taken off: it sent the

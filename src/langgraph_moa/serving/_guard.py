@@ -542,8 +542,9 @@ def served_under(app: Any, prefix: str) -> Any:
     ``/ui`` and ``/v1/...``, as behind a proxy that takes the prefix off itself; the page's
     links and redirects are relative, so they stay under it; a redirect to an absolute path
     (Starlette's from ``/v1/models/`` to ``http://host/v1/models``) gets the prefix back
-    (`_prefixed`). A path outside the prefix (a proxy that strips it, a health check that
-    comes directly) is served as before.
+    (`_prefixed`). The prefix itself (``/moa``), which not every proxy redirects, is sent to
+    ``/moa/`` by a relative ``Location`` (`_to_the_prefix`). A path outside the prefix (a
+    proxy that strips it, a health check that comes directly) is served as before.
     uvicorn's own ``root_path`` would not do: it is for a proxy that strips the prefix, and
     it prefixes every path once more; and a ``root_path`` in the scope makes Starlette route
     ``/moa/v1/...`` as ``/v1/...`` while the guards, which read the path, would not count it.
@@ -563,9 +564,27 @@ def served_under(app: Any, prefix: str) -> Any:
             }
             await app(scope, receive, _prefixed(send, prefix))
             return
+        if path == prefix and scope["type"] == "http":
+            await _to_the_prefix(send, prefix, scope.get("query_string", b""))
+            return
         await app(scope, receive, send)
 
     return under
+
+
+async def _to_the_prefix(send: Any, prefix: str, query: bytes) -> None:
+    """Redirect a request for `prefix` itself to `prefix` with a slash, where the app is.
+
+    The ``Location`` is relative (``./moa/`` from ``/moa``), like the page's own redirects: a
+    proxy that serves moa under a longer path still has its request come back under it. The
+    ``./`` keeps a last segment with a colon (``/a:b``, a valid --root-path) from reading as
+    a URL scheme.
+    """
+    segment = prefix.rsplit("/", 1)[1].encode()
+    location = b"./" + segment + b"/" + (b"?" + query if query else b"")
+    headers = [(b"location", location), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 307, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _prefixed(send: Any, prefix: str) -> Any:
