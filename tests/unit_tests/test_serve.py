@@ -2078,3 +2078,28 @@ def test_the_drain_brings_a_runs_deadline_forward_and_says_the_server_stopped_it
     assert (_api_error(error).status, _api_error(error).code) == (503, "server_stopping")
     error, count = asyncio.run(stopped(0.01, 600))  # its own deadline came first
     assert type(error) is RequestTimeoutError and count == 0
+
+
+def test_a_timeout_raised_inside_a_run_during_the_drain_is_not_the_drains():
+    # Any TimeoutError out of the run was taken for the drain's expiry once a drain had
+    # begun: a run's own TimeoutError (a library's wait) was reported as server_stopping
+    # and counted among the runs the stop cut off.
+    import asyncio
+
+    from langgraph_moa.serving._errors import ServerStoppingError
+    from langgraph_moa.serving._requests import Drain, _within
+
+    async def its_own_timeout():
+        await asyncio.sleep(0)  # the drain begins meanwhile
+        raise TimeoutError("a wait of its own")
+
+    async def failed():
+        drain = Drain()
+        run = asyncio.ensure_future(_within(600, its_own_timeout(), drain))
+        drain.end_in(60)
+        with pytest.raises(Exception) as err:  # any error but the drain's
+            await asyncio.wait_for(run, 60)
+        return err.value, drain.stopped
+
+    error, count = asyncio.run(failed())
+    assert not isinstance(error, ServerStoppingError) and count == 0
