@@ -125,3 +125,17 @@ def test_an_edited_layer_is_trimmed_with_the_max_tokens_of_the_runs_context(fake
     for call in layer_two:
         prompt = " ".join(m.text for m in call.messages)
         assert long.strip() not in prompt and "[...]" in prompt and "short" in prompt
+
+
+def test_an_edit_of_a_thread_no_run_prepared_names_the_edit_that_starts_one(fake, log):
+    """An edit as a node after `prepare` on a new thread routed a state no run had prepared,
+    and ended in `KeyError: 'run_token'`. The error says in one sentence to give the input
+    as '__start__' instead; that edit runs when the thread resumes."""
+    graph = create_moa_graph(two_layers(fake), checkpointer=InMemorySaver())
+    with pytest.raises(MoAConfigError) as caught:
+        graph.update_state(THREAD, QUESTION, as_node="prepare")
+    message = str(caught.value)
+    assert "as_node='__start__'" in message and "\n" not in message
+    graph.update_state(THREAD, QUESTION, as_node="__start__")
+    assert graph.invoke(None, THREAD)["messages"][-1].text == "AGG #1"
+    assert sorted(c.label for c in log.calls) == ["A", "AGG", "B"]

@@ -142,10 +142,18 @@ class MoANodes:
         which would route the run as another MoA (skip its next layer, say). That is refused,
         naming the edit that routes with the run's context. Its max_tokens does not route,
         but fits a layer's references to its proposers' context window: the proposer node
-        does that, with the run's context (`Plan.without_context`).
+        does that, with the run's context (`Plan.without_context`). An edit as a node after
+        `prepare` of a thread no run prepared (a new one) has no run to route (its fan-out
+        needs the run's token): it is refused, naming the edit that starts the run.
         """
         if _runtime() is not None:
             return self.plan()
+        if not state.get("run_token"):
+            raise MoAConfigError(
+                "This thread has no run to edit yet (no run prepared it): give its input with "
+                "as_node='__start__' (update_state(config, {'messages': [...]}, "
+                "as_node='__start__')), and the run starts when the thread resumes."
+            )
         plan = plan_for(self.configs.get(None), without_context=True)
         _, mark, digests = state.get("run_token", "").partition(SHAPE_MARK)
         route, _, shape = digests.rpartition(SHAPE_MARK)  # no route: written before it was
