@@ -79,6 +79,25 @@ async def test_a_finished_async_runs_steps_are_dropped(fake, ledgers):
     assert len(ledger) == 0
 
 
+def test_a_run_ended_by_an_edit_drops_its_step(fake, ledgers):
+    """An edit that writes the answer (`update_state` as the aggregator, at an interrupt
+    before it) ends the run in a router LangGraph runs with no runtime: the ledger looked
+    for the running task there and failed (AttributeError), and the run's step stayed."""
+    from langchain_core.messages import AIMessage
+
+    graph = create_moa_graph(
+        MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG")),
+        checkpointer=InMemorySaver(),
+    )
+    thread = {"configurable": {"thread_id": "edited"}}
+    graph.invoke(QUESTION, thread, interrupt_before=["aggregate"])
+    [ledger] = ledgers
+    assert _held(ledger) == 1  # the layer's step, kept for a resume
+    graph.update_state(thread, {"messages": [AIMessage("answered by hand")]}, as_node="aggregate")
+    assert graph.get_state(thread).next == ()
+    assert _held(ledger) == 0
+
+
 def test_a_copy_of_a_thread_running_beside_it_keeps_its_own_step(fake, ledgers):
     """A thread's state copied to another thread (`update_state` on a new thread_id) keeps
     its run token, and ThreadBusyError does not refuse it (another thread): the two runs

@@ -227,6 +227,23 @@ def run_key(token: str, at: Here) -> RunKey:
     return (token, str(configurable["thread_id"]), str(configurable["checkpoint_ns"]))
 
 
+def _ending(token: str) -> RunKey:
+    """Name the run of `token` that ends here: in a task of it, or in an edit of its thread.
+
+    An edit (``update_state``) that writes the answer ends the run in a router LangGraph runs
+    with no runtime, so no running task; the edit's config names the thread and namespace
+    the run's steps were kept under (`run_key`).
+    """
+    try:
+        edit = get_runtime() is None
+        configurable = get_config().get(CONF, {})
+    except RuntimeError:
+        edit, configurable = False, {}
+    if edit and configurable.get("thread_id") is not None:
+        return (token, str(configurable["thread_id"]), str(configurable.get("checkpoint_ns", "")))
+    return run_key(token, here())
+
+
 class Ledger:
     """The current step of each run this process is working on.
 
@@ -251,7 +268,7 @@ class Ledger:
 
     def end(self, token: str) -> None:
         """Forget the running task's run, which ended: no resume needs a step held here."""
-        self._runs.pop(run_key(token, here()))
+        self._runs.pop(_ending(token))
 
     def __len__(self) -> int:
         return len(self._runs)
