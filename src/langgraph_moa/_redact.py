@@ -129,18 +129,33 @@ _SECRET_REPR = r"Secret(?:Str|Bytes)\(b?"
 """How pydantic's secret types begin their repr (``SecretStr('**********')``): a client's
 repr (``api_key=SecretStr(...)``) keeps that shape, its quoted value redacted."""
 
-_AUTH_SCHEME = (
+_KNOWN_SCHEME = (
     r"(?:bearer|basic|digest|token|negotiate|ntlm|oauth|hoba|mutual|dpop|aws4-hmac-sha256"
-    r"|(?-i:[A-Z][A-Za-z]*(?:-[A-Za-z]+)*))"
+    r"|api-?key|key|sso-key|ssws)"
 )
-"""An authorization's scheme: a known one in any case, or a capitalized word (``Custom``).
-Any other first word (``authorization: abc123 is rejected``) is the credentials alone, and
-the word after it the message's."""
+"""An authorization's known scheme, in any case: its credentials go, whatever they look like."""
+
+_WORD = r"""(?-i:[A-Za-z][a-z]{0,19})[.:!?]?(?![^\s,;"'}])"""
+"""An ordinary word of a message (``Invalid``, ``required.``): a letter, then up to 19 small
+letters, ending its token. A token with a digit, a sign, a capital inside or more letters
+than a word has (``abc123``, ``TlRMTVNT``) is taken for a credential."""
+
+_CREDENTIAL_TOKEN = rf"""(?!{_WORD})[^\s,;"'}}]+"""
 
 _AUTH_VALUE = r"""[\w\-]+=(?:"(?:\\.|[^"\\\n])*"|[^\s,"']*)"""
 _AUTH_PARAMS = rf"{_AUTH_VALUE}(?:[ \t]*,[ \t]*{_AUTH_VALUE})*"
 """A scheme's credentials written as parameters (Digest's ``response="..."``, AWS
 Signature 4's ``Credential=..., SignedHeaders=..., Signature=...``): all of them go."""
+
+_AUTH_CREDENTIALS = (
+    rf"(?:{_KNOWN_SCHEME}[ \t]+(?:{_AUTH_PARAMS}|[^\s,;\"'}}]+)"
+    rf"|(?:(?-i:[A-Z][A-Za-z]*(?:-[A-Za-z]+)*)[ \t]+)?(?:{_AUTH_PARAMS}|{_CREDENTIAL_TOKEN}))"
+)
+"""An authorization's value: a known scheme and its credentials; or credentials that look
+like one, after a capitalized word taken for a scheme (``Custom abc123def``) or alone
+(``authorization: abc123 is rejected``), the word after them the message's. Ordinary words
+(``Authorization: Invalid credentials``) are the message's: "Invalid" was taken for a
+scheme and "credentials" redacted."""
 
 
 _CREDENTIAL_FIELD = re.compile(
@@ -155,7 +170,7 @@ _CREDENTIAL_FIELD = re.compile(
     r"[\"']?+\s*+[:=]\s*+)"
     rf"(?:(?P<wrap>{_SECRET_REPR})?(?P<q>[\"'])(?!{_MARK})(?:\\.|(?!(?P=q))[^\\\n])*(?P<end>(?P=q))?"
     rf"|(?!{_MARK}|{_SECRET_REPR})"
-    rf"(?(auth)(?:{_AUTH_SCHEME}[ \t]+)?(?:{_AUTH_PARAMS}|[^\s,;\"'}}]+)|[^\s,;\"'}}]+))"
+    rf"(?(auth){_AUTH_CREDENTIALS}|[^\s,;\"'}}]+))"
 )
 """A credential field outside a URL (an error's text, a header dump, a JSON body): its name,
 then its value. A quoted value is the whole quoted text (to its line's end where the text

@@ -248,6 +248,28 @@ def test_a_credential_field_loses_its_whole_value_and_nothing_after_it(text, sho
 
 
 @pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # Words after an authorization field that are no credentials: a capitalized word was
+        # taken for a scheme and the word after it redacted ("Invalid [redacted]").
+        ("Authorization: Invalid credentials", "Authorization: Invalid credentials"),
+        ("authorization: invalid or expired", "authorization: invalid or expired"),
+        ("Authorization: Required.", "Authorization: Required."),
+        # A known scheme's credentials go whatever they look like; so do credential-like ones.
+        ("Authorization: Key abcdef", f"Authorization: {REDACTED}"),
+        ("Authorization: ApiKey abcdef is rejected", f"Authorization: {REDACTED} is rejected"),
+        ("Authorization: NTLM TlRMTVNTUAAB", f"Authorization: {REDACTED}"),
+        ("Authorization: Invalid abc123", f"Authorization: {REDACTED}"),
+        ("authorization: hunter2 failed", f"authorization: {REDACTED} failed"),
+        ("authorization: abcdefghijklmnopqrstuvwxyz", f"authorization: {REDACTED}"),
+    ],
+)
+def test_an_authorization_field_keeps_ordinary_words_and_loses_credentials(text, shown):
+    assert redact(text) == shown
+    assert redact(shown) == shown
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "https://h/login?next=http%3A%2F%2Fh%2Fv1%3Fkey%3Dsupersecret1",
