@@ -19,7 +19,7 @@ import os
 import re
 import shlex
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
@@ -255,16 +255,28 @@ KEY_REFERENCE = re.compile(rf"\$\{{({KEY_VARIABLE}(?:_\d+)?)\}}")
 """A key read from its variable (``${MOA_URL_KEY}``), as `shell_command` writes it."""
 
 
-def shell_command(words: list[str]) -> str:
+def shell_command(words: list[str], keyed: Collection[str]) -> str:
     """Return `words` as one POSIX shell command line, each URL key in them read from a variable.
 
     A key must not be printed where a terminal's scrollback or a CI log keeps it, and a
     placeholder (``[redacted]``) typed back as shown was sent as the key. One key written
     twice is one variable; a word already reading a key from one (``${MOA_URL_KEY}``, a
-    command written by this function and split again) keeps it.
+    command written by this function and split again) keeps it. Only the values of the
+    `keyed` options (``--system spec``, ``--system=spec``: those that take a model spec) hold
+    a URL; any other word is written as it is, a path such as ``runs?key=1`` too, which read
+    from a variable named another folder when the command ran again.
     """
     keys: dict[str, str] = {}
-    return " ".join(_shell_word(word, keys) for word in words)
+    shown = []
+    for i, word in enumerate(words):
+        option, equals, value = word.partition("=")
+        if i and words[i - 1] in keyed:
+            shown.append(_shell_word(word, keys))
+        elif equals and value and option in keyed:
+            shown.append(shlex.quote(option + equals) + _shell_word(value, keys))
+        else:
+            shown.append(shlex.quote(word))
+    return " ".join(shown)
 
 
 def _shell_word(word: str, keys: dict[str, str]) -> str:
@@ -286,10 +298,11 @@ def _shell_word(word: str, keys: dict[str, str]) -> str:
     return "".join(parts)
 
 
-def keyless_command(command: str) -> str:
-    """Return a command line with each URL key in it read from a variable (`shell_command`).
+def keyless_command(command: str, keyed: Collection[str]) -> str:
+    """Return a command line with each URL key in its `keyed` options read from a variable.
 
-    For a command recorded to be run again (an evaluation's): `redact_url` ends a value at
+    For a command recorded to be run again (an evaluation's), as `shell_command` writes one
+    (only the values of the `keyed` options hold keys): `redact_url` ends a value at
     a quote, and a shell-quoted key holding one had its rest kept. A line no shell would
     split (an unclosed quote) has each value cut to its URL's next parameter instead.
     """
@@ -297,7 +310,7 @@ def keyless_command(command: str) -> str:
         words = shlex.split(command)
     except ValueError:
         return redact_spec(command)
-    return shell_command(words)
+    return shell_command(words, keyed)
 
 
 def url_secrets(url: str) -> list[str]:

@@ -1757,6 +1757,25 @@ def test_a_stopped_evals_resume_command_shows_no_part_of_a_urls_key_and_still_ru
     )
 
 
+def test_a_resume_command_keeps_a_path_that_looks_like_a_url_with_a_key(tmp_path):
+    # Every word holding ";token=" or "?key=" had it read from $MOA_URL_KEY, paths too: the
+    # command no longer ran the evaluation it came from. Only a model spec's URL key is.
+    import shlex
+
+    from langgraph_moa.cli._eval import _command
+
+    spec = "single:m@https://api.example/v1?key=secret-key-1"
+    dataset, out_dir = tmp_path / "items;token=x.jsonl", tmp_path / "runs?key=abc"
+    prices = tmp_path / "p;sig=1.yaml"
+    args = ([spec], dataset, None, out_dir, None, 1, spec, spec, prices, False)
+    words = shlex.split(_command(*args))
+    assert words[words.index("--dataset") + 1] == str(dataset)
+    assert words[words.index("--out") + 1] == str(out_dir)
+    assert words[words.index("--prices") + 1] == str(prices)
+    for option in ("--system", "--judge", "--baseline"):
+        assert words[words.index(option) + 1] == spec.replace("secret-key-1", "${MOA_URL_KEY}")
+
+
 def test_a_stop_while_judging_says_judging_was_under_way_and_how_far(tmp_path):
     # Ctrl-C while the judge was asked said "Finished: mix 6 of 6 items ... run the same
     # command again to answer only the rest": nothing said that judging had begun.

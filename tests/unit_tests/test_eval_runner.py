@@ -869,3 +869,18 @@ def test_a_command_given_in_python_keeps_no_part_of_a_urls_key(tmp_path):
     # A command already reading its keys from variables (the CLI's) is kept as it is.
     again = Evaluation([spec], ITEMS[:1], tmp_path, baseline=spec, command=evaluation.command)
     assert again.command == evaluation.command
+
+
+def test_a_command_given_in_python_keeps_its_paths_that_hold_a_key_parameter(tmp_path):
+    # Every word of the command holding "?key=" or ";token=" had it read from a variable,
+    # paths too: the recorded command no longer ran the same evaluation.
+    import shlex
+
+    spec = "single:m@https://api.example/v1?key=secret-key-1"
+    words = ["moa", "eval", "--system", spec, "--dataset", "d;token=x.jsonl", "--out=r?key=1"]
+    evaluation = Evaluation([spec], ITEMS[:1], tmp_path, command=shlex.join(words))
+    kept = shlex.split(evaluation.command)
+    assert kept[3] == spec.replace("secret-key-1", "${MOA_URL_KEY}")
+    assert kept[4:] == words[4:]
+    given = shlex.join(["moa", "eval", f"--system={spec}"])
+    assert "secret-key-1" not in Evaluation([spec], ITEMS[:1], tmp_path, command=given).command

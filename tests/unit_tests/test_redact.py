@@ -320,6 +320,6 @@ def test_a_command_no_shell_would_split_keeps_no_part_of_a_key():
 
     # An unclosed quote: the shell would not split it, and `redact_url` kept "cd...".
     command = "moa eval --system 'single:m@https://h.example/v1?key=ab'cd-secret-tail&alt=json'"
-    assert keyless_command(command) == (
+    assert keyless_command(command, ["--system"]) == (
         "moa eval --system 'single:m@https://h.example/v1?key=[redacted]&alt=json'"
     )

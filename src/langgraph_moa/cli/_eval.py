@@ -199,6 +199,8 @@ def _command(
     was started (``moa``, ``python -m langgraph_moa``, a test), and free of display options.
     Concurrency changes no answer; it is written because it changes the wall times.
     """
+    from langgraph_moa.eval.runner import SPEC_OPTIONS
+
     words = ["moa", "eval"]
     for spec in systems:
         words += ["--system", spec]
@@ -219,7 +221,7 @@ def _command(
         words += ["--prices", str(prices)]
     if judge_layers:
         words.append("--judge-layers")
-    return shell_command(words)
+    return shell_command(words, SPEC_OPTIONS)
 
 
 def _resume_command(command: str, no_plots: bool, calibration_out: Path | None, quiet: bool) -> str:

@@ -70,6 +70,10 @@ from langgraph_moa.run._calls import cache_name, local_digest
 from langgraph_moa.run.cache import SQLiteCallCache
 
 SINGLE = "single:"
+SPEC_OPTIONS = ("--system", "-s", "--judge", "--baseline")
+"""The `moa eval` options whose values are model specs: the only words of a recorded command
+whose URL keys (``single:m@https://h/v1?key=...``) are read from a variable (`shell_command`);
+a dataset or output path holding ``?key=`` is kept as it is."""
 JUDGE_PARAMS = {"temperature": 0.0, "max_tokens": 8}
 """The judge's call settings: greedy, and room for "A", "B" or "tie" only."""
 T = TypeVar("T")
@@ -265,7 +269,10 @@ class Evaluation:
             _check_judge(judge)
         self.notes: list[str] = []
         # The command line is recorded to be run again, but not with the key it was given.
-        self.dataset, self.command = dataset, keyless_command(command) if command else command
+        self.dataset, self.command = (
+            dataset,
+            keyless_command(command, SPEC_OPTIONS) if command else command,
+        )
         self.finished = dict.fromkeys(names, 0)
         """Items each system has finished so far, kept rows included: what a stop reports."""
         self.judging: tuple[str, int, int] | None = None
