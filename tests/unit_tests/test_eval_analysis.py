@@ -519,3 +519,23 @@ def test_an_untested_raw_difference_is_not_called_help():
     assert "help" not in report.split("## Verdict")[1]
     assert "(single:local:qwen): ahead (untested): +4.5 points of accuracy (17/22" in report
     assert "(single:local:qwen): behind (untested): -4.5 points of accuracy (15/22" in report
+
+
+def test_a_shown_bound_never_rounds_to_a_zero_that_contradicts_the_verdict():
+    """On 2500 items a bound of one item is 0.0004: '+0.000' beside 'beats' reads as zero."""
+    summary = {
+        "single:local:qwen": _summary(2000, 2500, 1000),
+        "local-moa": _summary(2003, 2500, 3000),
+        "local-ranker": _summary(1997, 2500, 3000),
+    }
+    summary["local-moa"]["vs_baseline"] = _against(
+        0.0012, 0.0004, 0.002, 3, 0, "better", n=2500, p_value=0.0313
+    )
+    summary["local-ranker"]["vs_baseline"] = _against(
+        -0.0012, -0.002, -0.0004, 0, 3, "worse", n=2500, p_value=0.0313
+    )
+    report = render_report(summary)
+    assert not re.search(r"[+-]0\.000(?!\d)", report)
+    assert "beats the baseline, +0.001 accuracy (95% CI +0.0004 to +0.002, 2500 items" in report
+    assert "| +0.001 [+0.0004, +0.002] | 3 / 0 |" in report
+    assert "is worse than the baseline, -0.001 accuracy (95% CI -0.002 to -0.0004" in report

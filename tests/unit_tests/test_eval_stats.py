@@ -222,3 +222,13 @@ def test_bootstrap_bounds_are_the_percentiles_of_the_resampled_means(confidence,
     assert sum(m < low for m in means) <= tail <= sum(m <= low for m in means)
     assert sum(m > high for m in means) <= tail <= sum(m >= high for m in means)
     assert low <= sum(values) / n <= high
+
+
+def test_as_dict_keeps_a_bound_that_excludes_zero_off_zero():
+    """A 'better' call with a bound of 1/25000 must not be written as a bound of 0.0."""
+    diff = PairedDifference(0.00012, 0.00004, 0.00024, 25000, 6, 0, p_value=0.03125)
+    out = diff.as_dict()
+    assert out["significance"] == "better"
+    assert out["low"] == 4e-05 and out["accuracy_diff"] == 0.0001
+    worse = PairedDifference(-0.00012, -0.00024, -0.00004, 25000, 0, 6, p_value=0.03125)
+    assert worse.as_dict()["high"] == -4e-05

@@ -6,6 +6,7 @@ best single model it costs more than, the verdict line states it.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Any
 
@@ -213,10 +214,21 @@ def _against(name: str, s: dict[str, Any], baseline: str) -> list[str]:
     if not v or not v["n"]:
         return ["n/a", "n/a", "n/a"]
     return [
-        f"{v['accuracy_diff']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]",
+        f"{_signed(v['accuracy_diff'])} [{_signed(v['low'])}, {_signed(v['high'])}]",
         f"{v['wins']} / {v['losses']}",
         _p(v.get("p_value")),
     ]
+
+
+def _signed(value: float) -> str:
+    """Write a difference or a bound to 3 places, a nonzero one that rounds to 0 to its first digit.
+
+    On 2500 items a bound of one item is 0.0004: "+0.000" beside "beats the baseline" reads
+    as an interval that touches zero; "+0.0004" does not.
+    """
+    if value and not round(value, 3):
+        return f"{value:+.{-math.floor(math.log10(abs(value)))}f}"
+    return f"{value:+.3f}"
 
 
 def _p(value: float | None) -> str:
@@ -428,7 +440,8 @@ def _paired_verdict(
     label = "the best single model" if is_best_single else "the baseline"
     return (
         f"- **{name}** vs {label} ({v['baseline']}): {_SIGNIFICANCE[v['significance']]}, "
-        f"{v['accuracy_diff']:+.3f} accuracy (95% CI {v['low']:+.3f} to {v['high']:+.3f}, "
+        f"{_signed(v['accuracy_diff'])} accuracy (95% CI {_signed(v['low'])} to "
+        f"{_signed(v['high'])}, "
         f"{v['n']} items; right on {v['wins']} the baseline missed, wrong on {v['losses']} it "
         f"got right; McNemar p {_p(v.get('p_value'))}), {_cost_and_failures(s, base)}"
     )
