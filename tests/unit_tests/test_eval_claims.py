@@ -141,10 +141,17 @@ def test_the_local_models_prose_quotes_the_summaries_and_their_verdicts():
         p = sign_test_p(v["wins"], v["losses"])
         assert v["low"] > 0 and p < 0.05
         assert f"{v['wins']} / {v['losses']}: p = {p:.3f}" in text
+    assert "the greedy answer and two samples beats the 1.5B model alone" in text
     v = subset["local-confidence"]["vs_baseline"]
     p = sign_test_p(v["wins"], v["losses"])
     assert v["low"] > 0 and p >= 0.05  # "does not, though its interval excludes zero"
-    assert f"subset's {v['wins']} / {v['losses']} does not (p = {p:.4f})" in text
+    assert (
+        f"subset's {v['wins']} / {v['losses']} does not (p = {p:.4f}), though its interval "
+        "excludes zero" in text
+    )
+    kept = _holm_kept(full)
+    assert {"local-confidence", "local-vote"} <= set(kept)
+    assert "on the 256-item run Holm's correction keeps both calls" in text
     v = _summary("selection-heldout")["local-confidence"]["vs_baseline"]
     wins, losses, diff = _quote(text, r"\({n} wins, {n} losses, {n} points\)")
     assert (int(wins), int(losses)) == (v["wins"], v["losses"])
@@ -238,6 +245,8 @@ def test_the_gsm8k_prose_quotes_the_pasted_runs():
     diff, low, _ = map(float, re.findall(NUMBER, default[2])[:3])
     assert diff > 5 and low > 0 and sign_test_p(wins, losses) < 0.05  # "more than 5 points"
     moa = _gsm8k_row("moa", "82/140")
+    assert float(re.findall(NUMBER, moa[2])[0]) < 0
+    assert "The layered MoA does not help on GSM8K." in text
     assert f"some answer was right on {moa[5]}, its synthesis on 82" in text
     assert "(10 wins, 14 losses)" in moa[2] and "(10 wins, 14 losses)" in text
     tally = _gsm8k_row("moa-tally", "38/60")
@@ -317,21 +326,49 @@ def test_the_tool_use_claims_are_the_committed_rows_again():
 def test_a_stored_verdict_the_exact_test_would_not_call_is_flagged_in_its_report(folder):
     """These summaries predate the McNemar test: where it disagrees, the report must say so."""
     report = " ".join((ROOT / "docs" / f"eval-{folder}" / "report.md").read_text().split())
+    flagged = []
     for name, s in _summary(folder).items():
         v = s.get("vs_baseline")
         if not v or v["significance"] not in ("better", "worse"):
             continue
         p = sign_test_p(v["wins"], v["losses"])
         if p >= 0.05:
-            assert f"**{name}**'s {v['wins']} / {v['losses']} (p = {p:.4g})" in report, name
+            flagged.append(f"**{name}**'s {v['wins']} / {v['losses']} (p = {p:.4g})")
+            assert flagged[-1] in report, name
+    if flagged:  # the note's sentence names them all and calls them what the test calls them
+        sentence = re.split(r"\.(?:\s|$)", report[report.index(flagged[0]) :])[0]
+        assert all(f in sentence for f in flagged)
+        verb = "are" if len(flagged) > 1 else "is"
+        assert sentence.endswith(f" {verb} no significant difference from the baseline")
 
 
 def test_the_multiplicity_note_is_what_holm_gives_on_the_256_item_run():
     """Five systems against one baseline, each at 5%: Holm's step-down keeps the quoted calls."""
     full = _summary("selection")
+    kept = _holm_kept(full)
+    assert set(kept) == {"single:local:qwen2.5-coder-0.5b", "local-confidence", "local-vote"}
+    systems = sum("vs_baseline" in s for s in full.values())
+    text = " ".join(EVALUATION.split())
+    assert f"compares {systems} systems with one baseline" in text
+    assert (
+        f"step-down correction keeps its {WORDS[len(kept)]} calls (the 0.5B worse, "
+        "local-confidence and local-vote better;" in text
+    )
+    vote_p = sign_test_p(full["local-vote"]["vs_baseline"]["wins"], 0)
+    assert kept[-1] == "local-vote"  # the last kept, tested at 0.05 / (systems - 2)
+    assert f"local-vote's p = {vote_p:.3f} against 0.05/3 = {0.05 / 3:.4f}" in text
+    assert vote_p > 0.05 / systems  # so Bonferroni would not call it
+    assert f"Bonferroni's 0.05/{systems} = {0.05 / systems:g} would drop local-vote's" in text
+
+
+WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+
+
+def _holm_kept(summary: dict[str, Any]) -> list[str]:
+    """The systems Holm's step-down keeps at 5%, smallest p first (the exact test's p)."""
     ps = sorted(
         (sign_test_p(s["vs_baseline"]["wins"], s["vs_baseline"]["losses"]), name)
-        for name, s in full.items()
+        for name, s in summary.items()
         if "vs_baseline" in s
     )
     kept = []
@@ -339,9 +376,4 @@ def test_the_multiplicity_note_is_what_holm_gives_on_the_256_item_run():
         if p >= 0.05 / (len(ps) - rank):
             break
         kept.append(name)
-    assert set(kept) == {"single:local:qwen2.5-coder-0.5b", "local-confidence", "local-vote"}
-    text = " ".join(EVALUATION.split())
-    assert f"compares {len(ps)} systems with one baseline" in text
-    vote_p = sign_test_p(full["local-vote"]["vs_baseline"]["wins"], 0)
-    assert f"local-vote's p = {vote_p:.3f} against 0.05/3 = {0.05 / 3:.4f}" in text
-    assert vote_p > 0.05 / len(ps)  # so Bonferroni would not call it
+    return kept
