@@ -377,3 +377,22 @@ def _holm_kept(summary: dict[str, Any]) -> list[str]:
             break
         kept.append(name)
     return kept
+
+
+def test_the_samples_curve_note_explains_its_gap_to_local_math_by_the_cap():
+    """Replay 0.7 and local-math differ only past 13 answers, 3 per item: the gap is whole items."""
+    replay = float(re.search(r"^0\.7 \| ([\d.]+) \| 23/30", GSM8K_RAW, re.MULTILINE)[1])
+    live = float(_gsm8k_row("local-math", "23/30")[3])
+    # Each mean is rounded to 0.1, so the extra answers per item are within 0.1 of the gap.
+    gap = replay - live
+    whole = [a for a in range(round(30 * gap) - 3, round(30 * gap) + 4) if a % 3 == 0]
+    whole = [a for a in whole if round(abs(a / 30 - gap), 9) < 0.1]
+    assert len(whole) == 1
+    preset = ROOT / "src" / "langgraph_moa" / "config" / "presets" / "local-math.yaml"
+    assert "samples: 12}" in preset.read_text() and "round_size: 3}" in preset.read_text()
+    text = " ".join(GSM8K_RAW.split())
+    assert (
+        f"drew {replay} answers per item where local-math, the same stop rule over the same "
+        f"answers, drew {live}" in text
+    )
+    assert f"over 30 items is {whole[0]} answers, {whole[0] // 3} items" in text
