@@ -7,8 +7,9 @@ import re
 
 from langgraph_moa import MoAConfig
 from langgraph_moa.eval import EvalItem, Evaluation, load_dataset, runner, shipped_dataset
-from langgraph_moa.eval.provenance import model_identity, system_record
+from langgraph_moa.eval.provenance import INTERVALS, model_identity, system_record
 from langgraph_moa.eval.report import render_report
+from langgraph_moa.eval.stats import ALPHA
 from langgraph_moa.local.catalog import CATALOG
 from tests.fakes import FakeChat
 
@@ -168,3 +169,8 @@ def test_the_scorers_digest_covers_the_number_reader(monkeypatch):
 
     monkeypatch.setattr(prov.resources, "files", Edited)
     assert prov.scorer_rule()["sha256"] != before
+
+
+def test_the_record_names_the_level_the_paired_verdict_was_tested_at():
+    """summary.json keeps each p and its call, not the level: the run's record says it."""
+    assert f"the interval excludes zero and p < {ALPHA}" in INTERVALS["vs_baseline"]

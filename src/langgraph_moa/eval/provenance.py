@@ -21,13 +21,15 @@ import langgraph_moa
 from langgraph_moa._redact import redact_urls_in
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.eval.datasets import EvalItem, dataset_path
+from langgraph_moa.eval.stats import ALPHA
 from langgraph_moa.providers._models import describe_model
 from langgraph_moa.run._calls import local_digest
 
 INTERVALS = {
     "accuracy": "Wilson score 95% interval over the items scored",
     "vs_baseline": "paired percentile bootstrap 95% interval (2000 resamples, seed 0) of the "
-    "per-item difference over the items both systems answered and scored; exact sign test",
+    "per-item difference over the items both systems answered and scored; exact sign test "
+    f"(McNemar); a difference is called only when the interval excludes zero and p < {ALPHA}",
 }
 """How the summary's intervals are computed, named in the record (see `stats`)."""
 
