@@ -396,3 +396,11 @@ def test_the_samples_curve_note_explains_its_gap_to_local_math_by_the_cap():
         f"answers, drew {live}" in text
     )
     assert f"over 30 items is {whole[0]} answers, {whole[0] // 3} items" in text
+
+
+@pytest.mark.parametrize("report", sorted(ROOT.glob("docs/eval-*/report.md")), ids=str)
+def test_a_stored_report_that_says_helps_of_an_untested_count_is_flagged(report):
+    """The raw verdict now says 'ahead (untested)': a stored 'helps' must not stand unflagged."""
+    text = " ".join(report.read_text(encoding="utf-8").split())
+    if "): helps:" in text or "): does not help:" in text:
+        assert "untested counts" in text and '"ahead (untested)"' in text
