@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.callbacks.manager import dispatch_custom_event
+from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from langgraph._internal._constants import CONFIG_KEY_RUNTIME
@@ -108,6 +109,27 @@ def with_trace(
     if isinstance(model, BaseChatModel):
         return model, trace
     return model.with_config(trace), None
+
+
+def without_llm_cache(model: Runnable[Any, Any]) -> Runnable[Any, Any]:
+    """Return `model` made to skip LangChain's LLM cache, where one would answer it.
+
+    LangChain's cache (``set_llm_cache``, or a model's own ``cache=``) keys a call by the
+    model's parameters and the messages, and the samples of one proposer are the same call:
+    the second and third sample were served the first's answer, so a Self-MoA run aggregated
+    one proposal three times (and counted its tokens thrice). A sample after the first is
+    therefore always generated; the first is cached as any call of that model, and a
+    whole `MoAChatModel` answer is cached under the MoA's own key. A model with tools or
+    options bound is its bound model made so; anything else is called as it is.
+    """
+    if isinstance(model, RunnableBinding):
+        bound = without_llm_cache(model.bound)
+        return model if bound is model.bound else model.model_copy(update={"bound": bound})
+    if not isinstance(model, BaseChatModel) or model.cache is False:
+        return model
+    if model.cache is None and get_llm_cache() is None:
+        return model
+    return model.model_copy(update={"cache": False})
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -710,6 +732,8 @@ def cached_call(
         )
         if (hit := cache.get(key)) is not None:
             return hit, True
+    if call.role == "proposer" and call.sample > 0:
+        model = without_llm_cache(model)
     runnable, config = with_trace(model, config)
     own_timeout = has_own_timeout(spec)
     response = yield ModelRequest(

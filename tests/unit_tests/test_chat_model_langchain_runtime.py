@@ -1,0 +1,43 @@
+"""MoAChatModel under LangChain's runtime features: the LLM cache, pickling."""
+
+import pytest
+from langchain_core.caches import InMemoryCache
+from langchain_core.globals import get_llm_cache, set_llm_cache
+
+from langgraph_moa import MoAChatModel, MoAConfig
+
+
+@pytest.fixture
+def global_cache():
+    before = get_llm_cache()
+    set_llm_cache(InMemoryCache())
+    yield
+    set_llm_cache(before)
+
+
+def _self_moa(fake, **model):
+    sampled = fake("A", **model)
+    return MoAConfig(proposers=[{"model": sampled, "samples": 3}], aggregator=fake("AGG"), layers=2)
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@pytest.mark.usefixtures("global_cache")
+@pytest.mark.parametrize("tools", [False, True], ids=["plain", "with-tools-bound"])
+def test_the_samples_of_one_model_stay_distinct_under_the_global_llm_cache(fake, log, tools):
+    moa = MoAChatModel(config=_self_moa(fake))
+    llm = moa.bind_tools([add]) if tools else moa
+    answer = llm.invoke("hi")
+    proposals = [c.output for c in log.by("A")]
+    assert sorted(proposals) == ["A #1", "A #2", "A #3"]  # three calls, three answers
+    calls = len(log.calls)
+    assert llm.invoke("hi").text == answer.text  # the whole MoA answer is cached
+    assert len(log.calls) == calls
+
+
+def test_the_samples_of_one_model_stay_distinct_under_its_own_cache(fake, log):
+    MoAChatModel(config=_self_moa(fake, cache=InMemoryCache())).invoke("hi")
+    assert sorted(c.output for c in log.by("A")) == ["A #1", "A #2", "A #3"]
