@@ -207,6 +207,18 @@ class MoAChatModel(BaseChatModel):
             _ = copy.moa_config
         return copy
 
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickle the fields and the resolved config, not the compiled graphs.
+
+        A compiled graph holds locks and local functions, so ``pickle.dumps(model)`` (what
+        multiprocessing and process pools do with it) failed for every model, a preset's
+        too; the copy compiles its own on first use, as a deep copy does.
+        """
+        state = super().__getstate__()
+        private = dict(state.get("__pydantic_private__") or {})
+        private.update(_graph=None, _graphs=_GraphCache())
+        return {**state, "__pydantic_private__": private}
+
     @property
     def _identifying_params(self) -> dict[str, Any]:
         """What tells this model's answers apart: LangChain's LLM cache keys on it.
@@ -773,7 +785,8 @@ class _GraphCache:
     """The compiled graphs of a chat model's overrides: the `GRAPH_CACHE_SIZE` most recent.
 
     Bounded, since every distinct schema or preset compiles a graph of its own. A deep copy
-    (``model_copy(deep=True)``) starts empty: graphs are compiled again on first use.
+    (``model_copy(deep=True)``) or a pickled one starts empty: graphs are compiled again on
+    first use.
     """
 
     def __init__(self, size: int = GRAPH_CACHE_SIZE) -> None:
@@ -792,6 +805,9 @@ class _GraphCache:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _GraphCache:
         return _GraphCache(self._graphs.size)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _GraphCache, (self._graphs.size,)
 
 
 def _with_call_fields(

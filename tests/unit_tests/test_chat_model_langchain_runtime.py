@@ -1,5 +1,7 @@
 """MoAChatModel under LangChain's runtime features: the LLM cache, pickling."""
 
+import pickle
+
 import pytest
 from langchain_core.caches import InMemoryCache
 from langchain_core.globals import get_llm_cache, set_llm_cache
@@ -41,3 +43,12 @@ def test_the_samples_of_one_model_stay_distinct_under_the_global_llm_cache(fake,
 def test_the_samples_of_one_model_stay_distinct_under_its_own_cache(fake, log):
     MoAChatModel(config=_self_moa(fake, cache=InMemoryCache())).invoke("hi")
     assert sorted(c.output for c in log.by("A")) == ["A #1", "A #2", "A #3"]
+
+
+def test_a_model_pickles_for_multiprocessing_and_the_copy_runs_its_own_config():
+    llm = MoAChatModel(config="moa-lite", max_tokens=77, model="mine")
+    _ = llm.graph, llm._identifying_params  # compiled and keyed, as after a first call
+    copy = pickle.loads(pickle.dumps(llm))
+    assert copy.moa_config == llm.moa_config
+    assert copy._identifying_params == llm._identifying_params
+    assert copy.graph is not llm.graph
