@@ -1,10 +1,12 @@
-"""MoAChatModel under LangChain's runtime features: the LLM cache, pickling."""
+"""MoAChatModel under LangChain's runtime features: cache, rate limiter, configurable, pickle."""
 
 import pickle
 
 import pytest
 from langchain_core.caches import InMemoryCache
 from langchain_core.globals import get_llm_cache, set_llm_cache
+from langchain_core.rate_limiters import BaseRateLimiter
+from langchain_core.runnables import ConfigurableField
 
 from langgraph_moa import MoAChatModel, MoAConfig
 
@@ -52,3 +54,36 @@ def test_a_model_pickles_for_multiprocessing_and_the_copy_runs_its_own_config():
     assert copy.moa_config == llm.moa_config
     assert copy._identifying_params == llm._identifying_params
     assert copy.graph is not llm.graph
+
+
+class _CountingLimiter(BaseRateLimiter):
+    """A rate limiter that never waits and counts what it was asked for."""
+
+    taken: int = 0
+
+    def acquire(self, *, blocking: bool = True) -> bool:
+        self.taken += 1
+        return True
+
+    async def aacquire(self, *, blocking: bool = True) -> bool:
+        return self.acquire(blocking=blocking)
+
+
+def _two_proposers(fake):
+    return MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=2)
+
+
+def test_a_rate_limiter_is_taken_once_per_moa_call_not_per_inner_call(fake, log):
+    limiter = _CountingLimiter()
+    MoAChatModel(config=_two_proposers(fake), rate_limiter=limiter).invoke("hi")
+    assert (limiter.taken, len(log.calls)) == (1, 3)
+
+
+def test_configurable_fields_run_the_moa_with_the_configured_values(fake, log):
+    llm = MoAChatModel(config=_two_proposers(fake), temperature=0.1, max_tokens=10)
+    configurable = llm.configurable_fields(
+        temperature=ConfigurableField(id="temperature"), max_tokens=ConfigurableField(id="cap")
+    )
+    configurable.with_config(configurable={"temperature": 0.9, "cap": 50}).invoke("hi")
+    assert {c.temperature for c in log.by("A") + log.by("B")} == {0.9}
+    assert [c.max_tokens for c in log.by("AGG")] == [50]
