@@ -2103,3 +2103,32 @@ def test_a_timeout_raised_inside_a_run_during_the_drain_is_not_the_drains():
 
     error, count = asyncio.run(failed())
     assert not isinstance(error, ServerStoppingError) and count == 0
+
+
+def test_a_timeout_raised_inside_a_run_is_not_reported_as_the_requests():
+    # Any TimeoutError out of the run was taken for the request timer's: a run's own (a
+    # library's wait, a model call's) was answered 504 "the request ran past the server's
+    # limit", sending the client to ask the operator for a longer --request-timeout.
+    import asyncio
+
+    from langgraph_moa.errors import CallTimeoutError, RequestTimeoutError
+    from langgraph_moa.serving._errors import _api_error
+    from langgraph_moa.serving._requests import _within
+
+    async def its_own(error):
+        await asyncio.sleep(0)
+        raise error
+
+    with pytest.raises(TimeoutError) as err:
+        asyncio.run(_within(600, its_own(TimeoutError("a wait of its own"))))
+    assert not isinstance(err.value, RequestTimeoutError) and str(err.value) == "a wait of its own"
+    call = CallTimeoutError("aggregator 'openai:gpt-x' did not answer within 5s")
+    with pytest.raises(CallTimeoutError):
+        asyncio.run(_within(600, its_own(call)))
+    refusal = _api_error(call)  # the model that did not answer, not the request's limit
+    assert (refusal.status, refusal.kind, refusal.code) == (
+        504,
+        "timeout_error",
+        "upstream_timeout",
+    )
+    assert refusal.message == str(call)

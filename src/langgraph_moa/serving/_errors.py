@@ -15,6 +15,7 @@ from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
     BudgetExhaustedError,
+    CallTimeoutError,
     LimitExceededError,
     LocalModelError,
     LocalRuntimeError,
@@ -79,6 +80,8 @@ def _api_error(exc: MoAError) -> _APIError:
         return _APIError(503, str(exc), "server_error", "server_stopping")
     if isinstance(exc, RequestTimeoutError):
         return _APIError(504, str(exc), "timeout_error", "request_timeout")
+    if isinstance(exc, CallTimeoutError):  # its words name the model that did not answer
+        return _APIError(504, str(exc), "timeout_error", "upstream_timeout")
     if isinstance(exc, AllProposersFailedError | AggregatorFailedError):
         return _APIError(502, exc.summary, "upstream_error")
     if isinstance(exc, MissingAPIKeyError):

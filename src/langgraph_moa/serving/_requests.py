@@ -72,7 +72,9 @@ async def _deadline(seconds: float, drain: Drain | None = None) -> AsyncIterator
     The deadline is set in the task that runs the graph, so every call, and every
     ``Retry-After`` wait, sees it. A `drain` that ends first stops the run with
     `ServerStoppingError` instead; only this timer's expiry is the drain's, not a
-    ``TimeoutError`` the run raised itself while the drain went on.
+    ``TimeoutError`` the run raised itself while the drain went on. Nor is such a
+    ``TimeoutError`` the request's: it goes on as what it is (a model call's
+    `CallTimeoutError`, say), since only this timer's expiry is past ``--request-timeout``.
     """
     own: float | None = None
     with request_deadline(seconds):
@@ -82,7 +84,9 @@ async def _deadline(seconds: float, drain: Drain | None = None) -> AsyncIterator
                 with drain.bounding(timeout) if drain else contextlib.nullcontext():
                     yield
         except TimeoutError:
-            if drain is not None and timeout.expired() and drain.ended(own):
+            if not timeout.expired():
+                raise
+            if drain is not None and drain.ended(own):
                 drain.stopped += 1
                 raise ServerStoppingError(drain.seconds) from None
             raise RequestTimeoutError(seconds) from None
