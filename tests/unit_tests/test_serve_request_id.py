@@ -263,3 +263,14 @@ def test_a_run_kept_in_the_history_names_its_request(system, tmp_path):
     assert kept["status"] == "done"
     assert kept["events"][0]["request_id"] == "ui-2"
     assert "request ui-2" in lines[0]
+
+
+def test_of_several_request_ids_the_first_safe_one_is_taken():
+    # Only the first X-Request-ID was read: an unsafe first one (a client's) made the server
+    # invent an ID although a later one (a proxy's, say) was safe, so no log matched it.
+    from langgraph_moa.serving._request_id import chosen
+
+    sent = [(b"X-Request-ID", b"bad id!"), (b"accept", b"*/*"), (b"x-request-id", b"proxy-7")]
+    assert chosen(sent) == "proxy-7"
+    assert chosen([(b"x-request-id", b"first"), (b"x-request-id", b"second")]) == "first"
+    assert chosen([(b"x-request-id", b"no good"), (b"x-request-id", b"")]) is None

@@ -71,11 +71,14 @@ def answer_id(scope: Any) -> str:
 
 
 def chosen(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """Return the client's ``X-Request-ID`` if it sent one that is safe (`SAFE_ID`)."""
+    """Return the first safe (`SAFE_ID`) ``X-Request-ID`` the request carries, if any.
+
+    Several may come (a client's, then a proxy's): an unsafe first one is passed over, as a
+    made-up ID would match none of the logs that the safe one is in.
+    """
     for name, value in headers:
-        if name.lower() == HEADER:
-            text = value.decode("latin-1")
-            return text if SAFE_ID.fullmatch(text) else None
+        if name.lower() == HEADER and SAFE_ID.fullmatch(text := value.decode("latin-1")):
+            return text
     return None
 
 
