@@ -1354,3 +1354,30 @@ def test_a_schema_probe_builds_no_http_client(monkeypatch):
     with pytest.raises(MoAInputError, match="cannot answer"):  # still says no where it must
         check_aggregator_schema(probe, "local:tiny", {"type": "object"}, "json_schema", {})
     assert built == []
+
+
+def test_a_failed_log_that_could_not_be_renamed_is_not_swept_as_an_orphan(
+    stand_in, tmp_path, monkeypatch
+):
+    """A failed server's log whose rename failed kept its ordinary name, and `_keep` let go
+    of it: an hour later this process's next start swept it as a dead server's log while
+    the warning still named it. It stays this process's, as a kept log."""
+    import os
+
+    from langgraph_moa.errors import LocalRuntimeError
+    from langgraph_moa.local import runtime
+
+    def refused(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    server = stand_in(CRASHES)
+    with monkeypatch.context() as patch:
+        patch.setattr(runtime.os, "replace", refused)
+        with pytest.raises(LocalRuntimeError):
+            server.wait_ready(timeout=10)
+        server.stop()
+    kept = Path(server.log_path)
+    assert "-failed-" not in kept.name and kept.exists()
+    os.utime(kept, (1, 1))  # past the orphans' age
+    stand_in(ALIVE)  # a start sweeps the orphans
+    assert kept in logs(tmp_path)

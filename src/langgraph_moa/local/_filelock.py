@@ -124,6 +124,16 @@ def let_go(handle: Any) -> None:
     _OWN.discard(str(handle.name))
 
 
+def own(path: str | Path) -> None:
+    """Count `path` as this process's from now on, with no handle held: `held` says so.
+
+    A failed server's log that could not be renamed keeps a running server's kind of name:
+    let go, this process's own sweep of dead servers' logs would delete it while a warning
+    still names it.
+    """
+    _OWN.add(str(path))
+
+
 def held(path: Path) -> bool:
     """Tell whether a live process holds the lock of `hold_for_life` on `path`.
 

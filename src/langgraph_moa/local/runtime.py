@@ -39,7 +39,7 @@ from pydantic import PrivateAttr
 
 from langgraph_moa._redact import clip, redact
 from langgraph_moa.errors import LocalModelError, LocalRuntimeError
-from langgraph_moa.local._filelock import file_lock, held, hold_for_life, let_go
+from langgraph_moa.local._filelock import file_lock, held, hold_for_life, let_go, own
 from langgraph_moa.local._spawner import popen
 from langgraph_moa.local.catalog import (
     LocalModelInfo,
@@ -332,7 +332,8 @@ class LocalServer:
 
         A kept log is renamed ``moa-<model>-failed-*.log``: a running server's log (this
         process's or another's) is never taken for an old failure. Where renaming fails,
-        the log stays where it is, kept and named all the same. Its time is set to the
+        the log stays where it is, kept and named all the same, and this process's sweep of
+        orphaned logs leaves it (`own`). Its time is set to the
         failure's: "newest" means the latest failures, not the latest writes (a server
         found dead after an hour of quiet last wrote an hour ago), and another process
         trimming the same model's logs now leaves this one, which the warning names.
@@ -349,9 +350,11 @@ class LocalServer:
             self._keep_log = True
             kept = log.with_name(self._failed_prefix() + log.name.removeprefix(self._log_prefix()))
             with _one_keeper(log.parent, self._log_prefix()) as held:
-                with contextlib.suppress(OSError):
+                try:
                     os.replace(log, kept)
                     self.log_path = str(kept)
+                except OSError:
+                    own(log)
                 with contextlib.suppress(OSError):
                     os.utime(self.log_path)  # now: the time of the failure
                 if held:
