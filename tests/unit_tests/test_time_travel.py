@@ -139,3 +139,43 @@ def test_an_edit_of_a_thread_no_run_prepared_names_the_edit_that_starts_one(fake
     graph.update_state(THREAD, QUESTION, as_node="__start__")
     assert graph.invoke(None, THREAD)["messages"][-1].text == "AGG #1"
     assert sorted(c.label for c in log.calls) == ["A", "AGG", "B"]
+
+
+def test_an_edit_as_prepare_of_a_finished_run_is_refused_naming_the_edit_that_starts_one(fake, log):
+    """An edit as 'prepare' of a thread whose run had finished kept that run's token, layer
+    count, proposals and call records: the next run asked layer 1 only, then aggregated the
+    last run's layer-2 proposals (answers to the earlier question) and listed both runs'
+    calls as one. It is refused in one sentence; the edit it names starts a fresh run."""
+    graph = create_moa_graph(
+        MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=3),
+        checkpointer=InMemorySaver(),
+    )
+    graph.invoke(QUESTION, THREAD)
+    again = {"messages": [("user", "a second question")]}
+    with pytest.raises(MoAConfigError) as caught:
+        graph.update_state(THREAD, again, as_node="prepare")
+    message = str(caught.value)
+    assert "as_node='__start__'" in message and "\n" not in message
+    graph.update_state(THREAD, again, as_node="__start__")
+    asked = len(log.calls)
+    out = graph.invoke(None, THREAD)
+    assert sorted(c.label for c in log.calls[asked:]) == ["A", "A", "AGG", "B", "B"]
+    assert [(c["layer"], c["configured_model"]) for c in out["calls"]] == [
+        (1, "A"),
+        (1, "B"),
+        (2, "A"),
+        (2, "B"),
+        (3, "AGG"),
+    ]
+    assert {c["output"] for c in out["calls"]} == {"A #3", "B #3", "A #4", "B #4", "AGG #2"}
+
+
+def test_an_edit_as_prepare_of_a_run_just_prepared_still_routes(fake, log):
+    """The human-in-the-loop edit after 'prepare' (interrupt_after) is the run's own: kept."""
+    graph = create_moa_graph(two_layers(fake), checkpointer=InMemorySaver())
+    graph.invoke(QUESTION, THREAD, interrupt_after=["prepare"])
+    graph.update_state(THREAD, {"messages": [("user", "and briefly")]})
+    out = graph.invoke(None, THREAD)
+    assert sorted(c.label for c in log.calls) == ["A", "AGG", "B"]
+    assert "and briefly" in " ".join(m.text for m in log.by("A")[0].messages)
+    assert out["messages"][-1].text == "AGG #1"

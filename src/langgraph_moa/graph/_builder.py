@@ -128,7 +128,7 @@ def create_moa_graph(
     )
 
     def first_layer(state: MoAState) -> Route:
-        return nodes.route_plan(state).first(state)
+        return nodes.route_plan(state, first=True).first(state)
 
     def after_layer(state: MoAState) -> Route:
         return nodes.route_plan(state).after_layer(state)

@@ -101,6 +101,11 @@ from langgraph_moa.text._prompts import ranker_messages
 from langgraph_moa.text._selection import select
 from langgraph_moa.variants import Plan, plan_for
 
+START_EDIT = (
+    "with as_node='__start__' (update_state(config, {'messages': [...]}, as_node='__start__'))"
+)
+"""The checkpoint edit that starts a run, named where an edit after `prepare` is refused."""
+
 
 class MoANodes:
     """The node bodies, sharing the base config and the model cache of one compiled graph."""
@@ -132,7 +137,7 @@ class MoANodes:
         runtime = _runtime()
         return plan_for(self.configs.get(None if runtime is None else runtime.context))
 
-    def route_plan(self, state: MoAState) -> Plan:
+    def route_plan(self, state: MoAState, *, first: bool = False) -> Plan:
         """Return the plan a router follows: the run's, even where LangGraph gives no run.
 
         `update_state` (an edit of a checkpoint, human-in-the-loop or time travel) runs the
@@ -144,15 +149,23 @@ class MoANodes:
         but fits a layer's references to its proposers' context window: the proposer node
         does that, with the run's context (`Plan.without_context`). An edit as a node after
         `prepare` of a thread no run prepared (a new one) has no run to route (its fan-out
-        needs the run's token): it is refused, naming the edit that starts the run.
+        needs the run's token): it is refused, naming the edit that starts the run. So is
+        an edit as `prepare` (`first`: its router) of a run past `prepare`, a finished one
+        say: `prepare` did not run, so its token, layer count, proposals and call records
+        stay, and the next run would ask layer 1 only, then aggregate that run's proposals.
         """
         if _runtime() is not None:
             return self.plan()
         if not state.get("run_token"):
             raise MoAConfigError(
-                "This thread has no run to edit yet (no run prepared it): give its input with "
-                "as_node='__start__' (update_state(config, {'messages': [...]}, "
-                "as_node='__start__')), and the run starts when the thread resumes."
+                f"This thread has no run to edit yet (no run prepared it): give its input "
+                f"{START_EDIT}, and the run starts when the thread resumes."
+            )
+        if first and (state.get("layer") or state.get("calls")):
+            raise MoAConfigError(
+                "An edit as 'prepare' keeps this thread's last run (its layers, proposals and "
+                f"call records), which the next run would mix with its own: give the new input "
+                f"{START_EDIT}, and a fresh run starts when the thread resumes."
             )
         plan = plan_for(self.configs.get(None), without_context=True)
         _, mark, digests = state.get("run_token", "").partition(SHAPE_MARK)
