@@ -455,3 +455,39 @@ def test_a_relative_localappdata_is_not_taken_for_the_cache_folder(no_cache_sett
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setenv("LOCALAPPDATA", "appdata")
     assert catalog.cache_root() == no_cache_settings / "AppData/Local/langgraph-moa/Cache"
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin", "win32"])
+def test_with_no_home_and_no_cache_setting_the_error_names_the_variable(
+    no_cache_settings, monkeypatch, platform
+):
+    # With no HOME, no user entry (a container's arbitrary uid) and no variable naming the
+    # folder, Path.home()'s bare RuntimeError ("Could not determine home directory.")
+    # escaped: `moa run` printed "unexpected error" and `moa serve` did not start.
+    import pwd
+
+    from langgraph_moa.errors import LocalModelError
+    from langgraph_moa.serving import default_history_path
+    from langgraph_moa.serving._history import HistoryError
+    from langgraph_moa.serving._server import _open_history
+
+    def no_such_user(uid):
+        raise KeyError(uid)
+
+    monkeypatch.delenv("HOME")
+    monkeypatch.delenv("MOA_HISTORY", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_such_user)
+    monkeypatch.setattr(sys, "platform", platform)
+    for where in (catalog.cache_root, catalog.cache_dir):
+        with pytest.raises(LocalModelError) as caught:
+            where()
+        message = str(caught.value)
+        assert "LANGGRAPH_MOA_CACHE" in message and "\n" not in message, message
+    with pytest.raises(HistoryError) as caught:
+        default_history_path()
+    message = str(caught.value)
+    for named in ("MOA_HISTORY", "--history", "LANGGRAPH_MOA_CACHE"):
+        assert named in message and "\n" not in message, message
+    assert _open_history(None) is None  # `moa serve` serves, saying why it keeps no history
+    monkeypatch.setenv("MOA_HISTORY", str(no_cache_settings / "runs.sqlite3"))
+    assert default_history_path() == no_cache_settings / "runs.sqlite3"

@@ -261,6 +261,9 @@ def cache_root() -> Path:
     that Windows and macOS users do not look in for caches; one an earlier version filled
     stays in use until the OS's folder exists, or an upgrade would lose the page's history
     and assemble every model again. Nothing is made here.
+
+    Raises:
+        LocalModelError: the folder depends on a home folder this user has none of.
     """
     if chosen := os.environ.get("LANGGRAPH_MOA_CACHE"):
         return Path(chosen)
@@ -272,16 +275,31 @@ def cache_root() -> Path:
     return earlier if earlier.is_dir() and not folder.exists() else folder
 
 
+NO_HOME = "this user has no home folder (no HOME, no user entry)"
+"""Why no cache folder is known: a container's arbitrary uid has neither."""
+
+
+def _home() -> Path:
+    """Return the user's home folder, or say in one sentence which variable replaces it."""
+    try:
+        return Path.home()
+    except RuntimeError:  # Path.home()'s bare "Could not determine home directory."
+        raise LocalModelError(
+            f"The local models' cache folder has no place: {NO_HOME}; "
+            "set LANGGRAPH_MOA_CACHE to a writable folder."
+        ) from None
+
+
 def _os_cache_folder() -> Path:
     """Return the OS's folder for this package's caches; the home is asked only if needed."""
     if sys.platform == "win32":
         local = os.environ.get("LOCALAPPDATA", "")
-        base = Path(local) if os.path.isabs(local) else Path.home() / "AppData" / "Local"
+        base = Path(local) if os.path.isabs(local) else _home() / "AppData" / "Local"
         return base / "langgraph-moa" / "Cache"
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "langgraph-moa"
+        return _home() / "Library" / "Caches" / "langgraph-moa"
     xdg = os.environ.get("XDG_CACHE_HOME", "")
-    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "langgraph-moa"
+    return (Path(xdg) if os.path.isabs(xdg) else _home() / ".cache") / "langgraph-moa"
 
 
 def cache_dir() -> Path:

@@ -24,15 +24,25 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa._json import dumps
-from langgraph_moa.errors import MoAError
-from langgraph_moa.local.catalog import cache_root
+from langgraph_moa.errors import LocalModelError, MoAError
+from langgraph_moa.local.catalog import NO_HOME, cache_root
 
 
 def default_history_path() -> Path:
-    """Return where the page's history lives unless the operator says otherwise."""
+    """Return where the page's history lives unless the operator says otherwise.
+
+    Raises:
+        HistoryError: no cache folder is known (no home), and ``MOA_HISTORY`` names no file.
+    """
     if env := os.environ.get("MOA_HISTORY"):
         return Path(env)
-    return cache_root() / "history.sqlite3"
+    try:
+        return cache_root() / "history.sqlite3"
+    except LocalModelError:
+        raise HistoryError(
+            f"The page's history has no place: {NO_HOME}; set MOA_HISTORY (or moa serve "
+            "--history) to a file, or LANGGRAPH_MOA_CACHE to a writable folder."
+        ) from None
 
 
 class Compactor:
