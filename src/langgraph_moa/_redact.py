@@ -261,10 +261,12 @@ def shell_command(words: list[str], keyed: Collection[str]) -> str:
     A key must not be printed where a terminal's scrollback or a CI log keeps it, and a
     placeholder (``[redacted]``) typed back as shown was sent as the key. One key written
     twice is one variable; a word already reading a key from one (``${MOA_URL_KEY}``, a
-    command written by this function and split again) keeps it. Only the values of the
-    `keyed` options (``--system spec``, ``--system=spec``: those that take a model spec) hold
-    a URL; any other word is written as it is, a path such as ``runs?key=1`` too, which read
-    from a variable named another folder when the command ran again.
+    command written by this function and split again) keeps it. The values of the `keyed`
+    options (``--system spec``, ``--system=spec``: those that take a model spec) have their
+    keys read from variables, and so does any other word holding a URL (``://``: a spec
+    given as ``-sspec``, or to another script's option, ``--systems a,spec``); any other
+    word is written as it is, a path such as ``runs?key=1`` too, which read from a variable
+    named another folder when the command ran again.
     """
     keys: dict[str, str] = {}
     shown = []
@@ -274,6 +276,8 @@ def shell_command(words: list[str], keyed: Collection[str]) -> str:
             shown.append(_shell_word(word, keys))
         elif equals and value and option in keyed:
             shown.append(shlex.quote(option + equals) + _shell_word(value, keys))
+        elif "://" in word:
+            shown.append(_shell_word(word, keys))
         else:
             shown.append(shlex.quote(word))
     return " ".join(shown)

@@ -884,3 +884,30 @@ def test_a_command_given_in_python_keeps_its_paths_that_hold_a_key_parameter(tmp
     assert kept[4:] == words[4:]
     given = shlex.join(["moa", "eval", f"--system={spec}"])
     assert "secret-key-1" not in Evaluation([spec], ITEMS[:1], tmp_path, command=given).command
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        # A spec given as a short option with its value attached, as Click reads it.
+        ["moa", "eval", "-ssingle:m@https://api.example/v1?key=secret-key-1"],
+        # Another program's command (benchmarks/gsm8k.py's): its options are not moa eval's.
+        [
+            "python",
+            "gsm8k.py",
+            "systems",
+            "--systems",
+            "single:m@https://api.example/v1?key=secret-key-1",
+        ],
+    ],
+)
+def test_a_command_given_in_python_keeps_no_key_of_a_url_in_any_option(tmp_path, words):
+    # Only the values of --system, -s, --judge and --baseline had their URL keys read from a
+    # variable: a key in any other word (an attached short option, another script's option)
+    # was written into provenance.json and the report as it was given.
+    import shlex
+
+    spec = "single:m@https://api.example/v1?key=secret-key-1"
+    evaluation = Evaluation([spec], ITEMS[:1], tmp_path, command=shlex.join(words))
+    assert "secret-key-1" not in evaluation.command
+    assert shlex.split(evaluation.command)[-1].endswith("${MOA_URL_KEY}")

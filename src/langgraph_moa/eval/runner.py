@@ -71,9 +71,10 @@ from langgraph_moa.run.cache import SQLiteCallCache
 
 SINGLE = "single:"
 SPEC_OPTIONS = ("--system", "-s", "--judge", "--baseline")
-"""The `moa eval` options whose values are model specs: the only words of a recorded command
-whose URL keys (``single:m@https://h/v1?key=...``) are read from a variable (`shell_command`);
-a dataset or output path holding ``?key=`` is kept as it is."""
+"""The `moa eval` options whose values are model specs: their URL keys
+(``single:m@https://h/v1?key=...``) are read from a variable in a recorded command, as are
+those of any other word holding a URL (`shell_command`); a dataset or output path holding
+``?key=`` is kept as it is."""
 JUDGE_PARAMS = {"temperature": 0.0, "max_tokens": 8}
 """The judge's call settings: greedy, and room for "A", "B" or "tie" only."""
 T = TypeVar("T")
