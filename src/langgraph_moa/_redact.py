@@ -135,12 +135,15 @@ _KNOWN_SCHEME = (
 )
 """An authorization's known scheme, in any case: its credentials go, whatever they look like."""
 
-_WORD = r"""(?-i:[A-Za-z][a-z]{0,19})[.:!?]?(?![^\s,;"'}])"""
-"""An ordinary word of a message (``Invalid``, ``required.``): a letter, then up to 19 small
-letters, ending its token. A token with a digit, a sign, a capital inside or more letters
-than a word has (``abc123``, ``TlRMTVNT``) is taken for a credential."""
-
-_CREDENTIAL_TOKEN = rf"""(?!{_WORD})[^\s,;"'}}]+"""
+_WORD = r"(?-i:[A-Za-z][a-z]{0,19})"
+_TOKEN_END = r"""(?![^\s,;"'}])"""
+_MESSAGE = rf"{_WORD}(?:[.:]{_TOKEN_END}|[ \t]+{_WORD}[.:!?]?{_TOKEN_END})"
+"""An authorization's value that is a message's words (``Invalid credentials``,
+``invalid or expired``, ``Required.``): an ordinary word (a letter, then up to 19 small
+letters) that a sentence's stop ends, or that another such word follows on its line. A
+token with a digit, a sign, a capital inside or more letters than a word has (``abc123``,
+``TlRMTVNT``) is a credential, and so is one word alone, the field's whole value
+(``authorization: letmein``, a header line or a dump): that is where a credential stands."""
 
 _AUTH_VALUE = r"""[\w\-]+=(?:"(?:\\.|[^"\\\n])*"|[^\s,"']*)"""
 _AUTH_PARAMS = rf"{_AUTH_VALUE}(?:[ \t]*,[ \t]*{_AUTH_VALUE})*"
@@ -149,13 +152,14 @@ Signature 4's ``Credential=..., SignedHeaders=..., Signature=...``): all of them
 
 _AUTH_CREDENTIALS = (
     rf"(?:{_KNOWN_SCHEME}[ \t]+(?:{_AUTH_PARAMS}|[^\s,;\"'}}]+)"
-    rf"|(?:(?-i:[A-Z][A-Za-z]*(?:-[A-Za-z]+)*)[ \t]+)?(?:{_AUTH_PARAMS}|{_CREDENTIAL_TOKEN}))"
+    rf"|(?!{_MESSAGE})(?:(?-i:[A-Z][A-Za-z]*(?:-[A-Za-z]+)*)[ \t]+)?"
+    rf"(?:{_AUTH_PARAMS}|[^\s,;\"'}}]+))"
 )
-"""An authorization's value: a known scheme and its credentials; or credentials that look
-like one, after a capitalized word taken for a scheme (``Custom abc123def``) or alone
-(``authorization: abc123 is rejected``), the word after them the message's. Ordinary words
-(``Authorization: Invalid credentials``) are the message's: "Invalid" was taken for a
-scheme and "credentials" redacted."""
+"""An authorization's value: a known scheme and its credentials; or, unless it reads as a
+message (`_MESSAGE`), credentials after a capitalized word taken for a scheme (``Custom
+abc123def``) or alone (``authorization: abc123 is rejected``), the word after them the
+message's. A message's words (``Authorization: Invalid credentials``) are shown: "Invalid"
+was taken for a scheme and "credentials" redacted."""
 
 
 _CREDENTIAL_FIELD = re.compile(

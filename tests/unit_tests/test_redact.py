@@ -262,6 +262,15 @@ def test_a_credential_field_loses_its_whole_value_and_nothing_after_it(text, sho
         ("Authorization: Invalid abc123", f"Authorization: {REDACTED}"),
         ("authorization: hunter2 failed", f"authorization: {REDACTED} failed"),
         ("authorization: abcdefghijklmnopqrstuvwxyz", f"authorization: {REDACTED}"),
+        # A credential that is one word of small letters, the field's whole value (a header
+        # line, a dump), was taken for a message's word and shown: a message goes on after
+        # its first word, or ends it as a sentence does.
+        ("authorization: letmein", f"authorization: {REDACTED}"),
+        ("Authorization: Opensesame\r\nHost: h", f"Authorization: {REDACTED}\r\nHost: h"),
+        ("authorization=opensesame", f"authorization={REDACTED}"),
+        ("{'authorization': letmein, 'x': 1}", f"{{'authorization': {REDACTED}, 'x': 1}}"),
+        ("Proxy-Authorization: hunter", f"Proxy-Authorization: {REDACTED}"),
+        ("authorization: GoogleLogin secretword", f"authorization: {REDACTED}"),
     ],
 )
 def test_an_authorization_field_keeps_ordinary_words_and_loses_credentials(text, shown):
