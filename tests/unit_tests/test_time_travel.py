@@ -179,3 +179,16 @@ def test_an_edit_as_prepare_of_a_run_just_prepared_still_routes(fake, log):
     assert sorted(c.label for c in log.calls) == ["A", "AGG", "B"]
     assert "and briefly" in " ".join(m.text for m in log.by("A")[0].messages)
     assert out["messages"][-1].text == "AGG #1"
+
+
+def test_an_edit_as_propose_of_a_thread_no_run_prepared_names_the_edit_that_starts_one(fake, log):
+    """`propose`'s edge routes nothing, so its edit of a new thread was taken; resuming it
+    said the run was "checkpointed mid-run by an earlier version of langgraph-moa", which
+    no version had done. It says there is no run yet, and which edit starts one."""
+    graph = create_moa_graph(two_layers(fake), checkpointer=InMemorySaver())
+    graph.update_state(THREAD, QUESTION, as_node="propose")
+    with pytest.raises(MoAConfigError) as caught:
+        graph.invoke(None, THREAD)
+    message = str(caught.value)
+    assert "as_node='__start__'" in message and "earlier version" not in message
+    assert log.calls == []

@@ -105,6 +105,12 @@ START_EDIT = (
     "with as_node='__start__' (update_state(config, {'messages': [...]}, as_node='__start__'))"
 )
 """The checkpoint edit that starts a run, named where an edit after `prepare` is refused."""
+_NO_RUN = (
+    f"This thread has no run yet (no run prepared it): give its input {START_EDIT}, "
+    "and the run starts when the thread resumes."
+)
+"""Said of an edit of a thread no run prepared, as a node after `prepare`: at the edit where
+its router has no run to route, or where it resumes (`propose`'s edge routes nothing)."""
 
 
 class MoANodes:
@@ -157,10 +163,7 @@ class MoANodes:
         if _runtime() is not None:
             return self.plan()
         if not state.get("run_token"):
-            raise MoAConfigError(
-                f"This thread has no run to edit yet (no run prepared it): give its input "
-                f"{START_EDIT}, and the run starts when the thread resumes."
-            )
+            raise MoAConfigError(_NO_RUN)
         if first and (state.get("layer") or state.get("calls")):
             raise MoAConfigError(
                 "An edit as 'prepare' keeps this thread's last run (its layers, proposals and "
@@ -187,10 +190,13 @@ class MoANodes:
         layers would mix the two MoAs' proposals, or index a proposer that is not there. A
         token without one was written by an earlier version, before the digest was recorded
         (`prepare` always writes it now): nothing tells its MoA from another, so the run is
-        refused rather than resumed unchecked. Every node runs this, so it is one comparison
-        (issue 23).
+        refused rather than resumed unchecked. No token at all: no run prepared the thread
+        (an edit as `propose` of a new one, which no router refuses), and `_NO_RUN` says
+        so. Every node runs this, so it is one comparison (issue 23).
         """
         plan = self.plan()
+        if not run_token:  # an edit as `propose` of a new thread: its edge routes nothing
+            raise MoAConfigError(_NO_RUN)
         if SHAPE_MARK not in run_token:
             raise MoAConfigError(
                 "This thread's run was checkpointed mid-run by an earlier version of "
