@@ -1226,3 +1226,17 @@ async def test_a_token_after_a_full_join_waits_its_own_interval():
 
 def _record(proposer: int) -> dict:
     return {"role": "proposer", "layer": 1, "proposer": proposer, "sample": 0}
+
+
+def test_the_redirect_from_the_prefix_itself_names_its_request(system):
+    # `served_under` answered the bare prefix's redirect outside the request-ID layer, so the
+    # one response README says every response carries was without its X-Request-ID.
+    from langgraph_moa.serving._guard import ServeSecurity
+    from langgraph_moa.serving._server import stacked
+
+    app = stacked(create_app({"m": system}), ["m"], ServeSecurity(), lambda line: None, "/moa")
+    client = TestClient(app, base_url="http://localhost")
+    moved = client.get("/moa", follow_redirects=False)
+    assert moved.status_code == 307 and len(moved.headers["x-request-id"]) == 32
+    kept = client.get("/moa/v1/models", headers={"x-request-id": "mine-1"})
+    assert kept.headers.get_list("x-request-id") == ["mine-1"]

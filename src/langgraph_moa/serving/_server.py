@@ -42,13 +42,14 @@ def stacked(
 ) -> Any:
     """Wrap `app` as `moa serve` serves it: the prefix, the request ID, the log, the proxy.
 
-    The request ID goes around the access log and the forwarded-client cap, not only inside
-    the app: a 429 the cap answers, or a line the log writes for it, names its request too.
+    The request ID goes around everything, not only inside the app: a 429 the forwarded-client
+    cap answers, the line the log writes for it, and the redirect of the bare prefix name their
+    request too.
     """
     from langgraph_moa.serving._access import AccessLog
 
     logged = AccessLog(forwarded_clients(app, security), systems, log)
-    return served_under(RequestID(logged, on_crash=send_crash), root_path)
+    return RequestID(served_under(logged, root_path), on_crash=send_crash)
 
 
 def serve(
