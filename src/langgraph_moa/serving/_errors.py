@@ -25,7 +25,7 @@ from langgraph_moa.errors import (
     RequestTimeoutError,
 )
 from langgraph_moa.serving._request_id import with_id
-from langgraph_moa.serving._schema import _is_union_tag
+from langgraph_moa.serving._schema import REFUSED, _is_union_tag
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -166,9 +166,10 @@ def _invalid_body(exc: ValidationError) -> _APIError:
             code="invalid_body",
         )
     if first["type"] == "extra_forbidden":
+        why = REFUSED.get(param or "", "remove it")  # OpenAI's own fields say why
         return _APIError(
             400,
-            f"The field {param!r} is not supported by this server; remove it.",
+            f"The field {param!r} is not supported by this server: {why}.",
             param=param,
             code="unsupported_parameter",
         )

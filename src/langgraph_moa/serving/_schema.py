@@ -185,6 +185,18 @@ _Message = Annotated[
 
 class _StreamOptions(_Body):
     include_usage: StrictBool = False
+    include_obfuscation: StrictBool = False
+    """OpenAI pads its chunks with a random ``obfuscation`` field unless this is false; these
+    chunks carry none, so false (what some clients send to save bytes) is what they get."""
+
+    @field_validator("include_obfuscation")
+    @classmethod
+    def _no_padding(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "this server adds no obfuscation field to its chunks; leave it out or send false"
+            )
+        return value
 
 
 class _ResponseFormat(_Body):
@@ -239,6 +251,29 @@ _MetadataKey = Annotated[StrictStr, Field(max_length=64)]
 _MetadataValue = Annotated[StrictStr, Field(max_length=512)]
 
 
+REFUSED = {
+    "logit_bias": "each of the mixture's models has its own token ids, so one bias would push "
+    "different tokens in each",
+    "audio": "MoA answers in text only, its aggregator writing from the proposals' text",
+    "prediction": "the answer is the aggregator's synthesis of proposals, not an edit of a text "
+    "known ahead, so no predicted output can be matched",
+    "reasoning_effort": "the mixture's models take it differently or not at all (llama.cpp has "
+    "no such setting), so one value cannot mean the same to each",
+    "verbosity": "the mixture's models take it differently or not at all (llama.cpp has no "
+    "such setting), so one value cannot mean the same to each",
+    "service_tier": "the operator's accounts with the providers choose it, not a request",
+    "web_search_options": "the mixture's calls search no web; put what you found in the "
+    "messages, or give a tool",
+    "functions": "it is OpenAI's deprecated form of tools; send them as 'tools'",
+    "function_call": "it is OpenAI's deprecated form of tool_choice; send 'tool_choice'",
+}
+"""OpenAI's Chat Completions fields MoA refuses, with why (the 400's words, `_invalid_body`).
+They are no fields of `ChatRequest`: unknown fields are refused, and these say why."""
+
+MOA_FIELDS = frozenset(("layers", "samples", "variant", "proposers", "aggregator", "moa_progress"))
+"""`ChatRequest`'s fields of MoA's own; every other one is OpenAI's."""
+
+
 MAX_STOPS = 64
 """Stop strings a request may give: OpenAI's limit is 4, but llama.cpp takes more, and the
 server does not refuse what its backends take; a bound still caps the per-token matching."""
@@ -267,7 +302,14 @@ class ChatRequest(_Body):
     """Forwarded as the run's trace metadata (``user``), not to the models."""
     metadata: dict[_MetadataKey, _MetadataValue] | None = Field(default=None, max_length=16)
     """Forwarded as the run's trace metadata (``request_metadata``)."""
+    safety_identifier: StrictStr | None = Field(default=None, max_length=64)
+    """OpenAI's successor of ``user``: forwarded to the trace metadata as ``user`` is."""
+    prompt_cache_key: StrictStr | None = Field(default=None, max_length=256)
+    """A caching hint that changes no answer: forwarded to the trace metadata."""
     store: StrictBool | None = None
+    """Accepted, and nothing is stored: it asks OpenAI to keep the answer for its own tools."""
+    modalities: list[StrictStr] | None = None
+    """Only ``["text"]``: MoA answers in text."""
     # Passed through to the model calls (see `run._options`).
     tools: list[_Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
@@ -331,6 +373,16 @@ class ChatRequest(_Body):
             )
         return value
 
+    @field_validator("modalities")
+    @classmethod
+    def _text_only(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and set(value) - {"text"}:
+            raise ValueError(
+                "MoA answers in text only, its aggregator writing from the proposals' text; "
+                'leave it out or send ["text"]'
+            )
+        return value
+
     @field_validator("n")
     @classmethod
     def _one_choice(cls, value: int | None) -> int | None:
@@ -344,8 +396,8 @@ class ChatRequest(_Body):
         neutral = 1 if info.field_name == "top_p" else 0
         if value is not None and value != neutral:
             raise ValueError(
-                f"this server does not support it; leave it out (or at {neutral}) and use "
-                "temperature instead"
+                f"MoA varies its proposals by temperature alone; leave it out (or at {neutral}) "
+                "and use temperature instead"
             )
         return value
 
@@ -414,10 +466,12 @@ class ChatRequest(_Body):
         return options
 
     def trace_metadata(self) -> dict[str, Any]:
-        """Return what the request forwards to the run's trace (``user``, ``metadata``)."""
-        out: dict[str, Any] = {}
-        if self.user is not None:
-            out["user"] = self.user
+        """Return what the request forwards to the run's trace (``user``, ``metadata``, ...)."""
+        out: dict[str, Any] = {
+            key: value
+            for key in ("user", "safety_identifier", "prompt_cache_key")
+            if (value := getattr(self, key)) is not None
+        }
         if self.metadata:
             out["request_metadata"] = dict(self.metadata)
         return out

@@ -1,0 +1,114 @@
+"""Every parameter of OpenAI's Chat Completions reference is honoured by `moa serve` or refused
+with a 400 that names it and says why; the README's table says which, kept in sync here."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from langgraph_moa.serving import _schema
+from langgraph_moa.serving._schema import ChatRequest
+from tests.unit_tests.test_serve import USER, assert_one_sentence, client, post, system
+
+__all__ = ["client", "system"]  # the fixtures these tests use
+
+README = Path(__file__).parents[2] / "README.md"
+TOOLS = [{"type": "function", "function": {"name": "add"}}]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "fragment"),
+    [
+        ({"logit_bias": {"50256": -100}}, "logit_bias", "token ids"),
+        ({"modalities": ["text", "audio"]}, "modalities", "text only"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio", "text only"),
+        ({"prediction": {"type": "content", "content": "x"}}, "prediction", "aggregator"),
+        ({"reasoning_effort": "low"}, "reasoning_effort", "differently"),
+        ({"verbosity": "low"}, "verbosity", "differently"),
+        ({"service_tier": "flex"}, "service_tier", "operator"),
+        ({"web_search_options": {}}, "web_search_options", "no web"),
+        ({"functions": [{"name": "add"}]}, "functions", "'tools'"),
+        ({"function_call": "auto"}, "function_call", "'tool_choice'"),
+        ({"top_p": 0.5}, "top_p", "temperature"),
+        ({"n": 2}, "n", "one answer"),
+        (
+            {"stream": True, "stream_options": {"include_obfuscation": True}},
+            "stream_options.include_obfuscation",
+            "no obfuscation",
+        ),
+    ],
+)
+def test_an_openai_parameter_moa_cannot_honour_is_refused_saying_why(
+    client, log, extra, param, fragment
+):
+    """They were refused as "not supported by this server; remove it", with no reason: a
+    client could not tell a parameter MoA cannot honour from one it had misspelt."""
+    error = assert_one_sentence(post(client, {"model": "m", "messages": USER, **extra}), 400)
+    assert error["param"] == param
+    assert fragment in error["message"], error["message"]
+    assert log.calls == []
+
+
+def test_an_unknown_field_is_still_refused_as_unknown(client):
+    error = assert_one_sentence(
+        post(client, {"model": "m", "messages": USER, "tempreature": 1}), 400
+    )
+    assert error["param"] == "tempreature" and error["code"] == "unsupported_parameter"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"stream": True, "stream_options": {"include_obfuscation": False}},
+        {"stream": True, "stream_options": {"include_usage": True, "include_obfuscation": False}},
+        {"modalities": ["text"]},
+    ],
+)
+def test_a_parameter_asking_for_what_moa_does_anyway_is_accepted(client, extra):
+    """``include_obfuscation: false`` (no padding field in the chunks) and ``modalities:
+    ["text"]`` ask for what MoA does: they were a 400."""
+    response = post(client, {"model": "m", "messages": USER, **extra})
+    assert response.status_code == 200, response.text
+    assert "AGG #" in response.text
+    assert "obfuscation" not in response.text
+
+
+def test_safety_identifier_and_prompt_cache_key_go_to_the_trace_not_the_models(client, log):
+    """OpenAI's successors of ``user``: they were a 400, so a current SDK client that sets
+    them could not use the server; they change no answer, and go where ``user`` goes."""
+    extra = {"safety_identifier": "s-1", "prompt_cache_key": "k-1"}
+    assert post(client, {"model": "m", "messages": USER, **extra}).status_code == 200
+    assert "s-1" not in repr([c.kwargs for c in log.calls])
+    body = ChatRequest.model_validate({"model": "m", "messages": USER, **extra})
+    assert body.trace_metadata() == extra
+    assert "s-1" not in json.dumps(body.run_options(picks_proposal=False))
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"safety_identifier": "s" * 65}, "safety_identifier"),
+        ({"prompt_cache_key": "k" * 257}, "prompt_cache_key"),
+    ],
+)
+def test_trace_identifiers_past_their_bounds_are_a_400(client, extra, param):
+    error = assert_one_sentence(
+        post(client, {"model": "m", "messages": USER, **extra}), 400, "at most"
+    )
+    assert error["param"] == param
+
+
+def _table_parameters() -> list[str]:
+    """The first column of the README's table of Chat Completions parameters."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("| parameter | what `moa serve` does |", 1)[1].split("\n\n", 1)[0]
+    return re.findall(r"^\| `(\w+)`", section, flags=re.MULTILINE)
+
+
+def test_the_readme_table_lists_every_parameter_the_server_reads_or_refuses_once():
+    listed = _table_parameters()
+    assert len(listed) == len(set(listed)), "a parameter listed twice"
+    openai_fields = set(ChatRequest.model_fields) - _schema.MOA_FIELDS
+    assert set(listed) == openai_fields | set(_schema.REFUSED) | _schema.MOA_FIELDS
+    assert not openai_fields & set(_schema.REFUSED)  # refused by name, so never a field too
