@@ -112,3 +112,14 @@ def test_the_readme_table_lists_every_parameter_the_server_reads_or_refuses_once
     openai_fields = set(ChatRequest.model_fields) - _schema.MOA_FIELDS
     assert set(listed) == openai_fields | set(_schema.REFUSED) | _schema.MOA_FIELDS
     assert not openai_fields & set(_schema.REFUSED)  # refused by name, so never a field too
+
+
+def test_an_assistant_turn_that_refused_reaches_the_models_as_what_it_said(client, log):
+    """OpenAI writes a refused turn as ``{"content": null, "refusal": "..."}``; a client
+    replaying its conversation got a 400 ("needs 'content' or 'tool_calls'")."""
+    refused = {"role": "assistant", "content": None, "refusal": "I cannot help with that."}
+    response = post(client, {"model": "m", "messages": [*USER, refused, *USER]})
+    assert response.status_code == 200, response.text
+    seen = log.by("A")[0].messages
+    assert [m.type for m in seen] == ["human", "ai", "human"]
+    assert seen[1].text == "I cannot help with that."

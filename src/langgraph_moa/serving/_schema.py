@@ -168,8 +168,12 @@ class _AssistantMessage(_RoleMessage):
 
     @model_validator(mode="after")
     def _says_something(self) -> "_AssistantMessage":
+        if self.content is None and self.refusal is not None:
+            # OpenAI writes a refused turn so; the refusal is what the turn said, and the
+            # models must read it (LangChain would keep it aside, and send an empty turn).
+            self.content, self.refusal = self.refusal, None
         if self.content is None and not self.tool_calls:
-            raise ValueError("an assistant message needs 'content' or 'tool_calls'")
+            raise ValueError("an assistant message needs 'content', 'refusal' or 'tool_calls'")
         return self
 
 
