@@ -116,3 +116,25 @@ def load_agent_example():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+async def leave_at_first_start(source) -> None:
+    """Read a page run's stream (`serving._ui._run`) as a client that leaves once a call has
+    started: the reading task is cancelled there, as the server cancels it on a disconnect."""
+    import asyncio
+
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for item in source:
+            if "event: started" in str(item):
+                started.set()
+
+    task = asyncio.ensure_future(consume())
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        return
+    raise AssertionError("the run ended before its client left")

@@ -26,6 +26,7 @@ from langgraph_moa.serving._history import (
     RunRecord,
     compact,
 )
+from tests.helpers import leave_at_first_start
 
 USER = [{"role": "user", "content": "Explain X"}]
 QUESTION = {"messages": [HumanMessage("Explain X")]}
@@ -1012,24 +1013,7 @@ def test_a_run_whose_client_left_keeps_every_call_ended_in_the_history(fake, tmp
     config = MoAConfig(proposers=[slow], aggregator=fake("AGG"), layers=2, name="m")
     history = History(tmp_path / "h.sqlite3")
     job = _Job("m", [HumanMessage("Explain X")], MoAContext(), None, False)
-    seen: list[str] = []
-
-    async def watch() -> None:
-        started = asyncio.Event()
-
-        async def consume() -> None:
-            async for item in _run(create_moa_graph(config), job, "r1", config, history):
-                seen.append(item)
-                if "event: started" in item:
-                    started.set()
-
-        task = asyncio.ensure_future(consume())
-        await asyncio.wait_for(started.wait(), 10)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(watch())
+    asyncio.run(leave_at_first_start(_run(create_moa_graph(config), job, "r1", config, history)))
     run = history.get("r1")
     assert run is not None and run.status == "cancelled"
     failed = [e for e in run.events if e["event"] == "failed"]

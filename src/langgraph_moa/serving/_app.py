@@ -229,7 +229,10 @@ def create_app(
         seconds = limits.request_timeout_s
         if job.stream:
             base = _chunk_base(job.name, answer_id(request.scope))
-            stream = _sse(request, graph, run_input, job, seconds, drain, keepalive_s, base)
+            progress = ProgressChunks(run_input) if job.progress else None
+            stream = _sse(
+                request, graph, run_input, job, seconds, drain, keepalive_s, base, progress
+            )
             try:
                 first = await _first_content(stream)
             except MoAError as exc:  # nothing sent yet: the status tells, as without stream
@@ -238,7 +241,9 @@ def create_app(
                 return Response(status_code=499)
             opened = _role_chunk(base) + first
             return StreamingResponse(
-                _after_start(opened, stream), media_type="text/event-stream", headers=STREAM_HEADERS
+                _after_start(opened, stream, progress),
+                media_type="text/event-stream",
+                headers=STREAM_HEADERS,
             )
         try:
             state = await _unless_disconnected(
@@ -394,8 +399,11 @@ def _sse(
     drain: Drain,
     keepalive_s: float | None,
     base: dict[str, Any],
+    progress: ProgressChunks | None = None,
 ) -> AsyncIterator[str]:
     """Server-sent events in OpenAI's chunk format: tokens, finish, usage, [DONE].
+
+    With `progress` (``moa_progress: true``), the run's progress events go between them.
 
     Relayed by `_events.pump`: keep-alive comments in long silences (a proposer layer), and
     the run cancelled when the client disconnects, or stopped when the server's drain ends
@@ -403,7 +411,7 @@ def _sse(
     opens the response (`_first_content`). A run's failure is raised, not sent.
     """
     return pump(
-        _timed(_events(graph, run_input, job, base), seconds, drain),
+        _timed(_events(graph, run_input, job, base, progress), seconds, drain),
         lambda: _disconnected(request),
         keepalive_s,
     )
@@ -435,13 +443,22 @@ async def _first_content(stream: AsyncIterator[str]) -> str | None:
         raise
 
 
-async def _after_start(opened: str, stream: AsyncIterator[str]) -> AsyncIterator[str]:
-    """Relay the rest of a started stream; a failure now goes in-band, as OpenAI's does."""
+async def _after_start(
+    opened: str, stream: AsyncIterator[str], progress: ProgressChunks | None = None
+) -> AsyncIterator[str]:
+    """Relay the rest of a started stream; a failure now goes in-band, as OpenAI's does.
+
+    A run stopped from outside (its deadline, the server's drain) cancels its calls in
+    flight without their own ``failed`` events: with `progress` on, they are sent first, so
+    every call the client saw start is seen to end, as on the page's stream.
+    """
     yield opened
     try:
         async for item in stream:
             yield item
     except MoAError as exc:  # the status line is already sent
+        if progress is not None:
+            yield progress.stopped(f"Stopped: {_api_error(exc).message}")
         yield _error_event(exc)
         yield "data: [DONE]\n\n"
 
@@ -465,7 +482,11 @@ def _role_chunk(base: dict[str, Any]) -> str:
 
 
 async def _events(
-    graph: Any, run_input: dict[str, Any], job: _Job, base: dict[str, Any]
+    graph: Any,
+    run_input: dict[str, Any],
+    job: _Job,
+    base: dict[str, Any],
+    chunks: ProgressChunks | None = None,
 ) -> AsyncIterator[str]:
     def event(payload: dict[str, Any]) -> str:
         return _chunk(base, payload)
@@ -473,9 +494,8 @@ async def _events(
     def content(text: str) -> str:
         return event({"choices": [{"index": 0, "delta": {"content": text}}]})
 
-    if job.progress:
+    if chunks is not None:
         watched = RunEvents(graph, run_input, job.config(), context=job.context)
-        chunks = ProgressChunks(run_input)
         async for item in watched:
             text, line = chunks.take(item, watched.source)
             if text:

@@ -364,6 +364,8 @@ class ProgressChunks:
         """Start with nothing streamed, holding text back as `run_input`'s tools ask."""
         self.hold = ToolCallHold.for_run(run_input)
         self.one = OneAttempt()
+        self.calls: list[dict[str, Any]] = []
+        """The ``started``, ``finished`` and ``failed`` events sent, for `stopped`."""
 
     def closing(self, answer: Any) -> str:
         """Return the answer text still to send once the run is over.
@@ -387,4 +389,18 @@ class ProgressChunks:
         if event["event"] == "token" and event.get("final"):
             self.one.check(*source)
             return self.one.sent(self.hold.take(event["text"])), None
-        return None, f"event: moa.progress\ndata: {dumps(event)}\n\n"
+        if event["event"] in _CALL_BOUNDS:
+            self.calls.append(event)
+        return None, _progress_line(event)
+
+    def stopped(self, why: str) -> str:
+        """Return a ``failed`` (cancelled) line for each call that started and never ended."""
+        return "".join(map(_progress_line, stopped_calls(self.calls, why)))
+
+
+_CALL_BOUNDS = ("started", "finished", "failed")
+"""The events `ProgressChunks` keeps to tell which calls a stopped run left running."""
+
+
+def _progress_line(event: dict[str, Any]) -> str:
+    return f"event: moa.progress\ndata: {dumps(event)}\n\n"
