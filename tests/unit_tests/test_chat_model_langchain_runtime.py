@@ -8,7 +8,7 @@ from langchain_core.globals import get_llm_cache, set_llm_cache
 from langchain_core.rate_limiters import BaseRateLimiter
 from langchain_core.runnables import ConfigurableField
 
-from langgraph_moa import MoAChatModel, MoAConfig
+from langgraph_moa import MoAChatModel, MoAConfig, create_moa_graph
 
 
 @pytest.fixture
@@ -45,6 +45,18 @@ def test_the_samples_of_one_model_stay_distinct_under_the_global_llm_cache(fake,
 def test_the_samples_of_one_model_stay_distinct_under_its_own_cache(fake, log):
     MoAChatModel(config=_self_moa(fake, cache=InMemoryCache())).invoke("hi")
     assert sorted(c.output for c in log.by("A")) == ["A #1", "A #2", "A #3"]
+
+
+@pytest.mark.usefixtures("global_cache")
+def test_two_proposers_of_one_model_stay_distinct_under_the_global_llm_cache(fake, log):
+    # Listing a model twice is the same call twice, as its samples are: the second was
+    # served the first's cached answer (on a later run, always), one proposal repeated.
+    same = fake("A")
+    graph = create_moa_graph(MoAConfig(proposers=[same, same], aggregator=fake("AGG"), layers=2))
+    for _ in range(2):
+        calls = graph.invoke({"messages": [("user", "hi")]})["calls"]
+        proposals = [c["output"] for c in calls if c["role"] == "proposer"]
+        assert len(set(proposals)) == 2, proposals
 
 
 def test_a_model_pickles_for_multiprocessing_and_the_copy_runs_its_own_config():

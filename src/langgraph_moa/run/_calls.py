@@ -39,6 +39,7 @@ from langgraph_moa.providers._models import (
     OpenAIEndpoint,
     describe_model,
     has_own_timeout,
+    same_model,
 )
 from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_after_s
 from langgraph_moa.providers._table import LOCAL_PREFIX, is_sdk_timeout
@@ -89,6 +90,21 @@ class CallId(NamedTuple):
         """
         return {"run_name": run_name, "tags": tags, "metadata": self.trace_metadata(cfg)}
 
+    def repeats(self, cfg: MoAConfig) -> bool:
+        """Tell whether an earlier proposal of this call's layer may be this very call.
+
+        A proposer's later samples are, and so is a proposer whose model an earlier one of
+        the layer has too (``proposers=[m, m]``, two names of one model): same model, same
+        messages. LangChain's LLM cache served such a call the earlier one's answer, one
+        proposal repeated; `without_llm_cache` makes it skip the cache.
+        """
+        if self.role != "proposer":
+            return False
+        if self.sample > 0:
+            return True
+        model = cfg.proposers[self.proposer].model
+        return any(same_model(p.model, model) for p in cfg.proposers[: self.proposer])
+
 
 def with_trace(
     model: Runnable[Any, Any], trace: RunnableConfig | None
@@ -117,9 +133,10 @@ def without_llm_cache(model: Runnable[Any, Any]) -> Runnable[Any, Any]:
     LangChain's cache (``set_llm_cache``, or a model's own ``cache=``) keys a call by the
     model's parameters and the messages, and the samples of one proposer are the same call:
     the second and third sample were served the first's answer, so a Self-MoA run aggregated
-    one proposal three times (and counted its tokens thrice). A sample after the first is
-    therefore always generated; the first is cached as any call of that model, and a
-    whole `MoAChatModel` answer is cached under the MoA's own key. A model with tools or
+    one proposal three times (and counted its tokens thrice). A call that repeats an earlier
+    one of its layer (`CallId.repeats`) is therefore always generated; the first is cached as
+    any call of that model, and a whole `MoAChatModel` answer is cached under the MoA's own
+    key. A model with tools or
     options bound is its bound model made so; anything else is called as it is.
     """
     if isinstance(model, RunnableBinding):
@@ -714,12 +731,14 @@ def cached_call(
     *,
     spec: ModelSpec,
     retried: bool = True,
+    repeated: bool = False,
 ) -> Generator[Request, Any, tuple[Any, bool]]:
     """Answer from the call cache, or have the node's runner call the model; tell which.
 
     The key names the model by `cache_name`, never by the role's display name alone:
     keyed by the name, a renamed role, or two roles sharing a name, were served another
     model's answers. `retried`: whether a failure gets another attempt (`call_model`).
+    `repeated`: whether an earlier call of the run may be this one (`CallId.repeats`).
     """
     key = None
     if cache is not None:
@@ -732,7 +751,7 @@ def cached_call(
         )
         if (hit := cache.get(key)) is not None:
             return hit, True
-    if call.role == "proposer" and call.sample > 0:
+    if repeated:
         model = without_llm_cache(model)
     runnable, config = with_trace(model, config)
     own_timeout = has_own_timeout(spec)
