@@ -99,3 +99,17 @@ def test_configurable_fields_run_the_moa_with_the_configured_values(fake, log):
     configurable.with_config(configurable={"temperature": 0.9, "cap": 50}).invoke("hi")
     assert {c.temperature for c in log.by("A") + log.by("B")} == {0.9}
     assert [c.max_tokens for c in log.by("AGG")] == [50]
+
+
+@pytest.mark.usefixtures("global_cache")
+async def test_the_samples_of_a_chunkwise_layer_stay_distinct_under_the_global_llm_cache(fake):
+    # The last layer of chunk-wise aggregation streams its proposals; a model that cannot
+    # stream is invoked instead, through LangChain's cache, as the other layers' calls are.
+    sampled = {"model": fake("A", disable_streaming=True), "samples": 2}
+    chunks = {"start": "chunks", "chunk_tokens": 2}
+    config = MoAConfig(proposers=[sampled], aggregator=fake("AGG"), layers=2, aggregation=chunks)
+    graph = create_moa_graph(config)
+    for _ in range(2):
+        calls = (await graph.ainvoke({"messages": [("user", "hi")]}))["calls"]
+        proposals = [c["output"] for c in calls if c["role"] == "proposer"]
+        assert len(set(proposals)) == 2, proposals

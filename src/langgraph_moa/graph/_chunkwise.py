@@ -74,6 +74,7 @@ from langgraph_moa.run._calls import (
     explained_failure,
     record_answer,
     record_failure,
+    without_llm_cache,
 )
 from langgraph_moa.run._early import early_start_provenance
 from langgraph_moa.run._options import bind_options, proposal_options, run_options
@@ -207,6 +208,8 @@ class _Chunkwise:
             tags=[TAG_PROPOSER, NOSTREAM],
             metadata=call.trace_metadata(self.cfg),
         )
+        if call.repeats(self.cfg):  # a model that cannot stream is invoked, through the cache
+            model = without_llm_cache(model)
         errors = self.errors[k]
         started = time.perf_counter()
         try:
