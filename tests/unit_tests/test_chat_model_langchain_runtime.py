@@ -113,3 +113,14 @@ async def test_the_samples_of_a_chunkwise_layer_stay_distinct_under_the_global_l
         calls = (await graph.ainvoke({"messages": [("user", "hi")]}))["calls"]
         proposals = [c["output"] for c in calls if c["role"] == "proposer"]
         assert len(set(proposals)) == 2, proposals
+
+
+@pytest.mark.usefixtures("global_cache")
+def test_a_repeated_stream_is_answered_by_the_inner_calls_cached_answers(fake, log):
+    # `stream` never looks up the MoA's own entry, but its inner calls are cached calls:
+    # a repeated question streams the cached answer, and no model is called.
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2))
+    first = "".join(chunk.text for chunk in llm.stream("hi"))
+    calls = len(log.calls)
+    assert "".join(chunk.text for chunk in llm.stream("hi")) == first
+    assert len(log.calls) == calls
