@@ -8,7 +8,7 @@ from langchain_core.globals import get_llm_cache, set_llm_cache
 from langchain_core.rate_limiters import BaseRateLimiter
 from langchain_core.runnables import ConfigurableField
 
-from langgraph_moa import MoAChatModel, MoAConfig, create_moa_graph
+from langgraph_moa import MoAChatModel, MoAConfig, OpenAIEndpoint, create_moa_graph
 
 
 @pytest.fixture
@@ -124,3 +124,14 @@ def test_a_repeated_stream_is_answered_by_the_inner_calls_cached_answers(fake, l
     calls = len(log.calls)
     assert "".join(chunk.text for chunk in llm.stream("hi")) == first
     assert len(log.calls) == calls
+
+
+def test_a_config_of_model_strings_and_endpoints_pickles_and_a_locked_instance_does_not(fake):
+    endpoint = OpenAIEndpoint(base_url="http://127.0.0.1:9/v1", model="x")
+    llm = MoAChatModel(
+        config=MoAConfig(proposers=[endpoint, "local:m"], aggregator="y@http://h/v1")
+    )
+    assert pickle.loads(pickle.dumps(llm)).moa_config == llm.moa_config
+    held = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator="y@http://h/v1"))
+    with pytest.raises(TypeError, match="cannot pickle"):  # the instance's own lock
+        pickle.dumps(held)
