@@ -36,6 +36,20 @@ def test_samples_of_one_model_are_not_merged_by_the_cache(fake, log, tmp_path):
     assert cache.misses == 5 and cache.hits == 0
 
 
+def test_two_proposers_of_one_model_are_not_merged_by_the_cache(fake, tmp_path):
+    # `proposers=[m, m]` is the same call twice, as two samples of m are: one key served
+    # the second proposer the first's answer, on every run after the first.
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    same = fake("M")
+    graph = create_moa_graph(
+        MoAConfig(proposers=[same, same], aggregator=fake("AGG"), layers=2), call_cache=cache
+    )
+    for _ in range(2):
+        calls = graph.invoke(QUESTION)["calls"]
+        proposals = [c["output"] for c in calls if c["role"] == "proposer"]
+        assert len(set(proposals)) == 2, proposals
+
+
 def test_an_added_system_reuses_the_shared_calls(fake, log, tmp_path):
     cache = SQLiteCallCache(tmp_path / "calls.db")
     a, b = fake("A"), fake("B")

@@ -90,7 +90,8 @@ def create_moa_graph(
         response_strict: Passed to `with_structured_output` as ``strict`` when not None
             (OpenAI's strict schema adherence); None leaves the aggregator's own default.
         call_cache: A `CallCache` (e.g. `SQLiteCallCache`): calls already made with the same
-            model, parameters, messages, role and sample are answered from it.
+            model, parameters, messages, role and sample are answered from it (two
+            proposers of one model count on as its samples: ``[m, m]`` is m's 0 and 1).
         limits: Hold every run to `moa serve`'s per-request limits (`RequestLimits`): its
             token budget, and a run context past a limit, naming an endpoint URL the
             config does not, or a variant neither shipped nor the config's, is refused

@@ -423,7 +423,7 @@ class MoANodes:
                 spec=req.spec,
                 # Only an attempt with another after it waits out a provider's Retry-After.
                 retried=step.next_attempt(key) < cfg.retry.max_attempts,
-                repeated=call.repeats(cfg),
+                draw=call.draw(cfg),
             )
             message, parsed = _answer_of(call, response, req.options, _may_answer(cfg, call))
             record = record_answer(

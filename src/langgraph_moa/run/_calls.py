@@ -90,20 +90,24 @@ class CallId(NamedTuple):
         """
         return {"run_name": run_name, "tags": tags, "metadata": self.trace_metadata(cfg)}
 
-    def repeats(self, cfg: MoAConfig) -> bool:
-        """Tell whether an earlier proposal of this call's layer may be this very call.
+    def draw(self, cfg: MoAConfig) -> int:
+        """Return which call of its model this is in its layer: 0 for the first.
 
-        A proposer's later samples are, and so is a proposer whose model an earlier one of
-        the layer has too (``proposers=[m, m]``, two names of one model): same model, same
-        messages. LangChain's LLM cache served such a call the earlier one's answer, one
-        proposal repeated; `without_llm_cache` makes it skip the cache.
+        A proposer's samples are draws 0, 1, ...; a proposer whose model and parameters an
+        earlier one of the layer has too (``proposers=[m, m]``, or two names of one model)
+        goes on from that one's samples: the same call. Keyed by the sample alone,
+        the package's call cache served the second proposer the first's answer, and
+        LangChain's LLM cache did so for either (see `without_llm_cache`). Any other call's
+        is its ``sample``, so a config without a repeated model keeps its keys.
         """
         if self.role != "proposer":
-            return False
-        if self.sample > 0:
-            return True
-        model = cfg.proposers[self.proposer].model
-        return any(same_model(p.model, model) for p in cfg.proposers[: self.proposer])
+            return self.sample
+        mine = cfg.proposers[self.proposer]
+        return self.sample + sum(
+            p.samples
+            for p in cfg.proposers[: self.proposer]
+            if same_model(p.model, mine.model) and p.call_params() == mine.call_params()
+        )
 
 
 def with_trace(
@@ -133,11 +137,11 @@ def without_llm_cache(model: Runnable[Any, Any]) -> Runnable[Any, Any]:
     LangChain's cache (``set_llm_cache``, or a model's own ``cache=``) keys a call by the
     model's parameters and the messages, and the samples of one proposer are the same call:
     the second and third sample were served the first's answer, so a Self-MoA run aggregated
-    one proposal three times (and counted its tokens thrice). A call that repeats an earlier
-    one of its layer (`CallId.repeats`) is therefore always generated; the first is cached as
-    any call of that model, and a whole `MoAChatModel` answer is cached under the MoA's own
-    key. A model with tools or
-    options bound is its bound model made so; anything else is called as it is.
+    one proposal three times (and counted its tokens thrice). A proposer's call after the
+    first of its model in its layer (`CallId.draw`) is therefore always generated; the first
+    is cached as any call of that model, and a whole `MoAChatModel` answer is cached under
+    the MoA's own key. A model with tools or options bound is its bound model made so;
+    anything else is called as it is.
     """
     if isinstance(model, RunnableBinding):
         bound = without_llm_cache(model.bound)
@@ -731,15 +735,16 @@ def cached_call(
     *,
     spec: ModelSpec,
     retried: bool = True,
-    repeated: bool = False,
+    draw: int | None = None,
 ) -> Generator[Request, Any, tuple[Any, bool]]:
     """Answer from the call cache, or have the node's runner call the model; tell which.
 
     The key names the model by `cache_name`, never by the role's display name alone:
     keyed by the name, a renamed role, or two roles sharing a name, were served another
     model's answers. `retried`: whether a failure gets another attempt (`call_model`).
-    `repeated`: whether an earlier call of the run may be this one (`CallId.repeats`).
+    `draw`: the call's `CallId.draw` (its sample if None), the key's sample.
     """
+    draw = call.sample if draw is None else draw
     key = None
     if cache is not None:
         key = call_key(
@@ -747,11 +752,11 @@ def cached_call(
             params=params,
             messages=messages,
             role=call.role,
-            sample=call.sample,
+            sample=draw,
         )
         if (hit := cache.get(key)) is not None:
             return hit, True
-    if repeated:
+    if call.role == "proposer" and draw > 0:
         model = without_llm_cache(model)
     runnable, config = with_trace(model, config)
     own_timeout = has_own_timeout(spec)
