@@ -123,3 +123,23 @@ def test_an_assistant_turn_that_refused_reaches_the_models_as_what_it_said(clien
     seen = log.by("A")[0].messages
     assert [m.type for m in seen] == ["human", "ai", "human"]
     assert seen[1].text == "I cannot help with that."
+
+
+@pytest.mark.parametrize("empty", ["", []])
+def test_a_refused_turn_with_empty_content_reaches_the_models_as_what_it_said(client, log, empty):
+    """LangChain's ``convert_to_openai_messages`` writes a refused turn with ``content: ""``
+    beside its ``refusal``: the refusal was kept aside, and the models read an empty turn."""
+    refused = {"role": "assistant", "content": empty, "refusal": "I cannot help with that."}
+    response = post(client, {"model": "m", "messages": [*USER, refused, *USER]})
+    assert response.status_code == 200, response.text
+    assert log.by("A")[0].messages[1].text == "I cannot help with that."
+
+
+def test_a_refused_turn_with_tool_calls_keeps_both(client, log):
+    call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+    refused = {"role": "assistant", "content": None, "refusal": "Not that.", "tool_calls": [call]}
+    result = {"role": "tool", "tool_call_id": "c1", "content": "3"}
+    body = {"model": "m", "messages": [*USER, refused, result, *USER], "tools": TOOLS}
+    assert post(client, body).status_code == 200
+    seen = log.by("A")[0].messages[1]
+    assert seen.text == "Not that." and [c["id"] for c in seen.tool_calls] == ["c1"]

@@ -168,9 +168,10 @@ class _AssistantMessage(_RoleMessage):
 
     @model_validator(mode="after")
     def _says_something(self) -> "_AssistantMessage":
-        if self.content is None and self.refusal is not None:
-            # OpenAI writes a refused turn so; the refusal is what the turn said, and the
-            # models must read it (LangChain would keep it aside, and send an empty turn).
+        if not self.content and self.refusal is not None:
+            # OpenAI writes a refused turn with null content, LangChain's
+            # `convert_to_openai_messages` with ""; the refusal is what the turn said, and
+            # the models must read it (LangChain would keep it aside, and send an empty turn).
             self.content, self.refusal = self.refusal, None
         if self.content is None and not self.tool_calls:
             raise ValueError("an assistant message needs 'content', 'refusal' or 'tool_calls'")
