@@ -143,3 +143,13 @@ def test_a_refused_turn_with_tool_calls_keeps_both(client, log):
     assert post(client, body).status_code == 200
     seen = log.by("A")[0].messages[1]
     assert seen.text == "Not that." and [c["id"] for c in seen.tool_calls] == ["c1"]
+
+
+@pytest.mark.parametrize("field", sorted(_schema.REFUSED))
+def test_a_refused_parameter_sent_as_null_asks_for_nothing_and_is_accepted(client, log, field):
+    """The OpenAI SDK sends a keyword given as None as ``null`` (``reasoning_effort=None``
+    from a wrapper's unset option): that asks for OpenAI's default, which MoA does, and was
+    a 400 saying why MoA cannot do what was not asked."""
+    response = post(client, {"model": "m", "messages": USER, field: None})
+    assert response.status_code == 200, response.text
+    assert all(field not in call.kwargs for call in log.calls)

@@ -333,6 +333,15 @@ class ChatRequest(_Body):
     moa_progress: StrictBool = False
     """Opt-in: interleave the run's progress events (``event: moa.progress``) in the stream."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refused_but_null(cls, value: Any) -> Any:
+        # The OpenAI SDK sends a keyword given as None as null (a wrapper's unset
+        # ``reasoning_effort=None``): that asks for OpenAI's default, what MoA does anyway.
+        if isinstance(value, dict) and any(value.get(key, ...) is None for key in REFUSED):
+            return {k: v for k, v in value.items() if not (k in REFUSED and v is None)}
+        return value
+
     @field_validator("messages")
     @classmethod
     def _answered_calls(cls, value: list[Any]) -> list[Any]:
