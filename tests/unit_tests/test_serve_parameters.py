@@ -153,3 +153,15 @@ def test_a_refused_parameter_sent_as_null_asks_for_nothing_and_is_accepted(clien
     response = post(client, {"model": "m", "messages": USER, field: None})
     assert response.status_code == 200, response.text
     assert all(field not in call.kwargs for call in log.calls)
+
+
+def test_the_deprecated_function_role_is_refused_saying_what_to_send(client, log):
+    """The README's table says the ``function`` role is refused "(send a ``tool`` message)";
+    the 400 said only that the tag matched none of the roles, never why nor what instead."""
+    result = {"role": "function", "name": "add", "content": "3"}
+    error = assert_one_sentence(
+        post(client, {"model": "m", "messages": [*USER, result, *USER]}), 400, "messages[1]"
+    )
+    assert error["param"] == "messages"
+    assert "deprecated" in error["message"] and "'tool'" in error["message"], error["message"]
+    assert log.calls == []

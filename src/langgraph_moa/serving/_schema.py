@@ -342,6 +342,20 @@ class ChatRequest(_Body):
             return {k: v for k, v in value.items() if not (k in REFUSED and v is None)}
         return value
 
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _no_function_role(cls, value: Any) -> Any:
+        # Pydantic's own words said only that 'function' matched none of the roles.
+        if isinstance(value, list):
+            for i, message in enumerate(value):
+                if isinstance(message, dict) and message.get("role") == "function":
+                    raise ValueError(
+                        f"messages[{i}] has the role 'function', OpenAI's deprecated form of a "
+                        "tool result: send it as role 'tool', with the tool_call_id of the "
+                        "assistant's call"
+                    )
+        return value
+
     @field_validator("messages")
     @classmethod
     def _answered_calls(cls, value: list[Any]) -> list[Any]:
