@@ -1224,3 +1224,32 @@ def test_the_redirect_from_the_prefix_itself_names_its_request(system):
     assert moved.status_code == 307 and len(moved.headers["x-request-id"]) == 32
     kept = client.get("/moa/v1/models", headers={"x-request-id": "mine-1"})
     assert kept.headers.get_list("x-request-id") == ["mine-1"]
+
+
+def test_a_run_that_fails_on_a_bug_ends_in_an_error_and_is_kept_as_failed(
+    system, tmp_path, monkeypatch, caplog
+):
+    # A run's own TimeoutError (no package error) is a bug since it is not taken for the
+    # request's: the page's run stream was cut there with no 'error' and no 'done'. It now
+    # ends as a failed run does, with the crash's sentence, kept; the log has the traceback.
+    import langgraph_moa.serving._ui as ui
+    from langgraph_moa.serving._guard import CRASHED
+
+    class Breaking(RunEvents):
+        async def __aiter__(self):
+            yield {"event": "layer", "layer": 1}
+            raise TimeoutError("a wait of its own")
+
+    monkeypatch.setattr(ui, "RunEvents", Breaking)
+    client = TestClient(
+        create_app({"m": system}, history=History(tmp_path / "h.sqlite3")),
+        base_url="http://localhost",
+    )
+    response = client.post("/v1/moa/runs", json={"model": "m", "messages": USER})
+    events = sse_events(response.text)
+    error, done = events[-2:]
+    assert error["event"] == "error" and error["message"] == CRASHED and error["status"] == 500
+    assert done == {"event": "done", "run_id": events[0]["run_id"], "status": "failed"}
+    assert "a wait of its own" not in response.text
+    assert "a wait of its own" in caplog.text and error["request_id"] in caplog.text
+    assert client.get("/v1/moa/runs").json()["data"][0]["status"] == "failed"

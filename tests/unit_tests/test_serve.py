@@ -2132,3 +2132,34 @@ def test_a_timeout_raised_inside_a_run_is_not_reported_as_the_requests():
         "upstream_timeout",
     )
     assert refusal.message == str(call)
+
+
+def test_a_stream_that_fails_on_a_bug_after_it_started_still_ends_in_an_error(
+    system, monkeypatch, caplog
+):
+    # A run's own TimeoutError (no package error) is a bug since it is not taken for the
+    # request's: a stream that had sent text was cut there, with no error and no [DONE],
+    # and a client read the half answer as the whole one.
+    import langgraph_moa.serving._app as served
+    from langgraph_moa.serving._guard import CRASHED
+
+    class Breaking:
+        answer = None
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        async def __aiter__(self):
+            yield "half an"
+            raise TimeoutError("a wait of its own")
+
+    monkeypatch.setattr(served, "AnswerStream", Breaking)
+    response = post(
+        local(create_app({"m": system})), {"model": "m", "messages": USER, "stream": True}
+    )
+    text, error, done = _streamed(response)
+    assert response.status_code == 200 and text == "half an"
+    assert error is not None and error["message"] == CRASHED and error["code"] == 500
+    assert error["type"] == "server_error" and error["request_id"] and done
+    assert "a wait of its own" not in response.text  # the operator's log has it
+    assert "a wait of its own" in caplog.text and error["request_id"] in caplog.text

@@ -43,7 +43,7 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream, RunEvents
 from langgraph_moa.serving._access import note_facts
-from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError
+from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError, _run_failed
 from langgraph_moa.serving._events import (
     KEEPALIVE_S,
     STREAM_HEADERS,
@@ -456,10 +456,11 @@ async def _after_start(
     try:
         async for item in stream:
             yield item
-    except MoAError as exc:  # the status line is already sent
+    except Exception as exc:  # the status line is already sent; a bug too (`_run_failed`)
+        refusal = _run_failed(exc)
         if progress is not None:
-            yield progress.stopped(f"Stopped: {_api_error(exc).message}")
-        yield _error_event(exc)
+            yield progress.stopped(f"Stopped: {refusal.message}")
+        yield _error_event(refusal)
         yield "data: [DONE]\n\n"
 
 
@@ -523,8 +524,7 @@ async def _events(
     yield "data: [DONE]\n\n"
 
 
-def _error_event(exc: MoAError) -> str:
+def _error_event(refusal: _APIError) -> str:
     """Return the in-band error event of a stream whose status line is already sent."""
-    refusal = _api_error(exc)
     error = {"message": refusal.message, "type": refusal.kind, "code": refusal.status}
     return f"data: {dumps({'error': with_id(error)})}\n\n"

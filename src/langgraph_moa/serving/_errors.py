@@ -24,7 +24,8 @@ from langgraph_moa.errors import (
     ModelNotAllowedError,
     RequestTimeoutError,
 )
-from langgraph_moa.serving._request_id import with_id
+from langgraph_moa.serving._guard import CRASHED
+from langgraph_moa.serving._request_id import current, with_id
 from langgraph_moa.serving._schema import REFUSED, _is_union_tag
 
 MAX_BODY_BYTES = 1_000_000
@@ -105,6 +106,19 @@ def _api_error(exc: MoAError) -> _APIError:
             code="limit_exceeded",
         )
     return _APIError(400, redact(str(exc)))  # some carry a provider's words
+
+
+def _run_failed(exc: Exception) -> _APIError:
+    """Say how a run that failed once its stream had started is told, in-band.
+
+    A bug (a run's own ``TimeoutError`` among them, since it is not the request's) cut the
+    stream with no error and no end, and its client read the half answer as the whole one:
+    it gets the crash's sentence, with no Python text; the operator's log, the traceback.
+    """
+    if isinstance(exc, MoAError):
+        return _api_error(exc)
+    logger.error("Request %s failed after its stream had started.", current(), exc_info=exc)
+    return _APIError(500, CRASHED, "server_error", "internal_error")
 
 
 def _invalid_json(msg: str, body: object = b"") -> _APIError:

@@ -36,10 +36,9 @@ from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._prices import Prices
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.config.context import apply_context
-from langgraph_moa.errors import MoAError
 from langgraph_moa.graph.streaming import RunEvents
 from langgraph_moa.run._answer import is_degraded
-from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError
+from langgraph_moa.serving._errors import MAX_BODY_BYTES, _APIError, _run_failed
 from langgraph_moa.serving._events import (
     STREAM_HEADERS,
     TokenJoiner,
@@ -151,8 +150,8 @@ async def _run(
             # The answer event carries the run's fallback and failed_layers as they are.
             record.status = "degraded" if is_degraded(answer) else "done"
             yield out(answer)
-        except MoAError as exc:
-            refusal = _api_error(exc)
+        except Exception as exc:
+            refusal = _run_failed(exc)
             record.status = "failed"
             for stopped in stopped_calls(log.events, f"Stopped: {refusal.message}"):
                 yield out(stopped)
