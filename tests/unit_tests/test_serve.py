@@ -2163,3 +2163,31 @@ def test_a_stream_that_fails_on_a_bug_after_it_started_still_ends_in_an_error(
     assert error["type"] == "server_error" and error["request_id"] and done
     assert "a wait of its own" not in response.text  # the operator's log has it
     assert "a wait of its own" in caplog.text and error["request_id"] in caplog.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_calls_timeout_that_ends_a_run_is_answered_as_security_md_says(fake, stream):
+    # docs/security.md said such a run answers 504 upstream_timeout: the aggregator's (or a
+    # layer's) timeout reaches the client inside the run's failure, a 502 upstream_error
+    # whose sentence names the model and the timeout, and so the page says now.
+    from pathlib import Path
+
+    hung = fake("AGG", delay=lambda n: 1.0)  # 20 times its call_timeout_s
+    served = MoAConfig(
+        proposers=[fake("A"), fake("B")],
+        aggregator=hung,
+        layers=2,
+        call_timeout_s=0.05,
+        retry={"max_attempts": 1},
+        on_aggregator_failure="raise",
+        name="m",
+    )
+    body = {"model": "m", "messages": USER, "stream": stream}
+    error = assert_one_sentence(post(local(create_app({"m": served})), body), 502)
+    assert (
+        error["type"] == "upstream_error" and "AGG did not answer within 0.05s" in error["message"]
+    )
+    page = Path(__file__).parents[2] / "docs" / "security.md"
+    said = " ".join(page.read_text(encoding="utf-8").split())
+    assert "upstream_timeout" not in said
+    assert "a model call's timeout that ends the run is a 502 (`upstream_error`)" in said
