@@ -273,6 +273,7 @@ class WordStreamer(BaseChatModel):
                     raise self.fail_exc or ConnectionError("stream reset")
                 if i:
                     await asyncio.sleep(self.gap)
+                self.state["words"] = i + 1  # written so far: a test counts how far it got
                 last = i == self.words - 1
                 usage = {
                     "input_tokens": 1,

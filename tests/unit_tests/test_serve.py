@@ -1693,22 +1693,8 @@ async def test_a_client_that_never_reads_its_stream_gives_its_run_place_back(fak
     config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2, name="m")
     app = create_app({"m": config}, security=ServeSecurity(max_runs=1, body_timeout_s=0.3))
     body = json.dumps({"model": "m", "messages": USER, "stream": True}).encode()
-    sent: list[dict] = []
-    asked = False
-
-    async def receive():
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # connected, never gone
-
-    async def send(message):
-        sent.append(message)
-        if message["type"] == "http.response.body":
-            await asyncio.Event().wait()  # its socket's buffer full: nobody reads
-
-    await asyncio.wait_for(app(_chat_scope(), receive, send), 5)  # hung for ever
+    scope, receive, send, sent = _stalled_exchange("/v1/chat/completions", body, reads=0)
+    await asyncio.wait_for(app(scope, receive, send), 5)  # hung for ever
     assert sent[0]["status"] == 200
     assert _run_cap(app).running == 0
 
@@ -2191,3 +2177,74 @@ def test_a_model_calls_timeout_that_ends_a_run_is_answered_as_security_md_says(f
     said = " ".join(page.read_text(encoding="utf-8").split())
     assert "upstream_timeout" not in said
     assert "a model call's timeout that ends the run is a 502 (`upstream_error`)" in said
+
+
+# --- clients that stop reading ---------------------------------------------------------------
+
+
+def _stalled_exchange(route: str, body: bytes, gone: asyncio.Event | None = None, reads=1):
+    """Return an ASGI scope, receive, send and what was sent, of a client that stops reading.
+
+    It takes its response's first `reads` writes of body, then nothing: the next one waits
+    for ever. Its connection stays up until `gone` is set (the server closed it, as uvicorn
+    does once the app returned without ending the response; never if None).
+    """
+    scope = {**_chat_scope(), "path": route, "raw_path": route.encode()}
+    sent: list[dict] = []
+    asked = False
+
+    async def receive():
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await (gone or asyncio.Event()).wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+        if message["type"] == "http.response.body" and len(sent) > reads + 1:
+            await asyncio.Event().wait()  # its socket's buffer is full: nobody reads
+
+    return scope, receive, send, sent
+
+
+async def _until(done, wait_s: float) -> bool:
+    """Poll `done` for at most `wait_s` seconds; return whether it held."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while not done() and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    return bool(done())
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/moa/runs"])
+async def test_a_stalled_reader_holds_the_models_stream_back_not_only_the_relay(
+    fake, monkeypatch, route
+):
+    """A client that stops reading held back only the relay (`pump`) past PENDING_CHARS:
+    LangGraph's stream queue, between the model and the relay, has no bound, so the model
+    went on writing its whole answer into memory (a 60,000-word answer to a stalled socket:
+    server RSS +110 MB). The model's token stream now waits for the reader too, so the
+    tokens written stay within the relay's bound, counted here."""
+    from langgraph_moa.serving import _events
+    from langgraph_moa.serving._guard import ServeSecurity
+    from tests.fakes import WordStreamer
+
+    monkeypatch.setattr(_events, "PENDING_CHARS", 2_000)  # a dozen chunks' worth
+    monkeypatch.setattr(_events, "JOIN_CHARS", 500)  # the page's events join fewer words
+    agg = WordStreamer(label="AGG", words=3_000)
+    state = agg.state
+    config = MoAConfig(proposers=[fake("A")], aggregator=agg, layers=2, name="m")
+    app = create_app({"m": config}, security=ServeSecurity(body_timeout_s=600))
+    body = json.dumps({"model": "m", "messages": USER, "stream": True}).encode()
+    gone = asyncio.Event()
+    served = asyncio.ensure_future(app(*_stalled_exchange(route, body, gone)[:3]))
+    try:
+        # Unbounded, the model writes all 3,000 words (well within this wait); bounded, it
+        # stops after the few hundred that fill the relay's queue, and the wait runs out.
+        await _until(lambda: state.get("words") == 3_000, 5)
+        assert 0 < state["words"] <= 1_000, state
+    finally:
+        gone.set()  # the client leaves: the run ends
+        await asyncio.wait_for(served, 10)

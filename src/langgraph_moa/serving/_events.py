@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackHandler
 
 from langgraph_moa._json import dumps
 from langgraph_moa.config._prices import Prices, run_cost
@@ -37,6 +40,33 @@ _WAKE = object()
 PENDING_CHARS = 1_000_000
 """Characters a stream may hold unsent for a client that reads slower than its run writes;
 past them the run waits for the client (`pump`) rather than queueing its whole output."""
+
+_ROOM: ContextVar[asyncio.Event | None] = ContextVar("_ROOM", default=None)
+"""The pumped run's `room` (`pump`): set while its reader keeps up, cleared while it lags."""
+
+
+class WaitForTheReader(AsyncCallbackHandler):
+    """Hold each model's token stream while the run's reader is behind (`pump`'s `room`).
+
+    `pump` stops taking its source's events past `PENDING_CHARS` unsent, but LangGraph's
+    stream queue, between the models and that source, has no bound: the models went on
+    writing their whole answers into it for a client that read nothing (a 60,000-word answer
+    to a stalled socket: server RSS +110 MB). A streaming model awaits this handler at each
+    token, so it waits here, its HTTP stream unread, until the reader has caught up. Runs
+    with no pump (a plain request, the Python API) have no room and never wait.
+    """
+
+    run_inline = True  # awaited in the model's own task: no task per token, its context
+
+    async def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
+        """Wait while the reader is behind; return at once otherwise."""
+        room = _ROOM.get()
+        if room is not None and not room.is_set():
+            await room.wait()
+
+
+READER_PACE = WaitForTheReader()
+"""The one handler every served run's config carries (`_policy._Job.config`)."""
 
 
 def sse(event: dict[str, Any]) -> str:
@@ -117,7 +147,8 @@ async def pump(
     disconnect and puts a marker on the same queue, and the run is then cancelled, whatever
     it was doing (a proposer layer sends nothing for a long time). A client that reads
     slower than the run writes holds the run back once `PENDING_CHARS` wait unsent
-    (`_held_back`), so its stream's memory is bounded, not the run's whole output.
+    (`_held_back`), its models' token streams included (`READER_PACE`), so its stream's
+    memory is bounded, not the run's whole output.
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
     gone = object()
@@ -128,6 +159,7 @@ async def pump(
 
     async def run() -> None:
         nonlocal pending
+        _ROOM.set(room)  # this task's context: the run's models inherit it (`READER_PACE`)
         try:
             async for item in source:
                 if joiner and not joiner.held and not isinstance(item, str):

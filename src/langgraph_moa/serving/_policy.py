@@ -39,6 +39,7 @@ from langgraph_moa.providers._models import (
 from langgraph_moa.run._calls import CALL_TALLY, CallTally
 from langgraph_moa.serving._access import note_calls, note_model
 from langgraph_moa.serving._errors import _api_error, _APIError, _invalid_body
+from langgraph_moa.serving._events import READER_PACE
 from langgraph_moa.serving._request_id import request_metadata
 from langgraph_moa.serving._schema import ChatRequest
 from langgraph_moa.variants import variant_of
@@ -263,8 +264,12 @@ class _Job:
         return {"messages": self.messages, **self.options}
 
     def config(self) -> RunnableConfig:
-        """Return the run's config: the forwarded trace metadata, and the call tally."""
-        config = RunnableConfig(configurable={CALL_TALLY: self.tally})
+        """Return the run's config: the trace metadata, the call tally, the reader's pace.
+
+        `READER_PACE` holds the models' token streams while a streamed run's reader is
+        behind (`_events.pump`); a run with no reader to wait for never waits.
+        """
+        config = RunnableConfig(configurable={CALL_TALLY: self.tally}, callbacks=[READER_PACE])
         if self.trace:
             config["metadata"] = self.trace
         return config
