@@ -289,3 +289,5 @@ class WordStreamer(BaseChatModel):
         except asyncio.CancelledError:
             self.state["cancelled_at"] = asyncio.get_running_loop().time()
             raise
+        finally:  # also when its reader stops reading it (closed, not cancelled)
+            self.state["ended"] = True

@@ -1,5 +1,6 @@
 """Helpers shared by the unit and integration tests (tests import this, never each other)."""
 
+import asyncio
 import json
 import re
 import sys
@@ -138,3 +139,57 @@ async def leave_at_first_start(source) -> None:
     except asyncio.CancelledError:
         return
     raise AssertionError("the run ended before its client left")
+
+
+def _chat_scope(headers=()) -> dict:
+    """Return the ASGI scope of a POST /v1/chat/completions from a loopback client."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+def _stalled_exchange(route: str, body: bytes, gone: asyncio.Event | None = None, reads=1):
+    """Return an ASGI scope, receive, send and what was sent, of a client that stops reading.
+
+    It takes its response's first `reads` writes of body, then nothing: the next one waits
+    for ever. Its connection stays up until `gone` is set (the server closed it, as uvicorn
+    does once the app returned without ending the response; never if None).
+    """
+    scope = {**_chat_scope(), "path": route, "raw_path": route.encode()}
+    sent: list[dict] = []
+    asked = False
+
+    async def receive():
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await (gone or asyncio.Event()).wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+        if message["type"] == "http.response.body" and len(sent) > reads + 1:
+            await asyncio.Event().wait()  # its socket's buffer is full: nobody reads
+
+    return scope, receive, send, sent
+
+
+async def _until(done, wait_s: float) -> bool:
+    """Poll `done` for at most `wait_s` seconds; return whether it held."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while not done() and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    return bool(done())

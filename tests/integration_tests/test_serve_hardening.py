@@ -5,6 +5,7 @@ before it: browsers and rebinding, the select-preset 500, spliced streams, the k
 endpoint, token caps, upstream error text, the character count, slow clients.
 """
 
+import asyncio
 import json
 import os
 import re
@@ -793,3 +794,56 @@ def test_behind_a_trusted_proxy_the_connection_cap_counts_each_forwarded_client(
         finally:
             for sock in held:
                 sock.close()
+
+
+# --- clients that stop reading ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_stalled_readers_models_wait_for_it_on_both_event_loops(monkeypatch, loop):
+    """A client that reads nothing holds its run's models back: an OpenAI-compatible
+    backend writing 30,000 words at about 1,000 a second has its stream read no further
+    than the relay's bound (a few hundred words here), on uvloop (which moa serve runs on)
+    as on asyncio, and the run's deadline still ends the call waiting for the reader."""
+    from langgraph_moa.serving import _events
+    from tests.helpers import _stalled_exchange, _until
+
+    taken = {"tokens": 0, "cancelled": 0}
+    wait = _events.ReaderPace.on_llm_new_token
+
+    async def counted(self, token, **kwargs):
+        taken["tokens"] += 1
+        try:
+            await wait(self, token, **kwargs)
+        except BaseException:
+            taken["cancelled"] += 1
+            raise
+
+    monkeypatch.setattr(_events.ReaderPace, "on_llm_new_token", counted)
+    monkeypatch.setattr(_events, "PENDING_CHARS", 50_000)  # some 250 chunks
+    body = json.dumps({"model": "fake-moa", "messages": USER, "stream": True}).encode()
+    profiles = {"agg": FaultProfile(reply_words=30_000, token_s=0.001)}
+
+    async def stalled(url: str) -> None:
+        app = create_app(
+            {"fake-moa": fake_moa(url)},
+            security=ServeSecurity(body_timeout_s=600),
+            limits=RequestLimits(request_timeout_s=8),
+        )
+        gone = asyncio.Event()
+        served = asyncio.ensure_future(
+            app(*_stalled_exchange("/v1/chat/completions", body, gone)[:3])
+        )
+        try:  # until the deadline cancels the call waiting for the reader
+            await _until(lambda: taken["cancelled"] or taken["tokens"] >= 30_000, 40)
+        finally:
+            gone.set()
+            await asyncio.wait_for(served, 10)
+
+    with FaultServer(profiles, default=FaultProfile(reply_words=4)) as upstream:
+        if loop == "uvloop":
+            pytest.importorskip("uvloop").run(stalled(upstream.url))
+        else:
+            asyncio.run(stalled(upstream.url))
+    # Unbounded: every word the backend wrote in 8 s (thousands); bounded: about 250.
+    assert taken["cancelled"] == 1 and taken["tokens"] <= 1_500, taken

@@ -14,6 +14,7 @@ from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.errors import MoAConfigError, ModelNotAllowedError
 from langgraph_moa.serving._app import create_app
 from langgraph_moa.serving._policy import ModelPolicy, _Preparer
+from tests.helpers import _chat_scope, _stalled_exchange, _until
 
 USER = [{"role": "user", "content": "Explain X"}]
 
@@ -538,24 +539,6 @@ async def asgi(app, body_chunks, *, disconnect_after=None, headers=()):
 
     await app(_chat_scope(headers), receive, send)
     return sent, read
-
-
-def _chat_scope(headers=()) -> dict:
-    """Return the ASGI scope of a POST /v1/chat/completions from a loopback client."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
 
 
 def _run_cap(app):
@@ -2182,51 +2165,17 @@ def test_a_model_calls_timeout_that_ends_a_run_is_answered_as_security_md_says(f
 # --- clients that stop reading ---------------------------------------------------------------
 
 
-def _stalled_exchange(route: str, body: bytes, gone: asyncio.Event | None = None, reads=1):
-    """Return an ASGI scope, receive, send and what was sent, of a client that stops reading.
-
-    It takes its response's first `reads` writes of body, then nothing: the next one waits
-    for ever. Its connection stays up until `gone` is set (the server closed it, as uvicorn
-    does once the app returned without ending the response; never if None).
-    """
-    scope = {**_chat_scope(), "path": route, "raw_path": route.encode()}
-    sent: list[dict] = []
-    asked = False
-
-    async def receive():
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await (gone or asyncio.Event()).wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-        if message["type"] == "http.response.body" and len(sent) > reads + 1:
-            await asyncio.Event().wait()  # its socket's buffer is full: nobody reads
-
-    return scope, receive, send, sent
-
-
-async def _until(done, wait_s: float) -> bool:
-    """Poll `done` for at most `wait_s` seconds; return whether it held."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
-    while not done() and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    return bool(done())
-
-
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])  # moa serve runs on uvloop
 @pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/moa/runs"])
-async def test_a_stalled_reader_holds_the_models_stream_back_not_only_the_relay(
-    fake, monkeypatch, route
+def test_a_stalled_reader_holds_the_models_stream_back_not_only_the_relay(
+    fake, monkeypatch, route, loop
 ):
     """A client that stops reading held back only the relay (`pump`) past PENDING_CHARS:
     LangGraph's stream queue, between the model and the relay, has no bound, so the model
     went on writing its whole answer into memory (a 60,000-word answer to a stalled socket:
-    server RSS +110 MB). The model's token stream now waits for the reader too, so the
-    tokens written stay within the relay's bound, counted here."""
+    server RSS +170 MB). The model's token stream now waits for the reader too, so the
+    tokens written stay within the relay's bound, counted here, on both event loops (a
+    context variable reached the models on asyncio's, not on uvloop's)."""
     from langgraph_moa.serving import _events
     from langgraph_moa.serving._guard import ServeSecurity
     from tests.fakes import WordStreamer
@@ -2236,15 +2185,55 @@ async def test_a_stalled_reader_holds_the_models_stream_back_not_only_the_relay(
     agg = WordStreamer(label="AGG", words=3_000)
     state = agg.state
     config = MoAConfig(proposers=[fake("A")], aggregator=agg, layers=2, name="m")
-    app = create_app({"m": config}, security=ServeSecurity(body_timeout_s=600))
+    body = json.dumps({"model": "m", "messages": USER, "stream": True}).encode()
+
+    async def stalled() -> None:
+        app = create_app({"m": config}, security=ServeSecurity(body_timeout_s=600))
+        gone = asyncio.Event()
+        served = asyncio.ensure_future(app(*_stalled_exchange(route, body, gone)[:3]))
+        try:
+            # Unbounded, the model writes all 3,000 words (well within this wait); bounded,
+            # it stops after the few hundred that fill the relay's queue; the wait runs out.
+            await _until(lambda: state.get("words") == 3_000, 5)
+        finally:
+            gone.set()  # the client leaves: the run ends
+            await asyncio.wait_for(served, 10)
+
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(stalled())
+    else:
+        asyncio.run(stalled())
+    assert 0 < state["words"] <= 1_000, state
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/moa/runs"])
+async def test_a_stalled_readers_run_held_back_stops_its_models_at_its_deadline(
+    fake, monkeypatch, route
+):
+    """--request-timeout still ends a run held back by a client that reads nothing: its
+    model call is cancelled where it waits for the reader, not let go to write the rest of
+    its answer into memory."""
+    from langgraph_moa.serving import _events
+    from langgraph_moa.serving._guard import ServeSecurity
+    from tests.fakes import WordStreamer
+
+    monkeypatch.setattr(_events, "PENDING_CHARS", 2_000)
+    monkeypatch.setattr(_events, "JOIN_CHARS", 500)
+    agg = WordStreamer(label="AGG", words=3_000)
+    state = agg.state
+    config = MoAConfig(proposers=[fake("A")], aggregator=agg, layers=2, name="m")
+    app = create_app(
+        {"m": config},
+        security=ServeSecurity(body_timeout_s=600),
+        limits=RequestLimits(request_timeout_s=1),
+    )
     body = json.dumps({"model": "m", "messages": USER, "stream": True}).encode()
     gone = asyncio.Event()
     served = asyncio.ensure_future(app(*_stalled_exchange(route, body, gone)[:3]))
     try:
-        # Unbounded, the model writes all 3,000 words (well within this wait); bounded, it
-        # stops after the few hundred that fill the relay's queue, and the wait runs out.
-        await _until(lambda: state.get("words") == 3_000, 5)
-        assert 0 < state["words"] <= 1_000, state
+        assert await _until(lambda: "ended" in state, 10), state  # its call has ended
+        assert state["words"] <= 1_000, state
     finally:
-        gone.set()  # the client leaves: the run ends
+        gone.set()
         await asyncio.wait_for(served, 10)

@@ -414,6 +414,7 @@ def _sse(
         _timed(_events(graph, run_input, job, base, progress), seconds, drain),
         lambda: _disconnected(request),
         keepalive_s,
+        room=job.pace.room,  # its models wait for the reader too
     )
 
 

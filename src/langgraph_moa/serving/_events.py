@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackHandler
@@ -41,32 +40,31 @@ PENDING_CHARS = 1_000_000
 """Characters a stream may hold unsent for a client that reads slower than its run writes;
 past them the run waits for the client (`pump`) rather than queueing its whole output."""
 
-_ROOM: ContextVar[asyncio.Event | None] = ContextVar("_ROOM", default=None)
-"""The pumped run's `room` (`pump`): set while its reader keeps up, cleared while it lags."""
 
-
-class WaitForTheReader(AsyncCallbackHandler):
-    """Hold each model's token stream while the run's reader is behind (`pump`'s `room`).
+class ReaderPace(AsyncCallbackHandler):
+    """Hold a run's model token streams while its reader is behind (`pump`'s `room`).
 
     `pump` stops taking its source's events past `PENDING_CHARS` unsent, but LangGraph's
     stream queue, between the models and that source, has no bound: the models went on
     writing their whole answers into it for a client that read nothing (a 60,000-word answer
-    to a stalled socket: server RSS +110 MB). A streaming model awaits this handler at each
-    token, so it waits here, its HTTP stream unread, until the reader has caught up. Runs
-    with no pump (a plain request, the Python API) have no room and never wait.
+    to a stalled socket: server RSS +170 MB). One of these goes in a run's config (its
+    callbacks, which every model call inherits, whatever task or context LangGraph runs it
+    in) and its `room` to the run's `pump`: a streaming model awaits it at each token, so it
+    waits there, its HTTP stream unread, until the reader has caught up. A run that no pump
+    relays (a plain request) keeps its room open and never waits.
     """
 
-    run_inline = True  # awaited in the model's own task: no task per token, its context
+    run_inline = True  # awaited in the model's own task: no task per token
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.room = asyncio.Event()
+        self.room.set()
 
     async def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
         """Wait while the reader is behind; return at once otherwise."""
-        room = _ROOM.get()
-        if room is not None and not room.is_set():
-            await room.wait()
-
-
-READER_PACE = WaitForTheReader()
-"""The one handler every served run's config carries (`_policy._Job.config`)."""
+        if not self.room.is_set():
+            await self.room.wait()
 
 
 def sse(event: dict[str, Any]) -> str:
@@ -136,6 +134,7 @@ async def pump(
     disconnected: Callable[[], Awaitable[None]],
     keepalive_s: float | None = KEEPALIVE_S,
     joiner: TokenJoiner | None = None,
+    room: asyncio.Event | None = None,
 ) -> AsyncIterator[str]:
     """Relay `source`, with keep-alive comments in its silences; stop it if the client leaves.
 
@@ -147,19 +146,18 @@ async def pump(
     disconnect and puts a marker on the same queue, and the run is then cancelled, whatever
     it was doing (a proposer layer sends nothing for a long time). A client that reads
     slower than the run writes holds the run back once `PENDING_CHARS` wait unsent
-    (`_held_back`), its models' token streams included (`READER_PACE`), so its stream's
-    memory is bounded, not the run's whole output.
+    (`_held_back`), its models' token streams included where `room` is its run's
+    `ReaderPace.room`, so its stream's memory is bounded, not the run's whole output.
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
     gone = object()
     pending = 0  # characters queued, not yet taken by the reader
-    room = asyncio.Event()
+    room = room or asyncio.Event()
     room.set()
     closing = False
 
     async def run() -> None:
         nonlocal pending
-        _ROOM.set(room)  # this task's context: the run's models inherit it (`READER_PACE`)
         try:
             async for item in source:
                 if joiner and not joiner.held and not isinstance(item, str):

@@ -39,7 +39,7 @@ from langgraph_moa.providers._models import (
 from langgraph_moa.run._calls import CALL_TALLY, CallTally
 from langgraph_moa.serving._access import note_calls, note_model
 from langgraph_moa.serving._errors import _api_error, _APIError, _invalid_body
-from langgraph_moa.serving._events import READER_PACE
+from langgraph_moa.serving._events import ReaderPace
 from langgraph_moa.serving._request_id import request_metadata
 from langgraph_moa.serving._schema import ChatRequest
 from langgraph_moa.variants import variant_of
@@ -257,6 +257,8 @@ class _Job:
     """Run metadata the request forwards (``user``, ``metadata``)."""
     logprobs: bool = False
     tally: CallTally = field(default_factory=CallTally)
+    pace: ReaderPace = field(default_factory=ReaderPace)
+    """Holds the run's models while its stream's reader is behind (its `pump`'s room)."""
     """The run's calls ended so far (for the access log of a client that leaves)."""
 
     def run_input(self) -> dict[str, Any]:
@@ -266,10 +268,10 @@ class _Job:
     def config(self) -> RunnableConfig:
         """Return the run's config: the trace metadata, the call tally, the reader's pace.
 
-        `READER_PACE` holds the models' token streams while a streamed run's reader is
-        behind (`_events.pump`); a run with no reader to wait for never waits.
+        `pace` holds the models' token streams while a streamed run's reader is behind
+        (`_events.pump`); a run with no reader to wait for never waits.
         """
-        config = RunnableConfig(configurable={CALL_TALLY: self.tally}, callbacks=[READER_PACE])
+        config = RunnableConfig(configurable={CALL_TALLY: self.tally}, callbacks=[self.pace])
         if self.trace:
             config["metadata"] = self.trace
         return config

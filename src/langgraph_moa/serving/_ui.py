@@ -294,7 +294,9 @@ def add_ui(
             request_timeout_s,
             app.state.drain,
         )
-        stream = pump(source, lambda: _disconnected(request), keepalive_s, TokenJoiner())
+        stream = pump(
+            source, lambda: _disconnected(request), keepalive_s, TokenJoiner(), job.pace.room
+        )
         headers = {**STREAM_HEADERS, "X-MoA-Run": run_id}
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
