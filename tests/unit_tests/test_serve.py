@@ -2208,6 +2208,27 @@ def test_a_stalled_reader_holds_the_models_stream_back_not_only_the_relay(
 
 
 @pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/moa/runs"])
+async def test_a_stalled_reader_cut_off_by_the_server_stops_its_run(fake, route):
+    """A client that reads nothing is cut off after --body-timeout: its place under
+    --max-runs is given back, and its run is cancelled once the connection is closed (its
+    model call ends), rather than left calling models outside the cap
+    until --request-timeout while its relay waits in a send that never ends."""
+    from langgraph_moa.serving._guard import ServeSecurity
+    from tests.fakes import WordStreamer
+
+    agg = WordStreamer(label="AGG", words=100_000, gap=0.01)  # 1,000 s of words
+    state = agg.state
+    config = MoAConfig(proposers=[fake("A")], aggregator=agg, layers=2, name="m")
+    app = create_app({"m": config}, security=ServeSecurity(body_timeout_s=0.3))
+    body = json.dumps({"model": "m", "messages": USER, "stream": True}).encode()
+    gone = asyncio.Event()
+    await asyncio.wait_for(app(*_stalled_exchange(route, body, gone)[:3]), 30)  # cut off
+    assert _run_cap(app).running == 0
+    gone.set()  # the server closed the connection
+    assert await _until(lambda: "ended" in state, 10), state  # its model call has ended
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/moa/runs"])
 async def test_a_stalled_readers_run_held_back_stops_its_models_at_its_deadline(
     fake, monkeypatch, route
 ):
