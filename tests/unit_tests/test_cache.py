@@ -50,6 +50,29 @@ def test_two_proposers_of_one_model_are_not_merged_by_the_cache(fake, tmp_path):
         assert len(set(proposals)) == 2, proposals
 
 
+def test_a_calls_draw_is_worked_out_once_per_config_not_per_call(fake, monkeypatch):
+    # Which draw of its model a proposer's call is follows from the config alone: compared
+    # per call with every earlier proposer, it was about 20 of a model call's Python function
+    # calls (benchmarks/graph_call_work.py). A second run of the graph compares none.
+    import langgraph_moa.run._calls as calls_module
+
+    compared = []
+    same_model = calls_module.same_model
+    monkeypatch.setattr(
+        calls_module, "same_model", lambda a, b: compared.append((a, b)) or same_model(a, b)
+    )
+    same = fake("M")
+    graph = create_moa_graph(
+        MoAConfig(proposers=[same, fake("B"), same], aggregator=fake("AGG"), layers=3)
+    )
+    first = graph.invoke(QUESTION)["calls"]
+    after_first = len(compared)
+    second = graph.invoke(QUESTION)["calls"]
+    assert len(compared) == after_first == 3  # each pair of proposers, once
+    draws = [len({c["output"] for c in run if c["role"] == "proposer"}) for run in (first, second)]
+    assert draws == [6, 6]  # still two draws of M per layer, three proposals, two layers
+
+
 def test_an_added_system_reuses_the_shared_calls(fake, log, tmp_path):
     cache = SQLiteCallCache(tmp_path / "calls.db")
     a, b = fake("A"), fake("B")

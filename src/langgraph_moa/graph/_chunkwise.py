@@ -208,7 +208,9 @@ class _Chunkwise:
             tags=[TAG_PROPOSER, NOSTREAM],
             metadata=call.trace_metadata(self.cfg),
         )
-        if call.draw(self.cfg) > 0:  # a model that cannot stream is invoked, through the cache
+        if (
+            call.draw(self.nodes.draws(self.cfg)) > 0
+        ):  # a model that cannot stream is invoked, through the cache
             model = without_llm_cache(model)
         errors = self.errors[k]
         started = time.perf_counter()

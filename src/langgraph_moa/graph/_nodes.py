@@ -59,6 +59,7 @@ from langgraph_moa.run._calls import (
     StopCheck,
     cached_call,
     discard_answer,
+    draw_offsets,
     emit,
     record_answer,
     record_failure,
@@ -113,6 +114,24 @@ _NO_RUN = (
 its router has no run to route, or where it resumes (`propose`'s edge routes nothing)."""
 
 
+class Derived:
+    """What the runs of one config need of it, worked out once per config (`MoANodes.derived`)."""
+
+    __slots__ = ("cfg", "draws", "route", "shape")
+
+    def __init__(self, cfg: MoAConfig | None, shape: str = "", route: str = "") -> None:
+        self.cfg = cfg
+        self.shape = shape
+        """Its `shape_digest`."""
+        self.route = route
+        """Its `route_digest`."""
+        self.draws: tuple[int, ...] | None = None
+        """Its `draw_offsets`, once a call asked for them (`MoANodes.draws`)."""
+
+
+_NOTHING_DERIVED = Derived(None)
+
+
 class MoANodes:
     """The node bodies, sharing the base config and the model cache of one compiled graph."""
 
@@ -135,8 +154,8 @@ class MoANodes:
         self.response_options = {} if strict is None else {"strict": strict}
         self.models = ModelCache()
         self.ledger = Ledger()
-        self._shapes: BoundedLRU[int, tuple[MoAConfig, str, str]] = BoundedLRU(128)
-        self._last_shape: tuple[MoAConfig | None, str, str] = (None, "", "")
+        self._derived: BoundedLRU[int, Derived] = BoundedLRU(128)
+        self._last_derived = _NOTHING_DERIVED
 
     def plan(self) -> Plan:
         """Return this run's plan: its effective config (base config plus run context)."""
@@ -173,7 +192,8 @@ class MoANodes:
         plan = plan_for(self.configs.get(None), without_context=True)
         _, mark, digests = state.get("run_token", "").partition(SHAPE_MARK)
         route, _, shape = digests.rpartition(SHAPE_MARK)  # no route: written before it was
-        if mark and (route or shape) != self._digests(plan.cfg)[2 if route else 1]:
+        known = self.derived(plan.cfg)
+        if mark and (route or shape) != (known.route if route else known.shape):
             raise MoAConfigError(
                 "This run's context changed its proposers, aggregators or layers, and "
                 "update_state routes without it: edit the checkpoint taken before the layer "
@@ -204,8 +224,8 @@ class MoANodes:
                 "MoAs' proposals: finish it with that version, or give the thread new input "
                 "(or use a new thread_id) to start over."
             )
-        last = self._last_shape  # `_shape_of`'s own first step, without the call
-        digest = last[1] if last[0] is plan.cfg else self._shape_of(plan.cfg)
+        last = self._last_derived  # `derived`'s own first step, without the call
+        digest = (last if last.cfg is plan.cfg else self.derived(plan.cfg)).shape
         if not run_token.endswith(digest):
             raise MoAConfigError(
                 "This thread's run was started by a MoA with other proposers, aggregators or "
@@ -214,23 +234,31 @@ class MoANodes:
             )
         return plan
 
-    def _shape_of(self, cfg: MoAConfig) -> str:
-        """Return `cfg`'s `shape_digest`, computed once per config object the run uses."""
-        return self._digests(cfg)[1]
-
-    def _digests(self, cfg: MoAConfig) -> tuple[MoAConfig, str, str]:
-        """Return `cfg` with its `shape_digest` and `route_digest`, computed once per config.
+    def derived(self, cfg: MoAConfig) -> Derived:
+        """Return what the runs of `cfg` need of it, computed once per config object.
 
         The last one asked for is at hand without a lookup (most graphs run one config).
         """
-        last = self._last_shape
-        if last[0] is cfg:
-            return last  # type: ignore[return-value]
-        known = self._shapes.get(id(cfg))
-        if known is None or known[0] is not cfg:
-            known = self._shapes.put(id(cfg), (cfg, shape_digest(cfg), route_digest(cfg)))
-        self._last_shape = known
+        last = self._last_derived
+        if last.cfg is cfg:
+            return last
+        known = self._derived.get(id(cfg))
+        if known is None or known.cfg is not cfg:
+            known = Derived(cfg, shape_digest(cfg), route_digest(cfg))
+            self._derived.put(id(cfg), known)
+        self._last_derived = known
         return known
+
+    def draws(self, cfg: MoAConfig) -> tuple[int, ...]:
+        """Return `cfg`'s `draw_offsets`, worked out at its first call.
+
+        Not with its digests: a run resumed by another MoA is refused by them
+        (`checked_plan`), before anything of its proposers is read.
+        """
+        known = self.derived(cfg)
+        if known.draws is None:
+            known.draws = draw_offsets(cfg)
+        return known.draws
 
     # --- start ---------------------------------------------------------------------------
 
@@ -252,7 +280,8 @@ class MoANodes:
 
     def _prepare(self, cfg: MoAConfig, state: MoAState) -> dict[str, Any]:
         """`prepare` once the conversation and the schema were taken (`_check_structures`)."""
-        _, shape, route = self._digests(cfg)
+        known = self.derived(cfg)
+        shape, route = known.shape, known.route
         if cfg.aggregation.chunked:
             refuse_what_parts_cannot_write(self, state)
         options = run_options(state)
@@ -355,8 +384,8 @@ class MoANodes:
         )
         picks = cfg.rules.returns_proposal()  # then proposals get `stop`
         messages = task["messages"]
-        if (references_of := task.get("references_of")) is not None:  # routed by an edit
-            messages = with_references(cfg, list(messages), references_of, cfg.proposers)[0]
+        if "references_of" in task:  # routed by an edit (`in`: no function call)
+            messages = with_references(cfg, list(messages), task["references_of"], cfg.proposers)[0]
 
         def request() -> _Request:
             chat = self._proposer_model(cfg, p, streamed=watched)
@@ -411,6 +440,8 @@ class MoANodes:
             req = request()
             emit("started", **call.fields())
             stop = watch(step) if watch is not None else None
+            last = self._last_derived  # `draws`'s own first steps, without the call
+            draws = last.draws if last.cfg is cfg and last.draws is not None else self.draws(cfg)
             response, cached = yield from cached_call(
                 self.call_cache,
                 req.model,
@@ -423,7 +454,7 @@ class MoANodes:
                 spec=req.spec,
                 # Only an attempt with another after it waits out a provider's Retry-After.
                 retried=step.next_attempt(key) < cfg.retry.max_attempts,
-                draw=call.draw(cfg),
+                draw=call.draw(draws),
             )
             message, parsed = _answer_of(call, response, req.options, _may_answer(cfg, call))
             record = record_answer(

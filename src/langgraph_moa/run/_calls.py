@@ -16,7 +16,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -90,7 +90,7 @@ class CallId(NamedTuple):
         """
         return {"run_name": run_name, "tags": tags, "metadata": self.trace_metadata(cfg)}
 
-    def draw(self, cfg: MoAConfig) -> int:
+    def draw(self, offsets: Sequence[int]) -> int:
         """Return which call of its model this is in its layer: 0 for the first.
 
         A proposer's samples are draws 0, 1, ...; a proposer whose model and parameters an
@@ -99,15 +99,28 @@ class CallId(NamedTuple):
         the package's call cache served the second proposer the first's answer, and
         LangChain's LLM cache did so for either (see `without_llm_cache`). Any other call's
         is its ``sample``, so a config without a repeated model keeps its keys.
+        `offsets`: the config's `draw_offsets`.
         """
-        if self.role != "proposer":
-            return self.sample
-        mine = cfg.proposers[self.proposer]
-        return self.sample + sum(
+        return self.sample + offsets[self.proposer] if self.role == "proposer" else self.sample
+
+
+def draw_offsets(cfg: MoAConfig) -> tuple[int, ...]:
+    """Return, per proposer of `cfg`, where its draws start (`CallId.draw`).
+
+    They follow from the config alone, so a graph computes them once per config
+    (`MoANodes.derived`): compared per call, every earlier proposer's model and parameters
+    were about 20 of the 1926 Python function calls a model call cost
+    (benchmarks/graph_call_work.py).
+    """
+    proposers = cfg.proposers
+    return tuple(
+        sum(
             p.samples
-            for p in cfg.proposers[: self.proposer]
+            for p in proposers[:i]
             if same_model(p.model, mine.model) and p.call_params() == mine.call_params()
         )
+        for i, mine in enumerate(proposers)
+    )
 
 
 def with_trace(
