@@ -1,5 +1,7 @@
 """The call cache: a rerun or an added system costs no repeated generation."""
 
+import itertools
+
 import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
@@ -36,13 +38,17 @@ def test_samples_of_one_model_are_not_merged_by_the_cache(fake, log, tmp_path):
     assert cache.misses == 5 and cache.hits == 0
 
 
-def test_two_proposers_of_one_model_are_not_merged_by_the_cache(fake, tmp_path):
+@pytest.mark.parametrize("instances", ["one", "two equal"])
+def test_two_proposers_of_one_model_are_not_merged_by_the_cache(fake, tmp_path, instances):
     # `proposers=[m, m]` is the same call twice, as two samples of m are: one key served
-    # the second proposer the first's answer, on every run after the first.
+    # the second proposer the first's answer, on every run after the first. Two equal
+    # instances (`[make(), make()]`) are one call to the cache too: they were keyed alike.
     cache = SQLiteCallCache(tmp_path / "calls.db")
-    same = fake("M")
+    shared = itertools.count(1)  # two instances, numbered as one model's answers are
+    first = fake("M", counter=shared)
+    second = first if instances == "one" else fake("M", counter=shared)
     graph = create_moa_graph(
-        MoAConfig(proposers=[same, same], aggregator=fake("AGG"), layers=2), call_cache=cache
+        MoAConfig(proposers=[first, second], aggregator=fake("AGG"), layers=2), call_cache=cache
     )
     for _ in range(2):
         calls = graph.invoke(QUESTION)["calls"]

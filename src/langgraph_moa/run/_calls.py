@@ -117,10 +117,31 @@ def draw_offsets(cfg: MoAConfig) -> tuple[int, ...]:
         sum(
             p.samples
             for p in proposers[:i]
-            if same_model(p.model, mine.model) and p.call_params() == mine.call_params()
+            if _one_call(p.model, p.label, mine.model, mine.label)
+            and p.call_params() == mine.call_params()
         )
         for i, mine in enumerate(proposers)
     )
+
+
+def _one_call(a: Any, a_label: str, b: Any, b_label: str) -> bool:
+    """Tell whether two proposers' models make one call to a cache.
+
+    The same spec, or two instances either cache keys alike (``[make(), make()]``: the call
+    cache by `cache_name`, LangChain's by the model's settings). Counted as one, their draws
+    go on from each other's: only a cache miss, never another model's answer, if they
+    differ after all.
+    """
+    if same_model(a, b):
+        return True
+    if not (isinstance(a, BaseChatModel) and isinstance(b, BaseChatModel)):
+        return False
+    if cache_name(a, a_label) == cache_name(b, b_label):
+        return True
+    try:  # LangChain's own key of its cache; a model that cannot say is not shared
+        return bool(a._get_llm_string() == b._get_llm_string())
+    except Exception:
+        return False
 
 
 def with_trace(
