@@ -10,6 +10,7 @@ from langchain_core.rate_limiters import BaseRateLimiter
 from langchain_core.runnables import ConfigurableField
 
 from langgraph_moa import MoAChatModel, MoAConfig, OpenAIEndpoint, create_moa_graph
+from tests.fakes import FakeChat
 
 
 @pytest.fixture
@@ -140,3 +141,29 @@ def test_a_config_of_model_strings_and_endpoints_pickles_and_a_locked_instance_d
     held = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator="y@http://h/v1"))
     with pytest.raises(TypeError, match="cannot pickle"):  # the instance's own lock
         pickle.dumps(held)
+
+
+class _Unmetered(FakeChat):
+    """A model that reports no token usage (some local servers and proxies)."""
+
+    def _answer(self, messages, n=None, kwargs=None):
+        return super()._answer(messages, n, kwargs).model_copy(update={"usage_metadata": None})
+
+
+@pytest.mark.usefixtures("global_cache")
+@pytest.mark.parametrize("metered", [True, False], ids=["with-usage", "without-usage"])
+def test_an_answer_from_the_llm_cache_is_recorded_cached_and_ok(log, metered):
+    # LangChain marks a cache hit's usage `{**usage, "total_cost": 0}`: without usage that
+    # was a record missing its token counts, and the call failed with a KeyError.
+    model = FakeChat if metered else _Unmetered
+    config = MoAConfig(
+        proposers=[model(label="A", log=log)], aggregator=model(label="AGG", log=log)
+    )
+    graph = create_moa_graph(config)
+    first = graph.invoke({"messages": [("user", "hi")]})["calls"]
+    calls = len(log.calls)
+    again = graph.invoke({"messages": [("user", "hi")]})["calls"]
+    assert len(log.calls) == calls  # the second run called no model
+    assert [(c["status"], c["cached"]) for c in first] == [("ok", False)] * calls
+    assert [(c["status"], c["cached"]) for c in again] == [("ok", True)] * calls
+    assert [c["total_tokens"] for c in again] == [c["total_tokens"] for c in first]

@@ -137,8 +137,13 @@ def ok_record(
     retried_errors: list[str] | None = None,
     cached: bool = False,
 ) -> CallRecord:
-    """Record a successful call, with tokens from the message's `usage_metadata`."""
+    """Record a successful call, with tokens from the message's `usage_metadata`.
+
+    `cached`: the package's call cache answered; an answer of LangChain's LLM cache is
+    recorded cached too (`_from_llm_cache`).
+    """
     prompt, completion, total = _tokens(response)
+    cached = cached or _from_llm_cache(response)
     logprobs = token_logprobs(response)
     record = CallRecord(
         role=role,
@@ -257,12 +262,28 @@ def token_details(calls: Iterable[CallRecord]) -> dict[str, dict[str, int]]:
 
 
 def _tokens(response: object) -> tuple[int, int, int]:
-    """Return a response's prompt, completion and total tokens (its `usage_metadata`)."""
+    """Return a response's prompt, completion and total tokens (its `usage_metadata`).
+
+    Read with defaults: LangChain's LLM cache answers with ``{**usage, "total_cost": 0}``,
+    and from a model that reports no usage that is all there is (the call failed with a
+    `KeyError`).
+    """
     usage = response.usage_metadata if isinstance(response, AIMessage) else None
     if not usage:
         return 0, 0, 0
-    prompt, completion = int(usage["input_tokens"]), int(usage["output_tokens"])
-    return prompt, completion, int(usage["total_tokens"])
+    prompt, completion = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    return prompt, completion, int(usage.get("total_tokens", prompt + completion))
+
+
+def _from_llm_cache(response: BaseMessage) -> bool:
+    """Tell whether LangChain's LLM cache gave this answer, not the model.
+
+    A cache hit's `usage_metadata` carries ``total_cost``, a key LangChain adds there and
+    no provider's usage has: its tokens were paid for by an earlier call, as those of an
+    answer from the package's own call cache.
+    """
+    usage = response.usage_metadata if isinstance(response, AIMessage) else None
+    return usage is not None and "total_cost" in usage
 
 
 def _totals(calls: Iterable[CallRecord]) -> TokenTotals:

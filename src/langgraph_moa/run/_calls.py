@@ -220,7 +220,7 @@ def record_answer(
         latency_s=record["latency_s"],
         prompt_tokens=record["prompt_tokens"],
         completion_tokens=record["completion_tokens"],
-        cached=cached,
+        cached=record["cached"],
         retries=len(errors),
         preview=" ".join((record["output"] or "").split())[:200],
     )

@@ -55,7 +55,8 @@ class CallRecord(TypedDict):
     retried_errors: list[str]
     """Errors of the attempts before the last one (the retries' reasons)."""
     cached: bool
-    """Answered from the call cache: the tokens were paid for by an earlier run."""
+    """Answered from the call cache or LangChain's LLM cache: the tokens were paid for by an
+    earlier run (a token budget does not count them)."""
     latency_s: float
     prompt_tokens: int
     completion_tokens: int
