@@ -50,6 +50,11 @@ alone, as an error repeats one. A whole number in one is a count, not a secret
 (``MAX_INPUT_TOKENS=131072``, a serving stack's limit): it was cut out of every error,
 the context length an upstream names among them."""
 _LIST_SEPARATOR = re.compile(r"[\s,;]+")
+_LISTED_SECRET = re.compile(r"(?=.*[0-9\-.~+/=])[\w\-.~+/=]{12,}")
+"""An item of such a list that is shaped as a credential: 12 or more of a token's
+characters, a digit or a sign among them. Any other item is no secret alone: every item of
+``STOP_TOKENS=<|im_end|>,<|endoftext|>`` or ``SORT_KEYS=name,created_at`` was cut out of
+every error text (the whole list still is)."""
 _ACCOUNT_VARS = ("OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "OPENAI_PROJECT_ID")
 
 _PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
@@ -137,13 +142,20 @@ _KNOWN_SCHEME = (
 
 _WORD = r"(?-i:[A-Za-z][a-z]{0,19})"
 _TOKEN_END = r"""(?![^\s,;"'}])"""
-_MESSAGE = rf"{_WORD}(?:[.:]{_TOKEN_END}|[ \t]+{_WORD}[.:!?]?{_TOKEN_END})"
+_MESSAGE_WORD = (
+    r"(?i:invalid|missing|expired|required|not|no|bad|wrong|denied|empty|malformed|unknown"
+    r"|revoked|incorrect|unauthorized|forbidden|failed|rejected|none|null|absent|disabled)"
+)
+_MESSAGE = rf"(?={_MESSAGE_WORD}\b){_WORD}(?:[.:]{_TOKEN_END}|[ \t]+{_WORD}[.:!?]?{_TOKEN_END})"
 """An authorization's value that is a message's words (``Invalid credentials``,
-``invalid or expired``, ``Required.``): an ordinary word (a letter, then up to 19 small
-letters) that a sentence's stop ends, or that another such word follows on its line. A
-token with a digit, a sign, a capital inside or more letters than a word has (``abc123``,
-``TlRMTVNT``) is a credential, and so is one word alone, the field's whole value
-(``authorization: letmein``, a header line or a dump): that is where a credential stands."""
+``invalid or expired``, ``Required.``): a word that says what is wrong (`_MESSAGE_WORD`),
+which a sentence's stop ends or another ordinary word (a letter, then up to 19 small
+letters) follows on its line. Any other first word is a scheme or a credential: two words
+of letters read as a message whatever they said, and ``Splunk secretvalue`` or
+``letmein was rejected`` were shown. A token with a digit, a sign, a capital inside or
+more letters than a word has (``abc123``, ``TlRMTVNT``) is a credential, and so is one
+word alone, the field's whole value (``authorization: missing``, a header line or a dump):
+that is where a credential stands."""
 
 _AUTH_VALUE = r"""[\w\-]+=(?:"(?:\\.|[^"\\\n])*"|[^\s,"']*)"""
 _AUTH_PARAMS = rf"{_AUTH_VALUE}(?:[ \t]*,[ \t]*{_AUTH_VALUE})*"
@@ -272,7 +284,12 @@ def shell_command(words: list[str], keyed: Collection[str]) -> str:
     word is written as it is, a path such as ``runs?key=1`` too, which read from a variable
     named another folder when the command ran again.
     """
-    keys: dict[str, str] = {}
+    keys = {  # the variables already read first: a new key takes none of them
+        value: named[1]
+        for word in words
+        for start, end in key_spans(word)
+        if (named := KEY_REFERENCE.fullmatch(value := word[start:end]))
+    }
     shown = []
     for i, word in enumerate(words):
         option, equals, value = word.partition("=")
@@ -292,13 +309,11 @@ def _shell_word(word: str, keys: dict[str, str]) -> str:
     for start, end in key_spans(word):
         value = word[start:end]
         if value not in keys:
-            named = KEY_REFERENCE.fullmatch(value)
-            number = len(keys) + 1
-            while not named and f"{KEY_VARIABLE}_{number}" in keys.values():
-                number += 1
-            keys[value] = (
-                named[1] if named else f"{KEY_VARIABLE}_{number}" if keys else KEY_VARIABLE
-            )
+            taken, number = set(keys.values()), 2
+            name = KEY_VARIABLE
+            while name in taken:
+                name, number = f"{KEY_VARIABLE}_{number}", number + 1
+            keys[value] = name
         parts += [shlex.quote(word[at:start]), f'"${{{keys[value]}}}"']
         at = end
     if at < len(word) or not parts:
@@ -312,12 +327,13 @@ def keyless_command(command: str, keyed: Collection[str]) -> str:
     For a command recorded to be run again (an evaluation's), as `shell_command` writes one
     (only the values of the `keyed` options hold keys): `redact_url` ends a value at
     a quote, and a shell-quoted key holding one had its rest kept. A line no shell would
-    split (an unclosed quote) has each value cut to its URL's next parameter instead.
+    split (an unclosed quote) has each of its words' keys redacted instead, each cut to its
+    URL's next parameter: cut so on the whole line, a key took the words after it.
     """
     try:
         words = shlex.split(command)
     except ValueError:
-        return redact_spec(command)
+        return re.sub(r"\S+", lambda word: redact_spec(word[0]), command)
     return shell_command(words, keyed)
 
 
@@ -415,7 +431,8 @@ def _env_secrets(name: str, value: str) -> set[str]:
         return {value}
     if value.isdigit():
         return set()
-    return {value, *_LIST_SEPARATOR.split(value)}
+    items = _LIST_SEPARATOR.split(value)
+    return {value, *(item for item in items if _LISTED_SECRET.fullmatch(item))}
 
 
 def redact(text: str) -> str:

@@ -271,6 +271,12 @@ def test_a_credential_field_loses_its_whole_value_and_nothing_after_it(text, sho
         ("{'authorization': letmein, 'x': 1}", f"{{'authorization': {REDACTED}, 'x': 1}}"),
         ("Proxy-Authorization: hunter", f"Proxy-Authorization: {REDACTED}"),
         ("authorization: GoogleLogin secretword", f"authorization: {REDACTED}"),
+        # Two words of letters read as a message whatever they said: a custom scheme and
+        # a credential of small letters, or a credential and the words after it, were shown.
+        ("Authorization: Splunk secretvalue", f"Authorization: {REDACTED}"),
+        ("Authorization: letmein was rejected", f"Authorization: {REDACTED} was rejected"),
+        ("Authorization: not provided", "Authorization: not provided"),
+        ("authorization: missing header", "authorization: missing header"),
     ],
 )
 def test_an_authorization_field_keeps_ordinary_words_and_loses_credentials(text, shown):
@@ -331,4 +337,38 @@ def test_a_command_no_shell_would_split_keeps_no_part_of_a_key():
     command = "moa eval --system 'single:m@https://h.example/v1?key=ab'cd-secret-tail&alt=json'"
     assert keyless_command(command, ["--system"]) == (
         "moa eval --system 'single:m@https://h.example/v1?key=[redacted]&alt=json'"
+    )
+
+
+def test_list_variables_of_ordinary_words_are_no_secrets(monkeypatch):
+    # A plural name's list was split and every item cut out of every error text: a stop
+    # token, a sorting key's field names. Only items shaped as credentials are secrets.
+    monkeypatch.setenv("STOP_TOKENS", "<|im_end|>,<|endoftext|>")
+    monkeypatch.setenv("SORT_KEYS", "name,created_at")
+    monkeypatch.setenv("API_KEYS", "alpha-key-111111,beta-key-222222")
+    text = "stopped at <|im_end|> sorting by created_at name with beta-key-222222"
+    assert redact(text) == f"stopped at <|im_end|> sorting by created_at name with {REDACTED}"
+
+
+def test_a_new_key_takes_no_variable_a_later_word_already_reads():
+    from langgraph_moa._redact import shell_command
+
+    # The first new key was given MOA_URL_KEY, which a later word already read: two keys,
+    # one variable.
+    words = ["moa", "eval", "--system", "single:n@https://h/v1?key=zzzzzzzzz"]
+    words += ["--system", "single:o@https://h/v1?key=${MOA_URL_KEY}"]
+    assert shell_command(words, ("--system",)) == (
+        "moa eval --system 'single:n@https://h/v1?key='\"${MOA_URL_KEY_2}\""
+        " --system 'single:o@https://h/v1?key='\"${MOA_URL_KEY}\""
+    )
+
+
+def test_a_command_no_shell_would_split_keeps_its_words_after_a_key():
+    from langgraph_moa._redact import keyless_command
+
+    # Redacted as one spec, the key's value ran to the line's end: the rest was dropped.
+    # (The quote after the key may be the key's own: it goes with it.)
+    command = "moa eval --system 'single:m@https://h/v1?key=abcdefgh' --runs 3 --out d'ir"
+    assert keyless_command(command, ["--system"]) == (
+        "moa eval --system 'single:m@https://h/v1?key=[redacted] --runs 3 --out d'ir"
     )
