@@ -1714,14 +1714,15 @@ def test_a_stopped_evals_resume_command_shows_no_part_of_a_urls_key_and_still_ru
     import subprocess
     from types import SimpleNamespace
 
-    from langgraph_moa._redact import redact_spec, redact_url
+    from langgraph_moa._redact import keyless_command, redact_spec
     from langgraph_moa.cli._eval import _command, _resume_command, _stopped
+    from langgraph_moa.eval.runner import SPEC_OPTIONS
 
     spec = f"single:m@https://api.example/v1?key={key}&alt=json"
     other = "single:gemini-flash?key=second-secret-key"
     systems = [spec, other, "mix"]
     args = (systems, None, None, tmp_path, 2, 1, spec, spec, None, False)
-    command = redact_url(_command(*args))  # as Evaluation keeps it
+    command = keyless_command(_command(*args), SPEC_OPTIONS)  # as Evaluation keeps it
     resume = _resume_command(command, True, None, False)
     said = _stopped(
         SimpleNamespace(items=[1, 2], finished={redact_spec(s): 1 for s in systems}),
@@ -1755,6 +1756,14 @@ def test_a_stopped_evals_resume_command_shows_no_part_of_a_urls_key_and_still_ru
     assert "variable" not in _stopped(
         SimpleNamespace(items=[1], finished={"m": 1}), tmp_path, keyless
     )
+
+
+def test_the_variables_a_resume_command_reads_are_listed_as_a_sentence_lists():
+    from langgraph_moa.cli._eval import _key_left_out
+
+    # Three were "$MOA_URL_KEY and $MOA_URL_KEY_2 and $MOA_URL_KEY_3".
+    said = _key_left_out("moa eval " + " ".join(f"${{MOA_URL_KEY{n}}}" for n in ("", "_2", "_3")))
+    assert "from its variable, $MOA_URL_KEY, $MOA_URL_KEY_2 and $MOA_URL_KEY_3: set them" in said
 
 
 def test_a_resume_command_keeps_a_path_that_looks_like_a_url_with_a_key(tmp_path):

@@ -275,7 +275,8 @@ def _key_left_out(resume: str) -> str:
     names = list(dict.fromkeys(KEY_REFERENCE.findall(resume)))
     if not names:
         return ""
-    listed = " and ".join(f"${name}" for name in names)
+    listed = ", ".join(f"${name}" for name in names[:-1])
+    listed = f"{listed} and ${names[-1]}" if listed else f"${names[-1]}"
     return (
         " (no key is shown: the command reads each URL's key from its variable, "
         f"{listed}: set {'them' if len(names) > 1 else 'it'} to your "
