@@ -212,11 +212,12 @@ class MoAChatModel(BaseChatModel):
 
         A compiled graph holds locks and local functions, so ``pickle.dumps(model)`` (what
         multiprocessing and process pools do with it) failed for every model, a preset's
-        too; the copy compiles its own on first use, as a deep copy does.
+        too; the copy compiles its own on first use, as a deep copy does. The graphs of
+        overrides are left behind by `_GraphCache` itself, which pickles empty.
         """
         state = super().__getstate__()
         private = dict(state.get("__pydantic_private__") or {})
-        private.update(_graph=None, _graphs=_GraphCache())
+        private.update(_graph=None)
         return {**state, "__pydantic_private__": private}
 
     @property
@@ -807,6 +808,7 @@ class _GraphCache:
         return _GraphCache(self._graphs.size)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled empty, as deep-copied: its lock and graphs cannot be pickled.
         return _GraphCache, (self._graphs.size,)
 
 

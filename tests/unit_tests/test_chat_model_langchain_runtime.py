@@ -74,6 +74,13 @@ def test_a_model_pickles_for_multiprocessing_and_the_copy_runs_its_own_config():
     assert copy.graph is not llm.graph
 
 
+def test_a_pickled_model_leaves_its_compiled_override_graphs_behind():
+    llm = MoAChatModel(config="moa-lite")
+    llm._graphs.get("override", lambda: lambda: "a graph cannot be pickled")
+    copy = pickle.loads(pickle.dumps(llm))
+    assert len(copy._graphs) == 0 and len(llm._graphs) == 1
+
+
 class _CountingLimiter(BaseRateLimiter):
     """A rate limiter that never waits and counts what it was asked for."""
 
