@@ -184,6 +184,9 @@ def test_a_run_an_earlier_version_checkpointed_mid_layer_is_refused_in_one_sente
         graph.invoke(None, THREAD)
     message = str(caught.value)
     assert "earlier version" in message and "new input" in message and "thread_id" in message
+    # "finish it with that version": that version, resuming with another config, mixes
+    # the two MoAs itself.
+    assert "finish it with that version and the config it started with" in message
     assert "\n" not in message
     assert log.calls == []
     out = graph.invoke(QUESTION, THREAD)  # new input starts a run of this MoA afresh

@@ -221,8 +221,8 @@ class MoANodes:
             raise MoAConfigError(
                 "This thread's run was checkpointed mid-run by an earlier version of "
                 "langgraph-moa, which did not record its MoA, so resuming it could mix two "
-                "MoAs' proposals: finish it with that version, or give the thread new input "
-                "(or use a new thread_id) to start over."
+                "MoAs' proposals: finish it with that version and the config it started with, "
+                "or give the thread new input (or use a new thread_id) to start over."
             )
         last = self._last_derived  # `derived`'s own first step, without the call
         digest = (last if last.cfg is plan.cfg else self.derived(plan.cfg)).shape
