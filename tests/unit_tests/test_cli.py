@@ -113,6 +113,20 @@ def test_serve_refuses_a_star_among_other_trusted_proxies():
         ServeSecurity(forwarded_allow_ips=("10.0.0.5", "*"))
 
 
+def test_serve_refuses_a_trusted_network_with_host_bits_set():
+    # uvicorn parses each entry strictly: "10.0.0.5/8" was stored as a literal that no peer
+    # ever equals, so the proxy the operator named was silently untrusted.
+    from typer.testing import CliRunner
+
+    from langgraph_moa.serving._guard import ServeSecurity
+
+    bad = CliRunner().invoke(cli.app, ["serve", "--forwarded-allow-ips", "10.0.0.5/8"])
+    said = " ".join(bad.output.replace("\u2502", " ").split())
+    assert bad.exit_code == 2 and "10.0.0.0/8" in said, bad.output
+    with pytest.raises(ValueError, match=r"10\.0\.0\.0/8"):
+        ServeSecurity(forwarded_allow_ips=("10.0.0.5/8",))
+
+
 @pytest.mark.parametrize(
     ("given", "prefix"), [(None, ""), ("/moa", "/moa"), ("/moa/", "/moa"), ("/a/b-c", "/a/b-c")]
 )

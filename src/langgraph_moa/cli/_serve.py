@@ -86,11 +86,12 @@ def proxy_addresses(value: str | None) -> str | None:
     """Refuse a --forwarded-allow-ips entry that is not an address, a network or ``*``.
 
     Checked as the command line is read (a usage error, exit code 2): uvicorn would have
-    taken a mistyped entry for a host name that never matches, and trusted no proxy.
+    taken a mistyped entry, or a network with host bits set, for a host name that never
+    matches, and trusted no proxy (`proxy_entry_problem`).
     """
     if value is None:
         return None
-    import ipaddress
+    from langgraph_moa.serving._guard import proxy_entry_problem
 
     entries = [part.strip() for part in value.split(",")]
     if "*" in entries and len(entries) > 1:  # uvicorn would match '*' as a host name, never
@@ -98,14 +99,11 @@ def proxy_addresses(value: str | None) -> str | None:
             "'*' trusts every peer, and only alone: give '*' or the proxies' addresses."
         )
     for entry in entries:
-        try:
-            if entry != "*":
-                ipaddress.ip_network(entry, strict=False)
-        except ValueError:
+        problem = proxy_entry_problem(entry)
+        if problem:
             raise typer.BadParameter(
-                f"{entry!r} is not an IP address, a network (10.0.0.0/8) or '*'; give the "
-                "proxies' addresses, separated by commas."
-            ) from None
+                f"{problem}; give the proxies' addresses, separated by commas."
+            )
     return value
 
 

@@ -74,8 +74,9 @@ class ServeSecurity(BaseModel):
         if "*" in value and len(value) > 1:  # uvicorn trusts every peer for a lone '*' only
             raise ValueError("'*' trusts every peer, and must be given alone")
         for entry in value:
-            if entry != "*":
-                ipaddress.ip_network(entry, strict=False)  # ValueError names the entry
+            problem = proxy_entry_problem(entry)
+            if problem:
+                raise ValueError(problem)
         return value
 
     def with_bind_host(self, host: str) -> "ServeSecurity":
@@ -86,6 +87,30 @@ class ServeSecurity(BaseModel):
         if name in self.allowed_hosts:
             return self
         return self.model_copy(update={"allowed_hosts": (*self.allowed_hosts, name)})
+
+
+def proxy_entry_problem(entry: str) -> str | None:
+    """Say why `entry` cannot name a trusted proxy; None if it can (an address, a network, ``*``).
+
+    uvicorn reads each entry strictly and keeps one it cannot parse as a literal host name
+    that no peer's address ever equals: a typo, or a network with host bits set
+    (``10.0.0.5/8``), would silently trust no proxy. The latter is refused too, not
+    widened: whether the operator meant the network or the one address is theirs to say.
+    """
+    if entry == "*":
+        return None
+    try:
+        ipaddress.ip_network(entry)
+    except ValueError:
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return f"{entry!r} is not an IP address, a network (10.0.0.0/8) or '*'"
+        return (
+            f"{entry!r} has host bits set: give the network ({network}) or the proxy's "
+            "address alone"
+        )
+    return None
 
 
 def _error(status: int, message: str, kind: str, code: str) -> tuple[int, bytes]:
