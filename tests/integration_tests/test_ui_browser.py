@@ -1070,3 +1070,31 @@ def test_ctrl_enter_asks_from_the_other_models_fields_too(backend, browser):
                 what=f"a run asked from the {field} field",
             )
         assert console_errors(d) == []
+
+
+def test_a_failed_or_refused_run_shows_its_request_id(backend, browser):
+    """The crash sentence tells the user the operator's log names the request, yet the page
+    never showed which: a run's error event and a refused run's body carry its ID, and the
+    pane's error now ends with it."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(
+        proposers=[f"broken@{backend.url}"],
+        aggregator=f"broken@{backend.url}",
+        retry={"max_attempts": 1},
+    )
+    shown = r"\(request [0-9a-f]{32}\)$"
+    with BackgroundServer(create_app({"b": config})) as server:
+        d = browser
+        start(d, server.root, "b")
+        error = wait(d, "document.querySelector('.pane-error')?.textContent", what="the error")
+        assert re.search(shown, error), error
+        d.find_element("css selector", "#models-box summary").click()
+        d.find_element("id", "proposers").send_keys("openai:gpt-4o")  # refused: not enabled
+        d.find_element("id", "ask-button").click()
+        refused = "document.querySelector('.pane-error')?.textContent.includes('not enabled')"
+        wait(d, refused, what="the refusal")
+        error = d.execute_script("return document.querySelector('.pane-error').textContent")
+        assert re.search(shown, error), error

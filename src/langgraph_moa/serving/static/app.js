@@ -80,12 +80,22 @@ async function api(path, options) {
   }
   if (!response.ok) {
     let message = response.status + " " + response.statusText;
+    let requestId = response.headers.get("X-Request-ID");
     try {
-      message = (await response.json()).error.message;
+      const error = (await response.json()).error;
+      message = error.message;
+      requestId = error.request_id || requestId;
     } catch (e) { /* not an error body */ }
-    throw new Error(message);
+    const refusal = new Error(message);
+    refusal.requestId = requestId;
+    throw refusal;
   }
   return response;
+}
+
+// An error sentence with the ID the operator's log line ends with, so a user can name it.
+function withRequest(message, requestId) {
+  return requestId ? message + " (request " + requestId + ")" : message;
 }
 
 function modelSelect(selected) {
@@ -514,7 +524,7 @@ class Pane {
   }
 
   on_error(ev) {
-    this.errorBox.textContent = ev.message;
+    this.errorBox.textContent = withRequest(ev.message, ev.request_id);
     this.markIncomplete();
   }
 
@@ -619,7 +629,7 @@ async function startRun(question, model, sideBySide) {
     response = await api("v1/moa/runs", { method: "POST", body: JSON.stringify(body), signal: signal });
   } catch (error) {
     if (signal.aborted) return;
-    pane.errorBox.textContent = error.message; // the server's refusal, one sentence
+    pane.errorBox.textContent = withRequest(error.message, error.requestId); // the server's refusal
     pane.status.textContent = "failed";
     return;
   }
