@@ -257,9 +257,9 @@ class _Job:
     """Run metadata the request forwards (``user``, ``metadata``)."""
     logprobs: bool = False
     tally: CallTally = field(default_factory=CallTally)
+    """The run's calls ended so far (for the access log of a client that leaves)."""
     pace: ReaderPace = field(default_factory=ReaderPace)
     """Holds the run's models while its stream's reader is behind (its `pump`'s room)."""
-    """The run's calls ended so far (for the access log of a client that leaves)."""
 
     def run_input(self) -> dict[str, Any]:
         """Return the graph's input: the conversation and the call options."""
