@@ -2049,6 +2049,19 @@ def test_the_drain_brings_a_runs_deadline_forward_and_says_the_server_stopped_it
     assert type(error) is RequestTimeoutError and count == 0
 
 
+def test_a_request_the_drain_stopped_is_told_when_to_send_it_again(system):
+    # The drain's 503 says "send it again" but, unlike RunCap's 503, set no Retry-After, so
+    # a client's retry policy had nothing to go on.
+    from langgraph_moa.serving._guard import RETRY_AFTER_S
+
+    app = create_app({"m": system})
+    app.state.drain.due = 0.0  # the drain ended long ago: a run that starts now is stopped
+    response = post(local(app), {"model": "m", "messages": USER})
+    error = assert_one_sentence(response, 503, "send it again")
+    assert error["code"] == "server_stopping"
+    assert response.headers["retry-after"] == str(RETRY_AFTER_S)
+
+
 def test_a_timeout_raised_inside_a_run_during_the_drain_is_not_the_drains():
     # Any TimeoutError out of the run was taken for the drain's expiry once a drain had
     # begun: a run's own TimeoutError (a library's wait) was reported as server_stopping

@@ -24,7 +24,7 @@ from langgraph_moa.errors import (
     ModelNotAllowedError,
     RequestTimeoutError,
 )
-from langgraph_moa.serving._guard import CRASHED
+from langgraph_moa.serving._guard import CRASHED, RETRY_AFTER_S
 from langgraph_moa.serving._request_id import current, with_id
 from langgraph_moa.serving._schema import REFUSED, _is_union_tag
 
@@ -59,6 +59,7 @@ class _APIError(Exception):
         kind: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param = (
@@ -68,6 +69,8 @@ class _APIError(Exception):
             code,
             param,
         )
+        self.headers = headers
+        """Headers the answer carries besides the body (``Retry-After``)."""
 
     def body(self) -> dict[str, Any]:
         """Return the OpenAI-style error body."""
@@ -78,7 +81,9 @@ class _APIError(Exception):
 def _api_error(exc: MoAError) -> _APIError:
     """Map one of the package's errors to its HTTP status, OpenAI error type and code."""
     if isinstance(exc, ServerStoppingError):
-        return _APIError(503, str(exc), "server_error", "server_stopping")
+        # Its words say to send it again: when, as RunCap's 503 says it.
+        retry = {"Retry-After": str(RETRY_AFTER_S)}
+        return _APIError(503, str(exc), "server_error", "server_stopping", headers=retry)
     if isinstance(exc, RequestTimeoutError):
         return _APIError(504, str(exc), "timeout_error", "request_timeout")
     if isinstance(exc, CallTimeoutError):  # its words name the model that did not answer

@@ -147,7 +147,7 @@ class _Guard:
         if scope["type"] == "http" and (refusal := self._refusal(scope)) is not None:
             from fastapi.responses import JSONResponse
 
-            response = JSONResponse(refusal.body(), status_code=refusal.status)
+            response = JSONResponse(refusal.body(), refusal.status, headers=refusal.headers)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
