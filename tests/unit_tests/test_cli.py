@@ -142,7 +142,7 @@ def test_serve_passes_its_root_path(monkeypatch, given, prefix):
     assert seen["root_path"] == prefix
 
 
-@pytest.mark.parametrize("given", ["moa", "/moa?x=1", "/m oa", "//evil.example"])
+@pytest.mark.parametrize("given", ["moa", "/moa?x=1", "/m oa", "//evil.example", "/m%20oa"])
 def test_serve_refuses_a_root_path_that_is_not_a_path(given):
     from typer.testing import CliRunner
 

@@ -520,6 +520,17 @@ def test_with_a_root_path_the_page_works_behind_a_proxy_that_keeps_the_prefix(sy
     assert direct.get("/ui").status_code == 200
 
 
+def test_a_root_path_given_from_python_is_taken_as_the_cli_takes_it(system):
+    # Only the CLI took the trailing slash off: serve(root_path="/moa/") matched /moa//...
+    # alone, so /moa/ui was a 404; and a '%' never matches the decoded path it is compared to.
+    from langgraph_moa.serving._guard import served_under
+
+    app = served_under(create_app({"m": system}), "/moa/")
+    assert TestClient(app, base_url="http://localhost").get("/moa/ui").status_code == 200
+    with pytest.raises(ValueError, match="not a URL path"):
+        served_under(app, "/m%20oa")
+
+
 def test_with_a_root_path_the_prefix_itself_is_sent_under_it(system):
     # A proxy that passes /moa on as it is (not every proxy redirects it to /moa/ itself)
     # got a 404: only paths under /moa/ were served. It is sent to /moa/ now, keeping its

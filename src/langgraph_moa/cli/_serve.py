@@ -91,7 +91,7 @@ def proxy_addresses(value: str | None) -> str | None:
     """
     if value is None:
         return None
-    from langgraph_moa.serving._guard import proxy_entry_problem
+    from langgraph_moa.serving._addresses import proxy_entry_problem
 
     entries = [part.strip() for part in value.split(",")]
     if "*" in entries and len(entries) > 1:  # uvicorn would match '*' as a host name, never
@@ -109,15 +109,12 @@ def proxy_addresses(value: str | None) -> str | None:
 
 def path_prefix(value: str) -> str:
     """Refuse a --root-path that is not a URL path (``/moa``): a usage error, exit code 2."""
-    import re
+    from langgraph_moa.serving._addresses import path_prefix as served_prefix
 
-    prefix = value.rstrip("/")
-    if value and not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+", prefix):
-        raise typer.BadParameter(
-            f"{value!r} is not a URL path such as /moa: give the path prefix the proxy "
-            "keeps, starting with '/'."
-        )
-    return prefix
+    try:
+        return served_prefix(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def serve(

@@ -21,7 +21,6 @@ Two layers, because they see different things:
 """
 
 import asyncio
-import ipaddress
 import json
 from collections import Counter
 from typing import Any
@@ -31,6 +30,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware, _TrustedHos
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from langgraph_moa._redact import clip
+from langgraph_moa.serving._addresses import path_prefix, proxy_entry_problem
 from langgraph_moa.serving._request_id import with_id
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -87,30 +87,6 @@ class ServeSecurity(BaseModel):
         if name in self.allowed_hosts:
             return self
         return self.model_copy(update={"allowed_hosts": (*self.allowed_hosts, name)})
-
-
-def proxy_entry_problem(entry: str) -> str | None:
-    """Say why `entry` cannot name a trusted proxy; None if it can (an address, a network, ``*``).
-
-    uvicorn reads each entry strictly and keeps one it cannot parse as a literal host name
-    that no peer's address ever equals: a typo, or a network with host bits set
-    (``10.0.0.5/8``), would silently trust no proxy. The latter is refused too, not
-    widened: whether the operator meant the network or the one address is theirs to say.
-    """
-    if entry == "*":
-        return None
-    try:
-        ipaddress.ip_network(entry)
-    except ValueError:
-        try:
-            network = ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            return f"{entry!r} is not an IP address, a network (10.0.0.0/8) or '*'"
-        return (
-            f"{entry!r} has host bits set: give the network ({network}) or the proxy's "
-            "address alone"
-        )
-    return None
 
 
 def _error(status: int, message: str, kind: str, code: str) -> tuple[int, bytes]:
@@ -574,6 +550,7 @@ def served_under(app: Any, prefix: str) -> Any:
     it prefixes every path once more; and a ``root_path`` in the scope makes Starlette route
     ``/moa/v1/...`` as ``/v1/...`` while the guards, which read the path, would not count it.
     """
+    prefix = path_prefix(prefix)
     if not prefix:
         return app
     head, raw_head = prefix + "/", prefix.encode()

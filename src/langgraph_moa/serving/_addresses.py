@@ -1,0 +1,49 @@
+"""What `moa serve`'s options name: the trusted proxies and the path prefix.
+
+Read by the CLI as the command line is parsed (a usage error, exit code 2) and by the
+server itself (`_guard`), for a caller of `serve` from Python; kept free of the ``serve``
+extra, so that the CLI checks them without FastAPI or uvicorn installed.
+"""
+
+import ipaddress
+import re
+
+
+def proxy_entry_problem(entry: str) -> str | None:
+    """Say why `entry` cannot name a trusted proxy; None if it can (an address, a network, ``*``).
+
+    uvicorn reads each entry strictly and keeps one it cannot parse as a literal host name
+    that no peer's address ever equals: a typo, or a network with host bits set
+    (``10.0.0.5/8``), would silently trust no proxy. The latter is refused too, not
+    widened: whether the operator meant the network or the one address is theirs to say.
+    """
+    if entry == "*":
+        return None
+    try:
+        ipaddress.ip_network(entry)
+    except ValueError:
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return f"{entry!r} is not an IP address, a network (10.0.0.0/8) or '*'"
+        return (
+            f"{entry!r} has host bits set: give the network ({network}) or the proxy's "
+            "address alone"
+        )
+    return None
+
+
+def path_prefix(value: str) -> str:
+    """Return the path prefix `value` names, as `served_under` matches it (``/moa``).
+
+    The trailing slash is taken off (``/moa/`` matched ``/moa//...`` alone). Raises
+    ValueError for anything but a URL path; a ``%`` too, since the prefix is compared with
+    the decoded path, which an escape never equals.
+    """
+    prefix = value.rstrip("/")
+    if value and not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+", prefix):
+        raise ValueError(
+            f"{value!r} is not a URL path such as /moa: give the path prefix the proxy "
+            "keeps, starting with '/', unescaped (no '%')."
+        )
+    return prefix
