@@ -2187,8 +2187,9 @@ def test_a_stalled_reader_holds_the_models_stream_back_not_only_the_relay(
     LangGraph's stream queue, between the model and the relay, has no bound, so the model
     went on writing its whole answer into memory (a 60,000-word answer to a stalled socket:
     server RSS +170 MB). The model's token stream now waits for the reader too, so the
-    tokens written stay within the relay's bound, counted here, on both event loops (a
-    context variable reached the models on asyncio's, not on uvloop's)."""
+    tokens written stay within the relay's bound, counted here, on both event loops (the
+    context variable used before held these in-process models back on asyncio's loop only,
+    and a real backend's stream on neither loop: each run's config now carries the pace)."""
     from langgraph_moa.serving import _events
     from langgraph_moa.serving._guard import ServeSecurity
     from tests.fakes import WordStreamer
