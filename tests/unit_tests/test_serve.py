@@ -2094,7 +2094,6 @@ def test_a_timeout_raised_inside_a_run_is_not_reported_as_the_requests():
     import asyncio
 
     from langgraph_moa.errors import CallTimeoutError, RequestTimeoutError
-    from langgraph_moa.serving._errors import _api_error
     from langgraph_moa.serving._requests import _within
 
     async def its_own(error):
@@ -2105,15 +2104,8 @@ def test_a_timeout_raised_inside_a_run_is_not_reported_as_the_requests():
         asyncio.run(_within(600, its_own(TimeoutError("a wait of its own"))))
     assert not isinstance(err.value, RequestTimeoutError) and str(err.value) == "a wait of its own"
     call = CallTimeoutError("aggregator 'openai:gpt-x' did not answer within 5s")
-    with pytest.raises(CallTimeoutError):
+    with pytest.raises(CallTimeoutError):  # a run answers it inside its failure (a 502)
         asyncio.run(_within(600, its_own(call)))
-    refusal = _api_error(call)  # the model that did not answer, not the request's limit
-    assert (refusal.status, refusal.kind, refusal.code) == (
-        504,
-        "timeout_error",
-        "upstream_timeout",
-    )
-    assert refusal.message == str(call)
 
 
 def test_a_stream_that_fails_on_a_bug_after_it_started_still_ends_in_an_error(

@@ -15,7 +15,6 @@ from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
     BudgetExhaustedError,
-    CallTimeoutError,
     LimitExceededError,
     LocalModelError,
     LocalRuntimeError,
@@ -86,8 +85,6 @@ def _api_error(exc: MoAError) -> _APIError:
         return _APIError(503, str(exc), "server_error", "server_stopping", headers=retry)
     if isinstance(exc, RequestTimeoutError):
         return _APIError(504, str(exc), "timeout_error", "request_timeout")
-    if isinstance(exc, CallTimeoutError):  # its words name the model that did not answer
-        return _APIError(504, str(exc), "timeout_error", "upstream_timeout")
     if isinstance(exc, AllProposersFailedError | AggregatorFailedError):
         return _APIError(502, exc.summary, "upstream_error")
     if isinstance(exc, MissingAPIKeyError):
