@@ -327,6 +327,38 @@ def test_a_run_streams_its_events_and_is_kept(system, tmp_path):
     assert missing.status_code == 404 and "No run" in missing.json()["error"]["message"]
 
 
+def test_a_run_that_fails_on_a_bug_stops_its_calls_with_one_sentence(system, tmp_path, monkeypatch):
+    # A bug met while the run's failure was reported (outside the run's own handler) stopped
+    # its calls with "the run failed on a server error.", where the run's handler says the
+    # crash's sentence: the same failure read two ways in the history.
+    from langgraph_moa.serving import _ui
+    from langgraph_moa.serving._guard import CRASHED
+
+    class Breaking:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        async def __aiter__(self):
+            yield {"event": "started", "role": "proposer", "layer": 1, "index": 0, "sample": 0}
+            raise RuntimeError("a bug in the run")
+
+    def failing_report(exc):
+        raise RuntimeError("a bug in its report")
+
+    monkeypatch.setattr(_ui, "RunEvents", Breaking)
+    monkeypatch.setattr(_ui, "_run_failed", failing_report)
+    client = TestClient(
+        create_app({"m": system}, history=History(tmp_path / "h.sqlite3")),
+        base_url="http://localhost",
+        raise_server_exceptions=False,
+    )
+    client.post("/v1/moa/runs", json={"model": "m", "messages": USER})
+    (run,) = client.get("/v1/moa/runs").json()["data"]
+    kept = client.get(f"/v1/moa/runs/{run['id']}").json()["events"]
+    stopped = [e["error"] for e in kept if e["event"] == "failed"]
+    assert stopped == [f"Stopped: {CRASHED}"], kept
+
+
 def test_a_run_the_history_cannot_save_still_ends_and_says_it_was_not_kept(
     system, tmp_path, caplog
 ):

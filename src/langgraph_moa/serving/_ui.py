@@ -48,6 +48,7 @@ from langgraph_moa.serving._events import (
     sse,
     stopped_calls,
 )
+from langgraph_moa.serving._guard import CRASHED
 from langgraph_moa.serving._history import Compactor, History, HistoryError, RunRecord
 from langgraph_moa.serving._policy import _Job, _Preparer
 from langgraph_moa.serving._request_id import with_id
@@ -171,7 +172,7 @@ async def _run(
         raise
     except Exception:
         record.status = "failed"  # not one of the package's errors: a bug, kept as failed
-        for stopped in stopped_calls(log.events, "Stopped: the run failed on a server error."):
+        for stopped in stopped_calls(log.events, f"Stopped: {CRASHED}"):  # as `_run_failed`
             log.add(stopped)
         raise
     finally:
