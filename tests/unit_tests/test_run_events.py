@@ -332,7 +332,7 @@ def test_a_run_that_fails_on_a_bug_stops_its_calls_with_one_sentence(system, tmp
     # its calls with "the run failed on a server error.", where the run's handler says the
     # crash's sentence: the same failure read two ways in the history.
     from langgraph_moa.serving import _ui
-    from langgraph_moa.serving._guard import CRASHED
+    from langgraph_moa.serving._errors import CRASHED
 
     class Breaking:
         def __init__(self, *args, **kwargs):
@@ -1276,7 +1276,7 @@ def test_a_run_that_fails_on_a_bug_ends_in_an_error_and_is_kept_as_failed(
     # request's: the page's run stream was cut there with no 'error' and no 'done'. It now
     # ends as a failed run does, with the crash's sentence, kept; the log has the traceback.
     import langgraph_moa.serving._ui as ui
-    from langgraph_moa.serving._guard import CRASHED
+    from langgraph_moa.serving._errors import CRASHED
 
     class Breaking(RunEvents):
         async def __aiter__(self):

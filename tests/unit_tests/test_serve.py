@@ -2052,7 +2052,7 @@ def test_the_drain_brings_a_runs_deadline_forward_and_says_the_server_stopped_it
 def test_a_request_the_drain_stopped_is_told_when_to_send_it_again(system):
     # The drain's 503 says "send it again" but, unlike RunCap's 503, set no Retry-After, so
     # a client's retry policy had nothing to go on.
-    from langgraph_moa.serving._guard import RETRY_AFTER_S
+    from langgraph_moa.serving._errors import RETRY_AFTER_S
 
     app = create_app({"m": system})
     app.state.drain.due = 0.0  # the drain ended long ago: a run that starts now is stopped
@@ -2115,7 +2115,7 @@ def test_a_stream_that_fails_on_a_bug_after_it_started_still_ends_in_an_error(
     # request's: a stream that had sent text was cut there, with no error and no [DONE],
     # and a client read the half answer as the whole one.
     import langgraph_moa.serving._app as served
-    from langgraph_moa.serving._guard import CRASHED
+    from langgraph_moa.serving._errors import CRASHED
 
     class Breaking:
         answer = None

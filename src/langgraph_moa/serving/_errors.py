@@ -23,9 +23,14 @@ from langgraph_moa.errors import (
     ModelNotAllowedError,
     RequestTimeoutError,
 )
-from langgraph_moa.serving._guard import CRASHED, RETRY_AFTER_S
 from langgraph_moa.serving._request_id import current, with_id
 from langgraph_moa.serving._schema import REFUSED, _is_union_tag
+
+CRASHED = "The server failed to answer this request; the operator's log names the request ID."
+"""A bug's answer: no Python text for the client. Here, not in `_guard` (which answers it
+too), since `_guard` needs uvicorn and the CLI imports this module without the serve extra."""
+RETRY_AFTER_S = 5
+"""Seconds a client turned away (`_guard.RunCap`, the drain) is told to wait (``Retry-After``)."""
 
 MAX_BODY_BYTES = 1_000_000
 

@@ -31,6 +31,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from langgraph_moa._redact import clip
 from langgraph_moa.serving._addresses import path_prefix, proxy_entry_problem
+from langgraph_moa.serving._errors import CRASHED, RETRY_AFTER_S
 from langgraph_moa.serving._request_id import with_id
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -104,9 +105,6 @@ async def _send_error(
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-CRASHED = "The server failed to answer this request; the operator's log names the request ID."
 
 
 async def send_crash(send: Any) -> None:
@@ -239,8 +237,6 @@ class BrowserGuard:
 
 RUN_ROUTES = ("/v1/chat/completions", "/v1/moa/runs")
 """The routes whose POST starts a run: the requests `RunCap` counts."""
-RETRY_AFTER_S = 5
-"""Seconds a client turned away by `RunCap` is told to wait (``Retry-After``)."""
 
 
 class RunLoad:

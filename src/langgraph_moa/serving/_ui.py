@@ -38,7 +38,7 @@ from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.config.context import apply_context
 from langgraph_moa.graph.streaming import RunEvents
 from langgraph_moa.run._answer import is_degraded
-from langgraph_moa.serving._errors import MAX_BODY_BYTES, _APIError, _run_failed
+from langgraph_moa.serving._errors import CRASHED, MAX_BODY_BYTES, _APIError, _run_failed
 from langgraph_moa.serving._events import (
     STREAM_HEADERS,
     TokenJoiner,
@@ -48,7 +48,6 @@ from langgraph_moa.serving._events import (
     sse,
     stopped_calls,
 )
-from langgraph_moa.serving._guard import CRASHED
 from langgraph_moa.serving._history import Compactor, History, HistoryError, RunRecord
 from langgraph_moa.serving._policy import _Job, _Preparer
 from langgraph_moa.serving._request_id import with_id
