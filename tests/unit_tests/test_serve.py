@@ -2210,7 +2210,10 @@ def test_a_stalled_reader_holds_the_models_stream_back_not_only_the_relay(
         uvloop.run(stalled())
     else:
         asyncio.run(stalled())
-    assert 0 < state["words"] <= 1_000, state
+    # Typically 20 to 250 words; 974 were seen on two cores shared by eight test runs (the
+    # model runs ahead until the relay holds its bound), so the margin is wide, and still
+    # two thirds of what an unbounded model writes.
+    assert 0 < state["words"] <= 2_000, state
 
 
 @pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/moa/runs"])
