@@ -140,10 +140,10 @@ def ok_record(
     """Record a successful call, with tokens from the message's `usage_metadata`.
 
     `cached`: the package's call cache answered; an answer of LangChain's LLM cache is
-    recorded cached too (`_from_llm_cache`).
+    recorded cached too (`_tokens`).
     """
-    prompt, completion, total = _tokens(response)
-    cached = cached or _from_llm_cache(response)
+    prompt, completion, total, from_llm_cache = _tokens(response)
+    cached = cached or from_llm_cache
     logprobs = token_logprobs(response)
     record = CallRecord(
         role=role,
@@ -198,7 +198,7 @@ def failed_record(
     refused = isinstance(error, RejectedAnswer)
     if paid is None and refused:
         paid = getattr(error, "response", None)
-    prompt, completion, total = _tokens(paid)
+    prompt, completion, total, _ = _tokens(paid)
     record = CallRecord(
         role=role,
         layer=layer,
@@ -261,29 +261,23 @@ def token_details(calls: Iterable[CallRecord]) -> dict[str, dict[str, int]]:
     return sums
 
 
-def _tokens(response: object) -> tuple[int, int, int]:
-    """Return a response's prompt, completion and total tokens (its `usage_metadata`).
+def _tokens(response: object) -> tuple[int, int, int, bool]:
+    """Return a response's tokens (its `usage_metadata`) and whether LangChain's cache gave it.
 
     Read with defaults: LangChain's LLM cache answers with ``{**usage, "total_cost": 0}``,
     and from a model that reports no usage that is all there is (the call failed with a
-    `KeyError`).
+    `KeyError`). ``total_cost`` is a key LangChain adds there and no provider's usage has:
+    that answer's tokens were paid for by an earlier call, as those of an answer from the
+    package's own call cache. Read with ``in``, not ``get``: this runs on every call
+    (benchmarks/graph_call_work.py).
     """
     usage = response.usage_metadata if isinstance(response, AIMessage) else None
     if not usage:
-        return 0, 0, 0
-    prompt, completion = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-    return prompt, completion, int(usage.get("total_tokens", prompt + completion))
-
-
-def _from_llm_cache(response: BaseMessage) -> bool:
-    """Tell whether LangChain's LLM cache gave this answer, not the model.
-
-    A cache hit's `usage_metadata` carries ``total_cost``, a key LangChain adds there and
-    no provider's usage has: its tokens were paid for by an earlier call, as those of an
-    answer from the package's own call cache.
-    """
-    usage = response.usage_metadata if isinstance(response, AIMessage) else None
-    return usage is not None and "total_cost" in usage
+        return 0, 0, 0, False
+    prompt = int(usage["input_tokens"]) if "input_tokens" in usage else 0
+    completion = int(usage["output_tokens"]) if "output_tokens" in usage else 0
+    total = int(usage["total_tokens"]) if "total_tokens" in usage else prompt + completion
+    return prompt, completion, total, "total_cost" in usage
 
 
 def _totals(calls: Iterable[CallRecord]) -> TokenTotals:
