@@ -50,11 +50,13 @@ alone, as an error repeats one. A whole number in one is a count, not a secret
 (``MAX_INPUT_TOKENS=131072``, a serving stack's limit): it was cut out of every error,
 the context length an upstream names among them."""
 _LIST_SEPARATOR = re.compile(r"[\s,;]+")
-_LISTED_SECRET = re.compile(r"(?=.*[0-9\-.~+/=])[\w\-.~+/=]{12,}")
-"""An item of such a list that is shaped as a credential: 12 or more of a token's
-characters, a digit or a sign among them. Any other item is no secret alone: every item of
-``STOP_TOKENS=<|im_end|>,<|endoftext|>`` or ``SORT_KEYS=name,created_at`` was cut out of
-every error text (the whole list still is)."""
+_LISTED_WORD = re.compile(r"[a-z][a-z_]*|.*[<|>].*")
+"""An item of such a list that is clearly no key: a plain lowercase word or snake_case name
+(``SORT_KEYS=name,created_at``), or one with a character no key holds
+(``STOP_TOKENS=<|im_end|>,<|endoftext|>``); each was cut out of every error text (the whole
+list still is). Any other item of `MIN_SECRET_CHARS` or more is a secret: one counted only
+with 12 or more characters and a digit or a sign let ``hunter2024``, ``local-key1`` and a
+key of letters and ``_`` through."""
 _ACCOUNT_VARS = ("OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "OPENAI_PROJECT_ID")
 
 _PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
@@ -432,7 +434,7 @@ def _env_secrets(name: str, value: str) -> set[str]:
     if value.isdigit():
         return set()
     items = _LIST_SEPARATOR.split(value)
-    return {value, *(item for item in items if _LISTED_SECRET.fullmatch(item))}
+    return {value, *(item for item in items if not _LISTED_WORD.fullmatch(item))}
 
 
 def redact(text: str) -> str:

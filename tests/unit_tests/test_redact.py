@@ -350,6 +350,14 @@ def test_list_variables_of_ordinary_words_are_no_secrets(monkeypatch):
     assert redact(text) == f"stopped at <|im_end|> sorting by created_at name with {REDACTED}"
 
 
+def test_list_items_not_shaped_as_words_are_secrets(monkeypatch):
+    # An item counted only with 12 or more characters and a digit or a sign: a short key,
+    # a word with digits and a long key of letters and one underscore were all shown.
+    monkeypatch.setenv("API_KEYS", "local-key1,hunter2024,hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh")
+    text = "failed with key hunter2024 and hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh and local-key1"
+    assert redact(text) == f"failed with key {REDACTED} and {REDACTED} and {REDACTED}"
+
+
 def test_a_new_key_takes_no_variable_a_later_word_already_reads():
     from langgraph_moa._redact import shell_command
 
