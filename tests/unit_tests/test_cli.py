@@ -128,7 +128,8 @@ def test_serve_refuses_a_trusted_network_with_host_bits_set():
 
 
 @pytest.mark.parametrize(
-    ("given", "prefix"), [(None, ""), ("/moa", "/moa"), ("/moa/", "/moa"), ("/a/b-c", "/a/b-c")]
+    ("given", "prefix"),
+    [(None, ""), ("/", ""), ("/moa", "/moa"), ("/moa/", "/moa"), ("/a/b-c", "/a/b-c")],
 )
 def test_serve_passes_its_root_path(monkeypatch, given, prefix):
     from typer.testing import CliRunner

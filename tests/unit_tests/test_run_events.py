@@ -563,6 +563,16 @@ def test_a_root_path_given_from_python_is_taken_as_the_cli_takes_it(system):
         served_under(app, "/m%20oa")
 
 
+def test_a_root_path_of_slash_alone_is_no_prefix(system):
+    # "/" says the app is at the root; it was refused as "not a URL path".
+    from langgraph_moa.serving._guard import served_under
+
+    app = create_app({"m": system})
+    assert served_under(app, "/") is app
+    with pytest.raises(ValueError, match="not a URL path"):
+        served_under(app, "//")
+
+
 def test_with_a_root_path_the_prefix_itself_is_sent_under_it(system):
     # A proxy that passes /moa on as it is (not every proxy redirects it to /moa/ itself)
     # got a 404: only paths under /moa/ were served. It is sent to /moa/ now, keeping its

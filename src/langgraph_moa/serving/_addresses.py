@@ -36,12 +36,13 @@ def proxy_entry_problem(entry: str) -> str | None:
 def path_prefix(value: str) -> str:
     """Return the path prefix `value` names, as `served_under` matches it (``/moa``).
 
-    The trailing slash is taken off (``/moa/`` matched ``/moa//...`` alone). Raises
-    ValueError for anything but a URL path; a ``%`` too, since the prefix is compared with
-    the decoded path, which an escape never equals.
+    The trailing slash is taken off (``/moa/`` matched ``/moa//...`` alone); ``/`` alone is
+    no prefix (the root), as nothing is. Raises ValueError for anything but a URL path; a
+    ``%`` too, since the prefix is compared with the decoded path, which an escape never
+    equals.
     """
     prefix = value.rstrip("/")
-    if value and not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+", prefix):
+    if value not in ("", "/") and not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+", prefix):
         raise ValueError(
             f"{value!r} is not a URL path such as /moa: give the path prefix the proxy "
             "keeps, starting with '/', unescaped (no '%')."
