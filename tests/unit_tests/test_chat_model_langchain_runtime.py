@@ -50,15 +50,19 @@ def test_the_samples_of_one_model_stay_distinct_under_its_own_cache(fake, log):
 
 
 @pytest.mark.usefixtures("global_cache")
-@pytest.mark.parametrize("instances", ["one", "two equal"])
+@pytest.mark.parametrize("instances", ["one", "two equal", "two equal named apart"])
 def test_two_proposers_of_one_model_stay_distinct_under_the_global_llm_cache(fake, log, instances):
     # Listing a model twice is the same call twice, as its samples are: the second was
     # served the first's cached answer (on a later run, always), one proposal repeated. Two
-    # equal instances are one entry of LangChain's cache as well (its key is their settings).
+    # equal instances are one entry of LangChain's cache as well (its key is their settings),
+    # under two role names too, though the call cache names them apart ("A as x", "A as y").
     shared = itertools.count(1)  # two instances, numbered as one model's answers are
     first = fake("A", counter=shared)
     second = first if instances == "one" else fake("A", counter=shared)
-    graph = create_moa_graph(MoAConfig(proposers=[first, second], aggregator=fake("AGG"), layers=2))
+    proposers: list = [first, second]
+    if instances == "two equal named apart":
+        proposers = [{"model": first, "name": "x"}, {"model": second, "name": "y"}]
+    graph = create_moa_graph(MoAConfig(proposers=proposers, aggregator=fake("AGG"), layers=2))
     for _ in range(2):
         calls = graph.invoke({"messages": [("user", "hi")]})["calls"]
         proposals = [c["output"] for c in calls if c["role"] == "proposer"]

@@ -94,8 +94,10 @@ class CallId(NamedTuple):
         """Return which call of its model this is in its layer: 0 for the first.
 
         A proposer's samples are draws 0, 1, ...; a proposer whose model and parameters an
-        earlier one of the layer has too (``proposers=[m, m]``, or two names of one model)
-        goes on from that one's samples: the same call. Keyed by the sample alone,
+        earlier one of the layer has too (``proposers=[m, m]``, or two instances either cache
+        keys alike: the same model name when unnamed, or the same LangChain settings; a
+        class that reports no settings keys all its instances alike, `_one_call`) goes on
+        from that one's samples: the same call. Keyed by the sample alone,
         the package's call cache served the second proposer the first's answer, and
         LangChain's LLM cache did so for either (see `without_llm_cache`). Any other call's
         is its ``sample``, so a config without a repeated model keeps its keys.
