@@ -79,10 +79,16 @@ def test_a_model_pickles_for_multiprocessing_and_the_copy_runs_its_own_config():
 
 
 def test_a_pickled_model_leaves_its_compiled_override_graphs_behind():
+    # The model put a new, default-sized cache in its pickle; the cache pickles itself
+    # empty now, keeping its bound.
+    from langgraph_moa.chat_model import GRAPH_CACHE_SIZE, _GraphCache
+
     llm = MoAChatModel(config="moa-lite")
+    llm._graphs = _GraphCache(GRAPH_CACHE_SIZE + 3)
     llm._graphs.get("override", lambda: lambda: "a graph cannot be pickled")
     copy = pickle.loads(pickle.dumps(llm))
     assert len(copy._graphs) == 0 and len(llm._graphs) == 1
+    assert copy._graphs._graphs.size == GRAPH_CACHE_SIZE + 3
 
 
 class _CountingLimiter(BaseRateLimiter):
