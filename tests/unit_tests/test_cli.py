@@ -96,6 +96,7 @@ def test_serve_trusts_only_the_proxies_it_is_given(monkeypatch):
     bad = CliRunner().invoke(cli.app, ["serve", "--forwarded-allow-ips", "proxy.local"])
     said = " ".join(bad.output.replace("\u2502", " ").split())  # the box's lines joined
     assert bad.exit_code == 2 and "'proxy.local' is not an IP address" in said, bad.output
+    assert "separated by commas" in said, bad.output
     assert "--forwarded-allow-ips" in CliRunner().invoke(cli.app, ["serve", "--help"]).output
 
 
@@ -123,6 +124,7 @@ def test_serve_refuses_a_trusted_network_with_host_bits_set():
     bad = CliRunner().invoke(cli.app, ["serve", "--forwarded-allow-ips", "10.0.0.5/8"])
     said = " ".join(bad.output.replace("\u2502", " ").split())
     assert bad.exit_code == 2 and "10.0.0.0/8" in said, bad.output
+    assert said.count("give") == 1, said  # its own advice, not the list's after it too
     with pytest.raises(ValueError, match=r"10\.0\.0\.0/8"):
         ServeSecurity(forwarded_allow_ips=("10.0.0.5/8",))
 

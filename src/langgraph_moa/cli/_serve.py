@@ -100,10 +100,12 @@ def proxy_addresses(value: str | None) -> str | None:
         )
     for entry in entries:
         problem = proxy_entry_problem(entry)
-        if problem:
+        if problem and "is not an IP address" in problem:  # perhaps a list split otherwise
             raise typer.BadParameter(
                 f"{problem}; give the proxies' addresses, separated by commas."
             )
+        if problem:  # host bits set: its own advice says what to give
+            raise typer.BadParameter(f"{problem}.")
     return value
 
 
