@@ -87,25 +87,14 @@ def proxy_addresses(value: str | None) -> str | None:
 
     Checked as the command line is read (a usage error, exit code 2): uvicorn would have
     taken a mistyped entry, or a network with host bits set, for a host name that never
-    matches, and trusted no proxy (`proxy_entry_problem`).
+    matches, and trusted no proxy (`proxies_problem`).
     """
     if value is None:
         return None
-    from langgraph_moa.serving._addresses import proxy_entry_problem
+    from langgraph_moa.serving._addresses import proxies_problem
 
-    entries = [part.strip() for part in value.split(",")]
-    if "*" in entries and len(entries) > 1:  # uvicorn would match '*' as a host name, never
-        raise typer.BadParameter(
-            "'*' trusts every peer, and only alone: give '*' or the proxies' addresses."
-        )
-    for entry in entries:
-        problem = proxy_entry_problem(entry)
-        if problem and "is not an IP address" in problem:  # perhaps a list split otherwise
-            raise typer.BadParameter(
-                f"{problem}; give the proxies' addresses, separated by commas."
-            )
-        if problem:  # host bits set: its own advice says what to give
-            raise typer.BadParameter(f"{problem}.")
+    if problem := proxies_problem([part.strip() for part in value.split(",")]):
+        raise typer.BadParameter(f"{problem}.")
     return value
 
 

@@ -7,9 +7,24 @@ extra, so that the CLI checks them without FastAPI or uvicorn installed.
 
 import ipaddress
 import re
+from collections.abc import Sequence
 
 
-def proxy_entry_problem(entry: str) -> str | None:
+def proxies_problem(entries: Sequence[str]) -> str | None:
+    """Say why `entries` cannot name the trusted proxies; None if they can.
+
+    One check for the CLI (a usage error) and `ServeSecurity` (a caller from Python): uvicorn
+    trusts every peer for a lone ``*`` only, and in a list takes it for a host name.
+    """
+    if "*" in entries and len(entries) > 1:
+        return "'*' trusts every peer, and only alone: give '*' or the proxies' addresses"
+    for entry in entries:
+        if problem := _entry_problem(entry):
+            return problem
+    return None
+
+
+def _entry_problem(entry: str) -> str | None:
     """Say why `entry` cannot name a trusted proxy; None if it can (an address, a network, ``*``).
 
     uvicorn reads each entry strictly and keeps one it cannot parse as a literal host name
@@ -25,7 +40,10 @@ def proxy_entry_problem(entry: str) -> str | None:
         try:
             network = ipaddress.ip_network(entry, strict=False)
         except ValueError:
-            return f"{entry!r} is not an IP address, a network (10.0.0.0/8) or '*'"
+            return (
+                f"{entry!r} is not an IP address, a network (10.0.0.0/8) or '*'; give the "
+                "proxies' addresses, separated by commas"
+            )
         return (
             f"{entry!r} has host bits set: give the network ({network}) or the proxy's "
             "address alone"

@@ -30,7 +30,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware, _TrustedHos
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from langgraph_moa._redact import clip
-from langgraph_moa.serving._addresses import path_prefix, proxy_entry_problem
+from langgraph_moa.serving._addresses import path_prefix, proxies_problem
 from langgraph_moa.serving._errors import CRASHED, RETRY_AFTER_S
 from langgraph_moa.serving._request_id import with_id
 
@@ -72,12 +72,8 @@ class ServeSecurity(BaseModel):
     @field_validator("forwarded_allow_ips")
     @classmethod
     def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if "*" in value and len(value) > 1:  # uvicorn trusts every peer for a lone '*' only
-            raise ValueError("'*' trusts every peer, and must be given alone")
-        for entry in value:
-            problem = proxy_entry_problem(entry)
-            if problem:
-                raise ValueError(problem)
+        if problem := proxies_problem(value):
+            raise ValueError(problem)
         return value
 
     def with_bind_host(self, host: str) -> "ServeSecurity":
