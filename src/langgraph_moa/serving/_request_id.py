@@ -95,11 +95,12 @@ class RequestID:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Serve one ASGI connection."""
-        if scope["type"] != "http":
+        if scope["type"] != "http" or of(scope) is not None:
+            # Around the app too (`_server.stacked`): the outer copy chose the ID, set it
+            # for this task, sends its header and answers a crash; this one has nothing to add.
             await self.app(scope, receive, send)
             return
-        # Around the app too (`_server.stacked`): the outer copy chose it, this one keeps it.
-        request_id = of(scope) or chosen(scope.get("headers") or [])
+        request_id = chosen(scope.get("headers") or [])
         if request_id is None:
             request_id = uuid.uuid4().hex
             scope[MADE_KEY] = True
