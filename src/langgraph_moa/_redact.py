@@ -50,11 +50,12 @@ alone, as an error repeats one. A whole number in one is a count, not a secret
 (``MAX_INPUT_TOKENS=131072``, a serving stack's limit): it was cut out of every error,
 the context length an upstream names among them."""
 _LIST_SEPARATOR = re.compile(r"[\s,;]+")
-_LISTED_WORD = re.compile(r"[a-z][a-z_]*|.*[<|>].*")
+_LISTED_WORD = re.compile(r"[a-z][a-z_]*|\d+|.*[<|>].*")
 """An item of such a list that is clearly no key: a plain lowercase word or snake_case name
-(``SORT_KEYS=name,created_at``), or one with a character no key holds
-(``STOP_TOKENS=<|im_end|>,<|endoftext|>``); each was cut out of every error text (the whole
-list still is). Any other item of `MIN_SECRET_CHARS` or more is a secret: one counted only
+(``SORT_KEYS=name,created_at``), a whole number, a count or an id as the whole value alone
+is (``STOP_TOKENS=128001,128009``, a model's stop token ids), or one with a character no key
+holds (``STOP_TOKENS=<|im_end|>,<|endoftext|>``); each was cut out of every error text (the
+whole list still is). Any other item of `MIN_SECRET_CHARS` or more is a secret: one counted only
 with 12 or more characters and a digit or a sign let ``hunter2024``, ``local-key1`` and a
 key of letters and ``_`` through."""
 _ACCOUNT_VARS = ("OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "OPENAI_PROJECT_ID")
@@ -148,16 +149,19 @@ _MESSAGE_WORD = (
     r"(?i:invalid|missing|expired|required|not|no|bad|wrong|denied|empty|malformed|unknown"
     r"|revoked|incorrect|unauthorized|forbidden|failed|rejected|none|null|absent|disabled)"
 )
-_MESSAGE = rf"(?={_MESSAGE_WORD}\b){_WORD}(?:[.:]{_TOKEN_END}|[ \t]+{_WORD}[.:!?]?{_TOKEN_END})"
+_CREDENTIAL_SHAPED = rf"""(?!{_WORD}[.:!?]?{_TOKEN_END})[A-Za-z0-9][^\s,;"'}}]{{3,}}"""
+"""A token that is no ordinary word: four characters or more, the first a letter or a
+digit, with a digit, a sign, a capital inside or more letters than a word has (``abc123``,
+``TlRMTVNT``, ``ghp_abc``). A short number (``3 times``) or ``(code`` is a message's."""
+_MESSAGE = rf"(?={_MESSAGE_WORD}\b){_WORD}(?:[.:]{_TOKEN_END}|[ \t]+(?!{_CREDENTIAL_SHAPED}))"
 """An authorization's value that is a message's words (``Invalid credentials``,
-``invalid or expired``, ``Required.``): a word that says what is wrong (`_MESSAGE_WORD`),
-which a sentence's stop ends or another ordinary word (a letter, then up to 19 small
-letters) follows on its line. Any other first word is a scheme or a credential: two words
-of letters read as a message whatever they said, and ``Splunk secretvalue`` or
-``letmein was rejected`` were shown. A token with a digit, a sign, a capital inside or
-more letters than a word has (``abc123``, ``TlRMTVNT``) is a credential, and so is one
-word alone, the field's whole value (``authorization: missing``, a header line or a dump):
-that is where a credential stands."""
+``invalid or expired``, ``Required.``, ``failed 3 times``): a word that says what is wrong
+(`_MESSAGE_WORD`), which a sentence's stop ends or anything but a credential-shaped token
+(`_CREDENTIAL_SHAPED`) follows on its line. Any other first word is a scheme or a
+credential: two words of letters read as a message whatever they said, and ``Splunk
+secretvalue`` or ``letmein was rejected`` were shown. One word alone, the field's whole
+value (``authorization: missing``, a header line or a dump), is a credential: that is
+where a credential stands."""
 
 _AUTH_VALUE = r"""[\w\-]+=(?:"(?:\\.|[^"\\\n])*"|[^\s,"']*)"""
 _AUTH_PARAMS = rf"{_AUTH_VALUE}(?:[ \t]*,[ \t]*{_AUTH_VALUE})*"
@@ -166,14 +170,17 @@ Signature 4's ``Credential=..., SignedHeaders=..., Signature=...``): all of them
 
 _AUTH_CREDENTIALS = (
     rf"(?:{_KNOWN_SCHEME}[ \t]+(?:{_AUTH_PARAMS}|[^\s,;\"'}}]+)"
-    rf"|(?!{_MESSAGE})(?:(?-i:[A-Z][A-Za-z]*(?:-[A-Za-z]+)*)[ \t]+)?"
+    rf"|(?!{_MESSAGE})(?:(?-i:[A-Z][A-Za-z]*(?:-[A-Za-z]+)*)[ \t]+"
+    rf"|[A-Za-z]+[ \t]+(?={_CREDENTIAL_SHAPED}))?"
     rf"(?:{_AUTH_PARAMS}|[^\s,;\"'}}]+))"
 )
 """An authorization's value: a known scheme and its credentials; or, unless it reads as a
 message (`_MESSAGE`), credentials after a capitalized word taken for a scheme (``Custom
-abc123def``) or alone (``authorization: abc123 is rejected``), the word after them the
-message's. A message's words (``Authorization: Invalid credentials``) are shown: "Invalid"
-was taken for a scheme and "credentials" redacted."""
+abc123def``), after any word of letters when they are credential-shaped (``splunk
+abc123def``, ``failed letmein2``: "failed" was redacted and the credential shown), or alone
+(``authorization: abc123 is rejected``), the word after them the message's. A message's
+words (``Authorization: Invalid credentials``) are shown: "Invalid" was taken for a scheme
+and "credentials" redacted."""
 
 
 _CREDENTIAL_FIELD = re.compile(

@@ -277,6 +277,16 @@ def test_a_credential_field_loses_its_whole_value_and_nothing_after_it(text, sho
         ("Authorization: letmein was rejected", f"Authorization: {REDACTED} was rejected"),
         ("Authorization: not provided", "Authorization: not provided"),
         ("authorization: missing header", "authorization: missing header"),
+        ("authorization: letmein failed", f"authorization: {REDACTED} failed"),
+        # A word of letters before a credential-shaped token is its scheme, whatever the
+        # word: a message's word ("failed", "invalid") or a lowercase scheme was taken for
+        # the credential alone, and the credential after it was shown.
+        ("authorization: failed letmein2", f"authorization: {REDACTED}"),
+        ("authorization: invalid abc123", f"authorization: {REDACTED}"),
+        ("authorization: splunk abc123def is rejected", f"authorization: {REDACTED} is rejected"),
+        # ... but a message's words, a short number among them, are still shown.
+        ("authorization: failed 3 times", "authorization: failed 3 times"),
+        ("authorization: failed for user bob", "authorization: failed for user bob"),
     ],
 )
 def test_an_authorization_field_keeps_ordinary_words_and_loses_credentials(text, shown):
@@ -348,6 +358,16 @@ def test_list_variables_of_ordinary_words_are_no_secrets(monkeypatch):
     monkeypatch.setenv("API_KEYS", "alpha-key-111111,beta-key-222222")
     text = "stopped at <|im_end|> sorting by created_at name with beta-key-222222"
     assert redact(text) == f"stopped at <|im_end|> sorting by created_at name with {REDACTED}"
+
+
+def test_a_whole_number_in_a_list_variable_is_a_count_as_the_whole_value_is(monkeypatch):
+    # A whole-number value alone was a count, but the same number as an item of a list was
+    # a secret: a model's stop token ids (STOP_TOKENS=128001,128009) were cut out of every
+    # error text naming them.
+    monkeypatch.setenv("STOP_TOKENS", "128001,128009")
+    monkeypatch.setenv("API_KEYS", "4096 alpha-key-111111")
+    text = "stopped at token 128009 after 4096 tokens, key alpha-key-111111"
+    assert redact(text) == f"stopped at token 128009 after 4096 tokens, key {REDACTED}"
 
 
 def test_list_items_not_shaped_as_words_are_secrets(monkeypatch):
