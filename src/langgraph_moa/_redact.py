@@ -19,7 +19,7 @@ import os
 import re
 import shlex
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
@@ -280,49 +280,43 @@ KEY_REFERENCE = re.compile(rf"\$\{{({KEY_VARIABLE}(?:_\d+)?)\}}")
 """A key read from its variable (``${MOA_URL_KEY}``), as `shell_command` writes it."""
 
 
-def shell_command(words: list[str], keyed: Collection[str]) -> str:
+def shell_command(words: list[str]) -> str:
     """Return `words` as one POSIX shell command line, each URL key in them read from a variable.
 
     A key must not be printed where a terminal's scrollback or a CI log keeps it, and a
     placeholder (``[redacted]``) typed back as shown was sent as the key. One key written
     twice is one variable; a word already reading a key from one (``${MOA_URL_KEY}``, a
-    command written by this function and split again) keeps it. The values of the `keyed`
-    options (``--system spec``, ``--system=spec``: those that take a model spec) have their
-    keys read from variables, and so does any other word holding a URL (``://``: a spec
-    given as ``-sspec``, or to another script's option, ``--systems a,spec``); any other
-    word is written as it is, a path such as ``runs?key=1`` too, which read from a variable
-    named another folder when the command ran again.
+    command written by this function and split again) keeps it. Only a word holding a URL
+    (``://``: a model spec, ``--system=spec``, ``-sspec``) has its keys read from variables;
+    any other word is written as it is, single-quoted where it must be, so the shell expands
+    nothing in it: a path such as ``runs?key=1``, or a config's ``exp?key=2/moa.yaml``
+    given to ``--system``, read from a variable named another file when the command ran
+    again. A new key takes a name no word's text holds (``--out '${MOA_URL_KEY}'``): the
+    line would read as one variable where the shell sees a folder and a key.
     """
     keys = {  # the variables already read first: a new key takes none of them
         value: named[1]
         for word in words
+        if "://" in word
         for start, end in key_spans(word)
         if (named := KEY_REFERENCE.fullmatch(value := word[start:end]))
     }
-    shown = []
-    for i, word in enumerate(words):
-        option, equals, value = word.partition("=")
-        if i and words[i - 1] in keyed:
-            shown.append(_shell_word(word, keys))
-        elif equals and value and option in keyed:
-            shown.append(shlex.quote(option + equals) + _shell_word(value, keys))
-        elif "://" in word:
-            shown.append(_shell_word(word, keys))
-        else:
-            shown.append(shlex.quote(word))
-    return " ".join(shown)
+    taken = {name for word in words for name in KEY_REFERENCE.findall(word)}
+    return " ".join(
+        _shell_word(word, keys, taken) if "://" in word else shlex.quote(word) for word in words
+    )
 
 
-def _shell_word(word: str, keys: dict[str, str]) -> str:
+def _shell_word(word: str, keys: dict[str, str], taken: set[str]) -> str:
     parts, at = [], 0
     for start, end in key_spans(word):
         value = word[start:end]
         if value not in keys:
-            taken, number = set(keys.values()), 2
-            name = KEY_VARIABLE
+            name, number = KEY_VARIABLE, 2
             while name in taken:
                 name, number = f"{KEY_VARIABLE}_{number}", number + 1
             keys[value] = name
+            taken.add(name)
         parts += [shlex.quote(word[at:start]), f'"${{{keys[value]}}}"']
         at = end
     if at < len(word) or not parts:
@@ -330,20 +324,40 @@ def _shell_word(word: str, keys: dict[str, str]) -> str:
     return "".join(parts)
 
 
-def keyless_command(command: str, keyed: Collection[str]) -> str:
-    """Return a command line with each URL key in its `keyed` options read from a variable.
+_SHELL_PART = re.compile(r"""'[^']*'|"(?:[^"\\]|\\.)*"|[^'"]+""")
+"""A single-quoted, a double-quoted or an unquoted run of a command line."""
 
-    For a command recorded to be run again (an evaluation's), as `shell_command` writes one
-    (only the values of the `keyed` options hold keys): `redact_url` ends a value at
-    a quote, and a shell-quoted key holding one had its rest kept. A line no shell would
-    split (an unclosed quote) has each of its words' keys redacted instead, each cut to its
-    URL's next parameter: cut so on the whole line, a key took the words after it.
+
+def read_variables(command: str) -> list[str]:
+    """Return the key variables `command` reads (`KEY_REFERENCE`), in order, once each.
+
+    Only those the shell expands: a ``${MOA_URL_KEY}`` within single quotes is a path's own
+    text, and a line that listed it asked for a variable nothing read.
+    """
+    return list(
+        dict.fromkeys(
+            name
+            for part in _SHELL_PART.findall(command)
+            if not part.startswith("'")
+            for name in KEY_REFERENCE.findall(part)
+        )
+    )
+
+
+def keyless_command(command: str) -> str:
+    """Return a command line with each URL key in it read from a variable.
+
+    For a command recorded to be run again (an evaluation's), as `shell_command` writes one:
+    `redact_url` ends a value at a quote, and a shell-quoted key holding one had its rest
+    kept. A line no shell would split (an unclosed quote) has each of its words' keys
+    redacted instead, each cut to its URL's next parameter: cut so on the whole line, a key
+    took the words after it.
     """
     try:
         words = shlex.split(command)
     except ValueError:
         return re.sub(r"\S+", lambda word: redact_spec(word[0]), command)
-    return shell_command(words, keyed)
+    return shell_command(words)
 
 
 def url_secrets(url: str) -> list[str]:

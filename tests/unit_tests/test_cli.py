@@ -1712,6 +1712,20 @@ def test_ctrl_c_just_after_a_progress_line_does_not_write_that_line_again(monkey
     assert said[0].count("mix: 2/6 items") == 1 and said[0].count("Interrupted.") == 1, said
 
 
+def _shell_words(command: str, **variables: str) -> list[str]:
+    """Return the words bash splits `command` into, with `variables` set."""
+    import os
+    import subprocess
+
+    return subprocess.run(
+        ["bash", "-c", f"for w in {command}; do printf '%s\\0' \"$w\"; done"],
+        env={**os.environ, **variables},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")[:-1]
+
+
 @pytest.mark.parametrize(
     "key",
     [
@@ -1727,19 +1741,16 @@ def test_a_stopped_evals_resume_command_shows_no_part_of_a_urls_key_and_still_ru
     # as the key; and a key holding a quote, a space or "<>" had its rest shown, as
     # `redact_url` ends a value there in running text. The command reads each key from a
     # variable now: it holds no part of a key, and the shell gives back the words it was.
-    import os
-    import subprocess
     from types import SimpleNamespace
 
     from langgraph_moa._redact import keyless_command, redact_spec
     from langgraph_moa.cli._eval import _command, _resume_command, _stopped
-    from langgraph_moa.eval.runner import SPEC_OPTIONS
 
     spec = f"single:m@https://api.example/v1?key={key}&alt=json"
-    other = "single:gemini-flash?key=second-secret-key"
+    other = "single:n@https://h2.example/v1?key=second-secret-key"
     systems = [spec, other, "mix"]
     args = (systems, None, None, tmp_path, 2, 1, spec, spec, None, False)
-    command = keyless_command(_command(*args), SPEC_OPTIONS)  # as Evaluation keeps it
+    command = keyless_command(_command(*args))  # as Evaluation keeps it
     resume = _resume_command(command, True, None, False)
     said = _stopped(
         SimpleNamespace(items=[1, 2], finished={redact_spec(s): 1 for s in systems}),
@@ -1751,14 +1762,7 @@ def test_a_stopped_evals_resume_command_shows_no_part_of_a_urls_key_and_still_ru
         "(no key is shown: the command reads each URL's key from its variable, "
         "$MOA_URL_KEY and $MOA_URL_KEY_2: set them to your keys before running it)"
     )
-    env = {**os.environ, "MOA_URL_KEY": key, "MOA_URL_KEY_2": "second-secret-key"}
-    words = subprocess.run(
-        ["bash", "-c", f"for w in {resume}; do printf '%s\\0' \"$w\"; done"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")[:-1]
+    words = _shell_words(resume, MOA_URL_KEY=key, MOA_URL_KEY_2="second-secret-key")
     expected = ["moa", "eval", "--system", spec, "--system", other, "--system", "mix"]
     assert words[: len(expected)] == expected
     assert words[words.index("--judge") + 1] == spec == words[words.index("--baseline") + 1]
@@ -1800,6 +1804,36 @@ def test_a_resume_command_keeps_a_path_that_looks_like_a_url_with_a_key(tmp_path
     assert words[words.index("--prices") + 1] == str(prices)
     for option in ("--system", "--judge", "--baseline"):
         assert words[words.index(option) + 1] == spec.replace("secret-key-1", "${MOA_URL_KEY}")
+
+
+def test_a_resume_command_keeps_a_system_config_path_holding_a_key_parameter(tmp_path):
+    # A --system config path holding "?key=" (no URL) had its "key" read from
+    # $MOA_URL_KEY: the command no longer named the config it ran. Only a URL's key is.
+    import shlex
+
+    from langgraph_moa._redact import keyless_command
+    from langgraph_moa.cli._eval import _command
+
+    config = str(tmp_path / "exp?key=2" / "moa.yaml")
+    command = _command([config], None, None, tmp_path, None, 1, None, None, None, False)
+    assert shlex.split(command)[3] == config
+    given = shlex.join(["moa", "eval", f"--system={config}", "-s", config])
+    assert keyless_command(command) == command and keyless_command(given) == given
+
+
+def test_a_resume_command_reads_its_keys_from_names_no_literal_text_holds(tmp_path):
+    # A path written verbatim holding "?key=${MOA_URL_KEY}" reserved that name, and the line
+    # said to set $MOA_URL_KEY (a folder's text, never read) as well as the key's own
+    # variable; one holding "${MOA_URL_KEY}" without "?key=" shared the key's name.
+
+    from langgraph_moa.cli._eval import _command, _key_left_out
+
+    out_dir = tmp_path / "k?key=${MOA_URL_KEY}" / "${MOA_URL_KEY_2}"
+    spec = "single:m@https://api.example/v1?key=secret-key-1"
+    command = _command([spec], None, None, out_dir, None, 1, None, None, None, False)
+    assert _key_left_out(command).endswith("$MOA_URL_KEY_3: set it to your key before running it)")
+    words = _shell_words(command, MOA_URL_KEY_3="secret-key-1")
+    assert words[3] == spec and words[words.index("--out") + 1] == str(out_dir)
 
 
 def test_a_stop_while_judging_says_judging_was_under_way_and_how_far(tmp_path):

@@ -345,7 +345,7 @@ def test_a_command_no_shell_would_split_keeps_no_part_of_a_key():
 
     # An unclosed quote: the shell would not split it, and `redact_url` kept "cd...".
     command = "moa eval --system 'single:m@https://h.example/v1?key=ab'cd-secret-tail&alt=json'"
-    assert keyless_command(command, ["--system"]) == (
+    assert keyless_command(command) == (
         "moa eval --system 'single:m@https://h.example/v1?key=[redacted]&alt=json'"
     )
 
@@ -385,7 +385,7 @@ def test_a_new_key_takes_no_variable_a_later_word_already_reads():
     # one variable.
     words = ["moa", "eval", "--system", "single:n@https://h/v1?key=zzzzzzzzz"]
     words += ["--system", "single:o@https://h/v1?key=${MOA_URL_KEY}"]
-    assert shell_command(words, ("--system",)) == (
+    assert shell_command(words) == (
         "moa eval --system 'single:n@https://h/v1?key='\"${MOA_URL_KEY_2}\""
         " --system 'single:o@https://h/v1?key='\"${MOA_URL_KEY}\""
     )
@@ -397,6 +397,6 @@ def test_a_command_no_shell_would_split_keeps_its_words_after_a_key():
     # Redacted as one spec, the key's value ran to the line's end: the rest was dropped.
     # (The quote after the key may be the key's own: it goes with it.)
     command = "moa eval --system 'single:m@https://h/v1?key=abcdefgh' --runs 3 --out d'ir"
-    assert keyless_command(command, ["--system"]) == (
+    assert keyless_command(command) == (
         "moa eval --system 'single:m@https://h/v1?key=[redacted] --runs 3 --out d'ir"
     )

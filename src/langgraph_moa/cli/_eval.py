@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from langgraph_moa._redact import KEY_REFERENCE, shell_command
+from langgraph_moa._redact import read_variables, shell_command
 from langgraph_moa.cli._config import checked, model_flag, spec_problem
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import number_option
@@ -199,8 +199,6 @@ def _command(
     was started (``moa``, ``python -m langgraph_moa``, a test), and free of display options.
     Concurrency changes no answer; it is written because it changes the wall times.
     """
-    from langgraph_moa.eval.runner import SPEC_OPTIONS
-
     words = ["moa", "eval"]
     for spec in systems:
         words += ["--system", spec]
@@ -221,7 +219,7 @@ def _command(
         words += ["--prices", str(prices)]
     if judge_layers:
         words.append("--judge-layers")
-    return shell_command(words, SPEC_OPTIONS)
+    return shell_command(words)
 
 
 def _resume_command(command: str, no_plots: bool, calibration_out: Path | None, quiet: bool) -> str:
@@ -272,7 +270,7 @@ def _stopped(evaluation: Evaluation, out_dir: Path, resume: str) -> str:
 
 def _key_left_out(resume: str) -> str:
     """Say which variables the command shown reads its URLs' keys from (`shell_command`)."""
-    names = list(dict.fromkeys(KEY_REFERENCE.findall(resume)))
+    names = read_variables(resume)
     if not names:
         return ""
     listed = ", ".join(f"${name}" for name in names[:-1])

@@ -70,11 +70,6 @@ from langgraph_moa.run._calls import cache_name, local_digest
 from langgraph_moa.run.cache import SQLiteCallCache
 
 SINGLE = "single:"
-SPEC_OPTIONS = ("--system", "-s", "--judge", "--baseline")
-"""The `moa eval` options whose values are model specs: their URL keys
-(``single:m@https://h/v1?key=...``) are read from a variable in a recorded command, as are
-those of any other word holding a URL (`shell_command`); a dataset or output path holding
-``?key=`` is kept as it is."""
 JUDGE_PARAMS = {"temperature": 0.0, "max_tokens": 8}
 """The judge's call settings: greedy, and room for "A", "B" or "tie" only."""
 T = TypeVar("T")
@@ -272,7 +267,7 @@ class Evaluation:
         # The command line is recorded to be run again, but not with the key it was given.
         self.dataset, self.command = (
             dataset,
-            keyless_command(command, SPEC_OPTIONS) if command else command,
+            keyless_command(command) if command else command,
         )
         self.finished = dict.fromkeys(names, 0)
         """Items each system has finished so far, kept rows included: what a stop reports."""
