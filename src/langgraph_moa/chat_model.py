@@ -182,10 +182,39 @@ class MoAChatModel(BaseChatModel):
 
     @property
     def graph(self) -> Any:
-        """The compiled MoA graph (built once, on first use)."""
+        """The compiled MoA graph, built on first use and shared by the models of one config.
+
+        `configurable_fields` and `configurable_alternatives` make a new model for every
+        call, and each compiled its graph again though nothing differed. Graphs are kept
+        (`_SHARED_GRAPHS`) by the resolved config's digest and by what was given as
+        ``config``: a preset or file by its name, a `MoAConfig` by the object itself, held
+        by the cache so that no other takes its id while the graph is kept. The digest
+        alone counts a model instance by its settings: with the object in the key, two
+        configs of equal settings but distinct instances (two clients, two runtimes) never
+        share a graph.
+        """
         if self._graph is None:
-            self._graph = create_moa_graph(self.moa_config, name=self.model_name or "moa")
+            cfg, name = self.moa_config, self.model_name or "moa"
+            given = self.config if isinstance(self.config, str) else id(self.config)
+            self._graph = _SHARED_GRAPHS.get(
+                (given, name, self._config_digest()),
+                lambda: create_moa_graph(cfg, name=name),
+                held=self.config,
+            )
         return self._graph
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the type and the fields are; the private caches do not count.
+
+        pydantic compares private attributes too: a pickled copy, whose graph is compiled
+        again on first use, was unequal to the model it was made from.
+        """
+        if not isinstance(other, MoAChatModel):
+            return NotImplemented
+        fields = type(self).model_fields
+        return type(self) is type(other) and all(
+            getattr(self, name) == getattr(other, name) for name in fields
+        )
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
         """Copy, and with `update`, run the copy with its own fields.
@@ -220,6 +249,17 @@ class MoAChatModel(BaseChatModel):
         private.update(_graph=None)
         return {**state, "__pydantic_private__": private}
 
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
+        """Deep-copy the fields and caches but the compiled graph, found again on first use.
+
+        A compiled graph holds locks: ``model_copy(deep=True)`` of a model that had been
+        called raised. Its copy is given as None beforehand (``memo``).
+        """
+        memo = {} if memo is None else memo
+        if self._graph is not None:
+            memo.setdefault(id(self._graph), None)
+        return super().__deepcopy__(memo)
+
     @property
     def _identifying_params(self) -> dict[str, Any]:
         """What tells this model's answers apart: LangChain's LLM cache keys on it.
@@ -230,15 +270,19 @@ class MoAChatModel(BaseChatModel):
         is this model's own stop sequences.
         """
         cfg = self.moa_config
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint(cfg)
         return {
             "moa": cfg.name or cfg.variant,
             "variant": cfg.variant,
             "layers": cfg.layers,
-            "config": self._fingerprint,
+            "config": self._config_digest(),
             "stop": self.stop,
         }
+
+    def _config_digest(self) -> str:
+        """Return the digest of the resolved config (`fingerprint`), computed once."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.moa_config)
+        return self._fingerprint
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         # A `model=` override names what answers (a preset or the aggregator), so the trace
@@ -810,6 +854,12 @@ class _GraphCache:
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled empty, as deep-copied: its lock and graphs cannot be pickled.
         return _GraphCache, (self._graphs.size,)
+
+
+_SHARED_GRAPHS = _GraphCache()
+"""The compiled graphs of the models' own configs (`MoAChatModel.graph`), of every model:
+the `GRAPH_CACHE_SIZE` most recent, each holding its config (and the model instances in it)
+while it is kept."""
 
 
 def _with_call_fields(

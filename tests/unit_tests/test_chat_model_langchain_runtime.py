@@ -75,7 +75,47 @@ def test_a_model_pickles_for_multiprocessing_and_the_copy_runs_its_own_config():
     copy = pickle.loads(pickle.dumps(llm))
     assert copy.moa_config == llm.moa_config
     assert copy._identifying_params == llm._identifying_params
-    assert copy.graph is not llm.graph
+    assert copy._graph is None  # not pickled: in this process, the shared one is found
+    assert copy.graph is llm.graph
+
+
+def test_a_pickled_model_equals_its_original():
+    # pydantic compared the private caches too: the copy's empty graph cache (and its graph
+    # not yet compiled) made an unpickled model unequal to the one it was made from.
+    llm = MoAChatModel(config="moa-lite", max_tokens=77, model="mine")
+    _ = llm.graph, llm._identifying_params
+    assert pickle.loads(pickle.dumps(llm)) == llm
+    assert llm != MoAChatModel(config="moa-lite", max_tokens=78, model="mine")
+
+
+def test_a_deep_copy_of_a_model_that_ran_is_made_and_equals_it():
+    # A deep copy copied the compiled graph too, which holds locks: model_copy(deep=True)
+    # raised "cannot pickle '_thread.lock' object" for every model that had been called.
+    llm = MoAChatModel(config="moa-lite", max_tokens=77)
+    _ = llm.graph
+    copied = llm.model_copy(deep=True)
+    assert copied == llm and copied._graph is None
+    assert copied.graph is llm.graph  # one config, one compiled graph (`_SHARED_GRAPHS`)
+
+
+def test_configured_models_of_one_config_share_a_compiled_graph(fake, log, monkeypatch):
+    # `configurable_fields` makes a new model for every call, and each compiled its graph
+    # again though its fields were the same; another value still compiles its own.
+    import langgraph_moa.chat_model as chat_model
+
+    compiled = []
+
+    def counting(*args, **kwargs):
+        compiled.append(kwargs.get("name"))
+        return create_moa_graph(*args, **kwargs)
+
+    monkeypatch.setattr(chat_model, "create_moa_graph", counting)
+    llm = MoAChatModel(config=_two_proposers(fake), temperature=0.1)
+    configurable = llm.configurable_fields(temperature=ConfigurableField(id="temperature"))
+    for temperature in (0.9, 0.9, 0.5, 0.9):
+        configurable.with_config(configurable={"temperature": temperature}).invoke("hi")
+    assert len(compiled) == 2
+    assert [c.temperature for c in log.by("A")] == [0.9, 0.9, 0.5, 0.9]
 
 
 def test_a_pickled_model_leaves_its_compiled_override_graphs_behind():
