@@ -192,3 +192,39 @@ def test_an_edit_as_propose_of_a_thread_no_run_prepared_names_the_edit_that_star
     message = str(caught.value)
     assert "as_node='__start__'" in message and "earlier version" not in message
     assert log.calls == []
+
+
+def test_an_edit_routes_with_the_token_budget_of_the_runs_context(fake, log, monkeypatch):
+    """A run whose context named a preset with its own token budget spent it in layer 1 and
+    went to the aggregator; an edit of that closed layer routed with the base config, which
+    has no budget, and sent a second layer of paid calls past the run's budget."""
+    from langgraph_moa.config._limits import Budget
+
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=3)
+    tight = config.with_overrides(budget=Budget(max_tokens=1))
+    monkeypatch.setattr(MoAConfig, "from_preset", classmethod(lambda cls, name, **_: tight))
+    graph = create_moa_graph(config, checkpointer=InMemorySaver())
+    context = {"preset": "tight"}
+    graph.invoke(QUESTION, THREAD, context=context)
+    assert sorted(c.label for c in log.calls) == ["A", "B"]  # the budget ended the run
+    closed = next(
+        s for s in graph.get_state_history(THREAD) if s.values.get("layer") == 1 and s.next
+    )
+    edited = graph.update_state(closed.config, {"references": ["edited"]})
+    assert graph.get_state(edited).next == ("aggregate",)
+    out = graph.invoke(None, edited, context=context)
+    assert sorted(c.label for c in log.calls) == ["A", "B"]  # no call past the budget
+    assert out["messages"][-1].response_metadata["moa"]["fallback"] == "budget"
+
+
+def test_an_edit_of_a_run_token_written_before_the_budget_was_recorded_still_routes(fake, log):
+    """A token of an earlier version (id, route digest, shape digest) has no budget: the
+    edit routes with the config's, as it did."""
+    graph = create_moa_graph(two_layers(fake), checkpointer=InMemorySaver())
+    graph.invoke(QUESTION, THREAD, interrupt_before=["aggregate"])
+    run_id, budget, route, shape = graph.get_state(THREAD).values["run_token"].split("/")
+    assert budget == ""  # the config has no budget
+    old = {"run_token": f"{run_id}/{route}/{shape}", "references": ["the approved proposal"]}
+    graph.update_state(THREAD, old)
+    out = graph.invoke(None, THREAD)
+    assert out["messages"][-1].text == "AGG #1"

@@ -97,7 +97,13 @@ from langgraph_moa.run._references import (
     with_references,
 )
 from langgraph_moa.run.cache import CallCache
-from langgraph_moa.run.state import SHAPE_MARK, CallRecord, MoAState, ProposerTask
+from langgraph_moa.run.state import (
+    SHAPE_MARK,
+    CallRecord,
+    MoAState,
+    ProposerTask,
+    token_fields,
+)
 from langgraph_moa.text._prompts import ranker_messages
 from langgraph_moa.text._selection import select
 from langgraph_moa.variants import Plan, plan_for
@@ -172,7 +178,10 @@ class MoANodes:
         which would route the run as another MoA (skip its next layer, say). That is refused,
         naming the edit that routes with the run's context. Its max_tokens does not route,
         but fits a layer's references to its proposers' context window: the proposer node
-        does that, with the run's context (`Plan.without_context`). An edit as a node after
+        does that, with the run's context (`Plan.without_context`). Its token budget (a
+        preset it names has its own) does route, so `prepare` records it in the run's token
+        and the edit routes with it: the base config's would pay for a layer past the run's
+        budget, or end the run a layer early. An edit as a node after
         `prepare` of a thread no run prepared (a new one) has no run to route (its fan-out
         needs the run's token): it is refused, naming the edit that starts the run. So is
         an edit as `prepare` (`first`: its router) of a run past `prepare`, a finished one
@@ -189,18 +198,20 @@ class MoANodes:
                 f"call records), which the next run would mix with its own: give the new input "
                 f"{START_EDIT}, and a fresh run starts when the thread resumes."
             )
-        plan = plan_for(self.configs.get(None), without_context=True)
-        _, mark, digests = state.get("run_token", "").partition(SHAPE_MARK)
-        route, _, shape = digests.rpartition(SHAPE_MARK)  # no route: written before it was
-        known = self.derived(plan.cfg)
-        if mark and (route or shape) != (known.route if route else known.shape):
+        cfg = self.configs.get(None)
+        budget, route, shape = token_fields(state["run_token"])
+        known = self.derived(cfg)
+        if shape and (route or shape) != (known.route if route else known.shape):
             raise MoAConfigError(
                 "This run's context changed its proposers, aggregators or layers, and "
                 "update_state routes without it: edit the checkpoint taken before the layer "
                 "closed (its next node is 'join_layer') with as_node='propose', so the run "
                 "routes with its context when it resumes."
             )
-        return plan
+        limit = int(budget) if budget else None
+        if budget is not None and limit != cfg.budget.max_tokens:  # a preset's own budget
+            cfg = cfg.with_overrides(budget=cfg.budget.model_copy(update={"max_tokens": limit}))
+        return plan_for(cfg, without_context=True)
 
     def checked_plan(self, run_token: str) -> Plan:
         """Return this run's plan, refusing to go on with a run another MoA started.
@@ -299,7 +310,9 @@ class MoANodes:
             "missing": 0,
             "running_synthesis": None,
             "final_index": 0,
-            "run_token": f"{uuid.uuid4().hex}{SHAPE_MARK}{route}{SHAPE_MARK}{shape}",
+            "run_token": SHAPE_MARK.join(
+                (uuid.uuid4().hex, str(cfg.budget.max_tokens or ""), route, shape)
+            ),
             "drawn": [],
         }
 

@@ -162,7 +162,19 @@ RUN_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls", "stop", "call_kwar
 one starts with it unset, so options never leak from one run of a thread into the next."""
 
 SHAPE_MARK = "/"
-"""Separates a run token's id from the digest of the MoA that started the run."""
+"""Separates a run token's fields: its id, the run's token budget, and its digests."""
+
+
+def token_fields(run_token: str) -> tuple[str | None, str, str]:
+    """Return a run token's recorded token budget, route digest and shape digest.
+
+    The budget is None where the token has none (written before it was recorded), empty
+    where the run had no budget; a digest is empty where the token has none (`run_token`).
+    """
+    fields = run_token.split(SHAPE_MARK)[1:]  # [[[budget,] route,] shape]
+    budget = fields[-3] if len(fields) > 2 else None
+    route = fields[-2] if len(fields) > 1 else ""
+    return budget, route, fields[-1] if fields else ""
 
 
 class MoAState(MoAOutput, total=False):
@@ -187,12 +199,14 @@ class MoAState(MoAOutput, total=False):
     """Position in the aggregator chain (aggregator, then its fallbacks) now in use."""
     run_token: str
     """Identifies this run, so retries of its calls are counted apart from other runs': a
-    random hex id, `SHAPE_MARK`, how the run routes (`config._digest.route_digest`, which an
-    edit by `update_state` checks), `SHAPE_MARK`, then who the run asks and how
+    random hex id, `SHAPE_MARK`, the run's `budget.max_tokens` (empty for none), which an
+    edit by `update_state` routes with, `SHAPE_MARK`, how the run routes
+    (`config._digest.route_digest`, which such an edit checks), `SHAPE_MARK`, then who the
+    run asks and how
     (`config._digest.shape_digest`), so that a resume by a graph of another MoA is refused.
     The digests ride in the token that every node and proposer task carries: a state key of
     its own cost LangGraph about six function calls per model call. A token without them
-    (or without the route digest) was written before they were."""
+    (or without the budget, or the route digest) was written before they were."""
     drawn: list[int]
     """Variant 'select' with adaptive sampling: samples each proposer has drawn so far."""
 
