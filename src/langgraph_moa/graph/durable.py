@@ -49,6 +49,10 @@ def reading_answers(graph: Any, response_format: Any) -> None:
     Compiled without a saver, the graph runs on its parent's; under ``LANGGRAPH_STRICT_MSGPACK``
     LangGraph reads its state through a copy of that saver allowing the graph's own types
     (its ``_serde_allowlist``, None when not strict), which `allowing_answers` never saw.
+    That attribute is LangGraph's own (1.2 has no public way to add a type to a graph's
+    allowlist but its schemas, where the answer is typed Any): were it renamed, this would
+    do nothing, the answer would read back as a dict, and LangGraph would log the blocked
+    type; test_embedding's strict-msgpack subgraph test fails then.
     """
     allowlist = getattr(graph, "_serde_allowlist", None)
     if isinstance(response_format, type) and allowlist is not None:
