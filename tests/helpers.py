@@ -3,6 +3,7 @@
 import asyncio
 import json
 import re
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,15 @@ import httpx
 from langchain_core.messages import SystemMessage
 
 QUESTION = {"messages": [("user", "Explain X")]}
+
+
+def sqlite_format(path) -> int:
+    """The format mark (SQLite's ``user_version``) of the file at `path`."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        db.close()
 
 
 def references_in(call) -> list[str]:

@@ -9,7 +9,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.run.cache import SQLiteCallCache
-from tests.helpers import QUESTION
+from tests.helpers import QUESTION, sqlite_format
 
 
 def test_a_rerun_is_served_from_the_cache(fake, log, tmp_path):
@@ -394,16 +394,6 @@ def _cache_file(path, user_version=0):
     db.close()
 
 
-def _format_of(path):
-    import sqlite3
-
-    db = sqlite3.connect(path)
-    try:
-        return db.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        db.close()
-
-
 def test_a_cache_an_earlier_version_wrote_serves_its_replies_and_is_marked_with_its_format(
     tmp_path,
 ):
@@ -419,10 +409,10 @@ def test_a_cache_an_earlier_version_wrote_serves_its_replies_and_is_marked_with_
     cache = SQLiteCallCache(path)
     assert cache.get(_OLD_KEY).content == "P #1"
     cache.close()
-    assert _format_of(path) == CACHE_FORMAT == 1
+    assert sqlite_format(path) == CACHE_FORMAT == 1
     fresh = tmp_path / "new.db"
     SQLiteCallCache(fresh).close()
-    assert _format_of(fresh) == CACHE_FORMAT
+    assert sqlite_format(fresh) == CACHE_FORMAT
 
 
 def test_a_cache_of_a_later_format_is_refused_in_one_sentence_naming_it(tmp_path):
@@ -436,7 +426,7 @@ def test_a_cache_of_a_later_format_is_refused_in_one_sentence_naming_it(tmp_path
         SQLiteCallCache(path)
     message = str(caught.value)
     assert str(path) in message and "newer version" in message and "\n" not in message
-    assert _format_of(path) == CACHE_FORMAT + 1  # left as it was, for the version that wrote it
+    assert sqlite_format(path) == CACHE_FORMAT + 1  # left as it was, for the version that wrote it
     mine = SQLiteCallCache(tmp_path / "mine.db")
     with pytest.raises(MoAConfigError) as caught:
         mine.merge(path)
@@ -468,7 +458,7 @@ def test_an_earlier_versions_cache_this_process_may_only_read_still_serves_its_r
     cache = SQLiteCallCache(path)
     assert cache.get(_OLD_KEY).content == "P #1"
     cache.close()
-    assert _format_of(path) == 0
+    assert sqlite_format(path) == 0
 
 
 def test_a_cache_of_a_later_format_is_refused_before_anything_is_written_into_it(tmp_path):

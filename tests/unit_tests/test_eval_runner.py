@@ -343,7 +343,7 @@ def test_an_interrupted_racing_run_keeps_its_finished_items(racing, tmp_path, mo
         _evaluate([racing], ITEMS, tmp_path)
     stored = tmp_path / "results" / "mix.rows.jsonl"
     lines = [json.loads(line) for line in stored.read_text().splitlines()]
-    assert lines[0] == {"digest": "digest of mix"}
+    assert lines[0] == {"digest": "digest of mix", "format": 1}
     assert [r["id"] for r in lines[1:]] == ["0", "1"]  # written the moment each was done
 
     resume()
@@ -676,6 +676,33 @@ def test_a_damaged_rows_file_keeps_its_good_rows_and_answers_the_rest_again(tmp_
     path.write_bytes(damaged)
     assert set(_RowStore(path, "A").rows(items)) == {"0", "1"}
     assert set(_RowStore(path, "A").rows(items)) == {"0", "1"}  # and the file is readable again
+
+
+def test_a_rows_file_carries_its_format_and_one_an_earlier_version_wrote_keeps_its_rows(
+    tmp_path,
+):
+    """The rows file had no format mark, so a later version could not tell an old file from
+    its own; a first line without one is the format every earlier version wrote (1)."""
+    path = tmp_path / "s.rows.jsonl"
+    items = ITEMS[:2]
+    _keep_rows(path, items, "0")
+    assert json.loads(path.read_text().splitlines()[0]) == {"digest": "A", "format": 1}
+    earlier = tmp_path / "old.rows.jsonl"
+    earlier.write_text(json.dumps({"digest": "A"}) + "\n" + json.dumps(_row("1")) + "\n")
+    assert set(_RowStore(earlier, "A").rows(items)) == {"1"}
+
+
+def test_a_rows_file_of_a_later_format_is_refused_in_one_sentence_and_left_as_it_was(tmp_path):
+    """Read as another config's rows, it was replaced at the first row this run finished."""
+    path = tmp_path / "s.rows.jsonl"
+    path.write_text(json.dumps({"digest": "A", "format": 2}) + "\n" + json.dumps(_row("0")) + "\n")
+    before = path.read_text()
+    store = _RowStore(path, "A")
+    with pytest.raises(MoAConfigError) as caught:
+        store.rows(ITEMS[:2])
+    message = str(caught.value)
+    assert str(path) in message and "newer version" in message and "\n" not in message
+    assert path.read_text() == before
 
 
 def test_a_kept_row_whose_id_was_written_as_a_number_is_not_answered_again(tmp_path):

@@ -26,7 +26,7 @@ from langgraph_moa.serving._history import (
     RunRecord,
     compact,
 )
-from tests.helpers import leave_at_first_start
+from tests.helpers import leave_at_first_start, sqlite_format
 
 USER = [{"role": "user", "content": "Explain X"}]
 QUESTION = {"messages": [HumanMessage("Explain X")]}
@@ -203,6 +203,37 @@ def test_an_unusable_history_path_is_one_sentence(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(HistoryError, match="set MOA_HISTORY"):
         History(tmp_path / "file" / "h.sqlite3")
+
+
+def test_a_history_carries_its_format_and_one_an_earlier_version_wrote_reads_as_it_is(tmp_path):
+    """The history had no format mark, so a later version could not tell an old file from
+    its own; unmarked is the format every earlier version wrote (version 1)."""
+    old = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(old)  # the runs table as every earlier version wrote it, unmarked
+    db.execute(
+        "CREATE TABLE runs (id TEXT PRIMARY KEY, created REAL, model TEXT, question TEXT, "
+        "status TEXT, answer TEXT, events TEXT)"
+    )
+    db.execute("INSERT INTO runs VALUES ('r', 1.0, 'm', 'q?', 'done', 'a', '[]')")
+    db.commit()
+    db.close()
+    History(old).close()
+    assert sqlite_format(old) == 1
+    assert History(old).get("r").answer == "a"
+    History(tmp_path / "new.sqlite3").close()
+    assert sqlite_format(tmp_path / "new.sqlite3") == 1
+
+
+def test_a_history_of_a_later_format_is_refused_in_one_sentence_and_left_as_it_was(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 2")
+    db.close()
+    with pytest.raises(HistoryError) as caught:
+        History(path)
+    message = str(caught.value)
+    assert str(path) in message and "newer version" in message and "\n" not in message
+    assert sqlite_format(path) == 2
 
 
 # --- agreement -------------------------------------------------------------------------------

@@ -930,12 +930,20 @@ def disagreements(results: dict[str, list[dict[str, Any]]], limit: int = 3) -> l
     return examples
 
 
+ROWS_FORMAT = 1
+"""The format of a rows file, in its first line (``{"digest": ..., "format": 1}``); a first
+line without it is this format (every earlier version wrote it so). A change to what a row
+holds or means takes the next number, so that a version that cannot read a file says so
+instead of keeping its rows, or replacing them as another config's."""
+
+
 class _RowStore:
     """Every row a racing system finished, each written the moment it is done.
 
     It keeps for racing systems what the call cache keeps for the others: a rerun, a longer
     run (more items) or a run that was stopped answers only the items not yet done. The
-    first line names the system's config digest; rows of another config are never kept,
+    first line names the system's config digest and the file's `ROWS_FORMAT`; a file of a
+    later format is refused, left as it was. Rows of another config are never kept,
     nor rows that ended in an error or with a failed call (the next run tries those items
     again, as the cache would: a failed call is never cached). A row is kept for an item with
     its id and its question; a row of the same id with another question stays in the file for
@@ -952,7 +960,9 @@ class _RowStore:
             return {}
         # Line by line: a line that is not UTF-8 (a disk fault) costs that row, not the file.
         lines = self.path.read_bytes().splitlines()
-        self._ours = bool(lines) and _json_line(lines[0]) == {"digest": self.digest}
+        header = _json_line(lines[0]) if lines else None
+        self._refuse_later_format(header)
+        self._ours = header in ({"digest": self.digest}, self._header())  # unmarked: format 1
         if not self._ours:
             return {}  # another config's rows: left alone until this one finishes an item
         # None: the line being written when the run stopped.
@@ -977,9 +987,22 @@ class _RowStore:
         with self.path.open("a", encoding="utf-8") as file:
             file.write(json.dumps(row, default=str) + "\n")
 
+    def _header(self) -> dict[str, Any]:
+        return {"digest": self.digest, "format": ROWS_FORMAT}
+
+    def _refuse_later_format(self, header: Any) -> None:
+        """Refuse a file a later version wrote: its rows may not mean what this one reads."""
+        found = header.get("format") if isinstance(header, dict) else None
+        if isinstance(found, int) and found > ROWS_FORMAT:
+            raise MoAConfigError(
+                f"The rows file {self.path} was written by a newer version of langgraph-moa "
+                f"(its format {found}; this version reads {ROWS_FORMAT}): run that version, "
+                "or delete the file to answer its items again."
+            )
+
     def _replace(self, rows: list[dict[str, Any]]) -> None:
         """Write the file anew in one step: a stop halfway leaves the old file, not half."""
-        lines = [{"digest": self.digest}, *rows]
+        lines = [self._header(), *rows]
         fresh = self.path.with_name(self.path.name + ".new")
         fresh.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
         os.replace(fresh, self.path)

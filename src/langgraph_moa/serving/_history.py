@@ -118,6 +118,12 @@ class RunRecord:
         }
 
 
+HISTORY_FORMAT = 1
+"""The format of a history file, kept in its SQLite ``user_version``: the ``runs`` table of
+`History`, a run's events compacted JSON. Files written before the mark (user_version 0) are
+this format. A change to the table or to what a row means takes the next number, so that a
+version that cannot read a file says so instead of showing, or pruning, its runs."""
+
 HISTORY_RUNS = 1000
 """Runs the history keeps by default; saving another deletes the one saved longest ago."""
 MAX_HISTORY_RUNS = 1_000_000
@@ -135,8 +141,8 @@ class History:
         """Open (or create) the history at `path`, creating its folder; keep `keep` runs.
 
         Raises:
-            HistoryError: the file cannot be opened as a SQLite database, or `keep` is
-                below 1.
+            HistoryError: the file cannot be opened as a SQLite database, a newer version
+                of langgraph-moa wrote it (`HISTORY_FORMAT`), or `keep` is below 1.
         """
         if keep < 1:
             raise HistoryError(f"The history must keep at least 1 run, not {keep}.")
@@ -146,20 +152,30 @@ class History:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False)
-            # A history, not a ledger: a crash may lose the last run, never corrupt the file.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._db:
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created REAL, "
-                    "model TEXT, question TEXT, status TEXT, answer TEXT, events TEXT)"
-                )
-                self._prune()  # a file kept by a larger cap shrinks to this one
+            found = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if found <= HISTORY_FORMAT:  # a later one is left as it was, refused below
+                # A history, not a ledger: a crash may lose the last run, never corrupt it.
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                with self._db:
+                    self._db.execute(
+                        "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created REAL, "
+                        "model TEXT, question TEXT, status TEXT, answer TEXT, events TEXT)"
+                    )
+                    self._db.execute(f"PRAGMA user_version = {HISTORY_FORMAT}")
+                    self._prune()  # a file kept by a larger cap shrinks to this one
         except (OSError, sqlite3.Error) as exc:
             raise HistoryError(
                 f"Cannot open the run history at {self.path} ({exc}); set MOA_HISTORY to a "
                 "writable file."
             ) from None
+        if found > HISTORY_FORMAT:
+            self._db.close()
+            raise HistoryError(
+                f"The run history at {self.path} was written by a newer version of "
+                f"langgraph-moa (its format {found}; this version reads {HISTORY_FORMAT}): "
+                "run that version, or set MOA_HISTORY to another file."
+            )
 
     def save(self, run: RunRecord) -> None:
         """Insert or replace one run; the oldest runs past `keep` are deleted.
