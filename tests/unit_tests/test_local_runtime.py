@@ -333,6 +333,38 @@ def test_a_server_that_could_not_be_started_leaves_no_open_log(
     assert logs(tmp_path) == []
 
 
+def test_ctrl_c_just_after_the_server_started_leaves_no_server_running(stand_in, monkeypatch):
+    """Ctrl-C between `popen` returning and `self.process` being set: the server it had
+    started had no handle anywhere, and ran (a model loaded, GBs of memory) for as long as
+    this process did; a REPL or a notebook goes on after Ctrl-C."""
+    import subprocess
+
+    from langgraph_moa.local import runtime
+
+    started = []
+    real_popen, real_start = runtime.subprocess.Popen, runtime.popen
+
+    def recorded(args, **kwargs):
+        started.append(real_popen(args, **kwargs))
+        return started[-1]
+
+    def interrupted(args, **kwargs):
+        real_start(args, **kwargs)
+        raise KeyboardInterrupt  # as if it arrived as the call returned
+
+    monkeypatch.setattr(subprocess, "Popen", recorded)
+    monkeypatch.setattr(runtime, "popen", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            stand_in(ALIVE)
+        assert len(started) == 1
+        assert started[0].poll() is not None, "the interrupted start left its server running"
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+
+
 def test_a_long_running_process_forgets_the_logs_of_servers_it_is_done_with(stand_in):
     # Every log this process ever locked stayed in the lock module's set of its own files:
     # a `moa serve` replacing servers for weeks grew it with each one.

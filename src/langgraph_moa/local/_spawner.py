@@ -19,20 +19,27 @@ import os
 import queue
 import subprocess
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-_jobs: queue.SimpleQueue[tuple[Future[subprocess.Popen[bytes]], list[str], dict[str, Any]]]
+_Hold = Callable[[subprocess.Popen[bytes]], object]
+_jobs: queue.SimpleQueue[
+    tuple[Future[subprocess.Popen[bytes]], list[str], _Hold | None, dict[str, Any]]
+]
 _jobs = queue.SimpleQueue()
 _thread: threading.Thread | None = None
 _lock = threading.Lock()
 
 
-def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+def popen(args: list[str], hold: _Hold | None = None, **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start `args` as `subprocess.Popen` would, from the spawner thread; raise what it raised.
 
     A wait that ends otherwise (Ctrl-C's KeyboardInterrupt) leaves no server behind: one not
-    yet started never is, one started meanwhile is killed.
+    yet started never is, one started meanwhile is killed. `hold` is given the process by
+    the spawner thread (which no Ctrl-C interrupts) before this call returns: a Ctrl-C just
+    after the return, before the caller stored what it returned, leaves the caller a handle
+    to kill it with.
     """
     global _thread
     started: Future[subprocess.Popen[bytes]] = Future()
@@ -41,7 +48,7 @@ def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
             if _thread is None or not _thread.is_alive():  # first use, or the thread died
                 _thread = threading.Thread(target=_spawn_forever, daemon=True, name="moa spawner")
                 _thread.start()
-            _jobs.put((started, args, kwargs))
+            _jobs.put((started, args, hold, kwargs))
         return started.result()
     except BaseException:
         if not started.cancel():  # already started (or failed): kill what it started
@@ -51,11 +58,14 @@ def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
 
 def _spawn_forever() -> None:
     while True:
-        started, args, kwargs = _jobs.get()
+        started, args, hold, kwargs = _jobs.get()
         if not started.set_running_or_notify_cancel():  # its caller stopped waiting
             continue
         try:
-            started.set_result(subprocess.Popen(args, **kwargs))
+            process = subprocess.Popen(args, **kwargs)
+            if hold is not None:
+                hold(process)
+            started.set_result(process)
         except BaseException as exc:  # handed to the caller, which raises it
             started.set_exception(exc)
 

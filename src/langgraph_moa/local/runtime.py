@@ -198,20 +198,26 @@ class LocalServer:
         """Where the server's output is (a kept log moves, see `_keep`)."""
         hold_for_life(self._log)
         _drop_orphaned_logs(Path(self.log_path).parent, keep=self.log_path)
+        spawned: list[subprocess.Popen[bytes]] = []  # filled before `popen` returns
         try:
-            self.process = popen(
+            popen(
                 [
                     sys.executable,
                     "-m",
                     "langgraph_moa.local._serve",
                     json.dumps({**self._settings, "port": port, "log_path": self.log_path}),
                 ],
+                hold=spawned.append,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C goes to us; we stop the servers ourselves
             )
+            self.process = spawned[0]
         except BaseException:  # no server (no file descriptors left, Ctrl-C): no log either
+            for process in spawned:  # Ctrl-C as `popen` returned: the server it started
+                process.kill()
+                process.wait()
             self._discard_log()
             raise
 
