@@ -174,3 +174,24 @@ def test_the_scorers_digest_covers_the_number_reader(monkeypatch):
 def test_the_record_names_the_level_the_paired_verdict_was_tested_at():
     """summary.json keeps each p and its call, not the level: the run's record says it."""
     assert f"the interval excludes zero and p < {ALPHA}" in INTERVALS["vs_baseline"]
+
+
+def test_the_record_names_the_code_that_ran_not_only_its_unchanging_version(tmp_path):
+    """The version stayed 0.1.0 through every commit, so two runs of different prompts,
+    presets or graph code were recorded alike: the record now holds a digest of the whole
+    package's source, which any edit changes, and the llama.cpp binding's version."""
+    from langgraph_moa.eval import provenance as prov
+
+    package = tmp_path / "pkg"
+    (package / "sub" / "__pycache__").mkdir(parents=True)
+    (package / "a.py").write_text("A = 1\n")
+    (package / "sub" / "prompt.yaml").write_text("system: be brief\n")
+    (package / "sub" / "__pycache__" / "a.pyc").write_bytes(b"\0compiled")
+    before = prov.source_digest(package)
+    (package / "sub" / "__pycache__" / "a.pyc").write_bytes(b"\0compiled again")
+    assert prov.source_digest(package) == before  # compiled files are no source
+    (package / "sub" / "prompt.yaml").write_text("system: be very brief\n")
+    assert prov.source_digest(package) != before
+    record = prov.provenance({}, ITEMS, dataset=None, command=None)
+    assert record["source_sha256"] == prov.source_digest(prov.PACKAGE_DIR)
+    assert "xllamacpp" in record["runtime"]

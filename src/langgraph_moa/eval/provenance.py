@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import platform
 from collections.abc import Sequence
-from importlib import resources
+from importlib import metadata, resources
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -41,6 +42,37 @@ def package_version() -> str:
     source tree run without installing has none.
     """
     return langgraph_moa.__version__
+
+
+PACKAGE_DIR = Path(langgraph_moa.__file__).parent
+"""The package's source folder, whose files `source_digest` names."""
+
+
+def source_digest(folder: Path) -> str:
+    """Return one SHA-256 over every source file under `folder`, with its relative path.
+
+    The version names no code: it stayed the same through every change to prompts,
+    presets, graph and scorers, so two runs of different code were recorded alike. The
+    digest changes with any edit; compiled files (``__pycache__``) are left out, as they
+    follow the source and differ between Python versions.
+    """
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """Return the version of the llama.cpp binding that serves local models (None: absent).
+
+    A local model's answers depend on the inference code as well as on its file.
+    """
+    try:
+        return {"xllamacpp": metadata.version("xllamacpp")}
+    except metadata.PackageNotFoundError:
+        return {"xllamacpp": None}
 
 
 _SCORING_MODULES = (
@@ -126,6 +158,8 @@ def provenance(
     """Return everything an evaluation needs recorded to be run again (see the module doc)."""
     return {
         "langgraph_moa": package_version(),
+        "source_sha256": source_digest(PACKAGE_DIR),
+        "runtime": runtime_versions(),
         "python": platform.python_version(),
         "command": command,
         "dataset": dataset_record(dataset, items),
@@ -144,8 +178,9 @@ def render_provenance(record: dict[str, Any]) -> list[str]:
         "## Reproduce",
         "",
         f"- command: `{record['command']}`" if record.get("command") else "- command: (Python)",
-        f"- langgraph-moa {record['langgraph_moa']}, Python {record['python']}; scorers "
-        f"sha256 {record['scorer']['sha256'][:16]}",
+        f"- langgraph-moa {record['langgraph_moa']}"
+        + (f" (source sha256 {src[:16]})" if (src := record.get("source_sha256")) else "")
+        + f", Python {record['python']}; scorers sha256 {record['scorer']['sha256'][:16]}",
         f"- dataset: {data['source'] or 'items given in Python'}"
         + (f" (sha256 {data['sha256'][:16]})" if data.get("sha256") else "")
         + f"; {data['items']} items in this order, ids sha256 {data['ids_sha256'][:16]}",
