@@ -789,6 +789,25 @@ def test_eval_records_the_command_that_reruns_it(monkeypatch, tmp_path, fake):
     assert record["command"] in (out_dir / "report.md").read_text()
 
 
+def test_eval_seed_reaches_the_calls_and_the_command_that_reruns_it(monkeypatch, tmp_path, fake):
+    """`moa eval` had no --seed: a sampled system's answers could not be drawn again."""
+    from typer.testing import CliRunner
+
+    from langgraph_moa.config._schema import MoAConfig
+    from langgraph_moa.eval import runner
+
+    config = MoAConfig(name="sys", variant="select", proposers=[fake("sys")])
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda spec, cache: runner._system(spec, config, cache)
+    )
+    args = ["eval", "-q", "-s", "sys", "--limit", "1", "--no-plots", "--seed", "5"]
+    result = CliRunner().invoke(cli.app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "provenance.json").read_text())
+    assert record["seed"] == 5 and record["command"].endswith(" --seed 5")
+    assert [c.kwargs.get("seed") for c in config.proposers[0].model.log.calls] == [5]
+
+
 def test_eval_of_a_langsmith_dataset_records_it_as_langsmith_not_as_a_file_here(
     monkeypatch, tmp_path, fake
 ):

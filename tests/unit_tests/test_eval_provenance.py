@@ -195,3 +195,30 @@ def test_the_record_names_the_code_that_ran_not_only_its_unchanging_version(tmp_
     record = prov.provenance({}, ITEMS, dataset=None, command=None)
     assert record["source_sha256"] == prov.source_digest(prov.PACKAGE_DIR)
     assert "xllamacpp" in record["runtime"]
+
+
+def test_a_seeded_run_sends_and_records_its_seed_so_samples_can_be_drawn_again(tmp_path):
+    """`moa eval` sent no seed: llama.cpp drew a random one per call, so a sampled system's
+    answers (every Self-MoA or vote preset) could not be drawn again, and the record did not
+    say so. A run's seed now goes to every call (each sample its own, as `moa run` does)
+    and is recorded; without one the record says the samples were unseeded."""
+    from tests.fakes import CallLog
+
+    log = CallLog()
+    model = FakeChat(label="p", reply=_echo, log=log)
+    config = MoAConfig(
+        name="sc",
+        variant="self-moa",
+        proposers=[{"model": model, "samples": 3}],
+        aggregator={"model": model},
+    )
+    evaluation = Evaluation(
+        [config], ITEMS[:1], tmp_path / "a", plots=False, exports=False, seed=11
+    )
+    asyncio.run(evaluation.run(progress=False))
+    assert sorted(c.kwargs.get("seed") for c in log.calls) == [11, 11, 12, 13]
+    assert json.loads((tmp_path / "a" / "provenance.json").read_text())["seed"] == 11
+    unseeded = Evaluation([_seq_config()], ITEMS[:1], tmp_path / "b", plots=False, exports=False)
+    asyncio.run(unseeded.run(progress=False))
+    assert json.loads((tmp_path / "b" / "provenance.json").read_text())["seed"] is None
+    assert "seed: none" in (tmp_path / "b" / "report.md").read_text()

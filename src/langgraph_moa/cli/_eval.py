@@ -56,6 +56,15 @@ def evaluate(
     concurrency: Annotated[
         int, number_option("--concurrency", low=1, help="Items answered at the same time.")
     ] = 1,
+    seed: Annotated[
+        int | None,
+        number_option(
+            "--seed",
+            low=0,
+            high=2**63 - 1,
+            help="Seed every call (each sample its own), so a rerun draws the same samples.",
+        ),
+    ] = None,
     judge: Annotated[
         str | None,
         typer.Option(
@@ -128,6 +137,7 @@ def evaluate(
         items,
         out_dir,
         concurrency=concurrency,
+        seed=seed,
         judge=judge,
         baseline=baseline,
         prices=prices,
@@ -149,6 +159,7 @@ def evaluate(
             baseline,
             prices,
             judge_layers,
+            seed=seed,
         ),
     )
     resume = _resume_command(evaluation.command or "", no_plots, calibration_out, quiet)
@@ -192,6 +203,7 @@ def _command(
     baseline: str | None,
     prices: Path | None,
     judge_layers: bool,
+    seed: int | None = None,
 ) -> str:
     """Return the `moa eval` command that makes these answers again, for the report.
 
@@ -219,6 +231,8 @@ def _command(
         words += ["--prices", str(prices)]
     if judge_layers:
         words.append("--judge-layers")
+    if seed is not None:
+        words += ["--seed", str(seed)]
     return shell_command(words)
 
 

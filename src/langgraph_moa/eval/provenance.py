@@ -154,6 +154,7 @@ def provenance(
     command: str | None,
     judge: Any = None,
     baseline: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Return everything an evaluation needs recorded to be run again (see the module doc)."""
     return {
@@ -167,6 +168,7 @@ def provenance(
         "intervals": INTERVALS,
         "judge": model_identity(judge) if judge is not None else None,
         "baseline": baseline,
+        "seed": seed,
         "systems": {name: system_record(config) for name, config in configs.items()},
     }
 
@@ -185,6 +187,8 @@ def render_provenance(record: dict[str, Any]) -> list[str]:
         + (f" (sha256 {data['sha256'][:16]})" if data.get("sha256") else "")
         + f"; {data['items']} items in this order, ids sha256 {data['ids_sha256'][:16]}",
     ]
+    if "seed" in record:  # a record written before seeds were recorded says nothing of them
+        lines.append(_seed_line(record["seed"]))
     for name, system in record["systems"].items():
         cfg = system["config"]
         models = ", ".join(
@@ -198,6 +202,16 @@ def render_provenance(record: dict[str, Any]) -> list[str]:
         "ids and the interval methods are in provenance.json.",
     ]
     return lines
+
+
+def _seed_line(seed: int | None) -> str:
+    """Say whether a rerun can draw the same samples: only a seeded run's can."""
+    if seed is None:
+        return (
+            "- seed: none (each sampled call drew a random seed: a rerun draws other samples; "
+            "pass --seed to fix them)"
+        )
+    return f"- seed: {seed} (each sample of a layer gets seed + its position)"
 
 
 def _settings(cfg: dict[str, Any]) -> str:

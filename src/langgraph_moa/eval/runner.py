@@ -211,6 +211,7 @@ class Evaluation:
         judge_layers: bool = False,
         dataset: str | None = None,
         command: str | None = None,
+        seed: int | None = None,
     ) -> None:
         """Prepare the output folder and the call cache; nothing is called yet.
 
@@ -224,6 +225,8 @@ class Evaluation:
         `prices` (a table or its YAML/JSON file, see `langgraph_moa.eval.costs`) turns tokens
         into dollars. `dataset` (where the items came from) and `command` (the command line
         that ran this) are recorded in ``provenance.json`` and the report, to rerun it.
+        `seed` goes to every call (each sample its own, as in `moa run`): without it llama.cpp
+        draws a random seed per call, and a rerun draws other samples.
         """
         if judge is not None and baseline is None:
             raise MoAConfigError(
@@ -254,7 +257,7 @@ class Evaluation:
         baseline = redact_spec(baseline) if baseline is not None else None
         if baseline is not None and baseline not in names:
             raise MoAConfigError(f"The baseline {baseline!r} must be one of the systems: {names}.")
-        self.judge, self.baseline = judge, baseline
+        self.judge, self.baseline, self.seed = judge, baseline, seed
         self.judge_label = describe_model(judge) if judge is not None else None
         # The cache names the judge as it names any model: a local one with its file's digest.
         self.judge_key = cache_name(judge, self.judge_label) if self.judge_label else None
@@ -284,7 +287,14 @@ class Evaluation:
             command=self.command,
             judge=self.judge,
             baseline=self.baseline,
+            seed=self.seed,
         )
+
+    def _graph_input(self, history: list[BaseMessage]) -> dict[str, Any]:
+        """Return a system's input for one turn: the history, and the run's seed if any."""
+        if self.seed is None:
+            return {"messages": history}
+        return {"messages": history, "call_kwargs": {"seed": self.seed}}
 
     async def run_item(self, system: System, item: EvalItem) -> dict[str, Any]:
         """Answer one item with one system: the results row, scores and analysis included."""
@@ -297,7 +307,7 @@ class Evaluation:
         for turn, text in enumerate(item.turns):  # multi-turn: answer by turn, history carried
             history.append(HumanMessage(text))
             try:
-                state = await system.graph.ainvoke({"messages": history})
+                state = await system.graph.ainvoke(self._graph_input(history))
                 answer = state["messages"][-1]
                 turn_calls = [{k: c.get(k) for k in _CALL_FIELDS} for c in state["calls"]]
             except MoAError as exc:
