@@ -404,3 +404,38 @@ def test_a_stored_report_that_says_helps_of_an_untested_count_is_flagged(report)
     text = " ".join(report.read_text(encoding="utf-8").split())
     if "): helps:" in text or "): does not help:" in text:
         assert "untested counts" in text and '"ahead (untested)"' in text
+
+
+FOLDERS = sorted(p.parent for p in (ROOT / "docs").glob("eval-*/summary.json"))
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_a_committed_result_folder_says_how_to_run_it_again(folder):
+    """The committed tables predate provenance.json and their reports named no command,
+    code, data file or seed: a reviewer could not tell how to make them again. Each now
+    holds a provenance.json or ends with a Reproduce section that names them, and a
+    `moa eval` command in it is one today's CLI still accepts."""
+    import shlex
+
+    import typer
+
+    from langgraph_moa.cli import _app as cli
+
+    if (folder / "provenance.json").is_file():
+        return
+    report = (folder / "report.md").read_text(encoding="utf-8")
+    assert "\n## Reproduce\n" in report, f"{folder.name}: no Reproduce section"
+    section = report[report.index("\n## Reproduce\n") :]
+    command = re.search(r"- command: `([^`]+)`", section)
+    assert command, f"{folder.name}: no command"
+    for label in ("- code and data: commit ", "sha256 ", "- seed: ", "- not recorded: "):
+        assert label in section, f"{folder.name}: says nothing after {label!r}"
+    words = shlex.split(command.group(1))
+    if words[:2] == ["moa", "eval"]:
+        eval_command = typer.main.get_command(cli.app).commands["eval"]  # type: ignore[attr-defined]
+        eval_command.make_context("eval", words[2:])  # refuses an option it no longer takes
+    else:
+        script = ROOT / words[1]
+        assert words[0] == "python" and script.is_file(), words
+        for option in (w for w in words[2:] if w.startswith("--")):
+            assert f'"{option}"' in script.read_text(encoding="utf-8"), (script, option)
