@@ -406,7 +406,14 @@ def test_a_stored_report_that_says_helps_of_an_untested_count_is_flagged(report)
         assert "untested counts" in text and '"ahead (untested)"' in text
 
 
-FOLDERS = sorted(p.parent for p in (ROOT / "docs").glob("eval-*/summary.json"))
+FOLDERS = sorted(
+    {
+        p.parent
+        for name in ("summary.json", "results.jsonl")
+        for p in (ROOT / "docs").glob(f"eval-*/{name}")
+    }
+)
+"""The committed result folders: `moa eval`'s (a summary) and benchmarks' per-item rows."""
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
@@ -423,7 +430,9 @@ def test_a_committed_result_folder_says_how_to_run_it_again(folder):
 
     if (folder / "provenance.json").is_file():
         return
-    report = (folder / "report.md").read_text(encoding="utf-8")
+    texts = [folder / n for n in ("report.md", "README.md") if (folder / n).is_file()]
+    assert texts, f"{folder.name}: neither a report.md nor a README.md says how it was made"
+    report = texts[0].read_text(encoding="utf-8")
     assert "\n## Reproduce\n" in report, f"{folder.name}: no Reproduce section"
     section = report[report.index("\n## Reproduce\n") :]
     command = re.search(r"- command: `([^`]+)`", section)
