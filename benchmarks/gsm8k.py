@@ -82,6 +82,7 @@ def evaluate(
     seed: Path | None = None,
     run: bool = True,
     dataset: str | None = None,
+    call_seed: int | None = None,
 ) -> list[dict[str, Any]]:
     """Answer `items` with one system in its own folder; return its results rows.
 
@@ -91,6 +92,7 @@ def evaluate(
     Their items then have no answer time of their own (a replay takes none). `run` False reads
     the results of the last run instead: a system with early aggregation would race again on
     a replay (its cancelled calls were never cached), so its results are read, not remade.
+    `call_seed`: sent with every call (`moa eval --seed`), so a rerun draws the same samples.
     """
     folder = out / slug(name)
     if seed is not None and seed.is_file() and run:
@@ -107,6 +109,7 @@ def evaluate(
             exports=False,
             dataset=dataset,
             command=command(),
+            seed=call_seed,
         )
         asyncio.run(evaluation.run(progress=True))
     rows = [
@@ -211,6 +214,7 @@ def systems(args: argparse.Namespace) -> None:
             None if name == BASELINE else seed,
             run=not args.report_only,
             dataset=str(args.dataset),
+            call_seed=args.seed,
         )
         for name in names
     }
@@ -308,6 +312,12 @@ def main() -> None:
     s.add_argument("--items", type=int, default=300)
     s.add_argument("--dataset", default="gsm8k", help="gsm8k (test sample), verifiable, a file")
     s.add_argument("--systems", default=",".join(SYSTEMS))
+    s.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed every call (moa eval --seed): a rerun draws the same samples",
+    )
     s.add_argument("--out", type=Path, default=Path("moa-eval-gsm8k"))
     s.add_argument("--concurrency", type=int, default=1)
     s.add_argument(

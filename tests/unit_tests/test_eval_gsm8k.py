@@ -335,6 +335,29 @@ def test_the_benchmark_records_its_dataset_and_command(bench, tmp_path, monkeypa
     assert seen["command"] == "python benchmarks/gsm8k.py systems --items 30"
 
 
+def test_the_benchmarks_seed_reaches_every_systems_evaluation(bench, tmp_path, monkeypatch):
+    # The systems sampled (local-math, vote16, moa) with no seed: a rerun drew other samples.
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        seen.append(kwargs.get("seed", kwargs.get("call_seed")))
+        raise Stop
+
+    evaluate = bench.evaluate
+    monkeypatch.setattr(bench, "evaluate", stop)
+    argv = ["benchmarks/gsm8k.py", "systems", "--items", "1", "--seed", "3"]
+    monkeypatch.setattr(bench.sys, "argv", argv)
+    with pytest.raises(Stop):
+        bench.main()
+    monkeypatch.setattr(bench, "Evaluation", stop)
+    with pytest.raises(Stop):
+        evaluate("local-vote", [], tmp_path, 1, call_seed=3)
+    assert seen == [3, 3]  # the script passes it on, and evaluate() to moa eval's runner
+
+
 @pytest.mark.parametrize(
     "notice",
     [
