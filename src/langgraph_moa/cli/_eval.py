@@ -209,7 +209,8 @@ def _command(
 
     Built from the options as read, not from ``sys.argv``: the same however the command
     was started (``moa``, ``python -m langgraph_moa``, a test), and free of display options.
-    Concurrency changes no answer; it is written because it changes the wall times.
+    Concurrency is written because it changes the wall times and, on llama.cpp's shared
+    slots, even greedy answers (README, "5 of 10 greedy answers differed").
     """
     words = ["moa", "eval"]
     for spec in systems:
