@@ -222,3 +222,14 @@ def test_a_seeded_run_sends_and_records_its_seed_so_samples_can_be_drawn_again(t
     asyncio.run(unseeded.run(progress=False))
     assert json.loads((tmp_path / "b" / "provenance.json").read_text())["seed"] is None
     assert "seed: none" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_a_seed_no_provider_takes_is_refused_before_any_item(tmp_path):
+    """A bad seed passed the constructor and failed every item, one error row each."""
+    import pytest
+
+    from langgraph_moa.errors import MoAConfigError
+
+    for seed in (True, 2**63, "7"):
+        with pytest.raises(MoAConfigError, match="seed"):
+            Evaluation([_seq_config()], ITEMS, tmp_path, plots=False, seed=seed)  # type: ignore[arg-type]

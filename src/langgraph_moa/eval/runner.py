@@ -39,7 +39,7 @@ from langgraph_moa._redact import (
 )
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, explain_errors, list_presets
-from langgraph_moa.errors import MoAConfigError, MoAError
+from langgraph_moa.errors import MoAConfigError, MoAError, MoAInputError
 from langgraph_moa.eval.costs import Prices, dollars, load_prices, pareto_front
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.eval.export import write_exports
@@ -67,6 +67,7 @@ from langgraph_moa.eval.stats import paired_difference, wilson_interval
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.providers._models import ModelCache, ModelSpec, describe_model
 from langgraph_moa.run._calls import cache_name, local_digest
+from langgraph_moa.run._inputs import check_seed
 from langgraph_moa.run.cache import SQLiteCallCache
 
 SINGLE = "single:"
@@ -257,6 +258,10 @@ class Evaluation:
         baseline = redact_spec(baseline) if baseline is not None else None
         if baseline is not None and baseline not in names:
             raise MoAConfigError(f"The baseline {baseline!r} must be one of the systems: {names}.")
+        try:  # checked now, not as one error row per item
+            check_seed({"seed": seed})
+        except MoAInputError as exc:
+            raise MoAConfigError(str(exc)) from None
         self.judge, self.baseline, self.seed = judge, baseline, seed
         self.judge_label = describe_model(judge) if judge is not None else None
         # The cache names the judge as it names any model: a local one with its file's digest.

@@ -50,7 +50,7 @@ def check_run_input(value: Any) -> None:
         check_messages(value["messages"])
         _check_tools(value.get("tools"))
         check_tool_choice(value.get("tool_choice"), tool_names(value.get("tools") or []))
-        _check_seed(value.get("call_kwargs"))
+        check_seed(value.get("call_kwargs"))
         for options in ("call_kwargs", "final_kwargs"):
             check_nesting(value.get(options), "The call options (such as response_format) are")
 
@@ -252,7 +252,7 @@ def is_seed(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_seed(call_kwargs: Any) -> None:
+def check_seed(call_kwargs: Any) -> None:
     """Refuse a ``seed`` that is not a signed 64-bit integer, the one kind providers take.
 
     Each proposal gets the seed plus its position (`run._options.proposal_options`), which
