@@ -264,8 +264,8 @@ def _tool_rows(name: str) -> dict[tuple[str, str], dict[str, Any]]:
 def test_the_tool_use_claims_are_the_committed_rows_again():
     """The table and intervals computed again from the per-item rows: seeded, so exactly."""
     rows = _tool_rows("results.jsonl")
-    # In the order the run answered them, as --report pairs them: the seeded resampling
-    # draws positions, so another order of the same items gives another interval.
+    # The interval resamples the items in the order of their ids, whatever order the rows
+    # come in (`paired_difference`).
     ids = list(dict.fromkeys(i for _, i in rows))
     text = " ".join(README[README.index("**Tool use:") : README.index("## Development")].split())
     table = _rows(README[README.index("**Tool use:") : README.index("## Development")])

@@ -232,3 +232,17 @@ def test_as_dict_keeps_a_bound_that_excludes_zero_off_zero():
     assert out["low"] == 4e-05 and out["accuracy_diff"] == 0.0001
     worse = PairedDifference(-0.00012, -0.00024, -0.00004, 25000, 0, 6, p_value=0.03125)
     assert worse.as_dict()["high"] == -4e-05
+
+
+def test_the_paired_interval_does_not_depend_on_the_order_the_items_come_in():
+    """The seeded resample drew positions, so one cache read in another order moved it."""
+    rng = random.Random(7)
+    ids = [f"item-{k:02d}" for k in range(30)]
+    system = {i: float(rng.random() < 0.7) for i in ids}
+    baseline = {i: float(rng.random() < 0.5) for i in ids}
+    first = paired_difference(system, baseline)
+    for seed in range(5):
+        shuffled = ids[:]
+        random.Random(seed).shuffle(shuffled)
+        again = paired_difference({i: system[i] for i in shuffled}, baseline)
+        assert (again.low, again.high) == (first.low, first.high)

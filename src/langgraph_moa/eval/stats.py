@@ -149,9 +149,10 @@ def paired_difference(
     both systems, which is what makes the bootstrap paired. Items both got right (or both
     wrong) count in `n` as a zero difference: the gap is per item asked, not per item on
     which the two disagreed. Scores other than 0 and 1 count as a win or loss by sign in
-    the exact test.
+    the exact test. Items are resampled in the order of their ids, not as the mappings list
+    them: the seed fixes positions, so one cache read in another order moved the interval.
     """
-    common = [item for item in system if item in baseline]
+    common = sorted(item for item in system if item in baseline)
     if not common:
         return PairedDifference(None, None, None, 0, 0, 0)
     diffs = [float(system[item]) - float(baseline[item]) for item in common]
