@@ -88,8 +88,8 @@ def test_a_european_grouped_decimal_comma_is_one_number(answer, value, key):
         ("1.234,567", 567),  # three digits after the comma: a list, not a decimal comma
         ("1.2345,6", 6),  # not dot-grouped in threes
         ("1.234.567", 1234567),  # dots between groups of three: thousands (it read 0.567)
-        ("1.234.56", 0.56),  # a group not of three: no grouping, its last ".56"
-        ("0.234.567", 0.567),  # a leading zero group groups nothing
+        ("1.234.56 or 7", 7),  # a group not of three: a dotted chain, no number (a version)
+        ("0.234.567 or 7", 7),  # a leading zero group groups nothing: no number either
         ("1.5,2", 2),
         ("Chapter 1.234,56 pages", 1234.56),
         ("0.123,45", 45),  # a leading zero group groups nothing: it read 123.45

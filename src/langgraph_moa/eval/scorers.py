@@ -15,7 +15,9 @@ grading, and compares within a relative tolerance.
 An answer, or a stated value, that is one fraction of integers ("1/2")
 is that fraction; a slash inside prose ("open 24/7") or a date is no fraction, while a LaTeX
 ``\frac{1}{2}`` is its value anywhere. Typeset marks read as their ASCII (`number_marks`):
-a U+2212 minus is "-" and "1 234" (a no-break space) 1234; any Unicode decimal digit is its value.
+a U+2212 minus is "-" and "1 234" (a no-break space) 1234, while a plain space groups
+digits only in a value that stands alone ("The answer is 10 000"); a dotted version or
+address ("1.2.3", "192.168.100.200") is no number; any Unicode decimal digit is its value.
 """
 
 from __future__ import annotations

@@ -43,16 +43,19 @@ Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex
 _MINUS = str.maketrans({"\u2212": "-", "\uff0d": "-"})
 # A no-break, narrow no-break or thin space between digit groups of three separates
 # thousands as a comma does (SI and French style, "1 234 567"); `number_marks` writes it as
-# ",", so the comma's rule decides: "3\u00a04" stays 3 and 4. A plain space never groups.
+# ",", so the comma's rule decides: "3\u00a04" stays 3 and 4, and "1\u00a0234,567" is
+# 1234567 as "1,234,567" is (ambiguous: SI and French writing mean 1234.567; documented).
+# A plain space groups only a value that stands alone (`_SPACED`).
 # Before two digits and another such space ("12 34 567", Indian grouping) it is a comma
 # too, and the comma's Indian rule decides: read by threes alone it was 34567.
 _THIN_GROUP = re.compile(r"(?<=\d)[\u00a0\u202f\u2009](?=\d{3}(?!\d)|\d{2}[\u00a0\u202f\u2009]\d)")
-# French grouping, "1 234,56": spaces (plain, no-break, narrow no-break or thin) between
+# French grouping, "1\u00a0234,56": no-break, narrow no-break or thin spaces between
 # groups of three, then a comma and one or two decimals, is one number, 1234.56 (it read
 # 1,234 and 56). `number_marks` writes its spaces as points, the European form that
 # `_EUROPEAN` reads. Only that form: "1 234,567" and "0 234,56" read as before. It starts
 # only at a number's first group, so a long run of groups is read once (linear time).
-_GROUP_SPACE = r"[ \u00a0\u202f\u2009]"
+# Plain spaces group only a value that stands alone (`_SPACED`).
+_GROUP_SPACE = r"[\u00a0\u202f\u2009]"
 _FRENCH = re.compile(
     r"(?<![\d,.])(?<!\d" + _GROUP_SPACE + r")(?!0)\d{1,3}(?:" + _GROUP_SPACE + r"\d{3})++"
     r",\d{1,2}(?!\d|[.,]\d)"
@@ -93,10 +96,23 @@ _TEX_FRACTION = (
 # "1.234,567" (a list) and "1.234.56" read as before.
 # No leading zero group: "0.123,45" is a decimal and another number, never 123.45.
 _EUROPEAN = r"(?<!\d)(?!0)\d{1,3}(?:(?:\.\d{3})++,\d{1,2}|(?:\.\d{3}){2,}+)(?!\d|[.,]\d)"
+# Digits joined by points more than once that are no European grouping, a version "1.2.3"
+# or an address "10.0.0.1", are no number (they read 0.3 and 0.1), and neither is an IPv4
+# address of groups of three, "192.168.100.200" (it read 192168100200): four groups of at
+# most 255, which European grouping ("1.234.567.890") never is. `_DOTTED` matches them
+# whole, so no part of them is read; `_numbers` leaves them out.
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = _OCTET + r"(?:\." + _OCTET + r"){3}(?!\.?\d)"
+_DOTTED = r"(?<!\d)(?<!\d\.)\d++(?:\.\d++){2,}+(?!\.?\d)"
+_ADDRESS = re.compile(r"-?\$?(?:" + _IPV4 + r"|(?!" + _EUROPEAN + r"$)" + _DOTTED + r")")
 _MAGNITUDE = (
     _TEX_FRACTION  # first: "3\frac12" must not stop at the 3
-    + r"|"
+    + r"|(?!"
+    + _IPV4
+    + r")"
     + _EUROPEAN
+    + r"|"
+    + _DOTTED
     + r"|(?<![\d,])\d{1,2}(?:,\d{2}(?=,))+,\d{3}(?!\d)(?:\.\d+)?"
     + _EXPONENT
     + r"|\d{1,3}(?:(?:,|\\,)\d{3})+(?!\d)(?:\.\d+)?"
@@ -177,7 +193,14 @@ _OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
 # A stated numeric result, as worked solutions end: GSM8K's "#### 18", or "The answer is
 # $1,250." / "Final answer: 42". "answer" must be followed by "is", ":" or "=", so "answer 20
 # questions" states nothing.
-_VALUE = r"(" + _FRACTION + r"|-?(?:" + _MAGNITUDE + r"))"  # "7," is 7
+# A plain space groups digits only in a value that stands alone: a stated one, a boxed one,
+# or the whole answer (`_ALONE_SPACED`). There "10 000" is 10000 (it was 10) and "10 100,5"
+# French grouping, 10100.5; in prose a plain space separates numbers, as in a list ("4 10
+# 100,5" ends in 5), and "She counted 3 000 apples" ends in 0. Groups after the first are of
+# exactly three digits, and a decimal comma takes one or two, as `_FRENCH`.
+_SPACED = r"(?<![\d,.])(?!0)\d{1,3}(?: \d{3})++(?:,\d{1,2})?(?!\d|[.,]\d| \d)"
+_ALONE_SPACED = re.compile(r"[\s*_]*+-?\$?(?P<number>" + _SPACED + r")[\s*_]*+[.!]?[\s*_]*+")
+_VALUE = r"(" + _FRACTION + r"|-?(?:" + _SPACED + r"|" + _MAGNITUDE + r"))"  # "7," is 7
 # The sign is captured on its own, before or after a dollar sign ("-$5", "$-5"), and the
 # punctuation skipped after "is" or ":" never includes it: "The answer is -3." states -3.
 # Markdown bold marks count as one mark each: "**The answer is:** **42**" states 42.
@@ -422,8 +445,13 @@ def number_value(text: str) -> Fraction | None:
             return None
         value += Fraction(Decimal(whole or 0))
         return -value if sign else value
-    matches = _NUMBER.findall(text)
-    return _written_value(matches[-1]) if matches else None
+    matches = _numbers(text)
+    return _written_value(matches[-1][0]) if matches else None
+
+
+def _numbers(marked: str) -> list[re.Match[str]]:
+    """Return every `_NUMBER` in marked text but dotted addresses and versions (`_ADDRESS`)."""
+    return [match for match in _NUMBER.finditer(marked) if not _ADDRESS.fullmatch(match[0])]
 
 
 def _written_value(match: str) -> Fraction | None:
@@ -484,7 +512,7 @@ def written_numbers(text: str) -> list[Fraction]:
     text = number_marks(text)
     if _LONE_FRACTION.fullmatch(text):
         return [] if (value := number_value(text)) is None else [value]
-    values = (_written_value(match) for match in _NUMBER.findall(text))
+    values = (_written_value(match[0]) for match in _numbers(text))
     return [value for value in values if value is not None]
 
 
@@ -565,7 +593,7 @@ def _auto(text: str) -> _Reading:
     marked = number_marks(text)  # one character for one: a match's places are the text's
     if _LONE_FRACTION.fullmatch(marked):  # "1/2": its value; "1/0": as written
         return _number_reading(text)
-    numbers = list(_NUMBER.finditer(marked))
+    numbers = _numbers(marked)
     if numbers and (value := _written_value(numbers[-1][0])) is not None:
         trailing = len(text[numbers[-1].end() :].split())
         return _Reading(_value_key(value), trailing <= _TRAILING_WORDS, value)
@@ -619,9 +647,15 @@ def number_marks(text: str) -> str:
     A U+2212 (or full-width) minus sign becomes "-", so it reads as a sign; the spaces of
     a French number ("1 234,56") become points, so it reads as European grouping; a
     no-break or thin space between groups of three digits becomes ",", so it groups
-    thousands.
+    thousands. A value that the text is all of may group by plain spaces (`_SPACED`): they
+    become points in the French form ("10 100,5"), else commas ("10 000").
     """
-    text = _FRENCH.sub(_french_as_european, text.translate(_MINUS))
+    text = text.translate(_MINUS)
+    if alone := _ALONE_SPACED.fullmatch(text):
+        number = alone["number"]
+        spaces = number.replace(" ", "." if "," in number else ",")
+        text = text[: alone.start("number")] + spaces + text[alone.end("number") :]
+    text = _FRENCH.sub(_french_as_european, text)
     return _THIN_GROUP.sub(",", text)
 
 

@@ -1,0 +1,116 @@
+r"""Forms that look like numbers but are ambiguous or none: dotted addresses and versions,
+and plain-space digit groups.
+
+Each reader (the scorer, the vote key, the stated value, the GSM8K target) reads them alike.
+"""
+
+from fractions import Fraction
+
+import pytest
+
+from langgraph_moa.eval.datasets import gsm8k_final_number
+from langgraph_moa.eval.scorers import numeric
+from langgraph_moa.text._selection import (
+    concluded_number,
+    extract_answer,
+    number_value,
+    written_numbers,
+)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "192.168.100.200",
+        "The server is at 192.168.100.200",
+        "Upgrade to version 1.2.3",
+        "The answer is 1.2.3.",
+        r"\boxed{1.2.3}",
+        "10.0.0.1",
+        "100.100.100.100",  # four groups of at most 255: an address, not 100100100100
+    ],
+)
+def test_a_dotted_address_or_version_is_no_number(answer):
+    """ "192.168.100.200" read 192168100200 and "version 1.2.3" read 0.3."""
+    assert concluded_number(answer) is None
+    assert number_value(answer) is None
+    assert written_numbers(answer) == []
+    assert not numeric(answer, 192168100200)
+    assert not numeric(answer, 0.3)
+
+
+def test_a_number_before_a_dotted_address_is_still_the_last_number():
+    assert concluded_number("The result is 42 (see 10.0.0.1)") == 42
+    assert written_numbers("v1.2.3 fixed 5 bugs") == [5]
+    assert gsm8k_final_number("Work.\n#### 1.2.3") is None
+    assert extract_answer("The answer is 1.2.3") == "1.2.3"  # votes as written
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("1.234.567", 1234567),
+        ("1.234.567.890", 1234567890),  # a group past 255: no address
+        ("It costs 1.234.567,89 euros", 1234567.89),
+        ("Pi is about 3.14", 3.14),
+    ],
+)
+def test_european_grouping_and_decimals_stay_numbers(answer, value):
+    assert concluded_number(answer) == Fraction(str(value))
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("The answer is 10 000", 10000),
+        ("The answer is 10 000 apples.", 10000),
+        ("10 000", 10000),
+        ("**10 000.**", 10000),
+        ("#### 10 000", 10000),
+        (r"\boxed{10 000}", 10000),
+        (r"\boxed{10 000 cm}", 10000),
+        ("The answer is 1 234 567", 1234567),
+        ("The answer is 10 100,5", 10100.5),  # French, plain spaces: stated, so one number
+        ("10 100,5", 10100.5),
+        ("1 234,56", 1234.56),
+    ],
+)
+def test_plain_spaces_group_a_value_that_stands_alone(answer, value):
+    """ "The answer is 10 000" stated 10: a plain space grouped only the French form."""
+    assert numeric(answer, value)
+    assert Fraction(extract_answer(answer)) == Fraction(str(value))
+    if answer.startswith("#"):
+        assert gsm8k_final_number(answer) == value
+
+
+@pytest.mark.parametrize(
+    ("answer", "last"),
+    [
+        ("She counted 3 000 apples", 0),  # in prose a plain space separates numbers
+        ("The sizes are 4 10 100,5", 5),  # a list: 10, 100 and 5, never 10100.5
+        ("It costs 1 234,56 in all", 56),
+        ("The answer is 10 00", 10),  # a group not of three
+        ("The answer is 2019 100", 2019),  # a first group longer than three
+        ("The answer is 0 100", 0),  # a leading zero group
+        ("1 234,567", 234567),  # three decimals: no French form
+    ],
+)
+def test_plain_spaces_separate_numbers_anywhere_else(answer, last):
+    assert concluded_number(answer) == last
+
+
+def test_no_break_spaces_then_a_comma_of_three_read_as_thousands_as_documented():
+    """Ambiguous (SI and French would read 1234.567): read as "1,234,567", as documented."""
+    assert concluded_number("1\u00a0234,567") == 1234567
+    assert concluded_number("It costs 1\u00a0234,56 in all") == Fraction("1234.56")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("unit", ["1.2", "192.168.", "answer is 10 000", "#### 1 000"])
+def test_addresses_and_spaced_groups_are_read_in_linear_time(unit):
+    text = unit * (100_000 // len(unit))
+    for answer in (text, f"\\boxed{{{text}}}", f"The answer is {text}"):
+        assert isinstance(extract_answer(answer), str)
+        concluded_number(answer)
+        written_numbers(answer)
+        gsm8k_final_number("#### " + answer)
