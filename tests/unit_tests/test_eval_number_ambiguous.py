@@ -1,5 +1,5 @@
 r"""Forms that look like numbers but are ambiguous or none: dotted addresses and versions,
-and plain-space digit groups.
+plain-space digit groups, and boxes of several option letters.
 
 Each reader (the scorer, the vote key, the stated value, the GSM8K target) reads them alike.
 """
@@ -105,9 +105,44 @@ def test_no_break_spaces_then_a_comma_of_three_read_as_thousands_as_documented()
     assert concluded_number("It costs 1\u00a0234,56 in all") == Fraction("1234.56")
 
 
+@pytest.mark.parametrize(
+    ("answer", "key"),
+    [
+        (r"\boxed{A, C}", "A, C"),
+        (r"\boxed{C,A}", "A, C"),
+        (r"\boxed{A and C}", "A, C"),
+        (r"\boxed{(B), (D)}", "B, D"),
+        (r"\boxed{\text{A, C}}", "A, C"),
+    ],
+)
+def test_a_box_of_several_option_letters_votes_as_those_letters(answer, key):
+    r"""`\boxed{A, C}` voted "c": the article "a" was dropped as a word."""
+    assert extract_answer(answer) == key
+    assert concluded_number(answer) is None
+
+
+def test_a_box_of_words_still_votes_as_its_words():
+    assert extract_answer(r"\boxed{\text{A cat}}") == "cat"
+
+
+@pytest.mark.parametrize(
+    ("answer", "key", "number"),
+    [
+        ("The answer is (C) 5", "C", None),  # the option, labelled first: its text follows
+        ("The answer is C) 5", "C", None),
+        ("The answer is 5 (C)", "5", 5),  # the value first: the label is an aside
+    ],
+)
+def test_what_a_conclusion_names_first_is_what_it_states(answer, key, number):
+    assert extract_answer(answer) == key
+    assert concluded_number(answer) == number
+
+
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("unit", ["1.2", "192.168.", "answer is 10 000", "#### 1 000"])
-def test_addresses_and_spaced_groups_are_read_in_linear_time(unit):
+@pytest.mark.parametrize(
+    "unit", ["1.2", "192.168.", "answer is 10 000", "#### 1 000", "\\boxed{A, ", "(A) and "]
+)
+def test_addresses_spaced_groups_and_letter_boxes_are_read_in_linear_time(unit):
     text = unit * (100_000 // len(unit))
     for answer in (text, f"\\boxed{{{text}}}", f"The answer is {text}"):
         assert isinstance(extract_answer(answer), str)

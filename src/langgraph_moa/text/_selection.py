@@ -159,6 +159,11 @@ _CHOICE = re.compile(
 # letter must end there: "the answer is E. coli", "the best option is C++" and "the answer
 # is A lot" name no option, and "option B is wrong" states nothing.
 _BOXED_START = re.compile(r"\\boxed\s*\{")
+# A box of several option letters, "\boxed{A, C}" (a question with more than one right
+# option), votes as those letters, sorted: it voted "c", the "A" dropped as an article.
+# Capitals only, apart: "AC" and "a, c" may be a word or variables.
+_OPTION = r"\(?[A-H]\)?"
+_OPTIONS = re.compile(_OPTION + r"(?:(?:\s*+(?:,|;|&|\band\b)\s*+|\s++)" + _OPTION + r")++")
 _BRACE = re.compile(r"[{}]")
 _LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 # Marks that decorate a boxed number without changing it: a degree sign ("45^\circ") and
@@ -726,6 +731,8 @@ def _conclusion(boxed: str) -> _Reading:
     """
     if re.fullmatch(r"\(?[A-Ha-h]\)?", letter := boxed.translate(_FULL_WIDTH_LETTERS)):
         return _Reading(letter.strip("()").upper(), True)
+    if _OPTIONS.fullmatch(letter):
+        return _Reading(", ".join(sorted(set(re.findall("[A-H]", letter)))), True)
     if re.search(r"\\[A-Za-z]", boxed):  # 2\sqrt{2}, \frac{x}{2}: compared as written
         return _Reading(_expression_key(boxed), True)
     number = _BOXED_NUMBER.fullmatch(number_marks(boxed))
