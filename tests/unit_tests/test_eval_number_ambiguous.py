@@ -73,6 +73,8 @@ def test_european_grouping_and_decimals_stay_numbers(answer, value):
         ("The answer is 10 100,5", 10100.5),  # French, plain spaces: stated, so one number
         ("10 100,5", 10100.5),
         ("1 234,56", 1234.56),
+        ("The answer is 12 345.67", 12345.67),  # SI: spaces group, a point is decimal
+        ("12 345.67", 12345.67),
     ],
 )
 def test_plain_spaces_group_a_value_that_stands_alone(answer, value):

@@ -202,8 +202,9 @@ _OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
 # or the whole answer (`_ALONE_SPACED`). There "10 000" is 10000 (it was 10) and "10 100,5"
 # French grouping, 10100.5; in prose a plain space separates numbers, as in a list ("4 10
 # 100,5" ends in 5), and "She counted 3 000 apples" ends in 0. Groups after the first are of
-# exactly three digits, and a decimal comma takes one or two, as `_FRENCH`.
-_SPACED = r"(?<![\d,.])(?!0)\d{1,3}(?: \d{3})++(?:,\d{1,2})?(?!\d|[.,]\d| \d)"
+# exactly three digits, and a decimal comma takes one or two, as `_FRENCH`; a decimal point
+# any number (SI's "12 345.67").
+_SPACED = r"(?<![\d,.])(?!0)\d{1,3}(?: \d{3})++(?:,\d{1,2}|\.\d++)?(?!\d|[.,]\d| \d)"
 _ALONE_SPACED = re.compile(r"[\s*_]*+-?\$?(?P<number>" + _SPACED + r")[\s*_]*+[.!]?[\s*_]*+")
 _VALUE = r"(" + _FRACTION + r"|-?(?:" + _SPACED + r"|" + _MAGNITUDE + r"))"  # "7," is 7
 # The sign is captured on its own, before or after a dollar sign ("-$5", "$-5"), and the
