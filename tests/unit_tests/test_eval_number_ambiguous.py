@@ -75,6 +75,9 @@ def test_european_grouping_and_decimals_stay_numbers(answer, value):
         ("1 234,56", 1234.56),
         ("The answer is 12 345.67", 12345.67),  # SI: spaces group, a point is decimal
         ("12 345.67", 12345.67),
+        ("The answer is 5 000 + 5 000 = 10 000", 10000),  # a stated equation's operands too
+        ("The answer is 10 000 = 2 \u00d7 5 000", 10000),
+        ("The answer is 10 000 - 1 = 9 999", 9999),
     ],
 )
 def test_plain_spaces_group_a_value_that_stands_alone(answer, value):
@@ -142,7 +145,16 @@ def test_what_a_conclusion_names_first_is_what_it_states(answer, key, number):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
-    "unit", ["1.2", "192.168.", "answer is 10 000", "#### 1 000", "\\boxed{A, ", "(A) and "]
+    "unit",
+    [
+        "1.2",
+        "192.168.",
+        "answer is 10 000",
+        "#### 1 000",
+        " + 1 000 = 2 000",
+        "\\boxed{A, ",
+        "(A) and ",
+    ],
 )
 def test_addresses_spaced_groups_and_letter_boxes_are_read_in_linear_time(unit):
     text = unit * (100_000 // len(unit))

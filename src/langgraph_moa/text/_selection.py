@@ -255,7 +255,7 @@ _OPERATOR = (
     r"[ \t]*+(?:[-+*/\u00d7\u00f7\u00b7\u22c5]|\\times|\\cdot|\\div|[xX](?=[ \t]*+\$?\.?\d))"
     r"[ \t]*+"
 )
-_OPERANDS = r"(?:" + _OPERATOR + r"\$?(?:" + _MAGNITUDE + r"))"
+_OPERANDS = r"(?:" + _OPERATOR + r"\$?(?:" + _SPACED + r"|" + _MAGNITUDE + r"))"  # as `_VALUE`
 # A link whose result operands and another "=" follow is a step on the way: it counts only
 # once a later link ends the chain ("12 = 3 * 4 = 2 * 6" states 12, never the factor 3).
 _CHAIN_GOES_ON = re.compile(_OPERANDS + r"++[ \t]*+=")
