@@ -165,3 +165,32 @@ def test_the_deprecated_function_role_is_refused_saying_what_to_send(client, log
     assert error["param"] == "messages"
     assert "deprecated" in error["message"] and "'tool'" in error["message"], error["message"]
     assert log.calls == []
+
+
+@pytest.mark.parametrize("tier", ["auto", "default"])
+def test_the_service_tier_openai_sends_by_default_is_accepted_and_not_forwarded(client, log, tier):
+    """``"auto"`` is OpenAI's default tier, and an SDK may send it (or ``"default"``) on every
+    request: both ask for nothing the operator's accounts do not do, and were a 400."""
+    response = post(client, {"model": "m", "messages": USER, "service_tier": tier})
+    assert response.status_code == 200, response.text
+    assert log.calls and all("service_tier" not in call.kwargs for call in log.calls)
+
+
+@pytest.mark.parametrize("tier", ["flex", "priority", "scale", 5])
+def test_a_service_tier_that_promises_something_is_still_refused(client, log, tier):
+    error = assert_one_sentence(
+        post(client, {"model": "m", "messages": USER, "service_tier": tier}), 400, "operator"
+    )
+    assert error["param"] == "service_tier"
+    assert log.calls == []
+
+
+@pytest.mark.parametrize("schema", [{"schema": {"type": "object"}}, {"name": "", "schema": {}}])
+def test_a_json_schema_without_a_name_is_refused_saying_what_to_add(client, log, schema):
+    """OpenAI requires ``json_schema.name``: one without it was forwarded, and the provider's
+    refusal came back as a 502 after the proposers had been paid for."""
+    body = {"model": "m", "messages": USER, "response_format": {"type": "json_schema"}}
+    body["response_format"]["json_schema"] = schema
+    error = assert_one_sentence(post(client, body), 400, "'name'")
+    assert error["param"] == "response_format.json_schema"
+    assert log.calls == []

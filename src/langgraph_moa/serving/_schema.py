@@ -217,6 +217,18 @@ class _ResponseFormat(_Body):
         _finite_throughout(self.json_schema, "json_schema")
         return self
 
+    @field_validator("json_schema")
+    @classmethod
+    def _named(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # OpenAI requires the name: one without it was forwarded, and the provider's refusal
+        # came back as a 502 once the proposers had been paid for.
+        if value is not None and (not isinstance(value.get("name"), str) or not value["name"]):
+            raise ValueError(
+                "a json_schema needs a 'name', as OpenAI requires: add one beside its schema "
+                '({"name": "answer", "schema": {...}})'
+            )
+        return value
+
 
 class _Tool(_Body):
     type: Literal["function"]
@@ -266,7 +278,6 @@ REFUSED = {
     "no such setting), so one value cannot mean the same to each",
     "verbosity": "the mixture's models take it differently or not at all (llama.cpp has no "
     "such setting), so one value cannot mean the same to each",
-    "service_tier": "the operator's accounts with the providers choose it, not a request",
     "web_search_options": "the mixture's calls search no web; put what you found in the "
     "messages, or give a tool",
     "functions": "it is OpenAI's deprecated form of tools; send them as 'tools'",
@@ -274,6 +285,9 @@ REFUSED = {
 }
 """OpenAI's Chat Completions fields MoA refuses, with why (the 400's words, `_invalid_body`).
 They are no fields of `ChatRequest`: unknown fields are refused, and these say why."""
+
+NEUTRAL_TIERS = ("auto", "default")
+"""The ``service_tier`` values that ask for nothing besides what each call gets anyway."""
 
 MOA_FIELDS = frozenset(("layers", "samples", "variant", "proposers", "aggregator", "moa_progress"))
 """`ChatRequest`'s fields of MoA's own; every other one is OpenAI's."""
@@ -311,6 +325,8 @@ class ChatRequest(_Body):
     """OpenAI's successor of ``user``: forwarded to the trace metadata as ``user`` is."""
     prompt_cache_key: StrictStr | None = Field(default=None, max_length=256)
     """A caching hint that changes no answer: forwarded to the trace metadata."""
+    service_tier: StrictStr | None = None
+    """Only ``"auto"`` (OpenAI's default, which SDKs may send) or ``"default"``: nothing."""
     store: StrictBool | None = None
     """Accepted, and nothing is stored: it asks OpenAI to keep the answer for its own tools."""
     modalities: list[StrictStr] | None = None
@@ -340,6 +356,18 @@ class ChatRequest(_Body):
         # ``reasoning_effort=None``): that asks for OpenAI's default, what MoA does anyway.
         if isinstance(value, dict) and any(value.get(key, ...) is None for key in REFUSED):
             return {k: v for k, v in value.items() if not (k in REFUSED and v is None)}
+        return value
+
+    @field_validator("service_tier", mode="before")
+    @classmethod
+    def _no_tier_promised(cls, value: Any) -> Any:
+        # "auto" and "default" ask for what every call gets; any other tier promises a
+        # latency or a price that the operator's accounts with the providers decide.
+        if value is not None and value not in NEUTRAL_TIERS:
+            raise ValueError(
+                f"the tier {clip(str(value))!r} cannot be given: the operator's accounts with "
+                "the providers choose it, not a request; leave it out or send 'auto'"
+            )
         return value
 
     @field_validator("messages", mode="before")
