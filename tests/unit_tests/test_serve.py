@@ -2267,3 +2267,39 @@ async def test_a_stalled_readers_run_held_back_stops_its_models_at_its_deadline(
     finally:
         gone.set()
         await asyncio.wait_for(served, 10)
+
+
+# --- a degraded answer's header ----------------------------------------------------------------
+
+
+def _aggregator_down(fake):
+    down = fake("AGG", fail=lambda n, messages: RuntimeError("upstream down"))
+    return MoAConfig(
+        proposers=[fake("A"), fake("B")], aggregator=down, layers=2, retry={"max_attempts": 1}
+    )
+
+
+def test_a_degraded_answer_says_so_in_its_headers_not_only_in_its_body(fake):
+    """A gateway or a client that reads only the status and headers (a retry policy, a
+    dashboard) saw a fallback answer as a plain 200: only ``moa.fallback`` and
+    ``moa.failed_layers`` in the body told it."""
+    from tests.unit_tests.test_graph_failed_layers import _passed_over_config
+
+    healthy = MoAConfig(proposers=[fake("C")], aggregator=fake("AGG2"), layers=2)
+    configs = {"fb": _aggregator_down(fake), "po": _passed_over_config(fake), "ok": healthy}
+    client = local(create_app(configs))
+    fallback = post(client, {"model": "fb", "messages": USER})
+    assert fallback.status_code == 200 and fallback.json()["moa"]["fallback"] == "best_proposal"
+    assert fallback.headers["x-moa-degraded"] == "fallback=best_proposal"
+    passed_over = post(client, {"model": "po", "messages": USER})
+    assert passed_over.json()["moa"]["failed_layers"] == [{"layer": 2, "references_from": 1}]
+    assert passed_over.headers["x-moa-degraded"] == "failed-layers=2"
+    assert "x-moa-degraded" not in post(client, {"model": "ok", "messages": USER}).headers
+
+
+def test_a_degraded_stream_says_so_in_its_last_chunk_its_headers_went_out_before(fake):
+    client = local(create_app({"fb": _aggregator_down(fake)}))
+    response = post(client, {"model": "fb", "messages": USER, "stream": True})
+    assert response.status_code == 200 and "x-moa-degraded" not in response.headers
+    chunks = [json.loads(e.removeprefix("data: ")) for e in response.text.split("\n\n")[:-2]]
+    assert next(c["moa"] for c in chunks if "moa" in c)["fallback"] == "best_proposal"

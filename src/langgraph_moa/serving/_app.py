@@ -164,7 +164,7 @@ def create_app(
             allow_origins=list(security.allowed_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "x-request-id"],
-            expose_headers=["x-request-id"],
+            expose_headers=["x-request-id", DEGRADED_HEADER.lower()],
         )
     # Outermost of all: every response that leaves the app, refusals too, names its request.
     app.add_middleware(RequestID, on_crash=send_crash)
@@ -218,7 +218,7 @@ def create_app(
         return model_card(model)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Any:
+    async def chat_completions(request: Request, response: Response) -> Any:
         try:
             raw = await _read_body(request, max_body_bytes)
         except ClientDisconnect:
@@ -258,6 +258,8 @@ def create_app(
             raise _api_error(exc) from None
         completion = _completion(job.name, state, answer_id(request.scope), logprobs=job.logprobs)
         note_facts(request.scope, completion)  # the log need not find them in the bytes
+        if degraded := degraded_header(completion["moa"]):
+            response.headers[DEGRADED_HEADER] = degraded
         return completion
 
     from langgraph_moa.serving._ui import add_ui
@@ -274,6 +276,24 @@ def create_app(
         request_timeout_s=limits.request_timeout_s,
     )
     return app
+
+
+DEGRADED_HEADER = "X-MoA-Degraded"
+"""The header of a non-streamed answer the configured mixture did not write (`degraded_header`)."""
+
+
+def degraded_header(moa: dict[str, Any]) -> str | None:
+    """Return the `DEGRADED_HEADER` of an answer's provenance, or None if it is not degraded.
+
+    ``fallback=best_proposal``, ``failed-layers=2,3``, or both joined by ``; ``: a gateway, a
+    retry policy or a dashboard that reads only the status and headers saw a fallback as a
+    plain 200. A stream's headers go out before its outcome is known: its last chunk's
+    ``moa`` says it (docs/event-stream.md).
+    """
+    parts = [f"fallback={moa['fallback']}"] if moa.get("fallback") else []
+    if layers := [str(s["layer"]) for s in moa.get("failed_layers") or ()]:
+        parts.append("failed-layers=" + ",".join(layers))
+    return "; ".join(parts) or None
 
 
 def _lets_in(sends_key: Callable[[Any], bool], guard: BrowserGuard) -> Callable[[Any], bool]:
