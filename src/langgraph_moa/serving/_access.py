@@ -218,16 +218,21 @@ run under."""
 
 
 FACTS_KEY = "langgraph_moa.facts"
-"""The ASGI scope's key under which the app notes the facts of a chat completion it answers
-(`note_facts`). Read back from the bytes sent, a large completion was kept from its first
-``"usage":``, and a provider's logprobs (which come before the completion's own usage) may
-carry one: the kept bytes were no longer JSON, and the line lost its calls and tokens."""
+"""The ASGI scope's key under which the app notes the facts of an answer it sends, a chat
+completion's or a page run's (`note_facts`). Read back from the bytes sent, a large
+completion was kept from its first ``"usage":``, and a provider's logprobs (which come
+before the completion's own usage) may carry one: the kept bytes were no longer JSON, and
+the line lost its calls and tokens."""
 
 
-def note_facts(scope: Any, completion: dict[str, Any]) -> None:
-    """Note in `scope` the log's facts of the chat completion the app is about to send."""
+def note_facts(scope: Any, payload: dict[str, Any]) -> None:
+    """Note in `scope` the log's facts of the answer the app is about to send.
+
+    `payload` is a chat completion, or any payload with its ``moa`` (`payload_facts`): the
+    page's run stream notes its answer's, whose ``answer`` event names no failed call's model.
+    """
     if scope is not None:
-        scope[FACTS_KEY] = payload_facts(completion)
+        scope[FACTS_KEY] = payload_facts(payload)
 
 
 CALLS_KEY = "langgraph_moa.calls"

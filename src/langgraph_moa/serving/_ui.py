@@ -38,6 +38,7 @@ from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.config.context import apply_context
 from langgraph_moa.graph.streaming import RunEvents
 from langgraph_moa.run._answer import is_degraded
+from langgraph_moa.serving._access import note_facts
 from langgraph_moa.serving._errors import CRASHED, MAX_BODY_BYTES, _APIError, _run_failed
 from langgraph_moa.serving._events import (
     STREAM_HEADERS,
@@ -99,6 +100,7 @@ async def _run(
     prices: Prices | None = None,
     seconds: float = RequestLimits().request_timeout_s,
     drain: Drain | None = None,
+    scope: Any = None,
 ) -> AsyncIterator[Any]:
     """Run the job watched, as server-sent events, and keep it in the history.
 
@@ -107,6 +109,8 @@ async def _run(
 
     The run gets the chat route's input, trace metadata and deadline (`seconds`, the
     server's ``--request-timeout``); a run past it ends with its ``error`` event (504).
+    Its answer's facts are noted in the request's `scope` for the access log, as the chat
+    route's are (`note_facts`): the ``answer`` event counts the failed calls but names none.
     """
     record = RunRecord(run_id, job.name, _question(job))
     log = Compactor()  # compacted as the run goes: memory grows with calls, not tokens
@@ -147,6 +151,7 @@ async def _run(
                 answer_event, events.final, prices, logprobs=job.logprobs
             )
             record.answer = answer["text"]
+            note_facts(scope, {"moa": events.answer.response_metadata.get("moa", {})})
             # The answer event carries the run's fallback and failed_layers as they are.
             record.status = "degraded" if is_degraded(answer) else "done"
             yield out(answer)
@@ -293,6 +298,7 @@ def add_ui(
             prices,
             request_timeout_s,
             app.state.drain,
+            request.scope,
         )
         stream = pump(
             source, lambda: _disconnected(request), keepalive_s, TokenJoiner(), job.pace.room
