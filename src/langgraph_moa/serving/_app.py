@@ -55,9 +55,12 @@ from langgraph_moa.serving._events import (
 )
 from langgraph_moa.serving._guard import (
     BrowserGuard,
+    CorsEverywhere,
+    PrefixRedirect,
     RunCap,
     RunLoad,
     ServeSecurity,
+    cors_options,
     send_crash,
 )
 from langgraph_moa.serving._history import History
@@ -156,18 +159,15 @@ def create_app(
     # Added after BrowserGuard, so it runs first: no page or API work before the key check.
     app.add_middleware(_Guard, sends_key=sends_key, max_body_bytes=max_body_bytes)
     app.add_middleware(_HeadAsGet)  # HEAD as GET, the key checked as for the GET
+    app.add_middleware(PrefixRedirect)  # `served_under`'s bare prefix: logged, CORS, its ID
     if security.allowed_origins:  # outside the key check: a preflight carries no key
         from starlette.middleware.cors import CORSMiddleware
 
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(security.allowed_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", "x-request-id"],
-            expose_headers=["x-request-id", DEGRADED_HEADER.lower()],
-        )
-    # Outermost of all: every response that leaves the app, refusals too, names its request.
+        app.add_middleware(CORSMiddleware, **cors_options(security))
+    # Every response that leaves the app, refusals too, names its request.
     app.add_middleware(RequestID, on_crash=send_crash)
+    if security.allowed_origins:  # outermost: a crash's 500, answered by RequestID, too
+        app.add_middleware(CorsEverywhere, **cors_options(security))
     app.state.policy = policy
     app.state.models = list(systems)
     app.state.extra_routes = []  # answered around the app: `_access.AccessLog` adds /health

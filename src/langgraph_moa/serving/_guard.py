@@ -26,6 +26,8 @@ from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware, _TrustedHosts
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -229,6 +231,53 @@ class BrowserGuard:
                 await send(message)
 
         return guarded_receive, guarded_send
+
+
+EXPOSED_HEADERS = ("x-request-id", "x-moa-degraded")
+"""The response headers a page on an allowed origin may read: the request's ID, and the mark
+of a degraded answer (`_app.DEGRADED_HEADER`)."""
+
+
+def cors_options(security: ServeSecurity) -> dict[str, Any]:
+    """Return Starlette's CORS settings for the operator's allowed origins (``--allowed-origin``).
+
+    A preflight carries no key, so the CORS layer sits outside the key check.
+    """
+    return {
+        "allow_origins": list(security.allowed_origins),
+        "allow_methods": ["GET", "POST"],
+        "allow_headers": ["authorization", "content-type", "x-request-id"],
+        "expose_headers": list(EXPOSED_HEADERS),
+    }
+
+
+class CorsEverywhere(CORSMiddleware):
+    """ASGI middleware: an allowed origin's CORS headers on every response, wherever answered.
+
+    Starlette's CORS middleware (inside the app: it answers the preflights, behind the log
+    and the request ID) adds them only to what passes through it: /health, the forwarded-client
+    cap's 429 and a crash's 500 are answered around it, and a browser hid their status from an
+    allowed page, which read a network error. This one wraps everything and adds them to a
+    response that has none yet, so none is added twice; preflights pass through.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = Headers(scope=scope) if scope["type"] == "http" else None
+        origin = headers.get("origin") if headers is not None else None
+        if headers is None or origin is None or not self.is_allowed_origin(origin):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_allowed(message: Any) -> None:
+            start = message["type"] == "http.response.start"
+            if start and "access-control-allow-origin" not in Headers(
+                raw=message.get("headers") or []
+            ):
+                await self.send(message, send, headers)
+            else:
+                await send(message)
+
+        await self.app(scope, receive, send_allowed)
 
 
 RUN_ROUTES = ("/v1/chat/completions", "/v1/moa/runs")
@@ -536,7 +585,7 @@ def served_under(app: Any, prefix: str) -> Any:
     links and redirects are relative, so they stay under it; a redirect to an absolute path
     (Starlette's from ``/v1/models/`` to ``http://host/v1/models``) gets the prefix back
     (`_prefixed`). The prefix itself (``/moa``), which not every proxy redirects, is sent to
-    ``/moa/`` by a relative ``Location`` (`_to_the_prefix`). A path outside the prefix (a
+    ``/moa/`` by a relative ``Location`` (`PrefixRedirect`, in `app`). A path outside the prefix (a
     proxy that strips it, a health check that comes directly) is served as before.
     uvicorn's own ``root_path`` would not do: it is for a proxy that strips the prefix, and
     it prefixes every path once more; and a ``root_path`` in the scope makes Starlette route
@@ -559,11 +608,36 @@ def served_under(app: Any, prefix: str) -> Any:
             await app(scope, receive, _prefixed(send, prefix))
             return
         if path == prefix and scope["type"] == "http":
-            await _to_the_prefix(send, prefix, scope.get("query_string", b""))
+            # Through `app`, whose `PrefixRedirect` answers it: the access log around the
+            # app writes its line, and the app's CORS and request ID layers see it.
+            await app({**scope, BARE_PREFIX_KEY: prefix}, receive, send)
             return
         await app(scope, receive, send)
 
     return under
+
+
+BARE_PREFIX_KEY = "langgraph_moa.bare_prefix"
+"""The ASGI scope's key of a request for the prefix itself (`served_under`): its redirect's."""
+
+
+class PrefixRedirect:
+    """ASGI middleware: answer a request `served_under` marked as the bare prefix (a 307).
+
+    Inside the app, not in `served_under`: answered there, around the access log and the
+    app's CORS layer, the redirect wrote no log line and carried no CORS headers. It sits
+    outside the key check, as before: a redirect names nothing a key protects.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        prefix = scope.get(BARE_PREFIX_KEY) if scope["type"] == "http" else None
+        if prefix is None:
+            await self.app(scope, receive, send)
+            return
+        await _to_the_prefix(send, prefix, scope.get("query_string", b""))
 
 
 async def _to_the_prefix(send: Any, prefix: str, query: bytes) -> None:

@@ -17,7 +17,9 @@ from langgraph_moa.errors import (
 )
 from langgraph_moa.serving._errors import MAX_BODY_BYTES
 from langgraph_moa.serving._guard import (
+    CorsEverywhere,
     ServeSecurity,
+    cors_options,
     forwarded_clients,
     send_crash,
     served_under,
@@ -43,13 +45,17 @@ def stacked(
     """Wrap `app` as `moa serve` serves it: the prefix, the request ID, the log, the proxy.
 
     The request ID goes around everything, not only inside the app: a 429 the forwarded-client
-    cap answers, the line the log writes for it, and the redirect of the bare prefix name their
-    request too.
+    cap answers and the line the log writes for it name their request too. Around it, the
+    allowed origins' CORS headers (`CorsEverywhere`): /health, that 429 and a crash's 500 are
+    answered outside the app's CORS layer.
     """
     from langgraph_moa.serving._access import AccessLog
 
     logged = AccessLog(forwarded_clients(app, security), systems, log)
-    return RequestID(served_under(logged, root_path), on_crash=send_crash)
+    named = RequestID(served_under(logged, root_path), on_crash=send_crash)
+    if not security.allowed_origins:
+        return named
+    return CorsEverywhere(named, **cors_options(security))
 
 
 def serve(

@@ -1,0 +1,107 @@
+"""`moa serve` behind a prefix and across origins: every response a browser may read."""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.serving import _guard
+from langgraph_moa.serving._app import create_app
+from langgraph_moa.serving._guard import ServeSecurity
+from langgraph_moa.serving._server import stacked
+
+USER = [{"role": "user", "content": "Explain X"}]
+PAGE = "https://app.example"
+ORIGIN = {"origin": PAGE}
+
+
+@pytest.fixture
+def system(fake):
+    return MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2, name="m")
+
+
+def _served(system, lines=None, **security):
+    """`moa serve`'s whole stack under /moa, a page on `PAGE` allowed, and its log's lines."""
+    security = ServeSecurity(allowed_origins=(PAGE,), **security)
+    app = create_app({"m": system}, security=security)
+    write = (lines if lines is not None else []).append
+    stack = stacked(app, ["m"], security, write, "/moa")
+    return TestClient(stack, base_url="http://localhost", raise_server_exceptions=False)
+
+
+def _allowed(response):
+    return response.headers.get("access-control-allow-origin") == PAGE
+
+
+def _chat(client, path="/moa/v1/chat/completions", headers=None):
+    body = json.dumps({"model": "m", "messages": USER})
+    headers = {"content-type": "application/json", **ORIGIN, **(headers or {})}
+    return client.post(path, content=body, headers=headers)
+
+
+def test_every_response_to_an_allowed_origin_carries_its_cors_headers(system, monkeypatch):
+    """/health, the crash's 500, the forwarded-client cap's 429 and the prefix's redirect were
+    answered around the CORS middleware: the browser hid their status from an allowed page,
+    which read a network error instead of "busy", "crashed" or "too many requests"."""
+    from langgraph_moa.serving import _app
+
+    client = _served(system)
+    health = client.get("/moa/health", headers=ORIGIN)
+    assert health.status_code == 200 and _allowed(health), health.headers
+    moved = client.get("/moa", headers=ORIGIN, follow_redirects=False)
+    assert moved.status_code == 307 and _allowed(moved), moved.headers
+    answer = _chat(client)
+    assert answer.status_code == 200 and _allowed(answer)
+    assert answer.headers["vary"] == "Origin"  # added once, not once per layer
+    exposed = answer.headers["access-control-expose-headers"].lower()
+    assert "x-request-id" in exposed and "x-moa-degraded" in exposed
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(_app, "_completion", crash)
+    crashed = _chat(client)
+    assert crashed.status_code == 500 and _allowed(crashed), crashed.headers
+    bare = TestClient(  # the app alone, as a Python caller serves it
+        create_app({"m": system}, security=ServeSecurity(allowed_origins=(PAGE,))),
+        base_url="http://localhost",
+        raise_server_exceptions=False,
+    )
+    crashed = _chat(bare, "/v1/chat/completions")
+    assert crashed.status_code == 500 and _allowed(crashed), crashed.headers
+
+
+def test_the_forwarded_client_caps_429_carries_the_cors_headers(system, monkeypatch):
+    capped = _guard._ForwardedClients.__init__
+
+    def no_room(self, app, security):
+        capped(self, app, security)
+        self.limit = 0  # every forwarded client is over its cap
+
+    monkeypatch.setattr(_guard._ForwardedClients, "__init__", no_room)
+    client = _served(system, forwarded_allow_ips=("*",))
+    refused = _chat(client, headers={"x-forwarded-for": "203.0.113.7"})
+    assert refused.status_code == 429 and _allowed(refused), refused.headers
+
+
+def test_an_origin_not_allowed_gets_no_cors_headers_anywhere(system):
+    client = _served(system)
+    other = {"origin": "https://evil.example"}
+    for response in (
+        client.get("/moa/health", headers=other),
+        client.get("/moa", headers=other, follow_redirects=False),
+    ):
+        assert "access-control-allow-origin" not in response.headers, response.headers
+
+
+def test_the_redirect_of_the_bare_prefix_writes_its_log_line(system):
+    """``/moa`` -> ``./moa/`` was answered outside the access log: the one request of a
+    proxy's misrouted clients the operator could not see."""
+    lines: list[str] = []
+    client = _served(system, lines)
+    moved = client.get("/moa", follow_redirects=False)
+    assert moved.status_code == 307
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("GET /moa 307 · "), lines
+    assert lines[0].endswith(f"request {moved.headers['x-request-id']}"), lines
