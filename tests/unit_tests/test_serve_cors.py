@@ -1,6 +1,8 @@
 """`moa serve` behind a prefix and across origins: every response a browser may read."""
 
 import json
+import re
+from urllib.parse import urljoin
 
 import pytest
 from fastapi.testclient import TestClient
@@ -8,7 +10,7 @@ from fastapi.testclient import TestClient
 from langgraph_moa import MoAConfig
 from langgraph_moa.serving import _guard
 from langgraph_moa.serving._app import create_app
-from langgraph_moa.serving._guard import ServeSecurity
+from langgraph_moa.serving._guard import ServeSecurity, served_under
 from langgraph_moa.serving._server import stacked
 
 USER = [{"role": "user", "content": "Explain X"}]
@@ -105,3 +107,26 @@ def test_the_redirect_of_the_bare_prefix_writes_its_log_line(system):
     assert len(lines) == 1, lines
     assert lines[0].startswith("GET /moa 307 · "), lines
     assert lines[0].endswith(f"request {moved.headers['x-request-id']}"), lines
+
+
+@pytest.mark.parametrize(
+    ("docs", "find"), [("docs", r"url: '([^']+)'"), ("redoc", r'spec-url="([^"]+)"')]
+)
+def test_the_docs_page_loads_its_schema_under_the_prefix(system, docs, find):
+    """``--docs`` behind ``--root-path /moa``: the page at /moa/docs loaded /openapi.json from
+    the root, which the proxy does not send to the server, and showed an error."""
+    client = _served(system, docs=True)
+    page_url = f"http://localhost/moa/{docs}"
+    page = client.get(page_url)
+    assert page.status_code == 200
+    schema_url = urljoin(page_url, re.search(find, page.text).group(1))
+    assert schema_url == "http://localhost/moa/openapi.json"
+    assert client.get(schema_url).json()["info"]["title"] == "langgraph-moa"
+    direct = TestClient(
+        served_under(create_app({"m": system}, security=ServeSecurity(docs=True)), "/moa"),
+        base_url="http://localhost",
+    )
+    root_page = direct.get(f"/{docs}")  # no prefix: the schema at the root
+    assert urljoin(f"http://localhost/{docs}", re.search(find, root_page.text).group(1)) == (
+        "http://localhost/openapi.json"
+    )

@@ -145,10 +145,12 @@ def create_app(
     app = FastAPI(
         title="langgraph-moa",
         description="Mixture-of-Agents, OpenAI-compatible.",
-        docs_url="/docs" if security.docs else None,
-        redoc_url="/redoc" if security.docs else None,
+        docs_url=None,  # `_add_docs`: FastAPI's own name the schema by an absolute path
+        redoc_url=None,
         openapi_url="/openapi.json" if security.docs else None,
     )
+    if security.docs:
+        _add_docs(app)
     # Innermost of the guards: a refused or keyless request never takes a run's place.
     load = RunLoad(security.max_runs)  # counted by RunCap, told by /health
     app.add_middleware(
@@ -294,6 +296,25 @@ def degraded_header(moa: dict[str, Any]) -> str | None:
     if layers := [str(s["layer"]) for s in moa.get("failed_layers") or ()]:
         parts.append("failed-layers=" + ",".join(layers))
     return "; ".join(parts) or None
+
+
+def _add_docs(app: Any) -> None:
+    """Serve ``/docs`` (Swagger UI) and ``/redoc``, each loading the schema by a relative URL.
+
+    FastAPI's own pages load ``/openapi.json`` from the root: behind a proxy that serves the
+    server under a prefix (``--root-path /moa``) that is outside it, and the page showed an
+    error. ``openapi.json`` from ``/moa/docs`` is ``/moa/openapi.json``, and from ``/docs``
+    ``/openapi.json``, as the web page's own URLs are relative (`_ui`).
+    """
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger() -> Any:
+        return get_swagger_ui_html(openapi_url="openapi.json", title=f"{app.title} - Swagger UI")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> Any:
+        return get_redoc_html(openapi_url="openapi.json", title=f"{app.title} - ReDoc")
 
 
 def _lets_in(sends_key: Callable[[Any], bool], guard: BrowserGuard) -> Callable[[Any], bool]:
