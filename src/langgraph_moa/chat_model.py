@@ -15,7 +15,9 @@ The answer's `usage_metadata` counts every inner call (proposers and aggregator)
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import uuid
 from collections.abc import (
     AsyncGenerator,
@@ -191,13 +193,15 @@ class MoAChatModel(BaseChatModel):
         by the cache so that no other takes its id while the graph is kept. The digest
         alone counts a model instance by its settings: with the object in the key, two
         configs of equal settings but distinct instances (two clients, two runtimes) never
-        share a graph.
+        share a graph. A graph builds its clients once, reading their keys and accounts from
+        the environment then, so the environment is in the key too (`_environment_digest`):
+        a model made after a key was set or fixed sent the key of the first model's graph.
         """
         if self._graph is None:
             cfg, name = self.moa_config, self.model_name or "moa"
             given = self.config if isinstance(self.config, str) else id(self.config)
             self._graph = _SHARED_GRAPHS.get(
-                (given, name, self._config_digest()),
+                (given, name, self._config_digest(), _environment_digest()),
                 lambda: create_moa_graph(cfg, name=name),
                 held=self.config,
             )
@@ -860,6 +864,16 @@ _SHARED_GRAPHS = _GraphCache()
 """The compiled graphs of the models' own configs (`MoAChatModel.graph`), of every model:
 the `GRAPH_CACHE_SIZE` most recent, each holding its config (and the model instances in it)
 while it is kept."""
+
+
+def _environment_digest() -> str:
+    """Return a digest of the process environment, which a graph's clients read when built.
+
+    Keys (``api_key_env``, a provider's variable) and the accounts and proxies of provider
+    clients are read from it; a digest, so that the shared graphs' keys hold no key.
+    """
+    text = json.dumps(sorted(os.environ.items()))  # ASCII: a lone surrogate is escaped
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _with_call_fields(

@@ -224,3 +224,27 @@ def test_an_answer_from_the_llm_cache_is_recorded_cached_and_ok(log, metered):
     assert [(c["status"], c["cached"]) for c in first] == [("ok", False)] * calls
     assert [(c["status"], c["cached"]) for c in again] == [("ok", True)] * calls
     assert [c["total_tokens"] for c in again] == [c["total_tokens"] for c in first]
+
+
+def test_a_new_model_reads_a_key_set_after_another_model_of_its_config_ran(monkeypatch):
+    # Models of one config share a compiled graph, and with it the clients it built: a key
+    # fixed in the environment (after a 401) was never read by a new model of that config,
+    # which kept sending the first model's key.
+    from langgraph_moa.providers import _models
+
+    real = _models.build_model
+
+    def answering_with_its_key(spec, params, **clients):
+        key = real(spec, params, **clients).openai_api_key.get_secret_value()
+        return FakeChat(label=key)  # says the key the real client would send
+
+    monkeypatch.setattr(_models, "build_model", answering_with_its_key)
+    endpoint = OpenAIEndpoint(
+        base_url="http://127.0.0.1:9/v1", model="m", api_key_env="MOA_ROTATED_KEY"
+    )
+    cfg = MoAConfig(proposers=[endpoint], aggregator=endpoint, layers=2)
+    answers = []
+    for key in ("sk-old", "sk-new"):
+        monkeypatch.setenv("MOA_ROTATED_KEY", key)
+        answers.append(MoAChatModel(config=cfg).invoke("hi").text.split(" #")[0])
+    assert answers == ["sk-old", "sk-new"]
