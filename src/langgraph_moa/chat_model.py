@@ -193,17 +193,27 @@ class MoAChatModel(BaseChatModel):
         by the cache so that no other takes its id while the graph is kept. The digest
         alone counts a model instance by its settings: with the object in the key, two
         configs of equal settings but distinct instances (two clients, two runtimes) never
-        share a graph. A graph builds its clients once, reading their keys and accounts from
-        the environment then, so the environment is in the key too (`_environment_digest`):
-        a model made after a key was set or fixed sent the key of the first model's graph.
+        share a graph. Nor do two resolved configs of one mutable object whose roles name
+        other instances (a proposer replaced in it, with another key): the instances are in
+        the key by identity, held too. A graph builds its clients once, reading their keys
+        and accounts from the environment then, so the environment is in the key too
+        (`_environment_digest`): a model made after a key was set or fixed sent the key of
+        the first model's graph.
         """
         if self._graph is None:
             cfg, name = self.moa_config, self.model_name or "moa"
             given = self.config if isinstance(self.config, str) else id(self.config)
+            instances = _model_instances(cfg)
             self._graph = _SHARED_GRAPHS.get(
-                (given, name, self._config_digest(), _environment_digest()),
+                (
+                    given,
+                    name,
+                    self._config_digest(),
+                    _environment_digest(),
+                    tuple(map(id, instances)),
+                ),
                 lambda: create_moa_graph(cfg, name=name),
-                held=self.config,
+                held=(self.config, instances),
             )
         return self._graph
 
@@ -864,6 +874,12 @@ _SHARED_GRAPHS = _GraphCache()
 """The compiled graphs of the models' own configs (`MoAChatModel.graph`), of every model:
 the `GRAPH_CACHE_SIZE` most recent, each holding its config (and the model instances in it)
 while it is kept."""
+
+
+def _model_instances(cfg: MoAConfig) -> tuple[BaseChatModel, ...]:
+    """Return the model instances `cfg`'s roles name: its digest counts each by its settings."""
+    roles = [*cfg.proposers, *cfg.final_chain]
+    return tuple(role.model for role in roles if isinstance(role.model, BaseChatModel))
 
 
 def _environment_digest() -> str:

@@ -248,3 +248,18 @@ def test_a_new_model_reads_a_key_set_after_another_model_of_its_config_ran(monke
         monkeypatch.setenv("MOA_ROTATED_KEY", key)
         answers.append(MoAChatModel(config=cfg).invoke("hi").text.split(" #")[0])
     assert answers == ["sk-old", "sk-new"]
+
+
+def test_a_new_model_of_a_config_runs_the_model_instance_the_config_holds_now(fake, log):
+    # The shared graph's key counted a model instance by its settings: a proposer replaced
+    # in the config by one differing only in what no digest reads (its client, its api_key,
+    # here its log) was never called, a new model running the first one's graph.
+    from tests.fakes import CallLog
+
+    cfg = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    MoAChatModel(config=cfg, temperature=0.1).invoke("hi")
+    replaced = CallLog()
+    cfg.proposers[0].model = FakeChat(label="A", log=replaced)
+    MoAChatModel(config=cfg, temperature=0.1).invoke("hi")
+    assert len(log.by("A")) == 1
+    assert len(replaced.by("A")) == 1
