@@ -149,10 +149,12 @@ _MESSAGE_WORD = (
     r"(?i:invalid|missing|expired|required|not|no|bad|wrong|denied|empty|malformed|unknown"
     r"|revoked|incorrect|unauthorized|forbidden|failed|rejected|none|null|absent|disabled)"
 )
-_CREDENTIAL_SHAPED = rf"""(?!{_WORD}[.:!?]?{_TOKEN_END})[A-Za-z0-9][^\s,;"'}}]{{3,}}"""
-"""A token that is no ordinary word: four characters or more, the first a letter or a
-digit, with a digit, a sign, a capital inside or more letters than a word has (``abc123``,
-``TlRMTVNT``, ``ghp_abc``). A short number (``3 times``) or ``(code`` is a message's."""
+_CREDENTIAL_SHAPED = rf"""(?!{_WORD}[.:!?]?{_TOKEN_END})[A-Za-z0-9+_\-][^\s,;"'}}]{{3,}}"""
+"""A token that is no ordinary word: four characters or more, the first a letter, a digit
+or a sign a base64 or base64url credential may begin with (``-Xk3...``, shown whole when
+only a letter or digit began one), with a digit, a sign, a capital inside or more letters
+than a word has (``abc123``, ``TlRMTVNT``, ``ghp_abc``). A short number (``3 times``) or
+``(code`` is a message's."""
 _MESSAGE = rf"(?={_MESSAGE_WORD}\b){_WORD}(?:[.:]{_TOKEN_END}|[ \t]+(?!{_CREDENTIAL_SHAPED}))"
 """An authorization's value that is a message's words (``Invalid credentials``,
 ``invalid or expired``, ``Required.``, ``failed 3 times``): a word that says what is wrong

@@ -284,6 +284,10 @@ def test_a_credential_field_loses_its_whole_value_and_nothing_after_it(text, sho
         ("authorization: failed letmein2", f"authorization: {REDACTED}"),
         ("authorization: invalid abc123", f"authorization: {REDACTED}"),
         ("authorization: splunk abc123def is rejected", f"authorization: {REDACTED} is rejected"),
+        # A base64 or base64url credential may begin with a sign: it was shown whole.
+        ("authorization: failed -Xk3sEcReT9", f"authorization: {REDACTED}"),
+        ("authorization: invalid _Xk3sEcReT9", f"authorization: {REDACTED}"),
+        ("Authorization: Invalid +Xk3sEcReT9==", f"Authorization: {REDACTED}"),
         # ... but a message's words, a short number among them, are still shown.
         ("authorization: failed 3 times", "authorization: failed 3 times"),
         ("authorization: failed for user bob", "authorization: failed for user bob"),
