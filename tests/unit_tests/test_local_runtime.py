@@ -333,36 +333,67 @@ def test_a_server_that_could_not_be_started_leaves_no_open_log(
     assert logs(tmp_path) == []
 
 
-def test_ctrl_c_just_after_the_server_started_leaves_no_server_running(stand_in, monkeypatch):
-    """Ctrl-C between `popen` returning and `self.process` being set: the server it had
-    started had no handle anywhere, and ran (a model loaded, GBs of memory) for as long as
-    this process did; a REPL or a notebook goes on after Ctrl-C."""
+@pytest.fixture
+def spawned(stand_in, monkeypatch):
+    """Every process the stand-in servers started; any still running is killed after."""
     import subprocess
 
     from langgraph_moa.local import runtime
 
     started = []
-    real_popen, real_start = runtime.subprocess.Popen, runtime.popen
+    real_popen = runtime.subprocess.Popen
 
     def recorded(args, **kwargs):
         started.append(real_popen(args, **kwargs))
         return started[-1]
 
+    monkeypatch.setattr(subprocess, "Popen", recorded)
+    yield started
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def test_ctrl_c_just_after_the_server_started_leaves_no_server_running(
+    stand_in, spawned, monkeypatch
+):
+    """Ctrl-C between `popen` returning and `self.process` being set: the server it had
+    started had no handle anywhere, and ran (a model loaded, GBs of memory) for as long as
+    this process did; a REPL or a notebook goes on after Ctrl-C."""
+    from langgraph_moa.local import runtime
+
+    real_start = runtime.popen
+
     def interrupted(args, **kwargs):
         real_start(args, **kwargs)
         raise KeyboardInterrupt  # as if it arrived as the call returned
 
-    monkeypatch.setattr(subprocess, "Popen", recorded)
     monkeypatch.setattr(runtime, "popen", interrupted)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            stand_in(ALIVE)
-        assert len(started) == 1
-        assert started[0].poll() is not None, "the interrupted start left its server running"
-    finally:
-        for process in started:
-            process.kill()
-            process.wait()
+    with pytest.raises(KeyboardInterrupt):
+        stand_in(ALIVE)
+    assert len(spawned) == 1
+    assert spawned[0].poll() is not None, "the interrupted start left its server running"
+
+
+def test_ctrl_c_as_a_started_server_is_handed_to_the_runtime_leaves_no_server_running(
+    spawned, monkeypatch
+):
+    """Ctrl-C as `LocalServer(...)` returned (or as its `_spawn` did), before the runtime
+    stored it: the server had no handle, and `stop_all` (at exit too) never stopped it."""
+    from langgraph_moa.local import runtime
+
+    class Interrupted(runtime.LocalServer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            raise KeyboardInterrupt  # as if it arrived as the constructor returned
+
+    monkeypatch.setattr(runtime, "LocalServer", Interrupted)
+    local = LocalRuntime(threads=1, slots=1)
+    with pytest.raises(KeyboardInterrupt):
+        local.server("qwen2.5-coder-0.5b")
+    local.stop_all()
+    assert len(spawned) == 1
+    assert spawned[0].poll() is not None, "the interrupted start left its server running"
 
 
 def test_a_long_running_process_forgets_the_logs_of_servers_it_is_done_with(stand_in):

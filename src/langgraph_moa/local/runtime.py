@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import glob
 import json
 import logging
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from importlib.util import find_spec
@@ -157,11 +158,16 @@ class LocalServer:
         slots: int = DEFAULT_SLOTS,
         port: int | None = None,
         starting: int = 0,
+        hold: Callable[[LocalServer], object] | None = None,
     ) -> None:
         """Spawn the process; it loads the model in the background (see `wait_ready`).
 
         `starting` is the memory that servers spawned with it will still take (see
-        `LocalRuntime.server`): the memory check counts it as taken.
+        `LocalRuntime.server`): the memory check counts it as taken. `hold` is given this
+        server as soon as its process runs, before this call returns: a Ctrl-C as it
+        returns, before the caller stored it, leaves the caller a handle to stop it with.
+        A C callable (a dict's ``__setitem__`` in a `functools.partial`), so that no Ctrl-C
+        arrives inside it.
 
         Raises:
             LocalModelError: llama.cpp's server (``xllamacpp``) is not installed: said here,
@@ -184,9 +190,9 @@ class LocalServer:
         self._ready = threading.Event()
         self._lock = threading.Lock()
         self._warn_lock = threading.Lock()
-        self._spawn(port or free_port())
+        self._spawn(port or free_port(), hold)
 
-    def _spawn(self, port: int) -> None:
+    def _spawn(self, port: int, hold: Callable[[LocalServer], object] | None = None) -> None:
         self._spawned = time.monotonic()
         self.port = port
         self.url = f"http://127.0.0.1:{port}/v1"
@@ -220,6 +226,8 @@ class LocalServer:
                 process.wait()
             self._discard_log()
             raise
+        if hold is not None:  # no Python frame starts before it stores: no Ctrl-C lands
+            hold(self)
 
     @property
     def pid(self) -> int:
@@ -709,10 +717,15 @@ class LocalRuntime:
                     name,
                     info.size / 1e9,
                 )
+                # Stored as its process starts: a Ctrl-C as the call returns (a REPL goes
+                # on) leaves it here, for `stop_all` to stop, not running with no handle.
                 server = LocalServer(
-                    info, threads=self.threads, slots=self.slots, starting=starting
+                    info,
+                    threads=self.threads,
+                    slots=self.slots,
+                    starting=starting,
+                    hold=functools.partial(self._servers.__setitem__, name),
                 )
-                self._servers[name] = server
             return server
 
     def start(self, names: list[str]) -> list[LocalServer]:
