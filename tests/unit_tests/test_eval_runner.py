@@ -705,6 +705,19 @@ def test_a_rows_file_of_a_later_format_is_refused_in_one_sentence_and_left_as_it
     assert path.read_text() == before
 
 
+def test_a_rows_file_of_a_later_format_is_refused_before_any_system_answers(racing, tmp_path):
+    """The second system's file was refused as that system began: the first had answered
+    every item by then, paid for and thrown away with the run."""
+    later = racing.with_overrides(name="later")
+    path = tmp_path / "results" / "later.rows.jsonl"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"digest": "digest of later", "format": 2}) + "\n")
+    with pytest.raises(MoAConfigError, match="newer version"):
+        _evaluate([racing, later], ITEMS, tmp_path)
+    assert racing.proposers[0].model.log.calls == []
+    assert not (tmp_path / "results" / "mix.rows.jsonl").exists()
+
+
 def test_a_kept_row_whose_id_was_written_as_a_number_is_not_answered_again(tmp_path):
     """A rows file edited by hand (or by a script) may hold `"id": 1`; it is the same item."""
     path = tmp_path / "s.rows.jsonl"

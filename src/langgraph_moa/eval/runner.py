@@ -420,11 +420,13 @@ class Evaluation:
             TimeRemainingColumn(),
         ]
         bar = Progress(*columns, disable=not progress, console=Console(stderr=True))
+        # Every system's kept rows before the first call: a rows file a newer version wrote
+        # is refused now, not after the systems before it answered every item.
+        stores = [_RowStore(self._rows_path(s.name), s.digest) for s in self.systems]
+        kept_rows = [store.rows(self.items) for store in stores]
         with bar, on_screen(bar) if on_screen is not None and progress else nullcontext():
-            for system in self.systems:
+            for system, store, kept in zip(self.systems, stores, kept_rows, strict=True):
                 task = bar.add_task(system.name, total=len(self.items))
-                store = _RowStore(self._rows_path(system.name), system.digest)
-                kept = store.rows(self.items)
                 if kept:
                     self.notes.append(
                         f"{system.name}: {len(kept)} of {len(self.items)} items kept from an "
