@@ -197,3 +197,27 @@ def test_ctrl_c_just_after_the_start_was_queued_never_starts_the_server(monkeypa
     assert type(_popen_from_a_thread_that_ends(["interrupted"])) is KeyboardInterrupt
     assert _popen_from_a_thread_that_ends(["next"])[1] == ["next"]  # taken after the first
     assert len(recorder.threads) == 1, "the interrupted start still started a server"
+
+
+def test_a_holder_that_raises_leaves_no_server_running():
+    """`hold` is given the process after it started: one that raised reached the caller as
+    the start's error, and the server it was handed ran on with no handle anywhere."""
+    started = []
+
+    def hold(process):
+        started.append(process)
+        raise MemoryError
+
+    try:
+        raised = None
+        try:
+            _spawner.popen([sys.executable, "-c", "import time; time.sleep(60)"], hold=hold)
+        except MemoryError as exc:
+            raised = exc
+        assert raised is not None
+        (process,) = started
+        assert process.poll() is not None, "the server the holder was handed ran on"
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()

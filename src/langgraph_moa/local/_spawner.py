@@ -61,12 +61,16 @@ def _spawn_forever() -> None:
         started, args, hold, kwargs = _jobs.get()
         if not started.set_running_or_notify_cancel():  # its caller stopped waiting
             continue
+        process: subprocess.Popen[bytes] | None = None
         try:
             process = subprocess.Popen(args, **kwargs)
             if hold is not None:
                 hold(process)
             started.set_result(process)
         except BaseException as exc:  # handed to the caller, which raises it
+            if process is not None:  # `hold` raised: the caller is told of no server, none runs
+                process.kill()
+                process.wait()
             started.set_exception(exc)
 
 
