@@ -130,3 +130,19 @@ def test_the_docs_page_loads_its_schema_under_the_prefix(system, docs, find):
     assert urljoin(f"http://localhost/{docs}", re.search(find, root_page.text).group(1)) == (
         "http://localhost/openapi.json"
     )
+
+
+def test_the_docs_pages_try_it_out_calls_the_api_under_the_prefix(system):
+    """The schema named no server, which OpenAPI reads as ``/``: Swagger UI's "Try it out" on
+    /moa/docs sent /v1/chat/completions to the host's root, outside the proxy's prefix. Its
+    server is now relative to the schema's own URL, as the pages' link to it is."""
+    client = _served(system, docs=True)
+    for schema_url, api in [
+        ("http://localhost/moa/openapi.json", "http://localhost/moa/v1/chat/completions"),
+        ("http://localhost/openapi.json", "http://localhost/v1/chat/completions"),
+    ]:
+        schema = client.get(schema_url).json()
+        assert "/v1/chat/completions" in schema["paths"]
+        servers = schema.get("servers") or [{"url": "/"}]  # OpenAPI's default
+        base = urljoin(schema_url, servers[0]["url"]).rstrip("/")
+        assert base + "/v1/chat/completions" == api, servers

@@ -148,6 +148,9 @@ def create_app(
         docs_url=None,  # `_add_docs`: FastAPI's own name the schema by an absolute path
         redoc_url=None,
         openapi_url="/openapi.json" if security.docs else None,
+        # The API is where the schema is: OpenAPI reads no server as "/", and "Try it out"
+        # on /moa/docs (``--root-path /moa``) called the host's root, outside the prefix.
+        servers=[{"url": "."}],
     )
     if security.docs:
         _add_docs(app)
