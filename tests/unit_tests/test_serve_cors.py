@@ -146,3 +146,22 @@ def test_the_docs_pages_try_it_out_calls_the_api_under_the_prefix(system):
         servers = schema.get("servers") or [{"url": "/"}]  # OpenAPI's default
         base = urljoin(schema_url, servers[0]["url"]).rstrip("/")
         assert base + "/v1/chat/completions" == api, servers
+
+
+def test_an_allowed_origin_written_as_an_address_bar_shows_it_gets_its_cors_headers(system):
+    """``--allowed-origin https://App.example/`` (a trailing slash, capitals): the origin
+    check let the page in, lowercased and without the slash, but the CORS layers compared the
+    flag as written, so the preflight was a 400 and every answer hid from the page."""
+    security = ServeSecurity(allowed_origins=("https://App.example/",))
+    app = create_app({"m": system}, security=security)
+    stack = stacked(app, ["m"], security, lambda line: None, "/moa")
+    client = TestClient(stack, base_url="http://localhost")
+    preflight = client.options(
+        "/moa/v1/chat/completions",
+        headers={**ORIGIN, "access-control-request-method": "POST"},
+    )
+    assert preflight.status_code == 200 and _allowed(preflight), preflight.text
+    answer = _chat(client)
+    assert answer.status_code == 200 and _allowed(answer), answer.headers
+    health = client.get("/moa/health", headers=ORIGIN)
+    assert _allowed(health), health.headers

@@ -130,7 +130,7 @@ class BrowserGuard:
         self.any_host = "*" in security.allowed_hosts
         self.hosts = {h.lower().strip("[]") for h in security.allowed_hosts}
         self.any_origin = "*" in security.allowed_origins
-        self.origins = {o.lower().rstrip("/") for o in security.allowed_origins}
+        self.origins = set(allowed_origins(security))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -238,13 +238,23 @@ EXPOSED_HEADERS = ("x-request-id", "x-moa-degraded")
 of a degraded answer (`_app.DEGRADED_HEADER`)."""
 
 
+def allowed_origins(security: ServeSecurity) -> list[str]:
+    """Return the operator's allowed origins as a browser writes an ``Origin``.
+
+    Lowercased and without a trailing slash (``https://App.example/`` as an address bar shows
+    it is ``https://app.example``), for `BrowserGuard` and the CORS layers alike: the CORS
+    layers compared the flag as written, and a page the guard let in read no answer.
+    """
+    return [o.lower().rstrip("/") for o in security.allowed_origins]
+
+
 def cors_options(security: ServeSecurity) -> dict[str, Any]:
     """Return Starlette's CORS settings for the operator's allowed origins (``--allowed-origin``).
 
     A preflight carries no key, so the CORS layer sits outside the key check.
     """
     return {
-        "allow_origins": list(security.allowed_origins),
+        "allow_origins": allowed_origins(security),
         "allow_methods": ["GET", "POST"],
         "allow_headers": ["authorization", "content-type", "x-request-id"],
         "expose_headers": list(EXPOSED_HEADERS),
