@@ -185,7 +185,16 @@ def test_a_service_tier_that_promises_something_is_still_refused(client, log, ti
     assert log.calls == []
 
 
-@pytest.mark.parametrize("schema", [{"schema": {"type": "object"}}, {"name": "", "schema": {}}])
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"schema": {"type": "object"}},
+        {"name": "", "schema": {}},
+        # OpenAI refuses these names too: letters, digits, '_' and '-', at most 64
+        {"name": "my answer", "schema": {}},
+        {"name": "a" * 65, "schema": {}},
+    ],
+)
 def test_a_json_schema_without_a_name_is_refused_saying_what_to_add(client, log, schema):
     """OpenAI requires ``json_schema.name``: one without it was forwarded, and the provider's
     refusal came back as a 502 after the proposers had been paid for."""

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -222,12 +223,18 @@ class _ResponseFormat(_Body):
     def _named(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         # OpenAI requires the name: one without it was forwarded, and the provider's refusal
         # came back as a 502 once the proposers had been paid for.
-        if value is not None and (not isinstance(value.get("name"), str) or not value["name"]):
+        # So does one that is not a short word ("my answer").
+        name = value.get("name") if value is not None else None
+        if value is not None and not (isinstance(name, str) and SCHEMA_NAME.fullmatch(name)):
             raise ValueError(
-                "a json_schema needs a 'name', as OpenAI requires: add one beside its schema "
-                '({"name": "answer", "schema": {...}})'
+                "a json_schema needs a 'name' of letters, digits, '_' and '-' (at most 64), as "
+                'OpenAI requires: add one beside its schema ({"name": "answer", "schema": {...}})'
             )
         return value
+
+
+SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""OpenAI's rule for a ``json_schema``'s ``name``: a provider refuses any other."""
 
 
 class _Tool(_Body):
