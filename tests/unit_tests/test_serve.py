@@ -2305,3 +2305,15 @@ def test_a_degraded_stream_says_so_in_its_last_chunk_its_headers_went_out_before
     assert response.status_code == 200 and "x-moa-degraded" not in response.headers
     chunks = [json.loads(e.removeprefix("data: ")) for e in response.text.split("\n\n")[:-2]]
     assert next(c["moa"] for c in chunks if "moa" in c)["fallback"] == "best_proposal"
+
+
+def test_a_call_timeout_that_reaches_the_error_mapping_is_an_upstream_error_not_a_400():
+    # A bare CallTimeoutError (a model call ran past call_timeout_s) fell through to the
+    # mapping's last line, a 400 that blamed the client; it is the upstream's failure, said as
+    # the run's failure says a call's timeout: a 502 upstream_error naming the model.
+    from langgraph_moa.errors import CallTimeoutError
+    from langgraph_moa.serving._errors import _api_error
+
+    answer = _api_error(CallTimeoutError("AGG did not answer within 0.05s"))
+    assert (answer.status, answer.kind) == (502, "upstream_error")
+    assert answer.message == "AGG did not answer within 0.05s"

@@ -15,6 +15,7 @@ from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
     BudgetExhaustedError,
+    CallTimeoutError,
     LimitExceededError,
     LocalModelError,
     LocalRuntimeError,
@@ -92,6 +93,8 @@ def _api_error(exc: MoAError) -> _APIError:
         return _APIError(504, str(exc), "timeout_error", "request_timeout")
     if isinstance(exc, AllProposersFailedError | AggregatorFailedError):
         return _APIError(502, exc.summary, "upstream_error")
+    if isinstance(exc, CallTimeoutError):  # as the run's failure says a call's timeout
+        return _APIError(502, redact(str(exc)), "upstream_error")
     if isinstance(exc, MissingAPIKeyError):
         return _APIError(500, str(exc), "server_configuration_error")
     if isinstance(exc, LocalModelError | LocalRuntimeError):
