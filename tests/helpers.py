@@ -169,11 +169,17 @@ def _chat_scope(headers=()) -> dict:
     }
 
 
-def _stalled_exchange(route: str, body: bytes, gone: asyncio.Event | None = None, reads=1):
+def _stalled_exchange(
+    route: str,
+    body: bytes,
+    gone: asyncio.Event | None = None,
+    reads=1,
+    resume: asyncio.Event | None = None,
+):
     """Return an ASGI scope, receive, send and what was sent, of a client that stops reading.
 
     It takes its response's first `reads` writes of body, then nothing: the next one waits
-    for ever. Its connection stays up until `gone` is set (the server closed it, as uvicorn
+    for ever, or until `resume` is set (it then reads all the rest). Its connection stays up until `gone` is set (the server closed it, as uvicorn
     does once the app returned without ending the response; never if None).
     """
     scope = {**_chat_scope(), "path": route, "raw_path": route.encode()}
@@ -191,7 +197,7 @@ def _stalled_exchange(route: str, body: bytes, gone: asyncio.Event | None = None
     async def send(message):
         sent.append(message)
         if message["type"] == "http.response.body" and len(sent) > reads + 1:
-            await asyncio.Event().wait()  # its socket's buffer is full: nobody reads
+            await (resume or asyncio.Event()).wait()  # its socket's buffer is full: nobody reads
 
     return scope, receive, send, sent
 

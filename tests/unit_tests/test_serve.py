@@ -2338,3 +2338,57 @@ def test_a_call_timeout_that_reaches_the_error_mapping_is_an_upstream_error_not_
     answer = _api_error(CallTimeoutError("AGG did not answer within 0.05s"))
     assert (answer.status, answer.kind) == (502, "upstream_error")
     assert answer.message == "AGG did not answer within 0.05s"
+
+
+async def test_a_call_held_back_by_a_stalled_reader_is_not_timed_out_and_paid_for_again(
+    fake, monkeypatch
+):
+    """The time a model call waited for its stream's reader (`ReaderPace`) counted against
+    its own call_timeout_s: a reader that paused longer had the call cut, retried and paid
+    for a second time. The call's timer now stops while it waits for the reader: one
+    upstream call, and the whole answer once the reader reads again."""
+    from langgraph_moa.serving import _events
+    from langgraph_moa.serving._guard import ServeSecurity
+    from tests.fakes import WordStreamer
+
+    monkeypatch.setattr(_events, "PENDING_CHARS", 2_000)
+    monkeypatch.setattr(_events, "JOIN_CHARS", 500)
+    held = asyncio.Event()
+    waiting = _events.ReaderPace.on_llm_new_token
+
+    async def noted(pace, token, **kwargs):
+        if not pace.room.is_set():
+            held.set()  # the model's next token waits for the reader
+        await waiting(pace, token, **kwargs)
+
+    monkeypatch.setattr(_events.ReaderPace, "on_llm_new_token", noted)
+    agg = WordStreamer(label="AGG", words=1_000)
+    config = MoAConfig(
+        proposers=[fake("A")],
+        aggregator=agg,
+        layers=2,
+        call_timeout_s=1,
+        retry={"max_attempts": 2},
+        name="m",
+    )
+    app = create_app({"m": config}, security=ServeSecurity(body_timeout_s=600))
+    body = json.dumps({"model": "m", "messages": USER, "stream": True}).encode()
+    gone, resume = asyncio.Event(), asyncio.Event()
+    scope, receive, send, sent = _stalled_exchange(
+        "/v1/chat/completions", body, gone, reads=0, resume=resume
+    )
+    served = asyncio.ensure_future(app(scope, receive, send))
+    try:
+        await asyncio.wait_for(held.wait(), 60)
+        loop = asyncio.get_running_loop()
+        paused = loop.time() + 2  # twice the call's timeout, all of it waiting for the reader
+        while loop.time() < paused and not served.done():
+            await asyncio.sleep(0.1)
+        resume.set()  # the reader reads again
+        await asyncio.wait_for(served, 60)
+    finally:
+        gone.set()
+    text = b"".join(m.get("body", b"") for m in sent).decode()
+    assert agg.state["calls"] == 1, agg.state
+    assert "AGG999" in text and "StreamBroken" not in text and text.endswith("[DONE]\n\n")
+    assert '"error": {' not in text  # no in-band error either

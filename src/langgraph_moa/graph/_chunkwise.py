@@ -69,6 +69,7 @@ from langgraph_moa.run._answer import (
 from langgraph_moa.run._calls import (
     CallId,
     acall_model,
+    call_timer,
     discard_answer,
     emit,
     explained_failure,
@@ -257,10 +258,11 @@ class _Chunkwise:
         whole: Any = None
         try:
             async with scope:
-                async for chunk in model.astream(messages):
-                    whole = chunk if whole is None else whole + chunk
-                    self.texts[k] += chunk.text
-                    self.changed.set()
+                with call_timer(scope):
+                    async for chunk in model.astream(messages):
+                        whole = chunk if whole is None else whole + chunk
+                        self.texts[k] += chunk.text
+                        self.changed.set()
         except Exception as exc:
             # A provider's Retry-After is waited out only before an attempt that will come.
             retried = self._may_retry(k, len(self.errors[k]) + 1, exc)

@@ -16,7 +16,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -602,10 +602,12 @@ async def acall_model(
     scope = asyncio.timeout(timeout)
     try:
         async with scope:
-            if stop is None:
-                result: BaseMessage = await ainvoke_direct(model, messages, config)
-            else:
-                result = await _until_stopped(ainvoke_direct(model, messages, config), label, stop)
+            with call_timer(scope):
+                if stop is None:
+                    result: BaseMessage = await ainvoke_direct(model, messages, config)
+                else:
+                    call = ainvoke_direct(model, messages, config)
+                    result = await _until_stopped(call, label, stop)
     except Exception as exc:
         # Past the timeout also when the model turned its cancellation into another error.
         timed_out = scope.expired()
@@ -618,6 +620,48 @@ async def acall_model(
     if scope.expired():  # a model that swallowed its cancellation answered too late
         raise _too_late(label, timeout)
     return result
+
+
+_CALL_TIMER: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+    "moa_call_timer", default=None
+)
+"""The ``call_timeout_s`` scope of the model call running in this context (`call_timer`)."""
+
+
+@contextmanager
+def call_timer(scope: asyncio.Timeout) -> Iterator[None]:
+    """Make `scope`, an entered call timeout, the one `off_the_clock` stops in this context."""
+    token = _CALL_TIMER.set(scope)
+    try:
+        yield
+    finally:
+        _CALL_TIMER.reset(token)
+
+
+async def off_the_clock(waiting: Awaitable[Any]) -> None:
+    """Await `waiting` with the running model call's timeout stopped (`call_timer`).
+
+    A served stream holds its models while its reader is behind (`serving._events.ReaderPace`):
+    that wait is the client's, not the model's, and counted against ``call_timeout_s`` it cut
+    a healthy call whose reader paused, which was retried and paid for again. The time left
+    is kept and the timer runs again, from it, once the wait is over.
+    """
+    scope = _CALL_TIMER.get()
+    when = scope.when() if scope is not None else None
+    if scope is None or when is None or scope.expired():
+        await waiting
+        return
+    loop = asyncio.get_running_loop()
+    left = when - loop.time()
+    try:
+        scope.reschedule(None)
+    except RuntimeError:  # that call is over (a task it started outlives it): no timer to stop
+        await waiting
+        return
+    try:
+        await waiting
+    finally:
+        scope.reschedule(loop.time() + max(left, 0.0))
 
 
 async def explained_failure(

@@ -20,6 +20,7 @@ from langgraph_moa._json import dumps
 from langgraph_moa.config._prices import Prices, run_cost
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.graph.streaming import CALL_FIELDS, OneAttempt, ToolCallHold
+from langgraph_moa.run._calls import off_the_clock
 from langgraph_moa.run._references import answered_proposals
 from langgraph_moa.serving._agreement import call_key, selection_groups, synthesis_agreement
 
@@ -51,7 +52,9 @@ class ReaderPace(AsyncCallbackHandler):
     callbacks, which every model call inherits, whatever task or context LangGraph runs it
     in) and its `room` to the run's `pump`: a streaming model awaits it at each token, so it
     waits there, its HTTP stream unread, until the reader has caught up. A run that no pump
-    relays (a plain request) keeps its room open and never waits.
+    relays (a plain request) keeps its room open and never waits. The wait is the reader's:
+    the call's ``call_timeout_s`` stops meanwhile (`off_the_clock`), or a reader's pause cut
+    the call, which was retried and paid for again.
     """
 
     run_inline = True  # awaited in the model's own task: no task per token
@@ -64,7 +67,7 @@ class ReaderPace(AsyncCallbackHandler):
     async def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
         """Wait while the reader is behind; return at once otherwise."""
         if not self.room.is_set():
-            await self.room.wait()
+            await off_the_clock(self.room.wait())
 
 
 def sse(event: dict[str, Any]) -> str:
