@@ -2267,20 +2267,12 @@ async def test_a_stalled_readers_run_held_back_stops_its_models_at_its_deadline(
     """--request-timeout still ends a run held back by a client that reads nothing: its
     model call is cancelled where it waits for the reader, not let go to write the rest of
     its answer into memory."""
-    from langgraph_moa.serving import _events
     from langgraph_moa.serving._guard import ServeSecurity
     from tests.fakes import WordStreamer
 
-    monkeypatch.setattr(_events, "PENDING_CHARS", 2_000)
-    monkeypatch.setattr(_events, "JOIN_CHARS", 500)
     agg = WordStreamer(label="AGG", words=3_000)
     state = agg.state
-    config = MoAConfig(proposers=[fake("A")], aggregator=agg, layers=2, name="m")
-    app = create_app(
-        {"m": config},
-        security=ServeSecurity(body_timeout_s=600),
-        limits=RequestLimits(request_timeout_s=1),
-    )
+    app = _deadline_app(fake, monkeypatch, agg, 2_000, ServeSecurity(body_timeout_s=600))
     body = json.dumps({"model": "m", "messages": USER, "stream": True}).encode()
     gone = asyncio.Event()
     served = asyncio.ensure_future(app(*_stalled_exchange(route, body, gone)[:3]))
@@ -2392,3 +2384,49 @@ async def test_a_call_held_back_by_a_stalled_reader_is_not_timed_out_and_paid_fo
     assert agg.state["calls"] == 1, agg.state
     assert "AGG999" in text and "StreamBroken" not in text and text.endswith("[DONE]\n\n")
     assert '"error": {' not in text  # no in-band error either
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/moa/runs"])
+async def test_a_trickling_reader_gives_its_run_place_back_at_the_deadline_plus_body_timeout(
+    fake, monkeypatch, route
+):
+    """A client that takes a piece of its answer now and then, each within --body-timeout
+    (as a socket's buffers take them), kept its place under --max-runs past its run's
+    deadline for as long as the run's unsent text took to trickle out. A response now
+    lasts at most --request-timeout plus --body-timeout: then it is cut, its place given
+    back, with most of that text still unsent (the run itself ended at its deadline)."""
+    from langgraph_moa.serving import _guard
+    from langgraph_moa.serving._guard import ServeSecurity
+    from tests.fakes import WordStreamer
+
+    monkeypatch.setattr(_guard, "UNREAD_PIECE", 50)  # over 100 pieces to trickle out
+    agg = WordStreamer(label="A" * 50, words=100_000)  # held back by the reader meanwhile
+    state = agg.state
+    # 5,000 characters unsent at the run's deadline
+    app = _deadline_app(fake, monkeypatch, agg, 5_000, ServeSecurity(body_timeout_s=5))
+    body = json.dumps({"model": "m", "messages": USER, "stream": True}).encode()
+    scope, receive = _stalled_exchange(route, body)[:2]  # connected throughout
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+        if message["type"] == "http.response.body":  # none taken until the run is over,
+            await _until(lambda: "ended" in state, 4)  # then one a tenth of a second
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(app(scope, receive, send), 60)
+    assert _run_cap(app).running == 0 and "ended" in state, state  # its run stopped
+    text = b"".join(m.get("body", b"") for m in sent)
+    assert b"[DONE]" not in text and b'"event": "error"' not in text[-200:]  # cut, not ended
+    assert sent[-1].get("more_body") is True
+
+
+def _deadline_app(fake, monkeypatch, agg, pending: int, security):
+    """Return an app serving model "m" (answered by `agg`) under a 1 s --request-timeout,
+    whose streams hold its run back past `pending` characters unsent."""
+    from langgraph_moa.serving import _events
+
+    monkeypatch.setattr(_events, "PENDING_CHARS", pending)
+    monkeypatch.setattr(_events, "JOIN_CHARS", 500)
+    config = MoAConfig(proposers=[fake("A")], aggregator=agg, layers=2, name="m")
+    return create_app({"m": config}, security=security, limits=RequestLimits(request_timeout_s=1))

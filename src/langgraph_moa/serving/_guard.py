@@ -319,15 +319,27 @@ class RunCap:
     its stream in memory. A request over the cap is refused at once with ``Retry-After``,
     never queued (a queue would be the same unbounded memory, and its clients would time out
     in it). A run is counted from its request's head until its response ends, a stream's
-    included; a client that leaves one write unread for ``unread_s`` ends it (`_read_within`).
+    included; a client that leaves one write unread for ``unread_s`` ends it (`_read_within`),
+    and so does the end of ``within_s`` from its response's start, whatever the client reads:
+    a socket's buffers (megabytes on loopback) take a client's unread pieces for long, and a
+    client that takes a piece now and then kept its place for as long as the run's last
+    `_events.PENDING_CHARS` took to trickle out after its deadline.
     It sits inside the key check, so a client without the key is told that first.
     """
 
     def __init__(
-        self, app: Any, max_runs: int, unread_s: float = 30.0, load: RunLoad | None = None
+        self,
+        app: Any,
+        max_runs: int,
+        unread_s: float = 30.0,
+        load: RunLoad | None = None,
+        within_s: float | None = None,
     ) -> None:
         self.app = app
         self.unread_s = unread_s
+        self.within_s = within_s
+        """The longest a run's response may last from its start: the run's deadline, which
+        starts before it, and time to send its end."""
         self.load = load or RunLoad(max_runs)  # one given holds the same max_runs
 
     @property
@@ -353,7 +365,7 @@ class RunCap:
             return
         self.running += 1
         try:
-            await self.app(scope, receive, _read_within(send, self.unread_s))
+            await self.app(scope, receive, _read_within(send, self.unread_s, self.within_s))
         except _Unread:
             pass  # the server closes a connection whose response did not end
         finally:
@@ -383,8 +395,10 @@ UNREAD_PIECE = 64 * 1024
 """Bytes of a response's body sent at a time under `_read_within`'s bound."""
 
 
-def _read_within(send: Any, seconds: float) -> Any:
+def _read_within(send: Any, seconds: float, within_s: float | None = None) -> Any:
     """Wrap `send` so that each `UNREAD_PIECE` of a response's body waits at most `seconds`.
+
+    None goes out past `within_s` from the response's start either (`RunCap.within_s`).
 
     A client that stays connected and reads nothing holds its response's send for ever once
     its socket's buffer is full: the run ends at its deadline, but the exchange never does,
@@ -395,27 +409,37 @@ def _read_within(send: Any, seconds: float) -> Any:
     `seconds` was cut as if it read nothing; a piece left unread that long means it is not
     reading (64 KB in 30 s is about 2 KB/s).
     """
+    loop = asyncio.get_running_loop()
+    end: float | None = None
+
+    def wait_s() -> float:
+        return seconds if end is None else min(seconds, end - loop.time())
 
     async def send_within(message: Any) -> None:
+        nonlocal end
         if message["type"] != "http.response.body":
+            if within_s is not None and message["type"] == "http.response.start":
+                end = loop.time() + within_s  # a stream starts once its run has started
             await send(message)
             return
         body = message.get("body", b"")
         if len(body) <= UNREAD_PIECE:  # one piece: sent as it is
-            await _send_within(send, message, seconds)
+            await _send_within(send, message, wait_s())
             return
         more = message.get("more_body", False)
         pieces = [body[i : i + UNREAD_PIECE] for i in range(0, len(body), UNREAD_PIECE)]
         for n, piece in enumerate(pieces):
             last = n == len(pieces) - 1
             part = {**message, "body": piece, "more_body": more or not last}
-            await _send_within(send, part, seconds)
+            await _send_within(send, part, wait_s())
 
     return send_within
 
 
 async def _send_within(send: Any, message: Any, seconds: float) -> None:
-    """Send `message`, raising `_Unread` if it is not taken within `seconds`."""
+    """Send `message`, raising `_Unread` if it is not taken within `seconds` (at once if <= 0)."""
+    if seconds <= 0:
+        raise _Unread
     try:
         async with asyncio.timeout(seconds):
             await send(message)
