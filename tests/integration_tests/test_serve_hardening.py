@@ -7,6 +7,7 @@ endpoint, token caps, upstream error text, the character count, slow clients.
 
 import asyncio
 import json
+import logging
 import os
 import re
 import socket
@@ -847,3 +848,41 @@ def test_a_stalled_readers_models_wait_for_it_on_both_event_loops(monkeypatch, l
             asyncio.run(stalled(upstream.url))
     # Unbounded: every word the backend wrote in 8 s (thousands); bounded: about 250.
     assert taken["cancelled"] == 1 and taken["tokens"] <= 1_500, taken
+
+
+@pytest.mark.parametrize("protocol", list(PROTOCOLS))
+def test_a_stream_the_server_cuts_is_logged_as_cut_not_as_an_asgi_error(protocol, caplog):
+    """A stream cut by the server (its client left a piece unread past --body-timeout) was
+    logged as a plain 200, plus uvicorn's ERROR "ASGI callable returned without completing
+    response", and its connection stayed open while the unsent bytes waited. The access
+    line now says why it was cut, uvicorn logs no error, and the connection is closed."""
+    from langgraph_moa.serving._access import AccessLog
+    from tests.fakes import FakeChat, WordStreamer
+
+    answer = WordStreamer(label="A" * 200, words=20_000)  # 4 MB: past the sockets' buffers
+    systems = {"m": MoAConfig(proposers=[FakeChat(label="P")], aggregator=answer, layers=2)}
+    security = ServeSecurity(body_timeout_s=0.5)
+    lines: list[str] = []
+    app = AccessLog(create_app(systems, security=security), ["m"], lines.append)
+    body = json.dumps({"model": "m", "messages": USER, "stream": True})
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+    with BackgroundServer(app, **uvicorn_options(security, PROTOCOLS[protocol])) as server:
+        uvicorn_log = logging.getLogger("uvicorn.error")  # configured as the server started:
+        uvicorn_log.addHandler(caplog.handler)  # it does not reach the root logger
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills soon
+        with sock:
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(request)
+            deadline = time.monotonic() + 60
+            while not lines and time.monotonic() < deadline:  # reads nothing meanwhile
+                time.sleep(0.05)
+            received = _closed_by_server(sock, wait_s=30)  # the connection is closed
+        uvicorn_log.removeHandler(caplog.handler)
+    assert received is not None and received.startswith(b"HTTP/1.1 200")
+    assert b"[DONE]" not in received and not received.endswith(b"0\r\n\r\n")  # cut short
+    assert "without completing response" not in caplog.text
+    assert len(lines) == 1 and " 200 · m · cut: a piece of the answer unread" in lines[0]

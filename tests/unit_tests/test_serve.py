@@ -2396,6 +2396,7 @@ async def test_a_trickling_reader_gives_its_run_place_back_at_the_deadline_plus_
     lasts at most --request-timeout plus --body-timeout: then it is cut, its place given
     back, with most of that text still unsent (the run itself ended at its deadline)."""
     from langgraph_moa.serving import _guard
+    from langgraph_moa.serving._access import CUT_KEY
     from langgraph_moa.serving._guard import ServeSecurity
     from tests.fakes import WordStreamer
 
@@ -2419,6 +2420,7 @@ async def test_a_trickling_reader_gives_its_run_place_back_at_the_deadline_plus_
     text = b"".join(m.get("body", b"") for m in sent)
     assert b"[DONE]" not in text and b'"event": "error"' not in text[-200:]  # cut, not ended
     assert sent[-1].get("more_body") is True
+    assert scope[CUT_KEY].startswith("the response outlasted --request-timeout")  # logged
 
 
 def _deadline_app(fake, monkeypatch, agg, pending: int, security):

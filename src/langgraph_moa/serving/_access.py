@@ -154,6 +154,8 @@ class AccessLog:
         error = crash or facts.get("error")
         if error:
             parts.append("error: " + _printable(redact(str(error)))[:300])  # a crash says anything
+        elif cut := scope.get(CUT_KEY):
+            parts.append(f"cut: {cut}")
         elif seen.get("left"):  # a 200 that never answered: the run was cancelled
             left = "client left"
             if (tally := scope.get(CALLS_KEY)) is not None:
@@ -244,6 +246,17 @@ def note_calls(scope: Any, tally: Any) -> None:
     """Note in `scope` the tally (``.ended``) of the calls the request's run has ended."""
     if scope is not None:
         scope[CALLS_KEY] = tally
+
+
+CUT_KEY = "langgraph_moa.cut"
+"""The ASGI scope's key of why the server cut a response short (`note_cut`): its status line
+had gone out as a 200, and the log said no more than that of a stream that never ended."""
+
+
+def note_cut(scope: Any, reason: str) -> None:
+    """Note in `scope` why the server ended the request's response before its end."""
+    if scope is not None:
+        scope[CUT_KEY] = reason
 
 
 def note_model(scope: Any, model: str) -> None:

@@ -32,6 +32,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware, _TrustedHos
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from langgraph_moa._redact import clip
+from langgraph_moa.serving._access import note_cut
 from langgraph_moa.serving._addresses import path_prefix, proxies_problem
 from langgraph_moa.serving._errors import CRASHED, RETRY_AFTER_S
 from langgraph_moa.serving._request_id import with_id
@@ -366,8 +367,10 @@ class RunCap:
         self.running += 1
         try:
             await self.app(scope, receive, _read_within(send, self.unread_s, self.within_s))
-        except _Unread:
-            pass  # the server closes a connection whose response did not end
+        except _Unread as cut:
+            note_cut(scope, str(cut))  # the access log says why its 200 never ended
+            if (close := scope.get(CLOSE_KEY)) is not None:
+                close()  # no end can go out to a client that does not read: closed at once
         finally:
             self.running -= 1
 
@@ -391,6 +394,14 @@ class _Unread(Exception):
     """A run's client left a write of its response unread for too long (`_read_within`)."""
 
 
+CLOSE_KEY = "langgraph_moa.close"
+"""The ASGI scope's key of a callable that closes the request's connection at once, set by
+`guarded_protocol`'s protocol: `RunCap` calls it for a response it cuts. Returned without
+its end, the response was closed by uvicorn after its ERROR "ASGI callable returned without
+completing response", a bug's words for the server's own decision, and only once what
+waited unsent had gone out, which a client that reads nothing never lets happen."""
+
+
 UNREAD_PIECE = 64 * 1024
 """Bytes of a response's body sent at a time under `_read_within`'s bound."""
 
@@ -412,8 +423,14 @@ def _read_within(send: Any, seconds: float, within_s: float | None = None) -> An
     loop = asyncio.get_running_loop()
     end: float | None = None
 
-    def wait_s() -> float:
-        return seconds if end is None else min(seconds, end - loop.time())
+    unread = f"a piece of the answer unread for {seconds:g} s (--body-timeout)"
+    late = f"the response outlasted --request-timeout plus --body-timeout ({within_s or 0:g} s)"
+
+    async def send_piece(message: Any) -> None:
+        if end is None or seconds <= end - loop.time():
+            await _send_within(send, message, seconds, unread)
+        else:
+            await _send_within(send, message, end - loop.time(), late)
 
     async def send_within(message: Any) -> None:
         nonlocal end
@@ -424,27 +441,27 @@ def _read_within(send: Any, seconds: float, within_s: float | None = None) -> An
             return
         body = message.get("body", b"")
         if len(body) <= UNREAD_PIECE:  # one piece: sent as it is
-            await _send_within(send, message, wait_s())
+            await send_piece(message)
             return
         more = message.get("more_body", False)
         pieces = [body[i : i + UNREAD_PIECE] for i in range(0, len(body), UNREAD_PIECE)]
         for n, piece in enumerate(pieces):
             last = n == len(pieces) - 1
             part = {**message, "body": piece, "more_body": more or not last}
-            await _send_within(send, part, wait_s())
+            await send_piece(part)
 
     return send_within
 
 
-async def _send_within(send: Any, message: Any, seconds: float) -> None:
-    """Send `message`, raising `_Unread` if it is not taken within `seconds` (at once if <= 0)."""
+async def _send_within(send: Any, message: Any, seconds: float, why: str) -> None:
+    """Send `message`, raising `_Unread(why)` unless it is taken within `seconds` (> 0)."""
     if seconds <= 0:
-        raise _Unread
+        raise _Unread(why)
     try:
         async with asyncio.timeout(seconds):
             await send(message)
     except TimeoutError:
-        raise _Unread from None
+        raise _Unread(why) from None
 
 
 def fastest_protocol() -> type:
@@ -501,12 +518,20 @@ def guarded_protocol(security: ServeSecurity, base: type | None = None) -> type:
                 super().handle_events()
                 if self.cycle is not cycle:  # a request head arrived
                     self._disarm_head_timer()
+                    self.cycle.scope[CLOSE_KEY] = self._close_now
 
         else:
 
             def on_headers_complete(self) -> None:  # httptools' parser: the head is in
                 super().on_headers_complete()
                 self._disarm_head_timer()
+                self.scope[CLOSE_KEY] = self._close_now
+
+        def _close_now(self) -> None:
+            """Close the connection of a response the app cut short (`CLOSE_KEY`)."""
+            if self.cycle is not None:
+                self.cycle.disconnected = True  # the app's return is then no error
+            self.transport.abort()  # what waits unsent is dropped: nobody reads it
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
