@@ -11,7 +11,7 @@ from langgraph_moa import MoAConfig
 from langgraph_moa.errors import CallTimeoutError, StragglerCancelledError
 from langgraph_moa.graph._nodes import MoANodes
 from langgraph_moa.providers._models import has_own_timeout
-from langgraph_moa.run._calls import acall_model, call_model
+from langgraph_moa.run._calls import acall_model, call_model, call_timer, off_the_clock
 from langgraph_moa.transport._call_loop import call_loop
 
 MESSAGES = [HumanMessage("hi")]
@@ -108,3 +108,18 @@ async def test_a_sync_call_made_from_a_thread_running_a_loop_keeps_to_a_thread(f
     )
     call_model(model, MESSAGES, "M", 5.0, stop=GoOnAfter(100), own_timeout=True)
     assert threads == ["moa M"]
+
+
+async def test_a_wait_off_the_clock_stops_the_calls_timeout_and_keeps_what_was_left():
+    # The reader's pace (serving's ReaderPace) waits through off_the_clock: a wait longer
+    # than the call's whole timeout does not end the call, and the time left before the
+    # wait still ends it afterwards.
+    scope = asyncio.timeout(0.3)
+    paused_through = False
+    with pytest.raises(TimeoutError):
+        async with scope:
+            with call_timer(scope):
+                await off_the_clock(asyncio.sleep(0.6))  # twice the timeout: not cut
+                paused_through = True
+                await asyncio.sleep(30)  # what was left runs out here
+    assert paused_through and scope.expired()

@@ -648,20 +648,28 @@ async def off_the_clock(waiting: Awaitable[Any]) -> None:
     """
     scope = _CALL_TIMER.get()
     when = scope.when() if scope is not None else None
-    if scope is None or when is None or scope.expired():
+    if scope is None or when is None or scope.expired() or not _reschedule(scope, None):
         await waiting
         return
     loop = asyncio.get_running_loop()
-    left = when - loop.time()
-    try:
-        scope.reschedule(None)
-    except RuntimeError:  # that call is over (a task it started outlives it): no timer to stop
-        await waiting
-        return
+    left = max(when - loop.time(), 0.0)
     try:
         await waiting
     finally:
-        scope.reschedule(loop.time() + max(left, 0.0))
+        _reschedule(scope, loop.time() + left)
+
+
+def _reschedule(scope: asyncio.Timeout, when: float | None) -> bool:
+    """Move `scope`'s deadline to `when`; False if its call is over (`off_the_clock`).
+
+    A task the call started (`_until_stopped`'s) may outlive the call's scope: cancelled as
+    the call gave up, its wait ends after the scope has been left, with no timer to restart.
+    """
+    try:
+        scope.reschedule(when)
+    except RuntimeError:
+        return False
+    return True
 
 
 async def explained_failure(
