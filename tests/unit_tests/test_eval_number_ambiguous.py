@@ -118,6 +118,9 @@ def test_no_break_spaces_then_a_comma_of_three_read_as_thousands_as_documented()
         (r"\boxed{A and C}", "A, C"),
         (r"\boxed{(B), (D)}", "B, D"),
         (r"\boxed{\text{A, C}}", "A, C"),
+        (r"\boxed{A, C, and D}", "A, C, D"),  # a serial comma: it voted "c and d"
+        (r"\boxed{A,\,C}", "A, C"),  # LaTeX spacing after the comma: it voted "A,C"
+        (r"\boxed{A,~C}", "A, C"),  # it voted "ac"
     ],
 )
 def test_a_box_of_several_option_letters_votes_as_those_letters(answer, key):

@@ -161,9 +161,13 @@ _CHOICE = re.compile(
 _BOXED_START = re.compile(r"\\boxed\s*\{")
 # A box of several option letters, "\boxed{A, C}" (a question with more than one right
 # option), votes as those letters, sorted: it voted "c", the "A" dropped as an article.
-# Capitals only, apart: "AC" and "a, c" may be a word or variables.
+# Capitals only, apart: "AC" and "a, c" may be a word or variables. A serial comma ("A, C,
+# and D") and LaTeX spacing ("A,\,C", read as a space by `_conclusion`) separate them too:
+# they voted "c and d" and "A,C".
 _OPTION = r"\(?[A-H]\)?"
-_OPTIONS = re.compile(_OPTION + r"(?:(?:\s*+(?:,|;|&|\band\b)\s*+|\s++)" + _OPTION + r")++")
+_OPTIONS = re.compile(
+    _OPTION + r"(?:(?:\s*+(?:,(?:\s*+and\b)?|;|&|\band\b)\s*+|\s++)" + _OPTION + r")++"
+)
 _BRACE = re.compile(r"[{}]")
 _LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 # Marks that decorate a boxed number without changing it: a degree sign ("45^\circ") and
@@ -732,7 +736,7 @@ def _conclusion(boxed: str) -> _Reading:
     """
     if re.fullmatch(r"\(?[A-Ha-h]\)?", letter := boxed.translate(_FULL_WIDTH_LETTERS)):
         return _Reading(letter.strip("()").upper(), True)
-    if _OPTIONS.fullmatch(letter):
+    if _OPTIONS.fullmatch(_LATEX_SPACING.sub(" ", letter)):
         return _Reading(", ".join(sorted(set(re.findall("[A-H]", letter)))), True)
     if re.search(r"\\[A-Za-z]", boxed):  # 2\sqrt{2}, \frac{x}{2}: compared as written
         return _Reading(_expression_key(boxed), True)
