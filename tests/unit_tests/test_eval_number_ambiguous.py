@@ -69,6 +69,12 @@ def test_european_grouping_and_decimals_stay_numbers(answer, value):
         ("#### 10 000", 10000),
         (r"\boxed{10 000}", 10000),
         (r"\boxed{10 000 cm}", 10000),
+        # In math a plain space is not typeset: a box shows its groups apart with LaTeX
+        # spacing, which read as no number ("10\ 000", "10~000", "10\;000", "1\:000").
+        (r"\boxed{10\ 000}", 10000),
+        (r"\boxed{10~000}", 10000),
+        (r"\boxed{10\;000}", 10000),
+        (r"\boxed{\$1\:000\:000}", 1000000),
         ("The answer is 1 234 567", 1234567),
         ("The answer is 10 100,5", 10100.5),  # French, plain spaces: stated, so one number
         ("10 100,5", 10100.5),

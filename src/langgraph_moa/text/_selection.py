@@ -177,6 +177,10 @@ _LATEX_DECORATION = re.compile(r"\^\s*+(?:\\circ\b|\{\s*+\\circ\s*+\})|\\degree\
 # hyphen between two letters is a word's: "well-known").
 _MATH_MARK = re.compile(r"[\d\\^_+*/=<>()\[\]{}|]|(?<![^\W\d_])[-\u2212]|[-\u2212](?![^\W\d_])")
 _LATEX_SPACING = re.compile(r"\\(?:left|right)\b|\\[,;:! ]|~")
+# In math a plain space is not typeset, so a box shows digit groups apart with LaTeX spacing
+# ("10\ 000", "10~000"): a plain space there, which groups a boxed value (`_SPACED`); such a
+# box was no number. "\," groups as a comma does (`_MAGNITUDE`).
+_LATEX_DIGIT_SPACE = re.compile(r"(?<=\d)(?:\\[ ;:]|~)(?=\d)")
 _LATEX_FRAC = re.compile(r"\\[dt]frac\b")
 # LaTeX reads a one-character argument with or without its braces: "\frac{x}2" is
 # "\frac x2" and "\sqrt{2}" is "\sqrt2".
@@ -699,6 +703,7 @@ def boxed_answers(text: str) -> list[str]:
         if (end := closing.get(start.end() - 1)) is None:
             continue
         content = text[start.end() : end].replace("{,}", ",")
+        content = _LATEX_DIGIT_SPACE.sub(" ", content)
         content = content.replace("\\$", "$").replace("\\%", "%")  # \boxed{\$18}: a number
         while (unwrapped := _LATEX_WRAPPER.sub(r"\1", content)) != content:
             content = unwrapped
