@@ -163,6 +163,8 @@ def test_what_a_conclusion_names_first_is_what_it_states(answer, key, number):
         " + 1 000 = 2 000",
         "\\boxed{A, ",
         "(A) and ",
+        "A, and ",
+        "10\\ 000\\,",
     ],
 )
 def test_addresses_spaced_groups_and_letter_boxes_are_read_in_linear_time(unit):
