@@ -951,3 +951,21 @@ def test_a_command_given_in_python_keeps_no_key_of_a_url_in_any_option(tmp_path,
     evaluation = Evaluation([spec], ITEMS[:1], tmp_path, command=shlex.join(words))
     assert "secret-key-1" not in evaluation.command
     assert shlex.split(evaluation.command)[-1].endswith("${MOA_URL_KEY}")
+
+
+def test_a_racing_system_keeps_no_rows_drawn_with_another_seed(racing, tmp_path):
+    """Kept rows were matched by config alone: a `--seed 5` run in an unseeded run's folder
+    took its unseeded answers as its own and recorded them as drawn with seed 5."""
+    log = racing.proposers[0].model.log
+
+    def answered(seed):
+        before = len(log.calls)
+        evaluation = Evaluation([racing], ITEMS[:2], tmp_path, plots=False, seed=seed)
+        asyncio.run(evaluation.run(progress=False))
+        return len(log.calls) - before
+
+    assert answered(None) == 2
+    assert answered(5) == 2  # the unseeded rows are not this run's
+    assert answered(6) == 2  # nor another seed's
+    assert answered(6) == 0  # the same seed's are
+    assert answered(None) == 2  # the last rows written are seed 6's

@@ -116,6 +116,18 @@ def config_digest(config: MoAConfig) -> str | None:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def rows_key(digest: str | None, seed: int | None) -> str | None:
+    """Return what a racing system's kept rows must match: its config digest and the seed.
+
+    Rows drawn without a seed, or with another, are other samples: kept by config alone, a
+    seeded run took an unseeded run's answers as its own. An unseeded run's key is the
+    digest itself, as before seeds were sent, so the rows such runs wrote stay valid.
+    """
+    if digest is None or seed is None:
+        return digest
+    return f"{digest} seed {seed}"
+
+
 # The answer budget of a ``single:`` system: the same as the default preset's greedy call, so
 # that "the model alone" is compared at the budget the mixture gets (and their greedy calls
 # share one cache key). 640 tokens lets the 1.5B finish its GSM8K worked solutions (the
@@ -422,7 +434,9 @@ class Evaluation:
         bar = Progress(*columns, disable=not progress, console=Console(stderr=True))
         # Every system's kept rows before the first call: a rows file a newer version wrote
         # is refused now, not after the systems before it answered every item.
-        stores = [_RowStore(self._rows_path(s.name), s.digest) for s in self.systems]
+        stores = [
+            _RowStore(self._rows_path(s.name), rows_key(s.digest, self.seed)) for s in self.systems
+        ]
         kept_rows = [store.rows(self.items) for store in stores]
         with bar, on_screen(bar) if on_screen is not None and progress else nullcontext():
             for system, store, kept in zip(self.systems, stores, kept_rows, strict=True):
