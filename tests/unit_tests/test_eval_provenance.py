@@ -233,3 +233,25 @@ def test_a_seed_no_provider_takes_is_refused_before_any_item(tmp_path):
     for seed in (True, 2**63, "7"):
         with pytest.raises(MoAConfigError, match="seed"):
             Evaluation([_seq_config()], ITEMS, tmp_path, plots=False, seed=seed)  # type: ignore[arg-type]
+
+
+def test_the_source_digest_is_the_same_for_the_same_code_in_any_checkout(tmp_path):
+    """A checkout's digest differed from the same commit's elsewhere: git on Windows writes
+    CRLF line ends (no .gitattributes fixes them), and an editable checkout holds files no
+    wheel ships (a Finder's .DS_Store, an editor's swap file, a .pyc beside its source)."""
+    from langgraph_moa.eval import provenance as prov
+
+    def package(name, end, extra=False):
+        folder = tmp_path / name
+        (folder / "sub").mkdir(parents=True)
+        (folder / "a.py").write_bytes(f"A = 1{end}B = 2{end}".encode())
+        (folder / "sub" / "p.yaml").write_bytes(f"system: be brief{end}".encode())
+        if extra:
+            (folder / ".DS_Store").write_bytes(b"\0\1finder")
+            (folder / "sub" / ".p.yaml.swp").write_bytes(b"b0VIM")
+            (folder / "a.pyc").write_bytes(b"\0compiled")
+        return prov.source_digest(folder)
+
+    wheel = package("wheel", "\n")
+    assert package("windows", "\r\n") == wheel
+    assert package("checkout", "\n", extra=True) == wheel

@@ -53,15 +53,24 @@ def source_digest(folder: Path) -> str:
 
     The version names no code: it stayed the same through every change to prompts,
     presets, graph and scorers, so two runs of different code were recorded alike. The
-    digest changes with any edit; compiled files (``__pycache__``) are left out, as they
-    follow the source and differ between Python versions.
+    digest changes with any edit, and is the same for the same code in a wheel and in any
+    checkout: compiled files (``__pycache__``, a stray ``.pyc``) follow the source and differ
+    between Python versions, hidden files (``.DS_Store``, an editor's swap file) are no
+    source, and CRLF line ends (git on Windows) are read as LF.
     """
     digest = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_source(p, folder))
     for path in files:
         digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(hashlib.sha256(path.read_bytes().replace(b"\r\n", b"\n")).digest())
     return digest.hexdigest()
+
+
+def _is_source(path: Path, folder: Path) -> bool:
+    """Tell whether `path` (under `folder`) is a file a wheel of the package would ship."""
+    parts = path.relative_to(folder).parts
+    hidden = any(part.startswith(".") for part in parts)
+    return not hidden and "__pycache__" not in parts and path.suffix not in {".pyc", ".pyo"}
 
 
 def runtime_versions() -> dict[str, str | None]:
