@@ -255,3 +255,15 @@ def test_the_source_digest_is_the_same_for_the_same_code_in_any_checkout(tmp_pat
     wheel = package("wheel", "\n")
     assert package("windows", "\r\n") == wheel
     assert package("checkout", "\n", extra=True) == wheel
+
+
+def test_a_random_seed_is_not_recorded_as_a_seeded_run(tmp_path):
+    """Seed -1 asks llama.cpp for a random seed per call (every sample kept it): a run with
+    it drew other samples on every rerun while its record and report said it was seeded."""
+    import pytest
+
+    from langgraph_moa.errors import MoAConfigError
+
+    with pytest.raises(MoAConfigError, match="random"):
+        Evaluation([_seq_config()], ITEMS, tmp_path, plots=False, seed=-1)
+    Evaluation([_seq_config()], ITEMS, tmp_path, plots=False, seed=-2)  # a fixed one

@@ -67,7 +67,7 @@ from langgraph_moa.eval.stats import paired_difference, wilson_interval
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.providers._models import ModelCache, ModelSpec, describe_model
 from langgraph_moa.run._calls import cache_name, local_digest
-from langgraph_moa.run._inputs import check_seed
+from langgraph_moa.run._inputs import RANDOM_SEED, check_seed
 from langgraph_moa.run.cache import SQLiteCallCache
 
 SINGLE = "single:"
@@ -274,6 +274,11 @@ class Evaluation:
             check_seed({"seed": seed})
         except MoAInputError as exc:
             raise MoAConfigError(str(exc)) from None
+        if seed == RANDOM_SEED:  # recorded as a seed, it would claim samples drawn again
+            raise MoAConfigError(
+                f"seed {RANDOM_SEED} asks llama.cpp for a random seed per call, so a rerun "
+                "draws other samples: pass a fixed seed, or none."
+            )
         self.judge, self.baseline, self.seed = judge, baseline, seed
         self.judge_label = describe_model(judge) if judge is not None else None
         # The cache names the judge as it names any model: a local one with its file's digest.
