@@ -92,7 +92,7 @@ def evaluate(
     Their items then have no answer time of their own (a replay takes none). `run` False reads
     the results of the last run instead: a system with early aggregation would race again on
     a replay (its cancelled calls were never cached), so its results are read, not remade.
-    `call_seed`: sent with every call (`moa eval --seed`), so a rerun draws the same samples.
+    `call_seed`: sent with every call (`moa eval --seed`), so a rerun can draw the same samples.
     """
     folder = out / slug(name)
     if seed is not None and seed.is_file() and run:
@@ -316,7 +316,7 @@ def main() -> None:
         "--seed",
         type=int,
         default=None,
-        help="seed every call (moa eval --seed): a rerun draws the same samples",
+        help="seed every call (moa eval --seed): a rerun can draw the same samples",
     )
     s.add_argument("--out", type=Path, default=Path("moa-eval-gsm8k"))
     s.add_argument("--concurrency", type=int, default=1)

@@ -62,7 +62,8 @@ def evaluate(
             "--seed",
             low=0,
             high=2**63 - 1,
-            help="Seed every call (each sample its own), so a rerun draws the same samples.",
+            help="Seed the proposals and aggregations (each sample its own), so a rerun can draw "
+            "the same samples (llama.cpp's still change with the load on its slots).",
         ),
     ] = None,
     judge: Annotated[
