@@ -267,3 +267,20 @@ def test_a_random_seed_is_not_recorded_as_a_seeded_run(tmp_path):
     with pytest.raises(MoAConfigError, match="random"):
         Evaluation([_seq_config()], ITEMS, tmp_path, plots=False, seed=-1)
     Evaluation([_seq_config()], ITEMS, tmp_path, plots=False, seed=-2)  # a fixed one
+
+
+def test_the_source_digest_names_the_code_the_run_started_with(tmp_path, monkeypatch):
+    """The digest was taken when the run finished: a file edited in a checkout during a long
+    run (the code that ran was loaded at its start) was recorded as the code that ran."""
+    from langgraph_moa.eval import provenance as prov
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "prompts.py").write_text("SYSTEM = 'be brief'\n")
+    monkeypatch.setattr(prov, "PACKAGE_DIR", package)
+    started = prov.source_digest(package)
+    evaluation = Evaluation([_seq_config()], ITEMS[:1], tmp_path / "out", plots=False)
+    (package / "prompts.py").write_text("SYSTEM = 'be very brief'\n")  # edited meanwhile
+    asyncio.run(evaluation.run(progress=False))
+    record = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert record["source_sha256"] == started

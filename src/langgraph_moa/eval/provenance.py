@@ -66,6 +66,15 @@ def source_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def package_source() -> str:
+    """Return the `source_digest` of this package: taken when a run starts, the code it runs.
+
+    Taken when it finished, a file edited in a checkout during a long run (whose code was
+    loaded at its start) was recorded as the code that ran.
+    """
+    return source_digest(PACKAGE_DIR)
+
+
 def _is_source(path: Path, folder: Path) -> bool:
     """Tell whether `path` (under `folder`) is a file a wheel of the package would ship."""
     parts = path.relative_to(folder).parts
@@ -164,11 +173,15 @@ def provenance(
     judge: Any = None,
     baseline: str | None = None,
     seed: int | None = None,
+    source_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """Return everything an evaluation needs recorded to be run again (see the module doc)."""
+    """Return everything an evaluation needs recorded to be run again (see the module doc).
+
+    `source_sha256`: the `package_source` taken when the run started (now if not given).
+    """
     return {
         "langgraph_moa": package_version(),
-        "source_sha256": source_digest(PACKAGE_DIR),
+        "source_sha256": source_sha256 or package_source(),
         "runtime": runtime_versions(),
         "python": platform.python_version(),
         "command": command,

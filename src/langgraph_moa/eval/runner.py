@@ -60,7 +60,7 @@ from langgraph_moa.eval.layers import (
 )
 from langgraph_moa.eval.length_control import Judged, length_controlled_win_rate
 from langgraph_moa.eval.plots import quality_per_layer, quality_vs_cost
-from langgraph_moa.eval.provenance import provenance
+from langgraph_moa.eval.provenance import package_source, provenance
 from langgraph_moa.eval.report import render_report
 from langgraph_moa.eval.scorers import score
 from langgraph_moa.eval.stats import paired_difference, wilson_interval
@@ -280,6 +280,7 @@ class Evaluation:
                 "draws other samples: pass a fixed seed, or none."
             )
         self.judge, self.baseline, self.seed = judge, baseline, seed
+        self.source_sha256 = package_source()  # the code this run loaded, not an edit during it
         self.judge_label = describe_model(judge) if judge is not None else None
         # The cache names the judge as it names any model: a local one with its file's digest.
         self.judge_key = cache_name(judge, self.judge_label) if self.judge_label else None
@@ -310,6 +311,7 @@ class Evaluation:
             judge=self.judge,
             baseline=self.baseline,
             seed=self.seed,
+            source_sha256=self.source_sha256,
         )
 
     def _graph_input(self, history: list[BaseMessage]) -> dict[str, Any]:
