@@ -5,6 +5,7 @@ import gc
 import os
 import signal
 import time
+import weakref
 
 import httpx
 
@@ -188,3 +189,21 @@ async def test_ainvoke_builds_each_model_once(fake):
     cache = graph.nodes["prepare"].bound.func.__self__.models
     assert len(cache._sync.models) == 0  # the sync `prepare` used to build them all again
     assert cache.stats()["models"] == 3
+
+
+async def test_a_dropped_cache_goes_with_its_models_and_closes_its_clients():
+    """A notebook cell re-run builds a new graph (and cache) each time: the old ones must go.
+
+    Each model's release hook held its cache, which holds the model: no cache was ever freed,
+    and every one kept its connections open.
+    """
+    cache = ModelCache()
+    model = cache.get(ENDPOINT, {})
+    client, sync_client = model.http_async_client, model.http_client
+    gone = weakref.ref(cache)
+    del cache, model
+    gc.collect()
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+    assert gone() is None
+    assert client.is_closed and sync_client.is_closed

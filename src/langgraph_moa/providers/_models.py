@@ -21,6 +21,7 @@ import unicodedata
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -525,7 +526,12 @@ def build_model(
 _LIVE_CACHES: weakref.WeakSet[ModelCache] = weakref.WeakSet()
 
 
+_CLOSING: set[asyncio.Future[Any]] = set()
+"""Client closes under way: asyncio keeps only weak references to its tasks."""
+
+
 def _forget_models_after_fork() -> None:
+    _CLOSING.clear()
     for cache in list(_LIVE_CACHES):
         cache._forget_after_fork()
 
@@ -543,7 +549,7 @@ class _SharedClient:
     some integrations), each with its own TLS setup, about a megabyte apiece.
     """
 
-    __slots__ = ("client", "loop", "sync_client", "users")
+    __slots__ = ("client", "lock", "loop", "sync_client", "users")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None, key: str) -> None:
         # Local models and loopback endpoints are never proxied (`own_async_client`).
@@ -552,12 +558,14 @@ class _SharedClient:
         self.sync_client = own_sync_client(loopback=loopback)
         self.loop = loop
         self.users = 0
+        self.lock = threading.Lock()
+        """Guards `users` when the cache is gone and its models go in several threads."""
 
 
 class _Bucket:
     """The models and HTTP clients of one event loop (or of sync calls)."""
 
-    __slots__ = ("clients", "models")
+    __slots__ = ("__weakref__", "clients", "models")
 
     def __init__(self) -> None:
         # The spec is kept with its model: an instance spec is keyed by its id, which must
@@ -576,8 +584,8 @@ class ModelCache:
     Within a loop, the models of one endpoint share one async HTTP client (one connection
     pool): a model per distinct temperature costs a few kilobytes, not a client of its own.
     At most `size` models are kept, least recently used dropped first; when the last model
-    using an endpoint's client is gone (dropped and no call still holding it), the client is
-    closed on its loop.
+    using an endpoint's client is gone (dropped, or the cache itself gone, and no call still
+    holding it), the client is closed on its loop.
     """
 
     def __init__(self, size: int = DEFAULT_CACHE_SIZE) -> None:
@@ -589,7 +597,6 @@ class ModelCache:
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bucket] = (
             weakref.WeakKeyDictionary()
         )
-        self._closing: set[asyncio.Future[Any]] = set()
         _LIVE_CACHES.add(self)
 
     def _forget_after_fork(self) -> None:
@@ -601,7 +608,6 @@ class ModelCache:
         self._lock = threading.RLock()
         self._sync = _Bucket()
         self._by_loop = weakref.WeakKeyDictionary()
-        self._closing = set()
 
     def get(self, spec: ModelSpec, params: dict[str, Any]) -> BaseChatModel:
         """Return the model for `spec` with `params`, building it if needed."""
@@ -624,8 +630,11 @@ class ModelCache:
             )
             if client_key is not None and shared is not None:
                 bucket.clients[client_key] = shared
-                shared.users += 1
-                weakref.finalize(model, self._release, bucket, client_key, shared)
+                with shared.lock:
+                    shared.users += 1
+                # Weakly: the cache holds the model, so a hook holding the cache kept both.
+                hook = (weakref.ref(self), weakref.ref(bucket), client_key, shared)
+                weakref.finalize(model, _release, *hook)
             bucket.models[key] = (spec, model)
             while len(bucket.models) > self.size:
                 bucket.models.popitem(last=False)
@@ -640,45 +649,62 @@ class ModelCache:
                 "clients": sum(len(b.clients) for b in buckets),
             }
 
-    def _release(self, bucket: _Bucket, client_key: str, shared: _SharedClient) -> None:
-        """Count a model gone; close its endpoint's client once no model uses it."""
-        with self._lock:
-            shared.users -= 1
-            if shared.users > 0:
-                return
-            if bucket.clients.get(client_key) is shared:
-                del bucket.clients[client_key]
-        self._close(shared)
 
-    def _closed(self, task: asyncio.Task[None]) -> None:
-        """Forget a finished close, reading its error.
+def _release(
+    cache_ref: weakref.ref[ModelCache],
+    bucket_ref: weakref.ref[_Bucket],
+    client_key: str,
+    shared: _SharedClient,
+) -> None:
+    """Count a model gone; close its endpoint's client once no model uses it.
 
-        A close that failed because its loop closed meanwhile (at interpreter exit) has
-        nothing left to close; left unread, its error was printed as "Task exception was
-        never retrieved" after a clean test run.
-        """
-        self._closing.discard(task)
-        if not task.cancelled():
-            task.exception()
-
-    def _close(self, shared: _SharedClient) -> None:
-        """Close the client on its own loop (an async client cannot be closed elsewhere).
-
-        A client of sync runs was used, if at all, on the call loop (`_call_loop`); one never
-        used, or whose loop has ended, has nothing to close and is left to the garbage
-        collector.
-        """
-        shared.sync_client.close()
-        loop = shared.loop or running_call_loop()
-        if loop is None or loop.is_closed():
+    It holds its cache and bucket weakly: they hold the model, and a finalizer holding them
+    kept the cache, its models and their open connections alive for ever (a notebook cell
+    that builds a graph, re-run, kept one more of each). Once the cache is gone its models
+    go with it, and the client closes as the last of them (or of the calls holding them)
+    goes.
+    """
+    cache = cache_ref()
+    with cache._lock if cache is not None else nullcontext(), shared.lock:
+        shared.users -= 1
+        if shared.users > 0:
             return
+        bucket = bucket_ref()
+        if bucket is not None and bucket.clients.get(client_key) is shared:
+            del bucket.clients[client_key]
+    _close(shared)
 
-        def start() -> None:
-            task = asyncio.ensure_future(shared.client.aclose())
-            self._closing.add(task)
-            task.add_done_callback(self._closed)
 
-        try:
-            loop.call_soon_threadsafe(start)
-        except RuntimeError:  # the loop closed meanwhile
-            pass
+def _closed(task: asyncio.Task[None]) -> None:
+    """Forget a finished close, reading its error.
+
+    A close that failed because its loop closed meanwhile (at interpreter exit) has
+    nothing left to close; left unread, its error was printed as "Task exception was
+    never retrieved" after a clean test run.
+    """
+    _CLOSING.discard(task)
+    if not task.cancelled():
+        task.exception()
+
+
+def _close(shared: _SharedClient) -> None:
+    """Close the client on its own loop (an async client cannot be closed elsewhere).
+
+    A client of sync runs was used, if at all, on the call loop (`_call_loop`); one never
+    used, or whose loop has ended, has nothing to close and is left to the garbage
+    collector.
+    """
+    shared.sync_client.close()
+    loop = shared.loop or running_call_loop()
+    if loop is None or loop.is_closed():
+        return
+
+    def start() -> None:
+        task = asyncio.ensure_future(shared.client.aclose())
+        _CLOSING.add(task)
+        task.add_done_callback(_closed)
+
+    try:
+        loop.call_soon_threadsafe(start)
+    except RuntimeError:  # the loop closed meanwhile
+        pass
