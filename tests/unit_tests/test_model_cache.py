@@ -207,3 +207,21 @@ async def test_a_dropped_cache_goes_with_its_models_and_closes_its_clients():
         await asyncio.sleep(0.01)
     assert gone() is None
     assert client.is_closed and sync_client.is_closed
+
+
+def test_a_finished_loops_models_go_with_it():
+    """One graph run under `asyncio.run` again and again keeps no finished loop's models.
+
+    Each endpoint's client held its loop, the cache's weak key, so no loop's entry went.
+    """
+    cache = ModelCache()
+
+    async def build() -> weakref.ref[asyncio.AbstractEventLoop]:
+        cache.get(ENDPOINT, {})
+        return weakref.ref(asyncio.get_running_loop())
+
+    finished = asyncio.run(build())
+    asyncio.run(build())
+    gc.collect()
+    assert finished() is None
+    assert cache.stats() == {"models": 1, "clients": 1}

@@ -578,8 +578,8 @@ class ModelCache:
     """Builds each (spec, parameters) model once per event loop, within a bounded memory.
 
     HTTP clients of langchain-openai bind to the event loop that first used them, so a model
-    built under one `asyncio.run` fails under the next; keying by loop avoids that, and the
-    weak keys let finished loops' models go.
+    built under one `asyncio.run` fails under the next; keying by loop avoids that, and a
+    closed loop's models go when the next loop first builds one (`_bucket_of`).
 
     Within a loop, the models of one endpoint share one async HTTP client (one connection
     pool): a model per distinct temperature costs a few kilobytes, not a client of its own.
@@ -614,7 +614,7 @@ class ModelCache:
         key = (cache_identity(spec), tuple(sorted([(k, repr(v)) for k, v in params.items()])))
         loop = loop_of_this_thread()
         with self._lock:
-            bucket = self._sync if loop is None else self._by_loop.setdefault(loop, _Bucket())
+            bucket = self._sync if loop is None else self._bucket_of(loop)
             if key in bucket.models:
                 bucket.models.move_to_end(key)
                 return bucket.models[key][1]
@@ -639,6 +639,20 @@ class ModelCache:
             while len(bucket.models) > self.size:
                 bucket.models.popitem(last=False)
             return model
+
+    def _bucket_of(self, loop: asyncio.AbstractEventLoop) -> _Bucket:
+        """Return the loop's bucket; a new loop's drops those of loops that have closed.
+
+        Weak keys alone never let a loop go: its models' clients hold it. So each new loop
+        (each `asyncio.run` of a graph kept across runs) would keep one more set of models;
+        a closed loop's clients were closed with it, and its models can serve no call.
+        """
+        bucket = self._by_loop.get(loop)
+        if bucket is None:
+            for closed in [old for old in self._by_loop if old.is_closed()]:
+                del self._by_loop[closed]
+            bucket = self._by_loop[loop] = _Bucket()
+        return bucket
 
     def stats(self) -> dict[str, int]:
         """Count the models and HTTP clients held now, over every event loop."""
