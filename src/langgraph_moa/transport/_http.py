@@ -280,6 +280,11 @@ async def _close_when_closed(sessions: weakref.WeakSet[Any]) -> AsyncGenerator[N
     try:
         yield
     finally:
+        # The generator holds its loop (asyncio's finalizer hook is the loop's method): kept
+        # under the loop's weak key, it kept every loop that ever opened a session.
+        loop = asyncio.get_running_loop()
+        _watchers.pop(loop, None)
+        _sessions_by_loop.pop(loop, None)
         open_sessions = [s for s in list(sessions) if not s.closed]
         await asyncio.gather(*(s.close() for s in open_sessions), return_exceptions=True)
 
