@@ -969,3 +969,25 @@ def test_a_racing_system_keeps_no_rows_drawn_with_another_seed(racing, tmp_path)
     assert answered(6) == 2  # nor another seed's
     assert answered(6) == 0  # the same seed's are
     assert answered(None) == 2  # the last rows written are seed 6's
+
+
+class ZMQInteractiveShell:
+    """What `get_ipython()` returns in a Jupyter kernel: rich tells a notebook by its name."""
+
+
+def test_a_notebook_without_ipywidgets_gets_no_warning_per_refresh_of_the_bar(
+    mix, tmp_path, monkeypatch
+):
+    # rich draws a bar in a notebook with ipywidgets only; without them it warned "install
+    # ipywidgets" at every refresh, each warning one more output block under the cell.
+    import builtins
+    import sys
+    import warnings
+
+    monkeypatch.setattr(builtins, "get_ipython", ZMQInteractiveShell, raising=False)
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # not installed
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = asyncio.run(Evaluation([mix], ITEMS[:3], tmp_path, plots=False).run())
+    assert summary
+    assert not [w for w in caught if "ipywidgets" in str(w.message)]

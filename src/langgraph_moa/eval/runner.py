@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -423,7 +424,7 @@ class Evaluation:
         """Answer every item with every system; write results, summary, plots and report.
 
         Args:
-            progress: Show a progress bar (on a terminal).
+            progress: Show a progress bar (on a terminal; in a notebook, with ipywidgets).
             log: Where to write progress lines instead (off a terminal): about twenty per
                 system, each with the items done, the last item's outcome and the time.
             on_screen: Told of the bar while it is shown (the command's Ctrl-C handler
@@ -438,14 +439,16 @@ class Evaluation:
             MofNCompleteColumn(),
             TimeRemainingColumn(),
         ]
-        bar = Progress(*columns, disable=not progress, console=Console(stderr=True))
+        console = Console(stderr=True)
+        shown = progress and _can_draw_a_bar(console)
+        bar = Progress(*columns, disable=not shown, console=console)
         # Every system's kept rows before the first call: a rows file a newer version wrote
         # is refused now, not after the systems before it answered every item.
         stores = [
             _RowStore(self._rows_path(s.name), rows_key(s.digest, self.seed)) for s in self.systems
         ]
         kept_rows = [store.rows(self.items) for store in stores]
-        with bar, on_screen(bar) if on_screen is not None and progress else nullcontext():
+        with bar, on_screen(bar) if on_screen is not None and shown else nullcontext():
             for system, store, kept in zip(self.systems, stores, kept_rows, strict=True):
                 task = bar.add_task(system.name, total=len(self.items))
                 if kept:
@@ -778,6 +781,21 @@ _CALL_FIELDS = (
     "prompt_tokens",
     "completion_tokens",
 )
+
+
+def _can_draw_a_bar(console: Console) -> bool:
+    """Tell whether rich can draw a live bar on `console`: not in a notebook lacking ipywidgets.
+
+    rich draws a notebook's bar as an ipywidgets widget; without them it warned "install
+    ipywidgets" at every refresh, each warning one more output block under the cell.
+    """
+    if not console.is_jupyter:
+        return True
+    try:
+        importlib.import_module("ipywidgets")
+    except ImportError:
+        return False
+    return True
 
 
 def _quality_cost_points(
