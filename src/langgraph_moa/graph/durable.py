@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from langgraph_moa.errors import MoAConfigError
+
+if TYPE_CHECKING:  # the postgres extra may be absent; a user's type checker sees it as Any then
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from langgraph.checkpoint.serde.base import SerializerProtocol
+    from langgraph.checkpoint.sqlite import SqliteSaver
 
 
 def allowing_answers(checkpointer: Any, response_format: Any) -> Any:
@@ -63,7 +68,9 @@ def _type_key(model: type) -> tuple[str, str]:
     return (model.__module__, model.__name__)
 
 
-def open_checkpointer(url: str, *, serde: Any = None) -> Any:
+def open_checkpointer(
+    url: str, *, serde: SerializerProtocol | None = None
+) -> SqliteSaver | PostgresSaver:
     """Open a synchronous checkpointer from ``sqlite:///path.db`` or ``postgresql://...``.
 
     The caller owns it and should close its connection (``saver.conn.close()``) when done.

@@ -8,14 +8,23 @@ model name, and their order never depends on which call finished first.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, NotRequired, Required
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, Required, TypeAlias
 
-from langchain_core.messages import AnyMessage, BaseMessage
+from langchain_core.messages import AnyMessage, BaseMessage, MessageLikeRepresentation
 from langgraph.graph.message import add_messages
 
 # pydantic builds the graph's JSON schemas from these, and on Python < 3.12 it only reads
 # typing_extensions' TypedDict (typing's lacks what it needs).
 from typing_extensions import TypedDict
+
+if TYPE_CHECKING:
+    InputMessages: TypeAlias = Sequence[MessageLikeRepresentation] | MessageLikeRepresentation
+    """What `add_messages` turns into messages: the README's ``[("user", "Explain X")]``,
+    a string, role dicts, or a ``list[BaseMessage]`` a caller holds (a Sequence, so a list of
+    any message class fits, where ``list[AnyMessage]`` is invariant and refused it)."""
+else:  # the schema LangGraph publishes (the server's input form) stays a list of messages
+    InputMessages = list[AnyMessage]
 
 Role = Literal["proposer", "aggregator", "ranker"]
 _ROLE_ORDER = {"proposer": 0, "aggregator": 1, "ranker": 1}
@@ -138,7 +147,7 @@ class MoAInput(TypedDict, total=False):
     ``logprobs``) onto the final call only.
     """
 
-    messages: Required[Annotated[list[AnyMessage], add_messages]]
+    messages: Required[Annotated[InputMessages, add_messages]]
     tools: list[dict[str, Any]] | None
     tool_choice: str | dict[str, Any] | bool | None
     parallel_tool_calls: bool | None
