@@ -3,7 +3,7 @@
 PYTHON ?= .venv/bin/python
 PYTEST = PYTHONPATH=src $(PYTHON) -m pytest
 
-.PHONY: help test integration_tests lint format snapshots benchmark
+.PHONY: help test integration_tests lint format snapshots benchmark lowest
 
 help:  ## List the targets.
 	@grep -E '^[a-z_]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -29,3 +29,8 @@ snapshots:  ## Accept changed graph and schema snapshots (review the diff!).
 
 benchmark:  ## Orchestration overhead against bare asyncio (CPU-sensitive: run it on a quiet machine).
 	PYTHONPATH=src $(PYTHON) benchmarks/orchestration_overhead.py
+
+lowest:  ## Unit tests with every direct dependency at its declared minimum, in a fresh .venv-lowest.
+	python3 -m venv .venv-lowest
+	.venv-lowest/bin/pip install -q -c constraints-lowest.txt -e ".[local,test]"
+	PYTHONPATH=src .venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit_tests

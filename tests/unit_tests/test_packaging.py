@@ -36,3 +36,22 @@ def test_the_operating_systems_claimed_are_the_one_the_tests_run_on():
     # nobody checks.
     claimed = [c for c in PYPROJECT["project"]["classifiers"] if c.startswith("Operating System")]
     assert claimed == ["Operating System :: POSIX :: Linux"]
+
+
+def test_every_declared_minimum_is_the_one_make_lowest_installs():
+    # The floors were never installed: langsmith>=0.4 and pydantic>=2.7 could not co-install
+    # with langchain-core 1.7, and typer 0.12 (the declared minimum) crashed every `moa`
+    # command on a current click. constraints-lowest.txt is what `make lowest` tests.
+    import re
+
+    from packaging.version import Version
+
+    lowest = Path(__file__).parents[2] / "constraints-lowest.txt"
+    pins = dict(line.split("==") for line in lowest.read_text().splitlines() if "==" in line)
+    floors = {}
+    for requirement in PYPROJECT["project"]["dependencies"]:
+        name, floor = re.match(r"([\w.-]+)(?:\[[\w,]+\])?>=([\w.]+)", requirement).groups()
+        floors[name.lower()] = floor
+    assert set(pins) == set(floors)
+    differ = {n: (floors[n], pins[n]) for n in floors if Version(floors[n]) != Version(pins[n])}
+    assert differ == {"httpx": ("0.27", "0.28.1")}  # the test extra's langchain-tests needs 0.28.1
