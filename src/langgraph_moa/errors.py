@@ -236,6 +236,22 @@ class ContextLengthError(MoAError):
     """The input (conversation plus references) does not fit the model's context window."""
 
 
+def outgrew_context(exc: BaseException) -> bool:
+    """Tell whether a run failed because its input did not fit a model's context, and only so.
+
+    A run's failure wraps its calls' errors (every proposer of a layer, or the aggregator):
+    when each of them is a `ContextLengthError`, the fix is the caller's (a shorter
+    conversation), and the same request sent again fails the same way.
+    """
+    if isinstance(exc, AggregatorFailedError):
+        return isinstance(exc.__cause__, ContextLengthError)
+    if isinstance(exc, AllProposersFailedError):
+        errors = [str(c["error"]) for c in exc.calls if c["status"] == "failed"]
+        prefix = f"{ContextLengthError.__name__}:"
+        return bool(errors) and all(e.startswith(prefix) for e in errors)
+    return isinstance(exc, ContextLengthError)
+
+
 # --- the embedded runtime and evaluation ----------------------------------------------------
 
 

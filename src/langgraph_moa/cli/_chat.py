@@ -63,7 +63,7 @@ from langgraph_moa.cli._run import (
     report_degraded,
     set_context_size,
 )
-from langgraph_moa.errors import MoAError
+from langgraph_moa.errors import MoAError, outgrew_context
 
 HELP = (
     "commands: /exit (or Ctrl-D), /reset (forget the conversation), /save FILE (write it as "
@@ -305,7 +305,7 @@ def turn(
         outcome.failed += 1
         text = message_of(exc)
         where = "\n" if "\n" in text else " "  # a list of failures: the note after it
-        out.error(f"{text}{where}(this turn was not added; the conversation goes on)")
+        out.error(f"{text}{where}(this turn was not added; {_going_on(exc)})")
         return history
     except Exception as exc:  # an unforeseen failure must not end the session either
         outcome.failed += 1
@@ -318,6 +318,20 @@ def turn(
     report_degraded(answer)
     outcome.degraded += is_degraded(answer)
     return [*messages, answer]
+
+
+def _going_on(exc: MoAError) -> str:
+    """Say how the chat goes on after a failed turn.
+
+    A conversation too long for a model's context fails every later turn the same way:
+    the user is told how to keep it and start afresh, rather than to try again.
+    """
+    if outgrew_context(exc):
+        return (
+            "the conversation is now too long for a model's context: /save FILE keeps it, "
+            "then /reset starts a new one"
+        )
+    return "the conversation goes on"
 
 
 def save(history: list[BaseMessage], path: str) -> None:

@@ -127,8 +127,10 @@ def explain_failure(exc: BaseException, model: str) -> BaseException:
     """
     if isinstance(exc, MoAError) or not _is_context_overflow(exc):
         return exc
+    # The fix before the provider's words: a failed call's error is clipped where it is
+    # listed (one line a call), and the provider's words are the longer part.
     return ContextLengthError(
-        f"The input is too long for {model}: {exc}. Shorten the conversation, lower the "
-        "proposers' max_tokens (long references fill the next layer's context), or choose "
-        "a model with a longer context."
+        f"The input is too long for {model}. Shorten the conversation, lower the proposers' "
+        "max_tokens (long references fill the next layer's context), or choose a model with "
+        f"a longer context. The provider said: {exc}"
     )

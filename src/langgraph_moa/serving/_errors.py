@@ -23,6 +23,7 @@ from langgraph_moa.errors import (
     MoAError,
     ModelNotAllowedError,
     RequestTimeoutError,
+    outgrew_context,
 )
 from langgraph_moa.serving._request_id import current, with_id
 from langgraph_moa.serving._schema import REFUSED, _is_union_tag
@@ -41,6 +42,13 @@ logger = logging.getLogger(__name__)
 LOCAL_MODEL_FAILED = (
     "A local model this request uses cannot run on this server; the operator's log says why."
 )
+
+CONTEXT_EXCEEDED = (
+    "The conversation is too long for the context window of the models that answer it: send "
+    "fewer or shorter messages (drop the oldest turns) or a smaller max_tokens, or ask the "
+    "operator for models with a longer context."
+)
+"""What a client is told when its input outgrew a model's window: the fix is the client's."""
 
 
 class ServerStoppingError(MoAError):
@@ -91,6 +99,9 @@ def _api_error(exc: MoAError) -> _APIError:
         return _APIError(503, str(exc), "server_error", "server_stopping", headers=retry)
     if isinstance(exc, RequestTimeoutError):
         return _APIError(504, str(exc), "timeout_error", "request_timeout")
+    if outgrew_context(exc):  # the client's to shorten: OpenAI's 400, never a retried 502
+        logger.info("%s", redact(str(exc)))  # which model's window, for the operator
+        return _APIError(400, CONTEXT_EXCEEDED, code="context_length_exceeded")
     if isinstance(exc, AllProposersFailedError | AggregatorFailedError):
         return _APIError(502, exc.summary, "upstream_error")
     if isinstance(exc, CallTimeoutError):  # as the run's failure says a call's timeout

@@ -12,7 +12,10 @@ predict them without a real model:
 - ``response_format`` ``json_schema``: an object of that schema; ``json_object``: an object
   whose keys are the words the user quoted (or put in backticks);
 - otherwise a short text answer naming the model; ``stop`` cuts it, ``max_tokens`` (in
-  words) cuts it with finish reason ``length``; ``logprobs`` are returned when asked.
+  words) cuts it with finish reason ``length``; ``logprobs`` are returned when asked;
+- a model given a context size in `n_ctx` refuses a prompt of more words than that with
+  llama.cpp's own 400 body (``exceed_context_size_error``), as a local model whose
+  conversation outgrew its slot does.
 
 Every request body is kept in `requests`, so a test can check what each call was sent.
 
@@ -38,9 +41,13 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 class ScriptedServer:
     """Runs the rule-following server in a background thread; use as a context manager."""
 
-    def __init__(self, *, multimodal: bool = True) -> None:
-        """Prepare the server; `multimodal=False` makes it refuse image, audio and files."""
+    def __init__(self, *, multimodal: bool = True, n_ctx: dict[str, int] | None = None) -> None:
+        """Prepare the server; `multimodal=False` makes it refuse image, audio and files.
+
+        `n_ctx` maps a model name to its context size, in words of the prompt.
+        """
         self.multimodal = multimodal
+        self.n_ctx = n_ctx or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.requests: list[dict[str, Any]] = []
@@ -78,6 +85,9 @@ class ScriptedServer:
                     },
                     status_code=400,
                 )
+            n_ctx = self.n_ctx.get(body.get("model", ""))
+            if n_ctx is not None and (prompt := _prompt_words(body)) > n_ctx:
+                return JSONResponse(_overflow(prompt, n_ctx), status_code=400)
             reply = _reply(body, n)
             if body.get("stream"):
                 return StreamingResponse(_chunks(body, reply), media_type="text/event-stream")
@@ -129,6 +139,22 @@ def _last_user_text(body: dict[str, Any]) -> str:
         if message.get("role") == "user":
             return _text_of(message.get("content"))
     return ""
+
+
+def _prompt_words(body: dict[str, Any]) -> int:
+    return sum(len(_text_of(m.get("content")).split()) for m in body.get("messages", []))
+
+
+def _overflow(prompt: int, n_ctx: int) -> dict[str, Any]:
+    """Return llama.cpp's answer to a prompt longer than its context, word for word."""
+    error = {
+        "code": 400,
+        "message": "the request exceeds the available context size, try increasing it",
+        "type": "exceed_context_size_error",
+        "n_prompt_tokens": prompt,
+        "n_ctx": n_ctx,
+    }
+    return {"error": error}
 
 
 def _words(text: str) -> set[str]:
@@ -228,7 +254,7 @@ def _instance(schema: dict[str, Any], user: str, *, optional: bool) -> Any:
 
 
 def _usage(body: dict[str, Any], reply: dict[str, Any]) -> dict[str, int]:
-    prompt = sum(len(_text_of(m.get("content")).split()) for m in body.get("messages", []))
+    prompt = _prompt_words(body)
     completion = len((reply["content"] or "").split()) + 5 * len(reply["tool_calls"] or [])
     return {
         "prompt_tokens": prompt,
