@@ -4,6 +4,7 @@ The live view must show tokens and tok/s per call, and the chat must edit lines 
 earlier ones with the arrow keys (readline), not print escape codes.
 """
 
+import json
 import os
 import shlex
 import shutil
@@ -309,3 +310,39 @@ def test_a_model_named_in_wide_characters_keeps_its_calls_rows_whole(backend):
     assert " …" not in shown and "tok…" not in shown, shown
     assert shown.count(" tok/s") == 2, shown
     assert "answer 1 w0" in shown, shown  # the proposer's preview, as the answer's below
+
+
+def test_chat_that_outgrew_a_context_says_so_keeps_the_conversation_and_goes_on(tmp_path):
+    from langgraph_moa.testing import ScriptedServer
+
+    saved = tmp_path / "chat.json"
+    with ScriptedServer(n_ctx={"a": 30}) as server:
+        screen = Screen(
+            moa_command(
+                "chat",
+                "--proposers",
+                f"a@{server.url}",
+                "--aggregator",
+                f"agg@{server.url}",
+                "--layers",
+                "2",
+            )
+        )
+        try:
+            screen.wait_for("you>")
+            screen.keys("hello", "Enter")
+            screen.wait_for("you>", count=2)
+            screen.keys("long " * 40, "Enter")  # past the proposer's 30 words
+            shown = screen.wait_for("you>", count=3)
+            flat = " ".join(shown.split())
+            assert "too long for a model's context: /save FILE keeps it" in flat, shown
+            assert "or choose a model with a longer context." in flat  # the fix, not clipped
+            screen.keys(f"/save {saved}", "Enter")
+            screen.wait_for("saved 2 messages")
+            screen.keys("/exit", "Enter")
+            screen.wait_for("exits with 1")
+            assert [b["model"] for b in server.requests].count("a") == 2  # not retried
+        finally:
+            screen.close()
+    kept = json.loads(saved.read_text(encoding="utf-8"))
+    assert [m["content"] for m in kept] == ["hello", "agg answers: hello"]
