@@ -100,3 +100,35 @@ def test_every_call_of_a_long_chat_gets_the_history_once_and_this_turns_referenc
     for grown in sizes.values():
         steps = {b - a for a, b in pairwise(grown[10:])}
         assert len(steps) == 1, grown  # as many characters a turn once all numbers are 2 digits
+
+
+def test_chat_loads_a_saved_conversation_back_with_every_turn(backend, monkeypatch, tmp_path):
+    # What /save wrote, /load reads: a conversation too long for a context goes on from the
+    # saved file with its oldest turns removed, instead of from nothing.
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.cli import _chat
+
+    monkeypatch.setattr(_chat, "build_config", lambda *a, **k: moa(backend.url))
+    saved, shortened = tmp_path / "chat.json", tmp_path / "short.json"
+    CliRunner().invoke(cli.app, ["chat"], input=f"one\ntwo\n/save {saved}\n/exit\n")
+    kept = json.loads(saved.read_text(encoding="utf-8"))
+    assert [m["content"] for m in kept[::2]] == ["one", "two"]
+    shortened.write_text(json.dumps(kept[2:]), encoding="utf-8")
+    start = len(backend.requests)
+    turns = f"/load {saved}\nthree\n/load {shortened}\nfour\n/load {tmp_path}/none.json\n"
+    result = CliRunner().invoke(cli.app, ["chat"], input=turns)
+    assert result.exit_code == 0, result.output
+    heard = [
+        [(m["role"], m["content"]) for m in b["messages"]]
+        for b in backend.requests[start:]
+        if b["model"] == "p1"
+    ]
+    roles = {"human": "user", "ai": "assistant"}
+    assert heard == [
+        [(roles[m["role"]], m["content"]) for m in kept] + [("user", "three")],
+        [(roles[m["role"]], m["content"]) for m in kept[2:]] + [("user", "four")],
+    ]
+    said = " ".join(result.output.split())
+    assert "loaded 4 messages" in said and "cannot read" in said

@@ -5,8 +5,9 @@ history instead of arriving as escape codes). A turn that fails is reported in o
 taken back, so the conversation so far is kept and the user can try again. An empty line is
 a paragraph break, not the end: a line ending in ``\`` continues on the next, and a block
 between two lines of three double quotes is one message. Commands: ``/exit``, ``/reset``,
-``/save FILE`` and ``/help``; any other line starting with ``/`` is refused as an unknown
-command rather than sent, and ``//`` sends a message that starts with ``/``.
+``/save FILE``, ``/load FILE`` (what /save wrote) and ``/help``; any other line starting
+with ``/`` is refused as an unknown command rather than sent, and ``//`` sends a message
+that starts with ``/``.
 
 Ctrl-C during a turn cancels that turn only (its question is not kept) and returns to the
 prompt; Ctrl-C or Ctrl-D at the prompt ends the chat. So the turns run on an event loop,
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from rich.markup import escape
 
 from langgraph_moa.cli._config import (
@@ -67,9 +68,9 @@ from langgraph_moa.errors import MoAError, outgrew_context
 
 HELP = (
     "commands: /exit (or Ctrl-D), /reset (forget the conversation), /save FILE (write it as "
-    "JSON), /help; // sends a message that starts with /. Ctrl-C cancels a running turn. End "
-    'a line with \\ to continue it; put """ alone on a line to start and end a multi-line '
-    "message."
+    "JSON), /load FILE (go on from a saved one), /help; // sends a message that starts "
+    'with /. Ctrl-C cancels a running turn. End a line with \\ to continue it; put """ alone '
+    "on a line to start and end a multi-line message."
 )
 BLOCK = '"""'
 T = TypeVar("T")
@@ -225,6 +226,9 @@ def converse(
         if command == "/save":
             save(history, argument.strip())
             continue
+        if command == "/load":
+            history = load(argument.strip(), history)
+            continue
         if command.startswith("//"):
             text = text.lstrip()[1:]  # '//' escapes a message that starts with '/'
         elif command.startswith("/"):
@@ -329,7 +333,7 @@ def _going_on(exc: MoAError) -> str:
     if outgrew_context(exc):
         return (
             "the conversation is now too long for a model's context: /save FILE keeps it, "
-            "then /reset starts a new one"
+            "then /reset starts a new one, or /load the file with its oldest turns removed"
         )
     return "the conversation goes on"
 
@@ -346,3 +350,36 @@ def save(history: list[BaseMessage], path: str) -> None:
         out.error(f"cannot write {path!r}: {exc.strerror}")
         return
     out.info(f"[dim]saved {len(turns)} messages to {escape(path)}[/]")
+
+
+_ROLES = {"human": HumanMessage, "ai": AIMessage}
+"""The roles /save writes, and the messages /load makes of them."""
+
+
+def load(path: str, history: list[BaseMessage]) -> list[BaseMessage]:
+    """Return the conversation /save wrote to `path`; on any problem say so, keep `history`.
+
+    A conversation too long for a model's context goes on from its file with the oldest
+    turns removed, rather than from nothing after /reset.
+    """
+    if not path:
+        out.error("/load needs a file name, e.g. /load chat.json")
+        return history
+    try:
+        turns = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "it is not a JSON file /save wrote"
+        out.error(f"cannot read {path!r}: {why}; the conversation is unchanged")
+        return history
+    valid = isinstance(turns, list) and all(
+        isinstance(t, dict) and t.get("role") in _ROLES and isinstance(t.get("content"), str)
+        for t in turns
+    )
+    if not valid:
+        out.error(
+            f"cannot read {path!r}: it is not a list of {{role, content}} with role human "
+            "or ai, as /save writes; the conversation is unchanged"
+        )
+        return history
+    out.info(f"[dim]loaded {len(turns)} messages from {escape(path)}[/]")
+    return [_ROLES[t["role"]](t["content"]) for t in turns]
