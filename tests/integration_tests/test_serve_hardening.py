@@ -850,12 +850,22 @@ def test_a_stalled_readers_models_wait_for_it_on_both_event_loops(monkeypatch, l
     assert taken["cancelled"] == 1 and taken["tokens"] <= 1_500, taken
 
 
+PIPELINED = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+"""A request sent right behind another on its connection, before that one's answer."""
+
+
 @pytest.mark.parametrize("protocol", list(PROTOCOLS))
-def test_a_stream_the_server_cuts_is_logged_as_cut_not_as_an_asgi_error(protocol, caplog):
+@pytest.mark.parametrize("then", ["", PIPELINED], ids=["alone", "pipelined"])
+def test_a_stream_the_server_cuts_is_logged_as_cut_not_as_an_asgi_error(protocol, then, caplog):
     """A stream cut by the server (its client left a piece unread past --body-timeout) was
     logged as a plain 200, plus uvicorn's ERROR "ASGI callable returned without completing
     response", and its connection stayed open while the unsent bytes waited. The access
-    line now says why it was cut, uvicorn logs no error, and the connection is closed."""
+    line now says why it was cut, uvicorn logs no error, and the connection is closed.
+
+    Pipelined: httptools reads the next request's head while the first is answered, and its
+    protocol's current cycle is then that one: the close hook marked it, not the cut one,
+    which logged the ERROR after all.
+    """
     from langgraph_moa.serving._access import AccessLog
     from tests.fakes import FakeChat, WordStreamer
 
@@ -867,7 +877,7 @@ def test_a_stream_the_server_cuts_is_logged_as_cut_not_as_an_asgi_error(protocol
     body = json.dumps({"model": "m", "messages": USER, "stream": True})
     request = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}{then}"
     ).encode()
     with BackgroundServer(app, **uvicorn_options(security, PROTOCOLS[protocol])) as server:
         uvicorn_log = logging.getLogger("uvicorn.error")  # configured as the server started:

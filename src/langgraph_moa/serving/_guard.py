@@ -21,6 +21,7 @@ Two layers, because they see different things:
 """
 
 import asyncio
+import functools
 import json
 from collections import Counter
 from typing import Any
@@ -518,19 +519,23 @@ def guarded_protocol(security: ServeSecurity, base: type | None = None) -> type:
                 super().handle_events()
                 if self.cycle is not cycle:  # a request head arrived
                     self._disarm_head_timer()
-                    self.cycle.scope[CLOSE_KEY] = self._close_now
+                    self.cycle.scope[CLOSE_KEY] = functools.partial(self._close_now, self.cycle)
 
         else:
 
             def on_headers_complete(self) -> None:  # httptools' parser: the head is in
                 super().on_headers_complete()
                 self._disarm_head_timer()
-                self.scope[CLOSE_KEY] = self._close_now
+                self.scope[CLOSE_KEY] = functools.partial(self._close_now, self.cycle)
 
-        def _close_now(self) -> None:
-            """Close the connection of a response the app cut short (`CLOSE_KEY`)."""
-            if self.cycle is not None:
-                self.cycle.disconnected = True  # the app's return is then no error
+        def _close_now(self, cycle: Any) -> None:
+            """Close the connection of `cycle`, a response the app cut short (`CLOSE_KEY`).
+
+            Its own cycle, not the protocol's current one: httptools reads a pipelined
+            request's head while the one before is answered, and that later cycle is then
+            the current one; marked instead, the cut one logged uvicorn's ERROR after all.
+            """
+            cycle.disconnected = True  # the app's return is then no error
             self.transport.abort()  # what waits unsent is dropped: nobody reads it
 
         def on_response_complete(self) -> None:
