@@ -180,8 +180,15 @@ async def pump(
             queue.put_nowait(exc)
 
     async def watch() -> None:
+        nonlocal closing
         await disconnected()
         queue.put_nowait(gone)
+        # The run stops here, not only where the reader takes `gone`: a response whose send
+        # failed (the server cut its client off) leaves this generator suspended, never
+        # resumed nor closed but by the garbage collector, whenever that came, while its run
+        # went on calling models outside `--max-runs`.
+        closing = True
+        producer.cancel()
 
     producer, watcher = asyncio.ensure_future(run()), asyncio.ensure_future(watch())
     try:
