@@ -2275,6 +2275,34 @@ async def test_a_stalled_reader_cut_off_by_the_server_stops_its_run(fake, route,
     assert await _until(lambda: "ended" in state, 10), state  # its model call has ended
 
 
+async def test_a_run_the_server_cut_off_is_kept_as_cut_not_as_left_by_its_client(
+    fake, tmp_path, without_gc
+):
+    """A page's run whose reader the server cut off (a piece unread past --body-timeout)
+    was kept in the history with "the client closed the event stream" on each call it
+    stopped: the server closed it, and the history now says so, with why."""
+    from langgraph_moa.serving._guard import ServeSecurity
+    from langgraph_moa.serving._history import History
+    from tests.fakes import WordStreamer
+
+    agg = WordStreamer(label="AGG", words=100_000, gap=0.01)  # 1,000 s of words
+    config = MoAConfig(proposers=[fake("A")], aggregator=agg, layers=2, name="m")
+    history = History(tmp_path / "h.db")
+    security = ServeSecurity(body_timeout_s=0.3)
+    app = create_app({"m": config}, security=security, history=history)
+    body = json.dumps({"model": "m", "messages": USER, "stream": True}).encode()
+    gone = asyncio.Event()
+    await asyncio.wait_for(app(*_stalled_exchange("/v1/moa/runs", body, gone)[:3]), 30)
+    gone.set()  # the server closed the connection
+    assert await _until(lambda: history.list(), 10)
+    record = history.get(history.list()[0]["id"])
+    stopped = [e for e in record.events if e.get("status") == "cancelled"]
+    assert record.status == "cancelled" and stopped, record.events
+    for event in stopped:
+        assert "the client closed" not in event["error"], event
+        assert "a piece of the answer unread for 0.3 s" in event["error"], event
+
+
 @pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/moa/runs"])
 async def test_a_stalled_readers_run_held_back_stops_its_models_at_its_deadline(
     fake, monkeypatch, route

@@ -38,7 +38,7 @@ from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.config.context import apply_context
 from langgraph_moa.graph.streaming import RunEvents
 from langgraph_moa.run._answer import is_degraded
-from langgraph_moa.serving._access import note_facts
+from langgraph_moa.serving._access import CUT_KEY, note_facts
 from langgraph_moa.serving._errors import CRASHED, MAX_BODY_BYTES, _APIError, _run_failed
 from langgraph_moa.serving._events import (
     STREAM_HEADERS,
@@ -58,6 +58,10 @@ STATIC = Path(__file__).parent / "static"
 
 CLIENT_LEFT = "Cancelled: the client closed the event stream, so the run stopped."
 """The error of the calls a run's client left in flight (kept in the history)."""
+
+SERVER_CUT = "Cancelled: the server closed the event stream ({}), so the run stopped."
+"""The error of the calls in flight of a run whose reader the server cut off (`CUT_KEY`):
+kept as `CLIENT_LEFT`, the history blamed a client the server had closed on."""
 
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -170,8 +174,10 @@ async def _run(
                 done["kept"] = False
         yield sse(done)
     except asyncio.CancelledError:
-        record.status = "cancelled"  # the client left; what it saw is kept
-        for stopped in stopped_calls(log.events, CLIENT_LEFT):
+        record.status = "cancelled"  # the client left, or was cut off; what it saw is kept
+        cut = scope.get(CUT_KEY) if scope is not None else None
+        why = CLIENT_LEFT if cut is None else SERVER_CUT.format(cut)
+        for stopped in stopped_calls(log.events, why):
             log.add(stopped)
         raise
     except Exception:
