@@ -2,10 +2,15 @@
 
 import asyncio
 import json
+import os
 import re
+import signal
 import sqlite3
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -66,6 +71,45 @@ def wait_until_up(url: str, proc, timeout: float, why=lambda: "") -> None:
         assert proc.poll() is None, f"the server exited: {why()}"
         assert time.monotonic() < deadline, f"{url} did not answer within {timeout:g}s"
         time.sleep(0.2)
+
+
+@contextmanager
+def langgraph_dev(folder: Path, log: Path, env: dict, *args: str) -> Iterator[str]:
+    """Run `langgraph dev` on the `langgraph.json` in `folder`; yield its URL, then stop it.
+
+    `args` are more options of `langgraph dev`; its output goes to `log`. Skips the test
+    where the LangGraph CLI is not installed.
+    """
+    import pytest
+
+    from langgraph_moa.transport._net import free_port
+
+    langgraph = Path(sys.executable).with_name("langgraph")
+    if not langgraph.exists():
+        pytest.skip("langgraph-cli[inmem] is not installed")
+    port = free_port()
+    command = [str(langgraph), "dev", "--no-browser", "--no-reload", *args]
+    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", **env}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=folder,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(f"{url}/ok", proc, 120, why=lambda: log.read_text()[-2000:])
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def fake_moa(url: str):

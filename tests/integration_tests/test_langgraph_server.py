@@ -1,16 +1,11 @@
 """`langgraph dev` serving the graphs offline, driven by the official langgraph-sdk client."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from langgraph_moa.transport._net import free_port
-from tests.helpers import serve_pids, wait_until_up
+from tests.helpers import langgraph_dev, serve_pids
 
 pytestmark = [pytest.mark.local_models, pytest.mark.usefixtures("local_models_available")]
 
@@ -27,39 +22,10 @@ SMALL = {
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
-    langgraph = Path(sys.executable).with_name("langgraph")
-    if not langgraph.exists():
-        pytest.skip("langgraph-cli[inmem] is not installed")
-    port = free_port()
-    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1"}
-    log = (tmp_path_factory.mktemp("lg") / "dev.log").open("w")
+    log = tmp_path_factory.mktemp("lg") / "dev.log"
     before = serve_pids()
-    proc = subprocess.Popen(
-        [
-            str(langgraph),
-            "dev",
-            "--no-browser",
-            "--no-reload",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(f"{url}/ok", proc, 90, why=lambda: Path(log.name).read_text()[-2000:])
-    yield url
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    with langgraph_dev(ROOT, log, {}) as url:
+        yield url
     deadline = time.monotonic() + 15
     while serve_pids() - before and time.monotonic() < deadline:
         time.sleep(0.2)
