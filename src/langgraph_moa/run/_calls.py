@@ -602,12 +602,16 @@ async def acall_model(
     scope = asyncio.timeout(timeout)
     try:
         async with scope:
-            with call_timer(scope):
+            # `call_timer` written out: a context manager costs every model call ~10 calls.
+            timer = _CALL_TIMER.set(scope)
+            try:
                 if stop is None:
                     result: BaseMessage = await ainvoke_direct(model, messages, config)
                 else:
                     call = ainvoke_direct(model, messages, config)
                     result = await _until_stopped(call, label, stop)
+            finally:
+                _CALL_TIMER.reset(timer)
     except Exception as exc:
         # Past the timeout also when the model turned its cancellation into another error.
         timed_out = scope.expired()
