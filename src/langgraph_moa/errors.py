@@ -241,11 +241,11 @@ def outgrew_context(exc: BaseException) -> bool:
 
     A run's failure wraps its calls' errors (every proposer of a layer, or the aggregator):
     when each of them is a `ContextLengthError`, the fix is the caller's (a shorter
-    conversation), and the same request sent again fails the same way.
+    conversation), and the same request sent again fails the same way. Every failed call of
+    the run counts, the aggregators before the last of a chain too: one that failed for
+    another reason (down, rate-limited) may answer the same request later.
     """
-    if isinstance(exc, AggregatorFailedError):
-        return isinstance(exc.__cause__, ContextLengthError)
-    if isinstance(exc, AllProposersFailedError):
+    if isinstance(exc, AllProposersFailedError | AggregatorFailedError):
         errors = [str(c["error"]) for c in exc.calls if c["status"] == "failed"]
         prefix = f"{ContextLengthError.__name__}:"
         return bool(errors) and all(e.startswith(prefix) for e in errors)

@@ -132,3 +132,31 @@ def test_chat_loads_a_saved_conversation_back_with_every_turn(backend, monkeypat
     ]
     said = " ".join(result.output.split())
     assert "loaded 4 messages" in said and "cannot read" in said
+
+
+@pytest.mark.parametrize(
+    ("first", "status"),
+    [("gone", 502), ("p2", 400)],
+    ids=["first-aggregator-down", "every-aggregator-too-small"],
+)
+def test_a_run_is_the_clients_to_shorten_only_when_every_failed_call_outgrew_a_context(
+    backend, first, status
+):
+    # The last aggregator's window is too small. When the one before it is down (a 404),
+    # the request may well be answered once it is back: a 502 the client may retry, not a
+    # 400 telling it to drop turns that a working aggregator would have taken.
+    down = backend.url.replace("/v1", "/gone/v1")
+    cfg = MoAConfig(
+        proposers=[f"p3@{backend.url}"],
+        aggregator=f"p2@{backend.url}" if first == "p2" else f"agg@{down}",
+        aggregator_fallbacks=[f"p1@{backend.url}"],
+        on_aggregator_failure="raise",
+        layers=2,
+        name="m",
+    )
+    client = TestClient(create_app({"m": cfg}), base_url="http://localhost")
+    body = {"model": "m", "messages": [{"role": "user", "content": LONG}]}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == status, response.text
+    code = response.json()["error"]["code"]
+    assert (code == "context_length_exceeded") == (status == 400), response.text
