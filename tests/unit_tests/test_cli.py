@@ -578,6 +578,33 @@ def test_chat_reset_forgets_the_conversation(monkeypatch, fake, log):
     assert [m.text for m in log.by("A")[1].messages if m.type == "human"] == ["two"]
 
 
+@pytest.mark.parametrize(
+    ("data", "heard"),
+    [
+        # Nested too deep for the JSON parser: its RecursionError ended the whole chat,
+        # and the conversation not yet saved with it.
+        (b"[" * 100_000, ["one", "next"]),  # refused: the conversation is kept
+        # The saved file edited (its oldest turns removed) in Windows Notepad, which starts
+        # UTF-8 files with a byte order mark: refused as "not a JSON file /save wrote".
+        ('\ufeff[{"role": "human", "content": "kept"}]'.encode(), ["kept", "next"]),
+    ],
+    ids=["nested-too-deep", "byte-order-mark"],
+)
+def test_chat_load_of_an_odd_file_goes_on(monkeypatch, fake, log, tmp_path, data, heard):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _chat
+    from langgraph_moa.config._schema import MoAConfig
+
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    monkeypatch.setattr(_chat, "build_config", lambda *a, **k: config)
+    odd = tmp_path / "odd.json"
+    odd.write_bytes(data)
+    result = CliRunner().invoke(cli.app, ["chat"], input=f"one\n/load {odd}\nnext\n")
+    assert result.exit_code == 0, result.output
+    assert [m.text for m in log.by("A")[1].messages if m.type == "human"] == heard
+
+
 def test_off_a_terminal_a_slow_local_call_is_one_log_line(monkeypatch):
     import threading
 

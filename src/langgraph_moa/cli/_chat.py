@@ -365,9 +365,9 @@ def load(path: str, history: list[BaseMessage]) -> list[BaseMessage]:
     if not path:
         out.error("/load needs a file name, e.g. /load chat.json")
         return history
-    try:
-        turns = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    try:  # a byte order mark: the file edited in Windows Notepad, its oldest turns removed
+        turns = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
         why = exc.strerror if isinstance(exc, OSError) else "it is not a JSON file /save wrote"
         out.error(f"cannot read {path!r}: {why}; the conversation is unchanged")
         return history
