@@ -160,3 +160,20 @@ def test_a_run_is_the_clients_to_shorten_only_when_every_failed_call_outgrew_a_c
     assert response.status_code == status, response.text
     code = response.json()["error"]["code"]
     assert (code == "context_length_exceeded") == (status == 400), response.text
+
+
+def test_a_stream_already_under_way_is_told_in_band_with_its_status_as_code(backend):
+    # moa_progress opens the stream (status 200) before the proposers are refused: the
+    # failure comes in-band, its code the status a request not yet answered would have had.
+    client = TestClient(create_app({"m": moa(backend.url)}), base_url="http://localhost")
+    messages = [{"role": "user", "content": LONG}]
+    body = {"model": "m", "messages": messages, "stream": True, "moa_progress": True}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    errors = [
+        json.loads(line.removeprefix("data: "))["error"]
+        for line in response.text.splitlines()
+        if line.startswith('data: {"error"')
+    ]
+    assert [(e["type"], e["code"]) for e in errors] == [("invalid_request_error", 400)]
+    assert "fewer or shorter messages" in errors[0]["message"]
