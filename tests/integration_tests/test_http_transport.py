@@ -115,6 +115,40 @@ def test_sessions_on_the_call_loop_are_closed_at_exit(backend):
     assert "Unclosed" not in done.stderr, done.stderr
 
 
+def test_graphs_run_sync_with_a_layer_deadline_are_not_kept_after_their_runs(backend):
+    """The calls of such runs go through the call loop, which lives as long as the process.
+    Every callback a connection kept there held a copy of the run's context, whose config
+    held the graph: each rebuilt graph (a notebook cell run again) stayed alive, with its
+    models and open clients. The first run, which started the loop, was kept by the loop's
+    own wake-up callback (in a child process: the loop starts there)."""
+    script = textwrap.dedent(
+        f"""
+        import gc, weakref
+        from langgraph_moa import MoAConfig, create_moa_graph
+
+        graphs = []
+        for _ in range(4):
+            config = MoAConfig(
+                proposers=["a@{backend.url}", "b@{backend.url}"],
+                aggregator="agg@{backend.url}",
+                layers=2,
+                layer_deadline_s=30,
+            )
+            graph = create_moa_graph(config)
+            graph.invoke({{"messages": [("user", "q")]}})
+            graphs.append(weakref.ref(graph))
+            del graph, config
+        gc.collect()
+        print(sum(ref() is not None for ref in graphs))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"]
+
+
 def test_a_forked_child_exiting_leaves_the_parents_call_loop_working(backend):
     """A forked child (a gunicorn or multiprocessing worker) that exits normally tore down
     the call loop objects it inherited: their connections unregistered themselves from the

@@ -372,7 +372,8 @@ def call_model(
     gets another one; only then is a provider's ``Retry-After`` waited out (`_failure`).
     """
     if own_timeout and stop is not None and loop_of_this_thread() is None:
-        pending = asyncio.run_coroutine_threadsafe(
+        pending = _outside_the_graph().run(
+            asyncio.run_coroutine_threadsafe,
             acall_model(model, messages, label, timeout, stop, config=config, retried=retried),
             call_loop(),
         )
@@ -420,6 +421,24 @@ def call_model(
         raise explained from (error if explained is not error else None)
     result: BaseMessage = outcome["result"]
     return result
+
+
+def _outside_the_graph() -> contextvars.Context:
+    """Return a copy of this context for a call on the call loop, without LangGraph's internals.
+
+    The call's task runs in it, and so does every callback its HTTP connection schedules on
+    the loop (asyncio copies the context into each): a connection kept in the pool, and its
+    pool's cleanup timer, kept it as long as the loop runs, which is the process's life. The
+    run's config there held the graph (LangGraph's ``__pregel_*`` entries hold its run loop),
+    so every graph run sync with a layer deadline, and its models and clients, stayed alive.
+    The model call reads the config's callbacks, tags and metadata, never those entries.
+    """
+    context = contextvars.copy_context()
+    parent = context.get(var_child_runnable_config)
+    if parent and parent.get(CONF):
+        kept = {k: v for k, v in parent[CONF].items() if not k.startswith("__pregel_")}
+        context.run(var_child_runnable_config.set, {**parent, CONF: kept})
+    return context
 
 
 class _StreamCut:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import os
 import selectors
 import threading
@@ -33,7 +34,10 @@ def call_loop() -> asyncio.AbstractEventLoop:
     global _loop, _hooked
     with _lock:
         if _loop is None or _loop.is_closed():
-            _loop = asyncio.new_event_loop()
+            # In a context of its own: the loop copies the current one into the callback that
+            # hears its wake-ups, kept as long as it runs, and the first sync run's context
+            # holds that run's graph.
+            _loop = contextvars.Context().run(asyncio.new_event_loop)
             threading.Thread(target=_loop.run_forever, daemon=True, name="moa calls").start()
             if not _hooked:
                 atexit.register(_shut_down_at_exit)
