@@ -4,6 +4,7 @@ import asyncio
 import gc
 import os
 import signal
+import threading
 import time
 import weakref
 
@@ -225,3 +226,45 @@ def test_a_finished_loops_models_go_with_it():
     gc.collect()
     assert finished() is None
     assert cache.stats() == {"models": 1, "clients": 1}
+
+
+class _CollectingLock:
+    """A lock that collects garbage as soon as it is taken, as an allocation there may."""
+
+    def __init__(self, lock):
+        self.lock = lock
+
+    def __enter__(self):
+        self.lock.acquire()
+        gc.collect()
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+def test_a_collection_while_a_client_is_counted_does_not_hang_the_thread():
+    """A model whose last reference is in a reference cycle is freed by the garbage
+    collector, which runs at any allocation, so also while `get` holds a client's count
+    lock (calling a lock's ``__exit__`` allocates). An evicted model of that client then
+    counted itself gone in the same thread, waited for that lock, and the thread (and the
+    cache's lock, so every other thread building a model of the cache) hung for ever."""
+    cache = ModelCache(size=1)
+    first = cache.get(ENDPOINT, {"temperature": 0.1})
+    gone = weakref.ref(first)
+    shared = cache._sync.clients[http_client_key(ENDPOINT)]
+    gc.disable()  # the first model is collected inside the lock, not before
+    try:
+        cache.get(ENDPOINT, {"temperature": 0.2})  # evicts the first
+        cycle = [first]
+        cycle.append(cycle)  # as a failed call's traceback holds it, through its frames
+        del first, cycle
+        shared.lock = _CollectingLock(shared.lock)
+        worker = threading.Thread(
+            target=cache.get, args=(ENDPOINT, {"temperature": 0.3}), daemon=True
+        )
+        worker.start()
+        worker.join(timeout=30)
+    finally:
+        gc.enable()
+    assert not worker.is_alive()
+    assert gone() is None and shared.users == 1  # the cached model alone

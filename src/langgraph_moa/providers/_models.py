@@ -558,8 +558,11 @@ class _SharedClient:
         self.sync_client = own_sync_client(loopback=loopback)
         self.loop = loop
         self.users = 0
-        self.lock = threading.Lock()
-        """Guards `users` when the cache is gone and its models go in several threads."""
+        self.lock = threading.RLock()
+        """Guards `users` when the cache is gone and its models go in several threads.
+
+        Reentrant: a model freed by the garbage collector (its last reference in a cycle) is
+        counted gone wherever the collector runs, also in a thread that holds this lock."""
 
 
 class _Bucket:
