@@ -165,3 +165,24 @@ def test_an_allowed_origin_written_as_an_address_bar_shows_it_gets_its_cors_head
     assert answer.status_code == 200 and _allowed(answer), answer.headers
     health = client.get("/moa/health", headers=ORIGIN)
     assert _allowed(health), health.headers
+
+
+@pytest.mark.parametrize("name", ["origin", "host"])
+def test_a_request_that_repeats_origin_or_host_is_refused_with_a_sentence(system, name):
+    """With ``Origin: evil`` then ``Origin: page``, the browser guard read the last (allowed)
+    and the CORS layers the first (not allowed): a 200 with no CORS headers, each layer judging
+    a different origin. No browser sends either header twice (RFC 6454, RFC 9110), so such a
+    request is refused before any layer can read one of the two."""
+    client = _served(system)
+    first = "https://evil.example" if name == "origin" else "evil.example"
+    last = PAGE if name == "origin" else "localhost"
+    body = json.dumps({"model": "m", "messages": USER})
+    headers = [("content-type", "application/json"), (name, first), (name, last)]
+    answer = client.post("/moa/v1/chat/completions", content=body, headers=headers)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "repeated_header"
+    assert error["message"].startswith(f"The header {name.title()!r} was sent twice")
+    assert not _allowed(answer)  # the first Origin is not allowed: no layer reads the last
+    health = client.get("/moa/health", headers=[(name, first), (name, last)])
+    assert "models" not in health.json()  # /health tells it what it tells any client

@@ -112,6 +112,28 @@ async def send_crash(send: Any) -> None:
     await _send_error(send, *_error(500, CRASHED, "server_error", "internal_error"))
 
 
+ONCE_ONLY = (b"host", b"origin")
+"""Headers a request may send once (RFC 9110 for ``Host``, RFC 6454 for ``Origin``).
+
+Each is read by more than one layer, and they did not read the same one of two: the guard
+read the last, Starlette's CORS layers and URLs the first, so ``Origin: evil`` then
+``Origin: page`` passed the guard and got a 200 with no CORS headers, and ``Host: evil``
+then ``Host: localhost`` passed it too. A request that repeats one is refused (`BrowserGuard`).
+"""
+
+
+def _repeated(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Return the name (capitalised) of a `ONCE_ONLY` header sent more than once, else None."""
+    seen = set()
+    for name, _ in headers:
+        name = name.lower()
+        if name in ONCE_ONLY:
+            if name in seen:
+                return name.decode().title()
+            seen.add(name)
+    return None
+
+
 def host_name(value: str) -> str:
     """Return the host of a ``Host`` header or an origin's authority, without its port."""
     value = value.strip().lower()
@@ -150,7 +172,16 @@ class BrowserGuard:
         Public so that what answers around the app (``/health``) can hold back what a
         refused client must not read.
         """
-        headers = dict(scope.get("headers") or [])
+        raw = scope.get("headers") or []
+        if repeated := _repeated(raw):
+            return _error(
+                400,
+                f"The header {repeated!r} was sent twice; send it once (no browser repeats it, "
+                "and the server's layers would not agree on which one counts).",
+                "invalid_request_error",
+                "repeated_header",
+            )
+        headers = dict(raw)
         host = headers.get(b"host", b"").decode("latin-1")
         if host and not self.any_host and host_name(host) not in self.hosts:
             return _error(
