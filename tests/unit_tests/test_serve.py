@@ -1335,6 +1335,23 @@ def test_health_names_the_models_only_to_a_client_the_browser_guard_lets_in(syst
     assert client.get("/health", headers={"Host": "localhost"}).json()["models"] == [SECRET_NAME]
 
 
+def test_security_md_names_health_as_the_route_the_host_and_origin_rules_let_answer(system):
+    """docs/security.md said ``Origin: null`` gets a 403, with no exception: /health answered
+    it 200, as it answers every client (a load balancer's check). The doc now says so."""
+    from pathlib import Path
+
+    client = _logged(system)
+    null = {"Origin": "null"}
+    assert client.get("/v1/models", headers=null).status_code == 403
+    assert client.get("/health", headers=null).status_code == 200
+    page = Path(__file__).parents[2] / "docs" / "security.md"
+    said = " ".join(page.read_text(encoding="utf-8").split())
+    browsers = said[said.index("- **Browsers**") : said.index("- **Slow clients**")]
+    assert "on every route but `GET /health` (and `HEAD`), which answers every client 200" in (
+        browsers
+    )
+
+
 def test_nothing_that_loads_without_the_key_names_a_served_model(system):
     client = _logged(system, api_key="k")
     for path in ("/", "/ui", "/ui/static/app.js", "/ui/static/index.html", "/ui/static/nope"):
