@@ -203,3 +203,16 @@ def test_a_json_schema_without_a_name_is_refused_saying_what_to_add(client, log,
     error = assert_one_sentence(post(client, body), 400, "'name'")
     assert error["param"] == "response_format.json_schema"
     assert log.calls == []
+
+
+@pytest.mark.parametrize("name", ["get weather", "a" * 65, "lookup.v2", "f\u00e9"])
+def test_a_function_tool_name_outside_openais_rule_is_refused_naming_it(client, log, name):
+    """A tool's name was checked only for being there: ``get weather`` or a 65-character name
+    went upstream, and the provider's refusal came back as a 502 after the proposers had been
+    paid for. It is refused at once, naming the tool and the rule."""
+    tool = {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+    body = {"model": "m", "messages": USER, "tools": [tool]}
+    error = assert_one_sentence(post(client, body), 400, "letters, digits, '_' and '-'")
+    assert name[:40] in error["message"]
+    assert error["param"] == "tools.0.function"
+    assert log.calls == []

@@ -234,7 +234,8 @@ class _ResponseFormat(_Body):
 
 
 SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-"""OpenAI's rule for a ``json_schema``'s ``name``: a provider refuses any other."""
+"""OpenAI's rule for a ``json_schema``'s and a function tool's ``name``: a provider refuses
+any other."""
 
 
 class _Tool(_Body):
@@ -244,8 +245,16 @@ class _Tool(_Body):
     @field_validator("function")
     @classmethod
     def _named(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(value.get("name"), str) or not value["name"]:
+        name = value.get("name")
+        if not isinstance(name, str) or not name:
             raise ValueError("a function tool needs a 'name'")
+        # A name OpenAI refuses ("get weather") was forwarded, and the provider's refusal
+        # came back as a 502 once the proposers had been paid for.
+        if not SCHEMA_NAME.fullmatch(name):
+            raise ValueError(
+                f"the function tool {clip(name)!r} needs a name of letters, digits, '_' and '-' "
+                "(at most 64), as OpenAI requires"
+            )
         return _finite_throughout(value)
 
 
