@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import random
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -88,3 +89,16 @@ def test_every_reader_reads_a_stated_number_alike(bench):
         assert float(Fraction(extract_answer(f"Work 3 x 4.\n#### {written}"))) == target, written
         assert bench.answer_right({"expected": [repr(target)]}, written), written
     assert read > 500  # the marks make enough numbers for the property to say something
+
+
+def test_the_readmes_limit_1_rerun_names_every_item_that_command_runs(bench):
+    """docs/eval-tool-use/README.md said ``--limit 1`` reran "the first two items (arith-01,
+    conv-01)": it runs three, one per category. The text now names them all, and which of them
+    were compared with the committed rows."""
+    readme = (PATH.parents[1] / "docs" / "eval-tool-use" / "README.md").read_text("utf-8")
+    said = " ".join(readme.split())
+    start = said.index("Rerun with `--limit 1")
+    sentence = said[start : said.index(" - ", start)]
+    named = re.findall(r"`([a-z]+-\d\d)`", sentence)
+    runs = [i["id"] for i in bench.interleaved(bench.load_items(), 1)]
+    assert named[: len(runs)] == runs, sentence
