@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import json
 import re
+from pathlib import Path
 
 from langgraph_moa import MoAConfig
 from langgraph_moa.eval import EvalItem, Evaluation, load_dataset, runner, shipped_dataset
@@ -284,3 +285,54 @@ def test_the_source_digest_names_the_code_the_run_started_with(tmp_path, monkeyp
     asyncio.run(evaluation.run(progress=False))
     record = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert record["source_sha256"] == started
+
+
+def test_a_package_file_with_a_name_not_in_utf_8_is_digested_by_its_bytes(tmp_path):
+    """A file name that is no UTF-8 (``caf\\xe9.txt`` written by a Latin-1 tool) made the
+    digest raise UnicodeEncodeError, so no Evaluation could start; it is hashed as the bytes
+    the file system holds, and the digest still follows the file's content."""
+    import os
+    import sys
+
+    import pytest
+
+    from langgraph_moa.eval import provenance as prov
+
+    if sys.platform == "win32":
+        pytest.skip("Windows file names are UTF-16: none is outside UTF-8")
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("A = 1\n")
+    odd = package / os.fsdecode(b"caf\xe9.txt")
+    odd.write_text("one\n")
+    before = prov.source_digest(package)
+    odd.write_text("two\n")
+    assert prov.source_digest(package) != before
+
+
+def test_an_unreadable_package_file_is_one_sentence_naming_it(tmp_path, monkeypatch):
+    """A package file the user cannot read raised PermissionError with a traceback when an
+    Evaluation started; it is now a `MoAError` that names the file and the fix."""
+    import pytest
+
+    from langgraph_moa.errors import MoAError
+    from langgraph_moa.eval import provenance as prov
+
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "a.py").write_text("A = 1\n")
+    locked = package / "sub" / "locked.yaml"
+    locked.write_text("secret: 1\n")
+    reads = Path.read_bytes
+
+    def read_bytes(path):
+        if path == locked:  # as chmod 000 does (tests may run as root, which reads anyway)
+            raise PermissionError(13, "Permission denied", str(path))
+        return reads(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(MoAError) as raised:
+        prov.source_digest(package)
+    message = str(raised.value)
+    assert "sub/locked.yaml" in message and "Permission denied" in message, message
+    assert "\n" not in message and message.count(". ") == 0, message

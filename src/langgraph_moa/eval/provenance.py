@@ -21,6 +21,7 @@ from langchain_core.language_models import BaseChatModel
 import langgraph_moa
 from langgraph_moa._redact import redact_urls_in
 from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.errors import MoAError
 from langgraph_moa.eval.datasets import EvalItem, dataset_path
 from langgraph_moa.eval.stats import ALPHA
 from langgraph_moa.providers._models import describe_model
@@ -57,12 +58,24 @@ def source_digest(folder: Path) -> str:
     checkout: compiled files (``__pycache__``, a stray ``.pyc``) follow the source and differ
     between Python versions, hidden files (``.DS_Store``, an editor's swap file) are no
     source, and CRLF line ends (git on Windows) are read as LF.
+
+    A name that is no UTF-8 is hashed as the bytes the file system holds (it raised, and no
+    Evaluation could start); a file that cannot be read is a `MoAError` naming it, since a
+    digest without it would name code that may not be what ran.
     """
     digest = hashlib.sha256()
     files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_source(p, folder))
     for path in files:
-        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes().replace(b"\r\n", b"\n")).digest())
+        name = path.relative_to(folder).as_posix()
+        digest.update(name.encode("utf-8", "surrogateescape") + b"\0")
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise MoAError(
+                f"Cannot read the package file {name!r} under {str(folder)!r} to take the "
+                f"source digest ({exc.strerror or exc}); make it readable, or remove it."
+            ) from None
+        digest.update(hashlib.sha256(content.replace(b"\r\n", b"\n")).digest())
     return digest.hexdigest()
 
 
