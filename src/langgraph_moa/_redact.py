@@ -185,6 +185,11 @@ words (``Authorization: Invalid credentials``) are shown: "Invalid" was taken fo
 and "credentials" redacted."""
 
 
+_SEPARATOR = r"[\"']?+\s*+[:=]\s*+"
+"""Between a field's name and its value. Possessive: else the space or quote before an
+earlier pass's mark is given to the value, the guard passes, and each pass eats one more
+character."""
+
 _CREDENTIAL_FIELD = re.compile(
     r"(?i)((?:api[_-]?key|x-api-key|(?P<auth>authorization)|openai-organization|openai-project"
     # Named secrets of other kinds, prefixed or not ("db_password", "github_access_token"),
@@ -192,9 +197,7 @@ _CREDENTIAL_FIELD = re.compile(
     # text ("token: 'the'", "max_tokens=512").
     r"|(?<![A-Za-z0-9])(?:password|passwd|client[_-]secret|secret[_-]key"
     r"|(?:access|refresh|id|auth|bearer)[_-]token))"
-    # Possessive: else the space or quote before an earlier pass's mark is given to the
-    # value, the guard passes, and each pass eats one more character.
-    r"[\"']?+\s*+[:=]\s*+)"
+    rf"{_SEPARATOR})"
     rf"(?:(?P<wrap>{_SECRET_REPR})?(?P<q>[\"'])(?!{_MARK})(?:\\.|(?!(?P=q))[^\\\n])*(?P<end>(?P=q))?"
     rf"|(?!{_MARK}|{_SECRET_REPR})"
     rf"(?(auth){_AUTH_CREDENTIALS}|[^\s,;\"'}}]+))"
@@ -213,7 +216,21 @@ def _field_redacted(match: re.Match[str]) -> str:
     return f"{match[1]}{match['wrap'] or ''}{quote}{REDACTED}{quote if match['end'] else ''}"
 
 
-_PATTERNS.append((_CREDENTIAL_FIELD, _field_redacted))
+_AUTH_MESSAGE = re.compile(rf"(?i)(authorization{_SEPARATOR}(?={_MESSAGE}))([^\r\n]*)")
+"""An authorization field whose value reads as a message (`_MESSAGE`), and the rest of its
+line: only its first two tokens were read, so a credential after more of its words
+(``expired token abc123def``, ``failed: letmein2``) was shown."""
+
+_LATER_CREDENTIAL = re.compile(rf"(?<!\S){_CREDENTIAL_SHAPED}")
+"""A credential-shaped token in such a message's words: it goes, and so does a word that
+looks like one (``Invalid HMAC signature``), a word lost rather than a key shown."""
+
+
+def _message_redacted(match: re.Match[str]) -> str:
+    return match[1] + _LATER_CREDENTIAL.sub(REDACTED, match[2])
+
+
+_PATTERNS += [(_CREDENTIAL_FIELD, _field_redacted), (_AUTH_MESSAGE, _message_redacted)]
 
 
 def redact_url(text: str) -> str:

@@ -291,6 +291,25 @@ def test_a_credential_field_loses_its_whole_value_and_nothing_after_it(text, sho
         # ... but a message's words, a short number among them, are still shown.
         ("authorization: failed 3 times", "authorization: failed 3 times"),
         ("authorization: failed for user bob", "authorization: failed for user bob"),
+        # A credential-shaped token later in a message's words goes too: only the first two
+        # tokens were read, and "expired token" or "failed:" made the rest a message's.
+        ("authorization: expired token abc123def", f"authorization: expired token {REDACTED}"),
+        ("authorization: failed: letmein2", f"authorization: failed: {REDACTED}"),
+        (
+            "Authorization: invalid or expired, got ghp_abc123 (retry)",
+            f"Authorization: invalid or expired, got {REDACTED} (retry)",
+        ),
+        # ... on its line only: the next line is not the field's.
+        (
+            "authorization: missing header\nkey abc123def",
+            "authorization: missing header\nkey abc123def",
+        ),
+        # ... at the cost of a word that looks like one (an acronym), as after the first word.
+        (
+            "Authorization: failed: bad HMAC signature",
+            f"Authorization: failed: bad {REDACTED} signature",
+        ),
+        ("Authorization: Invalid HMAC signature", f"Authorization: {REDACTED} signature"),
     ],
 )
 def test_an_authorization_field_keeps_ordinary_words_and_loses_credentials(text, shown):
