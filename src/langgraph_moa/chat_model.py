@@ -30,6 +30,7 @@ from collections.abc import (
 )
 from contextlib import aclosing, closing, contextmanager
 from contextvars import ContextVar
+from copy import deepcopy
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, cast
@@ -267,12 +268,15 @@ class MoAChatModel(BaseChatModel):
         """Deep-copy the fields and caches but the compiled graph, found again on first use.
 
         A compiled graph holds locks: ``model_copy(deep=True)`` of a model that had been
-        called raised. Its copy is given as None beforehand (``memo``).
+        called raised. The copy is made of what is pickled (`__getstate__`, without the
+        graph): the graph's copy was given as None in ``memo``, which is the caller's, and
+        ``deepcopy({"m": model, "g": model.graph})`` gave None for the graph without a word.
         """
         memo = {} if memo is None else memo
-        if self._graph is not None:
-            memo.setdefault(id(self._graph), None)
-        return super().__deepcopy__(memo)
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(deepcopy(self.__getstate__(), memo))
+        return copied
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -801,7 +805,10 @@ class _Structured:
 
 
 GRAPH_CACHE_SIZE = 32
-"""Graphs a chat model keeps compiled for its structured outputs and presets (most recent)."""
+"""Compiled graphs kept, the most recent: of the models' own configs, shared by every model
+(`_SHARED_GRAPHS`), and, in each model, of its structured outputs and presets. A kept graph
+holds its model cache (the clients it built, their open connections) and what it was
+compiled from (the config and the model instances in it)."""
 
 
 def _schema_key(schema: Any) -> tuple[Any, Any]:
@@ -841,23 +848,30 @@ _ANY_JSON_OBJECT: dict[str, Any] = {"title": "json_object", "type": "object"}
 
 
 class _GraphCache:
-    """The compiled graphs of a chat model's overrides: the `GRAPH_CACHE_SIZE` most recent.
+    """Compiled graphs by key, the `GRAPH_CACHE_SIZE` most recent.
 
-    Bounded, since every distinct schema or preset compiles a graph of its own. A deep copy
-    (``model_copy(deep=True)``) or a pickled one starts empty: graphs are compiled again on
-    first use.
+    Those of the models' own configs (`_SHARED_GRAPHS`, one for every model), or of one
+    model's overrides (its structured outputs and presets). Bounded, since every distinct
+    config, schema or preset compiles a graph of its own, and each holds its clients and
+    their connections while it is kept. A deep copy (``model_copy(deep=True)``) or a
+    pickled one starts empty: graphs are compiled again on first use.
     """
 
     def __init__(self, size: int = GRAPH_CACHE_SIZE) -> None:
         self._graphs: BoundedLRU[Any, tuple[Any, Any]] = BoundedLRU(size)
 
     def get(self, key: Any, build: Callable[[], Any], held: Any = None) -> Any:
-        """Return the graph of `key`, built by `build` if it is not kept; keep `held` with it."""
+        """Return the graph of `key`, built by `build` if it is not kept; keep `held` with it.
+
+        Built outside the lock (compiling takes a while), so threads asking for one key at
+        once may each build it: the first kept is the one every one of them gets. Each put
+        its own over it, and the models made at once kept a graph apiece.
+        """
         kept = self._graphs.get(key)
         if kept is not None:
             return kept[1]
-        graph = build()  # outside the lock: compiling takes a while
-        return self._graphs.put(key, (held, graph))[1]
+        graph = build()
+        return self._graphs.setdefault(key, lambda: (held, graph))[1]
 
     def __len__(self) -> int:
         return len(self._graphs)

@@ -98,6 +98,53 @@ def test_a_deep_copy_of_a_model_that_ran_is_made_and_equals_it():
     assert copied.graph is llm.graph  # one config, one compiled graph (`_SHARED_GRAPHS`)
 
 
+def test_a_deep_copy_of_a_model_beside_its_graph_leaves_the_caller_s_memo_alone():
+    # The model told deepcopy that its graph's copy was None, in the caller's memo: a copy
+    # of {"m": llm, "g": llm.graph} held None for the graph, silently. Copied alone, a
+    # compiled graph cannot be (it holds locks): beside the model, it cannot either.
+    import copy
+
+    llm = MoAChatModel(config="moa-lite", max_tokens=77)
+    with pytest.raises(TypeError, match="pickle"):
+        copy.deepcopy({"m": llm, "g": llm.graph})
+    memo: dict = {}
+    copied = copy.deepcopy(llm, memo)
+    assert copied == llm and copied._graph is None and id(llm.graph) not in memo
+
+
+def test_models_of_one_config_made_at_once_share_one_compiled_graph(fake, monkeypatch):
+    # Each thread compiled the graph outside the lock and put its own, replacing the one
+    # kept: the models made at once each ran a graph of their own, one config compiled four
+    # times over and kept four times while they lived.
+    import threading
+
+    import langgraph_moa.chat_model as chat_model
+
+    compiled = []
+    together = threading.Barrier(4, timeout=60)
+
+    def compile_at_once(*args, **kwargs):
+        compiled.append(kwargs.get("name"))
+        together.wait()  # every thread is compiling before any keeps its graph
+        return create_moa_graph(*args, **kwargs)
+
+    monkeypatch.setattr(chat_model, "create_moa_graph", compile_at_once)
+    config = _two_proposers(fake)
+    graphs: list = []
+
+    def make() -> None:
+        graphs.append(MoAChatModel(config=config).graph)
+
+    threads = [threading.Thread(target=make) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(compiled) == 4 and len(graphs) == 4
+    assert len({id(graph) for graph in graphs}) == 1
+    assert MoAChatModel(config=config).graph is graphs[0] and len(compiled) == 4
+
+
 def test_configured_models_of_one_config_share_a_compiled_graph(fake, log, monkeypatch):
     # `configurable_fields` makes a new model for every call, and each compiled its graph
     # again though its fields were the same; another value still compiles its own.
