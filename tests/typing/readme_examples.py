@@ -41,7 +41,13 @@ def quickstart() -> None:
     graph.invoke({"messages": [HumanMessage("Explain X"), {"role": "user", "content": "Y"}]})
 
 
-def per_run_settings() -> None:
+def per_run_settings() -> None:  # the README's block, as written
+    graph = create_moa_graph("local-moa")  # what graphs/moa.py registers
+    question: MoAInput = {"messages": [("user", "Explain X")]}
+    graph.invoke(question, context=MoAContext(preset="moa-lite", layers=3))
+
+
+def per_run_settings_of_a_held_history() -> None:
     graph = create_moa_graph("local-moa")
     history: list[BaseMessage] = [HumanMessage("Explain X")]
     question: MoAInput = {"messages": history}  # a list of messages a caller already holds
