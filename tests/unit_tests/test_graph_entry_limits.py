@@ -216,7 +216,9 @@ def test_the_variant_check_adds_no_work_to_a_run_that_names_no_variant(fake):
         return function_calls(lambda: held.get(context)) - function_calls(lambda: free.get(context))
 
     assert extra(None) <= 0 and extra({}) <= 0
-    assert extra({"layers": 2}) <= 4 and extra(MoAContext(layers=2)) <= 4
+    # `_variant_asked` and its type check; the dict (the server's) is tried first: on pydantic
+    # 2.7 (the floor) `isinstance(d, MoAContext)` costs three Python-level calls more.
+    assert extra({"layers": 2}) <= 3 and extra(MoAContext(layers=2)) <= 3
 
 
 def test_a_context_naming_another_preset_and_the_configs_keyed_endpoint_is_refused(

@@ -352,10 +352,15 @@ def _endpoint_labels(config: MoAConfig) -> frozenset[str]:
 
 
 def _variant_asked(context: Any) -> Any:
-    """Return the variant a run context names (a `MoAContext` or a dict), or None."""
-    if isinstance(context, MoAContext):
-        return context.variant
-    return context.get("variant") if isinstance(context, dict) else None
+    """Return the variant a run context names (a `MoAContext` or a dict), or None.
+
+    The dict (what the server sends) is tried first: on older pydantic (2.7, the floor)
+    `isinstance(x, MoAContext)` runs the model metaclass's Python check, three more calls
+    on every model call of a run that set a context.
+    """
+    if isinstance(context, dict):
+        return context.get("variant")
+    return context.variant if isinstance(context, MoAContext) else None
 
 
 def answer_cap(variant: str, max_tokens: int | None) -> dict[str, int]:
