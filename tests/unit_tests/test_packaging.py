@@ -55,3 +55,25 @@ def test_every_declared_minimum_is_the_one_make_lowest_installs():
     assert set(pins) == set(floors)
     differ = {n: (floors[n], pins[n]) for n in floors if Version(floors[n]) != Version(pins[n])}
     assert differ == {"httpx": ("0.27", "0.28.1")}  # the test extra's langchain-tests needs 0.28.1
+
+
+def test_the_libraries_the_transport_imports_are_declared():
+    # transport/_http.py builds httpx2 Responses and raises httpx2's ConnectError (the types
+    # of the openai SDK's transport) yet only openai's requirement brought httpx2 in: an SDK
+    # release allowing httpx2 3 would have installed an API the module was never run on.
+    import ast
+    import re
+    import sys
+
+    transport = Path(__file__).parents[2] / "src" / "langgraph_moa" / "transport"
+    imported = set()
+    for module in transport.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"langgraph_moa", "__future__"}
+    declared = {re.match(r"[\w.-]+", r).group() for r in PYPROJECT["project"]["dependencies"]}
+    assert third_party == {"httpx2", "openai", "pydantic"}
+    assert third_party - declared == set()
