@@ -6,7 +6,7 @@ that refuses what the README does, or hands the user an Any where a type is know
 
 from typing import assert_type
 
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -52,6 +52,13 @@ def per_run_settings_of_a_held_history() -> None:
     history: list[BaseMessage] = [HumanMessage("Explain X")]
     question: MoAInput = {"messages": history}  # a list of messages a caller already holds
     graph.invoke(question, context=MoAContext(preset="moa-lite", layers=3))
+
+
+def held_histories(history: list[BaseMessage], parents: list[AnyMessage]) -> None:
+    graph = create_moa_graph("local-moa")
+    graph.invoke({"messages": history})  # what LangChain's helpers return
+    graph.invoke({"messages": parents})  # a parent graph's MessagesState["messages"]
+    graph.invoke({"messages": tuple(history)})  # a Sequence: the graph reads it as a list
 
 
 def chat_model() -> str:

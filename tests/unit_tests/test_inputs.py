@@ -52,6 +52,18 @@ def test_readable_shapes_still_run(graph):
     assert graph.invoke({"messages": [blocks]})["messages"][-1].text
 
 
+async def test_a_tuple_of_messages_runs_as_the_conversation_it_holds(graph, log):
+    """The input's type takes any sequence of messages (a caller's ``tuple(history)``) and
+    mypy passed one, but add_messages reads a non-list as one message: the run failed with
+    "Message 1 has content of type HumanMessage", the tuple read as a (role, text) pair."""
+    history = (HumanMessage("Be brief."), HumanMessage("hi"))
+    out = graph.invoke({"messages": history})
+    assert [m.text for m in out["messages"][:2]] == ["Be brief.", "hi"]
+    assert len((await graph.ainvoke({"messages": (("user", "a"), ("user", "b"))}))["messages"]) == 3
+    assert graph.invoke({"messages": ("user", "hi")})["messages"][0].text == "hi"  # a pair
+    assert [m.text for m in check_messages(history)] == ["Be brief.", "hi"]
+
+
 def test_check_messages_returns_the_conversation():
     messages = check_messages([("system", "Be brief."), {"role": "user", "content": "hi"}])
     assert [m.type for m in messages] == ["system", "human"]

@@ -222,8 +222,21 @@ def with_run_options(value: Any) -> Any:
     tools (or stop sequences) of the run before it.
     """
     if isinstance(value, dict) and "messages" in value:
-        return {**{key: None for key in RUN_OPTIONS}, **value}
+        messages = as_message_list(value["messages"])
+        return {**{key: None for key in RUN_OPTIONS}, **value, "messages": messages}
     return value
+
+
+def as_message_list(messages: Any) -> Any:
+    """Return a tuple of messages as a list; anything else as it is.
+
+    `MoAInput` takes any sequence of messages (a caller's ``tuple(history)``), but
+    `add_messages` reads whatever is not a list as one message, so such a tuple failed the
+    run as a (role, text) pair. A pair (two items, the first a role) stays one message.
+    """
+    if isinstance(messages, tuple) and not (len(messages) == 2 and isinstance(messages[0], str)):
+        return list(messages)
+    return messages
 
 
 def _check_tools(tools: Any) -> None:
@@ -362,6 +375,7 @@ def check_messages(messages: Any) -> list[BaseMessage]:
             f"'messages' must be a list of messages, such as {_EXAMPLE}, but it is "
             f"{_kind(messages)}."
         )
+    messages = as_message_list(messages)
     items = messages if isinstance(messages, list) else [messages]
     for position, item in enumerate(items, start=1):
         _check_content(position, _content_of(item))

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     InputMessages: TypeAlias = Sequence[MessageLikeRepresentation] | MessageLikeRepresentation
     """What `add_messages` turns into messages: the README's ``[("user", "Explain X")]``,
     a string, role dicts, or a ``list[BaseMessage]`` a caller holds (a Sequence, so a list of
-    any message class fits, where ``list[AnyMessage]`` is invariant and refused it)."""
+    any message class fits, where ``list[AnyMessage]`` is invariant and refused it; the
+    graph reads a tuple of messages as a list, `as_message_list`)."""
 else:  # the schema LangGraph publishes (the server's input form) stays a list of messages
     InputMessages = list[AnyMessage]
 
