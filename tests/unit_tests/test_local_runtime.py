@@ -1139,6 +1139,9 @@ def test_a_replacement_refused_during_a_call_tells_the_client_one_sentence(
     model = local.chat_model(
         "qwen2.5-coder-0.5b", {"http_client": httpx.Client(transport=transport)}
     )
+    # chat_model replaced the dead server with one that crashes too: the call must find it
+    # dead (and replace it), not still starting, where waiting for it reports its death.
+    local._servers["qwen2.5-coder-0.5b"].process.wait()
     monkeypatch.setattr(runtime_module, "available_memory", lambda: 1000)
     try:
         with caplog.at_level(logging.WARNING, logger="langgraph_moa.local"):
