@@ -31,6 +31,6 @@ benchmark:  ## Orchestration overhead against bare asyncio (CPU-sensitive: run i
 	PYTHONPATH=src $(PYTHON) benchmarks/orchestration_overhead.py
 
 lowest:  ## Unit tests with every direct dependency at its declared minimum, in a fresh .venv-lowest.
-	python3 -m venv .venv-lowest
+	rm -rf .venv-lowest && python3 -m venv .venv-lowest
 	.venv-lowest/bin/pip install -q -c constraints-lowest.txt -e ".[local,test]"
 	PYTHONPATH=src .venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit_tests

@@ -54,7 +54,7 @@ def test_every_declared_minimum_is_the_one_make_lowest_installs():
         floors[name.lower()] = floor
     assert set(pins) == set(floors)
     differ = {n: (floors[n], pins[n]) for n in floors if Version(floors[n]) != Version(pins[n])}
-    assert differ == {"httpx": ("0.27", "0.28.1")}  # the test extra's langchain-tests needs 0.28.1
+    assert differ == {}
 
 
 def test_the_libraries_the_transport_imports_are_declared():
