@@ -28,6 +28,10 @@ from langgraph_moa.text._selection import (
         r"\boxed{1.2.3}",
         "10.0.0.1",
         "100.100.100.100",  # four groups of at most 255: an address, not 100100100100
+        # European grouping whose later groups are all 100 to 255 is an address too
+        # (ambiguous, documented: write 1,200,200,200).
+        "1.200.200.200",
+        "1.250.125.200",
     ],
 )
 def test_a_dotted_address_or_version_is_no_number(answer):
@@ -51,6 +55,7 @@ def test_a_number_before_a_dotted_address_is_still_the_last_number():
     [
         ("1.234.567", 1234567),
         ("1.234.567.890", 1234567890),  # a group past 255: no address
+        ("1,200,200,200", 1200200200),  # as docs say to write "1.200.200.200"
         ("It costs 1.234.567,89 euros", 1234567.89),
         ("Pi is about 3.14", 3.14),
     ],

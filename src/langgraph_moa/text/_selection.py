@@ -99,8 +99,10 @@ _EUROPEAN = r"(?<!\d)(?!0)\d{1,3}(?:(?:\.\d{3})++,\d{1,2}|(?:\.\d{3}){2,}+)(?!\d
 # Digits joined by points more than once that are no European grouping, a version "1.2.3"
 # or an address "10.0.0.1", are no number (they read 0.3 and 0.1), and neither is an IPv4
 # address of groups of three, "192.168.100.200" (it read 192168100200): four groups of at
-# most 255, which European grouping ("1.234.567.890") never is. `_DOTTED` matches them
-# whole, so no part of them is read; `_numbers` leaves them out.
+# most 255. European grouping with a group past 255 ("1.234.567.890") is no address, but
+# one whose groups after the first are all 100 to 255 is ambiguous and reads as an address,
+# no number: "1.200.200.200" (documented; "1,200,200,200" is the number). `_DOTTED` matches
+# them whole, so no part of them is read; `_numbers` leaves them out.
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = _OCTET + r"(?:\." + _OCTET + r"){3}(?!\.?\d)"
 _DOTTED = r"(?<!\d)(?<!\d\.)\d++(?:\.\d++){2,}+(?!\.?\d)"
