@@ -109,6 +109,7 @@ def test_plain_spaces_group_a_value_that_stands_alone(answer, value):
         ("The answer is 2019 100", 2019),  # a first group longer than three
         ("The answer is 0 100", 0),  # a leading zero group
         ("1 234,567", 234567),  # three decimals: no French form
+        ("The answer is 5 100-meter dashes", 5),  # before a hyphenated word: no group
     ],
 )
 def test_plain_spaces_separate_numbers_anywhere_else(answer, last):

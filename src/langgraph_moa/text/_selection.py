@@ -213,8 +213,9 @@ _OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
 # French grouping, 10100.5; in prose a plain space separates numbers, as in a list ("4 10
 # 100,5" ends in 5), and "She counted 3 000 apples" ends in 0. Groups after the first are of
 # exactly three digits, and a decimal comma takes one or two, as `_FRENCH`; a decimal point
-# any number (SI's "12 345.67").
-_SPACED = r"(?<![\d,.])(?!0)\d{1,3}(?: \d{3})++(?:,\d{1,2}|\.\d++)?(?!\d|[.,]\d| \d)"
+# any number (SI's "12 345.67"). A hyphenated word after the last group takes that group
+# for its own: "The answer is 5 100-meter dashes" states 5 (it stated 5100).
+_SPACED = r"(?<![\d,.])(?!0)\d{1,3}(?: \d{3})++(?:,\d{1,2}|\.\d++)?(?!\d|[.,]\d| \d|-\w)"
 _ALONE_SPACED = re.compile(r"[\s*_]*+-?\$?(?P<number>" + _SPACED + r")[\s*_]*+[.!]?[\s*_]*+")
 _VALUE = r"(" + _FRACTION + r"|-?(?:" + _SPACED + r"|" + _MAGNITUDE + r"))"  # "7," is 7
 # The sign is captured on its own, before or after a dollar sign ("-$5", "$-5"), and the
