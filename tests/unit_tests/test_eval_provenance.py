@@ -184,14 +184,15 @@ def test_the_record_names_the_code_that_ran_not_only_its_unchanging_version(tmp_
     from langgraph_moa.eval import provenance as prov
 
     package = tmp_path / "pkg"
-    (package / "sub" / "__pycache__").mkdir(parents=True)
+    (package / "config" / "presets" / "__pycache__").mkdir(parents=True)
     (package / "a.py").write_text("A = 1\n")
-    (package / "sub" / "prompt.yaml").write_text("system: be brief\n")
-    (package / "sub" / "__pycache__" / "a.pyc").write_bytes(b"\0compiled")
+    (package / "config" / "presets" / "p.yaml").write_text("system: be brief\n")
+    compiled = package / "config" / "presets" / "__pycache__" / "a.pyc"
+    compiled.write_bytes(b"\0compiled")
     before = prov.source_digest(package)
-    (package / "sub" / "__pycache__" / "a.pyc").write_bytes(b"\0compiled again")
+    compiled.write_bytes(b"\0compiled again")
     assert prov.source_digest(package) == before  # compiled files are no source
-    (package / "sub" / "prompt.yaml").write_text("system: be very brief\n")
+    (package / "config" / "presets" / "p.yaml").write_text("system: be very brief\n")
     assert prov.source_digest(package) != before
     record = prov.provenance({}, ITEMS, dataset=None, command=None)
     assert record["source_sha256"] == prov.source_digest(prov.PACKAGE_DIR)
@@ -244,12 +245,13 @@ def test_the_source_digest_is_the_same_for_the_same_code_in_any_checkout(tmp_pat
 
     def package(name, end, extra=False):
         folder = tmp_path / name
-        (folder / "sub").mkdir(parents=True)
+        (folder / "config" / "presets").mkdir(parents=True)
         (folder / "a.py").write_bytes(f"A = 1{end}B = 2{end}".encode())
-        (folder / "sub" / "p.yaml").write_bytes(f"system: be brief{end}".encode())
+        presets = folder / "config" / "presets"
+        (presets / "p.yaml").write_bytes(f"system: be brief{end}".encode())
         if extra:
             (folder / ".DS_Store").write_bytes(b"\0\1finder")
-            (folder / "sub" / ".p.yaml.swp").write_bytes(b"b0VIM")
+            (presets / ".p.yaml.swp").write_bytes(b"b0VIM")
             (folder / "a.pyc").write_bytes(b"\0compiled")
         return prov.source_digest(folder)
 
@@ -301,9 +303,9 @@ def test_a_package_file_with_a_name_not_in_utf_8_is_digested_by_its_bytes(tmp_pa
     if sys.platform == "win32":
         pytest.skip("Windows file names are UTF-16: none is outside UTF-8")
     package = tmp_path / "pkg"
-    package.mkdir()
+    (package / "eval" / "data").mkdir(parents=True)
     (package / "a.py").write_text("A = 1\n")
-    odd = package / os.fsdecode(b"caf\xe9.txt")
+    odd = package / "eval" / "data" / os.fsdecode(b"caf\xe9.txt")
     odd.write_text("one\n")
     before = prov.source_digest(package)
     odd.write_text("two\n")
@@ -320,8 +322,7 @@ def test_an_unreadable_package_file_is_one_sentence_naming_it(tmp_path, monkeypa
 
     package = tmp_path / "pkg"
     (package / "sub").mkdir(parents=True)
-    (package / "a.py").write_text("A = 1\n")
-    locked = package / "sub" / "locked.yaml"
+    locked = package / "sub" / "locked.py"
     locked.write_text("secret: 1\n")
     reads = Path.read_bytes
 
@@ -334,5 +335,36 @@ def test_an_unreadable_package_file_is_one_sentence_naming_it(tmp_path, monkeypa
     with pytest.raises(MoAError) as raised:
         prov.source_digest(package)
     message = str(raised.value)
-    assert "sub/locked.yaml" in message and "Permission denied" in message, message
+    assert "sub/locked.py" in message and "Permission denied" in message, message
     assert "\n" not in message and message.count(". ") == 0, message
+
+
+def test_the_source_digest_leaves_out_files_no_wheel_ships(tmp_path):
+    """It hashed editor backups and scratch files (``a.py~``, ``#a.py#``, ``a.py.orig``,
+    ``notes.bak``, ``scratch.txt``), so the same code digested differently in a checkout
+    an editor had touched: only ``*.py`` and pyproject's package-data patterns count."""
+    from langgraph_moa.eval import provenance as prov
+
+    package = tmp_path / "pkg"
+    (package / "serving" / "static").mkdir(parents=True)
+    (package / "a.py").write_text("A = 1\n")
+    (package / "serving" / "static" / "app.js").write_text("go()\n")
+    before = prov.source_digest(package)
+    for name in ("foo.py~", "#a.py#", "a.py.orig", "notes.bak", "scratch.txt", "x.yaml"):
+        (package / name).write_text("scratch\n")
+    (package / "serving" / "static" / "deep").mkdir()
+    (package / "serving" / "static" / "deep" / "x.js").write_text("no\n")
+    assert prov.source_digest(package) == before
+    (package / "serving" / "static" / "app.js").write_text("stop()\n")
+    assert prov.source_digest(package) != before
+
+
+def test_the_source_digest_patterns_are_pyprojects_package_data():
+    """The digest's list of shipped data files is pyproject's, written once more here."""
+    import tomllib
+
+    from langgraph_moa.eval import provenance as prov
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["langgraph_moa"]
+    assert list(prov.PACKAGE_DATA) == shipped

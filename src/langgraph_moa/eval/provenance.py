@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import platform
 from collections.abc import Sequence
+from fnmatch import fnmatchcase
 from importlib import metadata, resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -55,9 +56,9 @@ def source_digest(folder: Path) -> str:
     The version names no code: it stayed the same through every change to prompts,
     presets, graph and scorers, so two runs of different code were recorded alike. The
     digest changes with any edit, and is the same for the same code in a wheel and in any
-    checkout: compiled files (``__pycache__``, a stray ``.pyc``) follow the source and differ
-    between Python versions, hidden files (``.DS_Store``, an editor's swap file) are no
-    source, and CRLF line ends (git on Windows) are read as LF.
+    checkout: only what a wheel ships counts (`_is_source`), so compiled files follow the
+    source and differ between Python versions, hidden files (``.DS_Store``, an editor's swap
+    file) and backups are no source, and CRLF line ends (git on Windows) are read as LF.
 
     A name that is no UTF-8 is hashed as the bytes the file system holds (it raised, and no
     Evaluation could start); a file that cannot be read is a `MoAError` naming it, since a
@@ -88,11 +89,34 @@ def package_source() -> str:
     return source_digest(PACKAGE_DIR)
 
 
+PACKAGE_DATA = (
+    "py.typed",
+    "config/presets/*.yaml",
+    "eval/data/*.jsonl",
+    "eval/data/*.txt",
+    "serving/static/*",
+)
+"""The files besides ``*.py`` a wheel ships: pyproject.toml's package-data, which no wheel
+holds to read (a test keeps the two alike)."""
+
+
 def _is_source(path: Path, folder: Path) -> bool:
-    """Tell whether `path` (under `folder`) is a file a wheel of the package would ship."""
-    parts = path.relative_to(folder).parts
-    hidden = any(part.startswith(".") for part in parts)
-    return not hidden and "__pycache__" not in parts and path.suffix not in {".pyc", ".pyo"}
+    """Tell whether `path` (under `folder`) is a file a wheel of the package would ship.
+
+    Only ``*.py`` and the `PACKAGE_DATA` patterns: an editor's backups (``a.py~``,
+    ``#a.py#``, ``.orig``, ``.bak``) and scratch files were hashed as source. A pattern's
+    ``*`` stays in its folder, as setuptools' glob does, and matches no hidden file.
+    """
+    relative = PurePosixPath(path.relative_to(folder).as_posix())
+    if any(part.startswith(".") for part in relative.parts) or "__pycache__" in relative.parts:
+        return False
+    if relative.suffix == ".py":
+        return True
+    return any(
+        relative.parent == PurePosixPath(pattern).parent
+        and fnmatchcase(relative.name, PurePosixPath(pattern).name)
+        for pattern in PACKAGE_DATA
+    )
 
 
 def runtime_versions() -> dict[str, str | None]:
