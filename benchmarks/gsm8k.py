@@ -44,10 +44,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from langgraph_moa.cli._ranges import span
 from langgraph_moa.eval.datasets import EvalItem, load_dataset
 from langgraph_moa.eval.runner import Evaluation, slug
 from langgraph_moa.eval.scorers import score
 from langgraph_moa.eval.stats import paired_difference
+from langgraph_moa.run._inputs import SEED_MAX
 from langgraph_moa.run.cache import SQLiteCallCache
 from langgraph_moa.text._selection import Candidate, SelectionConfig, select
 
@@ -66,6 +68,21 @@ STOPS = (0.5, 0.6, 0.7, 0.8, 1.0)
 def command() -> str:
     """Return this script's command line, for each run's provenance.json."""
     return shlex.join(["python", *sys.argv])
+
+
+def call_seed(text: str) -> int:
+    """Read ``--seed`` as ``moa eval --seed`` does, 0 to 2**63-1: a bad one is a usage error.
+
+    Unchecked, -1 or 2**64 ended in a traceback after the dataset had loaded.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= SEED_MAX:
+        allowed = span(int, 0, SEED_MAX)
+        raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}, as moa eval --seed takes.")
+    return value
 
 
 def system_spec(name: str) -> str:
@@ -314,7 +331,7 @@ def main() -> None:
     s.add_argument("--systems", default=",".join(SYSTEMS))
     s.add_argument(
         "--seed",
-        type=int,
+        type=call_seed,
         default=None,
         help="seed every call (moa eval --seed): a rerun can draw the same samples",
     )

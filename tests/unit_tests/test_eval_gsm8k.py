@@ -358,6 +358,25 @@ def test_the_benchmarks_seed_reaches_every_systems_evaluation(bench, tmp_path, m
     assert seen == [3, 3]  # the script passes it on, and evaluate() to moa eval's runner
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+def test_the_benchmarks_seed_out_of_range_is_refused_before_any_work(
+    bench, seed, monkeypatch, capsys
+):
+    """``--seed -1`` or ``2**64`` ended in a traceback after the dataset loaded: it is
+    checked as ``moa eval --seed`` checks it (0 to 2**63-1), one sentence, exit 2."""
+
+    def work(*_args, **_kwargs):
+        raise AssertionError("no work with a seed out of range")
+
+    monkeypatch.setattr(bench, "systems", work)
+    monkeypatch.setattr(bench.sys, "argv", ["benchmarks/gsm8k.py", "systems", "--seed", seed])
+    with pytest.raises(SystemExit) as raised:
+        bench.main()
+    assert raised.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--seed" in error and str(2**63 - 1) in error, error
+
+
 @pytest.mark.parametrize(
     "notice",
     [
