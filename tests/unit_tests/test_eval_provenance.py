@@ -269,7 +269,22 @@ def test_a_random_seed_is_not_recorded_as_a_seeded_run(tmp_path):
 
     with pytest.raises(MoAConfigError, match="random"):
         Evaluation([_seq_config()], ITEMS, tmp_path, plots=False, seed=-1)
-    Evaluation([_seq_config()], ITEMS, tmp_path, plots=False, seed=-2)  # a fixed one
+    Evaluation([_seq_config()], ITEMS, tmp_path, plots=False, seed=2)  # a fixed one
+
+
+def test_a_negative_seed_is_refused_as_the_cli_refuses_it(tmp_path):
+    """``Evaluation(seed=-5)`` ran while ``moa eval --seed`` refuses negative seeds, and its
+    samples counted down (-5, -6, ...) though the docs say "seed + its position"."""
+    import pytest
+
+    from langgraph_moa.errors import MoAConfigError
+
+    with pytest.raises(MoAConfigError) as raised:
+        Evaluation([_seq_config()], ITEMS, tmp_path, plots=False, seed=-5)
+    message = str(raised.value)
+    assert "-5" in message and "0" in message and "\n" not in message, message
+    assert message.count(". ") == 0, message
+    Evaluation([_seq_config()], ITEMS, tmp_path, plots=False, seed=0)
 
 
 def test_the_source_digest_names_the_code_the_run_started_with(tmp_path, monkeypatch):

@@ -68,7 +68,7 @@ from langgraph_moa.eval.stats import paired_difference, wilson_interval
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.providers._models import ModelCache, ModelSpec, describe_model
 from langgraph_moa.run._calls import cache_name, local_digest
-from langgraph_moa.run._inputs import RANDOM_SEED, check_seed
+from langgraph_moa.run._inputs import RANDOM_SEED, SEED_MAX, check_seed
 from langgraph_moa.run.cache import SQLiteCallCache
 
 SINGLE = "single:"
@@ -240,7 +240,8 @@ class Evaluation:
         into dollars. `dataset` (where the items came from) and `command` (the command line
         that ran this) are recorded in ``provenance.json`` and the report, to rerun it.
         `seed` goes to every call (each sample its own, as in `moa run`): without it llama.cpp
-        draws a random seed per call, and a rerun draws other samples.
+        draws a random seed per call, and a rerun draws other samples. It is 0 to 2**63-1,
+        as ``moa eval --seed`` takes.
         """
         if judge is not None and baseline is None:
             raise MoAConfigError(
@@ -279,6 +280,11 @@ class Evaluation:
             raise MoAConfigError(
                 f"seed {RANDOM_SEED} asks llama.cpp for a random seed per call, so a rerun "
                 "draws other samples: pass a fixed seed, or none."
+            )
+        if seed is not None and seed < 0:  # as `moa eval --seed`: samples count up from it
+            raise MoAConfigError(
+                f"seed {seed} is negative, and each sample gets the seed plus its position: "
+                f"pass a seed from 0 to {SEED_MAX}, as moa eval --seed takes, or none."
             )
         self.judge, self.baseline, self.seed = judge, baseline, seed
         self.source_sha256 = package_source()  # the code this run loaded, not an edit during it
