@@ -705,6 +705,21 @@ def test_a_rows_file_of_a_later_format_is_refused_in_one_sentence_and_left_as_it
     assert path.read_text() == before
 
 
+@pytest.mark.parametrize("found", [2.0, "2", "1", 0, True, None])
+def test_a_rows_file_of_any_format_but_1_is_refused_and_left_as_it_was(tmp_path, found):
+    """Only an int format was refused: ``"format": 2.0`` or ``"2"`` was read as another
+    config's file and replaced at the first row this run finished."""
+    path = tmp_path / "s.rows.jsonl"
+    header = {"digest": "A", "format": found}
+    path.write_text(json.dumps(header) + "\n" + json.dumps(_row("0")) + "\n")
+    before = path.read_text()
+    with pytest.raises(MoAConfigError) as caught:
+        _RowStore(path, "A").rows(ITEMS[:2])
+    message = str(caught.value)
+    assert str(path) in message and repr(found) in message and "\n" not in message, message
+    assert path.read_text() == before
+
+
 def test_a_rows_file_of_a_later_format_is_refused_before_any_system_answers(racing, tmp_path):
     """The second system's file was refused as that system began: the first had answered
     every item by then, paid for and thrown away with the run."""

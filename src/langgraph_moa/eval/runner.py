@@ -1053,13 +1053,20 @@ class _RowStore:
         return {"digest": self.digest, "format": ROWS_FORMAT}
 
     def _refuse_later_format(self, header: Any) -> None:
-        """Refuse a file a later version wrote: its rows may not mean what this one reads."""
-        found = header.get("format") if isinstance(header, dict) else None
-        if isinstance(found, int) and found > ROWS_FORMAT:
+        """Refuse a file of any format but this one's, or none (format 1, unmarked).
+
+        Its rows may not mean what this version reads. Only a later int was refused: a
+        ``"format": 2.0`` or ``"2"`` was taken for another config's file and replaced.
+        """
+        if not isinstance(header, dict) or "format" not in header:
+            return
+        found = header["format"]
+        if type(found) is not int or found != ROWS_FORMAT:  # not True, 1.0 or "1" either
             raise MoAConfigError(
-                f"The rows file {self.path} was written by a newer version of langgraph-moa "
-                f"(its format {found}; this version reads {ROWS_FORMAT}): run that version, "
-                "or delete the file to answer its items again."
+                f"The rows file {self.path} has format {found!r}, which this version of "
+                f"langgraph-moa does not read (it reads {ROWS_FORMAT}; a newer version may "
+                "have written it): run that version, or delete the file to answer its items "
+                "again."
             )
 
     def _replace(self, rows: list[dict[str, Any]]) -> None:
