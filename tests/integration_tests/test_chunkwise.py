@@ -56,9 +56,17 @@ async def test_the_answer_is_written_in_parts_as_the_last_layer_streams():
 
 
 def test_sync_runs_write_in_parts_too():
+    # A sync run makes the chunk-wise layer on the call loop, and tells its progress from there.
     with _server() as server:
-        result = create_moa_graph(_config(server.url)).invoke(QUESTION)
+        graph = create_moa_graph(_config(server.url))
+        events, result = [], {}
+        for mode, chunk in graph.stream(QUESTION, stream_mode=["custom", "values"]):
+            if mode == "custom":
+                events.append((chunk["event"], chunk["role"], chunk["layer"]))
+            else:
+                result = chunk
     assert len(result["messages"][-1].response_metadata["moa"]["chunkwise"]["parts"]) >= 2
+    assert ("finished", "proposer", 2) in events and ("started", "aggregator", 3) in events
 
 
 async def test_a_failed_proposer_is_recorded_and_the_others_are_aggregated():

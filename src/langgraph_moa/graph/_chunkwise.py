@@ -75,6 +75,7 @@ from langgraph_moa.run._calls import (
     explained_failure,
     record_answer,
     record_failure,
+    submit,
     without_llm_cache,
 )
 from langgraph_moa.run._early import early_start_provenance
@@ -82,7 +83,6 @@ from langgraph_moa.run._options import bind_options, proposal_options, run_optio
 from langgraph_moa.run._references import in_reference_order, with_references
 from langgraph_moa.run.state import CallRecord, MoAState
 from langgraph_moa.text._prompts import estimate_tokens
-from langgraph_moa.transport._call_loop import call_loop
 
 if TYPE_CHECKING:
     from langgraph_moa.config import MoAConfig
@@ -112,7 +112,7 @@ class ChunkwiseRequest:
         A caller interrupted while it waits cancels the run there too, so no stream is left
         writing for nobody.
         """
-        future = asyncio.run_coroutine_threadsafe(self.arun(), call_loop())
+        future = submit(self.arun())
         try:
             return future.result()
         except BaseException:

@@ -9,6 +9,7 @@ accounting, retries) exists once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import copy
 import functools
@@ -18,7 +19,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.callbacks.manager import dispatch_custom_event
@@ -51,6 +52,8 @@ from langgraph_moa.transport._call_loop import call_loop, loop_of_this_thread
 
 if TYPE_CHECKING:
     from langgraph_moa.config._schema import MoAConfig
+
+T = TypeVar("T")
 
 
 class CallId(NamedTuple):
@@ -372,10 +375,8 @@ def call_model(
     gets another one; only then is a provider's ``Retry-After`` waited out (`_failure`).
     """
     if own_timeout and stop is not None and loop_of_this_thread() is None:
-        pending = _outside_the_graph().run(
-            asyncio.run_coroutine_threadsafe,
-            acall_model(model, messages, label, timeout, stop, config=config, retried=retried),
-            call_loop(),
+        pending = submit(
+            acall_model(model, messages, label, timeout, stop, config=config, retried=retried)
         )
         try:
             return pending.result()
@@ -423,20 +424,37 @@ def call_model(
     return result
 
 
-def _outside_the_graph() -> contextvars.Context:
-    """Return a copy of this context for a call on the call loop, without LangGraph's internals.
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Run `coro` on the package's call loop (`_call_loop.call_loop`), outside the graph.
 
-    The call's task runs in it, and so does every callback its HTTP connection schedules on
-    the loop (asyncio copies the context into each): a connection kept in the pool, and its
-    pool's cleanup timer, kept it as long as the loop runs, which is the process's life. The
-    run's config there held the graph (LangGraph's ``__pregel_*`` entries hold its run loop),
-    so every graph run sync with a layer deadline, and its models and clients, stayed alive.
-    The model call reads the config's callbacks, tags and metadata, never those entries.
+    Both kinds of work a sync run sends there go through here: a call that watches its
+    layer's deadline (`call_model`) and a chunk-wise layer with its aggregator
+    (`ChunkwiseRequest`). The loop lives as long as the process, and so does whatever it keeps
+    of the context the coroutine runs in (`_outside_the_graph`).
+    """
+    return _outside_the_graph().run(asyncio.run_coroutine_threadsafe, coro, call_loop())
+
+
+def _outside_the_graph() -> contextvars.Context:
+    """Return a copy of this context for the call loop, without LangGraph's run internals.
+
+    The coroutine's task runs in it, and so does every callback its HTTP connections schedule
+    on the loop (asyncio copies the context into each): a connection kept in the pool, and
+    its pool's cleanup timer, kept it as long as the loop runs, which is the process's life.
+    The run's config there held the graph (LangGraph's ``__pregel_*`` entries hold its run
+    loop), so every graph run sync with a layer deadline or chunk-wise, and its models and
+    clients, stayed alive. A model call reads the config's callbacks, tags and metadata;
+    the node's runtime (`CONFIG_KEY_RUNTIME`, which holds no graph) is kept for `emit`'s
+    stream writer, which a chunk-wise layer tells its progress through.
     """
     context = contextvars.copy_context()
     parent = context.get(var_child_runnable_config)
     if parent and parent.get(CONF):
-        kept = {k: v for k, v in parent[CONF].items() if not k.startswith("__pregel_")}
+        kept = {
+            k: v
+            for k, v in parent[CONF].items()
+            if not k.startswith("__pregel_") or k == CONFIG_KEY_RUNTIME
+        }
         context.run(var_child_runnable_config.set, {**parent, CONF: kept})
     return context
 
