@@ -9,6 +9,7 @@ import time
 import weakref
 
 import httpx
+import pytest
 
 from langgraph_moa.providers._models import ModelCache, build_model, http_client_key
 from langgraph_moa.transport._call_loop import call_loop
@@ -268,3 +269,56 @@ def test_a_collection_while_a_client_is_counted_does_not_hang_the_thread():
         gc.enable()
     assert not worker.is_alive()
     assert gone() is None and shared.users == 1  # the cached model alone
+
+
+def test_a_collection_while_a_model_is_built_leaves_its_shared_client_open(monkeypatch):
+    """`get` took the endpoint's client but counted its new model only once built. The
+    client's one other model, evicted and freed by the garbage collector meanwhile (which
+    runs at any allocation, so also while a model is built), counted itself the last, and
+    closed the client: the new model was cached on a closed client, every call through it
+    failing with "client has been closed" until it was evicted."""
+    from langgraph_moa.providers import _models
+
+    cache = ModelCache(size=1)
+    first = cache.get(ENDPOINT, {"temperature": 0.1})
+    gone = weakref.ref(first)
+    shared = cache._sync.clients[http_client_key(ENDPOINT)]
+
+    def collecting_build(*args, **kwargs):
+        gc.collect()  # the first model goes here, while the next one is built
+        return build_model(*args, **kwargs)
+
+    gc.disable()  # the first model is collected while the next is built, not before
+    try:
+        cache.get("m@http://127.0.0.1:10/v1", {})  # another endpoint: evicts the first
+        cycle = [first]
+        cycle.append(cycle)  # as a failed call's traceback holds it, through its frames
+        del first, cycle
+        monkeypatch.setattr(_models, "build_model", collecting_build)
+        model = cache.get(ENDPOINT, {"temperature": 0.2})
+    finally:
+        gc.enable()
+    assert gone() is None
+    assert model.http_client is shared.sync_client and shared.users == 1
+    assert not shared.sync_client.is_closed
+    assert cache._sync.clients[http_client_key(ENDPOINT)] is shared
+
+
+def test_a_model_that_cannot_be_built_leaves_no_count_and_no_client(monkeypatch):
+    # Its client is counted before the build (above); a failed build gives the count back,
+    # or the endpoint's client would never be closed, and a new one would stay in the cache.
+    from langgraph_moa.providers import _models
+
+    cache = ModelCache()
+    cache.get(ENDPOINT, {"temperature": 0.1})
+    shared = cache._sync.clients[http_client_key(ENDPOINT)]
+
+    def failing_build(*args, **kwargs):
+        raise ValueError("no such model")
+
+    monkeypatch.setattr(_models, "build_model", failing_build)
+    for spec in (ENDPOINT, "m@http://127.0.0.1:10/v1"):
+        with pytest.raises(ValueError, match="no such model"):
+            cache.get(spec, {"temperature": 0.2})
+    assert shared.users == 1 and not shared.sync_client.is_closed
+    assert cache.stats() == {"models": 1, "clients": 1}

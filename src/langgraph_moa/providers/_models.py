@@ -622,21 +622,29 @@ class ModelCache:
                 bucket.models.move_to_end(key)
                 return bucket.models[key][1]
             client_key = http_client_key(spec)
-            shared = None if client_key is None else bucket.clients.get(client_key)
-            if client_key is not None and shared is None:
-                shared = _SharedClient(loop, client_key)
-            model = build_model(
-                spec,
-                params,
-                http_async_client=shared and shared.client,
-                http_client=shared and shared.sync_client,
-            )
-            if client_key is not None and shared is not None:
+            shared = hook = None
+            if client_key is not None:
+                shared = bucket.clients.get(client_key) or _SharedClient(loop, client_key)
                 bucket.clients[client_key] = shared
+                # Counted before the build: the garbage collector runs at any allocation,
+                # and an evicted model of this client it frees meanwhile must not find
+                # itself the last user and close the client the new model is built on.
                 with shared.lock:
                     shared.users += 1
                 # Weakly: the cache holds the model, so a hook holding the cache kept both.
                 hook = (weakref.ref(self), weakref.ref(bucket), client_key, shared)
+            try:
+                model = build_model(
+                    spec,
+                    params,
+                    http_async_client=shared and shared.client,
+                    http_client=shared and shared.sync_client,
+                )
+            except BaseException:
+                if hook is not None:
+                    _release(*hook)  # no model came of the count
+                raise
+            if hook is not None:
                 weakref.finalize(model, _release, *hook)
             bucket.models[key] = (spec, model)
             while len(bucket.models) > self.size:
