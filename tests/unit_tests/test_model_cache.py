@@ -110,16 +110,52 @@ def test_a_forked_child_builds_its_own_models_and_call_loop():
             os._exit(0 if fresh and rebuilt and loop_runs.result(5) == "ok" else 1)
         finally:
             os._exit(2)
+    assert _exit_code(pid) == 0
+
+
+def _exit_code(pid: int) -> int:
+    """Wait for a forked child's exit code; fail if it hangs."""
     for _ in range(500):
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            break
+            return os.waitstatus_to_exitcode(status)
         time.sleep(0.02)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise AssertionError("the forked child hung")
-    assert os.waitstatus_to_exitcode(status) == 0
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("the forked child hung")
+
+
+def test_a_forked_child_does_not_wait_for_a_client_lock_a_parent_thread_held():
+    """The child drops its parent's models (`_forget_after_fork`), and each counted itself
+    gone under its client's lock. Another thread of the parent holding that lock at the fork
+    has no counterpart in the child to release it: the child hung, in the fork itself or at
+    its next garbage collection. The parent's clients are the parent's to count and close."""
+    cache = ModelCache()
+    cache.get(ENDPOINT, {})  # held by the cache alone: the child's reset frees it
+    shared = cache._sync.clients[http_client_key(ENDPOINT)]
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with shared.lock:  # as a parent thread counting a model of this client
+            taken.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        assert taken.wait(30)
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                gc.collect()
+                os._exit(0 if not shared.sync_client.is_closed else 1)
+            finally:
+                os._exit(2)
+    finally:
+        done.set()
+    holder.join(30)
+    assert _exit_code(pid) == 0
+    assert shared.users == 1 and not shared.sync_client.is_closed  # the parent's, still
 
 
 def test_a_keyless_spelling_of_a_keyed_endpoint_never_shares_its_model(monkeypatch):

@@ -549,7 +549,7 @@ class _SharedClient:
     some integrations), each with its own TLS setup, about a megabyte apiece.
     """
 
-    __slots__ = ("client", "lock", "loop", "sync_client", "users")
+    __slots__ = ("client", "lock", "loop", "pid", "sync_client", "users")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None, key: str) -> None:
         # Local models and loopback endpoints are never proxied (`own_async_client`).
@@ -557,6 +557,8 @@ class _SharedClient:
         self.client = own_async_client(loopback=loopback)
         self.sync_client = own_sync_client(loopback=loopback)
         self.loop = loop
+        self.pid = os.getpid()
+        """The process whose models count and close it: a forked child's copy is left alone."""
         self.users = 0
         self.lock = threading.RLock()
         """Guards `users` when the cache is gone and its models go in several threads.
@@ -606,7 +608,7 @@ class ModelCache:
         """Drop every model and client, in a forked child.
 
         The child runs none of its parent's loops, and the clients hold the parent's
-        connections.
+        connections: the models dropped here leave them to the parent (`_release`).
         """
         self._lock = threading.RLock()
         self._sync = _Bucket()
@@ -688,7 +690,13 @@ def _release(
     that builds a graph, re-run, kept one more of each). Once the cache is gone its models
     go with it, and the client closes as the last of them (or of the calls holding them)
     goes.
+
+    In a forked child, the parent's models (dropped by `_forget_after_fork`, or later) count
+    nothing: their client is the parent's to close, and its lock may have been held by
+    another thread of the parent at the fork, which the child has not, so it waited forever.
     """
+    if shared.pid != os.getpid():
+        return
     cache = cache_ref()
     with cache._lock if cache is not None else nullcontext(), shared.lock:
         shared.users -= 1
