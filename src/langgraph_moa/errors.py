@@ -239,17 +239,26 @@ class ContextLengthError(MoAError):
 def outgrew_context(exc: BaseException) -> bool:
     """Tell whether a run failed because its input did not fit a model's context, and only so.
 
-    A run's failure wraps its calls' errors (every proposer of a layer, or the aggregator):
-    when each of them is a `ContextLengthError`, the fix is the caller's (a shorter
-    conversation), and the same request sent again fails the same way. Every failed call of
-    the run counts, the aggregators before the last of a chain too: one that failed for
-    another reason (down, rate-limited) may answer the same request later.
+    A run's failure wraps the errors of the calls that ended it: the proposers of the layer
+    left with no proposal (`AllProposersFailedError.layer`), or the final step's chain (the
+    aggregator or ranker and each of its fallbacks). When each of them is a
+    `ContextLengthError`, the fix is the caller's (a shorter conversation), and the same
+    request sent again fails the same way. The chain's models before its last count too: one
+    that failed for another reason (down, rate-limited) may answer the same request later.
+    An earlier call's failure does not: a proposer rate-limited in layer 1 changes nothing
+    of a later step that outgrew every model's context.
     """
-    if isinstance(exc, AllProposersFailedError | AggregatorFailedError):
-        errors = [str(c["error"]) for c in exc.calls if c["status"] == "failed"]
-        prefix = f"{ContextLengthError.__name__}:"
-        return bool(errors) and all(e.startswith(prefix) for e in errors)
-    return isinstance(exc, ContextLengthError)
+    if isinstance(exc, AllProposersFailedError):
+        ended = [c for c in exc.calls if c["role"] == "proposer" and c["layer"] == exc.layer]
+    elif isinstance(exc, AggregatorFailedError):
+        chain = [c for c in exc.calls if c["role"] != "proposer"]
+        last = max((c["layer"] for c in chain), default=0)
+        ended = [c for c in chain if c["layer"] == last]
+    else:
+        return isinstance(exc, ContextLengthError)
+    errors = [str(c["error"]) for c in ended if c["status"] == "failed"]
+    prefix = f"{ContextLengthError.__name__}:"
+    return bool(errors) and all(e.startswith(prefix) for e in errors)
 
 
 # --- the embedded runtime and evaluation ----------------------------------------------------

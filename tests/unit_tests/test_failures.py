@@ -426,6 +426,68 @@ def test_a_conversation_too_long_for_every_model_names_the_fix(fake, log):
     assert log.by("AGG") == []
 
 
+def rate_limited():
+    import httpx
+
+    request = httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
+    return openai.RateLimitError(
+        "Rate limit reached", response=httpx.Response(429, request=request), body=None
+    )
+
+
+def test_a_run_whose_aggregator_overflowed_is_the_clients_though_a_proposer_was_rate_limited(
+    fake, log
+):
+    # Layer 1's B was rate-limited; layer 2's proposers and then the aggregator refused their
+    # input (the references) as too long. Sent again the run ends the same way: a 400 to
+    # shorten it, not a 502 that an SDK retries and pays for again.
+    from langgraph_moa.errors import outgrew_context
+    from langgraph_moa.serving._errors import _api_error
+
+    def with_references(n, msgs):  # layer 2's proposers and the aggregator get references
+        return context_overflow() if msgs[0].type == "system" else None
+
+    def b(n, msgs):
+        return with_references(n, msgs) if msgs[0].type == "system" else rate_limited()
+
+    config = MoAConfig(
+        proposers=[fake("A", fail=with_references), fake("B", fail=b)],
+        aggregator=fake("AGG", fail=with_references),
+        on_aggregator_failure="raise",
+        layers=2,
+        retry=FAST_RETRY,
+    )
+    with pytest.raises(AggregatorFailedError) as caught:
+        create_moa_graph(config).invoke(QUESTION)
+    errors = [c["error"] or "" for c in caught.value.calls if c["status"] == "failed"]
+    assert any("Rate limit" in e for e in errors), errors  # the 429 is among the run's calls
+    assert outgrew_context(caught.value)
+    answer = _api_error(caught.value)
+    assert (answer.status, answer.code) == (400, "context_length_exceeded")
+
+
+def test_a_layer_that_overflowed_is_the_clients_though_an_earlier_layer_was_rate_limited():
+    # A layer that ends the run (chunk-wise aggregation's streamed last layer) is judged by
+    # its own calls: an earlier layer's 429 does not make resending it any use.
+    from langgraph_moa.errors import ContextLengthError, outgrew_context
+    from langgraph_moa.run._accounting import failed_record
+
+    def failed(layer, proposer, error):
+        return failed_record(
+            role="proposer",
+            layer=layer,
+            proposer=proposer,
+            sample=0,
+            configured_model="AB"[proposer],
+            error=error,
+        )
+
+    too_long = ContextLengthError("The input is too long")
+    calls = [failed(1, 1, rate_limited()), failed(2, 0, too_long), failed(2, 1, too_long)]
+    assert outgrew_context(AllProposersFailedError(2, calls))
+    assert not outgrew_context(AllProposersFailedError(1, calls))
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 async def test_a_lone_failing_call_never_ends_a_run_silently(fake, mode):
     """Regression: with LangGraph's error_handler, the goto of a handled failure was lost now
