@@ -2452,9 +2452,10 @@ async def test_a_trickling_reader_gives_its_run_place_back_at_the_deadline_plus_
 ):
     """A client that takes a piece of its answer now and then, each within --body-timeout
     (as a socket's buffers take them), kept its place under --max-runs past its run's
-    deadline for as long as the run's unsent text took to trickle out. A response now
-    lasts at most --request-timeout plus --body-timeout: then it is cut, its place given
-    back, with most of that text still unsent (the run itself ended at its deadline)."""
+    deadline for as long as the run's unsent text took to trickle out. An exchange now
+    lasts at most --request-timeout plus twice --body-timeout (upload and end) from its
+    admission: then it is cut, its place given back, with most of that text still unsent (the
+    run itself ended at its deadline)."""
     from langgraph_moa.serving import _guard
     from langgraph_moa.serving._access import CUT_KEY
     from langgraph_moa.serving._guard import ServeSecurity
@@ -2464,7 +2465,7 @@ async def test_a_trickling_reader_gives_its_run_place_back_at_the_deadline_plus_
     agg = WordStreamer(label="A" * 50, words=100_000)  # held back by the reader meanwhile
     state = agg.state
     # 5,000 characters unsent at the run's deadline
-    app = _deadline_app(fake, monkeypatch, agg, 5_000, ServeSecurity(body_timeout_s=5))
+    app = _deadline_app(fake, monkeypatch, agg, 5_000, ServeSecurity(body_timeout_s=2))
     body = json.dumps({"model": "m", "messages": USER, "stream": True}).encode()
     scope, receive = _stalled_exchange(route, body)[:2]  # connected throughout
     sent: list[dict] = []
@@ -2480,6 +2481,40 @@ async def test_a_trickling_reader_gives_its_run_place_back_at_the_deadline_plus_
     text = b"".join(m.get("body", b"") for m in sent)
     assert b"[DONE]" not in text and b'"event": "error"' not in text[-200:]  # cut, not ended
     assert sent[-1].get("more_body") is True
+    assert scope[CUT_KEY].startswith("the response outlasted --request-timeout")  # logged
+
+
+async def test_a_response_that_starts_late_is_bounded_from_its_admission_not_its_start():
+    """A non-streamed answer starts only once its run is done (a stream without moa_progress
+    at its first content): bounded from its start, a slow reader kept its place up to another
+    --request-timeout past the run's deadline. The bound counts from RunCap's admission: a
+    response that starts past it is cut at its first piece, its place given back."""
+    from langgraph_moa.serving._access import CUT_KEY
+    from langgraph_moa.serving._guard import RunCap
+
+    done, stopped = asyncio.Event(), asyncio.Event()
+    pieces: list[bytes] = []
+
+    async def run(scope, receive, send):
+        await receive()
+        await done.wait()  # the run: over once the test says so, past the bound
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            for i in range(3):
+                await send({"type": "http.response.body", "body": b"x", "more_body": i < 2})
+                pieces.append(b"x")
+        finally:
+            stopped.set()
+
+    cap = RunCap(run, max_runs=1, unread_s=60, within_s=0.5)
+    scope, receive, send, sent = _stalled_exchange("/v1/chat/completions", b"{}", reads=10)
+    served = asyncio.ensure_future(cap(scope, receive, send))
+    assert await _until(lambda: cap.running == 1, 10)
+    await asyncio.sleep(1)  # past within_s from the admission
+    done.set()
+    await asyncio.wait_for(served, 10)
+    assert cap.running == 0 and stopped.is_set()  # its place given back, its run stopped
+    assert pieces == [] and sent[-1]["type"] == "http.response.start"  # not one piece sent
     assert scope[CUT_KEY].startswith("the response outlasted --request-timeout")  # logged
 
 

@@ -156,12 +156,12 @@ def create_app(
         _add_docs(app)
     # Innermost of the guards: a refused or keyless request never takes a run's place.
     load = RunLoad(security.max_runs)  # counted by RunCap, told by /health
-    app.add_middleware(  # an exchange lasts its run's deadline and --body-timeout to end
+    app.add_middleware(  # an exchange lasts its body's upload, its run's deadline and its end
         RunCap,
         max_runs=security.max_runs,
         unread_s=security.body_timeout_s,
         load=load,
-        within_s=limits.request_timeout_s + security.body_timeout_s,
+        within_s=limits.request_timeout_s + 2 * security.body_timeout_s,
     )
     app.add_middleware(BrowserGuard, security=security)
     sends_key = key_check(api_key)  # the guard and /health (`lets_in`) ask this one

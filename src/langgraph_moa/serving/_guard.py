@@ -353,10 +353,13 @@ class RunCap:
     never queued (a queue would be the same unbounded memory, and its clients would time out
     in it). A run is counted from its request's head until its response ends, a stream's
     included; a client that leaves one write unread for ``unread_s`` ends it (`_read_within`),
-    and so does the end of ``within_s`` from its response's start, whatever the client reads:
-    a socket's buffers (megabytes on loopback) take a client's unread pieces for long, and a
+    and so does the end of ``within_s`` from its admission, whatever the client reads: a
+    socket's buffers (megabytes on loopback) take a client's unread pieces for long, and a
     client that takes a piece now and then kept its place for as long as the run's last
-    `_events.PENDING_CHARS` took to trickle out after its deadline.
+    `_events.PENDING_CHARS` took to trickle out after its deadline. Counted from the
+    response's start instead, the bound began only once the run was done (a non-streamed
+    answer) or had written its first text (a stream without progress events): a slow reader
+    kept its place up to another ``within_s`` past the run's deadline.
     It sits inside the key check, so a client without the key is told that first.
     """
 
@@ -371,8 +374,8 @@ class RunCap:
         self.app = app
         self.unread_s = unread_s
         self.within_s = within_s
-        """The longest a run's response may last from its start: the run's deadline, which
-        starts before it, and time to send its end."""
+        """The longest a run's exchange may last from its admission: the body's upload, the
+        run's deadline, which starts once the body is read, and time to send its end."""
         self.load = load or RunLoad(max_runs)  # one given holds the same max_runs
 
     @property
@@ -397,8 +400,9 @@ class RunCap:
             await self._refuse(send)
             return
         self.running += 1
+        end = None if self.within_s is None else asyncio.get_running_loop().time() + self.within_s
         try:
-            await self.app(scope, receive, _read_within(send, self.unread_s, self.within_s))
+            await self.app(scope, receive, _read_within(send, self.unread_s, end, self.within_s))
         except _Unread as cut:
             note_cut(scope, str(cut))  # the access log says why its 200 never ended
             if (close := scope.get(CLOSE_KEY)) is not None:
@@ -438,10 +442,13 @@ UNREAD_PIECE = 64 * 1024
 """Bytes of a response's body sent at a time under `_read_within`'s bound."""
 
 
-def _read_within(send: Any, seconds: float, within_s: float | None = None) -> Any:
+def _read_within(
+    send: Any, seconds: float, end: float | None = None, within_s: float | None = None
+) -> Any:
     """Wrap `send` so that each `UNREAD_PIECE` of a response's body waits at most `seconds`.
 
-    None goes out past `within_s` from the response's start either (`RunCap.within_s`).
+    None goes out past `end` either, the loop's time `RunCap.within_s` after the request's
+    admission (`within_s`, the bound's length, is named in the reason of a cut).
 
     A client that stays connected and reads nothing holds its response's send for ever once
     its socket's buffer is full: the run ends at its deadline, but the exchange never does,
@@ -453,10 +460,11 @@ def _read_within(send: Any, seconds: float, within_s: float | None = None) -> An
     reading (64 KB in 30 s is about 2 KB/s).
     """
     loop = asyncio.get_running_loop()
-    end: float | None = None
-
     unread = f"a piece of the answer unread for {seconds:g} s (--body-timeout)"
-    late = f"the response outlasted --request-timeout plus --body-timeout ({within_s or 0:g} s)"
+    late = (
+        "the response outlasted --request-timeout plus --body-timeout twice, for the body's "
+        f"upload and the answer's end ({within_s or 0:g} s from its admission)"
+    )
 
     async def send_piece(message: Any) -> None:
         if end is None or seconds <= end - loop.time():
@@ -465,11 +473,8 @@ def _read_within(send: Any, seconds: float, within_s: float | None = None) -> An
             await _send_within(send, message, end - loop.time(), late)
 
     async def send_within(message: Any) -> None:
-        nonlocal end
         if message["type"] != "http.response.body":
-            if within_s is not None and message["type"] == "http.response.start":
-                end = loop.time() + within_s  # a stream starts once its run has started
-            await send(message)
+            await send(message)  # the head: the bound is on the body, which ends the exchange
             return
         body = message.get("body", b"")
         if len(body) <= UNREAD_PIECE:  # one piece: sent as it is
