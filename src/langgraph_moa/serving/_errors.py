@@ -43,12 +43,20 @@ LOCAL_MODEL_FAILED = (
     "A local model this request uses cannot run on this server; the operator's log says why."
 )
 
-CONTEXT_EXCEEDED = (
-    "The conversation is too long for the context window of the models that answer it: send "
-    "fewer or shorter messages (drop the oldest turns) or a smaller max_tokens, or ask the "
-    "operator for models with a longer context."
-)
-"""What a client is told when its input outgrew a model's window: the fix is the client's."""
+
+def context_exceeded(exc: MoAError) -> str:
+    """Return what a client is told when its input outgrew a model's window (`outgrew_context`).
+
+    The fix is the client's. A client's max_tokens caps the aggregator's answer only, whose
+    window must hold it too: a smaller one is named only where the aggregator's chain
+    overflowed, never where the proposers did (any max_tokens, the same input is refused).
+    """
+    smaller = " or a smaller max_tokens" if isinstance(exc, AggregatorFailedError) else ""
+    return (
+        "The conversation is too long for the context window of the models that answer it: "
+        f"send fewer or shorter messages (drop the oldest turns){smaller}, or ask the operator "
+        "for models with a longer context."
+    )
 
 
 class ServerStoppingError(MoAError):
@@ -101,7 +109,7 @@ def _api_error(exc: MoAError) -> _APIError:
         return _APIError(504, str(exc), "timeout_error", "request_timeout")
     if outgrew_context(exc):  # the client's to shorten: OpenAI's 400, never a retried 502
         logger.info("%s", redact(str(exc)))  # which model's window, for the operator
-        return _APIError(400, CONTEXT_EXCEEDED, code="context_length_exceeded")
+        return _APIError(400, context_exceeded(exc), code="context_length_exceeded")
     if isinstance(exc, AllProposersFailedError | AggregatorFailedError):
         return _APIError(502, exc.summary, "upstream_error")
     if isinstance(exc, CallTimeoutError):  # as the run's failure says a call's timeout
