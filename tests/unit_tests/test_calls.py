@@ -123,3 +123,23 @@ async def test_a_wait_off_the_clock_stops_the_calls_timeout_and_keeps_what_was_l
                 paused_through = True
                 await asyncio.sleep(30)  # what was left runs out here
     assert paused_through and scope.expired()
+
+
+async def test_a_wait_off_the_clock_cancelled_after_its_call_ended_raises_only_cancelled():
+    # A task the call started (`_until_stopped`'s) inherits its timer and may outlive the
+    # call's scope: cancelled once the call gave up, its wait ends with no timer to restart.
+    # Restarting it anyway raised RuntimeError ("Cannot change state of finished Timeout")
+    # in place of the task's cancellation.
+    waiting = asyncio.Event()
+
+    async def child():
+        waiting.set()
+        await off_the_clock(asyncio.Event().wait())  # for ever, until cancelled
+
+    async with asyncio.timeout(30) as scope:
+        with call_timer(scope):
+            task = asyncio.create_task(child())
+            await waiting.wait()
+    task.cancel()  # the parent has left its timeout's scope
+    with pytest.raises(asyncio.CancelledError):
+        await task
