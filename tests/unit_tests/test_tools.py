@@ -211,6 +211,30 @@ def test_bad_tools_in_the_graph_input_fail_in_one_sentence(fake):
         graph.invoke({"messages": QUESTION, "tools": ["add"]})
 
 
+@pytest.mark.parametrize("name", ["get weather", "a" * 65, "lookup.v2", None])
+def test_a_tool_name_openai_refuses_is_named_before_any_call(fake, log, name):
+    """Only `moa serve` checked OpenAI's name rule: a tool named ``get weather`` given to the
+    graph went to every proposer, and the provider refused it after the others were paid."""
+    graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    function = {"name": name, "parameters": {"type": "object", "properties": {}}}
+    with pytest.raises(MoAInputError, match="letters, digits, '_' and '-'") as refused:
+        graph.invoke({"messages": QUESTION, "tools": [{"type": "function", "function": function}]})
+    assert "\n" not in str(refused.value) and (name or "has none")[:40] in str(refused.value)
+    assert log.calls == []
+
+
+def test_bind_tools_refuses_a_tool_name_openai_refuses(fake, log):
+    @tool("get weather")
+    def weather(city: str) -> str:
+        """Say the weather in a city."""
+        return "sunny"
+
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    with pytest.raises(MoAInputError, match=r"'get weather'.*letters, digits, '_' and '-'"):
+        llm.bind_tools([weather]).invoke(QUESTION)
+    assert log.calls == []
+
+
 def test_a_model_that_cannot_call_tools_is_named_before_any_call(fake, log):
     from langchain_core.language_models import GenericFakeChatModel
 

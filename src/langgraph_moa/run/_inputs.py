@@ -9,6 +9,7 @@ entrance that goes through the graph's streams: ``invoke``, ``ainvoke``, ``strea
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeGuard, TypeVar
 
@@ -17,6 +18,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
+from langgraph_moa._redact import clip
 from langgraph_moa.errors import MoAInputError
 from langgraph_moa.run._busy import aheld, held, thread_key
 from langgraph_moa.run.state import RUN_OPTIONS
@@ -93,8 +95,33 @@ def openai_tools(tools: Sequence[Any], strict: bool | None) -> list[dict[str, An
                 f"{which} is a provider's built-in tool (type {converted.get('type')!r}), "
                 "which MoA cannot hand to every model: bind function tools only."
             )
+        check_openai_name(converted["function"].get("name"), which)
         formatted.append(converted)
     return formatted
+
+
+OPENAI_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""OpenAI's rule for a function tool's and a ``json_schema``'s ``name``: a provider refuses
+any other."""
+
+
+def check_openai_name(name: Any, what: str) -> None:
+    """Refuse a tool's or a schema's `name` that OpenAI refuses, naming `what` it belongs to.
+
+    Such a name ("get weather") went to every proposer and the aggregator, and the provider
+    refused the call only after the others had been paid for. The graph input, `bind_tools`
+    and `moa serve`'s request body all ask here, so the rule and its message are one.
+    """
+    if isinstance(name, str) and OPENAI_NAME.fullmatch(name):
+        return
+    if name is None or name == "":
+        given = "it has none"
+    else:
+        given = f"it is {clip(name)!r}" if isinstance(name, str) else f"it is {_kind(name)}"
+    raise MoAInputError(
+        f"{what} needs a 'name' of letters, digits, '_' and '-' (at most 64), as OpenAI "
+        f"requires, but {given}."
+    )
 
 
 def _converted_tool(tool: Any, strict: bool | None, which: str) -> dict[str, Any]:
@@ -243,7 +270,8 @@ def _check_tools(tools: Any) -> None:
     if tools is None:
         return
     if not isinstance(tools, list) or not all(
-        isinstance(t, dict) and t.get("type") == "function" and "function" in t for t in tools
+        isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("function"), dict)
+        for t in tools
     ):
         raise MoAInputError(
             "'tools' must be a list of OpenAI-format tool schemas "
@@ -252,6 +280,8 @@ def _check_tools(tools: Any) -> None:
             "MoAChatModel.bind_tools."
         )
     check_nesting(tools, "'tools' are")
+    for i, tool in enumerate(tools, 1):
+        check_openai_name(tool["function"].get("name"), f"Tool {i} of {len(tools)} in 'tools'")
 
 
 SEED_MAX = 2**63 - 1

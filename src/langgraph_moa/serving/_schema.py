@@ -2,7 +2,6 @@
 
 import json
 import math
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,6 +17,7 @@ from pydantic import (
 )
 
 from langgraph_moa._redact import clip
+from langgraph_moa.run._inputs import check_openai_name
 from langgraph_moa.run._options import split_call_kwargs
 
 
@@ -221,21 +221,12 @@ class _ResponseFormat(_Body):
     @field_validator("json_schema")
     @classmethod
     def _named(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        # OpenAI requires the name: one without it was forwarded, and the provider's refusal
-        # came back as a 502 once the proposers had been paid for.
-        # So does one that is not a short word ("my answer").
-        name = value.get("name") if value is not None else None
-        if value is not None and not (isinstance(name, str) and SCHEMA_NAME.fullmatch(name)):
-            raise ValueError(
-                "a json_schema needs a 'name' of letters, digits, '_' and '-' (at most 64), as "
-                'OpenAI requires: add one beside its schema ({"name": "answer", "schema": {...}})'
-            )
+        # OpenAI requires the name: one without it, or one that is not a short word ("my
+        # answer"), was forwarded, and the provider's refusal came back as a 502 once the
+        # proposers had been paid for.
+        if value is not None:
+            check_openai_name(value.get("name"), "The json_schema")
         return value
-
-
-SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-"""OpenAI's rule for a ``json_schema``'s and a function tool's ``name``: a provider refuses
-any other."""
 
 
 class _Tool(_Body):
@@ -245,16 +236,7 @@ class _Tool(_Body):
     @field_validator("function")
     @classmethod
     def _named(cls, value: dict[str, Any]) -> dict[str, Any]:
-        name = value.get("name")
-        if not isinstance(name, str) or not name:
-            raise ValueError("a function tool needs a 'name'")
-        # A name OpenAI refuses ("get weather") was forwarded, and the provider's refusal
-        # came back as a 502 once the proposers had been paid for.
-        if not SCHEMA_NAME.fullmatch(name):
-            raise ValueError(
-                f"the function tool {clip(name)!r} needs a name of letters, digits, '_' and '-' "
-                "(at most 64), as OpenAI requires"
-            )
+        check_openai_name(value.get("name"), "The function tool")
         return _finite_throughout(value)
 
 
