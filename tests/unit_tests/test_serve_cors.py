@@ -167,6 +167,25 @@ def test_an_allowed_origin_written_as_an_address_bar_shows_it_gets_its_cors_head
     assert _allowed(health), health.headers
 
 
+@pytest.mark.parametrize("sent", ["https://app.example/", "HTTPS://App.Example"])
+def test_an_origin_the_guard_lets_in_gets_its_cors_headers_everywhere(system, sent):
+    """The origin check read the request's ``Origin`` lowercased and without a trailing slash,
+    the CORS layers as sent: ``https://app.example/`` passed the check and got a 200 with no
+    CORS headers (and its preflight a 400). Every layer now reads it one way."""
+    client = _served(system)
+    preflight = client.options(
+        "/moa/v1/chat/completions",
+        headers={"origin": sent, "access-control-request-method": "POST"},
+    )
+    assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["access-control-allow-origin"] == sent
+    answer = _chat(client, headers={"origin": sent})
+    assert answer.status_code == 200
+    assert answer.headers.get("access-control-allow-origin") == sent, answer.headers
+    health = client.get("/moa/health", headers={"origin": sent})
+    assert health.headers.get("access-control-allow-origin") == sent, health.headers
+
+
 @pytest.mark.parametrize("name", ["origin", "host"])
 def test_a_request_that_repeats_origin_or_host_is_refused_with_a_sentence(system, name):
     """With ``Origin: evil`` then ``Origin: page``, the browser guard read the last (allowed)

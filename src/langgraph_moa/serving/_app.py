@@ -56,6 +56,7 @@ from langgraph_moa.serving._events import (
 from langgraph_moa.serving._guard import (
     BrowserGuard,
     CorsEverywhere,
+    OriginCors,
     PrefixRedirect,
     RunCap,
     RunLoad,
@@ -170,9 +171,7 @@ def create_app(
     app.add_middleware(_HeadAsGet)  # HEAD as GET, the key checked as for the GET
     app.add_middleware(PrefixRedirect)  # `served_under`'s bare prefix: logged, CORS, its ID
     if security.allowed_origins:  # outside the key check: a preflight carries no key
-        from starlette.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, **cors_options(security))
+        app.add_middleware(OriginCors, **cors_options(security))
     # Every response that leaves the app, refusals too, names its request.
     app.add_middleware(RequestID, on_crash=send_crash)
     if security.allowed_origins:  # outermost: a crash's 500, answered by RequestID, too

@@ -220,7 +220,7 @@ class BrowserGuard:
         return None
 
     def _origin_allowed(self, origin: str, host: str) -> bool:
-        origin = origin.strip().lower().rstrip("/")
+        origin = origin_key(origin)
         if self.any_origin or origin in self.origins:
             return True
         scheme, sep, authority = origin.partition("://")
@@ -271,14 +271,20 @@ EXPOSED_HEADERS = ("x-request-id", "x-moa-degraded")
 of a degraded answer (`_app.DEGRADED_HEADER`)."""
 
 
-def allowed_origins(security: ServeSecurity) -> list[str]:
-    """Return the operator's allowed origins as a browser writes an ``Origin``.
+def origin_key(origin: str) -> str:
+    """Return an origin as every layer compares it: lowercased, without a trailing slash.
 
-    Lowercased and without a trailing slash (``https://App.example/`` as an address bar shows
-    it is ``https://app.example``), for `BrowserGuard` and the CORS layers alike: the CORS
-    layers compared the flag as written, and a page the guard let in read no answer.
+    ``https://App.example/`` (as an address bar shows it) is ``https://app.example``, as a
+    browser writes an ``Origin``. The operator's flags and the request's header are both
+    read so, by `BrowserGuard` and the CORS layers alike: where one layer compared them as
+    written, a page the guard let in got no CORS headers and read no answer.
     """
-    return [o.lower().rstrip("/") for o in security.allowed_origins]
+    return origin.strip().lower().rstrip("/")
+
+
+def allowed_origins(security: ServeSecurity) -> list[str]:
+    """Return the operator's allowed origins as `origin_key` writes them."""
+    return [origin_key(o) for o in security.allowed_origins]
 
 
 def cors_options(security: ServeSecurity) -> dict[str, Any]:
@@ -294,7 +300,18 @@ def cors_options(security: ServeSecurity) -> dict[str, Any]:
     }
 
 
-class CorsEverywhere(CORSMiddleware):
+class OriginCors(CORSMiddleware):
+    """Starlette's CORS middleware, reading the request's ``Origin`` as `origin_key` does.
+
+    Its headers still mirror the ``Origin`` as sent, which is what the browser compares.
+    """
+
+    def is_allowed_origin(self, origin: str) -> bool:
+        """Tell whether `origin` is allowed, read as `BrowserGuard` reads it."""
+        return super().is_allowed_origin(origin_key(origin))
+
+
+class CorsEverywhere(OriginCors):
     """ASGI middleware: an allowed origin's CORS headers on every response, wherever answered.
 
     Starlette's CORS middleware (inside the app: it answers the preflights, behind the log
