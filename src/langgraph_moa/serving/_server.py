@@ -55,6 +55,7 @@ def stacked(
     named = RequestID(served_under(logged, root_path), on_crash=send_crash)
     if not security.allowed_origins:
         return named
+    # The app keeps its own CorsEverywhere too: an embedder who serves create_app alone needs it.
     return CorsEverywhere(named, **cors_options(security))
 
 
