@@ -43,7 +43,14 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream, RunEvents
 from langgraph_moa.serving._access import note_facts
-from langgraph_moa.serving._errors import MAX_BODY_BYTES, _api_error, _APIError, _run_failed
+from langgraph_moa.serving._errors import (
+    DEGRADED_HEADER,
+    MAX_BODY_BYTES,
+    _api_error,
+    _APIError,
+    _run_failed,
+    degraded_header,
+)
 from langgraph_moa.serving._events import (
     KEEPALIVE_S,
     STREAM_HEADERS,
@@ -284,24 +291,6 @@ def create_app(
         request_timeout_s=limits.request_timeout_s,
     )
     return app
-
-
-DEGRADED_HEADER = "X-MoA-Degraded"
-"""The header of a non-streamed answer the configured mixture did not write (`degraded_header`)."""
-
-
-def degraded_header(moa: dict[str, Any]) -> str | None:
-    """Return the `DEGRADED_HEADER` of an answer's provenance, or None if it is not degraded.
-
-    ``fallback=best_proposal``, ``failed-layers=2,3``, or both joined by ``; ``: a gateway, a
-    retry policy or a dashboard that reads only the status and headers saw a fallback as a
-    plain 200. A stream's headers go out before its outcome is known: its last chunk's
-    ``moa`` says it (docs/event-stream.md).
-    """
-    parts = [f"fallback={moa['fallback']}"] if moa.get("fallback") else []
-    if layers := [str(s["layer"]) for s in moa.get("failed_layers") or ()]:
-        parts.append("failed-layers=" + ",".join(layers))
-    return "; ".join(parts) or None
 
 
 def _add_docs(app: Any) -> None:

@@ -1,4 +1,8 @@
-"""How `moa serve` answers an error: OpenAI's error shape, one sentence, the right status."""
+"""How `moa serve` answers an error: OpenAI's error shape, one sentence, the right status.
+
+A degraded answer (one the configured mixture did not write) is marked here too
+(`degraded_header`).
+"""
 
 import codecs
 import logging
@@ -250,3 +254,21 @@ def _too_large(limit: int) -> _APIError:
         f"The request body exceeds the limit of {limit} bytes; send a shorter conversation.",
         code="request_too_large",
     )
+
+
+DEGRADED_HEADER = "X-MoA-Degraded"
+"""The header of a non-streamed answer the configured mixture did not write (`degraded_header`)."""
+
+
+def degraded_header(moa: dict[str, Any]) -> str | None:
+    """Return the `DEGRADED_HEADER` of an answer's provenance, or None if it is not degraded.
+
+    ``fallback=best_proposal``, ``failed-layers=2,3``, or both joined by ``; ``: a gateway, a
+    retry policy or a dashboard that reads only the status and headers saw a fallback as a
+    plain 200. A stream's headers go out before its outcome is known: its last chunk's
+    ``moa`` says it (docs/event-stream.md).
+    """
+    parts = [f"fallback={moa['fallback']}"] if moa.get("fallback") else []
+    if layers := [str(s["layer"]) for s in moa.get("failed_layers") or ()]:
+        parts.append("failed-layers=" + ",".join(layers))
+    return "; ".join(parts) or None

@@ -35,7 +35,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from langgraph_moa._redact import clip
 from langgraph_moa.serving._access import note_cut
 from langgraph_moa.serving._addresses import path_prefix, proxies_problem
-from langgraph_moa.serving._errors import CRASHED, RETRY_AFTER_S
+from langgraph_moa.serving._errors import CRASHED, DEGRADED_HEADER, RETRY_AFTER_S
+from langgraph_moa.serving._request_id import HEADER as REQUEST_ID_HEADER
 from langgraph_moa.serving._request_id import with_id
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -266,9 +267,9 @@ class BrowserGuard:
         return guarded_receive, guarded_send
 
 
-EXPOSED_HEADERS = ("x-request-id", "x-moa-degraded")
+EXPOSED_HEADERS = (REQUEST_ID_HEADER.decode(), DEGRADED_HEADER.lower())
 """The response headers a page on an allowed origin may read: the request's ID, and the mark
-of a degraded answer (`_app.DEGRADED_HEADER`)."""
+of a degraded answer."""
 
 
 def origin_key(origin: str) -> str:
@@ -295,7 +296,7 @@ def cors_options(security: ServeSecurity) -> dict[str, Any]:
     return {
         "allow_origins": allowed_origins(security),
         "allow_methods": ["GET", "POST"],
-        "allow_headers": ["authorization", "content-type", "x-request-id"],
+        "allow_headers": ["authorization", "content-type", REQUEST_ID_HEADER.decode()],
         "expose_headers": list(EXPOSED_HEADERS),
     }
 
