@@ -44,12 +44,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from langgraph_moa.cli._ranges import span
+from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.eval.datasets import EvalItem, load_dataset
-from langgraph_moa.eval.runner import Evaluation, slug
+from langgraph_moa.eval.runner import Evaluation, check_eval_seed, slug
 from langgraph_moa.eval.scorers import score
 from langgraph_moa.eval.stats import paired_difference
-from langgraph_moa.run._inputs import SEED_MAX
 from langgraph_moa.run.cache import SQLiteCallCache
 from langgraph_moa.text._selection import Candidate, SelectionConfig, select
 
@@ -71,18 +70,19 @@ def command() -> str:
 
 
 def call_seed(text: str) -> int:
-    """Read ``--seed`` as ``moa eval --seed`` does, 0 to 2**63-1: a bad one is a usage error.
+    """Read ``--seed`` as ``moa eval --seed`` does (`check_eval_seed`): a bad one is a usage error.
 
     Unchecked, -1 or 2**64 ended in a traceback after the dataset had loaded.
     """
     try:
-        value = int(text)
+        seed: Any = int(text)
     except ValueError:
-        value = -1
-    if not 0 <= value <= SEED_MAX:
-        allowed = span(int, 0, SEED_MAX)
-        raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}, as moa eval --seed takes.")
-    return value
+        seed = text  # refused below, as no whole number
+    try:
+        check_eval_seed(seed)
+    except MoAConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return int(seed)
 
 
 def system_spec(name: str) -> str:
@@ -96,25 +96,25 @@ def evaluate(
     items: list[EvalItem],
     out: Path,
     concurrency: int,
-    seed: Path | None = None,
+    shared_cache: Path | None = None,
     run: bool = True,
     dataset: str | None = None,
-    call_seed: int | None = None,
+    eval_seed: int | None = None,
 ) -> list[dict[str, Any]]:
     """Answer `items` with one system in its own folder; return its results rows.
 
-    `seed`: a call cache merged in before each run, so calls this system shares with
+    `shared_cache`: a call cache merged in before each run, so calls this system shares with
     another (the same model, settings, prompt and sample index) are not generated twice,
     also when a longer run (more items) extends a folder that already has its own cache.
     Their items then have no answer time of their own (a replay takes none). `run` False reads
     the results of the last run instead: a system with early aggregation would race again on
     a replay (its cancelled calls were never cached), so its results are read, not remade.
-    `call_seed`: sent with every call (`moa eval --seed`), so a rerun can draw the same samples.
+    `eval_seed`: sent with every call (`moa eval --seed`), so a rerun can draw the same samples.
     """
     folder = out / slug(name)
-    if seed is not None and seed.is_file() and run:
+    if shared_cache is not None and shared_cache.is_file() and run:
         cache = SQLiteCallCache(folder / "calls.db")
-        cache.merge(seed)
+        cache.merge(shared_cache)
         cache.close()
     if run:
         evaluation = Evaluation(
@@ -126,7 +126,7 @@ def evaluate(
             exports=False,
             dataset=dataset,
             command=command(),
-            seed=call_seed,
+            seed=eval_seed,
         )
         asyncio.run(evaluation.run(progress=True))
     rows = [
@@ -221,17 +221,17 @@ def systems(args: argparse.Namespace) -> None:
     items = load_dataset(args.dataset)[: args.items]
     # The baseline first: the other systems are compared with it and may share its calls.
     names = [BASELINE, *(n for n in args.systems.split(",") if n != BASELINE)]
-    seed = args.out / slug(BASELINE) / "calls.db" if args.share_calls else None
+    shared = args.out / slug(BASELINE) / "calls.db" if args.share_calls else None
     results = {
         name: evaluate(
             name,
             items,
             args.out,
             args.concurrency,
-            None if name == BASELINE else seed,
+            None if name == BASELINE else shared,
             run=not args.report_only,
             dataset=str(args.dataset),
-            call_seed=args.seed,
+            eval_seed=args.seed,
         )
         for name in names
     }

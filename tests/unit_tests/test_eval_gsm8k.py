@@ -343,7 +343,7 @@ def test_the_benchmarks_seed_reaches_every_systems_evaluation(bench, tmp_path, m
         pass
 
     def stop(*args, **kwargs):
-        seen.append(kwargs.get("seed", kwargs.get("call_seed")))
+        seen.append(kwargs.get("seed", kwargs.get("eval_seed")))
         raise Stop
 
     evaluate = bench.evaluate
@@ -354,7 +354,7 @@ def test_the_benchmarks_seed_reaches_every_systems_evaluation(bench, tmp_path, m
         bench.main()
     monkeypatch.setattr(bench, "Evaluation", stop)
     with pytest.raises(Stop):
-        evaluate("local-vote", [], tmp_path, 1, call_seed=3)
+        evaluate("local-vote", [], tmp_path, 1, eval_seed=3)
     assert seen == [3, 3]  # the script passes it on, and evaluate() to moa eval's runner
 
 
@@ -788,3 +788,27 @@ def test_latexs_thin_space_groups_thousands_as_a_comma_does(answer, value):
 def test_latexs_thin_space_groups_only_threes():
     assert last_number("3\\,4") == 4
     assert last_number("1\\,2345") == 2345
+
+
+@pytest.mark.parametrize("seed", [-1, -5, 2**63])
+def test_the_benchmark_and_moa_evals_runner_refuse_a_seed_in_the_same_words(bench, seed, tmp_path):
+    """The eval seed's range was written three ways: the runner said "signed 64-bit range"
+    for 2**63 (it takes 0 to 2**63-1) and the script had words of its own for each seed."""
+    import argparse
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.errors import MoAConfigError
+    from langgraph_moa.eval import Evaluation
+    from langgraph_moa.run._inputs import SEED_MAX
+    from tests.fakes import FakeChat
+
+    model = FakeChat(label="p", reply=lambda _messages: "4")
+    config = MoAConfig(name="one", proposers=[{"model": model}], aggregator={"model": model})
+    with pytest.raises(MoAConfigError) as runner_error:
+        Evaluation([config], [], tmp_path, plots=False, seed=seed)
+    with pytest.raises(argparse.ArgumentTypeError) as script_error:
+        bench.call_seed(str(seed))
+    said = str(runner_error.value)
+    assert said == str(script_error.value)
+    assert str(seed) in said and f"0 to {SEED_MAX}" in said and "\n" not in said, said
+    assert ("-1" in said and "random" in said) == (seed < 0), said

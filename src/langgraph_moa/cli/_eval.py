@@ -27,6 +27,7 @@ from langgraph_moa.cli._ranges import number_option
 from langgraph_moa.cli._run import DEGRADED_EXIT
 from langgraph_moa.cli._usage import OptionConflictError
 from langgraph_moa.errors import MoAConfigError, MoAError
+from langgraph_moa.run._inputs import SEED_MAX
 
 if TYPE_CHECKING:
     from langgraph_moa.eval.runner import Evaluation
@@ -61,7 +62,7 @@ def evaluate(
         number_option(
             "--seed",
             low=0,
-            high=2**63 - 1,
+            high=SEED_MAX,
             help="Seed the proposals and aggregations (each sample its own), so a rerun can draw "
             "the same samples (llama.cpp's still change with the load on its slots).",
         ),

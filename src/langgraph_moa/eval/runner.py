@@ -40,7 +40,7 @@ from langgraph_moa._redact import (
 )
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, explain_errors, list_presets
-from langgraph_moa.errors import MoAConfigError, MoAError, MoAInputError
+from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.eval.costs import Prices, dollars, load_prices, pareto_front
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.eval.export import write_exports
@@ -68,7 +68,7 @@ from langgraph_moa.eval.stats import paired_difference, wilson_interval
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.providers._models import ModelCache, ModelSpec, describe_model
 from langgraph_moa.run._calls import cache_name, local_digest
-from langgraph_moa.run._inputs import RANDOM_SEED, SEED_MAX, check_seed
+from langgraph_moa.run._inputs import SEED_MAX, is_seed
 from langgraph_moa.run.cache import SQLiteCallCache
 
 SINGLE = "single:"
@@ -207,6 +207,26 @@ _LAYER_FIELDS = ("stage_scores", "proposal_scores", "proposal_similarity")
 """What scoring a row's layers writes into it (`Evaluation._record_layers`)."""
 
 
+def check_eval_seed(seed: Any) -> None:
+    """Refuse a run's seed unless it is a whole number from 0 to `SEED_MAX`.
+
+    Each sample gets the seed plus its position, which only a whole number has, and
+    provenance records it to draw the same samples again: -1 (llama.cpp's random seed per
+    call) would claim that falsely, and another negative seed would count down. ``moa eval
+    --seed`` takes the same range.
+    """
+    if is_seed(seed) and 0 <= seed <= SEED_MAX:
+        return
+    if is_seed(seed) and seed < 0:
+        raise MoAConfigError(
+            f"seed {seed} is negative, and -1 would ask llama.cpp for a random seed per call: "
+            f"pass a seed from 0 to {SEED_MAX}, or none."
+        )
+    raise MoAConfigError(
+        f"seed {str(seed)[:40]!r} is not a whole number from 0 to {SEED_MAX}: pass one, or none."
+    )
+
+
 class Evaluation:
     """One evaluation: systems x items, written under `out_dir`."""
 
@@ -240,8 +260,7 @@ class Evaluation:
         into dollars. `dataset` (where the items came from) and `command` (the command line
         that ran this) are recorded in ``provenance.json`` and the report, to rerun it.
         `seed` goes to every call (each sample its own, as in `moa run`): without it llama.cpp
-        draws a random seed per call, and a rerun draws other samples. It is 0 to 2**63-1,
-        as ``moa eval --seed`` takes.
+        draws a random seed per call, and a rerun draws other samples (`check_eval_seed`).
         """
         if judge is not None and baseline is None:
             raise MoAConfigError(
@@ -272,20 +291,8 @@ class Evaluation:
         baseline = redact_spec(baseline) if baseline is not None else None
         if baseline is not None and baseline not in names:
             raise MoAConfigError(f"The baseline {baseline!r} must be one of the systems: {names}.")
-        try:  # checked now, not as one error row per item
-            check_seed({"seed": seed})
-        except MoAInputError as exc:
-            raise MoAConfigError(str(exc)) from None
-        if seed == RANDOM_SEED:  # recorded as a seed, it would claim samples drawn again
-            raise MoAConfigError(
-                f"seed {RANDOM_SEED} asks llama.cpp for a random seed per call, so a rerun "
-                "draws other samples: pass a fixed seed, or none."
-            )
-        if seed is not None and seed < 0:  # as `moa eval --seed`: samples count up from it
-            raise MoAConfigError(
-                f"seed {seed} is negative, and each sample gets the seed plus its position: "
-                f"pass a seed from 0 to {SEED_MAX}, as moa eval --seed takes, or none."
-            )
+        if seed is not None:  # checked now, not as one error row per item
+            check_eval_seed(seed)
         self.judge, self.baseline, self.seed = judge, baseline, seed
         self.source_sha256 = package_source()  # the code this run loaded, not an edit during it
         self.judge_label = describe_model(judge) if judge is not None else None

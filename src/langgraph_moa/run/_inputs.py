@@ -288,8 +288,6 @@ SEED_MAX = 2**63 - 1
 """The largest seed a provider takes (a signed 64-bit integer)."""
 SEED_MIN = -(2**63)
 """The smallest one."""
-RANDOM_SEED = -1
-"""The seed llama.cpp reads as "draw a random one": each call's own, kept as it is."""
 
 
 def is_seed(value: Any) -> TypeGuard[int]:

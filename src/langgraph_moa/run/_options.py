@@ -26,7 +26,6 @@ from langchain_core.runnables import Runnable
 
 from langgraph_moa.errors import MoAInputError, ToolCallError
 from langgraph_moa.run._inputs import (
-    RANDOM_SEED,
     SEED_MAX,
     SEED_MIN,
     forces_call,
@@ -136,7 +135,7 @@ def proposal_options(
     """
     kwargs = options.get("call_kwargs") or {}
     seed = kwargs.get("seed")
-    if not is_seed(seed) or seed == RANDOM_SEED:
+    if not is_seed(seed) or seed == _RANDOM_SEED:
         return options
     slot = sum(p.samples for p in proposers[:proposer]) + sample
     if not slot:
@@ -153,6 +152,10 @@ def _moved(seed: int, slot: int) -> int:
     if seed >= 0:
         return seed + slot if seed + slot <= SEED_MAX else seed - slot
     return seed - slot if seed - slot >= SEED_MIN else seed + slot
+
+
+_RANDOM_SEED = -1
+"""The seed llama.cpp reads as "draw a random one": each call's own, kept as it is."""
 
 
 def split_call_kwargs(
