@@ -11,8 +11,9 @@ from langgraph_moa import MoAConfig
 from langgraph_moa.errors import CallTimeoutError, StragglerCancelledError
 from langgraph_moa.graph._nodes import MoANodes
 from langgraph_moa.providers._models import has_own_timeout
-from langgraph_moa.run._calls import acall_model, call_model, call_timer, off_the_clock
+from langgraph_moa.run._calls import CALL_TIMER, acall_model, call_model, off_the_clock
 from langgraph_moa.transport._call_loop import call_loop
+from tests.fakes import FakeChat
 
 MESSAGES = [HumanMessage("hi")]
 
@@ -114,15 +115,18 @@ async def test_a_wait_off_the_clock_stops_the_calls_timeout_and_keeps_what_was_l
     # The reader's pace (serving's ReaderPace) waits through off_the_clock: a wait longer
     # than the call's whole timeout does not end the call, and the time left before the
     # wait still ends it afterwards.
-    scope = asyncio.timeout(0.3)
-    paused_through = False
-    with pytest.raises(TimeoutError):
-        async with scope:
-            with call_timer(scope):
-                await off_the_clock(asyncio.sleep(0.6))  # twice the timeout: not cut
-                paused_through = True
-                await asyncio.sleep(30)  # what was left runs out here
-    assert paused_through and scope.expired()
+    paused_through = []
+
+    class Paused(FakeChat):
+        async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+            await off_the_clock(asyncio.sleep(0.6))  # twice the timeout: not cut
+            paused_through.append(True)
+            await asyncio.sleep(30)  # what was left runs out here
+            raise AssertionError("the call's timeout ran out before")
+
+    with pytest.raises(CallTimeoutError, match=r"within 0\.3s"):
+        await acall_model(Paused(label="P"), MESSAGES, "P", 0.3)
+    assert paused_through
 
 
 async def test_a_wait_off_the_clock_cancelled_after_its_call_ended_raises_only_cancelled():
@@ -137,9 +141,12 @@ async def test_a_wait_off_the_clock_cancelled_after_its_call_ended_raises_only_c
         await off_the_clock(asyncio.Event().wait())  # for ever, until cancelled
 
     async with asyncio.timeout(30) as scope:
-        with call_timer(scope):
+        timer = CALL_TIMER.set(scope)  # as acall_model sets it
+        try:
             task = asyncio.create_task(child())
             await waiting.wait()
+        finally:
+            CALL_TIMER.reset(timer)
     task.cancel()  # the parent has left its timeout's scope
     with pytest.raises(asyncio.CancelledError):
         await task

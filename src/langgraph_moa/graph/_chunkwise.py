@@ -67,9 +67,9 @@ from langgraph_moa.run._answer import (
     labelled_fallback,
 )
 from langgraph_moa.run._calls import (
+    CALL_TIMER,
     CallId,
     acall_model,
-    call_timer,
     discard_answer,
     emit,
     explained_failure,
@@ -258,11 +258,14 @@ class _Chunkwise:
         whole: Any = None
         try:
             async with scope:
-                with call_timer(scope):
+                timer = CALL_TIMER.set(scope)  # the scope `off_the_clock` stops, as in acall_model
+                try:
                     async for chunk in model.astream(messages):
                         whole = chunk if whole is None else whole + chunk
                         self.texts[k] += chunk.text
                         self.changed.set()
+                finally:
+                    CALL_TIMER.reset(timer)
         except Exception as exc:
             # A provider's Retry-After is waited out only before an attempt that will come.
             retried = self._may_retry(k, len(self.errors[k]) + 1, exc)

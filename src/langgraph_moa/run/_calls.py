@@ -639,8 +639,9 @@ async def acall_model(
     scope = asyncio.timeout(timeout)
     try:
         async with scope:
-            # `call_timer` written out: a context manager costs every model call ~10 calls.
-            timer = _CALL_TIMER.set(scope)
+            # Set and reset inline (as `_chunkwise` does): a context manager would cost every
+            # model call ~10 calls more.
+            timer = CALL_TIMER.set(scope)
             try:
                 if stop is None:
                     result: BaseMessage = await ainvoke_direct(model, messages, config)
@@ -648,7 +649,7 @@ async def acall_model(
                     call = ainvoke_direct(model, messages, config)
                     result = await _until_stopped(call, label, stop)
             finally:
-                _CALL_TIMER.reset(timer)
+                CALL_TIMER.reset(timer)
     except Exception as exc:
         # Past the timeout also when the model turned its cancellation into another error.
         timed_out = scope.expired()
@@ -663,31 +664,22 @@ async def acall_model(
     return result
 
 
-_CALL_TIMER: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+CALL_TIMER: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
     "moa_call_timer", default=None
 )
-"""The ``call_timeout_s`` scope of the model call running in this context (`call_timer`)."""
-
-
-@contextmanager
-def call_timer(scope: asyncio.Timeout) -> Iterator[None]:
-    """Make `scope`, an entered call timeout, the one `off_the_clock` stops in this context."""
-    token = _CALL_TIMER.set(scope)
-    try:
-        yield
-    finally:
-        _CALL_TIMER.reset(token)
+"""The ``call_timeout_s`` scope of the model call running in this context, which
+`off_the_clock` stops: set around the call by `acall_model` and chunk-wise streaming."""
 
 
 async def off_the_clock(waiting: Awaitable[Any]) -> None:
-    """Await `waiting` with the running model call's timeout stopped (`call_timer`).
+    """Await `waiting` with the running model call's timeout (`CALL_TIMER`) stopped.
 
     A served stream holds its models while its reader is behind (`serving._events.ReaderPace`):
     that wait is the client's, not the model's, and counted against ``call_timeout_s`` it cut
     a healthy call whose reader paused, which was retried and paid for again. The time left
     is kept and the timer runs again, from it, once the wait is over.
     """
-    scope = _CALL_TIMER.get()
+    scope = CALL_TIMER.get()
     when = scope.when() if scope is not None else None
     if scope is None or when is None or scope.expired() or not _reschedule(scope, None):
         await waiting
