@@ -701,7 +701,7 @@ def test_a_rows_file_of_a_later_format_is_refused_in_one_sentence_and_left_as_it
     with pytest.raises(MoAConfigError) as caught:
         store.rows(ITEMS[:2])
     message = str(caught.value)
-    assert str(path) in message and "newer version" in message and "\n" not in message
+    assert str(path) in message and "format 2" in message and "\n" not in message
     assert path.read_text() == before
 
 
@@ -727,7 +727,7 @@ def test_a_rows_file_of_a_later_format_is_refused_before_any_system_answers(raci
     path = tmp_path / "results" / "later.rows.jsonl"
     path.parent.mkdir()
     path.write_text(json.dumps({"digest": "digest of later", "format": 2}) + "\n")
-    with pytest.raises(MoAConfigError, match="newer version"):
+    with pytest.raises(MoAConfigError, match="has format 2"):
         _evaluate([racing, later], ITEMS, tmp_path)
     assert racing.proposers[0].model.log.calls == []
     assert not (tmp_path / "results" / "mix.rows.jsonl").exists()

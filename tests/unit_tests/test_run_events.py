@@ -224,16 +224,19 @@ def test_a_history_carries_its_format_and_one_an_earlier_version_wrote_reads_as_
     assert sqlite_format(tmp_path / "new.sqlite3") == 1
 
 
-def test_a_history_of_a_later_format_is_refused_in_one_sentence_and_left_as_it_was(tmp_path):
+@pytest.mark.parametrize("mark", [2, -1])
+def test_a_history_of_another_format_is_refused_in_one_sentence_and_left_as_it_was(tmp_path, mark):
+    # A negative mark (no version writes one) was taken as unmarked and overwritten with 1,
+    # where a rows file of any format but 1 is refused.
     path = tmp_path / "h.sqlite3"
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 2")
+    db.execute(f"PRAGMA user_version = {mark}")
     db.close()
     with pytest.raises(HistoryError) as caught:
         History(path)
     message = str(caught.value)
-    assert str(path) in message and "newer version" in message and "\n" not in message
-    assert sqlite_format(path) == 2
+    assert str(path) in message and f"format {mark}" in message and "\n" not in message
+    assert sqlite_format(path) == mark
 
 
 # --- agreement -------------------------------------------------------------------------------

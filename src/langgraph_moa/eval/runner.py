@@ -455,7 +455,7 @@ class Evaluation:
         console = Console(stderr=True)
         shown = progress and _can_draw_a_bar(console)
         bar = Progress(*columns, disable=not shown, console=console)
-        # Every system's kept rows before the first call: a rows file a newer version wrote
+        # Every system's kept rows before the first call: a rows file of another format
         # is refused now, not after the systems before it answered every item.
         stores = [
             _RowStore(self._rows_path(s.name), rows_key(s.digest, self.seed)) for s in self.systems
@@ -1011,8 +1011,8 @@ class _RowStore:
 
     It keeps for racing systems what the call cache keeps for the others: a rerun, a longer
     run (more items) or a run that was stopped answers only the items not yet done. The
-    first line names the system's config digest and the file's `ROWS_FORMAT`; a file of a
-    later format is refused, left as it was. Rows of another config are never kept,
+    first line names the system's config digest and the file's `ROWS_FORMAT`; a file of any
+    other format is refused, left as it was. Rows of another config are never kept,
     nor rows that ended in an error or with a failed call (the next run tries those items
     again, as the cache would: a failed call is never cached). A row is kept for an item with
     its id and its question; a row of the same id with another question stays in the file for
@@ -1030,7 +1030,7 @@ class _RowStore:
         # Line by line: a line that is not UTF-8 (a disk fault) costs that row, not the file.
         lines = self.path.read_bytes().splitlines()
         header = _json_line(lines[0]) if lines else None
-        self._refuse_later_format(header)
+        self._refuse_other_format(header)
         self._ours = header in ({"digest": self.digest}, self._header())  # unmarked: format 1
         if not self._ours:
             return {}  # another config's rows: left alone until this one finishes an item
@@ -1059,11 +1059,12 @@ class _RowStore:
     def _header(self) -> dict[str, Any]:
         return {"digest": self.digest, "format": ROWS_FORMAT}
 
-    def _refuse_later_format(self, header: Any) -> None:
+    def _refuse_other_format(self, header: Any) -> None:
         """Refuse a file of any format but this one's, or none (format 1, unmarked).
 
         Its rows may not mean what this version reads. Only a later int was refused: a
-        ``"format": 2.0`` or ``"2"`` was taken for another config's file and replaced.
+        ``"format": 2.0`` or ``"2"`` was taken for another config's file and replaced. The
+        history (`serving._history.History`) refuses any SQLite mark but 1 or 0 alike.
         """
         if not isinstance(header, dict) or "format" not in header:
             return
@@ -1071,9 +1072,8 @@ class _RowStore:
         if type(found) is not int or found != ROWS_FORMAT:  # not True, 1.0 or "1" either
             raise MoAConfigError(
                 f"The rows file {self.path} has format {found!r}, which this version of "
-                f"langgraph-moa does not read (it reads {ROWS_FORMAT}; a newer version may "
-                "have written it): run that version, or delete the file to answer its items "
-                "again."
+                f"langgraph-moa does not read (it reads {ROWS_FORMAT}): run the version that "
+                "wrote it, or delete the file to answer its items again."
             )
 
     def _replace(self, rows: list[dict[str, Any]]) -> None:

@@ -141,8 +141,8 @@ class History:
         """Open (or create) the history at `path`, creating its folder; keep `keep` runs.
 
         Raises:
-            HistoryError: the file cannot be opened as a SQLite database, a newer version
-                of langgraph-moa wrote it (`HISTORY_FORMAT`), or `keep` is below 1.
+            HistoryError: the file cannot be opened as a SQLite database, its format is
+                neither `HISTORY_FORMAT` nor unmarked, or `keep` is below 1.
         """
         if keep < 1:
             raise HistoryError(f"The history must keep at least 1 run, not {keep}.")
@@ -153,7 +153,9 @@ class History:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False)
             found = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if found <= HISTORY_FORMAT:  # a later one is left as it was, refused below
+            # 0 is unmarked (every earlier version), as a rows file without "format" is.
+            known = found in (0, HISTORY_FORMAT)
+            if known:  # any other is left as it was, refused below
                 # A history, not a ledger: a crash may lose the last run, never corrupt it.
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
@@ -169,12 +171,12 @@ class History:
                 f"Cannot open the run history at {self.path} ({exc}); set MOA_HISTORY to a "
                 "writable file."
             ) from None
-        if found > HISTORY_FORMAT:
+        if not known:
             self._db.close()
             raise HistoryError(
-                f"The run history at {self.path} was written by a newer version of "
-                f"langgraph-moa (its format {found}; this version reads {HISTORY_FORMAT}): "
-                "run that version, or set MOA_HISTORY to another file."
+                f"The run history at {self.path} has format {found}, which this version of "
+                f"langgraph-moa does not read (it reads {HISTORY_FORMAT}): run the version "
+                "that wrote it, or set MOA_HISTORY to another file."
             )
 
     def save(self, run: RunRecord) -> None:
