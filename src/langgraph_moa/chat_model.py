@@ -187,19 +187,10 @@ class MoAChatModel(BaseChatModel):
     def graph(self) -> Any:
         """The compiled MoA graph, built on first use and shared by the models of one config.
 
-        `configurable_fields` and `configurable_alternatives` make a new model for every
-        call, and each compiled its graph again though nothing differed. Graphs are kept
-        (`_SHARED_GRAPHS`) by the resolved config's digest and by what was given as
-        ``config``: a preset or file by its name, a `MoAConfig` by the object itself, held
-        by the cache so that no other takes its id while the graph is kept. The digest
-        alone counts a model instance by its settings: with the object in the key, two
-        configs of equal settings but distinct instances (two clients, two runtimes) never
-        share a graph. Nor do two resolved configs of one mutable object whose roles name
-        other instances (a proposer replaced in it, with another key): the instances are in
-        the key by identity, held too. A graph builds its clients once, reading their keys
-        and accounts from the environment then, so the environment is in the key too
-        (`_environment_digest`): a model made after a key was set or fixed sent the key of
-        the first model's graph.
+        Why: `configurable_fields` and `configurable_alternatives` make a new model per call.
+        Kept in `_SHARED_GRAPHS` by config digest and ``config`` as given (a name, or the object).
+        Model instances are keyed by identity: two of equal settings never share a graph.
+        The environment is keyed (`_environment_digest`): clients read their keys when built.
         """
         if self._graph is None:
             cfg, name = self.moa_config, self.model_name or "moa"

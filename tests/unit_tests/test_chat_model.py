@@ -826,6 +826,16 @@ def test_a_dict_schema_changed_in_place_gets_a_graph_for_its_new_content(fake, g
     assert _graph_of(llm, _schema("City", "city"), "json_mode") is not first
 
 
+def test_the_readme_says_how_many_graphs_are_kept():
+    from pathlib import Path
+
+    from langgraph_moa.chat_model import GRAPH_CACHE_SIZE
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    said = f"the {GRAPH_CACHE_SIZE} most recent graphs are kept, `chat_model.GRAPH_CACHE_SIZE`"
+    assert said in " ".join(readme.split()), "the README names another number of graphs kept"
+
+
 def test_the_structured_graphs_kept_are_bounded(fake, graphs_built):
     from langgraph_moa.chat_model import GRAPH_CACHE_SIZE
 
