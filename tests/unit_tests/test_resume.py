@@ -310,3 +310,13 @@ def test_a_new_turn_after_a_cut_off_run_may_use_another_moa(fake, log):
     )
     assert out["messages"][-1].text.startswith("Y")
     assert [c.label for c in log.calls[before + 2 :]] == ["X", "X", "Y"]
+
+
+@pytest.mark.parametrize("budget", [None, 0, 4096])
+def test_a_run_token_reads_back_the_fields_it_was_made_with(budget):
+    from langgraph_moa.run.state import make_token, token_fields
+
+    token = make_token(budget, "route digest", "shape digest")
+    assert token_fields(token) == (str(budget or ""), "route digest", "shape digest")
+    assert token.endswith("shape digest")  # what every node checks without splitting
+    assert make_token(budget, "r", "s") != make_token(budget, "r", "s")  # each run its own id

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +101,7 @@ from langgraph_moa.run.state import (
     CallRecord,
     MoAState,
     ProposerTask,
+    make_token,
     token_fields,
 )
 from langgraph_moa.text._prompts import ranker_messages
@@ -228,6 +228,8 @@ class MoANodes:
         plan = self.plan()
         if not run_token:  # an edit as `propose` of a new thread: its edge routes nothing
             raise MoAConfigError(_NO_RUN)
+        # `token_fields`' layout read without splitting (every node runs this): a token
+        # without a mark has no shape, and the shape is its last field.
         if SHAPE_MARK not in run_token:
             raise MoAConfigError(
                 "This thread's run was checkpointed mid-run by an earlier version of "
@@ -310,9 +312,7 @@ class MoANodes:
             "missing": 0,
             "running_synthesis": None,
             "final_index": 0,
-            "run_token": SHAPE_MARK.join(
-                (uuid.uuid4().hex, str(cfg.budget.max_tokens or ""), route, shape)
-            ),
+            "run_token": make_token(cfg.budget.max_tokens, route, shape),
             "drawn": [],
         }
 

@@ -8,6 +8,7 @@ model name, and their order never depends on which call finished first.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, Required, TypeAlias
 
@@ -173,6 +174,11 @@ one starts with it unset, so options never leak from one run of a thread into th
 
 SHAPE_MARK = "/"
 """Separates a run token's fields: its id, the run's token budget, and its digests."""
+
+
+def make_token(budget: int | None, route: str, shape: str) -> str:
+    """Return a new run's token: a fresh id, then the fields `token_fields` reads back."""
+    return SHAPE_MARK.join((uuid.uuid4().hex, str(budget or ""), route, shape))
 
 
 def token_fields(run_token: str) -> tuple[str | None, str, str]:
