@@ -42,19 +42,19 @@ Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex
 # `number_marks` reads both as "-".
 _MINUS = str.maketrans({"\u2212": "-", "\uff0d": "-"})
 # A no-break, narrow no-break or thin space between digit groups of three separates
-# thousands as a comma does (SI and French style, "1 234 567"); `number_marks` writes it as
-# ",", so the comma's rule decides: "3\u00a04" stays 3 and 4, and "1\u00a0234,567" is
-# 1234567 as "1,234,567" is (ambiguous: SI and French writing mean 1234.567; documented).
-# A plain space groups only a value that stands alone (`_SPACED`).
-# Before two digits and another such space ("12 34 567", Indian grouping) it is a comma
-# too, and the comma's Indian rule decides: read by threes alone it was 34567.
+# thousands as a comma does (SI and French style, "1\u00a0234\u00a0567"); `number_marks`
+# writes it as ",", so the comma's rule decides: "3\u00a04" stays 3 and 4, and
+# "1\u00a0234,567" is 1234567 as "1,234,567" is (ambiguous: SI and French writing mean
+# 1234.567; documented). A plain space groups only a value that stands alone (`_SPACED`).
+# Before two digits and another such space ("12\u00a034\u00a0567", Indian grouping) it is a
+# comma too, and the comma's Indian rule decides: read by threes alone it was 34567.
 _THIN_GROUP = re.compile(r"(?<=\d)[\u00a0\u202f\u2009](?=\d{3}(?!\d)|\d{2}[\u00a0\u202f\u2009]\d)")
 # French grouping, "1\u00a0234,56": no-break, narrow no-break or thin spaces between
 # groups of three, then a comma and one or two decimals, is one number, 1234.56 (it read
 # 1,234 and 56). `number_marks` writes its spaces as points, the European form that
-# `_EUROPEAN` reads. Only that form: "1 234,567" and "0 234,56" read as before. It starts
-# only at a number's first group, so a long run of groups is read once (linear time).
-# Plain spaces group only a value that stands alone (`_SPACED`).
+# `_EUROPEAN` reads. Only that form: "1\u00a0234,567" and "0\u00a0234,56" read as before.
+# It starts only at a number's first group, so a long run of groups is read once (linear
+# time). Plain spaces group only a value that stands alone (`_SPACED`).
 _GROUP_SPACE = r"[\u00a0\u202f\u2009]"
 _FRENCH = re.compile(
     r"(?<![\d,.])(?<!\d" + _GROUP_SPACE + r")(?!0)\d{1,3}(?:" + _GROUP_SPACE + r"\d{3})++"
