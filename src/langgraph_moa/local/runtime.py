@@ -192,7 +192,7 @@ class LocalServer:
         self._warn_lock = threading.Lock()
         self._spawn(port or free_port(), hold)
 
-    def _spawn(self, port: int, hold: Callable[[LocalServer], object] | None = None) -> None:
+    def _spawn(self, port: int, hold: Callable[[LocalServer], object] | None) -> None:
         self._spawned = time.monotonic()
         self.port = port
         self.url = f"http://127.0.0.1:{port}/v1"
@@ -281,7 +281,7 @@ class LocalServer:
                     if _port_was_taken(self.last_words(lines=200)) and respawns < 3:
                         respawns += 1
                         self._discard_log()
-                        self._spawn(free_port())
+                        self._spawn(free_port(), None)  # held since its first spawn
                         continue
                     raise self._died()
                 try:
