@@ -33,6 +33,7 @@ from langgraph_moa.text._selection import (
     number_value,
     search_pattern,
 )
+from langgraph_moa.text._thinking import split_thinking
 
 
 def normalize(text: str, *, squad: bool = False) -> str:
@@ -109,8 +110,11 @@ def score(item: EvalItem, answer: str) -> dict[str, bool]:
     """Every scorer that applies to the item; ``correct`` is the one that decides.
 
     ``correct`` uses, in order of preference, the numeric target, the regex, or a whole-word
-    match of an expected answer.
+    match of an expected answer. A reasoning model's leading ``<think>`` block is a draft,
+    not the answer (`split_thinking`): an answer the graph returned has none left, but a
+    row scored from elsewhere (a file of answers) may.
     """
+    answer = split_thinking(answer).answer
     scores: dict[str, bool] = {}
     if item.expected:
         scores["exact"] = exact(answer, item.expected)

@@ -56,7 +56,7 @@ from langgraph_moa.errors import (
 from langgraph_moa.providers._models import with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
-from langgraph_moa.run._accounting import refuse_filtered, summarize
+from langgraph_moa.run._accounting import refuse_filtered, summarize, without_thinking
 from langgraph_moa.run._answer import (
     NOSTREAM,
     TAG_FINAL,
@@ -83,6 +83,7 @@ from langgraph_moa.run._options import bind_options, proposal_options, run_optio
 from langgraph_moa.run._references import in_reference_order, with_references
 from langgraph_moa.run.state import CallRecord, MoAState
 from langgraph_moa.text._prompts import estimate_tokens
+from langgraph_moa.text._thinking import ThinkingCut, split_thinking
 
 if TYPE_CHECKING:
     from langgraph_moa.config import MoAConfig
@@ -252,18 +253,24 @@ class _Chunkwise:
     async def _streamed(
         self, k: int, model: Any, messages: list[BaseMessage], label: str
     ) -> AIMessage:
-        """One attempt: stream the proposal into `texts[k]`; return it whole."""
+        """One attempt: stream the proposal into `texts[k]`; return it whole.
+
+        A reasoning model's leading ``<think>`` block never reaches `texts[k]`, which the
+        aggregator reads as it grows (`ThinkingCut`); the record keeps it (`without_thinking`).
+        """
         timeout = self.cfg.call_timeout_s
         scope = asyncio.timeout(timeout)
         whole: Any = None
+        thinking = ThinkingCut()
         try:
             async with scope:
                 timer = CALL_TIMER.set(scope)  # the scope `off_the_clock` stops, as in acall_model
                 try:
                     async for chunk in model.astream(messages):
                         whole = chunk if whole is None else whole + chunk
-                        self.texts[k] += chunk.text
+                        self.texts[k] += thinking.take(chunk.text)
                         self.changed.set()
+                    self.texts[k] += thinking.finish()
                 finally:
                     CALL_TIMER.reset(timer)
         except Exception as exc:
@@ -282,6 +289,8 @@ class _Chunkwise:
             # Too late to take back what the aggregator read; its record says it failed,
             # and the later parts read it no more.
             refuse_filtered(response, label)
+            if (thought := split_thinking(whole.text)).thinking is not None:
+                response.additional_kwargs["reasoning_content"] = thought.thinking
         if whole is None or not self.texts[k].strip():
             raise EmptyResponseError(f"{label} returned an empty answer")
         return response
@@ -437,7 +446,7 @@ class _Chunkwise:
                 )
                 assert isinstance(response, AIMessage)
                 refuse_filtered(response, call.configured_model)
-                return response
+                return without_thinking(response, call.configured_model)
             except Exception as exc:
                 errors.append(describe_error(exc))
                 if not is_retryable(exc) or attempt >= self.cfg.retry.max_attempts:

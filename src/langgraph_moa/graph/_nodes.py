@@ -39,7 +39,7 @@ from langgraph_moa.providers._models import ModelCache, with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.providers._table import LOCAL_PREFIX
 from langgraph_moa.run import _clock as clock
-from langgraph_moa.run._accounting import refuse_filtered, summarize
+from langgraph_moa.run._accounting import refuse_filtered, summarize, without_thinking
 from langgraph_moa.run._answer import (
     NOSTREAM,
     TAG_FINAL,
@@ -909,7 +909,8 @@ def _answer_of(
     """Return the answer's message and, for a structured answer, the parsed object.
 
     A structured answer comes as ``{"raw", "parsed", "parsing_error"}``; one that does not
-    parse, an answer with no text, and tool calls that break the call's tools
+    parse, an answer with no text (a reasoning model's leading ``<think>`` block is not
+    text: `without_thinking`), and tool calls that break the call's tools
     (`check_tool_calls`, which holds a mere reference, not `may_answer`, to less) are
     failures of the call (and retried as such).
     """
@@ -926,6 +927,7 @@ def _answer_of(
         if not response.text.strip():  # function calling: the structure is in tool calls
             response = response.model_copy(update={"content": as_json(parsed)})
     else:
+        response = without_thinking(response, call.configured_model)
         response = read_text_tool_calls(response, options)
         response = check_tool_calls(response, options, call.configured_model, answer=may_answer)
     refuse_filtered(response, call.configured_model)

@@ -40,6 +40,7 @@ from langgraph_moa.errors import StreamBrokenError
 from langgraph_moa.run._answer import answer_part, final_answer_only
 from langgraph_moa.run._calls import DISCARDED, DISCARDS_ONLY, WATCH
 from langgraph_moa.run._inputs import forces_call
+from langgraph_moa.text._thinking import ThinkingCut
 
 _T = TypeVar("_T")
 
@@ -56,6 +57,10 @@ class OneAttempt:
     other than the text sent is a fallback: both raise `StreamBrokenError` rather than send
     a second attempt's text after the first's. The plain stream (`AnswerStream`) and moa
     serve's progress stream each keep one, so neither can splice two answers.
+
+    Each message's pieces pass its `ThinkingCut` (`answer_text`): a reasoning model's
+    leading ``<think>`` block is no part of the answer, whose text the graph keeps without
+    it (`without_thinking`).
     """
 
     def __init__(self) -> None:
@@ -63,6 +68,7 @@ class OneAttempt:
         self.part = 0  # the chunk-wise part of the pieces so far
         self.pieces: list[str] = []  # what the consumer has received
         self.held = ""  # a high surrogate that ended the last piece: its pair may follow
+        self.thinking = ThinkingCut()  # the current message's leading think block
 
     def check(self, source: str | None, part: int) -> None:
         """Accept a piece of message `source` (of chunk-wise `part`) as the answer's next.
@@ -77,7 +83,17 @@ class OneAttempt:
             if self.pieces:
                 raise StreamBrokenError(sum(map(len, self.pieces)))
             self.held = ""  # the broken attempt's half, never sent: not the retry's text
+        if (source, part) != (self.source, self.part):
+            self.thinking = ThinkingCut()
         self.source, self.part = source, part
+
+    def answer_text(self, text: str) -> str:
+        """Return what of the current message's piece `text` is answer (not thinking)."""
+        return self.thinking.take(text)
+
+    def held_text(self) -> str:
+        """Return the answer text the thinking cut held when the stream ended."""
+        return self.thinking.finish()
 
     def sent(self, text: str) -> str:
         """Record `text` as sent to the consumer, and return it.
@@ -197,7 +213,7 @@ class AnswerStream:
             source, piece = self._attempts.source(part[0].id), answer_part(part[1])
             self._or_restart(lambda: self._one.check(source, piece))
             self.streamed = True
-            return str(text)
+            return self._one.answer_text(str(text))
         elif self.on_progress is not None and (event := token_event(*part)) is not None:
             self.on_progress(event)  # another call's tokens, in a watched run
         return ""
@@ -225,6 +241,8 @@ class AnswerStream:
     def _closing(self, hold: ToolCallHold) -> Iterator[str]:
         """Yield what the run's end releases: held-back text, then any part never streamed."""
         answer = self.answer if self.final.get("messages") else None
+        if rest := self._one.sent(hold.take(self._one.held_text())):
+            yield rest
         if rest := self._one.sent(hold.finish(answer)):
             yield rest
         if rest := self._or_restart(lambda: self._one.rest(answer)):

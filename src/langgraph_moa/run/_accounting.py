@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage
 
@@ -11,6 +11,7 @@ from langgraph_moa._redact import describe_error
 from langgraph_moa._unicode import well_formed
 from langgraph_moa.errors import (
     ContentFilteredError,
+    EmptyResponseError,
     StragglerCancelledError,
 )
 from langgraph_moa.errors import _RejectedAnswer as RejectedAnswer
@@ -23,6 +24,7 @@ from langgraph_moa.run.state import (
     ToolCallRecord,
     UsageSummary,
 )
+from langgraph_moa.text._thinking import split_thinking
 
 
 def tool_calls_of(response: BaseMessage) -> list[ToolCallRecord]:
@@ -120,6 +122,36 @@ def refuse_filtered(response: BaseMessage, label: str) -> None:
         )
 
 
+_Message = TypeVar("_Message", bound=BaseMessage)
+
+
+def without_thinking(response: _Message, label: str) -> _Message:
+    """Return `response` with the thinking block its text opens with moved out of its text.
+
+    A reasoning model's inline ``<think> ... </think>`` is no part of its response
+    (`split_thinking`): the text keeps the answer after it, and the thinking goes to
+    ``additional_kwargs["reasoning_content"]``, where the call record keeps it.
+
+    Raises:
+        EmptyResponseError: the block never closed (``max_tokens`` cut the model while it
+            was thinking): there is no answer, and its thinking is none.
+    """
+    if not isinstance(response, AIMessage) or not isinstance(response.content, str):
+        return response
+    split = split_thinking(response.content)
+    if split.thinking is None:
+        return response
+    if not split.closed and not response.tool_calls:
+        raise EmptyResponseError(
+            f"{label} was cut off while thinking (finish_reason "
+            f"{finish_reason(response)!r}): its <think> block never closed, so it gave no "
+            "answer; raise that model's max_tokens",
+            response,
+        )
+    kwargs = {**response.additional_kwargs, "reasoning_content": split.thinking}
+    return response.model_copy(update={"content": split.answer, "additional_kwargs": kwargs})
+
+
 def was_cut_off(record: CallRecord) -> bool:
     """Tell whether `max_tokens` ended this call's answer."""
     return (record.get("finish_reason") or "").lower() in CUT_OFF_REASONS
@@ -173,6 +205,8 @@ def ok_record(
             record["tool_calls_from_text"] = True
     if reason := (response.response_metadata or {}).get("moa_reference_only"):
         record["reference_only"] = reason
+    if isinstance(thinking := response.additional_kwargs.get("reasoning_content"), str):
+        record["thinking"] = well_formed(thinking)  # kept for the record, never a reference
     return record
 
 

@@ -94,6 +94,10 @@ class CallRecord(TypedDict):
     to the tools, not to what the answer must (text where ``tool_choice`` forced a call,
     another tool than the one it named, several calls with ``parallel_tool_calls`` false);
     see `check_tool_calls`. A labelled fallback never returns it."""
+    thinking: NotRequired[str]
+    """A reasoning model's thinking, where its text opened with a ``<think>`` block (moved
+    out of `output`: see `without_thinking`) or its provider's LangChain class kept it
+    apart; only where there was any. Never a reference, never the answer."""
 
 
 def call_key(record: CallRecord) -> tuple[int, int, int, int]:

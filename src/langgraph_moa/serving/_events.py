@@ -413,8 +413,9 @@ class ProgressChunks:
         Raises:
             StreamBrokenError: text was sent, and the answer is another attempt's.
         """
-        # Both, as the plain stream's close: `rest` sends a half `sent` held for its pair.
-        return self.one.sent(self.hold.finish(answer)) + self.one.rest(answer)
+        # As the plain stream's close: `rest` sends a half `sent` held for its pair.
+        held = self.one.sent(self.hold.take(self.one.held_text()))
+        return held + self.one.sent(self.hold.finish(answer)) + self.one.rest(answer)
 
     def take(
         self, event: dict[str, Any], source: tuple[str | None, int]
@@ -428,7 +429,7 @@ class ProgressChunks:
         """
         if event["event"] == "token" and event.get("final"):
             self.one.check(*source)
-            return self.one.sent(self.hold.take(event["text"])), None
+            return self.one.sent(self.hold.take(self.one.answer_text(event["text"]))), None
         if event["event"] in _CALL_BOUNDS:
             self.calls.append(event)
         return None, _progress_line(event)

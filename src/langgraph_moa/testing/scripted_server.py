@@ -13,6 +13,11 @@ predict them without a real model:
   whose keys are the words the user quoted (or put in backticks);
 - otherwise a short text answer naming the model; ``stop`` cuts it, ``max_tokens`` (in
   words) cuts it with finish reason ``length``; ``logprobs`` are returned when asked;
+- a model named in `thinking` thinks first, as reasoning models do: ``"inline"`` writes
+  ``<think>THOUGHT</think>`` before its answer's text, ``"field"`` sends the thought apart,
+  in ``reasoning_content`` (the message's, or each stream delta's), and ``"unclosed"``
+  thinks until ``max_tokens`` cuts it (the block never closes, finish reason ``length``);
+  `THOUGHT` is a draft with a wrong number, which no answer should carry;
 - a model given a context size in `n_ctx` refuses a prompt of more words than that with
   llama.cpp's own 400 body (``exceed_context_size_error``), as a local model whose
   conversation outgrew its slot does.
@@ -37,17 +42,28 @@ from langgraph_moa.testing._uvicorn import BackgroundServer, free_port
 _QUOTED = re.compile("['\"\u2018\u201c\u300c]([^'\"\u2019\u201d\u300d]+)['\"\u2019\u201d\u300d]")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
+THOUGHT = "Maybe the answer is 12. Let me check that again."
+"""What a model named in `ScriptedServer`'s `thinking` thinks before it answers."""
+
 
 class ScriptedServer:
     """Runs the rule-following server in a background thread; use as a context manager."""
 
-    def __init__(self, *, multimodal: bool = True, n_ctx: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        multimodal: bool = True,
+        n_ctx: dict[str, int] | None = None,
+        thinking: dict[str, str] | None = None,
+    ) -> None:
         """Prepare the server; `multimodal=False` makes it refuse image, audio and files.
 
-        `n_ctx` maps a model name to its context size, in words of the prompt.
+        `n_ctx` maps a model name to its context size, in words of the prompt; `thinking`
+        maps a model name to how it thinks: ``"inline"``, ``"field"`` or ``"unclosed"``.
         """
         self.multimodal = multimodal
         self.n_ctx = n_ctx or {}
+        self.thinking = thinking or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.requests: list[dict[str, Any]] = []
@@ -88,7 +104,7 @@ class ScriptedServer:
             n_ctx = self.n_ctx.get(body.get("model", ""))
             if n_ctx is not None and (prompt := _prompt_words(body)) > n_ctx:
                 return JSONResponse(_overflow(prompt, n_ctx), status_code=400)
-            reply = _reply(body, n)
+            reply = _thought(_reply(body, n), self.thinking.get(body.get("model", "")))
             if body.get("stream"):
                 return StreamingResponse(_chunks(body, reply), media_type="text/event-stream")
             return JSONResponse(_completion(body, reply))
@@ -205,6 +221,17 @@ def _text(body: dict[str, Any], text: str, *, cut: bool = True) -> dict[str, Any
     return {"content": text, "tool_calls": None, "finish_reason": finish}
 
 
+def _thought(reply: dict[str, Any], how: str | None) -> dict[str, Any]:
+    """Return `reply` as a model that thinks `how` writes it (see `ScriptedServer`)."""
+    if how == "inline":
+        return {**reply, "content": f"<think>\n{THOUGHT}\n</think>\n\n{reply['content'] or ''}"}
+    if how == "field":
+        return {**reply, "reasoning_content": THOUGHT}
+    if how == "unclosed":
+        return {**reply, "content": f"<think>\n{THOUGHT}", "finish_reason": "length"}
+    return reply
+
+
 def _pick_tool(tools: list[dict[str, Any]], choice: Any, user: str) -> dict[str, Any]:
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name")
@@ -271,6 +298,8 @@ def _logprobs(body: dict[str, Any], text: str) -> dict[str, Any] | None:
 
 def _completion(body: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply["content"]}
+    if "reasoning_content" in reply:
+        message["reasoning_content"] = reply["reasoning_content"]
     if reply["tool_calls"]:
         message["tool_calls"] = reply["tool_calls"]
     choice: dict[str, Any] = {
@@ -303,6 +332,9 @@ async def _chunks(body: dict[str, Any], reply: dict[str, Any]) -> AsyncIterator[
         return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
 
     yield event({"role": "assistant", "content": ""})
+    for word in reply.get("reasoning_content", "").split(" "):
+        if word:
+            yield event({"reasoning_content": word + " "})
     text = reply["content"] or ""
     for i, word in enumerate(text.split(" ") if text else []):
         piece = word if i == 0 else " " + word

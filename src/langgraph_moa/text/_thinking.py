@@ -1,0 +1,88 @@
+"""A reasoning model's inline thinking, told apart from its answer.
+
+Reasoning models served without a reasoning parser (Qwen3 and DeepSeek-R1 on llama.cpp
+without ``--reasoning-format``, many vLLM setups) write their thinking into the answer's
+text, as ``<think> ... </think>`` before the answer. The Mixture-of-Agents references are
+the proposers' *responses*: their thinking, passed on, would fill the aggregator's context
+with drafts and wrong turns, and an eval scorer would read a number from a draft. A
+server's separate ``reasoning_content`` field never reaches the text: langchain-openai does
+not read it.
+
+Only a block that opens the text counts (what these models write); a ``<think>`` tag later
+in an answer is the answer's own text (a reply about the tag itself).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+class Thinking(NamedTuple):
+    """A text split into its leading thinking block and its answer."""
+
+    thinking: str | None
+    """The thinking, without its tags; None where the text opens with no think block."""
+    answer: str
+    """The text after the block, its leading whitespace dropped; empty where the block never
+    closed (``max_tokens`` cut the model while it was thinking)."""
+    closed: bool
+    """False where the block never closed: there is no answer, only thinking."""
+
+
+def split_thinking(text: str) -> Thinking:
+    """Split `text` into the thinking block it opens with, if any, and the answer after it."""
+    head = text.lstrip()
+    if not head.startswith(THINK_OPEN):
+        return Thinking(None, text, True)
+    inside = head[len(THINK_OPEN) :]
+    end = inside.find(THINK_CLOSE)
+    if end < 0:
+        return Thinking(inside.strip(), "", False)
+    return Thinking(inside[:end].strip(), inside[end + len(THINK_CLOSE) :].lstrip(), True)
+
+
+class ThinkingCut:
+    """Drops the leading thinking block from a streamed text, piece by piece.
+
+    Gives out the same text as `split_thinking`'s answer: text that may still be the
+    start of ``<think>`` is held, the block is dropped up to its closing tag, and the
+    whitespace after the tag with it. Text of a stream with no such block passes as it
+    comes (its first piece held only while it could still open one).
+    """
+
+    def __init__(self) -> None:
+        self.pending = ""
+        self.state = "start"  # then "thinking", "after" (the block closed) or "answer"
+
+    def take(self, text: str) -> str:
+        """Return what of `text` belongs to the answer and can go out now."""
+        if self.state == "answer" or not text:
+            return text
+        self.pending += text
+        if self.state == "start":
+            head = self.pending.lstrip()
+            if THINK_OPEN.startswith(head):  # empty so far, or maybe the tag's start
+                return ""
+            if not head.startswith(THINK_OPEN):
+                self.state = "answer"
+                out, self.pending = self.pending, ""
+                return out
+            self.state, self.pending = "thinking", head[len(THINK_OPEN) :]
+        if self.state == "thinking":
+            end = self.pending.find(THINK_CLOSE)
+            if end < 0:  # keep only what may be the closing tag's start
+                self.pending = self.pending[-(len(THINK_CLOSE) - 1) :]
+                return ""
+            self.state, self.pending = "after", self.pending[end + len(THINK_CLOSE) :]
+        out = self.pending.lstrip()
+        if out:
+            self.state, self.pending = "answer", ""
+        return out
+
+    def finish(self) -> str:
+        """Return held text the stream's end releases: a short answer that was held."""
+        out, self.pending = (self.pending if self.state == "start" else ""), ""
+        return out
