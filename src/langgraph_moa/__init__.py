@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # the names as the type checkers see them; imported on first 
         StructuredOutputError,
         ThreadBusyError,
         ToolCallError,
+        UnsupportedParameterError,
     )
     from langgraph_moa.graph import TAG_FINAL, create_moa_graph, final_answer_only
     from langgraph_moa.graph.durable import open_checkpointer
@@ -106,6 +107,7 @@ _EXPORTS = {
     "StructuredOutputError": "langgraph_moa.errors",
     "ThreadBusyError": "langgraph_moa.errors",
     "ToolCallError": "langgraph_moa.errors",
+    "UnsupportedParameterError": "langgraph_moa.errors",
     "TAG_FINAL": "langgraph_moa.graph",
     "create_moa_graph": "langgraph_moa.graph",
     "final_answer_only": "langgraph_moa.graph",
@@ -227,6 +229,7 @@ __all__ = [
     "StructuredOutputError",
     "ThreadBusyError",
     "ToolCallError",
+    "UnsupportedParameterError",
     "UsageSummary",
     "__version__",
     "create_moa_graph",

@@ -21,6 +21,7 @@ All of them derive from `MoAError` so an application can catch one type::
     ├── StructuredOutputError                the answer does not parse into the schema
     ├── ToolCallError                        the answer's tool calls break the bound tools
     ├── ContextLengthError                   the input does not fit the model's context
+    ├── UnsupportedParameterError            a model refuses a call parameter (temperature)
     ├── StreamBrokenError                    a streamed answer broke after text was sent
     ├── RetryPastDeadlineError               a Retry-After asks for a wait past the deadline
     ├── RequestTimeoutError                  a served request ran past --request-timeout
@@ -234,6 +235,14 @@ class ToolCallError(_RejectedAnswer):
 
 class ContextLengthError(MoAError):
     """The input (conversation plus references) does not fit the model's context window."""
+
+
+class UnsupportedParameterError(MoAError):
+    """A model refuses a call parameter its role sends; the message names the setting to change.
+
+    OpenAI's reasoning models refuse a temperature other than 1, and max_tokens. Not
+    retried: the same call is refused again.
+    """
 
 
 def outgrew_context(exc: BaseException) -> bool:

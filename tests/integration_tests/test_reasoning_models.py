@@ -132,3 +132,35 @@ def test_chunk_wise_aggregation_reads_and_writes_no_thinking(backend, stream):
     for body in backend.requests[start:]:
         if body["model"] == "agg":
             _no_thinking(json.dumps(body["messages"]))
+
+
+@pytest.mark.parametrize(
+    ("proposer", "param", "fix"),
+    [
+        ({}, "temperature", "temperature: null"),
+        ({"temperature": None}, "max_tokens", "max_tokens: null"),
+    ],
+)
+def test_a_parameter_a_reasoning_model_refuses_is_named_with_its_fix_and_not_retried(
+    proposer, param, fix
+):
+    with ScriptedServer(thinking={"o3": "openai"}) as server:
+        o3 = {"model": f"o3@{server.url}", **proposer}
+        proposers = [o3, f"p1@{server.url}"]
+        config = MoAConfig(proposers=proposers, aggregator=f"agg@{server.url}")
+        answer = MoAChatModel(config=config).invoke("Why?")
+        sent = len(server.bodies("o3"))
+    failed = [c for c in answer.response_metadata["moa"]["calls"] if c["status"] == "failed"]
+    assert sent == len(failed) == 2 and {c["attempts"] for c in failed} == {1}  # no retry
+    error = failed[0]["error"]
+    assert error.startswith("UnsupportedParameterError: o3@"), error
+    assert f"'{param}'" in error and fix in error, error
+    assert "\n" not in error
+
+
+def test_a_reasoning_model_answers_once_its_config_leaves_both_parameters_out():
+    with ScriptedServer(thinking={"o3": "openai"}) as server:
+        o3 = {"model": f"o3@{server.url}", "temperature": None, "max_tokens": None}
+        config = MoAConfig(proposers=[o3], aggregator=f"agg@{server.url}")
+        answer = MoAChatModel(config=config).invoke("Why?")
+    assert all(c["status"] == "ok" for c in answer.response_metadata["moa"]["calls"])

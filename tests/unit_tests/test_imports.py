@@ -49,6 +49,7 @@ EXPECTED_ALL = {
     "StructuredOutputError",
     "ThreadBusyError",
     "ToolCallError",
+    "UnsupportedParameterError",
     "UsageSummary",
     "__version__",
     "create_moa_graph",

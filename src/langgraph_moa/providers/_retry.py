@@ -16,6 +16,7 @@ from langgraph_moa.errors import (
     CallTimeoutError,
     ContextLengthError,
     MoAError,
+    UnsupportedParameterError,
 )
 from langgraph_moa.providers._table import retryable_status, sdk_retryable
 
@@ -119,13 +120,50 @@ def _is_context_overflow(exc: BaseException) -> bool:
     )
 
 
+_PARAMETER_FIXES = {
+    "temperature": "set temperature: null for it in the config, which leaves it out",
+    "max_tokens": (
+        "set max_tokens: null for it in the config, or name it openai:MODEL, whose "
+        "LangChain class sends max_completion_tokens"
+    ),
+}
+"""The fix of each call parameter a model may refuse, by OpenAI's ``param`` of the refusal."""
+
+
+def _refused_parameter(exc: BaseException) -> str | None:
+    """Return the call parameter a provider refused for this model, if that is the error.
+
+    OpenAI's reasoning models (o1, o3, gpt-5) refuse a ``temperature`` other than 1 and
+    ``max_tokens`` with a 400 whose ``code`` is ``unsupported_value`` or
+    ``unsupported_parameter`` and whose ``param`` names it.
+    """
+    body = getattr(exc, "body", None)
+    if not isinstance(body, dict):
+        return None
+    body = body.get("error", body) if isinstance(body.get("error"), dict) else body
+    param = body.get("param")
+    if body.get("code") in ("unsupported_value", "unsupported_parameter") and isinstance(
+        param, str
+    ):
+        return param if param in _PARAMETER_FIXES else None
+    return None
+
+
 def explain_failure(exc: BaseException, model: str) -> BaseException:
     """Turn a provider error that cannot succeed on retry into a typed, explained one.
 
     Only errors whose meaning is certain are translated; everything else is returned as it
     is, so the provider's own message always reaches the user.
     """
-    if isinstance(exc, MoAError) or not _is_context_overflow(exc):
+    if isinstance(exc, MoAError):
+        return exc
+    if (param := _refused_parameter(exc)) is not None:
+        # One line, the fix before the provider's words (as below).
+        return UnsupportedParameterError(
+            f"{model} does not take the call parameter '{param}' (a reasoning model takes "
+            f"its own default): {_PARAMETER_FIXES[param]}. The provider said: {exc}"
+        )
+    if not _is_context_overflow(exc):
         return exc
     # The fix before the provider's words: a failed call's error is clipped where it is
     # listed (one line a call), and the provider's words are the longer part.

@@ -17,7 +17,9 @@ predict them without a real model:
   ``<think>THOUGHT</think>`` before its answer's text, ``"field"`` sends the thought apart,
   in ``reasoning_content`` (the message's, or each stream delta's), and ``"unclosed"``
   thinks until ``max_tokens`` cuts it (the block never closes, finish reason ``length``);
-  `THOUGHT` is a draft with a wrong number, which no answer should carry;
+  `THOUGHT` is a draft with a wrong number, which no answer should carry; ``"openai"``
+  thinks out of sight and refuses, as OpenAI's reasoning models do, a ``temperature``
+  other than 1 and any ``max_tokens`` (with OpenAI's own 400 bodies);
 - a model given a context size in `n_ctx` refuses a prompt of more words than that with
   llama.cpp's own 400 body (``exceed_context_size_error``), as a local model whose
   conversation outgrew its slot does.
@@ -104,7 +106,10 @@ class ScriptedServer:
             n_ctx = self.n_ctx.get(body.get("model", ""))
             if n_ctx is not None and (prompt := _prompt_words(body)) > n_ctx:
                 return JSONResponse(_overflow(prompt, n_ctx), status_code=400)
-            reply = _thought(_reply(body, n), self.thinking.get(body.get("model", "")))
+            how = self.thinking.get(body.get("model", ""))
+            if how == "openai" and (refusal := _openai_refusal(body)) is not None:
+                return JSONResponse(refusal, status_code=400)
+            reply = _thought(_reply(body, n), how)
             if body.get("stream"):
                 return StreamingResponse(_chunks(body, reply), media_type="text/event-stream")
             return JSONResponse(_completion(body, reply))
@@ -219,6 +224,28 @@ def _text(body: dict[str, Any], text: str, *, cut: bool = True) -> dict[str, Any
         if limit and len(text.split()) > limit:
             text, finish = " ".join(text.split()[:limit]), "length"
     return {"content": text, "tool_calls": None, "finish_reason": finish}
+
+
+def _openai_refusal(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Return OpenAI's 400 body for a parameter its reasoning models refuse, if one was sent."""
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        message = (
+            f"Unsupported value: 'temperature' does not support {temperature} with this "
+            "model. Only the default (1) value is supported."
+        )
+        param, code = "temperature", "unsupported_value"
+    elif body.get("max_tokens") is not None:
+        message = (
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead."
+        )
+        param, code = "max_tokens", "unsupported_parameter"
+    else:
+        return None
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    }
 
 
 def _thought(reply: dict[str, Any], how: str | None) -> dict[str, Any]:
