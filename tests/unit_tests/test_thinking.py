@@ -1,5 +1,7 @@
 """A reasoning model's leading think block, told apart from its answer, whole or streamed."""
 
+import random
+
 import pytest
 
 from langgraph_moa.eval.datasets import EvalItem
@@ -14,6 +16,8 @@ TEXTS = [
     "The answer is 14",
     "  14",
     "<th",
+    "<think>",
+    " \n<think>",
     "<thinking>is no tag</thinking> 14",
     "14 <think>later is text</think>",
     "",
@@ -26,6 +30,19 @@ def test_a_streamed_text_gives_out_what_the_whole_text_answers(text, size):
     cut = ThinkingCut()
     out = "".join(cut.take(text[i : i + size]) for i in range(0, len(text), size))
     assert out + cut.finish() == split_thinking(text).answer
+
+
+def test_any_split_of_a_stream_gives_out_what_the_whole_text_answers():
+    # Tags cut anywhere across chunks (`<th` + `ink>`, `</thi` + `nk>`), at a fixed seed.
+    rng = random.Random(29)
+    for text in [*TEXTS, "<think>a</think></think>b", "\n<think>\n</think>\n", "<think>a</th"]:
+        for _ in range(200):
+            cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(1, 6))))
+            cut = ThinkingCut()
+            out = "".join(
+                cut.take(text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)
+            )
+            assert out + cut.finish() == split_thinking(text).answer, (text, cuts)
 
 
 def test_the_split_keeps_the_thought_and_says_whether_the_block_closed():

@@ -64,8 +64,8 @@ class ThinkingCut:
         self.pending += text
         if self.state == "start":
             head = self.pending.lstrip()
-            if THINK_OPEN.startswith(head):  # empty so far, or maybe the tag's start
-                return ""
+            if THINK_OPEN.startswith(head) and head != THINK_OPEN:
+                return ""  # empty so far, or a part of the tag: it may still open a block
             if not head.startswith(THINK_OPEN):
                 self.state = "answer"
                 out, self.pending = self.pending, ""
