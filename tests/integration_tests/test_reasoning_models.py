@@ -164,3 +164,15 @@ def test_a_reasoning_model_answers_once_its_config_leaves_both_parameters_out():
         config = MoAConfig(proposers=[o3], aggregator=f"agg@{server.url}")
         answer = MoAChatModel(config=config).invoke("Why?")
     assert all(c["status"] == "ok" for c in answer.response_metadata["moa"]["calls"])
+
+
+def test_chunk_wise_calls_keep_the_thought_and_name_the_fix_of_a_cut_one(backend):
+    # The last layer's proposals stream into the parts: each is a streamed call, not a whole.
+    chunks = {"start": "chunks", "chunk_tokens": 2}
+    config = moa(backend.url, "p1", "cut", aggregation=chunks)
+    calls = MoAChatModel(config=config).invoke("Why?").response_metadata["moa"]["calls"]
+    aggregator = next(c for c in calls if c["role"] == "aggregator")
+    assert aggregator["thinking"].startswith(THOUGHT), aggregator
+    streamed = [c for c in calls if c["layer"] == aggregator["layer"] - 1]
+    cut = next(c for c in streamed if c["configured_model"].startswith("cut@"))
+    assert "cut off while thinking" in cut["error"] and "max_tokens" in cut["error"], cut

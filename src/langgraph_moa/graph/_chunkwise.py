@@ -83,7 +83,7 @@ from langgraph_moa.run._options import bind_options, proposal_options, run_optio
 from langgraph_moa.run._references import in_reference_order, with_references
 from langgraph_moa.run.state import CallRecord, MoAState
 from langgraph_moa.text._prompts import estimate_tokens
-from langgraph_moa.text._thinking import ThinkingCut, split_thinking
+from langgraph_moa.text._thinking import ThinkingCut
 
 if TYPE_CHECKING:
     from langgraph_moa.config import MoAConfig
@@ -282,15 +282,16 @@ class _Chunkwise:
             raise explained from exc
         if whole is not None:
             response = AIMessage(
-                content=self.texts[k],
+                content=whole.text,
                 usage_metadata=whole.usage_metadata,
                 response_metadata=whole.response_metadata,
             )
             # Too late to take back what the aggregator read; its record says it failed,
             # and the later parts read it no more.
             refuse_filtered(response, label)
-            if (thought := split_thinking(whole.text)).thinking is not None:
-                response.additional_kwargs["reasoning_content"] = thought.thinking
+            # Its text is then `texts[k]` (`ThinkingCut` gives out `split_thinking`'s answer);
+            # a block that never closed fails it with the fix, as a whole answer's does.
+            response = without_thinking(response, label)
         if whole is None or not self.texts[k].strip():
             raise EmptyResponseError(f"{label} returned an empty answer")
         return response
@@ -713,10 +714,17 @@ def _total_tokens(response: AIMessage) -> int:
 
 
 def _summed(answer: str, responses: list[AIMessage]) -> AIMessage:
-    """One message for the parts: the whole answer, their tokens summed."""
+    """One message for the parts: the whole answer, their tokens summed, their thinking joined.
+
+    A reasoning aggregator thinks again in each part (`without_thinking` took it out of each
+    part's text): the record keeps each part's thought, in order.
+    """
     usage = [r.usage_metadata for r in responses if r.usage_metadata]
+    thoughts = [r.additional_kwargs.get("reasoning_content") for r in responses]
+    thinking = "\n\n".join(t for t in thoughts if isinstance(t, str))
     return AIMessage(
         content=answer,
+        additional_kwargs={"reasoning_content": thinking} if thinking else {},
         usage_metadata=functools.reduce(add_usage, usage) if usage else None,  # details too
         response_metadata=responses[-1].response_metadata,
     )
