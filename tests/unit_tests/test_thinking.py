@@ -3,9 +3,11 @@
 import random
 
 import pytest
+from langchain_core.messages import AIMessage
 
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.eval.scorers import score
+from langgraph_moa.run._accounting import ok_record, without_thinking
 from langgraph_moa.text._thinking import ThinkingCut, split_thinking
 
 TEXTS = [
@@ -63,3 +65,12 @@ def test_the_scorer_reads_no_number_inside_a_think_block():
     ]
     drafted = score(EvalItem(id="q", turns=["q"], expected=["12"]), "<think>12?</think>14")
     assert not drafted["correct"]
+
+
+def test_an_empty_block_leaves_the_record_no_thinking():
+    # Qwen3 told not to think (/no_think) still opens every answer with an empty block.
+    response = without_thinking(AIMessage(content="<think>\n\n</think>\n\n14"), "m")
+    call = {"role": "proposer", "layer": 1, "proposer": 0, "sample": 0, "configured_model": "m"}
+    record = ok_record(**call, response=response, latency_s=0.0)
+    assert record["output"] == "14"
+    assert "thinking" not in record, record

@@ -205,8 +205,12 @@ def ok_record(
             record["tool_calls_from_text"] = True
     if reason := (response.response_metadata or {}).get("moa_reference_only"):
         record["reference_only"] = reason
-    if isinstance(thinking := response.additional_kwargs.get("reasoning_content"), str):
-        record["thinking"] = well_formed(thinking)  # kept for the record, never a reference
+    # Kept for the record, never a reference; an empty block (Qwen3's /no_think) is none.
+    if (
+        isinstance(thinking := response.additional_kwargs.get("reasoning_content"), str)
+        and thinking
+    ):
+        record["thinking"] = well_formed(thinking)
     return record
 
 
