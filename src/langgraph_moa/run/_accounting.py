@@ -24,7 +24,7 @@ from langgraph_moa.run.state import (
     ToolCallRecord,
     UsageSummary,
 )
-from langgraph_moa.text._thinking import split_thinking
+from langgraph_moa.text._thinking import THINK_OPEN, split_thinking
 
 
 def tool_calls_of(response: BaseMessage) -> list[ToolCallRecord]:
@@ -138,9 +138,9 @@ def without_thinking(response: _Message, label: str) -> _Message:
     """
     if not isinstance(response, AIMessage) or not isinstance(response.content, str):
         return response
-    split = split_thinking(response.content)
-    if split.thinking is None:
+    if not response.content.lstrip().startswith(THINK_OPEN):  # every other model's, cheaply
         return response
+    split = split_thinking(response.content)
     if not split.closed and not response.tool_calls:
         raise EmptyResponseError(
             f"{label} was cut off while thinking (finish_reason "
