@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from langgraph_moa.testing.fault_server import FaultProfile, FaultServer
+from langgraph_moa.testing.scripted_server import THOUGHT
+from langgraph_moa.text._thinking import ThinkingCut
 from langgraph_moa.transport._net import free_port
 from tests.helpers import wait_until_up
 from tests.integration_tests.browser import (
@@ -40,6 +42,10 @@ REFERENCE = "the sky is blue because of scattering of light"
 EMOJI_ANSWER = "\U0001f600\U0001f600\U0001f600 the sky is blue because of scattering indeed"
 RTL = "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645"
 """Arabic ("hello world"): a right-to-left answer."""
+
+
+THINKER = f"<think>\n{THOUGHT}\n</think>\n\nSeven times two makes 14."
+"""A reasoning model's reply as it writes it: its thinking (a wrong draft), then the answer."""
 
 
 LONG_WORDS = 5000
@@ -67,6 +73,7 @@ def backend():
         "emoji": FaultProfile(reply_text=EMOJI_ANSWER),
         "rtl": FaultProfile(reply_text=RTL),
         "long": FaultProfile(reply_words=LONG_WORDS),
+        "thinker": FaultProfile(token_s=0.2, reply_text=THINKER),
     }
     with FaultServer(profiles) as server:
         yield server
@@ -1098,3 +1105,94 @@ def test_a_failed_or_refused_run_shows_its_request_id(backend, browser):
         wait(d, refused, what="the refusal")
         error = d.execute_script("return document.querySelector('.pane-error').textContent")
         assert re.search(shown, error), error
+
+
+WATCH_ANSWER = """
+window.answer_texts = [];
+new MutationObserver((records) => {
+  for (const r of records) {
+    const node = r.target.nodeType === Node.ELEMENT_NODE ? r.target : r.target.parentElement;
+    if (!node?.closest('.answer')) continue;
+    if (r.type === 'characterData') window.answer_texts.push(r.target.data);
+    for (const added of r.addedNodes) window.answer_texts.push(added.textContent);
+  }
+}).observe(document.getElementById('panes'), {childList: true, characterData: true, subtree: true});
+"""
+"""Keeps every text ever put into an answer box, however briefly it showed."""
+
+
+def test_the_answer_box_never_shows_the_aggregator_s_thinking(backend, browser):
+    """A reasoning aggregator writes <think>...</think> before its answer, and its answer's
+    tokens carry it: the answer box shows only the answer as it streams (the thinking showed
+    there until the whole answer replaced it), while the aggregator's card shows it at work."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"thinker@{backend.url}")
+    with BackgroundServer(create_app({"think": config})) as server:
+        d = browser
+        d.get(f"{server.root}/ui")
+        wait(d, "document.querySelectorAll('#preset option').length === 1", what="the model")
+        d.execute_script(WATCH_ANSWER)
+        d.find_element("id", "question").send_keys("What is seven times two?")
+        d.find_element("id", "ask-button").click()
+        states, deadline = [], time.monotonic() + 60
+        while True:
+            state = d.execute_script(
+                """const p = document.querySelector('.pane');
+                const c = p && p.querySelector('.card[data-role="aggregator"]');
+                return p && {done: p.dataset.done || null, answer: p.querySelector('.answer')
+                  .textContent, card: c && c.querySelector('.text').textContent,
+                  running: !!c && c.dataset.status === 'running'};"""
+            )
+            if state:
+                states.append(state)
+                if state["done"]:
+                    break
+            assert time.monotonic() < deadline, f"the run did not end: {states[-1:]}"
+            time.sleep(0.05)
+        assert states[-1]["done"] == "done", states[-1]
+        # The stream was seen while the aggregator thought, and while it answered.
+        assert any(s["running"] and "Maybe" in (s["card"] or "") for s in states), states
+        assert any(s["running"] and "Seven" in s["answer"] for s in states), states
+        for shown in [s["answer"] for s in states] + d.execute_script("return answer_texts"):
+            assert "think>" not in shown and "Maybe" not in shown, shown
+        assert states[-1]["answer"] == "Seven times two makes 14."
+        assert THOUGHT in states[-1]["card"], states[-1]["card"]  # the card shows it at work
+
+
+def test_the_page_drops_thinking_by_the_package_s_rule(served, browser):
+    """The page's cut of a streamed answer gives out what the package's ThinkingCut does,
+    piece by piece: held prefixes of <think>, a block only where it opens the text (after
+    Python's whitespace), the whitespace after </think> dropped, a tag split anywhere."""
+    texts = [
+        "<think>a draft</think>  the answer",
+        " \n<think>x\n</think>\n\nThe answer",
+        "<think>never closed",
+        "<th",
+        "<thinking> is a tag",
+        "the answer <think>x</think>",
+        "   ",
+        "<think></think>answer",
+        "\x1c\x85<think>t</think>\u3000ans",
+        "\ufeff<think>t</think>a",
+        "<think>a </thi </think> b \U0001f600",
+        "x<think>",
+    ]
+    cases = [list(t) for t in texts] + [[t[i : i + 3] for i in range(0, len(t), 3)] for t in texts]
+    cases += [[t] for t in texts]
+
+    def cut(pieces: list[str]) -> list[str]:
+        thinking = ThinkingCut()
+        return [thinking.take(p) for p in pieces] + [thinking.finish()]
+
+    browser.get(f"{served}/ui")
+    page = browser.execute_script(
+        """return arguments[0].map((pieces) => {
+          const thinking = new ThinkingCut();
+          return pieces.map((p) => thinking.take(p)).concat([thinking.finish()]);
+        });""",
+        cases,
+    )
+    assert page == [cut(pieces) for pieces in cases]

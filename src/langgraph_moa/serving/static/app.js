@@ -244,6 +244,63 @@ class TextQueue {
   }
 }
 
+// A reasoning model's leading <think> block, dropped from the answer as it streams, by the
+// package's own rule (ThinkingCut in text/_thinking.py, which the answer event's text
+// follows): only a block that opens the text counts; text that may still be the start of
+// "<think>" is held; the block goes up to its closing tag, and the whitespace after it.
+// The call's card shows the thinking: the answer box is the answer only.
+const THINK_OPEN = "<think>";
+const THINK_CLOSE = "</think>";
+// Python's str.lstrip() whitespace: trimStart() keeps U+001C-U+001F and U+0085, drops U+FEFF.
+const LEADING_SPACE = /^[\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/;
+
+class ThinkingCut {
+  constructor() {
+    this.pending = "";
+    this.state = "start"; // then "thinking", "after" (the block closed) or "answer"
+  }
+
+  // What of `text` belongs to the answer and can be shown now.
+  take(text) {
+    if (this.state === "answer" || !text) return text;
+    this.pending += text;
+    if (this.state === "start") {
+      const head = this.pending.replace(LEADING_SPACE, "");
+      if (THINK_OPEN.startsWith(head) && head !== THINK_OPEN) return ""; // may still open one
+      if (!head.startsWith(THINK_OPEN)) {
+        this.state = "answer";
+        const out = this.pending;
+        this.pending = "";
+        return out;
+      }
+      this.state = "thinking";
+      this.pending = head.slice(THINK_OPEN.length);
+    }
+    if (this.state === "thinking") {
+      const end = this.pending.indexOf(THINK_CLOSE);
+      if (end < 0) { // keep only what may be the closing tag's start
+        this.pending = this.pending.slice(-(THINK_CLOSE.length - 1));
+        return "";
+      }
+      this.state = "after";
+      this.pending = this.pending.slice(end + THINK_CLOSE.length);
+    }
+    const out = this.pending.replace(LEADING_SPACE, "");
+    if (out) {
+      this.state = "answer";
+      this.pending = "";
+    }
+    return out;
+  }
+
+  // Held text the stream's end releases: a short answer that could have opened a block.
+  finish() {
+    const out = this.state === "start" ? this.pending : "";
+    this.pending = "";
+    return out;
+  }
+}
+
 function callKey(ev) {
   return [ev.role, ev.layer, ev.proposer, ev.sample].join(":");
 }
@@ -290,6 +347,7 @@ class Pane {
     this.cards = new Map();
     this.rows = new Map();
     this.answerText = "";
+    this.thinking = new ThinkingCut();
     this.typed = new TextQueue();
     this.onReask = onReask;
   }
@@ -373,15 +431,22 @@ class Pane {
     if (ev.final) {
       // A fallback aggregator writes the answer afresh: what a failed one wrote goes.
       if (callKey(ev) !== this.answerKey) this.resetAnswer(callKey(ev));
-      this.answerText += ev.text;
-      this.typed.add(this.answer, ev.text);
+      this.typeAnswer(this.thinking.take(ev.text));
       busy(this.answer, true); // until the answer comes whole, or the run ends
     }
+  }
+
+  // Type out `text` as the answer's (what the answer's cut of its call's tokens gives out).
+  typeAnswer(text) {
+    if (!text) return;
+    this.answerText += text;
+    this.typed.add(this.answer, text);
   }
 
   resetAnswer(key) {
     if (key !== undefined) this.answerKey = key;
     this.answerText = "";
+    this.thinking = new ThinkingCut();
     this.typed.drop(this.answer);
     this.answer.textContent = "";
   }
@@ -459,6 +524,7 @@ class Pane {
   on_answer(ev) {
     busy(this.answer, false);
     this.answerText = ev.text;
+    this.thinking = new ThinkingCut(); // the answer is whole: nothing is held any more
     this.answer.textContent = "";
     this.answer.appendChild(renderMarkdown(ev.text));
     for (const skipped of ev.failed_layers || []) {
@@ -530,6 +596,8 @@ class Pane {
 
   // What the answer's call wrote before the run failed stays, but not as if it were the answer.
   markIncomplete() {
+    this.typeAnswer(this.thinking.finish());
+    this.typed.flush();
     if (this.answerText && !this.answer.querySelector(".fallback")) {
       this.answer.prepend(el("p", "fallback", "Incomplete answer: the run stopped before it was written out."));
     }
