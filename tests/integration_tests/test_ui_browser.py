@@ -44,7 +44,7 @@ RTL = "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645
 """Arabic ("hello world"): a right-to-left answer."""
 
 
-THINKER = f"<think>\n{THOUGHT}\n</think>\n\nSeven times two makes 14."
+THINKER = f"<think>\n{THOUGHT}\n</think>\n\nSeven times two makes 14: two sevens are fourteen."
 """A reasoning model's reply as it writes it: its thinking (a wrong draft), then the answer."""
 
 
@@ -1158,7 +1158,7 @@ def test_the_answer_box_never_shows_the_aggregator_s_thinking(backend, browser):
         assert any(s["running"] and "Seven" in s["answer"] for s in states), states
         for shown in [s["answer"] for s in states] + d.execute_script("return answer_texts"):
             assert "think>" not in shown and "Maybe" not in shown, shown
-        assert states[-1]["answer"] == "Seven times two makes 14."
+        assert states[-1]["answer"] == "Seven times two makes 14: two sevens are fourteen."
         assert THOUGHT in states[-1]["card"], states[-1]["card"]  # the card shows it at work
 
 
