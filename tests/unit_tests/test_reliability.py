@@ -288,20 +288,26 @@ def test_a_conversation_that_alone_fills_the_window_is_a_clear_error(fake, log):
 
 
 @pytest.mark.parametrize(
-    "message",
+    ("message", "size"),
     [
-        "Error code: 400 - {'error': {'code': 400, 'message': 'the request exceeds the available "
-        "context size (4096 tokens), try increasing it', 'type': 'exceed_context_size_error'}}",
-        "This model's maximum context length is 8192 tokens",
+        (
+            "Error code: 400 - {'error': {'code': 400, 'message': 'request (7534 tokens) exceeds "
+            "the available context size (4096 tokens), try increasing it', 'type': "
+            "'exceed_context_size_error'}}",
+            "(its context holds 4096 tokens)",
+        ),
+        ("This model's maximum context length is 8192 tokens", "(its context holds 8192 tokens)"),
+        ("the input is longer than the context window", ""),
     ],
 )
-def test_context_overflow_of_each_server_becomes_a_context_length_error(message):
+def test_context_overflow_of_each_server_becomes_a_context_length_error(message, size):
     from langgraph_moa.errors import ContextLengthError
     from langgraph_moa.providers._retry import explain_failure
 
     explained = explain_failure(ValueError(message), "local:qwen2.5-coder-0.5b")
     assert isinstance(explained, ContextLengthError)
-    assert "too long for local:qwen2.5-coder-0.5b" in str(explained)
+    # The context's size comes before the provider's words, which a failed call's line clips.
+    assert f"too long for local:qwen2.5-coder-0.5b {size}".strip() in str(explained)
     assert explain_failure(ValueError("rate limited"), "m").__class__ is ValueError
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from langgraph.types import default_retry_on
 
@@ -120,6 +121,18 @@ def _is_context_overflow(exc: BaseException) -> bool:
     )
 
 
+# The context's size as llama.cpp's server and OpenAI word it.
+_CONTEXT_SIZE = re.compile(
+    r"available context size \((\d+) tokens\)|maximum context length is (\d+) tokens"
+)
+
+
+def _context_size(exc: BaseException) -> str:
+    """Name the context's size, if the provider did, ahead of its words (which get clipped)."""
+    found = _CONTEXT_SIZE.search(str(exc))
+    return f" (its context holds {found.group(1) or found.group(2)} tokens)" if found else ""
+
+
 _PARAMETER_FIXES = {
     "temperature": "set temperature: null for it in the config, which leaves it out",
     "max_tokens": (
@@ -168,7 +181,7 @@ def explain_failure(exc: BaseException, model: str) -> BaseException:
     # The fix before the provider's words: a failed call's error is clipped where it is
     # listed (one line a call), and the provider's words are the longer part.
     return ContextLengthError(
-        f"The input is too long for {model}. Shorten the conversation, lower the proposers' "
-        "max_tokens (long references fill the next layer's context), or choose a model with "
-        f"a longer context. The provider said: {exc}"
+        f"The input is too long for {model}{_context_size(exc)}. Shorten the conversation, "
+        "lower the proposers' max_tokens (long references fill the next layer's context), or "
+        f"choose a model with a longer context. The provider said: {exc}"
     )
