@@ -221,13 +221,24 @@ _AUTH_MESSAGE = re.compile(rf"(?i)(authorization{_SEPARATOR}(?={_MESSAGE}))([^\r
 line: only its first two tokens were read, so a credential after more of its words
 (``expired token abc123def``, ``failed: letmein2``) was shown."""
 
-_LATER_CREDENTIAL = re.compile(rf"(?<!\S){_CREDENTIAL_SHAPED}")
-"""A credential-shaped token in such a message's words: it goes, and so does a word that
-looks like one (``Invalid HMAC signature``), a word lost rather than a key shown."""
+_MESSAGE_PIECE = re.compile(r"""[^\s"'(),;<>\[\]{}=]+""")
+"""A piece of such a message's words, between spaces and punctuation: a credential quoted,
+bracketed, after a comma or an ``=`` (``token (hunter2secret)``, ``abc,hunter2secret``,
+``key="sk-abc"``) is one alone, where read from a space on it began with the quote or
+bracket, no credential's first character, and was shown."""
+
+_CREDENTIAL_PIECE = re.compile(_CREDENTIAL_SHAPED)
 
 
 def _message_redacted(match: re.Match[str]) -> str:
-    return match[1] + _LATER_CREDENTIAL.sub(REDACTED, match[2])
+    """Return the message with each credential-shaped piece (`_CREDENTIAL_SHAPED`) redacted.
+
+    A word that looks like one goes too (``Invalid HMAC signature``): a word lost rather
+    than a key shown.
+    """
+    return match[1] + _MESSAGE_PIECE.sub(
+        lambda piece: REDACTED if _CREDENTIAL_PIECE.fullmatch(piece[0]) else piece[0], match[2]
+    )
 
 
 _PATTERNS += [(_CREDENTIAL_FIELD, _field_redacted), (_AUTH_MESSAGE, _message_redacted)]

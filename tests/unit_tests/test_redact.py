@@ -310,6 +310,37 @@ def test_a_credential_field_loses_its_whole_value_and_nothing_after_it(text, sho
             f"Authorization: failed: bad {REDACTED} signature",
         ),
         ("Authorization: Invalid HMAC signature", f"Authorization: {REDACTED} signature"),
+        # A credential quoted, bracketed or after a comma in a message's words was shown:
+        # only a token after a space was read, and the quote or bracket began it.
+        (
+            "Authorization: invalid token (hunter2secret)",
+            f"Authorization: invalid token ({REDACTED})",
+        ),
+        (
+            'Authorization: Invalid token "hunter2secret"',
+            f'Authorization: Invalid token "{REDACTED}"',
+        ),
+        ("Authorization: invalid token 'Zx9kQ2mP'", f"Authorization: invalid token '{REDACTED}'"),
+        (
+            "Authorization: expired token abc123def,hunter2secret",
+            f"Authorization: expired token {REDACTED},{REDACTED}",
+        ),
+        ("Authorization: Invalid key <hunter2secret>", f"Authorization: Invalid key <{REDACTED}>"),
+        ("Authorization: Invalid key [hunter2secret]", f"Authorization: Invalid key [{REDACTED}]"),
+        (
+            'Authorization: invalid token key="sk-abc"',
+            f'Authorization: invalid token key="{REDACTED}"',
+        ),
+        (
+            "{authorization: invalid token abc123def}",
+            f"{{authorization: invalid token {REDACTED}}}",
+        ),
+        # ... and a word before a bracket is a word ("docs)" was taken for a credential).
+        (
+            "Authorization: Invalid credentials (see docs)",
+            "Authorization: Invalid credentials (see docs)",
+        ),
+        ("Authorization: Invalid credentials.", "Authorization: Invalid credentials."),
     ],
 )
 def test_an_authorization_field_keeps_ordinary_words_and_loses_credentials(text, shown):
