@@ -1067,6 +1067,45 @@ def test_a_schema_the_aggregator_refuses_is_refused_before_any_proposal(fake, lo
     assert log.calls == []
 
 
+class SpacedTitle(City):
+    model_config = __import__("pydantic").ConfigDict(title="my answer")
+
+
+# A class name OpenAI refuses: its first letter is Cyrillic.
+NON_ASCII = type("\u0421ity", (City,), {})
+
+
+@pytest.mark.parametrize(
+    ("schema", "method", "name"),
+    [
+        ({**TITLELESS, "title": "my answer"}, "json_schema", "my answer"),
+        ({**TITLELESS, "title": "my answer"}, "function_calling", "my answer"),
+        ({"name": "my answer", "schema": TITLELESS}, "json_schema", "my answer"),
+        (SpacedTitle, "function_calling", "my answer"),  # a tool's name is the model's title
+        (NON_ASCII, "json_schema", "\u0421ity"),  # the json_schema's name is the class's own name
+    ],
+)
+def test_a_schema_whose_name_openai_refuses_is_refused_before_any_proposal(
+    fake, log, schema, method, name
+):
+    """ChatOpenAI sent such a name as the json_schema's (or the tool's) name, and OpenAI
+    refused it only at the aggregator, after every proposal was paid for."""
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=LOOPBACK)
+    llm = MoAChatModel(config=config).with_structured_output(schema, method=method)
+    with pytest.raises(MoAInputError, match="needs a 'name' of letters, digits") as e:
+        llm.invoke("q")
+    assert repr(name) in str(e.value) and log.calls == []
+
+
+def test_a_spaced_title_is_taken_in_json_mode(fake):
+    """json_mode sends no name: the schema's title is no refusal there."""
+    agg = fake("AGG", reply=lambda label, n, msgs: '{"city": "Paris"}')
+    config = MoAConfig(proposers=[fake("A")], aggregator=agg)
+    schema = {**TITLELESS, "title": "my answer"}
+    llm = MoAChatModel(config=config).with_structured_output(schema, method="json_mode")
+    assert llm.invoke("q") == {"city": "Paris"}
+
+
 @pytest.mark.parametrize("run", ["invoke", "ainvoke"])
 def test_a_schema_a_local_aggregator_refuses_is_refused_before_its_server_starts(
     fake, log, monkeypatch, run

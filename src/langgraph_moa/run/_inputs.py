@@ -15,6 +15,7 @@ from typing import Any, TypeGuard, TypeVar
 
 from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage, convert_to_messages
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
@@ -206,6 +207,28 @@ def check_aggregator_schema(
             f"Aggregator {label} cannot answer in the structured-output schema {_kind(schema)} "
             f"with {asked} ({_refusal(exc)}): {fix}"
         ) from exc
+    if method != "json_mode" and (name := _schema_name(schema, method)) is not _NO_NAME:
+        check_openai_name(name, f"The structured-output schema {_kind(schema)}")
+
+
+_NO_NAME = object()
+
+
+def _schema_name(schema: Any, method: str) -> Any:
+    """Return the name `schema` is sent under with `method`, as ChatOpenAI sends it.
+
+    A JSON schema's ``title`` or a pydantic model's (its class's name if it has none) names
+    the tool or the ``json_schema``, but for ``json_schema`` a pydantic model goes to the
+    openai SDK whole, which names it by its class. OpenAI refused a name off its rule
+    (``"my answer"``) only at the aggregator, after every proposal was paid for. A schema
+    that is no tool (one without a title that the aggregator takes) has none: `_NO_NAME`.
+    """
+    if method == "json_schema" and isinstance(schema, type) and is_basemodel_subclass(schema):
+        return schema.__name__
+    try:
+        return convert_to_openai_tool(schema)["function"].get("name")
+    except _CONVERSION_ERRORS:
+        return _NO_NAME
 
 
 def _takes(model: Any, schema: Any, method: str) -> bool:
