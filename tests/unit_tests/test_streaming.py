@@ -425,3 +425,26 @@ def test_the_progress_stream_sends_a_held_surrogate_after_held_back_text():
     sent, _ = chunks.take(token, ("m", 0))
     answer = AIMessage(content=[{"type": "text", "text": "{not a call \ud83d"}])
     assert (sent or "") + chunks.closing(answer) == "{not a call \ufffd"
+
+
+def test_text_a_part_held_goes_out_before_the_next_parts():
+    """The thinking cut held the whitespace (or a "<th") one part ended with, and the next
+    part's new cut dropped it: part 1 "\\n\\n" and part 2 "Hi" sent "Hi", and the end of
+    the stream raised StreamBrokenError against the answer "\\n\\nHi"."""
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.graph.streaming import OneAttempt
+
+    for first in ("\n\n", "<th"):
+        one, sent = OneAttempt(), ""
+        for source, part, text in [("m1", 1, first), ("m2", 2, "Hi")]:
+            one.check(source, part)
+            sent += one.sent(one.answer_text(text))
+        sent += one.sent(one.held_text()) + one.rest(AIMessage(content=first + "Hi"))
+        assert sent == first + "Hi"
+    # What a broken attempt's cut held is not its retry's (same part, nothing sent).
+    one = OneAttempt()
+    one.check("m1", 1)
+    assert one.answer_text("\n") == ""
+    one.check("m2", 1)
+    assert one.answer_text("Hi") + one.held_text() == "Hi"

@@ -69,6 +69,7 @@ class OneAttempt:
         self.pieces: list[str] = []  # what the consumer has received
         self.held = ""  # a high surrogate that ended the last piece: its pair may follow
         self.thinking = ThinkingCut()  # the current message's leading think block
+        self.released = ""  # what the last message's cut held: answer text still to go out
 
     def check(self, source: str | None, part: int) -> None:
         """Accept a piece of message `source` (of chunk-wise `part`) as the answer's next.
@@ -83,13 +84,21 @@ class OneAttempt:
             if self.pieces:
                 raise StreamBrokenError(sum(map(len, self.pieces)))
             self.held = ""  # the broken attempt's half, never sent: not the retry's text
+            self.thinking = ThinkingCut()  # nor what its cut held
         if (source, part) != (self.source, self.part):
+            # What the last cut held (whitespace, a "<th") is the answer's: the record
+            # keeps each part's text, so it goes out before the new part's.
+            self.released = self.thinking.finish()
             self.thinking = ThinkingCut()
         self.source, self.part = source, part
 
     def answer_text(self, text: str) -> str:
-        """Return what of the current message's piece `text` is answer (not thinking)."""
-        return self.thinking.take(text)
+        """Return what of the current message's piece `text` is answer (not thinking).
+
+        Text the last message's cut held at its end (`check`) comes first.
+        """
+        out, self.released = self.released + self.thinking.take(text), ""
+        return out
 
     def held_text(self) -> str:
         """Return the answer text the thinking cut held when the stream ended."""
