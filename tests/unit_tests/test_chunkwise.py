@@ -196,3 +196,18 @@ def test_the_parts_usage_keeps_their_token_details():
         "output_token_details": {"reasoning": 3},
     }
     assert _summed("x", [AIMessage(content="x")]).usage_metadata is None
+
+
+def test_parts_with_an_empty_thought_add_no_thinking_to_the_record():
+    """Two parts that each opened with an empty block (Qwen3 told not to think) recorded
+    their joined thinking as "\\n\\n": a thought where there was none."""
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.graph._chunkwise import _summed
+
+    def part(thought):
+        return AIMessage(content="x", additional_kwargs={"reasoning_content": thought})
+
+    assert _summed("xx", [part(""), part("")]).additional_kwargs == {}
+    joined = _summed("xxx", [part("a"), part(""), part("b")]).additional_kwargs
+    assert joined == {"reasoning_content": "a\n\nb"}

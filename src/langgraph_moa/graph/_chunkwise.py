@@ -721,7 +721,7 @@ def _summed(answer: str, responses: list[AIMessage]) -> AIMessage:
     """
     usage = [r.usage_metadata for r in responses if r.usage_metadata]
     thoughts = [r.additional_kwargs.get("reasoning_content") for r in responses]
-    thinking = "\n\n".join(t for t in thoughts if isinstance(t, str))
+    thinking = "\n\n".join(t for t in thoughts if isinstance(t, str) and t)  # an empty block
     return AIMessage(
         content=answer,
         additional_kwargs={"reasoning_content": thinking} if thinking else {},
