@@ -211,3 +211,25 @@ def test_parts_with_an_empty_thought_add_no_thinking_to_the_record():
     assert _summed("xx", [part(""), part("")]).additional_kwargs == {}
     joined = _summed("xxx", [part("a"), part(""), part("b")]).additional_kwargs
     assert joined == {"reasoning_content": "a\n\nb"}
+
+
+async def test_a_streamed_proposals_separate_reasoning_content_is_in_its_record(log):
+    """A proposal streamed into the parts was rebuilt without its chunks' additional_kwargs:
+    the reasoning_content a provider's LangChain class keeps apart from the text was lost."""
+    from tests.fakes import FakeChat
+
+    class Reasoning(FakeChat):
+        def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+            for chunk in super()._stream(messages, stop, run_manager, **kwargs):
+                chunk.message.additional_kwargs = {"reasoning_content": "hm "}
+                yield chunk
+
+    config = MoAConfig(
+        proposers=[Reasoning(label="A", log=log), Reasoning(label="B", log=log)],
+        aggregator=FakeChat(label="AGG", log=log),
+        layers=2,  # the one layer of proposals streams into the parts
+        aggregation=CHUNKS,
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    proposals = [c for c in out["calls"] if c["role"] == "proposer"]
+    assert [c.get("thinking") for c in proposals] == ["hm hm ", "hm hm "], proposals

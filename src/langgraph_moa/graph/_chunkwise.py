@@ -283,6 +283,7 @@ class _Chunkwise:
         if whole is not None:
             response = AIMessage(
                 content=whole.text,
+                additional_kwargs=whole.additional_kwargs,  # a provider's reasoning_content
                 usage_metadata=whole.usage_metadata,
                 response_metadata=whole.response_metadata,
             )
