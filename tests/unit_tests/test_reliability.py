@@ -308,6 +308,8 @@ def test_context_overflow_of_each_server_becomes_a_context_length_error(message,
     assert isinstance(explained, ContextLengthError)
     # The context's size comes before the provider's words, which a failed call's line clips.
     assert f"too long for local:qwen2.5-coder-0.5b {size}".strip() in str(explained)
+    if not size:  # a size the server did not say is not made up
+        assert "its context holds" not in str(explained)
     assert explain_failure(ValueError("rate limited"), "m").__class__ is ValueError
 
 
