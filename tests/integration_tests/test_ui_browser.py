@@ -1196,3 +1196,40 @@ def test_the_page_drops_thinking_by_the_package_s_rule(served, browser):
         cases,
     )
     assert page == [cut(pieces) for pieces in cases]
+
+
+def test_the_page_cuts_each_chunk_wise_part_s_thinking_as_the_package_does(served, browser):
+    """The page's answer cut started afresh only at a new call or its retry: from part 2 of
+    a reasoning aggregator's chunk-wise answer it typed out the part's <think> block. It
+    now types what the package's stream sends (OneAttempt: a cut per part, what a part's cut
+    held going out before the next part's text)."""
+    from langgraph_moa.graph.streaming import OneAttempt
+
+    parts = [
+        [(1, "<think>a</think>One. "), (2, "<think>b</think>"), (2, "Two.")],
+        [(1, "\n\n"), (2, "Hi")],
+        [(1, "<th"), (2, "<think>x</think>Hi")],
+    ]
+    cases = parts + [[(n, c) for n, text in case for c in text] for case in parts]
+
+    def sent(pieces: list[tuple[int, str]]) -> str:
+        one, out = OneAttempt(), ""
+        for part, text in pieces:
+            one.check(f"m{part}", part)
+            out += one.sent(one.answer_text(text))
+        return out + one.sent(one.held_text())
+
+    browser.get(f"{served}/ui")
+    page = browser.execute_script(
+        """return arguments[0].map((pieces) => {
+          const call = {role: "aggregator", layer: 2, proposer: -1, sample: 0};
+          const pane = new Pane(() => {});
+          pane.apply({...call, event: "started", configured_model: "agg"});
+          for (const [part, text] of pieces) {
+            pane.apply({...call, event: "token", text: text, final: true, part: part});
+          }
+          return pane.answerText + pane.thinking.finish();
+        });""",
+        cases,
+    )
+    assert page == [sent(pieces) for pieces in cases]

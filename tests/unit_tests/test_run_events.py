@@ -125,6 +125,25 @@ def test_compact_joins_each_calls_tokens_and_a_retry_starts_afresh():
     assert [e["event"] for e in out].count("started") == 2
 
 
+async def test_the_parts_of_a_chunk_wise_answer_stay_apart_when_joined():
+    """The page starts a new thinking cut at each part of a chunk-wise answer (a reasoning
+    aggregator thinks again in each): a token event joining two parts' text hid where the
+    next part began, and the page showed its <think> block."""
+    from langgraph_moa.serving._events import TokenJoiner
+
+    start = {"event": "started", "role": "aggregator", "layer": 2, "proposer": -1, "sample": 0}
+
+    def tok(part, text):
+        return {**start, "event": "token", "text": text, "final": True, "part": part}
+
+    tokens = [tok(1, "a"), tok(1, "b"), tok(2, "<think>"), tok(2, "c")]
+    joined = [(e["part"], e["text"]) for e in compact([start, *tokens]) if e["event"] == "token"]
+    assert joined == [(1, "ab"), (2, "<think>c")]
+    joiner = TokenJoiner(seconds=60)
+    sent = [t for token in tokens for t in joiner.add(token)] + joiner.flush()
+    assert [(e["part"], e["text"]) for e in sse_events("".join(sent))] == joined
+
+
 class _Counted(str):
     """A token's text that counts the concatenations it takes part in (a copy of the text)."""
 

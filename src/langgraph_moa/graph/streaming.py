@@ -298,7 +298,9 @@ def token_event(chunk: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
     """Return the ``token`` event of one message chunk of a call, or None if it is not one.
 
     A call's chunks carry its identity in their metadata (`CallId.trace_metadata`); a
-    usage-only chunk, or a whole message a node returned, is not a token.
+    usage-only chunk, or a whole message a node returned, is not a token. ``part`` is the
+    chunk-wise part the token is of (0 outside one): a reasoning aggregator opens each part
+    with its own ``<think>`` block, which a reader drops as `OneAttempt` does.
     """
     role = meta.get("moa_role")
     text = chunk.text if role is not None else ""
@@ -312,6 +314,7 @@ def token_event(chunk: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
         "sample": meta.get("moa_sample"),
         "text": str(text),
         "final": final_answer_only(meta),
+        "part": answer_part(meta),  # a reader's thinking cut starts afresh at each part
     }
 
 

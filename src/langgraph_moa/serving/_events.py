@@ -87,7 +87,8 @@ class TokenJoiner:
 
     One event per token put ~300 bytes of JSON around each few characters of text: a
     200 kB answer made 15 MB of events for the page and every API client to parse. A token
-    is held per call (its four fields and ``final``) and sent joined with the next ones of
+    is held per call (its four fields, ``final`` and ``part``: a chunk-wise answer's parts
+    stay apart, each opening its own thinking) and sent joined with the next ones of
     the same call: when its call holds `JOIN_CHARS`, when the first held token is `JOIN_S`
     old (`pump` sends them even while the run is silent), and always before any other event
     (so a call's ``finished`` never precedes its text, and every order the stream promised
@@ -104,7 +105,7 @@ class TokenJoiner:
 
     def add(self, event: dict[str, Any]) -> list[str]:
         """Hold one ``token`` event; return what must go out now (its call grew too long)."""
-        call = (*(event.get(f) for f in CALL_FIELDS), event.get("final"))
+        call = (*(event.get(f) for f in CALL_FIELDS), event.get("final"), event.get("part"))
         if (held := self.held.get(call)) is None:
             self.held[call] = dict(event)
             if self.since is None:

@@ -51,7 +51,8 @@ class Compactor:
     Storing every token would make a long run's row megabytes, and holding them all while
     the run goes on would grow with every token; the page only needs each call's text, in
     the order calls started, finished and failed. A call's restart (a retry) starts a new
-    token event, as the page starts its text afresh.
+    token event, as the page starts its text afresh, and so does each part of a chunk-wise
+    answer (the page cuts each part's own thinking).
 
     A call's tokens are kept as parts and joined when `events` is read (the history saves a
     run once): joining its whole text on every token made a long answer's log quadratic.
@@ -67,7 +68,8 @@ class Compactor:
         """Append one event, adding a token to its call's open token event."""
         key = (event.get("role"), event.get("layer"), event.get("proposer"), event.get("sample"))
         if event.get("event") == "token":
-            if (at := self._open.get(key)) is not None:
+            at = self._open.get(key)
+            if at is not None and self._events[at].get("part") == event.get("part"):
                 if (parts := self._parts.get(at)) is None:
                     parts = self._parts[at] = [self._events[at]["text"]]
                 parts.append(event["text"])

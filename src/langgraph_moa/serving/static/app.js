@@ -431,6 +431,11 @@ class Pane {
     if (ev.final) {
       // A fallback aggregator writes the answer afresh: what a failed one wrote goes.
       if (callKey(ev) !== this.answerKey) this.resetAnswer(callKey(ev));
+      if (ev.part !== this.answerPart) { // a chunk-wise answer's next part thinks afresh
+        this.typeAnswer(this.thinking.finish()); // what the last part's cut held is answer
+        this.thinking = new ThinkingCut();
+        this.answerPart = ev.part;
+      }
       this.typeAnswer(this.thinking.take(ev.text));
       busy(this.answer, true); // until the answer comes whole, or the run ends
     }
