@@ -912,7 +912,7 @@ def _answer_of(
     parse, an answer with no text (a reasoning model's leading ``<think>`` block is not
     text: `without_thinking`), and tool calls that break the call's tools
     (`check_tool_calls`, which holds a mere reference, not `may_answer`, to less) are
-    failures of the call (and retried as such).
+    failures of the call (`is_retryable` does not try them again: the model did answer).
     """
     parsed: Any = None
     if isinstance(response, dict):
