@@ -138,6 +138,8 @@ class AllProposersFailedError(_RunError):
             calls,
         )
         self.layer = layer
+        self.layer_calls = failed
+        """The proposer calls of `layer`, the ones that ended the run (`outgrew_context`)."""
         first = failed[0]["error"] if failed else "no call was made"
         self.summary = (
             f"All {len(failed)} proposer calls of layer {layer} failed, so no answer was "
@@ -258,7 +260,7 @@ def outgrew_context(exc: BaseException) -> bool:
     of a later step that outgrew every model's context.
     """
     if isinstance(exc, AllProposersFailedError):
-        ended = [c for c in exc.calls if c["role"] == "proposer" and c["layer"] == exc.layer]
+        ended = exc.layer_calls
     elif isinstance(exc, AggregatorFailedError):
         chain = [c for c in exc.calls if c["role"] != "proposer"]
         last = max((c["layer"] for c in chain), default=0)
