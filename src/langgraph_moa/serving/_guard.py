@@ -418,9 +418,8 @@ class RunCap:
             await self._refuse(send)
             return
         self.running += 1
-        end = None if self.within_s is None else asyncio.get_running_loop().time() + self.within_s
         try:
-            await self.app(scope, receive, _read_within(send, self.unread_s, end, self.within_s))
+            await self.app(scope, receive, _read_within(send, self.unread_s, self.within_s))
         except _Unread as cut:
             note_cut(scope, str(cut))  # the access log says why its 200 never ended
             if (close := scope.get(CLOSE_KEY)) is not None:
@@ -460,13 +459,11 @@ UNREAD_PIECE = 64 * 1024
 """Bytes of a response's body sent at a time under `_read_within`'s bound."""
 
 
-def _read_within(
-    send: Any, seconds: float, end: float | None = None, within_s: float | None = None
-) -> Any:
+def _read_within(send: Any, seconds: float, within_s: float | None = None) -> Any:
     """Wrap `send` so that each `UNREAD_PIECE` of a response's body waits at most `seconds`.
 
-    None goes out past `end` either, the loop's time `RunCap.within_s` after the request's
-    admission (`within_s`, the bound's length, is named in the reason of a cut).
+    None goes out past `within_s` from now either: `RunCap` wraps a request's `send` as it
+    admits it, so that is `RunCap.within_s` after the request's admission.
 
     A client that stays connected and reads nothing holds its response's send for ever once
     its socket's buffer is full: the run ends at its deadline, but the exchange never does,
@@ -478,6 +475,7 @@ def _read_within(
     reading (64 KB in 30 s is about 2 KB/s).
     """
     loop = asyncio.get_running_loop()
+    end = None if within_s is None else loop.time() + within_s
     unread = f"a piece of the answer unread for {seconds:g} s (--body-timeout)"
     late = (
         "the response outlasted --request-timeout plus --body-timeout twice, for the body's "
