@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # the names as the type checkers see them; imported on first 
         StructuredOutputError,
         ThreadBusyError,
         ToolCallError,
+        UnsupportedContentError,
         UnsupportedParameterError,
     )
     from langgraph_moa.graph import TAG_FINAL, create_moa_graph, final_answer_only
@@ -107,6 +108,7 @@ _EXPORTS = {
     "StructuredOutputError": "langgraph_moa.errors",
     "ThreadBusyError": "langgraph_moa.errors",
     "ToolCallError": "langgraph_moa.errors",
+    "UnsupportedContentError": "langgraph_moa.errors",
     "UnsupportedParameterError": "langgraph_moa.errors",
     "TAG_FINAL": "langgraph_moa.graph",
     "create_moa_graph": "langgraph_moa.graph",
@@ -229,6 +231,7 @@ __all__ = [
     "StructuredOutputError",
     "ThreadBusyError",
     "ToolCallError",
+    "UnsupportedContentError",
     "UnsupportedParameterError",
     "UsageSummary",
     "__version__",

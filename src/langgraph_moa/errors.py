@@ -22,6 +22,7 @@ All of them derive from `MoAError` so an application can catch one type::
     ├── ToolCallError                        the answer's tool calls break the bound tools
     ├── ContextLengthError                   the input does not fit the model's context
     ├── UnsupportedParameterError            a model refuses a call parameter (temperature)
+    ├── UnsupportedContentError              a text-only model refuses an image, audio, a file
     ├── StreamBrokenError                    a streamed answer broke after text was sent
     ├── RetryPastDeadlineError               a Retry-After asks for a wait past the deadline
     ├── RequestTimeoutError                  a served request ran past --request-timeout
@@ -244,6 +245,15 @@ class UnsupportedParameterError(MoAError):
 
     OpenAI's reasoning models refuse a temperature other than 1, and max_tokens. Not
     retried: the same call is refused again.
+    """
+
+
+class UnsupportedContentError(MoAError):
+    """A model refuses the conversation's images, audio or files: it takes text only.
+
+    The message names the model and the fix (leave it out for such input, or use a model
+    that takes them). Not retried: the same call is refused again. Never dropped silently:
+    the model's failed call stays in the run's calls, as any other failure does.
     """
 
 

@@ -33,7 +33,9 @@ def test_the_image_reaches_the_proposers_and_the_aggregator_with_text_references
     }
     assert calls["eyes"]["status"] == "ok"
     assert calls["text-only"]["status"] == "failed"
-    assert "accepts text only" in calls["text-only"]["error"]  # the provider's own sentence
+    error = calls["text-only"]["error"]  # the model named, the fix, then the provider's words
+    assert error.startswith("UnsupportedContentError: text-only@"), error
+    assert "vision model" in error and "image input is not supported" in error
     agg = seeing.bodies("agg")[-1]["messages"]
     assert agg[-1]["content"][1]["type"] == "image_url"  # the original message
     assert "eyes answers" in agg[0]["content"]  # and the proposal, as a text reference
@@ -42,8 +44,10 @@ def test_the_image_reaches_the_proposers_and_the_aggregator_with_text_references
 def test_when_no_proposer_can_take_the_image_the_error_says_so(servers):
     _, blind = servers
     config = MoAConfig(proposers=[f"text-only@{blind.url}"], aggregator=f"agg@{blind.url}")
-    with pytest.raises(AllProposersFailedError, match="accepts text only"):
+    with pytest.raises(AllProposersFailedError) as failed:
         MoAChatModel(config=config, max_retries=0).invoke([IMAGE])
+    assert "text-only@" in failed.value.summary  # moa serve's one line names the model
+    assert "cannot read images" in failed.value.summary
 
 
 def test_a_system_messages_parts_reach_the_aggregator_as_the_proposers_got_them(servers):

@@ -49,6 +49,7 @@ EXPECTED_ALL = {
     "StructuredOutputError",
     "ThreadBusyError",
     "ToolCallError",
+    "UnsupportedContentError",
     "UnsupportedParameterError",
     "UsageSummary",
     "__version__",

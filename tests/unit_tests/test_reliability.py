@@ -331,3 +331,52 @@ def test_the_runs_retry_setting_alone_decides_how_often_a_call_is_tried(fake, lo
     proposal = next(c for c in out["calls"] if c["role"] == "proposer")
     assert proposal["attempts"] == attempts == len(log.by("A"))
     assert proposal["status"] == ("ok" if attempts == 5 else "failed")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # llama.cpp's server without a projector (every packaged local model)
+        "Error code: 500 - {'error': {'code': 500, 'message': 'image input is not supported - "
+        "hint: if this is unexpected, you may need to provide the mmproj', 'type': "
+        "'server_error'}}",
+        "Error code: 400 - {'error': {'message': 'audio input is not supported'}}",
+        # OpenAI's text-only models
+        "Error code: 400 - {'error': {'message': 'Invalid content type. image_url is only "
+        "supported by certain models.', 'type': 'invalid_request_error'}}",
+        # vLLM serving a text-only model
+        "Error code: 400 - Qwen/Qwen2.5-0.5B-Instruct is not a multimodal model",
+    ],
+)
+def test_a_text_only_model_given_an_image_is_named_with_the_fix(message):
+    """The provider's words alone ("image input is not supported") named neither the model
+    (in `moa serve`'s one-line 502) nor what to do about it."""
+    from langgraph_moa.errors import UnsupportedContentError
+    from langgraph_moa.providers._retry import explain_failure
+
+    explained = explain_failure(ValueError(message), "local:qwen2.5-coder-0.5b")
+    assert isinstance(explained, UnsupportedContentError)
+    text = str(explained)
+    assert text.startswith("local:qwen2.5-coder-0.5b cannot read"), text
+    assert "remove it" in text and "vision model" in text
+    assert message in text  # the provider's own words follow the fix
+    assert explain_failure(ValueError("an image of a cat"), "m").__class__ is ValueError
+
+
+def test_llama_cpps_refusal_of_an_image_is_not_retried_though_it_is_a_500():
+    """llama.cpp answers a text-only model's image with a 500, which was retried: each retry
+    was refused the same way, after its backoff."""
+    import httpx
+    import openai
+
+    from langgraph_moa.providers._retry import is_retryable
+
+    request = httpx.Request("POST", "http://127.0.0.1:8080/v1/chat/completions")
+    error = openai.InternalServerError(
+        "Error code: 500 - image input is not supported - hint: if this is unexpected, you "
+        "may need to provide the mmproj",
+        response=httpx.Response(500, request=request),
+        body=None,
+    )
+    assert not is_retryable(error)
+    assert is_retryable(openai.InternalServerError("boom", response=error.response, body=None))

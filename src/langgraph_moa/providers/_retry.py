@@ -17,6 +17,7 @@ from langgraph_moa.errors import (
     CallTimeoutError,
     ContextLengthError,
     MoAError,
+    UnsupportedContentError,
     UnsupportedParameterError,
 )
 from langgraph_moa.providers._table import retryable_status, sdk_retryable
@@ -26,8 +27,8 @@ def is_retryable(exc: BaseException) -> bool:
     """Tell whether a failed model call may succeed if tried again."""
     if isinstance(exc, CallTimeoutError):
         return True
-    if isinstance(exc, MoAError):
-        return False
+    if isinstance(exc, MoAError) or _refused_content(exc):
+        return False  # llama.cpp refuses an image with a 500: the same call is refused again
     by_sdk = sdk_retryable(exc)
     if by_sdk is not None:
         return by_sdk
@@ -162,6 +163,20 @@ def _refused_parameter(exc: BaseException) -> str | None:
     return None
 
 
+_TEXT_ONLY = (
+    "image input is not supported",  # llama.cpp's server without a projector (mmproj)
+    "audio input is not supported",
+    "is only supported by certain models",  # OpenAI: "image_url is only supported by ..."
+    "is not a multimodal model",  # vLLM
+)
+"""How servers word their refusal of content parts a text-only model cannot read."""
+
+
+def _refused_content(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(phrase in text for phrase in _TEXT_ONLY)
+
+
 def explain_failure(exc: BaseException, model: str) -> BaseException:
     """Turn a provider error that cannot succeed on retry into a typed, explained one.
 
@@ -175,6 +190,12 @@ def explain_failure(exc: BaseException, model: str) -> BaseException:
         return UnsupportedParameterError(
             f"{model} does not take the call parameter '{param}' (a reasoning model takes "
             f"its own default): {_PARAMETER_FIXES[param]}. The provider said: {exc}"
+        )
+    if _refused_content(exc):
+        return UnsupportedContentError(
+            # Short, the fix first: a failed call's line is clipped at 300 characters.
+            f"{model} cannot read images, audio or files: remove it for such input, or use "
+            f"a vision model. The provider said: {exc}"
         )
     if not _is_context_overflow(exc):
         return exc

@@ -96,7 +96,7 @@ class ScriptedServer:
                 return JSONResponse(
                     {
                         "error": {
-                            "message": "this model accepts text only",
+                            "message": "image input is not supported",  # llama.cpp's words
                             "type": "invalid_request_error",
                             "code": None,
                         }
