@@ -1359,3 +1359,26 @@ def test_a_run_that_fails_on_a_bug_ends_in_an_error_and_is_kept_as_failed(
     assert "a wait of its own" not in response.text
     assert "a wait of its own" in caplog.text and error["request_id"] in caplog.text
     assert client.get("/v1/moa/runs").json()["data"][0]["status"] == "failed"
+
+
+def test_an_images_question_is_kept_as_a_short_mark_never_its_data(system, tmp_path):
+    """A question that was only an image was kept as "" (a blank row on the page); its
+    base64 data must not reach the history or the page either."""
+    import base64
+
+    data = base64.b64encode(bytes(range(256)) * 120).decode()  # 30,720 bytes
+    parts = [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+        {"type": "text", "text": "What is it?"},
+    ]
+    client = TestClient(
+        create_app({"m": system}, history=History(tmp_path / "h.sqlite3")),
+        base_url="http://localhost",
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": parts}]}
+    events = sse_events(client.post("/v1/moa/runs", json=body).text)
+    question = "[image: 31 kB png] [image: https://example.com/cat.jpg] What is it?"
+    assert events[0]["question"] == question
+    assert client.get("/v1/moa/runs").json()["data"][0]["question"] == question
+    assert data[:100].encode() not in (tmp_path / "h.sqlite3").read_bytes()

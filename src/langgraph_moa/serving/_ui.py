@@ -91,8 +91,43 @@ def _check_origin(request: Any) -> None:
 
 
 def _question(job: _Job) -> str:
+    """Return the last user turn as the page shows it: its text, a short mark per other part.
+
+    An image-only question was kept as "" (a blank row); its base64 data, whole, would
+    make every history row and ``run`` event as large as the image.
+    """
     human = [m for m in job.messages if isinstance(m, HumanMessage)]
-    return str(human[-1].text) if human else ""
+    if not human:
+        return ""
+    content = human[-1].content
+    if isinstance(content, str):
+        return content
+    marks = [_mark(part) for part in content]
+    return " ".join(mark for mark in marks if mark)
+
+
+def _mark(part: Any) -> str:
+    """Return a text part's text, or ``[image: 34 kB png]`` / ``[image: URL]`` for another."""
+    if isinstance(part, str):
+        return part
+    if not isinstance(part, dict):
+        return ""
+    kind = str(part.get("type", ""))
+    if kind == "text":
+        return str(part.get("text", ""))
+    inner: dict[str, Any] = part[kind] if isinstance(part.get(kind), dict) else {}
+    kind = kind.removesuffix("_url").removeprefix("input_")
+    url = str(inner.get("url") or part.get("url") or "")
+    data = str(inner.get("data") or part.get("base64") or part.get("data") or "")
+    mime = str(part.get("mime_type") or inner.get("format") or "")
+    if url.startswith("data:"):
+        mime, _, data = url[len("data:") :].partition(",")
+        url = ""
+    if url:
+        return f"[{kind}: {clip(url, 80)}]"
+    size = f"{len(data) * 3 // 4 / 1000:.0f} kB"
+    subtype = mime.split(";")[0].rpartition("/")[2]
+    return f"[{kind}: {size} {subtype}]" if subtype else f"[{kind}: {size}]"
 
 
 async def _run(
