@@ -149,17 +149,30 @@ _MESSAGE_WORD = (
     r"(?i:invalid|missing|expired|required|not|no|bad|wrong|denied|empty|malformed|unknown"
     r"|revoked|incorrect|unauthorized|forbidden|failed|rejected|none|null|absent|disabled)"
 )
-_CREDENTIAL_SHAPED = rf"""(?!{_WORD}[.:!?]?{_TOKEN_END})[A-Za-z0-9+_\-][^\s,;"'}}]{{3,}}"""
-"""A token that is no ordinary word: four characters or more, the first a letter, a digit
-or a sign a base64 or base64url credential may begin with (``-Xk3...``, shown whole when
-only a letter or digit began one), with a digit, a sign, a capital inside or more letters
-than a word has (``abc123``, ``TlRMTVNT``, ``ghp_abc``). A short number (``3 times``) or
-``(code`` is a message's."""
-_MESSAGE = rf"(?={_MESSAGE_WORD}\b){_WORD}(?:[.:]{_TOKEN_END}|[ \t]+(?!{_CREDENTIAL_SHAPED}))"
+_PROSE = rf"(?:(?!sk-){_WORD}(?:-{_WORD})*|(?-i:[A-Z]{{2,6}})|\d{{1,5}})"
+"""A message's token: a word, hyphenated words (``re-authenticate``; not an OpenAI key's
+``sk-`` and the rest of it), an acronym
+(``HMAC``) or a count (``1234 times``, up to five digits: a PIN or a one-time code has
+six or more)."""
+_PATH_NAME = r"(?-i:[A-Za-z][a-z]{0,19}\d*|\d+)"
+_PATH = rf"(?:/{_PATH_NAME}(?:[._\-]{_PATH_NAME})*)+/?"
+"""A path of a message (``/etc/moa/app-2024.log``, ``/v1/chat/completions``): each part
+words and numbers joined by ``.``, ``_`` or ``-``. A credential that begins with ``/``
+(base64's alphabet holds it) mixes them (``/abc123SECRETxyz``)."""
+_CREDENTIAL_SHAPED = (
+    rf"""(?!(?:{_PROSE}|{_PATH})[.:!?]?{_TOKEN_END})[A-Za-z0-9+_\-/][^\s,;"'}}]{{3,}}"""
+)
+"""A token that is no ordinary word (`_PROSE`) or path (`_PATH`): four characters or more,
+the first a letter, a digit or a sign a base64 or base64url credential may begin with
+(``-Xk3...``, ``/Xk3...``, shown whole when only a letter or digit began one), with a
+digit, a sign, a capital inside or more letters than a word has (``abc123``,
+``TlRMTVNT``, ``ghp_abc``). A short number (``3 times``) or ``(code`` is a message's."""
+_MESSAGE = rf"(?={_MESSAGE_WORD}\b){_WORD}(?:[.:]{_TOKEN_END}|,?[ \t]+(?!{_CREDENTIAL_SHAPED}))"
 """An authorization's value that is a message's words (``Invalid credentials``,
 ``invalid or expired``, ``Required.``, ``failed 3 times``): a word that says what is wrong
 (`_MESSAGE_WORD`), which a sentence's stop ends or anything but a credential-shaped token
-(`_CREDENTIAL_SHAPED`) follows on its line. Any other first word is a scheme or a
+(`_CREDENTIAL_SHAPED`) follows on its line, after a comma too (``invalid, please
+re-authenticate``). Any other first word is a scheme or a
 credential: two words of letters read as a message whatever they said, and ``Splunk
 secretvalue`` or ``letmein was rejected`` were shown. One word alone, the field's whole
 value (``authorization: missing``, a header line or a dump), is a credential: that is
@@ -173,13 +186,16 @@ Signature 4's ``Credential=..., SignedHeaders=..., Signature=...``): all of them
 _AUTH_CREDENTIALS = (
     rf"(?:{_KNOWN_SCHEME}[ \t]+(?:{_AUTH_PARAMS}|[^\s,;\"'}}]+)"
     rf"|(?!{_MESSAGE})(?:(?-i:[A-Z][A-Za-z]*(?:-[A-Za-z]+)*)[ \t]+"
-    rf"|[A-Za-z]+[ \t]+(?={_CREDENTIAL_SHAPED}))?"
+    rf"|[A-Za-z]+[ \t]+(?={_CREDENTIAL_SHAPED})"
+    rf"|[A-Za-z]+[ \t]+(?!{_MESSAGE_WORD}\b)(?=[^\s,;\"'}}]+[ \t]*(?:[\r\n,;\"'}}]|$)))?"
     rf"(?:{_AUTH_PARAMS}|[^\s,;\"'}}]+))"
 )
 """An authorization's value: a known scheme and its credentials; or, unless it reads as a
 message (`_MESSAGE`), credentials after a capitalized word taken for a scheme (``Custom
 abc123def``), after any word of letters when they are credential-shaped (``splunk
-abc123def``, ``failed letmein2``: "failed" was redacted and the credential shown), or alone
+abc123def``, ``failed letmein2``: "failed" was redacted and the credential shown), after
+any word of letters when they are the value's last word and no message's (``splunk
+secretvalue``: the second word was shown), or alone
 (``authorization: abc123 is rejected``), the word after them the message's. A message's
 words (``Authorization: Invalid credentials``) are shown: "Invalid" was taken for a scheme
 and "credentials" redacted."""

@@ -305,11 +305,33 @@ def test_a_credential_field_loses_its_whole_value_and_nothing_after_it(text, sho
             "authorization: missing header\nkey abc123def",
         ),
         # ... at the cost of a word that looks like one (an acronym), as after the first word.
+        ("authorization: failed: letmein2 HMAC", f"authorization: failed: {REDACTED} HMAC"),
+        # A message's prose is shown: a count, an acronym, hyphenated words, a path; a word
+        # of them, or the message word before a comma, was taken for a credential.
+        ("Authorization: failed 1234 times", "Authorization: failed 1234 times"),
+        ("Authorization: Invalid HMAC signature", "Authorization: Invalid HMAC signature"),
+        ("Authorization: failed: bad HMAC signature", "Authorization: failed: bad HMAC signature"),
         (
-            "Authorization: failed: bad HMAC signature",
-            f"Authorization: failed: bad {REDACTED} signature",
+            "authorization: invalid, please re-authenticate",
+            "authorization: invalid, please re-authenticate",
         ),
-        ("Authorization: Invalid HMAC signature", f"Authorization: {REDACTED} signature"),
+        (
+            "Authorization: missing file /etc/moa/app-2024.log",
+            "Authorization: missing file /etc/moa/app-2024.log",
+        ),
+        (
+            "Authorization: not allowed on /v1/chat/completions",
+            "Authorization: not allowed on /v1/chat/completions",
+        ),
+        # ... but a credential that begins with "/" (base64's alphabet holds it) goes, and a
+        # lowercase scheme's credential of small letters, the value's last word, with it.
+        (
+            "authorization: invalid token /abc123SECRETxyz",
+            f"authorization: invalid token {REDACTED}",
+        ),
+        ("authorization: failed /Xk3sEcReT9", f"authorization: {REDACTED}"),
+        ("authorization: splunk secretvalue", f"authorization: {REDACTED}"),
+        ("authorization: splunk secretvalue\r\nHost: h", f"authorization: {REDACTED}\r\nHost: h"),
         # A credential quoted, bracketed or after a comma in a message's words was shown:
         # only a token after a space was read, and the quote or bracket began it.
         (
