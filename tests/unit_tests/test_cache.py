@@ -1,6 +1,7 @@
 """The call cache: a rerun or an added system costs no repeated generation."""
 
 import itertools
+from typing import Any
 
 import pytest
 from langchain_core.language_models import BaseChatModel
@@ -508,3 +509,34 @@ def test_merging_a_file_that_is_no_call_cache_is_one_sentence_naming_it(tmp_path
     assert mine.get("k").content == "kept"  # this cache is as it was, and still usable
     SQLiteCallCache(tmp_path / "another.db").close()
     assert mine.merge(tmp_path / "another.db") == 0  # `other` was let go
+
+
+class _CutThinker(BaseChatModel):
+    """A reasoning model that `max_tokens` cuts off while it thinks; `calls` counts its calls."""
+
+    calls: Any
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.calls.append(1)
+        message = AIMessage("<think>maybe 12", response_metadata={"finish_reason": "length"})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    @property
+    def _llm_type(self) -> str:
+        return "cut-thinker"
+
+
+def test_an_answer_cut_off_while_thinking_is_not_cached(fake, tmp_path):
+    # It was: every rerun failed again at once, the model never asked.
+    calls: list[int] = []
+    config = MoAConfig(
+        proposers=[{"model": _CutThinker(calls=calls), "name": "thinker"}, fake("B")],
+        aggregator=fake("AGG"),
+        layers=2,
+    )
+    for _ in range(2):
+        out = create_moa_graph(config, call_cache=SQLiteCallCache(tmp_path / "calls.db")).invoke(
+            QUESTION
+        )
+        assert [c["status"] for c in out["calls"] if c["model"] == "thinker"] == ["failed"]
+    assert len(calls) == 2

@@ -5,6 +5,7 @@ import random
 import pytest
 from langchain_core.messages import AIMessage
 
+from langgraph_moa.errors import EmptyResponseError
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.eval.scorers import score
 from langgraph_moa.run._accounting import ok_record, without_thinking
@@ -74,3 +75,53 @@ def test_an_empty_block_leaves_the_record_no_thinking():
     record = ok_record(**call, response=response, latency_s=0.0)
     assert record["output"] == "14"
     assert "thinking" not in record, record
+
+
+def _said(content, reason):
+    return AIMessage(content=content, response_metadata={"finish_reason": reason})
+
+
+def test_an_answer_about_the_tag_that_stopped_is_kept_whole():
+    # An answer that opens with "<think>" as its own text never closes it: it failed as
+    # cut off while thinking, though the provider said the model stopped.
+    text = "<think> is the tag a reasoning model opens its thinking with."
+    assert without_thinking(_said(text, "stop"), "m").text == text
+
+
+@pytest.mark.parametrize("reason", ["length", "max_tokens", None])
+def test_a_block_that_max_tokens_or_nothing_said_ended_is_cut_off(reason):
+    with pytest.raises(EmptyResponseError, match="cut off while thinking"):
+        without_thinking(_said("<think>maybe 12", reason), "m")
+
+
+def test_text_blocks_lose_the_thinking_and_other_blocks_stay():
+    # Content as a list of blocks kept its <think> block: it became a reference's text.
+    reasoning = {"type": "reasoning", "summary": [{"type": "summary_text", "text": "12?"}]}
+    content = [reasoning, {"type": "text", "text": "<think>maybe 12</think>\n14"}]
+    response = without_thinking(AIMessage(content=content), "m")
+    assert response.content == [reasoning, {"type": "text", "text": "14"}]
+    assert response.text == "14"
+    assert response.additional_kwargs["reasoning_content"] == "maybe 12"
+
+
+def test_a_block_over_several_text_blocks_goes_from_each():
+    content = [
+        "<think>may",
+        {"type": "text", "text": "be 12</think> 14"},
+        {"type": "text", "text": "!"},
+    ]
+    response = without_thinking(AIMessage(content=content), "m")
+    assert response.content == [{"type": "text", "text": "14"}, {"type": "text", "text": "!"}]
+    assert response.additional_kwargs["reasoning_content"] == "maybe 12"
+
+
+def test_a_block_list_cut_off_while_thinking_fails():
+    with pytest.raises(EmptyResponseError, match="cut off while thinking"):
+        without_thinking(_said([{"type": "text", "text": "<think>maybe 12"}], "length"), "m")
+
+
+def test_a_thinking_block_is_no_reference_text():
+    content = [{"type": "thinking", "thinking": "maybe 12"}, {"type": "text", "text": "14"}]
+    response = without_thinking(AIMessage(content=content), "m")
+    call = {"role": "proposer", "layer": 1, "proposer": 0, "sample": 0, "configured_model": "m"}
+    assert ok_record(**call, response=response, latency_s=0.0)["output"] == "14"

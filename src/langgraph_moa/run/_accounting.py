@@ -130,26 +130,74 @@ def without_thinking(response: _Message, label: str) -> _Message:
 
     A reasoning model's inline ``<think> ... </think>`` is no part of its response
     (`split_thinking`): the text keeps the answer after it, and the thinking goes to
-    ``additional_kwargs["reasoning_content"]``, where the call record keeps it.
+    ``additional_kwargs["reasoning_content"]``, where the call record keeps it. Content
+    given as a list of blocks (a Responses API's, Anthropic's) loses it from its text
+    blocks, the others kept: a ``reasoning`` or ``thinking`` block is never text.
+
+    A block that never closed is thinking cut off (`cut_while_thinking`) unless the
+    provider said the model stopped for another reason: then the text is the answer, its
+    ``<think>`` its own (a reply about the tag), and is left whole.
 
     Raises:
         EmptyResponseError: the block never closed (``max_tokens`` cut the model while it
             was thinking): there is no answer, and its thinking is none.
     """
-    if not isinstance(response, AIMessage) or not isinstance(response.content, str):
+    if not isinstance(response, AIMessage):
         return response
-    if not response.content.lstrip().startswith(THINK_OPEN):  # every other model's, cheaply
+    text = response.text
+    if not text.lstrip().startswith(THINK_OPEN):  # every other model's, cheaply
         return response
-    split = split_thinking(response.content)
-    if not split.closed and not response.tool_calls:
+    if cut_while_thinking(response):
         raise EmptyResponseError(
             f"{label} was cut off while thinking (finish_reason "
             f"{finish_reason(response)!r}): its <think> block never closed, so it gave no "
             "answer; raise that model's max_tokens",
             response,
         )
+    split = split_thinking(text)
+    if not split.closed and not response.tool_calls:
+        return response
+    content = _cut_text(response.content, len(text) - len(split.answer))
     kwargs = {**response.additional_kwargs, "reasoning_content": split.thinking}
-    return response.model_copy(update={"content": split.answer, "additional_kwargs": kwargs})
+    return response.model_copy(update={"content": content, "additional_kwargs": kwargs})
+
+
+def cut_while_thinking(response: BaseMessage) -> bool:
+    """Tell whether the model was cut off inside the thinking block its text opens with.
+
+    The block never closed, no tool call was made, and ``max_tokens`` ended the answer, or
+    the provider did not say what did. Such a response is no answer: the call cache keeps
+    none, or a rerun with the same settings would fail again without asking the model.
+    """
+    if not isinstance(response, AIMessage) or response.tool_calls:
+        return False
+    if split_thinking(response.text).closed:
+        return False
+    reason = finish_reason(response)
+    return reason is None or reason.lower() in CUT_OFF_REASONS
+
+
+def _cut_text(content: str | list[Any], chars: int) -> str | list[Any]:
+    """Return `content` less the first `chars` characters of its text (`BaseMessage.text`).
+
+    The text of a list is its strings' and ``text`` blocks' joined: each loses what of
+    them is cut, and goes where nothing of it is left; any other block stays.
+    """
+    if isinstance(content, str):
+        return content[chars:]
+    kept: list[Any] = []
+    for block in content:
+        is_text = isinstance(block, str) or (
+            block.get("type") == "text" and isinstance(block.get("text"), str)
+        )
+        if not is_text or chars <= 0:
+            kept.append(block)
+            continue
+        own = block if isinstance(block, str) else block["text"]
+        rest, chars = own[chars:], chars - len(own)
+        if rest:
+            kept.append(rest if isinstance(block, str) else {**block, "text": rest})
+    return kept
 
 
 def was_cut_off(record: CallRecord) -> bool:

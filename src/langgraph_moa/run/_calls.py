@@ -44,7 +44,7 @@ from langgraph_moa.providers._models import (
 )
 from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_after_s
 from langgraph_moa.providers._table import LOCAL_PREFIX, is_sdk_timeout
-from langgraph_moa.run._accounting import failed_record, ok_record
+from langgraph_moa.run._accounting import cut_while_thinking, failed_record, ok_record
 from langgraph_moa.run._direct import ainvoke_direct, invoke_direct
 from langgraph_moa.run.cache import CallCache, call_key
 from langgraph_moa.run.state import CallRecord, Role
@@ -884,6 +884,8 @@ def cached_call(
     response = yield ModelRequest(
         runnable, messages, call.configured_model, timeout, stop, own_timeout, config, retried
     )
-    if cache is not None and key is not None and isinstance(response, BaseMessage):
+    # A model cut off while thinking gave no answer: kept, a rerun would replay the failure.
+    cacheable = isinstance(response, BaseMessage) and not cut_while_thinking(response)
+    if cache is not None and key is not None and cacheable:
         cache.put(key, response)
     return response, False
