@@ -60,3 +60,24 @@ def test_request_limits_cover_the_served_config_and_nothing_more():
         limits.check_conversation(messages=257, chars=10)
     with pytest.raises(LimitExceededError, match="--max-chars"):
         limits.check_conversation(messages=1, chars=200_001)
+
+
+@pytest.mark.parametrize("tokens", [10**5000, 2**63], ids=["5001 digits", "2**63"])
+def test_a_token_budget_past_its_range_is_refused_where_it_is_made(tokens):
+    """A budget of 10**5000 tokens was taken, then a run failed in `prepare` writing it."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="max_tokens") as err:
+        Budget(max_tokens=tokens)
+    assert "less than or equal to 9223372036854775807" in str(err.value)
+    with pytest.raises(ValidationError, match="max_run_tokens"):
+        RequestLimits(max_run_tokens=tokens)
+    with pytest.raises(MoAConfigError, match=r"budget\.max_tokens"):
+        MoAConfig(proposers=["openai:a"], aggregator="openai:b", budget={"max_tokens": tokens})
+
+
+def test_the_largest_token_budget_runs(fake):
+    config = MoAConfig(
+        proposers=[fake("A")], aggregator=fake("AGG"), budget={"max_tokens": 2**63 - 1}
+    )
+    assert create_moa_graph(config).invoke(QUESTION)["messages"][-1].text.startswith("AGG #")

@@ -40,6 +40,11 @@ MAX_TOKENS = 2**31 - 1
 """The largest token count a setting may give: llama.cpp and other OpenAI-compatible servers
 read it as a 32-bit integer (a max_tokens of 10**23 arrived as -2147483648)."""
 
+MAX_RUN_TOKENS = 2**63 - 1
+"""The largest token budget of a run (`Budget.max_tokens`, ``--max-run-tokens``), a 64-bit
+count, far past any run. The budget is written in decimal into the run's token
+(`MoAState.run_token`), and Python refuses to write an int of over 4,300 digits: a budget
+of 10**5000 was taken where it was made and failed the run in `prepare`."""
 
 MAX_FAN_OUT = 256
 """The most proposers of a layer, and the most samples one proposer draws per layer: every
@@ -66,6 +71,7 @@ class Budget(BaseModel):
     max_tokens: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_RUN_TOKENS,
         description="Most tokens (prompt plus completion, over every call) one run may use.",
     )
 
@@ -122,7 +128,9 @@ class RequestLimits(BaseModel):
     max_chars: int = Field(default=200_000, ge=1, description="--max-chars")
     max_parts: int = Field(default=256, ge=1, description="--max-parts")
     max_answer_tokens: int = Field(default=4096, ge=1, description="--max-answer-tokens")
-    max_run_tokens: int = Field(default=1_000_000, ge=1, description="--max-run-tokens")
+    max_run_tokens: int = Field(
+        default=1_000_000, ge=1, le=MAX_RUN_TOKENS, description="--max-run-tokens"
+    )
     request_timeout_s: float = Field(default=600.0, ge=1, description="--request-timeout")
     allow_client_endpoints: bool = Field(default=False, description="--allow-client-endpoints")
     """Whether a run's context may name OpenAI-compatible endpoints its graph's config does

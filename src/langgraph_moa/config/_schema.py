@@ -671,4 +671,11 @@ def _shows_value(err: ErrorDetails, msg: str) -> bool:
 
 
 def _short(value: Any) -> bool:
+    """Tell whether `value` is a number or string short enough to repeat (under 80 characters).
+
+    An int is measured by its bits first: Python refuses to write one of over 4,300 digits,
+    and a budget of 10**5000 tokens failed in this error's own text, not with it.
+    """
+    if isinstance(value, int) and value.bit_length() > 256:  # 78 digits or more
+        return False
     return isinstance(value, (int, float, str)) and len(repr(value)) < 80
