@@ -18,6 +18,7 @@ from langgraph_moa import (
     MoAError,
     MoAInput,
     create_moa_graph,
+    final_answer_only,
     open_checkpointer,
 )
 
@@ -79,3 +80,17 @@ def durable() -> None:
         graph.invoke(None, {"configurable": {"thread_id": "1"}})  # resume the thread
     finally:
         saver.conn.close()  # the caller owns the connection (open_checkpointer's docstring)
+
+
+def streaming() -> None:  # the README's block, as written
+    graph = create_moa_graph("moa-lite")  # or the Quickstart's graph
+    question: MoAInput = {"messages": [("user", "Explain X")]}
+    for part in graph.stream(question, stream_mode=["messages", "custom"], version="v2"):
+        if part["type"] == "messages":
+            token, metadata = part["data"]
+            if final_answer_only(metadata):
+                print(token.text, end="")  # the aggregator's tokens, as generated
+        elif part["type"] == "custom" and part["data"]["event"] == "discarded":
+            print("\n[abandoned]")  # drop all but the first part["data"]["keep"] characters shown
+        elif part["type"] == "custom":
+            print(part["data"])  # {"event": "started"|"finished"|"failed", "layer": ...}

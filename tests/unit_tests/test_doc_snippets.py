@@ -159,15 +159,18 @@ def test_a_second_block_under_a_heading_run_elsewhere_or_not_run_is_seen():
     assert unaccounted(blocks + extra) == ["README.md:9", "README.md:9"]
 
 
-def test_the_per_run_block_is_type_checked_as_written():
+@pytest.mark.parametrize("title", ["## Per-run settings (LangGraph server)", "## Streaming"])
+def test_the_typed_blocks_are_type_checked_as_written(title):
     """`make lint` type-checks tests/typing/readme_examples.py as a typed user's code; the
     README's per-run block passed a dict as `context`, which mypy refused (the graph's context
-    type is `MoAContext`) while the typed copy used `MoAContext`: each line must be there."""
+    type is `MoAContext`) while the typed copy used `MoAContext`, and its streaming block
+    unpacked `stream`'s untyped (mode, chunk) pairs, which strict mypy refused without a
+    cast and no copy checked: each line must be there."""
     from tests.snippets import ROOT
 
     typed = (ROOT / "tests" / "typing" / "readme_examples.py").read_text(encoding="utf-8")
     typed_lines = {line.split("#")[0].strip() for line in typed.splitlines()}
-    [block] = [s for s in snippets() if heading(s) == "## Per-run settings (LangGraph server)"]
+    [block] = [s for s in snippets() if heading(s) == title]
     code = [line.split("#")[0].strip() for line in block.code.splitlines()]
     statements = [line for line in code if line and not line.startswith("from ")]
     assert [line for line in statements if line not in typed_lines] == []
