@@ -2050,3 +2050,20 @@ def test_the_version_flag_imports_nothing_heavy():
         assert heavy == [], flag
         ours = [m for m in loaded if m.startswith("langgraph_moa")]
         assert ours == ["langgraph_moa", "langgraph_moa.cli"], flag
+
+
+def test_chat_load_refuses_a_file_past_its_limit_in_one_sentence(monkeypatch, tmp_path, capsys):
+    # /load read any file whole: a multi-gigabyte log (or /dev/zero) given by mistake was
+    # read into memory before anything was said.
+    from langgraph_moa.cli import _chat
+
+    monkeypatch.setattr(_chat, "MAX_LOAD_BYTES", 64, raising=False)
+    history = [_chat.HumanMessage("kept")]
+    big = tmp_path / "big.json"
+    big.write_text('[{"role": "human", "content": "' + "x" * 64 + '"}]')
+    assert _chat.load(str(big), history) is history
+    said = " ".join(capsys.readouterr().err.split())
+    assert str(big) in said and "64 bytes" in said and "unchanged" in said
+    small = tmp_path / "small.json"
+    small.write_text('[{"role": "human", "content": "new"}]')
+    assert [m.text for m in _chat.load(str(small), history)] == ["new"]

@@ -355,6 +355,11 @@ def save(history: list[BaseMessage], path: str) -> None:
 _ROLES = {"human": HumanMessage, "ai": AIMessage}
 """The roles /save writes, and the messages /load makes of them."""
 
+MAX_LOAD_BYTES = 10_000_000
+"""The largest file /load reads (10 MB): ten times the request body `moa serve` takes, and
+past any model's context. /load read a file whole, so a multi-gigabyte log (or /dev/zero)
+named by mistake filled memory before anything was said."""
+
 
 def load(path: str, history: list[BaseMessage]) -> list[BaseMessage]:
     """Return the conversation /save wrote to `path`; on any problem say so, keep `history`.
@@ -366,7 +371,15 @@ def load(path: str, history: list[BaseMessage]) -> list[BaseMessage]:
         out.error("/load needs a file name, e.g. /load chat.json")
         return history
     try:  # a byte order mark: the file edited in Windows Notepad, its oldest turns removed
-        turns = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_LOAD_BYTES + 1)
+        if len(data) > MAX_LOAD_BYTES:
+            out.error(
+                f"cannot read {path!r}: it is over /load's limit of {MAX_LOAD_BYTES} bytes; "
+                "the conversation is unchanged"
+            )
+            return history
+        turns = json.loads(data.decode("utf-8-sig"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
         why = exc.strerror if isinstance(exc, OSError) else "it is not a JSON file /save wrote"
         out.error(f"cannot read {path!r}: {why}; the conversation is unchanged")
