@@ -464,6 +464,7 @@ def test_a_run_whose_aggregator_overflowed_is_the_clients_though_a_proposer_was_
     assert outgrew_context(caught.value)
     answer = _api_error(caught.value)
     assert (answer.status, answer.code) == (400, "context_length_exceeded")
+    assert "context_window" in answer.message  # the proposals overflowed, not the question
 
 
 def test_a_layer_that_overflowed_is_the_clients_though_an_earlier_layer_was_rate_limited():
@@ -511,3 +512,32 @@ async def test_a_lone_failing_call_never_ends_a_run_silently(fake, mode):
         graph = create_moa_graph(chain)
         out = graph.invoke(QUESTION) if mode == "sync" else await graph.ainvoke(QUESTION)
         assert out["messages"][-1].response_metadata["moa"]["answered_by"] == "UP"
+
+
+def test_an_overflow_of_the_proposals_names_the_operators_fix_not_only_fewer_messages():
+    # A remote model with no context_window gets every proposal untrimmed: the aggregator or
+    # a later layer overflowed while the conversation itself fit, and the 400 said only
+    # "send fewer or shorter messages", which a one-line question cannot.
+    from langgraph_moa.errors import ContextLengthError
+    from langgraph_moa.run._accounting import failed_record
+    from langgraph_moa.serving._errors import _api_error
+
+    too_long = ContextLengthError("The input is too long")
+
+    def overflowed(layer):
+        calls = [
+            failed_record(
+                role="proposer",
+                layer=layer,
+                proposer=0,
+                sample=0,
+                configured_model="A",
+                error=too_long,
+            )
+        ]
+        return _api_error(AllProposersFailedError(layer, calls)).message
+
+    first, later = overflowed(1), overflowed(2)
+    assert "fewer or shorter messages" in first and "context_window" not in first
+    assert "context_window" in later and "fewer proposers or layers" in later
+    assert "fewer or shorter messages" in later and "\n" not in later

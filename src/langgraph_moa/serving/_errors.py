@@ -51,11 +51,24 @@ LOCAL_MODEL_FAILED = (
 def context_exceeded(exc: MoAError) -> str:
     """Return what a client is told when its input outgrew a model's window (`outgrew_context`).
 
-    The fix is the client's. A client's max_tokens caps the aggregator's answer only, whose
-    window must hold it too: a smaller one is named only where the aggregator's chain
-    overflowed, never where the proposers did (any max_tokens, the same input is refused).
+    A shorter conversation is the client's fix. A client's max_tokens caps the aggregator's
+    answer only, whose window must hold it too: a smaller one is named only where the
+    aggregator's chain overflowed, never where the proposers did (any max_tokens, the same
+    input is refused). Where the calls that overflowed read the proposals too (the
+    aggregator's chain, a layer after the first), the proposals may be what did not fit: a
+    remote model with no ``context_window`` gets them untrimmed, and "fewer messages" alone
+    cannot help a one-line question, so the operator's fixes are named as well.
     """
-    smaller = " or a smaller max_tokens" if isinstance(exc, AggregatorFailedError) else ""
+    aggregator = isinstance(exc, AggregatorFailedError)
+    smaller = " or a smaller max_tokens" if aggregator else ""
+    if aggregator or (isinstance(exc, AllProposersFailedError) and exc.layer > 1):
+        return (
+            "The conversation with the proposals drawn from it is too long for the context "
+            "window of the models that answer it: send fewer or shorter messages (drop the "
+            f"oldest turns){smaller}, or ask the operator to set those models' context_window "
+            "in the config (the proposals are then trimmed to fit), to use fewer proposers "
+            "or layers, or models with a longer context."
+        )
     return (
         "The conversation is too long for the context window of the models that answer it: "
         f"send fewer or shorter messages (drop the oldest turns){smaller}, or ask the operator "
