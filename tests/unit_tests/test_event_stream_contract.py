@@ -92,7 +92,10 @@ EVENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "agreement": list,
         },
     ),
-    "error": ({"message": str, "type": str, "status": int, "request_id": str}, {}),
+    "error": (
+        {"message": str, "type": str, "status": int, "reason": (str, NULL), "request_id": str},
+        {},
+    ),
     "done": ({"run_id": str, "status": str}, {"kept": bool}),
 }
 CALL_EVENTS = ("started", "token", "finished", "failed")

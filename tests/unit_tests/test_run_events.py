@@ -500,8 +500,26 @@ def test_a_failed_run_ends_with_an_error_event(fake, tmp_path):
     )
     events = sse_events(client.post("/v1/moa/runs", json={"model": "m", "messages": USER}).text)
     assert events[-2]["event"] == "error" and events[-2]["status"] == 502
+    assert events[-2]["reason"] is None  # no code: the page says the models failed
     assert events[-1] == {"event": "done", "run_id": events[0]["run_id"], "status": "failed"}
     assert client.get("/v1/moa/runs").json()["data"][0]["status"] == "failed"
+
+
+def test_a_run_too_long_for_its_models_ends_with_an_error_event_that_says_so(fake):
+    # The page told "conversation too long" from "every proposer failed" by the sentence
+    # alone: its error event had no code. It has the chat route's now, as `reason`.
+    from tests.unit_tests.test_failures import context_overflow
+
+    config = MoAConfig(
+        proposers=[fake("A", fail=lambda n, m: context_overflow())],
+        aggregator=fake("AGG"),
+        layers=2,
+    )
+    client = TestClient(create_app({"m": config}, history=None), base_url="http://localhost")
+    events = sse_events(client.post("/v1/moa/runs", json={"model": "m", "messages": USER}).text)
+    error = events[-2]
+    assert (error["event"], error["status"]) == ("error", 400)
+    assert error["reason"] == "context_length_exceeded"
 
 
 def test_the_page_loads_without_the_key_but_its_data_needs_it(system):

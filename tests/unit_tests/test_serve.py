@@ -1135,8 +1135,8 @@ def test_an_allowed_model_with_its_key_set_is_enabled(system, monkeypatch):
 # --- streams: the status waits for the first content -----------------------------------------
 
 
-def _failing_system(fake, delay=None):
-    broken = {"fail": lambda n, messages: RuntimeError("upstream down")}
+def _failing_system(fake, delay=None, why=lambda: RuntimeError("upstream down")):
+    broken = {"fail": lambda n, messages: why()}
     if delay is not None:
         broken["delay"] = lambda n: delay
     return MoAConfig(
@@ -1184,7 +1184,29 @@ def test_a_stream_silent_past_the_keepalive_opens_and_reports_a_later_failure_in
     assert events[1] == ": keep-alive"
     error = json.loads(events[-2].removeprefix("data: "))["error"]
     assert error["type"] == "upstream_error" and error["code"] == 502
+    assert error["reason"] is None  # as the body of the same 502 says no code
     assert events[-1] == "data: [DONE]"
+
+
+def test_a_streams_in_band_error_tells_what_the_same_requests_error_body_would(fake):
+    # A conversation too long for the models: 400 `context_length_exceeded` without stream;
+    # in-band, `code` is the status (400, as any other 400), so a client that turned stream
+    # on could not tell it to shorten the conversation. `reason` is the body's `code` now.
+    from tests.unit_tests.test_failures import context_overflow
+
+    config = _failing_system(fake, delay=0.5, why=context_overflow)
+    plain = post(local(create_app({"m": config})), {"model": "m", "messages": USER})
+    app = create_app({"m": config}, keepalive_s=0.05)
+    streamed = post(local(app), {"model": "m", "messages": USER, "stream": True})
+    body = plain.json()["error"]
+    _, error, ended = _streamed(streamed)
+    assert (plain.status_code, body["code"]) == (400, "context_length_exceeded")
+    assert streamed.status_code == 200 and ended and error is not None
+    assert (error["code"], error["status"]) == (400, 400)  # the documented rule, kept
+    assert error["reason"] == body["code"]
+    assert {k: error[k] for k in ("message", "type", "param")} == {
+        k: body[k] for k in ("message", "type", "param")
+    }
 
 
 # --- what a client is told -------------------------------------------------------------------

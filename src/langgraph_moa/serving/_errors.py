@@ -115,6 +115,21 @@ class _APIError(Exception):
         error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
         return {"error": with_id(error)}
 
+    def in_stream(self) -> dict[str, Any]:
+        """Return what a stream that already answered 200 says of this error.
+
+        ``status`` is the status the request would have had, and ``reason`` the body's
+        ``code`` (``context_length_exceeded``): without it a stream's error (whose ``code``
+        is the status, docs/event-stream.md) and the page's said a too-long conversation
+        as every other 400, and neither could tell its user to shorten it.
+        """
+        return {
+            "message": self.message,
+            "type": self.kind,
+            "status": self.status,
+            "reason": self.code,
+        }
+
 
 def _api_error(exc: MoAError) -> _APIError:
     """Map one of the package's errors to its HTTP status, OpenAI error type and code."""

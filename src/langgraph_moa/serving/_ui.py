@@ -200,8 +200,7 @@ async def _run(
             for stopped in stopped_calls(log.events, f"Stopped: {refusal.message}"):
                 yield out(stopped)
             # The chat route's sentence: one line, redacted (not the Python error's text).
-            error = {"message": refusal.message, "type": refusal.kind, "status": refusal.status}
-            yield out({"event": "error", **with_id(error)})
+            yield out({"event": "error", **with_id(refusal.in_stream())})
         done: dict[str, Any] = {"event": "done", "run_id": run_id, "status": record.status}
         if history is not None:  # before 'done': a client reloading the history then sees it
             saved = True  # off the event loop: a commit waits for the disk

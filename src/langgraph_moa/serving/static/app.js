@@ -93,6 +93,10 @@ async function api(path, options) {
   return response;
 }
 
+// What the page tells a user whose question is too long for the models (`on_error`).
+const TOO_LONG = "This question is too long for the models of this run: shorten it and ask again, " +
+  "or re-ask it with a model that has a longer context window.";
+
 // An error sentence with the ID the operator's log line ends with, so a user can name it.
 function withRequest(message, requestId) {
   return requestId ? message + " (request " + requestId + ")" : message;
@@ -596,6 +600,9 @@ class Pane {
 
   on_error(ev) {
     this.errorBox.textContent = withRequest(ev.message, ev.request_id);
+    // The server's sentence speaks to an API client ("drop the oldest turns"); the page
+    // sends one question, so its fix is said here, told apart by the error's reason.
+    if (ev.reason === "context_length_exceeded") this.note.append(el("p", "too-long", TOO_LONG));
     this.markIncomplete();
   }
 
