@@ -508,6 +508,39 @@ async def test_the_layer_deadline_applies_to_the_streamed_layer(fake):
     assert out["messages"][-1].content.startswith("AGG")
 
 
+async def test_a_proposal_its_reader_held_past_the_layer_deadline_is_kept(fake, monkeypatch):
+    # A served stream's slow reader holds every model at its next token (serving's
+    # ReaderPace, through off_the_clock); the deadline slept on meanwhile and dropped the
+    # held proposal once A had answered. Wall time moves only while the reader holds it
+    # (an hour): the deadline's clock stops then, so 0.2 s of it never pass.
+    import asyncio
+
+    from langgraph_moa.run import _clock as clock
+    from langgraph_moa.run._calls import off_the_clock
+
+    now = [1_000_000.0]
+    monkeypatch.setattr(clock, "now", lambda: now[0])
+
+    async def reader_behind():
+        now[0] += 3600
+        await asyncio.sleep(1.0)  # five times the deadline, in real time too
+
+    class Held(WordStreamer):
+        async def _astream(self, messages, stop=None, run_manager=None, **kwargs):
+            async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
+                await off_the_clock(reader_behind())
+                yield chunk
+
+    config = chunkwise(
+        [WordStreamer(label="A", words=2), Held(label="HELD", words=2)],
+        fake("AGG"),
+        layer_deadline_s=0.2,
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    [held] = by_model(out, "HELD")
+    assert held["status"] == "ok", held
+
+
 async def test_the_layer_deadline_waits_for_the_quorum(fake):
     config = chunkwise(
         [WordStreamer(label="A", words=2), WordStreamer(label="B", words=4, gap=0.3)],

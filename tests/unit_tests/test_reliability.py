@@ -197,6 +197,40 @@ async def test_a_hung_proposer_never_delays_its_layer_past_the_deadline(
     assert "1 of 3 expected responses are missing" in log.by("AGG")[0].messages[0].text
 
 
+async def test_a_proposer_its_reader_held_past_the_layer_deadline_is_kept(fake, fake_clock):
+    # A served stream's slow reader holds every model at its next token (serving's
+    # ReaderPace, through off_the_clock). The layer deadline ran on meanwhile: HELD, held for
+    # an hour of wall time, was dropped as a straggler once A had answered, so a slow reader
+    # changed which proposals the answer used. The reader's time stops the deadline's clock.
+    import asyncio
+
+    from langgraph_moa.run._calls import off_the_clock
+    from tests.fakes import FakeChat
+
+    async def reader_behind():
+        for _ in range(30):  # past the watch's longest sleep (1 s): it looks while held
+            fake_clock.advance(120)
+            await asyncio.sleep(0.05)
+
+    class Held(FakeChat):
+        async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+            await off_the_clock(reader_behind())
+            return await super()._agenerate(messages, stop, run_manager, **kwargs)
+
+    config = MoAConfig(
+        proposers=[fake("A"), Held(label="HELD")],
+        aggregator=fake("AGG"),
+        layers=2,
+        layer_deadline_s=60,
+        min_proposers=1,
+        retry=FAST,
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    held = [c for c in out["calls"] if c["configured_model"] == "HELD"]
+    assert [c["status"] for c in held] == ["ok"], held
+    assert out["usage"]["total"]["cancelled"] == 0
+
+
 def test_before_its_deadline_a_waiting_call_sleeps_until_it_instead_of_polling(fake_clock):
     from langgraph_moa.graph._nodes import _LayerWatch
     from langgraph_moa.run._calls import QUORUM_POLL_S

@@ -67,6 +67,7 @@ from langgraph_moa.run._answer import (
     labelled_fallback,
 )
 from langgraph_moa.run._calls import (
+    CALL_HELD,
     CALL_TIMER,
     CallId,
     acall_model,
@@ -178,6 +179,10 @@ class _Chunkwise:
         self.tasks: list[asyncio.Future[None]] = []
         self.watch: asyncio.Future[None] | None = None
         """The layer deadline's watch (`layer_deadline_s`), if there is one."""
+        self.held = clock.Held()
+        """The time the layer's proposals were held by the stream's reader, which its
+        deadline does not count (`_layer_deadline`): one for them all, since a reader that
+        is behind holds every model of the run at once."""
         self.changed = asyncio.Event()
         self.started = time.perf_counter()
 
@@ -265,6 +270,7 @@ class _Chunkwise:
         try:
             async with scope:
                 timer = CALL_TIMER.set(scope)  # the scope `off_the_clock` stops, as in acall_model
+                held = CALL_HELD.set(self.held)
                 try:
                     async for chunk in model.astream(messages):
                         whole = chunk if whole is None else whole + chunk
@@ -272,6 +278,7 @@ class _Chunkwise:
                         self.changed.set()
                     self.texts[k] += thinking.finish()
                 finally:
+                    CALL_HELD.reset(held)
                     CALL_TIMER.reset(timer)
         except Exception as exc:
             # A provider's Retry-After is waited out only before an attempt that will come.
@@ -546,9 +553,12 @@ class _Chunkwise:
         """Past `layer_deadline_s`, once `min_proposers` answered, go on without the rest.
 
         As in any layer: the proposals still being written are cancelled and recorded, and
-        the next part reads those that answered.
+        the next part reads those that answered. The time a reader held them (`held`) is not
+        counted, as in a layer of proposer nodes (`_nodes._LayerWatch`).
         """
-        await asyncio.sleep(seconds)
+        due = clock.now() + seconds
+        while (left := due + self.held.seconds() - clock.now()) > 0:
+            await asyncio.sleep(min(left, 1.0))  # wall time can jump: at most a second
         quorum = self.cfg.min_proposers
         await self._until(lambda: all(self.done) or self._answered() >= quorum)
         self._drop_all(

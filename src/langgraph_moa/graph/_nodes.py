@@ -60,6 +60,7 @@ from langgraph_moa.run._calls import (
     discard_answer,
     draw_offsets,
     emit,
+    held_s,
     record_answer,
     record_failure,
     run_async,
@@ -851,7 +852,7 @@ class _LayerWatch:
 
     def __call__(self) -> str | None:
         count = self.answers()
-        if clock.now() >= self.due and count >= self.quorum:
+        if self._now() >= self.due and count >= self.quorum:
             return (
                 f"the layer deadline passed and {count} proposals "
                 f"(quorum {self.quorum}) had answered"
@@ -861,7 +862,16 @@ class _LayerWatch:
     def wait_s(self) -> float:
         # At most a second at a time: wall time can jump (a clock set forward), and the
         # deadline is in wall time so that a resumed run in another process keeps it.
-        return min(max(self.due - clock.now(), QUORUM_POLL_S), 1.0)
+        return min(max(self.due - self._now(), QUORUM_POLL_S), 1.0)
+
+    @staticmethod
+    def _now() -> float:
+        """Return the wall time without what the call's reader held it (`held_s`).
+
+        A slow client must not change which proposals its answer uses: the deadline's
+        clock stops while the reader holds the call, as the call's own timeout does.
+        """
+        return clock.now() - held_s()
 
 
 @dataclass(frozen=True)

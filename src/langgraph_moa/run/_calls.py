@@ -44,6 +44,7 @@ from langgraph_moa.providers._models import (
 )
 from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_after_s
 from langgraph_moa.providers._table import LOCAL_PREFIX, is_sdk_timeout
+from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import cut_while_thinking, failed_record, ok_record
 from langgraph_moa.run._direct import ainvoke_direct, invoke_direct
 from langgraph_moa.run.cache import CallCache, call_key
@@ -642,6 +643,7 @@ async def acall_model(
             # Set and reset inline (as `_chunkwise` does): a context manager would cost every
             # model call ~10 calls more.
             timer = CALL_TIMER.set(scope)
+            held = CALL_HELD.set(clock.Held())
             try:
                 if stop is None:
                     result: BaseMessage = await ainvoke_direct(model, messages, config)
@@ -649,6 +651,7 @@ async def acall_model(
                     call = ainvoke_direct(model, messages, config)
                     result = await _until_stopped(call, label, stop)
             finally:
+                CALL_HELD.reset(held)
                 CALL_TIMER.reset(timer)
     except Exception as exc:
         # Past the timeout also when the model turned its cancellation into another error.
@@ -671,14 +674,41 @@ CALL_TIMER: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.Context
 `off_the_clock` stops: set around the call by `acall_model` and chunk-wise streaming."""
 
 
+CALL_HELD: contextvars.ContextVar[clock.Held | None] = contextvars.ContextVar(
+    "moa_call_held", default=None
+)
+"""The time the model call running in this context was held by its reader, which its
+layer's deadline does not count (`held_s`): set around the call by `acall_model`."""
+
+
+def held_s() -> float:
+    """Return how long the model call running in this context was held by its reader."""
+    held = CALL_HELD.get()
+    return held.seconds() if held is not None else 0.0
+
+
 async def off_the_clock(waiting: Awaitable[Any]) -> None:
-    """Await `waiting` with the running model call's timeout (`CALL_TIMER`) stopped.
+    """Await `waiting` with the running model call's clocks stopped.
 
     A served stream holds its models while its reader is behind (`serving._events.ReaderPace`):
     that wait is the client's, not the model's, and counted against ``call_timeout_s`` it cut
     a healthy call whose reader paused, which was retried and paid for again. The time left
-    is kept and the timer runs again, from it, once the wait is over.
+    is kept and the timer runs again, from it, once the wait is over. The wait is noted in
+    the call's `CALL_HELD` too, which its layer's deadline does not count.
     """
+    held = CALL_HELD.get()
+    if held is None:
+        await _timer_stopped(waiting)
+        return
+    held.start()
+    try:
+        await _timer_stopped(waiting)
+    finally:
+        held.stop()
+
+
+async def _timer_stopped(waiting: Awaitable[Any]) -> None:
+    """Await `waiting` with the call's ``call_timeout_s`` (`CALL_TIMER`) stopped."""
     scope = CALL_TIMER.get()
     when = scope.when() if scope is not None else None
     if scope is None or when is None or scope.expired() or not _reschedule(scope, None):

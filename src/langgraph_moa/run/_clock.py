@@ -13,3 +13,34 @@ import time
 def now() -> float:
     """Return the current wall time in seconds since the epoch (`time.time`)."""
     return time.time()
+
+
+class Held:
+    """The wall time a model call spent held by its reader (`_calls.off_the_clock`).
+
+    A layer's deadline does not count it (`_calls.held_s`): a served stream's slow reader
+    holds every model at its next token, and a call held past its layer's deadline was
+    dropped as a straggler, so how fast a client read changed which proposals its answer
+    used. Waits may overlap (several of the call's tokens); the time counts once.
+    """
+
+    def __init__(self) -> None:
+        self.waits = 0
+        self.total = 0.0
+        self.since = 0.0
+
+    def start(self) -> None:
+        """Note that a wait began."""
+        if not self.waits:
+            self.since = now()
+        self.waits += 1
+
+    def stop(self) -> None:
+        """Note that a wait ended."""
+        self.waits -= 1
+        if not self.waits:
+            self.total += now() - self.since
+
+    def seconds(self) -> float:
+        """Return the time held so far, a wait still going on included."""
+        return self.total + (now() - self.since if self.waits else 0.0)

@@ -54,7 +54,8 @@ class ReaderPace(AsyncCallbackHandler):
     waits there, its HTTP stream unread, until the reader has caught up. A run that no pump
     relays (a plain request) keeps its room open and never waits. The wait is the reader's:
     the call's ``call_timeout_s`` stops meanwhile (`off_the_clock`), or a reader's pause cut
-    the call, which was retried and paid for again.
+    the call, which was retried and paid for again; so does its layer's deadline, or a held
+    proposer was dropped as a straggler and the reader's pace chose the answer's proposals.
     """
 
     run_inline = True  # awaited in the model's own task: no task per token
