@@ -5,6 +5,7 @@ import codecs
 import gc
 import json
 import threading
+import types
 
 import httpx
 import pytest
@@ -761,7 +762,7 @@ def test_large_bodies_are_parsed_one_at_a_time_small_ones_at_once(system):
             self.overlapped.wait(self.patience)
             with self.lock:
                 self.now -= 1
-            return len(raw)
+            return types.SimpleNamespace()  # a job: `off_loop` notes its `since` on it
 
     async def prepare_all(size, patience):
         prepare = Counting()
@@ -2549,3 +2550,34 @@ def _deadline_app(fake, monkeypatch, agg, pending: int, security):
     monkeypatch.setattr(_events, "JOIN_CHARS", 500)
     config = MoAConfig(proposers=[fake("A")], aggregator=agg, layers=2, name="m")
     return create_app({"m": config}, security=security, limits=RequestLimits(request_timeout_s=1))
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/moa/runs"])
+def test_a_requests_wait_to_be_prepared_counts_against_its_request_timeout(fake, monkeypatch, path):
+    # An exchange may last --request-timeout plus twice --body-timeout from its admission:
+    # the upload, the run, the end. The run's deadline started only once the body was
+    # prepared (parsed in a worker thread, a large body waiting its turn), so that wait came
+    # out of the time the end was given: here a run answered though its request had been
+    # in the server longer than its --request-timeout before the run started.
+    import time
+
+    prepare = _Preparer.__call__
+
+    def slow(self, raw, scope=None):
+        time.sleep(3)  # queued behind other bodies: longer than the whole request_timeout
+        return prepare(self, raw, scope)
+
+    monkeypatch.setattr(_Preparer, "__call__", slow)
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2, name="m")
+    app = create_app({"m": config}, limits=RequestLimits(request_timeout_s=2))
+    body = json.dumps({"model": "m", "messages": USER})
+    response = local(app).post(path, content=body, headers=JSON)
+    if path == "/v1/moa/runs":
+        events = [
+            json.loads(line[6:]) for line in response.text.splitlines() if line[:6] == "data: "
+        ]
+        error = next(e for e in events if e["event"] == "error")
+    else:
+        assert response.status_code == 504
+        error = response.json()["error"]
+    assert "limit of 2 s" in error["message"]

@@ -264,7 +264,10 @@ def create_app(
             state = await _unless_disconnected(
                 request,
                 _within(
-                    seconds, graph.ainvoke(run_input, job.config(), context=job.context), drain
+                    seconds,
+                    graph.ainvoke(run_input, job.config(), context=job.context),
+                    drain,
+                    job.since,
                 ),
             )
         except _ClientGone:
@@ -447,7 +450,7 @@ def _sse(
     opens the response (`_first_content`). A run's failure is raised, not sent.
     """
     return pump(
-        _timed(_events(graph, run_input, job, base, progress), seconds, drain),
+        _timed(_events(graph, run_input, job, base, progress), seconds, drain, job.since),
         lambda: _disconnected(request),
         keepalive_s,
         room=job.pace.room,  # its models wait for the reader too

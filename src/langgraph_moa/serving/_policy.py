@@ -260,6 +260,11 @@ class _Job:
     """The run's calls ended so far (for the access log of a client that leaves)."""
     pace: ReaderPace = field(default_factory=ReaderPace)
     """Holds the run's models while its stream's reader is behind (its `pump`'s room)."""
+    since: float | None = None
+    """The event loop's time its body was read (`_Preparer.off_loop`), from which its
+    ``--request-timeout`` counts: an exchange may last that plus twice ``--body-timeout``
+    from its admission (the upload, the run, the end), and a wait to be prepared (a large
+    body's turn) that the deadline did not count came out of the time left for the end."""
 
     def run_input(self) -> dict[str, Any]:
         """Return the graph's input: the conversation and the call options."""
@@ -345,12 +350,20 @@ class _Preparer:
 
         The body's ``model``, once read, is noted in the request's `scope` for the access
         log (`note_model`), refused or not; so is an accepted run's call tally (`note_calls`).
+        The job's `since` is when this began: its deadline counts the wait for its turn.
         """
+        loop = asyncio.get_running_loop()
+        since = loop.time()
+        job = await self._in_turn(raw, scope, loop)
+        job.since = since
+        return job
+
+    async def _in_turn(self, raw: bytes, scope: Any, loop: asyncio.AbstractEventLoop) -> _Job:
+        """Prepare `raw` in a worker thread, a large body after the one before it."""
         from starlette.concurrency import run_in_threadpool
 
         if len(raw) < HEAVY_BODY_BYTES:
             return await run_in_threadpool(self, raw, scope)
-        loop = asyncio.get_running_loop()
         gate = self._gates.get(loop)
         if gate is None:  # one per event loop: a semaphore belongs to the loop it waits on
             gate = self._gates[loop] = asyncio.Semaphore(1)

@@ -66,8 +66,13 @@ class Drain:
 
 
 @contextlib.asynccontextmanager
-async def _deadline(seconds: float, drain: Drain | None = None) -> AsyncIterator[None]:
+async def _deadline(
+    seconds: float, drain: Drain | None = None, since: float | None = None
+) -> AsyncIterator[None]:
     """Bound what runs inside to the request's deadline; past it, `RequestTimeoutError`.
+
+    The deadline is `seconds` from `since` (the event loop's time its body was read, `_Job`),
+    or from now: a request's wait to be prepared counts against it, as its run does.
 
     The deadline is set in the task that runs the graph, so every call, and every
     ``Retry-After`` wait, sees it. A `drain` that ends first stops the run with
@@ -77,9 +82,11 @@ async def _deadline(seconds: float, drain: Drain | None = None) -> AsyncIterator
     `CallTimeoutError`, say), since only this timer's expiry is past ``--request-timeout``.
     """
     own: float | None = None
-    with request_deadline(seconds):
+    loop = asyncio.get_running_loop()
+    due = (loop.time() if since is None else since) + seconds
+    with request_deadline(max(due - loop.time(), 0.0)):
         try:
-            async with asyncio.timeout(seconds) as timeout:
+            async with asyncio.timeout_at(due) as timeout:
                 own = timeout.when()
                 with drain.bounding(timeout) if drain else contextlib.nullcontext():
                     yield
@@ -92,20 +99,25 @@ async def _deadline(seconds: float, drain: Drain | None = None) -> AsyncIterator
             raise RequestTimeoutError(seconds) from None
 
 
-async def _within(seconds: float, run: Awaitable[Any], drain: Drain | None = None) -> Any:
+async def _within(
+    seconds: float, run: Awaitable[Any], drain: Drain | None = None, since: float | None = None
+) -> Any:
     """Await a run under the request's deadline: ``Retry-After`` waits and the run itself."""
-    async with _deadline(seconds, drain):
+    async with _deadline(seconds, drain, since):
         return await run
 
 
 async def _timed(
-    source: AsyncIterator[T], seconds: float, drain: Drain | None = None
+    source: AsyncIterator[T],
+    seconds: float,
+    drain: Drain | None = None,
+    since: float | None = None,
 ) -> AsyncIterator[T]:
     """Relay a stream under the request's deadline; past it, raise `RequestTimeoutError`.
 
     The deadline is set in the task that iterates it (`pump`'s producer).
     """
-    async with _deadline(seconds, drain):
+    async with _deadline(seconds, drain, since):
         async for item in source:
             yield item
 

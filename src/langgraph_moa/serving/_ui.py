@@ -176,7 +176,7 @@ async def _run(
         yield out(with_id(run_event(run_id, job.name, record.question, config)))
         events = RunEvents(graph, job.run_input(), job.config(), context=job.context)
         try:
-            async for event in _timed(aiter(events), seconds, drain):
+            async for event in _timed(aiter(events), seconds, drain, job.since):
                 if event["event"] == "token":  # joined with its call's next ones (`pump`)
                     log.add(event)
                     yield event
