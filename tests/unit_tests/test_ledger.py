@@ -133,3 +133,62 @@ def test_a_copy_of_a_thread_running_beside_it_keeps_its_own_step(fake, ledgers):
         runner.join(30)
     assert done[0]["messages"][-1].text == "AGG #1"
     assert _held(ledger) == 0
+
+
+def test_a_cut_off_run_without_a_checkpointer_keeps_no_step(fake, ledgers):
+    """With no checkpointer no run is resumed, so a cut-off run's step can never be used
+    again: `moa serve` (no checkpointer) kept the step of every run whose client left, up
+    to the ledger's bound of 4096 per graph."""
+
+    def fail(n, _messages):
+        return Killed() if n == 2 else None  # in layer 2
+
+    config = MoAConfig(
+        proposers=[fake("A"), fake("FLAKY", fail=fail)], aggregator=fake("AGG"), layers=3
+    )
+    graph = create_moa_graph(config)
+    with pytest.raises(Killed):
+        graph.invoke(QUESTION)
+    [ledger] = ledgers
+    assert _held(ledger) == 0
+
+
+async def test_a_cancelled_async_run_without_a_checkpointer_keeps_no_step(fake, ledgers):
+    """A client that leaves `moa serve` cancels its run: none of its steps stays behind."""
+    import asyncio
+
+    reached = asyncio.Event()
+
+    def delay(n: int) -> float:
+        if n != 2:
+            return 0.0
+        reached.set()  # layer 2's call is under way: its step is in the ledger
+        return 30.0
+
+    config = MoAConfig(
+        proposers=[fake("A"), fake("SLOW", delay=delay)], aggregator=fake("AGG"), layers=3
+    )
+    graph = create_moa_graph(config)
+    run = asyncio.ensure_future(graph.ainvoke(QUESTION))
+    await asyncio.wait_for(reached.wait(), 30)
+    [ledger] = ledgers
+    assert _held(ledger) == 1
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert _held(ledger) == 0
+
+
+def test_a_run_whose_proposers_all_failed_keeps_no_step_without_a_checkpointer(fake, ledgers):
+    """`moa serve` answers such a run with a 502; its layer's step stayed in the ledger."""
+    from langgraph_moa.errors import AllProposersFailedError
+
+    def fail(_n, _messages):
+        return ValueError("refused")  # not retried
+
+    config = MoAConfig(proposers=[fake("A", fail=fail)], aggregator=fake("AGG"))
+    graph = create_moa_graph(config)
+    with pytest.raises(AllProposersFailedError):
+        graph.invoke(QUESTION)
+    [ledger] = ledgers
+    assert _held(ledger) == 0

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -504,11 +505,29 @@ class MoANodes:
 
     def propose(self, task: ProposerTask) -> dict[str, Any]:
         """Ask one proposer for one sample (sync)."""
-        return run_sync(self._propose_steps(task))
+        with self._dropped_if_cut_off(task["run_token"]):
+            return run_sync(self._propose_steps(task))
 
     async def apropose(self, task: ProposerTask) -> dict[str, Any]:
         """Ask one proposer for one sample (async)."""
-        return await run_async(self._propose_steps(task))
+        with self._dropped_if_cut_off(task["run_token"]):
+            return await run_async(self._propose_steps(task))
+
+    @contextmanager
+    def _dropped_if_cut_off(self, token: str) -> Iterator[None]:
+        """Forget the run's ledger step when the run is cut off and cannot be resumed.
+
+        A run with no checkpointer is never resumed, so the step it stopped at (its client
+        left: `moa serve` cancels the run) is never read again; it was kept until the
+        ledger's bound, 4096 runs per graph. A failure (an `Exception`) is not a cut: the
+        node's `RetryPolicy` may run it again on the same step.
+        """
+        try:
+            yield
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and here().durable is None:
+                self.ledger.end(token)
+            raise
 
     # --- join ----------------------------------------------------------------------------
 
@@ -526,6 +545,8 @@ class MoANodes:
         ]
         if not answered and not plan.can_go_on_without_proposals(state):
             if not plan.can_skip_failed_layer(state, layer):
+                if here().durable is None:  # never resumed: its step is never read again
+                    self.ledger.end(state.get("run_token", ""))
                 raise AllProposersFailedError(layer, calls)
             # The references and their missing count stay those of the last layer that
             # answered; the answer's provenance names this layer (`failed_layers`).
@@ -644,11 +665,13 @@ class MoANodes:
 
     def aggregate(self, state: MoAState) -> dict[str, Any]:
         """Synthesize the references into the answer (sync)."""
-        return run_sync(self._aggregate_steps(state))
+        with self._dropped_if_cut_off(state.get("run_token", "")):
+            return run_sync(self._aggregate_steps(state))
 
     async def aaggregate(self, state: MoAState) -> dict[str, Any]:
         """Synthesize the references into the answer (async)."""
-        return await run_async(self._aggregate_steps(state))
+        with self._dropped_if_cut_off(state.get("run_token", "")):
+            return await run_async(self._aggregate_steps(state))
 
     def _aggregated(
         self, cfg: MoAConfig, state: MoAState, outcome: _Outcome, is_final: bool
@@ -721,11 +744,13 @@ class MoANodes:
 
     def rank(self, state: MoAState) -> dict[str, Any]:
         """Let an LLM pick the best proposal and return it verbatim (sync)."""
-        return self._ended(state, run_sync(self._rank_steps(state)))
+        with self._dropped_if_cut_off(state.get("run_token", "")):
+            return self._ended(state, run_sync(self._rank_steps(state)))
 
     async def arank(self, state: MoAState) -> dict[str, Any]:
         """Let an LLM pick the best proposal and return it verbatim (async)."""
-        return self._ended(state, await run_async(self._rank_steps(state)))
+        with self._dropped_if_cut_off(state.get("run_token", "")):
+            return self._ended(state, await run_async(self._rank_steps(state)))
 
     def _ended(self, state: MoAState, update: Any) -> Any:
         """Forget the run's ledger step once a node that ends the run answered.
