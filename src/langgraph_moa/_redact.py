@@ -167,12 +167,15 @@ the first a letter, a digit or a sign a base64 or base64url credential may begin
 (``-Xk3...``, ``/Xk3...``, shown whole when only a letter or digit began one), with a
 digit, a sign, a capital inside or more letters than a word has (``abc123``,
 ``TlRMTVNT``, ``ghp_abc``). A short number (``3 times``) or ``(code`` is a message's."""
-_MESSAGE = rf"(?={_MESSAGE_WORD}\b){_WORD}(?:[.:]{_TOKEN_END}|,?[ \t]+(?!{_CREDENTIAL_SHAPED}))"
+_MESSAGE = rf"(?={_MESSAGE_WORD}\b){_WORD}(?:,|[.:]{_TOKEN_END}|[ \t]+(?!{_CREDENTIAL_SHAPED}))"
 """An authorization's value that is a message's words (``Invalid credentials``,
 ``invalid or expired``, ``Required.``, ``failed 3 times``): a word that says what is wrong
 (`_MESSAGE_WORD`), which a sentence's stop ends or anything but a credential-shaped token
-(`_CREDENTIAL_SHAPED`) follows on its line, after a comma too (``invalid, please
-re-authenticate``). Any other first word is a scheme or a
+(`_CREDENTIAL_SHAPED`) follows on its line, or a comma (``invalid, please
+re-authenticate``): a credential after the comma is one of the message's pieces
+(``invalid, hunter2secret``, ``invalid,abc123``: "invalid" was taken for the credential
+and the key shown).
+Any other first word is a scheme or a
 credential: two words of letters read as a message whatever they said, and ``Splunk
 secretvalue`` or ``letmein was rejected`` were shown. One word alone, the field's whole
 value (``authorization: missing``, a header line or a dump), is a credential: that is

@@ -332,6 +332,10 @@ def test_a_credential_field_loses_its_whole_value_and_nothing_after_it(text, sho
         ("authorization: failed /Xk3sEcReT9", f"authorization: {REDACTED}"),
         ("authorization: splunk secretvalue", f"authorization: {REDACTED}"),
         ("authorization: splunk secretvalue\r\nHost: h", f"authorization: {REDACTED}\r\nHost: h"),
+        # A credential after a message word and a comma went whole, the word redacted.
+        ("authorization: invalid, hunter2secret", f"authorization: invalid, {REDACTED}"),
+        ("Authorization: Expired, abc123def", f"Authorization: Expired, {REDACTED}"),
+        ("authorization: invalid,abc123def", f"authorization: invalid,{REDACTED}"),
         # A credential quoted, bracketed or after a comma in a message's words was shown:
         # only a token after a space was read, and the quote or bracket began it.
         (
