@@ -68,6 +68,14 @@ def test_the_scorer_reads_no_number_inside_a_think_block():
     assert not drafted["correct"]
 
 
+def test_the_scorer_reads_the_answer_a_run_gave_that_opens_with_an_unclosed_tag():
+    # The run gives this answer whole (the model stopped: it is about the tag), but the
+    # scorer read it as thinking cut off and scored nothing of it.
+    text = "<think> opens a reasoning model's thinking. The answer is 14."
+    answer = without_thinking(_said(text, "stop"), "m").text
+    assert score(EvalItem(id="q", turns=["q"], numeric=14), answer)["correct"]
+
+
 def test_an_empty_block_leaves_the_record_no_thinking():
     # Qwen3 told not to think (/no_think) still opens every answer with an empty block.
     response = without_thinking(AIMessage(content="<think>\n\n</think>\n\n14"), "m")

@@ -112,9 +112,12 @@ def score(item: EvalItem, answer: str) -> dict[str, bool]:
     ``correct`` uses, in order of preference, the numeric target, the regex, or a whole-word
     match of an expected answer. A reasoning model's leading ``<think>`` block is a draft,
     not the answer (`split_thinking`): an answer the graph returned has none left, but a
-    row scored from elsewhere (a file of answers) may.
+    row scored from elsewhere (a file of answers) may. A block that never closed is the
+    answer's own text: the graph fails a call cut off while thinking, and gives whole one
+    the model ended itself (a reply about the tag), which scored as empty.
     """
-    answer = split_thinking(answer).answer
+    split = split_thinking(answer)
+    answer = split.answer if split.closed else answer
     scores: dict[str, bool] = {}
     if item.expected:
         scores["exact"] = exact(answer, item.expected)
