@@ -133,3 +133,13 @@ def test_a_thinking_block_is_no_reference_text():
     response = without_thinking(AIMessage(content=content), "m")
     call = {"role": "proposer", "layer": 1, "proposer": 0, "sample": 0, "configured_model": "m"}
     assert ok_record(**call, response=response, latency_s=0.0)["output"] == "14"
+
+
+def test_thinking_the_provider_sent_apart_stays_beside_the_inline_block():
+    # The inline block's thinking replaced what the provider had sent as reasoning_content.
+    response = AIMessage(
+        content="<think>inline</think>14", additional_kwargs={"reasoning_content": "apart"}
+    )
+    assert without_thinking(response, "m").additional_kwargs["reasoning_content"] == (
+        "apart\n\ninline"
+    )

@@ -158,7 +158,10 @@ def without_thinking(response: _Message, label: str) -> _Message:
     if not split.closed and not response.tool_calls:
         return response
     content = _cut_text(response.content, len(text) - len(split.answer))
-    kwargs = {**response.additional_kwargs, "reasoning_content": split.thinking}
+    # What a provider sent apart (its reasoning parser's) comes first: replaced, it was lost.
+    sent = response.additional_kwargs.get("reasoning_content")
+    thoughts = [t for t in (sent, split.thinking) if isinstance(t, str) and t]
+    kwargs = {**response.additional_kwargs, "reasoning_content": "\n\n".join(thoughts)}
     return response.model_copy(update={"content": content, "additional_kwargs": kwargs})
 
 
