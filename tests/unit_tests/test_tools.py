@@ -527,8 +527,9 @@ def test_a_fallback_answer_names_the_proposal_it_returns(fake):
     )
     answer = MoAChatModel(config=config).invoke(QUESTION)
     assert answer.response_metadata["moa"]["fallback"] == "best_proposal"
-    assert answer.response_metadata["model_name"] == "A"
-    assert answer.response_metadata["finish_reason"] == "length"  # what A's call said
+    # A's proposal was cut by its max_tokens: the finished one, B's, answers, and says so.
+    assert answer.response_metadata["model_name"] == "B"
+    assert answer.response_metadata["finish_reason"] == "stop"  # what B's call said
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,12 @@ from langgraph_moa.errors import (
 from langgraph_moa.providers._models import with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
-from langgraph_moa.run._accounting import refuse_filtered, summarize, without_thinking
+from langgraph_moa.run._accounting import (
+    as_reference,
+    refuse_filtered,
+    summarize,
+    without_thinking,
+)
 from langgraph_moa.run._answer import (
     NOSTREAM,
     TAG_FINAL,
@@ -400,8 +405,10 @@ class _Chunkwise:
             saw.append(
                 {"proposer": i, "sample": s, "words": _words(text), "complete": self.done[k]}
             )
-            if text:
-                references.append(text if self.done[k] else f"{text}\n{IN_PROGRESS}")
+            if text and not self.done[k]:
+                references.append(f"{text}\n{IN_PROGRESS}")
+            elif text:  # a finished proposal has its record: one cut by max_tokens says so
+                references.append(as_reference(text, record) if record is not None else text)
         failed = sum(1 for r in self.records if r is not None and r["status"] != "ok")
         view: Any = {**self.state, "references": references, "missing": failed}
         messages, _ = with_references(

@@ -24,6 +24,7 @@ from langgraph_moa.run.state import (
     ToolCallRecord,
     UsageSummary,
 )
+from langgraph_moa.text._prompts import CUT_OFF_MARK
 from langgraph_moa.text._thinking import THINK_OPEN, split_thinking
 
 
@@ -111,7 +112,18 @@ def refuse_filtered(response: BaseMessage, label: str) -> None:
     Its text, if any, is what was left when the filter stopped it: taken as a proposal, a
     part of a chunk-wise answer or the answer, it would read as a whole one, with nothing
     said. The error keeps the response, so its tokens are counted.
+
+    A model that refused in OpenAI's shape (no content, the reason in ``refusal``, which
+    langchain-openai keeps in ``additional_kwargs``) fails with `EmptyResponseError` that
+    quotes the refusal: "returned an empty answer" hid that the model had refused, and why.
     """
+    refusal = response.additional_kwargs.get("refusal")
+    if isinstance(refusal, str) and refusal.strip():
+        raise EmptyResponseError(
+            f"{label} refused to answer ({well_formed(refusal.strip())[:200]!r}): a refusal is "
+            "no reference and no answer; rephrase the request or use another model",
+            response,
+        )
     reason = finish_reason(response)
     if reason is not None and reason.lower() in FILTERED_REASONS:
         raise ContentFilteredError(
@@ -206,6 +218,15 @@ def _cut_text(content: str | list[Any], chars: int) -> str | list[Any]:
 def was_cut_off(record: CallRecord) -> bool:
     """Tell whether `max_tokens` ended this call's answer."""
     return (record.get("finish_reason") or "").lower() in CUT_OFF_REASONS
+
+
+def as_reference(text: str, record: CallRecord) -> str:
+    """Return a call's text as the next call reads it: marked where `max_tokens` cut it.
+
+    Unmarked, a cut proposal read as a whole one, its last words ("Step one: 6 times") as
+    its conclusion. It stays a reference, for what it did say, with `CUT_OFF_MARK` after it.
+    """
+    return f"{text}\n{CUT_OFF_MARK}" if was_cut_off(record) else text
 
 
 def ok_record(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall
 
 from langgraph_moa._unicode import well_formed_content
-from langgraph_moa.run._accounting import summarize, token_details
+from langgraph_moa.run._accounting import summarize, token_details, was_cut_off
 from langgraph_moa.run.state import CallRecord
 
 if TYPE_CHECKING:
@@ -175,7 +175,9 @@ def best_available(calls: list[CallRecord]) -> CallRecord | None:
 
     In Self-MoA-Seq the running synthesis is better than any single sample, so it wins when
     there is one. A proposal that may only be a reference (``reference_only``: text where
-    ``tool_choice`` forced a call, ...) is never returned as the answer.
+    ``tool_choice`` forced a call, ...) is never returned as the answer, and one that
+    `max_tokens` cut answers only where no finished one did: the first answered proposal
+    was taken, so a run fell back to "Step one: 6 times" beside a finished answer.
     """
     synthesis = [c for c in calls if c["role"] == "aggregator" and c["status"] == "ok"]
     if synthesis:
@@ -188,7 +190,8 @@ def best_available(calls: list[CallRecord]) -> CallRecord | None:
     if not proposals:
         return None
     last_layer = max(c["layer"] for c in proposals)
-    return next(c for c in proposals if c["layer"] == last_layer)
+    latest = [c for c in proposals if c["layer"] == last_layer]
+    return next((c for c in latest if not was_cut_off(c)), latest[0])
 
 
 def as_json(value: Any) -> str:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 from langchain_core.messages import BaseMessage
 
 from langgraph_moa.errors import ContextLengthError
-from langgraph_moa.run._accounting import was_cut_off
+from langgraph_moa.run._accounting import as_reference, was_cut_off
 from langgraph_moa.run.state import CallRecord, MoAState
 from langgraph_moa.text._prompts import (
     estimate_tokens,
@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 def proposal_text(record: CallRecord) -> str:
     """Return a call's answer as a reference: its text and any tool calls it asked for."""
-    return render_proposal(record["output"] or "", record.get("tool_calls"))
+    return as_reference(render_proposal(record["output"] or "", record.get("tool_calls")), record)
 
 
 if TYPE_CHECKING:

@@ -50,7 +50,14 @@ class FaultProfile(BaseModel):
     honor_max_tokens: bool = False
     """Cut the answer at the request's max_tokens (in words), as a real server would."""
     reply_text: str | None = None
-    """A fixed answer instead of the numbered filler (HTML in it tests a viewer's escaping)."""
+    """A fixed answer instead of the numbered filler (HTML in it tests a viewer's escaping);
+    ``""`` is an empty answer, as a model that said nothing sends."""
+    finish_reason: str = "stop"
+    """The finish reason every answer reports: ``"length"`` as a server whose max_tokens cut
+    the answer says, ``"content_filter"`` as a filtered one."""
+    refusal: str | None = None
+    """Refuse as OpenAI does: no content, this text in the message's ``refusal`` field
+    (streamed: in ``refusal`` deltas)."""
 
 
 class FaultServer:
@@ -212,16 +219,19 @@ def _text(model: str, n: int, profile: FaultProfile, body: dict[str, Any] | None
 
 
 def _completion(body: dict[str, Any], model: str, n: int, profile: FaultProfile) -> dict[str, Any]:
-    text = _text(model, n, profile, body)
+    text = _text(model, n, profile, body) if profile.refusal is None else profile.refusal
     prompt, completion = _words(body), len(text.split())
+    message = (
+        {"role": "assistant", "content": text}
+        if profile.refusal is None
+        else {"role": "assistant", "content": None, "refusal": text}
+    )
     return {
         "id": f"chatcmpl-{model}-{n}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": profile.finish_reason}],
         "usage": {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -237,17 +247,19 @@ class _CutStream(Exception):
 async def _chunks(
     body: dict[str, Any], model: str, n: int, profile: FaultProfile, *, cut: bool = False
 ) -> AsyncIterator[str]:
-    text = _text(model, n, profile, body)
+    text = _text(model, n, profile, body) if profile.refusal is None else profile.refusal
+    field = "content" if profile.refusal is None else "refusal"
     base = {"id": f"chatcmpl-{model}-{n}", "object": "chat.completion.chunk", "model": model}
     words = text.split(" ")
     for i, word in enumerate(words):
         if cut and i == len(words) // 2:
             raise _CutStream(f"connection dropped after {i} words")
         piece = word if i == 0 else " " + word
-        delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+        delta = {"role": "assistant", field: piece} if i == 0 else {field: piece}
         yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
         await asyncio.sleep(profile.token_s)
-    done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    finish = profile.finish_reason
+    done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
     yield f"data: {json.dumps(done)}\n\n"
     if (body.get("stream_options") or {}).get("include_usage"):
         prompt, completion = _words(body), len(text.split())

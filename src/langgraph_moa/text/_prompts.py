@@ -172,6 +172,9 @@ text (about 4 per token), so trimming errs on the side of fitting."""
 
 TRIM_MARK = " [...]"
 
+CUT_OFF_MARK = "[this response was cut off at its length limit (max_tokens): it ends unfinished]"
+"""Written after a reference that `max_tokens` ended, inside its slot."""
+
 
 def estimate_tokens(text: str) -> int:
     """Estimate tokens the way the context budget does (see `CHARS_PER_TOKEN`)."""
