@@ -74,6 +74,8 @@ def backend():
         "rtl": FaultProfile(reply_text=RTL),
         "long": FaultProfile(reply_words=LONG_WORDS),
         "thinker": FaultProfile(token_s=0.2, reply_text=THINKER),
+        "cutprop": FaultProfile(reply_text="Step one: 6 times", finish_reason="length"),
+        "cutans": FaultProfile(reply_text="The answer is", finish_reason="length"),
     }
     with FaultServer(profiles) as server:
         yield server
@@ -457,6 +459,40 @@ def test_a_fallback_aggregator_writes_the_answer_afresh(backend, browser, tmp_pa
         )
 
 
+def test_a_proposal_and_an_answer_cut_by_max_tokens_say_so(backend, browser, tmp_path):
+    """max_tokens cut a proposal and the answer (finish_reason "length"): the page showed the
+    proposal's card as plainly done and the answer as whole. Both now say they were cut."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+    from langgraph_moa.testing import BackgroundServer
+
+    url = backend.url
+    config = MoAConfig(
+        proposers=[f"v42@{url}", f"cutprop@{url}"], aggregator=f"cutans@{url}", layers=2
+    )
+    app = create_app({"cut": config}, history=History(tmp_path / "h.db"))
+    with BackgroundServer(app) as server:
+        d = browser
+        ask_the_only_preset(d, server.root, "Cut?")
+        status = "document.querySelector('.card[data-key=\"{}\"] .status').textContent"
+        assert d.execute_script(f"return {status.format('proposer:1:1:0')}").endswith(
+            "(cut off at max_tokens)"
+        )
+        assert d.execute_script(f"return {status.format('proposer:1:0:0')}") == "done"
+        label = d.execute_script("return document.querySelector('.answer .fallback').textContent")
+        assert label.startswith("Cut-off answer")
+
+
+def ask_the_only_preset(d, root: str, question: str) -> None:
+    """Open the page of a server of one preset, ask `question` and wait until the run ends."""
+    d.get(f"{root}/ui")
+    wait(d, "document.querySelectorAll('#preset option').length === 1")
+    d.find_element("id", "question").send_keys(question)
+    d.find_element("id", "ask-button").click()
+    wait(d, "document.querySelector('.pane')?.dataset.done", what="the run")
+
+
 def pane_state(driver) -> dict:
     return driver.execute_script(
         """const p = document.querySelector('.pane');
@@ -734,11 +770,7 @@ def test_a_run_with_a_layer_passed_over_is_marked_degraded(browser, tmp_path):
     app = create_app({"po": config}, history=History(tmp_path / "h.db"))
     with BackgroundServer(app) as server:
         d = browser
-        d.get(f"{server.root}/ui")
-        wait(d, "document.querySelectorAll('#preset option').length === 1")
-        d.find_element("id", "question").send_keys("Passed over?")
-        d.find_element("id", "ask-button").click()
-        wait(d, "document.querySelector('.pane')?.dataset.done", what="the run")
+        ask_the_only_preset(d, server.root, "Passed over?")
         assert d.execute_script("return document.querySelector('.pane').dataset.done") == (
             "degraded"
         )

@@ -366,6 +366,24 @@ def test_the_live_view_keeps_each_calls_label_on_one_line(monkeypatch, width):
     assert not any(line.strip().startswith("local:") for line in lines), lines
 
 
+def test_a_call_cut_by_max_tokens_says_so_in_its_row():
+    # A proposal that max_tokens ended read as plainly done, its preview ("Step one: 6 times")
+    # as a whole answer; its row now says it was cut off.
+    from langgraph_moa.cli import _live
+
+    progress = _live.Progress()
+    for proposer, reason in enumerate(["length", "stop"]):
+        call = {**LOCAL_CALL_STARTED, "proposer": proposer}
+        progress.event(call)
+        progress.event(
+            {**call, "event": "finished", "latency_s": 1.0, "completion_tokens": 4}
+            | {"preview": "Step one: 6 times", "finish_reason": reason}
+        )
+    cut, finished = progress.rows.values()
+    assert cut.detail.startswith("(cut off at max_tokens) Step one")
+    assert finished.detail.startswith("Step one")
+
+
 def test_a_label_in_wide_characters_is_measured_in_columns_not_characters():
     # A model named in CJK (two columns a character) was measured by its length in
     # characters: at 100 columns the table was drawn though it did not fit, its token rate

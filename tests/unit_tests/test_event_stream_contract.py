@@ -64,6 +64,7 @@ EVENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "cached": bool,
             "retries": int,
             "preview": str,
+            "finish_reason": (str, NULL),
         },
         {},
     ),

@@ -229,6 +229,7 @@ def record_answer(
         cached=record["cached"],
         retries=len(errors),
         preview=" ".join((record["output"] or "").split())[:200],
+        finish_reason=record["finish_reason"],  # "length": a card says max_tokens cut it
     )
     return record
 

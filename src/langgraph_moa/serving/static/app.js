@@ -462,7 +462,8 @@ class Pane {
 
   on_finished(ev) {
     const card = this.card(ev);
-    this.setStatus(card, "done", ev.cached ? "done (cached)" : "done");
+    const cut = ev.finish_reason === "length" ? " (cut off at max_tokens)" : "";
+    this.setStatus(card, "done", (ev.cached ? "done (cached)" : "done") + cut);
     if (ev.model) card.modelEl.textContent = ev.model;
     const retries = ev.retries ? " · " + ev.retries + " retries" : "";
     card.statsEl.textContent = ev.latency_s.toFixed(2) + " s · " + ev.prompt_tokens + " + " +
@@ -539,6 +540,9 @@ class Pane {
     for (const skipped of ev.failed_layers || []) {
       this.answer.prepend(el("p", "fallback", "Degraded answer: every proposal of layer " + skipped.layer +
         " failed and it was passed over (fewer layers than configured ran)."));
+    }
+    if (ev.finish_reason === "length") {
+      this.answer.prepend(el("p", "fallback", "Cut-off answer: it reached its max_tokens and may end mid-sentence."));
     }
     if (ev.fallback) {
       this.answer.prepend(el("p", "fallback", "Degraded answer (" + ev.fallback + "): " + (ev.fallback_reason || "")));
