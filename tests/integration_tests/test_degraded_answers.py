@@ -23,6 +23,7 @@ def server():
         "refuses": FaultProfile(refusal=REFUSED),
         "agg": FaultProfile(reply_text="Final: 42."),
         "agg-empty": FaultProfile(reply_text=""),
+        "spent": FaultProfile(reply_text="", finish_reason="length"),
     }
     with FaultServer(profiles) as s:
         yield s
@@ -108,3 +109,15 @@ async def test_a_cut_proposal_is_marked_in_the_parts_of_a_chunkwise_answer():
     cut_slot = system[system.index(CUT) :].split("</response", 1)[0]
     assert "cut off" in cut_slot and "unfinished" in cut_slot
     assert "cut off" not in system[system.index(FINISHED) :].split("</response", 1)[0]
+
+
+def test_an_empty_answer_that_max_tokens_ended_says_to_raise_max_tokens(server):
+    """A reasoning model whose hidden thinking used up max_tokens sends empty content with
+    finish_reason "length". The call failed as "returned an empty answer", with nothing to
+    tell the user that the fix is a larger max_tokens; its error says so now."""
+    out = create_moa_graph(config(server, ["finished", "spent"])).invoke(
+        {"messages": [("user", "What is 6 times 7?")]}
+    )
+    spent = next(c for c in out["calls"] if c["configured_model"].startswith("spent@"))
+    assert spent["status"] == "failed" and "empty answer" in spent["error"]
+    assert "max_tokens" in spent["error"]

@@ -49,7 +49,6 @@ from langgraph_moa.errors import (
     AllProposersFailedError,
     BudgetExhaustedError,
     ContentFilteredError,
-    EmptyResponseError,
     MoAConfigError,
     StragglerCancelledError,
 )
@@ -58,6 +57,7 @@ from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import (
     as_reference,
+    empty_answer,
     refuse_filtered,
     summarize,
     without_thinking,
@@ -306,7 +306,7 @@ class _Chunkwise:
             # a block that never closed fails it with the fix, as a whole answer's does.
             response = without_thinking(response, label)
         if whole is None or not self.texts[k].strip():
-            raise EmptyResponseError(f"{label} returned an empty answer")
+            raise empty_answer(whole, label)
         return response
 
     async def _wait(self, words: int, limit_s: float | None) -> None:

@@ -30,7 +30,6 @@ from langgraph_moa.errors import (
     AggregatorFailedError,
     AllProposersFailedError,
     BudgetExhaustedError,
-    EmptyResponseError,
     MoAConfigError,
     StragglerCancelledError,
     StructuredOutputError,
@@ -40,7 +39,12 @@ from langgraph_moa.providers._models import ModelCache, with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.providers._table import LOCAL_PREFIX
 from langgraph_moa.run import _clock as clock
-from langgraph_moa.run._accounting import refuse_filtered, summarize, without_thinking
+from langgraph_moa.run._accounting import (
+    empty_answer,
+    refuse_filtered,
+    summarize,
+    without_thinking,
+)
 from langgraph_moa.run._answer import (
     NOSTREAM,
     TAG_FINAL,
@@ -967,7 +971,7 @@ def _answer_of(
         response = check_tool_calls(response, options, call.configured_model, answer=may_answer)
     refuse_filtered(response, call.configured_model)
     if not response.text.strip() and not _wants_tools(response):
-        raise EmptyResponseError(f"{call.configured_model} returned an empty answer", response)
+        raise empty_answer(response, call.configured_model)
     return response, parsed
 
 

@@ -215,6 +215,22 @@ def _cut_text(content: str | list[Any], chars: int) -> str | list[Any]:
     return kept
 
 
+def empty_answer(response: BaseMessage | None, label: str) -> EmptyResponseError:
+    """Return the error of an answer with no text (and no tool call): a failed call.
+
+    Where `max_tokens` ended it (a reasoning model that thinks out of sight spent them all
+    before writing), the error says so and gives the fix, which "empty answer" alone hid.
+    """
+    message = f"{label} returned an empty answer"
+    reason = finish_reason(response) if response is not None else None
+    if reason is not None and reason.lower() in CUT_OFF_REASONS:
+        message += (
+            f" (finish_reason {reason!r}: its max_tokens ran out before it wrote any text, "
+            "on reasoning if it is a reasoning model); raise that model's max_tokens"
+        )
+    return EmptyResponseError(message, response)
+
+
 def was_cut_off(record: CallRecord) -> bool:
     """Tell whether `max_tokens` ended this call's answer."""
     return (record.get("finish_reason") or "").lower() in CUT_OFF_REASONS
