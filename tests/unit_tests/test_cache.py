@@ -435,6 +435,24 @@ def test_a_cache_of_a_later_format_is_refused_in_one_sentence_naming_it(tmp_path
     assert mine.get(_OLD_KEY) is None
 
 
+@pytest.mark.parametrize("mark", [-1, -2])
+def test_a_cache_of_any_format_mark_but_this_ones_or_none_is_refused(tmp_path, mark):
+    """Only a later mark was refused: a file marked -1 (no version writes it) was served as
+    this format, while the history and the rows files refuse any mark they do not know."""
+    from langgraph_moa import MoAConfigError
+
+    path = tmp_path / "calls.db"
+    _cache_file(path, user_version=mark)
+    with pytest.raises(MoAConfigError) as caught:
+        SQLiteCallCache(path)
+    assert str(path) in str(caught.value) and f"format {mark}" in str(caught.value)
+    assert sqlite_format(path) == mark  # left as it was
+    mine = SQLiteCallCache(tmp_path / "mine.db")
+    with pytest.raises(MoAConfigError, match=f"format {mark}"):
+        mine.merge(path)
+    assert mine.get(_OLD_KEY) is None
+
+
 def test_an_earlier_versions_cache_this_process_may_only_read_still_serves_its_replies(
     tmp_path, monkeypatch
 ):

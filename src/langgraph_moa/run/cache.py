@@ -214,10 +214,16 @@ def _unmergeable(other: str | Path, exc: sqlite3.DatabaseError) -> MoAConfigErro
 
 
 def _check_format(conn: sqlite3.Connection, schema: str, path: Path) -> None:
-    """Refuse a file a later version wrote: its rows may not mean what this version reads."""
-    if (found := _format(conn, schema)) > CACHE_FORMAT:
+    """Refuse a file of any mark but `CACHE_FORMAT` or none (0, every earlier version).
+
+    Its rows may not mean what this version reads. Only a later mark was refused: a file
+    marked -1 was served as this format. The history (`serving._history.History`) and the
+    rows files (`eval.runner._RowStore`) refuse any mark they do not know alike.
+    """
+    if (found := _format(conn, schema)) not in (0, CACHE_FORMAT):
         raise MoAConfigError(
-            f"The call cache {path} was written by a newer version of langgraph-moa (its "
-            f"format {found}; this version reads {CACHE_FORMAT}): run that version, or give "
-            "this run another cache (its calls are then made again)."
+            f"The call cache {path} has format {found}, which this version of langgraph-moa "
+            f"does not read (it reads {CACHE_FORMAT}; a newer version writes a later one): "
+            "run the version that wrote it, or give this run another cache (its calls are "
+            "then made again)."
         )
