@@ -226,6 +226,39 @@ def test_a_seeded_run_sends_and_records_its_seed_so_samples_can_be_drawn_again(t
     assert "seed: none" in (tmp_path / "b" / "report.md").read_text()
 
 
+def test_a_seeded_run_seeds_the_rankers_pick_so_a_rerun_picks_the_same(tmp_path):
+    """`--seed` reached the proposals and the aggregator but never the ranker's call: a
+    ranker that samples picked anew on every rerun with the same seed. It gets the run's
+    seed now (only the seed: the ranker answers with a number, in no schema)."""
+    import random
+
+    from tests.fakes import CallLog
+
+    log = CallLog()
+
+    def pick(_label, _n, _messages):  # a sampling ranker: its pick is its seed's draw
+        return str(1 + random.Random(log.by("R")[-1].kwargs.get("seed")).randrange(3))
+
+    config = MoAConfig(
+        name="rank",
+        variant="ranker",
+        proposers=[FakeChat(label=f"p{i}", reply=lambda *_, i=i: f"answer {i}") for i in range(3)],
+        aggregator=FakeChat(label="R", reply=pick, log=log, temperature=0.7),
+    )
+
+    def picked(folder):
+        evaluation = Evaluation(
+            [config], ITEMS, tmp_path / folder, plots=False, exports=False, seed=11
+        )
+        asyncio.run(evaluation.run(progress=False))
+        rows = [json.loads(line) for line in (tmp_path / folder / "results" / "rank.jsonl").open()]
+        return {r["id"]: r["answer"] for r in rows}
+
+    assert picked("a") == picked("b")
+    assert {c.kwargs.get("seed") for c in log.by("R")} == {11}
+    assert json.loads((tmp_path / "b" / "provenance.json").read_text())["seed"] == 11
+
+
 def test_a_seed_no_provider_takes_is_refused_before_any_item(tmp_path):
     """A bad seed passed the constructor and failed every item, one error row each."""
     import pytest

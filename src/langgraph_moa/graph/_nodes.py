@@ -90,6 +90,7 @@ from langgraph_moa.run._options import (
     check_tool_calls,
     params_with,
     proposal_options,
+    ranker_options,
     read_text_tool_calls,
     run_options,
 )
@@ -711,18 +712,20 @@ class MoANodes:
         if plan.budget_spent(state):
             return self._budget_answer(plan, state)
 
+        options = ranker_options(run_options(state))
+
         def request() -> _Request:
-            model = self._final_model(cfg, call.sample, streamed=False)
-            trace = call.trace(
-                cfg,
-                f"layer {call.layer} / ranker / {call.configured_model}",
-                [TAG_INTERMEDIATE, NOSTREAM],
+            label = f"layer {call.layer} / ranker / {call.configured_model}"
+            model = bind_options(
+                self._final_model(cfg, call.sample, streamed=False), options, label
             )
+            trace = call.trace(cfg, label, [TAG_INTERMEDIATE, NOSTREAM])
             messages = ranker_messages(
                 list(state["messages"]), state["references"], reference_format=cfg.reference_format
             )
             role = cfg.final_chain[call.sample]
-            return _Request(model, messages, role.call_params(), role.model, trace)
+            params = params_with(role.call_params(), options)
+            return _Request(model, messages, params, role.model, trace)
 
         outcome = yield from self._attempt(cfg, state["run_token"], call, request)
         if outcome.error is not None:

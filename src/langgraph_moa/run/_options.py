@@ -8,7 +8,7 @@ payload, and are bound onto a model right before its call. Which call gets what:
 - ``stop``: every call whose text can become the answer: the final aggregator, and the
   proposers of a variant that returns a proposal verbatim (``select``, ``ranker``);
 - ``call_kwargs`` (e.g. ``seed``): the same calls as the tools, each proposal with its own
-  ``seed`` (`proposal_options`);
+  ``seed`` (`proposal_options`); the ranker gets the run's ``seed`` alone (`ranker_options`);
 - ``final_kwargs`` (e.g. ``response_format``, ``logprobs``): the final call only.
 """
 
@@ -141,6 +141,17 @@ def proposal_options(
     if not slot:
         return options
     return {**options, "call_kwargs": {**kwargs, "seed": _moved(seed, slot)}}
+
+
+def ranker_options(options: Options) -> Options:
+    """Return the options of the ranker's call: the run's seed, if any, and nothing else.
+
+    The ranker answers with a number, so it takes no tools, stop sequences or schema; but a
+    ranker that samples picks anew on every run unless seeded, and a run's seed is meant to
+    make its draws repeatable (`moa eval --seed`), so it gets the seed the aggregator would.
+    """
+    seed = (options.get("call_kwargs") or {}).get("seed")
+    return {} if seed is None else {"call_kwargs": {"seed": seed}}
 
 
 def _moved(seed: int, slot: int) -> int:
