@@ -17,10 +17,14 @@ of the per-item difference (`eval.stats.paired_difference`).
     python benchmarks/tool_use.py --limit 6             # a short run (minutes on 2 cores)
     python benchmarks/tool_use.py                       # all 72 items, every system (hours)
     python benchmarks/tool_use.py --report              # the table of what has run so far
+    python benchmarks/tool_use.py --seed 7              # every call seeded, as moa eval --seed
 
 Items run round-robin over the categories and every system answers an item before the next
 item starts, so a stopped run's prefix is a fair paired comparison; each answer is appended
-to ``--out`` at once and a rerun skips what is there.
+to ``--out`` at once and a rerun skips what is there, drawn with its ``--seed`` (rows hold
+theirs; none is one too). Without ``--seed`` the vote system's sampled proposer (temperature
+0.7) draws a random seed per call, so a rerun draws other samples; with it every call is
+seeded, each sample of a layer the seed plus its position (`moa eval --seed`).
 """
 
 from __future__ import annotations
@@ -240,8 +244,11 @@ SYSTEMS: dict[str, Any] = {
 }
 
 
-def build(system: Any) -> Any:
-    """Return the agent of one system: a local model alone, or a MoA config."""
+def build(system: Any, seed: int | None = None) -> Any:
+    """Return the agent of one system: a local model alone, or a MoA config.
+
+    `seed` goes with every model call (a MoA gives each sample its own, seed + position).
+    """
     from langchain.agents import create_agent
 
     from langgraph_moa import MoAChatModel, MoAConfig
@@ -251,10 +258,33 @@ def build(system: Any) -> Any:
         model = ModelCache().get(system, {"max_tokens": 128, "temperature": 0.0})
     else:
         model = MoAChatModel(config=MoAConfig(**system))
-    return create_agent(model, TOOLS, system_prompt=SYSTEM)
+    middleware = [] if seed is None else [_seeded(seed)]
+    return create_agent(model, TOOLS, system_prompt=SYSTEM, middleware=middleware)
 
 
-def run_item(agent: Any, item: dict[str, Any]) -> dict[str, Any]:
+def _seeded(seed: int) -> Any:
+    """Return agent middleware that sends `seed` with each model call, as a call argument."""
+    from langchain.agents.middleware import wrap_model_call
+
+    @wrap_model_call
+    def seeded(request: Any, handler: Any) -> Any:
+        return handler(request.override(model_settings={**request.model_settings, "seed": seed}))
+
+    return seeded
+
+
+def kept_rows(
+    rows: list[dict[str, Any]], seed: int | None
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Return the rows a run with `seed` keeps, by system and item: those drawn with it.
+
+    A row of another seed (or none: rows written before ``--seed`` hold no seed) holds other
+    samples, so its item is answered again; the last row of an item wins.
+    """
+    return {(r["system"], r["id"]): r for r in rows if r.get("seed") == seed}
+
+
+def run_item(agent: Any, item: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
     """Answer one item; return its scores, first tool call and final answer.
 
     The agent is streamed (state after each step) so that a run that fails later, for example
@@ -284,6 +314,7 @@ def run_item(agent: Any, item: dict[str, Any]) -> dict[str, Any]:
         "tool_calls": len(calls),
         "final": final[:200],
         "seconds": round(time.perf_counter() - started, 1),
+        "seed": seed,
     }
     if error:
         row["error"] = error
@@ -334,6 +365,8 @@ def report(
 
 
 def main() -> None:
+    from gsm8k import call_seed  # beside this script: read as moa eval --seed reads it
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-data", action="store_true", help="regenerate the data set")
     parser.add_argument("--limit", type=int, default=None, help="items per category")
@@ -345,6 +378,12 @@ def main() -> None:
         help="per-item results, one JSON line each; a rerun skips what is there (resumes)",
     )
     parser.add_argument("--report", action="store_true", help="print the table of --out and stop")
+    parser.add_argument(
+        "--seed",
+        type=call_seed,
+        default=None,
+        help="seed every call (moa eval --seed): a rerun can draw the same samples",
+    )
     args = parser.parse_args()
     if args.write_data:
         DATA.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in make_items()))
@@ -355,21 +394,19 @@ def main() -> None:
     items = interleaved(load_items(), args.limit)
     done: dict[tuple[str, str], dict[str, Any]] = {}
     if args.out.exists():
-        for line in args.out.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done[(row["system"], row["id"])] = row
+        lines = args.out.read_text().splitlines()
+        done = kept_rows([json.loads(line) for line in lines if line.strip()], args.seed)
     if args.report:
         report(done, items, args.systems)
         return
     try:
-        agents = {name: build(SYSTEMS[name]) for name in args.systems}
+        agents = {name: build(SYSTEMS[name], args.seed) for name in args.systems}
         with args.out.open("a") as sink:
             for n, item in enumerate(items, 1):
                 for name in args.systems:
                     if (name, item["id"]) in done:
                         continue
-                    row = {"system": name, **run_item(agents[name], item)}
+                    row = {"system": name, **run_item(agents[name], item, args.seed)}
                     sink.write(json.dumps(row) + "\n")
                     sink.flush()
                     done[(name, item["id"])] = row

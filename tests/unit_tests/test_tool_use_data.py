@@ -102,3 +102,31 @@ def test_the_readmes_limit_1_rerun_names_every_item_that_command_runs(bench):
     named = re.findall(r"`([a-z]+-\d\d)`", sentence)
     runs = [i["id"] for i in bench.interleaved(bench.load_items(), 1)]
     assert named[: len(runs)] == runs, sentence
+
+
+def test_a_seed_reaches_every_call_of_a_system_so_a_sampled_vote_can_be_drawn_again(bench):
+    """The vote system samples (one proposer at temperature 0.7) and `moa eval` takes
+    ``--seed``, but the benchmark sent no seed: each rerun drew other samples. Its
+    ``--seed`` now goes to every call, each sample its own, and each row records it."""
+    from tests.fakes import CallLog, FakeChat
+
+    log = CallLog()
+    system = {
+        "variant": "select",
+        "proposers": [
+            {"model": FakeChat(label=f"p{i}", log=log, reply=lambda *_: "42"), "temperature": 0.7}
+            for i in range(3)
+        ],
+        "selection": {"method": "vote"},
+    }
+    item = next(i for i in bench.load_items() if i["category"] == "arithmetic")
+    row = bench.run_item(bench.build(system, seed=7), item, seed=7)
+    assert sorted(c.kwargs.get("seed") for c in log.calls) == [7, 8, 9]
+    assert row["seed"] == 7
+    unseeded = bench.run_item(bench.build(system), item)
+    assert unseeded["seed"] is None
+    # A rerun keeps only the rows drawn with its own seed: others are other samples.
+    rows = [{**row, "system": "vote"}, {**unseeded, "system": "vote"}]
+    assert bench.kept_rows(rows, 7) == {("vote", item["id"]): rows[0]}
+    assert bench.kept_rows(rows, None) == {("vote", item["id"]): rows[1]}
+    assert bench.kept_rows([{"system": "vote", "id": "x"}], None)  # rows written before seeds
