@@ -343,7 +343,8 @@ def test_an_interrupted_racing_run_keeps_its_finished_items(racing, tmp_path, mo
         _evaluate([racing], ITEMS, tmp_path)
     stored = tmp_path / "results" / "mix.rows.jsonl"
     lines = [json.loads(line) for line in stored.read_text().splitlines()]
-    assert lines[0] == {"digest": "digest of mix", "format": 1}
+    source = runner.package_source()
+    assert lines[0] == {"digest": "digest of mix", "format": 1, "source": source}
     assert [r["id"] for r in lines[1:]] == ["0", "1"]  # written the moment each was done
 
     resume()
@@ -984,6 +985,34 @@ def test_a_racing_system_keeps_no_rows_drawn_with_another_seed(racing, tmp_path)
     assert answered(6) == 2  # nor another seed's
     assert answered(6) == 0  # the same seed's are
     assert answered(None) == 2  # the last rows written are seed 6's
+
+
+def test_rows_another_version_of_the_code_wrote_are_refused_not_kept_silently(
+    racing, tmp_path, monkeypatch
+):
+    """Kept rows were matched by config and seed alone: a rerun after a code change (a
+    prompt, the vote, the graph) took the answers the old code gave as its own, and its
+    record named the new code. Each rows file now records the package's source digest, and
+    a run of other code refuses it in one sentence naming the fix, leaving it as it was."""
+    log = racing.proposers[0].model.log
+
+    def answered():
+        before = len(log.calls)
+        evaluation = Evaluation([racing], ITEMS[:2], tmp_path, plots=False)
+        asyncio.run(evaluation.run(progress=False))
+        return len(log.calls) - before
+
+    assert answered() == 2
+    rows = tmp_path / "results" / "mix.rows.jsonl"
+    assert json.loads(rows.read_text().splitlines()[0])["source"] == runner.package_source()
+    assert answered() == 0  # the same code keeps them
+    written = rows.read_bytes()
+    monkeypatch.setattr(runner, "package_source", lambda: "f" * 64)
+    with pytest.raises(MoAConfigError) as caught:
+        answered()
+    message = str(caught.value)
+    assert str(rows) in message and "delete" in message and "\n" not in message
+    assert rows.read_bytes() == written
 
 
 class ZMQInteractiveShell:

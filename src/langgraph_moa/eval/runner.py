@@ -458,7 +458,8 @@ class Evaluation:
         # Every system's kept rows before the first call: a rows file of another format
         # is refused now, not after the systems before it answered every item.
         stores = [
-            _RowStore(self._rows_path(s.name), rows_key(s.digest, self.seed)) for s in self.systems
+            _RowStore(self._rows_path(s.name), rows_key(s.digest, self.seed), self.source_sha256)
+            for s in self.systems
         ]
         kept_rows = [store.rows(self.items) for store in stores]
         with bar, on_screen(bar) if on_screen is not None and shown else nullcontext():
@@ -1011,17 +1012,21 @@ class _RowStore:
 
     It keeps for racing systems what the call cache keeps for the others: a rerun, a longer
     run (more items) or a run that was stopped answers only the items not yet done. The
-    first line names the system's config digest and the file's `ROWS_FORMAT`; a file of any
-    other format is refused, left as it was. Rows of another config are never kept,
+    first line names the system's config digest, the file's `ROWS_FORMAT` and the source
+    digest of the code that wrote the rows (`package_source`); a file of any other format,
+    or of this config written by other code, is refused, left as it was: its answers are
+    the other code's, and kept they were recorded as this code's. A file written before the
+    source was recorded is kept as before. Rows of another config are never kept,
     nor rows that ended in an error or with a failed call (the next run tries those items
     again, as the cache would: a failed call is never cached). A row is kept for an item with
     its id and its question; a row of the same id with another question stays in the file for
     a run that asks that question. A system without a digest writes no file.
     """
 
-    def __init__(self, path: Path, digest: str | None) -> None:
-        self.path, self.digest = path, digest
+    def __init__(self, path: Path, digest: str | None, source: str | None = None) -> None:
+        self.path, self.digest, self.source = path, digest, source
         self._ours = False  # the file holds this config's rows (else replaced at the first)
+        self._written_by = source  # the code that wrote the file's rows (None: unrecorded)
 
     def rows(self, items: Sequence[EvalItem]) -> dict[str, dict[str, Any]]:
         """Rows an earlier run of the same system finished for `items`, by item id."""
@@ -1031,9 +1036,12 @@ class _RowStore:
         lines = self.path.read_bytes().splitlines()
         header = _json_line(lines[0]) if lines else None
         self._refuse_other_format(header)
-        self._ours = header in ({"digest": self.digest}, self._header())  # unmarked: format 1
+        written_by = header.pop("source", None) if isinstance(header, dict) else None
+        self._ours = header in ({"digest": self.digest}, self._marks())  # unmarked: format 1
         if not self._ours:
             return {}  # another config's rows: left alone until this one finishes an item
+        self._refuse_other_source(written_by)
+        self._written_by = written_by
         # None: the line being written when the run stopped.
         stored = [r for r in map(_json_line, lines[1:]) if _answered(r)]
         if len(stored) < len(lines) - 1:
@@ -1051,13 +1059,28 @@ class _RowStore:
         if self.digest is None:
             return
         if not self._ours:
+            self._written_by = self.source
             self._replace([])
             self._ours = True
         with self.path.open("a", encoding="utf-8") as file:
             file.write(json.dumps(row, default=str) + "\n")
 
-    def _header(self) -> dict[str, Any]:
+    def _marks(self) -> dict[str, Any]:
         return {"digest": self.digest, "format": ROWS_FORMAT}
+
+    def _header(self) -> dict[str, Any]:
+        source = {} if self._written_by is None else {"source": self._written_by}
+        return {**self._marks(), **source}
+
+    def _refuse_other_source(self, written_by: Any) -> None:
+        """Refuse this config's rows that other code wrote (another `package_source`)."""
+        if written_by is None or self.source is None or written_by == self.source:
+            return
+        raise MoAConfigError(
+            f"The rows file {self.path} holds answers that other code gave (source sha256 "
+            f"{str(written_by)[:16]}, this run's {self.source[:16]}): run the version that "
+            "wrote it to go on, or delete the file to answer its items again with this one."
+        )
 
     def _refuse_other_format(self, header: Any) -> None:
         """Refuse a file of any format but this one's, or none (format 1, unmarked).
