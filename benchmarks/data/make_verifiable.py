@@ -6,7 +6,8 @@ answer is typed by hand. Facts are stable ones (capitals, symbols, planets, auth
 science) with their common spellings. Multiple-choice items place the right option at A, B,
 C and D in turn, so that a model's preference for one letter earns nothing; their
 ``pattern`` accepts the right letter (standing alone, as "B)", or after "answer is") or the
-right option's text, and refuses an answer that echoes the other options.
+right option's text, and refuses an answer that echoes the other options; a hedge between
+options ("\\boxed{C, D}") the scorer refuses on any item whose answer is one letter.
 
 Before writing, every item is scored through the package's own scorers: its expected answer
 must count as right; "I do not know.", a neighbouring number, another letter and an echo of
@@ -865,6 +866,8 @@ def check(path: Path) -> None:
             # changing its mind: the last conclusion counts
             other = next(x for x in "ABCD" if x != letter)
             wrongs.append(f"The answer is {letter}. No: the correct answer is {other}.")
+            # a hedge names the right option among others: the scorer refuses it (`hedges`)
+            wrongs += [f"\\boxed{{{letter}, {other}}}", f"The answer is {other} or {letter}."]
         elif item.pattern is not None:
             rights = {"re-01": ["s[::-1]"], "re-02": ["someone@example.com"]}[item.id]
         else:

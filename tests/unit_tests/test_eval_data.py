@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from langgraph_moa.errors import EvalDatasetError
-from langgraph_moa.eval import load_dataset, score, shipped_dataset
+from langgraph_moa.eval import EvalItem, load_dataset, score, shipped_dataset
 from langgraph_moa.eval.scorers import (
     contains,
     exact,
@@ -111,6 +111,41 @@ def test_a_worked_choice_answer_counts_by_its_conclusion(item):
         assert not score(item, f"{walked}\nSo the answer is {other}.")["correct"], other
         changed_mind = f"The answer is {right}. Checking again, the correct answer is {other}."
         assert not score(item, changed_mind)["correct"], other
+
+
+@pytest.mark.parametrize(
+    "item", [i for i in SHIPPED if i.category == "multiple-choice"], ids=lambda item: item.id
+)
+def test_a_hedge_between_options_is_wrong_even_when_it_names_the_right_one(item):
+    """`\\boxed{C, D}` and "The answer is C or D" were scored right on an item whose
+    answer is C: a hedge picks no option, and wrong whichever option is right."""
+    right = item.expected[0]
+    other = "ABCD".replace(right, "")[0]
+    first, second = sorted([right, other])
+    for hedge in (
+        f"\\boxed{{{right}, {other}}}",
+        f"\\boxed{{{other}, {right}}}",
+        f"\\boxed{{\\text{{{right} or {other}}}}}",
+        f"The answer is {right} or {other}.",
+        f"The answer is {other} or {right}.",
+        f"Answer: {first}/{second}",
+        f"The correct answer is ({right}) and ({other})",
+        f"{right} or {other}",
+        f"{right}, {other}",
+    ):
+        assert not score(item, hedge)["correct"], hedge
+    # Naming another option is no hedge; a conclusion after the hedge commits.
+    for answer in (
+        f"The answer is {right}, not {other}.",
+        f"The answer is {right}. {other} is wrong.",
+        f"The answer is {right} or {other}. On reflection, the answer is {right}.",
+        f"\\boxed{{{right}}}",
+    ):
+        assert score(item, answer)["correct"], answer
+    # An item without a pattern (expected letter or text) refuses the hedge too.
+    plain = EvalItem(id="p", turns=item.turns, expected=item.expected)
+    assert score(plain, item.expected[1])["correct"]
+    assert not score(plain, f"\\boxed{{{right}, {other}}} {item.expected[1]}")["correct"]
 
 
 def test_jsonl_mt_bench_and_alpaca_formats(tmp_path):

@@ -18,16 +18,21 @@ is that fraction; a slash inside prose ("open 24/7") or a date is no fraction, w
 a U+2212 minus is "-" and "1 234" (a no-break space) 1234, while a plain space groups
 digits only in a value that stands alone ("The answer is 10 000"); a dotted version or
 address ("1.2.3", "192.168.100.200") is no number; any Unicode decimal digit is its value.
+On an item whose answer is one option letter, an answer whose conclusion names several
+options (`hedges`: "\boxed{C, D}", "the answer is C or D") is wrong, whatever its scorers
+say: the item's pattern, or a whole-word match, found the right letter in it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from fractions import Fraction
 
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.text._selection import (
+    boxed_answers,
     concluded_number,
     normalize_words,
     number_value,
@@ -106,15 +111,46 @@ def regex(answer: str, pattern: str) -> bool:
     return search_pattern(pattern, answer) is not None
 
 
+# Several option letters, capitals, joined: "C, D", "C or D", "(C) and (D)", "C/D".
+_OPTION_LIST = (
+    r"\(?[A-H]\)?(?:\s*+(?:,\s*+(?i:or|and)\b|,|/|&|;|\b(?i:and/or|or|and)\b)\s*+\(?[A-H]\)?)++"
+)
+_LONE_OPTION = re.compile(r"\s*[A-H]\s*")
+# A stated conclusion, as the vote's reader and the shipped items' patterns take it.
+_STATED = re.compile(
+    r"\b(?i:answer|option|choice)\s*+(?:(?i:is)|:|=)\W{0,3}(?:(?i:option)\W{0,3})?"
+)
+# A list that ends there: "the answer is C and D is wrong" states C, with a remark on D.
+_STATED_LIST = re.compile(_OPTION_LIST + r"(?![\w'+#])(?!\s+(?i:is|are|was|were)\b)")
+_WHOLE_LIST = re.compile(r"[\W_]*" + _OPTION_LIST + r"[\W_]*")
+
+
+def hedges(answer: str) -> bool:
+    r"""Tell whether the answer's conclusion names several options ("C or D").
+
+    The conclusion is read as the vote's reader reads it: the last ``\boxed{}``, else the
+    last "the answer is ...", else the whole answer. A hedge picks no option, so on an item
+    whose answer is one option it is wrong even when it names that one; an earlier hedge
+    that a later conclusion settles ("... C or D. So the answer is C.") is none.
+    """
+    if boxed := boxed_answers(answer):
+        return _WHOLE_LIST.fullmatch(boxed[-1]) is not None
+    if stated := list(_STATED.finditer(answer)):
+        return _STATED_LIST.match(answer, stated[-1].end()) is not None
+    return _WHOLE_LIST.fullmatch(answer) is not None
+
+
 def score(item: EvalItem, answer: str) -> dict[str, bool]:
     """Every scorer that applies to the item; ``correct`` is the one that decides.
 
     ``correct`` uses, in order of preference, the numeric target, the regex, or a whole-word
-    match of an expected answer. A reasoning model's leading ``<think>`` block is a draft,
-    not the answer (`split_thinking`): an answer the graph returned has none left, but a
-    row scored from elsewhere (a file of answers) may. A block that never closed is the
-    answer's own text: the graph fails a call cut off while thinking, and gives whole one
-    the model ended itself (a reply about the tag), which scored as empty.
+    match of an expected answer; on an item whose answer is one option letter, a hedge
+    between options (`hedges`) is wrong whatever that scorer says. A reasoning model's
+    leading ``<think>`` block is a draft, not the answer (`split_thinking`): an answer the
+    graph returned has none left, but a row scored from elsewhere (a file of answers) may.
+    A block that never closed is the answer's own text: the graph fails a call cut off
+    while thinking, and gives whole one the model ended itself (a reply about the tag),
+    which scored as empty.
     """
     split = split_thinking(answer)
     answer = split.answer if split.closed else answer
@@ -131,4 +167,11 @@ def score(item: EvalItem, answer: str) -> dict[str, bool]:
         if decisive in scores:
             scores["correct"] = scores[decisive]
             break
+    if scores.get("correct") and _one_option(item) and hedges(answer):
+        scores["correct"] = False
     return scores
+
+
+def _one_option(item: EvalItem) -> bool:
+    """Tell whether the item's answer is one option letter (a multiple-choice item)."""
+    return any(_LONE_OPTION.fullmatch(e) for e in item.expected)
