@@ -1400,3 +1400,61 @@ def test_an_images_question_is_kept_as_a_short_mark_never_its_data(system, tmp_p
     assert events[0]["question"] == question
     assert client.get("/v1/moa/runs").json()["data"][0]["question"] == question
     assert data[:100].encode() not in (tmp_path / "h.sqlite3").read_bytes()
+
+
+def test_an_image_urls_credentials_never_reach_the_history_or_the_page(system, tmp_path):
+    """A presigned or keyed image URL was kept as written: its signature, its key and its
+    user's password stood in every ``run`` event and history row."""
+    secrets = ["AKIAIOSFODNN7EXAMPLE", "SIGNATURE0123abc", "supersecret123", "hunter2pass"]
+    urls = [
+        "https://bucket.s3.amazonaws.com/a/b/cat.png?X-Amz-Credential=AKIAIOSFODNN7EXAMPLE"
+        "%2F2026&X-Amz-Signature=SIGNATURE0123abc",
+        "https://api.example.com/img?key=supersecret123",
+        "https://user:hunter2pass@host.example:8443/dog.png#frag",
+    ]
+    parts = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
+    client = TestClient(
+        create_app({"m": system}, history=History(tmp_path / "h.sqlite3")),
+        base_url="http://localhost",
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": parts}]}
+    events = sse_events(client.post("/v1/moa/runs", json=body).text)
+    question = (
+        "[image: https://bucket.s3.amazonaws.com/\u2026/cat.png] "
+        "[image: https://api.example.com/img] [image: https://host.example:8443/dog.png]"
+    )
+    assert events[0]["question"] == question
+    assert client.get("/v1/moa/runs").json()["data"][0]["question"] == question
+    stored = (tmp_path / "h.sqlite3").read_bytes()
+    assert not [s for s in secrets if s.encode() in stored]
+
+
+@pytest.mark.parametrize(
+    ("part", "mark"),
+    [
+        # OpenAI's file part: its data (a data URL or bare base64) and its uploaded file's id
+        (
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64," + "A" * 4000}},
+            "[file: 3 kB pdf]",
+        ),
+        (
+            {"type": "file", "file": {"file_data": "A" * 4000, "filename": "a.pdf"}},
+            "[file: 3 kB pdf]",
+        ),
+        ({"type": "file", "file": {"file_id": "file-abc123"}}, "[file: file-abc123]"),
+        # The URL as a bare string, which LangChain takes; a data URL's scheme in any case
+        ({"type": "image_url", "image_url": "https://example.com/cat.png"}, None),
+        ({"type": "image_url", "image_url": {"url": "DATA:image/png;base64," + "A" * 4000}}, None),
+    ],
+)
+def test_each_kind_of_part_is_marked_by_its_size_or_where_it_is(part, mark):
+    """OpenAI's ``file_data`` and ``file_id`` were marked ``[file: 0 kB]``, a bare URL string
+    ``[image: 0 kB]``, and an upper-case ``DATA:`` URL was kept as data."""
+    from langgraph_moa.serving._ui import _mark
+
+    expected = {
+        "https://example.com/cat.png": "[image: https://example.com/cat.png]",
+        "DATA:image/png;base64," + "A" * 4000: "[image: 3 kB png]",
+    }
+    url = part.get("image_url")
+    assert _mark(part) == (mark or expected[url if isinstance(url, str) else url["url"]])

@@ -107,7 +107,11 @@ def _question(job: _Job) -> str:
 
 
 def _mark(part: Any) -> str:
-    """Return a text part's text, or ``[image: 34 kB png]`` / ``[image: URL]`` for another."""
+    """Return a text part's text, or ``[image: 34 kB png]`` / ``[image: URL]`` for another.
+
+    OpenAI's parts hold theirs in a mapping named by their type (``image_url.url``,
+    ``input_audio.data``, ``file.file_data``), LangChain's blocks at their top level.
+    """
     if isinstance(part, str):
         return part
     if not isinstance(part, dict):
@@ -116,18 +120,37 @@ def _mark(part: Any) -> str:
     if kind == "text":
         return str(part.get("text", ""))
     inner: dict[str, Any] = part[kind] if isinstance(part.get(kind), dict) else {}
+    field = {**part, **inner, **({"url": part[kind]} if isinstance(part.get(kind), str) else {})}
     kind = kind.removesuffix("_url").removeprefix("input_")
-    url = str(inner.get("url") or part.get("url") or "")
-    data = str(inner.get("data") or part.get("base64") or part.get("data") or "")
-    mime = str(part.get("mime_type") or inner.get("format") or "")
-    if url.startswith("data:"):
-        mime, _, data = url[len("data:") :].partition(",")
-        url = ""
+    url = str(field.get("url") or "")
+    data = str(field.get("data") or field.get("base64") or field.get("file_data") or "")
+    mime = str(field.get("mime_type") or field.get("format") or "")
+    inline = next((given for given in (url, data) if given[:5].lower() == "data:"), "")
+    if inline:  # a data URL, its scheme in either case: the type, then the data
+        url, (mime, _, data) = "", inline[5:].partition(",")
     if url:
-        return f"[{kind}: {clip(url, 80)}]"
+        return f"[{kind}: {_place(url)}]"
+    if not data and (ref := field.get("file_id") or field.get("id")):
+        return f"[{kind}: {clip(str(ref), 80)}]"
     size = f"{len(data) * 3 // 4 / 1000:.0f} kB"
-    subtype = mime.split(";")[0].rpartition("/")[2]
-    return f"[{kind}: {size} {subtype}]" if subtype else f"[{kind}: {size}]"
+    mime = mime.split(";")[0]
+    subtype = mime.rpartition("/")[2] or str(field.get("filename") or "").rpartition(".")[2]
+    return f"[{kind}: {size} {clip(subtype, 20)}]" if subtype else f"[{kind}: {size}]"
+
+
+def _place(url: str) -> str:
+    """Return where `url` points, ``https://host/…/cat.png``: its scheme, host and file name.
+
+    Never its user and password, query or fragment, nor the folders of its path, where a
+    presigned or keyed URL holds its credential (``?X-Amz-Signature=``, ``?key=``, a bot's
+    token in its path): the mark is kept in the history and sent in every ``run`` event.
+    """
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return "a URL"
+    folders, _, name = parts.path.rpartition("/")
+    path = f"/\u2026/{name}" if folders.strip("/") else f"/{name}" if name else ""
+    return clip(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{path}", 80)
 
 
 async def _run(
