@@ -260,14 +260,23 @@ class UnsupportedContentError(MoAError):
 def outgrew_context(exc: BaseException) -> bool:
     """Tell whether a run failed because its input did not fit a model's context, and only so.
 
+    The fix is the caller's (a shorter conversation), and the same request sent again fails
+    the same way (`ended_by`).
+    """
+    return ended_by(exc, ContextLengthError)
+
+
+def ended_by(exc: BaseException, kind: type[MoAError]) -> bool:
+    """Tell whether a run failed because each call that ended it failed with a `kind` error.
+
     A run's failure wraps the errors of the calls that ended it: the proposers of the layer
     left with no proposal (`AllProposersFailedError.layer`), or the final step's chain (the
-    aggregator or ranker and each of its fallbacks). When each of them is a
-    `ContextLengthError`, the fix is the caller's (a shorter conversation), and the same
-    request sent again fails the same way. The chain's models before its last count too: one
-    that failed for another reason (down, rate-limited) may answer the same request later.
-    An earlier call's failure does not: a proposer rate-limited in layer 1 changes nothing
-    of a later step that outgrew every model's context.
+    aggregator or ranker and each of its fallbacks). When each of them is a `kind` error
+    (`ContextLengthError`, `UnsupportedContentError`), the same request sent again fails the
+    same way. The chain's models before its last count too: one that failed for another
+    reason (down, rate-limited) may answer the same request later. An earlier call's
+    failure does not: a proposer rate-limited in layer 1 changes nothing of a later step
+    that outgrew every model's context.
     """
     if isinstance(exc, AllProposersFailedError):
         ended = exc.layer_calls
@@ -276,9 +285,9 @@ def outgrew_context(exc: BaseException) -> bool:
         last = max((c["layer"] for c in chain), default=0)
         ended = [c for c in chain if c["layer"] == last]
     else:
-        return isinstance(exc, ContextLengthError)
+        return isinstance(exc, kind)
     errors = [str(c["error"]) for c in ended if c["status"] == "failed"]
-    prefix = f"{ContextLengthError.__name__}:"
+    prefix = f"{kind.__name__}:"
     return bool(errors) and all(e.startswith(prefix) for e in errors)
 
 

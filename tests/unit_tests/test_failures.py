@@ -541,3 +541,55 @@ def test_an_overflow_of_the_proposals_names_the_operators_fix_not_only_fewer_mes
     assert "fewer or shorter messages" in first and "context_window" not in first
     assert "context_window" in later and "fewer proposers or layers" in later
     assert "fewer or shorter messages" in later and "\n" not in later
+def image_refused():
+    import httpx
+
+    request = httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
+    return openai.InternalServerError(  # llama.cpp refuses an image with a 500
+        "Error code: 500 - image input is not supported",
+        response=httpx.Response(500, request=request),
+        body=None,
+    )
+
+
+@pytest.mark.parametrize("where", ["proposers", "aggregator"])
+def test_an_image_no_model_of_the_run_can_read_is_the_clients_400_not_a_retried_502(
+    fake, log, where
+):
+    """Every proposer (or the aggregator's chain) refused the image, and `moa serve` said 502,
+    which an SDK retries twice, each refused the same way: the fix is the client's (send it
+    without the image) or the operator's (a vision model)."""
+    from langgraph_moa.serving._errors import _api_error
+
+    blind = {"A": fake("A", fail=lambda n, m: image_refused()), "AGG": fake("AGG")}
+    if where == "aggregator":
+        blind = {"A": fake("A"), "AGG": fake("AGG", fail=lambda n, m: image_refused())}
+    config = MoAConfig(
+        proposers=[blind["A"]],
+        aggregator=blind["AGG"],
+        on_aggregator_failure="raise",
+        retry=FAST_RETRY,
+    )
+    with pytest.raises((AllProposersFailedError, AggregatorFailedError)) as caught:
+        create_moa_graph(config).invoke(QUESTION)
+    answer = _api_error(caught.value)
+    assert (answer.status, answer.code) == (400, "unsupported_content"), answer.message
+    assert "without its images" in answer.message and "vision model" in answer.message
+    refused = "AGG" if where == "aggregator" else "A"
+    assert f"{refused} cannot read images" in answer.message  # which model, as the 502 said
+
+
+def test_an_image_refused_beside_a_rate_limited_proposer_stays_a_502(fake, log):
+    from langgraph_moa.serving._errors import _api_error
+
+    config = MoAConfig(
+        proposers=[
+            fake("A", fail=lambda n, m: image_refused()),
+            fake("B", fail=always(rate_limited())),
+        ],
+        aggregator=fake("AGG"),
+        retry=FAST_RETRY,
+    )
+    with pytest.raises(AllProposersFailedError) as caught:
+        create_moa_graph(config).invoke(QUESTION)
+    assert _api_error(caught.value).status == 502  # B may answer the same request later

@@ -27,6 +27,8 @@ from langgraph_moa.errors import (
     MoAError,
     ModelNotAllowedError,
     RequestTimeoutError,
+    UnsupportedContentError,
+    ended_by,
     outgrew_context,
 )
 from langgraph_moa.serving._request_id import current, with_id
@@ -74,6 +76,13 @@ def context_exceeded(exc: MoAError) -> str:
         f"send fewer or shorter messages (drop the oldest turns){smaller}, or ask the operator "
         "for models with a longer context."
     )
+
+
+_NO_VISION = (
+    "The models that answer this request take text only: send it without its images, audio "
+    "or files, or ask the operator for a vision model. "
+)
+"""What a client is told first when every model that ended its run refused such content."""
 
 
 class ServerStoppingError(MoAError):
@@ -143,6 +152,8 @@ def _api_error(exc: MoAError) -> _APIError:
         logger.info("%s", redact(str(exc)))  # which model's window, for the operator
         return _APIError(400, context_exceeded(exc), code="context_length_exceeded")
     if isinstance(exc, AllProposersFailedError | AggregatorFailedError):
+        if ended_by(exc, UnsupportedContentError):  # the same request is refused again
+            return _APIError(400, _NO_VISION + exc.summary, code="unsupported_content")
         return _APIError(502, exc.summary, "upstream_error")
     if isinstance(exc, CallTimeoutError):  # as the run's failure says a call's timeout
         return _APIError(502, redact(str(exc)), "upstream_error")
