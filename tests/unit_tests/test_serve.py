@@ -516,6 +516,15 @@ def test_the_key_is_checked_before_the_size(system):
     assert_one_sentence(response, 413, "limit of 10 bytes")
 
 
+def test_a_body_too_large_names_images_and_the_operators_limit(system):
+    """An image (base64 in the body) is what passes the 1 MB limit, and the 413 said only to
+    send a shorter conversation, not a smaller image, nor which setting the operator raises."""
+    client = local(create_app({"m": system}, max_body_bytes=10))
+    response = client.post("/v1/chat/completions", content=b"x" * 100, headers=JSON)
+    message = assert_one_sentence(response, 413, "limit of 10 bytes")["message"]
+    assert "smaller images" in message and "--max-body-bytes" in message, message
+
+
 async def asgi(app, body_chunks, *, disconnect_after=None, headers=()):
     """Call the app as a server would; return the messages it sent and the chunks it read."""
     chunks = list(body_chunks)

@@ -290,7 +290,8 @@ def _not_finite(error: Any) -> bool:
 def _too_large(limit: int) -> _APIError:
     return _APIError(
         413,
-        f"The request body exceeds the limit of {limit} bytes; send a shorter conversation.",
+        f"The request body exceeds the limit of {limit} bytes (the server's --max-body-bytes); "
+        "send a shorter conversation or smaller images, audio or files.",
         code="request_too_large",
     )
 
