@@ -1445,6 +1445,8 @@ def test_an_image_urls_credentials_never_reach_the_history_or_the_page(system, t
         # The URL as a bare string, which LangChain takes; a data URL's scheme in any case
         ({"type": "image_url", "image_url": "https://example.com/cat.png"}, None),
         ({"type": "image_url", "image_url": {"url": "DATA:image/png;base64," + "A" * 4000}}, None),
+        # A URL that cannot be split (an unclosed IPv6 host) is marked, not a crashed run
+        ({"type": "image_url", "image_url": {"url": "http://[oops/x.png?key=k"}}, "[image: a URL]"),
     ],
 )
 def test_each_kind_of_part_is_marked_by_its_size_or_where_it_is(part, mark):

@@ -145,7 +145,10 @@ def _place(url: str) -> str:
     presigned or keyed URL holds its credential (``?X-Amz-Signature=``, ``?key=``, a bot's
     token in its path): the mark is kept in the history and sent in every ``run`` event.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 host ("http://[oops"): the provider refuses it
+        return "a URL"
     if not parts.scheme or not parts.netloc:
         return "a URL"
     folders, _, name = parts.path.rpartition("/")
