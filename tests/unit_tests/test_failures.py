@@ -541,6 +541,8 @@ def test_an_overflow_of_the_proposals_names_the_operators_fix_not_only_fewer_mes
     assert "fewer or shorter messages" in first and "context_window" not in first
     assert "context_window" in later and "fewer proposers or layers" in later
     assert "fewer or shorter messages" in later and "\n" not in later
+
+
 def image_refused():
     import httpx
 
