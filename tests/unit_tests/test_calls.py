@@ -51,6 +51,8 @@ async def test_an_async_call_past_its_timeout_is_cancelled(fake):
 class GoOnAfter:
     """A layer that goes on without the call once it has been asked `n` times."""
 
+    held = None
+
     def __init__(self, n: int) -> None:
         self.asked = 0
         self.n = n

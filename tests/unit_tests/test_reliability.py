@@ -1,5 +1,6 @@
 """Fallback aggregators, honest retries, fenced references, bad input."""
 
+import itertools
 import re
 
 import pytest
@@ -217,18 +218,51 @@ async def test_a_proposer_its_reader_held_past_the_layer_deadline_is_kept(fake, 
             await off_the_clock(reader_behind())
             return await super()._agenerate(messages, stop, run_manager, **kwargs)
 
-    config = MoAConfig(
-        proposers=[fake("A"), Held(label="HELD")],
+    out = await create_moa_graph(_beside_a(fake, Held(label="HELD"))).ainvoke(QUESTION)
+    held = [c for c in out["calls"] if c["configured_model"] == "HELD"]
+    assert [c["status"] for c in held] == ["ok"], held
+    assert out["usage"]["total"]["cancelled"] == 0
+
+
+async def test_a_proposer_its_reader_held_keeps_that_time_when_it_is_retried(fake, fake_clock):
+    # The reader held HELD's first attempt for an hour, then its provider dropped the unread
+    # request (a retryable error). The time held was noted per attempt: the retry started
+    # with none, found the layer's deadline passed with A answered and was dropped as a
+    # straggler at once, so the reader's pace still chose the answer's proposals.
+    import asyncio
+
+    from langgraph_moa.run._calls import off_the_clock
+    from tests.fakes import FakeChat
+
+    async def reader_behind():
+        fake_clock.advance(3600)
+        await asyncio.sleep(0)
+
+    tries = itertools.count()
+
+    class HeldThenDropped(FakeChat):
+        async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+            if next(tries) == 0:
+                await off_the_clock(reader_behind())
+                raise ConnectionError("the provider closed the unread request")
+            return await super()._agenerate(messages, stop, run_manager, **kwargs)
+
+    config = _beside_a(fake, HeldThenDropped(label="HELD"))
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    [record] = [c for c in out["calls"] if c["configured_model"] == "HELD"]
+    assert (record["status"], record["attempts"]) == ("ok", 2), record
+
+
+def _beside_a(fake, held):
+    """Two proposers, A and `held`, under a minute's layer deadline that A alone meets."""
+    return MoAConfig(
+        proposers=[fake("A"), held],
         aggregator=fake("AGG"),
         layers=2,
         layer_deadline_s=60,
         min_proposers=1,
         retry=FAST,
     )
-    out = await create_moa_graph(config).ainvoke(QUESTION)
-    held = [c for c in out["calls"] if c["configured_model"] == "HELD"]
-    assert [c["status"] for c in held] == ["ok"], held
-    assert out["usage"]["total"]["cancelled"] == 0
 
 
 def test_before_its_deadline_a_waiting_call_sleeps_until_it_instead_of_polling(fake_clock):

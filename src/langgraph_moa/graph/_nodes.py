@@ -65,7 +65,6 @@ from langgraph_moa.run._calls import (
     discard_answer,
     draw_offsets,
     emit,
-    held_s,
     record_answer,
     record_failure,
     run_async,
@@ -866,6 +865,7 @@ def _straggler_check(
             due=task.get("layer_started_at", clock.now()) + cfg.layer_deadline_s,
             quorum=cfg.min_proposers,
             answers=step.answers,
+            held=step.held(call.attempt_key(task["run_token"])),
         )
     # Early aggregation: the layer may also go on once its quorum answered (`_early`).
     watch = early_watch(cfg, task["layer"] >= cfg.proposer_layers, step.answers, watch)
@@ -881,6 +881,8 @@ class _LayerWatch:
     due: float
     quorum: int
     answers: Callable[[], int]
+    held: clock.Held = field(default_factory=clock.Held)
+    """The call's time held by its reader over all its attempts (`Step.held`)."""
 
     def __call__(self) -> str | None:
         count = self.answers()
@@ -896,14 +898,13 @@ class _LayerWatch:
         # deadline is in wall time so that a resumed run in another process keeps it.
         return min(max(self.due - self._now(), QUORUM_POLL_S), 1.0)
 
-    @staticmethod
-    def _now() -> float:
-        """Return the wall time without what the call's reader held it (`held_s`).
+    def _now(self) -> float:
+        """Return the wall time without what the call's reader held it (`held`).
 
         A slow client must not change which proposals its answer uses: the deadline's
         clock stops while the reader holds the call, as the call's own timeout does.
         """
-        return clock.now() - held_s()
+        return clock.now() - self.held.seconds()
 
 
 @dataclass(frozen=True)

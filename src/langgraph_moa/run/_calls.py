@@ -339,6 +339,14 @@ QUORUM_POLL_S = 0.05
 class StopCheck(Protocol):
     """Watches a running call for its layer going on without it."""
 
+    @property
+    def held(self) -> clock.Held | None:
+        """Return where `off_the_clock` notes the time the call's reader held it.
+
+        The watch leaves that time out; None for a watch that counts no time. The watch
+        owns it, not the attempt: a retry of a held call keeps what was held before it.
+        """
+
     def __call__(self) -> str | None:
         """Return why the call should be abandoned now, or None."""
 
@@ -644,7 +652,7 @@ async def acall_model(
             # Set and reset inline (as `_chunkwise` does): a context manager would cost every
             # model call ~10 calls more.
             timer = CALL_TIMER.set(scope)
-            held = CALL_HELD.set(clock.Held())
+            held = CALL_HELD.set(stop.held if stop is not None else None)
             try:
                 if stop is None:
                     result: BaseMessage = await ainvoke_direct(model, messages, config)
@@ -678,14 +686,9 @@ CALL_TIMER: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.Context
 CALL_HELD: contextvars.ContextVar[clock.Held | None] = contextvars.ContextVar(
     "moa_call_held", default=None
 )
-"""The time the model call running in this context was held by its reader, which its
-layer's deadline does not count (`held_s`): set around the call by `acall_model`."""
-
-
-def held_s() -> float:
-    """Return how long the model call running in this context was held by its reader."""
-    held = CALL_HELD.get()
-    return held.seconds() if held is not None else 0.0
+"""Where the model call running in this context notes the time its reader held it, which
+its layer's deadline does not count: set around the call by `acall_model` (its watch's
+`StopCheck.held`) and chunk-wise streaming (the layer's)."""
 
 
 async def off_the_clock(waiting: Awaitable[Any]) -> None:

@@ -18,9 +18,9 @@ def now() -> float:
 class Held:
     """The wall time a model call spent held by its reader (`_calls.off_the_clock`).
 
-    A layer's deadline does not count it (`_calls.held_s`): a served stream's slow reader
-    holds every model at its next token, and a call held past its layer's deadline was
-    dropped as a straggler, so how fast a client read changed which proposals its answer
+    A layer's deadline does not count it (`_calls.StopCheck.held`): a served stream's slow
+    reader holds every model at its next token, and a call held past its layer's deadline
+    was dropped as a straggler, so how fast a client read changed which proposals its answer
     used. Waits may overlap (several of the call's tokens); the time counts once.
     """
 

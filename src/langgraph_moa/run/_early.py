@@ -19,6 +19,7 @@ from langgraph_moa.run.state import CallRecord
 
 if TYPE_CHECKING:
     from langgraph_moa.config._schema import MoAConfig
+    from langgraph_moa.run._clock import Held
 
 EARLY_REASON = "the next step started early"
 """The start of a cancelled straggler's reason, which provenance looks for."""
@@ -31,6 +32,10 @@ class QuorumStart:
     quorum: int
     answers: Callable[[], int]
     deadline: StopCheck | None = None
+
+    @property
+    def held(self) -> Held | None:
+        return self.deadline.held if self.deadline is not None else None
 
     def __call__(self) -> str | None:
         count = self.answers()

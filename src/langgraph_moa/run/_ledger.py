@@ -28,6 +28,7 @@ from langgraph.constants import CONF, CONFIG_KEY_CHECKPOINTER
 from langgraph.runtime import get_runtime
 
 from langgraph_moa._lru import BoundedLRU
+from langgraph_moa.run import _clock as clock
 
 ATTEMPT_CHANNEL = "moa:attempt"
 """Channel of the pending writes that record a failed attempt of a call."""
@@ -134,6 +135,7 @@ class Step:
         self._answered: set[str] = set()
         self._errors: dict[AttemptKey, dict[int, str]] = {}
         self._claimed = False
+        self._held: dict[AttemptKey, clock.Held] = {}
         self.ready = threading.Event()
         """Set once the checkpoint's writes were read back (or the read failed)."""
 
@@ -160,6 +162,15 @@ class Step:
             attempt = max(errors, default=0) + 1
             errors[attempt] = error
             return attempt
+
+    def held(self, key: AttemptKey) -> clock.Held:
+        """Return where a call's time held by its reader is noted, over all its attempts.
+
+        One per call, not per attempt: a held call whose provider then dropped it was
+        retried with none, found its layer's deadline passed and was dropped at once.
+        """
+        with self._lock:
+            return self._held.setdefault(key, clock.Held())
 
     def next_attempt(self, key: AttemptKey) -> int:
         """Return the number the call's next attempt has (the one `failed` would record)."""
