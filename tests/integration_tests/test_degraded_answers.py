@@ -24,6 +24,9 @@ def server():
         "agg": FaultProfile(reply_text="Final: 42."),
         "agg-empty": FaultProfile(reply_text=""),
         "spent": FaultProfile(reply_text="", finish_reason="length"),
+        # Anthropic's and Gemini's spellings of a max_tokens cut, as a gateway passes them on
+        "cut-anthropic": FaultProfile(reply_text=CUT, finish_reason="max_tokens"),
+        "cut-gemini": FaultProfile(reply_text=CUT, finish_reason="MAX_TOKENS"),
     }
     with FaultServer(profiles) as s:
         yield s
@@ -121,3 +124,32 @@ def test_an_empty_answer_that_max_tokens_ended_says_to_raise_max_tokens(server):
     spent = next(c for c in out["calls"] if c["configured_model"].startswith("spent@"))
     assert spent["status"] == "failed" and "empty answer" in spent["error"]
     assert "max_tokens" in spent["error"]
+
+
+@pytest.mark.parametrize("spelling", ["anthropic", "gemini"])
+def test_a_cut_call_says_length_in_its_event_and_answer_whatever_the_spelling(server, spelling):
+    """The page marks a card and an answer as cut off where their ``finish_reason`` is
+    "length", but the `finished` event and the answer carried the provider's spelling: a
+    proposal or answer that Anthropic's "max_tokens" or Gemini's "MAX_TOKENS" ended read as
+    plainly done, and an OpenAI client of `moa serve` got a finish reason OpenAI never sends.
+    Both say "length" now, as `moa run`'s row and warning already read all spellings."""
+    from langgraph_moa.serving._events import finish_reason
+
+    graph = create_moa_graph(config(server, ["finished", f"cut-{spelling}"], f"cut-{spelling}"))
+    events, values = [], {}
+    for mode, chunk in graph.stream(
+        {"messages": [("user", "What is 6 times 7?")]}, stream_mode=["custom", "values"]
+    ):
+        if mode == "custom":
+            events.append(chunk)
+        else:
+            values = chunk
+    finished = {
+        (e["role"], e["configured_model"].split("@")[0]): e["finish_reason"]
+        for e in events
+        if e["event"] == "finished"
+    }
+    assert finished[("proposer", f"cut-{spelling}")] == "length"
+    assert finished[("proposer", "finished")] == "stop"
+    assert finished[("aggregator", f"cut-{spelling}")] == "length"
+    assert finish_reason(values["messages"][-1]) == "length"

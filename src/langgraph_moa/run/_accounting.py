@@ -231,6 +231,16 @@ def empty_answer(response: BaseMessage | None, label: str) -> EmptyResponseError
     return EmptyResponseError(message, response)
 
 
+def openai_finish_reason(reason: str | None) -> str | None:
+    """Return a finish reason as OpenAI spells it where `max_tokens` ended the call: "length".
+
+    Anthropic says "max_tokens", Gemini "MAX_TOKENS": a reader of the event stream (the page)
+    or an OpenAI client of `moa serve` that knows "length" would take such a cut as finished.
+    Other reasons stay the provider's.
+    """
+    return "length" if reason is not None and reason.lower() in CUT_OFF_REASONS else reason
+
+
 def was_cut_off(record: CallRecord) -> bool:
     """Tell whether `max_tokens` ended this call's answer."""
     return (record.get("finish_reason") or "").lower() in CUT_OFF_REASONS

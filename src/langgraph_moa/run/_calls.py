@@ -45,7 +45,12 @@ from langgraph_moa.providers._models import (
 from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_after_s
 from langgraph_moa.providers._table import LOCAL_PREFIX, is_sdk_timeout
 from langgraph_moa.run import _clock as clock
-from langgraph_moa.run._accounting import cut_while_thinking, failed_record, ok_record
+from langgraph_moa.run._accounting import (
+    cut_while_thinking,
+    failed_record,
+    ok_record,
+    openai_finish_reason,
+)
 from langgraph_moa.run._direct import ainvoke_direct, invoke_direct
 from langgraph_moa.run.cache import CallCache, call_key
 from langgraph_moa.run.state import CallRecord, Role
@@ -229,7 +234,8 @@ def record_answer(
         cached=record["cached"],
         retries=len(errors),
         preview=" ".join((record["output"] or "").split())[:200],
-        finish_reason=record["finish_reason"],  # "length": a card says max_tokens cut it
+        # "length" for every provider's spelling of a max_tokens cut: a card says so
+        finish_reason=openai_finish_reason(record["finish_reason"]),
     )
     return record
 

@@ -20,6 +20,7 @@ from langgraph_moa._json import dumps
 from langgraph_moa.config._prices import Prices, run_cost
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.graph.streaming import CALL_FIELDS, OneAttempt, ToolCallHold
+from langgraph_moa.run._accounting import openai_finish_reason
 from langgraph_moa.run._calls import off_the_clock
 from langgraph_moa.run._references import answered_proposals
 from langgraph_moa.serving._agreement import call_key, selection_groups, synthesis_agreement
@@ -316,7 +317,7 @@ def finish_reason(answer: Any) -> str:
     if answer.tool_calls:
         return "tool_calls"
     reason = answer.response_metadata.get("finish_reason")
-    return reason if isinstance(reason, str) and reason else "stop"
+    return (openai_finish_reason(reason) if isinstance(reason, str) else None) or "stop"
 
 
 def wire_tool_calls(answer: Any) -> list[dict[str, Any]]:
