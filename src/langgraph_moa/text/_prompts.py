@@ -187,7 +187,9 @@ def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[
     The rule ("water-filling"): find the largest per-reference length cap under which the
     references fit, then cut only those longer than the cap, each ending with " [...]".
     Short references stay whole, long ones lose their tails, and every reference keeps its
-    place. A budget too small for even 20 characters each keeps 20 characters each.
+    place. A budget too small for even 20 characters each keeps 20 characters each. A
+    reference that `max_tokens` cut keeps `CUT_OFF_MARK` after its " [...]", within its cap:
+    " [...]" alone reads as if the words left out held its conclusion.
     """
     budget = max(0, budget_tokens) * CHARS_PER_TOKEN
     lengths = [len(r) for r in references]
@@ -200,8 +202,15 @@ def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[
             low = cap
         else:
             high = cap - 1
-    fitted = [r if len(r) <= low else r[:low].rstrip() + TRIM_MARK for r in references]
+    fitted = [r if len(r) <= low else _trimmed(r, low) for r in references]
     return fitted, sum(len(r) > low for r in references)
+
+
+def _trimmed(reference: str, cap: int) -> str:
+    """Return `reference` cut to `cap` characters and `TRIM_MARK`, its cut-off mark kept."""
+    tail = f"\n{CUT_OFF_MARK}" if reference.endswith(f"\n{CUT_OFF_MARK}") else ""
+    body = reference[: len(reference) - len(tail)]
+    return body[: max(20, cap - len(tail))].rstrip() + TRIM_MARK + tail
 
 
 def inject_references(
