@@ -72,6 +72,7 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
+from langgraph_moa.providers._table import table_version
 from langgraph_moa.run._inputs import (
     check_nesting,
     check_schema,
@@ -190,7 +191,8 @@ class MoAChatModel(BaseChatModel):
         Why: `configurable_fields` and `configurable_alternatives` make a new model per call.
         Kept in `_SHARED_GRAPHS` by config digest and ``config`` as given (a name, or the object).
         Model instances are keyed by identity: two of equal settings never share a graph.
-        The environment is keyed (`_environment_digest`): clients read their keys when built.
+        The environment is keyed (`_environment_digest`): clients read their keys when built;
+        so is the provider table (`table_version`): models are built by its rows.
         """
         if self._graph is None:
             cfg, name = self.moa_config, self.model_name or "moa"
@@ -202,6 +204,7 @@ class MoAChatModel(BaseChatModel):
                     name,
                     self._config_digest(),
                     _environment_digest(),
+                    table_version(),
                     tuple(map(id, instances)),
                 ),
                 lambda: create_moa_graph(cfg, name=name),

@@ -11,7 +11,7 @@ import types
 import pytest
 from langchain_core.messages import AIMessage
 
-from langgraph_moa import MoAConfig, MoAContext, create_moa_graph
+from langgraph_moa import MoAChatModel, MoAConfig, MoAContext, create_moa_graph
 from langgraph_moa.errors import (
     LimitExceededError,
     MissingAPIKeyError,
@@ -323,3 +323,16 @@ def test_the_readme_variant_table_is_the_registry():
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert variants_table() in readme, "regenerate the README's table from variants_table()"
+
+
+def test_a_model_compiled_before_a_provider_was_replaced_is_not_run_with_the_old_row():
+    # The shared graphs were keyed by config, name, digests and instances, not by the
+    # provider table: a graph compiled before `register_provider` replaced a row kept the
+    # models it had built by the old row (its key check, its client retries) for ever.
+    before = MoAChatModel(config="moa-lite", max_tokens=71).graph
+    assert MoAChatModel(config="moa-lite", max_tokens=71).graph is before  # shared until then
+    register_provider(Provider("ollama", key_env="TOY_OLLAMA_KEY"))
+    after = MoAChatModel(config="moa-lite", max_tokens=71).graph
+    assert after is not before
+    unregister_provider("ollama")
+    assert MoAChatModel(config="moa-lite", max_tokens=71).graph not in (before, after)

@@ -63,8 +63,23 @@ def model_name_keys() -> tuple[str, ...]:
     return tuple(dict.fromkeys(["model_name", *(r.model_name_key for r in _TABLE.values())]))
 
 
+_version = 0
+
+
+def table_version() -> int:
+    """Return a number that changes whenever a row is added, replaced or removed.
+
+    Models are built by the table's rows (key check, client retries, shared client) and
+    kept with the graph that built them: a graph kept across a change (`MoAChatModel`'s
+    shared graphs) would go on calling the models of the old row, so its key holds this.
+    """
+    return _version
+
+
 def _forget_keys() -> None:
     """Recompute the response keys after the table changed (they are read on every call)."""
+    global _version
+    _version += 1
     finish_reason_keys.cache_clear()
     model_name_keys.cache_clear()
 
