@@ -261,8 +261,9 @@ def test_a_finished_loops_models_go_with_it():
     finished = asyncio.run(build())
     asyncio.run(build())
     gc.collect()
+    assert cache.stats() == {"models": 1, "clients": 1}  # the releases made, their clients go
+    gc.collect()
     assert finished() is None
-    assert cache.stats() == {"models": 1, "clients": 1}
 
 
 class _CollectingLock:
@@ -304,6 +305,7 @@ def test_a_collection_while_a_client_is_counted_does_not_hang_the_thread():
     finally:
         gc.enable()
     assert not worker.is_alive()
+    cache.stats()  # the releases queued are made
     assert gone() is None and shared.users == 1  # the cached model alone
 
 
@@ -335,6 +337,7 @@ def test_a_collection_while_a_model_is_built_leaves_its_shared_client_open(monke
     finally:
         gc.enable()
     assert gone() is None
+    cache.stats()  # the releases queued are made
     assert model.http_client is shared.sync_client and shared.users == 1
     assert not shared.sync_client.is_closed
     assert cache._sync.clients[http_client_key(ENDPOINT)] is shared
@@ -358,3 +361,36 @@ def test_a_model_that_cannot_be_built_leaves_no_count_and_no_client(monkeypatch)
             cache.get(spec, {"temperature": 0.2})
     assert shared.users == 1 and not shared.sync_client.is_closed
     assert cache.stats() == {"models": 1, "clients": 1}
+
+
+def test_two_caches_freeing_each_other_s_models_under_their_locks_do_not_deadlock():
+    """A model's finalizer counted it gone under its cache's lock. A thread holding one
+    cache's lock (building a model) that freed a model of another cache waited for that
+    cache's lock, while a thread holding that one freed a model of the first: each waited
+    for the other for ever (the garbage collector frees models wherever it runs). A
+    finalizer now takes no lock: the release is queued and made by a thread of its own."""
+    caches = [ModelCache(size=1), ModelCache(size=1)]
+    models = [cache.get(ENDPOINT, {"temperature": 0.1}) for cache in caches]
+    for cache in caches:
+        cache.get("m@http://127.0.0.1:10/v1", {})  # evicts the first: `models` holds it alone
+    clients = [model.http_client for model in models]
+    together = threading.Barrier(2, timeout=30)
+
+    def free_the_other_s(mine: int) -> None:
+        with caches[mine]._lock:  # as while it builds a model
+            together.wait()
+            models[1 - mine] = None  # the other cache's model goes here, in this thread
+            together.wait()
+
+    workers = [threading.Thread(target=free_the_other_s, args=(i,), daemon=True) for i in (0, 1)]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + 30
+    for worker in workers:
+        worker.join(timeout=max(deadline - time.monotonic(), 0.0))
+    assert not any(worker.is_alive() for worker in workers)
+    deadline = time.monotonic() + 30  # the releases are made by the release thread
+    while not all(c.is_closed for c in clients) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(client.is_closed for client in clients)
+    assert [cache.stats() for cache in caches] == [{"models": 1, "clients": 1}] * 2

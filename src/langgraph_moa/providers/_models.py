@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import queue
 import re
+import sys
 import threading
 import unicodedata
 import weakref
@@ -530,7 +532,59 @@ _CLOSING: set[asyncio.Future[Any]] = set()
 """Client closes under way: asyncio keeps only weak references to its tasks."""
 
 
+_RELEASES: queue.SimpleQueue[tuple[Any, ...] | threading.Event] = queue.SimpleQueue()
+"""Models gone, put by their finalizers for `_releaser` to count (`_release`)."""
+_releaser: threading.Thread | None = None
+_releaser_lock = threading.Lock()
+
+
+def _queue_release(*hook: Any) -> None:
+    """Queue a gone model's release, taking no lock (a model's finalizer).
+
+    The garbage collector runs finalizers in whatever thread it runs, also one holding
+    another cache's lock (building a model there). A finalizer that took its own cache's
+    lock could so wait for a thread that, holding that lock, waited in turn for the first
+    one's (freeing one of its models): both hung for ever. `SimpleQueue.put` takes no lock
+    a finalizer could wait on (it is made to be called from finalizers).
+    """
+    _RELEASES.put(hook)
+
+
+def _start_releaser() -> None:
+    global _releaser
+    with _releaser_lock:
+        if _releaser is None:
+            _releaser = threading.Thread(
+                target=_release_forever, daemon=True, name="moa model releases"
+            )
+            _releaser.start()
+
+
+def _release_forever() -> None:
+    """Make the queued releases, in a thread that holds no other lock meanwhile."""
+    while True:
+        item = _RELEASES.get()
+        if isinstance(item, threading.Event):  # `_releases_made`'s mark: all before it are made
+            item.set()
+            continue
+        try:
+            _release(*item)
+        except Exception:  # reported as a finalizer's error is; the next release is still made
+            sys.excepthook(*sys.exc_info())
+        del item  # held while waiting for the next one, it kept its client and loop alive
+
+
+def _releases_made() -> None:
+    """Wait until the releases queued before this call are made."""
+    _start_releaser()
+    mark = threading.Event()
+    _RELEASES.put(mark)
+    mark.wait()
+
+
 def _forget_models_after_fork() -> None:
+    global _RELEASES, _releaser, _releaser_lock
+    _RELEASES, _releaser, _releaser_lock = queue.SimpleQueue(), None, threading.Lock()
     _CLOSING.clear()
     for cache in list(_LIVE_CACHES):
         cache._forget_after_fork()
@@ -563,8 +617,7 @@ class _SharedClient:
         self.lock = threading.RLock()
         """Guards `users` when the cache is gone and its models go in several threads.
 
-        Reentrant: a model freed by the garbage collector (its last reference in a cycle) is
-        counted gone wherever the collector runs, also in a thread that holds this lock."""
+        Taken by `_release` alone, never in a finalizer (`_queue_release`)."""
 
 
 class _Bucket:
@@ -590,13 +643,14 @@ class ModelCache:
     pool): a model per distinct temperature costs a few kilobytes, not a client of its own.
     At most `size` models are kept, least recently used dropped first; when the last model
     using an endpoint's client is gone (dropped, or the cache itself gone, and no call still
-    holding it), the client is closed on its loop.
+    holding it), the client is closed on its loop, soon after: a model gone is counted by a
+    thread of its own (`_queue_release`).
     """
 
     def __init__(self, size: int = DEFAULT_CACHE_SIZE) -> None:
         """Start empty; models are built on first use."""
         self.size = size
-        # Reentrant: a dropped model's finalizer runs at once, while `get` holds the lock.
+        # Reentrant: a model that cannot be built gives its count back while `get` holds it.
         self._lock = threading.RLock()
         self._sync = _Bucket()
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bucket] = (
@@ -635,6 +689,8 @@ class ModelCache:
                     shared.users += 1
                 # Weakly: the cache holds the model, so a hook holding the cache kept both.
                 hook = (weakref.ref(self), weakref.ref(bucket), client_key, shared)
+                if _releaser is None:
+                    _start_releaser()
             try:
                 model = build_model(
                     spec,
@@ -647,7 +703,7 @@ class ModelCache:
                     _release(*hook)  # no model came of the count
                 raise
             if hook is not None:
-                weakref.finalize(model, _release, *hook)
+                weakref.finalize(model, _queue_release, *hook)
             bucket.models[key] = (spec, model)
             while len(bucket.models) > self.size:
                 bucket.models.popitem(last=False)
@@ -668,7 +724,11 @@ class ModelCache:
         return bucket
 
     def stats(self) -> dict[str, int]:
-        """Count the models and HTTP clients held now, over every event loop."""
+        """Count the models and HTTP clients held now, over every event loop.
+
+        The releases of models already gone are made first (`_queue_release`).
+        """
+        _releases_made()
         with self._lock:
             buckets = [self._sync, *self._by_loop.values()]
             return {
