@@ -394,3 +394,25 @@ def test_two_caches_freeing_each_other_s_models_under_their_locks_do_not_deadloc
         time.sleep(0.01)
     assert all(client.is_closed for client in clients)
     assert [cache.stats() for cache in caches] == [{"models": 1, "clients": 1}] * 2
+
+
+def test_a_stopped_loops_models_go_when_another_loop_builds_its_own():
+    """A loop stopped but never closed (``run_until_complete`` on a loop of one's own, left
+    open) kept its models and their clients as long as the cache lived: only closed loops'
+    entries went. A loop that is not running when another builds its models loses its
+    own; run again, it builds them anew."""
+    cache = ModelCache()
+
+    async def build() -> weakref.ref:
+        return weakref.ref(cache.get(ENDPOINT, {}))
+
+    stopped = asyncio.new_event_loop()
+    try:
+        first = stopped.run_until_complete(build())
+        asyncio.run(build())
+        gc.collect()
+        assert cache.stats() == {"models": 1, "clients": 1}
+        assert first() is None
+        assert stopped.run_until_complete(build())() is not None  # built anew
+    finally:
+        stopped.close()

@@ -636,8 +636,9 @@ class ModelCache:
     """Builds each (spec, parameters) model once per event loop, within a bounded memory.
 
     HTTP clients of langchain-openai bind to the event loop that first used them, so a model
-    built under one `asyncio.run` fails under the next; keying by loop avoids that, and a
-    closed loop's models go when the next loop first builds one (`_bucket_of`).
+    built under one `asyncio.run` fails under the next; keying by loop avoids that, and the
+    models of a loop that is not running (closed, or stopped) go when another loop first
+    builds one (`_bucket_of`).
 
     Within a loop, the models of one endpoint share one async HTTP client (one connection
     pool): a model per distinct temperature costs a few kilobytes, not a client of its own.
@@ -710,16 +711,19 @@ class ModelCache:
             return model
 
     def _bucket_of(self, loop: asyncio.AbstractEventLoop) -> _Bucket:
-        """Return the loop's bucket; a new loop's drops those of loops that have closed.
+        """Return the loop's bucket; a new loop's drops those of loops that are not running.
 
         Weak keys alone never let a loop go: its models' clients hold it. So each new loop
         (each `asyncio.run` of a graph kept across runs) would keep one more set of models;
-        a closed loop's clients were closed with it, and its models can serve no call.
+        a closed loop's clients were closed with it, and its models can serve no call. A
+        loop stopped but never closed (``run_until_complete`` on a loop left open) kept its
+        models as long as the cache lived: its entry goes too, its clients are closed when
+        it runs again, and its models are built anew if it does.
         """
         bucket = self._by_loop.get(loop)
         if bucket is None:
-            for closed in [old for old in self._by_loop if old.is_closed()]:
-                del self._by_loop[closed]
+            for idle in [old for old in self._by_loop if not old.is_running()]:
+                del self._by_loop[idle]
             bucket = self._by_loop[loop] = _Bucket()
         return bucket
 
