@@ -152,3 +152,42 @@ async def test_a_wait_off_the_clock_cancelled_after_its_call_ended_raises_only_c
     task.cancel()  # the parent has left its timeout's scope
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_a_call_made_on_the_call_loop_keeps_nothing_of_its_run_once_it_ended():
+    """A pooled connection opened by a call on the call loop schedules its callbacks (the
+    pool's cleanup timer) in the call's context, and keeps that context until it closes.
+    That context held the run's config: its callbacks and the node's runtime, and through
+    them what the run held, long after the run ended."""
+    import contextvars
+    import gc
+    import weakref
+
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.runnables.config import var_child_runnable_config
+    from langgraph._internal._constants import CONFIG_KEY_RUNTIME
+    from langgraph.constants import CONF
+
+    class Pooled(FakeChat):
+        async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+            asyncio.get_running_loop().call_later(60, lambda: None)  # a pool's cleanup timer
+            return await super()._agenerate(messages, stop, run_manager, **kwargs)
+
+    class Runtime:
+        def stream_writer(self, chunk):
+            pass
+
+    handler, runtime = BaseCallbackHandler(), Runtime()
+    gone = [weakref.ref(handler), weakref.ref(runtime)]
+
+    def node(config: dict) -> None:  # a node of a sync run, in LangGraph's worker thread
+        var_child_runnable_config.set(config)
+        model = Pooled(label="M")
+        answer = call_model(model, MESSAGES, "M", 30.0, stop=GoOnAfter(10**9), own_timeout=True)
+        assert answer.text == "M #1"
+
+    run_config = {"callbacks": [handler], CONF: {CONFIG_KEY_RUNTIME: runtime, "__pregel_x": 1}}
+    contextvars.Context().run(node, run_config)
+    del handler, runtime, run_config
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None]

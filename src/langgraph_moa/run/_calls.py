@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.callbacks.manager import dispatch_custom_event
@@ -445,34 +445,44 @@ def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
 
     Both kinds of work a sync run sends there go through here: a call that watches its
     layer's deadline (`call_model`) and a chunk-wise layer with its aggregator
-    (`ChunkwiseRequest`). The loop lives as long as the process, and so does whatever it keeps
-    of the context the coroutine runs in (`_outside_the_graph`).
+    (`ChunkwiseRequest`). The loop lives as long as the process, and so may the context the
+    coroutine runs in (`_outside_the_graph`): the run's config there is emptied once the
+    coroutine ends.
     """
-    return _outside_the_graph().run(asyncio.run_coroutine_threadsafe, coro, call_loop())
+    context, config = _outside_the_graph()
+    future = context.run(asyncio.run_coroutine_threadsafe, coro, call_loop())
+    if config is not None:
+        future.add_done_callback(lambda _: config.clear())
+    return future
 
 
-def _outside_the_graph() -> contextvars.Context:
-    """Return a copy of this context for the call loop, without LangGraph's run internals.
+def _outside_the_graph() -> tuple[contextvars.Context, dict[str, Any] | None]:
+    """Return a copy of this context for the call loop, and the config of its own it holds.
 
     The coroutine's task runs in it, and so does every callback its HTTP connections schedule
     on the loop (asyncio copies the context into each): a connection kept in the pool, and
-    its pool's cleanup timer, kept it as long as the loop runs, which is the process's life.
-    The run's config there held the graph (LangGraph's ``__pregel_*`` entries hold its run
-    loop), so every graph run sync with a layer deadline or chunk-wise, and its models and
-    clients, stayed alive. A model call reads the config's callbacks, tags and metadata;
-    the node's runtime (`CONFIG_KEY_RUNTIME`, which holds no graph) is kept for `emit`'s
-    stream writer, which a chunk-wise layer tells its progress through.
+    its pool's cleanup timer, keep it as long as the connection lives. The run's config there
+    held the graph (LangGraph's ``__pregel_*`` entries hold its run loop), so every graph run
+    sync with a layer deadline or chunk-wise, and its models and clients, stayed alive. A
+    model call reads the config's callbacks, tags and metadata; the node's runtime
+    (`CONFIG_KEY_RUNTIME`) is kept for `emit`'s stream writer, which a chunk-wise layer tells
+    its progress through. Those still held the run's callbacks and its stream after the run
+    ended, so the config is a copy of the caller's, which `submit` empties (every copy of
+    the context holds that one dict) once the coroutine has ended.
     """
     context = contextvars.copy_context()
     parent = context.get(var_child_runnable_config)
-    if parent and parent.get(CONF):
-        kept = {
+    if not parent:
+        return context, None
+    config: dict[str, Any] = dict(parent)
+    if parent.get(CONF):
+        config[CONF] = {
             k: v
             for k, v in parent[CONF].items()
             if not k.startswith("__pregel_") or k == CONFIG_KEY_RUNTIME
         }
-        context.run(var_child_runnable_config.set, {**parent, CONF: kept})
-    return context
+    context.run(var_child_runnable_config.set, cast("RunnableConfig", config))
+    return context, config
 
 
 class _StreamCut:
