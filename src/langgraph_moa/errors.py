@@ -221,6 +221,14 @@ class StragglerCancelledError(MoAError):
     """A proposer still running when its layer's deadline passed with the quorum met."""
 
 
+class RunInterrupted(BaseException):
+    """A sync run's caller stopped waiting: its calls are cancelled and no new one is made.
+
+    A BaseException, as KeyboardInterrupt is, so that no retry and no node's error handling
+    takes it for a failed call: it ends the node at once (`run._interrupt`).
+    """
+
+
 class StructuredOutputError(_RejectedAnswer):
     """The aggregator's answer could not be parsed into the requested structure."""
 

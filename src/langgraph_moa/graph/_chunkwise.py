@@ -82,6 +82,7 @@ from langgraph_moa.run._calls import (
     record_answer,
     record_failure,
     submit,
+    wait_for,
     without_llm_cache,
 )
 from langgraph_moa.run._early import early_start_provenance
@@ -116,15 +117,10 @@ class ChunkwiseRequest:
     def run(self) -> dict[str, Any]:
         """Run it on the package's call loop (the sync models' clients live there).
 
-        A caller interrupted while it waits cancels the run there too, so no stream is left
-        writing for nobody.
+        A caller interrupted while it waits (or whose run is, `wait_for`) cancels the run there
+        too, so no stream is left writing for nobody.
         """
-        future = submit(self.arun())
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()
-            raise
+        return wait_for(submit(self.arun()), "the chunk-wise layer")
 
     async def arun(self) -> dict[str, Any]:
         """Run it on this event loop."""

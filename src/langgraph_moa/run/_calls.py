@@ -34,7 +34,12 @@ from langgraph.config import get_config
 from langgraph.constants import CONF
 
 from langgraph_moa._redact import describe_error
-from langgraph_moa.errors import CallTimeoutError, RetryPastDeadlineError, StragglerCancelledError
+from langgraph_moa.errors import (
+    CallTimeoutError,
+    RetryPastDeadlineError,
+    RunInterrupted,
+    StragglerCancelledError,
+)
 from langgraph_moa.providers._models import (
     ModelSpec,
     OpenAIEndpoint,
@@ -52,6 +57,7 @@ from langgraph_moa.run._accounting import (
     openai_finish_reason,
 )
 from langgraph_moa.run._direct import ainvoke_direct, invoke_direct
+from langgraph_moa.run._interrupt import RUN_CALLS
 from langgraph_moa.run.cache import CallCache, call_key
 from langgraph_moa.run.state import CallRecord, Role
 from langgraph_moa.transport._call_loop import call_loop, loop_of_this_thread
@@ -389,15 +395,22 @@ def call_model(
     passed to the model's ``invoke``; with nothing listening, the model is called without
     LangChain's run bookkeeping (`_direct`). `retried`: whether a failure of this attempt
     gets another one; only then is a provider's ``Retry-After`` waited out (`_failure`).
+
+    A call of a sync run driven by `_interrupt.interruptible` is also made on the call loop,
+    so that the run's interrupt cancels it; the wait for a call in a thread ends with the
+    interrupt, and once interrupted the run makes no new call (`RunInterrupted`).
     """
-    if own_timeout and stop is not None and loop_of_this_thread() is None:
-        pending = submit(
-            acall_model(model, messages, label, timeout, stop, config=config, retried=retried)
+    calls = RUN_CALLS.get()
+    if calls is not None and calls.interrupted.is_set():
+        raise RunInterrupted(f"{label} was not called: the run's caller stopped waiting")
+    cancellable = stop is not None or calls is not None
+    if own_timeout and cancellable and loop_of_this_thread() is None:
+        return wait_for(
+            submit(
+                acall_model(model, messages, label, timeout, stop, config=config, retried=retried)
+            ),
+            label,
         )
-        try:
-            return pending.result()
-        finally:
-            pending.cancel()  # a no-op once done; stops the call if this thread was interrupted
     if own_timeout and stop is None:
         try:
             return invoke_direct(model, messages, config)
@@ -424,12 +437,19 @@ def call_model(
     context = contextvars.copy_context()
     threading.Thread(target=context.run, args=(run,), daemon=True, name=f"moa {label}").start()
     started = time.monotonic()
+    if calls is not None:
+        calls.on_interrupt(done.set)
     try:
         while not done.wait(_next_check_s(started, timeout, stop)):
             _check_limits(label, started, timeout, stop)
+        if not outcome:  # woken by the run's interrupt: the call is left to its thread
+            raise RunInterrupted(f"{label} was abandoned: the run's caller stopped waiting")
     except BaseException:
         cut.close()  # before the node says `discarded`: nothing of this call follows it
         raise
+    finally:
+        if calls is not None:
+            calls.forget(done.set)
     if "error" in outcome:
         error = outcome["error"]
         explained = (
@@ -438,6 +458,27 @@ def call_model(
         raise explained from (error if explained is not error else None)
     result: BaseMessage = outcome["result"]
     return result
+
+
+def wait_for(pending: concurrent.futures.Future[T], label: str) -> T:
+    """Wait for work sent to the call loop (`submit`); cancel it if this wait is given up.
+
+    The wait is given up when this thread is interrupted, or when its sync run is
+    (`_interrupt.RunCalls`): the work is then cancelled on the loop (its requests with it).
+    """
+    calls = RUN_CALLS.get()
+    if calls is not None:
+        calls.on_interrupt(pending.cancel)
+    try:
+        return pending.result()
+    except concurrent.futures.CancelledError:
+        if calls is not None and calls.interrupted.is_set():
+            raise RunInterrupted(f"{label} was cancelled: its run was interrupted") from None
+        raise
+    finally:
+        pending.cancel()  # a no-op once done
+        if calls is not None:
+            calls.forget(pending.cancel)
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:

@@ -22,6 +22,7 @@ from langgraph.types import Command
 from langgraph_moa._redact import clip
 from langgraph_moa.errors import MoAInputError
 from langgraph_moa.run._busy import aheld, held, thread_key
+from langgraph_moa.run._interrupt import interruptible
 from langgraph_moa.run.state import RUN_OPTIONS
 
 _EXAMPLE = "{'messages': [('user', 'Explain X')]}"
@@ -482,12 +483,14 @@ class MoAGraph(CompiledStateGraph[Any, Any, Any, Any]):
     def stream(self, input: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """Check the input, then stream as LangGraph does (`invoke` and `batch` come here).
 
-        A run on a checkpointed thread holds it while it runs (`_busy`).
+        A run on a checkpointed thread holds it while it runs (`_busy`). It runs in a thread
+        of its own, so that a caller who stops waiting (Ctrl-C) cancels its calls in flight
+        (`_interrupt`).
         """
         check_run_input(input)
         run = super().stream(with_run_options(input), *args, **kwargs)
         key = thread_key(self.checkpointer, _config(args, kwargs))
-        return run if key is None else held(key, run)  # no thread: nothing to hold
+        return interruptible(run if key is None else held(key, run))  # no thread: no hold
 
     def astream(self, input: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Check the input, then stream as LangGraph does (`ainvoke` comes here)."""

@@ -1,0 +1,79 @@
+"""An interrupted sync run cancels its model calls in flight (`run._interrupt`)."""
+
+import asyncio
+import signal
+import threading
+import time
+
+import pytest
+
+from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa.run import _calls
+from tests.fakes import FakeChat
+
+QUESTION = {"messages": [("user", "What is MoA?")]}
+
+
+class Upstream:
+    """What the proposers' server saw: the calls started, finished, and cancelled."""
+
+    def __init__(self, n: int) -> None:
+        self.started = threading.Semaphore(0)
+        self.n = n
+        self.finished: list[str] = []
+        self.cancelled: list[str] = []
+        self.released = threading.Event()
+
+    def all_started(self, within_s: float) -> bool:
+        deadline = time.monotonic() + within_s
+        return all(self.started.acquire(timeout=deadline - time.monotonic()) for _ in range(self.n))
+
+
+class Hanging(FakeChat):
+    """A model on a client of its own that answers only after a long while."""
+
+    upstream: Upstream
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.upstream.started.release()
+        self.upstream.released.wait(10)  # a blocking request runs to its end
+        self.upstream.finished.append(self.label)
+        return super()._generate(messages, stop, run_manager, **kwargs)
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.upstream.started.release()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            self.upstream.cancelled.append(self.label)
+            raise
+        self.upstream.finished.append(self.label)
+        return await super()._agenerate(messages, stop, run_manager, **kwargs)
+
+
+def test_ctrl_c_during_a_sync_run_cancels_its_calls_in_flight(monkeypatch):
+    """LangGraph's executor, interrupted while it waits for a layer's proposers, waited on
+    until each call had finished (and been paid for) before the caller saw the interrupt.
+    Now the run's calls are cancelled first."""
+    # As a model this package builds on its client (an endpoint): its calls can be stopped.
+    monkeypatch.setattr(_calls, "has_own_timeout", lambda spec: True)
+    upstream = Upstream(2)
+    proposers = [Hanging(label=f"P{i}", upstream=upstream) for i in range(2)]
+    graph = create_moa_graph(MoAConfig(proposers=proposers, aggregator=FakeChat(label="AGG")))
+    main = threading.get_ident()
+
+    def ctrl_c_once_both_called() -> None:
+        if upstream.all_started(within_s=30):
+            signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_both_called, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            graph.invoke(QUESTION)
+        deadline = time.monotonic() + 30
+        while len(upstream.cancelled) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        upstream.released.set()
+    assert sorted(upstream.cancelled) == ["P0", "P1"]
+    assert upstream.finished == []
