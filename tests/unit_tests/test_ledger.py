@@ -192,3 +192,48 @@ def test_a_run_whose_proposers_all_failed_keeps_no_step_without_a_checkpointer(f
         graph.invoke(QUESTION)
     [ledger] = ledgers
     assert _held(ledger) == 0
+
+
+@pytest.mark.parametrize("variant", [{}, {"variant": "ranker"}])
+def test_a_run_whose_final_step_failed_for_good_keeps_no_step_without_a_checkpointer(
+    fake, ledgers, variant
+):
+    """`AggregatorFailedError` ends a run as `AllProposersFailedError` does: `moa serve`
+    answers it with an error, and the step it failed at was kept until the ledger's bound."""
+    from langgraph_moa.errors import AggregatorFailedError
+
+    def fail(_n, _messages):
+        return ValueError("refused")  # not retried
+
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")],
+        aggregator=fake("AGG", fail=fail),
+        on_aggregator_failure="raise",
+        **variant,
+    )
+    graph = create_moa_graph(config)
+    with pytest.raises(AggregatorFailedError):
+        graph.invoke(QUESTION)
+    [ledger] = ledgers
+    assert _held(ledger) == 0
+
+
+def test_a_retried_attempt_without_a_checkpointer_still_counts(fake, ledgers):
+    """A failure the node's `RetryPolicy` retries is no end of the run: the retry finds the
+    step, so the call's record counts the attempt before it."""
+
+    def fail(n, _messages):
+        return ConnectionError("reset by peer") if n == 1 else None
+
+    config = MoAConfig(
+        proposers=[fake("A")],
+        aggregator=fake("AGG", fail=fail),
+        retry=RetrySettings(max_attempts=3, initial_interval=0.0, jitter=False),
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    [agg] = [
+        c
+        for c in out["messages"][-1].response_metadata["moa"]["calls"]
+        if c["role"] == "aggregator"
+    ]
+    assert agg["attempts"] == 2

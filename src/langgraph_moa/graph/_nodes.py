@@ -519,17 +519,19 @@ class MoANodes:
 
     @contextmanager
     def _dropped_if_cut_off(self, token: str) -> Iterator[None]:
-        """Forget the run's ledger step when the run is cut off and cannot be resumed.
+        """Forget the run's ledger step when the run ends here and cannot be resumed.
 
-        A run with no checkpointer is never resumed, so the step it stopped at (its client
-        left: `moa serve` cancels the run) is never read again; it was kept until the
-        ledger's bound, 4096 runs per graph. A failure (an `Exception`) is not a cut: the
-        node's `RetryPolicy` may run it again on the same step.
+        A run with no checkpointer is never resumed, so the step it stopped at is never read
+        again: a cut (its client left: `moa serve` cancels the run) or a failure for good
+        (`AggregatorFailedError`); it was kept until the ledger's bound, 4096 runs per graph.
+        A failure the node's `RetryPolicy` retries (`is_retryable`) is no end: the retry
+        runs on the same step, whose attempts it counts.
         """
         try:
             yield
         except BaseException as exc:
-            if not isinstance(exc, Exception) and here().durable is None:
+            retried = isinstance(exc, Exception) and is_retryable(exc)
+            if not retried and here().durable is None:
                 self.ledger.end(token)
             raise
 
