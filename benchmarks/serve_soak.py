@@ -3,12 +3,17 @@
 The real `serve()` runs in a subprocess (its history, its access log, uvicorn as `moa serve`
 sets it up), its models pointed at a loopback FaultServer. The driver sends rounds of a
 mixed load: answers with and without ``stream``, streams the client closes half-way,
-upstream failures (500 and 429 from every model), refusals (400 bad JSON, 413 too large,
-400 unknown model), the web page's event streams read to the end or dropped after their
-first events, and requests that carry an ``X-Request-ID``. After a warm-up round and after
-each of the two measured rounds the server reports, after a garbage collection: its RSS,
-open descriptors, threads, asyncio tasks, its live objects per type (the package's own and
-its dependencies'), the page history's rows, the lru caches' sizes and the log handlers.
+upstream failures (500 and 429 from every model; an aggregator failing for good where a
+structured answer was asked for), refusals (bad JSON: 415 without a JSON content type, 400
+with one; 413 too large, 404 unknown model; and the bodies and query parameters FastAPI would
+answer with a 422: a request of the wrong shape), the web page's event streams read to the
+end or dropped after their first events, its history listed at its `limit` bound, a run it
+does not hold, and requests that carry an ``X-Request-ID``. The page history is kept to
+``--history-runs`` runs (10), which the warm-up fills: its rows must stay at that bound.
+After a warm-up round and after each of the two measured rounds the server reports, after
+a garbage collection: its RSS, open descriptors, threads, asyncio tasks, its live objects
+per type (the package's own and its dependencies'; the run ledger's steps on a row of their
+own), the page history's rows, the lru caches' sizes and the log handlers.
 The table shows the counts at N and at 2N; a count that grows from N to 2N by more than a
 few is what to look at (RSS settles slowly; read it beside the object counts).
 
@@ -94,6 +99,7 @@ SERVER = textwrap.dedent(
     config = MoAConfig(proposers=[f"ok@{url}", f"ok2@{url}"], aggregator=f"ok@{url}",
                        layers=2, name="soak")
     serve({"soak": config}, port=spec["port"], history_path=spec["history"],
+          history_runs=spec["history_runs"],
           allow_models=[f"{m}@{url}" for m in ("slow", "e500", "e429")],
           max_body_bytes=64 * 1024, log=lambda line: lines.append(None), announce=None)
     """
@@ -127,7 +133,7 @@ def body(i: int, **extra: Any) -> dict[str, Any]:
 
 async def one(client: httpx.AsyncClient, i: int) -> str:
     """Send request `i` of the mix; return what kind it was and its outcome."""
-    kind = i % 10
+    kind = i % 16
     headers = {"X-Request-ID": f"soak-{i}"} if i % 3 == 0 else {}
     path = "/v1/chat/completions"
     if kind == 0:
@@ -168,8 +174,44 @@ async def one(client: httpx.AsyncClient, i: int) -> str:
             async for _ in r.aiter_bytes():
                 break
         return f"page-left {r.status_code}"
-    r = await client.post(path, json=body(i, stream=True, moa_progress=True), headers=headers)
-    return f"progress {r.status_code}"
+    if kind == 9:
+        progress = body(i, stream=True, moa_progress=True)
+        r = await client.post(path, json=progress, headers=headers)
+        return f"progress {r.status_code}"
+    return await refused_or_read(client, kind, i, headers)
+
+
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+
+
+async def refused_or_read(
+    client: httpx.AsyncClient, kind: int, i: int, headers: dict[str, str]
+) -> str:
+    """The rest of the mix: refusals of a request's shape, the history read, a failed end."""
+    path = "/v1/chat/completions"
+    if kind == 10:  # a JSON content type on a body that is not JSON
+        typed = {**headers, "Content-Type": "application/json"}
+        r = await client.post(path, content=b'{"model": "soak", ', headers=typed)
+        return f"bad-json-typed {r.status_code}"
+    if kind == 11:  # FastAPI's 422 cases: a body of the wrong shape
+        wrong = {**body(i), "messages": "not a list"} if i % 2 else {**body(i), "n": "two"}
+        r = await client.post(path, json=wrong, headers=headers)
+        return f"wrong-shape {r.status_code}"
+    if kind == 12:  # and a query parameter of the wrong kind, or past its bound
+        limit = "abc" if i % 2 else "1001"
+        r = await client.get(f"/v1/moa/runs?limit={limit}", headers=headers)
+        return f"wrong-query {r.status_code}"
+    if kind == 13:  # the history at its limit, and a run it does not hold
+        r = await client.get("/v1/moa/runs?limit=1000", headers=headers)
+        held = len(r.json()["data"])
+        gone = await client.get(f"/v1/moa/runs/none-{i}", headers=headers)
+        return f"history {r.status_code} ({held} runs) missing {gone.status_code}"
+    if kind == 14:  # every aggregator failed and a structure was asked for: no fallback
+        failed = body(i, aggregator=f"e500@{URL}", response_format=SCHEMA)
+        r = await client.post(path, json=failed, headers=headers)
+        return f"aggregator-fail {r.status_code}"
+    r = await client.post(path, json=body(i, temperature="hot"), headers=headers)
+    return f"wrong-type {r.status_code}"
 
 
 async def round_of(root: str, start: int, count: int, concurrency: int) -> dict[str, int]:
@@ -203,6 +245,7 @@ def ask(proc: subprocess.Popen[str], history: str) -> dict[str, Any]:
 
 
 URL = ""
+STEP = "langgraph_moa.run._ledger.Step"
 
 
 def main() -> None:
@@ -212,6 +255,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--show", type=int, default=15, help="object types shown")
+    parser.add_argument("--history-runs", type=int, default=10, help="the page history's bound")
     args = parser.parse_args()
     profiles = {
         "slow": FaultProfile(token_s=0.05, reply_words=200),
@@ -223,7 +267,13 @@ def main() -> None:
         URL = backend.url
         port = free_port()
         history = os.path.join(tmp, "history.sqlite")
-        spec = {"url": URL, "port": port, "history": history, "modules": MODULES}
+        spec = {
+            "url": URL,
+            "port": port,
+            "history": history,
+            "history_runs": args.history_runs,
+            "modules": MODULES,
+        }
         proc = subprocess.Popen(
             [sys.executable, "-c", SERVER, json.dumps(spec)],
             stdin=subprocess.PIPE,
@@ -257,8 +307,11 @@ def report(args: argparse.Namespace, at: list[dict[str, Any]], outcomes: dict[st
         "last round's outcomes: " + ", ".join(f"{k} \u00d7{v}" for k, v in sorted(outcomes.items()))
     )
     print(f"{'':34s} {'warm-up':>9s} {'N':>9s} {'2N':>9s} {'2N-N':>7s}")
-    for key in ("rss_mb", "fds", "threads", "tasks", "log_handlers", "lru", "history_rows"):
-        values = [s[key] for s in at]
+    rows = [(k, [s[k] for s in at]) for k in ("rss_mb", "fds", "threads", "tasks")]
+    rows += [(k, [s[k] for s in at]) for k in ("log_handlers", "lru", "history_rows")]
+    # The run ledger's steps: one per run in flight, none once the runs ended.
+    rows.append(("ledger_steps", [s["objects"].get(STEP, 0) for s in at]))
+    for key, values in rows:
         print(f"{key:34s} " + " ".join(f"{v:9d}" for v in values) + f" {values[2] - values[1]:+7d}")
     kinds = set().union(*(s["objects"] for s in at))
     growth = sorted(
