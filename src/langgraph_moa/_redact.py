@@ -149,11 +149,18 @@ _MESSAGE_WORD = (
     r"(?i:invalid|missing|expired|required|not|no|bad|wrong|denied|empty|malformed|unknown"
     r"|revoked|incorrect|unauthorized|forbidden|failed|rejected|none|null|absent|disabled)"
 )
-_PROSE = rf"(?:(?!sk-){_WORD}(?:-{_WORD})*|(?-i:[A-Z]{{2,6}})|\d{{1,5}})"
-"""A message's token: a word, hyphenated words (``re-authenticate``; not an OpenAI key's
-``sk-`` and the rest of it), an acronym
-(``HMAC``) or a count (``1234 times``, up to five digits: a PIN or a one-time code has
-six or more)."""
+_HYPHENATED = (
+    r"(?=[A-Za-z\-]{3,20}(?![A-Za-z\-]))"
+    rf"(?:(?i:(?=[a-z]*[aeiouy])){_WORD})(?:-(?i:(?=[a-z]*[aeiouy])){_WORD}){{1,2}}"
+)
+"""Hyphenated words as a message writes them (``re-authenticate``, ``out-of-date``): two or
+three parts, each with a vowel, at most 20 characters as a long word (`_WORD`). Any chain of letters
+and hyphens was one, so ``correct-horse-battery-staple`` or ``ghp-abcdefxyz`` was shown."""
+_PROSE = rf"(?:(?!sk-)(?:{_WORD}|{_HYPHENATED})|(?-i:[A-Z]{{2,6}})|\d{{1,5}})"
+"""A message's token: a word, hyphenated words (`_HYPHENATED`; not an OpenAI key's ``sk-``
+and the rest of it), an acronym (``HMAC``) or a count (``1234 times``, up to five digits).
+A four- or five-digit PIN or one-time code is shown as such a count would be: the
+trade-off docs/security.md states; six digits or more go."""
 _PATH_NAME = r"(?-i:[A-Za-z][a-z]{0,19}\d*|\d+)"
 _PATH = rf"(?:/{_PATH_NAME}(?:[._\-]{_PATH_NAME})*)+/?"
 """A path of a message (``/etc/moa/app-2024.log``, ``/v1/chat/completions``): each part
