@@ -143,3 +143,35 @@ def test_thinking_the_provider_sent_apart_stays_beside_the_inline_block():
     assert without_thinking(response, "m").additional_kwargs["reasoning_content"] == (
         "apart\n\ninline"
     )
+
+
+@pytest.mark.parametrize("size", [1, 3, 100])
+def test_a_block_the_model_ended_itself_is_released_whole_at_the_end(size):
+    # Unclosed, and the provider said the model stopped: the text is the answer, whole,
+    # as `without_thinking` keeps it; the cut had thrown it away.
+    text = " <think> is the tag a reasoning model opens its thinking with."
+    cut = ThinkingCut()
+    out = "".join(cut.take(text[i : i + size]) for i in range(0, len(text), size))
+    assert out + cut.finish(stopped=True) == without_thinking(_said(text, "stop"), "m").text
+    cut = ThinkingCut()
+    out = "".join(cut.take(text[i : i + size]) for i in range(0, len(text), size))
+    assert out + cut.finish() == ""  # cut off (or nothing said): no answer
+
+
+@pytest.mark.parametrize("aggregation", [None, {"start": "chunks", "chunk_tokens": 2}])
+async def test_a_proposal_the_model_ended_inside_an_unclosed_block_is_kept(fake, aggregation):
+    # Streamed into the parts, its text was empty (the cut held the block), so it failed as
+    # "returned an empty answer", where the layered path kept it whole.
+    from langgraph_moa import MoAConfig, create_moa_graph
+
+    text = "<think> is the tag."
+    config = MoAConfig(
+        proposers=[fake("A", reply=lambda *a: text, finish=lambda n: "stop"), fake("B")],
+        aggregator=fake("AGG"),
+        layers=2,
+        **({"aggregation": aggregation} if aggregation else {}),
+    )
+    out = await create_moa_graph(config).ainvoke({"messages": [("user", "q")]})
+    proposals = [c for c in out["calls"] if c["role"] == "proposer"]
+    kept = [c for c in proposals if c["configured_model"] == "A"]
+    assert [(c["status"], c["output"]) for c in kept] == [("ok", text)], kept

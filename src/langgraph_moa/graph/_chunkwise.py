@@ -58,7 +58,9 @@ from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import (
     as_reference,
     empty_answer,
+    finish_reason,
     refuse_filtered,
+    stopped_itself,
     summarize,
     without_thinking,
 )
@@ -277,7 +279,9 @@ class _Chunkwise:
                         whole = chunk if whole is None else whole + chunk
                         self.texts[k] += thinking.take(chunk.text)
                         self.changed.set()
-                    self.texts[k] += thinking.finish()
+                    # A block the model ended itself is its text, as `without_thinking`'s.
+                    said = None if whole is None else finish_reason(whole)
+                    self.texts[k] += thinking.finish(stopped_itself(said))
                 finally:
                     CALL_HELD.reset(held)
                     CALL_TIMER.reset(timer)

@@ -188,8 +188,17 @@ def cut_while_thinking(response: BaseMessage) -> bool:
         return False
     if split_thinking(response.text).closed:
         return False
-    reason = finish_reason(response)
-    return reason is None or reason.lower() in CUT_OFF_REASONS
+    return not stopped_itself(finish_reason(response))
+
+
+def stopped_itself(reason: str | None) -> bool:
+    """Tell whether finish reason `reason` says the model ended its text itself.
+
+    Said, and not a cut-off (`CUT_OFF_REASONS`): a ``<think>`` block such a text opens and
+    never closes is the answer's own text, kept whole (`without_thinking`), and a stream
+    releases it so at its end (`ThinkingCut.finish`).
+    """
+    return reason is not None and reason.lower() not in CUT_OFF_REASONS
 
 
 def _cut_text(content: str | list[Any], chars: int) -> str | list[Any]:

@@ -51,10 +51,15 @@ class ThinkingCut:
     start of ``<think>`` is held, the block is dropped up to its closing tag, and the
     whitespace after the tag with it. Text of a stream with no such block passes as it
     comes (its first piece held only while it could still open one).
+
+    A block that never closed is held whole (`block`): where the model ended the text
+    itself (`finish`'s `stopped`), the text is the answer, its ``<think>`` its own, as a
+    whole response's is (`run._accounting.without_thinking`).
     """
 
     def __init__(self) -> None:
         self.pending = ""
+        self.block = ""  # the text as it came, while it is or may be a block not closed
         self.state = "start"  # then "thinking", "after" (the block closed) or "answer"
 
     def take(self, text: str) -> str:
@@ -62,13 +67,15 @@ class ThinkingCut:
         if self.state == "answer" or not text:
             return text
         self.pending += text
+        if self.state != "after":
+            self.block += text
         if self.state == "start":
             head = self.pending.lstrip()
             if THINK_OPEN.startswith(head) and head != THINK_OPEN:
                 return ""  # empty so far, or a part of the tag: it may still open a block
             if not head.startswith(THINK_OPEN):
                 self.state = "answer"
-                out, self.pending = self.pending, ""
+                out, self.pending, self.block = self.pending, "", ""
                 return out
             self.state, self.pending = "thinking", head[len(THINK_OPEN) :]
         if self.state == "thinking":
@@ -77,12 +84,21 @@ class ThinkingCut:
                 self.pending = self.pending[-(len(THINK_CLOSE) - 1) :]
                 return ""
             self.state, self.pending = "after", self.pending[end + len(THINK_CLOSE) :]
+            self.block = ""
         out = self.pending.lstrip()
         if out:
             self.state, self.pending = "answer", ""
         return out
 
-    def finish(self) -> str:
-        """Return held text the stream's end releases: a short answer that was held."""
-        out, self.pending = (self.pending if self.state == "start" else ""), ""
+    def finish(self, stopped: bool = False) -> str:
+        """Return held text the stream's end releases: a short answer that was held.
+
+        Where `stopped` (the provider said the model ended the text itself), a block that
+        never closed goes out whole too; cut off, such a block is no answer.
+        """
+        if self.state == "start" or (stopped and self.state == "thinking"):
+            out = self.block
+        else:
+            out = ""
+        self.pending = self.block = ""
         return out
