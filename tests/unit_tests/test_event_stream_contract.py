@@ -52,7 +52,7 @@ EVENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {},
     ),
     "started": ({**CALL, "configured_model": str}, {}),
-    "token": ({**CALL, "text": str, "final": bool, "part": int}, {}),
+    "token": ({**CALL, "text": str, "final": bool, "part": int}, {"finish_reason": str}),
     "finished": (
         {
             **CALL,

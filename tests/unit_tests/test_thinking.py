@@ -1,5 +1,6 @@
 """A reasoning model's leading think block, told apart from its answer, whole or streamed."""
 
+import json
 import random
 
 import pytest
@@ -158,6 +159,49 @@ def test_a_block_the_model_ended_itself_is_released_whole_at_the_end(size):
     assert out + cut.finish() == ""  # cut off (or nothing said): no answer
 
 
+def _part_replies(label, n, messages):
+    return "<think> is the tag." if n == 1 else " More."
+
+
+async def _two_part_run(fake, proposer_reply=None):
+    from langgraph_moa import MoAConfig, create_moa_graph
+    from tests.fakes import WordStreamer
+
+    config = MoAConfig(
+        proposers=[WordStreamer(label=x, words=20, gap=0.01) for x in "AB"],
+        aggregator=fake("AGG", reply=_part_replies, finish=lambda n: "stop"),
+        layers=2,
+        aggregation={"start": "chunks", "chunk_tokens": 2, "max_parts": 2},
+    )
+    return create_moa_graph(config)
+
+
+def test_a_part_the_model_ended_inside_an_unclosed_block_streams_whole():
+    # A chunk-wise part ended with "stop" inside an unclosed block is answer text (the
+    # non-streamed answer keeps it); the stream threw it away, and the next part's text
+    # sent alone broke the stream against the whole answer.
+    from langgraph_moa.graph.streaming import OneAttempt
+
+    one, sent = OneAttempt(), ""
+    for source, part, text in [("m1", 1, "<think> is the tag."), ("m2", 2, " More.")]:
+        one.check(source, part)
+        sent += one.sent(one.answer_text(text))
+        one.ended(source, part, "stop")
+    sent += one.sent(one.held_text()) + one.rest(AIMessage(content="<think> is the tag. More."))
+    assert sent == "<think> is the tag. More."
+
+
+async def test_a_chunk_wise_answer_streams_as_it_answers_whole(fake):
+    from langgraph_moa import AnswerStream
+
+    graph = await _two_part_run(fake)
+    stream = AnswerStream(graph, {"messages": [("user", "q")]})
+    streamed = "".join([piece async for piece in stream])
+    parts = stream.answer.response_metadata["moa"]["chunkwise"]["parts"]
+    assert len(parts) == 2, parts  # else the case is not the one this test holds
+    assert streamed == stream.answer.text == "<think> is the tag. More."
+
+
 @pytest.mark.parametrize("aggregation", [None, {"start": "chunks", "chunk_tokens": 2}])
 async def test_a_proposal_the_model_ended_inside_an_unclosed_block_is_kept(fake, aggregation):
     # Streamed into the parts, its text was empty (the cut held the block), so it failed as
@@ -175,3 +219,29 @@ async def test_a_proposal_the_model_ended_inside_an_unclosed_block_is_kept(fake,
     proposals = [c for c in out["calls"] if c["role"] == "proposer"]
     kept = [c for c in proposals if c["configured_model"] == "A"]
     assert [(c["status"], c["output"]) for c in kept] == [("ok", text)], kept
+
+
+async def test_the_progress_stream_and_the_page_get_each_parts_finish_reason(fake):
+    # moa serve's progress stream (and the page) read the answer from token events, which
+    # said nothing of a part's end: the part the model ended inside its block was lost.
+    from langgraph_moa.graph.streaming import RunEvents
+    from langgraph_moa.serving._events import ProgressChunks, TokenJoiner
+    from langgraph_moa.serving._history import Compactor
+
+    question = {"messages": [("user", "q")]}
+    events = RunEvents(await _two_part_run(fake), question)
+    chunks, tokens, sent = ProgressChunks(question), [], ""
+    async for event in events:
+        text, _ = chunks.take(event, events.source)
+        sent += text or ""
+        if event["event"] == "token" and event["final"]:
+            tokens.append(event)
+    sent += chunks.closing(events.answer)
+    assert sent == events.answer.text == "<think> is the tag. More."
+    # Each part's end reaches the page, its tokens joined (live, or replayed from history).
+    joiner, log = TokenJoiner(seconds=60, chars=10**6), Compactor()
+    for token in tokens:
+        joiner.add(token)
+        log.add(token)
+    for joined in ([json.loads(e.split("data: ", 1)[1]) for e in joiner.flush()], log.events):
+        assert [(e["part"], e.get("finish_reason")) for e in joined] == [(1, "stop"), (2, "stop")]

@@ -32,11 +32,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
 
 from langgraph_moa._unicode import well_formed
 from langgraph_moa.errors import StreamBrokenError
+from langgraph_moa.run._accounting import finish_reason, stopped_itself
 from langgraph_moa.run._answer import answer_part, final_answer_only
 from langgraph_moa.run._calls import DISCARDED, DISCARDS_ONLY, WATCH
 from langgraph_moa.run._inputs import forces_call
@@ -60,7 +61,9 @@ class OneAttempt:
 
     Each message's pieces pass its `ThinkingCut` (`answer_text`): a reasoning model's
     leading ``<think>`` block is no part of the answer, whose text the graph keeps without
-    it (`without_thinking`).
+    it (`without_thinking`). A block that never closed is the answer's own text where the
+    message's finish reason (`ended`) says the model stopped itself: its cut releases it
+    whole at the message's end, as the graph keeps it.
     """
 
     def __init__(self) -> None:
@@ -70,6 +73,7 @@ class OneAttempt:
         self.held = ""  # a high surrogate that ended the last piece: its pair may follow
         self.thinking = ThinkingCut()  # the current message's leading think block
         self.released = ""  # what the last message's cut held: answer text still to go out
+        self.stopped = False  # the current message's finish reason: the model stopped itself
 
     def check(self, source: str | None, part: int) -> None:
         """Accept a piece of message `source` (of chunk-wise `part`) as the answer's next.
@@ -84,13 +88,21 @@ class OneAttempt:
             if self.pieces:
                 raise StreamBrokenError(sum(map(len, self.pieces)))
             self.held = ""  # the broken attempt's half, never sent: not the retry's text
-            self.thinking = ThinkingCut()  # nor what its cut held
+            self.thinking, self.stopped = ThinkingCut(), False  # nor what its cut held
         if (source, part) != (self.source, self.part):
-            # What the last cut held (whitespace, a "<th") is the answer's: the record
-            # keeps each part's text, so it goes out before the new part's.
-            self.released = self.thinking.finish()
-            self.thinking = ThinkingCut()
+            # What the last cut held (whitespace, a "<th", a block its model ended) is the
+            # answer's: the record keeps each part's text, so it goes out before the new part's.
+            self.released = self.thinking.finish(self.stopped)
+            self.thinking, self.stopped = ThinkingCut(), False
         self.source, self.part = source, part
+
+    def ended(self, source: str | None, part: int, reason: str | None) -> None:
+        """Note the finish reason a piece of message `source` (of `part`) carries, if any.
+
+        Only the current message's counts: another's, which sent no text, has nothing held.
+        """
+        if reason is not None and (source, part) == (self.source, self.part):
+            self.stopped = stopped_itself(reason)
 
     def answer_text(self, text: str) -> str:
         """Return what of the current message's piece `text` is answer (not thinking).
@@ -102,7 +114,7 @@ class OneAttempt:
 
     def held_text(self) -> str:
         """Return the answer text the thinking cut held when the stream ended."""
-        return self.thinking.finish()
+        return self.thinking.finish(self.stopped)
 
     def sent(self, text: str) -> str:
         """Record `text` as sent to the consumer, and return it.
@@ -218,14 +230,22 @@ class AnswerStream:
         elif mode == "custom":
             if not self._attempts.saw(part) and self.on_progress is not None:
                 self.on_progress(part)
-        elif final_answer_only(part[1]) and (text := part[0].text):
-            source, piece = self._attempts.source(part[0].id), answer_part(part[1])
-            self._or_restart(lambda: self._one.check(source, piece))
-            self.streamed = True
-            return self._one.answer_text(str(text))
+        elif final_answer_only(part[1]):
+            return self._answer_chunk(*part)
         elif self.on_progress is not None and (event := token_event(*part)) is not None:
             self.on_progress(event)  # another call's tokens, in a watched run
         return ""
+
+    def _answer_chunk(self, chunk: Any, meta: dict[str, Any]) -> str:
+        """Return the answer text of one chunk of the answer's call; note its finish reason."""
+        source, piece = self._attempts.source(chunk.id), answer_part(meta)
+        out = ""
+        if text := chunk.text:
+            self._or_restart(lambda: self._one.check(source, piece))
+            self.streamed = True
+            out = self._one.answer_text(str(text))
+        self._one.ended(source, piece, _said(chunk))
+        return out
 
     def _or_restart(self, step: Callable[[], _T]) -> _T:
         """Take `step` (a check of `OneAttempt`); where it breaks, restart if the consumer can.
@@ -300,13 +320,16 @@ def token_event(chunk: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
     A call's chunks carry its identity in their metadata (`CallId.trace_metadata`); a
     usage-only chunk, or a whole message a node returned, is not a token. ``part`` is the
     chunk-wise part the token is of (0 outside one): a reasoning aggregator opens each part
-    with its own ``<think>`` block, which a reader drops as `OneAttempt` does.
+    with its own ``<think>`` block, which a reader drops as `OneAttempt` does. The chunk
+    that says why its call ended carries ``finish_reason`` (its text may be empty): a part
+    whose model stopped itself inside a block that never closed has that block as its text.
     """
     role = meta.get("moa_role")
     text = chunk.text if role is not None else ""
-    if not text:
+    reason = _said(chunk) if role is not None else None
+    if not text and reason is None:
         return None
-    return {
+    event = {
         "event": "token",
         "role": role,
         "layer": meta.get("moa_layer"),
@@ -316,6 +339,14 @@ def token_event(chunk: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
         "final": final_answer_only(meta),
         "part": answer_part(meta),  # a reader's thinking cut starts afresh at each part
     }
+    if reason is not None:
+        event["finish_reason"] = reason
+    return event
+
+
+def _said(chunk: Any) -> str | None:
+    """Return the finish reason a streamed chunk carries (its message's last, usually)."""
+    return finish_reason(chunk) if isinstance(chunk, BaseMessage) else None
 
 
 class _Attempts:

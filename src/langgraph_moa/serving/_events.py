@@ -114,6 +114,8 @@ class TokenJoiner:
                 self.since = asyncio.get_running_loop().time()
         else:
             held["text"] += event["text"]
+            if "finish_reason" in event:  # the part's end, which a reader's cut needs
+                held["finish_reason"] = event["finish_reason"]
         if len(self.held[call]["text"]) >= self.chars:
             out = [sse(self.held.pop(call))]
             if not self.held:  # the next token waits its own interval, not the sent one's
@@ -431,8 +433,12 @@ class ProgressChunks:
             StreamBrokenError: the token is another attempt's, after text was sent.
         """
         if event["event"] == "token" and event.get("final"):
-            self.one.check(*source)
-            return self.one.sent(self.hold.take(self.one.answer_text(event["text"]))), None
+            text = ""
+            if event["text"]:  # one that only says the part's end is no other attempt's text
+                self.one.check(*source)
+                text = self.one.sent(self.hold.take(self.one.answer_text(event["text"])))
+            self.one.ended(*source, event.get("finish_reason"))
+            return text, None
         if event["event"] in _CALL_BOUNDS:
             self.calls.append(event)
         return None, _progress_line(event)

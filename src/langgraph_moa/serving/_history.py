@@ -73,6 +73,8 @@ class Compactor:
                 if (parts := self._parts.get(at)) is None:
                     parts = self._parts[at] = [self._events[at]["text"]]
                 parts.append(event["text"])
+                if "finish_reason" in event:  # the part's end, which a replay's cut needs
+                    self._events[at]["finish_reason"] = event["finish_reason"]
                 return
             self._open[key] = len(self._events)
         elif event.get("event") == "started":

@@ -252,8 +252,15 @@ class TextQueue {
 // package's own rule (ThinkingCut in text/_thinking.py, which the answer event's text
 // follows): only a block that opens the text counts; text that may still be the start of
 // "<think>" is held; the block goes up to its closing tag, and the whitespace after it.
-// The call's card shows the thinking: the answer box is the answer only.
+// The call's card shows the thinking: the answer box is the answer only. A block that never
+// closed is held whole: where its part's finish_reason says the model stopped itself (said,
+// and not "length" or "max_tokens"), it is the answer's own text and is shown at the part's end.
 const THINK_OPEN = "<think>";
+const CUT_OFF_REASONS = new Set(["length", "max_tokens"]);
+
+function stoppedItself(reason) {
+  return typeof reason === "string" && reason !== "" && !CUT_OFF_REASONS.has(reason.toLowerCase());
+}
 const THINK_CLOSE = "</think>";
 // Python's str.lstrip() whitespace: trimStart() keeps U+001C-U+001F and U+0085, drops U+FEFF.
 const LEADING_SPACE = /^[\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/;
@@ -261,6 +268,7 @@ const LEADING_SPACE = /^[\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u
 class ThinkingCut {
   constructor() {
     this.pending = "";
+    this.block = ""; // the text as it came, while it is or may be a block not closed
     this.state = "start"; // then "thinking", "after" (the block closed) or "answer"
   }
 
@@ -268,6 +276,7 @@ class ThinkingCut {
   take(text) {
     if (this.state === "answer" || !text) return text;
     this.pending += text;
+    if (this.state !== "after") this.block += text;
     if (this.state === "start") {
       const head = this.pending.replace(LEADING_SPACE, "");
       if (THINK_OPEN.startsWith(head) && head !== THINK_OPEN) return ""; // may still open one
@@ -275,6 +284,7 @@ class ThinkingCut {
         this.state = "answer";
         const out = this.pending;
         this.pending = "";
+        this.block = "";
         return out;
       }
       this.state = "thinking";
@@ -288,6 +298,7 @@ class ThinkingCut {
       }
       this.state = "after";
       this.pending = this.pending.slice(end + THINK_CLOSE.length);
+      this.block = "";
     }
     const out = this.pending.replace(LEADING_SPACE, "");
     if (out) {
@@ -297,10 +308,12 @@ class ThinkingCut {
     return out;
   }
 
-  // Held text the stream's end releases: a short answer that could have opened a block.
-  finish() {
-    const out = this.state === "start" ? this.pending : "";
+  // Held text the stream's end releases: a short answer that could have opened a block,
+  // and where `stopped` (the model ended the part itself) a block that never closed, whole.
+  finish(stopped = false) {
+    const out = this.state === "start" || (stopped && this.state === "thinking") ? this.block : "";
     this.pending = "";
+    this.block = "";
     return out;
   }
 }
@@ -352,6 +365,7 @@ class Pane {
     this.rows = new Map();
     this.answerText = "";
     this.thinking = new ThinkingCut();
+    this.partStopped = false; // the answer part's finish_reason said its model stopped itself
     this.typed = new TextQueue();
     this.onReask = onReask;
   }
@@ -436,11 +450,14 @@ class Pane {
       // A fallback aggregator writes the answer afresh: what a failed one wrote goes.
       if (callKey(ev) !== this.answerKey) this.resetAnswer(callKey(ev));
       if (ev.part !== this.answerPart) { // a chunk-wise answer's next part thinks afresh
-        this.typeAnswer(this.thinking.finish()); // what the last part's cut held is answer
+        // What the last part's cut held is answer (its block too, where its model stopped).
+        this.typeAnswer(this.thinking.finish(this.partStopped));
         this.thinking = new ThinkingCut();
         this.answerPart = ev.part;
+        this.partStopped = false;
       }
       this.typeAnswer(this.thinking.take(ev.text));
+      if (ev.finish_reason) this.partStopped = stoppedItself(ev.finish_reason); // the part's end
       busy(this.answer, true); // until the answer comes whole, or the run ends
     }
   }
@@ -456,6 +473,7 @@ class Pane {
     if (key !== undefined) this.answerKey = key;
     this.answerText = "";
     this.thinking = new ThinkingCut();
+    this.partStopped = false;
     this.typed.drop(this.answer);
     this.answer.textContent = "";
   }
@@ -612,7 +630,7 @@ class Pane {
 
   // What the answer's call wrote before the run failed stays, but not as if it were the answer.
   markIncomplete() {
-    this.typeAnswer(this.thinking.finish());
+    this.typeAnswer(this.thinking.finish(this.partStopped));
     this.typed.flush();
     if (this.answerText && !this.answer.querySelector(".fallback")) {
       this.answer.prepend(el("p", "fallback", "Incomplete answer: the run stopped before it was written out."));
