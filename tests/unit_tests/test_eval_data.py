@@ -16,6 +16,7 @@ from langgraph_moa.eval.scorers import (
     numeric,
     regex,
 )
+from langgraph_moa.text._selection import extract_answer
 
 SHIPPED = load_dataset(shipped_dataset())
 CATEGORIES = {
@@ -146,6 +147,32 @@ def test_a_hedge_between_options_is_wrong_even_when_it_names_the_right_one(item)
     plain = EvalItem(id="p", turns=item.turns, expected=item.expected)
     assert score(plain, item.expected[1])["correct"]
     assert not score(plain, f"\\boxed{{{right}, {other}}} {item.expected[1]}")["correct"]
+
+
+@pytest.mark.parametrize(
+    "item", [i for i in SHIPPED if i.category == "multiple-choice"], ids=lambda item: item.id
+)
+def test_a_right_answer_whose_next_clause_is_about_another_option_is_no_hedge(item):
+    """ "The answer is C, D does not fit." was scored wrong as a hedge between C and D: a
+    comma, semicolon or "and" after the stated letter began a clause about another option,
+    which the vote's reader (and the item's pattern) read as the answer C."""
+    right = item.expected[0]
+    other = "ABCD".replace(right, "")[0]
+    for answer in (
+        f"The answer is {right}, {other} does not fit the data.",
+        f"The answer is {right}; {other} would need more energy.",
+        f"Answer: {right}, {other} being too small.",
+    ):
+        assert extract_answer(answer) == right, answer
+        assert score(item, answer)["correct"], answer
+    assert score(item, f"The answer is {right}, and {other} fails the test.")["correct"]
+    # A list that ends there, or any "or", still hedges.
+    for hedge in (
+        f"The answer is {right}, {other}.",
+        f"The answer is {right} and {other}",
+        f"The answer is {right} or {other} depending on the units.",
+    ):
+        assert not score(item, hedge)["correct"], hedge
 
 
 def test_jsonl_mt_bench_and_alpaca_formats(tmp_path):

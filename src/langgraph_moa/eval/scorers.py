@@ -122,6 +122,11 @@ _STATED = re.compile(
 )
 # A list that ends there: "the answer is C and D is wrong" states C, with a remark on D.
 _STATED_LIST = re.compile(_OPTION_LIST + r"(?![\w'+#])(?!\s+(?i:is|are|was|were)\b)")
+# A list joined by "or" (or "/", "&") offers its options whatever follows it; one joined by
+# commas, semicolons or "and" that a lower-case word follows began a clause about the next
+# option: "the answer is C, D does not fit", "C; B would need more energy" state C.
+_ALTERNATIVES = re.compile(r"\b(?i:or)\b|[/&]")
+_CLAUSE_GOES_ON = re.compile(r"\s+[a-z]")
 _WHOLE_LIST = re.compile(r"[\W_]*" + _OPTION_LIST + r"[\W_]*")
 
 
@@ -131,12 +136,17 @@ def hedges(answer: str) -> bool:
     The conclusion is read as the vote's reader reads it: the last ``\boxed{}``, else the
     last "the answer is ...", else the whole answer. A hedge picks no option, so on an item
     whose answer is one option it is wrong even when it names that one; an earlier hedge
-    that a later conclusion settles ("... C or D. So the answer is C.") is none.
+    that a later conclusion settles ("... C or D. So the answer is C.") is none, nor is a
+    stated letter whose next clause is about another option ("C, D does not fit").
     """
     if boxed := boxed_answers(answer):
         return _WHOLE_LIST.fullmatch(boxed[-1]) is not None
     if stated := list(_STATED.finditer(answer)):
-        return _STATED_LIST.match(answer, stated[-1].end()) is not None
+        listed = _STATED_LIST.match(answer, stated[-1].end())
+        return listed is not None and (
+            _ALTERNATIVES.search(listed[0]) is not None
+            or not _CLAUSE_GOES_ON.match(answer, listed.end())
+        )
     return _WHOLE_LIST.fullmatch(answer) is not None
 
 
