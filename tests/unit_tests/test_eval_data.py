@@ -10,6 +10,7 @@ from langgraph_moa.eval import EvalItem, load_dataset, score, shipped_dataset
 from langgraph_moa.eval.scorers import (
     contains,
     exact,
+    hedges,
     last_number,
     normalize,
     normalized,
@@ -173,6 +174,17 @@ def test_a_right_answer_whose_next_clause_is_about_another_option_is_no_hedge(it
         f"The answer is {right} or {other} depending on the units.",
     ):
         assert not score(item, hedge)["correct"], hedge
+
+
+def test_a_stated_hedge_votes_for_no_option_as_the_scorer_refuses_it():
+    """ "The answer is C, D." and "The answer is (C) or (D)" voted as C, the first option
+    named, while the scorer refused them as hedges: samples that hedged joined C's group."""
+    for hedge in ("The answer is C, D.", "The answer is (C) or (D)", "Answer: C, D\nbecause"):
+        assert hedges(hedge), hedge
+        assert extract_answer(hedge) not in list("ABCDEFGH"), hedge
+    for answer in ("The answer is C, D does not fit.", "The answer is C. D is wrong."):
+        assert not hedges(answer), answer
+        assert extract_answer(answer) == "C", answer
 
 
 def test_jsonl_mt_bench_and_alpaca_formats(tmp_path):

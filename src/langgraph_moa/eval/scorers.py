@@ -19,8 +19,9 @@ a U+2212 minus is "-" and "1 234" (a no-break space) 1234, while a plain space g
 digits only in a value that stands alone ("The answer is 10 000"); a dotted version or
 address ("1.2.3", "192.168.100.200") is no number; any Unicode decimal digit is its value.
 On an item whose answer is one option letter, an answer whose conclusion names several
-options (`hedges`: "\boxed{C, D}", "the answer is C or D") is wrong, whatever its scorers
-say: the item's pattern, or a whole-word match, found the right letter in it.
+options (`hedges`, which the vote reads as no option: "\boxed{C, D}", "the answer is C or
+D") is wrong, whatever its scorers say: the item's pattern, or a whole-word match, found
+the right letter in it.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from fractions import Fraction
 
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.text._selection import (
-    boxed_answers,
     concluded_number,
+    hedges,
     normalize_words,
     number_value,
     search_pattern,
@@ -111,43 +112,7 @@ def regex(answer: str, pattern: str) -> bool:
     return search_pattern(pattern, answer) is not None
 
 
-# Several option letters, capitals, joined: "C, D", "C or D", "(C) and (D)", "C/D".
-_OPTION_LIST = (
-    r"\(?[A-H]\)?(?:\s*+(?:,\s*+(?i:or|and)\b|,|/|&|;|\b(?i:and/or|or|and)\b)\s*+\(?[A-H]\)?)++"
-)
 _LONE_OPTION = re.compile(r"\s*[A-H]\s*")
-# A stated conclusion, as the vote's reader and the shipped items' patterns take it.
-_STATED = re.compile(
-    r"\b(?i:answer|option|choice)\s*+(?:(?i:is)|:|=)\W{0,3}(?:(?i:option)\W{0,3})?"
-)
-# A list that ends there: "the answer is C and D is wrong" states C, with a remark on D.
-_STATED_LIST = re.compile(_OPTION_LIST + r"(?![\w'+#])(?!\s+(?i:is|are|was|were)\b)")
-# A list joined by "or" (or "/", "&") offers its options whatever follows it; one joined by
-# commas, semicolons or "and" that a lower-case word follows began a clause about the next
-# option: "the answer is C, D does not fit", "C; B would need more energy" state C.
-_ALTERNATIVES = re.compile(r"\b(?i:or)\b|[/&]")
-_CLAUSE_GOES_ON = re.compile(r"\s+[a-z]")
-_WHOLE_LIST = re.compile(r"[\W_]*" + _OPTION_LIST + r"[\W_]*")
-
-
-def hedges(answer: str) -> bool:
-    r"""Tell whether the answer's conclusion names several options ("C or D").
-
-    The conclusion is read as the vote's reader reads it: the last ``\boxed{}``, else the
-    last "the answer is ...", else the whole answer. A hedge picks no option, so on an item
-    whose answer is one option it is wrong even when it names that one; an earlier hedge
-    that a later conclusion settles ("... C or D. So the answer is C.") is none, nor is a
-    stated letter whose next clause is about another option ("C, D does not fit").
-    """
-    if boxed := boxed_answers(answer):
-        return _WHOLE_LIST.fullmatch(boxed[-1]) is not None
-    if stated := list(_STATED.finditer(answer)):
-        listed = _STATED_LIST.match(answer, stated[-1].end())
-        return listed is not None and (
-            _ALTERNATIVES.search(listed[0]) is not None
-            or not _CLAUSE_GOES_ON.match(answer, listed.end())
-        )
-    return _WHOLE_LIST.fullmatch(answer) is not None
 
 
 def score(item: EvalItem, answer: str) -> dict[str, bool]:

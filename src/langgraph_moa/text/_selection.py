@@ -204,6 +204,22 @@ _FULL_WIDTH_LETTERS = str.maketrans(
     {chr(code + 0xFEE0): chr(code) for code in (*range(0x41, 0x5B), *range(0x61, 0x7B))}
     | {"\uff08": "(", "\uff09": ")", "\uff1a": ":", "\uff0e": "."}
 )
+# Several option letters, capitals, joined: "C, D", "C or D", "(C) and (D)", "C/D".
+_OPTION_LIST = (
+    r"\(?[A-H]\)?(?:\s*+(?:,\s*+(?i:or|and)\b|,|/|&|;|\b(?i:and/or|or|and)\b)\s*+\(?[A-H]\)?)++"
+)
+# A stated conclusion, as the vote's reader and the shipped items' patterns take it.
+_STATED = re.compile(
+    r"\b(?i:answer|option|choice)\s*+(?:(?i:is)|:|=)\W{0,3}(?:(?i:option)\W{0,3})?"
+)
+# A list that ends there: "the answer is C and D is wrong" states C, with a remark on D.
+_STATED_LIST = re.compile(_OPTION_LIST + r"(?![\w'+#])(?!\s+(?i:is|are|was|were)\b)")
+# A list joined by "or" (or "/", "&") offers its options whatever follows it; one joined by
+# commas, semicolons or "and" that a lower-case word follows began a clause about the next
+# option: "the answer is C, D does not fit", "C; B would need more energy" state C.
+_ALTERNATIVES = re.compile(r"\b(?i:or)\b|[/&]")
+_CLAUSE_GOES_ON = re.compile(r"[ \t]+[a-z]")  # on its line: "C, D\nbecause" hedges
+_WHOLE_LIST = re.compile(r"[\W_]*" + _OPTION_LIST + r"[\W_]*")
 _OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
 # A stated numeric result, as worked solutions end: GSM8K's "#### 18", or "The answer is
 # $1,250." / "Final answer: 42". "answer" must be followed by "is", ":" or "=", so "answer 20
@@ -597,8 +613,12 @@ def _auto(text: str) -> _Reading:
     letters = text.translate(_FULL_WIDTH_LETTERS)  # where an option letter is read
     if boxed := boxed_answers(text):
         return _conclusion(boxed[-1])
+    # A hedge ("the answer is C, D.", "is (C) or (D)") states no option: it votes for none.
     if stated := [
-        letter for match in _STATED_CHOICE.finditer(letters) for letter in match.groups() if letter
+        match[group]
+        for match in _STATED_CHOICE.finditer(letters)
+        for group in (1, 2)
+        if match[group] and not _lists_options(letters, match.start(group))
     ]:
         return _Reading(stated[-1], True)
     if (number := stated_number(text)) is not None:
@@ -718,6 +738,31 @@ def boxed_answers(text: str) -> list[str]:
             content = f"{'-' if negative else ''}{top}/{bottom}"
         found.append(content)
     return found
+
+
+def hedges(answer: str) -> bool:
+    r"""Tell whether the answer's conclusion names several options ("C or D").
+
+    The conclusion is the last ``\boxed{}``, else the last "the answer is ...", else the
+    whole answer. A hedge picks no option: the eval's scorer counts it wrong on an item
+    whose answer is one option, even when it names that one, and it votes for none
+    (`_auto`). An earlier hedge that a later conclusion settles ("... C or D. So the answer
+    is C.") is none, nor is a stated letter whose next clause is about another option ("C,
+    D does not fit").
+    """
+    if boxed := boxed_answers(answer):
+        return _WHOLE_LIST.fullmatch(boxed[-1]) is not None
+    if stated := list(_STATED.finditer(answer)):
+        return _lists_options(answer, stated[-1].end())
+    return _WHOLE_LIST.fullmatch(answer) is not None
+
+
+def _lists_options(text: str, position: int) -> bool:
+    """Tell whether several options are stated at `position`, the text after "answer is"."""
+    listed = _STATED_LIST.match(text, position)
+    return listed is not None and (
+        _ALTERNATIVES.search(listed[0]) is not None or not _CLAUSE_GOES_ON.match(text, listed.end())
+    )
 
 
 def _closing_braces(text: str, begin: int) -> dict[int, int]:
