@@ -17,6 +17,7 @@ of the per-item difference (`eval.stats.paired_difference`).
     python benchmarks/tool_use.py --limit 6             # a short run (minutes on 2 cores)
     python benchmarks/tool_use.py                       # all 72 items, every system (hours)
     python benchmarks/tool_use.py --report              # the table of what has run so far
+                                                        # (add the run's --seed, if any)
     python benchmarks/tool_use.py --seed 7              # every call seeded, as moa eval --seed
 
 Items run round-robin over the categories and every system answers an item before the next
@@ -377,7 +378,9 @@ def main() -> None:
         default=Path("tool_use_results.jsonl"),
         help="per-item results, one JSON line each; a rerun skips what is there (resumes)",
     )
-    parser.add_argument("--report", action="store_true", help="print the table of --out and stop")
+    parser.add_argument(
+        "--report", action="store_true", help="print the table of --out (rows of --seed) and stop"
+    )
     parser.add_argument(
         "--seed",
         type=call_seed,
@@ -392,11 +395,15 @@ def main() -> None:
     from langgraph_moa.local.runtime import LocalRuntime
 
     items = interleaved(load_items(), args.limit)
-    done: dict[tuple[str, str], dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
     if args.out.exists():
-        lines = args.out.read_text().splitlines()
-        done = kept_rows([json.loads(line) for line in lines if line.strip()], args.seed)
+        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+    done = kept_rows(rows, args.seed)
     if args.report:
+        # The table is one seed's rows; a seeded run's are left out without its --seed.
+        for seed in sorted({r.get("seed") for r in rows} - {args.seed}, key=str):
+            flag = "no --seed" if seed is None else f"--seed {seed}"
+            print(f"rows drawn with {flag} are left out: report them with {flag}")
         report(done, items, args.systems)
         return
     try:

@@ -130,3 +130,18 @@ def test_a_seed_reaches_every_call_of_a_system_so_a_sampled_vote_can_be_drawn_ag
     assert bench.kept_rows(rows, 7) == {("vote", item["id"]): rows[0]}
     assert bench.kept_rows(rows, None) == {("vote", item["id"]): rows[1]}
     assert bench.kept_rows([{"system": "vote", "id": "x"}], None)  # rows written before seeds
+
+
+def test_the_report_names_the_seeds_of_the_rows_it_leaves_out(bench, tmp_path, monkeypatch, capsys):
+    """After a ``--seed 7`` run, ``--report`` (documented as "the table of what has run so
+    far") showed no row of it and said nothing: it keeps only the rows of its own seed."""
+    item = bench.interleaved(bench.load_items(), 1)[0]
+    out = tmp_path / "rows.jsonl"
+    row = {"id": item["id"], "tool": True, "answer": True, "seconds": 1.0, "seed": 7}
+    out.write_text(json.dumps({"system": "moa", **row}) + "\n")
+    monkeypatch.syspath_prepend(str(PATH.parent))  # the script imports gsm8k beside it
+    monkeypatch.setattr(
+        "sys.argv", ["tool_use.py", "--report", "--out", str(out), "--systems", "moa"]
+    )
+    bench.main()
+    assert "--seed 7" in capsys.readouterr().out
