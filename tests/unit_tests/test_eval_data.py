@@ -179,7 +179,13 @@ def test_a_right_answer_whose_next_clause_is_about_another_option_is_no_hedge(it
 def test_a_stated_hedge_votes_for_no_option_as_the_scorer_refuses_it():
     """ "The answer is C, D." and "The answer is (C) or (D)" voted as C, the first option
     named, while the scorer refused them as hedges: samples that hedged joined C's group."""
-    for hedge in ("The answer is C, D.", "The answer is (C) or (D)", "Answer: C, D\nbecause"):
+    for hedge in (
+        "The answer is C, D.",
+        "The answer is (C) or (D)",
+        "Answer: C, D\nbecause",
+        "(C) or (D)",
+        "C) and D)",
+    ):
         assert hedges(hedge), hedge
         assert extract_answer(hedge) not in list("ABCDEFGH"), hedge
     for answer in ("The answer is C, D does not fit.", "The answer is C. D is wrong."):

@@ -625,8 +625,8 @@ def _auto(text: str) -> _Reading:
         return _number_reading(number)
     if (match := _CHOICE.match(letters.strip())) and len(text.strip()) <= 3:
         return _Reading(match.group(1).upper(), True)
-    if match := _OPENING_CHOICE.match(letters):
-        return _Reading(match.group(1), True)
+    if (match := _OPENING_CHOICE.match(letters)) and not _WHOLE_LIST.fullmatch(letters):
+        return _Reading(match.group(1), True)  # "(C) or (D)", a hedge, opens with none
     marked = number_marks(text)  # one character for one: a match's places are the text's
     if _LONE_FRACTION.fullmatch(marked):  # "1/2": its value; "1/0": as written
         return _number_reading(text)
