@@ -193,6 +193,16 @@ def test_a_stated_hedge_votes_for_no_option_as_the_scorer_refuses_it():
         assert extract_answer(answer) == "C", answer
 
 
+def test_a_hedge_in_full_width_letters_is_a_hedge():
+    """The item's pattern and the vote read full-width letters as ASCII ("\uff23" is C), so
+    "The answer is \uff23 or \uff24" scored right on an item whose answer is C."""
+    item = next(i for i in SHIPPED if i.category == "multiple-choice" and i.expected[0] == "C")
+    for hedge in ("The answer is \uff23 or \uff24.", "\\boxed{\uff23, \uff24}"):
+        assert hedges(hedge), hedge
+        assert not score(item, hedge)["correct"], hedge
+    assert score(item, "The answer is \uff23.")["correct"]
+
+
 def test_jsonl_mt_bench_and_alpaca_formats(tmp_path):
     (tmp_path / "d.jsonl").write_text(
         json.dumps({"question": "2+2?", "expected": "4"})

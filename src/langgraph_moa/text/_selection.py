@@ -750,6 +750,7 @@ def hedges(answer: str) -> bool:
     is C.") is none, nor is a stated letter whose next clause is about another option ("C,
     D does not fit").
     """
+    answer = answer.translate(_FULL_WIDTH_LETTERS)  # "\uff23" is C, as the vote reads it
     if boxed := boxed_answers(answer):
         return _WHOLE_LIST.fullmatch(boxed[-1]) is not None
     if stated := list(_STATED.finditer(answer)):
