@@ -481,3 +481,33 @@ def test_help_into_a_pipe_whose_reader_left_exits_0_quietly(args):
     finally:
         os.close(write)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+REDRAW = ("\x1b[1A", "\x1b[2K")
+"""A live view's cursor-up and erase-line: what redraws a frame in place."""
+
+
+def test_force_color_into_a_log_colours_its_lines_and_redraws_nothing(backend):
+    # FORCE_COLOR=1 (set by many CI systems) made rich take the log file for a terminal:
+    # the live view redrew into it, eight frames a second of cursor moves, not a line a call.
+    result = moa(
+        "run", "--proposers", models(backend, "a"), "--layers", "2", "Why?",
+        env={"FORCE_COLOR": "1", "TTY_COMPATIBLE": "", "TTY_INTERACTIVE": ""},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not any(code in result.stderr for code in REDRAW), result.stderr
+    assert ANSI in result.stderr  # the colours asked for
+    assert result.stderr.count(": done in ") == 2, result.stderr
+
+
+def test_a_closed_stdout_runs_to_the_end_without_an_unexpected_error(backend):
+    # `moa run ... >&-`: with no stdout at all, Python's sys.stdout is None, and the finished
+    # run ended in "unexpected error: AttributeError: 'NoneType' ... 'isatty'", exit 1.
+    command = " ".join(
+        [*MOA[:2], f"'{MOA[2]}'", "run", "--proposers", models(backend, "a"), "Why?"]
+    )
+    result = subprocess.run(
+        ["bash", "-c", f"{command} >&-"], capture_output=True, text=True, timeout=120
+    )
+    assert "unexpected error" not in result.stderr, result.stderr
+    assert result.returncode == 0 and "L1 proposer 1" in result.stderr, result.stderr

@@ -346,3 +346,21 @@ def test_chat_that_outgrew_a_context_says_so_keeps_the_conversation_and_goes_on(
             screen.close()
     kept = json.loads(saved.read_text(encoding="utf-8"))
     assert [m["content"] for m in kept] == ["hello", "agg answers: hello"]
+
+
+def test_a_dumb_terminal_says_each_call_as_a_line_while_the_run_goes_on():
+    # On TERM=dumb (Emacs' shell, a screen reader's console) rich's live view draws nothing
+    # until it ends: a run whose aggregator took a minute showed no progress for a minute.
+    slow = FaultProfile(latency_s=(60, 60))
+    with FaultServer({"slow": slow}, default=FaultProfile(latency_s=(0.1, 0.2))) as server:
+        url = server.url
+        command = moa_command(
+            "run", "--proposers", f"a@{url}", "--aggregator", f"slow@{url}", "--layers", "2", "q"
+        )  # fmt: skip
+        screen = Screen(then_exit_code(["env", "TERM=dumb", *command]))
+        try:
+            shown = screen.wait_for(": done in ", timeout=40)  # the aggregator still runs
+            assert "L1 proposer 1 · a@" in shown and "running" not in shown, shown
+            interrupt_run(screen)
+        finally:
+            screen.close()

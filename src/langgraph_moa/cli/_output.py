@@ -48,13 +48,23 @@ class Output:
 
     @property
     def stdout_is_terminal(self) -> bool:
-        """Tell whether stdout is a terminal (then rich may format it)."""
-        return sys.stdout.isatty()
+        """Tell whether stdout is a terminal (then rich may format it).
+
+        A command run with stdout closed (``>&-``) has none: Python's `sys.stdout` is None.
+        """
+        return sys.stdout is not None and sys.stdout.isatty()
 
     @property
     def stderr_is_terminal(self) -> bool:
-        """Tell whether stderr is a terminal (then a live view may redraw it)."""
-        return self.err.is_terminal
+        """Tell whether stderr is a terminal a live view may redraw in place.
+
+        Not rich's `is_terminal` alone: FORCE_COLOR makes a log file one (colours asked
+        for, not eight frames a second of cursor moves in the log), and on TERM=dumb (Emacs'
+        shell, a screen reader's console) rich's live view draws nothing until it ends.
+        Both get a line per finished call instead, as a log does.
+        """
+        stream = sys.stderr
+        return self.err.is_interactive and stream is not None and stream.isatty()
 
     def answer(self, text: str) -> None:
         """Write the answer to stdout: its bytes and one newline, unwrapped, uncoloured.
@@ -73,6 +83,8 @@ class Output:
     def _write(self, text: str) -> None:
         """Write `text` and one newline to stdout; a reader that left is not a failure."""
         line = text if text.endswith("\n") else text + "\n"
+        if sys.stdout is None:  # run with stdout closed (`>&-`): no reader to begin with
+            return
         try:
             try:
                 sys.stdout.write(line)
