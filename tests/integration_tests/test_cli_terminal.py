@@ -364,3 +364,23 @@ def test_a_dumb_terminal_says_each_call_as_a_line_while_the_run_goes_on():
             interrupt_run(screen)
         finally:
             screen.close()
+
+
+def test_bytes_typed_in_chat_that_are_not_utf8_are_refused_not_sent(backend):
+    # A terminal not set to UTF-8 sends other bytes: input() kept them as lone surrogates,
+    # every proposer failed with "UnicodeEncodeError: ... surrogates not allowed", and the
+    # turn counted as failed (exit 1) instead of the user being told to retype it.
+    command = then_exit_code(moa_command("chat", "--proposers", f"a@{backend.url}"))
+    screen = Screen(command)
+    try:
+        screen.wait_for("you>")
+        screen.keys("caf")
+        screen.tmux("send-keys", "-H", "ff", "fe")  # bytes UTF-8 never uses
+        screen.keys("Enter")
+        screen.wait_for("not UTF-8 text", timeout=30)
+        screen.keys("C-d")
+        shown = screen.wait_for("exit=", timeout=10)
+        assert "exit=0" in shown and "UnicodeEncodeError" not in shown, shown
+        assert backend.requests.get("a", 0) == 0
+    finally:
+        screen.close()

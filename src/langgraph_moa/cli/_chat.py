@@ -102,7 +102,17 @@ class LineReader:
         return line.rstrip("\n").removesuffix("\r")  # a Windows file piped in off Windows
 
     def message(self) -> str:
-        """Read one message: a line, continued lines, or a triple-quoted block."""
+        """Read one message: a line, continued lines, or a triple-quoted block.
+
+        Raise UnicodeError when its bytes are not UTF-8. Piped input fails to decode; a
+        terminal's input() keeps such bytes as lone surrogates, which no provider can encode:
+        every proposer failed with UnicodeEncodeError and the turn counted as failed.
+        """
+        text = self._read()
+        text.encode("utf-8")  # raises UnicodeEncodeError on the surrogates of such bytes
+        return text
+
+    def _read(self) -> str:
         first = self._line("you> ")
         if first.strip() == BLOCK:
             lines: list[str] = []
@@ -208,7 +218,7 @@ def converse(
             text = reader.message()
         except EOFError:
             break
-        except UnicodeDecodeError:
+        except UnicodeError:
             out.error("that message is not UTF-8 text: set the terminal to UTF-8 and retype it")
             continue
         if not text.strip():
