@@ -1,15 +1,70 @@
+import socket
+from collections.abc import Callable
+from typing import Any
+
 import pytest
-from pytest_socket import disable_socket, enable_socket
+from pytest_socket import SocketBlockedError
 
 from tests.fakes import CallLog, FakeChat
+
+
+class SocketBlock:
+    """Refuse every network socket while on (Unix sockets stay allowed for asyncio).
+
+    pytest-socket's own block swaps ``socket.socket`` (and ``getaddrinfo``) for guards that
+    always refuse, and a module first imported during a unit test keeps whatever it read then:
+    uvloop reads ``socket.socket`` once, so a unit test that first imported it (``moa serve``'s
+    event loop) left every uvicorn server started later in the same pytest call refusing its
+    listening socket ("A test tried to use socket.socket"), and the integration tests after
+    it failed at setup. These guards refuse only while a unit test runs; what took them keeps
+    working after it.
+    """
+
+    def __init__(self) -> None:
+        self.on = False
+        self.real = (socket.socket, socket.getaddrinfo, socket.gethostbyname)
+        block = self
+
+        class GuardedSocket(socket.socket):
+            def __new__(cls, family: int = -1, *args: Any, **kwargs: Any) -> "GuardedSocket":
+                if block.on and family != socket.AF_UNIX:
+                    raise SocketBlockedError()
+                return super().__new__(cls, family, *args, **kwargs)
+
+        self.socket = GuardedSocket
+        self.getaddrinfo = self._guard(socket.getaddrinfo)
+        self.gethostbyname = self._guard(socket.gethostbyname)
+
+    def _guard(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if self.on:
+                raise SocketBlockedError(f"A test tried to use socket.{real.__name__}.")
+            return real(*args, **kwargs)
+
+        return guarded
+
+    def start(self) -> None:
+        self.on = True
+        socket.socket, socket.getaddrinfo, socket.gethostbyname = (  # type: ignore[misc]
+            self.socket,
+            self.getaddrinfo,
+            self.gethostbyname,
+        )
+
+    def stop(self) -> None:
+        self.on = False
+        socket.socket, socket.getaddrinfo, socket.gethostbyname = self.real  # type: ignore[misc]
+
+
+SOCKETS = SocketBlock()
 
 
 @pytest.fixture(autouse=True)
 def no_network():
     """Unit tests never open a network socket (Unix sockets stay allowed for asyncio)."""
-    disable_socket(allow_unix_socket=True)
+    SOCKETS.start()
     yield
-    enable_socket()
+    SOCKETS.stop()
 
 
 @pytest.fixture
