@@ -73,3 +73,19 @@ def test_a_run_asking_for_a_structure_raises_rather_than_answer_free_text(fake, 
     with pytest.raises(BudgetExhaustedError):
         create_moa_graph(config).invoke(structured)
     assert len(log.calls) == 2
+
+
+def test_a_budget_reached_exactly_is_spent(fake, log):
+    """`max_tokens` is the most a run uses: at exactly that many tokens no new call starts."""
+
+    def config(budget):
+        return MoAConfig(
+            proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=3, budget=budget
+        )
+
+    free = create_moa_graph(config({})).invoke(QUESTION)
+    first_layer = sum(c["total_tokens"] for c in free["calls"] if c["layer"] == 1)
+    log.calls.clear()
+    out = create_moa_graph(config({"max_tokens": first_layer})).invoke(QUESTION)
+    assert sorted(c.label for c in log.calls) == ["A", "B"]  # no layer 2, no aggregator
+    assert fallback_of(out)["fallback"] == "budget"

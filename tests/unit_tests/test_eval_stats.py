@@ -246,3 +246,12 @@ def test_the_paired_interval_does_not_depend_on_the_order_the_items_come_in():
         random.Random(seed).shuffle(shuffled)
         again = paired_difference({i: system[i] for i in shuffled}, baseline)
         assert (again.low, again.high) == (first.low, first.high)
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.0, 0.4), (-0.4, 0.0)])
+def test_an_interval_that_touches_zero_is_no_significant_difference(low, high):
+    """A bound at exactly 0 does not exclude "no difference", whatever the exact test says."""
+    gap = PairedDifference(
+        accuracy_diff=(low + high) / 2, low=low, high=high, n=40, wins=9, losses=0, p_value=0.004
+    )
+    assert gap.significance == "no significant difference"

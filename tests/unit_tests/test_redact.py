@@ -498,3 +498,14 @@ def test_a_command_no_shell_would_split_keeps_its_words_after_a_key():
     assert keyless_command(command) == (
         "moa eval --system 'single:m@https://h/v1?key=[redacted] --runs 3 --out d'ir"
     )
+
+
+def test_a_short_bearer_token_is_redacted_too():
+    # A proxy's token of a few characters is still the credential that opens it.
+    assert redact("upstream refused Bearer tok42") == f"upstream refused Bearer {REDACTED}"
+
+
+@pytest.mark.parametrize("name", ["MIN_TOKENS", "MAX_TOKENS"])
+def test_a_tokens_limit_variable_is_no_secret(monkeypatch, name):
+    monkeypatch.setenv(name, "banana-split")
+    assert redact("the upstream said banana-split") == "the upstream said banana-split"

@@ -2590,3 +2590,15 @@ def test_a_requests_wait_to_be_prepared_counts_against_its_request_timeout(fake,
         assert response.status_code == 504
         error = response.json()["error"]
     assert "limit of 2 s" in error["message"]
+
+
+async def test_a_declared_length_one_byte_over_the_limit_is_refused_unread(system):
+    """A Content-Length over the limit is refused from the head: not one byte is read."""
+    body = json.dumps({"model": "m", "messages": USER}).encode()
+    client = local(create_app({"m": system}, max_body_bytes=len(body)))
+    assert client.post("/v1/chat/completions", content=body, headers=JSON).status_code == 200
+    app = create_app({"m": system}, max_body_bytes=len(body) - 1)
+    declared = [(b"content-length", str(len(body)).encode())]
+    sent, read = await asgi(app, [body], headers=declared)
+    assert sent[0]["status"] == 413
+    assert read == 0

@@ -205,3 +205,27 @@ def test_a_request_that_repeats_origin_or_host_is_refused_with_a_sentence(system
     assert not _allowed(answer)  # the first Origin is not allowed: no layer reads the last
     health = client.get("/moa/health", headers=[(name, first), (name, last)])
     assert "models" not in health.json()  # /health tells it what it tells any client
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"origin": "http://127.0.0.1:8000"}, 200),  # the server's own page
+        ({"origin": "http://127.0.0.1:9999"}, 403),  # another local server's page
+        ({"origin": "http://localhost:8000"}, 403),  # another name is another origin
+        ({"sec-fetch-site": "cross-site"}, 403),  # a browser that sent no Origin
+        ({"sec-fetch-site": "same-origin"}, 200),
+    ],
+)
+def test_only_the_servers_own_origin_passes_the_browser_guard(headers, status):
+    """A page is the server's own only at its exact scheme-less authority, port included."""
+    guard = _guard.BrowserGuard(app=None, security=ServeSecurity())
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/health",
+        "headers": [(b"host", b"127.0.0.1:8000")]
+        + [(name.encode(), value.encode()) for name, value in headers.items()],
+    }
+    refusal = guard.refusal(scope)
+    assert (refusal[0] if refusal else 200) == status

@@ -372,3 +372,10 @@ def test_the_system_prompt_and_history_reach_every_call_of_every_variant(fake, l
         assert call.messages[1:4] == history[1:]
     readers = [c for c in log.calls if c.messages[0].text != "Be brief."]
     assert readers and all(c.messages[0].text.startswith("Be brief.\n\n") for c in readers)
+
+
+@pytest.mark.parametrize("variant", ["self-moa", "self-moa-seq"])
+def test_self_moa_of_one_sample_is_refused(fake, variant):
+    """One sample aggregated by its own model is that sample rewritten: no mixture at all."""
+    with pytest.raises(MoAConfigError, match=r"needs samples >= 2"):
+        MoAConfig(variant=variant, proposers=[{"model": fake("M"), "samples": 1}])
