@@ -1,3 +1,6 @@
+import subprocess
+from pathlib import Path
+
 import pytest
 
 _AMBIENT = (
@@ -10,6 +13,11 @@ _AMBIENT = (
     "LANGCHAIN_API_KEY",
 )
 
+ROOT = Path(__file__).resolve().parents[1]
+
+_BYTECODE = ("__pycache__", ".pytest_cache")
+"""What Python and pytest themselves write into the checkout."""
+
 
 @pytest.fixture(autouse=True)
 def hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -17,3 +25,46 @@ def hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in _AMBIENT:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LANGSMITH_TEST_TRACKING", "false")
+
+
+def _untracked() -> set[str] | None:
+    """Return the checkout's untracked and ignored paths (None outside a git checkout)."""
+    try:
+        listed = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored=matching"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    paths = {line[3:] for line in listed.splitlines() if line[:2] in ("??", "!!")}
+    return {p for p in paths if not any(part in _BYTECODE for part in Path(p).parts)}
+
+
+_BEFORE = pytest.StashKey[set[str] | None]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEFORE] = _untracked()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail a run whose tests left files in the checkout: they belong under `tmp_path`.
+
+    A test writing into the repository (an import-linter cache, a run's SQLite cache, an
+    eval's output folder) leaves a CI checkout dirty, and files that git ignores hide it
+    from `git status`; both are listed here.
+    """
+    before = session.config.stash.get(_BEFORE, None)
+    after = _untracked()
+    if before is None or after is None or not (left := sorted(after - before)):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write("\n")
+        reporter.write_sep("=", "tests left files in the checkout", red=True)
+        reporter.write_line(f"{ROOT}: {left}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LINT = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"
+LINT = (
+    "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"
+)
+"""import-linter, without the cache it would write into the checkout (the run's folder)."""
 
 
 def _lint(src: Path) -> subprocess.CompletedProcess[str]:
