@@ -81,3 +81,76 @@ def test_the_largest_token_budget_runs(fake):
         proposers=[fake("A")], aggregator=fake("AGG"), budget={"max_tokens": 2**63 - 1}
     )
     assert create_moa_graph(config).invoke(QUESTION)["messages"][-1].text.startswith("AGG #")
+
+
+HUGE = 10**5000  # past the 4,300 digits Python writes an int in
+"""Each int field of the config schema, and what the rest of a config needs for it to apply."""
+_INT_FIELDS = {
+    "budget.max_calls": {},
+    "budget.max_tokens": {},
+    "layers": {},
+    "shuffle_seed": {"reference_order": "shuffled"},
+    "min_proposers": {},
+    "retry.max_attempts": {},
+    "proposers.0.max_tokens": {},
+    "proposers.0.context_window": {},
+    "proposers.0.samples": {},
+    "aggregator.max_tokens": {},
+    "aggregator.context_window": {},
+    "aggregator_fallbacks.0.max_tokens": {"aggregator_fallbacks": [{"model": "openai:c"}]},
+    "aggregator_fallbacks.0.context_window": {"aggregator_fallbacks": [{"model": "openai:c"}]},
+    "seq.window_size": {"variant": "self-moa-seq"},
+    "seq.samples_per_step": {"variant": "self-moa-seq"},
+    "selection.round_size": {"variant": "select"},
+    "aggregation.quorum": {"aggregation": {"start": "quorum"}},
+    "aggregation.chunk_tokens": {"aggregation": {"start": "chunks"}},
+    "aggregation.max_parts": {"aggregation": {"start": "chunks"}},
+}
+
+
+def _int_fields(schema, prefix=""):
+    """Yield the dotted path of every int field under `schema` (a list's item as ``.0``)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    for name, field in schema.model_fields.items():
+        annotation, item = field.annotation, ""
+        if typing.get_origin(annotation) is list:
+            [annotation], item = typing.get_args(annotation), ".0"
+        for arg in typing.get_args(annotation) or (annotation,):
+            if arg is int:
+                yield f"{prefix}{name}{item}"
+            elif isinstance(arg, type) and issubclass(arg, BaseModel):
+                yield from _int_fields(arg, f"{prefix}{name}{item}.")
+
+
+def test_the_table_names_every_int_field_of_the_config():
+    assert sorted(_int_fields(MoAConfig)) == sorted(_INT_FIELDS)
+
+
+@pytest.mark.parametrize("path", list(_INT_FIELDS))
+def test_an_int_setting_of_5001_digits_is_refused_naming_it(path):
+    # budget.max_calls, shuffle_seed and the rest were taken and failed later in Python's
+    # int-to-string error (fingerprint, the run's shuffle), or were refused in that error's
+    # words, naming no setting (min_proposers, aggregation.quorum, seq.samples_per_step).
+    data = {"proposers": [{"model": "openai:a"}], "aggregator": {"model": "openai:b"}}
+    for key, value in _INT_FIELDS[path].items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    *parents, leaf = path.split(".")
+    node = data
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    node[leaf] = HUGE
+    with pytest.raises(MoAConfigError) as err:
+        MoAConfig(**data)
+    assert path in str(err.value) and "digits" not in str(err.value)
+
+
+@pytest.mark.parametrize("field", ["layers", "samples", "max_tokens", "aggregator_max_tokens"])
+def test_a_run_context_int_of_5001_digits_is_refused_naming_it(fake, field):
+    # The context's cache key wrote it in JSON: the run failed in prepare with Python's error.
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"))
+    with pytest.raises(MoAConfigError) as err:
+        create_moa_graph(config).invoke(QUESTION, context={field: HUGE})
+    assert field in str(err.value) and "digits" not in str(err.value)

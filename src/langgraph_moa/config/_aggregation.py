@@ -26,7 +26,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from langgraph_moa.config._limits import MAX_WAIT_S
+from langgraph_moa.config._limits import MAX_COUNT, MAX_PROPOSALS, MAX_TOKENS, MAX_WAIT_S
 
 DEFAULT_MAX_PARTS = 16
 
@@ -43,13 +43,19 @@ class AggregationConfig(BaseModel):
         "proposals' first chunks on.",
     )
     quorum: int | None = Field(
-        default=None, ge=1, description="Proposals that must answer before the start."
+        default=None,
+        ge=1,
+        le=MAX_PROPOSALS,
+        description="Proposals that must answer before the start.",
     )
     every_layer: bool = Field(
         default=False, description="Apply the quorum to every proposer layer, not only the last."
     )
     chunk_tokens: int = Field(
-        default=32, ge=1, description="chunks: words of each proposal chunk and answer part."
+        default=32,
+        ge=1,
+        le=MAX_TOKENS,
+        description="chunks: words of each proposal chunk and answer part.",
     )
     first_chunk_s: float | None = Field(
         default=None,
@@ -61,6 +67,7 @@ class AggregationConfig(BaseModel):
     max_parts: int = Field(
         default=DEFAULT_MAX_PARTS,
         ge=1,
+        le=MAX_COUNT,
         description="chunks: most parts (aggregator calls) one answer takes; the last one "
         "waits for the complete proposals. Bounds the calls a run makes (budget.max_calls, "
         "moa serve's --max-calls).",

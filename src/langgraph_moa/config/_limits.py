@@ -40,16 +40,27 @@ MAX_TOKENS = 2**31 - 1
 """The largest token count a setting may give: llama.cpp and other OpenAI-compatible servers
 read it as a 32-bit integer (a max_tokens of 10**23 arrived as -2147483648)."""
 
-MAX_RUN_TOKENS = 2**63 - 1
-"""The largest token budget of a run (`Budget.max_tokens`, ``--max-run-tokens``), a 64-bit
-count, far past any run. The budget is written in decimal into the run's token
-(`MoAState.run_token`), and Python refuses to write an int of over 4,300 digits: a budget
-of 10**5000 was taken where it was made and failed the run in `prepare`."""
+MAX_COUNT = 2**63 - 1
+"""The largest count (or seed) a setting with no smaller bound takes: a 64-bit int, far past
+any run. A config is written in decimal (its digests, the run's token, the shuffle's seed) and
+Python refuses to write an int of over 4,300 digits: a setting of 10**5000 was taken where it
+was made and failed later in that error's words, naming no setting."""
+
+MAX_RUN_TOKENS = MAX_COUNT
+"""The largest token budget of a run (`Budget.max_tokens`, ``--max-run-tokens``). The budget
+is written in decimal into the run's token (`MoAState.run_token`): a budget of 10**5000 was
+taken where it was made and failed the run in `prepare`."""
+
+MAX_LAYERS = 16
+"""The most layers of a run (`MoAConfig.layers`, a run context's ``layers``)."""
 
 MAX_FAN_OUT = 256
 """The most proposers of a layer, and the most samples one proposer draws per layer: every
 one of them is a call in every layer (10,000 proposers were taken). `moa serve` holds a
 client to far fewer (--max-proposers, --max-samples)."""
+
+MAX_PROPOSALS = MAX_FAN_OUT**2
+"""The most proposals of a layer, so the largest quorum (`min_proposers`, `aggregation.quorum`)."""
 
 MAX_FALLBACKS = 16
 """The most `aggregator_fallbacks`. Unlike proposers they run one after another, each only
@@ -65,6 +76,7 @@ class Budget(BaseModel):
     max_calls: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_COUNT,
         description="Most model calls one fully successful run may make "
         "(`MoAConfig.calls_per_run()`); checked before the first call.",
     )

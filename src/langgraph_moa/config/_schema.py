@@ -35,8 +35,11 @@ from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip, redact, redact_spec
 from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._files import read_mapping_file
 from langgraph_moa.config._limits import (
+    MAX_COUNT,
     MAX_FALLBACKS,
     MAX_FAN_OUT,
+    MAX_LAYERS,
+    MAX_PROPOSALS,
     MAX_TOKENS,
     MAX_WAIT_S,
     Budget,
@@ -208,7 +211,10 @@ class SelfMoASeqConfig(BaseModel):
 
     window_size: int = Field(default=6, ge=2, le=64)
     samples_per_step: int | None = Field(
-        default=None, ge=1, description="New samples per later step; default window_size - 1."
+        default=None,
+        ge=1,
+        le=63,  # window_size - 1 at most
+        description="New samples per later step; default window_size - 1.",
     )
 
     @model_validator(mode="after")
@@ -256,13 +262,13 @@ class MoAConfig(BaseModel):
     layers: int | None = Field(
         default=None,
         ge=2,
-        le=16,
+        le=MAX_LAYERS,
         description="MoA layers counted as in the paper: proposer layers + 1. "
         "Default 3 for moa, 2 otherwise.",
     )
     synthesis_prompt: str = Field(default=AGGREGATE_AND_SYNTHESIZE_PROMPT, min_length=1)
     reference_order: Literal["stable", "shuffled"] = "stable"
-    shuffle_seed: int = 0
+    shuffle_seed: int = Field(default=0, ge=-MAX_COUNT, le=MAX_COUNT)
     seq: SelfMoASeqConfig = Field(default_factory=SelfMoASeqConfig)
     reference_format: Literal["fenced", "paper"] = Field(
         default="fenced",
@@ -298,7 +304,10 @@ class MoAConfig(BaseModel):
         "provided min_proposers have answered.",
     )
     min_proposers: int = Field(
-        default=1, ge=1, description="Quorum: successful proposals a layer needs to go on."
+        default=1,
+        ge=1,
+        le=MAX_PROPOSALS,
+        description="Quorum: successful proposals a layer needs to go on.",
     )
     aggregation: AggregationConfig = Field(
         default_factory=AggregationConfig,

@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langgraph_moa._lru import BoundedLRU
 from langgraph_moa._redact import clip
-from langgraph_moa.config._limits import RequestLimits, endpoint_label, served_variants
+from langgraph_moa.config._limits import (
+    MAX_FAN_OUT,
+    MAX_LAYERS,
+    MAX_TOKENS,
+    RequestLimits,
+    endpoint_label,
+    served_variants,
+)
 from langgraph_moa.config._schema import (
     AggregatorConfig,
     MoAConfig,
@@ -50,12 +57,20 @@ class MoAContext(BaseModel):
         default=None, description="Proposer model specs, e.g. ['openai:gpt-4o-mini']."
     )
     aggregator: str | None = Field(default=None, description="Aggregator model spec.")
-    layers: int | None = Field(default=None, description="MoA layers (proposer layers + 1).")
-    samples: int | None = Field(default=None, description="Samples per proposer per layer.")
+    # Bounded above as the config's fields are: the context is written in JSON (its cache
+    # key) before the config is made of it, which failed on an int of over 4,300 digits.
+    layers: int | None = Field(
+        default=None, le=MAX_LAYERS, description="MoA layers (proposer layers + 1)."
+    )
+    samples: int | None = Field(
+        default=None, le=MAX_FAN_OUT, description="Samples per proposer per layer."
+    )
     temperature: float | None = Field(default=None, description="Proposer temperature.")
-    max_tokens: int | None = Field(default=None, description="Proposer completion-token cap.")
+    max_tokens: int | None = Field(
+        default=None, le=MAX_TOKENS, description="Proposer completion-token cap."
+    )
     aggregator_max_tokens: int | None = Field(
-        default=None, description="Aggregator completion-token cap."
+        default=None, le=MAX_TOKENS, description="Aggregator completion-token cap."
     )
 
     def __init__(self, **data: Any) -> None:
