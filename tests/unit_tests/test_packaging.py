@@ -127,3 +127,24 @@ def test_a_library_whose_private_modules_are_imported_is_capped_below_its_next_m
     assert "openai" in private
     uncapped = {module for module in private if "<" not in declared[module.replace("_", "-")]}
     assert uncapped == set()
+
+
+def test_the_lowest_pins_satisfy_the_test_tools_make_lowest_installs_with_them():
+    # `make lowest` installs the test extra under constraints-lowest.txt: rich was pinned at
+    # 13.0 (its declared floor) while every import-linter the extra allows (>=2.7) requires
+    # rich>=14.2, so pip refused the install and the floors were never tested at all.
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    lowest = Path(__file__).parents[2] / "constraints-lowest.txt"
+    pins = dict(line.split("==") for line in lowest.read_text().splitlines() if "==" in line)
+    unmet = []
+    for tool in ("import-linter",):  # the tool whose every allowed release asks more
+        for line in requires(tool) or []:
+            wanted = Requirement(line)
+            pin = pins.get(wanted.name.lower())
+            if pin is not None and not wanted.specifier.contains(Version(pin), prereleases=True):
+                unmet.append(f"{tool} needs {wanted}, pinned {pin}")
+    assert unmet == []
