@@ -462,3 +462,32 @@ def test_llama_cpps_refusal_of_an_image_is_not_retried_though_it_is_a_500():
     )
     assert not is_retryable(error)
     assert is_retryable(openai.InternalServerError("boom", response=error.response, body=None))
+
+
+class _Refused(Exception):
+    """A provider's 400 refusing a call parameter, with the body the SDK keeps."""
+
+    def __init__(self, param: str) -> None:
+        super().__init__(f"Error code: 400 - Unsupported parameter: '{param}'")
+        self.body = {"code": "unsupported_parameter", "param": param}
+
+
+@pytest.mark.parametrize(
+    ("error", "fix_ends"),
+    [
+        (ValueError("maximum context length is 131072 tokens"), "a longer context"),
+        (ValueError("image input is not supported"), "a vision model"),
+        (_Refused("temperature"), "which leaves it out"),
+        (_Refused("max_tokens"), "sends max_completion_tokens"),
+    ],
+)
+def test_a_long_model_label_is_shortened_never_the_fix_on_a_failed_calls_line(error, fix_ends):
+    # A failed call's line is cut at 300 characters (`describe_error`), and a label of a few
+    # hundred characters (a role's `name`, an endpoint's URL) cut the fix off the end.
+    from langgraph_moa._redact import describe_error
+    from langgraph_moa.providers._retry import explain_failure
+
+    label = "my-" + "very-" * 80 + "long-model"
+    line = describe_error(explain_failure(error, label))
+    assert fix_ends in line
+    assert label[:30] in line  # the label is still named, shortened

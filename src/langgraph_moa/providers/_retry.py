@@ -13,6 +13,7 @@ import re
 
 from langgraph.types import default_retry_on
 
+from langgraph_moa._redact import clip
 from langgraph_moa.errors import (
     CallTimeoutError,
     ContextLengthError,
@@ -177,6 +178,11 @@ def _refused_content(exc: BaseException) -> bool:
     return any(phrase in text for phrase in _TEXT_ONLY)
 
 
+LABEL_CHARS = 48
+"""The most characters of a model's label in an explained failure: with it, each fix fits the
+300 characters a failed call's line keeps."""
+
+
 def explain_failure(exc: BaseException, model: str) -> BaseException:
     """Turn a provider error that cannot succeed on retry into a typed, explained one.
 
@@ -185,22 +191,23 @@ def explain_failure(exc: BaseException, model: str) -> BaseException:
     """
     if isinstance(exc, MoAError):
         return exc
+    # Each message puts its fix before the provider's words: a failed call's line is cut at
+    # 300 characters (`describe_error`), so a label of hundreds (a role's name, an endpoint's
+    # URL) is what gets shortened, never the fix.
+    model = clip(model, LABEL_CHARS)
     if (param := _refused_parameter(exc)) is not None:
-        # One line, the fix before the provider's words (as below).
+        # One line, the fix before the provider's words.
         return UnsupportedParameterError(
             f"{model} does not take the call parameter '{param}' (a reasoning model takes "
             f"its own default): {_PARAMETER_FIXES[param]}. The provider said: {exc}"
         )
     if _refused_content(exc):
         return UnsupportedContentError(
-            # Short, the fix first: a failed call's line is clipped at 300 characters.
             f"{model} cannot read images, audio or files: remove it for such input, or use "
             f"a vision model. The provider said: {exc}"
         )
     if not _is_context_overflow(exc):
         return exc
-    # The fix before the provider's words: a failed call's error is clipped where it is
-    # listed (one line a call), and the provider's words are the longer part.
     return ContextLengthError(
         f"The input is too long for {model}{_context_size(exc)}. Shorten the conversation, "
         "lower the proposers' max_tokens (long references fill the next layer's context), or "
