@@ -2085,3 +2085,17 @@ def test_chat_load_refuses_a_file_past_its_limit_in_one_sentence(monkeypatch, tm
     small = tmp_path / "small.json"
     small.write_text('[{"role": "human", "content": "new"}]')
     assert [m.text for m in _chat.load(str(small), history)] == ["new"]
+
+
+def test_chat_save_says_when_it_writes_more_than_load_reads_back(monkeypatch, tmp_path, capsys):
+    # /load refuses a file over its limit, and /save wrote one without a word: a long chat
+    # was kept in a file its own /load then refused.
+    from langgraph_moa.cli import _chat
+
+    monkeypatch.setattr(_chat, "MAX_LOAD_BYTES", 64, raising=False)
+    path = tmp_path / "chat.json"
+    _chat.save([_chat.HumanMessage("x" * 64)], str(path))
+    said = " ".join(capsys.readouterr().err.split())
+    assert path.exists() and "/load" in said and "64 bytes" in said and "oldest" in said
+    _chat.save([_chat.HumanMessage("short")], str(path))
+    assert "/load" not in capsys.readouterr().err

@@ -354,12 +354,18 @@ def save(history: list[BaseMessage], path: str) -> None:
         out.error("/save needs a file name, e.g. /save chat.json")
         return
     turns = [{"role": m.type, "content": m.text} for m in history]
+    data = json.dumps(turns, indent=2, ensure_ascii=False).encode("utf-8")
     try:
-        Path(path).write_text(json.dumps(turns, indent=2, ensure_ascii=False), encoding="utf-8")
+        Path(path).write_bytes(data)
     except OSError as exc:
         out.error(f"cannot write {path!r}: {exc.strerror}")
         return
     out.info(f"[dim]saved {len(turns)} messages to {escape(path)}[/]")
+    if len(data) > MAX_LOAD_BYTES:  # kept whole all the same: nothing of it is lost
+        out.warn(
+            f"{path!r} is over /load's limit of {MAX_LOAD_BYTES} bytes: remove its oldest "
+            "turns before /load reads it back"
+        )
 
 
 _ROLES = {"human": HumanMessage, "ai": AIMessage}
