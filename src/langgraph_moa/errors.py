@@ -299,6 +299,19 @@ def ended_by(exc: BaseException, kind: type[MoAError]) -> bool:
     return bool(errors) and all(e.startswith(prefix) for e in errors)
 
 
+def proposals_may_overflow(exc: BaseException) -> bool:
+    """Tell whether the calls that ended a run (`outgrew_context`) read the proposals too.
+
+    The aggregator's chain and a layer after the first read every proposal, which a remote
+    model with no ``context_window`` gets untrimmed: there the proposals may be what did not
+    fit, and a shorter conversation alone cannot help a one-line question, so each entrance
+    names the operator's fixes too (``context_window``, fewer proposers or layers).
+    """
+    return isinstance(exc, AggregatorFailedError) or (
+        isinstance(exc, AllProposersFailedError) and exc.layer > 1
+    )
+
+
 # --- the embedded runtime and evaluation ----------------------------------------------------
 
 

@@ -2099,3 +2099,22 @@ def test_chat_save_says_when_it_writes_more_than_load_reads_back(monkeypatch, tm
     assert path.exists() and "/load" in said and "64 bytes" in said and "oldest" in said
     _chat.save([_chat.HumanMessage("short")], str(path))
     assert "/load" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_chat_names_context_window_where_the_proposals_overflowed(layer):
+    # moa serve's 400 names context_window, fewer proposers or layers where the calls that
+    # overflowed read the proposals (a later layer, the aggregator); moa chat said only to
+    # drop the oldest turns, which a one-line question in a fresh chat cannot.
+    from langgraph_moa.cli._chat import _going_on
+    from langgraph_moa.errors import AllProposersFailedError, ContextLengthError
+    from langgraph_moa.run._accounting import failed_record
+
+    too_long = ContextLengthError("The input is too long")
+    record = failed_record(
+        role="proposer", layer=layer, proposer=0, sample=0, configured_model="A", error=too_long
+    )
+    said = _going_on(AllProposersFailedError(layer, [record]))
+    assert "/save" in said and "oldest turns" in said
+    assert ("context_window" in said) == (layer > 1)
+    assert ("fewer proposers or layers" in said) == (layer > 1)

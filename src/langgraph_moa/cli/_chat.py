@@ -64,7 +64,7 @@ from langgraph_moa.cli._run import (
     report_degraded,
     set_context_size,
 )
-from langgraph_moa.errors import MoAError, outgrew_context
+from langgraph_moa.errors import MoAError, outgrew_context, proposals_may_overflow
 
 HELP = (
     "commands: /exit (or Ctrl-D), /reset (forget the conversation), /save FILE (write it as "
@@ -338,14 +338,21 @@ def _going_on(exc: MoAError) -> str:
     """Say how the chat goes on after a failed turn.
 
     A conversation too long for a model's context fails every later turn the same way:
-    the user is told how to keep it and start afresh, rather than to try again.
+    the user is told how to keep it and start afresh, rather than to try again; and where
+    the proposals may be what did not fit, the config's fixes too.
     """
-    if outgrew_context(exc):
-        return (
-            "the conversation is now too long for a model's context: /save FILE keeps it, "
-            "then /reset starts a new one, or /load the file with its oldest turns removed"
+    if not outgrew_context(exc):
+        return "the conversation goes on"
+    going_on = (
+        "the conversation is now too long for a model's context: /save FILE keeps it, "
+        "then /reset starts a new one, or /load the file with its oldest turns removed"
+    )
+    if proposals_may_overflow(exc):  # as `moa serve` says it (`serving._errors`)
+        going_on += (
+            "; or set those models' context_window in the config (the proposals are then "
+            "trimmed to fit), use fewer proposers or layers, or models with a longer context"
         )
-    return "the conversation goes on"
+    return going_on
 
 
 def save(history: list[BaseMessage], path: str) -> None:

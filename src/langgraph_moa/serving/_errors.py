@@ -30,6 +30,7 @@ from langgraph_moa.errors import (
     UnsupportedContentError,
     ended_by,
     outgrew_context,
+    proposals_may_overflow,
 )
 from langgraph_moa.serving._request_id import current, with_id
 from langgraph_moa.serving._schema import REFUSED, _is_union_tag
@@ -61,9 +62,8 @@ def context_exceeded(exc: MoAError) -> str:
     remote model with no ``context_window`` gets them untrimmed, and "fewer messages" alone
     cannot help a one-line question, so the operator's fixes are named as well.
     """
-    aggregator = isinstance(exc, AggregatorFailedError)
-    smaller = " or a smaller max_tokens" if aggregator else ""
-    if aggregator or (isinstance(exc, AllProposersFailedError) and exc.layer > 1):
+    smaller = " or a smaller max_tokens" if isinstance(exc, AggregatorFailedError) else ""
+    if proposals_may_overflow(exc):
         return (
             "The conversation with the proposals drawn from it is too long for the context "
             "window of the models that answer it: send fewer or shorter messages (drop the "
