@@ -18,6 +18,19 @@ from langchain_core.messages import SystemMessage
 
 QUESTION = {"messages": [("user", "Explain X")]}
 
+IMAGE_QUESTION = {
+    "messages": [
+        (
+            "user",
+            [
+                {"type": "text", "text": "Describe this image."},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+            ],
+        )
+    ]
+}
+"""A question a text-only model refuses: its image is a content part of its own."""
+
 
 def sqlite_format(path) -> int:
     """The format mark (SQLite's ``user_version``) of the file at `path`."""

@@ -16,7 +16,7 @@ from langgraph_moa import (
     RetrySettings,
     create_moa_graph,
 )
-from tests.helpers import QUESTION, references_in
+from tests.helpers import IMAGE_QUESTION, QUESTION, references_in
 
 FAST_RETRY = RetrySettings(max_attempts=3, initial_interval=0.0, jitter=False)
 
@@ -573,7 +573,7 @@ def test_an_image_no_model_of_the_run_can_read_is_the_clients_400_not_a_retried_
         retry=FAST_RETRY,
     )
     with pytest.raises((AllProposersFailedError, AggregatorFailedError)) as caught:
-        create_moa_graph(config).invoke(QUESTION)
+        create_moa_graph(config).invoke(IMAGE_QUESTION)
     answer = _api_error(caught.value)
     assert (answer.status, answer.code) == (400, "unsupported_content"), answer.message
     assert "without its images" in answer.message and "vision model" in answer.message
@@ -593,5 +593,5 @@ def test_an_image_refused_beside_a_rate_limited_proposer_stays_a_502(fake, log):
         retry=FAST_RETRY,
     )
     with pytest.raises(AllProposersFailedError) as caught:
-        create_moa_graph(config).invoke(QUESTION)
+        create_moa_graph(config).invoke(IMAGE_QUESTION)
     assert _api_error(caught.value).status == 502  # B may answer the same request later

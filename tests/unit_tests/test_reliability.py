@@ -13,7 +13,7 @@ from langgraph_moa import (
     create_moa_graph,
 )
 from langgraph_moa.config._schema import MAX_ATTEMPTS
-from tests.helpers import QUESTION, references_in
+from tests.helpers import IMAGE_QUESTION, QUESTION, references_in
 
 FAST = RetrySettings(max_attempts=2, initial_interval=0.0, jitter=False)
 
@@ -386,13 +386,13 @@ def test_context_overflow_of_each_server_becomes_a_context_length_error(message,
     from langgraph_moa.errors import ContextLengthError
     from langgraph_moa.providers._retry import explain_failure
 
-    explained = explain_failure(ValueError(message), "local:qwen2.5-coder-0.5b")
+    explained = explain_failure(ValueError(message), "local:qwen2.5-coder-0.5b", [])
     assert isinstance(explained, ContextLengthError)
     # The context's size comes before the provider's words, which a failed call's line clips.
     assert f"too long for local:qwen2.5-coder-0.5b {size}".strip() in str(explained)
     if not size:  # a size the server did not say is not made up
         assert "its context holds" not in str(explained)
-    assert explain_failure(ValueError("rate limited"), "m").__class__ is ValueError
+    assert explain_failure(ValueError("rate limited"), "m", []).__class__ is ValueError
 
 
 @pytest.mark.parametrize("attempts", [1, 2, 5])
@@ -428,40 +428,89 @@ def test_the_runs_retry_setting_alone_decides_how_often_a_call_is_tried(fake, lo
         "supported by certain models.', 'type': 'invalid_request_error'}}",
         # vLLM serving a text-only model
         "Error code: 400 - Qwen/Qwen2.5-0.5B-Instruct is not a multimodal model",
+        # OpenRouter: no provider of the model reads images, or the model itself does not
+        "Error code: 404 - {'error': {'message': 'No endpoints found that support image input', "
+        "'code': 404}}",
+        "Error code: 400 - {'error': {'message': 'meta-llama/llama-3-8b-instruct does not "
+        "support image input', 'code': 400}}",
     ],
 )
 def test_a_text_only_model_given_an_image_is_named_with_the_fix(message):
     """The provider's words alone ("image input is not supported") named neither the model
     (in `moa serve`'s one-line 502) nor what to do about it."""
     from langgraph_moa.errors import UnsupportedContentError
-    from langgraph_moa.providers._retry import explain_failure
+    from langgraph_moa.providers._retry import explain_failure, is_retryable
 
-    explained = explain_failure(ValueError(message), "local:qwen2.5-coder-0.5b")
+    image = [HumanMessage(content=IMAGE_QUESTION["messages"][0][1])]
+    explained = explain_failure(ValueError(message), "local:qwen2.5-coder-0.5b", image)
     assert isinstance(explained, UnsupportedContentError)
+    assert not is_retryable(explained)  # the same call is refused again
     text = str(explained)
     assert text.startswith("local:qwen2.5-coder-0.5b cannot read"), text
     assert "remove it" in text and "vision model" in text
     assert message in text  # the provider's own words follow the fix
-    assert explain_failure(ValueError("an image of a cat"), "m").__class__ is ValueError
+    assert explain_failure(ValueError("an image of a cat"), "m", image).__class__ is ValueError
 
 
-def test_llama_cpps_refusal_of_an_image_is_not_retried_though_it_is_a_500():
+@pytest.mark.parametrize(
+    "message",
+    [
+        # vLLM's validation error echoes the user's own text
+        "Error code: 400 - 1 validation error for ChatCompletionRequest messages.0.content "
+        "Input should be a valid string [type=string_type, input_value='Why does llama.cpp say "
+        "image input is not supported?', input_type=list]",
+        # llama.cpp's 500 quoting the model's own output
+        "Error code: 500 - failed to parse tool call: 'Sorry, image input is not supported "
+        "by certain models.'",
+    ],
+)
+def test_a_text_only_call_whose_error_quotes_a_refusals_words_is_not_called_a_refusal(message):
+    """The wording was matched on any call's error: a 400 echoing the user's text or a 500
+    quoting the model's output became "cannot read images", and the 500 was not retried.
+    Only a call that sent an image, audio or a file can have been refused one."""
+    from langgraph_moa.providers._retry import explain_failure
+
+    text_only = [HumanMessage(content=[{"type": "text", "text": "image input is not supported"}])]
+    for messages in ([HumanMessage("Why?")], text_only):
+        error = ValueError(message)
+        assert explain_failure(error, "m", messages) is error
+
+
+def test_llama_cpps_refusal_of_an_image_is_not_retried_though_it_is_a_500_of_a_text_call_is(
+    fake,
+):
     """llama.cpp answers a text-only model's image with a 500, which was retried: each retry
-    was refused the same way, after its backoff."""
+    was refused the same way, after its backoff. The same words in a 500 of a call that sent
+    no image are some other failure, which is retried."""
     import httpx
     import openai
 
-    from langgraph_moa.providers._retry import is_retryable
-
     request = httpx.Request("POST", "http://127.0.0.1:8080/v1/chat/completions")
-    error = openai.InternalServerError(
-        "Error code: 500 - image input is not supported - hint: if this is unexpected, you "
-        "may need to provide the mmproj",
-        response=httpx.Response(500, request=request),
-        body=None,
-    )
-    assert not is_retryable(error)
-    assert is_retryable(openai.InternalServerError("boom", response=error.response, body=None))
+
+    def refused(n, msgs):
+        if n > 1:
+            return None
+        return openai.InternalServerError(
+            "Error code: 500 - image input is not supported - hint: if this is unexpected, "
+            "you may need to provide the mmproj",
+            response=httpx.Response(500, request=request),
+            body=None,
+        )
+
+    for question, attempts, status in (
+        (QUESTION, 2, "ok"),
+        (IMAGE_QUESTION, 1, "failed"),
+    ):
+        config = MoAConfig(
+            proposers=[fake("BLIND", fail=refused), fake("B")],
+            aggregator=fake("AGG"),
+            retry=FAST,
+        )
+        out = create_moa_graph(config).invoke(question)
+        blind = next(c for c in out["calls"] if c["configured_model"] == "BLIND")  # layer 1
+        assert (blind["attempts"], blind["status"]) == (attempts, status), blind
+        if status == "failed":
+            assert blind["error"].startswith("UnsupportedContentError: BLIND cannot read")
 
 
 class _Refused(Exception):
@@ -488,6 +537,9 @@ def test_a_long_model_label_is_shortened_never_the_fix_on_a_failed_calls_line(er
     from langgraph_moa.providers._retry import explain_failure
 
     label = "my-" + "very-" * 80 + "long-model"
-    line = describe_error(explain_failure(error, label))
+    media = [
+        HumanMessage([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}])
+    ]
+    line = describe_error(explain_failure(error, label, media))
     assert fix_ends in line
     assert label[:30] in line  # the label is still named, shortened

@@ -289,7 +289,7 @@ class _Chunkwise:
             # A provider's Retry-After is waited out only before an attempt that will come.
             retried = self._may_retry(k, len(self.errors[k]) + 1, exc)
             explained = await explained_failure(
-                exc, label, timeout, timed_out=scope.expired(), retried=retried
+                exc, label, timeout, messages, timed_out=scope.expired(), retried=retried
             )
             raise explained from exc
         if whole is not None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 
+from langchain_core.messages import BaseMessage
 from langgraph.types import default_retry_on
 
 from langgraph_moa._redact import clip
@@ -28,8 +30,8 @@ def is_retryable(exc: BaseException) -> bool:
     """Tell whether a failed model call may succeed if tried again."""
     if isinstance(exc, CallTimeoutError):
         return True
-    if isinstance(exc, MoAError) or _refused_content(exc):
-        return False  # llama.cpp refuses an image with a 500: the same call is refused again
+    if isinstance(exc, MoAError):
+        return False  # explained (`explain_failure`): the same call fails the same way
     by_sdk = sdk_retryable(exc)
     if by_sdk is not None:
         return by_sdk
@@ -169,13 +171,34 @@ _TEXT_ONLY = (
     "audio input is not supported",
     "is only supported by certain models",  # OpenAI: "image_url is only supported by ..."
     "is not a multimodal model",  # vLLM
+    "no endpoints found that support image input",  # OpenRouter: no provider of the model
+    "does not support image input",  # OpenRouter
 )
 """How servers word their refusal of content parts a text-only model cannot read."""
 
+_MEDIA_PARTS = frozenset({"image_url", "image", "input_audio", "audio", "file", "video"})
+"""The content part types of an image, audio, a file: OpenAI's and LangChain's."""
 
-def _refused_content(exc: BaseException) -> bool:
+
+def _sends_media(messages: Sequence[BaseMessage]) -> bool:
+    """Tell whether a call's `messages` hold a part that is no text (an image, audio, a file)."""
+    return any(
+        isinstance(part, dict) and part.get("type") in _MEDIA_PARTS
+        for message in messages
+        if isinstance(message.content, list)
+        for part in message.content
+    )
+
+
+def _refused_content(exc: BaseException, messages: Sequence[BaseMessage]) -> bool:
+    """Tell whether `exc` is a model's refusal of the image, audio or file the call sent.
+
+    Only a call that sent one can have been refused one: the wording alone is no proof, as
+    an error may quote the user's text (vLLM's validation errors echo ``input_value``) or
+    the model's output (a llama.cpp 500), and a 500 so misread was never retried.
+    """
     text = str(exc).lower()
-    return any(phrase in text for phrase in _TEXT_ONLY)
+    return any(phrase in text for phrase in _TEXT_ONLY) and _sends_media(messages)
 
 
 LABEL_CHARS = 48
@@ -183,11 +206,16 @@ LABEL_CHARS = 48
 300 characters a failed call's line keeps."""
 
 
-def explain_failure(exc: BaseException, model: str) -> BaseException:
+def explain_failure(
+    exc: BaseException, model: str, messages: Sequence[BaseMessage]
+) -> BaseException:
     """Turn a provider error that cannot succeed on retry into a typed, explained one.
 
     Only errors whose meaning is certain are translated; everything else is returned as it
-    is, so the provider's own message always reaches the user.
+    is, so the provider's own message always reaches the user. `messages`: the failed call's
+    input, which tells a refusal of its image from an error that only quotes such words.
+    A translated error is not retried (`is_retryable`): llama.cpp refuses an image with a
+    500, which would otherwise be tried again, to the same refusal.
     """
     if isinstance(exc, MoAError):
         return exc
@@ -201,7 +229,7 @@ def explain_failure(exc: BaseException, model: str) -> BaseException:
             f"{model} does not take the call parameter '{param}' (a reasoning model takes "
             f"its own default): {_PARAMETER_FIXES[param]}. The provider said: {exc}"
         )
-    if _refused_content(exc):
+    if _refused_content(exc, messages):
         return UnsupportedContentError(
             f"{model} cannot read images, audio or files: remove it for such input, or use "
             f"a vision model. The provider said: {exc}"

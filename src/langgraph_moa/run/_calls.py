@@ -415,7 +415,7 @@ def call_model(
         try:
             return invoke_direct(model, messages, config)
         except Exception as exc:
-            explained = _failure(exc, label, timeout, retried)
+            explained = _failure(exc, label, timeout, retried, messages)
             if explained is exc:
                 raise
             raise explained from exc
@@ -453,7 +453,9 @@ def call_model(
     if "error" in outcome:
         error = outcome["error"]
         explained = (
-            _failure(error, label, timeout, retried) if isinstance(error, Exception) else error
+            _failure(error, label, timeout, retried, messages)
+            if isinstance(error, Exception)
+            else error
         )
         raise explained from (error if explained is not error else None)
     result: BaseMessage = outcome["result"]
@@ -648,13 +650,15 @@ def request_deadline(seconds: float) -> Iterator[None]:
         _DEADLINE.reset(token)
 
 
-def _retry_wait(error: Exception, label: str) -> float | RetryPastDeadlineError:
+def _retry_wait(
+    error: Exception, explained: BaseException, label: str
+) -> float | RetryPastDeadlineError:
     """Return how long to wait before the retry, or the error if that is past the deadline.
 
-    Only an error that will be retried is waited for: a 401 or 400 carrying ``Retry-After``
-    fails at once, since no second attempt follows the wait.
+    Only an error that will be retried (as `explained`) is waited for: a 401 or 400
+    carrying ``Retry-After`` fails at once, since no second attempt follows the wait.
     """
-    if not is_retryable(error):
+    if not is_retryable(explained):
         return 0.0
     wait = retry_after_s(error) or 0.0
     due = _DEADLINE.get()
@@ -666,30 +670,39 @@ def _retry_wait(error: Exception, label: str) -> float | RetryPastDeadlineError:
     return wait
 
 
-def _failure(error: Exception, label: str, timeout: float | None, retried: bool) -> BaseException:
-    """Return what to raise for a failed call, after any wait the provider asked for.
+def _failure(
+    error: Exception,
+    label: str,
+    timeout: float | None,
+    retried: bool,
+    messages: Sequence[BaseMessage],
+) -> BaseException:
+    """Return what to raise for a failed call of `messages`, after any wait asked for.
 
     The wait is made only for a call that will be `retried`: after the last attempt no
     retry follows, so waiting would only hold the failure back.
     """
+    explained = _explained(error, label, timeout, messages)
     if not retried:
-        return _explained(error, label, timeout)
-    wait = _retry_wait(error, label)
+        return explained
+    wait = _retry_wait(error, explained, label)
     if isinstance(wait, BaseException):
         return wait
     if wait:
         time.sleep(wait)  # the provider said when to come back; backoff adds to it
-    return _explained(error, label, timeout)
+    return explained
 
 
 def _too_late(label: str, timeout: float | None) -> CallTimeoutError:
     return CallTimeoutError(f"{label} did not answer within {timeout:g}s")
 
 
-def _explained(error: Exception, label: str, timeout: float | None) -> BaseException:
+def _explained(
+    error: Exception, label: str, timeout: float | None, messages: Sequence[BaseMessage]
+) -> BaseException:
     if timeout is not None and is_sdk_timeout(error):
         return _too_late(label, timeout)
-    return explain_failure(error, label)
+    return explain_failure(error, label, messages)
 
 
 async def acall_model(
@@ -723,7 +736,7 @@ async def acall_model(
         # Past the timeout also when the model turned its cancellation into another error.
         timed_out = scope.expired()
         explained = await explained_failure(
-            exc, label, timeout, timed_out=timed_out, retried=retried
+            exc, label, timeout, messages, timed_out=timed_out, retried=retried
         )
         if explained is exc:
             raise
@@ -800,11 +813,12 @@ async def explained_failure(
     error: Exception,
     label: str,
     timeout: float | None,
+    messages: Sequence[BaseMessage],
     *,
     timed_out: bool = False,
     retried: bool = True,
 ) -> BaseException:
-    """Return what a failed call of `label` is recorded and raised as (see `acall_model`).
+    """Return what a failed call of `label` with `messages` is recorded and raised as.
 
     A call that ran past its `timeout` says so; an error whose meaning is certain is
     explained; for a call that will be `retried`, a provider's ``Retry-After`` is waited
@@ -813,18 +827,15 @@ async def explained_failure(
     """
     if timed_out:
         return _too_late(label, timeout)
+    explained = _explained(error, label, timeout, messages)
     if not retried:
-        return _explained(error, label, timeout)
-    return await _afailure(error, label, timeout)
-
-
-async def _afailure(error: Exception, label: str, timeout: float | None) -> BaseException:
-    wait = _retry_wait(error, label)
+        return explained
+    wait = _retry_wait(error, explained, label)
     if isinstance(wait, BaseException):
         return wait
     if wait:
         await asyncio.sleep(wait)  # the provider said when to come back
-    return _explained(error, label, timeout)
+    return explained
 
 
 async def _until_stopped(
