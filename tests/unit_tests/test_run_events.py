@@ -1460,3 +1460,32 @@ def test_each_kind_of_part_is_marked_by_its_size_or_where_it_is(part, mark):
     }
     url = part.get("image_url")
     assert _mark(part) == (mark or expected[url if isinstance(url, str) else url["url"]])
+
+
+@pytest.mark.parametrize(
+    ("part", "mark"),
+    [
+        # No data, URL nor id: no size can be known, so none is said
+        ({"type": "video"}, "[video]"),
+        ({"type": "input_audio", "input_audio": {"format": "wav"}}, "[audio]"),
+        # A client's type is shown bounded, in letters, digits and ``-_.`` only
+        ({"type": "a]\n<b>" + "c" * 300, "data": "A" * 4000}, "[ab" + "c" * 17 + "\u2026: 3 kB]"),
+        # A data URL that is no base64 holds its bytes as written, percent-encoded
+        (
+            {"type": "file", "file": {"file_data": "data:text/plain," + "a" * 4000}},
+            "[file: 4 kB plain]",
+        ),
+        ({"type": "file", "file": {"file_data": "data:," + "%41" * 3000}}, "[file: 3 kB]"),
+        (
+            {"type": "file", "file": {"file_data": "data:text/csv;charset=utf-8," + "a" * 4000}},
+            "[file: 4 kB csv]",
+        ),
+    ],
+)
+def test_a_part_is_marked_by_the_size_it_has_and_a_type_it_cannot_abuse(part, mark):
+    """A part with no data was marked ``[video: 0 kB]``, a size never known; a client's type
+    was shown whole, any length and any characters, in every history row and ``run`` event;
+    and a data URL's text (``data:,hello``) was sized as base64, three quarters of its size."""
+    from langgraph_moa.serving._ui import _mark
+
+    assert _mark(part) == mark

@@ -23,11 +23,12 @@ only ever inserts it as text.
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from langchain_core.messages import HumanMessage
 
@@ -110,7 +111,8 @@ def _mark(part: Any) -> str:
     """Return a text part's text, or ``[image: 34 kB png]`` / ``[image: URL]`` for another.
 
     OpenAI's parts hold theirs in a mapping named by their type (``image_url.url``,
-    ``input_audio.data``, ``file.file_data``), LangChain's blocks at their top level.
+    ``input_audio.data``, ``file.file_data``), LangChain's blocks at their top level. A part
+    with no data, URL nor id is marked by its type alone (``[video]``): no size is known.
     """
     if isinstance(part, str):
         return part
@@ -121,21 +123,32 @@ def _mark(part: Any) -> str:
         return str(part.get("text", ""))
     inner: dict[str, Any] = part[kind] if isinstance(part.get(kind), dict) else {}
     field = {**part, **inner, **({"url": part[kind]} if isinstance(part.get(kind), str) else {})}
-    kind = kind.removesuffix("_url").removeprefix("input_")
+    kind = _word(kind.removesuffix("_url").removeprefix("input_")) or "part"
     url = str(field.get("url") or "")
     data = str(field.get("data") or field.get("base64") or field.get("file_data") or "")
     mime = str(field.get("mime_type") or field.get("format") or "")
+    encoded = True  # OpenAI's data and LangChain's are base64
     inline = next((given for given in (url, data) if given[:5].lower() == "data:"), "")
     if inline:  # a data URL, its scheme in either case: the type, then the data
         url, (mime, _, data) = "", inline[5:].partition(",")
+        encoded = mime.lower().endswith(";base64")  # else its bytes as written (RFC 2397)
     if url:
         return f"[{kind}: {_place(url)}]"
-    if not data and (ref := field.get("file_id") or field.get("id")):
-        return f"[{kind}: {clip(str(ref), 80)}]"
-    size = f"{len(data) * 3 // 4 / 1000:.0f} kB"
+    if not data:
+        ref = field.get("file_id") or field.get("id")
+        return f"[{kind}: {clip(str(ref), 80)}]" if ref else f"[{kind}]"
+    size = f"{(len(data) * 3 // 4 if encoded else len(unquote_to_bytes(data))) / 1000:.0f} kB"
     mime = mime.split(";")[0]
-    subtype = mime.rpartition("/")[2] or str(field.get("filename") or "").rpartition(".")[2]
-    return f"[{kind}: {size} {clip(subtype, 20)}]" if subtype else f"[{kind}: {size}]"
+    subtype = _word(mime.rpartition("/")[2] or str(field.get("filename") or "").rpartition(".")[2])
+    return f"[{kind}: {size} {subtype}]" if subtype else f"[{kind}: {size}]"
+
+
+def _word(text: str) -> str:
+    """Return a client's type or subtype as a mark shows it: bounded, no bracket nor newline.
+
+    It is kept in the history and sent in every ``run`` event, as the page shows it.
+    """
+    return clip(re.sub(r"[^A-Za-z0-9_.-]+", "", text), 20)
 
 
 def _place(url: str) -> str:
