@@ -177,11 +177,13 @@ async def _capped(slow: FaultProfile, max_tokens: int, chunk_tokens: int) -> tup
 
 async def test_the_aggregators_max_tokens_bounds_the_whole_answer():
     slow = FaultProfile(reply_words=400, token_s=0.02, honor_max_tokens=True)
-    _, calls, caps = await _capped(slow, max_tokens=6, chunk_tokens=4)
+    answer, calls, caps = await _capped(slow, max_tokens=6, chunk_tokens=4)
     # Parts of 4 and then the 2 tokens left; no third part, and no wait for the slow
     # proposal's 400 words (8 s): it is cancelled and recorded as such.
     assert caps == [4, 2]
     assert calls["agg"]["completion_tokens"] == 6
+    # Its max_tokens cut the 12-word answer, which says so (the server said "stop")
+    assert calls["agg"]["finish_reason"] == answer.response_metadata["finish_reason"] == "length"
     assert calls["slow"]["status"] == "cancelled"
     assert "reached the aggregator's max_tokens (6)" in calls["slow"]["error"]
     assert calls["a"]["status"] == "ok"

@@ -59,6 +59,28 @@ def test_a_proposal_cut_by_max_tokens_reaches_the_aggregator_marked_as_cut(serve
     assert "cut off" not in finished_slot
 
 
+def test_a_fault_servers_answer_that_its_max_tokens_cut_says_length():
+    """`FaultProfile(honor_max_tokens=True)` cut the answer at max_tokens and said "stop",
+    which no real server says of a cut answer: the cut reference went unmarked."""
+    capped = FaultProfile(reply_words=12, honor_max_tokens=True)
+    with FaultServer(default=capped) as server:
+        config = MoAConfig(
+            proposers=[
+                {"model": f"short@{server.url}", "max_tokens": 4},
+                {"model": f"whole@{server.url}", "max_tokens": 12},
+            ],
+            aggregator=f"agg@{server.url}",
+            layers=2,
+        )
+        out = create_moa_graph(config).invoke({"messages": [("user", "Count.")]})
+        system = server.last_body["agg"]["messages"][0]["content"]
+    finished = {c["configured_model"].split("@")[0]: c["finish_reason"] for c in out["calls"]}
+    assert (finished["short"], finished["whole"], finished["agg"]) == ("length", "stop", "stop")
+    short = system[system.index("short answer") :].split("</response", 1)[0]
+    whole = system[system.index("whole answer") :].split("</response", 1)[0]
+    assert "cut off" in short and "cut off" not in whole
+
+
 def test_the_fallback_answer_is_a_finished_proposal_rather_than_a_cut_one(server):
     """Every aggregator failed (an empty answer), so the best proposal answers. The first
     successful one was taken, even when max_tokens had cut it and a finished one was there:

@@ -48,13 +48,14 @@ class FaultProfile(BaseModel):
     """Seconds per word of the answer, after the latency: a streamed answer sends one word
     every `token_s` (timed token streaming); a whole answer comes after all its words."""
     honor_max_tokens: bool = False
-    """Cut the answer at the request's max_tokens (in words), as a real server would."""
+    """Cut the answer at the request's max_tokens (in words), as a real server would; an
+    answer so cut says ``finish_reason: "length"``."""
     reply_text: str | None = None
     """A fixed answer instead of the numbered filler (HTML in it tests a viewer's escaping);
     ``""`` is an empty answer, as a model that said nothing sends."""
     finish_reason: str = "stop"
-    """The finish reason every answer reports: ``"length"`` as a server whose max_tokens cut
-    the answer says, ``"content_filter"`` as a filtered one."""
+    """The finish reason every answer reports (but one `honor_max_tokens` cut): ``"length"``
+    as a server whose max_tokens cut the answer says, ``"content_filter"`` as a filtered one."""
     refusal: str | None = None
     """Refuse as OpenAI does: no content, this text in the message's ``refusal`` field
     (streamed: in ``refusal`` deltas)."""
@@ -176,7 +177,9 @@ class FaultServer:
             body: dict[str, Any], model: str, n: int, profile: FaultProfile
         ) -> Response:
             if not body.get("stream"):
-                await asyncio.sleep(profile.token_s * len(_text(model, n, profile, body).split()))
+                await asyncio.sleep(
+                    profile.token_s * len(_reply(model, n, profile, body)[0].split())
+                )
                 return JSONResponse(_completion(body, model, n, profile))
             return StreamingResponse(
                 _chunks(body, model, n, profile), media_type="text/event-stream"
@@ -207,19 +210,28 @@ def _words(body: dict[str, Any]) -> int:
     return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
 
 
-def _text(model: str, n: int, profile: FaultProfile, body: dict[str, Any] | None = None) -> str:
+def _reply(model: str, n: int, profile: FaultProfile, body: dict[str, Any]) -> tuple[str, str]:
+    """Return the answer's text (a refusal's, if the profile refuses) and its finish reason.
+
+    An answer the request's max_tokens cut (`FaultProfile.honor_max_tokens`) says
+    ``"length"``, as a real server does; it said the profile's ``"stop"``, so the cut answer
+    passed as one that ended itself.
+    """
+    if profile.refusal is not None:
+        return profile.refusal, profile.finish_reason
     if profile.reply_text is not None:
-        return profile.reply_text
+        return profile.reply_text, profile.finish_reason
     words = profile.reply_words
-    cap = (body or {}).get("max_tokens") or (body or {}).get("max_completion_tokens")
+    cap = body.get("max_tokens") or body.get("max_completion_tokens")
     if profile.honor_max_tokens and isinstance(cap, int):
         words = max(1, min(words, cap))
     filler = " ".join(f"w{i}" for i in range(max(0, words - 3)))
-    return " ".join(f"{model} answer {n} {filler}".split()[:words])
+    text = " ".join(f"{model} answer {n} {filler}".split()[:words])
+    return text, "length" if words < profile.reply_words else profile.finish_reason
 
 
 def _completion(body: dict[str, Any], model: str, n: int, profile: FaultProfile) -> dict[str, Any]:
-    text = _text(model, n, profile, body) if profile.refusal is None else profile.refusal
+    text, finish = _reply(model, n, profile, body)
     prompt, completion = _words(body), len(text.split())
     message = (
         {"role": "assistant", "content": text}
@@ -231,7 +243,7 @@ def _completion(body: dict[str, Any], model: str, n: int, profile: FaultProfile)
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": profile.finish_reason}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -247,7 +259,7 @@ class _CutStream(Exception):
 async def _chunks(
     body: dict[str, Any], model: str, n: int, profile: FaultProfile, *, cut: bool = False
 ) -> AsyncIterator[str]:
-    text = _text(model, n, profile, body) if profile.refusal is None else profile.refusal
+    text, finish = _reply(model, n, profile, body)
     field = "content" if profile.refusal is None else "refusal"
     base = {"id": f"chatcmpl-{model}-{n}", "object": "chat.completion.chunk", "model": model}
     words = text.split(" ")
@@ -258,7 +270,6 @@ async def _chunks(
         delta = {"role": "assistant", field: piece} if i == 0 else {field: piece}
         yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
         await asyncio.sleep(profile.token_s)
-    finish = profile.finish_reason
     done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
     yield f"data: {json.dumps(done)}\n\n"
     if (body.get("stream_options") or {}).get("include_usage"):
