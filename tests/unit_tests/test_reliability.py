@@ -326,17 +326,21 @@ def test_fit_references_cuts_the_longest_first_and_keeps_order():
     assert cut == 2 and sum(len(r) for r in tight) <= 300 and tight[0] == refs[0]
 
 
-def test_a_trimmed_reference_that_max_tokens_cut_keeps_its_cut_off_mark():
+@pytest.mark.parametrize("mark", ["cut off", "in progress"])
+def test_a_trimmed_reference_keeps_the_mark_that_ends_it(mark):
     # The mark that says max_tokens cut a proposal ends its text, so trimming its tail took
     # the mark too: " [...]" alone says that the package left words out, which reads as if
     # they held the proposal's conclusion. The mark stays after the trim, within the budget.
+    # So does the mark of a chunk-wise proposal still being written, which was lost.
+    from langgraph_moa.graph._chunkwise import IN_PROGRESS
     from langgraph_moa.text._prompts import CUT_OFF_MARK, TRIM_MARK, fit_references
 
-    cut = "Step one: 6 times 7 " * 100 + "\n" + CUT_OFF_MARK
+    end = CUT_OFF_MARK if mark == "cut off" else IN_PROGRESS
+    cut = "Step one: 6 times 7 " * 100 + "\n" + end
     fitted, trimmed = fit_references(["short one", cut], budget_tokens=200)  # 600 characters
     assert trimmed == 1 and fitted[0] == "short one"
     assert fitted[1].startswith("Step one: 6 times 7 Step one")
-    assert fitted[1].endswith(f"{TRIM_MARK}\n{CUT_OFF_MARK}")
+    assert fitted[1].endswith(f"{TRIM_MARK}\n{end}")
     assert sum(len(r) for r in fitted) <= 600
 
 

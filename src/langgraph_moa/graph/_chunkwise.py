@@ -91,7 +91,7 @@ from langgraph_moa.run._early import early_start_provenance
 from langgraph_moa.run._options import bind_options, proposal_options, run_options
 from langgraph_moa.run._references import in_reference_order, with_references
 from langgraph_moa.run.state import CallRecord, MoAState
-from langgraph_moa.text._prompts import estimate_tokens
+from langgraph_moa.text._prompts import IN_PROGRESS, estimate_tokens
 from langgraph_moa.text._thinking import ThinkingCut
 
 if TYPE_CHECKING:
@@ -99,7 +99,6 @@ if TYPE_CHECKING:
     from langgraph_moa.graph._nodes import MoANodes
     from langgraph_moa.variants import Plan
 
-IN_PROGRESS = "[this response is still being written; it continues later]"
 EVERY_WORD = sys.maxsize
 """A word count no proposal reaches: `_wait` for it waits until every live one is complete."""
 CONTINUE = (

@@ -175,6 +175,12 @@ TRIM_MARK = " [...]"
 CUT_OFF_MARK = "[this response was cut off at its length limit (max_tokens): it ends unfinished]"
 """Written after a reference that `max_tokens` ended, inside its slot."""
 
+IN_PROGRESS = "[this response is still being written; it continues later]"
+"""Written after a chunk-wise reference whose proposal is still streaming, inside its slot."""
+
+_END_MARKS = (CUT_OFF_MARK, IN_PROGRESS)
+"""The marks that say how a reference ends, which trimming keeps (`_trimmed`)."""
+
 
 def estimate_tokens(text: str) -> int:
     """Estimate tokens the way the context budget does (see `CHARS_PER_TOKEN`)."""
@@ -188,8 +194,9 @@ def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[
     references fit, then cut only those longer than the cap, each ending with " [...]".
     Short references stay whole, long ones lose their tails, and every reference keeps its
     place. A budget too small for even 20 characters each keeps 20 characters each. A
-    reference that `max_tokens` cut keeps `CUT_OFF_MARK` after its " [...]", within its cap:
-    " [...]" alone reads as if the words left out held its conclusion.
+    reference that `max_tokens` cut keeps `CUT_OFF_MARK` after its " [...]", within its cap,
+    and one still being written its `IN_PROGRESS`: " [...]" alone reads as if the words
+    left out held its conclusion.
     """
     budget = max(0, budget_tokens) * CHARS_PER_TOKEN
     lengths = [len(r) for r in references]
@@ -207,8 +214,8 @@ def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[
 
 
 def _trimmed(reference: str, cap: int) -> str:
-    """Return `reference` cut to `cap` characters and `TRIM_MARK`, its cut-off mark kept."""
-    tail = f"\n{CUT_OFF_MARK}" if reference.endswith(f"\n{CUT_OFF_MARK}") else ""
+    """Return `reference` cut to `cap` characters and `TRIM_MARK`, its ending mark kept."""
+    tail = next((f"\n{m}" for m in _END_MARKS if reference.endswith(f"\n{m}")), "")
     body = reference[: len(reference) - len(tail)]
     return body[: max(20, cap - len(tail))].rstrip() + TRIM_MARK + tail
 
