@@ -151,3 +151,47 @@ def test_the_local_packages_names_are_listed_before_their_first_use():
     assert out == sorted(local.__all__)
     for name in local.__all__:
         assert getattr(local, name) is not None
+
+
+def private_imports(code: str) -> list[str]:
+    """The package's internals `code` reaches: a `_module` on the path, or a `_name` imported.
+
+    What a user copies from a page or an example is what they come to rely on; an internal
+    name there would make a promise the package's versioning does not keep.
+    """
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("langgraph_moa"):
+            paths = [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            paths = [alias.name for alias in node.names if alias.name.startswith("langgraph_moa")]
+        else:
+            continue
+        found += [p for p in paths if any(part.startswith("_") for part in p.split(".")[1:])]
+    return found
+
+
+def test_a_private_import_is_recognised():
+    assert private_imports("from langgraph_moa.text._selection import select") == [
+        "langgraph_moa.text._selection.select"
+    ]
+    assert private_imports("import langgraph_moa.run._clock") == ["langgraph_moa.run._clock"]
+    assert private_imports("from langgraph_moa.graph import _builder") == [
+        "langgraph_moa.graph._builder"
+    ]
+    assert private_imports("from langgraph_moa import MoAConfig\nimport os._x") == []
+
+
+def test_the_pages_and_examples_import_only_public_names():
+    """README.md, docs/*.md's python blocks, examples/ and graphs/ use the public surface."""
+    from tests.snippets import ROOT, snippets
+
+    sources = {s.id: s.code for s in snippets()}
+    for folder in ("examples", "graphs"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            sources[path.relative_to(ROOT).as_posix()] = path.read_text(encoding="utf-8")
+    assert len(sources) > 10  # the pages' blocks and the files were found
+    found = {where: names for where, code in sources.items() if (names := private_imports(code))}
+    assert found == {}
