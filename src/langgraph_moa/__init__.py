@@ -63,7 +63,7 @@ if TYPE_CHECKING:  # the names as the type checkers see them; imported on first 
     )
     from langgraph_moa.graph import TAG_FINAL, create_moa_graph, final_answer_only
     from langgraph_moa.graph.durable import open_checkpointer
-    from langgraph_moa.graph.streaming import AnswerStream
+    from langgraph_moa.graph.streaming import AnswerStream, RunEvents
     from langgraph_moa.providers._models import OpenAIEndpoint
     from langgraph_moa.run.cache import CallCache, SQLiteCallCache
     from langgraph_moa.run.state import CallRecord, MoAInput, MoAOutput, MoAState, UsageSummary
@@ -115,6 +115,7 @@ _EXPORTS = {
     "final_answer_only": "langgraph_moa.graph",
     "open_checkpointer": "langgraph_moa.graph.durable",
     "AnswerStream": "langgraph_moa.graph.streaming",
+    "RunEvents": "langgraph_moa.graph.streaming",
     "OpenAIEndpoint": "langgraph_moa.providers._models",
     "CallCache": "langgraph_moa.run.cache",
     "SQLiteCallCache": "langgraph_moa.run.cache",
@@ -223,6 +224,7 @@ __all__ = [
     "RequestTimeoutError",
     "RetryPastDeadlineError",
     "RetrySettings",
+    "RunEvents",
     "SQLiteCallCache",
     "SelectionConfig",
     "SelfMoASeqConfig",

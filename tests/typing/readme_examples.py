@@ -12,11 +12,13 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from langgraph_moa import (
+    AnswerStream,
     MoAChatModel,
     MoAConfig,
     MoAContext,
     MoAError,
     MoAInput,
+    RunEvents,
     create_moa_graph,
     final_answer_only,
     open_checkpointer,
@@ -94,3 +96,12 @@ def streaming() -> None:  # the README's block, as written
             print("\n[abandoned]")  # drop all but the first part["data"]["keep"] characters shown
         elif part["type"] == "custom":
             print(part["data"])  # {"event": "started"|"finished"|"failed", "layer": ...}
+
+
+def answer_stream_and_run_events() -> None:  # the README's Streaming prose, typed
+    graph = create_moa_graph("moa-lite")
+    question: MoAInput = {"messages": [("user", "Explain X")]}
+    for piece in AnswerStream(graph, question):  # the input as the graph takes it
+        print(piece, end="")
+    for event in RunEvents(graph, question):
+        print(event["event"])

@@ -41,6 +41,7 @@ EXPECTED_ALL = {
     "RequestTimeoutError",
     "RetryPastDeadlineError",
     "RetrySettings",
+    "RunEvents",
     "SQLiteCallCache",
     "SelectionConfig",
     "SelfMoASeqConfig",

@@ -29,7 +29,7 @@ docs/event-stream.md for the events' fields.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage
@@ -173,7 +173,7 @@ class AnswerStream:
     def __init__(
         self,
         graph: Any,
-        run_input: dict[str, Any],
+        run_input: Mapping[str, Any],
         config: RunnableConfig | None = None,
         *,
         context: Any = None,
@@ -185,7 +185,8 @@ class AnswerStream:
 
         Args:
             graph: A compiled MoA graph.
-            run_input: The graph's input, e.g. ``{"messages": [...]}``.
+            run_input: The graph's input, e.g. ``{"messages": [...]}`` (a `MoAInput`, as the
+                graph takes it: a mapping, so a TypedDict type-checks).
             config: The run's config (callbacks, tags), passed to the graph (plus the
                 package's own ``configurable`` keys: `WATCH`, `DISCARDS_ONLY`).
             context: The run's context (a `MoAContext`, a dict or None).
@@ -392,7 +393,7 @@ class RunEvents:
     def __init__(
         self,
         graph: Any,
-        run_input: dict[str, Any],
+        run_input: Mapping[str, Any],
         config: RunnableConfig | None = None,
         *,
         context: Any = None,
@@ -477,7 +478,7 @@ class ToolCallHold:
         self.released = not active
 
     @classmethod
-    def for_run(cls, run_input: dict[str, Any]) -> ToolCallHold:
+    def for_run(cls, run_input: Mapping[str, Any]) -> ToolCallHold:
         """Return the hold for a run with `run_input`'s tools and tool choice."""
         tools = bool(run_input.get("tools"))
         return cls(tools, forced=tools and forces_call(run_input.get("tool_choice")))
