@@ -196,3 +196,23 @@ def test_the_pages_and_examples_import_only_public_names():
     assert len(sources) > 10  # the pages' blocks and the files were found
     found = {where: names for where, code in sources.items() if (names := private_imports(code))}
     assert found == {}
+
+
+PUBLIC_PACKAGES = ("", ".cli", ".config", ".eval", ".graph", ".local", ".providers")
+PUBLIC_PACKAGES += (".serving", ".testing", ".variants")
+
+
+@pytest.mark.parametrize("package", PUBLIC_PACKAGES)
+def test_every_exported_class_and_function_says_what_it_is(package):
+    """What `__all__` promises has a docstring of its own (not one inherited from a base)."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(f"langgraph_moa{package}")
+    bare = [
+        name
+        for name in module.__all__
+        if (inspect.isclass(obj := getattr(module, name)) and not obj.__dict__.get("__doc__"))
+        or (inspect.isfunction(obj) and not obj.__doc__)
+    ]
+    assert bare == []
