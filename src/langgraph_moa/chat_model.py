@@ -15,6 +15,7 @@ The answer's `usage_metadata` counts every inner call (proposers and aggregator)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -79,6 +80,7 @@ from langgraph_moa.run._inputs import (
     check_tool_choice,
     openai_tools,
 )
+from langgraph_moa.run._interrupt import interruptibly
 from langgraph_moa.run._options import split_call_kwargs
 
 
@@ -543,6 +545,13 @@ class MoAChatModel(BaseChatModel):
                 if chunk is None:
                     return
                 yield chunk
+
+    def batch(self, *args: Any, **kwargs: Any) -> list[Any]:
+        """LangChain's `batch`; a caller who stops waiting interrupts every run of it.
+
+        Its runs are made on worker threads, which Ctrl-C does not reach (`run._interrupt`).
+        """
+        return interruptibly(functools.partial(super().batch, *args, **kwargs))
 
     async def astream(
         self,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa import MoAChatModel, MoAConfig, create_moa_graph
 from langgraph_moa.run import _calls
 from tests.fakes import FakeChat
 
@@ -51,6 +51,26 @@ class Hanging(FakeChat):
         return await super()._agenerate(messages, stop, run_manager, **kwargs)
 
 
+def ctrl_c_during(run, upstream: Upstream) -> list[str]:
+    """Press Ctrl-C once every call has reached `upstream`; return the calls it cancelled."""
+    main = threading.get_ident()
+
+    def ctrl_c_once_all_called() -> None:
+        if upstream.all_started(within_s=30):
+            signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_all_called, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run()
+        deadline = time.monotonic() + 30
+        while len(upstream.cancelled) < upstream.n and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        upstream.released.set()
+    return sorted(upstream.cancelled)
+
+
 def test_ctrl_c_during_a_sync_run_cancels_its_calls_in_flight(monkeypatch):
     """LangGraph's executor, interrupted while it waits for a layer's proposers, waited on
     until each call had finished (and been paid for) before the caller saw the interrupt.
@@ -60,20 +80,21 @@ def test_ctrl_c_during_a_sync_run_cancels_its_calls_in_flight(monkeypatch):
     upstream = Upstream(2)
     proposers = [Hanging(label=f"P{i}", upstream=upstream) for i in range(2)]
     graph = create_moa_graph(MoAConfig(proposers=proposers, aggregator=FakeChat(label="AGG")))
-    main = threading.get_ident()
+    assert ctrl_c_during(lambda: graph.invoke(QUESTION), upstream) == ["P0", "P1"]
+    assert upstream.finished == []
 
-    def ctrl_c_once_both_called() -> None:
-        if upstream.all_started(within_s=30):
-            signal.pthread_kill(main, signal.SIGINT)
 
-    threading.Thread(target=ctrl_c_once_both_called, daemon=True).start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            graph.invoke(QUESTION)
-        deadline = time.monotonic() + 30
-        while len(upstream.cancelled) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        upstream.released.set()
-    assert sorted(upstream.cancelled) == ["P0", "P1"]
+@pytest.mark.parametrize("of", ["graph", "chat model"])
+def test_ctrl_c_during_a_sync_batch_cancels_the_calls_of_its_runs(monkeypatch, of):
+    """`batch` makes its runs on worker threads, which the interrupt never reaches: the
+    caller's Ctrl-C waited for every call of every run, all layers of them, to finish (and
+    be paid for) before it was raised. Now the batch's runs are interrupted with it."""
+    monkeypatch.setattr(_calls, "has_own_timeout", lambda spec: True)
+    upstream = Upstream(4)
+    proposers = [Hanging(label=f"P{i}", upstream=upstream) for i in range(2)]
+    config = MoAConfig(proposers=proposers, aggregator=FakeChat(label="AGG"))
+    runnable = create_moa_graph(config) if of == "graph" else MoAChatModel(config=config)
+    question = QUESTION if of == "graph" else "What is MoA?"
+    cancelled = ctrl_c_during(lambda: runnable.batch([question, question]), upstream)
+    assert cancelled == ["P0", "P0", "P1", "P1"]
     assert upstream.finished == []

@@ -9,6 +9,7 @@ entrance that goes through the graph's streams: ``invoke``, ``ainvoke``, ``strea
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeGuard, TypeVar
@@ -22,7 +23,7 @@ from langgraph.types import Command
 from langgraph_moa._redact import clip
 from langgraph_moa.errors import MoAInputError
 from langgraph_moa.run._busy import aheld, held, thread_key
-from langgraph_moa.run._interrupt import interruptible
+from langgraph_moa.run._interrupt import interruptible, interruptibly
 from langgraph_moa.run.state import RUN_OPTIONS
 
 _EXAMPLE = "{'messages': [('user', 'Explain X')]}"
@@ -491,6 +492,13 @@ class MoAGraph(CompiledStateGraph[Any, Any, Any, Any]):
         run = super().stream(with_run_options(input), *args, **kwargs)
         key = thread_key(self.checkpointer, _config(args, kwargs))
         return interruptible(run if key is None else held(key, run))  # no thread: no hold
+
+    def batch(self, *args: Any, **kwargs: Any) -> list[Any]:
+        """Batch as LangChain does; a caller who stops waiting interrupts every run of it.
+
+        Its runs are made on worker threads, which Ctrl-C does not reach (`_interrupt`).
+        """
+        return interruptibly(functools.partial(super().batch, *args, **kwargs))
 
     def astream(self, input: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Check the input, then stream as LangGraph does (`ainvoke` comes here)."""

@@ -13,6 +13,10 @@ closed early, first interrupts the run (`RunCalls`): its calls on the call loop 
 cancelled, its nodes stop waiting for calls in threads they cannot stop, and it makes no
 new call (`run._calls`); then the run is closed in its thread, as LangGraph closes it, now
 that its nodes end at once.
+
+A batch (`interruptibly`) is driven the same way: its runs, on LangGraph's worker threads
+where no interrupt reaches, are parts of it (their `RunCalls` hang off the batch's), so an
+interrupted batch interrupts every run of it before the executor waits for them.
 """
 
 from __future__ import annotations
@@ -59,8 +63,15 @@ _END = object()
 
 
 def interruptible(run: Iterator[T]) -> Iterator[T]:
-    """Iterate `run` in a thread of its own; stopping the wait interrupts it (see the module)."""
+    """Iterate `run` in a thread of its own; stopping the wait interrupts it (see the module).
+
+    A run made within another one's context (a batch's, `interruptibly`) is interrupted
+    with it.
+    """
     calls = RunCalls()
+    whole = RUN_CALLS.get()
+    if whole is not None:
+        whole.on_interrupt(calls.interrupt)
     context = contextvars.copy_context()
     context.run(RUN_CALLS.set, calls)
     driver = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="moa run")
@@ -79,6 +90,22 @@ def interruptible(run: Iterator[T]) -> Iterator[T]:
         raise
     finally:
         driver.shutdown(wait=False)
+        if whole is not None:
+            whole.forget(calls.interrupt)
+
+
+def interruptibly(work: Callable[[], T]) -> T:
+    """Return `work()` (a batch of runs) made as `interruptible` makes a run.
+
+    `Runnable.batch` makes each run on a worker thread and, interrupted, waits for them all
+    before the interrupt reaches its caller: each would run to its end.
+    """
+    (result,) = interruptible(_calling(work))
+    return result
+
+
+def _calling(work: Callable[[], T]) -> Iterator[T]:
+    yield work()
 
 
 def _next(run: Iterator[Any]) -> Any:
