@@ -51,8 +51,8 @@ class Hanging(FakeChat):
         return await super()._agenerate(messages, stop, run_manager, **kwargs)
 
 
-def ctrl_c_during(run, upstream: Upstream) -> list[str]:
-    """Press Ctrl-C once every call has reached `upstream`; return the calls it cancelled."""
+def ctrl_c_during(run, upstream: Upstream) -> None:
+    """Press Ctrl-C once every call has reached `upstream`; the run raises it."""
     main = threading.get_ident()
 
     def ctrl_c_once_all_called() -> None:
@@ -60,27 +60,61 @@ def ctrl_c_during(run, upstream: Upstream) -> list[str]:
             signal.pthread_kill(main, signal.SIGINT)
 
     threading.Thread(target=ctrl_c_once_all_called, daemon=True).start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run()
-        deadline = time.monotonic() + 30
-        while len(upstream.cancelled) < upstream.n and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        upstream.released.set()
+    with pytest.raises(KeyboardInterrupt):
+        run()
+
+
+def cancelled(upstream: Upstream) -> list[str]:
+    """Return the calls `upstream` saw cancelled, once all were (or after a while)."""
+    deadline = time.monotonic() + 30
+    while len(upstream.cancelled) < upstream.n and time.monotonic() < deadline:
+        time.sleep(0.01)
     return sorted(upstream.cancelled)
 
 
 def test_ctrl_c_during_a_sync_run_cancels_its_calls_in_flight(monkeypatch):
     """LangGraph's executor, interrupted while it waits for a layer's proposers, waited on
     until each call had finished (and been paid for) before the caller saw the interrupt.
-    Now the run's calls are cancelled first."""
+    Now the run's calls are cancelled first, and no call follows them."""
     # As a model this package builds on its client (an endpoint): its calls can be stopped.
     monkeypatch.setattr(_calls, "has_own_timeout", lambda spec: True)
     upstream = Upstream(2)
     proposers = [Hanging(label=f"P{i}", upstream=upstream) for i in range(2)]
+    aggregator = FakeChat(label="AGG")
+    graph = create_moa_graph(MoAConfig(proposers=proposers, aggregator=aggregator))
+    try:
+        ctrl_c_during(lambda: graph.invoke(QUESTION), upstream)
+        assert cancelled(upstream) == ["P0", "P1"]
+    finally:
+        upstream.released.set()
+    assert upstream.finished == []
+    assert aggregator.log.calls == []
+
+
+def test_ctrl_c_during_a_sync_run_leaves_a_users_model_to_its_thread():
+    """A model instance of the user's cannot be stopped: the run no longer waits for it."""
+    upstream = Upstream(2)
+    proposers = [Hanging(label=f"P{i}", upstream=upstream) for i in range(2)]
     graph = create_moa_graph(MoAConfig(proposers=proposers, aggregator=FakeChat(label="AGG")))
-    assert ctrl_c_during(lambda: graph.invoke(QUESTION), upstream) == ["P0", "P1"]
+    try:
+        ctrl_c_during(lambda: graph.invoke(QUESTION), upstream)
+        assert upstream.finished == []  # still blocked when the interrupt reached the caller
+    finally:
+        upstream.released.set()
+
+
+def test_a_sync_stream_closed_early_cancels_its_calls_in_flight(monkeypatch):
+    monkeypatch.setattr(_calls, "has_own_timeout", lambda spec: True)
+    upstream = Upstream(2)
+    proposers = [Hanging(label=f"P{i}", upstream=upstream) for i in range(2)]
+    graph = create_moa_graph(MoAConfig(proposers=proposers, aggregator=FakeChat(label="AGG")))
+    try:
+        for _ in graph.stream(QUESTION, stream_mode="custom"):  # a call started
+            assert upstream.all_started(within_s=30)
+            break
+        assert cancelled(upstream) == ["P0", "P1"]
+    finally:
+        upstream.released.set()
     assert upstream.finished == []
 
 
@@ -95,6 +129,9 @@ def test_ctrl_c_during_a_sync_batch_cancels_the_calls_of_its_runs(monkeypatch, o
     config = MoAConfig(proposers=proposers, aggregator=FakeChat(label="AGG"))
     runnable = create_moa_graph(config) if of == "graph" else MoAChatModel(config=config)
     question = QUESTION if of == "graph" else "What is MoA?"
-    cancelled = ctrl_c_during(lambda: runnable.batch([question, question]), upstream)
-    assert cancelled == ["P0", "P0", "P1", "P1"]
+    try:
+        ctrl_c_during(lambda: runnable.batch([question, question]), upstream)
+        assert cancelled(upstream) == ["P0", "P0", "P1", "P1"]
+    finally:
+        upstream.released.set()
     assert upstream.finished == []
