@@ -23,6 +23,7 @@ All of them derive from `MoAError` so an application can catch one type::
     ├── ContextLengthError                   the input does not fit the model's context
     ├── UnsupportedParameterError            a model refuses a call parameter (temperature)
     ├── UnsupportedContentError              a text-only model refuses an image, audio, a file
+    ├── EndpointNotFoundError                an endpoint has no such model, or no API at its URL
     ├── StreamBrokenError                    a streamed answer broke after text was sent
     ├── RetryPastDeadlineError               a Retry-After asks for a wait past the deadline
     ├── RequestTimeoutError                  a served request ran past --request-timeout
@@ -262,6 +263,15 @@ class UnsupportedContentError(MoAError):
     The message names the model and the fix (leave it out for such input, or use a model
     that takes them). Not retried: the same call is refused again. Never dropped silently:
     the model's failed call stays in the run's calls, as any other failure does.
+    """
+
+
+class EndpointNotFoundError(MoAError):
+    """An endpoint answered 404: it serves no model of that name, or no chat API at its URL.
+
+    The message names the fix for the server that said it: ``ollama pull`` for Ollama, the
+    name given to vLLM's ``--served-model-name``, the URL's missing ``/v1``. Not retried: the
+    same call is refused again until the setup changes.
     """
 
 

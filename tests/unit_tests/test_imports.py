@@ -18,6 +18,7 @@ EXPECTED_ALL = {
     "ContentFilteredError",
     "ContextLengthError",
     "EmptyResponseError",
+    "EndpointNotFoundError",
     "EvalDatasetError",
     "LimitExceededError",
     "LocalModelError",

@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from langchain_core.messages import BaseMessage
 from langgraph.types import default_retry_on
@@ -19,6 +20,7 @@ from langgraph_moa._redact import clip
 from langgraph_moa.errors import (
     CallTimeoutError,
     ContextLengthError,
+    EndpointNotFoundError,
     MoAError,
     UnsupportedContentError,
     UnsupportedParameterError,
@@ -201,6 +203,43 @@ def _refused_content(exc: BaseException, messages: Sequence[BaseMessage]) -> boo
     return any(phrase in text for phrase in _TEXT_ONLY) and _sends_media(messages)
 
 
+_NOT_PULLED = re.compile(r"model [\"']([^\"']+)[\"'] not found, try pulling it first")
+"""Ollama's 404 for a model it has not downloaded."""
+_NOT_SERVED = re.compile(r"The model `([^`]+)` does not exist")
+"""vLLM's 404 for a name other than its ``--served-model-name`` (by default ``--model``)."""
+
+
+def _not_found_fix(exc: BaseException) -> str | None:
+    """Return the fix of an OpenAI-compatible server's 404 where its cause is known.
+
+    The fix is a sentence, its stop included.
+
+    Relayed as they came, Ollama's and vLLM's words name no fix, and a URL without its
+    ``/v1`` got a bare "Error code: 404" (vLLM's ``{"detail": "Not Found"}``, Ollama's
+    "404 page not found"), which reads as a model that does not exist.
+    """
+    if http_status(exc) != 404:
+        return None
+    text = str(exc)
+    if (pulled := _NOT_PULLED.search(text)) is not None:
+        name = pulled.group(1)
+        return (
+            f"Ollama has no model {name!r}: run `ollama pull {name}` on its host "
+            "(`ollama list` shows the names it has)."
+        )
+    if (served := _NOT_SERVED.search(text)) is not None:
+        return (
+            f"the server serves no model {served.group(1)!r}: the name before @ must match "
+            "vLLM's --served-model-name (its /v1/models lists the names)."
+        )
+    url = getattr(getattr(exc, "request", None), "url", None)
+    parts = urlsplit(str(url)) if url is not None else None
+    if parts is not None and parts.path == "/chat/completions":
+        root = f"{parts.scheme}://{parts.netloc}"
+        return f"the server has no chat API at {root}: did you mean {root}/v1?"
+    return None
+
+
 LABEL_CHARS = 48
 """The most characters of a model's label in an explained failure: with it, each fix fits the
 300 characters a failed call's line keeps."""
@@ -229,6 +268,8 @@ def explain_failure(
             f"{model} does not take the call parameter '{param}' (a reasoning model takes "
             f"its own default): {_PARAMETER_FIXES[param]}. The provider said: {exc}"
         )
+    if (fix := _not_found_fix(exc)) is not None:
+        return EndpointNotFoundError(f"{model}: {fix} The provider said: {exc}")
     if _refused_content(exc, messages):
         return UnsupportedContentError(
             f"{model} cannot read images, audio or files: remove it for such input, or use "

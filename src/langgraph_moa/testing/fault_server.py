@@ -59,6 +59,9 @@ class FaultProfile(BaseModel):
     refusal: str | None = None
     """Refuse as OpenAI does: no content, this text in the message's ``refusal`` field
     (streamed: in ``refusal`` deltas)."""
+    scripted_error: tuple[int, dict[str, Any]] | None = None
+    """Answer every request with this HTTP status and JSON body: a real server's own error,
+    word for word (Ollama's model that is not pulled, vLLM's context overflow)."""
 
 
 class FaultServer:
@@ -136,6 +139,9 @@ class FaultServer:
                 cap = body.get("max_tokens", body.get("max_completion_tokens"))
                 self.max_tokens_seen[model].append(cap)
             profile, fault, delay, n = self._draw(model)
+            if profile.scripted_error is not None:
+                status, error = profile.scripted_error
+                return JSONResponse(error, status_code=status)
             if fault is None:
                 await asyncio.sleep(delay)
                 return await _answer(body, model, n, profile)
