@@ -101,3 +101,18 @@ def test_a_keyless_private_http_endpoint_is_called_without_asking_for_a_key(serv
     call = first_call(f"good@{server.url}", server)
     assert call["status"] == "ok"
     assert server.last_headers["good"]["authorization"] == "Bearer not-needed"
+
+
+def test_a_streamed_answer_asks_for_usage_which_vllm_sends_only_when_asked(server):
+    # FaultServer, as vLLM, sends a stream's usage only under stream_options.include_usage.
+    config = MoAConfig(proposers=[f"good@{server.url}"], aggregator=f"agg@{server.url}")
+    final = None
+    for mode, chunk in create_moa_graph(config).stream(
+        QUESTION, stream_mode=["messages", "values"]
+    ):
+        if mode == "values":
+            final = chunk
+    assert server.last_body["agg"]["stream"] is True
+    assert server.last_body["agg"]["stream_options"] == {"include_usage": True}
+    aggregator = next(c for c in final["calls"] if c["role"] == "aggregator")
+    assert aggregator["completion_tokens"] > 0
