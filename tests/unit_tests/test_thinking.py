@@ -245,3 +245,42 @@ async def test_the_progress_stream_and_the_page_get_each_parts_finish_reason(fak
         log.add(token)
     for joined in ([json.loads(e.split("data: ", 1)[1]) for e in joiner.flush()], log.events):
         assert [(e["part"], e.get("finish_reason")) for e in joined] == [(1, "stop"), (2, "stop")]
+
+
+TOOL_CALL = {"name": "search", "args": {"q": "x"}, "id": "c1", "type": "tool_call"}
+
+
+@pytest.mark.parametrize("reason", ["tool_calls", "tool_use", "function_call"])
+def test_a_block_left_open_by_a_model_that_called_tools_is_dropped_streamed_too(reason):
+    # Stopped to call tools, the model's unclosed block is its thinking: the answer drops it
+    # (`without_thinking`), but the stream counted "tool_calls" as stopping itself and sent
+    # the block whole, then broke against the answer's empty text.
+    from langgraph_moa.graph.streaming import OneAttempt
+
+    text = "<think>I should look this up"
+    answer = AIMessage(
+        content=text, tool_calls=[TOOL_CALL], response_metadata={"finish_reason": reason}
+    )
+    answer = without_thinking(answer, "m")
+    one = OneAttempt()
+    one.check("m1", 0)
+    sent = one.sent(one.answer_text(text))
+    one.ended("m1", 0, reason)
+    sent += one.sent(one.held_text())
+    assert sent + one.rest(answer) == answer.text == ""
+
+
+@pytest.mark.parametrize(
+    ("reason", "calls"),
+    [("stop", []), ("stop", [TOOL_CALL]), ("tool_calls", [TOOL_CALL]), ("tool_use", [])],
+)
+def test_a_chunk_wise_stream_keeps_an_open_block_exactly_where_the_answer_does(reason, calls):
+    # A chunk-wise proposal's stream (`_Chunkwise`) released the unclosed block where the
+    # model "stopped itself", tool calls or not; the layered path drops it when tools were
+    # called (Gemini says STOP with its function calls): the proposal differed by path.
+    from langgraph_moa.run._accounting import kept_whole
+
+    text = "<think>look it up"
+    said = AIMessage(content=text, tool_calls=calls, response_metadata={"finish_reason": reason})
+    cut = ThinkingCut()
+    assert cut.take(text) + cut.finish(kept_whole(said)) == without_thinking(said, "m").text

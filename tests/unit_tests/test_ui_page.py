@@ -176,3 +176,21 @@ def test_nothing_moves_unless_the_reader_allows_motion():
     assert not re.findall(r"(?:animation|transition)[\w-]*\s*:|scroll-behavior:\s*smooth", rest)
     script = (STATIC / "app.js").read_text()
     assert not re.findall(r"""behavior:\s*["']smooth|\.animate\(""", script)
+
+
+def _page_set(script: str, name: str) -> set[str]:
+    found = re.search(rf"const {name} = new Set\(\[([^\]]*)\]\)", script)
+    assert found, f"app.js has no {name}"
+    return set(re.findall(r'"([^"]*)"', found.group(1)))
+
+
+def test_the_page_keeps_an_open_block_by_the_packages_finish_reasons():
+    """A part whose model stopped to call tools ("tool_calls") showed its unclosed <think>
+    block as answer text, where the answer drops it: the page's rule is the package's
+    (`keeps_block`), its two lists of finish reasons the same."""
+    from langgraph_moa.run._accounting import CUT_OFF_REASONS, TOOL_CALL_REASONS
+
+    script = (STATIC / "app.js").read_text()
+    assert _page_set(script, "CUT_OFF_REASONS") == CUT_OFF_REASONS
+    assert _page_set(script, "TOOL_CALL_REASONS") == TOOL_CALL_REASONS
+    assert re.search(r"function stoppedItself[^}]*TOOL_CALL_REASONS\.has\(", script)

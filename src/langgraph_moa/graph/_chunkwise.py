@@ -58,9 +58,8 @@ from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import (
     as_reference,
     empty_answer,
-    finish_reason,
+    kept_whole,
     refuse_filtered,
-    stopped_itself,
     summarize,
     without_thinking,
 )
@@ -279,8 +278,7 @@ class _Chunkwise:
                         self.texts[k] += thinking.take(chunk.text)
                         self.changed.set()
                     # A block the model ended itself is its text, as `without_thinking`'s.
-                    said = None if whole is None else finish_reason(whole)
-                    self.texts[k] += thinking.finish(stopped_itself(said))
+                    self.texts[k] += thinking.finish(whole is not None and kept_whole(whole))
                 finally:
                     CALL_HELD.reset(held)
                     CALL_TIMER.reset(timer)

@@ -37,7 +37,7 @@ from langchain_core.runnables import RunnableConfig
 
 from langgraph_moa._unicode import well_formed
 from langgraph_moa.errors import StreamBrokenError
-from langgraph_moa.run._accounting import finish_reason, stopped_itself
+from langgraph_moa.run._accounting import finish_reason, keeps_block
 from langgraph_moa.run._answer import answer_part, final_answer_only
 from langgraph_moa.run._calls import DISCARDED, DISCARDS_ONLY, WATCH
 from langgraph_moa.run._inputs import forces_call
@@ -102,7 +102,7 @@ class OneAttempt:
         Only the current message's counts: another's, which sent no text, has nothing held.
         """
         if reason is not None and (source, part) == (self.source, self.part):
-            self.stopped = stopped_itself(reason)
+            self.stopped = keeps_block(reason)
 
     def answer_text(self, text: str) -> str:
         """Return what of the current message's piece `text` is answer (not thinking).

@@ -91,6 +91,10 @@ CUT_OFF_REASONS = frozenset({"length", "max_tokens"})
 (OpenAI, llama.cpp, vLLM, Together) say "length", Anthropic "max_tokens", Gemini
 "MAX_TOKENS" (compared in lower case)."""
 
+TOOL_CALL_REASONS = frozenset({"tool_calls", "tool_use", "function_call"})
+"""Finish reasons that say the model stopped to call tools: OpenAI's (and the older
+"function_call"), Anthropic's "tool_use"."""
+
 
 def finish_reason(response: BaseMessage) -> str | None:
     """Return why generation stopped, as the provider reported it.
@@ -148,7 +152,8 @@ def without_thinking(response: _Message, label: str) -> _Message:
 
     A block that never closed is thinking cut off (`cut_while_thinking`) unless the
     provider said the model stopped for another reason: then the text is the answer, its
-    ``<think>`` its own (a reply about the tag), and is left whole.
+    ``<think>`` its own (a reply about the tag), and is left whole (`kept_whole`), unless
+    the model stopped to call tools: then the block is its thinking.
 
     Raises:
         EmptyResponseError: the block never closed (``max_tokens`` cut the model while it
@@ -167,7 +172,7 @@ def without_thinking(response: _Message, label: str) -> _Message:
             response,
         )
     split = split_thinking(text)
-    if not split.closed and not response.tool_calls:
+    if not split.closed and kept_whole(response):
         return response
     content = _cut_text(response.content, len(text) - len(split.answer))
     # What a provider sent apart (its reasoning parser's) comes first: replaced, it was lost.
@@ -199,6 +204,26 @@ def stopped_itself(reason: str | None) -> bool:
     releases it so at its end (`ThinkingCut.finish`).
     """
     return reason is not None and reason.lower() not in CUT_OFF_REASONS
+
+
+def keeps_block(reason: str | None) -> bool:
+    """Tell whether a text that opens a ``<think>`` block and never closes it is its answer.
+
+    Its model ended it itself (`stopped_itself`), and not to call tools (`TOOL_CALL_REASONS`):
+    a model that stopped to call a tool wrote its thinking, not an answer. A stream that
+    knows only the finish reason (`OneAttempt`, the page) releases the block by this rule.
+    """
+    return stopped_itself(reason) and str(reason).lower() not in TOOL_CALL_REASONS
+
+
+def kept_whole(response: BaseMessage) -> bool:
+    """Tell whether `response`'s unclosed ``<think>`` block is its own text, kept whole.
+
+    Not where it made tool calls, whatever its finish reason (Gemini says ``STOP`` with
+    them): `without_thinking` and a chunk-wise proposal's stream both go by this.
+    """
+    calls = isinstance(response, AIMessage) and bool(response.tool_calls)
+    return not calls and keeps_block(finish_reason(response))
 
 
 def _cut_text(content: str | list[Any], chars: int) -> str | list[Any]:

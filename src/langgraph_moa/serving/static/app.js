@@ -254,12 +254,16 @@ class TextQueue {
 // "<think>" is held; the block goes up to its closing tag, and the whitespace after it.
 // The call's card shows the thinking: the answer box is the answer only. A block that never
 // closed is held whole: where its part's finish_reason says the model stopped itself (said,
-// and not "length" or "max_tokens"), it is the answer's own text and is shown at the part's end.
+// and not "length" or "max_tokens", nor a stop to call tools, whose block is its thinking),
+// it is the answer's own text and is shown at the part's end (keeps_block in run/_accounting.py).
 const THINK_OPEN = "<think>";
 const CUT_OFF_REASONS = new Set(["length", "max_tokens"]);
+const TOOL_CALL_REASONS = new Set(["function_call", "tool_calls", "tool_use"]);
 
 function stoppedItself(reason) {
-  return typeof reason === "string" && reason !== "" && !CUT_OFF_REASONS.has(reason.toLowerCase());
+  if (typeof reason !== "string" || reason === "") return false;
+  const said = reason.toLowerCase();
+  return !CUT_OFF_REASONS.has(said) && !TOOL_CALL_REASONS.has(said);
 }
 const THINK_CLOSE = "</think>";
 // Python's str.lstrip() whitespace: trimStart() keeps U+001C-U+001F and U+0085, drops U+FEFF.
