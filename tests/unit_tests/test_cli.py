@@ -1980,6 +1980,18 @@ def test_the_short_version_flag_and_python_dash_m_say_the_same_version():
     assert (done.returncode, done.stdout, done.stderr) == (0, said, "")
 
 
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_the_version_flag_with_stdout_closed_ends_quietly(monkeypatch, flag):
+    # `moa -V >&-`: with no stdout at all, Python's sys.stdout is None, and the fast path
+    # ended in a traceback (AttributeError: 'NoneType' ... 'write'), exit 1, where
+    # `moa run ... >&-` and `moa -V | true` end quietly.
+    from langgraph_moa.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["moa", flag])
+    monkeypatch.setattr(sys, "stdout", None)
+    main()
+
+
 def test_a_chat_piped_with_windows_line_ends_reads_as_with_unix_ones(monkeypatch):
     # `moa chat < script.txt` with a file saved on Windows: off Windows, stdin splits lines
     # at "\n" only, so each line kept its "\r": a message ended in "\r", and a line ending

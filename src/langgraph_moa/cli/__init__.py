@@ -50,6 +50,8 @@ def _print_version() -> None:
     """Print the version as the command's ``--version`` does (`_app._version`), and no more."""
     from langgraph_moa import __version__
 
+    if sys.stdout is None:  # run with stdout closed (`>&-`): no reader to begin with
+        return
     try:
         sys.stdout.write(f"langgraph-moa {__version__}\n")
         sys.stdout.flush()
