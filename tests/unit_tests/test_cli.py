@@ -997,17 +997,23 @@ def test_chat_refuses_an_unknown_command_and_sends_a_double_slash_message(monkey
     assert [m.text for c in log.by("A") for m in c.messages if m.type == "human"] == ["/etc/hosts?"]
 
 
-@pytest.mark.parametrize("key", [EOFError, KeyboardInterrupt])
-def test_ctrl_d_or_ctrl_c_at_the_prompt_ends_the_prompts_line(monkeypatch, capsys, key):
+def _terminal_reader(monkeypatch, typed):
+    """A chat's line reader on a terminal whose input() is `typed`."""
     from langgraph_moa.cli._chat import LineReader
 
+    monkeypatch.setattr("builtins.input", typed)
+    reader = LineReader()
+    reader.interactive = True
+    return reader
+
+
+@pytest.mark.parametrize("key", [EOFError, KeyboardInterrupt])
+def test_ctrl_d_or_ctrl_c_at_the_prompt_ends_the_prompts_line(monkeypatch, capsys, key):
     def pressed(prompt):
         print(prompt, end="")
         raise key
 
-    monkeypatch.setattr("builtins.input", pressed)
-    reader = LineReader()
-    reader.interactive = True
+    reader = _terminal_reader(monkeypatch, pressed)
     with pytest.raises(key):
         reader.message()
     assert capsys.readouterr().out == "you> \n"
@@ -2005,6 +2011,46 @@ def test_a_chat_piped_with_windows_line_ends_reads_as_with_unix_ones(monkeypatch
     reader = LineReader()
     reader.interactive = False
     assert [reader.message() for _ in range(3)] == ["hello", "first \nsecond", "a\nb"]
+
+
+def test_piped_chat_refuses_a_message_that_is_not_utf8_and_reads_the_next(monkeypatch):
+    # `moa chat < turns.txt` with one bad byte: stdin decodes a whole buffer at a time, so
+    # the error took every message in it (here all): the chat refused one and ended, exit 0,
+    # with the others never sent. A block is refused whole, not line by line.
+    import io
+
+    from langgraph_moa.cli._chat import LineReader
+
+    data = b'hi\n"""\nline1 \xff\nline2\n"""\nhello\nbad \xfe\nbye\n'
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), newline="\n"))
+    reader = LineReader()
+    reader.interactive = False
+    read: list[str] = []
+    for _ in range(6):
+        try:
+            read.append(reader.message())
+        except UnicodeError:
+            read.append("(refused)")
+        except EOFError:
+            break
+    assert read == ["hi", "(refused)", "hello", "(refused)", "bye"]
+
+
+def test_a_terminal_block_with_a_line_that_is_not_utf8_is_refused_whole(monkeypatch):
+    # Outside Python's UTF-8 mode a terminal's input() raises on such a line, not keeping it
+    # as surrogates: the block stopped there, and its later lines went out as messages.
+    lines = iter(['"""', b"caf\xe9", "more", '"""', "hello"])
+
+    def typed(prompt: str = "") -> str:
+        line = next(lines)
+        if isinstance(line, bytes):
+            raise UnicodeDecodeError("utf-8", line, 3, 4, "invalid continuation byte")
+        return line
+
+    reader = _terminal_reader(monkeypatch, typed)
+    with pytest.raises(UnicodeError):
+        reader.message()
+    assert reader.message() == "hello"
 
 
 def test_a_question_with_windows_line_ends_reaches_the_models_with_unix_ones(tmp_path, monkeypatch):

@@ -92,11 +92,13 @@ class LineReader:
         if self.interactive:
             try:
                 return input(prompt)
+            except UnicodeDecodeError as exc:  # outside UTF-8 mode: the line is read, kept so
+                return exc.object.decode(exc.encoding, "surrogateescape")
             except (EOFError, KeyboardInterrupt):
                 sys.stdout.write("\n")  # end the prompt's line: what follows starts afresh
                 sys.stdout.flush()
                 raise
-        line = sys.stdin.readline()
+        line = _piped_line()
         if not line:
             raise EOFError
         return line.rstrip("\n").removesuffix("\r")  # a Windows file piped in off Windows
@@ -104,9 +106,10 @@ class LineReader:
     def message(self) -> str:
         """Read one message: a line, continued lines, or a triple-quoted block.
 
-        Raise UnicodeError when its bytes are not UTF-8. Piped input fails to decode; a
-        terminal's input() keeps such bytes as lone surrogates, which no provider can encode:
-        every proposer failed with UnicodeEncodeError and the turn counted as failed.
+        Raise UnicodeError when its bytes are not UTF-8, once the whole message is read (a
+        block's later lines are not messages of their own). A terminal's input() keeps such
+        bytes as lone surrogates, as piped lines do (`_piped_line`), which no provider can
+        encode: every proposer failed with UnicodeEncodeError and the turn counted as failed.
         """
         text = self._read()
         text.encode("utf-8")  # raises UnicodeEncodeError on the surrogates of such bytes
@@ -124,6 +127,19 @@ class LineReader:
             lines[-1] = lines[-1][:-1]
             lines.append(self._line("...> "))
         return "\n".join(lines)
+
+
+def _piped_line() -> str:
+    """Read one line of piped stdin, bytes its encoding cannot read kept as lone surrogates.
+
+    The text stream decodes a whole buffer at once: one bad byte made it raise for every
+    line in that buffer (up to 8 KB), so the messages around it were never read.
+    """
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:  # a text-only stream (a test's, an embedding host's)
+        return sys.stdin.readline()
+    encoding = getattr(sys.stdin, "encoding", None) or "utf-8"
+    return binary.readline().decode(encoding, "surrogateescape")
 
 
 def chat(
