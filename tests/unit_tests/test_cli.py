@@ -605,8 +605,12 @@ def test_chat_reset_forgets_the_conversation(monkeypatch, fake, log):
         # The saved file edited (its oldest turns removed) in Windows Notepad, which starts
         # UTF-8 files with a byte order mark: refused as "not a JSON file /save wrote".
         ('\ufeff[{"role": "human", "content": "kept"}]'.encode(), ["kept", "next"]),
+        (b'[{"role": "human", "content": "caf\xe9"}]', ["one", "next"]),  # not UTF-8: refused
+        # A lone surrogate spelled as a JSON escape (another tool's file) is no text a
+        # provider can send: loaded, it failed every later turn with UnicodeEncodeError.
+        (b'[{"role": "human", "content": "caf\\udce9"}]', ["one", "next"]),
     ],
-    ids=["nested-too-deep", "byte-order-mark"],
+    ids=["nested-too-deep", "byte-order-mark", "latin-1", "lone-surrogate"],
 )
 def test_chat_load_of_an_odd_file_goes_on(monkeypatch, fake, log, tmp_path, data, heard):
     from typer.testing import CliRunner

@@ -419,6 +419,8 @@ def load(path: str, history: list[BaseMessage]) -> list[BaseMessage]:
             )
             return history
         turns = json.loads(data.decode("utf-8-sig"))
+        # A lone surrogate spelled "\udce9" (no file /save writes) is no text to send.
+        json.dumps(turns, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError: refused
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
         why = exc.strerror if isinstance(exc, OSError) else "it is not a JSON file /save wrote"
         out.error(f"cannot read {path!r}: {why}; the conversation is unchanged")
