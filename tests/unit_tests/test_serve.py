@@ -1299,7 +1299,7 @@ def test_unknown_routes_and_methods_list_every_route_the_server_has(system):
             "POST /v1/moa/runs,",
             "GET /v1/moa/runs,",
             "GET /v1/moa/runs/{run_id}",
-            "GET /health.",
+            "GET /health and GET /ready.",
         ):
             assert route in message, message
 

@@ -108,6 +108,16 @@ def path_prefix(value: str) -> str:
         raise typer.BadParameter(str(exc)) from None
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def log_format_name(value: str) -> str:
+    """Refuse a --log-format other than text or json: a usage error, exit code 2."""
+    if value not in LOG_FORMATS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(LOG_FORMATS)}.")
+    return value
+
+
 def serve(
     preset: Annotated[
         list[str] | None,
@@ -319,6 +329,15 @@ def serve(
             "web page shows each run's cost by it; local models cost nothing.",
         ),
     ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            callback=log_format_name,
+            metavar="text|json",
+            help="The access log on stderr: one text line per request (the default), or "
+            "one JSON object per line for a log pipeline.",
+        ),
+    ] = "text",
     context_size: ContextSizeOpt = None,
     history_runs: HistoryRunsOpt = HISTORY_RUNS,
 ) -> None:
@@ -414,6 +433,7 @@ def serve(
             history_runs=history_runs,
             drain_timeout_s=drain_timeout,
             root_path=root_path,
+            log_format=log_format,
         )
 
 

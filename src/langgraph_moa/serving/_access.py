@@ -15,10 +15,13 @@ and streams included, /health itself not): the one way an operator can see the s
 Past ``--max-runs`` the server is alive but refuses runs (503): /health stays 200 "ok" (a
 supervisor must not restart a busy server) and says ``"busy": true`` to every client, the
 readiness a load balancer routes by; a key holder also reads ``runs`` and ``max_runs``.
+``GET /ready`` says the same by its status (503 while busy), for a probe that reads no body.
+With ``json_lines`` (``--log-format json``) each line is one JSON object for a log pipeline.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from collections.abc import Callable
@@ -35,16 +38,25 @@ the event that carries the facts); a body up to twice this is kept whole."""
 class AccessLog:
     """Wrap an ASGI app: answer /health, and log one line per HTTP request through `write`."""
 
-    def __init__(self, app: Any, models: list[str], write: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        models: list[str],
+        write: Callable[[str], None],
+        *,
+        json_lines: bool = False,
+    ) -> None:
         """Log requests to `app` with `write`; /health lists `models` to whom `app` lets in.
 
         The test is the app's own (``state.lets_in``, see `create_app`: the key and the Host
-        and Origin rules); an app without one lets everyone in.
+        and Origin rules); an app without one lets everyone in. With `json_lines` each line
+        is one JSON object (`json_line`), for a log pipeline, instead of the text line.
         """
         self.app = app
         state = getattr(app, "state", None)
         if state is not None and isinstance(getattr(state, "extra_routes", None), list):
-            state.extra_routes.append("GET /health")  # listed in the app's 404s
+            state.extra_routes += ["GET /health", "GET /ready"]  # listed in the app's 404s
+        self.json_lines = json_lines
         self.lets_in: Callable[[Any], bool] = getattr(state, "lets_in", lambda scope: True)
         self.models = models
         self.write = write
@@ -57,8 +69,8 @@ class AccessLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] == "/health" and scope["method"] in ("GET", "HEAD"):
-            await self._health(scope, send)
+        if scope["path"] in ("/health", "/ready") and scope["method"] in ("GET", "HEAD"):
+            await (self._health if scope["path"] == "/health" else self._ready)(scope, send)
             return
         started = time.perf_counter()
         seen: dict[str, Any] = {
@@ -96,11 +108,12 @@ class AccessLog:
         try:
             await self.app(scope, tap_receive, tap_send)
         except Exception as exc:
-            self.write(self._line(scope, 500, started, seen, f"{type(exc).__name__}: {exc}"))
+            crash = f"{type(exc).__name__}: {exc}"
+            self.write(self._line(self._record(scope, 500, started, seen, crash)))
             raise
         finally:  # answered, failed or cancelled (the client left, the server stopped)
             self.in_flight -= 1
-        self.write(self._line(scope, seen["status"], started, seen))
+        self.write(self._line(self._record(scope, seen["status"], started, seen)))
 
     async def _health(self, scope: Any, send: Any) -> None:
         health: dict[str, Any] = {"status": "ok"}  # liveness: the process answers
@@ -112,28 +125,44 @@ class AccessLog:
             if self.load is not None:
                 health["runs"] = self.load.running
                 health["max_runs"] = self.load.max_runs
-        body = json.dumps(health).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, 200, health)
 
-    def _line(
+    async def _ready(self, scope: Any, send: Any) -> None:
+        """Answer /ready: 200 while a run would be admitted, 503 while it would be refused.
+
+        A Kubernetes probe reads the status code, not the body, and /health is 200 as long as
+        the process answers (liveness: a busy server must not be restarted): a readiness probe
+        on it kept a full server in the Service, and its clients met the 503 of
+        ``--max-runs``. No key and no Host rule here, as for /health: a probe names the pod's
+        address and holds no key; ``busy`` is told there to everyone already.
+        """
+        if self.load is not None and self.load.busy:
+            await _send_json(send, 503, {"ready": False, "busy": True})
+        else:
+            await _send_json(send, 200, {"ready": True})
+
+    def _line(self, record: dict[str, Any]) -> str:
+        return json_line(record) if self.json_lines else _text_line(record)
+
+    def _record(
         self,
         scope: Any,
         status: int,
         started: float,
         seen: dict[str, Any],
         crash: str | None = None,
-    ) -> str:
+    ) -> dict[str, Any]:
+        """Return the facts of one request's line, each fit for the log (one line, no key)."""
         seconds = time.perf_counter() - started
-        parts = [f"{scope['method']} {_printable(scope['path'])[:200]} {status}"]  # a client's path
+        path = _printable(scope["path"])[:200]  # a client's
+        record: dict[str, Any] = {"method": scope["method"], "path": path, "status": status}
         model = scope.get(MODEL_KEY)  # what the app read, else what the log can tell
         if model is None and not seen["request_cut"]:
             model = _field(bytes(seen["request"]), "model")
         if model:
             # A client's: one line, short, and no part of a key of an endpoint URL it named
             # (`redact_spec`: a spec alone, its key's quote or "<>" no end of it).
-            parts.append(_printable(redact_spec(str(model)))[:100])
+            record["model"] = _printable(redact_spec(str(model)))[:100]
         try:
             facts = scope.get(FACTS_KEY)
             if facts is None:
@@ -142,40 +171,87 @@ class AccessLog:
         except Exception:  # the line matters more than its details; never fail the request
             facts = {}
         if "calls" in facts:
-            failed = f", {facts['failed']} failed" if facts["failed"] else ""
-            failed += _named(facts.get("failed_models"))
-            parts.append(f"{facts['calls']} calls{failed}")
+            record["calls"], record["failed"] = facts["calls"], facts["failed"]
+            if failed_models := facts.get("failed_models"):
+                record["failed_models"] = _log_names(failed_models)
         if "tokens" in facts:
-            parts.append(f"{facts['tokens']} tokens")
-        if facts.get("fallback"):
-            parts.append(f"fallback: {facts['fallback']}")
-        if facts.get("passed_over"):
-            parts.append("passed over: layer " + ", ".join(map(str, facts["passed_over"])))
+            record["tokens"] = facts["tokens"]
+        for key in ("fallback", "passed_over"):
+            if facts.get(key):
+                record[key] = facts[key]
         error = crash or facts.get("error")
         if error:
-            parts.append("error: " + _printable(redact(str(error)))[:300])  # a crash says anything
+            record["error"] = _printable(redact(str(error)))[:300]  # a crash says anything
         elif cut := scope.get(CUT_KEY):
-            parts.append(f"cut: {cut}")
+            record["cut"] = cut
         elif seen.get("left"):  # a 200 that never answered: the run was cancelled
-            left = "client left"
+            record["client_left"] = True
             if (tally := scope.get(CALLS_KEY)) is not None:
-                left += f" after {tally.ended} call{'s' * (tally.ended != 1)}"
-                left += f", {tally.failed} failed" if tally.failed else ""  # as an answer's
-            parts.append(left)
-        parts.append(f"{seconds:.2f}s")
+                record["calls_ended"], record["calls_failed"] = tally.ended, tally.failed
+        record["duration_s"] = round(seconds, 6)
         client = scope.get("client")  # a trusted proxy's client (`_guard.forwarded_clients`)
-        parts.append(_printable(str(client[0]))[:64] if client else "-")
-        parts += _request_part(scope)
-        return " · ".join(parts)
+        record["client"] = _printable(str(client[0]))[:64] if client else None
+        record["request_id"] = request_id_of(scope) or None
+        return record
 
 
-def _request_part(scope: Any) -> list[str]:
-    """Return the line's ``request <id>`` part: the key the client and the trace hold.
+def _text_line(record: dict[str, Any]) -> str:
+    """Return the terminal's line of a request: its facts joined by `` · ``.
 
-    The ID is the app's (`_request_id`): a client's only where it is short and safe.
+    Its ``request <id>`` part comes last: the key the client and the trace hold (the ID is
+    the app's, `_request_id`: a client's only where it is short and safe).
     """
-    request_id = request_id_of(scope)
-    return [f"request {request_id}"] if request_id else []
+    parts = [f"{record['method']} {record['path']} {record['status']}"]
+    if "model" in record:
+        parts.append(record["model"])
+    if "calls" in record:
+        failed = f", {record['failed']} failed" if record["failed"] else ""
+        failed += _named(record.get("failed_models"))
+        parts.append(f"{record['calls']} calls{failed}")
+    if "tokens" in record:
+        parts.append(f"{record['tokens']} tokens")
+    if "fallback" in record:
+        parts.append(f"fallback: {record['fallback']}")
+    if "passed_over" in record:
+        parts.append("passed over: layer " + ", ".join(map(str, record["passed_over"])))
+    if "error" in record:
+        parts.append("error: " + record["error"])
+    elif "cut" in record:
+        parts.append(f"cut: {record['cut']}")
+    elif record.get("client_left"):
+        left = "client left"
+        if "calls_ended" in record:
+            ended, failed = record["calls_ended"], record["calls_failed"]
+            left += f" after {ended} call{'s' * (ended != 1)}"
+            left += f", {failed} failed" if failed else ""  # as an answer's
+        parts.append(left)
+    parts.append(f"{record['duration_s']:.2f}s")
+    parts.append(record["client"] or "-")
+    if record["request_id"]:
+        parts.append(f"request {record['request_id']}")
+    return " · ".join(parts)
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """Return `record` as one JSON object on one line (``--log-format json``), for a pipeline.
+
+    It leads with the time (UTC, ISO 8601) and says ``degraded``: whether the answer was a
+    fallback or passed a layer over, what the ``X-MoA-Degraded`` header says. A message that
+    is not a request's (the drain's end) is ``{"time", "message"}``.
+    """
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+    head: dict[str, Any] = {"time": now.replace("+00:00", "Z")}
+    if "status" in record:
+        head["degraded"] = bool(record.get("fallback") or record.get("passed_over"))
+    return json.dumps({**head, **record}, separators=(",", ":"))
+
+
+async def _send_json(send: Any, status: int, payload: dict[str, Any]) -> None:
+    """Send `payload` as a whole JSON response with `status` (HEAD's client reads no body)."""
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _printable(text: str) -> str:
@@ -406,12 +482,16 @@ def _failed_models(calls: list[Any]) -> list[str]:
     return list(dict.fromkeys(str(m) for m in failed if m))
 
 
+def _log_names(models: list[str]) -> list[str]:
+    """Return models fit for the log: one line each, short, key-free (a client's may be a URL)."""
+    return [_printable(redact_spec(m))[:100] for m in models]
+
+
 def _named(models: list[str] | None) -> str:
     """Return `` (a, b)``: the failed calls' models for the line, short and key-free."""
     if not models:
         return ""
-    names = ", ".join(_printable(redact_spec(m))[:100] for m in models)  # a client's may be a URL
-    return f" ({names[:300]})"
+    return f" ({', '.join(_log_names(models))[:300]})"
 
 
 def _passed_over(moa: dict[str, Any]) -> dict[str, Any]:

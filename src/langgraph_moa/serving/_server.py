@@ -15,6 +15,7 @@ from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import (
     MoAConfigError,
 )
+from langgraph_moa.serving._access import json_line
 from langgraph_moa.serving._errors import MAX_BODY_BYTES
 from langgraph_moa.serving._guard import (
     CorsEverywhere,
@@ -41,6 +42,8 @@ def stacked(
     security: ServeSecurity,
     log: Callable[[str], None],
     root_path: str,
+    *,
+    json_lines: bool = False,
 ) -> Any:
     """Wrap `app` as `moa serve` serves it: the prefix, the request ID, the log, the proxy.
 
@@ -51,7 +54,7 @@ def stacked(
     """
     from langgraph_moa.serving._access import AccessLog
 
-    logged = AccessLog(forwarded_clients(app, security), systems, log)
+    logged = AccessLog(forwarded_clients(app, security), systems, log, json_lines=json_lines)
     named = RequestID(served_under(logged, root_path), on_crash=send_crash)
     if not security.allowed_origins:
         return named
@@ -77,6 +80,7 @@ def serve(
     prices: Prices | None = None,
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
     root_path: str = "",
+    log_format: str = "text",
 ) -> None:
     """Serve the presets (or named configs) until interrupted (what `moa serve` runs).
 
@@ -93,7 +97,8 @@ def serve(
     dollars per million prompt and completion tokens) prices the page's runs. On a stop
     (SIGTERM, Ctrl-C) the requests in flight have `drain_timeout_s` to end (`Drain`). A
     `root_path` (``/moa``) serves the paths under it too, for a proxy that keeps its prefix
-    (`served_under`).
+    (`served_under`). A `log_format` of ``"json"`` writes each line as one JSON object
+    (`_access.json_line`).
     """
     import sys
 
@@ -132,7 +137,9 @@ def serve(
     def to_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)  # noqa: T201
 
-    logged = stacked(app, list(systems), security, log or to_stderr, root_path)
+    write = log or to_stderr
+    json_lines = log_format == "json"
+    logged = stacked(app, list(systems), security, write, root_path, json_lines=json_lines)
     if announce is not None:
         announce(f"Serving {', '.join(systems)} on http://{host}:{port}/v1")
     # uvloop when installed; the HTTP protocol is httptools' (or h11's) with the guard's head
@@ -151,7 +158,8 @@ def serve(
         )
         _say_the_drain(logging.getLogger("uvicorn.error"))
         server_class = _stops_on_a_second_signal(uvicorn.Server)
-        drained = _drains_within(server_class, app.state.drain, drain_timeout_s, log or to_stderr)
+        say = (lambda line: write(json_line({"message": line}))) if json_lines else write
+        drained = _drains_within(server_class, app.state.drain, drain_timeout_s, say)
         drained(settings).run()
     finally:  # serving is over: the collector and uvicorn's loggers are as the caller had them
         restore_collector()

@@ -1,0 +1,146 @@
+"""`moa serve` under an orchestrator: a readiness probe by status code, JSON access log lines."""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.serving._access import AccessLog
+from langgraph_moa.serving._app import create_app
+from langgraph_moa.serving._guard import ServeSecurity
+
+USER = [{"role": "user", "content": "Explain X"}]
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture
+def system(fake):
+    return MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=2, name="m")
+
+
+def _run_load(app):
+    return app.state.run_load
+
+
+def test_ready_turns_503_at_the_run_cap_while_health_stays_200(system):
+    """A Kubernetes probe reads the status code, not the body: /health is 200 whether or not
+    a run would be refused, so a readiness probe on it kept a full server in the Service and
+    its clients got the 503 of --max-runs. /ready is 200 while a run would be admitted and
+    503 while it would be refused; /health stays the cheap liveness (always 200). Both are
+    answered to any Host (a probe names the pod's IP) and without the key."""
+    app = create_app({"m": system}, api_key="k", security=ServeSecurity(max_runs=1))
+    client = TestClient(AccessLog(app, ["m"], lambda line: None), base_url="http://10.1.2.3")
+    ready = client.get("/ready")
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+    assert client.head("/ready").status_code == 200
+    _run_load(app).running = 1  # full: the next run would get a 503
+    ready = client.get("/ready")
+    assert (ready.status_code, ready.json()) == (503, {"ready": False, "busy": True})
+    assert client.head("/ready").status_code == 503
+    assert client.get("/health").status_code == 200  # alive: no restart for being busy
+    _run_load(app).running = 0
+    assert client.get("/ready").status_code == 200
+
+
+def test_ready_is_listed_among_the_routes_and_not_logged(system):
+    """A probe every few seconds would fill the access log, as /health's does not."""
+    lines: list[str] = []
+    client = TestClient(AccessLog(create_app({"m": system}), ["m"], lines.append))
+    client.get("/ready")
+    client.get("/health")
+    assert lines == []
+    message = client.get("/nope", headers={"Host": "localhost"}).json()["error"]["message"]
+    assert "GET /health" in message and "GET /ready" in message, message
+
+
+def _json_logged(app):
+    lines: list[str] = []
+    client = TestClient(
+        AccessLog(app, ["m"], lines.append, json_lines=True), base_url="http://localhost"
+    )
+    return client, lines
+
+
+def test_json_lines_log_one_object_per_request_with_its_facts(system):
+    """A log pipeline had to parse the "·"-joined text line. With --log-format json each
+    request is one JSON object: time, request ID, method, path, status, duration, model,
+    calls, failed calls, tokens, degraded."""
+    client, lines = _json_logged(create_app({"m": system}))
+    body = json.dumps({"model": "m", "messages": USER})
+    answer = client.post(
+        "/v1/chat/completions", content=body, headers={**JSON, "X-Request-ID": "req-1"}
+    )
+    assert answer.status_code == 200
+    [line] = lines
+    record = json.loads(line)
+    assert record["request_id"] == "req-1"
+    assert (record["method"], record["path"], record["status"]) == (
+        "POST",
+        "/v1/chat/completions",
+        200,
+    )
+    assert record["model"] == "m" and record["calls"] == 3 and record["failed"] == 0
+    assert record["tokens"] == answer.json()["usage"]["total_tokens"]
+    assert record["degraded"] is False
+    assert isinstance(record["duration_s"], float) and record["duration_s"] >= 0
+    assert record["time"].endswith("Z") and "T" in record["time"]
+    assert record["client"] == "testclient"
+
+
+def test_json_lines_say_a_degraded_answer_and_a_refusal(fake):
+    down = fake("AGG", fail=lambda n, m: ValueError("down"))
+    config = MoAConfig(  # the aggregator down: the best proposal answers (the default)
+        proposers=[fake("A")], aggregator=down, layers=2, name="m", retry={"max_attempts": 1}
+    )
+    client, lines = _json_logged(create_app({"m": config}))
+    body = json.dumps({"model": "m", "messages": USER})
+    assert client.post("/v1/chat/completions", content=body, headers=JSON).status_code == 200
+    client.get("/v1/models/nope%0Aforged")
+    degraded, refused = (json.loads(line) for line in lines)
+    assert degraded["degraded"] is True and degraded["fallback"] == "best_proposal"
+    assert degraded["failed"] == 1 and degraded["failed_models"] == ["AGG"]
+    assert refused["status"] == 404 and refused["degraded"] is False
+    assert "error" in refused and len(lines) == 2  # a client's newline forges no line
+
+
+def test_text_stays_the_default_log_line(system):
+    lines: list[str] = []
+    client = TestClient(AccessLog(create_app({"m": system}), ["m"], lines.append))
+    client.get("/v1/models", headers={"Host": "localhost"})
+    assert lines[0].startswith("GET /v1/models 200 · ")
+
+
+def test_serve_log_format_json_reaches_the_access_log_and_text_is_the_default(monkeypatch):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.serving import _server as serve
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda presets, **kwargs: seen.update(kwargs))
+    assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
+    assert seen["log_format"] == "text"
+    assert CliRunner().invoke(cli.app, ["serve", "--log-format", "json"]).exit_code == 0
+    assert seen["log_format"] == "json"
+    bad = CliRunner().invoke(cli.app, ["serve", "--log-format", "xml"])
+    assert bad.exit_code == 2 and "--log-format" in bad.output
+
+
+def test_serve_stacks_a_json_access_log(monkeypatch, tmp_path):
+    import uvicorn
+
+    from langgraph_moa.serving import _server
+
+    seen = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: seen.update(s=server))
+    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
+    monkeypatch.setenv(_server.GC_FREEZE_ENV, "0")
+    config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
+    lines: list[str] = []
+    _server.serve(
+        {"fake": config}, history_path=tmp_path / "h.db", log=lines.append, log_format="json"
+    )
+    client = TestClient(seen["s"].config.app, base_url="http://127.0.0.1")
+    assert client.get("/v1/models").status_code == 200
+    assert json.loads(lines[-1])["path"] == "/v1/models"
