@@ -144,3 +144,112 @@ def test_serve_stacks_a_json_access_log(monkeypatch, tmp_path):
     client = TestClient(seen["s"].config.app, base_url="http://127.0.0.1")
     assert client.get("/v1/models").status_code == 200
     assert json.loads(lines[-1])["path"] == "/v1/models"
+
+
+def _metered(app, **options):
+    from langgraph_moa.serving._metrics import Metrics
+
+    metrics = Metrics.for_app(app, **options)
+    return TestClient(
+        AccessLog(app, ["m"], lambda line: None, metrics=metrics), base_url="http://localhost"
+    )
+
+
+def _samples(text):
+    """Return {'name{labels}': value} of an exposition's samples."""
+    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
+    return {name: float(value) for name, value in pairs}
+
+
+def test_metrics_count_requests_calls_tokens_and_degraded_answers(fake):
+    """Nothing exposed counts: a team serving MoA as a model could not graph its request
+    rate, errors, latency, per-model call outcomes and tokens, or its degraded answers."""
+    down = fake("AGG", fail=lambda n, m: ConnectionError("down"))  # retried, then failed
+    systems = {
+        "m": MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG2"), layers=2),
+        "fb": MoAConfig(
+            proposers=[fake("C")],
+            aggregator=down,
+            layers=2,
+            retry={"max_attempts": 2, "initial_interval": 0, "jitter": False},
+        ),
+    }
+    app = create_app(systems, api_key="k")
+    client = _metered(app)
+    key = {"Authorization": "Bearer k", **JSON}
+    for model in ("m", "m", "fb"):
+        body = json.dumps({"model": model, "messages": USER})
+        assert client.post("/v1/chat/completions", content=body, headers=key).status_code == 200
+    client.get("/v1/models/no-such-model-xyz", headers=key)
+    exposition = client.get("/metrics", headers=key)
+    assert exposition.status_code == 200
+    assert exposition.headers["content-type"].startswith("text/plain")
+    seen = _samples(exposition.text)
+    assert seen['moa_requests_total{route="/v1/chat/completions",status="200"}'] == 3
+    assert seen['moa_requests_total{route="/v1/models/{model}",status="404"}'] == 1
+    assert "no-such-model-xyz" not in exposition.text  # a client's path is never a label
+    assert seen['moa_request_duration_seconds_count{route="/v1/chat/completions"}'] == 3
+    assert seen['moa_model_calls_total{model="A",outcome="ok"}'] == 2
+    assert seen['moa_model_calls_total{model="AGG2",outcome="ok"}'] == 2
+    assert seen['moa_model_calls_total{model="AGG",outcome="failed"}'] == 1
+    assert seen['moa_model_retries_total{model="AGG"}'] == 1  # its second attempt
+    assert seen['moa_model_tokens_total{model="A"}'] > 0
+    assert seen['moa_degraded_answers_total{reason="fallback"}'] == 1
+    assert seen["moa_runs_in_flight"] == 0 and seen["moa_max_runs"] == 256
+    assert seen["moa_requests_in_flight"] == 0  # the scrape is answered around the count
+
+
+def test_metrics_need_the_key_and_are_off_unless_asked_for(system):
+    app = create_app({"m": system}, api_key="k")
+    client = _metered(app)
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    refused = client.get("/metrics", headers={"Host": "evil.example", "Authorization": "Bearer k"})
+    assert refused.status_code == 421
+    assert client.post("/metrics", headers={"Authorization": "Bearer k"}).status_code == 404
+    plain = TestClient(AccessLog(app, ["m"], lambda line: None), base_url="http://localhost")
+    assert plain.get("/metrics", headers={"Authorization": "Bearer k"}).status_code == 404
+
+
+def test_a_model_the_operator_did_not_configure_is_counted_as_other(system):
+    from langgraph_moa.serving._metrics import Metrics
+
+    metrics = Metrics.for_app(create_app({"m": system}))
+    calls = [{"configured_model": "evil@http://x/v1?k=s", "status": "ok", "attempts": 1}]
+    metrics.observe("/v1/chat/completions", {"status": 200, "duration_s": 0.1}, calls)
+    text = metrics.exposition().decode()
+    assert 'moa_model_calls_total{model="other",outcome="ok"} 1.0' in text
+    assert "evil" not in text
+
+
+def test_serve_metrics_flag_stacks_metrics_and_refuses_without_prometheus_client(
+    monkeypatch, tmp_path
+):
+    import sys
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.errors import MissingExtraError
+    from langgraph_moa.serving import _server
+
+    seen = {}
+    monkeypatch.setattr(_server, "serve", lambda presets, **kwargs: seen.update(kwargs))
+    assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
+    assert seen["metrics"] is False  # off unless asked for
+    assert CliRunner().invoke(cli.app, ["serve", "--metrics"]).exit_code == 0
+    assert seen["metrics"] is True
+    monkeypatch.undo()
+
+    served = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: served.update(s=server))
+    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
+    monkeypatch.setenv(_server.GC_FREEZE_ENV, "0")
+    config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
+    _server.serve({"fake": config}, history_path=tmp_path / "h.db", log=print, metrics=True)
+    client = TestClient(served["s"].config.app, base_url="http://127.0.0.1")
+    assert "moa_requests_total" in client.get("/metrics").text
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # not installed
+    with pytest.raises(MissingExtraError, match="serve"):
+        _server.serve({"fake": config}, history_path=tmp_path / "h.db", log=print, metrics=True)

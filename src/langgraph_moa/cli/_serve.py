@@ -338,6 +338,15 @@ def serve(
             "one JSON object per line for a log pipeline.",
         ),
     ] = "text",
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics",
+            help="Serve Prometheus metrics at GET /metrics (request counts by route and "
+            "status, latency, model calls, retries and tokens by model, degraded answers, "
+            "runs in flight), to clients with --api-key's key and the Host rules.",
+        ),
+    ] = False,
     context_size: ContextSizeOpt = None,
     history_runs: HistoryRunsOpt = HISTORY_RUNS,
 ) -> None:
@@ -434,6 +443,7 @@ def serve(
             drain_timeout_s=drain_timeout,
             root_path=root_path,
             log_format=log_format,
+            metrics=metrics,
         )
 
 

@@ -17,6 +17,8 @@ supervisor must not restart a busy server) and says ``"busy": true`` to every cl
 readiness a load balancer routes by; a key holder also reads ``runs`` and ``max_runs``.
 ``GET /ready`` says the same by its status (503 while busy), for a probe that reads no body.
 With ``json_lines`` (``--log-format json``) each line is one JSON object for a log pipeline.
+With ``metrics`` (``--metrics``, `_metrics`) every request is counted too, and ``GET /metrics``
+answers the counts to a client the app lets in (the key, the Host and Origin rules).
 """
 
 from __future__ import annotations
@@ -45,17 +47,21 @@ class AccessLog:
         write: Callable[[str], None],
         *,
         json_lines: bool = False,
+        metrics: Any = None,
     ) -> None:
         """Log requests to `app` with `write`; /health lists `models` to whom `app` lets in.
 
         The test is the app's own (``state.lets_in``, see `create_app`: the key and the Host
         and Origin rules); an app without one lets everyone in. With `json_lines` each line
         is one JSON object (`json_line`), for a log pipeline, instead of the text line.
+        With `metrics` (a `_metrics.Metrics`) every request is counted, and ``GET /metrics``
+        answers them to whom the app lets in, as /health its models.
         """
         self.app = app
         state = getattr(app, "state", None)
         if state is not None and isinstance(getattr(state, "extra_routes", None), list):
             state.extra_routes += ["GET /health", "GET /ready"]  # listed in the app's 404s
+            state.extra_routes += ["GET /metrics"] if metrics is not None else []
         self.json_lines = json_lines
         self.lets_in: Callable[[Any], bool] = getattr(state, "lets_in", lambda scope: True)
         self.models = models
@@ -63,15 +69,23 @@ class AccessLog:
         self.load = getattr(state, "run_load", None)  # runs in flight and the cap (`RunLoad`)
         self.in_flight = 0
         """Requests being answered now; each is counted out however it ends (`__call__`)."""
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.in_flight = lambda: self.in_flight
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Serve one ASGI connection."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] in ("/health", "/ready") and scope["method"] in ("GET", "HEAD"):
-            await (self._health if scope["path"] == "/health" else self._ready)(scope, send)
-            return
+        if scope["method"] in ("GET", "HEAD"):
+            if scope["path"] in ("/health", "/ready"):
+                await (self._health if scope["path"] == "/health" else self._ready)(scope, send)
+                return
+            if scope["path"] == "/metrics" and self.metrics is not None and self.lets_in(scope):
+                body, kind = self.metrics.exposition(), self.metrics.content_type
+                await _send_whole(send, 200, body, kind)  # else the app's 401, 421 or 403
+                return
         started = time.perf_counter()
         seen: dict[str, Any] = {
             "status": 0,
@@ -109,11 +123,26 @@ class AccessLog:
             await self.app(scope, tap_receive, tap_send)
         except Exception as exc:
             crash = f"{type(exc).__name__}: {exc}"
-            self.write(self._line(self._record(scope, 500, started, seen, crash)))
+            self._done(scope, 500, started, seen, crash)
             raise
         finally:  # answered, failed or cancelled (the client left, the server stopped)
             self.in_flight -= 1
-        self.write(self._line(self._record(scope, seen["status"], started, seen)))
+        self._done(scope, seen["status"], started, seen)
+
+    def _done(
+        self,
+        scope: Any,
+        status: int,
+        started: float,
+        seen: dict[str, Any],
+        crash: str | None = None,
+    ) -> None:
+        """Write the request's line, and count it in the metrics."""
+        facts = _facts(scope, seen)
+        record = self._record(scope, status, started, seen, facts, crash)
+        self.write(self._line(record))
+        if self.metrics is not None:
+            self.metrics.observe(scope["path"], record, facts.get("call_records") or [])
 
     async def _health(self, scope: Any, send: Any) -> None:
         health: dict[str, Any] = {"status": "ok"}  # liveness: the process answers
@@ -150,6 +179,7 @@ class AccessLog:
         status: int,
         started: float,
         seen: dict[str, Any],
+        facts: dict[str, Any],
         crash: str | None = None,
     ) -> dict[str, Any]:
         """Return the facts of one request's line, each fit for the log (one line, no key)."""
@@ -163,13 +193,6 @@ class AccessLog:
             # A client's: one line, short, and no part of a key of an endpoint URL it named
             # (`redact_spec`: a spec alone, its key's quote or "<>" no end of it).
             record["model"] = _printable(redact_spec(str(model)))[:100]
-        try:
-            facts = scope.get(FACTS_KEY)
-            if facts is None:
-                kept = bytes(seen["response"])
-                facts = _response_facts(kept, completion=bool(seen["completion"]))
-        except Exception:  # the line matters more than its details; never fail the request
-            facts = {}
         if "calls" in facts:
             record["calls"], record["failed"] = facts["calls"], facts["failed"]
             if failed_models := facts.get("failed_models"):
@@ -193,6 +216,18 @@ class AccessLog:
         record["client"] = _printable(str(client[0]))[:64] if client else None
         record["request_id"] = request_id_of(scope) or None
         return record
+
+
+def _facts(scope: Any, seen: dict[str, Any]) -> dict[str, Any]:
+    """Return the facts of a request's answer: noted by the app, else read from its bytes."""
+    try:
+        facts = scope.get(FACTS_KEY)
+        if facts is None:
+            kept = bytes(seen["response"])
+            facts = _response_facts(kept, completion=bool(seen["completion"]))
+    except Exception:  # the line matters more than its details; never fail the request
+        facts = {}
+    return dict(facts)
 
 
 def _text_line(record: dict[str, Any]) -> str:
@@ -247,9 +282,14 @@ def json_line(record: dict[str, Any]) -> str:
 
 
 async def _send_json(send: Any, status: int, payload: dict[str, Any]) -> None:
-    """Send `payload` as a whole JSON response with `status` (HEAD's client reads no body)."""
-    body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    """Send `payload` as a whole JSON response with `status`."""
+    await _send_whole(send, status, json.dumps(payload).encode(), "application/json")
+
+
+async def _send_whole(send: Any, status: int, body: bytes, content_type: str) -> None:
+    """Send a whole response (HEAD's client reads no body: the server drops it)."""
+    kind = content_type.encode()
+    headers = [(b"content-type", kind), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -381,6 +421,7 @@ def payload_facts(payload: dict[str, Any]) -> dict[str, Any]:
     if isinstance(moa, dict):
         calls = moa.get("calls") or []
         facts["calls"] = len(calls)
+        facts["call_records"] = [c for c in calls if isinstance(c, dict)]  # for the metrics
         facts["failed"] = sum(c.get("status") == "failed" for c in calls)
         if failed_models := _failed_models(calls):
             facts["failed_models"] = failed_models

@@ -42,6 +42,7 @@ from langgraph_moa.errors import (
 )
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream, RunEvents
+from langgraph_moa.providers._models import describe_model
 from langgraph_moa.serving._access import note_facts
 from langgraph_moa.serving._errors import (
     DEGRADED_HEADER,
@@ -187,6 +188,7 @@ def create_app(
     app.state.models = list(systems)
     app.state.extra_routes = []  # answered around the app: `_access.AccessLog` adds /health
     app.state.run_load = load
+    app.state.model_labels = _model_labels(systems, allow_models)  # `_metrics`' only names
     app.state.drain = drain = Drain()  # ended by `_server.serve` when the server stops
     app.state.lets_in = _lets_in(sends_key, BrowserGuard(None, security))
 
@@ -328,6 +330,20 @@ def _lets_in(sends_key: Callable[[Any], bool], guard: BrowserGuard) -> Callable[
         return bool(sends_key(scope)) and guard.refusal(scope) is None
 
     return lets_in
+
+
+def _model_labels(systems: dict[str, MoAConfig], allow_models: Iterable[str]) -> list[str]:
+    """List the labels (`describe_model`) of the models the operator named: served or allowed.
+
+    A call's record names its model by this label; metrics count only these by name.
+    """
+    roles = [
+        role for config in systems.values() for role in [*config.proposers, *config.final_chain]
+    ]
+    labels = [describe_model(role.model) for role in roles] + list(
+        map(describe_model, allow_models)
+    )
+    return list(dict.fromkeys(labels))
 
 
 def _route_list(app: Any) -> str:

@@ -44,6 +44,7 @@ def stacked(
     root_path: str,
     *,
     json_lines: bool = False,
+    metrics: bool = False,
 ) -> Any:
     """Wrap `app` as `moa serve` serves it: the prefix, the request ID, the log, the proxy.
 
@@ -53,8 +54,11 @@ def stacked(
     answered outside the app's CORS layer.
     """
     from langgraph_moa.serving._access import AccessLog
+    from langgraph_moa.serving._metrics import Metrics
 
-    logged = AccessLog(forwarded_clients(app, security), systems, log, json_lines=json_lines)
+    counted = Metrics.for_app(app) if metrics else None
+    proxied = forwarded_clients(app, security)
+    logged = AccessLog(proxied, systems, log, json_lines=json_lines, metrics=counted)
     named = RequestID(served_under(logged, root_path), on_crash=send_crash)
     if not security.allowed_origins:
         return named
@@ -81,6 +85,7 @@ def serve(
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
     root_path: str = "",
     log_format: str = "text",
+    metrics: bool = False,
 ) -> None:
     """Serve the presets (or named configs) until interrupted (what `moa serve` runs).
 
@@ -98,7 +103,8 @@ def serve(
     (SIGTERM, Ctrl-C) the requests in flight have `drain_timeout_s` to end (`Drain`). A
     `root_path` (``/moa``) serves the paths under it too, for a proxy that keeps its prefix
     (`served_under`). A `log_format` of ``"json"`` writes each line as one JSON object
-    (`_access.json_line`).
+    (`_access.json_line`). With `metrics`, ``GET /metrics`` answers Prometheus' text to a
+    client that sends the key (`_metrics`; prometheus_client, of the serve extra).
     """
     import sys
 
@@ -114,6 +120,13 @@ def serve(
         from langgraph_moa.errors import MissingExtraError
 
         raise MissingExtraError("moa serve", "serve", exc.name or "fastapi") from None
+    if metrics:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            from langgraph_moa.errors import MissingExtraError
+
+            raise MissingExtraError("moa serve --metrics", "serve", "prometheus_client") from None
     from langgraph_moa.serving._app import create_app
     from langgraph_moa.serving._policy import check_allowed_models
 
@@ -139,7 +152,9 @@ def serve(
 
     write = log or to_stderr
     json_lines = log_format == "json"
-    logged = stacked(app, list(systems), security, write, root_path, json_lines=json_lines)
+    logged = stacked(
+        app, list(systems), security, write, root_path, json_lines=json_lines, metrics=metrics
+    )
     if announce is not None:
         announce(f"Serving {', '.join(systems)} on http://{host}:{port}/v1")
     # uvloop when installed; the HTTP protocol is httptools' (or h11's) with the guard's head
