@@ -253,3 +253,52 @@ def test_serve_metrics_flag_stacks_metrics_and_refuses_without_prometheus_client
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # not installed
     with pytest.raises(MissingExtraError, match="serve"):
         _server.serve({"fake": config}, history_path=tmp_path / "h.db", log=print, metrics=True)
+
+
+def test_serve_preload_loads_the_local_models_before_it_listens(monkeypatch):
+    """A local model's llama.cpp server started with the first request that needs it (up to
+    120 s), while the server already answered /ready 200: Kubernetes sent that pod traffic
+    whose first requests waited for the load. With --preload the served configs' local
+    models are loaded after the checks and before "Serving" (and the port is opened only
+    then); without it, nothing is loaded at start, as before."""
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.cli import _serve as serve_command
+    from langgraph_moa.serving import _server
+
+    said: list[object] = []
+
+    def serve(presets, announce, **kwargs):
+        announce("Serving")  # after the checks; uvicorn would start next
+        said.append("listening")
+
+    monkeypatch.setattr(_server, "serve", serve)
+    monkeypatch.setattr(serve_command, "prepare", lambda names: said.append(list(names)))
+    result = CliRunner().invoke(cli.app, ["serve", "--preset", "local-moa", "--preload"])
+    assert result.exit_code == 0, result.output
+    assert said == [["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"], "listening"]
+    assert "Serving" in result.output
+    said.clear()
+    assert CliRunner().invoke(cli.app, ["serve", "--preset", "local-moa"]).exit_code == 0
+    assert said == ["listening"]
+
+
+def test_serve_preload_that_fails_exits_1_before_serving(monkeypatch):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.cli import _serve as serve_command
+    from langgraph_moa.errors import LocalRuntimeError
+    from langgraph_moa.serving import _server
+
+    monkeypatch.setattr(_server, "serve", lambda presets, announce, **kwargs: announce("Serving"))
+
+    def prepare(names):
+        raise LocalRuntimeError("not enough memory to load local:qwen2.5-coder-1.5b")
+
+    monkeypatch.setattr(serve_command, "prepare", prepare)
+    result = CliRunner().invoke(cli.app, ["serve", "--preset", "local-moa", "--preload"])
+    # Raised out of the command: `moa`'s main says it in one line and exits 1.
+    assert isinstance(result.exception, LocalRuntimeError) and result.exit_code == 1
+    assert "Serving" not in result.output

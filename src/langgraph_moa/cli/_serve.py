@@ -14,8 +14,13 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from langgraph_moa.cli._config import SERVED_BY_DEFAULT, ContextSizeOpt, HistoryRunsOpt
-from langgraph_moa.cli._local import local_starts_shown
+from langgraph_moa.cli._config import (
+    SERVED_BY_DEFAULT,
+    ContextSizeOpt,
+    HistoryRunsOpt,
+    local_models,
+)
+from langgraph_moa.cli._local import local_starts_shown, prepare
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import number_option, port_option, schema_bounds
 from langgraph_moa.cli._run import set_context_size
@@ -338,6 +343,15 @@ def serve(
             "one JSON object per line for a log pipeline.",
         ),
     ] = "text",
+    preload: Annotated[
+        bool,
+        typer.Option(
+            "--preload",
+            help="Load the served presets' local models before listening (once the checks "
+            "pass), so the first request does not wait for them and a readiness probe "
+            "passes only once they are up; by default each loads on its first request.",
+        ),
+    ] = False,
     metrics: Annotated[
         bool,
         typer.Option(
@@ -417,7 +431,10 @@ def serve(
     unfenced = [name for name, cfg in systems.items() if cfg.reference_format == "paper"]
 
     def announce(line: str) -> None:
-        # Warnings about a server that will run come once its checks have passed.
+        # Warnings about a server that will run come once its checks have passed, and so
+        # does the load of its local models (minutes, and then a key was found missing).
+        if preload:
+            prepare(list(dict.fromkeys(n for cfg in systems.values() for n in local_models(cfg))))
         if unfenced:
             out.warn(
                 f"{', '.join(unfenced)} {'uses' if len(unfenced) == 1 else 'use'} "
