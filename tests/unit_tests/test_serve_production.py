@@ -302,3 +302,31 @@ def test_serve_preload_that_fails_exits_1_before_serving(monkeypatch):
     # Raised out of the command: `moa`'s main says it in one line and exits 1.
     assert isinstance(result.exception, LocalRuntimeError) and result.exit_code == 1
     assert "Serving" not in result.output
+
+
+def test_metrics_count_the_calls_of_a_run_that_failed(fake):
+    """A run that failed (here its only aggregator, with on_aggregator_failure: raise) sent
+    an error, not a completion with its ``moa.calls``: its calls, the failed one above all,
+    were never counted, so moa_model_calls_total{outcome="failed"} stayed 0 while a model was
+    down and every run failed. They are counted from the error's own records, whichever
+    route and however the failure was sent (a 502, a stream, the page's error event)."""
+    down = fake("AGG", fail=lambda n, m: ConnectionError("down"))
+    config = MoAConfig(
+        proposers=[fake("C")],
+        aggregator=down,
+        layers=2,
+        on_aggregator_failure="raise",
+        retry={"max_attempts": 1},
+    )
+    client = _metered(create_app({"bad": config}))
+    body = {"model": "bad", "messages": USER}
+    for route, extra in (
+        ("/v1/chat/completions", {}),
+        ("/v1/chat/completions", {"stream": True}),
+        ("/v1/chat/completions", {"stream": True, "moa_progress": True}),
+        ("/v1/moa/runs", {}),
+    ):
+        client.post(route, content=json.dumps({**body, **extra}), headers=JSON)
+    seen = _samples(client.get("/metrics").text)
+    assert seen['moa_model_calls_total{model="AGG",outcome="failed"}'] == 4
+    assert seen['moa_model_calls_total{model="C",outcome="ok"}'] == 4

@@ -142,7 +142,8 @@ class AccessLog:
         record = self._record(scope, status, started, seen, facts, crash)
         self.write(self._line(record))
         if self.metrics is not None:
-            self.metrics.observe(scope["path"], record, facts.get("call_records") or [])
+            calls = facts.get("call_records") or scope.get(FAILED_CALLS_KEY) or []
+            self.metrics.observe(scope["path"], record, calls)
 
     async def _health(self, scope: Any, send: Any) -> None:
         health: dict[str, Any] = {"status": "ok"}  # liveness: the process answers
@@ -362,6 +363,19 @@ def note_calls(scope: Any, tally: Any) -> None:
     """Note in `scope` the tally (``.ended``) of the calls the request's run has ended."""
     if scope is not None:
         scope[CALLS_KEY] = tally
+
+
+FAILED_CALLS_KEY = "langgraph_moa.failed_run_calls"
+"""The ASGI scope's key of the call records a failed run's error carries (`note_failed_run`):
+its answer is an error, with no ``moa.calls``, so the metrics counted none of its calls, the
+failed ones least of all."""
+
+
+def note_failed_run(scope: Any, exc: BaseException) -> None:
+    """Note in `scope` the calls of a run that failed with `exc` (`.calls`), for the metrics."""
+    calls = getattr(exc, "calls", None)
+    if scope is not None and isinstance(calls, list):
+        scope[FAILED_CALLS_KEY] = [c for c in calls if isinstance(c, dict)]
 
 
 CUT_KEY = "langgraph_moa.cut"
