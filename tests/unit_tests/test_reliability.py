@@ -547,3 +547,51 @@ def test_a_long_model_label_is_shortened_never_the_fix_on_a_failed_calls_line(er
     line = describe_error(explain_failure(error, label, media))
     assert fix_ends in line
     assert label[:30] in line  # the label is still named, shortened
+
+
+def _not_found(url: str, body: dict) -> Exception:
+    """An openai SDK 404 from `url`, its body as the server sent it."""
+    import httpx
+    import openai
+
+    response = httpx.Response(404, request=httpx.Request("POST", url), json=body)
+    return openai.NotFoundError(f"Error code: 404 - {body}", response=response, body=body)
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        # OpenAI's own 404 for a model that does not exist or this key may not use
+        (
+            "https://api.openai.com/v1/chat/completions",
+            {
+                "error": {
+                    "message": "The model `gpt-5x` does not exist or you do not have access to it.",
+                    "type": "invalid_request_error",
+                    "code": "model_not_found",
+                }
+            },
+        ),
+        # Azure's deployment that does not exist
+        (
+            "https://res.openai.azure.com/openai/deployments/gpt4/chat/completions?api-version=1",
+            {
+                "error": {
+                    "code": "DeploymentNotFound",
+                    "message": "The API deployment for this resource does not exist.",
+                }
+            },
+        ),
+        # a proxy's 404 for a path under /v1, and a base URL whose path is not the root
+        ("http://proxy:4000/v1/chat/completions", {"detail": "Not Found"}),
+        ("http://host:11434/api/chat/completions", {"detail": "Not Found"}),
+    ],
+)
+def test_a_404_that_is_no_ollama_or_vllm_model_gets_no_fix_meant_for_them(url, body):
+    """OpenAI's "The model `gpt-5x` does not exist or you do not have access to it." was
+    read as vLLM's "The model `NAME` does not exist.": an OpenAI user was told to match
+    vLLM's --served-model-name."""
+    from langgraph_moa.providers._retry import explain_failure
+
+    error = _not_found(url, body)
+    assert explain_failure(error, "openai:gpt-5x", []) is error

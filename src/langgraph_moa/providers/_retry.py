@@ -205,8 +205,11 @@ def _refused_content(exc: BaseException, messages: Sequence[BaseMessage]) -> boo
 
 _NOT_PULLED = re.compile(r"model [\"']([^\"']+)[\"'] not found, try pulling it first")
 """Ollama's 404 for a model it has not downloaded."""
-_NOT_SERVED = re.compile(r"The model `([^`]+)` does not exist")
-"""vLLM's 404 for a name other than its ``--served-model-name`` (by default ``--model``)."""
+_NOT_SERVED = re.compile(r"The model `([^`]+)` does not exist\.")
+"""vLLM's 404 for a name other than its ``--served-model-name`` (by default ``--model``).
+
+Its stop is part of it: OpenAI's own 404 begins alike ("The model `gpt-5x` does not exist or
+you do not have access to it."), and its user has no --served-model-name to set."""
 
 
 def _not_found_fix(exc: BaseException) -> str | None:
