@@ -1,6 +1,7 @@
 """Fallback aggregators, honest retries, fenced references, bad input."""
 
 import itertools
+import json
 import re
 
 import pytest
@@ -595,3 +596,31 @@ def test_a_404_that_is_no_ollama_or_vllm_model_gets_no_fix_meant_for_them(url, b
 
     error = _not_found(url, body)
     assert explain_failure(error, "openai:gpt-5x", []) is error
+
+
+@pytest.mark.parametrize(
+    ("body", "fix_ends"),
+    [
+        (
+            {"object": "error", "message": "The model `{name}` does not exist.", "code": 404},
+            "(its /v1/models lists the names).",
+        ),
+        (
+            {"error": {"message": 'model "{name}" not found, try pulling it first'}},
+            "(`ollama list` shows the names it has).",
+        ),
+    ],
+)
+def test_a_long_model_name_in_a_404_is_shortened_never_the_fix(body, fix_ends):
+    # vLLM's default name is the path given to --model, a snapshot's folder: named in full
+    # (twice for Ollama), it pushed the fix off a failed call's 300-character line.
+    from langgraph_moa._redact import describe_error
+    from langgraph_moa.providers._retry import explain_failure
+
+    name = "models/huggingface/hub/models--Qwen--Qwen2.5-72B-Instruct-AWQ/snapshots/" + "0" * 40
+    body = json.loads(json.dumps(body).replace("{name}", name))
+    error = _not_found("http://gpu-box:8000/v1/chat/completions", body)
+    line = describe_error(explain_failure(error, f"{name}@http://gpu-box:8000/v1", []))
+    assert line.startswith("EndpointNotFoundError: "), line
+    assert fix_ends in line, line
+    assert name[:30] in line  # the name is still there, shortened

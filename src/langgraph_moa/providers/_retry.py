@@ -205,11 +205,16 @@ def _refused_content(exc: BaseException, messages: Sequence[BaseMessage]) -> boo
 
 _NOT_PULLED = re.compile(r"model [\"']([^\"']+)[\"'] not found, try pulling it first")
 """Ollama's 404 for a model it has not downloaded."""
-_NOT_SERVED = re.compile(r"The model `([^`]+)` does not exist\.")
+_NOT_SERVED = re.compile(r"The model `[^`]+` does not exist\.")
 """vLLM's 404 for a name other than its ``--served-model-name`` (by default ``--model``).
 
 Its stop is part of it: OpenAI's own 404 begins alike ("The model `gpt-5x` does not exist or
 you do not have access to it."), and its user has no --served-model-name to set."""
+
+NAME_CHARS = 100
+"""The most characters of the model's name in a 404's fix (``ollama pull NAME``): with the
+label's `LABEL_CHARS`, the fix fits a failed call's 300-character line. A name can be long
+(``hf.co/USER/REPO-GGUF:QUANT``; vLLM's default, the path given to ``--model``)."""
 
 
 def _not_found_fix(exc: BaseException) -> str | None:
@@ -225,14 +230,14 @@ def _not_found_fix(exc: BaseException) -> str | None:
         return None
     text = str(exc)
     if (pulled := _NOT_PULLED.search(text)) is not None:
-        name = pulled.group(1)
         return (
-            f"Ollama has no model {name!r}: run `ollama pull {name}` on its host "
+            "Ollama has not pulled that model: run "
+            f"`ollama pull {clip(pulled.group(1), NAME_CHARS)}` on its host "
             "(`ollama list` shows the names it has)."
         )
-    if (served := _NOT_SERVED.search(text)) is not None:
+    if _NOT_SERVED.search(text) is not None:
         return (
-            f"the server serves no model {served.group(1)!r}: the name before @ must match "
+            "the server serves no model of that name: the name before @ must match "
             "vLLM's --served-model-name (its /v1/models lists the names)."
         )
     url = getattr(getattr(exc, "request", None), "url", None)
