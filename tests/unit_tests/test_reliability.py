@@ -624,3 +624,15 @@ def test_a_long_model_name_in_a_404_is_shortened_never_the_fix(body, fix_ends):
     assert line.startswith("EndpointNotFoundError: "), line
     assert fix_ends in line, line
     assert name[:30] in line  # the name is still there, shortened
+
+
+@pytest.mark.parametrize("part_type", ["video_url", "audio_url"])
+def test_vllms_refusal_of_a_video_or_audio_url_is_named_with_the_fix(part_type):
+    """vLLM takes video_url and audio_url parts; a call that sent one was not counted as
+    sending media, so a text-only model's refusal of it was relayed bare."""
+    from langgraph_moa.errors import UnsupportedContentError
+    from langgraph_moa.providers._retry import explain_failure
+
+    part = {"type": part_type, part_type: {"url": "https://example.invalid/clip"}}
+    error = ValueError("Error code: 400 - Qwen/Qwen2.5-0.5B-Instruct is not a multimodal model")
+    assert isinstance(explain_failure(error, "m", [HumanMessage([part])]), UnsupportedContentError)

@@ -178,8 +178,11 @@ _TEXT_ONLY = (
 )
 """How servers word their refusal of content parts a text-only model cannot read."""
 
-_MEDIA_PARTS = frozenset({"image_url", "image", "input_audio", "audio", "file", "video"})
-"""The content part types of an image, audio, a file: OpenAI's and LangChain's."""
+_MEDIA_PARTS = frozenset(
+    {"image_url", "image", "input_audio", "audio", "file", "video", "video_url", "audio_url"}
+)
+"""The content part types of an image, audio, a video, a file: OpenAI's, LangChain's and
+vLLM's own (``video_url``, ``audio_url``), which a text-only model there refuses alike."""
 
 
 def _sends_media(messages: Sequence[BaseMessage]) -> bool:
