@@ -636,3 +636,35 @@ def test_vllms_refusal_of_a_video_or_audio_url_is_named_with_the_fix(part_type):
     part = {"type": part_type, part_type: {"url": "https://example.invalid/clip"}}
     error = ValueError("Error code: 400 - Qwen/Qwen2.5-0.5B-Instruct is not a multimodal model")
     assert isinstance(explain_failure(error, "m", [HumanMessage([part])]), UnsupportedContentError)
+
+
+def test_a_404_from_a_proxy_at_the_root_is_not_taken_for_a_url_without_v1():
+    """LiteLLM's proxy serves its chat API at the root (its docs name ``http://0.0.0.0:4000``)
+    and relays an upstream's 404: any 404 at ``/chat/completions`` was answered "did you mean
+    .../v1?", a model that does not exist and a text-only model's refusal of an image among
+    them."""
+    from langgraph_moa.errors import UnsupportedContentError
+    from langgraph_moa.providers._retry import explain_failure
+
+    url = "http://0.0.0.0:4000/chat/completions"
+    no_model = _not_found(
+        url,
+        {
+            "error": {
+                "message": "litellm.NotFoundError: OpenAIException - The model `gpt-5x` does "
+                "not exist or you do not have access to it.",
+                "code": "404",
+            }
+        },
+    )
+    assert explain_failure(no_model, "gpt-5x@http://0.0.0.0:4000", []) is no_model
+    no_image = _not_found(
+        url, {"error": {"message": "No endpoints found that support image input", "code": 404}}
+    )
+    image = [HumanMessage(content=IMAGE_QUESTION["messages"][0][1])]
+    assert isinstance(explain_failure(no_image, "m", image), UnsupportedContentError)
+    # A bare 404 there (vLLM's, Ollama's) still asks whether /v1 was meant.
+    for body in ({"detail": "Not Found"}, {"error": "404 page not found"}):
+        assert "did you mean http://0.0.0.0:4000/v1?" in str(
+            explain_failure(_not_found(url, body), "m", [])
+        )

@@ -243,6 +243,10 @@ def _not_found_fix(exc: BaseException) -> str | None:
             "the server serves no model of that name: the name before @ must match "
             "vLLM's --served-model-name (its /v1/models lists the names)."
         )
+    if "model" in text.lower():
+        # Not a URL without /v1: a server at the root that has no such model (LiteLLM's
+        # proxy, named without /v1 in its docs, relays an upstream's 404).
+        return None
     url = getattr(getattr(exc, "request", None), "url", None)
     parts = urlsplit(str(url)) if url is not None else None
     if parts is not None and parts.path == "/chat/completions":
@@ -279,13 +283,15 @@ def explain_failure(
             f"{model} does not take the call parameter '{param}' (a reasoning model takes "
             f"its own default): {_PARAMETER_FIXES[param]}. The provider said: {exc}"
         )
-    if (fix := _not_found_fix(exc)) is not None:
-        return EndpointNotFoundError(f"{model}: {fix} The provider said: {exc}")
     if _refused_content(exc, messages):
         return UnsupportedContentError(
             f"{model} cannot read images, audio or files: remove it for such input, or use "
             f"a vision model. The provider said: {exc}"
         )
+    # After the refusal of an image: a proxy relays OpenRouter's, a 404, from a URL that
+    # would pass for one without its /v1.
+    if (fix := _not_found_fix(exc)) is not None:
+        return EndpointNotFoundError(f"{model}: {fix} The provider said: {exc}")
     if not _is_context_overflow(exc):
         return exc
     return ContextLengthError(
