@@ -23,6 +23,17 @@ OLLAMA_NOT_PULLED = (
         }
     },
 )
+OLLAMA_NOT_PULLED_SINCE_0_12 = (  # ChatHandler looks the model up before it schedules it
+    404,
+    {
+        "error": {
+            "message": "model 'qwen3:8b' not found",
+            "type": "not_found_error",
+            "param": None,
+            "code": None,
+        }
+    },
+)
 VLLM_NO_SUCH_MODEL = (
     404,
     {
@@ -60,6 +71,7 @@ def first_call(proposer: str, server: FaultServer) -> dict:
 def server():
     profiles = {
         "llama3.2": FaultProfile(scripted_error=OLLAMA_NOT_PULLED),
+        "qwen3:8b": FaultProfile(scripted_error=OLLAMA_NOT_PULLED_SINCE_0_12),
         "Qwen/Qwen2.5-7B-Instruct": FaultProfile(scripted_error=VLLM_NO_SUCH_MODEL),
         "small-ctx": FaultProfile(scripted_error=VLLM_CONTEXT),
     }
@@ -73,6 +85,15 @@ def test_an_ollama_model_not_pulled_names_the_pull_command_and_is_not_retried(se
     assert call["error"].startswith("EndpointNotFoundError: llama3.2@"), call["error"]
     assert "ollama pull llama3.2" in call["error"]
     assert "try pulling it first" in call["error"]  # the server's own words stay
+
+
+def test_a_model_not_pulled_names_the_pull_command_in_ollamas_words_since_0_12(server):
+    # Since Ollama 0.12 a chat with a model it has not pulled is refused with "model 'NAME'
+    # not found" (the "try pulling it first" of earlier versions is gone): relayed bare.
+    call = first_call(f"qwen3:8b@{server.url}", server)
+    assert call["status"] == "failed" and call["attempts"] == 1
+    assert call["error"].startswith("EndpointNotFoundError: qwen3:8b@"), call["error"]
+    assert "ollama pull qwen3:8b" in call["error"]
 
 
 def test_a_vllm_model_name_that_is_not_served_names_served_model_name(server):

@@ -583,6 +583,11 @@ def _not_found(url: str, body: dict) -> Exception:
                 }
             },
         ),
+        # Ollama's words, but not its error's type: some other server's
+        (
+            "http://proxy:4000/v1/chat/completions",
+            {"error": {"message": "model 'gpt-5x' not found", "type": "invalid_request_error"}},
+        ),
         # a proxy's 404 for a path under /v1, and a base URL whose path is not the root
         ("http://proxy:4000/v1/chat/completions", {"detail": "Not Found"}),
         ("http://host:11434/api/chat/completions", {"detail": "Not Found"}),

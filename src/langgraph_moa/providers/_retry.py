@@ -149,6 +149,14 @@ _PARAMETER_FIXES = {
 """The fix of each call parameter a model may refuse, by OpenAI's ``param`` of the refusal."""
 
 
+def _error_body(exc: BaseException) -> dict[str, object] | None:
+    """Return the error object of the body a provider's error keeps (OpenAI's ``error``)."""
+    body = getattr(exc, "body", None)
+    if not isinstance(body, dict):
+        return None
+    return body["error"] if isinstance(body.get("error"), dict) else body
+
+
 def _refused_parameter(exc: BaseException) -> str | None:
     """Return the call parameter a provider refused for this model, if that is the error.
 
@@ -156,10 +164,9 @@ def _refused_parameter(exc: BaseException) -> str | None:
     ``max_tokens`` with a 400 whose ``code`` is ``unsupported_value`` or
     ``unsupported_parameter`` and whose ``param`` names it.
     """
-    body = getattr(exc, "body", None)
-    if not isinstance(body, dict):
+    body = _error_body(exc)
+    if body is None:
         return None
-    body = body.get("error", body) if isinstance(body.get("error"), dict) else body
     param = body.get("param")
     if body.get("code") in ("unsupported_value", "unsupported_parameter") and isinstance(
         param, str
@@ -207,7 +214,25 @@ def _refused_content(exc: BaseException, messages: Sequence[BaseMessage]) -> boo
 
 
 _NOT_PULLED = re.compile(r"model [\"']([^\"']+)[\"'] not found, try pulling it first")
-"""Ollama's 404 for a model it has not downloaded."""
+"""Ollama's 404 for a model it has not downloaded, before 0.12 (still its words for one whose
+files went missing)."""
+_NOT_PULLED_SINCE_0_12 = re.compile(r"model '([^']+)' not found")
+"""Ollama's words since 0.12, the whole message of an error of type ``not_found_error``: so
+worded alone, they could be any server's."""
+
+
+def _not_pulled(exc: BaseException) -> str | None:
+    """Return the name of the model Ollama has not pulled, if that is what `exc` says."""
+    if (pulled := _NOT_PULLED.search(str(exc))) is not None:
+        return pulled.group(1)
+    body = _error_body(exc)
+    message = body.get("message") if body is not None else None
+    if body is None or body.get("type") != "not_found_error" or not isinstance(message, str):
+        return None
+    pulled = _NOT_PULLED_SINCE_0_12.fullmatch(message)
+    return pulled.group(1) if pulled is not None else None
+
+
 _NOT_SERVED = re.compile(r"The model `[^`]+` does not exist\.")
 """vLLM's 404 for a name other than its ``--served-model-name`` (by default ``--model``).
 
@@ -232,10 +257,10 @@ def _not_found_fix(exc: BaseException) -> str | None:
     if http_status(exc) != 404:
         return None
     text = str(exc)
-    if (pulled := _NOT_PULLED.search(text)) is not None:
+    if (name := _not_pulled(exc)) is not None:
         return (
             "Ollama has not pulled that model: run "
-            f"`ollama pull {clip(pulled.group(1), NAME_CHARS)}` on its host "
+            f"`ollama pull {clip(name, NAME_CHARS)}` on its host "
             "(`ollama list` shows the names it has)."
         )
     if _NOT_SERVED.search(text) is not None:
