@@ -525,11 +525,16 @@ def test_a_body_too_large_names_images_and_the_operators_limit(system):
     assert "smaller images" in message and "--max-body-bytes" in message, message
 
 
-async def asgi(app, body_chunks, *, disconnect_after=None, headers=()):
-    """Call the app as a server would; return the messages it sent and the chunks it read."""
+async def asgi(app, body_chunks, *, disconnect_after=None, leave_when=None, headers=()):
+    """Call the app as a server would; return the messages it sent and the chunks it read.
+
+    Once its body is sent, the client disconnects after `disconnect_after` seconds, or as
+    soon as `leave_when(scope)` holds (waited for at most 30 s), or never.
+    """
     chunks = list(body_chunks)
     read = 0
     sent = []
+    scope = _chat_scope(headers)
 
     async def receive():
         nonlocal read
@@ -540,15 +545,18 @@ async def asgi(app, body_chunks, *, disconnect_after=None, headers=()):
                 "body": chunks[read - 1],
                 "more_body": read < len(chunks),
             }
-        if disconnect_after is None:
+        if leave_when is not None:
+            await _until(lambda: leave_when(scope), 30)
+        elif disconnect_after is None:
             await asyncio.Event().wait()
-        await asyncio.sleep(disconnect_after)
+        else:
+            await asyncio.sleep(disconnect_after)
         return {"type": "http.disconnect"}
 
     async def send(message):
         sent.append(message)
 
-    await app(_chat_scope(headers), receive, send)
+    await app(scope, receive, send)
     return sent, read
 
 
@@ -667,8 +675,15 @@ async def test_a_client_that_leaves_cancels_its_run(fake, log, stream):
 @pytest.mark.parametrize("stream", [False, True])
 async def test_the_access_log_says_how_many_calls_had_ended_when_the_client_left(fake, stream):
     """The chat route sees no call events, so its "client left" line said nothing of what
-    the run had already cost. It now counts the calls that had ended, answered or failed."""
-    from langgraph_moa.serving._access import AccessLog
+    the run had already cost. It now counts the calls that had ended, answered or failed.
+
+    The client leaves once the run has ended A's and C's calls (B hangs): after a fixed
+    time, a loaded machine could still be running them."""
+    from langgraph_moa.serving._access import CALLS_KEY, AccessLog
+
+    def a_and_c_ended(scope) -> bool:
+        tally = scope.get(CALLS_KEY)
+        return tally is not None and (tally.ended, tally.failed) == (2, 1)
 
     system = MoAConfig(
         proposers=[
@@ -683,7 +698,7 @@ async def test_the_access_log_says_how_many_calls_had_ended_when_the_client_left
     lines: list[str] = []
     app = AccessLog(create_app({"m": system}), ["m"], lines.append)
     body = json.dumps({"model": "m", "messages": USER, "stream": stream}).encode()
-    await asyncio.wait_for(asgi(app, [body], disconnect_after=0.5), timeout=60)
+    await asyncio.wait_for(asgi(app, [body], leave_when=a_and_c_ended), timeout=60)
     assert "client left after 2 calls, 1 failed ·" in lines[0], lines
 
 
