@@ -74,6 +74,8 @@ class FakeChat(BaseChatModel):
     """The finish_reason call n reports, if any ("content_filter": the provider's filter)."""
     usage_details: Callable[[int], dict[str, Any]] | None = None
     """More keys of each answer's usage (``input_token_details``, ``output_token_details``)."""
+    no_usage: bool = False
+    """Report no usage at all, as a server that ignores ``stream_options`` or a proxy does."""
     counter: Any = Field(default_factory=lambda: itertools.count(1))
     tool_calls: Callable[[str, int, list[BaseMessage], dict[str, Any]], list[dict]] | None = None
     """The tool calls call n asks for (given its kwargs: tools, tool_choice), if any."""
@@ -132,7 +134,9 @@ class FakeChat(BaseChatModel):
             content=text,
             tool_calls=tool_calls,
             response_metadata=meta,
-            usage_metadata={
+            usage_metadata=None
+            if self.no_usage
+            else {
                 "input_tokens": words(messages),
                 "output_tokens": len(text.split()),
                 "total_tokens": words(messages) + len(text.split()),

@@ -150,6 +150,22 @@ class AllProposersFailedError(_RunError):
         """The error in one short sentence (what `moa serve` sends its client)."""
 
 
+def tokens_spent(used: int, calls: Sequence[CallRecord]) -> str:
+    """Say how many tokens a run used, and how many of its calls' tokens are estimated.
+
+    A call whose provider reported no usage counts by the package's estimate
+    (``usage_estimated``): said, a budget it reached is not taken for a provider's count.
+    One wording for `BudgetExhaustedError` and a labelled budget fallback's reason.
+    """
+    estimated = sum("usage_estimated" in c for c in calls)
+    if not estimated:
+        return f"{used} tokens"
+    return (
+        f"{used} tokens ({estimated} of its calls estimated at 3 characters a token: their "
+        "providers reported no usage)"
+    )
+
+
 class BudgetExhaustedError(_RunError):
     """The run's recorded tokens reached `budget.max_tokens` before it had an answer.
 
@@ -160,7 +176,8 @@ class BudgetExhaustedError(_RunError):
     def __init__(self, used: int, limit: int, calls: Sequence[CallRecord]) -> None:
         """Name the tokens used and the limit."""
         super().__init__(
-            f"This run used {used} tokens, reaching its budget.max_tokens of {limit}, so no "
+            f"This run used {tokens_spent(used, calls)}, reaching its budget.max_tokens of "
+            f"{limit}, so no "
             "further model call was started: raise budget.max_tokens, or use fewer layers, "
             "samples, proposers or max_tokens.",
             calls,

@@ -260,12 +260,19 @@ def selection_line(answer: AIMessage) -> str | None:
 
 
 def summary_line(state: dict[str, Any]) -> str:
-    """Sum up the calls, failures, tokens and the critical path of a run, in one line."""
+    """Sum up the calls, failures, tokens and the critical path of a run, in one line.
+
+    Tokens of calls whose providers reported no usage are estimates, and the line says how
+    many: read as exact, a budget or bill set by them runs over.
+    """
     total = state["usage"]["total"]
     wall = sum(layer["latency_s"] for layer in state["usage"]["layers"])
+    estimated = total.get("estimated_calls")
     return (
         f"{total['calls']} calls ({total['failed']} failed), {total['prompt_tokens']} prompt + "
-        f"{total['completion_tokens']} completion tokens, critical path {wall:.1f}s"
+        f"{total['completion_tokens']} completion tokens"
+        + (f" ({estimated} calls estimated: no usage reported)" if estimated else "")
+        + f", critical path {wall:.1f}s"
     )
 
 

@@ -10,6 +10,8 @@ A price table maps a model name to dollars per million prompt and completion tok
 A call is priced by the model that answered, then by the configured spec, then by the spec
 without its provider prefix. Local models (``local:``) cost nothing. A call whose model is
 in no row is counted as unpriced, and the report says so rather than pretending it was free.
+A call whose provider reported no usage is priced by its estimated tokens and counted as
+estimated, never as free.
 Cached calls are priced too: the cost is a property of the system, not of this rerun.
 """
 
@@ -81,11 +83,28 @@ def dollars(calls: Sequence[Mapping[str, Any]], prices: Prices) -> tuple[float, 
     return total, unpriced
 
 
+def estimated_calls(calls: Sequence[Mapping[str, Any]], prices: Prices) -> int:
+    """Count the priced calls whose tokens are estimated: their providers reported no usage.
+
+    Their dollars are in the total, by the estimate (``usage_estimated``), and the report
+    says how many: read as 0 tokens they were free.
+    """
+    return sum(
+        1
+        for call in calls
+        if call.get("usage_estimated") and (price := price_of(call, prices)) and any(price)
+    )
+
+
 def run_cost(calls: Sequence[Mapping[str, Any]], prices: Prices | None) -> dict[str, Any]:
     """Return what a run cost, for its provenance: dollars, and how many calls had no price.
 
     Without a table only local calls are priced (they cost nothing); a run whose every call is
-    unpriced says so instead of showing $0.
+    unpriced says so instead of showing $0. ``estimated_calls``: priced calls whose tokens
+    are estimated (`estimated_calls`), only where there are any.
     """
     total, unpriced = dollars(calls, prices or {})
-    return {"dollars": round(total, 6), "unpriced_calls": unpriced, "calls": len(calls)}
+    cost = {"dollars": round(total, 6), "unpriced_calls": unpriced, "calls": len(calls)}
+    if estimated := estimated_calls(calls, prices or {}):
+        cost["estimated_calls"] = estimated
+    return cost

@@ -44,6 +44,8 @@ def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None)
             s["prompt_tokens"],
             s["completion_tokens"],
         ]
+        if s.get("estimated_calls"):  # said where the counts are: they are partly estimates
+            cells[-1] = f"{cells[-1]} ({s['estimated_calls']} calls estimated)"
         if priced:
             dollars = _fmt(s.get("dollars"), ".4f")
             if s.get("unpriced_calls"):

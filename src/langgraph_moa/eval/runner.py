@@ -19,7 +19,7 @@ import os
 import shutil
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,7 +347,7 @@ class Evaluation:
             try:
                 state = await system.graph.ainvoke(self._graph_input(history))
                 answer = state["messages"][-1]
-                turn_calls = [{k: c.get(k) for k in _CALL_FIELDS} for c in state["calls"]]
+                turn_calls = [_traced(c) for c in state["calls"]]
             except MoAError as exc:
                 error = str(exc)
                 break
@@ -566,6 +566,10 @@ class Evaluation:
             "completion_tokens": sum(r["completion_tokens"] for r in answered),
             "calls": sum(r["calls"] for r in answered),
             "cached_calls": sum(r["cached_calls"] for r in answered),
+            # calls whose providers reported no usage: their tokens (and dollars) estimated
+            "estimated_calls": sum(
+                bool(c.get("usage_estimated")) for r in answered for c in r["trace"]
+            ),
             "median_item_s": round(statistics.median(r["wall_s"] for r in rows), 3)
             if rows
             else None,
@@ -795,6 +799,18 @@ _CALL_FIELDS = (
     "prompt_tokens",
     "completion_tokens",
 )
+
+
+def _traced(call: Mapping[str, Any]) -> dict[str, Any]:
+    """Return what a results row keeps of a call record: `_CALL_FIELDS`, and an estimate's mark.
+
+    ``usage_estimated`` only where it is set (the provider reported no usage): dropped, the
+    summary and the cost counted its estimated tokens as the provider's.
+    """
+    kept = {k: call.get(k) for k in _CALL_FIELDS}
+    if call.get("usage_estimated"):
+        kept["usage_estimated"] = True
+    return kept
 
 
 def _can_draw_a_bar(console: Console) -> bool:

@@ -51,6 +51,7 @@ from langgraph_moa.errors import (
     ContentFilteredError,
     MoAConfigError,
     StragglerCancelledError,
+    tokens_spent,
 )
 from langgraph_moa.providers._models import with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
@@ -237,7 +238,7 @@ class _Chunkwise:
                     await asyncio.sleep(self._backoff(len(errors)))
             if self.live[k]:  # else dropped: its late text is not used (its record says so)
                 latency = time.perf_counter() - started
-                self.records[k] = record_answer(call, errors[:], response, latency)
+                self.records[k] = record_answer(call, errors[:], response, latency, prompt=messages)
         except Exception as exc:  # the layer goes on without it, as any failed proposal
             if self.live[k]:
                 self.texts[k] = ""
@@ -653,7 +654,9 @@ class _Chunkwise:
         if self.cfg.on_aggregator_failure == "raise" or best is None:
             raise BudgetExhaustedError(used, limit, calls)
         emit("budget_spent", used=used, limit=limit)
-        reason = f"the run used {used} tokens, reaching its budget.max_tokens of {limit}: "
+        reason = (
+            f"the run used {tokens_spent(used, calls)}, reaching its budget.max_tokens of {limit}: "
+        )
         if record is None:
             reason += "no aggregator part was started"
             update = labelled_fallback(self.cfg, calls, best, "budget", reason)

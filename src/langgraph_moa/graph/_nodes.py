@@ -33,6 +33,7 @@ from langgraph_moa.errors import (
     MoAConfigError,
     StragglerCancelledError,
     StructuredOutputError,
+    tokens_spent,
 )
 from langgraph_moa.graph._chunkwise import ChunkwiseRequest, refuse_what_parts_cannot_write
 from langgraph_moa.providers._models import ModelCache, with_call_timeout
@@ -476,9 +477,8 @@ class MoANodes:
                 draw=call.draw(draws),
             )
             message, parsed = _answer_of(call, response, req.options, _may_answer(cfg, call))
-            record = record_answer(
-                call, step.errors(key), message, time.perf_counter() - started, cached
-            )
+            latency = time.perf_counter() - started
+            record = record_answer(call, step.errors(key), message, latency, cached, req.messages)
         except Exception as exc:
             if writes_answer:
                 discard_answer(call, exc)
@@ -806,7 +806,7 @@ class MoANodes:
             raise BudgetExhaustedError(used, limit, calls)
         emit("budget_spent", used=used, limit=limit)
         reason = (
-            f"the run used {used} tokens, reaching its budget.max_tokens of {limit}: "
+            f"the run used {tokens_spent(used, calls)}, reaching its budget.max_tokens of {limit}: "
             "no further call was started"
         )
         return labelled_fallback(cfg, calls, best, "budget", reason)

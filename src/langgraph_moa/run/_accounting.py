@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage
@@ -24,7 +24,7 @@ from langgraph_moa.run.state import (
     ToolCallRecord,
     UsageSummary,
 )
-from langgraph_moa.text._prompts import CUT_OFF_MARK
+from langgraph_moa.text._prompts import CUT_OFF_MARK, estimate_tokens
 from langgraph_moa.text._thinking import THINK_OPEN, split_thinking
 
 
@@ -300,13 +300,16 @@ def ok_record(
     latency_s: float,
     retried_errors: list[str] | None = None,
     cached: bool = False,
+    prompt: Sequence[BaseMessage] = (),
 ) -> CallRecord:
     """Record a successful call, with tokens from the message's `usage_metadata`.
 
     `cached`: the package's call cache answered; an answer of LangChain's LLM cache is
-    recorded cached too (`_tokens`).
+    recorded cached too (`_tokens`). `prompt`: the messages the call was sent, from which
+    its tokens are estimated where the provider reported none (`estimated_tokens`).
     """
-    prompt, completion, total, from_llm_cache = _tokens(response)
+    counted = _tokens(response)
+    prompt_tokens, completion, total, from_llm_cache = counted or estimated_tokens(response, prompt)
     cached = cached or from_llm_cache
     logprobs = token_logprobs(response)
     record = CallRecord(
@@ -323,13 +326,15 @@ def ok_record(
         retried_errors=list(retried_errors or []),
         cached=cached,
         latency_s=round(latency_s, 4),
-        prompt_tokens=prompt,
+        prompt_tokens=prompt_tokens,
         completion_tokens=completion,
         total_tokens=total,
         mean_logprob=round(sum(logprobs) / len(logprobs), 6) if logprobs else None,
         logprob_tokens=len(logprobs),
         finish_reason=finish_reason(response),
     )
+    if counted is None:
+        record["usage_estimated"] = True
     _note_token_details(record, response)
     if tools := tool_calls_of(response):  # only then: records of text answers stay as they were
         record["tool_calls"] = tools
@@ -368,7 +373,8 @@ def failed_record(
     refused = isinstance(error, RejectedAnswer)
     if paid is None and refused:
         paid = getattr(error, "response", None)
-    prompt, completion, total, _ = _tokens(paid)
+    counted = _tokens(paid)
+    prompt, completion, total, _ = counted or estimated_tokens(paid, ())
     record = CallRecord(
         role=role,
         layer=layer,
@@ -390,6 +396,8 @@ def failed_record(
         logprob_tokens=0,
         finish_reason=None,
     )
+    if counted is None and paid is not None:  # what it wrote, estimated; its prompt unknown
+        record["usage_estimated"] = True
     _note_token_details(record, paid)
     return record
 
@@ -431,8 +439,12 @@ def token_details(calls: Iterable[CallRecord]) -> dict[str, dict[str, int]]:
     return sums
 
 
-def _tokens(response: object) -> tuple[int, int, int, bool]:
+def _tokens(response: object) -> tuple[int, int, int, bool] | None:
     """Return a response's tokens (its `usage_metadata`) and whether LangChain's cache gave it.
+
+    None where it reported no token count: a server that ignores ``stream_options`` (an
+    older Ollama), a proxy that drops ``usage``, a model without `usage_metadata`. Read as
+    0, such a call was free to the token budget and the cost report (`estimated_tokens`).
 
     Read with defaults: LangChain's LLM cache answers with ``{**usage, "total_cost": 0}``,
     and from a model that reports no usage that is all there is (the call failed with a
@@ -442,12 +454,32 @@ def _tokens(response: object) -> tuple[int, int, int, bool]:
     (benchmarks/graph_call_work.py).
     """
     usage = response.usage_metadata if isinstance(response, AIMessage) else None
-    if not usage:
-        return 0, 0, 0, False
+    if not usage or not ("input_tokens" in usage or "output_tokens" in usage):
+        return None
     prompt = int(usage["input_tokens"]) if "input_tokens" in usage else 0
     completion = int(usage["output_tokens"]) if "output_tokens" in usage else 0
     total = int(usage["total_tokens"]) if "total_tokens" in usage else prompt + completion
     return prompt, completion, total, "total_cost" in usage
+
+
+def estimated_tokens(
+    response: BaseMessage | None, prompt: Sequence[BaseMessage]
+) -> tuple[int, int, int, bool]:
+    """Estimate the tokens of a call whose provider reported none, as `_tokens` returns them.
+
+    By `estimate_tokens` (3 characters a token, an overestimate for English): the prompt's
+    messages, and what the model wrote (its text, thinking and tool calls). The record says
+    so (``usage_estimated``): an estimate is neither the provider's count nor a zero.
+    """
+    prompt_tokens = sum(estimate_tokens(m.text) for m in prompt)
+    written = ""
+    if isinstance(response, AIMessage):
+        thinking = response.additional_kwargs.get("reasoning_content")
+        calls = "".join(str(c["args"]) for c in response.tool_calls)
+        written = response.text + (thinking if isinstance(thinking, str) else "") + calls
+    completion = estimate_tokens(written)
+    usage: Any = (response.usage_metadata if isinstance(response, AIMessage) else None) or {}
+    return prompt_tokens, completion, prompt_tokens + completion, "total_cost" in usage
 
 
 def _totals(calls: Iterable[CallRecord]) -> TokenTotals:
@@ -455,13 +487,17 @@ def _totals(calls: Iterable[CallRecord]) -> TokenTotals:
     totals = TokenTotals(
         calls=0, failed=0, cancelled=0, prompt_tokens=0, completion_tokens=0, total_tokens=0
     )
+    estimated = 0
     for c in calls:
+        estimated += "usage_estimated" in c
         totals["calls"] += 1
         totals["failed"] += c["status"] == "failed"
         totals["cancelled"] += c["status"] == "cancelled"
         totals["prompt_tokens"] += c["prompt_tokens"]
         totals["completion_tokens"] += c["completion_tokens"]
         totals["total_tokens"] += c["total_tokens"]
+    if estimated:  # only then: a run whose every call reported usage reads as it did
+        totals["estimated_calls"] = estimated
     return totals
 
 

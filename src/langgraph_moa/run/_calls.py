@@ -224,11 +224,24 @@ def emit(event: str, **fields: Any) -> None:
 
 
 def record_answer(
-    call: CallId, errors: list[str], response: BaseMessage, latency: float, cached: bool = False
+    call: CallId,
+    errors: list[str],
+    response: BaseMessage,
+    latency: float,
+    cached: bool = False,
+    prompt: Sequence[BaseMessage] = (),
 ) -> CallRecord:
-    """Record a call that answered, with its retries, and tell the progress stream."""
+    """Record a call that answered, with its retries, and tell the progress stream.
+
+    `prompt`: what it was sent, for the estimate of a call that reported no usage.
+    """
     record = ok_record(
-        response=response, latency_s=latency, retried_errors=errors, cached=cached, **call.fields()
+        response=response,
+        latency_s=latency,
+        retried_errors=errors,
+        cached=cached,
+        prompt=prompt,
+        **call.fields(),
     )
     emit(
         "finished",
@@ -238,6 +251,7 @@ def record_answer(
         prompt_tokens=record["prompt_tokens"],
         completion_tokens=record["completion_tokens"],
         cached=record["cached"],
+        **({"usage_estimated": True} if "usage_estimated" in record else {}),
         retries=len(errors),
         preview=" ".join((record["output"] or "").split())[:200],
         # "length" for every provider's spelling of a max_tokens cut: a card says so

@@ -85,6 +85,10 @@ class CallRecord(TypedDict):
     LangChain's `UsageMetadata` has it; only where it said anything."""
     output_token_details: NotRequired[dict[str, int]]
     """The same for the completion's tokens (``reasoning``, ``audio``)."""
+    usage_estimated: NotRequired[bool]
+    """True where the provider reported no usage (a server that ignores ``stream_options``,
+    a proxy that drops it): the token counts are the package's estimate (3 characters a
+    token), not the provider's, and not a zero. Absent where it reported usage."""
     tool_calls: NotRequired[list[ToolCallRecord]]
     """The tool calls the model asked for, when it asked for any (a run with tools bound)."""
     tool_calls_from_text: NotRequired[bool]
@@ -126,6 +130,9 @@ class TokenTotals(TypedDict):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    estimated_calls: NotRequired[int]
+    """How many of the calls reported no usage, their tokens estimated (``usage_estimated``);
+    only where any did."""
 
 
 class LayerTotals(TokenTotals):

@@ -395,6 +395,9 @@ def _usage(answer: Any) -> dict[str, Any]:
     Cached prompt tokens and reasoning tokens are what a client prices differently: they
     were summed into the answer's `usage_metadata` but dropped here, so a client reading
     `prompt_tokens_details.cached_tokens` (ChatOpenAI among them) saw none.
+
+    ``estimated_calls``, only where any: how many calls' providers reported no usage, their
+    tokens estimated, so a client billing by these counts knows they are partly estimates.
     """
     usage = answer.usage_metadata or {}
     out: dict[str, Any] = {
@@ -402,6 +405,9 @@ def _usage(answer: Any) -> dict[str, Any]:
         "completion_tokens": usage.get("output_tokens", 0),
         "total_tokens": usage.get("total_tokens", 0),
     }
+    total = (answer.response_metadata.get("moa", {}).get("usage") or {}).get("total") or {}
+    if estimated := total.get("estimated_calls"):
+        out["estimated_calls"] = estimated
     for field, key, names in (
         ("prompt_tokens_details", "input_token_details", _PROMPT_DETAILS),
         ("completion_tokens_details", "output_token_details", _COMPLETION_DETAILS),

@@ -57,15 +57,19 @@ class ScriptedServer:
         multimodal: bool = True,
         n_ctx: dict[str, int] | None = None,
         thinking: dict[str, str] | None = None,
+        no_usage: frozenset[str] = frozenset(),
     ) -> None:
         """Prepare the server; `multimodal=False` makes it refuse image, audio and files.
 
         `n_ctx` maps a model name to its context size, in words of the prompt; `thinking`
         maps a model name to how it thinks: ``"inline"``, ``"field"`` or ``"unclosed"``.
+        A model named in `no_usage` reports no usage, streamed or not, as an older Ollama
+        that ignores ``stream_options`` or a proxy that drops ``usage`` does.
         """
         self.multimodal = multimodal
         self.n_ctx = n_ctx or {}
         self.thinking = thinking or {}
+        self.no_usage = no_usage
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.requests: list[dict[str, Any]] = []
@@ -110,9 +114,14 @@ class ScriptedServer:
             if how == "openai" and (refusal := _openai_refusal(body)) is not None:
                 return JSONResponse(refusal, status_code=400)
             reply = _thought(_reply(body, n), how)
+            silent = body.get("model") in self.no_usage
             if body.get("stream"):
-                return StreamingResponse(_chunks(body, reply), media_type="text/event-stream")
-            return JSONResponse(_completion(body, reply))
+                sent = {k: v for k, v in body.items() if not (silent and k == "stream_options")}
+                return StreamingResponse(_chunks(sent, reply), media_type="text/event-stream")
+            completion = _completion(body, reply)
+            if silent:
+                del completion["usage"]
+            return JSONResponse(completion)
 
         return app
 

@@ -131,13 +131,15 @@ function inline(parent, text) {
 }
 
 // The run's cost as its provenance line says it: dollars where every call is priced (local
-// models cost nothing), the priced part and a count where some are not, "unknown" where none is.
+// models cost nothing), the priced part and a count where some are not, "unknown" where none is;
+// calls whose providers reported no usage are priced by their estimated tokens, and counted.
 function costText(cost) {
   if (!cost || !cost.calls) return "";
   const known = cost.calls - cost.unpriced_calls;
   if (known === 0) return " · cost unknown (no prices; moa serve --prices)";
   const dollars = "$" + Number(cost.dollars).toFixed(cost.dollars >= 0.01 || cost.dollars === 0 ? 4 : 6);
-  return cost.unpriced_calls ? " · cost " + dollars + " + " + cost.unpriced_calls + " unpriced calls" : " · cost " + dollars;
+  const estimated = cost.estimated_calls ? " (" + cost.estimated_calls + " calls estimated)" : "";
+  return (cost.unpriced_calls ? " · cost " + dollars + " + " + cost.unpriced_calls + " unpriced calls" : " · cost " + dollars) + estimated;
 }
 
 function renderMarkdown(source) {
@@ -488,8 +490,9 @@ class Pane {
     this.setStatus(card, "done", (ev.cached ? "done (cached)" : "done") + cut);
     if (ev.model) card.modelEl.textContent = ev.model;
     const retries = ev.retries ? " · " + ev.retries + " retries" : "";
+    const estimated = ev.usage_estimated ? " (estimated: no usage reported)" : "";
     card.statsEl.textContent = ev.latency_s.toFixed(2) + " s · " + ev.prompt_tokens + " + " +
-      ev.completion_tokens + " tokens" + retries;
+      ev.completion_tokens + " tokens" + estimated + retries;
   }
 
   on_failed(ev) {
@@ -572,7 +575,8 @@ class Pane {
     const u = ev.usage || {};
     this.provenance.textContent = "answered by " + ev.answered_by + " · " + u.calls + " calls (" +
       (u.failed || 0) + " failed) · " + u.prompt_tokens + " prompt + " + u.completion_tokens +
-      " completion tokens · critical path " + Number(u.critical_path_s).toFixed(2) + " s" +
+      " completion tokens" + (u.estimated_calls ? " (" + u.estimated_calls + " calls estimated: no usage reported)" : "") +
+      " · critical path " + Number(u.critical_path_s).toFixed(2) + " s" +
       costText(ev.cost);
     if (ev.selection) {
       this.renderTally(ev.selection, ev.selection.groups);

@@ -1,0 +1,109 @@
+"""A provider that reports no usage: its calls are estimated and said to be, never free.
+
+An old Ollama that ignores ``stream_options``, some proxies, a user's model without
+``usage_metadata``: recorded as 0 tokens, such calls never reached `budget.max_tokens`,
+priced at $0, and read as a real zero in every report.
+"""
+
+import json
+
+from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa.config._prices import run_cost
+from langgraph_moa.serving._app import create_app
+from tests.helpers import QUESTION
+
+
+def test_a_call_without_usage_is_estimated_and_marked(fake):
+    config = MoAConfig(
+        proposers=[fake("A", no_usage=True), fake("B")],
+        aggregator=fake("AGG", no_usage=True),
+        layers=2,
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    by_model = {c["configured_model"]: c for c in out["calls"]}
+    for name in ("A", "AGG"):
+        record = by_model[name]
+        assert record["usage_estimated"] is True
+        assert record["prompt_tokens"] > 0 and record["completion_tokens"] > 0
+        assert record["total_tokens"] == record["prompt_tokens"] + record["completion_tokens"]
+    assert "usage_estimated" not in by_model["B"]  # a reported usage stays as reported
+    assert out["usage"]["total"]["estimated_calls"] == 2
+    assert [la["estimated_calls"] for la in out["usage"]["layers"]] == [1, 1]
+    meta = out["messages"][-1].response_metadata["moa"]
+    assert meta["usage"]["total"]["estimated_calls"] == 2
+
+
+def test_a_run_where_every_call_reported_usage_has_no_estimate_field(fake):
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"))
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert "estimated_calls" not in out["usage"]["total"]
+    assert all("usage_estimated" not in c for c in out["calls"])
+
+
+def test_the_token_budget_counts_calls_that_reported_no_usage(fake, log):
+    config = MoAConfig(
+        proposers=[fake("A", no_usage=True), fake("B", no_usage=True)],
+        aggregator=fake("AGG", no_usage=True),
+        layers=3,
+        budget={"max_tokens": 1},
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert sorted(c.label for c in log.calls) == ["A", "B"]  # no layer 2, no aggregator
+    meta = out["messages"][-1].response_metadata["moa"]
+    assert meta["fallback"] == "budget"
+    assert "estimated" in meta["fallback_reason"]
+
+
+def test_the_cost_counts_estimated_calls_apart():
+    calls = [
+        {"model": "m", "prompt_tokens": 10, "completion_tokens": 10, "usage_estimated": True},
+        {"model": "m", "prompt_tokens": 10, "completion_tokens": 10},
+    ]
+    cost = run_cost(calls, {"m": (1.0, 1.0)})
+    assert cost["estimated_calls"] == 1 and cost["dollars"] > 0.00002  # both priced
+
+
+def test_serve_says_its_usage_is_partly_estimated(fake):
+    from fastapi.testclient import TestClient
+
+    system = MoAConfig(
+        proposers=[fake("A", no_usage=True)], aggregator=fake("AGG"), layers=2, name="m"
+    )
+    client = TestClient(create_app({"m": system}), base_url="http://localhost")
+    body = {"model": "m", "messages": [{"role": "user", "content": "Explain X"}]}
+    response = client.post(
+        "/v1/chat/completions",
+        content=json.dumps(body),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    usage = response.json()["usage"]
+    assert usage["estimated_calls"] == 1 and usage["prompt_tokens"] > 0
+
+
+def test_moa_run_says_how_many_calls_are_estimated(fake):
+    from langgraph_moa.cli._run import summary_line
+
+    config = MoAConfig(proposers=[fake("A", no_usage=True), fake("B")], aggregator=fake("AGG"))
+    out = create_moa_graph(config).invoke(QUESTION)
+    assert "(2 calls estimated: no usage reported)" in summary_line(out)
+
+
+def test_eval_counts_and_reports_estimated_calls(tmp_path):
+    import asyncio
+
+    from langgraph_moa.eval import EvalItem, Evaluation
+    from tests.fakes import FakeChat
+
+    system = MoAConfig(
+        name="quiet",
+        proposers=[FakeChat(label="A", no_usage=True), FakeChat(label="B")],
+        aggregator=FakeChat(label="AGG"),
+        layers=2,
+    )
+    items = [EvalItem(id=str(i), turns=["Say hi."], expected=["hi"]) for i in range(2)]
+    prices = {"A": (1.0, 1.0), "B": (1.0, 1.0), "AGG": (1.0, 1.0)}
+    summary = asyncio.run(Evaluation([system], items, tmp_path, prices=prices).run(progress=False))
+    assert summary["quiet"]["estimated_calls"] == 2 and summary["quiet"]["unpriced_calls"] == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "(2 calls estimated)" in report
