@@ -15,8 +15,10 @@ _AMBIENT = (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_BYTECODE = ("__pycache__", ".pytest_cache")
-"""What Python and pytest themselves write into the checkout."""
+_BY_THE_TOOLS = ("__pycache__", ".pytest_cache", ".langgraph_api")
+"""What the tools themselves write into the checkout, not a test: Python, pytest, and
+`langgraph dev` (its in-memory runtime keeps `.langgraph_api/` in the folder it serves from,
+which is the repository root where README's instructions run it, as two tests do)."""
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +43,7 @@ def _untracked() -> set[str] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     paths = {line[3:] for line in listed.splitlines() if line[:2] in ("??", "!!")}
-    return {p for p in paths if not any(part in _BYTECODE for part in Path(p).parts)}
+    return {p for p in paths if not any(part in _BY_THE_TOOLS for part in Path(p).parts)}
 
 
 _BEFORE = pytest.StashKey[set[str] | None]()
