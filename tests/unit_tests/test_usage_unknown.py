@@ -107,3 +107,33 @@ def test_eval_counts_and_reports_estimated_calls(tmp_path):
     assert summary["quiet"]["estimated_calls"] == 2 and summary["quiet"]["unpriced_calls"] == 0
     report = (tmp_path / "report.md").read_text()
     assert "(2 calls estimated)" in report
+
+
+async def test_a_chunk_wise_aggregator_that_reports_no_usage_counts_its_parts_prompts(fake):
+    """The parts of a chunk-wise answer were recorded with 0 prompt tokens where the
+    aggregator reported no usage: the prompts it read (every proposal) were free."""
+    config = MoAConfig(
+        proposers=[fake("A"), fake("B")],
+        aggregator=fake("AGG", no_usage=True),
+        layers=2,
+        aggregation={"start": "chunks", "chunk_tokens": 2},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    record = out["calls"][-1]
+    assert record["role"] == "aggregator" and record["usage_estimated"] is True
+    assert record["prompt_tokens"] > 0 and record["completion_tokens"] > 0
+
+
+def test_chunk_wise_parts_that_report_and_parts_that_do_not_are_summed_and_marked():
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from langgraph_moa.graph._chunkwise import _summed, _Written
+
+    written = _Written()
+    usage = {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}
+    written.paid(AIMessage(content="ab", usage_metadata=usage), [HumanMessage("q")])
+    assert not written.estimated  # a part that reported usage keeps it
+    written.paid(AIMessage(content="x" * 6), [HumanMessage("y" * 30)])
+    whole = _summed("abxxxxxx", written.responses).usage_metadata
+    assert written.estimated and whole is not None
+    assert whole["input_tokens"] == 7 + 10 and whole["output_tokens"] == 2 + 2

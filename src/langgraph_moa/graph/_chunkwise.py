@@ -62,6 +62,7 @@ from langgraph_moa.run._accounting import (
     kept_whole,
     refuse_filtered,
     summarize,
+    with_estimated_usage,
     without_thinking,
 )
 from langgraph_moa.run._answer import (
@@ -546,11 +547,11 @@ class _Chunkwise:
                 call, part_input, cap, index, written.errors, len(written.answer)
             )
         except ContentFilteredError as exc:
-            written.responses.append(exc.response)  # paid for: its tokens are counted
+            written.paid(exc.response, part_input)  # paid for: its tokens are counted
             raise
         finally:
             written.seconds += time.perf_counter() - started
-        written.responses.append(response)
+        response = written.paid(response, part_input)
         written.answer += response.text
         written.parts.append({"part": index, "started_at": at, "saw": saw})
 
@@ -609,7 +610,9 @@ class _Chunkwise:
         if not written.responses:
             return None
         response = _summed(written.answer, written.responses)
-        return record_answer(call, written.errors, response, written.seconds)
+        return record_answer(
+            call, written.errors, response, written.seconds, estimated=written.estimated
+        )
 
     def _answer(
         self,
@@ -685,7 +688,7 @@ class _Chunkwise:
         if not errors or errors[-1] != describe_error(error):
             errors.append(describe_error(error))  # a failure outside a part's call
         paid = _summed(written.answer, written.responses) if written.responses else None
-        record = record_failure(call, errors, error, written.seconds, paid)
+        record = record_failure(call, errors, error, written.seconds, paid, written.estimated)
         calls = self._calls(record)
         best = best_available(calls)
         if self.cfg.on_aggregator_failure == "raise" or best is None:
@@ -710,6 +713,19 @@ class _Written:
     parts: list[dict[str, Any]] = field(default_factory=list)
     responses: list[AIMessage] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    estimated: bool = False
+    """Some part's provider reported no usage: its tokens (prompt too) are estimated."""
+
+    def paid(self, response: AIMessage, prompt: list[BaseMessage]) -> AIMessage:
+        """Keep a part's `response`, and return it as kept.
+
+        Its tokens are estimated from `prompt` and its text where its provider reported none
+        (`with_estimated_usage`).
+        """
+        response, estimated = with_estimated_usage(response, prompt)
+        self.estimated = self.estimated or estimated
+        self.responses.append(response)
+        return response
 
 
 def _part_cap(chunk_tokens: int, room: int | None, last: bool) -> int | None:

@@ -301,12 +301,15 @@ def ok_record(
     retried_errors: list[str] | None = None,
     cached: bool = False,
     prompt: Sequence[BaseMessage] = (),
+    estimated: bool = False,
 ) -> CallRecord:
     """Record a successful call, with tokens from the message's `usage_metadata`.
 
     `cached`: the package's call cache answered; an answer of LangChain's LLM cache is
     recorded cached too (`_tokens`). `prompt`: the messages the call was sent, from which
     its tokens are estimated where the provider reported none (`estimated_tokens`).
+    `estimated`: the usage is partly the package's estimate already (`with_estimated_usage`:
+    the parts of a chunk-wise answer), so the record says so.
     """
     counted = _tokens(response)
     prompt_tokens, completion, total, from_llm_cache = counted or estimated_tokens(response, prompt)
@@ -333,7 +336,7 @@ def ok_record(
         logprob_tokens=len(logprobs),
         finish_reason=finish_reason(response),
     )
-    if counted is None:
+    if counted is None or estimated:
         record["usage_estimated"] = True
     _note_token_details(record, response)
     if tools := tool_calls_of(response):  # only then: records of text answers stay as they were
@@ -362,13 +365,15 @@ def failed_record(
     latency_s: float = 0.0,
     retried_errors: list[str] | None = None,
     paid: BaseMessage | None = None,
+    estimated: bool = False,
 ) -> CallRecord:
     """Record a failed call with the provider's own error message, summarized and redacted.
 
     A call that answered but whose answer was refused (empty, not the requested structure,
     or tool calls that break the bound tools) was paid for: its tokens, from the refused
     message the error keeps, count; so do those of `paid`, what a call that failed partway
-    had already cost (the parts a chunk-wise aggregator wrote before one failed).
+    had already cost (the parts a chunk-wise aggregator wrote before one failed);
+    `estimated`: as `ok_record`'s.
     """
     refused = isinstance(error, RejectedAnswer)
     if paid is None and refused:
@@ -396,7 +401,7 @@ def failed_record(
         logprob_tokens=0,
         finish_reason=None,
     )
-    if counted is None and paid is not None:  # what it wrote, estimated; its prompt unknown
+    if (counted is None and paid is not None) or estimated:  # what it wrote, estimated
         record["usage_estimated"] = True
     _note_token_details(record, paid)
     return record
@@ -480,6 +485,27 @@ def estimated_tokens(
     completion = estimate_tokens(written)
     usage: Any = (response.usage_metadata if isinstance(response, AIMessage) else None) or {}
     return prompt_tokens, completion, prompt_tokens + completion, "total_cost" in usage
+
+
+def with_estimated_usage(
+    response: AIMessage, prompt: Sequence[BaseMessage]
+) -> tuple[AIMessage, bool]:
+    """Return `response` with its tokens estimated where its provider reported none, and whether.
+
+    For a call made of several requests (the parts of a chunk-wise answer, each with its own
+    prompt): each part is counted as it ends, by the budget too, and the record of their sum
+    cannot tell which parts were estimated, nor estimate their prompts after the fact.
+    """
+    if _tokens(response) is not None:
+        return response, False
+    prompt_tokens, completion, total, _ = estimated_tokens(response, prompt)
+    usage: Any = {
+        **(response.usage_metadata or {}),  # LangChain's cache mark (``total_cost``) stays
+        "input_tokens": prompt_tokens,
+        "output_tokens": completion,
+        "total_tokens": total,
+    }
+    return response.model_copy(update={"usage_metadata": usage}), True
 
 
 def _totals(calls: Iterable[CallRecord]) -> TokenTotals:

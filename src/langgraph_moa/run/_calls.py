@@ -230,10 +230,12 @@ def record_answer(
     latency: float,
     cached: bool = False,
     prompt: Sequence[BaseMessage] = (),
+    estimated: bool = False,
 ) -> CallRecord:
     """Record a call that answered, with its retries, and tell the progress stream.
 
-    `prompt`: what it was sent, for the estimate of a call that reported no usage.
+    `prompt`: what it was sent, for the estimate of a call that reported no usage;
+    `estimated`: its usage is partly an estimate already (`ok_record`).
     """
     record = ok_record(
         response=response,
@@ -241,6 +243,7 @@ def record_answer(
         retried_errors=errors,
         cached=cached,
         prompt=prompt,
+        estimated=estimated,
         **call.fields(),
     )
     emit(
@@ -266,15 +269,22 @@ def record_failure(
     error: BaseException,
     latency: float,
     paid: BaseMessage | None = None,
+    estimated: bool = False,
 ) -> CallRecord:
     """Record a call that failed for good (or was cancelled), and tell the progress stream.
 
     `errors` are all its attempts' errors; the last one is the record's own error. The
     latency is how long its last attempt ran: for a cancelled straggler, how long the run
-    waited for it. `paid`: what the call had cost before it failed (see `failed_record`).
+    waited for it. `paid`: what the call had cost before it failed (see `failed_record`),
+    `estimated` whether that is partly an estimate.
     """
     record = failed_record(
-        error=error, latency_s=latency, retried_errors=errors[:-1], paid=paid, **call.fields()
+        error=error,
+        latency_s=latency,
+        retried_errors=errors[:-1],
+        paid=paid,
+        estimated=estimated,
+        **call.fields(),
     )
     emit(
         "failed",
