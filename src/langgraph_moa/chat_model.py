@@ -110,7 +110,10 @@ class MoAChatModel(BaseChatModel):
     under this model's run, so a usage handler (``get_usage_metadata_callback()``) sees each
     of them, keyed by its model's name, and this run too, whose usage is that total, keyed
     by the answer's ``model_name`` (the aggregator's, or the picked proposal's): its entries
-    add up to twice the run's tokens.
+    add up to twice the run's tokens. A call whose provider reported no usage is in the
+    total by its estimate (``usage_estimated``), which `UsageMetadata` has no field to mark,
+    and has no entry of its own: ``response_metadata["moa"]["usage"]["total"]``'s
+    ``estimated_calls`` says how many there were.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
