@@ -10,7 +10,7 @@ from langgraph_moa import MoAConfig
 from langgraph_moa.errors import CallTimeoutError, StragglerCancelledError
 from langgraph_moa.graph._nodes import MoANodes
 from langgraph_moa.providers._models import has_own_timeout
-from langgraph_moa.run._calls import CALL_TIMER, acall_model, call_model, off_the_clock
+from langgraph_moa.run._calls import CALL_CLOCKS, acall_model, call_model, off_the_clock
 from langgraph_moa.transport._call_loop import call_loop
 from tests.fakes import FakeChat
 
@@ -141,12 +141,12 @@ async def test_a_wait_off_the_clock_cancelled_after_its_call_ended_raises_only_c
         await off_the_clock(asyncio.Event().wait())  # for ever, until cancelled
 
     async with asyncio.timeout(30) as scope:
-        timer = CALL_TIMER.set(scope)  # as acall_model sets it
+        clocks = CALL_CLOCKS.set((scope, None))  # as acall_model sets it
         try:
             task = asyncio.create_task(child())
             await waiting.wait()
         finally:
-            CALL_TIMER.reset(timer)
+            CALL_CLOCKS.reset(clocks)
     task.cancel()  # the parent has left its timeout's scope
     with pytest.raises(asyncio.CancelledError):
         await task

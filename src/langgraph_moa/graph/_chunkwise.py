@@ -75,8 +75,7 @@ from langgraph_moa.run._answer import (
     labelled_fallback,
 )
 from langgraph_moa.run._calls import (
-    CALL_HELD,
-    CALL_TIMER,
+    CALL_CLOCKS,
     CallId,
     acall_model,
     discard_answer,
@@ -272,8 +271,8 @@ class _Chunkwise:
         thinking = ThinkingCut()
         try:
             async with scope:
-                timer = CALL_TIMER.set(scope)  # the scope `off_the_clock` stops, as in acall_model
-                held = CALL_HELD.set(self.held)
+                # the clocks `off_the_clock` stops, as in acall_model
+                clocks = CALL_CLOCKS.set((scope, self.held))
                 try:
                     async for chunk in model.astream(messages):
                         whole = chunk if whole is None else whole + chunk
@@ -282,8 +281,7 @@ class _Chunkwise:
                     # A block the model ended itself is its text, as `without_thinking`'s.
                     self.texts[k] += thinking.finish(whole is not None and kept_whole(whole))
                 finally:
-                    CALL_HELD.reset(held)
-                    CALL_TIMER.reset(timer)
+                    CALL_CLOCKS.reset(clocks)
         except Exception as exc:
             # A provider's Retry-After is waited out only before an attempt that will come.
             retried = self._may_retry(k, len(self.errors[k]) + 1, exc)

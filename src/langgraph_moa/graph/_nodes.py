@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -509,31 +508,36 @@ class MoANodes:
 
     def propose(self, task: ProposerTask) -> dict[str, Any]:
         """Ask one proposer for one sample (sync)."""
-        with self._dropped_if_cut_off(task["run_token"]):
+        try:
             return run_sync(self._propose_steps(task))
+        except BaseException as exc:
+            self._drop_if_ended(task["run_token"], exc)
+            raise
 
     async def apropose(self, task: ProposerTask) -> dict[str, Any]:
         """Ask one proposer for one sample (async)."""
-        with self._dropped_if_cut_off(task["run_token"]):
+        try:
             return await run_async(self._propose_steps(task))
+        except BaseException as exc:
+            self._drop_if_ended(task["run_token"], exc)
+            raise
 
-    @contextmanager
-    def _dropped_if_cut_off(self, token: str) -> Iterator[None]:
-        """Forget the run's ledger step when the run ends here and cannot be resumed.
+    def _drop_if_ended(self, token: str, exc: BaseException) -> None:
+        """Forget the run's ledger step when `exc` ends the run here and it cannot be resumed.
 
         A run with no checkpointer is never resumed, so the step it stopped at is never read
         again: a cut (its client left: `moa serve` cancels the run) or a failure for good
         (`AggregatorFailedError`); it was kept until the ledger's bound, 4096 runs per graph.
         A failure the node's `RetryPolicy` retries (`is_retryable`) is no end: the retry
         runs on the same step, whose attempts it counts.
+
+        Called from each node's ``except`` (not a context manager around it): a node that
+        answers pays nothing for it, where entering and leaving a `contextmanager` cost every
+        model call nine function calls.
         """
-        try:
-            yield
-        except BaseException as exc:
-            retried = isinstance(exc, Exception) and is_retryable(exc)
-            if not retried and here().durable is None:
-                self.ledger.end(token)
-            raise
+        retried = isinstance(exc, Exception) and is_retryable(exc)
+        if not retried and here().durable is None:
+            self.ledger.end(token)
 
     # --- join ----------------------------------------------------------------------------
 
@@ -671,13 +675,19 @@ class MoANodes:
 
     def aggregate(self, state: MoAState) -> dict[str, Any]:
         """Synthesize the references into the answer (sync)."""
-        with self._dropped_if_cut_off(state.get("run_token", "")):
+        try:
             return run_sync(self._aggregate_steps(state))
+        except BaseException as exc:
+            self._drop_if_ended(state.get("run_token", ""), exc)
+            raise
 
     async def aaggregate(self, state: MoAState) -> dict[str, Any]:
         """Synthesize the references into the answer (async)."""
-        with self._dropped_if_cut_off(state.get("run_token", "")):
+        try:
             return await run_async(self._aggregate_steps(state))
+        except BaseException as exc:
+            self._drop_if_ended(state.get("run_token", ""), exc)
+            raise
 
     def _aggregated(
         self, cfg: MoAConfig, state: MoAState, outcome: _Outcome, is_final: bool
@@ -752,13 +762,19 @@ class MoANodes:
 
     def rank(self, state: MoAState) -> dict[str, Any]:
         """Let an LLM pick the best proposal and return it verbatim (sync)."""
-        with self._dropped_if_cut_off(state.get("run_token", "")):
+        try:
             return self._ended(state, run_sync(self._rank_steps(state)))
+        except BaseException as exc:
+            self._drop_if_ended(state.get("run_token", ""), exc)
+            raise
 
     async def arank(self, state: MoAState) -> dict[str, Any]:
         """Let an LLM pick the best proposal and return it verbatim (async)."""
-        with self._dropped_if_cut_off(state.get("run_token", "")):
+        try:
             return self._ended(state, await run_async(self._rank_steps(state)))
+        except BaseException as exc:
+            self._drop_if_ended(state.get("run_token", ""), exc)
+            raise
 
     def _ended(self, state: MoAState, update: Any) -> Any:
         """Forget the run's ledger step once a node that ends the run answered.

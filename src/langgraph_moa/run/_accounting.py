@@ -121,7 +121,9 @@ def refuse_filtered(response: BaseMessage, label: str) -> None:
     langchain-openai keeps in ``additional_kwargs``) fails with `EmptyResponseError` that
     quotes the refusal: "returned an empty answer" hid that the model had refused, and why.
     """
-    refusal = response.additional_kwargs.get("refusal")
+    kwargs = response.additional_kwargs
+    # `in` first: most answers have no refusal, and a lookup is a function call more for each
+    refusal = kwargs["refusal"] if "refusal" in kwargs else None
     if isinstance(refusal, str) and refusal.strip():
         raise EmptyResponseError(
             f"{label} refused to answer ({well_formed(refusal.strip())[:200]!r}): a refusal is "
@@ -161,8 +163,9 @@ def without_thinking(response: _Message, label: str) -> _Message:
     """
     if not isinstance(response, AIMessage):
         return response
-    text = response.text
-    if not text.lstrip().startswith(THINK_OPEN):  # every other model's, cheaply
+    # A string's own, not LangChain's accessor; `in` first: every other model's, no call made
+    text = response.content if isinstance(response.content, str) else response.text
+    if THINK_OPEN not in text or not text.lstrip().startswith(THINK_OPEN):
         return response
     if cut_while_thinking(response):
         raise EmptyResponseError(

@@ -745,8 +745,7 @@ async def acall_model(
         async with scope:
             # Set and reset inline (as `_chunkwise` does): a context manager would cost every
             # model call ~10 calls more.
-            timer = CALL_TIMER.set(scope)
-            held = CALL_HELD.set(stop.held if stop is not None else None)
+            clocks = CALL_CLOCKS.set((scope, stop.held if stop is not None else None))
             try:
                 if stop is None:
                     result: BaseMessage = await ainvoke_direct(model, messages, config)
@@ -754,8 +753,7 @@ async def acall_model(
                     call = ainvoke_direct(model, messages, config)
                     result = await _until_stopped(call, label, stop)
             finally:
-                CALL_HELD.reset(held)
-                CALL_TIMER.reset(timer)
+                CALL_CLOCKS.reset(clocks)
     except Exception as exc:
         # Past the timeout also when the model turned its cancellation into another error.
         timed_out = scope.expired()
@@ -770,19 +768,17 @@ async def acall_model(
     return result
 
 
-CALL_TIMER: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
-    "moa_call_timer", default=None
-)
-"""The ``call_timeout_s`` scope of the model call running in this context, which
-`off_the_clock` stops: set around the call by `acall_model` and chunk-wise streaming."""
+CallClocks = tuple[asyncio.Timeout, clock.Held | None]
+"""A model call's ``call_timeout_s`` scope, and where it notes the time its reader held it
+(its layer's deadline does not count that time), if anywhere."""
 
-
-CALL_HELD: contextvars.ContextVar[clock.Held | None] = contextvars.ContextVar(
-    "moa_call_held", default=None
+CALL_CLOCKS: contextvars.ContextVar[CallClocks | None] = contextvars.ContextVar(
+    "moa_call_clocks", default=None
 )
-"""Where the model call running in this context notes the time its reader held it, which
-its layer's deadline does not count: set around the call by `acall_model` (its watch's
-`StopCheck.held`) and chunk-wise streaming (the layer's)."""
+"""The clocks of the model call running in this context, which `off_the_clock` stops: set
+around the call by `acall_model` (its held time: its watch's `StopCheck.held`) and chunk-wise
+streaming (the layer's). One variable for both: two cost every model call a set and a reset
+more."""
 
 
 async def off_the_clock(waiting: Awaitable[Any]) -> None:
@@ -792,24 +788,27 @@ async def off_the_clock(waiting: Awaitable[Any]) -> None:
     that wait is the client's, not the model's, and counted against ``call_timeout_s`` it cut
     a healthy call whose reader paused, which was retried and paid for again. The time left
     is kept and the timer runs again, from it, once the wait is over. The wait is noted in
-    the call's `CALL_HELD` too, which its layer's deadline does not count.
+    the call's held time too (`CALL_CLOCKS`), which its layer's deadline does not count.
     """
-    held = CALL_HELD.get()
+    clocks = CALL_CLOCKS.get()
+    if clocks is None:
+        await waiting
+        return
+    scope, held = clocks
     if held is None:
-        await _timer_stopped(waiting)
+        await _timer_stopped(scope, waiting)
         return
     held.start()
     try:
-        await _timer_stopped(waiting)
+        await _timer_stopped(scope, waiting)
     finally:
         held.stop()
 
 
-async def _timer_stopped(waiting: Awaitable[Any]) -> None:
-    """Await `waiting` with the call's ``call_timeout_s`` (`CALL_TIMER`) stopped."""
-    scope = CALL_TIMER.get()
+async def _timer_stopped(scope: asyncio.Timeout, waiting: Awaitable[Any]) -> None:
+    """Await `waiting` with the call's ``call_timeout_s`` scope, `scope`, stopped."""
     when = scope.when() if scope is not None else None
-    if scope is None or when is None or scope.expired() or not _reschedule(scope, None):
+    if when is None or scope.expired() or not _reschedule(scope, None):
         await waiting
         return
     loop = asyncio.get_running_loop()
@@ -1011,7 +1010,9 @@ def cached_call(
         runnable, messages, call.configured_model, timeout, stop, own_timeout, config, retried
     )
     # A model cut off while thinking gave no answer: kept, a rerun would replay the failure.
-    cacheable = isinstance(response, BaseMessage) and not cut_while_thinking(response)
-    if cache is not None and key is not None and cacheable:
+    # Looked for only where there is a cache: a run without one splits no text for it.
+    if cache is None or key is None:
+        return response, False
+    if isinstance(response, BaseMessage) and not cut_while_thinking(response):
         cache.put(key, response)
     return response, False

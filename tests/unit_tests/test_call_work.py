@@ -1,0 +1,82 @@
+"""The package's own work per model call (issue 23: a model call's own work is budgeted).
+
+Each test counts, with cProfile (the same count on every run), work that a plain run, one
+that answers with no call cache, no cut-off and no reader, does not need: guards that only
+a failure, a cache or a reader reads ran on every call, and the graph's function calls per
+model call crept up by about 30 in a day (`benchmarks/graph_call_work.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import pstats
+
+from langgraph_moa import MoAConfig, create_moa_graph
+
+
+def profiled_run(fake) -> pstats.Stats:
+    """Profile a second async run (the first builds and caches the models) of 2 x 2 MoA."""
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=2)
+    graph = create_moa_graph(config)
+    question = {"messages": [("user", "Explain X")]}
+    asyncio.run(graph.ainvoke(question))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    asyncio.run(graph.ainvoke(question))
+    profiler.disable()
+    return pstats.Stats(profiler)
+
+
+def calls_from(stats: pstats.Stats, callee: str, caller_file: str) -> int:
+    """How often functions named `callee` were called from frames of `caller_file`."""
+    total = 0
+    for (_file, _line, name), (_cc, _nc, _tt, _ct, callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if callee in name:
+            total += sum(n for (file, _, _), (n, *_rest) in callers.items() if caller_file in file)
+    return total
+
+
+def test_a_run_without_a_call_cache_never_looks_for_cut_off_thinking(fake):
+    """Whether a model was cut off while thinking decides only whether the call cache keeps
+    its answer; with no cache it was still worked out for every answer (its text split for
+    a ``<think>`` block), about ten function calls per model call."""
+    stats = profiled_run(fake)
+    assert calls_from(stats, "cut_while_thinking", "langgraph_moa/run/_calls.py") == 0
+
+
+def test_a_node_that_answers_enters_no_context_manager(fake):
+    """The guard that forgets a run's ledger step when the run ends in a node (cut off, or
+    failed for good) was a `contextlib.contextmanager`, entered and left by every proposer
+    and aggregator node that answered: about nine function calls per model call."""
+    stats = profiled_run(fake)
+    assert calls_from(stats, "__enter__", "langgraph_moa/graph/_nodes.py") == 0
+    assert calls_from(stats, "helper", "langgraph_moa/graph/_nodes.py") == 0
+
+
+def test_a_model_call_sets_one_context_variable_for_its_clocks(fake):
+    """The call's timeout scope and where its reader's holds are noted travel together: two
+    context variables cost every model call a set and a reset more than one."""
+    stats = profiled_run(fake)
+    model_calls = 2 + 1  # the first layer's two proposers, then the aggregator
+    sets = calls_from(stats, "method 'set' of '_contextvars.ContextVar'", "langgraph_moa/run")
+    assert sets == model_calls
+
+
+def test_the_thinking_check_of_a_plain_answer_makes_three_calls():
+    """Every answer is checked for a leading ``<think>`` block; one without the tag went
+    through LangChain's text accessor and was stripped and compared (eight calls, every
+    model call), where a string's `in` tells it in none: the check and its two isinstance."""
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.run._accounting import without_thinking
+
+    answer = AIMessage("  The sky is blue: air scatters short wavelengths more. 1 < 2.")
+    without_thinking(answer, "m")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    kept = without_thinking(answer, "m")
+    profiler.disable()
+    assert kept is answer
+    made = pstats.Stats(profiler).total_calls - 1  # type: ignore[attr-defined]  # less disable
+    assert made <= 3
