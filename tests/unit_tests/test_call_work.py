@@ -80,3 +80,27 @@ def test_the_thinking_check_of_a_plain_answer_makes_three_calls():
     assert kept is answer
     made = pstats.Stats(profiler).total_calls - 1  # type: ignore[attr-defined]  # less disable
     assert made <= 3
+
+
+def test_a_call_record_and_its_event_make_the_call_identity_once(monkeypatch):
+    """A call's record and its ``finished`` (or ``failed``) event carry the same identity
+    fields: made twice, a dict of them cost every model call three function calls more."""
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.run import _calls
+    from langgraph_moa.run._calls import CallId, record_answer, record_failure
+
+    made = []
+    fields = CallId.fields
+
+    def counted(call):
+        made.append(call)
+        return fields(call)
+
+    monkeypatch.setattr(CallId, "fields", counted)
+    monkeypatch.setattr(_calls, "emit", lambda event, **_: None)  # outside a run
+    call = CallId("proposer", 0, 1, 0, "m")
+    record = record_answer(call, [], AIMessage("An answer."), 0.1)
+    assert (record["proposer"], len(made)) == (1, 1)
+    record = record_failure(call, ["e"], RuntimeError("e"), 0.1)
+    assert (record["proposer"], len(made)) == (1, 2)

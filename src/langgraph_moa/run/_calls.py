@@ -237,6 +237,7 @@ def record_answer(
     `prompt`: what it was sent, for the estimate of a call that reported no usage;
     `estimated`: its usage is partly an estimate already (`ok_record`).
     """
+    fields = call.fields()  # the record's and the event's: made once
     record = ok_record(
         response=response,
         latency_s=latency,
@@ -244,11 +245,11 @@ def record_answer(
         cached=cached,
         prompt=prompt,
         estimated=estimated,
-        **call.fields(),
+        **fields,
     )
     emit(
         "finished",
-        **call.fields(),
+        **fields,
         model=record["model"],
         latency_s=record["latency_s"],
         prompt_tokens=record["prompt_tokens"],
@@ -278,17 +279,18 @@ def record_failure(
     waited for it. `paid`: what the call had cost before it failed (see `failed_record`),
     `estimated` whether that is partly an estimate.
     """
+    fields = call.fields()
     record = failed_record(
         error=error,
         latency_s=latency,
         retried_errors=errors[:-1],
         paid=paid,
         estimated=estimated,
-        **call.fields(),
+        **fields,
     )
     emit(
         "failed",
-        **call.fields(),
+        **fields,
         error=record["error"],
         status=record["status"],
         retries=len(record["retried_errors"]),
