@@ -1666,10 +1666,12 @@ def test_the_history_cap_is_an_operator_setting_checked_as_the_command_line_is_r
     assert CliRunner().invoke(cli.app, base).exit_code == 0
     assert seen["history_runs"] == 9
     monkeypatch.delenv("MOA_HISTORY_RUNS")
-    for bad in ("0", "1000001", "many"):
+    assert CliRunner().invoke(cli.app, [*base, "--history-runs", "0"]).exit_code == 0
+    assert seen["history_runs"] == 0  # no history kept (`_open_history`)
+    for bad in ("-1", "1000001", "many"):
         seen.clear()
         status, err = run_main(monkeypatch, capsys, *base, "--history-runs", bad)
-        assert status == 2 and "'--history-runs'" in err and "from 1 to 1000000" in err, err
+        assert status == 2 and "'--history-runs'" in err and "from 0 to 1000000" in err, err
         assert "Traceback" not in err and not seen
 
 

@@ -192,11 +192,11 @@ HistoryRunsOpt = Annotated[
     int,
     number_option(
         "--history-runs",
-        low=1,
+        low=0,
         high=MAX_HISTORY_RUNS,
         envvar="MOA_HISTORY_RUNS",
         help="Runs the web page's history keeps; saving another deletes the oldest "
-        f"(default {HISTORY_RUNS}).",
+        f"(default {HISTORY_RUNS}; 0 keeps none and writes no file).",
     ),
 ]
 

@@ -4,7 +4,9 @@ One row per run: the question, the served model (preset) it ran on, its status, 
 and its events compacted (each call's tokens joined into one event), which is all the page
 needs to draw the run again. Only the newest `HISTORY_RUNS` runs are kept (`History`'s
 ``keep``; ``--history-runs`` or ``$MOA_HISTORY_RUNS``): a server that runs for weeks would
-otherwise grow the file with every run.
+otherwise grow the file with every run; ``--history-runs 0`` keeps none (no file is
+written), and ``DELETE /v1/moa/runs/{id}`` (`History.delete`) deletes one run. A new file is
+readable by its owner alone (`_private`): it holds users' questions and every model's text.
 The file is ``$MOA_HISTORY`` if set, else ``history.sqlite3``
 in the package's cache folder (`langgraph_moa.local.catalog.cache_root`: ``$LANGGRAPH_MOA_CACHE``,
 else the OS's cache folder, ``~/.cache/langgraph-moa`` on Linux or where an earlier version
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa._json import dumps
+from langgraph_moa._private import create_private
 from langgraph_moa.errors import LocalModelError, MoAError
 from langgraph_moa.local.catalog import NO_HOME, cache_root
 
@@ -131,7 +134,8 @@ version that cannot read a file says so instead of showing, or pruning, its runs
 HISTORY_RUNS = 1000
 """Runs the history keeps by default; saving another deletes the one saved longest ago."""
 MAX_HISTORY_RUNS = 1_000_000
-"""The most runs an operator may keep (``--history-runs``): a run's row can be megabytes."""
+"""The most runs an operator may keep (``--history-runs``): a run's row can be megabytes.
+The fewest is 0, which keeps no history (`serving._server._open_history`)."""
 
 
 class HistoryError(MoAError):
@@ -155,6 +159,7 @@ class History:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)  # SQLite gives its WAL and shm files the file's mode
             self._db = sqlite3.connect(self.path, check_same_thread=False)
             found = self._db.execute("PRAGMA user_version").fetchone()[0]
             # 0 is unmarked (every earlier version), as a rows file without "format" is.
@@ -206,6 +211,23 @@ class History:
         except sqlite3.Error as exc:
             raise HistoryError(
                 f"Cannot keep run {run.id} in the history at {self.path} ({exc})."
+            ) from None
+
+    def delete(self, run_id: str) -> bool:
+        """Delete one run; return whether the history held it.
+
+        The run's row is gone from the table; SQLite reuses its pages, and the text may stay
+        in free pages until they are (``VACUUM`` rewrites the file without them).
+
+        Raises:
+            HistoryError: the file cannot be written.
+        """
+        try:
+            with self._lock, self._db:
+                return self._db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
+        except sqlite3.Error as exc:
+            raise HistoryError(
+                f"Cannot delete run {run_id} from the history at {self.path} ({exc})."
             ) from None
 
     def _prune(self) -> None:

@@ -98,11 +98,11 @@ def serve(
 
     A preset may also be a config file (``.yaml``, ``.yml`` or ``.json``), served under its
     `name:` or its file name. The web page's runs are kept in `history_path`
-    (`default_history_path()` if None), its newest `history_runs` runs. `prices` (model ->
-    dollars per million prompt and completion tokens) prices the page's runs. On a stop
-    (SIGTERM, Ctrl-C) the requests in flight have `drain_timeout_s` to end (`Drain`). A
-    `root_path` (``/moa``) serves the paths under it too, for a proxy that keeps its prefix
-    (`served_under`). A `log_format` of ``"json"`` writes each line as one JSON object
+    (`default_history_path()` if None), its newest `history_runs` runs (0: none, no file).
+    `prices` (model -> dollars per million prompt and completion tokens) prices the page's
+    runs. On a stop (SIGTERM, Ctrl-C) the requests in flight have `drain_timeout_s` to end
+    (`Drain`). A `root_path` (``/moa``) serves the paths under it too, for a proxy that keeps
+    its prefix (`served_under`). A `log_format` of ``"json"`` writes each line as one JSON object
     (`_access.json_line`). With `metrics`, ``GET /metrics`` answers Prometheus' text to a
     client that sends the key (`_metrics`; prometheus_client, of the serve extra).
     """
@@ -397,7 +397,12 @@ def _check_port(host: str, port: int) -> None:
 
 
 def _open_history(path: str | Path | None, keep: int = HISTORY_RUNS) -> History | None:
-    """Open the page's history; if it cannot be opened, serve without one and say so."""
+    """Open the page's history; if it cannot be opened, serve without one and say so.
+
+    A `keep` of 0 is the operator's choice to keep none: no file is opened or written.
+    """
+    if keep == 0:
+        return None
     try:
         return History(path or default_history_path(), keep=keep)
     except HistoryError as exc:

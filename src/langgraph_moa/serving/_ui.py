@@ -10,7 +10,7 @@
   overrides, under the same model policy and limits); the answer is the run's event stream
   (`_events`, documented in docs/event-stream.md). The run is kept in the history.
 - ``GET /v1/moa/runs``: the history, newest first; ``GET /v1/moa/runs/{id}``: one run with
-  its events, which the page replays to draw it again.
+  its events, which the page replays to draw it again; ``DELETE /v1/moa/runs/{id}``: erase it.
 
 Security is the API's: these routes sit behind the same key check (only the page's shell,
 which holds no data, loads without it; the page asks for the key and sends it), the same
@@ -406,3 +406,12 @@ def add_ui(
             raise _APIError(404, f"No run {clip(run_id)!r} in the history.", code="run_not_found")
         events = _machine_redacted(record.events)
         return {**record.summary(), "answer": record.answer, "events": events}
+
+    @app.delete("/v1/moa/runs/{run_id}")
+    async def delete_run(request: Request, run_id: str) -> dict[str, Any]:
+        # A user's question may be personal data: its operator (or whoever holds the key)
+        # can erase one run without stopping the server or opening the file.
+        _check_origin(request)
+        if history is None or not await run_in_threadpool(_read, history.delete, run_id):
+            raise _APIError(404, f"No run {clip(run_id)!r} in the history.", code="run_not_found")
+        return {"id": run_id, "object": "moa.run.deleted", "deleted": True}

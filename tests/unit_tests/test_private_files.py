@@ -1,0 +1,80 @@
+"""What the package keeps of users' text: owner-only files, a history that can be off or pruned."""
+
+import stat
+
+import pytest
+from fastapi.testclient import TestClient
+
+from langgraph_moa import MoAConfig
+from langgraph_moa.serving._app import create_app
+from langgraph_moa.serving._history import History, RunRecord
+
+USER = [{"role": "user", "content": "My name is Ada Lovelace"}]
+
+
+def mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(autouse=True)
+def lax_umask():
+    """The usual umask (022), under which a file another account may read was the default."""
+    import os
+
+    before = os.umask(0o022)
+    yield
+    os.umask(before)
+
+
+def test_the_history_and_its_write_ahead_log_are_readable_by_their_owner_alone(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    history = History(path)
+    history.save(RunRecord("r", "m", "My name is Ada Lovelace", answer="Hello Ada"))
+    assert mode(path) == 0o600
+    wal = tmp_path / "h.sqlite3-wal"
+    assert wal.exists() and mode(wal) == 0o600
+    history.close()
+
+
+def test_a_history_kept_zero_runs_is_no_history_and_writes_no_file(tmp_path, caplog):
+    """--history-runs 0 is the operator's choice to keep nothing: no file, and no warning
+    that the history could not be opened."""
+    from langgraph_moa.serving._server import _open_history
+
+    with caplog.at_level("WARNING"):
+        assert _open_history(tmp_path / "h.sqlite3", 0) is None
+    assert list(tmp_path.iterdir()) == [] and caplog.text == ""
+
+
+@pytest.fixture
+def system(fake):
+    return MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), name="m")
+
+
+def test_a_run_is_deleted_from_the_history_with_the_key_and_then_is_gone(system, tmp_path):
+    history = History(tmp_path / "h.sqlite3")
+    client = TestClient(
+        create_app({"m": system}, api_key="k", history=history), base_url="http://localhost"
+    )
+    key = {"Authorization": "Bearer k"}
+    client.post("/v1/moa/runs", json={"model": "m", "messages": USER}, headers=key)
+    (run,) = client.get("/v1/moa/runs", headers=key).json()["data"]
+    assert client.delete(f"/v1/moa/runs/{run['id']}").status_code == 401
+    assert client.get(f"/v1/moa/runs/{run['id']}", headers=key).status_code == 200
+    gone = client.delete(f"/v1/moa/runs/{run['id']}", headers=key)
+    assert gone.status_code == 200
+    assert gone.json() == {"id": run["id"], "object": "moa.run.deleted", "deleted": True}
+    assert client.get(f"/v1/moa/runs/{run['id']}", headers=key).status_code == 404
+    assert client.get("/v1/moa/runs", headers=key).json()["data"] == []
+    again = client.delete(f"/v1/moa/runs/{run['id']}", headers=key)
+    assert again.status_code == 404 and again.json()["error"]["code"] == "run_not_found"
+    # Deleted from the file, not only from the list: its text is nowhere in the table.
+    import sqlite3
+
+    rows = sqlite3.connect(tmp_path / "h.sqlite3").execute("SELECT * FROM runs").fetchall()
+    assert rows == []
+
+
+def test_a_server_without_a_history_answers_a_delete_with_404(system):
+    client = TestClient(create_app({"m": system}, history=None), base_url="http://localhost")
+    assert client.delete("/v1/moa/runs/abc").status_code == 404
