@@ -78,3 +78,33 @@ def test_a_run_is_deleted_from_the_history_with_the_key_and_then_is_gone(system,
 def test_a_server_without_a_history_answers_a_delete_with_404(system):
     client = TestClient(create_app({"m": system}, history=None), base_url="http://localhost")
     assert client.delete("/v1/moa/runs/abc").status_code == 404
+
+
+@pytest.mark.parametrize("command", ["serve", "ui"])
+def test_a_server_that_traces_to_langsmith_says_so_as_it_starts(monkeypatch, capsys, command):
+    """LANGSMITH_TRACING sends every request's messages and every answer to LangSmith: users'
+    text leaves the machine. The server said nothing of it."""
+    from langgraph_moa import cli
+    from langgraph_moa.cli import _langsmith, _ui
+    from langgraph_moa.serving import _server
+
+    monkeypatch.setattr(_server, "serve", lambda presets, **kw: kw["announce"]("Serving"))
+    monkeypatch.setattr(_ui, "_check_port_free", lambda port: None)
+    monkeypatch.setattr(_langsmith, "reachable", lambda url, probe_s=1.0: True)
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
+    monkeypatch.setenv("LANGSMITH_ENDPOINT", "https://traces.example")
+    monkeypatch.delenv("LANGCHAIN_TRACING_V2", raising=False)
+    args = ["moa", command, *(["--no-open"] * (command == "ui"))]
+    for tracing, said in (("true", True), ("false", False)):
+        monkeypatch.setenv("LANGSMITH_TRACING", tracing)
+        monkeypatch.setattr(cli.sys, "argv", args)
+        try:
+            cli.main()
+        except SystemExit as exited:
+            assert exited.code in (0, None)
+        err = " ".join(capsys.readouterr().err.split())
+        assert "Serving" in err or "The page is at" in err, err
+        line = (
+            "LangSmith tracing is on: every question and answer is sent to https://traces.example"
+        )
+        assert (line in err) is said, err

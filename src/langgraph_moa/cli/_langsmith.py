@@ -47,10 +47,29 @@ def reachable(url: str, probe_s: float = PROBE_S) -> bool:
     return bool(reached)
 
 
+def tracing() -> bool:
+    """Tell whether LangSmith's SDK traces the runs (either of its variables is ``true``)."""
+    flags = (os.environ.get("LANGSMITH_TRACING"), os.environ.get("LANGCHAIN_TRACING_V2"))
+    return any((f or "").lower() == "true" for f in flags)
+
+
+def warn_if_tracing() -> None:
+    """Say, as a server starts, that its users' text goes to LangSmith while tracing is on.
+
+    A trace holds each request's messages and every model's answer: text that may be
+    personal data leaves the machine, which an operator must know of (docs/security.md,
+    "What is kept, where").
+    """
+    if tracing():
+        out.warn(
+            f"LangSmith tracing is on: every question and answer is sent to {endpoint()} "
+            "(unset LANGSMITH_TRACING to keep them here)."
+        )
+
+
 def check_langsmith(probe_s: float = PROBE_S) -> None:
     """Turn tracing off, with one line of warning, when the LangSmith endpoint is unreachable."""
-    flags = (os.environ.get("LANGSMITH_TRACING"), os.environ.get("LANGCHAIN_TRACING_V2"))
-    if not any((f or "").lower() == "true" for f in flags):
+    if not tracing():
         return
     url = endpoint()
     if not reachable(url, probe_s):

@@ -20,6 +20,7 @@ from langgraph_moa.cli._config import (
     HistoryRunsOpt,
     local_models,
 )
+from langgraph_moa.cli._langsmith import warn_if_tracing
 from langgraph_moa.cli._local import local_starts_shown, prepare
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import number_option, port_option, schema_bounds
@@ -435,6 +436,7 @@ def serve(
         # does the load of its local models (minutes, and then a key was found missing).
         if preload:
             prepare(list(dict.fromkeys(n for cfg in systems.values() for n in local_models(cfg))))
+        warn_if_tracing()
         if unfenced:
             out.warn(
                 f"{', '.join(unfenced)} {'uses' if len(unfenced) == 1 else 'use'} "

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from langgraph_moa.cli._config import SERVED_BY_DEFAULT, HistoryRunsOpt
+from langgraph_moa.cli._langsmith import warn_if_tracing
 from langgraph_moa.cli._local import local_starts_shown
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import port_option
@@ -51,6 +52,7 @@ def ui(
     url = f"http://127.0.0.1:{port}/ui"
 
     def announce(line: str) -> None:
+        warn_if_tracing()
         out.err.print(f"[cyan]The page is at {url}[/] (Ctrl-C stops)")
         if open_page:
             _open_when_up(url, port)
