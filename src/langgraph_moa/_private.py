@@ -13,6 +13,8 @@ from pathlib import Path
 
 PRIVATE_MODE = 0o600
 """The mode of a new file that holds users' text: its owner may read and write it."""
+PRIVATE_FOLDER = 0o700
+"""The mode of a new folder of such files (an evaluation's output): its owner's alone."""
 
 
 def create_private(path: str | Path) -> None:

@@ -1,9 +1,11 @@
 """What the package keeps of users' text: owner-only files, a history that can be off or pruned."""
 
+import json
 import stat
 
 import pytest
 from fastapi.testclient import TestClient
+from langchain_core.messages import AIMessage, HumanMessage
 
 from langgraph_moa import MoAConfig
 from langgraph_moa.serving._app import create_app
@@ -108,3 +110,36 @@ def test_a_server_that_traces_to_langsmith_says_so_as_it_starts(monkeypatch, cap
             "LangSmith tracing is on: every question and answer is sent to https://traces.example"
         )
         assert (line in err) is said, err
+
+
+def test_a_saved_chat_is_readable_by_its_owner_alone(tmp_path):
+    from langgraph_moa.cli._chat import save
+
+    path = tmp_path / "chat.json"
+    save([HumanMessage("My name is Ada Lovelace"), AIMessage("Hello Ada")], str(path))
+    assert json.loads(path.read_text())[0]["content"] == "My name is Ada Lovelace"
+    assert mode(path) == 0o600
+
+
+def test_a_call_cache_is_readable_by_its_owner_alone(tmp_path):
+    from langgraph_moa.run.cache import SQLiteCallCache
+
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    cache.put("k", AIMessage("Hello Ada"))
+    cache.close()
+    assert mode(tmp_path / "calls.db") == 0o600
+
+
+def test_an_evaluations_new_output_folder_is_its_owners_alone(system, tmp_path):
+    """Its rows, results, exports and call cache hold every question and answer."""
+    from langgraph_moa.eval.runner import Evaluation
+
+    out = tmp_path / "runs" / "out"
+    evaluation = Evaluation([system], [], out, plots=False, exports=False)
+    evaluation.cache.close()
+    assert mode(out) == 0o700 and mode(out / "results") == 0o700
+    assert mode(out / "calls.db") == 0o600
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)  # the operator's own folder keeps the mode it was given
+    Evaluation([system], [], shared, plots=False, exports=False).cache.close()
+    assert mode(shared) == 0o755

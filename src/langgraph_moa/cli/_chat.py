@@ -35,6 +35,7 @@ import typer
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from rich.markup import escape
 
+from langgraph_moa._private import write_private
 from langgraph_moa.cli._config import (
     AggregatorOpt,
     ConfigOpt,
@@ -379,7 +380,7 @@ def save(history: list[BaseMessage], path: str) -> None:
     turns = [{"role": m.type, "content": m.text} for m in history]
     data = json.dumps(turns, indent=2, ensure_ascii=False).encode("utf-8")
     try:
-        Path(path).write_bytes(data)
+        write_private(path, data)  # a conversation: its owner's alone
     except OSError as exc:
         out.error(f"cannot write {path!r}: {exc.strerror}")
         return

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from langgraph_moa._json import dumps
+from langgraph_moa._private import PRIVATE_FOLDER
 from langgraph_moa._redact import (
     describe_error,
     keyless_command,
@@ -933,7 +934,10 @@ def _make_folder(path: Path) -> None:
             "give --out a folder (new or one of an earlier run)."
         )
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        # A new output folder is its owner's alone: its rows, results, exports and call
+        # cache hold every question and answer. One that exists keeps its mode.
+        path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
+        path.mkdir(exist_ok=True, mode=PRIVATE_FOLDER)
     except OSError as exc:
         raise MoAConfigError(
             f"The output folder {str(path.parent)!r} cannot be made "

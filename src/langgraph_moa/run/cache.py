@@ -2,7 +2,8 @@
 
 Keyed by the model, its call parameters, the exact messages, the role and the sample index:
 n samples of one model stay n distinct calls, and any change to a prompt is a miss. Pass it
-to `create_moa_graph(config, call_cache=SQLiteCallCache("calls.db"))`.
+to `create_moa_graph(config, call_cache=SQLiteCallCache("calls.db"))`. A new cache file is
+readable by its owner alone (`_private`): its replies are every model's answers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 
+from langgraph_moa._private import create_private
 from langgraph_moa.errors import MoAConfigError
 
 CACHE_FORMAT = 1
@@ -89,6 +91,7 @@ class SQLiteCallCache:
         """Open (or create) the cache file; a damaged one is one sentence naming it."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(self.path)  # its keys are digests, but its replies are the answers
         self._conn = sqlite3.connect(self.path, timeout=self.busy_s, check_same_thread=False)
         self._lock = threading.Lock()
         try:
