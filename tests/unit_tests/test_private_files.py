@@ -143,3 +143,28 @@ def test_an_evaluations_new_output_folder_is_its_owners_alone(system, tmp_path):
     shared.mkdir(mode=0o755)  # the operator's own folder keeps the mode it was given
     Evaluation([system], [], shared, plots=False, exports=False).cache.close()
     assert mode(shared) == 0o755
+
+
+def test_a_deleted_run_leaves_no_trace_of_its_text_in_the_files(tmp_path):
+    """A row deleted from SQLite stays in its free pages, and in the write-ahead log, until
+    they are reused: the question was still in the file after the user asked for it gone."""
+    path = tmp_path / "h.sqlite3"
+    history = History(path)
+    history.save(RunRecord("r", "m", "My name is Ada Lovelace", answer="Hello Ada Lovelace"))
+    history.save(RunRecord("s", "m", "Another question", answer="Another answer"))
+    assert history.delete("r") and not history.delete("r")
+    files = [path, tmp_path / "h.sqlite3-wal"]
+    assert not any(b"Lovelace" in f.read_bytes() for f in files if f.exists())
+    assert [r["id"] for r in history.list()] == ["s"]
+    history.close()
+
+
+def test_an_api_clients_chat_completion_is_not_kept_in_the_history(system, tmp_path):
+    """docs/security.md's table: only runs started on the run event stream are kept."""
+    history = History(tmp_path / "h.sqlite3")
+    client = TestClient(create_app({"m": system}, history=history), base_url="http://localhost")
+    answer = client.post("/v1/chat/completions", json={"model": "m", "messages": USER})
+    assert answer.status_code == 200
+    assert history.list() == []
+    client.post("/v1/moa/runs", json={"model": "m", "messages": USER})
+    assert [r["question"] for r in history.list()] == ["My name is Ada Lovelace"]

@@ -168,6 +168,8 @@ class History:
                 # A history, not a ledger: a crash may lose the last run, never corrupt it.
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
+                # A deleted or pruned run's text is overwritten, not left in free pages.
+                self._db.execute("PRAGMA secure_delete=ON")
                 with self._db:
                     self._db.execute(
                         "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created REAL, "
@@ -216,15 +218,21 @@ class History:
     def delete(self, run_id: str) -> bool:
         """Delete one run; return whether the history held it.
 
-        The run's row is gone from the table; SQLite reuses its pages, and the text may stay
-        in free pages until they are (``VACUUM`` rewrites the file without them).
+        Its text is overwritten in the file (``secure_delete``), and the write-ahead log,
+        which still held the pages it was saved in, is written into the file and emptied:
+        a run deleted at its user's request leaves no copy on the disk that SQLite keeps.
 
         Raises:
             HistoryError: the file cannot be written.
         """
         try:
-            with self._lock, self._db:
-                return self._db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
+            with self._lock:
+                with self._db:
+                    sql = "DELETE FROM runs WHERE id = ?"
+                    found = self._db.execute(sql, (run_id,)).rowcount > 0
+                if found:
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                return found
         except sqlite3.Error as exc:
             raise HistoryError(
                 f"Cannot delete run {run_id} from the history at {self.path} ({exc})."
