@@ -168,3 +168,33 @@ def test_an_api_clients_chat_completion_is_not_kept_in_the_history(system, tmp_p
     assert history.list() == []
     client.post("/v1/moa/runs", json={"model": "m", "messages": USER})
     assert [r["question"] for r in history.list()] == ["My name is Ada Lovelace"]
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_an_upstream_error_that_quotes_the_users_input_logs_no_quote(json_lines):
+    """A validation error of an OpenAI-compatible server (pydantic's, as vLLM's 400) quotes
+    the input it refused; its sentence went into the access log with the user's text."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from langgraph_moa.serving._access import AccessLog
+
+    said = (
+        "Model 'a' failed: 400 1 validation error for ChatCompletionRequest messages.0.content "
+        "Input should be a valid string [type=string_type, input_value='My name is Ada "
+        "Lovelace, born 1815', input_type=str]; also {'type': 'missing', 'msg': 'Field "
+        "required', 'input': {'role': 'user', 'content': 'Ada Lovelace again'}}"
+    )
+
+    async def fail(request):
+        return JSONResponse({"error": {"message": said, "code": "upstream_error"}}, 502)
+
+    lines: list[str] = []
+    app = Starlette(routes=[Route("/v1/chat/completions", fail, methods=["POST"])])
+    client = TestClient(AccessLog(app, ["m"], lines.append, json_lines=json_lines))
+    client.post("/v1/chat/completions", json={"model": "m", "messages": USER})
+    (line,) = lines
+    assert "Lovelace" not in line, line
+    assert "validation error for ChatCompletionRequest" in line  # what failed stays
+    assert "input_type=str" in line and "Field required" in line

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -205,7 +206,9 @@ class AccessLog:
                 record[key] = facts[key]
         error = crash or facts.get("error")
         if error:
-            record["error"] = _printable(redact(str(error)))[:300]  # a crash says anything
+            # A crash says anything; an upstream's sentence may quote the user's input.
+            said = without_quoted_input(str(error)[:_ERROR_READ])
+            record["error"] = _printable(redact(said))[:300]
         elif cut := scope.get(CUT_KEY):
             record["cut"] = cut
         elif seen.get("left"):  # a 200 that never answered: the run was cancelled
@@ -293,6 +296,59 @@ async def _send_whole(send: Any, status: int, body: bytes, content_type: str) ->
     headers = [(b"content-type", kind), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+_ERROR_READ = 4096
+"""Characters of a failure's sentence read for its log line (300 are kept): a bound on the
+work on a long one."""
+
+_INPUT_VALUE = re.compile(r"input_value=.*?(?=, input_type=)|input_value=.*", re.DOTALL)
+"""Pydantic's quote of a value it refused, up to its ``input_type`` (or the text's end)."""
+_INPUT_KEY = re.compile(r"""(['"])input\1:\s*""")
+"""The ``'input':`` key of a validation error's dict (pydantic's ``errors()``, FastAPI's 422)."""
+_OPEN, _CLOSE = "{[(", "}])"
+
+
+def without_quoted_input(text: str) -> str:
+    """Return `text` with the input a validation error quotes replaced by ``[input]``.
+
+    An OpenAI-compatible server (vLLM, any FastAPI app) refuses a request with its
+    validation error, which quotes the value it refused: a user's message, personal data
+    that the access log must not keep. The error's words (which field, what was wrong) stay.
+    """
+    text = _INPUT_VALUE.sub("input_value=[input]", text)
+    parts: list[str] = []
+    at = 0
+    for match in _INPUT_KEY.finditer(text):
+        if match.start() < at:
+            continue  # inside an input already cut
+        parts += [text[at : match.end()], "[input]"]
+        at = _value_end(text, match.end())
+    return "".join([*parts, text[at:]])
+
+
+def _value_end(text: str, start: int) -> int:
+    """Return where the Python or JSON literal at `start` ends (its brackets and quotes)."""
+    depth, quote, at = 0, "", start
+    while at < len(text):
+        char = text[at]
+        if quote:
+            if char == "\\":
+                at += 1
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in _OPEN:
+            depth += 1
+        elif char in _CLOSE:
+            if depth == 0:
+                return at
+            depth -= 1
+        elif char == "," and depth == 0:
+            return at
+        at += 1
+    return at
 
 
 def _printable(text: str) -> str:
