@@ -229,3 +229,19 @@ def test_only_the_servers_own_origin_passes_the_browser_guard(headers, status):
     }
     refusal = guard.refusal(scope)
     assert (refusal[0] if refusal else 200) == status
+
+
+def test_an_allowed_origins_page_may_delete_a_run_and_no_other_may(system):
+    """DELETE /v1/moa/runs/{id} erases a run; the CORS layer granted only GET and POST, so an
+    allowed page's preflight for it was refused and the page could not erase one."""
+    client = _served(system)
+    preflight = client.options(
+        "/moa/v1/moa/runs/abc", headers={**ORIGIN, "access-control-request-method": "DELETE"}
+    )
+    assert preflight.status_code == 200 and _allowed(preflight), preflight.text
+    assert "DELETE" in preflight.headers["access-control-allow-methods"]
+    other = client.options(
+        "/moa/v1/moa/runs/abc",
+        headers={"origin": "https://evil.example", "access-control-request-method": "DELETE"},
+    )
+    assert "access-control-allow-origin" not in other.headers
