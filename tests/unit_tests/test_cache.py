@@ -64,9 +64,9 @@ def test_a_calls_draw_is_worked_out_once_per_config_not_per_call(fake, monkeypat
     import langgraph_moa.run._calls as calls_module
 
     compared = []
-    same_model = calls_module.same_model
+    call_keys = calls_module._call_keys
     monkeypatch.setattr(
-        calls_module, "same_model", lambda a, b: compared.append((a, b)) or same_model(a, b)
+        calls_module, "_call_keys", lambda m, label: compared.append(m) or call_keys(m, label)
     )
     same = fake("M")
     graph = create_moa_graph(
@@ -75,7 +75,7 @@ def test_a_calls_draw_is_worked_out_once_per_config_not_per_call(fake, monkeypat
     first = graph.invoke(QUESTION)["calls"]
     after_first = len(compared)
     second = graph.invoke(QUESTION)["calls"]
-    assert len(compared) == after_first == 3  # each pair of proposers, once
+    assert len(compared) == after_first == 3  # each proposer, once
     draws = [len({c["output"] for c in run if c["role"] == "proposer"}) for run in (first, second)]
     assert draws == [6, 6]  # still two draws of M per layer, three proposals, two layers
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from langgraph_moa.run import state
+from langgraph_moa import MoAConfig
+from langgraph_moa.run import _calls, state
 from langgraph_moa.run.state import CallRecord, merge_calls
+from tests.fakes import FakeChat
 
 
 def record(layer: int, proposer: int, sample: int = 0, role: str = "proposer") -> CallRecord:
@@ -67,3 +69,18 @@ def test_merging_keeps_its_order_and_upserts_whatever_order_records_come_in():
         record(1, 2),
     ]
     assert merge_calls([record(1, 0)], None) == []
+
+
+def test_draw_offsets_ask_each_proposer_for_its_settings_once(monkeypatch):
+    # Every proposer was compared with every earlier one, asking both for their call
+    # parameters and LangChain cache keys again: 256 model instances took over a second
+    # of a config's first call, the square of the proposers.
+    for n in (16, 32):
+        asked = counting(monkeypatch, FakeChat, "_get_llm_string")
+        proposers = [FakeChat(label=f"P{i}", temperature=0.7) for i in range(n)]
+        cfg = MoAConfig(proposers=proposers, aggregator=FakeChat(label="AGG"))
+        # FakeChat reports no settings that tell its instances apart: LangChain's cache keys
+        # them alike, so each proposer's draw goes on from the ones before it.
+        assert _calls.draw_offsets(cfg) == tuple(range(n))
+        assert asked[0] <= n
+        monkeypatch.undo()

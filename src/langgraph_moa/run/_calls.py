@@ -45,7 +45,6 @@ from langgraph_moa.providers._models import (
     OpenAIEndpoint,
     describe_model,
     has_own_timeout,
-    same_model,
 )
 from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_after_s
 from langgraph_moa.providers._table import LOCAL_PREFIX, is_sdk_timeout
@@ -111,7 +110,7 @@ class CallId(NamedTuple):
         A proposer's samples are draws 0, 1, ...; a proposer whose model and parameters an
         earlier one of the layer has too (``proposers=[m, m]``, or two instances either cache
         keys alike: the same model name when unnamed, or the same LangChain settings; a
-        class that reports no settings keys all its instances alike, `_one_call`) goes on
+        class that reports no settings keys all its instances alike, `_call_keys`) goes on
         from that one's samples: the same call. Keyed by the sample alone,
         the package's call cache served the second proposer the first's answer, and
         LangChain's LLM cache did so for either (see `without_llm_cache`). Any other call's
@@ -127,38 +126,34 @@ def draw_offsets(cfg: MoAConfig) -> tuple[int, ...]:
     They follow from the config alone, so a graph computes them once per config
     (`MoANodes.derived`): compared per call, every earlier proposer's model and parameters
     were about 20 of the 1926 Python function calls a model call cost
-    (benchmarks/graph_call_work.py).
+    (benchmarks/graph_call_work.py). Each proposer is asked for its keys and parameters
+    once: asked again for every earlier proposer, 256 model instances took over a second.
     """
-    proposers = cfg.proposers
-    return tuple(
-        sum(
-            p.samples
-            for p in proposers[:i]
-            if _one_call(p.model, p.label, mine.model, mine.label)
-            and p.call_params() == mine.call_params()
-        )
-        for i, mine in enumerate(proposers)
-    )
+    seen: list[tuple[frozenset[tuple[str, Any]], dict[str, Any], int]] = []
+    offsets: list[int] = []
+    for p in cfg.proposers:
+        keys, params = _call_keys(p.model, p.label), p.call_params()
+        offsets.append(sum(n for k, q, n in seen if keys & k and q == params))
+        seen.append((keys, params, p.samples))
+    return tuple(offsets)
 
 
-def _one_call(a: Any, a_label: str, b: Any, b_label: str) -> bool:
-    """Tell whether two proposers' models make one call to a cache.
+def _call_keys(model: Any, label: str) -> frozenset[tuple[str, Any]]:
+    """Return the keys of a proposer's model: two that share one make one call to a cache.
 
     The same spec, or two instances either cache keys alike (``[make(), make()]``: the call
     cache by `cache_name`, LangChain's by the model's settings). Counted as one, their draws
     go on from each other's: only a cache miss, never another model's answer, if they
     differ after all.
     """
-    if same_model(a, b):
-        return True
-    if not (isinstance(a, BaseChatModel) and isinstance(b, BaseChatModel)):
-        return False
-    if cache_name(a, a_label) == cache_name(b, b_label):
-        return True
+    if not isinstance(model, BaseChatModel):
+        return frozenset({("spec", describe_model(model))})
+    keys = {("instance", id(model)), ("cache", cache_name(model, label))}
     try:  # LangChain's own key of its cache; a model that cannot say is not shared
-        return bool(a._get_llm_string() == b._get_llm_string())
+        keys.add(("llm", model._get_llm_string()))
     except Exception:
-        return False
+        pass
+    return frozenset(keys)
 
 
 def with_trace(
