@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from langgraph_moa import MoAConfig
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.constants import TASKS
+
+from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.run import _calls, state
 from langgraph_moa.run.state import CallRecord, merge_calls
+from langgraph_moa.text import _prompts
 from langgraph_moa.text._selection import Candidate, SelectionConfig, select
 from tests.fakes import FakeChat
+
+QUESTION = {"messages": [("user", "Why is the sky blue?")]}
 
 
 def record(layer: int, proposer: int, sample: int = 0, role: str = "proposer") -> CallRecord:
@@ -103,3 +109,41 @@ def test_consensus_scores_each_pair_of_proposals_once(monkeypatch):
         assert decision.winner in range(n)
         assert len(decision.tally) == n
         assert scored[0] == n * (n - 1) // 2
+
+
+def checkpointed_task_bytes(n: int, answer_chars: int = 2000) -> tuple[int, bytes]:
+    """Run 3 layers of `n` proposers on a checkpointer; return its proposer tasks' bytes."""
+    proposers = [
+        FakeChat(label=f"P{i}", reply=lambda label, k, _: f"{label}/{k} " * (answer_chars // 8))
+        for i in range(n)
+    ]
+    saver = InMemorySaver()
+    graph = create_moa_graph(
+        MoAConfig(proposers=proposers, aggregator=FakeChat(label="AGG"), layers=3),
+        checkpointer=saver,
+    )
+    graph.invoke(QUESTION, {"configurable": {"thread_id": "t"}})
+    tasks = [w[2][1] for d in saver.writes.values() for w in d.values() if w[1] == TASKS]
+    tasks += [blob for (_, _, channel, _), (_, blob) in saver.blobs.items() if channel == TASKS]
+    return sum(map(len, tasks)), b"".join(tasks)
+
+
+def test_a_layers_proposer_tasks_do_not_each_carry_every_reference():
+    # Each proposer task of a layer after the first carried the whole prompt, every
+    # reference included, and the checkpointer stores each task (twice): n proposers wrote
+    # n x n answers per layer (24 proposers of 4k-token answers: ~18 MB a layer; 4x for 2x).
+    size, tasks = checkpointed_task_bytes(4)
+    double, _ = checkpointed_task_bytes(8)
+    assert b"P0/1" not in tasks  # layer 1's answers are references of layer 2
+    assert double <= 2.5 * size
+
+
+def test_the_proposers_of_a_layer_share_one_built_input(monkeypatch):
+    # Read from the state, the references are fenced once a layer, not once per proposer.
+    fenced = counting(monkeypatch, _prompts, "neutralize_markers")
+    counts = []
+    for n in (4, 8):
+        fenced[0] = 0
+        checkpointed_task_bytes(n, answer_chars=80)
+        counts.append(fenced[0])
+    assert counts[1] <= 2.5 * counts[0]

@@ -95,6 +95,7 @@ from langgraph_moa.run._options import (
 )
 from langgraph_moa.run._references import (
     TOOL_NOTE,
+    LayerInput,
     answered_proposals,
     candidates,
     priority,
@@ -166,6 +167,7 @@ class MoANodes:
         self.response_options = {} if strict is None else {"strict": strict}
         self.models = ModelCache()
         self.ledger = Ledger()
+        self.layer_input = LayerInput()
         self._derived: BoundedLRU[int, Derived] = BoundedLRU(128)
         self._last_derived = _NOTHING_DERIVED
 
@@ -184,7 +186,7 @@ class MoANodes:
         which would route the run as another MoA (skip its next layer, say). That is refused,
         naming the edit that routes with the run's context. Its max_tokens does not route,
         but fits a layer's references to its proposers' context window: the proposer node
-        does that, with the run's context (`Plan.without_context`). Its token budget (a
+        does that, with the run's context (`ProposerTask.reads_references`). Its token budget (a
         preset it names has its own) does route, so `prepare` records it in the run's token
         and the edit routes with it: the base config's would pay for a layer past the run's
         budget, or end the run a layer early. An edit as a node after
@@ -217,7 +219,7 @@ class MoANodes:
         limit = int(budget) if budget else None
         if budget is not None and limit != cfg.budget.max_tokens:  # a preset's own budget
             cfg = cfg.with_overrides(budget=cfg.budget.model_copy(update={"max_tokens": limit}))
-        return plan_for(cfg, without_context=True)
+        return plan_for(cfg)
 
     def checked_plan(self, run_token: str) -> Plan:
         """Return this run's plan, refusing to go on with a run another MoA started.
@@ -403,7 +405,9 @@ class MoANodes:
         )
         picks = cfg.rules.returns_proposal()  # then proposals get `stop`
         messages = task["messages"]
-        if "references_of" in task:  # routed by an edit (`in`: no function call)
+        if "reads_references" in task:  # a layer after the first (`in`: no function call)
+            messages = self.layer_input.build(cfg, messages)
+        elif "references_of" in task:  # routed by an edit, before `reads_references`
             messages = with_references(cfg, list(messages), task["references_of"], cfg.proposers)[0]
 
         def request() -> _Request:

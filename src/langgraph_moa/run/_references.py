@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import operator
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.messages import BaseMessage
+from langgraph._internal._constants import CONFIG_KEY_READ
+from langgraph.config import get_config
+from langgraph.constants import CONF
 
 from langgraph_moa.errors import ContextLengthError
 from langgraph_moa.run._accounting import as_reference, was_cut_off
@@ -92,8 +96,8 @@ def with_references(
 def reference_inputs(state: MoAState) -> MoAState:
     """Return the part of `state` that `with_references` reads, to build a layer later.
 
-    An edit by `update_state` routes without the run's context, whose ``max_tokens`` the
-    trimming needs: the proposer node builds its input from these with the run's config.
+    A task routed by `update_state` before `ProposerTask.reads_references` carries them,
+    and the proposer node builds its input from them with the run's config.
     """
     return {
         "references": state["references"],
@@ -101,6 +105,38 @@ def reference_inputs(state: MoAState) -> MoAState:
         "layer": state.get("layer", 0),
         "calls": answered_proposals(state),
     }
+
+
+REFERENCE_INPUTS = ["references", "missing", "layer", "calls"]
+"""The state keys `reference_inputs` reads."""
+
+
+class LayerInput:
+    """Builds a proposer task's input from the graph's state, once per layer.
+
+    A proposer task of a layer after the first carries the bare conversation
+    (`ProposerTask.reads_references`) and reads the finished layer's references from the
+    state: LangGraph gives each task the function that reads the state its step started
+    from, whichever proposer reads it and whenever (resumed). The tasks of one step read
+    the very same values, so the input built for the first is every task's: built per
+    task, n proposers fenced n x n references a layer. A step of another run, config or
+    conversation builds its own.
+    """
+
+    def __init__(self) -> None:
+        """Hold no input yet."""
+        self._last: tuple[tuple[Any, ...], list[BaseMessage], list[BaseMessage]] | None = None
+
+    def build(self, cfg: MoAConfig, conversation: list[BaseMessage]) -> list[BaseMessage]:
+        """Return the conversation with the state's references, fitted to `cfg`'s proposers."""
+        state: MoAState = get_config()[CONF][CONFIG_KEY_READ](REFERENCE_INPUTS, False)
+        key = (cfg, state["references"], state.get("calls"), state.get("missing"))
+        last = self._last
+        if last is not None and all(map(operator.is_, last[0], key)) and last[1] == conversation:
+            return list(last[2])
+        messages = with_references(cfg, conversation, reference_inputs(state), cfg.proposers)[0]
+        self._last = (key, conversation, messages)
+        return list(messages)
 
 
 def in_reference_order(cfg: MoAConfig, layer: int, items: list[T]) -> list[T]:

@@ -267,7 +267,11 @@ class ProposerTask(TypedDict):
     """When the layer fanned out (Unix time): its deadline counts from here, resumed or not."""
     options: NotRequired[dict[str, Any]]
     """The run's call options (tools, stop, ...; see `MoAInput`), when it has any."""
+    reads_references: NotRequired[bool]
+    """`messages` is the bare conversation, and the proposer node adds the finished layer's
+    references, read from the graph's state (`LayerInput`) and fitted with the
+    run's config. Every task of a layer once carried the whole prompt, and a checkpointer
+    stores each task: n proposers wrote n x n answers per layer."""
     references_of: NotRequired[MoAState]
-    """The finished layer's references, when `messages` is the bare conversation: the task
-    was routed by `update_state`, without the run's context, and the proposer node fits
-    them to its proposers with the run's config (`reference_inputs`)."""
+    """The finished layer's references, which a task routed by `update_state` carried
+    before `reads_references`: a task a checkpoint still holds is run as it was routed."""

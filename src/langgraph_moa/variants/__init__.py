@@ -120,9 +120,9 @@ def variant_of(name: str) -> type[Plan]:
         ) from None
 
 
-def plan_for(cfg: MoAConfig, *, without_context: bool = False) -> Plan:
-    """Return the plan of the config's variant (see `Plan.without_context`)."""
-    return variant_of(cfg.variant)(cfg, without_context=without_context)
+def plan_for(cfg: MoAConfig) -> Plan:
+    """Return the plan of the config's variant."""
+    return variant_of(cfg.variant)(cfg)
 
 
 def variants_help() -> str:

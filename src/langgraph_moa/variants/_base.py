@@ -19,7 +19,7 @@ from langgraph.types import Send
 
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._options import run_options
-from langgraph_moa.run._references import in_reference_order, reference_inputs, with_references
+from langgraph_moa.run._references import in_reference_order
 from langgraph_moa.run.state import MoAState, ProposerTask
 
 if TYPE_CHECKING:
@@ -151,11 +151,8 @@ class Plan:
         """Tell whether samples are drawn in rounds until the answers agree."""
         return False
 
-    def __init__(self, cfg: MoAConfig, *, without_context: bool = False) -> None:
+    def __init__(self, cfg: MoAConfig) -> None:
         self.cfg = cfg
-        self.without_context = without_context
-        """Routing an edit (`update_state`): `cfg` is the base config, not the run's, so a
-        layer's references are left for the proposer node to fit (`sends`)."""
 
     # --- fan-out -------------------------------------------------------------------------
 
@@ -174,14 +171,9 @@ class Plan:
     ) -> list[Send]:
         """Fan out one layer; `rounds` limits which samples each proposer draws now."""
         conversation: list[BaseMessage] = list(state["messages"])
-        layer_input, references_of = conversation, None
-        if layer > 1 and self.without_context:
-            references_of = reference_inputs(state)
-        elif layer > 1:
-            layer_input = with_references(self.cfg, conversation, state, self.cfg.proposers)[0]
         started = clock.now()
         return [
-            self._send(state, layer, i, s, list(layer_input), started, references_of)
+            self._send(state, layer, i, s, list(conversation), started, reads=layer > 1)
             for i, proposer in enumerate(self.cfg.proposers)
             for s in (rounds[i] if rounds is not None else range(proposer.samples))
         ]
@@ -194,8 +186,10 @@ class Plan:
         sample: int,
         messages: list[BaseMessage],
         started: float,
-        references_of: MoAState | None = None,
+        *,
+        reads: bool = False,
     ) -> Send:
+        """Return one proposer's task; `reads`: it adds the references from the state."""
         task = ProposerTask(
             layer=layer,
             proposer=proposer,
@@ -204,8 +198,8 @@ class Plan:
             run_token=state["run_token"],
             layer_started_at=started,
         )
-        if references_of is not None:
-            task["references_of"] = references_of
+        if reads:
+            task["reads_references"] = True
         if options := run_options(state):
             task["options"] = options
         return Send(PROPOSE, task)
