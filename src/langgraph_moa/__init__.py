@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # the names as the type checkers see them; imported on first 
         ToolCallError,
         UnsupportedContentError,
         UnsupportedParameterError,
+        UpstreamResponseError,
     )
     from langgraph_moa.graph import TAG_FINAL, create_moa_graph, final_answer_only
     from langgraph_moa.graph.durable import open_checkpointer
@@ -112,6 +113,7 @@ _EXPORTS = {
     "ToolCallError": "langgraph_moa.errors",
     "UnsupportedContentError": "langgraph_moa.errors",
     "UnsupportedParameterError": "langgraph_moa.errors",
+    "UpstreamResponseError": "langgraph_moa.errors",
     "TAG_FINAL": "langgraph_moa.graph",
     "create_moa_graph": "langgraph_moa.graph",
     "final_answer_only": "langgraph_moa.graph",
@@ -238,6 +240,7 @@ __all__ = [
     "ToolCallError",
     "UnsupportedContentError",
     "UnsupportedParameterError",
+    "UpstreamResponseError",
     "UsageSummary",
     "__version__",
     "create_moa_graph",

@@ -24,6 +24,7 @@ All of them derive from `MoAError` so an application can catch one type::
     ├── UnsupportedParameterError            a model refuses a call parameter (temperature)
     ├── UnsupportedContentError              a text-only model refuses an image, audio, a file
     ├── EndpointNotFoundError                an endpoint has no such model, or no API at its URL
+    ├── UpstreamResponseError                an endpoint's answer is too large, or a redirect
     ├── StreamBrokenError                    a streamed answer broke after text was sent
     ├── RetryPastDeadlineError               a Retry-After asks for a wait past the deadline
     ├── RequestTimeoutError                  a served request ran past --request-timeout
@@ -289,6 +290,15 @@ class EndpointNotFoundError(MoAError):
     The message names the fix for the server that said it: ``ollama pull`` for Ollama, the
     name given to vLLM's ``--served-model-name``, the URL's missing ``/v1``. Not retried: the
     same call is refused again until the setup changes.
+    """
+
+
+class UpstreamResponseError(MoAError):
+    """An endpoint's answer is one the package will not read: too large, or a redirect.
+
+    Raised by the package's HTTP clients (`transport/_http.py`) with one sentence naming the
+    model, its host and what it sent. Not retried: a server that ignores ``max_tokens`` or
+    sends the calls elsewhere does so again.
     """
 
 

@@ -53,6 +53,7 @@ EXPECTED_ALL = {
     "ToolCallError",
     "UnsupportedContentError",
     "UnsupportedParameterError",
+    "UpstreamResponseError",
     "UsageSummary",
     "__version__",
     "create_moa_graph",

@@ -24,6 +24,7 @@ from langgraph_moa.errors import (
     MoAError,
     UnsupportedContentError,
     UnsupportedParameterError,
+    UpstreamResponseError,
 )
 from langgraph_moa.providers._table import retryable_status, sdk_retryable
 
@@ -298,6 +299,8 @@ def explain_failure(
     """
     if isinstance(exc, MoAError):
         return exc
+    if isinstance(exc.__cause__, UpstreamResponseError):
+        return exc.__cause__  # the package's HTTP client refused the answer; the SDK wrapped it
     # Each message puts its fix before the provider's words: a failed call's line is cut at
     # 300 characters (`describe_error`), so a label of hundreds (a role's name, an endpoint's
     # URL) is what gets shortened, never the fix.

@@ -62,6 +62,17 @@ class FaultProfile(BaseModel):
     scripted_error: tuple[int, dict[str, Any]] | None = None
     """Answer every request with this HTTP status and JSON body: a real server's own error,
     word for word (Ollama's model that is not pulled, vLLM's context overflow)."""
+    raw_body: bytes | None = None
+    """Answer every request with these bytes, as they are, status 200: JSON (or, to a
+    streamed request, server-sent events) no well-behaved server sends; a hostile or broken
+    upstream's answer."""
+    flood_bytes: int | None = None
+    """Send an answer of about this many bytes whatever max_tokens asks, in 64 KB pieces: a
+    server that ignores max_tokens (a stream with no end, for a number past any bound)."""
+    redirect_to: str | None = None
+    """Answer every request with a 307 to this URL (a proxy that sends the call elsewhere)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Headers added to every answer (a ``Retry-After`` to a 429, a lying one)."""
 
 
 class FaultServer:
@@ -141,7 +152,10 @@ class FaultServer:
             profile, fault, delay, n = self._draw(model)
             if profile.scripted_error is not None:
                 status, error = profile.scripted_error
-                return JSONResponse(error, status_code=status)
+                return JSONResponse(error, status_code=status, headers=profile.headers)
+            hostile = _hostile(body, model, profile)
+            if hostile is not None:
+                return hostile
             if fault is None:
                 await asyncio.sleep(delay)
                 return await _answer(body, model, n, profile)
@@ -210,6 +224,56 @@ class FaultServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _hostile(body: dict[str, Any], model: str, profile: FaultProfile) -> Any:
+    """Return the answer of a profile that misbehaves on purpose, or None for the others."""
+    from fastapi.responses import RedirectResponse, Response, StreamingResponse
+
+    headers = profile.headers
+    streamed = bool(body.get("stream"))
+    media = "text/event-stream" if streamed else "application/json"
+    if profile.redirect_to is not None:
+        return RedirectResponse(profile.redirect_to, status_code=307, headers=headers)
+    if profile.raw_body is not None:
+        return Response(profile.raw_body, media_type=media, headers=headers)
+    if profile.flood_bytes is not None:
+        return StreamingResponse(
+            _flood(model, profile.flood_bytes, streamed=streamed),
+            media_type=media,
+            headers=headers,
+        )
+    return None
+
+
+async def _flood(model: str, size: int, *, streamed: bool) -> AsyncIterator[bytes]:
+    """Yield an answer of about `size` bytes (its last piece may make it a little longer)."""
+    piece = 65_536
+    if streamed:
+        word = json.dumps(
+            {
+                "id": "flood",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{"index": 0, "delta": {"content": "flood "}}],
+            }
+        )
+        chunk = (f"data: {word}\n\n" * max(1, piece // (len(word) + 8))).encode()
+        tail = b"data: [DONE]\n\n"
+    else:
+        head = {"id": "flood", "object": "chat.completion", "created": 0, "model": model}
+        chunk = b"x" * piece
+        yield (
+            json.dumps(head)[:-1].encode()
+            + b', "choices": [{"index": 0, "message": {"role": "assistant", "content": "'
+        )
+        tail = b'"}, "finish_reason": "stop"}]}'
+    sent = 0
+    while sent < size:
+        yield chunk
+        sent += len(chunk)
+        await asyncio.sleep(0)
+    yield tail
 
 
 def _words(body: dict[str, Any]) -> int:

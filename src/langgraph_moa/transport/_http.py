@@ -20,23 +20,144 @@ is closed when its loop shuts down (``asyncio.run`` and uvicorn shut loops down 
 `loop.shutdown_asyncgens`), and the package's call loop, which never ends, is shut down the
 same way at interpreter exit (`_call_loop`). `ModelCache` still closes a client as soon as no
 model uses it; closing twice is harmless.
+
+An endpoint is the operator's, but its server may still misbehave (a buggy proxy, a server
+that ignores ``max_tokens``, a compromised host). Every answer's body is counted as it is
+read, after decompression, and the call fails with `UpstreamResponseError` past
+`MAX_RESPONSE_BYTES` (`_capped`): an answer that never ends, streamed or not, held the whole
+of itself in memory (a 200 MB body took the process to 2.3 GB). Redirects are not followed
+(the SDK's clients follow them by default): a 3xx would send the call, and its prompt, to a
+host the operator never named; it fails the call instead, naming where it pointed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import os
 import weakref
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
 from langgraph_moa._redact import redact, url_secrets, without
-from langgraph_moa.errors import MoAConfigError
+from langgraph_moa.errors import MoAConfigError, UpstreamResponseError
 
 MAX_ERROR_BODY_BYTES = 64_000
 """An error body is read up to this size; the rest is dropped (an error needs no more)."""
+
+
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+"""The most one answer's body may hold, decompressed: at about 250 bytes a streamed token,
+over 100,000 tokens, past any answer a ``max_tokens`` the package allows asks for."""
+
+
+def _upstream_error(request: Any, what: str) -> UpstreamResponseError:
+    """Return the error of a call whose answer broke a bound, naming its model and host."""
+    try:
+        model = json.loads(request.content).get("model")
+    except Exception:  # a body that is not a JSON object: the host alone names the endpoint
+        model = None
+    url = request.url
+    host = f"{url.host}:{url.port}" if url.port else url.host
+    who = f"Model {model!r} at {host}" if isinstance(model, str) else f"The server at {host}"
+    return UpstreamResponseError(f"{who} {what}")
+
+
+class _Budget:
+    """Counts an answer's bytes as they are read, decoded, and fails past the bound."""
+
+    def __init__(self, request: Any, response: Any) -> None:
+        import httpx2
+
+        self.request = request
+        # The decoder of the answer's Content-Encoding, built as httpx builds it; the answer
+        # handed on says none, so httpx does not decode it twice.
+        self.decoder = httpx2.Response(200, headers=response.headers)._get_content_decoder()
+        self.read = 0
+
+    def take(self, raw: bytes | None) -> Iterator[bytes]:
+        """Yield the decoded pieces of `raw` (None: the decoder's rest), counting them."""
+        for data in self.decoder.decode(raw) if raw is not None else self.decoder.flush():
+            self.read += len(data)
+            if self.read > MAX_RESPONSE_BYTES:
+                raise _upstream_error(
+                    self.request,
+                    f"sent an answer of more than {MAX_RESPONSE_BYTES:,} bytes (it ignores "
+                    "max_tokens, or never ends): the call was stopped there",
+                )
+            yield data
+
+
+@functools.cache
+def _capped_streams() -> tuple[type, type]:
+    """Return the async and sync byte streams that count an answer (httpx checks their base).
+
+    Built on first use: the module imports httpx only when a client is made.
+    """
+    import httpx2
+
+    class CappedAsyncStream(httpx2.AsyncByteStream):
+        def __init__(self, stream: Any, budget: _Budget) -> None:
+            self.stream, self.budget = stream, budget
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for raw in self.stream:
+                if raw:  # an empty piece would defeat httpx's raw-deflate fallback
+                    for data in self.budget.take(raw):
+                        yield data
+            for data in self.budget.take(None):
+                yield data
+
+        async def aclose(self) -> None:
+            await self.stream.aclose()
+
+    class CappedSyncStream(httpx2.SyncByteStream):
+        def __init__(self, stream: Any, budget: _Budget) -> None:
+            self.stream, self.budget = stream, budget
+
+        def __iter__(self) -> Iterator[bytes]:
+            for raw in self.stream:
+                if raw:
+                    yield from self.budget.take(raw)
+            yield from self.budget.take(None)
+
+        def close(self) -> None:
+            self.stream.close()
+
+    return CappedAsyncStream, CappedSyncStream
+
+
+_DECODED_AWAY = ("content-length", "content-encoding")
+
+
+def _capped(request: Any, response: Any, *, sync: bool) -> Any:
+    """Return `response` with its body counted as it is read (`MAX_RESPONSE_BYTES`).
+
+    A redirect is refused here: the clients do not follow one (see the module).
+    """
+    import httpx2
+
+    if response.is_redirect:
+        where = response.headers.get("location", "")
+        raise _upstream_error(
+            request,
+            f"answered {response.status_code} redirecting the call to {redact(where)[:200]!r}, "
+            "which is not followed: name the endpoint's final URL in the config",
+        )
+    budget = _Budget(request, response)
+    capped_async, capped_sync = _capped_streams()
+    stream = (capped_sync if sync else capped_async)(response.stream, budget)
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _DECODED_AWAY]
+    return httpx2.Response(
+        response.status_code,
+        headers=headers,
+        stream=stream,
+        request=request,
+        extensions=response.extensions,
+    )
 
 
 def _redacted_response(request: Any, response: Any, body: bytes) -> Any:
@@ -59,13 +180,13 @@ def _redacted_response(request: Any, response: Any, body: bytes) -> Any:
 
 
 def _redact_async_errors_of(transport: Any) -> None:
-    """Have an httpx async transport redact every error response's body (see the module)."""
+    """Have an httpx async transport redact every error body and bound every answer's size."""
     send = transport.handle_async_request
 
     async def handle_async_request(request: Any) -> Any:
         response = await send(request)
         if response.status_code < 400:
-            return response
+            return _capped(request, response, sync=False)
         try:
             body = await response.aread()
         finally:
@@ -76,13 +197,13 @@ def _redact_async_errors_of(transport: Any) -> None:
 
 
 def _redact_sync_errors_of(transport: Any) -> None:
-    """Have an httpx sync transport redact every error response's body (see the module)."""
+    """Have an httpx sync transport redact every error body and bound every answer's size."""
     send = transport.handle_request
 
     def handle_request(request: Any) -> Any:
         response = send(request)
         if response.status_code < 400:
-            return response
+            return _capped(request, response, sync=True)
         try:
             body = response.read()
         finally:
@@ -178,13 +299,17 @@ def own_async_client(transport: Transport | None = None, *, loopback: bool = Fal
     timeout = openai.Timeout(600.0, connect=10.0)
     if (transport or transport_in_use()) == "httpx":
         with _proxy_setup_explained():
-            httpx_client = openai.DefaultAsyncHttpxClient(timeout=timeout, trust_env=not loopback)
+            httpx_client = openai.DefaultAsyncHttpxClient(
+                timeout=timeout, trust_env=not loopback, follow_redirects=False
+            )
         for hooked in _transports_of(httpx_client):
             _redact_async_errors_of(hooked)
         return httpx_client
     # The aiohttp client takes its proxies from the environment as mounted transports.
     with _proxy_setup_explained():
-        client = openai.DefaultAioHttpClient(timeout=timeout, trust_env=not loopback)
+        client = openai.DefaultAioHttpClient(
+            timeout=timeout, trust_env=not loopback, follow_redirects=False
+        )
     for hooked in _transports_of(client):
         _hook_session_opening(hooked)
         _check_requests_of(hooked)
@@ -300,7 +425,9 @@ def own_sync_client(*, loopback: bool = False) -> Any:
 
     with _proxy_setup_explained():
         client = openai.DefaultHttpxClient(
-            timeout=openai.Timeout(600.0, connect=10.0), trust_env=not loopback
+            timeout=openai.Timeout(600.0, connect=10.0),
+            trust_env=not loopback,
+            follow_redirects=False,
         )
     for hooked in _transports_of(client):
         _redact_sync_errors_of(hooked)

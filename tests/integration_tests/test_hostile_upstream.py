@@ -1,0 +1,110 @@
+"""A misbehaving model server (a buggy proxy, a compromised host) the operator configured.
+
+Its answers are bounded in size and its redirects are not followed: the call fails with one
+sentence naming the model and what it sent, and the run goes on with the other proposers.
+"""
+
+import asyncio
+import gzip
+
+import openai
+import pytest
+
+from langgraph_moa import MoAConfig, UpstreamResponseError, create_moa_graph
+from langgraph_moa.testing import FaultProfile, FaultServer
+from langgraph_moa.transport import _http
+from langgraph_moa.transport._http import own_async_client, own_sync_client
+
+CAP = 1_000_000
+"""The answer bound in these tests (the real one is 32 MiB): small keeps them quick."""
+
+BOUND_S = 120.0
+"""A call still going after this is one the bound did not stop."""
+
+
+@pytest.fixture(autouse=True)
+def small_cap(monkeypatch):
+    monkeypatch.setattr(_http, "MAX_RESPONSE_BYTES", CAP)
+
+
+def run_with(bad: FaultProfile) -> tuple[dict, FaultServer]:
+    """Run a graph whose first proposer is `bad` and second a well-behaved one."""
+    with FaultServer({"bad": bad}) as server:
+        config = MoAConfig(
+            proposers=[f"bad@{server.url}", f"good@{server.url}"],
+            aggregator=f"agg@{server.url}",
+            layers=2,
+        )
+        graph = create_moa_graph(config)
+        out = asyncio.run(asyncio.wait_for(graph.ainvoke({"messages": [("user", "hi")]}), BOUND_S))
+    return out, server
+
+
+def failed_call(out: dict) -> dict:
+    """Return the bad proposer's failed call, checking it is the only one."""
+    (call,) = [c for c in out["calls"] if c["status"] != "ok"]
+    assert call["model"].startswith("bad@")
+    return call
+
+
+def test_a_redirect_to_another_host_is_not_followed_and_the_run_goes_on():
+    with FaultServer() as elsewhere:
+        out, server = run_with(FaultProfile(redirect_to=f"{elsewhere.url}/chat/completions"))
+        assert sum(elsewhere.requests.values()) == 0  # the prompt never reached that host
+    assert server.requests["bad"] == 1  # not retried: it redirects again
+    error = failed_call(out)["error"]
+    assert error.startswith("UpstreamResponseError: Model 'bad' at 127.0.0.1:")
+    assert "answered 307 redirecting the call to" in error
+    assert out["messages"][-1].content.startswith("agg answer")
+
+
+def test_a_huge_answer_fails_its_call_at_the_bound_and_the_run_goes_on():
+    out, server = run_with(FaultProfile(flood_bytes=8 * CAP))
+    assert server.requests["bad"] == 1  # not retried: it floods again
+    error = failed_call(out)["error"]
+    assert f"sent an answer of more than {CAP:,} bytes" in error
+    assert "Model 'bad'" in error
+    assert out["messages"][-1].content.startswith("agg answer")
+
+
+async def endless_stream(url: str) -> None:
+    client = openai.AsyncOpenAI(
+        base_url=url, api_key="x", http_client=own_async_client(), max_retries=0
+    )
+    stream = await client.chat.completions.create(
+        model="bad", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=5
+    )
+    async for _ in stream:
+        pass
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_stream_that_never_ends_is_stopped_at_the_bound(monkeypatch, transport):
+    monkeypatch.setenv("MOA_HTTP_TRANSPORT", transport)
+    with FaultServer({"bad": FaultProfile(flood_bytes=10**15)}) as server:
+        with pytest.raises(UpstreamResponseError, match="more than 1,000,000 bytes"):
+            asyncio.run(asyncio.wait_for(endless_stream(server.url), BOUND_S))
+
+
+def test_a_compressed_answer_is_bounded_by_its_decompressed_size():
+    bomb = gzip.compress(b" " * (20 * CAP))  # about 20 KB on the wire
+    profile = FaultProfile(raw_body=bomb, headers={"content-encoding": "gzip"})
+    out, _ = run_with(profile)
+    assert f"sent an answer of more than {CAP:,} bytes" in failed_call(out)["error"]
+
+
+def test_the_sync_client_bounds_answers_and_follows_no_redirect():
+    with FaultServer({"bad": FaultProfile(flood_bytes=8 * CAP)}) as server:
+        client = openai.OpenAI(
+            base_url=server.url, api_key="x", http_client=own_sync_client(), max_retries=0
+        )
+        with pytest.raises(Exception) as caught:
+            client.chat.completions.create(
+                model="bad", messages=[{"role": "user", "content": "hi"}]
+            )
+    error = caught.value  # the SDK may wrap it as a connection error
+    assert isinstance(error, UpstreamResponseError) or isinstance(
+        error.__cause__, UpstreamResponseError
+    )
+    for client_of in (own_sync_client, own_async_client):
+        assert client_of().follow_redirects is False
