@@ -108,3 +108,37 @@ def test_the_sync_client_bounds_answers_and_follows_no_redirect():
     )
     for client_of in (own_sync_client, own_async_client):
         assert client_of().follow_redirects is False
+
+
+def answer_with_usage(usage: str) -> bytes:
+    """A plain answer whose usage field is `usage`, as written (JSON text)."""
+    message = '{"role": "assistant", "content": "hi there"}'
+    return (
+        '{"id": "x", "object": "chat.completion", "created": 0, "model": "bad", "choices": '
+        f'[{{"index": 0, "message": {message}, "finish_reason": "stop"}}], "usage": {usage}}}'
+    ).encode()
+
+
+def test_a_negative_usage_neither_lowers_the_runs_tokens_nor_escapes_the_budget():
+    usage = '{"prompt_tokens": -1000000000, "completion_tokens": 2, "total_tokens": -999999998}'
+    with FaultServer({"bad": FaultProfile(raw_body=answer_with_usage(usage))}) as server:
+        config = MoAConfig(
+            proposers=[f"bad@{server.url}", f"good@{server.url}"],
+            aggregator=f"agg@{server.url}",
+            layers=3,
+            budget={"max_tokens": 10},  # the good proposer's first call spends more
+        )
+        out = create_moa_graph(config).invoke({"messages": [("user", "hi")]})
+    bad = next(c for c in out["calls"] if c["model"].split("@")[0] == "bad")
+    assert bad["prompt_tokens"] == 0 and bad["total_tokens"] == 2
+    assert out["usage"]["total"]["prompt_tokens"] > 0
+    assert out["messages"][-1].response_metadata["moa"]["fallback"] == "budget"
+
+
+@pytest.mark.parametrize("count", ['"five"', "1e309", "-2.5e400"])
+def test_a_usage_count_that_is_no_count_reads_as_none_and_the_answer_stands(count):
+    usage = f'{{"prompt_tokens": {count}, "completion_tokens": 2, "total_tokens": {count}}}'
+    out, _ = run_with(FaultProfile(raw_body=answer_with_usage(usage)))
+    (bad,) = [c for c in out["calls"] if c["model"].split("@")[0] == "bad"]
+    assert bad["status"] == "ok" and bad["output"] == "hi there"
+    assert bad["prompt_tokens"] == 0

@@ -62,6 +62,7 @@ from langgraph_moa.run._accounting import (
     kept_whole,
     refuse_filtered,
     summarize,
+    token_count,
     with_estimated_usage,
     without_thinking,
 )
@@ -736,7 +737,7 @@ def _part_cap(chunk_tokens: int, room: int | None, last: bool) -> int | None:
 def _output_tokens(response: AIMessage) -> int:
     """Return the tokens a part wrote: as its usage says, else estimated from its text."""
     usage = response.usage_metadata
-    return int(usage["output_tokens"]) if usage else estimate_tokens(response.text)
+    return token_count(usage["output_tokens"]) if usage else estimate_tokens(response.text)
 
 
 def _total_tokens(response: AIMessage) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -426,7 +427,7 @@ def _note_token_details(record: CallRecord, response: object) -> None:
         return
     for key in TOKEN_DETAILS:
         if key in usage and (given := usage[key]):
-            counts = {k: int(v) for k, v in given.items() if isinstance(v, int | float) and v}
+            counts = {k: n for k, v in given.items() if (n := token_count(v))}
             if counts:
                 record[key] = counts  # type: ignore[literal-required]
 
@@ -464,9 +465,11 @@ def _tokens(response: object) -> tuple[int, int, int, bool] | None:
     usage = response.usage_metadata if isinstance(response, AIMessage) else None
     if not usage or not ("input_tokens" in usage or "output_tokens" in usage):
         return None
-    prompt = int(usage["input_tokens"]) if "input_tokens" in usage else 0
-    completion = int(usage["output_tokens"]) if "output_tokens" in usage else 0
-    total = int(usage["total_tokens"]) if "total_tokens" in usage else prompt + completion
+    prompt = token_count(usage["input_tokens"]) if "input_tokens" in usage else 0
+    completion = token_count(usage["output_tokens"]) if "output_tokens" in usage else 0
+    total = prompt + completion
+    if "total_tokens" in usage:  # never below its parts: a lower one would escape the budget
+        total = max(total, token_count(usage["total_tokens"]))
     return prompt, completion, total, "total_cost" in usage
 
 
@@ -509,6 +512,20 @@ def with_estimated_usage(
         "total_tokens": total,
     }
     return response.model_copy(update={"usage_metadata": usage}), True
+
+
+def token_count(value: object) -> int:
+    """Return a provider's usage count as tokens; a value that is no count reads as 0.
+
+    A provider's usage is untrusted: a negative count lowered the run's total, so that a
+    server could keep a run under ``budget.max_tokens`` and ``--max-run-tokens`` for ever,
+    and a string or an infinite number failed the call whose answer was fine.
+    """
+    if type(value) is int:  # the usual case first: one check
+        return value if value >= 0 else 0
+    if type(value) is float and math.isfinite(value) and value >= 0:
+        return int(value)
+    return 0
 
 
 def _totals(calls: Iterable[CallRecord]) -> TokenTotals:
