@@ -294,11 +294,12 @@ class EndpointNotFoundError(MoAError):
 
 
 class UpstreamResponseError(MoAError):
-    """An endpoint's answer is one the package will not read: too large, or a redirect.
+    """An endpoint's answer is one the package will not read: too large, a redirect, bad JSON.
 
-    Raised by the package's HTTP clients (`transport/_http.py`) with one sentence naming the
-    model, its host and what it sent. Not retried: a server that ignores ``max_tokens`` or
-    sends the calls elsewhere does so again.
+    The JSON is one no parser reads: nested too deep, a number of too many digits, bytes
+    not UTF-8. One sentence naming the model, and its host where the HTTP client refused the answer
+    (`transport/_http.py`), and what it sent. Not retried: a server that ignores
+    ``max_tokens`` or sends the calls elsewhere does so again.
     """
 
 

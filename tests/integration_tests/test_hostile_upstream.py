@@ -142,3 +142,44 @@ def test_a_usage_count_that_is_no_count_reads_as_none_and_the_answer_stands(coun
     (bad,) = [c for c in out["calls"] if c["model"].split("@")[0] == "bad"]
     assert bad["status"] == "ok" and bad["output"] == "hi there"
     assert bad["prompt_tokens"] == 0
+
+
+def answer_with_message(message: str, extra: str = "") -> bytes:
+    """A plain answer whose message is `message` (JSON text), `extra` after its usage."""
+    return (
+        '{"id": "x", "object": "chat.completion", "created": 0, "model": "bad", "choices": '
+        f'[{{"index": 0, "message": {message}, "finish_reason": "stop"}}], '
+        f'"usage": {{"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}{extra}}}'
+    ).encode()
+
+
+DEEP = 10**5
+UNREADABLE = {
+    "JSON nested too deep": answer_with_message("{}", f', "x": {"[" * DEEP}{"]" * DEEP}'),
+    "a number of too many digits": answer_with_message("{}", f', "x": {"9" * 10**5}'),
+    "bytes that are not UTF-8": answer_with_message(
+        '{"role": "assistant", "content": "hi"}'
+    ).replace(b"hi", b"h\xff\xfe"),
+}
+
+
+@pytest.mark.parametrize("what", list(UNREADABLE))
+def test_an_unreadable_answer_fails_its_call_in_one_sentence_and_the_run_goes_on(what):
+    out, server = run_with(FaultProfile(raw_body=UNREADABLE[what]))
+    error = failed_call(out)["error"]
+    assert error == f"UpstreamResponseError: bad@{server.url} sent an answer of {what}"
+    assert server.requests["bad"] == 1  # not retried: it sends the same again
+    assert out["messages"][-1].content.startswith("agg answer")
+
+
+MALFORMED = {
+    "IndexError": answer_with_message("{}").replace(b'[{"index"', b'[], "_": [{"index"'),
+    "ValidationError": answer_with_message('{"role": "assistant", "content": {"a": 1}}'),
+}
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_a_malformed_answer_fails_its_own_call_and_the_run_goes_on(kind):
+    out, _ = run_with(FaultProfile(raw_body=MALFORMED[kind]))
+    assert failed_call(out)["error"].startswith(f"{kind}: ")
+    assert out["messages"][-1].content.startswith("agg answer")

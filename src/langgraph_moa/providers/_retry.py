@@ -64,13 +64,37 @@ def _raised_by_http_client(exc: BaseException) -> bool:
     not None``) raise AssertionError when a connection drops mid-request, and the SDKs pass
     it on unwrapped: a transient failure, which another try passes.
     """
+    return _innermost_package(exc) in _HTTP_CLIENTS
+
+
+def _innermost_package(exc: BaseException) -> str | None:
+    """Return the top-level package of the code that raised `exc` (its innermost frame)."""
     tb = exc.__traceback__
     if tb is None:
-        return False
+        return None
     while tb.tb_next is not None:
         tb = tb.tb_next
     module = tb.tb_frame.f_globals.get("__name__")
-    return isinstance(module, str) and module.partition(".")[0] in _HTTP_CLIENTS
+    return module.partition(".")[0] if isinstance(module, str) else None
+
+
+def _unreadable_json(exc: BaseException) -> str | None:
+    """Say what made an answer's JSON unreadable, if `exc` was raised parsing it, else None.
+
+    The JSON parser's own errors for a body no server should send: nested deeper than the
+    interpreter's recursion limit, a number of more digits than Python converts, bytes that
+    are not UTF-8. A body cut short (`json.JSONDecodeError`) is not one of them: it is a
+    dropped connection, retried as before.
+    """
+    if isinstance(exc, json.JSONDecodeError) or _innermost_package(exc) != "json":
+        return None
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deep"
+    if isinstance(exc, UnicodeDecodeError):
+        return "bytes that are not UTF-8"
+    if isinstance(exc, ValueError) and "digits" in str(exc):
+        return "a number of too many digits"
+    return None
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -301,6 +325,8 @@ def explain_failure(
         return exc
     if isinstance(exc.__cause__, UpstreamResponseError):
         return exc.__cause__  # the package's HTTP client refused the answer; the SDK wrapped it
+    if (what := _unreadable_json(exc)) is not None:
+        return UpstreamResponseError(f"{clip(model, LABEL_CHARS)} sent an answer of {what}")
     # Each message puts its fix before the provider's words: a failed call's line is cut at
     # 300 characters (`describe_error`), so a label of hundreds (a role's name, an endpoint's
     # URL) is what gets shortened, never the fix.
