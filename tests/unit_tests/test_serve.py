@@ -2442,6 +2442,18 @@ def test_a_call_timeout_that_reaches_the_error_mapping_is_an_upstream_error_not_
     assert answer.message == "AGG did not answer within 0.05s"
 
 
+def test_an_answer_the_client_refused_is_an_upstream_error_not_a_400():
+    # An UpstreamResponseError (an answer too large, a redirect, JSON no parser reads) is the
+    # model server's doing: it fell through to the 400 that blames the client.
+    from langgraph_moa.errors import UpstreamResponseError
+    from langgraph_moa.serving._errors import _api_error
+
+    said = "Model 'm' at 10.0.0.5:8000 answered 307 redirecting the call to 'http://x/'"
+    answer = _api_error(UpstreamResponseError(said))
+    assert (answer.status, answer.kind) == (502, "upstream_error")
+    assert answer.message == said
+
+
 async def test_a_call_held_back_by_a_stalled_reader_is_not_timed_out_and_paid_for_again(
     fake, monkeypatch
 ):

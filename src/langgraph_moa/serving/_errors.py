@@ -28,6 +28,7 @@ from langgraph_moa.errors import (
     ModelNotAllowedError,
     RequestTimeoutError,
     UnsupportedContentError,
+    UpstreamResponseError,
     ended_by,
     outgrew_context,
     proposals_may_overflow,
@@ -155,7 +156,7 @@ def _api_error(exc: MoAError) -> _APIError:
         if ended_by(exc, UnsupportedContentError):  # the same request is refused again
             return _APIError(400, _NO_VISION + exc.summary, code="unsupported_content")
         return _APIError(502, exc.summary, "upstream_error")
-    if isinstance(exc, CallTimeoutError):  # as the run's failure says a call's timeout
+    if isinstance(exc, CallTimeoutError | UpstreamResponseError):  # the model server's doing
         return _APIError(502, redact(str(exc)), "upstream_error")
     if isinstance(exc, MissingAPIKeyError):
         return _APIError(500, str(exc), "server_configuration_error")
