@@ -78,10 +78,17 @@ async def endless_stream(url: str) -> None:
         pass
 
 
+STREAMS = {
+    "never ends": FaultProfile(flood_bytes=10**15),
+    "one line with no end": FaultProfile(raw_body=b"data: " + b"x" * (4 * CAP)),
+}
+
+
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-def test_a_stream_that_never_ends_is_stopped_at_the_bound(monkeypatch, transport):
+@pytest.mark.parametrize("stream", list(STREAMS))
+def test_a_stream_that_never_ends_is_stopped_at_the_bound(monkeypatch, transport, stream):
     monkeypatch.setenv("MOA_HTTP_TRANSPORT", transport)
-    with FaultServer({"bad": FaultProfile(flood_bytes=10**15)}) as server:
+    with FaultServer({"bad": STREAMS[stream]}) as server:
         with pytest.raises(UpstreamResponseError, match="more than 1,000,000 bytes"):
             asyncio.run(asyncio.wait_for(endless_stream(server.url), BOUND_S))
 
