@@ -70,17 +70,25 @@ class _Budget:
     """Counts an answer's bytes as they are read, decoded, and fails past the bound."""
 
     def __init__(self, request: Any, response: Any) -> None:
-        import httpx2
-
         self.request = request
-        # The decoder of the answer's Content-Encoding, built as httpx builds it; the answer
-        # handed on says none, so httpx does not decode it twice.
-        self.decoder = httpx2.Response(200, headers=response.headers)._get_content_decoder()
+        self.decoder: Any = None
+        if "content-encoding" in response.headers:  # rare: most answers come as they are
+            import httpx2
+
+            # Its decoder, built as httpx builds it; the answer then says no encoding, so
+            # httpx does not decode it twice.
+            self.decoder = httpx2.Response(200, headers=response.headers)._get_content_decoder()
+            for name in _DECODED_AWAY:
+                response.headers.pop(name, None)
         self.read = 0
 
     def take(self, raw: bytes | None) -> Iterator[bytes]:
         """Yield the decoded pieces of `raw` (None: the decoder's rest), counting them."""
-        for data in self.decoder.decode(raw) if raw is not None else self.decoder.flush():
+        if self.decoder is None:
+            pieces: Any = (raw,) if raw is not None else ()
+        else:
+            pieces = self.decoder.decode(raw) if raw is not None else self.decoder.flush()
+        for data in pieces:
             self.read += len(data)
             if self.read > MAX_RESPONSE_BYTES:
                 raise _upstream_error(
@@ -138,8 +146,6 @@ def _capped(request: Any, response: Any, *, sync: bool) -> Any:
 
     A redirect is refused here: the clients do not follow one (see the module).
     """
-    import httpx2
-
     if response.is_redirect:
         where = response.headers.get("location", "")
         raise _upstream_error(
@@ -149,15 +155,8 @@ def _capped(request: Any, response: Any, *, sync: bool) -> Any:
         )
     budget = _Budget(request, response)
     capped_async, capped_sync = _capped_streams()
-    stream = (capped_sync if sync else capped_async)(response.stream, budget)
-    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _DECODED_AWAY]
-    return httpx2.Response(
-        response.status_code,
-        headers=headers,
-        stream=stream,
-        request=request,
-        extensions=response.extensions,
-    )
+    response.stream = (capped_sync if sync else capped_async)(response.stream, budget)
+    return response
 
 
 def _redacted_response(request: Any, response: Any, body: bytes) -> Any:
