@@ -100,15 +100,22 @@ def test_a_compressed_answer_is_bounded_by_its_decompressed_size():
     assert f"sent an answer of more than {CAP:,} bytes" in failed_call(out)["error"]
 
 
-def test_the_sync_client_bounds_answers_and_follows_no_redirect():
-    with FaultServer({"bad": FaultProfile(flood_bytes=8 * CAP)}) as server:
-        client = openai.OpenAI(
-            base_url=server.url, api_key="x", http_client=own_sync_client(), max_retries=0
-        )
-        with pytest.raises(Exception) as caught:
-            client.chat.completions.create(
-                model="bad", messages=[{"role": "user", "content": "hi"}]
+@pytest.mark.parametrize("misbehaving", ["flood", "redirect"])
+def test_the_sync_client_bounds_answers_and_follows_no_redirect(misbehaving):
+    with FaultServer() as elsewhere:
+        bad = {
+            "flood": FaultProfile(flood_bytes=8 * CAP),
+            "redirect": FaultProfile(redirect_to=f"{elsewhere.url}/chat/completions"),
+        }[misbehaving]
+        with FaultServer({"bad": bad}) as server:
+            client = openai.OpenAI(
+                base_url=server.url, api_key="x", http_client=own_sync_client(), max_retries=0
             )
+            with pytest.raises(Exception) as caught:
+                client.chat.completions.create(
+                    model="bad", messages=[{"role": "user", "content": "hi"}]
+                )
+        assert sum(elsewhere.requests.values()) == 0
     error = caught.value  # the SDK may wrap it as a connection error
     assert isinstance(error, UpstreamResponseError) or isinstance(
         error.__cause__, UpstreamResponseError

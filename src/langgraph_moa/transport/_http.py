@@ -51,7 +51,8 @@ MAX_ERROR_BODY_BYTES = 64_000
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 """The most one answer's body may hold, decompressed: at about 250 bytes a streamed token,
-over 100,000 tokens, past any answer a ``max_tokens`` the package allows asks for."""
+over 100,000 tokens, past most models' output limits and far past what `moa serve` lets a
+client ask for (``--max-answer-tokens``, 4,096)."""
 
 
 def _upstream_error(request: Any, what: str) -> UpstreamResponseError:
@@ -141,18 +142,18 @@ def _capped_streams() -> tuple[type, type]:
 _DECODED_AWAY = ("content-length", "content-encoding")
 
 
-def _capped(request: Any, response: Any, *, sync: bool) -> Any:
-    """Return `response` with its body counted as it is read (`MAX_RESPONSE_BYTES`).
+def _redirect_refused(request: Any, response: Any) -> UpstreamResponseError:
+    """Return the error of a call answered with a redirect (the clients follow none)."""
+    where = response.headers.get("location", "")
+    return _upstream_error(
+        request,
+        f"answered {response.status_code} redirecting the call to {redact(where)[:200]!r}, "
+        "which is not followed: name the endpoint's final URL in the config",
+    )
 
-    A redirect is refused here: the clients do not follow one (see the module).
-    """
-    if response.is_redirect:
-        where = response.headers.get("location", "")
-        raise _upstream_error(
-            request,
-            f"answered {response.status_code} redirecting the call to {redact(where)[:200]!r}, "
-            "which is not followed: name the endpoint's final URL in the config",
-        )
+
+def _capped(request: Any, response: Any, *, sync: bool) -> Any:
+    """Return `response` with its body counted as it is read (`MAX_RESPONSE_BYTES`)."""
     budget = _Budget(request, response)
     capped_async, capped_sync = _capped_streams()
     response.stream = (capped_sync if sync else capped_async)(response.stream, budget)
@@ -184,6 +185,9 @@ def _redact_async_errors_of(transport: Any) -> None:
 
     async def handle_async_request(request: Any) -> Any:
         response = await send(request)
+        if response.is_redirect:
+            await response.aclose()
+            raise _redirect_refused(request, response)
         if response.status_code < 400:
             return _capped(request, response, sync=False)
         try:
@@ -201,6 +205,9 @@ def _redact_sync_errors_of(transport: Any) -> None:
 
     def handle_request(request: Any) -> Any:
         response = send(request)
+        if response.is_redirect:
+            response.close()
+            raise _redirect_refused(request, response)
         if response.status_code < 400:
             return _capped(request, response, sync=True)
         try:
