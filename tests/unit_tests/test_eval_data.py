@@ -193,6 +193,40 @@ def test_a_stated_hedge_votes_for_no_option_as_the_scorer_refuses_it():
         assert extract_answer(answer) == "C", answer
 
 
+@pytest.mark.parametrize(
+    "item", [i for i in SHIPPED if i.category == "multiple-choice"], ids=lambda item: item.id
+)
+def test_a_hedge_in_common_words_is_a_hedge(item):
+    """ "The answer is either C or D.", "C (or D)", "Option C or Option D" and "C or possibly
+    D" were no hedge, so they scored right on an item whose answer is C: the list of
+    options took no "either", no "option" before a later letter, no parenthesised "(or D)"
+    and no adverb after "or"."""
+    right = item.expected[0]
+    other = "ABCD".replace(right, "")[0]
+    for hedge in (
+        f"The answer is either {right} or {other}.",
+        f"The answer is {right} (or {other}).",
+        f"The answer is: Option {right} or Option {other}",
+        f"Answer: {right} or possibly {other}",
+        f"The answer is {right} or maybe {other}",
+        f"The answer is {right}, or perhaps {other}.",
+        f"Final answer: {right} (or {other})",
+        f"Either {right} or {other}",
+    ):
+        assert hedges(hedge), hedge
+        assert not score(item, hedge)["correct"], hedge
+        assert extract_answer(hedge) not in list("ABCDEFGH"), hedge
+    for answer in (
+        f"The answer is {right}, not {other}.",
+        f"The answer is {right}. {other} is wrong.",
+        f"The answer is {right} (not {other}, or any other).",
+    ):
+        assert not hedges(answer), answer
+        assert score(item, answer)["correct"], answer
+    assert not hedges("The answer is C (not A, B or D).")
+    assert not hedges("The answer is either way C.")
+
+
 def test_a_hedge_in_full_width_letters_is_a_hedge():
     """The item's pattern and the vote read full-width letters as ASCII ("\uff23" is C), so
     "The answer is \uff23 or \uff24" scored right on an item whose answer is C."""

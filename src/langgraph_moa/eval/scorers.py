@@ -20,8 +20,8 @@ digits only in a value that stands alone ("The answer is 10 000"); a dotted vers
 address ("1.2.3", "192.168.100.200") is no number; any Unicode decimal digit is its value.
 On an item whose answer is one option letter, an answer whose conclusion names several
 options (`hedges`, which the vote reads as no option: "\boxed{C, D}", "the answer is C or
-D") is wrong, whatever its scorers say: the item's pattern, or a whole-word match, found
-the right letter in it.
+D", "either C or D", "C (or D)", "C or possibly D") is wrong, whatever its scorers say:
+the item's pattern, or a whole-word match, found the right letter in it.
 """
 
 from __future__ import annotations

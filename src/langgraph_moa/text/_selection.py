@@ -204,9 +204,23 @@ _FULL_WIDTH_LETTERS = str.maketrans(
     {chr(code + 0xFEE0): chr(code) for code in (*range(0x41, 0x5B), *range(0x61, 0x7B))}
     | {"\uff08": "(", "\uff09": ")", "\uff1a": ":", "\uff0e": "."}
 )
-# Several option letters, capitals, joined: "C, D", "C or D", "(C) and (D)", "C/D".
+# Several option letters, capitals, joined: "C, D", "C or D", "(C) and (D)", "C/D", and as
+# hedges are worded: "either C or D", "Option C or Option D", "C (or D)", "C or possibly D"
+# (these were no list, so they scored right on an item whose answer is C).
+_OR = r"(?i:or)\b(?:\s++(?i:maybe|possibly|perhaps)\b)?"
+_LISTED_OPTION = r"(?:(?i:option)\s*+)?\(?[A-H]\)?"
 _OPTION_LIST = (
-    r"\(?[A-H]\)?(?:\s*+(?:,\s*+(?i:or|and)\b|,|/|&|;|\b(?i:and/or|or|and)\b)\s*+\(?[A-H]\)?)++"
+    r"(?:(?i:either)\s++)?"
+    + _LISTED_OPTION
+    + r"(?:\s*+(?:,\s*+(?:"
+    + _OR
+    + r"|(?i:and)\b)|,|/|&|;|\(\s*+"
+    + _OR
+    + r"|\b(?:(?i:and/or)\b|"
+    + _OR
+    + r"|(?i:and)\b))\s*+"
+    + _LISTED_OPTION
+    + r")++"
 )
 # A stated conclusion, as the vote's reader and the shipped items' patterns take it.
 _STATED = re.compile(
