@@ -163,10 +163,14 @@ def test_a_right_answer_whose_next_clause_is_about_another_option_is_no_hedge(it
         f"The answer is {right}, {other} does not fit the data.",
         f"The answer is {right}; {other} would need more energy.",
         f"Answer: {right}, {other} being too small.",
+        # The vote read these three as "c and d fails test" and the like, while the scorer
+        # said C.
+        f"The answer is {right}, and {other} fails the test.",
+        f"The answer is {right} and {other} is wrong.",
+        f"The answer is {right}, and the others are wrong.",
     ):
         assert extract_answer(answer) == right, answer
         assert score(item, answer)["correct"], answer
-    assert score(item, f"The answer is {right}, and {other} fails the test.")["correct"]
     # A list that ends there, or any "or", still hedges.
     for hedge in (
         f"The answer is {right}, {other}.",

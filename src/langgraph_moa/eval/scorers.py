@@ -19,9 +19,11 @@ a U+2212 minus is "-" and "1 234" (a no-break space) 1234, while a plain space g
 digits only in a value that stands alone ("The answer is 10 000"); a dotted version or
 address ("1.2.3", "192.168.100.200") is no number; any Unicode decimal digit is its value.
 On an item whose answer is one option letter, an answer whose conclusion names several
-options (`hedges`, which the vote reads as no option: "\boxed{C, D}", "the answer is C or
-D", "either C or D", "C (or D)", "C or possibly D") is wrong, whatever its scorers say:
-the item's pattern, or a whole-word match, found the right letter in it.
+options (`hedges`: "\boxed{C, D}", "the answer is C or D", "either C or D", "C (or D)",
+"C or possibly D") is wrong, whatever its scorers say: the item's pattern, or a whole-word
+match, found the right letter in it. The vote never counts one with C: it reads a stated
+hedge as no option, and a box of letters as their set ("C, D"), which is how a question
+with several right options is answered.
 """
 
 from __future__ import annotations

@@ -188,9 +188,12 @@ _LATEX_FRAC = re.compile(r"\\[dt]frac\b")
 # "\frac x2" and "\sqrt{2}" is "\sqrt2".
 _ONE_CHARACTER_GROUP = re.compile(r"\{\s*+([^{}\s\\])\s*+\}")
 _SPACE_IN_MATH = re.compile(r"(?<=\d)(\s+)(?=\d)|\s+")
+# A letter that "and" (or ", and") follows ends there too, and `_lists_options` tells a
+# remark ("the answer is C, and D fails the test": C) from a list ("C and D"), as `hedges`
+# does: the vote read the remark as the text "c and d fails test", while the scorer said C.
 _LETTER_END = (
     r"(?:\)|\]|[.,;:!]?(?=\s*(?:$|\n))"
-    r"|[.,;:!]?\s+(?=because|since|as\b|which)|[.,;:!]\s+(?=[A-Z]))"
+    r"|[.,;:!]?\s+(?=because|since|as\b|which)|[.,;:!]\s+(?=[A-Z])|,?\s+(?=and\b))"
 )
 _STATED_CHOICE = re.compile(
     r"(?i:answer|option|choice)\s*(?:(?i:is)|:|=)\W{0,3}(?:(?i:option)\W{0,3})?\(?([A-H])"
@@ -759,10 +762,11 @@ def hedges(answer: str) -> bool:
 
     The conclusion is the last ``\boxed{}``, else the last "the answer is ...", else the
     whole answer. A hedge picks no option: the eval's scorer counts it wrong on an item
-    whose answer is one option, even when it names that one, and it votes for none
-    (`_auto`). An earlier hedge that a later conclusion settles ("... C or D. So the answer
-    is C.") is none, nor is a stated letter whose next clause is about another option ("C,
-    D does not fit").
+    whose answer is one option, even when it names that one. The vote (`_auto`) reads a
+    stated hedge as no option and a box as the set of its letters ("C, D"), never as C.
+    An earlier hedge that a later conclusion settles ("... C or D. So the answer is C.") is
+    none, nor is a stated letter whose next clause is about another option ("C, D does not
+    fit").
     """
     answer = answer.translate(_FULL_WIDTH_LETTERS)  # "\uff23" is C, as the vote reads it
     if boxed := boxed_answers(answer):
