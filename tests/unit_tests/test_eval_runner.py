@@ -1015,6 +1015,33 @@ def test_rows_another_version_of_the_code_wrote_are_refused_not_kept_silently(
     assert rows.read_bytes() == written
 
 
+def test_a_rows_file_written_before_the_source_was_recorded_is_marked_by_the_next_append(
+    racing, tmp_path
+):
+    """A file whose header had no source kept it so: this code's rows were appended under
+    it, and any later code took them all as its own. The first row this run appends writes
+    the header anew with its source, the earlier rows kept."""
+    log = racing.proposers[0].model.log
+
+    def answered(count):
+        before = len(log.calls)
+        evaluation = Evaluation([racing], ITEMS[:count], tmp_path, plots=False)
+        asyncio.run(evaluation.run(progress=False))
+        return len(log.calls) - before
+
+    assert answered(2) == 2
+    rows = tmp_path / "results" / "mix.rows.jsonl"
+    header, *kept = rows.read_text().splitlines()
+    unmarked = {k: v for k, v in json.loads(header).items() if k != "source"}
+    rows.write_text("".join(line + "\n" for line in [json.dumps(unmarked), *kept]))
+    assert answered(2) == 0  # an unmarked file is kept, and nothing appended leaves it so
+    assert "source" not in json.loads(rows.read_text().splitlines()[0])
+    assert answered(3) == 1
+    header, *lines = rows.read_text().splitlines()
+    assert json.loads(header)["source"] == runner.package_source()
+    assert lines[:2] == kept and len(lines) == 3
+
+
 class ZMQInteractiveShell:
     """What `get_ipython()` returns in a Jupyter kernel: rich tells a notebook by its name."""
 

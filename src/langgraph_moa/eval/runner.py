@@ -1036,7 +1036,8 @@ class _RowStore:
     digest of the code that wrote the rows (`package_source`); a file of any other format,
     or of this config written by other code, is refused, left as it was: its answers are
     the other code's, and kept they were recorded as this code's. A file written before the
-    source was recorded is kept as before. Rows of another config are never kept,
+    source was recorded is kept as before, and marked with this run's source when it
+    appends its first row. Rows of another config are never kept,
     nor rows that ended in an error or with a failed call (the next run tries those items
     again, as the cache would: a failed call is never cached). A row is kept for an item with
     its id and its question; a row of the same id with another question stays in the file for
@@ -1062,8 +1063,7 @@ class _RowStore:
             return {}  # another config's rows: left alone until this one finishes an item
         self._refuse_other_source(written_by)
         self._written_by = written_by
-        # None: the line being written when the run stopped.
-        stored = [r for r in map(_json_line, lines[1:]) if _answered(r)]
+        stored = _stored(lines)
         if len(stored) < len(lines) - 1:
             # Written again with good rows only: a cut-off last line must not swallow the next.
             self._replace(stored)
@@ -1082,6 +1082,12 @@ class _RowStore:
             self._written_by = self.source
             self._replace([])
             self._ours = True
+        elif self._written_by is None and self.source is not None:
+            # A file from before the source was recorded: this run's rows would stay
+            # unmarked under it, taken as its own by any later code. Marked at the first
+            # append, its earlier rows kept (as any file without a source is).
+            self._written_by = self.source
+            self._replace(_stored(self.path.read_bytes().splitlines()))
         with self.path.open("a", encoding="utf-8") as file:
             file.write(json.dumps(row, default=str) + "\n")
 
@@ -1132,6 +1138,14 @@ def _json_line(line: bytes) -> Any:
         return json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
+
+
+def _stored(lines: list[bytes]) -> list[dict[str, Any]]:
+    """Return the rows of a rows file's lines to keep (`_answered`), its header left out.
+
+    A line that is no JSON (the one being written when a run stopped) is none.
+    """
+    return [r for r in map(_json_line, lines[1:]) if _answered(r)]
 
 
 def _answered(row: Any) -> bool:
