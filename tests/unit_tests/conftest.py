@@ -26,14 +26,30 @@ class SocketBlock:
         block = self
 
         class GuardedSocket(socket.socket):
-            def __new__(cls, family: int = -1, *args: Any, **kwargs: Any) -> "GuardedSocket":
-                if block.on and family != socket.AF_UNIX:
+            def __new__(
+                cls, family: int = -1, type: int = -1, proto: int = -1, fileno: Any = None
+            ) -> "GuardedSocket":
+                if block.on and block.family(family, fileno) != socket.AF_UNIX:
                     raise SocketBlockedError()
-                return super().__new__(cls, family, *args, **kwargs)
+                return super().__new__(cls, family, type, proto, fileno)
 
         self.socket = GuardedSocket
         self.getaddrinfo = self._guard(socket.getaddrinfo)
         self.gethostbyname = self._guard(socket.gethostbyname)
+
+    def family(self, family: int, fileno: Any) -> int:
+        """The family a socket is made with: a descriptor's own where one is given.
+
+        ``socket.socket(fileno=fd)`` leaves the family to the descriptor (-1, refused as a
+        network socket's), as a Unix socket handed over by descriptor is made.
+        """
+        if fileno is None:
+            return family
+        probe = self.real[0](fileno=fileno)
+        try:
+            return probe.family
+        finally:
+            probe.detach()  # the descriptor stays its owner's
 
     def _guard(self, real: Callable[..., Any]) -> Callable[..., Any]:
         def guarded(*args: Any, **kwargs: Any) -> Any:

@@ -1,5 +1,6 @@
 """The unit suite's socket block refuses network sockets in unit tests, and only there."""
 
+import os
 import socket
 
 import pytest
@@ -35,3 +36,21 @@ def test_what_a_unit_test_took_of_the_socket_module_works_once_the_test_is_over(
         SOCKETS.start()
     with pytest.raises(SocketBlockedError):
         taken(socket.AF_INET, socket.SOCK_STREAM)
+
+
+def test_a_socket_made_from_a_unix_sockets_descriptor_is_allowed():
+    """``socket.socket(fileno=fd)`` leaves the family to the descriptor (-1), which the guard
+    took for a network socket: a Unix socket handed over by descriptor was refused. A
+    network socket's descriptor is still refused, and left open for its owner."""
+    left, right = socket.socketpair()
+    adopted = socket.socket(fileno=os.dup(left.fileno()))
+    assert adopted.family == socket.AF_UNIX
+    for made in (adopted, left, right):
+        made.close()
+    network = SOCKETS.real[0](socket.AF_INET, socket.SOCK_STREAM)  # never connected
+    try:
+        with pytest.raises(SocketBlockedError):
+            socket.socket(fileno=network.fileno())
+        assert network.family == socket.AF_INET and network.fileno() >= 0
+    finally:
+        network.close()
