@@ -44,9 +44,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from langgraph_moa.errors import MoAConfigError
+from _seed import call_seed
+
 from langgraph_moa.eval.datasets import EvalItem, load_dataset
-from langgraph_moa.eval.runner import Evaluation, check_eval_seed, slug
+from langgraph_moa.eval.runner import Evaluation, slug
 from langgraph_moa.eval.scorers import score
 from langgraph_moa.eval.stats import paired_difference
 from langgraph_moa.run.cache import SQLiteCallCache
@@ -67,22 +68,6 @@ STOPS = (0.5, 0.6, 0.7, 0.8, 1.0)
 def command() -> str:
     """Return this script's command line, for each run's provenance.json."""
     return shlex.join(["python", *sys.argv])
-
-
-def call_seed(text: str) -> int:
-    """Read ``--seed`` as ``moa eval --seed`` does (`check_eval_seed`): a bad one is a usage error.
-
-    Unchecked, -1 or 2**64 ended in a traceback after the dataset had loaded.
-    """
-    try:
-        seed: Any = int(text)
-    except ValueError:
-        seed = text  # refused below, as no whole number
-    try:
-        check_eval_seed(seed)
-    except MoAConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return int(seed)
 
 
 def system_spec(name: str) -> str:

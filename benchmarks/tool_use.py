@@ -41,6 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from _seed import call_seed
 from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
 
@@ -366,8 +367,6 @@ def report(
 
 
 def main() -> None:
-    from gsm8k import call_seed  # beside this script: read as moa eval --seed reads it
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-data", action="store_true", help="regenerate the data set")
     parser.add_argument("--limit", type=int, default=None, help="items per category")

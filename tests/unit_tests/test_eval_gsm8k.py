@@ -257,8 +257,10 @@ def bench():
     spec = importlib.util.spec_from_file_location("gsm8k_bench", ROOT / "benchmarks" / "gsm8k.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(ROOT / "benchmarks"))  # as run: its helpers are beside it
+        spec.loader.exec_module(module)
+        yield module
 
 
 def _row(*answers: tuple[str, int]) -> dict:

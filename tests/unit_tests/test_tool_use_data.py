@@ -21,8 +21,10 @@ def bench():
     spec = importlib.util.spec_from_file_location("tool_use_bench", PATH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(PATH.parent))  # as run: its helpers are beside it
+        spec.loader.exec_module(module)
+        yield module
 
 
 def test_the_data_set_is_the_generated_one_and_every_answer_needs_its_tool(bench):
@@ -139,9 +141,21 @@ def test_the_report_names_the_seeds_of_the_rows_it_leaves_out(bench, tmp_path, m
     out = tmp_path / "rows.jsonl"
     row = {"id": item["id"], "tool": True, "answer": True, "seconds": 1.0, "seed": 7}
     out.write_text(json.dumps({"system": "moa", **row}) + "\n")
-    monkeypatch.syspath_prepend(str(PATH.parent))  # the script imports gsm8k beside it
     monkeypatch.setattr(
         "sys.argv", ["tool_use.py", "--report", "--out", str(out), "--systems", "moa"]
     )
     bench.main()
     assert "--seed 7" in capsys.readouterr().out
+
+
+def test_the_seed_is_read_by_the_helper_the_benchmarks_share(bench, monkeypatch, capsys):
+    """tool_use.py read ``--seed`` with `call_seed` imported, inside main, from gsm8k.py, the
+    GSM8K benchmark script, loaded whole for one function. Both scripts take it from
+    ``_seed.py`` beside them, as the serve benchmarks take `_served`'s helpers."""
+    import _seed
+
+    assert bench.call_seed is _seed.call_seed
+    monkeypatch.setattr("sys.argv", ["tool_use.py", "--report", "--seed", "-1"])
+    with pytest.raises(SystemExit) as raised:
+        bench.main()
+    assert raised.value.code == 2 and "--seed" in capsys.readouterr().err
