@@ -228,3 +228,38 @@ def test_an_edit_of_a_run_token_written_before_the_budget_was_recorded_still_rou
     graph.update_state(THREAD, old)
     out = graph.invoke(None, THREAD)
     assert out["messages"][-1].text == "AGG #1"
+
+
+@pytest.mark.parametrize("stored", ["built prompt", "references_of"])
+def test_a_layer_task_stored_before_tasks_read_their_references_resumes_with_them_once(
+    fake, log, monkeypatch, stored
+):
+    """A checkpoint written before `reads_references` holds layer 2's tasks either with the
+    whole prompt built (a run) or with `references_of` (an edit's routing): resumed by this
+    version, each proposer is asked with layer 1's answers, once each, not twice or none."""
+    from langgraph_moa.run._references import reference_inputs, with_references
+    from langgraph_moa.variants import _base
+
+    config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"), layers=3)
+    real = _base.Plan._send
+
+    def earlier_send(state, layer, proposer, sample, messages, started, *, reads=False):
+        send = real(state, layer, proposer, sample, messages, started)
+        if reads and stored == "built prompt":
+            send.arg["messages"] = with_references(config, messages, state, config.proposers)[0]
+        elif reads:
+            send.arg["references_of"] = reference_inputs(state)
+        return send
+
+    graph = create_moa_graph(config, checkpointer=InMemorySaver())
+    monkeypatch.setattr(_base.Plan, "_send", staticmethod(earlier_send))
+    graph.invoke(QUESTION, THREAD, interrupt_after=["join_layer"])
+    monkeypatch.undo()
+    assert graph.get_state(THREAD).next == ("propose", "propose")
+    asked = len(log.calls)
+    assert graph.invoke(None, THREAD)["messages"][-1].text == "AGG #1"
+    layer_two = [c for c in log.calls[asked:] if c.label != "AGG"]
+    assert sorted(c.label for c in layer_two) == ["A", "B"]
+    for call in layer_two:
+        prompt = " ".join(m.text for m in call.messages)
+        assert prompt.count("A #1") == prompt.count("B #1") == 1
