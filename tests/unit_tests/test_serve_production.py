@@ -330,3 +330,23 @@ def test_metrics_count_the_calls_of_a_run_that_failed(fake):
     seen = _samples(client.get("/metrics").text)
     assert seen['moa_model_calls_total{model="AGG",outcome="failed"}'] == 4
     assert seen['moa_model_calls_total{model="C",outcome="ok"}'] == 4
+
+
+def test_metrics_count_the_calls_of_a_run_past_its_request_timeout(fake):
+    """A run ended by ``--request-timeout`` answered a 504 whose error carries no calls, so
+    neither the proposer that had answered nor the one cut off (cancelled) was counted, and
+    its tokens were lost: the calls are counted as they end, and those still running when
+    the run stopped as cancelled."""
+    from langgraph_moa.config._limits import RequestLimits
+
+    slow = fake("A", delay=lambda n: 30.0)
+    config = MoAConfig(proposers=[slow, fake("B")], aggregator=fake("AGG"))
+    app = create_app({"m": config}, limits=RequestLimits(request_timeout_s=1))
+    client = _metered(app)
+    body = json.dumps({"model": "m", "messages": USER})
+    assert client.post("/v1/chat/completions", content=body, headers=JSON).status_code == 504
+    seen = _samples(client.get("/metrics").text)
+    assert seen['moa_model_calls_total{model="B",outcome="ok"}'] == 1
+    assert seen['moa_model_tokens_total{model="B"}'] > 0
+    assert seen['moa_model_calls_total{model="A",outcome="cancelled"}'] == 1
+    assert 'moa_model_calls_total{model="AGG"' not in client.get("/metrics").text

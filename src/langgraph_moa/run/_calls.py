@@ -199,20 +199,23 @@ def without_llm_cache(model: Runnable[Any, Any]) -> Runnable[Any, Any]:
     return model.model_copy(update={"cache": False})
 
 
-def emit(event: str, **fields: Any) -> None:
+def emit(event: str, ended: CallRecord | None = None, **fields: Any) -> None:
     """Send a progress event to ``stream_mode="custom"`` (a no-op when nobody listens).
 
     A run whose reader wants only ``discarded`` (`DISCARDS_ONLY`: `AnswerStream` without
     progress) sends nothing else: every call's started and finished went through LangGraph's
     stream unread. The writer is looked up as `get_stream_writer` does, so telling costs a
-    plain run no more function calls than before.
+    plain run no more function calls than before. `ended`: the record of the call that a
+    ``finished`` or ``failed`` event ends, for the run's `CallTally` (not sent).
     """
     configurable = get_config()[CONF]
     # Only a real tally: a LangGraph server client sets any `configurable` key, and counting
     # into its JSON value raised in every node (retried for minutes by the retry policy).
-    if event in _ENDED and isinstance(tally := configurable.get(CALL_TALLY), CallTally):
-        tally.ended += 1
-        tally.failed += event == "failed"
+    if isinstance(tally := configurable.get(CALL_TALLY), CallTally):
+        if ended is not None:
+            tally.end(ended)
+        elif event == "started":
+            tally.start(fields)
     if event != DISCARDED and configurable.get(DISCARDS_ONLY):
         return
     configurable[CONFIG_KEY_RUNTIME].stream_writer({"type": "moa", "event": event, **fields})
@@ -244,6 +247,7 @@ def record_answer(
     )
     emit(
         "finished",
+        record,
         **fields,
         model=record["model"],
         latency_s=record["latency_s"],
@@ -285,6 +289,7 @@ def record_failure(
     )
     emit(
         "failed",
+        record,
         **fields,
         error=record["error"],
         status=record["status"],
@@ -322,25 +327,57 @@ keep the answer to one attempt themselves (`OneAttempt`) and do not pass it on."
 
 
 class CallTally:
-    """How many of a run's calls have ended (answered or failed for good), as they end.
+    """A run's calls as they end (answered or failed for good), and those still running.
 
     Counted where the progress events are sent (`emit`), even when nobody reads them, so
-    that a reader without a listener (`moa serve`'s access log, for a client that left)
-    can say what the run had cost without building an event per call.
+    that a reader without a listener (`moa serve`'s access log and metrics, for a run its
+    deadline, the drain or a leaving client stopped) can say what the run had cost without
+    building an event per call: such a run's error carries no call records, and the calls
+    it cut off never end by themselves.
     """
 
-    __slots__ = ("ended", "failed")
+    __slots__ = ("_running", "calls", "ended", "failed")
 
     def __init__(self) -> None:
         """Start at no call ended."""
         self.ended = 0
         self.failed = 0  # of those ended, the calls that failed for good (or were cancelled)
+        self.calls: list[dict[str, Any]] = []
+        """Each ended call's model, status, attempts and tokens, as its record has them."""
+        self._running: dict[tuple[Any, ...], str] = {}
+        """The calls started and not ended, by identity: their configured model."""
+
+    def start(self, fields: dict[str, Any]) -> None:
+        """Note a call (an attempt) that started, by its `CallId` fields."""
+        self._running[_call_key(fields)] = fields["configured_model"]
+
+    def end(self, record: CallRecord) -> None:
+        """Count a call that ended with `record`."""
+        self._running.pop(_call_key(record), None)
+        self.ended += 1
+        self.failed += record["status"] != "ok"
+        self.calls.append(
+            {
+                "configured_model": record["configured_model"],
+                "status": record["status"],
+                "attempts": record["attempts"],
+                "total_tokens": record["total_tokens"],
+            }
+        )
+
+    def records(self) -> list[dict[str, Any]]:
+        """Return the ended calls' records, then one ``cancelled`` per call still running."""
+        cut = [{"configured_model": m, "status": "cancelled"} for m in self._running.values()]
+        return [*self.calls, *cut]
+
+
+def _call_key(fields: Any) -> tuple[Any, ...]:
+    """Return a call's identity within its run, from its record or its event's fields."""
+    return (fields["role"], fields["layer"], fields["proposer"], fields["sample"])
 
 
 CALL_TALLY = "moa_call_tally"
 """``configurable`` key of a run's `CallTally`, if the caller wants one."""
-_ENDED = frozenset({"finished", "failed"})
-"""The progress events of a call that ended."""
 
 
 DISCARDS_ONLY = "moa_discards_only"

@@ -143,8 +143,10 @@ class AccessLog:
         record = self._record(scope, status, started, seen, facts, crash)
         self.write(self._line(record))
         if self.metrics is not None:
-            calls = facts.get("call_records") or scope.get(FAILED_CALLS_KEY) or []
-            self.metrics.observe(scope["path"], record, calls)
+            calls = facts.get("call_records") or scope.get(FAILED_CALLS_KEY)
+            if not calls and (tally := scope.get(CALLS_KEY)) is not None:
+                calls = tally.records()  # stopped from outside: its calls as they ended
+            self.metrics.observe(scope["path"], record, calls or [])
 
     async def _health(self, scope: Any, send: Any) -> None:
         health: dict[str, Any] = {"status": "ok"}  # liveness: the process answers
@@ -412,11 +414,13 @@ def note_facts(scope: Any, payload: dict[str, Any]) -> None:
 
 CALLS_KEY = "langgraph_moa.calls"
 """The ASGI scope's key of the run's call tally (`note_calls`): the chat route sees no call
-events, so a client that left was logged without a word of what its run had cost."""
+events, so a client that left was logged without a word of what its run had cost, and a run
+its deadline or the drain stopped (whose error carries no calls) was counted in the metrics
+without any of its calls."""
 
 
 def note_calls(scope: Any, tally: Any) -> None:
-    """Note in `scope` the tally (``.ended``) of the calls the request's run has ended."""
+    """Note in `scope` the run's `CallTally`: its calls ended (``.ended``, ``.records()``)."""
     if scope is not None:
         scope[CALLS_KEY] = tally
 
