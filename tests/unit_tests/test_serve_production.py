@@ -350,3 +350,23 @@ def test_metrics_count_the_calls_of_a_run_past_its_request_timeout(fake):
     assert seen['moa_model_tokens_total{model="B"}'] > 0
     assert seen['moa_model_calls_total{model="A",outcome="cancelled"}'] == 1
     assert 'moa_model_calls_total{model="AGG"' not in client.get("/metrics").text
+
+
+def test_an_allowed_model_is_counted_under_the_label_its_runs_record(system, monkeypatch):
+    """``--allow-model OpenAI:gpt-4o`` (or with spaces) was a metrics label as written, while
+    a run that names it records ``openai:gpt-4o`` (the policy's spelling): its calls were
+    counted as ``other``."""
+    from langgraph_moa.serving._metrics import Metrics
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    app = create_app({"m": system}, allow_models=["OpenAI:gpt-4o", " openai:gpt-4o-mini "])
+    metrics = Metrics.for_app(app)
+    calls = [
+        {"configured_model": "openai:gpt-4o", "status": "ok", "attempts": 1},
+        {"configured_model": "openai:gpt-4o-mini", "status": "ok", "attempts": 1},
+    ]
+    metrics.observe("/v1/chat/completions", {"status": 200, "duration_s": 0.1}, calls)
+    text = metrics.exposition().decode()
+    assert 'moa_model_calls_total{model="openai:gpt-4o",outcome="ok"} 1.0' in text
+    assert 'moa_model_calls_total{model="openai:gpt-4o-mini",outcome="ok"} 1.0' in text
+    assert 'model="other"' not in text

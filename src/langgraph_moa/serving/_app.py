@@ -188,7 +188,7 @@ def create_app(
     app.state.models = list(systems)
     app.state.extra_routes = []  # answered around the app: `_access.AccessLog` adds /health
     app.state.run_load = load
-    app.state.model_labels = _model_labels(systems, allow_models)  # `_metrics`' only names
+    app.state.model_labels = _model_labels(systems, policy)  # `_metrics`' only names
     app.state.drain = drain = Drain()  # ended by `_server.serve` when the server stops
     app.state.lets_in = _lets_in(sends_key, BrowserGuard(None, security))
 
@@ -334,17 +334,18 @@ def _lets_in(sends_key: Callable[[Any], bool], guard: BrowserGuard) -> Callable[
     return lets_in
 
 
-def _model_labels(systems: dict[str, MoAConfig], allow_models: Iterable[str]) -> list[str]:
+def _model_labels(systems: dict[str, MoAConfig], policy: ModelPolicy) -> list[str]:
     """List the labels (`describe_model`) of the models the operator named: served or allowed.
 
-    A call's record names its model by this label; metrics count only these by name.
+    A call's record names its model by this label; metrics count only these by name. An
+    allowed model is labelled as the `policy` spells it for the runs that name it
+    (``OpenAI:gpt-4o`` is ``openai:gpt-4o``): as written, its calls were counted as other.
     """
     roles = [
         role for config in systems.values() for role in [*config.proposers, *config.final_chain]
     ]
-    labels = [describe_model(role.model) for role in roles] + list(
-        map(describe_model, allow_models)
-    )
+    labels = [describe_model(role.model) for role in roles]
+    labels += [describe_model(label) for label in sorted(policy.allowed)]
     return list(dict.fromkeys(labels))
 
 
