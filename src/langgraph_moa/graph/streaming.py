@@ -37,7 +37,7 @@ from langchain_core.runnables import RunnableConfig
 
 from langgraph_moa._unicode import well_formed
 from langgraph_moa.errors import StreamBrokenError
-from langgraph_moa.run._accounting import finish_reason, keeps_block
+from langgraph_moa.run._accounting import finish_reason, keeps_block, openai_finish_reason
 from langgraph_moa.run._answer import answer_part, final_answer_only
 from langgraph_moa.run._calls import DISCARDED, DISCARDS_ONLY, WATCH
 from langgraph_moa.run._inputs import forces_call
@@ -346,8 +346,12 @@ def token_event(chunk: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _said(chunk: Any) -> str | None:
-    """Return the finish reason a streamed chunk carries (its message's last, usually)."""
-    return finish_reason(chunk) if isinstance(chunk, BaseMessage) else None
+    """Return the finish reason a streamed chunk carries (its message's last, usually).
+
+    Spelled as the call's ``finished`` event spells it (`openai_finish_reason`): Gemini's
+    ``MAX_TOKENS`` is ``length``, which a reader that knows OpenAI's word takes for a cut.
+    """
+    return openai_finish_reason(finish_reason(chunk)) if isinstance(chunk, BaseMessage) else None
 
 
 class _Attempts:

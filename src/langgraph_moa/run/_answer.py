@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall
 
 from langgraph_moa._unicode import well_formed_content
-from langgraph_moa.run._accounting import summarize, token_details, was_cut_off
+from langgraph_moa.run._accounting import (
+    finish_reason,
+    openai_finish_reason,
+    summarize,
+    token_details,
+    was_cut_off,
+)
 from langgraph_moa.run.state import CallRecord
 
 if TYPE_CHECKING:
@@ -74,7 +80,9 @@ def final_message(
     The answer's ``model_name`` and ``finish_reason`` are those of the call whose output it
     is: the aggregator's response, or `source` (the proposal a selector, a ranker or a
     fallback returns; `record` when not given). Its tool calls are the response's or the
-    source's, each with an id.
+    source's, each with an id. The ``finish_reason`` is OpenAI's spelling of a cut
+    (``length``), read under any provider's key: Anthropic's ``stop_reason: max_tokens``
+    read as no reason at all, so `moa serve` answered ``stop`` and `moa run` warned of nothing.
     """
     summary = summarize(calls)
     total = summary["total"]
@@ -85,9 +93,14 @@ def final_message(
         tool_calls = answer_tool_calls(response.tool_calls)
     else:
         tool_calls = answer_tool_calls(source.get("tool_calls"))
+    reason: str | None
     if response is None:
         meta["model_name"] = source["model"]
-        meta["finish_reason"] = source["finish_reason"] or ("tool_calls" if tool_calls else "stop")
+        reason = source["finish_reason"] or ("tool_calls" if tool_calls else "stop")
+    else:
+        reason = finish_reason(response)
+    if reason is not None:
+        meta["finish_reason"] = openai_finish_reason(reason)
     meta["moa"] = {
         "variant": cfg.variant,
         "name": cfg.name,

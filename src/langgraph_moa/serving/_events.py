@@ -20,7 +20,6 @@ from langgraph_moa._json import dumps
 from langgraph_moa.config._prices import Prices, run_cost
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.graph.streaming import CALL_FIELDS, OneAttempt, ToolCallHold
-from langgraph_moa.run._accounting import openai_finish_reason
 from langgraph_moa.run._calls import off_the_clock
 from langgraph_moa.run._references import answered_proposals
 from langgraph_moa.serving._agreement import call_key, selection_groups, synthesis_agreement
@@ -315,11 +314,14 @@ def stopped_calls(events: list[dict[str, Any]], why: str) -> list[dict[str, Any]
 
 
 def finish_reason(answer: Any) -> str:
-    """Return the final call's finish reason (``length``, ``tool_calls``, ...), as OpenAI's."""
+    """Return the final call's finish reason (``length``, ``tool_calls``, ...), as OpenAI's.
+
+    The answer spells it so already, whichever provider's key and word said it (`final_message`).
+    """
     if answer.tool_calls:
         return "tool_calls"
     reason = answer.response_metadata.get("finish_reason")
-    return (openai_finish_reason(reason) if isinstance(reason, str) else None) or "stop"
+    return reason if isinstance(reason, str) and reason else "stop"
 
 
 def wire_tool_calls(answer: Any) -> list[dict[str, Any]]:
