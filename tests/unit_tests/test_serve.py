@@ -201,6 +201,17 @@ def test_every_malformed_body_is_a_400_with_one_sentence(client, log, body, para
     assert log.calls == []
 
 
+@pytest.mark.parametrize("kind", ["video_url", "audio_url"])
+def test_vllms_video_and_audio_url_parts_reach_the_models(client, log, kind):
+    """vLLM takes ``video_url`` and ``audio_url`` parts (and the retry layer names its refusal
+    of one), but `moa serve` refused them with a 400 as no type a model takes."""
+    part = {"type": kind, kind: {"url": "https://host/clip"}}
+    content = [{"type": "text", "text": "What happens here?"}, part]
+    body = {"model": "m", "messages": [{"role": "user", "content": content}]}
+    assert post(client, body).status_code == 200
+    assert all(part in call.messages[-1].content for call in log.calls if call.label != "AGG")
+
+
 def test_invalid_json_and_a_non_numeric_length_are_400(client):
     assert_one_sentence(
         client.post("/v1/chat/completions", content=b"{bad", headers=JSON), 400, "not valid JSON"

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from langchain_core.messages import BaseMessage
 from langgraph.types import default_retry_on
 
+from langgraph_moa._parts import MEDIA_PARTS
 from langgraph_moa._redact import clip
 from langgraph_moa.errors import (
     CallTimeoutError,
@@ -210,17 +211,11 @@ _TEXT_ONLY = (
 )
 """How servers word their refusal of content parts a text-only model cannot read."""
 
-_MEDIA_PARTS = frozenset(
-    {"image_url", "image", "input_audio", "audio", "file", "video", "video_url", "audio_url"}
-)
-"""The content part types of an image, audio, a video, a file: OpenAI's, LangChain's and
-vLLM's own (``video_url``, ``audio_url``), which a text-only model there refuses alike."""
-
 
 def _sends_media(messages: Sequence[BaseMessage]) -> bool:
     """Tell whether a call's `messages` hold a part that is no text (an image, audio, a file)."""
     return any(
-        isinstance(part, dict) and part.get("type") in _MEDIA_PARTS
+        isinstance(part, dict) and part.get("type") in MEDIA_PARTS
         for message in messages
         if isinstance(message.content, list)
         for part in message.content

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from langgraph_moa._parts import PART_TYPES
 from langgraph_moa._redact import clip
 from langgraph_moa.run._inputs import check_openai_name
 from langgraph_moa.run._options import split_call_kwargs
@@ -30,14 +31,6 @@ class _Body(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-_PART_TYPES = (
-    *("text", "image_url", "input_audio", "file", "refusal"),  # OpenAI's
-    *("image", "audio", "video", "text-plain"),  # LangChain's data blocks, converted per provider
-)
-"""Content-part types a backend can take. Another one was forwarded to every call, and the
-client got the provider's refusal as a 502 (OpenAI and llama.cpp refuse unknown types)."""
 
 
 def _text_content(value: Any, *, optional: bool = False) -> Any:
@@ -56,11 +49,11 @@ def _text_content(value: Any, *, optional: bool = False) -> Any:
             raise ValueError(
                 "a content part of type 'image_url' needs an object 'image_url' with a string 'url'"
             )
-        unknown = next((p["type"] for p in value if p["type"] not in _PART_TYPES), None)
+        unknown = next((p["type"] for p in value if p["type"] not in PART_TYPES), None)
         if unknown is not None:
             raise ValueError(
                 f"the content-part type {clip(unknown)!r} is not one a model takes; use one "
-                f"of {', '.join(_PART_TYPES)}"
+                f"of {', '.join(PART_TYPES)}"
             )
         return value
     raise ValueError("content must be a string or a list of content parts with a 'type'")

@@ -32,6 +32,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from langchain_core.messages import HumanMessage
 
+from langgraph_moa._parts import MEDIA_PARTS
 from langgraph_moa._redact import clip, redact_machine
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._prices import Prices
@@ -123,7 +124,7 @@ def _mark(part: Any) -> str:
         return str(part.get("text", ""))
     inner: dict[str, Any] = part[kind] if isinstance(part.get(kind), dict) else {}
     field = {**part, **inner, **({"url": part[kind]} if isinstance(part.get(kind), str) else {})}
-    kind = _word(kind.removesuffix("_url").removeprefix("input_")) or "part"
+    kind = MEDIA_PARTS.get(kind) or _word(kind) or "part"
     url = str(field.get("url") or "")
     data = str(field.get("data") or field.get("base64") or field.get("file_data") or "")
     mime = str(field.get("mime_type") or field.get("format") or "")
