@@ -1421,12 +1421,35 @@ def test_an_image_urls_credentials_never_reach_the_history_or_the_page(system, t
     events = sse_events(client.post("/v1/moa/runs", json=body).text)
     question = (
         "[image: https://bucket.s3.amazonaws.com/\u2026/cat.png] "
-        "[image: https://api.example.com/img] [image: https://host.example:8443/dog.png]"
+        "[image: https://api.example.com/\u2026/] [image: https://host.example:8443/dog.png]"
     )
     assert events[0]["question"] == question
     assert client.get("/v1/moa/runs").json()["data"][0]["question"] == question
     stored = (tmp_path / "h.sqlite3").read_bytes()
     assert not [s for s in secrets if s.encode() in stored]
+
+
+@pytest.mark.parametrize(
+    ("part", "mark"),
+    [
+        (
+            {"type": "image_url", "image_url": {"url": "https://host/a/cat.png;jsessionid=S3CR3T"}},
+            "[image: https://host/\u2026/cat.png]",
+        ),
+        (
+            {"type": "image_url", "image_url": {"url": "https://host/sk-abcdefghijklmnopqrstuvwx"}},
+            "[image: https://host/\u2026/]",
+        ),
+        ({"type": "file", "file": {"file_id": "file-abc\n]x<b>"}}, "[file: file-abcxb]"),
+    ],
+)
+def test_a_marks_url_or_file_id_keeps_no_secret_and_no_markup(part, mark):
+    """The mark kept the URL's whole last segment: a ``;jsessionid=`` after the file name, or
+    a token that is the segment itself (``/sk-...``), stood in every ``run`` event and history
+    row; and a file id was clipped but kept its newlines and brackets."""
+    from langgraph_moa.serving._ui import _mark
+
+    assert _mark(part) == mark
 
 
 @pytest.mark.parametrize(

@@ -137,19 +137,24 @@ def _mark(part: Any) -> str:
         return f"[{kind}: {_place(url)}]"
     if not data:
         ref = field.get("file_id") or field.get("id")
-        return f"[{kind}: {clip(str(ref), 80)}]" if ref else f"[{kind}]"
+        return f"[{kind}: {_word(str(ref), 80)}]" if ref else f"[{kind}]"
     size = f"{(len(data) * 3 // 4 if encoded else len(unquote_to_bytes(data))) / 1000:.0f} kB"
     mime = mime.split(";")[0]
     subtype = _word(mime.rpartition("/")[2] or str(field.get("filename") or "").rpartition(".")[2])
     return f"[{kind}: {size} {subtype}]" if subtype else f"[{kind}: {size}]"
 
 
-def _word(text: str) -> str:
-    """Return a client's type or subtype as a mark shows it: bounded, no bracket nor newline.
+def _word(text: str, limit: int = 20) -> str:
+    """Return a client's type, subtype or file id as a mark shows it: no bracket nor newline.
 
-    It is kept in the history and sent in every ``run`` event, as the page shows it.
+    Bounded to `limit` characters. It is kept in the history and sent in every ``run``
+    event, as the page shows it.
     """
-    return clip(re.sub(r"[^A-Za-z0-9_.-]+", "", text), 20)
+    return clip(re.sub(r"[^A-Za-z0-9_.-]+", "", text), limit)
+
+
+_FILE_NAME = re.compile(r"[\w%.-]+\.[A-Za-z0-9]{1,8}")
+"""A path segment that reads as a file name: letters, digits, ``_%.-``, and an extension."""
 
 
 def _place(url: str) -> str:
@@ -158,6 +163,9 @@ def _place(url: str) -> str:
     Never its user and password, query or fragment, nor the folders of its path, where a
     presigned or keyed URL holds its credential (``?X-Amz-Signature=``, ``?key=``, a bot's
     token in its path): the mark is kept in the history and sent in every ``run`` event.
+    Nor the path parameters after a ``;`` (``cat.png;jsessionid=...``), and the last segment
+    only when it reads as a file name (`_FILE_NAME`): one that is not (``/sk-...``, an id)
+    may be the credential itself, and is shown as ``/…/``.
     """
     try:
         parts = urlsplit(url)
@@ -166,7 +174,13 @@ def _place(url: str) -> str:
     if not parts.scheme or not parts.netloc:
         return "a URL"
     folders, _, name = parts.path.rpartition("/")
-    path = f"/\u2026/{name}" if folders.strip("/") else f"/{name}" if name else ""
+    name = name.partition(";")[0]
+    if name and not _FILE_NAME.fullmatch(name):
+        path = "/\u2026/"
+    elif folders.strip("/"):
+        path = f"/\u2026/{name}"
+    else:
+        path = f"/{name}" if name else ""
     return clip(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{path}", 80)
 
 
