@@ -370,3 +370,47 @@ def test_an_allowed_model_is_counted_under_the_label_its_runs_record(system, mon
     assert 'moa_model_calls_total{model="openai:gpt-4o",outcome="ok"} 1.0' in text
     assert 'moa_model_calls_total{model="openai:gpt-4o-mini",outcome="ok"} 1.0' in text
     assert 'model="other"' not in text
+
+
+def test_serve_log_format_json_writes_the_packages_log_records_and_the_drain_as_json(
+    monkeypatch, tmp_path, capsys
+):
+    """Under ``--log-format json`` the crash traceback of a started stream, a local model's
+    warning, a history failure and the drain's "Stopping: waiting..." line still came out as
+    text, among the JSON lines a pipeline parses. Each is one JSON object now, the traceback
+    a field of its record's; the package's loggers are as they were once serving ends."""
+    import logging
+
+    import uvicorn
+
+    from langgraph_moa.serving import _server
+
+    def run(server, sockets=None):
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError as exc:
+            failed = exc
+        errors = logging.getLogger("langgraph_moa.serving._errors")
+        errors.error("Request %s failed after its stream had started.", "r-1", exc_info=failed)
+        logging.getLogger("langgraph_moa.local").warning("The local server of m died.")
+        logging.getLogger("uvicorn.error").info("Waiting for connections to close.")
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
+    monkeypatch.setenv(_server.GC_FREEZE_ENV, "0")
+    config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
+    lines: list[str] = []
+    handlers = list(logging.getLogger("langgraph_moa").handlers)
+    _server.serve(
+        {"fake": config}, history_path=tmp_path / "h.db", log=lines.append, log_format="json"
+    )
+    records = [json.loads(line) for line in lines]
+    crash, warning, drain = records
+    assert crash["level"] == "error" and crash["message"] == (
+        "Request r-1 failed after its stream had started."
+    )
+    assert "RuntimeError: boom" in crash["traceback"] and "time" in crash
+    assert warning["level"] == "warning" and warning["message"] == "The local server of m died."
+    assert drain["message"] == _server.DRAIN_LINE
+    assert capsys.readouterr().err == ""
+    assert logging.getLogger("langgraph_moa").handlers == handlers

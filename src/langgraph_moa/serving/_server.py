@@ -161,8 +161,11 @@ def serve(
     # deadline and per-client connection limit (`_guard`), which keep slow clients out.
     options = {**server_options(), **uvicorn_options(security)}
     restore_collector = tune_collector()
-    restore_loggers = _keep_loggers(UVICORN_LOGGERS)
+    restore_loggers = _keep_loggers((*UVICORN_LOGGERS, *(PACKAGE_LOGGERS if json_lines else ())))
+    say = (lambda line: write(json_line({"message": line}))) if json_lines else write
     try:
+        if json_lines:
+            _log_as_json(write)
         settings = uvicorn.Config(
             logged,
             host=host,
@@ -171,9 +174,8 @@ def serve(
             timeout_graceful_shutdown=math.ceil(drain_timeout_s) + DRAIN_FLUSH_S,  # whole seconds
             **options,
         )
-        _say_the_drain(logging.getLogger("uvicorn.error"))
+        _say_the_drain(logging.getLogger("uvicorn.error"), say if json_lines else None)
         server_class = _stops_on_a_second_signal(uvicorn.Server)
-        say = (lambda line: write(json_line({"message": line}))) if json_lines else write
         drained = _drains_within(server_class, app.state.drain, drain_timeout_s, say)
         drained(settings).run()
     finally:  # serving is over: the collector and uvicorn's loggers are as the caller had them
@@ -183,6 +185,49 @@ def serve(
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 """The loggers uvicorn's `Config` configures (levels, handlers) and `_say_the_drain` lowers."""
+
+PACKAGE_LOGGERS = ("langgraph_moa", "langgraph_moa.local")
+"""The package's loggers that `_log_as_json` sets up while it serves under json."""
+
+
+class _JsonRecords(logging.Handler):
+    """Writes each of the package's log records as one JSON object (``--log-format json``).
+
+    ``{"time", "level", "logger", "message"}``, and ``traceback`` where the record has one:
+    a crash's traceback, a local model's failure and a history's were text lines among the
+    JSON ones, which a pipeline parsing each line as JSON could not read.
+    """
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        super().__init__()
+        self.write = write
+        self.tracebacks = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write `record` as one line of JSON."""
+        try:
+            entry = {
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+            if record.exc_info:
+                entry["traceback"] = self.tracebacks.formatException(record.exc_info)
+            self.write(json_line(entry))
+        except Exception:
+            self.handleError(record)
+
+
+def _log_as_json(write: Callable[[str], None]) -> None:
+    """Write the package's log records through `write` as JSON (`_JsonRecords`), only there.
+
+    Not on to a host's handlers, nor through the command's own text lines for the local
+    runtime (`PACKAGE_LOGGERS`, which the caller restores once serving ends).
+    """
+    package = logging.getLogger("langgraph_moa")
+    package.addHandler(_JsonRecords(write))
+    package.propagate = False
+    logging.getLogger("langgraph_moa.local").handlers.clear()
 
 
 def _keep_loggers(names: Iterable[str]) -> Callable[[], None]:
@@ -267,12 +312,14 @@ class _DrainOnly(logging.Filter):
 
     uvicorn runs at level warning, so that its start-up info stays out of the access log;
     but its "Waiting for connections to close" is info too, and Ctrl-C with a run in flight
-    was silent until the run ended. That one line is kept, in words, once.
+    was silent until the run ended. That one line is kept, in words, once; said through
+    `say` where given (``--log-format json``: as a JSON line), not uvicorn's text handler.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, say: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.said = False
+        self.say = say
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Keep warnings and errors; turn the first wait notice into `DRAIN_LINE`."""
@@ -281,15 +328,18 @@ class _DrainOnly(logging.Filter):
         if not str(record.msg).startswith("Waiting for connections") or self.said:
             return False
         self.said = True
+        if self.say is not None:
+            self.say(DRAIN_LINE)
+            return False
         record.msg, record.args = DRAIN_LINE, ()
         return True
 
 
-def _say_the_drain(logger: logging.Logger) -> None:
+def _say_the_drain(logger: logging.Logger, say: Callable[[str], None] | None = None) -> None:
     """Lower `logger` to info behind a fresh `_DrainOnly` (serve may run again in-process)."""
     for old in [f for f in logger.filters if isinstance(f, _DrainOnly)]:
         logger.removeFilter(old)
-    logger.addFilter(_DrainOnly())
+    logger.addFilter(_DrainOnly(say))
     logger.setLevel(logging.INFO)
 
 
