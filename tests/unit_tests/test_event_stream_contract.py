@@ -94,7 +94,14 @@ EVENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
     ),
     "error": (
-        {"message": str, "type": str, "status": int, "reason": (str, NULL), "request_id": str},
+        {
+            "message": str,
+            "type": str,
+            "param": (str, NULL),
+            "status": int,
+            "reason": (str, NULL),
+            "request_id": str,
+        },
         {},
     ),
     "done": ({"run_id": str, "status": str}, {"kept": bool}),

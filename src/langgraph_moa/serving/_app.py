@@ -597,5 +597,5 @@ async def _events(
 def _error_event(refusal: _APIError) -> str:
     """Return the in-band error event of a stream whose status line is already sent."""
     # `code` stays the status, as it always was; `in_stream` adds the body's code as `reason`.
-    error = {"param": refusal.param, "code": refusal.status, **refusal.in_stream()}
+    error = {"code": refusal.status, **refusal.in_stream()}
     return f"data: {dumps({'error': with_id(error)})}\n\n"

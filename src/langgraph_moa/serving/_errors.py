@@ -131,11 +131,13 @@ class _APIError(Exception):
         ``status`` is the status the request would have had, and ``reason`` the body's
         ``code`` (``context_length_exceeded``): without it a stream's error (whose ``code``
         is the status, docs/event-stream.md) and the page's said a too-long conversation
-        as every other 400, and neither could tell its user to shorten it.
+        as every other 400, and neither could tell its user to shorten it. ``param`` is the
+        field at fault, as in the error body (null where none is).
         """
         return {
             "message": self.message,
             "type": self.kind,
+            "param": self.param,
             "status": self.status,
             "reason": self.code,
         }
