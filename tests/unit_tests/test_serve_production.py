@@ -146,10 +146,10 @@ def test_serve_stacks_a_json_access_log(monkeypatch, tmp_path):
     assert json.loads(lines[-1])["path"] == "/v1/models"
 
 
-def _metered(app, **options):
+def _metered(app):
     from langgraph_moa.serving._metrics import Metrics
 
-    metrics = Metrics.for_app(app, **options)
+    metrics = Metrics.for_app(app)
     return TestClient(
         AccessLog(app, ["m"], lambda line: None, metrics=metrics), base_url="http://localhost"
     )

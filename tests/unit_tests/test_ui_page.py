@@ -193,4 +193,4 @@ def test_the_page_keeps_an_open_block_by_the_packages_finish_reasons():
     script = (STATIC / "app.js").read_text()
     assert _page_set(script, "CUT_OFF_REASONS") == CUT_OFF_REASONS
     assert _page_set(script, "TOOL_CALL_REASONS") == TOOL_CALL_REASONS
-    assert re.search(r"function stoppedItself[^}]*TOOL_CALL_REASONS\.has\(", script)
+    assert re.search(r"function keepsBlock[^}]*TOOL_CALL_REASONS\.has\(", script)

@@ -259,17 +259,17 @@ class TextQueue {
 // and not "length" or "max_tokens", nor a stop to call tools, whose block is its thinking),
 // it is the answer's own text and is shown at the part's end (keeps_block in run/_accounting.py).
 const THINK_OPEN = "<think>";
+const THINK_CLOSE = "</think>";
 const CUT_OFF_REASONS = new Set(["length", "max_tokens"]);
 const TOOL_CALL_REASONS = new Set(["function_call", "tool_calls", "tool_use"]);
+// Python's str.lstrip() whitespace: trimStart() keeps U+001C-U+001F and U+0085, drops U+FEFF.
+const LEADING_SPACE = /^[\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/;
 
-function stoppedItself(reason) {
+function keepsBlock(reason) {
   if (typeof reason !== "string" || reason === "") return false;
   const said = reason.toLowerCase();
   return !CUT_OFF_REASONS.has(said) && !TOOL_CALL_REASONS.has(said);
 }
-const THINK_CLOSE = "</think>";
-// Python's str.lstrip() whitespace: trimStart() keeps U+001C-U+001F and U+0085, drops U+FEFF.
-const LEADING_SPACE = /^[\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/;
 
 class ThinkingCut {
   constructor() {
@@ -463,7 +463,7 @@ class Pane {
         this.partStopped = false;
       }
       this.typeAnswer(this.thinking.take(ev.text));
-      if (ev.finish_reason) this.partStopped = stoppedItself(ev.finish_reason); // the part's end
+      if (ev.finish_reason) this.partStopped = keepsBlock(ev.finish_reason); // the part's end
       busy(this.answer, true); // until the answer comes whole, or the run ends
     }
   }
