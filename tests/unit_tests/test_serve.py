@@ -706,11 +706,19 @@ async def test_the_access_log_says_how_many_calls_had_ended_when_the_client_left
         layers=2,
         retry={"max_attempts": 1},
     )
+    from langgraph_moa.serving._metrics import Metrics
+
     lines: list[str] = []
-    app = AccessLog(create_app({"m": system}), ["m"], lines.append)
+    served = create_app({"m": system})
+    metrics = Metrics.for_app(served)
+    app = AccessLog(served, ["m"], lines.append, metrics=metrics)
     body = json.dumps({"model": "m", "messages": USER, "stream": stream}).encode()
     await asyncio.wait_for(asgi(app, [body], leave_when=a_and_c_ended), timeout=60)
     assert "client left after 2 calls, 1 failed ·" in lines[0], lines
+    # and the metrics count them, the hung call as cancelled (they counted none)
+    text = metrics.exposition().decode()
+    for model, outcome in (("A", "ok"), ("C", "failed"), ("B", "cancelled")):
+        assert f'moa_model_calls_total{{model="{model}",outcome="{outcome}"}} 1.0' in text
 
 
 @pytest.mark.parametrize("stream", [False, True])

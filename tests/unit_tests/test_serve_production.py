@@ -414,3 +414,20 @@ def test_serve_log_format_json_writes_the_packages_log_records_and_the_drain_as_
     assert drain["message"] == _server.DRAIN_LINE
     assert capsys.readouterr().err == ""
     assert logging.getLogger("langgraph_moa").handlers == handlers
+
+
+def test_metrics_count_the_calls_of_a_run_the_drain_stopped(fake):
+    """The drain's error (ServerStoppingError) carries no calls either: a stopping server's
+    runs were counted without the calls they had made or cut off."""
+    config = MoAConfig(proposers=[fake("A", delay=lambda n: 4.0), fake("B")], aggregator=fake("X"))
+    app = create_app({"m": config})
+    with _metered(app) as client:
+
+        async def drain() -> None:
+            app.state.drain.end_in(0.5)
+
+        client.portal.call(drain)
+        client.post("/v1/moa/runs", json={"model": "m", "messages": USER})
+        seen = _samples(client.get("/metrics").text)
+    assert seen['moa_model_calls_total{model="B",outcome="ok"}'] == 1
+    assert seen['moa_model_calls_total{model="A",outcome="cancelled"}'] == 1
