@@ -198,3 +198,36 @@ def test_an_upstream_error_that_quotes_the_users_input_logs_no_quote(json_lines)
     assert "Lovelace" not in line, line
     assert "validation error for ChatCompletionRequest" in line  # what failed stays
     assert "input_type=str" in line and "Field required" in line
+
+
+@pytest.mark.parametrize(
+    ("env", "traced"),
+    [
+        ({"LANGSMITH_TRACING_V2": "true"}, True),
+        ({"LANGCHAIN_TRACING": "true"}, True),
+        ({"LANGCHAIN_TRACING_V2": "false", "LANGSMITH_TRACING": "true"}, False),
+        ({"LANGSMITH_TRACING": "True"}, False),
+        ({"LANGSMITH_TRACING": " ", "LANGCHAIN_TRACING_V2": "true"}, True),
+    ],
+)
+def test_tracing_is_told_on_as_the_langsmith_sdk_reads_its_variables(monkeypatch, env, traced):
+    """The SDK reads LANGSMITH_TRACING_V2, LANGCHAIN_TRACING_V2, LANGSMITH_TRACING and
+    LANGCHAIN_TRACING, the first one set deciding; two of them traced with no warning."""
+    from langsmith.utils import get_env_var, tracing_is_enabled
+
+    from langgraph_moa.cli import _langsmith
+
+    for name in ("LANGSMITH_TRACING_V2", "LANGCHAIN_TRACING_V2", "LANGSMITH_TRACING"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("LANGCHAIN_TRACING", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_env_var.cache_clear()
+    assert bool(tracing_is_enabled()) is traced  # the SDK's own rule, as installed
+    assert _langsmith.tracing() is traced
+    # An endpoint that cannot be reached turns tracing off as the SDK reads it, too.
+    monkeypatch.setattr(_langsmith, "reachable", lambda url, probe_s=1.0: False)
+    _langsmith.check_langsmith()
+    get_env_var.cache_clear()
+    assert not tracing_is_enabled() and not _langsmith.tracing()
+    get_env_var.cache_clear()

@@ -47,10 +47,25 @@ def reachable(url: str, probe_s: float = PROBE_S) -> bool:
     return bool(reached)
 
 
+TRACING_VARIABLES = (
+    "LANGSMITH_TRACING_V2",
+    "LANGCHAIN_TRACING_V2",
+    "LANGSMITH_TRACING",
+    "LANGCHAIN_TRACING",
+)
+"""The variables LangSmith's SDK reads to trace, in its order: the first one set (not blank)
+decides, and only ``true`` turns tracing on (``langsmith.utils.tracing_is_enabled``)."""
+
+
+def tracing_variable() -> str | None:
+    """Return the variable that turns LangSmith's tracing on, or None if tracing is off."""
+    name = next((n for n in TRACING_VARIABLES if os.environ.get(n, "").strip()), None)
+    return name if name is not None and os.environ[name] == "true" else None
+
+
 def tracing() -> bool:
-    """Tell whether LangSmith's SDK traces the runs (either of its variables is ``true``)."""
-    flags = (os.environ.get("LANGSMITH_TRACING"), os.environ.get("LANGCHAIN_TRACING_V2"))
-    return any((f or "").lower() == "true" for f in flags)
+    """Tell whether LangSmith's SDK traces the runs, read as the SDK reads its variables."""
+    return tracing_variable() is not None
 
 
 def warn_if_tracing() -> None:
@@ -60,10 +75,10 @@ def warn_if_tracing() -> None:
     personal data leaves the machine, which an operator must know of (docs/security.md,
     "What is kept, where").
     """
-    if tracing():
+    if name := tracing_variable():
         out.warn(
             f"LangSmith tracing is on: every question and answer is sent to {endpoint()} "
-            "(unset LANGSMITH_TRACING to keep them here)."
+            f"(unset {name} to keep them here)."
         )
 
 
@@ -73,6 +88,6 @@ def check_langsmith(probe_s: float = PROBE_S) -> None:
         return
     url = endpoint()
     if not reachable(url, probe_s):
-        os.environ["LANGSMITH_TRACING"] = "false"
-        os.environ["LANGCHAIN_TRACING_V2"] = "false"
+        for name in TRACING_VARIABLES:  # each one, whichever of them the SDK reads first
+            os.environ[name] = "false"
         out.warn(f"LangSmith tracing is off for this run: {url} cannot be reached.")
