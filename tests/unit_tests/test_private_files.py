@@ -200,6 +200,25 @@ def test_an_upstream_error_that_quotes_the_users_input_logs_no_quote(json_lines)
     assert "input_type=str" in line and "Field required" in line
 
 
+def test_a_validation_error_quoted_within_a_quoted_error_logs_no_input():
+    """An upstream's body printed by the openai SDK is a Python repr: a message holding both
+    quote characters (the user's text had a ``"``) is single-quoted with its inner quotes
+    escaped, ``\\'input\\': \\'...\\'``, and that input went into the access log whole."""
+    from langgraph_moa.serving._access import without_quoted_input
+
+    inner = {"type": "string_type", "msg": "Input should be a valid string"}
+    inner["input"] = 'Ada Lovelace said "hi" and it\'s \\ done'
+    body = {"object": "error", "message": f"1 validation error:\n  {inner}\n", "code": 400}
+    text = without_quoted_input(f"BadRequestError: Error code: 400 - {body}")
+    assert "Lovelace" not in text and "done" not in text, text
+    assert "Input should be a valid string" in text and "'code': 400" in text, text
+    detail = {"detail": [{"msg": "Field required", "input": {"content": 'Ada "x" \\'}}]}
+    nested = without_quoted_input(json.dumps({"message": json.dumps(detail), "code": 422}))
+    assert "Ada" not in nested and "Field required" in nested and '"code": 422' in nested
+    plain = without_quoted_input(str({"input": "it's a \\", "type": "missing"}))
+    assert plain == "{'input': [input], 'type': 'missing'}", plain
+
+
 @pytest.mark.parametrize(
     ("env", "traced"),
     [

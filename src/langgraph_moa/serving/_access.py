@@ -306,8 +306,10 @@ work on a long one."""
 
 _INPUT_VALUE = re.compile(r"input_value=.*?(?=, input_type=)|input_value=.*", re.DOTALL)
 """Pydantic's quote of a value it refused, up to its ``input_type`` (or the text's end)."""
-_INPUT_KEY = re.compile(r"""(['"])input\1:\s*""")
-"""The ``'input':`` key of a validation error's dict (pydantic's ``errors()``, FastAPI's 422)."""
+_INPUT_KEY = re.compile(r"""(\\*)(['"])input\1\2:\s*""")
+"""The ``'input':`` key of a validation error's dict (pydantic's ``errors()``, FastAPI's 422),
+also where that dict is itself quoted in a string with its quotes escaped (``\\'input\\':``,
+as the openai SDK prints a body whose message holds both quote characters)."""
 _OPEN, _CLOSE = "{[(", "}])"
 
 
@@ -325,21 +327,30 @@ def without_quoted_input(text: str) -> str:
         if match.start() < at:
             continue  # inside an input already cut
         parts += [text[at : match.end()], "[input]"]
-        at = _value_end(text, match.end())
+        at = _value_end(text, match.end(), len(match[1]))
     return "".join([*parts, text[at:]])
 
 
-def _value_end(text: str, start: int) -> int:
-    """Return where the Python or JSON literal at `start` ends (its brackets and quotes)."""
-    depth, quote, at = 0, "", start
-    while at < len(text):
+def _value_end(text: str, start: int, slashes: int = 0) -> int:
+    """Return where the Python or JSON literal at `start` ends (its brackets and quotes).
+
+    A literal quoted within a string has `slashes` backslashes before each of its own quotes
+    (1 in a repr within a repr, 3 a level deeper): a quote is the literal's own where the run
+    of backslashes before it is `slashes` plus a multiple of ``2 * (slashes + 1)`` (its own
+    escaped backslashes); any other quote is an escaped one, part of a string's text.
+    """
+    depth, quote, run = 0, "", 0
+    for at in range(start, len(text)):
         char = text[at]
+        if char == "\\":
+            run += 1
+            continue
+        own = run % (2 * (slashes + 1)) == slashes
+        run = 0
         if quote:
-            if char == "\\":
-                at += 1
-            elif char == quote:
+            if char == quote and own:
                 quote = ""
-        elif char in "'\"":
+        elif char in "'\"" and own:
             quote = char
         elif char in _OPEN:
             depth += 1
@@ -349,8 +360,7 @@ def _value_end(text: str, start: int) -> int:
             depth -= 1
         elif char == "," and depth == 0:
             return at
-        at += 1
-    return at
+    return len(text)
 
 
 def _printable(text: str) -> str:
