@@ -855,13 +855,15 @@ def test_a_stop_while_a_results_file_is_written_leaves_the_earlier_one_whole(
     _evaluate([mix], ITEMS, tmp_path)
     path = tmp_path / "results" / "mix.jsonl"
     before = path.read_text()
-    write = type(path).write_text
+    from langgraph_moa.eval import runner
 
-    def stopped(self, text, *args, **kwargs):
-        write(self, text[: len(text) // 2], *args, **kwargs)
+    write = runner.write_private  # each file is written owner-only, through it
+
+    def stopped(to, data):
+        write(to, data[: len(data) // 2])
         raise KeyboardInterrupt  # the stop comes halfway through the write
 
-    monkeypatch.setattr(type(path), "write_text", stopped)
+    monkeypatch.setattr(runner, "write_private", stopped)
     with pytest.raises(KeyboardInterrupt):
         _evaluate([mix], ITEMS, tmp_path)
     assert path.read_text() == before  # the earlier run's file, every line of it

@@ -250,3 +250,30 @@ def test_tracing_is_told_on_as_the_langsmith_sdk_reads_its_variables(monkeypatch
     get_env_var.cache_clear()
     assert not tracing_is_enabled() and not _langsmith.tracing()
     get_env_var.cache_clear()
+
+
+def test_an_evaluations_files_in_an_existing_folder_are_its_owners_alone(system, tmp_path):
+    """An --out that exists keeps its mode, but the report (its disagreement examples) and
+    the exports written into it hold questions and answers: they were created 0644."""
+    from langgraph_moa.eval.datasets import EvalItem
+    from langgraph_moa.eval.runner import Evaluation
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    items = [EvalItem(id="1", turns=["My name is Ada Lovelace"])]
+    evaluation = Evaluation([system], items, shared, plots=False)
+    import asyncio
+
+    asyncio.run(evaluation.run())
+    written = [p for p in shared.rglob("*") if p.is_file()]
+    assert any(p.name == "report.md" for p in written), written
+    assert any("exports" in p.parts for p in written), written
+    wide = {str(p.relative_to(shared)): oct(mode(p)) for p in written if mode(p) & 0o077}
+    assert wide == {}, wide
+    folders = [p for p in shared.rglob("*") if p.is_dir()]
+    assert all(mode(p) == 0o700 for p in folders), {str(p): oct(mode(p)) for p in folders}
+    from langgraph_moa.eval.runner import _RowStore
+
+    rows = _RowStore(shared / "results" / "race.rows.jsonl", "digest")
+    rows.add({"id": "1", "answer": "Hello Ada"})  # a system a cache cannot replay
+    assert mode(rows.path) == 0o600

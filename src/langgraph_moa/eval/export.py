@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from langgraph_moa._private import PRIVATE_FOLDER, write_private
+
 
 def alpaca_eval_outputs(rows: Sequence[dict[str, Any]], generator: str) -> list[dict[str, Any]]:
     """AlpacaEval records for one system; multi-turn items give their last answer."""
@@ -63,17 +65,24 @@ def write_exports(out_dir: Path, results: dict[str, list[dict[str, Any]]], slug:
     root = out_dir / "exports"
     for name, rows in results.items():
         alpaca = root / "alpaca_eval" / slug(name)
-        alpaca.mkdir(parents=True, exist_ok=True)
-        (alpaca / "model_outputs.json").write_text(
-            json.dumps(alpaca_eval_outputs(rows, name), indent=2, ensure_ascii=False),
-            encoding="utf-8",
-        )
+        _private_folder(alpaca, root)
+        outputs = json.dumps(alpaca_eval_outputs(rows, name), indent=2, ensure_ascii=False)
+        write_private(alpaca / "model_outputs.json", outputs.encode("utf-8"))
         mt = root / "mt_bench" / "model_answer"
-        mt.mkdir(parents=True, exist_ok=True)
-        (mt / f"{slug(name)}.jsonl").write_text(
-            "".join(
-                json.dumps(a, ensure_ascii=False) + "\n" for a in mt_bench_answers(rows, slug(name))
-            ),
-            encoding="utf-8",
-        )
+        _private_folder(mt, root)
+        answers = mt_bench_answers(rows, slug(name))
+        lines = "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers)
+        write_private(mt / f"{slug(name)}.jsonl", lines.encode("utf-8"))
     return root
+
+
+def _private_folder(path: Path, root: Path) -> None:
+    """Create `path` and its missing folders up to `root` (included) owner-only.
+
+    They hold every question and answer (`_private`); a folder that exists keeps its mode.
+    """
+    folders = [path]
+    while folders[-1] != root:
+        folders.append(folders[-1].parent)
+    for folder in reversed(folders):
+        folder.mkdir(exist_ok=True, mode=PRIVATE_FOLDER)

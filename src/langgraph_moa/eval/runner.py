@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from langgraph_moa._json import dumps
-from langgraph_moa._private import PRIVATE_FOLDER
+from langgraph_moa._private import PRIVATE_FOLDER, write_private
 from langgraph_moa._redact import (
     describe_error,
     keyless_command,
@@ -911,12 +911,14 @@ def write_atomically(path: Path, text: str) -> None:
     A stop or a full disk halfway leaves the old file whole, never half of a new one; the
     temp file is removed and the `OSError` raised. A symbolic link is written through (the
     file it points to is replaced, as `write_text` would write it), and an existing file
-    keeps its permissions.
+    keeps its permissions; a new one is its owner's alone (`_private`: an evaluation's
+    files hold its questions and answers, in an --out folder that may be shared).
     """
     path = path.resolve()
     fresh = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fresh.write_text(text, encoding="utf-8")
+        fresh.unlink(missing_ok=True)  # a stale one would give the new file its mode
+        write_private(fresh, text.encode("utf-8"))
         if path.exists():
             shutil.copymode(path, fresh)
         os.replace(fresh, path)
@@ -1129,7 +1131,7 @@ class _RowStore:
         """Write the file anew in one step: a stop halfway leaves the old file, not half."""
         lines = [self._header(), *rows]
         fresh = self.path.with_name(self.path.name + ".new")
-        fresh.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+        write_private(fresh, "".join(json.dumps(r) + "\n" for r in lines).encode("utf-8"))
         os.replace(fresh, self.path)
 
 
