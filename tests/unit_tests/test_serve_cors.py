@@ -231,15 +231,18 @@ def test_only_the_servers_own_origin_passes_the_browser_guard(headers, status):
     assert (refusal[0] if refusal else 200) == status
 
 
-def test_an_allowed_origins_page_may_delete_a_run_and_no_other_may(system):
-    """DELETE /v1/moa/runs/{id} erases a run; the CORS layer granted only GET and POST, so an
-    allowed page's preflight for it was refused and the page could not erase one."""
+def test_no_page_of_another_origin_is_told_it_may_delete_a_run(system):
+    """The run routes refuse every page but the server's own, an --allowed-origin's too
+    (`_ui._check_origin`): the CORS layer granted such a page DELETE in its preflight,
+    then the DELETE itself was a 403, for a route no other page can use."""
     client = _served(system)
     preflight = client.options(
         "/moa/v1/moa/runs/abc", headers={**ORIGIN, "access-control-request-method": "DELETE"}
     )
-    assert preflight.status_code == 200 and _allowed(preflight), preflight.text
-    assert "DELETE" in preflight.headers["access-control-allow-methods"]
+    assert "DELETE" not in preflight.headers.get("access-control-allow-methods", "")
+    refused = client.delete("/moa/v1/moa/runs/abc", headers=ORIGIN)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "origin_not_allowed"
     other = client.options(
         "/moa/v1/moa/runs/abc",
         headers={"origin": "https://evil.example", "access-control-request-method": "DELETE"},

@@ -291,12 +291,13 @@ def allowed_origins(security: ServeSecurity) -> list[str]:
 def cors_options(security: ServeSecurity) -> dict[str, Any]:
     """Return Starlette's CORS settings for the operator's allowed origins (``--allowed-origin``).
 
-    A preflight carries no key, so the CORS layer sits outside the key check. DELETE is a
-    history run's erasure (``DELETE /v1/moa/runs/{id}``), which the key guards as any route.
+    A preflight carries no key, so the CORS layer sits outside the key check. It grants no
+    DELETE: the one DELETE route (a history run's, ``DELETE /v1/moa/runs/{id}``) refuses
+    every page but the server's own, an allowed origin's too, as the page's other routes do.
     """
     return {
         "allow_origins": allowed_origins(security),
-        "allow_methods": ["GET", "POST", "DELETE"],
+        "allow_methods": ["GET", "POST"],
         "allow_headers": ["authorization", "content-type", REQUEST_ID_HEADER.decode()],
         "expose_headers": list(EXPOSED_HEADERS),
     }
