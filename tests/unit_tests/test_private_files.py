@@ -277,3 +277,28 @@ def test_an_evaluations_files_in_an_existing_folder_are_its_owners_alone(system,
     rows = _RowStore(shared / "results" / "race.rows.jsonl", "digest")
     rows.add({"id": "1", "answer": "Hello Ada"})  # a system a cache cannot replay
     assert mode(rows.path) == 0o600
+
+
+def test_a_run_deleted_while_another_connection_reads_the_file_is_erased_later(tmp_path, caplog):
+    """A reader of the file (another server on it, the sqlite3 shell) keeps the write-ahead
+    log from being emptied: the deleted question stayed in it, the DELETE said nothing, and
+    no later write emptied it."""
+    import sqlite3
+
+    path = tmp_path / "h.sqlite3"
+    history = History(path)
+    history.save(RunRecord("r", "m", "My name is Ada Lovelace", answer="Hello Ada Lovelace"))
+    history.save(RunRecord("s", "m", "Another question", answer="Another answer"))
+    reader = sqlite3.connect(path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM runs").fetchall()  # a read that holds the log
+    with caplog.at_level("WARNING"):
+        assert history.delete("r")
+    assert "still holds a deleted run's text" in caplog.text  # the operator is told
+    reader.rollback()
+    reader.close()
+    history.save(RunRecord("t", "m", "A third question", answer="A third answer"))
+    files = [path, tmp_path / "h.sqlite3-wal"]
+    assert not any(b"Lovelace" in f.read_bytes() for f in files if f.exists())
+    assert [r["id"] for r in history.list()] == ["t", "s"]
+    history.close()

@@ -16,6 +16,7 @@ kept it).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -157,6 +158,7 @@ class History:
         self.keep = keep
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._unerased = False  # a deleted run's pages may be in the write-ahead log still
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             create_private(self.path)  # SQLite gives its WAL and shm files the file's mode
@@ -207,9 +209,13 @@ class History:
             dumps(compact(run.events)),  # a no-op on a compacted log
         )
         try:
-            with self._lock, self._db:
-                self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", row)
-                self._prune()
+            with self._lock:
+                with self._db:
+                    sql = "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    self._db.execute(sql, row)
+                    self._prune()
+                if self._unerased:
+                    self._erase_log()
         except sqlite3.Error as exc:
             raise HistoryError(
                 f"Cannot keep run {run.id} in the history at {self.path} ({exc})."
@@ -221,6 +227,8 @@ class History:
         Its text is overwritten in the file (``secure_delete``), and the write-ahead log,
         which still held the pages it was saved in, is written into the file and emptied:
         a run deleted at its user's request leaves no copy on the disk that SQLite keeps.
+        While another connection reads the file (another server on it) the log cannot be
+        emptied: it is then emptied at the next save or delete, and the log says so.
 
         Raises:
             HistoryError: the file cannot be written.
@@ -230,13 +238,28 @@ class History:
                 with self._db:
                     sql = "DELETE FROM runs WHERE id = ?"
                     found = self._db.execute(sql, (run_id,)).rowcount > 0
-                if found:
-                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                if found or self._unerased:
+                    self._erase_log()
                 return found
         except sqlite3.Error as exc:
             raise HistoryError(
                 f"Cannot delete run {run_id} from the history at {self.path} ({exc})."
             ) from None
+
+    def _erase_log(self) -> None:
+        """Write the write-ahead log into the file and empty it (the caller holds the lock).
+
+        A reader of the file keeps SQLite from emptying it: a deleted run's pages stay in it
+        until `_unerased` is cleared by a later call.
+        """
+        busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy and not self._unerased:
+            logging.getLogger(__name__).warning(
+                "The write-ahead log of the history at %s still holds a deleted run's text: "
+                "another connection is reading the file; it is emptied at the next save.",
+                self.path,
+            )
+        self._unerased = bool(busy)
 
     def _prune(self) -> None:
         """Delete the runs saved before the newest `keep` (the caller holds the transaction).
