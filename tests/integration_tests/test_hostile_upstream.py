@@ -197,3 +197,48 @@ def test_a_malformed_answer_fails_its_own_call_and_the_run_goes_on(kind):
     out, _ = run_with(FaultProfile(raw_body=MALFORMED[kind]))
     assert failed_call(out)["error"].startswith(f"{kind}: ")
     assert out["messages"][-1].content.startswith("agg answer")
+
+
+def streamed_answer(delta: str, extra: str = "") -> bytes:
+    """A streamed answer of one event whose delta is `delta` (JSON text), `extra` after it."""
+    event = (
+        '{"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "bad", '
+        f'"choices": [{{"index": 0, "delta": {delta}, "finish_reason": null}}]{extra}}}'
+    )
+    return f"data: {event}\n\ndata: [DONE]\n\n".encode()
+
+
+UNREADABLE_STREAMS = {
+    "JSON nested too deep": streamed_answer(
+        '{"content": "hi"}', f', "x": {"[" * DEEP}{"]" * DEEP}'
+    ),
+    "a number of too many digits": streamed_answer('{"content": "hi"}', f', "x": {"9" * 10**5}'),
+    "bytes that are not UTF-8": streamed_answer('{"content": "hi"}').replace(b"hi", b"h\xff\xfe"),
+}
+
+
+@pytest.mark.parametrize("what", list(UNREADABLE_STREAMS))
+def test_an_unreadable_streamed_answer_fails_its_call_in_one_sentence(what):
+    # The SDK decodes a stream's bytes itself, before its JSON parser sees them: a byte
+    # that is not UTF-8 failed the call with a bare UnicodeDecodeError, naming no model.
+    # The aggregator's call is the one streamed; the best proposal answers for it.
+    async def streamed(graph) -> dict:
+        out: dict = {}
+        async for mode, chunk in graph.astream(
+            {"messages": [("user", "hi")]}, stream_mode=["messages", "values"]
+        ):
+            if mode == "values":
+                out = chunk
+        return out
+
+    with FaultServer({"bad": FaultProfile(raw_body=UNREADABLE_STREAMS[what])}) as server:
+        config = MoAConfig(
+            proposers=[f"good@{server.url}", f"fine@{server.url}"],
+            aggregator=f"bad@{server.url}",
+            layers=2,
+        )
+        out = asyncio.run(asyncio.wait_for(streamed(create_moa_graph(config)), BOUND_S))
+    error = failed_call(out)["error"]
+    assert error == f"UpstreamResponseError: bad@{server.url} sent an answer of {what}"
+    assert server.requests["bad"] == 1
+    assert out["messages"][-1].response_metadata["moa"]["fallback"] == "best_proposal"

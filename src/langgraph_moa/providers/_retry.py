@@ -84,15 +84,17 @@ def _unreadable_json(exc: BaseException) -> str | None:
 
     The JSON parser's own errors for a body no server should send: nested deeper than the
     interpreter's recursion limit, a number of more digits than Python converts, bytes that
-    are not UTF-8. A body cut short (`json.JSONDecodeError`) is not one of them: it is a
-    dropped connection, retried as before.
+    are not UTF-8 (the openai SDK decodes a stream's lines itself, before the parser sees
+    them). A body cut short (`json.JSONDecodeError`) is not one of them: it is a dropped
+    connection, retried as before.
     """
-    if isinstance(exc, json.JSONDecodeError) or _innermost_package(exc) != "json":
+    where = _innermost_package(exc)
+    if isinstance(exc, UnicodeDecodeError) and where in ("json", "openai"):
+        return "bytes that are not UTF-8"
+    if isinstance(exc, json.JSONDecodeError) or where != "json":
         return None
     if isinstance(exc, RecursionError):
         return "JSON nested too deep"
-    if isinstance(exc, UnicodeDecodeError):
-        return "bytes that are not UTF-8"
     if isinstance(exc, ValueError) and "digits" in str(exc):
         return "a number of too many digits"
     return None
