@@ -182,3 +182,19 @@ def test_a_served_presets_model_is_admitted_as_its_config_spells_it():
     policy = ModelPolicy.for_systems({"s": served})
     assert policy.admit("OpenAI:gpt-4o-mini", "proposers[0]")
     assert policy.admit("azure-openai:gpt-4o", "proposers[1]")
+
+
+def test_security_md_names_each_provider_that_keeps_its_own_http_clients():
+    # docs/security.md said the answer bound and the refused redirects held for "every model
+    # on langchain-openai" and named none that escape them: `deepseek:` and `openrouter:`
+    # (on langchain-openai too) and a user's own ChatOpenAI instance keep their SDK's clients.
+    from pathlib import Path
+
+    from langgraph_moa.providers._table import LOCAL_PREFIX, providers
+
+    page = (Path(__file__).parents[2] / "docs" / "security.md").read_text()
+    section = page.split("### A misbehaving model server", 1)[1].split("\n### ", 1)[0]
+    for row in providers():
+        if row.prefix != LOCAL_PREFIX:
+            assert f"`{row.prefix}:`" in section, row.prefix
+    assert "an instance passed in as a spec" in section
