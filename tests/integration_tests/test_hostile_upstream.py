@@ -10,7 +10,7 @@ import gzip
 import openai
 import pytest
 
-from langgraph_moa import MoAConfig, UpstreamResponseError, create_moa_graph
+from langgraph_moa import MoAConfig, MoAConfigError, UpstreamResponseError, create_moa_graph
 from langgraph_moa.testing import FaultProfile, FaultServer
 from langgraph_moa.transport import _http
 from langgraph_moa.transport._http import own_async_client, own_sync_client
@@ -242,3 +242,26 @@ def test_an_unreadable_streamed_answer_fails_its_call_in_one_sentence(what):
     assert error == f"UpstreamResponseError: bad@{server.url} sent an answer of {what}"
     assert server.requests["bad"] == 1
     assert out["messages"][-1].response_metadata["moa"]["fallback"] == "best_proposal"
+
+
+@pytest.mark.parametrize("bound", [CAP // 5, 4 * CAP])
+def test_an_operator_sets_the_answer_bound_in_the_environment(monkeypatch, bound):
+    # The bound was a module constant: an operator whose model writes longer answers (one of
+    # 128,000 tokens, streamed, is about 35 MB) could not raise it, nor lower it.
+    monkeypatch.setenv("MOA_MAX_RESPONSE_BYTES", str(bound))
+    out, _ = run_with(FaultProfile(flood_bytes=2 * CAP))
+    failed = [c for c in out["calls"] if c["status"] != "ok"]
+    if bound < 2 * CAP:
+        assert f"sent an answer of more than {bound:,} bytes" in failed_call(out)["error"]
+    else:
+        assert failed == []
+
+
+@pytest.mark.parametrize("client_of", [own_async_client, own_sync_client])
+@pytest.mark.parametrize("given", ["0", "-5", "32MB", "1.5"])
+def test_an_answer_bound_that_is_no_number_of_bytes_is_refused_naming_it(
+    monkeypatch, client_of, given
+):
+    monkeypatch.setenv("MOA_MAX_RESPONSE_BYTES", given)
+    with pytest.raises(MoAConfigError, match=f"MOA_MAX_RESPONSE_BYTES must be .* got '{given}'"):
+        client_of()

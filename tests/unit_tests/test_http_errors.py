@@ -5,7 +5,7 @@ import asyncio
 import httpx2
 import pytest
 
-from langgraph_moa.transport._http import _check_requests_of
+from langgraph_moa.transport._http import MAX_RESPONSE_BYTES, _check_requests_of
 
 
 class FailingTransport:
@@ -20,7 +20,7 @@ class FailingTransport:
 
 def send_through(cause: BaseException) -> BaseException:
     transport = FailingTransport(cause)
-    _check_requests_of(transport)
+    _check_requests_of(transport, MAX_RESPONSE_BYTES)
     request = httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
     with pytest.raises(httpx2.TransportError) as caught:
         asyncio.run(transport.handle_async_request(request))

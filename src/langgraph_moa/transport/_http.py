@@ -24,7 +24,7 @@ model uses it; closing twice is harmless.
 An endpoint is the operator's, but its server may still misbehave (a buggy proxy, a server
 that ignores ``max_tokens``, a compromised host). Every answer's body is counted as it is
 read, after decompression, and the call fails with `UpstreamResponseError` past
-`MAX_RESPONSE_BYTES` (`_capped`): an answer that never ends, streamed or not, held the whole
+`max_response_bytes` (`_capped`): an answer that never ends, streamed or not, held the whole
 of itself in memory (a 200 MB body took the process to 2.3 GB). Redirects are not followed
 (the SDK's clients follow them by default): a 3xx would send the call, and its prompt, to a
 host the operator never named; it fails the call instead, naming where it pointed.
@@ -50,9 +50,36 @@ MAX_ERROR_BODY_BYTES = 64_000
 
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
-"""The most one answer's body may hold, decompressed: at about 250 bytes a streamed token,
-over 100,000 tokens, past most models' output limits and far past what `moa serve` lets a
-client ask for (``--max-answer-tokens``, 4,096)."""
+"""The most one answer's body may hold, decompressed, unless ``MOA_MAX_RESPONSE_BYTES`` says
+otherwise: at about 250 bytes a streamed token, over 100,000 tokens, past most models'
+output limits and far past what `moa serve` lets a client ask for (``--max-answer-tokens``,
+4,096)."""
+
+RESPONSE_BYTES_ENV = "MOA_MAX_RESPONSE_BYTES"
+
+
+def max_response_bytes() -> int:
+    """Return the bound on one answer's body: ``MOA_MAX_RESPONSE_BYTES``, else the default.
+
+    Read as a client is built. An operator whose models write longer answers raises it: one
+    of 128,000 tokens, streamed, is about 35 MB.
+
+    Raises:
+        MoAConfigError: the variable is not a whole number of bytes above 0 (a ValueError too).
+    """
+    given = os.environ.get(RESPONSE_BYTES_ENV, "").strip()
+    if not given:
+        return MAX_RESPONSE_BYTES
+    try:
+        bound = int(given)
+    except ValueError:  # "32MB", "1.5"
+        bound = 0
+    if bound <= 0:
+        raise MoAConfigError(
+            f"{RESPONSE_BYTES_ENV} must be a whole number of bytes above 0, got {given!r}: "
+            "set one or unset it"
+        )
+    return bound
 
 
 def _upstream_error(request: Any, what: str) -> UpstreamResponseError:
@@ -70,8 +97,8 @@ def _upstream_error(request: Any, what: str) -> UpstreamResponseError:
 class _Budget:
     """Counts an answer's bytes as they are read, decoded, and fails past the bound."""
 
-    def __init__(self, request: Any, response: Any) -> None:
-        self.request = request
+    def __init__(self, request: Any, response: Any, bound: int) -> None:
+        self.request, self.bound = request, bound
         self.decoder: Any = None
         if "content-encoding" in response.headers:  # rare: most answers come as they are
             import httpx2
@@ -91,10 +118,10 @@ class _Budget:
             pieces = self.decoder.decode(raw) if raw is not None else self.decoder.flush()
         for data in pieces:
             self.read += len(data)
-            if self.read > MAX_RESPONSE_BYTES:
+            if self.read > self.bound:
                 raise _upstream_error(
                     self.request,
-                    f"sent an answer of more than {MAX_RESPONSE_BYTES:,} bytes (it ignores "
+                    f"sent an answer of more than {self.bound:,} bytes (it ignores "
                     "max_tokens, or never ends): the call was stopped there",
                 )
             yield data
@@ -152,9 +179,9 @@ def _redirect_refused(request: Any, response: Any) -> UpstreamResponseError:
     )
 
 
-def _capped(request: Any, response: Any, *, sync: bool) -> Any:
-    """Return `response` with its body counted as it is read (`MAX_RESPONSE_BYTES`)."""
-    budget = _Budget(request, response)
+def _capped(request: Any, response: Any, bound: int, *, sync: bool) -> Any:
+    """Return `response` with its body counted as it is read, failing past `bound` bytes."""
+    budget = _Budget(request, response, bound)
     capped_async, capped_sync = _capped_streams()
     response.stream = (capped_sync if sync else capped_async)(response.stream, budget)
     return response
@@ -179,7 +206,7 @@ def _redacted_response(request: Any, response: Any, body: bytes) -> Any:
     )
 
 
-def _redact_async_errors_of(transport: Any) -> None:
+def _redact_async_errors_of(transport: Any, bound: int) -> None:
     """Have an httpx async transport redact every error body and bound every answer's size."""
     send = transport.handle_async_request
 
@@ -189,7 +216,7 @@ def _redact_async_errors_of(transport: Any) -> None:
             await response.aclose()
             raise _redirect_refused(request, response)
         if response.status_code < 400:
-            return _capped(request, response, sync=False)
+            return _capped(request, response, bound, sync=False)
         try:
             body = await response.aread()
         finally:
@@ -199,7 +226,7 @@ def _redact_async_errors_of(transport: Any) -> None:
     transport.handle_async_request = handle_async_request
 
 
-def _redact_sync_errors_of(transport: Any) -> None:
+def _redact_sync_errors_of(transport: Any, bound: int) -> None:
     """Have an httpx sync transport redact every error body and bound every answer's size."""
     send = transport.handle_request
 
@@ -209,7 +236,7 @@ def _redact_sync_errors_of(transport: Any) -> None:
             response.close()
             raise _redirect_refused(request, response)
         if response.status_code < 400:
-            return _capped(request, response, sync=True)
+            return _capped(request, response, bound, sync=True)
         try:
             body = response.read()
         finally:
@@ -303,13 +330,14 @@ def own_async_client(transport: Transport | None = None, *, loopback: bool = Fal
     import openai
 
     timeout = openai.Timeout(600.0, connect=10.0)
+    bound = max_response_bytes()
     if (transport or transport_in_use()) == "httpx":
         with _proxy_setup_explained():
             httpx_client = openai.DefaultAsyncHttpxClient(
                 timeout=timeout, trust_env=not loopback, follow_redirects=False
             )
         for hooked in _transports_of(httpx_client):
-            _redact_async_errors_of(hooked)
+            _redact_async_errors_of(hooked, bound)
         return httpx_client
     # The aiohttp client takes its proxies from the environment as mounted transports.
     with _proxy_setup_explained():
@@ -318,11 +346,11 @@ def own_async_client(transport: Transport | None = None, *, loopback: bool = Fal
         )
     for hooked in _transports_of(client):
         _hook_session_opening(hooked)
-        _check_requests_of(hooked)
+        _check_requests_of(hooked, bound)
     return client
 
 
-def _check_requests_of(transport: Any) -> None:
+def _check_requests_of(transport: Any, bound: int) -> None:
     """Have an aiohttp transport redact error bodies and report refused connections as such.
 
     Every error response's body is redacted (`_redacted_response`). And a connection that
@@ -353,7 +381,7 @@ def _check_requests_of(transport: Any) -> None:
         return response
 
     transport.handle_async_request = handle_async_request
-    _redact_async_errors_of(transport)
+    _redact_async_errors_of(transport, bound)
 
 
 def _hook_session_opening(transport: Any) -> None:
@@ -429,6 +457,7 @@ def own_sync_client(*, loopback: bool = False) -> Any:
     """
     import openai
 
+    bound = max_response_bytes()
     with _proxy_setup_explained():
         client = openai.DefaultHttpxClient(
             timeout=openai.Timeout(600.0, connect=10.0),
@@ -436,7 +465,7 @@ def own_sync_client(*, loopback: bool = False) -> Any:
             follow_redirects=False,
         )
     for hooked in _transports_of(client):
-        _redact_sync_errors_of(hooked)
+        _redact_sync_errors_of(hooked, bound)
     return client
 
 
