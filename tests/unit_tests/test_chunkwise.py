@@ -233,3 +233,22 @@ async def test_a_streamed_proposals_separate_reasoning_content_is_in_its_record(
     out = await create_moa_graph(config).ainvoke(QUESTION)
     proposals = [c for c in out["calls"] if c["role"] == "proposer"]
     assert [c.get("thinking") for c in proposals] == ["hm hm ", "hm hm "], proposals
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"input_tokens": -1000, "output_tokens": 5, "total_tokens": -995},
+        {"input_tokens": 1000, "output_tokens": 5, "total_tokens": 0},
+    ],
+)
+def test_a_parts_usage_never_lowers_the_tokens_its_budget_counts(usage):
+    # A part's usage is the model server's word: its total was summed as given into the
+    # tokens a chunk-wise run had used, so a negative or short one kept the run under
+    # budget.max_tokens, as the call records (`_tokens`) no longer let it.
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.graph._chunkwise import _total_tokens
+
+    part = AIMessage("five words of an answer", usage_metadata=usage)
+    assert _total_tokens(part) == max(0, usage["input_tokens"]) + usage["output_tokens"]

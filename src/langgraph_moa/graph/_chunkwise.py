@@ -63,6 +63,7 @@ from langgraph_moa.run._accounting import (
     refuse_filtered,
     summarize,
     token_count,
+    total_tokens,
     with_estimated_usage,
     without_thinking,
 )
@@ -741,9 +742,13 @@ def _output_tokens(response: AIMessage) -> int:
 
 
 def _total_tokens(response: AIMessage) -> int:
-    """Return the tokens a part cost, read and written (estimated: what it wrote)."""
-    usage = response.usage_metadata
-    return int(usage["total_tokens"]) if usage else estimate_tokens(response.text)
+    """Return the tokens a part cost, read and written, as its record counts them.
+
+    Estimated (what it wrote) where it reported none. Its usage is the server's word: a
+    negative or short total summed as given kept the run under ``budget.max_tokens``.
+    """
+    total = total_tokens(response)
+    return estimate_tokens(response.text) if total is None else total
 
 
 def _summed(answer: str, responses: list[AIMessage]) -> AIMessage:

@@ -473,6 +473,16 @@ def _tokens(response: object) -> tuple[int, int, int, bool] | None:
     return prompt, completion, total, "total_cost" in usage
 
 
+def total_tokens(response: object) -> int | None:
+    """Return a response's tokens, read and written, as its call's record counts them.
+
+    None where it reported no token count (`_tokens`); never below its prompt and
+    completion counts, whatever total the server gave.
+    """
+    counted = _tokens(response)
+    return None if counted is None else counted[2]
+
+
 def estimated_tokens(
     response: BaseMessage | None, prompt: Sequence[BaseMessage]
 ) -> tuple[int, int, int, bool]:
