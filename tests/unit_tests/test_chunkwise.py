@@ -252,3 +252,19 @@ def test_a_parts_usage_never_lowers_the_tokens_its_budget_counts(usage):
 
     part = AIMessage("five words of an answer", usage_metadata=usage)
     assert _total_tokens(part) == max(0, usage["input_tokens"]) + usage["output_tokens"]
+
+
+def test_one_parts_negative_usage_does_not_cancel_the_other_parts_in_the_answers_record():
+    # The parts' usages were summed as given into the answer's one record: a part that
+    # reported -1,000,000 prompt tokens cancelled what the other parts had read.
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.graph._chunkwise import _summed
+    from langgraph_moa.run._accounting import counted_tokens
+
+    hostile = {"input_tokens": -1_000_000, "output_tokens": 5, "total_tokens": -999_995}
+    honest = {"input_tokens": 500, "output_tokens": 5, "total_tokens": 505}
+    parts = [AIMessage("one", usage_metadata=hostile), AIMessage("two", usage_metadata=honest)]
+    answer = _summed("one two", parts)
+    assert counted_tokens(answer) == (500, 10, 5 + 505)
+    assert answer.usage_metadata["input_tokens"] == 500

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
-from langchain_core.messages.ai import add_usage
+from langchain_core.messages.ai import UsageMetadata, add_usage
 
 from langgraph_moa._redact import describe_error
 from langgraph_moa.errors import (
@@ -58,12 +58,12 @@ from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import (
     as_reference,
+    counted_tokens,
     empty_answer,
     kept_whole,
     refuse_filtered,
     summarize,
     token_count,
-    total_tokens,
     with_estimated_usage,
     without_thinking,
 )
@@ -747,17 +747,30 @@ def _total_tokens(response: AIMessage) -> int:
     Estimated (what it wrote) where it reported none. Its usage is the server's word: a
     negative or short total summed as given kept the run under ``budget.max_tokens``.
     """
-    total = total_tokens(response)
-    return estimate_tokens(response.text) if total is None else total
+    counted = counted_tokens(response)
+    return estimate_tokens(response.text) if counted is None else counted[2]
 
 
 def _summed(answer: str, responses: list[AIMessage]) -> AIMessage:
     """One message for the parts: the whole answer, their tokens summed, their thinking joined.
 
     A reasoning aggregator thinks again in each part (`without_thinking` took it out of each
-    part's text): the record keeps each part's thought, in order.
+    part's text): the record keeps each part's thought, in order. Each part's counts are
+    read as a record reads them before they are summed: a part's negative count cancelled
+    what the other parts had read.
     """
-    usage = [r.usage_metadata for r in responses if r.usage_metadata]
+    usage: list[UsageMetadata] = []
+    for r in responses:
+        if r.usage_metadata and (counted := counted_tokens(r)) is not None:
+            prompt, completion, total = counted
+            usage.append(
+                {
+                    **r.usage_metadata,
+                    "input_tokens": prompt,
+                    "output_tokens": completion,
+                    "total_tokens": total,
+                }
+            )
     thoughts = [r.additional_kwargs.get("reasoning_content") for r in responses]
     thinking = "\n\n".join(t for t in thoughts if isinstance(t, str) and t)  # an empty block
     return AIMessage(

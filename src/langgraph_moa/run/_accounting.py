@@ -473,14 +473,14 @@ def _tokens(response: object) -> tuple[int, int, int, bool] | None:
     return prompt, completion, total, "total_cost" in usage
 
 
-def total_tokens(response: object) -> int | None:
-    """Return a response's tokens, read and written, as its call's record counts them.
+def counted_tokens(response: object) -> tuple[int, int, int] | None:
+    """Return a response's prompt, completion and total tokens as its call's record counts them.
 
-    None where it reported no token count (`_tokens`); never below its prompt and
-    completion counts, whatever total the server gave.
+    None where it reported no token count (`_tokens`). No count is below 0, and the total
+    never below the other two, whatever the server said.
     """
     counted = _tokens(response)
-    return None if counted is None else counted[2]
+    return None if counted is None else counted[:3]
 
 
 def estimated_tokens(
