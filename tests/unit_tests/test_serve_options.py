@@ -195,3 +195,23 @@ def test_serve_stacks_the_root_path_the_trusted_proxies_and_the_drain(monkeypatc
         lines[-1].startswith("GET /v1/models 200")
         and lines[-1].count(" · 203.0.113.9 · request ") == 1
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "value"), [("MOA_MAX_RESPONSE_BYTES", "32MB"), ("MOA_HTTP_TRANSPORT", "curl")]
+)
+def test_serve_refuses_an_http_setting_that_fails_every_request_before_it_starts(
+    monkeypatch, tmp_path, env, value
+):
+    # Read as each endpoint's client is built, on a request: the server said "Serving" and
+    # then failed every request.
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.errors import MoAConfigError
+    from langgraph_moa.serving import _server
+
+    monkeypatch.setenv(env, value)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: None)
+    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
+    config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
+    with pytest.raises(MoAConfigError, match=f"{env} must be"):
+        _server.serve({"fake": config}, port=8123, history_path=tmp_path / "h.db", log=print)

@@ -92,7 +92,8 @@ def serve(
     Everything that would make every request fail is checked before the server starts and
     before `announce` says "Serving": the serve extra is installed, every preset exists and
     validates, every model's API key is set and every local model is installed (the
-    presets' and `allow_models`' alike), and the port is free. Each failure raises `MoAError`
+    presets' and `allow_models`' alike), the HTTP clients' variables (``MOA_HTTP_TRANSPORT``,
+    ``MOA_MAX_RESPONSE_BYTES``) read, and the port is free. Each failure raises `MoAError`
     in one sentence that names the fix. Then each request and each failure is written as one
     line through `log` (stderr by default).
 
@@ -129,10 +130,14 @@ def serve(
             raise MissingExtraError("moa serve --metrics", "serve", "prometheus_client") from None
     from langgraph_moa.serving._app import create_app
     from langgraph_moa.serving._policy import check_allowed_models
+    from langgraph_moa.transport._http import max_response_bytes, transport_in_use
 
     for name, config in systems.items():
         _check_served(name, config)
     check_allowed_models(allow_models)
+    # Read as each endpoint's client is built, on a request: a bad one failed every request.
+    transport_in_use()
+    max_response_bytes()
     _check_port(host, port)
     security = (security or ServeSecurity()).with_bind_host(host)
     app = create_app(
