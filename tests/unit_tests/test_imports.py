@@ -121,7 +121,7 @@ def test_an_unknown_name_is_refused_without_an_import(monkeypatch):
     # the package folder; a tool probing `hasattr(module, "setup")` did so for each name).
     tried = []
     monkeypatch.setattr(langgraph_moa.importlib, "import_module", lambda *a: tried.append(a))
-    for name in ("nonsense", "setup", "pytest_plugins", "_private"):
+    for name in ("nonsense", "setup", "pytest_plugins", "_no_such_module"):
         assert not hasattr(langgraph_moa, name)
     with pytest.raises(AttributeError, match="has no attribute 'nonsense'"):
         langgraph_moa.nonsense  # noqa: B018
