@@ -82,6 +82,29 @@ def test_a_server_without_a_history_answers_a_delete_with_404(system):
     assert client.delete("/v1/moa/runs/abc").status_code == 404
 
 
+def test_a_delete_the_history_file_refuses_says_it_cannot_be_changed(system, tmp_path, caplog):
+    """A failed DELETE answered "The run history cannot be read now", which a user who only
+    asked to erase a run (and can still list it) could not make sense of."""
+    import sqlite3
+
+    history = History(tmp_path / "h.sqlite3")
+    history.save(RunRecord("r1", "m", "My name is Ada Lovelace", created=1.0, status="done"))
+    with sqlite3.connect(history.path) as db:
+        db.execute("DROP TABLE runs")
+    client = TestClient(
+        create_app({"m": system}, history=history),
+        base_url="http://localhost",
+        raise_server_exceptions=False,
+    )
+    with caplog.at_level("WARNING"):
+        answer = client.delete("/v1/moa/runs/r1")
+    assert answer.status_code == 503
+    error = answer.json()["error"]
+    assert error["code"] == "history_unavailable" and str(tmp_path) not in answer.text
+    assert error["message"] == "The run history cannot be changed now; the operator's log says why."
+    assert "Cannot delete run r1 from the history" in caplog.text
+
+
 @pytest.mark.parametrize("command", ["serve", "ui"])
 def test_a_server_that_traces_to_langsmith_says_so_as_it_starts(monkeypatch, capsys, command):
     """LANGSMITH_TRACING sends every request's messages and every answer to LangSmith: users'

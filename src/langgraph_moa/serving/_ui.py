@@ -315,10 +315,12 @@ def _machine_redacted(value: Any, key: str | None = None) -> Any:
 _T = TypeVar("_T")
 
 HISTORY_UNREADABLE = "The run history cannot be read now; the operator's log says why."
+HISTORY_UNCHANGEABLE = "The run history cannot be changed now; the operator's log says why."
+"""A failed DELETE's sentence: "cannot be read" misled a user who can still list the run."""
 
 
-def _read(read: Callable[[Any], _T], arg: Any) -> _T:
-    """Read the history; a file it cannot read is a 503 sentence, its reason the operator's.
+def _read(read: Callable[[Any], _T], arg: Any, said: str = HISTORY_UNREADABLE) -> _T:
+    """Read (or change) the history; a file it refuses is a 503 `said`, its reason the operator's.
 
     The reason names the file's path on the server's machine (see docs/security.md, "What a
     client learns of the server's machine"): it goes to the log, in one line.
@@ -327,7 +329,7 @@ def _read(read: Callable[[Any], _T], arg: Any) -> _T:
         return read(arg)
     except HistoryError as exc:
         logging.getLogger(__name__).warning("%s", exc)
-        raise _APIError(503, HISTORY_UNREADABLE, "server_error", "history_unavailable") from None
+        raise _APIError(503, said, "server_error", "history_unavailable") from None
 
 
 def add_ui(
@@ -427,6 +429,8 @@ def add_ui(
         # A user's question may be personal data: its operator (or whoever holds the key)
         # can erase one run without stopping the server or opening the file.
         _check_origin(request)
-        if history is None or not await run_in_threadpool(_read, history.delete, run_id):
+        if history is None or not await run_in_threadpool(
+            _read, history.delete, run_id, HISTORY_UNCHANGEABLE
+        ):
             raise _APIError(404, f"No run {clip(run_id)!r} in the history.", code="run_not_found")
         return {"id": run_id, "object": "moa.run.deleted", "deleted": True}
