@@ -2254,6 +2254,8 @@ def test_a_model_calls_timeout_that_ends_a_run_is_answered_as_security_md_says(f
     said = " ".join(page.read_text(encoding="utf-8").split())
     assert "upstream_timeout" not in said
     assert "a model call's timeout that ends the run is a 502 (`upstream_error`)" in said
+    changelog = (page.parents[1] / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert "upstream_timeout" not in changelog  # it said so too
 
 
 # --- clients that stop reading ---------------------------------------------------------------
