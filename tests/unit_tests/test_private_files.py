@@ -325,3 +325,19 @@ def test_a_run_deleted_while_another_connection_reads_the_file_is_erased_later(t
     assert not any(b"Lovelace" in f.read_bytes() for f in files if f.exists())
     assert [r["id"] for r in history.list()] == ["t", "s"]
     history.close()
+
+
+def test_the_readmes_serve_section_names_the_history_flags_and_links_what_is_kept():
+    """README's `moa serve` section named neither --history-runs (0 keeps no history) nor
+    docs/security.md's table of what the server keeps: an operator read of them in `moa ui`'s."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    serve = readme.split("### As an OpenAI-compatible endpoint (`moa serve`)")[1]
+    serve = " ".join(serve.split("### On LangGraph server")[0].split())
+    for said in ("--history-runs 0", "--metrics", "--log-format json", "--preload"):
+        assert said in serve, said
+    assert "(docs/security.md#what-is-kept-where)" in serve
+    assert "## What is kept, where" in (
+        Path(__file__).parents[2] / "docs" / "security.md"
+    ).read_text(encoding="utf-8")
