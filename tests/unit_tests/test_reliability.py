@@ -345,6 +345,43 @@ def test_a_trimmed_reference_keeps_the_mark_that_ends_it(mark):
     assert sum(len(r) for r in fitted) <= 600
 
 
+def test_trimmed_references_never_exceed_the_budget_with_their_marks():
+    # A cut reference that keeps its ~80-character end mark is longer than the cap the
+    # search gave it when the cap is short: six cut-off references and two plain ones
+    # (3,000 characters each) came to 792 characters against a 600-character budget.
+    # Whenever the budget holds every reference at its shortest, the trimmed total fits.
+    from langgraph_moa.graph._chunkwise import IN_PROGRESS
+    from langgraph_moa.text._prompts import CUT_OFF_MARK, TRIM_MARK, fit_references
+
+    def shortest(ref):
+        tail = next((len(m) + 1 for m in (CUT_OFF_MARK, IN_PROGRESS) if ref.endswith(m)), 0)
+        return min(len(ref), 20 + len(TRIM_MARK) + tail)
+
+    checked = 0
+    for marked in range(4):
+        for plain in range(4):
+            for size in (10, 30, 95, 140, 400, 3000):
+                for end in (CUT_OFF_MARK, IN_PROGRESS):
+                    refs = [f"{'m' * size}\n{end}"] * marked + ["p" * size] * plain
+                    for budget_tokens in (0, 10, 50, 100, 200, 400, 1000):
+                        if sum(map(shortest, refs)) > budget_tokens * 3:
+                            continue
+                        fitted, _ = fit_references(refs, budget_tokens)
+                        assert sum(map(len, fitted)) <= budget_tokens * 3, (
+                            marked,
+                            plain,
+                            size,
+                            budget_tokens,
+                        )
+                        checked += 1
+    assert checked > 100
+    # Below that floor (six marks alone take 600 characters) each keeps its shortest form.
+    refs = [f"{'m' * 3000}\n{CUT_OFF_MARK}"] * 6 + ["p" * 3000] * 2
+    fitted, cut = fit_references(refs, budget_tokens=200)
+    assert cut == 8 and sum(map(len, fitted)) == sum(map(shortest, refs))
+    assert all(r.endswith(f"{TRIM_MARK}\n{CUT_OFF_MARK}") for r in fitted[:6])
+
+
 def test_references_are_trimmed_to_fit_the_aggregators_window(fake, log):
     wordy = fake("WORDY", reply=lambda *a: "long " * 2000)  # about 3,300 tokens by the rule
     config = MoAConfig(

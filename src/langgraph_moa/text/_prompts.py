@@ -196,26 +196,43 @@ def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[
     place. A budget too small for even 20 characters each keeps 20 characters each. A
     reference that `max_tokens` cut keeps `CUT_OFF_MARK` after its " [...]", within its cap,
     and one still being written its `IN_PROGRESS`: " [...]" alone reads as if the words
-    left out held its conclusion.
+    left out held its conclusion. The search counts each reference at the length trimming
+    gives it, marks included, so the total fits whenever 20 characters each can.
     """
     budget = max(0, budget_tokens) * CHARS_PER_TOKEN
     lengths = [len(r) for r in references]
     if sum(lengths) <= budget:
         return list(references), 0
+    tails = [len(_end_mark(r)) for r in references]
+
+    def sizes(cap: int) -> list[int]:
+        # What each reference comes to under `cap`: a cut one is its cap and " [...]", or
+        # more when its end mark leaves under 20 characters of text (`_trimmed`); one that
+        # cutting would not shorten stays whole.
+        return [
+            min(n, max(cap, 20 + t) + len(TRIM_MARK)) for n, t in zip(lengths, tails, strict=True)
+        ]
+
     low, high = 20, max(lengths)
     while low < high:  # largest cap whose total fits
         cap = (low + high + 1) // 2
-        if sum(min(n, cap + len(TRIM_MARK)) for n in lengths) <= budget:
+        if sum(sizes(cap)) <= budget:
             low = cap
         else:
             high = cap - 1
-    fitted = [r if len(r) <= low else _trimmed(r, low) for r in references]
-    return fitted, sum(len(r) > low for r in references)
+    whole = [n == size for n, size in zip(lengths, sizes(low), strict=True)]
+    fitted = [r if keep else _trimmed(r, low) for r, keep in zip(references, whole, strict=True)]
+    return fitted, whole.count(False)
+
+
+def _end_mark(reference: str) -> str:
+    """Return the line that says how `reference` ends (`_END_MARKS`), or "" if none does."""
+    return next((f"\n{m}" for m in _END_MARKS if reference.endswith(f"\n{m}")), "")
 
 
 def _trimmed(reference: str, cap: int) -> str:
     """Return `reference` cut to `cap` characters and `TRIM_MARK`, its ending mark kept."""
-    tail = next((f"\n{m}" for m in _END_MARKS if reference.endswith(f"\n{m}")), "")
+    tail = _end_mark(reference)
     body = reference[: len(reference) - len(tail)]
     return body[: max(20, cap - len(tail))].rstrip() + TRIM_MARK + tail
 
