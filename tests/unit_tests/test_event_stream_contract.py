@@ -52,7 +52,10 @@ EVENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {},
     ),
     "started": ({**CALL, "configured_model": str}, {}),
-    "token": ({**CALL, "text": str, "final": bool, "part": int}, {"finish_reason": str}),
+    "token": (
+        {**CALL, "text": str, "final": bool, "part": int},
+        {"finish_reason": str, "tool_calls": bool},
+    ),
     "finished": (
         {
             **CALL,

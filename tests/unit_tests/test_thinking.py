@@ -221,29 +221,40 @@ async def test_a_proposal_the_model_ended_inside_an_unclosed_block_is_kept(fake,
     assert [(c["status"], c["output"]) for c in kept] == [("ok", text)], kept
 
 
-async def test_the_progress_stream_and_the_page_get_each_parts_finish_reason(fake):
-    # moa serve's progress stream (and the page) read the answer from token events, which
-    # said nothing of a part's end: the part the model ended inside its block was lost.
+async def _progress_run(graph, question):
+    """Run `graph` as moa serve's progress stream does; return what it sent, the answer and
+    the answer's token events as the page gets them, joined live and replayed from history.
+    """
     from langgraph_moa.graph.streaming import RunEvents
     from langgraph_moa.serving._events import ProgressChunks, TokenJoiner
     from langgraph_moa.serving._history import Compactor
 
-    question = {"messages": [("user", "q")]}
-    events = RunEvents(await _two_part_run(fake), question)
-    chunks, tokens, sent = ProgressChunks(question), [], ""
+    events = RunEvents(graph, question)
+    chunks, joiner, history, sent = (
+        ProgressChunks(question),
+        TokenJoiner(60, 10**6),
+        Compactor(),
+        "",
+    )
     async for event in events:
         text, _ = chunks.take(event, events.source)
         sent += text or ""
         if event["event"] == "token" and event["final"]:
-            tokens.append(event)
+            joiner.add(event)
+            history.add(event)
     sent += chunks.closing(events.answer)
-    assert sent == events.answer.text == "<think> is the tag. More."
+    live = [json.loads(e.split("data: ", 1)[1]) for e in joiner.flush()]
+    return sent, events.answer, (live, history.events)
+
+
+async def test_the_progress_stream_and_the_page_get_each_parts_finish_reason(fake):
+    # moa serve's progress stream (and the page) read the answer from token events, which
+    # said nothing of a part's end: the part the model ended inside its block was lost.
+    question = {"messages": [("user", "q")]}
+    sent, answer, pages = await _progress_run(await _two_part_run(fake), question)
+    assert sent == answer.text == "<think> is the tag. More."
     # Each part's end reaches the page, its tokens joined (live, or replayed from history).
-    joiner, log = TokenJoiner(seconds=60, chars=10**6), Compactor()
-    for token in tokens:
-        joiner.add(token)
-        log.add(token)
-    for joined in ([json.loads(e.split("data: ", 1)[1]) for e in joiner.flush()], log.events):
+    for joined in pages:
         assert [(e["part"], e.get("finish_reason")) for e in joined] == [(1, "stop"), (2, "stop")]
 
 
@@ -284,3 +295,57 @@ def test_a_chunk_wise_stream_keeps_an_open_block_exactly_where_the_answer_does(r
     said = AIMessage(content=text, tool_calls=calls, response_metadata={"finish_reason": reason})
     cut = ThinkingCut()
     assert cut.take(text) + cut.finish(kept_whole(said)) == without_thinking(said, "m").text
+
+
+def _stop_with_calls_graph(log):
+    """A run whose aggregator leaves a block open and says STOP with tool calls (Gemini)."""
+    from langgraph_moa import MoAConfig, create_moa_graph
+    from tests.fakes import FakeChat
+
+    class StopWithCalls(FakeChat):
+        def _answer(self, messages, n=None, kwargs=None):
+            said = super()._answer(messages, n, kwargs)
+            if not said.tool_calls:
+                return said
+            meta = {**said.response_metadata, "finish_reason": "STOP"}
+            return said.model_copy(
+                update={"content": "<think>look it up", "response_metadata": meta}
+            )
+
+    def rule(label, n, messages, kwargs):
+        return [{"name": "search", "args": {"q": "x"}, "id": f"{label}-{n}"}]
+
+    config = MoAConfig(
+        proposers=[FakeChat(label="A", log=log), FakeChat(label="B", log=log)],
+        aggregator=StopWithCalls(label="AGG", log=log, tool_calls=rule),
+        layers=2,
+    )
+    return create_moa_graph(config)
+
+
+STOP_WITH_CALLS_RUN = {
+    "messages": [("user", "q")],
+    "tools": [{"type": "function", "function": {"name": "search", "parameters": {}}}],
+}
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+async def test_a_streamed_answer_that_said_stop_with_tool_calls_drops_its_open_block(log, api):
+    # Gemini says STOP with its function calls: the answer (`kept_whole`) drops the block
+    # that never closed, but the stream went by the finish reason alone and released the
+    # block at the end, then broke against the answer's empty text.
+    from langgraph_moa import AnswerStream
+
+    stream = AnswerStream(_stop_with_calls_graph(log), STOP_WITH_CALLS_RUN)
+    pieces = list(stream) if api == "sync" else [piece async for piece in stream]
+    assert stream.answer.tool_calls  # else the case is not the one this test holds
+    assert "".join(pieces) == stream.answer.text == ""
+
+
+async def test_the_progress_stream_and_the_page_see_the_tool_calls_that_end_a_part(log):
+    # moa serve's progress stream reads the answer from token events, which said nothing of
+    # tool calls: it released the open block and broke; the page showed it until `answer`.
+    sent, answer, pages = await _progress_run(_stop_with_calls_graph(log), STOP_WITH_CALLS_RUN)
+    assert sent == answer.text == ""
+    for joined in pages:
+        assert [(e.get("finish_reason"), e.get("tool_calls")) for e in joined] == [("STOP", True)]

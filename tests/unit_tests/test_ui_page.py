@@ -194,3 +194,7 @@ def test_the_page_keeps_an_open_block_by_the_packages_finish_reasons():
     assert _page_set(script, "CUT_OFF_REASONS") == CUT_OFF_REASONS
     assert _page_set(script, "TOOL_CALL_REASONS") == TOOL_CALL_REASONS
     assert re.search(r"function keepsBlock[^}]*TOOL_CALL_REASONS\.has\(", script)
+    # Gemini says STOP with its calls: a part whose tokens carried one keeps no open block.
+    assert "if (ev.tool_calls) this.partCalled = true;" in script
+    finishes = re.findall(r"this\.thinking\.finish\(([^)]*)\)", script)
+    assert finishes and set(finishes) == {"this.partStopped && !this.partCalled"}, finishes

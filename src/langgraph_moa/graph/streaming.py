@@ -62,8 +62,9 @@ class OneAttempt:
     Each message's pieces pass its `ThinkingCut` (`answer_text`): a reasoning model's
     leading ``<think>`` block is no part of the answer, whose text the graph keeps without
     it (`without_thinking`). A block that never closed is the answer's own text where the
-    message's finish reason (`ended`) says the model stopped itself: its cut releases it
-    whole at the message's end, as the graph keeps it.
+    message's finish reason (`ended`) says the model stopped itself and none of its chunks
+    carried a tool call (Gemini says ``STOP`` with its calls; `kept_whole`): its cut
+    releases it whole at the message's end, as the graph keeps it.
     """
 
     def __init__(self) -> None:
@@ -74,6 +75,7 @@ class OneAttempt:
         self.thinking = ThinkingCut()  # the current message's leading think block
         self.released = ""  # what the last message's cut held: answer text still to go out
         self.stopped = False  # the current message's finish reason: the model stopped itself
+        self.called = False  # a chunk of the current message carried a tool call
 
     def check(self, source: str | None, part: int) -> None:
         """Accept a piece of message `source` (of chunk-wise `part`) as the answer's next.
@@ -88,20 +90,25 @@ class OneAttempt:
             if self.pieces:
                 raise StreamBrokenError(sum(map(len, self.pieces)))
             self.held = ""  # the broken attempt's half, never sent: not the retry's text
-            self.thinking, self.stopped = ThinkingCut(), False  # nor what its cut held
+            self.thinking, self.stopped, self.called = ThinkingCut(), False, False  # nor its cut's
         if (source, part) != (self.source, self.part):
             # What the last cut held (whitespace, a "<th", a block its model ended) is the
             # answer's: the record keeps each part's text, so it goes out before the new part's.
-            self.released = self.thinking.finish(self.stopped)
-            self.thinking, self.stopped = ThinkingCut(), False
+            self.released = self.thinking.finish(self.stopped and not self.called)
+            self.thinking, self.stopped, self.called = ThinkingCut(), False, False
         self.source, self.part = source, part
 
-    def ended(self, source: str | None, part: int, reason: str | None) -> None:
-        """Note the finish reason a piece of message `source` (of `part`) carries, if any.
+    def ended(self, source: str | None, part: int, reason: str | None, calls: bool = False) -> None:
+        """Note what a piece of message `source` (of `part`) says of its end, if anything.
+
+        That is its finish reason, if any, and whether it carries a tool call (`calls`).
 
         Only the current message's counts: another's, which sent no text, has nothing held.
         """
-        if reason is not None and (source, part) == (self.source, self.part):
+        if (source, part) != (self.source, self.part):
+            return
+        self.called = self.called or calls
+        if reason is not None:
             self.stopped = keeps_block(reason)
 
     def answer_text(self, text: str) -> str:
@@ -114,7 +121,7 @@ class OneAttempt:
 
     def held_text(self) -> str:
         """Return the answer text the thinking cut held when the stream ended."""
-        return self.thinking.finish(self.stopped)
+        return self.thinking.finish(self.stopped and not self.called)
 
     def sent(self, text: str) -> str:
         """Record `text` as sent to the consumer, and return it.
@@ -245,7 +252,7 @@ class AnswerStream:
             self._or_restart(lambda: self._one.check(source, piece))
             self.streamed = True
             out = self._one.answer_text(str(text))
-        self._one.ended(source, piece, _said(chunk))
+        self._one.ended(source, piece, _said(chunk), _calls(chunk))
         return out
 
     def _or_restart(self, step: Callable[[], _T]) -> _T:
@@ -323,12 +330,14 @@ def token_event(chunk: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
     chunk-wise part the token is of (0 outside one): a reasoning aggregator opens each part
     with its own ``<think>`` block, which a reader drops as `OneAttempt` does. The chunk
     that says why its call ended carries ``finish_reason`` (its text may be empty): a part
-    whose model stopped itself inside a block that never closed has that block as its text.
+    whose model stopped itself inside a block that never closed has that block as its text,
+    unless a chunk of it carried a tool call (``tool_calls``: Gemini says ``STOP`` with them).
     """
     role = meta.get("moa_role")
     text = chunk.text if role is not None else ""
     reason = _said(chunk) if role is not None else None
-    if not text and reason is None:
+    calls = role is not None and _calls(chunk)
+    if not text and reason is None and not calls:
         return None
     event = {
         "event": "token",
@@ -342,7 +351,19 @@ def token_event(chunk: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
     }
     if reason is not None:
         event["finish_reason"] = reason
+    if calls:
+        event["tool_calls"] = True
     return event
+
+
+PART_END_FIELDS = ("finish_reason", "tool_calls")
+"""The fields of a ``token`` event that tell a reader's thinking cut how its part ended
+(`token_event`): joined token events keep them."""
+
+
+def _calls(chunk: Any) -> bool:
+    """Tell whether a streamed chunk carries (a piece of) a tool call."""
+    return bool(getattr(chunk, "tool_call_chunks", None) or getattr(chunk, "tool_calls", None))
 
 
 def _said(chunk: Any) -> str | None:

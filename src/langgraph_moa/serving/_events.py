@@ -19,7 +19,7 @@ from langchain_core.callbacks import AsyncCallbackHandler
 from langgraph_moa._json import dumps
 from langgraph_moa.config._prices import Prices, run_cost
 from langgraph_moa.config._schema import MoAConfig
-from langgraph_moa.graph.streaming import CALL_FIELDS, OneAttempt, ToolCallHold
+from langgraph_moa.graph.streaming import CALL_FIELDS, PART_END_FIELDS, OneAttempt, ToolCallHold
 from langgraph_moa.run._calls import off_the_clock
 from langgraph_moa.run._references import answered_proposals
 from langgraph_moa.serving._agreement import call_key, selection_groups, synthesis_agreement
@@ -113,8 +113,8 @@ class TokenJoiner:
                 self.since = asyncio.get_running_loop().time()
         else:
             held["text"] += event["text"]
-            if "finish_reason" in event:  # the part's end, which a reader's cut needs
-                held["finish_reason"] = event["finish_reason"]
+            # The part's end, which a reader's cut needs.
+            held.update({f: event[f] for f in PART_END_FIELDS if f in event})
         if len(self.held[call]["text"]) >= self.chars:
             out = [sse(self.held.pop(call))]
             if not self.held:  # the next token waits its own interval, not the sent one's
@@ -439,7 +439,7 @@ class ProgressChunks:
             if event["text"]:  # one that only says the part's end is no other attempt's text
                 self.one.check(*source)
                 text = self.one.sent(self.hold.take(self.one.answer_text(event["text"])))
-            self.one.ended(*source, event.get("finish_reason"))
+            self.one.ended(*source, event.get("finish_reason"), bool(event.get("tool_calls")))
             return text, None
         if event["event"] in _CALL_BOUNDS:
             self.calls.append(event)

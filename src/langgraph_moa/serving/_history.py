@@ -29,6 +29,7 @@ from typing import Any
 from langgraph_moa._json import dumps
 from langgraph_moa._private import create_private
 from langgraph_moa.errors import LocalModelError, MoAError
+from langgraph_moa.graph.streaming import PART_END_FIELDS
 from langgraph_moa.local.catalog import NO_HOME, cache_root
 
 
@@ -77,8 +78,8 @@ class Compactor:
                 if (parts := self._parts.get(at)) is None:
                     parts = self._parts[at] = [self._events[at]["text"]]
                 parts.append(event["text"])
-                if "finish_reason" in event:  # the part's end, which a replay's cut needs
-                    self._events[at]["finish_reason"] = event["finish_reason"]
+                # The part's end, which a replay's cut needs.
+                self._events[at].update({f: event[f] for f in PART_END_FIELDS if f in event})
                 return
             self._open[key] = len(self._events)
         elif event.get("event") == "started":

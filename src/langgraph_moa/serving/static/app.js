@@ -256,8 +256,9 @@ class TextQueue {
 // "<think>" is held; the block goes up to its closing tag, and the whitespace after it.
 // The call's card shows the thinking: the answer box is the answer only. A block that never
 // closed is held whole: where its part's finish_reason says the model stopped itself (said,
-// and not "length" or "max_tokens", nor a stop to call tools, whose block is its thinking),
-// it is the answer's own text and is shown at the part's end (keeps_block in run/_accounting.py).
+// and not "length" or "max_tokens", nor a stop to call tools, whose block is its thinking)
+// and none of its tokens carried a tool call (tool_calls: Gemini says STOP with its calls),
+// it is the answer's own text and is shown at the part's end (kept_whole in run/_accounting.py).
 const THINK_OPEN = "<think>";
 const THINK_CLOSE = "</think>";
 const CUT_OFF_REASONS = new Set(["length", "max_tokens"]);
@@ -372,6 +373,7 @@ class Pane {
     this.answerText = "";
     this.thinking = new ThinkingCut();
     this.partStopped = false; // the answer part's finish_reason said its model stopped itself
+    this.partCalled = false; // a token of the answer part carried a tool call
     this.typed = new TextQueue();
     this.onReask = onReask;
   }
@@ -457,13 +459,15 @@ class Pane {
       if (callKey(ev) !== this.answerKey) this.resetAnswer(callKey(ev));
       if (ev.part !== this.answerPart) { // a chunk-wise answer's next part thinks afresh
         // What the last part's cut held is answer (its block too, where its model stopped).
-        this.typeAnswer(this.thinking.finish(this.partStopped));
+        this.typeAnswer(this.thinking.finish(this.partStopped && !this.partCalled));
         this.thinking = new ThinkingCut();
         this.answerPart = ev.part;
         this.partStopped = false;
+        this.partCalled = false;
       }
       this.typeAnswer(this.thinking.take(ev.text));
       if (ev.finish_reason) this.partStopped = keepsBlock(ev.finish_reason); // the part's end
+      if (ev.tool_calls) this.partCalled = true;
       busy(this.answer, true); // until the answer comes whole, or the run ends
     }
   }
@@ -480,6 +484,7 @@ class Pane {
     this.answerText = "";
     this.thinking = new ThinkingCut();
     this.partStopped = false;
+    this.partCalled = false;
     this.typed.drop(this.answer);
     this.answer.textContent = "";
   }
@@ -638,7 +643,7 @@ class Pane {
 
   // What the answer's call wrote before the run failed stays, but not as if it were the answer.
   markIncomplete() {
-    this.typeAnswer(this.thinking.finish(this.partStopped));
+    this.typeAnswer(this.thinking.finish(this.partStopped && !this.partCalled));
     this.typed.flush();
     if (this.answerText && !this.answer.querySelector(".fallback")) {
       this.answer.prepend(el("p", "fallback", "Incomplete answer: the run stopped before it was written out."));
