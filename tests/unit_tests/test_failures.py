@@ -416,6 +416,25 @@ def test_context_overflow_is_explained_and_not_retried(fake, log):
     assert "maximum context length is 4096" in error and "Shorten the conversation" in error
 
 
+def test_anthropics_prompt_too_long_is_a_context_error_with_its_size():
+    # Anthropic words its overflow "prompt is too long: N tokens > M maximum": it was
+    # relayed bare, as no context error, so nothing said to shorten the input.
+    from langgraph_moa.errors import ContextLengthError
+    from langgraph_moa.providers._retry import explain_failure
+
+    class BadRequestError(Exception):  # the anthropic SDK's, as its str() reads
+        status_code = 400
+
+    message = "prompt is too long: 208310 tokens > 200000 maximum"
+    body = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    error = BadRequestError(f"Error code: 400 - {body}")
+    said = explain_failure(error, "anthropic:claude-sonnet-4-5", [])
+    assert isinstance(said, ContextLengthError), said
+    assert str(said).startswith(
+        "The input is too long for anthropic:claude-sonnet-4-5 (its context holds 200000 tokens)."
+    ), said
+
+
 def test_a_conversation_too_long_for_every_model_names_the_fix(fake, log):
     config = MoAConfig(
         proposers=[fake("A", fail=lambda n, m: context_overflow())],

@@ -668,6 +668,48 @@ def test_a_long_model_name_in_a_404_is_shortened_never_the_fix(body, fix_ends):
     assert name[:30] in line  # the name is still there, shortened
 
 
+def test_a_name_too_long_for_the_fix_is_not_put_clipped_in_its_command():
+    # `ollama pull models/huggingface/...…` copied from the fix failed: a clipped name is
+    # no model's. The command is named without it, and the provider's words keep the name.
+    from langgraph_moa.providers._retry import NAME_CHARS, explain_failure
+
+    long = "hf.co/" + "u" * NAME_CHARS + "/repo-GGUF:Q4_K_M"
+    body = {"error": {"message": f'model "{long}" not found, try pulling it first'}}
+    said = str(explain_failure(_not_found("http://h:11434/v1/chat/completions", body), "m", []))
+    fix = said.split(" The provider said: ", 1)[0]
+    assert fix == (
+        "m: Ollama has not pulled that model: run `ollama pull` with the model's name on its "
+        "host (`ollama list` shows the names it has)."
+    ), fix
+    short = {"error": {"message": 'model "qwen3:8b" not found, try pulling it first'}}
+    said = str(explain_failure(_not_found("http://h:11434/v1/chat/completions", short), "m", []))
+    assert "run `ollama pull qwen3:8b` on its host" in said
+
+
+class ResponseError(Exception):
+    """ollama-python's error, as langchain-ollama passes it on (Ollama's native API)."""
+
+    def __init__(self, error: str, status_code: int) -> None:
+        super().__init__(error)
+        self.error, self.status_code = error, status_code
+
+    def __str__(self) -> str:
+        return f"{self.error} (status code: {self.status_code})"
+
+
+def test_ollamas_native_404_for_a_model_not_pulled_names_the_fix():
+    # Through langchain-ollama the 404 reads "model 'x' not found (status code: 404)": it
+    # was relayed bare, where the same 404 through /v1 was told to run `ollama pull`.
+    from langgraph_moa.errors import EndpointNotFoundError
+    from langgraph_moa.providers._retry import explain_failure
+
+    said = explain_failure(ResponseError("model 'qwen3:8b' not found", 404), "ollama:qwen3:8b", [])
+    assert isinstance(said, EndpointNotFoundError), said
+    assert "run `ollama pull qwen3:8b` on its host" in str(said)
+    other = ResponseError("model 'qwen3:8b' not found", 500)  # no 404: not the case
+    assert explain_failure(other, "m", []) is other
+
+
 @pytest.mark.parametrize("part_type", ["video_url", "audio_url"])
 def test_vllms_refusal_of_a_video_or_audio_url_is_named_with_the_fix(part_type):
     """vLLM takes video_url and audio_url parts; a call that sent one was not counted as

@@ -151,20 +151,28 @@ def _is_context_overflow(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(
         phrase in text
-        for phrase in ("maximum context length", "context window", "exceeds the available context")
+        for phrase in (
+            "maximum context length",
+            "context window",
+            "exceeds the available context",
+            "prompt is too long: ",  # Anthropic's: "prompt is too long: N tokens > M maximum"
+        )
     )
 
 
-# The context's size as llama.cpp's server and OpenAI word it.
+# The context's size as llama.cpp's server, OpenAI and Anthropic word it.
 _CONTEXT_SIZE = re.compile(
     r"available context size \((\d+) tokens\)|maximum context length is (\d+) tokens"
+    r"|prompt is too long: \d+ tokens > (\d+) maximum"
 )
 
 
 def _context_size(exc: BaseException) -> str:
     """Name the context's size, if the provider did, ahead of its words (which get clipped)."""
     found = _CONTEXT_SIZE.search(str(exc))
-    return f" (its context holds {found.group(1) or found.group(2)} tokens)" if found else ""
+    if found is None:
+        return ""
+    return f" (its context holds {next(size for size in found.groups() if size)} tokens)"
 
 
 _PARAMETER_FIXES = {
@@ -241,11 +249,16 @@ files went missing)."""
 _NOT_PULLED_SINCE_0_12 = re.compile(r"model '([^']+)' not found")
 """Ollama's words since 0.12, the whole message of an error of type ``not_found_error``: so
 worded alone, they could be any server's."""
+_NOT_PULLED_NATIVE = re.compile(r"model '([^']+)' not found \(status code: 404\)")
+"""The same words from Ollama's native API, through langchain-ollama: ollama-python's
+``ResponseError`` adds the status to its message."""
 
 
 def _not_pulled(exc: BaseException) -> str | None:
     """Return the name of the model Ollama has not pulled, if that is what `exc` says."""
     if (pulled := _NOT_PULLED.search(str(exc))) is not None:
+        return pulled.group(1)
+    if (pulled := _NOT_PULLED_NATIVE.fullmatch(str(exc))) is not None:
         return pulled.group(1)
     body = _error_body(exc)
     message = body.get("message") if body is not None else None
@@ -264,7 +277,8 @@ you do not have access to it."), and its user has no --served-model-name to set.
 NAME_CHARS = 100
 """The most characters of the model's name in a 404's fix (``ollama pull NAME``): with the
 label's `LABEL_CHARS`, the fix fits a failed call's 300-character line. A name can be long
-(``hf.co/USER/REPO-GGUF:QUANT``; vLLM's default, the path given to ``--model``)."""
+(``hf.co/USER/REPO-GGUF:QUANT``); a longer one is not named in the command, which would
+fail when copied clipped: the provider's words after the fix name it."""
 
 
 def _not_found_fix(exc: BaseException) -> str | None:
@@ -280,9 +294,13 @@ def _not_found_fix(exc: BaseException) -> str | None:
         return None
     text = str(exc)
     if (name := _not_pulled(exc)) is not None:
+        pull = (
+            f"`ollama pull {name}`"
+            if len(name) <= NAME_CHARS
+            else ("`ollama pull` with the model's name")
+        )
         return (
-            "Ollama has not pulled that model: run "
-            f"`ollama pull {clip(name, NAME_CHARS)}` on its host "
+            f"Ollama has not pulled that model: run {pull} on its host "
             "(`ollama list` shows the names it has)."
         )
     if _NOT_SERVED.search(text) is not None:
