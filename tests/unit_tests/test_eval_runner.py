@@ -513,6 +513,28 @@ def test_the_config_digest_tells_settings_apart_and_not_instances():
     assert config_digest(base.with_overrides(proposers=[FakeChat(label="a")])) is None
 
 
+def test_a_judge_whose_model_is_not_pulled_says_so_in_the_summary(mix, lone, tmp_path):
+    # The judge was called past the calls' explanations: the summary said the bare 404.
+    import httpx
+    import openai
+
+    body = {"error": {"message": 'model "qwen3:8b" not found, try pulling it first'}}
+    response = httpx.Response(
+        404, request=httpx.Request("POST", "http://h:11434/v1/chat/completions"), json=body
+    )
+    missing = openai.NotFoundError(f"Error code: 404 - {body}", response=response, body=body)
+    judge = FakeChat(label="qwen3:8b", fail=lambda n, m: missing)
+    evaluation = Evaluation(
+        [mix, lone], ITEMS, tmp_path, judge=judge, baseline="wrong-alone", concurrency=1
+    )
+    summary = asyncio.run(evaluation.run(progress=False))
+    why = summary["mix"]["judge_error"]
+    assert why.startswith(
+        "EndpointNotFoundError: the judge qwen3:8b: Ollama has not pulled that model: "
+        "run `ollama pull qwen3:8b` on its host"
+    ), why
+
+
 def test_a_failing_judge_costs_the_win_rates_only(mix, lone, tmp_path):
     """The answers are computed before the judge is asked: its failure must not lose them."""
     asked = []

@@ -83,3 +83,65 @@ def test_judge_reliability_counts_agreement_across_orders_and_position_bias():
     assert judge_reliability(always_a) == {"consistent": 0, "first_position": 1.0, "unreadable": 0}
     mute = [(None, None), ("B", None)]
     assert judge_reliability(mute) == {"consistent": 0, "first_position": 0.0, "unreadable": 3}
+
+
+def _openai_error(status, body):
+    import httpx
+    import openai
+
+    response = httpx.Response(
+        status, request=httpx.Request("POST", "http://h:11434/v1/chat/completions"), json=body
+    )
+    kind = openai.NotFoundError if status == 404 else openai.BadRequestError
+    return kind(f"Error code: {status} - {body}", response=response, body=body)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "kind", "fix"),
+    [
+        (
+            {"error": {"message": 'model "qwen3:8b" not found, try pulling it first'}},
+            404,
+            "EndpointNotFoundError",
+            "run `ollama pull qwen3:8b` on its host",
+        ),
+        (
+            {
+                "message": "This model's maximum context length is 4096 tokens, however you "
+                "requested 5000 tokens",
+                "code": "context_length_exceeded",
+            },
+            400,
+            "ContextLengthError",
+            "The input is too long for the judge openai:o3-mini (its context holds 4096 tokens)",
+        ),
+        (
+            {
+                "error": {
+                    "message": "Unsupported value: 'temperature' does not support 0.0.",
+                    "code": "unsupported_value",
+                    "param": "temperature",
+                }
+            },
+            400,
+            "UnsupportedParameterError",
+            "set temperature: null for it in the config",
+        ),
+    ],
+)
+def test_a_judge_that_fails_is_explained_with_its_model_and_the_fix(fake, body, status, kind, fix):
+    # The judge was called directly, past the calls' explanations: its 404, context overflow
+    # or refused parameter reached the eval's summary as the provider's bare words.
+    failing = fake("JUDGE", fail=lambda n, m: _openai_error(status, body))
+    with pytest.raises(Exception) as raised:
+        judge_both_orders(failing, "q", "a", "b", name="openai:o3-mini")
+    assert type(raised.value).__name__ == kind
+    assert "the judge openai:o3-mini" in str(raised.value) and fix in str(raised.value)
+
+
+def test_a_judge_failure_with_no_known_fix_is_raised_as_it_came(fake):
+    down = RuntimeError("Error code: 500 - the judge's server is down")
+    failing = fake("JUDGE", fail=lambda n, m: down)
+    with pytest.raises(RuntimeError) as raised:
+        judge_both_orders(failing, "q", "a", "b", name="openai:o3-mini")
+    assert raised.value is down

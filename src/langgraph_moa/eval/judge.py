@@ -17,6 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from langgraph_moa.eval.stats import bootstrap_mean_interval
+from langgraph_moa.providers._retry import explain_failure
 from langgraph_moa.run.cache import CallCache, call_key
 
 Verdict = Literal["A", "B", "tie"]
@@ -86,12 +87,15 @@ def judge_both_orders(
     baseline: str,
     cache: CallCache | None = None,
     label: str = "judge",
+    name: str | None = None,
 ) -> tuple[Verdict | None, Verdict | None]:
     """Ask the judge with the candidate first, then with the baseline first.
 
     With a `cache`, verdicts are stored like any other call, so rescoring is free; `label`
     names the judge in their key (`run._calls.cache_name`: a local judge with its file's
-    digest).
+    digest). The judge is called directly, not as a run's call, so its failure is explained
+    here as a call's is (`explain_failure`: a 404, a context overflow, a refused parameter),
+    naming the judge's model (`name`, else `label`) and the fix.
     """
 
     def ask(first: str, second: str) -> str:
@@ -99,7 +103,13 @@ def judge_both_orders(
         key = call_key(model=label, params={}, messages=list(messages), role="judge", sample=0)
         if cache is not None and (hit := cache.get(key)) is not None:
             return hit.text
-        reply = judge.invoke(messages)
+        try:
+            reply = judge.invoke(messages)
+        except Exception as exc:
+            explained = explain_failure(exc, f"the judge {name or label}", messages)
+            if explained is exc:
+                raise
+            raise explained from exc
         if cache is not None:
             cache.put(key, reply)
         return reply.text

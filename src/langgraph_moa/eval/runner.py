@@ -652,6 +652,7 @@ class Evaluation:
                     baseline,
                     self.cache,
                     self.judge_key or "judge",
+                    self.judge_label,
                 )
 
         def pairable(row: dict[str, Any]) -> bool:
