@@ -135,3 +135,47 @@ def test_ctrl_c_during_a_sync_batch_cancels_the_calls_of_its_runs(monkeypatch, o
     finally:
         upstream.released.set()
     assert upstream.finished == []
+
+
+STUCK_RUN = """
+import signal, sys, time
+from langgraph_moa.run._interrupt import interruptible
+
+def ctrl_c(signum, frame):
+    ctrl_c.count += 1
+    if ctrl_c.count == 2:  # the user's second Ctrl-C, then no more
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    raise KeyboardInterrupt
+ctrl_c.count = 0
+signal.signal(signal.SIGALRM, ctrl_c)
+
+def run():
+    # A step that does not end soon (a Retry-After's wait): Ctrl-C comes while it waits.
+    signal.setitimer(signal.ITIMER_REAL, 0.2, 0.2)
+    time.sleep(3600)
+    yield "never"
+
+try:
+    list(interruptible(run()))
+except KeyboardInterrupt:
+    print("interrupted", ctrl_c.count, flush=True)
+"""
+
+
+def test_a_second_ctrl_c_while_a_run_closes_leaves_without_waiting_for_its_step(tmp_path):
+    # The first Ctrl-C waits for the step under way before closing the run; a second one is
+    # the user's way out. The run's thread was a ThreadPoolExecutor's, which the
+    # interpreter's exit joins: the process then waited out the step (a backoff or a
+    # Retry-After of up to 60 s) after the user had left.
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_RUN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.stdout == "interrupted 2\n", (done.stdout, done.stderr)
+    assert done.returncode == 0, done.stderr

@@ -17,14 +17,20 @@ that its nodes end at once.
 A batch (`interruptibly`) is driven the same way: its runs, on LangGraph's worker threads
 where no interrupt reaches, are parts of it (their `RunCalls` hang off the batch's), so an
 interrupted batch interrupts every run of it before the executor waits for them.
+
+The run's thread is a daemon (`_Driver`): an interrupted run is closed only after the step
+under way ends (a backoff, a Retry-After of up to a minute), and a second Ctrl-C while it
+waits is the user's way out, which the interpreter's exit must not undo by joining the
+thread (as it joins a ThreadPoolExecutor's) and waiting for that step after all.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextvars
+import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -74,8 +80,8 @@ def interruptible(run: Iterator[T]) -> Iterator[T]:
         whole.on_interrupt(calls.interrupt)
     context = contextvars.copy_context()
     context.run(RUN_CALLS.set, calls)
-    driver = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="moa run")
-    step: concurrent.futures.Future[Any] | None = None
+    driver = _Driver()
+    step: Future[Any] | None = None
     try:
         while True:
             step = driver.submit(context.run, _next, run)
@@ -89,9 +95,38 @@ def interruptible(run: Iterator[T]) -> Iterator[T]:
             driver.submit(context.run, _close, run).result()  # after the step under way
         raise
     finally:
-        driver.shutdown(wait=False)
+        driver.shutdown()
         if whole is not None:
             whole.forget(calls.interrupt)
+
+
+class _Driver:
+    """One daemon thread that takes a run's steps in turn (see the module for why a daemon)."""
+
+    def __init__(self) -> None:
+        self._steps: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None]
+        self._steps = queue.SimpleQueue()
+        threading.Thread(target=self._drive, name="moa run", daemon=True).start()
+
+    def submit(self, call: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Return the future of `call(*args)`, taken after the steps submitted before it."""
+        future: Future[Any] = Future()
+        self._steps.put((future, lambda: call(*args)))
+        return future
+
+    def shutdown(self) -> None:
+        """End the thread once the steps submitted are taken."""
+        self._steps.put(None)
+
+    def _drive(self) -> None:
+        while (work := self._steps.get()) is not None:
+            future, step = work
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(step())
+            except BaseException as exc:  # the caller's to see, as a ThreadPoolExecutor's
+                future.set_exception(exc)
 
 
 def interruptibly(work: Callable[[], T]) -> T:
