@@ -1,4 +1,6 @@
+import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,21 @@ _BY_THE_TOOLS = ("__pycache__", ".pytest_cache", ".langgraph_api")
 """What the tools themselves write into the checkout, not a test: Python, pytest, and
 `langgraph dev` (its in-memory runtime keeps `.langgraph_api/` in the folder it serves from,
 which is the repository root where README's instructions run it, as two tests do)."""
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored() -> Iterator[None]:
+    """Give every test the SIGINT and SIGTERM handlers it found, whatever it installed.
+
+    A test that runs the `moa` command in-process (`cli.main()`) leaves the command's
+    handlers, which end the process with `os._exit(130)`: a later test that presses Ctrl-C
+    (`signal.pthread_kill`) then killed the whole pytest run, silently, with exit code 130.
+    """
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in kept.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 @pytest.fixture(autouse=True)
