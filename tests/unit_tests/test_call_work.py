@@ -98,7 +98,7 @@ def test_a_call_record_and_its_event_make_the_call_identity_once(monkeypatch):
         return fields(call)
 
     monkeypatch.setattr(CallId, "fields", counted)
-    monkeypatch.setattr(_calls, "emit", lambda event, **_: None)  # outside a run
+    monkeypatch.setattr(_calls, "emit", lambda event, *_, **__: None)  # outside a run
     call = CallId("proposer", 0, 1, 0, "m")
     record = record_answer(call, [], AIMessage("An answer."), 0.1)
     assert (record["proposer"], len(made)) == (1, 1)
