@@ -143,10 +143,10 @@ class AccessLog:
         record = self._record(scope, status, started, seen, facts, crash)
         self.write(self._line(record))
         if self.metrics is not None:
-            calls = facts.get("call_records") or scope.get(FAILED_CALLS_KEY)
-            if not calls and (tally := scope.get(CALLS_KEY)) is not None:
-                calls = tally.records()  # stopped from outside: its calls as they ended
-            self.metrics.observe(scope["path"], record, calls or [])
+            # Every call record of a run ends through its tally (`emit`): answered, failed,
+            # or stopped from outside (its calls as they ended, those cut off cancelled).
+            tally = scope.get(CALLS_KEY)
+            self.metrics.observe(scope["path"], record, [] if tally is None else tally.records())
 
     async def _health(self, scope: Any, send: Any) -> None:
         health: dict[str, Any] = {"status": "ok"}  # liveness: the process answers
@@ -435,19 +435,6 @@ def note_calls(scope: Any, tally: Any) -> None:
         scope[CALLS_KEY] = tally
 
 
-FAILED_CALLS_KEY = "langgraph_moa.failed_run_calls"
-"""The ASGI scope's key of the call records a failed run's error carries (`note_failed_run`):
-its answer is an error, with no ``moa.calls``, so the metrics counted none of its calls, the
-failed ones least of all."""
-
-
-def note_failed_run(scope: Any, exc: BaseException) -> None:
-    """Note in `scope` the calls of a run that failed with `exc` (`.calls`), for the metrics."""
-    calls = getattr(exc, "calls", None)
-    if scope is not None and isinstance(calls, list):
-        scope[FAILED_CALLS_KEY] = [c for c in calls if isinstance(c, dict)]
-
-
 CUT_KEY = "langgraph_moa.cut"
 """The ASGI scope's key of why the server cut a response short (`note_cut`): its status line
 had gone out as a 200, and the log said no more than that of a stream that never ended."""
@@ -505,7 +492,6 @@ def payload_facts(payload: dict[str, Any]) -> dict[str, Any]:
     if isinstance(moa, dict):
         calls = moa.get("calls") or []
         facts["calls"] = len(calls)
-        facts["call_records"] = [c for c in calls if isinstance(c, dict)]  # for the metrics
         facts["failed"] = sum(c.get("status") == "failed" for c in calls)
         if failed_models := _failed_models(calls):
             facts["failed_models"] = failed_models

@@ -43,7 +43,7 @@ from langgraph_moa.errors import (
 from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream, RunEvents
 from langgraph_moa.providers._models import describe_model
-from langgraph_moa.serving._access import note_facts, note_failed_run
+from langgraph_moa.serving._access import note_facts
 from langgraph_moa.serving._errors import (
     DEGRADED_HEADER,
     MAX_BODY_BYTES,
@@ -253,13 +253,12 @@ def create_app(
             try:
                 first = await _first_content(stream)
             except MoAError as exc:  # nothing sent yet: the status tells, as without stream
-                note_failed_run(request.scope, exc)
                 raise _api_error(exc) from None
             if first is None:  # the client left while the run had said nothing
                 return Response(status_code=499)
             opened = _role_chunk(base) + first
             return StreamingResponse(
-                _after_start(opened, stream, progress, request.scope),
+                _after_start(opened, stream, progress),
                 media_type="text/event-stream",
                 headers=STREAM_HEADERS,
             )
@@ -276,7 +275,6 @@ def create_app(
         except _ClientGone:
             return Response(status_code=499)
         except MoAError as exc:
-            note_failed_run(request.scope, exc)
             raise _api_error(exc) from None
         completion = _completion(job.name, state, answer_id(request.scope), logprobs=job.logprobs)
         note_facts(request.scope, completion)  # the log need not find them in the bytes
@@ -512,21 +510,18 @@ async def _after_start(
     opened: str,
     stream: AsyncIterator[str],
     progress: ProgressChunks | None = None,
-    scope: Any = None,
 ) -> AsyncIterator[str]:
     """Relay the rest of a started stream; a failure now goes in-band, as OpenAI's does.
 
     A run stopped from outside (its deadline, the server's drain) cancels its calls in
     flight without their own ``failed`` events: with `progress` on, they are sent first, so
-    every call the client saw start is seen to end, as on the page's stream. The failed
-    run's calls are noted in the request's `scope` for the metrics (`note_failed_run`).
+    every call the client saw start is seen to end, as on the page's stream.
     """
     yield opened
     try:
         async for item in stream:
             yield item
     except Exception as exc:  # the status line is already sent; a bug too (`_run_failed`)
-        note_failed_run(scope, exc)
         refusal = _run_failed(exc)
         if progress is not None:
             yield progress.stopped(f"Stopped: {refusal.message}")

@@ -40,7 +40,7 @@ from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.config.context import apply_context
 from langgraph_moa.graph.streaming import RunEvents
 from langgraph_moa.run._answer import is_degraded
-from langgraph_moa.serving._access import CUT_KEY, note_facts, note_failed_run
+from langgraph_moa.serving._access import CUT_KEY, note_facts
 from langgraph_moa.serving._errors import CRASHED, MAX_BODY_BYTES, _APIError, _run_failed
 from langgraph_moa.serving._events import (
     STREAM_HEADERS,
@@ -249,7 +249,6 @@ async def _run(
             record.status = "degraded" if is_degraded(answer) else "done"
             yield out(answer)
         except Exception as exc:
-            note_failed_run(scope, exc)
             refusal = _run_failed(exc)
             record.status = "failed"
             for stopped in stopped_calls(log.events, f"Stopped: {refusal.message}"):
