@@ -30,7 +30,7 @@ from langgraph_moa._terminal import for_terminal
 from langgraph_moa.cli._output import out
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._table import LOCAL_PREFIX
-from langgraph_moa.run._accounting import CUT_OFF_REASONS
+from langgraph_moa.run._accounting import is_cut_off_reason
 
 SLOW_LOCAL_CALL_S = 60.0
 """A local call running this long gets a line saying why it may be slow."""
@@ -131,7 +131,7 @@ class Progress:
             preview = str(e.get("preview") or "")
             if e.get("model") and e["model"] not in row.label:
                 preview = f"(answered by {e['model']}) {preview}"
-            if str(e.get("finish_reason") or "").lower() in CUT_OFF_REASONS:
+            if is_cut_off_reason(e.get("finish_reason")):
                 preview = f"(cut off at max_tokens) {preview}"  # not a whole answer
             row.detail = _short(preview)
             if self.lines:

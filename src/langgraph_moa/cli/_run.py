@@ -44,7 +44,7 @@ from langgraph_moa.cli._output import out
 from langgraph_moa.cli._usage import OptionConflictError
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import MoAInputError
-from langgraph_moa.run._accounting import CUT_OFF_REASONS
+from langgraph_moa.run._accounting import is_cut_off_reason
 from langgraph_moa.run._answer import is_degraded as degraded
 
 DEGRADED_EXIT = 3
@@ -217,7 +217,7 @@ def report_degraded(answer: AIMessage) -> bool:
             f"{meta.get('answered_by')}."
         )
     reason = str(answer.response_metadata.get("finish_reason") or "").lower()
-    if reason in CUT_OFF_REASONS:  # said, not degraded: the limit was the user's to set
+    if is_cut_off_reason(reason):  # said, not degraded: the limit was the user's to set
         out.warn(
             f"the answer was cut off at its max_tokens (finish_reason {reason}) and may end "
             "mid-sentence: give it more room with --max-tokens (or the aggregator's max_tokens "

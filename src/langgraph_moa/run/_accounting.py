@@ -207,7 +207,7 @@ def stopped_itself(reason: str | None) -> bool:
     never closes is the answer's own text, kept whole (`without_thinking`), and a stream
     releases it so at its end (`ThinkingCut.finish`).
     """
-    return reason is not None and reason.lower() not in CUT_OFF_REASONS
+    return reason is not None and not is_cut_off_reason(reason)
 
 
 def keeps_block(reason: str | None) -> bool:
@@ -261,7 +261,7 @@ def empty_answer(response: BaseMessage | None, label: str) -> EmptyResponseError
     """
     message = f"{label} returned an empty answer"
     reason = finish_reason(response) if response is not None else None
-    if reason is not None and reason.lower() in CUT_OFF_REASONS:
+    if is_cut_off_reason(reason):
         message += (
             f" (finish_reason {reason!r}: its max_tokens ran out before it wrote any text, "
             "on reasoning if it is a reasoning model); raise that model's max_tokens"
@@ -276,12 +276,20 @@ def openai_finish_reason(reason: str | None) -> str | None:
     or an OpenAI client of `moa serve` that knows "length" would take such a cut as finished.
     Other reasons stay the provider's.
     """
-    return "length" if reason is not None and reason.lower() in CUT_OFF_REASONS else reason
+    return "length" if is_cut_off_reason(reason) else reason
+
+
+def is_cut_off_reason(reason: Any) -> bool:
+    """Tell whether finish reason `reason` says `max_tokens` ended the text, in any spelling.
+
+    Anything but a string (none said, a value from an event) says no.
+    """
+    return isinstance(reason, str) and reason.lower() in CUT_OFF_REASONS
 
 
 def was_cut_off(record: CallRecord) -> bool:
     """Tell whether `max_tokens` ended this call's answer."""
-    return (record.get("finish_reason") or "").lower() in CUT_OFF_REASONS
+    return is_cut_off_reason(record.get("finish_reason"))
 
 
 def as_reference(text: str, record: CallRecord) -> str:
