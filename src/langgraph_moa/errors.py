@@ -151,20 +151,21 @@ class AllProposersFailedError(_RunError):
         """The error in one short sentence (what `moa serve` sends its client)."""
 
 
-def tokens_spent(used: int, calls: Sequence[CallRecord]) -> str:
-    """Say how many tokens a run used, and how many of its calls' tokens are estimated.
+def budget_reached(used: int, limit: int, calls: Sequence[CallRecord]) -> str:
+    """Say that a run used `used` tokens of `calls`, reaching its budget of `limit`.
 
-    A call whose provider reported no usage counts by the package's estimate
-    (``usage_estimated``): said, a budget it reached is not taken for a provider's count.
-    One wording for `BudgetExhaustedError` and a labelled budget fallback's reason.
+    The clause follows "the run": one wording for `BudgetExhaustedError` and a labelled
+    budget fallback's reason. A call whose provider reported no usage counts by the
+    package's estimate (``usage_estimated``): said, a budget it reached is not taken for a
+    provider's count.
     """
-    estimated = sum("usage_estimated" in c for c in calls)
-    if not estimated:
-        return f"{used} tokens"
-    return (
-        f"{used} tokens ({estimated} of its calls estimated at 3 characters a token: their "
-        "providers reported no usage)"
-    )
+    spent = f"{used} tokens"
+    if estimated := sum("usage_estimated" in c for c in calls):
+        spent += (
+            f" ({estimated} of its calls estimated at 3 characters a token: their "
+            "providers reported no usage)"
+        )
+    return f"used {spent}, reaching its budget.max_tokens of {limit}"
 
 
 class BudgetExhaustedError(_RunError):
@@ -177,9 +178,8 @@ class BudgetExhaustedError(_RunError):
     def __init__(self, used: int, limit: int, calls: Sequence[CallRecord]) -> None:
         """Name the tokens used and the limit."""
         super().__init__(
-            f"This run used {tokens_spent(used, calls)}, reaching its budget.max_tokens of "
-            f"{limit}, so no "
-            "further model call was started: raise budget.max_tokens, or use fewer layers, "
+            f"This run {budget_reached(used, limit, calls)}, so no further model call was "
+            "started: raise budget.max_tokens, or use fewer layers, "
             "samples, proposers or max_tokens.",
             calls,
         )

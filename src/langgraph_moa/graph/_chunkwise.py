@@ -51,7 +51,7 @@ from langgraph_moa.errors import (
     ContentFilteredError,
     MoAConfigError,
     StragglerCancelledError,
-    tokens_spent,
+    budget_reached,
 )
 from langgraph_moa.providers._models import with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
@@ -657,9 +657,7 @@ class _Chunkwise:
         if self.cfg.on_aggregator_failure == "raise" or best is None:
             raise BudgetExhaustedError(used, limit, calls)
         emit("budget_spent", used=used, limit=limit)
-        reason = (
-            f"the run used {tokens_spent(used, calls)}, reaching its budget.max_tokens of {limit}: "
-        )
+        reason = f"the run {budget_reached(used, limit, calls)}: "
         if record is None:
             reason += "no aggregator part was started"
             update = labelled_fallback(self.cfg, calls, best, "budget", reason)

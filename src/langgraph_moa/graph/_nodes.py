@@ -32,7 +32,7 @@ from langgraph_moa.errors import (
     MoAConfigError,
     StragglerCancelledError,
     StructuredOutputError,
-    tokens_spent,
+    budget_reached,
 )
 from langgraph_moa.graph._chunkwise import ChunkwiseRequest, refuse_what_parts_cannot_write
 from langgraph_moa.providers._models import ModelCache, with_call_timeout
@@ -825,10 +825,7 @@ class MoANodes:
         if cfg.on_aggregator_failure == "raise" or best is None or self.wants_structure(state):
             raise BudgetExhaustedError(used, limit, calls)
         emit("budget_spent", used=used, limit=limit)
-        reason = (
-            f"the run used {tokens_spent(used, calls)}, reaching its budget.max_tokens of {limit}: "
-            "no further call was started"
-        )
+        reason = f"the run {budget_reached(used, limit, calls)}: no further call was started"
         return labelled_fallback(cfg, calls, best, "budget", reason)
 
     def wants_structure(self, state: MoAState) -> bool:
