@@ -350,6 +350,14 @@ def proposals_may_overflow(exc: BaseException) -> bool:
     )
 
 
+OVERFLOW_FIXES = (
+    "set those models' context_window in the config (the proposals are then trimmed to fit), "
+    "use fewer proposers or layers, or models with a longer context"
+)
+"""The operator's fixes where the proposals may be what overflowed (`proposals_may_overflow`):
+one wording for the chat's advice and `moa serve`'s client."""
+
+
 # --- the embedded runtime and evaluation ----------------------------------------------------
 
 

@@ -65,7 +65,12 @@ from langgraph_moa.cli._run import (
     report_degraded,
     set_context_size,
 )
-from langgraph_moa.errors import MoAError, outgrew_context, proposals_may_overflow
+from langgraph_moa.errors import (
+    OVERFLOW_FIXES,
+    MoAError,
+    outgrew_context,
+    proposals_may_overflow,
+)
 
 HELP = (
     "commands: /exit (or Ctrl-D), /reset (forget the conversation), /save FILE (write it as "
@@ -365,10 +370,7 @@ def _going_on(exc: MoAError) -> str:
         "then /reset starts a new one, or /load the file with its oldest turns removed"
     )
     if proposals_may_overflow(exc):  # as `moa serve` says it (`serving._errors`)
-        going_on += (
-            "; or set those models' context_window in the config (the proposals are then "
-            "trimmed to fit), use fewer proposers or layers, or models with a longer context"
-        )
+        going_on += f"; or {OVERFLOW_FIXES}"
     return going_on
 
 

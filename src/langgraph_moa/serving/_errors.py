@@ -16,6 +16,7 @@ from pydantic import (
 from langgraph_moa._redact import clip, redact
 from langgraph_moa.config._schema import explain_errors
 from langgraph_moa.errors import (
+    OVERFLOW_FIXES,
     AggregatorFailedError,
     AllProposersFailedError,
     BudgetExhaustedError,
@@ -68,9 +69,7 @@ def context_exceeded(exc: MoAError) -> str:
         return (
             "The conversation with the proposals drawn from it is too long for the context "
             "window of the models that answer it: send fewer or shorter messages (drop the "
-            f"oldest turns){smaller}, or ask the operator to set those models' context_window "
-            "in the config (the proposals are then trimmed to fit), to use fewer proposers "
-            "or layers, or models with a longer context."
+            f"oldest turns){smaller}, or ask the operator to {OVERFLOW_FIXES}."
         )
     return (
         "The conversation is too long for the context window of the models that answer it: "
