@@ -284,6 +284,11 @@ class UnsupportedContentError(MoAError):
     """
 
 
+NO_VISION_FIX = ": remove it for such input, or use a vision model"
+"""The fix an `UnsupportedContentError` names after its model (the operator's, in a config's
+words): `moa serve` names its client's own instead, and cuts this one out of the run's."""
+
+
 class EndpointNotFoundError(MoAError):
     """An endpoint answered 404: it serves no model of that name, or no chat API at its URL.
 

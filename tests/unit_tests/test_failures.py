@@ -599,6 +599,8 @@ def test_an_image_no_model_of_the_run_can_read_is_the_clients_400_not_a_retried_
     assert "without its images" in answer.message and "vision model" in answer.message
     refused = "AGG" if where == "aggregator" else "A"
     assert f"{refused} cannot read images" in answer.message  # which model, as the 502 said
+    # The fix said once: the refused call's own error says it again in other words.
+    assert answer.message.count("vision model") == 1, answer.message
 
 
 def test_an_image_refused_beside_a_rate_limited_proposer_stays_a_502(fake, log):

@@ -19,6 +19,7 @@ from langgraph.types import default_retry_on
 from langgraph_moa._parts import MEDIA_PARTS
 from langgraph_moa._redact import clip
 from langgraph_moa.errors import (
+    NO_VISION_FIX,
     CallTimeoutError,
     ContextLengthError,
     EndpointNotFoundError,
@@ -354,8 +355,7 @@ def explain_failure(
         )
     if _refused_content(exc, messages):
         return UnsupportedContentError(
-            f"{model} cannot read images, audio or files: remove it for such input, or use "
-            f"a vision model. The provider said: {exc}"
+            f"{model} cannot read images, audio or files{NO_VISION_FIX}. The provider said: {exc}"
         )
     # After the refusal of an image: a proxy relays OpenRouter's, a 404, from a URL that
     # would pass for one without its /v1.

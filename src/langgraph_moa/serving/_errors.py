@@ -16,6 +16,7 @@ from pydantic import (
 from langgraph_moa._redact import clip, redact
 from langgraph_moa.config._schema import explain_errors
 from langgraph_moa.errors import (
+    NO_VISION_FIX,
     OVERFLOW_FIXES,
     AggregatorFailedError,
     AllProposersFailedError,
@@ -155,7 +156,9 @@ def _api_error(exc: MoAError) -> _APIError:
         return _APIError(400, context_exceeded(exc), code="context_length_exceeded")
     if isinstance(exc, AllProposersFailedError | AggregatorFailedError):
         if ended_by(exc, UnsupportedContentError):  # the same request is refused again
-            return _APIError(400, _NO_VISION + exc.summary, code="unsupported_content")
+            # The fix once: the client's, not the refused call's (the operator's) again.
+            said = exc.summary.replace(NO_VISION_FIX, "")
+            return _APIError(400, _NO_VISION + said, code="unsupported_content")
         return _APIError(502, exc.summary, "upstream_error")
     if isinstance(exc, CallTimeoutError | UpstreamResponseError):  # the model server's doing
         return _APIError(502, redact(str(exc)), "upstream_error")
