@@ -222,6 +222,23 @@ def test_a_model_the_operator_did_not_configure_is_counted_as_other(system):
     assert "evil" not in text
 
 
+def test_metrics_count_every_route_of_the_app_by_its_template(system):
+    """The route templates were listed by hand: a route added to the app since was counted
+    as ``other``. They are read from the app's routes now."""
+    app = create_app({"m": system})
+
+    @app.get("/v1/moa/extra/{item}")
+    async def extra(item: str) -> dict[str, str]:
+        return {"item": item}
+
+    client = _metered(app)
+    assert client.get("/v1/moa/extra/client-chosen-xyz").status_code == 200
+    assert client.get("/no/such/route").status_code == 404
+    seen = _samples(client.get("/metrics").text)
+    assert seen['moa_requests_total{route="/v1/moa/extra/{item}",status="200"}'] == 1
+    assert seen['moa_requests_total{route="other",status="404"}'] == 1
+
+
 def test_serve_metrics_flag_stacks_metrics_and_refuses_without_prometheus_client(
     monkeypatch, tmp_path
 ):

@@ -20,25 +20,8 @@ are exposed with them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from re import Pattern
 from typing import Any
-
-ROUTES = (
-    "/v1/chat/completions",
-    "/v1/models",
-    "/v1/moa/runs",
-    "/ui",
-    "/",
-    "/docs",
-    "/redoc",
-    "/openapi.json",
-)
-"""The routes counted by their own path."""
-ROUTE_PREFIXES = (
-    ("/v1/models/", "/v1/models/{model}"),
-    ("/v1/moa/runs/", "/v1/moa/runs/{run_id}"),
-    ("/ui/", "/ui/{file}"),
-)
-"""The routes with a part of the client's, counted by their template."""
 
 OTHER = "other"
 
@@ -47,27 +30,32 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0
 is 600 s by default)."""
 
 
-def route_of(path: str) -> str:
-    """Return the route template a request's path is counted under (`ROUTES`, or ``other``)."""
-    if path in ROUTES:
-        return path
-    for prefix, template in ROUTE_PREFIXES:
-        if path.startswith(prefix):
-            return template
-    return OTHER
+def route_templates(routes: Iterable[Any]) -> tuple[tuple[Pattern[str], str], ...]:
+    """Return each of an app's `routes` as its pattern and its template, in the app's order.
+
+    Read from the app, not listed by hand: a hand-kept list counted a route added to the
+    server since as ``other``. A `Mount` counts by its template too (``/ui/static/{path}``).
+    """
+    return tuple(
+        (route.path_regex, route.path_format) for route in routes if hasattr(route, "path_regex")
+    )
 
 
 class Metrics:
     """The counters, histogram and gauges of one server, in a registry of their own."""
 
-    def __init__(self, models: Iterable[str], *, load: Any = None) -> None:
+    def __init__(
+        self, models: Iterable[str], *, load: Any = None, routes: Iterable[Any] = ()
+    ) -> None:
         """Count calls of `models` by name (any other is ``other``); tell `load`'s runs.
 
-        `load` is the app's `RunLoad` (runs in flight and the cap).
+        `load` is the app's `RunLoad` (runs in flight and the cap); `routes` its routes, whose
+        templates label the requests (`route_of`).
         """
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.models = frozenset(models)
+        self.routes = route_templates(routes)
         self.registry = registry = CollectorRegistry()
 
         def counter(name: str, help_text: str, *labels: str) -> Any:
@@ -124,11 +112,15 @@ class Metrics:
     @classmethod
     def for_app(cls, app: Any) -> Metrics:
         """Return the metrics of an app of `create_app`: the models it names, and its load."""
-        return cls(app.state.model_labels, load=app.state.run_load)
+        return cls(app.state.model_labels, load=app.state.run_load, routes=app.routes)
+
+    def route_of(self, path: str) -> str:
+        """Return the route template a request's path is counted under, or ``other``."""
+        return next((template for regex, template in self.routes if regex.match(path)), OTHER)
 
     def observe(self, path: str, record: dict[str, Any], calls: list[dict[str, Any]]) -> None:
         """Count one request: its `record` (`AccessLog._record`) and its run's `calls`."""
-        route = route_of(path)
+        route = self.route_of(path)
         status = record["status"]
         self.requests.labels(route, str(status) if 100 <= status < 600 else OTHER).inc()
         self.duration.labels(route).observe(record["duration_s"])
