@@ -349,3 +349,35 @@ async def test_the_progress_stream_and_the_page_see_the_tool_calls_that_end_a_pa
     assert sent == answer.text == ""
     for joined in pages:
         assert [(e.get("finish_reason"), e.get("tool_calls")) for e in joined] == [("STOP", True)]
+
+
+class _Counted(str):
+    """A piece that counts the characters a ``+`` copies in front of it."""
+
+    copied = 0
+
+    def __radd__(self, other):
+        _Counted.copied += len(other)
+        return str(other) + str(self)
+
+
+@pytest.mark.parametrize(
+    ("opening", "piece", "ending"),
+    [
+        ("<think>", "ab", "</think>14"),
+        ("", " ", "14"),
+        ("<think>", "ab", ""),
+        ("<think>a</think>", " ", "14"),
+    ],
+)
+def test_a_long_stream_is_not_copied_again_for_each_piece(opening, piece, ending):
+    # The open block (and leading whitespace) was kept as one string, added to per piece:
+    # each piece copied all the text before it, quadratic in a long thinking's pieces.
+    n = 2000
+    text = opening + piece * n + ending
+    _Counted.copied = 0
+    cut = ThinkingCut()
+    pieces = [opening, *[_Counted(piece)] * n, ending]
+    out = "".join(cut.take(p) for p in pieces) + cut.finish(stopped=True)
+    assert out == without_thinking(_said(text, "stop"), "m").text
+    assert _Counted.copied <= 10 * n, _Counted.copied

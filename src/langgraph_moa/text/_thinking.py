@@ -59,7 +59,9 @@ class ThinkingCut:
 
     def __init__(self) -> None:
         self.pending = ""
-        self.block = ""  # the text as it came, while it is or may be a block not closed
+        # The text as it came, while it is or may be a block not closed: its pieces, joined
+        # only where read (a string added to per piece copies it all again each time).
+        self.block: list[str] = []
         self.state = "start"  # then "thinking", "after" (the block closed) or "answer"
 
     def take(self, text: str) -> str:
@@ -68,14 +70,15 @@ class ThinkingCut:
             return text
         self.pending += text
         if self.state != "after":
-            self.block += text
+            self.block.append(text)
         if self.state == "start":
             head = self.pending.lstrip()
             if THINK_OPEN.startswith(head) and head != THINK_OPEN:
+                self.pending = head  # `block` keeps the whitespace dropped
                 return ""  # empty so far, or a part of the tag: it may still open a block
             if not head.startswith(THINK_OPEN):
                 self.state = "answer"
-                out, self.pending, self.block = self.pending, "", ""
+                out, self.pending, self.block = "".join(self.block), "", []
                 return out
             self.state, self.pending = "thinking", head[len(THINK_OPEN) :]
         if self.state == "thinking":
@@ -84,10 +87,11 @@ class ThinkingCut:
                 self.pending = self.pending[-(len(THINK_CLOSE) - 1) :]
                 return ""
             self.state, self.pending = "after", self.pending[end + len(THINK_CLOSE) :]
-            self.block = ""
+            self.block = []
         out = self.pending.lstrip()
         if out:
-            self.state, self.pending = "answer", ""
+            self.state = "answer"
+        self.pending = ""  # whitespace only, where nothing went out: dropped with the tag
         return out
 
     def finish(self, stopped: bool = False) -> str:
@@ -97,8 +101,8 @@ class ThinkingCut:
         never closed goes out whole too; cut off, such a block is no answer.
         """
         if self.state == "start" or (stopped and self.state == "thinking"):
-            out = self.block
+            out = "".join(self.block)
         else:
             out = ""
-        self.pending = self.block = ""
+        self.pending, self.block = "", []
         return out
