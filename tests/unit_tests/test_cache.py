@@ -529,32 +529,63 @@ def test_merging_a_file_that_is_no_call_cache_is_one_sentence_naming_it(tmp_path
     assert mine.merge(tmp_path / "another.db") == 0  # `other` was let go
 
 
-class _CutThinker(BaseChatModel):
-    """A reasoning model that `max_tokens` cuts off while it thinks; `calls` counts its calls."""
+class _Saying(BaseChatModel):
+    """A model that gives `message` to every call; `calls` counts its calls."""
 
+    message: Any
     calls: Any
 
     def _generate(self, messages, stop=None, run_manager=None, **kwargs):
         self.calls.append(1)
-        message = AIMessage("<think>maybe 12", response_metadata={"finish_reason": "length"})
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return ChatResult(generations=[ChatGeneration(message=self.message)])
 
     @property
     def _llm_type(self) -> str:
-        return "cut-thinker"
+        return "saying"
 
 
-def test_an_answer_cut_off_while_thinking_is_not_cached(fake, tmp_path):
-    # It was: every rerun failed again at once, the model never asked.
+NO_ANSWERS = {
+    "cut off while thinking": AIMessage(
+        "<think>maybe 12", response_metadata={"finish_reason": "length"}
+    ),
+    "empty, max_tokens spent": AIMessage("", response_metadata={"finish_reason": "length"}),
+    "a refusal": AIMessage("", additional_kwargs={"refusal": "I can't help with that."}),
+    "content-filtered": AIMessage(
+        "The start of", response_metadata={"finish_reason": "content_filter"}
+    ),
+}
+
+
+def _run_twice(fake, tmp_path, message):
+    """Run a graph whose proposer "m" says `message` twice, each with the cache reopened;
+    return how often "m" was called and its call records of each run."""
     calls: list[int] = []
-    config = MoAConfig(
-        proposers=[{"model": _CutThinker(calls=calls), "name": "thinker"}, fake("B")],
-        aggregator=fake("AGG"),
-        layers=2,
-    )
+    proposer = {"model": _Saying(message=message, calls=calls), "name": "m"}
+    config = MoAConfig(proposers=[proposer, fake("B")], aggregator=fake("AGG"), layers=2)
+    runs = []
     for _ in range(2):
         out = create_moa_graph(config, call_cache=SQLiteCallCache(tmp_path / "calls.db")).invoke(
             QUESTION
         )
-        assert [c["status"] for c in out["calls"] if c["model"] == "thinker"] == ["failed"]
-    assert len(calls) == 2
+        runs.append([c for c in out["calls"] if c["model"] == "m"])
+    return len(calls), runs
+
+
+@pytest.mark.parametrize("case", list(NO_ANSWERS))
+def test_a_response_that_is_no_answer_is_not_cached(fake, tmp_path, case):
+    # It was (all but the cut-off thinking): every rerun failed again at once from the
+    # cache, the model never asked.
+    called, runs = _run_twice(fake, tmp_path, NO_ANSWERS[case])
+    assert [[(c["status"], c.get("cached", False)) for c in run] for run in runs] == [
+        [("failed", False)]
+    ] * 2
+    assert called == 2
+
+
+def test_an_answer_is_cached(fake, tmp_path):
+    called, runs = _run_twice(fake, tmp_path, AIMessage("14"))
+    assert [[(c["status"], c["cached"]) for c in run] for run in runs] == [
+        [("ok", False)],
+        [("ok", True)],
+    ]
+    assert called == 1

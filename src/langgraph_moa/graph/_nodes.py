@@ -465,7 +465,8 @@ class MoANodes:
             stop = watch(step) if watch is not None else None
             last = self._last_derived  # `draws`'s own first steps, without the call
             draws = last.draws if last.cfg is cfg and last.draws is not None else self.draws(cfg)
-            response, cached = yield from cached_call(
+            may_answer = _may_answer(cfg, call)
+            (message, parsed), cached = yield from cached_call(
                 self.call_cache,
                 req.model,
                 req.messages,
@@ -475,11 +476,11 @@ class MoANodes:
                 stop,
                 req.trace,
                 spec=req.spec,
+                accept=lambda response: _answer_of(call, response, req.options, may_answer),
                 # Only an attempt with another after it waits out a provider's Retry-After.
                 retried=step.next_attempt(key) < cfg.retry.max_attempts,
                 draw=call.draw(draws),
             )
-            message, parsed = _answer_of(call, response, req.options, _may_answer(cfg, call))
             latency = time.perf_counter() - started
             record = record_answer(call, step.errors(key), message, latency, cached, req.messages)
         except Exception as exc:

@@ -190,8 +190,8 @@ def cut_while_thinking(response: BaseMessage) -> bool:
     """Tell whether the model was cut off inside the thinking block its text opens with.
 
     The block never closed, no tool call was made, and ``max_tokens`` ended the answer, or
-    the provider did not say what did. Such a response is no answer: the call cache keeps
-    none, or a rerun with the same settings would fail again without asking the model.
+    the provider did not say what did. Such a response is no answer (`without_thinking`
+    fails it), and so the call cache keeps none (`run._calls.cached_call`).
     """
     if not isinstance(response, AIMessage) or response.tool_calls:
         return False

@@ -50,7 +50,6 @@ from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_
 from langgraph_moa.providers._table import LOCAL_PREFIX, is_sdk_timeout
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import (
-    cut_while_thinking,
     failed_record,
     ok_record,
     openai_finish_reason,
@@ -1014,15 +1013,20 @@ def cached_call(
     config: RunnableConfig | None = None,
     *,
     spec: ModelSpec,
+    accept: Callable[[Any], T],
     retried: bool = True,
     draw: int | None = None,
-) -> Generator[Request, Any, tuple[Any, bool]]:
+) -> Generator[Request, Any, tuple[T, bool]]:
     """Answer from the call cache, or have the node's runner call the model; tell which.
 
     The key names the model by `cache_name`, never by the role's display name alone:
     keyed by the name, a renamed role, or two roles sharing a name, were served another
     model's answers. `retried`: whether a failure gets another attempt (`call_model`).
     `draw`: the call's `CallId.draw` (its sample if None), the key's sample.
+
+    `accept` reads the response into the answer, raising where it is none (empty, refused,
+    filtered, cut off while thinking): only a response it accepted is stored, since a stored
+    failure would fail every rerun again without asking the model.
     """
     draw = call.sample if draw is None else draw
     key = None
@@ -1035,7 +1039,7 @@ def cached_call(
             sample=draw,
         )
         if (hit := cache.get(key)) is not None:
-            return hit, True
+            return accept(hit), True
     if call.role == "proposer" and draw > 0:
         model = without_llm_cache(model)
     runnable, config = with_trace(model, config)
@@ -1043,10 +1047,7 @@ def cached_call(
     response = yield ModelRequest(
         runnable, messages, call.configured_model, timeout, stop, own_timeout, config, retried
     )
-    # A model cut off while thinking gave no answer: kept, a rerun would replay the failure.
-    # Looked for only where there is a cache: a run without one splits no text for it.
-    if cache is None or key is None:
-        return response, False
-    if isinstance(response, BaseMessage) and not cut_while_thinking(response):
+    answer = accept(response)
+    if key is not None and cache is not None and isinstance(response, BaseMessage):
         cache.put(key, response)
-    return response, False
+    return answer, False
