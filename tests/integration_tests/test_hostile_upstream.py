@@ -265,3 +265,50 @@ def test_an_answer_bound_that_is_no_number_of_bytes_is_refused_naming_it(
     monkeypatch.setenv("MOA_MAX_RESPONSE_BYTES", given)
     with pytest.raises(MoAConfigError, match=f"MOA_MAX_RESPONSE_BYTES must be .* got '{given}'"):
         client_of()
+
+
+def _error_call(server_url: str, transport: str) -> openai.APIStatusError:
+    """Call model "bad" once with the transport named; return the error it fails with."""
+    messages = [{"role": "user", "content": "hi"}]
+    if transport == "sync":
+        client = openai.OpenAI(
+            base_url=server_url, api_key="x", http_client=own_sync_client(), max_retries=0
+        )
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="bad", messages=messages)
+        return caught.value
+
+    async def call() -> None:
+        client = openai.AsyncOpenAI(
+            base_url=server_url, api_key="x", http_client=own_async_client(), max_retries=0
+        )
+        await client.chat.completions.create(model="bad", messages=messages)
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        asyncio.run(asyncio.wait_for(call(), BOUND_S))
+    return caught.value
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx", "sync"])
+def test_a_compressed_error_body_is_read_only_up_to_its_bound(monkeypatch, transport):
+    # The answer bound held only below status 400: an error body was read whole, then cut,
+    # so a gzip 500 of 292 KB inflated to 300 MB in memory. Here 20 KB inflate to 20 MB,
+    # and the error bound is lowered to 10 KB: what was held at once shows which was read.
+    import tracemalloc
+
+    monkeypatch.setattr(_http, "MAX_ERROR_BODY_BYTES", 10_000)
+    if transport != "sync":
+        monkeypatch.setenv("MOA_HTTP_TRANSPORT", transport)
+    bomb = gzip.compress(b'{"error": "' + b" " * (20 * CAP) + b'"}')
+    profile = FaultProfile(raw_body=bomb, raw_status=500, headers={"content-encoding": "gzip"})
+    with FaultServer({"bad": profile}) as server:
+        _error_call(server.url, transport)  # the clients and their imports, made once
+        tracemalloc.start()
+        try:
+            error = _error_call(server.url, transport)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert error.status_code == 500
+    assert len(error.response.content) <= 10_000
+    assert peak < 5 * CAP, peak  # the whole body is 20 * CAP

@@ -63,9 +63,11 @@ class FaultProfile(BaseModel):
     """Answer every request with this HTTP status and JSON body: a real server's own error,
     word for word (Ollama's model that is not pulled, vLLM's context overflow)."""
     raw_body: bytes | None = None
-    """Answer every request with these bytes, as they are, status 200: JSON (or, to a
-    streamed request, server-sent events) no well-behaved server sends; a hostile or broken
+    """Answer every request with these bytes, as they are, status `raw_status`: JSON (or, to
+    a streamed request, server-sent events) no well-behaved server sends; a hostile or broken
     upstream's answer."""
+    raw_status: int = 200
+    """The status `raw_body` comes with (500: an error body, a huge or compressed one)."""
     flood_bytes: int | None = None
     """Send an answer of about this many bytes whatever max_tokens asks, in 64 KB pieces: a
     server that ignores max_tokens (a stream with no end, for a number past any bound)."""
@@ -236,7 +238,9 @@ def _hostile(body: dict[str, Any], model: str, profile: FaultProfile) -> Any:
     if profile.redirect_to is not None:
         return RedirectResponse(profile.redirect_to, status_code=307, headers=headers)
     if profile.raw_body is not None:
-        return Response(profile.raw_body, media_type=media, headers=headers)
+        return Response(
+            profile.raw_body, status_code=profile.raw_status, media_type=media, headers=headers
+        )
     if profile.flood_bytes is not None:
         return StreamingResponse(
             _flood(model, profile.flood_bytes, streamed=streamed),

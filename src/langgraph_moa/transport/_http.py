@@ -25,7 +25,8 @@ An endpoint is the operator's, but its server may still misbehave (a buggy proxy
 that ignores ``max_tokens``, a compromised host). Every answer's body is counted as it is
 read, after decompression, and the call fails with `UpstreamResponseError` past
 `max_response_bytes` (`_capped`): an answer that never ends, streamed or not, held the whole
-of itself in memory (a 200 MB body took the process to 2.3 GB). Redirects are not followed
+of itself in memory (a 200 MB body took the process to 2.3 GB). An error body is read
+only up to `MAX_ERROR_BODY_BYTES`, decompressed (`_ErrorBody`). Redirects are not followed
 (the SDK's clients follow them by default): a 3xx would send the call, and its prompt, to a
 host the operator never named; it fails the call instead, naming where it pointed.
 """
@@ -94,20 +95,63 @@ def _upstream_error(request: Any, what: str) -> UpstreamResponseError:
     return UpstreamResponseError(f"{who} {what}")
 
 
+def _decoder_of(response: Any) -> Any:
+    """Return the decoder of `response`'s content encoding, None where it has none.
+
+    Built as httpx builds it; the response then says no encoding, so httpx does not decode
+    it twice.
+    """
+    if "content-encoding" not in response.headers:  # rare: most answers come as they are
+        return None
+    import httpx2
+
+    decoder = httpx2.Response(200, headers=response.headers)._get_content_decoder()
+    for name in _DECODED_AWAY:
+        response.headers.pop(name, None)
+    return decoder
+
+
+class _ErrorBody:
+    """Gathers an error body, decoded, up to `MAX_ERROR_BODY_BYTES`, and says when it has them.
+
+    The rest is never read: an error needs no more, and a body read whole (a gzip 500 of
+    292 KB inflates to 300 MB) held all of itself in memory. A compressed piece is decoded
+    a little at a time, so no one piece inflates far past the bound.
+    """
+
+    STEP = 1024
+    """Compressed bytes decoded at a time: at most about 1 MB once inflated."""
+
+    def __init__(self, response: Any) -> None:
+        self.decoder = _decoder_of(response)
+        self.body = bytearray()
+
+    def full(self, raw: bytes) -> bool:
+        """Add what `raw` decodes to; return whether the body holds all it may."""
+        if self.decoder is None:
+            self.body += raw
+            return len(self.body) >= MAX_ERROR_BODY_BYTES
+        for at in range(0, len(raw), self.STEP):
+            for data in self.decoder.decode(raw[at : at + self.STEP]):
+                self.body += data
+                if len(self.body) >= MAX_ERROR_BODY_BYTES:
+                    return True
+        return False
+
+    def end(self, full: bool) -> bytes:
+        """Return the body, its decoder's rest added where the whole of it was read."""
+        if not full and self.decoder is not None:
+            for data in self.decoder.flush():
+                self.body += data
+        return bytes(self.body[:MAX_ERROR_BODY_BYTES])
+
+
 class _Budget:
     """Counts an answer's bytes as they are read, decoded, and fails past the bound."""
 
     def __init__(self, request: Any, response: Any, bound: int) -> None:
         self.request, self.bound = request, bound
-        self.decoder: Any = None
-        if "content-encoding" in response.headers:  # rare: most answers come as they are
-            import httpx2
-
-            # Its decoder, built as httpx builds it; the answer then says no encoding, so
-            # httpx does not decode it twice.
-            self.decoder = httpx2.Response(200, headers=response.headers)._get_content_decoder()
-            for name in _DECODED_AWAY:
-                response.headers.pop(name, None)
+        self.decoder = _decoder_of(response)
         self.read = 0
 
     def take(self, raw: bytes | None) -> Iterator[bytes]:
@@ -190,7 +234,7 @@ def _capped(request: Any, response: Any, bound: int, *, sync: bool) -> Any:
 def _redacted_response(request: Any, response: Any, body: bytes) -> Any:
     import httpx2
 
-    text = redact(body[:MAX_ERROR_BODY_BYTES].decode("utf-8", errors="replace"))
+    text = redact(body.decode("utf-8", errors="replace"))
     text = without(text, url_secrets(str(request.url)))  # a key sent as ``?key=...``, echoed
     headers = [
         (k, v)
@@ -217,11 +261,14 @@ def _redact_async_errors_of(transport: Any, bound: int) -> None:
             raise _redirect_refused(request, response)
         if response.status_code < 400:
             return _capped(request, response, bound, sync=False)
+        body, full = _ErrorBody(response), False
         try:
-            body = await response.aread()
+            async for raw in response.stream:
+                if raw and (full := body.full(raw)):
+                    break
         finally:
             await response.aclose()
-        return _redacted_response(request, response, body)
+        return _redacted_response(request, response, body.end(full))
 
     transport.handle_async_request = handle_async_request
 
@@ -237,11 +284,14 @@ def _redact_sync_errors_of(transport: Any, bound: int) -> None:
             raise _redirect_refused(request, response)
         if response.status_code < 400:
             return _capped(request, response, bound, sync=True)
+        body, full = _ErrorBody(response), False
         try:
-            body = response.read()
+            for raw in response.stream:
+                if raw and (full := body.full(raw)):
+                    break
         finally:
             response.close()
-        return _redacted_response(request, response, body)
+        return _redacted_response(request, response, body.end(full))
 
     transport.handle_request = handle_request
 
