@@ -560,6 +560,10 @@ def redact_machine(text: str) -> str:
 CLIENT_TEXT_CHARS = 100
 """How much of a client's string an error message repeats (a model name, a field name)."""
 
+LABEL_CHARS = 48
+"""The most characters of a model's label in an explained failure: with it, each fix fits the
+300 characters a failed call's line keeps (`describe_error`)."""
+
 
 def clip(text: str, limit: int = CLIENT_TEXT_CHARS) -> str:
     """Return `text` cut to at most `limit` characters, ending with "…" where it was cut."""

@@ -54,7 +54,7 @@ def test_a_redirect_to_another_host_is_not_followed_and_the_run_goes_on():
     assert server.requests["bad"] == 1  # not retried: it redirects again
     error = failed_call(out)["error"]
     assert error.startswith("UpstreamResponseError: Model 'bad' at 127.0.0.1:")
-    assert "answered 307 redirecting the call to" in error
+    assert "answered 307, a redirect, which is not followed" in error
     assert out["messages"][-1].content.startswith("agg answer")
 
 
@@ -312,3 +312,26 @@ def test_a_compressed_error_body_is_read_only_up_to_its_bound(monkeypatch, trans
     assert error.status_code == 500
     assert len(error.response.content) <= 10_000
     assert peak < 5 * CAP, peak  # the whole body is 20 * CAP
+
+
+def test_a_redirect_of_a_long_named_model_keeps_its_fix_in_the_failed_calls_line():
+    # The error named the model whole and the redirect's target (200 characters) before
+    # the fix: cut to a failed call's 300 characters, the line lost the fix.
+    from langgraph_moa._redact import describe_error
+
+    model = "org/" + "a-very-long-model-name-" * 12
+    with FaultServer() as elsewhere:
+        target = f"{elsewhere.url}/chat/completions?route=" + "r" * 300
+        with FaultServer({model: FaultProfile(redirect_to=target)}) as server:
+            client = openai.OpenAI(
+                base_url=server.url, api_key="x", http_client=own_sync_client(), max_retries=0
+            )
+            with pytest.raises(Exception) as caught:
+                client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "hi"}]
+                )
+    error = caught.value
+    error = error if isinstance(error, UpstreamResponseError) else error.__cause__
+    line = describe_error(error)
+    assert "name the endpoint's final URL in the config" in line, line
+    assert "org/a-very-long-model-name" in line and "127.0.0.1:" in line, line

@@ -17,7 +17,7 @@ from langchain_core.messages import BaseMessage
 from langgraph.types import default_retry_on
 
 from langgraph_moa._parts import MEDIA_PARTS
-from langgraph_moa._redact import clip
+from langgraph_moa._redact import LABEL_CHARS, clip
 from langgraph_moa.errors import (
     NO_VISION_FIX,
     CallTimeoutError,
@@ -319,11 +319,6 @@ def _not_found_fix(exc: BaseException) -> str | None:
         root = f"{parts.scheme}://{parts.netloc}"
         return f"the server has no chat API at {root}: did you mean {root}/v1?"
     return None
-
-
-LABEL_CHARS = 48
-"""The most characters of a model's label in an explained failure: with it, each fix fits the
-300 characters a failed call's line keeps."""
 
 
 def explain_failure(

@@ -43,7 +43,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from langgraph_moa._redact import redact, url_secrets, without
+from langgraph_moa._redact import LABEL_CHARS, clip, redact, url_secrets, without
 from langgraph_moa.errors import MoAConfigError, UpstreamResponseError
 
 MAX_ERROR_BODY_BYTES = 64_000
@@ -90,8 +90,13 @@ def _upstream_error(request: Any, what: str) -> UpstreamResponseError:
     except Exception:  # a body that is not a JSON object: the host alone names the endpoint
         model = None
     url = request.url
-    host = f"{url.host}:{url.port}" if url.port else url.host
-    who = f"Model {model!r} at {host}" if isinstance(model, str) else f"The server at {host}"
+    host = clip(f"{url.host}:{url.port}" if url.port else url.host, LABEL_CHARS)
+    # Both clipped: a failed call's line keeps 300 characters, and `what` holds the fix.
+    who = (
+        f"Model {clip(model, LABEL_CHARS)!r} at {host}"
+        if isinstance(model, str)
+        else f"The server at {host}"
+    )
     return UpstreamResponseError(f"{who} {what}")
 
 
@@ -218,8 +223,8 @@ def _redirect_refused(request: Any, response: Any) -> UpstreamResponseError:
     where = response.headers.get("location", "")
     return _upstream_error(
         request,
-        f"answered {response.status_code} redirecting the call to {redact(where)[:200]!r}, "
-        "which is not followed: name the endpoint's final URL in the config",
+        f"answered {response.status_code}, a redirect, which is not followed: name the "
+        f"endpoint's final URL in the config (it pointed to {clip(redact(where), 80)!r})",
     )
 
 
