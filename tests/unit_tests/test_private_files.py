@@ -302,6 +302,21 @@ def test_an_evaluations_files_in_an_existing_folder_are_its_owners_alone(system,
     assert mode(rows.path) == 0o600
 
 
+def test_a_stale_temp_file_does_not_give_the_rows_file_its_mode(tmp_path):
+    """The rows file was written to ``rows.jsonl.new`` and renamed: a ``.new`` left by a run
+    that stopped (or made 0644 by hand) kept its mode, and the rows file became 0644."""
+    from langgraph_moa.eval.runner import _RowStore
+
+    path = tmp_path / "race.rows.jsonl"
+    stale = tmp_path / "race.rows.jsonl.new"
+    stale.write_text("half a file\n")
+    stale.chmod(0o644)
+    rows = _RowStore(path, "digest")
+    rows.add({"id": "1", "answer": "Hello Ada"})
+    assert mode(path) == 0o600
+    assert [json.loads(x).get("id") for x in path.read_text().splitlines()] == [None, "1"]
+
+
 def test_a_run_deleted_while_another_connection_reads_the_file_is_erased_later(tmp_path, caplog):
     """A reader of the file (another server on it, the sqlite3 shell) keeps the write-ahead
     log from being emptied: the deleted question stayed in it, the DELETE said nothing, and

@@ -1129,11 +1129,13 @@ class _RowStore:
             )
 
     def _replace(self, rows: list[dict[str, Any]]) -> None:
-        """Write the file anew in one step: a stop halfway leaves the old file, not half."""
+        """Write the file anew in one step: a stop halfway leaves the old file, not half.
+
+        `write_atomically`: a temp file of its own writing, never a stale one whose mode the
+        rows file would take (a ``.new`` left behind at 0644 made the rows file 0644).
+        """
         lines = [self._header(), *rows]
-        fresh = self.path.with_name(self.path.name + ".new")
-        write_private(fresh, "".join(json.dumps(r) + "\n" for r in lines).encode("utf-8"))
-        os.replace(fresh, self.path)
+        write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in lines))
 
 
 def _json_line(line: bytes) -> Any:
