@@ -17,10 +17,12 @@ _AMBIENT = (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_BY_THE_TOOLS = ("__pycache__", ".pytest_cache", ".langgraph_api")
-"""What the tools themselves write into the checkout, not a test: Python, pytest, and
-`langgraph dev` (its in-memory runtime keeps `.langgraph_api/` in the folder it serves from,
-which is the repository root where README's instructions run it, as two tests do)."""
+_BY_THE_TOOLS = ("__pycache__", ".pytest_cache", ".langgraph_api", "test-artifacts")
+"""What is written into the checkout on purpose, not left behind by a test: Python's and
+pytest's caches, `langgraph dev`'s `.langgraph_api/` (its in-memory runtime keeps it in the
+folder it serves from, the repository root where README's instructions run it, as two tests
+do), and the browser tests' screenshots in `test-artifacts/ui/`, kept for a person to look at
+(README says where)."""
 
 
 @pytest.fixture(autouse=True)
