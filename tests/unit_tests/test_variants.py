@@ -379,3 +379,15 @@ def test_self_moa_of_one_sample_is_refused(fake, variant):
     """One sample aggregated by its own model is that sample rewritten: no mixture at all."""
     with pytest.raises(MoAConfigError, match=r"needs samples >= 2"):
         MoAConfig(variant=variant, proposers=[{"model": fake("M"), "samples": 1}])
+
+
+def test_a_ranker_reply_with_a_run_of_thousands_of_digits_still_picks_a_candidate(fake):
+    """A ranker (a small model looping on one digit, or a hostile one) may write a number of
+    thousands of digits: int() refuses one over 4,300 digits, and the run failed with
+    ValueError, losing every proposal. Such a run names no candidate; the next number does."""
+    reply = "1" * 5000 + " no: Response 2."
+    ranker = fake("R", reply=lambda label, n, msgs: reply)
+    config = MoAConfig(variant="ranker", proposers=[fake("A"), fake("B")], aggregator=ranker)
+    answer = create_moa_graph(config).invoke(QUESTION)["messages"][-1]
+    assert answer.text == "B #1"
+    assert answer.response_metadata["moa"]["ranker_choice"] == 2

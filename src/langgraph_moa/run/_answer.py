@@ -32,11 +32,16 @@ NOSTREAM = "nostream"
 
 
 def parse_choice(reply: str, n: int) -> int | None:
-    """Return the first number in the ranker's reply naming a candidate (1..n), or None."""
+    """Return the first number in the ranker's reply naming a candidate (1..n), or None.
+
+    The reply is a model's, untrusted: a run of more digits than `n` has (leading zeros
+    aside) names no candidate and is passed over unread, since int() refuses a string of
+    over 4,300 digits (ValueError) and the run failed for it.
+    """
     for match in re.finditer(r"\d+", reply):
-        value = int(match.group())
-        if 1 <= value <= n:
-            return value
+        digits = match.group().lstrip("0")
+        if digits and len(digits) <= len(str(n)) and int(digits) <= n:
+            return int(digits)
     return None
 
 
