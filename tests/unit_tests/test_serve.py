@@ -2650,3 +2650,13 @@ async def test_a_declared_length_one_byte_over_the_limit_is_refused_unread(syste
     sent, read = await asgi(app, [body], headers=declared)
     assert sent[0]["status"] == 413
     assert read == 0
+
+
+async def test_a_content_length_of_thousands_of_digits_is_a_413_unread(system):
+    """A client's Content-Length is untrusted: one of over 4,300 digits made int() raise
+    ValueError, and the request was answered with a crash's 500, not the limit's 413."""
+    body = json.dumps({"model": "m", "messages": USER}).encode()
+    app = create_app({"m": system})
+    sent, read = await asgi(app, [body], headers=[(b"content-length", b"1" * 5000)])
+    assert sent[0]["status"] == 413
+    assert read == 0
