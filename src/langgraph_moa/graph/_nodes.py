@@ -315,6 +315,10 @@ class MoANodes:
                 bind_options(model, options, label)
         return {
             "calls": None,
+            # Written by the run's last step: until then, None, not the thread's last turn's
+            # (a follow-up stopped or failed mid-run showed the turn before's totals and answer).
+            "usage": None,
+            "structured_response": None,
             "layer": 0,
             "references": [],
             "missing": 0,
