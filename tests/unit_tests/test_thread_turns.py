@@ -6,6 +6,7 @@ what a run shows before it ends, or leaves behind when it fails, must not be the
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import StateUpdate
 from pydantic import BaseModel
 
 from langgraph_moa import AllProposersFailedError, MoAConfig, RetrySettings, create_moa_graph
@@ -55,3 +56,23 @@ def test_a_failed_follow_up_leaves_no_answer_or_usage_of_the_turn_before(fake):
     assert [c["status"] for c in state["calls"]] == ["failed"]
     assert state.get("structured_response") is None
     assert state.get("usage") is None
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+async def test_a_question_put_in_as_start_runs_without_the_turn_befores_call_options(
+    fake, log, bulk
+):
+    """A new question given by `update_state(..., as_node="__start__")` (the documented way
+    in by an edit, the LangGraph server's `threads.update_state`) ran with the stop
+    sequences, seed and tools of the turn before: only `invoke`'s input reset them."""
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    graph = create_moa_graph(config, checkpointer=InMemorySaver())
+    graph.invoke({**QUESTION, "stop": ["STOP"], "call_kwargs": {"seed": 7}}, THREAD)
+    assert log.by("AGG")[0].kwargs == {"seed": 7, "stop": ["STOP"]}
+    if bulk:
+        update = StateUpdate({"messages": [("user", "And Y?")]}, "__start__")
+        await graph.abulk_update_state(THREAD, [[update]])
+    else:
+        graph.update_state(THREAD, {"messages": [("user", "And Y?")]}, as_node="__start__")
+    graph.invoke(None, THREAD)
+    assert [c.kwargs for c in log.calls[2:]] == [{}, {}]

@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeGuard, TypeVar
 
 from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage, convert_to_messages
+from langchain_core.runnables import RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
+from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command
+from langgraph.types import Command, StateUpdate
 
 from langgraph_moa._redact import clip
 from langgraph_moa.errors import MoAInputError
@@ -506,6 +508,34 @@ class MoAGraph(CompiledStateGraph[Any, Any, Any, Any]):
         run = super().astream(with_run_options(input), *args, **kwargs)
         key = thread_key(self.checkpointer, _config(args, kwargs))
         return run if key is None else aheld(key, run)
+
+    def bulk_update_state(
+        self, config: RunnableConfig, supersteps: Sequence[Sequence[StateUpdate]]
+    ) -> RunnableConfig:
+        """Apply edits as LangGraph does (`update_state` comes here).
+
+        A new question put in as ``__start__`` starts its run with the call options it
+        gives, as `stream`'s input does (`_as_runs`).
+        """
+        return super().bulk_update_state(config, _as_runs(supersteps))
+
+    async def abulk_update_state(
+        self, config: RunnableConfig, supersteps: Sequence[Sequence[StateUpdate]]
+    ) -> RunnableConfig:
+        """`bulk_update_state` without blocking the event loop (`aupdate_state` comes here)."""
+        return await super().abulk_update_state(config, _as_runs(supersteps))
+
+
+def _as_runs(supersteps: Sequence[Sequence[StateUpdate]]) -> list[list[StateUpdate]]:
+    """Give each input written as ``__start__`` the run options it leaves out, set to None.
+
+    Such an edit is a thread's next question (the LangGraph server's
+    ``threads.update_state``), which otherwise ran with the options of the turn before.
+    """
+    return [
+        [u._replace(values=with_run_options(u.values)) if u.as_node == START else u for u in step]
+        for step in supersteps
+    ]
 
 
 def _config(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
