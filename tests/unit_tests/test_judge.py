@@ -1,14 +1,17 @@
 """Pairwise judging: position bias cancels, the bootstrap interval is pinned."""
 
 import pytest
+from langchain_core.messages import AIMessage
 
 from langgraph_moa.eval.judge import (
     bootstrap_interval,
     judge_both_orders,
+    judge_messages,
     pair_score,
     parse_verdict,
     win_rate,
 )
+from langgraph_moa.run.cache import SQLiteCallCache, call_key
 
 
 @pytest.mark.parametrize(
@@ -145,3 +148,27 @@ def test_a_judge_failure_with_no_known_fix_is_raised_as_it_came(fake):
     with pytest.raises(RuntimeError) as raised:
         judge_both_orders(failing, "q", "a", "b", name="openai:o3-mini")
     assert raised.value is down
+
+
+def test_only_a_readable_verdict_is_cached_an_unreadable_one_asked_again(fake, tmp_path):
+    # Every reply was stored: a judge that once answered "hmm" scored that pair a tie on
+    # every rerun, never asked again.
+    replies = iter(["hmm", "B", "A"])
+    judge = fake("JUDGE", reply=lambda *a: next(replies))
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    assert judge_both_orders(judge, "q", "c", "b", cache=cache) == (None, "B")
+    assert judge_both_orders(judge, "q", "c", "b", cache=cache) == ("A", "B")
+    assert len(judge.log.calls) == 3  # the unreadable one asked again, the readable one not
+    assert judge_both_orders(judge, "q", "c", "b", cache=cache) == ("A", "B")
+    assert len(judge.log.calls) == 3
+
+
+def test_an_unreadable_verdict_an_earlier_version_cached_is_asked_again(fake, tmp_path):
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    for first, second in (("c", "b"), ("b", "c")):
+        messages = judge_messages("q", first, second)
+        key = call_key(model="judge", params={}, messages=messages, role="judge", sample=0)
+        cache.put(key, AIMessage("hmm"))
+    judge = fake("JUDGE", reply=lambda *a: "A")
+    assert judge_both_orders(judge, "q", "c", "b", cache=cache) == ("A", "A")
+    assert len(judge.log.calls) == 2

@@ -91,18 +91,21 @@ def judge_both_orders(
 ) -> tuple[Verdict | None, Verdict | None]:
     """Ask the judge with the candidate first, then with the baseline first.
 
-    With a `cache`, verdicts are stored like any other call, so rescoring is free; `label`
-    names the judge in their key (`run._calls.cache_name`: a local judge with its file's
-    digest). The judge is called directly, not as a run's call, so its failure is explained
-    here as a call's is (`explain_failure`: a 404, a context overflow, a refused parameter),
-    naming the judge's model (`name`, else `label`) and the fix.
+    With a `cache`, readable verdicts are stored like any other call, so rescoring is free;
+    an unreadable one is not (stored, it scored that pair a tie on every rerun, the judge
+    never asked again), and one an earlier version stored is asked again. `label` names the
+    judge in their key (`run._calls.cache_name`: a local judge with its file's digest). The
+    judge is called directly, not as a run's call, so its failure is explained here as a
+    call's is (`explain_failure`: a 404, a context overflow, a refused parameter), naming
+    the judge's model (`name`, else `label`) and the fix.
     """
 
-    def ask(first: str, second: str) -> str:
+    def ask(first: str, second: str) -> Verdict | None:
         messages = judge_messages(instruction, first, second)
         key = call_key(model=label, params={}, messages=list(messages), role="judge", sample=0)
         if cache is not None and (hit := cache.get(key)) is not None:
-            return hit.text
+            if (verdict := parse_verdict(hit.text)) is not None:
+                return verdict
         try:
             reply = judge.invoke(messages)
         except Exception as exc:
@@ -110,11 +113,12 @@ def judge_both_orders(
             if explained is exc:
                 raise
             raise explained from exc
-        if cache is not None:
+        verdict = parse_verdict(reply.text)
+        if cache is not None and verdict is not None:
             cache.put(key, reply)
-        return reply.text
+        return verdict
 
-    return parse_verdict(ask(candidate, baseline)), parse_verdict(ask(baseline, candidate))
+    return ask(candidate, baseline), ask(baseline, candidate)
 
 
 def judge_reliability(
