@@ -589,3 +589,19 @@ def test_an_answer_is_cached(fake, tmp_path):
         [("ok", True)],
     ]
     assert called == 1
+
+
+@pytest.mark.parametrize("case", list(NO_ANSWERS))
+def test_a_no_answer_an_earlier_version_cached_is_asked_again(fake, tmp_path, case):
+    # Versions before fa6a85e stored it: served from the cache, every rerun failed at once.
+    called, _ = _run_twice(fake, tmp_path, AIMessage("14"))
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    keys = [k for (k, m) in cache._conn.execute("SELECT key, message FROM calls") if '"14"' in m]
+    assert len(keys) == 1
+    cache.put(keys[0], NO_ANSWERS[case])  # what an earlier version left for "m"
+    again, runs = _run_twice(fake, tmp_path, AIMessage("14"))
+    assert [[(c["status"], c["cached"]) for c in run] for run in runs] == [
+        [("ok", False)],
+        [("ok", True)],  # the answer stored over it
+    ]
+    assert (called, again) == (1, 1)

@@ -40,6 +40,7 @@ from langgraph_moa.errors import (
     RunInterrupted,
     StragglerCancelledError,
 )
+from langgraph_moa.errors import _RejectedAnswer as RejectedAnswer
 from langgraph_moa.providers._models import (
     ModelSpec,
     OpenAIEndpoint,
@@ -1026,7 +1027,8 @@ def cached_call(
 
     `accept` reads the response into the answer, raising where it is none (empty, refused,
     filtered, cut off while thinking): only a response it accepted is stored, since a stored
-    failure would fail every rerun again without asking the model.
+    failure would fail every rerun again without asking the model. One that an earlier
+    version stored is a miss: the model is asked, and its answer stored over it.
     """
     draw = call.sample if draw is None else draw
     key = None
@@ -1039,7 +1041,10 @@ def cached_call(
             sample=draw,
         )
         if (hit := cache.get(key)) is not None:
-            return accept(hit), True
+            try:
+                return accept(hit), True
+            except RejectedAnswer:  # stored before only accepted ones were: asked again
+                pass
     if call.role == "proposer" and draw > 0:
         model = without_llm_cache(model)
     runnable, config = with_trace(model, config)
