@@ -1,6 +1,7 @@
 """Evaluation datasets and scorers, pinned on known inputs."""
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -17,7 +18,7 @@ from langgraph_moa.eval.scorers import (
     numeric,
     regex,
 )
-from langgraph_moa.text._selection import extract_answer
+from langgraph_moa.text._selection import chosen_option, extract_answer
 
 SHIPPED = load_dataset(shipped_dataset())
 CATEGORIES = {
@@ -55,8 +56,8 @@ def test_the_shipped_dataset_is_large_categorized_and_verifiable():
         assert item.id.startswith(CATEGORIES[item.category] + "-"), item.id
 
 
-def test_the_shipped_file_is_what_its_generator_computes():
-    """Every numeric answer in the file matches the generator's recomputation from the question."""
+def _generator():
+    """Import benchmarks/data/make_verifiable.py, which writes and checks the shipped file."""
     import importlib.util
     from pathlib import Path
 
@@ -64,6 +65,12 @@ def test_the_shipped_file_is_what_its_generator_computes():
     spec = importlib.util.spec_from_file_location("make_verifiable", path)
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
+    return generator
+
+
+def test_the_shipped_file_is_what_its_generator_computes():
+    """Every numeric answer in the file matches the generator's recomputation from the question."""
+    generator = _generator()
     shipped = [
         json.loads(line) for line in shipped_dataset().read_text(encoding="utf-8").splitlines()
     ]
@@ -516,3 +523,81 @@ def test_a_langsmith_solution_whose_final_line_is_no_number_names_the_fix(field)
         match=rf"LangSmith example s: '{field}' ends like a GSM8K solution.*'#### N'",
     ):
         item_from_example(_example({"question": "How much?"}, {field: solution}, id="s"))
+
+
+EACH_CHOICE_ITEM = pytest.mark.parametrize(
+    "item", [i for i in SHIPPED if i.category == "multiple-choice"], ids=lambda item: item.id
+)
+
+
+def _right_and_other(item):
+    """The item's right option letter, and another one."""
+    return item.expected[0], "ABCD".replace(item.expected[0], "")[0]
+
+
+def _option_texts(item):
+    """The item's options, letter to text, as its instruction lists them ("C) Ankara")."""
+    return dict(re.findall(r"(?m)^([A-H])\) (.+)$", item.turns[0]))
+
+
+@EACH_CHOICE_ITEM
+def test_the_vote_and_the_scorer_read_one_option_from_an_answer(item):
+    """The vote and the scorer read the option an answer picks through one function
+    (`chosen_option`): "The answer is C, not D" voted as the text "c not d" while the scorer
+    said C, and "the answer is c" voted as the text "c" while the scorer said wrong."""
+    right, other = _right_and_other(item)
+    answers = (
+        f"The answer is {right}, not {other}.",
+        f"The answer is {right}, not {other}",
+        f"Answer: {right} (not {other})",
+        f"the answer is {right.lower()}",
+        f"The answer is {right.lower()}.",
+        f"Answer: ({right.lower()})",
+    )
+    read = {a: (chosen_option(a), extract_answer(a), score(item, a)["correct"]) for a in answers}
+    assert read == dict.fromkeys(answers, (right, right, True))
+    assert not score(item, f"the answer is {other.lower()}")["correct"]
+    # The options echoed, with no conclusion, pick none (the vote read the first label).
+    echoed = "\n".join(item.turns[0].splitlines()[1:5])
+    assert chosen_option(echoed) is None
+    assert not score(item, echoed)["correct"]
+
+
+def test_every_shipped_item_passes_its_generators_check():
+    """The generator's own check (each item's answer right in its forms, wrong answers
+    wrong) ran only when the file was written: a scorer change could break it unseen."""
+    _generator().check(shipped_dataset())
+
+
+@EACH_CHOICE_ITEM
+def test_a_hedge_split_by_other_words_or_between_option_texts_is_a_hedge(item):
+    """ "C or quite possibly D" (words between "or" and the letter beyond the listed
+    adverbs) and "Ankara or Istanbul" (two options' texts) scored right on an item whose
+    answer is C."""
+    right, other = _right_and_other(item)
+    split = (
+        f"The answer is {right}, or quite possibly {other}.",
+        f"The answer is {right} or, less likely, {other}.",
+        f"The answer is {right} or maybe even {other}",
+        f"The answer is {right}, though it could possibly be {other}.",
+    )
+    read = {
+        h: (
+            hedges(h),
+            chosen_option(h),
+            extract_answer(h) in tuple("ABCDEFGH"),
+            score(item, h)["correct"],
+        )
+        for h in split
+    }
+    assert read == dict.fromkeys(split, (True, None, False, False))
+    texts = _option_texts(item)
+    graded = {
+        f"The answer is {texts[right]} or {texts[other]}.": False,
+        f"{texts[other]} or possibly {texts[right]}": False,
+        f"Either {texts[right]}, or {texts[other]}": False,
+        f"The answer is {right} or, put another way, {texts[right]}.": True,
+        f"{texts[right]}, not {texts[other]} or any other.": True,
+        texts[right]: True,
+    }
+    assert {answer: score(item, answer)["correct"] for answer in graded} == graded

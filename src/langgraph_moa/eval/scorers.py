@@ -18,12 +18,14 @@ is that fraction; a slash inside prose ("open 24/7") or a date is no fraction, w
 a U+2212 minus is "-" and "1 234" (a no-break space) 1234, while a plain space groups
 digits only in a value that stands alone ("The answer is 10 000"); a dotted version or
 address ("1.2.3", "192.168.100.200") is no number; any Unicode decimal digit is its value.
-On an item whose answer is one option letter, an answer whose conclusion names several
-options (`hedges`: "\boxed{C, D}", "the answer is C or D", "either C or D", "C (or D)",
-"C or possibly D") is wrong, whatever its scorers say: the item's pattern, or a whole-word
-match, found the right letter in it. The vote never counts one with C: it reads a stated
-hedge as no option, and a box of letters as their set ("C, D"), which is how a question
-with several right options is answered.
+On an item whose answer is one option letter, the option the vote reads (`chosen_option`:
+"the answer is C, not D", "the answer is c") decides, so the two grade one answer alike.
+An answer whose conclusion names several options (`hedges`: "\boxed{C, D}", "the answer
+is C or D", "either C or D", "C (or D)", "C or quite possibly D"), or the right option's
+text "or" another's ("Ankara or Istanbul"), is wrong, whatever its scorers say: the item's
+pattern, or a whole-word match, found the right letter in it. The vote never counts one
+with C: it reads a stated hedge as no option, and a box of letters as their set ("C, D"),
+which is how a question with several right options is answered.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from fractions import Fraction
 
 from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.text._selection import (
+    chosen_option,
     concluded_number,
     hedges,
     normalize_words,
@@ -115,16 +118,19 @@ def regex(answer: str, pattern: str) -> bool:
 
 
 _LONE_OPTION = re.compile(r"\s*[A-H]\s*")
+_OPTION_LINE = re.compile(r"^[ \t]*\(?([A-H])[).:][ \t]*(\S[^\n]*)", re.MULTILINE)
 
 
 def score(item: EvalItem, answer: str) -> dict[str, bool]:
     """Every scorer that applies to the item; ``correct`` is the one that decides.
 
     ``correct`` uses, in order of preference, the numeric target, the regex, or a whole-word
-    match of an expected answer; on an item whose answer is one option letter, a hedge
-    between options (`hedges`) is wrong whatever that scorer says. A reasoning model's
-    leading ``<think>`` block is a draft, not the answer (`split_thinking`): an answer the
-    graph returned has none left, but a row scored from elsewhere (a file of answers) may.
+    match of an expected answer; on an item whose answer is one option letter, the option
+    the vote reads decides (`chosen_option`), and where it reads none, a hedge between
+    options (`hedges`, `_hedges_between_texts`) is wrong whatever that scorer says.
+    A reasoning model's leading ``<think>`` block is a draft, not the answer
+    (`split_thinking`): an answer the graph returned has none left, but a row scored from
+    elsewhere (a file of answers) may.
     A block that never closed is the answer's own text: the graph fails a call cut off
     while thinking, and gives whole one the model ended itself (a reply about the tag),
     which scored as empty.
@@ -144,11 +150,33 @@ def score(item: EvalItem, answer: str) -> dict[str, bool]:
         if decisive in scores:
             scores["correct"] = scores[decisive]
             break
-    if scores.get("correct") and _one_option(item) and hedges(answer):
+    letters = [e.strip() for e in item.expected if _LONE_OPTION.fullmatch(e)]
+    if "correct" not in scores or not letters:
+        return scores
+    if (option := chosen_option(answer)) is not None:  # as the vote reads it
+        scores["correct"] = option in letters
+    elif scores["correct"] and (hedges(answer) or _hedges_between_texts(item, answer, letters)):
         scores["correct"] = False
     return scores
 
 
-def _one_option(item: EvalItem) -> bool:
-    """Tell whether the item's answer is one option letter (a multiple-choice item)."""
-    return any(_LONE_OPTION.fullmatch(e) for e in item.expected)
+def _hedges_between_texts(item: EvalItem, answer: str, letters: list[str]) -> bool:
+    """Tell whether the answer offers the right option's text "or" another's.
+
+    "Ankara or Istanbul" names the right option's text, which the item's pattern accepts,
+    but picks no option. The options are the lines "C) Ankara" of the item's first turn;
+    a pair after "not" ("Ankara, not Istanbul or Izmir") is none, nor one without the
+    right option.
+    """
+    options = {letter: normalize(text) for letter, text in _OPTION_LINE.findall(item.turns[0])}
+    right = {options[letter] for letter in letters if options.get(letter)}
+    texts = sorted({t for t in options.values() if t}, key=len, reverse=True)
+    if not right or len(texts) < 2:
+        return False
+    either = "|".join(re.escape(t) for t in texts)
+    pair = re.compile(rf"(?<!\bnot )\b({either}) or (?:\w+ ){{0,2}}?({either})\b")
+    words = normalize(answer)
+    return any(
+        first != second and right & {first, second}
+        for first, second in (m.groups() for m in pair.finditer(words))
+    )

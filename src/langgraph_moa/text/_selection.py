@@ -170,6 +170,7 @@ _OPTION = r"\(?[A-H]\)?"
 _OPTIONS = re.compile(
     _OPTION + r"(?:(?:\s*+(?:,(?:\s*+and\b)?|;|&|\band\b)\s*+|\s++)" + _OPTION + r")++"
 )
+_OPTION_KEY = re.compile(r"[A-H]")  # a vote key that is one option (text keys are lower case)
 _BRACE = re.compile(r"[{}]")
 _LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 # Marks that decorate a boxed number without changing it: a degree sign ("45^\circ") and
@@ -191,14 +192,20 @@ _SPACE_IN_MATH = re.compile(r"(?<=\d)(\s+)(?=\d)|\s+")
 # A letter that "and" (or ", and") follows ends there too, and `_lists_options` tells a
 # remark ("the answer is C, and D fails the test": C) from a list ("C and D"), as `hedges`
 # does: the vote read the remark as the text "c and d fails test", while the scorer said C.
+# So does one that "not" follows: "The answer is C, not D" and "C (not D)" state C (the
+# vote read the text "c not d", while the scorer said C).
 _LETTER_END = (
     r"(?:\)|\]|[.,;:!]?(?=\s*(?:$|\n))"
-    r"|[.,;:!]?\s+(?=because|since|as\b|which)|[.,;:!]\s+(?=[A-Z])|,?\s+(?=and\b))"
+    r"|[.,;:!]?\s+(?=because|since|as\b|which)|[.,;:!]\s+(?=[A-Z])|,?\s+(?=and\b)"
+    r"|[,;]?\s+\(?(?=(?i:not)\b))"
 )
+# A lower-case letter ("the answer is c") is an option only where it ends its line: "the
+# answer is a lot" and "the answer is e." (the number) name none.
 _STATED_CHOICE = re.compile(
     r"(?i:answer|option|choice)\s*(?:(?i:is)|:|=)\W{0,3}(?:(?i:option)\W{0,3})?\(?([A-H])"
     + _LETTER_END
-    + r"|\b(?i:is)\s+\(?([A-H])\)",
+    + r"|\b(?i:is)\s+\(?([A-H])\)"
+    + r"|(?i:answer|option|choice)\s*(?:(?i:is)|:|=)\W{0,3}\(?([a-h])\)?[.!]?(?=[ \t]*$)",
     re.MULTILINE,
 )
 # Full-width Latin letters, parentheses and colons (as CJK text writes an option, U+FF21)
@@ -236,8 +243,21 @@ _STATED_LIST = re.compile(_OPTION_LIST + r"(?![\w'+#])(?!\s+(?i:is|are|was|were)
 # option: "the answer is C, D does not fit", "C; B would need more energy" state C.
 _ALTERNATIVES = re.compile(r"\b(?i:or)\b|[/&]")
 _CLAUSE_GOES_ON = re.compile(r"[ \t]+[a-z]")  # on its line: "C, D\nbecause" hedges
+# An option that "or" follows with another option a few words on, or a clause that goes on
+# to "possibly" another: "C or quite possibly D", "C or, less likely, D", "C, though it
+# could possibly be D" (the listed adverbs alone were read, so these scored right on C).
+_HEDGED = re.compile(
+    _LISTED_OPTION
+    + r"(?:\W*+(?i:or)\b|[,;]?\s++(?i:though|but|although|yet)\b[^.\n]{0,40}?"
+    + r"\b(?i:possibly|perhaps|maybe|might|could)\b)(?:\W++\w++){0,2}?\W++"
+    + _LISTED_OPTION
+    + r"(?![\w'+#])"
+)
 _WHOLE_LIST = re.compile(r"[\W_]*" + _OPTION_LIST + r"[\W_]*")
 _OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
+# Another option's label after an opening one: "A) Dolphin\nB) Shark ..." echoes the
+# options, and picks none (as the items' patterns read it; it voted A).
+_LABEL = re.compile(r"(?<!\w)\(?([A-H])\)")
 # A stated numeric result, as worked solutions end: GSM8K's "#### 18", or "The answer is
 # $1,250." / "Final answer: 42". "answer" must be followed by "is", ":" or "=", so "answer 20
 # questions" states nothing.
@@ -634,16 +654,20 @@ def _auto(text: str) -> _Reading:
     if stated := [
         match[group]
         for match in _STATED_CHOICE.finditer(letters)
-        for group in (1, 2)
+        for group in (1, 2, 3)
         if match[group] and not _lists_options(letters, match.start(group))
     ]:
-        return _Reading(stated[-1], True)
+        return _Reading(stated[-1].upper(), True)
     if (number := stated_number(text)) is not None:
         return _number_reading(number)
     if (match := _CHOICE.match(letters.strip())) and len(text.strip()) <= 3:
         return _Reading(match.group(1).upper(), True)
-    if (match := _OPENING_CHOICE.match(letters)) and not _WHOLE_LIST.fullmatch(letters):
-        return _Reading(match.group(1), True)  # "(C) or (D)", a hedge, opens with none
+    if (
+        (match := _OPENING_CHOICE.match(letters))
+        and not _WHOLE_LIST.fullmatch(letters)  # "(C) or (D)", a hedge, opens with none
+        and not any(label[1] != match[1] for label in _LABEL.finditer(letters, match.end()))
+    ):
+        return _Reading(match.group(1), True)
     marked = number_marks(text)  # one character for one: a match's places are the text's
     if _LONE_FRACTION.fullmatch(marked):  # "1/2": its value; "1/0": as written
         return _number_reading(text)
@@ -668,6 +692,17 @@ def concluded_number(text: str) -> Fraction | None:
     The eval's numeric scorer grades by it, so answers that vote together are graded alike.
     """
     return _auto(text).number
+
+
+def chosen_option(text: str) -> str | None:
+    """Return the option letter an answer picks, exactly as its vote reads it; None if none.
+
+    The eval's scorer grades a multiple-choice item by it, so an answer that votes as C is
+    graded as C: the two read "The answer is C, not D" and "the answer is c" alike. A hedge
+    (`hedges`) picks none, and a box of several letters ("C, D") is no one option.
+    """
+    key = _auto(text).key
+    return key if _OPTION_KEY.fullmatch(key) else None
 
 
 def stated_number(text: str) -> str | None:
@@ -778,6 +813,8 @@ def hedges(answer: str) -> bool:
 
 def _lists_options(text: str, position: int) -> bool:
     """Tell whether several options are stated at `position`, the text after "answer is"."""
+    if _HEDGED.match(text, position):
+        return True
     listed = _STATED_LIST.match(text, position)
     return listed is not None and (
         _ALTERNATIVES.search(listed[0]) is not None or not _CLAUSE_GOES_ON.match(text, listed.end())
