@@ -381,3 +381,38 @@ def test_a_long_stream_is_not_copied_again_for_each_piece(opening, piece, ending
     out = "".join(cut.take(p) for p in pieces) + cut.finish(stopped=True)
     assert out == without_thinking(_said(text, "stop"), "m").text
     assert _Counted.copied <= 10 * n, _Counted.copied
+
+
+# DeepSeek-R1's distills (and QwQ) open <think> in their chat template's prompt: their text
+# holds the thinking and a lone closing tag, then the answer.
+OPENED_BY_THE_TEMPLATE = "Maybe the answer is 14. No: 12.\n</think>\n\n12"
+
+
+def test_text_before_a_lone_closing_tag_is_thinking():
+    assert split_thinking(OPENED_BY_THE_TEMPLATE) == (
+        "Maybe the answer is 14. No: 12.",
+        "12",
+        True,
+    )
+    # An opening tag anywhere leaves the rule as it was: the text is the answer's own.
+    about = "Close <think> with </think>."
+    assert split_thinking(about) == (None, about, True)
+
+
+def test_the_scorer_reads_no_number_before_a_lone_closing_tag():
+    # "The answer is 14" in the thinking decided over the answer, 12.
+    assert score(EvalItem(id="q", turns=["q"], numeric=12), OPENED_BY_THE_TEMPLATE)["correct"]
+
+
+def test_thinking_before_a_lone_closing_tag_is_no_reference(fake):
+    # The aggregator read the distill's whole thinking as its proposal.
+    from langgraph_moa import MoAConfig, create_moa_graph
+
+    reasoner = fake("R1", reply=lambda *a: OPENED_BY_THE_TEMPLATE)
+    aggregator = fake("AGG")
+    config = MoAConfig(proposers=[reasoner, fake("B")], aggregator=aggregator, layers=2)
+    out = create_moa_graph(config).invoke({"messages": [("user", "q")]})
+    [proposal] = [c for c in out["calls"] if c["configured_model"] == "R1"]
+    assert proposal["output"] == "12"
+    references = aggregator.log.by("AGG")[-1].messages[0].text
+    assert "12" in references and "Maybe" not in references and "</think>" not in references

@@ -26,7 +26,7 @@ from langgraph_moa.run.state import (
     UsageSummary,
 )
 from langgraph_moa.text._prompts import CUT_OFF_MARK, estimate_tokens
-from langgraph_moa.text._thinking import THINK_OPEN, split_thinking
+from langgraph_moa.text._thinking import THINK_CLOSE, THINK_OPEN, split_thinking
 
 
 def tool_calls_of(response: BaseMessage) -> list[ToolCallRecord]:
@@ -151,7 +151,9 @@ def without_thinking(response: _Message, label: str) -> _Message:
     (`split_thinking`): the text keeps the answer after it, and the thinking goes to
     ``additional_kwargs["reasoning_content"]``, where the call record keeps it. Content
     given as a list of blocks (a Responses API's, Anthropic's) loses it from its text
-    blocks, the others kept: a ``reasoning`` or ``thinking`` block is never text.
+    blocks, the others kept: a ``reasoning`` or ``thinking`` block is never text. Text
+    before a lone ``</think>`` (no ``<think>`` anywhere: the chat template opened the block
+    in the prompt) is thinking too.
 
     A block that never closed is thinking cut off (`cut_while_thinking`) unless the
     provider said the model stopped for another reason: then the text is the answer, its
@@ -166,7 +168,7 @@ def without_thinking(response: _Message, label: str) -> _Message:
         return response
     # A string's own, not LangChain's accessor; `in` first: every other model's, no call made
     text = response.content if isinstance(response.content, str) else response.text
-    if THINK_OPEN not in text or not text.lstrip().startswith(THINK_OPEN):
+    if THINK_OPEN not in text and THINK_CLOSE not in text:
         return response
     if cut_while_thinking(response):
         raise EmptyResponseError(
@@ -175,8 +177,8 @@ def without_thinking(response: _Message, label: str) -> _Message:
             "answer; raise that model's max_tokens",
             response,
         )
-    split = split_thinking(text)
-    if not split.closed and kept_whole(response):
+    split = split_thinking(text)  # a lone closing tag ends a block the prompt opened
+    if split.thinking is None or (not split.closed and kept_whole(response)):
         return response
     content = _cut_text(response.content, len(text) - len(split.answer))
     # What a provider sent apart (its reasoning parser's) comes first: replaced, it was lost.

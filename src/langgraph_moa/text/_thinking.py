@@ -9,7 +9,11 @@ server's separate ``reasoning_content`` field never reaches the text: langchain-
 not read it.
 
 Only a block that opens the text counts (what these models write); a ``<think>`` tag later
-in an answer is the answer's own text (a reply about the tag itself).
+in an answer is the answer's own text (a reply about the tag itself). A chat template that
+opens the block in the prompt (DeepSeek-R1's distills, QwQ) leaves the text a lone closing
+tag: what comes before it is thinking too, where the text holds no opening tag at all. A
+stream cannot tell such thinking until its tag comes (`ThinkingCut` passes it), nor can
+anything tell it where ``max_tokens`` cut the model before it closed the block.
 """
 
 from __future__ import annotations
@@ -33,10 +37,16 @@ class Thinking(NamedTuple):
 
 
 def split_thinking(text: str) -> Thinking:
-    """Split `text` into the thinking block it opens with, if any, and the answer after it."""
+    """Split `text` into the thinking block it opens with, if any, and the answer after it.
+
+    A text with no opening tag and a closing one opened its block in the prompt: what comes
+    before the closing tag is its thinking.
+    """
     head = text.lstrip()
     if not head.startswith(THINK_OPEN):
-        return Thinking(None, text, True)
+        if THINK_OPEN in text or (end := text.find(THINK_CLOSE)) < 0:
+            return Thinking(None, text, True)
+        return Thinking(text[:end].strip(), text[end + len(THINK_CLOSE) :].lstrip(), True)
     inside = head[len(THINK_OPEN) :]
     end = inside.find(THINK_CLOSE)
     if end < 0:
