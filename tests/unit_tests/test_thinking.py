@@ -404,14 +404,22 @@ def test_the_scorer_reads_no_number_before_a_lone_closing_tag():
     assert score(EvalItem(id="q", turns=["q"], numeric=12), OPENED_BY_THE_TEMPLATE)["correct"]
 
 
-def test_thinking_before_a_lone_closing_tag_is_no_reference(fake):
-    # The aggregator read the distill's whole thinking as its proposal.
+@pytest.mark.parametrize("aggregation", [None, {"start": "chunks", "chunk_tokens": 2}])
+async def test_thinking_before_a_lone_closing_tag_is_no_reference(fake, aggregation):
+    # The aggregator read the distill's whole thinking as its proposal. Read chunk-wise, the
+    # parts before its tag came still see it (a stream cannot tell it sooner); the finished
+    # reference is the answer.
     from langgraph_moa import MoAConfig, create_moa_graph
 
     reasoner = fake("R1", reply=lambda *a: OPENED_BY_THE_TEMPLATE)
     aggregator = fake("AGG")
-    config = MoAConfig(proposers=[reasoner, fake("B")], aggregator=aggregator, layers=2)
-    out = create_moa_graph(config).invoke({"messages": [("user", "q")]})
+    config = MoAConfig(
+        proposers=[reasoner, fake("B")],
+        aggregator=aggregator,
+        layers=2,
+        **({"aggregation": aggregation} if aggregation else {}),
+    )
+    out = await create_moa_graph(config).ainvoke({"messages": [("user", "q")]})
     [proposal] = [c for c in out["calls"] if c["configured_model"] == "R1"]
     assert proposal["output"] == "12"
     references = aggregator.log.by("AGG")[-1].messages[0].text

@@ -304,6 +304,9 @@ class _Chunkwise:
             # Its text is then `texts[k]` (`ThinkingCut` gives out `split_thinking`'s answer);
             # a block that never closed fails it with the fix, as a whole answer's does.
             response = without_thinking(response, label)
+            # But for thinking before a lone </think> (its block opened in the prompt), which
+            # the stream passed before its tag came: the later parts read the answer alone.
+            self.texts[k] = response.text
         if whole is None or not self.texts[k].strip():
             raise empty_answer(whole, label)
         return response
