@@ -84,3 +84,18 @@ def test_a_model_named_by_the_run_does_not_take_the_old_models_context_window(fa
     # The same model named again keeps what the config says about it.
     same = apply_context(base, MoAContext(samples=3))
     assert same.proposers[0].context_window == same.final.context_window == 4096
+
+
+def test_a_run_contexts_proposers_are_refused_as_the_contexts_naming_the_field_and_fix(fake, log):
+    """An empty `proposers` list reached the config and was refused as "Invalid MoA
+    configuration: proposers: ...", which the caller's config does not hold; a bad spec
+    in it was blamed on a field `model` the context does not have."""
+    graph = create_moa_graph(MoAConfig(proposers=[fake("A")], aggregator=fake("AGG")))
+    with pytest.raises(MoAConfigError) as empty:
+        graph.invoke(QUESTION, context={"proposers": []})
+    assert str(empty.value).startswith("Invalid run context: proposers: ")
+    assert "leave 'proposers' out" in str(empty.value)
+    with pytest.raises(MoAConfigError) as bad:
+        graph.invoke(QUESTION, context={"proposers": ["openai:gpt-4o-mini", "nonsense"]})
+    assert str(bad.value).startswith("Invalid run context: proposers.1: Unknown model provider")
+    assert log.calls == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from langgraph_moa._lru import BoundedLRU
 from langgraph_moa._redact import clip
@@ -26,6 +26,7 @@ from langgraph_moa.config._schema import (
     MoAConfig,
     ProposerConfig,
     Variant,
+    explain_errors,
     explain_validation_error,
 )
 from langgraph_moa.errors import MoAConfigError
@@ -72,6 +73,16 @@ class MoAContext(BaseModel):
     aggregator_max_tokens: int | None = Field(
         default=None, le=MAX_TOKENS, description="Aggregator completion-token cap."
     )
+
+    @field_validator("proposers")
+    @classmethod
+    def _names_a_proposer(cls, value: list[str] | None) -> list[str] | None:
+        """Refuse an empty list here, as the context's: the config would blame itself."""
+        if value == []:
+            raise ValueError(
+                "give at least one model spec, or leave 'proposers' out to keep the graph's own"
+            )
+        return value
 
     def __init__(self, **data: Any) -> None:
         """Validate; an unknown or invalid setting raises `MoAConfigError` naming it."""
@@ -139,7 +150,7 @@ def _priority_of(config: MoAConfig, proposers: list[ProposerConfig]) -> Selectio
     return selection.model_copy(update={"priority": kept})
 
 
-def _with_model(role: _M, model: str | OpenAIEndpoint) -> _M:
+def _with_model(role: _M, model: str | OpenAIEndpoint, field: tuple[str | int, ...] = ()) -> _M:
     """Copy a role config onto another model; its display name belonged to the old one.
 
     So did its context window, unless the model is the same (a local model's window is then
@@ -149,7 +160,7 @@ def _with_model(role: _M, model: str | OpenAIEndpoint) -> _M:
     if not same_model(data["model"], model):
         data["context_window"] = None
     data.update(model=model, name=None)
-    return _validated(type(role), data)
+    return _validated(type(role), data, field)
 
 
 def _configured_endpoints(config: MoAConfig) -> dict[str, OpenAIEndpoint]:
@@ -190,12 +201,22 @@ def _resolve(spec: str, known: dict[str, OpenAIEndpoint]) -> str | OpenAIEndpoin
     return known.get(endpoint.label(), spec) if endpoint is not None else spec
 
 
-def _validated(cls: type[_M], data: dict[str, Any]) -> _M:
-    """Build a role config from run settings; a bad setting fails in one line, as ours."""
+def _validated(cls: type[_M], data: dict[str, Any], field: tuple[str | int, ...] = ()) -> _M:
+    """Build a role config from run settings; a bad setting fails in one line, as ours.
+
+    A model the run named is refused under the context's `field` that named it
+    (``proposers.1``): the role's own ``model`` is no setting of the context.
+    """
     try:
         return cls(**data)
     except ValidationError as exc:
-        raise MoAConfigError(explain_validation_error(exc, "run context", cls)) from None
+        errors = exc.errors(include_url=False)
+        if field:
+            errors = [
+                {**e, "loc": (*field, *e["loc"][1:]) if e["loc"][:1] == ("model",) else e["loc"]}
+                for e in errors
+            ]
+        raise MoAConfigError(explain_errors(errors, "run context", cls)) from None
 
 
 def _follow_the_proposer(
@@ -245,7 +266,10 @@ def apply_context(
     if config is not base:
         _refuse_keys_left_behind(context, _configured_endpoints(base), known)
     if context.proposers is not None:
-        proposers = [_with_model(proposers[0], _resolve(m, known)) for m in context.proposers]
+        proposers = [
+            _with_model(proposers[0], _resolve(m, known), ("proposers", i))
+            for i, m in enumerate(context.proposers)
+        ]
     proposers = [
         _replace(
             p,
@@ -265,10 +289,12 @@ def apply_context(
                 "aggregator: remove 'aggregator', or choose a variant that aggregates."
             )
         if aggregator is None and config.aggregator is None:  # leaving 'select' for another
-            aggregator = _validated(AggregatorConfig, {"model": context.aggregator})
+            aggregator = _validated(
+                AggregatorConfig, {"model": context.aggregator}, ("aggregator",)
+            )
         else:
             chosen = _resolve(context.aggregator, known)
-            aggregator = _with_model(aggregator or config.final, chosen)
+            aggregator = _with_model(aggregator or config.final, chosen, ("aggregator",))
     if context.proposers is not None and context.aggregator is None:
         aggregator = _follow_the_proposer(config, context, proposers, aggregator)
     selection = _priority_of(config, proposers) if context.proposers is not None else None
