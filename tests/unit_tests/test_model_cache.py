@@ -11,7 +11,12 @@ import weakref
 import httpx
 import pytest
 
-from langgraph_moa.providers._models import ModelCache, build_model, http_client_key
+from langgraph_moa.providers._models import (
+    IDLE_LOOPS_KEPT,
+    ModelCache,
+    build_model,
+    http_client_key,
+)
 from langgraph_moa.transport._call_loop import call_loop
 
 ENDPOINT = "m@http://127.0.0.1:9/v1"
@@ -396,23 +401,46 @@ def test_two_caches_freeing_each_other_s_models_under_their_locks_do_not_deadloc
     assert [cache.stats() for cache in caches] == [{"models": 1, "clients": 1}] * 2
 
 
-def test_a_stopped_loops_models_go_when_another_loop_builds_its_own():
+def test_loops_driven_in_turn_keep_their_models():
+    """Two loops of one's own, each run in turn (``run_until_complete``, as two worker
+    threads each with its loop do), rebuilt each other's models at every run: a loop's
+    first model since the other ran dropped every loop not running at that moment."""
+    cache = ModelCache()
+
+    async def build() -> object:
+        return cache.get(ENDPOINT, {})
+
+    loops = [asyncio.new_event_loop(), asyncio.new_event_loop()]
+    try:
+        first = [loop.run_until_complete(build()) for loop in loops]
+        again = [loop.run_until_complete(build()) for loop in loops]
+        assert [a is b for a, b in zip(first, again, strict=True)] == [True, True]
+        assert cache.stats() == {"models": 2, "clients": 2}
+    finally:
+        for loop in loops:
+            loop.close()
+
+
+def test_the_stopped_loops_kept_are_bounded():
     """A loop stopped but never closed (``run_until_complete`` on a loop of one's own, left
     open) kept its models and their clients as long as the cache lived: only closed loops'
-    entries went. A loop that is not running when another builds its models loses its
-    own; run again, it builds them anew."""
+    entries went. The stopped loops kept are the last used few (`IDLE_LOOPS_KEPT`); the
+    one used longest ago loses its models, and run again, builds them anew."""
     cache = ModelCache()
 
     async def build() -> weakref.ref:
         return weakref.ref(cache.get(ENDPOINT, {}))
 
-    stopped = asyncio.new_event_loop()
+    loops = [asyncio.new_event_loop() for _ in range(IDLE_LOOPS_KEPT + 1)]
     try:
-        first = stopped.run_until_complete(build())
+        first = loops[0].run_until_complete(build())
+        for loop in loops[1:]:
+            loop.run_until_complete(build())
         asyncio.run(build())
         gc.collect()
-        assert cache.stats() == {"models": 1, "clients": 1}
+        assert cache.stats() == {"models": IDLE_LOOPS_KEPT + 1, "clients": IDLE_LOOPS_KEPT + 1}
         assert first() is None
-        assert stopped.run_until_complete(build())() is not None  # built anew
+        assert loops[0].run_until_complete(build())() is not None  # built anew
     finally:
-        stopped.close()
+        for loop in loops:
+            loop.close()

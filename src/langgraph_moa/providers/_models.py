@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import os
 import queue
 import re
@@ -595,6 +596,9 @@ os.register_at_fork(after_in_child=_forget_models_after_fork)
 DEFAULT_CACHE_SIZE = 128
 """Models (one per spec and parameter set) one `ModelCache` keeps per event loop."""
 
+IDLE_LOOPS_KEPT = 4
+"""Event loops stopped but not closed whose models one `ModelCache` keeps, the last used."""
+
 
 class _SharedClient:
     """One endpoint's HTTP clients (async and sync) and the number of live models using them.
@@ -623,13 +627,15 @@ class _SharedClient:
 class _Bucket:
     """The models and HTTP clients of one event loop (or of sync calls)."""
 
-    __slots__ = ("__weakref__", "clients", "models")
+    __slots__ = ("__weakref__", "clients", "models", "used")
 
     def __init__(self) -> None:
         # The spec is kept with its model: an instance spec is keyed by its id, which must
         # not be reused by another object while the entry exists.
         self.models: OrderedDict[tuple[Any, ...], tuple[ModelSpec, BaseChatModel]] = OrderedDict()
         self.clients: dict[str, _SharedClient] = {}
+        self.used = 0
+        """When its loop last asked for a model (`ModelCache`'s count of lookups)."""
 
 
 class ModelCache:
@@ -637,8 +643,8 @@ class ModelCache:
 
     HTTP clients of langchain-openai bind to the event loop that first used them, so a model
     built under one `asyncio.run` fails under the next; keying by loop avoids that, and the
-    models of a loop that is not running (closed, or stopped) go when another loop first
-    builds one (`_bucket_of`).
+    models of a closed loop, or of a stopped one but the last few used, go when another
+    loop first builds one (`_bucket_of`).
 
     Within a loop, the models of one endpoint share one async HTTP client (one connection
     pool): a model per distinct temperature costs a few kilobytes, not a client of its own.
@@ -657,6 +663,7 @@ class ModelCache:
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bucket] = (
             weakref.WeakKeyDictionary()
         )
+        self._lookups = itertools.count(1)
         _LIVE_CACHES.add(self)
 
     def _forget_after_fork(self) -> None:
@@ -711,20 +718,28 @@ class ModelCache:
             return model
 
     def _bucket_of(self, loop: asyncio.AbstractEventLoop) -> _Bucket:
-        """Return the loop's bucket; a new loop's drops those of loops that are not running.
+        """Return the loop's bucket; a new loop's drops those of loops that will not run.
 
         Weak keys alone never let a loop go: its models' clients hold it. So each new loop
         (each `asyncio.run` of a graph kept across runs) would keep one more set of models;
         a closed loop's clients were closed with it, and its models can serve no call. A
         loop stopped but never closed (``run_until_complete`` on a loop left open) kept its
-        models as long as the cache lived: its entry goes too, its clients are closed when
-        it runs again, and its models are built anew if it does.
+        models as long as the cache lived: all but the `IDLE_LOOPS_KEPT` last used go too,
+        their clients are closed when they run again, and their models are built anew if
+        they do. Not every stopped loop: two loops run in turn (two worker threads, each
+        with a loop it runs per request) dropped each other's models at every run.
         """
         bucket = self._by_loop.get(loop)
         if bucket is None:
-            for idle in [old for old in self._by_loop if not old.is_running()]:
-                del self._by_loop[idle]
+            idle = [old for old in self._by_loop if not old.is_running()]
+            stopped = [old for old in idle if not old.is_closed()]
+            stopped.sort(key=lambda old: self._by_loop[old].used)
+            kept = set(stopped[-IDLE_LOOPS_KEPT:])
+            for old in idle:
+                if old not in kept:
+                    del self._by_loop[old]
             bucket = self._by_loop[loop] = _Bucket()
+        bucket.used = next(self._lookups)
         return bucket
 
     def stats(self) -> dict[str, int]:
