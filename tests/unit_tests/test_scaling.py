@@ -147,3 +147,38 @@ def test_the_proposers_of_a_layer_share_one_built_input(monkeypatch):
         checkpointed_task_bytes(n, answer_chars=80)
         counts.append(fenced[0])
     assert counts[1] <= 2.5 * counts[0]
+
+
+def self_moa_seq(samples: int) -> MoAConfig:
+    return MoAConfig(
+        variant="self-moa-seq",
+        proposers=[
+            {"model": FakeChat(label="M", reply=lambda *_: "word " * 40), "samples": samples}
+        ],
+    )
+
+
+def checkpointed_seq_run(samples: int) -> tuple[list[Any], int]:
+    """Run Self-MoA-Seq on a checkpointer; return its call records read back, and the bytes
+    its checkpoints and writes hold."""
+    saver = InMemorySaver()
+    graph = create_moa_graph(self_moa_seq(samples), checkpointer=saver)
+    thread = {"configurable": {"thread_id": "t"}}
+    out = graph.invoke(QUESTION, thread)
+    assert graph.get_state(thread).values["calls"] == out["calls"]  # read back whole
+    stored = sum(len(blob) for _, blob in saver.blobs.values())
+    stored += sum(len(w[2][1]) for d in saver.writes.values() for w in d.values())
+    return out["calls"], stored
+
+
+def test_self_moa_seq_checkpoints_grow_with_its_samples_not_their_square():
+    # Each window's checkpoint held every call record of the run so far (the channel of
+    # the records was saved whole at each step that wrote it): 48 samples stored 6x what
+    # 12 did (~250 kB for ~40 kB). Now a step saves what it wrote.
+    calls, size = checkpointed_seq_run(12)
+    _, four_times = checkpointed_seq_run(48)
+    assert four_times <= 4.5 * size
+    # The records read the same as a run's without a checkpointer.
+    plain = create_moa_graph(self_moa_seq(12)).invoke(QUESTION)["calls"]
+    shown = ("role", "layer", "proposer", "sample", "output", "status")
+    assert [[c[k] for k in shown] for c in calls] == [[c[k] for k in shown] for c in plain]

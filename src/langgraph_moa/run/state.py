@@ -127,6 +127,33 @@ def merge_calls(left: list[CallRecord] | None, right: list[CallRecord] | None) -
     return sorted(merged.values(), key=call_key)
 
 
+def merge_call_writes(
+    left: list[CallRecord] | None, writes: Sequence[list[CallRecord] | None]
+) -> list[CallRecord]:
+    """`merge_calls` over a batch of writes in order: the reducer of a `DeltaChannel`."""
+    merged = left or []
+    for right in writes:
+        merged = merge_calls(merged, right)
+    return merged
+
+
+def _calls_channel() -> Any:
+    """Return what merges a run's call records in the graph's state, and how it is saved.
+
+    A channel that merges its writes (`merge_calls` alone) is saved whole at every step
+    that writes it: a Self-MoA-Seq run, whose every window adds its samples, checkpointed
+    all its records again at each window, the square of its samples in all (~160 kB of
+    records for 48 samples). LangGraph's `DeltaChannel` (beta; LangGraph 1.2.22 has it) saves a
+    step's writes alone, and now and then the whole list (`snapshot_frequency`), and reads
+    the list back by merging them again; a thread saved before reads back as it was.
+    """
+    try:
+        from langgraph.channels.delta import DeltaChannel
+    except ImportError:  # pragma: no cover - LangGraph before DeltaChannel
+        return merge_calls
+    return DeltaChannel(merge_call_writes)
+
+
 def _all_after(last: CallRecord, right: list[CallRecord]) -> bool:
     """Tell whether `right` is strictly increasing in `call_key`, all of it past `last`'s."""
     before = call_key(last)
@@ -190,7 +217,7 @@ class MoAOutput(TypedDict, total=False):
     """What the graph returns: the conversation with the answer appended, and accounting."""
 
     messages: Annotated[list[AnyMessage], add_messages]
-    calls: Annotated[list[CallRecord], merge_calls]
+    calls: Annotated[list[CallRecord], _calls_channel()]
     usage: UsageSummary
     """The run's totals, written by its last step; None before it (each run starts with
     None, so a thread's next turn never shows the totals of the turn before)."""
