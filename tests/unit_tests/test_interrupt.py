@@ -179,3 +179,56 @@ def test_a_second_ctrl_c_while_a_run_closes_leaves_without_waiting_for_its_step(
     )
     assert done.stdout == "interrupted 2\n", (done.stdout, done.stderr)
     assert done.returncode == 0, done.stderr
+
+
+class HangingOnce(Hanging):
+    """`Hanging` until a call of it is cancelled: the run resumed after that is answered."""
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+        if not self.upstream.cancelled:
+            return await super()._agenerate(messages, stop, run_manager, **kwargs)
+        return await FakeChat._agenerate(self, messages, stop, run_manager, **kwargs)
+
+
+def test_a_run_interrupted_mid_layer_resumes_with_its_finished_proposers(monkeypatch):
+    """LangGraph saves an interrupted task as an error write (`__error__`) of its step, and
+    the step's finished tasks as theirs: the thread resumes at that step, calling again
+    only the proposer that had not answered, as one that never started, not as a failure."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from tests.fakes import CallLog
+
+    monkeypatch.setattr(_calls, "has_own_timeout", lambda spec: True)
+    log, upstream, saver = CallLog(), Upstream(1), InMemorySaver()
+    fast = [FakeChat(label=label, log=log) for label in ("A", "B")]
+    slow = HangingOnce(label="C", upstream=upstream, log=log)
+    config = MoAConfig(proposers=[*fast, slow], aggregator=FakeChat(label="AGG", log=log), layers=2)
+    thread = {"configurable": {"thread_id": "t"}}
+
+    def saved() -> list[str]:
+        writes = [w for d in list(saver.writes.values()) for w in list(d.values())]
+        records = [saver.serde.loads_typed(w[2]) or [] for w in writes if w[1] == "calls"]
+        return sorted(r["configured_model"] for written in records for r in written)
+
+    main = threading.get_ident()
+
+    def ctrl_c_once_a_and_b_are_saved() -> None:
+        deadline = time.monotonic() + 30
+        while saved() != ["A", "B"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if upstream.all_started(within_s=30):
+            signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_a_and_b_are_saved, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            create_moa_graph(config, checkpointer=saver).invoke(QUESTION, thread)
+        assert cancelled(upstream) == ["C"]
+    finally:
+        upstream.released.set()
+    called = len(log.calls)
+    out = create_moa_graph(config, checkpointer=saver).invoke(None, thread)
+    assert [c.label for c in log.calls[called:]] == ["C", "AGG"]
+    records = {c["configured_model"]: c for c in out["calls"]}
+    assert [(r["status"], r["attempts"]) for r in records.values()] == [("ok", 1)] * 4
+    assert (records["A"]["output"], records["B"]["output"]) == ("A #1", "B #1")
