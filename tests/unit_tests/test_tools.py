@@ -613,20 +613,36 @@ def test_an_aggregator_answer_that_breaks_the_tools_is_refused_not_passed_on(
     assert agg["total_tokens"] > 0  # the refused answer was paid for, and counts
 
 
-def test_a_proposal_calling_an_unbound_tool_is_never_the_selected_answer(fake):
+HALF_ADD = {"name": "add", "args": {"a": 1}, "id": "h1"}
+
+
+@pytest.mark.parametrize(
+    ("broken", "fragment"),
+    [
+        (NOPE, "'subtract', which is not bound"),
+        # Two calls without the required `b` outvoted the whole one: the agent's ToolNode
+        # could not run the selected call, and the agent paid for another turn.
+        (HALF_ADD, "'add' without its required argument 'b'"),
+    ],
+    ids=["unbound tool", "missing required argument"],
+)
+def test_a_proposal_calling_a_tool_no_one_can_run_is_never_the_selected_answer(
+    fake, broken, fragment
+):
     config = MoAConfig(
         variant="select",
         proposers=[
-            fake("A", tool_calls=fixed(NOPE)),
-            fake("B", tool_calls=fixed(NOPE)),
+            fake("A", tool_calls=fixed(broken)),
+            fake("B", tool_calls=fixed(broken)),
             fake("C", tool_calls=fixed(ADD_12)),
         ],
         selection={"method": "vote"},
     )
     answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
-    assert [c["name"] for c in answer.tool_calls] == ["add"]
+    assert [c["args"] for c in answer.tool_calls] == [ADD_12["args"]]
     failed = [c for c in answer.response_metadata["moa"]["calls"] if c["status"] == "failed"]
     assert [c["configured_model"] for c in failed] == ["A", "B"]
+    assert fragment in failed[0]["error"]
 
 
 def test_a_text_proposal_is_not_selected_when_a_tool_call_is_required(fake):

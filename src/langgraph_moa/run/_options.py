@@ -288,8 +288,28 @@ def _unrunnable_call(response: AIMessage, options: Options, names: list[str]) ->
         )
     if unbound := [c["name"] for c in calls if c["name"] not in names]:
         return f"called {unbound[0]!r}, which is not bound (the tools are {', '.join(names)})"
+    if missing := _missing_argument(calls, options["tools"]):
+        return missing
     if calls and _is_none(choice):
         return f"called {calls[0]['name']!r} though tool_choice was 'none'"
+    return None
+
+
+def _missing_argument(calls: list[ToolCall], tools: Sequence[dict[str, Any]]) -> str | None:
+    """Return how a call leaves out an argument its tool's schema requires, or None.
+
+    The agent's ToolNode cannot run such a call (it answers with a validation error and
+    the agent pays for another turn), so it is no answer; and the vote of ``select``, where
+    two incomplete calls outvoted one whole call, chose it.
+    """
+    required = {
+        t["function"].get("name"): (t["function"].get("parameters") or {}).get("required") or []
+        for t in tools
+    }
+    for call in calls:
+        for name in required.get(call["name"], []):
+            if name not in call["args"]:
+                return f"called {call['name']!r} without its required argument {name!r}"
     return None
 
 
