@@ -978,3 +978,20 @@ def test_a_providers_built_in_tool_is_refused_in_one_sentence(fake, builtin):
     with pytest.raises(MoAInputError, match=r"^Tool 2 of 2 \(.*\) is a provider's built-in") as e:
         llm.bind_tools([add, builtin])
     assert "\n" not in str(e.value)
+
+
+def test_select_structured_output_with_only_incomplete_calls_raises_even_with_include_raw(fake):
+    # The tools' contract comes first: a call missing a required field is refused, as a call
+    # to an unbound tool is, so no proposal is left to parse into `parsing_error`.
+    from langgraph_moa import AllProposersFailedError
+
+    class Total(BaseModel):
+        value: int
+
+    half = {"name": "Total", "args": {}, "id": "t1"}
+    config = MoAConfig(variant="select", proposers=[fake("A", tool_calls=fixed(half)), fake("B")])
+    llm = MoAChatModel(config=config).with_structured_output(
+        Total, method="function_calling", include_raw=True
+    )
+    with pytest.raises(AllProposersFailedError, match="without its required argument 'value'"):
+        llm.invoke(QUESTION)
