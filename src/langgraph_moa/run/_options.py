@@ -251,12 +251,13 @@ def check_tool_calls(response: Any, options: Options, label: str, *, answer: boo
 
     A call whose output is only a reference (`answer` false: a proposal the aggregator
     reads) is held to less. A call no one may run (a tool not bound, arguments that are not
-    JSON, a call under ``tool_choice="none"``) is refused: shown to the next layer as a
-    ``Tool call:`` line it invites a copy. But text where a call was forced, another bound
-    tool than the named one, or several calls where one was allowed are still a usable
-    reference, and refusing them left small models' runs with no proposal at all; such a
-    response is returned marked ``response_metadata["moa_reference_only"]`` (why it could
-    not be the answer), so that it is never returned as one (`best_available`).
+    JSON or leave out a required one, a call under ``tool_choice="none"``) is refused:
+    shown to the next layer as a ``Tool call:`` line it invites a copy. But text where a
+    call was forced, another bound tool than the named one, or several calls where one was
+    allowed are still a usable reference, and refusing them left small models' runs with no
+    proposal at all; such a response is returned marked
+    ``response_metadata["moa_reference_only"]`` (why it could not be the answer), so that
+    it is never returned as one (`best_available`).
 
     Returns:
         The response, marked where it may only be a reference.
