@@ -79,7 +79,16 @@ def _raised_in(module, exc):
         return raised
 
 
-@pytest.mark.parametrize("module", ["aiohttp.client", "httpcore._async.connection_pool"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "aiohttp.client",
+        "httpcore._async.connection_pool",
+        # The openai SDK (3.x) is built on httpx2, whose transport is httpcore2.
+        "httpcore2._async.connection_pool",
+        "httpx2._client",
+    ],
+)
 def test_an_assertion_inside_the_http_client_on_a_dropped_connection_is_retried(fake, log, module):
     """aiohttp (``assert conn.protocol is not None``) and httpcore (``assert self.connection
     is not None``) raise AssertionError when a connection is lost at the wrong moment, and

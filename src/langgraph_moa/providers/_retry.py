@@ -55,16 +55,19 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and bool(default_retry_on(exc))
 
 
-_HTTP_CLIENTS = frozenset({"aiohttp", "httpcore", "httpx", "h11", "h2"})
-"""The packages whose ``assert`` statements fail on a connection lost at the wrong moment."""
+_HTTP_CLIENTS = frozenset({"aiohttp", "httpcore", "httpcore2", "httpx", "httpx2", "h11", "h2"})
+"""The packages whose ``assert`` statements fail on a connection lost at the wrong moment.
+
+httpx2 and httpcore2: the openai SDK's HTTP client since its 3.x releases (httpx and httpcore
+before, and still for other SDKs)."""
 
 
 def _raised_by_http_client(exc: BaseException) -> bool:
     """Tell whether `exc` was raised by the HTTP client's own code (its innermost frame).
 
-    aiohttp (``assert conn.protocol is not None``) and httpcore (``assert self.connection is
-    not None``) raise AssertionError when a connection drops mid-request, and the SDKs pass
-    it on unwrapped: a transient failure, which another try passes.
+    aiohttp (``assert conn.protocol is not None``) and httpcore or httpcore2 (``assert
+    self.connection is not None``) raise AssertionError when a connection drops mid-request,
+    and the SDKs pass it on unwrapped: a transient failure, which another try passes.
     """
     return _innermost_package(exc) in _HTTP_CLIENTS
 
