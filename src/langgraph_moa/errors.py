@@ -26,7 +26,7 @@ All of them derive from `MoAError` so an application can catch one type::
     ├── EndpointNotFoundError                an endpoint has no such model, or no API at its URL
     ├── UpstreamResponseError                an endpoint's answer is too large, or a redirect
     ├── StreamBrokenError                    a streamed answer broke after text was sent
-    ├── RetryPastDeadlineError               a Retry-After asks for a wait past the deadline
+    ├── RetryPastDeadlineError               a Retry-After asks for too long a wait (deadline)
     ├── RequestTimeoutError                  a served request ran past --request-timeout
     ├── LocalModelError (RuntimeError)       a packaged model is missing, corrupt or unknown
     ├── LocalRuntimeError (RuntimeError)     a local model server could not start or died
@@ -405,7 +405,8 @@ class StreamBrokenError(MoAError):
 class RetryPastDeadlineError(MoAError):
     """A provider asked to be retried (``Retry-After``) later than the request's deadline.
 
-    The call fails for good at once instead of holding the request past its deadline.
+    Or later than the longest wait a call makes (``MAX_RETRY_AFTER_S``, 60 s). The call fails
+    for good at once instead of holding the request past its deadline.
     """
 
 

@@ -203,11 +203,11 @@ def test_a_malformed_retry_after_is_ignored_and_the_rate_limit_error_kept(value)
         asyncio.run(main())
 
 
-def test_a_valid_retry_after_is_capped():
-    from langgraph_moa.providers._retry import MAX_RETRY_AFTER_S, retry_after_s
+def test_a_valid_retry_after_is_read_as_given():
+    from langgraph_moa.providers._retry import retry_after_s
 
     assert retry_after_s(_status_error(429, "2.5")) == 2.5
-    assert retry_after_s(_status_error(429, "3600")) == MAX_RETRY_AFTER_S
+    assert retry_after_s(_status_error(429, "3600")) == 3600.0
     assert retry_after_s(_status_error(429, "0")) is None
 
 
@@ -256,19 +256,41 @@ def test_a_retry_after_is_waited_out_between_attempts_never_after_the_last(
 ):
     """The last attempt's Retry-After held the failure for nothing: no retry followed it."""
     slept = _count_retry_after_waits(monkeypatch, 3.0)
-    limited = fake("LIMITED", fail=always(_status_error(429, "3")))
+    record = _rate_limited_run(fake, "3", max_attempts=2, mode=mode)
+    assert (record["status"], record["attempts"]) == ("failed", 2)
+    assert len(log.by("LIMITED")) == 2
+    assert slept == [3.0]  # before attempt 2 only
+
+
+def _rate_limited_run(fake, retry_after: str, max_attempts: int, mode: str):
+    """Run a graph with a proposer that always answers 429; return that proposer's record."""
+    limited = fake("LIMITED", fail=always(_status_error(429, retry_after)))
     config = MoAConfig(
         proposers=[fake("A"), limited],
         aggregator=fake("AGG"),
         layers=2,
-        retry=RetrySettings(max_attempts=2, initial_interval=0.0, jitter=False),
+        retry=RetrySettings(max_attempts=max_attempts, initial_interval=0.0, jitter=False),
     )
     graph = create_moa_graph(config)
     out = graph.invoke(QUESTION) if mode == "sync" else asyncio.run(graph.ainvoke(QUESTION))
     [record] = [c for c in out["calls"] if c["configured_model"] == "LIMITED"]
-    assert (record["status"], record["attempts"]) == ("failed", 2)
-    assert len(log.by("LIMITED")) == 2
-    assert slept == [3.0]  # before attempt 2 only
+    return record
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_retry_after_longer_than_the_longest_wait_fails_at_once(fake, log, monkeypatch, mode):
+    """A 429 asking for an hour was waited 60 s per attempt (2 minutes with the default
+    retries) and then failed anyway: the wait was cut short of what the provider asked, so
+    the retry was refused again. It fails at once now, saying why."""
+    from langgraph_moa.providers._retry import MAX_RETRY_AFTER_S
+
+    slept = _count_retry_after_waits(monkeypatch, MAX_RETRY_AFTER_S)
+    record = _rate_limited_run(fake, "3600", max_attempts=3, mode=mode)
+    assert (record["status"], record["attempts"]) == ("failed", 1)
+    assert len(log.by("LIMITED")) == 1
+    assert record["error"].startswith("RetryPastDeadlineError: LIMITED asked to be retried after")
+    assert f"longer than the {MAX_RETRY_AFTER_S:g}s" in record["error"]
+    assert slept == []
 
 
 def test_a_single_attempt_is_not_held_by_its_retry_after(fake, monkeypatch):

@@ -121,10 +121,13 @@ def http_status(exc: BaseException) -> int | None:
 
 
 MAX_RETRY_AFTER_S = 60.0
+"""The longest ``Retry-After`` a call waits out before its retry; one that asks for longer
+fails at once (`run._calls`): a wait cut short is refused again, and an hour's wait holds the
+run for nothing."""
 
 
 def retry_after_s(exc: BaseException) -> float | None:
-    """Return the wait a 429 or 503 asks for in its Retry-After header (seconds, capped).
+    """Return the wait a 429 or 503 asks for in its Retry-After header (seconds, as given).
 
     Only a finite, positive number of seconds counts: a negative value would make
     ``time.sleep`` raise (replacing the provider's error) and NaN would make an async sleep
@@ -142,7 +145,7 @@ def retry_after_s(exc: BaseException) -> float | None:
         return None
     if not math.isfinite(seconds) or seconds <= 0:
         return None
-    return min(seconds, MAX_RETRY_AFTER_S)
+    return seconds
 
 
 def _is_context_overflow(exc: BaseException) -> bool:

@@ -47,7 +47,12 @@ from langgraph_moa.providers._models import (
     describe_model,
     has_own_timeout,
 )
-from langgraph_moa.providers._retry import explain_failure, is_retryable, retry_after_s
+from langgraph_moa.providers._retry import (
+    MAX_RETRY_AFTER_S,
+    explain_failure,
+    is_retryable,
+    retry_after_s,
+)
 from langgraph_moa.providers._table import LOCAL_PREFIX, is_sdk_timeout
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import (
@@ -714,11 +719,18 @@ def _retry_wait(
     """Return how long to wait before the retry, or the error if that is past the deadline.
 
     Only an error that will be retried (as `explained`) is waited for: a 401 or 400
-    carrying ``Retry-After`` fails at once, since no second attempt follows the wait.
+    carrying ``Retry-After`` fails at once, since no second attempt follows the wait. A
+    wait longer than `MAX_RETRY_AFTER_S` fails at once too, whatever the deadline.
     """
     if not is_retryable(explained):
         return 0.0
     wait = retry_after_s(error) or 0.0
+    if wait > MAX_RETRY_AFTER_S:
+        return RetryPastDeadlineError(
+            f"{label} asked to be retried after {wait:g}s, longer than the "
+            f"{MAX_RETRY_AFTER_S:g}s a call waits, so it was not retried: try again later, "
+            "or use another model or endpoint"
+        )
     due = _DEADLINE.get()
     if wait and due is not None and time.monotonic() + wait > due:
         return RetryPastDeadlineError(
