@@ -137,3 +137,20 @@ def test_chunk_wise_parts_that_report_and_parts_that_do_not_are_summed_and_marke
     whole = _summed("abxxxxxx", written.responses).usage_metadata
     assert written.estimated and whole is not None
     assert whole["input_tokens"] == 7 + 10 and whole["output_tokens"] == 2 + 2
+
+
+def test_a_refused_answer_that_reported_no_usage_counts_its_prompt(fake):
+    """An answer the package refused (a content filter stopped it) was billed, prompt and
+    all; where its provider reported no usage, its record counted 0 prompt tokens: the
+    estimate read only what it wrote."""
+    config = MoAConfig(
+        proposers=[fake("A"), fake("FILTERED", no_usage=True, finish=lambda n: "content_filter")],
+        aggregator=fake("AGG"),
+        layers=2,
+    )
+    out = create_moa_graph(config).invoke(QUESTION)
+    [record] = [c for c in out["calls"] if c["configured_model"] == "FILTERED"]
+    assert record["status"] == "failed" and record["error"].startswith("ContentFilteredError")
+    assert record["usage_estimated"] is True
+    assert record["prompt_tokens"] > 0 and record["completion_tokens"] > 0
+    assert record["total_tokens"] == record["prompt_tokens"] + record["completion_tokens"]

@@ -245,7 +245,7 @@ class _Chunkwise:
             if self.live[k]:
                 self.texts[k] = ""
                 latency = time.perf_counter() - started
-                self.records[k] = record_failure(call, errors, exc, latency)
+                self.records[k] = record_failure(call, errors, exc, latency, prompt=messages)
         finally:
             self.done[k] = True
             self.changed.set()

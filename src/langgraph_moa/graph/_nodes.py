@@ -463,8 +463,10 @@ class MoANodes:
         """
         key, task_at, step = yield from self._step(token, call)
         started = time.perf_counter()
+        sent: list[BaseMessage] = []  # the request's messages, once built
         try:
             req = request()
+            sent = req.messages
             emit("started", **call.fields())
             stop = watch(step) if watch is not None else None
             last = self._last_derived  # `draws`'s own first steps, without the call
@@ -492,7 +494,8 @@ class MoANodes:
                 discard_answer(call, exc)
             yield from _failed_attempt(cfg, task_at, step, key, exc)
             latency = time.perf_counter() - started
-            return _Outcome(record_failure(call, step.errors(key), exc, latency), error=exc)
+            record = record_failure(call, step.errors(key), exc, latency, prompt=sent)
+            return _Outcome(record, error=exc)
         if counts_for_quorum:
             step.answered(task_at.task_id)
         return _Outcome(record, message, parsed, req.notes)

@@ -380,6 +380,7 @@ def failed_record(
     retried_errors: list[str] | None = None,
     paid: BaseMessage | None = None,
     estimated: bool = False,
+    prompt: Sequence[BaseMessage] = (),
 ) -> CallRecord:
     """Record a failed call with the provider's own error message, summarized and redacted.
 
@@ -387,13 +388,17 @@ def failed_record(
     or tool calls that break the bound tools) was paid for: its tokens, from the refused
     message the error keeps, count; so do those of `paid`, what a call that failed partway
     had already cost (the parts a chunk-wise aggregator wrote before one failed);
-    `estimated`: as `ok_record`'s.
+    `estimated`: as `ok_record`'s. `prompt`: the messages the call was sent, whose tokens
+    are estimated with the answer's where its provider reported none: that prompt was billed
+    as well as what was refused.
     """
     refused = isinstance(error, RejectedAnswer)
     if paid is None and refused:
         paid = getattr(error, "response", None)
     counted = _tokens(paid)
-    prompt, completion, total, _ = counted or estimated_tokens(paid, ())
+    # A call that got no answer (a 500, a timeout) is not billed: its prompt is not counted.
+    billed = prompt if paid is not None else ()
+    prompt_tokens, completion, total, _ = counted or estimated_tokens(paid, billed)
     record = CallRecord(
         role=role,
         layer=layer,
@@ -408,7 +413,7 @@ def failed_record(
         retried_errors=list(retried_errors or []),
         cached=False,
         latency_s=round(latency_s, 4),
-        prompt_tokens=prompt,
+        prompt_tokens=prompt_tokens,
         completion_tokens=completion,
         total_tokens=total,
         mean_logprob=None,

@@ -275,13 +275,15 @@ def record_failure(
     latency: float,
     paid: BaseMessage | None = None,
     estimated: bool = False,
+    prompt: Sequence[BaseMessage] = (),
 ) -> CallRecord:
     """Record a call that failed for good (or was cancelled), and tell the progress stream.
 
     `errors` are all its attempts' errors; the last one is the record's own error. The
     latency is how long its last attempt ran: for a cancelled straggler, how long the run
     waited for it. `paid`: what the call had cost before it failed (see `failed_record`),
-    `estimated` whether that is partly an estimate.
+    `estimated` whether that is partly an estimate; `prompt`: what it was sent, for the
+    estimate of a refused answer that reported no usage.
     """
     fields = call.fields()
     record = failed_record(
@@ -290,6 +292,7 @@ def record_failure(
         retried_errors=errors[:-1],
         paid=paid,
         estimated=estimated,
+        prompt=prompt,
         **fields,
     )
     emit(
