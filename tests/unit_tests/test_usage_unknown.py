@@ -154,3 +154,77 @@ def test_a_refused_answer_that_reported_no_usage_counts_its_prompt(fake):
     assert record["usage_estimated"] is True
     assert record["prompt_tokens"] > 0 and record["completion_tokens"] > 0
     assert record["total_tokens"] == record["prompt_tokens"] + record["completion_tokens"]
+
+
+def test_the_estimate_counts_the_tool_schemas_a_call_was_sent(fake):
+    """The schemas of bound tools are prompt tokens the provider bills; the estimate read the
+    messages alone, so a run with many tools was counted as if it had none."""
+    from langchain_core.messages import HumanMessage
+    from langchain_core.tools import tool
+
+    from langgraph_moa import MoAChatModel
+    from langgraph_moa.text._prompts import estimate_tokens
+
+    @tool
+    def lookup(city: str, country: str, units: str = "metric") -> str:
+        """Look up the current weather of a city, with its temperature, wind and rain."""
+        return city
+
+    def prompt_of(with_tools: bool) -> int:
+        config = MoAConfig(proposers=[fake("A", no_usage=True)], aggregator=fake("AGG"))
+        llm = MoAChatModel(config=config)
+        llm = llm.bind_tools([lookup]) if with_tools else llm
+        answer = llm.invoke([HumanMessage("Weather in Paris?")])
+        calls = answer.response_metadata["moa"]["calls"]
+        [record] = [c for c in calls if c["role"] == "proposer" and c["layer"] == 1]
+        assert record["usage_estimated"] is True
+        return record["prompt_tokens"]
+
+    schema = str(lookup.args_schema.model_json_schema())
+    assert prompt_of(True) - prompt_of(False) >= estimate_tokens(schema) // 2
+
+
+def test_the_estimate_counts_an_image_part_of_the_prompt():
+    """An image part has no text, so a prompt of one image was estimated at 0 tokens."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from langgraph_moa.run._accounting import MEDIA_PART_TOKENS, estimated_tokens
+    from langgraph_moa.text._prompts import estimate_tokens
+
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    prompt = [HumanMessage([{"type": "text", "text": "What is this?"}, image])]
+    prompt_tokens, *_ = estimated_tokens(AIMessage("A cat."), prompt)
+    assert prompt_tokens == estimate_tokens("What is this?") + MEDIA_PART_TOKENS
+
+
+def test_a_function_calling_structured_answer_without_usage_is_counted_once(log):
+    """Its text is its tool call's arguments written out (`_answer_of`): counted once."""
+    from langchain_core.runnables import RunnableLambda
+
+    from langgraph_moa import MoAChatModel
+    from langgraph_moa.text._prompts import estimate_tokens
+    from tests.fakes import FakeChat
+
+    answer = {"city": "Paris", "confidence": 0.9}
+
+    class Calling(FakeChat):
+        """Answers with the structure in a tool call and no text, as function calling does."""
+
+        def with_structured_output(self, schema, *, include_raw=False, **kwargs):
+            def parse(messages):
+                call = {"name": "City", "args": answer, "id": "c1"}
+                raw = self.invoke(messages).model_copy(update={"content": "", "tool_calls": [call]})
+                return {"raw": raw, "parsed": answer, "parsing_error": None}
+
+            return RunnableLambda(parse)
+
+    config = MoAConfig(
+        proposers=[FakeChat(label="A", log=log)],
+        aggregator=Calling(label="AGG", log=log, no_usage=True),
+    )
+    schema = {"title": "City", "type": "object", "properties": {"city": {"type": "string"}}}
+    out = MoAChatModel(config=config).with_structured_output(schema, include_raw=True).invoke("q")
+    assert out["parsed"] == answer
+    [record] = [c for c in out["raw"].response_metadata["moa"]["calls"] if c["role"] != "proposer"]
+    assert record["usage_estimated"] is True
+    assert record["completion_tokens"] == estimate_tokens(json.dumps(answer))

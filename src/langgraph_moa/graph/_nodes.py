@@ -40,6 +40,7 @@ from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.providers._table import LOCAL_PREFIX
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import (
+    STRUCTURED_MARK,
     empty_answer,
     refuse_filtered,
     summarize,
@@ -463,10 +464,9 @@ class MoANodes:
         """
         key, task_at, step = yield from self._step(token, call)
         started = time.perf_counter()
-        sent: list[BaseMessage] = []  # the request's messages, once built
+        sent: _Request | None = None  # once built: its prompt counts where usage is unknown
         try:
-            req = request()
-            sent = req.messages
+            req = sent = request()
             emit("started", **call.fields())
             stop = watch(step) if watch is not None else None
             last = self._last_derived  # `draws`'s own first steps, without the call
@@ -488,13 +488,23 @@ class MoANodes:
                 draw=call.draw(draws),
             )
             latency = time.perf_counter() - started
-            record = record_answer(call, step.errors(key), message, latency, cached, req.messages)
+            record = record_answer(
+                call,
+                step.errors(key),
+                message,
+                latency,
+                cached,
+                req.messages,
+                tools=req.params.get("tools"),
+            )
         except Exception as exc:
             if writes_answer:
                 discard_answer(call, exc)
             yield from _failed_attempt(cfg, task_at, step, key, exc)
             latency = time.perf_counter() - started
-            record = record_failure(call, step.errors(key), exc, latency, prompt=sent)
+            prompt, tools = (sent.messages, sent.params.get("tools")) if sent else ((), None)
+            errors = step.errors(key)
+            record = record_failure(call, errors, exc, latency, prompt=prompt, tools=tools)
             return _Outcome(record, error=exc)
         if counts_for_quorum:
             step.answered(task_at.task_id)
@@ -995,7 +1005,10 @@ def _answer_of(
         parsed = response["parsed"]
         response = response["raw"]
         if not response.text.strip():  # function calling: the structure is in tool calls
-            response = response.model_copy(update={"content": as_json(parsed)})
+            meta = {**response.response_metadata, STRUCTURED_MARK: True}
+            response = response.model_copy(
+                update={"content": as_json(parsed), "response_metadata": meta}
+            )
     else:
         response = without_thinking(response, call.configured_model)
         response = read_text_tool_calls(response, options)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage
 
+from langgraph_moa._parts import MEDIA_PARTS
 from langgraph_moa._redact import describe_error
 from langgraph_moa._unicode import well_formed
 from langgraph_moa.errors import (
@@ -316,17 +318,21 @@ def ok_record(
     cached: bool = False,
     prompt: Sequence[BaseMessage] = (),
     estimated: bool = False,
+    tools: Any = None,
 ) -> CallRecord:
     """Record a successful call, with tokens from the message's `usage_metadata`.
 
     `cached`: the package's call cache answered; an answer of LangChain's LLM cache is
-    recorded cached too (`_tokens`). `prompt`: the messages the call was sent, from which
-    its tokens are estimated where the provider reported none (`estimated_tokens`).
+    recorded cached too (`_tokens`). `prompt` and `tools`: the messages and tool schemas the
+    call was sent, from which its tokens are estimated where the provider reported none
+    (`estimated_tokens`).
     `estimated`: the usage is partly the package's estimate already (`with_estimated_usage`:
     the parts of a chunk-wise answer), so the record says so.
     """
     counted = _tokens(response)
-    prompt_tokens, completion, total, from_llm_cache = counted or estimated_tokens(response, prompt)
+    prompt_tokens, completion, total, from_llm_cache = counted or estimated_tokens(
+        response, prompt, tools
+    )
     cached = cached or from_llm_cache
     logprobs = token_logprobs(response)
     record = CallRecord(
@@ -381,6 +387,7 @@ def failed_record(
     paid: BaseMessage | None = None,
     estimated: bool = False,
     prompt: Sequence[BaseMessage] = (),
+    tools: Any = None,
 ) -> CallRecord:
     """Record a failed call with the provider's own error message, summarized and redacted.
 
@@ -388,17 +395,17 @@ def failed_record(
     or tool calls that break the bound tools) was paid for: its tokens, from the refused
     message the error keeps, count; so do those of `paid`, what a call that failed partway
     had already cost (the parts a chunk-wise aggregator wrote before one failed);
-    `estimated`: as `ok_record`'s. `prompt`: the messages the call was sent, whose tokens
-    are estimated with the answer's where its provider reported none: that prompt was billed
-    as well as what was refused.
+    `estimated`: as `ok_record`'s. `prompt` and `tools`: what the call was sent, whose
+    tokens are estimated with the answer's where its provider reported none: that prompt was
+    billed as well as what was refused.
     """
     refused = isinstance(error, RejectedAnswer)
     if paid is None and refused:
         paid = getattr(error, "response", None)
     counted = _tokens(paid)
-    # A call that got no answer (a 500, a timeout) is not billed: its prompt is not counted.
-    billed = prompt if paid is not None else ()
-    prompt_tokens, completion, total, _ = counted or estimated_tokens(paid, billed)
+    if counted is None and paid is None:  # no answer (a 500, a timeout): nothing was billed
+        prompt, tools = (), None
+    prompt_tokens, completion, total, _ = counted or estimated_tokens(paid, prompt, tools)
     record = CallRecord(
         role=role,
         layer=layer,
@@ -498,20 +505,46 @@ def counted_tokens(response: object) -> tuple[int, int, int] | None:
     return None if counted is None else counted[:3]
 
 
+MEDIA_PART_TOKENS = 765
+"""The estimate of one image, audio or file part of a prompt, whose size the package does not
+read: OpenAI's count of a 1024x1024 image at high detail. Read as its text, it was 0 tokens."""
+
+STRUCTURED_MARK = "moa_structured_from_tool_calls"
+"""``response_metadata`` mark of a function-calling structured answer whose text is its tool
+call's arguments written out (`graph._nodes._answer_of`): what it wrote is counted once."""
+
+
+def _prompt_estimate(prompt: Sequence[BaseMessage], tools: Any) -> int:
+    """Estimate a prompt's tokens: its messages' text, media parts and the tools' schemas."""
+    tokens = 0
+    for m in prompt:
+        tokens += estimate_tokens(m.text)
+        if isinstance(m.content, list):
+            media = sum(isinstance(p, dict) and p.get("type") in MEDIA_PARTS for p in m.content)
+            tokens += media * MEDIA_PART_TOKENS
+    if tools:
+        tokens += estimate_tokens(json.dumps(tools, default=str))
+    return tokens
+
+
 def estimated_tokens(
-    response: BaseMessage | None, prompt: Sequence[BaseMessage]
+    response: BaseMessage | None, prompt: Sequence[BaseMessage], tools: Any = None
 ) -> tuple[int, int, int, bool]:
     """Estimate the tokens of a call whose provider reported none, as `_tokens` returns them.
 
     By `estimate_tokens` (3 characters a token, an overestimate for English): the prompt's
-    messages, and what the model wrote (its text, thinking and tool calls). The record says
-    so (``usage_estimated``): an estimate is neither the provider's count nor a zero.
+    messages (an image, audio or file part at `MEDIA_PART_TOKENS`), the schemas of the
+    `tools` it was sent, and what the model wrote (its text, thinking and tool calls; a
+    structured answer's text and call once, `STRUCTURED_MARK`). The record says so
+    (``usage_estimated``): an estimate is neither the provider's count nor a zero.
     """
-    prompt_tokens = sum(estimate_tokens(m.text) for m in prompt)
+    prompt_tokens = _prompt_estimate(prompt, tools)
     written = ""
     if isinstance(response, AIMessage):
         thinking = response.additional_kwargs.get("reasoning_content")
         calls = "".join(str(c["args"]) for c in response.tool_calls)
+        if (response.response_metadata or {}).get(STRUCTURED_MARK):
+            calls = ""  # the text is these calls' arguments
         written = response.text + (thinking if isinstance(thinking, str) else "") + calls
     completion = estimate_tokens(written)
     usage: Any = (response.usage_metadata if isinstance(response, AIMessage) else None) or {}

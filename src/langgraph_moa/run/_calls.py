@@ -234,11 +234,13 @@ def record_answer(
     cached: bool = False,
     prompt: Sequence[BaseMessage] = (),
     estimated: bool = False,
+    tools: Any = None,
 ) -> CallRecord:
     """Record a call that answered, with its retries, and tell the progress stream.
 
-    `prompt`: what it was sent, for the estimate of a call that reported no usage;
-    `estimated`: its usage is partly an estimate already (`ok_record`).
+    `prompt` and `tools`: what it was sent (its messages, its tools' schemas), for the
+    estimate of a call that reported no usage; `estimated`: its usage is partly an estimate
+    already (`ok_record`).
     """
     fields = call.fields()  # the record's and the event's: made once
     record = ok_record(
@@ -248,6 +250,7 @@ def record_answer(
         cached=cached,
         prompt=prompt,
         estimated=estimated,
+        tools=tools,
         **fields,
     )
     emit(
@@ -276,14 +279,15 @@ def record_failure(
     paid: BaseMessage | None = None,
     estimated: bool = False,
     prompt: Sequence[BaseMessage] = (),
+    tools: Any = None,
 ) -> CallRecord:
     """Record a call that failed for good (or was cancelled), and tell the progress stream.
 
     `errors` are all its attempts' errors; the last one is the record's own error. The
     latency is how long its last attempt ran: for a cancelled straggler, how long the run
     waited for it. `paid`: what the call had cost before it failed (see `failed_record`),
-    `estimated` whether that is partly an estimate; `prompt`: what it was sent, for the
-    estimate of a refused answer that reported no usage.
+    `estimated` whether that is partly an estimate; `prompt` and `tools`: what it was sent,
+    for the estimate of a refused answer that reported no usage.
     """
     fields = call.fields()
     record = failed_record(
@@ -293,6 +297,7 @@ def record_failure(
         paid=paid,
         estimated=estimated,
         prompt=prompt,
+        tools=tools,
         **fields,
     )
     emit(
