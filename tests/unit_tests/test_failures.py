@@ -444,7 +444,21 @@ def test_context_overflow_is_explained_and_not_retried(fake, log):
     assert len(log.by("A")) == 1
     error = out["calls"][0]["error"]
     assert error.startswith("ContextLengthError: The input is too long for A")
-    assert "maximum context length is 4096" in error and "Shorten the conversation" in error
+    assert "The provider said: This model's maximum context length" in error
+    assert "shorten the conversation" in error
+    # The config field that fixes it, named with the model: with no context_window the
+    # references reach the model untrimmed.
+    assert "too long for A (its context holds 4096 tokens). Set its context_window in" in error
+
+
+def test_a_context_error_names_context_window_within_a_failed_calls_line():
+    """The record's line is cut at 300 characters: the fix survives the longest label."""
+    from langgraph_moa._redact import LABEL_CHARS, describe_error
+    from langgraph_moa.providers._retry import explain_failure
+
+    label = "x" * (LABEL_CHARS + 20)
+    line = describe_error(explain_failure(context_overflow(), label, []))
+    assert "context_window" in line and "a model with a longer context." in line
 
 
 def test_anthropics_prompt_too_long_is_a_context_error_with_its_size():

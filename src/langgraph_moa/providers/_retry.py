@@ -365,7 +365,7 @@ def explain_failure(
     if not _is_context_overflow(exc):
         return exc
     return ContextLengthError(
-        f"The input is too long for {model}{_context_size(exc)}. Shorten the conversation, "
-        "lower the proposers' max_tokens (long references fill the next layer's context), or "
-        f"choose a model with a longer context. The provider said: {exc}"
+        f"The input is too long for {model}{_context_size(exc)}. Set its context_window in the "
+        "config to trim the references, shorten the conversation, lower the proposers' "
+        f"max_tokens, or choose a model with a longer context. The provider said: {exc}"
     )
