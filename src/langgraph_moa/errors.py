@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from langgraph_moa._redact import describe_error, summarize_error
+from langgraph_moa._redact import LABEL_CHARS, clip, describe_error, summarize_error
 
 if TYPE_CHECKING:
     from langgraph_moa.run.state import CallRecord
@@ -200,9 +200,14 @@ class AggregatorFailedError(_RunError):
         )
         self.model = model
         self.__cause__ = error
+        said = (
+            f"{type(error).__name__}: {error.brief}"  # whole: cut at 200, it lost its fix
+            if isinstance(error, UnsupportedParameterError)
+            else describe_error(error, 200)
+        )
         self.summary = (
-            f"The aggregator {model!r} failed, so no answer was written: "
-            f"{describe_error(error, 200).rstrip('.')}."
+            f"The aggregator {clip(model, LABEL_CHARS)!r} failed, so no answer was written: "
+            f"{said.rstrip('.')}."
         )
         """The error in one short sentence (what `moa serve` sends its client)."""
 
@@ -274,6 +279,14 @@ class UnsupportedParameterError(MoAError):
     OpenAI's reasoning models refuse a temperature other than 1, and max_tokens. Not
     retried: the same call is refused again.
     """
+
+    def __init__(self, message: str, brief: str = "") -> None:
+        """Keep `brief` too (else the message): the refusal and its fix, without the label."""
+        super().__init__(message)
+        self.brief = brief or message
+        """The parameter refused and the fix, without the label or the provider's words: a
+        summary that names the model already (`AggregatorFailedError.summary`) keeps it
+        whole, where the message cut at 200 characters lost the fix."""
 
 
 class UnsupportedContentError(MoAError):

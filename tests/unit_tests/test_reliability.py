@@ -587,6 +587,21 @@ def test_a_long_model_label_is_shortened_never_the_fix_on_a_failed_calls_line(er
     assert label[:30] in line  # the label is still named, shortened
 
 
+@pytest.mark.parametrize("param", ["temperature", "max_tokens"])
+@pytest.mark.parametrize("label", ["o3", "my-" + "very-" * 80 + "long-model"])
+def test_an_aggregators_refused_parameter_keeps_its_fix_in_the_502s_summary(param, label):
+    """`moa serve` answers a failed aggregator with a 502 whose message is the error's
+    summary, cut at 200 characters: the max_tokens fix was cut off even for a label of two
+    characters. The summary names the aggregator (its label shortened) and keeps the fix."""
+    from langgraph_moa.errors import AggregatorFailedError
+    from langgraph_moa.providers._retry import _PARAMETER_FIXES, explain_failure
+
+    error = explain_failure(_Refused(param), label, [])
+    summary = AggregatorFailedError(label, error, []).summary
+    assert f"'{param}'" in summary and f"{_PARAMETER_FIXES[param]}." in summary, summary
+    assert label[:30] in summary and len(summary) <= 300
+
+
 def _not_found(url: str, body: dict) -> Exception:
     """An openai SDK 404 from `url`, its body as the server sent it."""
     import httpx
