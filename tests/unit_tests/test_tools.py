@@ -995,3 +995,32 @@ def test_select_structured_output_with_only_incomplete_calls_raises_even_with_in
     )
     with pytest.raises(AllProposersFailedError, match="without its required argument 'value'"):
         llm.invoke(QUESTION)
+
+
+def test_an_answer_with_more_tool_calls_than_the_bound_is_refused(fake, log):
+    """An answer of 10^5 tool calls within the 32 MiB bound on a body was taken whole: every
+    one recorded, voted on and sent back to the agent. One answer may make at most
+    `MAX_TOOL_CALLS`: past it the call fails with one sentence that says so."""
+    from langgraph_moa.run._options import MAX_TOOL_CALLS
+
+    def flood(label, n, messages, kwargs):
+        if label != "FLOOD":
+            return []
+        count = MAX_TOOL_CALLS + 1
+        return [{"name": "add", "args": {"a": i, "b": 1}, "id": f"c{i}"} for i in range(count)]
+
+    config = MoAConfig(
+        proposers=[fake("FLOOD", tool_calls=flood), fake("B", tool_calls=calls((1, 2)))],
+        aggregator=fake("AGG", tool_calls=calls((1, 2))),
+        layers=2,
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    [record] = [
+        c for c in answer.response_metadata["moa"]["calls"] if c["configured_model"] == "FLOOD"
+    ]
+    assert record["status"] == "failed"
+    assert record["error"] == (
+        f"ToolCallError: FLOOD made {MAX_TOOL_CALLS + 1} tool calls in one answer, more than "
+        f"the {MAX_TOOL_CALLS} an answer may make, so it was refused."
+    )
+    assert len(answer.tool_calls) == 1

@@ -238,6 +238,12 @@ def read_text_tool_calls(response: Any, options: Options) -> Any:
     )
 
 
+MAX_TOOL_CALLS = 128
+"""The most tool calls one answer may make (OpenAI's most tools a request may bind). The
+32 MiB bound on a body let an answer of 10^5 calls through, each one recorded, voted on and
+passed to the agent: a model that loops, not a plan an agent can run."""
+
+
 def check_tool_calls(response: Any, options: Options, label: str, *, answer: bool = True) -> Any:
     """Refuse an answer whose tool calls break the tools and tool choice it was sent.
 
@@ -263,10 +269,19 @@ def check_tool_calls(response: Any, options: Options, label: str, *, answer: boo
         The response, marked where it may only be a reference.
 
     Raises:
-        ToolCallError: what broke the tools, naming the model; the answer rides along.
+        ToolCallError: what broke the tools, naming the model; the answer rides along. So
+            does an answer of more than `MAX_TOOL_CALLS` calls, whatever it was sent.
     """
+    if not isinstance(response, AIMessage):
+        return response
+    if (made := len(response.tool_calls) + len(response.invalid_tool_calls)) > MAX_TOOL_CALLS:
+        raise ToolCallError(
+            f"{label} made {made} tool calls in one answer, more than the {MAX_TOOL_CALLS} an "
+            "answer may make, so it was refused.",
+            response,
+        )
     tools = options.get("tools")
-    if not tools or not isinstance(response, AIMessage):
+    if not tools:
         return response
     names = tool_names(tools)
     if problem := _unrunnable_call(response, options, names):
