@@ -172,3 +172,28 @@ def test_an_unreadable_verdict_an_earlier_version_cached_is_asked_again(fake, tm
     judge = fake("JUDGE", reply=lambda *a: "A")
     assert judge_both_orders(judge, "q", "c", "b", cache=cache) == ("A", "A")
     assert len(judge.log.calls) == 2
+
+
+def test_a_judge_call_is_retried_on_a_transient_failure(fake, log, monkeypatch):
+    """The judge's client does not retry (a run's calls are retried by the graph, and the
+    judge is called outside any run): one 429 failed the judging of a whole system."""
+    import httpx
+    import openai
+
+    from langgraph_moa.eval import judge
+
+    slept: list[float] = []
+    monkeypatch.setattr(judge.time, "sleep", slept.append)
+    request = httpx.Request("POST", "http://h/v1/chat/completions")
+    limited = openai.RateLimitError(
+        "slow down",
+        response=httpx.Response(429, request=request, headers={"retry-after": "2"}),
+        body=None,
+    )
+    flaky = fake("JUDGE", reply=lambda *a: "A", fail=lambda n, m: limited if n == 1 else None)
+    assert judge_both_orders(flaky, "q", "a", "b") == ("A", "A")
+    assert len(log.by("JUDGE")) == 3 and slept == [2.0]  # its Retry-After waited out
+    refused = fake("REFUSED", fail=lambda n, m: _openai_error(404, {"error": {"message": "x"}}))
+    with pytest.raises(openai.NotFoundError):
+        judge_both_orders(refused, "q", "a", "b")
+    assert len(log.by("REFUSED")) == 1  # a 404 is not tried again

@@ -10,14 +10,20 @@ bootstrap confidence interval over items.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from langgraph_moa.eval.stats import bootstrap_mean_interval
-from langgraph_moa.providers._retry import explain_failure
+from langgraph_moa.providers._retry import (
+    MAX_RETRY_AFTER_S,
+    explain_failure,
+    is_retryable,
+    retry_after_s,
+)
 from langgraph_moa.run.cache import CallCache, call_key
 
 Verdict = Literal["A", "B", "tie"]
@@ -107,7 +113,7 @@ def judge_both_orders(
             if (verdict := parse_verdict(hit.text)) is not None:
                 return verdict
         try:
-            reply = judge.invoke(messages)
+            reply = _invoke_with_retries(judge, messages)
         except Exception as exc:
             explained = explain_failure(exc, f"the judge {name or label}", messages)
             if explained is exc:
@@ -119,6 +125,37 @@ def judge_both_orders(
         return verdict
 
     return ask(candidate, baseline), ask(baseline, candidate)
+
+
+JUDGE_ATTEMPTS = 3
+"""How often a judge call is tried when it fails in a way that may pass (a 429, a 5xx, a
+dropped connection). Its client does not retry (`providers._models`: a run's calls are
+retried by the graph's policy, and the judge is called outside any run), so one 429 left a
+whole system unjudged."""
+
+JUDGE_BACKOFF_S = 1.0
+"""The wait before a judge call's second attempt, doubled before each later one, where the
+provider asked for none (``Retry-After``)."""
+
+
+def _invoke_with_retries(judge: BaseChatModel, messages: Sequence[BaseMessage]) -> BaseMessage:
+    """Call the judge, trying again (up to `JUDGE_ATTEMPTS`) a failure that may pass.
+
+    A failure that cannot (a 404, a refused parameter, as `explain_failure` reads it) and
+    one whose ``Retry-After`` is longer than `MAX_RETRY_AFTER_S` are raised at once.
+    """
+    attempt = 1
+    while True:
+        try:
+            return judge.invoke(messages)
+        except Exception as exc:
+            if attempt == JUDGE_ATTEMPTS or not is_retryable(explain_failure(exc, "", messages)):
+                raise
+            wait = retry_after_s(exc) or JUDGE_BACKOFF_S * 2 ** (attempt - 1)
+            if wait > MAX_RETRY_AFTER_S:
+                raise
+            time.sleep(wait)
+            attempt += 1
 
 
 def judge_reliability(
