@@ -161,10 +161,7 @@ def budget_reached(used: int, limit: int, calls: Sequence[CallRecord]) -> str:
     """
     spent = f"{used} tokens"
     if estimated := sum("usage_estimated" in c for c in calls):
-        spent += (
-            f" ({estimated} of its calls estimated at 3 characters a token: their "
-            "providers reported no usage)"
-        )
+        spent += f" ({estimated} of its calls estimated: their providers reported no usage)"
     return f"used {spent}, reaching its budget.max_tokens of {limit}"
 
 

@@ -532,8 +532,8 @@ def estimated_tokens(
 ) -> tuple[int, int, int, bool]:
     """Estimate the tokens of a call whose provider reported none, as `_tokens` returns them.
 
-    By `estimate_tokens` (3 characters a token, an overestimate for English): the prompt's
-    messages (an image, audio or file part at `MEDIA_PART_TOKENS`), the schemas of the
+    By `estimate_tokens` (3 characters a token for English, more for other scripts): the
+    prompt's messages (an image, audio or file part at `MEDIA_PART_TOKENS`), the schemas of the
     `tools` it was sent, and what the model wrote (its text, thinking and tool calls; a
     structured answer's text and call once, `STRUCTURED_MARK`). The record says so
     (``usage_estimated``): an estimate is neither the provider's count nor a zero.

@@ -88,7 +88,8 @@ class CallRecord(TypedDict):
     usage_estimated: NotRequired[bool]
     """True where the provider reported no usage (a server that ignores ``stream_options``,
     a proxy that drops it): the token counts are the package's estimate (3 characters a
-    token), not the provider's, and not a zero. Absent where it reported usage."""
+    token for ASCII, half a token a UTF-8 byte for others), not the provider's, and not a
+    zero. Absent where it reported usage."""
     tool_calls: NotRequired[list[ToolCallRecord]]
     """The tool calls the model asked for, when it asked for any (a run with tools bound)."""
     tool_calls_from_text: NotRequired[bool]

@@ -167,8 +167,9 @@ def missing_note(missing: int, expected: int) -> str:
 
 
 CHARS_PER_TOKEN = 3
-"""The budget's token estimate: 3 characters per token overestimates tokens for English
-text (about 4 per token), so trimming errs on the side of fitting."""
+"""The budget's token estimate for ASCII: 3 characters per token overestimates tokens for
+English text (about 4 per token), so trimming errs on the side of fitting. Text in other
+scripts counts by `estimate_tokens`'s rule, half a token a UTF-8 byte."""
 
 TRIM_MARK = " [...]"
 
@@ -183,8 +184,25 @@ _END_MARKS = (CUT_OFF_MARK, IN_PROGRESS)
 
 
 def estimate_tokens(text: str) -> int:
-    """Estimate tokens the way the context budget does (see `CHARS_PER_TOKEN`)."""
-    return -(-len(text) // CHARS_PER_TOKEN)
+    """Estimate tokens the way the context budget does: `CHARS_PER_TOKEN`, and more for others.
+
+    An ASCII character is a third of a token; any other is half a token a byte of its UTF-8
+    form: an accented letter, Cyrillic, Greek, Arabic or Hebrew one token, a CJK or Thai
+    character 1.5, an emoji 2 (a ZWJ family of three, 9). Tokenizers give such characters a
+    token or more each (byte-level ones up to a token a byte): at 3 characters a token, a
+    Chinese answer counted a third of its tokens, so a budget was reached late and fitted
+    references overflowed the window. The estimate errs on the high side for every script.
+    """
+    return -(-_sixths(text) // 6)
+
+
+def _sixths(text: str) -> int:
+    """Return `estimate_tokens` of `text` in sixths of a token, unrounded."""
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    if ascii_chars == len(text):  # most text: one pass
+        return 2 * ascii_chars
+    other_bytes = len(text.encode("utf-8", "surrogatepass")) - ascii_chars
+    return 2 * ascii_chars + 3 * other_bytes
 
 
 def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[str], int]:
@@ -198,8 +216,26 @@ def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[
     and one still being written its `IN_PROGRESS`: " [...]" alone reads as if the words
     left out held its conclusion. The search counts each reference at the length trimming
     gives it, marks included, so the total fits whenever 20 characters each can.
+    The budget is in characters of ASCII (`CHARS_PER_TOKEN` a token); text in other scripts
+    (`estimate_tokens`) weighs more, so the characters it may take are fewer, by the
+    references' own weight: the trim is repeated, tighter, until the trimmed text fits.
     """
-    budget = max(0, budget_tokens) * CHARS_PER_TOKEN
+    budget = max(0, budget_tokens) * 6  # in sixths of a token, as `_sixths` counts
+    weight = sum(map(_sixths, references))
+    if weight <= budget:
+        return list(references), 0
+    chars = budget * sum(map(len, references)) // weight  # ASCII: CHARS_PER_TOKEN a token
+    for _ in range(4):  # a pass that kept heavier text than the average is tightened
+        fitted, cut = _fit_characters(references, chars)
+        weight = sum(map(_sixths, fitted))
+        if weight <= budget or not chars:
+            break
+        chars = min(chars - 1, chars * budget // weight)
+    return fitted, cut
+
+
+def _fit_characters(references: Sequence[str], budget: int) -> tuple[list[str], int]:
+    """Trim references to `budget` characters in all (`fit_references`'s rule)."""
     lengths = [len(r) for r in references]
     if sum(lengths) <= budget:
         return list(references), 0

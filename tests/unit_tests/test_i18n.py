@@ -1,0 +1,64 @@
+"""Users who do not write English: text that is not ASCII is counted, read and shown right.
+
+The token estimate (a provider that reports no usage, the context budget) counted 3
+characters a token, which is English's rate: Chinese, Japanese, Thai or emoji take a token
+or more a character, so a budget was reached three times too late and references meant to
+fit an aggregator's window overflowed it.
+"""
+
+from langchain_core.messages import AIMessage, HumanMessage
+
+from langgraph_moa import MoAConfig, create_moa_graph
+from langgraph_moa.run._accounting import estimated_tokens
+from langgraph_moa.text._prompts import estimate_tokens, fit_references
+
+CHINESE = "混合智能体通过多个模型的回答来提高质量。"  # 20 characters
+THAI = "ภาษาไทยไม่มีช่องว่างระหว่างคำ"
+EMOJI = "\U0001f468\u200d\U0001f469\u200d\U0001f467\U0001f44d\U0001f3fd"
+
+
+def test_english_keeps_three_characters_a_token():
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("abc") == 1 and estimate_tokens("abcd") == 2
+    assert estimate_tokens("word " * 300) == 500
+
+
+def test_text_in_other_scripts_is_estimated_at_a_token_or_more_a_character():
+    # Tokenizers give a CJK or Thai character about a token (older ones, byte by byte, up
+    # to three), an emoji two or more: 3 characters a token counted a third of that.
+    for text in (CHINESE * 50, THAI * 30, EMOJI * 40):
+        assert estimate_tokens(text) >= len(text), text[:10]
+    assert estimate_tokens(CHINESE) >= 30  # 1.5 a character
+    assert estimate_tokens("\U0001f44d") == 2
+
+
+def test_an_unreported_usage_of_a_chinese_answer_is_not_undercounted():
+    answer = AIMessage(content=CHINESE * 100)  # 2,000 characters
+    prompt, completion, _, _ = estimated_tokens(answer, [HumanMessage(content=CHINESE)])
+    assert completion >= 2000 and prompt >= 20
+
+
+def test_a_token_budget_stops_a_run_whose_chinese_answers_report_no_usage(fake, log):
+    # 3,000 characters of Chinese a proposal: at 3 characters a token, 1,000 tokens, so a
+    # budget of 4,000 let the second layer run although the first had spent past it.
+    config = MoAConfig(
+        proposers=[fake("A", no_usage=True, reply=lambda *a: CHINESE * 150)],
+        aggregator=fake("AGG", no_usage=True),
+        layers=3,
+        budget={"max_tokens": 4000},
+    )
+    out = create_moa_graph(config).invoke({"messages": [("user", "请解释")]})
+    assert [c.label for c in log.calls] == ["A"]
+    assert out["messages"][-1].response_metadata["moa"]["fallback"] == "budget"
+
+
+def test_chinese_references_are_trimmed_to_fit_the_budget_in_tokens():
+    refs = [CHINESE * 100, "An English reference. " * 50, THAI * 40]
+    fitted, cut = fit_references(refs, budget_tokens=1000)
+    assert cut >= 1
+    # At least a token a character that is not ASCII: 3 characters a token kept 3,000.
+    text = "".join(fitted)
+    assert sum(1 if ord(ch) > 127 else 1 / 3 for ch in text) <= 1000
+    assert all(r for r in fitted)
+    english = ["word " * 100, "x" * 3000]  # English is fitted as it was: 3 characters a token
+    assert sum(map(len, fit_references(english, 400)[0])) <= 1200
