@@ -6,6 +6,8 @@ or more a character, so a budget was reached three times too late and references
 fit an aggregator's window overflowed it.
 """
 
+from fractions import Fraction
+
 from langchain_core.messages import AIMessage, HumanMessage
 
 from langgraph_moa import MoAConfig, create_moa_graph
@@ -62,3 +64,37 @@ def test_chinese_references_are_trimmed_to_fit_the_budget_in_tokens():
     assert all(r for r in fitted)
     english = ["word " * 100, "x" * 3000]  # English is fitted as it was: 3 characters a token
     assert sum(map(len, fit_references(english, 400)[0])) <= 1200
+
+
+def test_arabic_decimal_and_thousands_separators_read_as_one_number():
+    # Arabic text writes 12.5 with U+066B for its point and 1,234 with U+066C: the digits
+    # were read, the separators not, so the answer was the digits after the last of them.
+    from langgraph_moa.eval.scorers import numeric
+    from langgraph_moa.text._selection import concluded_number
+
+    assert concluded_number("\u0661\u0662\u066b\u0665") == Fraction(25, 2)
+    assert (
+        concluded_number("\u0627\u0644\u062c\u0648\u0627\u0628: \u0661\u066c\u0662\u0663\u0664")
+        == 1234
+    )
+    assert concluded_number("The answer is \u06f3\u066b\u06f7\u06f5") == Fraction(15, 4)  # Persian
+    assert numeric("\u0661\u066c\u0662\u0663\u0664\u066b\u0665", 1234.5)
+
+
+def test_exact_match_takes_a_composed_and_a_decomposed_letter_for_the_same_text():
+    # "café" typed on a Mac (NFD: "e" and a combining accent) is the same text as "café"
+    # (NFC); exact match said it was wrong.
+    from langgraph_moa.eval.scorers import exact
+
+    assert exact("cafe\u0301", ["caf\u00e9"])
+    assert not exact("cafe", ["caf\u00e9"])
+
+
+def test_normalized_and_contains_read_full_width_letters_and_digits_as_ascii():
+    # A Chinese or Japanese answer writes 42 and DNA full width (U+FF14): the same words.
+    from langgraph_moa.eval.scorers import contains, exact, normalized
+
+    assert normalized("\uff14\uff12", ["42"]) and normalized("\uff24\uff2e\uff21", ["dna"])
+    assert contains("\u7b54\u6848\u662f \uff14\uff12\u3002", ["42"])
+    assert not exact("\uff14\uff12", ["42"])  # exact is exact
+    assert not contains("\uff14\uff12\uff10", ["42"])

@@ -46,9 +46,14 @@ from langgraph_moa.text._selection import (
 )
 from langgraph_moa.text._thinking import split_thinking
 
+_FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
+"""Full-width ASCII (U+FF01 to U+FF5E, as CJK text writes 42 or DNA) as ASCII."""
+
 
 def normalize(text: str, *, squad: bool = False) -> str:
     """Lower-case, drop punctuation and articles, collapse whitespace.
+
+    Full-width letters, digits and signs read as their ASCII (`_FULL_WIDTH`): U+FF14 is "4".
 
     Non-ASCII symbols (degree, currency, math signs: Unicode category S) become spaces, so
     "32°F" holds the word "32"; ASCII punctuation is dropped as in SQuAD ("U.S." is "us"),
@@ -58,14 +63,20 @@ def normalize(text: str, *, squad: bool = False) -> str:
     kept = "" if squad else "\u2212"  # a minus sign, which `contains` keeps
     spaced = "".join(
         " " if ord(ch) > 127 and unicodedata.category(ch).startswith("S") and ch not in kept else ch
-        for ch in text
+        for ch in text.translate(_FULL_WIDTH)
     )
     return normalize_words(spaced, squad=squad)
 
 
 def exact(answer: str, expected: list[str]) -> bool:
-    """Tell whether the answer, stripped, equals one of the expected answers."""
-    return answer.strip() in [e.strip() for e in expected]
+    """Tell whether the answer, stripped, equals one of the expected answers.
+
+    Compared in Unicode's NFC form: a letter with an accent written as one character or as
+    a letter and a combining mark ("café" typed on a Mac) is the same text, as a reader sees
+    it. Nothing else is folded: a full-width digit is no ASCII one here (`normalized` reads it).
+    """
+    said = unicodedata.normalize("NFC", answer.strip())
+    return said in [unicodedata.normalize("NFC", e.strip()) for e in expected]
 
 
 def normalized(answer: str, expected: list[str]) -> bool:

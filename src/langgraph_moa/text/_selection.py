@@ -39,8 +39,10 @@ Method = Literal["vote", "confidence", "consensus", "mux"]
 Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex", "text"]
 
 # Typeset math writes its minus as U+2212 (full-width text as U+FF0D), not "-";
-# `number_marks` reads both as "-".
-_MINUS = str.maketrans({"\u2212": "-", "\uff0d": "-"})
+# `number_marks` reads both as "-". Arabic and Persian text write a decimal point as U+066B
+# (12.5 in Arabic-Indic digits has it) and a thousands separator as U+066C: read as "." and
+# ",", by the rules of those (it read the digits after the last separator, 5 of 12.5).
+_NUMBER_SIGNS = str.maketrans({"\u2212": "-", "\uff0d": "-", "\u066b": ".", "\u066c": ","})
 # A no-break, narrow no-break or thin space between digit groups of three separates
 # thousands as a comma does (SI and French style, "1\u00a0234\u00a0567"); `number_marks`
 # writes it as ",", so the comma's rule decides: "3\u00a04" stays 3 and 4, and
@@ -438,7 +440,7 @@ def normalize_words(text: str, *, squad: bool = False) -> str:
     """
     text = unicodedata.normalize("NFC", text).casefold()
     if not squad:
-        text = text.translate(_MINUS)  # a U+2212 minus is "-"
+        text = text.translate(_NUMBER_SIGNS)  # a U+2212 minus is "-", U+066B a point
     kept = set() if squad else {m.start() for m in _NUMBER_MARK.finditer(text)}
     text = "".join(ch for i, ch in enumerate(text) if i in kept or not _is_punctuation(ch))
     return " ".join(_ARTICLES.sub(" ", text).split())
@@ -733,13 +735,14 @@ def stated_number(text: str) -> str | None:
 def number_marks(text: str) -> str:
     """Write the marks numbers are typeset with as the reader's ASCII, one character for one.
 
-    A U+2212 (or full-width) minus sign becomes "-", so it reads as a sign; the spaces of
+    A U+2212 (or full-width) minus sign becomes "-", so it reads as a sign, and an Arabic
+    decimal or thousands separator "." or ","; the spaces of
     a French number ("1 234,56") become points, so it reads as European grouping; a
     no-break or thin space between groups of three digits becomes ",", so it groups
     thousands. A value that the text is all of may group by plain spaces (`_SPACED`): they
     become points in the French form ("10 100,5"), else commas ("10 000").
     """
-    text = text.translate(_MINUS)
+    text = text.translate(_NUMBER_SIGNS)
     if alone := _ALONE_SPACED.fullmatch(text):
         number = alone["number"]
         spaces = number.replace(" ", "." if "," in number else ",")
@@ -869,7 +872,7 @@ def _expression_key(boxed: str) -> str:
     """
     if not _MATH_MARK.search(boxed):
         return normalize_words(boxed)
-    math = _LATEX_SPACING.sub(" ", unicodedata.normalize("NFC", boxed).translate(_MINUS))
+    math = _LATEX_SPACING.sub(" ", unicodedata.normalize("NFC", boxed).translate(_NUMBER_SIGNS))
     math = _ONE_CHARACTER_GROUP.sub(r"\1", _LATEX_FRAC.sub(r"\\frac", math))
     return _SPACE_IN_MATH.sub(lambda space: " " if space[1] else "", math)
 
