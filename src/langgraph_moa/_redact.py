@@ -23,6 +23,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
+from langgraph_moa._unicode import boundary
+
 REDACTED = "[redacted]"
 _MARK = re.escape(REDACTED)
 MIN_SECRET_CHARS = 6
@@ -566,8 +568,14 @@ LABEL_CHARS = 48
 
 
 def clip(text: str, limit: int = CLIENT_TEXT_CHARS) -> str:
-    """Return `text` cut to at most `limit` characters, ending with "…" where it was cut."""
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    """Return `text` cut to at most `limit` characters, ending with "…" where it was cut.
+
+    The cut falls between whole characters as drawn (`boundary`): never between a letter
+    and its accent, inside an emoji sequence or a flag.
+    """
+    if len(text) <= limit:
+        return text
+    return text[: boundary(text, limit - 1)].rstrip() + "…"
 
 
 GENERIC_MESSAGES = frozenset({"Connection error."})

@@ -11,7 +11,12 @@ joined again, a lone half becomes U+FFFD.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
+
+_ZWJ = "\u200d"
+_REGIONAL = ("\U0001f1e6", "\U0001f1ff")
+"""Regional indicators: a flag is two of them, so a cut between a pair's two is another flag."""
 
 
 def well_formed(text: str) -> str:
@@ -43,3 +48,39 @@ def _well_formed_block(block: Any) -> Any:
     if isinstance(block, dict) and isinstance(text := block.get("text"), str):
         return {**block, "text": well_formed(text)}
     return block
+
+
+def boundary(text: str, index: int) -> int:
+    """Return where to cut `text` at `index` or before it, between whole characters as seen.
+
+    A cut by characters may fall inside what is drawn as one character: before a combining
+    mark ("e" and its accent), a variation selector or a skin tone, on either side of a
+    zero-width joiner (an emoji family), between a flag's two regional indicators or a
+    surrogate pair's halves. The cut moves back to where that sequence begins: a clipped
+    label or preview ends in whole characters, never "cafe" for "café" or a lone joiner.
+    """
+    index = max(0, min(index, len(text)))
+    while 0 < index < len(text) and _joined(text[index - 1], text[index]):
+        index -= 1
+    if 0 < index < len(text) and _regional(text[index]) and _regional(text[index - 1]):
+        start = index
+        while start > 0 and _regional(text[start - 1]):
+            start -= 1
+        index -= (index - start) % 2  # an odd number before the cut: its last one is half
+    return index
+
+
+def _joined(before: str, after: str) -> bool:
+    """Say whether `after` belongs to the character drawn with `before`."""
+    return (
+        before == _ZWJ
+        or after == _ZWJ
+        or unicodedata.category(after) in ("Mn", "Mc", "Me")  # marks, variation selectors
+        or "\U0001f3fb" <= after <= "\U0001f3ff"  # skin tones
+        or "\U000e0020" <= after <= "\U000e007f"  # tags (the flags of England, Scotland)
+        or ("\ud800" <= before <= "\udbff" and "\udc00" <= after <= "\udfff")
+    )
+
+
+def _regional(char: str) -> bool:
+    return _REGIONAL[0] <= char <= _REGIONAL[1]

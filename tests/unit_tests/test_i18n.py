@@ -98,3 +98,33 @@ def test_normalized_and_contains_read_full_width_letters_and_digits_as_ascii():
     assert contains("\u7b54\u6848\u662f \uff14\uff12\u3002", ["42"])
     assert not exact("\uff14\uff12", ["42"])  # exact is exact
     assert not contains("\uff14\uff12\uff10", ["42"])
+
+
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one emoji drawn from three and two ZWJs
+FLAG = "\U0001f1eb\U0001f1f7"  # two regional indicators: one flag
+
+
+def test_a_clip_never_cuts_a_character_from_its_marks_or_an_emoji_sequence():
+    # A label cut at LABEL_CHARS ended in an "e" without its accent, a lone ZWJ or half a
+    # flag (another country's letter): the cut now falls before the whole sequence.
+    from langgraph_moa._redact import clip
+
+    assert clip("x" * 8 + "e\u0301\u0301z", 10) == "x" * 8 + "\u2026"
+    assert clip("x" * 6 + FAMILY + "z", 10) == "x" * 6 + "\u2026"
+    assert clip("x" * 8 + "\U0001f44d\U0001f3fd" + "z", 10) == "x" * 8 + "\u2026"
+    assert clip("x" + FLAG * 5, 5) == "x" + FLAG + "\u2026"
+    assert clip("x" * 20, 10) == "x" * 9 + "\u2026"
+
+
+def test_a_live_preview_is_cut_to_terminal_columns_not_characters():
+    # A Chinese answer's 70-character preview took 140 columns: a failure line or a log
+    # line of the live view wrapped where an English one did not.
+    from rich.cells import cell_len
+
+    from langgraph_moa.cli._live import PREVIEW_CHARS, _short
+
+    preview = _short(CHINESE * 10)
+    assert cell_len(preview) <= PREVIEW_CHARS and preview.endswith("\u2026")
+    assert cell_len(_short(CHINESE * 10, 120)) <= 120
+    assert _short("word " * 5) == "word word word word word"
+    assert _short(FAMILY * 60).endswith(FAMILY + "\u2026")  # no emoji cut in half

@@ -12,6 +12,7 @@ why, and which flag gives it more room.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 import time
@@ -20,13 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rich.cells import cell_len
+from rich.cells import cell_len, get_character_cell_size
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from langgraph_moa._terminal import for_terminal
+from langgraph_moa._unicode import boundary
 from langgraph_moa.cli._output import out
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._table import LOCAL_PREFIX
@@ -273,9 +275,18 @@ def _say_when_slow(progress: Progress, done: threading.Event, every_s: float = 5
 
 
 def _short(text: str, limit: int = PREVIEW_CHARS) -> str:
-    """Return a model's or provider's text as one short line, safe on a terminal."""
+    """Return a model's or provider's text as one short line, safe on a terminal.
+
+    `limit` is in terminal columns (`cell_len`), not characters: a 70-character preview of
+    Chinese took 140 columns and wrapped. The cut falls between whole characters as drawn
+    (`boundary`).
+    """
     text = " ".join(for_terminal(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if cell_len(text) <= limit:
+        return text
+    columns = itertools.accumulate(map(get_character_cell_size, text))
+    end = sum(1 for used in itertools.takewhile(lambda used: used < limit, columns))
+    return text[: boundary(text, end)] + "…"
 
 
 def picked(selection: dict[str, Any]) -> str:
