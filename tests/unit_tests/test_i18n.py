@@ -128,3 +128,16 @@ def test_a_live_preview_is_cut_to_terminal_columns_not_characters():
     assert cell_len(_short(CHINESE * 10, 120)) <= 120
     assert _short("word " * 5) == "word word word word word"
     assert _short(FAMILY * 60).endswith(FAMILY + "\u2026")  # no emoji cut in half
+
+
+def test_a_trimmed_reference_ends_between_whole_characters():
+    # Trimming cut a reference at a character count: a Vietnamese or decomposed accent
+    # left its letter, an emoji family lost its last members but kept a joiner.
+    from langgraph_moa.text._prompts import TRIM_MARK
+
+    for unit in ("ve\u0301\u0302 ", FAMILY):
+        fitted, cut = fit_references([unit * 400, "short"], budget_tokens=60)
+        body = fitted[0].removesuffix(TRIM_MARK)
+        assert cut == 1 and fitted[0].endswith(TRIM_MARK)
+        assert body == (unit * 400)[: len(body)]
+        assert (unit * 400)[len(body)] in (unit[0], " "), ascii(body[-4:])

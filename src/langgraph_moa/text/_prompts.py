@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from langgraph_moa._unicode import boundary
+
 AGGREGATE_AND_SYNTHESIZE_PROMPT = (
     "You have been provided with a set of responses from various open-source models to the "
     "latest user query. Your task is to synthesize these responses into a single, "
@@ -267,10 +269,14 @@ def _end_mark(reference: str) -> str:
 
 
 def _trimmed(reference: str, cap: int) -> str:
-    """Return `reference` cut to `cap` characters and `TRIM_MARK`, its ending mark kept."""
+    """Return `reference` cut to `cap` characters and `TRIM_MARK`, its ending mark kept.
+
+    The cut falls between whole characters as drawn (`boundary`): an emoji family kept no
+    dangling joiner, an accented letter no bare base.
+    """
     tail = _end_mark(reference)
     body = reference[: len(reference) - len(tail)]
-    return body[: max(20, cap - len(tail))].rstrip() + TRIM_MARK + tail
+    return body[: boundary(body, max(20, cap - len(tail)))].rstrip() + TRIM_MARK + tail
 
 
 def inject_references(
