@@ -1265,3 +1265,29 @@ def test_the_page_cuts_each_chunk_wise_part_s_thinking_as_the_package_does(serve
         cases,
     )
     assert page == [sent(pieces) for pieces in cases]
+
+
+def test_a_right_to_left_model_name_keeps_its_place_in_the_history_line(backend, browser, tmp_path):
+    """A system named in Arabic, with a digit ("...-2"), in the history's "name · status ·
+    date" line: the name was bare text in the English line, so its digits and the dots
+    after it joined the Arabic run and read in the wrong order. It is isolated now, in
+    its own direction, and so is the pane's title."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+    from langgraph_moa.testing import BackgroundServer
+
+    name = "\u0645\u0633\u0627\u0639\u062f-2"
+    config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"agg@{backend.url}")
+    app = create_app({name: config}, history=History(tmp_path / "h.db"))
+    with BackgroundServer(app) as server:
+        d = browser
+        start(d, server.root, name)
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
+        wait(d, "document.querySelectorAll('#history-list li').length === 1", what="history")
+        isolated = d.execute_script(
+            "const b = document.querySelector('#history-list .h-meta bdi');"
+            "return b && [b.textContent, b.matches(':dir(rtl)')]"
+        )
+        assert isolated == [name, True]
+        assert d.execute_script("return document.querySelector('.pane-title').matches(':dir(rtl)')")

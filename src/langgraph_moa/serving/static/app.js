@@ -344,7 +344,7 @@ class Pane {
     // them); its state line is a polite live region: it is read out as it changes (starting,
     // running, how the run ended), while the cards and the answer, written token by token,
     // are not live, so that nobody hears every token.
-    this.title = el("span", "pane-title", "new run");
+    this.title = textIn("span", "pane-title", "new run"); // a system's name, in any script
     this.title.setAttribute("role", "heading");
     this.title.setAttribute("aria-level", "2");
     this.title.tabIndex = -1; // where the focus goes when the control that had it went away
@@ -811,7 +811,11 @@ async function loadHistory() {
       const li = el("li", "history-item");
       li.dataset.runId = run.id;
       li.appendChild(textIn("span", "h-question", run.question));
-      li.appendChild(el("span", "h-meta", run.model + " · " + run.status + " · " + new Date(run.created * 1000).toLocaleString()));
+      // The model's name is isolated: one in Arabic ("...-2") took the dots and digits after it
+      // into its run and read them in the wrong order.
+      const meta = el("span", "h-meta");
+      meta.append(textIn("bdi", null, run.model), " · " + run.status + " · " + new Date(run.created * 1000).toLocaleString());
+      li.appendChild(meta);
       const actions = el("div", "h-actions");
       const open = el("button", "h-open", "open");
       open.type = "button";
