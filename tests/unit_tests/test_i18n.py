@@ -141,3 +141,16 @@ def test_a_trimmed_reference_ends_between_whole_characters():
         assert cut == 1 and fitted[0].endswith(TRIM_MARK)
         assert body == (unit * 400)[: len(body)]
         assert (unit * 400)[len(body)] in (unit[0], " "), ascii(body[-4:])
+
+
+def test_the_reports_disagreement_lines_end_between_whole_characters():
+    # A question or an answer shortened to 160 characters ended in half an emoji family
+    # (a dangling joiner) and said nothing of the cut.
+    from langgraph_moa.eval.report import _disagreements
+
+    long = "x" * 157 + FAMILY
+    lines = _disagreements(
+        [{"id": "q1", "question": long, "answers": {"moa": {"correct": False, "answer": long}}}]
+    )
+    assert lines[-2] == "- `q1`: " + "x" * 157 + "\u2026"
+    assert lines[-1] == "  - moa (wrong): " + "x" * 157 + "\u2026"

@@ -10,6 +10,7 @@ import math
 from fractions import Fraction
 from typing import Any
 
+from langgraph_moa._redact import clip
 from langgraph_moa.eval.layers import FINAL, SIMILARITY_METRICS
 from langgraph_moa.eval.provenance import render_provenance
 
@@ -180,16 +181,20 @@ def _categories(summary: dict[str, Any]) -> list[str]:
 
 
 def _disagreements(examples: list[dict[str, Any]]) -> list[str]:
-    """Show a few items where the systems disagree, each answer shortened to one line."""
+    """Show a few items where the systems disagree, each answer shortened to one line.
+
+    Shortened by `clip`: between whole characters as drawn (an emoji family is not cut to a
+    dangling joiner), with "…" where it was cut.
+    """
     if not examples:
         return []
     lines = ["", "## Where the systems disagree", ""]
     for example in examples:
-        question = " ".join(str(example["question"]).split())[:160]
+        question = clip(" ".join(str(example["question"]).split()), 160)
         lines.append(f"- `{example['id']}`: {question}")
         for name, a in example["answers"].items():
             mark = "right" if a["correct"] else "wrong"
-            answer = " ".join(str(a["answer"]).split())[:160]
+            answer = clip(" ".join(str(a["answer"]).split()), 160)
             lines.append(f"  - {name} ({mark}): {answer}")
     return lines
 
