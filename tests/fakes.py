@@ -233,7 +233,8 @@ class WordStreamer(BaseChatModel):
     """An async chat model that streams ``<label><i>`` words on a schedule, for chunk-wise runs.
 
     It waits `first` seconds, then writes `words` words `gap` seconds apart (usage on the last
-    chunk), raising `fail_exc` (a reset connection by default) before word `fail_at` if set
+    chunk; `sep` between them, "" for a script written without spaces), raising `fail_exc`
+    (a reset connection by default) before word `fail_at` if set
     (in every call, or only in the first `fail_at_calls`). Its first `fail_attempts` calls
     fail before any word. `state` records how many calls
     started and when one was cancelled, so a test can tell whether its request was closed.
@@ -249,6 +250,7 @@ class WordStreamer(BaseChatModel):
     fail_exc: Any = None
     fail_at_calls: int | None = None
     fail_attempts: int = 0
+    sep: str = " "
     state: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -286,7 +288,7 @@ class WordStreamer(BaseChatModel):
                 }
                 yield ChatGenerationChunk(
                     message=AIMessageChunk(
-                        content=("" if i == 0 else " ") + f"{self.label}{i}",
+                        content=("" if i == 0 else self.sep) + f"{self.label}{i}",
                         usage_metadata=usage if last else None,  # type: ignore[arg-type]
                     )
                 )

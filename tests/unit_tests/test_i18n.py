@@ -154,3 +154,22 @@ def test_the_reports_disagreement_lines_end_between_whole_characters():
     )
     assert lines[-2] == "- `q1`: " + "x" * 157 + "\u2026"
     assert lines[-1] == "  - moa (wrong): " + "x" * 157 + "\u2026"
+
+
+async def test_chinese_proposals_are_aggregated_in_chunks_as_they_are_written(fake):
+    # Chunk-wise aggregation counted words by spaces: a Chinese proposal, written without
+    # them, stayed one word until it ended, so the first part waited for every proposal
+    # whole (standard MoA's latency). Each CJK character counts as a word.
+    from tests.fakes import WordStreamer
+
+    streamers = [WordStreamer(label=x, words=6, gap=0.2, sep="") for x in "\u6587\u5b57"]
+    config = MoAConfig(
+        proposers=streamers,
+        aggregator=fake("AGG"),
+        layers=2,
+        aggregation={"start": "chunks", "chunk_tokens": 2},
+    )
+    out = await create_moa_graph(config).ainvoke({"messages": [("user", "\u8bf7\u89e3\u91ca")]})
+    parts = out["messages"][-1].response_metadata["moa"]["chunkwise"]["parts"]
+    assert not any(s["complete"] for s in parts[0]["saw"]), parts[0]
+    assert all(s["words"] >= 2 for s in parts[0]["saw"])
