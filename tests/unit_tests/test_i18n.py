@@ -173,3 +173,13 @@ async def test_chinese_proposals_are_aggregated_in_chunks_as_they_are_written(fa
     parts = out["messages"][-1].response_metadata["moa"]["chunkwise"]["parts"]
     assert not any(s["complete"] for s in parts[0]["saw"]), parts[0]
     assert all(s["words"] >= 2 for s in parts[0]["saw"])
+
+
+def test_the_vote_reads_full_width_letters_and_digits_as_ascii():
+    # Paris written full width (U+FF30...) by a Chinese proposal and "Paris" by another voted
+    # apart, and so did full-width 42 and "42" under the text extractors.
+    from langgraph_moa.text._selection import extract_answer
+
+    assert extract_answer("\uff30\uff41\uff52\uff49\uff53") == extract_answer("Paris")
+    for extractor in ("text", "short-span"):
+        assert extract_answer("\uff14\uff12", extractor) == extract_answer("42", extractor)

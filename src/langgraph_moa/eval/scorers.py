@@ -46,14 +46,11 @@ from langgraph_moa.text._selection import (
 )
 from langgraph_moa.text._thinking import split_thinking
 
-_FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
-"""Full-width ASCII (U+FF01 to U+FF5E, as CJK text writes 42 or DNA) as ASCII."""
-
 
 def normalize(text: str, *, squad: bool = False) -> str:
     """Lower-case, drop punctuation and articles, collapse whitespace.
 
-    Full-width letters, digits and signs read as their ASCII (`_FULL_WIDTH`): U+FF14 is "4".
+    Full-width letters and digits read as their ASCII (`normalize_words`): U+FF14 is "4".
 
     Non-ASCII symbols (degree, currency, math signs: Unicode category S) become spaces, so
     "32°F" holds the word "32"; ASCII punctuation is dropped as in SQuAD ("U.S." is "us"),
@@ -63,7 +60,7 @@ def normalize(text: str, *, squad: bool = False) -> str:
     kept = "" if squad else "\u2212"  # a minus sign, which `contains` keeps
     spaced = "".join(
         " " if ord(ch) > 127 and unicodedata.category(ch).startswith("S") and ch not in kept else ch
-        for ch in text.translate(_FULL_WIDTH)
+        for ch in text
     )
     return normalize_words(spaced, squad=squad)
 

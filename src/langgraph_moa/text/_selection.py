@@ -42,6 +42,8 @@ Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex
 # `number_marks` reads both as "-". Arabic and Persian text write a decimal point as U+066B
 # (12.5 in Arabic-Indic digits has it) and a thousands separator as U+066C: read as "." and
 # ",", by the rules of those (it read the digits after the last separator, 5 of 12.5).
+_FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
+"""Full-width ASCII (U+FF01 to U+FF5E) as ASCII, for the words answers are compared by."""
 _NUMBER_SIGNS = str.maketrans({"\u2212": "-", "\uff0d": "-", "\u066b": ".", "\u066c": ","})
 # A no-break, narrow no-break or thin space between digit groups of three separates
 # thousands as a comma does (SI and French style, "1\u00a0234\u00a0567"); `number_marks`
@@ -432,13 +434,14 @@ def normalize_words(text: str, *, squad: bool = False) -> str:
     Vote keys and the eval's text scorers compare answers in this form. Unicode-aware, so
     that answers not in English agree as "Paris." and "paris" do: one text composed or
     decomposed (NFC, NFD) is one key, "Straße" is "STRASSE", and punctuation of any script
-    ("。", "«»", "¡") is dropped as ASCII punctuation is.
+    ("。", "«»", "¡") is dropped as ASCII punctuation is. Full-width letters and digits, as
+    CJK text writes them, are their ASCII (`_FULL_WIDTH`): one answer, one key.
 
     A number keeps its sign and its decimal point (`_NUMBER_MARK`): "-5" is not "5", nor
     "3.5" "35". `squad` drops them too, as SQuAD's own script does, for the scorer that
     reproduces its exact match.
     """
-    text = unicodedata.normalize("NFC", text).casefold()
+    text = unicodedata.normalize("NFC", text).translate(_FULL_WIDTH).casefold()
     if not squad:
         text = text.translate(_NUMBER_SIGNS)  # a U+2212 minus is "-", U+066B a point
     kept = set() if squad else {m.start() for m in _NUMBER_MARK.finditer(text)}
