@@ -1291,3 +1291,28 @@ def test_a_right_to_left_model_name_keeps_its_place_in_the_history_line(backend,
         )
         assert isolated == [name, True]
         assert d.execute_script("return document.querySelector('.pane-title').matches(':dir(rtl)')")
+
+
+def test_a_history_button_s_name_cuts_a_long_question_between_whole_characters(
+    backend, browser, tmp_path
+):
+    """A question's name for a screen reader was cut at 99 UTF-16 units: an emoji there
+    lost its second half (a lone surrogate, read as noise) or a family its last members.
+    It is cut between whole characters as drawn."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._history import History
+    from langgraph_moa.testing import BackgroundServer
+
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"agg@{backend.url}")
+    app = create_app({"m": config}, history=History(tmp_path / "h.db"))
+    with BackgroundServer(app) as server:
+        d = browser
+        start(d, server.root, "m", "x" * 97 + family + " and more words")
+        wait(d, "document.querySelector('.pane')?.dataset.done === 'done'", what="the run")
+        wait(d, "document.querySelectorAll('#history-list li').length === 1", what="history")
+        label = d.execute_script(
+            "return document.querySelector('#history-list .h-open').getAttribute('aria-label')"
+        )
+        assert label == "open: " + "x" * 97 + family + "\u2026", ascii(label[-12:])

@@ -793,10 +793,15 @@ async function openRun(id, sideBySide) {
 }
 
 // A history button's name for a screen reader: its word, then its run's question (cut), as
-// a list of runs read as a column of identical "open" and "side by side" buttons.
+// a list of runs read as a column of identical "open" and "side by side" buttons. Cut between
+// characters as drawn (graphemes): a cut by UTF-16 units split an emoji into a lone surrogate
+// or a family into its first member.
 function spoken(question) {
   const words = String(question || "").split(/\s+/).join(" ").trim();
-  return words.length > 100 ? words.slice(0, 99) + "…" : words;
+  const drawn = typeof Intl.Segmenter === "function"
+    ? Array.from(new Intl.Segmenter().segment(words), (s) => s.segment)
+    : Array.from(words); // code points at least: never half a surrogate pair
+  return drawn.length > 100 ? drawn.slice(0, 99).join("").trimEnd() + "…" : words;
 }
 
 async function loadHistory() {
