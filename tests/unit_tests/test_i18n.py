@@ -183,3 +183,14 @@ def test_the_vote_reads_full_width_letters_and_digits_as_ascii():
     assert extract_answer("\uff30\uff41\uff52\uff49\uff53") == extract_answer("Paris")
     for extractor in ("text", "short-span"):
         assert extract_answer("\uff14\uff12", extractor) == extract_answer("42", extractor)
+
+
+def test_the_tally_line_quotes_a_long_answer_cut_between_whole_characters():
+    # The aggregator's tally quoted a long answer cut at 79 characters: an emoji family
+    # there lost its last member and read as another emoji (a couple).
+    import json
+
+    from langgraph_moa.text._selection import TALLY_ANSWER_CHARS, _quoted_answer
+
+    answer = "x" * (TALLY_ANSWER_CHARS - 4) + FAMILY + " more"
+    assert json.loads(_quoted_answer(answer)) == "x" * (TALLY_ANSWER_CHARS - 4) + "\u2026"

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from langgraph_moa._redact import clip
 from langgraph_moa.text._prompts import neutralize_markers
 from langgraph_moa.text._words import words
 
@@ -1297,6 +1298,5 @@ def _quoted_answer(answer: Any) -> str:
     JSON string (so a quote or a newline inside it stays inside the quotes).
     """
     text = " ".join(str(answer).split())
-    if len(text) > TALLY_ANSWER_CHARS:
-        text = text[: TALLY_ANSWER_CHARS - 1] + "…"
+    text = clip(text, TALLY_ANSWER_CHARS)  # between whole characters: no half an emoji
     return json.dumps(neutralize_markers(text), ensure_ascii=False)
