@@ -19,15 +19,21 @@ target N, and one whose last line opens ``####`` without a number is refused.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import tempfile
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Coroutine, Iterable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from langgraph_moa._redact import redact_spec
 from langgraph_moa.errors import EvalDatasetError
 from langgraph_moa.eval.datasets import EvalItem, gsm8k_final_number
 from langgraph_moa.eval.scorers import score
+from langgraph_moa.transport._call_loop import loop_of_this_thread
+
+T = TypeVar("T")
 
 _INPUT_KEYS = ("instruction", "question", "prompt", "input")
 _OUTPUT_KEYS = ("expected", "answer", "output")
@@ -176,7 +182,7 @@ def evaluate_system(
         # evaluate() traces "locally" without uploads, but LangChain's own tracer would still
         # send the graph's nested runs to the default endpoint: switch it off here.
         with tracing_context(enabled=None if upload_results else False):
-            row = asyncio.run(evaluation.run_item(runnable, item_from_fields(inputs)))
+            row = _run_to_the_end(evaluation.run_item(runnable, item_from_fields(inputs)))
         if row["error"] is not None:
             raise RuntimeError(row["error"])
         return {
@@ -205,3 +211,41 @@ def evaluate_system(
         client=client,
         upload_results=upload_results,
     )
+
+
+def _run_to_the_end(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` from sync code: with `asyncio.run`, or apart where a loop runs here.
+
+    LangSmith's ``evaluate`` calls the target in the caller's thread with
+    ``max_concurrency=0`` (its own default). In a notebook cell that thread runs the
+    kernel's event loop, where `asyncio.run` is refused: the work then runs on a loop of its
+    own in a thread of its own, in a copy of this context (the tracing switch the target
+    sets is a context variable). An interrupted wait (the kernel's interrupt) cancels it:
+    its calls are not left to run, and be paid for, after the cell ended.
+    """
+    if loop_of_this_thread() is None:
+        return asyncio.run(work)
+    running: Future[tuple[asyncio.AbstractEventLoop, asyncio.Task[T]]] = Future()
+    outcome: Future[T] = Future()
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None  # a coroutine run by asyncio.run runs in a task
+        running.set_result((asyncio.get_running_loop(), task))
+        return await work
+
+    def run() -> None:
+        try:
+            outcome.set_result(asyncio.run(main()))
+        except BaseException as exc:  # the caller's to see
+            outcome.set_exception(exc)
+
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(run,), daemon=True, name="moa example").start()
+    try:
+        return outcome.result()
+    except BaseException:
+        if not outcome.done():  # the wait was interrupted
+            loop, task = running.result()
+            loop.call_soon_threadsafe(task.cancel)
+        raise
