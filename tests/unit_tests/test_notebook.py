@@ -9,6 +9,7 @@ import asyncio
 import signal
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -20,16 +21,16 @@ SYSTEM = "single:m@http://upstream.example.test/v1"
 
 @pytest.fixture
 def answering(monkeypatch):
-    """Every endpoint spec is answered by the model `answering.model` gives (a fake)."""
+    """Every endpoint spec is answered by the fake that `.model()` makes (a test may swap it)."""
     made: list[FakeChat] = []
+    given = SimpleNamespace(model=lambda: FakeChat(label="m", reply=lambda *_: "alpha1"))
 
     def build(spec, params, **_):
-        made.append(answering.model())
+        made.append(given.model())
         return made[-1]
 
-    answering.model = lambda: FakeChat(label="m", reply=lambda *_: "alpha1")
     monkeypatch.setattr(_models, "build_model", build)
-    yield answering
+    yield given
     for model in made:
         model.release()
 
@@ -43,6 +44,22 @@ def evaluated_in_this_thread(monkeypatch, question: str = "Say alpha1.") -> list
         langsmith, "evaluate", lambda target, **_: outputs.append(target({"question": question}))
     )
     return outputs
+
+
+def interrupt_the_cell_once(when: threading.Event) -> None:
+    """Interrupt the kernel, as its button does, once `when` is set.
+
+    The kernel's interrupt raises KeyboardInterrupt in the cell's thread (this one); the
+    handler of the test's loop (asyncio.Runner's) would only cancel the test's task.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # conftest restores it
+    cell = threading.get_ident()
+
+    def interrupt() -> None:
+        if when.wait(30):
+            signal.pthread_kill(cell, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
 
 
 async def test_a_langsmith_experiment_run_from_a_notebook_cell_answers(
@@ -81,19 +98,62 @@ async def test_interrupting_a_cell_running_a_langsmith_experiment_cancels_its_ex
 
     answering.model = lambda: Hanging(label="m")
     evaluated_in_this_thread(monkeypatch)
-    # The kernel's interrupt raises in the cell's thread (asyncio.Runner's handler, which
-    # the test's loop installed, would only cancel the test's task).
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # restored by conftest
-    main = threading.get_ident()
-
-    def interrupt_once_called() -> None:
-        if started.wait(30):
-            signal.pthread_kill(main, signal.SIGINT)
-
-    threading.Thread(target=interrupt_once_called, daemon=True).start()
+    interrupt_the_cell_once(started)
     with pytest.raises(KeyboardInterrupt):
         evaluate_system(SYSTEM, [], cache_dir=tmp_path, upload_results=False, max_concurrency=0)
     deadline = time.monotonic() + 30
     while not cancelled.is_set() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert cancelled.is_set()
+
+
+@pytest.fixture
+def serving(monkeypatch, tmp_path):
+    """`.serve()` serves as `serve` does, up to uvicorn's `Server.run`: `.run(server)` then."""
+    import uvicorn
+
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving import _server
+
+    given = SimpleNamespace()
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: given.run(server))
+    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
+    monkeypatch.setenv(_server.GC_FREEZE_ENV, "0")
+    config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
+    given.serve = lambda: _server.serve({"fake": config}, history_path=tmp_path / "h.db", log=print)
+    return given
+
+
+async def test_serve_called_from_a_notebook_cell_serves(serving):
+    # uvicorn runs its server with asyncio.run: from a cell it was refused ("Cannot run the
+    # event loop while another loop is running") after every check had passed.
+    served = []
+
+    def run(server):  # as uvicorn's: a loop of its own, for as long as it serves
+        served.append(asyncio.run(asyncio.sleep(0, result=server.config.app)))
+
+    serving.run = run
+    serving.serve()
+    assert served and served[0] is not None
+
+
+async def test_interrupting_a_cell_that_serves_stops_the_server(serving):
+    # The kernel's interrupt reaches the cell's thread, not the server's: it is told to
+    # stop there (drained as on Ctrl-C), and the cell then sees the interrupt.
+    stopped = threading.Event()
+    serving_now = threading.Event()
+
+    def run(server):
+        async def serve():
+            serving_now.set()
+            while not server.should_exit:
+                await asyncio.sleep(0.01)
+            stopped.set()
+
+        asyncio.run(serve())
+
+    serving.run = run
+    interrupt_the_cell_once(serving_now)
+    with pytest.raises(KeyboardInterrupt):
+        serving.serve()
+    assert stopped.is_set()  # stopped before the interrupt reached the cell

@@ -4,6 +4,8 @@ import gc
 import logging
 import math
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from langgraph_moa.serving._history import (
 )
 from langgraph_moa.serving._request_id import RequestID
 from langgraph_moa.serving._requests import DRAIN_TIMEOUT_S, Drain
+from langgraph_moa.transport._call_loop import loop_of_this_thread
 
 
 def stacked(
@@ -105,7 +108,8 @@ def serve(
     (`Drain`). A `root_path` (``/moa``) serves the paths under it too, for a proxy that keeps
     its prefix (`served_under`). A `log_format` of ``"json"`` writes each line as one JSON object
     (`_access.json_line`). With `metrics`, ``GET /metrics`` answers Prometheus' text to a
-    client that sends the key (`_metrics`; prometheus_client, of the serve extra).
+    client that sends the key (`_metrics`; prometheus_client, of the serve extra). Called
+    where an event loop runs (a notebook cell), it serves from a thread (`_serve_apart`).
     """
     import sys
 
@@ -182,10 +186,49 @@ def serve(
         _say_the_drain(logging.getLogger("uvicorn.error"), say if json_lines else None)
         server_class = _stops_on_a_second_signal(uvicorn.Server)
         drained = _drains_within(server_class, app.state.drain, drain_timeout_s, say)
-        drained(settings).run()
+        server = drained(settings)
+        if loop_of_this_thread() is None:
+            server.run()
+        else:
+            _serve_apart(server)
     finally:  # serving is over: the collector and uvicorn's loggers are as the caller had them
         restore_collector()
         restore_loggers()
+
+
+def _serve_apart(server: Any) -> None:
+    """Run uvicorn's `server` in a thread of its own, for a caller whose thread runs a loop.
+
+    uvicorn serves on a loop it starts with `asyncio.run`, which a thread whose event loop
+    runs (a notebook cell's) refuses. Signals reach only the caller's thread: a
+    KeyboardInterrupt there (the kernel's interrupt) stops the server as Ctrl-C does (a
+    second one stops its drain), and is raised again once it has stopped.
+    """
+    failed: list[BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            server.run()
+        except BaseException as exc:  # uvicorn's exit on a failed start included
+            failed.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run, name="moa serve", daemon=True)
+    interrupted = False
+    while not done.is_set():
+        try:
+            if thread.ident is None:  # not running yet (an interrupt cut `start` short)
+                thread.start()
+            done.wait()  # not `Thread.join`: interrupted, 3.11's took the thread for ended
+        except KeyboardInterrupt:
+            interrupted = True
+            server.handle_exit(signal.SIGINT, None)
+    if failed:
+        raise failed[0]
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
