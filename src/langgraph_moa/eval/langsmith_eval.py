@@ -19,6 +19,7 @@ target N, and one whose last line opens ``####`` without a number is refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import tempfile
 import threading
@@ -245,7 +246,13 @@ def _run_to_the_end(work: Coroutine[Any, Any, T]) -> T:
     try:
         return outcome.result()
     except BaseException:
-        if not outcome.done():  # the wait was interrupted
-            loop, task = running.result()
-            loop.call_soon_threadsafe(task.cancel)
+        if not outcome.done():  # the wait was interrupted: cancel once it runs, not waiting
+            running.add_done_callback(_cancel)
         raise
+
+
+def _cancel(running: Future[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]]) -> None:
+    """Cancel the task that `running` names, on its loop."""
+    loop, task = running.result()
+    with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: the work has ended
+        loop.call_soon_threadsafe(task.cancel)
