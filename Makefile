@@ -30,7 +30,10 @@ snapshots:  ## Accept changed graph and schema snapshots (review the diff!).
 benchmark:  ## Orchestration overhead against bare asyncio (CPU-sensitive: run it on a quiet machine).
 	PYTHONPATH=src $(PYTHON) benchmarks/orchestration_overhead.py
 
-lowest:  ## Unit tests with every direct dependency at its declared minimum, in a fresh .venv-lowest.
+lowest:  ## Unit tests with every direct dependency at its declared minimum (the serve extra's apart), in a fresh .venv-lowest.
 	rm -rf .venv-lowest && python3 -m venv .venv-lowest
 	.venv-lowest/bin/pip install -q -c constraints-lowest.txt -e ".[local,test]"
 	PYTHONPATH=src .venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit_tests
+	.venv-lowest/bin/pip install -q -c constraints-lowest.txt -r constraints-lowest-serve.txt
+	PYTHONPATH=src .venv-lowest/bin/python -m pytest -q -p no:cacheprovider \
+		tests/unit_tests/test_serve*.py tests/unit_tests/test_ui_page.py tests/unit_tests/test_notebook.py
