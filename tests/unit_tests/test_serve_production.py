@@ -194,7 +194,8 @@ def test_metrics_count_requests_calls_tokens_and_degraded_answers(fake):
     assert seen['moa_model_calls_total{model="AGG",outcome="failed"}'] == 1
     assert seen['moa_model_retries_total{model="AGG"}'] == 1  # its second attempt
     assert seen['moa_model_tokens_total{model="A"}'] > 0
-    assert seen['moa_degraded_answers_total{reason="fallback"}'] == 1
+    assert seen["moa_degraded_answers_total"] == 1
+    assert seen['moa_degraded_reasons_total{reason="fallback"}'] == 1
     assert seen["moa_runs_in_flight"] == 0 and seen["moa_max_runs"] == 256
     assert seen["moa_requests_in_flight"] == 0  # the scrape is answered around the count
 
@@ -448,3 +449,18 @@ def test_metrics_count_the_calls_of_a_run_the_drain_stopped(fake):
         seen = _samples(client.get("/metrics").text)
     assert seen['moa_model_calls_total{model="B",outcome="ok"}'] == 1
     assert seen['moa_model_calls_total{model="A",outcome="cancelled"}'] == 1
+
+
+def test_an_answer_degraded_for_two_reasons_counts_once_among_the_degraded_answers(system):
+    """A fallback that also passed a layer over added one per reason to the answers'
+    counter: one answer counted as two. Answers count once; the reasons have their own."""
+    from langgraph_moa.serving._metrics import Metrics
+
+    metrics = Metrics.for_app(create_app({"m": system}))
+    both = {"status": 200, "duration_s": 0.1, "fallback": "best_proposal", "passed_over": [1]}
+    metrics.observe("/v1/chat/completions", both, [])
+    metrics.observe("/v1/chat/completions", {**both, "passed_over": None}, [])
+    seen = _samples(metrics.exposition().decode())
+    assert seen["moa_degraded_answers_total"] == 2
+    assert seen['moa_degraded_reasons_total{reason="fallback"}'] == 2
+    assert seen['moa_degraded_reasons_total{reason="passed_over"}'] == 1

@@ -87,8 +87,11 @@ class Metrics:
             "moa_model_tokens", "Tokens (prompt and completion) of the model calls.", "model"
         )
         self.degraded = counter(
-            "moa_degraded_answers",
-            "Answers given degraded: a fallback, layers passed over.",
+            "moa_degraded_answers", "Answers given degraded: a fallback, layers passed over."
+        )
+        self.degraded_reasons = counter(  # an answer may have both: counted once above
+            "moa_degraded_reasons",
+            "Why answers were degraded, one count per reason (fallback, passed_over).",
             "reason",
         )
         self.requests_in_flight = Gauge(
@@ -124,9 +127,11 @@ class Metrics:
         status = record["status"]
         self.requests.labels(route, str(status) if 100 <= status < 600 else OTHER).inc()
         self.duration.labels(route).observe(record["duration_s"])
-        for reason in ("fallback", "passed_over"):
-            if record.get(reason):
-                self.degraded.labels(reason).inc()
+        reasons = [reason for reason in ("fallback", "passed_over") if record.get(reason)]
+        if reasons:
+            self.degraded.inc()
+        for reason in reasons:
+            self.degraded_reasons.labels(reason).inc()
         for call in calls:
             model = call.get("configured_model")
             model = model if model in self.models else OTHER
