@@ -187,6 +187,22 @@ def test_history_keeps_runs_newest_first(tmp_path):
     assert again.get("two").status == "failed"
 
 
+def test_a_history_at_memory_is_sqlites_in_memory_database_and_writes_no_file(
+    tmp_path, monkeypatch
+):
+    """``History(":memory:")`` created a file named ":memory:" in the working folder; it
+    means SQLite's in-memory database, as `sqlite3.connect` reads it (a test, an embedding)."""
+    monkeypatch.chdir(tmp_path)
+    history = History(":memory:")
+    history.save(RunRecord("one", "m", "first?", status="done", answer="1"))
+    assert history.delete("one") and history.get("one") is None
+    history.save(RunRecord("two", "m", "second?", status="done", answer="2"))
+    assert [r["id"] for r in history.list()] == ["two"]
+    history.close()
+    assert list(tmp_path.iterdir()) == []
+    assert [r["id"] for r in History(":memory:").list()] == []  # each one is its own
+
+
 def test_history_keeps_at_most_its_cap_of_runs_dropping_the_oldest(tmp_path):
     # A server runs for weeks: every run of the page was kept for good, so the file grew
     # with every request. Now the newest `keep` runs are kept, a re-saved run is no new one.

@@ -144,11 +144,18 @@ class HistoryError(MoAError):
     """The history file cannot be opened or written."""
 
 
+IN_MEMORY = ":memory:"
+"""The path that means SQLite's in-memory database, as `sqlite3.connect` reads it: no file,
+the runs gone when the history is closed (a test, an embedding that keeps nothing)."""
+
+
 class History:
-    """The runs table in one SQLite file; safe to call from several threads."""
+    """The runs table in one SQLite file (or in memory: `IN_MEMORY`); safe across threads."""
 
     def __init__(self, path: str | Path, keep: int = HISTORY_RUNS) -> None:
         """Open (or create) the history at `path`, creating its folder; keep `keep` runs.
+
+        A `path` of ``":memory:"`` (`IN_MEMORY`) keeps the runs in memory, in no file.
 
         Raises:
             HistoryError: the file cannot be opened as a SQLite database, its format is
@@ -160,10 +167,13 @@ class History:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._unerased = False  # a deleted run's pages may be in the write-ahead log still
+        in_memory = str(path) == IN_MEMORY
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            create_private(self.path)  # SQLite gives its WAL and shm files the file's mode
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            if not in_memory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                create_private(self.path)  # SQLite gives its WAL and shm files the file's mode
+            where = IN_MEMORY if in_memory else self.path
+            self._db = sqlite3.connect(where, check_same_thread=False)
             found = self._db.execute("PRAGMA user_version").fetchone()[0]
             # 0 is unmarked (every earlier version), as a rows file without "format" is.
             known = found in (0, HISTORY_FORMAT)
