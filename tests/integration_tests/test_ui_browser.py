@@ -821,6 +821,35 @@ def test_a_run_the_history_could_not_keep_says_so_in_its_pane(backend, browser, 
         assert "not keep" in said[1] and said[2:] == [True, "status"], said
 
 
+def test_a_server_that_keeps_no_history_says_so_under_history(backend, browser):
+    """With --history-runs 0 (or a file it could not open) the server keeps no runs, and
+    ``GET /v1/moa/runs`` says ``"history": false``: the page showed an empty list with no
+    word, the same as a history with no run yet, and every run vanished from it unsaid."""
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.testing import BackgroundServer
+
+    config = MoAConfig(proposers=[f"v42@{backend.url}"], aggregator=f"v41@{backend.url}", layers=2)
+    with BackgroundServer(create_app({"fast": config}, history=None)) as server:
+        start(browser, server.root, "fast")
+        note = wait(
+            browser,
+            "document.getElementById('history-off')?.hidden === false"
+            " && document.getElementById('history-off').textContent",
+            what="the note that no history is kept",
+        )
+        assert "no history" in note, note
+        wait(browser, "document.querySelector('.pane').dataset.done", what="the run's end")
+        assert browser.execute_script("return document.querySelectorAll('.history-item').length") == 0
+
+
+def test_a_history_with_no_run_yet_says_nothing_of_history_off(served, browser):
+    browser.get(f"{served}/ui")
+    wait(browser, "document.querySelectorAll('#preset option').length", what="the models")
+    wait(browser, "document.getElementById('history-off')", what="the page")
+    assert browser.execute_script("return document.getElementById('history-off').hidden")
+
+
 UNBROKEN = "https://example.com/" + "a" * 400
 """A URL with no break opportunity: it must wrap inside its card, not widen the page."""
 

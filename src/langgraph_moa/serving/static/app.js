@@ -807,7 +807,11 @@ function spoken(question) {
 async function loadHistory() {
   const list = document.getElementById("history-list");
   try {
-    const runs = (await (await api("v1/moa/runs")).json()).data;
+    const answer = await (await api("v1/moa/runs")).json();
+    const runs = answer.data;
+    // A server that keeps none says so ("history": false): an empty list alone read as a
+    // history with no run yet, and each run vanished from the page unsaid.
+    document.getElementById("history-off").hidden = answer.history !== false;
     // The list is drawn afresh: a button of it that had the focus gets it back.
     const had = list.contains(document.activeElement) ? document.activeElement : null;
     const hadRun = had && had.closest("li").dataset.runId;
