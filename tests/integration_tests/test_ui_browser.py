@@ -840,7 +840,9 @@ def test_a_server_that_keeps_no_history_says_so_under_history(backend, browser):
         )
         assert "no history" in note, note
         wait(browser, "document.querySelector('.pane').dataset.done", what="the run's end")
-        assert browser.execute_script("return document.querySelectorAll('.history-item').length") == 0
+        assert (
+            browser.execute_script("return document.querySelectorAll('.history-item').length") == 0
+        )
 
 
 def test_a_history_with_no_run_yet_says_nothing_of_history_off(served, browser):

@@ -194,8 +194,12 @@ async def _run(
     seconds: float = RequestLimits().request_timeout_s,
     drain: Drain | None = None,
     scope: Any = None,
+    running: set[str] | None = None,
 ) -> AsyncIterator[Any]:
     """Run the job watched, as server-sent events, and keep it in the history.
+
+    Its `run_id` is in `running` from its start until it is saved: a DELETE of it meanwhile
+    is refused (409), as the history does not hold it yet and its end would save it.
 
     ``token`` events are yielded as dicts, for `pump`'s `TokenJoiner` to join; every other
     event as its text.
@@ -224,6 +228,8 @@ async def _run(
             saved = True
             _keep(history, kept())
 
+    in_flight = running if running is not None else set()
+    in_flight.add(run_id)
     try:
         # The request ID is kept with the run: one reopened from the history leads to its
         # log line and its trace, whether it failed or not.
@@ -274,7 +280,10 @@ async def _run(
             log.add(stopped)
         raise
     finally:
-        save()  # a run cut short (the client left) is kept too
+        try:
+            save()  # a run cut short (the client left) is kept too
+        finally:
+            in_flight.discard(run_id)
 
 
 def _keep(history: History, record: RunRecord) -> bool:
@@ -350,6 +359,7 @@ def add_ui(
     from starlette.staticfiles import StaticFiles
 
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
+    running: set[str] = set()  # the page's runs not ended yet (`_run`), which DELETE refuses
 
     @app.get("/", include_in_schema=False)
     async def root() -> Any:
@@ -395,6 +405,7 @@ def add_ui(
             request_timeout_s,
             app.state.drain,
             request.scope,
+            running,
         )
         stream = pump(
             source, lambda: _disconnected(request), keepalive_s, TokenJoiner(), job.pace.room
@@ -428,6 +439,13 @@ def add_ui(
         # A user's question may be personal data: its operator (or whoever holds the key)
         # can erase one run without stopping the server or opening the file.
         _check_origin(request)
+        if run_id in running:  # not in the history yet, and its end would save it
+            raise _APIError(
+                409,
+                f"Run {clip(run_id)!r} is still going: stop it (close its stream) or wait for "
+                "its end, then delete it.",
+                code="run_in_progress",
+            )
         if history is None or not await run_in_threadpool(
             _read, history.delete, run_id, HISTORY_UNCHANGEABLE
         ):
