@@ -464,3 +464,34 @@ def test_an_answer_degraded_for_two_reasons_counts_once_among_the_degraded_answe
     assert seen["moa_degraded_answers_total"] == 2
     assert seen['moa_degraded_reasons_total{reason="fallback"}'] == 2
     assert seen['moa_degraded_reasons_total{reason="passed_over"}'] == 1
+
+
+@pytest.mark.parametrize("started", [False, True])
+async def test_a_request_cancelled_inside_the_app_still_writes_its_line(started):
+    """A request whose task was cancelled (uvicorn past its shutdown backstop, a client gone
+    under a server that cancels) wrote no access-log line at all, nor a metric: it now writes
+    one, 499 (nginx's "client closed request") unless its status had gone out, marked
+    cancelled."""
+    import asyncio
+
+    from tests.helpers import _stalled_exchange
+
+    async def cancelled(scope, receive, send):
+        await receive()
+        if started:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise asyncio.CancelledError
+
+    async def logged(json_lines: bool) -> list[str]:
+        lines: list[str] = []
+        exchange = _stalled_exchange("/v1/chat/completions", b"{}", reads=10)[:3]
+        with pytest.raises(asyncio.CancelledError):
+            await AccessLog(cancelled, ["m"], lines.append, json_lines=json_lines)(*exchange)
+        return lines
+
+    [line] = await logged(json_lines=True)
+    record = json.loads(line)
+    assert record["status"] == (200 if started else 499)
+    assert record["cancelled"] is True and record["path"] == "/v1/chat/completions"
+    [text] = await logged(json_lines=False)
+    assert " · cancelled · " in text, text

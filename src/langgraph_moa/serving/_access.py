@@ -23,6 +23,7 @@ answers the counts to a client the app lets in (the key, the Host and Origin rul
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import re
@@ -126,6 +127,11 @@ class AccessLog:
             crash = f"{type(exc).__name__}: {exc}"
             self._done(scope, 500, started, seen, crash)
             raise
+        except asyncio.CancelledError:  # uvicorn past its shutdown backstop, a client gone
+            # Logged and counted as any request: 499 (nginx's "client closed request")
+            # unless its status had gone out, marked cancelled.
+            self._done(scope, seen["status"] or CANCELLED_STATUS, started, seen, cancelled=True)
+            raise
         finally:  # answered, failed or cancelled (the client left, the server stopped)
             self.in_flight -= 1
         self._done(scope, seen["status"], started, seen)
@@ -137,10 +143,14 @@ class AccessLog:
         started: float,
         seen: dict[str, Any],
         crash: str | None = None,
+        *,
+        cancelled: bool = False,
     ) -> None:
         """Write the request's line, and count it in the metrics."""
         facts = _facts(scope, seen)
         record = self._record(scope, status, started, seen, facts, crash)
+        if cancelled and not record.get("client_left"):
+            record["cancelled"] = True
         self.write(self._line(record))
         if self.metrics is not None:
             # Every call record of a run ends through its tally (`emit`): answered, failed,
@@ -266,6 +276,8 @@ def _text_line(record: dict[str, Any]) -> str:
             left += f" after {ended} call{'s' * (ended != 1)}"
             left += f", {failed} failed" if failed else ""  # as an answer's
         parts.append(left)
+    elif record.get("cancelled"):
+        parts.append("cancelled")
     parts.append(f"{record['duration_s']:.2f}s")
     parts.append(record["client"] or "-")
     if record["request_id"]:
@@ -299,6 +311,10 @@ async def _send_whole(send: Any, status: int, body: bytes, content_type: str) ->
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
+
+CANCELLED_STATUS = 499
+"""The status a request's line says when its task was cancelled before any status went out:
+nginx's "client closed request", which log tools already read."""
 
 _ERROR_READ = 4096
 """Characters of a failure's sentence read for its log line (300 are kept): a bound on the
