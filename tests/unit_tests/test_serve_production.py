@@ -495,3 +495,61 @@ async def test_a_request_cancelled_inside_the_app_still_writes_its_line(started)
     assert record["cancelled"] is True and record["path"] == "/v1/chat/completions"
     [text] = await logged(json_lines=False)
     assert " · cancelled · " in text, text
+
+
+def _crash_quoting(text):
+    """An error as pydantic raises it inside the app: its message quotes the value it
+    refused, here a user's message; chained to a cause that quotes it too."""
+    try:
+        try:
+            raise ValueError(f"1 validation error\n  input_value={text!r}, input_type=str")
+        except ValueError as cause:
+            raise RuntimeError(f"bad body: {{'input': {text!r}, 'loc': ('x',)}}") from cause
+    except RuntimeError as exc:
+        return exc
+
+
+def test_a_crash_logged_after_a_stream_started_quotes_no_user_input(caplog):
+    """The crash's traceback in the server's log carried its exceptions' messages whole:
+    a message quoting the request (a validation error's input) put the user's text in the
+    log that the access log keeps it out of. The messages are now the access log's: the
+    quoted input is ``[input]``; the frames and exception types stay."""
+    from langgraph_moa.serving._errors import _run_failed
+
+    with caplog.at_level("ERROR"):
+        _run_failed(_crash_quoting("My name is Ada Lovelace"))
+    logged = caplog.text
+    assert "Ada Lovelace" not in logged, logged
+    assert "[input]" in logged and "RuntimeError" in logged and "ValueError" in logged
+    assert "_crash_quoting" in logged  # where it failed: the frames
+
+
+def test_serve_keeps_user_input_out_of_uvicorns_crash_traceback(monkeypatch, tmp_path):
+    """A crash before any response (answered 500) reaches uvicorn, which logs it with its
+    traceback: the same messages, quoting the request, were in it whole."""
+    import io
+    import logging
+
+    import uvicorn
+
+    from langgraph_moa.serving import _server
+
+    written = io.StringIO()
+
+    def run(server, sockets=None):
+        logger = logging.getLogger("uvicorn.error")
+        handler = logging.StreamHandler(written)
+        logger.addHandler(handler)
+        try:
+            logger.error("Exception in ASGI application", exc_info=_crash_quoting("Ada Lovelace"))
+        finally:
+            logger.removeHandler(handler)
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
+    monkeypatch.setenv(_server.GC_FREEZE_ENV, "0")
+    config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
+    _server.serve({"fake": config}, history_path=tmp_path / "h.db", log=lambda line: None)
+    text = written.getvalue()
+    assert "Exception in ASGI application" in text and "[input]" in text, text
+    assert "Ada Lovelace" not in text, text

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -345,6 +346,55 @@ def without_quoted_input(text: str) -> str:
         parts += [text[at : match.end()], "[input]"]
         at = _value_end(text, match.end(), len(match[1]))
     return "".join([*parts, text[at:]])
+
+
+def crash_text(exc: BaseException) -> str:
+    """Return a crash's traceback for the server's log, its messages as the access log's.
+
+    Python's traceback quotes each exception's message whole, and a crash's may quote the
+    request (a validation error's input: a user's message). The frames and the exception
+    types stay, each cause and context in the order Python prints them; each message is
+    read as the access log reads a failure (`without_quoted_input`, `redact`).
+    """
+    import traceback
+
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    parts: list[str] = []
+    for at, each in enumerate(reversed(chain)):
+        if at:
+            parts.append("\nThe above exception led to the one below.\n\n")
+        parts.append("Traceback (most recent call last):\n")
+        parts += traceback.format_tb(each.__traceback__)
+        said = redact(without_quoted_input(str(each)[:_ERROR_READ]))
+        kind = type(each)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        parts.append(f"{name}: {said}\n" if said else f"{name}\n")
+    return "".join(parts).rstrip("\n")
+
+
+class CrashWithoutInput(logging.Filter):
+    """Set a logged crash's traceback text to `crash_text`: no request content in the log.
+
+    On the loggers that log a request's crash with its traceback (uvicorn's
+    "Exception in ASGI application", `_errors._run_failed`); a formatter writes the
+    record's ``exc_text`` where it is set instead of formatting the exception again.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record, its traceback text made from `crash_text`."""
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = crash_text(record.exc_info[1])
+        return True
 
 
 def _value_end(text: str, start: int, slashes: int = 0) -> int:

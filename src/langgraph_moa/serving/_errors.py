@@ -35,6 +35,7 @@ from langgraph_moa.errors import (
     outgrew_context,
     proposals_may_overflow,
 )
+from langgraph_moa.serving._access import CrashWithoutInput
 from langgraph_moa.serving._request_id import current, with_id
 from langgraph_moa.serving._schema import REFUSED, _is_union_tag
 
@@ -48,6 +49,7 @@ MAX_BODY_BYTES = 1_000_000
 
 logger = logging.getLogger(__name__)
 """Tells the operator (``moa serve``'s stderr) what a client's error leaves out."""
+logger.addFilter(CrashWithoutInput())  # a crash's traceback quotes no request (`_run_failed`)
 
 LOCAL_MODEL_FAILED = (
     "A local model this request uses cannot run on this server; the operator's log says why."

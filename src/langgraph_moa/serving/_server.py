@@ -17,7 +17,7 @@ from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import (
     MoAConfigError,
 )
-from langgraph_moa.serving._access import json_line
+from langgraph_moa.serving._access import CrashWithoutInput, json_line
 from langgraph_moa.serving._errors import MAX_BODY_BYTES
 from langgraph_moa.serving._guard import (
     CorsEverywhere,
@@ -184,6 +184,7 @@ def serve(
             **options,
         )
         _say_the_drain(logging.getLogger("uvicorn.error"), say if json_lines else None)
+        logging.getLogger("uvicorn.error").addFilter(CrashWithoutInput())  # restored after
         server_class = _stops_on_a_second_signal(uvicorn.Server)
         drained = _drains_within(server_class, app.state.drain, drain_timeout_s, say)
         server = drained(settings)
@@ -259,8 +260,10 @@ class _JsonRecords(logging.Handler):
                 "logger": record.name,
                 "message": record.getMessage(),
             }
-            if record.exc_info:
-                entry["traceback"] = self.tracebacks.formatException(record.exc_info)
+            if record.exc_info:  # `CrashWithoutInput`'s text where it set one
+                entry["traceback"] = record.exc_text or self.tracebacks.formatException(
+                    record.exc_info
+                )
             self.write(json_line(entry))
         except Exception:
             self.handleError(record)
