@@ -127,19 +127,26 @@ def test_serve_log_format_json_reaches_the_access_log_and_text_is_the_default(mo
     assert bad.exit_code == 2 and "--log-format" in bad.output
 
 
-def test_serve_stacks_a_json_access_log(monkeypatch, tmp_path):
+def _serve_unreachable(monkeypatch, tmp_path, run, **options) -> list[str]:
+    """Run `serve` on endpoints nobody listens on, uvicorn's `run` replaced by `run`; return
+    the lines it logged."""
     import uvicorn
 
     from langgraph_moa.serving import _server
 
-    seen = {}
-    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: seen.update(s=server))
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
     monkeypatch.setenv(_server.GC_FREEZE_ENV, "0")
     config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
     lines: list[str] = []
-    _server.serve(
-        {"fake": config}, history_path=tmp_path / "h.db", log=lines.append, log_format="json"
+    _server.serve({"fake": config}, history_path=tmp_path / "h.db", log=lines.append, **options)
+    return lines
+
+
+def test_serve_stacks_a_json_access_log(monkeypatch, tmp_path):
+    seen = {}
+    lines = _serve_unreachable(
+        monkeypatch, tmp_path, lambda server, sockets=None: seen.update(s=server), log_format="json"
     )
     client = TestClient(seen["s"].config.app, base_url="http://127.0.0.1")
     assert client.get("/v1/models").status_code == 200
@@ -530,10 +537,6 @@ def test_serve_keeps_user_input_out_of_uvicorns_crash_traceback(monkeypatch, tmp
     import io
     import logging
 
-    import uvicorn
-
-    from langgraph_moa.serving import _server
-
     written = io.StringIO()
 
     def run(server, sockets=None):
@@ -545,11 +548,55 @@ def test_serve_keeps_user_input_out_of_uvicorns_crash_traceback(monkeypatch, tmp
         finally:
             logger.removeHandler(handler)
 
-    monkeypatch.setattr(uvicorn.Server, "run", run)
-    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
-    monkeypatch.setenv(_server.GC_FREEZE_ENV, "0")
-    config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
-    _server.serve({"fake": config}, history_path=tmp_path / "h.db", log=lambda line: None)
+    _serve_unreachable(monkeypatch, tmp_path, run)
     text = written.getvalue()
     assert "Exception in ASGI application" in text and "[input]" in text, text
     assert "Ada Lovelace" not in text, text
+
+
+def test_every_start_up_line_is_json_under_log_format_json(monkeypatch, tmp_path):
+    """Under --log-format json the start-up lines stayed text among the JSON ones: the
+    warnings (bound to every address, no key), "Serving ..." and a history that could not
+    be opened. Each is one JSON object now, with its level."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.serving import _server
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: None)
+    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
+    monkeypatch.setenv(_server.GC_FREEZE_ENV, "0")
+    (tmp_path / "file").write_text("")  # the history's folder is a file: a warning
+    monkeypatch.setenv("MOA_HISTORY", str(tmp_path / "file" / "h.db"))
+    config = tmp_path / "m.yaml"
+    config.write_text("proposers: [p@http://127.0.0.1:9/v1]\naggregator: a@http://127.0.0.1:9/v1\n")
+    args = ["serve", "--config", str(config), "--host", "0.0.0.0", "--log-format", "json"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # each line one JSON object
+    said = " ".join(record["message"] for record in records)
+    assert "without an API key" in said and "Serving m on" in said, said
+    assert "Serving without a history" in said, said
+    assert {record["level"] for record in records} == {"warning", "info"}
+    assert all(record["time"].endswith("Z") for record in records)
+    text = CliRunner().invoke(cli.app, args[:-2])  # the default: text
+    assert "warning:" in text.stderr and not text.stderr.lstrip().startswith("{")
+
+
+def test_uvicorns_own_lines_are_json_under_log_format_json(monkeypatch, tmp_path):
+    """uvicorn's warnings and its crash traceback ("Exception in ASGI application") stayed
+    text under --log-format json; they go through the server's log as JSON now."""
+    import logging
+
+    def run(server, sockets=None):
+        logger = logging.getLogger("uvicorn.error")
+        logger.warning("Invalid HTTP request received.")
+        logger.error("Exception in ASGI application", exc_info=_crash_quoting("Ada Lovelace"))
+
+    lines = _serve_unreachable(monkeypatch, tmp_path, run, log_format="json")
+    warned, crashed = (json.loads(line) for line in lines)
+    assert warned["level"] == "warning" and warned["logger"] == "uvicorn.error"
+    assert crashed["message"] == "Exception in ASGI application"
+    assert "[input]" in crashed["traceback"] and "Ada Lovelace" not in crashed["traceback"]

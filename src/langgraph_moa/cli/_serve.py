@@ -7,7 +7,10 @@ server that will answer; then one line per request and per failure goes to stder
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -376,7 +379,6 @@ def serve(
     except ImportError as exc:
         raise MissingExtraError("moa serve", "serve", exc.name or "uvicorn") from None
     from langgraph_moa.serving._server import load_system
-    from langgraph_moa.serving._server import serve as run_server
 
     given: dict[str, Any] = {
         "max_proposers": max_proposers,
@@ -419,6 +421,51 @@ def serve(
             part.strip() for part in (forwarded_allow_ips or "").split(",") if part.strip()
         ),
     )
+    with _json_stderr() if log_format == "json" else contextlib.nullcontext():
+        _start(
+            systems,
+            host=host,
+            port=port,
+            api_key=api_key,
+            allowed_host=allowed_host,
+            allow_model=allow_model,
+            allow_client_endpoints=allow_client_endpoints,
+            limits=limits,
+            max_body_bytes=max_body_bytes,
+            security=security,
+            preload=preload,
+            prices=price_table,
+            history_runs=history_runs,
+            drain_timeout=drain_timeout,
+            root_path=root_path,
+            log_format=log_format,
+            metrics=metrics,
+        )
+
+
+def _start(
+    systems: dict[str, MoAConfig],
+    *,
+    host: str,
+    port: int,
+    api_key: str | None,
+    allowed_host: list[str] | None,
+    allow_model: list[str] | None,
+    allow_client_endpoints: bool,
+    limits: RequestLimits,
+    max_body_bytes: int,
+    security: Any,
+    preload: bool,
+    prices: Any,
+    history_runs: int,
+    drain_timeout: float,
+    root_path: str,
+    log_format: str,
+    metrics: bool,
+) -> None:
+    """Warn about what the options leave open, then serve (`serving._server.serve`)."""
+    from langgraph_moa.serving._server import serve as run_server
+
     if host in ("0.0.0.0", "::") and not allowed_host:
         out.warn(
             f"bound to {host}, but only loopback names are answered; name the host clients "
@@ -457,13 +504,66 @@ def serve(
             max_body_bytes=max_body_bytes,
             security=security,
             announce=announce,
-            prices=price_table,
+            prices=prices,
             history_runs=history_runs,
             drain_timeout_s=drain_timeout,
             root_path=root_path,
             log_format=log_format,
             metrics=metrics,
         )
+
+
+class _JsonLines(io.StringIO):
+    """A text stream that writes each line it is given to stderr as one JSON object.
+
+    ``{"time", "level", "message"}``: a line that starts ``warning:`` (`Output.warn`) is a
+    warning, any other info. Under ``--log-format json`` the command's own lines (its
+    warnings, "Serving ...", a local model's loading) were text among the JSON ones.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        """Write each whole line of `text` as JSON; keep a line's start until its end."""
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self._say(line)
+        return len(text)
+
+    def flush(self) -> None:
+        """Write what is left of a line (none is, as the console ends every line)."""
+        if self.pending.strip():
+            self._say(self.pending)
+        self.pending = ""
+
+    def _say(self, line: str) -> None:
+        import sys
+
+        from langgraph_moa.serving._access import json_line
+
+        level, _, rest = line.partition("warning: ")
+        record = {"level": "warning", "message": rest} if not level and rest else None
+        print(json_line(record or {"level": "info", "message": line}), file=sys.stderr, flush=True)  # noqa: T201
+
+
+@contextlib.contextmanager
+def _json_stderr() -> Iterator[None]:
+    """Write the command's own stderr lines as JSON while it serves (`_JsonLines`)."""
+    from rich.console import Console
+
+    kept = out.err
+    out.err = Console(file=_JsonLines(), soft_wrap=True, highlight=False, emoji=False)
+    try:
+        yield
+    finally:
+        out.err.file.flush()
+        out.err = kept
 
 
 def _is_loopback(host: str) -> bool:

@@ -121,6 +121,7 @@ def serve(
     try:
         import fastapi  # noqa: F401
         import uvicorn
+        from uvicorn.config import LOGGING_CONFIG
     except ImportError as exc:
         from langgraph_moa.errors import MissingExtraError
 
@@ -144,37 +145,38 @@ def serve(
     max_response_bytes()
     _check_port(host, port)
     security = (security or ServeSecurity()).with_bind_host(host)
-    app = create_app(
-        systems,
-        api_key=api_key,
-        max_body_bytes=max_body_bytes,
-        allow_models=allow_models,
-        allow_client_endpoints=allow_client_endpoints,
-        limits=limits,
-        security=security,
-        history=_open_history(history_path, history_runs),
-        prices=prices,
-    )
 
     def to_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)  # noqa: T201
 
     write = log or to_stderr
     json_lines = log_format == "json"
-    logged = stacked(
-        app, list(systems), security, write, root_path, json_lines=json_lines, metrics=metrics
-    )
-    if announce is not None:
-        announce(f"Serving {', '.join(systems)} on http://{host}:{port}/v1")
-    # uvloop when installed; the HTTP protocol is httptools' (or h11's) with the guard's head
-    # deadline and per-client connection limit (`_guard`), which keep slow clients out.
-    options = {**server_options(), **uvicorn_options(security)}
-    restore_collector = tune_collector()
     restore_loggers = _keep_loggers((*UVICORN_LOGGERS, *(PACKAGE_LOGGERS if json_lines else ())))
+    restore_collector: Callable[[], None] = lambda: None  # noqa: E731
     say = (lambda line: write(json_line({"message": line}))) if json_lines else write
     try:
-        if json_lines:
+        if json_lines:  # from here on: a history that cannot be opened warns in JSON too
             _log_as_json(write)
+        app = create_app(
+            systems,
+            api_key=api_key,
+            max_body_bytes=max_body_bytes,
+            allow_models=allow_models,
+            allow_client_endpoints=allow_client_endpoints,
+            limits=limits,
+            security=security,
+            history=_open_history(history_path, history_runs),
+            prices=prices,
+        )
+        logged = stacked(
+            app, list(systems), security, write, root_path, json_lines=json_lines, metrics=metrics
+        )
+        if announce is not None:
+            announce(f"Serving {', '.join(systems)} on http://{host}:{port}/v1")
+        # uvloop when installed; the HTTP protocol is httptools' (or h11's) with the guard's
+        # head deadline and per-client connection limit (`_guard`), which keep slow clients out.
+        options = {**server_options(), **uvicorn_options(security)}
+        restore_collector = tune_collector()
         settings = uvicorn.Config(
             logged,
             host=host,
@@ -182,6 +184,7 @@ def serve(
             log_level="warning",
             timeout_graceful_shutdown=math.ceil(drain_timeout_s) + DRAIN_FLUSH_S,  # whole seconds
             **options,
+            log_config=None if json_lines else LOGGING_CONFIG,  # `_log_as_json`'s handlers
         )
         _say_the_drain(logging.getLogger("uvicorn.error"), say if json_lines else None)
         logging.getLogger("uvicorn.error").addFilter(CrashWithoutInput())  # restored after
@@ -270,15 +273,21 @@ class _JsonRecords(logging.Handler):
 
 
 def _log_as_json(write: Callable[[str], None]) -> None:
-    """Write the package's log records through `write` as JSON (`_JsonRecords`), only there.
+    """Write the package's and uvicorn's log records through `write` as JSON, only there.
 
     Not on to a host's handlers, nor through the command's own text lines for the local
-    runtime (`PACKAGE_LOGGERS`, which the caller restores once serving ends).
+    runtime, nor uvicorn's text handlers (`PACKAGE_LOGGERS`, `UVICORN_LOGGERS`, which the
+    caller restores once serving ends).
     """
     package = logging.getLogger("langgraph_moa")
     package.addHandler(_JsonRecords(write))
     package.propagate = False
     logging.getLogger("langgraph_moa.local").handlers.clear()
+    for name in UVICORN_LOGGERS:  # uvicorn's warnings and crash tracebacks (no log config)
+        logging.getLogger(name).handlers.clear()
+    uvicorn = logging.getLogger("uvicorn")
+    uvicorn.addHandler(_JsonRecords(write))
+    uvicorn.propagate = False
 
 
 def _keep_loggers(names: Iterable[str]) -> Callable[[], None]:
