@@ -486,7 +486,7 @@ def test_with_no_home_and_no_cache_setting_the_error_names_the_variable(
     with pytest.raises(HistoryError) as caught:
         default_history_path()
     message = str(caught.value)
-    for named in ("MOA_HISTORY", "--history", "LANGGRAPH_MOA_CACHE"):
+    for named in ("MOA_HISTORY", "moa ui --history", "LANGGRAPH_MOA_CACHE"):
         assert named in message and "\n" not in message, message
     assert _open_history(None) is None  # `moa serve` serves, saying why it keeps no history
     monkeypatch.setenv("MOA_HISTORY", str(no_cache_settings / "runs.sqlite3"))

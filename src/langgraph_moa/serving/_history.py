@@ -45,7 +45,7 @@ def default_history_path() -> Path:
         return cache_root() / "history.sqlite3"
     except LocalModelError:
         raise HistoryError(
-            f"The page's history has no place: {NO_HOME}; set MOA_HISTORY (or moa serve "
+            f"The page's history has no place: {NO_HOME}; set MOA_HISTORY (or moa ui "
             "--history) to a file, or LANGGRAPH_MOA_CACHE to a writable folder."
         ) from None
 
