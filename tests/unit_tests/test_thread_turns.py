@@ -9,7 +9,12 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import StateUpdate
 from pydantic import BaseModel
 
-from langgraph_moa import AllProposersFailedError, MoAConfig, RetrySettings, create_moa_graph
+from langgraph_moa import (
+    AllProposersFailedError,
+    MoAConfig,
+    RetrySettings,
+    create_moa_graph,
+)
 from tests.helpers import QUESTION
 
 THREAD = {"configurable": {"thread_id": "t"}}
@@ -74,5 +79,42 @@ async def test_a_question_put_in_as_start_runs_without_the_turn_befores_call_opt
         await graph.abulk_update_state(THREAD, [[update]])
     else:
         graph.update_state(THREAD, {"messages": [("user", "And Y?")]}, as_node="__start__")
+    graph.invoke(None, THREAD)
+    assert [c.kwargs for c in log.calls[2:]] == [{}, {}]
+
+
+def answered_thread(fake):
+    """A thread whose first turn ran with stop sequences and a seed."""
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    graph = create_moa_graph(config, checkpointer=InMemorySaver())
+    graph.invoke({**QUESTION, "stop": ["STOP"], "call_kwargs": {"seed": 7}}, THREAD)
+    return graph
+
+
+def test_a_question_put_in_as_start_by_a_plain_tuple_is_applied(fake, log):
+    """`bulk_update_state` takes each update as a `(values, as_node, task_id)` tuple, as
+    LangGraph documents it; reading `.as_node` off it failed such an edit with
+    AttributeError."""
+    graph = answered_thread(fake)
+    graph.bulk_update_state(THREAD, [[({"messages": [("user", "And Y?")]}, "__start__", None)]])
+    out = graph.invoke(None, THREAD)
+    assert [c.kwargs for c in log.calls[2:]] == [{}, {}]
+    assert [m.text for m in out["messages"]][-2:] == ["And Y?", "AGG #2"]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda g, question: g.update_state(THREAD, question, as_node="__input__"),
+        lambda g, question: g.update_state(THREAD, [(question, "__start__")], as_node="__copy__"),
+    ],
+    ids=["as-input", "in-a-copy"],
+)
+def test_a_question_put_in_as_input_runs_without_the_turn_befores_call_options(fake, log, edit):
+    """LangGraph's other edits that write a run's input (``as_node="__input__"``, and a
+    ``__copy__`` whose update is as ``__start__``) left the first turn's stop sequences and
+    seed in the state, and the next question was sent them."""
+    graph = answered_thread(fake)
+    edit(graph, {"messages": [("user", "And Y?")]})
     graph.invoke(None, THREAD)
     assert [c.kwargs for c in log.calls[2:]] == [{}, {}]

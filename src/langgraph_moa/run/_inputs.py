@@ -526,16 +526,31 @@ class MoAGraph(CompiledStateGraph[Any, Any, Any, Any]):
         return await super().abulk_update_state(config, _as_runs(supersteps))
 
 
+_INPUT_EDITS = (START, "__input__")
+"""The `as_node` of an edit that writes a run's input: ``__start__``, and LangGraph's
+``__input__`` (a name private to it), which writes the values as the graph's input."""
+
+
 def _as_runs(supersteps: Sequence[Sequence[StateUpdate]]) -> list[list[StateUpdate]]:
-    """Give each input written as ``__start__`` the run options it leaves out, set to None.
+    """Give each input written by an edit the run options it leaves out, set to None.
 
     Such an edit is a thread's next question (the LangGraph server's
     ``threads.update_state``), which otherwise ran with the options of the turn before.
+    LangGraph takes each update as a plain ``(values, as_node, task_id)`` tuple too.
     """
-    return [
-        [u._replace(values=with_run_options(u.values)) if u.as_node == START else u for u in step]
-        for step in supersteps
-    ]
+    return [[_as_run(StateUpdate(*update)) for update in step] for step in supersteps]
+
+
+def _as_run(update: StateUpdate) -> StateUpdate:
+    """`_as_runs` for one update; a ``__copy__`` holds the updates it applies as its values."""
+    if update.as_node in _INPUT_EDITS:
+        return update._replace(values=with_run_options(update.values))
+    if update.as_node == "__copy__" and isinstance(update.values, list | tuple):
+        copied = [
+            _as_run(StateUpdate(*i)) if isinstance(i, list | tuple) else i for i in update.values
+        ]
+        return update._replace(values=copied)
+    return update
 
 
 def _config(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
