@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from langgraph_moa import (
     AllProposersFailedError,
     MoAConfig,
+    MoAInputError,
     RetrySettings,
     create_moa_graph,
 )
@@ -118,3 +119,22 @@ def test_a_question_put_in_as_input_runs_without_the_turn_befores_call_options(f
     edit(graph, {"messages": [("user", "And Y?")]})
     graph.invoke(None, THREAD)
     assert [c.kwargs for c in log.calls[2:]] == [{}, {}]
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        {"messages": 5},
+        {"messages": [("user", "And Y?")], "tools": [{"name": "lookup"}]},
+    ],
+    ids=["messages", "tools"],
+)
+def test_a_question_put_in_as_start_is_checked_as_a_runs_input_is(fake, log, question):
+    """An edit as ``__start__`` is the run's input, but was not checked as one: messages
+    that are not a conversation failed in LangChain's coercion (NotImplementedError), and
+    a malformed tool failed every proposer call as if the provider had."""
+    graph = answered_thread(fake)
+    with pytest.raises(MoAInputError):
+        graph.update_state(THREAD, question, as_node="__start__")
+    assert graph.get_state(THREAD).next == ()
+    assert len(log.calls) == 2

@@ -532,7 +532,7 @@ _INPUT_EDITS = (START, "__input__")
 
 
 def _as_runs(supersteps: Sequence[Sequence[StateUpdate]]) -> list[list[StateUpdate]]:
-    """Give each input written by an edit the run options it leaves out, set to None.
+    """Check each input written by an edit, and give it the run options it leaves out as None.
 
     Such an edit is a thread's next question (the LangGraph server's
     ``threads.update_state``), which otherwise ran with the options of the turn before.
@@ -542,8 +542,13 @@ def _as_runs(supersteps: Sequence[Sequence[StateUpdate]]) -> list[list[StateUpda
 
 
 def _as_run(update: StateUpdate) -> StateUpdate:
-    """`_as_runs` for one update; a ``__copy__`` holds the updates it applies as its values."""
+    """`_as_runs` for one update; a ``__copy__`` holds the updates it applies as its values.
+
+    An input edit is checked as `stream`'s input is: bad messages failed in LangChain's
+    coercion, and a malformed tool failed every proposer call as if the provider had.
+    """
     if update.as_node in _INPUT_EDITS:
+        check_run_input(update.values)
         return update._replace(values=with_run_options(update.values))
     if update.as_node == "__copy__" and isinstance(update.values, list | tuple):
         copied = [
