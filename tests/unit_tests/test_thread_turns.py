@@ -138,3 +138,14 @@ def test_a_question_put_in_as_start_is_checked_as_a_runs_input_is(fake, log, que
         graph.update_state(THREAD, question, as_node="__start__")
     assert graph.get_state(THREAD).next == ()
     assert len(log.calls) == 2
+
+
+def test_a_run_without_a_response_format_has_no_structured_response_key(fake):
+    """Resetting the turn before's answer wrote `structured_response: None` into every run,
+    so a graph built without a `response_format` answered with that key too (in `invoke`'s
+    output and the LangGraph server's thread values), which only a structured answer had."""
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    graph = create_moa_graph(config, checkpointer=InMemorySaver())
+    assert "structured_response" not in graph.invoke(QUESTION, THREAD)
+    assert "structured_response" not in graph.invoke(FOLLOW_UP, THREAD)
+    assert "structured_response" not in graph.get_state(THREAD).values

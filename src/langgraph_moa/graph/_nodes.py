@@ -314,12 +314,16 @@ class MoANodes:
             if cfg.final_role == "aggregator":
                 label = cfg.final_chain[index].label
                 bind_options(model, options, label)
+        # Written by the run's last step: until then, unset, not the thread's last turn's (a
+        # follow-up stopped or failed mid-run showed the turn before's totals and answer).
+        # Only a value is reset: a None written to every run gave each run of a graph without
+        # a `response_format` a `structured_response` key.
+        unset = {
+            key: None for key in ("usage", "structured_response") if state.get(key) is not None
+        }
         return {
+            **unset,
             "calls": None,
-            # Written by the run's last step: until then, None, not the thread's last turn's
-            # (a follow-up stopped or failed mid-run showed the turn before's totals and answer).
-            "usage": None,
-            "structured_response": None,
             "layer": 0,
             "references": [],
             "missing": 0,

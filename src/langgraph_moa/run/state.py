@@ -220,11 +220,11 @@ class MoAOutput(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     calls: Annotated[list[CallRecord], _calls_channel()]
     usage: UsageSummary
-    """The run's totals, written by its last step; None before it (each run starts with
-    None, so a thread's next turn never shows the totals of the turn before)."""
+    """The run's totals, written by its last step; absent or None before it (a thread's
+    next run starts by writing None over them, so it never shows the turn before's)."""
     structured_response: Any
-    """The parsed answer, when the graph was built with a `response_format`; None until
-    the run answers (reset like `usage`)."""
+    """The parsed answer, when the graph was built with a `response_format` (absent
+    otherwise); absent or None until the run answers (reset like `usage`)."""
 
 
 RUN_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls", "stop", "call_kwargs", "final_kwargs")
