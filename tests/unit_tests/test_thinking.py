@@ -424,3 +424,30 @@ async def test_thinking_before_a_lone_closing_tag_is_no_reference(fake, aggregat
     assert proposal["output"] == "12"
     references = aggregator.log.by("AGG")[-1].messages[0].text
     assert "12" in references and "Maybe" not in references and "</think>" not in references
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Close the block with </think> and then write the answer.",
+        "DeepSeek-R1 ends its reasoning with `</think>`.",
+        "The template's last tag, </think>, ends the thinking.",
+        "It ends the block:\n```\n</think>\n```\nThen the answer follows.",
+    ],
+)
+def test_an_answer_that_mentions_a_lone_closing_tag_keeps_its_text(text):
+    # Any </think> with no <think> split the text: "Close the block with" was thinking, and
+    # the answer began mid-sentence, " and then write the answer." (or "`.").
+    assert split_thinking(text) == (None, text, True)
+    assert without_thinking(_said(text, "stop"), "m").text == text
+    assert score(EvalItem(id="q", turns=["q"], expected=["answer"]), text)["correct"] == (
+        "answer" in text
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [OPENED_BY_THE_TEMPLATE, "Maybe 14. No: 12.</think>\n\n12", "Maybe 14. No: 12.\n</think>12"],
+)
+def test_a_closing_tag_that_starts_or_ends_its_line_closes_the_prompts_block(text):
+    assert split_thinking(text)[1:] == ("12", True)

@@ -154,8 +154,8 @@ def without_thinking(response: _Message, label: str) -> _Message:
     ``additional_kwargs["reasoning_content"]``, where the call record keeps it. Content
     given as a list of blocks (a Responses API's, Anthropic's) loses it from its text
     blocks, the others kept: a ``reasoning`` or ``thinking`` block is never text. Text
-    before a lone ``</think>`` (no ``<think>`` anywhere: the chat template opened the block
-    in the prompt) is thinking too.
+    before a lone ``</think>`` that starts or ends its line (no ``<think>`` anywhere: the
+    chat template opened the block in the prompt) is thinking too.
 
     A block that never closed is thinking cut off (`cut_while_thinking`) unless the
     provider said the model stopped for another reason: then the text is the answer, its

@@ -11,17 +11,26 @@ not read it.
 Only a block that opens the text counts (what these models write); a ``<think>`` tag later
 in an answer is the answer's own text (a reply about the tag itself). A chat template that
 opens the block in the prompt (DeepSeek-R1's distills, QwQ) leaves the text a lone closing
-tag: what comes before it is thinking too, where the text holds no opening tag at all. A
+tag: what comes before it is thinking too, where the text holds no opening tag at all and
+the tag starts or ends its line outside a code block (`_LONE_CLOSE`). A
 stream cannot tell such thinking until its tag comes (`ThinkingCut` passes it), nor can
 anything tell it where ``max_tokens`` cut the model before it closed the block.
 """
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
+# A closing tag that ends a block the prompt opened starts or ends its line, as these models
+# write it ("...\n</think>\n\n12"); one inside a line ("close it with </think> and",
+# "`</think>`") or a code block is a reply about the tag (it split such a reply mid-sentence).
+_LONE_CLOSE = re.compile(
+    r"(?:^|(?<=\n))[ \t]*+" + THINK_CLOSE + "|" + THINK_CLOSE + r"(?=[ \t]*+(?:\n|$))"
+)
+_FENCE = "```"
 
 
 class Thinking(NamedTuple):
@@ -39,14 +48,19 @@ class Thinking(NamedTuple):
 def split_thinking(text: str) -> Thinking:
     """Split `text` into the thinking block it opens with, if any, and the answer after it.
 
-    A text with no opening tag and a closing one opened its block in the prompt: what comes
-    before the closing tag is its thinking.
+    A text with no opening tag and a closing one that starts or ends its line, outside a
+    code block, opened its block in the prompt: what comes before that tag is its thinking.
     """
     head = text.lstrip()
     if not head.startswith(THINK_OPEN):
-        if THINK_OPEN in text or (end := text.find(THINK_CLOSE)) < 0:
+        if THINK_OPEN in text or THINK_CLOSE not in text:  # `in` first: most texts
             return Thinking(None, text, True)
-        return Thinking(text[:end].strip(), text[end + len(THINK_CLOSE) :].lstrip(), True)
+        fences = counted = 0  # the fences before each tag, counted once (linear time)
+        for tag in _LONE_CLOSE.finditer(text):
+            fences, counted = fences + text.count(_FENCE, counted, tag.start()), tag.start()
+            if fences % 2 == 0:
+                return Thinking(text[: tag.start()].strip(), text[tag.end() :].lstrip(), True)
+        return Thinking(None, text, True)
     inside = head[len(THINK_OPEN) :]
     end = inside.find(THINK_CLOSE)
     if end < 0:
