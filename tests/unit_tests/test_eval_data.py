@@ -601,3 +601,32 @@ def test_a_hedge_split_by_other_words_or_between_option_texts_is_a_hedge(item):
         texts[right]: True,
     }
     assert {answer: score(item, answer)["correct"] for answer in graded} == graded
+
+
+@EACH_CHOICE_ITEM
+def test_a_remark_on_another_option_after_a_stated_one_is_no_hedge(item):
+    """ "C, though many might pick D" states C with a remark on a distractor: the modal
+    alone was read as a hedge, so a firm right answer scored wrong and voted as text. The
+    answer settled after its options were weighed is no hedge either ("Shark or Dolphin?
+    The answer is Dolphin."), as "C or D? The answer is C." is none."""
+    right, other = _right_and_other(item)
+    firm = (
+        f"The answer is {right}, though many might pick {other}.",
+        f"The answer is {right}, but a student might choose {other} by mistake.",
+        f"The answer is {right}; though one could think {other} at first, it is not.",
+    )
+    read = {a: (hedges(a), chosen_option(a), score(item, a)["correct"]) for a in firm}
+    assert read == dict.fromkeys(firm, (False, right, True))
+    still = (
+        f"The answer is {right}, but it might be {other}.",
+        f"The answer is {right}, though perhaps {other}.",
+        f"The answer is {right}, though it could well be {other}.",
+    )
+    assert {h: hedges(h) for h in still} == dict.fromkeys(still, True)
+    texts = _option_texts(item)
+    graded = {
+        f"{texts[other]} or {texts[right]}? The answer is {texts[right]}.": True,
+        f"{texts[other]} or {texts[right]}? The answer is {texts[other]} or {texts[right]}.": False,
+        f"{texts[other]} or {texts[right]}": False,
+    }
+    assert {answer: score(item, answer)["correct"] for answer in graded} == graded

@@ -39,6 +39,7 @@ from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.text._selection import (
     chosen_option,
     concluded_number,
+    conclusion,
     hedges,
     normalize_words,
     number_value,
@@ -174,7 +175,8 @@ def _hedges_between_texts(item: EvalItem, answer: str, letters: list[str]) -> bo
     "Ankara or Istanbul" names the right option's text, which the item's pattern accepts,
     but picks no option. The options are the lines "C) Ankara" of the item's first turn;
     a pair after "not" ("Ankara, not Istanbul or Izmir") is none, nor one without the
-    right option.
+    right option, nor one that a later conclusion settles ("Istanbul or Ankara? The answer
+    is Ankara.": it was wrong, while "C or D? The answer is C." was right).
     """
     options = {letter: normalize(text) for letter, text in _OPTION_LINE.findall(item.turns[0])}
     right = {options[letter] for letter in letters if options.get(letter)}
@@ -183,7 +185,7 @@ def _hedges_between_texts(item: EvalItem, answer: str, letters: list[str]) -> bo
         return False
     either = "|".join(re.escape(t) for t in texts)
     pair = re.compile(rf"(?<!\bnot )\b({either}) or (?:\w+ ){{0,2}}?({either})\b")
-    words = normalize(answer)
+    words = normalize(conclusion(answer))
     return any(
         first != second and right & {first, second}
         for first, second in (m.groups() for m in pair.finditer(words))

@@ -198,11 +198,12 @@ _SPACE_IN_MATH = re.compile(r"(?<=\d)(\s+)(?=\d)|\s+")
 # remark ("the answer is C, and D fails the test": C) from a list ("C and D"), as `hedges`
 # does: the vote read the remark as the text "c and d fails test", while the scorer said C.
 # So does one that "not" follows: "The answer is C, not D" and "C (not D)" state C (the
-# vote read the text "c not d", while the scorer said C).
+# vote read the text "c not d", while the scorer said C), and one that "though" or "but"
+# follows: "C, though many might pick D" (`_HEDGED` tells "C, but maybe D" apart).
 _LETTER_END = (
     r"(?:\)|\]|[.,;:!]?(?=\s*(?:$|\n))"
     r"|[.,;:!]?\s+(?=because|since|as\b|which)|[.,;:!]\s+(?=[A-Z])|,?\s+(?=and\b)"
-    r"|[,;]?\s+\(?(?=(?i:not)\b))"
+    r"|[,;]?\s+\(?(?=(?i:not)\b)|[,;]?\s+(?=(?:though|but|although|yet)\b))"
 )
 # A lower-case letter ("the answer is c") is an option only where it ends its line: "the
 # answer is a lot" and "the answer is e." (the number) name none.
@@ -251,10 +252,13 @@ _CLAUSE_GOES_ON = re.compile(r"[ \t]+[a-z]")  # on its line: "C, D\nbecause" hed
 # An option that "or" follows with another option a few words on, or a clause that goes on
 # to "possibly" another: "C or quite possibly D", "C or, less likely, D", "C, though it
 # could possibly be D" (the listed adverbs alone were read, so these scored right on C).
+# "Might" or "could" offers the option only as what it may "be": "C, though many might
+# pick D" is a remark on a distractor (it was read as a hedge, and a firm C scored wrong).
 _HEDGED = re.compile(
     _LISTED_OPTION
-    + r"(?:\W*+(?i:or)\b|[,;]?\s++(?i:though|but|although|yet)\b[^.\n]{0,40}?"
-    + r"\b(?i:possibly|perhaps|maybe|might|could)\b)(?:\W++\w++){0,2}?\W++"
+    + r"(?:\W*+(?i:or)\b(?:\W++\w++){0,2}?|[,;]?\s++(?i:though|but|although|yet)\b"
+    + r"[^.\n]{0,40}?(?:\b(?i:possibly|perhaps|maybe)\b(?:\W++\w++){0,2}?"
+    + r"|\b(?i:might|could)\b(?:\W++\w++)??\W++(?i:be)\b))\W++"
     + _LISTED_OPTION
     + r"(?![\w'+#])"
 )
@@ -816,6 +820,21 @@ def hedges(answer: str) -> bool:
     if stated := list(_STATED.finditer(answer)):
         return _lists_options(answer, stated[-1].end())
     return _WHOLE_LIST.fullmatch(answer) is not None
+
+
+def conclusion(answer: str) -> str:
+    r"""Return what an answer concludes with, as `hedges` reads it.
+
+    That is the last ``\boxed{}``, else the text after the last "the answer is", else the
+    whole answer. The eval's scorer reads a hedge between options' texts there: "Shark or
+    Dolphin? The answer is Dolphin." settles the question it asked, as "C or D? The answer
+    is C." does.
+    """
+    if boxed := boxed_answers(answer):
+        return boxed[-1]
+    if stated := list(_STATED.finditer(answer)):
+        return answer[stated[-1].end() :]
+    return answer
 
 
 def _lists_options(text: str, position: int) -> bool:
