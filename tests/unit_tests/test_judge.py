@@ -197,3 +197,21 @@ def test_a_judge_call_is_retried_on_a_transient_failure(fake, log, monkeypatch):
     with pytest.raises(openai.NotFoundError):
         judge_both_orders(refused, "q", "a", "b")
     assert len(log.by("REFUSED")) == 1  # a 404 is not tried again
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "<think>Response A misses a step, so B. Or is A right?</think>\n\ntie",
+        "Response A misses a step, so B. Or is A right?\n</think>\n\ntie",  # template-opened
+    ],
+)
+def test_a_reasoning_judges_verdict_is_read_after_its_thinking(fake, tmp_path, reply):
+    # The first A or B of the reply was read, in its thinking: "B" for a judge that said tie.
+    judge = fake("JUDGE", reply=lambda *a: reply)
+    assert parse_verdict(reply) == "tie"
+    assert judge_both_orders(judge, "q", "c", "b") == ("tie", "tie")
+
+
+def test_a_reasoning_judge_cut_off_while_thinking_gave_no_verdict():
+    assert parse_verdict("<think>Response A is better, but") is None

@@ -25,6 +25,7 @@ from langgraph_moa.providers._retry import (
     retry_after_s,
 )
 from langgraph_moa.run.cache import CallCache, call_key
+from langgraph_moa.text._thinking import split_thinking
 
 Verdict = Literal["A", "B", "tie"]
 
@@ -62,8 +63,11 @@ def parse_verdict(text: str) -> Verdict | None:
     A reply that is only the verdict ("b.", "Tie") is read in any case. In a sentence, A
     counts in capitals only (B and "tie" in any case: there is no word "b"), so that the
     article in "It's a tie." or "As a judge: B" is not read as response A, nor "A tie"
-    (or "Verdict: a tie") as A.
+    (or "Verdict: a tie") as A. A reasoning judge's thinking (`split_thinking`: a leading
+    ``<think>`` block, or text before a lone ``</think>``) is no verdict: its first A or B
+    was read; cut off while thinking, it gave none.
     """
+    text = split_thinking(text).answer
     lines = _VERDICT_LINE.findall(text)
     if lines:
         return _verdict(lines[-1])  # the last one: a judge may restate the task first
