@@ -157,3 +157,24 @@ async def test_interrupting_a_cell_that_serves_stops_the_server(serving):
     with pytest.raises(KeyboardInterrupt):
         serving.serve()
     assert stopped.is_set()  # stopped before the interrupt reached the cell
+
+
+async def test_serve_from_a_notebook_cell_serves_in_the_cells_context(serving):
+    # Outside a notebook uvicorn's asyncio.run serves in a copy of the caller's context, so
+    # `with tracing_context(enabled=False): serve(...)` keeps the served runs untraced; from
+    # a cell the server's thread started with an empty context, and they were traced.
+    from langsmith import tracing_context
+    from langsmith.run_helpers import get_tracing_context
+
+    seen = []
+
+    def run(server):
+        async def serve():
+            seen.append(get_tracing_context()["enabled"])
+
+        asyncio.run(serve())
+
+    serving.run = run
+    with tracing_context(enabled=False):
+        serving.serve()
+    assert seen == [False]

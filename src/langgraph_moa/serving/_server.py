@@ -1,5 +1,6 @@
 """Starting `moa serve`: everything checked before "Serving", then uvicorn."""
 
+import contextvars
 import gc
 import logging
 import math
@@ -204,9 +205,11 @@ def _serve_apart(server: Any) -> None:
     """Run uvicorn's `server` in a thread of its own, for a caller whose thread runs a loop.
 
     uvicorn serves on a loop it starts with `asyncio.run`, which a thread whose event loop
-    runs (a notebook cell's) refuses. Signals reach only the caller's thread: a
-    KeyboardInterrupt there (the kernel's interrupt) stops the server as Ctrl-C does (a
-    second one stops its drain), and is raised again once it has stopped.
+    runs (a notebook cell's) refuses. It runs in a copy of the caller's context, as
+    `asyncio.run` would have run it (``with tracing_context(enabled=False)`` around `serve`
+    holds for the served runs). Signals reach only the caller's thread: a KeyboardInterrupt
+    there (the kernel's interrupt) stops the server as Ctrl-C does (a second one stops its
+    drain), and is raised again once it has stopped.
     """
     failed: list[BaseException] = []
     done = threading.Event()
@@ -219,7 +222,8 @@ def _serve_apart(server: Any) -> None:
         finally:
             done.set()
 
-    thread = threading.Thread(target=run, name="moa serve", daemon=True)
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(run,), name="moa serve", daemon=True)
     interrupted = False
     while not done.is_set():
         try:
