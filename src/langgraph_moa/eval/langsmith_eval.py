@@ -242,8 +242,9 @@ def _run_to_the_end(work: Coroutine[Any, Any, T]) -> T:
             outcome.set_exception(exc)
 
     context = contextvars.copy_context()
-    threading.Thread(target=context.run, args=(run,), daemon=True, name="moa example").start()
     try:
+        # `start` waits for the thread to begin, and an interrupt there leaves it running.
+        threading.Thread(target=context.run, args=(run,), daemon=True, name="moa example").start()
         return outcome.result()
     except BaseException:
         if not outcome.done():  # the wait was interrupted: cancel once it runs, not waiting
