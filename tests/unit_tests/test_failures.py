@@ -293,6 +293,29 @@ def test_a_retry_after_longer_than_the_longest_wait_fails_at_once(fake, log, mon
     assert slept == []
 
 
+def test_an_aggregators_retry_after_past_the_longest_wait_keeps_its_fix_in_the_summary(fake):
+    """`moa serve` answers a failed aggregator with a 502 whose message is the error's
+    summary, which keeps 200 characters of the error: for an endpoint's label (its model and
+    URL) the sentence of a Retry-After of 61 s lost its fix, "try again later...". The label
+    is shortened as an explained failure's is, never the fix."""
+    from langgraph_moa._redact import LABEL_CHARS
+
+    label = "my-org/Meta-Llama-3.1-70B-Instruct-Turbo@https://gateway.example.com/v1"
+    config = MoAConfig(
+        proposers=[fake("A")],
+        aggregator=fake(label, fail=always(_status_error(429, "61"))),
+        layers=2,
+        on_aggregator_failure="raise",
+        retry=FAST_RETRY,
+    )
+    with pytest.raises(AggregatorFailedError) as raised:
+        create_moa_graph(config).invoke(QUESTION)
+    summary = raised.value.summary
+    assert "RetryPastDeadlineError: " + label[: LABEL_CHARS - 1] in summary, summary
+    assert "asked to be retried after 61s, longer than the 60s a call waits" in summary
+    assert summary.endswith("try again later, or use another model or endpoint."), summary
+
+
 def test_a_single_attempt_is_not_held_by_its_retry_after(fake, monkeypatch):
     slept = _count_retry_after_waits(monkeypatch, 3.0)
     config = MoAConfig(

@@ -33,7 +33,7 @@ from langgraph._internal._constants import CONFIG_KEY_RUNTIME
 from langgraph.config import get_config
 from langgraph.constants import CONF
 
-from langgraph_moa._redact import describe_error
+from langgraph_moa._redact import LABEL_CHARS, clip, describe_error
 from langgraph_moa.errors import (
     CallTimeoutError,
     RetryPastDeadlineError,
@@ -728,16 +728,19 @@ def _retry_wait(
 
     Only an error that will be retried (as `explained`) is waited for: a 401 or 400
     carrying ``Retry-After`` fails at once, since no second attempt follows the wait. A
-    wait longer than `MAX_RETRY_AFTER_S` fails at once too, whatever the deadline.
+    wait longer than `MAX_RETRY_AFTER_S` fails at once too, whatever the deadline. The label
+    is shortened (`LABEL_CHARS`) so that the fix fits the 200 characters of the error a
+    failed aggregator's summary keeps (`AggregatorFailedError.summary`, `moa serve`'s 502).
     """
     if not is_retryable(explained):
         return 0.0
     wait = retry_after_s(error) or 0.0
+    label = clip(label, LABEL_CHARS)
     if wait > MAX_RETRY_AFTER_S:
         return RetryPastDeadlineError(
             f"{label} asked to be retried after {wait:g}s, longer than the "
-            f"{MAX_RETRY_AFTER_S:g}s a call waits, so it was not retried: try again later, "
-            "or use another model or endpoint"
+            f"{MAX_RETRY_AFTER_S:g}s a call waits: try again later, or use another model or "
+            "endpoint"
         )
     due = _DEADLINE.get()
     if wait and due is not None and time.monotonic() + wait > due:
