@@ -1024,3 +1024,38 @@ def test_an_answer_with_more_tool_calls_than_the_bound_is_refused(fake, log):
         f"the {MAX_TOOL_CALLS} an answer may make, so it was refused."
     )
     assert len(answer.tool_calls) == 1
+
+
+def test_a_structured_answer_with_more_tool_calls_than_the_bound_is_refused(log):
+    """A function-calling structured answer carries its tool calls in its raw message, which
+    `check_tool_calls` never saw: 10^5 calls were taken whole and handed to the caller with
+    the raw answer. The bound holds for it too."""
+    from langchain_core.runnables import RunnableLambda
+
+    from langgraph_moa import AggregatorFailedError
+    from langgraph_moa.run._options import MAX_TOOL_CALLS
+
+    answer = {"city": "Paris"}
+
+    class Flooding(FakeChat):
+        """Answers its structure in MAX_TOOL_CALLS + 1 tool calls and no text."""
+
+        def with_structured_output(self, schema, *, include_raw=False, **kwargs):
+            def parse(messages):
+                count = MAX_TOOL_CALLS + 1
+                made = [{"name": "City", "args": answer, "id": f"c{i}"} for i in range(count)]
+                raw = self.invoke(messages).model_copy(update={"content": "", "tool_calls": made})
+                return {"raw": raw, "parsed": answer, "parsing_error": None}
+
+            return RunnableLambda(parse)
+
+    config = MoAConfig(
+        proposers=[FakeChat(label="A", log=log)], aggregator=Flooding(label="AGG", log=log)
+    )
+    schema = {"title": "City", "type": "object", "properties": {"city": {"type": "string"}}}
+    with pytest.raises(AggregatorFailedError) as raised:
+        MoAChatModel(config=config).with_structured_output(schema, include_raw=True).invoke("q")
+    assert raised.value.summary.endswith(
+        f"ToolCallError: AGG made {MAX_TOOL_CALLS + 1} tool calls in one answer, more than "
+        f"the {MAX_TOOL_CALLS} an answer may make, so it was refused."
+    )

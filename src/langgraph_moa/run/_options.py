@@ -244,6 +244,25 @@ MAX_TOOL_CALLS = 128
 passed to the agent: a model that loops, not a plan an agent can run."""
 
 
+def check_call_count(response: Any, label: str) -> None:
+    """Refuse an answer of more than `MAX_TOOL_CALLS` tool calls, whatever it was sent.
+
+    Apart from `check_tool_calls` since a function-calling structured answer, which that
+    check does not read, carries its calls in its raw message and hands them to its caller.
+
+    Raises:
+        ToolCallError: how many calls it made, naming the model; the answer rides along.
+    """
+    if not isinstance(response, AIMessage):
+        return
+    if (made := len(response.tool_calls) + len(response.invalid_tool_calls)) > MAX_TOOL_CALLS:
+        raise ToolCallError(
+            f"{label} made {made} tool calls in one answer, more than the {MAX_TOOL_CALLS} an "
+            "answer may make, so it was refused.",
+            response,
+        )
+
+
 def check_tool_calls(response: Any, options: Options, label: str, *, answer: bool = True) -> Any:
     """Refuse an answer whose tool calls break the tools and tool choice it was sent.
 
@@ -270,16 +289,12 @@ def check_tool_calls(response: Any, options: Options, label: str, *, answer: boo
 
     Raises:
         ToolCallError: what broke the tools, naming the model; the answer rides along. So
-            does an answer of more than `MAX_TOOL_CALLS` calls, whatever it was sent.
+            does an answer of more than `MAX_TOOL_CALLS` calls, whatever it was sent
+            (`check_call_count`).
     """
     if not isinstance(response, AIMessage):
         return response
-    if (made := len(response.tool_calls) + len(response.invalid_tool_calls)) > MAX_TOOL_CALLS:
-        raise ToolCallError(
-            f"{label} made {made} tool calls in one answer, more than the {MAX_TOOL_CALLS} an "
-            "answer may make, so it was refused.",
-            response,
-        )
+    check_call_count(response, label)
     tools = options.get("tools")
     if not tools:
         return response
