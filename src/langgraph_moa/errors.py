@@ -144,9 +144,12 @@ class AllProposersFailedError(_RunError):
         self.layer_calls = failed
         """The proposer calls of `layer`, the ones that ended the run (`outgrew_context`)."""
         first = failed[0]["error"] if failed else "no call was made"
+        # An explained failure's own sentence, its fix, whole: cut at 200 with the
+        # provider's words, a refused max_tokens lost its fix.
+        first = str(first).partition(f" {PROVIDER_SAID} ")[0]
         self.summary = (
             f"All {len(failed)} proposer calls of layer {layer} failed, so no answer was "
-            f"written; the first said: {summarize_error(str(first), 200).rstrip('.')}."
+            f"written; the first said: {summarize_error(first).rstrip('.')}."
         )
         """The error in one short sentence (what `moa serve` sends its client)."""
 
@@ -268,6 +271,11 @@ class ToolCallError(_RejectedAnswer):
 
 class ContextLengthError(MoAError):
     """The input (conversation plus references) does not fit the model's context window."""
+
+
+PROVIDER_SAID = "The provider said:"
+"""What comes before a provider's own words in an explained failure (`providers._retry`),
+after the package's sentence and its fix: a summary may keep the sentence alone."""
 
 
 class UnsupportedParameterError(MoAError):

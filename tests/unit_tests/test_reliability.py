@@ -602,6 +602,25 @@ def test_an_aggregators_refused_parameter_keeps_its_fix_in_the_502s_summary(para
     assert label[:30] in summary and len(summary) <= 300
 
 
+def test_proposers_refused_parameter_keeps_its_fix_in_the_502s_summary(fake):
+    """Where every proposer refused a parameter (a mixture of reasoning models), `moa
+    serve`'s 502 said the first error cut at 200 characters: the max_tokens fix was cut
+    off, as the aggregator's was. The summary keeps the package's sentence, the fix."""
+    from langgraph_moa import AllProposersFailedError
+    from langgraph_moa.providers._retry import _PARAMETER_FIXES
+
+    config = MoAConfig(
+        proposers=[fake("o3", fail=lambda n, m: _Refused("max_tokens"))],
+        aggregator=fake("AGG"),
+        layers=2,
+    )
+    with pytest.raises(AllProposersFailedError) as raised:
+        create_moa_graph(config).invoke(QUESTION)
+    summary = raised.value.summary
+    assert "o3 does not take the call parameter 'max_tokens'" in summary
+    assert f"{_PARAMETER_FIXES['max_tokens']}." in summary, summary
+
+
 def _not_found(url: str, body: dict) -> Exception:
     """An openai SDK 404 from `url`, its body as the server sent it."""
     import httpx

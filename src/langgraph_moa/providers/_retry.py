@@ -20,6 +20,7 @@ from langgraph_moa._parts import MEDIA_PARTS
 from langgraph_moa._redact import LABEL_CHARS, clip
 from langgraph_moa.errors import (
     NO_VISION_FIX,
+    PROVIDER_SAID,
     CallTimeoutError,
     ContextLengthError,
     EndpointNotFoundError,
@@ -353,21 +354,21 @@ def explain_failure(
         refused = f"does not take the call parameter '{param}'"
         return UnsupportedParameterError(
             f"{model} {refused} (a reasoning model takes its own default): "
-            f"{_PARAMETER_FIXES[param]}. The provider said: {exc}",
+            f"{_PARAMETER_FIXES[param]}. {PROVIDER_SAID} {exc}",
             brief=f"it {refused}: {_PARAMETER_FIXES[param]}.",
         )
     if _refused_content(exc, messages):
         return UnsupportedContentError(
-            f"{model} cannot read images, audio or files{NO_VISION_FIX}. The provider said: {exc}"
+            f"{model} cannot read images, audio or files{NO_VISION_FIX}. {PROVIDER_SAID} {exc}"
         )
     # After the refusal of an image: a proxy relays OpenRouter's, a 404, from a URL that
     # would pass for one without its /v1.
     if (fix := _not_found_fix(exc)) is not None:
-        return EndpointNotFoundError(f"{model}: {fix} The provider said: {exc}")
+        return EndpointNotFoundError(f"{model}: {fix} {PROVIDER_SAID} {exc}")
     if not _is_context_overflow(exc):
         return exc
     return ContextLengthError(
         f"The input is too long for {model}{_context_size(exc)}. Set its context_window in the "
         "config to trim the references, shorten the conversation, lower the proposers' "
-        f"max_tokens, or choose a model with a longer context. The provider said: {exc}"
+        f"max_tokens, or choose a model with a longer context. {PROVIDER_SAID} {exc}"
     )
