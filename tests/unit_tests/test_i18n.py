@@ -194,3 +194,13 @@ def test_the_tally_line_quotes_a_long_answer_cut_between_whole_characters():
 
     answer = "x" * (TALLY_ANSWER_CHARS - 4) + FAMILY + " more"
     assert json.loads(_quoted_answer(answer)) == "x" * (TALLY_ANSWER_CHARS - 4) + "\u2026"
+
+
+def test_references_of_unlike_weights_are_trimmed_until_they_fit():
+    # Four passes of proportional tightening were not always enough: an emoji reference
+    # beside an English one came to 123 tokens over a 2233-token budget.
+    refs = ["\U0001f600" * 1000, "a" * 3000]
+    for budget in (2233, 1500, 700):
+        fitted, cut = fit_references(refs, budget)
+        assert cut and estimate_tokens("".join(fitted)) <= budget, budget
+

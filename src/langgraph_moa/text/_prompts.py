@@ -220,7 +220,8 @@ def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[
     gives it, marks included, so the total fits whenever 20 characters each can.
     The budget is in characters of ASCII (`CHARS_PER_TOKEN` a token); text in other scripts
     (`estimate_tokens`) weighs more, so the characters it may take are fewer, by the
-    references' own weight: the trim is repeated, tighter, until the trimmed text fits.
+    references' own weight: the trim is repeated, tighter, until the trimmed text fits (a few
+    proportional passes, then a search for the largest character count that fits).
     """
     budget = max(0, budget_tokens) * 6  # in sixths of a token, as `_sixths` counts
     weight = sum(map(_sixths, references))
@@ -231,9 +232,17 @@ def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[
         fitted, cut = _fit_characters(references, chars)
         weight = sum(map(_sixths, fitted))
         if weight <= budget or not chars:
-            break
+            return fitted, cut
         chars = min(chars - 1, chars * budget // weight)
-    return fitted, cut
+    # Still over (an emoji reference beside an English one): the largest count that fits
+    low, high = 0, chars
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sum(map(_sixths, _fit_characters(references, middle)[0])) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return _fit_characters(references, low)
 
 
 def _fit_characters(references: Sequence[str], budget: int) -> tuple[list[str], int]:
