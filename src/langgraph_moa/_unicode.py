@@ -70,6 +70,22 @@ def boundary(text: str, index: int) -> int:
     return index
 
 
+def ending(text: str, count: int) -> str:
+    """Return the last `count` characters of `text` or fewer, starting between whole ones.
+
+    The cut at `count` from the end moves forward past what `boundary` would not cut (a
+    mark, a joiner, a flag's second half): a preview that shows where a stream's kept end
+    begins starts on a whole character, and every flag after it keeps its own pair.
+    """
+    start = max(0, len(text) - count)
+    # `_joined` first: `boundary` alone walks back over a whole run of marks at every step
+    while 0 < start < len(text) and (
+        _joined(text[start - 1], text[start]) or boundary(text, start) != start
+    ):
+        start += 1
+    return text[start:]
+
+
 def _joined(before: str, after: str) -> bool:
     """Say whether `after` belongs to the character drawn with `before`."""
     return (

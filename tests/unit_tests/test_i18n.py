@@ -204,3 +204,21 @@ def test_references_of_unlike_weights_are_trimmed_until_they_fit():
         fitted, cut = fit_references(refs, budget)
         assert cut and estimate_tokens("".join(fitted)) <= budget, budget
 
+
+def test_a_streamed_preview_starts_between_whole_characters():
+    # The live view keeps the last 200 characters of a streamed answer and shows their
+    # start: that start fell on a Thai tone mark with no letter under it, or on a flag's
+    # second half, so every flag after it paired with the wrong letter.
+    import unicodedata
+
+    from langgraph_moa.cli._live import Progress
+
+    for text in ("\u0e01\u0e48" * 150 + "y", FLAG * 150 + "y", FAMILY * 60 + "y"):
+        progress = Progress()
+        event = {"role": "proposer", "layer": 1, "proposer": 0, "sample": 0}
+        progress.event({**event, "event": "token", "text": text})
+        (row,) = progress.rows.values()
+        assert unicodedata.category(row.detail[0]) != "Mn" and row.detail[0] != "\u200d"
+        assert text.endswith(row.tail) and len(row.tail) <= 200
+        if FLAG in text:
+            assert row.tail.startswith(FLAG)

@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from langgraph_moa._terminal import for_terminal
-from langgraph_moa._unicode import boundary
+from langgraph_moa._unicode import boundary, ending
 from langgraph_moa.cli._output import out
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._table import LOCAL_PREFIX
@@ -112,7 +112,7 @@ class Progress:
         if e["event"] == "token":  # a watched run: every call streams its text
             row = self.rows.setdefault(key, _Row(for_terminal(str(e["role"]))))
             row.streamed += 1
-            row.tail = (row.tail + str(e.get("text", "")))[-200:]
+            row.tail = ending(row.tail + str(e.get("text", "")), 200)
             row.detail = _short(row.tail)  # its line breaks (CRLF too) become spaces there
             return
         if e["event"] == "started":
