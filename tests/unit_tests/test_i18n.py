@@ -222,3 +222,16 @@ def test_a_streamed_preview_starts_between_whole_characters():
         assert text.endswith(row.tail) and len(row.tail) <= 200
         if FLAG in text:
             assert row.tail.startswith(FLAG)
+
+
+def test_full_width_decimal_point_and_comma_read_as_one_number():
+    # Full-width text writes 12.5 with U+FF0E and 1,234 with U+FF0C: the numeric scorer and
+    # the vote's number read the digits after the last of them, 5 and 234, as Arabic's were.
+    from langgraph_moa.eval.scorers import numeric
+    from langgraph_moa.text._selection import concluded_number, extract_answer
+
+    assert concluded_number("\u7b54\u6848\u662f\uff11\uff12\uff0e\uff15") == Fraction(25, 2)
+    assert concluded_number("\uff11\uff0c\uff12\uff13\uff14") == 1234
+    assert numeric("\uff11\uff0c\uff12\uff13\uff14\uff0e\uff15", 1234.5)
+    assert extract_answer("\u7b54\u6848\u662f\uff11\uff12\uff0e\uff15") == "12.5"
+    assert extract_answer("\uff13\uff0c\uff14", "last-number") == "4"  # a list: 3 and 4

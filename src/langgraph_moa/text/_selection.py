@@ -42,10 +42,13 @@ Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex
 # Typeset math writes its minus as U+2212 (full-width text as U+FF0D), not "-";
 # `number_marks` reads both as "-". Arabic and Persian text write a decimal point as U+066B
 # (12.5 in Arabic-Indic digits has it) and a thousands separator as U+066C: read as "." and
-# ",", by the rules of those (it read the digits after the last separator, 5 of 12.5).
+# ",", by the rules of those (it read the digits after the last separator, 5 of 12.5), as
+# are full-width text's point and comma (U+FF0E, U+FF0C: "\uff11\uff12\uff0e\uff15" is 12.5).
 _FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
 """Full-width ASCII (U+FF01 to U+FF5E) as ASCII, for the words answers are compared by."""
-_NUMBER_SIGNS = str.maketrans({"\u2212": "-", "\uff0d": "-", "\u066b": ".", "\u066c": ","})
+_NUMBER_SIGNS = str.maketrans(
+    {"\u2212": "-", "\uff0d": "-", "\u066b": ".", "\u066c": ",", "\uff0e": ".", "\uff0c": ","}
+)
 # A no-break, narrow no-break or thin space between digit groups of three separates
 # thousands as a comma does (SI and French style, "1\u00a0234\u00a0567"); `number_marks`
 # writes it as ",", so the comma's rule decides: "3\u00a04" stays 3 and 4, and
