@@ -54,10 +54,11 @@ def boundary(text: str, index: int) -> int:
     """Return where to cut `text` at `index` or before it, between whole characters as seen.
 
     A cut by characters may fall inside what is drawn as one character: before a combining
-    mark ("e" and its accent), a variation selector or a skin tone, on either side of a
-    zero-width joiner (an emoji family), between a flag's two regional indicators or a
-    surrogate pair's halves. The cut moves back to where that sequence begins: a clipped
-    label or preview ends in whole characters, never "cafe" for "café" or a lone joiner.
+    mark ("e" and its accent), a variation selector, a skin tone or a decomposed Korean
+    syllable's vowel or final, on either side of a zero-width joiner (an emoji family),
+    between a flag's two regional indicators or a surrogate pair's halves. The cut moves
+    back to where that sequence begins: a clipped label or preview ends in whole
+    characters, never "cafe" for "café" or a lone joiner.
     """
     index = max(0, min(index, len(text)))
     while 0 < index < len(text) and _joined(text[index - 1], text[index]):
@@ -94,6 +95,8 @@ def _joined(before: str, after: str) -> bool:
         or unicodedata.category(after) in ("Mn", "Mc", "Me")  # marks, variation selectors
         or "\U0001f3fb" <= after <= "\U0001f3ff"  # skin tones
         or "\U000e0020" <= after <= "\U000e007f"  # tags (the flags of England, Scotland)
+        or "\u1160" <= after <= "\u11ff"  # a Korean syllable's vowel or final, decomposed
+        or "\ud7b0" <= after <= "\ud7ff"  # (NFD), and their extensions
         or ("\ud800" <= before <= "\udbff" and "\udc00" <= after <= "\udfff")
     )
 

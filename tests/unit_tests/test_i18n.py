@@ -235,3 +235,14 @@ def test_full_width_decimal_point_and_comma_read_as_one_number():
     assert numeric("\uff11\uff0c\uff12\uff13\uff14\uff0e\uff15", 1234.5)
     assert extract_answer("\u7b54\u6848\u662f\uff11\uff12\uff0e\uff15") == "12.5"
     assert extract_answer("\uff13\uff0c\uff14", "last-number") == "4"  # a list: 3 and 4
+
+
+def test_a_clip_keeps_a_decomposed_korean_syllable_whole():
+    # Korean typed on a Mac (NFD) writes a syllable as two or three jamo: a cut between them
+    # left another syllable ("\ud55c" became "\u1112"), as a cut accent leaves another letter.
+    from langgraph_moa._redact import clip
+
+    han = "\u1112\u1161\u11ab"  # one syllable, decomposed
+    assert clip(han * 3, 5) == han + "\u2026"
+    assert clip(han * 3, 6) == han + "\u2026"
+    assert clip(han * 3, 7) == han * 2 + "\u2026"
