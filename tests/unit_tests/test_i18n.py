@@ -246,3 +246,14 @@ def test_a_clip_keeps_a_decomposed_korean_syllable_whole():
     assert clip(han * 3, 5) == han + "\u2026"
     assert clip(han * 3, 6) == han + "\u2026"
     assert clip(han * 3, 7) == han * 2 + "\u2026"
+
+
+def test_a_thai_proposal_counts_words_as_it_is_written():
+    # Thai (as Lao, Khmer and Burmese) puts no spaces between words, only between phrases:
+    # counted by spaces, a Thai proposal was one word for a whole clause, and the first
+    # chunk-wise part waited for it as for a Chinese one. Each consonant counts.
+    from langgraph_moa.graph._chunkwise import _words
+
+    assert _words(THAI) >= 10
+    assert _words("\u0e01\u0e34\u0e19") == _words("\u0e01\u0e19")  # a vowel mark is no word
+    assert _words("hello world") == 2

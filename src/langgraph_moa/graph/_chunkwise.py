@@ -132,17 +132,20 @@ class ChunkwiseRequest:
 
 
 _SPACELESS = re.compile(
-    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]"
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+    "\u0e01-\u0e2e\u0e81-\u0eae\u1000-\u102a\u1780-\u17b3]"
 )
-"""Han characters and kana: Chinese and Japanese are written without spaces between words."""
+"""Han characters and kana, and Thai, Lao, Burmese and Khmer consonants (their vowel and tone
+marks no word): these scripts are written without spaces between words."""
 
 
 def _words(text: str) -> int:
-    """Count the words written so far: runs between spaces, and each Han or kana character.
+    """Count the words written so far: runs between spaces, and each `_SPACELESS` character.
 
-    By spaces alone a Chinese or Japanese proposal was one word until it ended, so the
-    first part waited for every proposal whole. A character counts as a word (a Chinese
-    word is one or two); a run of them counts once more, which is all it overcounts. Both
+    By spaces alone a Chinese or Japanese proposal was one word until it ended (a Thai one
+    until its clause did), so the first part waited for every proposal whole. A character
+    counts as a word (a Chinese word is one or two, a Thai one two or three consonants, a
+    count near its tokens); a run of them counts once more. Both
     counts run in C: this is counted again at every word a proposal writes.
     """
     return len(text.split()) + len(_SPACELESS.findall(text))
