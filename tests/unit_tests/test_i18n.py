@@ -257,3 +257,13 @@ def test_a_thai_proposal_counts_words_as_it_is_written():
     assert _words(THAI) >= 10
     assert _words("\u0e01\u0e34\u0e19") == _words("\u0e01\u0e19")  # a vowel mark is no word
     assert _words("hello world") == 2
+
+
+def test_the_history_lists_an_answer_cut_between_whole_characters():
+    # The history's summary cut a run's answer at 200 characters: an emoji family there
+    # ended in a dangling joiner, a flag in half of another one.
+    from langgraph_moa.serving._history import RunRecord
+
+    for unit in ("x" + FAMILY, "x" + FLAG):  # 200 falls inside the emoji, after its start
+        answer = RunRecord(id="r", model="m", question="q", answer=unit * 100).summary()["answer"]
+        assert answer == (unit * 100)[:199], len(answer)
