@@ -267,3 +267,33 @@ def test_the_history_lists_an_answer_cut_between_whole_characters():
     for unit in ("x" + FAMILY, "x" + FLAG):  # 200 falls inside the emoji, after its start
         answer = RunRecord(id="r", model="m", question="q", answer=unit * 100).summary()["answer"]
         assert answer == (unit * 100)[:199], len(answer)
+
+
+def test_a_quoted_refusal_is_cut_between_whole_characters():
+    # A refusal is quoted in its error at 200 characters: one in emoji or with a flag was
+    # cut inside the sequence.
+    import pytest
+
+    from langgraph_moa.errors import EmptyResponseError
+    from langgraph_moa.run._accounting import refuse_filtered
+
+    refusal = ("x" + FLAG) * 100
+    response = AIMessage(content="", additional_kwargs={"refusal": refusal})
+    with pytest.raises(EmptyResponseError) as raised:
+        refuse_filtered(response, "proposer 1")
+    assert repr(refusal[:199]) in str(raised.value)
+
+
+async def test_a_finished_calls_preview_ends_between_whole_characters(fake):
+    # `finished` events carry the call's text cut at 200 characters: an answer in flags or
+    # emoji sequences ended inside one (half a flag is another letter).
+    reply = ("x" + FLAG) * 100
+    config = MoAConfig(proposers=[fake("A", reply=lambda *a: reply)], aggregator=fake("AGG"))
+    events = [
+        e
+        async for e in create_moa_graph(config).astream(
+            {"messages": [("user", "q")]}, stream_mode="custom"
+        )
+    ]
+    previews = [e["preview"] for e in events if e["event"] == "finished" and e["proposer"] == 0]
+    assert previews and set(previews) == {reply[:199]}

@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 
 from langgraph_moa._parts import MEDIA_PARTS
 from langgraph_moa._redact import describe_error
-from langgraph_moa._unicode import well_formed
+from langgraph_moa._unicode import boundary, well_formed
 from langgraph_moa.errors import (
     ContentFilteredError,
     EmptyResponseError,
@@ -128,8 +128,9 @@ def refuse_filtered(response: BaseMessage, label: str) -> None:
     # `in` first: most answers have no refusal, and a lookup is a function call more for each
     refusal = kwargs["refusal"] if "refusal" in kwargs else None
     if isinstance(refusal, str) and refusal.strip():
+        said = well_formed(refusal.strip())
         raise EmptyResponseError(
-            f"{label} refused to answer ({well_formed(refusal.strip())[:200]!r}): a refusal is "
+            f"{label} refused to answer ({said[: boundary(said, 200)]!r}): a refusal is "
             "no reference and no answer; rephrase the request or use another model",
             response,
         )
