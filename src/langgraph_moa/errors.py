@@ -260,8 +260,7 @@ class StructuredOutputError(_RejectedAnswer):
 class ToolCallError(_RejectedAnswer):
     """A model's tool calls break what the request bound: counted as a failed call.
 
-    A call to a tool that is not bound, arguments that are not a JSON object or that leave
-    out one the tool requires, calls where
+    A call to a tool that is not bound, arguments that are not a JSON object, calls where
     ``tool_choice`` was ``"none"``, none (or another tool's) where it forced one, or several
     where ``parallel_tool_calls`` was false. Passed on, an agent would get a call it cannot
     run, or text where it asked for a call; refused, the next aggregator or a labelled

@@ -184,6 +184,25 @@ def test_an_aggregator_call_missing_a_required_argument_gives_way_to_a_whole_one
     assert out["messages"][2].text == "3"
 
 
+def test_an_incomplete_call_with_no_whole_one_reaches_the_tool_node_for_a_retry(fake, log):
+    # Where every candidate leaves out a required argument, the call is passed on (recorded
+    # as incomplete): the ToolNode answers with the validation error and the model retries.
+    def half_then_whole(label, n, messages, kwargs):
+        results = [m.status for m in messages if isinstance(m, ToolMessage)]
+        if "success" in results:
+            return []
+        return [dict(ADD_12)] if results else [dict(HALF_ADD)]
+
+    config = _moa(fake, half_then_whole, half_then_whole)
+    out = create_agent(MoAChatModel(config=config), [add]).invoke(USER)
+    first, refused = out["messages"][1], out["messages"][2]
+    assert [c["args"] for c in first.tool_calls] == [HALF_ADD["args"]]
+    agg = [c for c in first.response_metadata["moa"]["calls"] if c["role"] == "aggregator"]
+    assert "without its required argument 'b'" in agg[0]["incomplete_call"]
+    assert isinstance(refused, ToolMessage) and refused.status == "error"
+    assert out["messages"][4].text == "3"
+
+
 def test_a_wrong_argument_type_reaches_the_agents_tool_node_as_an_error(fake, log):
     # Only the required arguments are checked: the ToolNode answers a wrong type with its
     # validation error, which every call of the next turn reads.

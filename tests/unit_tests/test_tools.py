@@ -614,21 +614,11 @@ def test_an_aggregator_answer_that_breaks_the_tools_is_refused_not_passed_on(
 
 
 HALF_ADD = {"name": "add", "args": {"a": 1}, "id": "h1"}
+HALF_AGAIN = "'add' without its required argument 'b'"
 
 
-@pytest.mark.parametrize(
-    ("broken", "fragment"),
-    [
-        (NOPE, "'subtract', which is not bound"),
-        # Two calls without the required `b` outvoted the whole one: the agent's ToolNode
-        # could not run the selected call, and the agent paid for another turn.
-        (HALF_ADD, "'add' without its required argument 'b'"),
-    ],
-    ids=["unbound tool", "missing required argument"],
-)
-def test_a_proposal_calling_a_tool_no_one_can_run_is_never_the_selected_answer(
-    fake, broken, fragment
-):
+def _two_against_a_whole_call(fake, broken, method="vote"):
+    """Run `select` where proposers A and B make `broken`, and C the whole ADD_12."""
     config = MoAConfig(
         variant="select",
         proposers=[
@@ -636,13 +626,81 @@ def test_a_proposal_calling_a_tool_no_one_can_run_is_never_the_selected_answer(
             fake("B", tool_calls=fixed(broken)),
             fake("C", tool_calls=fixed(ADD_12)),
         ],
-        selection={"method": "vote"},
+        selection={"method": method},
     )
-    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    return MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+
+
+def test_a_proposal_calling_a_tool_no_one_can_run_is_never_the_selected_answer(fake):
+    answer = _two_against_a_whole_call(fake, NOPE)
     assert [c["args"] for c in answer.tool_calls] == [ADD_12["args"]]
     failed = [c for c in answer.response_metadata["moa"]["calls"] if c["status"] == "failed"]
     assert [c["configured_model"] for c in failed] == ["A", "B"]
-    assert fragment in failed[0]["error"]
+    assert "'subtract', which is not bound" in failed[0]["error"]
+
+
+@pytest.mark.parametrize("method", ["vote", "consensus", "mux", "confidence"])
+def test_two_incomplete_calls_do_not_outvote_a_whole_one(fake, method):
+    # Two calls without the required `b` outvoted the whole one: the agent's ToolNode could
+    # not run the selected call, and the agent paid for another turn.
+    answer = _two_against_a_whole_call(fake, HALF_ADD, method)
+    assert [c["args"] for c in answer.tool_calls] == [ADD_12["args"]]
+    a, b, c = _records(answer, "proposer")
+    assert a["status"] == b["status"] == c["status"] == "ok"  # references, and recorded so
+    assert HALF_AGAIN in a["incomplete_call"] and "incomplete_call" not in c
+    assert (
+        "left out a required tool argument" in answer.response_metadata["moa"]["selection"]["note"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("variant", "final"),
+    [("select", {}), ("ranker", {"aggregator": "RK"}), ("moa", {"aggregator": "AGG", "layers": 2})],
+)
+def test_an_incomplete_call_is_passed_on_where_no_whole_one_exists(fake, variant, final):
+    # Refused, every candidate leaving out an argument ended the run in an error; passed on,
+    # the agent's ToolNode answers it with the validation error and the model tries again.
+    if "aggregator" in final:
+        last = fake(final["aggregator"], reply=lambda *a: "1", tool_calls=fixed(HALF_ADD))
+        final = {**final, "aggregator": last}
+    config = MoAConfig(
+        variant=variant,
+        proposers=[fake("A", tool_calls=fixed(HALF_ADD)), fake("B", tool_calls=fixed(HALF_ADD))],
+        **final,
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert [c["args"] for c in answer.tool_calls] == [HALF_ADD["args"]]
+    moa = answer.response_metadata["moa"]
+    assert "fallback" not in moa
+    assert all(c["status"] == "ok" for c in moa["calls"])
+    assert all(HALF_AGAIN in c["incomplete_call"] for c in _records(answer, "proposer"))
+
+
+def test_the_ranker_picks_among_whole_calls_where_there_are_any(fake, log):
+    config = MoAConfig(
+        variant="ranker",
+        proposers=[fake("A", tool_calls=fixed(HALF_ADD)), fake("B", tool_calls=fixed(ADD_12))],
+        aggregator=fake("RK", reply=lambda *a: "1"),
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert [c["args"] for c in answer.tool_calls] == [ADD_12["args"]]
+    shown = log.by("RK")[0].messages[-1].text
+    assert 'add({"a": 1, "b": 2})' in shown and 'add({"a": 1})' not in shown
+
+
+def test_an_incomplete_aggregator_call_gives_way_to_the_next_aggregator(fake):
+    config = MoAConfig(
+        proposers=[fake("A", tool_calls=fixed(HALF_ADD))],
+        aggregator=fake("AGG", tool_calls=fixed(HALF_ADD)),
+        aggregator_fallbacks=[fake("AGG2", tool_calls=fixed(ADD_12))],
+        layers=2,
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert [c["args"] for c in answer.tool_calls] == [ADD_12["args"]]
+    assert answer.response_metadata["model_name"] == "AGG2"
+    agg, agg2 = _records(answer, "aggregator")
+    assert agg["status"] == "ok" and HALF_AGAIN in agg["incomplete_call"]
+    assert "incomplete_call" not in agg2
 
 
 def test_a_text_proposal_is_not_selected_when_a_tool_call_is_required(fake):
@@ -980,11 +1038,9 @@ def test_a_providers_built_in_tool_is_refused_in_one_sentence(fake, builtin):
     assert "\n" not in str(e.value)
 
 
-def test_select_structured_output_with_only_incomplete_calls_raises_even_with_include_raw(fake):
-    # The tools' contract comes first: a call missing a required field is refused, as a call
-    # to an unbound tool is, so no proposal is left to parse into `parsing_error`.
-    from langgraph_moa import AllProposersFailedError
-
+def test_select_structured_output_with_only_incomplete_calls_is_a_parsing_error(fake):
+    # Refused, the call left no proposal and the run raised; passed on, `include_raw` gives
+    # the parse failure as it does for any answer that does not fit the schema.
     class Total(BaseModel):
         value: int
 
@@ -993,8 +1049,9 @@ def test_select_structured_output_with_only_incomplete_calls_raises_even_with_in
     llm = MoAChatModel(config=config).with_structured_output(
         Total, method="function_calling", include_raw=True
     )
-    with pytest.raises(AllProposersFailedError, match="without its required argument 'value'"):
-        llm.invoke(QUESTION)
+    out = llm.invoke(QUESTION)
+    assert out["parsed"] is None and out["parsing_error"] is not None
+    assert out["raw"].tool_calls[0]["args"] == {}
 
 
 def test_an_answer_with_more_tool_calls_than_the_bound_is_refused(fake, log):

@@ -698,6 +698,8 @@ class MoANodes:
         )
         if outcome.error is not None:
             return self._final_gave_up(plan, state, outcome.record, outcome.error)
+        if is_final and outcome.record.get("incomplete_call"):
+            return self._incomplete_answer(plan, state, outcome)
         return self._aggregated(cfg, state, outcome, is_final)
 
     def aggregate(self, state: MoAState) -> dict[str, Any]:
@@ -751,6 +753,7 @@ class MoANodes:
             return self._budget_answer(plan, state)
 
         options = ranker_options(run_options(state))
+        references = _whole_references(state)
 
         def request() -> _Request:
             label = f"layer {call.layer} / ranker / {call.configured_model}"
@@ -759,7 +762,7 @@ class MoANodes:
             )
             trace = call.trace(cfg, label, [TAG_INTERMEDIATE, NOSTREAM])
             messages = ranker_messages(
-                list(state["messages"]), state["references"], reference_format=cfg.reference_format
+                list(state["messages"]), references, reference_format=cfg.reference_format
             )
             role = cfg.final_chain[call.sample]
             params = params_with(role.call_params(), options)
@@ -770,7 +773,6 @@ class MoANodes:
             return self._final_gave_up(plan, state, outcome.record, outcome.error)
         assert outcome.message is not None
         reply = outcome.message.text
-        references = state["references"]
         choice = parse_choice(reply, len(references))
         picked = references[(choice or 1) - 1]
         # References may be shuffled: find the proposal by what the ranker was shown.
@@ -835,6 +837,32 @@ class MoANodes:
         )
         return {"calls": [record], **labelled_fallback(cfg, calls, best, "best_proposal", reason)}
 
+    def _incomplete_answer(self, plan: Plan, state: MoAState, outcome: _Outcome) -> Any:
+        """Let a whole call answer where the answer's tool call leaves out an argument.
+
+        The next aggregator of the chain tries first, then the best whole output (a labelled
+        fallback, where one may answer). Where there is none, the call is the answer, as
+        recorded (``incomplete_call``): the agent's ToolNode answers it with the validation
+        error that the model's next turn reads, where refusing it ended the run in an error.
+        """
+        cfg, record = plan.cfg, outcome.record
+        if record["sample"] + 1 < len(cfg.final_chain):
+            update = {"calls": [record], "final_index": record["sample"] + 1}
+            return Command(update=update, goto=plan.final_node)
+        calls = [*state.get("calls", []), record]
+        best = best_available(calls)
+        if (
+            best is None
+            or best.get("incomplete_call")
+            or cfg.on_aggregator_failure == "raise"
+            or self.wants_structure(state)
+        ):
+            return self._aggregated(cfg, state, outcome, is_final=True)
+        reason = "every aggregator's tool call left out a required argument: " + "; ".join(
+            c.get("incomplete_call") or "" for c in calls if c["role"] == cfg.final_role
+        )
+        return {"calls": [record], **labelled_fallback(cfg, calls, best, "best_proposal", reason)}
+
     def _budget_answer(self, plan: Plan, state: MoAState) -> dict[str, Any]:
         """Answer without another call once the run spent its token budget.
 
@@ -863,6 +891,16 @@ class MoANodes:
         if isinstance(wanted, dict):
             return wanted.get("type") in ("json_schema", "json_object")
         return wanted is not None
+
+
+def _whole_references(state: MoAState) -> list[str]:
+    """Return the references the ranker chooses among: those without an incomplete call.
+
+    A tool call leaving out a required argument is one the agent cannot run, so the ranker
+    is shown it only where every proposal made one (`check_tool_calls`).
+    """
+    incomplete = {proposal_text(c) for c in answered_proposals(state) if c.get("incomplete_call")}
+    return [r for r in state["references"] if r not in incomplete] or state["references"]
 
 
 def _wants_tools(response: BaseMessage) -> bool:

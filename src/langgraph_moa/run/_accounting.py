@@ -366,6 +366,8 @@ def ok_record(
             record["tool_calls_from_text"] = True
     if reason := (response.response_metadata or {}).get("moa_reference_only"):
         record["reference_only"] = reason
+    if reason := (response.response_metadata or {}).get("moa_incomplete_call"):
+        record["incomplete_call"] = reason
     # Kept for the record, never a reference; an empty block (Qwen3's /no_think) is none.
     if (
         isinstance(thinking := response.additional_kwargs.get("reasoning_content"), str)

@@ -195,16 +195,21 @@ def best_available(calls: list[CallRecord]) -> CallRecord | None:
     there is one. A proposal that may only be a reference (``reference_only``: text where
     ``tool_choice`` forced a call, ...) is never returned as the answer, and one that
     `max_tokens` cut answers only where no finished one did: the first answered proposal
-    was taken, so a run fell back to "Step one: 6 times" beside a finished answer.
+    was taken, so a run fell back to "Step one: 6 times" beside a finished answer. An
+    output whose tool call leaves out a required argument (``incomplete_call``) answers
+    only where no whole one could: the agent's ToolNode cannot run it.
     """
-    synthesis = [c for c in calls if c["role"] == "aggregator" and c["status"] == "ok"]
+    answered = [c for c in calls if c["status"] == "ok" and not c.get("reference_only")]
+    whole = [c for c in answered if not c.get("incomplete_call")]
+    return _newest_best(whole) or _newest_best(answered)
+
+
+def _newest_best(answered: list[CallRecord]) -> CallRecord | None:
+    """Return the newest synthesis, else the newest layer's first finished proposal."""
+    synthesis = [c for c in answered if c["role"] == "aggregator"]
     if synthesis:
         return synthesis[-1]
-    proposals = [
-        c
-        for c in calls
-        if c["role"] == "proposer" and c["status"] == "ok" and not c.get("reference_only")
-    ]
+    proposals = [c for c in answered if c["role"] == "proposer"]
     if not proposals:
         return None
     last_layer = max(c["layer"] for c in proposals)

@@ -276,13 +276,18 @@ def check_tool_calls(response: Any, options: Options, label: str, *, answer: boo
 
     A call whose output is only a reference (`answer` false: a proposal the aggregator
     reads) is held to less. A call no one may run (a tool not bound, arguments that are not
-    JSON or leave out a required one, a call under ``tool_choice="none"``) is refused:
-    shown to the next layer as a ``Tool call:`` line it invites a copy. But text where a
-    call was forced, another bound tool than the named one, or several calls where one was
-    allowed are still a usable reference, and refusing them left small models' runs with no
-    proposal at all; such a response is returned marked
-    ``response_metadata["moa_reference_only"]`` (why it could not be the answer), so that
-    it is never returned as one (`best_available`).
+    JSON, a call under ``tool_choice="none"``) is refused: shown to the next layer as a
+    ``Tool call:`` line it invites a copy. But text where a call was forced, another bound
+    tool than the named one, or several calls where one was allowed are still a usable
+    reference, and refusing them left small models' runs with no proposal at all; such a
+    response is returned marked ``response_metadata["moa_reference_only"]`` (why it could
+    not be the answer), so that it is never returned as one (`best_available`).
+
+    A call that leaves out an argument its tool requires is marked
+    ``response_metadata["moa_incomplete_call"]``, not refused: it loses to a whole call
+    (the vote, the ranker, the aggregator chain and `best_available` prefer one), but where
+    there is none it is passed on, and the agent's ToolNode answers it with the validation
+    error the model's next turn reads; refused, such a run ended in an error.
 
     Returns:
         The response, marked where it may only be a reference.
@@ -301,12 +306,17 @@ def check_tool_calls(response: Any, options: Options, label: str, *, answer: boo
     names = tool_names(tools)
     if problem := _unrunnable_call(response, options, names):
         raise ToolCallError(f"{label} {problem}", response)
+    marks: dict[str, str] = {}
     if problem := _answer_problem(response, options):
         if answer:
             raise ToolCallError(f"{label} {problem}", response)
-        meta = {**response.response_metadata, "moa_reference_only": problem}
-        return response.model_copy(update={"response_metadata": meta})
-    return response
+        marks["moa_reference_only"] = problem
+    if missing := _missing_argument(response.tool_calls, tools):
+        marks["moa_incomplete_call"] = missing
+    if not marks:
+        return response
+    meta = {**response.response_metadata, **marks}
+    return response.model_copy(update={"response_metadata": meta})
 
 
 def _unrunnable_call(response: AIMessage, options: Options, names: list[str]) -> str | None:
@@ -319,8 +329,6 @@ def _unrunnable_call(response: AIMessage, options: Options, names: list[str]) ->
         )
     if unbound := [c["name"] for c in calls if c["name"] not in names]:
         return f"called {unbound[0]!r}, which is not bound (the tools are {', '.join(names)})"
-    if missing := _missing_argument(calls, options["tools"]):
-        return missing
     if calls and _is_none(choice):
         return f"called {calls[0]['name']!r} though tool_choice was 'none'"
     return None
@@ -330,8 +338,8 @@ def _missing_argument(calls: list[ToolCall], tools: Sequence[dict[str, Any]]) ->
     """Return how a call leaves out an argument its tool's schema requires, or None.
 
     The agent's ToolNode cannot run such a call (it answers with a validation error and
-    the agent pays for another turn), so it is no answer; and the vote of ``select``, where
-    two incomplete calls outvoted one whole call, chose it.
+    the agent pays for another turn), so a whole call is preferred to it: in the vote of
+    ``select`` two incomplete calls outvoted one whole call.
     """
     required = {
         t["function"].get("name"): (t["function"].get("parameters") or {}).get("required") or []

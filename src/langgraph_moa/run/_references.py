@@ -178,6 +178,7 @@ def candidates(state: MoAState) -> list[Candidate]:
             mean_logprob=c.get("mean_logprob"),
             cut_off=was_cut_off(c),
             tool_key=tool_calls_key(c.get("tool_calls")),
+            incomplete=bool(c.get("incomplete_call")),
         )
         for k, c in enumerate(answered)
     ]

@@ -99,6 +99,9 @@ class CallRecord(TypedDict):
     to the tools, not to what the answer must (text where ``tool_choice`` forced a call,
     another tool than the one it named, several calls with ``parallel_tool_calls`` false);
     see `check_tool_calls`. A labelled fallback never returns it."""
+    incomplete_call: NotRequired[str]
+    """How one of its tool calls leaves out an argument the tool requires: the call is
+    passed on only where no whole call could answer instead (see `check_tool_calls`)."""
     thinking: NotRequired[str]
     """A reasoning model's thinking, where its text opened with a ``<think>`` block (moved
     out of `output`: see `without_thinking`) or its provider's LangChain class kept it

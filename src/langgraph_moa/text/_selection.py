@@ -955,6 +955,13 @@ class Candidate:
     tool_key: str | None = None
     """The tool calls the proposal asked for, as one comparable key (`tool_calls_key`);
     None for a text answer."""
+    incomplete: bool = False
+    """A tool call leaves out an argument its tool requires: the agent cannot run it."""
+
+    @property
+    def demoted(self) -> bool:
+        """Votes and answers only where no other proposal can: cut off, or incomplete."""
+        return self.cut_off or self.incomplete
 
 
 @dataclass
@@ -1005,22 +1012,35 @@ class Selection:
 def _votes_of_complete(
     candidates: Sequence[Candidate], answers: Sequence[str]
 ) -> tuple[list[str], str | None]:
-    """Blank the answers of cut-off proposals, unless no finished proposal has an answer.
+    """Blank the answers of demoted proposals, unless no other proposal has an answer.
 
     A worked answer stopped by `max_tokens` ends mid-calculation: its last number is a step,
     not a result, and two cut-off samples often stop at the same step and outvote a finished
-    answer. Blanked answers still count in the total that agreement is measured against, so
-    they weigh as dissent: the adaptive stop never ends on fewer finished votes.
+    answer. So did two tool calls leaving out a required argument, which the agent cannot
+    run, outvote a whole call. Blanked answers still count in the total that agreement is
+    measured against, so they weigh as dissent: the adaptive stop never ends on fewer votes.
     """
-    cut = [c.index for c in candidates if c.cut_off]
-    finished_answer = any(a and not c.cut_off for c, a in zip(candidates, answers, strict=True))
-    if not cut or not finished_answer:
+    demoted = [c for c in candidates if c.demoted]
+    kept_answer = any(a and not c.demoted for c, a in zip(candidates, answers, strict=True))
+    if not demoted or not kept_answer:
         return list(answers), None
-    kept = ["" if c.cut_off else a for c, a in zip(candidates, answers, strict=True)]
-    which = ", ".join(str(i + 1) for i in cut)
-    were = "was" if len(cut) == 1 else "were"
-    noun = "proposal" if len(cut) == 1 else "proposals"
-    return kept, f"{noun} {which} {were} cut off by max_tokens and did not vote"
+    kept = ["" if c.demoted else a for c, a in zip(candidates, answers, strict=True)]
+    cut = [c.index for c in demoted if c.cut_off]
+    incomplete = [c.index for c in demoted if c.incomplete and not c.cut_off]
+    return kept, _join_notes(
+        _did_not_vote(cut, "cut off by max_tokens"),
+        _did_not_vote(incomplete, "left out a required tool argument"),
+    )
+
+
+def _did_not_vote(indices: list[int], why: str) -> str | None:
+    """Say which proposals did not vote and why; None for none."""
+    if not indices:
+        return None
+    which = ", ".join(str(i + 1) for i in indices)
+    if len(indices) == 1:
+        return f"proposal {which} was {why} and did not vote"
+    return f"proposals {which} were {why} and did not vote"
 
 
 class _Votes(NamedTuple):
@@ -1044,8 +1064,8 @@ def _votes(candidates: Sequence[Candidate], config: SelectionConfig) -> _Votes:
 
 
 def _finished(candidates: Sequence[Candidate]) -> list[Candidate]:
-    """Return the candidates `max_tokens` did not cut off (all of them if it cut off all)."""
-    return [c for c in candidates if not c.cut_off] or list(candidates)
+    """Return the candidates neither cut off nor incomplete (all of them if none is)."""
+    return [c for c in candidates if not c.demoted] or list(candidates)
 
 
 def _join_notes(*notes: str | None) -> str | None:
