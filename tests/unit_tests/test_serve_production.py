@@ -600,3 +600,50 @@ def test_uvicorns_own_lines_are_json_under_log_format_json(monkeypatch, tmp_path
     assert warned["level"] == "warning" and warned["logger"] == "uvicorn.error"
     assert crashed["message"] == "Exception in ASGI application"
     assert "[input]" in crashed["traceback"] and "Ada Lovelace" not in crashed["traceback"]
+
+
+def test_a_start_that_fails_under_log_format_json_says_why_in_json(monkeypatch, capsys):
+    """A taken port (any failure before "Serving") was said in a text line, ``error: Cannot
+    listen on ...``, under --log-format json, where every stderr line is one JSON object."""
+    import sys
+
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.errors import MoAConfigError
+    from langgraph_moa.serving import _server
+
+    def taken(host: str, port: int) -> None:
+        raise MoAConfigError(f"Cannot listen on {host}:{port} (Address already in use).")
+
+    monkeypatch.setattr(_server, "_check_port", taken)
+    monkeypatch.setattr(_server, "_check_served", lambda *a: None)
+    args = ["moa", "serve", "--preset", "local-moa", "--port", "8123", "--log-format", "json"]
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as stopped:
+        cli._main()
+    assert stopped.value.code == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    records = [json.loads(line) for line in err]  # each line one JSON object
+    assert records[-1]["level"] == "error", records
+    assert "Cannot listen on 127.0.0.1:8123" in records[-1]["message"], records
+
+
+def test_the_last_line_of_a_stop_is_json_under_log_format_json(monkeypatch):
+    """uvicorn raises the signal it caught again once drained, and the command's handler
+    wrote "Terminated." as text, the last stderr line under --log-format json."""
+    import signal
+
+    from langgraph_moa.cli import _app as cli
+    from langgraph_moa.cli._serve import _json_stderr
+
+    class Exited(BaseException):
+        pass
+
+    written: list[bytes] = []
+    monkeypatch.setattr(cli, "_unsaid", [])
+    monkeypatch.setattr(cli, "_write_stderr", written.append)
+    monkeypatch.setattr(cli, "_exit_interrupted", lambda code: (_ for _ in ()).throw(Exited()))
+    with _json_stderr(), pytest.raises(Exited):
+        cli._on_interrupt(signal.SIGTERM, None)
+    lines = b"".join(written).decode().splitlines()
+    assert len(lines) == 1, lines
+    assert json.loads(lines[0])["message"].startswith("Terminated."), lines

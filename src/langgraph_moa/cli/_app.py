@@ -28,11 +28,10 @@ from langgraph_moa.cli._eval import evaluate
 from langgraph_moa.cli._langsmith import check_langsmith
 from langgraph_moa.cli._local import interrupted_line, runtime_warnings_shown
 from langgraph_moa.cli._models import models
-from langgraph_moa.cli._output import message_of, out
+from langgraph_moa.cli._output import out
 from langgraph_moa.cli._run import run
-from langgraph_moa.cli._serve import serve
+from langgraph_moa.cli._serve import JsonLines, serve
 from langgraph_moa.cli._ui import ui
-from langgraph_moa.cli._usage import USAGE_EXIT, OptionConflictError
 from langgraph_moa.errors import MoAError
 
 
@@ -145,10 +144,15 @@ def _on_interrupt(signum: int, frame: Any) -> None:
 
 
 def _rendered(markup: str) -> bytes:
-    """Return `markup` as the stderr console would print it (colours on a terminal only)."""
+    """Return `markup` as the stderr console would print it (colours on a terminal only).
+
+    As JSON while ``moa serve --log-format json`` serves (`JsonLines`): uvicorn raises the
+    signal it caught again once drained, and "Terminated." was the one text line.
+    """
+    as_json = isinstance(out.err.file, JsonLines)
     console = Console(
         file=io.StringIO(),
-        force_terminal=errors.is_terminal,
+        force_terminal=errors.is_terminal and not as_json,
         color_system=errors.color_system,  # type: ignore[arg-type]
         no_color=errors.no_color,
         width=errors.width,
@@ -157,7 +161,8 @@ def _rendered(markup: str) -> bytes:
         emoji=False,
     )
     console.print(markup)
-    return console.file.getvalue().encode("utf-8", "replace")  # type: ignore[attr-defined]
+    text: str = console.file.getvalue()  # type: ignore[attr-defined]
+    return (JsonLines.json_of(text) if as_json else text).encode("utf-8", "replace")
 
 
 def _exit_interrupted(code: int) -> None:
@@ -188,8 +193,7 @@ def _main() -> None:
     try:
         code = app(standalone_mode=False)
     except (MoAError, LocalModelError) as exc:
-        out.error(message_of(exc) if isinstance(exc, MoAError) else str(exc))
-        sys.exit(USAGE_EXIT if isinstance(exc, OptionConflictError) else 1)
+        sys.exit(out.failed(exc))
     except (KeyboardInterrupt, typer.Abort):
         # click turns Ctrl-C into Abort; atexit then stops the local servers.
         errors.print(interrupted_line())

@@ -157,6 +157,17 @@ class Output:
         """Report a failure on stderr in one line."""
         self.err.print(f"[bold red]error:[/] {escape(for_terminal(text))}")
 
+    def failed(self, exc: BaseException) -> int:
+        """Say the failure that ends the command (`error`); return its exit code.
+
+        2 for options that conflict (`USAGE_EXIT`), 1 for any other.
+        """
+        from langgraph_moa.cli._usage import USAGE_EXIT, OptionConflictError
+        from langgraph_moa.errors import MoAError
+
+        self.error(message_of(exc) if isinstance(exc, MoAError) else str(exc))
+        return USAGE_EXIT if isinstance(exc, OptionConflictError) else 1
+
 
 def _discard_stdout() -> None:
     """Send whatever stdout still holds, and gets, to the null device (the reader left).

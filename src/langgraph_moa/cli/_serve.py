@@ -513,12 +513,12 @@ def _start(
         )
 
 
-class _JsonLines(io.StringIO):
+class JsonLines(io.StringIO):
     """A text stream that writes each line it is given to stderr as one JSON object.
 
-    ``{"time", "level", "message"}``: a line that starts ``warning:`` (`Output.warn`) is a
-    warning, any other info. Under ``--log-format json`` the command's own lines (its
-    warnings, "Serving ...", a local model's loading) were text among the JSON ones.
+    ``{"time", "level", "message"}`` (`json_of`). Under ``--log-format json`` the command's
+    own lines (its warnings, "Serving ...", a local model's loading, the failure that stopped
+    its start) were text among the JSON ones.
     """
 
     def __init__(self) -> None:
@@ -545,22 +545,46 @@ class _JsonLines(io.StringIO):
     def _say(self, line: str) -> None:
         import sys
 
+        print(self.json_of(line), file=sys.stderr, end="", flush=True)  # noqa: T201
+
+    @staticmethod
+    def json_of(text: str) -> str:
+        """Return each line of `text` as one JSON object on its line, with its level.
+
+        ``warning: ...`` (`Output.warn`) is a warning, ``error: ...`` (`Output.error`) an
+        error, any other line info.
+        """
         from langgraph_moa.serving._access import json_line
 
-        level, _, rest = line.partition("warning: ")
-        record = {"level": "warning", "message": rest} if not level and rest else None
-        print(json_line(record or {"level": "info", "message": line}), file=sys.stderr, flush=True)  # noqa: T201
+        records = []
+        for line in filter(str.strip, text.split("\n")):
+            kind, said, rest = line.partition(": ")
+            if said and kind in ("warning", "error"):
+                record = {"level": kind, "message": rest}
+            else:
+                record = {"level": "info", "message": line}
+            records.append(json_line(record) + "\n")
+        return "".join(records)
 
 
 @contextlib.contextmanager
 def _json_stderr() -> Iterator[None]:
-    """Write the command's own stderr lines as JSON while it serves (`_JsonLines`)."""
+    """Write the command's own stderr lines as JSON while it serves (`JsonLines`).
+
+    A failure (a taken port, a preset that cannot serve) is said here, in JSON, and ends the
+    command with its exit code: said by the command's handler, once this had put stderr
+    back, it was the one text line.
+    """
     from rich.console import Console
 
+    from langgraph_moa.errors import LocalModelError, MoAError
+
     kept = out.err
-    out.err = Console(file=_JsonLines(), soft_wrap=True, highlight=False, emoji=False)
+    out.err = Console(file=JsonLines(), soft_wrap=True, highlight=False, emoji=False)
     try:
         yield
+    except (MoAError, LocalModelError) as exc:
+        raise typer.Exit(out.failed(exc)) from None
     finally:
         out.err.file.flush()
         out.err = kept
