@@ -647,3 +647,26 @@ def test_the_last_line_of_a_stop_is_json_under_log_format_json(monkeypatch):
     lines = b"".join(written).decode().splitlines()
     assert len(lines) == 1, lines
     assert json.loads(lines[0])["message"].startswith("Terminated."), lines
+
+
+def test_a_crash_text_keeps_what_an_exception_group_holds():
+    """A task group's crash (anyio's, under starlette's streams) is an ExceptionGroup: its
+    traceback in the log named the group alone, never the errors it holds, their types,
+    frames or messages."""
+    from langgraph_moa.serving._access import crash_text
+
+    def fail() -> None:
+        raise LookupError("the upstream index is gone")
+
+    try:
+        try:
+            fail()
+        except LookupError as inner:
+            held = [inner, _crash_quoting("Ada Lovelace")]
+            raise ExceptionGroup("unhandled errors in a TaskGroup", held) from None
+    except ExceptionGroup as group:
+        text = crash_text(group)
+    assert "ExceptionGroup: unhandled errors in a TaskGroup" in text, text
+    assert "LookupError: the upstream index is gone" in text and "in fail" in text, text
+    assert "RuntimeError: bad body" in text and "[input]" in text, text
+    assert "Ada Lovelace" not in text, text  # each held message read as the access log's

@@ -353,9 +353,12 @@ def crash_text(exc: BaseException) -> str:
 
     Python's traceback quotes each exception's message whole, and a crash's may quote the
     request (a validation error's input: a user's message). The frames and the exception
-    types stay, each cause and context in the order Python prints them; each message is
-    read as the access log reads a failure (`without_quoted_input`, `redact`).
+    types stay, each cause and context in the order Python prints them, and the exceptions
+    an exception group holds (anyio's task group, under a stream: the group's own message
+    names none of them); each message is read as the access log reads a failure
+    (`without_quoted_input`, `redact`).
     """
+    import textwrap
     import traceback
 
     chain: list[BaseException] = []
@@ -379,7 +382,17 @@ def crash_text(exc: BaseException) -> str:
             else f"{kind.__module__}.{kind.__qualname__}"
         )
         parts.append(f"{name}: {said}\n" if said else f"{name}\n")
+        held = each.exceptions if isinstance(each, BaseExceptionGroup) else ()
+        for number, inner in enumerate(held[:_GROUP_SHOWN], 1):  # as Python prints them
+            parts.append(f"\n+-- its exception {number} of {len(held)} --\n")
+            parts.append(textwrap.indent(crash_text(inner), "| ") + "\n")
+        if len(held) > _GROUP_SHOWN:
+            parts.append(f"\n+-- and {len(held) - _GROUP_SHOWN} more --\n")
     return "".join(parts).rstrip("\n")
+
+
+_GROUP_SHOWN = 15
+"""The exceptions of a group (a task group's crash) shown in its traceback, as Python shows."""
 
 
 class CrashWithoutInput(logging.Filter):
