@@ -1,5 +1,6 @@
 """What the package keeps of users' text: owner-only files, a history that can be off or pruned."""
 
+import contextlib
 import json
 import stat
 
@@ -77,10 +78,9 @@ def test_a_run_is_deleted_from_the_history_with_the_key_and_then_is_gone(system,
     assert rows == []
 
 
-async def test_a_run_still_in_flight_is_not_deleted_but_refused_with_409(fake, tmp_path):
-    """DELETE of a run still going answered 404 ("no run") and the run was saved when it
-    ended: a user who asked to erase it found it in the history afterwards. It is refused
-    now (409, in one sentence), and once the run has ended it is deleted as any other."""
+@contextlib.asynccontextmanager
+async def _a_run_under_way(fake, history):
+    """Yield a client of a page server with one run under way, its ID, and what ends it."""
     import asyncio
 
     import httpx
@@ -89,29 +89,55 @@ async def test_a_run_still_in_flight_is_not_deleted_but_refused_with_409(fake, t
 
     held = fake("AGG", delay=lambda n: 60)  # until `release`
     slow = MoAConfig(proposers=[fake("A")], aggregator=held, name="m", layers=2)
-    app = create_app({"m": slow}, history=History(tmp_path / "h.sqlite3"))
+    app = create_app({"m": slow}, history=history)
     gone = asyncio.Event()
     body = json.dumps({"model": "m", "messages": USER}).encode()
     scope, receive, send, sent = _stalled_exchange("/v1/moa/runs", body, gone, reads=10**6)
     served = asyncio.ensure_future(app(scope, receive, send))
+
+    async def end() -> None:
+        gone.set()  # its client leaves: the run ends, cancelled (and is saved)
+        held.release()  # its abandoned call's thread ends too
+        await asyncio.wait_for(served, 20)
+
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         async with asyncio.timeout(20):
             while not any(b"event: started" in m.get("body", b"") for m in sent):
                 await asyncio.sleep(0.01)  # the run is under way: its calls have started
-        run_id = dict(sent[0]["headers"])[b"x-moa-run"].decode()
+        try:
+            yield client, dict(sent[0]["headers"])[b"x-moa-run"].decode(), end
+        finally:
+            await end()
+
+
+async def test_a_run_still_in_flight_is_not_deleted_but_refused_with_409(fake, tmp_path):
+    """DELETE of a run still going answered 404 ("no run") and the run was saved when it
+    ended: a user who asked to erase it found it in the history afterwards. It is refused
+    now (409, in one sentence), and once the run has ended it is deleted as any other."""
+    import asyncio
+
+    async with _a_run_under_way(fake, History(tmp_path / "h.sqlite3")) as (client, run_id, end):
         refused = await client.delete(f"/v1/moa/runs/{run_id}")
         assert refused.status_code == 409, refused.text
         error = refused.json()["error"]
         assert error["code"] == "run_in_progress" and "still" in error["message"]
-        gone.set()  # its client leaves: the run ends, cancelled, and is saved
-        held.release()  # its abandoned call's thread ends too
-        await asyncio.wait_for(served, 20)
+        await end()
         async with asyncio.timeout(20):
             while not (await client.get("/v1/moa/runs")).json()["data"]:
                 await asyncio.sleep(0.01)
         assert (await client.delete(f"/v1/moa/runs/{run_id}")).status_code == 200
         assert (await client.get("/v1/moa/runs")).json()["data"] == []
+
+
+async def test_a_run_in_flight_on_a_server_without_a_history_is_not_told_to_wait(fake):
+    """With no history (--history-runs 0) a DELETE of a run still going was refused with
+    409, "wait for its end, then delete it", and the DELETE after its end answered 404:
+    nothing is kept to delete. It is 404 at once, as for any run of such a server."""
+    async with _a_run_under_way(fake, None) as (client, run_id, _end):
+        answer = await client.delete(f"/v1/moa/runs/{run_id}")
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"]["code"] == "run_not_found"
 
 
 def test_a_server_without_a_history_answers_a_delete_with_404(system):

@@ -439,7 +439,9 @@ def add_ui(
         # A user's question may be personal data: its operator (or whoever holds the key)
         # can erase one run without stopping the server or opening the file.
         _check_origin(request)
-        if run_id in running:  # not in the history yet, and its end would save it
+        # Not in the history yet, and its end would save it; with no history, none is kept
+        # to delete, now or at its end: 404 below, as for any run.
+        if history is not None and run_id in running:
             raise _APIError(
                 409,
                 f"Run {clip(run_id)!r} is still going: stop it (close its stream) or wait for "
