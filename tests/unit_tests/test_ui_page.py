@@ -198,3 +198,12 @@ def test_the_page_keeps_an_open_block_by_the_packages_finish_reasons():
     assert "if (ev.tool_calls) this.partCalled = true;" in script
     finishes = re.findall(r"this\.thinking\.finish\(([^)]*)\)", script)
     assert finishes and set(finishes) == {"this.partStopped && !this.partCalled"}, finishes
+
+
+def test_the_history_off_note_names_the_option_of_both_commands_that_serve_the_page():
+    """The note said ``moa serve --history-runs 0``; `moa ui` serves the page too, with the
+    same option, and its user was sent to a command they had not run."""
+    note = re.search(r'<p id="history-off"[^>]*>(.*?)</p>', HTML, re.S)
+    assert note is not None
+    assert "--history-runs 0" in note.group(1)
+    assert "moa serve --history-runs" not in note.group(1), note.group(1)
