@@ -35,5 +35,4 @@ lowest:  ## Unit tests with every direct dependency at its declared minimum (the
 	.venv-lowest/bin/pip install -q -c constraints-lowest.txt -e ".[local,test]"
 	PYTHONPATH=src .venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit_tests
 	.venv-lowest/bin/pip install -q -c constraints-lowest.txt -r constraints-lowest-serve.txt
-	PYTHONPATH=src .venv-lowest/bin/python -m pytest -q -p no:cacheprovider \
-		tests/unit_tests/test_serve*.py tests/unit_tests/test_ui_page.py tests/unit_tests/test_notebook.py
+	PYTHONPATH=src .venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit_tests
