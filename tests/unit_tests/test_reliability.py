@@ -786,3 +786,55 @@ def test_a_404_from_a_proxy_at_the_root_is_not_taken_for_a_url_without_v1():
         assert "did you mean http://0.0.0.0:4000/v1?" in str(
             explain_failure(_not_found(url, body), "m", [])
         )
+
+
+class SteppedClock:
+    """The system clock as `_clock` reads it, set forward or back while the process runs."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.wall, self.mono = time.time(), time.monotonic()
+        self.step = self.ran = 0.0
+
+    def time(self) -> float:
+        return self.wall + self.ran + self.step
+
+    def monotonic(self) -> float:
+        return self.mono + self.ran
+
+
+@pytest.fixture
+def stepped_clock(monkeypatch):
+    from langgraph_moa.run import _clock as clock
+
+    stepped = SteppedClock()
+    monkeypatch.setattr(clock, "time", stepped)
+    return stepped
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+def test_a_layer_deadline_neither_fires_nor_stalls_when_the_system_clock_is_set(
+    stepped_clock, step
+):
+    # An NTP step (or an admin's `date -s`) moved the deadline by the step: set forward,
+    # the layer dropped its stragglers at once; set back, it waited an hour past its
+    # deadline. Only the time that passed counts.
+    from langgraph_moa.graph._nodes import _LayerWatch
+    from langgraph_moa.run import _clock as clock
+
+    watch = _LayerWatch(due=clock.now() + 600, quorum=2, answers=lambda: 5)
+    stepped_clock.step = step
+    assert watch() is None
+    stepped_clock.ran = 600
+    assert "deadline passed" in watch()
+
+
+def test_a_reader_hold_counts_the_time_that_passed_not_a_clock_step(stepped_clock):
+    from langgraph_moa.run._clock import Held
+
+    held = Held()
+    held.start()
+    stepped_clock.step, stepped_clock.ran = 3600, 2
+    held.stop()
+    assert held.seconds() == pytest.approx(2)

@@ -584,7 +584,7 @@ class _Chunkwise:
         """
         due = clock.now() + seconds
         while (left := due + self.held.seconds() - clock.now()) > 0:
-            await asyncio.sleep(min(left, 1.0))  # wall time can jump: at most a second
+            await asyncio.sleep(min(left, 1.0))  # `clock.now` may be a test's: a second
         quorum = self.cfg.min_proposers
         await self._until(lambda: all(self.done) or self._answered() >= quorum)
         self._drop_all(

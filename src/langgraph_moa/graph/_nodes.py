@@ -974,8 +974,8 @@ class _LayerWatch:
         return None
 
     def wait_s(self) -> float:
-        # At most a second at a time: wall time can jump (a clock set forward), and the
-        # deadline is in wall time so that a resumed run in another process keeps it.
+        # At most a second at a time: `clock.now` is a seam, and what replaces it (a test's
+        # clock) may move further than the time slept.
         return min(max(self.due - self._now(), QUORUM_POLL_S), 1.0)
 
     def _now(self) -> float:

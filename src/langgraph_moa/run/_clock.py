@@ -3,16 +3,28 @@
 A layer's deadline is a point in wall time written into the `Send` payload, so a run resumed
 in another process keeps it. Everything that reads that time goes through `now`, one seam
 that tests replace to move time forward without waiting for it.
+
+Within one process that time moves with the monotonic clock: the system clock set forward
+(an NTP step, ``date -s``) dropped every layer's stragglers at once, and set back held a
+layer an hour past its deadline. The process reads the wall time once, when this module is
+imported, and counts on from it.
 """
 
 from __future__ import annotations
 
 import time
 
+_WALL_AT_START = time.time()
+_MONOTONIC_AT_START = time.monotonic()
+
 
 def now() -> float:
-    """Return the current wall time in seconds since the epoch (`time.time`)."""
-    return time.time()
+    """Return the wall time in seconds since the epoch, as this process counts it.
+
+    The wall time at import plus the monotonic time since: a step of the system clock
+    while the process runs moves no deadline.
+    """
+    return _WALL_AT_START + (time.monotonic() - _MONOTONIC_AT_START)
 
 
 class Held:
