@@ -39,13 +39,11 @@ def _registries_restored():
     from langgraph_moa.providers import _table
     from langgraph_moa.variants import _REGISTRY
 
-    variants, rows = dict(_REGISTRY), dict(_table._TABLE)
+    variants, table = dict(_REGISTRY), _table._current
     yield
     _REGISTRY.clear()
     _REGISTRY.update(variants)
-    _table._TABLE.clear()
-    _table._TABLE.update(rows)
-    _table._forget_keys()
+    _table._current = table
 
 
 # --- a toy variant: one class, one register line ---------------------------------------------
@@ -336,3 +334,53 @@ def test_a_model_compiled_before_a_provider_was_replaced_is_not_run_with_the_old
     assert after is not before
     unregister_provider("ollama")
     assert MoAChatModel(config="moa-lite", max_tokens=71).graph not in (before, after)
+
+
+class _ReadPausedIn(Provider):
+    """A row whose `sdk` and `finish_reason_key`, read in one thread, wait there for `go`."""
+
+    def __getattribute__(self, name):
+        pause = object.__getattribute__(self, "__dict__").get("pause")
+        if pause is not None and name in ("sdk", "finish_reason_key"):
+            pause()
+        return super().__getattribute__(name)
+
+
+def test_a_provider_registered_while_a_run_reads_the_table_neither_breaks_nor_is_missed():
+    # A run reads the table on every call (its finish-reason keys) and on every error (its
+    # SDKs). A row registered in another thread while it read them failed that run with
+    # "dictionary changed size during iteration", and keys read from the table as it was
+    # were kept after the row came in: its finish reason went unread from then on.
+    import threading
+
+    reader, reached, go, failed = None, threading.Event(), threading.Event(), []
+    row = _ReadPausedIn("cohere", sdk="toy_sdk", finish_reason_key="cohere_reason")
+    register_provider(row)
+
+    def pause():
+        if threading.current_thread() is reader and not reached.is_set():
+            reached.set()
+            assert go.wait(30)
+
+    object.__setattr__(row, "pause", pause)
+
+    def read():
+        try:
+            from langgraph_moa.providers._table import finish_reason_keys
+
+            finish_reason_keys()
+            is_sdk_timeout(TimeoutError())
+        except Exception as exc:
+            failed.append(exc)
+        finally:
+            reached.set()  # also when it read the table without reading a row
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert reached.wait(30)
+    register_provider(Provider("ollama", finish_reason_key="done_reason"))
+    go.set()
+    reader.join(30)
+    assert failed == []
+    reply = AIMessage("hi", response_metadata={"done_reason": "length"})
+    assert finish_reason(reply) == "length"

@@ -15,8 +15,8 @@ every SDK that is already imported, so checking an error never imports a provide
 
 from __future__ import annotations
 
-import functools
 import sys
+import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -48,22 +48,52 @@ class Provider:
         return self.shares_http_client
 
 
-_TABLE: dict[str, Provider] = {}
+@dataclass(frozen=True)
+class _Table:
+    """The rows and what is read from them on every call, never changed once made.
+
+    A run reads the table on every call (its response keys) and on every error (its SDKs)
+    while another thread may register a row: each change makes a new `_Table` (`_change`),
+    so a reader iterates rows no other thread changes, and reads keys made from those very
+    rows, never ones computed from the rows before a change and kept after it.
+    """
+
+    rows: dict[str, Provider]
+    finish_reason_keys: tuple[str, ...]
+    model_name_keys: tuple[str, ...]
+    sdks: tuple[str, ...]
+    version: int
+    """A number that changes whenever a row is added, replaced or removed (`table_version`)."""
 
 
-@functools.cache
+_current = _Table({}, ("finish_reason",), ("model_name",), (), 0)
+_writing = threading.Lock()
+"""Taken by changes alone: two registered at once each keep the other's row."""
+
+
+def _change(edit: Callable[[dict[str, Provider]], object]) -> None:
+    """Make the table `edit` leaves of a copy of the rows, and its keys."""
+    global _current
+    with _writing:
+        rows = dict(_current.rows)
+        edit(rows)
+        _current = _Table(
+            rows,
+            tuple(dict.fromkeys(["finish_reason", *(r.finish_reason_key for r in rows.values())])),
+            tuple(dict.fromkeys(["model_name", *(r.model_name_key for r in rows.values())])),
+            tuple(sorted({r.sdk for r in rows.values() if r.sdk})),
+            _current.version + 1,
+        )
+
+
 def finish_reason_keys() -> tuple[str, ...]:
     """Every key a provider reports its finish reason under, the common one first."""
-    return tuple(dict.fromkeys(["finish_reason", *(r.finish_reason_key for r in _TABLE.values())]))
+    return _current.finish_reason_keys
 
 
-@functools.cache
 def model_name_keys() -> tuple[str, ...]:
     """Every key a provider names its answering model under, the common one first."""
-    return tuple(dict.fromkeys(["model_name", *(r.model_name_key for r in _TABLE.values())]))
-
-
-_version = 0
+    return _current.model_name_keys
 
 
 def table_version() -> int:
@@ -73,15 +103,7 @@ def table_version() -> int:
     kept with the graph that built them: a graph kept across a change (`MoAChatModel`'s
     shared graphs) would go on calling the models of the old row, so its key holds this.
     """
-    return _version
-
-
-def _forget_keys() -> None:
-    """Recompute the response keys after the table changed (they are read on every call)."""
-    global _version
-    _version += 1
-    finish_reason_keys.cache_clear()
-    model_name_keys.cache_clear()
+    return _current.version
 
 
 def register_provider(row: Provider) -> Provider:
@@ -107,8 +129,7 @@ def register_provider(row: Provider) -> Provider:
 
 
 def _add(row: Provider) -> Provider:
-    _TABLE[row.prefix] = row
-    _forget_keys()
+    _change(lambda rows: rows.update({row.prefix: row}))
     return row
 
 
@@ -139,8 +160,7 @@ def known_providers() -> list[str]:
 
 def unregister_provider(prefix: str) -> None:
     """Remove a provider's row (for tests that register a toy one)."""
-    _TABLE.pop(prefix, None)
-    _forget_keys()
+    _change(lambda rows: rows.pop(prefix, None))
 
 
 for _row in (
@@ -169,17 +189,16 @@ for _row in (
 
 def provider_of(prefix: str) -> Provider:
     """Return a provider's row; a default row (no key check, no switches) if it has none."""
-    return _TABLE.get(prefix) or Provider(prefix)
+    return _current.rows.get(prefix) or Provider(prefix)
 
 
 def providers() -> list[Provider]:
     """Return every row, sorted by prefix."""
-    return sorted(_TABLE.values(), key=lambda row: row.prefix)
+    return sorted(_current.rows.values(), key=lambda row: row.prefix)
 
 
 def _loaded_sdks() -> list[object]:
-    names = {row.sdk for row in _TABLE.values() if row.sdk}
-    return [sys.modules[name] for name in sorted(names) if name in sys.modules]
+    return [sys.modules[name] for name in _current.sdks if name in sys.modules]
 
 
 def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
