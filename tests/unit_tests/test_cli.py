@@ -409,6 +409,45 @@ def test_a_label_in_wide_characters_is_measured_in_columns_not_characters():
     assert sum("这是一个很长的中文回答" in line for line in lines) >= 2, lines
 
 
+@pytest.mark.parametrize("width", [160, 40])  # a table, or a line per call
+def test_the_live_view_redrawn_while_a_call_starts_neither_fails_nor_freezes(width):
+    # Rich redraws the view in a thread of its own while the run's events add rows in
+    # another: a call that started while a frame was drawn ended that thread with
+    # "dictionary changed size during iteration", and the view froze from then on.
+    import threading
+
+    from langgraph_moa.cli import _live
+
+    drawer, reached, go, failed = None, threading.Event(), threading.Event(), []
+
+    class DrawnSlowly(_live._Row):
+        def __getattribute__(self, name):
+            if name == "detail" and threading.current_thread() is drawer and not reached.is_set():
+                reached.set()
+                assert go.wait(30)
+            return super().__getattribute__(name)
+
+    progress = _live.Progress()
+    progress.rows["drawn"] = DrawnSlowly("L1 proposer 1 \u00b7 A")
+
+    def draw():
+        try:
+            Console(record=True, width=width).print(progress)
+        except Exception as exc:
+            failed.append(exc)
+
+    drawer = threading.Thread(target=draw)
+    drawer.start()
+    assert reached.wait(30)
+    progress.event(LOCAL_CALL_STARTED)
+    go.set()
+    drawer.join(30)
+    assert failed == []
+    rendered = Console(record=True, width=width)
+    rendered.print(progress)
+    assert "qwen2.5-coder" in rendered.export_text()
+
+
 def test_the_question_comes_from_the_argument_stdin_or_a_file(tmp_path, monkeypatch):
     import io
 

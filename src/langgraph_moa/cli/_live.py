@@ -157,11 +157,21 @@ class Progress:
         """
         self.answer = ""
 
+    def calls(self) -> list[_Row]:
+        """Return the rows as they are now, safe to go through while calls start.
+
+        The view is drawn in a thread of Rich's (and the slow-call notes in one of their
+        own) while the run's events add rows: going through the dict itself there failed,
+        "dictionary changed size during iteration", and the view froze. The copy is made at
+        once, by the dict, never interleaved with an event's change.
+        """
+        return list(self.rows.values())
+
     def slow_note(self) -> str | None:
         """Say why a local call is slow, when one has been running for a minute or more."""
         slow = [
             r
-            for r in self.rows.values()
+            for r in self.calls()
             if r.state == "running" and r.model.startswith(f"{LOCAL_PREFIX}:")
             if r.elapsed() >= SLOW_LOCAL_CALL_S
         ]
@@ -184,12 +194,12 @@ class Progress:
         `width` is the room it is drawn in (the terminal's, unless said).
         """
         if not self._table_fits(out.err.width if width is None else width):
-            return Group(*(self._line(row) for row in self.rows.values()))
+            return Group(*(self._line(row) for row in self.calls()))
         table = Table(box=None, show_header=False, pad_edge=False)
         for _ in range(4):  # label, state, time, tokens whole; the preview takes what is left
             table.add_column(no_wrap=True)
         table.add_column()
-        for row in self.rows.values():
+        for row in self.calls():
             table.add_row(
                 Text(row.label),
                 Text(row.state, style=self._STYLE[row.state]),
@@ -208,7 +218,7 @@ class Progress:
         """
         if width < NARROW_COLUMNS:
             return False
-        rows = list(self.rows.values())
+        rows = self.calls()
         label = max((cell_len(r.label) for r in rows), default=0)
         rate = max((cell_len(r.rate()) for r in rows), default=0)
         state, seconds, gaps = len("running"), len("999.9s"), 4 * 2
@@ -239,7 +249,7 @@ class Progress:
         The calls (those in flight marked stopped) and the answer so far, labelled as cut off:
         they were computed, and the user was reading them.
         """
-        for row in self.rows.values():
+        for row in self.calls():
             if row.state == "running":
                 row.state, row.seconds = "stopped", row.elapsed()
         parts: list[Any] = [self.summary()]
@@ -267,7 +277,7 @@ def _say_when_slow(progress: Progress, done: threading.Event, every_s: float = 5
     """Off a terminal, write the slow-call explanation once per slow call, as a log line."""
     told: set[int] = set()
     while not done.wait(every_s):
-        slow = [id(r) for r in list(progress.rows.values()) if r.state == "running"]
+        slow = [id(r) for r in progress.calls() if r.state == "running"]
         note = progress.slow_note()
         if note and not told.issuperset(slow):
             out.plain(note)
