@@ -6,7 +6,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from langgraph_moa import MoAConfig, RetrySettings, create_moa_graph
-from tests.helpers import QUESTION
+from tests.helpers import QUESTION, references_in
 
 THREAD = {"configurable": {"thread_id": "t"}}
 
@@ -122,11 +122,12 @@ def test_a_run_resumed_with_other_retry_and_timeout_settings_goes_on(fake, log):
     assert out["messages"][-1].text.startswith("AGG")
 
 
-def old_checkpoint(tmp_path):
-    """A SqliteSaver holding the rows an earlier version (2026-12-03) wrote, as it wrote them.
+def old_checkpoint(tmp_path, fixture="checkpoint_before_moa_digest.json"):
+    """A SqliteSaver holding the rows an earlier version wrote, as it wrote them.
 
-    The run (proposers A, B, C; aggregator AGG; 2 layers) was killed in layer 1 after A and B
-    answered; its run token holds no digest of its MoA, which was recorded only later.
+    The default fixture (2026-12-03): the run (proposers A, B, C; aggregator AGG; 2 layers)
+    was killed in layer 1 after A and B answered; its run token holds no digest of its MoA,
+    which was recorded only later. Each fixture's ``written_by`` says what it holds.
     """
     import base64
     import json
@@ -135,9 +136,7 @@ def old_checkpoint(tmp_path):
 
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    data = json.loads(
-        (Path(__file__).parents[1] / "fixtures" / "checkpoint_before_moa_digest.json").read_text()
-    )
+    data = json.loads((Path(__file__).parents[1] / "fixtures" / fixture).read_text())
     saver = SqliteSaver(sqlite3.connect(tmp_path / "moa.db", check_same_thread=False))
     saver.setup()
     with saver.conn:
@@ -195,6 +194,54 @@ def test_a_run_an_earlier_version_checkpointed_mid_layer_is_refused_in_one_sente
     assert log.calls == []
     out = graph.invoke(QUESTION, THREAD)  # new input starts a run of this MoA afresh
     assert out["messages"][-1].text.startswith(config.final_chain[0].label)
+
+
+def test_threads_saved_before_the_call_records_were_a_delta_channel_resume_and_go_on(
+    fake, log, tmp_path
+):
+    """The call records' channel became LangGraph's `DeltaChannel` (a checkpoint saves the
+    records a step wrote); an earlier version (69bfb89) saved the whole list in every
+    checkpoint. Its Self-MoA-Seq run stopped before the second window's aggregation resumes
+    with each record once and that window's references, and reads back the same after new
+    checkpoints; its finished thread takes a follow-up turn that counts only its own calls.
+    """
+    from langgraph_moa import SelfMoASeqConfig
+
+    saver = old_checkpoint(tmp_path, "checkpoint_before_delta_calls.json")
+    seq = MoAConfig(
+        variant="self-moa-seq",
+        proposers=[{"model": fake("M"), "samples": 4}],
+        seq=SelfMoASeqConfig(window_size=3),
+    )
+    graph = create_moa_graph(seq, checkpointer=saver)
+    thread = {"configurable": {"thread_id": "seq"}}
+    state = graph.get_state(thread)
+    saved = state.values["calls"]
+    assert state.next == ("aggregate",)
+    assert [(c["role"], c["sample"]) for c in saved] == [
+        *[("proposer", i) for i in range(3)],
+        ("aggregator", 0),
+        ("proposer", 3),
+    ]
+    out = graph.invoke(None, thread)
+    assert [c.label for c in log.calls] == ["M"]  # the last aggregation, nothing asked again
+    assert references_in(log.calls[0]) == [saved[3]["output"], saved[4]["output"]]
+    assert out["calls"] == [*saved, out["calls"][-1]]
+    assert out["calls"][-1]["output"] == out["messages"][-1].text == log.calls[0].output
+    assert out["usage"]["total"]["calls"] == 6
+    assert graph.get_state(thread).values["calls"] == out["calls"]
+    out = graph.invoke({"messages": [("user", "And Y?")]}, thread)
+    assert len(log.calls) == 1 + 6 and len(out["calls"]) == 6  # this turn's records alone
+    assert graph.get_state(thread).values["calls"] == out["calls"]
+
+    moa = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"))
+    graph = create_moa_graph(moa, checkpointer=saver)
+    thread = {"configurable": {"thread_id": "done"}}
+    assert len(graph.get_state(thread).values["calls"]) == 5
+    out = graph.invoke({"messages": [("user", "And Y?")]}, thread)
+    assert sorted(c.label for c in log.calls[7:]) == ["A", "A", "AGG", "B", "B"]
+    assert sorted(c["output"] for c in out["calls"]) == sorted(c.output for c in log.calls[7:])
+    assert out["usage"]["total"]["calls"] == 5 and len(out["messages"]) == 4
 
 
 def function_calls(fn, times=100):
