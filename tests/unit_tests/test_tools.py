@@ -688,6 +688,24 @@ def test_the_ranker_picks_among_whole_calls_where_there_are_any(fake, log):
     assert 'add({"a": 1, "b": 2})' in shown and 'add({"a": 1})' not in shown
 
 
+def test_the_served_answer_names_the_proposal_the_ranker_picked_among_whole_calls(fake):
+    # The ranker numbers only the whole proposals; the page's answer event read its choice
+    # against every proposal, so it named the incomplete call A as the pick where B answered.
+    from langgraph_moa.graph.streaming import RunEvents
+    from langgraph_moa.serving._events import answer_event
+
+    config = MoAConfig(
+        variant="ranker",
+        proposers=[fake("A", tool_calls=fixed(HALF_ADD)), fake("B", tool_calls=fixed(ADD_12))],
+        aggregator=fake("RK", reply=lambda *a: "1"),
+    )
+    question = {"messages": QUESTION, "tools": [convert_to_openai_tool(add)]}
+    events = RunEvents(create_moa_graph(config), question)
+    list(events)
+    assert [c["args"] for c in events.answer.tool_calls] == [ADD_12["args"]]
+    assert answer_event(events.final)["ranker"]["call"] == ["proposer", 1, 1, 0]
+
+
 def test_an_incomplete_aggregator_call_gives_way_to_the_next_aggregator(fake):
     config = MoAConfig(
         proposers=[fake("A", tool_calls=fixed(HALF_ADD))],

@@ -778,13 +778,16 @@ class MoANodes:
         # References may be shuffled: find the proposal by what the ranker was shown.
         chosen = next((c for c in answered_proposals(state) if proposal_text(c) == picked), None)
         calls = [*state.get("calls", []), outcome.record]
+        # The choice numbers the proposals shown (whole ones, shuffled): the pick is named
+        # by its call, or a reader counting every proposal named another one.
+        pick = {k: chosen[k] for k in ("layer", "proposer", "sample", "model")} if chosen else None
         message = final_message(
             cfg,
             None,
             chosen["output"] if chosen is not None else picked,
             calls,
             outcome.record,
-            extra={"ranker_choice": choice, "ranker_reply": reply},
+            extra={"ranker_choice": choice, "ranker_reply": reply, "ranker_call": pick},
             source=chosen,
         )
         return {"calls": [outcome.record], "messages": [message], "usage": summarize(calls)}

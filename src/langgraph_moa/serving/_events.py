@@ -382,12 +382,11 @@ def answer_event(
     if selection := moa.get("selection"):
         event["selection"] = {**selection, "groups": selection_groups(selection, answered)}
     elif "ranker_reply" in moa:  # the ranker returned one proposal verbatim
-        choice = moa.get("ranker_choice")
-        picked = (choice or 1) - 1
+        pick = moa.get("ranker_call")
         event["ranker"] = {
-            "choice": choice,
+            "choice": moa.get("ranker_choice"),
             "reply": moa["ranker_reply"],
-            "call": call_key(answered[picked]) if 0 <= picked < len(answered) else None,
+            "call": call_key({"role": "proposer", **pick}) if pick else None,
         }
     else:
         event["agreement"] = synthesis_agreement(text, answered)
