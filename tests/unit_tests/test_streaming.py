@@ -132,6 +132,44 @@ def test_a_refused_answer_is_marked_discarded_before_the_next_aggregators_tokens
     assert text == "" and state["messages"][-1].tool_calls[0]["name"] == "lookup"
 
 
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("then", ["next aggregator", "fallback"])
+def test_an_incomplete_answer_passed_over_is_marked_discarded(fake, then):
+    # The aggregator wrote text and a call without `b`; a whole call answered instead (the
+    # next aggregator, or the best whole proposal as a fallback), but nothing told a stream
+    # reader to drop the passed-over answer's text, which stayed before the answer.
+    half = lambda *a: [{"name": "add", "args": {"a": 1}, "id": "h1"}]  # noqa: E731
+    whole = lambda *a: [{"name": "add", "args": {"a": 1, "b": 2}, "id": "c1"}]  # noqa: E731
+    chain = {"aggregator_fallbacks": [fake("AGG2", tool_calls=whole)]} if then != "fallback" else {}
+    config = MoAConfig(
+        proposers=[fake("A", tool_calls=whole)],
+        aggregator=fake("AGG", reply=LONG, tool_calls=half),
+        **chain,
+    )
+    question = {"messages": [("user", "q")], "tools": [ADD_TOOL]}
+    modes = ["messages", "custom", "values"]
+    text, discarded, state = _answer_by_the_readme(
+        create_moa_graph(config).stream(question, stream_mode=modes)
+    )
+    answer = state["messages"][-1]
+    assert answer.tool_calls[0]["args"] == {"a": 1, "b": 2}
+    assert [d["configured_model"] for d in discarded] == ["AGG"]
+    assert "'b'" in discarded[0]["error"]
+    assert "AGG says" not in text
+
+
 async def test_the_packages_own_readers_keep_discarded_to_themselves(fake):
     # AnswerStream (moa run, the chat model) and RunEvents (moa serve's event stream) keep
     # the answer to one attempt themselves; the CLI would draw `discarded` as a failed call.

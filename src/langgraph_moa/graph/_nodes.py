@@ -32,6 +32,7 @@ from langgraph_moa.errors import (
     MoAConfigError,
     StragglerCancelledError,
     StructuredOutputError,
+    ToolCallError,
     budget_reached,
 )
 from langgraph_moa.graph._chunkwise import ChunkwiseRequest, refuse_what_parts_cannot_write
@@ -699,7 +700,7 @@ class MoANodes:
         if outcome.error is not None:
             return self._final_gave_up(plan, state, outcome.record, outcome.error)
         if is_final and outcome.record.get("incomplete_call"):
-            return self._incomplete_answer(plan, state, outcome)
+            return self._incomplete_answer(plan, state, call, outcome)
         return self._aggregated(cfg, state, outcome, is_final)
 
     def aggregate(self, state: MoAState) -> dict[str, Any]:
@@ -840,16 +841,24 @@ class MoANodes:
         )
         return {"calls": [record], **labelled_fallback(cfg, calls, best, "best_proposal", reason)}
 
-    def _incomplete_answer(self, plan: Plan, state: MoAState, outcome: _Outcome) -> Any:
+    def _incomplete_answer(
+        self, plan: Plan, state: MoAState, call: CallId, outcome: _Outcome
+    ) -> Any:
         """Let a whole call answer where the answer's tool call leaves out an argument.
 
         The next aggregator of the chain tries first, then the best whole output (a labelled
         fallback, where one may answer). Where there is none, the call is the answer, as
         recorded (``incomplete_call``): the agent's ToolNode answers it with the validation
         error that the model's next turn reads, where refusing it ended the run in an error.
+        A passed-over answer is announced as discarded (`discard_answer`), as a refused one
+        is: its text streamed as the answer's, and a stream reader must drop it.
         """
         cfg, record = plan.cfg, outcome.record
+        passed_over = ToolCallError(
+            f"{record['configured_model']} {record.get('incomplete_call')}", outcome.message
+        )
         if record["sample"] + 1 < len(cfg.final_chain):
+            discard_answer(call, passed_over)
             update = {"calls": [record], "final_index": record["sample"] + 1}
             return Command(update=update, goto=plan.final_node)
         calls = [*state.get("calls", []), record]
@@ -861,6 +870,7 @@ class MoANodes:
             or self.wants_structure(state)
         ):
             return self._aggregated(cfg, state, outcome, is_final=True)
+        discard_answer(call, passed_over)
         reason = "every aggregator's tool call left out a required argument: " + "; ".join(
             c.get("incomplete_call") or "" for c in calls if c["role"] == cfg.final_role
         )
