@@ -721,6 +721,31 @@ def test_an_incomplete_aggregator_call_gives_way_to_the_next_aggregator(fake):
     assert "incomplete_call" not in agg2
 
 
+@pytest.mark.parametrize("failing", ["AGG", "AGG2"])
+def test_a_fallback_after_a_failed_and_an_incomplete_aggregator_says_what_each_did(fake, failing):
+    # The reason named one aggregator and left the other an empty entry ("every aggregator
+    # failed: ; ..."), or said every aggregator left out an argument where one had failed.
+    def agg(label):
+        if label == failing:
+            return fake(label, fail=lambda n, m: ValueError("boom"))
+        return fake(label, tool_calls=fixed(HALF_ADD))
+
+    config = MoAConfig(
+        proposers=[fake("A", tool_calls=fixed(ADD_12))],
+        aggregator=agg("AGG"),
+        aggregator_fallbacks=[agg("AGG2")],
+        retry={"max_attempts": 1},
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    moa = answer.response_metadata["moa"]
+    assert [c["args"] for c in answer.tool_calls] == [ADD_12["args"]]
+    assert moa["fallback"] == "best_proposal"
+    reason = moa["fallback_reason"]
+    assert "boom" in reason and HALF_AGAIN in reason
+    assert ": ;" not in reason
+    assert not reason.startswith(("every aggregator failed:", "every aggregator's tool call"))
+
+
 def test_a_text_proposal_is_not_selected_when_a_tool_call_is_required(fake):
     config = MoAConfig(
         variant="select",

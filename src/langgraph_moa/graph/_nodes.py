@@ -836,9 +836,7 @@ class MoANodes:
         # A caller asking for a structure gets one or an error, never free text.
         if cfg.on_aggregator_failure == "raise" or best is None or self.wants_structure(state):
             raise AggregatorFailedError(record["configured_model"], error, calls)
-        reason = "every aggregator failed: " + "; ".join(
-            c["error"] or "" for c in calls if c["role"] == cfg.final_role
-        )
+        reason = _chain_reason(cfg, calls)
         return {"calls": [record], **labelled_fallback(cfg, calls, best, "best_proposal", reason)}
 
     def _incomplete_answer(
@@ -871,9 +869,7 @@ class MoANodes:
         ):
             return self._aggregated(cfg, state, outcome, is_final=True)
         discard_answer(call, passed_over)
-        reason = "every aggregator's tool call left out a required argument: " + "; ".join(
-            c.get("incomplete_call") or "" for c in calls if c["role"] == cfg.final_role
-        )
+        reason = _chain_reason(cfg, calls)
         return {"calls": [record], **labelled_fallback(cfg, calls, best, "best_proposal", reason)}
 
     def _budget_answer(self, plan: Plan, state: MoAState) -> dict[str, Any]:
@@ -904,6 +900,24 @@ class MoANodes:
         if isinstance(wanted, dict):
             return wanted.get("type") in ("json_schema", "json_object")
         return wanted is not None
+
+
+def _chain_reason(cfg: MoAConfig, calls: list[CallRecord]) -> str:
+    """Say why the aggregator chain gave no answer: each one's error or incomplete call.
+
+    A chain may hold both (one failed, the next left out an argument): each said as a
+    failure's error alone, the other was an empty entry ("every aggregator failed: ; ...").
+    """
+    spent = [
+        c for c in calls if c["role"] == cfg.final_role and (c["error"] or c.get("incomplete_call"))
+    ]
+    if all(c["error"] for c in spent):
+        head = "every aggregator failed"
+    elif not any(c["error"] for c in spent):
+        head = "every aggregator's tool call left out a required argument"
+    else:
+        head = "every aggregator failed or left out a required tool argument"
+    return f"{head}: " + "; ".join(c["error"] or c.get("incomplete_call") or "" for c in spent)
 
 
 def _whole_references(state: MoAState) -> list[str]:
