@@ -1528,3 +1528,21 @@ def test_a_part_is_marked_by_the_size_it_has_and_a_type_it_cannot_abuse(part, ma
     from langgraph_moa.serving._ui import _mark
 
     assert _mark(part) == mark
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_ranker_event_names_the_proposal_returned_with_shuffled_references(fake, seed):
+    # The ranker's choice numbers the references as shuffled; the answer event read it
+    # against the proposals in call order, so the page could mark another card as the pick.
+    config = MoAConfig(
+        variant="ranker",
+        proposers=[fake("A"), fake("B"), fake("C")],
+        aggregator=fake("R", reply=lambda label, n, m: "Response 1"),
+        reference_order="shuffled",
+        shuffle_seed=seed,
+    )
+    events = RunEvents(create_moa_graph(config), QUESTION)
+    list(events)
+    picked = answer_event(events.final)["ranker"]["call"]
+    returned = [c for c in events.final["calls"] if c["output"] == events.answer.text]
+    assert [["proposer", c["layer"], c["proposer"], c["sample"]] for c in returned] == [picked]
