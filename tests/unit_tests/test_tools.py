@@ -746,6 +746,38 @@ def test_a_fallback_after_a_failed_and_an_incomplete_aggregator_says_what_each_d
     assert not reason.startswith(("every aggregator failed:", "every aggregator's tool call"))
 
 
+def test_a_self_moa_seq_fallback_reason_names_only_the_last_windows_aggregators(fake):
+    # The first window's synthesis left out `b` (a reference, not a failure of the answer);
+    # the reason of the last window's fallback listed it beside that window's own error.
+    from langgraph_moa.config._schema import SelfMoASeqConfig
+
+    syntheses = []
+
+    def aggregating(messages):
+        return len(messages) > len(QUESTION)  # the references come as a system message
+
+    def calls(label, n, messages, kwargs):
+        return [dict(HALF_ADD)] if aggregating(messages) else [dict(ADD_12)]
+
+    def fail(n, messages):
+        if aggregating(messages):
+            syntheses.append(n)
+            return ValueError("boom") if len(syntheses) == 2 else None
+        return None
+
+    config = MoAConfig(
+        variant="self-moa-seq",
+        proposers=[{"model": fake("M", tool_calls=calls, fail=fail), "samples": 6}],
+        seq=SelfMoASeqConfig(window_size=4),
+        retry={"max_attempts": 1},
+    )
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    moa = answer.response_metadata["moa"]
+    assert len(syntheses) == 2 and [c["args"] for c in answer.tool_calls] == [ADD_12["args"]]
+    assert moa["fallback"] == "best_proposal"
+    assert moa["fallback_reason"] == "every aggregator failed: ValueError: boom"
+
+
 def test_a_text_proposal_is_not_selected_when_a_tool_call_is_required(fake):
     config = MoAConfig(
         variant="select",

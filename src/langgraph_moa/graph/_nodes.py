@@ -836,7 +836,7 @@ class MoANodes:
         # A caller asking for a structure gets one or an error, never free text.
         if cfg.on_aggregator_failure == "raise" or best is None or self.wants_structure(state):
             raise AggregatorFailedError(record["configured_model"], error, calls)
-        reason = _chain_reason(cfg, calls)
+        reason = _chain_reason(cfg, calls, record["layer"])
         return {"calls": [record], **labelled_fallback(cfg, calls, best, "best_proposal", reason)}
 
     def _incomplete_answer(
@@ -869,7 +869,7 @@ class MoANodes:
         ):
             return self._aggregated(cfg, state, outcome, is_final=True)
         discard_answer(call, passed_over)
-        reason = _chain_reason(cfg, calls)
+        reason = _chain_reason(cfg, calls, record["layer"])
         return {"calls": [record], **labelled_fallback(cfg, calls, best, "best_proposal", reason)}
 
     def _budget_answer(self, plan: Plan, state: MoAState) -> dict[str, Any]:
@@ -902,14 +902,19 @@ class MoANodes:
         return wanted is not None
 
 
-def _chain_reason(cfg: MoAConfig, calls: list[CallRecord]) -> str:
-    """Say why the aggregator chain gave no answer: each one's error or incomplete call.
+def _chain_reason(cfg: MoAConfig, calls: list[CallRecord], layer: int) -> str:
+    """Say why the aggregator chain of `layer` gave no answer: each one's error or bad call.
 
     A chain may hold both (one failed, the next left out an argument): each said as a
     failure's error alone, the other was an empty entry ("every aggregator failed: ; ...").
+    Only `layer`'s chain counts: a Self-MoA-Seq window before it has a synthesis of its own.
     """
     spent = [
-        c for c in calls if c["role"] == cfg.final_role and (c["error"] or c.get("incomplete_call"))
+        c
+        for c in calls
+        if c["role"] == cfg.final_role
+        and c["layer"] == layer
+        and (c["error"] or c.get("incomplete_call"))
     ]
     if all(c["error"] for c in spent):
         head = "every aggregator failed"
