@@ -147,9 +147,10 @@ def _calls_channel() -> Any:
     A channel that merges its writes (`merge_calls` alone) is saved whole at every step
     that writes it: a Self-MoA-Seq run, whose every window adds its samples, checkpointed
     all its records again at each window, the square of its samples in all (~160 kB of
-    records for 48 samples). LangGraph's `DeltaChannel` (beta; LangGraph 1.2.22 has it) saves a
-    step's writes alone, and now and then the whole list (`snapshot_frequency`), and reads
-    the list back by merging them again; a thread saved before reads back as it was.
+    records for 48 samples). LangGraph's `DeltaChannel` (beta; 1.2.13 is the first that
+    reads a subgraph's back whole) saves a step's writes alone, and now and then the whole
+    list (`snapshot_frequency`), and reads the list back by merging them again; a thread
+    saved before reads back as it was.
     """
     try:
         from langgraph.channels.delta import DeltaChannel
