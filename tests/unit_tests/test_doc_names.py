@@ -1,19 +1,22 @@
 """The names the README and docs/*.md give a user exist, and what exists is documented.
 
-Two kinds of name, each checked both ways:
+Three kinds of name, each checked both ways:
 
 - command flags: a ``moa <command> ... --flag`` written in one code span or on one line of a
   code block (its ``#`` comment included) names a flag that command has, as its click
   parameters say; and every flag of every command appears somewhere in the pages;
 - environment variables (``MOA_*``, ``LANGGRAPH_MOA_*``): each one the pages name is a
   string in src (read with ``os.environ``, or a click ``envvar``), and each such string
-  of src is named in the pages.
+  of src is named in the pages;
+- config keys: the README's config file example ("### Config files") loads as a config,
+  which refuses a key no config model has, at any depth; and every top-level field of
+  `MoAConfig` is one of its keys.
 
 What it cannot catch: a flag given to a command in prose rather than in the same code span
 ("`--history` of `moa serve`" is two spans, so the flag belongs to no command); a flag
 shared by several commands documented for one only (``--prices`` of `moa eval` counts for
 `moa serve` too); a flag whose meaning the text gets wrong; a variable src names but never
-reads; a nested config key written outside the example; a command built in a script from
+reads; a config key written outside the example; a command built in a script from
 parts (``cmd = ["moa", ...]``).
 """
 
@@ -24,9 +27,11 @@ import re
 from pathlib import Path
 
 import typer.main
+import yaml
 
 from langgraph_moa import cli as cli_package
 from langgraph_moa.cli._app import app
+from langgraph_moa.config import MoAConfig
 from tests.snippets import PAGES, ROOT
 
 SRC = Path(cli_package.__file__).parents[1]
@@ -178,3 +183,25 @@ def test_every_variable_the_pages_name_is_read():
 def test_every_variable_src_reads_is_documented():
     undocumented = _variables_in_src() - _variables_in_pages()
     assert not undocumented, sorted(undocumented)
+
+
+def _config_example() -> str:
+    """The first ```yaml block of the README's "### Config files" section."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.partition("\n### Config files\n")[2]
+    assert section, "the README has no config file section"
+    return section.partition("```yaml\n")[2].partition("```")[0]
+
+
+def test_the_config_example_loads(tmp_path):
+    path = tmp_path / "my-moa.yaml"
+    path.write_text(_config_example(), encoding="utf-8")
+    MoAConfig.from_file(path)
+
+
+def test_the_config_example_names_every_top_level_key():
+    written = set(yaml.safe_load(_config_example()))
+    assert written == set(MoAConfig.model_fields), {
+        "unknown": written - set(MoAConfig.model_fields),
+        "left out": set(MoAConfig.model_fields) - written,
+    }
