@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
-from langgraph_moa._unicode import boundary
+from langgraph_moa._unicode import beginning, boundary
 
 REDACTED = "[redacted]"
 _MARK = re.escape(REDACTED)
@@ -605,7 +605,7 @@ def describe_error(error: BaseException, limit: int = 300) -> str:
     elif isinstance(error, json.JSONDecodeError) and error.doc.strip():
         text = (
             f"{type(error).__name__}: the answer is not JSON, it begins "
-            f"{error.doc.strip()[:80]!r} ({message})"
+            f"{beginning(error.doc.strip(), 80)!r} ({message})"
         )
     elif message == EMPTY_STREAM:
         text += " The server's stream held no answer: check that it serves the OpenAI chat API."

@@ -71,6 +71,15 @@ def boundary(text: str, index: int) -> int:
     return index
 
 
+def beginning(text: str, count: int) -> str:
+    """Return the first `count` characters of `text` or fewer, ending between whole ones.
+
+    A client's or a model's text shown short (a log field, an error's quote) is cut here,
+    never by ``text[:count]``, which can end it in half a flag or an emoji family's joiner.
+    """
+    return text[: boundary(text, count)]
+
+
 def ending(text: str, count: int) -> str:
     """Return the last `count` characters of `text` or fewer, starting between whole ones.
 

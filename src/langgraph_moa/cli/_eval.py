@@ -301,11 +301,13 @@ def _key_left_out(resume: str) -> str:
 
 def _partly_failed(summary: dict[str, Any]) -> list[str]:
     """Say which systems failed on some items: their accuracy leaves those items out."""
+    from langgraph_moa.eval.report import first_error
+
     counts = {n: s["errors"] for n, s in summary.items() if 0 < s["errors"] < s["items"]}
     if not counts:
         return []
     each = ", ".join(f"{name} {n} of {summary[name]['items']}" for name, n in counts.items())
-    first = " ".join(str(summary[next(iter(counts))].get("first_error") or "").split())[:300]
+    first = first_error(summary[next(iter(counts))])
     return [
         f"some items failed ({each}) and are not in the accuracy; the first error: "
         f"{first.rstrip('.')}. Run the same command again to retry them (the rest come "

@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from langgraph_moa._terminal import for_terminal
-from langgraph_moa._unicode import boundary, ending
+from langgraph_moa._unicode import beginning, ending
 from langgraph_moa.cli._output import out
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._table import LOCAL_PREFIX
@@ -296,7 +296,7 @@ def _short(text: str, limit: int = PREVIEW_CHARS) -> str:
         return text
     columns = itertools.accumulate(map(get_character_cell_size, text))
     end = sum(1 for used in itertools.takewhile(lambda used: used < limit, columns))
-    return text[: boundary(text, end)] + "…"
+    return beginning(text, end) + "…"
 
 
 def picked(selection: dict[str, Any]) -> str:

@@ -11,12 +11,18 @@ from fractions import Fraction
 from typing import Any
 
 from langgraph_moa._redact import clip
+from langgraph_moa._unicode import beginning
 from langgraph_moa.eval.layers import FINAL, SIMILARITY_METRICS
 from langgraph_moa.eval.provenance import render_provenance
 
 
 def _fmt(value: Any, spec: str = "") -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def first_error(system: dict[str, Any]) -> str:
+    """Return a system's first recorded error on one line, at most 300 whole characters."""
+    return beginning(" ".join(str(system.get("first_error") or "").split()), 300)
 
 
 def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None) -> str:
@@ -131,7 +137,7 @@ def _coverage(summary: dict[str, Any]) -> list[str]:
                 f"are not in the accuracy.{hint}"
             )
         if s.get("errors"):
-            first = " ".join(str(s.get("first_error") or "").split())[:300]
+            first = first_error(s)
             lines.append(
                 f"- **{name}**: {s['errors']} of {s['items']} items failed; the first error: "
                 f"{first}"

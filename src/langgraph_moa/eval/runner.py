@@ -39,6 +39,7 @@ from langgraph_moa._redact import (
     redact_spec,
     redacted_repr,
 )
+from langgraph_moa._unicode import beginning
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, explain_errors, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
@@ -224,7 +225,8 @@ def check_eval_seed(seed: Any) -> None:
             f"pass a seed from 0 to {SEED_MAX}, or none."
         )
     raise MoAConfigError(
-        f"seed {str(seed)[:40]!r} is not a whole number from 0 to {SEED_MAX}: pass one, or none."
+        f"seed {beginning(str(seed), 40)!r} is not a whole number from 0 to {SEED_MAX}: "
+        "pass one, or none."
     )
 
 
@@ -950,7 +952,9 @@ def _make_folder(path: Path) -> None:
 
 def _fallback_words(row: dict[str, Any]) -> str:
     """Say which fallback answered a row, and why, in one line."""
-    reason = " ".join(str(row.get("fallback_reason") or "no reason recorded").split())[:300]
+    reason = beginning(
+        " ".join(str(row.get("fallback_reason") or "no reason recorded").split()), 300
+    )
     return f"{row['fallback']}: {reason}"
 
 
@@ -966,7 +970,7 @@ def _last_turn(row: dict[str, Any]) -> list[dict[str, Any]]:
 def _progress_line(name: str, done: int, total: int, row: dict[str, Any], started: float) -> str:
     """One line of progress for a log: items done, the last outcome, the time so far."""
     if row["error"] is not None:
-        outcome = "error: " + " ".join(str(row["error"]).split())[:100]
+        outcome = "error: " + beginning(" ".join(str(row["error"]).split()), 100)
     elif "correct" in row["scores"]:
         outcome = "right" if row["scores"]["correct"] else "wrong"
     else:

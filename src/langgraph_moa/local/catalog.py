@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
+from langgraph_moa._unicode import beginning
 from langgraph_moa.errors import LocalModelError, MoAConfigError
 from langgraph_moa.local._filelock import file_lock
 
@@ -219,7 +220,7 @@ def count_from_env(
     # `most` is refused before int() is asked.
     too_long = len(value.lstrip("0")) > len(str(most))
     if not value.isdecimal() or too_long or not least <= int(value) <= most:
-        shown = value if len(value) <= 40 else value[:40] + "..."
+        shown = value if len(value) <= 40 else beginning(value, 40) + "..."
         raise MoAConfigError(
             f"{name} must be a whole number{unit} from {least} to {most}, got {shown!r}: {fix}."
         )

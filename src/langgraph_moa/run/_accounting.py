@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 
 from langgraph_moa._parts import MEDIA_PARTS
 from langgraph_moa._redact import describe_error
-from langgraph_moa._unicode import boundary, well_formed
+from langgraph_moa._unicode import beginning, well_formed
 from langgraph_moa.errors import (
     ContentFilteredError,
     EmptyResponseError,
@@ -130,7 +130,7 @@ def refuse_filtered(response: BaseMessage, label: str) -> None:
     if isinstance(refusal, str) and refusal.strip():
         said = well_formed(refusal.strip())
         raise EmptyResponseError(
-            f"{label} refused to answer ({said[: boundary(said, 200)]!r}): a refusal is "
+            f"{label} refused to answer ({beginning(said, 200)!r}): a refusal is "
             "no reference and no answer; rephrase the request or use another model",
             response,
         )

@@ -34,7 +34,7 @@ from langgraph.config import get_config
 from langgraph.constants import CONF
 
 from langgraph_moa._redact import LABEL_CHARS, clip, describe_error
-from langgraph_moa._unicode import boundary
+from langgraph_moa._unicode import beginning
 from langgraph_moa.errors import (
     CallTimeoutError,
     RetryPastDeadlineError,
@@ -266,7 +266,7 @@ def record_answer(
         cached=record["cached"],
         **({"usage_estimated": True} if "usage_estimated" in record else {}),
         retries=len(errors),
-        preview=line[: boundary(line, 200)],  # no half an emoji
+        preview=beginning(line, 200),  # no half an emoji
         # "length" for every provider's spelling of a max_tokens cut: a card says so
         finish_reason=openai_finish_reason(record["finish_reason"]),
     )

@@ -23,6 +23,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateUpdate
 
 from langgraph_moa._redact import clip
+from langgraph_moa._unicode import beginning
 from langgraph_moa.errors import MoAInputError
 from langgraph_moa.run._busy import aheld, held, thread_key
 from langgraph_moa.run._interrupt import interruptible, interruptibly
@@ -248,7 +249,7 @@ def _refusal(exc: Exception) -> str:
     """Return the first line of a model's refusal, short: LangChain's runs over several lines."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = (lines[0] if lines else "").rstrip(".:;")
-    text = text if len(text) <= 80 else text[:77] + "..."
+    text = text if len(text) <= 80 else beginning(text, 77) + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -335,7 +336,7 @@ def check_seed(call_kwargs: Any) -> None:
     if not is_seed(seed) or not SEED_MIN <= seed <= SEED_MAX:
         raise MoAInputError(
             f"seed must be an integer within a signed 64-bit range, such as 7, but it is "
-            f"{str(seed)[:40]!r}: pass a whole number."
+            f"{beginning(str(seed), 40)!r}: pass a whole number."
         )
 
 
@@ -476,7 +477,7 @@ def _kind(value: Any) -> str:
     if value is None:
         return "None"
     shown = repr(value)
-    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    shown = shown if len(shown) <= 40 else beginning(shown, 37) + "..."
     return f"{type(value).__name__} {shown}"
 
 

@@ -24,6 +24,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.runnables import Runnable
 
+from langgraph_moa._unicode import beginning
 from langgraph_moa.errors import MoAInputError, ToolCallError
 from langgraph_moa.run._inputs import (
     SEED_MAX,
@@ -325,7 +326,7 @@ def _unrunnable_call(response: AIMessage, options: Options, names: list[str]) ->
     if bad := response.invalid_tool_calls:
         return (
             f"called {bad[0].get('name')!r} with arguments that are not a JSON object: "
-            f"{str(bad[0].get('args'))[:80]!r}"
+            f"{beginning(str(bad[0].get('args')), 80)!r}"
         )
     if unbound := [c["name"] for c in calls if c["name"] not in names]:
         return f"called {unbound[0]!r}, which is not bound (the tools are {', '.join(names)})"

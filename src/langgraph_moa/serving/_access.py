@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from langgraph_moa._redact import redact, redact_spec
+from langgraph_moa._unicode import beginning
 from langgraph_moa.serving._request_id import of as request_id_of
 
 _KEEP = 256 * 1024
@@ -199,7 +200,7 @@ class AccessLog:
     ) -> dict[str, Any]:
         """Return the facts of one request's line, each fit for the log (one line, no key)."""
         seconds = time.perf_counter() - started
-        path = _printable(scope["path"])[:200]  # a client's
+        path = beginning(_printable(scope["path"]), 200)  # a client's
         record: dict[str, Any] = {"method": scope["method"], "path": path, "status": status}
         model = scope.get(MODEL_KEY)  # what the app read, else what the log can tell
         if model is None and not seen["request_cut"]:
@@ -207,7 +208,7 @@ class AccessLog:
         if model:
             # A client's: one line, short, and no part of a key of an endpoint URL it named
             # (`redact_spec`: a spec alone, its key's quote or "<>" no end of it).
-            record["model"] = _printable(redact_spec(str(model)))[:100]
+            record["model"] = beginning(_printable(redact_spec(str(model))), 100)
         if "calls" in facts:
             record["calls"], record["failed"] = facts["calls"], facts["failed"]
             if failed_models := facts.get("failed_models"):
@@ -221,7 +222,7 @@ class AccessLog:
         if error:
             # A crash says anything; an upstream's sentence may quote the user's input.
             said = without_quoted_input(str(error)[:_ERROR_READ])
-            record["error"] = _printable(redact(said))[:300]
+            record["error"] = beginning(_printable(redact(said)), 300)
         elif cut := scope.get(CUT_KEY):
             record["cut"] = cut
         elif seen.get("left"):  # a 200 that never answered: the run was cancelled
@@ -674,14 +675,14 @@ def _failed_models(calls: list[Any]) -> list[str]:
 
 def _log_names(models: list[str]) -> list[str]:
     """Return models fit for the log: one line each, short, key-free (a client's may be a URL)."""
-    return [_printable(redact_spec(m))[:100] for m in models]
+    return [beginning(_printable(redact_spec(m)), 100) for m in models]
 
 
 def _named(models: list[str] | None) -> str:
     """Return `` (a, b)``: the failed calls' models for the line, short and key-free."""
     if not models:
         return ""
-    return f" ({', '.join(_log_names(models))[:300]})"
+    return f" ({beginning(', '.join(_log_names(models)), 300)})"
 
 
 def _passed_over(moa: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from langgraph_moa._json import dumps
 from langgraph_moa._private import create_private
-from langgraph_moa._unicode import boundary
+from langgraph_moa._unicode import beginning
 from langgraph_moa.errors import LocalModelError, MoAError
 from langgraph_moa.graph.streaming import PART_END_FIELDS
 from langgraph_moa.local.catalog import NO_HOME, cache_root
@@ -124,7 +124,7 @@ class RunRecord:
             "question": self.question,
             "created": self.created,
             "status": self.status,
-            "answer": self.answer[: boundary(self.answer, 200)],  # no half an emoji
+            "answer": beginning(self.answer, 200),  # no half an emoji
         }
 
 
