@@ -563,6 +563,41 @@ def test_a_failing_judge_costs_the_win_rates_only(mix, lone, tmp_path):
     assert len((tmp_path / "results" / "mix.jsonl").read_text().splitlines()) == 6
 
 
+def test_cancelled_judging_does_not_wait_out_a_judges_retry_after(mix, lone, tmp_path):
+    """A Ctrl-C during judging (the run's task cancelled) waited, at the event loop's close,
+    for a judging thread asleep in a Retry-After of up to a minute."""
+    import threading
+    import time
+
+    import httpx
+    import openai
+
+    request = httpx.Request("POST", "http://h/v1/chat/completions")
+    response = httpx.Response(429, request=request, headers={"retry-after": "50"})
+    asked = threading.Event()
+
+    def limited(_n, _messages):
+        asked.set()
+        return openai.RateLimitError("slow down", response=response, body=None)
+
+    judge = FakeChat(label="judge", fail=limited)
+    evaluation = Evaluation([mix, lone], ITEMS, tmp_path, judge=judge, baseline="wrong-alone")
+
+    async def cancelled_while_judging() -> None:
+        task = asyncio.ensure_future(evaluation.run(progress=False))
+        deadline = time.monotonic() + 60
+        while not asked.is_set() and not task.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run = threading.Thread(target=asyncio.run, args=(cancelled_while_judging(),), daemon=True)
+    run.start()
+    run.join(timeout=30)  # the loop closes once its judging threads end: not 50 s later
+    assert asked.is_set() and not run.is_alive()
+
+
 def test_a_judge_that_cannot_be_built_is_refused_before_any_answer(mix, tmp_path):
     with pytest.raises(MoAConfigError, match="Invalid --judge: Model spec 'openai:' has no"):
         Evaluation([mix], ITEMS, tmp_path, judge="openai:", baseline="mix")

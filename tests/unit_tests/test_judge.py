@@ -1,8 +1,11 @@
 """Pairwise judging: position bias cancels, the bootstrap interval is pinned."""
 
+import threading
+
 import pytest
 from langchain_core.messages import AIMessage
 
+from langgraph_moa.errors import RetryPastDeadlineError
 from langgraph_moa.eval.judge import (
     bootstrap_interval,
     judge_both_orders,
@@ -174,29 +177,60 @@ def test_an_unreadable_verdict_an_earlier_version_cached_is_asked_again(fake, tm
     assert len(judge.log.calls) == 2
 
 
-def test_a_judge_call_is_retried_on_a_transient_failure(fake, log, monkeypatch):
-    """The judge's client does not retry (a run's calls are retried by the graph, and the
-    judge is called outside any run): one 429 failed the judging of a whole system."""
+def _rate_limited(seconds: float) -> Exception:
     import httpx
     import openai
 
-    from langgraph_moa.eval import judge
-
-    slept: list[float] = []
-    monkeypatch.setattr(judge.time, "sleep", slept.append)
     request = httpx.Request("POST", "http://h/v1/chat/completions")
-    limited = openai.RateLimitError(
-        "slow down",
-        response=httpx.Response(429, request=request, headers={"retry-after": "2"}),
-        body=None,
+    headers = {"retry-after": f"{seconds:g}"}
+    return openai.RateLimitError(
+        "slow down", response=httpx.Response(429, request=request, headers=headers), body=None
     )
+
+
+def test_a_judge_call_is_retried_on_a_transient_failure(fake, log):
+    """The judge's client does not retry (a run's calls are retried by the graph, and the
+    judge is called outside any run): one 429 failed the judging of a whole system."""
+    import openai
+
+    slept: list[float | None] = []
+
+    class Recorded(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            slept.append(timeout)
+            return False
+
+    limited = _rate_limited(2)
     flaky = fake("JUDGE", reply=lambda *a: "A", fail=lambda n, m: limited if n == 1 else None)
-    assert judge_both_orders(flaky, "q", "a", "b") == ("A", "A")
+    assert judge_both_orders(flaky, "q", "a", "b", stop=Recorded()) == ("A", "A")
     assert len(log.by("JUDGE")) == 3 and slept == [2.0]  # its Retry-After waited out
     refused = fake("REFUSED", fail=lambda n, m: _openai_error(404, {"error": {"message": "x"}}))
     with pytest.raises(openai.NotFoundError):
         judge_both_orders(refused, "q", "a", "b")
     assert len(log.by("REFUSED")) == 1  # a 404 is not tried again
+
+
+def test_a_judge_asked_to_wait_too_long_says_so_as_a_runs_call_does(fake, log):
+    """A Retry-After over 60 s raised the provider's bare "slow down": nothing said that the
+    wait asked for was longer than a call waits, as a run's call says."""
+    slow = fake("JUDGE", fail=lambda n, m: _rate_limited(120))
+    with pytest.raises(RetryPastDeadlineError) as raised:
+        judge_both_orders(slow, "q", "a", "b", name="openai:o3-mini")
+    assert str(raised.value) == (
+        "the judge openai:o3-mini asked to be retried after 120s, longer than the 60s a call "
+        "waits: try again later, or use another model or endpoint"
+    )
+    assert isinstance(raised.value.__cause__, Exception) and len(log.by("JUDGE")) == 1
+
+
+def test_a_stopped_judge_gives_up_its_wait_at_once(fake, log):
+    """The wait between a judge's attempts could not be cut short: a Ctrl-C during judging
+    waited out a Retry-After of up to a minute in the judging thread."""
+    stop = threading.Event()
+    slow = fake("JUDGE", fail=lambda n, m: stop.set() or _rate_limited(50))
+    with pytest.raises(Exception, match="slow down"):
+        judge_both_orders(slow, "q", "a", "b", stop=stop)  # no 50 s wait: stopped meanwhile
+    assert len(log.by("JUDGE")) == 1  # and no second attempt
 
 
 @pytest.mark.parametrize(

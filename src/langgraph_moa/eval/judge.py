@@ -10,7 +10,7 @@ bootstrap confidence interval over items.
 from __future__ import annotations
 
 import re
-import time
+import threading
 from collections.abc import Sequence
 from typing import Literal
 
@@ -19,10 +19,10 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from langgraph_moa.eval.stats import bootstrap_mean_interval
 from langgraph_moa.providers._retry import (
-    MAX_RETRY_AFTER_S,
     explain_failure,
     is_retryable,
     retry_after_s,
+    too_long_a_wait,
 )
 from langgraph_moa.run.cache import CallCache, call_key
 from langgraph_moa.text._thinking import split_thinking
@@ -98,6 +98,7 @@ def judge_both_orders(
     cache: CallCache | None = None,
     label: str = "judge",
     name: str | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[Verdict | None, Verdict | None]:
     """Ask the judge with the candidate first, then with the baseline first.
 
@@ -107,8 +108,11 @@ def judge_both_orders(
     judge in their key (`run._calls.cache_name`: a local judge with its file's digest). The
     judge is called directly, not as a run's call, so its failure is explained here as a
     call's is (`explain_failure`: a 404, a context overflow, a refused parameter), naming
-    the judge's model (`name`, else `label`) and the fix.
+    the judge's model (`name`, else `label`) and the fix. Once `stop` is set, a wait before
+    a retry ends at once, the failure raised (its caller was cancelled: a Ctrl-C).
     """
+    stop = stop or threading.Event()
+    who = f"the judge {name or label}"
 
     def ask(first: str, second: str) -> Verdict | None:
         messages = judge_messages(instruction, first, second)
@@ -117,9 +121,9 @@ def judge_both_orders(
             if (verdict := parse_verdict(hit.text)) is not None:
                 return verdict
         try:
-            reply = _invoke_with_retries(judge, messages)
+            reply = _invoke_with_retries(judge, messages, who, stop)
         except Exception as exc:
-            explained = explain_failure(exc, f"the judge {name or label}", messages)
+            explained = explain_failure(exc, who, messages)
             if explained is exc:
                 raise
             raise explained from exc
@@ -142,11 +146,19 @@ JUDGE_BACKOFF_S = 1.0
 provider asked for none (``Retry-After``)."""
 
 
-def _invoke_with_retries(judge: BaseChatModel, messages: Sequence[BaseMessage]) -> BaseMessage:
+def _invoke_with_retries(
+    judge: BaseChatModel,
+    messages: Sequence[BaseMessage],
+    label: str,
+    stop: threading.Event,
+) -> BaseMessage:
     """Call the judge, trying again (up to `JUDGE_ATTEMPTS`) a failure that may pass.
 
-    A failure that cannot (a 404, a refused parameter, as `explain_failure` reads it) and
-    one whose ``Retry-After`` is longer than `MAX_RETRY_AFTER_S` are raised at once.
+    A failure that cannot (a 404, a refused parameter, as `explain_failure` reads it) is
+    raised at once, and one whose ``Retry-After`` is longer than a call waits fails as a
+    run's call does (`too_long_a_wait`, naming `label`). The wait before a retry ends when
+    `stop` is set, and the failure stands: the judging was cancelled (a Ctrl-C), and the
+    event loop closes only once its judging threads end.
     """
     attempt = 1
     while True:
@@ -156,9 +168,10 @@ def _invoke_with_retries(judge: BaseChatModel, messages: Sequence[BaseMessage]) 
             if attempt == JUDGE_ATTEMPTS or not is_retryable(explain_failure(exc, "", messages)):
                 raise
             wait = retry_after_s(exc) or JUDGE_BACKOFF_S * 2 ** (attempt - 1)
-            if wait > MAX_RETRY_AFTER_S:
+            if (too_long := too_long_a_wait(label, wait)) is not None:
+                raise too_long from exc
+            if stop.wait(wait):
                 raise
-            time.sleep(wait)
             attempt += 1
 
 

@@ -25,6 +25,7 @@ from langgraph_moa.errors import (
     ContextLengthError,
     EndpointNotFoundError,
     MoAError,
+    RetryPastDeadlineError,
     UnsupportedContentError,
     UnsupportedParameterError,
     UpstreamResponseError,
@@ -125,6 +126,20 @@ MAX_RETRY_AFTER_S = 60.0
 """The longest ``Retry-After`` a call waits out before its retry; one that asks for longer
 fails at once (`run._calls`): a wait cut short is refused again, and an hour's wait holds the
 run for nothing."""
+
+
+def too_long_a_wait(label: str, wait: float) -> RetryPastDeadlineError | None:
+    """Return the failure of a call asked to wait `wait` s, past `MAX_RETRY_AFTER_S`, else None.
+
+    One sentence for a run's call and the eval's judge alike: the provider's own error ("slow
+    down") does not say that the wait it asked for was refused, nor what to do.
+    """
+    if wait <= MAX_RETRY_AFTER_S:
+        return None
+    return RetryPastDeadlineError(
+        f"{clip(label, LABEL_CHARS)} asked to be retried after {wait:g}s, longer than the "
+        f"{MAX_RETRY_AFTER_S:g}s a call waits: try again later, or use another model or endpoint"
+    )
 
 
 def retry_after_s(exc: BaseException) -> float | None:

@@ -49,10 +49,10 @@ from langgraph_moa.providers._models import (
     has_own_timeout,
 )
 from langgraph_moa.providers._retry import (
-    MAX_RETRY_AFTER_S,
     explain_failure,
     is_retryable,
     retry_after_s,
+    too_long_a_wait,
 )
 from langgraph_moa.providers._table import LOCAL_PREFIX, is_sdk_timeout
 from langgraph_moa.run import _clock as clock
@@ -738,12 +738,8 @@ def _retry_wait(
         return 0.0
     wait = retry_after_s(error) or 0.0
     label = clip(label, LABEL_CHARS)
-    if wait > MAX_RETRY_AFTER_S:
-        return RetryPastDeadlineError(
-            f"{label} asked to be retried after {wait:g}s, longer than the "
-            f"{MAX_RETRY_AFTER_S:g}s a call waits: try again later, or use another model or "
-            "endpoint"
-        )
+    if (too_long := too_long_a_wait(label, wait)) is not None:
+        return too_long
     due = _DEADLINE.get()
     if wait and due is not None and time.monotonic() + wait > due:
         return RetryPastDeadlineError(
