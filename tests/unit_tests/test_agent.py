@@ -199,6 +199,8 @@ def test_an_incomplete_call_with_no_whole_one_reaches_the_tool_node_for_a_retry(
     assert [c["args"] for c in first.tool_calls] == [HALF_ADD["args"]]
     agg = [c for c in first.response_metadata["moa"]["calls"] if c["role"] == "aggregator"]
     assert "without its required argument 'b'" in agg[0]["incomplete_call"]
+    # the call's record says so; the answer's metadata carries no internal mark of the call
+    assert [k for k in first.response_metadata if k.startswith("moa_")] == []
     assert isinstance(refused, ToolMessage) and refused.status == "error"
     assert out["messages"][4].text == "3"
 

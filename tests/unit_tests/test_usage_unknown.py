@@ -228,3 +228,5 @@ def test_a_function_calling_structured_answer_without_usage_is_counted_once(log)
     [record] = [c for c in out["raw"].response_metadata["moa"]["calls"] if c["role"] != "proposer"]
     assert record["usage_estimated"] is True
     assert record["completion_tokens"] == estimate_tokens(json.dumps(answer))
+    # the mark that says so is the package's own: a caller never sees it
+    assert [k for k in out["raw"].response_metadata if k.startswith("moa_")] == []

@@ -516,6 +516,17 @@ STRUCTURED_MARK = "moa_structured_from_tool_calls"
 """``response_metadata`` mark of a function-calling structured answer whose text is its tool
 call's arguments written out (`graph._nodes._answer_of`): what it wrote is counted once."""
 
+CALL_MARKS = (
+    STRUCTURED_MARK,
+    "moa_incomplete_call",
+    "moa_reference_only",
+    "moa_tool_calls_from_text",
+)
+"""``response_metadata`` marks the package sets on one call's response for its own use; its
+call record says what they mean (``incomplete_call``, ``reference_only``,
+``tool_calls_from_text``). The answer, built from a call's response, leaves them out: they
+are no part of the answer's public metadata (`run._answer.final_message`)."""
+
 
 def _prompt_estimate(prompt: Sequence[BaseMessage], tools: Any) -> int:
     """Estimate a prompt's tokens: its messages' text, media parts and the tools' schemas."""

@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolCall
 
 from langgraph_moa._unicode import well_formed_content
 from langgraph_moa.run._accounting import (
+    CALL_MARKS,
     finish_reason,
     openai_finish_reason,
     summarize,
@@ -94,6 +95,8 @@ def final_message(
     source = source or record
     content = well_formed_content(content)  # the aggregator's own text is not recorded first
     meta = dict(response.response_metadata) if response is not None else {}
+    for mark in CALL_MARKS:  # the package's own, on the call: its record says them
+        meta.pop(mark, None)
     if response is not None and isinstance(response, AIMessage):
         tool_calls = answer_tool_calls(response.tool_calls)
     else:
