@@ -197,6 +197,26 @@ def test_the_estimate_counts_an_image_part_of_the_prompt():
     assert prompt_tokens == estimate_tokens("What is this?") + MEDIA_PART_TOKENS
 
 
+def test_plain_text_blocks_and_refusal_parts_are_counted_in_the_estimate():
+    """``BaseMessage.text`` reads only ``text`` parts: a plain-text block (which `moa serve`
+    takes) and a refusal part were estimated at 0 tokens."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from langgraph_moa.run._accounting import estimated_tokens
+    from langgraph_moa.text._prompts import estimate_tokens
+
+    document = "The meeting moved to Thursday at ten. " * 8
+    plain = {"type": "text-plain", "text": document, "mime_type": "text/plain"}
+    refused = {"type": "refusal", "refusal": "I can't help with that request."}
+    prompt = [HumanMessage([plain]), AIMessage([refused]), HumanMessage("Why not?")]
+    answer = AIMessage([{"type": "refusal", "refusal": "It is not allowed."}])
+    prompt_tokens, completion, *_ = estimated_tokens(answer, prompt)
+    assert prompt_tokens == sum(
+        map(estimate_tokens, [document, "I can't help with that request.", "Why not?"])
+    )
+    assert completion == estimate_tokens("It is not allowed.")
+
+
 def test_a_function_calling_structured_answer_without_usage_is_counted_once(log):
     """Its text is its tool call's arguments written out (`_answer_of`): counted once."""
     from langchain_core.runnables import RunnableLambda

@@ -528,11 +528,30 @@ call record says what they mean (``incomplete_call``, ``reference_only``,
 are no part of the answer's public metadata (`run._answer.final_message`)."""
 
 
+def _read_text(message: BaseMessage) -> str:
+    """Return all the text a model reads or wrote in `message`, as `estimated_tokens` counts it.
+
+    ``BaseMessage.text`` joins only ``text`` parts: a ``text-plain`` block (which `moa serve`
+    takes) and a ``refusal`` part were counted as 0 tokens.
+    """
+    text = str(message.text)
+    if isinstance(message.content, list):
+        for part in message.content:
+            if isinstance(part, dict) and part.get("type") in _OTHER_TEXT_PARTS:
+                said = part.get(_OTHER_TEXT_PARTS[part["type"]])
+                text += said if isinstance(said, str) else ""
+    return text
+
+
+_OTHER_TEXT_PARTS = {"text-plain": "text", "refusal": "refusal"}
+"""The content parts besides ``text`` that hold text -> the key it is under."""
+
+
 def _prompt_estimate(prompt: Sequence[BaseMessage], tools: Any) -> int:
     """Estimate a prompt's tokens: its messages' text, media parts and the tools' schemas."""
     tokens = 0
     for m in prompt:
-        tokens += estimate_tokens(m.text)
+        tokens += estimate_tokens(_read_text(m))
         if isinstance(m.content, list):
             media = sum(isinstance(p, dict) and p.get("type") in MEDIA_PARTS for p in m.content)
             tokens += media * MEDIA_PART_TOKENS
@@ -547,9 +566,9 @@ def estimated_tokens(
     """Estimate the tokens of a call whose provider reported none, as `_tokens` returns them.
 
     By `estimate_tokens` (3 characters a token for English, more for other scripts): the
-    prompt's messages (an image, audio or file part at `MEDIA_PART_TOKENS`), the schemas of the
-    `tools` it was sent, and what the model wrote (its text, thinking and tool calls; a
-    structured answer's text and call once, `STRUCTURED_MARK`). The record says so
+    prompt's messages (`_read_text`; an image, audio or file part at `MEDIA_PART_TOKENS`), the
+    schemas of the `tools` it was sent, and what the model wrote (its text, thinking and tool
+    calls; a structured answer's text and call once, `STRUCTURED_MARK`). The record says so
     (``usage_estimated``): an estimate is neither the provider's count nor a zero.
     """
     prompt_tokens = _prompt_estimate(prompt, tools)
@@ -559,7 +578,7 @@ def estimated_tokens(
         calls = "".join(str(c["args"]) for c in response.tool_calls)
         if (response.response_metadata or {}).get(STRUCTURED_MARK):
             calls = ""  # the text is these calls' arguments
-        written = response.text + (thinking if isinstance(thinking, str) else "") + calls
+        written = _read_text(response) + (thinking if isinstance(thinking, str) else "") + calls
     completion = estimate_tokens(written)
     usage: Any = (response.usage_metadata if isinstance(response, AIMessage) else None) or {}
     return prompt_tokens, completion, prompt_tokens + completion, "total_cost" in usage
