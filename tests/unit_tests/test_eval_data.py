@@ -603,6 +603,27 @@ def test_a_hedge_split_by_other_words_or_between_option_texts_is_a_hedge(item):
     assert {answer: score(item, answer)["correct"] for answer in graded} == graded
 
 
+def test_an_or_whose_sentence_ends_before_another_option_is_no_hedge():
+    """ "C. Or maybe not. A careful check ..." read the article "A" of the next sentence as
+    the option "or" offered: a hedge between C and A, so a stated C picked none."""
+    firm = (
+        "The answer is C. Or maybe not. A careful check confirms it.",
+        "The answer is C. Or is it? A second look says yes.",
+        "The answer is C. Or not! A trap, but C holds.",
+    )
+    assert {a: (hedges(a), chosen_option(a)) for a in firm} == dict.fromkeys(firm, (False, "C"))
+    still = (
+        "The answer is C. Or maybe D.",
+        "The answer is C. Or D, if the question means speed.",
+        "The answer is C. Or, less likely, D.",
+        "The answer is C, or quite possibly D.",
+        "The answer is C (or D).",
+        "The answer is C or... D",
+        "The answer is C or... maybe D.",
+    )
+    assert {a: (hedges(a), chosen_option(a)) for a in still} == dict.fromkeys(still, (True, None))
+
+
 @EACH_CHOICE_ITEM
 def test_a_remark_on_another_option_after_a_stated_one_is_no_hedge(item):
     """ "C, though many might pick D" states C with a remark on a distractor: the modal
