@@ -132,6 +132,41 @@ def test_confidence_lets_one_sure_answer_outweigh_two_unsure_ones():
     assert select(pool, SelectionConfig(method="vote")).winner in (0, 1)
 
 
+def _tool_pool(incomplete, cut_off=()):
+    """A whole call (proposal 1) and the same call without its argument from the rest."""
+    whole = Candidate(index=0, model="m", text="", tool_key='add({"a":1,"b":2})')
+    half = [
+        Candidate(
+            index=i,
+            model="m",
+            text="",
+            tool_key='add({"a":1})',
+            incomplete=True,
+            cut_off=i in cut_off,
+        )
+        for i in range(1, incomplete + 1)
+    ]
+    return [whole, *half]
+
+
+@pytest.mark.parametrize(
+    ("pool", "note"),
+    [
+        (_tool_pool(1), "proposal 2 was missing a required tool argument and did not vote"),
+        (_tool_pool(2), "proposals 2, 3 were missing a required tool argument and did not vote"),
+        (
+            _tool_pool(3, cut_off={1}),
+            "proposal 2 was cut off by max_tokens and did not vote; proposals 3, 4 were missing "
+            "a required tool argument and did not vote",
+        ),
+    ],
+)
+def test_the_note_of_proposals_that_did_not_vote_is_a_sentence(pool, note):
+    """It read "proposals 2, 3 were left out a required tool argument and did not vote"."""
+    decision = select(pool, SelectionConfig(method="vote"))
+    assert decision.winner == 0 and decision.note == note
+
+
 WORKED = "Each box holds 4, so 3 boxes hold 3 x 4 = 12. The answer is 12."
 STOPPED = "Each box holds 4. First we count the boxes: there are 3"  # max_tokens hit here
 

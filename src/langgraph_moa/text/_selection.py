@@ -1037,12 +1037,16 @@ def _votes_of_complete(
     incomplete = [c.index for c in demoted if c.incomplete and not c.cut_off]
     return kept, _join_notes(
         _did_not_vote(cut, "cut off by max_tokens"),
-        _did_not_vote(incomplete, "left out a required tool argument"),
+        _did_not_vote(incomplete, "missing a required tool argument"),
     )
 
 
 def _did_not_vote(indices: list[int], why: str) -> str | None:
-    """Say which proposals did not vote and why; None for none."""
+    """Say which proposals did not vote and why; None for none.
+
+    `why` follows "was" or "were" (a participle or an adjective: "cut off by max_tokens",
+    "missing ..."), for one proposal or several alike.
+    """
     if not indices:
         return None
     which = ", ".join(str(i + 1) for i in indices)
