@@ -9,13 +9,15 @@ import asyncio
 import signal
 import threading
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from langgraph_moa.providers import _models
 from tests.fakes import FakeChat
 
-SYSTEM = "single:m@http://upstream.example.test/v1"
+ENDPOINT = "m@http://upstream.example.test/v1"
+SYSTEM = f"single:{ENDPOINT}"
 
 
 @pytest.fixture
@@ -45,13 +47,22 @@ def evaluated_in_this_thread(monkeypatch, question: str = "Say alpha1.") -> list
     return outputs
 
 
-def interrupt_the_cell_once(when: threading.Event) -> None:
+def interrupt_the_cell_once(when: threading.Event, *, awaiting: bool = False) -> Any:
     """Interrupt the kernel, as its button does, once `when` is set.
 
     The kernel's interrupt raises KeyboardInterrupt in the cell's thread (this one); the
-    handler of the test's loop (asyncio.Runner's) would only cancel the test's task.
+    handler of the test's loop (asyncio.Runner's) would only cancel the test's task. In a
+    cell with a top-level ``await`` (`awaiting`), which the kernel runs as a task of its
+    loop, ipykernel's handler instead schedules that task's cancellation on the loop, which
+    a sync call blocking the cell keeps from running. Returns the handler installed.
     """
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # conftest restores it
+    if awaiting:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None
+        handler = lambda *_: loop.call_soon_threadsafe(task.cancel)  # noqa: E731
+    else:
+        handler = signal.default_int_handler
+    signal.signal(signal.SIGINT, handler)  # conftest restores it
     cell = threading.get_ident()
 
     def interrupt() -> None:
@@ -59,6 +70,7 @@ def interrupt_the_cell_once(when: threading.Event) -> None:
             signal.pthread_kill(cell, signal.SIGINT)
 
     threading.Thread(target=interrupt, daemon=True).start()
+    return handler
 
 
 async def test_a_langsmith_experiment_run_from_a_notebook_cell_answers(
@@ -116,6 +128,10 @@ async def test_an_interrupt_while_the_examples_thread_starts_still_cancels_it(
     assert not examples[0].is_alive()
 
 
+HANG_S = 30.0
+"""How long a hanging fake call waits to be cancelled (a test that fails does not hang)."""
+
+
 def hanging(answering) -> tuple[threading.Event, threading.Event]:
     """Make every model a fake whose call hangs until cancelled; return (called, cancelled)."""
     started, cancelled = threading.Event(), threading.Event()
@@ -124,9 +140,10 @@ def hanging(answering) -> tuple[threading.Event, threading.Event]:
         async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
             started.set()
             try:
-                await asyncio.Event().wait()
-            finally:
+                await asyncio.sleep(HANG_S)
+            except asyncio.CancelledError:
                 cancelled.set()
+                raise
 
     answering.model = lambda: Hanging(label="m")
     return started, cancelled
@@ -182,6 +199,60 @@ async def test_interrupting_a_cell_that_serves_stops_the_server(serving):
     with pytest.raises(KeyboardInterrupt):
         serving.serve()
     assert stopped.is_set()  # stopped before the interrupt reached the cell
+
+
+async def test_interrupting_a_cell_with_an_await_stops_its_sync_run(answering):
+    # ipykernel runs a cell with a top-level await as a task of its loop, and its interrupt
+    # only schedules that task's cancellation there: a sync run blocking the cell never let
+    # the loop run, so the interrupt did not reach it and its calls ran to their end.
+    from langgraph_moa import MoAConfig, create_moa_graph
+
+    started, cancelled = hanging(answering)
+    graph = create_moa_graph(MoAConfig(proposers=[ENDPOINT], aggregator=ENDPOINT))
+    await asyncio.sleep(0)  # the cell's top-level await
+    kernels = interrupt_the_cell_once(started, awaiting=True)
+    with pytest.raises(KeyboardInterrupt):
+        graph.invoke({"messages": [("user", "Say alpha1.")]})
+    assert cancelled.wait(30)
+    assert signal.getsignal(signal.SIGINT) is kernels  # the kernel's handler is back
+
+
+async def test_interrupting_a_serving_cell_with_an_await_stops_the_server(serving):
+    # The same interrupt, in a cell with a top-level await, left the server serving and the
+    # kernel busy: a second interrupt did not reach it either, only a restart did.
+    stopped, serving_now = threading.Event(), threading.Event()
+
+    def run(server):
+        async def serve():
+            serving_now.set()
+            for _ in range(int(HANG_S / 0.01)):  # stops by itself where the test fails
+                if server.should_exit:
+                    stopped.set()
+                    return
+                await asyncio.sleep(0.01)
+
+        asyncio.run(serve())
+
+    serving.run = run
+    await asyncio.sleep(0)  # the cell's top-level await
+    interrupt_the_cell_once(serving_now, awaiting=True)
+    with pytest.raises(KeyboardInterrupt):
+        serving.serve()
+    assert stopped.is_set()
+
+
+async def test_interrupting_a_cell_with_an_await_cancels_its_langsmith_example(
+    answering, monkeypatch, tmp_path
+):
+    from langgraph_moa.eval.langsmith_eval import evaluate_system
+
+    started, cancelled = hanging(answering)
+    evaluated_in_this_thread(monkeypatch)
+    await asyncio.sleep(0)  # the cell's top-level await
+    interrupt_the_cell_once(started, awaiting=True)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_system(SYSTEM, [], cache_dir=tmp_path, upload_results=False, max_concurrency=0)
+    assert cancelled.wait(30)
 
 
 async def test_serve_from_a_notebook_cell_serves_in_the_cells_context(serving):

@@ -32,7 +32,7 @@ from langgraph_moa._redact import redact_spec
 from langgraph_moa.errors import EvalDatasetError
 from langgraph_moa.eval.datasets import EvalItem, gsm8k_final_number
 from langgraph_moa.eval.scorers import score
-from langgraph_moa.transport._call_loop import loop_of_this_thread
+from langgraph_moa.transport._call_loop import interrupts_raised_here, loop_of_this_thread
 
 T = TypeVar("T")
 
@@ -221,8 +221,9 @@ def _run_to_the_end(work: Coroutine[Any, Any, T]) -> T:
     ``max_concurrency=0`` (its own default). In a notebook cell that thread runs the
     kernel's event loop, where `asyncio.run` is refused: the work then runs on a loop of its
     own in a thread of its own, in a copy of this context (the tracing switch the target
-    sets is a context variable). An interrupted wait (the kernel's interrupt) cancels it:
-    its calls are not left to run, and be paid for, after the cell ended.
+    sets is a context variable). An interrupted wait (the kernel's interrupt, in a cell with
+    a top-level ``await`` too) cancels it: its calls are not left to run, and be paid for,
+    after the cell ended.
     """
     if loop_of_this_thread() is None:
         return asyncio.run(work)
@@ -243,9 +244,12 @@ def _run_to_the_end(work: Coroutine[Any, Any, T]) -> T:
 
     context = contextvars.copy_context()
     try:
-        # `start` waits for the thread to begin, and an interrupt there leaves it running.
-        threading.Thread(target=context.run, args=(run,), daemon=True, name="moa example").start()
-        return outcome.result()
+        with interrupts_raised_here():
+            # `start` waits for the thread to begin, and an interrupt there leaves it running.
+            threading.Thread(
+                target=context.run, args=(run,), daemon=True, name="moa example"
+            ).start()
+            return outcome.result()
     except BaseException:
         if not outcome.done():  # the wait was interrupted: cancel once it runs, not waiting
             running.add_done_callback(_cancel)

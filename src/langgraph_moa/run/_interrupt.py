@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from langgraph_moa.transport._call_loop import interrupts_raised_here
+
 T = TypeVar("T")
 
 
@@ -85,7 +87,8 @@ def interruptible(run: Iterator[T]) -> Iterator[T]:
     try:
         while True:
             step = driver.submit(context.run, _next, run)
-            item = step.result()
+            with interrupts_raised_here():  # in a cell with a top-level await too
+                item = step.result()
             if item is _END:
                 return
             yield item

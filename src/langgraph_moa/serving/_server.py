@@ -37,7 +37,7 @@ from langgraph_moa.serving._history import (
 )
 from langgraph_moa.serving._request_id import RequestID
 from langgraph_moa.serving._requests import DRAIN_TIMEOUT_S, Drain
-from langgraph_moa.transport._call_loop import loop_of_this_thread
+from langgraph_moa.transport._call_loop import interrupts_raised_here, loop_of_this_thread
 
 
 def stacked(
@@ -208,8 +208,9 @@ def _serve_apart(server: Any) -> None:
     runs (a notebook cell's) refuses. It runs in a copy of the caller's context, as
     `asyncio.run` would have run it (``with tracing_context(enabled=False)`` around `serve`
     holds for the served runs). Signals reach only the caller's thread: a KeyboardInterrupt
-    there (the kernel's interrupt) stops the server as Ctrl-C does (a second one stops its
-    drain), and is raised again once it has stopped.
+    there (the kernel's interrupt, in a cell with a top-level ``await`` too) stops the
+    server as Ctrl-C does (a second one stops its drain), and is raised again once it has
+    stopped.
     """
     failed: list[BaseException] = []
     done = threading.Event()
@@ -225,14 +226,15 @@ def _serve_apart(server: Any) -> None:
     context = contextvars.copy_context()
     thread = threading.Thread(target=context.run, args=(run,), name="moa serve", daemon=True)
     interrupted = False
-    while not done.is_set():
-        try:
-            if thread.ident is None:  # not running yet (an interrupt cut `start` short)
-                thread.start()
-            done.wait()  # not `Thread.join`: interrupted, 3.11's took the thread for ended
-        except KeyboardInterrupt:
-            interrupted = True
-            server.handle_exit(signal.SIGINT, None)
+    with interrupts_raised_here():
+        while not done.is_set():
+            try:
+                if thread.ident is None:  # not running yet (an interrupt cut `start` short)
+                    thread.start()
+                done.wait()  # not `Thread.join`: interrupted, 3.11's took the thread for ended
+            except KeyboardInterrupt:
+                interrupted = True
+                server.handle_exit(signal.SIGINT, None)
     if failed:
         raise failed[0]
     if interrupted:

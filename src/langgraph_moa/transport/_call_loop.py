@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import contextvars
 import os
 import selectors
+import signal
 import threading
+from collections.abc import Iterator
 
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
@@ -69,6 +72,35 @@ def loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+@contextlib.contextmanager
+def interrupts_raised_here() -> Iterator[None]:
+    """Make an interrupt (SIGINT) raise KeyboardInterrupt here while a sync call waits.
+
+    A Jupyter kernel runs a cell with a top-level ``await`` as a task of its event loop, and
+    its interrupt then only schedules that task's cancellation on the loop (as
+    ``asyncio.run``'s handler does for its main task). A sync call blocking such a cell (a
+    run, `serve`) keeps the loop from running: the interrupt never reached it, the run's
+    calls went on to their end and the server served on. During the wait the interrupt
+    raises KeyboardInterrupt, as in a cell without ``await``; the host's handler is back
+    after it. Only in the main thread (the one signals reach) and where a loop runs in it;
+    a handler that is not Python's (ignored, the default) is left as it is.
+    """
+    host = signal.getsignal(signal.SIGINT)
+    if (
+        not callable(host)
+        or host is signal.default_int_handler
+        or threading.current_thread() is not threading.main_thread()
+        or loop_of_this_thread() is None
+    ):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, host)
 
 
 def running_call_loop() -> asyncio.AbstractEventLoop | None:
