@@ -8,8 +8,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -266,3 +267,44 @@ async def _until(done, wait_s: float) -> bool:
     while not done() and loop.time() < deadline:
         await asyncio.sleep(0.05)
     return bool(done())
+
+
+def exit_code(pid: int) -> int:
+    """Wait for a forked child's exit code (about 10 s at most); fail if it hangs."""
+    for _ in range(500):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("the forked child hung")
+
+
+def fork_while_held(lock, child: Callable[[], bool]) -> int:
+    """Fork while another thread holds `lock`; return the exit code of `child` run there.
+
+    The child exits 0 if `child()` is true, 1 if false, 2 if it raised; one that waits for
+    a lock no thread of its own will release fails the test (`exit_code`).
+    """
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:  # as a parent thread in the middle of what the lock guards
+            taken.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        assert taken.wait(30)
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                os._exit(0 if child() else 1)
+            finally:
+                os._exit(2)
+    finally:
+        done.set()
+    holder.join(30)
+    return exit_code(pid)

@@ -3,7 +3,6 @@
 import asyncio
 import gc
 import os
-import signal
 import threading
 import time
 import weakref
@@ -18,6 +17,7 @@ from langgraph_moa.providers._models import (
     http_client_key,
 )
 from langgraph_moa.transport._call_loop import call_loop
+from tests.helpers import exit_code, fork_while_held
 
 ENDPOINT = "m@http://127.0.0.1:9/v1"
 
@@ -115,19 +115,7 @@ def test_a_forked_child_builds_its_own_models_and_call_loop():
             os._exit(0 if fresh and rebuilt and loop_runs.result(5) == "ok" else 1)
         finally:
             os._exit(2)
-    assert _exit_code(pid) == 0
-
-
-def _exit_code(pid: int) -> int:
-    """Wait for a forked child's exit code; fail if it hangs."""
-    for _ in range(500):
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError("the forked child hung")
+    assert exit_code(pid) == 0
 
 
 def test_a_forked_child_does_not_wait_for_a_client_lock_a_parent_thread_held():
@@ -138,28 +126,12 @@ def test_a_forked_child_does_not_wait_for_a_client_lock_a_parent_thread_held():
     cache = ModelCache()
     cache.get(ENDPOINT, {})  # held by the cache alone: the child's reset frees it
     shared = cache._sync.clients[http_client_key(ENDPOINT)]
-    taken, done = threading.Event(), threading.Event()
 
-    def hold() -> None:
-        with shared.lock:  # as a parent thread counting a model of this client
-            taken.set()
-            done.wait(30)
+    def child() -> bool:
+        gc.collect()
+        return not shared.sync_client.is_closed
 
-    holder = threading.Thread(target=hold, daemon=True)
-    holder.start()
-    try:
-        assert taken.wait(30)
-        pid = os.fork()
-        if pid == 0:  # the child
-            try:
-                gc.collect()
-                os._exit(0 if not shared.sync_client.is_closed else 1)
-            finally:
-                os._exit(2)
-    finally:
-        done.set()
-    holder.join(30)
-    assert _exit_code(pid) == 0
+    assert fork_while_held(shared.lock, child) == 0  # as a parent thread counting a model
     assert shared.users == 1 and not shared.sync_client.is_closed  # the parent's, still
 
 

@@ -30,7 +30,7 @@ from langgraph_moa.providers._table import (
 )
 from langgraph_moa.run._accounting import answering_model, finish_reason
 from langgraph_moa.variants import Plan, register, unregister, variant_names, variants_help
-from tests.helpers import QUESTION
+from tests.helpers import QUESTION, fork_while_held
 
 
 @pytest.fixture(autouse=True)
@@ -384,3 +384,17 @@ def test_a_provider_registered_while_a_run_reads_the_table_neither_breaks_nor_is
     assert failed == []
     reply = AIMessage("hi", response_metadata={"done_reason": "length"})
     assert finish_reason(reply) == "length"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="forks")
+def test_a_forked_child_registers_a_provider_while_a_parent_thread_was_registering_one():
+    # A process forked (a gunicorn or multiprocessing worker) while another of its threads
+    # was in register_provider: the child inherited the table's write lock taken, with no
+    # thread of its own to release it, and its first register_provider waited forever.
+    from langgraph_moa.providers import _table
+
+    def child() -> bool:
+        register_provider(Provider("ollama", finish_reason_key="done_reason"))
+        return provider_of("ollama").finish_reason_key == "done_reason"
+
+    assert fork_while_held(_table._writing, child) == 0

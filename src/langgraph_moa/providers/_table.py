@@ -15,6 +15,7 @@ every SDK that is already imported, so checking an error never imports a provide
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable, Collection
@@ -69,6 +70,20 @@ class _Table:
 _current = _Table({}, ("finish_reason",), ("model_name",), (), 0)
 _writing = threading.Lock()
 """Taken by changes alone: two registered at once each keep the other's row."""
+
+
+def _unlock_after_fork() -> None:
+    """Give a forked child a write lock of its own.
+
+    Another thread of the parent may have been in a change at the fork: the child would
+    inherit the lock taken, with no thread to release it, and its next change wait forever.
+    The table itself is whole in the child (it is swapped in one assignment).
+    """
+    global _writing
+    _writing = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlock_after_fork)
 
 
 def _change(edit: Callable[[dict[str, Provider]], object]) -> None:
