@@ -43,7 +43,9 @@ def _registries_restored():
     yield
     _REGISTRY.clear()
     _REGISTRY.update(variants)
-    _table._current = table
+    # The rows as they were, under a new version: the old number back let the next test that
+    # registers a row reuse a graph cached with this test's row (`table_version` keys them).
+    _table._change(lambda rows: (rows.clear(), rows.update(table.rows)))
 
 
 # --- a toy variant: one class, one register line ---------------------------------------------
