@@ -400,3 +400,60 @@ def test_a_forked_child_registers_a_provider_while_a_parent_thread_was_registeri
         return provider_of("ollama").finish_reason_key == "done_reason"
 
     assert fork_while_held(_table._writing, child) == 0
+
+
+class _HashPausedIn(str):
+    """A variant name whose hashes after the first, in one thread, wait there for `go`."""
+
+    def __hash__(self):
+        pause = getattr(self, "pause", None)
+        if pause is not None:
+            pause()
+        return str.__hash__(self)
+
+
+def test_two_variants_registered_at_once_under_one_name_are_not_both_taken():
+    # register() looked the name up, then stored the class: a second class of that name
+    # registered in another thread between the two was told it was registered, and then
+    # silently replaced, so the configs that named it ran the other one.
+    import threading
+
+    first, reached, go, outcomes = None, threading.Event(), threading.Event(), {}
+    name = _HashPausedIn("toy-twice")
+    hashes = []
+
+    def pause():
+        if threading.current_thread() is first:
+            hashes.append(1)
+            if len(hashes) > 1 and not reached.is_set():  # past its lookup: at the store
+                reached.set()
+                assert go.wait(30)
+
+    name.pause = pause
+    classes = [type(f"Toy{i}", (Plan,), {"name": name, "description": "a toy"}) for i in (1, 2)]
+
+    def registers(variant):
+        try:
+            register(variant)
+            outcomes[variant] = "registered"
+        except ValueError as exc:
+            outcomes[variant] = str(exc)
+        finally:
+            reached.set()  # also when it stored the class without a second lookup
+
+    first = threading.Thread(target=registers, args=(classes[0],))
+    first.start()
+    assert reached.wait(30)
+    second = threading.Thread(target=registers, args=(classes[1],))
+    second.start()
+    second.join(1)  # done at once, unless it waits for the first to finish
+    go.set()
+    first.join(30)
+    second.join(30)
+    from langgraph_moa.variants import variant_of
+
+    taken = [v for v in classes if outcomes[v] == "registered"]
+    assert len(taken) == 1, outcomes
+    assert variant_of("toy-twice") is taken[0]
+    refused = next(v for v in classes if v is not taken[0])
+    assert "already registered" in outcomes[refused]

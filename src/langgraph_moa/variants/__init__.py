@@ -63,14 +63,16 @@ def register(variant: type[Plan]) -> type[Plan]:
             "digits and single hyphens that start with a letter and end with no hyphen: write "
             "it as the built-in ones are (for example 'self-moa-seq' or 'moa-2')"
         )
-    taken = _REGISTRY.get(variant.name)
-    if taken is not None and taken is not variant:
+    # One step that looks the name up and stores the class (a dict's own, under the GIL): a
+    # lookup, then a store, let a class of that name registered in another thread between
+    # them be told it was registered and then be replaced.
+    taken = _REGISTRY.setdefault(variant.name, variant)
+    if taken is not variant:
         raise ValueError(
             f"variant {variant.name!r} is already registered (by "
             f"{taken.__module__}.{taken.__qualname__}): choose another name"
             + ("" if variant.name in _SHIPPED else f", or unregister({variant.name!r}) first")
         )
-    _REGISTRY[variant.name] = variant
     return variant
 
 
