@@ -457,3 +457,42 @@ def test_two_variants_registered_at_once_under_one_name_are_not_both_taken():
     assert variant_of("toy-twice") is taken[0]
     refused = next(v for v in classes if v is not taken[0])
     assert "already registered" in outcomes[refused]
+
+
+@pytest.mark.parametrize("listing", ["variants_help", "variants_table"])
+def test_the_variants_listed_while_one_is_registered_neither_fail_nor_miss_it(listing):
+    # The CLI's help and the README's table went through the registry one variant at a
+    # time: a variant registered in another thread meanwhile failed the listing with
+    # "dictionary changed size during iteration".
+    import threading
+
+    from langgraph_moa import variants
+
+    lister, reached, go, failed = None, threading.Event(), threading.Event(), []
+
+    class ReadSlowly(type(Plan)):
+        def __getattribute__(cls, name):
+            if name == "description" and threading.current_thread() is lister:
+                if not reached.is_set():
+                    reached.set()
+                    assert go.wait(30)
+            return super().__getattribute__(name)
+
+    register(ReadSlowly("SlowToy", (Plan,), {"name": "slow-toy", "description": "a toy"}))
+
+    def lists():
+        try:
+            getattr(variants, listing)()
+        except Exception as exc:
+            failed.append(exc)
+        finally:
+            reached.set()
+
+    lister = threading.Thread(target=lists)
+    lister.start()
+    assert reached.wait(30)
+    register(type("LateToy", (Plan,), {"name": "late-toy", "description": "came late"}))
+    go.set()
+    lister.join(30)
+    assert failed == []
+    assert "came late" in getattr(variants, listing)()

@@ -127,14 +127,23 @@ def plan_for(cfg: MoAConfig) -> Plan:
     return variant_of(cfg.variant)(cfg)
 
 
+def _registered() -> tuple[tuple[str, type[Plan]], ...]:
+    """Return the variants as they are now, to go through while another thread registers one.
+
+    Going through the registry itself, a variant at a time, failed with "dictionary changed
+    size during iteration" when one was registered meanwhile; the copy is made at once.
+    """
+    return tuple(_REGISTRY.items())
+
+
 def variants_help() -> str:
     """One line per variant, `name: description`, for help texts."""
-    return "; ".join(f"{name}: {v.description}" for name, v in _REGISTRY.items())
+    return "; ".join(f"{name}: {v.description}" for name, v in _registered())
 
 
 def variants_table() -> str:
     """Return the README's variant table as Markdown (a test keeps the README in step)."""
-    rows = [f"| `{name}` | {v.description} |" for name, v in _REGISTRY.items()]
+    rows = [f"| `{name}` | {v.description} |" for name, v in _registered()]
     return "\n".join(["| variant | what runs |", "|---|---|", *rows])
 
 
