@@ -789,23 +789,37 @@ def test_a_404_from_a_proxy_at_the_root_is_not_taken_for_a_url_without_v1():
 
 
 class SteppedClock:
-    """The system clock as `_clock` reads it, set forward or back while the process runs."""
+    """The system clock as `_clock` reads it, set forward or back while the process runs.
+
+    `ran` passes on every clock; `step` sets the wall clock alone; `slept` is time the
+    machine was suspended, which Linux's boot-time clock counts and its monotonic one not.
+    """
 
     def __init__(self) -> None:
         import time
 
         self.wall, self.mono = time.time(), time.monotonic()
-        self.step = self.ran = 0.0
+        self.CLOCK_BOOTTIME = time.CLOCK_BOOTTIME
+        self.boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+        self.step = self.ran = self.slept = 0.0
 
     def time(self) -> float:
-        return self.wall + self.ran + self.step
+        return self.wall + self.ran + self.slept + self.step
 
     def monotonic(self) -> float:
         return self.mono + self.ran
 
+    def clock_gettime(self, which: int) -> float:
+        assert which == self.CLOCK_BOOTTIME
+        return self.boot + self.ran + self.slept
+
 
 @pytest.fixture
 def stepped_clock(monkeypatch):
+    import time
+
+    if not hasattr(time, "CLOCK_BOOTTIME"):
+        pytest.skip("Linux's boot-time clock")
     from langgraph_moa.run import _clock as clock
 
     stepped = SteppedClock()
@@ -838,3 +852,14 @@ def test_a_reader_hold_counts_the_time_that_passed_not_a_clock_step(stepped_cloc
     stepped_clock.step, stepped_clock.ran = 3600, 2
     held.stop()
     assert held.seconds() == pytest.approx(2)
+
+
+def test_a_machine_suspended_while_the_process_ran_keeps_to_the_wall_time(stepped_clock):
+    # Linux's monotonic clock stops while the machine sleeps: counted on by it, the process's
+    # time fell behind the wall by every suspend since it started, and a run it fanned out
+    # afterwards, resumed in another process, had its layer deadline long passed there.
+    from langgraph_moa.run import _clock as clock
+
+    before = clock.now()
+    stepped_clock.slept = 8 * 3600  # a laptop's night
+    assert clock.now() - before == pytest.approx(8 * 3600)

@@ -7,24 +7,37 @@ that tests replace to move time forward without waiting for it.
 Within one process that time moves with the monotonic clock: the system clock set forward
 (an NTP step, ``date -s``) dropped every layer's stragglers at once, and set back held a
 layer an hour past its deadline. The process reads the wall time once, when this module is
-imported, and counts on from it.
+imported, and counts on from it (`_ticks`).
 """
 
 from __future__ import annotations
 
 import time
 
+
+def _ticks() -> float:
+    """Return seconds on a clock that no one sets and that counts while the machine sleeps.
+
+    That is Linux's boot-time clock: its monotonic clock stops during a suspend, so a
+    process counted on by it fell behind the wall time by every suspend since it started,
+    and a run it fanned out afterwards, resumed in another process, found its layer
+    deadline long passed there. Elsewhere, the monotonic clock.
+    """
+    return time.monotonic() if _BOOTTIME is None else time.clock_gettime(_BOOTTIME)
+
+
+_BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
 _WALL_AT_START = time.time()
-_MONOTONIC_AT_START = time.monotonic()
+_TICKS_AT_START = _ticks()
 
 
 def now() -> float:
     """Return the wall time in seconds since the epoch, as this process counts it.
 
-    The wall time at import plus the monotonic time since: a step of the system clock
+    The wall time at import plus the time since (`_ticks`): a step of the system clock
     while the process runs moves no deadline.
     """
-    return _WALL_AT_START + (time.monotonic() - _MONOTONIC_AT_START)
+    return _WALL_AT_START + (_ticks() - _TICKS_AT_START)
 
 
 class Held:
