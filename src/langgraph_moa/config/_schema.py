@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
@@ -88,10 +89,14 @@ Variant = Annotated[str, AfterValidator(_registered_variant), _VariantSchema()]
 
 
 def _coerce_role(value: Any) -> Any:
-    """Let a bare model spec stand for a role config with default limits."""
+    """Let a bare model spec stand for a role config with default limits.
+
+    A scalar that is no spec (``proposers: [no]``, read by YAML as False) stands for one
+    too, so that it is refused as a model, with the spec's rule, not as "a valid dictionary".
+    """
     if isinstance(value, dict) and "model" in value:
         return value
-    if isinstance(value, (BaseModel, str, dict)) and not isinstance(
+    if isinstance(value, (BaseModel, str, dict, bool, int, float)) and not isinstance(
         value, (ProposerConfig, AggregatorConfig)
     ):
         return {"model": value}
@@ -612,7 +617,10 @@ def explain_errors(
         msg = _LONG_QUOTE.sub(lambda m: f"'{clip(m[1])}'", msg)  # a long input, repeated
         given = err.get("input")
         # Redacted: a refused endpoint URL may hold a password (``https://user:pass@host``).
-        shown = f" (got {redact(repr(given))})" if _shows_value(err, msg) else ""
+        shown = f"got {redact(repr(given))}" if _shows_value(err, msg) else ""
+        if reading := _yaml_reading(err):
+            shown = f"{shown}: {reading}" if shown else reading
+        shown = f" ({shown})" if shown else ""
         parts.append(f"{where}: {msg}{shown}" if where else f"{msg}{shown}")
     if len(errors) > EXPLAINED_ERRORS:
         parts.append(f"and {len(errors) - EXPLAINED_ERRORS} more")
@@ -671,12 +679,38 @@ quotes); the package's own quoted prose has spaces and is left alone."""
 def _shows_value(err: ErrorDetails, msg: str) -> bool:
     """Tell whether the value given is to follow the rule's text, as "(got ...)".
 
-    Not when the rule's text quotes it already: "got '' (got '')" said it twice.
+    Not when the rule's text quotes it already: "got '' (got '')" and "got False (got
+    False)" said it twice.
     """
     given = err.get("input")
     if err["type"] == "missing" or not _short(given):
         return False
-    return not (isinstance(given, str) and repr(given) in msg)
+    if isinstance(given, str):
+        return repr(given) not in msg
+    return f"got {given!r}" not in msg
+
+
+def _yaml_reading(err: ErrorDetails) -> str:
+    """Say how YAML read an unquoted word where text was wanted, and how to write the text.
+
+    ``model: no``, ``name: on``, ``name: 2024-01-01`` and ``name: 1.5`` are read as False,
+    True, a date and a number; the refusal showed the reading (or nothing, for a date) and
+    left the person who wrote a word to guess why. Empty where no text was wanted.
+    """
+    given = err.get("input")
+    wants_text = err["type"] == "string_type" or err["loc"][-1:] == ("model",)
+    if not wants_text:
+        return ""
+    if isinstance(given, bool):
+        return (
+            "YAML reads an unquoted yes, no, on, off, true or false as a boolean; quote it "
+            "if it is text"
+        )
+    if isinstance(given, date):
+        return f"YAML reads an unquoted {given.isoformat()} as a date; quote it if it is text"
+    if isinstance(given, int | float):
+        return "YAML reads an unquoted number as a number; quote it if it is text"
+    return ""
 
 
 def _short(value: Any) -> bool:
