@@ -5,6 +5,8 @@ a date. The refusal says so and how to write the text; a file named inside a con
 found next to the config, wherever the command runs.
 """
 
+import json
+
 import pytest
 
 from langgraph_moa import MoAConfig, MoAConfigError
@@ -70,3 +72,53 @@ def test_a_quoted_word_is_text(tmp_path):
     path = tmp_path / "moa.yaml"
     path.write_text("proposers: [openai:gpt-4o-mini]\n" + AGGREGATOR + "name: 'no'\n")
     assert MoAConfig.from_file(path).name == "no"
+
+
+MUX = "variant: select\nproposers:\n  - {model: openai:gpt-4o-mini, samples: 3}\n"
+
+
+def test_a_calibration_file_is_found_next_to_the_config_file(tmp_path, monkeypatch):
+    # The path was read from the working folder: `moa run -c configs/mux.yaml` from the
+    # project's root refused the cal.json beside the config as missing.
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "cal.json").write_text(json.dumps({"accuracy": {"openai:gpt-4o-mini": 0.8}}))
+    config = folder / "mux.yaml"
+    config.write_text(MUX + "selection: {method: mux, calibration_file: cal.json}\n")
+    monkeypatch.chdir(tmp_path)
+    loaded = MoAConfig.from_file("configs/mux.yaml")
+    assert loaded.selection is not None
+    assert loaded.selection.calibration == {"openai:gpt-4o-mini": 0.8}
+
+
+def test_a_calibration_file_over_a_preset_is_found_next_to_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "cal.json").write_text(json.dumps({"accuracy": {"x": 0.5}}))
+    config = tmp_path / "mux.yaml"
+    config.write_text("preset: local-mux\nselection: {method: mux, calibration_file: cal.json}\n")
+    monkeypatch.chdir("/")
+    loaded = MoAConfig.from_file(config)
+    assert loaded.selection is not None and loaded.selection.calibration == {"x": 0.5}
+
+
+def test_a_missing_calibration_file_is_named_with_its_full_path(tmp_path, monkeypatch):
+    tmp_path = tmp_path.joinpath(*["a_folder_deep_down"] * 6)  # a path of over 100 characters
+    tmp_path.mkdir(parents=True)
+    config = tmp_path / "mux.yaml"
+    config.write_text(MUX + "selection: {method: mux, calibration_file: gone.json}\n")
+    monkeypatch.chdir("/")
+    with pytest.raises(MoAConfigError) as caught:
+        MoAConfig.from_file(config)
+    assert str(tmp_path / "gone.json") in str(caught.value)
+
+
+def test_a_relative_calibration_file_given_in_python_is_named_with_its_full_path(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MoAConfigError) as caught:
+        MoAConfig(
+            variant="select",
+            proposers=[{"model": "openai:gpt-4o-mini", "samples": 3}],
+            selection={"method": "mux", "calibration_file": "gone.json"},
+        )
+    assert str(tmp_path / "gone.json") in str(caught.value)

@@ -563,6 +563,7 @@ class MoAConfig(BaseModel):
         """Load a config from a YAML (.yaml/.yml) or JSON (.json) file."""
         path = Path(path)
         data = read_mapping_file(path, "Config file", "a mapping of settings")
+        _files_beside(data, path.parent)
         if "preset" in data:
             return cls.from_preset(data.pop("preset"), **data)
         return cls(**data)
@@ -573,6 +574,21 @@ class MoAConfig(BaseModel):
         path = Path(path)
         text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data)
         path.write_text(text, encoding="utf-8")
+
+
+def _files_beside(data: dict[str, Any], folder: Path) -> None:
+    """Read a relative file path that a config file names from the config file's folder.
+
+    ``selection.calibration_file: cal.json`` was read from the working folder, so the same
+    config found its calibration or not depending on where the command ran. An absolute
+    path stays as written.
+    """
+    selection = data.get("selection")
+    if not isinstance(selection, dict):
+        return
+    named = selection.get("calibration_file")
+    if isinstance(named, str) and named:
+        data["selection"] = {**selection, "calibration_file": str(folder / named)}
 
 
 def list_presets() -> list[str]:

@@ -420,22 +420,32 @@ class SelectionConfig(BaseModel):
 
 
 def load_calibration(path: str | Path) -> dict[str, float]:
-    """Read a calibration file: a JSON object of model label -> accuracy in 0..1."""
-    path = Path(path)
+    """Read a calibration file: a JSON object of model label -> accuracy in 0..1.
+
+    Errors name the file by its full path: a relative one is read from the working folder
+    (from a config file's folder when the config file names it), and "'cal.json' does not
+    exist" left the reader to guess which folder was looked in. The path is in double
+    quotes: a config error clips a long word in single quotes (a client's input, repeated).
+    """
+    shown = f'"{Path(path).absolute()}"'
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except RecursionError:  # a bare RecursionError escaped the config's validation
         raise ValueError(
-            f"calibration file {str(path)!r} cannot be read as JSON: it is nested too deeply"
+            f"calibration file {shown} cannot be read as JSON: it is nested too deeply"
         ) from None
-    except (OSError, ValueError) as exc:  # ValueError: a decode error, a 5,000-digit number
-        raise ValueError(f"calibration file {str(path)!r} cannot be read as JSON: {exc}") from None
+    except FileNotFoundError:
+        raise ValueError(f"calibration file {shown} does not exist: check the path") from None
+    except OSError as exc:
+        raise ValueError(f"calibration file {shown} cannot be read ({exc.strerror})") from None
+    except ValueError as exc:  # a decode error, a 5,000-digit number
+        raise ValueError(f"calibration file {shown} cannot be read as JSON: {exc}") from None
     accuracy = data.get("accuracy", data) if isinstance(data, dict) else None
     if not isinstance(accuracy, dict) or not all(
         isinstance(v, int | float) and 0 <= v <= 1 for v in accuracy.values()
     ):
         raise ValueError(
-            f"calibration file {str(path)!r} must map model labels to accuracies in 0..1, "
+            f"calibration file {shown} must map model labels to accuracies in 0..1, "
             'for example {"accuracy": {"local:qwen2.5-coder-1.5b": 0.8}}'
         )
     return {str(k): float(v) for k, v in accuracy.items()}
