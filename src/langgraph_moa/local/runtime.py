@@ -38,6 +38,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import PrivateAttr
 
+from langgraph_moa._env import switch_from_env
 from langgraph_moa._redact import clip, redact
 from langgraph_moa.errors import LocalModelError, LocalRuntimeError
 from langgraph_moa.local._filelock import file_lock, held, hold_for_life, let_go, own
@@ -914,7 +915,7 @@ class CoreRoom:
     def __init__(self, shared: bool | None = None) -> None:
         """Create an empty room; `shared` True disables the exclusion."""
         if shared is None:
-            shared = os.environ.get("LANGGRAPH_MOA_SHARE_CORES") == "1"
+            shared = bool(switch_from_env("LANGGRAPH_MOA_SHARE_CORES"))
         self.shared = shared
         self._cond = threading.Condition()
         self._model: str | None = None

@@ -29,7 +29,6 @@ instrumentation such as ddtrace's does. ``MOA_DIRECT_CALLS=0`` sends every call 
 from __future__ import annotations
 
 import inspect
-import os
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -40,6 +39,8 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers.context import _configure_hooks, _tracing_v2_is_enabled
 from langchain_core.utils.env import env_var_is_set
 from langchain_core.utils.uuid import uuid7
+
+from langgraph_moa._env import switch_from_env
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -93,7 +94,7 @@ def nobody_listens(model: BaseChatModel, config: RunnableConfig | None) -> bool:
     config and the model, debug and verbose, LangSmith tracing, the context hooks), so any
     source it would add one from sends the call the usual way.
     """
-    if os.environ.get(DIRECT_CALLS_ENV) == "0" or not _takes_invokes_way(type(model)):
+    if switch_from_env(DIRECT_CALLS_ENV) is False or not _takes_invokes_way(type(model)):
         return False
     if model.callbacks or model.verbose or get_debug():
         return False

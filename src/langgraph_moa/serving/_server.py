@@ -4,13 +4,13 @@ import contextvars
 import gc
 import logging
 import math
-import os
 import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from langgraph_moa._env import switch_from_env
 from langgraph_moa.config._limits import RequestLimits
 from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
 from langgraph_moa.config._prices import Prices
@@ -439,7 +439,7 @@ def tune_collector() -> Callable[[], None]:
     ``MOA_GC_FREEZE=0`` leaves the collector as it is (and the returned function does
     nothing). A library must not change its host's collector, so only `moa serve` calls this.
     """
-    if os.environ.get(GC_FREEZE_ENV) == "0":
+    if switch_from_env(GC_FREEZE_ENV) is False:
         return lambda: None
     thresholds = gc.get_threshold()
     host_froze = gc.get_freeze_count() > 0

@@ -32,7 +32,6 @@ Together); a model the user built is never touched. ``MOA_SDK_TRANSFORM=1`` keep
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Any
 
 import pydantic
@@ -42,6 +41,8 @@ from openai._models import construct_type
 from openai._types import NOT_GIVEN, NotGiven, Omit
 from openai.resources.chat.completions import AsyncCompletions, Completions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from langgraph_moa._env import switch_from_env
 
 KEEP_TRANSFORM_ENV = "MOA_SDK_TRANSFORM"
 
@@ -194,7 +195,7 @@ def lean_completions(model: Any) -> Any:
     Only a client that is exactly the SDK's resource is replaced (a subclass may do more in
     ``create``), so calling this twice, or on a model of another integration, changes nothing.
     """
-    if os.environ.get(KEEP_TRANSFORM_ENV) == "1":
+    if switch_from_env(KEEP_TRANSFORM_ENV):
         return model
     async_client = getattr(model, "async_client", None)
     if type(async_client) is AsyncCompletions:
