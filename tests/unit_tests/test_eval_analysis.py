@@ -236,9 +236,18 @@ def test_prices_give_dollars_and_name_unpriced_calls(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("gpt-4o: {prompt: 2.5}\n", "needs exactly 'prompt' and 'completion'"),
+        (
+            "gpt-4o: {prompt: 2.5}\n",
+            "needs a mapping of .prompt. and .completion.*.completion. is missing",
+        ),
         ("gpt-4o: {prompt: -1, completion: 1}\n", "cannot be negative"),
         ("gpt-4o: {prompt: cheap, completion: 1}\n", "must be numbers"),
+        # A price written yes/no was read as 1.0/0.0, a .nan or 1e400 made every cost NaN/inf.
+        ("gpt-4o: {prompt: yes, completion: 1}\n", "must be numbers"),
+        ("gpt-4o: {prompt: .nan, completion: 1}\n", "must be finite"),
+        ("gpt-4o: {prompt: '1e400', completion: 1}\n", "must be finite"),
+        ("gpt-4o: {promt: 1, completion: 1}\n", "got 'promt'; did you mean 'prompt'"),
+        ("gpt-4o: [1, 2]\n", "needs a mapping of 'prompt' and 'completion'.*got a list"),
         ("[1, 2]\n", "must hold model names mapped to"),
         ("{}\n", "is empty"),
     ],
@@ -250,6 +259,19 @@ def test_bad_price_tables_name_the_model_and_the_fix(tmp_path, text, message):
         load_prices(table)
     with pytest.raises(MoAConfigError, match="does not exist"):
         load_prices(tmp_path / "missing.yaml")
+
+
+def test_a_price_table_of_nested_aliases_is_refused_without_writing_them_out(tmp_path):
+    # 332 bytes of YAML aliases nesting 9**8 values: the refusal wrote the row out, 25 MB of
+    # text in 8 s and 640 MB of memory; a few levels more and it ran out of memory.
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x]"] + [
+        f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)
+    ]
+    table = tmp_path / "prices.yaml"
+    table.write_text("gpt-4o: [" + ", ".join(levels) + "]\n")
+    with pytest.raises(MoAConfigError, match="got a list") as caught:
+        load_prices(table)
+    assert len(str(caught.value)) < 400
 
 
 def test_pareto_front_keeps_only_undominated_systems():

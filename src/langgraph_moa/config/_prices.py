@@ -17,13 +17,16 @@ Cached calls are priced too: the cost is a property of the system, not of this r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from langgraph_moa._redact import clip
 from langgraph_moa.config._files import read_mapping_file
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._table import LOCAL_PREFIX
+from langgraph_moa.text._names import did_you_mean
 
 Prices = dict[str, tuple[float, float]]
 """Model -> (dollars per 1M prompt tokens, dollars per 1M completion tokens)."""
@@ -39,19 +42,52 @@ def load_prices(path: str | Path) -> Prices:
         raise MoAConfigError(f"{where} is empty; it needs at least one model.")
     prices: Prices = {}
     for model, row in data.items():
-        if not isinstance(row, dict) or set(row) != {"prompt", "completion"}:
+        problem = _row_problem(row)
+        if problem:
             raise MoAConfigError(
-                f"{where}: model {model!r} needs exactly 'prompt' and 'completion' (dollars per "
-                f"million tokens), got {row!r}."
+                f"{where}: model {clip(model)!r} needs a mapping of 'prompt' and 'completion' "
+                f"(dollars per million tokens), {problem}."
             )
-        try:
-            prompt, completion = float(row["prompt"]), float(row["completion"])
-        except (TypeError, ValueError):
-            raise MoAConfigError(f"{where}: prices of {model!r} must be numbers.") from None
+        prompt, completion = _price(row["prompt"]), _price(row["completion"])
+        if prompt is None or completion is None:
+            raise MoAConfigError(f"{where}: prices of {clip(model)!r} must be numbers.")
+        if not (math.isfinite(prompt) and math.isfinite(completion)):
+            raise MoAConfigError(f"{where}: prices of {clip(model)!r} must be finite.")
         if prompt < 0 or completion < 0:
-            raise MoAConfigError(f"{where}: prices of {model!r} cannot be negative.")
+            raise MoAConfigError(f"{where}: prices of {clip(model)!r} cannot be negative.")
         prices[str(model)] = (prompt, completion)
     return prices
+
+
+PRICE_KEYS = ("prompt", "completion")
+
+
+def _row_problem(row: Any) -> str | None:
+    """Say what is wrong with a row's shape, without writing the row out; None if nothing.
+
+    The refusal wrote the row as given: YAML aliases nesting a few hundred bytes into
+    millions of values made it 25 MB long, in seconds, and a few levels more ran out of
+    memory. Now it names the row's type, or the key that is not a price.
+    """
+    if not isinstance(row, dict):
+        return f"got a {type(row).__name__}"
+    unknown = next((key for key in row if key not in PRICE_KEYS), None)
+    if unknown is not None:
+        hint = did_you_mean(unknown, PRICE_KEYS)
+        shown = repr(clip(str(unknown)))
+        return f"got {shown}; {hint}" if hint else f"got {shown}, which is neither"
+    missing = [key for key in PRICE_KEYS if key not in row]
+    return f"{missing[0]!r} is missing" if missing else None
+
+
+def _price(value: Any) -> float | None:
+    """Return a price as a float, None if it is no number (``yes`` was read as 1.0)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def price_of(call: Mapping[str, Any], prices: Prices) -> tuple[float, float] | None:
