@@ -122,3 +122,14 @@ def test_a_relative_calibration_file_given_in_python_is_named_with_its_full_path
             selection={"method": "mux", "calibration_file": "gone.json"},
         )
     assert str(tmp_path / "gone.json") in str(caught.value)
+
+
+def test_a_model_of_nested_aliases_is_refused_without_writing_them_out(tmp_path):
+    # A few hundred bytes of YAML aliases: the refusal wrote the list out (3 MB at six
+    # levels, nine times more with each level).
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x]"] + [
+        f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 5)
+    ]
+    said = _refusal(tmp_path, AGGREGATOR + "proposers:\n  - model: [" + ", ".join(levels) + "]\n")
+    assert "proposers.0.model: a model must be" in said and "got a list" in said
+    assert len(said) < 500
