@@ -133,3 +133,12 @@ def test_a_model_of_nested_aliases_is_refused_without_writing_them_out(tmp_path)
     said = _refusal(tmp_path, AGGREGATOR + "proposers:\n  - model: [" + ", ".join(levels) + "]\n")
     assert "proposers.0.model: a model must be" in said and "got a list" in said
     assert len(said) < 500
+
+
+def test_a_missing_config_file_is_named_with_its_full_path(tmp_path, monkeypatch):
+    # "Config file 'moa.yaml' does not exist" did not say which folder was looked in (a
+    # service's working folder is seldom the one its operator has in mind).
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MoAConfigError, match="does not exist") as caught:
+        MoAConfig.from_file("moa.yaml")
+    assert str(tmp_path / "moa.yaml") in str(caught.value)

@@ -126,7 +126,9 @@ def _read_text(path: Path, what: str, shown: str) -> str:
             f"{what} {shown} is a directory: give the path of a YAML or JSON file instead."
         )
     if not path.is_file():
-        raise MoAConfigError(f"{what} {shown} does not exist: check the path.")
+        # A relative path is read from the working folder: say which one was looked in.
+        full = "" if path.is_absolute() else f" (looked for {str(path.absolute())!r})"
+        raise MoAConfigError(f"{what} {shown} does not exist{full}: check the path.")
     try:
         with path.open("rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
