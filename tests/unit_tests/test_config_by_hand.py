@@ -142,3 +142,16 @@ def test_a_missing_config_file_is_named_with_its_full_path(tmp_path, monkeypatch
     with pytest.raises(MoAConfigError, match="does not exist") as caught:
         MoAConfig.from_file("moa.yaml")
     assert str(tmp_path / "moa.yaml") in str(caught.value)
+
+
+def test_a_tab_in_the_indentation_says_yaml_indents_with_spaces(tmp_path):
+    # The parser's "found character '\t' that cannot start any token" named no fix.
+    said = _refusal(tmp_path, "proposers:\n\t- openai:gpt-4o-mini\n" + AGGREGATOR)
+    assert "line 2" in said and "indent with spaces, not tabs" in said
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_an_empty_config_file_is_called_empty(tmp_path, text):
+    # "must hold a mapping of settings at the top level" for a file with nothing in it.
+    said = _refusal(tmp_path, text)
+    assert "is empty: it must hold a mapping of settings" in said

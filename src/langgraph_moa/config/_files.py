@@ -98,7 +98,9 @@ def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]
         ) from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         where = " ".join(str(exc).split())
-        raise MoAConfigError(f"{what} {shown} is not valid: {where}.") from None
+        # The parser's "character '\t' that cannot start any token" names no fix.
+        tabs = "; indent with spaces, not tabs" if "'\\t'" in where else ""
+        raise MoAConfigError(f"{what} {shown} is not valid: {where}{tabs}.") from None
     except RecursionError:
         raise MoAConfigError(
             f"{what} {shown} is nested too deeply to read: settings nest a few levels at most."
@@ -108,6 +110,8 @@ def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]
             f"{what} {shown} has a value that cannot be read ({_unreadable(exc)}): quote it "
             "if it is text, or correct it."
         ) from None
+    if data is None:  # nothing but blank lines and comments
+        raise MoAConfigError(f"{what} {shown} is empty: it must hold {holds}.")
     if not isinstance(data, dict):
         raise MoAConfigError(f"{what} {shown} must hold {holds} at the top level.")
     named = [key for key in data if not isinstance(key, str)]
