@@ -60,7 +60,13 @@ def boundary(text: str, index: int) -> int:
     back to where that sequence begins: a clipped label or preview ends in whole
     characters, never "cafe" for "café" or a lone joiner.
     """
-    index = max(0, min(index, len(text)))
+    size = len(text)
+    if index >= size:
+        return size
+    if index <= 0:
+        return 0
+    if text[index - 1 : index + 1].isascii():  # two ASCII characters never join: most cuts
+        return index
     while 0 < index < len(text) and _joined(text[index - 1], text[index]):
         index -= 1
     if 0 < index < len(text) and _regional(text[index]) and _regional(text[index - 1]):

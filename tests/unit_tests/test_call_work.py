@@ -104,3 +104,85 @@ def test_a_call_record_and_its_event_make_the_call_identity_once(monkeypatch):
     assert (record["proposer"], len(made)) == (1, 1)
     record = record_failure(call, ["e"], RuntimeError("e"), 0.1)
     assert (record["proposer"], len(made)) == (1, 2)
+
+
+def made_by(stats: pstats.Stats, callee: str, caller_file: str, caller: str) -> int:
+    """How often functions named `callee` were called by function `caller` of `caller_file`."""
+    total = 0
+    for (_file, _line, name), (_cc, _nc, _tt, _ct, callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if callee in name:
+            total += sum(
+                n
+                for (file, _, by), (n, *_rest) in callers.items()
+                if caller_file in file and by == caller
+            )
+    return total
+
+
+def profiled(call) -> pstats.Stats:
+    """Profile one call of `call` (after one unprofiled, which warms any cache)."""
+    call()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    call()
+    profiler.disable()
+    return pstats.Stats(profiler)
+
+
+def test_a_text_answer_is_not_counted_for_tool_calls(fake):
+    """The bound on an answer's tool calls (`check_call_count`) counted every answer's, a
+    text answer's none too: four function calls per model call for a count of zero."""
+    stats = profiled_run(fake)
+    assert calls_from(stats, "check_call_count", "langgraph_moa/run/_options.py") == 0
+
+
+def test_a_clip_between_two_ascii_characters_looks_no_further():
+    """Every finished event's preview is its answer clipped at 200 characters between whole
+    characters (`boundary`): a cut between two ASCII characters, which never join, still
+    looked each up as a mark, a joiner and half a flag, seven function calls a model call."""
+    from langgraph_moa._unicode import boundary
+
+    line = "The sky is blue because air scatters short wavelengths more. " * 8
+    stats = profiled(lambda: boundary(line, 200))
+    assert boundary(line, 200) == 200
+    assert stats.total_calls - 2 <= 3  # type: ignore[attr-defined]  # less the lambda, disable
+
+
+def test_a_run_reads_the_provider_table_with_no_function_call(fake):
+    """The finish-reason and model-name keys are read from the provider table on every
+    model call: through a function each, three calls a model call for two attributes."""
+    stats = profiled_run(fake)
+    assert calls_from(stats, "_keys", "langgraph_moa/run/_accounting.py") == 0
+
+
+def test_the_record_of_a_text_answer_looks_up_no_mark_it_does_not_carry():
+    """A call's record looked for tool calls, logprobs and `check_tool_calls`'s marks with a
+    function call each (a lookup, a list made, a check), where a text answer has none."""
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.run._accounting import ok_record
+    from langgraph_moa.run._calls import CallId
+
+    answer = AIMessage(
+        "The sky is blue.",
+        response_metadata={"finish_reason": "stop", "model_name": "m"},
+        usage_metadata={"input_tokens": 6, "output_tokens": 5, "total_tokens": 11},
+    )
+
+    def record():
+        return ok_record(
+            **CallId("proposer", 0, 0, 0, "m").fields(), response=answer, latency_s=0.1
+        )
+
+    stats = profiled(record)
+    assert (record()["model"], record()["finish_reason"], "tool_calls" in record()) == (
+        "m",
+        "stop",
+        False,
+    )
+    accounting = "langgraph_moa/run/_accounting.py"
+    assert made_by(stats, "tool_calls_of", accounting, "ok_record") == 0
+    assert made_by(stats, "'get' of 'dict'", accounting, "ok_record") == 0
+    assert made_by(stats, "isinstance", accounting, "token_logprobs") == 0
+    assert made_by(stats, "'get' of 'dict'", accounting, "finish_reason") == 0
+    assert made_by(stats, "'get' of 'dict'", accounting, "answering_model") == 0

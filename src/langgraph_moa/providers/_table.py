@@ -67,7 +67,10 @@ class _Table:
     """A number that changes whenever a row is added, replaced or removed (`table_version`)."""
 
 
-_current = _Table({}, ("finish_reason",), ("model_name",), (), 0)
+current = _Table({}, ("finish_reason",), ("model_name",), (), 0)
+"""The table now. Read as ``_table.current`` where it is read, never imported by name: each
+change rebinds it. A run reads its response keys (``current.finish_reason_keys``,
+``current.model_name_keys``) on every model call as attributes, no function call for each."""
 _writing = threading.Lock()
 """Taken by changes alone: two registered at once each keep the other's row."""
 
@@ -88,27 +91,17 @@ os.register_at_fork(after_in_child=_unlock_after_fork)
 
 def _change(edit: Callable[[dict[str, Provider]], object]) -> None:
     """Make the table `edit` leaves of a copy of the rows, and its keys."""
-    global _current
+    global current
     with _writing:
-        rows = dict(_current.rows)
+        rows = dict(current.rows)
         edit(rows)
-        _current = _Table(
+        current = _Table(
             rows,
             tuple(dict.fromkeys(["finish_reason", *(r.finish_reason_key for r in rows.values())])),
             tuple(dict.fromkeys(["model_name", *(r.model_name_key for r in rows.values())])),
             tuple(sorted({r.sdk for r in rows.values() if r.sdk})),
-            _current.version + 1,
+            current.version + 1,
         )
-
-
-def finish_reason_keys() -> tuple[str, ...]:
-    """Every key a provider reports its finish reason under, the common one first."""
-    return _current.finish_reason_keys
-
-
-def model_name_keys() -> tuple[str, ...]:
-    """Every key a provider names its answering model under, the common one first."""
-    return _current.model_name_keys
 
 
 def table_version() -> int:
@@ -118,7 +111,7 @@ def table_version() -> int:
     kept with the graph that built them: a graph kept across a change (`MoAChatModel`'s
     shared graphs) would go on calling the models of the old row, so its key holds this.
     """
-    return _current.version
+    return current.version
 
 
 def register_provider(row: Provider) -> Provider:
@@ -204,16 +197,16 @@ for _row in (
 
 def provider_of(prefix: str) -> Provider:
     """Return a provider's row; a default row (no key check, no switches) if it has none."""
-    return _current.rows.get(prefix) or Provider(prefix)
+    return current.rows.get(prefix) or Provider(prefix)
 
 
 def providers() -> list[Provider]:
     """Return every row, sorted by prefix."""
-    return sorted(_current.rows.values(), key=lambda row: row.prefix)
+    return sorted(current.rows.values(), key=lambda row: row.prefix)
 
 
 def _loaded_sdks() -> list[object]:
-    return [sys.modules[name] for name in _current.sdks if name in sys.modules]
+    return [sys.modules[name] for name in current.sdks if name in sys.modules]
 
 
 def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:

@@ -18,7 +18,7 @@ from langgraph_moa.errors import (
     StragglerCancelledError,
 )
 from langgraph_moa.errors import _RejectedAnswer as RejectedAnswer
-from langgraph_moa.providers._table import finish_reason_keys, model_name_keys
+from langgraph_moa.providers import _table
 from langgraph_moa.run.state import (
     CallRecord,
     LayerTotals,
@@ -45,9 +45,8 @@ def answering_model(response: BaseMessage, configured: str) -> str:
     the configured one.
     """
     meta = response.response_metadata or {}
-    for key in model_name_keys():
-        value = meta.get(key)
-        if isinstance(value, str) and value:
+    for key in _table.current.model_name_keys:  # `in`: a key not there costs no call
+        if key in meta and isinstance(value := meta[key], str) and value:
             return value
     return configured
 
@@ -58,7 +57,9 @@ def token_logprobs(response: BaseMessage) -> list[float]:
     OpenAI-compatible servers (OpenAI, vLLM, llama.cpp) put them in
     ``response_metadata["logprobs"]["content"]`` when the call asked for ``logprobs``.
     """
-    logprobs = (response.response_metadata or {}).get("logprobs") or {}
+    logprobs = (response.response_metadata or {}).get("logprobs")
+    if not logprobs:  # most calls ask for none: no check and no list made for them
+        return []
     content = logprobs.get("content") if isinstance(logprobs, dict) else None
     return [
         float(t["logprob"])
@@ -106,9 +107,8 @@ def finish_reason(response: BaseMessage) -> str | None:
     the result, which is why selection leaves such proposals out of the vote.
     """
     meta = response.response_metadata or {}
-    for key in finish_reason_keys():
-        value = meta.get(key)
-        if isinstance(value, str) and value:
+    for key in _table.current.finish_reason_keys:  # `in`: a key not there costs no call
+        if key in meta and isinstance(value := meta[key], str) and value:
             return value
     return None
 
@@ -360,17 +360,22 @@ def ok_record(
     if counted is None or estimated:
         record["usage_estimated"] = True
     _note_token_details(record, response)
-    if tools := tool_calls_of(response):  # only then: records of text answers stay as they were
-        record["tool_calls"] = tools
-        if (response.response_metadata or {}).get("moa_tool_calls_from_text"):
+    meta = response.response_metadata or {}
+    # A text answer, the most common, has no tool calls and none of the marks that
+    # `check_tool_calls` sets: one call (getattr) tells the first, `in` the others with none.
+    if getattr(response, "tool_calls", None) and (tools := tool_calls_of(response)):
+        record["tool_calls"] = tools  # only then: records of text answers stay as they were
+        if meta.get("moa_tool_calls_from_text"):
             record["tool_calls_from_text"] = True
-    if reason := (response.response_metadata or {}).get("moa_reference_only"):
+    if "moa_reference_only" in meta and (reason := meta["moa_reference_only"]):
         record["reference_only"] = reason
-    if reason := (response.response_metadata or {}).get("moa_incomplete_call"):
+    if "moa_incomplete_call" in meta and (reason := meta["moa_incomplete_call"]):
         record["incomplete_call"] = reason
     # Kept for the record, never a reference; an empty block (Qwen3's /no_think) is none.
+    kwargs = response.additional_kwargs
     if (
-        isinstance(thinking := response.additional_kwargs.get("reasoning_content"), str)
+        "reasoning_content" in kwargs
+        and isinstance(thinking := kwargs["reasoning_content"], str)
         and thinking
     ):
         record["thinking"] = well_formed(thinking)
