@@ -186,3 +186,22 @@ def test_the_record_of_a_text_answer_looks_up_no_mark_it_does_not_carry():
     assert made_by(stats, "isinstance", accounting, "token_logprobs") == 0
     assert made_by(stats, "'get' of 'dict'", accounting, "finish_reason") == 0
     assert made_by(stats, "'get' of 'dict'", accounting, "answering_model") == 0
+
+
+def test_an_event_of_a_run_with_no_tally_and_no_discard_reader_looks_up_neither(fake):
+    """Every started and finished event looked up the run's call tally and whether its
+    reader wants discards alone, with a lookup and a check each: six calls a model call."""
+    stats = profiled_run(fake)
+    calls = "langgraph_moa/run/_calls.py"
+    assert made_by(stats, "'get' of 'dict'", calls, "emit") == 0
+    assert made_by(stats, "isinstance", calls, "emit") == 0
+    nodes = "langgraph_moa/graph/_nodes.py"
+    assert made_by(stats, "'get' of 'dict'", nodes, "_attempt") == 0  # its bound tools
+
+
+def test_whether_a_model_is_called_directly_is_told_in_one_function_call(fake):
+    """Whether LangChain's functions on ``ainvoke``'s way are the model class's own is
+    looked up on every call (a class may be patched at any time): a loop of nine getattr
+    made ten function calls a model call."""
+    stats = profiled_run(fake)
+    assert calls_from(stats, "getattr", "langgraph_moa/run/_direct.py") == 0

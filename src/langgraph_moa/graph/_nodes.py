@@ -501,7 +501,8 @@ class MoANodes:
                 latency,
                 cached,
                 req.messages,
-                tools=req.params.get("tools"),
+                # read where its tokens are estimated alone; `in` first, most calls bind none
+                tools=req.params["tools"] if "tools" in req.params else None,
             )
         except Exception as exc:
             if writes_answer:

@@ -217,12 +217,13 @@ def emit(event: str, ended: CallRecord | None = None, **fields: Any) -> None:
     configurable = get_config()[CONF]
     # Only a real tally: a LangGraph server client sets any `configurable` key, and counting
     # into its JSON value raised in every node (retried for minutes by the retry policy).
-    if isinstance(tally := configurable.get(CALL_TALLY), CallTally):
+    # `in` first: a run with no tally and no reader of discards alone (most) makes no call
+    if CALL_TALLY in configurable and isinstance(tally := configurable[CALL_TALLY], CallTally):
         if ended is not None:
             tally.end(ended)
         elif event == "started":
             tally.start(fields)
-    if event != DISCARDED and configurable.get(DISCARDS_ONLY):
+    if event != DISCARDED and DISCARDS_ONLY in configurable and configurable[DISCARDS_ONLY]:
         return
     configurable[CONFIG_KEY_RUNTIME].stream_writer({"type": "moa", "event": event, **fields})
 
