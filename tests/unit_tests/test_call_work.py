@@ -205,3 +205,20 @@ def test_whether_a_model_is_called_directly_is_told_in_one_function_call(fake):
     made ten function calls a model call."""
     stats = profiled_run(fake)
     assert calls_from(stats, "getattr", "langgraph_moa/run/_direct.py") == 0
+
+
+def test_a_steps_call_records_are_merged_once():
+    """A step's writes of call records (a layer's proposers, one each) were merged one by
+    one, each keying, checking and copying the list; they are merged as one, the same list."""
+    from langgraph_moa.run import state
+    from langgraph_moa.run.state import merge_call_writes
+
+    def record(proposer):
+        return {"role": "proposer", "layer": 1, "proposer": proposer, "sample": 0}
+
+    left = [record(0) | {"layer": 0}]
+    writes = [[record(p)] for p in range(6)]
+    stats = profiled(lambda: merge_call_writes(left, writes))
+    assert merge_call_writes(left, writes) == [*left, *(w[0] for w in writes)]
+    assert made_by(stats, "merge_calls", "run/state.py", "merge_call_writes") == 1
+    assert state.merge_call_writes(left, [*writes, None, [record(2)]]) == [record(2)]

@@ -124,8 +124,8 @@ def merge_calls(left: list[CallRecord] | None, right: list[CallRecord] | None) -
     """
     if right is None:
         return []
-    if left and _all_after(left[-1], right):
-        return [*left, *right]
+    if _all_after(left[-1] if left else None, right):  # into none: a step's first records
+        return [*(left or []), *right]
     merged = {(r["role"], *call_key(r)): r for r in (left or [])}
     merged.update({(r["role"], *call_key(r)): r for r in right})
     return sorted(merged.values(), key=call_key)
@@ -134,11 +134,18 @@ def merge_calls(left: list[CallRecord] | None, right: list[CallRecord] | None) -
 def merge_call_writes(
     left: list[CallRecord] | None, writes: Sequence[list[CallRecord] | None]
 ) -> list[CallRecord]:
-    """`merge_calls` over a batch of writes in order: the reducer of a `DeltaChannel`."""
-    merged = left or []
-    for right in writes:
-        merged = merge_calls(merged, right)
-    return merged
+    """`merge_calls` over a batch of writes in order: the reducer of a `DeltaChannel`.
+
+    A step's writes are merged as one: each write upserts by key and the list stays sorted,
+    so merging their records together, later ones winning, makes the same list. A layer's
+    six proposers were six merges (each keyed, checked and copied the list), two function
+    calls per model call more than one (`benchmarks/graph_call_work.py`). A `None` clears
+    what came before it: the writes after the last one are merged into none.
+    """
+    if None in writes:
+        cleared = len(writes) - writes[::-1].index(None)
+        left, writes = None, writes[cleared:]
+    return merge_calls(left, [r for right in writes for r in right])  # type: ignore[union-attr]
 
 
 def _calls_channel() -> Any:
@@ -159,12 +166,12 @@ def _calls_channel() -> Any:
     return DeltaChannel(merge_call_writes)
 
 
-def _all_after(last: CallRecord, right: list[CallRecord]) -> bool:
-    """Tell whether `right` is strictly increasing in `call_key`, all of it past `last`'s."""
-    before = call_key(last)
+def _all_after(last: CallRecord | None, right: list[CallRecord]) -> bool:
+    """Tell whether `right` is strictly increasing in `call_key`, all past `last`'s, if any."""
+    before = None if last is None else call_key(last)
     for r in right:
         key = call_key(r)
-        if key <= before:
+        if before is not None and key <= before:
             return False
         before = key
     return True
