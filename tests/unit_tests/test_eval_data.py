@@ -603,13 +603,17 @@ def test_a_hedge_split_by_other_words_or_between_option_texts_is_a_hedge(item):
     assert {answer: score(item, answer)["correct"] for answer in graded} == graded
 
 
-def test_an_or_whose_sentence_ends_before_another_option_is_no_hedge():
+def test_an_or_or_maybe_whose_sentence_ends_before_another_option_is_no_hedge():
     """ "C. Or maybe not. A careful check ..." read the article "A" of the next sentence as
-    the option "or" offered: a hedge between C and A, so a stated C picked none."""
+    the option "or" offered: a hedge between C and A, so a stated C picked none; so did
+    "C, but maybe not. A careful check ..." with the option "maybe" offered."""
     firm = (
         "The answer is C. Or maybe not. A careful check confirms it.",
         "The answer is C. Or is it? A second look says yes.",
         "The answer is C. Or not! A trap, but C holds.",
+        "The answer is C, but maybe not. A careful check confirms it.",
+        "The answer is C, though perhaps not! A second look says C.",
+        "The answer is C, but it could be. A trap? No: C.",
     )
     assert {a: (hedges(a), chosen_option(a)) for a in firm} == dict.fromkeys(firm, (False, "C"))
     still = (
@@ -620,6 +624,9 @@ def test_an_or_whose_sentence_ends_before_another_option_is_no_hedge():
         "The answer is C (or D).",
         "The answer is C or... D",
         "The answer is C or... maybe D.",
+        "The answer is C, but maybe D.",
+        "The answer is C, though it might be D.",
+        "The answer is C, but maybe... D",
     )
     assert {a: (hedges(a), chosen_option(a)) for a in still} == dict.fromkeys(still, (True, None))
 

@@ -257,19 +257,26 @@ _CLAUSE_GOES_ON = re.compile(r"[ \t]+[a-z]")  # on its line: "C, D\nbecause" hed
 # could possibly be D" (the listed adverbs alone were read, so these scored right on C).
 # "Might" or "could" offers the option only as what it may "be": "C, though many might
 # pick D" is a remark on a distractor (it was read as a hedge, and a firm C scored wrong).
-# The option "or" offers is in its sentence: "C. Or maybe not. A careful check ..." read the
-# next sentence's article "A" as one (a hedge, so a stated C picked none); "C. Or maybe D."
-# still hedges, as "C or... D" does (an ellipsis ends no sentence).
+# The option "or" or "maybe" offers is in its sentence: "C. Or maybe not. A careful check
+# ..." and "C, but maybe not. A careful check ..." read the next sentence's article "A" as
+# one (a hedge, so a stated C picked none); "C. Or maybe D." still hedges, as "C or... D"
+# does (an ellipsis ends no sentence).
 _IN_SENTENCE = r"(?:(?!(?<!\.)\.\s|[!?]\s)\W)++"
 _HEDGED = re.compile(
     _LISTED_OPTION
     + r"(?:\W*+(?i:or)\b(?:"
     + _IN_SENTENCE
     + r"\w++){0,2}?"
-    + _IN_SENTENCE
     + r"|[,;]?\s++(?i:though|but|although|yet)\b"
-    + r"[^.\n]{0,40}?(?:\b(?i:possibly|perhaps|maybe)\b(?:\W++\w++){0,2}?"
-    + r"|\b(?i:might|could)\b(?:\W++\w++)??\W++(?i:be)\b)\W++)"
+    + r"[^.\n]{0,40}?(?:\b(?i:possibly|perhaps|maybe)\b(?:"
+    + _IN_SENTENCE
+    + r"\w++){0,2}?"
+    + r"|\b(?i:might|could)\b(?:"
+    + _IN_SENTENCE
+    + r"\w++)??"
+    + _IN_SENTENCE
+    + r"(?i:be)\b))"
+    + _IN_SENTENCE
     + _LISTED_OPTION
     + r"(?![\w'+#])"
 )
