@@ -233,6 +233,18 @@ def test_a_stopped_judge_gives_up_its_wait_at_once(fake, log):
     assert len(log.by("JUDGE")) == 1  # and no second attempt
 
 
+def test_a_judging_stopped_during_its_first_order_does_not_ask_the_second(fake, log):
+    """A Ctrl-C while the judge answered the first order still asked it the second: the
+    event loop's close waited out a whole judge call more."""
+    import asyncio
+
+    stop = threading.Event()
+    judge = fake("JUDGE", reply=lambda *a: stop.set() or "A")
+    with pytest.raises(asyncio.CancelledError):
+        judge_both_orders(judge, "q", "a", "b", stop=stop)
+    assert len(log.by("JUDGE")) == 1
+
+
 @pytest.mark.parametrize(
     "reply",
     [

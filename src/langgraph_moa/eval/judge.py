@@ -9,6 +9,7 @@ bootstrap confidence interval over items.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections.abc import Sequence
@@ -108,8 +109,10 @@ def judge_both_orders(
     judge in their key (`run._calls.cache_name`: a local judge with its file's digest). The
     judge is called directly, not as a run's call, so its failure is explained here as a
     call's is (`explain_failure`: a 404, a context overflow, a refused parameter), naming
-    the judge's model (`name`, else `label`) and the fix. Once `stop` is set, a wait before
-    a retry ends at once, the failure raised (its caller was cancelled: a Ctrl-C).
+    the judge's model (`name`, else `label`) and the fix. Once `stop` is set (its caller
+    was cancelled: a Ctrl-C), a wait before a retry ends at once, the failure raised, and
+    no further call begins (`asyncio.CancelledError`): the event loop closes only once this
+    thread ends, and a call under way cannot be cut short, but the next one need not start.
     """
     stop = stop or threading.Event()
     who = f"the judge {name or label}"
@@ -120,6 +123,8 @@ def judge_both_orders(
         if cache is not None and (hit := cache.get(key)) is not None:
             if (verdict := parse_verdict(hit.text)) is not None:
                 return verdict
+        if stop.is_set():
+            raise asyncio.CancelledError(f"{who} was stopped")
         try:
             reply = _invoke_with_retries(judge, messages, who, stop)
         except Exception as exc:
