@@ -205,3 +205,16 @@ def test_the_config_example_names_every_top_level_key():
         "unknown": written - set(MoAConfig.model_fields),
         "left out": set(MoAConfig.model_fields) - written,
     }
+
+
+def test_the_config_example_shows_the_defaults(tmp_path):
+    """The README says its values are the defaults but for the name, the models and the
+    prompt: it showed ``selection: {show_tally: false}``, whose default is null (variant
+    select derives its rule)."""
+    path = tmp_path / "my-moa.yaml"
+    path.write_text(_config_example(), encoding="utf-8")
+    shown = MoAConfig.from_file(path)
+    default = MoAConfig(proposers=shown.proposers, aggregator=shown.aggregator)
+    own = {"name", "proposers", "aggregator", "synthesis_prompt"}
+    differ = {k for k in MoAConfig.model_fields if getattr(shown, k) != getattr(default, k)}
+    assert differ <= own, differ - own
