@@ -255,6 +255,42 @@ async def test_interrupting_a_cell_with_an_await_cancels_its_langsmith_example(
     assert cancelled.wait(30)
 
 
+async def test_a_second_interrupt_in_a_cell_with_an_await_leaves_a_run_that_closes():
+    # An interrupted sync run is closed once the step under way ends (a Retry-After's wait
+    # of up to a minute), and a second interrupt is the way out. In a cell with a top-level
+    # await that wait had the kernel's handler back: the second interrupt did not reach it.
+    from langgraph_moa.run._interrupt import interruptible
+
+    stepping, released, left = threading.Event(), threading.Event(), threading.Event()
+
+    def run():
+        stepping.set()
+        released.wait(HANG_S)  # a step that does not end soon
+        yield "never"
+
+    await asyncio.sleep(0)  # the cell's top-level await
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    kernels = lambda *_: loop.call_soon_threadsafe(task.cancel)  # noqa: E731
+    signal.signal(signal.SIGINT, kernels)  # conftest restores it
+    cell = threading.get_ident()
+
+    def interrupt_until_left() -> None:
+        if stepping.wait(30):
+            while not left.wait(0.05):
+                signal.pthread_kill(cell, signal.SIGINT)
+
+    threading.Thread(target=interrupt_until_left, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            list(interruptible(run()))
+    finally:
+        left.set()
+        released.set()
+    assert isinstance(raised.value.__context__, KeyboardInterrupt)  # a second one, closing
+    assert signal.getsignal(signal.SIGINT) is kernels
+
+
 async def test_serve_from_a_notebook_cell_serves_in_the_cells_context(serving):
     # Outside a notebook uvicorn's asyncio.run serves in a copy of the caller's context, so
     # `with tracing_context(enabled=False): serve(...)` keeps the served runs untraced; from

@@ -95,7 +95,9 @@ def interruptible(run: Iterator[T]) -> Iterator[T]:
     except BaseException as exc:
         if step is None or not step.done() or step.exception() is not exc:
             calls.interrupt()  # the run did not end by itself: its caller stopped waiting
-            driver.submit(context.run, _close, run).result()  # after the step under way
+            closed = driver.submit(context.run, _close, run)  # after the step under way
+            with interrupts_raised_here():  # a second interrupt leaves, with an await too
+                closed.result()
         raise
     finally:
         driver.shutdown()
