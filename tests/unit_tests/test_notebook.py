@@ -291,6 +291,29 @@ async def test_a_second_interrupt_in_a_cell_with_an_await_leaves_a_run_that_clos
     assert signal.getsignal(signal.SIGINT) is kernels
 
 
+async def test_an_interrupt_as_a_sync_call_ends_leaves_the_kernels_handler(monkeypatch):
+    # `signal.signal` runs a pending handler before it changes it: an interrupt that came as
+    # the kernel's handler was put back ran the one raising KeyboardInterrupt, which cut the
+    # putting back short and stayed the handler for the rest of the cell.
+    from langgraph_moa.transport._call_loop import interrupts_raised_here
+
+    kernels = lambda *_: None  # noqa: E731
+    signal.signal(signal.SIGINT, kernels)  # conftest restores it
+    put, came = signal.signal, threading.Event()
+
+    def interrupted_as_put_back(signum, handler):
+        if handler is kernels and not came.is_set():
+            came.set()
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # comes now
+        return put(signum, handler)
+
+    monkeypatch.setattr(signal, "signal", interrupted_as_put_back)
+    with pytest.raises(KeyboardInterrupt), interrupts_raised_here():
+        pass
+    assert came.is_set()
+    assert signal.getsignal(signal.SIGINT) is kernels
+
+
 async def test_serve_from_a_notebook_cell_serves_in_the_cells_context(serving):
     # Outside a notebook uvicorn's asyncio.run serves in a copy of the caller's context, so
     # `with tracing_context(enabled=False): serve(...)` keeps the served runs untraced; from

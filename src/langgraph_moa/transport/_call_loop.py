@@ -19,7 +19,7 @@ import os
 import selectors
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
@@ -96,11 +96,25 @@ def interrupts_raised_here() -> Iterator[None]:
     ):
         yield
         return
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         yield
     finally:
+        _put_back(host)
+
+
+def _put_back(host: Callable[..., object]) -> None:
+    """Make `host` SIGINT's handler again, even where an interrupt comes meanwhile.
+
+    `signal.signal` runs a pending handler before it changes it: an interrupt that came as
+    `host` was put back raised KeyboardInterrupt there and left ours in its place. It is
+    raised once `host` is back.
+    """
+    try:
         signal.signal(signal.SIGINT, host)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, host)
+        raise
 
 
 def running_call_loop() -> asyncio.AbstractEventLoop | None:
