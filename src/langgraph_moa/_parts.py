@@ -17,6 +17,9 @@ MEDIA_PARTS: dict[str, str] = {
 }
 """The content-part types of an image, audio, a video or a file -> what the part holds."""
 
+OTHER_TEXT_PARTS: dict[str, str] = {"text-plain": "text", "refusal": "refusal"}
+"""The content-part types besides ``text`` that hold text -> the key it is under."""
+
 PART_TYPES: tuple[str, ...] = ("text", "refusal", *MEDIA_PARTS, "text-plain")
 """Every content-part type a backend can take: text, OpenAI's refusal, the media, and
 LangChain's plain-text block (converted per provider). `moa serve` refuses any other: it was

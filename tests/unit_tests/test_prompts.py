@@ -154,3 +154,26 @@ def test_a_proposal_that_writes_the_cut_off_mark_itself_marks_only_its_own_slot(
     assert len(references) == 2 and references[0].startswith("short answer")
     assert references[1].startswith("B #") and CUT_OFF_MARK not in references[1]
     assert all(c.get("finish_reason") != "length" for c in out["calls"])
+
+
+@pytest.mark.parametrize("holds", ["images", "tools"])
+def test_trimmed_references_leave_room_for_the_conversations_images_and_tools(fake, holds):
+    # The trim counted the conversation's `.text` alone, while a call's estimate counts its
+    # media parts (`MEDIA_PART_TOKENS` each) and the tools' schemas too: references filled
+    # room those held, and the call overflowed the window they were trimmed to fit.
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.config._schema import ProposerConfig
+    from langgraph_moa.run._references import with_references
+    from langgraph_moa.text._prompts import estimate_prompt_tokens
+
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    parts = [{"type": "text", "text": "What is this?"}, *([image] * 3 if holds == "images" else [])]
+    function = {"name": "lookup", "description": "Looks it up. " * 300, "parameters": {}}
+    tools = [{"type": "function", "function": function}] if holds == "tools" else None
+    conversation = [HumanMessage(parts)]
+    reader = ProposerConfig(model=fake("R"), context_window=4000, max_tokens=100)
+    cfg = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"))
+    state = {"references": ["Some words. " * 2000] * 2, "missing": 0, "tools": tools}
+    messages, trimmed = with_references(cfg, conversation, state, [reader])  # type: ignore[arg-type]
+    assert trimmed == 2
+    assert estimate_prompt_tokens(messages, tools) <= 4000 - 100

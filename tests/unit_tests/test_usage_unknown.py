@@ -188,8 +188,8 @@ def test_the_estimate_counts_an_image_part_of_the_prompt():
     """An image part has no text, so a prompt of one image was estimated at 0 tokens."""
     from langchain_core.messages import AIMessage, HumanMessage
 
-    from langgraph_moa.run._accounting import MEDIA_PART_TOKENS, estimated_tokens
-    from langgraph_moa.text._prompts import estimate_tokens
+    from langgraph_moa.run._accounting import estimated_tokens
+    from langgraph_moa.text._prompts import MEDIA_PART_TOKENS, estimate_tokens
 
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
     prompt = [HumanMessage([{"type": "text", "text": "What is this?"}, image])]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from langgraph_moa._parts import MEDIA_PARTS
 from langgraph_moa._redact import describe_error
 from langgraph_moa._unicode import beginning, well_formed
 from langgraph_moa.errors import (
@@ -27,7 +25,12 @@ from langgraph_moa.run.state import (
     ToolCallRecord,
     UsageSummary,
 )
-from langgraph_moa.text._prompts import CUT_OFF_MARK, estimate_tokens
+from langgraph_moa.text._prompts import (
+    CUT_OFF_MARK,
+    estimate_prompt_tokens,
+    estimate_tokens,
+    read_text,
+)
 from langgraph_moa.text._thinking import THINK_CLOSE, THINK_OPEN, split_thinking
 
 
@@ -513,10 +516,6 @@ def counted_tokens(response: object) -> tuple[int, int, int] | None:
     return None if counted is None else counted[:3]
 
 
-MEDIA_PART_TOKENS = 765
-"""The estimate of one image, audio or file part of a prompt, whose size the package does not
-read: OpenAI's count of a 1024x1024 image at high detail. Read as its text, it was 0 tokens."""
-
 STRUCTURED_MARK = "moa_structured_from_tool_calls"
 """``response_metadata`` mark of a function-calling structured answer whose text is its tool
 call's arguments written out (`graph._nodes._answer_of`): what it wrote is counted once."""
@@ -533,57 +532,25 @@ call record says what they mean (``incomplete_call``, ``reference_only``,
 are no part of the answer's public metadata (`run._answer.final_message`)."""
 
 
-def _read_text(message: BaseMessage) -> str:
-    """Return all the text a model reads or wrote in `message`, as `estimated_tokens` counts it.
-
-    ``BaseMessage.text`` joins only ``text`` parts: a ``text-plain`` block (which `moa serve`
-    takes) and a ``refusal`` part were counted as 0 tokens.
-    """
-    text = str(message.text)
-    if isinstance(message.content, list):
-        for part in message.content:
-            if isinstance(part, dict) and part.get("type") in _OTHER_TEXT_PARTS:
-                said = part.get(_OTHER_TEXT_PARTS[part["type"]])
-                text += said if isinstance(said, str) else ""
-    return text
-
-
-_OTHER_TEXT_PARTS = {"text-plain": "text", "refusal": "refusal"}
-"""The content parts besides ``text`` that hold text -> the key it is under."""
-
-
-def _prompt_estimate(prompt: Sequence[BaseMessage], tools: Any) -> int:
-    """Estimate a prompt's tokens: its messages' text, media parts and the tools' schemas."""
-    tokens = 0
-    for m in prompt:
-        tokens += estimate_tokens(_read_text(m))
-        if isinstance(m.content, list):
-            media = sum(isinstance(p, dict) and p.get("type") in MEDIA_PARTS for p in m.content)
-            tokens += media * MEDIA_PART_TOKENS
-    if tools:
-        tokens += estimate_tokens(json.dumps(tools, default=str))
-    return tokens
-
-
 def estimated_tokens(
     response: BaseMessage | None, prompt: Sequence[BaseMessage], tools: Any = None
 ) -> tuple[int, int, int, bool]:
     """Estimate the tokens of a call whose provider reported none, as `_tokens` returns them.
 
     By `estimate_tokens` (3 characters a token for English, more for other scripts): the
-    prompt's messages (`_read_text`; an image, audio or file part at `MEDIA_PART_TOKENS`), the
+    prompt's messages (`read_text`; an image, audio or file part at `MEDIA_PART_TOKENS`), the
     schemas of the `tools` it was sent, and what the model wrote (its text, thinking and tool
     calls; a structured answer's text and call once, `STRUCTURED_MARK`). The record says so
     (``usage_estimated``): an estimate is neither the provider's count nor a zero.
     """
-    prompt_tokens = _prompt_estimate(prompt, tools)
+    prompt_tokens = estimate_prompt_tokens(prompt, tools)
     written = ""
     if isinstance(response, AIMessage):
         thinking = response.additional_kwargs.get("reasoning_content")
         calls = "".join(str(c["args"]) for c in response.tool_calls)
         if (response.response_metadata or {}).get(STRUCTURED_MARK):
             calls = ""  # the text is these calls' arguments
-        written = _read_text(response) + (thinking if isinstance(thinking, str) else "") + calls
+        written = read_text(response) + (thinking if isinstance(thinking, str) else "") + calls
     completion = estimate_tokens(written)
     usage: Any = (response.usage_metadata if isinstance(response, AIMessage) else None) or {}
     return prompt_tokens, completion, prompt_tokens + completion, "total_cost" in usage

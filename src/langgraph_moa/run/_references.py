@@ -16,6 +16,7 @@ from langgraph_moa.errors import ContextLengthError
 from langgraph_moa.run._accounting import as_reference, was_cut_off
 from langgraph_moa.run.state import CallRecord, MoAState
 from langgraph_moa.text._prompts import (
+    estimate_prompt_tokens,
     estimate_tokens,
     fit_references,
     inject_references,
@@ -54,7 +55,9 @@ def with_references(
     """Build a layer's input for `readers`, trimming references to fit their context.
 
     Returns the messages and how many references were cut. The budget is the smallest
-    known window among the readers, minus their answer's room and the rest of the prompt.
+    known window among the readers, minus their answer's room and the rest of the prompt
+    (`estimate_prompt_tokens`: the conversation's text and media parts, and the schemas of
+    the run's tools in `state`).
 
     Raises:
         ContextLengthError: the conversation alone leaves no room in that window.
@@ -68,11 +71,13 @@ def with_references(
     ]
     if budgets and references:
         role, room = min(budgets, key=lambda pair: pair[1])
-        fixed = "".join(m.text for m in conversation) + cfg.synthesis_prompt
-        overhead = estimate_tokens(fixed) + 40 * len(references) + 120  # markers and notes
+        # What the call is sent besides the references: its messages, images and tools
+        fixed = estimate_prompt_tokens(conversation, state.get("tools"))
+        fixed += estimate_tokens(cfg.synthesis_prompt)
+        overhead = fixed + 40 * len(references) + 120  # markers and notes
         if room - overhead <= 0:
             raise ContextLengthError(
-                f"The conversation (about {estimate_tokens(fixed)} tokens) leaves no room "
+                f"The conversation (about {fixed} tokens) leaves no room "
                 f"for references in {role.label}'s context of "
                 f"{role.known_context_window()} tokens with {role.max_tokens} reserved for "
                 "its answer. Shorten the conversation or lower that model's max_tokens."
@@ -104,10 +109,11 @@ def reference_inputs(state: MoAState) -> MoAState:
         "missing": state.get("missing", 0),
         "layer": state.get("layer", 0),
         "calls": answered_proposals(state),
+        "tools": state.get("tools"),
     }
 
 
-REFERENCE_INPUTS = ["references", "missing", "layer", "calls"]
+REFERENCE_INPUTS = ["references", "missing", "layer", "calls", "tools"]
 """The state keys `reference_inputs` reads."""
 
 
@@ -130,7 +136,7 @@ class LayerInput:
     def build(self, cfg: MoAConfig, conversation: list[BaseMessage]) -> list[BaseMessage]:
         """Return the conversation with the state's references, fitted to `cfg`'s proposers."""
         state: MoAState = get_config()[CONF][CONFIG_KEY_READ](REFERENCE_INPUTS, False)
-        key = (cfg, state["references"], state.get("calls"), state.get("missing"))
+        key = (cfg, state["references"], *map(state.get, ("calls", "missing", "tools")))
         last = self._last
         if last is not None and all(map(operator.is_, last[0], key)) and last[1] == conversation:
             return list(last[2])

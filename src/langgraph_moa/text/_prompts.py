@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from langgraph_moa._parts import MEDIA_PARTS, OTHER_TEXT_PARTS
 from langgraph_moa._unicode import boundary
 
 AGGREGATE_AND_SYNTHESIZE_PROMPT = (
@@ -205,6 +206,45 @@ def _sixths(text: str) -> int:
         return 2 * ascii_chars
     other_bytes = len(text.encode("utf-8", "surrogatepass")) - ascii_chars
     return 2 * ascii_chars + 3 * other_bytes
+
+
+MEDIA_PART_TOKENS = 765
+"""The estimate of one image, audio or file part of a prompt, whose size the package does not
+read: OpenAI's count of a 1024x1024 image at high detail. Read as its text, it was 0 tokens."""
+
+
+def read_text(message: BaseMessage) -> str:
+    """Return all the text a model reads or wrote in `message`, as the estimates count it.
+
+    ``BaseMessage.text`` joins only ``text`` parts: a ``text-plain`` block (which `moa serve`
+    takes) and a ``refusal`` part were counted as 0 tokens.
+    """
+    text = str(message.text)
+    if isinstance(message.content, list):
+        for part in message.content:
+            if isinstance(part, dict) and part.get("type") in OTHER_TEXT_PARTS:
+                said = part.get(OTHER_TEXT_PARTS[part["type"]])
+                text += said if isinstance(said, str) else ""
+    return text
+
+
+def estimate_prompt_tokens(prompt: Sequence[BaseMessage], tools: Any = None) -> int:
+    """Estimate a prompt's tokens: its messages' text, media parts and the tools' schemas.
+
+    The one estimate of a prompt: a call whose provider reported no usage is recorded by it
+    (`run._accounting.estimated_tokens`), and the context budget trims references by it
+    (`run._references.with_references`). The budget once counted the messages' ``.text``
+    alone: references were fitted into room an image or the tools' schemas held.
+    """
+    tokens = 0
+    for m in prompt:
+        tokens += estimate_tokens(read_text(m))
+        if isinstance(m.content, list):
+            media = sum(isinstance(p, dict) and p.get("type") in MEDIA_PARTS for p in m.content)
+            tokens += media * MEDIA_PART_TOKENS
+    if tools:
+        tokens += estimate_tokens(json.dumps(tools, default=str))
+    return tokens
 
 
 def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[str], int]:
