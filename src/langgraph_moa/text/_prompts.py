@@ -174,6 +174,12 @@ CHARS_PER_TOKEN = 3
 English text (about 4 per token), so trimming errs on the side of fitting. Text in other
 scripts counts by `estimate_tokens`'s rule, half a token a UTF-8 byte."""
 
+_SIXTHS = 6
+"""A token in the unit `_sixths` counts in: an ASCII character (1/`CHARS_PER_TOKEN`) and a
+UTF-8 byte of other text (1/2) are whole numbers of it, so the sums stay exact."""
+_ASCII_SIXTHS = _SIXTHS // CHARS_PER_TOKEN
+_BYTE_SIXTHS = _SIXTHS // 2
+
 TRIM_MARK = " [...]"
 
 CUT_OFF_MARK = "[this response was cut off at its length limit (max_tokens): it ends unfinished]"
@@ -196,16 +202,16 @@ def estimate_tokens(text: str) -> int:
     Chinese answer counted a third of its tokens, so a budget was reached late and fitted
     references overflowed the window. The estimate errs on the high side for every script.
     """
-    return -(-_sixths(text) // 6)
+    return -(-_sixths(text) // _SIXTHS)
 
 
 def _sixths(text: str) -> int:
     """Return `estimate_tokens` of `text` in sixths of a token, unrounded."""
+    if text.isascii():  # most text: a scan, no copy
+        return _ASCII_SIXTHS * len(text)
     ascii_chars = len(text.encode("ascii", "ignore"))
-    if ascii_chars == len(text):  # most text: one pass
-        return 2 * ascii_chars
     other_bytes = len(text.encode("utf-8", "surrogatepass")) - ascii_chars
-    return 2 * ascii_chars + 3 * other_bytes
+    return _ASCII_SIXTHS * ascii_chars + _BYTE_SIXTHS * other_bytes
 
 
 MEDIA_PART_TOKENS = 765
@@ -263,7 +269,7 @@ def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[
     references' own weight: the trim is repeated, tighter, until the trimmed text fits (a few
     proportional passes, then a search for the largest character count that fits).
     """
-    budget = max(0, budget_tokens) * 6  # in sixths of a token, as `_sixths` counts
+    budget = max(0, budget_tokens) * _SIXTHS  # as `_sixths` counts
     weight = sum(map(_sixths, references))
     if weight <= budget:
         return list(references), 0
