@@ -222,3 +222,19 @@ def test_a_steps_call_records_are_merged_once():
     assert merge_call_writes(left, writes) == [*left, *(w[0] for w in writes)]
     assert made_by(stats, "merge_calls", "run/state.py", "merge_call_writes") == 1
     assert state.merge_call_writes(left, [*writes, None, [record(2)]]) == [record(2)]
+
+
+def test_a_sync_stream_looks_at_the_interrupt_handler_once_not_per_item(monkeypatch):
+    """Whether a sync run's waits make Ctrl-C raise (a notebook cell with an ``await``) was
+    worked out again for every item it yielded: a handler look-up, a thread check and a loop
+    look-up per token of a ``stream_mode="messages"`` stream, where it is decided once."""
+    import signal
+
+    from langgraph_moa.run._interrupt import interruptible
+
+    looked, set_ = [], []
+    getsignal, set_signal = signal.getsignal, signal.signal
+    monkeypatch.setattr(signal, "getsignal", lambda s: looked.append(s) or getsignal(s))
+    monkeypatch.setattr(signal, "signal", lambda s, h: set_.append(s) or set_signal(s, h))
+    assert list(interruptible(iter(range(100)))) == list(range(100))
+    assert (len(looked), len(set_)) == (1, 0)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from langgraph_moa.transport._call_loop import interrupts_raised_here
+from langgraph_moa.transport._call_loop import interrupts_raised_at_each_wait
 
 T = TypeVar("T")
 
@@ -84,10 +84,11 @@ def interruptible(run: Iterator[T]) -> Iterator[T]:
     context.run(RUN_CALLS.set, calls)
     driver = _Driver()
     step: Future[Any] | None = None
+    waiting = interrupts_raised_at_each_wait()  # in a cell with a top-level await too
     try:
         while True:
             step = driver.submit(context.run, _next, run)
-            with interrupts_raised_here():  # in a cell with a top-level await too
+            with waiting():
                 item = step.result()
             if item is _END:
                 return

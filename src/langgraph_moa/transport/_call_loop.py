@@ -20,6 +20,7 @@ import selectors
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
@@ -87,13 +88,8 @@ def interrupts_raised_here() -> Iterator[None]:
     after it. Only in the main thread (the one signals reach) and where a loop runs in it;
     a handler that is not Python's (ignored, the default) is left as it is.
     """
-    host = signal.getsignal(signal.SIGINT)
-    if (
-        not callable(host)
-        or host is signal.default_int_handler
-        or threading.current_thread() is not threading.main_thread()
-        or loop_of_this_thread() is None
-    ):
+    host = _handler_to_replace()
+    if host is None:
         yield
         return
     try:
@@ -115,6 +111,29 @@ def _put_back(host: Callable[..., object]) -> None:
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, host)
         raise
+
+
+def interrupts_raised_at_each_wait() -> Callable[[], contextlib.AbstractContextManager[None]]:
+    """Return the context each of a sync caller's many waits enters, decided once.
+
+    `interrupts_raised_here`, or one that does nothing where that would leave the handler as
+    it is: a stream's reader waits once for every token, and looked the handler, the thread
+    and its loop up again each time.
+    """
+    return contextlib.nullcontext if _handler_to_replace() is None else interrupts_raised_here
+
+
+def _handler_to_replace() -> Callable[..., Any] | None:
+    """Return the SIGINT handler `interrupts_raised_here` replaces here, or None if none."""
+    host = signal.getsignal(signal.SIGINT)
+    if (
+        not callable(host)
+        or host is signal.default_int_handler
+        or threading.current_thread() is not threading.main_thread()
+        or loop_of_this_thread() is None
+    ):
+        return None
+    return host
 
 
 def running_call_loop() -> asyncio.AbstractEventLoop | None:
