@@ -238,3 +238,18 @@ def test_a_sync_stream_looks_at_the_interrupt_handler_once_not_per_item(monkeypa
     monkeypatch.setattr(signal, "signal", lambda s, h: set_.append(s) or set_signal(s, h))
     assert list(interruptible(iter(range(100)))) == list(range(100))
     assert (len(looked), len(set_)) == (1, 0)
+
+
+def test_an_answer_with_a_thinking_block_is_split_once(monkeypatch):
+    """A reasoning model's answer was split for its ``<think>`` block twice: once to tell
+    whether the block closed (`cut_while_thinking`), then again to cut it out."""
+    from langchain_core.messages import AIMessage
+
+    from langgraph_moa.run import _accounting
+
+    splits = []
+    split = _accounting.split_thinking
+    monkeypatch.setattr(_accounting, "split_thinking", lambda t: splits.append(t) or split(t))
+    kept = _accounting.without_thinking(AIMessage("<think>Air scatters.</think>Blue."), "m")
+    assert (kept.text, kept.additional_kwargs["reasoning_content"]) == ("Blue.", "Air scatters.")
+    assert len(splits) == 1

@@ -31,7 +31,7 @@ from langgraph_moa.text._prompts import (
     estimate_tokens,
     read_text,
 )
-from langgraph_moa.text._thinking import THINK_CLOSE, THINK_OPEN, split_thinking
+from langgraph_moa.text._thinking import THINK_CLOSE, THINK_OPEN, Thinking, split_thinking
 
 
 def tool_calls_of(response: BaseMessage) -> list[ToolCallRecord]:
@@ -176,14 +176,14 @@ def without_thinking(response: _Message, label: str) -> _Message:
     text = response.content if isinstance(response.content, str) else response.text
     if THINK_OPEN not in text and THINK_CLOSE not in text:
         return response
-    if cut_while_thinking(response):
+    split = split_thinking(text)  # a lone closing tag ends a block the prompt opened
+    if not response.tool_calls and _cut_off(response, split):  # as `cut_while_thinking`
         raise EmptyResponseError(
             f"{label} was cut off while thinking (finish_reason "
             f"{finish_reason(response)!r}): its <think> block never closed, so it gave no "
             "answer; raise that model's max_tokens",
             response,
         )
-    split = split_thinking(text)  # a lone closing tag ends a block the prompt opened
     if split.thinking is None or (not split.closed and kept_whole(response)):
         return response
     content = _cut_text(response.content, len(text) - len(split.answer))
@@ -203,9 +203,12 @@ def cut_while_thinking(response: BaseMessage) -> bool:
     """
     if not isinstance(response, AIMessage) or response.tool_calls:
         return False
-    if split_thinking(response.text).closed:
-        return False
-    return not stopped_itself(finish_reason(response))
+    return _cut_off(response, split_thinking(response.text))
+
+
+def _cut_off(response: AIMessage, split: Thinking) -> bool:
+    """`cut_while_thinking` of a response without tool calls whose text split as `split`."""
+    return not split.closed and not stopped_itself(finish_reason(response))
 
 
 def stopped_itself(reason: str | None) -> bool:
