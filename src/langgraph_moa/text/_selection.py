@@ -46,9 +46,14 @@ Extractor = Literal["auto", "last-number", "short-span", "choice-letter", "regex
 # are full-width text's point and comma (U+FF0E, U+FF0C: "\uff11\uff12\uff0e\uff15" is 12.5).
 _FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
 """Full-width ASCII (U+FF01 to U+FF5E) as ASCII, for the words answers are compared by."""
-_NUMBER_SIGNS = str.maketrans(
-    {"\u2212": "-", "\uff0d": "-", "\u066b": ".", "\u066c": ",", "\uff0e": ".", "\uff0c": ","}
-)
+
+
+def _full_width_of(ascii_chars: str) -> dict[int, int]:
+    """Return the part of `_FULL_WIDTH` that reads as one of `ascii_chars`."""
+    return {code: plain for code, plain in _FULL_WIDTH.items() if chr(plain) in ascii_chars}
+
+
+_NUMBER_SIGNS = str.maketrans({"\u2212": "-", "\u066b": ".", "\u066c": ","} | _full_width_of("-.,"))
 # A no-break, narrow no-break or thin space between digit groups of three separates
 # thousands as a comma does (SI and French style, "1\u00a0234\u00a0567"); `number_marks`
 # writes it as ",", so the comma's rule decides: "3\u00a04" stays 3 and 4, and
@@ -219,10 +224,7 @@ _STATED_CHOICE = re.compile(
 )
 # Full-width Latin letters, parentheses and colons (as CJK text writes an option, U+FF21)
 # read as their ASCII, one character for one, wherever an option letter is read.
-_FULL_WIDTH_LETTERS = str.maketrans(
-    {chr(code + 0xFEE0): chr(code) for code in (*range(0x41, 0x5B), *range(0x61, 0x7B))}
-    | {"\uff08": "(", "\uff09": ")", "\uff1a": ":", "\uff0e": "."}
-)
+_FULL_WIDTH_LETTERS = _full_width_of(string.ascii_letters + "():.")
 # Several option letters, capitals, joined: "C, D", "C or D", "(C) and (D)", "C/D", and as
 # hedges are worded: "either C or D", "Option C or Option D", "C (or D)", "C or possibly D"
 # (these were no list, so they scored right on an item whose answer is C).
