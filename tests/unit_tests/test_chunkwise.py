@@ -268,3 +268,49 @@ def test_one_parts_negative_usage_does_not_cancel_the_other_parts_in_the_answers
     answer = _summed("one two", parts)
     assert counted_tokens(answer) == (500, 10, 5 + 505)
     assert answer.usage_metadata["input_tokens"] == 500
+
+
+async def test_a_streamed_layer_counts_each_written_character_once(monkeypatch):
+    # The wait for a part counted every live proposal's words from its start again each time
+    # any proposal wrote a chunk: work that grew with the square of the proposals' length.
+    from langgraph_moa.graph import _chunkwise
+    from tests.fakes import WordStreamer
+
+    scanned = []
+    spaceless = _chunkwise._SPACELESS
+
+    class Counted:
+        def findall(self, text):
+            scanned.append(len(text))
+            return spaceless.findall(text)
+
+        def sub(self, repl, text):
+            scanned.append(len(text))
+            return spaceless.sub(repl, text)
+
+    monkeypatch.setattr(_chunkwise, "_SPACELESS", Counted())
+    proposers = [WordStreamer(label="A", words=300), WordStreamer(label="B", words=300)]
+    config = MoAConfig(
+        proposers=proposers,
+        aggregator=WordStreamer(label="AGG"),
+        layers=2,
+        aggregation={"start": "chunks", "chunk_tokens": 1000},
+    )
+    out = await create_moa_graph(config).ainvoke(QUESTION)
+    written = sum(len(c["output"] or "") for c in out["calls"] if c["role"] == "proposer")
+    assert written > 2 * 300 * 2
+    assert sum(scanned) <= 4 * written
+
+
+@pytest.mark.parametrize(
+    "text", ["Air scatters  blue light.\n", " two\twords ", "\u4e2d\u6587 \u5b57\u0e01x", ""]
+)
+def test_a_proposal_counted_piece_by_piece_has_the_words_counted_whole(text):
+    from langgraph_moa.graph._chunkwise import _WordCount, _words
+
+    for cut in range(len(text) + 1):
+        for second in range(cut, len(text) + 1):
+            count = _WordCount()
+            for piece in (text[:cut], text[cut:second], text[second:]):
+                count.add(piece)
+            assert count.words == _words(text), (cut, second)

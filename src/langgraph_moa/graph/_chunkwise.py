@@ -145,10 +145,41 @@ def _words(text: str) -> int:
     By spaces alone a Chinese or Japanese proposal was one word until it ended (a Thai one
     until its clause did), so the first part waited for every proposal whole. A character
     counts as a word (a Chinese word is one or two, a Thai one two or three consonants, a
-    count near its tokens); a run of them counts once more. Both
-    counts run in C: this is counted again at every word a proposal writes.
+    count near its tokens); a run of them counts once more. Both counts run in C, and
+    neither builds a string a word. A streamed proposal is counted piece by piece
+    (`_WordCount`).
     """
-    return len(text.split()) + len(_SPACELESS.findall(text))
+    return len(text.split()) + _spaceless(text)
+
+
+def _spaceless(text: str) -> int:
+    """Count the `_SPACELESS` characters of `text` (one string made, not one a character)."""
+    return len(text) - len(_SPACELESS.sub("", text))
+
+
+class _WordCount:
+    """A streamed proposal's `_words`, kept as it is written: each piece counted once.
+
+    The wait for a part counted every live proposal's words from its start again whenever
+    any of them wrote a chunk: work that grew with the square of their length.
+    """
+
+    __slots__ = ("_ends_in_word", "words")
+
+    def __init__(self, text: str = "") -> None:
+        self.words = 0
+        self._ends_in_word = False
+        self.add(text)
+
+    def add(self, piece: str) -> None:
+        """Count `piece`, written after the text counted so far."""
+        if not piece:
+            return
+        runs = len(piece.split())
+        if runs and self._ends_in_word and not piece[0].isspace():
+            runs -= 1  # the piece goes on with the word the text ended in
+        self.words += runs + _spaceless(piece)
+        self._ends_in_word = not piece[-1].isspace()
 
 
 def prefills(cfg: MoAConfig) -> bool:
@@ -191,6 +222,8 @@ class _Chunkwise:
         self.order = in_reference_order(self.cfg, self.layer, list(range(n)))
         """The slots in the order the aggregator reads them (``reference_order``)."""
         self.texts = [""] * n
+        self.counts = [_WordCount() for _ in range(n)]
+        """The words of each of `texts` (`_write`, `_rewrite`)."""
         self.done = [False] * n
         self.records: list[CallRecord | None] = [None] * n
         self.errors: list[list[str]] = [[] for _ in range(n)]
@@ -246,7 +279,7 @@ class _Chunkwise:
             while True:
                 emit("started", **call.fields())
                 started = time.perf_counter()
-                self.texts[k] = ""  # a retried attempt wrote at most blanks: start afresh
+                self._rewrite(k, "")  # a retried attempt wrote at most blanks: start afresh
                 try:
                     response = await self._streamed(k, model, messages, p.label)
                     break
@@ -260,12 +293,22 @@ class _Chunkwise:
                 self.records[k] = record_answer(call, errors[:], response, latency, prompt=messages)
         except Exception as exc:  # the layer goes on without it, as any failed proposal
             if self.live[k]:
-                self.texts[k] = ""
+                self._rewrite(k, "")
                 latency = time.perf_counter() - started
                 self.records[k] = record_failure(call, errors, exc, latency, prompt=messages)
         finally:
             self.done[k] = True
             self.changed.set()
+
+    def _write(self, k: int, piece: str) -> None:
+        """Add `piece` to proposal `k`'s text, and its words to its count."""
+        self.texts[k] += piece
+        self.counts[k].add(piece)
+
+    def _rewrite(self, k: int, text: str) -> None:
+        """Make `text` proposal `k`'s text, counted afresh."""
+        self.texts[k] = text
+        self.counts[k] = _WordCount(text)
 
     def _may_retry(self, k: int, attempts: int, error: Exception) -> bool:
         """Tell whether proposal `k` gets another attempt after `attempts` failed ones.
@@ -295,10 +338,10 @@ class _Chunkwise:
                 try:
                     async for chunk in model.astream(messages):
                         whole = chunk if whole is None else whole + chunk
-                        self.texts[k] += thinking.take(chunk.text)
+                        self._write(k, thinking.take(chunk.text))
                         self.changed.set()
                     # A block the model ended itself is its text, as `without_thinking`'s.
-                    self.texts[k] += thinking.finish(whole is not None and kept_whole(whole))
+                    self._write(k, thinking.finish(whole is not None and kept_whole(whole)))
                 finally:
                     CALL_CLOCKS.reset(clocks)
         except Exception as exc:
@@ -323,7 +366,7 @@ class _Chunkwise:
             response = without_thinking(response, label)
             # But for thinking before a lone </think> (its block opened in the prompt), which
             # the stream passed before its tag came: the later parts read the answer alone.
-            self.texts[k] = response.text
+            self._rewrite(k, response.text)
         if whole is None or not self.texts[k].strip():
             raise empty_answer(whole, label)
         return response
@@ -332,8 +375,8 @@ class _Chunkwise:
         """Wait until every live proposal has `words` words or is complete (or `limit_s`)."""
         due = None if limit_s is None else time.monotonic() + limit_s
         while not all(
-            not live or done or _words(text) >= words
-            for text, done, live in zip(self.texts, self.done, self.live, strict=True)
+            not live or done or count.words >= words
+            for count, done, live in zip(self.counts, self.done, self.live, strict=True)
         ):
             self.changed.clear()
             timeout = None if due is None else due - time.monotonic()
