@@ -97,7 +97,7 @@ def interruptible(run: Iterator[T]) -> Iterator[T]:
         if step is None or not step.done() or step.exception() is not exc:
             calls.interrupt()  # the run did not end by itself: its caller stopped waiting
             closed = driver.submit(context.run, _close, run)  # after the step under way
-            with interrupts_raised_here():  # a second interrupt leaves, with an await too
+            with waiting():  # a second interrupt leaves, with an await too
                 closed.result()
         raise
     finally:
