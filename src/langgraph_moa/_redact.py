@@ -526,7 +526,12 @@ def redact(text: str) -> str:
     return text
 
 
-def summarize_error(text: str, limit: int = 300) -> str:
+ERROR_CHARS = 300
+"""The most characters of a failed call's line (`describe_error`), and of the error a run's
+one-line summary repeats (`moa serve`'s 502): `LABEL_CHARS` keeps each fix within it."""
+
+
+def summarize_error(text: str, limit: int = ERROR_CHARS) -> str:
     """Return `text` redacted, on one line, at most `limit` characters."""
     return clip(" ".join(redact(text).split()), limit)
 
@@ -564,7 +569,7 @@ CLIENT_TEXT_CHARS = 100
 
 LABEL_CHARS = 48
 """The most characters of a model's label in an explained failure: with it, each fix fits the
-300 characters a failed call's line keeps (`describe_error`)."""
+`ERROR_CHARS` a failed call's line keeps (`describe_error`)."""
 
 
 def clip(text: str, limit: int = CLIENT_TEXT_CHARS) -> str:
@@ -586,7 +591,7 @@ EMPTY_STREAM = "No generations found in stream."
 """LangChain's message for a streamed call whose stream held no answer at all."""
 
 
-def describe_error(error: BaseException, limit: int = 300) -> str:
+def describe_error(error: BaseException, limit: int = ERROR_CHARS) -> str:
     """Return ``"Type: message"`` for a failed call, redacted, on one line, at most `limit`.
 
     Where the message alone does not say what happened, it says more: a generic message

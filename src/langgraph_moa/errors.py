@@ -37,6 +37,7 @@ lost when a run cannot finish.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -144,12 +145,9 @@ class AllProposersFailedError(_RunError):
         self.layer_calls = failed
         """The proposer calls of `layer`, the ones that ended the run (`outgrew_context`)."""
         first = failed[0]["error"] if failed else "no call was made"
-        # An explained failure's own sentence, its fix, whole: cut at 200 with the
-        # provider's words, a refused max_tokens lost its fix.
-        first = str(first).partition(f" {PROVIDER_SAID} ")[0]
         self.summary = (
             f"All {len(failed)} proposer calls of layer {layer} failed, so no answer was "
-            f"written; the first said: {summarize_error(first).rstrip('.')}."
+            f"written; the first said: {_own_sentence(str(first))}."
         )
         """The error in one short sentence (what `moa serve` sends its client)."""
 
@@ -200,14 +198,9 @@ class AggregatorFailedError(_RunError):
         )
         self.model = model
         self.__cause__ = error
-        said = (
-            f"{type(error).__name__}: {error.brief}"  # whole: cut at 200, it lost its fix
-            if isinstance(error, UnsupportedParameterError)
-            else describe_error(error, 200)
-        )
         self.summary = (
             f"The aggregator {clip(model, LABEL_CHARS)!r} failed, so no answer was written: "
-            f"{said.rstrip('.')}."
+            f"{_own_sentence(describe_error(error, sys.maxsize))}."
         )
         """The error in one short sentence (what `moa serve` sends its client)."""
 
@@ -274,7 +267,19 @@ class ContextLengthError(MoAError):
 
 PROVIDER_SAID = "The provider said:"
 """What comes before a provider's own words in an explained failure (`providers._retry`),
-after the package's sentence and its fix: a summary may keep the sentence alone."""
+after the package's sentence and its fix: a summary keeps the sentence alone (`_own_sentence`)."""
+
+
+def _own_sentence(error: str) -> str:
+    """Return a failed call's error as a run's one-line summary repeats it, redacted.
+
+    Without the provider's words (`PROVIDER_SAID`) where it has any, at most `ERROR_CHARS`.
+
+    Both summaries (`moa serve`'s 502) are made here. What the package says of an explained
+    failure ends with its fix, which a `LABEL_CHARS` label keeps within `ERROR_CHARS`: cut
+    at 200 characters with the provider's words, the fix was lost.
+    """
+    return summarize_error(error.partition(f" {PROVIDER_SAID} ")[0]).rstrip(".")
 
 
 class UnsupportedParameterError(MoAError):
@@ -283,14 +288,6 @@ class UnsupportedParameterError(MoAError):
     OpenAI's reasoning models refuse a temperature other than 1, and max_tokens. Not
     retried: the same call is refused again.
     """
-
-    def __init__(self, message: str, brief: str = "") -> None:
-        """Keep `brief` too (else the message): the refusal and its fix, without the label."""
-        super().__init__(message)
-        self.brief = brief or message
-        """The parameter refused and the fix, without the label or the provider's words: a
-        summary that names the model already (`AggregatorFailedError.summary`) keeps it
-        whole, where the message cut at 200 characters lost the fix."""
 
 
 class UnsupportedContentError(MoAError):

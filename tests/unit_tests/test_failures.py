@@ -295,7 +295,7 @@ def test_a_retry_after_longer_than_the_longest_wait_fails_at_once(fake, log, mon
 
 def test_an_aggregators_retry_after_past_the_longest_wait_keeps_its_fix_in_the_summary(fake):
     """`moa serve` answers a failed aggregator with a 502 whose message is the error's
-    summary, which keeps 200 characters of the error: for an endpoint's label (its model and
+    summary, which kept 200 characters of the error: for an endpoint's label (its model and
     URL) the sentence of a Retry-After of 61 s lost its fix, "try again later...". The label
     is shortened as an explained failure's is, never the fix."""
     from langgraph_moa._redact import LABEL_CHARS

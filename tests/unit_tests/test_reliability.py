@@ -13,7 +13,9 @@ from langgraph_moa import (
     RetrySettings,
     create_moa_graph,
 )
+from langgraph_moa._redact import describe_error
 from langgraph_moa.config._schema import MAX_ATTEMPTS
+from langgraph_moa.providers._retry import too_long_a_wait
 from tests.helpers import IMAGE_QUESTION, QUESTION, references_in
 
 FAST = RetrySettings(max_attempts=2, initial_interval=0.0, jitter=False)
@@ -591,15 +593,103 @@ def test_a_long_model_label_is_shortened_never_the_fix_on_a_failed_calls_line(er
 @pytest.mark.parametrize("label", ["o3", "my-" + "very-" * 80 + "long-model"])
 def test_an_aggregators_refused_parameter_keeps_its_fix_in_the_502s_summary(param, label):
     """`moa serve` answers a failed aggregator with a 502 whose message is the error's
-    summary, cut at 200 characters: the max_tokens fix was cut off even for a label of two
-    characters. The summary names the aggregator (its label shortened) and keeps the fix."""
+    summary, which cut it at 200 characters: the max_tokens fix was cut off even for a label of
+    two characters. The summary names the aggregator (its label shortened) and keeps the fix."""
     from langgraph_moa.errors import AggregatorFailedError
     from langgraph_moa.providers._retry import _PARAMETER_FIXES, explain_failure
 
     error = explain_failure(_Refused(param), label, [])
     summary = AggregatorFailedError(label, error, []).summary
     assert f"'{param}'" in summary and f"{_PARAMETER_FIXES[param]}." in summary, summary
-    assert label[:30] in summary and len(summary) <= 300
+    assert label[:30] in summary and _LONG_LABEL not in summary
+
+
+_LONG_LABEL = "my-" + "very-" * 80 + "long-model"
+
+
+def _explained(error, label=_LONG_LABEL):
+    """`error` as a failed call of `label` raises it, explained; a picture in the call."""
+    from langgraph_moa.providers._retry import explain_failure
+
+    media = [
+        HumanMessage([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}])
+    ]
+    return explain_failure(error, label, media)
+
+
+def _ollama_not_pulled():
+    import httpx
+    import openai
+
+    name = "hf.co/some-user/Some-Long-Model-Name-GGUF:Q4_K_M"
+    body = {"error": f"model '{name}' not found, try pulling it first"}
+    request = httpx.Request("POST", "http://localhost:11434/v1/chat/completions")
+    response = httpx.Response(404, request=request, json=body)
+    return openai.NotFoundError(f"Error code: 404 - {body}", response=response, body=body)
+
+
+def _proposers_failed(label, error):
+    """The error of a layer whose one proposer, `label`, failed with `error` (its record's)."""
+    from langgraph_moa.errors import AllProposersFailedError
+
+    call = {"role": "proposer", "layer": 1, "proposer": 0, "sample": 0}
+    return AllProposersFailedError(1, [{**call, "configured_model": label, "error": error}])
+
+
+@pytest.mark.parametrize(
+    ("make", "fix"),
+    [
+        (
+            lambda: _explained(ValueError("maximum context length is 131072 tokens")),
+            "shorten the conversation, lower the proposers' max_tokens, or choose a model with "
+            "a longer context",
+        ),
+        (
+            lambda: _explained(ValueError("image input is not supported")),
+            "cannot read images, audio or files: remove it for such input, or use a vision model",
+        ),
+        (
+            lambda: _explained(_ollama_not_pulled()),
+            "run `ollama pull hf.co/some-user/Some-Long-Model-Name-GGUF:Q4_K_M` on its host "
+            "(`ollama list` shows the names it has)",
+        ),
+        (
+            lambda: _explained(_Refused("max_tokens")),
+            "set max_tokens: null for it in the config, or name it openai:MODEL, whose "
+            "LangChain class sends max_completion_tokens",
+        ),
+        (
+            lambda: too_long_a_wait(_LONG_LABEL, 61),
+            "asked to be retried after 61s, longer than the 60s a call waits: try again later, "
+            "or use another model or endpoint",
+        ),
+    ],
+)
+def test_an_aggregators_502_summary_keeps_the_whole_fix_of_every_explained_failure(make, fix):
+    """The summary kept 200 characters of the error: the fix of a context too long, of a
+    model not pulled, was cut off ("shorten the conversation, low…"). It keeps the error's
+    own sentence, whole, and leaves out the provider's words."""
+    from langgraph_moa.errors import PROVIDER_SAID
+
+    error = make()
+    summary = AggregatorFailedError(_LONG_LABEL, error, []).summary
+    assert f"{fix}." in summary, summary
+    assert _LONG_LABEL[:30] in summary and PROVIDER_SAID not in summary
+    summary = _proposers_failed(_LONG_LABEL, describe_error(error)).summary
+    assert f"{fix}." in summary and PROVIDER_SAID not in summary, summary
+
+
+def test_a_key_in_a_failed_calls_error_is_redacted_in_both_502_summaries():
+    """An UnsupportedParameterError built with its message alone put that message in the
+    aggregator's summary as it was, unredacted: a key the message held reached the client."""
+    from langgraph_moa.errors import UnsupportedParameterError
+
+    key = "sk-proj-Abc123Def456Ghi789"
+    error = UnsupportedParameterError(f"o3 does not take 'temperature' (key {key})")
+    summary = AggregatorFailedError("o3", error, []).summary
+    assert key not in summary and "[redacted]" in summary, summary
+    summary = _proposers_failed("o3", f"UnsupportedParameterError: {error}").summary
+    assert key not in summary and "[redacted]" in summary, summary
 
 
 def test_proposers_refused_parameter_keeps_its_fix_in_the_502s_summary(fake):

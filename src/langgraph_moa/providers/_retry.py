@@ -366,11 +366,9 @@ def explain_failure(
     model = clip(model, LABEL_CHARS)
     if (param := _refused_parameter(exc)) is not None:
         # One line, the fix before the provider's words.
-        refused = f"does not take the call parameter '{param}'"
         return UnsupportedParameterError(
-            f"{model} {refused} (a reasoning model takes its own default): "
-            f"{_PARAMETER_FIXES[param]}. {PROVIDER_SAID} {exc}",
-            brief=f"it {refused}: {_PARAMETER_FIXES[param]}.",
+            f"{model} does not take the call parameter '{param}' (a reasoning model takes its "
+            f"own default): {_PARAMETER_FIXES[param]}. {PROVIDER_SAID} {exc}"
         )
     if _refused_content(exc, messages):
         return UnsupportedContentError(

@@ -732,20 +732,18 @@ def _retry_wait(
     Only an error that will be retried (as `explained`) is waited for: a 401 or 400
     carrying ``Retry-After`` fails at once, since no second attempt follows the wait. A
     wait longer than `MAX_RETRY_AFTER_S` fails at once too, whatever the deadline. The label
-    is shortened (`LABEL_CHARS`) so that the fix fits the 200 characters of the error a
-    failed aggregator's summary keeps (`AggregatorFailedError.summary`, `moa serve`'s 502).
+    is shortened (`LABEL_CHARS`), as an explained failure's is.
     """
     if not is_retryable(explained):
         return 0.0
     wait = retry_after_s(error) or 0.0
-    label = clip(label, LABEL_CHARS)
     if (too_long := too_long_a_wait(label, wait)) is not None:
         return too_long
     due = _DEADLINE.get()
     if wait and due is not None and time.monotonic() + wait > due:
         return RetryPastDeadlineError(
-            f"{label} asked to be retried after {wait:g}s, past this request's deadline, "
-            "so it was not retried"
+            f"{clip(label, LABEL_CHARS)} asked to be retried after {wait:g}s, past this "
+            "request's deadline, so it was not retried"
         )
     return wait
 
