@@ -371,12 +371,9 @@ def ok_record(
     # `check_tool_calls` sets: one call (getattr) tells the first, `in` the others with none.
     if getattr(response, "tool_calls", None) and (tools := tool_calls_of(response)):
         record["tool_calls"] = tools  # only then: records of text answers stay as they were
-        if meta.get("moa_tool_calls_from_text"):
-            record["tool_calls_from_text"] = True
-    if "moa_reference_only" in meta and (reason := meta["moa_reference_only"]):
-        record["reference_only"] = reason
-    if "moa_incomplete_call" in meta and (reason := meta["moa_incomplete_call"]):
-        record["incomplete_call"] = reason
+    for mark, key in _RECORDED_PAIRS:
+        if mark in meta and (said := meta[mark]):
+            record[key] = said  # type: ignore[literal-required]
     # Kept for the record, never a reference; an empty block (Qwen3's /no_think) is none.
     kwargs = response.additional_kwargs
     if (
@@ -523,16 +520,29 @@ STRUCTURED_MARK = "moa_structured_from_tool_calls"
 """``response_metadata`` mark of a function-calling structured answer whose text is its tool
 call's arguments written out (`graph._nodes._answer_of`): what it wrote is counted once."""
 
-CALL_MARKS = (
-    STRUCTURED_MARK,
-    "moa_incomplete_call",
-    "moa_reference_only",
-    "moa_tool_calls_from_text",
-)
+TOOL_CALLS_FROM_TEXT = "moa_tool_calls_from_text"
+"""``response_metadata`` mark of an answer whose tool calls were read from its text
+(`run._options.read_text_tool_calls`): True."""
+REFERENCE_ONLY = "moa_reference_only"
+"""``response_metadata`` mark of a proposal that may be a reference but never the answer
+(`run._options.check_tool_calls`): why."""
+INCOMPLETE_CALL = "moa_incomplete_call"
+"""``response_metadata`` mark of an answer whose tool call leaves out a required argument
+(`run._options.check_tool_calls`): which."""
+
+RECORDED_MARKS = {
+    TOOL_CALLS_FROM_TEXT: "tool_calls_from_text",
+    REFERENCE_ONLY: "reference_only",
+    INCOMPLETE_CALL: "incomplete_call",
+}
+"""The call record's key (`ok_record`) that says what each mark of a call's response said."""
+_RECORDED_PAIRS = tuple(RECORDED_MARKS.items())  # read on every call: no `items()` call there
+
+CALL_MARKS = (STRUCTURED_MARK, *RECORDED_MARKS)
 """``response_metadata`` marks the package sets on one call's response for its own use; its
-call record says what they mean (``incomplete_call``, ``reference_only``,
-``tool_calls_from_text``). The answer, built from a call's response, leaves them out: they
-are no part of the answer's public metadata (`run._answer.final_message`)."""
+call record says what they mean (`RECORDED_MARKS`). The answer, built from a call's
+response, leaves them out: they are no part of the answer's public metadata
+(`run._answer.final_message`)."""
 
 
 def estimated_tokens(

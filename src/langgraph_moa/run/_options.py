@@ -26,6 +26,7 @@ from langchain_core.runnables import Runnable
 
 from langgraph_moa._unicode import beginning
 from langgraph_moa.errors import MoAInputError, ToolCallError
+from langgraph_moa.run._accounting import INCOMPLETE_CALL, REFERENCE_ONLY, TOOL_CALLS_FROM_TEXT
 from langgraph_moa.run._inputs import (
     SEED_MAX,
     SEED_MIN,
@@ -231,7 +232,7 @@ def read_text_tool_calls(response: Any, options: Options) -> Any:
         rest = "\n".join(lines).strip()
     if not calls:
         return response
-    meta = {**response.response_metadata, "moa_tool_calls_from_text": True}
+    meta = {**response.response_metadata, TOOL_CALLS_FROM_TEXT: True}
     if meta.get("finish_reason") == "stop":
         meta["finish_reason"] = "tool_calls"
     return response.model_copy(
@@ -312,9 +313,9 @@ def check_tool_calls(response: Any, options: Options, label: str, *, answer: boo
     if problem := _answer_problem(response, options):
         if answer:
             raise ToolCallError(f"{label} {problem}", response)
-        marks["moa_reference_only"] = problem
+        marks[REFERENCE_ONLY] = problem
     if missing := _missing_argument(response.tool_calls, tools):
-        marks["moa_incomplete_call"] = missing
+        marks[INCOMPLETE_CALL] = missing
     if not marks:
         return response
     meta = {**response.response_metadata, **marks}
