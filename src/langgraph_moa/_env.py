@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 
+from langgraph_moa._redact import clip
 from langgraph_moa.errors import MoAConfigError
 
 SHOWN_CHARS = 40
-"""The most characters of a refused value repeated in the refusal."""
+"""The most characters of a refused variable's value repeated in the refusal ("..." included)."""
 
 
 def switch_from_env(name: str) -> bool | None:
@@ -25,7 +26,7 @@ def switch_from_env(name: str) -> bool | None:
     if not value:
         return None
     if value not in ("0", "1"):
-        shown = value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "..."
+        shown = clip(value, SHOWN_CHARS, mark="...")
         raise MoAConfigError(
             f"{name} must be 0 or 1, got {shown!r}: set one or unset it for the default."
         )

@@ -572,15 +572,15 @@ LABEL_CHARS = 48
 `ERROR_CHARS` a failed call's line keeps (`describe_error`)."""
 
 
-def clip(text: str, limit: int = CLIENT_TEXT_CHARS) -> str:
-    """Return `text` cut to at most `limit` characters, ending with "…" where it was cut.
+def clip(text: str, limit: int = CLIENT_TEXT_CHARS, mark: str = "…") -> str:
+    """Return `text` cut to at most `limit` characters, ending with `mark` where it was cut.
 
     The cut falls between whole characters as drawn (`boundary`): never between a letter
     and its accent, inside an emoji sequence or a flag.
     """
     if len(text) <= limit:
         return text
-    return text[: boundary(text, limit - 1)].rstrip() + "…"
+    return text[: boundary(text, limit - len(mark))].rstrip() + mark
 
 
 GENERIC_MESSAGES = frozenset({"Connection error."})

@@ -85,3 +85,28 @@ def test_a_models_refusal_of_a_schema_is_quoted_in_whole_characters() -> None:
 
     assert _whole(_refusal(ValueError(_straddling(77) + " " * 10)).removesuffix("..."))
     assert _whole(_kind(_straddling(36)).removesuffix("..."))
+
+
+def test_a_clip_ends_with_the_mark_asked_for_within_its_limit() -> None:
+    from langgraph_moa._redact import clip
+
+    assert clip(_straddling(38), 40, mark="...") == "a" * 37 + "..."
+    assert clip("a" * 40, 40, mark="...") == "a" * 40
+    assert clip(_straddling(40), 40) == "a" * 39 + "…"
+
+
+def test_a_refused_switch_and_count_quote_the_value_in_whole_characters(monkeypatch) -> None:
+    """The refused value of a 0/1 switch was cut by code points (``value[:40]``): a flag
+    across the cut was left half."""
+    from langgraph_moa._env import switch_from_env
+    from langgraph_moa.errors import MoAConfigError
+    from langgraph_moa.local.catalog import count_from_env
+
+    for read in (lambda: switch_from_env("MOA_GC_FREEZE"), lambda: count_from_env("N", 1, 8)):
+        for count in range(35, 42):
+            monkeypatch.setenv("MOA_GC_FREEZE", _straddling(count))
+            monkeypatch.setenv("N", _straddling(count))
+            with pytest.raises(MoAConfigError) as raised:
+                read()
+            quoted = str(raised.value).split("got '", 1)[1].split("'", 1)[0]
+            assert _whole(quoted.removesuffix("...")), quoted

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
-from langgraph_moa._unicode import beginning
+from langgraph_moa._env import SHOWN_CHARS
+from langgraph_moa._redact import clip
 from langgraph_moa.errors import LocalModelError, MoAConfigError
 from langgraph_moa.local._filelock import file_lock
 
@@ -220,7 +221,7 @@ def count_from_env(
     # `most` is refused before int() is asked.
     too_long = len(value.lstrip("0")) > len(str(most))
     if not value.isdecimal() or too_long or not least <= int(value) <= most:
-        shown = value if len(value) <= 40 else beginning(value, 40) + "..."
+        shown = clip(value, SHOWN_CHARS, mark="...")
         raise MoAConfigError(
             f"{name} must be a whole number{unit} from {least} to {most}, got {shown!r}: {fix}."
         )

@@ -249,7 +249,7 @@ def _refusal(exc: Exception) -> str:
     """Return the first line of a model's refusal, short: LangChain's runs over several lines."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = (lines[0] if lines else "").rstrip(".:;")
-    text = text if len(text) <= 80 else beginning(text, 77) + "..."
+    text = clip(text, 80, mark="...")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -477,7 +477,7 @@ def _kind(value: Any) -> str:
     if value is None:
         return "None"
     shown = repr(value)
-    shown = shown if len(shown) <= 40 else beginning(shown, 37) + "..."
+    shown = clip(shown, 40, mark="...")
     return f"{type(value).__name__} {shown}"
 
 
