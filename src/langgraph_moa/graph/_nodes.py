@@ -824,21 +824,13 @@ class MoANodes:
     ) -> Any:
         """After its retries the final step failed: try the next aggregator, else fall back.
 
-        The next model of the chain runs in the same node (a `Command` back to it). When the
-        chain is spent, the run answers with the best available proposal, labelled as such,
-        or raises `AggregatorFailedError` if so configured.
+        When the chain is spent and no labelled fallback may answer, the run raises
+        `AggregatorFailedError` (`_next_or_fallback`).
         """
-        cfg = plan.cfg
-        calls = [*state.get("calls", []), record]
-        if record["sample"] + 1 < len(cfg.final_chain):
-            update = {"calls": [record], "final_index": record["sample"] + 1}
-            return Command(update=update, goto=plan.final_node)
-        best = best_available(calls)
-        # A caller asking for a structure gets one or an error, never free text.
-        if cfg.on_aggregator_failure == "raise" or best is None or self.wants_structure(state):
+        if (update := self._next_or_fallback(plan, state, record)) is None:
+            calls = [*state.get("calls", []), record]
             raise AggregatorFailedError(record["configured_model"], error, calls)
-        reason = _chain_reason(cfg, calls, record["layer"])
-        return {"calls": [record], **labelled_fallback(cfg, calls, best, "best_proposal", reason)}
+        return update
 
     def _incomplete_answer(
         self, plan: Plan, state: MoAState, call: CallId, outcome: _Outcome
@@ -846,30 +838,53 @@ class MoANodes:
         """Let a whole call answer where the answer's tool call leaves out an argument.
 
         The next aggregator of the chain tries first, then the best whole output (a labelled
-        fallback, where one may answer). Where there is none, the call is the answer, as
-        recorded (``incomplete_call``): the agent's ToolNode answers it with the validation
-        error that the model's next turn reads, where refusing it ended the run in an error.
-        A passed-over answer is announced as discarded (`discard_answer`), as a refused one
-        is: its text streamed as the answer's, and a stream reader must drop it.
+        fallback, where one may answer: `_next_or_fallback`). Where there is none, the call
+        is the answer, as recorded (``incomplete_call``): the agent's ToolNode answers it
+        with the validation error that the model's next turn reads, where refusing it ended
+        the run in an error.
         """
-        cfg, record = plan.cfg, outcome.record
+        record = outcome.record
         passed_over = ToolCallError(
             f"{record['configured_model']} {record.get('incomplete_call')}", outcome.message
         )
+        if (update := self._next_or_fallback(plan, state, record, (call, passed_over))) is None:
+            return self._aggregated(plan.cfg, state, outcome, is_final=True)
+        return update
+
+    def _next_or_fallback(
+        self,
+        plan: Plan,
+        state: MoAState,
+        record: CallRecord,
+        passed_over: tuple[CallId, ToolCallError] | None = None,
+    ) -> Any:
+        """Return what follows a final step that gave no answer: None where nothing may.
+
+        The next model of the chain runs in the same node (a `Command` back to it); when the
+        chain is spent, the best available output answers, labelled as such, unless the
+        config says to raise or a structure was asked for (a caller asking for one gets one
+        or an error, never free text). `passed_over`: the call and the refusal of an answer
+        whose tool call leaves out an argument. Only a whole call answers instead of it, and
+        it is announced as discarded (`discard_answer`), as a refused one is: its text
+        streamed as the answer's, and a stream reader must drop it.
+        """
+        cfg = plan.cfg
         if record["sample"] + 1 < len(cfg.final_chain):
-            discard_answer(call, passed_over)
+            if passed_over is not None:
+                discard_answer(*passed_over)
             update = {"calls": [record], "final_index": record["sample"] + 1}
             return Command(update=update, goto=plan.final_node)
         calls = [*state.get("calls", []), record]
         best = best_available(calls)
         if (
             best is None
-            or best.get("incomplete_call")
+            or (passed_over is not None and best.get("incomplete_call"))
             or cfg.on_aggregator_failure == "raise"
             or self.wants_structure(state)
         ):
-            return self._aggregated(cfg, state, outcome, is_final=True)
-        discard_answer(call, passed_over)
+            return None
+        if passed_over is not None:
+            discard_answer(*passed_over)
         reason = _chain_reason(cfg, calls, record["layer"])
         return {"calls": [record], **labelled_fallback(cfg, calls, best, "best_proposal", reason)}
 
