@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
+from langgraph_moa._digits import at_most
 from langgraph_moa._env import SHOWN_CHARS
 from langgraph_moa._redact import clip
 from langgraph_moa.errors import LocalModelError, MoAConfigError
@@ -217,15 +218,14 @@ def count_from_env(
     value = os.environ.get(name, "").strip()
     if not value:
         return None
-    # isdigit() takes "²", and int() refuses more than 4300 digits: a number longer than
-    # `most` is refused before int() is asked.
-    too_long = len(value.lstrip("0")) > len(str(most))
-    if not value.isdecimal() or too_long or not least <= int(value) <= most:
+    # isdigit() takes "²", and int() refuses more than 4300 digits (`at_most`).
+    number = at_most(value, most) if value.isdecimal() else None
+    if number is None or number < least:
         shown = clip(value, SHOWN_CHARS, mark="...")
         raise MoAConfigError(
             f"{name} must be a whole number{unit} from {least} to {most}, got {shown!r}: {fix}."
         )
-    return int(value)
+    return number
 
 
 def assembled(info: LocalModelInfo) -> bool:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall
 
+from langgraph_moa._digits import at_most
 from langgraph_moa._unicode import well_formed_content
 from langgraph_moa.run._accounting import (
     CALL_MARKS,
@@ -36,13 +37,12 @@ def parse_choice(reply: str, n: int) -> int | None:
     """Return the first number in the ranker's reply naming a candidate (1..n), or None.
 
     The reply is a model's, untrusted: a run of more digits than `n` has (leading zeros
-    aside) names no candidate and is passed over unread, since int() refuses a string of
-    over 4,300 digits (ValueError) and the run failed for it.
+    aside) names no candidate and is passed over unread (`at_most`), since int() refuses a
+    string of over 4,300 digits (ValueError) and the run failed for it.
     """
     for match in re.finditer(r"\d+", reply):
-        digits = match.group().lstrip("0")
-        if digits and len(digits) <= len(str(n)) and int(digits) <= n:
-            return int(digits)
+        if choice := at_most(match.group(), n):  # 0 names none
+            return choice
     return None
 
 

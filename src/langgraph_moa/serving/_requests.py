@@ -6,6 +6,7 @@ import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+from langgraph_moa._digits import at_most
 from langgraph_moa.errors import (
     RequestTimeoutError,
 )
@@ -184,8 +185,7 @@ class _Guard:
             return None
         if not size.isdigit():
             return _APIError(400, "The Content-Length header is not a number.")
-        digits = size.lstrip(b"0")  # a client's: int() refuses over 4,300 digits (ValueError)
-        if len(digits) > len(str(self.max_body_bytes)) or int(digits or b"0") > self.max_body_bytes:
+        if at_most(size, self.max_body_bytes) is None:  # a client's number, of any length
             return _too_large(self.max_body_bytes)
         return None
 
