@@ -583,6 +583,16 @@ def clip(text: str, limit: int = CLIENT_TEXT_CHARS, mark: str = "…") -> str:
     return text[: boundary(text, limit - len(mark))].rstrip() + mark
 
 
+def one_line(text: object, limit: int, *, mark: bool = False) -> str:
+    """Return `text` written on one line (each run of white space one space), cut to `limit`.
+
+    What a report or a log line quotes (an error, a question, an answer) may span lines; it
+    is cut between whole characters as drawn, marked with "…" (`clip`) where `mark` is set.
+    """
+    line = " ".join(str(text).split())
+    return clip(line, limit) if mark else beginning(line, limit)
+
+
 GENERIC_MESSAGES = frozenset({"Connection error."})
 """Provider messages that say nothing of the cause (the openai SDK's for every connection
 that failed): the innermost cause is written after them."""

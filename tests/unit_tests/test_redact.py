@@ -5,6 +5,7 @@ import pytest
 from langgraph_moa._redact import (
     REDACTED,
     describe_error,
+    one_line,
     redact,
     redact_url,
     register_secret,
@@ -509,3 +510,18 @@ def test_a_short_bearer_token_is_redacted_too():
 def test_a_tokens_limit_variable_is_no_secret(monkeypatch, name):
     monkeypatch.setenv(name, "banana-split")
     assert redact("the upstream said banana-split") == "the upstream said banana-split"
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "mark", "line"),
+    [
+        ("a\n\tb   c", 20, False, "a b c"),  # every run of white space is one space
+        ("one two three", 7, False, "one two"),
+        ("one two three", 8, True, "one two\u2026"),  # marked where cut, no space before it
+        ("short", 5, True, "short"),
+        (None, 10, False, "None"),  # any value, written out
+        ("caf" + "e\u0301" + " au lait", 4, False, "caf"),  # never half a drawn character
+    ],
+)
+def test_one_line_joins_the_white_space_and_cuts_to_the_limit(text, limit, mark, line):
+    assert one_line(text, limit, mark=mark) == line

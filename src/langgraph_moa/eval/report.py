@@ -10,8 +10,7 @@ import math
 from fractions import Fraction
 from typing import Any
 
-from langgraph_moa._redact import clip
-from langgraph_moa._unicode import beginning
+from langgraph_moa._redact import one_line
 from langgraph_moa.eval.layers import FINAL, SIMILARITY_METRICS
 from langgraph_moa.eval.provenance import render_provenance
 
@@ -22,7 +21,7 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 def first_error(system: dict[str, Any]) -> str:
     """Return a system's first recorded error on one line, at most 300 whole characters."""
-    return beginning(" ".join(str(system.get("first_error") or "").split()), 300)
+    return one_line(system.get("first_error") or "", 300)
 
 
 def render_report(summary: dict[str, Any], extras: dict[str, Any] | None = None) -> str:
@@ -189,18 +188,18 @@ def _categories(summary: dict[str, Any]) -> list[str]:
 def _disagreements(examples: list[dict[str, Any]]) -> list[str]:
     """Show a few items where the systems disagree, each answer shortened to one line.
 
-    Shortened by `clip`: between whole characters as drawn (an emoji family is not cut to a
+    Shortened by `one_line`: between whole characters as drawn (an emoji family is not cut to a
     dangling joiner), with "…" where it was cut.
     """
     if not examples:
         return []
     lines = ["", "## Where the systems disagree", ""]
     for example in examples:
-        question = clip(" ".join(str(example["question"]).split()), 160)
+        question = one_line(example["question"], 160, mark=True)
         lines.append(f"- `{example['id']}`: {question}")
         for name, a in example["answers"].items():
             mark = "right" if a["correct"] else "wrong"
-            answer = clip(" ".join(str(a["answer"]).split()), 160)
+            answer = one_line(a["answer"], 160, mark=True)
             lines.append(f"  - {name} ({mark}): {answer}")
     return lines
 

@@ -37,6 +37,7 @@ from langgraph_moa._private import PRIVATE_FOLDER, write_private
 from langgraph_moa._redact import (
     describe_error,
     keyless_command,
+    one_line,
     redact_spec,
     redacted_repr,
 )
@@ -958,9 +959,7 @@ def _make_folder(path: Path) -> None:
 
 def _fallback_words(row: dict[str, Any]) -> str:
     """Say which fallback answered a row, and why, in one line."""
-    reason = beginning(
-        " ".join(str(row.get("fallback_reason") or "no reason recorded").split()), 300
-    )
+    reason = one_line(row.get("fallback_reason") or "no reason recorded", 300)
     return f"{row['fallback']}: {reason}"
 
 
@@ -976,7 +975,7 @@ def _last_turn(row: dict[str, Any]) -> list[dict[str, Any]]:
 def _progress_line(name: str, done: int, total: int, row: dict[str, Any], started: float) -> str:
     """One line of progress for a log: items done, the last outcome, the time so far."""
     if row["error"] is not None:
-        outcome = "error: " + beginning(" ".join(str(row["error"]).split()), 100)
+        outcome = "error: " + one_line(row["error"], 100)
     elif "correct" in row["scores"]:
         outcome = "right" if row["scores"]["correct"] else "wrong"
     else:
