@@ -658,3 +658,27 @@ def test_a_remark_on_another_option_after_a_stated_one_is_no_hedge(item):
         f"{texts[other]} or {texts[right]}": False,
     }
     assert {answer: score(item, answer)["correct"] for answer in graded} == graded
+
+
+def test_an_items_options_are_read_once_however_often_it_is_scored(monkeypatch):
+    """Each score of an answer that names an option's text read the item's option lines
+    and compiled a pattern of them again: a run scores the same item once per system and
+    sample, and a rescore every row."""
+    import dataclasses
+
+    from langgraph_moa.eval import scorers
+
+    reads = []
+    option_line = scorers._OPTION_LINE
+
+    class Counted:
+        def findall(self, text):
+            reads.append(text)
+            return option_line.findall(text)
+
+    item = next(i for i in SHIPPED if i.category == "multiple-choice")
+    item = dataclasses.replace(item, turns=[item.turns[0] + "\n(read once)"])  # not yet read
+    right = _option_texts(item)[item.expected[0]]
+    monkeypatch.setattr(scorers, "_OPTION_LINE", Counted())
+    assert [score(item, right)["correct"] for _ in range(3)] == [True] * 3
+    assert len(reads) == 1

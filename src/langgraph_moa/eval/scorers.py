@@ -30,9 +30,11 @@ which is how a question with several right options is answered.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
+from collections.abc import Mapping
 from fractions import Fraction
 
 from langgraph_moa.eval.datasets import EvalItem
@@ -169,6 +171,22 @@ def score(item: EvalItem, answer: str) -> dict[str, bool]:
     return scores
 
 
+@functools.lru_cache(maxsize=256)
+def _options_of(question: str) -> tuple[Mapping[str, str], re.Pattern[str] | None]:
+    """Return a question's options (letter to normalized text) and its "X or Y" pattern.
+
+    None for the pattern where fewer than two options have a text. Kept per question (the
+    most recent 256): an item is scored once per system, sample and rescore, and each
+    score read the option lines and compiled the pattern again.
+    """
+    options = {letter: normalize(text) for letter, text in _OPTION_LINE.findall(question)}
+    texts = sorted({t for t in options.values() if t}, key=len, reverse=True)
+    if len(texts) < 2:
+        return options, None
+    either = "|".join(re.escape(t) for t in texts)
+    return options, re.compile(rf"(?<!\bnot )\b({either}) or (?:\w+ ){{0,2}}?({either})\b")
+
+
 def _hedges_between_texts(item: EvalItem, answer: str, letters: list[str]) -> bool:
     """Tell whether the answer offers the right option's text "or" another's.
 
@@ -178,13 +196,10 @@ def _hedges_between_texts(item: EvalItem, answer: str, letters: list[str]) -> bo
     right option, nor one that a later conclusion settles ("Istanbul or Ankara? The answer
     is Ankara.": it was wrong, while "C or D? The answer is C." was right).
     """
-    options = {letter: normalize(text) for letter, text in _OPTION_LINE.findall(item.turns[0])}
+    options, pair = _options_of(item.turns[0])
     right = {options[letter] for letter in letters if options.get(letter)}
-    texts = sorted({t for t in options.values() if t}, key=len, reverse=True)
-    if not right or len(texts) < 2:
+    if not right or pair is None:
         return False
-    either = "|".join(re.escape(t) for t in texts)
-    pair = re.compile(rf"(?<!\bnot )\b({either}) or (?:\w+ ){{0,2}}?({either})\b")
     words = normalize(conclusion(answer))
     return any(
         first != second and right & {first, second}
