@@ -210,6 +210,42 @@ def test_a_judge_call_is_retried_on_a_transient_failure(fake, log):
     assert len(log.by("REFUSED")) == 1  # a 404 is not tried again
 
 
+def test_a_judge_call_is_retried_as_a_runs_call_is_and_its_failure_explained_once(
+    fake, log, monkeypatch
+):
+    """The judge had attempts and a backoff of its own (1 s, doubled) beside the config's
+    retry settings, and explained each failure twice: once to tell whether it may pass,
+    once more, naming the judge, to raise it."""
+    from langgraph_moa.config._schema import RetrySettings
+    from langgraph_moa.eval import judge as judging
+
+    slept: list[float | None] = []
+
+    class Recorded(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            slept.append(timeout)
+            return False
+
+    dropped = fake(
+        "JUDGE", reply=lambda *a: "A", fail=lambda n, m: ConnectionError() if n <= 2 else None
+    )
+    assert judge_both_orders(dropped, "q", "a", "b", stop=Recorded()) == ("A", "A")
+    retry = RetrySettings()
+    assert slept == [retry.initial_interval, retry.initial_interval * retry.backoff_factor]
+    explained = []
+
+    def counted(exc, model, messages):
+        explained.append(model)
+        return judging_explain(exc, model, messages)
+
+    judging_explain = judging.explain_failure
+    monkeypatch.setattr(judging, "explain_failure", counted)
+    refused = fake("REFUSED", fail=lambda n, m: _openai_error(404, {"error": {"message": "x"}}))
+    with pytest.raises(Exception, match="Error code: 404"):
+        judge_both_orders(refused, "q", "a", "b", label="REFUSED")
+    assert explained == ["the judge REFUSED"]
+
+
 def test_a_judge_asked_to_wait_too_long_says_so_as_a_runs_call_does(fake, log):
     """A Retry-After over 60 s raised the provider's bare "slow down": nothing said that the
     wait asked for was longer than a call waits, as a run's call says."""

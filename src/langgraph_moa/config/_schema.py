@@ -69,6 +69,10 @@ class RetrySettings(BaseModel):
     max_interval: float = Field(default=30.0, ge=0.0, le=MAX_WAIT_S)
     jitter: bool = Field(default=True, description="Add up to 1 s of random delay.")
 
+    def backoff_s(self, attempt: int) -> float:
+        """Seconds to wait before attempt `attempt` + 1, jitter aside (a `RetryPolicy`'s)."""
+        return min(self.initial_interval * self.backoff_factor ** (attempt - 1), self.max_interval)
+
 
 def _registered_variant(name: str) -> str:
     variant_of(name)  # raises ValueError naming the registered variants

@@ -18,6 +18,7 @@ from typing import Literal
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from langgraph_moa.config._schema import RetrySettings
 from langgraph_moa.eval.stats import bootstrap_mean_interval
 from langgraph_moa.providers._retry import (
     explain_failure,
@@ -125,13 +126,7 @@ def judge_both_orders(
                 return verdict
         if stop.is_set():
             raise asyncio.CancelledError(f"{who} was stopped")
-        try:
-            reply = _invoke_with_retries(judge, messages, who, stop)
-        except Exception as exc:
-            explained = explain_failure(exc, who, messages)
-            if explained is exc:
-                raise
-            raise explained from exc
+        reply = _invoke_with_retries(judge, messages, who, stop)
         verdict = parse_verdict(reply.text)
         if cache is not None and verdict is not None:
             cache.put(key, reply)
@@ -140,15 +135,11 @@ def judge_both_orders(
     return ask(candidate, baseline), ask(baseline, candidate)
 
 
-JUDGE_ATTEMPTS = 3
-"""How often a judge call is tried when it fails in a way that may pass (a 429, a 5xx, a
-dropped connection). Its client does not retry (`providers._models`: a run's calls are
-retried by the graph's policy, and the judge is called outside any run), so one 429 left a
-whole system unjudged."""
-
-JUDGE_BACKOFF_S = 1.0
-"""The wait before a judge call's second attempt, doubled before each later one, where the
-provider asked for none (``Retry-After``)."""
+JUDGE_RETRY = RetrySettings()
+"""How often, and after what wait, a judge call is tried again when it fails in a way that
+may pass (a 429, a 5xx, a dropped connection): as a run's call is by default. Its client
+does not retry (`providers._models`: a run's calls are retried by the graph's policy, and
+the judge is called outside any run), so one 429 left a whole system unjudged."""
 
 
 def _invoke_with_retries(
@@ -157,22 +148,26 @@ def _invoke_with_retries(
     label: str,
     stop: threading.Event,
 ) -> BaseMessage:
-    """Call the judge, trying again (up to `JUDGE_ATTEMPTS`) a failure that may pass.
+    """Call the judge, trying again (as `JUDGE_RETRY` says) a failure that may pass.
 
-    A failure that cannot (a 404, a refused parameter, as `explain_failure` reads it) is
-    raised at once, and one whose ``Retry-After`` is longer than a call waits fails as a
-    run's call does (`too_long_a_wait`, naming `label`). The wait before a retry ends when
-    `stop` is set, and the failure stands: the judging was cancelled (a Ctrl-C), and the
-    event loop closes only once its judging threads end.
+    A failure is explained once (`explain_failure`, naming `label`): one that cannot pass (a
+    404, a refused parameter) is raised so at once, and so is the last attempt's. One whose
+    ``Retry-After`` is longer than a call waits fails as a run's call does
+    (`too_long_a_wait`). The wait before a retry ends when `stop` is set, and the failure
+    stands: the judging was cancelled (a Ctrl-C), and the event loop closes only once its
+    judging threads end.
     """
     attempt = 1
     while True:
         try:
             return judge.invoke(messages)
         except Exception as exc:
-            if attempt == JUDGE_ATTEMPTS or not is_retryable(explain_failure(exc, "", messages)):
-                raise
-            wait = retry_after_s(exc) or JUDGE_BACKOFF_S * 2 ** (attempt - 1)
+            explained = explain_failure(exc, label, messages)
+            if attempt == JUDGE_RETRY.max_attempts or not is_retryable(explained):
+                if explained is exc:
+                    raise
+                raise explained from exc
+            wait = retry_after_s(exc) or JUDGE_RETRY.backoff_s(attempt)
             if (too_long := too_long_a_wait(label, wait)) is not None:
                 raise too_long from exc
             if stop.wait(wait):
