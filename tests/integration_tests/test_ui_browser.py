@@ -1112,6 +1112,16 @@ def test_each_history_button_is_named_with_its_runs_question(backend, browser, t
         assert "side by side: Why is the sky blue?" in names
         cut = [n for n in names if "very" in n]
         assert len(cut) == 2 and all(len(n) < 140 and n.endswith("…") for n in cut), cut
+        # Each name made an Intl.Segmenter of its own and split the whole question, on every
+        # drawing of the list: one is made with the page, and a short question is not split.
+        made = d.execute_async_script(
+            """const done = arguments[arguments.length - 1];
+            const Made = Intl.Segmenter;
+            let count = 0;
+            Intl.Segmenter = class extends Made { constructor(...a) { super(...a); count++; } };
+            loadHistory().then(() => { Intl.Segmenter = Made; done(count); });"""
+        )
+        assert made == 0
 
 
 def test_ctrl_enter_asks_from_the_other_models_fields_too(backend, browser):

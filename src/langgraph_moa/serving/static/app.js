@@ -795,13 +795,20 @@ async function openRun(id, sideBySide) {
 // A history button's name for a screen reader: its word, then its run's question (cut), as
 // a list of runs read as a column of identical "open" and "side by side" buttons. Cut between
 // characters as drawn (graphemes): a cut by UTF-16 units split an emoji into a lone surrogate
-// or a family into its first member.
+// or a family into its first member. One Segmenter serves every name, and a question of
+// no more UTF-16 units than the limit has no more characters either: it is not split.
+const SPOKEN_CHARS = 100;
+const GRAPHEMES = typeof Intl.Segmenter === "function" ? new Intl.Segmenter() : null;
+
 function spoken(question) {
   const words = String(question || "").split(/\s+/).join(" ").trim();
-  const drawn = typeof Intl.Segmenter === "function"
-    ? Array.from(new Intl.Segmenter().segment(words), (s) => s.segment)
+  if (words.length <= SPOKEN_CHARS) return words;
+  const drawn = GRAPHEMES
+    ? Array.from(GRAPHEMES.segment(words), (s) => s.segment)
     : Array.from(words); // code points at least: never half a surrogate pair
-  return drawn.length > 100 ? drawn.slice(0, 99).join("").trimEnd() + "…" : words;
+  return drawn.length > SPOKEN_CHARS
+    ? drawn.slice(0, SPOKEN_CHARS - 1).join("").trimEnd() + "…"
+    : words;
 }
 
 async function loadHistory() {
