@@ -1153,7 +1153,9 @@ def test_a_run_whose_client_left_keeps_every_call_ended_in_the_history(fake, tmp
     config = MoAConfig(proposers=[slow], aggregator=fake("AGG"), layers=2, name="m")
     history = History(tmp_path / "h.sqlite3")
     job = _Job("m", [HumanMessage("Explain X")], MoAContext(), None, False)
-    asyncio.run(leave_at_first_start(_run(create_moa_graph(config), job, "r1", config, history)))
+    asyncio.run(
+        leave_at_first_start(_run(create_moa_graph(config), job, "r1", config, history, set()))
+    )
     run = history.get("r1")
     assert run is not None and run.status == "cancelled"
     failed = [e for e in run.events if e["event"] == "failed"]
@@ -1188,7 +1190,7 @@ def test_a_run_whose_client_left_while_its_answer_event_was_built_keeps_its_answ
 
     async def leave_while_built() -> None:
         async def consume() -> None:
-            async for _ in _ui._run(create_moa_graph(config), job, "r1", config, history):
+            async for _ in _ui._run(create_moa_graph(config), job, "r1", config, history, set()):
                 pass
 
         task = asyncio.ensure_future(consume())

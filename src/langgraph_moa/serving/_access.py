@@ -215,14 +215,13 @@ class AccessLog:
                 record["failed_models"] = _log_names(failed_models)
         if "tokens" in facts:
             record["tokens"] = facts["tokens"]
-        for key in ("fallback", "passed_over"):
+        for key in DEGRADED_BY:
             if facts.get(key):
                 record[key] = facts[key]
         error = crash or facts.get("error")
         if error:
             # A crash says anything; an upstream's sentence may quote the user's input.
-            said = without_quoted_input(str(error)[:_ERROR_READ])
-            record["error"] = beginning(_printable(redact(said)), 300)
+            record["error"] = beginning(_printable(_said(error)), 300)
         elif cut := scope.get(CUT_KEY):
             record["cut"] = cut
         elif seen.get("left"):  # a 200 that never answered: the run was cancelled
@@ -287,17 +286,25 @@ def _text_line(record: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+DEGRADED_BY = ("fallback", "passed_over")
+"""What makes an answer degraded, as the ``X-MoA-Degraded`` header says it."""
+
+
+def degraded_reasons(record: dict[str, Any]) -> list[str]:
+    """Return why a request's answer was degraded (`DEGRADED_BY`), for its line and metrics."""
+    return [reason for reason in DEGRADED_BY if record.get(reason)]
+
+
 def json_line(record: dict[str, Any]) -> str:
     """Return `record` as one JSON object on one line (``--log-format json``), for a pipeline.
 
     It leads with the time (UTC, ISO 8601) and says ``degraded``: whether the answer was a
-    fallback or passed a layer over, what the ``X-MoA-Degraded`` header says. A message that
-    is not a request's (the drain's end) is ``{"time", "message"}``.
+    fallback or passed a layer over, what the ``X-MoA-Degraded`` header says.
     """
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
     head: dict[str, Any] = {"time": now.replace("+00:00", "Z")}
     if "status" in record:
-        head["degraded"] = bool(record.get("fallback") or record.get("passed_over"))
+        head["degraded"] = bool(degraded_reasons(record))
     return json.dumps({**head, **record}, separators=(",", ":"))
 
 
@@ -349,6 +356,11 @@ def without_quoted_input(text: str) -> str:
     return "".join([*parts, text[at:]])
 
 
+def _said(error: object) -> str:
+    """Return a failure's message as the log may keep it: no quoted input, no secret."""
+    return redact(without_quoted_input(str(error)[:_ERROR_READ]))
+
+
 def crash_text(exc: BaseException) -> str:
     """Return a crash's traceback for the server's log, its messages as the access log's.
 
@@ -375,7 +387,7 @@ def crash_text(exc: BaseException) -> str:
             parts.append("\nThe above exception led to the one below.\n\n")
         parts.append("Traceback (most recent call last):\n")
         parts += traceback.format_tb(each.__traceback__)
-        said = redact(without_quoted_input(str(each)[:_ERROR_READ]))
+        said = _said(each)
         kind = type(each)
         name = (
             kind.__qualname__
@@ -393,7 +405,8 @@ def crash_text(exc: BaseException) -> str:
 
 
 _GROUP_SHOWN = 15
-"""The exceptions of a group (a task group's crash) shown in its traceback, as Python shows."""
+"""The exceptions of a group (a task group's crash) shown in its traceback, as Python shows:
+the default of `traceback.TracebackException`'s ``max_group_width``, which no constant names."""
 
 
 class CrashWithoutInput(logging.Filter):

@@ -173,8 +173,7 @@ class History:
             if not in_memory:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 create_private(self.path)  # SQLite gives its WAL and shm files the file's mode
-            where = IN_MEMORY if in_memory else self.path
-            self._db = sqlite3.connect(where, check_same_thread=False)
+            self._db = sqlite3.connect(self.path, check_same_thread=False)  # ":memory:" too
             found = self._db.execute("PRAGMA user_version").fetchone()[0]
             # 0 is unmarked (every earlier version), as a rows file without "format" is.
             known = found in (0, HISTORY_FORMAT)

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable
 from re import Pattern
 from typing import Any
 
+from langgraph_moa.serving._access import degraded_reasons
+
 OTHER = "other"
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -127,7 +129,7 @@ class Metrics:
         status = record["status"]
         self.requests.labels(route, str(status) if 100 <= status < 600 else OTHER).inc()
         self.duration.labels(route).observe(record["duration_s"])
-        reasons = [reason for reason in ("fallback", "passed_over") if record.get(reason)]
+        reasons = degraded_reasons(record)
         if reasons:
             self.degraded.inc()
         for reason in reasons:

@@ -190,11 +190,11 @@ async def _run(
     run_id: str,
     config: MoAConfig,
     history: History | None,
+    running: set[str],
     prices: Prices | None = None,
     seconds: float = RequestLimits().request_timeout_s,
     drain: Drain | None = None,
     scope: Any = None,
-    running: set[str] | None = None,
 ) -> AsyncIterator[Any]:
     """Run the job watched, as server-sent events, and keep it in the history.
 
@@ -228,8 +228,7 @@ async def _run(
             saved = True
             _keep(history, kept())
 
-    in_flight = running if running is not None else set()
-    in_flight.add(run_id)
+    running.add(run_id)
     try:
         # The request ID is kept with the run: one reopened from the history leads to its
         # log line and its trace, whether it failed or not.
@@ -283,7 +282,7 @@ async def _run(
         try:
             save()  # a run cut short (the client left) is kept too
         finally:
-            in_flight.discard(run_id)
+            running.discard(run_id)
 
 
 def _keep(history: History, record: RunRecord) -> bool:
@@ -401,11 +400,11 @@ def add_ui(
             run_id,
             config,
             history,
+            running,
             prices,
             request_timeout_s,
             app.state.drain,
             request.scope,
-            running,
         )
         stream = pump(
             source, lambda: _disconnected(request), keepalive_s, TokenJoiner(), job.pace.room
