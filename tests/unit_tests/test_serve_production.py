@@ -670,3 +670,41 @@ def test_a_crash_text_keeps_what_an_exception_group_holds():
     assert "LookupError: the upstream index is gone" in text and "in fail" in text, text
     assert "RuntimeError: bad body" in text and "[input]" in text, text
     assert "Ada Lovelace" not in text, text  # each held message read as the access log's
+
+
+def test_serve_log_format_json_writes_every_line_in_one_shape_with_a_level(monkeypatch, tmp_path):
+    """Under ``--log-format json`` the drain's lines were ``{"time", "message"}`` among
+    ``{"time", "level", "logger", "message"}`` records: a pipeline keyed on the level lost
+    "Stopping: ..." and "Stopped N runs ...". Every line has the same keys now."""
+    import asyncio
+    import logging
+
+    import uvicorn
+
+    from langgraph_moa.serving import _server
+    from langgraph_moa.serving._requests import Drain
+
+    async def shut(server, sockets=None):
+        return None
+
+    def end_in(drain, seconds):
+        drain.stopped = 2
+
+    def run(server, sockets=None):
+        logging.getLogger("langgraph_moa.local").warning("The local server of m died.")
+        logging.getLogger("uvicorn.error").info("Waiting for connections to close.")
+        asyncio.run(server.shutdown())
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    monkeypatch.setattr(uvicorn.Server, "shutdown", shut)
+    monkeypatch.setattr(Drain, "end_in", end_in)
+    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
+    monkeypatch.setenv(_server.GC_FREEZE_ENV, "0")
+    config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
+    lines: list[str] = []
+    _server.serve(
+        {"fake": config}, history_path=tmp_path / "h.db", log=lines.append, log_format="json"
+    )
+    records = [json.loads(line) for line in lines]
+    assert [record["message"][:8] for record in records] == ["The loca", "Stopping", "Stopped "]
+    assert {tuple(sorted(record)) for record in records} == {("level", "logger", "message", "time")}

@@ -154,7 +154,6 @@ def serve(
     json_lines = log_format == "json"
     restore_loggers = _keep_loggers((*UVICORN_LOGGERS, *(PACKAGE_LOGGERS if json_lines else ())))
     restore_collector: Callable[[], None] = lambda: None  # noqa: E731
-    say = (lambda line: write(json_line({"message": line}))) if json_lines else write
     try:
         if json_lines:  # from here on: a history that cannot be opened warns in JSON too
             _log_as_json(write)
@@ -187,10 +186,13 @@ def serve(
             **options,
             log_config=None if json_lines else LOGGING_CONFIG,  # `_log_as_json`'s handlers
         )
-        _say_the_drain(logging.getLogger("uvicorn.error"), say if json_lines else None)
-        logging.getLogger("uvicorn.error").addFilter(CrashWithoutInput())  # restored after
+        _say_the_drain(logging.getLogger("uvicorn.error"))
+        # Restored after: uvicorn's logger is the process's. The package's own crash logger
+        # has its filter from its import (`_errors.logger`): an app of `create_app` that an
+        # embedder serves logs no request either.
+        logging.getLogger("uvicorn.error").addFilter(CrashWithoutInput())
         server_class = _stops_on_a_second_signal(uvicorn.Server)
-        drained = _drains_within(server_class, app.state.drain, drain_timeout_s, say)
+        drained = _drains_within(server_class, app.state.drain, drain_timeout_s)
         server = drained(settings)
         if loop_of_this_thread() is None:
             server.run()
@@ -350,13 +352,11 @@ DRAIN_FLUSH_S = 2
 cancels whatever is still open (a request that runs no model: a slow reader's download)."""
 
 
-def _drains_within(
-    server_class: type, drain: Drain, seconds: float, say: Callable[[str], None]
-) -> type:
+def _drains_within(server_class: type, drain: Drain, seconds: float) -> type:
     """Return a uvicorn `Server` class whose drain ends the runs still open after `seconds`.
 
-    Each such run's client is told the server is stopping (`Drain`), and the terminal says
-    how many there were.
+    Each such run's client is told the server is stopping (`Drain`), and uvicorn's log says
+    how many there were (a warning: under ``--log-format json`` a record as its others are).
     """
 
     class Server(server_class):
@@ -365,9 +365,11 @@ def _drains_within(
             await super().shutdown(sockets)
             if drain.stopped:
                 runs = f"{drain.stopped} run{'s' * (drain.stopped != 1)}"
-                say(
-                    f"Stopped {runs} still open at the end of the drain (--drain-timeout "
-                    f"{seconds:g} s); each client was told that the server is stopping."
+                logging.getLogger("uvicorn.error").warning(
+                    "Stopped %s still open at the end of the drain (--drain-timeout %g s); "
+                    "each client was told that the server is stopping.",
+                    runs,
+                    seconds,
                 )
 
     return Server
@@ -378,14 +380,13 @@ class _DrainOnly(logging.Filter):
 
     uvicorn runs at level warning, so that its start-up info stays out of the access log;
     but its "Waiting for connections to close" is info too, and Ctrl-C with a run in flight
-    was silent until the run ended. That one line is kept, in words, once; said through
-    `say` where given (``--log-format json``: as a JSON line), not uvicorn's text handler.
+    was silent until the run ended. That one line is kept, in words, once, through
+    uvicorn's handler (``--log-format json``: `_JsonRecords`).
     """
 
-    def __init__(self, say: Callable[[str], None] | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.said = False
-        self.say = say
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Keep warnings and errors; turn the first wait notice into `DRAIN_LINE`."""
@@ -394,18 +395,15 @@ class _DrainOnly(logging.Filter):
         if not str(record.msg).startswith("Waiting for connections") or self.said:
             return False
         self.said = True
-        if self.say is not None:
-            self.say(DRAIN_LINE)
-            return False
         record.msg, record.args = DRAIN_LINE, ()
         return True
 
 
-def _say_the_drain(logger: logging.Logger, say: Callable[[str], None] | None = None) -> None:
+def _say_the_drain(logger: logging.Logger) -> None:
     """Lower `logger` to info behind a fresh `_DrainOnly` (serve may run again in-process)."""
     for old in [f for f in logger.filters if isinstance(f, _DrainOnly)]:
         logger.removeFilter(old)
-    logger.addFilter(_DrainOnly(say))
+    logger.addFilter(_DrainOnly())
     logger.setLevel(logging.INFO)
 
 
