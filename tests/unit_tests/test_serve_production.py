@@ -504,6 +504,35 @@ async def test_a_request_cancelled_inside_the_app_still_writes_its_line(started)
     assert " · cancelled · " in text, text
 
 
+async def test_a_cut_request_then_cancelled_says_the_same_in_json_and_text():
+    """A response the server cut short (`note_cut`) whose task was then cancelled said both
+    ``cut`` and ``cancelled`` as JSON, while its text line said only the cut: both say the
+    cut alone now, as one rule ranks them."""
+    import asyncio
+
+    from langgraph_moa.serving._access import note_cut
+    from tests.helpers import _stalled_exchange
+
+    async def cut(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        note_cut(scope, "the run outran its deadline")
+        raise asyncio.CancelledError
+
+    async def logged(json_lines: bool) -> str:
+        lines: list[str] = []
+        exchange = _stalled_exchange("/v1/chat/completions", b"{}", reads=10)[:3]
+        with pytest.raises(asyncio.CancelledError):
+            await AccessLog(cut, ["m"], lines.append, json_lines=json_lines)(*exchange)
+        [line] = lines
+        return line
+
+    record = json.loads(await logged(json_lines=True))
+    assert record["cut"] == "the run outran its deadline" and "cancelled" not in record
+    text = await logged(json_lines=False)
+    assert "cut: the run outran its deadline" in text and "cancelled" not in text, text
+
+
 def _crash_quoting(text):
     """An error as pydantic raises it inside the app: its message quotes the value it
     refused, here a user's message; chained to a cause that quotes it too."""

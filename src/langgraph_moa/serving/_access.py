@@ -98,6 +98,7 @@ class AccessLog:
             "response": bytearray(),
             "whole": False,  # the response's last body message went out
             "left": False,  # the client disconnected before that
+            "cancelled": False,  # the request's task was cancelled (the server stopping)
             "completion": None,  # the body is a chat completion (known at its first bytes)
         }
 
@@ -132,7 +133,8 @@ class AccessLog:
         except asyncio.CancelledError:  # uvicorn past its shutdown backstop, a client gone
             # Logged and counted as any request: 499 (nginx's "client closed request")
             # unless its status had gone out, marked cancelled.
-            self._done(scope, seen["status"] or CANCELLED_STATUS, started, seen, cancelled=True)
+            seen["cancelled"] = True
+            self._done(scope, seen["status"] or CANCELLED_STATUS, started, seen)
             raise
         finally:  # answered, failed or cancelled (the client left, the server stopped)
             self.in_flight -= 1
@@ -145,14 +147,10 @@ class AccessLog:
         started: float,
         seen: dict[str, Any],
         crash: str | None = None,
-        *,
-        cancelled: bool = False,
     ) -> None:
         """Write the request's line, and count it in the metrics."""
         facts = _facts(scope, seen)
         record = self._record(scope, status, started, seen, facts, crash)
-        if cancelled and not record.get("client_left"):
-            record["cancelled"] = True
         self.write(self._line(record))
         if self.metrics is not None:
             # Every call record of a run ends through its tally (`emit`): answered, failed,
@@ -228,6 +226,8 @@ class AccessLog:
             record["client_left"] = True
             if (tally := scope.get(CALLS_KEY)) is not None:
                 record["calls_ended"], record["calls_failed"] = tally.ended, tally.failed
+        elif seen.get("cancelled"):  # only where nothing above says why it ended
+            record["cancelled"] = True
         record["duration_s"] = round(seconds, 6)
         client = scope.get("client")  # a trusted proxy's client (`_guard.forwarded_clients`)
         record["client"] = _printable(str(client[0]))[:64] if client else None
