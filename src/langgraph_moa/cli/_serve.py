@@ -379,6 +379,7 @@ def serve(
     except ImportError as exc:
         raise MissingExtraError("moa serve", "serve", exc.name or "uvicorn") from None
     from langgraph_moa.serving._server import load_system
+    from langgraph_moa.serving._server import serve as run_server
 
     given: dict[str, Any] = {
         "max_proposers": max_proposers,
@@ -421,96 +422,55 @@ def serve(
             part.strip() for part in (forwarded_allow_ips or "").split(",") if part.strip()
         ),
     )
-    with _json_stderr() if log_format == "json" else contextlib.nullcontext():
-        _start(
-            systems,
-            host=host,
-            port=port,
-            api_key=api_key,
-            allowed_host=allowed_host,
-            allow_model=allow_model,
-            allow_client_endpoints=allow_client_endpoints,
-            limits=limits,
-            max_body_bytes=max_body_bytes,
-            security=security,
-            preload=preload,
-            prices=price_table,
-            history_runs=history_runs,
-            drain_timeout=drain_timeout,
-            root_path=root_path,
-            log_format=log_format,
-            metrics=metrics,
-        )
-
-
-def _start(
-    systems: dict[str, MoAConfig],
-    *,
-    host: str,
-    port: int,
-    api_key: str | None,
-    allowed_host: list[str] | None,
-    allow_model: list[str] | None,
-    allow_client_endpoints: bool,
-    limits: RequestLimits,
-    max_body_bytes: int,
-    security: Any,
-    preload: bool,
-    prices: Any,
-    history_runs: int,
-    drain_timeout: float,
-    root_path: str,
-    log_format: str,
-    metrics: bool,
-) -> None:
-    """Warn about what the options leave open, then serve (`serving._server.serve`)."""
-    from langgraph_moa.serving._server import serve as run_server
-
-    if host in ("0.0.0.0", "::") and not allowed_host:
-        out.warn(
-            f"bound to {host}, but only loopback names are answered; name the host clients "
-            "use with --allowed-host (or '*' for any)."
-        )
-    if api_key is None and not _is_loopback(host):
-        out.warn(
-            f"serving on {host} without an API key: anyone who can reach this port can run "
-            "models at your expense; set --api-key or MOA_API_KEY."
-        )
     unfenced = [name for name, cfg in systems.items() if cfg.reference_format == "paper"]
-
-    def announce(line: str) -> None:
-        # Warnings about a server that will run come once its checks have passed, and so
-        # does the load of its local models (minutes, and then a key was found missing).
-        if preload:
-            prepare(list(dict.fromkeys(n for cfg in systems.values() for n in local_models(cfg))))
-        warn_if_tracing()
-        if unfenced:
+    with _json_stderr() if log_format == "json" else contextlib.nullcontext():
+        # Warn about what the options leave open, then serve (`serving._server.serve`).
+        if host in ("0.0.0.0", "::") and not allowed_host:
             out.warn(
-                f"{', '.join(unfenced)} {'uses' if len(unfenced) == 1 else 'use'} "
-                "reference_format 'paper', which does not fence proposals: a proposal can "
-                "imitate another or pose as instructions to the aggregator (docs/security.md)."
+                f"bound to {host}, but only loopback names are answered; name the host clients "
+                "use with --allowed-host (or '*' for any)."
             )
-        out.err.print(f"[cyan]{escape(line)}[/]")
+        if api_key is None and not _is_loopback(host):
+            out.warn(
+                f"serving on {host} without an API key: anyone who can reach this port can run "
+                "models at your expense; set --api-key or MOA_API_KEY."
+            )
 
-    with local_starts_shown():
-        run_server(
-            systems,
-            host=host,
-            port=port,
-            api_key=api_key,
-            allow_models=allow_model or (),
-            allow_client_endpoints=allow_client_endpoints,
-            limits=limits,
-            max_body_bytes=max_body_bytes,
-            security=security,
-            announce=announce,
-            prices=prices,
-            history_runs=history_runs,
-            drain_timeout_s=drain_timeout,
-            root_path=root_path,
-            log_format=log_format,
-            metrics=metrics,
-        )
+        def announce(line: str) -> None:
+            # Warnings about a server that will run come once its checks have passed, and so
+            # does the load of its local models (minutes, and then a key was found missing).
+            if preload:
+                prepare(
+                    list(dict.fromkeys(n for cfg in systems.values() for n in local_models(cfg)))
+                )
+            warn_if_tracing()
+            if unfenced:
+                out.warn(
+                    f"{', '.join(unfenced)} {'uses' if len(unfenced) == 1 else 'use'} "
+                    "reference_format 'paper', which does not fence proposals: a proposal can "
+                    "imitate another or pose as instructions to the aggregator (docs/security.md)."
+                )
+            out.err.print(f"[cyan]{escape(line)}[/]")
+
+        with local_starts_shown():
+            run_server(
+                systems,
+                host=host,
+                port=port,
+                api_key=api_key,
+                allow_models=allow_model or (),
+                allow_client_endpoints=allow_client_endpoints,
+                limits=limits,
+                max_body_bytes=max_body_bytes,
+                security=security,
+                announce=announce,
+                prices=price_table,
+                history_runs=history_runs,
+                drain_timeout_s=drain_timeout,
+                root_path=root_path,
+                log_format=log_format,
+                metrics=metrics,
+            )
 
 
 class JsonLines(io.StringIO):
