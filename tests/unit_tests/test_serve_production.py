@@ -612,6 +612,30 @@ def test_every_start_up_line_is_json_under_log_format_json(monkeypatch, tmp_path
     assert all(record["time"].endswith("Z") for record in records)
     text = CliRunner().invoke(cli.app, args[:-2])  # the default: text
     assert "warning:" in text.stderr and not text.stderr.lstrip().startswith("{")
+    assert {tuple(sorted(record)) for record in records} == {
+        ("level", "logger", "message", "time")
+    }, records
+
+
+def test_the_commands_own_lines_say_their_level_under_log_format_json(capsys):
+    """Under --log-format json the command's lines were parsed back from their text: a
+    plain line that began with "error: " (a local model's output) was an error, and an
+    error of two lines two records. Each line is written as JSON with the level it was said
+    at, in the server's record shape."""
+    from langgraph_moa.cli._output import out
+    from langgraph_moa.cli._serve import _json_stderr
+
+    with _json_stderr():
+        out.plain("error: the model said this, not the command")
+        out.warn("a warning")
+        out.error("first line\nsecond line")
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(r["level"], r["message"]) for r in records] == [
+        ("info", "error: the model said this, not the command"),
+        ("warning", "a warning"),
+        ("error", "first line\nsecond line"),
+    ]
+    assert {tuple(sorted(record)) for record in records} == {("level", "logger", "message", "time")}
 
 
 def test_uvicorns_own_lines_are_json_under_log_format_json(monkeypatch, tmp_path):

@@ -28,9 +28,9 @@ from langgraph_moa.cli._eval import evaluate
 from langgraph_moa.cli._langsmith import check_langsmith
 from langgraph_moa.cli._local import interrupted_line, runtime_warnings_shown
 from langgraph_moa.cli._models import models
-from langgraph_moa.cli._output import out
+from langgraph_moa.cli._output import json_record, out, plain_text
 from langgraph_moa.cli._run import run
-from langgraph_moa.cli._serve import JsonLines, serve
+from langgraph_moa.cli._serve import serve
 from langgraph_moa.cli._ui import ui
 from langgraph_moa.errors import MoAError
 
@@ -146,13 +146,14 @@ def _on_interrupt(signum: int, frame: Any) -> None:
 def _rendered(markup: str) -> bytes:
     """Return `markup` as the stderr console would print it (colours on a terminal only).
 
-    As JSON while ``moa serve --log-format json`` serves (`JsonLines`): uvicorn raises the
-    signal it caught again once drained, and "Terminated." was the one text line.
+    As JSON while ``moa serve --log-format json`` serves (`Output.json_lines`): uvicorn
+    raises the signal it caught again once drained, and "Terminated." was the one text line.
     """
-    as_json = isinstance(out.err.file, JsonLines)
+    if out.json_lines:
+        return json_record("info", plain_text(markup)).encode("utf-8", "replace")
     console = Console(
         file=io.StringIO(),
-        force_terminal=errors.is_terminal and not as_json,
+        force_terminal=errors.is_terminal,
         color_system=errors.color_system,  # type: ignore[arg-type]
         no_color=errors.no_color,
         width=errors.width,
@@ -162,7 +163,7 @@ def _rendered(markup: str) -> bytes:
     )
     console.print(markup)
     text: str = console.file.getvalue()  # type: ignore[attr-defined]
-    return (JsonLines.json_of(text) if as_json else text).encode("utf-8", "replace")
+    return text.encode("utf-8", "replace")
 
 
 def _exit_interrupted(code: int) -> None:

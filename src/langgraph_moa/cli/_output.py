@@ -45,6 +45,10 @@ class Output:
         """What the live view leaves on screen when Ctrl-C clears it (see `showing`)."""
         self.escaped_said = False
         """Whether stdout's encoding was found short of the output's characters, and said."""
+        self.json_lines = False
+        """Whether each stderr line is one JSON object (``moa serve --log-format json``):
+        each says its level itself (`json_record`), where a text line's "warning:" had to be
+        parsed back; `err` then draws nothing (a model's download bar)."""
 
     @property
     def stdout_is_terminal(self) -> bool:
@@ -114,12 +118,27 @@ class Output:
     def info(self, markup: str) -> None:
         """Say something useful but not essential on stderr (silenced by --quiet)."""
         if not self.quiet:
+            self.say(markup)
+
+    def say(self, markup: str) -> None:
+        """Say `markup` on stderr, even under --quiet (the address a server answers on)."""
+        if self.json_lines:
+            self._json("info", plain_text(markup))
+        else:
             self.err.print(for_terminal(markup))
 
     def plain(self, text: str) -> None:
         """Say `text` on stderr without reading it as markup (silenced by --quiet)."""
-        if not self.quiet:
+        if self.quiet:
+            return
+        if self.json_lines:
+            self._json("info", text)
+        else:
             self.err.print(for_terminal(text), markup=False, highlight=False)
+
+    def _json(self, level: str, text: str) -> None:
+        """Write `text` to stderr as one JSON line of `level` (`json_lines`)."""
+        print(json_record(level, text), file=sys.stderr, end="", flush=True)  # noqa: T201
 
     def render(self, renderable: Any) -> None:
         """Show a rich object (a table) on stderr (silenced by --quiet)."""
@@ -128,6 +147,9 @@ class Output:
 
     def warn(self, text: str) -> None:
         """Warn on stderr, always: a degraded answer is never silent."""
+        if self.json_lines:
+            self._json("warning", text)
+            return
         self.err.print(f"[bold yellow]warning:[/] {escape(for_terminal(text))}")
 
     @contextmanager
@@ -155,6 +177,9 @@ class Output:
 
     def error(self, text: str) -> None:
         """Report a failure on stderr in one line."""
+        if self.json_lines:
+            self._json("error", text)
+            return
         self.err.print(f"[bold red]error:[/] {escape(for_terminal(text))}")
 
     def failed(self, exc: BaseException) -> int:
@@ -167,6 +192,28 @@ class Output:
 
         self.error(message_of(exc) if isinstance(exc, MoAError) else str(exc))
         return USAGE_EXIT if isinstance(exc, OptionConflictError) else 1
+
+
+COMMAND_LOGGER = "langgraph_moa.cli"
+"""The ``logger`` of the command's own JSON lines, among the server's records' names."""
+
+
+def json_record(level: str, text: str) -> str:
+    """Return `text` as one JSON line of `level`, in the server's record shape, newline ended.
+
+    ``{"time", "level", "logger", "message"}``: the command's lines among `moa serve`'s
+    records under ``--log-format json`` (`_server._JsonRecords`).
+    """
+    from langgraph_moa.serving._access import json_line
+
+    return json_line({"level": level, "logger": COMMAND_LOGGER, "message": text}) + "\n"
+
+
+def plain_text(markup: str) -> str:
+    """Return what `markup` says, without its styles (for a JSON line)."""
+    from rich.text import Text
+
+    return Text.from_markup(markup).plain
 
 
 def _discard_stdout() -> None:

@@ -450,7 +450,7 @@ def serve(
                     "reference_format 'paper', which does not fence proposals: a proposal can "
                     "imitate another or pose as instructions to the aggregator (docs/security.md)."
                 )
-            out.err.print(f"[cyan]{escape(line)}[/]")
+            out.say(f"[cyan]{escape(line)}[/]")
 
         with local_starts_shown():
             run_server(
@@ -473,63 +473,9 @@ def serve(
             )
 
 
-class JsonLines(io.StringIO):
-    """A text stream that writes each line it is given to stderr as one JSON object.
-
-    ``{"time", "level", "message"}`` (`json_of`). Under ``--log-format json`` the command's
-    own lines (its warnings, "Serving ...", a local model's loading, the failure that stopped
-    its start) were text among the JSON ones.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending = ""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        """Write each whole line of `text` as JSON; keep a line's start until its end."""
-        *lines, self.pending = (self.pending + text).split("\n")
-        for line in lines:
-            if line.strip():
-                self._say(line)
-        return len(text)
-
-    def flush(self) -> None:
-        """Write what is left of a line (none is, as the console ends every line)."""
-        if self.pending.strip():
-            self._say(self.pending)
-        self.pending = ""
-
-    def _say(self, line: str) -> None:
-        import sys
-
-        print(self.json_of(line), file=sys.stderr, end="", flush=True)  # noqa: T201
-
-    @staticmethod
-    def json_of(text: str) -> str:
-        """Return each line of `text` as one JSON object on its line, with its level.
-
-        ``warning: ...`` (`Output.warn`) is a warning, ``error: ...`` (`Output.error`) an
-        error, any other line info.
-        """
-        from langgraph_moa.serving._access import json_line
-
-        records = []
-        for line in filter(str.strip, text.split("\n")):
-            kind, said, rest = line.partition(": ")
-            if said and kind in ("warning", "error"):
-                record = {"level": kind, "message": rest}
-            else:
-                record = {"level": "info", "message": line}
-            records.append(json_line(record) + "\n")
-        return "".join(records)
-
-
 @contextlib.contextmanager
 def _json_stderr() -> Iterator[None]:
-    """Write the command's own stderr lines as JSON while it serves (`JsonLines`).
+    """Write the command's own stderr lines as JSON while it serves (`Output.json_lines`).
 
     A failure (a taken port, a preset that cannot serve) is said here, in JSON, and ends the
     command with its exit code: said by the command's handler, once this had put stderr
@@ -540,13 +486,14 @@ def _json_stderr() -> Iterator[None]:
     from langgraph_moa.errors import LocalModelError, MoAError
 
     kept = out.err
-    out.err = Console(file=JsonLines(), soft_wrap=True, highlight=False, emoji=False)
+    out.err = Console(file=io.StringIO(), highlight=False, emoji=False)  # draws nowhere
+    out.json_lines = True
     try:
         yield
     except (MoAError, LocalModelError) as exc:
         raise typer.Exit(out.failed(exc)) from None
     finally:
-        out.err.file.flush()
+        out.json_lines = False
         out.err = kept
 
 
