@@ -333,3 +333,38 @@ async def test_serve_from_a_notebook_cell_serves_in_the_cells_context(serving):
     with tracing_context(enabled=False):
         serving.serve()
     assert seen == [False]
+
+
+@pytest.mark.parametrize("keep_waiting", [False, True])
+def test_run_apart_stops_its_work_on_an_interrupt_in_its_threads_start(monkeypatch, keep_waiting):
+    # The one helper of `serve` and `moa eval` from a cell: an interrupt while the thread
+    # starts stops the work; it is raised at once, or once the work ended (a server's drain).
+    from langgraph_moa.transport._call_loop import run_apart
+
+    release, ended = threading.Event(), threading.Event()
+    start = threading.Thread.start
+
+    def start_then_interrupted(thread):
+        start(thread)
+        if thread.name == "apart":
+            raise KeyboardInterrupt
+
+    def work() -> None:
+        release.wait(30)
+        ended.set()
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_apart(work, release.set, keep_waiting=keep_waiting, name="apart")
+    assert release.is_set()
+    assert ended.wait(30)
+
+
+def test_run_apart_returns_what_its_work_returns_in_the_callers_context():
+    import contextvars
+
+    from langgraph_moa.transport._call_loop import run_apart
+
+    seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="")
+    seen.set("the caller's")
+    assert run_apart(seen.get, lambda: None, keep_waiting=False, name="apart") == "the caller's"

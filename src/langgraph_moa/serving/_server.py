@@ -1,11 +1,9 @@
 """Starting `moa serve`: everything checked before "Serving", then uvicorn."""
 
-import contextvars
 import gc
 import logging
 import math
 import signal
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from langgraph_moa.serving._history import (
 )
 from langgraph_moa.serving._request_id import RequestID
 from langgraph_moa.serving._requests import DRAIN_TIMEOUT_S, Drain
-from langgraph_moa.transport._call_loop import interrupts_raised_here, loop_of_this_thread
+from langgraph_moa.transport._call_loop import loop_of_this_thread, run_apart
 
 
 def stacked(
@@ -207,40 +205,18 @@ def _serve_apart(server: Any) -> None:
     """Run uvicorn's `server` in a thread of its own, for a caller whose thread runs a loop.
 
     uvicorn serves on a loop it starts with `asyncio.run`, which a thread whose event loop
-    runs (a notebook cell's) refuses. It runs in a copy of the caller's context, as
-    `asyncio.run` would have run it (``with tracing_context(enabled=False)`` around `serve`
-    holds for the served runs). Signals reach only the caller's thread: a KeyboardInterrupt
-    there (the kernel's interrupt, in a cell with a top-level ``await`` too) stops the
-    server as Ctrl-C does (a second one stops its drain), and is raised again once it has
-    stopped.
+    runs (a notebook cell's) refuses. It runs in a copy of the caller's context
+    (`run_apart`: ``with tracing_context(enabled=False)`` around `serve` holds for the served
+    runs). Signals reach only the caller's thread: a KeyboardInterrupt there (the kernel's
+    interrupt, in a cell with a top-level ``await`` too) stops the server as Ctrl-C does (a
+    second one stops its drain), and is raised again once it has stopped.
     """
-    failed: list[BaseException] = []
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            server.run()
-        except BaseException as exc:  # uvicorn's exit on a failed start included
-            failed.append(exc)
-        finally:
-            done.set()
-
-    context = contextvars.copy_context()
-    thread = threading.Thread(target=context.run, args=(run,), name="moa serve", daemon=True)
-    interrupted = False
-    with interrupts_raised_here():
-        while not done.is_set():
-            try:
-                if thread.ident is None:  # not running yet (an interrupt cut `start` short)
-                    thread.start()
-                done.wait()  # not `Thread.join`: interrupted, 3.11's took the thread for ended
-            except KeyboardInterrupt:
-                interrupted = True
-                server.handle_exit(signal.SIGINT, None)
-    if failed:
-        raise failed[0]
-    if interrupted:
-        raise KeyboardInterrupt
+    run_apart(
+        server.run,
+        lambda: server.handle_exit(signal.SIGINT, None),
+        keep_waiting=True,
+        name="moa serve",
+    )
 
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")

@@ -20,7 +20,10 @@ import selectors
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
@@ -134,6 +137,51 @@ def _handler_to_replace() -> Callable[..., Any] | None:
     ):
         return None
     return host
+
+
+def run_apart(
+    target: Callable[[], T],
+    on_interrupt: Callable[[], None],
+    *,
+    keep_waiting: bool,
+    name: str,
+) -> T:
+    """Return what `target` returns, run in a daemon thread of its own; raise what it raises.
+
+    For sync code called where this thread runs an event loop (a notebook cell), which
+    `asyncio.run` refuses: the thread runs `target` in a copy of this context, as
+    `asyncio.run` would have (a context variable set around the call holds in it). The wait
+    is interruptible (`interrupts_raised_here`), the thread's start included: it waits for
+    the thread to begin, and an interrupt there leaves it running. A KeyboardInterrupt calls
+    `on_interrupt` (stop the work), then is raised at once, or, with `keep_waiting`, once the
+    work has ended (a server that drains), after its own failure if it failed; each further
+    interrupt calls `on_interrupt` again.
+    """
+    outcome: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            outcome.set_result(target())
+        except BaseException as exc:  # the caller's to see
+            outcome.set_exception(exc)
+
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(run,), name=name, daemon=True)
+    interrupted = False
+    with interrupts_raised_here():
+        while not outcome.done():
+            try:
+                if thread.ident is None:  # not running yet (an interrupt cut `start` short)
+                    thread.start()
+                outcome.exception()  # not `Thread.join`: interrupted, 3.11's took it for ended
+            except KeyboardInterrupt:
+                interrupted = True
+                on_interrupt()
+                if not keep_waiting:
+                    raise
+    if interrupted and outcome.exception() is None:
+        raise KeyboardInterrupt
+    return outcome.result()
 
 
 def running_call_loop() -> asyncio.AbstractEventLoop | None:
