@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import tempfile
-import threading
 from collections.abc import Coroutine, Iterable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
@@ -32,7 +30,7 @@ from langgraph_moa._redact import redact_spec
 from langgraph_moa.errors import EvalDatasetError
 from langgraph_moa.eval.datasets import EvalItem, gsm8k_final_number
 from langgraph_moa.eval.scorers import score
-from langgraph_moa.transport._call_loop import interrupts_raised_here, loop_of_this_thread
+from langgraph_moa.transport._call_loop import loop_of_this_thread, run_apart
 
 T = TypeVar("T")
 
@@ -228,7 +226,6 @@ def _run_to_the_end(work: Coroutine[Any, Any, T]) -> T:
     if loop_of_this_thread() is None:
         return asyncio.run(work)
     running: Future[tuple[asyncio.AbstractEventLoop, asyncio.Task[T]]] = Future()
-    outcome: Future[T] = Future()
 
     async def main() -> T:
         task = asyncio.current_task()
@@ -236,24 +233,12 @@ def _run_to_the_end(work: Coroutine[Any, Any, T]) -> T:
         running.set_result((asyncio.get_running_loop(), task))
         return await work
 
-    def run() -> None:
-        try:
-            outcome.set_result(asyncio.run(main()))
-        except BaseException as exc:  # the caller's to see
-            outcome.set_exception(exc)
-
-    context = contextvars.copy_context()
-    try:
-        with interrupts_raised_here():
-            # `start` waits for the thread to begin, and an interrupt there leaves it running.
-            threading.Thread(
-                target=context.run, args=(run,), daemon=True, name="moa example"
-            ).start()
-            return outcome.result()
-    except BaseException:
-        if not outcome.done():  # the wait was interrupted: cancel once it runs, not waiting
-            running.add_done_callback(_cancel)
-        raise
+    return run_apart(
+        lambda: asyncio.run(main()),
+        lambda: running.add_done_callback(_cancel),  # cancel once it runs, not waiting
+        keep_waiting=False,
+        name="moa example",
+    )
 
 
 def _cancel(running: Future[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]]) -> None:
