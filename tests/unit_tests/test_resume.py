@@ -196,8 +196,32 @@ def test_a_run_an_earlier_version_checkpointed_mid_layer_is_refused_in_one_sente
     assert out["messages"][-1].text.startswith(config.final_chain[0].label)
 
 
+FIXTURE_LIBRARIES = {"core": "1.7.2", "langchain": "1.4.7"}
+"""The langchain-core and langchain that checkpoint_before_delta_calls.json was written with."""
+
+
+def libraries_at(monkeypatch, core, langchain):
+    """Chat models made from now on record these versions, as under these installed ones."""
+    import langchain_core.version
+    from langchain_core.language_models import base
+
+    monkeypatch.setattr(langchain_core.version, "VERSION", core)
+    monkeypatch.setattr(base, "_get_langchain_version", lambda: langchain)
+
+
+def seq_of(fake):
+    """The Self-MoA-Seq config of checkpoint_before_delta_calls.json's thread 'seq'."""
+    from langgraph_moa import SelfMoASeqConfig
+
+    return MoAConfig(
+        variant="self-moa-seq",
+        proposers=[{"model": fake("M"), "samples": 4}],
+        seq=SelfMoASeqConfig(window_size=3),
+    )
+
+
 def test_threads_saved_before_the_call_records_were_a_delta_channel_resume_and_go_on(
-    fake, log, tmp_path
+    fake, log, tmp_path, monkeypatch
 ):
     """The call records' channel became LangGraph's `DeltaChannel` (a checkpoint saves the
     records a step wrote); an earlier version (69bfb89) saved the whole list in every
@@ -205,15 +229,11 @@ def test_threads_saved_before_the_call_records_were_a_delta_channel_resume_and_g
     with each record once and that window's references, and reads back the same after new
     checkpoints; its finished thread takes a follow-up turn that counts only its own calls.
     """
-    from langgraph_moa import SelfMoASeqConfig
-
     saver = old_checkpoint(tmp_path, "checkpoint_before_delta_calls.json")
-    seq = MoAConfig(
-        variant="self-moa-seq",
-        proposers=[{"model": fake("M"), "samples": 4}],
-        seq=SelfMoASeqConfig(window_size=3),
-    )
-    graph = create_moa_graph(seq, checkpointer=saver)
+    # Its run token's digest took in the versions a chat model records in its metadata:
+    # this fixture resumes under the libraries that wrote it (as under 1.7.0 it is refused).
+    libraries_at(monkeypatch, **FIXTURE_LIBRARIES)
+    graph = create_moa_graph(seq_of(fake), checkpointer=saver)
     thread = {"configurable": {"thread_id": "seq"}}
     state = graph.get_state(thread)
     saved = state.values["calls"]
@@ -242,6 +262,142 @@ def test_threads_saved_before_the_call_records_were_a_delta_channel_resume_and_g
     assert sorted(c.label for c in log.calls[7:]) == ["A", "A", "AGG", "B", "B"]
     assert sorted(c["output"] for c in out["calls"]) == sorted(c.output for c in log.calls[7:])
     assert out["usage"]["total"]["calls"] == 5 and len(out["messages"]) == 4
+
+
+def test_an_edit_of_a_run_an_earlier_version_checkpointed_mid_run_routes(
+    fake, log, tmp_path, monkeypatch
+):
+    """update_state checks the run token's route digest, which 69bfb89 took in its own form."""
+    saver = old_checkpoint(tmp_path, "checkpoint_before_delta_calls.json")
+    libraries_at(monkeypatch, **FIXTURE_LIBRARIES)
+    graph = create_moa_graph(seq_of(fake), checkpointer=saver)
+    thread = {"configurable": {"thread_id": "seq"}}
+    graph.update_state(thread, {"running_synthesis": "an edited synthesis"})
+    state = graph.get_state(thread)
+    assert state.next == ("aggregate",)
+    assert state.values["running_synthesis"] == "an edited synthesis"
+    assert graph.invoke(None, thread)["messages"][-1].text == log.calls[0].output
+
+
+def test_a_run_an_earlier_version_checkpointed_under_other_libraries_is_refused_for_both(
+    fake, log, tmp_path, monkeypatch
+):
+    """69bfb89's digest of a MoA took in every field of each model, a chat model's record of
+    the installed langchain-core included: it cannot tell an upgrade from another MoA, and
+    the refusal said the proposers, aggregators or layers differed, which they did not."""
+    from langgraph_moa import MoAConfigError
+
+    saver = old_checkpoint(tmp_path, "checkpoint_before_delta_calls.json")
+    libraries_at(monkeypatch, **{**FIXTURE_LIBRARIES, "core": "1.7.0"})
+    graph = create_moa_graph(seq_of(fake), checkpointer=saver)
+    with pytest.raises(MoAConfigError) as caught:
+        graph.invoke(None, {"configurable": {"thread_id": "seq"}})
+    message = str(caught.value)
+    assert "another MoA, or by another version of langgraph-moa or of its libraries" in message
+    assert "other proposers" not in message and "\n" not in message
+    assert "config it started with, under the versions it started with" in message
+    assert "thread_id" in message
+    assert log.calls == []
+
+
+def a_later_release(cls, **fields):
+    """`cls` as a later release defines it: the same class, with `fields` more at defaults."""
+    from pydantic import create_model
+
+    later = create_model(cls.__name__, __base__=cls, **{k: (type(v), v) for k, v in fields.items()})
+    later.__qualname__ = cls.__qualname__
+    return later
+
+
+def both_digests(config):
+    from langgraph_moa.config._digest import route_digest, shape_digest
+
+    return shape_digest(config), route_digest(config)
+
+
+def test_a_config_field_a_later_release_adds_with_a_default_keeps_the_digests(fake):
+    """A release of langgraph-moa that adds a setting with a default changed every digest:
+    each mid-run checkpoint was refused on resume, as if its MoA were another."""
+    from langgraph_moa.config import AggregationConfig, ProposerConfig
+
+    config = MoAConfig(
+        proposers=[fake("A"), {"model": fake("B"), "samples": 2}], aggregator=fake("AGG")
+    )
+    proposer = a_later_release(ProposerConfig, knob=3)
+    aggregation = a_later_release(AggregationConfig, switch=False)
+    later = config.model_copy(
+        update={
+            "proposers": [proposer(**dict(p)) for p in config.proposers],
+            "aggregation": aggregation(**dict(config.aggregation)),
+        }
+    )
+    assert [type(p).model_fields["knob"].default for p in later.proposers] == [3, 3]
+    assert both_digests(later) == both_digests(config)
+    # What a user sets still counts, a setting at its default or not.
+    assert both_digests(config.model_copy(update={"layers": 4})) != both_digests(config)
+
+
+@pytest.mark.parametrize("upgrade", ["a field more", "other library versions"])
+def test_a_chat_model_after_an_upgrade_keeps_the_digests(log, monkeypatch, upgrade):
+    """A chat model records the installed langchain-core's and langchain's versions in its
+    metadata, and a release of a model's package may give its class a field with a default:
+    neither is a setting of the user's, and either changed every digest taken of it."""
+    from functools import partial
+
+    from pydantic import Field, create_model
+
+    from tests.fakes import FakeChat
+
+    def config_of(chat):
+        return MoAConfig(proposers=[chat(label="A", log=log)], aggregator=chat(label="AGG"))
+
+    config = config_of(FakeChat)
+    if upgrade == "a field more":
+        later = config_of(a_later_release(FakeChat, knob=3))
+    else:
+        libraries_at(monkeypatch, core="99.0.0", langchain="99.1.0")
+        later = config_of(FakeChat)
+        assert "99.0.0" in str(later.proposers[0].model.metadata)
+    assert both_digests(later) == both_digests(config)
+
+    # A model's own setting still counts, and so does one whose default cannot be worked out.
+    def unset_variable():
+        raise ValueError("set API_KEY or pass api_key")
+
+    keyed = create_model(
+        "Keyed", __base__=FakeChat, api_key=(str, Field(default_factory=unset_variable))
+    )
+    assert both_digests(config_of(partial(keyed, api_key="k1"))) != both_digests(
+        config_of(partial(keyed, api_key="k2"))
+    )
+    tuned = MoAConfig(
+        proposers=[FakeChat(label="A", log=log, temperature=0.3)], aggregator=FakeChat(label="AGG")
+    )
+    assert both_digests(tuned) != both_digests(config)
+
+
+def test_a_run_checkpointed_mid_layer_resumes_after_an_upgrade_of_its_libraries(
+    fake, log, monkeypatch
+):
+    """The run of the same MoA, resumed in a process with another langchain-core, was refused
+    as started by a MoA with other proposers."""
+    saver = InMemorySaver()
+    config = killed_mid_layer(fake, saver)
+    before = len(log.calls)
+    libraries_at(monkeypatch, core="99.0.0", langchain="99.1.0")
+    upgraded = config.model_copy(
+        update={
+            "proposers": [
+                *(p.model_copy(update={"model": fake(p.label)}) for p in config.proposers[:2]),
+                config.proposers[2],  # the one that 'died', told apart by its own functions
+            ],
+            "aggregator": config.aggregator.model_copy(update={"model": fake("AGG")}),
+        }
+    )
+    assert "99.0.0" in str(upgraded.proposers[0].model.metadata)
+    out = create_moa_graph(upgraded, checkpointer=saver).invoke(None, THREAD)
+    assert [c.label for c in log.calls[before:]] == ["C", "AGG"]
+    assert out["messages"][-1].text.startswith("AGG")
 
 
 def function_calls(fn, times=100):
@@ -314,10 +470,13 @@ from langgraph_moa.config._digest import fingerprint, shape_digest
 
 
 class Tagged(FakeChat):
-    stop_words: set[str] = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"}
+    stop_words: set[str] = set()
 
 
-config = MoAConfig(proposers=[Tagged(label="A")], aggregator=Tagged(label="AGG"))
+words = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"}
+config = MoAConfig(
+    proposers=[Tagged(label="A", stop_words=words)], aggregator=Tagged(label="AGG")
+)
 print(shape_digest(config), fingerprint(config))
 """
 

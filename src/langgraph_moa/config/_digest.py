@@ -4,6 +4,14 @@
 `shape_digest` covers who a run asks and how (the variant, its proposers and samples, layers,
 aggregators, selection and aggregation mode), which a checkpointed run records so that a
 resume by a graph of another MoA is refused instead of mixing the two MoAs' proposals.
+
+The digests a run records take in what a user set, not what the installed versions add: a
+field of a pydantic model (a config model, a chat model) at its default is left out, so a
+release that adds a field with a default changes no digest, and so is a field the model
+keeps out of its own data (`exclude`: a chat model's callbacks, tags and metadata, where
+langchain-core records its own version). Versions up to 69bfb89 took in every field
+(`every_field`): a run they checkpointed is checked against that form too
+(`graph._nodes.Derived.earlier`).
 """
 
 from __future__ import annotations
@@ -11,10 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from langgraph_moa.config._schema import MoAConfig
 
@@ -38,13 +47,24 @@ def fingerprint(cfg: MoAConfig) -> str:
 
     A model instance counts by its type and fields (a function by its name, any other
     object by its type): two instances of one model with the same settings answer alike.
+    Every field, defaults included: a release that changes a default (a prompt's wording)
+    must not hit the answers cached with the old one. An upgrade that adds a field, or a
+    chat model's record of the installed langchain-core, makes the cache miss once.
     """
-    return _digest(_plain(cfg))
+    return _digest(_plain(cfg, _every_field))
 
 
-def shape_digest(cfg: MoAConfig) -> str:
-    """Return a digest of the fields that decide which calls a run makes (`SHAPE_FIELDS`)."""
-    return _digest({name: _plain(getattr(cfg, name)) for name in SHAPE_FIELDS})
+def shape_digest(cfg: MoAConfig, *, every_field: bool = False) -> str:
+    """Return a digest of the fields that decide which calls a run makes (`SHAPE_FIELDS`).
+
+    `every_field`: in the form of versions up to 69bfb89, every field of each model.
+    """
+    return _digest(_shape(cfg, every_field))
+
+
+def _shape(cfg: MoAConfig, every_field: bool) -> dict[str, Any]:
+    fields = _every_field if every_field else _set_fields
+    return {name: _plain(getattr(cfg, name), fields) for name in SHAPE_FIELDS}
 
 
 ROUTE_FREE = ("temperature", "max_tokens")
@@ -52,13 +72,13 @@ ROUTE_FREE = ("temperature", "max_tokens")
 often, or where its answer goes: `route_digest` leaves them out."""
 
 
-def route_digest(cfg: MoAConfig) -> str:
+def route_digest(cfg: MoAConfig, *, every_field: bool = False) -> str:
     """Return `shape_digest` less each role's `ROUTE_FREE` fields.
 
     Equal where two configs route a run alike (an edit by `update_state` routes with the
     base config).
     """
-    shape = {name: _plain(getattr(cfg, name)) for name in SHAPE_FIELDS}
+    shape = _shape(cfg, every_field)
     for name in _ROLES:
         roles = shape[name]
         shape[name] = (
@@ -84,17 +104,58 @@ def _json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, default=lambda o: type(o).__qualname__)
 
 
-def _plain(value: Any) -> Any:
-    """Return `value` as JSON-able data, pydantic models (and chat models) field by field."""
+Fields = Callable[[BaseModel], dict[str, Any]]
+"""Which fields of a pydantic model a digest takes in, as plain data (`_plain`)."""
+
+
+def _every_field(model: BaseModel) -> dict[str, Any]:
+    """Return every field: the form of versions up to 69bfb89."""
+    return {
+        name: _plain(getattr(model, name, None), _every_field) for name in type(model).model_fields
+    }
+
+
+def _set_fields(model: BaseModel) -> dict[str, Any]:
+    """Return the fields a user set: none at its default, none the model keeps out of its data."""
+    plain = {}
+    for name, field in type(model).model_fields.items():
+        if field.exclude is True:
+            continue
+        value = _plain(getattr(model, name, None), _set_fields)
+        if value != _default(field):
+            plain[name] = value
+    return plain
+
+
+_NO_DEFAULT = object()
+
+
+def _default(field: FieldInfo) -> Any:
+    """Return `field`'s default as plain data, or a value equal to none where none is known.
+
+    A factory that takes the other fields' values (pydantic 2.10) has none known here, nor
+    one that fails (a partner model's API key read from a variable that is not set, where
+    the key was given): such a field counts as set.
+    """
+    if getattr(field, "default_factory_takes_data", False):
+        return _NO_DEFAULT
+    try:
+        default = field.get_default(call_default_factory=True)
+    except Exception:
+        return _NO_DEFAULT
+    return _plain(default, _set_fields)
+
+
+def _plain(value: Any, fields: Fields) -> Any:
+    """Return `value` as JSON-able data, pydantic models (and chat models) by their `fields`."""
     if isinstance(value, BaseModel):
-        fields = {name: _plain(getattr(value, name, None)) for name in type(value).model_fields}
-        return {"type": type(value).__qualname__, **fields}
+        return {"type": type(value).__qualname__, **fields(value)}
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, fields) for k, v in value.items()}
     if isinstance(value, (set, frozenset)):  # in a known order: one process's is not another's
-        return sorted((_plain(v) for v in value), key=_json)
+        return sorted((_plain(v, fields) for v in value), key=_json)
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, fields) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, os.PathLike):

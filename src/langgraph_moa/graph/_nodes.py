@@ -133,7 +133,7 @@ its router has no run to route, or where it resumes (`propose`'s edge routes not
 class Derived:
     """What the runs of one config need of it, worked out once per config (`MoANodes.derived`)."""
 
-    __slots__ = ("cfg", "draws", "route", "shape")
+    __slots__ = ("_earlier", "cfg", "draws", "route", "shape")
 
     def __init__(self, cfg: MoAConfig | None, shape: str = "", route: str = "") -> None:
         self.cfg = cfg
@@ -143,9 +143,38 @@ class Derived:
         """Its `route_digest`."""
         self.draws: tuple[int, ...] | None = None
         """Its `draw_offsets`, once a call asked for them (`MoANodes.draws`)."""
+        self._earlier: tuple[str, str] | None = None
+
+    def earlier(self) -> tuple[str, str]:
+        """Return its shape and route digests as versions up to 69bfb89 took them.
+
+        Their tokens took in every field of each model (`shape_digest`'s `every_field`):
+        a run they checkpointed mid-run resumes where its libraries are those it started
+        with. Worked out only where a token does not hold the current digest.
+        """
+        if self._earlier is None:
+            assert self.cfg is not None  # only a config's own digests are compared
+            self._earlier = (
+                shape_digest(self.cfg, every_field=True),
+                route_digest(self.cfg, every_field=True),
+            )
+        return self._earlier
 
 
 _NOTHING_DERIVED = Derived(None)
+
+
+def _routes_as(known: Derived, route: str, shape: str) -> bool:
+    """Return whether a run token's digests are `known`'s, in this form or 69bfb89's.
+
+    Its route digest, or where the token has none (written before it was recorded) its
+    shape digest. The form of 69bfb89 is worked out only where this one does not match.
+    """
+    recorded = route or shape
+    if recorded == (known.route if route else known.shape):
+        return True
+    earlier_shape, earlier_route = known.earlier()
+    return recorded == (earlier_route if route else earlier_shape)
 
 
 class MoANodes:
@@ -212,9 +241,10 @@ class MoANodes:
         cfg = self.configs.get(None)
         budget, route, shape = token_fields(state["run_token"])
         known = self.derived(cfg)
-        if shape and (route or shape) != (known.route if route else known.shape):
+        if shape and not _routes_as(known, route, shape):
             raise MoAConfigError(
-                "This run's context changed its proposers, aggregators or layers, and "
+                "This run's context changed its proposers, aggregators or layers (or another "
+                "version of langgraph-moa or of its libraries started the run), and "
                 "update_state routes without it: edit the checkpoint taken before the layer "
                 "closed (its next node is 'join_layer') with as_node='propose', so the run "
                 "routes with its context when it resumes."
@@ -249,12 +279,15 @@ class MoANodes:
                 "or give the thread new input (or use a new thread_id) to start over."
             )
         last = self._last_derived  # `derived`'s own first step, without the call
-        digest = (last if last.cfg is plan.cfg else self.derived(plan.cfg)).shape
-        if not run_token.endswith(digest):
+        known = last if last.cfg is plan.cfg else self.derived(plan.cfg)
+        if not run_token.endswith(known.shape) and not run_token.endswith(known.earlier()[0]):
+            # Which it is no digest tells: a config's, or an upgrade's where the token was
+            # written in the form of 69bfb89 (which took in langchain-core's version).
             raise MoAConfigError(
-                "This thread's run was started by a MoA with other proposers, aggregators or "
-                "layers than this graph's: resume it with the config it started with, or give "
-                "it new input (or use a new thread_id) to start over."
+                "This thread's run was started by another MoA, or by another version of "
+                "langgraph-moa or of its libraries, than this graph's: resume it with the "
+                "config it started with, under the versions it started with, or give it new "
+                "input (or use a new thread_id) to start over."
             )
         return plan
 
