@@ -376,6 +376,33 @@ def test_a_chat_model_after_an_upgrade_keeps_the_digests(log, monkeypatch, upgra
     assert both_digests(tuned) != both_digests(config)
 
 
+def test_a_chat_model_setting_an_environment_variable_may_give_keeps_the_digests(log, monkeypatch):
+    """A chat model's API key passed to it counted in the digest only where the variable
+    its default reads was unset (a default that differs from it), so the same MoA, resumed in
+    a process with the variable set, was refused as another."""
+    from langchain_core.utils import secret_from_env
+    from pydantic import Field, SecretStr, create_model
+
+    from tests.fakes import FakeChat
+
+    keyed = create_model(
+        "Keyed",
+        __base__=FakeChat,
+        api_key=(SecretStr | None, Field(default_factory=secret_from_env("MOA_KEY", default=None))),
+    )
+
+    def config_of(**fields):
+        return MoAConfig(
+            proposers=[keyed(label="A", log=log, **fields)], aggregator=FakeChat(label="AGG")
+        )
+
+    monkeypatch.delenv("MOA_KEY", raising=False)
+    passed, unset = both_digests(config_of(api_key="k")), both_digests(config_of())
+    monkeypatch.setenv("MOA_KEY", "k2")
+    assert both_digests(config_of(api_key="k")) == passed
+    assert both_digests(config_of()) == unset
+
+
 def test_a_run_checkpointed_mid_layer_resumes_after_an_upgrade_of_its_libraries(
     fake, log, monkeypatch
 ):

@@ -116,15 +116,27 @@ def _every_field(model: BaseModel) -> dict[str, Any]:
 
 
 def _set_fields(model: BaseModel) -> dict[str, Any]:
-    """Return the fields a user set: none at its default, none the model keeps out of its data."""
+    """Return the fields a user set: none at its default, none the model keeps out of its data.
+
+    A field given a value counts where its default is read from the process (a factory that
+    is no class: an API key or a URL read from an environment variable), even where that
+    reads the same: else the same MoA's digest would differ between processes whose
+    variables differ. Left to such a default, it is not seen.
+    """
     plain = {}
+    given = model.model_fields_set
     for name, field in type(model).model_fields.items():
         if field.exclude is True:
             continue
         value = _plain(getattr(model, name, None), _set_fields)
-        if value != _default(field):
+        if (name in given and _read_by_process(field)) or value != _default(field):
             plain[name] = value
     return plain
+
+
+def _read_by_process(field: FieldInfo) -> bool:
+    """Tell whether `field`'s default is worked out by a function, which may read the process."""
+    return field.default_factory is not None and not isinstance(field.default_factory, type)
 
 
 _NO_DEFAULT = object()
