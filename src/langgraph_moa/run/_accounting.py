@@ -29,7 +29,7 @@ from langgraph_moa.text._prompts import (
     CUT_OFF_MARK,
     estimate_prompt_tokens,
     estimate_tokens,
-    read_text,
+    text_a_model_reads,
 )
 from langgraph_moa.text._thinking import THINK_CLOSE, THINK_OPEN, Thinking, split_thinking
 
@@ -551,9 +551,10 @@ def estimated_tokens(
     """Estimate the tokens of a call whose provider reported none, as `_tokens` returns them.
 
     By `estimate_tokens` (3 characters a token for English, more for other scripts): the
-    prompt's messages (`read_text`; an image, audio or file part at `MEDIA_PART_TOKENS`), the
-    schemas of the `tools` it was sent, and what the model wrote (its text, thinking and tool
-    calls; a structured answer's text and call once, `STRUCTURED_MARK`). The record says so
+    prompt's messages (`text_a_model_reads`; an image, audio or file part at
+    `MEDIA_PART_TOKENS`), the schemas of the `tools` it was sent, and what the model wrote (its
+    text, thinking and tool calls; a structured answer's text and call once,
+    `STRUCTURED_MARK`). The record says so
     (``usage_estimated``): an estimate is neither the provider's count nor a zero.
     """
     prompt_tokens = estimate_prompt_tokens(prompt, tools)
@@ -563,7 +564,9 @@ def estimated_tokens(
         calls = "".join(str(c["args"]) for c in response.tool_calls)
         if (response.response_metadata or {}).get(STRUCTURED_MARK):
             calls = ""  # the text is these calls' arguments
-        written = read_text(response) + (thinking if isinstance(thinking, str) else "") + calls
+        written = (
+            text_a_model_reads(response) + (thinking if isinstance(thinking, str) else "") + calls
+        )
     completion = estimate_tokens(written)
     usage: Any = (response.usage_metadata if isinstance(response, AIMessage) else None) or {}
     return prompt_tokens, completion, prompt_tokens + completion, "total_cost" in usage

@@ -219,7 +219,7 @@ MEDIA_PART_TOKENS = 765
 read: OpenAI's count of a 1024x1024 image at high detail. Read as its text, it was 0 tokens."""
 
 
-def read_text(message: BaseMessage) -> str:
+def text_a_model_reads(message: BaseMessage) -> str:
     """Return all the text a model reads or wrote in `message`, as the estimates count it.
 
     ``BaseMessage.text`` joins only ``text`` parts: a ``text-plain`` block (which `moa serve`
@@ -244,7 +244,7 @@ def estimate_prompt_tokens(prompt: Sequence[BaseMessage], tools: Any = None) -> 
     """
     tokens = 0
     for m in prompt:
-        tokens += estimate_tokens(read_text(m))
+        tokens += estimate_tokens(text_a_model_reads(m))
         if isinstance(m.content, list):
             media = sum(isinstance(p, dict) and p.get("type") in MEDIA_PARTS for p in m.content)
             tokens += media * MEDIA_PART_TOKENS
