@@ -4,12 +4,16 @@ import asyncio
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 
 from langgraph_moa import MoAChatModel, MoAConfig, create_moa_graph
 from langgraph_moa.run import _calls
 from tests.fakes import FakeChat
+
+T = TypeVar("T")
 
 QUESTION = {"messages": [("user", "What is MoA?")]}
 
@@ -232,3 +236,115 @@ def test_a_run_interrupted_mid_layer_resumes_with_its_finished_proposers(monkeyp
     records = {c["configured_model"]: c for c in out["calls"]}
     assert [(r["status"], r["attempts"]) for r in records.values()] == [("ok", 1)] * 4
     assert (records["A"]["output"], records["B"]["output"]) == ("A #1", "B #1")
+
+
+def interrupted_once_stepping() -> tuple[threading.Event, threading.Event]:
+    """Send SIGINT to this thread once the first event is set; the second says it was sent."""
+    stepping, sent, main = threading.Event(), threading.Event(), threading.get_ident()
+
+    def interrupt() -> None:
+        if stepping.wait(30):
+            signal.pthread_kill(main, signal.SIGINT)
+            sent.set()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    return stepping, sent
+
+
+def not_raising(run: Iterator[T]) -> list[T]:
+    """Return what `run` yields, failing the test (not ending pytest) on KeyboardInterrupt."""
+    try:
+        return list(run)
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt was raised in the sync call, not left to the host")
+
+
+def this_runs_interrupt() -> threading.Event:
+    """Return what is set once the sync run whose step calls this is interrupted."""
+    from langgraph_moa.run._interrupt import RUN_CALLS
+
+    calls = RUN_CALLS.get()
+    assert calls is not None
+    return calls.interrupted
+
+
+async def test_ctrl_c_during_a_sync_call_in_an_async_endpoint_is_left_to_uvicorn():
+    """An async endpoint under uvicorn calling a sync run: uvicorn's SIGINT handler (which
+    starts its graceful shutdown) was replaced while the run waited, so Ctrl-C raised
+    KeyboardInterrupt in the endpoint instead. A handler the package does not know as one
+    that only cancels a task now stays, and the run goes on."""
+    import uvicorn
+
+    from langgraph_moa.run._interrupt import interruptible
+
+    server = uvicorn.Server(uvicorn.Config(app=lambda *_: None, log_config=None))
+    signal.signal(signal.SIGINT, server.handle_exit)  # as uvicorn's capture_signals; restored
+    stepping, _ = interrupted_once_stepping()
+
+    def run():
+        stepping.set()
+        deadline, stopped = time.monotonic() + 30, this_runs_interrupt()
+        while not (server.should_exit or stopped.is_set()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield server.should_exit
+
+    assert not_raising(interruptible(run())) == [True]  # uvicorn heard it
+    assert signal.getsignal(signal.SIGINT) == server.handle_exit
+
+
+async def test_ctrl_c_during_a_sync_call_reaches_a_loops_signal_handler_once():
+    """`loop.add_signal_handler(SIGINT, cb)` leaves asyncio's Python handler doing nothing:
+    the signal reaches the loop through its wake-up fd. That handler was replaced while a
+    sync run waited, so Ctrl-C raised KeyboardInterrupt there and `cb` ran as well, later:
+    handled twice. Now only `cb` runs, once the loop runs again."""
+    from langgraph_moa.run._interrupt import interruptible
+
+    loop, heard = asyncio.get_running_loop(), []
+    loop.add_signal_handler(signal.SIGINT, heard.append, "cb")
+    try:
+        installed = signal.getsignal(signal.SIGINT)
+        stepping, sent = interrupted_once_stepping()
+        during = []
+
+        def run():
+            stepping.set()
+            sent.wait(30)
+            during.append(signal.getsignal(signal.SIGINT))
+            yield "done"
+
+        assert not_raising(interruptible(run())) == ["done"]
+        assert during == [installed]
+        for _ in range(3000):  # up to 30 s where the test fails
+            if heard:
+                break
+            await asyncio.sleep(0.01)
+        assert heard == ["cb"]
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+def test_ctrl_c_during_a_sync_call_under_asyncio_run_raises_there():
+    """Under `asyncio.run` (Python 3.11+) SIGINT's handler only cancels the main task, which
+    a sync run blocking it never lets run: that one is still replaced, and Ctrl-C raises
+    KeyboardInterrupt in the coroutine."""
+    import functools
+
+    from langgraph_moa.run._interrupt import interruptible
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # so asyncio.run installs its own
+    stepping, _ = interrupted_once_stepping()
+    found = []
+
+    def run():
+        stepping.set()
+        this_runs_interrupt().wait(30)
+        yield "never"
+
+    async def main():
+        found.append(signal.getsignal(signal.SIGINT))
+        return list(interruptible(run()))
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    assert isinstance(found[0], functools.partial)  # asyncio.Runner's
+    assert found[0].func.__name__ == "_on_sigint"

@@ -47,6 +47,32 @@ def evaluated_in_this_thread(monkeypatch, question: str = "Say alpha1.") -> list
     return outputs
 
 
+IPYKERNELS_HANDLER = (
+    "ipykernel.ipkernel",
+    "IPythonKernel._cancel_on_sigint.<locals>.handle_sigint",
+)
+"""Where ipykernel (6.29 to 7.x) defines the SIGINT handler of a cell with a top-level await."""
+
+
+def kernels_handler(on_interrupt: Any = None) -> Any:
+    """Return a handler known as ipykernel's, which cancels the running task (the cell's).
+
+    It bears the module and name of ipykernel's, the only way the package tells it from a
+    host's handler of its own (which it leaves alone). `on_interrupt` replaces what it does.
+    """
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+
+    def handle_sigint(*_: Any) -> None:
+        if on_interrupt is None:
+            loop.call_soon_threadsafe(task.cancel)
+        else:
+            on_interrupt()
+
+    handle_sigint.__module__, handle_sigint.__qualname__ = IPYKERNELS_HANDLER
+    return handle_sigint
+
+
 def interrupt_the_cell_once(when: threading.Event, *, awaiting: bool = False) -> Any:
     """Interrupt the kernel, as its button does, once `when` is set.
 
@@ -57,9 +83,7 @@ def interrupt_the_cell_once(when: threading.Event, *, awaiting: bool = False) ->
     a sync call blocking the cell keeps from running. Returns the handler installed.
     """
     if awaiting:
-        loop, task = asyncio.get_running_loop(), asyncio.current_task()
-        assert task is not None
-        handler = lambda *_: loop.call_soon_threadsafe(task.cancel)  # noqa: E731
+        handler = kernels_handler()
     else:
         handler = signal.default_int_handler
     signal.signal(signal.SIGINT, handler)  # conftest restores it
@@ -269,9 +293,7 @@ async def test_a_second_interrupt_in_a_cell_with_an_await_leaves_a_run_that_clos
         yield "never"
 
     await asyncio.sleep(0)  # the cell's top-level await
-    loop, task = asyncio.get_running_loop(), asyncio.current_task()
-    assert task is not None
-    kernels = lambda *_: loop.call_soon_threadsafe(task.cancel)  # noqa: E731
+    kernels = kernels_handler()
     signal.signal(signal.SIGINT, kernels)  # conftest restores it
     cell = threading.get_ident()
 
@@ -297,7 +319,7 @@ async def test_an_interrupt_as_a_sync_call_ends_leaves_the_kernels_handler(monke
     # putting back short and stayed the handler for the rest of the cell.
     from langgraph_moa.transport._call_loop import interrupts_raised_here
 
-    kernels = lambda *_: None  # noqa: E731
+    kernels = kernels_handler(on_interrupt=lambda: None)
     signal.signal(signal.SIGINT, kernels)  # conftest restores it
     put, came = signal.signal, threading.Event()
 

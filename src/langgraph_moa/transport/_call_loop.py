@@ -15,13 +15,14 @@ import asyncio
 import atexit
 import contextlib
 import contextvars
+import functools
 import os
 import selectors
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 T = TypeVar("T")
 
@@ -88,8 +89,10 @@ def interrupts_raised_here() -> Iterator[None]:
     run, `serve`) keeps the loop from running: the interrupt never reached it, the run's
     calls went on to their end and the server served on. During the wait the interrupt
     raises KeyboardInterrupt, as in a cell without ``await``; the host's handler is back
-    after it. Only in the main thread (the one signals reach) and where a loop runs in it;
-    a handler that is not Python's (ignored, the default) is left as it is.
+    after it. Only in the main thread (the one signals reach), where a loop runs in it,
+    and for those two handlers (`ONLY_CANCELLING`): any other is the host's way of
+    handling the interrupt (uvicorn's starts its shutdown; ``loop.add_signal_handler``'s
+    hears it through the loop's wake-up fd once the loop runs) and is left as it is.
     """
     host = _handler_to_replace()
     if host is None:
@@ -126,12 +129,24 @@ def interrupts_raised_at_each_wait() -> Callable[[], contextlib.AbstractContextM
     return contextlib.nullcontext if _handler_to_replace() is None else interrupts_raised_here
 
 
+ONLY_CANCELLING = frozenset(
+    {
+        ("asyncio.runners", "Runner._on_sigint"),
+        ("ipykernel.ipkernel", "IPythonKernel._cancel_on_sigint.<locals>.handle_sigint"),
+    }
+)
+"""The SIGINT handlers, by module and qualified name, that only cancel a task of the loop
+running in their thread, which does nothing while a sync call blocks that loop:
+``asyncio.run``'s for its main task (Python 3.11+, a `functools.partial` of the method),
+and ipykernel's for a cell with a top-level ``await`` (6.29 to 7.x). Known by name: the
+package imports neither, and the kernel's is a new function for each cell."""
+
+
 def _handler_to_replace() -> Callable[..., Any] | None:
     """Return the SIGINT handler `interrupts_raised_here` replaces here, or None if none."""
     host = signal.getsignal(signal.SIGINT)
     if (
-        not callable(host)
-        or host is signal.default_int_handler
+        not _only_cancels(host)
         or threading.current_thread() is not threading.main_thread()
         or loop_of_this_thread() is None
     ):
@@ -182,6 +197,15 @@ def run_apart(
     if interrupted and outcome.exception() is None:
         raise KeyboardInterrupt
     return outcome.result()
+
+
+def _only_cancels(handler: object) -> TypeGuard[Callable[..., Any]]:
+    """Whether `handler` is one of `ONLY_CANCELLING` (bound, or in a `functools.partial`)."""
+    if isinstance(handler, functools.partial):
+        handler = handler.func
+    function = getattr(handler, "__func__", handler)  # a bound method's function
+    name = (getattr(function, "__module__", None), getattr(function, "__qualname__", None))
+    return name in ONLY_CANCELLING
 
 
 def running_call_loop() -> asyncio.AbstractEventLoop | None:
