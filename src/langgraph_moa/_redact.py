@@ -331,6 +331,18 @@ def redacted_repr(value: object) -> str:
     return redact_url(repr(redact_urls_in(value, redact_spec)))
 
 
+def shown_value(value: object) -> str:
+    """Return a refused value as an error shows it: a scalar quoted, anything else by type.
+
+    A container is named, never written out: YAML aliases nest a few hundred bytes into
+    millions of values, and a refusal that wrote them all took megabytes, then memory. A
+    scalar is redacted (`redacted_repr`), then clipped.
+    """
+    if value is None or isinstance(value, str | int | float):
+        return clip(redacted_repr(value))
+    return f"a {type(value).__name__}"
+
+
 KEY_VARIABLE = "MOA_URL_KEY"
 """The variable a printed command reads a URL's key from (``MOA_URL_KEY_2`` the second's)."""
 

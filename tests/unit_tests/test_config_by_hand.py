@@ -155,3 +155,19 @@ def test_an_empty_config_file_is_called_empty(tmp_path, text):
     # "must hold a mapping of settings at the top level" for a file with nothing in it.
     said = _refusal(tmp_path, text)
     assert "is empty: it must hold a mapping of settings" in said
+
+
+def test_a_preset_of_nested_aliases_is_refused_without_writing_them_out(tmp_path):
+    # "Unknown preset [[...]]" wrote the list out: 16 MB of text in seconds at six levels,
+    # nine times more with each level.
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x]"] + [
+        f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 6)
+    ]
+    said = _refusal(tmp_path, "preset: [" + ", ".join(levels) + "]\n")
+    assert "preset" in said and "got a list" in said
+    assert len(said) < 500
+
+
+def test_a_long_preset_name_is_clipped(tmp_path):
+    said = _refusal(tmp_path, "preset: " + "m" * 100_000 + "\n")
+    assert "Unknown preset" in said and len(said) < 1_000

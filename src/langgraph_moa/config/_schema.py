@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, ErrorDetails
 
-from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip, redact, redact_spec
+from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip, redact, redact_spec, shown_value
 from langgraph_moa.config._aggregation import AggregationConfig
 from langgraph_moa.config._files import read_mapping_file
 from langgraph_moa.config._limits import (
@@ -550,8 +550,11 @@ class MoAConfig(BaseModel):
         """
         presets = list_presets()
         if name not in presets:
-            hint = did_you_mean(name, presets) or f"choose one of {', '.join(presets)}."
-            raise MoAConfigError(f"Unknown preset {name!r}: {hint}")
+            # A list of YAML aliases was written out in full (megabytes), a long word too.
+            close = did_you_mean(name, presets) if isinstance(name, str) else None
+            hint = close or f"choose one of {', '.join(presets)}."
+            what = "Unknown preset" if isinstance(name, str) else "A preset is a name, got"
+            raise MoAConfigError(f"{what} {shown_value(name)}: {hint}")
         text = (
             resources.files("langgraph_moa.config.presets")
             .joinpath(f"{name}.yaml")

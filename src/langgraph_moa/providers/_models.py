@@ -38,6 +38,7 @@ from langgraph_moa._redact import (
     redact_urls_in,
     redacted_repr,
     register_secret,
+    shown_value,
     url_secrets,
     without,
 )
@@ -246,13 +247,9 @@ def validate_spec(spec: Any) -> ModelSpec:
     if isinstance(spec, dict):
         return OpenAIEndpoint.model_validate(spec)
     if not isinstance(spec, str) or not spec.strip():
-        # A container is named, never written out: YAML aliases nest a few hundred bytes
-        # into millions of values, and the refusal wrote them all (megabytes, then memory).
-        scalar = spec is None or isinstance(spec, str | int | float)
-        got = redacted_repr(spec) if scalar else f"a {type(spec).__name__}"
         raise ValueError(
             "a model must be a BaseChatModel, a 'provider:model' string, "
-            f"or an endpoint {{base_url, model}}; got {got}"
+            f"or an endpoint {{base_url, model}}; got {shown_value(spec)}"
         )
     spec = printable(spec.strip(), "a model spec")
     if parse_endpoint_string(spec) is None:
