@@ -171,3 +171,18 @@ def test_a_preset_of_nested_aliases_is_refused_without_writing_them_out(tmp_path
 def test_a_long_preset_name_is_clipped(tmp_path):
     said = _refusal(tmp_path, "preset: " + "m" * 100_000 + "\n")
     assert "Unknown preset" in said and len(said) < 1_000
+
+
+def test_a_config_loaded_by_a_relative_path_and_written_again_still_loads(tmp_path, monkeypatch):
+    # The calibration path was joined to the config's relative folder ("configs/cal.json")
+    # and written so by to_file: the copy, read from its own folder, looked for
+    # configs/configs/cal.json.
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "cal.json").write_text(json.dumps({"accuracy": {"openai:gpt-4o-mini": 0.8}}))
+    (folder / "mux.yaml").write_text(MUX + "selection: {method: mux, calibration_file: cal.json}\n")
+    monkeypatch.chdir(tmp_path)
+    MoAConfig.from_file("configs/mux.yaml").to_file("configs/copy.yaml")
+    loaded = MoAConfig.from_file("configs/copy.yaml")
+    assert loaded.selection is not None
+    assert loaded.selection.calibration == {"openai:gpt-4o-mini": 0.8}

@@ -588,14 +588,16 @@ def _files_beside(data: dict[str, Any], folder: Path) -> None:
 
     ``selection.calibration_file: cal.json`` was read from the working folder, so the same
     config found its calibration or not depending on where the command ran. An absolute
-    path stays as written.
+    path stays as written. The path held is absolute: joined to a relative folder
+    (``configs/cal.json``), `to_file` wrote it so and the copy, read from its own folder,
+    looked in ``configs/configs``.
     """
     selection = data.get("selection")
     if not isinstance(selection, dict):
         return
     named = selection.get("calibration_file")
     if isinstance(named, str) and named:
-        data["selection"] = {**selection, "calibration_file": str(folder / named)}
+        data["selection"] = {**selection, "calibration_file": str(folder.absolute() / named)}
 
 
 def list_presets() -> list[str]:
