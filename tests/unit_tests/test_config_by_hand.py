@@ -186,3 +186,11 @@ def test_a_config_loaded_by_a_relative_path_and_written_again_still_loads(tmp_pa
     loaded = MoAConfig.from_file("configs/copy.yaml")
     assert loaded.selection is not None
     assert loaded.selection.calibration == {"openai:gpt-4o-mini": 0.8}
+
+
+@pytest.mark.parametrize("value", ["2024-01-01", "2024-01-01 10:00:00"])
+def test_a_yaml_date_as_a_model_is_refused_as_a_model(tmp_path, value):
+    # "aggregator: Input should be a valid dictionary or instance of AggregatorConfig".
+    said = _refusal(tmp_path, f"proposers: [openai:gpt-4o-mini]\naggregator: {value}\n")
+    assert "aggregator.model: a model must be" in said
+    assert f"YAML reads an unquoted {value} as a date; quote it if it is text" in said

@@ -95,12 +95,13 @@ Variant = Annotated[str, AfterValidator(_registered_variant), _VariantSchema()]
 def _coerce_role(value: Any) -> Any:
     """Let a bare model spec stand for a role config with default limits.
 
-    A scalar that is no spec (``proposers: [no]``, read by YAML as False) stands for one
-    too, so that it is refused as a model, with the spec's rule, not as "a valid dictionary".
+    A scalar that is no spec (``proposers: [no]`` or ``aggregator: 2024-01-01``, read by
+    YAML as False and a date) stands for one too, so that it is refused as a model, with the
+    spec's rule, not as "a valid dictionary".
     """
     if isinstance(value, dict) and "model" in value:
         return value
-    if isinstance(value, (BaseModel, str, dict, bool, int, float)) and not isinstance(
+    if isinstance(value, (BaseModel, str, dict, bool, int, float, date)) and not isinstance(
         value, (ProposerConfig, AggregatorConfig)
     ):
         return {"model": value}
@@ -732,7 +733,7 @@ def _yaml_reading(err: ErrorDetails) -> str:
             "if it is text"
         )
     if isinstance(given, date):
-        return f"YAML reads an unquoted {given.isoformat()} as a date; quote it if it is text"
+        return f"YAML reads an unquoted {given} as a date; quote it if it is text"
     if isinstance(given, int | float):
         return "YAML reads an unquoted number as a number; quote it if it is text"
     return ""
