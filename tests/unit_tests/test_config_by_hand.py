@@ -194,3 +194,18 @@ def test_a_yaml_date_as_a_model_is_refused_as_a_model(tmp_path, value):
     said = _refusal(tmp_path, f"proposers: [openai:gpt-4o-mini]\naggregator: {value}\n")
     assert "aggregator.model: a model must be" in said
     assert f"YAML reads an unquoted {value} as a date; quote it if it is text" in said
+
+
+@pytest.mark.parametrize(
+    ("text", "got"),
+    [
+        ("proposers: [[openai:gpt-4o-mini, openai:gpt-4o]]\n" + AGGREGATOR, "got a list"),
+        ("proposers:\n  - openai:gpt-4o-mini\n  -\n" + AGGREGATOR, "got None"),
+        ("proposers: [openai:gpt-4o-mini]\naggregator: [openai:gpt-4o]\n", "got a list"),
+    ],
+)
+def test_a_list_or_nothing_as_a_model_is_refused_as_a_model(tmp_path, text, got):
+    # "proposers.0: Input should be a valid dictionary or instance of ProposerConfig": a
+    # list or a blank item was not let stand for a model as a word or a mapping is.
+    said = _refusal(tmp_path, text)
+    assert ".model: a model must be" in said and got in said

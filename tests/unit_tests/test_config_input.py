@@ -135,7 +135,7 @@ def test_an_anchor_bomb_is_refused_without_expanding_it(tmp_path):
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
     message = refused(tmp_path, "bomb.yaml", "\n".join([*lines, "proposers: *a9", ""]))
-    assert "proposers.0: Input should be a valid dictionary" in message
+    assert "proposers.0.model: a model must be" in message and "got a list" in message
 
 
 def test_thousands_of_broken_rules_are_summed_up_in_one_short_line():

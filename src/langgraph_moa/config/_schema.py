@@ -95,15 +95,13 @@ Variant = Annotated[str, AfterValidator(_registered_variant), _VariantSchema()]
 def _coerce_role(value: Any) -> Any:
     """Let a bare model spec stand for a role config with default limits.
 
-    A scalar that is no spec (``proposers: [no]`` or ``aggregator: 2024-01-01``, read by
-    YAML as False and a date) stands for one too, so that it is refused as a model, with the
-    spec's rule, not as "a valid dictionary".
+    Anything else but a role config stands for one too (``proposers: [no]``, a date, a list,
+    a blank item), so that it is refused as a model, with the spec's rule and the type of
+    what was given, not as "a valid dictionary".
     """
     if isinstance(value, dict) and "model" in value:
         return value
-    if isinstance(value, (BaseModel, str, dict, bool, int, float, date)) and not isinstance(
-        value, (ProposerConfig, AggregatorConfig)
-    ):
+    if not isinstance(value, (ProposerConfig, AggregatorConfig)):
         return {"model": value}
     return value
 
