@@ -209,3 +209,10 @@ def test_a_list_or_nothing_as_a_model_is_refused_as_a_model(tmp_path, text, got)
     # list or a blank item was not let stand for a model as a word or a mapping is.
     said = _refusal(tmp_path, text)
     assert ".model: a model must be" in said and got in said
+
+
+@pytest.mark.parametrize(("word", "read"), [("1:30", "90"), ("0755", "493")])
+def test_a_yaml_1_1_base_60_or_octal_number_is_named_as_written(tmp_path, word, read):
+    # "got 90: YAML reads an unquoted number as a number" for 1:30: the person wrote no 90.
+    said = _refusal(tmp_path, "proposers: [openai:gpt-4o-mini]\n" + AGGREGATOR + f"name: {word}\n")
+    assert f"got {read}" in said and word in said and "quote it" in said

@@ -732,7 +732,12 @@ def _yaml_reading(err: ErrorDetails) -> str:
         )
     if isinstance(given, date):
         return f"YAML reads an unquoted {given} as a date; quote it if it is text"
-    if isinstance(given, int | float):
+    if isinstance(given, int):  # YAML 1.1's base 60 and octal: the number shown was not written
+        return (
+            "YAML reads an unquoted number as a number, and 1:30 as 90 (base 60) and 0755 as "
+            "493 (octal); quote it if it is text"
+        )
+    if isinstance(given, float):
         return "YAML reads an unquoted number as a number; quote it if it is text"
     return ""
 
