@@ -198,13 +198,22 @@ def test_serve_stacks_the_root_path_the_trusted_proxies_and_the_drain(monkeypatc
 
 
 @pytest.mark.parametrize(
-    ("env", "value"), [("MOA_MAX_RESPONSE_BYTES", "32MB"), ("MOA_HTTP_TRANSPORT", "curl")]
+    ("env", "value"),
+    [
+        ("MOA_MAX_RESPONSE_BYTES", "32MB"),
+        ("MOA_HTTP_TRANSPORT", "curl"),
+        ("MOA_DIRECT_CALLS", "off"),
+        ("MOA_SDK_TRANSFORM", "true"),
+        ("LANGGRAPH_MOA_SHARE_CORES", "yes"),
+        ("MOA_GC_FREEZE", "no"),
+    ],
 )
-def test_serve_refuses_an_http_setting_that_fails_every_request_before_it_starts(
+def test_serve_refuses_a_setting_that_fails_every_request_before_it_starts(
     monkeypatch, tmp_path, env, value
 ):
-    # Read as each endpoint's client is built, on a request: the server said "Serving" and
-    # then failed every request.
+    # Read as each endpoint's client is built, or on each call, on a request: the server said
+    # "Serving" and then failed every request ("All 2 proposer calls of layer 1 failed");
+    # MOA_GC_FREEZE was read after "Serving".
     from langgraph_moa import MoAConfig
     from langgraph_moa.errors import MoAConfigError
     from langgraph_moa.serving import _server
@@ -213,5 +222,13 @@ def test_serve_refuses_an_http_setting_that_fails_every_request_before_it_starts
     monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: None)
     monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
     config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
-    with pytest.raises(MoAConfigError, match=f"{env} must be"):
-        _server.serve({"fake": config}, port=8123, history_path=tmp_path / "h.db", log=print)
+    announced: list[str] = []
+    with pytest.raises(MoAConfigError, match=f"^{env} must be"):
+        _server.serve(
+            {"fake": config},
+            port=8123,
+            history_path=tmp_path / "h.db",
+            log=print,
+            announce=announced.append,
+        )
+    assert announced == []

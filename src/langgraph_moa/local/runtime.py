@@ -902,6 +902,10 @@ WAITERS = 64
 """Async calls that may wait for the core room at once, each on a thread (more queue)."""
 
 
+SHARE_CORES_ENV = "LANGGRAPH_MOA_SHARE_CORES"
+"""The 0/1 switch that lets every local model decode at once (`CoreRoom`)."""
+
+
 class CoreRoom:
     """Lets one local model at a time use the cores, with any number of its own calls.
 
@@ -915,7 +919,7 @@ class CoreRoom:
     def __init__(self, shared: bool | None = None) -> None:
         """Create an empty room; `shared` True disables the exclusion."""
         if shared is None:
-            shared = bool(switch_from_env("LANGGRAPH_MOA_SHARE_CORES"))
+            shared = bool(switch_from_env(SHARE_CORES_ENV))
         self.shared = shared
         self._cond = threading.Condition()
         self._model: str | None = None

@@ -132,8 +132,11 @@ def serve(
             from langgraph_moa.errors import MissingExtraError
 
             raise MissingExtraError("moa serve --metrics", "serve", "prometheus_client") from None
+    from langgraph_moa.local.runtime import SHARE_CORES_ENV
+    from langgraph_moa.run._direct import DIRECT_CALLS_ENV
     from langgraph_moa.serving._app import create_app
     from langgraph_moa.serving._policy import check_allowed_models
+    from langgraph_moa.transport._completions import KEEP_TRANSFORM_ENV
     from langgraph_moa.transport._http import max_response_bytes, transport_in_use
 
     for name, config in systems.items():
@@ -142,6 +145,8 @@ def serve(
     # Read as each endpoint's client is built, on a request: a bad one failed every request.
     transport_in_use()
     max_response_bytes()
+    for switch in (DIRECT_CALLS_ENV, KEEP_TRANSFORM_ENV, SHARE_CORES_ENV, GC_FREEZE_ENV):
+        switch_from_env(switch)  # the first three are read on each call, the last after "Serving"
     _check_port(host, port)
     security = (security or ServeSecurity()).with_bind_host(host)
 
