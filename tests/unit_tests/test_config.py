@@ -201,7 +201,10 @@ def test_yaml_and_json_files_round_trip(tmp_path):
         ("proposers: [\n", "not valid"),
         ("layers: 0\nproposers: [openai:gpt-4o]\naggregator: openai:gpt-4o\n", "layers:"),
         ("1: 2\nproposers: [{model: 'openai:gpt-4o-mini'}]\n", "key that is not a name .1.:"),
-        ("preset: moa-lite\nnull: 3\n", "key that is not a name .None.: every key must"),
+        (
+            "preset: moa-lite\nnull: 3\n",
+            "key that is not a name .None.: it must hold a mapping of settings",
+        ),
     ],
 )
 def test_bad_files_get_clear_errors(tmp_path, text, message):

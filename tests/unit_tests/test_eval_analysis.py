@@ -248,6 +248,10 @@ def test_prices_give_dollars_and_name_unpriced_calls(tmp_path):
         ("gpt-4o: {prompt: '1e400', completion: 1}\n", "must be finite"),
         ("gpt-4o: {promt: 1, completion: 1}\n", "got 'promt'; did you mean 'prompt'"),
         ("gpt-4o: [1, 2]\n", "needs a mapping of 'prompt' and 'completion'.*got a list"),
+        # "got a int": a price written without its row is shown as written.
+        ("gpt-4o: 2.5\n", "needs a mapping of 'prompt' and 'completion'.*got 2.5[.]$"),
+        # "every key must be a setting name, e.g. 'proposers:'", said of a price table.
+        ("2024: {prompt: 1, completion: 1}\n", "not a name [(]2024[)]: it must hold model names"),
         ("[1, 2]\n", "must hold model names mapped to"),
         ("{}\n", "is empty"),
     ],

@@ -117,8 +117,8 @@ def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]
     named = [key for key in data if not isinstance(key, str)]
     if named:
         raise MoAConfigError(
-            f"{what} {shown} has a top-level key that is not a name ({named[0]!r}): every key "
-            "must be a setting name, e.g. 'proposers:'; quote it or remove it."
+            f"{what} {shown} has a top-level key that is not a name ({named[0]!r}): it must "
+            f"hold {holds}; quote it or remove it."
         )
     return data
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from langgraph_moa._redact import clip
+from langgraph_moa._redact import clip, shown_value
 from langgraph_moa.config._files import read_mapping_file
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.providers._table import LOCAL_PREFIX
@@ -67,10 +67,11 @@ def _row_problem(row: Any) -> str | None:
 
     The refusal wrote the row as given: YAML aliases nesting a few hundred bytes into
     millions of values made it 25 MB long, in seconds, and a few levels more ran out of
-    memory. Now it names the row's type, or the key that is not a price.
+    memory. Now it names the row's type (a number or a word is shown), or the key that is
+    not a price.
     """
     if not isinstance(row, dict):
-        return f"got a {type(row).__name__}"
+        return f"got {shown_value(row)}"
     unknown = next((key for key in row if key not in PRICE_KEYS), None)
     if unknown is not None:
         hint = did_you_mean(unknown, PRICE_KEYS)
