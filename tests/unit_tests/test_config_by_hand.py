@@ -157,6 +157,15 @@ def test_an_empty_config_file_is_called_empty(tmp_path, text):
     assert "is empty: it must hold a mapping of settings" in said
 
 
+@pytest.mark.parametrize("text", ["", " \n\n", "\ufeff"])
+def test_an_empty_json_config_file_is_called_empty(tmp_path, text):
+    # "is not valid: Expecting value: line 1 column 1 (char 0)" for a file just created.
+    path = tmp_path / "moa.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(MoAConfigError, match="is empty: it must hold a mapping of settings"):
+        MoAConfig.from_file(path)
+
+
 def test_a_preset_of_nested_aliases_is_refused_without_writing_them_out(tmp_path):
     # "Unknown preset [[...]]" wrote the list out: 16 MB of text in seconds at six levels,
     # nine times more with each level.

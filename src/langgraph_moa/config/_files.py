@@ -90,7 +90,8 @@ def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]
     shown = repr(str(path))
     text = _read_text(path, what, shown)
     try:
-        data = parse_settings(text, path.suffix == ".json")
+        # Blank JSON is no document ("Expecting value: line 1 column 1"); blank YAML is None.
+        data = parse_settings(text, path.suffix == ".json") if text.strip() else None
     except DuplicateKeyError as exc:
         raise MoAConfigError(
             f"{what} {shown} gives {exc.key!r} twice in one mapping, and only one can count: "
@@ -110,7 +111,7 @@ def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]
             f"{what} {shown} has a value that cannot be read ({_unreadable(exc)}): quote it "
             "if it is text, or correct it."
         ) from None
-    if data is None:  # nothing but blank lines and comments
+    if data is None:  # nothing but blank lines and comments (or null)
         raise MoAConfigError(f"{what} {shown} is empty: it must hold {holds}.")
     if not isinstance(data, dict):
         raise MoAConfigError(f"{what} {shown} must hold {holds} at the top level.")
