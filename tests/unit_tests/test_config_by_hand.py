@@ -225,3 +225,24 @@ def test_a_yaml_1_1_base_60_or_octal_number_is_named_as_written(tmp_path, word, 
     # "got 90: YAML reads an unquoted number as a number" for 1:30: the person wrote no 90.
     said = _refusal(tmp_path, "proposers: [openai:gpt-4o-mini]\n" + AGGREGATOR + f"name: {word}\n")
     assert f"got {read}" in said and word in said and "quote it" in said
+
+
+LONG_KEY = "k" * 100_000
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        f'{{"{LONG_KEY}": 1, "proposers": ["openai:gpt-4o-mini"]}}',
+        f'{{"proposers": [{{"model": "openai:gpt-4o-mini", "{LONG_KEY}": 1}}]}}',
+        f'{{"{LONG_KEY}": 1, "{LONG_KEY}": 2}}',
+    ],
+)
+def test_a_long_key_is_clipped_where_a_refusal_names_it(tmp_path, settings):
+    # The refusal named the key whole, in its path or as given twice: a 1 MiB file made a
+    # message of a megabyte.
+    path = tmp_path / "moa.json"
+    path.write_text(settings, encoding="utf-8")
+    with pytest.raises(MoAConfigError) as caught:
+        MoAConfig.from_file(path)
+    assert "kkkkkkkkkk" in str(caught.value) and len(str(caught.value)) < 1_000

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from langgraph_moa._redact import shown_value
 from langgraph_moa.errors import MoAConfigError
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -94,8 +95,8 @@ def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]
         data = parse_settings(text, path.suffix == ".json") if text.strip() else None
     except DuplicateKeyError as exc:
         raise MoAConfigError(
-            f"{what} {shown} gives {exc.key!r} twice in one mapping, and only one can count: "
-            "keep one."
+            f"{what} {shown} gives {shown_value(exc.key)} twice in one mapping, and only one "
+            "can count: keep one."
         ) from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         where = " ".join(str(exc).split())

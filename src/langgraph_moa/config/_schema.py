@@ -632,7 +632,7 @@ def explain_errors(
     """
     parts = []
     for err in errors[:EXPLAINED_ERRORS]:
-        where = ".".join(str(part) for part in err["loc"])
+        where = ".".join(clip(str(part)) for part in err["loc"])  # a key may be long too
         if err["type"] == "extra_forbidden":
             fix = f"unknown setting; {_fix_unknown(schema, err['loc'])}"
             parts.append(f"{where}: {fix}" if where else fix)
