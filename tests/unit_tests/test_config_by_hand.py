@@ -246,3 +246,17 @@ def test_a_long_key_is_clipped_where_a_refusal_names_it(tmp_path, settings):
     with pytest.raises(MoAConfigError) as caught:
         MoAConfig.from_file(path)
     assert "kkkkkkkkkk" in str(caught.value) and len(str(caught.value)) < 1_000
+
+
+def test_yaml_is_named_only_where_the_settings_came_from_yaml(tmp_path):
+    # MoAConfig(name=5) in Python and {"proposers": [true]} in JSON were told "YAML reads an
+    # unquoted ... as a ...": neither was YAML, and JSON's true was written as a boolean.
+    with pytest.raises(MoAConfigError) as in_python:
+        MoAConfig(proposers=["openai:gpt-4o-mini"], aggregator="openai:gpt-4o", name=5)
+    path = tmp_path / "moa.json"
+    path.write_text(json.dumps({"proposers": [True], "aggregator": "openai:gpt-4o"}))
+    with pytest.raises(MoAConfigError) as in_json:
+        MoAConfig.from_file(path)
+    assert "name: Input should be a valid string (got 5)" in str(in_python.value)
+    assert "got True" in str(in_json.value)
+    assert "YAML" not in str(in_python.value) + str(in_json.value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -570,9 +571,13 @@ class MoAConfig(BaseModel):
         path = Path(path)
         data = read_mapping_file(path, "Config file", "a mapping of settings")
         _files_beside(data, path.parent)
-        if "preset" in data:
-            return cls.from_preset(data.pop("preset"), **data)
-        return cls(**data)
+        reading = _READING_YAML.set(path.suffix != ".json")  # as read_mapping_file parses
+        try:
+            if "preset" in data:
+                return cls.from_preset(data.pop("preset"), **data)
+            return cls(**data)
+        finally:
+            _READING_YAML.reset(reading)
 
     def to_file(self, path: str | Path) -> None:
         """Write the config as YAML or JSON; model instances cannot be written."""
@@ -580,6 +585,11 @@ class MoAConfig(BaseModel):
         path = Path(path)
         text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data)
         path.write_text(text, encoding="utf-8")
+
+
+_READING_YAML: ContextVar[bool] = ContextVar("moa_reading_yaml", default=False)
+"""True while a YAML config file's settings are validated: only then does a refusal say how
+YAML read an unquoted word (`_yaml_reading`); Python's 5 or JSON's true was written so."""
 
 
 def _files_beside(data: dict[str, Any], folder: Path) -> None:
@@ -723,7 +733,7 @@ def _yaml_reading(err: ErrorDetails) -> str:
     """
     given = err.get("input")
     wants_text = err["type"] == "string_type" or err["loc"][-1:] == ("model",)
-    if not wants_text:
+    if not (wants_text and _READING_YAML.get()):
         return ""
     if isinstance(given, bool):
         return (
