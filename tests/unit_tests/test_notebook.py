@@ -51,7 +51,7 @@ IPYKERNELS_HANDLER = (
     "ipykernel.ipkernel",
     "IPythonKernel._cancel_on_sigint.<locals>.handle_sigint",
 )
-"""Where ipykernel (6.3 to 7.3) defines the SIGINT handler of a cell with a top-level await."""
+"""Where ipykernel (6.3 to 7.4) defines the SIGINT handler of a cell with a top-level await."""
 
 
 def kernels_handler(on_interrupt: Any = None) -> Any:

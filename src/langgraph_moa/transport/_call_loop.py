@@ -138,8 +138,9 @@ ONLY_CANCELLING = frozenset(
 """The SIGINT handlers, by module and qualified name, that only cancel a task of the loop
 running in their thread, which does nothing while a sync call blocks that loop:
 ``asyncio.run``'s for its main task (Python 3.11+, a `functools.partial` of the method),
-and ipykernel's for a cell with a top-level ``await`` (6.3 to 7.3). Known by name: the
-package imports neither, and the kernel's is a new function for each cell."""
+and ipykernel's for a cell with a top-level ``await`` (6.3 to 7.4; 7.4 checked in a real
+kernel). Known by name: the package imports neither, and the kernel's is a new function for
+each cell."""
 
 
 def _handler_to_replace() -> Callable[..., Any] | None:
