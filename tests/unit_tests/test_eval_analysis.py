@@ -100,6 +100,24 @@ def test_lc_win_rate_keeps_a_win_that_length_does_not_explain():
     assert 70 < out["length_controlled_win_rate"] < 76
 
 
+@pytest.mark.parametrize("scores", [[0.5] * 6, [1.0, 0.0, 1.0, 0.5, 1.0, 1.0]])
+@pytest.mark.parametrize("lengths", [(30, 30), (40, 30)])
+def test_lc_win_rate_where_every_length_difference_is_the_same_is_the_win_rate(scores, lengths):
+    """AlpacaEval standardizes the length difference by its spread: where every difference
+    was the same, it divided by 0. Answers of equal length (one server's answers) gave NaN and
+    the system's win rate was lost to a judge error; a constant difference made a feature the
+    intercept already is, and 75% read as 50%. No length to control for: the rate is the win
+    rate."""
+    candidate, baseline = lengths
+    judged = [
+        Judged(f"q{i}", "x" * candidate, "y" * baseline, score) for i, score in enumerate(scores)
+    ]
+    out = length_controlled_win_rate(judged, "moa", "single")
+    assert out["length_controlled_win_rate"] == out["win_rate"]
+    assert out["lc_standard_error"] == out["standard_error"]
+    assert out["win_rate"] == pytest.approx(100 * sum(scores) / len(scores))
+
+
 def test_scores_map_to_alpaca_eval_preferences():
     rows = to_annotations(
         [Judged("q", "c", "b", 1.0), Judged("q", "c", "b", 0.0), Judged("q", "c", "b", 0.5)],

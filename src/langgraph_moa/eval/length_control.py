@@ -83,6 +83,18 @@ def length_controlled_win_rate(
     import pandas as pd
 
     annotations = pd.DataFrame(to_annotations(judged, candidate, baseline, annotator))
+    if len({len(j.candidate) - len(j.baseline) for j in judged}) == 1:
+        # alpaca-eval divides the length difference by its spread: where every difference is
+        # the same there is no length to control for, and it gave NaN (equal lengths) or a
+        # feature the intercept already is (a 75% win read as 50%). The rate is the win rate.
+        raw = glm_winrate.get_winrate(annotations)
+        rate, error = float(raw["win_rate"]), float(raw["standard_error"])
+        return {
+            "win_rate": rate,
+            "standard_error": error,
+            "length_controlled_win_rate": rate,
+            "lc_standard_error": error,
+        }
     with _LOCK, tempfile.TemporaryDirectory() as tmp:
         # alpaca-eval reads a per-instruction difficulty table from a hub before it fits any
         # formula. The minimal formula never uses it, so a neutral local table stands in and
