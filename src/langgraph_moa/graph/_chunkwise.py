@@ -240,13 +240,6 @@ class _Chunkwise:
         self.changed = asyncio.Event()
         self.started = time.perf_counter()
 
-    def _backoff(self, attempt: int) -> float:
-        """Seconds before retry `attempt` + 1, as the nodes' `RetryPolicy` waits."""
-        retry = self.cfg.retry
-        return min(
-            retry.initial_interval * retry.backoff_factor ** (attempt - 1), retry.max_interval
-        )
-
     # --- the last proposer layer, streamed -------------------------------------------------
 
     def _layer_input(self) -> list[BaseMessage]:
@@ -287,7 +280,7 @@ class _Chunkwise:
                     errors.append(describe_error(exc))
                     if not self._may_retry(k, len(errors), exc):
                         raise
-                    await asyncio.sleep(self._backoff(len(errors)))
+                    await asyncio.sleep(self.cfg.retry.backoff_s(len(errors)))
             if self.live[k]:  # else dropped: its late text is not used (its record says so)
                 latency = time.perf_counter() - started
                 self.records[k] = record_answer(call, errors[:], response, latency, prompt=messages)
@@ -530,7 +523,7 @@ class _Chunkwise:
                 if not is_retryable(exc) or attempt >= self.cfg.retry.max_attempts:
                     raise
                 discard_answer(call, exc, keep=kept)
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(self.cfg.retry.backoff_s(attempt))
                 emit("started", **call.fields())
 
     async def run(self) -> dict[str, Any]:
