@@ -224,7 +224,7 @@ def test_a_list_or_nothing_as_a_model_is_refused_as_a_model(tmp_path, text, got)
 def test_a_yaml_1_1_base_60_or_octal_number_is_named_as_written(tmp_path, word, read):
     # "got 90: YAML reads an unquoted number as a number" for 1:30: the person wrote no 90.
     said = _refusal(tmp_path, "proposers: [openai:gpt-4o-mini]\n" + AGGREGATOR + f"name: {word}\n")
-    assert f"got {read}" in said and word in said and "quote it" in said
+    assert f"{word} (line 3)" in said and f"reads as {read}" in said and "quote it" in said
 
 
 LONG_KEY = "k" * 100_000
@@ -260,3 +260,65 @@ def test_yaml_is_named_only_where_the_settings_came_from_yaml(tmp_path):
     assert "name: Input should be a valid string (got 5)" in str(in_python.value)
     assert "got True" in str(in_json.value)
     assert "YAML" not in str(in_python.value) + str(in_json.value)
+
+
+PLAIN = "proposers: [openai:gpt-4o-mini]\n" + AGGREGATOR
+
+
+@pytest.mark.parametrize(
+    ("setting", "word", "read", "fix"),
+    [
+        ("layers", "010", "8 (octal)", "write 10"),
+        ("layers", "-010", "-8 (octal)", "write -10"),
+        ("layers", "0b11", "3 (binary)", "write 3"),
+        ("call_timeout_s", "1:30", "90 (base 60)", "write 90"),
+        ("call_timeout_s", "1:30.5", "90.5 (base 60)", "write 90.5"),
+    ],
+)
+def test_a_yaml_1_1_only_number_is_refused_naming_it_and_the_fix(
+    tmp_path, setting, word, read, fix
+):
+    # layers: 010 ran 8 layers, call_timeout_s: 1:30 waited 90 s: YAML 1.1's readings, which
+    # YAML 1.2 (and the person who wrote them) do not share, taken without a word.
+    said = _refusal(tmp_path, PLAIN + f"{setting}: {word}\n")
+    assert f"{word} (line 3)" in said and f"YAML 1.1 reads as {read}" in said
+    assert fix in said and "quote it if it is text" in said
+
+
+@pytest.mark.parametrize(("word", "value"), [("10", 10), ("0x10", 16), ("1_0", 10), ("0", 0)])
+def test_a_number_yaml_1_1_and_1_2_read_alike_is_taken(tmp_path, word, value):
+    path = tmp_path / "moa.yaml"
+    path.write_text(PLAIN + f"min_proposers: 1\nshuffle_seed: {word}\n", encoding="utf-8")
+    assert MoAConfig.from_file(path).shuffle_seed == value
+
+
+def test_a_quoted_yaml_1_1_number_is_text(tmp_path):
+    path = tmp_path / "moa.yaml"
+    path.write_text(PLAIN + "name: '1:30'\n", encoding="utf-8")
+    assert MoAConfig.from_file(path).name == "1:30"
+
+
+def test_a_long_yaml_1_1_number_is_clipped(tmp_path):
+    said = _refusal(tmp_path, PLAIN + "layers: 0" + "7" * 100_000 + "\n")
+    assert "YAML 1.1 reads as" in said and len(said) < 1_000
+
+
+@pytest.mark.parametrize("name", ["moa.JSON", "moa.Json"])
+def test_a_json_config_file_with_a_capital_suffix_is_read_as_json(tmp_path, name):
+    # "moa.JSON" was parsed as YAML: a JSON file's true or repeated key read by YAML's rules.
+    path = tmp_path / name
+    path.write_text(json.dumps({"proposers": [True], "aggregator": "openai:gpt-4o"}))
+    with pytest.raises(MoAConfigError) as caught:
+        MoAConfig.from_file(path)
+    assert "got True" in str(caught.value) and "YAML" not in str(caught.value)
+
+
+def test_a_calibration_file_larger_than_a_settings_file_is_refused_unread(tmp_path):
+    # A config file is refused past MAX_CONFIG_BYTES; its calibration file was read whole.
+    from langgraph_moa._settings_bytes import MAX_CONFIG_BYTES
+
+    cal = tmp_path / "cal.json"
+    cal.write_text('{"x": 0.5' + " " * MAX_CONFIG_BYTES + "}", encoding="utf-8")
+    said = _refusal(tmp_path, MUX + "selection: {method: mux, calibration_file: cal.json}\n")
+    assert f'calibration file "{cal}" is larger than {MAX_CONFIG_BYTES} bytes' in said
+    assert "check that it is the right file" in said

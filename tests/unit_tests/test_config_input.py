@@ -7,7 +7,8 @@ a traceback, a hang or a run that fails only once it has started.
 import pytest
 
 from langgraph_moa import MoAConfig, MoAConfigError, MoAContext, create_moa_graph
-from langgraph_moa.config._files import MAX_CONFIG_BYTES, read_mapping_file
+from langgraph_moa._settings_bytes import MAX_CONFIG_BYTES
+from langgraph_moa.config._files import read_mapping_file
 from tests.helpers import QUESTION
 
 BASE = {"proposers": ["openai:gpt-4o-mini"], "aggregator": "openai:gpt-4o"}

@@ -8,18 +8,16 @@ parsing or gigabytes of memory, never a setting silently overridden by a second 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from langgraph_moa._redact import shown_value
+from langgraph_moa._redact import clip, shown_value
+from langgraph_moa._settings_bytes import read_settings_bytes
 from langgraph_moa.errors import MoAConfigError
-
-MAX_CONFIG_BYTES = 1 << 20
-"""The largest settings file read (1 MiB). The largest preset is under 2 KB; a 36 MB file of
-2,000,000 proposers took 72 s and 2 GB of memory to parse before validation refused it."""
 
 
 class DuplicateKeyError(ValueError):
@@ -30,8 +28,57 @@ class DuplicateKeyError(ValueError):
         self.key = key
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that refuses a key given twice in one mapping."""
+class OldNumberError(ValueError):
+    """The file writes a number that YAML 1.1 reads one way and YAML 1.2 another.
+
+    PyYAML reads YAML 1.1: ``layers: 010`` is 8 (octal), ``call_timeout_s: 1:30`` is 90
+    (base 60), ``0b11`` is 3; YAML 1.2, and most people, read 10, the text "1:30" and the
+    text "0b11". Each was taken without a word; now the file is refused with the fix.
+    """
+
+    def __init__(self, written: str, line: int, read: float | None) -> None:
+        super().__init__(written)
+        self.written, self.line, self.read = written, line, read
+
+    def explain(self) -> str:
+        """Say how YAML 1.1 reads the number written, and how to write what was meant."""
+        written, read = self.written, self.read
+        kind = "binary" if "b" in written else "base 60" if ":" in written else "octal"
+        if read is None:  # too long to write out
+            return (
+                f"{clip(written, _SHOWN_NUMBER_CHARS)} (line {self.line}), which YAML 1.1 reads "
+                f"as a number ({kind}): write the number meant in decimal, or quote it if it "
+                "is text"
+            )
+        meant = written.replace("0", "", 1).lstrip("0_") or "0" if kind == "octal" else ""
+        fix = f"{meant} or {read} as meant" if meant and meant != str(read) else str(read)
+        return (
+            f"{written} (line {self.line}), which YAML 1.1 reads as {read} ({kind}) and YAML "
+            f"1.2 does not: write {fix}, or quote it if it is text"
+        )
+
+
+_SHOWN_NUMBER_CHARS = 40
+"""The longest YAML 1.1 number a refusal writes out and reads (a longer one is clipped)."""
+
+_OLD_NUMBER_TAG = "tag:langgraph-moa,2026:yaml-1.1-number"
+_OLD_NUMBER = re.compile(
+    r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*)$""",
+    re.VERBOSE,
+)
+"""PyYAML's int and float forms that YAML 1.2's core schema reads otherwise: a leading zero
+(octal), 0b (binary), and base 60. 0x, 1_000 and plain decimals read alike and are taken."""
+
+
+class _SettingsLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a repeated key and an ambiguous number.
+
+    A key given twice in one mapping, and a number that YAML 1.1 and 1.2 read differently
+    (`OldNumberError`).
+    """
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -59,6 +106,24 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     seen.add(key)
         super().flatten_mapping(node)
 
+    def construct_old_number(self, node: yaml.ScalarNode) -> Any:
+        """Refuse a number written in a form only YAML 1.1 reads as a number."""
+        written = node.value
+        read = None
+        if len(written) <= _SHOWN_NUMBER_CHARS:  # a long one is not read: not written out
+            read = (
+                self.construct_yaml_float(node) if "." in written else self.construct_yaml_int(node)
+            )
+        raise OldNumberError(written, node.start_mark.line + 1, read)
+
+
+# Tried before PyYAML's own int and float forms, which would match first.
+_SettingsLoader.yaml_implicit_resolvers = {
+    first: [(_OLD_NUMBER_TAG, _OLD_NUMBER)] * (first in "+-0123456789") + resolvers
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_SettingsLoader.add_constructor(_OLD_NUMBER_TAG, _SettingsLoader.construct_old_number)
+
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """Build a JSON object, refusing a repeated key."""
@@ -75,11 +140,17 @@ def parse_settings(text: str, is_json: bool) -> Any:
 
     Raises:
         DuplicateKeyError: a mapping gives one key twice.
+        OldNumberError: a number is written in a form only YAML 1.1 reads (`_OLD_NUMBER`).
         ValueError, yaml.YAMLError, RecursionError: as the parsers do.
     """
     if is_json:
         return json.loads(text, object_pairs_hook=_unique_pairs)
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only
+    return yaml.load(text, Loader=_SettingsLoader)  # a SafeLoader: plain data only
+
+
+def is_json(path: Path) -> bool:
+    """Tell whether `path` names a JSON file: ``.json`` in any case (``moa.JSON`` too)."""
+    return path.suffix.lower() == ".json"
 
 
 def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]:
@@ -92,12 +163,14 @@ def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]
     text = _read_text(path, what, shown)
     try:
         # Blank JSON is no document ("Expecting value: line 1 column 1"); blank YAML is None.
-        data = parse_settings(text, path.suffix == ".json") if text.strip() else None
+        data = parse_settings(text, is_json(path)) if text.strip() else None
     except DuplicateKeyError as exc:
         raise MoAConfigError(
             f"{what} {shown} gives {shown_value(exc.key)} twice in one mapping, and only one "
             "can count: keep one."
         ) from None
+    except OldNumberError as exc:
+        raise MoAConfigError(f"{what} {shown} has {exc.explain()}.") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         where = " ".join(str(exc).split())
         # The parser's "character '\t' that cannot start any token" names no fix.
@@ -136,15 +209,11 @@ def _read_text(path: Path, what: str, shown: str) -> str:
         full = "" if path.is_absolute() else f" (looked for {str(path.absolute())!r})"
         raise MoAConfigError(f"{what} {shown} does not exist{full}: check the path.")
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        raw = read_settings_bytes(path, f"{what} {shown}")
     except OSError as exc:
         raise MoAConfigError(f"{what} {shown} cannot be read ({exc.strerror}).") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise MoAConfigError(
-            f"{what} {shown} is larger than {MAX_CONFIG_BYTES} bytes, more than any settings "
-            "file needs: check that it is the right file."
-        )
+    except ValueError as exc:
+        raise MoAConfigError(f"{exc}.") from None
     try:
         return raw.decode("utf-8-sig")  # a byte order mark, as Windows Notepad saves one
     except UnicodeDecodeError:

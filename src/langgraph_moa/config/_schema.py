@@ -35,7 +35,7 @@ from pydantic_core import CoreSchema, ErrorDetails
 
 from langgraph_moa._redact import CLIENT_TEXT_CHARS, clip, redact, redact_spec, shown_value
 from langgraph_moa.config._aggregation import AggregationConfig
-from langgraph_moa.config._files import read_mapping_file
+from langgraph_moa.config._files import is_json, read_mapping_file
 from langgraph_moa.config._limits import (
     MAX_COUNT,
     MAX_FALLBACKS,
@@ -571,7 +571,7 @@ class MoAConfig(BaseModel):
         path = Path(path)
         data = read_mapping_file(path, "Config file", "a mapping of settings")
         _files_beside(data, path.parent)
-        reading = _READING_YAML.set(path.suffix != ".json")  # as read_mapping_file parses
+        reading = _READING_YAML.set(not is_json(path))  # as read_mapping_file parses
         try:
             if "preset" in data:
                 return cls.from_preset(data.pop("preset"), **data)
@@ -583,7 +583,7 @@ class MoAConfig(BaseModel):
         """Write the config as YAML or JSON; model instances cannot be written."""
         data = self.model_dump(mode="json", exclude_none=True)
         path = Path(path)
-        text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data)
+        text = json.dumps(data, indent=2) if is_json(path) else yaml.safe_dump(data)
         path.write_text(text, encoding="utf-8")
 
 
@@ -742,12 +742,7 @@ def _yaml_reading(err: ErrorDetails) -> str:
         )
     if isinstance(given, date):
         return f"YAML reads an unquoted {given} as a date; quote it if it is text"
-    if isinstance(given, int):  # YAML 1.1's base 60 and octal: the number shown was not written
-        return (
-            "YAML reads an unquoted number as a number, and 1:30 as 90 (base 60) and 0755 as "
-            "493 (octal); quote it if it is text"
-        )
-    if isinstance(given, float):
+    if isinstance(given, int | float):  # base 60 and octal are refused as the file is read
         return "YAML reads an unquoted number as a number; quote it if it is text"
     return ""
 

@@ -188,7 +188,8 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
         return _system(spec.name or spec.variant, spec, cache)
     if spec.startswith(SINGLE):  # named as written, less any key in an endpoint URL
         return _system(redact_spec(spec), single_model(spec), cache)
-    if Path(spec).suffix.lower() in CONFIG_SUFFIXES or spec in list_presets():
+    in_file = Path(spec).suffix.lower() in CONFIG_SUFFIXES
+    if in_file or spec in list_presets():
         config = load_config(spec)
     else:
         raise MoAConfigError(
@@ -197,7 +198,7 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
             "'single:<model spec>'."
         )
     # A config file's own `name:` names the system in the report, not its file name.
-    name = config.name if Path(spec).suffix in (".yaml", ".yml", ".json") and config.name else spec
+    name = config.name if in_file and config.name else spec
     return _system(name, config, cache)
 
 

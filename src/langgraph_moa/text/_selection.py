@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from langgraph_moa._redact import clip
+from langgraph_moa._settings_bytes import read_settings_bytes
 from langgraph_moa.text._prompts import neutralize_markers
 from langgraph_moa.text._words import words
 
@@ -437,16 +438,18 @@ def load_calibration(path: str | Path) -> dict[str, float]:
     quotes: a config error clips a long word in single quotes (a client's input, repeated).
     """
     shown = f'"{Path(path).absolute()}"'
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except RecursionError:  # a bare RecursionError escaped the config's validation
-        raise ValueError(
-            f"calibration file {shown} cannot be read as JSON: it is nested too deeply"
-        ) from None
+    try:  # as large as a config file may be, and no larger (it was read whole)
+        raw = read_settings_bytes(Path(path), f"calibration file {shown}")
     except FileNotFoundError:
         raise ValueError(f"calibration file {shown} does not exist: check the path") from None
     except OSError as exc:
         raise ValueError(f"calibration file {shown} cannot be read ({exc.strerror})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError:  # a bare RecursionError escaped the config's validation
+        raise ValueError(
+            f"calibration file {shown} cannot be read as JSON: it is nested too deeply"
+        ) from None
     except ValueError as exc:  # a decode error, a 5,000-digit number
         raise ValueError(f"calibration file {shown} cannot be read as JSON: {exc}") from None
     accuracy = data.get("accuracy", data) if isinstance(data, dict) else None
