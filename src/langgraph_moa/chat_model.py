@@ -74,6 +74,7 @@ from langgraph_moa.graph._builder import create_moa_graph
 from langgraph_moa.graph.streaming import AnswerStream
 from langgraph_moa.providers._models import OpenAIEndpoint, parse_endpoint_string
 from langgraph_moa.providers._table import table_version
+from langgraph_moa.run._direct import check_call_switches
 from langgraph_moa.run._inputs import (
     check_nesting,
     check_schema,
@@ -148,7 +149,8 @@ class MoAChatModel(BaseChatModel):
 
         Raises:
             MoAConfigError: an argument it has no field for, a config that is not one
-                (`load_config`'s error), or a field's value of the wrong type; one line each.
+                (`load_config`'s error), a field's value of the wrong type, or a bad
+                ``MOA_DIRECT_CALLS`` or ``MOA_SDK_TRANSFORM`` switch; one line each.
         """
         _refuse_unknown(data)
         config = data.get("config")
@@ -159,6 +161,7 @@ class MoAChatModel(BaseChatModel):
         except ValidationError as exc:
             raise MoAConfigError(explain_validation_error(exc, "MoAChatModel argument")) from None
         _ = self.moa_config
+        check_call_switches()  # the graph is built at the first call: refused here, before it
 
     @property
     def _llm_type(self) -> str:

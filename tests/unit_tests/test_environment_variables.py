@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from langgraph_moa import MoAChatModel, create_moa_graph
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.local.runtime import CoreRoom
 from langgraph_moa.run._direct import DIRECT_CALLS_ENV, nobody_listens
@@ -66,3 +67,18 @@ def test_every_variable_the_package_names_is_in_the_readme_table():
     readme = (ROOT / "README.md").read_text("utf-8")
     table = readme.split("### Environment variables", 1)[1].split("\n#", 1)[0]
     assert names and not {name for name in names if f"`{name}`" not in table}
+
+
+BUILT = {"proposers": ["openai:gpt-4o-mini"], "aggregator": "openai:gpt-4o"}
+
+
+@pytest.mark.parametrize("name", [DIRECT_CALLS_ENV, KEEP_TRANSFORM_ENV])
+@pytest.mark.parametrize(
+    "build", [lambda: create_moa_graph(BUILT), lambda: MoAChatModel(config=BUILT)]
+)
+def test_a_bad_call_switch_is_refused_when_the_graph_or_model_is_built(monkeypatch, name, build):
+    # Both are read on each model call: a graph or model was built, and a run started,
+    # before the first call refused the switch.
+    monkeypatch.setenv(name, "off")
+    with pytest.raises(MoAConfigError, match=rf"^{name} must be 0 or 1, got 'off'"):
+        build()

@@ -34,6 +34,7 @@ from langgraph_moa.graph._nodes import MoANodes
 from langgraph_moa.graph.durable import allowing_answers, reading_answers
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run._answer import TAG_FINAL, final_answer_only, parse_choice
+from langgraph_moa.run._direct import check_call_switches
 from langgraph_moa.run._inputs import (
     check_nesting,
     check_schema,
@@ -103,11 +104,14 @@ def create_moa_graph(
         `AIMessage`. Per-run settings go in ``context=MoAContext(...)`` (or a dict).
 
     Raises:
+        MoAConfigError: the config is invalid (`load_config`), or ``MOA_DIRECT_CALLS`` or
+            ``MOA_SDK_TRANSFORM`` holds anything but 0 or 1 (`check_call_switches`).
         MoAInputError: `response_format` nests dicts and lists more than 100 levels deep,
             or is no schema (`check_schema`); a run raises it before any call when its
             aggregator cannot answer in the schema (`check_aggregator_schema`).
     """
     config = load_config(config)
+    check_call_switches()  # read on each call: refused here, before any run
     # Refused now, not after the proposers were paid: the final step's repr of a schema
     # nested thousands deep raised a RecursionError (`MoAChatModel` checks the same).
     check_nesting(response_format, "The structured-output schema is")

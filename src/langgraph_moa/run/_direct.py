@@ -42,6 +42,7 @@ from langchain_core.utils.env import env_var_is_set
 from langchain_core.utils.uuid import uuid7
 
 from langgraph_moa._env import switch_from_env
+from langgraph_moa.transport._completions import KEEP_TRANSFORM_ENV
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -49,6 +50,20 @@ if TYPE_CHECKING:
 
 DIRECT_CALLS_ENV = "MOA_DIRECT_CALLS"
 """Set to ``0`` to send every model call through LangChain's ``invoke``/``ainvoke``."""
+
+
+def check_call_switches() -> None:
+    """Refuse a bad ``MOA_DIRECT_CALLS`` or ``MOA_SDK_TRANSFORM`` as a graph or model is built.
+
+    Both are read on each model call, so a bad one was refused only at the first call, after
+    the graph was built and a run begun (`moa serve` reads them before it starts).
+
+    Raises:
+        MoAConfigError: either holds anything but 0, 1 or nothing (`switch_from_env`).
+    """
+    switch_from_env(DIRECT_CALLS_ENV)
+    switch_from_env(KEEP_TRANSFORM_ENV)
+
 
 _ON_INVOKES_WAY = (
     "invoke",

@@ -133,10 +133,9 @@ def serve(
 
             raise MissingExtraError("moa serve --metrics", "serve", "prometheus_client") from None
     from langgraph_moa.local.runtime import SHARE_CORES_ENV
-    from langgraph_moa.run._direct import DIRECT_CALLS_ENV
+    from langgraph_moa.run._direct import check_call_switches
     from langgraph_moa.serving._app import create_app
     from langgraph_moa.serving._policy import check_allowed_models
-    from langgraph_moa.transport._completions import KEEP_TRANSFORM_ENV
     from langgraph_moa.transport._http import max_response_bytes, transport_in_use
 
     for name, config in systems.items():
@@ -145,8 +144,9 @@ def serve(
     # Read as each endpoint's client is built, on a request: a bad one failed every request.
     transport_in_use()
     max_response_bytes()
-    for switch in (DIRECT_CALLS_ENV, KEEP_TRANSFORM_ENV, SHARE_CORES_ENV, GC_FREEZE_ENV):
-        switch_from_env(switch)  # the first three are read on each call, the last after "Serving"
+    check_call_switches()  # read on each call
+    switch_from_env(SHARE_CORES_ENV)  # read when the local models' runtime is made
+    switch_from_env(GC_FREEZE_ENV)  # read after "Serving"
     _check_port(host, port)
     security = (security or ServeSecurity()).with_bind_host(host)
 
