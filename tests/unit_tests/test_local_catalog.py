@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from langgraph_moa.errors import LocalModelError
+from langgraph_moa.errors import LocalModelError, MoAConfigError
 from langgraph_moa.local import catalog
 from langgraph_moa.local.catalog import LocalModelInfo, lookup, model_path
 
@@ -491,3 +491,25 @@ def test_with_no_home_and_no_cache_setting_the_error_names_the_variable(
     assert _open_history(None) is None  # `moa serve` serves, saying why it keeps no history
     monkeypatch.setenv("MOA_HISTORY", str(no_cache_settings / "runs.sqlite3"))
     assert default_history_path() == no_cache_settings / "runs.sqlite3"
+
+
+@pytest.mark.parametrize("value", ["cache", "./cache", "~/cache"])
+def test_a_relative_cache_folder_is_refused_naming_the_full_path(
+    no_cache_settings, monkeypatch, tmp_path, value
+):
+    # A relative LANGGRAPH_MOA_CACHE was taken as written, so the models and the page's
+    # history went under whatever folder each command ran in (~ unexpanded where the shell
+    # left it so): a relative XDG_CACHE_HOME is ignored for that reason.
+    from pathlib import Path
+
+    from langgraph_moa.serving import default_history_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MOA_HISTORY", raising=False)
+    monkeypatch.setenv("LANGGRAPH_MOA_CACHE", value)
+    full = str(Path(value).expanduser().absolute())
+    for read in (catalog.cache_root, catalog.cache_dir, default_history_path):
+        with pytest.raises(MoAConfigError, match=r"^LANGGRAPH_MOA_CACHE must be an absolute") as no:
+            read()
+        assert full in str(no.value)
+    assert not (tmp_path / "cache").exists()

@@ -264,10 +264,24 @@ def cache_root() -> Path:
     stays in use until the OS's folder exists, or an upgrade would lose the page's history
     and assemble every model again. Nothing is made here.
 
+    ``$LANGGRAPH_MOA_CACHE`` must be absolute, for the same reason: a relative one put the
+    models and the page's history under whatever folder each command ran in. It is refused,
+    not ignored as the XDG spec ignores its own: the operator who set it named a folder, and
+    another one in its place would go unnoticed.
+
     Raises:
         LocalModelError: the folder depends on a home folder this user has none of.
+        MoAConfigError: ``LANGGRAPH_MOA_CACHE`` is a relative path; the sentence gives it in
+            full, as it would be read from the working folder now.
     """
     if chosen := os.environ.get("LANGGRAPH_MOA_CACHE"):
+        if not os.path.isabs(chosen):
+            full = Path(chosen).expanduser().absolute()  # ~ left unexpanded, as in quotes
+            raise MoAConfigError(
+                f"LANGGRAPH_MOA_CACHE must be an absolute path, got "
+                f"{clip(chosen, SHOWN_CHARS, mark='...')!r}: a relative one moves with the "
+                f"working folder; write it in full, as {str(full)!r}."
+            )
         return Path(chosen)
     folder = _os_cache_folder()
     try:
