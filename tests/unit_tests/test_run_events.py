@@ -969,6 +969,16 @@ def test_a_served_config_file_is_named_after_it_and_a_missing_one_is_one_sentenc
         load_system(str(tmp_path / "nope.yaml"))
 
 
+def test_a_served_config_file_with_a_capital_suffix_is_named_after_it(tmp_path):
+    # "moa serve -p my-moa.JSON" served the system as "my-moa.JSON": the suffix that tells a
+    # file from a preset was compared as written, while the file is read in any case.
+    from langgraph_moa.serving._server import load_system
+
+    path = tmp_path / "my-moa.JSON"
+    path.write_text('{"proposers": ["openai:a"], "aggregator": "openai:b"}')
+    assert load_system(str(path))[0] == "my-moa"
+
+
 def test_a_degraded_answer_says_so_in_the_stream_and_the_history(fake, tmp_path):
     def boom(n, messages):
         return ValueError("aggregator down")

@@ -23,6 +23,12 @@ DEFAULT_PRESET = "local-confidence"
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
+
+def names_a_file(source: str) -> bool:
+    """Tell whether `source` is a config file's path: its suffix, in any case (``moa.JSON``)."""
+    return Path(source).suffix.lower() in CONFIG_SUFFIXES
+
+
 ConfigSource = MoAConfig | str | os.PathLike[str] | Mapping[str, Any] | None
 """A preset name, a YAML/JSON file path, a mapping of settings, a `MoAConfig`, or None for
 the default preset."""
@@ -46,7 +52,7 @@ def load_config(source: ConfigSource = None) -> MoAConfig:
     if isinstance(source, os.PathLike):
         return MoAConfig.from_file(Path(source))
     if isinstance(source, str):
-        if Path(source).suffix.lower() in CONFIG_SUFFIXES:
+        if names_a_file(source):
             return MoAConfig.from_file(source)
         presets = list_presets()
         if source in presets:

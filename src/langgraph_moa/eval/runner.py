@@ -42,7 +42,7 @@ from langgraph_moa._redact import (
     redacted_repr,
 )
 from langgraph_moa._unicode import beginning
-from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
+from langgraph_moa.config._loader import load_config, names_a_file
 from langgraph_moa.config._schema import MoAConfig, ProposerConfig, explain_errors, list_presets
 from langgraph_moa.errors import MoAConfigError, MoAError
 from langgraph_moa.eval.costs import Prices, dollars, load_prices, pareto_front
@@ -188,7 +188,7 @@ def resolve_system(spec: str | MoAConfig, cache: SQLiteCallCache) -> System:
         return _system(spec.name or spec.variant, spec, cache)
     if spec.startswith(SINGLE):  # named as written, less any key in an endpoint URL
         return _system(redact_spec(spec), single_model(spec), cache)
-    in_file = Path(spec).suffix.lower() in CONFIG_SUFFIXES
+    in_file = names_a_file(spec)
     if in_file or spec in list_presets():
         config = load_config(spec)
     else:

@@ -10,7 +10,7 @@ from typing import Any
 
 from langgraph_moa._env import switch_from_env
 from langgraph_moa.config._limits import RequestLimits
-from langgraph_moa.config._loader import CONFIG_SUFFIXES, load_config
+from langgraph_moa.config._loader import load_config, names_a_file
 from langgraph_moa.config._prices import Prices
 from langgraph_moa.config._schema import MoAConfig
 from langgraph_moa.errors import (
@@ -508,6 +508,6 @@ def _open_history(path: str | Path | None, keep: int = HISTORY_RUNS) -> History 
 def load_system(name: str) -> tuple[str, MoAConfig]:
     """Return (served name, config) for a preset name or a config file's path."""
     config = load_config(name)
-    if name.endswith(CONFIG_SUFFIXES):
+    if names_a_file(name):
         return config.name or Path(name).stem, config
     return name, config
