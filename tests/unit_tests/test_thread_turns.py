@@ -6,7 +6,7 @@ what a run shows before it ends, or leaves behind when it fails, must not be the
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.types import StateUpdate
+from langgraph.types import Command, StateUpdate
 from pydantic import BaseModel
 
 from langgraph_moa import (
@@ -149,3 +149,42 @@ def test_a_run_without_a_response_format_has_no_structured_response_key(fake):
     assert "structured_response" not in graph.invoke(QUESTION, THREAD)
     assert "structured_response" not in graph.invoke(FOLLOW_UP, THREAD)
     assert "structured_response" not in graph.get_state(THREAD).values
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"messages": 5},
+        {"messages": [("user", "And Y?")], "tools": [{"name": "lookup"}]},
+        [("messages", 5)],
+    ],
+    ids=["messages", "tools", "as-pairs"],
+)
+def test_a_commands_update_is_checked_as_a_runs_input_is(fake, log, update):
+    """A `Command` given as a run's input passed unchecked: messages that are not a
+    conversation failed in LangChain's coercion, and a malformed tool failed every proposer
+    call as if the provider had."""
+    graph = answered_thread(fake)
+    with pytest.raises(MoAInputError):
+        graph.invoke(Command(update=update, goto="prepare"), THREAD)
+    assert len(log.calls) == 2
+
+
+def test_a_command_to_prepare_is_a_new_turn_without_the_turn_befores_call_options(fake, log):
+    """`Command(update={"messages": ...}, goto="prepare")` starts a new run (`prepare` resets
+    the run's data) but kept the first turn's stop sequences and seed: only a dict input and
+    an input edit reset them."""
+    graph = answered_thread(fake)
+    out = graph.invoke(Command(update={"messages": [("user", "And Y?")]}, goto="prepare"), THREAD)
+    assert [c.kwargs for c in log.calls[2:]] == [{}, {}]
+    assert [m.text for m in out["messages"]][-2:] == ["And Y?", "AGG #2"]
+
+
+def test_a_command_within_a_run_keeps_its_call_options(fake, log):
+    """A `Command` that goes on with a run (here, past its interrupt, adding a message) is
+    no new turn: the run's call options stay the ones its input gave."""
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    graph = create_moa_graph(config, checkpointer=InMemorySaver())
+    graph.invoke({**QUESTION, "stop": ["STOP"]}, THREAD, interrupt_before=["aggregate"])
+    graph.invoke(Command(update={"messages": [("user", "Briefly, please.")]}), THREAD)
+    assert log.by("AGG")[0].kwargs == {"stop": ["STOP"]}

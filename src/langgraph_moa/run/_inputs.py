@@ -9,9 +9,10 @@ entrance that goes through the graph's streams: ``invoke``, ``ainvoke``, ``strea
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from typing import Any, TypeGuard, TypeVar
 
 from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage, convert_to_messages
@@ -44,10 +45,19 @@ ran out of stack as a bare RecursionError. `moa serve`'s JSON parser stops at 20
 def check_run_input(value: Any) -> None:
     """Refuse graph input that is not a conversation, with one sentence naming the fix.
 
-    None (resume a checkpointed run) and a `Command` pass through untouched; a dict is
-    checked only under ``messages``, the one key the graph reads.
+    None (resume a checkpointed run) passes; a dict is checked only under ``messages``, the
+    one key the graph reads; a `Command`'s update is checked as a dict input is, since it
+    writes the same state (its messages failed in LangChain's coercion).
     """
-    if value is None or isinstance(value, Command):
+    if value is None:
+        return
+    if isinstance(value, Command):
+        pairs = _update_pairs(value)
+        given = dict(pairs)
+        check_run_input(given)
+        for key, messages in pairs:  # pairs may give a key twice; the dict holds the last
+            if key == "messages" and messages is not given["messages"]:
+                check_messages(messages)
         return
     if not isinstance(value, dict):
         raise MoAInputError(
@@ -270,16 +280,52 @@ def _schema_fix(schema: Any, method: str) -> str:
     )
 
 
-def with_run_options(value: Any) -> Any:
+def with_run_options(value: Any, first: Collection[str] = ()) -> Any:
     """Return a fresh run's input with every call option it leaves out set to None.
 
     The options are state channels, and a thread's next run would otherwise inherit the
-    tools (or stop sequences) of the run before it.
+    tools (or stop sequences) of the run before it. A `Command` that goes to a node of
+    `first` (the graph's first, which starts a run) with new messages is a new turn as a
+    dict input is; any other goes on with its run (past an interrupt, or a jump inside
+    it), so its options stay the run's.
     """
     if isinstance(value, dict) and "messages" in value:
         messages = as_message_list(value["messages"])
         return {**{key: None for key in RUN_OPTIONS}, **value, "messages": messages}
+    if isinstance(value, Command) and _goes_to(value, first):
+        pairs = _update_pairs(value)
+        given = {key for key, _ in pairs}
+        if "messages" in given:
+            unset = [(key, None) for key in RUN_OPTIONS if key not in given]
+            read = [(k, as_message_list(v) if k == "messages" else v) for k, v in pairs]
+            return dataclasses.replace(value, update=[*unset, *read])
     return value
+
+
+def _update_pairs(command: Command[Any]) -> list[tuple[str, Any]]:
+    """Return a `Command`'s update as (channel, value) pairs, as LangGraph applies them.
+
+    A dict, or pairs; anything else (None, an object) writes no key the graph reads and is
+    left to LangGraph.
+    """
+    update = command.update
+    if isinstance(update, dict):
+        return list(update.items())
+    if isinstance(update, list | tuple) and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in update
+    ):
+        return list(update)
+    return []
+
+
+def _goes_to(command: Command[Any], nodes: Collection[str]) -> bool:
+    """Tell whether `command` goes to one of `nodes` by name (a `Send` brings its own input)."""
+    goto = command.goto
+    return any(
+        g in nodes
+        for g in (goto if isinstance(goto, list | tuple) else [goto])
+        if isinstance(g, str)
+    )
 
 
 def as_message_list(messages: Any) -> Any:
@@ -492,9 +538,13 @@ class MoAGraph(CompiledStateGraph[Any, Any, Any, Any]):
         (`_interrupt`).
         """
         check_run_input(input)
-        run = super().stream(with_run_options(input), *args, **kwargs)
+        run = super().stream(with_run_options(input, self._first_nodes()), *args, **kwargs)
         key = thread_key(self.checkpointer, _config(args, kwargs))
         return interruptible(run if key is None else held(key, run))  # no thread: no hold
+
+    def _first_nodes(self) -> set[str]:
+        """Return the nodes the graph starts at: a `Command` to one starts a new run."""
+        return {end for start, end in self.builder.edges if start == START}
 
     def batch(self, *args: Any, **kwargs: Any) -> list[Any]:
         """Batch as LangChain does; a caller who stops waiting interrupts every run of it.
@@ -506,7 +556,7 @@ class MoAGraph(CompiledStateGraph[Any, Any, Any, Any]):
     def astream(self, input: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Check the input, then stream as LangGraph does (`ainvoke` comes here)."""
         check_run_input(input)
-        run = super().astream(with_run_options(input), *args, **kwargs)
+        run = super().astream(with_run_options(input, self._first_nodes()), *args, **kwargs)
         key = thread_key(self.checkpointer, _config(args, kwargs))
         return run if key is None else aheld(key, run)
 
