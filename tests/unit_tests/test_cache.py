@@ -1,6 +1,7 @@
 """The call cache: a rerun or an added system costs no repeated generation."""
 
 import itertools
+import threading
 from typing import Any
 
 import pytest
@@ -11,6 +12,9 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.run.cache import SQLiteCallCache
 from tests.helpers import QUESTION, sqlite_format
+
+DEADLINE_S = 30.0
+"""How long a step of a threaded test may wait for another thread: a bound, never a timing."""
 
 
 def test_a_rerun_is_served_from_the_cache(fake, log, tmp_path):
@@ -605,3 +609,72 @@ def test_a_no_answer_an_earlier_version_cached_is_asked_again(fake, tmp_path, ca
         [("ok", True)],  # the answer stored over it
     ]
     assert (called, again) == (1, 1)
+
+
+def test_a_close_waits_for_a_write_another_thread_is_making(tmp_path):
+    """`close` took no lock: a close while another thread's `put` was writing closed the
+    file under it, and the write failed ("Cannot operate on a closed database") and was
+    lost. Here the write is held until the close has begun."""
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    writing, go_on, closing = threading.Event(), threading.Event(), threading.Event()
+    conn, lock = cache._conn, cache._lock
+
+    class Held:
+        """The connection, holding the write until the close has begun."""
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql.startswith("INSERT"):
+                writing.set()
+                go_on.wait(DEADLINE_S)
+            return conn.execute(sql, *args)
+
+        def commit(self) -> None:
+            conn.commit()
+
+        def close(self) -> None:
+            conn.close()
+            closing.set()
+
+    class Watched:
+        """The cache's lock, telling when the closing thread asks for it."""
+
+        def __enter__(self) -> Any:
+            if threading.current_thread() is closer:
+                closing.set()
+            return lock.__enter__()
+
+        def __exit__(self, *exc: Any) -> Any:
+            return lock.__exit__(*exc)
+
+    cache._conn, cache._lock = Held(), Watched()  # type: ignore[assignment]
+    errors: list[Exception] = []
+
+    def write() -> None:
+        try:
+            cache.put("k", AIMessage("stored"))
+        except Exception as exc:
+            errors.append(exc)
+
+    writer, closer = threading.Thread(target=write), threading.Thread(target=cache.close)
+    writer.start()
+    assert writing.wait(DEADLINE_S)
+    closer.start()
+    assert closing.wait(DEADLINE_S)
+    go_on.set()
+    writer.join(DEADLINE_S)
+    closer.join(DEADLINE_S)
+    assert errors == []
+    reopened = SQLiteCallCache(tmp_path / "calls.db")
+    assert (hit := reopened.get("k")) is not None and hit.text == "stored"
+
+
+def test_a_closed_cache_neither_serves_nor_stores_and_fails_no_call(tmp_path):
+    """A call answered after its cache was closed (a run still going when its owner closed
+    the cache) failed with "Cannot operate on a closed database", its paid answer lost."""
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    cache.put("k", AIMessage("stored"))
+    cache.close()
+    cache.put("j", AIMessage("late"))
+    assert cache.get("k") is None
+    cache.close()
+    assert SQLiteCallCache(tmp_path / "calls.db").get("j") is None

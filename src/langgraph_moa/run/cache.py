@@ -127,10 +127,13 @@ class SQLiteCallCache:
             ) from None
         self.hits = 0
         self.misses = 0
+        self._closed = False
 
     def get(self, key: str) -> BaseMessage | None:
-        """Return the stored reply for `key`, or None."""
+        """Return the stored reply for `key`, or None (also once the cache is closed)."""
         with self._lock:
+            if self._closed:
+                return None
             row = self._conn.execute("SELECT message FROM calls WHERE key = ?", (key,)).fetchone()
         message: BaseMessage | None = None
         if row is not None:
@@ -149,9 +152,11 @@ class SQLiteCallCache:
         return message
 
     def put(self, key: str, message: BaseMessage) -> None:
-        """Store the reply for `key`."""
+        """Store the reply for `key`; once the cache is closed, store nothing (see `close`)."""
         data = json.dumps(message_to_dict(message), default=str)
         with self._lock:
+            if self._closed:
+                return
             self._conn.execute(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?, ?)", (key, data, time.time())
             )
@@ -184,8 +189,14 @@ class SQLiteCallCache:
                 self._conn.execute("DETACH DATABASE other")
 
     def close(self) -> None:
-        """Close the file."""
-        self._conn.close()
+        """Close the file, once the reads and writes other threads are making are done.
+
+        A call answered after (a run still going when its owner closed the cache) is neither
+        served nor stored: failing it would lose an answer already paid for.
+        """
+        with self._lock:
+            self._closed = True
+            self._conn.close()
 
 
 def _format(conn: sqlite3.Connection, schema: str) -> int:
