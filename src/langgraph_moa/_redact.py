@@ -18,11 +18,11 @@ import json
 import os
 import re
 import shlex
-import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
+from langgraph_moa._forklock import ForkSafeLock
 from langgraph_moa._unicode import beginning, boundary
 
 REDACTED = "[redacted]"
@@ -494,7 +494,7 @@ def redact_urls_in(value: Any, redactor: Callable[[str], str] = redact_field) ->
 
 
 _known: set[str] = set()
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 
 
 def register_secret(value: str | None) -> None:

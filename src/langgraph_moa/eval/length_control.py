@@ -16,7 +16,6 @@ downloads at run time. For leaderboard numbers on AlpacaEval itself, export
 from __future__ import annotations
 
 import tempfile
-import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,13 +23,14 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from langgraph_moa._forklock import ForkSafeLock
 from langgraph_moa.errors import MoAError
 
 GLM_NAME = "length_controlled_minimal"
 MIN_ITEMS = 5
 """alpaca-eval cross-validates its GLM over 5 folds of items, so it needs at least 5."""
 
-_LOCK = threading.Lock()
+_LOCK = ForkSafeLock()
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import PrivateAttr
 
 from langgraph_moa._env import switch_from_env
+from langgraph_moa._forklock import ForkSafeLock
 from langgraph_moa._redact import clip, redact
 from langgraph_moa.errors import LocalModelError, LocalRuntimeError
 from langgraph_moa.local._filelock import file_lock, held, hold_for_life, let_go, own
@@ -679,7 +680,7 @@ class LocalRuntime:
     """The set of running local servers, one per model, shared by every graph in a process."""
 
     _default: LocalRuntime | None = None
-    _default_lock = threading.Lock()
+    _default_lock = ForkSafeLock()
 
     def __init__(self, threads: int | None = None, slots: int | None = None) -> None:
         """Create an empty runtime; servers start on first use."""
@@ -999,7 +1000,7 @@ class CoreRoom:
             raise
 
 
-_CLIENT_LOCK = threading.Lock()
+_CLIENT_LOCK = ForkSafeLock()
 
 
 def start_local_servers(names: list[str]) -> None:

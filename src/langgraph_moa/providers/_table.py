@@ -15,11 +15,11 @@ every SDK that is already imported, so checking an error never imports a provide
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+
+from langgraph_moa._forklock import ForkSafeLock
 
 LOCAL_PREFIX = "local"
 
@@ -71,22 +71,9 @@ current = _Table({}, ("finish_reason",), ("model_name",), (), 0)
 """The table now. Read as ``_table.current`` where it is read, never imported by name: each
 change rebinds it. A run reads its response keys (``current.finish_reason_keys``,
 ``current.model_name_keys``) on every model call as attributes, no function call for each."""
-_writing = threading.Lock()
-"""Taken by changes alone: two registered at once each keep the other's row."""
-
-
-def _unlock_after_fork() -> None:
-    """Give a forked child a write lock of its own.
-
-    Another thread of the parent may have been in a change at the fork: the child would
-    inherit the lock taken, with no thread to release it, and its next change wait forever.
-    The table itself is whole in the child (it is swapped in one assignment).
-    """
-    global _writing
-    _writing = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_unlock_after_fork)
+_writing = ForkSafeLock()
+"""Taken by changes alone: two registered at once each keep the other's row. A forked child
+gets it unlocked, and the table whole (it is swapped in one assignment)."""
 
 
 def _change(edit: Callable[[dict[str, Provider]], object]) -> None:

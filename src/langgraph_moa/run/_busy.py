@@ -14,20 +14,20 @@ parent's checkpointer, not its own).
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from langgraph_moa._forklock import ForkSafeLock
 from langgraph_moa.errors import ThreadBusyError
 
 ThreadKey = tuple[int, str, str]
 """The checkpointer's store (by identity), the thread and the checkpoint namespace of a run."""
 
 _busy: set[ThreadKey] = set()
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 
 
 def thread_key(saver: Any, config: Any) -> ThreadKey | None:

@@ -1,0 +1,55 @@
+"""A process-wide lock that a forked child gets unlocked.
+
+A child forked while another thread of the parent held a module's lock inherits it taken,
+with no thread of its own to release it: its first use of what the lock guards waits for
+ever (a worker process of a pool, `multiprocessing` under the fork start method). Each
+`ForkSafeLock` is replaced in the child by a new one, so that modules need no fork handler
+of their own for a plain lock; where a module keeps more state a fork leaves stale (a
+thread, a queue), its own handler resets that too.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Any
+
+_LOCKS: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
+
+
+class ForkSafeLock:
+    """A `threading.Lock` (``with``, `acquire`, `release`) that a forked child gets unlocked.
+
+    What it guards is the child's as it was at the fork: a module that holds it only across
+    changes made in one step leaves nothing half-made to the child.
+    """
+
+    __slots__ = ("__weakref__", "_lock")
+
+    def __init__(self) -> None:
+        """Create the lock, unlocked, and renew it in every child forked from now on."""
+        self._lock = threading.Lock()
+        _LOCKS.add(self)
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock, as `threading.Lock.acquire` does."""
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        """Release the lock."""
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lock.release()
+
+
+def _renew_after_fork() -> None:
+    for lock in list(_LOCKS):
+        lock._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_after_fork)

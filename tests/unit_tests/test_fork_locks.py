@@ -1,0 +1,43 @@
+"""Module locks in a forked child: a lock another parent thread held at the fork is free.
+
+The child inherits a held lock taken, with no thread of its own to release it, so its first
+use of what the lock guards waited for ever (a worker forked by a pool while the parent's
+other thread registered a secret or fitted a length-controlled win rate).
+"""
+
+import pytest
+
+from langgraph_moa import _redact
+from langgraph_moa.eval import length_control
+from langgraph_moa.local import runtime
+from langgraph_moa.run import _busy
+from tests.helpers import fork_while_held
+
+LOCKS = {
+    "redact": lambda: _redact._lock,
+    "length-control": lambda: length_control._LOCK,
+    "busy-threads": lambda: _busy._lock,
+    "local-client": lambda: runtime._CLIENT_LOCK,
+    "local-default": lambda: runtime.LocalRuntime._default_lock,
+}
+
+
+@pytest.mark.parametrize("lock", LOCKS.values(), ids=LOCKS.keys())
+def test_a_module_lock_held_at_a_fork_is_free_in_the_child(lock):
+    def child() -> bool:
+        if not lock().acquire(blocking=False):
+            return False
+        lock().release()
+        return True
+
+    assert fork_while_held(lock(), child) == 0
+
+
+def test_a_secret_is_registered_in_a_child_forked_while_another_thread_registered_one():
+    def child() -> bool:
+        _redact.register_secret("sk-forked-child-secret-0123456789")
+        return "sk-forked-child-secret-0123456789" not in _redact.redact(
+            "key sk-forked-child-secret-0123456789"
+        )
+
+    assert fork_while_held(_redact._lock, child) == 0
