@@ -309,6 +309,11 @@ def a_later_release(cls, **fields):
     return later
 
 
+def as_set(model):
+    """The fields a user set of `model`, to build it again as a later release would."""
+    return {name: getattr(model, name) for name in model.model_fields_set}
+
+
 def both_digests(config):
     from langgraph_moa.config._digest import route_digest, shape_digest
 
@@ -335,6 +340,33 @@ def test_a_config_field_a_later_release_adds_with_a_default_keeps_the_digests(fa
     assert both_digests(later) == both_digests(config)
     # What a user sets still counts, a setting at its default or not.
     assert both_digests(config.model_copy(update={"layers": 4})) != both_digests(config)
+
+
+@pytest.mark.parametrize("section", ["seq", "proposer"])
+def test_a_section_default_a_later_release_changes_changes_the_digests(fake, section):
+    """A field inside a section (`seq`, a proposer) left at its default was left out of the
+    digests, so a release that changed that default (Self-MoA-Seq's window 6 to 5, a
+    proposer's samples 1 to 2) kept them: a mid-run checkpoint resumed with other windows or
+    other samples than it started with, mixing the two. A top-level one counted by value."""
+    from langgraph_moa.config import ProposerConfig, SelfMoASeqConfig
+
+    if section == "seq":
+        config = MoAConfig(
+            variant="self-moa-seq",
+            proposers=[{"model": fake("A"), "samples": 8}],
+            seq={"samples_per_step": 3},  # set in part: its window_size is at its default
+        )
+        seq = a_later_release(SelfMoASeqConfig, window_size=5)
+        later = config.model_copy(update={"seq": seq(**as_set(config.seq))})
+        assert later.seq.window_size == 5
+    else:
+        config = MoAConfig(proposers=[fake("A"), fake("B")], aggregator=fake("AGG"))
+        proposer = a_later_release(ProposerConfig, samples=2)
+        later = config.model_copy(
+            update={"proposers": [proposer(**as_set(p)) for p in config.proposers]}
+        )
+        assert [p.samples for p in later.proposers] == [2, 2]
+    assert both_digests(later)[0] != both_digests(config)[0]
 
 
 @pytest.mark.parametrize("upgrade", ["a field more", "other library versions"])

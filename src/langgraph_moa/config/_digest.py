@@ -9,9 +9,10 @@ The digests a run records take in what a user set, not what the installed versio
 field of a pydantic model (a config model, a chat model) at its default is left out, so a
 release that adds a field with a default changes no digest, and so is a field the model
 keeps out of its own data (`exclude`: a chat model's callbacks, tags and metadata, where
-langchain-core records its own version). Versions up to 69bfb89 took in every field
-(`every_field`): a run they checkpointed is checked against that form too
-(`graph._nodes.Derived.earlier`).
+langchain-core records its own version). A config section's field is compared with its
+default of that time (`SECTION_DEFAULTS`), so that a release changing it is seen.
+Versions up to 69bfb89 took in every field (`every_field`): a run they checkpointed is
+checked against that form too (`graph._nodes.Derived.earlier`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,50 @@ def _shape(cfg: MoAConfig, every_field: bool) -> dict[str, Any]:
     return {name: _plain(getattr(cfg, name), fields) for name in SHAPE_FIELDS}
 
 
+SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ProposerConfig": {
+        "name": None,
+        "temperature": 0.7,
+        "max_tokens": 512,
+        "context_window": None,
+        "samples": 1,
+        "logprobs": False,
+    },
+    "AggregatorConfig": {
+        "name": None,
+        "temperature": 0.7,
+        "max_tokens": 2048,
+        "context_window": None,
+    },
+    "SelfMoASeqConfig": {"window_size": 6, "samples_per_step": None},
+    "AggregationConfig": {
+        "start": "all",
+        "quorum": None,
+        "every_layer": False,
+        "chunk_tokens": 32,
+        "first_chunk_s": None,
+        "max_parts": 16,
+        "continuation": "auto",
+    },
+    "SelectionConfig": {
+        "method": "vote",
+        "extractor": "auto",
+        "pattern": None,
+        "priority": [],
+        "stop_agreement": None,
+        "round_size": 2,
+        "calibration": {},
+        "calibration_file": None,
+        "show_tally": False,
+    },
+}
+"""The defaults of the config's sections (by class name) when the digests first left defaults
+out (2026-12-06): a section's field is left out where it holds the value here, not wherever
+it holds today's default. A release that changes such a default then changes the digests,
+and a run checkpointed under the old one is refused instead of resumed with other windows
+or samples than it started with. Never edit a value here: that hides the change. A field a
+release adds is not here, and is left out at its own default (`_set_fields`)."""
+
 ROUTE_FREE = ("temperature", "max_tokens")
 """Role fields a run context sets that change how a model is asked, not who is asked, how
 often, or where its answer goes: `route_digest` leaves them out."""
@@ -118,6 +163,9 @@ def _every_field(model: BaseModel) -> dict[str, Any]:
 def _set_fields(model: BaseModel) -> dict[str, Any]:
     """Return the fields a user set: none at its default, none the model keeps out of its data.
 
+    A config section's default is the one it had when defaults were first left out
+    (`SECTION_DEFAULTS`), so that a changed one is seen.
+
     A field given a value counts where its default is read from the process (a factory that
     is no class: an API key or a URL read from an environment variable), even where that
     reads the same: else the same MoA's digest would differ between processes whose
@@ -125,11 +173,13 @@ def _set_fields(model: BaseModel) -> dict[str, Any]:
     """
     plain = {}
     given = model.model_fields_set
+    first = SECTION_DEFAULTS.get(type(model).__qualname__, {})
     for name, field in type(model).model_fields.items():
         if field.exclude is True:
             continue
         value = _plain(getattr(model, name, None), _set_fields)
-        if (name in given and _read_by_process(field)) or value != _default(field):
+        default = first[name] if name in first else _default(field)
+        if (name in given and _read_by_process(field)) or value != default:
             plain[name] = value
     return plain
 
