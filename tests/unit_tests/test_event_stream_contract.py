@@ -386,9 +386,7 @@ def test_a_run_whose_client_left_is_replayed_with_the_documented_events(fake, tm
 
     async def leave() -> None:
         _request_id._current.set("r-1")  # as the app's middleware sets it for each request
-        await leave_at_first_start(
-            _run(create_moa_graph(config), job, "r1", config, history, set())
-        )
+        await leave_at_first_start(_run(create_moa_graph(config), job, "r1", config, history, {}))
 
     asyncio.run(leave())
     run = history.get("r1")

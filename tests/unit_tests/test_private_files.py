@@ -419,3 +419,71 @@ def test_the_readmes_serve_section_names_the_history_flags_and_links_what_is_kep
     assert "## What is kept, where" in (
         Path(__file__).parents[2] / "docs" / "security.md"
     ).read_text(encoding="utf-8")
+
+
+async def test_a_delete_as_the_run_id_goes_out_is_refused_with_409_not_404(fake, tmp_path):
+    """The page's run was put among the runs in flight only once its stream began, after its
+    X-MoA-Run header had gone out: a DELETE sent as that header arrived got 404 ("no run"),
+    and the run was saved when it ended. It is in flight before its ID goes out: 409."""
+    import asyncio
+
+    import httpx
+
+    from tests.helpers import _stalled_exchange
+
+    app = create_app(
+        {"m": MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), name="m")},
+        history=History(tmp_path / "h.sqlite3"),
+    )
+    gone = asyncio.Event()
+    body = json.dumps({"model": "m", "messages": USER}).encode()
+    scope, receive, stalled_send, _ = _stalled_exchange("/v1/moa/runs", body, gone, reads=10**6)
+    answers = []
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+
+        async def send(message):
+            if message["type"] == "http.response.start":  # the ID is out, the stream not yet
+                run_id = dict(message["headers"])[b"x-moa-run"].decode()
+                answers.append(await client.delete(f"/v1/moa/runs/{run_id}"))
+                gone.set()  # then the client leaves: the run ends there
+            await stalled_send(message)
+
+        await asyncio.wait_for(app(scope, receive, send), 20)
+    (answer,) = answers
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["code"] == "run_in_progress"
+
+
+async def test_a_run_whose_stream_never_began_is_not_left_in_flight(fake, tmp_path):
+    """A run is in flight from before its ID goes out; one whose stream never began (the
+    send of its header failed: its client had gone) runs none of its code, and must not stay
+    refused with 409 for ever: a DELETE of it is answered as for any run not kept, 404."""
+    import asyncio
+    import gc
+
+    import httpx
+
+    from tests.helpers import _stalled_exchange
+
+    app = create_app(
+        {"m": MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), name="m")},
+        history=History(tmp_path / "h.sqlite3"),
+    )
+    body = json.dumps({"model": "m", "messages": USER}).encode()
+    scope, receive, _, _ = _stalled_exchange("/v1/moa/runs", body)
+    scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}  # a failed send raises
+    ids = []
+
+    async def send(message):
+        ids.append(dict(message["headers"])[b"x-moa-run"].decode())
+        raise OSError("the client is gone")
+
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(app(scope, receive, send), 20)
+    gc.collect()
+    (run_id,) = ids
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        answer = await client.delete(f"/v1/moa/runs/{run_id}")
+    assert answer.status_code == 404, answer.text

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import re
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -190,7 +191,7 @@ async def _run(
     run_id: str,
     config: MoAConfig,
     history: History | None,
-    running: set[str],
+    running: dict[str, bool],
     prices: Prices | None = None,
     seconds: float = RequestLimits().request_timeout_s,
     drain: Drain | None = None,
@@ -198,8 +199,10 @@ async def _run(
 ) -> AsyncIterator[Any]:
     """Run the job watched, as server-sent events, and keep it in the history.
 
-    Its `run_id` is in `running` from its start until it is saved: a DELETE of it meanwhile
-    is refused (409), as the history does not hold it yet and its end would save it.
+    Its `run_id` is in `running` until it is saved: a DELETE of it meanwhile is refused (409),
+    as the history does not hold it yet and its end would save it. The page's route puts it
+    there (False: not begun) before the ID goes out in the response's header, as a client
+    may send that DELETE at once; the run marks it begun (True) as it starts.
 
     ``token`` events are yielded as dicts, for `pump`'s `TokenJoiner` to join; every other
     event as its text.
@@ -228,7 +231,7 @@ async def _run(
             saved = True
             _keep(history, kept())
 
-    running.add(run_id)
+    running[run_id] = True
     try:
         # The request ID is kept with the run: one reopened from the history leads to its
         # log line and its trace, whether it failed or not.
@@ -282,7 +285,13 @@ async def _run(
         try:
             save()  # a run cut short (the client left) is kept too
         finally:
-            running.discard(run_id)
+            running.pop(run_id, None)
+
+
+def _never_begun(running: dict[str, bool], run_id: str) -> None:
+    """Take out of `running` a run whose stream never began (`_run`): none of its code ran."""
+    if running.get(run_id) is False:
+        del running[run_id]
 
 
 def _keep(history: History, record: RunRecord) -> bool:
@@ -358,7 +367,7 @@ def add_ui(
     from starlette.staticfiles import StaticFiles
 
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
-    running: set[str] = set()  # the page's runs not ended yet (`_run`), which DELETE refuses
+    running: dict[str, bool] = {}  # the page's runs not ended yet (`_run`): DELETE refuses them
 
     @app.get("/", include_in_schema=False)
     async def root() -> Any:
@@ -394,6 +403,7 @@ def add_ui(
             )
         config = apply_context(systems[job.name], job.context)
         run_id = uuid.uuid4().hex[:16]
+        running[run_id] = False  # in flight before its ID goes out in the header: DELETE 409
         source = _run(
             graphs[job.name],
             job,
@@ -406,6 +416,9 @@ def add_ui(
             app.state.drain,
             request.scope,
         )
+        # A stream that never began (its client gone before its body) never runs `_run`,
+        # which takes it out once saved: its generator's end does then.
+        weakref.finalize(source, _never_begun, running, run_id)
         stream = pump(
             source, lambda: _disconnected(request), keepalive_s, TokenJoiner(), job.pace.room
         )
