@@ -423,6 +423,12 @@ class RetryPastDeadlineError(MoAError):
     for good at once instead of holding the request past its deadline.
     """
 
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        """Keep the wait asked for: `moa serve` passes it on as its 502's ``Retry-After``."""
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        """The provider's ``Retry-After``, in seconds (None where it is not known)."""
+
 
 class RequestTimeoutError(MoAError):
     """A `moa serve` request ran past the server's ``--request-timeout``; its run was cancelled."""

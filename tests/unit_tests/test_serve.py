@@ -2660,3 +2660,34 @@ async def test_a_content_length_of_thousands_of_digits_is_a_413_unread(system):
     sent, read = await asgi(app, [body], headers=[(b"content-length", b"1" * 5000)])
     assert sent[0]["status"] == 413
     assert read == 0
+
+
+def _aggregator_failing_with(fake, error):
+    """Return the answer to a request whose only aggregator fails with `error` (no fallback)."""
+    strict = MoAConfig(
+        proposers=[fake("A")],
+        aggregator=fake("AGG", fail=lambda n, msgs: error),
+        layers=2,
+        on_aggregator_failure="raise",
+    )
+    return post(local(create_app({"m": strict})), {"model": "m", "messages": USER})
+
+
+@pytest.mark.parametrize(("asked", "told"), [("90", "90"), ("61.2", "62"), ("1e9", "3600")])
+def test_a_502_for_an_aggregators_long_retry_after_passes_the_wait_on(fake, asked, told):
+    """An aggregator asking to be retried after more than the 60 s a call waits fails at
+    once, and the 502 carried no Retry-After: a client's SDK retried it at once, to be
+    refused again. The provider's wait goes on, in whole seconds, at most an hour."""
+    import openai
+
+    request = httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
+    limited = httpx.Response(429, headers={"retry-after": asked}, request=request)
+    error = openai.RateLimitError("slow down", response=limited, body=None)
+    answer = _aggregator_failing_with(fake, error)
+    assert_one_sentence(answer, 502, "asked to be retried after")
+    assert answer.headers.get("retry-after") == told
+
+
+def test_a_502_for_another_aggregator_failure_says_no_retry_after(fake):
+    answer = _aggregator_failing_with(fake, ValueError("model AGG not found"))
+    assert answer.status_code == 502 and "retry-after" not in answer.headers

@@ -138,7 +138,8 @@ def too_long_a_wait(label: str, wait: float) -> RetryPastDeadlineError | None:
         return None
     return RetryPastDeadlineError(
         f"{clip(label, LABEL_CHARS)} asked to be retried after {wait:g}s, longer than the "
-        f"{MAX_RETRY_AFTER_S:g}s a call waits: try again later, or use another model or endpoint"
+        f"{MAX_RETRY_AFTER_S:g}s a call waits: try again later, or use another model or endpoint",
+        wait,
     )
 
 

@@ -743,7 +743,8 @@ def _retry_wait(
     if wait and due is not None and time.monotonic() + wait > due:
         return RetryPastDeadlineError(
             f"{clip(label, LABEL_CHARS)} asked to be retried after {wait:g}s, past this "
-            "request's deadline, so it was not retried"
+            "request's deadline, so it was not retried",
+            wait,
         )
     return wait
 

@@ -29,6 +29,7 @@ from langgraph_moa.errors import (
     MoAError,
     ModelNotAllowedError,
     RequestTimeoutError,
+    RetryPastDeadlineError,
     UnsupportedContentError,
     UpstreamResponseError,
     ended_by,
@@ -44,6 +45,8 @@ CRASHED = "The server failed to answer this request; the operator's log names th
 too), since `_guard` needs uvicorn and the CLI imports this module without the serve extra."""
 RETRY_AFTER_S = 5
 """Seconds a client turned away (`_guard.RunCap`, the drain) is told to wait (``Retry-After``)."""
+MAX_PASSED_RETRY_AFTER_S = 3600
+"""The longest provider's wait a 502 passes on as its ``Retry-After`` (`_passed_wait`)."""
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -161,7 +164,7 @@ def _api_error(exc: MoAError) -> _APIError:
             # The fix once: the client's, not the refused call's (the operator's) again.
             said = exc.summary.replace(NO_VISION_FIX, "")
             return _APIError(400, _NO_VISION + said, code="unsupported_content")
-        return _APIError(502, exc.summary, "upstream_error")
+        return _APIError(502, exc.summary, "upstream_error", headers=_passed_wait(exc))
     if isinstance(exc, CallTimeoutError | UpstreamResponseError):  # the model server's doing
         return _APIError(502, redact(str(exc)), "upstream_error")
     if isinstance(exc, MissingAPIKeyError):
@@ -185,6 +188,21 @@ def _api_error(exc: MoAError) -> _APIError:
             code="limit_exceeded",
         )
     return _APIError(400, redact(str(exc)))  # some carry a provider's words
+
+
+def _passed_wait(exc: MoAError) -> dict[str, str] | None:
+    """Return the ``Retry-After`` of a 502 whose aggregator was asked to wait, else None.
+
+    A provider's wait longer than a call makes (or past the request's deadline) fails the
+    call at once (`RetryPastDeadlineError`); with no ``Retry-After`` on the 502, a client's
+    SDK retried at once, to be refused again. The wait goes on in whole seconds, rounded up,
+    at most `MAX_PASSED_RETRY_AFTER_S` (the provider's is finite and positive already).
+    """
+    cause = exc.__cause__ if isinstance(exc, AggregatorFailedError) else None
+    wait = cause.retry_after_s if isinstance(cause, RetryPastDeadlineError) else None
+    if wait is None:
+        return None
+    return {"Retry-After": str(min(math.ceil(wait), MAX_PASSED_RETRY_AFTER_S))}
 
 
 def _run_failed(exc: Exception) -> _APIError:
