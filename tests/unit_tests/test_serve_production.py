@@ -761,3 +761,52 @@ def test_serve_log_format_json_writes_every_line_in_one_shape_with_a_level(monke
     records = [json.loads(line) for line in lines]
     assert [record["message"][:8] for record in records] == ["The loca", "Stopping", "Stopped "]
     assert {tuple(sorted(record)) for record in records} == {("level", "logger", "message", "time")}
+
+
+def test_asyncio_warnings_and_thread_crashes_are_json_under_log_format_json(
+    monkeypatch, tmp_path, capsys
+):
+    """Under --log-format json asyncio's own records ("Task exception was never retrieved"),
+    Python's warnings, a thread's uncaught exception and what the model-release thread
+    reports through sys.excepthook were written as text among the JSON lines. Each is one
+    JSON object now, through the server's log; the hooks are the caller's again after."""
+    import asyncio
+    import sys
+    import threading
+    import warnings
+
+    hooks = (sys.excepthook, threading.excepthook, warnings.showwarning)
+
+    def crash(text):
+        try:
+            raise RuntimeError(text)
+        except RuntimeError as exc:
+            return exc
+
+    def run(server, sockets=None):
+        loop = asyncio.new_event_loop()
+        try:
+            failed = crash("in a task")
+            loop.call_exception_handler(
+                {"message": "Task exception was never retrieved", "exception": failed}
+            )
+        finally:
+            loop.close()
+        warnings.warn("a deprecated thing", DeprecationWarning, stacklevel=1)
+        thread = threading.Thread(target=lambda: (_ for _ in ()).throw(crash("in a thread")))
+        thread.start()
+        thread.join()
+        released = crash("in a release")
+        sys.excepthook(type(released), released, released.__traceback__)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        lines = _serve_unreachable(monkeypatch, tmp_path, run, log_format="json")
+    assert capsys.readouterr().err == ""
+    records = [json.loads(line) for line in lines]  # each line one JSON object
+    said = " ".join(r["message"] + r.get("traceback", "") for r in records)
+    for text in ("Task exception was never retrieved", "a deprecated thing", "in a thread"):
+        assert text in said, records
+    assert "in a release" in said and len(records) == 4, records
+    assert {r["level"] for r in records} == {"error", "warning"}
+    assert (sys.excepthook, threading.excepthook, warnings.showwarning) == hooks

@@ -4,6 +4,8 @@ import gc
 import logging
 import math
 import signal
+import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,10 @@ from langgraph_moa.serving._history import (
 from langgraph_moa.serving._request_id import RequestID
 from langgraph_moa.serving._requests import DRAIN_TIMEOUT_S, Drain
 from langgraph_moa.transport._call_loop import loop_of_this_thread, run_apart
+
+logger = logging.getLogger(__name__)
+"""Says a history it could not open, and an uncaught exception (`_uncaught_as_records`)."""
+logger.addFilter(CrashWithoutInput())  # a thread's crash quotes no request
 
 
 def stacked(
@@ -110,8 +116,6 @@ def serve(
     client that sends the key (`_metrics`; prometheus_client, of the serve extra). Called
     where an event loop runs (a notebook cell), it serves from a thread (`_serve_apart`).
     """
-    import sys
-
     systems = (
         dict(load_system(name) for name in presets)
         if not isinstance(presets, Mapping)
@@ -155,11 +159,14 @@ def serve(
 
     write = log or to_stderr
     json_lines = log_format == "json"
-    restore_loggers = _keep_loggers((*UVICORN_LOGGERS, *(PACKAGE_LOGGERS if json_lines else ())))
+    json_loggers = (*PACKAGE_LOGGERS, *PYTHON_LOGGERS) if json_lines else ()
+    restore_loggers = _keep_loggers((*UVICORN_LOGGERS, *json_loggers))
     restore_collector: Callable[[], None] = lambda: None  # noqa: E731
+    restore_hooks: Callable[[], None] = lambda: None  # noqa: E731
     try:
         if json_lines:  # from here on: a history that cannot be opened warns in JSON too
             _log_as_json(write)
+            restore_hooks = _uncaught_as_records()
         app = create_app(
             systems,
             api_key=api_key,
@@ -203,6 +210,7 @@ def serve(
             _serve_apart(server)
     finally:  # serving is over: the collector and uvicorn's loggers are as the caller had them
         restore_collector()
+        restore_hooks()
         restore_loggers()
 
 
@@ -229,6 +237,11 @@ UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 PACKAGE_LOGGERS = ("langgraph_moa", "langgraph_moa.local")
 """The package's loggers that `_log_as_json` sets up while it serves under json."""
+
+PYTHON_LOGGERS = ("asyncio", "py.warnings")
+"""Python's own loggers that `_log_as_json` sets up too: asyncio's records ("Task exception
+was never retrieved"), and the warnings (`_uncaught_as_records`); else they reached stderr
+as text, through logging's last-resort handler."""
 
 
 class _JsonRecords(logging.Handler):
@@ -274,9 +287,44 @@ def _log_as_json(write: Callable[[str], None]) -> None:
     logging.getLogger("langgraph_moa.local").handlers.clear()
     for name in UVICORN_LOGGERS:  # uvicorn's warnings and crash tracebacks (no log config)
         logging.getLogger(name).handlers.clear()
-    uvicorn = logging.getLogger("uvicorn")
-    uvicorn.addHandler(_JsonRecords(write))
-    uvicorn.propagate = False
+    for name in ("uvicorn", *PYTHON_LOGGERS):
+        routed = logging.getLogger(name)
+        routed.addHandler(_JsonRecords(write))
+        routed.propagate = False
+    # A task's crash may quote a request, as the app's own crashes may.
+    logging.getLogger("asyncio").addFilter(CrashWithoutInput())
+
+
+def _uncaught_as_records() -> Callable[[], None]:
+    """Log uncaught exceptions and Python's warnings as records; return what undoes it.
+
+    Under ``--log-format json`` a thread's uncaught exception (`threading.excepthook`), what
+    the model-release thread reports through `sys.excepthook` and a warning were written to
+    stderr as text among the JSON lines. They are records of this module's logger and of
+    ``py.warnings`` now (`_log_as_json`), each one JSON object, until serving ends.
+    """
+    hooks = (sys.excepthook, threading.excepthook)
+    captured = getattr(logging, "_warnings_showwarning", None) is not None  # by the host
+
+    def uncaught(kind: Any, value: Any, traceback: Any) -> None:
+        logger.error("Uncaught exception.", exc_info=(kind, value, traceback))
+
+    def uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:  # ends its thread quietly, as threading's own hook
+            return
+        name = args.thread.name if args.thread is not None else "unknown"
+        why = (args.exc_type, args.exc_value, args.exc_traceback)
+        logger.error("Uncaught exception in thread %r.", name, exc_info=why)  # type: ignore[arg-type]
+
+    sys.excepthook, threading.excepthook = uncaught, uncaught_in_thread
+    logging.captureWarnings(True)
+
+    def restore() -> None:
+        sys.excepthook, threading.excepthook = hooks
+        if not captured:
+            logging.captureWarnings(False)
+
+    return restore
 
 
 def _keep_loggers(names: Iterable[str]) -> Callable[[], None]:
@@ -501,7 +549,7 @@ def _open_history(path: str | Path | None, keep: int = HISTORY_RUNS) -> History 
     try:
         return History(path or default_history_path(), keep=keep)
     except HistoryError as exc:
-        logging.getLogger(__name__).warning("%s Serving without a history.", exc)
+        logger.warning("%s Serving without a history.", exc)
         return None
 
 
