@@ -77,6 +77,21 @@ def test_serve_passes_its_drain_timeout_and_refuses_a_bad_one(monkeypatch):
     assert "--drain-timeout" in CliRunner().invoke(cli.app, ["serve", "--help"]).output
 
 
+def test_serve_passes_its_shutdown_delay_and_refuses_a_bad_one(monkeypatch):
+    from typer.testing import CliRunner
+
+    from langgraph_moa.serving import _server as serve
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda presets, **kwargs: seen.update(kwargs))
+    assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
+    assert seen["shutdown_delay_s"] == 0.0  # a SIGTERM stops at once, as it did
+    assert CliRunner().invoke(cli.app, ["serve", "--shutdown-delay", "5"]).exit_code == 0
+    assert seen["shutdown_delay_s"] == 5.0
+    bad = CliRunner().invoke(cli.app, ["serve", "--shutdown-delay", "-1"])
+    assert bad.exit_code == 2 and "--shutdown-delay" in bad.output
+
+
 def test_serve_trusts_only_the_proxies_it_is_given(monkeypatch):
     from typer.testing import CliRunner
 

@@ -810,3 +810,61 @@ def test_asyncio_warnings_and_thread_crashes_are_json_under_log_format_json(
     assert "in a release" in said and len(records) == 4, records
     assert {r["level"] for r in records} == {"error", "warning"}
     assert (sys.excepthook, threading.excepthook, warnings.showwarning) == hooks
+
+
+def test_a_shutdown_delay_keeps_serving_with_ready_503_before_the_stop(monkeypatch, tmp_path):
+    """On SIGTERM uvicorn closed its socket at once: a readiness probe was refused, and the
+    requests Kubernetes still routed there before it took the pod out met a refused
+    connection. With --shutdown-delay, /ready answers 503 "draining" for that long while
+    everything else is served, then the stop goes on as before (a second signal, or Ctrl-C,
+    stops at once); without it, a SIGTERM stops at once as it did."""
+    import asyncio
+    import signal
+
+    seen = {}
+
+    def run(server, sockets=None):
+        client = TestClient(server.config.app, base_url="http://127.0.0.1")
+        server.handle_exit(signal.SIGTERM, None)
+        seen["stopped"] = server.should_exit
+        seen["ready"] = client.get("/ready")
+        seen["models"] = client.get("/v1/models").status_code
+
+        async def ticks() -> bool:
+            async with asyncio.timeout(30):
+                while not await server.on_tick(1):
+                    await asyncio.sleep(0.01)
+            return True
+
+        seen["then"] = asyncio.run(ticks())
+        seen["signals"] = list(server._captured_signals)
+
+    _serve_unreachable(monkeypatch, tmp_path, run, shutdown_delay_s=0.2)
+    assert seen["stopped"] is False and seen["models"] == 200
+    assert (seen["ready"].status_code, seen["ready"].json()) == (
+        503,
+        {"ready": False, "draining": True},
+    )
+    assert seen["then"] and seen["signals"] == [signal.SIGTERM]  # "Terminated." (143) after
+
+    def again(server, sockets=None):
+        server.handle_exit(signal.SIGTERM, None)
+        server.handle_exit(signal.SIGTERM, None)  # a second signal: no more waiting
+        seen["again"] = server.should_exit
+
+    _serve_unreachable(monkeypatch, tmp_path, again, shutdown_delay_s=60)
+    assert seen["again"] is True
+
+    def interrupted(server, sockets=None):
+        server.handle_exit(signal.SIGINT, None)  # Ctrl-C: at once
+        seen["interrupted"] = server.should_exit
+
+    _serve_unreachable(monkeypatch, tmp_path, interrupted, shutdown_delay_s=60)
+    assert seen["interrupted"] is True
+
+    def plain(server, sockets=None):
+        server.handle_exit(signal.SIGTERM, None)
+        seen["plain"] = server.should_exit
+
+    _serve_unreachable(monkeypatch, tmp_path, plain)
+    assert seen["plain"] is True

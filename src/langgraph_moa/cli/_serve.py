@@ -331,6 +331,19 @@ def serve(
             "set it a little under your orchestrator's (Kubernetes: 30 s).",
         ),
     ] = DRAIN_TIMEOUT_S,
+    shutdown_delay: Annotated[
+        float,
+        number_option(
+            "--shutdown-delay",
+            kind=float,
+            low=0,
+            metavar="SECONDS",
+            help="Seconds a SIGTERM waits before the stop begins, serving every request while "
+            "/ready answers 503 (draining), for an orchestrator that takes the server out of "
+            "its load balancer only after its SIGTERM (Kubernetes: a few seconds, instead of "
+            "a preStop sleep). Default 0: the stop begins at once.",
+        ),
+    ] = 0.0,
     prices: Annotated[
         Path | None,
         typer.Option(
@@ -467,6 +480,7 @@ def serve(
                 prices=price_table,
                 history_runs=history_runs,
                 drain_timeout_s=drain_timeout,
+                shutdown_delay_s=shutdown_delay,
                 root_path=root_path,
                 log_format=log_format,
                 metrics=metrics,

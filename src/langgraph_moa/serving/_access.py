@@ -71,6 +71,7 @@ class AccessLog:
         self.models = models
         self.write = write
         self.load = getattr(state, "run_load", None)  # runs in flight and the cap (`RunLoad`)
+        self.drain = getattr(state, "drain", None)  # its `leaving`: a stop is coming (`Drain`)
         self.in_flight = 0
         """Requests being answered now; each is counted out however it ends (`__call__`)."""
         self.metrics = metrics
@@ -177,9 +178,12 @@ class AccessLog:
         the process answers (liveness: a busy server must not be restarted): a readiness probe
         on it kept a full server in the Service, and its clients met the 503 of
         ``--max-runs``. No key and no Host rule here, as for /health: a probe names the pod's
-        address and holds no key; ``busy`` is told there to everyone already.
+        address and holds no key; ``busy`` is told there to everyone already. Under
+        ``--shutdown-delay`` it is 503 ``draining`` from a SIGTERM until the server stops.
         """
-        if self.load is not None and self.load.busy:
+        if self.drain is not None and self.drain.leaving:
+            await _send_json(send, 503, {"ready": False, "draining": True})
+        elif self.load is not None and self.load.busy:
             await _send_json(send, 503, {"ready": False, "busy": True})
         else:
             await _send_json(send, 200, {"ready": True})

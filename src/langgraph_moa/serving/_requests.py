@@ -38,6 +38,9 @@ class Drain:
         """The event loop's time the drain ends at; None until the server stops."""
         self.seconds = 0.0
         self.stopped = 0
+        self.leaving = False
+        """True from a SIGTERM under ``--shutdown-delay``: /ready answers 503 (`_access`)
+        while every request is still served, until the stop (and this drain) begins."""
         self._open: set[asyncio.Timeout] = set()
 
     def end_in(self, seconds: float) -> None:

@@ -6,6 +6,7 @@ import math
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ def serve(
     history_runs: int = HISTORY_RUNS,
     prices: Prices | None = None,
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
+    shutdown_delay_s: float = 0.0,
     root_path: str = "",
     log_format: str = "text",
     metrics: bool = False,
@@ -108,13 +110,14 @@ def serve(
     A preset may also be a config file (``.yaml``, ``.yml`` or ``.json``), served under its
     `name:` or its file name. The web page's runs are kept in `history_path`
     (`default_history_path()` if None), its newest `history_runs` runs (0: none, no file).
-    `prices` (model -> dollars per million prompt and completion tokens) prices the page's
-    runs. On a stop (SIGTERM, Ctrl-C) the requests in flight have `drain_timeout_s` to end
-    (`Drain`). A `root_path` (``/moa``) serves the paths under it too, for a proxy that keeps
-    its prefix (`served_under`). A `log_format` of ``"json"`` writes each line as one JSON object
-    (`_access.json_line`). With `metrics`, ``GET /metrics`` answers Prometheus' text to a
-    client that sends the key (`_metrics`; prometheus_client, of the serve extra). Called
-    where an event loop runs (a notebook cell), it serves from a thread (`_serve_apart`).
+    `prices` (model -> dollars per million prompt and completion tokens) prices the page's runs.
+    On a stop (SIGTERM, Ctrl-C) the requests in flight have `drain_timeout_s` to end (`Drain`);
+    a SIGTERM first waits `shutdown_delay_s`, still serving, /ready 503 (`_leaves_later`). A
+    `root_path` (``/moa``) serves the paths under it too, for a proxy that keeps its prefix
+    (`served_under`). A `log_format` of ``"json"`` writes each line as one JSON object
+    (`_access.json_line`). With `metrics`, ``GET /metrics`` answers Prometheus' text to a client
+    that sends the key (`_metrics`; prometheus_client, of the serve extra). Called where an
+    event loop runs (a notebook cell), it serves from a thread (`_serve_apart`).
     """
     systems = (
         dict(load_system(name) for name in presets)
@@ -202,6 +205,8 @@ def serve(
         # embedder serves logs no request either.
         logging.getLogger("uvicorn.error").addFilter(CrashWithoutInput())
         server_class = _stops_on_a_second_signal(uvicorn.Server)
+        if shutdown_delay_s > 0:
+            server_class = _leaves_later(server_class, app.state.drain, shutdown_delay_s)
         drained = _drains_within(server_class, app.state.drain, drain_timeout_s)
         server = drained(settings)
         if loop_of_this_thread() is None:
@@ -372,6 +377,44 @@ def _stops_on_a_second_signal(server_class: type) -> type:
                 self.force_exit = True
                 return
             super().handle_exit(sig, frame)
+
+    return Server
+
+
+def _leaves_later(server_class: type, drain: Drain, seconds: float) -> type:
+    """Return a uvicorn `Server` class that goes on serving `seconds` after a SIGTERM.
+
+    uvicorn closes its listening socket on SIGTERM, before it drains: Kubernetes takes a pod
+    out of its Service only some time after sending SIGTERM, and meanwhile its clients and
+    its readiness probe met a refused connection. Here /ready answers 503 ``draining``
+    (`Drain.leaving`) for `seconds` while every request is still served, then the stop goes
+    on as before (``--shutdown-delay``). A second signal, or Ctrl-C, stops at once.
+    """
+
+    class Server(server_class):
+        should_exit: bool  # uvicorn's, set by the tick once `leave_at` has come
+        leave_at: float | None = None  # when the stop begins, from the SIGTERM
+        said_leaving = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if sig != signal.SIGTERM or self.leave_at is not None or self.should_exit:
+                super().handle_exit(sig, frame)
+                return
+            self._captured_signals.append(sig)  # raised again once stopped: "Terminated."
+            self.leave_at = time.monotonic() + seconds
+            drain.leaving = True  # a signal handler: the loop's next tick says so
+
+        async def on_tick(self, counter: int) -> bool:
+            if self.leave_at is not None and not self.should_exit:
+                if not self.said_leaving:
+                    self.said_leaving = True
+                    logging.getLogger("uvicorn.error").warning(
+                        "Leaving in %g s (--shutdown-delay): /ready answers 503 meanwhile, "
+                        "and every request is still served.",
+                        seconds,
+                    )
+                self.should_exit = time.monotonic() >= self.leave_at
+            return bool(await super().on_tick(counter))
 
     return Server
 
