@@ -27,3 +27,40 @@ def test_a_loop_that_shut_down_is_let_go_with_its_sessions_closed():
     gc.collect()
     assert session.closed
     assert finished() is None
+
+
+class _Transport:
+    """An SDK transport as `_http._hook_session_opening` finds it: it opens one session."""
+
+    session: _Session | None = None
+
+    def get_client(self) -> _Session:
+        if self.session is None:
+            self.session = _Session()
+        return self.session
+
+
+async def _open_session(transport: _Transport) -> None:
+    transport.get_client()
+
+
+def test_a_loop_left_open_is_let_go_with_its_transport():
+    # A worker that runs each job on a loop of its own and never closes it (run_until_complete
+    # on a new loop) kept every such loop for ever, held by the hook's generator: with each,
+    # its open sockets and its executor's threads, until the process ran out of them.
+    transport = _Transport()
+    _http._hook_session_opening(transport)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(_open_session(transport))
+    loop.call_soon(transport.get_client)  # the loop holds it, as a client's close it never ran
+    left = weakref.ref(loop)
+    del loop, transport
+    gc.collect()
+    assert left() is None
+
+
+def test_a_hooked_transports_session_is_closed_when_its_loop_shuts_down():
+    transport = _Transport()
+    _http._hook_session_opening(transport)
+    asyncio.run(_open_session(transport))
+    assert transport.session is not None and transport.session.closed

@@ -40,7 +40,7 @@ import logging
 import os
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Literal
 
 from langgraph_moa._redact import LABEL_CHARS, clip, redact, url_secrets, without
@@ -445,14 +445,19 @@ def _hook_session_opening(transport: Any) -> None:
     `AiohttpTransport.handle_async_request` opens it through `self.get_client()`; wrapping
     that method on this instance costs nothing per request. A transport without it (another
     SDK version) is left alone: its sessions are then closed by `ModelCache` alone.
+
+    The transport holds its loop's watcher (`_close_at_loop_end`), so the watcher lives as
+    long as a transport that opened a session on the loop, and no global holds it.
     """
     opener = getattr(transport, "get_client", None)
     if opener is None:
         return
+    watcher = None
 
     def get_client() -> Any:
+        nonlocal watcher
         session = opener()
-        _close_at_loop_end(session)
+        watcher = _close_at_loop_end(session)
         return session
 
     transport.get_client = get_client
@@ -461,44 +466,55 @@ def _hook_session_opening(transport: Any) -> None:
 _sessions_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakSet[Any]] = (
     weakref.WeakKeyDictionary()
 )
-_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
-    weakref.WeakKeyDictionary()
-)
+_watchers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, weakref.ref[AsyncGenerator[None, None]]
+] = weakref.WeakKeyDictionary()
+"""Each loop's watcher (`_close_when_closed`), weakly: held strongly, it holds its loop."""
 
-_starting: set[asyncio.Future[Any]] = set()
 
-
-def _close_at_loop_end(session: Any) -> None:
+def _close_at_loop_end(session: Any) -> AsyncGenerator[None, None] | None:
     """Close `session` when the running loop shuts down its async generators.
 
     The loop has no shutdown callback, but `shutdown_asyncgens` closes every async generator
     that was started on it: one per loop, suspended at its ``yield``, closes the sessions in
-    its ``finally``. It is kept here (the loop holds its generators weakly).
+    its ``finally``. The loop holds its generators weakly, so the caller must keep the one
+    returned as long as `session` may be open (`_hook_session_opening`: its transport). No
+    global may: the generator holds its loop (asyncio's finalizer hook is the loop's bound
+    method), and kept here it kept every loop that ever opened a session, a loop left open
+    (``run_until_complete`` on a loop never closed) with its sockets and its executor's
+    threads for ever. A generator let go while its loop runs closes the sessions left.
+
+    Returns:
+        The loop's generator, or None outside a running loop (nothing to hook).
     """
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # opened outside a loop: nothing to hook (aiohttp needs one anyway)
-        return
+        return None
     sessions = _sessions_by_loop.get(loop)
-    if sessions is None:
+    kept = _watchers.get(loop)
+    watcher = kept() if kept is not None else None
+    if sessions is None or watcher is None:
         sessions = _sessions_by_loop[loop] = weakref.WeakSet()
         watcher = _close_when_closed(sessions)
-        _watchers[loop] = watcher
-        start = asyncio.ensure_future(watcher.__anext__())  # runs it to its `yield`
-        _starting.add(start)  # the loop holds tasks weakly
-        start.add_done_callback(_starting.discard)
+        _watchers[loop] = weakref.ref(watcher)
+        # Run to its `yield` now, as the loop's own generator: nothing before it waits. A task
+        # kept in a global set until its done callback ran held the loop: a loop stopped
+        # right after runs that callback never.
+        with suppress(StopIteration):
+            watcher.__anext__().send(None)
     sessions.add(session)
+    return watcher
 
 
 async def _close_when_closed(sessions: weakref.WeakSet[Any]) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        # The generator holds its loop (asyncio's finalizer hook is the loop's method): kept
-        # under the loop's weak key, it kept every loop that ever opened a session.
         loop = asyncio.get_running_loop()
-        _watchers.pop(loop, None)
-        _sessions_by_loop.pop(loop, None)
+        if _sessions_by_loop.get(loop) is sessions:  # not a later generator's
+            del _sessions_by_loop[loop]
+            _watchers.pop(loop, None)
         open_sessions = [s for s in list(sessions) if not s.closed]
         await asyncio.gather(*(s.close() for s in open_sessions), return_exceptions=True)
 
