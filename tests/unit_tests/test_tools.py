@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 
 from langgraph_moa import MoAChatModel, MoAConfig, MoAInputError, create_moa_graph
 from langgraph_moa.config.context import apply_context
+from langgraph_moa.run._answer import is_degraded
+from langgraph_moa.serving._errors import degraded_header
 from langgraph_moa.text._selection import Candidate, SelectionConfig, select, tool_calls_key
 from tests.fakes import FakeChat
 
@@ -673,6 +675,17 @@ def test_an_incomplete_call_is_passed_on_where_no_whole_one_exists(fake, variant
     assert "fallback" not in moa
     assert all(c["status"] == "ok" for c in moa["calls"])
     assert all(HALF_AGAIN in c["incomplete_call"] for c in _records(answer, "proposer"))
+    # The answer is one the agent's tools cannot run: degraded, and said so where a
+    # fallback is (its provenance, `moa run`'s exit code, `moa serve`'s header).
+    assert HALF_AGAIN in moa["incomplete_call"]
+    assert is_degraded(moa)
+    assert degraded_header(moa) == "incomplete-call"
+
+
+def test_a_whole_answer_is_not_marked_incomplete(fake):
+    answer = _two_against_a_whole_call(fake, HALF_ADD)
+    moa = answer.response_metadata["moa"]
+    assert "incomplete_call" not in moa and not is_degraded(moa)
 
 
 def test_the_ranker_picks_among_whole_calls_where_there_are_any(fake, log):

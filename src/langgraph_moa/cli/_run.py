@@ -225,6 +225,11 @@ def report_degraded(answer: AIMessage) -> bool:
         )
     for skipped in meta.get("failed_layers", []):
         out.warn(passed_over_words(meta, skipped))
+    if meta.get("incomplete_call"):
+        out.warn(
+            f"the answer's tool call is incomplete: it {meta['incomplete_call']}, and no "
+            "answer with a whole call was there to take its place."
+        )
     if failed:
         calls = len(meta.get("calls", []))
         first = failed[0]

@@ -86,9 +86,12 @@ def final_message(
     The answer's ``model_name`` and ``finish_reason`` are those of the call whose output it
     is: the aggregator's response, or `source` (the proposal a selector, a ranker or a
     fallback returns; `record` when not given). Its tool calls are the response's or the
-    source's, each with an id. The ``finish_reason`` is OpenAI's spelling of a cut
-    (``length``), read under any provider's key: Anthropic's ``stop_reason: max_tokens``
-    read as no reason at all, so `moa serve` answered ``stop`` and `moa run` warned of nothing.
+    source's, each with an id; where those calls leave out a required argument (the
+    output's record says ``incomplete_call``: no whole call was there to answer instead),
+    the answer's ``moa`` says so too, and the answer is degraded (`is_degraded`). The
+    ``finish_reason`` is OpenAI's spelling of a cut (``length``), read under any provider's
+    key: Anthropic's ``stop_reason: max_tokens`` read as no reason at all, so `moa serve`
+    answered ``stop`` and `moa run` warned of nothing.
     """
     summary = summarize(calls)
     total = summary["total"]
@@ -97,6 +100,7 @@ def final_message(
     meta = dict(response.response_metadata) if response is not None else {}
     for mark in CALL_MARKS:  # the package's own, on the call: its record says them
         meta.pop(mark, None)
+    written = record if response is not None else source  # the call whose output it is
     if response is not None and isinstance(response, AIMessage):
         tool_calls = answer_tool_calls(response.tool_calls)
     else:
@@ -117,6 +121,7 @@ def final_message(
         "calls": calls,
         "usage": summary,
         **({"failed_layers": failed} if (failed := failed_layers(calls)) else {}),
+        **({"incomplete_call": missing} if (missing := written.get("incomplete_call")) else {}),
         **(extra or {}),
     }
     return AIMessage(
@@ -136,11 +141,13 @@ def final_message(
 def is_degraded(moa: dict[str, Any]) -> bool:
     """Tell whether the configured mixture did not write an answer, from its ``moa`` facts.
 
-    A fallback answered instead of the configured final step, or a layer whose every
-    proposal failed was passed over (`failed_layers`): either way the answer is not the one
-    the configuration describes (`moa run` exits 3; the page marks the run degraded).
+    A fallback answered instead of the configured final step, a layer whose every
+    proposal failed was passed over (`failed_layers`), or the answer is a tool call that
+    leaves out a required argument (``incomplete_call``: the agent's tools cannot run it,
+    and no whole call was there instead): either way the answer is not the one the
+    configuration describes (`moa run` exits 3; the page marks the run degraded).
     """
-    return bool(moa.get("fallback") or moa.get("failed_layers"))
+    return bool(moa.get("fallback") or moa.get("failed_layers") or moa.get("incomplete_call"))
 
 
 def failed_layers(calls: list[CallRecord]) -> list[dict[str, int]]:

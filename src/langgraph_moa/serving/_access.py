@@ -270,6 +270,8 @@ def _text_line(record: dict[str, Any]) -> str:
         parts.append(f"fallback: {record['fallback']}")
     if "passed_over" in record:
         parts.append("passed over: layer " + ", ".join(map(str, record["passed_over"])))
+    if "incomplete_call" in record:
+        parts.append("incomplete tool call")
     if "error" in record:
         parts.append("error: " + record["error"])
     elif "cut" in record:
@@ -290,7 +292,7 @@ def _text_line(record: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-DEGRADED_BY = ("fallback", "passed_over")
+DEGRADED_BY = ("fallback", "passed_over", "incomplete_call")
 """What makes an answer degraded, as the ``X-MoA-Degraded`` header says it."""
 
 
@@ -597,6 +599,8 @@ def payload_facts(payload: dict[str, Any]) -> dict[str, Any]:
             facts["tokens"] = total["total_tokens"]
         facts["fallback"] = moa.get("fallback")
         facts.update(_passed_over(moa))
+        if moa.get("incomplete_call"):
+            facts["incomplete_call"] = True
     usage = payload.get("usage")
     if isinstance(usage, dict) and "total_tokens" in usage:
         facts["tokens"] = usage["total_tokens"]
@@ -727,6 +731,8 @@ def _run_event_facts(payload: dict[str, Any]) -> dict[str, Any]:
     usage = payload.get("usage")
     usage = usage if isinstance(usage, dict) else {}
     facts: dict[str, Any] = {"fallback": payload.get("fallback"), **_passed_over(payload)}
+    if payload.get("incomplete_call"):
+        facts["incomplete_call"] = True
     if isinstance(usage.get("calls"), int):
         facts["calls"] = usage["calls"]
         facts["failed"] = usage.get("failed") or 0

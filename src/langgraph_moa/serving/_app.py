@@ -418,12 +418,16 @@ def _usage(answer: Any) -> dict[str, Any]:
     return out
 
 
+_WHEN_SAID = ("early_start", "chunkwise", "failed_layers", "incomplete_call")
+"""Provenance keys an answer has only where they apply."""
+
+
 def _provenance(answer: Any) -> dict[str, Any]:
     moa = answer.response_metadata.get("moa", {})
     return {
         k: moa.get(k)
         for k in ("variant", "name", "layers", "answered_by", "calls", "usage", "fallback")
-    } | {k: moa[k] for k in ("early_start", "chunkwise", "failed_layers") if k in moa}
+    } | {k: moa[k] for k in _WHEN_SAID if k in moa}
 
 
 def _completion(

@@ -328,7 +328,8 @@ DEGRADED_HEADER = "X-MoA-Degraded"
 def degraded_header(moa: dict[str, Any]) -> str | None:
     """Return the `DEGRADED_HEADER` of an answer's provenance, or None if it is not degraded.
 
-    ``fallback=best_proposal``, ``failed-layers=2,3``, or both joined by ``; ``: a gateway, a
+    ``fallback=best_proposal``, ``failed-layers=2,3``, ``incomplete-call`` (a tool call
+    that leaves out a required argument), or several joined by ``; ``: a gateway, a
     retry policy or a dashboard that reads only the status and headers saw a fallback as a
     plain 200. A stream's headers go out before its outcome is known: its last chunk's
     ``moa`` says it (docs/event-stream.md).
@@ -336,4 +337,6 @@ def degraded_header(moa: dict[str, Any]) -> str | None:
     parts = [f"fallback={moa['fallback']}"] if moa.get("fallback") else []
     if layers := [str(s["layer"]) for s in moa.get("failed_layers") or ()]:
         parts.append("failed-layers=" + ",".join(layers))
+    if moa.get("incomplete_call"):
+        parts.append("incomplete-call")
     return "; ".join(parts) or None

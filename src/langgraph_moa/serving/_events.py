@@ -365,6 +365,7 @@ def answer_event(
         "answered_by": moa.get("answered_by"),
         "fallback": moa.get("fallback"),
         "fallback_reason": moa.get("fallback_reason"),
+        **({"incomplete_call": moa["incomplete_call"]} if "incomplete_call" in moa else {}),
         "usage": {
             **usage.get("total", {}),
             "critical_path_s": round(sum(la["latency_s"] for la in usage.get("layers", [])), 3),

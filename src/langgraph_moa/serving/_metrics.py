@@ -89,11 +89,13 @@ class Metrics:
             "moa_model_tokens", "Tokens (prompt and completion) of the model calls.", "model"
         )
         self.degraded = counter(
-            "moa_degraded_answers", "Answers given degraded: a fallback, layers passed over."
+            "moa_degraded_answers",
+            "Answers given degraded: a fallback, layers passed over, an incomplete tool call.",
         )
         self.degraded_reasons = counter(  # an answer may have both: counted once above
             "moa_degraded_reasons",
-            "Why answers were degraded, one count per reason (fallback, passed_over).",
+            "Why answers were degraded, one count per reason (fallback, passed_over, "
+            "incomplete_call).",
             "reason",
         )
         self.requests_in_flight = Gauge(

@@ -574,6 +574,9 @@ class Pane {
     if (ev.finish_reason === "length") {
       this.answer.prepend(el("p", "fallback", "Cut-off answer: it reached its max_tokens and may end mid-sentence."));
     }
+    if (ev.incomplete_call) {
+      this.answer.prepend(el("p", "fallback", "Degraded answer: it " + ev.incomplete_call + " (no whole call was there instead)."));
+    }
     if (ev.fallback) {
       this.answer.prepend(el("p", "fallback", "Degraded answer (" + ev.fallback + "): " + (ev.fallback_reason || "")));
     }
