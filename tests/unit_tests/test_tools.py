@@ -688,6 +688,29 @@ def test_a_whole_answer_is_not_marked_incomplete(fake):
     assert "incomplete_call" not in moa and not is_degraded(moa)
 
 
+@pytest.mark.parametrize(("choice", "wins"), [("auto", "text"), ("required", "call")])
+def test_select_between_a_text_answer_and_an_incomplete_call(fake, choice, wins):
+    # Under "auto" a text answer is a whole answer the agent can end on, and the call is one
+    # its ToolNode cannot run: the text wins, as a whole call would. Where a call is forced,
+    # the text may not be the answer at all, and the incomplete call is passed on, degraded.
+    config = MoAConfig(
+        variant="select",
+        proposers=[
+            fake("A", tool_calls=fixed(HALF_ADD)),
+            fake("B", reply=lambda *a: "3", tool_calls=never),
+        ],
+        selection={"method": "vote"},
+    )
+    llm = MoAChatModel(config=config).bind_tools([add], tool_choice=choice)
+    answer = llm.invoke(QUESTION)
+    moa = answer.response_metadata["moa"]
+    if wins == "text":
+        assert answer.text == "3" and not answer.tool_calls and "incomplete_call" not in moa
+    else:
+        assert [c["args"] for c in answer.tool_calls] == [HALF_ADD["args"]]
+        assert HALF_AGAIN in moa["incomplete_call"]
+
+
 def test_the_ranker_picks_among_whole_calls_where_there_are_any(fake, log):
     config = MoAConfig(
         variant="ranker",
