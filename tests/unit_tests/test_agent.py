@@ -206,12 +206,13 @@ def test_an_incomplete_call_with_no_whole_one_reaches_the_tool_node_for_a_retry(
 
 
 def test_a_wrong_argument_type_reaches_the_agents_tool_node_as_an_error(fake, log):
-    # Only the required arguments are checked: the ToolNode answers a wrong type with its
-    # validation error, which every call of the next turn reads.
+    # Where every call gives a wrong type, the call is passed on, marked: the ToolNode
+    # answers it with its validation error, which every call of the next turn reads.
     bad = {"name": "add", "args": {"a": "one", "b": 2}, "id": "w1"}
     config = _moa(fake, call_then_text(bad), call_then_text(bad))
     out = create_agent(MoAChatModel(config=config), [add]).invoke(USER)
     result = out["messages"][2]
+    assert "'a' = \"one\"" in out["messages"][1].response_metadata["moa"]["incomplete_call"]
     assert isinstance(result, ToolMessage) and result.status == "error"
     for label in ("A", "B", "AGG"):
         assert log.by(label)[1].messages[-1].status == "error"

@@ -149,15 +149,18 @@ def _tool_pool(incomplete, cut_off=()):
     return [whole, *half]
 
 
+REFUSED = "calling a tool with arguments its schema refuses"
+
+
 @pytest.mark.parametrize(
     ("pool", "note"),
     [
-        (_tool_pool(1), "proposal 2 was missing a required tool argument and did not vote"),
-        (_tool_pool(2), "proposals 2, 3 were missing a required tool argument and did not vote"),
+        (_tool_pool(1), f"proposal 2 was {REFUSED} and did not vote"),
+        (_tool_pool(2), f"proposals 2, 3 were {REFUSED} and did not vote"),
         (
             _tool_pool(3, cut_off={1}),
-            "proposal 2 was cut off by max_tokens and did not vote; proposals 3, 4 were missing "
-            "a required tool argument and did not vote",
+            f"proposal 2 was cut off by max_tokens and did not vote; proposals 3, 4 were "
+            f"{REFUSED} and did not vote",
         ),
     ],
 )

@@ -651,7 +651,9 @@ def test_two_incomplete_calls_do_not_outvote_a_whole_one(fake, method):
     assert a["status"] == b["status"] == c["status"] == "ok"  # references, and recorded so
     assert HALF_AGAIN in a["incomplete_call"] and "incomplete_call" not in c
     note = answer.response_metadata["moa"]["selection"]["note"]
-    assert note.startswith("proposals 1, 2 were missing a required tool argument and did not vote")
+    assert note.startswith(
+        "proposals 1, 2 were calling a tool with arguments its schema refuses and did not vote"
+    )
 
 
 @pytest.mark.parametrize(
@@ -686,6 +688,71 @@ def test_a_whole_answer_is_not_marked_incomplete(fake):
     answer = _two_against_a_whole_call(fake, HALF_ADD)
     moa = answer.response_metadata["moa"]
     assert "incomplete_call" not in moa and not is_degraded(moa)
+
+
+ADD_ONE = {"name": "add", "args": {"a": "one", "b": 2}, "id": "w1"}
+
+
+def test_two_calls_of_a_wrong_argument_type_do_not_outvote_a_whole_one(fake):
+    # Only the required keys were checked: two calls with a word for an integer outvoted
+    # the call the agent's ToolNode can run, and the ToolNode answered with an error.
+    answer = _two_against_a_whole_call(fake, ADD_ONE)
+    assert [c["args"] for c in answer.tool_calls] == [ADD_12["args"]]
+    a, _, c = _records(answer, "proposer")
+    assert "'a' = \"one\", which its schema does not take" in a["incomplete_call"]
+    assert "incomplete_call" not in c
+
+
+def test_a_call_its_schema_refuses_is_passed_on_marked_where_none_passes(fake):
+    config = MoAConfig(variant="select", proposers=[fake("A", tool_calls=fixed(ADD_ONE))])
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert [c["args"] for c in answer.tool_calls] == [ADD_ONE["args"]]
+    assert "'a'" in answer.response_metadata["moa"]["incomplete_call"]
+
+
+LOOKUP = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "description": "Look a word up.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "word": {"type": "string"},
+                "lang": {"type": "string", "enum": ["en", "fr"]},
+                "limit": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+                "tags": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["word"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        ({"word": "a", "lang": "en", "limit": None, "tags": ["x"]}, None),
+        ({"word": "a", "limit": "3"}, None),  # the tool's pydantic model reads "3" as 3
+        ({"lang": "en"}, "without its required argument 'word'"),
+        ({"word": 5}, "'word' = 5, which its schema does not take"),
+        ({"word": "a", "lang": "de"}, "'lang' = \"de\", which its schema does not take"),
+        ({"word": "a", "limit": "many"}, "'limit' = \"many\""),
+        ({"word": "a", "tags": ["x", 2]}, "'tags[1]' = 2"),
+        ({"word": "a", "page": 2}, "'page', which its schema does not take"),
+    ],
+)
+def test_tool_arguments_are_checked_against_the_simple_parts_of_the_schema(args, problem):
+    from langgraph_moa.run._options import check_tool_calls
+
+    response = AIMessage("", tool_calls=[{"name": "lookup", "args": args, "id": "l1"}])
+    checked = check_tool_calls(response, {"tools": [LOOKUP]}, "P")
+    found = checked.response_metadata.get("moa_incomplete_call")
+    if problem is None:
+        assert found is None
+    else:
+        assert found.startswith("called 'lookup' ") and problem in found
 
 
 @pytest.mark.parametrize(("choice", "wins"), [("auto", "text"), ("required", "call")])

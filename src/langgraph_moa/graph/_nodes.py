@@ -968,16 +968,16 @@ def _chain_reason(cfg: MoAConfig, calls: list[CallRecord], layer: int) -> str:
     if all(c["error"] for c in spent):
         head = "every aggregator failed"
     elif not any(c["error"] for c in spent):
-        head = "every aggregator's tool call left out a required argument"
+        head = "every aggregator's tool call had arguments its schema refuses"
     else:
-        head = "every aggregator failed or left out a required tool argument"
+        head = "every aggregator failed or called a tool with arguments its schema refuses"
     return f"{head}: " + "; ".join(c["error"] or c.get("incomplete_call") or "" for c in spent)
 
 
 def _whole_references(state: MoAState) -> list[str]:
     """Return the references the ranker chooses among: those without an incomplete call.
 
-    A tool call leaving out a required argument is one the agent cannot run, so the ranker
+    A tool call whose arguments break its schema is one the agent cannot run, so the ranker
     is shown it only where every proposal made one (`check_tool_calls`).
     """
     incomplete = {proposal_text(c) for c in answered_proposals(state) if c.get("incomplete_call")}

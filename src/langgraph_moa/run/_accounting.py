@@ -527,7 +527,7 @@ REFERENCE_ONLY = "moa_reference_only"
 """``response_metadata`` mark of a proposal that may be a reference but never the answer
 (`run._options.check_tool_calls`): why."""
 INCOMPLETE_CALL = "moa_incomplete_call"
-"""``response_metadata`` mark of an answer whose tool call leaves out a required argument
+"""``response_metadata`` mark of an answer whose tool call breaks its tool's schema
 (`run._options.check_tool_calls`): which."""
 
 RECORDED_MARKS = {

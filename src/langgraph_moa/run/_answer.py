@@ -206,7 +206,7 @@ def best_available(calls: list[CallRecord]) -> CallRecord | None:
     ``tool_choice`` forced a call, ...) is never returned as the answer, and one that
     `max_tokens` cut answers only where no finished one did: the first answered proposal
     was taken, so a run fell back to "Step one: 6 times" beside a finished answer. An
-    output whose tool call leaves out a required argument (``incomplete_call``) answers
+    output whose tool call breaks its schema (``incomplete_call``) answers
     only where no whole one could: the agent's ToolNode cannot run it.
     """
     answered = [c for c in calls if c["status"] == "ok" and not c.get("reference_only")]

@@ -36,6 +36,7 @@ from langgraph_moa.run._inputs import (
     shown_choice,
     tool_names,
 )
+from langgraph_moa.run._tool_args import argument_problem
 from langgraph_moa.run.state import RUN_OPTIONS
 from langgraph_moa.text._prompts import SLOT_CLOSE, SLOT_OPEN
 
@@ -285,7 +286,8 @@ def check_tool_calls(response: Any, options: Options, label: str, *, answer: boo
     response is returned marked ``response_metadata["moa_reference_only"]`` (why it could
     not be the answer), so that it is never returned as one (`best_available`).
 
-    A call that leaves out an argument its tool requires is marked
+    A call whose arguments break its tool's schema (one it requires left out, a value of a
+    wrong type: `argument_problem`) is marked
     ``response_metadata["moa_incomplete_call"]``, not refused: it loses to a whole call
     (the vote, the ranker, the aggregator chain and `best_available` prefer one), but where
     there is none it is passed on, and the agent's ToolNode answers it with the validation
@@ -314,8 +316,8 @@ def check_tool_calls(response: Any, options: Options, label: str, *, answer: boo
         if answer:
             raise ToolCallError(f"{label} {problem}", response)
         marks[REFERENCE_ONLY] = problem
-    if missing := _missing_argument(response.tool_calls, tools):
-        marks[INCOMPLETE_CALL] = missing
+    if refused := _argument_problem(response.tool_calls, tools):
+        marks[INCOMPLETE_CALL] = refused
     if not marks:
         return response
     meta = {**response.response_metadata, **marks}
@@ -337,21 +339,18 @@ def _unrunnable_call(response: AIMessage, options: Options, names: list[str]) ->
     return None
 
 
-def _missing_argument(calls: list[ToolCall], tools: Sequence[dict[str, Any]]) -> str | None:
-    """Return how a call leaves out an argument its tool's schema requires, or None.
+def _argument_problem(calls: list[ToolCall], tools: Sequence[dict[str, Any]]) -> str | None:
+    """Return how a call's arguments break its tool's schema, or None (`argument_problem`).
 
     The agent's ToolNode cannot run such a call (it answers with a validation error and
-    the agent pays for another turn), so a whole call is preferred to it: in the vote of
-    ``select`` two incomplete calls outvoted one whole call.
+    the agent pays for another turn), so a call that keeps to the schema is preferred to
+    it: in the vote of ``select`` two calls leaving out an argument, or giving a word for an
+    integer, outvoted one whole call.
     """
-    required = {
-        t["function"].get("name"): (t["function"].get("parameters") or {}).get("required") or []
-        for t in tools
-    }
+    schemas = {t["function"].get("name"): t["function"].get("parameters") for t in tools}
     for call in calls:
-        for name in required.get(call["name"], []):
-            if name not in call["args"]:
-                return f"called {call['name']!r} without its required argument {name!r}"
+        if problem := argument_problem(call["args"], schemas.get(call["name"])):
+            return f"called {call['name']!r} {problem}"
     return None
 
 

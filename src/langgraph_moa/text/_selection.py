@@ -986,7 +986,8 @@ class Candidate:
     """The tool calls the proposal asked for, as one comparable key (`tool_calls_key`);
     None for a text answer."""
     incomplete: bool = False
-    """A tool call leaves out an argument its tool requires: the agent cannot run it."""
+    """A tool call's arguments break its tool's schema (one left out, a wrong type, ...):
+    the agent cannot run it."""
 
     @property
     def demoted(self) -> bool:
@@ -1046,9 +1047,10 @@ def _votes_of_complete(
 
     A worked answer stopped by `max_tokens` ends mid-calculation: its last number is a step,
     not a result, and two cut-off samples often stop at the same step and outvote a finished
-    answer. So did two tool calls leaving out a required argument, which the agent cannot
-    run, outvote a whole call. Blanked answers still count in the total that agreement is
-    measured against, so they weigh as dissent: the adaptive stop never ends on fewer votes.
+    answer. So did two tool calls leaving out a required argument (or giving a word for an
+    integer), which the agent cannot run, outvote a whole call. Blanked answers still count
+    in the total that agreement is measured against, so they weigh as dissent: the adaptive
+    stop never ends on fewer votes.
     """
     demoted = [c for c in candidates if c.demoted]
     kept_answer = any(a and not c.demoted for c, a in zip(candidates, answers, strict=True))
@@ -1059,7 +1061,7 @@ def _votes_of_complete(
     incomplete = [c.index for c in demoted if c.incomplete and not c.cut_off]
     return kept, _join_notes(
         _did_not_vote(cut, "cut off by max_tokens"),
-        _did_not_vote(incomplete, "missing a required tool argument"),
+        _did_not_vote(incomplete, "calling a tool with arguments its schema refuses"),
     )
 
 
