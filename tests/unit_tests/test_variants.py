@@ -273,6 +273,30 @@ def test_every_window_and_every_sampling_round_draws_new_seeds(fake, log):
     assert sorted(c.kwargs["seed"] for c in log.calls) == list(range(7, 14))
 
 
+def test_self_moa_seq_falls_back_to_the_running_synthesis_not_the_last_windows_samples(fake):
+    """moa-spec section 3: the synthesis carries every earlier sample forward.
+
+    Where the last window's aggregation fails, the first window's synthesis (of 3 samples)
+    answers, not one of the 2 new samples alone: it is the running answer the last
+    aggregation would have improved on.
+    """
+    config = MoAConfig(
+        variant="self-moa-seq",
+        # Calls 1-3 are window 1, 4 its aggregation, 5-6 window 2, 7 its aggregation.
+        proposers=[
+            {
+                "model": fake("M", fail=lambda n, m: ValueError("down") if n == 7 else None),
+                "samples": 5,
+            }
+        ],
+        seq=SelfMoASeqConfig(window_size=3, samples_per_step=2),
+        retry={"max_attempts": 1},
+    )
+    answer = create_moa_graph(config).invoke(QUESTION)["messages"][-1]
+    moa = answer.response_metadata["moa"]
+    assert moa["fallback"] == "best_proposal" and answer.text == "M #4"
+
+
 def test_self_moa_seq_goes_on_past_a_window_whose_samples_all_failed(fake, log):
     """moa-spec section 3: the synthesized answer is carried forward.
 
