@@ -13,7 +13,13 @@ from langchain.agents.structured_output import ProviderStrategy, ToolStrategy
 from langchain_core.messages import AIMessageChunk, SystemMessage, ToolMessage
 from pydantic import BaseModel
 
-from langgraph_moa import MoAChatModel, MoAConfig, RetrySettings
+from langgraph_moa import (
+    AggregatorFailedError,
+    AllProposersFailedError,
+    MoAChatModel,
+    MoAConfig,
+    RetrySettings,
+)
 from tests.unit_tests.test_tools import add, multiply
 
 
@@ -156,6 +162,30 @@ def test_provider_strategy_sends_the_response_format_to_what_answers(fake, log, 
         assert (sent is not None) == (call.label in answering)
         if sent is not None:
             assert sent["json_schema"]["name"] == "Total"
+
+
+def no_response_format(n, messages):
+    # What Anthropic's and Ollama's clients raise for an argument they do not take.
+    return TypeError("Messages.create() got an unexpected keyword argument 'response_format'")
+
+
+@pytest.mark.parametrize("variant", ["moa", "select"])
+def test_provider_strategy_on_a_model_without_response_format_names_tool_strategy(fake, variant):
+    # The error repeated the client's TypeError, which says nothing of ProviderStrategy.
+    if variant == "select":
+        config = MoAConfig(variant="select", proposers=[fake("A", fail=no_response_format)])
+        error: type[Exception] = AllProposersFailedError
+    else:
+        config = MoAConfig(
+            proposers=[fake("A")], aggregator=fake("AGG", fail=no_response_format), layers=2
+        )
+        error = AggregatorFailedError
+    agent = create_agent(MoAChatModel(config=config), [], response_format=ProviderStrategy(Total))
+    with pytest.raises(error) as caught:
+        agent.invoke({"messages": [("user", "1 + 2?")]})
+    said = str(caught.value)
+    assert "does not take OpenAI's response_format" in said
+    assert "use ToolStrategy" in said
 
 
 def test_bound_tools_survive_with_config_retry_and_fallbacks(fake, log):

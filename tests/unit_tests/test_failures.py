@@ -685,3 +685,30 @@ def test_an_image_refused_beside_a_rate_limited_proposer_stays_a_502(fake, log):
     with pytest.raises(AllProposersFailedError) as caught:
         create_moa_graph(config).invoke(IMAGE_QUESTION)
     assert _api_error(caught.value).status == 502  # B may answer the same request later
+
+
+@pytest.mark.parametrize(
+    ("said", "refused"),
+    [
+        ("Messages.create() got an unexpected keyword argument 'response_format'", True),
+        ("Client.chat() got an unexpected keyword argument 'response_format'", True),
+        ("Malformed input request: extraneous key [response_format] is not permitted", True),
+        ("Unrecognized request argument supplied: response_format", True),
+        (
+            "Invalid parameter: 'response_format' of type 'json_schema' is not supported "
+            "with this model.",
+            True,
+        ),
+        ("Invalid schema for response_format 'Total': 'required' is missing", False),
+    ],
+)
+def test_a_refused_response_format_names_tool_strategy_within_a_failed_calls_line(said, refused):
+    # The client's words said nothing of ProviderStrategy, which sent the argument.
+    from langgraph_moa._redact import LABEL_CHARS, describe_error
+    from langgraph_moa.errors import UnsupportedParameterError
+    from langgraph_moa.providers._retry import explain_failure
+
+    explained = explain_failure(TypeError(said), "x" * (LABEL_CHARS + 20), [])
+    assert isinstance(explained, UnsupportedParameterError) == refused
+    if refused:
+        assert "use ToolStrategy" in describe_error(explained)

@@ -235,6 +235,32 @@ def _refused_parameter(exc: BaseException) -> str | None:
     return None
 
 
+RESPONSE_FORMAT_FIX = (
+    "does not take OpenAI's response_format, which ProviderStrategy sends: use ToolStrategy "
+    "in create_agent (in with_structured_output, method='function_calling'), or a model "
+    "that takes it (ChatOpenAI, llama.cpp's server)."
+)
+"""The fix where a model refuses ``response_format``, after its name."""
+
+_NO_RESPONSE_FORMAT = re.compile(
+    r"(unexpected keyword argument|extraneous key|unrecognized request argument supplied:"
+    r"|unknown parameter|not permitted)"
+    r"\W{0,3}response_format"
+    r"|response_format\W{0,3}(of type \W?\w+\W? )?(is not (supported|permitted|allowed)"
+    r"|not supported)",
+    re.IGNORECASE,
+)
+"""How clients and servers refuse ``response_format``: Anthropic's and Ollama's clients
+(a TypeError of an unexpected keyword argument), Bedrock (an extraneous key), Azure's older
+API (an unrecognized argument), OpenAI's older models (``'response_format' of type
+'json_schema' is not supported``)."""
+
+
+def _refused_response_format(exc: BaseException) -> bool:
+    """Tell whether a model refused ``response_format`` itself, not one schema sent in it."""
+    return _NO_RESPONSE_FORMAT.search(str(exc)[:2000]) is not None
+
+
 _TEXT_ONLY = (
     "image input is not supported",  # llama.cpp's server without a projector (mmproj)
     "audio input is not supported",
@@ -371,6 +397,8 @@ def explain_failure(
             f"{model} does not take the call parameter '{param}' (a reasoning model takes its "
             f"own default): {_PARAMETER_FIXES[param]}. {PROVIDER_SAID} {exc}"
         )
+    if _refused_response_format(exc):
+        return UnsupportedParameterError(f"{model} {RESPONSE_FORMAT_FIX} {PROVIDER_SAID} {exc}")
     if _refused_content(exc, messages):
         return UnsupportedContentError(
             f"{model} cannot read images, audio or files{NO_VISION_FIX}. {PROVIDER_SAID} {exc}"
