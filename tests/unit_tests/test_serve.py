@@ -2691,3 +2691,18 @@ def test_a_502_for_an_aggregators_long_retry_after_passes_the_wait_on(fake, aske
 def test_a_502_for_another_aggregator_failure_says_no_retry_after(fake):
     answer = _aggregator_failing_with(fake, ValueError("model AGG not found"))
     assert answer.status_code == 502 and "retry-after" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"moa": {"calls": [], "incomplete_call": "called 'add' without its required argument"}},
+        {"event": "answer", "incomplete_call": "called 'add' without its required argument"},
+    ],
+)
+def test_an_incomplete_tool_call_answer_is_a_degraded_reason_of_the_log_and_metrics(payload):
+    # It was a plain 200 in the log line and the degraded-answer metrics.
+    from langgraph_moa.serving._access import degraded_reasons, payload_facts
+
+    assert degraded_reasons(payload_facts(payload)) == ["incomplete_call"]
+    assert degraded_reasons(payload_facts({"moa": {"calls": []}})) == []
