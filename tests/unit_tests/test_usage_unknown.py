@@ -250,3 +250,81 @@ def test_a_function_calling_structured_answer_without_usage_is_counted_once(log)
     assert record["completion_tokens"] == estimate_tokens(json.dumps(answer))
     # the mark that says so is the package's own: a caller never sees it
     assert [k for k in out["raw"].response_metadata if k.startswith("moa_")] == []
+
+
+def _aggregator_prompt(fake, structure=None, **call_kwargs) -> int:
+    """The estimated prompt tokens of an aggregator that reports no usage."""
+    from langgraph_moa import MoAChatModel
+
+    reply = (
+        (lambda *_: '{"city": "Paris", "country": "France"}')
+        if structure is not None or call_kwargs
+        else None
+    )
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG", no_usage=True, reply=reply))
+    llm = MoAChatModel(config=config)
+    if structure is not None:
+        raw = llm.with_structured_output(structure, include_raw=True).invoke("q")["raw"]
+    else:
+        raw = llm.invoke("q", **call_kwargs)
+    [record] = [c for c in raw.response_metadata["moa"]["calls"] if c["role"] == "aggregator"]
+    assert record["usage_estimated"] is True
+    return record["prompt_tokens"]
+
+
+_CITY = {
+    "title": "City",
+    "description": "The city the question is about, with its country and the local time.",
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "description": "The city's name, as its people write it."},
+        "country": {"type": "string", "description": "The country it lies in."},
+    },
+    "required": ["city", "country"],
+}
+
+
+def test_the_estimate_counts_the_structured_output_schema_a_call_was_sent(fake):
+    """A structured answer's schema is sent with the call and billed as prompt tokens, as a
+    tool's is; the estimate counted the tools' schemas alone."""
+    from pydantic import BaseModel, Field
+
+    from langgraph_moa.text._prompts import estimate_tokens
+
+    class City(BaseModel):
+        """The city the question is about, with its country and the local time."""
+
+        city: str = Field(description="The city's name, as its people write it.")
+        country: str = Field(description="The country it lies in.")
+
+    plain = _aggregator_prompt(fake)
+    least = estimate_tokens(json.dumps(_CITY)) // 2
+    assert _aggregator_prompt(fake, _CITY) - plain >= least  # a JSON schema
+    assert _aggregator_prompt(fake, City) - plain >= least  # a pydantic model: its schema
+    # `moa serve`'s client's response_format, sent with the final call
+    wanted = {"type": "json_schema", "json_schema": {"name": "City", "schema": _CITY}}
+    assert _aggregator_prompt(fake, response_format=wanted) - plain >= least
+    assert _aggregator_prompt(fake, response_format={"type": "json_object"}) == plain
+
+
+def test_plain_text_blocks_by_data_or_address_and_a_kept_refusal_are_counted():
+    """A plain-text block may carry its text as base64 data or a URL instead of ``text``, and
+    OpenAI's client keeps a refusal in ``additional_kwargs["refusal"]``: each was 0 tokens."""
+    import base64
+
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from langgraph_moa.run._accounting import estimated_tokens
+    from langgraph_moa.text._prompts import MEDIA_PART_TOKENS, estimate_tokens
+
+    document = "The meeting moved to Thursday at ten. " * 8
+    data = base64.b64encode(document.encode()).decode()
+    by_data = {"type": "text-plain", "base64": data, "mime_type": "text/plain"}
+    by_url = {"type": "text-plain", "url": "https://example.com/notes.txt"}
+    refused = AIMessage("", additional_kwargs={"refusal": "I can't help with that request."})
+    prompt = [HumanMessage([by_data]), HumanMessage([by_url]), refused, HumanMessage("Why?")]
+    answer = AIMessage("", additional_kwargs={"refusal": "It is not allowed."})
+    prompt_tokens, completion, *_ = estimated_tokens(answer, prompt)
+    words = [document, "I can't help with that request.", "Why?"]
+    assert prompt_tokens == sum(map(estimate_tokens, words)) + MEDIA_PART_TOKENS
+    assert completion == estimate_tokens("It is not allowed.")

@@ -95,6 +95,7 @@ from langgraph_moa.run._options import (
     ranker_options,
     read_text_tool_calls,
     run_options,
+    schemas_sent,
 )
 from langgraph_moa.run._references import (
     TOOL_NOTE,
@@ -534,15 +535,16 @@ class MoANodes:
                 latency,
                 cached,
                 req.messages,
-                # read where its tokens are estimated alone; `in` first, most calls bind none
-                tools=req.params["tools"] if "tools" in req.params else None,
+                tools=schemas_sent(req.params, req.structure),
             )
         except Exception as exc:
             if writes_answer:
                 discard_answer(call, exc)
             yield from _failed_attempt(cfg, task_at, step, key, exc)
             latency = time.perf_counter() - started
-            prompt, tools = (sent.messages, sent.params.get("tools")) if sent else ((), None)
+            prompt, tools = (
+                (sent.messages, schemas_sent(sent.params, sent.structure)) if sent else ((), None)
+            )
             errors = step.errors(key)
             record = record_failure(call, errors, exc, latency, prompt=prompt, tools=tools)
             return _Outcome(record, error=exc)
@@ -726,7 +728,10 @@ class MoANodes:
             spec = cfg.final_chain[call.sample].model
             notes = {"trimmed_references": trimmed}
             params = self._final_params(cfg, call, options, is_final)
-            return _Request(model, messages, params, spec, trace, notes, options=options)
+            structure = self.response_format if is_final else None
+            return _Request(
+                model, messages, params, spec, trace, notes, options=options, structure=structure
+            )
 
         outcome = yield from self._attempt(
             cfg, state["run_token"], call, request, writes_answer=is_final
@@ -1084,6 +1089,9 @@ class _Request:
     """What the body learnt while building the input, kept for the answer's provenance."""
     options: Options = field(default_factory=dict)
     """The run's call options (tools, stop, ...): tool calls written as text are read."""
+    structure: Any = None
+    """The schema of the structured answer the call asks for (the graph's
+    ``response_format``): counted with its prompt where its tokens are estimated."""
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,26 @@ def params_with(params: dict[str, Any], options: Options, **which: bool) -> dict
     return {**params, **sent} if sent else params
 
 
+def schemas_sent(params: dict[str, Any], structure: Any = None) -> list[Any] | None:
+    """Return the JSON schemas a call sends besides its messages, for its token estimate.
+
+    Its tools' (``tools``) and the structure its answer is asked for: a ``json_schema``
+    ``response_format`` in its request fields (`params_with`), or `structure`, the schema the
+    graph's `with_structured_output` sends (the graph's ``response_format``). The provider
+    bills them as prompt tokens; a call that reported no usage was estimated as if it was sent
+    its tools alone.
+    """
+    schemas = list(params["tools"]) if params.get("tools") else []
+    for key in ("call_kwargs", "final_kwargs"):
+        if key in params and isinstance(kwargs := params[key], dict):
+            wanted = kwargs.get("response_format")
+            if isinstance(wanted, dict) and wanted.get("type") == "json_schema":
+                schemas.append(wanted.get("json_schema"))
+    if structure is not None:
+        schemas.append(structure)
+    return schemas or None
+
+
 FINAL_ONLY = frozenset({"response_format", "logprobs", "top_logprobs"})
 """Request fields that shape the answer itself: sent to the final call only, unless the
 variant returns a proposal verbatim (then every proposer answers in that shape)."""

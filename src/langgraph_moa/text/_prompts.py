@@ -8,6 +8,8 @@ from 1, appended after a blank line to an existing system message, user turns un
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -16,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.utils.function_calling import convert_to_json_schema
 
 from langgraph_moa._parts import MEDIA_PARTS, OTHER_TEXT_PARTS
 from langgraph_moa._unicode import boundary
@@ -223,34 +226,78 @@ def text_a_model_reads(message: BaseMessage) -> str:
     """Return all the text a model reads or wrote in `message`, as the estimates count it.
 
     ``BaseMessage.text`` joins only ``text`` parts: a ``text-plain`` block (which `moa serve`
-    takes) and a ``refusal`` part were counted as 0 tokens.
+    takes) and a ``refusal`` part were counted as 0 tokens, and so were a plain-text block
+    that carries its text as ``base64`` data (read here as UTF-8) and a refusal that OpenAI's
+    client keeps in ``additional_kwargs["refusal"]`` beside an empty content.
     """
     text = str(message.text)
+    refused = False
     if isinstance(message.content, list):
         for part in message.content:
-            if isinstance(part, dict) and part.get("type") in OTHER_TEXT_PARTS:
-                said = part.get(OTHER_TEXT_PARTS[part["type"]])
+            if isinstance(part, dict) and (kind := part.get("type")) in OTHER_TEXT_PARTS:
+                said = part.get(OTHER_TEXT_PARTS[kind])
+                if said is None and kind == "text-plain":
+                    said = _decoded(part.get("base64"))
+                refused = refused or kind == "refusal"
                 text += said if isinstance(said, str) else ""
+    refusal = message.additional_kwargs.get("refusal")
+    if isinstance(refusal, str) and not refused:  # the same words once, as a part or here
+        text += refusal
     return text
 
 
+def _decoded(data: Any) -> str | None:
+    """Return the text a plain-text block's ``base64`` data holds (itself if it is no base64)."""
+    if not isinstance(data, str):
+        return None
+    try:
+        return base64.b64decode(data).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return data  # sent as it is: the provider reads (and bills) it so
+
+
+def _is_media(part: Any) -> bool:
+    """Tell whether a content part is one whose size the package does not read.
+
+    An image, audio or file part, and a plain-text block by address (``url``, ``file_id``)
+    instead of its text or data: the provider fetches and bills what the package never sees.
+    """
+    if not isinstance(part, dict):
+        return False
+    kind = part.get("type")
+    if kind == "text-plain":
+        return not isinstance(part.get("text"), str) and not isinstance(part.get("base64"), str)
+    return kind in MEDIA_PARTS
+
+
 def estimate_prompt_tokens(prompt: Sequence[BaseMessage], tools: Any = None) -> int:
-    """Estimate a prompt's tokens: its messages' text, media parts and the tools' schemas.
+    """Estimate a prompt's tokens: its messages' text, media parts and the schemas it is sent.
 
     The one estimate of a prompt: a call whose provider reported no usage is recorded by it
     (`run._accounting.estimated_tokens`), and the context budget trims references by it
     (`run._references.with_references`). The budget once counted the messages' ``.text``
-    alone: references were fitted into room an image or the tools' schemas held.
+    alone: references were fitted into room an image or the tools' schemas held. `tools`:
+    the JSON schemas sent besides the messages (`run._options.schemas_sent`: the tools' and
+    a structured answer's); a pydantic model or TypedDict among them counts as its schema.
     """
     tokens = 0
     for m in prompt:
         tokens += estimate_tokens(text_a_model_reads(m))
         if isinstance(m.content, list):
-            media = sum(isinstance(p, dict) and p.get("type") in MEDIA_PARTS for p in m.content)
-            tokens += media * MEDIA_PART_TOKENS
+            tokens += sum(map(_is_media, m.content)) * MEDIA_PART_TOKENS
     if tools:
-        tokens += estimate_tokens(json.dumps(tools, default=str))
+        tokens += estimate_tokens(json.dumps(tools, default=_schema_of))
     return tokens
+
+
+def _schema_of(value: Any) -> Any:
+    """Return the JSON schema of a pydantic model or TypedDict (`json.dumps`'s `default`)."""
+    if isinstance(value, type):
+        try:
+            return convert_to_json_schema(value)
+        except (TypeError, ValueError):
+            pass
+    return str(value)
 
 
 def fit_references(references: Sequence[str], budget_tokens: int) -> tuple[list[str], int]:
