@@ -678,3 +678,18 @@ def test_a_closed_cache_neither_serves_nor_stores_and_fails_no_call(tmp_path):
     assert cache.get("k") is None
     cache.close()
     assert SQLiteCallCache(tmp_path / "calls.db").get("j") is None
+
+
+def test_a_refused_cached_reply_counts_as_a_miss_as_its_call_record_says(fake, tmp_path):
+    """The cache counted a reply it returned as a hit even where the call refused it and
+    asked the model again: its record said ``cached: false``, the count a hit."""
+    _run_twice(fake, tmp_path, AIMessage("14"))
+    cache = SQLiteCallCache(tmp_path / "calls.db")
+    [key] = [k for (k, m) in cache._conn.execute("SELECT key, message FROM calls") if '"14"' in m]
+    cache.put(key, NO_ANSWERS["a refusal"])  # what an earlier version left for "m"
+    proposer = {"model": _Saying(message=AIMessage("14"), calls=[]), "name": "m"}
+    config = MoAConfig(proposers=[proposer, fake("B")], aggregator=fake("AGG"), layers=2)
+    out = create_moa_graph(config, call_cache=cache).invoke(QUESTION)
+    cached = [c["cached"] for c in out["calls"]]
+    assert False in cached and True in cached
+    assert (cache.hits, cache.misses) == (cached.count(True), cached.count(False))

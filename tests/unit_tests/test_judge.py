@@ -175,6 +175,8 @@ def test_an_unreadable_verdict_an_earlier_version_cached_is_asked_again(fake, tm
     judge = fake("JUDGE", reply=lambda *a: "A")
     assert judge_both_orders(judge, "q", "c", "b", cache=cache) == ("A", "A")
     assert len(judge.log.calls) == 2
+    # asked again, they were no hits: the counts said 2 hits for 2 calls made
+    assert (cache.hits, cache.misses) == (0, 2)
 
 
 def _rate_limited(seconds: float) -> Exception:

@@ -26,7 +26,7 @@ from langgraph_moa.providers._retry import (
     retry_after_s,
     too_long_a_wait,
 )
-from langgraph_moa.run.cache import CallCache, call_key
+from langgraph_moa.run.cache import CallCache, call_key, refused_hit
 from langgraph_moa.text._thinking import split_thinking
 
 Verdict = Literal["A", "B", "tie"]
@@ -124,6 +124,7 @@ def judge_both_orders(
         if cache is not None and (hit := cache.get(key)) is not None:
             if (verdict := parse_verdict(hit.text)) is not None:
                 return verdict
+            refused_hit(cache)  # asked again: a miss
         if stop.is_set():
             raise asyncio.CancelledError(f"{who} was stopped")
         reply = _invoke_with_retries(judge, messages, who, stop)

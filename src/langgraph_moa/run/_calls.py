@@ -63,7 +63,7 @@ from langgraph_moa.run._accounting import (
 )
 from langgraph_moa.run._direct import ainvoke_direct, invoke_direct
 from langgraph_moa.run._interrupt import RUN_CALLS
-from langgraph_moa.run.cache import CallCache, call_key
+from langgraph_moa.run.cache import CallCache, call_key, refused_hit
 from langgraph_moa.run.state import CallRecord, Role
 from langgraph_moa.transport._call_loop import call_loop, loop_of_this_thread
 
@@ -1065,7 +1065,7 @@ def cached_call(
             try:
                 return accept(hit), True
             except RejectedAnswer:  # stored before only accepted ones were: asked again
-                pass
+                refused_hit(cache)
     if call.role == "proposer" and draw > 0:
         model = without_llm_cache(model)
     runnable, config = with_trace(model, config)

@@ -39,6 +39,18 @@ class CallCache(Protocol):
         """Store the reply for `key`."""
 
 
+def refused_hit(cache: CallCache) -> None:
+    """Tell `cache` that the reply its `get` just returned was refused and the model asked again.
+
+    A reply an earlier version stored that is no answer (`run._calls.cached_call`), or a
+    judge's unreadable verdict, is a miss, as the call's record says (``cached: false``): the
+    cache had counted it a hit. A cache that counts nothing (the `CallCache` protocol asks
+    only `get` and `put`) is told nothing.
+    """
+    if (refused := getattr(cache, "refused_hit", None)) is not None:
+        refused()
+
+
 def call_key(
     *, model: str, params: dict[str, Any], messages: list[BaseMessage], role: str, sample: int
 ) -> str:
@@ -150,6 +162,12 @@ class SQLiteCallCache:
             else:
                 self.hits += 1
         return message
+
+    def refused_hit(self) -> None:
+        """Count the reply `get` just returned as a miss: its caller refused it (`refused_hit`)."""
+        with self._lock:
+            self.hits -= 1
+            self.misses += 1
 
     def put(self, key: str, message: BaseMessage) -> None:
         """Store the reply for `key`; once the cache is closed, store nothing (see `close`)."""
