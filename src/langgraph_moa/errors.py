@@ -285,8 +285,8 @@ def _own_sentence(error: str) -> str:
 class UnsupportedParameterError(MoAError):
     """A model refuses a call parameter its role sends; the message names the setting to change.
 
-    OpenAI's reasoning models refuse a temperature other than 1, and max_tokens. Not
-    retried: the same call is refused again.
+    OpenAI's reasoning models refuse a temperature other than 1, and max_tokens; some
+    providers refuse a seed. Not retried: the same call is refused again.
     """
 
 

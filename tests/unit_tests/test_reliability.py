@@ -572,6 +572,7 @@ class _Refused(Exception):
         (ValueError("image input is not supported"), "a vision model"),
         (_Refused("temperature"), "which leaves it out"),
         (_Refused("max_tokens"), "sends max_completion_tokens"),
+        (_Refused("seed"), "whose provider takes one"),
     ],
 )
 def test_a_long_model_label_is_shortened_never_the_fix_on_a_failed_calls_line(error, fix_ends):
@@ -953,3 +954,25 @@ def test_a_machine_suspended_while_the_process_ran_keeps_to_the_wall_time(steppe
     before = clock.now()
     stepped_clock.slept = 8 * 3600  # a laptop's night
     assert clock.now() - before == pytest.approx(8 * 3600)
+
+
+def test_a_refused_seed_fails_a_proposer_and_the_ranker_alike_with_the_fix(fake):
+    """A provider that takes no ``seed`` refuses it with a 400: a proposer's and the ranker's
+    call failed with the provider's words alone, no fix (``temperature`` and ``max_tokens``
+    had one). The seed is not dropped: the run asked for it, to repeat its draws."""
+    from langgraph_moa import MoAConfig, create_moa_graph
+
+    def refuse(n, messages):  # the call just logged asked for a seed
+        return _Refused("seed") if "seed" in refusing.log.calls[-1].kwargs else None
+
+    refusing = fake("NOSEED", reply=lambda *a: "Response 1 is best.", fail=refuse)
+    config = MoAConfig(variant="ranker", proposers=[fake("A"), refusing], aggregator=refusing)
+    out = create_moa_graph(config).invoke({**QUESTION, "call_kwargs": {"seed": 3}})
+    failed = [c for c in out["calls"] if c["configured_model"] == "NOSEED"]
+    assert [(c["role"], c["status"]) for c in failed] == [
+        ("proposer", "failed"),
+        ("ranker", "failed"),
+    ]
+    for record in failed:
+        assert record["error"].startswith("UnsupportedParameterError: NOSEED does not take")
+        assert "send it no seed" in record["error"]

@@ -205,8 +205,16 @@ _PARAMETER_FIXES = {
         "set max_tokens: null for it in the config, or name it openai:MODEL, whose "
         "LangChain class sends max_completion_tokens"
     ),
+    "seed": (
+        "send it no seed (a run's seed, moa eval --seed, a request's seed), or give its role "
+        "a model whose provider takes one"
+    ),
 }
-"""The fix of each call parameter a model may refuse, by OpenAI's ``param`` of the refusal."""
+"""The fix of each call parameter a model may refuse, by OpenAI's ``param`` of the refusal.
+A refused ``seed`` fails the call (a proposer's and the ranker's alike) rather than being
+dropped: the run asked for it to repeat its draws, and an unseeded answer would not."""
+_WHY_REFUSED = {"seed": "(its provider draws every answer anew)"}
+"""Why a model refuses a parameter, where it is not that a reasoning model takes its own."""
 
 
 def _error_body(exc: BaseException) -> dict[str, object] | None:
@@ -221,8 +229,8 @@ def _refused_parameter(exc: BaseException) -> str | None:
     """Return the call parameter a provider refused for this model, if that is the error.
 
     OpenAI's reasoning models (o1, o3, gpt-5) refuse a ``temperature`` other than 1 and
-    ``max_tokens`` with a 400 whose ``code`` is ``unsupported_value`` or
-    ``unsupported_parameter`` and whose ``param`` names it.
+    ``max_tokens``, and some providers a ``seed``, with a 400 whose ``code`` is
+    ``unsupported_value`` or ``unsupported_parameter`` and whose ``param`` names it.
     """
     body = _error_body(exc)
     if body is None:
@@ -393,9 +401,10 @@ def explain_failure(
     model = clip(model, LABEL_CHARS)
     if (param := _refused_parameter(exc)) is not None:
         # One line, the fix before the provider's words.
+        why = _WHY_REFUSED.get(param, "(a reasoning model takes its own default)")
         return UnsupportedParameterError(
-            f"{model} does not take the call parameter '{param}' (a reasoning model takes its "
-            f"own default): {_PARAMETER_FIXES[param]}. {PROVIDER_SAID} {exc}"
+            f"{model} does not take the call parameter '{param}' {why}: "
+            f"{_PARAMETER_FIXES[param]}. {PROVIDER_SAID} {exc}"
         )
     if _refused_response_format(exc):
         return UnsupportedParameterError(f"{model} {RESPONSE_FORMAT_FIX} {PROVIDER_SAID} {exc}")
