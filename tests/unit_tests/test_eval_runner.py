@@ -567,7 +567,6 @@ def test_cancelled_judging_does_not_wait_out_a_judges_retry_after(mix, lone, tmp
     """A Ctrl-C during judging (the run's task cancelled) waited, at the event loop's close,
     for a judging thread asleep in a Retry-After of up to a minute."""
     import threading
-    import time
 
     import httpx
     import openai
@@ -582,11 +581,21 @@ def test_cancelled_judging_does_not_wait_out_a_judges_retry_after(mix, lone, tmp
 
     judge = FakeChat(label="judge", fail=limited)
     evaluation = Evaluation([mix, lone], ITEMS, tmp_path, judge=judge, baseline="wrong-alone")
+    run = _cancelled_while_judging(evaluation, asked)
+    run.join(timeout=30)  # the loop closes once its judging ends: not 50 s later
+    assert asked.is_set() and not run.is_alive()
+
+
+def _cancelled_while_judging(evaluation, began):
+    """Run `evaluation` in a thread of its own and cancel it once `began` is set (a Ctrl-C
+    during judging); return the thread, which ends once the event loop has closed."""
+    import threading
+    import time
 
     async def cancelled_while_judging() -> None:
         task = asyncio.ensure_future(evaluation.run(progress=False))
         deadline = time.monotonic() + 60
-        while not asked.is_set() and not task.done() and time.monotonic() < deadline:
+        while not began.is_set() and not task.done() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -594,8 +603,7 @@ def test_cancelled_judging_does_not_wait_out_a_judges_retry_after(mix, lone, tmp
 
     run = threading.Thread(target=asyncio.run, args=(cancelled_while_judging(),), daemon=True)
     run.start()
-    run.join(timeout=30)  # the loop closes once its judging threads end: not 50 s later
-    assert asked.is_set() and not run.is_alive()
+    return run
 
 
 def test_a_judge_that_cannot_be_built_is_refused_before_any_answer(mix, tmp_path):
@@ -1121,3 +1129,24 @@ def test_a_notebook_without_ipywidgets_gets_no_warning_per_refresh_of_the_bar(
         summary = asyncio.run(Evaluation([mix], ITEMS[:3], tmp_path, plots=False).run())
     assert summary
     assert not [w for w in caught if "ipywidgets" in str(w.message)]
+
+
+def test_cancelled_judging_cancels_the_judges_call_under_way(mix, lone, tmp_path):
+    """A Ctrl-C during judging cut the waits between a judge's attempts, but a call already
+    under way ran to its end in its thread, and the event loop's close waited for it: a
+    judge that answers in minutes held a Ctrl-C that long."""
+    import threading
+
+    started = threading.Event()
+
+    def slow(_n):
+        started.set()
+        return 50.0
+
+    judge = FakeChat(label="judge", delay=slow)
+    evaluation = Evaluation([mix, lone], ITEMS, tmp_path, judge=judge, baseline="wrong-alone")
+    run = _cancelled_while_judging(evaluation, started)
+    run.join(timeout=30)  # not the 50 s the judge's answer takes
+    judge.release()
+    assert started.is_set() and not run.is_alive()
+    assert judge.log.calls == []  # no judge call ended: the one under way was cancelled

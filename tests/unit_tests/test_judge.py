@@ -1,6 +1,6 @@
 """Pairwise judging: position bias cancels, the bootstrap interval is pinned."""
 
-import threading
+import asyncio
 
 import pytest
 from langchain_core.messages import AIMessage
@@ -15,6 +15,11 @@ from langgraph_moa.eval.judge import (
     win_rate,
 )
 from langgraph_moa.run.cache import SQLiteCallCache, call_key
+
+
+def judged(*args, **kwargs):
+    """Judge both orders, from a test's own event loop."""
+    return asyncio.run(judge_both_orders(*args, **kwargs))
 
 
 @pytest.mark.parametrize(
@@ -52,7 +57,7 @@ def test_the_article_a_is_not_read_as_response_a_and_a_verdict_line_wins(text, v
 
 def test_a_judge_that_always_prefers_the_first_position_cancels_out(fake):
     biased = fake("JUDGE", reply=lambda *a: "A")
-    assert pair_score(*judge_both_orders(biased, "q", "candidate answer", "baseline answer")) == 0.5
+    assert pair_score(*judged(biased, "q", "candidate answer", "baseline answer")) == 0.5
 
 
 def test_a_judge_that_prefers_the_candidate_in_both_orders_gives_a_win(fake):
@@ -61,7 +66,7 @@ def test_a_judge_that_prefers_the_candidate_in_both_orders_gives_a_win(fake):
         return "A" if prompt.index("candidate answer") < prompt.index("baseline answer") else "B"
 
     judge = fake("JUDGE", reply=prefers_candidate)
-    assert pair_score(*judge_both_orders(judge, "q", "candidate answer", "baseline answer")) == 1.0
+    assert pair_score(*judged(judge, "q", "candidate answer", "baseline answer")) == 1.0
     assert len(judge.log.calls) == 2  # both orders asked
 
 
@@ -140,7 +145,7 @@ def test_a_judge_that_fails_is_explained_with_its_model_and_the_fix(fake, body, 
     # or refused parameter reached the eval's summary as the provider's bare words.
     failing = fake("JUDGE", fail=lambda n, m: _openai_error(status, body))
     with pytest.raises(Exception) as raised:
-        judge_both_orders(failing, "q", "a", "b", name="openai:o3-mini")
+        judged(failing, "q", "a", "b", name="openai:o3-mini")
     assert type(raised.value).__name__ == kind
     assert "the judge openai:o3-mini" in str(raised.value) and fix in str(raised.value)
 
@@ -149,7 +154,7 @@ def test_a_judge_failure_with_no_known_fix_is_raised_as_it_came(fake):
     down = RuntimeError("Error code: 500 - the judge's server is down")
     failing = fake("JUDGE", fail=lambda n, m: down)
     with pytest.raises(RuntimeError) as raised:
-        judge_both_orders(failing, "q", "a", "b", name="openai:o3-mini")
+        judged(failing, "q", "a", "b", name="openai:o3-mini")
     assert raised.value is down
 
 
@@ -159,10 +164,10 @@ def test_only_a_readable_verdict_is_cached_an_unreadable_one_asked_again(fake, t
     replies = iter(["hmm", "B", "A"])
     judge = fake("JUDGE", reply=lambda *a: next(replies))
     cache = SQLiteCallCache(tmp_path / "calls.db")
-    assert judge_both_orders(judge, "q", "c", "b", cache=cache) == (None, "B")
-    assert judge_both_orders(judge, "q", "c", "b", cache=cache) == ("A", "B")
+    assert judged(judge, "q", "c", "b", cache=cache) == (None, "B")
+    assert judged(judge, "q", "c", "b", cache=cache) == ("A", "B")
     assert len(judge.log.calls) == 3  # the unreadable one asked again, the readable one not
-    assert judge_both_orders(judge, "q", "c", "b", cache=cache) == ("A", "B")
+    assert judged(judge, "q", "c", "b", cache=cache) == ("A", "B")
     assert len(judge.log.calls) == 3
 
 
@@ -173,7 +178,7 @@ def test_an_unreadable_verdict_an_earlier_version_cached_is_asked_again(fake, tm
         key = call_key(model="judge", params={}, messages=messages, role="judge", sample=0)
         cache.put(key, AIMessage("hmm"))
     judge = fake("JUDGE", reply=lambda *a: "A")
-    assert judge_both_orders(judge, "q", "c", "b", cache=cache) == ("A", "A")
+    assert judged(judge, "q", "c", "b", cache=cache) == ("A", "A")
     assert len(judge.log.calls) == 2
     # asked again, they were no hits: the counts said 2 hits for 2 calls made
     assert (cache.hits, cache.misses) == (0, 2)
@@ -190,25 +195,27 @@ def _rate_limited(seconds: float) -> Exception:
     )
 
 
-def test_a_judge_call_is_retried_on_a_transient_failure(fake, log):
+def test_a_judge_call_is_retried_on_a_transient_failure(fake, log, monkeypatch):
     """The judge's client does not retry (a run's calls are retried by the graph, and the
     judge is called outside any run): one 429 failed the judging of a whole system."""
     import openai
 
-    slept: list[float | None] = []
+    from langgraph_moa.eval import judge as judging
 
-    class Recorded(threading.Event):
-        def wait(self, timeout: float | None = None) -> bool:
-            slept.append(timeout)
-            return False
+    slept: list[float] = []
+
+    async def recorded(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(judging.asyncio, "sleep", recorded)
 
     limited = _rate_limited(2)
     flaky = fake("JUDGE", reply=lambda *a: "A", fail=lambda n, m: limited if n == 1 else None)
-    assert judge_both_orders(flaky, "q", "a", "b", stop=Recorded()) == ("A", "A")
+    assert judged(flaky, "q", "a", "b") == ("A", "A")
     assert len(log.by("JUDGE")) == 3 and slept == [2.0]  # its Retry-After waited out
     refused = fake("REFUSED", fail=lambda n, m: _openai_error(404, {"error": {"message": "x"}}))
     with pytest.raises(openai.NotFoundError):
-        judge_both_orders(refused, "q", "a", "b")
+        judged(refused, "q", "a", "b")
     assert len(log.by("REFUSED")) == 1  # a 404 is not tried again
 
 
@@ -221,17 +228,17 @@ def test_a_judge_call_is_retried_as_a_runs_call_is_and_its_failure_explained_onc
     from langgraph_moa.config._schema import RetrySettings
     from langgraph_moa.eval import judge as judging
 
-    slept: list[float | None] = []
+    slept: list[float] = []
 
-    class Recorded(threading.Event):
-        def wait(self, timeout: float | None = None) -> bool:
-            slept.append(timeout)
-            return False
+    async def recorded(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(judging.asyncio, "sleep", recorded)
 
     dropped = fake(
         "JUDGE", reply=lambda *a: "A", fail=lambda n, m: ConnectionError() if n <= 2 else None
     )
-    assert judge_both_orders(dropped, "q", "a", "b", stop=Recorded()) == ("A", "A")
+    assert judged(dropped, "q", "a", "b") == ("A", "A")
     retry = RetrySettings()
     assert slept == [retry.initial_interval, retry.initial_interval * retry.backoff_factor]
     explained = []
@@ -244,7 +251,7 @@ def test_a_judge_call_is_retried_as_a_runs_call_is_and_its_failure_explained_onc
     monkeypatch.setattr(judging, "explain_failure", counted)
     refused = fake("REFUSED", fail=lambda n, m: _openai_error(404, {"error": {"message": "x"}}))
     with pytest.raises(Exception, match="Error code: 404"):
-        judge_both_orders(refused, "q", "a", "b", label="REFUSED")
+        judged(refused, "q", "a", "b", label="REFUSED")
     assert explained == ["the judge REFUSED"]
 
 
@@ -253,7 +260,7 @@ def test_a_judge_asked_to_wait_too_long_says_so_as_a_runs_call_does(fake, log):
     wait asked for was longer than a call waits, as a run's call says."""
     slow = fake("JUDGE", fail=lambda n, m: _rate_limited(120))
     with pytest.raises(RetryPastDeadlineError) as raised:
-        judge_both_orders(slow, "q", "a", "b", name="openai:o3-mini")
+        judged(slow, "q", "a", "b", name="openai:o3-mini")
     assert str(raised.value) == (
         "the judge openai:o3-mini asked to be retried after 120s, longer than the 60s a call "
         "waits: try again later, or use another model or endpoint"
@@ -261,26 +268,39 @@ def test_a_judge_asked_to_wait_too_long_says_so_as_a_runs_call_does(fake, log):
     assert isinstance(raised.value.__cause__, Exception) and len(log.by("JUDGE")) == 1
 
 
-def test_a_stopped_judge_gives_up_its_wait_at_once(fake, log):
+def test_a_cancelled_judge_gives_up_its_wait_at_once(fake, log):
     """The wait between a judge's attempts could not be cut short: a Ctrl-C during judging
     waited out a Retry-After of up to a minute in the judging thread."""
-    stop = threading.Event()
-    slow = fake("JUDGE", fail=lambda n, m: stop.set() or _rate_limited(50))
-    with pytest.raises(Exception, match="slow down"):
-        judge_both_orders(slow, "q", "a", "b", stop=stop)  # no 50 s wait: stopped meanwhile
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(judge_both_orders(slow, "q", "a", "b"))
+        while not log.by("JUDGE"):  # its first attempt refused: now it waits 50 s
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    slow = fake("JUDGE", fail=lambda n, m: _rate_limited(50))
+    asyncio.run(asyncio.wait_for(cancelled(), 30))  # cancelled, not the wait's TimeoutError
     assert len(log.by("JUDGE")) == 1  # and no second attempt
 
 
-def test_a_judging_stopped_during_its_first_order_does_not_ask_the_second(fake, log):
+def test_a_judging_cancelled_during_its_first_order_does_not_ask_the_second(fake, log):
     """A Ctrl-C while the judge answered the first order still asked it the second: the
     event loop's close waited out a whole judge call more."""
-    import asyncio
+    started: list[int] = []
+    judge = fake("JUDGE", reply=lambda *a: "A", delay=lambda n: started.append(n) or 50.0)
 
-    stop = threading.Event()
-    judge = fake("JUDGE", reply=lambda *a: stop.set() or "A")
-    with pytest.raises(asyncio.CancelledError):
-        judge_both_orders(judge, "q", "a", "b", stop=stop)
-    assert len(log.by("JUDGE")) == 1
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(judge_both_orders(judge, "q", "a", "b"))
+        while not started:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(cancelled(), 30))
+    assert started == [1] and log.by("JUDGE") == []  # the call under way ended unanswered
 
 
 @pytest.mark.parametrize(
@@ -294,7 +314,7 @@ def test_a_reasoning_judges_verdict_is_read_after_its_thinking(fake, tmp_path, r
     # The first A or B of the reply was read, in its thinking: "B" for a judge that said tie.
     judge = fake("JUDGE", reply=lambda *a: reply)
     assert parse_verdict(reply) == "tie"
-    assert judge_both_orders(judge, "q", "c", "b") == ("tie", "tie")
+    assert judged(judge, "q", "c", "b") == ("tie", "tie")
 
 
 def test_a_reasoning_judge_cut_off_while_thinking_gave_no_verdict():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from collections.abc import Sequence
 from typing import Literal
 
@@ -92,7 +91,7 @@ def pair_score(candidate_first: Verdict | None, baseline_first: Verdict | None) 
     return (first + second) / 2
 
 
-def judge_both_orders(
+async def judge_both_orders(
     judge: BaseChatModel,
     instruction: str,
     candidate: str,
@@ -100,7 +99,6 @@ def judge_both_orders(
     cache: CallCache | None = None,
     label: str = "judge",
     name: str | None = None,
-    stop: threading.Event | None = None,
 ) -> tuple[Verdict | None, Verdict | None]:
     """Ask the judge with the candidate first, then with the baseline first.
 
@@ -110,30 +108,27 @@ def judge_both_orders(
     judge in their key (`run._calls.cache_name`: a local judge with its file's digest). The
     judge is called directly, not as a run's call, so its failure is explained here as a
     call's is (`explain_failure`: a 404, a context overflow, a refused parameter), naming
-    the judge's model (`name`, else `label`) and the fix. Once `stop` is set (its caller
-    was cancelled: a Ctrl-C), a wait before a retry ends at once, the failure raised, and
-    no further call begins (`asyncio.CancelledError`): the event loop closes only once this
-    thread ends, and a call under way cannot be cut short, but the next one need not start.
+    the judge's model (`name`, else `label`) and the fix. Awaited, not run in a thread: a
+    cancel (a Ctrl-C) cancels the call under way (`ainvoke`: its request is closed) and the
+    wait before a retry, and the second order is never asked. In a thread the call under way
+    ran to its end, and the event loop's close waited for it.
     """
-    stop = stop or threading.Event()
     who = f"the judge {name or label}"
 
-    def ask(first: str, second: str) -> Verdict | None:
+    async def ask(first: str, second: str) -> Verdict | None:
         messages = judge_messages(instruction, first, second)
         key = call_key(model=label, params={}, messages=list(messages), role="judge", sample=0)
         if cache is not None and (hit := cache.get(key)) is not None:
             if (verdict := parse_verdict(hit.text)) is not None:
                 return verdict
             refused_hit(cache)  # asked again: a miss
-        if stop.is_set():
-            raise asyncio.CancelledError(f"{who} was stopped")
-        reply = _invoke_with_retries(judge, messages, who, stop)
+        reply = await _invoke_with_retries(judge, messages, who)
         verdict = parse_verdict(reply.text)
         if cache is not None and verdict is not None:
             cache.put(key, reply)
         return verdict
 
-    return ask(candidate, baseline), ask(baseline, candidate)
+    return await ask(candidate, baseline), await ask(baseline, candidate)
 
 
 JUDGE_RETRY = RetrySettings()
@@ -143,25 +138,20 @@ does not retry (`providers._models`: a run's calls are retried by the graph's po
 the judge is called outside any run), so one 429 left a whole system unjudged."""
 
 
-def _invoke_with_retries(
-    judge: BaseChatModel,
-    messages: Sequence[BaseMessage],
-    label: str,
-    stop: threading.Event,
+async def _invoke_with_retries(
+    judge: BaseChatModel, messages: Sequence[BaseMessage], label: str
 ) -> BaseMessage:
     """Call the judge, trying again (as `JUDGE_RETRY` says) a failure that may pass.
 
     A failure is explained once (`explain_failure`, naming `label`): one that cannot pass (a
     404, a refused parameter) is raised so at once, and so is the last attempt's. One whose
     ``Retry-After`` is longer than a call waits fails as a run's call does
-    (`too_long_a_wait`). The wait before a retry ends when `stop` is set, and the failure
-    stands: the judging was cancelled (a Ctrl-C), and the event loop closes only once its
-    judging threads end.
+    (`too_long_a_wait`). A cancel ends the call or the wait before a retry at once.
     """
     attempt = 1
     while True:
         try:
-            return judge.invoke(messages)
+            return await judge.ainvoke(messages)
         except Exception as exc:
             explained = explain_failure(exc, label, messages)
             if attempt == JUDGE_RETRY.max_attempts or not is_retryable(explained):
@@ -171,8 +161,7 @@ def _invoke_with_retries(
             wait = retry_after_s(exc) or JUDGE_RETRY.backoff_s(attempt)
             if (too_long := too_long_a_wait(label, wait)) is not None:
                 raise too_long from exc
-            if stop.wait(wait):
-                raise
+            await asyncio.sleep(wait)
             attempt += 1
 
 

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import statistics
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -648,22 +647,16 @@ class Evaluation:
         async def ask(
             instruction: str, candidate: str, baseline: str
         ) -> tuple[Verdict | None, Verdict | None]:
-            stop = threading.Event()  # set on cancel: a thread cannot be, and its wait holds
-            async with gate:  # the loop's close (a Ctrl-C) until it ends
-                try:
-                    return await asyncio.to_thread(
-                        judge_both_orders,
-                        judge_model,
-                        instruction,
-                        candidate,
-                        baseline,
-                        self.cache,
-                        self.judge_key or "judge",
-                        self.judge_label,
-                        stop,
-                    )
-                finally:
-                    stop.set()
+            async with gate:  # awaited: a cancel (a Ctrl-C) cancels the call under way
+                return await judge_both_orders(
+                    judge_model,
+                    instruction,
+                    candidate,
+                    baseline,
+                    self.cache,
+                    self.judge_key or "judge",
+                    self.judge_label,
+                )
 
         def pairable(row: dict[str, Any]) -> bool:
             """Whether the row and its baseline answer both exist without error."""
