@@ -1,9 +1,11 @@
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 _AMBIENT = (
     "OPENAI_API_KEY",
@@ -17,9 +19,25 @@ _AMBIENT = (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_BY_THE_TOOLS = ("__pycache__", ".pytest_cache", ".langgraph_api", "test-artifacts")
-"""What is written into the checkout on purpose, not left behind by a test: Python's and
-pytest's caches, `langgraph dev`'s `.langgraph_api/` (its in-memory runtime keeps it in the
+settings.register_profile(
+    "moa",
+    deadline=None,
+    max_examples=60,
+    derandomize=bool(os.environ.get("CI")),
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("moa")
+"""The property tests' rules (tests/unit_tests/test_properties*.py): no per-example deadline,
+which a loaded shared machine misses at random; few examples, so a file runs in seconds; the
+same examples on every CI run (`CI` set), so a red build is reproduced, not redrawn; and no
+example database in the checkout (`.hypothesis/examples`): an example that once failed is
+kept in the test as an explicit `@example`, where every checkout and CI run has it."""
+
+_BY_THE_TOOLS = ("__pycache__", ".pytest_cache", ".hypothesis", ".langgraph_api", "test-artifacts")
+"""What is written into the checkout on purpose, not left behind by a test: Python's,
+pytest's and hypothesis's caches (the last, `.hypothesis/constants`, even with no example
+database), `langgraph dev`'s `.langgraph_api/` (its in-memory runtime keeps it in the
 folder it serves from, the repository root where README's instructions run it, as two tests
 do), and the browser tests' screenshots in `test-artifacts/ui/`, kept for a person to look at
 (README says where)."""
