@@ -67,14 +67,17 @@ def boundary(text: str, index: int) -> int:
         return 0
     if text[index - 1 : index + 1].isascii():  # two ASCII characters never join: most cuts
         return index
-    while 0 < index < len(text) and _joined(text[index - 1], text[index]):
-        index -= 1
-    if 0 < index < len(text) and _regional(text[index]) and _regional(text[index - 1]):
+    while True:  # a flag's half moved back over may follow a joiner: step back again
+        while 0 < index < len(text) and _joined(text[index - 1], text[index]):
+            index -= 1
+        if not (0 < index < len(text) and _regional(text[index]) and _regional(text[index - 1])):
+            return index
         start = index
         while start > 0 and _regional(text[start - 1]):
             start -= 1
-        index -= (index - start) % 2  # an odd number before the cut: its last one is half
-    return index
+        if (index - start) % 2 == 0:  # an even number before the cut: whole flags
+            return index
+        index -= 1  # an odd number: its last one is half of the flag the cut splits
 
 
 def beginning(text: str, count: int) -> str:
