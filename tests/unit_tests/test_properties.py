@@ -6,12 +6,33 @@ that once broke a property stays as an explicit ``@example``.
 """
 
 import unicodedata
+from decimal import Decimal
+from fractions import Fraction
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from langchain_core.messages import HumanMessage, SystemMessage
 
+from langgraph_moa._digits import at_most
 from langgraph_moa._redact import clip
 from langgraph_moa._unicode import beginning, boundary, ending
+from langgraph_moa.eval import scorers
+from langgraph_moa.text._prompts import (
+    AGGREGATE_AND_SYNTHESIZE_PROMPT,
+    SLOT_CLOSE,
+    inject_references,
+    neutralize_markers,
+)
+from langgraph_moa.text._selection import (
+    _value_key,
+    chosen_option,
+    concluded_number,
+    extract_answer,
+    number_value,
+    stated_number,
+    written_numbers,
+)
 
 # --- cuts between whole characters -----------------------------------------------------------
 
@@ -96,3 +117,130 @@ def test_a_clipped_text_is_a_marked_prefix_within_the_limit(text, limit):
     assert out.endswith("…") and text.startswith(body)
     # the kept text ends between whole characters, or where white space was stripped after
     assert not _splits(text, len(body)) or text[len(body)].isspace()
+
+
+# --- answer readers ------------------------------------------------------------------------
+
+ANSWERS = st.lists(
+    st.one_of(
+        st.characters(),
+        st.sampled_from("0123456789.,-/$ eE{}\\\n#ABCD():"),
+        st.sampled_from(["\\boxed{", "\\frac{", "The answer is ", "#### ", "\u2212", "\uff10"]),
+    ),
+    max_size=40,
+).map("".join)
+"""Model answers: any text, dense in what the readers look for (digits, boxes, options)."""
+
+_READERS = (
+    number_value,
+    written_numbers,
+    concluded_number,
+    chosen_option,
+    stated_number,
+    extract_answer,
+    scorers.last_number,
+    scorers.normalize,
+)
+
+
+@given(ANSWERS)
+def test_every_reader_takes_any_text_and_reads_it_the_same_each_time(answer):
+    for read in _READERS:
+        assert read(answer) == read(answer), read.__name__
+    for check in (scorers.exact, scorers.normalized, scorers.contains):
+        assert check(answer, ["C", answer]) == check(answer, ["C", answer])
+    # an answer matches itself; `contains` only where words are left to match
+    assert scorers.exact(answer, [answer]) and scorers.normalized(answer, [answer])
+    assert scorers.contains(answer, [answer]) == bool(scorers.normalize(answer))
+    assert scorers.numeric(answer, 42.0) in (True, False)
+
+
+@given(
+    st.integers(0, 6)
+    .flatmap(lambda places: st.decimals(-(10**20), 10**20, places=places))
+    .map(lambda d: format(d, "f"))
+)
+def test_a_plain_decimal_reads_as_its_value_and_its_key_reads_back(written):
+    value = Fraction(Decimal(written))
+    assert number_value(written) == value
+    assert number_value(f"The answer is {written}") == value
+    key = _value_key(value)
+    assert number_value(key) == value
+    assert _value_key(number_value(key)) == key
+
+
+BIG_DIGITS = st.builds(
+    lambda head, digits, sep, tail: f"{head}{digits}{sep}{digits}{tail}",
+    st.sampled_from(["", "-", "$", "\\boxed{", "The answer is ", "#### ", "1/", "\\frac{1}{"]),
+    st.integers(1001, 6000).map(lambda n: "7" * n),
+    st.sampled_from(["", ".", ",", "e", "e-", "/", " ", "}{"]),
+    st.sampled_from(["", "}", ".", " (B)", "}}"]),
+)
+"""Digit strings past what `int()` reads (4,300 digits) and past `_MAX_DIGITS`."""
+
+
+@given(BIG_DIGITS)
+def test_a_huge_number_is_refused_not_raised(answer):
+    for read in _READERS:
+        read(answer)  # no ValueError from int() or Decimal, no overflow
+    assert not scorers.numeric(answer, 7.0)
+    value = number_value(answer)
+    assert value is None or len(str(value.numerator)) <= 2100, "a huge number was read"
+
+
+@given(st.text(alphabet="0123456789", max_size=40), st.integers(0, 10**12))
+def test_at_most_reads_small_numbers_and_refuses_the_rest(digits, most):
+    value = int(digits) if digits else 0
+    assert at_most(digits, most) == (value if value <= most else None)
+    assert at_most(digits.encode(), most) == at_most(digits, most)
+
+
+@given(st.integers(4301, 20000), st.integers(0, 10**6))
+def test_at_most_refuses_more_digits_than_int_reads(length, most):
+    assert at_most("9" * length, most) is None
+    assert at_most("0" * length + "5", most) == (5 if most >= 5 else None)
+
+
+# --- the synthesis prompt ----------------------------------------------------------------------
+
+PROPOSALS = st.lists(
+    st.lists(
+        st.one_of(
+            st.characters(exclude_categories=["Cs"]),
+            st.sampled_from(["\n", "Responses from models:", "\n1. ", "2. ", "<response", "</"]),
+        ),
+        max_size=20,
+    ).map("".join),
+    min_size=1,
+    max_size=6,
+)
+"""Proposals in any Unicode, including what looks like the prompt's own heading and numbering."""
+
+
+@pytest.mark.parametrize("system", [None, "Be brief."])
+@given(proposals=PROPOSALS)
+def test_each_proposal_appears_verbatim_and_in_order_numbered_from_one(system, proposals):
+    conversation = (
+        [HumanMessage("q")] if system is None else [SystemMessage(system), HumanMessage("q")]
+    )
+    out = inject_references(conversation, proposals)
+    assert out[1:] == conversation[1:] if system else out[1:] == conversation
+    block = "".join(f"\n{i}. {text}" for i, text in enumerate(proposals, start=1))
+    head = "" if system is None else f"{system}\n\n"
+    assert out[0].content == head + AGGREGATE_AND_SYNTHESIZE_PROMPT + block
+
+
+@given(proposals=PROPOSALS)
+def test_a_fenced_proposal_keeps_its_text_and_cannot_close_its_slot(proposals):
+    out = inject_references([HumanMessage("q")], proposals, reference_format="fenced")
+    content = out[0].content
+    assert content.startswith(AGGREGATE_AND_SYNTHESIZE_PROMPT)
+    assert len(SLOT_CLOSE.findall(content)) == len(proposals)
+    position = 0
+    for i, text in enumerate(proposals, start=1):
+        kept = neutralize_markers(text)
+        if "<" not in unicodedata.normalize("NFKC", text):
+            assert kept == text
+        found = content.find(f'<response id="{i}" tag=', position)
+        assert found >= position
+        position = content.index(f">\n{kept}\n</response tag=", found)
