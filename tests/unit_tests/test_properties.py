@@ -5,11 +5,15 @@ Hypothesis draws the inputs (any Unicode, digit strings of any length); the rule
 that once broke a property stays as an explicit ``@example``.
 """
 
+import json
+import tempfile
 import unicodedata
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -17,6 +21,8 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph_moa._digits import at_most
 from langgraph_moa._redact import clip
 from langgraph_moa._unicode import beginning, boundary, ending
+from langgraph_moa.config import load_config
+from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.eval import scorers
 from langgraph_moa.text._prompts import (
     AGGREGATE_AND_SYNTHESIZE_PROMPT,
@@ -244,3 +250,107 @@ def test_a_fenced_proposal_keeps_its_text_and_cannot_close_its_slot(proposals):
         found = content.find(f'<response id="{i}" tag=', position)
         assert found >= position
         position = content.index(f">\n{kept}\n</response tag=", found)
+
+
+# --- config documents ------------------------------------------------------------------------
+
+_SETTINGS = [
+    "preset",
+    "variant",
+    "proposers",
+    "aggregator",
+    "layers",
+    "synthesis_prompt",
+    "reference_order",
+    "shuffle_seed",
+    "seq",
+    "reference_format",
+    "selection",
+    "aggregator_fallbacks",
+    "on_aggregator_failure",
+    "retry",
+    "call_timeout_s",
+    "layer_deadline_s",
+    "min_proposers",
+    "aggregation",
+    "name",
+    "budget",
+    "model",
+    "samples",
+    "temperature",
+    "max_tokens",
+    "window_size",
+    "base_url",
+]
+SPECS = st.lists(
+    st.one_of(
+        st.sampled_from(["@", "http://", "HTTPS://", ":", "openai", "local", "/v1", "?key=", "#"]),
+        st.sampled_from(["[", "]", "%", "moa", "qwen2.5-0.5b", "localhost", ":8080", " ", "\t"]),
+        st.characters(),
+    ),
+    max_size=12,
+).map("".join)
+"""Model spec strings: ``provider:model``, ``model@url`` and what is neither."""
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True),
+    st.sampled_from(["", "moa", "local-moa", "fenced", "paper", "vote", "self-moa"]),
+    SPECS,
+)
+DOCUMENTS = st.dictionaries(
+    st.one_of(st.sampled_from(_SETTINGS), st.text(max_size=8)),
+    st.recursive(
+        _SCALARS,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.dictionaries(
+                st.one_of(st.sampled_from(_SETTINGS), st.text(max_size=8)), inner, max_size=4
+            ),
+        ),
+        max_leaves=12,
+    ),
+    max_size=5,
+)
+"""Settings documents: the real setting names and others, holding any JSON-like values."""
+
+
+def _loads_or_says_why(source: object) -> None:
+    try:
+        load_config(source)  # type: ignore[arg-type]
+    except MoAConfigError as exc:
+        message = str(exc)
+        assert message and "Traceback" not in message, message
+        # one line, and nothing a terminal acts on (a new line, an escape sequence)
+        assert not any(unicodedata.category(char) == "Cc" for char in message), message
+
+
+@given(DOCUMENTS)
+@example({"\n": None})  # a key's new line was written into the one-line message
+@example({"proposers": ["m@http://h/v1"], "aggregator": {"model": "x", "\x1b[2J": 1}})
+def test_any_settings_mapping_loads_or_is_refused_in_one_line(document):
+    _loads_or_says_why(document)
+
+
+@given(DOCUMENTS, st.sampled_from([".json", ".yaml"]))
+@example({"\n": None}, ".json")
+def test_any_settings_file_loads_or_is_refused_in_one_line(document, suffix):
+    text = json.dumps(document) if suffix == ".json" else yaml.safe_dump(document)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"moa{suffix}"
+        path.write_text(text, encoding="utf-8")
+        _loads_or_says_why(path)
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=60))
+def test_any_yaml_text_loads_or_is_refused_in_one_line(text):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "moa.yaml"
+        path.write_text(text, encoding="utf-8")
+        _loads_or_says_why(path)
+
+
+@given(SPECS)
+def test_any_model_spec_is_taken_or_refused_in_one_line(spec):
+    _loads_or_says_why({"proposers": [spec, spec], "aggregator": spec, "layers": 2})

@@ -642,7 +642,7 @@ def explain_errors(
     """
     parts = []
     for err in errors[:EXPLAINED_ERRORS]:
-        where = ".".join(clip(str(part)) for part in err["loc"])  # a key may be long too
+        where = ".".join(_shown_key(part) for part in err["loc"])
         if err["type"] == "extra_forbidden":
             fix = f"unknown setting; {_fix_unknown(schema, err['loc'])}"
             parts.append(f"{where}: {fix}" if where else fix)
@@ -660,6 +660,18 @@ def explain_errors(
         parts.append(f"and {len(errors) - EXPLAINED_ERRORS} more")
     text = f"Invalid {what}: " + "; ".join(parts)
     return text if text.endswith("?") else text + "."
+
+
+def _shown_key(part: int | str) -> str:
+    """Return one step of a setting's path as a refusal writes it: as is, else quoted.
+
+    A key is the user's or a client's text: one holding a new line broke the one-line
+    message in two, and one holding an escape sequence reached the terminal as written. A
+    key that is not plain printable text, or is blank, is written as its repr; a long one
+    is clipped.
+    """
+    text = str(part)
+    return clip(text if text.isprintable() and text.strip() else repr(text))
 
 
 EXPLAINED_ERRORS = 3
