@@ -22,6 +22,7 @@ from langgraph_moa._digits import at_most
 from langgraph_moa._redact import clip
 from langgraph_moa._unicode import beginning, boundary, ending
 from langgraph_moa.config import load_config
+from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.eval import scorers
 from langgraph_moa.text._prompts import (
@@ -320,10 +321,14 @@ def _loads_or_says_why(source: object) -> None:
     try:
         load_config(source)  # type: ignore[arg-type]
     except MoAConfigError as exc:
-        message = str(exc)
-        assert message and "Traceback" not in message, message
-        # one line, and nothing a terminal acts on (a new line, an escape sequence)
-        assert not any(unicodedata.category(char) == "Cc" for char in message), message
+        _assert_one_line(exc)
+
+
+def _assert_one_line(refusal: MoAConfigError) -> None:
+    message = str(refusal)
+    assert message and "Traceback" not in message, message
+    # one line, and nothing a terminal acts on (a new line, an escape sequence)
+    assert not any(unicodedata.category(char) == "Cc" for char in message), message
 
 
 @given(DOCUMENTS)
@@ -354,3 +359,21 @@ def test_any_yaml_text_loads_or_is_refused_in_one_line(text):
 @given(SPECS)
 def test_any_model_spec_is_taken_or_refused_in_one_line(spec):
     _loads_or_says_why({"proposers": [spec, spec], "aggregator": spec, "layers": 2})
+
+
+_CONTEXT_SETTINGS = ["samples", "temperature", "max_tokens", "aggregator_max_tokens"]
+
+
+@given(
+    st.dictionaries(
+        st.one_of(st.sampled_from(_SETTINGS + _CONTEXT_SETTINGS), st.text(max_size=8)),
+        DOCUMENTS.flatmap(lambda document: st.sampled_from([*document.values(), None])),
+        max_size=4,
+    )
+)
+@example({"\x1b[2J": 1})  # a client's key reached the terminal as an escape sequence
+def test_any_run_context_applies_or_is_refused_in_one_line(context):
+    try:
+        apply_context(load_config("moa"), MoAContext.coerce(context))
+    except MoAConfigError as exc:
+        _assert_one_line(exc)
