@@ -25,6 +25,7 @@ from langgraph_moa.config import load_config
 from langgraph_moa.config.context import MoAContext, apply_context
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.eval import scorers
+from langgraph_moa.eval.datasets import EvalItem
 from langgraph_moa.text._prompts import (
     AGGREGATE_AND_SYNTHESIZE_PROMPT,
     SLOT_CLOSE,
@@ -36,6 +37,7 @@ from langgraph_moa.text._selection import (
     chosen_option,
     concluded_number,
     extract_answer,
+    hedges,
     number_value,
     stated_number,
     written_numbers,
@@ -377,3 +379,19 @@ def test_any_run_context_applies_or_is_refused_in_one_line(context):
         apply_context(load_config("moa"), MoAContext.coerce(context))
     except MoAConfigError as exc:
         _assert_one_line(exc)
+
+
+_QUESTION = "Which one?\nA) red\nB) green\nC) blue\nD) 42"
+
+
+@given(ANSWERS, st.sampled_from("ABCD"), st.sampled_from("ABCD"))
+def test_a_multiple_choice_answer_is_scored_by_the_letter_it_states(noise, right, stated):
+    item = EvalItem(id="q", turns=[_QUESTION], expected=[right], category="mcq")
+    scores = scorers.score(item, noise)  # any text is scored, never raised on
+    assert scores["correct"] in (True, False)
+    assert chosen_option(f"The answer is {stated}.") == stated
+    if "boxed" in noise:  # a box is the conclusion, wherever it stands
+        return
+    assert scorers.score(item, f"{noise}\n\nThe answer is {stated}.")["correct"] == (
+        stated == right
+    ) or hedges(noise)
