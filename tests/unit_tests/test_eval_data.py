@@ -632,6 +632,62 @@ def test_an_or_or_maybe_whose_sentence_ends_before_another_option_is_no_hedge():
 
 
 @EACH_CHOICE_ITEM
+def test_an_option_offered_or_not_or_beside_another_right_one_picks_none(item):
+    """ "The answer is C or maybe not." scored right on C (a hedge in one sentence), and
+    "The answer is C, but D is also correct." read C (two answers: no single option)."""
+    right, other = _right_and_other(item)
+    doubts = ("or maybe not.", ", or not.", "or perhaps not", ", but {o} is also correct.")
+    doubts += (", though {o} would also be right.", ", and {o} also works.")
+    hedged = [f"The answer is {right} {d.format(o=other)}".replace(" ,", ",") for d in doubts]
+    read = {h: (hedges(h), chosen_option(h), score(item, h)["correct"]) for h in hedged}
+    assert read == dict.fromkeys(hedged, (True, None, False))
+    # A hedge that a later conclusion settles picks that conclusion, never the hedged one.
+    settled = f"{other} or not; the answer is {right}."
+    assert (chosen_option(settled), score(item, settled)["correct"]) == (right, True)
+    for loose in (
+        f"{other} or not; {right} is the answer",
+        f"{other}, but {right} is also correct",
+    ):
+        assert chosen_option(loose) in (None, right)
+        assert not score(item, loose)["correct"] or chosen_option(loose) == right
+    # A remark on another option that is not "also right" still states the right one.
+    firm = f"The answer is {right}, but {other} is wrong."
+    assert (chosen_option(firm), score(item, firm)["correct"]) == (right, True)
+
+
+@pytest.mark.parametrize("extractor", ["auto", "choice-letter"])
+@pytest.mark.parametrize("answer", ["e.g. D", "E.g. D is one", "e.g., D", "i.e. C"])
+def test_an_example_is_no_option(answer, extractor):
+    """ "e.g. D" read as the option E by the choice-letter extractor: "e." was a label."""
+    assert extract_answer(answer, extractor) not in tuple("ABCDEFGH")
+    assert chosen_option(answer) is None
+
+
+@EACH_CHOICE_ITEM
+def test_a_lower_case_option_reads_where_a_capital_one_concludes(item):
+    """ "the answer is c because ..." voted as text: a lower-case letter read only at the end
+    of its line, while a capital one ends before "because", "not", a new sentence."""
+    right, other = _right_and_other(item)
+    low = right.lower()
+    firm = (
+        f"the answer is {low} because the others do not fit",
+        f"the answer is {low}, since the others do not fit",
+        f"the answer is {low}, not {other.lower()}",
+        f"The answer is {low}. The others do not fit.",
+    )
+    read = {a: (chosen_option(a), score(item, a)["correct"]) for a in firm}
+    assert read == dict.fromkeys(firm, (right, True))
+    # "a" as an article, or a letter that a word runs on from, names no option.
+    for article in (
+        "the answer is a bit subtle",
+        "The answer is a mammal, not a fish.",
+        "the answer is a good one because it fits",
+        "the answer is c and d",
+    ):
+        assert chosen_option(article) is None
+
+
+@EACH_CHOICE_ITEM
 def test_a_remark_on_another_option_after_a_stated_one_is_no_hedge(item):
     """ "C, though many might pick D" states C with a remark on a distractor: the modal
     alone was read as a hedge, so a firm right answer scored wrong and voted as text. The

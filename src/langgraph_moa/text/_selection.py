@@ -167,8 +167,11 @@ _NUMBER_MARK = re.compile(_SIGN + r"(?=\.?\d|\\)(?![0.]*+(?![\d,]))|(?<=\d)\.(?=
 # Runs of \W are possessive (`*+`) wherever what follows cannot start with one: a model's
 # answer is untrusted, and "!!!...x" (or a long "----" rule) made the nested `\W*`s try
 # every split of the run, seconds for 4,000 characters and hours for 100,000.
+# A letter, a point and another letter with its point is an abbreviation, no label: "e.g. D"
+# read as the option E.
 _CHOICE = re.compile(
-    r"^\W*+(?:(?:answer|option|choice)\W*+)?(?:is\W*+)?\(?([A-Ha-h])\)?(?:[).:\]]|\W*$)"
+    r"^\W*+(?:(?:answer|option|choice)\W*+)?(?:is\W*+)?\(?([A-Ha-h])\)?"
+    r"(?:[):\]]|\.(?![^\W\d_]\.)|\W*$)"
 )
 # A stated conclusion: LaTeX's \boxed{...} (how Qwen and most math-tuned models end), or an
 # option letter stated as the answer: "the answer is C", "Answer: (C)", "... is B) 3/4". The
@@ -214,13 +217,21 @@ _LETTER_END = (
     r"|[.,;:!]?\s+(?=because|since|as\b|which)|[.,;:!]\s+(?=[A-Z])|,?\s+(?=and\b)"
     r"|[,;]?\s+\(?(?=(?i:not)\b)|[,;]?\s+(?=(?:though|but|although|yet)\b))"
 )
-# A lower-case letter ("the answer is c") is an option only where it ends its line: "the
-# answer is a lot" and "the answer is e." (the number) name none.
+# A lower-case letter ("the answer is c") is an option where it ends its line, or where a
+# capital one ends before "because", "since", a new sentence, "not" or "but" ("the answer
+# is c because ..." voted as text). A word that runs on makes it an article or a word: "the
+# answer is a lot", "a mammal, not a fish" and "c and d" name none.
+_LOWER_LETTER_END = (
+    r"\)?[.!]?(?=[ \t]*$)|\)|[.,;:!]?\s+(?=(?:because|since)\b)|[.,;:!]\s+(?=[A-Z])"
+    r"|[,;]?\s+\(?(?=(?i:not)\b)|[,;]?\s+(?=(?:though|but|although|yet)\b)"
+)
 _STATED_CHOICE = re.compile(
     r"(?i:answer|option|choice)\s*(?:(?i:is)|:|=)\W{0,3}(?:(?i:option)\W{0,3})?\(?([A-H])"
     + _LETTER_END
     + r"|\b(?i:is)\s+\(?([A-H])\)"
-    + r"|(?i:answer|option|choice)\s*(?:(?i:is)|:|=)\W{0,3}\(?([a-h])\)?[.!]?(?=[ \t]*$)",
+    + r"|(?i:answer|option|choice)\s*(?:(?i:is)|:|=)\W{0,3}\(?([a-h])(?:"
+    + _LOWER_LETTER_END
+    + r")",
     re.MULTILINE,
 )
 # Full-width Latin letters, parentheses and colons (as CJK text writes an option, U+FF21)
@@ -282,6 +293,18 @@ _HEDGED = re.compile(
     + _IN_SENTENCE
     + _LISTED_OPTION
     + r"(?![\w'+#])"
+)
+# An option that "or not" doubts in its sentence ("C or maybe not."), or that another one
+# "also" right follows ("C, but D is also correct": two answers): no one option is stated
+# (the first scored right on C, the second read C).
+_DOUBTED = re.compile(
+    _LISTED_OPTION
+    + r"(?:[,;]?\s*+(?i:or)\s++(?:(?i:maybe|possibly|perhaps)\s++)?(?i:not)\b"
+    + r"|[,;]?\s++(?i:but|though|although|yet|and)\s++"
+    + _LISTED_OPTION
+    + r"\s++(?:(?i:is|are|was|seems|would|could|might)\s++)?(?i:also|equally)\s++"
+    + r"(?:(?i:be)\s++)?(?:(?i:a\s++)?(?i:correct|right|true|valid|acceptable|possible)\b"
+    + r"|(?i:works?|fits?)\b))"
 )
 _WHOLE_LIST = re.compile(r"[\W_]*" + _OPTION_LIST + r"[\W_]*")
 _OPENING_CHOICE = re.compile(r"^\W*\(?([A-H])(?:\)|[.:]?\s*$)")
@@ -872,7 +895,7 @@ def conclusion(answer: str) -> str:
 
 def _lists_options(text: str, position: int) -> bool:
     """Tell whether several options are stated at `position`, the text after "answer is"."""
-    if _HEDGED.match(text, position):
+    if _HEDGED.match(text, position) or _DOUBTED.match(text, position):
         return True
     listed = _STATED_LIST.match(text, position)
     return listed is not None and (
