@@ -103,8 +103,10 @@ def test_plain_spaces_group_a_value_that_stands_alone(answer, value):
     ("answer", "last"),
     [
         ("She counted 3 000 apples", 0),  # in prose a plain space separates numbers
-        ("The sizes are 4 10 100,5", 5),  # a list: 10, 100 and 5, never 10100.5
-        ("It costs 1 234,56 in all", 56),
+        # A lone comma in prose ends in no number (`_DECIMAL_COMMA`): 100.5 or 100 and 5,
+        # never 10100.5 (and 5, or 56, was a wrong reading either way).
+        ("The sizes are 4 10 100,5", None),
+        ("It costs 1 234,56 in all", None),
         ("The answer is 10 00", 10),  # a group not of three
         ("The answer is 2019 100", 2019),  # a first group longer than three
         ("The answer is 0 100", 0),  # a leading zero group
@@ -180,3 +182,41 @@ def test_addresses_spaced_groups_and_letter_boxes_are_read_in_linear_time(unit):
         concluded_number(answer)
         written_numbers(answer)
         gsm8k_final_number("#### " + answer)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("The answer is 3,5", Fraction("3.5")),  # it read 3
+        ("the answer is 3,5.", Fraction("3.5")),
+        ("3,5", Fraction("3.5")),  # it read 5
+        ("#### 12,75", Fraction("12.75")),
+        (r"\boxed{0,5}", Fraction("0.5")),
+        ("The answer is 1,234", 1234),  # three digits after the comma: thousands
+        ("The answer is 3,4 and 7", Fraction("3.4")),
+    ],
+)
+def test_a_lone_decimal_comma_in_a_value_that_stands_alone_is_a_decimal(answer, value):
+    """ "the answer is 3,5" read 3 and "3,5" alone 5: a comma then one or two digits is no
+    thousands separator, so where the value stands alone it is a decimal comma."""
+    assert concluded_number(answer) == value
+    assert numeric(answer, float(value))
+    assert not numeric(answer, 3) and not numeric(answer, 5) and not numeric(answer, 35)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "The points are 3,5",  # a pair, or 3.5: in prose no one can tell
+        "so the result is 3,5",
+        "The answer is 1,2345",  # four digits after the comma: no grouping, no decimal
+        "1,2345",
+        r"\boxed{1,2345}",
+    ],
+)
+def test_an_ambiguous_comma_reads_no_number_rather_than_a_wrong_one(answer):
+    """ "The points are 3,5" ended in 5 and "The answer is 1,2345" stated 1."""
+    assert concluded_number(answer) is None
+    for wrong in (1, 3, 5, 35, 2345, 12345, 3.5, 1.2345):
+        assert not numeric(answer, wrong)
+    assert gsm8k_final_number(f"Work.\n#### {answer.split()[-1]}") in {None, 3.5}

@@ -10,7 +10,12 @@ import pytest
 
 from langgraph_moa.eval.datasets import gsm8k_final_number
 from langgraph_moa.eval.scorers import contains, normalized, numeric, regex
-from langgraph_moa.text._selection import extract_answer, number_value, stated_number
+from langgraph_moa.text._selection import (
+    concluded_number,
+    extract_answer,
+    number_value,
+    stated_number,
+)
 
 N = 100_000
 
@@ -324,13 +329,14 @@ def test_dot_grouped_and_french_numbers_are_one_number(answer, value):
     ("answer", "last"),
     [
         ("1 234,567", 234567),  # three decimals: no decimal comma (a plain space never groups)
-        ("0 234,56", 56),  # a leading zero group groups nothing
-        ("1 23,45", 45),  # a group not of three
-        ("items 1, 234,56", 56),
+        # A lone comma in prose reads no number (it read the digits after it).
+        ("0 234,56", None),  # a leading zero group groups nothing
+        ("1 23,45", None),  # a group not of three
+        ("items 1, 234,56", None),
     ],
 )
 def test_only_an_unambiguous_french_number_reads_as_one(answer, last):
-    assert numeric(answer, last)
+    assert numeric(answer, last) if last is not None else concluded_number(answer) is None
 
 
 def test_a_gsm8k_target_reads_dot_and_french_grouping_as_the_scorer_does():

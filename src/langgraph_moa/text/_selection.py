@@ -79,7 +79,7 @@ _FRENCH = re.compile(
 # is no sign: "10-15 minutes", "x = 20-15" and "(2 + 3)-1" end in 15, 15 and 1.
 _SIGN = r"(?<![\w)\]}])-"
 # A comma groups thousands only between groups of exactly three digits: "12,345,678" is one
-# number, "3,4" two (3 and 4), "1,23" two (1 and 23). A number in scientific notation,
+# number; a lone "3,4" or "1,23" is none of it (`_LONE_COMMA`). A number in scientific notation,
 # "1e-5" or "2.5E+3", is one number; an "e" without digits after it is a word ("3eggs": 3).
 # Indian grouping, "12,34,567" (two-digit groups before the last three), is one number too:
 # read by threes alone it was 34567, neither the number nor a list's last entry. It starts
@@ -121,6 +121,10 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = _OCTET + r"(?:\." + _OCTET + r"){3}(?!\.?\d)"
 _DOTTED = r"(?<!\d)(?<!\d\.)\d++(?:\.\d++){2,}+(?!\.?\d)"
 _ADDRESS = re.compile(r"-?\$?(?:" + _IPV4 + r"|(?!" + _EUROPEAN + r"$)" + _DOTTED + r")")
+# A lone comma that groups no thousands (one comma, then a group of other than three digits:
+# "3,5", "1,2345") is a decimal comma or a pair; `_written_value` tells which (see
+# `_DECIMAL_COMMA`). It read as two numbers, so "the answer is 3,5" stated 3 and "3,5" was 5.
+_LONE_COMMA = r"(?<![\d,.])\d++,(?!\d{3}(?!\d))\d++(?!\d|[.,]\d)"
 _MAGNITUDE = (
     _TEX_FRACTION  # first: "3\frac12" must not stop at the 3
     + r"|(?!"
@@ -131,6 +135,8 @@ _MAGNITUDE = (
     + _DOTTED
     + r"|(?<![\d,])\d{1,2}(?:,\d{2}(?=,))+,\d{3}(?!\d)(?:\.\d+)?"
     + _EXPONENT
+    + r"|"
+    + _LONE_COMMA
     + r"|\d{1,3}(?:(?:,|\\,)\d{3})+(?!\d)(?:\.\d+)?"
     + _EXPONENT
     + r"|\d+(?:\.\d+)?"
@@ -150,6 +156,15 @@ _NUMBER = re.compile(r"(?:" + _SIGN + r"\$?)?(?:" + _MAGNITUDE + r")")
 # "3/4 of the 8 slices" keep the last-number rule, nor in a slash chain ("12/25/2024").
 # A whole number before it makes a mixed number: "The answer is 3 1/2" states 3.5 (it
 # stated 3), and "3 1/2" alone is 3.5.
+# Where a value stands alone (the whole answer, a stated or a boxed value), a lone comma then
+# one or two digits is a decimal comma, "3,5" is 3.5: a comma groups only threes, and no one
+# states a pair as "the answer". `number_marks` writes it as a point. Anywhere else, and with
+# four or more digits after it ("1,2345"), a lone comma is ambiguous (a pair "3,4", a
+# decimal, a mistyped 12345), and no number is read there rather than a wrong one.
+_DECIMAL_COMMA = re.compile(
+    r"[\s*_]*+-?\$?(?P<number>(?<![\d,.])\d++,\d{1,2}(?!\d|[.,]\d))[\s*_]*+[.!]?[\s*_]*+"
+)
+_AMBIGUOUS_COMMA = re.compile(r"-?\$?" + _LONE_COMMA)
 _FRACTION = r"-?(?:\d++[ \t]++)?\d+/\d+(?![\d/]|[.,]\d)"
 _LONE_FRACTION = re.compile(
     r"[\s*_$]*(-?)\$?(?:(\d+)[ \t]+)?(\d+)/(\d+)[\s*_$]*[.!]?[\s*_$]*"  # "**1/2**"
@@ -596,6 +611,8 @@ def _written_value(match: str) -> Fraction | None:
     `written_numbers` reads each match with it, not through `number_value`, which would mark
     and match the text again.
     """
+    if _AMBIGUOUS_COMMA.fullmatch(match):  # "3,4" in prose: see `_DECIMAL_COMMA`
+        return None
     written = number_text(match)
     if parts := _tex_fraction(written):
         negative, top, bottom = parts
@@ -811,6 +828,9 @@ def number_marks(text: str) -> str:
         number = alone["number"]
         spaces = number.replace(" ", "." if "," in number else ",")
         text = text[: alone.start("number")] + spaces + text[alone.end("number") :]
+    elif decimal := _DECIMAL_COMMA.fullmatch(text):
+        point = decimal["number"].replace(",", ".")
+        text = text[: decimal.start("number")] + point + text[decimal.end("number") :]
     text = _FRENCH.sub(_french_as_european, text)
     return _THIN_GROUP.sub(",", text)
 
