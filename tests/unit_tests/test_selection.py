@@ -6,7 +6,15 @@ import pytest
 
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.errors import MoAConfigError
-from langgraph_moa.text._selection import Candidate, SelectionConfig, extract_answer, select
+from langgraph_moa.text._selection import (
+    Candidate,
+    SelectionConfig,
+    chosen_option,
+    concluded_number,
+    extract_answer,
+    normalize_words,
+    select,
+)
 from tests.helpers import references_in
 
 QUESTION = {"messages": [("user", "What is 6 times 7?")]}
@@ -630,3 +638,51 @@ def test_the_reason_says_where_it_quotes_a_proposals_answer(method):
     start, end = record["quote"]
     assert record["reason"][start:end] == repr(arabic)
     assert "quote" not in select(cands("a b", "c d"), SelectionConfig(method="consensus")).as_dict()
+
+
+@pytest.mark.parametrize(
+    ("answer", "option"),
+    [
+        ("答案是 C", "C"),
+        ("答案是C。", "C"),
+        ("因为海豚是哺乳动物\uff0c所以答案\uff1aA", "A"),
+        ("正解は B です。", "B"),
+        ("答案为\uff08\uff24\uff09", "D"),
+    ],
+)
+def test_a_chinese_or_japanese_conclusion_states_its_option(answer, option):
+    """ "答案是 C" and "正解は B" voted as text: only "answer is" and "Answer:" stated one."""
+    assert (chosen_option(answer), extract_answer(answer)) == (option, option)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("答案\uff1a42", 42),
+        ("答案是三十五", 35),  # it voted as text, no number
+        ("所以答案是十。", 10),
+        ("正解は九千九百九十九です", 9999),
+        ("答案是一百零五", 105),
+        ("答案\uff1a两千", 2000),
+        ("答案是二〇二四", 2024),
+        ("共有3个苹果\uff0c答案是七", 7),  # the stated numeral, not the last digit
+        ("The answer is 三十五.", 35),
+    ],
+)
+def test_a_cjk_numeral_in_the_final_answer_is_its_value(answer, value):
+    assert concluded_number(answer) == value
+    assert extract_answer(answer) == str(value)
+
+
+@pytest.mark.parametrize("answer", ["答案是十十", "答案是三千万", "答案是一二十"])
+def test_a_cjk_numeral_that_is_no_number_up_to_9999_reads_no_wrong_value(answer):
+    assert concluded_number(answer) is None
+
+
+@pytest.mark.parametrize("extractor", ["auto", "text"])
+def test_half_width_katakana_is_its_full_width_form(extractor):
+    """ "ｶﾀｶﾅ" and "カタカナ" (half- and full-width katakana, which NFKC folds) voted apart,
+    and the voiced mark written apart ("ｶﾞ") was no "ガ"."""
+    assert extract_answer("ｶﾀｶﾅ", extractor) == extract_answer("カタカナ", extractor) != ""
+    assert extract_answer("ｶﾞｲﾄﾞ", extractor) == extract_answer("ガイド", extractor)
+    assert normalize_words("ﾃｽﾄ｡") == normalize_words("テスト。") == "テスト"

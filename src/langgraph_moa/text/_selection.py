@@ -174,6 +174,10 @@ _MAX_EXPONENT = 1000
 # Nor is a number written with more digits than this; building its exact value takes time
 # that grows faster than its length (a 200,000-digit answer took seconds to read).
 _MAX_DIGITS = 1000
+# Half-width katakana and its marks (U+FF61 to U+FF9F), which NFKC folds into the
+# full-width forms ("ｶﾞ" is "ガ"): one word, one key. Only these: NFKC on all text would
+# also fold "²" into "2" and "ﬁ" into "fi".
+_HALF_WIDTH_KANA = re.compile(r"[\uff61-\uff9f]+")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 # The marks that make a number another one: a sign ("-5", "-\sqrt{2}", as `_SIGN` tells
 # one from a hyphen) and a decimal point between digits ("3.5"). Text keys keep them, but
@@ -232,6 +236,9 @@ _LETTER_END = (
     r"|[.,;:!]?\s+(?=because|since|as\b|which)|[.,;:!]\s+(?=[A-Z])|,?\s+(?=and\b)"
     r"|[,;]?\s+\(?(?=(?i:not)\b)|[,;]?\s+(?=(?:though|but|although|yet)\b))"
 )
+# A Chinese or Japanese conclusion, "答案是 C", "答案: 42", "正解は B" (the answer is; a
+# full-width colon reads as ":" where a letter is read), states as "the answer is" does.
+_CJK_STATED = r"(?:答案|正解|答え)\s*+(?:是|为|為|は|:|\uff1a)"
 # A lower-case letter ("the answer is c") is an option where it ends its line, or where a
 # capital one ends before "because", "since", a new sentence, "not" or "but" ("the answer
 # is c because ..." voted as text). A word that runs on makes it an article or a word: "the
@@ -244,6 +251,9 @@ _STATED_CHOICE = re.compile(
     r"(?i:answer|option|choice)\s*(?:(?i:is)|:|=)\W{0,3}(?:(?i:option)\W{0,3})?\(?([A-H])"
     + _LETTER_END
     + r"|\b(?i:is)\s+\(?([A-H])\)"
+    + r"|"
+    + _CJK_STATED
+    + r"\s*+\(?([A-H])(?![A-Za-z])"
     + r"|(?i:answer|option|choice)\s*(?:(?i:is)|:|=)\W{0,3}\(?([a-h])(?:"
     + _LOWER_LETTER_END
     + r")",
@@ -272,7 +282,9 @@ _OPTION_LIST = (
 )
 # A stated conclusion, as the vote's reader and the shipped items' patterns take it.
 _STATED = re.compile(
-    r"\b(?i:answer|option|choice)\s*+(?:(?i:is)|:|=)\W{0,3}(?:(?i:option)\W{0,3})?"
+    r"(?:\b(?i:answer|option|choice)\s*+(?:(?i:is)|:|=)|"
+    + _CJK_STATED
+    + r")\W{0,3}(?:(?i:option)\W{0,3})?"
 )
 # A list that ends there: "the answer is C and D is wrong" states C, with a remark on D.
 _STATED_LIST = re.compile(_OPTION_LIST + r"(?![\w'+#])(?!\s+(?i:is|are|was|were)\b)")
@@ -370,7 +382,10 @@ _BOXED_NUMBER = re.compile(
 _STATED_NUMBER = (
     re.compile(r"####\s*+" + _SIGNED_VALUE),
     re.compile(
-        r"\banswer\b\W{0,3}(?:is|:|=)(?:\*\*|__|(?!(?<!\.)\$?\.\d)[^\w-]){0,4}" + _SIGNED_VALUE,
+        r"(?:\banswer\b\W{0,3}(?:is|:|=)|"
+        + _CJK_STATED
+        + r")(?:\*\*|__|(?!(?<!\.)\$?\.\d)[^\w-]){0,4}"
+        + _SIGNED_VALUE,
         re.IGNORECASE,
     ),
 )
@@ -511,12 +526,14 @@ def normalize_words(text: str, *, squad: bool = False) -> str:
     that answers not in English agree as "Paris." and "paris" do: one text composed or
     decomposed (NFC, NFD) is one key, "Straße" is "STRASSE", and punctuation of any script
     ("。", "«»", "¡") is dropped as ASCII punctuation is. Full-width letters and digits, as
-    CJK text writes them, are their ASCII (`_FULL_WIDTH`): one answer, one key.
+    CJK text writes them, are their ASCII (`_FULL_WIDTH`), and half-width katakana its
+    full-width form (`_HALF_WIDTH_KANA`): one answer, one key.
 
     A number keeps its sign and its decimal point (`_NUMBER_MARK`): "-5" is not "5", nor
     "3.5" "35". `squad` drops them too, as SQuAD's own script does, for the scorer that
     reproduces its exact match.
     """
+    text = _HALF_WIDTH_KANA.sub(lambda kana: unicodedata.normalize("NFKC", kana[0]), text)
     text = unicodedata.normalize("NFC", text).translate(_FULL_WIDTH).casefold()
     if not squad:
         text = text.translate(_NUMBER_SIGNS)  # a U+2212 minus is "-", U+066B a point
@@ -737,7 +754,7 @@ def _auto(text: str) -> _Reading:
     if stated := [
         match[group]
         for match in _STATED_CHOICE.finditer(letters)
-        for group in (1, 2, 3)
+        for group in (1, 2, 3, 4)
         if match[group] and not _lists_options(letters, match.start(group))
     ]:
         return _Reading(stated[-1].upper(), True)
@@ -796,7 +813,7 @@ def stated_number(text: str) -> str | None:
     do not count; an equation stated there states its result ("20 - 5 = 15": 15). Typeset
     marks come back as `number_marks` writes them: a U+2212 minus as "-".
     """
-    text = number_marks(text)
+    text = _cjk_numerals_as_digits(number_marks(text))
     for stated in _STATED_NUMBER:
         last = None
         for last in stated.finditer(text):  # noqa: B007 - the last one counts
@@ -811,6 +828,52 @@ def stated_number(text: str) -> str | None:
         sign, value = last.groups()
         return value if value.startswith("-") else sign + value
     return None
+
+
+_CJK_DIGITS = dict(
+    zip("零〇一二两兩三四五六七八九", (0, 0, 1, 2, 2, 2, 3, 4, 5, 6, 7, 8, 9), strict=True)
+)
+_CJK_UNITS = {"十": 10, "百": 100, "千": 1000}
+# A numeral in Chinese or Japanese characters that a conclusion states ("答案是三十五", "the
+# answer is 三十五") is its value, up to 9,999: it voted as text. One that goes on into
+# larger units ("三千万") is read as none, never as its first part.
+_CJK_NUMERAL = re.compile(
+    r"((?:\banswer\b\W{0,3}(?:is|:|=)|" + _CJK_STATED + r")\s*+)"
+    r"([零〇一二两兩三四五六七八九十百千]++)(?![万萬亿億])",
+    re.IGNORECASE,
+)
+
+
+def cjk_numeral_value(numeral: str) -> int | None:
+    """Return the value of a numeral in CJK characters up to 9,999; None for no such number.
+
+    Digits alone are positional ("二〇二四" is 2024); otherwise each unit (十, 百, 千) takes
+    the digit before it (one if none: "十五" is 15), in falling order, and 零 marks a gap
+    ("一百零五" is 105). Two digits in a row, or units out of order, are no number.
+    """
+    if all(char in _CJK_DIGITS for char in numeral):
+        return int("".join(str(_CJK_DIGITS[char]) for char in numeral))
+    total, digit, last_unit = 0, None, 10_000
+    for char in numeral:
+        if (unit := _CJK_UNITS.get(char)) is not None:
+            if unit >= last_unit:
+                return None
+            total, digit, last_unit = total + (1 if digit is None else digit) * unit, None, unit
+        elif _CJK_DIGITS[char]:
+            if digit is not None:
+                return None
+            digit = _CJK_DIGITS[char]
+    return total + (digit or 0)
+
+
+def _cjk_numerals_as_digits(text: str) -> str:
+    """Write each stated CJK numeral (`_CJK_NUMERAL`) in digits; leave one that is none."""
+
+    def digits(stated: re.Match[str]) -> str:
+        value = cjk_numeral_value(stated[2])
+        return stated[0] if value is None else stated[1] + str(value)
+
+    return _CJK_NUMERAL.sub(digits, text)
 
 
 def number_marks(text: str) -> str:
