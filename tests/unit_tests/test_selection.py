@@ -12,6 +12,7 @@ from langgraph_moa.text._selection import (
     chosen_option,
     concluded_number,
     extract_answer,
+    hedges,
     normalize_words,
     select,
 )
@@ -653,6 +654,13 @@ def test_the_reason_says_where_it_quotes_a_proposals_answer(method):
 def test_a_chinese_or_japanese_conclusion_states_its_option(answer, option):
     """ "答案是 C" and "正解は B" voted as text: only "answer is" and "Answer:" stated one."""
     assert (chosen_option(answer), extract_answer(answer)) == (option, option)
+
+
+@pytest.mark.parametrize("answer", ["答案是 C 或 D", "答案是C或者D", "正解は B または C"])
+def test_a_chinese_or_japanese_hedge_picks_no_option(answer):
+    """Read as "the answer is C", "答案是 C 或 D" (C or D) picked C."""
+    assert chosen_option(answer) is None
+    assert hedges(answer)
 
 
 @pytest.mark.parametrize(

@@ -323,10 +323,13 @@ _HEDGED = re.compile(
 )
 # An option that "or not" doubts in its sentence ("C or maybe not."), or that another one
 # "also" right follows ("C, but D is also correct": two answers): no one option is stated
-# (the first scored right on C, the second read C).
+# (the first scored right on C, the second read C). So does a Chinese or Japanese "or"
+# between two options ("答案是 C 或 D" read C once "答案是" stated as "the answer is").
 _DOUBTED = re.compile(
     _LISTED_OPTION
-    + r"(?:[,;]?\s*+(?i:or)\s++(?:(?i:maybe|possibly|perhaps)\s++)?(?i:not)\b"
+    + r"(?:\s*+(?:或者?|还是|還是|または|もしくは|か)\s*+"
+    + _LISTED_OPTION
+    + r"|[,;]?\s*+(?i:or)\s++(?:(?i:maybe|possibly|perhaps)\s++)?(?i:not)\b"
     + r"|[,;]?\s++(?i:but|though|although|yet|and)\s++"
     + _LISTED_OPTION
     + r"\s++(?:(?i:is|are|was|seems|would|could|might)\s++)?(?i:also|equally)\s++"
