@@ -6,7 +6,7 @@ what a run shows before it ends, or leaves behind when it fails, must not be the
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.types import Command, StateUpdate
+from langgraph.types import Command, Send, StateUpdate
 from pydantic import BaseModel
 
 from langgraph_moa import (
@@ -188,3 +188,56 @@ def test_a_command_within_a_run_keeps_its_call_options(fake, log):
     graph.invoke({**QUESTION, "stop": ["STOP"]}, THREAD, interrupt_before=["aggregate"])
     graph.invoke(Command(update={"messages": [("user", "Briefly, please.")]}), THREAD)
     assert log.by("AGG")[0].kwargs == {"stop": ["STOP"]}
+
+
+LOOKUP = {
+    "type": "function",
+    "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+def stopped_with_tools(fake):
+    """A thread whose run, given a tool, stopped before its aggregator."""
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    graph = create_moa_graph(config, checkpointer=InMemorySaver())
+    graph.invoke({**QUESTION, "tools": [LOOKUP]}, THREAD, interrupt_before=["aggregate"])
+    return graph
+
+
+def test_a_command_within_a_run_may_choose_a_tool_the_run_has(fake, log):
+    """A `Command` that goes on with a run keeps the run's tools, but its `tool_choice` was
+    checked against the tools its own update gave (none): naming the run's own tool was
+    refused as if no tools were bound."""
+    graph = stopped_with_tools(fake)
+    update = {"messages": [("user", "Use the lookup.")], "tool_choice": "lookup"}
+    graph.invoke(Command(update=update), THREAD)
+    assert len(log.by("AGG")) == 1
+    assert graph.get_state(THREAD).values["tool_choice"] == "lookup"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        Command(update={"tools": [{"name": "lookup"}]}),
+        Command(update={"tool_choice": "other", "tools": [LOOKUP]}),
+        Command(update={"call_kwargs": {"seed": 1.5}}),
+    ],
+    ids=["malformed-tool", "choice-of-no-given-tool", "seed"],
+)
+def test_a_command_within_a_run_has_its_call_options_checked(fake, log, command):
+    """A `Command`'s call options were checked only beside new messages: a malformed tool
+    given on its own went on to every remaining call of the run."""
+    graph = stopped_with_tools(fake)
+    with pytest.raises(MoAInputError):
+        graph.invoke(command, THREAD)
+    assert len(log.calls) == 1
+
+
+def test_a_send_to_prepare_has_its_input_checked(fake, log):
+    """`Command(goto=Send("prepare", input))` gives `prepare` that input as its state, which
+    went unchecked: messages that are not a conversation failed inside the node with a
+    TypeError."""
+    graph = answered_thread(fake)
+    with pytest.raises(MoAInputError):
+        graph.invoke(Command(goto=Send("prepare", {"messages": 5})), THREAD)
+    assert len(log.calls) == 2

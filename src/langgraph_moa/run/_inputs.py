@@ -21,7 +21,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command, StateUpdate
+from langgraph.types import Command, Send, StateUpdate
 
 from langgraph_moa._redact import clip
 from langgraph_moa._unicode import beginning
@@ -42,35 +42,62 @@ ran out of stack as a bare RecursionError. `moa serve`'s JSON parser stops at 20
 """
 
 
-def check_run_input(value: Any) -> None:
+def check_run_input(value: Any, first: Collection[str] = ()) -> None:
     """Refuse graph input that is not a conversation, with one sentence naming the fix.
 
     None (resume a checkpointed run) passes; a dict is checked only under ``messages``, the
-    one key the graph reads; a `Command`'s update is checked as a dict input is, since it
-    writes the same state (its messages failed in LangChain's coercion).
+    one key the graph reads, and its call options; a `Command`'s update is checked as a dict
+    input is, since it writes the same state (its messages failed in LangChain's coercion),
+    and so is the input a `Send` of it gives a node of `first` (the graph's first).
     """
     if value is None:
         return
     if isinstance(value, Command):
-        pairs = _update_pairs(value)
-        given = dict(pairs)
-        check_run_input(given)
-        for key, messages in pairs:  # pairs may give a key twice; the dict holds the last
-            if key == "messages" and messages is not given["messages"]:
-                check_messages(messages)
+        _check_command(value, first)
         return
     if not isinstance(value, dict):
         raise MoAInputError(
             f"The graph input must be a dict holding the conversation, such as {_EXAMPLE}, "
             f"but it is {_kind(value)}."
         )
-    if "messages" in value:
-        check_messages(value["messages"])
-        _check_tools(value.get("tools"))
-        check_tool_choice(value.get("tool_choice"), tool_names(value.get("tools") or []))
-        check_seed(value.get("call_kwargs"))
-        for options in ("call_kwargs", "final_kwargs"):
-            check_nesting(value.get(options), "The call options (such as response_format) are")
+    # New messages start a run, with only the tools they give (`with_run_options`).
+    _check_values(value, tools_known="messages" in value or "tools" in value)
+
+
+def _check_values(values: dict[Any, Any], tools_known: bool) -> None:
+    """Check the messages and call options `values` writes.
+
+    `tools_known`: the run's tools are the ones `values` gives (none if it gives none), so
+    a ``tool_choice`` naming another is refused; else the run's own may bind it, and only
+    its form is checked.
+    """
+    if "messages" in values:
+        check_messages(values["messages"])
+    _check_tools(values.get("tools"))
+    if tools_known:
+        check_tool_choice(values.get("tool_choice"), tool_names(values.get("tools") or []))
+    else:
+        named_tool(values.get("tool_choice"))
+    check_seed(values.get("call_kwargs"))
+    for options in ("call_kwargs", "final_kwargs"):
+        check_nesting(values.get(options), "The call options (such as response_format) are")
+
+
+def _check_command(command: Command[Any], first: Collection[str]) -> None:
+    """`check_run_input` for a `Command`: its update, and the input of a `Send` to `first`.
+
+    One that goes on with its run keeps the run's tools, so its ``tool_choice`` is checked
+    against them only where it gives tools of its own.
+    """
+    pairs = _update_pairs(command)
+    given = dict(pairs)
+    _check_values(given, tools_known=_starts_turn(command, first) or "tools" in given)
+    for key, messages in pairs:  # pairs may give a key twice; the dict holds the last
+        if key == "messages" and messages is not given["messages"]:
+            check_messages(messages)
+    for send in _gotos(command):
+        if isinstance(send, Send) and send.node in first:  # the node's state is its input
+            check_run_input(send.arg)
 
 
 def check_nesting(value: Any, what: str) -> None:
@@ -292,13 +319,12 @@ def with_run_options(value: Any, first: Collection[str] = ()) -> Any:
     if isinstance(value, dict) and "messages" in value:
         messages = as_message_list(value["messages"])
         return {**{key: None for key in RUN_OPTIONS}, **value, "messages": messages}
-    if isinstance(value, Command) and _goes_to(value, first):
+    if isinstance(value, Command) and _starts_turn(value, first):
         pairs = _update_pairs(value)
         given = {key for key, _ in pairs}
-        if "messages" in given:
-            unset = [(key, None) for key in RUN_OPTIONS if key not in given]
-            read = [(k, as_message_list(v) if k == "messages" else v) for k, v in pairs]
-            return dataclasses.replace(value, update=[*unset, *read])
+        unset = [(key, None) for key in RUN_OPTIONS if key not in given]
+        read = [(k, as_message_list(v) if k == "messages" else v) for k, v in pairs]
+        return dataclasses.replace(value, update=[*unset, *read])
     return value
 
 
@@ -318,14 +344,20 @@ def _update_pairs(command: Command[Any]) -> list[tuple[str, Any]]:
     return []
 
 
-def _goes_to(command: Command[Any], nodes: Collection[str]) -> bool:
-    """Tell whether `command` goes to one of `nodes` by name (a `Send` brings its own input)."""
-    goto = command.goto
-    return any(
-        g in nodes
-        for g in (goto if isinstance(goto, list | tuple) else [goto])
-        if isinstance(g, str)
+def _starts_turn(command: Command[Any], first: Collection[str]) -> bool:
+    """Tell whether `command` starts a new turn: new messages, to a node of `first` by name.
+
+    A `Send` brings its own input, which is no new state of the thread.
+    """
+    return any(g in first for g in _gotos(command) if isinstance(g, str)) and any(
+        key == "messages" for key, _ in _update_pairs(command)
     )
+
+
+def _gotos(command: Command[Any]) -> list[Any]:
+    """Return where `command` goes: node names and `Send`s."""
+    goto = command.goto
+    return list(goto) if isinstance(goto, list | tuple) else [goto]
 
 
 def as_message_list(messages: Any) -> Any:
@@ -537,8 +569,9 @@ class MoAGraph(CompiledStateGraph[Any, Any, Any, Any]):
         of its own, so that a caller who stops waiting (Ctrl-C) cancels its calls in flight
         (`_interrupt`).
         """
-        check_run_input(input)
-        run = super().stream(with_run_options(input, self._first_nodes()), *args, **kwargs)
+        first = self._first_nodes()
+        check_run_input(input, first)
+        run = super().stream(with_run_options(input, first), *args, **kwargs)
         key = thread_key(self.checkpointer, _config(args, kwargs))
         return interruptible(run if key is None else held(key, run))  # no thread: no hold
 
@@ -555,8 +588,9 @@ class MoAGraph(CompiledStateGraph[Any, Any, Any, Any]):
 
     def astream(self, input: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Check the input, then stream as LangGraph does (`ainvoke` comes here)."""
-        check_run_input(input)
-        run = super().astream(with_run_options(input, self._first_nodes()), *args, **kwargs)
+        first = self._first_nodes()
+        check_run_input(input, first)
+        run = super().astream(with_run_options(input, first), *args, **kwargs)
         key = thread_key(self.checkpointer, _config(args, kwargs))
         return run if key is None else aheld(key, run)
 
