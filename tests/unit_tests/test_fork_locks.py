@@ -41,3 +41,25 @@ def test_a_secret_is_registered_in_a_child_forked_while_another_thread_registere
         )
 
     assert fork_while_held(_redact._lock, child) == 0
+
+
+def test_a_child_forked_while_a_local_model_was_in_use_gets_a_runtime_of_its_own(monkeypatch):
+    """The process's local runtime went to a forked child as the parent's threads left it:
+    its lock taken (a thread starting a server), its core room holding another model's calls,
+    so the child's first local call waited for ever. The parent's servers are not the
+    child's processes (it cannot wait for them), so it starts its own anyway."""
+    parent = runtime.LocalRuntime()
+    monkeypatch.setattr(runtime.LocalRuntime, "_default", parent)
+    parent.room.enter("parents-model")
+    try:
+
+        def child() -> bool:
+            own = runtime.LocalRuntime.default()
+            if own is parent or not own._lock.acquire(blocking=False):
+                return False
+            own.room.enter("childs-model")  # waits for ever behind the parent's model
+            return True
+
+        assert fork_while_held(parent._lock, child) == 0
+    finally:
+        parent.room.leave()

@@ -1003,6 +1003,20 @@ class CoreRoom:
 _CLIENT_LOCK = ForkSafeLock()
 
 
+def _forget_default_after_fork() -> None:
+    """Give a forked child a runtime of its own, made at its first local call.
+
+    The parent's was inherited as its threads left it: its lock taken by a thread starting a
+    server, its core room holding another model's calls, so the child's first call waited
+    for ever. The parent's servers are not the child's processes, which cannot wait for
+    them (they read as exited), so the child starts its own in any case.
+    """
+    LocalRuntime._default = None
+
+
+os.register_at_fork(after_in_child=_forget_default_after_fork)
+
+
 def start_local_servers(names: list[str]) -> None:
     """Assemble, verify and start the servers of these local models (blocking; idempotent).
 
