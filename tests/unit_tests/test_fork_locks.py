@@ -63,3 +63,19 @@ def test_a_child_forked_while_a_local_model_was_in_use_gets_a_runtime_of_its_own
         assert fork_while_held(parent._lock, child) == 0
     finally:
         parent.room.leave()
+
+
+def test_a_child_forked_during_a_run_may_run_that_thread():
+    """A forked child inherited the parent's claims on the threads it was running: the run
+    is not the child's, and no thread of the child's ends it, so each run the child made on
+    such a thread was refused as busy for ever."""
+    key = (0, "forked-thread", "")
+    _busy._claim(key)
+    try:
+
+        def child() -> bool:
+            return _busy._try_claim(key)
+
+        assert fork_while_held(_busy._lock, child) == 0
+    finally:
+        _busy._release(key)

@@ -8,12 +8,13 @@ run and refuses a second run while it is held (`ThreadBusyError`), before any no
 The claim lives in this process's memory: runs of one thread in two processes (two
 workers sharing a database) are not seen. A graph without a checkpointer has no thread
 history, so a ``thread_id`` claims nothing; neither does the graph run as a subgraph (its
-parent's checkpointer, not its own).
+parent's checkpointer, not its own). A forked child starts with no claims.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -28,6 +29,18 @@ ThreadKey = tuple[int, str, str]
 
 _busy: set[ThreadKey] = set()
 _lock = ForkSafeLock()
+
+
+def _forget_after_fork() -> None:
+    """Start a forked child with no claims: the parent's runs are not the child's.
+
+    No thread of the child would end them, so each of its runs on such a thread was refused
+    as busy for ever.
+    """
+    _busy.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def thread_key(saver: Any, config: Any) -> ThreadKey | None:
