@@ -170,12 +170,22 @@ def test_a_commands_update_is_checked_as_a_runs_input_is(fake, log, update):
     assert len(log.calls) == 2
 
 
-def test_a_command_to_prepare_is_a_new_turn_without_the_turn_befores_call_options(fake, log):
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"messages": [("user", "And Y?")]},
+        [("messages", [("user", "And")]), ("messages", [("user", "And Y?")])],
+    ],
+    ids=["dict", "pairs-giving-messages-twice"],
+)
+def test_a_command_to_prepare_is_a_new_turn_without_the_turn_befores_call_options(
+    fake, log, update
+):
     """`Command(update={"messages": ...}, goto="prepare")` starts a new run (`prepare` resets
     the run's data) but kept the first turn's stop sequences and seed: only a dict input and
     an input edit reset them."""
     graph = answered_thread(fake)
-    out = graph.invoke(Command(update={"messages": [("user", "And Y?")]}, goto="prepare"), THREAD)
+    out = graph.invoke(Command(update=update, goto="prepare"), THREAD)
     assert [c.kwargs for c in log.calls[2:]] == [{}, {}]
     assert [m.text for m in out["messages"]][-2:] == ["And Y?", "AGG #2"]
 
@@ -241,3 +251,15 @@ def test_a_send_to_prepare_has_its_input_checked(fake, log):
     with pytest.raises(MoAInputError):
         graph.invoke(Command(goto=Send("prepare", {"messages": 5})), THREAD)
     assert len(log.calls) == 2
+
+
+def test_a_command_to_prepare_on_a_thread_stopped_mid_run_drops_the_run_before(fake, log):
+    """A new turn given as a `Command` kept the stopped run's next node: its aggregator ran
+    beside `prepare`, on the new question, paid for and answering it into the history ahead
+    of the new turn's own answer. A dict input drops the stopped run, as this does now."""
+    config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG"), layers=2)
+    graph = create_moa_graph(config, checkpointer=InMemorySaver())
+    graph.invoke(QUESTION, THREAD, interrupt_before=["aggregate"])
+    out = graph.invoke(Command(update={"messages": [("user", "And Y?")]}, goto="prepare"), THREAD)
+    assert [m.text for m in out["messages"]] == ["Explain X", "And Y?", "AGG #1"]
+    assert [c.label for c in log.calls] == ["A", "A", "AGG"]

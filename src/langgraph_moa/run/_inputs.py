@@ -322,10 +322,29 @@ def with_run_options(value: Any, first: Collection[str] = ()) -> Any:
     if isinstance(value, Command) and _starts_turn(value, first):
         pairs = _update_pairs(value)
         given = {key for key, _ in pairs}
+        if _is_input(value, first, pairs):
+            # As one: LangGraph drops a stopped run's next nodes for new input alone, and
+            # they ran beside `first` on the new question (its aggregator paid to answer it).
+            return with_run_options(dict(pairs))
         unset = [(key, None) for key in RUN_OPTIONS if key not in given]
         read = [(k, as_message_list(v) if k == "messages" else v) for k, v in pairs]
         return dataclasses.replace(value, update=[*unset, *read])
     return value
+
+
+def _is_input(command: Command[Any], first: Collection[str], pairs: list[Any]) -> bool:
+    """Tell whether `command` (a new turn) says no more than a dict input would.
+
+    Once each: it goes to nodes of `first` by name alone and writes input keys, no resume.
+    """
+    keys = [key for key, _ in pairs]
+    return (
+        command.graph is None
+        and command.resume is None
+        and all(isinstance(g, str) and g in first for g in _gotos(command))
+        and len(set(keys)) == len(keys)
+        and set(keys) <= {"messages", *RUN_OPTIONS}
+    )
 
 
 def _update_pairs(command: Command[Any]) -> list[tuple[str, Any]]:
