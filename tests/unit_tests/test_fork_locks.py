@@ -54,6 +54,8 @@ def test_a_child_forked_while_a_local_model_was_in_use_gets_a_runtime_of_its_own
     try:
 
         def child() -> bool:
+            if not parent._lock.acquire(blocking=False):  # the child's exit stops its servers
+                return False
             own = runtime.LocalRuntime.default()
             if own is parent or not own._lock.acquire(blocking=False):
                 return False

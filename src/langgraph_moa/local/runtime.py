@@ -687,7 +687,8 @@ class LocalRuntime:
         self.threads = threads or default_threads()
         self.slots = slots or default_slots()
         self._servers: dict[str, LocalServer] = {}
-        self._lock = threading.Lock()
+        # Free in a forked child, whose exit stops the servers it holds (`stop_all`, atexit).
+        self._lock = ForkSafeLock()
         self.room = CoreRoom()
 
     @classmethod
