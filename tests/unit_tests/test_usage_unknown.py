@@ -252,7 +252,7 @@ def test_a_function_calling_structured_answer_without_usage_is_counted_once(log)
     assert [k for k in out["raw"].response_metadata if k.startswith("moa_")] == []
 
 
-def _aggregator_prompt(fake, structure=None, **call_kwargs) -> int:
+def _aggregator_prompt(fake, structure=None, method="json_schema", **call_kwargs) -> int:
     """The estimated prompt tokens of an aggregator that reports no usage."""
     from langgraph_moa import MoAChatModel
 
@@ -264,7 +264,8 @@ def _aggregator_prompt(fake, structure=None, **call_kwargs) -> int:
     config = MoAConfig(proposers=[fake("A")], aggregator=fake("AGG", no_usage=True, reply=reply))
     llm = MoAChatModel(config=config)
     if structure is not None:
-        raw = llm.with_structured_output(structure, include_raw=True).invoke("q")["raw"]
+        structured = llm.with_structured_output(structure, include_raw=True, method=method)
+        raw = structured.invoke("q")["raw"]
     else:
         raw = llm.invoke("q", **call_kwargs)
     [record] = [c for c in raw.response_metadata["moa"]["calls"] if c["role"] == "aggregator"]
@@ -328,3 +329,31 @@ def test_plain_text_blocks_by_data_or_address_and_a_kept_refusal_are_counted():
     words = [document, "I can't help with that request.", "Why?"]
     assert prompt_tokens == sum(map(estimate_tokens, words)) + MEDIA_PART_TOKENS
     assert completion == estimate_tokens("It is not allowed.")
+
+
+def test_a_json_mode_structured_answer_is_sent_no_schema_and_counts_none(fake):
+    """``json_mode`` sends ``{"type": "json_object"}`` alone, never the schema (it parses the
+    answer by it): the estimate counted the schema as if it had been sent."""
+    assert _aggregator_prompt(fake, _CITY, method="json_mode") == _aggregator_prompt(fake)
+
+
+def test_trimmed_references_leave_room_for_the_structured_output_schema(fake):
+    """The final call is sent its structure's schema besides the messages, and the trim left
+    it no room: the references filled the aggregator's window and the schema overflowed it."""
+    from langgraph_moa import MoAChatModel
+    from langgraph_moa.config._schema import AggregatorConfig
+
+    schema = {**_CITY, "description": "The city the question is about. " * 150}
+    words = "Some words. " * 1000
+    aggregator = fake(
+        "AGG", no_usage=True, reply=lambda *_: '{"city": "Paris", "country": "France"}'
+    )
+    config = MoAConfig(
+        proposers=[fake("A", reply=lambda *_: words), fake("B", reply=lambda *_: words)],
+        aggregator=AggregatorConfig(model=aggregator, context_window=3000, max_tokens=100),
+    )
+    llm = MoAChatModel(config=config).with_structured_output(schema, include_raw=True)
+    raw = llm.invoke("q")["raw"]
+    [record] = [c for c in raw.response_metadata["moa"]["calls"] if c["role"] == "aggregator"]
+    assert record["usage_estimated"] is True
+    assert record["prompt_tokens"] <= 3000 - 100

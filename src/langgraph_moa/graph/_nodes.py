@@ -674,10 +674,30 @@ class MoANodes:
         tools = self.response_format is None or not is_final
         return params_with(params, options, tools=tools, stop=is_final, final=is_final)
 
+    def _structure_sent(self, is_final: bool) -> Any:
+        """Return the schema the final call sends for its structured answer, if it sends one.
+
+        ``json_mode`` sends ``{"type": "json_object"}`` alone and reads the answer by the
+        schema: counted, the schema made the call's estimate larger than what was billed.
+        """
+        if not is_final or self.response_method == "json_mode":
+            return None
+        return self.response_format
+
     def _aggregator_input(
-        self, cfg: MoAConfig, state: MoAState, call: CallId, is_final: bool, options: Options
+        self,
+        cfg: MoAConfig,
+        state: MoAState,
+        call: CallId,
+        is_final: bool,
+        options: Options,
+        structure: Any = None,
     ) -> tuple[Runnable[Any, Any], RunnableConfig, list[BaseMessage], int]:
-        """Return the aggregator's model, trace and messages; count the references cut."""
+        """Return the aggregator's model, trace and messages; count the references cut.
+
+        `structure`: the schema the call sends besides its messages (`_structure_sent`), for
+        which the references leave room.
+        """
         step = cfg.rules.step_name
         watched = watching()
         tags = [TAG_FINAL] if is_final else [TAG_INTERMEDIATE, *([] if watched else [NOSTREAM])]
@@ -696,12 +716,14 @@ class MoANodes:
         wanted = options.get("tools") and any(
             c.get("tool_calls") for c in answered_proposals(state)
         )
+        sent = schemas_sent(self._final_params(cfg, call, options, is_final), structure)
         messages, trimmed = with_references(
             cfg,
             list(state["messages"]),
             state,
             [cfg.final_chain[call.sample]],
             extra_note=TOOL_NOTE if wanted and self.response_format is None else "",
+            schemas=sent or [],
         )
         return base, trace, messages, trimmed
 
@@ -722,13 +744,13 @@ class MoANodes:
         def request() -> _Request:
             # Built inside the attempt: a conversation too long for the budget is a failure
             # of this aggregator, and the next one in the chain may have room.
+            structure = self._structure_sent(is_final)
             model, trace, messages, trimmed = self._aggregator_input(
-                cfg, state, call, is_final, options
+                cfg, state, call, is_final, options, structure
             )
             spec = cfg.final_chain[call.sample].model
             notes = {"trimmed_references": trimmed}
             params = self._final_params(cfg, call, options, is_final)
-            structure = self.response_format if is_final else None
             return _Request(
                 model, messages, params, spec, trace, notes, options=options, structure=structure
             )
@@ -1090,8 +1112,9 @@ class _Request:
     options: Options = field(default_factory=dict)
     """The run's call options (tools, stop, ...): tool calls written as text are read."""
     structure: Any = None
-    """The schema of the structured answer the call asks for (the graph's
-    ``response_format``): counted with its prompt where its tokens are estimated."""
+    """The schema the call sends for its structured answer (`MoANodes._structure_sent`: the
+    graph's ``response_format``, none with ``json_mode``): counted with its prompt where its
+    tokens are estimated."""
 
 
 @dataclass(frozen=True)

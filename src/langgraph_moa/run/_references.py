@@ -51,13 +51,16 @@ def with_references(
     state: MoAState,
     readers: Sequence[RoleConfig],
     extra_note: str = "",
+    schemas: Sequence[Any] | None = None,
 ) -> tuple[list[BaseMessage], int]:
     """Build a layer's input for `readers`, trimming references to fit their context.
 
     Returns the messages and how many references were cut. The budget is the smallest
     known window among the readers, minus their answer's room and the rest of the prompt
-    (`estimate_prompt_tokens`: the conversation's text and media parts, and the schemas of
-    the run's tools in `state`).
+    (`estimate_prompt_tokens`: the conversation's text and media parts, and the schemas the
+    call is sent: `schemas` (`run._options.schemas_sent`), else the run's tools in `state`).
+    A final call's structured-output schema left out, the references filled the room it
+    took, and the call overflowed the window they were trimmed to fit.
 
     Raises:
         ContextLengthError: the conversation alone leaves no room in that window.
@@ -72,7 +75,9 @@ def with_references(
     if budgets and references:
         role, room = min(budgets, key=lambda pair: pair[1])
         # What the call is sent besides the references: its messages, images and tools
-        fixed = estimate_prompt_tokens(conversation, state.get("tools"))
+        fixed = estimate_prompt_tokens(
+            conversation, state.get("tools") if schemas is None else schemas
+        )
         fixed += estimate_tokens(cfg.synthesis_prompt)
         overhead = fixed + 40 * len(references) + 120  # markers and notes
         if room - overhead <= 0:
