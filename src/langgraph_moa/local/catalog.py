@@ -271,24 +271,39 @@ def cache_root() -> Path:
 
     Raises:
         LocalModelError: the folder depends on a home folder this user has none of.
-        MoAConfigError: ``LANGGRAPH_MOA_CACHE`` is a relative path; the sentence gives it in
-            full, as it would be read from the working folder now.
+        MoAConfigError: ``LANGGRAPH_MOA_CACHE`` is a relative path (`chosen_cache_root`).
     """
-    if chosen := os.environ.get("LANGGRAPH_MOA_CACHE"):
-        if not os.path.isabs(chosen):
-            full = Path(chosen).expanduser().absolute()  # ~ left unexpanded, as in quotes
-            raise MoAConfigError(
-                f"LANGGRAPH_MOA_CACHE must be an absolute path, got "
-                f"{clip(chosen, SHOWN_CHARS, mark='...')!r}: a relative one moves with the "
-                f"working folder; write it in full, as {str(full)!r}."
-            )
-        return Path(chosen)
+    if (chosen := chosen_cache_root()) is not None:
+        return chosen
     folder = _os_cache_folder()
     try:
         earlier = Path.home() / ".cache" / "langgraph-moa"
     except RuntimeError:  # no home: no earlier version kept its cache there
         return folder
     return earlier if earlier.is_dir() and not folder.exists() else folder
+
+
+def chosen_cache_root() -> Path | None:
+    """Return the folder ``$LANGGRAPH_MOA_CACHE`` names, or None where it is unset or empty.
+
+    `moa serve` calls it before it starts: the folder is otherwise read at a local model's
+    first call, so a relative one failed each such request instead of stopping the server.
+
+    Raises:
+        MoAConfigError: it is a relative path; the sentence gives it in full, as it would be
+            read from the working folder now.
+    """
+    chosen = os.environ.get("LANGGRAPH_MOA_CACHE")
+    if not chosen:
+        return None
+    if not os.path.isabs(chosen):
+        full = Path(chosen).expanduser().absolute()  # ~ left unexpanded, as in quotes
+        raise MoAConfigError(
+            f"LANGGRAPH_MOA_CACHE must be an absolute path, got "
+            f"{clip(chosen, SHOWN_CHARS, mark='...')!r}: a relative one moves with the "
+            f"working folder; write it in full, as {str(full)!r}."
+        )
+    return Path(chosen)
 
 
 NO_HOME = "this user has no home folder (no HOME, no user entry)"

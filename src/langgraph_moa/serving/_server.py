@@ -139,6 +139,7 @@ def serve(
             from langgraph_moa.errors import MissingExtraError
 
             raise MissingExtraError("moa serve --metrics", "serve", "prometheus_client") from None
+    from langgraph_moa.local.catalog import chosen_cache_root
     from langgraph_moa.local.runtime import SHARE_CORES_ENV
     from langgraph_moa.run._direct import check_call_switches
     from langgraph_moa.serving._app import create_app
@@ -153,6 +154,7 @@ def serve(
     max_response_bytes()
     check_call_switches()  # read on each call
     switch_from_env(SHARE_CORES_ENV)  # read when the local models' runtime is made
+    chosen_cache_root()  # read at a local model's first call
     switch_from_env(GC_FREEZE_ENV)  # read after "Serving"
     _check_port(host, port)
     security = (security or ServeSecurity()).with_bind_host(host)
