@@ -271,6 +271,17 @@ def test_jsonl_mt_bench_and_alpaca_formats(tmp_path):
     assert (alpaca.turns, alpaca.reference, alpaca.category) == (["Say hi"], "hi", "helpful_base")
 
 
+@pytest.mark.parametrize("suffix", [".JSON", ".Jsonl", ".NDJSON"])
+def test_a_dataset_whose_suffix_is_in_capitals_is_read_by_it(tmp_path, suffix):
+    # A config or price file named moa.JSON is JSON; a dataset named data.JSON was refused
+    # as of an "unknown dataset format '.JSON'; use ... .json".
+    item = {"instruction": "Say hi", "output": "hi"}
+    text = json.dumps([item]) if suffix.lower() == ".json" else json.dumps(item) + "\n"
+    (tmp_path / f"data{suffix}").write_text(text)
+    [read] = load_dataset(tmp_path / f"data{suffix}")
+    assert read.turns == ["Say hi"]
+
+
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [

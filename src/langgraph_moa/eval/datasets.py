@@ -83,7 +83,7 @@ def dataset_path(source: str | Path) -> Path:
 def load_dataset(path: str | Path) -> list[EvalItem]:
     """Load a dataset file, or a packaged one by name (``gsm8k``, ``verifiable``).
 
-    The format is told by the file's suffix and its fields. A file of that name in the
+    The format is told by the file's suffix, in any case, and its fields. A file of that name in the
     working directory wins over the packaged dataset.
     """
     path = dataset_path(path)
@@ -95,9 +95,10 @@ def load_dataset(path: str | Path) -> list[EvalItem]:
     text = _read_text(path)
     if not text.strip():
         raise EvalDatasetError(f"{path}: the file is empty; it needs at least one item.")
-    if path.suffix == ".json":
+    suffix = path.suffix.lower()  # in any case (data.JSON), as a config file's is
+    if suffix == ".json":
         items = _alpaca(path, text)
-    elif path.suffix in (".jsonl", ".ndjson"):
+    elif suffix in (".jsonl", ".ndjson"):
         items = _jsonl(path, text)
     else:
         raise EvalDatasetError(
