@@ -270,6 +270,9 @@ PLAIN = "proposers: [openai:gpt-4o-mini]\n" + AGGREGATOR
     [
         ("layers", "010", "8 (octal)", "write 10"),
         ("layers", "-010", "-8 (octal)", "write -10"),
+        # The sign kept the zeros after it: "write -010 or -8 as meant", refused in its turn.
+        ("layers", "-0010", "-8 (octal)", "write -10 or -8"),
+        ("layers", "+0_10", "8 (octal)", "write +10 or 8"),
         ("layers", "0b11", "3 (binary)", "write 3"),
         ("call_timeout_s", "1:30", "90 (base 60)", "write 90"),
         ("call_timeout_s", "1:30.5", "90.5 (base 60)", "write 90.5"),

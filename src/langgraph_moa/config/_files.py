@@ -50,7 +50,9 @@ class OldNumberError(ValueError):
                 f"as a number ({kind}): write the number meant in decimal, or quote it if it "
                 "is text"
             )
-        meant = written.replace("0", "", 1).lstrip("0_") or "0" if kind == "octal" else ""
+        sign = written[:1] if written[:1] in ("+", "-") else ""
+        digits = written[len(sign) :].lstrip("0_")  # -0010 meant as -10, not -010
+        meant = (sign + digits if digits else "0") if kind == "octal" else ""
         fix = f"{meant} or {read} as meant" if meant and meant != str(read) else str(read)
         return (
             f"{written} (line {self.line}), which YAML 1.1 reads as {read} ({kind}) and YAML "
