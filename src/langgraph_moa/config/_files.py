@@ -72,7 +72,8 @@ _OLD_NUMBER = re.compile(
     re.VERBOSE,
 )
 """PyYAML's int and float forms that YAML 1.2's core schema reads otherwise: a leading zero
-(octal), 0b (binary), and base 60. 0x, 1_000 and plain decimals read alike and are taken."""
+(octal), 0b (binary), and base 60. 0x and plain decimals read alike and are taken, and so is
+1_000 (YAML 1.2 reads text there, but 1000 is what a person reads)."""
 
 
 class _SettingsLoader(yaml.SafeLoader):
