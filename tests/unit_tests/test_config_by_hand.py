@@ -325,3 +325,17 @@ def test_a_calibration_file_larger_than_a_settings_file_is_refused_unread(tmp_pa
     said = _refusal(tmp_path, MUX + "selection: {method: mux, calibration_file: cal.json}\n")
     assert f'calibration file "{cal}" is larger than {MAX_CONFIG_BYTES} bytes' in said
     assert "check that it is the right file" in said
+
+
+def test_a_calibration_file_saved_with_a_byte_order_mark_is_read_as_a_config_file_is(tmp_path):
+    # Both are read through one limit, but a calibration file Notepad saved as UTF-8 (with a
+    # mark) was refused, "cannot be read as JSON: Unexpected UTF-8 BOM", a config file read.
+    cal = json.dumps({"accuracy": {"openai:gpt-4o-mini": 0.8}}).encode()
+    (tmp_path / "cal.json").write_bytes(b"\xef\xbb\xbf" + cal)
+    config = tmp_path / "mux.yaml"
+    config.write_bytes(
+        b"\xef\xbb\xbf" + f"{MUX}selection: {{method: mux, calibration_file: cal.json}}\n".encode()
+    )
+    loaded = MoAConfig.from_file(config)
+    assert loaded.selection is not None
+    assert loaded.selection.calibration == {"openai:gpt-4o-mini": 0.8}

@@ -501,7 +501,7 @@ def load_calibration(path: str | Path) -> dict[str, float]:
     except OSError as exc:
         raise ValueError(f"calibration file {shown} cannot be read ({exc.strerror})") from None
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8-sig"))  # a byte order mark, as a config file's
     except RecursionError:  # a bare RecursionError escaped the config's validation
         raise ValueError(
             f"calibration file {shown} cannot be read as JSON: it is nested too deeply"
