@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
@@ -753,6 +755,66 @@ def test_tool_arguments_are_checked_against_the_simple_parts_of_the_schema(args,
         assert found is None
     else:
         assert found.startswith("called 'lookup' ") and problem in found
+
+
+class Size(enum.IntEnum):
+    SMALL = 1
+    LARGE = 2
+
+
+class Order(BaseModel):
+    size: Size
+    count: float
+    note: str | None = None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"size": "2", "count": 3},  # an IntEnum reads "2" as LARGE
+        {"size": 2.0, "count": "3.5"},
+        {"size": True, "count": True, "note": None},
+    ],
+)
+def test_a_call_the_tools_model_accepts_is_never_marked(args):
+    # The enum was checked by equality only: "2" is not 2, yet the tool's model takes it,
+    # and the call the agent can run lost to one that merely spelled the size as a number.
+    from langgraph_moa.run._tool_args import argument_problem
+
+    Order.model_validate(args)  # the tool accepts it
+    schema = convert_to_openai_tool(Order)["function"]["parameters"]
+    assert argument_problem(args, schema) is None
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"required": 5},
+        {"required": "abc"},
+        {"required": [["a"]], "properties": {"a": {"type": "integer"}}},
+        {"properties": {1: {"type": "integer"}}},
+        {"properties": {"a": {"enum": 3, "type": 7, "items": 2, "anyOf": "x"}}},
+        {"properties": {"a": {"type": ["integer", "null", {"x": 1}]}}},
+    ],
+)
+def test_an_odd_schema_never_raises_nor_marks_a_call(schema):
+    # A required that was not a list raised TypeError (an int), or was read one character
+    # at a time (a string); a key that was not a string raised on joining its path.
+    from langgraph_moa.run._tool_args import argument_problem
+
+    for args in ({"a": 1}, {1: 1}):
+        assert argument_problem(args, schema) is None
+
+
+def test_a_self_referring_schema_never_raises():
+    from langgraph_moa.run._tool_args import argument_problem
+
+    node: dict = {"type": "array"}
+    node["items"] = node
+    value: list = []
+    for _ in range(3000):
+        value = [value]
+    assert argument_problem({"a": value}, {"properties": {"a": node}}) is None
 
 
 @pytest.mark.parametrize(("choice", "wins"), [("auto", "text"), ("required", "call")])
