@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
 
 import pytest
@@ -766,6 +767,23 @@ class Order(BaseModel):
     size: Size
     count: float
     note: str | None = None
+
+
+class Alarm(BaseModel):
+    at: datetime.datetime
+    snooze: datetime.timedelta
+
+
+def test_a_formatted_string_is_not_judged_by_its_type():
+    # A datetime's schema says "string" (format date-time), yet its model reads a Unix
+    # time as one, and a timedelta a number of seconds: such a call was marked.
+    from langgraph_moa.run._tool_args import argument_problem
+
+    args = {"at": 1700000000, "snooze": 300.5}
+    Alarm.model_validate(args)  # the tool accepts it
+    schema = convert_to_openai_tool(Alarm)["function"]["parameters"]
+    assert argument_problem(args, schema) is None
+    assert argument_problem({"at": [1], "snooze": 1}, schema) is None  # format: not judged
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ simple parts of a schema are read (``type``, ``enum``, ``required``, ``propertie
 ``additionalProperties: false``, ``items``, ``anyOf``); what else a schema says (``$ref``,
 ``format``, bounds) is not judged, so a call is never held back for a rule read wrongly.
 Each simple type is read by pydantic's lax mode, as the tool's model reads it: ``"3"`` is an
-integer, ``"three"`` is not.
+integer, ``"three"`` is not. The type of a value with a ``format`` is not judged: a datetime's
+schema says ``"string"``, yet its model reads a Unix time as one.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def _value_problem(value: Any, schema: Any, where: str, depth: int) -> str | Non
         return _refused(value, where)
     kinds = schema.get("type")
     kinds = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else []
+    if "format" in schema:  # a datetime is a "string" whose model also reads a Unix time
+        kinds = []
     known = all(isinstance(k, str) and k in _ADAPTERS for k in kinds)
     if kinds and known and not any(_fits(value, k) for k in kinds):
         return _refused(value, where)
