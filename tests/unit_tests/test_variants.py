@@ -297,6 +297,38 @@ def test_self_moa_seq_falls_back_to_the_running_synthesis_not_the_last_windows_s
     assert moa["fallback"] == "best_proposal" and answer.text == "M #4"
 
 
+@pytest.mark.parametrize(
+    ("cut", "answer"), [({7}, "M #4"), ({4, 7}, "M #8"), ({4, 7, 8, 9}, "M #7"), (set(), "M #7")]
+)
+def test_a_cut_off_synthesis_answers_a_fallback_only_where_nothing_finished(fake, cut, answer):
+    """A synthesis that max_tokens cut ends mid-sentence: as a cut proposal, it gives way.
+
+    The newest synthesis that finished answers, else the last window's first finished
+    sample, and the newest cut synthesis only where those samples were cut too: the cut
+    window-2 synthesis answered over window 1's finished one.
+    """
+    config = MoAConfig(
+        variant="self-moa-seq",
+        # Calls 1-3 are window 1, 4 its aggregation, 5-6 window 2, 7 its aggregation,
+        # 8-9 window 3, 10 its aggregation (fails).
+        proposers=[
+            {
+                "model": fake(
+                    "M",
+                    fail=lambda n, m: ValueError("down") if n == 10 else None,
+                    cut_off=lambda n: n in cut,
+                ),
+                "samples": 7,
+            }
+        ],
+        seq=SelfMoASeqConfig(window_size=3, samples_per_step=2),
+        retry={"max_attempts": 1},
+    )
+    reply = create_moa_graph(config).invoke(QUESTION)["messages"][-1]
+    assert reply.response_metadata["moa"]["fallback"] == "best_proposal"
+    assert reply.text == answer
+
+
 def test_self_moa_seq_goes_on_past_a_window_whose_samples_all_failed(fake, log):
     """moa-spec section 3: the synthesized answer is carried forward.
 

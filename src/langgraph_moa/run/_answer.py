@@ -215,16 +215,23 @@ def best_available(calls: list[CallRecord]) -> CallRecord | None:
 
 
 def _newest_best(answered: list[CallRecord]) -> CallRecord | None:
-    """Return the newest synthesis, else the newest layer's first finished proposal."""
+    """Return the newest finished synthesis, else the newest layer's first finished proposal.
+
+    A synthesis that `max_tokens` cut ends mid-sentence as a cut proposal does: it answers
+    only where the newest layer's proposals were cut too (before a cut proposal, which it
+    carries forward), so a cut window-2 synthesis no longer outranked window 1's whole one.
+    """
     synthesis = [c for c in answered if c["role"] == "aggregator"]
+    if finished := [c for c in synthesis if not was_cut_off(c)]:
+        return finished[-1]
+    proposals = [c for c in answered if c["role"] == "proposer"]
+    last_layer = max((c["layer"] for c in proposals), default=None)
+    latest = [c for c in proposals if c["layer"] == last_layer]
+    if proposal := next((c for c in latest if not was_cut_off(c)), None):
+        return proposal
     if synthesis:
         return synthesis[-1]
-    proposals = [c for c in answered if c["role"] == "proposer"]
-    if not proposals:
-        return None
-    last_layer = max(c["layer"] for c in proposals)
-    latest = [c for c in proposals if c["layer"] == last_layer]
-    return next((c for c in latest if not was_cut_off(c)), latest[0])
+    return latest[0] if latest else None
 
 
 def as_json(value: Any) -> str:
