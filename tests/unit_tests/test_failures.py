@@ -700,6 +700,10 @@ def test_an_image_refused_beside_a_rate_limited_proposer_stays_a_502(fake, log):
             True,
         ),
         ("Invalid schema for response_format 'Total': 'required' is missing", False),
+        # A key inside response_format refused: the model takes response_format itself.
+        ("Unknown parameter: 'response_format.schema'.", False),
+        ("Unknown parameter: 'response_format.json_schema.strictness'.", False),
+        ("extraneous key [response_format_v2] is not permitted", False),
     ],
 )
 def test_a_refused_response_format_names_tool_strategy_within_a_failed_calls_line(said, refused):

@@ -253,7 +253,7 @@ RESPONSE_FORMAT_FIX = (
 _NO_RESPONSE_FORMAT = re.compile(
     r"(unexpected keyword argument|extraneous key|unrecognized request argument supplied:"
     r"|unknown parameter|not permitted)"
-    r"\W{0,3}response_format"
+    r"\W{0,3}response_format(?![.\w])"
     r"|response_format\W{0,3}(of type \W?\w+\W? )?(is not (supported|permitted|allowed)"
     r"|not supported)",
     re.IGNORECASE,
@@ -261,7 +261,8 @@ _NO_RESPONSE_FORMAT = re.compile(
 """How clients and servers refuse ``response_format``: Anthropic's and Ollama's clients
 (a TypeError of an unexpected keyword argument), Bedrock (an extraneous key), Azure's older
 API (an unrecognized argument), OpenAI's older models (``'response_format' of type
-'json_schema' is not supported``)."""
+'json_schema' is not supported``). A key inside it (OpenAI's ``Unknown parameter:
+'response_format.schema'``) is a schema sent wrong to a model that takes it: not matched."""
 
 
 def _refused_response_format(exc: BaseException) -> bool:
