@@ -298,9 +298,10 @@ def test_self_moa_seq_falls_back_to_the_running_synthesis_not_the_last_windows_s
 
 
 @pytest.mark.parametrize(
-    ("cut", "answer"), [({7}, "M #4"), ({4, 7}, "M #8"), ({4, 7, 8, 9}, "M #7"), (set(), "M #7")]
+    ("cut", "answers"),
+    [({7}, {"M #4"}), ({4, 7}, {"M #8", "M #9"}), ({4, 7, 8, 9}, {"M #7"}), (set(), {"M #7"})],
 )
-def test_a_cut_off_synthesis_answers_a_fallback_only_where_nothing_finished(fake, cut, answer):
+def test_a_cut_off_synthesis_answers_a_fallback_only_where_nothing_finished(fake, cut, answers):
     """A synthesis that max_tokens cut ends mid-sentence: as a cut proposal, it gives way.
 
     The newest synthesis that finished answers, else the last window's first finished
@@ -310,7 +311,7 @@ def test_a_cut_off_synthesis_answers_a_fallback_only_where_nothing_finished(fake
     config = MoAConfig(
         variant="self-moa-seq",
         # Calls 1-3 are window 1, 4 its aggregation, 5-6 window 2, 7 its aggregation,
-        # 8-9 window 3, 10 its aggregation (fails).
+        # 8-9 window 3 (drawn at once: either may be its first sample), 10 its aggregation.
         proposers=[
             {
                 "model": fake(
@@ -326,7 +327,7 @@ def test_a_cut_off_synthesis_answers_a_fallback_only_where_nothing_finished(fake
     )
     reply = create_moa_graph(config).invoke(QUESTION)["messages"][-1]
     assert reply.response_metadata["moa"]["fallback"] == "best_proposal"
-    assert reply.text == answer
+    assert reply.text in answers
 
 
 def test_self_moa_seq_goes_on_past_a_window_whose_samples_all_failed(fake, log):
