@@ -1164,7 +1164,7 @@ def test_a_run_whose_client_left_keeps_every_call_ended_in_the_history(fake, tmp
     history = History(tmp_path / "h.sqlite3")
     job = _Job("m", [HumanMessage("Explain X")], MoAContext(), None, False)
     asyncio.run(
-        leave_at_first_start(_run(create_moa_graph(config), job, "r1", config, history, set()))
+        leave_at_first_start(_run(create_moa_graph(config), job, "r1", config, history, {}))
     )
     run = history.get("r1")
     assert run is not None and run.status == "cancelled"
@@ -1200,7 +1200,7 @@ def test_a_run_whose_client_left_while_its_answer_event_was_built_keeps_its_answ
 
     async def leave_while_built() -> None:
         async def consume() -> None:
-            async for _ in _ui._run(create_moa_graph(config), job, "r1", config, history, set()):
+            async for _ in _ui._run(create_moa_graph(config), job, "r1", config, history, {}):
                 pass
 
         task = asyncio.ensure_future(consume())
