@@ -868,3 +868,33 @@ def test_a_shutdown_delay_keeps_serving_with_ready_503_before_the_stop(monkeypat
 
     _serve_unreachable(monkeypatch, tmp_path, plain)
     assert seen["plain"] is True
+
+
+def test_a_second_signal_during_the_tick_of_a_shutdown_delay_is_not_lost(monkeypatch):
+    """The delay's tick set uvicorn's `should_exit` to whether the delay had passed: a second
+    SIGTERM (or Ctrl-C) whose handler ran in that tick, after its check, set it True and the
+    tick put it back to False, so the server went on waiting for the rest of the delay."""
+    import asyncio
+    import signal
+    import types
+
+    import uvicorn
+
+    from langgraph_moa.serving import _server
+    from langgraph_moa.serving._requests import Drain
+
+    server_class = _server._leaves_later(
+        _server._stops_on_a_second_signal(uvicorn.Server), Drain(), 60
+    )
+    server = server_class(uvicorn.Config(app=lambda *_: None, log_config=None))
+    server.handle_exit(signal.SIGTERM, None)  # the delay begins
+    real = _server.time.monotonic
+
+    def the_clock_as_a_second_signal_arrives() -> float:
+        server.handle_exit(signal.SIGTERM, None)  # its handler runs between two bytecodes
+        return real()
+
+    clock = types.SimpleNamespace(monotonic=the_clock_as_a_second_signal_arrives)
+    monkeypatch.setattr(_server, "time", clock)  # the tick's clock alone, not the loop's
+    assert asyncio.run(server.on_tick(1)) is True
+    assert server.should_exit

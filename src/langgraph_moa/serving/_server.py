@@ -415,7 +415,8 @@ def _leaves_later(server_class: type, drain: Drain, seconds: float) -> type:
                         "and every request is still served.",
                         seconds,
                     )
-                self.should_exit = time.monotonic() >= self.leave_at
+                if time.monotonic() >= self.leave_at:  # set, never cleared: a second
+                    self.should_exit = True  # signal's handler may set it during this tick
             return bool(await super().on_tick(counter))
 
     return Server
