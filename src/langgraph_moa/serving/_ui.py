@@ -25,7 +25,6 @@ import asyncio
 import logging
 import re
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -200,9 +199,9 @@ async def _run(
     """Run the job watched, as server-sent events, and keep it in the history.
 
     Its `run_id` is in `running` until it is saved: a DELETE of it meanwhile is refused (409),
-    as the history does not hold it yet and its end would save it. The page's route puts it
-    there (False: not begun) before the ID goes out in the response's header, as a client
-    may send that DELETE at once; the run marks it begun (True) as it starts.
+    as the history does not hold it yet and its end would save it. Its response (`RunStream`)
+    puts it there (False: not begun) before the ID goes out in its header, as a client may
+    send that DELETE at once; the run marks it begun (True) as it starts.
 
     ``token`` events are yielded as dicts, for `pump`'s `TokenJoiner` to join; every other
     event as its text.
@@ -289,7 +288,11 @@ async def _run(
 
 
 def _never_begun(running: dict[str, bool], run_id: str) -> None:
-    """Take out of `running` a run whose stream never began (`_run`): none of its code ran."""
+    """Take out of `running` a run whose stream never began (`_run`): none of its code ran.
+
+    Called once its response has ended: a stream that began had its `_run` started by then
+    (`pump` sends nothing before), which takes it out itself once it is saved.
+    """
     if running.get(run_id) is False:
         del running[run_id]
 
@@ -369,6 +372,26 @@ def add_ui(
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     running: dict[str, bool] = {}  # the page's runs not ended yet (`_run`): DELETE refuses them
 
+    class RunStream(StreamingResponse):
+        """A page's run stream, in flight (`running`) from before its X-MoA-Run header goes out.
+
+        A client may send the DELETE as soon as it has the ID: 409. A stream that never began
+        (its header's send failed: the client had gone) runs none of `_run`, and is taken out
+        as its response ends, not when the collector takes its generator: a failed send's
+        traceback holds it in a cycle, which waits for a full collection.
+        """
+
+        def __init__(self, run_id: str, source: AsyncIterator[str], **kwargs: Any) -> None:
+            super().__init__(source, **kwargs)
+            self.run_id = run_id
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            running[self.run_id] = False  # True once `_run` begins
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                _never_begun(running, self.run_id)
+
     @app.get("/", include_in_schema=False)
     async def root() -> Any:
         return RedirectResponse("ui")  # relative: /moa/ -> /moa/ui behind a prefix
@@ -403,7 +426,6 @@ def add_ui(
             )
         config = apply_context(systems[job.name], job.context)
         run_id = uuid.uuid4().hex[:16]
-        running[run_id] = False  # in flight before its ID goes out in the header: DELETE 409
         source = _run(
             graphs[job.name],
             job,
@@ -416,14 +438,11 @@ def add_ui(
             app.state.drain,
             request.scope,
         )
-        # A stream that never began (its client gone before its body) never runs `_run`,
-        # which takes it out once saved: its generator's end does then.
-        weakref.finalize(source, _never_begun, running, run_id)
         stream = pump(
             source, lambda: _disconnected(request), keepalive_s, TokenJoiner(), job.pace.room
         )
         headers = {**STREAM_HEADERS, "X-MoA-Run": run_id}
-        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+        return RunStream(run_id, stream, media_type="text/event-stream", headers=headers)
 
     @app.get("/v1/moa/runs")
     async def list_runs(
