@@ -2706,3 +2706,14 @@ def test_an_incomplete_tool_call_answer_is_a_degraded_reason_of_the_log_and_metr
 
     assert degraded_reasons(payload_facts(payload)) == ["incomplete_call"]
     assert degraded_reasons(payload_facts({"moa": {"calls": []}})) == []
+
+
+@pytest.mark.parametrize("wait", [float("nan"), float("inf"), -5.0, 0.0])
+def test_a_502_passes_on_no_retry_after_but_a_finite_positive_wait(fake, wait):
+    """RetryPastDeadlineError is public, its wait given by whoever raises it (a custom model):
+    a NaN or infinite one made the 502's Retry-After fail to be written (math.ceil raised, the
+    client got the server's crash instead), and a negative or zero one went out as it was."""
+    from langgraph_moa.errors import RetryPastDeadlineError
+
+    answer = _aggregator_failing_with(fake, RetryPastDeadlineError("AGG said: later", wait))
+    assert answer.status_code == 502 and "retry-after" not in answer.headers

@@ -196,11 +196,12 @@ def _passed_wait(exc: MoAError) -> dict[str, str] | None:
     A provider's wait longer than a call makes (or past the request's deadline) fails the
     call at once (`RetryPastDeadlineError`); with no ``Retry-After`` on the 502, a client's
     SDK retried at once, to be refused again. The wait goes on in whole seconds, rounded up,
-    at most `MAX_PASSED_RETRY_AFTER_S` (the provider's is finite and positive already).
+    at most `MAX_PASSED_RETRY_AFTER_S`. Only a finite, positive one, as a provider's header
+    is read (`retry_after_s`): the error is public, and whoever raises it gives the wait.
     """
     cause = exc.__cause__ if isinstance(exc, AggregatorFailedError) else None
     wait = cause.retry_after_s if isinstance(cause, RetryPastDeadlineError) else None
-    if wait is None:
+    if wait is None or not math.isfinite(wait) or wait <= 0:
         return None
     return {"Retry-After": str(min(math.ceil(wait), MAX_PASSED_RETRY_AFTER_S))}
 
