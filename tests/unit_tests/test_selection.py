@@ -10,6 +10,7 @@ from langgraph_moa.text._selection import (
     Candidate,
     SelectionConfig,
     chosen_option,
+    cjk_numeral_value,
     concluded_number,
     extract_answer,
     hedges,
@@ -675,6 +676,12 @@ def test_a_chinese_or_japanese_hedge_picks_no_option(answer):
         ("答案是二〇二四", 2024),
         ("共有3个苹果\uff0c答案是七", 7),  # the stated numeral, not the last digit
         ("The answer is 三十五.", 35),
+        # A digit right after 百 or 千 is the next unit down, as "一千二" is said: it read
+        # 1002 and 150 (with 零 between it is the ones: "一百零五" above).
+        ("答案是一千二", 1200),
+        ("答案是一百五", 150),
+        ("答案是三千五百", 3500),
+        ("答案是两千零五", 2005),
     ],
 )
 def test_a_cjk_numeral_in_the_final_answer_is_its_value(answer, value):
@@ -685,6 +692,12 @@ def test_a_cjk_numeral_in_the_final_answer_is_its_value(answer, value):
 @pytest.mark.parametrize("answer", ["答案是十十", "答案是三千万", "答案是一二十"])
 def test_a_cjk_numeral_that_is_no_number_up_to_9999_reads_no_wrong_value(answer):
     assert concluded_number(answer) is None
+
+
+@pytest.mark.parametrize("numeral", ["一万", "三千万", "十亿", "三x", ""])
+def test_cjk_numeral_value_is_none_for_a_numeral_past_its_range(numeral):
+    """It raised KeyError on a character it does not read ("一万")."""
+    assert cjk_numeral_value(numeral) is None
 
 
 @pytest.mark.parametrize("extractor", ["auto", "text"])

@@ -852,11 +852,15 @@ def cjk_numeral_value(numeral: str) -> int | None:
 
     Digits alone are positional ("二〇二四" is 2024); otherwise each unit (十, 百, 千) takes
     the digit before it (one if none: "十五" is 15), in falling order, and 零 marks a gap
-    ("一百零五" is 105). Two digits in a row, or units out of order, are no number.
+    ("一百零五" is 105). A last digit right after 百 or 千 is the next unit down, as it is
+    said: "一千二" is 1200 and "一百五" 150 (they read 1002 and 105). Two digits in a row,
+    units out of order, or any other character ("一万") are no number.
     """
+    if not numeral or any(c not in _CJK_DIGITS and c not in _CJK_UNITS for c in numeral):
+        return None
     if all(char in _CJK_DIGITS for char in numeral):
         return int("".join(str(_CJK_DIGITS[char]) for char in numeral))
-    total, digit, last_unit = 0, None, 10_000
+    total, digit, last_unit, gap = 0, None, 10_000, False
     for char in numeral:
         if (unit := _CJK_UNITS.get(char)) is not None:
             if unit >= last_unit:
@@ -866,6 +870,10 @@ def cjk_numeral_value(numeral: str) -> int | None:
             if digit is not None:
                 return None
             digit = _CJK_DIGITS[char]
+        else:
+            gap = True
+    if digit is not None and not gap and last_unit > 10:
+        return total + digit * last_unit // 10
     return total + (digit or 0)
 
 
