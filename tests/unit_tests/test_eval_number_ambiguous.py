@@ -191,7 +191,6 @@ def test_addresses_spaced_groups_and_letter_boxes_are_read_in_linear_time(unit):
         ("the answer is 3,5.", Fraction("3.5")),
         ("3,5", Fraction("3.5")),  # it read 5
         ("#### 12,75", Fraction("12.75")),
-        (r"\boxed{0,5}", Fraction("0.5")),
         ("The answer is 1,234", 1234),  # three digits after the comma: thousands
         ("The answer is 3,4 and 7", Fraction("3.4")),
     ],
@@ -220,3 +219,22 @@ def test_an_ambiguous_comma_reads_no_number_rather_than_a_wrong_one(answer):
     for wrong in (1, 3, 5, 35, 2345, 12345, 3.5, 1.2345):
         assert not numeric(answer, wrong)
     assert gsm8k_final_number(f"Work.\n#### {answer.split()[-1]}") in {None, 3.5}
+
+
+@pytest.mark.parametrize(
+    ("answer", "key"),
+    [
+        ("The answer is (3,4)", "(3,4)"),  # a point, as written: it read 3.4
+        ("Answer: [2,5].", "[2,5]"),
+        ("The answer is $(-1,5)$", "(-1,5)"),
+        (r"\boxed{0,5}", "0,5"),  # the roots of x(x - 5) = 0, or 0.5: as written
+        (r"\boxed{-2,3}", "-2,3"),  # it read -2.3
+    ],
+)
+def test_a_bracketed_or_boxed_pair_reads_no_decimal_comma(answer, key):
+    """A pair in brackets, or a list of roots in a box, read as a decimal: "The answer is
+    (3,4)" and "\\boxed{-2,3}" concluded 3.4 and -2.3. They vote as written, no number."""
+    assert concluded_number(answer) is None
+    assert extract_answer(answer) == key
+    for wrong in (3.4, 2.5, -1.5, 0.5, -2.3, 0, 3, 4, 5):
+        assert not numeric(answer, wrong)

@@ -165,6 +165,10 @@ _DECIMAL_COMMA = re.compile(
     r"[\s*_]*+-?\$?(?P<number>(?<![\d,.])\d++,\d{1,2}(?!\d|[.,]\d))[\s*_]*+[.!]?[\s*_]*+"
 )
 _AMBIGUOUS_COMMA = re.compile(r"-?\$?" + _LONE_COMMA)
+# Not in brackets, though: a stated "(3,4)" or "[2,5]" is a point or an interval, and a box
+# of one, "\boxed{0,5}" or "\boxed{-2,3}", lists roots as often as it writes a decimal
+# comma. They read 3.4, 2.5, 0.5 and -2.3; they vote as written, no number.
+_PAIR_OPEN = re.compile(r"[(\[][\s$]*+-?\$?\s*+$")
 _FRACTION = r"-?(?:\d++[ \t]++)?\d+/\d+(?![\d/]|[.,]\d)"
 _LONE_FRACTION = re.compile(
     r"[\s*_$]*(-?)\$?(?:(\d+)[ \t]+)?(\d+)/(\d+)[\s*_$]*[.!]?[\s*_$]*"  # "**1/2**"
@@ -829,6 +833,11 @@ def stated_number(text: str) -> str | None:
             if not _CHAIN_GOES_ON.match(text, position):
                 last = result
         sign, value = last.groups()
+        if _AMBIGUOUS_COMMA.fullmatch(value) and (
+            pair := _PAIR_OPEN.search(text, last.start(), last.start(2))
+        ):
+            closed = text[last.end(2) : last.end(2) + 1] in {")", "]"}
+            return text[pair.start() : last.end(2) + closed]
         return value if value.startswith("-") else sign + value
     return None
 
@@ -1023,7 +1032,8 @@ def _conclusion(boxed: str) -> _Reading:
         return _Reading(letter.strip("()").upper(), True)
     if _OPTIONS.fullmatch(_LATEX_SPACING.sub(" ", letter)):
         return _Reading(", ".join(sorted(set(re.findall("[A-H]", letter)))), True)
-    if re.search(r"\\[A-Za-z]", boxed):  # 2\sqrt{2}, \frac{x}{2}: compared as written
+    if re.search(r"\\[A-Za-z]", boxed) or _DECIMAL_COMMA.fullmatch(boxed.translate(_NUMBER_SIGNS)):
+        # 2\sqrt{2}, \frac{x}{2}, "0,5" (`_PAIR_OPEN`): compared as written
         return _Reading(_expression_key(boxed), True)
     number = _BOXED_NUMBER.fullmatch(number_marks(boxed))
     if number and (value := number_value(_CURRENCY_MARK.sub("", number["number"]))) is not None:
