@@ -207,7 +207,7 @@ def answer_right(item: dict[str, Any], text: str) -> bool:
     """Tell whether the final answer states the expected value, within 0.005.
 
     Numbers are read as `moa eval` reads them (`written_numbers`): a comma groups thousands
-    only between groups of three digits, so "3,4" is 3 and 4, never 34.
+    only between groups of three digits, so "3,4" is never 34 (in prose it is no number).
     """
     expected = [Fraction(e) for e in item["expected"]]
     return any(abs(n - e) < Fraction(5, 1000) for n in written_numbers(text) for e in expected)

@@ -30,7 +30,8 @@ from langgraph_moa.text._selection import _VALUE, number_marks, number_value
 
 _INSTRUCTION_KEYS = ("instruction", "question", "prompt")
 # GSM8K's final line: "#### 18", "#### 1,600", "#### -3" (nothing else follows it).
-# A comma groups thousands only between groups of three digits ("#### 3,4" is no number).
+# A comma groups thousands only between groups of three digits; a lone one before one or
+# two digits is a decimal comma there, as the scorer reads "#### 3,4" (3.4).
 _GSM8K_FINAL = re.compile(r"####\s*" + _VALUE + r"\s*$")
 PACKAGED = {
     "verifiable": "data/verifiable.jsonl",
