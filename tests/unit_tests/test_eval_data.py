@@ -18,7 +18,7 @@ from langgraph_moa.eval.scorers import (
     numeric,
     regex,
 )
-from langgraph_moa.text._selection import chosen_option, extract_answer
+from langgraph_moa.text._selection import chosen_option, concluded_number, extract_answer
 
 SHIPPED = load_dataset(shipped_dataset())
 CATEGORIES = {
@@ -694,8 +694,15 @@ def test_a_lower_case_option_reads_where_a_capital_one_concludes(item):
         "The answer is a mammal, not a fish.",
         "the answer is a good one because it fits",
         "the answer is c and d",
+        # An article before "not", "yet" or "though" read as the option A; the first one
+        # voted A and no longer concluded its number.
+        "The answer is a not-so-simple number: 42",
+        "the answer is a not so obvious one",
+        "the answer is a yet unknown quantity",
+        "the answer is a though rather odd one",
     ):
         assert chosen_option(article) is None
+    assert concluded_number("The answer is a not-so-simple number: 42") == 42
 
 
 @EACH_CHOICE_ITEM

@@ -246,10 +246,13 @@ _CJK_STATED = r"(?:答案|正解|答え)\s*+(?:是|为|為|は|:|\uff1a)"
 # A lower-case letter ("the answer is c") is an option where it ends its line, or where a
 # capital one ends before "because", "since", a new sentence, "not" or "but" ("the answer
 # is c because ..." voted as text). A word that runs on makes it an article or a word: "the
-# answer is a lot", "a mammal, not a fish" and "c and d" name none.
+# answer is a lot", "a mammal, not a fish" and "c and d" name none. So does "not", "yet" or
+# "though" with no comma before it, as an article takes them ("a not-so-simple number",
+# "a yet unknown one" read A), unless "not" goes on to another letter ("c not d").
 _LOWER_LETTER_END = (
     r"\)?[.!]?(?=[ \t]*$)|\)|[.,;:!]?\s+(?=(?:because|since)\b)|[.,;:!]\s+(?=[A-Z])"
-    r"|[,;]?\s+\(?(?=(?i:not)\b)|[,;]?\s+(?=(?:though|but|although|yet)\b)"
+    r"|[,;]\s+\(?(?=(?i:not)\b)|\s+(?=(?i:not)\s+\(?[A-Ha-h]\b)"
+    r"|[,;]?\s+(?=(?:but|although)\b)|[,;]\s+(?=(?:though|yet)\b)"
 )
 _STATED_CHOICE = re.compile(
     r"(?i:answer|option|choice)\s*(?:(?i:is)|:|=)\W{0,3}(?:(?i:option)\W{0,3})?\(?([A-H])"
