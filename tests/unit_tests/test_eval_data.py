@@ -649,7 +649,13 @@ def test_an_option_offered_or_not_or_beside_another_right_one_picks_none(item):
     right, other = _right_and_other(item)
     doubts = ("or maybe not.", ", or not.", "or perhaps not", ", but {o} is also correct.")
     doubts += (", though {o} would also be right.", ", and {o} also works.")
-    hedged = [f"The answer is {right} {d.format(o=other)}".replace(" ,", ",") for d in doubts]
+    # With a semicolon, or a CJK comma before a Chinese or Japanese "or", no word joins the
+    # two: they scored right on C.
+    doubts += ("; {o} is also correct.", "\uff0c或 {o}", "\u3001还是{o}\uff1f", "\u3001または{o}")
+    hedged = [
+        f"The answer is {right} {d.format(o=other)}".replace(" ,", ",").replace(" ;", ";")
+        for d in doubts
+    ]
     read = {h: (hedges(h), chosen_option(h), score(item, h)["correct"]) for h in hedged}
     assert read == dict.fromkeys(hedged, (True, None, False))
     # A hedge that a later conclusion settles picks that conclusion, never the hedged one.

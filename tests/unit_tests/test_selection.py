@@ -657,11 +657,23 @@ def test_a_chinese_or_japanese_conclusion_states_its_option(answer, option):
     assert (chosen_option(answer), extract_answer(answer)) == (option, option)
 
 
-@pytest.mark.parametrize("answer", ["答案是 C 或 D", "答案是C或者D", "正解は B または C"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "答案是 C 或 D",
+        "答案是C或者D",
+        "正解は B または C",
+        "答案是 C\uff0c或 D",
+        "答えはC\u3001かD",
+    ],
+)
 def test_a_chinese_or_japanese_hedge_picks_no_option(answer):
-    """Read as "the answer is C", "答案是 C 或 D" (C or D) picked C."""
+    """Read as "the answer is C", "答案是 C 或 D" (C or D) picked C, and with a comma before
+    the "or" it still did. A word the letter starts is no option: "C 或 DNA" is no hedge."""
     assert chosen_option(answer) is None
     assert hedges(answer)
+    first = next(char for char in answer if char in "BC")
+    assert chosen_option(answer[:-1] + "DNA 的问题") == first
 
 
 @pytest.mark.parametrize(

@@ -331,13 +331,16 @@ _HEDGED = re.compile(
 # An option that "or not" doubts in its sentence ("C or maybe not."), or that another one
 # "also" right follows ("C, but D is also correct": two answers): no one option is stated
 # (the first scored right on C, the second read C). So does a Chinese or Japanese "or"
-# between two options ("答案是 C 或 D" read C once "答案是" stated as "the answer is").
+# between two options ("答案是 C 或 D" read C once "答案是" stated as "the answer is"), a
+# CJK comma before it or not ("C\uff0c或 D" read C), but not a word the letter starts
+# ("C 或 DNA"). A semicolon joins the two as a "but" does ("C; D is also correct" read C).
 _DOUBTED = re.compile(
     _LISTED_OPTION
-    + r"(?:\s*+(?:或者?|还是|還是|または|もしくは|か)\s*+"
+    + r"(?:[\s,\uff0c\u3001]*+(?:或者?|还是|還是|または|もしくは|か)\s*+"
     + _LISTED_OPTION
+    + r"(?![A-Za-z])"
     + r"|[,;]?\s*+(?i:or)\s++(?:(?i:maybe|possibly|perhaps)\s++)?(?i:not)\b"
-    + r"|[,;]?\s++(?i:but|though|although|yet|and)\s++"
+    + r"|(?:[,;]?\s++(?i:but|though|although|yet|and)\s++|;\s*+)"
     + _LISTED_OPTION
     + r"\s++(?:(?i:is|are|was|seems|would|could|might)\s++)?(?i:also|equally)\s++"
     + r"(?:(?i:be)\s++)?(?:(?i:a\s++)?(?i:correct|right|true|valid|acceptable|possible)\b"
