@@ -34,7 +34,7 @@ from contextvars import ContextVar
 from copy import deepcopy
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast, overload
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -56,7 +56,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from langgraph.constants import CONF, CONFIG_KEY_CHECKPOINTER
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from langgraph_moa._lru import BoundedLRU
 from langgraph_moa._redact import redact, redact_urls_in, redacted_repr
@@ -83,6 +83,14 @@ from langgraph_moa.run._inputs import (
 )
 from langgraph_moa.run._interrupt import interruptibly
 from langgraph_moa.run._options import split_call_kwargs
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
+
+    from langgraph_moa.run.state import MoAInput, MoAOutput, MoAState
+
+_Model = TypeVar("_Model", bound=BaseModel)
+"""A pydantic schema: `with_structured_output` answers an instance of it."""
 
 
 class MoAChatModel(BaseChatModel):
@@ -139,7 +147,9 @@ class MoAChatModel(BaseChatModel):
     (`configurable_fields`) would otherwise set False explicitly and stop LangGraph's
     ``stream_mode="messages"`` from streaming tokens."""
 
-    _graph: Any = PrivateAttr(default=None)
+    _graph: CompiledStateGraph[MoAState, MoAContext, MoAInput, MoAOutput] | None = PrivateAttr(
+        default=None
+    )
     _resolved: MoAConfig | None = PrivateAttr(default=None)
     _graphs: _GraphCache = PrivateAttr(default_factory=lambda: _GraphCache())
     _fingerprint: str | None = PrivateAttr(default=None)
@@ -193,7 +203,7 @@ class MoAChatModel(BaseChatModel):
         )
 
     @property
-    def graph(self) -> Any:
+    def graph(self) -> CompiledStateGraph[MoAState, MoAContext, MoAInput, MoAOutput]:
         """The compiled MoA graph, built on first use and shared by the models of one config.
 
         Why: `configurable_fields` and `configurable_alternatives` make a new model per call.
@@ -233,7 +243,7 @@ class MoAChatModel(BaseChatModel):
             getattr(self, name) == getattr(other, name) for name in fields
         )
 
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """Copy, and with `update`, run the copy with its own fields.
 
         Pydantic copies the private caches (the resolved config, the compiled graphs) with
@@ -363,6 +373,29 @@ class MoAChatModel(BaseChatModel):
             bound["parallel_tool_calls"] = parallel_tool_calls
         return super().bind(**bound)
 
+    @overload
+    def with_structured_output(
+        self,
+        schema: type[_Model],
+        *,
+        include_raw: Literal[False] = False,
+        method: str = "json_schema",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, _Model]: ...
+
+    @overload
+    def with_structured_output(
+        self,
+        schema: Any,
+        *,
+        include_raw: Literal[True],
+        method: str = "json_schema",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any]]: ...
+
+    @overload
     def with_structured_output(
         self,
         schema: Any,
@@ -371,7 +404,17 @@ class MoAChatModel(BaseChatModel):
         method: str = "json_schema",
         strict: bool | None = None,
         **kwargs: Any,
-    ) -> Runnable[Any, Any]:
+    ) -> Runnable[LanguageModelInput, Any]: ...
+
+    def with_structured_output(
+        self,
+        schema: Any,
+        *,
+        include_raw: bool = False,
+        method: str = "json_schema",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
         """Answer in `schema` (a pydantic model, TypedDict or JSON schema).
 
         Synthesizing variants: the proposers answer freely and the final aggregator answers

@@ -8,7 +8,13 @@ checks without the ``serve`` extra (FastAPI, uvicorn) installed.
 """
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names as type checkers see them; imported on first use below
+    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._errors import MAX_BODY_BYTES
+    from langgraph_moa.serving._history import History, default_history_path
+    from langgraph_moa.serving._server import serve
 
 _WHERE = {
     "MAX_BODY_BYTES": "_errors",
@@ -21,7 +27,9 @@ _WHERE = {
 __all__ = ["MAX_BODY_BYTES", "History", "create_app", "default_history_path", "serve"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+if not TYPE_CHECKING:  # a `__getattr__` type checkers saw would make every name exist (Any)
+
+    def __getattr__(name: str) -> Any:
+        if name not in _WHERE:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -29,7 +29,7 @@ sentence. A client that disconnects cancels its run, so nothing is paid for afte
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph_moa._json import dumps
 from langgraph_moa._redact import clip, redact_spec, register_secret
@@ -88,6 +88,9 @@ from langgraph_moa.serving._requests import (
     key_check,
 )
 
+if TYPE_CHECKING:  # the serve extra; imported when the app is built
+    from fastapi import FastAPI
+
 
 def create_app(
     systems: dict[str, MoAConfig],
@@ -101,7 +104,7 @@ def create_app(
     history: History | None = None,
     keepalive_s: float | None = KEEPALIVE_S,
     prices: Prices | None = None,
-) -> Any:
+) -> "FastAPI":
     """Build the FastAPI app serving `systems` (model name -> MoA config).
 
     Args:
