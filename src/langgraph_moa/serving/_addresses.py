@@ -7,7 +7,8 @@ extra, so that the CLI checks them without FastAPI or uvicorn installed.
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def proxies_problem(entries: Sequence[str]) -> str | None:
@@ -66,3 +67,19 @@ def path_prefix(value: str) -> str:
             "keeps, starting with '/', unescaped (no '%')."
         )
     return prefix
+
+
+def route_path(scope: Mapping[str, Any]) -> str:
+    """Return the path of `scope` as the app's routes match it: without its ``root_path``.
+
+    An app mounted in another (``parent.mount("/moa", create_app(...))``) is handed the
+    whole path (``/moa/ui``) with the mount's prefix in ``root_path``, and Starlette routes
+    what follows it. The guards that read the path read it so too: they read ``/moa/ui`` as
+    no page and ``/moa/v1/...`` as no API, so the page of a keyed app was refused, a body not
+    sent as JSON started a run and the run cap counted none.
+    """
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", ""))
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path

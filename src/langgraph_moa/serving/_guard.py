@@ -34,7 +34,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from langgraph_moa._redact import clip
 from langgraph_moa.serving._access import note_cut
-from langgraph_moa.serving._addresses import path_prefix, proxies_problem
+from langgraph_moa.serving._addresses import path_prefix, proxies_problem, route_path
 from langgraph_moa.serving._errors import CRASHED, DEGRADED_HEADER, RETRY_AFTER_S
 from langgraph_moa.serving._request_id import HEADER as REQUEST_ID_HEADER
 from langgraph_moa.serving._request_id import with_id
@@ -209,7 +209,7 @@ class BrowserGuard:
                 "permission_error",
                 "origin_not_allowed",
             )
-        if scope["method"] in ("POST", "PUT", "PATCH") and scope["path"].startswith("/v1/"):
+        if scope["method"] in ("POST", "PUT", "PATCH") and route_path(scope).startswith("/v1/"):
             kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             if kind != b"application/json":
                 return _error(
@@ -431,7 +431,7 @@ class RunCap:
 
     @staticmethod
     def _starts_run(scope: Any) -> bool:
-        return scope["method"] == "POST" and scope["path"].rstrip("/") in RUN_ROUTES
+        return scope["method"] == "POST" and route_path(scope).rstrip("/") in RUN_ROUTES
 
     async def _refuse(self, send: Any) -> None:
         status, body = _error(

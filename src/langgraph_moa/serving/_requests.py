@@ -11,6 +11,7 @@ from langgraph_moa.errors import (
     RequestTimeoutError,
 )
 from langgraph_moa.run._calls import request_deadline
+from langgraph_moa.serving._addresses import route_path
 from langgraph_moa.serving._errors import ServerStoppingError, _APIError, _too_large
 
 T = TypeVar("T")
@@ -169,7 +170,7 @@ class _Guard:
         await self.app(scope, receive, send)
 
     def _open(self, scope: Any) -> bool:
-        path = scope.get("path", "")
+        path = route_path(scope)  # under an embedder's mount too
         return scope.get("method") == "GET" and (
             path in self.OPEN_PATHS or path.startswith("/ui/static/")
         )
