@@ -103,3 +103,24 @@ def test_a_chat_completion_and_its_stream_are_answered_under_a_mount(system):
     assert stream.status_code == 200
     assert stream.text.rstrip().endswith("data: [DONE]")
 
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MOA_HTTP_TRANSPORT", "bogus"),
+        ("MOA_MAX_RESPONSE_BYTES", "lots"),
+        ("LANGGRAPH_MOA_SHARE_CORES", "maybe"),
+        ("LANGGRAPH_MOA_CACHE", "relative/cache"),
+    ],
+)
+def test_a_bad_process_setting_is_refused_when_the_app_is_built(
+    system, monkeypatch, variable, value
+):
+    """`moa serve` reads these before it starts; an embedder's `create_app` did not, and each
+    request that reached one answered 400 ``invalid_request_error``, blaming its client for
+    the server's setting."""
+    from langgraph_moa.errors import MoAConfigError
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(MoAConfigError, match=variable):
+        create_app({"m": system})

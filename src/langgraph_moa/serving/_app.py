@@ -134,6 +134,7 @@ def create_app(
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
 
+    check_settings()
     if api_key is not None and not api_key.strip():
         raise MoAConfigError(
             "The API key is empty, which would let any client in: give a secret key, or "
@@ -299,6 +300,32 @@ def create_app(
         request_timeout_s=limits.request_timeout_s,
     )
     return app
+
+
+def check_settings() -> None:
+    """Refuse a bad process setting that the served runs would read, in one sentence.
+
+    ``MOA_HTTP_TRANSPORT`` and ``MOA_MAX_RESPONSE_BYTES`` (read as each endpoint's client is
+    built), ``MOA_DIRECT_CALLS`` and ``MOA_SDK_TRANSFORM`` (on each call),
+    ``LANGGRAPH_MOA_SHARE_CORES`` (as the local models' runtime is made) and
+    ``LANGGRAPH_MOA_CACHE`` (at a local model's first call) are read on a request: a bad one
+    answered every request with a 400 that blamed its client. `moa serve` calls this before it
+    starts, and `create_app` as it builds, for an embedder that serves the app itself.
+
+    Raises:
+        MoAConfigError: a setting holds what it cannot.
+    """
+    from langgraph_moa._env import switch_from_env
+    from langgraph_moa.local.catalog import chosen_cache_root
+    from langgraph_moa.local.runtime import SHARE_CORES_ENV
+    from langgraph_moa.run._direct import check_call_switches
+    from langgraph_moa.transport._http import max_response_bytes, transport_in_use
+
+    transport_in_use()
+    max_response_bytes()
+    check_call_switches()
+    switch_from_env(SHARE_CORES_ENV)
+    chosen_cache_root()
 
 
 def _add_docs(app: Any) -> None:

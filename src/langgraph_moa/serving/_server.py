@@ -139,22 +139,13 @@ def serve(
             from langgraph_moa.errors import MissingExtraError
 
             raise MissingExtraError("moa serve --metrics", "serve", "prometheus_client") from None
-    from langgraph_moa.local.catalog import chosen_cache_root
-    from langgraph_moa.local.runtime import SHARE_CORES_ENV
-    from langgraph_moa.run._direct import check_call_switches
-    from langgraph_moa.serving._app import create_app
+    from langgraph_moa.serving._app import check_settings, create_app
     from langgraph_moa.serving._policy import check_allowed_models
-    from langgraph_moa.transport._http import max_response_bytes, transport_in_use
 
     for name, config in systems.items():
         _check_served(name, config)
     check_allowed_models(allow_models)
-    # Read as each endpoint's client is built, on a request: a bad one failed every request.
-    transport_in_use()
-    max_response_bytes()
-    check_call_switches()  # read on each call
-    switch_from_env(SHARE_CORES_ENV)  # read when the local models' runtime is made
-    chosen_cache_root()  # read at a local model's first call
+    check_settings()  # read on a request: a bad one failed every request (`create_app` too)
     switch_from_env(GC_FREEZE_ENV)  # read after "Serving"
     _check_port(host, port)
     security = (security or ServeSecurity()).with_bind_host(host)
