@@ -42,6 +42,9 @@ FAKE_BACKEND: dict[str, Callable[[dict, str, int], bool]] = {
     "## Per-run settings (LangGraph server)": lambda _, out, calls: three_layers(calls),
     "#### Tools and agents": lambda names, out, calls: bool(names["agent"] and names["llm"]),
     "## What the package cut": lambda names, out, calls: gc.get_threshold()[0] >= 10_000,
+    "### Embedding the HTTP app in your own service (`create_app`)": (
+        lambda names, out, calls: names["reply"].status_code == 200 and calls >= 3
+    ),
 }
 # Run in tests/integration_tests/test_doc_examples_local.py (they call the local models).
 LOCAL_MODELS = (

@@ -19,12 +19,20 @@ if TYPE_CHECKING:  # the names as type checkers see them; imported on first use 
 _WHERE = {
     "MAX_BODY_BYTES": "_errors",
     "History": "_history",
+    "ServeSecurity": "_guard",
     "create_app": "_app",
     "default_history_path": "_history",
     "serve": "_server",
 }
 
-__all__ = ["MAX_BODY_BYTES", "History", "create_app", "default_history_path", "serve"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "History",
+    "ServeSecurity",
+    "create_app",
+    "default_history_path",
+    "serve",
+]
 
 
 if not TYPE_CHECKING:  # a `__getattr__` type checkers saw would make every name exist (Any)
