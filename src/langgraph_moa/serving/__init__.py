@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the names as type checkers see them; imported on first use below
     from langgraph_moa.serving._app import create_app
     from langgraph_moa.serving._errors import MAX_BODY_BYTES
+    from langgraph_moa.serving._guard import ServeSecurity
     from langgraph_moa.serving._history import History, default_history_path
     from langgraph_moa.serving._server import serve
 
