@@ -67,17 +67,9 @@ def boundary(text: str, index: int) -> int:
         return 0
     if text[index - 1 : index + 1].isascii():  # two ASCII characters never join: most cuts
         return index
-    while True:  # a flag's half moved back over may follow a joiner: step back again
-        while 0 < index < len(text) and _joined(text[index - 1], text[index]):
-            index -= 1
-        if not (0 < index < len(text) and _regional(text[index]) and _regional(text[index - 1])):
-            return index
-        start = index
-        while start > 0 and _regional(text[start - 1]):
-            start -= 1
-        if (index - start) % 2 == 0:  # an even number before the cut: whole flags
-            return index
-        index -= 1  # an odd number: its last one is half of the flag the cut splits
+    while 0 < index < size and _inside(text, index):
+        index -= 1
+    return index
 
 
 def beginning(text: str, count: int) -> str:
@@ -97,12 +89,27 @@ def ending(text: str, count: int) -> str:
     begins starts on a whole character, and every flag after it keeps its own pair.
     """
     start = max(0, len(text) - count)
-    # `_joined` first: `boundary` alone walks back over a whole run of marks at every step
-    while 0 < start < len(text) and (
-        _joined(text[start - 1], text[start]) or boundary(text, start) != start
-    ):
+    # not `boundary` at each step: it walks back to where a joined sequence begins, the
+    # text's start in flags joined by joiners, where every cut splits a character
+    while 0 < start < len(text) and _inside(text, start):
         start += 1
     return text[start:]
+
+
+def _inside(text: str, index: int) -> bool:
+    """Say whether a cut at `index` (0 < index < len) falls inside one character as drawn.
+
+    Only a flag looks back further than one character: a cut between two regional
+    indicators splits one where an odd number of them come before it.
+    """
+    if _joined(text[index - 1], text[index]):
+        return True
+    if not (_regional(text[index]) and _regional(text[index - 1])):
+        return False
+    start = index - 1
+    while start > 0 and _regional(text[start - 1]):
+        start -= 1
+    return (index - start) % 2 == 1
 
 
 def _joined(before: str, after: str) -> bool:

@@ -110,3 +110,18 @@ def test_a_refused_switch_and_count_quote_the_value_in_whole_characters(monkeypa
                 read()
             quoted = str(raised.value).split("got '", 1)[1].split("'", 1)[0]
             assert _whole(quoted.removesuffix("...")), quoted
+
+
+@pytest.mark.timeout(60)
+def test_a_texts_end_is_found_in_linear_time_where_every_cut_splits_a_character() -> None:
+    """In flags joined by joiners every cut splits one character, and `ending` asked
+    `boundary` at each: since a cut steps back over a joiner before a flag, each answer
+    walked back to the text's start, and 100,000 characters took minutes (the live view's
+    tail of a streamed answer)."""
+    from langgraph_moa._unicode import ending
+
+    half = FLAG[0]
+    text = (half + half + "\u200d") * 33_334
+    assert ending(text, len(text) // 2) == ""
+    assert ending("a" + text, len(text) // 2) == ""
+    assert ending(text + " a", 50_000) == "a"  # the space is joined to the last joiner

@@ -94,26 +94,28 @@ def _splits(text: str, cut: int) -> bool:
     return False
 
 
+def _last_whole_cut(text: str, index: int) -> int:
+    """Return the last cut at `index` or before it that splits nothing (0 always does)."""
+    return max(c for c in range(max(0, min(index, len(text))) + 1) if not _splits(text, c))
+
+
 @given(DRAWN, st.integers(-2, 30))
 @example("x\u200d\U0001f1eb\U0001f1f7", 3)  # a joiner before a flag: the cut stopped after it
-def test_a_boundary_is_at_or_before_the_index_and_splits_nothing(text, index):
-    cut = boundary(text, index)
-    assert 0 <= cut <= max(0, min(index, len(text)))
-    assert not _splits(text, cut), (text, index, cut)
+def test_a_boundary_is_the_last_cut_at_or_before_the_index_that_splits_nothing(text, index):
+    # the last one, not just any: a cut at 0 splits nothing, and keeps nothing
+    assert boundary(text, index) == _last_whole_cut(text, index), (text, index)
 
 
 @given(DRAWN, st.integers(0, 30))
-def test_beginning_is_a_prefix_within_the_count_ending_where_no_character_splits(text, count):
-    kept = beginning(text, count)
-    assert text.startswith(kept) and len(kept) <= count
-    assert not _splits(text, len(kept))
+def test_beginning_is_the_longest_prefix_within_the_count_that_splits_nothing(text, count):
+    assert beginning(text, count) == text[: _last_whole_cut(text, count)]
 
 
 @given(DRAWN, st.integers(0, 30))
-def test_ending_is_a_suffix_within_the_count_starting_where_no_character_splits(text, count):
-    kept = ending(text, count)
-    assert text.endswith(kept) and len(kept) <= count
-    assert not _splits(text, len(text) - len(kept))
+def test_ending_is_the_longest_suffix_within_the_count_that_splits_nothing(text, count):
+    first = max(0, len(text) - count)
+    start = min(c for c in range(first, len(text) + 1) if not _splits(text, c))
+    assert ending(text, count) == text[start:]
 
 
 @given(DRAWN, st.integers(1, 30))
