@@ -48,6 +48,9 @@ def test_a_mapping_without_a_preset_is_a_whole_config():
         (42, "must be a preset name, a file path, a mapping or a MoAConfig, got int"),
         ({"preset": "moa-lyte"}, "Unknown preset 'moa-lyte'"),
         ({"proposers": []}, "proposers"),
+        # a caller's key that is no name raised a TypeError ("keywords must be strings")
+        ({1: 2}, "A config mapping has a top-level key that is not a name .1.: it must hold"),
+        ({"preset": "moa", None: 2}, "A config mapping has a top-level key that is not a name"),
     ],
 )
 def test_bad_sources_are_refused_in_one_sentence(source, message):

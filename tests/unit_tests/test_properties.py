@@ -305,7 +305,7 @@ _SCALARS = st.one_of(
     SPECS,
 )
 DOCUMENTS = st.dictionaries(
-    st.one_of(st.sampled_from(_SETTINGS), st.text(max_size=8)),
+    st.one_of(st.sampled_from(_SETTINGS), st.text(max_size=8), st.integers(0, 2)),
     st.recursive(
         _SCALARS,
         lambda inner: st.one_of(
@@ -318,7 +318,8 @@ DOCUMENTS = st.dictionaries(
     ),
     max_size=5,
 )
-"""Settings documents: the real setting names and others, holding any JSON-like values."""
+"""Settings documents: the real setting names and others (a number too), holding any JSON-like
+values."""
 
 
 def _loads_or_says_why(source: object) -> None:

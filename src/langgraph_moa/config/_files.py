@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -192,13 +193,22 @@ def read_mapping_file(path: str | Path, what: str, holds: str) -> dict[str, Any]
         raise MoAConfigError(f"{what} {shown} is empty: it must hold {holds}.")
     if not isinstance(data, dict):
         raise MoAConfigError(f"{what} {shown} must hold {holds} at the top level.")
+    refuse_unnamed_keys(data, f"{what} {shown}", holds)
+    return data
+
+
+def refuse_unnamed_keys(data: Mapping[Any, Any], what: str, holds: str) -> None:
+    """Refuse a mapping whose top-level key is not a string: no setting is named so.
+
+    Its keys become keyword arguments, where such a key raised a TypeError ("keywords must
+    be strings"), not the refusal that names it.
+    """
     named = [key for key in data if not isinstance(key, str)]
     if named:
         raise MoAConfigError(
-            f"{what} {shown} has a top-level key that is not a name ({named[0]!r}): it must "
-            f"hold {holds}; quote it or remove it."
+            f"{what} has a top-level key that is not a name ({named[0]!r}): it must hold "
+            f"{holds}; quote it or remove it."
         )
-    return data
 
 
 def _read_text(path: Path, what: str, shown: str) -> str:

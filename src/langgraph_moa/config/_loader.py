@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from langgraph_moa.config._files import refuse_unnamed_keys
 from langgraph_moa.config._schema import MoAConfig, list_presets
 from langgraph_moa.errors import MoAConfigError
 from langgraph_moa.text._names import did_you_mean
@@ -46,6 +47,7 @@ def load_config(source: ConfigSource = None) -> MoAConfig:
     if isinstance(source, MoAConfig):
         return source
     if isinstance(source, Mapping):
+        refuse_unnamed_keys(source, "A config mapping", "a mapping of settings")
         data = dict(source)
         preset = data.pop("preset", None)
         return MoAConfig.from_preset(preset, **data) if preset else MoAConfig(**data)
