@@ -588,10 +588,13 @@ def clip(text: str, limit: int = CLIENT_TEXT_CHARS, mark: str = "…") -> str:
     """Return `text` cut to at most `limit` characters, ending with `mark` where it was cut.
 
     The cut falls between whole characters as drawn (`boundary`): never between a letter
-    and its accent, inside an emoji sequence or a flag.
+    and its accent, inside an emoji sequence or a flag. A limit shorter than `mark` keeps
+    the text's beginning unmarked: the mark alone would go over it.
     """
     if len(text) <= limit:
         return text
+    if limit < len(mark):
+        return text[: boundary(text, limit)]
     return text[: boundary(text, limit - len(mark))].rstrip() + mark
 
 

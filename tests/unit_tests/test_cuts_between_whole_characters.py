@@ -93,6 +93,9 @@ def test_a_clip_ends_with_the_mark_asked_for_within_its_limit() -> None:
     assert clip(_straddling(38), 40, mark="...") == "a" * 37 + "..."
     assert clip("a" * 40, 40, mark="...") == "a" * 40
     assert clip(_straddling(40), 40) == "a" * 39 + "…"
+    # a limit shorter than the mark: the mark alone went one character or more over it
+    assert clip("abc", 0) == ""
+    assert clip("abcdef", 2, mark="...") == "ab"
 
 
 def test_a_refused_switch_and_count_quote_the_value_in_whole_characters(monkeypatch) -> None:
