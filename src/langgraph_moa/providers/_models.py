@@ -49,7 +49,11 @@ from langgraph_moa.providers._table import (
     known_providers,
     provider_of,
 )
-from langgraph_moa.transport._call_loop import loop_of_this_thread, running_call_loop
+from langgraph_moa.transport._call_loop import (
+    leave_the_parents_loop,
+    loop_of_this_thread,
+    running_call_loop,
+)
 from langgraph_moa.transport._completions import lean_completions
 from langgraph_moa.transport._http import own_async_client, own_sync_client
 from langgraph_moa.transport._net import is_loopback_url
@@ -671,8 +675,11 @@ class ModelCache:
         """Drop every model and client, in a forked child.
 
         The child runs none of its parent's loops, and the clients hold the parent's
-        connections: the models dropped here leave them to the parent (`_release`).
+        connections: the models dropped here leave them to the parent (`_release`), and
+        their loops' epoll sets too (`leave_the_parents_loop`), before the models go.
         """
+        for loop in list(self._by_loop):
+            leave_the_parents_loop(loop)
         self._lock = threading.RLock()
         self._sync = _Bucket()
         self._by_loop = weakref.WeakKeyDictionary()

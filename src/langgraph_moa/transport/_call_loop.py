@@ -245,4 +245,37 @@ def _leave_the_parents_selector(loop: asyncio.AbstractEventLoop) -> None:
         loop._selector = selectors.SelectSelector()  # type: ignore[attr-defined]
 
 
+def leave_the_parents_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep a forked child's use of an inherited loop out of the parent's epoll set.
+
+    For any loop of the parent's the package holds models or HTTP sessions of (a server's
+    loop in a thread, a loop driven by hand), not only the call loop: the child dropping
+    them took their connections out of the epoll instance it shares with the parent, and
+    the parent's next call on a reused keep-alive connection never woke its loop.
+
+    A loop that ran in another thread at the fork can never run in the child (it is
+    "already running" there, with no thread behind it): it gets an empty selector
+    (`_leave_the_parents_selector`). Any other one (idle, or the forking thread's own) the
+    child may still run: it gets a private copy of the selector, every registration of
+    the parent's in a new epoll instance, so that the loop hears in the child what it
+    heard at the fork and touches nothing of the parent's. Where the copy cannot be made
+    (no file descriptors left) it gets the empty one: the parent's loop comes first.
+    """
+    selector = getattr(loop, "_selector", None)
+    if selector is None:  # closed, or not a selector loop (uvloop's: libuv holds its own)
+        return
+    if loop.is_running() and getattr(loop, "_thread_id", None) != threading.get_ident():
+        _leave_the_parents_selector(loop)
+        return
+    try:
+        own = selectors.DefaultSelector()
+    except OSError:
+        _leave_the_parents_selector(loop)
+        return
+    for key in list(selector.get_map().values()):
+        with contextlib.suppress(OSError, ValueError, KeyError):  # closed since: nothing to hear
+            own.register(key.fileobj, key.events, key.data)
+    loop._selector = own  # type: ignore[attr-defined]
+
+
 os.register_at_fork(after_in_child=_forget_after_fork)

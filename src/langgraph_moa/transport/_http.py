@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 from langgraph_moa._redact import LABEL_CHARS, clip, redact, url_secrets, without
 from langgraph_moa.errors import MoAConfigError, UpstreamResponseError
+from langgraph_moa.transport._call_loop import leave_the_parents_loop
 
 MAX_ERROR_BODY_BYTES = 64_000
 """An error body is read up to this size; the rest is dropped (an error needs no more)."""
@@ -555,8 +556,12 @@ def _quiet_inherited_sessions() -> None:
     They are known by id: a weak reference is cleared by the time the report is made. An
     object reports once, so its id is forgotten then: a session the child opens later at
     the freed address (CPython reuses it) is reported as any other.
+
+    Each of those loops is first left to the parent (`leave_the_parents_loop`): the
+    sessions' connections, dropped here, unregistered themselves from the parent's epoll set.
     """
     for loop, sessions in list(_sessions_by_loop.items()):
+        leave_the_parents_loop(loop)
         inherited = {id(s) for s in list(sessions)}
         inherited |= {id(s.connector) for s in list(sessions) if s.connector is not None}
         loop.set_exception_handler(_without_reports_of(inherited, loop.get_exception_handler()))
