@@ -21,8 +21,10 @@ from langgraph_moa import (
     MoAInput,
     MoAOutput,
     MoAState,
+    local,
     serving,
 )
+from langgraph_moa.local import LocalRuntime
 from langgraph_moa.serving import History, create_app, default_history_path
 
 
@@ -37,6 +39,11 @@ def serve_app(config: MoAConfig) -> FastAPI:
     assert_type(app, FastAPI)
     serving.craete_app  # type: ignore[attr-defined]  # noqa: B018  (a typo, refused)
     return app
+
+
+def local_model() -> None:
+    assert_type(local.LocalRuntime, type[LocalRuntime])
+    local.LocalRuntme  # type: ignore[attr-defined]  # noqa: B018  (a typo, refused)
 
 
 def chat_model(config: MoAConfig) -> str:

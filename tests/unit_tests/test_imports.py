@@ -1,3 +1,7 @@
+import ast
+import importlib
+from pathlib import Path
+
 import pytest
 
 import langgraph_moa
@@ -218,3 +222,41 @@ def test_every_exported_class_and_function_says_what_it_is(package):
         or (inspect.isfunction(obj) and not obj.__doc__)
     ]
     assert bare == []
+
+
+LAZY_PACKAGES = ("langgraph_moa", "langgraph_moa.local", "langgraph_moa.serving")
+
+
+def _type_checking_imports(package: str) -> tuple[dict[str, str], list[ast.stmt]]:
+    """The names a package imports for type checkers only (name -> module), and what the
+    checkers see at its top level besides (the `if TYPE_CHECKING` branch, not the else)."""
+    tree = ast.parse(Path(importlib.import_module(package).__file__).read_text(encoding="utf-8"))
+    names: dict[str, str] = {}
+    seen: list[ast.stmt] = []
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom) and imp.module, ast.unparse(imp)
+                names.update({alias.name: imp.module for alias in imp.names})
+        elif isinstance(node, ast.If) and ast.unparse(node.test) == "not TYPE_CHECKING":
+            seen.extend(node.orelse)
+        else:
+            seen.append(node)
+    return names, seen
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_type_checkers_see_every_lazy_name_and_no_module_getattr(package):
+    """A lazily imported package declares its names for type checkers under TYPE_CHECKING and
+    hides its `__getattr__` from them: one they saw made every name exist, typed Any, so a
+    misspelt ``from langgraph_moa.local import LocalRuntme`` passed mypy. Each declared name is
+    in `__all__` and is, at run time, the object the declaration names."""
+    module = importlib.import_module(package)
+    declared, seen = _type_checking_imports(package)
+    defined = [n.name for n in seen if isinstance(n, ast.FunctionDef)]
+    assert "__getattr__" not in defined
+    assert set(declared) == set(module.__all__) - {"__version__"}
+    lazy = getattr(module, "_EXPORTS", None) or module._WHERE  # what `__getattr__` imports
+    assert set(lazy) == set(declared)
+    for name, where in declared.items():
+        assert getattr(module, name) is getattr(importlib.import_module(where), name), name

@@ -30,14 +30,16 @@ _EXPORTS = {
 __all__ = ["CATALOG", "LocalModelInfo", "LocalRuntime", "LocalRuntimeError", "installed_models"]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name when it is first used."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # a `__getattr__` type checkers saw would make every name exist (Any)
+
+    def __getattr__(name: str) -> Any:
+        """Import a public name when it is first used."""
+        module = _EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:
