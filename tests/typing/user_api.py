@@ -1,9 +1,9 @@
 """A typed user's program over the public API beyond the README's blocks (serve, eval, the model).
 
 Not run, only type-checked: by `make lint` (mypy, `tests.typing` checked as --strict would) and
-by tests/unit_tests/test_typed_api.py (mypy --strict). Each `assert_type` is a type a user's
-code is handed; a misspelt name must be refused, which the `type: ignore` lines check (strict
-mypy reports an ignore that nothing needed).
+by tests/integration_tests/test_typing_of_public_names.py (mypy --strict, a user's settings).
+Each `assert_type` is a type a user's code is handed; a misspelt name must be refused, which the
+`type: ignore` lines check (strict mypy reports an ignore that nothing needed).
 """
 
 from typing import Any, assert_type
