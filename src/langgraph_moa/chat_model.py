@@ -34,7 +34,7 @@ from contextvars import ContextVar
 from copy import deepcopy
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast, overload
+from typing import Any, Literal, Self, TypeVar, cast, overload
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -56,6 +56,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from langgraph.constants import CONF, CONFIG_KEY_CHECKPOINTER
+from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from langgraph_moa._lru import BoundedLRU
@@ -83,11 +84,7 @@ from langgraph_moa.run._inputs import (
 )
 from langgraph_moa.run._interrupt import interruptibly
 from langgraph_moa.run._options import split_call_kwargs
-
-if TYPE_CHECKING:
-    from langgraph.graph.state import CompiledStateGraph
-
-    from langgraph_moa.run.state import MoAInput, MoAOutput, MoAState
+from langgraph_moa.run.state import MoAInput, MoAOutput, MoAState
 
 _Model = TypeVar("_Model", bound=BaseModel)
 """A pydantic schema: `with_structured_output` answers an instance of it."""

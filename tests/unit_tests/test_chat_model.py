@@ -96,6 +96,23 @@ def test_structured_output_comes_from_the_aggregator(fake, log):
     assert raw["parsed"].city == "Paris" and raw["raw"].response_metadata["moa"]["calls"]
 
 
+def test_the_models_annotations_resolve_at_run_time(fake):
+    """`typing.get_type_hints` reads the model's annotations (documentation tools; LangChain's
+    `with_fallbacks` wrapper, on each method it forwards): `.graph`'s and the class's named
+    `CompiledStateGraph`, imported for type checkers only, and raised NameError."""
+    import typing
+
+    from langgraph.graph.state import CompiledStateGraph
+
+    assert typing.get_type_hints(MoAChatModel)["_graph"] is not None
+    graph_type = typing.get_type_hints(MoAChatModel.graph.fget)["return"]
+    assert typing.get_origin(graph_type) is CompiledStateGraph
+    agg = fake("AGG", reply=lambda *a: '{"city": "Paris", "confidence": 0.9}')
+    llm = MoAChatModel(config=MoAConfig(proposers=[fake("A")], aggregator=agg))
+    chain = llm.with_fallbacks([llm]).with_structured_output(City)
+    assert chain.invoke("q") == City(city="Paris", confidence=0.9)
+
+
 def test_json_mode_without_a_schema_answers_any_json_object(fake):
     # with_structured_output(None, method="json_mode") built the graph for a plain answer:
     # the parsed object came back None, with no parsing error, from a valid JSON answer.
