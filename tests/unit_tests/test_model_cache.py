@@ -416,3 +416,79 @@ def test_the_stopped_loops_kept_are_bounded():
     finally:
         for loop in loops:
             loop.close()
+
+
+def test_a_model_asked_for_again_is_found_without_building_its_key_again():
+    """Every model call asks for its model: its key (the spec's identity, each parameter's
+    ``repr``, sorted) and whether it takes a timeout were worked out anew each time, about 25
+    function calls per model call for the same few answers."""
+    import cProfile
+    import pstats
+
+    cache = ModelCache()
+    params = {"temperature": 0.2, "max_tokens": 10}
+    first = cache.get(ENDPOINT, dict(params))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    again = cache.get(ENDPOINT, dict(params))
+    profiler.disable()
+    assert again is first
+    called = {name for (_f, _l, name) in pstats.Stats(profiler).stats}  # type: ignore[attr-defined]
+    assert not called & {"cache_identity", "with_call_timeout", "<built-in method builtins.repr>"}
+
+
+def test_remembered_model_keys_tell_apart_what_builds_another_model(fake):
+    """The keys `get` remembers are looked up by spec, parameters and timeout: each that
+    builds another model gets its own, and an instance is known by its identity, never by
+    an equal one's."""
+    cache = ModelCache()
+    short = cache.get(ENDPOINT, {"temperature": 0.2}, 5.0)
+    assert short.request_timeout == 5.0
+    assert cache.get(ENDPOINT, {"temperature": 0.2}, 5.0) is short
+    long = cache.get(ENDPOINT, {"temperature": 0.2}, 60.0)
+    assert long is not short and long.request_timeout == 60.0
+    untimed = cache.get(ENDPOINT, {"temperature": 0.2})
+    assert untimed not in (short, long) and untimed.request_timeout is None
+    other = cache.get("other@http://127.0.0.1:9/v1", {"temperature": 0.2}, 5.0)
+    assert other.model_name == "other" and short.model_name == "m"
+    warmer = cache.get(ENDPOINT, {"temperature": 0.3}, 5.0)
+    assert warmer.temperature == 0.3 and short.temperature == 0.2
+    both = {"temperature": 0.2, "max_tokens": 7}
+    assert cache.get(ENDPOINT, both) is cache.get(ENDPOINT, dict(reversed(both.items())))
+    # A value that cannot be hashed is keyed as before, on every call.
+    kwargs = {"model_kwargs": {"top_p": 0.5}}
+    assert cache.get(ENDPOINT, kwargs) is cache.get(ENDPOINT, {"model_kwargs": {"top_p": 0.5}})
+    # Instances: a timeout is their owner's, and two alike are two models.
+    a, b = fake("A"), fake("A")
+    from_a = cache.get(a, {"temperature": 0.1}, 5.0)
+    assert cache.get(a, {"temperature": 0.1}, 60.0) is from_a
+    assert cache.get(b, {"temperature": 0.1}, 5.0) is not from_a
+
+
+def test_a_remembered_key_gives_each_loop_its_own_model():
+    """A remembered key names no loop: a model built under one ``asyncio.run`` is not handed
+    to the next, whose loop its client cannot serve."""
+    cache = ModelCache()
+
+    async def ask() -> tuple[object, object]:
+        return cache.get(ENDPOINT, {"temperature": 0.2}, 5.0), cache.get(
+            ENDPOINT, {"temperature": 0.2}, 5.0
+        )
+
+    first, same = asyncio.run(ask())
+    second, _ = asyncio.run(ask())
+    assert same is first and second is not first
+    assert second.http_async_client is not first.http_async_client
+    assert cache.get(ENDPOINT, {"temperature": 0.2}, 5.0) not in (first, second)  # sync calls
+
+
+def test_the_remembered_model_keys_are_bounded(monkeypatch):
+    """A run context per request may ask for a new temperature each time (`moa serve`)."""
+    from langgraph_moa.providers import _models
+
+    monkeypatch.setattr(_models, "KEYS_KEPT", 8)
+    cache = ModelCache(size=4)
+    for i in range(30):
+        cache.get(ENDPOINT, {"temperature": i / 100})
+        assert len(cache._keys) <= 8
+    assert cache.get(ENDPOINT, {"temperature": 0.29}).temperature == 0.29

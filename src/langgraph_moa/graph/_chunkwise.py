@@ -54,7 +54,6 @@ from langgraph_moa.errors import (
     StragglerCancelledError,
     budget_reached,
 )
-from langgraph_moa.providers._models import with_call_timeout
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.run import _clock as clock
 from langgraph_moa.run._accounting import (
@@ -253,9 +252,7 @@ class _Chunkwise:
         i, s = self.slots[k]
         p = self.cfg.proposers[i]
         call = CallId("proposer", self.layer, i, s, p.label)
-        chat = self.nodes.models.get(
-            p.model, with_call_timeout(self.cfg.call_timeout_s, p.model, p.call_params())
-        )
+        chat = self.nodes.models.get(p.model, p.call_params(), self.cfg.call_timeout_s)
         options = proposal_options(self.options, self.cfg.proposers, i, s)
         model = bind_options(chat, options, p.label).with_config(
             run_name=f"layer {self.layer} / proposer {i + 1} / {p.label} (streamed)",
@@ -493,9 +490,7 @@ class _Chunkwise:
         params = role.call_params()
         if cap is not None:
             params = {**params, "max_tokens": cap}
-        chat = self.nodes.models.get(
-            role.model, with_call_timeout(self.cfg.call_timeout_s, role.model, params)
-        )
+        chat = self.nodes.models.get(role.model, params, self.cfg.call_timeout_s)
         model = bind_options(chat, self.options, call.configured_model, stop=True, final=True)
         model = model.with_config(
             run_name=f"layer {call.layer} / aggregator / {call.configured_model}",

@@ -36,7 +36,7 @@ from langgraph_moa.errors import (
     budget_reached,
 )
 from langgraph_moa.graph._chunkwise import ChunkwiseRequest, refuse_what_parts_cannot_write
-from langgraph_moa.providers._models import ModelCache, with_call_timeout
+from langgraph_moa.providers._models import ModelCache
 from langgraph_moa.providers._retry import is_retryable
 from langgraph_moa.providers._table import LOCAL_PREFIX
 from langgraph_moa.run import _clock as clock
@@ -422,7 +422,7 @@ class MoANodes:
         params = p.call_params()
         if not streamed:
             params = {**params, "disable_streaming": True}
-        return self.models.get(p.model, with_call_timeout(cfg.call_timeout_s, p.model, params))
+        return self.models.get(p.model, params, cfg.call_timeout_s)
 
     def _final_model(self, cfg: MoAConfig, index: int, *, streamed: bool) -> BaseChatModel:
         """Return the model at `index` of the aggregator chain; only the answer streams."""
@@ -430,9 +430,7 @@ class MoANodes:
         params = role.call_params()
         if not streamed:
             params = {**params, "disable_streaming": True}
-        return self.models.get(
-            role.model, with_call_timeout(cfg.call_timeout_s, role.model, params)
-        )
+        return self.models.get(role.model, params, cfg.call_timeout_s)
 
     # --- proposers -----------------------------------------------------------------------
 

@@ -604,6 +604,10 @@ DEFAULT_CACHE_SIZE = 128
 IDLE_LOOPS_KEPT = 4
 """Event loops stopped but not closed whose models one `ModelCache` keeps, the last used."""
 
+KEYS_KEPT = 1024
+"""Model keys one `ModelCache` remembers (`ModelCache._key`): a run context per request may
+ask for a new temperature each time."""
+
 
 class _SharedClient:
     """One endpoint's HTTP clients (async and sync) and the number of live models using them.
@@ -669,6 +673,8 @@ class ModelCache:
             weakref.WeakKeyDictionary()
         )
         self._lookups = itertools.count(1)
+        self._keys: dict[tuple[Any, ...], tuple[tuple[Any, ...], dict[str, Any], ModelSpec]] = {}
+        """`_key`'s answers, each with its spec."""
         _LIVE_CACHES.add(self)
 
     def _forget_after_fork(self) -> None:
@@ -684,9 +690,20 @@ class ModelCache:
         self._sync = _Bucket()
         self._by_loop = weakref.WeakKeyDictionary()
 
-    def get(self, spec: ModelSpec, params: dict[str, Any]) -> BaseChatModel:
-        """Return the model for `spec` with `params`, building it if needed."""
-        key = (cache_identity(spec), tuple(sorted([(k, repr(v)) for k, v in params.items()])))
+    def get(
+        self, spec: ModelSpec, params: dict[str, Any], timeout: float | None = None
+    ) -> BaseChatModel:
+        """Return the model for `spec` with `params`, building it if needed.
+
+        `timeout`: the call timeout, given to a model that takes one as its own HTTP timeout
+        (`with_call_timeout`).
+        """
+        try:  # the model's key, as `_key` made it for these arguments before
+            key, params, _ = self._keys[
+                spec if type(spec) is str else id(spec), timeout, tuple(params.items())
+            ]
+        except (KeyError, TypeError):  # new, or a value that cannot be hashed
+            key, params = self._key(spec, params, timeout)
         loop = loop_of_this_thread()
         with self._lock:
             bucket = self._sync if loop is None else self._bucket_of(loop)
@@ -724,6 +741,31 @@ class ModelCache:
             while len(bucket.models) > self.size:
                 bucket.models.popitem(last=False)
             return model
+
+    def _key(
+        self, spec: ModelSpec, params: dict[str, Any], timeout: float | None
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Return the model's key in a bucket and its parameters, remembered for `get`.
+
+        Every model call asks for its model: building the key (the spec's identity, each
+        parameter's ``repr``, sorted) and reading whether the model takes a timeout were
+        about 25 function calls per model call, for the same few answers. They are
+        remembered by the spec (a string by its text, anything else by its identity, kept
+        alive here so that the id is not reused), the timeout and the parameters as given;
+        parameters that compare equal (``1`` and ``1.0``) are one model, whose fields read
+        them alike. At most `KEYS_KEPT` are kept; past that they are forgotten and built
+        anew. A key names no loop and holds no client: the bucket it is looked up in does.
+        """
+        given = (spec if type(spec) is str else id(spec), timeout, tuple(params.items()))
+        params = with_call_timeout(timeout, spec, params)
+        key = (cache_identity(spec), tuple(sorted([(k, repr(v)) for k, v in params.items()])))
+        if len(self._keys) >= KEYS_KEPT:
+            self._keys.clear()
+        try:
+            self._keys[given] = (key, params, spec)
+        except TypeError:  # a value that cannot be hashed: its key is built at every call
+            pass
+        return key, params
 
     def _bucket_of(self, loop: asyncio.AbstractEventLoop) -> _Bucket:
         """Return the loop's bucket; a new loop's drops those of loops that will not run.
