@@ -253,3 +253,12 @@ def test_an_answer_with_a_thinking_block_is_split_once(monkeypatch):
     kept = _accounting.without_thinking(AIMessage("<think>Air scatters.</think>Blue."), "m")
     assert (kept.text, kept.additional_kwargs["reasoning_content"]) == ("Blue.", "Air scatters.")
     assert len(splits) == 1
+
+
+def test_an_async_run_never_asks_whether_a_model_has_a_timeout_of_its_own(fake):
+    """Only a call made in a thread needs to know whether the model's client ends a call past
+    its timeout (`call_model`); an async call is cancelled on its loop either way, and the
+    question cost every model call about six function calls."""
+    stats = profiled_run(fake)
+    assert calls_from(stats, "has_own_timeout", "langgraph_moa/run") == 0
+    assert calls_from(stats, "with_call_timeout", "langgraph_moa/graph") == 0

@@ -790,7 +790,6 @@ async def acall_model(
     label: str,
     timeout: float | None,
     stop: StopCheck | None = None,
-    own_timeout: bool = False,
     config: RunnableConfig | None = None,
     retried: bool = True,
 ) -> BaseMessage:
@@ -961,8 +960,9 @@ class ModelRequest(NamedTuple):
     label: str
     timeout: float | None
     stop: StopCheck | None
-    own_timeout: bool = False
-    """The model's client enforces `timeout` itself (see `call_model`)."""
+    spec: ModelSpec | None = None
+    """The model's spec, which tells whether its client enforces `timeout` itself
+    (`has_own_timeout`, see `call_model`): only a call in a thread asks, once it is made."""
     config: RunnableConfig | None = None
     """The config of the model's ``invoke``: the call's trace, for a chat model (`with_trace`)."""
     retried: bool = True
@@ -970,11 +970,20 @@ class ModelRequest(NamedTuple):
 
     def run(self) -> BaseMessage:
         """Make the call in this thread."""
-        return call_model(*self)
+        model, messages, label, timeout, stop, spec, config, retried = self
+        own_timeout = spec is not None and has_own_timeout(spec)
+        return call_model(model, messages, label, timeout, stop, own_timeout, config, retried)
 
     async def arun(self) -> BaseMessage:
-        """Make the call as a task of this event loop."""
-        return await acall_model(*self)
+        """Make the call as a task of this event loop, which cancels it past its timeout.
+
+        Whether the model's client has a timeout of its own matters only to a call in a
+        thread: it was read for every call (about six function calls), async ones included.
+        """
+        model, messages, label, timeout, stop, _, config, retried = self
+        return await acall_model(
+            model, messages, label, timeout, stop, config=config, retried=retried
+        )
 
 
 class Request(Protocol):
@@ -1069,9 +1078,8 @@ def cached_call(
     if call.role == "proposer" and draw > 0:
         model = without_llm_cache(model)
     runnable, config = with_trace(model, config)
-    own_timeout = has_own_timeout(spec)
     response = yield ModelRequest(
-        runnable, messages, call.configured_model, timeout, stop, own_timeout, config, retried
+        runnable, messages, call.configured_model, timeout, stop, spec, config, retried
     )
     answer = accept(response)
     if key is not None and cache is not None and isinstance(response, BaseMessage):
