@@ -689,12 +689,13 @@ class MoANodes:
         call: CallId,
         is_final: bool,
         options: Options,
+        params: dict[str, Any],
         structure: Any = None,
     ) -> tuple[Runnable[Any, Any], RunnableConfig, list[BaseMessage], int]:
         """Return the aggregator's model, trace and messages; count the references cut.
 
-        `structure`: the schema the call sends besides its messages (`_structure_sent`), for
-        which the references leave room.
+        `params` (`_final_params`) and `structure` (`_structure_sent`): what the call sends
+        besides its messages, for which the references leave room.
         """
         step = cfg.rules.step_name
         watched = watching()
@@ -714,7 +715,7 @@ class MoANodes:
         wanted = options.get("tools") and any(
             c.get("tool_calls") for c in answered_proposals(state)
         )
-        sent = schemas_sent(self._final_params(cfg, call, options, is_final), structure)
+        sent = schemas_sent(params, structure)
         messages, trimmed = with_references(
             cfg,
             list(state["messages"]),
@@ -743,12 +744,12 @@ class MoANodes:
             # Built inside the attempt: a conversation too long for the budget is a failure
             # of this aggregator, and the next one in the chain may have room.
             structure = self._structure_sent(is_final)
+            params = self._final_params(cfg, call, options, is_final)
             model, trace, messages, trimmed = self._aggregator_input(
-                cfg, state, call, is_final, options, structure
+                cfg, state, call, is_final, options, params, structure
             )
             spec = cfg.final_chain[call.sample].model
             notes = {"trimmed_references": trimmed}
-            params = self._final_params(cfg, call, options, is_final)
             return _Request(
                 model, messages, params, spec, trace, notes, options=options, structure=structure
             )

@@ -126,7 +126,9 @@ def schemas_sent(params: dict[str, Any], structure: Any = None) -> list[Any] | N
     bills them as prompt tokens; a call that reported no usage was estimated as if it was sent
     its tools alone.
     """
-    schemas = list(params["tools"]) if params.get("tools") else []
+    # `in`, not `get`: most calls bind no tools, and `in` costs no function call.
+    tools = params["tools"] if "tools" in params else None
+    schemas = list(tools) if tools else []
     for key in ("call_kwargs", "final_kwargs"):
         if key in params and isinstance(kwargs := params[key], dict):
             wanted = kwargs.get("response_format")
