@@ -173,6 +173,7 @@ def test_what_a_conclusion_names_first_is_what_it_states(answer, key, number):
         "(A) and ",
         "A, and ",
         "10\\ 000\\,",
+        "3,4 and ",
     ],
 )
 def test_addresses_spaced_groups_and_letter_boxes_are_read_in_linear_time(unit):
@@ -192,7 +193,10 @@ def test_addresses_spaced_groups_and_letter_boxes_are_read_in_linear_time(unit):
         ("3,5", Fraction("3.5")),  # it read 5
         ("#### 12,75", Fraction("12.75")),
         ("The answer is 1,234", 1234),  # three digits after the comma: thousands
-        ("The answer is 3,4 and 7", Fraction("3.4")),
+        ("The answer is 3,4", Fraction("3.4")),  # the end of the text ends the value
+        ("The answer is 3,4 and that is all", Fraction("3.4")),  # words, not more values
+        # "The answer is 3,4 and 7" was pinned here as 3.4: a list goes on from it, so the
+        # value does not stand alone (see the test below)
     ],
 )
 def test_a_lone_decimal_comma_in_a_value_that_stands_alone_is_a_decimal(answer, value):
@@ -201,6 +205,34 @@ def test_a_lone_decimal_comma_in_a_value_that_stands_alone_is_a_decimal(answer, 
     assert concluded_number(answer) == value
     assert numeric(answer, float(value))
     assert not numeric(answer, 3) and not numeric(answer, 5) and not numeric(answer, 35)
+
+
+@pytest.mark.parametrize(
+    ("answer", "key"),
+    [
+        ("The answer is 3,4 and 7", "3,4 and 7"),  # it read 3.4
+        ("The answer is 3,4, 7", "3,4, 7"),
+        ("The answer is 3,4, and 7.", "3,4, and 7"),
+        ("The answer is 3,4 or 5,6", "3,4 or 5,6"),
+        ("#### 3,4 & 7", "3,4 & 7"),
+    ],
+)
+def test_a_stated_lone_comma_that_a_list_goes_on_from_reads_no_number(answer, key):
+    """ "The answer is 3,4 and 7" concluded 3.4: a value that more of a list follows does not
+    stand alone, so its comma is as ambiguous as in "The points are 3,4". It votes as
+    written, no number, and no number of the list is read as the answer."""
+    assert concluded_number(answer) is None
+    assert extract_answer(answer) == key
+    for wrong in (3.4, 3, 4, 34, 7, 5.6, 6):
+        assert not numeric(answer, wrong)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [("The answer is 1,234 and 7", 1234), ("The answer is 3,4. And 7 more", Fraction("3.4"))],
+)
+def test_a_list_after_a_thousands_comma_or_after_the_sentence_leaves_the_value(answer, value):
+    assert concluded_number(answer) == value
 
 
 @pytest.mark.parametrize(

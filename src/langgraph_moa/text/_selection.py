@@ -169,6 +169,16 @@ _AMBIGUOUS_COMMA = re.compile(r"-?\$?" + _LONE_COMMA)
 # of one, "\boxed{0,5}" or "\boxed{-2,3}", lists roots as often as it writes a decimal
 # comma. They read 3.4, 2.5, 0.5 and -2.3; they vote as written, no number.
 _PAIR_OPEN = re.compile(r"[(\[][\s$]*+-?\$?\s*+$")
+# Nor where more of a list follows it: "The answer is 3,4 and 7" (or "3,4, 7") does not state
+# a value that stands alone, so the comma is as ambiguous as in "The points are 3,4". It read
+# 3.4; the list votes as written, no number. A sentence's end ends the value ("3,4. And 7").
+_COMMA_LIST = re.compile(
+    r"-?\$?"
+    + _LONE_COMMA
+    + r"(?:(?:[ \t]*+,[ \t]*+(?:(?i:and|or)[ \t]++)?|[ \t]++(?:(?i:and|or)|&)[ \t]++)-?\$?(?:"
+    + _MAGNITUDE
+    + r"))++"
+)
 _FRACTION = r"-?(?:\d++[ \t]++)?\d+/\d+(?![\d/]|[.,]\d)"
 _LONE_FRACTION = re.compile(
     r"[\s*_$]*(-?)\$?(?:(\d+)[ \t]+)?(\d+)/(\d+)[\s*_$]*[.!]?[\s*_$]*"  # "**1/2**"
@@ -794,7 +804,7 @@ def _auto(text: str) -> _Reading:
 
 def _number_reading(written: str) -> _Reading:
     """Read a stated number; one that is no number ("1/0") votes as written."""
-    if (value := number_value(written)) is None:
+    if _COMMA_LIST.fullmatch(written) or (value := number_value(written)) is None:
         return _Reading(" ".join(written.split()), True)
     return _Reading(_value_key(value), True, value)
 
@@ -844,6 +854,8 @@ def stated_number(text: str) -> str | None:
         ):
             closed = text[last.end(2) : last.end(2) + 1] in {")", "]"}
             return text[pair.start() : last.end(2) + closed]
+        if listed := _COMMA_LIST.match(text, last.start(2)):
+            value = listed[0]
         return value if value.startswith("-") else sign + value
     return None
 
