@@ -870,6 +870,25 @@ def test_a_shutdown_delay_keeps_serving_with_ready_503_before_the_stop(monkeypat
     assert seen["plain"] is True
 
 
+@pytest.mark.parametrize("option", ["shutdown_delay_s", "drain_timeout_s"])
+@pytest.mark.parametrize("seconds", [float("nan"), -1.0, float("inf")])
+def test_serve_refuses_seconds_that_are_not_a_finite_number_0_or_more(
+    monkeypatch, tmp_path, option, seconds
+):
+    """`moa serve --shutdown-delay nan` (or -1, inf) exits 2, but ``serve(shutdown_delay_s=)``
+    took NaN or -1 as no delay and inf as waiting for a second signal, and a NaN or infinite
+    ``drain_timeout_s`` failed in uvicorn's settings with Python's own words. Both are refused
+    before "Serving", in a sentence that names the option."""
+    from langgraph_moa.errors import MoAConfigError
+
+    ran = []
+    with pytest.raises(MoAConfigError, match=option):
+        _serve_unreachable(
+            monkeypatch, tmp_path, lambda *a, **k: ran.append(a), **{option: seconds}
+        )
+    assert ran == []
+
+
 def test_a_second_signal_during_the_tick_of_a_shutdown_delay_is_not_lost(monkeypatch):
     """The delay's tick set uvicorn's `should_exit` to whether the delay had passed: a second
     SIGTERM (or Ctrl-C) whose handler ran in that tick, after its check, set it True and the

@@ -100,7 +100,8 @@ def serve(
     """Serve the presets (or named configs) until interrupted (what `moa serve` runs).
 
     Everything that would make every request fail is checked before the server starts and
-    before `announce` says "Serving": the serve extra is installed, every preset exists and
+    before `announce` says "Serving": the waits (`drain_timeout_s`, `shutdown_delay_s`) are
+    finite seconds, 0 or more, the serve extra is installed, every preset exists and
     validates, every model's API key is set and every local model is installed (the
     presets' and `allow_models`' alike), the HTTP clients' variables (``MOA_HTTP_TRANSPORT``,
     ``MOA_MAX_RESPONSE_BYTES``) read, and the port is free. Each failure raises `MoAError`
@@ -119,6 +120,7 @@ def serve(
     that sends the key (`_metrics`; prometheus_client, of the serve extra). Called where an
     event loop runs (a notebook cell), it serves from a thread (`_serve_apart`).
     """
+    _check_seconds(drain_timeout_s=drain_timeout_s, shutdown_delay_s=shutdown_delay_s)
     systems = (
         dict(load_system(name) for name in presets)
         if not isinstance(presets, Mapping)
@@ -558,6 +560,19 @@ def _check_served(name: str, config: MoAConfig) -> None:
             f"{'is' if len(missing) == 1 else 'are'} not set: export "
             f"{'it' if len(missing) == 1 else 'them'} or serve another preset (e.g. local-moa)."
         )
+
+
+def _check_seconds(**seconds: float) -> None:
+    """Refuse a wait that is no finite number of seconds, 0 or more, as `moa serve` does.
+
+    A NaN or negative ``shutdown_delay_s`` meant no delay, an infinite one a wait for a second
+    signal, and a NaN or infinite ``drain_timeout_s`` failed in uvicorn's settings.
+    """
+    for name, value in seconds.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise MoAConfigError(
+                f"{name} must be a finite number of seconds, 0 or more (got {value!r})."
+            )
 
 
 def _check_port(host: str, port: int) -> None:
