@@ -812,6 +812,43 @@ def test_asyncio_warnings_and_thread_crashes_are_json_under_log_format_json(
     assert (sys.excepthook, threading.excepthook, warnings.showwarning) == hooks
 
 
+def test_an_embedders_excepthooks_are_set_aside_while_serving_json(monkeypatch, tmp_path, capsys):
+    """An embedder's own hooks (Sentry's sys.excepthook reports, then calls the hook it
+    replaced: Python's, which prints the traceback as text) are not chained under
+    --log-format json, or a crash would write text among the JSON lines. The crash is an
+    error record instead (which a logging integration sees); the hooks are back after."""
+    import sys
+    import threading
+
+    called = []
+
+    def reporting(*args):  # as Sentry's: report, then the default hook prints
+        called.append("sys")
+        sys.__excepthook__(*args)
+
+    def reporting_in_thread(args):
+        called.append("thread")
+        threading.__excepthook__(args)
+
+    monkeypatch.setattr(sys, "excepthook", reporting)
+    monkeypatch.setattr(threading, "excepthook", reporting_in_thread)
+
+    def run(server, sockets=None):
+        thread = threading.Thread(target=lambda: 1 / 0)
+        thread.start()
+        thread.join()
+        try:
+            raise RuntimeError("in a release")
+        except RuntimeError as exc:
+            sys.excepthook(type(exc), exc, exc.__traceback__)
+
+    lines = _serve_unreachable(monkeypatch, tmp_path, run, log_format="json")
+    assert capsys.readouterr().err == "" and called == []
+    records = [json.loads(line) for line in lines]
+    assert [record["level"] for record in records] == ["error", "error"], records
+    assert (sys.excepthook, threading.excepthook) == (reporting, reporting_in_thread)
+
+
 def test_a_shutdown_delay_keeps_serving_with_ready_503_before_the_stop(monkeypatch, tmp_path):
     """On SIGTERM uvicorn closed its socket at once: a readiness probe was refused, and the
     requests Kubernetes still routed there before it took the pod out met a refused

@@ -302,6 +302,8 @@ def _uncaught_as_records() -> Callable[[], None]:
     the model-release thread reports through `sys.excepthook` and a warning were written to
     stderr as text among the JSON lines. They are records of this module's logger and of
     ``py.warnings`` now (`_log_as_json`), each one JSON object, until serving ends.
+    An embedder's own hooks are set aside, not called after the record: Sentry's reports,
+    then calls the hook it replaced, Python's, which prints the traceback as text.
     """
     hooks = (sys.excepthook, threading.excepthook)
     captured = getattr(logging, "_warnings_showwarning", None) is not None  # by the host
