@@ -111,7 +111,8 @@ async def judge_both_orders(
     the judge's model (`name`, else `label`) and the fix. Awaited, not run in a thread: a
     cancel (a Ctrl-C) cancels the call under way (`ainvoke`: its request is closed) and the
     wait before a retry, and the second order is never asked. In a thread the call under way
-    ran to its end, and the event loop's close waited for it.
+    ran to its end, and the event loop's close waited for it: as it still does for a judge
+    with only a sync ``_generate``, which LangChain's ``ainvoke`` runs in a thread.
     """
     who = f"the judge {name or label}"
 
