@@ -234,8 +234,10 @@ def test_full_width_decimal_point_and_comma_read_as_one_number():
     assert concluded_number("\uff11\uff0c\uff12\uff13\uff14") == 1234
     assert numeric("\uff11\uff0c\uff12\uff13\uff14\uff0e\uff15", 1234.5)
     assert extract_answer("\u7b54\u6848\u662f\uff11\uff12\uff0e\uff15") == "12.5"
-    # A lone comma where the value stands alone is a decimal comma (27173a45), full-width too.
+    # Alone, a lone comma then one digit is a decimal comma, as "3,4" is (it read 4, a list's
+    # last entry, before that rule); in prose it stays ambiguous, as "The points are 3,4".
     assert extract_answer("\uff13\uff0c\uff14", "last-number") == "3.4"
+    assert extract_answer("The points are \uff13\uff0c\uff14", "last-number") == ""
 
 
 def test_a_clip_keeps_a_decomposed_korean_syllable_whole():
