@@ -111,6 +111,9 @@ def test_a_chat_completion_and_its_stream_are_answered_under_a_mount(system):
         ("MOA_MAX_RESPONSE_BYTES", "lots"),
         ("LANGGRAPH_MOA_SHARE_CORES", "maybe"),
         ("LANGGRAPH_MOA_CACHE", "relative/cache"),
+        ("LANGGRAPH_MOA_THREADS", "0"),
+        ("LANGGRAPH_MOA_SLOTS", "many"),
+        ("LANGGRAPH_MOA_CONTEXT", "lots"),
     ],
 )
 def test_a_bad_process_setting_is_refused_when_the_app_is_built(

@@ -207,6 +207,9 @@ def test_serve_stacks_the_root_path_the_trusted_proxies_and_the_drain(monkeypatc
         ("LANGGRAPH_MOA_SHARE_CORES", "yes"),
         ("MOA_GC_FREEZE", "no"),
         ("LANGGRAPH_MOA_CACHE", "models"),  # read as a local model is first called
+        ("LANGGRAPH_MOA_THREADS", "0"),  # read as the local models' runtime is made
+        ("LANGGRAPH_MOA_SLOTS", "many"),
+        ("LANGGRAPH_MOA_CONTEXT", "lots"),  # read as a local model's server starts
     ],
 )
 def test_serve_refuses_a_setting_that_fails_every_request_before_it_starts(
@@ -215,7 +218,8 @@ def test_serve_refuses_a_setting_that_fails_every_request_before_it_starts(
     # Read as each endpoint's client is built, or on each call, on a request: the server said
     # "Serving" and then failed every request ("All 2 proposer calls of layer 1 failed");
     # MOA_GC_FREEZE was read after "Serving"; a relative LANGGRAPH_MOA_CACHE, with the history
-    # kept elsewhere, failed each request to a local model with a 400 blaming the client.
+    # kept elsewhere, failed each request to a local model with a 400 blaming the client, and
+    # so did a bad LANGGRAPH_MOA_THREADS, _SLOTS or _CONTEXT.
     from langgraph_moa import MoAConfig
     from langgraph_moa.errors import MoAConfigError
     from langgraph_moa.serving import _server

@@ -189,14 +189,25 @@ def context_size(info: LocalModelInfo) -> int:
     Raises:
         MoAConfigError: the variable holds something else.
     """
-    tokens = count_from_env(
+    return chosen_context() or info.n_ctx
+
+
+def chosen_context() -> int | None:
+    """Return the tokens per slot ``$LANGGRAPH_MOA_CONTEXT`` names, or None where it is unset.
+
+    `moa serve` and `create_app` call it before they serve: it is otherwise read as a local
+    model's server starts, on a request, which a bad value answered with a 400.
+
+    Raises:
+        MoAConfigError: the variable holds something else.
+    """
+    return count_from_env(
         "LANGGRAPH_MOA_CONTEXT",
         MIN_CONTEXT,
         MAX_CONTEXT,
         unit=" of tokens",
         fix="correct it, or unset it for the default",
     )
-    return tokens or info.n_ctx
 
 
 def count_from_env(

@@ -307,17 +307,18 @@ def check_settings() -> None:
 
     ``MOA_HTTP_TRANSPORT`` and ``MOA_MAX_RESPONSE_BYTES`` (read as each endpoint's client is
     built), ``MOA_DIRECT_CALLS`` and ``MOA_SDK_TRANSFORM`` (on each call),
-    ``LANGGRAPH_MOA_SHARE_CORES`` (as the local models' runtime is made) and
-    ``LANGGRAPH_MOA_CACHE`` (at a local model's first call) are read on a request: a bad one
-    answered every request with a 400 that blamed its client. `moa serve` calls this before it
+    ``LANGGRAPH_MOA_SHARE_CORES``, ``LANGGRAPH_MOA_THREADS`` and ``LANGGRAPH_MOA_SLOTS`` (as
+    the local models' runtime is made), ``LANGGRAPH_MOA_CACHE`` (at a local model's first
+    call) and ``LANGGRAPH_MOA_CONTEXT`` (as its server starts) are read on a request: a bad
+    one answered every request with a 400 that blamed its client. `moa serve` calls this before it
     starts, and `create_app` as it builds, for an embedder that serves the app itself.
 
     Raises:
         MoAConfigError: a setting holds what it cannot.
     """
     from langgraph_moa._env import switch_from_env
-    from langgraph_moa.local.catalog import chosen_cache_root
-    from langgraph_moa.local.runtime import SHARE_CORES_ENV
+    from langgraph_moa.local.catalog import chosen_cache_root, chosen_context
+    from langgraph_moa.local.runtime import SHARE_CORES_ENV, default_slots, default_threads
     from langgraph_moa.run._direct import check_call_switches
     from langgraph_moa.transport._http import max_response_bytes, transport_in_use
 
@@ -325,7 +326,10 @@ def check_settings() -> None:
     max_response_bytes()
     check_call_switches()
     switch_from_env(SHARE_CORES_ENV)
+    default_threads()
+    default_slots()
     chosen_cache_root()
+    chosen_context()
 
 
 def _add_docs(app: Any) -> None:
