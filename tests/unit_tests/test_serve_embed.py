@@ -137,3 +137,17 @@ def test_an_unknown_route_under_a_mount_lists_the_routes_under_it(system):
     assert message.startswith("There is no route GET /moa/v1/nope on this server;"), message
     assert "GET /moa/v1/models," in message and "POST /moa/v1/chat/completions," in message
     assert " /v1/" not in message
+
+
+def test_a_served_config_whose_key_is_missing_builds_and_its_requests_name_the_key(monkeypatch):
+    """`moa serve` refuses to start without a served config's key; `create_app` builds (an
+    embedder may set the key at its service's start, after the app is built), and a request
+    while it is missing answers 500 naming the variable, the operator's fix, not the client's."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = MoAConfig(proposers=["openai:gpt-4o-mini"] * 2, aggregator="openai:gpt-4o")
+    client = TestClient(mounted(create_app({"m": config})), base_url="http://localhost")
+    response = client.post("/moa/v1/chat/completions", content=BODY, headers=JSON)
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["type"] == "server_configuration_error"
+    assert "OPENAI_API_KEY" in error["message"]
