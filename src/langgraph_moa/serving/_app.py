@@ -121,7 +121,10 @@ def create_app(
         limits: Per-request limits; `RequestLimits()` (its defaults) if None. Its
             ``allow_client_endpoints`` allows client endpoints too (either one does).
         security: Browser and connection rules (hosts, origins, docs); `ServeSecurity()`
-            (loopback names only, no cross-origin requests, no docs) if None.
+            (loopback names only, no cross-origin requests, no docs) if None. Its
+            ``header_timeout_s``, ``max_connections_per_client`` and ``forwarded_allow_ips``
+            are `moa serve`'s server's (`uvicorn_options`, `forwarded_clients`): the app
+            alone applies none of them.
         history: Where the web page's runs are kept (see `_history`); None keeps none.
         keepalive_s: Seconds of silence after which a stream sends a keep-alive comment;
             None sends none.
