@@ -129,16 +129,6 @@ def test_a_bad_process_setting_is_refused_when_the_app_is_built(
         create_app({"m": system})
 
 
-def test_an_unknown_route_under_a_mount_lists_the_routes_under_it(system):
-    """The 404 names the path as sent (``/moa/v1/nope``); the routes it listed lacked the
-    prefix (``GET /v1/models``), paths that are the embedder's, not this app's."""
-    client = TestClient(mounted(create_app({"m": system})), base_url="http://localhost")
-    message = client.get("/moa/v1/nope").json()["error"]["message"]
-    assert message.startswith("There is no route GET /moa/v1/nope on this server;"), message
-    assert "GET /moa/v1/models," in message and "POST /moa/v1/chat/completions," in message
-    assert " /v1/" not in message
-
-
 def test_a_served_config_whose_key_is_missing_builds_and_its_requests_name_the_key(monkeypatch):
     """`moa serve` refuses to start without a served config's key; `create_app` builds (an
     embedder may set the key at its service's start, after the app is built), and a request

@@ -210,7 +210,7 @@ def create_app(
         message = (
             f"There is no route {clip(request.method)} {clip(request.url.path)} on this server; "
             f"it serves "
-            f"{_route_list(app, request.scope.get('root_path', ''))}."
+            f"{_route_list(app)}."
             if what
             else str(exc.detail)
         )
@@ -384,19 +384,17 @@ def _model_labels(systems: dict[str, MoAConfig], policy: ModelPolicy) -> list[st
     return list(dict.fromkeys(labels))
 
 
-def _route_list(app: Any, prefix: str = "") -> str:
+def _route_list(app: Any) -> str:
     """List the app's routes (``GET /v1/models, ...``) from the app itself, so none is left out.
 
     Read from ``app.routes`` when asked, so that routes added after `create_app` (the web
     page's) are listed too, and what answers around the app (``app.state.extra_routes``).
-    Each under `prefix`, the request's ``root_path``: under an embedder's mount the 404 names
-    the path as sent (``/moa/v1/nope``), and ``GET /v1/models`` was the embedder's path.
     """
     import re
 
     seen: list[str] = []
     for route in app.routes:
-        path = prefix + re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)  # {model:path} -> {model}
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)  # {model:path} -> {model}
         methods = sorted(getattr(route, "methods", None) or {"GET"})
         if not hasattr(route, "methods"):  # a mount: its files
             path += "/{file}"
