@@ -492,3 +492,15 @@ def test_the_remembered_model_keys_are_bounded(monkeypatch):
         cache.get(ENDPOINT, {"temperature": i / 100})
         assert len(cache._keys) <= 8
     assert cache.get(ENDPOINT, {"temperature": 0.29}).temperature == 0.29
+
+
+def test_a_remembered_key_keeps_the_parameters_it_was_asked_with():
+    """`get` remembered the caller's own parameter dict with the key made of its values: a
+    caller that then changed its dict had a later ask for the old values, once the model
+    was gone from the bucket (evicted, or another loop), built with the new ones."""
+    cache = ModelCache(size=1)
+    params = {"temperature": 0.2}
+    assert cache.get(ENDPOINT, params).temperature == 0.2
+    params["temperature"] = 0.9  # the caller's dict, reused for another call
+    cache.get(ENDPOINT, {"temperature": 0.5})  # the first model leaves the bucket
+    assert cache.get(ENDPOINT, {"temperature": 0.2}).temperature == 0.2

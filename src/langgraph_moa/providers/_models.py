@@ -755,9 +755,11 @@ class ModelCache:
         parameters that compare equal (``1`` and ``1.0``) are one model, whose fields read
         them alike. At most `KEYS_KEPT` are kept; past that they are forgotten and built
         anew. A key names no loop and holds no client: the bucket it is looked up in does.
+        The parameters are kept as a copy: the caller's dict, changed later, would build
+        another model under this key.
         """
         given = (spec if type(spec) is str else id(spec), timeout, tuple(params.items()))
-        params = with_call_timeout(timeout, spec, params)
+        params = {**with_call_timeout(timeout, spec, params)}
         key = (cache_identity(spec), tuple(sorted([(k, repr(v)) for k, v in params.items()])))
         if len(self._keys) >= KEYS_KEPT:
             self._keys.clear()
