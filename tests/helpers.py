@@ -42,6 +42,28 @@ def sqlite_format(path) -> int:
         db.close()
 
 
+def opened_connections(monkeypatch) -> list[sqlite3.Connection]:
+    """The SQLite connections opened from now on (`sqlite3.connect`), in order."""
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def recorded(*args, **kwargs):
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(sqlite3, "connect", recorded)
+    return opened
+
+
+def is_closed(db: sqlite3.Connection) -> bool:
+    """Whether `db` was closed (Python 3.13 warns of one garbage collection closes)."""
+    try:
+        db.execute("SELECT 1")
+    except sqlite3.ProgrammingError:
+        return True
+    return False
+
+
 def references_in(call) -> list[str]:
     """The numbered references of the synthesis system message a call received."""
     system = call.messages[0]

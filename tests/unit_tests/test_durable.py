@@ -1,12 +1,15 @@
 """`open_checkpointer`: the savers it opens, and the serializer they store with."""
 
 import logging
+import sqlite3
 
+import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import BaseModel
 
 from langgraph_moa.graph.durable import allowing_answers, open_checkpointer
+from tests.helpers import is_closed, opened_connections
 
 
 class Answer(BaseModel):
@@ -61,3 +64,14 @@ def test_a_saver_with_its_own_serializer_is_given_an_answer_model_without_a_warn
     )
     back = allowed.serde.loads_typed(allowed.serde.dumps_typed(Answer(text="x")))
     assert back == Answer(text="x")  # an allowlist is extended
+
+
+def test_a_checkpoint_file_sqlite_refuses_is_closed_again(tmp_path, monkeypatch):
+    # The caller got SQLite's error, not a saver whose connection to close: it was closed by
+    # garbage collection only (on Python 3.13, "ResourceWarning: unclosed database").
+    opened = opened_connections(monkeypatch)
+    path = tmp_path / "moa.db"
+    path.write_bytes(b"not a database" * 300)
+    with pytest.raises(sqlite3.DatabaseError):
+        open_checkpointer(f"sqlite:///{path}")
+    assert len(opened) == 1 and is_closed(opened[0])

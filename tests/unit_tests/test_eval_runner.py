@@ -115,6 +115,28 @@ def test_system_names_must_be_distinct(mix, tmp_path):
         Evaluation([mix, mix], ITEMS, tmp_path)
 
 
+def test_an_evaluation_refused_at_its_creation_closes_the_cache_it_opened(
+    mix, tmp_path, monkeypatch
+):
+    # The caller gets an exception, not an object to close: left open, the connection was
+    # only closed by garbage collection (on Python 3.13, "ResourceWarning: unclosed database").
+    opened, closed = [], []
+
+    class Recorded(runner.SQLiteCallCache):
+        def __init__(self, path):
+            super().__init__(path)
+            opened.append(self)
+
+        def close(self):
+            closed.append(self)
+            super().close()
+
+    monkeypatch.setattr(runner, "SQLiteCallCache", Recorded)
+    with pytest.raises(MoAConfigError, match="distinct names"):
+        Evaluation([mix, mix], ITEMS, tmp_path)
+    assert len(opened) == 1 and closed == opened
+
+
 def test_without_the_eval_extra_the_run_completes_and_says_what_is_missing(
     mix, tmp_path, monkeypatch
 ):

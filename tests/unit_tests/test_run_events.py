@@ -26,7 +26,7 @@ from langgraph_moa.serving._history import (
     RunRecord,
     compact,
 )
-from tests.helpers import leave_at_first_start, sqlite_format
+from tests.helpers import is_closed, leave_at_first_start, opened_connections, sqlite_format
 
 USER = [{"role": "user", "content": "Explain X"}]
 QUESTION = {"messages": [HumanMessage("Explain X")]}
@@ -238,6 +238,17 @@ def test_an_unusable_history_path_is_one_sentence(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(HistoryError, match="set MOA_HISTORY"):
         History(tmp_path / "file" / "h.sqlite3")
+
+
+def test_a_history_file_sqlite_refuses_is_closed_again(tmp_path, monkeypatch):
+    # Left open, the connection was closed by garbage collection only (on Python 3.13,
+    # "ResourceWarning: unclosed database"): the caller got an error, not a history to close.
+    opened = opened_connections(monkeypatch)
+    path = tmp_path / "h.sqlite3"
+    path.write_bytes(b"not a database" * 300)
+    with pytest.raises(HistoryError, match="set MOA_HISTORY"):
+        History(path)
+    assert len(opened) == 1 and is_closed(opened[0])
 
 
 def test_a_history_carries_its_format_and_one_an_earlier_version_wrote_reads_as_it_is(tmp_path):

@@ -280,34 +280,42 @@ class Evaluation:
         self.out = Path(out_dir)
         _make_folder(self.out / "results")
         self.cache = SQLiteCallCache(self.out / "calls.db")
-        self.systems = [resolve_system(s, self.cache) for s in systems]
-        names = [s.name for s in self.systems]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise MoAConfigError(f"Systems need distinct names; given more than once: {twice}.")
-        files = [slug(n) for n in names]
-        alike = sorted({n for n in names if files.count(slug(n)) > 1})
-        if alike:
-            raise MoAConfigError(
-                f"Systems {alike} would share one results file ({slug(alike[0])}.jsonl): "
-                "give them names that differ in letters or digits."
-            )
-        # A ``single:`` system is named without its URL's key, and so is its baseline.
-        baseline = redact_spec(baseline) if baseline is not None else None
-        if baseline is not None and baseline not in names:
-            raise MoAConfigError(f"The baseline {baseline!r} must be one of the systems: {names}.")
-        if seed is not None:  # checked now, not as one error row per item
-            check_eval_seed(seed)
-        self.judge, self.baseline, self.seed = judge, baseline, seed
-        self.source_sha256 = package_source()  # the code this run loaded, not an edit during it
-        self.judge_label = describe_model(judge) if judge is not None else None
-        # The cache names the judge as it names any model: a local one with its file's digest.
-        self.judge_key = cache_name(judge, self.judge_label) if self.judge_label else None
-        self.items = items
-        self.concurrency = max(1, concurrency)
-        self._models = ModelCache()
-        if judge is not None:  # a bad spec is said now, before any answer
-            _check_judge(judge)
+        # Refused from here on, the caller has no evaluation to close: the cache is closed
+        # here, not left to garbage collection (Python 3.13 warns of an unclosed database).
+        try:
+            self.systems = [resolve_system(s, self.cache) for s in systems]
+            names = [s.name for s in self.systems]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise MoAConfigError(f"Systems need distinct names; given more than once: {twice}.")
+            files = [slug(n) for n in names]
+            alike = sorted({n for n in names if files.count(slug(n)) > 1})
+            if alike:
+                raise MoAConfigError(
+                    f"Systems {alike} would share one results file ({slug(alike[0])}.jsonl): "
+                    "give them names that differ in letters or digits."
+                )
+            # A ``single:`` system is named without its URL's key, and so is its baseline.
+            baseline = redact_spec(baseline) if baseline is not None else None
+            if baseline is not None and baseline not in names:
+                raise MoAConfigError(
+                    f"The baseline {baseline!r} must be one of the systems: {names}."
+                )
+            if seed is not None:  # checked now, not as one error row per item
+                check_eval_seed(seed)
+            self.judge, self.baseline, self.seed = judge, baseline, seed
+            self.source_sha256 = package_source()  # the code this run loaded, not an edit during it
+            self.judge_label = describe_model(judge) if judge is not None else None
+            # The cache names the judge as it names any model: a local one with its file's digest.
+            self.judge_key = cache_name(judge, self.judge_label) if self.judge_label else None
+            self.items = items
+            self.concurrency = max(1, concurrency)
+            self._models = ModelCache()
+            if judge is not None:  # a bad spec is said now, before any answer
+                _check_judge(judge)
+        except BaseException:
+            self.cache.close()
+            raise
         self.notes: list[str] = []
         # The command line is recorded to be run again, but not with the key it was given.
         self.dataset, self.command = (

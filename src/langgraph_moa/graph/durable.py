@@ -12,6 +12,8 @@ graph = create_moa_graph(config, checkpointer=open_checkpointer("sqlite:///moa.d
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,7 @@ if TYPE_CHECKING:  # the postgres extra may be absent; a user's type checker see
     from langgraph.checkpoint.postgres import PostgresSaver
     from langgraph.checkpoint.serde.base import SerializerProtocol
     from langgraph.checkpoint.sqlite import SqliteSaver
+    from psycopg import Connection as PgConnection
 
 
 def allowing_answers(checkpointer: Any, response_format: Any) -> Any:
@@ -84,8 +87,10 @@ def open_checkpointer(
 
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        sqlite_saver = SqliteSaver(sqlite3.connect(path, check_same_thread=False), serde=serde)
-        sqlite_saver.setup()
+        conn = sqlite3.connect(path, check_same_thread=False)
+        sqlite_saver = SqliteSaver(conn, serde=serde)
+        with _closed_on_failure(conn):
+            sqlite_saver.setup()
         return sqlite_saver
     if url.startswith(("postgresql://", "postgres://")):
         try:
@@ -98,10 +103,25 @@ def open_checkpointer(
                 "pip install 'langgraph-moa[postgres]'."
             ) from None
         # LangGraph's Postgres saver needs autocommit and dict rows.
-        conn = Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
-        postgres_saver = PostgresSaver(conn, serde=serde)
-        postgres_saver.setup()
+        pg = Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
+        postgres_saver = PostgresSaver(pg, serde=serde)
+        with _closed_on_failure(pg):
+            postgres_saver.setup()
         return postgres_saver
     raise MoAConfigError(
         f"Unknown checkpoint store {url!r}: use sqlite:///path/to/moa.db or postgresql://..."
     )
+
+
+@contextmanager
+def _closed_on_failure(conn: sqlite3.Connection | PgConnection[Any]) -> Iterator[None]:
+    """Close `conn` if the block raises: the caller gets the error, not a saver to close.
+
+    Left to garbage collection, the connection of a file the saver's `setup` refused stayed
+    open until then (on Python 3.13, "ResourceWarning: unclosed database").
+    """
+    try:
+        yield
+    except BaseException:
+        conn.close()
+        raise

@@ -169,11 +169,12 @@ class History:
         self._lock = threading.Lock()
         self._unerased = False  # a deleted run's pages may be in the write-ahead log still
         in_memory = str(path) == IN_MEMORY
+        db = None
         try:
             if not in_memory:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 create_private(self.path)  # SQLite gives its WAL and shm files the file's mode
-            self._db = sqlite3.connect(self.path, check_same_thread=False)  # ":memory:" too
+            self._db = db = sqlite3.connect(self.path, check_same_thread=False)  # ":memory:" too
             found = self._db.execute("PRAGMA user_version").fetchone()[0]
             # 0 is unmarked (every earlier version), as a rows file without "format" is.
             known = found in (0, HISTORY_FORMAT)
@@ -191,6 +192,8 @@ class History:
                     self._db.execute(f"PRAGMA user_version = {HISTORY_FORMAT}")
                     self._prune()  # a file kept by a larger cap shrinks to this one
         except (OSError, sqlite3.Error) as exc:
+            if db is not None:  # closed now: the caller has no history to close
+                db.close()
             raise HistoryError(
                 f"Cannot open the run history at {self.path} ({exc}); set MOA_HISTORY to a "
                 "writable file."
