@@ -11,6 +11,7 @@ from langgraph_moa.cli import _app as cli
 from langgraph_moa.cli._config import build_config, describe, local_models
 from langgraph_moa.cli._usage import OptionConflictError
 from langgraph_moa.errors import MoAConfigError, MoAError
+from tests.helpers import is_closed, opened_connections
 
 
 def run_main(monkeypatch, capsys, *args):
@@ -890,6 +891,25 @@ def test_eval_records_the_command_that_reruns_it(monkeypatch, tmp_path, fake):
     )
     assert record["dataset"]["source"] == "verifiable" and record["dataset"]["items"] == 2
     assert record["command"] in (out_dir / "report.md").read_text()
+
+
+def test_eval_closes_its_call_cache_when_it_ends(monkeypatch, tmp_path, fake):
+    # Left open, the cache's connection was closed by garbage collection only, whenever that
+    # came (on Python 3.13, "ResourceWarning: unclosed database" in whatever ran then).
+    from typer.testing import CliRunner
+
+    from langgraph_moa.config._schema import MoAConfig
+    from langgraph_moa.eval import runner
+
+    config = MoAConfig(name="s", variant="select", proposers=[fake("s")])
+    monkeypatch.setattr(
+        runner, "resolve_system", lambda _s, cache: runner._system(_s, config, cache)
+    )
+    opened = opened_connections(monkeypatch)
+    args = ["eval", "-q", "-s", "s", "--limit", "1", "--no-plots", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    assert opened and all(is_closed(db) for db in opened)
 
 
 def test_eval_seed_reaches_the_calls_and_the_command_that_reruns_it(monkeypatch, tmp_path, fake):
