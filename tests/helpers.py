@@ -291,9 +291,13 @@ async def _until(done, wait_s: float) -> bool:
     return bool(done())
 
 
-def exit_code(pid: int) -> int:
-    """Wait for a forked child's exit code (about 10 s at most); fail if it hangs."""
-    for _ in range(500):
+def exit_code(pid: int, wait_s: float = 10.0) -> int:
+    """Wait for a forked child's exit code (`wait_s` at most); fail if it hangs.
+
+    A child that hangs is killed and reaped: the test fails instead of waiting for ever.
+    """
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return os.waitstatus_to_exitcode(status)

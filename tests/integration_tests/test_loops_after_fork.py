@@ -16,12 +16,17 @@ from langchain_core.messages import HumanMessage
 
 from langgraph_moa import MoAConfig, create_moa_graph
 from langgraph_moa.testing.scripted_server import ScriptedServer
+from tests.helpers import exit_code
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
 
 WAIT_S = 30.0
 """The guard on the parent's call after the fork: a loop that no longer hears its
 connections waits for ever, so reaching it fails the test (no timing is asserted)."""
+
+CHILD_WAIT_S = 60.0
+"""The guard on the forked child's run: a child that hangs (a lock another parent thread
+held at the fork) is killed and fails the test instead of holding the run for ever."""
 
 QUESTION = {"messages": [HumanMessage("hi there")]}
 
@@ -46,8 +51,7 @@ def _fork_a_child_that_runs(config: MoAConfig, how: str) -> None:
             code = 0
         finally:
             os._exit(code)
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert exit_code(child, CHILD_WAIT_S) == 0
 
 
 def _answer_of(result: dict) -> str:
