@@ -559,12 +559,36 @@ def _quiet_inherited_sessions() -> None:
 
     Each of those loops is first left to the parent (`leave_the_parents_loop`): the
     sessions' connections, dropped here, unregistered themselves from the parent's epoll set.
+    And their connections are left to the parent without a word (`_drop_unsaid`).
     """
     for loop, sessions in list(_sessions_by_loop.items()):
         leave_the_parents_loop(loop)
+        if not loop.is_closed():  # a closed loop's sessions were closed with it
+            for session in list(sessions):
+                _drop_unsaid(session.connector)
         inherited = {id(s) for s in list(sessions)}
         inherited |= {id(s.connector) for s in list(sessions) if s.connector is not None}
         loop.set_exception_handler(_without_reports_of(inherited, loop.get_exception_handler()))
+
+
+def _drop_unsaid(connector: Any) -> None:
+    """Abort, in a forked child, the connections of a parent's connector, writing nothing.
+
+    Dropped with the connector, each was closed: a TLS one wrote its close_notify on the
+    socket it shares with the parent, which ended the parent's connection for the server
+    (the parent's next request on it raced the server's close, or cost a new handshake),
+    and a plain one still sent what the parent had left to send. Aborted, each only leaves
+    the child's loop, and closing it when the connector goes does nothing more. aiohttp has
+    no public way to reach a connector's connections, hence its private attributes.
+    """
+    pooled = [p for entries in list(getattr(connector, "_conns", {}).values()) for p, _ in entries]
+    for protocol in pooled + list(getattr(connector, "_acquired", ())):
+        transport = getattr(protocol, "transport", None)
+        # A loop in debug mode refuses the callback a thread of the parent's would run: the
+        # abort is made by then.
+        with suppress(RuntimeError):
+            if transport is not None:
+                transport.abort()
 
 
 def _without_reports_of(inherited: set[int], previous: Any) -> Any:
