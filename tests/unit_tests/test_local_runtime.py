@@ -419,6 +419,33 @@ def test_stop_all_and_ctrl_c_leave_no_log(stand_in, tmp_path):
     assert logs(tmp_path) == []
 
 
+def test_a_forked_childs_exit_leaves_the_parents_servers_and_logs_alone(stand_in, tmp_path):
+    """A forked child (a gunicorn worker) inherits the runtime with the parent's `stop_all`
+    registered at exit. There the parent's server is no child of its: `poll` read it as
+    exited with 0, and its normal exit renamed the parent's live log to a failed one (and
+    could trim the parent's older failed logs); the parent's `log_path` named no file."""
+    import os
+
+    from tests.helpers import exit_code
+
+    parent = LocalRuntime(threads=1, slots=1)
+    server = stand_in(ALIVE)
+    parent._servers = {"qwen2.5-coder-0.5b": server}
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: its exit runs what the parent registered (`atexit`)
+            try:
+                parent.stop_all()
+                server.replaced()  # what another runtime's next call does with it there
+            finally:
+                os._exit(0)
+        assert exit_code(pid) == 0
+        assert logs(tmp_path) == [Path(server.log_path)] and server.alive()
+    finally:
+        parent.stop_all()
+    assert logs(tmp_path) == []
+
+
 def test_a_server_that_died_keeps_its_log_and_a_warning_names_it(stand_in, tmp_path, caplog):
     # The error named the log and repeated its last lines, and `moa serve` passed it to its
     # client: it names the model now, and the operator's warning the log and its lines.

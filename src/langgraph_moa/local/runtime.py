@@ -240,6 +240,16 @@ class LocalServer:
         """Tell whether the process is still running."""
         return self.process.poll() is None
 
+    def _foreign(self) -> bool:
+        """Tell whether this process is not the one that spawned the server (a forked child).
+
+        A child inherits the parent's servers with the runtime holding them, and its normal
+        exit runs that runtime's `stop_all` (`atexit`). The server is no child of its: `poll`
+        reads it as exited with code 0, and stopping it there renamed the parent's live log
+        as a failed server's. Stopping, keeping and mourning it are the parent's alone.
+        """
+        return os.getpid() != self._settings["parent_pid"]
+
     def memory_to_come(self) -> int:
         """Return the bytes of memory this server has yet to allocate (0 if unknown).
 
@@ -358,6 +368,8 @@ class LocalServer:
         stayed open until the runtime stopped the server (or until garbage collection, for
         a server nobody asked for again), and Windows does not rename an open file.
         """
+        if self._foreign():
+            return
         let_go(self._log)
         with self._warn_lock:  # one rename, even when two broken calls get here at once
             log = Path(self.log_path)
@@ -415,6 +427,8 @@ class LocalServer:
         nowhere, and piled up in the temp folder. The warning names it, unless the warning of
         the call it broke did (`_warn_with_log`).
         """
+        if self._foreign():
+            return
         if self._mourned:
             logger.warning("%s; a new one was started.", self._who_exited())
             return
@@ -447,6 +461,8 @@ class LocalServer:
         Its log goes with it, unless the server failed: after Ctrl-C (`LocalRuntime.kill_now`)
         this process exits without stopping anything else.
         """
+        if self._foreign():
+            return
         if self.alive():
             self._stopped = True
             self.process.terminate()
@@ -454,7 +470,9 @@ class LocalServer:
                 self._discard_log()
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """Terminate the process, then kill it if it lingers."""
+        """Terminate the process, then kill it if it lingers (only the process that spawned it)."""
+        if self._foreign():
+            return
         self.terminate()
         try:
             self.process.wait(grace_s)
@@ -687,7 +705,8 @@ class LocalRuntime:
         self.threads = threads or default_threads()
         self.slots = slots or default_slots()
         self._servers: dict[str, LocalServer] = {}
-        # Free in a forked child, whose exit stops the servers it holds (`stop_all`, atexit).
+        # Free in a forked child, whose exit runs `stop_all` (atexit): the parent's servers it
+        # holds there are left to the parent (`LocalServer._foreign`).
         self._lock = ForkSafeLock()
         self.room = CoreRoom()
 
