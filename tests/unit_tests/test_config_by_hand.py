@@ -288,11 +288,37 @@ def test_a_yaml_1_1_only_number_is_refused_naming_it_and_the_fix(
     assert fix in said and "quote it if it is text" in said
 
 
-@pytest.mark.parametrize(("word", "value"), [("10", 10), ("0x10", 16), ("1_0", 10), ("0", 0)])
+@pytest.mark.parametrize(
+    ("word", "value"),
+    [
+        ("10", 10),
+        ("0x10", 16),
+        ("1_0", 10),
+        ("0", 0),
+        # A leading zero YAML 1.1 reads as octal with the same value: 00 was refused as "0".
+        ("00", 0),
+        ("000", 0),
+        ("-00", 0),
+        ("+0_0", 0),
+        ("07", 7),
+    ],
+)
 def test_a_number_yaml_1_1_and_1_2_read_alike_is_taken(tmp_path, word, value):
     path = tmp_path / "moa.yaml"
     path.write_text(PLAIN + f"min_proposers: 1\nshuffle_seed: {word}\n", encoding="utf-8")
     assert MoAConfig.from_file(path).shuffle_seed == value
+
+
+def test_only_a_scalar_that_can_start_a_number_is_tried_as_a_yaml_1_1_one():
+    # `"" in "+-0123456789"` is true: an empty scalar was tried against the number forms.
+    from langgraph_moa.config._files import _OLD_NUMBER_TAG, _SettingsLoader
+
+    tried = {
+        first
+        for first, resolvers in _SettingsLoader.yaml_implicit_resolvers.items()
+        if any(tag == _OLD_NUMBER_TAG for tag, _ in resolvers)
+    }
+    assert tried == set("+-0123456789")
 
 
 def test_a_quoted_yaml_1_1_number_is_text(tmp_path):

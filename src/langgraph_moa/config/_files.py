@@ -67,14 +67,15 @@ _SHOWN_NUMBER_CHARS = 40
 _OLD_NUMBER_TAG = "tag:langgraph-moa,2026:yaml-1.1-number"
 _OLD_NUMBER = re.compile(
     r"""^(?:[-+]?0b[0-1_]+
-    |[-+]?0[0-7_]+
+    |[-+]?0[0_]*[1-7]_*[0-7][0-7_]*
     |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+
     |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*)$""",
     re.VERBOSE,
 )
 """PyYAML's int and float forms that YAML 1.2's core schema reads otherwise: a leading zero
-(octal), 0b (binary), and base 60. 0x and plain decimals read alike and are taken, and so is
-1_000 (YAML 1.2 reads text there, but 1000 is what a person reads)."""
+(octal) before two digits or more, 0b (binary), and base 60. 0x and plain decimals read alike
+and are taken, and so is 1_000 (YAML 1.2 reads text there, but 1000 is what a person reads);
+so is a leading zero before one octal digit or none (00, -007), the same number either way."""
 
 
 class _SettingsLoader(yaml.SafeLoader):
@@ -121,9 +122,10 @@ class _SettingsLoader(yaml.SafeLoader):
         raise OldNumberError(written, node.start_mark.line + 1, read)
 
 
-# Tried before PyYAML's own int and float forms, which would match first.
+# Tried before PyYAML's own int and float forms, which would match first. Keyed by a
+# scalar's first character: the `''` key (an empty scalar's) starts no number.
 _SettingsLoader.yaml_implicit_resolvers = {
-    first: [(_OLD_NUMBER_TAG, _OLD_NUMBER)] * (first in "+-0123456789") + resolvers
+    first: [(_OLD_NUMBER_TAG, _OLD_NUMBER)] * bool(first and first in "+-0123456789") + resolvers
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _SettingsLoader.add_constructor(_OLD_NUMBER_TAG, _SettingsLoader.construct_old_number)
