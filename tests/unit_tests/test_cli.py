@@ -93,6 +93,17 @@ def test_serve_passes_its_shutdown_delay_and_refuses_a_bad_one(monkeypatch):
     assert bad.exit_code == 2 and "--shutdown-delay" in bad.output
 
 
+@pytest.mark.parametrize("flag", ["--drain-timeout", "--shutdown-delay"])
+def test_serve_refuses_a_wait_longer_than_a_day(monkeypatch, capsys, flag):
+    # inf was refused, but 1e300 s was taken: the same wait for ever.
+    from langgraph_moa.serving import _server as serve
+
+    monkeypatch.setattr(serve, "serve", lambda presets, **kwargs: pytest.fail("served"))
+    status, err = run_main(monkeypatch, capsys, "serve", flag, "1e300")
+    said = " ".join(err.split())
+    assert status == 2 and f"'{flag}': 1e300 is out of range: give a number from 0 to 86400" in said
+
+
 def test_serve_trusts_only_the_proxies_it_is_given(monkeypatch):
     from typer.testing import CliRunner
 

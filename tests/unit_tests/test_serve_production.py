@@ -908,18 +908,21 @@ def test_a_shutdown_delay_keeps_serving_with_ready_503_before_the_stop(monkeypat
 
 
 @pytest.mark.parametrize("option", ["shutdown_delay_s", "drain_timeout_s"])
-@pytest.mark.parametrize("seconds", [float("nan"), -1.0, float("inf")])
+@pytest.mark.parametrize("seconds", [float("nan"), -1.0, float("inf"), 1e300, 86_401.0])
 def test_serve_refuses_seconds_that_are_not_a_finite_number_0_or_more(
     monkeypatch, tmp_path, option, seconds
 ):
     """`moa serve --shutdown-delay nan` (or -1, inf) exits 2, but ``serve(shutdown_delay_s=)``
     took NaN or -1 as no delay and inf as waiting for a second signal, and a NaN or infinite
     ``drain_timeout_s`` failed in uvicorn's settings with Python's own words. Both are refused
-    before "Serving", in a sentence that names the option."""
+    before "Serving", in a sentence that names the option and the range. 1e300 was the wait
+    for ever that inf's refusal stopped: past a day (`MAX_WAIT_S`) is refused too."""
     from langgraph_moa.errors import MoAConfigError
 
     ran = []
-    with pytest.raises(MoAConfigError, match=option):
+    with pytest.raises(
+        MoAConfigError, match=f"{option} must be a number of seconds from 0 to 86400"
+    ):
         _serve_unreachable(
             monkeypatch, tmp_path, lambda *a, **k: ran.append(a), **{option: seconds}
         )

@@ -28,7 +28,7 @@ from langgraph_moa.cli._local import local_starts_shown, prepare
 from langgraph_moa.cli._output import out
 from langgraph_moa.cli._ranges import number_option, port_option, schema_bounds
 from langgraph_moa.cli._run import set_context_size
-from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.config._limits import MAX_WAIT_S, RequestLimits
 from langgraph_moa.config._loader import load_config
 from langgraph_moa.config._prices import load_prices
 from langgraph_moa.config._schema import MoAConfig
@@ -324,6 +324,7 @@ def serve(
             "--drain-timeout",
             kind=float,
             low=0,
+            high=MAX_WAIT_S,
             metavar="SECONDS",
             help="Seconds a stop (SIGTERM, Ctrl-C) waits for the requests in flight; then "
             "each still open is ended with a last event saying the server is stopping. The "
@@ -337,6 +338,7 @@ def serve(
             "--shutdown-delay",
             kind=float,
             low=0,
+            high=MAX_WAIT_S,
             metavar="SECONDS",
             help="Seconds a SIGTERM waits before the stop begins, serving every request while "
             "/ready answers 503 (draining), for an orchestrator that takes the server out of "

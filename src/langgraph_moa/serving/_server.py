@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa._env import switch_from_env
-from langgraph_moa.config._limits import RequestLimits
+from langgraph_moa.config._limits import MAX_WAIT_S, RequestLimits
 from langgraph_moa.config._loader import load_config, names_a_file
 from langgraph_moa.config._prices import Prices
 from langgraph_moa.config._schema import MoAConfig
@@ -565,15 +565,16 @@ def _check_served(name: str, config: MoAConfig) -> None:
 
 
 def _check_seconds(**seconds: float) -> None:
-    """Refuse a wait that is no finite number of seconds, 0 or more, as `moa serve` does.
+    """Refuse a wait that is no number of seconds from 0 to `MAX_WAIT_S`, as `moa serve` does.
 
-    A NaN or negative ``shutdown_delay_s`` meant no delay, an infinite one a wait for a second
-    signal, and a NaN or infinite ``drain_timeout_s`` failed in uvicorn's settings.
+    A NaN or negative ``shutdown_delay_s`` meant no delay, an infinite one (or 1e300) a wait
+    for a second signal, and a NaN or infinite ``drain_timeout_s`` failed in uvicorn's
+    settings.
     """
     for name, value in seconds.items():
-        if not (math.isfinite(value) and value >= 0):
+        if not 0 <= value <= MAX_WAIT_S:  # NaN is neither
             raise MoAConfigError(
-                f"{name} must be a finite number of seconds, 0 or more (got {value!r})."
+                f"{name} must be a number of seconds from 0 to {MAX_WAIT_S:g} (got {value!r})."
             )
 
 
