@@ -330,7 +330,8 @@ def degraded_header(moa: dict[str, Any]) -> str | None:
     """Return the `DEGRADED_HEADER` of an answer's provenance, or None if it is not degraded.
 
     ``fallback=best_proposal``, ``failed-layers=2,3``, ``incomplete-call`` (a tool call
-    that leaves out a required argument), or several joined by ``; ``: a gateway, a
+    whose arguments break its tool's schema: a required one left out, a wrong type, a value
+    outside an enum, an unknown key), or several joined by ``; ``: a gateway, a
     retry policy or a dashboard that reads only the status and headers saw a fallback as a
     plain 200. A stream's headers go out before its outcome is known: its last chunk's
     ``moa`` says it (docs/event-stream.md).

@@ -385,7 +385,8 @@ def _leaves_later(server_class: type, drain: Drain, seconds: float) -> type:
     out of its Service only some time after sending SIGTERM, and meanwhile its clients and
     its readiness probe met a refused connection. Here /ready answers 503 ``draining``
     (`Drain.leaving`) for `seconds` while every request is still served, then the stop goes
-    on as before (``--shutdown-delay``). A second signal, or Ctrl-C, stops at once.
+    on as before (``--shutdown-delay``). A second signal (SIGTERM or Ctrl-C) ends the wait and
+    begins that stop, drain included, at once; a third ends the drain.
     """
 
     class Server(server_class):
