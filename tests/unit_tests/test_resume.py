@@ -369,6 +369,24 @@ def test_a_section_default_a_later_release_changes_changes_the_digests(fake, sec
     assert both_digests(later)[0] != both_digests(config)[0]
 
 
+def test_a_model_of_the_users_named_as_a_config_section_keeps_the_digests_after_an_upgrade(log):
+    """The sections' first defaults were found by class name: a chat model of the user's whose
+    class is named `SelectionConfig` had its fields compared with the selection's, not with
+    its own defaults, so a release of its package that added `round_size` (default 3)
+    changed every digest taken of it, as if a field more were a setting of the user's."""
+    from pydantic import create_model
+
+    from tests.fakes import FakeChat
+
+    named = create_model("SelectionConfig", __base__=FakeChat)
+
+    def config_of(chat):
+        return MoAConfig(proposers=[chat(label="A", log=log)], aggregator=FakeChat(label="AGG"))
+
+    later = a_later_release(named, round_size=3)
+    assert both_digests(config_of(later)) == both_digests(config_of(named))
+
+
 @pytest.mark.parametrize("upgrade", ["a field more", "other library versions"])
 def test_a_chat_model_after_an_upgrade_keeps_the_digests(log, monkeypatch, upgrade):
     """A chat model records the installed langchain-core's and langchain's versions in its

@@ -26,7 +26,14 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from langgraph_moa.config._schema import MoAConfig
+from langgraph_moa.config._aggregation import AggregationConfig
+from langgraph_moa.config._schema import (
+    AggregatorConfig,
+    MoAConfig,
+    ProposerConfig,
+    SelfMoASeqConfig,
+)
+from langgraph_moa.text._selection import SelectionConfig
 
 SHAPE_FIELDS = (
     "variant",
@@ -68,8 +75,8 @@ def _shape(cfg: MoAConfig, every_field: bool) -> dict[str, Any]:
     return {name: _plain(getattr(cfg, name), fields) for name in SHAPE_FIELDS}
 
 
-SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ProposerConfig": {
+SECTION_DEFAULTS: dict[type[BaseModel], dict[str, Any]] = {
+    ProposerConfig: {
         "name": None,
         "temperature": 0.7,
         "max_tokens": 512,
@@ -77,14 +84,14 @@ SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
         "samples": 1,
         "logprobs": False,
     },
-    "AggregatorConfig": {
+    AggregatorConfig: {
         "name": None,
         "temperature": 0.7,
         "max_tokens": 2048,
         "context_window": None,
     },
-    "SelfMoASeqConfig": {"window_size": 6, "samples_per_step": None},
-    "AggregationConfig": {
+    SelfMoASeqConfig: {"window_size": 6, "samples_per_step": None},
+    AggregationConfig: {
         "start": "all",
         "quorum": None,
         "every_layer": False,
@@ -93,7 +100,7 @@ SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_parts": 16,
         "continuation": "auto",
     },
-    "SelectionConfig": {
+    SelectionConfig: {
         "method": "vote",
         "extractor": "auto",
         "pattern": None,
@@ -105,12 +112,13 @@ SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
         "show_tally": False,
     },
 }
-"""The defaults of the config's sections (by class name) when the digests first left defaults
-out (2026-12-06): a section's field is left out where it holds the value here, not wherever
-it holds today's default. A release that changes such a default then changes the digests,
-and a run checkpointed under the old one is refused instead of resumed with other windows
-or samples than it started with. Never edit a value here: that hides the change. A field a
-release adds is not here, and is left out at its own default (`_set_fields`)."""
+"""The defaults of the config's sections (by class, see `_first_defaults`) when the digests
+first left defaults out (2026-12-06): a section's field is left out where it holds the value
+here, not wherever it holds today's default. A release that changes such a default then
+changes the digests, and a run checkpointed under the old one is refused instead of resumed
+with other windows or samples than it started with. Never edit a value here: that hides the
+change. A field a release adds is not here, and is left out at its own default
+(`_set_fields`)."""
 
 ROUTE_FREE = ("temperature", "max_tokens")
 """Role fields a run context sets that change how a model is asked, not who is asked, how
@@ -173,7 +181,7 @@ def _set_fields(model: BaseModel) -> dict[str, Any]:
     """
     plain = {}
     given = model.model_fields_set
-    first = SECTION_DEFAULTS.get(type(model).__qualname__, {})
+    first = _first_defaults(type(model))
     for name, field in type(model).model_fields.items():
         if field.exclude is True:
             continue
@@ -182,6 +190,18 @@ def _set_fields(model: BaseModel) -> dict[str, Any]:
         if (name in given and _read_by_process(field)) or value != default:
             plain[name] = value
     return plain
+
+
+def _first_defaults(cls: type[BaseModel]) -> dict[str, Any]:
+    """Return the `SECTION_DEFAULTS` of the config section `cls` is or extends, else none.
+
+    Found by the class, not its name: a user's model named `SelectionConfig` is no section,
+    and its fields are compared with its own defaults.
+    """
+    for base in cls.__mro__:
+        if base in SECTION_DEFAULTS:
+            return SECTION_DEFAULTS[base]
+    return {}
 
 
 def _read_by_process(field: FieldInfo) -> bool:
