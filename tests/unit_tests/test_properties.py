@@ -199,6 +199,27 @@ def test_a_huge_number_is_refused_not_raised(answer):
     assert value is None or len(str(value.numerator)) <= 2100, "a huge number was read"
 
 
+CJK_NUMERALS = st.builds(
+    lambda head, numeral, tail: f"{head}{numeral}{tail}",
+    st.sampled_from(["答案是", "答え\uff1a", "The answer is "]),
+    st.one_of(
+        st.text(alphabet="零〇一二两三四五六七八九十百千", max_size=12),
+        st.integers(4301, 6000).map(lambda n: "一" * n),  # past the digits int() reads
+    ),
+    st.sampled_from(["", "\u3002", "です", " 42"]),
+)
+"""Stated numerals in CJK characters, of any length: digits alone, units, and both mixed."""
+
+
+@given(CJK_NUMERALS)
+@example("答案是" + "一" * 4301)  # digits alone were read at any length: ValueError from int()
+def test_a_stated_cjk_numeral_reads_as_at_most_9999_and_raises_nothing(answer):
+    for read in _READERS:
+        read(answer)
+    value = concluded_number(answer)
+    assert value is None or value == 42 or 0 <= value <= 9999
+
+
 @given(st.text(alphabet="0123456789", max_size=40), st.integers(0, 10**12))
 def test_at_most_reads_small_numbers_and_refuses_the_rest(digits, most):
     value = int(digits) if digits else 0

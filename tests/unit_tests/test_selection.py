@@ -706,6 +706,38 @@ def test_a_cjk_numeral_that_is_no_number_up_to_9999_reads_no_wrong_value(answer)
     assert concluded_number(answer) is None
 
 
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("答案是一个数字\uff1a42", 42),  # "the answer is a number: 42"
+        ("答案是一样的\uff0c都是 42\u3002", 42),
+        ("两种方法得到的答案是一致的\uff1a42", 42),
+        ("答えは一般的に 42 です", 42),
+        ("答えは一つ\uff1a7", 7),
+        ("答案是三角形的面积\uff0c即 42", 42),
+        ("The answer is 42. 答案是一个整数\u3002", 42),
+    ],
+)
+def test_a_numeral_character_that_starts_a_word_is_no_stated_numeral(answer, value):
+    """The 一 of 一个 ("a"), 一样 ("the same") or 一つ ("one thing") and the 三 of 三角形
+    ("triangle") read as a stated 1 or 3; a numeral is read only where its value ends."""
+    assert concluded_number(answer) == value
+    assert extract_answer(answer) == str(value)
+
+
+def test_a_cjk_numeral_of_many_digits_reads_no_number_and_raises_nothing():
+    """Digits alone were read at any length: 5,000 of them raised ValueError (Python's limit on
+    the digits int() reads) from the vote, the scorers and the readers."""
+    answer = "答案是" + "一" * 5000
+    assert concluded_number(answer) is None
+    assert cjk_numeral_value("一" * 5000) is None
+    assert cjk_numeral_value("一二三四五") is None  # past 9,999
+    assert cjk_numeral_value("九九九九") == 9999
+    extract_answer(answer)
+    chosen = select([Candidate(0, "m", answer), Candidate(1, "m", "42")], SelectionConfig())
+    assert chosen.winner in (0, 1) and len(chosen.tally) == 2
+
+
 @pytest.mark.parametrize("numeral", ["一万", "三千万", "十亿", "三x", ""])
 def test_cjk_numeral_value_is_none_for_a_numeral_past_its_range(numeral):
     """It raised KeyError on a character it does not read ("一万")."""

@@ -866,12 +866,19 @@ _CJK_DIGITS = dict(
 _CJK_UNITS = {"十": 10, "百": 100, "千": 1000}
 # A numeral in Chinese or Japanese characters that a conclusion states ("答案是三十五", "the
 # answer is 三十五") is its value, up to 9,999: it voted as text. One that goes on into
-# larger units ("三千万") is read as none, never as its first part.
+# larger units ("三千万") is read as none, never as its first part. So is one that a word
+# goes on from, on its line (a Japanese "です" or "だ" after it ends a sentence): these
+# characters start words, and "答案是一个数字\uff1a42" (a number: 42), "答えは一つ\uff1a7" (one
+# thing) and "答案是三角形的面积" (a triangle's area) stated 1, 1 and 3.
 _CJK_NUMERAL = re.compile(
     r"((?:\banswer\b\W{0,3}(?:is|:|=)|" + _CJK_STATED + r")\s*+)"
-    r"([零〇一二两兩三四五六七八九十百千]++)(?![万萬亿億])",
+    r"([零〇一二两兩三四五六七八九十百千]++)"
+    r"(?![ \t\u3000]*+(?:(?:です|である|だ)[ \t\u3000]*+)?+\w)",
     re.IGNORECASE,
 )
+# Digits alone ("二〇二四") are read up to four: more is past 9,999, and thousands of them
+# raised ValueError (the digits int() reads) from the vote and every reader.
+_CJK_MOST_DIGITS = 4
 
 
 def cjk_numeral_value(numeral: str) -> int | None:
@@ -886,6 +893,8 @@ def cjk_numeral_value(numeral: str) -> int | None:
     if not numeral or any(c not in _CJK_DIGITS and c not in _CJK_UNITS for c in numeral):
         return None
     if all(char in _CJK_DIGITS for char in numeral):
+        if len(numeral) > _CJK_MOST_DIGITS:
+            return None
         return int("".join(str(_CJK_DIGITS[char]) for char in numeral))
     total, digit, last_unit, gap = 0, None, 10_000, False
     for char in numeral:
