@@ -677,6 +677,27 @@ def test_a_chinese_or_japanese_hedge_picks_no_option(answer):
 
 
 @pytest.mark.parametrize(
+    "answer",
+    [
+        "答案是 A 和 B",
+        "答案是 A\u3001B",
+        "答案是A与B",
+        "答案是A與B",
+        "答案是 A 及 B",
+        "答えはAとB",
+        "答案是 C, D也正确",
+        "答案是 C\uff0cD 也对",
+        "正解はC\u3001Dも正しい",
+    ],
+)
+def test_a_chinese_or_japanese_list_of_options_picks_no_option(answer):
+    """ "答案是 A 和 B" (A and B) read A, while "The answer is C and D" picks none; so did
+    "答案是 C, D也正确" (D is also correct), as "C, but D is also correct" did."""
+    assert chosen_option(answer) is None
+    assert hedges(answer)
+
+
+@pytest.mark.parametrize(
     ("answer", "value"),
     [
         ("答案\uff1a42", 42),

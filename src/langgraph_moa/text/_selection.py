@@ -344,11 +344,18 @@ _HEDGED = re.compile(
 # between two options ("答案是 C 或 D" read C once "答案是" stated as "the answer is"), a
 # CJK comma before it or not ("C\uff0c或 D" read C), but not a word the letter starts
 # ("C 或 DNA"). A semicolon joins the two as a "but" does ("C; D is also correct" read C).
+# A CJK "and" (和, 与, 及, と) or enumeration comma (、) between two options lists them, as
+# "C and D" does, and so does an option that "also" right follows ("C, D也正确": D is also
+# correct, "C、Dも正しい"): these read C.
 _DOUBTED = re.compile(
     _LISTED_OPTION
-    + r"(?:[\s,\uff0c\u3001]*+(?:或者?|还是|還是|または|もしくは|か)\s*+"
+    + r"(?:(?:[\s,\uff0c\u3001]*+(?:或者?|还是|還是|または|もしくは|か|和|与|與|及|と)|\s*+\u3001)"
+    + r"\s*+"
     + _LISTED_OPTION
     + r"(?![A-Za-z])"
+    + r"|[\s,;\uff0c\uff1b\u3001]*+"
+    + _LISTED_OPTION
+    + r"\s*+(?:[也亦]是?(?:正确|正確|对|對|可以)|も(?:正しい|正解))"
     + r"|[,;]?\s*+(?i:or)\s++(?:(?i:maybe|possibly|perhaps)\s++)?(?i:not)\b"
     + r"|(?:[,;]?\s++(?i:but|though|although|yet|and)\s++|;\s*+)"
     + _LISTED_OPTION
