@@ -215,6 +215,13 @@ def test_a_lone_decimal_comma_in_a_value_that_stands_alone_is_a_decimal(answer, 
         ("The answer is 3,4, and 7.", "3,4, and 7"),
         ("The answer is 3,4 or 5,6", "3,4 or 5,6"),
         ("#### 3,4 & 7", "3,4 & 7"),
+        # a Chinese or Japanese "or" or "and" joins a list as the English one does: the first
+        # four concluded 3.4
+        ("答案是 3,4 或 5", "3,4 或 5"),
+        ("答案是3,4或者5", "3,4或者5"),
+        ("答案是 3,4 还是 5", "3,4 还是 5"),
+        ("答えは 3,4 または 5", "3,4 または 5"),
+        ("答案是 3,4 和 7", "3,4 和 7"),
     ],
 )
 def test_a_stated_lone_comma_that_a_list_goes_on_from_reads_no_number(answer, key):

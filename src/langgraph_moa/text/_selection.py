@@ -172,10 +172,12 @@ _PAIR_OPEN = re.compile(r"[(\[][\s$]*+-?\$?\s*+$")
 # Nor where more of a list follows it: "The answer is 3,4 and 7" (or "3,4, 7") does not state
 # a value that stands alone, so the comma is as ambiguous as in "The points are 3,4". It read
 # 3.4; the list votes as written, no number. A sentence's end ends the value ("3,4. And 7").
+# A Chinese or Japanese "or" or "and" joins it as the English word does ("答案是 3,4 或 5").
 _COMMA_LIST = re.compile(
     r"-?\$?"
     + _LONE_COMMA
-    + r"(?:(?:[ \t]*+,[ \t]*+(?:(?i:and|or)[ \t]++)?|[ \t]++(?:(?i:and|or)|&)[ \t]++)-?\$?(?:"
+    + r"(?:(?:[ \t]*+,[ \t]*+(?:(?i:and|or)[ \t]++)?|[ \t]++(?:(?i:and|or)|&)[ \t]++"
+    + r"|[ \t]*+[,\uff0c]?[ \t]*+(?:或者?|还是|還是|または|和|与|與|及|と)[ \t]*+)-?\$?(?:"
     + _MAGNITUDE
     + r"))++"
 )
