@@ -86,8 +86,9 @@ def final_message(
     The answer's ``model_name`` and ``finish_reason`` are those of the call whose output it
     is: the aggregator's response, or `source` (the proposal a selector, a ranker or a
     fallback returns; `record` when not given). Its tool calls are the response's or the
-    source's, each with an id; where those calls leave out a required argument (the
-    output's record says ``incomplete_call``: no whole call was there to answer instead),
+    source's, each with an id; where those calls break their tool's schema (an argument
+    left out, of a wrong type, outside its enum or unknown: the output's record says
+    ``incomplete_call``, and no whole call was there to answer instead),
     the answer's ``moa`` says so too, and the answer is degraded (`is_degraded`). The
     ``finish_reason`` is OpenAI's spelling of a cut (``length``), read under any provider's
     key: Anthropic's ``stop_reason: max_tokens`` read as no reason at all, so `moa serve`
@@ -143,7 +144,8 @@ def is_degraded(moa: dict[str, Any]) -> bool:
 
     A fallback answered instead of the configured final step, a layer whose every
     proposal failed was passed over (`failed_layers`), or the answer is a tool call that
-    leaves out a required argument (``incomplete_call``: the agent's tools cannot run it,
+    breaks its tool's schema, an argument left out, of a wrong type, outside its enum or
+    unknown (``incomplete_call``: the agent's tools cannot run it,
     and no whole call was there instead): either way the answer is not the one the
     configuration describes (`moa run` exits 3; the page marks the run degraded).
     """
