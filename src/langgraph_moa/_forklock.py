@@ -1,11 +1,12 @@
-"""A process-wide lock that a forked child gets unlocked.
+"""A lock that a forked child gets unlocked.
 
-A child forked while another thread of the parent held a module's lock inherits it taken,
+A child forked while another thread of the parent held a lock (a module's, or that of an
+object built before the fork: an app preloaded by ``gunicorn --preload``) inherits it taken,
 with no thread of its own to release it: its first use of what the lock guards waits for
 ever (a worker process of a pool, `multiprocessing` under the fork start method). Each
-`ForkSafeLock` is replaced in the child by a new one, so that modules need no fork handler
-of their own for a plain lock; where a module keeps more state a fork leaves stale (a
-thread, a queue), its own handler resets that too.
+`ForkSafeLock` is replaced in the child by a new one, so that modules and classes need no
+fork handler of their own for a plain lock; where a module keeps more state a fork leaves
+stale (a thread, a queue), its own handler resets that too.
 """
 
 from __future__ import annotations

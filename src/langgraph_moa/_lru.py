@@ -9,10 +9,11 @@ takes a while) and some callers create under it.
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from langgraph_moa._forklock import ForkSafeLock
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -24,7 +25,7 @@ class BoundedLRU(Generic[K, V]):
     def __init__(self, size: int) -> None:
         self.size = size
         self._entries: OrderedDict[K, V] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def get(self, key: K) -> V | None:
         """Return the entry of `key` (now the most recent), or None."""

@@ -7,10 +7,10 @@ other thread registered a secret or fitted a length-controlled win rate).
 
 import pytest
 
-from langgraph_moa import _redact
+from langgraph_moa import _lru, _redact
 from langgraph_moa.eval import length_control
 from langgraph_moa.local import runtime
-from langgraph_moa.run import _busy
+from langgraph_moa.run import _busy, _ledger, cache
 from tests.helpers import fork_while_held
 
 LOCKS = {
@@ -31,6 +31,30 @@ def test_a_module_lock_held_at_a_fork_is_free_in_the_child(lock):
         return True
 
     assert fork_while_held(lock(), child) == 0
+
+
+OBJECTS = {
+    "bounded-lru": lambda _: _lru.BoundedLRU(4),
+    "run-step": lambda _: _ledger.Step(),
+    "run-ledger": lambda _: _ledger.Ledger(),
+    "call-cache": lambda tmp_path: cache.SQLiteCallCache(tmp_path / "calls.sqlite"),
+}
+
+
+@pytest.mark.parametrize("make", OBJECTS.values(), ids=OBJECTS.keys())
+def test_an_objects_lock_held_at_a_fork_is_free_in_the_child(make, tmp_path):
+    """An object built before the fork (a server's app under ``gunicorn --preload``: a chat
+    model's graphs, the run ledger taken every step, the call cache) went to the child with
+    its lock taken when a parent thread was using it, so the child's first use hung."""
+    built = make(tmp_path)
+
+    def child() -> bool:
+        if not built._lock.acquire(blocking=False):
+            return False
+        built._lock.release()
+        return True
+
+    assert fork_while_held(built._lock, child) == 0
 
 
 def test_a_secret_is_registered_in_a_child_forked_while_another_thread_registered_one():

@@ -27,6 +27,7 @@ from langgraph.config import get_config
 from langgraph.constants import CONF, CONFIG_KEY_CHECKPOINTER
 from langgraph.runtime import get_runtime
 
+from langgraph_moa._forklock import ForkSafeLock
 from langgraph_moa._lru import BoundedLRU
 from langgraph_moa.run import _clock as clock
 
@@ -131,7 +132,7 @@ class Step:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._answered: set[str] = set()
         self._errors: dict[AttemptKey, dict[int, str]] = {}
         self._claimed = False
@@ -266,7 +267,7 @@ class Ledger:
 
     def __init__(self, size: int = 4096) -> None:
         self._runs: BoundedLRU[RunKey, tuple[str, Step]] = BoundedLRU(size)
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def step(self, token: str, at: Here) -> Step:
         """Return the step of a run, created on first use (dropping the run's step before)."""

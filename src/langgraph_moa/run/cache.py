@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 
+from langgraph_moa._forklock import ForkSafeLock
 from langgraph_moa._private import create_private
 from langgraph_moa.errors import MoAConfigError
 
@@ -105,7 +105,7 @@ class SQLiteCallCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         create_private(self.path)  # its keys are digests, but its replies are the answers
         self._conn = sqlite3.connect(self.path, timeout=self.busy_s, check_same_thread=False)
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         try:
             with self._lock:
                 # Checked first: a later format may keep its replies elsewhere, and this
