@@ -137,3 +137,45 @@ def test_the_exit_hook_is_registered_when_the_call_loop_is_first_used_not_on_imp
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", "1"]
+
+
+class _CountingLoop(asyncio.SelectorEventLoop):
+    """A selector loop that counts how often its selector is replaced."""
+
+    swaps = 0
+
+    def __setattr__(self, name, value):
+        if name == "_selector":
+            type(self).swaps += 1
+        super().__setattr__(name, value)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_a_forked_child_copies_an_idle_loops_selector_once():
+    # An idle loop holding both models (`ModelCache`) and HTTP sessions (`_http`) had its
+    # selector copied by each fork handler that knew of it: every registration into a new
+    # epoll instance twice (and one more file descriptor) in every child.
+    import aiohttp
+
+    from langgraph_moa.providers._models import ModelCache
+    from langgraph_moa.transport import _http
+    from tests.helpers import exit_code
+
+    loop = _CountingLoop()
+    cache = ModelCache()
+
+    async def use_the_loop():
+        session = aiohttp.ClientSession()
+        _http._close_at_loop_end(session)  # as the package's clients open theirs
+        return session, cache.get("m@http://127.0.0.1:9/v1", {})
+
+    session, _model = loop.run_until_complete(use_the_loop())
+    try:
+        _CountingLoop.swaps = 0
+        pid = os.fork()
+        if pid == 0:  # the fork handlers have run: report how often they swapped it
+            os._exit(_CountingLoop.swaps)
+        assert exit_code(pid) == 1
+    finally:
+        loop.run_until_complete(session.close())
+        loop.close()

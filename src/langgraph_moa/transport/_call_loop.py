@@ -20,6 +20,7 @@ import os
 import selectors
 import signal
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeGuard, TypeVar
@@ -31,6 +32,14 @@ _lock = threading.Lock()
 _hooked = False
 """Whether `_shut_down_at_exit` is registered: once per process, a forked child's included
 (it inherits the registration, so the flag is not reset after a fork)."""
+_left: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+"""The loops a forked child has left to its parent since the fork (`leave_the_parents_loop`).
+
+Each fork handler that holds a loop's models or sessions leaves it: a second copy of its
+selector would cost the child another epoll instance and every registration again. Emptied
+at each fork by `_forget_after_fork`, which runs before those handlers (their modules import
+this one, so it registers first).
+"""
 
 
 def call_loop() -> asyncio.AbstractEventLoop:
@@ -220,10 +229,11 @@ def _forget_after_fork() -> None:
     The loop is forgotten first, whatever happens to the selector: a child left holding
     the parent's loop would wait forever on it.
     """
-    global _loop, _lock
-    inherited, _loop, _lock = _loop, None, threading.Lock()
+    global _loop, _lock, _left
+    inherited, _loop, _lock, _left = _loop, None, threading.Lock(), weakref.WeakSet()
     if inherited is not None:
         _leave_the_parents_selector(inherited)
+        _left.add(inherited)
 
 
 def _leave_the_parents_selector(loop: asyncio.AbstractEventLoop) -> None:
@@ -260,10 +270,13 @@ def leave_the_parents_loop(loop: asyncio.AbstractEventLoop) -> None:
     the parent's in a new epoll instance, so that the loop hears in the child what it
     heard at the fork and touches nothing of the parent's. Where the copy cannot be made
     (no file descriptors left) it gets the empty one: the parent's loop comes first.
+
+    Once per loop after a fork, whichever handlers hold it (`_left`).
     """
     selector = getattr(loop, "_selector", None)
-    if selector is None:  # closed, or not a selector loop (uvloop's: libuv holds its own)
+    if selector is None or loop in _left:  # closed, not a selector loop, or left already
         return
+    _left.add(loop)
     if loop.is_running() and getattr(loop, "_thread_id", None) != threading.get_ident():
         _leave_the_parents_selector(loop)
         return
