@@ -504,3 +504,24 @@ def test_a_remembered_key_keeps_the_parameters_it_was_asked_with():
     params["temperature"] = 0.9  # the caller's dict, reused for another call
     cache.get(ENDPOINT, {"temperature": 0.5})  # the first model leaves the bucket
     assert cache.get(ENDPOINT, {"temperature": 0.2}).temperature == 0.2
+
+
+def test_a_provider_row_changed_after_a_models_first_call_decides_its_next_timeout(monkeypatch):
+    # The cache remembered a string spec's parameters with the call timeout as the provider
+    # table gave it at the first call: a row registered later (here: a provider's models no
+    # longer on the package's client) went on getting the old decision.
+    from dataclasses import replace
+
+    from langgraph_moa.providers import register_provider
+    from langgraph_moa.providers._table import provider_of
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-model-cache-test-0123456789")
+    shipped = provider_of("openai")
+    cache = ModelCache()
+    assert cache.get("openai:gpt-4o-mini", {}, 5.0).request_timeout == 5.0
+    register_provider(replace(shipped, shares_http_client=False))
+    try:
+        own = cache.get("openai:gpt-4o-mini", {}, 5.0)
+    finally:
+        register_provider(shipped)
+    assert own.request_timeout is None  # its owner's client, not the package's timeout

@@ -43,6 +43,7 @@ from langgraph_moa._redact import (
     without,
 )
 from langgraph_moa.errors import MissingAPIKeyError, ModelResolutionError
+from langgraph_moa.providers import _table
 from langgraph_moa.providers._table import (
     LOCAL_PREFIX,
     _langchain_providers,
@@ -700,7 +701,10 @@ class ModelCache:
         """
         try:  # the model's key, as `_key` made it for these arguments before
             key, params, _ = self._keys[
-                spec if type(spec) is str else id(spec), timeout, tuple(params.items())
+                spec if type(spec) is str else id(spec),
+                timeout,
+                tuple(params.items()),
+                _table.current.version,
             ]
         except (KeyError, TypeError):  # new, or a value that cannot be hashed
             key, params = self._key(spec, params, timeout)
@@ -751,14 +755,20 @@ class ModelCache:
         parameter's ``repr``, sorted) and reading whether the model takes a timeout were
         about 25 function calls per model call, for the same few answers. They are
         remembered by the spec (a string by its text, anything else by its identity, kept
-        alive here so that the id is not reused), the timeout and the parameters as given;
+        alive here so that the id is not reused), the timeout, the parameters as given and
+        the provider table's version (a row registered since decides the timeout anew);
         parameters that compare equal (``1`` and ``1.0``) are one model, whose fields read
         them alike. At most `KEYS_KEPT` are kept; past that they are forgotten and built
         anew. A key names no loop and holds no client: the bucket it is looked up in does.
         The parameters are kept as a copy: the caller's dict, changed later, would build
         another model under this key.
         """
-        given = (spec if type(spec) is str else id(spec), timeout, tuple(params.items()))
+        given = (
+            spec if type(spec) is str else id(spec),
+            timeout,
+            tuple(params.items()),
+            _table.current.version,
+        )
         params = {**with_call_timeout(timeout, spec, params)}
         key = (cache_identity(spec), tuple(sorted([(k, repr(v)) for k, v in params.items()])))
         if len(self._keys) >= KEYS_KEPT:
