@@ -284,3 +284,11 @@ def test_the_schemas_of_a_call_that_sends_none_are_told_in_one_call():
     profiler.disable()
     assert sent is None
     assert pstats.Stats(profiler).total_calls - 1 == 1  # type: ignore[attr-defined]  # less disable
+
+
+def test_a_call_that_reported_its_usage_never_works_out_the_schemas_it_was_sent(fake):
+    """The schemas a call sent (`schemas_sent`) are read for its record only where the
+    provider reported no usage, to estimate its prompt; they were worked out for every
+    answer, and twice for the aggregator's, which has them for its references' room."""
+    stats = profiled_run(fake)
+    assert calls_from(stats, "schemas_sent", "langgraph_moa/graph/_nodes.py") == 1

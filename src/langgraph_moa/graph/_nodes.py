@@ -533,16 +533,14 @@ class MoANodes:
                 latency,
                 cached,
                 req.messages,
-                tools=schemas_sent(req.params, req.structure),
+                tools=req.schemas,
             )
         except Exception as exc:
             if writes_answer:
                 discard_answer(call, exc)
             yield from _failed_attempt(cfg, task_at, step, key, exc)
             latency = time.perf_counter() - started
-            prompt, tools = (
-                (sent.messages, schemas_sent(sent.params, sent.structure)) if sent else ((), None)
-            )
+            prompt, tools = (sent.messages, sent.schemas()) if sent else ((), None)
             errors = step.errors(key)
             record = record_failure(call, errors, exc, latency, prompt=prompt, tools=tools)
             return _Outcome(record, error=exc)
@@ -691,8 +689,8 @@ class MoANodes:
         options: Options,
         params: dict[str, Any],
         structure: Any = None,
-    ) -> tuple[Runnable[Any, Any], RunnableConfig, list[BaseMessage], int]:
-        """Return the aggregator's model, trace and messages; count the references cut.
+    ) -> tuple[Runnable[Any, Any], RunnableConfig, list[BaseMessage], int, list[Any] | None]:
+        """Return the aggregator's model, trace and messages, the references cut, the schemas.
 
         `params` (`_final_params`) and `structure` (`_structure_sent`): what the call sends
         besides its messages, for which the references leave room.
@@ -724,7 +722,7 @@ class MoANodes:
             extra_note=TOOL_NOTE if wanted and self.response_format is None else "",
             schemas=sent or [],
         )
-        return base, trace, messages, trimmed
+        return base, trace, messages, trimmed, sent
 
     def _aggregate_steps(self, state: MoAState) -> NodeSteps:
         """Synthesize the references: the body of `aggregate` and `aaggregate`."""
@@ -745,13 +743,21 @@ class MoANodes:
             # of this aggregator, and the next one in the chain may have room.
             structure = self._structure_sent(is_final)
             params = self._final_params(cfg, call, options, is_final)
-            model, trace, messages, trimmed = self._aggregator_input(
+            model, trace, messages, trimmed, sent = self._aggregator_input(
                 cfg, state, call, is_final, options, params, structure
             )
             spec = cfg.final_chain[call.sample].model
             notes = {"trimmed_references": trimmed}
             return _Request(
-                model, messages, params, spec, trace, notes, options=options, structure=structure
+                model,
+                messages,
+                params,
+                spec,
+                trace,
+                notes,
+                options=options,
+                structure=structure,
+                sent=sent,
             )
 
         outcome = yield from self._attempt(
@@ -1114,6 +1120,17 @@ class _Request:
     """The schema the call sends for its structured answer (`MoANodes._structure_sent`: the
     graph's ``response_format``, none with ``json_mode``): counted with its prompt where its
     tokens are estimated."""
+    sent: list[Any] | None = None
+    """The schemas the call sends besides its messages, where the body worked them out
+    already (the aggregator's, for its references' room): see `schemas`."""
+
+    def schemas(self) -> list[Any] | None:
+        """Return the schemas the call sends besides its messages (`schemas_sent`).
+
+        Read only for a call whose provider reported no usage (its prompt is estimated), so
+        worked out then, not for every answer.
+        """
+        return self.sent if self.sent is not None else schemas_sent(self.params, self.structure)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage
@@ -325,20 +325,20 @@ def ok_record(
     cached: bool = False,
     prompt: Sequence[BaseMessage] = (),
     estimated: bool = False,
-    tools: Any = None,
+    tools: Callable[[], Any] | None = None,
 ) -> CallRecord:
     """Record a successful call, with tokens from the message's `usage_metadata`.
 
     `cached`: the package's call cache answered; an answer of LangChain's LLM cache is
     recorded cached too (`_tokens`). `prompt` and `tools`: the messages and tool schemas the
-    call was sent, from which its tokens are estimated where the provider reported none
-    (`estimated_tokens`).
+    call was sent (the schemas by a function, called only then), from which its tokens are
+    estimated where the provider reported none (`estimated_tokens`).
     `estimated`: the usage is partly the package's estimate already (`with_estimated_usage`:
     the parts of a chunk-wise answer), so the record says so.
     """
     counted = _tokens(response)
     prompt_tokens, completion, total, from_llm_cache = counted or estimated_tokens(
-        response, prompt, tools
+        response, prompt, tools and tools()
     )
     cached = cached or from_llm_cache
     logprobs = token_logprobs(response)
@@ -369,8 +369,8 @@ def ok_record(
     meta = response.response_metadata or {}
     # A text answer, the most common, has no tool calls and none of the marks that
     # `check_tool_calls` sets: one call (getattr) tells the first, `in` the others with none.
-    if getattr(response, "tool_calls", None) and (tools := tool_calls_of(response)):
-        record["tool_calls"] = tools  # only then: records of text answers stay as they were
+    if getattr(response, "tool_calls", None) and (called := tool_calls_of(response)):
+        record["tool_calls"] = called  # only then: records of text answers stay as they were
     for mark, key in _RECORDED_PAIRS:
         if mark in meta and (said := meta[mark]):
             record[key] = said  # type: ignore[literal-required]

@@ -236,13 +236,13 @@ def record_answer(
     cached: bool = False,
     prompt: Sequence[BaseMessage] = (),
     estimated: bool = False,
-    tools: Any = None,
+    tools: Callable[[], Any] | None = None,
 ) -> CallRecord:
     """Record a call that answered, with its retries, and tell the progress stream.
 
-    `prompt` and `tools`: what it was sent (its messages, its tools' schemas), for the
-    estimate of a call that reported no usage; `estimated`: its usage is partly an estimate
-    already (`ok_record`).
+    `prompt` and `tools`: what it was sent (its messages; a function returning its tools'
+    schemas), for the estimate of a call that reported no usage; `estimated`: its usage is
+    partly an estimate already (`ok_record`).
     """
     fields = call.fields()  # the record's and the event's: made once
     record = ok_record(
