@@ -50,6 +50,24 @@ if TYPE_CHECKING:
 class MoAError(Exception):
     """Base class of every error this package raises on purpose."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle the error as it is, not by calling its class with its message again.
+
+        An exception is rebuilt from its ``args`` (here the message alone) through its
+        class: one whose constructor takes other arguments (`MissingAPIKeyError`'s spec and
+        variable) raised when unpickled, or wrote another message, so a worker process's
+        error never reached its parent. It is made without its constructor, with its
+        message and attributes as they were.
+        """
+        return (_unpickled, (type(self), self.args), self.__dict__ or None)
+
+
+def _unpickled(cls: type[MoAError], args: tuple[Any, ...]) -> MoAError:
+    """Make an error of `cls` with `args`, without its constructor (`MoAError.__reduce__`)."""
+    error = cls.__new__(cls)
+    error.args = args
+    return error
+
 
 class MoAConfigError(MoAError, ValueError):
     """A configuration value breaks a rule; the message names the field and the rule."""
