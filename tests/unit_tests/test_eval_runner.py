@@ -12,6 +12,7 @@ from langgraph_moa.eval import EvalItem, Evaluation, runner
 from langgraph_moa.eval.runner import _RowStore, config_digest
 from langgraph_moa.providers._models import OpenAIEndpoint
 from tests.fakes import FakeChat
+from tests.helpers import is_closed, opened_connections
 
 ITEMS = [
     EvalItem(id=str(i), turns=[f"Say the code word alpha{i}."], expected=[f"alpha{i}"])
@@ -135,6 +136,36 @@ def test_an_evaluation_refused_at_its_creation_closes_the_cache_it_opened(
     with pytest.raises(MoAConfigError, match="distinct names"):
         Evaluation([mix, mix], ITEMS, tmp_path)
     assert len(opened) == 1 and closed == opened
+
+
+@pytest.mark.parametrize("cache_dir", ["given", None], ids=["own folder", "temporary"])
+@pytest.mark.parametrize("fails", [False, True], ids=["answers", "raises"])
+def test_a_langsmith_experiment_closes_the_call_cache_it_opened(
+    mix, tmp_path, monkeypatch, cache_dir, fails
+):
+    # evaluate_system left its evaluation's cache open, closed only by garbage collection
+    # whenever that came (on Python 3.13, "ResourceWarning: unclosed database"), also once
+    # its temporary folder was removed.
+    import langsmith
+
+    from langgraph_moa.eval.langsmith_eval import evaluate_system
+
+    def evaluate(target, **_):
+        answered = target({"question": "Say the code word alpha1."})
+        if fails:
+            raise RuntimeError("the experiment failed")
+        return answered
+
+    monkeypatch.setattr(langsmith, "evaluate", evaluate)
+    monkeypatch.setattr(runner, "resolve_system", lambda _s, cache: runner._system(_s, mix, cache))
+    opened = opened_connections(monkeypatch)
+    folder = tmp_path if cache_dir else None
+    if fails:
+        with pytest.raises(RuntimeError, match="the experiment failed"):
+            evaluate_system("mix", [], cache_dir=folder, upload_results=False)
+    else:
+        assert evaluate_system("mix", [], cache_dir=folder, upload_results=False)["calls"] == 3
+    assert len(opened) == 1 and is_closed(opened[0])
 
 
 def test_without_the_eval_extra_the_run_completes_and_says_what_is_missing(

@@ -199,17 +199,22 @@ def evaluate_system(
             return {"key": "correct", "score": None, "comment": "no expected answer"}
         return {"key": "correct", "score": int(bool(score(item, outputs["answer"])["correct"]))}
 
-    return evaluate(
-        target,
-        data=data,
-        evaluators=[correct],
-        # As given, less the key of a ``single:`` system's endpoint URL (``?key=...``).
-        experiment_prefix=experiment_prefix or f"moa-{redact_spec(system)}",
-        metadata={"system": redact_spec(system)},
-        max_concurrency=max_concurrency,
-        client=client,
-        upload_results=upload_results,
-    )
+    try:
+        return evaluate(
+            target,
+            data=data,
+            evaluators=[correct],
+            # As given, less the key of a ``single:`` system's endpoint URL (``?key=...``).
+            experiment_prefix=experiment_prefix or f"moa-{redact_spec(system)}",
+            metadata={"system": redact_spec(system)},
+            max_concurrency=max_concurrency,
+            client=client,
+            upload_results=upload_results,
+        )
+    finally:
+        # ``evaluate`` blocks until every example ran. Left open, the cache was closed by
+        # garbage collection only (Python 3.13 warns: unclosed database).
+        evaluation.cache.close()
 
 
 def _run_to_the_end(work: Coroutine[Any, Any, T]) -> T:
