@@ -1,5 +1,6 @@
 """`moa serve` runs on uvloop and httptools when installed, and on uvicorn's defaults without."""
 
+import contextlib
 import gc
 import importlib.util
 
@@ -12,6 +13,7 @@ from langgraph_moa.serving._server import (
     server_options,
     tune_collector,
 )
+from tests.helpers import is_closed, opened_connections
 
 
 def test_serve_picks_uvloop_and_httptools_when_installed():
@@ -77,6 +79,27 @@ def test_serve_restores_the_collector_when_uvicorn_fails(monkeypatch, tmp_path, 
         _server.serve({"fake": config}, port=8123, history_path=tmp_path / "h.db", log=print)
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == untuned
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["stopped", "uvicorn failed"])
+def test_serve_closes_the_history_it_opened_when_it_ends(monkeypatch, tmp_path, untuned, fails):
+    # The page's history stayed open after serve() returned or raised, closed only by
+    # garbage collection whenever that came (on Python 3.13, "ResourceWarning: unclosed
+    # database"): in a notebook, each serve() of a cell left one more connection behind.
+    from langgraph_moa import MoAConfig
+    from langgraph_moa.serving import _server
+
+    def run(server, sockets=None):
+        if fails:
+            raise OSError("address in use")
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    monkeypatch.setattr(_server, "_check_port", lambda host, port: None)
+    opened = opened_connections(monkeypatch)
+    config = MoAConfig(proposers=["p@http://127.0.0.1:9/v1"], aggregator="a@http://127.0.0.1:9/v1")
+    with pytest.raises(OSError) if fails else contextlib.nullcontext():
+        _server.serve({"fake": config}, port=8123, history_path=tmp_path / "h.db", log=print)
+    assert len(opened) == 1 and is_closed(opened[0])
 
 
 def test_moa_gc_freeze_0_leaves_the_collector_alone(monkeypatch, untuned):

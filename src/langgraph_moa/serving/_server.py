@@ -161,10 +161,12 @@ def serve(
     restore_loggers = _keep_loggers((*UVICORN_LOGGERS, *json_loggers))
     restore_collector: Callable[[], None] = lambda: None  # noqa: E731
     restore_hooks: Callable[[], None] = lambda: None  # noqa: E731
+    history: History | None = None
     try:
         if json_lines:  # from here on: a history that cannot be opened warns in JSON too
             _log_as_json(write)
             restore_hooks = _uncaught_as_records()
+        history = _open_history(history_path, history_runs)
         app = create_app(
             systems,
             api_key=api_key,
@@ -173,7 +175,7 @@ def serve(
             allow_client_endpoints=allow_client_endpoints,
             limits=limits,
             security=security,
-            history=_open_history(history_path, history_runs),
+            history=history,
             prices=prices,
         )
         logged = stacked(
@@ -212,6 +214,8 @@ def serve(
         restore_collector()
         restore_hooks()
         restore_loggers()
+        if history is not None:  # not left to garbage collection, whenever that comes
+            history.close()
 
 
 def _serve_apart(server: Any) -> None:
