@@ -11,6 +11,7 @@ from langgraph_moa import _lru, _redact
 from langgraph_moa.eval import length_control
 from langgraph_moa.local import runtime
 from langgraph_moa.run import _busy, _ledger, cache
+from langgraph_moa.serving import _history
 from tests.helpers import fork_while_held
 
 LOCKS = {
@@ -38,14 +39,16 @@ OBJECTS = {
     "run-step": lambda _: _ledger.Step(),
     "run-ledger": lambda _: _ledger.Ledger(),
     "call-cache": lambda tmp_path: cache.SQLiteCallCache(tmp_path / "calls.sqlite"),
+    "page-history": lambda tmp_path: _history.History(tmp_path / "history.sqlite3"),
 }
 
 
 @pytest.mark.parametrize("make", OBJECTS.values(), ids=OBJECTS.keys())
 def test_an_objects_lock_held_at_a_fork_is_free_in_the_child(make, tmp_path):
     """An object built before the fork (a server's app under ``gunicorn --preload``: a chat
-    model's graphs, the run ledger taken every step, the call cache) went to the child with
-    its lock taken when a parent thread was using it, so the child's first use hung."""
+    model's graphs, the run ledger taken every step, the call cache, the page's history)
+    went to the child with its lock taken when a parent thread was using it, so the child's
+    first use hung."""
     built = make(tmp_path)
 
     def child() -> bool:

@@ -19,13 +19,13 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from langgraph_moa._forklock import ForkSafeLock
 from langgraph_moa._json import dumps
 from langgraph_moa._private import create_private
 from langgraph_moa._unicode import beginning
@@ -166,7 +166,9 @@ class History:
             raise HistoryError(f"The history must keep at least 1 run, not {keep}.")
         self.keep = keep
         self.path = Path(path)
-        self._lock = threading.Lock()
+        # Built before a fork (``gunicorn --preload`` builds `create_app`'s history), a plain
+        # lock a parent thread held went to the worker taken, and its first run hung.
+        self._lock = ForkSafeLock()
         self._unerased = False  # a deleted run's pages may be in the write-ahead log still
         in_memory = str(path) == IN_MEMORY
         db = None
