@@ -32,10 +32,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         times, summaries = [], []
         for _ in range(2):
-            evaluation = Evaluation(args.system, items, out, plots=False, exports=False)
-            started = time.perf_counter()
-            summaries.append(asyncio.run(evaluation.run(progress=False)))
-            times.append(time.perf_counter() - started)
+            with Evaluation(args.system, items, out, plots=False, exports=False) as evaluation:
+                started = time.perf_counter()
+                summaries.append(asyncio.run(evaluation.run(progress=False)))
+                times.append(time.perf_counter() - started)
     first, second = times
     calls = sum(s["calls"] for s in summaries[1].values())
     cached = sum(s["cached_calls"] for s in summaries[1].values())

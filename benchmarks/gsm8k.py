@@ -102,7 +102,7 @@ def evaluate(
         cache.merge(shared_cache)
         cache.close()
     if run:
-        evaluation = Evaluation(
+        with Evaluation(
             [system_spec(name)],
             items,
             folder,
@@ -112,8 +112,8 @@ def evaluate(
             dataset=dataset,
             command=command(),
             seed=eval_seed,
-        )
-        asyncio.run(evaluation.run(progress=True))
+        ) as evaluation:
+            asyncio.run(evaluation.run(progress=True))
     rows = [
         json.loads(line)
         for line in (folder / "results" / f"{slug(system_spec(name))}.jsonl")
@@ -165,7 +165,7 @@ def budget(args: argparse.Namespace) -> None:
         f'  - {{model: "local:qwen2.5-coder-1.5b", temperature: 0.0, max_tokens: {BUDGET_CAP}}}\n'
         "call_timeout_s: null\n"  # a busy machine may take minutes per answer: never retry
     )
-    evaluation = Evaluation(
+    with Evaluation(
         [str(config)],
         items,
         args.out,
@@ -174,8 +174,8 @@ def budget(args: argparse.Namespace) -> None:
         exports=False,
         dataset=str(TRAIN),
         command=command(),
-    )
-    asyncio.run(evaluation.run(progress=True))
+    ) as evaluation:
+        asyncio.run(evaluation.run(progress=True))
     rows = [
         json.loads(line)
         for line in (args.out / "results" / f"{slug(str(config))}.jsonl").read_text().splitlines()

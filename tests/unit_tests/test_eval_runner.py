@@ -138,6 +138,30 @@ def test_an_evaluation_refused_at_its_creation_closes_the_cache_it_opened(
     assert len(opened) == 1 and closed == opened
 
 
+def test_an_evaluation_used_with_with_closes_its_cache_when_the_block_ends(
+    mix, tmp_path, monkeypatch
+):
+    # An evaluation had no close: the docs' example and the benchmarks left its cache open,
+    # closed only by garbage collection (on Python 3.13, "ResourceWarning: unclosed database").
+    opened = opened_connections(monkeypatch)
+    with Evaluation([mix], ITEMS[:1], tmp_path, plots=False) as evaluation:
+        summary = asyncio.run(evaluation.run(progress=False))
+        assert not is_closed(opened[0])  # open while the block runs
+    assert summary["mix"]["correct"] == 1
+    assert len(opened) == 1 and is_closed(opened[0])
+
+
+def test_an_evaluation_closes_its_cache_when_its_block_raises_and_when_closed_twice(
+    mix, tmp_path, monkeypatch
+):
+    opened = opened_connections(monkeypatch)
+    with pytest.raises(KeyboardInterrupt), Evaluation([mix], ITEMS[:1], tmp_path) as evaluation:
+        raise KeyboardInterrupt
+    assert len(opened) == 1 and is_closed(opened[0])
+    evaluation.close()  # a second close, as a caller's finally may make, does nothing more
+    assert is_closed(opened[0])
+
+
 @pytest.mark.parametrize("cache_dir", ["given", None], ids=["own folder", "temporary"])
 @pytest.mark.parametrize("fails", [False, True], ids=["answers", "raises"])
 def test_a_langsmith_experiment_closes_the_call_cache_it_opened(

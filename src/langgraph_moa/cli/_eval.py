@@ -172,7 +172,7 @@ def evaluate(
         summary = asyncio.run(evaluation.run(progress=bar, log=log, on_screen=out.showing))
     finally:
         out.interrupt_hint = ""
-        evaluation.cache.close()  # not left to garbage collection, whenever that comes
+        evaluation.close()  # not left to garbage collection, whenever that comes
     out.answer((out_dir / "report.md").read_text(encoding="utf-8"))  # on a terminal, made safe
     if calibration_out is not None:
         from langgraph_moa.eval.runner import calibration

@@ -214,7 +214,7 @@ def evaluate_system(
     finally:
         # ``evaluate`` blocks until every example ran. Left open, the cache was closed by
         # garbage collection only (Python 3.13 warns: unclosed database).
-        evaluation.cache.close()
+        evaluation.close()
 
 
 def _run_to_the_end(work: Coroutine[Any, Any, T]) -> T:

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -233,7 +233,11 @@ def check_eval_seed(seed: Any) -> None:
 
 
 class Evaluation:
-    """One evaluation: systems x items, written under `out_dir`."""
+    """One evaluation: systems x items, written under `out_dir`.
+
+    It holds its call cache open (``calls.db``) until `close`, or the end of a ``with``
+    block: left to garbage collection, Python 3.13 warns of an unclosed database.
+    """
 
     def __init__(
         self,
@@ -326,6 +330,16 @@ class Evaluation:
         """Items each system has finished so far, kept rows included: what a stop reports."""
         self.judging: tuple[str, int, int] | None = None
         """While the judge is asked: the system judged, its pairs judged so far and in all."""
+
+    def close(self) -> None:
+        """Close the call cache; the evaluation runs no more after. A second close does nothing."""
+        self.cache.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def provenance(self) -> dict[str, Any]:
         """Return what this evaluation needs recorded to be run again (`eval.provenance`)."""
