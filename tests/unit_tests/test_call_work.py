@@ -130,10 +130,10 @@ def profiled(call) -> pstats.Stats:
 
 
 def test_a_text_answer_is_not_counted_for_tool_calls(fake):
-    """The bound on an answer's tool calls (`check_call_count`) counted every answer's, a
+    """The bound on an answer's tool calls (`check_call_bounds`) counted every answer's, a
     text answer's none too: four function calls per model call for a count of zero."""
     stats = profiled_run(fake)
-    assert calls_from(stats, "check_call_count", "langgraph_moa/run/_options.py") == 0
+    assert calls_from(stats, "check_call_bounds", "langgraph_moa/run/_options.py") == 0
 
 
 def test_a_clip_between_two_ascii_characters_looks_no_further():

@@ -997,6 +997,58 @@ class _Malformed(FakeChat):
         )
 
 
+def _nested_args(levels):
+    """Arguments of add whose dicts and lists nest `levels` deep (the arguments' dict is 1)."""
+    value = 1
+    for _ in range(levels - 1):
+        value = [value]
+    return {"a": 1, "b": 2, "c": value}
+
+
+def _nested_args_json(levels):
+    """`_nested_args` as JSON text, written without a parser's recursion."""
+    return '{"a": 1, "b": 2, "c": ' + "[" * (levels - 1) + "1" + "]" * (levels - 1) + "}"
+
+
+@pytest.mark.parametrize("over", [1, 4900], ids=["one level over", "thousands over"])
+def test_a_call_whose_arguments_nest_past_the_bound_loses_to_a_whole_call(fake, over):
+    # Arguments nested thousands deep (Python 3.13's JSON reader takes 5,000 levels, 3.11's
+    # stops near 1,000) crashed the run with a RecursionError where the references were
+    # written; one level past the package's own bound (`MAX_NESTING`, that of a request's
+    # content and tools) outvoted a whole call. Such a call is refused as one no tool can run.
+    from langgraph_moa.run._inputs import MAX_NESTING
+
+    deep = {"name": "add", "args": _nested_args(MAX_NESTING + over), "id": "d1"}
+    answer = _two_against_a_whole_call(fake, deep)
+    assert [c["args"] for c in answer.tool_calls] == [ADD_12["args"]]
+    a, b, c = _records(answer, "proposer")
+    assert a["status"] == b["status"] == "failed" and c["status"] == "ok"
+    assert a["error"] == (
+        f"ToolCallError: A called 'add' with arguments nested more than {MAX_NESTING} levels "
+        "deep (dicts and lists within each other), so it was refused."
+    )
+
+
+def test_a_call_whose_arguments_nest_as_deep_as_the_bound_is_taken(fake):
+    from langgraph_moa.run._inputs import MAX_NESTING
+
+    deep = {"name": "add", "args": _nested_args(MAX_NESTING), "id": "d1"}
+    answer = _two_against_a_whole_call(fake, deep)  # two calls outvote one, as any would
+    assert [c["args"] for c in answer.tool_calls] == [deep["args"]]
+
+
+@pytest.mark.parametrize("over", [1, 4900], ids=["one level over", "thousands over"])
+def test_a_call_written_as_text_nested_past_the_bound_is_not_read_as_a_call(fake, over):
+    # Python 3.11's JSON reader raised a RecursionError past ~1,000 levels (the run crashed)
+    # where 3.13's read the call: past the package's bound, neither reads it as a call.
+    from langgraph_moa.run._inputs import MAX_NESTING
+
+    text = f"Tool call: add({_nested_args_json(MAX_NESTING + over)})"
+    config = MoAConfig(variant="select", proposers=[fake("A", reply=lambda *_: text)])
+    answer = MoAChatModel(config=config).bind_tools([add]).invoke(QUESTION)
+    assert answer.tool_calls == [] and answer.text == text
+
+
 @pytest.mark.parametrize("text", ["", "Let me add them."])
 def test_a_tool_call_with_malformed_arguments_is_refused_not_dropped(fake, log, text):
     from langgraph_moa import RetrySettings

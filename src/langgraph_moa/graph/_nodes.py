@@ -88,7 +88,7 @@ from langgraph_moa.run._ledger import (
 from langgraph_moa.run._options import (
     Options,
     bind_options,
-    check_call_count,
+    check_call_bounds,
     check_tool_calls,
     params_with,
     proposal_options,
@@ -1175,7 +1175,7 @@ def _answer_of(
             )
         parsed = response["parsed"]
         response = response["raw"]
-        check_call_count(response, call.configured_model)
+        check_call_bounds(response, call.configured_model)
         if not response.text.strip():  # function calling: the structure is in tool calls
             meta = {**response.response_metadata, STRUCTURED_MARK: True}
             response = response.model_copy(

@@ -28,11 +28,13 @@ from langgraph_moa._unicode import beginning
 from langgraph_moa.errors import MoAInputError, ToolCallError
 from langgraph_moa.run._accounting import INCOMPLETE_CALL, REFERENCE_ONLY, TOOL_CALLS_FROM_TEXT
 from langgraph_moa.run._inputs import (
+    MAX_NESTING,
     SEED_MAX,
     SEED_MIN,
     forces_call,
     is_seed,
     named_tool,
+    nests_too_deep,
     shown_choice,
     tool_names,
 )
@@ -269,14 +271,20 @@ MAX_TOOL_CALLS = 128
 passed to the agent: a model that loops, not a plan an agent can run."""
 
 
-def check_call_count(response: Any, label: str) -> None:
-    """Refuse an answer of more than `MAX_TOOL_CALLS` tool calls, whatever it was sent.
+def check_call_bounds(response: Any, label: str) -> None:
+    """Refuse an answer of too many calls or too deeply nested arguments, whatever it was sent.
 
-    Apart from `check_tool_calls` since a function-calling structured answer, which that
-    check does not read, carries its calls in its raw message and hands them to its caller.
+    More than `MAX_TOOL_CALLS` calls, or a call whose arguments nest deeper than
+    `MAX_NESTING`. Apart from `check_tool_calls` since a function-calling structured
+    answer, which that check does not read, carries its calls in its raw message and hands
+    them to its caller.
+    Arguments nested thousands deep (Python 3.13's JSON reader takes 5,000 levels, 3.11's
+    stops near 1,000) ran the references' rendering out of stack: the run crashed with a
+    RecursionError. Past the bound such a call is one no tool can be given.
 
     Raises:
-        ToolCallError: how many calls it made, naming the model; the answer rides along.
+        ToolCallError: how many calls it made, or which was nested too deep, naming the
+            model; the answer rides along.
     """
     if not isinstance(response, AIMessage):
         return
@@ -286,6 +294,14 @@ def check_call_count(response: Any, label: str) -> None:
             "answer may make, so it was refused.",
             response,
         )
+    for call in response.tool_calls:
+        if nests_too_deep(call["args"]):
+            raise ToolCallError(
+                f"{label} called {call['name']!r} with arguments nested more than "
+                f"{MAX_NESTING} levels deep (dicts and lists within each other), so it was "
+                "refused.",
+                response,
+            )
 
 
 def check_tool_calls(response: Any, options: Options, label: str, *, answer: bool = True) -> Any:
@@ -321,12 +337,12 @@ def check_tool_calls(response: Any, options: Options, label: str, *, answer: boo
     Raises:
         ToolCallError: what broke the tools, naming the model; the answer rides along. So
             does an answer of more than `MAX_TOOL_CALLS` calls, whatever it was sent
-            (`check_call_count`).
+            (`check_call_bounds`), and one whose arguments nest deeper than `MAX_NESTING`.
     """
     if not isinstance(response, AIMessage):
         return response
     if response.tool_calls or response.invalid_tool_calls:  # most answers make none
-        check_call_count(response, label)
+        check_call_bounds(response, label)
     tools = options.get("tools")
     if not tools:
         return response
@@ -413,23 +429,24 @@ def _same_call(a: ToolCall, b: ToolCall) -> bool:
 
 
 def _tool_call(name: Any, args: Any, names: set[str]) -> ToolCall | None:
+    """Return the call `name(args)` written as text, or None where it is no call to take.
+
+    Arguments nested deeper than `MAX_NESTING` are none: Python 3.11's JSON reader refuses
+    them past ~1,000 levels where 3.13's reads 5,000, and the bound treats both alike.
+    """
     if name not in names:
         return None
     if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except ValueError:
-            return None
-    if not isinstance(args, dict):
+        args = _json_value(args)
+    if not isinstance(args, dict) or nests_too_deep(args):
         return None
     return ToolCall(name=name, args=args, id=f"call_{uuid.uuid4().hex[:24]}")
 
 
 def _json_calls(text: str, names: set[str]) -> list[ToolCall] | None:
     """Read text that is wholly one call object or a list of them; None otherwise."""
-    try:
-        value = json.loads(text)
-    except ValueError:
+    value = _json_value(text)
+    if value is None:
         return None
     calls = []
     for item in value if isinstance(value, list) else [value]:
@@ -441,6 +458,17 @@ def _json_calls(text: str, names: set[str]) -> list[ToolCall] | None:
             return None
         calls.append(call)
     return calls or None
+
+
+def _json_value(text: str) -> Any:
+    """Return the JSON value `text` holds; None where it holds none or too deep a one.
+
+    Python 3.11's reader raises a RecursionError past ~1,000 levels (3.13's reads 5,000).
+    """
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _line_call(line: str, names: set[str]) -> ToolCall | None:
