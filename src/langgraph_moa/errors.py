@@ -63,9 +63,15 @@ class MoAError(Exception):
 
 
 def _unpickled(cls: type[MoAError], args: tuple[Any, ...]) -> MoAError:
-    """Make an error of `cls` with `args`, without its constructor (`MoAError.__reduce__`)."""
-    error = cls.__new__(cls)
-    error.args = args
+    """Make an error of `cls` with `args`, without its constructor (`MoAError.__reduce__`).
+
+    The built-in exception class it derives from is made with `args` all the same: it keeps
+    what it reads of them out of ``__dict__`` (`ImportError`'s ``msg``, `OSError`'s
+    ``errno`` and ``strerror``, which its message is written from).
+    """
+    error = cls.__new__(cls, *args)
+    built_in: Any = next(base for base in cls.__mro__ if base.__module__ == "builtins")
+    built_in.__init__(error, *args)
     return error
 
 

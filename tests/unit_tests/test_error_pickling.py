@@ -1,6 +1,7 @@
 """The package's errors cross a process boundary whole (a `multiprocessing` or
 `ProcessPoolExecutor` worker's exception comes back to its parent pickled)."""
 
+import errno
 import pickle
 
 import pytest
@@ -42,3 +43,27 @@ def test_an_error_unpickles_with_its_message_and_attributes(make):
     assert (str(copy), copy.args) == (str(error), error.args)
     assert copy.__dict__.keys() == error.__dict__.keys()
     assert repr(vars(copy)) == repr(vars(error))
+
+
+BUILT_IN = {
+    # ImportError keeps its message as `msg` too, OSError its number and text: attributes
+    # of the built-in class, set by its constructor, not held in the error's __dict__.
+    "missing-extra": (
+        lambda: errors.MissingExtraError("Serving", "serve", "fastapi"),
+        ("msg", "name", "path"),
+    ),
+    "call-timeout": (
+        lambda: errors.CallTimeoutError(errno.ETIMEDOUT, "timed out"),
+        ("errno", "strerror", "filename"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("make", "names"), BUILT_IN.values(), ids=BUILT_IN.keys())
+def test_an_error_unpickles_with_its_built_in_base_classs_attributes(make, names):
+    # Made without its constructor, an error of ImportError lost `msg` (None) and one of
+    # OSError its errno and strerror, and wrote another message: "(110, 'timed out')".
+    error = make()
+    copy = pickle.loads(pickle.dumps(error))
+    assert str(copy) == str(error)
+    assert [getattr(copy, n) for n in names] == [getattr(error, n) for n in names]
