@@ -4,6 +4,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
+from langchain_core.messages import AIMessage, ToolMessage
 
 from langgraph_moa import MoAChatModel, MoAConfig, MoAInputError, create_moa_graph
 from langgraph_moa.run._inputs import MAX_NESTING
@@ -121,3 +122,56 @@ def test_serve_names_a_body_nested_past_its_parser(config):
     deep = '{"a":' * 10_000 + "{}" + "}" * 10_000
     body = '{"model":"m","messages":[{"role":"user","content":"hi"}],"metadata":' + deep + "}"
     _assert_400(_post(config, body), "The body is nested too deep", "at line 1 column")
+
+
+def _deep_call(depth):
+    """An earlier assistant turn calling f with arguments nested `depth` levels deep."""
+    call = {"name": "f", "args": nested(depth), "id": "c1"}
+    return [("user", "hi"), AIMessage("", tool_calls=[call]), ToolMessage("1", tool_call_id="c1")]
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING + 1, 10_000])
+def test_a_deep_tool_call_in_the_conversation_is_refused_naming_the_message(config, log, depth):
+    # A model's call nested past the bound is refused (`check_call_bounds`), but the same
+    # call in an earlier turn was taken: each call then failed on a RecursionError where its
+    # request was encoded (a call cache's key, a provider's JSON), blamed on the providers.
+    messages = _deep_call(depth)
+    with pytest.raises(MoAInputError, match=f"Message 2's tool call 'f' is {FRAGMENT}") as info:
+        create_moa_graph(config).invoke({"messages": messages})
+    assert "\n" not in str(info.value)
+    with pytest.raises(MoAInputError, match=FRAGMENT):
+        MoAChatModel(config=config).invoke(messages)
+    assert not log.calls
+
+
+def test_a_tool_call_in_the_conversation_as_deep_as_the_bound_is_answered(config):
+    state = create_moa_graph(config).invoke({"messages": _deep_call(MAX_NESTING)})
+    assert state["messages"][-1].text
+
+
+def test_deep_tool_call_arguments_written_as_json_are_refused_not_a_recursion_error(config):
+    # LangChain reads an OpenAI-style turn's arguments with json.loads, which raised a bare
+    # RecursionError (Python 3.11) out of the graph's input check.
+    arguments = "[" * 10_000 + "]" * 10_000
+    turn = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": arguments}}],
+    }
+    with pytest.raises(MoAInputError, match="Message 2 ") as info:
+        create_moa_graph(config).invoke({"messages": [("user", "hi"), turn]})
+    assert "\n" not in str(info.value)
+
+
+def test_serve_refuses_a_deep_tool_call_in_the_conversation_with_a_400(config):
+    arguments = json.dumps(nested(150))  # a string to the body's parser, read by LangChain
+    turn = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+        ],
+    }
+    tool = {"role": "tool", "tool_call_id": "c1", "content": "1"}
+    body = {"model": "m", "messages": [*USER, turn, tool]}
+    _assert_400(_post(config, json.dumps(body)), FRAGMENT)

@@ -15,7 +15,13 @@ import re
 from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from typing import Any, TypeGuard, TypeVar
 
-from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage, convert_to_messages
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+    convert_to_messages,
+)
 from langchain_core.runnables import RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
@@ -543,18 +549,34 @@ def check_messages(messages: Any) -> list[BaseMessage]:
     for position, item in enumerate(items, start=1):
         _check_content(position, _content_of(item))
     try:
-        return convert_to_messages(items)
-    except (ValueError, TypeError, NotImplementedError, KeyError):
+        converted = convert_to_messages(items)
+    except (ValueError, TypeError, NotImplementedError, KeyError, RecursionError):
         pass
+    else:
+        _check_tool_calls(converted)
+        return converted
     for position, item in enumerate(items, start=1):  # find the culprit to name it
         try:
             convert_to_messages([item])
-        except (ValueError, TypeError, NotImplementedError, KeyError):
+        except (ValueError, TypeError, NotImplementedError, KeyError, RecursionError):
+            # RecursionError: LangChain reads an OpenAI-style call's arguments with
+            # json.loads, which Python 3.11 stops near 1,000 levels.
             raise MoAInputError(
                 f"Message {position} cannot be read as a chat message ({_kind(item)}): give a "
                 "(role, text) pair, a dict with 'role' and 'content', or a LangChain message."
             ) from None
     raise MoAInputError(f"'messages' cannot be read as a conversation; pass one like {_EXAMPLE}.")
+
+
+def _check_tool_calls(messages: list[BaseMessage]) -> None:
+    """Refuse an earlier turn's tool call whose arguments nest deeper than `MAX_NESTING`.
+
+    A model's own such call is refused (`run._options.check_call_bounds`); taken from the
+    conversation, each call failed on a RecursionError where its request was encoded.
+    """
+    for position, message in enumerate(messages, start=1):
+        for call in message.tool_calls if isinstance(message, AIMessage) else ():
+            check_nesting(call["args"], f"Message {position}'s tool call {call['name']!r} is")
 
 
 def _content_of(item: Any) -> Any:
