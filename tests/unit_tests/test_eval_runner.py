@@ -162,6 +162,18 @@ def test_an_evaluation_closes_its_cache_when_its_block_raises_and_when_closed_tw
     assert is_closed(opened[0])
 
 
+def test_an_evaluation_run_after_close_is_refused_in_one_sentence(mix, tmp_path):
+    # close() says the evaluation runs no more after, but a run after it (a notebook cell run
+    # again after its with block) made every call afresh and stored none: paid for again on
+    # every rerun, without a word.
+    with Evaluation([mix], ITEMS[:1], tmp_path, plots=False) as evaluation:
+        pass
+    with pytest.raises(MoAConfigError, match="is closed") as info:
+        asyncio.run(evaluation.run(progress=False))
+    assert "\n" not in str(info.value) and str(tmp_path / "calls.db") in str(info.value)
+    assert not mix.proposers[0].model.log.calls
+
+
 @pytest.mark.parametrize("cache_dir", ["given", None], ids=["own folder", "temporary"])
 @pytest.mark.parametrize("fails", [False, True], ids=["answers", "raises"])
 def test_a_langsmith_experiment_closes_the_call_cache_it_opened(

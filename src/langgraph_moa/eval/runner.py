@@ -326,13 +326,20 @@ class Evaluation:
             dataset,
             keyless_command(command) if command else command,
         )
+        self.closed = False
+        """Whether `close` was called: a closed evaluation runs no more."""
         self.finished = dict.fromkeys(names, 0)
         """Items each system has finished so far, kept rows included: what a stop reports."""
         self.judging: tuple[str, int, int] | None = None
         """While the judge is asked: the system judged, its pairs judged so far and in all."""
 
     def close(self) -> None:
-        """Close the call cache; the evaluation runs no more after. A second close does nothing."""
+        """Close the call cache; the evaluation runs no more after. A second close does nothing.
+
+        A run after it is refused (`run`): with its cache closed, it made every call afresh
+        and stored none, each rerun paying for them all again.
+        """
+        self.closed = True
         self.cache.close()
 
     def __enter__(self) -> Self:
@@ -470,6 +477,12 @@ class Evaluation:
             on_screen: Told of the bar while it is shown (the command's Ctrl-C handler
                 takes it away, the cursor it hid shown again, before saying it stopped).
         """
+        if self.closed:
+            raise MoAConfigError(
+                f"This evaluation is closed, its call cache {self.cache.path} with it: create "
+                "another Evaluation on the same folder to run again (it reuses the calls "
+                "cached there)."
+            )
         gate = asyncio.Semaphore(self.concurrency)
         summary: dict[str, Any] = {}
         results: dict[str, list[dict[str, Any]]] = {}
