@@ -326,8 +326,6 @@ class Evaluation:
             dataset,
             keyless_command(command) if command else command,
         )
-        self.closed = False
-        """Whether `close` was called: a closed evaluation runs no more."""
         self.finished = dict.fromkeys(names, 0)
         """Items each system has finished so far, kept rows included: what a stop reports."""
         self.judging: tuple[str, int, int] | None = None
@@ -339,8 +337,12 @@ class Evaluation:
         A run after it is refused (`run`): with its cache closed, it made every call afresh
         and stored none, each rerun paying for them all again.
         """
-        self.closed = True
         self.cache.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called (its call cache's state): a closed evaluation runs no more."""
+        return self.cache.closed
 
     def __enter__(self) -> Self:
         return self

@@ -206,6 +206,11 @@ class SQLiteCallCache:
             finally:
                 self._conn.execute("DETACH DATABASE other")
 
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called: the cache serves and stores nothing more."""
+        return self._closed
+
     def close(self) -> None:
         """Close the file, once the reads and writes other threads are making are done.
 
